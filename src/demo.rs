@@ -1,0 +1,1 @@
+//! `hotproxy demo`: dev PKI, a built-in mTLS echo backend, and the proxy.

@@ -1,0 +1,5 @@
+//! Command line only: parses arguments and calls the library.
+
+fn main() {
+    println!("hotproxy");
+}

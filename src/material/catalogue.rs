@@ -1,0 +1,1 @@
+//! The catalogue: entries by id, their live material, last reload result, references.

@@ -1,0 +1,80 @@
+//! TLS material: reading and validating PEM, certificate metadata, the catalogue.
+
+pub mod catalogue;
+pub mod info;
+pub mod pem;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+
+pub use info::CertInfo;
+
+/// Parsed, validated material of one entry: what snapshots are built from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub material: Material,
+    /// SHA-256 over the raw bytes of every source, in order: what decides
+    /// whether a re-read is a change (never mtime or the config text alone).
+    pub hash: [u8; 32],
+    pub loaded_at: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+pub enum Material {
+    Pair(Pair),
+    Ca(CaBundle),
+}
+
+/// A certificate chain (leaf first) with its matching private key.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    /// Ready for rustls: chain + signing key, `keys_match()` already checked.
+    pub key: Arc<CertifiedKey>,
+    /// Metadata of the leaf.
+    pub leaf: CertInfo,
+}
+
+/// Trust anchors and revocation lists.
+#[derive(Clone, Debug)]
+pub struct CaBundle {
+    pub roots: Vec<CertificateDer<'static>>,
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Metadata of each CA certificate, in file order.
+    pub certs: Vec<CertInfo>,
+}
+
+impl Loaded {
+    pub fn pair(&self) -> Option<&Pair> {
+        match &self.material {
+            Material::Pair(p) => Some(p),
+            Material::Ca(_) => None,
+        }
+    }
+
+    pub fn ca(&self) -> Option<&CaBundle> {
+        match &self.material {
+            Material::Ca(c) => Some(c),
+            Material::Pair(_) => None,
+        }
+    }
+
+    /// The earliest not-after of the certificates this entry serves or trusts.
+    pub fn not_after(&self) -> i64 {
+        match &self.material {
+            Material::Pair(p) => p.leaf.not_after,
+            Material::Ca(c) => c.certs.iter().map(|c| c.not_after).min().unwrap_or(0),
+        }
+    }
+
+    /// The leaf (pair) or first CA certificate (bundle), for summaries.
+    pub fn primary(&self) -> Option<&CertInfo> {
+        match &self.material {
+            Material::Pair(p) => Some(&p.leaf),
+            Material::Ca(c) => c.certs.first(),
+        }
+    }
+}

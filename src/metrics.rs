@@ -1,0 +1,209 @@
+//! The metric names of SPEC §5, in one place.
+//!
+//! One process-wide registry: every serving path records through the
+//! functions here, and `/metrics` renders it. Names and labels are the
+//! public contract; extend, never rename.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabels {
+    pub entry: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryTypeLabels {
+    pub entry: String,
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryResultLabels {
+    pub entry: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerResultLabels {
+    pub listener: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    pub upstream: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: String,
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub upstream: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+fn request_duration_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// Every metric hotproxy exports.
+pub struct Metrics {
+    pub cert_not_after: Family<EntryTypeLabels, Gauge>,
+    pub cert_reloads: Family<EntryResultLabels, Counter>,
+    pub cert_last_reload: Family<EntryLabels, Gauge>,
+    pub tls_handshakes: Family<ListenerResultLabels, Counter>,
+    pub connections_active: Family<ListenerLabels, Gauge>,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_request_duration:
+        Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    registry: Registry,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            cert_not_after: Family::default(),
+            cert_reloads: Family::default(),
+            cert_last_reload: Family::default(),
+            tls_handshakes: Family::default(),
+            connections_active: Family::default(),
+            http_requests: Family::default(),
+            http_request_duration: Family::new_with_constructor(
+                request_duration_histogram as fn() -> Histogram,
+            ),
+            upstream_errors: Family::default(),
+            config_reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "hotproxy_cert_not_after_timestamp_seconds",
+            "Not-after of the certificate an entry serves or trusts (earliest in a bundle)",
+            m.cert_not_after.clone(),
+        );
+        registry.register(
+            "hotproxy_cert_reloads",
+            "Reloads of a catalogue entry by result",
+            m.cert_reloads.clone(),
+        );
+        registry.register(
+            "hotproxy_cert_last_reload_timestamp_seconds",
+            "When an entry's material was last swapped in",
+            m.cert_last_reload.clone(),
+        );
+        registry.register(
+            "hotproxy_tls_handshakes",
+            "TLS handshakes on listeners by result",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "hotproxy_connections_active",
+            "Open client connections per listener",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "hotproxy_http_requests",
+            "Requests answered per listener, upstream and status code",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "hotproxy_http_request_duration_seconds",
+            "Time from request head to response head",
+            m.http_request_duration.clone(),
+        );
+        registry.register(
+            "hotproxy_upstream_errors",
+            "Failed upstream requests by cause",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "hotproxy_config_reloads",
+            "Configuration file reloads by result",
+            m.config_reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Prometheus / OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Count one failed upstream request. `reason` is one of a small fixed set:
+/// `connect_refused`, `connect_timeout`, `timeout`, `unknown_ca`,
+/// `name_mismatch`, `expired`, `client_cert_refused`, `tls`, `protocol`,
+/// `no_servers`.
+pub fn upstream_error(upstream: &str, reason: &str) {
+    METRICS
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            upstream: upstream.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .inc();
+}
+
+/// Record one answered request.
+pub fn request(listener: &str, upstream: &str, code: u16, elapsed: Duration) {
+    METRICS
+        .http_requests
+        .get_or_create(&RequestLabels {
+            listener: listener.to_owned(),
+            upstream: upstream.to_owned(),
+            code: code.to_string(),
+        })
+        .inc();
+    METRICS
+        .http_request_duration
+        .get_or_create(&RouteLabels {
+            listener: listener.to_owned(),
+            upstream: upstream.to_owned(),
+        })
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Count one TLS handshake on a listener; `result` is `success` or a short cause.
+pub fn handshake(listener: &str, result: &str) {
+    METRICS
+        .tls_handshakes
+        .get_or_create(&ListenerResultLabels {
+            listener: listener.to_owned(),
+            result: result.to_owned(),
+        })
+        .inc();
+}

@@ -1,0 +1,1 @@
+//! The single writer: applies entry and config changes, rebuilds dependent snapshots.
