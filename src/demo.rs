@@ -1,1 +1,188 @@
 //! `hotproxy demo`: dev PKI, a built-in mTLS echo backend, and the proxy.
+//!
+//! Runs the top-level `config.yaml` unchanged: creates the dev PKI it names
+//! (`demo-pki/`) when missing, starts an echo backend on the `echo`
+//! upstream's address that *requires* a client certificate from the dev CA
+//! and answers with the one it saw, then serves the proxy in front of it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{self, Config};
+use crate::material::info;
+
+/// The configuration the demo runs: `./config.yaml`, else the one next to
+/// the crate's manifest (so `cargo run -- demo` works from any directory).
+fn config_path() -> PathBuf {
+    let local = PathBuf::from("config.yaml");
+    if local.exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")
+}
+
+pub fn run() -> ExitCode {
+    let path = config_path();
+    let config = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            return ExitCode::FAILURE;
+        }
+    };
+    let pki = config
+        .file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("demo-pki");
+    if !pki.join("server.crt").exists() || !pki.join("client.crt").exists() {
+        if let Err(e) = crate::devpki::write(&pki, &[]) {
+            eprintln!("cannot create the demo PKI in {}: {e:#}", pki.display());
+            return ExitCode::FAILURE;
+        }
+        println!("created a throwaway dev PKI in {}", pki.display());
+    }
+    let Some(backend) = config
+        .upstreams
+        .iter()
+        .find(|u| u.name == "echo")
+        .and_then(|u| u.servers.first())
+        .and_then(|s| format!("{}:{}", s.host, s.port).parse::<SocketAddr>().ok())
+    else {
+        eprintln!(
+            "{}: the demo needs an upstream named `echo` with an IP:port server",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        if let Err(e) = start_echo_backend(backend, &pki).await {
+            eprintln!("cannot start the demo echo backend on {backend}: {e}");
+            return ExitCode::FAILURE;
+        }
+        print_instructions(&config, &pki);
+        crate::server::serve(config).await
+    })
+}
+
+fn print_instructions(config: &Config, pki: &Path) {
+    let port = config
+        .listeners
+        .first()
+        .map(|l| l.bind.port())
+        .unwrap_or(8443);
+    let pki = pki.display();
+    let admin = config
+        .admin
+        .as_ref()
+        .map(|a| a.bind.to_string())
+        .unwrap_or_else(|| "127.0.0.1:9901".into());
+    println!(
+        "\n\
+hotproxy demo: https://localhost:{port} -> mTLS echo backend\n\n\
+  try it (the backend reports the client certificate hotproxy presented):\n\
+    curl --cacert {pki}/ca.crt https://localhost:{port}/hello\n\
+  with your own client certificate (verified, passed upstream as X-Client-Cert-*):\n\
+    curl --cacert {pki}/ca.crt --cert {pki}/client.crt --key {pki}/client.key https://localhost:{port}/hello\n\n\
+  rotate the certificates while it runs, then watch the served fingerprint change:\n\
+    cargo run --release -- certs dev-pki --out {pki}\n\
+    openssl s_client -connect localhost:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256\n\
+    curl -s http://{admin}/metrics | grep hotproxy_cert_reloads\n\n\
+  Ctrl-C stops it.\n"
+    );
+}
+
+/// An HTTPS echo server that requires a client certificate from the dev CA.
+async fn start_echo_backend(addr: SocketAddr, pki: &Path) -> Result<(), String> {
+    let read = |name: &str| {
+        std::fs::read(pki.join(name)).map_err(|e| format!("{}: {e}", pki.join(name).display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read("server.crt")?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("server.crt: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&read("server.key")?)
+        .map_err(|e| format!("server.key: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&read("ca.crt")?) {
+        roots
+            .add(ca.map_err(|e| format!("ca.crt: {e}"))?)
+            .map_err(|e| format!("ca.crt: {e}"))?;
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let socket = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = socket.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let seen = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| info::inspect(c).ok());
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let headers: serde_json::Map<String, serde_json::Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                            .collect();
+                        let body = serde_json::json!({
+                            "backend": "hotproxy demo echo",
+                            "method": req.method().as_str(),
+                            "path": req.uri().path(),
+                            "proxy_client_certificate": seen.as_ref().map(|s| serde_json::json!({
+                                "subject": s.subject,
+                                "fingerprint_sha256": s.fingerprint_sha256,
+                            })),
+                            "headers": headers,
+                        });
+                        let text = serde_json::to_string_pretty(&body).unwrap_or_default() + "\n";
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}

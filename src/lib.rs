@@ -20,16 +20,24 @@
 //!   - `forward`: header rewriting, pooled upstream client, 502/504 mapping.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //! - `metrics`: the metric names of SPEC §5.
+//! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
+//! - `check`: `hotproxy check` and `certs inspect`: the report operators read.
+//! - `devpki`: a throwaway CA, server pair and client pair.
+//! - `logging`: tracing to stderr, text or JSON.
 //! - `demo`: `hotproxy demo`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod demo;
+pub mod devpki;
+pub mod logging;
 pub mod material;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod secret;
+pub mod server;
 pub mod tls;
 pub mod watch;

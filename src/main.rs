@@ -1,5 +1,94 @@
 //! Command line only: parses arguments and calls the library.
 
-fn main() {
-    println!("hotproxy");
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hotproxy::logging::{LogFormat, init_logging};
+
+#[derive(Parser)]
+#[command(
+    name = "hotproxy",
+    version,
+    about = "TLS reverse proxy that serves new certificates the moment they land on disk"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until SIGTERM/SIGINT; SIGHUP re-reads the configuration and every file.
+    Run {
+        #[arg(long, env = "HOTPROXY_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Validate the configuration and every certificate it names (like `nginx -t`).
+    Check {
+        #[arg(long, env = "HOTPROXY_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Certificate tools.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Run the proxy from ./config.yaml in front of a built-in mTLS echo backend.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Print subject, SANs, validity and fingerprint of every certificate in PEM files.
+    Inspect {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write a throwaway CA, server pair and client pair (re-running re-issues the pairs).
+    DevPki {
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS name or IP for the server certificate (repeatable; default localhost, 127.0.0.1).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            config,
+            log_format,
+            log_level,
+        } => {
+            init_logging(log_format, &log_level);
+            hotproxy::server::run(&config)
+        }
+        Command::Check { config } => hotproxy::check::run(&config),
+        Command::Certs {
+            command: CertsCommand::Inspect { files },
+        } => hotproxy::check::inspect(&files),
+        Command::Certs {
+            command: CertsCommand::DevPki { out, names },
+        } => match hotproxy::devpki::write(&out, &names) {
+            Ok(pki) => {
+                println!("{pki}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo => {
+            init_logging(LogFormat::Text, "info");
+            hotproxy::demo::run()
+        }
+    }
 }

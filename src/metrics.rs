@@ -80,8 +80,7 @@ pub struct Metrics {
     pub tls_handshakes: Family<ListenerResultLabels, Counter>,
     pub connections_active: Family<ListenerLabels, Gauge>,
     pub http_requests: Family<RequestLabels, Counter>,
-    pub http_request_duration:
-        Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     registry: Registry,

@@ -1,1 +1,1030 @@
 //! The single writer: applies entry and config changes, rebuilds dependent snapshots.
+//!
+//! Every change to live state happens here, on one dedicated thread that
+//! owns the catalogue, the listeners and the upstreams. Watch events, retry
+//! timers, SIGHUP and admin API calls all arrive as [`Command`]s, so changes
+//! are serialized without locks and each one is all-or-nothing: the new
+//! state is *planned* (material loaded, snapshots built, sockets bound)
+//! before anything is stored, and a failed plan leaves everything as it was.
+//!
+//! Snapshots are keyed by a fingerprint of what they are built from, so a
+//! change rebuilds exactly the listeners and upstreams whose inputs changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::{ClientConfig, ServerConfig};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{
+    self, ClientAuthConfig, ClientAuthMode, Config, EntrySpec, ListenerConfig, UpstreamCa,
+    UpstreamConfig,
+};
+use crate::material::catalogue::{self, Entry, EntryView, Origin, Reference, ReloadResult, unix};
+use crate::material::{Loaded, pem};
+use crate::metrics::{self, METRICS};
+use crate::proxy::forward::Upstream;
+use crate::proxy::listener::{self, Drain, Listener, ServedCert};
+use crate::proxy::router::Router;
+use crate::tls;
+use crate::watch::{Subject, Watcher};
+
+/// A request to the reloader thread.
+pub enum Command {
+    /// The watcher saw something that may have changed this subject.
+    Changed(Subject),
+    /// SIGHUP: re-read the configuration and every file.
+    ReloadAll,
+    /// Run a closure on the reloader thread (the admin API's mutations).
+    Call(Box<dyn FnOnce(&mut Reloader) + Send>),
+    /// Stop the thread.
+    Stop,
+}
+
+/// What readers (admin API, probes) see; published by the reloader after
+/// every change.
+pub struct Shared {
+    pub entries: ArcSwap<BTreeMap<String, EntryView>>,
+    pub listeners: ArcSwap<BTreeMap<String, ListenerView>>,
+    pub config: ArcSwap<Config>,
+    /// Every listener is bound and has usable material.
+    pub ready: AtomicBool,
+}
+
+/// A listener as the admin API shows it.
+#[derive(Clone)]
+pub struct ListenerView {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub entries: Vec<String>,
+    pub client_auth: ClientAuthConfig,
+    pub live: Arc<Listener>,
+}
+
+/// The reloader's address: send commands, read the published state.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    pub shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub fn send(&self, command: Command) {
+        // The thread only stops at shutdown; a send after that is moot.
+        let _ = self.tx.send(command);
+    }
+
+    /// Run `f` on the reloader thread and await its result.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Reloader) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::Call(Box::new(move |r| {
+            let _ = tx.send(f(r));
+        })));
+        rx.await.ok()
+    }
+}
+
+struct LiveListener {
+    config: ListenerConfig,
+    live: Arc<Listener>,
+    bound: SocketAddr,
+    key: u64,
+    stop: watch::Sender<bool>,
+}
+
+struct LiveUpstream {
+    config: UpstreamConfig,
+    live: Arc<Upstream>,
+    key: u64,
+}
+
+/// The owner of all live state. Lives on its own thread.
+pub struct Reloader {
+    rt: tokio::runtime::Handle,
+    config: Arc<Config>,
+    entries: BTreeMap<String, Entry>,
+    listeners: BTreeMap<String, LiveListener>,
+    upstreams: BTreeMap<String, LiveUpstream>,
+    /// Runtime client-auth changes made through the admin API; they win
+    /// over the configuration file until the listener is removed.
+    client_auth_overrides: BTreeMap<String, ClientAuthConfig>,
+    /// Entries to retry, and when.
+    retries: BTreeMap<String, Instant>,
+    watcher: Watcher,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    drain: Arc<Drain>,
+    /// Last configuration problem logged, so a broken file is logged once.
+    last_config_error: Option<String>,
+}
+
+/// Start serving `config`: load every entry, bind every listener, start
+/// the watcher and the reloader thread. Any problem is fatal here (like
+/// `nginx -t`): the error lists what is wrong.
+pub fn start(
+    config: Config,
+    rt: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    drain: Arc<Drain>,
+) -> Result<Handle, String> {
+    let (watcher, mut events) = {
+        let _enter = rt.enter();
+        Watcher::start(config.watch.clone())
+    };
+    let shared = Arc::new(Shared {
+        entries: ArcSwap::from_pointee(BTreeMap::new()),
+        listeners: ArcSwap::from_pointee(BTreeMap::new()),
+        config: ArcSwap::from_pointee(config.clone()),
+        ready: AtomicBool::new(false),
+    });
+    let mut reloader = Reloader {
+        rt: rt.clone(),
+        config: Arc::new(config.clone()),
+        entries: BTreeMap::new(),
+        listeners: BTreeMap::new(),
+        upstreams: BTreeMap::new(),
+        client_auth_overrides: BTreeMap::new(),
+        retries: BTreeMap::new(),
+        watcher,
+        shared: shared.clone(),
+        shutdown,
+        drain,
+        last_config_error: None,
+    };
+    reloader.apply_config(config, true)?;
+    let (tx, rx) = mpsc::channel();
+    let forward = tx.clone();
+    rt.spawn(async move {
+        while let Some(subject) = events.recv().await {
+            if forward.send(Command::Changed(subject)).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::Builder::new()
+        .name("hotproxy-reload".into())
+        .spawn(move || reloader.run(rx))
+        .map_err(|e| format!("cannot start the reloader thread: {e}"))?;
+    Ok(Handle { tx, shared })
+}
+
+impl Reloader {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        loop {
+            let timeout = self
+                .retries
+                .values()
+                .min()
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(3600));
+            match rx.recv_timeout(timeout) {
+                Ok(Command::Changed(Subject::Config)) => {
+                    let _ = self.reload_config();
+                }
+                Ok(Command::Changed(Subject::Entry(id))) => {
+                    let _ = self.reload_entry(&id);
+                }
+                Ok(Command::ReloadAll) => {
+                    info!("SIGHUP: re-reading the configuration and every certificate file");
+                    let _ = self.reload_config();
+                    let ids: Vec<String> = self.entries.keys().cloned().collect();
+                    for id in ids {
+                        let _ = self.reload_entry(&id);
+                    }
+                }
+                Ok(Command::Call(f)) => f(&mut self),
+                Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            self.run_due_retries();
+        }
+        debug!("reloader stopped");
+    }
+
+    fn run_due_retries(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.retries.remove(&id);
+            let _ = self.reload_entry(&id);
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Re-read one entry's files; swap it in if its content changed and is
+    /// valid. Returns the problem when the material is refused (the old
+    /// material stays) or `Ok(false)` when nothing changed.
+    pub fn reload_entry(&mut self, id: &str) -> Result<bool, String> {
+        let Some(entry) = self.entries.get(id) else {
+            return Err(format!("no entry {id:?}"));
+        };
+        if entry.spec.source.is_inline() {
+            return Ok(false);
+        }
+        let spec = entry.spec.clone();
+        match pem::load(spec.kind, &spec.source) {
+            Ok(loaded) => self.offer(id, loaded),
+            Err(e) => {
+                let message = e.to_string();
+                self.refused(id, &message, e.is_transient());
+                Err(message)
+            }
+        }
+    }
+
+    /// Swap in freshly loaded material for `id` if it differs, rebuilding
+    /// dependents; on a build failure the old material stays.
+    pub fn offer(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
+        let entry = self
+            .entries
+            .get_mut(id)
+            .expect("caller checked the entry exists");
+        let recovering = entry
+            .last_reload
+            .as_ref()
+            .is_some_and(|r| r.result == "failure")
+            || entry.unsettled_since.is_some();
+        if entry
+            .current
+            .as_ref()
+            .is_some_and(|c| c.hash == loaded.hash)
+        {
+            if recovering {
+                // The good content came back (e.g. a writer finished).
+                entry.unsettled_since = None;
+                entry.failures = 0;
+                entry.last_logged = None;
+                entry.last_reload = Some(ReloadResult {
+                    time: unix(SystemTime::now()),
+                    result: "success",
+                    error: None,
+                });
+                self.retries.remove(id);
+                self.publish();
+            }
+            return Ok(false);
+        }
+        let loaded = Arc::new(loaded);
+        let previous = entry.current.replace(loaded.clone());
+        let plan = self.plan_material();
+        let changes = match plan {
+            Ok(c) => c,
+            Err(problem) => {
+                self.entries.get_mut(id).expect("present").current = previous;
+                self.refused(id, &problem, false);
+                return Err(problem);
+            }
+        };
+        self.commit_material(changes);
+        let entry = self.entries.get_mut(id).expect("present");
+        entry.unsettled_since = None;
+        entry.failures = 0;
+        entry.last_logged = None;
+        entry.last_reload = Some(ReloadResult {
+            time: unix(loaded.loaded_at),
+            result: "success",
+            error: None,
+        });
+        self.retries.remove(id);
+        record_success(&entry.spec, &loaded);
+        warn_validity(id, &loaded, previous.as_deref());
+        if let Some(p) = loaded.primary() {
+            info!(entry = %id, fingerprint = %p.fingerprint_sha256, subject = %p.subject, not_after = p.not_after, "certificate reloaded");
+        }
+        self.publish();
+        Ok(true)
+    }
+
+    /// Material for `id` was refused: keep the old, count, log once per
+    /// distinct problem, schedule a retry. Transient problems (a writer
+    /// half-way) are only waited on until `settle_timeout`.
+    fn refused(&mut self, id: &str, problem: &str, transient: bool) {
+        let settle = self.config.watch.settle_timeout;
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let now = Instant::now();
+        if transient {
+            let since = *entry.unsettled_since.get_or_insert(now);
+            if now.duration_since(since) < settle {
+                debug!(entry = %id, error = %problem, "material not settled yet; waiting");
+                let retry = Duration::from_millis(100).min(settle);
+                self.retries.insert(id.to_owned(), now + retry);
+                return;
+            }
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last_reload = Some(ReloadResult {
+            time: unix(SystemTime::now()),
+            result: "failure",
+            error: Some(problem.to_owned()),
+        });
+        if entry.last_logged.as_deref() != Some(problem) {
+            warn!(entry = %id, error = %problem, "certificate reload failed; keeping the previous material");
+            entry.last_logged = Some(problem.to_owned());
+        }
+        METRICS
+            .cert_reloads
+            .get_or_create(&metrics::EntryResultLabels {
+                entry: id.to_owned(),
+                result: "failure".into(),
+            })
+            .inc();
+        let backoff = Duration::from_millis(500)
+            .saturating_mul(1u32 << entry.failures.min(6))
+            .min(Duration::from_secs(30));
+        self.retries.insert(id.to_owned(), now + backoff);
+        self.publish();
+    }
+
+    /// Re-read the configuration file and apply it if it changed and is valid.
+    pub fn reload_config(&mut self) -> Result<(), String> {
+        let path = self.config.file.clone();
+        let result = config::load(&path).map_err(|e| e.render()).and_then(|new| {
+            if new == *self.config {
+                return Ok(false);
+            }
+            self.apply_config(new, false).map(|_| true)
+        });
+        match result {
+            Ok(false) => {
+                self.last_config_error = None;
+                Ok(())
+            }
+            Ok(true) => {
+                self.last_config_error = None;
+                METRICS
+                    .config_reloads
+                    .get_or_create(&metrics::ResultLabels {
+                        result: "success".into(),
+                    })
+                    .inc();
+                info!(path = %path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(problem) => {
+                METRICS
+                    .config_reloads
+                    .get_or_create(&metrics::ResultLabels {
+                        result: "failure".into(),
+                    })
+                    .inc();
+                if self.last_config_error.as_deref() != Some(&problem) {
+                    error!(path = %path.display(), error = %problem, "configuration rejected; the running configuration stays");
+                    self.last_config_error = Some(problem.clone());
+                }
+                Err(problem)
+            }
+        }
+    }
+
+    /// Make `new` the running configuration, or change nothing.
+    fn apply_config(&mut self, new: Config, startup: bool) -> Result<(), String> {
+        let refs = catalogue::references(&new);
+        let mut problems = Vec::new();
+
+        // 1. Entries: keep the live state of unchanged ones, load the rest.
+        let mut entries = BTreeMap::new();
+        for spec in &new.entries {
+            if let Some(old) = self
+                .entries
+                .get(&spec.id)
+                .filter(|e| e.spec == *spec && e.current.is_some())
+            {
+                entries.insert(spec.id.clone(), old.clone());
+                continue;
+            }
+            let mut entry = Entry::new(spec.clone(), Origin::Config);
+            match pem::load(spec.kind, &spec.source) {
+                Ok(loaded) => entry.current = Some(Arc::new(loaded)),
+                Err(e) if refs.contains_key(&spec.id) => {
+                    problems.push(format!("entry {}: {e}", spec.id));
+                }
+                Err(e) => {
+                    warn!(entry = %spec.id, error = %e, "unused entry has no usable material");
+                    entry.last_reload = Some(ReloadResult {
+                        time: unix(SystemTime::now()),
+                        result: "failure",
+                        error: Some(e.to_string()),
+                    });
+                }
+            }
+            entries.insert(spec.id.clone(), entry);
+        }
+        // Entries created through the admin API live on across config reloads.
+        for (id, e) in &self.entries {
+            if e.origin == Origin::Store && !entries.contains_key(id) {
+                entries.insert(id.clone(), e.clone());
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+
+        // 2. Upstreams: reuse unchanged ones (keeps their pools).
+        let mut upstreams = BTreeMap::new();
+        for u in &new.upstreams {
+            let (tls, key) = match upstream_tls(u, &entries) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("upstream {}: {e}", u.name));
+                    continue;
+                }
+            };
+            match self.upstreams.get(&u.name).filter(|l| l.config == *u) {
+                Some(old) => upstreams.insert(
+                    u.name.clone(),
+                    (old.live.clone(), key, (old.key != key).then_some(tls)),
+                ),
+                None => {
+                    upstreams.insert(u.name.clone(), (Upstream::new(u.clone(), tls), key, None))
+                }
+            };
+        }
+        let by_name: HashMap<String, Arc<Upstream>> = upstreams
+            .iter()
+            .map(|(n, (u, _, _))| (n.clone(), u.clone()))
+            .collect();
+
+        // 3. Listeners: build snapshots, bind new addresses.
+        let mut planned = Vec::new();
+        for l in &new.listeners {
+            let client_auth = self
+                .client_auth_overrides
+                .get(&l.name)
+                .cloned()
+                .unwrap_or_else(|| l.client_auth.clone());
+            let built = match listener_tls(l, &client_auth, &entries) {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push(format!("listener {}: {e}", l.name));
+                    continue;
+                }
+            };
+            let router = Router::new(&l.routes, &by_name);
+            let existing = self
+                .listeners
+                .get(&l.name)
+                .filter(|o| o.config.bind == l.bind);
+            let socket = match existing {
+                Some(_) => None,
+                None => match bind_std(l.bind) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        problems.push(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
+                        continue;
+                    }
+                },
+            };
+            planned.push((l.clone(), built, router, socket));
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+
+        // 4. Commit: nothing below can fail.
+        let removed_entries: Vec<(String, &'static str)> = self
+            .entries
+            .iter()
+            .filter(|(id, _)| !entries.contains_key(*id))
+            .map(|(id, e)| (id.clone(), e.spec.kind.as_str()))
+            .collect();
+        for (id, kind) in removed_entries {
+            forget_entry_metrics(&id, kind);
+            self.retries.remove(&id);
+        }
+        for (id, e) in &entries {
+            let fresh = self.entries.get(id).is_none_or(|old| old.spec != e.spec);
+            if fresh && let Some(l) = &e.current {
+                record_success(&e.spec, l);
+                warn_validity(id, l, None);
+            }
+        }
+        self.entries = entries;
+        let mut live_upstreams = BTreeMap::new();
+        for (name, (live, key, new_tls)) in upstreams {
+            if let Some(tls) = new_tls {
+                live.set_tls(tls);
+            }
+            let config = new
+                .upstreams
+                .iter()
+                .find(|u| u.name == name)
+                .expect("planned")
+                .clone();
+            live_upstreams.insert(name, LiveUpstream { config, live, key });
+        }
+        self.upstreams = live_upstreams;
+        let mut live_listeners = BTreeMap::new();
+        for (cfg, (tls, mode, served, key), router, socket) in planned {
+            let live = match (socket, self.listeners.remove(&cfg.name)) {
+                (None, Some(mut old)) => {
+                    if old.key != key {
+                        old.live.set_tls(tls, mode, served);
+                        old.key = key;
+                    }
+                    old.live.router.store(Arc::new(router));
+                    old.live.set_limits(cfg.limits.clone());
+                    old.config = cfg.clone();
+                    old
+                }
+                (Some(socket), old) => {
+                    if let Some(old) = old {
+                        let _ = old.stop.send(true);
+                        info!(listener = %cfg.name, "listener re-bound; old address closed");
+                    }
+                    let live =
+                        Listener::new(&cfg.name, tls, mode, router, cfg.limits.clone(), served);
+                    self.spawn_listener(cfg.clone(), live, socket, key)
+                }
+                (None, None) => unreachable!("a socket is bound for every new listener"),
+            };
+            live_listeners.insert(cfg.name.clone(), live);
+        }
+        for (name, old) in std::mem::take(&mut self.listeners) {
+            let _ = old.stop.send(true);
+            info!(listener = %name, "listener removed");
+        }
+        self.listeners = live_listeners;
+        self.client_auth_overrides
+            .retain(|name, _| new.listeners.iter().any(|l| &l.name == name));
+        self.config = Arc::new(new);
+        self.shared.config.store(self.config.clone());
+        self.rewatch();
+        self.publish();
+        if startup {
+            for (name, l) in &self.listeners {
+                debug!(listener = %name, addr = %l.bound, "listener ready");
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_listener(
+        &self,
+        config: ListenerConfig,
+        live: Arc<Listener>,
+        socket: std::net::TcpListener,
+        key: u64,
+    ) -> LiveListener {
+        let (stop, stop_rx) = watch::channel(false);
+        let bound = socket.local_addr().unwrap_or(config.bind);
+        let _enter = self.rt.enter();
+        let socket = tokio::net::TcpListener::from_std(socket)
+            .expect("socket is non-blocking and the runtime is entered");
+        listener::log_listening(&config.name, bound);
+        self.rt.spawn(listener::serve(
+            live.clone(),
+            socket,
+            stop_rx,
+            self.shutdown.clone(),
+            self.drain.clone(),
+        ));
+        LiveListener {
+            config,
+            live,
+            bound,
+            key,
+            stop,
+        }
+    }
+
+    /// Snapshots whose inputs changed, built but not yet stored.
+    fn plan_material(&self) -> Result<Vec<MaterialChange>, String> {
+        let mut changes = Vec::new();
+        for (name, l) in &self.listeners {
+            let client_auth = self.client_auth_for(name, &l.config);
+            let key = listener_key(&l.config, &client_auth, &self.entries);
+            if key != l.key {
+                let built = listener_tls(&l.config, &client_auth, &self.entries)
+                    .map_err(|e| format!("listener {name}: {e}"))?;
+                changes.push(MaterialChange::Listener(name.clone(), built));
+            }
+        }
+        for (name, u) in &self.upstreams {
+            if upstream_key(&u.config, &self.entries) != u.key {
+                let (tls, key) = upstream_tls(&u.config, &self.entries)
+                    .map_err(|e| format!("upstream {name}: {e}"))?;
+                changes.push(MaterialChange::Upstream(name.clone(), tls, key));
+            }
+        }
+        Ok(changes)
+    }
+
+    fn commit_material(&mut self, changes: Vec<MaterialChange>) {
+        for change in changes {
+            match change {
+                MaterialChange::Listener(name, (tls, mode, served, key)) => {
+                    let l = self
+                        .listeners
+                        .get_mut(&name)
+                        .expect("planned from live listeners");
+                    l.live.set_tls(tls, mode, served);
+                    l.key = key;
+                    debug!(listener = %name, "listener TLS snapshot replaced");
+                }
+                MaterialChange::Upstream(name, tls, key) => {
+                    let u = self
+                        .upstreams
+                        .get_mut(&name)
+                        .expect("planned from live upstreams");
+                    u.live.set_tls(tls);
+                    u.key = key;
+                    debug!(upstream = %name, "upstream TLS snapshot replaced");
+                }
+            }
+        }
+    }
+
+    fn client_auth_for(&self, name: &str, config: &ListenerConfig) -> ClientAuthConfig {
+        self.client_auth_overrides
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| config.client_auth.clone())
+    }
+
+    /// Change a listener's client-auth mode and CA at runtime (new
+    /// connections only). All-or-nothing.
+    pub fn set_client_auth(
+        &mut self,
+        listener: &str,
+        client_auth: ClientAuthConfig,
+    ) -> Result<(), String> {
+        let Some(l) = self.listeners.get(listener) else {
+            return Err(format!("no listener {listener:?}"));
+        };
+        let built = listener_tls(&l.config, &client_auth, &self.entries)?;
+        let l = self.listeners.get_mut(listener).expect("checked");
+        l.key = built.3;
+        l.live.set_tls(built.0, built.1, built.2);
+        self.client_auth_overrides
+            .insert(listener.to_owned(), client_auth);
+        info!(listener = %listener, "client authentication changed at runtime");
+        self.publish();
+        Ok(())
+    }
+
+    /// Tell the watcher which files stand behind what.
+    fn rewatch(&self) {
+        let mut subjects = vec![(Subject::Config, vec![self.config.file.clone()])];
+        for (id, e) in &self.entries {
+            let paths: Vec<_> = e
+                .spec
+                .source
+                .paths()
+                .iter()
+                .map(|p| p.to_path_buf())
+                .collect();
+            if !paths.is_empty() {
+                subjects.push((Subject::Entry(id.clone()), paths));
+            }
+        }
+        self.watcher.set(subjects);
+    }
+
+    /// Publish the read-side views.
+    fn publish(&self) {
+        let refs = catalogue::references(&self.config);
+        let views = self
+            .entries
+            .iter()
+            .map(|(id, e)| {
+                (
+                    id.clone(),
+                    EntryView::of(e, refs.get(id).cloned().unwrap_or_default()),
+                )
+            })
+            .collect();
+        self.shared.entries.store(Arc::new(views));
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|(name, l)| {
+                let client_auth = self.client_auth_for(name, &l.config);
+                let mut entries: Vec<String> =
+                    l.config.certs.iter().map(|c| c.entry.clone()).collect();
+                entries.extend(client_auth.ca.clone());
+                (
+                    name.clone(),
+                    ListenerView {
+                        name: name.clone(),
+                        bind: l.bound,
+                        entries,
+                        client_auth,
+                        live: l.live.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.shared.listeners.store(Arc::new(listeners));
+        // Usable material is guaranteed for every live listener: a plan
+        // that lacks it is never committed.
+        self.shared.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Who uses `id` right now.
+    pub fn references_to(&self, id: &str) -> Vec<Reference> {
+        catalogue::references(&self.config)
+            .remove(id)
+            .unwrap_or_default()
+    }
+
+    /// Entry ids, for callers that iterate (rotate all, reload CAs).
+    pub fn entry_ids(&self) -> Vec<(String, config::EntryKind)> {
+        self.entries
+            .iter()
+            .map(|(id, e)| (id.clone(), e.spec.kind))
+            .collect()
+    }
+
+    /// Entry ids used by one listener's server pairs.
+    pub fn listener_entries(&self, name: &str) -> Option<Vec<String>> {
+        self.listeners
+            .get(name)
+            .map(|l| l.config.certs.iter().map(|c| c.entry.clone()).collect())
+    }
+
+    /// Add or replace an entry defined outside the configuration file (the
+    /// admin API), loading its material first; refused material changes
+    /// nothing.
+    pub fn put_entry(&mut self, spec: EntrySpec, origin: Origin) -> Result<(), String> {
+        let loaded = pem::load(spec.kind, &spec.source).map_err(|e| e.to_string())?;
+        let previous = self
+            .entries
+            .insert(spec.id.clone(), Entry::new(spec.clone(), origin));
+        let entry = self.entries.get_mut(&spec.id).expect("just inserted");
+        entry.current = Some(Arc::new(loaded));
+        match self.plan_material() {
+            Ok(changes) => {
+                self.commit_material(changes);
+                let e = &self.entries[&spec.id];
+                if let Some(l) = &e.current {
+                    record_success(&e.spec, l);
+                }
+                self.rewatch();
+                self.publish();
+                Ok(())
+            }
+            Err(problem) => {
+                match previous {
+                    Some(p) => self.entries.insert(spec.id.clone(), p),
+                    None => self.entries.remove(&spec.id),
+                };
+                Err(problem)
+            }
+        }
+    }
+
+    /// Remove an entry nothing references.
+    pub fn remove_entry(&mut self, id: &str) -> Result<(), Vec<Reference>> {
+        let refs = self.references_to(id);
+        if !refs.is_empty() {
+            return Err(refs);
+        }
+        if let Some(e) = self.entries.remove(id) {
+            forget_entry_metrics(id, e.spec.kind.as_str());
+            self.retries.remove(id);
+        }
+        self.rewatch();
+        self.publish();
+        Ok(())
+    }
+
+    /// Stored entries (origin Store), for persisting.
+    pub fn stored_entries(&self) -> Vec<EntrySpec> {
+        self.entries
+            .values()
+            .filter(|e| e.origin == Origin::Store)
+            .map(|e| e.spec.clone())
+            .collect()
+    }
+
+    /// The definition of an entry.
+    pub fn entry_spec(&self, id: &str) -> Option<(&EntrySpec, Origin)> {
+        self.entries.get(id).map(|e| (&e.spec, e.origin))
+    }
+}
+
+enum MaterialChange {
+    Listener(String, BuiltListener),
+    Upstream(String, Arc<ClientConfig>, u64),
+}
+
+type BuiltListener = (Arc<ServerConfig>, ClientAuthMode, Vec<ServedCert>, u64);
+
+fn loaded<'a>(entries: &'a BTreeMap<String, Entry>, id: &str) -> Result<&'a Arc<Loaded>, String> {
+    entries
+        .get(id)
+        .ok_or_else(|| format!("entry {id:?} does not exist"))?
+        .current
+        .as_ref()
+        .ok_or_else(|| format!("entry {id:?} has no usable material"))
+}
+
+/// Fingerprint of everything a listener's snapshot is built from.
+fn listener_key(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> u64 {
+    let mut h = DefaultHasher::new();
+    for c in &l.certs {
+        c.entry.hash(&mut h);
+        c.server_names.hash(&mut h);
+        entries
+            .get(&c.entry)
+            .and_then(|e| e.current.as_ref())
+            .map(|x| x.hash)
+            .hash(&mut h);
+    }
+    client_auth.mode.as_str().hash(&mut h);
+    if let Some(ca) = &client_auth.ca {
+        ca.hash(&mut h);
+        entries
+            .get(ca)
+            .and_then(|e| e.current.as_ref())
+            .map(|x| x.hash)
+            .hash(&mut h);
+    }
+    l.alpn.hash(&mut h);
+    matches!(l.min_version, config::TlsVersion::V13).hash(&mut h);
+    h.finish()
+}
+
+fn listener_tls(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> Result<BuiltListener, String> {
+    let mut pairs = Vec::with_capacity(l.certs.len());
+    let mut served = Vec::with_capacity(l.certs.len());
+    for c in &l.certs {
+        let m = loaded(entries, &c.entry)?;
+        let pair = m
+            .pair()
+            .ok_or_else(|| format!("entry {:?} is not a server-pair", c.entry))?;
+        pairs.push(tls::server::ServedPair {
+            entry: &c.entry,
+            pair,
+            server_names: c.server_names.as_deref(),
+        });
+        served.push(ServedCert {
+            entry: c.entry.clone(),
+            server_names: c
+                .server_names
+                .clone()
+                .unwrap_or_else(|| pair.leaf.dns_names.clone()),
+            info: pair.leaf.clone(),
+        });
+    }
+    let client_ca = match &client_auth.ca {
+        Some(id) => Some(
+            loaded(entries, id)?
+                .ca()
+                .ok_or_else(|| format!("entry {id:?} is not a ca-bundle"))?,
+        ),
+        None => None,
+    };
+    let inputs = tls::server::ServerInputs {
+        listener: l,
+        pairs,
+        mode: client_auth.mode,
+        client_ca,
+    };
+    let tls = tls::server::build(&inputs).map_err(|e| e.to_string())?;
+    Ok((
+        tls,
+        client_auth.mode,
+        served,
+        listener_key(l, client_auth, entries),
+    ))
+}
+
+fn upstream_key(u: &UpstreamConfig, entries: &BTreeMap<String, Entry>) -> u64 {
+    let mut h = DefaultHasher::new();
+    let hash_of = |id: &str| {
+        entries
+            .get(id)
+            .and_then(|e| e.current.as_ref())
+            .map(|x| x.hash)
+    };
+    match &u.tls.ca {
+        UpstreamCa::Entry(id) => (id, hash_of(id)).hash(&mut h),
+        UpstreamCa::System => "system".hash(&mut h),
+    }
+    if let Some(c) = &u.tls.client_cert {
+        (c, hash_of(c)).hash(&mut h);
+    }
+    h.finish()
+}
+
+fn upstream_tls(
+    u: &UpstreamConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> Result<(Arc<ClientConfig>, u64), String> {
+    let ca = match &u.tls.ca {
+        UpstreamCa::Entry(id) => Some(
+            loaded(entries, id)?
+                .ca()
+                .ok_or_else(|| format!("entry {id:?} is not a ca-bundle"))?,
+        ),
+        UpstreamCa::System => None,
+    };
+    let client = match &u.tls.client_cert {
+        Some(id) => Some(
+            loaded(entries, id)?
+                .pair()
+                .ok_or_else(|| format!("entry {id:?} is not a client-pair"))?,
+        ),
+        None => None,
+    };
+    let tls = tls::client::build(ca, client).map_err(|e| e.to_string())?;
+    Ok((tls, upstream_key(u, entries)))
+}
+
+fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    // Bound through tokio's socket builder for SO_REUSEADDR, then handed
+    // back as a std listener so binding can happen before committing.
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let l = socket.listen(1024)?;
+    l.into_std()
+}
+
+fn record_success(spec: &EntrySpec, loaded: &Loaded) {
+    METRICS
+        .cert_reloads
+        .get_or_create(&metrics::EntryResultLabels {
+            entry: spec.id.clone(),
+            result: "success".into(),
+        })
+        .inc();
+    METRICS
+        .cert_last_reload
+        .get_or_create(&metrics::EntryLabels {
+            entry: spec.id.clone(),
+        })
+        .set(unix(loaded.loaded_at));
+    METRICS
+        .cert_not_after
+        .get_or_create(&metrics::EntryTypeLabels {
+            entry: spec.id.clone(),
+            r#type: spec.kind.as_str().into(),
+        })
+        .set(loaded.not_after());
+}
+
+fn forget_entry_metrics(id: &str, kind: &str) {
+    METRICS.cert_not_after.remove(&metrics::EntryTypeLabels {
+        entry: id.to_owned(),
+        r#type: kind.to_owned(),
+    });
+    METRICS.cert_last_reload.remove(&metrics::EntryLabels {
+        entry: id.to_owned(),
+    });
+}
+
+/// Expired, not-yet-valid and rolled-back certificates load, loudly.
+fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>) {
+    let now = unix(SystemTime::now());
+    let Some(p) = loaded.primary() else { return };
+    if loaded.not_after() < now {
+        warn!(entry = %id, fingerprint = %p.fingerprint_sha256, not_after = loaded.not_after(), "certificate is expired (loaded anyway)");
+    }
+    if p.not_before > now {
+        warn!(entry = %id, fingerprint = %p.fingerprint_sha256, not_before = p.not_before, "certificate is not valid yet (loaded anyway)");
+    }
+    if let Some(prev) = previous
+        && loaded.not_after() < prev.not_after()
+    {
+        warn!(entry = %id, fingerprint = %p.fingerprint_sha256, not_after = loaded.not_after(), previous_not_after = prev.not_after(), "new certificate expires earlier than the one it replaces");
+    }
+}
+
+/// Serialize admin mutations that are more than one reloader call (e.g.
+/// persist to the store, then apply).
+pub static MUTATION: Mutex<()> = Mutex::new(());

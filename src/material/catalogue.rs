@@ -1,1 +1,205 @@
 //! The catalogue: entries by id, their live material, last reload result, references.
+//!
+//! Owned by the reloader (the single writer). Readers (admin API, `check`)
+//! see [`EntryView`]s published after every change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::{Config, EntryKind, EntrySource, EntrySpec, UpstreamCa};
+use crate::material::{CertInfo, Loaded};
+
+/// Where an entry was defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The configuration file (named or anonymous).
+    Config,
+    /// Created through the admin API, persisted in the store.
+    Store,
+}
+
+/// The outcome of the last attempt to (re)load an entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadResult {
+    /// Unix seconds.
+    pub time: i64,
+    /// `success` or `failure`.
+    pub result: &'static str,
+    pub error: Option<String>,
+}
+
+/// One entry with its live material and reload bookkeeping.
+#[derive(Clone)]
+pub struct Entry {
+    pub spec: EntrySpec,
+    pub origin: Origin,
+    /// The last good material: what snapshots are built from.
+    pub current: Option<Arc<Loaded>>,
+    pub last_reload: Option<ReloadResult>,
+    /// Since when the entry has been failing with transient problems (a
+    /// writer mid-way); failures count only after `settle_timeout`.
+    pub unsettled_since: Option<Instant>,
+    /// Consecutive failures, for retry backoff.
+    pub failures: u32,
+    /// The last problem logged, so each distinct problem is logged once.
+    pub last_logged: Option<String>,
+    /// Whether a retry timer is already pending.
+    pub retry_pending: bool,
+}
+
+impl Entry {
+    pub fn new(spec: EntrySpec, origin: Origin) -> Entry {
+        Entry {
+            spec,
+            origin,
+            current: None,
+            last_reload: None,
+            unsettled_since: None,
+            failures: 0,
+            last_logged: None,
+            retry_pending: false,
+        }
+    }
+}
+
+/// Who uses an entry: `{listener|upstream, name, field}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reference {
+    pub kind: &'static str,
+    pub name: String,
+    pub field: String,
+}
+
+/// Every reference to every entry in `config`.
+pub fn references(config: &Config) -> BTreeMap<String, Vec<Reference>> {
+    let mut refs: BTreeMap<String, Vec<Reference>> = BTreeMap::new();
+    let mut add = |entry: &str, kind, name: &str, field: String| {
+        refs.entry(entry.to_owned()).or_default().push(Reference {
+            kind,
+            name: name.to_owned(),
+            field,
+        })
+    };
+    for l in &config.listeners {
+        for (i, c) in l.certs.iter().enumerate() {
+            add(&c.entry, "listener", &l.name, format!("tls.certs[{i}]"));
+        }
+        if let Some(ca) = &l.client_auth.ca {
+            add(ca, "listener", &l.name, "tls.client_auth.ca".into());
+        }
+    }
+    for u in &config.upstreams {
+        if let UpstreamCa::Entry(ca) = &u.tls.ca {
+            add(ca, "upstream", &u.name, "tls.ca".into());
+        }
+        if let Some(c) = &u.tls.client_cert {
+            add(c, "upstream", &u.name, "tls.client_cert".into());
+        }
+    }
+    refs
+}
+
+/// What the admin API and `check` show about an entry. Never key material.
+#[derive(Clone, Debug, Serialize)]
+pub struct EntryView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `file` or `inline`.
+    pub source: &'static str,
+    pub origin: Origin,
+    pub anonymous: bool,
+    pub paths: Vec<String>,
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+    pub sans: Vec<String>,
+    pub serial: Option<String>,
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    pub fingerprint_sha256: Option<String>,
+    /// Every certificate of a CA bundle (empty for pairs).
+    pub ca_certs: Vec<CertInfo>,
+    pub crl_count: usize,
+    pub last_reload: Option<ReloadResult>,
+    pub referenced_by: Vec<Reference>,
+    /// Changes whenever the live material or the definition changes: the ETag.
+    pub etag: String,
+}
+
+impl EntryView {
+    pub fn of(entry: &Entry, referenced_by: Vec<Reference>) -> EntryView {
+        let primary = entry.current.as_ref().and_then(|l| l.primary().cloned());
+        let (ca_certs, crl_count) = match entry.current.as_ref().and_then(|l| l.ca()) {
+            Some(ca) => (ca.certs.clone(), ca.crls.len()),
+            None => (Vec::new(), 0),
+        };
+        let etag = etag(entry);
+        EntryView {
+            id: entry.spec.id.clone(),
+            kind: entry.spec.kind.as_str(),
+            source: if entry.spec.source.is_inline() {
+                "inline"
+            } else {
+                "file"
+            },
+            origin: entry.origin,
+            anonymous: entry.spec.anonymous,
+            paths: entry
+                .spec
+                .source
+                .paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            subject: primary.as_ref().map(|p| p.subject.clone()),
+            issuer: primary.as_ref().map(|p| p.issuer.clone()),
+            sans: primary.as_ref().map(|p| p.sans.clone()).unwrap_or_default(),
+            serial: primary.as_ref().map(|p| p.serial.clone()),
+            not_before: primary.as_ref().map(|p| p.not_before),
+            not_after: entry.current.as_ref().map(|l| l.not_after()),
+            fingerprint_sha256: primary.as_ref().map(|p| p.fingerprint_sha256.clone()),
+            ca_certs,
+            crl_count,
+            last_reload: entry.last_reload.clone(),
+            referenced_by,
+            etag,
+        }
+    }
+}
+
+/// A strong validator over the definition and the live material's hash.
+fn etag(entry: &Entry) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    entry.spec.id.hash(&mut h);
+    entry.spec.kind.as_str().hash(&mut h);
+    for p in entry.spec.source.paths() {
+        p.hash(&mut h);
+    }
+    if let Some(l) = &entry.current {
+        l.hash.hash(&mut h);
+    }
+    format!("\"{:016x}\"", h.finish())
+}
+
+/// Unix seconds of `t`.
+pub fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether an entry's source can be re-read from disk.
+pub fn is_file_backed(source: &EntrySource) -> bool {
+    !source.is_inline()
+}
+
+/// Kind check used by runtime changes (admin API): `want` is what the
+/// place needs.
+pub fn kind_matches(entry: &EntrySpec, want: EntryKind) -> bool {
+    entry.kind == want
+}

@@ -36,3 +36,11 @@ pub fn build(inputs: &ServerInputs<'_>) -> Result<Arc<ServerConfig>, TlsError> {
     let _ = inputs;
     todo!("tls::server::build")
 }
+
+/// The verified identity of a client's leaf certificate. (stub until merged)
+pub fn client_identity(
+    certs: &[rustls_pki_types::CertificateDer<'_>],
+) -> Option<crate::tls::ClientIdentity> {
+    let _ = certs;
+    None
+}

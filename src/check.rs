@@ -1,0 +1,223 @@
+//! `hotproxy check` and `certs inspect`: the report operators read before deploying.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config;
+use crate::material::catalogue::{references, unix};
+use crate::material::{CertInfo, Loaded, pem};
+
+/// A date as `2026-11-23T10:00:00Z`.
+pub fn date(unix_secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_secs.to_string())
+}
+
+/// Whole days from now until `not_after` (negative once expired).
+pub fn days_left(not_after: i64) -> i64 {
+    (not_after - unix(std::time::SystemTime::now())).div_euclid(86_400)
+}
+
+/// Parse the configuration, load every entry, print a table and every
+/// problem. Exit 0 only when there is no problem at all.
+pub fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            eprintln!(
+                "configuration check failed: {} problem(s)",
+                e.problems.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let refs = references(&config);
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut rows = vec![[
+        "ID".to_owned(),
+        "TYPE".to_owned(),
+        "SUBJECT".to_owned(),
+        "SANS".to_owned(),
+        "NOT AFTER".to_owned(),
+        "DAYS LEFT".to_owned(),
+        "SHA-256 FINGERPRINT".to_owned(),
+    ]];
+    let mut loaded: Vec<(String, Loaded)> = Vec::new();
+    for spec in &config.entries {
+        match pem::load(spec.kind, &spec.source) {
+            Ok(l) => {
+                for info in infos(&l) {
+                    let days = days_left(info.not_after);
+                    if days < 0 {
+                        warnings.push(format!(
+                            "entry {}: certificate {} expired on {}",
+                            spec.id,
+                            info.subject,
+                            date(info.not_after)
+                        ));
+                    }
+                    rows.push([
+                        spec.id.clone(),
+                        spec.kind.as_str().to_owned(),
+                        info.subject.clone(),
+                        info.sans.join(","),
+                        date(info.not_after),
+                        days.to_string(),
+                        info.fingerprint_sha256.clone(),
+                    ]);
+                }
+                if let Some(ca) = l.ca()
+                    && !ca.crls.is_empty()
+                {
+                    rows.push([
+                        spec.id.clone(),
+                        "crl".to_owned(),
+                        format!("{} revocation list(s)", ca.crls.len()),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    ]);
+                }
+                loaded.push((spec.id.clone(), l));
+            }
+            Err(e) => {
+                let used = refs.get(&spec.id).map(|r| r.len()).unwrap_or(0);
+                problems.push(format!(
+                    "entry {} ({}, used by {used}): {e}",
+                    spec.id,
+                    spec.kind.as_str()
+                ));
+                rows.push([
+                    spec.id.clone(),
+                    spec.kind.as_str().to_owned(),
+                    "INVALID".to_owned(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+        }
+    }
+    // Snapshots: what `run` would build, so a check passes only if run would start.
+    for l in &config.listeners {
+        let find = |id: &str| loaded.iter().find(|(i, _)| i == id).map(|(_, l)| l);
+        let pairs: Option<Vec<_>> = l
+            .certs
+            .iter()
+            .map(|c| {
+                find(&c.entry)
+                    .and_then(|m| m.pair())
+                    .map(|pair| crate::tls::server::ServedPair {
+                        entry: &c.entry,
+                        pair,
+                        server_names: c.server_names.as_deref(),
+                    })
+            })
+            .collect();
+        let ca = l
+            .client_auth
+            .ca
+            .as_deref()
+            .map(|id| find(id).and_then(|m| m.ca()));
+        if let (Some(pairs), Some(Some(_)) | None) = (pairs, &ca) {
+            let inputs = crate::tls::server::ServerInputs {
+                listener: l,
+                pairs,
+                mode: l.client_auth.mode,
+                client_ca: ca.flatten(),
+            };
+            if let Err(e) = crate::tls::server::build(&inputs) {
+                problems.push(format!("listener {}: {e}", l.name));
+            }
+        }
+    }
+    print_table(&rows);
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    if problems.is_empty() {
+        println!(
+            "configuration {} is valid: {} entries, {} listeners, {} upstreams",
+            config.file.display(),
+            config.entries.len(),
+            config.listeners.len(),
+            config.upstreams.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        for p in &problems {
+            eprintln!("{}: {p}", config.file.display());
+        }
+        eprintln!("configuration check failed: {} problem(s)", problems.len());
+        ExitCode::FAILURE
+    }
+}
+
+fn infos(l: &Loaded) -> Vec<&CertInfo> {
+    match (l.pair(), l.ca()) {
+        (Some(p), _) => vec![&p.leaf],
+        (_, Some(ca)) => ca.certs.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn print_table(rows: &[[String; 7]]) {
+    let mut widths = [0usize; 7];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+/// `certs inspect`: metadata of every certificate in each file. Never key material.
+pub fn inspect(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for f in files {
+        match pem::certificates_in(f) {
+            Ok(certs) => {
+                for (i, c) in certs.iter().enumerate() {
+                    println!("{} [{}]", f.display(), i);
+                    println!("  subject:     {}", c.subject);
+                    println!("  issuer:      {}", c.issuer);
+                    println!("  SANs:        {}", c.sans.join(", "));
+                    println!("  serial:      {}", c.serial);
+                    println!("  not before:  {}", date(c.not_before));
+                    println!(
+                        "  not after:   {} ({} days left)",
+                        date(c.not_after),
+                        days_left(c.not_after)
+                    );
+                    println!("  CA:          {}", c.is_ca);
+                    println!("  SHA-256:     {}", c.fingerprint_sha256);
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

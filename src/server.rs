@@ -1,0 +1,102 @@
+//! `hotproxy run`: the runtime, the reloader, the admin listener, signals and graceful drain.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config};
+use crate::proxy::listener::Drain;
+use crate::reload::{self, Command};
+
+/// Load the configuration and serve it until SIGTERM/SIGINT.
+pub fn run(config_path: &Path) -> ExitCode {
+    let config = match config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(path = %config_path.display(), error = %e.render(), "invalid configuration");
+            eprintln!("{}", e.render());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if config.runtime.worker_threads > 0 {
+        rt.worker_threads(config.runtime.worker_threads);
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(config))
+}
+
+/// Serve `config` on the current runtime until a termination signal.
+pub async fn serve(config: Config) -> ExitCode {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let drain = Arc::new(Drain::default());
+    let grace = config.runtime.shutdown_grace;
+    let admin = config.admin.clone();
+    let handle = match reload::start(
+        config,
+        tokio::runtime::Handle::current(),
+        shutdown_rx.clone(),
+        drain.clone(),
+    ) {
+        Ok(h) => h,
+        Err(problem) => {
+            error!(error = %problem, "cannot start");
+            eprintln!("{problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(admin) = admin {
+        match crate::admin::start(&admin, handle.clone(), shutdown_rx.clone()).await {
+            Ok(addr) => info!(addr = %addr, "admin listening"),
+            Err(problem) => {
+                error!(error = %problem, "cannot start the admin listener");
+                eprintln!("{problem}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => handle.send(Command::ReloadAll),
+        }
+    }
+    info!(
+        open_connections = drain.open(),
+        grace_secs = grace.as_secs_f64(),
+        "shutting down: no new connections, draining open ones"
+    );
+    let _ = shutdown_tx.send(true);
+    if tokio::time::timeout(grace, drain.wait_idle())
+        .await
+        .is_err()
+    {
+        warn!(
+            open_connections = drain.open(),
+            "shutdown grace elapsed; closing remaining connections"
+        );
+    }
+    handle.send(Command::Stop);
+    info!("stopped");
+    ExitCode::SUCCESS
+}
