@@ -1,6 +1,7 @@
 //! Certificate metadata (x509-parser): subject, issuer, SANs, validity, fingerprint.
 
 use serde::Serialize;
+use x509_parser::prelude::*;
 
 /// What operators see about a certificate. Never holds key material.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -25,12 +26,62 @@ pub struct CertInfo {
 
 /// Parse one DER certificate's metadata.
 pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
-    let _ = der;
-    todo!("info::inspect")
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the certificate".into());
+    }
+    let mut sans = Vec::new();
+    let mut dns_names = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => {
+                    sans.push((*d).to_owned());
+                    dns_names.push(d.to_ascii_lowercase());
+                }
+                GeneralName::IPAddress(b) => sans.push(ip_text(b)),
+                GeneralName::URI(u) => sans.push((*u).to_owned()),
+                GeneralName::RFC822Name(m) => sans.push((*m).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca);
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        sans,
+        dns_names,
+        serial: hex(cert.raw_serial()),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        fingerprint_sha256: fingerprint(der),
+        is_ca,
+    })
+}
+
+fn ip_text(b: &[u8]) -> String {
+    match b.len() {
+        4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(b).expect("len 4")).to_string(),
+        16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("len 16")).to_string(),
+        _ => hex(b),
+    }
+}
+
+/// Lowercase hex without separators.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// SHA-256 of `der` as lowercase hex.
 pub fn fingerprint(der: &[u8]) -> String {
-    let _ = der;
-    todo!("info::fingerprint")
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
 }

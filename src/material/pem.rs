@@ -1,9 +1,15 @@
 //! Reading and validating an entry's PEM: consistent re-reads, key/leaf match.
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::{PemObject, SectionKind};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::config::{EntryKind, EntrySource};
-use crate::material::{Loaded, Material};
+use crate::material::{CaBundle, CertInfo, Loaded, Material, Pair, info};
 
 /// Raw bytes of every source of an entry, in `EntrySource` order, with
 /// their combined hash. Holds key bytes: never formatted.
@@ -49,8 +55,8 @@ pub enum MaterialError {
 impl MaterialError {
     /// True for problems a writer in the middle of its work produces for a
     /// moment (a certbot relink leaves a link missing, or an old cert with a
-    /// new key): the reloader waits `settle_timeout` before calling these a
-    /// failure.
+    /// new key; a `cp` leaves a truncated file): the reloader waits
+    /// `settle_timeout` before calling these a failure.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -58,40 +64,241 @@ impl MaterialError {
                 | MaterialError::KeyMismatch { .. }
                 | MaterialError::Unsettled { .. }
                 | MaterialError::Empty { .. }
+                | MaterialError::BadPem { .. }
         )
     }
 }
 
-/// Where a source is, for error messages: the path, or `inline cert_pem`.
+/// Where each source is, for error messages: the path, or `inline cert_pem`.
 pub fn origins(source: &EntrySource) -> Vec<String> {
-    let _ = source;
-    todo!("pem::origins")
+    match source {
+        EntrySource::PairInline { .. } => vec!["inline cert_pem".into(), "inline key_pem".into()],
+        EntrySource::CaInline { crl_pem, .. } => {
+            let mut v = vec!["inline ca_pem".to_owned()];
+            if crl_pem.is_some() {
+                v.push("inline crl_pem".into());
+            }
+            v
+        }
+        files => files.paths().iter().map(|p| p.display().to_string()).collect(),
+    }
+}
+
+fn read_once(source: &EntrySource) -> Result<Vec<Vec<u8>>, MaterialError> {
+    match source {
+        EntrySource::PairInline { cert_pem, key_pem } => {
+            Ok(vec![cert_pem.as_bytes().to_vec(), key_pem.expose().as_bytes().to_vec()])
+        }
+        EntrySource::CaInline { ca_pem, crl_pem } => {
+            let mut v = vec![ca_pem.as_bytes().to_vec()];
+            if let Some(c) = crl_pem {
+                v.push(c.as_bytes().to_vec());
+            }
+            Ok(v)
+        }
+        files => files.paths().into_iter().map(read_file).collect(),
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, MaterialError> {
+    std::fs::read(path).map_err(|e| {
+        let origin = path.display().to_string();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            MaterialError::Missing { origin }
+        } else {
+            MaterialError::Unreadable {
+                origin,
+                reason: e.to_string(),
+            }
+        }
+    })
+}
+
+fn hash(parts: &[Vec<u8>]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        // Length-prefixed, so moving bytes between files changes the hash.
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 /// Read every source of the entry until two consecutive reads agree
 /// (bounded attempts), so a swap between reading the cert and the key can
 /// never produce a torn pair.
 pub fn read_consistent(source: &EntrySource) -> Result<Raw, MaterialError> {
-    let _ = source;
-    todo!("pem::read_consistent")
+    let mut previous = read_once(source)?;
+    for _ in 0..5 {
+        let again = read_once(source)?;
+        if again == previous {
+            let hash = hash(&again);
+            return Ok(Raw { parts: again, hash });
+        }
+        previous = again;
+    }
+    Err(MaterialError::Unsettled {
+        origin: origins(source).join(", "),
+    })
+}
+
+/// Count PEM sections of one kind, and fail on anything malformed: a
+/// half-written file must be an error, never a silently shorter chain.
+fn sections(origin: &str, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, MaterialError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(MaterialError::Empty { origin: origin.into() });
+    }
+    let mut out = Vec::new();
+    for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
+        match item {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                return Err(MaterialError::BadPem {
+                    origin: origin.into(),
+                    reason: pem_reason(&e),
+                });
+            }
+        }
+    }
+    // pem_slice_iter skips sections it does not know; a BEGIN line without
+    // a parsed section (truncated, unknown label) is refused as malformed.
+    let begins = bytes.windows(11).filter(|w| *w == b"-----BEGIN ").count();
+    if begins != out.len() {
+        return Err(MaterialError::BadPem {
+            origin: origin.into(),
+            reason: format!("{begins} BEGIN markers but {} complete sections (truncated or unknown section)", out.len()),
+        });
+    }
+    Ok(out)
+}
+
+/// A PEM error as text, without echoing file contents.
+fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { .. } => "a section has no END line (truncated file?)".into(),
+        E::IllegalSectionStart { .. } => "illegal section start line".into(),
+        E::Base64Decode(_) => "invalid base64 in a section".into(),
+        E::Io(e) => e.to_string(),
+        _ => "unparseable PEM".into(),
+    }
+}
+
+fn certificates(origin: &str, bytes: &[u8]) -> Result<(Vec<CertificateDer<'static>>, Vec<CertInfo>), MaterialError> {
+    let mut ders = Vec::new();
+    let mut infos = Vec::new();
+    for (kind, der) in sections(origin, bytes)? {
+        if kind != SectionKind::Certificate {
+            continue;
+        }
+        let info = info::inspect(&der).map_err(|reason| MaterialError::BadCertificate {
+            origin: origin.into(),
+            reason,
+        })?;
+        infos.push(info);
+        ders.push(CertificateDer::from(der));
+    }
+    if ders.is_empty() {
+        return Err(MaterialError::NoCertificate { origin: origin.into() });
+    }
+    Ok((ders, infos))
+}
+
+fn private_key(origin: &str, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, MaterialError> {
+    let mut key = None;
+    for (kind, der) in sections(origin, bytes)? {
+        let k = match kind {
+            SectionKind::PrivateKey => PrivateKeyDer::Pkcs8(der.into()),
+            SectionKind::RsaPrivateKey => PrivateKeyDer::Pkcs1(der.into()),
+            SectionKind::EcPrivateKey => PrivateKeyDer::Sec1(der.into()),
+            _ => continue,
+        };
+        if key.is_some() {
+            return Err(MaterialError::BadKey {
+                origin: origin.into(),
+                reason: "more than one private key in the file".into(),
+            });
+        }
+        key = Some(k);
+    }
+    key.ok_or_else(|| MaterialError::NoKey { origin: origin.into() })
 }
 
 /// Parse and validate raw bytes as `kind`: pairs need a certificate chain
 /// and a key that matches the leaf; CA bundles need at least one
 /// certificate; CRLs must parse.
 pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Material, MaterialError> {
-    let _ = (kind, source, raw);
-    todo!("pem::parse")
+    let names = origins(source);
+    if kind.is_pair() {
+        let (chain, infos) = certificates(&names[0], &raw.parts[0])?;
+        let key = private_key(&names[1], &raw.parts[1])?;
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| MaterialError::BadKey {
+                origin: names[1].clone(),
+                reason: e.to_string(),
+            })?;
+        let certified = CertifiedKey::new(chain, signing);
+        match certified.keys_match() {
+            Ok(()) => {}
+            Err(rustls::Error::InconsistentKeys(_)) => {
+                return Err(MaterialError::KeyMismatch {
+                    cert: names[0].clone(),
+                    key: names[1].clone(),
+                });
+            }
+            // Unknown = the key type cannot export its public key; accept,
+            // as rustls itself does.
+            Err(_) => {}
+        }
+        Ok(Material::Pair(Pair {
+            key: Arc::new(certified),
+            leaf: infos.into_iter().next().expect("at least one certificate"),
+        }))
+    } else {
+        let (roots, certs) = certificates(&names[0], &raw.parts[0])?;
+        let mut crls = Vec::new();
+        for (origin, bytes) in names.iter().zip(&raw.parts).skip(1) {
+            let mut found = 0;
+            for (kind, der) in sections(origin, bytes)? {
+                if kind != SectionKind::Crl {
+                    continue;
+                }
+                x509_parser::parse_x509_crl(&der).map_err(|e| MaterialError::BadCrl {
+                    origin: origin.clone(),
+                    reason: e.to_string(),
+                })?;
+                crls.push(CertificateRevocationListDer::from(der));
+                found += 1;
+            }
+            if found == 0 {
+                return Err(MaterialError::BadCrl {
+                    origin: origin.clone(),
+                    reason: "no X509 CRL section found".into(),
+                });
+            }
+        }
+        Ok(Material::Ca(CaBundle { roots, crls, certs }))
+    }
 }
 
 /// `read_consistent` + `parse`.
 pub fn load(kind: EntryKind, source: &EntrySource) -> Result<Loaded, MaterialError> {
-    let _ = (kind, source);
-    todo!("pem::load")
+    let raw = read_consistent(source)?;
+    let material = parse(kind, source, &raw)?;
+    Ok(Loaded {
+        material,
+        hash: raw.hash,
+        loaded_at: SystemTime::now(),
+    })
 }
 
 /// Every certificate in a PEM file (for `certs inspect`).
-pub fn certificates_in(path: &PathBuf) -> Result<Vec<crate::material::CertInfo>, MaterialError> {
-    let _ = path;
-    todo!("pem::certificates_in")
+pub fn certificates_in(path: &Path) -> Result<Vec<CertInfo>, MaterialError> {
+    let bytes = read_file(path)?;
+    certificates(&path.display().to_string(), &bytes).map(|(_, infos)| infos)
 }
