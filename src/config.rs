@@ -982,7 +982,7 @@ impl Resolver {
             (Some(r), None, false) => {
                 if c.crl_files.is_some() {
                     self.problem(
-                        &format!("{at}.crl_files"),
+                        format!("{at}.crl_files"),
                         "crl_files go on the referenced ca-bundle entry",
                     );
                 }
@@ -1002,7 +1002,7 @@ impl Resolver {
             }
             (None, None, true) if allow_system => Some(UpstreamCa::System),
             (None, None, true) => {
-                self.problem(&format!("{at}.system"), "the system trust store is not accepted for client certificates; give ref or ca_file");
+                self.problem(format!("{at}.system"), "the system trust store is not accepted for client certificates; give ref or ca_file");
                 None
             }
             _ => {

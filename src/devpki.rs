@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
 use crate::material::info;
@@ -29,9 +29,25 @@ pub struct DevPki {
 impl fmt::Display for DevPki {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.dir.display();
-        writeln!(f, "{} CA in {d}/ca.crt", if self.ca_reused { "kept the" } else { "created a" })?;
-        writeln!(f, "server pair {d}/server.crt {d}/server.key  sha256 {}", self.server_fingerprint)?;
-        write!(f, "client pair {d}/client.crt {d}/client.key  sha256 {}", self.client_fingerprint)
+        writeln!(
+            f,
+            "{} CA in {d}/ca.crt",
+            if self.ca_reused {
+                "kept the"
+            } else {
+                "created a"
+            }
+        )?;
+        writeln!(
+            f,
+            "server pair {d}/server.crt {d}/server.key  sha256 {}",
+            self.server_fingerprint
+        )?;
+        write!(
+            f,
+            "client pair {d}/client.crt {d}/client.key  sha256 {}",
+            self.client_fingerprint
+        )
     }
 }
 
@@ -41,13 +57,17 @@ pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let ca_crt = out.join("ca.crt");
     let ca_key = out.join("ca.key");
-    let existing = match (fs::read_to_string(&ca_crt), fs::read_to_string(&ca_key)) {
-        (Ok(c), Ok(k)) => {
-            let key = KeyPair::from_pem(&k).with_context(|| format!("{}: not a usable CA key", ca_key.display()))?;
-            Some(Issuer::from_ca_cert_pem(&c, key).with_context(|| format!("{}: not a usable CA certificate", ca_crt.display()))?)
-        }
-        _ => None,
-    };
+    let existing =
+        match (fs::read_to_string(&ca_crt), fs::read_to_string(&ca_key)) {
+            (Ok(c), Ok(k)) => {
+                let key = KeyPair::from_pem(&k)
+                    .with_context(|| format!("{}: not a usable CA key", ca_key.display()))?;
+                Some(Issuer::from_ca_cert_pem(&c, key).with_context(|| {
+                    format!("{}: not a usable CA certificate", ca_crt.display())
+                })?)
+            }
+            _ => None,
+        };
     let ca_reused = existing.is_some();
     let issuer = match existing {
         Some(i) => i,
@@ -56,7 +76,11 @@ pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
             let mut params = CertificateParams::new(Vec::<String>::new())?;
             params.distinguished_name = dn("hotproxy dev CA");
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             params.serial_number = Some(serial());
             let cert = params.self_signed(&key)?;
             write_atomic(&ca_key, key.serialize_pem().as_bytes(), 0o600)?;
@@ -69,8 +93,22 @@ pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
     } else {
         names.to_vec()
     };
-    let server_fingerprint = issue(out, "server", &issuer, &names[0], &names, ExtendedKeyUsagePurpose::ServerAuth)?;
-    let client_fingerprint = issue(out, "client", &issuer, "hotproxy-dev-client", &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+    let server_fingerprint = issue(
+        out,
+        "server",
+        &issuer,
+        &names[0],
+        &names,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    let client_fingerprint = issue(
+        out,
+        "client",
+        &issuer,
+        "hotproxy-dev-client",
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
     Ok(DevPki {
         dir: out.to_path_buf(),
         ca_reused,
@@ -116,8 +154,16 @@ fn issue(
     let cert = params.signed_by(&key, issuer)?;
     // Key first: a watcher that sees the new cert before the new key gets a
     // mismatched pair, which it waits out (settle_timeout) either way.
-    write_atomic(&out.join(format!("{stem}.key")), key.serialize_pem().as_bytes(), 0o600)?;
-    write_atomic(&out.join(format!("{stem}.crt")), cert.pem().as_bytes(), 0o644)?;
+    write_atomic(
+        &out.join(format!("{stem}.key")),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_atomic(
+        &out.join(format!("{stem}.crt")),
+        cert.pem().as_bytes(),
+        0o644,
+    )?;
     Ok(info::fingerprint(cert.der()))
 }
 
@@ -162,7 +208,11 @@ mod tests {
         assert!(second.ca_reused);
         assert_ne!(first.server_fingerprint, second.server_fingerprint);
         for key in ["ca.key", "server.key", "client.key"] {
-            let mode = fs::metadata(dir.path().join(key)).unwrap().permissions().mode() & 0o777;
+            let mode = fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
         let pair = pem::load(

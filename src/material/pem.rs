@@ -80,15 +80,20 @@ pub fn origins(source: &EntrySource) -> Vec<String> {
             }
             v
         }
-        files => files.paths().iter().map(|p| p.display().to_string()).collect(),
+        files => files
+            .paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
     }
 }
 
 fn read_once(source: &EntrySource) -> Result<Vec<Vec<u8>>, MaterialError> {
     match source {
-        EntrySource::PairInline { cert_pem, key_pem } => {
-            Ok(vec![cert_pem.as_bytes().to_vec(), key_pem.expose().as_bytes().to_vec()])
-        }
+        EntrySource::PairInline { cert_pem, key_pem } => Ok(vec![
+            cert_pem.as_bytes().to_vec(),
+            key_pem.expose().as_bytes().to_vec(),
+        ]),
         EntrySource::CaInline { ca_pem, crl_pem } => {
             let mut v = vec![ca_pem.as_bytes().to_vec()];
             if let Some(c) = crl_pem {
@@ -121,7 +126,10 @@ fn hash(parts: &[Vec<u8>]) -> [u8; 32] {
         ctx.update(&(p.len() as u64).to_be_bytes());
         ctx.update(p);
     }
-    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 /// Read every source of the entry until two consecutive reads agree
@@ -146,7 +154,9 @@ pub fn read_consistent(source: &EntrySource) -> Result<Raw, MaterialError> {
 /// half-written file must be an error, never a silently shorter chain.
 fn sections(origin: &str, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, MaterialError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(MaterialError::Empty { origin: origin.into() });
+        return Err(MaterialError::Empty {
+            origin: origin.into(),
+        });
     }
     let mut out = Vec::new();
     for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
@@ -166,7 +176,10 @@ fn sections(origin: &str, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, M
     if begins != out.len() {
         return Err(MaterialError::BadPem {
             origin: origin.into(),
-            reason: format!("{begins} BEGIN markers but {} complete sections (truncated or unknown section)", out.len()),
+            reason: format!(
+                "{begins} BEGIN markers but {} complete sections (truncated or unknown section)",
+                out.len()
+            ),
         });
     }
     Ok(out)
@@ -184,7 +197,10 @@ fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
     }
 }
 
-fn certificates(origin: &str, bytes: &[u8]) -> Result<(Vec<CertificateDer<'static>>, Vec<CertInfo>), MaterialError> {
+fn certificates(
+    origin: &str,
+    bytes: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, Vec<CertInfo>), MaterialError> {
     let mut ders = Vec::new();
     let mut infos = Vec::new();
     for (kind, der) in sections(origin, bytes)? {
@@ -199,7 +215,9 @@ fn certificates(origin: &str, bytes: &[u8]) -> Result<(Vec<CertificateDer<'stati
         ders.push(CertificateDer::from(der));
     }
     if ders.is_empty() {
-        return Err(MaterialError::NoCertificate { origin: origin.into() });
+        return Err(MaterialError::NoCertificate {
+            origin: origin.into(),
+        });
     }
     Ok((ders, infos))
 }
@@ -221,7 +239,9 @@ fn private_key(origin: &str, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, Mat
         }
         key = Some(k);
     }
-    key.ok_or_else(|| MaterialError::NoKey { origin: origin.into() })
+    key.ok_or_else(|| MaterialError::NoKey {
+        origin: origin.into(),
+    })
 }
 
 /// Parse and validate raw bytes as `kind`: pairs need a certificate chain
@@ -235,13 +255,14 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
             .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-        let signing = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| MaterialError::BadKey {
-                origin: names[1].clone(),
-                reason: e.to_string(),
-            })?;
+        let signing =
+            provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| MaterialError::BadKey {
+                    origin: names[1].clone(),
+                    reason: e.to_string(),
+                })?;
         let certified = CertifiedKey::new(chain, signing);
         match certified.keys_match() {
             Ok(()) => {}

@@ -1,57 +1,644 @@
-//! Header rewriting, pooled upstream client, 502/504 mapping. (stub until merged)
+//! Header rewriting, pooled upstream client, 502/504 mapping.
+//!
+//! One hyper-util pooled client per upstream, shared by every client
+//! connection. Its connector loads the upstream's `ClientConfig` snapshot
+//! once per *new* connection, so a rotated client certificate or CA is used
+//! from the next connection on; `drain_on_rotation` additionally swaps in a
+//! fresh pool so idle connections made with the old material are closed.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
 
 use crate::config::UpstreamConfig;
+use crate::metrics;
 use crate::tls::ClientIdentity;
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
+/// What the forwarder needs to know about the client connection.
 pub struct RequestContext {
     pub listener: Arc<str>,
     pub client_addr: SocketAddr,
+    /// A verified client certificate (only for verifying client-auth modes).
     pub client_cert: Option<Arc<ClientIdentity>>,
     pub tls_sni: Option<Arc<str>>,
 }
 
+type Pool = Client<Connector, Incoming>;
+
+/// One configured upstream: its servers, TLS snapshot and connection pools.
 pub struct Upstream {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
+    /// The snapshot new connections handshake with; swapped by the reloader.
+    tls: Arc<ArcSwap<ClientConfig>>,
+    /// Pooled client for ordinary requests (h2 or h1 per ALPN).
+    pool: ArcSwap<Pool>,
+    /// Pooled client offering only http/1.1, for `Upgrade` requests
+    /// (WebSocket needs an HTTP/1.1 connection end to end).
+    upgrade_pool: ArcSwap<Pool>,
+    servers: Vec<Target>,
+    next: AtomicUsize,
+}
+
+/// A server URL split into the parts a request URI is rebuilt from.
+struct Target {
+    url: String,
+    scheme: Scheme,
+    authority: Authority,
 }
 
 impl Upstream {
     pub fn new(config: UpstreamConfig, tls: Arc<ClientConfig>) -> Arc<Upstream> {
-        let _ = tls;
+        let tls = Arc::new(ArcSwap::new(tls));
+        let servers = config
+            .servers
+            .iter()
+            .filter_map(|s| {
+                let authority = if s.host.contains(':') {
+                    format!("[{}]:{}", s.host, s.port)
+                } else {
+                    format!("{}:{}", s.host, s.port)
+                };
+                Some(Target {
+                    url: s.url.clone(),
+                    scheme: if s.https { Scheme::HTTPS } else { Scheme::HTTP },
+                    authority: authority.parse().ok()?,
+                })
+            })
+            .collect();
+        let pool = ArcSwap::from_pointee(pool_for(&config, &tls, false));
+        let upgrade_pool = ArcSwap::from_pointee(pool_for(&config, &tls, true));
         Arc::new(Upstream {
             name: config.name.as_str().into(),
             config,
+            tls,
+            pool,
+            upgrade_pool,
+            servers,
+            next: AtomicUsize::new(0),
         })
     }
+
+    /// New upstream connections use `tls` from now on; with
+    /// `drain_on_rotation` the idle pooled connections made with the old
+    /// material are closed (the old pools drop once in-flight requests end).
     pub fn set_tls(&self, tls: Arc<ClientConfig>) {
-        let _ = tls;
+        self.tls.store(tls);
+        if self.config.tls.drain_on_rotation {
+            self.pool
+                .store(Arc::new(pool_for(&self.config, &self.tls, false)));
+            self.upgrade_pool
+                .store(Arc::new(pool_for(&self.config, &self.tls, true)));
+            debug!(upstream = %self.name, "pooled connections drained after rotation");
+        }
     }
+
+    /// Forward one request and return the upstream's response, or a
+    /// 502/504 describing why there is none.
     pub async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         ctx: &RequestContext,
     ) -> Response<ResponseBody> {
-        let _ = (req, ctx);
-        error_response(StatusCode::BAD_GATEWAY, "stub")
+        if self.servers.is_empty() {
+            metrics::upstream_error(&self.name, "no_servers");
+            return error_response(StatusCode::BAD_GATEWAY, "upstream has no servers");
+        }
+        let target = &self.servers[self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len()];
+        let upgrade = is_upgrade(&req);
+        let original_authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let h2_client = req.version() == Version::HTTP_2;
+        rewrite_request_headers(
+            req.headers_mut(),
+            ctx,
+            original_authority.as_deref(),
+            h2_client,
+            upgrade,
+        );
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(target.scheme.clone());
+        parts.authority = Some(target.authority.clone());
+        parts.path_and_query = Some(path);
+        *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are valid");
+        // The pool picks h1 or h2 per connection (ALPN); an HTTP/1.1
+        // request is what both accept.
+        *req.version_mut() = Version::HTTP_11;
+
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let pool = if upgrade {
+            self.upgrade_pool.load_full()
+        } else {
+            self.pool.load_full()
+        };
+        let result = tokio::time::timeout(self.config.request_timeout, pool.request(req)).await;
+        let mut resp = match result {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return self.failed(target, &e),
+            Err(_) => {
+                metrics::upstream_error(&self.name, "timeout");
+                warn!(upstream = %self.name, server = %target.url, reason = "timeout", error = "no response within request_timeout", "upstream request failed");
+                return error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let name = self.name.clone();
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(client),
+                            &mut TokioIo::new(upstream),
+                        )
+                        .await;
+                    }
+                    Err(e) => debug!(upstream = %name, error = %e, "upgrade failed"),
+                }
+            });
+            return resp.map(|b| b.boxed());
+        }
+        strip_hop_by_hop(resp.headers_mut(), false);
+        resp.map(|b| b.boxed())
+    }
+
+    /// Map a client error to 502/504, count it and log its cause once.
+    fn failed(
+        &self,
+        target: &Target,
+        e: &hyper_util::client::legacy::Error,
+    ) -> Response<ResponseBody> {
+        let (reason, description, status) = diagnose(e);
+        metrics::upstream_error(&self.name, reason);
+        warn!(upstream = %self.name, server = %target.url, reason, error = %description, "upstream request failed");
+        let msg = match status {
+            StatusCode::GATEWAY_TIMEOUT => "upstream timed out",
+            _ => "upstream unavailable",
+        };
+        error_response(status, msg)
     }
 }
 
+/// The cause of a failed upstream request: metric reason, description, status.
+fn diagnose(e: &hyper_util::client::legacy::Error) -> (&'static str, String, StatusCode) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                let (reason, desc) = crate::tls::client::classify(tls);
+                return (reason, desc, StatusCode::BAD_GATEWAY);
+            }
+            return match io.kind() {
+                std::io::ErrorKind::TimedOut => (
+                    "connect_timeout",
+                    "connect timed out".into(),
+                    StatusCode::GATEWAY_TIMEOUT,
+                ),
+                std::io::ErrorKind::ConnectionRefused => (
+                    "connect_refused",
+                    "connection refused".into(),
+                    StatusCode::BAD_GATEWAY,
+                ),
+                _ if e.is_connect() => (
+                    "connect_error",
+                    format!("cannot connect: {io}"),
+                    StatusCode::BAD_GATEWAY,
+                ),
+                _ => (
+                    "protocol",
+                    format!("upstream connection failed: {io}"),
+                    StatusCode::BAD_GATEWAY,
+                ),
+            };
+        }
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            let (reason, desc) = crate::tls::client::classify(tls);
+            return (reason, desc, StatusCode::BAD_GATEWAY);
+        }
+        source = err.source();
+    }
+    (
+        "protocol",
+        format!("upstream request failed: {e}"),
+        StatusCode::BAD_GATEWAY,
+    )
+}
+
+fn pool_for(config: &UpstreamConfig, tls: &Arc<ArcSwap<ClientConfig>>, h1_only: bool) -> Pool {
+    let connector = Connector {
+        tls: tls.clone(),
+        server_name: config.tls.server_name.clone().map(Arc::from),
+        connect_timeout: config.connect_timeout,
+        h1_only,
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .set_host(false)
+        .build(connector)
+}
+
+/// A short plain-text response generated by the proxy itself.
 pub fn error_response(status: StatusCode, msg: &str) -> Response<ResponseBody> {
-    use http_body_util::{BodyExt, Full};
     let body = Full::new(Bytes::from(format!("{msg}\n")))
         .map_err(|never| match never {})
         .boxed();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+static X_CLIENT_CERT_FINGERPRINT: HeaderName = HeaderName::from_static("x-client-cert-fingerprint");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
+/// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(n);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Rewrite a request's headers for the upstream: hop-by-hop removed,
+/// `X-Forwarded-*` and `Via` set, `Host` kept (or set from `:authority`
+/// for h2 clients), client-certificate headers replaced by the verified
+/// identity (never trusted from the client).
+pub fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    ctx: &RequestContext,
+    original_host: Option<&str>,
+    h2_client: bool,
+    upgrade: bool,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    let ip = ctx.client_addr.ip().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    if let Some(host) = original_host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
+        }
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    let via = if h2_client {
+        "2 hotproxy"
+    } else {
+        "1.1 hotproxy"
+    };
+    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {via}"))
+            .unwrap_or(HeaderValue::from_static("1.1 hotproxy")),
+        None => HeaderValue::from_static(via),
+    };
+    headers.insert(header::VIA, via);
+    headers.remove(&X_CLIENT_CERT_SUBJECT);
+    headers.remove(&X_CLIENT_CERT_FINGERPRINT);
+    if let Some(id) = &ctx.client_cert {
+        if let Ok(v) = HeaderValue::from_str(&id.subject) {
+            headers.insert(X_CLIENT_CERT_SUBJECT.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id.fingerprint) {
+            headers.insert(X_CLIENT_CERT_FINGERPRINT.clone(), v);
+        }
+    }
+}
+
+/// Opens upstream connections: TCP (with a timeout, `TCP_NODELAY`) and,
+/// for https, TLS with the snapshot current at connect time.
+#[derive(Clone)]
+pub struct Connector {
+    tls: Arc<ArcSwap<ClientConfig>>,
+    server_name: Option<Arc<str>>,
+    connect_timeout: Duration,
+    h1_only: bool,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = UpstreamConn;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamConn, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .unwrap_or("")
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let https = uri.scheme() == Some(&Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let tcp = tokio::time::timeout(
+                this.connect_timeout,
+                TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+            tcp.set_nodelay(true)?;
+            if !https {
+                return Ok(UpstreamConn {
+                    io: TokioIo::new(MaybeTls::Plain(tcp)),
+                    h2: false,
+                });
+            }
+            let mut config = this.tls.load_full();
+            if this.h1_only {
+                let mut c = (*config).clone();
+                c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                config = Arc::new(c);
+            }
+            let name = this.server_name.as_deref().unwrap_or(&host);
+            let server_name = ServerName::try_from(name.to_owned()).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("invalid server name {name:?}"),
+                )
+            })?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await?;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            Ok(UpstreamConn {
+                io: TokioIo::new(MaybeTls::Tls(Box::new(tls))),
+                h2,
+            })
+        })
+    }
+}
+
+/// A plain or TLS upstream stream.
+pub enum MaybeTls {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An upstream connection as the pool sees it: bytes plus whether ALPN
+/// chose h2 (so the pool multiplexes instead of opening more).
+pub struct UpstreamConn {
+    io: TokioIo<MaybeTls>,
+    h2: bool,
+}
+
+impl Connection for UpstreamConn {
+    fn connected(&self) -> Connected {
+        let c = Connected::new();
+        if self.h2 { c.negotiated_h2() } else { c }
+    }
+}
+
+impl hyper::rt::Read for UpstreamConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UpstreamConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(cert: bool) -> RequestContext {
+        RequestContext {
+            listener: "public".into(),
+            client_addr: "10.1.2.3:5555".parse().unwrap(),
+            client_cert: cert.then(|| {
+                Arc::new(ClientIdentity {
+                    subject: "CN=alice".into(),
+                    sans: vec![],
+                    fingerprint: "ab12".into(),
+                })
+            }),
+            tls_sni: None,
+        }
+    }
+
+    /// Hop-by-hop headers go, proxy headers are set, spoofed identity is replaced.
+    #[test]
+    fn rewrites_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.insert(
+            "x-client-cert-subject",
+            HeaderValue::from_static("CN=mallory"),
+        );
+        h.insert(
+            "x-client-cert-fingerprint",
+            HeaderValue::from_static("evil"),
+        );
+        rewrite_request_headers(&mut h, &ctx(true), Some("app.example.com"), false, false);
+        for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+        assert_eq!(h["host"], "app.example.com");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(h["via"], "1.1 hotproxy");
+        assert_eq!(h["x-client-cert-subject"], "CN=alice");
+        assert_eq!(h["x-client-cert-fingerprint"], "ab12");
+        let mut h2 = HeaderMap::new();
+        h2.insert(
+            "x-client-cert-subject",
+            HeaderValue::from_static("CN=mallory"),
+        );
+        rewrite_request_headers(&mut h2, &ctx(false), Some("a:1"), true, false);
+        assert!(!h2.contains_key("x-client-cert-subject"));
+        assert_eq!(h2["host"], "a:1");
+        assert_eq!(h2["via"], "2 hotproxy");
+    }
 }

@@ -1,4 +1,4 @@
-//! Host / path-prefix -> upstream. (stub until merged)
+//! Host / path-prefix -> upstream: first match wins, no match = 404.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,21 +6,133 @@ use std::sync::Arc;
 use crate::config::RouteConfig;
 use crate::proxy::forward::Upstream;
 
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com` stored as `example.com`: exactly one more label.
+    Wildcard(String),
+}
+
+struct Route {
+    host: HostMatch,
+    /// Plain prefix, as nginx `location /v1` (so `/v1` also matches `/v1beta`).
+    path_prefix: Option<String>,
+    upstream: Arc<Upstream>,
+}
+
+/// A listener's routes, bound to live upstreams. Rebuilt on config change.
 pub struct Router {
-    routes: Vec<Arc<Upstream>>,
+    routes: Vec<Route>,
 }
 
 impl Router {
+    /// Routes naming an unknown upstream are skipped (config validation
+    /// refuses them before this point).
     pub fn new(routes: &[RouteConfig], upstreams: &HashMap<String, Arc<Upstream>>) -> Router {
-        Router {
-            routes: routes
-                .iter()
-                .filter_map(|r| upstreams.get(&r.upstream).cloned())
-                .collect(),
-        }
+        let routes = routes
+            .iter()
+            .filter_map(|r| {
+                let upstream = upstreams.get(&r.upstream)?.clone();
+                let host = match r.host.as_deref() {
+                    None => HostMatch::Any,
+                    Some(h) => match h.strip_prefix("*.") {
+                        Some(s) => HostMatch::Wildcard(s.to_ascii_lowercase()),
+                        None => HostMatch::Exact(h.to_ascii_lowercase()),
+                    },
+                };
+                Some(Route {
+                    host,
+                    path_prefix: r.path_prefix.clone(),
+                    upstream,
+                })
+            })
+            .collect();
+        Router { routes }
     }
+
+    /// The upstream for a request to `host` (may carry `:port`) and `path`.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
-        let _ = (host, path);
-        self.routes.first()
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .find(|r| {
+                let host_ok = match (&r.host, host) {
+                    (HostMatch::Any, _) => true,
+                    (_, None) => false,
+                    (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
+                    (HostMatch::Wildcard(s), Some(x)) => {
+                        x.split_once('.').is_some_and(|(label, rest)| {
+                            !label.is_empty() && rest.eq_ignore_ascii_case(s)
+                        })
+                    }
+                };
+                host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+            })
+            .map(|r| &r.upstream)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{UpstreamConfig, UpstreamTls};
+    use std::time::Duration;
+
+    fn upstream(name: &str) -> Arc<Upstream> {
+        let tls = crate::tls::client::build(None, None).unwrap();
+        Upstream::new(
+            UpstreamConfig {
+                name: name.into(),
+                servers: vec![],
+                tls: UpstreamTls::default(),
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(1),
+            },
+            tls,
+        )
+    }
+
+    /// First match wins; host exact or one-label wildcard; prefix; no match = None.
+    #[test]
+    fn first_match_wins() {
+        let ups: HashMap<_, _> = ["api", "web", "any"]
+            .iter()
+            .map(|n| (n.to_string(), upstream(n)))
+            .collect();
+        let route = |host: Option<&str>, path: Option<&str>, up: &str| RouteConfig {
+            host: host.map(Into::into),
+            path_prefix: path.map(Into::into),
+            upstream: up.into(),
+        };
+        let r = Router::new(
+            &[
+                route(Some("api.example.com"), Some("/v1"), "api"),
+                route(Some("*.example.com"), None, "web"),
+                route(None, Some("/public"), "any"),
+            ],
+            &ups,
+        );
+        let name = |h, p| r.route(h, p).map(|u| u.name.to_string());
+        assert_eq!(
+            name(Some("API.example.com:8443"), "/v1/users").as_deref(),
+            Some("api")
+        );
+        assert_eq!(name(Some("api.example.com"), "/v2").as_deref(), Some("web"));
+        assert_eq!(name(Some("a.b.example.com"), "/"), None);
+        assert_eq!(
+            name(Some("example.com"), "/public/x").as_deref(),
+            Some("any")
+        );
+        assert_eq!(name(None, "/nothing"), None);
     }
 }

@@ -1,15 +1,107 @@
 //! Upstream `ClientConfig`: CA bundle or system roots, optional client pair, ALPN.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use rustls::ClientConfig;
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use tracing::warn;
 
 use crate::material::{CaBundle, Pair};
 use crate::tls::TlsError;
 
+/// The operating system's trust store, loaded once.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                warn!("no system CA certificates found: https upstreams with `ca: {{ system: true }}` will fail verification");
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// Hands rustls the client pair as loaded (no re-parsing per connection).
+#[derive(Debug)]
+struct ClientPair(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientPair {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Build the `ClientConfig` for new connections to an upstream.
 /// `ca = None` means the system trust store. ALPN offers h2 and http/1.1.
 pub fn build(ca: Option<&CaBundle>, client: Option<&Pair>) -> Result<Arc<ClientConfig>, TlsError> {
-    let _ = (ca, client);
-    todo!("tls::client::build")
+    let roots = match ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for r in &ca.roots {
+                roots.add(r.clone()).map_err(|e| {
+                    TlsError::Build(format!("CA certificate not usable as a trust anchor: {e}"))
+                })?;
+            }
+            Arc::new(roots)
+        }
+        None => system_roots(),
+    };
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match client {
+        Some(pair) => builder.with_client_cert_resolver(Arc::new(ClientPair(pair.key.clone()))),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A failed upstream handshake as a metric reason and a human description.
+pub fn classify(err: &rustls::Error) -> (&'static str, String) {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match err {
+        E::InvalidCertificate(C::UnknownIssuer) => (
+            "unknown_ca",
+            "upstream certificate is signed by an unknown CA".into(),
+        ),
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => (
+            "name_mismatch",
+            "upstream certificate is not valid for the server name (check tls.server_name)".into(),
+        ),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            ("expired", "upstream certificate has expired".into())
+        }
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            ("expired", "upstream certificate is not valid yet".into())
+        }
+        E::InvalidCertificate(C::Revoked) => {
+            ("unknown_ca", "upstream certificate is revoked".into())
+        }
+        E::AlertReceived(
+            a @ (A::BadCertificate
+            | A::CertificateRequired
+            | A::UnknownCA
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::CertificateUnknown
+            | A::AccessDenied
+            | A::DecryptError),
+        ) => (
+            "client_cert_refused",
+            format!("our client certificate was refused by the upstream (alert: {a:?})"),
+        ),
+        other => (
+            "tls",
+            format!("TLS handshake with the upstream failed: {other}"),
+        ),
+    }
 }

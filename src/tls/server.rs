@@ -1,12 +1,23 @@
 //! Listener `ServerConfig`: SNI resolution over several pairs, the five client-auth modes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
-use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, UnixTime};
 
-use crate::config::{ClientAuthMode, ListenerConfig};
-use crate::material::{CaBundle, Pair};
-use crate::tls::TlsError;
+use crate::config::{ClientAuthMode, ListenerConfig, TlsVersion};
+use crate::material::{CaBundle, Pair, info};
+use crate::tls::{ClientIdentity, TlsError};
 
 /// One server pair on a listener, with the names it answers.
 pub struct ServedPair<'a> {
@@ -27,20 +38,225 @@ pub struct ServerInputs<'a> {
     pub client_ca: Option<&'a CaBundle>,
 }
 
+/// Picks a certificate by SNI in O(1): exact names, then `*.suffix`
+/// wildcards (one label), then the default (first) pair.
+#[derive(Debug)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    pub fn new(pairs: &[ServedPair<'_>]) -> Option<SniResolver> {
+        let default = pairs.first()?.pair.key.clone();
+        let mut exact = HashMap::with_capacity(pairs.len());
+        let mut wildcard = HashMap::new();
+        for p in pairs {
+            let names = p.server_names.unwrap_or(&p.pair.leaf.dns_names);
+            for name in names {
+                let name = name.to_ascii_lowercase();
+                // Earlier pairs win: the first listed is the operator's preference.
+                match name.strip_prefix("*.") {
+                    Some(suffix) => wildcard.entry(suffix.to_owned()),
+                    None => exact.entry(name),
+                }
+                .or_insert_with(|| p.pair.key.clone());
+            }
+        }
+        Some(SniResolver {
+            exact,
+            wildcard,
+            default,
+        })
+    }
+
+    /// The pair for `sni` (already lowercase as rustls hands it over).
+    pub fn resolve_name(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(name) = sni else {
+            return &self.default;
+        };
+        if let Some(k) = self.exact.get(name) {
+            return k;
+        }
+        if let Some((_, suffix)) = name.split_once('.')
+            && let Some(k) = self.wildcard.get(suffix)
+        {
+            return k;
+        }
+        &self.default
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.resolve_name(hello.server_name()).clone())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+/// One ticketer for the whole process, so session tickets stay valid when
+/// a listener's config is rebuilt on rotation.
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, TlsError> {
+    static TICKETER: OnceLock<Arc<dyn rustls::server::ProducesTickets>> = OnceLock::new();
+    if let Some(t) = TICKETER.get() {
+        return Ok(t.clone());
+    }
+    let t = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| TlsError::Build(format!("ticketer: {e}")))?;
+    Ok(TICKETER.get_or_init(|| t).clone())
+}
+
 /// Build the `ServerConfig` a listener serves new connections with.
 /// Listeners without client auth share the process-wide ticketer so
 /// resumption survives rotations; listeners with client auth get no tickets
 /// and no session cache (a resumed session would skip client verification
 /// after a CA or CRL change).
 pub fn build(inputs: &ServerInputs<'_>) -> Result<Arc<ServerConfig>, TlsError> {
-    let _ = inputs;
-    todo!("tls::server::build")
+    let resolver = SniResolver::new(&inputs.pairs)
+        .ok_or_else(|| TlsError::Build("no server certificate".into()))?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match inputs.listener.min_version {
+        TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsError::Build(e.to_string()))?;
+    let verifier = client_verifier(inputs.mode, inputs.client_ca)?;
+    let mut config = match verifier {
+        None => builder.with_no_client_auth(),
+        Some(v) => builder.with_client_cert_verifier(v),
+    }
+    .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = inputs
+        .listener
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    if inputs.mode == ClientAuthMode::None {
+        config.ticketer = ticketer()?;
+    } else {
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    Ok(Arc::new(config))
 }
 
-/// The verified identity of a client's leaf certificate. (stub until merged)
-pub fn client_identity(
-    certs: &[rustls_pki_types::CertificateDer<'_>],
-) -> Option<crate::tls::ClientIdentity> {
-    let _ = certs;
-    None
+fn client_verifier(
+    mode: ClientAuthMode,
+    ca: Option<&CaBundle>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+    let any = |mandatory| -> Arc<dyn ClientCertVerifier> {
+        Arc::new(AnyClientCert {
+            mandatory,
+            provider: provider(),
+        })
+    };
+    Ok(match mode {
+        ClientAuthMode::None => None,
+        ClientAuthMode::Request => Some(any(false)),
+        ClientAuthMode::RequireAny => Some(any(true)),
+        ClientAuthMode::VerifyIfGiven | ClientAuthMode::RequireAndVerify => {
+            let ca = ca.ok_or_else(|| {
+                TlsError::Build(format!(
+                    "client_auth mode {} needs a CA bundle",
+                    mode.as_str()
+                ))
+            })?;
+            let mut roots = RootCertStore::empty();
+            for root in &ca.roots {
+                roots.add(root.clone()).map_err(|e| {
+                    TlsError::Build(format!("CA certificate not usable as a trust anchor: {e}"))
+                })?;
+            }
+            // Unknown revocation status stays refused (the rustls default):
+            // a CRL set that does not cover the issuer must not pass.
+            let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .with_crls(ca.crls.iter().cloned());
+            if mode == ClientAuthMode::VerifyIfGiven {
+                b = b.allow_unauthenticated();
+            }
+            Some(
+                b.build()
+                    .map_err(|e| TlsError::Build(format!("client verifier: {e}")))?,
+            )
+        }
+    })
+}
+
+/// `request` / `require_any`: any certificate is accepted without chain
+/// verification, but the client must still prove it holds the key.
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The identity of a client's leaf certificate, for the upstream headers.
+pub fn client_identity(certs: &[CertificateDer<'_>]) -> Option<ClientIdentity> {
+    let leaf = info::inspect(certs.first()?).ok()?;
+    Some(ClientIdentity {
+        subject: leaf.subject,
+        sans: leaf.sans,
+        fingerprint: leaf.fingerprint_sha256,
+    })
 }
