@@ -193,7 +193,14 @@ impl State {
             // baseline, so a change landing during a reconfigure is not lost.
             let sigs = match old.get(&subject) {
                 Some(t) if t.paths == paths && t.links == links => t.sigs.clone(),
-                _ => signatures(&links),
+                _ => {
+                    // The caller read these files before this baseline was
+                    // taken: report once so a change in between is not lost
+                    // (the reloader's hash check makes it free otherwise).
+                    self.dirty
+                        .insert(subject.clone(), Instant::now() + self.config.debounce);
+                    signatures(&links)
+                }
             };
             self.index(&subject, &links);
             self.subjects
@@ -499,7 +506,18 @@ mod tests {
         std::fs::write(&sentinel, "0").unwrap();
         let mut all = subjects;
         all.push((Subject::Entry("sentinel".into()), vec![sentinel.clone()]));
+        let expected: HashSet<Subject> = all.iter().map(|(s, _)| s.clone()).collect();
         w.set(all);
+        // Newly watched subjects are reported once after arming.
+        let mut initial = HashSet::new();
+        while initial.len() < expected.len() {
+            let s = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            initial.insert(s);
+        }
+        assert_eq!(initial, expected);
         // Retry the write until the sentinel is reported: proves the watch is armed.
         for i in 0..10 {
             std::fs::write(&sentinel, i.to_string()).unwrap();
@@ -657,6 +675,8 @@ mod tests {
                 .is_err()
         );
         w.set(vec![(sb.clone(), vec![b.clone()])]);
+        // Wait out a full debounce so `set` is processed before the writes.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         std::fs::write(&a, "gone").unwrap();
         std::fs::write(&b, "b2").unwrap();
         expect(&mut rx, &sb).await;

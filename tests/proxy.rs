@@ -1,0 +1,386 @@
+//! The serving path end to end: the real binary, real TLS clients, an mTLS backend.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+struct World {
+    scene: Scene,
+    ca: TestCa,
+    other_ca: TestCa,
+    backend_ca: TestCa,
+    a: TestPair,
+    b: TestPair,
+    proxy_client: TestPair,
+    backend: Backend,
+}
+
+async fn world() -> World {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let other_ca = TestCa::new("someone else");
+    let backend_ca = TestCa::new("backend CA");
+    let a = ca.server_pair(&["a.example.com", "localhost"]);
+    let b = ca.server_pair(&["*.b.example.com"]);
+    let proxy_client = backend_ca.client_pair("hotproxy");
+    scene.pair("a", &a);
+    scene.pair("b", &b);
+    scene.pair("proxy-client", &proxy_client);
+    write(&scene.path("ca.crt"), &ca.cert_pem);
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start(
+        "echo",
+        &backend_ca.server_pair(&["backend.local"]),
+        Some(&backend_ca.cert_pem),
+    )
+    .await;
+    World {
+        scene,
+        ca,
+        other_ca,
+        backend_ca,
+        a,
+        b,
+        proxy_client,
+        backend,
+    }
+}
+
+fn config(w: &World, client_auth: &str, extra_listener: &str) -> std::path::PathBuf {
+    w.scene.config(&format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 500ms }}
+admin: {{ bind: "127.0.0.1:0" }}
+certs:
+  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
+  - {{ id: clients, type: ca-bundle, ca_file: ca.crt {crl} }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - ref: a
+        - {{ cert_file: b.crt, key_file: b.key }}
+      client_auth: {client_auth}
+    routes:
+      - {{ path_prefix: /api, upstream: echo }}
+      - {{ path_prefix: /down, upstream: down }}
+      - {{ path_prefix: /slow, upstream: slow }}
+{extra_listener}
+upstreams:
+  - name: echo
+    servers: [https://{backend}]
+    tls:
+      ca: {{ ca_file: backend-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+      server_name: backend.local
+  - name: down
+    servers: [http://127.0.0.1:1]
+  - name: slow
+    servers: [https://{backend}]
+    request_timeout: 300ms
+    tls:
+      ca: {{ ca_file: backend-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+      server_name: backend.local
+"#,
+        crl = if w.scene.path("ca.crl").exists() {
+            ", crl_files: [ca.crl]"
+        } else {
+            ""
+        },
+        backend = w.backend.addr,
+    ))
+}
+
+/// Each SNI gets its certificate; no SNI match gets the first (default).
+#[tokio::test]
+async fn sni_selects_certificate() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "{ mode: none }", ""));
+    let addr = p.listener_addr("public").await;
+    assert_eq!(
+        served_leaf(addr, "a.example.com", &w.ca.cert_pem)
+            .await
+            .unwrap(),
+        w.a.fingerprint
+    );
+    assert_eq!(
+        served_leaf(addr, "x.b.example.com", &w.ca.cert_pem)
+            .await
+            .unwrap(),
+        w.b.fingerprint
+    );
+    // Unknown name: the default pair (the client refuses the name, so check without verification of name)
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let err = connect(addr, "unknown.example.org", cfg)
+        .await
+        .err()
+        .expect("name mismatch");
+    assert!(
+        err.to_string().contains("a.example.com"),
+        "default pair not served: {err}"
+    );
+}
+
+/// h1 and h2 reach a backend that requires a client certificate and reports the one hotproxy presented;
+/// every proxy header is set and spoofed identity headers are dropped.
+#[tokio::test]
+async fn forwards_h1_and_h2_over_mtls() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(
+        &w,
+        "{ mode: verify_if_given, ca: { ref: clients } }",
+        "",
+    ));
+    let addr = p.listener_addr("public").await;
+    let alice = w.ca.client_pair("alice");
+    for h2 in [false, true] {
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let cfg = client_config(&w.ca.cert_pem, Some(&alice), alpn);
+        let spoof = [
+            ("x-client-cert-subject", "CN=mallory"),
+            ("x-forwarded-for", "192.0.2.9"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+        ];
+        let headers: &[(&str, &str)] = if h2 { &spoof[..2] } else { &spoof };
+        let r = get(addr, "a.example.com", cfg, h2, "/api/x?y=1", headers)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        assert_eq!(
+            j["client_cert_fingerprint"],
+            w.proxy_client.fingerprint.as_str()
+        );
+        let h = &j["headers"];
+        assert_eq!(h["x-client-cert-subject"], "CN=alice");
+        assert_eq!(h["x-client-cert-fingerprint"], alice.fingerprint.as_str());
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.example.com");
+        assert_eq!(h["via"], if h2 { "2 hotproxy" } else { "1.1 hotproxy" });
+        assert!(
+            h.get("x-hop").is_none() && h.get("connection").is_none(),
+            "{h}"
+        );
+        assert_eq!(j["path"], "/api/x");
+    }
+    // Pooled: two client connections shared upstream connections.
+    assert!(w.backend.accepted.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+}
+
+/// No route = 404; upstream down = 502; upstream too slow = 504.
+#[tokio::test]
+async fn error_statuses() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "{ mode: none }", ""));
+    let addr = p.listener_addr("public").await;
+    let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    assert_eq!(
+        get(addr, "a.example.com", cfg(), false, "/nothing", &[])
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        get(addr, "a.example.com", cfg(), false, "/down", &[])
+            .await
+            .unwrap()
+            .status,
+        502
+    );
+    assert_eq!(
+        get(addr, "a.example.com", cfg(), false, "/slow", &[])
+            .await
+            .unwrap()
+            .status,
+        504
+    );
+    p.wait_log("502 cause logged", |v| {
+        v["message"] == "upstream request failed" && v["reason"] == "connect_refused"
+    })
+    .await;
+}
+
+/// Try one request presenting `client`; Ok(status) or Err when refused.
+async fn attempt(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    client: Option<&TestPair>,
+) -> Result<u16, String> {
+    get(
+        addr,
+        "a.example.com",
+        client_config(ca, client, &[b"http/1.1"]),
+        false,
+        "/api/m",
+        &[],
+    )
+    .await
+    .map(|r| r.status)
+    .map_err(|e| e.to_string())
+}
+
+/// Each client-auth mode with no certificate, a good one, one from an unknown CA, and a revoked one.
+#[tokio::test]
+async fn client_auth_modes() {
+    let w = world().await;
+    let good = w.ca.client_pair("good");
+    let revoked = w.ca.client_pair("revoked");
+    let stranger = w.other_ca.client_pair("stranger");
+    write(&w.scene.path("ca.crl"), &w.ca.crl(&[&revoked]));
+    // (mode, none, good, unknown CA, revoked)
+    let table = [
+        ("none", true, true, true, true),
+        ("request", true, true, true, true),
+        ("require_any", false, true, true, true),
+        ("verify_if_given", true, true, false, false),
+        ("require_and_verify", false, true, false, false),
+    ];
+    for (mode, none_ok, good_ok, stranger_ok, revoked_ok) in table {
+        let ca = if mode.starts_with("verify") || mode.starts_with("require_and") {
+            ", ca: { ref: clients }"
+        } else {
+            ""
+        };
+        let mut p = Proxy::start(&config(&w, &format!("{{ mode: {mode}{ca} }}"), ""));
+        let addr = p.listener_addr("public").await;
+        for (who, client, want) in [
+            ("none", None, none_ok),
+            ("good", Some(&good), good_ok),
+            ("unknown CA", Some(&stranger), stranger_ok),
+            ("revoked", Some(&revoked), revoked_ok),
+        ] {
+            let got = attempt(addr, &w.ca.cert_pem, client).await;
+            assert_eq!(got.is_ok(), want, "mode {mode}, client {who}: {got:?}");
+            if let Ok(status) = got {
+                assert_eq!(status, 200, "mode {mode}, client {who}");
+            }
+        }
+    }
+}
+
+/// Request heads over max_header_bytes get 431; max_connections holds extra clients back.
+#[tokio::test]
+async fn limits() {
+    let w = world().await;
+    let cfg_path = config(&w, "{ mode: none }", "");
+    let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
+        "      - { path_prefix: /slow, upstream: slow }",
+        "      - { path_prefix: /slow, upstream: slow }\n    limits: { max_header_bytes: 8192, max_connections: 1 }",
+    );
+    write(&cfg_path, &text);
+    let mut p = Proxy::start(&cfg_path);
+    let addr = p.listener_addr("public").await;
+    let big = "x".repeat(20_000);
+    let r = get(
+        addr,
+        "a.example.com",
+        client_config(&w.ca.cert_pem, None, &[b"http/1.1"]),
+        false,
+        "/api",
+        &[("x-big", &big)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 431);
+    // One connection held open: a second handshake does not complete while it lives.
+    let held = connect(
+        addr,
+        "a.example.com",
+        client_config(&w.ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let second = tokio::time::timeout(
+        Duration::from_millis(500),
+        connect(
+            addr,
+            "a.example.com",
+            client_config(&w.ca.cert_pem, None, &[b"http/1.1"]),
+        ),
+    )
+    .await;
+    assert!(
+        second.is_err(),
+        "second connection was served beyond max_connections"
+    );
+    drop(held);
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        connect(
+            addr,
+            "a.example.com",
+            client_config(&w.ca.cert_pem, None, &[b"http/1.1"]),
+        ),
+    )
+    .await;
+    assert!(matches!(third, Ok(Ok(_))), "slot not released");
+}
+
+/// SIGTERM with a request in flight: the request completes, the process exits 0.
+#[tokio::test]
+async fn graceful_shutdown() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "{ mode: none }", ""));
+    let addr = p.listener_addr("public").await;
+    let cfg = w.scene.path("config.yaml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("request_timeout: 300ms", "request_timeout: 10s");
+    write(&cfg, &text);
+    p.wait_log("config reloaded", |v| {
+        v["message"] == "configuration reloaded"
+    })
+    .await;
+    let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let before = w.backend.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let inflight =
+        tokio::spawn(async move { get(addr, "a.example.com", client, false, "/slow", &[]).await });
+    // The request is in flight once the backend (which answers /slow after 2s) has it.
+    wait_until(
+        Duration::from_secs(10),
+        "request reaches the backend",
+        || async { w.backend.accepted.load(std::sync::atomic::Ordering::SeqCst) > before },
+    )
+    .await;
+    p.signal("TERM");
+    let r = inflight.await.unwrap().unwrap();
+    assert_eq!(r.status, 200, "in-flight request was cut: {}", r.body);
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+/// `check` prints a table and exits 0 on a good config; lists every problem and exits 1 on a broken one.
+#[tokio::test]
+async fn check_command() {
+    let w = world().await;
+    let good = config(&w, "{ mode: none }", "");
+    let (code, out, err) = run_cli(&["check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&w.a.fingerprint) && out.contains("DAYS LEFT"),
+        "{out}"
+    );
+    // A mismatched key and a garbage CA: both listed, exit 1.
+    write(&w.scene.path("a.key"), &w.b.key_pem);
+    write(&w.scene.path("backend-ca.crt"), "garbage");
+    let (code, _, err) = run_cli(&["check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("does not match the certificate") && err.contains("a.key"),
+        "{err}"
+    );
+    assert!(err.contains("backend-ca.crt"), "{err}");
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
+    // A typo in the config names the key and line.
+    write(&good, "listeners: []\nwatch: { debounse: 1s }\n");
+    let (code, _, err) = run_cli(&["check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("debounse") && err.contains("line 2"), "{err}");
+    let _ = &w.backend_ca;
+}
