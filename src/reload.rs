@@ -270,6 +270,9 @@ impl Reloader {
         {
             if recovering {
                 // The good content came back (e.g. a writer finished).
+                if entry.last_logged.is_some() {
+                    info!(entry = %id, "certificate material is valid again; still serving it");
+                }
                 entry.unsettled_since = None;
                 entry.failures = 0;
                 entry.last_logged = None;

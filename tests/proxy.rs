@@ -117,8 +117,7 @@ async fn sni_selects_certificate() {
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let err = connect(addr, "unknown.example.org", cfg)
         .await
-        .err()
-        .expect("name mismatch");
+        .expect_err("name mismatch");
     assert!(
         err.to_string().contains("a.example.com"),
         "default pair not served: {err}"
