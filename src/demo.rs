@@ -97,19 +97,27 @@ fn print_instructions(config: &Config, pki: &Path) {
         .as_ref()
         .map(|a| a.bind.to_string())
         .unwrap_or_else(|| "127.0.0.1:9901".into());
-    println!(
-        "\n\
-hotproxy demo: https://localhost:{port} -> mTLS echo backend\n\n\
-  try it (the backend reports the client certificate hotproxy presented):\n\
-    curl --cacert {pki}/ca.crt https://localhost:{port}/hello\n\
-  with your own client certificate (verified, passed upstream as X-Client-Cert-*):\n\
-    curl --cacert {pki}/ca.crt --cert {pki}/client.crt --key {pki}/client.key https://localhost:{port}/hello\n\n\
-  rotate the certificates while it runs, then watch the served fingerprint change:\n\
-    cargo run --release -- certs dev-pki --out {pki}\n\
-    openssl s_client -connect localhost:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256\n\
-    curl -s http://{admin}/metrics | grep hotproxy_cert_reloads\n\n\
-  Ctrl-C stops it.\n"
-    );
+    let lines = [
+        String::new(),
+        format!("hotproxy demo: https://localhost:{port} -> mTLS echo backend"),
+        String::new(),
+        "  try it (the backend reports the client certificate hotproxy presented):".into(),
+        format!("    curl --cacert {pki}/ca.crt https://localhost:{port}/hello"),
+        "  with your own client certificate (verified, passed upstream as X-Client-Cert-*):".into(),
+        format!(
+            "    curl --cacert {pki}/ca.crt --cert {pki}/client.crt --key {pki}/client.key https://localhost:{port}/hello"
+        ),
+        String::new(),
+        "  rotate the certificates while it runs, then watch the served fingerprint change:".into(),
+        format!("    cargo run --release -- certs dev-pki --out {pki}"),
+        format!(
+            "    openssl s_client -connect localhost:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ),
+        format!("    curl -s http://{admin}/metrics | grep hotproxy_cert_reloads"),
+        String::new(),
+        "  Ctrl-C stops it.".into(),
+    ];
+    println!("{}", lines.join("\n"));
 }
 
 /// An HTTPS echo server that requires a client certificate from the dev CA.
