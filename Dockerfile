@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# hotproxy container image: build with cargo, run on distroless as non-root.
+#
+#   docker build -t hotproxy:0.1.0 .
+#
+# The runtime image has no shell, no package manager and no sleep binary;
+# the Kubernetes manifests account for that (see examples/kubernetes).
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+# The cache mounts keep the crate registry and the target directory between
+# builds (BuildKit); the binary is copied out of the cached target dir.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+ && cp target/release/hotproxy /hotproxy
+
+# cc-debian12: glibc and libgcc, which the binary links against, and nothing
+# else. Tag :nonroot runs as uid/gid 65532, the user the Deployment pins.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /hotproxy /usr/local/bin/hotproxy
+USER 65532:65532
+# 8443: the TLS listener of the example config; 9901: admin (probes, metrics, API).
+EXPOSE 8443 9901
+ENTRYPOINT ["/usr/local/bin/hotproxy"]
+CMD ["run", "--config", "/etc/hotproxy/config/config.yaml"]
