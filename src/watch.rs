@@ -11,7 +11,11 @@
 //!
 //! Any event or poll difference only means "maybe changed": after
 //! `debounce` of quiet the subject is reported; the reloader decides by
-//! content hash. One thread owns all state; no locks.
+//! content hash. An event that says a write is complete (a rename, a new
+//! link, a file closed after writing, a removal) only waits [`SETTLED`], so
+//! a kubelet swap or a certbot relink is served within milliseconds; a
+//! write still in progress keeps the full debounce. One thread owns all
+//! state; no locks.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -20,6 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -197,8 +202,7 @@ impl State {
                     // The caller read these files before this baseline was
                     // taken: report once so a change in between is not lost
                     // (the reloader's hash check makes it free otherwise).
-                    self.dirty
-                        .insert(subject.clone(), Instant::now() + self.config.debounce);
+                    self.mark(subject.clone(), SETTLED.min(self.config.debounce));
                     signatures(&links)
                 }
             };
@@ -261,9 +265,10 @@ impl State {
         }
     }
 
-    fn mark(&mut self, subject: Subject) {
-        self.dirty
-            .insert(subject, Instant::now() + self.config.debounce);
+    /// Report `subject` after `delay` of quiet; the latest event decides,
+    /// so a data write after a rename pushes the report out again.
+    fn mark(&mut self, subject: Subject, delay: Duration) {
+        self.dirty.insert(subject, Instant::now() + delay);
     }
 
     fn on_event(&mut self, ev: notify::Result<notify::Event>) {
@@ -293,28 +298,41 @@ impl State {
                 hit.extend(s.iter().cloned());
             }
         }
+        let delay = if completes_a_write(&ev.kind) {
+            SETTLED.min(self.config.debounce)
+        } else {
+            self.config.debounce
+        };
         for s in hit {
-            self.mark(s);
+            self.mark(s, delay);
         }
     }
 
     fn mark_all(&mut self) {
         let all: Vec<Subject> = self.subjects.keys().cloned().collect();
         for s in all {
-            self.mark(s);
+            self.mark(s, self.config.debounce);
         }
     }
 
     fn poll(&mut self) {
         let mut changed = Vec::new();
         for (subject, t) in &self.subjects {
-            if signatures(&t.links) != t.sigs || chains(&t.paths) != t.links {
-                changed.push(subject.clone());
+            let sigs = signatures(&t.links);
+            if sigs != t.sigs || chains(&t.paths) != t.links {
+                // Nothing touched for a whole debounce: the write is over,
+                // so do not make the poll's latency longer still.
+                let delay = if last_change_ago(&sigs) >= self.config.debounce {
+                    SETTLED.min(self.config.debounce)
+                } else {
+                    self.config.debounce
+                };
+                changed.push((subject.clone(), delay));
             }
         }
-        for s in changed {
+        for (s, delay) in changed {
             debug!(subject = ?s, "poll saw a change");
-            self.mark(s);
+            self.mark(s, delay);
         }
     }
 
@@ -363,6 +381,23 @@ impl State {
             }
         }
     }
+}
+
+/// How long to coalesce after an event that ends a write: long enough to
+/// gather the burst of one kubelet swap or `mv`, short enough not to show.
+const SETTLED: Duration = Duration::from_millis(10);
+
+/// Events after which the file's new content is complete: the atomic step of
+/// kubelet, certbot and `mv` (rename, create, remove) and a writer closing
+/// the file. A plain data write may be followed by more writes.
+fn completes_a_write(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 fn chains(paths: &[PathBuf]) -> Vec<Link> {
@@ -438,6 +473,23 @@ fn components(path: &Path) -> Vec<OsString> {
         }
     }
     out
+}
+
+/// Time since the newest inode change (content, rename, chmod) in a chain.
+fn last_change_ago(sigs: &[Sig]) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    let newest = sigs
+        .iter()
+        .filter_map(|s| match s {
+            Sig::Present { ctime_ns, .. } => Some(*ctime_ns),
+            Sig::Missing => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Duration::from_nanos(now.saturating_sub(newest).max(0) as u64)
 }
 
 fn signatures(links: &[Link]) -> Vec<Sig> {
@@ -664,9 +716,14 @@ mod tests {
             vec![(sa.clone(), vec![a.clone()]), (sb.clone(), vec![b.clone()])],
         )
         .await;
+        // One writer still holding the file open: data writes, no close.
+        let mut open = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
         for i in 0..5 {
-            std::fs::write(&a, format!("a{i}")).unwrap();
+            std::io::Write::write_all(&mut open, format!("a{i}").as_bytes()).unwrap();
         }
+        expect(&mut rx, &sa).await;
+        drop(open);
+        // The close completes the write: reported once more.
         expect(&mut rx, &sa).await;
         // Nothing else within a window longer than the debounce.
         assert!(
@@ -685,5 +742,39 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// A completed write (rename, close after writing) is reported without
+    /// waiting out the debounce: with a 60 s debounce, only the fast path can
+    /// report within `expect`'s 5 s.
+    #[tokio::test]
+    async fn completed_writes_skip_the_debounce() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tls.crt");
+        std::fs::write(&f, "1").unwrap();
+        let (w, mut rx) = Watcher::start(WatchConfig {
+            debounce: Duration::from_secs(60),
+            ..cfg(true, 0)
+        });
+        let s = Subject::Entry("e".into());
+        let sentinel = d.path().join("sentinel");
+        std::fs::write(&sentinel, "0").unwrap();
+        w.set(vec![
+            (s.clone(), vec![f.clone()]),
+            (Subject::Entry("sentinel".into()), vec![sentinel]),
+        ]);
+        // Both newly watched subjects are reported once after arming.
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let tmp = d.path().join(".tls.crt.tmp");
+        std::fs::write(&tmp, "2").unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+        expect(&mut rx, &s).await;
+        std::fs::write(&f, "3").unwrap();
+        expect(&mut rx, &s).await;
     }
 }

@@ -446,3 +446,174 @@ async fn config_hot_reload() {
     write(&cfg, &base_config("b.crt", "b.key", ""));
     until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
 }
+
+/// SIGHUP re-reads every file and the configuration even when nothing
+/// watches them (no events, a one-hour poll).
+#[tokio::test]
+async fn sighup_rereads_everything() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b, c) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["localhost"]),
+    );
+    s.pair("a", &a);
+    s.pair("c", &c);
+    let unwatched = |cert: &str, key: &str| {
+        base_config(cert, key, "").replace(
+            "watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }",
+            "watch: { events: false, poll_interval: 1h }",
+        )
+    };
+    let cfg = s.config(&unwatched("a.crt", "a.key"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+    // New material under the same names: only the signal can reveal it.
+    mv_over(&s.path("a.key"), &b.key_pem);
+    mv_over(&s.path("a.crt"), &b.cert_pem);
+    p.signal("HUP");
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    // A configuration edit pointing elsewhere.
+    write(&cfg, &unwatched("c.crt", "c.key"));
+    p.signal("HUP");
+    until_served(addr, "localhost", &ca.cert_pem, &c.fingerprint).await;
+}
+
+/// `limits.max_connection_lifetime` closes a connection made with
+/// rotated-out material once it is older than the limit; before any
+/// rotation an old connection is left alone.
+#[tokio::test]
+async fn max_connection_lifetime_bounds_rotated_out_connections() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let kube = Kubelet::new(&s.path("secret"));
+    let first = ca.server_pair(&["localhost"]);
+    kube.write(
+        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
+        false,
+    );
+    let limits = "    limits: { max_connection_lifetime: 1s }";
+    let mut p = Proxy::start(&s.config(&base_config("secret/tls.crt", "secret/tls.key", limits)));
+    let addr = p.listener_addr("public").await;
+    let tls = connect(
+        addr,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = || {
+        http::Request::builder()
+            .uri("/")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // Older than the limit, but nothing rotated: still usable.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(send.send_request(request()).await.unwrap().status(), 404);
+    let next = ca.server_pair(&["localhost"]);
+    kube.write(
+        &[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)],
+        false,
+    );
+    until_served(addr, "localhost", &ca.cert_pem, &next.fingerprint).await;
+    // The proxy closes the old connection: the client's connection task ends.
+    tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("connection made with rotated-out material was not closed")
+        .unwrap()
+        .unwrap();
+    assert!(send.send_request(request()).await.is_err());
+}
+
+/// With `drain_on_rotation: false` an idle pooled upstream connection made
+/// with the old client certificate stays in use (new connections would use
+/// the new one); with the default (true) the very next request opens a new
+/// connection with the new certificate.
+#[tokio::test]
+async fn drain_on_rotation_on_and_off() {
+    for drain in [false, true] {
+        let s = Scene::new();
+        let ca = TestCa::new("edge");
+        let backend_ca = TestCa::new("backend");
+        s.pair("tls", &ca.server_pair(&["localhost"]));
+        write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+        let kube = Kubelet::new(&s.path("client"));
+        let c1 = backend_ca.client_pair("proxy-1");
+        kube.write(
+            &[("tls.crt", &c1.cert_pem), ("tls.key", &c1.key_pem)],
+            false,
+        );
+        let backend = Backend::start(
+            "b",
+            &backend_ca.server_pair(&["backend.local"]),
+            Some(&backend_ca.cert_pem),
+        )
+        .await;
+        let extra = format!(
+            r#"    routes: [{{ upstream: b }}]
+upstreams:
+  - name: b
+    servers: [https://{}]
+    tls:
+      ca: {{ ca_file: backend-ca.crt }}
+      client_cert: {{ cert_file: client/tls.crt, key_file: client/tls.key }}
+      server_name: backend.local
+      drain_on_rotation: {drain}"#,
+            backend.addr
+        );
+        let mut p = Proxy::start(&s.config(&base_config("tls.crt", "tls.key", &extra)));
+        let addr = p.listener_addr("public").await;
+        let fetch = |path: &'static str| {
+            let ca = ca.cert_pem.clone();
+            async move {
+                let r = get(
+                    addr,
+                    "localhost",
+                    client_config(&ca, None, &[b"http/1.1"]),
+                    false,
+                    path,
+                    &[],
+                )
+                .await
+                .unwrap();
+                assert_eq!(r.status, 200, "{}", r.body);
+                r.json()["client_cert_fingerprint"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
+        assert_eq!(fetch("/").await, c1.fingerprint);
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+        let c2 = backend_ca.client_pair("proxy-2");
+        kube.write(
+            &[("tls.crt", &c2.cert_pem), ("tls.key", &c2.key_pem)],
+            false,
+        );
+        p.wait_log("client pair reloaded", |v| {
+            v["message"] == "certificate reloaded"
+                && v["entry"] == "upstreams.b.tls.client_cert"
+                && v["fingerprint"] == c2.fingerprint.as_str()
+        })
+        .await;
+        if drain {
+            assert_eq!(fetch("/").await, c2.fingerprint);
+            assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
+        } else {
+            // The pooled connection is reused as it was made.
+            assert_eq!(fetch("/").await, c1.fingerprint);
+            assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+        }
+    }
+}

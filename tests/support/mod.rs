@@ -159,6 +159,9 @@ where
     }
 }
 
+/// Benchmarks print their own table; tests echo the proxy's log (shown on failure).
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The real proxy binary, run with JSON logs so tests can read addresses and events.
 pub struct Proxy {
     child: Child,
@@ -178,9 +181,12 @@ impl Proxy {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         let stderr = child.stderr.take().unwrap();
+        let echo = !QUIET.load(std::sync::atomic::Ordering::Relaxed);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[hotproxy] {line}");
+                if echo {
+                    eprintln!("[hotproxy] {line}");
+                }
                 sink.lock().unwrap().push(line);
             }
         });
