@@ -8,7 +8,8 @@
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
 //!   - `catalogue`: entries by id, live material, last reload result, references.
-//!   - `store`: inline entries persisted encrypted (AES-256-GCM), atomic writes.
+//!   - `store`: API-created entries persisted encrypted (AES-256-GCM), atomic
+//!     writes; the request/stored entry definition.
 //! - `tls`: rustls configurations built from material.
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
@@ -19,6 +20,8 @@
 //!   - `router`: host / path-prefix -> upstream.
 //!   - `forward`: header rewriting, pooled upstream client, 502/504 mapping.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
+//!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
+//!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read.

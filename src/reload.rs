@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -28,6 +28,7 @@ use crate::config::{
     UpstreamConfig,
 };
 use crate::material::catalogue::{self, Entry, EntryView, Origin, Reference, ReloadResult, unix};
+use crate::material::store::Store;
 use crate::material::{Loaded, pem};
 use crate::metrics::{self, METRICS};
 use crate::proxy::forward::Upstream;
@@ -126,6 +127,8 @@ pub struct Reloader {
     drain: Arc<Drain>,
     /// Last configuration problem logged, so a broken file is logged once.
     last_config_error: Option<String>,
+    /// Where entries created through the admin API persist (`store:`).
+    store: Option<Store>,
 }
 
 /// Start serving `config`: load every entry, bind every listener, start
@@ -160,8 +163,18 @@ pub fn start(
         shutdown,
         drain,
         last_config_error: None,
+        store: None,
     };
-    reloader.apply_config(config, true)?;
+    reloader.apply_config(config.clone(), true)?;
+    if let Some(store_config) = &config.store {
+        let (store, stored) = Store::open(store_config)?;
+        for spec in stored {
+            reloader.restore_stored(spec, store.path())?;
+        }
+        reloader.store = Some(store);
+        reloader.rewatch();
+        reloader.publish();
+    }
     let (tx, rx) = mpsc::channel();
     let forward = tx.clone();
     rt.spawn(async move {
@@ -435,7 +448,14 @@ impl Reloader {
         }
         // Entries created through the admin API live on across config reloads.
         for (id, e) in &self.entries {
-            if e.origin == Origin::Store && !entries.contains_key(id) {
+            if e.origin != Origin::Store {
+                continue;
+            }
+            if entries.contains_key(id) {
+                problems.push(format!(
+                    "entry {id}: already created through the admin API (in the store); ids are unique"
+                ));
+            } else {
                 entries.insert(id.clone(), e.clone());
             }
         }
@@ -797,6 +817,57 @@ impl Reloader {
         }
     }
 
+    /// Bring back an entry from the store at startup. Its id must not be
+    /// taken by the configuration file; file-backed material that does not
+    /// load is kept as an entry without material (retried on change).
+    fn restore_stored(&mut self, spec: EntrySpec, store: &std::path::Path) -> Result<(), String> {
+        if self.entries.contains_key(&spec.id) {
+            return Err(format!(
+                "entry {} is defined both in {} and in the store {}: ids are unique; remove one",
+                spec.id,
+                self.config.file.display(),
+                store.display()
+            ));
+        }
+        let mut entry = Entry::new(spec.clone(), Origin::Store);
+        match pem::load(spec.kind, &spec.source) {
+            Ok(l) => {
+                record_success(&spec, &l);
+                entry.current = Some(Arc::new(l));
+            }
+            Err(e) => {
+                warn!(entry = %spec.id, error = %e, "stored entry has no usable material");
+                entry.last_reload = Some(ReloadResult {
+                    time: unix(SystemTime::now()),
+                    result: "failure",
+                    error: Some(e.to_string()),
+                });
+            }
+        }
+        self.entries.insert(spec.id.clone(), entry);
+        Ok(())
+    }
+
+    /// A listener's client authentication as it runs now (runtime
+    /// overrides included).
+    pub fn client_auth(&self, name: &str) -> Option<ClientAuthConfig> {
+        self.listeners
+            .get(name)
+            .map(|l| self.client_auth_for(name, &l.config))
+    }
+
+    /// The store, when `store:` is configured.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// An entry as the API shows it, with a fresh ETag.
+    pub fn entry_view(&self, id: &str) -> Option<EntryView> {
+        self.entries
+            .get(id)
+            .map(|e| EntryView::of(e, self.references_to(id)))
+    }
+
     /// Remove an entry nothing references.
     pub fn remove_entry(&mut self, id: &str) -> Result<(), Vec<Reference>> {
         let refs = self.references_to(id);
@@ -1027,7 +1098,3 @@ fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>) {
         warn!(entry = %id, fingerprint = %p.fingerprint_sha256, not_after = loaded.not_after(), previous_not_after = prev.not_after(), "new certificate expires earlier than the one it replaces");
     }
 }
-
-/// Serialize admin mutations that are more than one reloader call (e.g.
-/// persist to the store, then apply).
-pub static MUTATION: Mutex<()> = Mutex::new(());

@@ -32,6 +32,14 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Secrets arrive in request bodies and the decrypted store; there is
+/// deliberately no `Serialize`, so one can never be written out by accident.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

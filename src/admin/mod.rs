@@ -1,7 +1,11 @@
 //! The admin listener: probes, metrics, and the /api/v1 catalogue API.
 
+pub mod api;
+pub mod auth;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -35,17 +39,19 @@ pub async fn start(
         }
         warn!(addr = %config.bind, "admin API has no tokens: open to anyone on this host (loopback only)");
     }
+    let tokens = Arc::new(auth::Tokens::load(config)?);
     let socket = crate::proxy::listener::bind(config.bind)
         .await
         .map_err(|e| format!("admin.bind {}: {e}", config.bind))?;
     let addr = socket.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(accept_loop(socket, handle, shutdown));
+    tokio::spawn(accept_loop(socket, handle, tokens, shutdown));
     Ok(addr)
 }
 
 async fn accept_loop(
     socket: tokio::net::TcpListener,
     handle: Handle,
+    tokens: Arc<auth::Tokens>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -59,11 +65,14 @@ async fn accept_loop(
             },
             _ = shutdown.wait_for(|s| *s) => return,
         };
-        let handle = handle.clone();
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let (handle, tokens) = (handle.clone(), tokens.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let handle = handle.clone();
-                async move { Ok::<_, Infallible>(route(&handle, req).await) }
+                let (handle, tokens) = (handle.clone(), tokens.clone());
+                async move { Ok::<_, Infallible>(route(&handle, &tokens, req, local).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -72,8 +81,17 @@ async fn accept_loop(
     }
 }
 
-async fn route(handle: &Handle, req: Request<Incoming>) -> Response<AdminBody> {
-    match (req.method(), req.uri().path()) {
+async fn route(
+    handle: &Handle,
+    tokens: &auth::Tokens,
+    req: Request<Incoming>,
+    local: SocketAddr,
+) -> Response<AdminBody> {
+    let path = req.uri().path();
+    if path == "/api/v1" || path.starts_with("/api/v1/") {
+        return api::serve(handle, tokens, req, local).await;
+    }
+    match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
             if handle.shared.ready.load(Ordering::SeqCst) {

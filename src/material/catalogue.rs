@@ -66,12 +66,23 @@ impl Entry {
     }
 }
 
-/// Who uses an entry: `{listener|upstream, name, field}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Who uses an entry: shown as `{"listener": "public", "field": "tls.certs[0]"}`
+/// or `{"upstream": "api", "field": "tls.client_cert"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reference {
     pub kind: &'static str,
     pub name: String,
     pub field: String,
+}
+
+impl Serialize for Reference {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry(self.kind, &self.name)?;
+        m.serialize_entry("field", &self.field)?;
+        m.end()
+    }
 }
 
 /// Every reference to every entry in `config`.

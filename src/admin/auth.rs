@@ -1,0 +1,213 @@
+//! Who may call /api/v1: bearer tokens with roles, and the Host/Origin check against DNS rebinding.
+
+use std::net::SocketAddr;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use http::{HeaderMap, Method, StatusCode, header};
+
+use crate::config::{AdminConfig, Role, TokenSource};
+use crate::secret::Secret;
+
+/// The configured tokens, read once at startup.
+pub struct Tokens {
+    tokens: Vec<(Role, Secret)>,
+}
+
+/// Why a request is refused: the status and a message that never quotes
+/// the presented token.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Tokens {
+    /// Read every token; an unreadable or empty source is an error naming it.
+    pub fn load(config: &AdminConfig) -> Result<Tokens, String> {
+        let mut tokens = Vec::new();
+        for (i, t) in config.tokens.iter().enumerate() {
+            let (text, place) = match &t.source {
+                TokenSource::File(p) => (
+                    std::fs::read_to_string(p).map_err(|e| {
+                        format!("admin.tokens[{i}].token_file {}: {e}", p.display())
+                    })?,
+                    format!("admin.tokens[{i}].token_file {}", p.display()),
+                ),
+                TokenSource::Env(name) => (
+                    std::env::var(name).map_err(|_| {
+                        format!(
+                            "admin.tokens[{i}].token_env: environment variable {name} is not set"
+                        )
+                    })?,
+                    format!("admin.tokens[{i}].token_env {name}"),
+                ),
+            };
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(format!("{place}: the token is empty"));
+            }
+            if token.len() < 16 {
+                tracing::warn!(source = %place, "admin token is shorter than 16 characters; use a long random one");
+            }
+            tokens.push((t.role, Secret::new(token)));
+        }
+        Ok(Tokens { tokens })
+    }
+
+    /// The role of the caller, or why not. Without tokens (loopback only,
+    /// checked at startup) every caller is an editor.
+    pub fn authorize(&self, headers: &HeaderMap, method: &Method) -> Result<Role, Refusal> {
+        let role = if self.tokens.is_empty() {
+            Role::Editor
+        } else {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| Refusal {
+                    status: StatusCode::UNAUTHORIZED,
+                    message: "missing Authorization: Bearer <token>".into(),
+                })?;
+            self.role_of(presented).ok_or_else(|| Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                message: "the bearer token is not valid".into(),
+            })?
+        };
+        if role == Role::Viewer && !matches!(*method, Method::GET | Method::HEAD) {
+            return Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                message: "the viewer role may only read (GET); this needs an editor token".into(),
+            });
+        }
+        Ok(role)
+    }
+
+    /// Compare against every token in constant time (over SHA-256 digests,
+    /// so neither content nor length leaks through timing).
+    fn role_of(&self, presented: &str) -> Option<Role> {
+        let want = digest(&SHA256, presented.as_bytes());
+        let mut found = None;
+        for (role, token) in &self.tokens {
+            let have = digest(&SHA256, token.expose().as_bytes());
+            let same =
+                aws_lc_rs::constant_time::verify_slices_are_equal(want.as_ref(), have.as_ref())
+                    .is_ok();
+            // The strongest matching role wins; every token is compared.
+            if same && found != Some(Role::Editor) {
+                found = Some(*role);
+            }
+        }
+        found
+    }
+}
+
+/// Refuse requests whose `Host` (or `:authority`) or `Origin` names anything
+/// but the address the connection came in on: a browser page or a DNS
+/// rebinding attack can reach a loopback port, but not with that Host.
+pub fn check_host(
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    local: SocketAddr,
+) -> Result<(), Refusal> {
+    let host = authority.or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()));
+    let refuse = |what: &str| Refusal {
+        status: StatusCode::FORBIDDEN,
+        message: format!(
+            "{what} is not the admin address {local}; requests through other names are refused"
+        ),
+    };
+    match host {
+        Some(h) if is_admin_address(h, local) => {}
+        Some(_) => return Err(refuse("the Host header")),
+        None => return Err(refuse("a request without a Host header")),
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let ok = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://"))
+            .is_some_and(|h| is_admin_address(h, local));
+        if !ok {
+            return Err(refuse("the Origin header"));
+        }
+    }
+    Ok(())
+}
+
+/// `host:port` naming `local` itself (or `localhost` for a loopback address).
+fn is_admin_address(host: &str, local: SocketAddr) -> bool {
+    if host.eq_ignore_ascii_case(&local.to_string()) {
+        return true;
+    }
+    local.ip().is_loopback()
+        && host
+            .strip_suffix(&format!(":{}", local.port()))
+            .is_some_and(|name| name.eq_ignore_ascii_case("localhost"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn host_and_origin() {
+        let local: SocketAddr = "127.0.0.1:9901".parse().unwrap();
+        let ok = |h: HeaderMap| check_host(&h, None, local).is_ok();
+        assert!(ok(headers(&[(header::HOST, "127.0.0.1:9901")])));
+        assert!(ok(headers(&[(header::HOST, "localhost:9901")])));
+        assert!(!ok(headers(&[(header::HOST, "evil.example:9901")])));
+        assert!(!ok(headers(&[(header::HOST, "127.0.0.1:80")])));
+        assert!(!ok(headers(&[])));
+        assert!(!ok(headers(&[
+            (header::HOST, "127.0.0.1:9901"),
+            (header::ORIGIN, "http://evil.example")
+        ])));
+        assert!(ok(headers(&[
+            (header::HOST, "127.0.0.1:9901"),
+            (header::ORIGIN, "http://127.0.0.1:9901")
+        ])));
+        let v6: SocketAddr = "[::1]:9901".parse().unwrap();
+        assert!(check_host(&headers(&[(header::HOST, "[::1]:9901")]), None, v6).is_ok());
+    }
+
+    #[test]
+    fn roles() {
+        let t = Tokens {
+            tokens: vec![
+                (Role::Viewer, Secret::new("viewer-token-0123456789")),
+                (Role::Editor, Secret::new("editor-token-0123456789")),
+            ],
+        };
+        let bearer = |t: &str| headers(&[(header::AUTHORIZATION, &format!("Bearer {t}"))]);
+        let status = |r: Result<Role, Refusal>| r.err().map(|e| e.status);
+        assert_eq!(
+            status(t.authorize(&bearer("viewer-token-0123456789"), &Method::GET)),
+            None
+        );
+        assert_eq!(
+            status(t.authorize(&bearer("viewer-token-0123456789"), &Method::POST)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(t.authorize(&bearer("editor-token-0123456789"), &Method::DELETE)),
+            None
+        );
+        assert_eq!(
+            status(t.authorize(&bearer("wrong"), &Method::GET)),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(t.authorize(&HeaderMap::new(), &Method::GET)),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+    }
+}
