@@ -4,6 +4,8 @@ mod support;
 
 use std::time::Duration;
 
+const WAIT: Duration = Duration::from_secs(10);
+
 use support::*;
 
 struct World {
@@ -259,6 +261,35 @@ async fn client_auth_modes() {
             assert_eq!(got.is_ok(), want, "mode {mode}, client {who}: {got:?}");
             if let Ok(status) = got {
                 assert_eq!(status, 200, "mode {mode}, client {who}");
+            }
+        }
+        if mode == "require_and_verify" {
+            // A client that does not trust our CA refuses the handshake itself.
+            let cfg = client_config(&w.other_ca.cert_pem, Some(&good), &[b"http/1.1"]);
+            assert!(connect(addr, "a.example.com", cfg).await.is_err());
+            // Each refusal is counted under the cause the README's
+            // Troubleshooting section tells operators to look for.
+            let admin_addr = p.admin_addr().await;
+            for label in [
+                "no_client_cert",
+                "unknown_ca",
+                "revoked",
+                "client_refused_cert",
+            ] {
+                let line = format!(
+                    "hotproxy_tls_handshakes_total{{listener=\"public\",result=\"{label}\"}} 1"
+                );
+                wait_until(WAIT, &format!("handshake failure {label} counted"), || {
+                    let line = line.clone();
+                    async move {
+                        admin(admin_addr, "GET", "/metrics", None, None, &[])
+                            .await
+                            .body
+                            .lines()
+                            .any(|l| l == line)
+                    }
+                })
+                .await;
             }
         }
     }

@@ -270,8 +270,11 @@ async fn connection(
     let tls_stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            metrics::handshake(&listener.name, "failure");
-            debug!(listener = %listener.name, peer = %peer, error = %e, "TLS handshake failed");
+            // Per connection and triggered by any client: debug, not info.
+            // The metric label carries the cause at every log level.
+            let reason = crate::tls::server::handshake_failure(&e);
+            metrics::handshake(&listener.name, reason);
+            debug!(listener = %listener.name, peer = %peer, reason, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {

@@ -260,3 +260,37 @@ pub fn client_identity(certs: &[CertificateDer<'_>]) -> Option<ClientIdentity> {
         fingerprint: leaf.fingerprint_sha256,
     })
 }
+
+/// Why a listener handshake failed, as the `result` label of
+/// `hotproxy_tls_handshakes_total` and the `reason` of the log line:
+/// distinct causes an operator fixes differently.
+pub fn handshake_failure(err: &std::io::Error) -> &'static str {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<E>()) else {
+        // The client went away mid-handshake (a TCP probe, a port scan).
+        return "client_closed";
+    };
+    match tls {
+        E::NoCertificatesPresented => "no_client_cert",
+        E::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
+        E::InvalidCertificate(C::Revoked) => "revoked",
+        E::InvalidCertificate(C::UnknownRevocationStatus) => "revocation_unknown",
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => "expired",
+        E::InvalidCertificate(_) => "bad_client_cert",
+        // The client refused our certificate: it does not trust our CA, or
+        // the name it asked for is not on the certificate we chose by SNI.
+        E::AlertReceived(
+            A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::UnsupportedCertificate
+            | A::AccessDenied,
+        ) => "client_refused_cert",
+        E::NoApplicationProtocol => "no_alpn_match",
+        E::PeerIncompatible(_) => "incompatible",
+        _ => "protocol",
+    }
+}

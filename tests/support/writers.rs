@@ -11,6 +11,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// kubelet's AtomicWriter for Secret / ConfigMap volumes.
 pub struct Kubelet {
     pub dir: PathBuf,
+    /// The volume's `defaultMode` (0644 unless the pod spec says otherwise).
+    pub mode: u32,
 }
 
 impl Kubelet {
@@ -18,6 +20,15 @@ impl Kubelet {
         fs::create_dir_all(dir).unwrap();
         Kubelet {
             dir: dir.to_path_buf(),
+            mode: 0o644,
+        }
+    }
+
+    /// A volume with `defaultMode: mode` (e.g. 0440 for Secrets).
+    pub fn with_mode(dir: &Path, mode: u32) -> Kubelet {
+        Kubelet {
+            mode,
+            ..Kubelet::new(dir)
         }
     }
 
@@ -44,7 +55,7 @@ impl Kubelet {
         for (name, content) in files {
             let p = ts_dir.join(name);
             fs::write(&p, content).unwrap();
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(self.mode)).unwrap();
         }
         let link_visible = || {
             for (name, _) in files {
