@@ -118,6 +118,13 @@ async fn shipped_configmap_in_a_kubelet_pod_layout() {
             == Some(renewed.fingerprint.as_str())
     })
     .await;
+    // The JSON log line operators grep for, with its stable field names.
+    p.wait_log("the reload logged with entry and fingerprint", |v| {
+        v["message"] == "certificate reloaded"
+            && v["entry"] == "edge"
+            && v["fingerprint"] == renewed.fingerprint.as_str()
+    })
+    .await;
 
     // A ConfigMap edit: the `backend` Service becomes a real backend here
     // (the same edit a user makes to point the proxy at their service).
@@ -151,8 +158,9 @@ async fn shipped_configmap_in_a_kubelet_pod_layout() {
     .await;
     let seen = fetch().await.unwrap().json();
     assert_eq!(seen["client_cert_fingerprint"], client.fingerprint.as_str());
-    p.wait_log("config reload logged", |v| {
-        v["message"] == "configuration reloaded"
+    let config_path = root.join("config/config.yaml");
+    p.wait_log("config reload logged with its path", |v| {
+        v["message"] == "configuration reloaded" && v["path"] == config_path.to_str().unwrap()
     })
     .await;
 }
