@@ -15,7 +15,9 @@ pub enum LogFormat {
 /// the top level of each line, next to `message`.
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        // rustls warns once per connection about what any client may send
+        // (an IP address as SNI, as wrk does): a log flood, not news.
+        .or_else(|_| EnvFilter::try_new(format!("{level},rustls=error")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

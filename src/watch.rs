@@ -285,6 +285,9 @@ impl State {
             self.mark_all();
             return;
         }
+        if !may_change_content(&ev.kind) {
+            return;
+        }
         let mut hit = Vec::new();
         for path in &ev.paths {
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
@@ -398,6 +401,17 @@ fn completes_a_write(kind: &EventKind) -> bool {
             | EventKind::Modify(ModifyKind::Name(_))
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
     )
+}
+
+/// Whether an event can mean new content. Opens, reads and read-only closes
+/// cannot, and must be ignored: our own re-read opens the file, so reacting
+/// to it would re-read forever (and so would any reader of the certificate,
+/// a backup agent, a `cat`).
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(access) => *access == AccessKind::Close(AccessMode::Write),
+        _ => true,
+    }
 }
 
 fn chains(paths: &[PathBuf]) -> Vec<Link> {
@@ -776,5 +790,53 @@ mod tests {
         expect(&mut rx, &s).await;
         std::fs::write(&f, "3").unwrap();
         expect(&mut rx, &s).await;
+    }
+
+    /// Reading a watched file is not a change: our own re-read opens the
+    /// file, and reacting to that would re-read it forever.
+    #[tokio::test]
+    async fn reads_are_not_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tls.crt");
+        std::fs::write(&f, "1").unwrap();
+        let sentinel = d.path().join("sentinel");
+        std::fs::write(&sentinel, "0").unwrap();
+        let (w, mut rx) = Watcher::start(WatchConfig {
+            debounce: Duration::from_millis(1),
+            ..cfg(true, 0)
+        });
+        let s = Subject::Entry("e".into());
+        let t = Subject::Entry("sentinel".into());
+        w.set(vec![
+            (s.clone(), vec![f.clone()]),
+            (t.clone(), vec![sentinel.clone()]),
+        ]);
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        for _ in 0..5 {
+            std::fs::read(&f).unwrap();
+        }
+        std::fs::write(&sentinel, "1").unwrap();
+        // Had the reads counted, `e` would be due before the sentinel (same
+        // 1 ms delay, marked earlier): reported before it or with it.
+        let mut seen = Vec::new();
+        while seen.last() != Some(&t) {
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+            seen.push(got.expect("sentinel reported").unwrap());
+        }
+        while let Ok(more) = rx.try_recv() {
+            seen.push(more);
+        }
+        assert!(!seen.contains(&s), "reads reported as changes: {seen:?}");
+        assert!(!may_change_content(&EventKind::Access(AccessKind::Open(
+            notify::event::AccessMode::Any
+        ))));
+        assert!(may_change_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
     }
 }
