@@ -61,6 +61,8 @@
 #   NGINX_KEEPALIVE=64  nginx `upstream { keepalive N; }` (idle upstream
 #                  connections kept; below the h2 concurrency of 100 nginx
 #                  closes and reopens upstream connections: see `be accepts`)
+#   QUIET=0        wait up to this many seconds before each row for the box to
+#                  be quiet (< 10% CPU busy outside the benchmark); 0 = don't
 #   PIN=1          0 = no taskset pinning (automatic on a 1-core machine)
 #   KEEP=0         1 = keep the temp dir (configs, logs, PKI) for inspection
 #   OUT_DIR=target/compare
@@ -78,6 +80,7 @@ H2_STREAMS=${H2_STREAMS:-10}
 NEW_CONN=${NEW_CONN:-50}
 NGINX_KEEPALIVE=${NGINX_KEEPALIVE:-64}
 PIN=${PIN:-1}
+QUIET=${QUIET:-0}
 KEEP=${KEEP:-0}
 ALL_SCENARIOS=(h1 h2 h1new h1resume)
 ALL_TARGETS=(direct hotproxy nginx haproxy)
@@ -86,7 +89,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT_DIR=${OUT_DIR:-$ROOT/target/compare}
 export PATH="$PATH:/usr/sbin:/sbin"
 COMMAND_LINE=""
-for v in DUR RUNS ONLY HOTPROXY PORT_BASE H1_CONN H2_CONN H2_STREAMS NEW_CONN NGINX_KEEPALIVE PIN; do
+for v in DUR RUNS ONLY HOTPROXY PORT_BASE H1_CONN H2_CONN H2_STREAMS NEW_CONN NGINX_KEEPALIVE QUIET PIN; do
     if [[ -n ${!v:-} ]]; then COMMAND_LINE+="$(printf '%s=%q ' "$v" "${!v}")"; fi
 done
 COMMAND_LINE+="benches/compare.sh"
@@ -96,6 +99,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
 [[ $DUR =~ ^[0-9]+$ && $DUR -ge 1 ]] || die "DUR must be a positive integer (seconds)"
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || die "RUNS must be a positive integer"
+[[ $QUIET =~ ^[0-9]+$ ]] || die "QUIET must be a number of seconds"
 for w in $ONLY; do
     case " ${ALL_SCENARIOS[*]} ${ALL_TARGETS[*]} " in *" $w "*) ;; *) die "ONLY: unknown word '$w'";; esac
 done
@@ -616,6 +620,18 @@ warmup() { # scenario url; for h1new/h1resume sets WARM_N, the request count for
     esac
 }
 
+# Shared box: wait (at most QUIET s) until the last half second had < 10% of
+# the CPUs busy (our daemons are idle between rows).
+wait_quiet() {
+    local deadline=$((SECONDS + QUIET)) a b
+    while ((SECONDS < deadline)); do
+        a=$(awk '/^cpu / { print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 }' /proc/stat)
+        sleep 0.5
+        b=$(awk '/^cpu / { print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 }' /proc/stat)
+        if echo "$a $b" | awk '{ exit !(($3 - $1) < 0.10 * (($4 - $2) > 0 ? $4 - $2 : 1)) }'; then return 0; fi
+    done
+}
+
 FAILURES=()
 measure() { # scenario target run
     local sc=$1 tg=$2 run=$3 url pfx n="" pids=() be_pids=()
@@ -625,6 +641,7 @@ measure() { # scenario target run
     [[ $tg == direct ]] && server=$BACKEND_PID
     mapfile -t pids < <(tree_pids "$server")
     mapfile -t be_pids < <(tree_pids "$BACKEND_PID")
+    ((QUIET > 0)) && wait_quiet
     warmup "$sc" "$url"
     n=$WARM_N
     reset_hwm "${pids[@]}"
