@@ -637,10 +637,22 @@ measure() { # scenario target run
     local sc=$1 tg=$2 run=$3 url pfx n="" pids=() be_pids=()
     url="https://127.0.0.1:$(port_of "$tg")/"
     pfx="$WORK/$sc-$tg-$run"
-    local server=$PROXY_PID
-    [[ $tg == direct ]] && server=$BACKEND_PID
-    mapfile -t pids < <(tree_pids "$server")
-    mapfile -t be_pids < <(tree_pids "$BACKEND_PID")
+    # nginx runs as master + worker: retry the /proc scan until both are seen
+    local i
+    for ((i = 0; i < 20; i++)); do
+        mapfile -t be_pids < <(tree_pids "$BACKEND_PID")
+        ((${#be_pids[@]} >= 2)) && break
+        sleep 0.1
+    done
+    if [[ $tg == direct ]]; then
+        pids=("${be_pids[@]}")
+    else
+        for ((i = 0; i < 20; i++)); do
+            mapfile -t pids < <(tree_pids "$PROXY_PID")
+            [[ $tg != nginx ]] || ((${#pids[@]} >= 2)) && break
+            sleep 0.1
+        done
+    fi
     ((QUIET > 0)) && wait_quiet
     warmup "$sc" "$url"
     n=$WARM_N
