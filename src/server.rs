@@ -22,9 +22,17 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime runs every task on this thread,
+    // without the cross-thread queue and wake-up handoffs a one-worker
+    // multi-thread runtime pays on each request (measured by
+    // benches/compare.sh). The reloader and watcher keep their own threads.
+    let mut rt = if config.runtime.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all();
-    if config.runtime.worker_threads > 0 {
+    if config.runtime.worker_threads > 1 {
         rt.worker_threads(config.runtime.worker_threads);
     }
     let rt = match rt.build() {

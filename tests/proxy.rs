@@ -53,6 +53,8 @@ async fn world() -> World {
 fn config(w: &World, client_auth: &str, extra_listener: &str) -> std::path::PathBuf {
     w.scene.config(&format!(
         r#"
+# One worker: the current-thread runtime (the other suites run multi-thread).
+runtime: {{ worker_threads: 1 }}
 watch: {{ debounce: 50ms, poll_interval: 500ms }}
 admin: {{ bind: "127.0.0.1:0" }}
 certs:
