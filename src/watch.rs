@@ -285,6 +285,12 @@ impl State {
             self.mark_all();
             return;
         }
+        // Opening a file changes nothing, and every report makes the
+        // reloader open the entry's files: counting opens as changes would
+        // re-read every entry once per debounce, forever.
+        if matches!(ev.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)) {
+            return;
+        }
         let mut hit = Vec::new();
         for path in &ev.paths {
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
@@ -742,6 +748,30 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// Reading a watched file, as the reloader does after every report, is
+    /// not a change: it must not be reported (or each re-read would cause
+    /// the next one).
+    #[tokio::test]
+    async fn reads_are_not_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tls.crt");
+        std::fs::write(&f, "1").unwrap();
+        let (w, mut rx) = Watcher::start(cfg(true, 0));
+        let s = Subject::Entry("e".into());
+        settle(&w, &mut rx, d.path(), vec![(s.clone(), vec![f.clone()])]).await;
+        for _ in 0..3 {
+            std::fs::read(&f).unwrap();
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), rx.recv())
+                .await
+                .is_err(),
+            "a read was reported as a change"
+        );
+        std::fs::write(&f, "2").unwrap();
+        expect(&mut rx, &s).await;
     }
 
     /// A completed write (rename, close after writing) is reported without
