@@ -129,13 +129,16 @@ pub fn run(path: &Path) -> ExitCode {
             .as_deref()
             .map(|id| find(id).and_then(|m| m.ca()));
         if let (Some(pairs), Some(Some(_)) | None) = (pairs, &ca) {
+            let Some(resolver) = crate::tls::server::SniResolver::new(&pairs) else {
+                problems.push(format!("listener {}: no server certificate", l.name));
+                continue;
+            };
             let inputs = crate::tls::server::ServerInputs {
                 listener: l,
-                pairs,
                 mode: l.client_auth.mode,
                 client_ca: ca.flatten(),
             };
-            if let Err(e) = crate::tls::server::build(&inputs) {
+            if let Err(e) = crate::tls::server::build(&inputs, std::sync::Arc::new(resolver)) {
                 problems.push(format!("listener {}: {e}", l.name));
             }
         }
