@@ -1,5 +1,6 @@
 //! `hotproxy check` and `certs inspect`: the report operators read before deploying.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -49,7 +50,8 @@ pub fn run(path: &Path) -> ExitCode {
         "DAYS LEFT".to_owned(),
         "SHA-256 FINGERPRINT".to_owned(),
     ]];
-    let mut loaded: Vec<(String, Loaded)> = Vec::new();
+    // By id: every listener pair looks its entry up (10,000 of them, maybe).
+    let mut loaded: HashMap<String, Loaded> = HashMap::new();
     for spec in &config.entries {
         match pem::load(spec.kind, &spec.source) {
             Ok(l) => {
@@ -86,7 +88,7 @@ pub fn run(path: &Path) -> ExitCode {
                         String::new(),
                     ]);
                 }
-                loaded.push((spec.id.clone(), l));
+                loaded.insert(spec.id.clone(), l);
             }
             Err(e) => {
                 let used = refs.get(&spec.id).map(|r| r.len()).unwrap_or(0);
@@ -109,7 +111,7 @@ pub fn run(path: &Path) -> ExitCode {
     }
     // Snapshots: what `run` would build, so a check passes only if run would start.
     for l in &config.listeners {
-        let find = |id: &str| loaded.iter().find(|(i, _)| i == id).map(|(_, l)| l);
+        let find = |id: &str| loaded.get(id);
         let pairs: Option<Vec<_>> = l
             .certs
             .iter()
@@ -129,13 +131,16 @@ pub fn run(path: &Path) -> ExitCode {
             .as_deref()
             .map(|id| find(id).and_then(|m| m.ca()));
         if let (Some(pairs), Some(Some(_)) | None) = (pairs, &ca) {
+            let Some(resolver) = crate::tls::server::SniResolver::new(&pairs) else {
+                problems.push(format!("listener {}: no server certificate", l.name));
+                continue;
+            };
             let inputs = crate::tls::server::ServerInputs {
                 listener: l,
-                pairs,
                 mode: l.client_auth.mode,
                 client_ca: ca.flatten(),
             };
-            if let Err(e) = crate::tls::server::build(&inputs) {
+            if let Err(e) = crate::tls::server::build(&inputs, std::sync::Arc::new(resolver)) {
                 problems.push(format!("listener {}: {e}", l.name));
             }
         }

@@ -5,6 +5,7 @@
 //! anonymous entries), every path is absolute, every cross reference exists
 //! and has the right type. Errors name the file and the line or field.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -634,6 +635,9 @@ mod raw {
     }
 }
 
+/// Named entries by id, for resolving `ref:`s.
+type Named = HashMap<String, EntryKind>;
+
 /// Turns raw structs into a checked [`Config`], collecting every problem.
 struct Resolver {
     base: PathBuf,
@@ -739,9 +743,11 @@ impl Resolver {
         };
 
         let mut entries = Vec::new();
+        // Hashed, not scanned: a catalogue may hold 10,000 entries.
+        let mut ids = HashSet::new();
         for (i, e) in raw.certs.iter().enumerate() {
             if let Some(spec) = self.named_entry(i, e) {
-                if entries.iter().any(|x: &EntrySpec| x.id == spec.id) {
+                if !ids.insert(spec.id.clone()) {
                     self.problem(
                         format!("certs[{i}].id"),
                         format!("duplicate entry id {:?}", spec.id),
@@ -751,8 +757,7 @@ impl Resolver {
                 entries.push(spec);
             }
         }
-        let named: Vec<(String, EntryKind)> =
-            entries.iter().map(|e| (e.id.clone(), e.kind)).collect();
+        let named: Named = entries.iter().map(|e| (e.id.clone(), e.kind)).collect();
         let mut anonymous = Vec::new();
 
         let mut upstream_names = Vec::new();
@@ -904,16 +909,10 @@ impl Resolver {
     }
 
     /// A `ref:` to a named entry of kind `want`, or `None` after recording why not.
-    fn reference(
-        &mut self,
-        at: &str,
-        id: &str,
-        want: EntryKind,
-        named: &[(String, EntryKind)],
-    ) -> Option<String> {
-        match named.iter().find(|(n, _)| n == id) {
-            Some((_, kind)) if *kind == want => Some(id.to_owned()),
-            Some((_, kind)) => {
+    fn reference(&mut self, at: &str, id: &str, want: EntryKind, named: &Named) -> Option<String> {
+        match named.get(id) {
+            Some(kind) if *kind == want => Some(id.to_owned()),
+            Some(kind) => {
                 self.problem(
                     at,
                     format!(
@@ -938,7 +937,7 @@ impl Resolver {
         c: &raw::CertRef,
         want: EntryKind,
         place: String,
-        named: &[(String, EntryKind)],
+        named: &Named,
         anonymous: &mut Vec<EntrySpec>,
     ) -> Option<String> {
         match (&c.reference, &c.cert_file, &c.key_file) {
@@ -974,7 +973,7 @@ impl Resolver {
         c: &raw::CaRef,
         place: String,
         allow_system: bool,
-        named: &[(String, EntryKind)],
+        named: &Named,
         anonymous: &mut Vec<EntrySpec>,
     ) -> Option<UpstreamCa> {
         let system = c.system.unwrap_or(false);
@@ -1023,7 +1022,7 @@ impl Resolver {
         &mut self,
         i: usize,
         l: &raw::Listener,
-        named: &[(String, EntryKind)],
+        named: &Named,
         anonymous: &mut Vec<EntrySpec>,
         upstreams: &[String],
     ) -> ListenerConfig {
@@ -1193,7 +1192,7 @@ impl Resolver {
         &mut self,
         i: usize,
         u: &raw::Upstream,
-        named: &[(String, EntryKind)],
+        named: &Named,
         anonymous: &mut Vec<EntrySpec>,
     ) -> UpstreamConfig {
         let at = format!("upstreams[{i}]");

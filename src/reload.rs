@@ -9,6 +9,10 @@
 //!
 //! Snapshots are keyed by a fingerprint of what they are built from, so a
 //! change rebuilds exactly the listeners and upstreams whose inputs changed.
+//! One entry's change costs what that entry touches, not the size of the
+//! catalogue: its dependents are updated from their previous snapshot (the
+//! other pairs' keys and names are shared, not rebuilt) and only its own
+//! view is republished.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -24,8 +28,8 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{
-    self, ClientAuthConfig, ClientAuthMode, Config, EntrySpec, ListenerConfig, UpstreamCa,
-    UpstreamConfig,
+    self, ClientAuthConfig, ClientAuthMode, Config, EntrySpec, ListenerCert, ListenerConfig,
+    UpstreamCa, UpstreamConfig,
 };
 use crate::material::catalogue::{self, Entry, EntryView, Origin, Reference, ReloadResult, unix};
 use crate::material::store::Store;
@@ -35,6 +39,7 @@ use crate::proxy::forward::Upstream;
 use crate::proxy::listener::{self, Drain, Listener, ServedCert};
 use crate::proxy::router::Router;
 use crate::tls;
+use crate::tls::server::{ServedPair, SniResolver};
 use crate::watch::{Subject, Watcher};
 
 /// A request to the reloader thread.
@@ -49,10 +54,14 @@ pub enum Command {
     Stop,
 }
 
+/// Entry views by id. Each view sits behind its own `Arc` so publishing
+/// one entry's change copies pointers, not every view.
+pub type EntryViews = BTreeMap<Arc<str>, Arc<EntryView>>;
+
 /// What readers (admin API, probes) see; published by the reloader after
 /// every change.
 pub struct Shared {
-    pub entries: ArcSwap<BTreeMap<String, EntryView>>,
+    pub entries: ArcSwap<EntryViews>,
     pub listeners: ArcSwap<BTreeMap<String, ListenerView>>,
     pub config: ArcSwap<Config>,
     /// Every listener is bound and has usable material.
@@ -101,6 +110,12 @@ struct LiveListener {
     bound: SocketAddr,
     key: u64,
     stop: watch::Sender<bool>,
+    /// The live snapshot's resolver: a rotation derives the next one from
+    /// it instead of indexing every pair's names again.
+    resolver: Arc<SniResolver>,
+    /// Where each entry sits in `config.certs`, so a rotation finds its
+    /// pairs without a scan.
+    positions: HashMap<String, Vec<usize>>,
 }
 
 struct LiveUpstream {
@@ -129,6 +144,10 @@ pub struct Reloader {
     last_config_error: Option<String>,
     /// Where entries created through the admin API persist (`store:`).
     store: Option<Store>,
+    /// Who references each entry in `config`; changes with the configuration only.
+    refs: BTreeMap<String, Vec<Reference>>,
+    /// The entry views last published, updated one entry at a time.
+    views: EntryViews,
 }
 
 /// Start serving `config`: load every entry, bind every listener, start
@@ -164,6 +183,8 @@ pub fn start(
         drain,
         last_config_error: None,
         store: None,
+        refs: BTreeMap::new(),
+        views: BTreeMap::new(),
     };
     reloader.apply_config(config.clone(), true)?;
     if let Some(store_config) = &config.store {
@@ -254,8 +275,9 @@ impl Reloader {
             return Ok(false);
         }
         let spec = entry.spec.clone();
+        let started = Instant::now();
         match pem::load(spec.kind, &spec.source) {
-            Ok(loaded) => self.offer(id, loaded),
+            Ok(loaded) => self.offer_since(id, loaded, started),
             Err(e) => {
                 let message = e.to_string();
                 self.refused(id, &message, e.is_transient());
@@ -267,6 +289,12 @@ impl Reloader {
     /// Swap in freshly loaded material for `id` if it differs, rebuilding
     /// dependents; on a build failure the old material stays.
     pub fn offer(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
+        self.offer_since(id, loaded, Instant::now())
+    }
+
+    /// [`Reloader::offer`] of material whose reading began at `started`
+    /// (the logged `reload_ms` runs from there to the published snapshot).
+    fn offer_since(&mut self, id: &str, loaded: Loaded, started: Instant) -> Result<bool, String> {
         let entry = self
             .entries
             .get_mut(id)
@@ -295,13 +323,13 @@ impl Reloader {
                     error: None,
                 });
                 self.retries.remove(id);
-                self.publish();
+                self.publish_entry(id);
             }
             return Ok(false);
         }
         let loaded = Arc::new(loaded);
         let previous = entry.current.replace(loaded.clone());
-        let plan = self.plan_material();
+        let plan = self.plan_entry_change(id, previous.as_deref());
         let changes = match plan {
             Ok(c) => c,
             Err(problem) => {
@@ -323,10 +351,11 @@ impl Reloader {
         self.retries.remove(id);
         record_success(&entry.spec, &loaded);
         warn_validity(id, &loaded, previous.as_deref());
+        self.publish_entry(id);
         if let Some(p) = loaded.primary() {
-            info!(entry = %id, fingerprint = %p.fingerprint_sha256, subject = %p.subject, not_after = p.not_after, "certificate reloaded");
+            let reload_ms = started.elapsed().as_secs_f64() * 1e3;
+            info!(entry = %id, fingerprint = %p.fingerprint_sha256, subject = %p.subject, not_after = p.not_after, reload_ms, "certificate reloaded");
         }
-        self.publish();
         Ok(true)
     }
 
@@ -369,7 +398,7 @@ impl Reloader {
             .saturating_mul(1u32 << entry.failures.min(6))
             .min(Duration::from_secs(30));
         self.retries.insert(id.to_owned(), now + backoff);
-        self.publish();
+        self.publish_entry(id);
     }
 
     /// Re-read the configuration file and apply it if it changed and is valid.
@@ -558,15 +587,17 @@ impl Reloader {
         }
         self.upstreams = live_upstreams;
         let mut live_listeners = BTreeMap::new();
-        for (cfg, (tls, mode, served, key), router, socket) in planned {
+        for (cfg, built, router, socket) in planned {
             let live = match (socket, self.listeners.remove(&cfg.name)) {
                 (None, Some(mut old)) => {
-                    if old.key != key {
-                        old.live.set_tls(tls, mode, served);
-                        old.key = key;
+                    if old.key != built.key {
+                        old.live.set_tls(built.tls, built.mode, built.served);
+                        old.key = built.key;
+                        old.resolver = built.resolver;
                     }
                     old.live.router.store(Arc::new(router));
                     old.live.set_limits(cfg.limits.clone());
+                    old.positions = positions(&cfg);
                     old.config = cfg.clone();
                     old
                 }
@@ -575,9 +606,15 @@ impl Reloader {
                         let _ = old.stop.send(true);
                         info!(listener = %cfg.name, "listener re-bound; old address closed");
                     }
-                    let live =
-                        Listener::new(&cfg.name, tls, mode, router, cfg.limits.clone(), served);
-                    self.spawn_listener(cfg.clone(), live, socket, key)
+                    let live = Listener::new(
+                        &cfg.name,
+                        built.tls,
+                        built.mode,
+                        router,
+                        cfg.limits.clone(),
+                        built.served,
+                    );
+                    self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver)
                 }
                 (None, None) => unreachable!("a socket is bound for every new listener"),
             };
@@ -590,6 +627,7 @@ impl Reloader {
         self.listeners = live_listeners;
         self.client_auth_overrides
             .retain(|name, _| new.listeners.iter().any(|l| &l.name == name));
+        self.refs = refs;
         self.config = Arc::new(new);
         self.shared.config.store(self.config.clone());
         self.rewatch();
@@ -608,6 +646,7 @@ impl Reloader {
         live: Arc<Listener>,
         socket: std::net::TcpListener,
         key: u64,
+        resolver: Arc<SniResolver>,
     ) -> LiveListener {
         let (stop, stop_rx) = watch::channel(false);
         let bound = socket.local_addr().unwrap_or(config.bind);
@@ -623,23 +662,30 @@ impl Reloader {
             self.drain.clone(),
         ));
         LiveListener {
+            positions: positions(&config),
             config,
             live,
             bound,
             key,
             stop,
+            resolver,
         }
     }
 
-    /// Snapshots whose inputs changed, built but not yet stored.
-    fn plan_material(&self) -> Result<Vec<MaterialChange>, String> {
+    /// The snapshots that depend on entry `id`, rebuilt after its material
+    /// changed from `previous` (`None`: it had none), but not yet stored.
+    /// Listeners that do not use `id` are not looked at beyond a lookup.
+    fn plan_entry_change(
+        &self,
+        id: &str,
+        previous: Option<&Loaded>,
+    ) -> Result<Vec<MaterialChange>, String> {
         let mut changes = Vec::new();
         for (name, l) in &self.listeners {
             let client_auth = self.client_auth_for(name, &l.config);
-            let key = listener_key(&l.config, &client_auth, &self.entries);
-            if key != l.key {
-                let built = listener_tls(&l.config, &client_auth, &self.entries)
-                    .map_err(|e| format!("listener {name}: {e}"))?;
+            if let Some(built) = listener_tls_after(l, &client_auth, &self.entries, id, previous)
+                .map_err(|e| format!("listener {name}: {e}"))?
+            {
                 changes.push(MaterialChange::Listener(name.clone(), built));
             }
         }
@@ -656,13 +702,14 @@ impl Reloader {
     fn commit_material(&mut self, changes: Vec<MaterialChange>) {
         for change in changes {
             match change {
-                MaterialChange::Listener(name, (tls, mode, served, key)) => {
+                MaterialChange::Listener(name, built) => {
                     let l = self
                         .listeners
                         .get_mut(&name)
                         .expect("planned from live listeners");
-                    l.live.set_tls(tls, mode, served);
-                    l.key = key;
+                    l.live.set_tls(built.tls, built.mode, built.served);
+                    l.key = built.key;
+                    l.resolver = built.resolver;
                     debug!(listener = %name, "listener TLS snapshot replaced");
                 }
                 MaterialChange::Upstream(name, tls, key) => {
@@ -697,8 +744,9 @@ impl Reloader {
         };
         let built = listener_tls(&l.config, &client_auth, &self.entries)?;
         let l = self.listeners.get_mut(listener).expect("checked");
-        l.key = built.3;
-        l.live.set_tls(built.0, built.1, built.2);
+        l.key = built.key;
+        l.resolver = built.resolver;
+        l.live.set_tls(built.tls, built.mode, built.served);
         self.client_auth_overrides
             .insert(listener.to_owned(), client_auth);
         info!(listener = %listener, "client authentication changed at runtime");
@@ -725,19 +773,16 @@ impl Reloader {
     }
 
     /// Publish the read-side views.
-    fn publish(&self) {
-        let refs = catalogue::references(&self.config);
-        let views = self
+    fn publish(&mut self) {
+        self.views = self
             .entries
             .iter()
             .map(|(id, e)| {
-                (
-                    id.clone(),
-                    EntryView::of(e, refs.get(id).cloned().unwrap_or_default()),
-                )
+                let refs = self.refs.get(id).cloned().unwrap_or_default();
+                (Arc::from(id.as_str()), Arc::new(EntryView::of(e, refs)))
             })
             .collect();
-        self.shared.entries.store(Arc::new(views));
+        self.shared.entries.store(Arc::new(self.views.clone()));
         let listeners = self
             .listeners
             .iter()
@@ -764,11 +809,25 @@ impl Reloader {
         self.shared.ready.store(true, Ordering::SeqCst);
     }
 
+    /// Publish the view of one entry whose material or reload result
+    /// changed; listeners and the other entries look the same as before.
+    fn publish_entry(&mut self, id: &str) {
+        match self.entries.get(id) {
+            Some(e) => {
+                let refs = self.refs.get(id).cloned().unwrap_or_default();
+                self.views
+                    .insert(Arc::from(id), Arc::new(EntryView::of(e, refs)));
+            }
+            None => {
+                self.views.remove(id);
+            }
+        }
+        self.shared.entries.store(Arc::new(self.views.clone()));
+    }
+
     /// Who uses `id` right now.
     pub fn references_to(&self, id: &str) -> Vec<Reference> {
-        catalogue::references(&self.config)
-            .remove(id)
-            .unwrap_or_default()
+        self.refs.get(id).cloned().unwrap_or_default()
     }
 
     /// Entry ids, for callers that iterate (rotate all, reload CAs).
@@ -796,7 +855,8 @@ impl Reloader {
             .insert(spec.id.clone(), Entry::new(spec.clone(), origin));
         let entry = self.entries.get_mut(&spec.id).expect("just inserted");
         entry.current = Some(Arc::new(loaded));
-        match self.plan_material() {
+        let was = previous.as_ref().and_then(|p| p.current.clone());
+        match self.plan_entry_change(&spec.id, was.as_deref()) {
             Ok(changes) => {
                 self.commit_material(changes);
                 let e = &self.entries[&spec.id];
@@ -903,7 +963,14 @@ enum MaterialChange {
     Upstream(String, Arc<ClientConfig>, u64),
 }
 
-type BuiltListener = (Arc<ServerConfig>, ClientAuthMode, Vec<ServedCert>, u64);
+/// A listener's TLS snapshot, built but not yet stored.
+struct BuiltListener {
+    tls: Arc<ServerConfig>,
+    mode: ClientAuthMode,
+    served: Vec<Arc<ServedCert>>,
+    resolver: Arc<SniResolver>,
+    key: u64,
+}
 
 fn loaded<'a>(entries: &'a BTreeMap<String, Entry>, id: &str) -> Result<&'a Arc<Loaded>, String> {
     entries
@@ -914,36 +981,94 @@ fn loaded<'a>(entries: &'a BTreeMap<String, Entry>, id: &str) -> Result<&'a Arc<
         .ok_or_else(|| format!("entry {id:?} has no usable material"))
 }
 
-/// Fingerprint of everything a listener's snapshot is built from.
+fn hash_of(entries: &BTreeMap<String, Entry>, id: &str) -> Option<[u8; 32]> {
+    entries
+        .get(id)
+        .and_then(|e| e.current.as_ref())
+        .map(|x| x.hash)
+}
+
+/// Fingerprint of everything a listener's snapshot is built from: a term
+/// for its settings and client CA plus one term per served pair, summed,
+/// so that one entry's change updates it from that entry's terms alone
+/// (see [`listener_tls_after`]).
 fn listener_key(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
 ) -> u64 {
+    let ca_hash = client_auth
+        .ca
+        .as_deref()
+        .and_then(|ca| hash_of(entries, ca));
+    l.certs
+        .iter()
+        .enumerate()
+        .fold(settings_term(l, client_auth, ca_hash), |key, (i, c)| {
+            key.wrapping_add(pair_term(i, c, hash_of(entries, &c.entry)))
+        })
+}
+
+/// The part of [`listener_key`] for the settings and the client CA's material.
+fn settings_term(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    ca_hash: Option<[u8; 32]>,
+) -> u64 {
     let mut h = DefaultHasher::new();
-    for c in &l.certs {
-        c.entry.hash(&mut h);
-        c.server_names.hash(&mut h);
-        entries
-            .get(&c.entry)
-            .and_then(|e| e.current.as_ref())
-            .map(|x| x.hash)
-            .hash(&mut h);
-    }
+    l.certs.len().hash(&mut h);
     client_auth.mode.as_str().hash(&mut h);
     if let Some(ca) = &client_auth.ca {
         ca.hash(&mut h);
-        entries
-            .get(ca)
-            .and_then(|e| e.current.as_ref())
-            .map(|x| x.hash)
-            .hash(&mut h);
+        ca_hash.hash(&mut h);
     }
     l.alpn.hash(&mut h);
     matches!(l.min_version, config::TlsVersion::V13).hash(&mut h);
     h.finish()
 }
 
+/// The part of [`listener_key`] for the pair at position `i`, with material `hash`.
+fn pair_term(i: usize, c: &ListenerCert, hash: Option<[u8; 32]>) -> u64 {
+    let mut h = DefaultHasher::new();
+    (i, &c.entry, &c.server_names, hash).hash(&mut h);
+    h.finish()
+}
+
+/// Where each entry sits in a listener's `certs`.
+fn positions(l: &ListenerConfig) -> HashMap<String, Vec<usize>> {
+    let mut at: HashMap<String, Vec<usize>> = HashMap::with_capacity(l.certs.len());
+    for (i, c) in l.certs.iter().enumerate() {
+        at.entry(c.entry.clone()).or_default().push(i);
+    }
+    at
+}
+
+fn served_cert(c: &ListenerCert, pair: &crate::material::Pair) -> Arc<ServedCert> {
+    Arc::new(ServedCert {
+        entry: c.entry.clone(),
+        server_names: c
+            .server_names
+            .clone()
+            .unwrap_or_else(|| pair.leaf.dns_names.clone()),
+        info: pair.leaf.clone(),
+    })
+}
+
+fn client_ca<'a>(
+    client_auth: &ClientAuthConfig,
+    entries: &'a BTreeMap<String, Entry>,
+) -> Result<Option<&'a crate::material::CaBundle>, String> {
+    match &client_auth.ca {
+        Some(id) => {
+            Ok(Some(loaded(entries, id)?.ca().ok_or_else(|| {
+                format!("entry {id:?} is not a ca-bundle")
+            })?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A listener's snapshot from scratch: every pair, every name.
 fn listener_tls(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
@@ -956,51 +1081,99 @@ fn listener_tls(
         let pair = m
             .pair()
             .ok_or_else(|| format!("entry {:?} is not a server-pair", c.entry))?;
-        pairs.push(tls::server::ServedPair {
+        pairs.push(ServedPair {
             entry: &c.entry,
             pair,
             server_names: c.server_names.as_deref(),
         });
-        served.push(ServedCert {
-            entry: c.entry.clone(),
-            server_names: c
-                .server_names
-                .clone()
-                .unwrap_or_else(|| pair.leaf.dns_names.clone()),
-            info: pair.leaf.clone(),
-        });
+        served.push(served_cert(c, pair));
     }
-    let client_ca = match &client_auth.ca {
-        Some(id) => Some(
-            loaded(entries, id)?
-                .ca()
-                .ok_or_else(|| format!("entry {id:?} is not a ca-bundle"))?,
-        ),
-        None => None,
-    };
+    let resolver = Arc::new(SniResolver::new(&pairs).ok_or("no server certificate")?);
     let inputs = tls::server::ServerInputs {
         listener: l,
-        pairs,
         mode: client_auth.mode,
-        client_ca,
+        client_ca: client_ca(client_auth, entries)?,
     };
-    let tls = tls::server::build(&inputs).map_err(|e| e.to_string())?;
-    Ok((
+    let tls = tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())?;
+    Ok(BuiltListener {
         tls,
-        client_auth.mode,
+        mode: client_auth.mode,
         served,
-        listener_key(l, client_auth, entries),
-    ))
+        resolver,
+        key: listener_key(l, client_auth, entries),
+    })
+}
+
+/// Listener `l`'s snapshot after entry `id`'s material changed from
+/// `previous` (`entries` holds the new one), or `None` when `l` does not
+/// use it. A pair that answers the same names as before only has its key
+/// replaced in the previous resolver and its metadata in the served list;
+/// the other pairs are shared, never re-read, re-indexed or re-cloned. A
+/// changed client CA rebuilds the verifier around the same resolver.
+fn listener_tls_after(
+    l: &LiveListener,
+    client_auth: &ClientAuthConfig,
+    entries: &BTreeMap<String, Entry>,
+    id: &str,
+    previous: Option<&Loaded>,
+) -> Result<Option<BuiltListener>, String> {
+    let at = l.positions.get(id).map(Vec::as_slice).unwrap_or_default();
+    let is_ca = client_auth.ca.as_deref() == Some(id);
+    let now = hash_of(entries, id);
+    if (at.is_empty() && !is_ca) || previous.map(|p| p.hash) == now {
+        return Ok(None);
+    }
+    let Some(previous) = previous else {
+        return listener_tls(&l.config, client_auth, entries).map(Some);
+    };
+    let mut key = l.key;
+    let (resolver, served) = if at.is_empty() {
+        (l.resolver.clone(), (**l.live.served.load()).clone())
+    } else {
+        let pair = loaded(entries, id)?
+            .pair()
+            .ok_or_else(|| format!("entry {id:?} is not a server-pair"))?;
+        let same_names = at.iter().all(|&i| l.config.certs[i].server_names.is_some())
+            || previous
+                .pair()
+                .is_some_and(|p| p.leaf.dns_names == pair.leaf.dns_names);
+        if !same_names {
+            return listener_tls(&l.config, client_auth, entries).map(Some);
+        }
+        let mut served = (**l.live.served.load()).clone();
+        for &i in at {
+            let c = &l.config.certs[i];
+            served[i] = served_cert(c, pair);
+            key = key
+                .wrapping_sub(pair_term(i, c, Some(previous.hash)))
+                .wrapping_add(pair_term(i, c, now));
+        }
+        (Arc::new(l.resolver.with_key(at, &pair.key)), served)
+    };
+    if is_ca {
+        key = key
+            .wrapping_sub(settings_term(&l.config, client_auth, Some(previous.hash)))
+            .wrapping_add(settings_term(&l.config, client_auth, now));
+    }
+    debug_assert_eq!(key, listener_key(&l.config, client_auth, entries));
+    let inputs = tls::server::ServerInputs {
+        listener: &l.config,
+        mode: client_auth.mode,
+        client_ca: client_ca(client_auth, entries)?,
+    };
+    let tls = tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())?;
+    Ok(Some(BuiltListener {
+        tls,
+        mode: client_auth.mode,
+        served,
+        resolver,
+        key,
+    }))
 }
 
 fn upstream_key(u: &UpstreamConfig, entries: &BTreeMap<String, Entry>) -> u64 {
     let mut h = DefaultHasher::new();
-    let hash_of = |id: &str| {
-        entries
-            .get(id)
-            .and_then(|e| e.current.as_ref())
-            .map(|x| x.hash)
-    };
+    let hash_of = |id: &str| hash_of(entries, id);
     match &u.tls.ca {
         UpstreamCa::Entry(id) => (id, hash_of(id)).hash(&mut h),
         UpstreamCa::System => "system".hash(&mut h),

@@ -15,7 +15,9 @@
 //! link, a file closed after writing, a removal) only waits [`SETTLED`], so
 //! a kubelet swap or a certbot relink is served within milliseconds; a
 //! write still in progress keeps the full debounce. One thread owns all
-//! state; no locks.
+//! state; no locks. It stays cheap with 10,000 entries: a poll runs in
+//! slices with events handled in between, looks at the directories chains
+//! share once per pass, and a moved chain re-indexes only its own subject.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -128,6 +130,10 @@ struct State {
     watched: HashSet<PathBuf>,
     dirty: HashMap<Subject, Instant>,
     next_poll: Instant,
+    /// What the poll under way has yet to look at. A poll over 10,000
+    /// entries takes a good part of a second; it runs a slice at a time so
+    /// that events (a rotation) are handled in between, not after it.
+    polling: Vec<Subject>,
     degraded: bool,
 }
 
@@ -155,6 +161,7 @@ impl State {
             by_dir: HashMap::new(),
             watched: HashSet::new(),
             dirty: HashMap::new(),
+            polling: Vec::new(),
             degraded: false,
         }
     }
@@ -171,16 +178,36 @@ impl State {
             if !self.poll_interval.is_zero() {
                 wake = wake.min(self.next_poll);
             }
-            match rx.recv_timeout(wake.saturating_duration_since(now)) {
-                Ok(Msg::Event(ev)) => self.on_event(ev),
-                Ok(Msg::Set(subjects)) => self.set(subjects),
-                Ok(Msg::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            if !self.polling.is_empty() {
+                // A poll is under way: take in what arrived, then go on.
+                wake = now;
+            }
+            let mut next = match rx.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(msg) => Some(msg),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            // Take the whole burst (one rotation is a dozen events) before
+            // a poll slice or a report, not one event per turn.
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Event(ev) => self.on_event(ev),
+                    Msg::Set(subjects) => self.set(subjects),
+                    Msg::Stop => return,
+                }
+                next = match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(std_mpsc::TryRecvError::Empty) => None,
+                    Err(std_mpsc::TryRecvError::Disconnected) => return,
+                };
             }
             let now = Instant::now();
-            if !self.poll_interval.is_zero() && now >= self.next_poll {
-                self.poll();
+            if self.polling.is_empty() && !self.poll_interval.is_zero() && now >= self.next_poll {
+                self.polling = self.subjects.keys().cloned().collect();
                 self.next_poll = now + self.poll_interval;
+            }
+            if !self.polling.is_empty() {
+                self.poll();
             }
             self.fire_due();
         }
@@ -192,8 +219,9 @@ impl State {
         self.by_dir.clear();
         let keep: HashSet<&Subject> = subjects.iter().map(|(s, _)| s).collect();
         self.dirty.retain(|s, _| keep.contains(s));
+        let mut leading = Leading::default();
         for (subject, paths) in subjects {
-            let links = chains(&paths);
+            let links = chains(&paths, &mut leading);
             // A subject already watched with the same paths keeps its
             // baseline, so a change landing during a reconfigure is not lost.
             let sigs = match old.get(&subject) {
@@ -226,25 +254,69 @@ impl State {
         }
     }
 
+    /// Undo [`State::index`] of `links` for `subject`.
+    fn unindex(&mut self, subject: &Subject, links: &[Link]) {
+        for link in links {
+            if let Some(s) = self.by_link.get_mut(link) {
+                s.remove(subject);
+                if s.is_empty() {
+                    self.by_link.remove(link);
+                }
+            }
+            if let Some(s) = self.by_dir.get_mut(&link.0) {
+                s.remove(subject);
+                if s.is_empty() {
+                    self.by_dir.remove(&link.0);
+                }
+            }
+        }
+    }
+
     /// Watch exactly the directories some chain needs.
     fn rearm(&mut self) {
-        let wanted: HashSet<PathBuf> = self.by_dir.keys().cloned().collect();
+        let stale: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|d| !self.by_dir.contains_key(*d))
+            .cloned()
+            .collect();
+        let missing: Vec<PathBuf> = self
+            .by_dir
+            .keys()
+            .filter(|d| !self.watched.contains(*d))
+            .cloned()
+            .collect();
+        self.apply_watches(stale, missing);
+    }
+
+    /// [`State::rearm`] when only chains through `touched` directories
+    /// moved: the other watches are not looked at (with 10,000 entries,
+    /// going over all of them would cost more than the rotation itself).
+    /// Once a watch has failed, every re-arm retries it: back to the full pass.
+    fn rearm_dirs(&mut self, touched: HashSet<PathBuf>) {
+        if self.degraded {
+            return self.rearm();
+        }
+        let (mut stale, mut missing) = (Vec::new(), Vec::new());
+        for dir in touched {
+            match (self.by_dir.contains_key(&dir), self.watched.contains(&dir)) {
+                (false, true) => stale.push(dir),
+                (true, false) => missing.push(dir),
+                _ => {}
+            }
+        }
+        self.apply_watches(stale, missing);
+    }
+
+    fn apply_watches(&mut self, stale: Vec<PathBuf>, missing: Vec<PathBuf>) {
         let Some(notify) = self.notify.as_mut() else {
             return;
         };
-        for dir in self
-            .watched
-            .difference(&wanted)
-            .cloned()
-            .collect::<Vec<_>>()
-        {
+        for dir in stale {
             let _ = notify.unwatch(&dir);
             self.watched.remove(&dir);
         }
-        for dir in wanted {
-            if self.watched.contains(&dir) {
-                continue;
-            }
+        for dir in missing {
             match notify.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     self.watched.insert(dir);
@@ -318,11 +390,20 @@ impl State {
         }
     }
 
+    /// Look at the next [`POLL_SLICE`] subjects of the poll under way.
     fn poll(&mut self) {
+        let slice = self
+            .polling
+            .split_off(self.polling.len().saturating_sub(POLL_SLICE));
         let mut changed = Vec::new();
-        for (subject, t) in &self.subjects {
+        let mut leading = Leading::default();
+        for subject in slice {
+            // Removed by a `set` since the poll began.
+            let Some(t) = self.subjects.get(&subject) else {
+                continue;
+            };
             let sigs = signatures(&t.links);
-            if sigs != t.sigs || chains(&t.paths) != t.links {
+            if sigs != t.sigs || chains(&t.paths, &mut leading) != t.links {
                 // Nothing touched for a whole debounce: the write is over,
                 // so do not make the poll's latency longer still.
                 let delay = if last_change_ago(&sigs) >= self.config.debounce {
@@ -330,7 +411,7 @@ impl State {
                 } else {
                     self.config.debounce
                 };
-                changed.push((subject.clone(), delay));
+                changed.push((subject, delay));
             }
         }
         for (s, delay) in changed {
@@ -353,29 +434,26 @@ impl State {
         if due.is_empty() {
             return;
         }
-        let mut rearm = false;
+        // Directories whose watch may need to change.
+        let mut touched = HashSet::new();
+        let mut leading = Leading::default();
         for s in &due {
             self.dirty.remove(s);
-            if let Some(t) = self.subjects.get_mut(s) {
-                let links = chains(&t.paths);
-                if links != t.links {
-                    t.links = links;
-                    rearm = true;
-                }
+            let Some(t) = self.subjects.get_mut(s) else {
+                continue;
+            };
+            let links = chains(&t.paths, &mut leading);
+            if links != t.links {
+                // Only this subject's links move in the index: a rotation
+                // among 10,000 watched entries must not re-index them all.
+                let old = std::mem::replace(&mut t.links, links.clone());
+                self.unindex(s, &old);
+                self.index(s, &links);
+                touched.extend(old.into_iter().chain(links).map(|(dir, _)| dir));
             }
         }
-        if rearm {
-            self.by_link.clear();
-            self.by_dir.clear();
-            let all: Vec<(Subject, Vec<Link>)> = self
-                .subjects
-                .iter()
-                .map(|(s, t)| (s.clone(), t.links.clone()))
-                .collect();
-            for (s, links) in all {
-                self.index(&s, &links);
-            }
-            self.rearm();
+        if !touched.is_empty() {
+            self.rearm_dirs(touched);
         }
         for s in due {
             if let Some(t) = self.subjects.get_mut(&s) {
@@ -385,6 +463,10 @@ impl State {
         }
     }
 }
+
+/// Subjects one step of a poll looks at: a few milliseconds of stats at
+/// most (a certbot lineage costs ~50µs), the longest an event waits.
+const POLL_SLICE: usize = 64;
 
 /// How long to coalesce after an event that ends a write: long enough to
 /// gather the burst of one kubelet swap or `mv`, short enough not to show.
@@ -414,10 +496,45 @@ fn may_change_content(kind: &EventKind) -> bool {
     }
 }
 
-fn chains(paths: &[PathBuf]) -> Vec<Link> {
+/// What a pass over many chains found at their leading components (the
+/// directories and symlinks before each last name). Chains share them
+/// (every file under one certificate directory, every certbot lineage
+/// under `live/`), so one pass (a poll, a `set`) looks at each once
+/// instead of once per path: 10,000 entries cost a stat or two each, not
+/// one per path component. Last names are always looked at afresh.
+#[derive(Default)]
+struct Leading(HashMap<PathBuf, Seen>);
+
+#[derive(Clone)]
+enum Seen {
+    Missing,
+    /// A directory (or anything that is not a symlink).
+    Plain,
+    /// A symlink, with its target when it could be read.
+    Link(Option<PathBuf>),
+}
+
+impl Leading {
+    fn look(&mut self, path: &Path, last: bool) -> Seen {
+        if let Some(seen) = self.0.get(path) {
+            return seen.clone();
+        }
+        let seen = match std::fs::symlink_metadata(path) {
+            Err(_) => Seen::Missing,
+            Ok(m) if m.file_type().is_symlink() => Seen::Link(std::fs::read_link(path).ok()),
+            Ok(_) => Seen::Plain,
+        };
+        if !last {
+            self.0.insert(path.to_path_buf(), seen.clone());
+        }
+        seen
+    }
+}
+
+fn chains(paths: &[PathBuf], leading: &mut Leading) -> Vec<Link> {
     let mut links = Vec::new();
     for p in paths {
-        for l in chain(p) {
+        for l in chain(p, leading) {
             if !links.contains(&l) {
                 links.push(l);
             }
@@ -431,7 +548,7 @@ fn chains(paths: &[PathBuf]) -> Vec<Link> {
 /// missing directory is replaced by its nearest existing ancestor (and the
 /// name of the child to wait for), so a deleted-and-recreated directory is
 /// seen coming back.
-fn chain(path: &Path) -> Vec<Link> {
+fn chain(path: &Path, leading: &mut Leading) -> Vec<Link> {
     let mut links = Vec::new();
     let mut todo: Vec<OsString> = components(path);
     let mut prefix = PathBuf::from("/");
@@ -440,11 +557,11 @@ fn chain(path: &Path) -> Vec<Link> {
         todo.remove(0);
         let candidate = prefix.join(&c);
         let last = todo.is_empty();
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() && hops < 40 => {
+        match leading.look(&candidate, last) {
+            Seen::Link(target) if hops < 40 => {
                 hops += 1;
                 links.push((prefix.clone(), c));
-                let Ok(target) = std::fs::read_link(&candidate) else {
+                let Some(target) = target else {
                     break;
                 };
                 let resolved = if target.is_absolute() {
@@ -457,13 +574,13 @@ fn chain(path: &Path) -> Vec<Link> {
                 todo = rest;
                 prefix = PathBuf::from("/");
             }
-            Ok(_) => {
+            Seen::Plain | Seen::Link(_) => {
                 if last {
                     links.push((prefix.clone(), c));
                 }
                 prefix = candidate;
             }
-            Err(_) => {
+            Seen::Missing => {
                 // Missing: watch the deepest existing directory for it.
                 links.push((prefix.clone(), c));
                 break;
@@ -710,6 +827,28 @@ mod tests {
         expect(&mut rx, &s).await;
     }
 
+    /// A poll over more subjects than one slice still looks at every one.
+    #[tokio::test]
+    async fn polling_many_subjects() {
+        let d = tempfile::tempdir().unwrap();
+        let n = POLL_SLICE * 2 + 7;
+        let files: Vec<PathBuf> = (0..n).map(|i| d.path().join(format!("{i}.crt"))).collect();
+        for f in &files {
+            std::fs::write(f, "1").unwrap();
+        }
+        let (w, mut rx) = Watcher::start(cfg(false, 100));
+        let subjects = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Subject::Entry(i.to_string()), vec![f.clone()]))
+            .collect();
+        settle(&w, &mut rx, d.path(), subjects).await;
+        for i in [0, POLL_SLICE, n - 1] {
+            std::fs::write(&files[i], "22").unwrap();
+            expect(&mut rx, &Subject::Entry(i.to_string())).await;
+        }
+    }
+
     /// A burst of writes is one report; a file next door is not reported; a removed subject goes quiet.
     #[tokio::test]
     async fn debounce_and_filtering() {
@@ -756,6 +895,56 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// After a chain moves (a kubelet swap), only that subject is
+    /// re-indexed, and the index is exactly what indexing everything anew
+    /// gives; the new directory is watched, the deleted one is not.
+    #[test]
+    fn incremental_reindex_matches_a_full_one() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir(dir).unwrap();
+            kubelet_write(dir, 1, "one");
+        }
+        let flat = d.path().join("flat.crt");
+        std::fs::write(&flat, "x").unwrap();
+        let notify = notify::recommended_watcher(|_| {}).unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        let mut state = State::new(cfg(true, 0), Some(notify), out);
+        let subjects = |n: &str, p: PathBuf| (Subject::Entry(n.into()), vec![p]);
+        state.set(vec![
+            subjects("a", a.join("tls.crt")),
+            subjects("b", b.join("tls.crt")),
+            subjects("flat", flat.clone()),
+        ]);
+        let old_dir = std::fs::read_link(a.join("..data")).unwrap();
+        kubelet_write(&a, 2, "two");
+        state.mark(Subject::Entry("a".into()), Duration::ZERO);
+        state.fire_due();
+        let mut fired = HashSet::new();
+        while let Ok(s) = rx.try_recv() {
+            fired.insert(s);
+        }
+        assert!(fired.contains(&Subject::Entry("a".into())));
+
+        let (by_link, by_dir) = (state.by_link.clone(), state.by_dir.clone());
+        state.by_link.clear();
+        state.by_dir.clear();
+        let all: Vec<(Subject, Vec<Link>)> = state
+            .subjects
+            .iter()
+            .map(|(s, t)| (s.clone(), t.links.clone()))
+            .collect();
+        for (s, links) in &all {
+            state.index(s, links);
+        }
+        assert_eq!(by_link, state.by_link);
+        assert_eq!(by_dir, state.by_dir);
+        let wanted: HashSet<PathBuf> = by_dir.keys().cloned().collect();
+        assert_eq!(state.watched, wanted);
+        assert!(!state.watched.contains(&a.join(old_dir)));
     }
 
     /// A completed write (rename, close after writing) is reported without

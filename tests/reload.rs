@@ -334,6 +334,112 @@ async fn client_ca_and_crl_rotation() {
     .await;
 }
 
+/// Rotating one of several pairs on a listener changes what its names
+/// serve and nothing else; a rotation that changes the names a pair
+/// answers (its SANs) moves those names, and the admin API lists them.
+#[tokio::test]
+async fn one_pair_among_several() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b, c) = (
+        ca.server_pair(&["a.test"]),
+        ca.server_pair(&["b.test"]),
+        ca.server_pair(&["c.test"]),
+    );
+    s.pair("a", &a);
+    s.pair("b", &b);
+    s.pair("c", &c);
+    let mut p = Proxy::start(&s.config(
+        r#"
+admin: { bind: 127.0.0.1:0 }
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+certs:
+  - { id: a, type: server-pair, cert_file: a.crt, key_file: a.key }
+  - { id: b, type: server-pair, cert_file: b.crt, key_file: b.key }
+  - { id: c, type: server-pair, cert_file: c.crt, key_file: c.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: a }, { ref: b }, { ref: c }]
+"#,
+    ));
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    let rotate = |pair: &TestPair| {
+        mv_over(&s.path("b.key"), &pair.key_pem);
+        mv_over(&s.path("b.crt"), &pair.cert_pem);
+    };
+    let served = |name: &'static str| {
+        let ca = ca.cert_pem.clone();
+        async move { served_leaf(addr, name, &ca).await.unwrap() }
+    };
+
+    // Same names: only b.test changes.
+    let b2 = ca.server_pair(&["b.test"]);
+    rotate(&b2);
+    until_served(addr, "b.test", &ca.cert_pem, &b2.fingerprint).await;
+    assert_eq!(served("a.test").await, a.fingerprint);
+    assert_eq!(served("c.test").await, c.fingerprint);
+
+    // A new name: d.test, unknown until now (the default, a), is b's.
+    let b3 = ca.server_pair(&["b.test", "d.test"]);
+    rotate(&b3);
+    until_served(addr, "d.test", &ca.cert_pem, &b3.fingerprint).await;
+    assert_eq!(served("b.test").await, b3.fingerprint);
+    assert_eq!(served("c.test").await, c.fingerprint);
+
+    // b.test dropped: it falls back to the default pair (the client then
+    // refuses the name, which is how the default shows).
+    let b4 = ca.server_pair(&["d.test"]);
+    rotate(&b4);
+    until_served(addr, "d.test", &ca.cert_pem, &b4.fingerprint).await;
+    let err = connect(
+        addr,
+        "b.test",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .expect_err("b.test is no longer on any certificate");
+    assert!(err.to_string().contains("a.test"), "not the default: {err}");
+    assert_eq!(served("c.test").await, c.fingerprint);
+
+    let listed = admin(
+        admin_addr,
+        "GET",
+        "/api/v1/listeners/public/cert",
+        None,
+        None,
+        &[],
+    )
+    .await
+    .json();
+    let certs = listed["certs"].as_array().unwrap();
+    let names: Vec<(&str, Vec<&str>)> = certs
+        .iter()
+        .map(|c| {
+            (
+                c["entry"].as_str().unwrap(),
+                c["server_names"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a", vec!["a.test"]),
+            ("b", vec!["d.test"]),
+            ("c", vec!["c.test"])
+        ]
+    );
+    assert_eq!(certs[1]["fingerprint_sha256"], b4.fingerprint.as_str());
+}
+
 /// Handshakes and requests running continuously through many rotations see zero failures,
 /// and an open connection keeps the certificate it shook hands with.
 #[tokio::test]

@@ -79,7 +79,7 @@ async fn route(
             let entries = handle.shared.entries.load();
             Ok((
                 StatusCode::OK,
-                json!(entries.values().collect::<Vec<_>>()),
+                json!(entries.values().map(|v| &**v).collect::<Vec<_>>()),
                 None,
             ))
         }
@@ -106,7 +106,7 @@ async fn route(
         (&Method::GET, ["certs", id]) => {
             let entries = handle.shared.entries.load();
             let view = entries.get(*id).ok_or_else(|| no_entry(id))?;
-            Ok((StatusCode::OK, json!(view), Some(view.etag.clone())))
+            Ok((StatusCode::OK, json!(&**view), Some(view.etag.clone())))
         }
         (&Method::PUT, ["certs", id]) => {
             let def: Definition = body(req).await?;
@@ -178,7 +178,7 @@ async fn route(
             let served = l.live.served.load();
             Ok((
                 StatusCode::OK,
-                json!({ "listener": l.name, "certs": &**served }),
+                json!({ "listener": l.name, "certs": served.iter().map(|s| &**s).collect::<Vec<_>>() }),
                 None,
             ))
         }

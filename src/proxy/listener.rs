@@ -78,7 +78,8 @@ pub struct Listener {
     /// generation they started with to honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
     /// Metadata of the served pairs, for `GET /api/v1/listeners/{name}/cert`.
-    pub served: ArcSwap<Vec<ServedCert>>,
+    /// Each behind its own `Arc`, so a rotation copies pointers, not metadata.
+    pub served: ArcSwap<Vec<Arc<ServedCert>>>,
     /// Open connections right now.
     pub active: AtomicUsize,
     /// `hotproxy_connections_active{listener}`, looked up once: the family
@@ -93,7 +94,7 @@ impl Listener {
         mode: ClientAuthMode,
         router: Router,
         limits: Limits,
-        served: Vec<ServedCert>,
+        served: Vec<Arc<ServedCert>>,
     ) -> Arc<Listener> {
         Arc::new(Listener {
             name: name.into(),
@@ -114,7 +115,12 @@ impl Listener {
     }
 
     /// Serve new connections with `tls` from now on.
-    pub fn set_tls(&self, tls: Arc<ServerConfig>, mode: ClientAuthMode, served: Vec<ServedCert>) {
+    pub fn set_tls(
+        &self,
+        tls: Arc<ServerConfig>,
+        mode: ClientAuthMode,
+        served: Vec<Arc<ServedCert>>,
+    ) {
         self.tls.store(tls);
         self.mode.store(Arc::new(mode));
         self.served.store(Arc::new(served));

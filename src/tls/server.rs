@@ -27,11 +27,10 @@ pub struct ServedPair<'a> {
     pub server_names: Option<&'a [String]>,
 }
 
-/// Everything a listener's TLS snapshot is made from.
+/// Everything a listener's TLS snapshot is made from, besides its pairs
+/// (those are in the [`SniResolver`]).
 pub struct ServerInputs<'a> {
     pub listener: &'a ListenerConfig,
-    /// At least one; the first is the default for no or unknown SNI.
-    pub pairs: Vec<ServedPair<'a>>,
     /// Effective mode (may be changed at runtime through the admin API).
     pub mode: ClientAuthMode,
     /// Required when `mode.verifies()`.
@@ -40,51 +39,76 @@ pub struct ServerInputs<'a> {
 
 /// Picks a certificate by SNI in O(1): exact names, then `*.suffix`
 /// wildcards (one label), then the default (first) pair.
+///
+/// Names map to a pair's position and the keys sit in a vector, so a
+/// rotation that keeps a pair's names derives the next resolver by
+/// replacing one key and sharing the name index ([`SniResolver::with_key`]):
+/// no name of the other pairs is lowercased, allocated or hashed again.
 #[derive(Debug)]
 pub struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    names: Arc<SniNames>,
+    /// By position in the listener's `certs`; the first is the default.
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+/// Name -> position of the pair that answers it.
+#[derive(Debug)]
+struct SniNames {
+    exact: HashMap<Box<str>, usize>,
+    /// Keyed by the suffix after `*.`.
+    wildcard: HashMap<Box<str>, usize>,
 }
 
 impl SniResolver {
+    /// `None` without pairs: a listener needs at least one.
     pub fn new(pairs: &[ServedPair<'_>]) -> Option<SniResolver> {
-        let default = pairs.first()?.pair.key.clone();
+        if pairs.is_empty() {
+            return None;
+        }
         let mut exact = HashMap::with_capacity(pairs.len());
         let mut wildcard = HashMap::new();
-        for p in pairs {
+        for (i, p) in pairs.iter().enumerate() {
             let names = p.server_names.unwrap_or(&p.pair.leaf.dns_names);
             for name in names {
                 let name = name.to_ascii_lowercase();
                 // Earlier pairs win: the first listed is the operator's preference.
                 match name.strip_prefix("*.") {
-                    Some(suffix) => wildcard.entry(suffix.to_owned()),
-                    None => exact.entry(name),
+                    Some(suffix) => wildcard.entry(suffix.into()),
+                    None => exact.entry(name.into_boxed_str()),
                 }
-                .or_insert_with(|| p.pair.key.clone());
+                .or_insert(i);
             }
         }
         Some(SniResolver {
-            exact,
-            wildcard,
-            default,
+            names: Arc::new(SniNames { exact, wildcard }),
+            keys: pairs.iter().map(|p| p.pair.key.clone()).collect(),
         })
+    }
+
+    /// This resolver with the pair at each of `positions` replaced by
+    /// `key`. Only for a pair that answers the same names as before (the
+    /// name index is shared); otherwise build anew.
+    pub fn with_key(&self, positions: &[usize], key: &Arc<CertifiedKey>) -> SniResolver {
+        let mut keys = self.keys.clone();
+        for &i in positions {
+            keys[i] = key.clone();
+        }
+        SniResolver {
+            names: self.names.clone(),
+            keys,
+        }
     }
 
     /// The pair for `sni` (already lowercase as rustls hands it over).
     pub fn resolve_name(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
-        let Some(name) = sni else {
-            return &self.default;
-        };
-        if let Some(k) = self.exact.get(name) {
-            return k;
-        }
-        if let Some((_, suffix)) = name.split_once('.')
-            && let Some(k) = self.wildcard.get(suffix)
-        {
-            return k;
-        }
-        &self.default
+        let names = &self.names;
+        let at = sni.and_then(|name| {
+            names.exact.get(name).or_else(|| {
+                let (_, suffix) = name.split_once('.')?;
+                names.wildcard.get(suffix)
+            })
+        });
+        &self.keys[at.copied().unwrap_or(0)]
     }
 }
 
@@ -117,9 +141,10 @@ fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, TlsError> {
 /// resumption survives rotations; listeners with client auth get no tickets
 /// and no session cache (a resumed session would skip client verification
 /// after a CA or CRL change).
-pub fn build(inputs: &ServerInputs<'_>) -> Result<Arc<ServerConfig>, TlsError> {
-    let resolver = SniResolver::new(&inputs.pairs)
-        .ok_or_else(|| TlsError::Build("no server certificate".into()))?;
+pub fn build(
+    inputs: &ServerInputs<'_>,
+    resolver: Arc<SniResolver>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match inputs.listener.min_version {
         TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V13 => &[&rustls::version::TLS13],
@@ -132,7 +157,7 @@ pub fn build(inputs: &ServerInputs<'_>) -> Result<Arc<ServerConfig>, TlsError> {
         None => builder.with_no_client_auth(),
         Some(v) => builder.with_client_cert_verifier(v),
     }
-    .with_cert_resolver(Arc::new(resolver));
+    .with_cert_resolver(resolver);
     config.alpn_protocols = inputs
         .listener
         .alpn

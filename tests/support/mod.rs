@@ -193,6 +193,11 @@ impl Proxy {
         Proxy { child, lines }
     }
 
+    /// The process id, for reading `/proc/PID/*` (memory, CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
