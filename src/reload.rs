@@ -276,14 +276,63 @@ impl Reloader {
         }
         let spec = entry.spec.clone();
         let started = Instant::now();
-        match pem::load(spec.kind, &spec.source) {
-            Ok(loaded) => self.offer_since(id, loaded, started),
+        let current = entry.current.as_ref().map(|c| c.hash);
+        let loaded = pem::read_consistent(&spec.source).and_then(|raw| {
+            // Same bytes as served: skip the parse (a signing key, every
+            // certificate), most of a re-read's cost. The start-up re-check
+            // and a SIGHUP re-read every entry, nearly all unchanged.
+            if current == Some(raw.hash) {
+                return Ok(None);
+            }
+            let material = pem::parse(spec.kind, &spec.source, &raw)?;
+            Ok(Some(Loaded {
+                material,
+                hash: raw.hash,
+                loaded_at: SystemTime::now(),
+            }))
+        });
+        match loaded {
+            Ok(None) => {
+                self.unchanged(id);
+                Ok(false)
+            }
+            Ok(Some(loaded)) => self.offer_since(id, loaded, started),
             Err(e) => {
                 let message = e.to_string();
                 self.refused(id, &message, e.is_transient());
                 Err(message)
             }
         }
+    }
+
+    /// A re-read of `id` found the content it serves. When the entry was
+    /// failing or waiting for a writer, the good content came back (e.g. a
+    /// writer finished): clear that state.
+    fn unchanged(&mut self, id: &str) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let recovering = entry
+            .last_reload
+            .as_ref()
+            .is_some_and(|r| r.result == "failure")
+            || entry.unsettled_since.is_some();
+        if !recovering {
+            return;
+        }
+        if entry.last_logged.is_some() {
+            info!(entry = %id, "certificate material is valid again; still serving it");
+        }
+        entry.unsettled_since = None;
+        entry.failures = 0;
+        entry.last_logged = None;
+        entry.last_reload = Some(ReloadResult {
+            time: unix(SystemTime::now()),
+            result: "success",
+            error: None,
+        });
+        self.retries.remove(id);
+        self.publish_entry(id);
     }
 
     /// Swap in freshly loaded material for `id` if it differs, rebuilding
@@ -299,32 +348,12 @@ impl Reloader {
             .entries
             .get_mut(id)
             .expect("caller checked the entry exists");
-        let recovering = entry
-            .last_reload
-            .as_ref()
-            .is_some_and(|r| r.result == "failure")
-            || entry.unsettled_since.is_some();
         if entry
             .current
             .as_ref()
             .is_some_and(|c| c.hash == loaded.hash)
         {
-            if recovering {
-                // The good content came back (e.g. a writer finished).
-                if entry.last_logged.is_some() {
-                    info!(entry = %id, "certificate material is valid again; still serving it");
-                }
-                entry.unsettled_since = None;
-                entry.failures = 0;
-                entry.last_logged = None;
-                entry.last_reload = Some(ReloadResult {
-                    time: unix(SystemTime::now()),
-                    result: "success",
-                    error: None,
-                });
-                self.retries.remove(id);
-                self.publish_entry(id);
-            }
+            self.unchanged(id);
             return Ok(false);
         }
         let loaded = Arc::new(loaded);
