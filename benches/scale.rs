@@ -19,6 +19,7 @@
 //!
 //! Needs `ulimit -n` above 11,000 (the soft limit is raised to the hard one
 //! with `prlimit` when it is lower; else run `ulimit -n 65536` first).
+//! `SCALE_ONLY=flat`, `certbot` or `idle` runs one part.
 //! `cargo test --benches` runs it once with `--bench` absent: tiny sizes.
 
 #[path = "../tests/support/mod.rs"]
@@ -77,6 +78,25 @@ fn thread_cpu_ns(pid: u32, comm: &str) -> Option<u64> {
         }
     }
     None
+}
+
+/// CPU time of every thread of `pid` by name (threads sharing a name summed), in ns.
+fn threads_cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+    {
+        let Ok(task) = task else { continue };
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let ns: u64 = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        *out.entry(comm.trim().to_string()).or_default() += ns;
+    }
+    out
 }
 
 /// Raise the soft open-files limit to the hard one when it is below `need`.
@@ -195,10 +215,12 @@ async fn many_pairs(layout: Layout, n: usize, rotations: usize, idle: Duration) 
     // The watcher reports every subject once after start (the reloader
     // re-reads and finds them unchanged): let that pass before measuring.
     let mut last = thread_cpu_ns(pid, "hotproxy-reload");
-    for _ in 0..60 {
+    let mut quiet = 0;
+    for _ in 0..120 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = thread_cpu_ns(pid, "hotproxy-reload");
-        if now == last {
+        quiet = if now == last { quiet + 1 } else { 0 };
+        if quiet == 5 {
             break;
         }
         last = now;
@@ -209,7 +231,17 @@ async fn many_pairs(layout: Layout, n: usize, rotations: usize, idle: Duration) 
     let tck = clock_ticks_per_sec();
     let idle_before = cpu_ticks(pid);
     let watch_before = thread_cpu_ns(pid, "hotproxy-watch").unwrap_or(0);
+    let threads_before = threads_cpu_ns(pid);
     tokio::time::sleep(idle).await;
+    for (name, ns) in threads_cpu_ns(pid) {
+        let busy = (ns - threads_before.get(&name).copied().unwrap_or(0)) as f64 / 1e9;
+        if busy / idle.as_secs_f64() >= 0.005 {
+            eprintln!(
+                "{label}: idle CPU of thread {name}: {:.1}% of a core",
+                busy / idle.as_secs_f64() * 100.0
+            );
+        }
+    }
     let idle_cpu = (cpu_ticks(pid) - idle_before) as f64 / tck / idle.as_secs_f64();
     let watch_cpu = (thread_cpu_ns(pid, "hotproxy-watch").unwrap_or(0) - watch_before) as f64
         / 1e9
@@ -264,6 +296,20 @@ async fn many_pairs(layout: Layout, n: usize, rotations: usize, idle: Duration) 
         .filter(|v| v["message"] == "certificate reloaded" && v["entry"] == entry.as_str())
         .filter_map(|v| v["reload_ms"].as_f64())
         .collect();
+    let mut warnings: std::collections::BTreeMap<String, usize> = Default::default();
+    for v in proxy
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "WARN" || v["level"] == "ERROR")
+    {
+        *warnings
+            .entry(v["message"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    for (message, count) in warnings {
+        eprintln!("{label}: logged {count}x: {message}");
+    }
     let (rss_after, hwm_after) = memory(pid);
     drop(proxy);
 
@@ -434,11 +480,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `SCALE_ONLY=flat|certbot|idle` runs one part (when chasing one figure).
+    let only = std::env::var("SCALE_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
     let rows = rt.block_on(async {
-        let mut rows = many_pairs(Layout::Flat, pairs, rotations, idle).await;
-        rows.extend(many_pairs(Layout::Certbot, pairs, rotations, idle).await);
-        rows.extend(idle_connections(conns, b"http/1.1").await);
-        rows.extend(idle_connections(conns, b"h2").await);
+        let mut rows = Vec::new();
+        if run("flat") {
+            rows.extend(many_pairs(Layout::Flat, pairs, rotations, idle).await);
+        }
+        if run("certbot") {
+            rows.extend(many_pairs(Layout::Certbot, pairs, rotations, idle).await);
+        }
+        if run("idle") {
+            rows.extend(idle_connections(conns, b"http/1.1").await);
+            rows.extend(idle_connections(conns, b"h2").await);
+        }
         rows
     });
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
