@@ -215,17 +215,21 @@ async fn many_pairs(layout: Layout, n: usize, rotations: usize, idle: Duration) 
     // The watcher reports every subject once after start (the reloader
     // re-reads and finds them unchanged): let that pass before measuring.
     let mut last = thread_cpu_ns(pid, "hotproxy-reload");
-    let mut quiet = 0;
+    let (mut quiet, mut settled) = (0, start.elapsed());
     for _ in 0..120 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = thread_cpu_ns(pid, "hotproxy-reload");
-        quiet = if now == last { quiet + 1 } else { 0 };
+        if now == last {
+            quiet += 1;
+        } else {
+            quiet = 0;
+            settled = start.elapsed();
+        }
         if quiet == 5 {
             break;
         }
         last = now;
     }
-    let settled = start.elapsed();
     let (rss_settled, hwm) = memory(pid);
 
     let tck = clock_ticks_per_sec();
@@ -322,7 +326,7 @@ async fn many_pairs(layout: Layout, n: usize, rotations: usize, idle: Duration) 
         Row(format!("{label}: startup to last name served"), ms(serving)),
         Row(format!("{label}: RSS when serving"), mib(rss_ready)),
         Row(
-            format!("{label}: startup to reloader idle (start-up re-check done)"),
+            format!("{label}: startup to reloader idle (start-up re-check done, ±1 s)"),
             ms(settled),
         ),
         Row(
