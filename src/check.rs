@@ -38,7 +38,7 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let refs = references(&config);
+    let refs = references(&config, &Default::default());
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut rows = vec![[

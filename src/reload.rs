@@ -294,14 +294,41 @@ impl Reloader {
         match loaded {
             Ok(None) => {
                 self.unchanged(id);
+                self.read_from_files(id);
                 Ok(false)
             }
-            Ok(Some(loaded)) => self.offer_since(id, loaded, started),
+            Ok(Some(loaded)) => {
+                let changed = self.offer_since(id, loaded, started)?;
+                self.read_from_files(id);
+                Ok(changed)
+            }
             Err(e) => {
                 let message = e.to_string();
                 self.refused(id, &message, e.is_transient());
                 Err(message)
             }
+        }
+    }
+
+    /// The material of `id` now comes from its files again (it may have
+    /// been put through the admin API before).
+    fn read_from_files(&mut self, id: &str) {
+        if let Some(entry) = self.entries.get_mut(id)
+            && entry.from_api
+        {
+            entry.from_api = false;
+            self.publish_entry(id);
+        }
+    }
+
+    /// The admin API put new material over the file-backed entry `id`: the
+    /// API shows it as such until the files are read again.
+    pub fn mark_from_api(&mut self, id: &str) {
+        if let Some(entry) = self.entries.get_mut(id)
+            && !entry.spec.source.is_inline()
+        {
+            entry.from_api = true;
+            self.publish_entry(id);
         }
     }
 
@@ -473,7 +500,9 @@ impl Reloader {
 
     /// Make `new` the running configuration, or change nothing.
     fn apply_config(&mut self, new: Config, startup: bool) -> Result<(), String> {
-        let refs = catalogue::references(&new);
+        let mut overrides = self.client_auth_overrides.clone();
+        overrides.retain(|name, _| new.listeners.iter().any(|l| &l.name == name));
+        let refs = catalogue::references(&new, &overrides);
         let mut problems = Vec::new();
 
         // 1. Entries: keep the live state of unchanged ones, load the rest.
@@ -489,7 +518,14 @@ impl Reloader {
             }
             let mut entry = Entry::new(spec.clone(), Origin::Config);
             match pem::load(spec.kind, &spec.source) {
-                Ok(loaded) => entry.current = Some(Arc::new(loaded)),
+                Ok(loaded) => {
+                    entry.current = Some(Arc::new(loaded));
+                    entry.last_reload = Some(ReloadResult {
+                        time: unix(SystemTime::now()),
+                        result: "success",
+                        error: None,
+                    });
+                }
                 Err(e) if refs.contains_key(&spec.id) => {
                     problems.push(format!("entry {}: {e}", spec.id));
                 }
@@ -654,8 +690,7 @@ impl Reloader {
             info!(listener = %name, "listener removed");
         }
         self.listeners = live_listeners;
-        self.client_auth_overrides
-            .retain(|name, _| new.listeners.iter().any(|l| &l.name == name));
+        self.client_auth_overrides = overrides;
         self.refs = refs;
         self.config = Arc::new(new);
         self.shared.config.store(self.config.clone());
@@ -778,6 +813,8 @@ impl Reloader {
         l.live.set_tls(built.tls, built.mode, built.served);
         self.client_auth_overrides
             .insert(listener.to_owned(), client_auth);
+        // The runtime CA is in use: deleting it must answer 409.
+        self.refs = catalogue::references(&self.config, &self.client_auth_overrides);
         info!(listener = %listener, "client authentication changed at runtime");
         self.publish();
         Ok(())
@@ -884,6 +921,11 @@ impl Reloader {
             .insert(spec.id.clone(), Entry::new(spec.clone(), origin));
         let entry = self.entries.get_mut(&spec.id).expect("just inserted");
         entry.current = Some(Arc::new(loaded));
+        entry.last_reload = Some(ReloadResult {
+            time: unix(SystemTime::now()),
+            result: "success",
+            error: None,
+        });
         let was = previous.as_ref().and_then(|p| p.current.clone());
         match self.plan_entry_change(&spec.id, was.as_deref()) {
             Ok(changes) => {
@@ -923,6 +965,11 @@ impl Reloader {
             Ok(l) => {
                 record_success(&spec, &l);
                 entry.current = Some(Arc::new(l));
+                entry.last_reload = Some(ReloadResult {
+                    time: unix(SystemTime::now()),
+                    result: "success",
+                    error: None,
+                });
             }
             Err(e) => {
                 warn!(entry = %spec.id, error = %e, "stored entry has no usable material");

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::config::{Config, EntryKind, EntrySource, EntrySpec, UpstreamCa};
+use crate::config::{ClientAuthConfig, Config, EntryKind, EntrySource, EntrySpec, UpstreamCa};
 use crate::material::{CertInfo, Loaded};
 
 /// Where an entry was defined.
@@ -49,6 +49,9 @@ pub struct Entry {
     pub last_logged: Option<String>,
     /// Whether a retry timer is already pending.
     pub retry_pending: bool,
+    /// The live material was put through the admin API over a definition
+    /// that reads files; it stays until the files are read again.
+    pub from_api: bool,
 }
 
 impl Entry {
@@ -62,6 +65,7 @@ impl Entry {
             failures: 0,
             last_logged: None,
             retry_pending: false,
+            from_api: false,
         }
     }
 }
@@ -85,8 +89,12 @@ impl Serialize for Reference {
     }
 }
 
-/// Every reference to every entry in `config`.
-pub fn references(config: &Config) -> BTreeMap<String, Vec<Reference>> {
+/// Every reference to every entry in `config`, with the client auth set at
+/// runtime through the admin API (by listener) in place of the file's.
+pub fn references(
+    config: &Config,
+    client_auth_overrides: &BTreeMap<String, ClientAuthConfig>,
+) -> BTreeMap<String, Vec<Reference>> {
     let mut refs: BTreeMap<String, Vec<Reference>> = BTreeMap::new();
     let mut add = |entry: &str, kind, name: &str, field: String| {
         refs.entry(entry.to_owned()).or_default().push(Reference {
@@ -99,8 +107,22 @@ pub fn references(config: &Config) -> BTreeMap<String, Vec<Reference>> {
         for (i, c) in l.certs.iter().enumerate() {
             add(&c.entry, "listener", &l.name, format!("tls.certs[{i}]"));
         }
-        if let Some(ca) = &l.client_auth.ca {
-            add(ca, "listener", &l.name, "tls.client_auth.ca".into());
+        match client_auth_overrides.get(&l.name) {
+            Some(runtime) => {
+                if let Some(ca) = &runtime.ca {
+                    add(
+                        ca,
+                        "listener",
+                        &l.name,
+                        "tls.client_auth.ca (set at runtime)".into(),
+                    );
+                }
+            }
+            None => {
+                if let Some(ca) = &l.client_auth.ca {
+                    add(ca, "listener", &l.name, "tls.client_auth.ca".into());
+                }
+            }
         }
     }
     for u in &config.upstreams {
@@ -120,8 +142,12 @@ pub struct EntryView {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// `file` or `inline`.
+    /// `file` or `inline`: how the entry is defined.
     pub source: &'static str,
+    /// Where the material served now came from: `file`, `inline`, or
+    /// `api` (a PUT over a file-backed entry, until its files change again
+    /// or it is reloaded from disk).
+    pub live_source: &'static str,
     pub origin: Origin,
     pub anonymous: bool,
     pub paths: Vec<String>,
@@ -153,6 +179,13 @@ impl EntryView {
             id: entry.spec.id.clone(),
             kind: entry.spec.kind.as_str(),
             source: if entry.spec.source.is_inline() {
+                "inline"
+            } else {
+                "file"
+            },
+            live_source: if entry.from_api {
+                "api"
+            } else if entry.spec.source.is_inline() {
                 "inline"
             } else {
                 "file"
