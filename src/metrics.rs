@@ -148,6 +148,13 @@ impl Metrics {
             "Configuration file reloads by result",
             m.config_reloads.clone(),
         );
+        // Both results exist from the start, so `rate()` and alerts on
+        // failures see a zero before the first reload.
+        for result in ["success", "failure"] {
+            drop(m.config_reloads.get_or_create(&ResultLabels {
+                result: result.into(),
+            }));
+        }
         Metrics { registry, ..m }
     }
 

@@ -214,6 +214,19 @@ async fn roles_and_host_checks() {
 #[tokio::test]
 async fn catalogue_crud_and_store() {
     let mut a = Admin::start("").await;
+    // Loaded at startup: the entry says so, and the config reload counters
+    // exist at zero before any reload (alerts on failure need the series).
+    let r = a.editor("GET", "/api/v1/certs/edge", None).await;
+    assert_eq!(r.json()["last_reload"]["result"], "success", "{}", r.body);
+    assert_eq!(r.json()["live_source"], "file");
+    let metrics = a.editor("GET", "/metrics", None).await.body;
+    for result in ["success", "failure"] {
+        let line = format!("hotproxy_config_reloads_total{{result=\"{result}\"}} 0");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in:\n{metrics}"
+        );
+    }
     let backend_ca = TestCa::new("backend");
     let inline = backend_ca.client_pair("inline-client");
     let created = a
@@ -368,6 +381,32 @@ async fn catalogue_crud_and_store() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.body);
+
+    // An entry of the configuration file takes new material inline; the API
+    // says the live material came from the API until the files are read again.
+    let interim = a.ca.server_pair(&["localhost"]);
+    let r = a
+        .editor(
+            "PUT",
+            "/api/v1/certs/edge",
+            Some(json!({"type": "server-pair", "source": "inline",
+                "cert_pem": interim.cert_pem, "key_pem": interim.key_pem})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["fingerprint_sha256"], interim.fingerprint.as_str());
+    assert_eq!(
+        (
+            r.json()["source"].as_str(),
+            r.json()["live_source"].as_str()
+        ),
+        (Some("file"), Some("api"))
+    );
+    let r = a.editor("POST", "/api/v1/certs/edge/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a.editor("GET", "/api/v1/certs/edge", None).await;
+    assert_eq!(r.json()["fingerprint_sha256"], a.edge.fingerprint.as_str());
+    assert_eq!(r.json()["live_source"], "file", "{}", r.body);
 
     // DELETE while referenced: 409 naming every reference; files untouched.
     let r = a.editor("DELETE", "/api/v1/certs/edge", None).await;
@@ -638,6 +677,14 @@ async fn runtime_client_auth_switch() {
         .editor("GET", "/api/v1/listeners/public/client-auth", None)
         .await;
     assert_eq!(r.json()["mode"], "require_and_verify");
+    // The CA set at runtime is in use: it cannot be deleted from under
+    // the listener, and the entry says who uses it.
+    let used_by = json!([{"listener": "public", "field": "tls.client_auth.ca (set at runtime)"}]);
+    let r = a.editor("GET", "/api/v1/certs/clients", None).await;
+    assert_eq!(r.json()["referenced_by"], used_by, "{}", r.body);
+    let r = a.editor("DELETE", "/api/v1/certs/clients", None).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.json()["references"], used_by);
     a.assert_nothing_leaked(&[&a.edge.key_pem, &alice.key_pem]);
 }
 

@@ -56,8 +56,10 @@ pub async fn serve(
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let headers = req.headers().clone();
+    // Validation persists nothing: not a change worth an audit line.
+    let changes = method != Method::GET && segs != ["certs", "validate"];
     let reply = route(handle, &method, &segs, &headers, req).await;
-    if method != Method::GET && matches!(&reply, Ok((s, _, _)) if s.is_success()) {
+    if changes && matches!(&reply, Ok((s, _, _)) if s.is_success()) {
         info!(method = %method, path = %path, role = ?role, "admin API change applied");
     }
     respond(reply)
@@ -396,6 +398,7 @@ fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>) -> Reply {
                 )));
             }
             r.offer(&id, loaded).map_err(bad_request)?;
+            r.mark_from_api(&id);
         }
     }
     info!(entry = %id, "certificate entry replaced");
