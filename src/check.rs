@@ -1,11 +1,12 @@
 //! `hotproxy check` and `certs inspect`: the report operators read before deploying.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config;
+use crate::config::{self, Config, EntrySpec};
 use crate::material::catalogue::{references, unix};
+use crate::material::store::{Preview, Store, id_clash};
 use crate::material::{CertInfo, Loaded, pem};
 
 /// A date as `2026-11-23T10:00:00Z`.
@@ -24,8 +25,10 @@ pub fn days_left(not_after: i64) -> i64 {
     (not_after - unix(std::time::SystemTime::now())).div_euclid(86_400)
 }
 
-/// Parse the configuration, load every entry, print a table and every
-/// problem. Exit 0 only when there is no problem at all.
+/// Parse the configuration, load every entry, apply the checks `run` makes
+/// at startup (admin tokens and exposure, the store), print a table and
+/// every problem. Exit 0 only when there is no problem at all. Creates and
+/// changes nothing.
 pub fn run(path: &Path) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
@@ -55,39 +58,7 @@ pub fn run(path: &Path) -> ExitCode {
     for spec in &config.entries {
         match pem::load(spec.kind, &spec.source) {
             Ok(l) => {
-                for info in infos(&l) {
-                    let days = days_left(info.not_after);
-                    if days < 0 {
-                        warnings.push(format!(
-                            "entry {}: certificate {} expired on {}",
-                            spec.id,
-                            info.subject,
-                            date(info.not_after)
-                        ));
-                    }
-                    rows.push([
-                        spec.id.clone(),
-                        spec.kind.as_str().to_owned(),
-                        info.subject.clone(),
-                        info.sans.join(","),
-                        date(info.not_after),
-                        days.to_string(),
-                        info.fingerprint_sha256.clone(),
-                    ]);
-                }
-                if let Some(ca) = l.ca()
-                    && !ca.crls.is_empty()
-                {
-                    rows.push([
-                        spec.id.clone(),
-                        "crl".to_owned(),
-                        format!("{} revocation list(s)", ca.crls.len()),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                    ]);
-                }
+                rows.extend(entry_rows(spec, &l, &mut warnings));
                 loaded.insert(spec.id.clone(), l);
             }
             Err(e) => {
@@ -145,9 +116,14 @@ pub fn run(path: &Path) -> ExitCode {
             }
         }
     }
+    let mut notes = Vec::new();
+    startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
     print_table(&rows);
     for w in &warnings {
         println!("warning: {w}");
+    }
+    for n in &notes {
+        println!("note: {n}");
     }
     if problems.is_empty() {
         println!(
@@ -164,6 +140,96 @@ pub fn run(path: &Path) -> ExitCode {
         }
         eprintln!("configuration check failed: {} problem(s)", problems.len());
         ExitCode::FAILURE
+    }
+}
+
+/// The table rows of one loaded entry; an expired certificate is a warning.
+fn entry_rows(spec: &EntrySpec, l: &Loaded, warnings: &mut Vec<String>) -> Vec<[String; 7]> {
+    let mut rows = Vec::new();
+    for info in infos(l) {
+        let days = days_left(info.not_after);
+        if days < 0 {
+            warnings.push(format!(
+                "entry {}: certificate {} expired on {}",
+                spec.id,
+                info.subject,
+                date(info.not_after)
+            ));
+        }
+        rows.push([
+            spec.id.clone(),
+            spec.kind.as_str().to_owned(),
+            info.subject.clone(),
+            info.sans.join(","),
+            date(info.not_after),
+            days.to_string(),
+            info.fingerprint_sha256.clone(),
+        ]);
+    }
+    if let Some(ca) = l.ca()
+        && !ca.crls.is_empty()
+    {
+        rows.push([
+            spec.id.clone(),
+            "crl".to_owned(),
+            format!("{} revocation list(s)", ca.crls.len()),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    rows
+}
+
+/// What `run` checks at startup beyond entries and listeners: the admin
+/// listener's exposure and tokens, and the store (key, decryption, ids),
+/// through the same functions. Creates nothing: a missing store key is a
+/// note, since `run` creates it.
+fn startup(
+    config: &Config,
+    rows: &mut Vec<[String; 7]>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    if let Some(admin) = &config.admin {
+        match crate::admin::exposure(admin) {
+            Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind)),
+            Ok(None) => {}
+            Err(e) => problems.push(e),
+        }
+        problems.extend(crate::admin::auth::Tokens::problems(admin));
+    }
+    let Some(store) = &config.store else {
+        return;
+    };
+    match Store::preview(store) {
+        Err(e) => problems.push(e),
+        Ok(Preview::CreatesKey) => notes.push(format!(
+            "store.key_file {} does not exist: `hotproxy run` will create it (mode 0600); back it up with the store",
+            store.key_file.display()
+        )),
+        Ok(Preview::Opens(stored)) => {
+            // Like startup: a clashing id refuses to start, material that
+            // does not load is only a warning (the entry waits for fixes).
+            let mut seen: HashSet<&str> = config.entries.iter().map(|e| e.id.as_str()).collect();
+            for spec in &stored {
+                if !seen.insert(&spec.id) {
+                    problems.push(id_clash(&spec.id, &config.file, &store.path));
+                    continue;
+                }
+                match pem::load(spec.kind, &spec.source) {
+                    Ok(l) => rows.extend(entry_rows(spec, &l, warnings)),
+                    Err(e) => warnings.push(format!(
+                        "stored entry {} ({}, in {}): {e}",
+                        spec.id,
+                        spec.kind.as_str(),
+                        store.path.display()
+                    )),
+                }
+            }
+        }
     }
 }
 

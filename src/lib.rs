@@ -9,7 +9,7 @@
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
 //!   - `catalogue`: entries by id, live material, last reload result, references.
 //!   - `store`: API-created entries persisted encrypted (AES-256-GCM), atomic
-//!     writes; the request/stored entry definition.
+//!     writes; the request/stored entry definition; a read-only preview for `check`.
 //! - `tls`: rustls configurations built from material.
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
@@ -24,7 +24,8 @@
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
-//! - `check`: `hotproxy check` and `certs inspect`: the report operators read.
+//! - `check`: `hotproxy check` and `certs inspect`: the report operators read;
+//!   applies `run`'s startup checks (admin tokens and bind, store) without side effects.
 //! - `devpki`: a throwaway CA, server pair and client pair.
 //! - `logging`: tracing to stderr, text or JSON.
 //! - `demo`: `hotproxy demo`.

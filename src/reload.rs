@@ -953,11 +953,10 @@ impl Reloader {
     /// load is kept as an entry without material (retried on change).
     fn restore_stored(&mut self, spec: EntrySpec, store: &std::path::Path) -> Result<(), String> {
         if self.entries.contains_key(&spec.id) {
-            return Err(format!(
-                "entry {} is defined both in {} and in the store {}: ids are unique; remove one",
-                spec.id,
-                self.config.file.display(),
-                store.display()
+            return Err(crate::material::store::id_clash(
+                &spec.id,
+                &self.config.file,
+                store,
             ));
         }
         let mut entry = Entry::new(spec.clone(), Origin::Store);

@@ -23,34 +23,18 @@ pub struct Refusal {
 impl Tokens {
     /// Read every token; an unreadable or empty source is an error naming it.
     pub fn load(config: &AdminConfig) -> Result<Tokens, String> {
-        let mut tokens = Vec::new();
-        for (i, t) in config.tokens.iter().enumerate() {
-            let (text, place) = match &t.source {
-                TokenSource::File(p) => (
-                    std::fs::read_to_string(p).map_err(|e| {
-                        format!("admin.tokens[{i}].token_file {}: {e}", p.display())
-                    })?,
-                    format!("admin.tokens[{i}].token_file {}", p.display()),
-                ),
-                TokenSource::Env(name) => (
-                    std::env::var(name).map_err(|_| {
-                        format!(
-                            "admin.tokens[{i}].token_env: environment variable {name} is not set"
-                        )
-                    })?,
-                    format!("admin.tokens[{i}].token_env {name}"),
-                ),
-            };
-            let token = text.trim();
-            if token.is_empty() {
-                return Err(format!("{place}: the token is empty"));
-            }
-            if token.len() < 16 {
-                tracing::warn!(source = %place, "admin token is shorter than 16 characters; use a long random one");
-            }
-            tokens.push((t.role, Secret::new(token)));
-        }
+        let tokens = (0..config.tokens.len())
+            .map(|i| read_token(config, i))
+            .collect::<Result<_, _>>()?;
         Ok(Tokens { tokens })
+    }
+
+    /// What `load` would refuse, every problem rather than the first (for
+    /// `check`). Reads the sources but keeps no token.
+    pub fn problems(config: &AdminConfig) -> Vec<String> {
+        (0..config.tokens.len())
+            .filter_map(|i| read_token(config, i).err())
+            .collect()
     }
 
     /// The role of the caller, or why not. Without tokens (loopback only,
@@ -99,6 +83,33 @@ impl Tokens {
         }
         found
     }
+}
+
+/// Token `i` of the configuration with its role; an unreadable or empty
+/// source is an error naming the field, never the token.
+fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> {
+    let t = &config.tokens[i];
+    let (text, place) = match &t.source {
+        TokenSource::File(p) => (
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("admin.tokens[{i}].token_file {}: {e}", p.display()))?,
+            format!("admin.tokens[{i}].token_file {}", p.display()),
+        ),
+        TokenSource::Env(name) => (
+            std::env::var(name).map_err(|_| {
+                format!("admin.tokens[{i}].token_env: environment variable {name} is not set")
+            })?,
+            format!("admin.tokens[{i}].token_env {name}"),
+        ),
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{place}: the token is empty"));
+    }
+    if token.len() < 16 {
+        tracing::warn!(source = %place, "admin token is shorter than 16 characters; use a long random one");
+    }
+    Ok((t.role, Secret::new(token)))
 }
 
 /// Refuse requests whose `Host` (or `:authority`) or `Origin` names anything

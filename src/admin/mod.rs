@@ -30,14 +30,8 @@ pub async fn start(
     handle: Handle,
     shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, String> {
-    if config.tokens.is_empty() {
-        if !config.bind.ip().is_loopback() {
-            return Err(format!(
-                "admin.bind {} is not a loopback address and admin.tokens is empty: refusing to expose an unauthenticated admin API",
-                config.bind
-            ));
-        }
-        warn!(addr = %config.bind, "admin API has no tokens: open to anyone on this host (loopback only)");
+    if let Some(warning) = exposure(config)? {
+        warn!(addr = %config.bind, "{warning}");
     }
     let tokens = Arc::new(auth::Tokens::load(config)?);
     let socket = crate::proxy::listener::bind(config.bind)
@@ -46,6 +40,24 @@ pub async fn start(
     let addr = socket.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(accept_loop(socket, handle, tokens, shutdown));
     Ok(addr)
+}
+
+/// The rule for an admin API without tokens: refused on a non-loopback
+/// bind (the error), allowed with a warning on loopback, fine with tokens.
+/// `start` and `check` both apply it.
+pub fn exposure(config: &AdminConfig) -> Result<Option<&'static str>, String> {
+    if !config.tokens.is_empty() {
+        return Ok(None);
+    }
+    if !config.bind.ip().is_loopback() {
+        return Err(format!(
+            "admin.bind {} is not a loopback address and admin.tokens is empty: refusing to expose an unauthenticated admin API",
+            config.bind
+        ));
+    }
+    Ok(Some(
+        "admin API has no tokens: open to anyone on this host (loopback only)",
+    ))
 }
 
 async fn accept_loop(

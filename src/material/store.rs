@@ -243,17 +243,35 @@ pub struct Store {
     key: LessSafeKey,
 }
 
+/// What opening the store would find, learnt without creating or changing
+/// anything (for `check`).
+pub enum Preview {
+    /// The key is there and the store (if any) decrypts: its entries.
+    Opens(Vec<EntrySpec>),
+    /// Neither the key file nor the store exists: `open` will create the key.
+    CreatesKey,
+}
+
 impl Store {
     /// Open (or create the key for) the store and read its entries.
     pub fn open(config: &StoreConfig) -> Result<(Store, Vec<EntrySpec>), String> {
-        if !config.key_file.exists() && config.path.exists() {
-            return Err(format!(
-                "store.key_file {} is missing but the store {} exists: restore the key (a new one could not decrypt it)",
-                config.key_file.display(),
-                config.path.display()
-            ));
+        let key = match existing_key(config)? {
+            Some(key) => key,
+            None => create_key(&config.key_file)?,
+        };
+        Store::with_key(config, key)
+    }
+
+    /// Every check `open` makes (key mode and length, a store without its
+    /// key, decryption, stored definitions), but never creates a key.
+    pub fn preview(config: &StoreConfig) -> Result<Preview, String> {
+        match existing_key(config)? {
+            Some(key) => Store::with_key(config, key).map(|(_, entries)| Preview::Opens(entries)),
+            None => Ok(Preview::CreatesKey),
         }
-        let key = read_or_create_key(&config.key_file)?;
+    }
+
+    fn with_key(config: &StoreConfig, key: [u8; 32]) -> Result<(Store, Vec<EntrySpec>), String> {
         let store = Store {
             path: config.path.clone(),
             key: LessSafeKey::new(
@@ -337,48 +355,74 @@ impl Store {
     }
 }
 
-/// Read the 32-byte key, or create it (0600) when the file does not exist.
-/// A key readable by group or others is refused: it unlocks every stored key.
-fn read_or_create_key(path: &Path) -> Result<[u8; 32], String> {
-    let place = path.display();
-    match fs::metadata(path) {
-        Ok(meta) => {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "store.key_file {place} has mode {mode:04o}: it must be readable by its owner only (chmod 600 {place})"
-                ));
-            }
-            let bytes = fs::read(path).map_err(|e| format!("store.key_file {place}: {e}"))?;
-            bytes.try_into().map_err(|b: Vec<u8>| {
-                format!(
-                    "store.key_file {place} holds {} bytes; it must hold exactly 32 random bytes",
-                    b.len()
-                )
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut key).map_err(|_| "no system randomness".to_owned())?;
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(|e| {
-                    format!("store.key_file {place}: cannot create its directory: {e}")
-                })?;
-            }
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| format!("store.key_file {place}: cannot create: {e}"))?;
-            f.write_all(&key)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("store.key_file {place}: cannot write: {e}"))?;
-            tracing::info!(path = %place, "created a new store key (back it up with the store file)");
-            Ok(key)
-        }
-        Err(e) => Err(format!("store.key_file {place}: {e}")),
+/// The id of a stored entry is already taken by the configuration file:
+/// startup refuses it (ids are unique across both).
+pub fn id_clash(id: &str, config_file: &Path, store: &Path) -> String {
+    format!(
+        "entry {id} is defined both in {} and in the store {}: ids are unique; remove one",
+        config_file.display(),
+        store.display()
+    )
+}
+
+/// The key when `store.key_file` exists (None when it does not). A missing
+/// key is an error when the store exists: a new key could not decrypt it.
+fn existing_key(config: &StoreConfig) -> Result<Option<[u8; 32]>, String> {
+    let key = read_key(&config.key_file)?;
+    if key.is_none() && config.path.exists() {
+        return Err(format!(
+            "store.key_file {} is missing but the store {} exists: restore the key (a new one could not decrypt it)",
+            config.key_file.display(),
+            config.path.display()
+        ));
     }
+    Ok(key)
+}
+
+/// Read the 32-byte key; None when the file does not exist. A key readable
+/// by group or others is refused: it unlocks every stored key.
+fn read_key(path: &Path) -> Result<Option<[u8; 32]>, String> {
+    let place = path.display();
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("store.key_file {place}: {e}")),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "store.key_file {place} has mode {mode:04o}: it must be readable by its owner only (chmod 600 {place})"
+        ));
+    }
+    let bytes = fs::read(path).map_err(|e| format!("store.key_file {place}: {e}"))?;
+    bytes.try_into().map(Some).map_err(|b: Vec<u8>| {
+        format!(
+            "store.key_file {place} holds {} bytes; it must hold exactly 32 random bytes",
+            b.len()
+        )
+    })
+}
+
+/// Create a new random key file (0600), refusing to replace an existing one.
+fn create_key(path: &Path) -> Result<[u8; 32], String> {
+    let place = path.display();
+    let mut key = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| "no system randomness".to_owned())?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)
+            .map_err(|e| format!("store.key_file {place}: cannot create its directory: {e}"))?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("store.key_file {place}: cannot create: {e}"))?;
+    f.write_all(&key)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("store.key_file {place}: cannot write: {e}"))?;
+    tracing::info!(path = %place, "created a new store key (back it up with the store file)");
+    Ok(key)
 }
 
 #[cfg(test)]

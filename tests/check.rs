@@ -1,0 +1,256 @@
+//! `hotproxy check` on the admin and store sections: it refuses what `run`
+//! refuses at startup, and creates nothing.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use hotproxy::config::StoreConfig;
+use hotproxy::material::store::Store;
+use support::*;
+
+const EDITOR: &str = "editor-token-5d2e9a0c7b4f1e83";
+const VIEWER: &str = "viewer-token-c81f0e6a3b9d2754";
+/// Set for the valid checks; no test sets the unset one.
+const VIEWER_ENV: &str = "HOTPROXY_CHECK_TEST_VIEWER_TOKEN";
+const UNSET_ENV: &str = "HOTPROXY_CHECK_TEST_UNSET_TOKEN";
+
+/// A scene with a valid server pair and an editor token file; `admin` and
+/// `store` are the YAML of those sections.
+fn scene(admin: &str, store: &str) -> (Scene, std::path::PathBuf) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("editor.token"), &format!("{EDITOR}\n"));
+    let cfg = s.config(&format!(
+        r#"
+{admin}
+{store}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: edge }}]
+"#
+    ));
+    (s, cfg)
+}
+
+const ADMIN: &str = r#"admin:
+  bind: 127.0.0.1:0
+  tokens:
+    - { role: editor, token_file: editor.token }
+    - { role: viewer, token_env: HOTPROXY_CHECK_TEST_VIEWER_TOKEN }"#;
+
+const STORE: &str = "store: { path: data/store.json, key_file: data/store.key }";
+
+/// `hotproxy check --config cfg`: (exit code, stdout, stderr), with the
+/// viewer token's variable set and the other one surely unset.
+fn check(cfg: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        .args(["check", "--config"])
+        .arg(cfg)
+        .env(VIEWER_ENV, VIEWER)
+        .env_remove(UNSET_ENV)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    // No token, in any outcome.
+    for token in [EDITOR, VIEWER] {
+        assert!(
+            !stdout.contains(token) && !stderr.contains(token),
+            "token printed:\n{stdout}{stderr}"
+        );
+    }
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+fn store_config(s: &Scene) -> StoreConfig {
+    StoreConfig {
+        path: s.path("data/store.json"),
+        key_file: s.path("data/store.key"),
+    }
+}
+
+/// A sealed store holding one stored entry (`stored`, a client pair given
+/// inline), under a key created 0600 the way `run` creates it.
+fn seal_store(s: &Scene) {
+    let client = TestCa::new("clients").client_pair("api-client");
+    let def = serde_json::json!({
+        "type": "client-pair",
+        "source": "inline",
+        "cert_pem": client.cert_pem,
+        "key_pem": client.key_pem,
+    });
+    let spec = serde_json::from_value::<hotproxy::material::store::Definition>(def)
+        .unwrap()
+        .into_spec("stored")
+        .unwrap();
+    let (store, none) = Store::open(&store_config(s)).unwrap();
+    assert!(none.is_empty());
+    store.save(&[spec]).unwrap();
+}
+
+/// Tokens from a file and from the environment, a loopback admin bind, and
+/// a store whose key does not exist yet: valid; the key is reported as to
+/// be created, and neither it nor its directory is created by `check`.
+#[test]
+fn valid_config_passes_and_creates_no_store_key() {
+    let (s, cfg) = scene(ADMIN, STORE);
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("is valid"), "{out}");
+    let key = s.path("data/store.key");
+    assert!(
+        out.contains(&format!(
+            "note: store.key_file {} does not exist: `hotproxy run` will create it",
+            key.display()
+        )),
+        "{out}"
+    );
+    assert!(!key.exists(), "check created the store key");
+    assert!(
+        !s.path("data").exists(),
+        "check created the store directory"
+    );
+}
+
+/// An existing 0600 key that decrypts the store: valid, and the stored
+/// entry is listed with the configured ones.
+#[test]
+fn valid_config_with_a_sealed_store() {
+    let (s, cfg) = scene(ADMIN, STORE);
+    seal_store(&s);
+    let before = std::fs::read(s.path("data/store.json")).unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("stored ") && l.contains("api-client")),
+        "{out}"
+    );
+    assert!(!out.contains("note:"), "{out}");
+    assert_eq!(std::fs::read(s.path("data/store.json")).unwrap(), before);
+}
+
+/// `token_env` naming an unset variable: the message `run` fails with.
+#[test]
+fn unset_token_env_fails() {
+    let admin = ADMIN.replace(VIEWER_ENV, UNSET_ENV);
+    let (_s, cfg) = scene(&admin, "");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "admin.tokens[1].token_env: environment variable {UNSET_ENV} is not set"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("1 problem(s)"), "{err}");
+}
+
+/// A missing `token_file` names the field and the file; with an unset
+/// variable too, both are reported (every problem, not the first).
+#[test]
+fn missing_token_file_fails() {
+    let admin = ADMIN
+        .replace("editor.token", "nowhere.token")
+        .replace(VIEWER_ENV, UNSET_ENV);
+    let (s, cfg) = scene(&admin, "");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "admin.tokens[0].token_file {}: ",
+            s.path("nowhere.token").display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("admin.tokens[1].token_env"), "{err}");
+    assert!(err.contains("2 problem(s)"), "{err}");
+}
+
+/// A non-loopback admin bind without tokens is refused, as at startup.
+#[test]
+fn public_admin_without_tokens_fails() {
+    let (_s, cfg) = scene("admin: { bind: \"0.0.0.0:9901\" }", "");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("admin.bind 0.0.0.0:9901 is not a loopback address and admin.tokens is empty"),
+        "{err}"
+    );
+    // On loopback the same section passes, with the warning `run` logs.
+    let (_s, cfg) = scene("admin: { bind: \"127.0.0.1:9901\" }", "");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("warning: admin.bind 127.0.0.1:9901: admin API has no tokens"));
+}
+
+/// A store key readable by others names the file and its mode.
+#[test]
+fn loose_store_key_fails() {
+    let (s, cfg) = scene(ADMIN, STORE);
+    seal_store(&s);
+    let key = s.path("data/store.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "store.key_file {} has mode 0644: it must be readable by its owner only",
+            key.display()
+        )),
+        "{err}"
+    );
+    // Reported, not repaired.
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+}
+
+/// A store sealed under another key: an error naming the store, never an
+/// empty store.
+#[test]
+fn wrong_store_key_fails() {
+    let (s, cfg) = scene(ADMIN, STORE);
+    seal_store(&s);
+    let key = s.path("data/store.key");
+    let mut other = std::fs::read(&key).unwrap();
+    other[0] ^= 1;
+    std::fs::write(&key, &other).unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "store {} cannot be decrypted: wrong store.key_file",
+            s.path("data/store.json").display()
+        )),
+        "{err}"
+    );
+}
+
+/// A stored entry whose id the configuration file also defines: `run`
+/// refuses to start, so `check` fails.
+#[test]
+fn stored_id_clash_fails() {
+    let (s, cfg) = scene(ADMIN, STORE);
+    seal_store(&s);
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replace(
+        "listeners:",
+        "  - { id: stored, type: server-pair, cert_file: edge.crt, key_file: edge.key }\nlisteners:",
+    );
+    write(&cfg, &yaml);
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("entry stored is defined both in") && err.contains("store.json"),
+        "{err}"
+    );
+}
