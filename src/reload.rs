@@ -142,6 +142,10 @@ pub struct Reloader {
     drain: Arc<Drain>,
     /// Last configuration problem logged, so a broken file is logged once.
     last_config_error: Option<String>,
+    /// When to look at the configuration file again because it looked
+    /// mid-write, and since when it has looked so.
+    config_retry: Option<Instant>,
+    config_unsettled_since: Option<Instant>,
     /// Where entries created through the admin API persist (`store:`).
     store: Option<Store>,
     /// Who references each entry in `config`; changes with the configuration only.
@@ -182,6 +186,8 @@ pub fn start(
         shutdown,
         drain,
         last_config_error: None,
+        config_retry: None,
+        config_unsettled_since: None,
         store: None,
         refs: BTreeMap::new(),
         views: BTreeMap::new(),
@@ -218,6 +224,7 @@ impl Reloader {
             let timeout = self
                 .retries
                 .values()
+                .chain(self.config_retry.iter())
                 .min()
                 .map(|at| at.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(3600));
@@ -247,6 +254,10 @@ impl Reloader {
 
     fn run_due_retries(&mut self) {
         let now = Instant::now();
+        if self.config_retry.is_some_and(|at| at <= now) {
+            self.config_retry = None;
+            let _ = self.reload_config();
+        }
         let due: Vec<String> = self
             .retries
             .iter()
@@ -460,11 +471,45 @@ impl Reloader {
     /// Re-read the configuration file and apply it if it changed and is valid.
     pub fn reload_config(&mut self) -> Result<(), String> {
         let path = self.config.file.clone();
-        let result = config::load(&path).map_err(|e| e.render()).and_then(|new| {
+        // An in-place writer truncates, then writes: a read in between
+        // sees an empty or cut file that may still parse (a configuration
+        // without its listeners). Wait until the file has been still for a
+        // moment, bounded by settle_timeout; an empty file is never applied.
+        let now = Instant::now();
+        if let Some(age) = modified_ago(&path)
+            && age < CONFIG_QUIET
+        {
+            let since = *self.config_unsettled_since.get_or_insert(now);
+            if now.duration_since(since) < self.config.watch.settle_timeout {
+                self.config_retry = Some(now + CONFIG_QUIET - age);
+                return Ok(());
+            }
+        }
+        self.config_unsettled_since = None;
+        let empty = std::fs::read(&path).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
+        let result = if empty {
+            Err(format!(
+                "{}: the file is empty; the running configuration stays (write the new one whole)",
+                path.display()
+            ))
+        } else {
+            Ok(())
+        };
+        let result = result.and_then(|()| {
+            config::load(&path).map_err(|e| e.render()).and_then(|new| {
             if new == *self.config {
                 return Ok(false);
             }
+            if new.listeners.is_empty() && !self.config.listeners.is_empty() {
+                // Most likely a cut-off write (listeners come last); stopping
+                // every listener is what SIGTERM is for.
+                return Err(format!(
+                    "{}: the new configuration has no listeners; the running configuration stays",
+                    path.display()
+                ));
+            }
             self.apply_config(new, false).map(|_| true)
+        })
         });
         match result {
             Ok(false) => {
@@ -604,7 +649,7 @@ impl Reloader {
                 .filter(|o| o.config.bind == l.bind);
             let socket = match existing {
                 Some(_) => None,
-                None => match bind_std(l.bind) {
+                None => match bind_std(l.bind, &self.rt) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         problems.push(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
@@ -1283,9 +1328,15 @@ fn upstream_tls(
     Ok((tls, upstream_key(u, entries)))
 }
 
-fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+fn bind_std(
+    addr: SocketAddr,
+    rt: &tokio::runtime::Handle,
+) -> std::io::Result<std::net::TcpListener> {
     // Bound through tokio's socket builder for SO_REUSEADDR, then handed
     // back as a std listener so binding can happen before committing.
+    // `listen` registers with tokio's reactor: on the reloader thread (a
+    // config reload adds a listener) that needs the runtime entered.
+    let _enter = rt.enter();
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -1295,6 +1346,20 @@ fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.bind(addr)?;
     let l = socket.listen(1024)?;
     l.into_std()
+}
+
+/// How long the configuration file must have been left alone before a
+/// reload reads it (see [`Reloader::reload_config`]).
+const CONFIG_QUIET: Duration = Duration::from_millis(20);
+
+/// Time since `path` was last modified (None when it cannot be told).
+fn modified_ago(path: &std::path::Path) -> Option<Duration> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default(),
+    )
 }
 
 fn record_success(spec: &EntrySpec, loaded: &Loaded) {

@@ -551,6 +551,39 @@ async fn config_hot_reload() {
     );
     write(&cfg, &base_config("b.crt", "b.key", ""));
     until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+
+    // An in-place writer that stops mid-way: an empty file, then one cut
+    // before its listeners (valid YAML). Neither may stop what is served.
+    let rejected = |what: &'static str| {
+        move |v: &serde_json::Value| {
+            v["message"] == "configuration rejected; the running configuration stays"
+                && v["error"].as_str().is_some_and(|e| e.contains(what))
+        }
+    };
+    write(&cfg, "");
+    p.wait_log("empty file rejected", rejected("the file is empty"))
+        .await;
+    let full = base_config("b.crt", "b.key", "");
+    write(&cfg, &full[..full.find("listeners:").unwrap()]);
+    p.wait_log("cut file rejected", rejected("has no listeners"))
+        .await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        b.fingerprint
+    );
+    // A listener added by an edit is bound (on the reloader thread) and
+    // serves; the existing one keeps its socket.
+    let second = "  - name: second\n    bind: 127.0.0.1:0\n    tls:\n      certs: [{ cert_file: a.crt, key_file: a.key }]";
+    write(&cfg, &base_config("b.crt", "b.key", second));
+    let added = p.listener_addr("second").await;
+    assert_eq!(
+        served_leaf(added, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        b.fingerprint
+    );
 }
 
 /// SIGHUP re-reads every file and the configuration even when nothing
