@@ -364,11 +364,7 @@ impl Reloader {
         entry.unsettled_since = None;
         entry.failures = 0;
         entry.last_logged = None;
-        entry.last_reload = Some(ReloadResult {
-            time: unix(SystemTime::now()),
-            result: "success",
-            error: None,
-        });
+        entry.last_reload = ReloadResult::success();
         self.retries.remove(id);
         self.publish_entry(id);
     }
@@ -445,11 +441,7 @@ impl Reloader {
             }
         }
         entry.failures = entry.failures.saturating_add(1);
-        entry.last_reload = Some(ReloadResult {
-            time: unix(SystemTime::now()),
-            result: "failure",
-            error: Some(problem.to_owned()),
-        });
+        entry.last_reload = ReloadResult::failure(problem.to_owned());
         if entry.last_logged.as_deref() != Some(problem) {
             warn!(entry = %id, error = %problem, "certificate reload failed; keeping the previous material");
             entry.last_logged = Some(problem.to_owned());
@@ -565,22 +557,14 @@ impl Reloader {
             match pem::load(spec.kind, &spec.source) {
                 Ok(loaded) => {
                     entry.current = Some(Arc::new(loaded));
-                    entry.last_reload = Some(ReloadResult {
-                        time: unix(SystemTime::now()),
-                        result: "success",
-                        error: None,
-                    });
+                    entry.last_reload = ReloadResult::success();
                 }
                 Err(e) if refs.contains_key(&spec.id) => {
                     problems.push(format!("entry {}: {e}", spec.id));
                 }
                 Err(e) => {
                     warn!(entry = %spec.id, error = %e, "unused entry has no usable material");
-                    entry.last_reload = Some(ReloadResult {
-                        time: unix(SystemTime::now()),
-                        result: "failure",
-                        error: Some(e.to_string()),
-                    });
+                    entry.last_reload = ReloadResult::failure(e.to_string());
                 }
             }
             entries.insert(spec.id.clone(), entry);
@@ -966,11 +950,7 @@ impl Reloader {
             .insert(spec.id.clone(), Entry::new(spec.clone(), origin));
         let entry = self.entries.get_mut(&spec.id).expect("just inserted");
         entry.current = Some(Arc::new(loaded));
-        entry.last_reload = Some(ReloadResult {
-            time: unix(SystemTime::now()),
-            result: "success",
-            error: None,
-        });
+        entry.last_reload = ReloadResult::success();
         let was = previous.as_ref().and_then(|p| p.current.clone());
         match self.plan_entry_change(&spec.id, was.as_deref()) {
             Ok(changes) => {
@@ -1009,19 +989,11 @@ impl Reloader {
             Ok(l) => {
                 record_success(&spec, &l);
                 entry.current = Some(Arc::new(l));
-                entry.last_reload = Some(ReloadResult {
-                    time: unix(SystemTime::now()),
-                    result: "success",
-                    error: None,
-                });
+                entry.last_reload = ReloadResult::success();
             }
             Err(e) => {
                 warn!(entry = %spec.id, error = %e, "stored entry has no usable material");
-                entry.last_reload = Some(ReloadResult {
-                    time: unix(SystemTime::now()),
-                    result: "failure",
-                    error: Some(e.to_string()),
-                });
+                entry.last_reload = ReloadResult::failure(e.to_string());
             }
         }
         self.entries.insert(spec.id.clone(), entry);

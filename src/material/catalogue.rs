@@ -32,6 +32,26 @@ pub struct ReloadResult {
     pub error: Option<String>,
 }
 
+impl ReloadResult {
+    /// A success, now.
+    pub fn success() -> Option<ReloadResult> {
+        Some(ReloadResult {
+            time: unix(SystemTime::now()),
+            result: "success",
+            error: None,
+        })
+    }
+
+    /// A failure with its reason, now.
+    pub fn failure(error: String) -> Option<ReloadResult> {
+        Some(ReloadResult {
+            time: unix(SystemTime::now()),
+            result: "failure",
+            error: Some(error),
+        })
+    }
+}
+
 /// One entry with its live material and reload bookkeeping.
 #[derive(Clone)]
 pub struct Entry {
