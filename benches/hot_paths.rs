@@ -317,5 +317,13 @@ fn config(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, sni, entry_reload, headers, config);
+/// Counting one proxied request (the request counter and duration histogram).
+fn request_metrics(c: &mut Criterion) {
+    let elapsed = std::time::Duration::from_micros(180);
+    c.bench_function("request_metrics", |b| {
+        b.iter(|| hotproxy::metrics::request(black_box("public"), black_box("api"), 200, elapsed))
+    });
+}
+
+criterion_group!(benches, sni, entry_reload, headers, config, request_metrics);
 criterion_main!(benches);
