@@ -290,6 +290,10 @@ pub struct UpstreamConfig {
     pub tls: UpstreamTls,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Idle pooled connections kept per server (nginx's `keepalive N`);
+    /// beyond that a connection returned to the pool is closed, so a burst
+    /// does not leave hundreds of upstream connections open.
+    pub max_idle_connections: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -623,6 +627,7 @@ mod raw {
         pub tls: Option<UpstreamTls>,
         pub connect_timeout: Option<String>,
         pub request_timeout: Option<String>,
+        pub max_idle_connections: Option<usize>,
     }
 
     #[derive(Deserialize)]
@@ -1262,6 +1267,7 @@ impl Resolver {
                 u.request_timeout.as_ref(),
                 Duration::from_secs(60),
             ),
+            max_idle_connections: u.max_idle_connections.unwrap_or(256),
         }
     }
 }

@@ -355,6 +355,77 @@ async fn limits() {
     assert!(matches!(third, Ok(Ok(_))), "slot not released");
 }
 
+/// A burst opens the upstream connections it needs; once it is over the
+/// pool keeps `max_idle_connections` of them (nginx's `keepalive N`),
+/// closes the rest, and the next request reuses a kept one.
+#[tokio::test]
+async fn idle_upstream_connections_are_bounded() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = world().await;
+    // An HTTP/1.1 backend (one request per connection at a time), like
+    // nginx without `http2`: a burst needs a connection per request.
+    let backend = Backend::start_h1(
+        "h1",
+        &w.backend_ca.server_pair(&["backend.local"]),
+        Some(&w.backend_ca.cert_pem),
+    )
+    .await;
+    let cfg = w.scene.config(&format!(
+        r#"
+certs:
+  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ ref: a }}] }}
+    routes: [{{ upstream: h1 }}]
+upstreams:
+  - name: h1
+    servers: [https://{}]
+    max_idle_connections: 2
+    tls:
+      ca: {{ ca_file: backend-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+      server_name: backend.local
+"#,
+        backend.addr
+    ));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+            tokio::spawn(
+                async move { get(addr, "a.example.com", client, false, "/burst", &[]).await },
+            )
+        })
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap().unwrap().status, 200);
+    }
+    let accepted = backend.accepted.load(SeqCst);
+    assert!(
+        accepted > 2,
+        "the burst opened only {accepted} upstream connections"
+    );
+    wait_until(
+        WAIT,
+        "idle upstream connections beyond 2 closed",
+        || async { backend.open.load(SeqCst) == 2 },
+    )
+    .await;
+    let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let r = get(addr, "a.example.com", client, false, "/burst", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        backend.accepted.load(SeqCst),
+        accepted,
+        "a kept connection was not reused"
+    );
+}
+
 /// SIGTERM with a request in flight: the request completes, the process exits 0.
 #[tokio::test]
 async fn graceful_shutdown() {

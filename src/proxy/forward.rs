@@ -1,7 +1,7 @@
 //! Header rewriting, pooled upstream client, 502/504 mapping.
 //!
 //! One hyper-util pooled client per upstream, shared by every client
-//! connection. Its connector loads the upstream's `ClientConfig` snapshot
+//! connection, keeping at most `max_idle_connections` idle per server. Its connector loads the upstream's `ClientConfig` snapshot
 //! once per *new* connection, so a rotated client certificate or CA is used
 //! from the next connection on; `drain_on_rotation` additionally swaps in a
 //! fresh pool so idle connections made with the old material are closed.
@@ -270,6 +270,7 @@ fn pool_for(config: &UpstreamConfig, tls: &Arc<ArcSwap<ClientConfig>>, h1_only: 
     };
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(config.max_idle_connections)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .set_host(false)

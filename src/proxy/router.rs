@@ -97,6 +97,7 @@ mod tests {
                 tls: UpstreamTls::default(),
                 connect_timeout: Duration::from_secs(1),
                 request_timeout: Duration::from_secs(1),
+                max_idle_connections: 1,
             },
             tls,
         )

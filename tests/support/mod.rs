@@ -407,10 +407,35 @@ pub async fn get(
 pub struct Backend {
     pub addr: SocketAddr,
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections open right now.
+    pub open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a backend connection as open while it lives.
+struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Backend {
     pub async fn start(name: &str, server: &TestPair, client_ca: Option<&str>) -> Backend {
+        Backend::with_alpn(name, server, client_ca, &[b"h2", b"http/1.1"]).await
+    }
+
+    /// A backend offering only HTTP/1.1 (like nginx without `http2`).
+    pub async fn start_h1(name: &str, server: &TestPair, client_ca: Option<&str>) -> Backend {
+        Backend::with_alpn(name, server, client_ca, &[b"http/1.1"]).await
+    }
+
+    async fn with_alpn(
+        name: &str,
+        server: &TestPair,
+        client_ca: Option<&str>,
+        alpn: &[&[u8]],
+    ) -> Backend {
         let mut b = match client_ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
@@ -426,12 +451,14 @@ impl Backend {
         }
         .with_single_cert(certs(&server.cert_pem), key(&server.key_pem))
         .unwrap();
-        b.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        b.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(b));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = accepted.clone();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open_count = open.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
             loop {
@@ -439,9 +466,12 @@ impl Backend {
                     return;
                 };
                 let conn_id = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let guard = OpenGuard(open_count.clone());
                 let acceptor = acceptor.clone();
                 let name = name.clone();
                 tokio::spawn(async move {
+                    let _open = guard;
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
@@ -458,6 +488,10 @@ impl Backend {
                             async move {
                                 if req.uri().path() == "/slow" {
                                     tokio::time::sleep(Duration::from_secs(2)).await;
+                                }
+                                if req.uri().path().starts_with("/burst") {
+                                    // Long enough for concurrent requests to overlap.
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
                                 }
                                 let headers: serde_json::Map<String, serde_json::Value> = req
                                     .headers()
@@ -484,7 +518,11 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, accepted }
+        Backend {
+            addr,
+            accepted,
+            open,
+        }
     }
 }
 
