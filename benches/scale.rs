@@ -70,14 +70,7 @@ fn clock_ticks_per_sec() -> f64 {
 
 /// Nanoseconds on CPU of the thread of `pid` named `comm` (schedstat).
 fn thread_cpu_ns(pid: u32, comm: &str) -> Option<u64> {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let dir = task.ok()?.path();
-        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() == comm {
-            let s = std::fs::read_to_string(dir.join("schedstat")).ok()?;
-            return s.split_whitespace().next()?.parse().ok();
-        }
-    }
-    None
+    threads_cpu_ns(pid).get(comm).copied()
 }
 
 /// CPU time of every thread of `pid` by name (threads sharing a name summed), in ns.

@@ -362,6 +362,13 @@ impl ConfigError {
 
 /// Read, parse and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let (file, text) = read(path)?;
+    parse(&text, &file)
+}
+
+/// The configuration file's absolute path and text (for a caller that
+/// looks at the text before parsing it: the reloader refuses an empty one).
+pub fn read(path: &Path) -> Result<(PathBuf, String), ConfigError> {
     let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
         file: file.clone(),
@@ -370,7 +377,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             message: format!("cannot read: {e}"),
         }],
     })?;
-    parse(&text, &file)
+    Ok((file, text))
 }
 
 /// Parse and validate configuration text; relative paths resolve against

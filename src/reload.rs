@@ -478,31 +478,29 @@ impl Reloader {
             }
         }
         self.config_unsettled_since = None;
-        let empty = std::fs::read(&path).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
-        let result = if empty {
-            Err(format!(
-                "{}: the file is empty; the running configuration stays (write the new one whole)",
-                path.display()
-            ))
-        } else {
-            Ok(())
-        };
-        let result = result.and_then(|()| {
-            config::load(&path).map_err(|e| e.render()).and_then(|new| {
-            if new == *self.config {
-                return Ok(false);
-            }
-            if new.listeners.is_empty() && !self.config.listeners.is_empty() {
-                // Most likely a cut-off write (listeners come last); stopping
-                // every listener is what SIGTERM is for.
-                return Err(format!(
-                    "{}: the new configuration has no listeners; the running configuration stays",
-                    path.display()
-                ));
-            }
-            self.apply_config(new, false).map(|_| true)
-        })
-        });
+        let result = config::read(&path)
+            .map_err(|e| e.render())
+            .and_then(|(file, text)| {
+                if text.trim().is_empty() {
+                    return Err(format!(
+                        "{}: the file is empty; the running configuration stays (write the new one whole)",
+                        path.display()
+                    ));
+                }
+                let new = config::parse(&text, &file).map_err(|e| e.render())?;
+                if new.listeners.is_empty() && !self.config.listeners.is_empty() {
+                    // Most likely a cut-off write (listeners come last);
+                    // stopping every listener is what SIGTERM is for.
+                    return Err(format!(
+                        "{}: the new configuration has no listeners; the running configuration stays",
+                        path.display()
+                    ));
+                }
+                if new == *self.config {
+                    return Ok(false);
+                }
+                self.apply_config(new, false).map(|_| true)
+            });
         match result {
             Ok(false) => {
                 self.last_config_error = None;

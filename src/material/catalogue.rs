@@ -127,22 +127,12 @@ pub fn references(
         for (i, c) in l.certs.iter().enumerate() {
             add(&c.entry, "listener", &l.name, format!("tls.certs[{i}]"));
         }
-        match client_auth_overrides.get(&l.name) {
-            Some(runtime) => {
-                if let Some(ca) = &runtime.ca {
-                    add(
-                        ca,
-                        "listener",
-                        &l.name,
-                        "tls.client_auth.ca (set at runtime)".into(),
-                    );
-                }
-            }
-            None => {
-                if let Some(ca) = &l.client_auth.ca {
-                    add(ca, "listener", &l.name, "tls.client_auth.ca".into());
-                }
-            }
+        let (client_auth, field) = match client_auth_overrides.get(&l.name) {
+            Some(runtime) => (runtime, "tls.client_auth.ca (set at runtime)"),
+            None => (&l.client_auth, "tls.client_auth.ca"),
+        };
+        if let Some(ca) = &client_auth.ca {
+            add(ca, "listener", &l.name, field.into());
         }
     }
     for u in &config.upstreams {

@@ -1,9 +1,10 @@
 //! Header rewriting, pooled upstream client, 502/504 mapping.
 //!
 //! One hyper-util pooled client per upstream, shared by every client
-//! connection, keeping at most `max_idle_connections` idle per server. Its connector loads the upstream's `ClientConfig` snapshot
-//! once per *new* connection, so a rotated client certificate or CA is used
-//! from the next connection on; `drain_on_rotation` additionally swaps in a
+//! connection, keeping at most `max_idle_connections` idle per server. Its
+//! connector loads the upstream's `ClientConfig` snapshot once per *new*
+//! connection, so a rotated client certificate or CA is used from the next
+//! connection on; `drain_on_rotation` additionally swaps in a
 //! fresh pool so idle connections made with the old material are closed.
 
 use std::future::Future;
