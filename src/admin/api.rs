@@ -46,7 +46,12 @@ pub async fn serve(
         Ok(role) => role,
         Err(r) => return refusal(r),
     };
-    let method = req.method().clone();
+    // HEAD is GET without the body (RFC 9110 §9.3.2): same routes, same
+    // status and headers; `super::route` drops the body.
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     let path = req.uri().path().to_owned();
     let segments: Vec<String> = path
         .trim_start_matches("/api/v1")
@@ -654,16 +659,21 @@ fn respond(reply: Reply) -> Response<AdminBody> {
 }
 
 /// Path segments arrive percent-encoded (anonymous ids hold `[` and `]`).
+/// Works on bytes: a `%` followed by anything but two hex digits (a
+/// multi-byte character, the end) is kept as it is, never sliced.
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
         {
-            out.push(v);
+            out.push(hi << 4 | lo);
             i += 3;
             continue;
         }
@@ -671,4 +681,22 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids are decoded byte-wise: `%` before a multi-byte character, a
+    /// trailing `%` or `%a` never panic (they once sliced inside a char).
+    #[test]
+    fn percent_decode_never_slices_a_char() {
+        assert_eq!(percent_decode("%5Bx%5d"), "[x]");
+        assert_eq!(percent_decode("%a\u{e9}"), "%a\u{e9}");
+        assert_eq!(percent_decode("%\u{e9}"), "%\u{e9}");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%4"), "a%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
 }
