@@ -220,3 +220,152 @@ async fn head_answers_like_get() {
     );
     assert!(answer.ends_with("ok\n"), "{answer}");
 }
+
+/// Arbitrary JSON: objects lean on the API's own field names, so the
+/// handlers get past "unknown field" into the checks behind it. String
+/// values are never a valid id, mode or PEM (uppercase, `%`, non-ASCII),
+/// so every body is invalid and must be a 4xx.
+fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let key = prop_oneof![
+        prop::sample::select(vec![
+            "id",
+            "type",
+            "source",
+            "cert_file",
+            "key_file",
+            "ca_file",
+            "crl_files",
+            "cert_pem",
+            "key_pem",
+            "ca_pem",
+            "crl_pem",
+            "mode",
+            "ca",
+            "ref",
+        ])
+        .prop_map(str::to_owned),
+        "[A-Za-z_]{0,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        "[A-Z0-9%/.\\[\\]é\\\\-]{0,16}".prop_map(serde_json::Value::from),
+        prop::sample::select(vec!["server-pair", "ca-bundle", "file", "inline"])
+            .prop_map(serde_json::Value::from),
+        Just(serde_json::Value::from("/etc/passwd")),
+    ];
+    leaf.prop_recursive(3, 24, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every mutation endpoint gets arbitrary JSON (and non-JSON) bodies, every
+/// id-taking endpoint arbitrary id bytes: always an answer, always a 4xx,
+/// never a dropped connection or a 5xx, and the listener still serves.
+#[test]
+fn admin_api_bodies_and_ids_always_answer_4xx() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as Cases, TestRunner};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = rt.block_on(Api::start(""));
+    let request = |method: &str, path: &[u8], body: &[u8]| {
+        let mut req = format!("{method} ").into_bytes();
+        req.extend_from_slice(path);
+        req.extend_from_slice(
+            format!(
+                " HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {EDITOR}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                a.api,
+                body.len()
+            )
+            .as_bytes(),
+        );
+        req.extend_from_slice(body);
+        rt.block_on(raw(a.api, &req))
+    };
+    let status = |answer: &str| -> u16 {
+        answer
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|s| s.get(..3))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    let endpoints: [(&str, &[u8]); 5] = [
+        ("POST", b"/api/v1/certs"),
+        ("POST", b"/api/v1/certs/validate"),
+        ("PUT", b"/api/v1/certs/edge"),
+        ("PUT", b"/api/v1/certs/new-one"),
+        ("PUT", b"/api/v1/listeners/public/client-auth"),
+    ];
+    let body = prop_oneof![
+        json_value().prop_map(|v| v.to_string().into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..64),
+    ];
+    let mut runner = TestRunner::new(Cases {
+        cases: 160,
+        ..Cases::default()
+    });
+    runner
+        .run(&(0..endpoints.len(), body), |(e, body)| {
+            let (method, path) = endpoints[e];
+            let answer = request(method, path, &body);
+            let code = status(&answer);
+            prop_assert!(
+                (400..500).contains(&code),
+                "{} {}: {}",
+                method,
+                String::from_utf8_lossy(path),
+                answer
+            );
+            Ok(())
+        })
+        .unwrap();
+    // Ids: any bytes but the request line's own delimiters, raw on the wire.
+    let id = prop::collection::vec(
+        any::<u8>().prop_filter("delimiter", |b| !b" \r\n".contains(b)),
+        1..24,
+    );
+    let shapes: [(&str, &str, &str); 5] = [
+        ("GET", "/api/v1/certs/", ""),
+        ("DELETE", "/api/v1/certs/", ""),
+        ("POST", "/api/v1/certs/", "/reload"),
+        ("PUT", "/api/v1/certs/", ""),
+        ("GET", "/api/v1/listeners/", "/cert"),
+    ];
+    let mut runner = TestRunner::new(Cases {
+        cases: 160,
+        ..Cases::default()
+    });
+    runner
+        .run(&(0..shapes.len(), id), |(s, id)| {
+            let (method, prefix, suffix) = shapes[s];
+            let mut path = prefix.as_bytes().to_vec();
+            path.extend_from_slice(&id);
+            path.extend_from_slice(suffix.as_bytes());
+            let answer = request(method, &path, b"{}");
+            let code = status(&answer);
+            prop_assert!(
+                (400..500).contains(&code),
+                "{} {:?}: {}",
+                method,
+                String::from_utf8_lossy(&path),
+                answer
+            );
+            Ok(())
+        })
+        .unwrap();
+    // Still serving the same pair, and the catalogue is unchanged.
+    rt.block_on(async {
+        served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+            .await
+            .unwrap();
+        let r = a.editor("GET", "/api/v1/certs", None).await;
+        assert_eq!(r.json().as_array().unwrap().len(), 1, "{}", r.body);
+    });
+}
