@@ -13,7 +13,11 @@
 //! - `tls`: rustls configurations built from material.
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
-//! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed".
+//! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
+//!   the public `Watcher` and `Subject`.
+//!   - `state`: the watcher thread's state machine: events, debounce, poll
+//!     scheduling, re-arming, reporting due subjects (`fire_due`).
+//!   - `stat`: a path's symlink chain, link by link, and each link's stat signature.
 //! - `reload`: the single writer: entry and config changes, snapshot rebuilds, retries.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
