@@ -31,6 +31,7 @@
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;
 //!   applies `run`'s startup checks (admin tokens and bind, store) without side effects.
 //! - `devpki`: a throwaway CA, server pair and client pair.
+//! - `fsutil`: atomic writes and bounded, regular-file-only reads (store, dev PKI, PEM).
 //! - `logging`: tracing to stderr, text or JSON.
 //! - `demo`: `hotproxy demo`.
 #![forbid(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod devpki;
+pub mod fsutil;
 pub mod logging;
 pub mod material;
 pub mod metrics;

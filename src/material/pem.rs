@@ -105,15 +105,20 @@ fn read_once(source: &EntrySource) -> Result<Vec<Vec<u8>>, MaterialError> {
     }
 }
 
+/// The largest PEM file read (a certificate chain, a key, a CA bundle, a
+/// CRL): a system CA bundle is ~200 KiB; anything bigger is a mistake or
+/// hostile, and is refused before it is loaded into memory.
+pub const MAX_PEM_FILE: u64 = 1 << 20;
+
 fn read_file(path: &Path) -> Result<Vec<u8>, MaterialError> {
-    std::fs::read(path).map_err(|e| {
+    crate::fsutil::read_regular(path, MAX_PEM_FILE).map_err(|e| {
         let origin = path.display().to_string();
-        if e.kind() == std::io::ErrorKind::NotFound {
+        if e.problem.is_not_found() {
             MaterialError::Missing { origin }
         } else {
             MaterialError::Unreadable {
                 origin,
-                reason: e.to_string(),
+                reason: e.problem.to_string(),
             }
         }
     })
