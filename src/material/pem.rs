@@ -328,3 +328,64 @@ pub fn certificates_in(path: &Path) -> Result<Vec<CertInfo>, MaterialError> {
     let bytes = read_file(path)?;
     certificates(&path.display().to_string(), &bytes).map(|(_, infos)| infos)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    /// Load `ca_file` as a CA bundle on its own thread, bounded in time, so
+    /// a read that blocks fails the test instead of hanging it.
+    fn load_ca(ca_file: PathBuf) -> Result<Loaded, MaterialError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let source = EntrySource::CaFiles {
+                ca_file,
+                crl_files: Vec::new(),
+            };
+            let _ = tx.send(load(EntryKind::CaBundle, &source));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("reading the CA bundle blocked")
+    }
+
+    /// A FIFO named as `ca_file` is refused at once, naming the file; no
+    /// writer ever opens it, so a blocking read would hang.
+    #[test]
+    fn a_fifo_ca_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("ca.crt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = load_ca(fifo.clone()).err().expect("a FIFO was read");
+        assert_eq!(
+            e,
+            MaterialError::Unreadable {
+                origin: fifo.display().to_string(),
+                reason: "not a regular file (a FIFO)".into(),
+            }
+        );
+    }
+
+    /// A CA file above `MAX_PEM_FILE` is refused before it is loaded.
+    #[test]
+    fn an_oversize_ca_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("ca.crt");
+        std::fs::write(&big, vec![b'x'; MAX_PEM_FILE as usize + 1]).unwrap();
+        let e = load_ca(big.clone())
+            .err()
+            .expect("an oversize file was read");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: cannot read: larger than the 1048576-byte limit",
+                big.display()
+            )
+        );
+    }
+}
