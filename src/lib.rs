@@ -2,7 +2,15 @@
 //!
 //! # Layout
 //!
-//! - `config`: the YAML schema, durations, `${ENV}`, path resolution, validation.
+//! - `config`: the checked configuration types; `load`/`read`/`parse` (file -> `Config`).
+//!   - `raw`: the YAML as written (serde structs, unknown keys refused): where a
+//!     field is parsed.
+//!   - `resolve`: raw -> checked, each problem with its location; shared helpers
+//!     (paths, durations, addresses) and runtime, admin, store, watch.
+//!     - `entry`: `certs:`, `ref:`s, direct file fields as anonymous entries.
+//!     - `listener`: bind, TLS (pairs, client auth, ALPN, min version), routes, limits.
+//!     - `upstream`: server URLs, upstream TLS, timeouts, idle pool size.
+//!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
