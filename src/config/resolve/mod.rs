@@ -170,25 +170,15 @@ impl Resolver {
         let mut listeners = Vec::new();
         let mut seen_listeners = Vec::new();
         for (i, l) in raw.listeners.iter().enumerate() {
-            if seen_listeners.contains(&l.name) {
-                self.problem(
-                    format!("listeners[{i}].name"),
-                    format!("duplicate listener name {:?}", l.name),
-                );
-            }
-            seen_listeners.push(l.name.clone());
+            let at = format!("listeners[{i}].name");
+            self.unique_name(&mut seen_listeners, at, "listener", &l.name);
             listeners.push(self.listener(i, l, &named, &mut anonymous, &upstream_names));
         }
         let mut upstreams = Vec::new();
         let mut seen_upstreams = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {
-            if seen_upstreams.contains(&u.name) {
-                self.problem(
-                    format!("upstreams[{i}].name"),
-                    format!("duplicate upstream name {:?}", u.name),
-                );
-            }
-            seen_upstreams.push(u.name.clone());
+            let at = format!("upstreams[{i}].name");
+            self.unique_name(&mut seen_upstreams, at, "upstream", &u.name);
             upstreams.push(self.upstream(i, u, &named, &mut anonymous));
         }
         entries.extend(anonymous);
@@ -202,6 +192,14 @@ impl Resolver {
             listeners,
             upstreams,
         }
+    }
+
+    /// Record a problem when an earlier item of the section already took `name`.
+    fn unique_name(&mut self, seen: &mut Vec<String>, at: String, what: &str, name: &str) {
+        if seen.iter().any(|s| s == name) {
+            self.problem(at, format!("duplicate {what} name {name:?}"));
+        }
+        seen.push(name.to_owned());
     }
 
     fn admin(&mut self, a: &raw::Admin) -> AdminConfig {
