@@ -23,6 +23,14 @@
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
 //! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed".
 //! - `reload`: the single writer: entry and config changes, snapshot rebuilds, retries.
+//!   - `mod`: the reloader thread, its `Command`s, the `Handle`, the published
+//!     views (`Shared`), `start`, the run loop and retry scheduling.
+//!   - `entry`: one entry's reload happens here: re-read, offer, refuse, retry
+//!     with back-off; its logs and metrics.
+//!   - `apply`: a config field is applied here: config reload and apply,
+//!     listener and upstream start/stop, watches, runtime client auth.
+//!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
+//!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
 //!   - `router`: host / path-prefix -> upstream.
