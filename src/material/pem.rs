@@ -361,7 +361,9 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let e = load_ca(fifo.clone()).err().expect("a FIFO was read");
+        let Err(e) = load_ca(fifo.clone()) else {
+            panic!("a FIFO was read")
+        };
         assert_eq!(
             e,
             MaterialError::Unreadable {
@@ -377,9 +379,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let big = d.path().join("ca.crt");
         std::fs::write(&big, vec![b'x'; MAX_PEM_FILE as usize + 1]).unwrap();
-        let e = load_ca(big.clone())
-            .err()
-            .expect("an oversize file was read");
+        let Err(e) = load_ca(big.clone()) else {
+            panic!("an oversize file was read")
+        };
         assert_eq!(
             e.to_string(),
             format!(
