@@ -120,21 +120,45 @@ fn check(meta: &fs::Metadata, limit: u64) -> Result<u64, ReadProblem> {
     Ok(meta.len())
 }
 
+/// Helpers for tests of readers: make a FIFO, run a read that must not block.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use std::path::Path;
     use std::time::Duration;
 
-    /// Run `read_regular` on its own thread and wait a bounded time, so a
-    /// read that blocks fails the test instead of hanging it.
-    fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    /// A FIFO at `path` (`mkfifo(1)`: the crate has no unsafe to call mkfifo(3)).
+    pub(crate) fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+    }
+
+    /// Run `f` on its own thread and wait a bounded time, so a read that
+    /// blocks fails the test instead of hanging it.
+    pub(crate) fn within_bounded_time<T: Send + 'static>(
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
         let (tx, rx) = std::sync::mpsc::channel();
-        let p = path.to_path_buf();
         std::thread::spawn(move || {
-            let _ = tx.send(read_regular(&p, limit));
+            let _ = tx.send(f());
         });
         rx.recv_timeout(Duration::from_secs(10))
-            .expect("read_regular blocked")
+            .unwrap_or_else(|_| panic!("{what} blocked"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{mkfifo, within_bounded_time};
+    use super::*;
+
+    /// `read_regular`, failing the test if it blocks.
+    fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+        let p = path.to_path_buf();
+        within_bounded_time("read_regular", move || read_regular(&p, limit))
     }
 
     /// A regular file reads whole, up to exactly the limit.
@@ -155,11 +179,7 @@ mod tests {
     fn a_fifo_is_refused_without_blocking() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("ca.crt");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        mkfifo(&fifo);
         let e = read_bounded(&fifo, 1 << 20).unwrap_err();
         assert!(
             matches!(e.problem, ReadProblem::NotRegular("a FIFO")),

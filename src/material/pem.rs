@@ -332,22 +332,18 @@ pub fn certificates_in(path: &Path) -> Result<Vec<CertInfo>, MaterialError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsutil::test_support::{mkfifo, within_bounded_time};
     use std::path::PathBuf;
-    use std::time::Duration;
 
-    /// Load `ca_file` as a CA bundle on its own thread, bounded in time, so
-    /// a read that blocks fails the test instead of hanging it.
+    /// Load `ca_file` as a CA bundle, failing the test if the read blocks.
     fn load_ca(ca_file: PathBuf) -> Result<Loaded, MaterialError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        within_bounded_time("reading the CA bundle", move || {
             let source = EntrySource::CaFiles {
                 ca_file,
                 crl_files: Vec::new(),
             };
-            let _ = tx.send(load(EntryKind::CaBundle, &source));
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("reading the CA bundle blocked")
+            load(EntryKind::CaBundle, &source)
+        })
     }
 
     /// A FIFO named as `ca_file` is refused at once, naming the file; no
@@ -356,11 +352,7 @@ mod tests {
     fn a_fifo_ca_file_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("ca.crt");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        mkfifo(&fifo);
         let Err(e) = load_ca(fifo.clone()) else {
             panic!("a FIFO was read")
         };
