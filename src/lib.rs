@@ -42,6 +42,8 @@
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
+//!   - `paths`: which files the API may name (`store.file_roots`), decided
+//!     without touching the disk.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;

@@ -16,10 +16,11 @@ use tracing::info;
 
 use super::AdminBody;
 use super::auth::{Refusal, Tokens, check_host};
+use super::paths;
 use crate::config::{ClientAuthConfig, ClientAuthMode, EntryKind, EntrySource, EntrySpec};
 use crate::material::catalogue::{Entry, EntryView, Origin};
-use crate::material::pem;
 use crate::material::store::Definition;
+use crate::material::{Loaded, pem};
 use crate::reload::{Handle, Reloader};
 
 /// Request bodies larger than this are refused (a CA bundle is well below).
@@ -96,14 +97,17 @@ async fn route(
                 return Err(problem(StatusCode::BAD_REQUEST, "field id is required"));
             };
             let spec = def.into_spec(&id).map_err(bad_request)?;
+            paths::check(&spec.source, &paths::roots(&handle.shared.config.load()))
+                .map_err(bad_request)?;
             call(handle, move |r| create(r, spec)).await
         }
         (&Method::POST, ["certs", "validate"]) => {
             let def: Definition = body(req).await?;
             let id = def.id.clone().unwrap_or_else(|| "validate".into());
             let spec = def.into_spec(&id).map_err(bad_request)?;
-            let loaded =
-                pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
+            paths::check(&spec.source, &paths::roots(&handle.shared.config.load()))
+                .map_err(bad_request)?;
+            let loaded = load_off_workers(spec.clone()).await?;
             let mut entry = Entry::new(spec, Origin::Store);
             entry.current = Some(std::sync::Arc::new(loaded));
             let mut view = json!(EntryView::of(&entry, Vec::new()));
@@ -239,6 +243,22 @@ async fn route(
     }
 }
 
+/// Read and parse an entry's files on tokio's blocking pool: never on a
+/// worker that serves connections (a slow disk would stall them), never on
+/// the reloader (rotations keep being served). Reads are bounded anyway
+/// (regular files only, size-capped, non-blocking open).
+async fn load_off_workers(spec: EntrySpec) -> Result<Loaded, (StatusCode, Value)> {
+    tokio::task::spawn_blocking(move || pem::load(spec.kind, &spec.source))
+        .await
+        .map_err(|_| {
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the files failed",
+            )
+        })?
+        .map_err(|e| bad_request(e.to_string()))
+}
+
 /// Run `f` on the reloader thread (the single writer).
 async fn call(handle: &Handle, f: impl FnOnce(&mut Reloader) -> Reply + Send + 'static) -> Reply {
     handle.call(f).await.unwrap_or_else(|| {
@@ -351,9 +371,7 @@ fn create(r: &mut Reloader, spec: EntrySpec) -> Reply {
     let before = r.stored_entries();
     let mut after = before.clone();
     after.push(spec.clone());
-    store
-        .save(&after)
-        .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    store.save(&after).map_err(store_failed)?;
     if let Err(e) = r.put_entry(spec, Origin::Store) {
         restore(r, &before);
         return Err(bad_request(e));
@@ -372,6 +390,11 @@ fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>) -> Reply {
         .entry_spec(&id)
         .map(|(s, o)| (s.clone(), o))
         .ok_or_else(|| no_entry(&id))?;
+    // New paths must be under store.file_roots; a configuration entry's
+    // own paths (unchanged) are the operator's.
+    if spec.source != current.source {
+        paths::check(&spec.source, &paths::roots(r.config())).map_err(bad_request)?;
+    }
     if current.kind != spec.kind {
         return Err(bad_request(format!(
             "entry {id} is a {}; its type cannot change to {}",
@@ -388,9 +411,7 @@ fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>) -> Reply {
                 .iter()
                 .map(|s| if s.id == id { spec.clone() } else { s.clone() })
                 .collect();
-            store
-                .save(&after)
-                .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            store.save(&after).map_err(store_failed)?;
             if let Err(e) = r.put_entry(spec, Origin::Store) {
                 restore(r, &before);
                 return Err(bad_request(e));
@@ -435,9 +456,7 @@ fn delete(r: &mut Reloader, id: &str, if_match: Option<&str>) -> Reply {
         .into_iter()
         .filter(|s| s.id != id)
         .collect();
-    store
-        .save(&after)
-        .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    store.save(&after).map_err(store_failed)?;
     if let Err(refs) = r.remove_entry(id) {
         // Unreachable while the check above holds; keep the store truthful.
         restore(r, &r.stored_entries());
@@ -450,6 +469,16 @@ fn delete(r: &mut Reloader, id: &str, if_match: Option<&str>) -> Reply {
     }
     info!(entry = %id, "certificate entry deleted (files on disk untouched)");
     Ok((StatusCode::OK, json!({ "id": id, "deleted": true }), None))
+}
+
+/// The store could not be written (a full disk, a read-only directory):
+/// nothing was changed, and the operator needs to know beyond this caller.
+fn store_failed(e: String) -> (StatusCode, Value) {
+    tracing::warn!(error = %e, "cannot write the store; the change was not applied");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{e}; nothing was changed"),
+    )
 }
 
 /// Put the store back as it was after a failed apply.
@@ -536,6 +565,7 @@ fn client_auth_view(r: &Reloader, name: &str) -> Result<Value, (StatusCode, Valu
         "mode": ca.mode.as_str(),
         "ca": ca.ca,
         "crl": crl,
+        "allow_expired_crl": ca.allow_expired_crl,
     }))
 }
 
@@ -547,6 +577,9 @@ struct ClientAuthChange {
     /// An entry id, `{"ref": id}`, or absent to keep the current CA.
     #[serde(default)]
     ca: Option<CaRef>,
+    /// Absent keeps the listener's current setting.
+    #[serde(default)]
+    allow_expired_crl: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -592,8 +625,18 @@ fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Re
             mode.as_str()
         )));
     }
-    r.set_client_auth(name, ClientAuthConfig { mode, ca })
-        .map_err(bad_request)?;
+    let allow_expired_crl = change
+        .allow_expired_crl
+        .unwrap_or(current.allow_expired_crl);
+    r.set_client_auth(
+        name,
+        ClientAuthConfig {
+            mode,
+            ca,
+            allow_expired_crl,
+        },
+    )
+    .map_err(bad_request)?;
     client_auth_view(r, name).map(|v| (StatusCode::OK, v, None))
 }
 

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod paths;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

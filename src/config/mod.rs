@@ -74,6 +74,9 @@ pub enum TokenSource {
 pub struct StoreConfig {
     pub path: PathBuf,
     pub key_file: PathBuf,
+    /// Directories the admin API may name files in (issue 13); `None` =
+    /// the directories the configuration's own entries read from.
+    pub file_roots: Option<Vec<PathBuf>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -213,6 +216,9 @@ pub struct ClientAuthConfig {
     pub mode: ClientAuthMode,
     /// Catalogue entry id (type ca-bundle); required by the verifying modes.
     pub ca: Option<String>,
+    /// Keep trusting a CRL past its nextUpdate (issue 13). Off by default:
+    /// a stale CRL refuses every client certificate, like an unknown status.
+    pub allow_expired_crl: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
