@@ -203,6 +203,10 @@ async fn head_answers_like_get() {
     assert_eq!(r.status, 404);
     let r = admin(a.api, "HEAD", "/api/v1/certs", None, None, &[]).await;
     assert_eq!(r.status, 401);
+    // Other methods are still 405, and say what is allowed.
+    let r = a.editor("PATCH", "/api/v1/certs/edge", None).await;
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.headers["allow"], "GET, HEAD, PUT, DELETE");
     // On the wire: headers, then the next response, no stray body bytes.
     let answer = raw(
         a.api,

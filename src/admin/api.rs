@@ -230,15 +230,15 @@ async fn route(
             let name = name.to_string();
             call(handle, move |r| set_client_auth(r, &name, change)).await
         }
-        (_, ["certs"]) => method_not_allowed("GET, POST"),
-        (_, ["listeners"]) => method_not_allowed("GET"),
+        (_, ["certs"]) => method_not_allowed("GET, HEAD, POST"),
+        (_, ["listeners"]) => method_not_allowed("GET, HEAD"),
         (_, ["certs", "validate"] | ["cacerts", "reload"] | ["rotate"]) => {
             method_not_allowed("POST")
         }
-        (_, ["certs", _]) => method_not_allowed("GET, PUT, DELETE"),
+        (_, ["certs", _]) => method_not_allowed("GET, HEAD, PUT, DELETE"),
         (_, ["certs", _, "reload"] | ["listeners", _, "rotate"]) => method_not_allowed("POST"),
-        (_, ["listeners", _, "cert"]) => method_not_allowed("GET"),
-        (_, ["listeners", _, "client-auth"]) => method_not_allowed("GET, PUT"),
+        (_, ["listeners", _, "cert"]) => method_not_allowed("GET, HEAD"),
+        (_, ["listeners", _, "client-auth"]) => method_not_allowed("GET, HEAD, PUT"),
         _ => not_found(),
     }
 }
@@ -695,6 +695,14 @@ fn respond(reply: Reply) -> Response<AdminBody> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    // RFC 9110 §15.5.6: a 405 names the allowed methods in `Allow`.
+    if let Some(allow) = body["allow"]
+        .as_str()
+        .filter(|_| status == StatusCode::METHOD_NOT_ALLOWED)
+        .and_then(|a| header::HeaderValue::from_str(a).ok())
+    {
+        resp.headers_mut().insert(header::ALLOW, allow);
+    }
     if let Some(tag) = etag.and_then(|t| header::HeaderValue::from_str(&t).ok()) {
         resp.headers_mut().insert(header::ETAG, tag);
     }
@@ -741,5 +749,16 @@ mod tests {
         assert_eq!(percent_decode("a%4"), "a%4");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    proptest::proptest! {
+        /// Any path text decodes without a panic, and encoding every byte
+        /// as `%XX` round-trips.
+        #[test]
+        fn percent_decode_any_text(s in proptest::prelude::any::<String>()) {
+            let _ = percent_decode(&s);
+            let encoded: String = s.bytes().map(|b| format!("%{b:02X}")).collect();
+            proptest::prop_assert_eq!(percent_decode(&encoded), s);
+        }
     }
 }
