@@ -30,7 +30,7 @@ pub fn roots(config: &Config) -> Vec<PathBuf> {
     dirs
 }
 
-/// `None` when every file `source` names is under one of `roots`; else the
+/// `Ok` when every file `source` names is under one of `roots`; else the
 /// refusal, naming the field (and the path the caller gave, which tells
 /// them nothing new) but never whether it exists.
 pub fn check(source: &EntrySource, roots: &[PathBuf]) -> Result<(), String> {
