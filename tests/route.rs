@@ -343,3 +343,50 @@ async fn forwarding_headers_and_te_trailers() {
         assert!(h.get(gone).is_none(), "{gone} passed: {h}");
     }
 }
+
+/// An h2 client that breaks its own stream (more DATA than its
+/// `content-length`) gets its stream reset; the proxy neither answers 502
+/// nor counts or logs an upstream failure.
+#[tokio::test]
+async fn h2_client_stream_error_is_not_an_upstream_error() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ""));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    for _ in 0..10 {
+        let req = http::Request::post("https://a.example.com/slow")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(b"0123456789"), true)
+            .unwrap();
+        match tokio::time::timeout(WAIT, resp).await.expect("answered") {
+            Ok(r) => assert_eq!(r.status(), 400),
+            Err(e) => assert!(e.is_reset(), "{e}"),
+        }
+        client = client.ready().await.unwrap();
+    }
+    // A good request on the same connection, after the broken ones were handled.
+    let req = http::Request::get("https://a.example.com/pub/x")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let m = metrics(&mut p).await;
+    assert!(
+        !m.contains("hotproxy_upstream_errors_total{"),
+        "client faults counted as upstream errors:\n{m}"
+    );
+    assert!(!m.contains(r#"code="502""#), "{m}");
+    assert!(
+        !p.logs()
+            .iter()
+            .any(|l| l.contains("upstream request failed")),
+        "a client fault was logged as an upstream failure"
+    );
+}
