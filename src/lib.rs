@@ -44,6 +44,7 @@
 //!   - `headers`: the header policy: hop-by-hop, forwarding headers, identity.
 //!   - `body`: the client's request body, remembering whether the client broke it.
 //!   - `forward`: pooled upstream client, forwarding one request, 400/502/504 mapping.
+//!   - `slots`: connection slots per upstream server (`max_connections_per_server`).
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.

@@ -16,6 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct World {
     scene: Scene,
     ca: TestCa,
+    backend_pair: TestPair,
     pub_backend: Backend,
     other: Backend,
     b: Backend,
@@ -32,6 +33,7 @@ async fn world() -> World {
         pub_backend: Backend::start("pub", &pair, None).await,
         other: Backend::start("other", &pair, None).await,
         b: Backend::start("b", &pair, None).await,
+        backend_pair: pair,
         scene,
         ca,
     }
@@ -388,5 +390,107 @@ async fn h2_client_stream_error_is_not_an_upstream_error() {
             .iter()
             .any(|l| l.contains("upstream request failed")),
         "a client fault was logged as an upstream failure"
+    );
+}
+
+/// A listener routing everything to one upstream `capped` in front of
+/// `backend`, with `extra` upstream settings.
+fn capped_config(w: &World, backend: &Backend, extra: &str) -> std::path::PathBuf {
+    w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: a.crt, key_file: a.key }}
+    routes:
+      - {{ upstream: capped }}
+upstreams:{capped}
+"#,
+        capped = upstream("capped", backend, extra),
+    ))
+}
+
+/// One h2 client with many concurrent streams to a slow HTTP/1.1 backend
+/// opens at most `max_connections_per_server` upstream connections; the
+/// other requests wait for one and are all served.
+#[tokio::test]
+async fn max_connections_per_server_caps_upstream_connections() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    // connect_timeout bounds the wait for a free connection: far more than
+    // 20 requests of 300 ms over 2 connections need.
+    let mut p = Proxy::start(&capped_config(
+        &w,
+        &h1,
+        "max_connections_per_server: 2\n    connect_timeout: 30s",
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let requests = (0..20).map(|i| {
+        let mut send = send.clone();
+        async move {
+            let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            send.send_request(req).await.unwrap().status().as_u16()
+        }
+    });
+    let statuses = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(requests),
+    )
+    .await
+    .expect("all requests answered");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let accepted = h1.accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&accepted),
+        "{accepted} upstream connections"
+    );
+}
+
+/// When no connection is free within `connect_timeout`, the request gets
+/// a 504 that names the cause, counted as `connection_limit`.
+#[tokio::test]
+async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&capped_config(
+        &w,
+        &h1,
+        "max_connections_per_server: 1\n    connect_timeout: 200ms",
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    // The backend holds /slow for 2 s: the only connection is busy.
+    let first = tokio::spawn(get(addr, "a.example.com", cfg(), false, "/slow", &[]));
+    wait_until(WAIT, "the first request reached the backend", || async {
+        h1.open.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let r = get(addr, "a.example.com", cfg(), false, "/x", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(r.body.contains("no upstream connection free"), "{}", r.body);
+    assert_eq!(first.await.unwrap().unwrap().status, 200);
+    assert_eq!(h1.accepted.load(Ordering::SeqCst), 1);
+    let m = metrics(&mut p).await;
+    assert!(
+        m.contains(
+            r#"hotproxy_upstream_errors_total{upstream="capped",reason="connection_limit"} 1"#
+        ),
+        "{m}"
     );
 }

@@ -1,7 +1,8 @@
 //! Pooled upstream client, forwarding one request, 400/502/504 mapping.
 //!
 //! One hyper-util pooled client per upstream, shared by every client
-//! connection, keeping at most `max_idle_connections` idle per server. Its
+//! connection, keeping at most `max_idle_connections` idle and
+//! `max_connections_per_server` open per server ([`crate::proxy::slots`]). Its
 //! connector loads the upstream's `ClientConfig` snapshot once per *new*
 //! connection, so a rotated client certificate or CA is used from the next
 //! connection on; `drain_on_rotation` additionally swaps in a
@@ -29,12 +30,14 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::proxy::body::ClientBody;
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
+use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::tls::ClientIdentity;
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
@@ -63,6 +66,8 @@ pub struct Upstream {
     upgrade_pool: ArcSwap<Pool>,
     servers: Vec<Target>,
     next: AtomicUsize,
+    /// `max_connections_per_server`, shared by both pools and pool swaps.
+    slots: Slots,
 }
 
 /// A server URL split into the parts a request URI is rebuilt from.
@@ -75,7 +80,7 @@ struct Target {
 impl Upstream {
     pub fn new(config: UpstreamConfig, tls: Arc<ClientConfig>) -> Arc<Upstream> {
         let tls = Arc::new(ArcSwap::new(tls));
-        let servers = config
+        let servers: Vec<Target> = config
             .servers
             .iter()
             .filter_map(|s| {
@@ -91,8 +96,12 @@ impl Upstream {
                 })
             })
             .collect();
-        let pool = ArcSwap::from_pointee(pool_for(&config, &tls, false));
-        let upgrade_pool = ArcSwap::from_pointee(pool_for(&config, &tls, true));
+        let slots = Slots::new(
+            config.max_connections_per_server,
+            servers.iter().map(|t: &Target| &t.authority),
+        );
+        let pool = ArcSwap::from_pointee(pool_for(&config, &tls, &slots, false));
+        let upgrade_pool = ArcSwap::from_pointee(pool_for(&config, &tls, &slots, true));
         Arc::new(Upstream {
             name: config.name.as_str().into(),
             config,
@@ -101,6 +110,7 @@ impl Upstream {
             upgrade_pool,
             servers,
             next: AtomicUsize::new(0),
+            slots,
         })
     }
 
@@ -110,10 +120,18 @@ impl Upstream {
     pub fn set_tls(&self, tls: Arc<ClientConfig>) {
         self.tls.store(tls);
         if self.config.tls.drain_on_rotation {
-            self.pool
-                .store(Arc::new(pool_for(&self.config, &self.tls, false)));
-            self.upgrade_pool
-                .store(Arc::new(pool_for(&self.config, &self.tls, true)));
+            self.pool.store(Arc::new(pool_for(
+                &self.config,
+                &self.tls,
+                &self.slots,
+                false,
+            )));
+            self.upgrade_pool.store(Arc::new(pool_for(
+                &self.config,
+                &self.tls,
+                &self.slots,
+                true,
+            )));
             debug!(upstream = %self.name, "pooled connections drained after rotation");
         }
     }
@@ -204,8 +222,9 @@ impl Upstream {
         let (reason, description, status) = diagnose(e);
         metrics::upstream_error(&self.name, reason);
         warn!(upstream = %self.name, server = %target.url, reason, error = %description, "upstream request failed");
-        let msg = match status {
-            StatusCode::GATEWAY_TIMEOUT => "upstream timed out",
+        let msg = match (reason, status) {
+            ("connection_limit", _) => "no upstream connection free",
+            (_, StatusCode::GATEWAY_TIMEOUT) => "upstream timed out",
             _ => "upstream unavailable",
         };
         error_response(status, msg)
@@ -217,6 +236,16 @@ fn diagnose(e: &hyper_util::client::legacy::Error) -> (&'static str, String, Sta
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(limit) = io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<ConnectionLimit>())
+            {
+                return (
+                    "connection_limit",
+                    limit.to_string(),
+                    StatusCode::GATEWAY_TIMEOUT,
+                );
+            }
             if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 let (reason, desc) = crate::tls::client::classify(tls);
                 return (reason, desc, StatusCode::BAD_GATEWAY);
@@ -257,11 +286,17 @@ fn diagnose(e: &hyper_util::client::legacy::Error) -> (&'static str, String, Sta
     )
 }
 
-fn pool_for(config: &UpstreamConfig, tls: &Arc<ArcSwap<ClientConfig>>, h1_only: bool) -> Pool {
+fn pool_for(
+    config: &UpstreamConfig,
+    tls: &Arc<ArcSwap<ClientConfig>>,
+    slots: &Slots,
+    h1_only: bool,
+) -> Pool {
     let connector = Connector {
         tls: tls.clone(),
         server_name: config.tls.server_name.clone().map(Arc::from),
         connect_timeout: config.connect_timeout,
+        slots: slots.clone(),
         h1_only,
     };
     Client::builder(TokioExecutor::new())
@@ -305,6 +340,7 @@ pub struct Connector {
     tls: Arc<ArcSwap<ClientConfig>>,
     server_name: Option<Arc<str>>,
     connect_timeout: Duration,
+    slots: Slots,
     h1_only: bool,
 }
 
@@ -328,19 +364,24 @@ impl tower_service::Service<Uri> for Connector {
                 .to_owned();
             let https = uri.scheme() == Some(&Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let tcp = tokio::time::timeout(
-                this.connect_timeout,
-                TcpStream::connect((host.as_str(), port)),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
+            // Waiting for a slot and connecting share connect_timeout.
+            let deadline = tokio::time::Instant::now() + this.connect_timeout;
+            let slot = this
+                .slots
+                .acquire(&uri, this.connect_timeout)
+                .await
+                .map_err(std::io::Error::other)?;
+            let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host.as_str(), port)))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
             tcp.set_nodelay(true)?;
             if !https {
                 return Ok(UpstreamConn {
                     io: TokioIo::new(MaybeTls::Plain(tcp)),
                     h2: false,
+                    _slot: slot,
                 });
             }
             let mut config = this.tls.load_full();
@@ -363,6 +404,7 @@ impl tower_service::Service<Uri> for Connector {
             Ok(UpstreamConn {
                 io: TokioIo::new(MaybeTls::Tls(Box::new(tls))),
                 h2,
+                _slot: slot,
             })
         })
     }
@@ -437,6 +479,8 @@ impl AsyncWrite for MaybeTls {
 pub struct UpstreamConn {
     io: TokioIo<MaybeTls>,
     h2: bool,
+    /// This connection's slot of its server, freed when it closes.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Connection for UpstreamConn {

@@ -7,3 +7,4 @@ pub mod listener;
 pub mod path;
 pub mod request;
 pub mod router;
+pub mod slots;

@@ -98,6 +98,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 request_timeout: Duration::from_secs(1),
                 max_idle_connections: 1,
+                max_connections_per_server: 0,
             },
             tls,
         )
