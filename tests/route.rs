@@ -494,3 +494,29 @@ async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
         "{m}"
     );
 }
+
+/// The same against an HTTP/1.1 backend: 400 for the client, and the
+/// upstream connection that carried the broken body (its framing cannot be
+/// finished) is never handed to the next request.
+#[tokio::test]
+async fn malformed_chunked_body_to_an_h1_backend() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&capped_config(&w, &h1, ""));
+    let addr = p.listener_addr("public").await;
+    let good = b"GET /x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(&w, addr, good).await.status, 200);
+    for _ in 0..3 {
+        let r = raw(
+            &w,
+            addr,
+            b"POST /slow HTTP/1.1\r\nHost: a.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        let r = raw(&w, addr, good).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let m = metrics(&mut p).await;
+    assert!(!m.contains("hotproxy_upstream_errors_total{"), "{m}");
+}

@@ -50,7 +50,9 @@ impl Router {
         Router { routes }
     }
 
-    /// The upstream for a request to `host` (may carry `:port`) and `path`.
+    /// The upstream for a request to `host` (may carry `:port`) and `path`
+    /// (already normalised by [`crate::proxy::request::prepare`], so a
+    /// prefix sees the path the upstream will get).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
         let host = host.map(strip_port);
         self.routes
