@@ -230,6 +230,7 @@ async fn paths_are_normalised_before_routing() {
         "/pub%2F..%2Fsecret",
         "/pub/..%5csecret",
         "/pub/%zz",
+        "/pub/..;/secret",
     ] {
         let req =
             format!("GET {path} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n");

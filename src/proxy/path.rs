@@ -5,9 +5,10 @@
 //! `/secret`, and that is what is routed and forwarded. Percent-encoded
 //! unreserved characters are decoded (`%2e` is `.`, `%61` is `a`; RFC 3986
 //! §6.2.2.2 says they are equivalent), then dot segments are removed. An
-//! encoded `/` or `\` (`%2f`, `%5c`), a raw `\`, or a `%` not followed by two
-//! hex digits is refused: a backend that decodes them would see segments the
-//! router never saw. The common path needs no change and is not copied.
+//! encoded `/` or `\` (`%2f`, `%5c`), a raw `\`, a `%` not followed by two
+//! hex digits, or a dot segment with parameters (`..;x`) is refused: a
+//! backend that decodes them would see segments the router never saw. The
+//! common path needs no change and is not copied.
 
 use std::borrow::Cow;
 
@@ -20,6 +21,10 @@ pub enum PathError {
     Backslash,
     #[error("'%' not followed by two hex digits")]
     BadPercent,
+    /// `..;x` or `.;x`: Tomcat and Jetty drop the parameters and resolve
+    /// the dot segment, so a backend would climb where routing did not.
+    #[error("dot segment with parameters")]
+    DotSegmentParams,
 }
 
 /// The normalised form of `path` (the path part only, no query): borrowed
@@ -53,6 +58,12 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     } else {
         Cow::Borrowed(path)
     };
+    if decoded
+        .split('/')
+        .any(|seg| matches!(seg.split_once(';'), Some(("." | "..", _))))
+    {
+        return Err(PathError::DotSegmentParams);
+    }
     if !decoded.starts_with('/') || !has_dot_segment(&decoded) {
         return Ok(decoded);
     }
@@ -187,6 +198,15 @@ mod tests {
         assert_eq!(normalise("/a%zz"), Err(PathError::BadPercent));
         // A '%' before encoded digits cannot form a new triplet after decoding.
         assert_eq!(normalise("/%%32e"), Err(PathError::BadPercent));
+        assert_eq!(
+            normalise("/pub/..;/secret"),
+            Err(PathError::DotSegmentParams)
+        );
+        assert_eq!(
+            normalise("/pub/%2e%2e;x/secret"),
+            Err(PathError::DotSegmentParams)
+        );
+        assert_eq!(ok("/pub/a;v=1/..x;y"), "/pub/a;v=1/..x;y");
     }
 
     /// Paths made of the pieces that matter to normalisation.
