@@ -181,6 +181,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// Count one failed upstream request. `reason` is one of a small fixed set:
 /// `connect_refused`, `connect_timeout`, `timeout`, `unknown_ca`,
 /// `name_mismatch`, `expired`, `client_cert_refused`, `tls`, `protocol`,
+/// `connection_limit` (no slot of `max_connections_per_server` free),
 /// `no_servers`.
 pub fn upstream_error(upstream: &str, reason: &str) {
     METRICS

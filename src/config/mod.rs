@@ -311,6 +311,9 @@ pub struct UpstreamConfig {
     /// beyond that a connection returned to the pool is closed, so a burst
     /// does not leave hundreds of upstream connections open.
     pub max_idle_connections: usize,
+    /// Open connections per server at most (0 = unlimited); a request
+    /// needing another waits up to `connect_timeout` (`proxy::slots`).
+    pub max_connections_per_server: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -486,6 +489,7 @@ upstreams:
             ClientAuthMode::VerifyIfGiven
         );
         assert_eq!(c.upstreams[0].tls.server_name.as_deref(), Some("localhost"));
+        assert_eq!(c.upstreams[0].max_connections_per_server, 1024);
     }
 
     /// Relative paths resolve against the config file's directory; defaults apply.
@@ -500,5 +504,6 @@ upstreams:
         assert_eq!(c.listeners[0].limits, Limits::default());
         assert_eq!(c.listeners[0].alpn, ["h2", "http/1.1"]);
         assert_eq!(c.upstreams[0].connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.upstreams[0].max_connections_per_server, 1024);
     }
 }

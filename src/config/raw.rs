@@ -145,6 +145,7 @@ pub struct Upstream {
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_idle_connections: Option<usize>,
+    pub max_connections_per_server: Option<usize>,
 }
 
 #[derive(Deserialize)]
