@@ -291,6 +291,7 @@ fn headers(c: &mut Criterion) {
         client_addr: "10.0.0.1:5555".parse().unwrap(),
         client_cert: None,
         tls_sni: None,
+        trusted_proxy: false,
     };
     let mut base = http::HeaderMap::new();
     base.insert("host", "app.example.com".parse().unwrap());

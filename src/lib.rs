@@ -21,6 +21,7 @@
 //! - `tls`: rustls configurations built from material.
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
+//!   - `names`: `verify_names` (DNS, URI, `spiffe://td/**`) and their verifier.
 //! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
 //!   the public `Watcher` and `Subject`.
 //!   - `state`: the watcher thread's state machine: events, debounce, poll
@@ -37,6 +38,8 @@
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
+//!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
+//!   - `edge`: trusted proxies, response headers, the `redirect_https` listener.
 //!   - `request`: checks before routing: `CONNECT` 405, one authority per
 //!     request (`Host`), the normalised path.
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).

@@ -61,6 +61,7 @@ fn common_request_path_allocations() {
         client_addr: "10.0.0.1:5555".parse().unwrap(),
         client_cert: None,
         tls_sni: None,
+        trusted_proxy: false,
     };
     let mut headers = req.headers().clone();
     headers.reserve(16);

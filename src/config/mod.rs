@@ -201,6 +201,25 @@ pub struct ListenerConfig {
     pub min_version: TlsVersion,
     pub routes: Vec<RouteConfig>,
     pub limits: Limits,
+    /// The listener's edge policy (issue 16): PROXY protocol, trusted
+    /// proxies, response headers, HTTPS redirect.
+    pub edge: EdgeConfig,
+}
+
+/// How a listener meets the network in front of it (issue 16).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EdgeConfig {
+    /// `proxy_protocol.from`: peers that must (and the only ones that may)
+    /// start a connection with a PROXY v1/v2 header; `None` = off.
+    pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
+    /// Peers whose forwarding headers (`X-Forwarded-*`, `Forwarded`) are
+    /// kept and extended; from anyone else they are replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `response_headers.set`: set on every response (replacing the
+    /// upstream's value), as (lowercase name, value).
+    pub response_headers: Vec<(String, String)>,
+    /// `redirect_https.port`: a plain-HTTP listener answering only 308.
+    pub redirect_https: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -330,8 +349,12 @@ pub struct UpstreamTls {
     pub ca: UpstreamCa,
     /// Catalogue entry id (type client-pair).
     pub client_cert: Option<String>,
-    /// SNI and the name verified; `None` = each server URL's host.
+    /// The SNI sent, and the name verified unless `verify_names` is set;
+    /// `None` = each server URL's host (no SNI when that is an IP).
     pub server_name: Option<String>,
+    /// Accepted certificate names (DNS, IP, URI, `spiffe://td/**`); when
+    /// non-empty they replace checking the server name (issue 16).
+    pub verify_names: Vec<crate::tls::names::NamePattern>,
     pub drain_on_rotation: bool,
 }
 
@@ -341,6 +364,7 @@ impl Default for UpstreamTls {
             ca: UpstreamCa::System,
             client_cert: None,
             server_name: None,
+            verify_names: Vec::new(),
             drain_on_rotation: true,
         }
     }

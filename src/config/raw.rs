@@ -78,6 +78,29 @@ pub struct Listener {
     #[serde(default)]
     pub routes: Vec<Route>,
     pub limits: Option<Limits>,
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub response_headers: Option<ResponseHeaders>,
+    pub redirect_https: Option<RedirectHttps>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocol {
+    pub from: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseHeaders {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectHttps {
+    pub port: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +177,7 @@ pub struct UpstreamTls {
     pub ca: Option<CaRef>,
     pub client_cert: Option<CertRef>,
     pub server_name: Option<String>,
+    pub verify_names: Option<Vec<String>>,
     pub drain_on_rotation: Option<bool>,
 }
 

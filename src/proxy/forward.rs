@@ -49,6 +49,9 @@ pub struct RequestContext {
     /// A verified client certificate (only for verifying client-auth modes).
     pub client_cert: Option<Arc<ClientIdentity>>,
     pub tls_sni: Option<Arc<str>>,
+    /// The client is one of the listener's `trusted_proxies`: its
+    /// forwarding headers are kept and extended (issue 16).
+    pub trusted_proxy: bool,
 }
 
 type Pool = Client<Connector, ClientBody>;

@@ -1,13 +1,14 @@
 //! The header policy between client and upstream: hop-by-hop, forwarding, identity.
 //!
-//! hotproxy sets `X-Forwarded-For` (the client's values joined, then the
-//! client address), `X-Forwarded-Proto`, `X-Forwarded-Host` (the authority
-//! the request was routed on) and `Via`. The forwarding headers a client
-//! could use to lie about where a request came from (`Forwarded`,
-//! `X-Real-IP`, `X-Forwarded-Port`, `X-Forwarded-Proto`, `X-Forwarded-Host`)
-//! are removed: no peer is trusted to set them (`trusts_forwarding`, the
-//! place a `trusted_proxies` check goes). Client-certificate headers carry
-//! only the verified identity. The common request needs no string building.
+//! hotproxy sets `X-Forwarded-For` (the client address), `X-Forwarded-Proto`,
+//! `X-Forwarded-Host` (the authority the request was routed on) and `Via`.
+//! The forwarding headers a client could use to lie about where a request
+//! came from (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`) are replaced,
+//! unless the client is one of the listener's `trusted_proxies`
+//! (`trusts_forwarding`): then they are kept, and `X-Forwarded-For` and
+//! `Forwarded` extended with the client address. Client-certificate headers
+//! carry only the verified identity. The common request needs no string
+//! building.
 
 use std::fmt::Write as _;
 
@@ -61,10 +62,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether the client's own forwarding headers are believed. No peer is
-/// until issue 16's `trusted_proxies` names the ones that are.
-fn trusts_forwarding(_ctx: &RequestContext) -> bool {
-    false
+/// Whether the client's own forwarding headers are believed: only from
+/// the listener's `trusted_proxies` (the address after PROXY protocol).
+fn trusts_forwarding(ctx: &RequestContext) -> bool {
+    ctx.trusted_proxy
 }
 
 /// Rewrite a request's headers for the upstream. `Host` is already the
@@ -85,9 +86,12 @@ pub fn rewrite_request_headers(
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if !trusts_forwarding(ctx) {
+    let trusted = trusts_forwarding(ctx);
+    if !trusted {
+        // Replaced: nothing a client says about where it came from survives.
         for n in [
             &FORWARDED,
+            &X_FORWARDED_FOR,
             &X_REAL_IP,
             &X_FORWARDED_PORT,
             &X_FORWARDED_PROTO,
@@ -101,8 +105,25 @@ pub fn rewrite_request_headers(
     if let Some(xff) = appended(headers, &X_FORWARDED_FOR, ip.as_str()) {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
+    // A trusted proxy's Forwarded (RFC 7239) is extended with this hop;
+    // hotproxy does not start one (X-Forwarded-* is what backends read).
+    if trusted && headers.contains_key(&FORWARDED) {
+        let mut node = StackStr::default();
+        let _ = match ctx.client_addr.ip() {
+            std::net::IpAddr::V4(v4) => write!(node, "for={v4};proto=https"),
+            std::net::IpAddr::V6(v6) => write!(node, "for=\"[{v6}]\";proto=https"),
+        };
+        if let Some(f) = appended(headers, &FORWARDED, node.as_str()) {
+            headers.insert(FORWARDED.clone(), f);
+        }
+    }
+    // From a trusted proxy its view of the original request stands.
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST))
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     let via = if h2_client {
@@ -148,16 +169,16 @@ fn appended(headers: &HeaderMap, name: &HeaderName, last: &str) -> Option<Header
 }
 
 /// A client address formatted without a heap allocation (IPv6 is at most
-/// 45 characters).
+/// 45 characters; a `Forwarded` element adds 24).
 struct StackStr {
-    buf: [u8; 48],
+    buf: [u8; 72],
     len: usize,
 }
 
 impl Default for StackStr {
     fn default() -> StackStr {
         StackStr {
-            buf: [0; 48],
+            buf: [0; 72],
             len: 0,
         }
     }
@@ -197,6 +218,7 @@ mod tests {
                 })
             }),
             tls_sni: None,
+            trusted_proxy: false,
         }
     }
 
@@ -244,7 +266,8 @@ mod tests {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
         assert_eq!(h["host"], "app.example.com");
-        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 192.0.2.2, 10.1.2.3");
+        // Not a trusted proxy: its X-Forwarded-For is replaced.
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
@@ -266,6 +289,40 @@ mod tests {
         assert_eq!(h2["te"], "trailers");
         assert_eq!(h2["via"], "1.1 edge, 2 hotproxy");
         assert_eq!(h2["x-forwarded-for"], "10.1.2.3");
+    }
+
+    /// From a trusted proxy the forwarding headers are kept and extended.
+    #[test]
+    fn trusted_proxy_headers_kept_and_extended() {
+        let mut c = ctx(false);
+        c.trusted_proxy = true;
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("192.0.2.2"));
+        h.insert("forwarded", HeaderValue::from_static("for=192.0.2.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("www.example.com"),
+        );
+        h.insert("x-real-ip", HeaderValue::from_static("192.0.2.1"));
+        rewrite_request_headers(&mut h, &c, false, false);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 192.0.2.2, 10.1.2.3");
+        assert_eq!(h["forwarded"], "for=192.0.2.1, for=10.1.2.3;proto=https");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "www.example.com");
+        assert_eq!(h["x-real-ip"], "192.0.2.1");
+
+        c.client_addr = "[2001:db8::1]:1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=192.0.2.1"));
+        rewrite_request_headers(&mut h, &c, false, false);
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.1, for=\"[2001:db8::1]\";proto=https"
+        );
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

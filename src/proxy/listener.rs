@@ -25,9 +25,10 @@ use tracing::{debug, info, warn};
 use crate::config::{ClientAuthMode, Limits};
 use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
+use crate::proxy::edge::{self, Edge};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
-use crate::proxy::request;
 use crate::proxy::router::Router;
+use crate::proxy::{proxy_protocol, request};
 use crate::tls::server::client_identity;
 
 /// Per-listener settings that apply to new connections (limits and the
@@ -75,6 +76,8 @@ pub struct Listener {
     pub mode: ArcSwap<ClientAuthMode>,
     pub router: ArcSwap<Router>,
     pub settings: ArcSwap<Settings>,
+    /// PROXY protocol, trusted proxies, response headers, redirect (issue 16).
+    pub edge: ArcSwap<Edge>,
     /// Bumped whenever `tls` is replaced; connections compare it with the
     /// generation they started with to honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
@@ -103,6 +106,7 @@ impl Listener {
             mode: ArcSwap::from_pointee(mode),
             router: ArcSwap::from_pointee(router),
             settings: ArcSwap::new(Settings::new(limits)),
+            edge: ArcSwap::from_pointee(Edge::default()),
             generation: watch::Sender::new(0),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
@@ -260,13 +264,31 @@ impl Activity {
 
 async fn connection(
     listener: &Arc<Listener>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
     let settings = listener.settings.load_full();
     let limits = &settings.limits;
+    // Before TLS: the PROXY header's client address, or the plain-HTTP
+    // redirect listener (src/proxy/edge.rs, src/proxy/proxy_protocol.rs).
+    let edge = listener.edge.load_full();
+    let from = edge.proxy_protocol.as_deref();
+    let peer = match proxy_protocol::accept(&mut stream, peer, from, limits.header_read_timeout)
+        .await
+    {
+        Ok(client) => client,
+        Err(refused) => {
+            metrics::handshake(&listener.name, refused.reason());
+            debug!(listener = %listener.name, peer = %peer, error = %refused, "connection refused before TLS");
+            return;
+        }
+    };
+    if let Some(port) = edge.redirect_https {
+        let name = listener.name.clone();
+        return edge::redirect_connection(name, stream, peer, edge, limits, port).await;
+    }
     let tls = listener.tls.load_full();
     let generation = *listener.generation.borrow();
     let mode = **listener.mode.load();
@@ -306,6 +328,7 @@ async fn connection(
         client_addr: peer,
         client_cert,
         tls_sni: session.server_name().map(Arc::from),
+        trusted_proxy: edge.trusts(peer.ip()),
     });
     let activity = Arc::new(Activity {
         started: Instant::now(),
@@ -319,9 +342,11 @@ async fn connection(
             let listener = listener.clone();
             let ctx = ctx.clone();
             let activity = activity.clone();
+            let edge = edge.clone();
             async move {
                 activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                let resp = handle(&listener, req, &ctx).await;
+                let mut resp = handle(&listener, req, &ctx).await;
+                edge.set_response_headers(resp.headers_mut());
                 activity.in_flight.fetch_sub(1, Ordering::Relaxed);
                 activity.touch();
                 Ok::<_, Infallible>(resp)

@@ -1,10 +1,12 @@
 //! Serving: accept loops, routing, forwarding.
 
 pub mod body;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod listener;
 pub mod path;
+pub mod proxy_protocol;
 pub mod request;
 pub mod router;
 pub mod slots;

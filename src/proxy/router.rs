@@ -91,7 +91,7 @@ mod tests {
     use std::time::Duration;
 
     fn upstream(name: &str) -> Arc<Upstream> {
-        let tls = crate::tls::client::build(None, None).unwrap();
+        let tls = crate::tls::client::build(None, None, &[]).unwrap();
         Upstream::new(
             UpstreamConfig {
                 name: name.into(),

@@ -15,6 +15,7 @@ use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
 use crate::material::pem;
 use crate::metrics::{self, METRICS};
+use crate::proxy::edge::Edge;
 use crate::proxy::forward::Upstream;
 use crate::proxy::listener::{self, Listener};
 use crate::proxy::router::Router;
@@ -251,6 +252,7 @@ impl Reloader {
                     }
                     old.live.router.store(Arc::new(router));
                     old.live.set_limits(cfg.limits.clone());
+                    old.live.edge.store(Edge::new(&cfg.edge));
                     old.positions = positions(&cfg);
                     old.config = cfg.clone();
                     old
@@ -268,6 +270,7 @@ impl Reloader {
                         cfg.limits.clone(),
                         built.served,
                     );
+                    live.edge.store(Edge::new(&cfg.edge));
                     self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver)
                 }
                 (None, None) => unreachable!("a socket is bound for every new listener"),

@@ -204,7 +204,11 @@ pub(super) fn listener_tls(
         });
         served.push(served_cert(c, pair));
     }
-    let resolver = Arc::new(SniResolver::new(&pairs).ok_or("no server certificate")?);
+    let resolver = Arc::new(match SniResolver::new(&pairs) {
+        Some(r) => r,
+        None if l.edge.redirect_https.is_some() => SniResolver::none(),
+        None => return Err("no server certificate".into()),
+    });
     let inputs = tls::server::ServerInputs {
         listener: l,
         mode: client_auth.mode,
@@ -322,6 +326,6 @@ pub(super) fn upstream_tls(
         ),
         None => None,
     };
-    let tls = tls::client::build(ca, client).map_err(|e| e.to_string())?;
+    let tls = tls::client::build(ca, client, &u.tls.verify_names).map_err(|e| e.to_string())?;
     Ok((tls, upstream_key(u, entries)))
 }

@@ -3,12 +3,14 @@
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use tracing::warn;
 
 use crate::material::{CaBundle, Pair};
 use crate::tls::TlsError;
+use crate::tls::names::{NameMismatch, NamePattern, NamesVerifier};
 
 /// The operating system's trust store, loaded once.
 fn system_roots() -> Arc<RootCertStore> {
@@ -42,7 +44,13 @@ impl ResolvesClientCert for ClientPair {
 
 /// Build the `ClientConfig` for new connections to an upstream.
 /// `ca = None` means the system trust store. ALPN offers h2 and http/1.1.
-pub fn build(ca: Option<&CaBundle>, client: Option<&Pair>) -> Result<Arc<ClientConfig>, TlsError> {
+/// A non-empty `verify_names` replaces the server-name check with
+/// [`NamesVerifier`] (chain verified the same way, names from the list).
+pub fn build(
+    ca: Option<&CaBundle>,
+    client: Option<&Pair>,
+    verify_names: &[NamePattern],
+) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = match ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
@@ -55,7 +63,23 @@ pub fn build(ca: Option<&CaBundle>, client: Option<&Pair>) -> Result<Arc<ClientC
         }
         None => system_roots(),
     };
-    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let builder = if verify_names.is_empty() {
+        ClientConfig::builder().with_root_certificates(roots)
+    } else {
+        let provider = CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let verifier = NamesVerifier::new(
+            roots,
+            verify_names.to_vec(),
+            provider.signature_verification_algorithms,
+        );
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Build(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+    };
     let mut config = match client {
         Some(pair) => builder.with_client_cert_resolver(Arc::new(ClientPair(pair.key.clone()))),
         None => builder.with_no_client_auth(),
@@ -76,6 +100,10 @@ pub fn classify(err: &rustls::Error) -> (&'static str, String) {
             "name_mismatch",
             "upstream certificate is not valid for the server name (check tls.server_name)".into(),
         ),
+        // verify_names: the message names the expected and the presented SANs.
+        E::InvalidCertificate(C::Other(o)) if o.0.downcast_ref::<NameMismatch>().is_some() => {
+            ("name_mismatch", o.0.to_string())
+        }
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
             ("expired", "upstream certificate has expired".into())
         }

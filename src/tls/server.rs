@@ -63,6 +63,18 @@ struct SniNames {
 
 impl SniResolver {
     /// `None` without pairs: a listener needs at least one.
+    /// A resolver with no pair, for a `redirect_https` listener, which
+    /// speaks plain HTTP and never shakes hands.
+    pub fn none() -> SniResolver {
+        SniResolver {
+            names: Arc::new(SniNames {
+                exact: HashMap::new(),
+                wildcard: HashMap::new(),
+            }),
+            keys: Vec::new(),
+        }
+    }
+
     pub fn new(pairs: &[ServedPair<'_>]) -> Option<SniResolver> {
         if pairs.is_empty() {
             return None;
@@ -116,6 +128,9 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.keys.is_empty() {
+            return None;
+        }
         Some(self.resolve_name(hello.server_name()).clone())
     }
 }

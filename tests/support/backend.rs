@@ -85,6 +85,7 @@ impl Backend {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    let sni = tls.get_ref().1.server_name().map(str::to_owned);
                     let seen = tls
                         .get_ref()
                         .1
@@ -95,6 +96,7 @@ impl Backend {
                         move |req: http::Request<hyper::body::Incoming>| {
                             let seen = seen.clone();
                             let name = name.clone();
+                            let sni = sni.clone();
                             async move {
                                 if req.uri().path() == "/slow" {
                                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -115,6 +117,7 @@ impl Backend {
                                     "client_cert_fingerprint": seen,
                                     "headers": headers,
                                     "connection": conn_id,
+                                    "sni": sni,
                                 });
                                 Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
                                     Bytes::from(body.to_string()),

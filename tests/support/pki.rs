@@ -96,6 +96,34 @@ impl TestCa {
         self.issue(names[0], names, ExtendedKeyUsagePurpose::ServerAuth, true)
     }
 
+    /// A SPIFFE X.509-SVID: a server pair named only by the URI SAN `id`
+    /// (no DNS name, no subject CN), as SPIRE and csi-driver-spiffe issue.
+    pub fn svid(&self, id: &str) -> TestPair {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(id).unwrap(),
+        )];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let serial = {
+            let mut s = self.next_serial.lock().unwrap();
+            *s += 1;
+            *s
+        };
+        p.serial_number = Some(SerialNumber::from(serial));
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        TestPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            fingerprint: fingerprint(cert.der()),
+            serial,
+        }
+    }
+
     pub fn client_pair(&self, cn: &str) -> TestPair {
         self.issue(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, false)
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::{Named, Resolver};
 use crate::config::raw;
 use crate::config::{
-    ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, Limits, ListenerCert, ListenerConfig,
-    RouteConfig, TlsVersion, UpstreamCa,
+    ClientAuthConfig, ClientAuthMode, EdgeConfig, EntryKind, EntrySpec, Limits, ListenerCert,
+    ListenerConfig, RouteConfig, TlsVersion, UpstreamCa,
 };
 
 impl Resolver {
@@ -31,7 +31,14 @@ impl Resolver {
         };
         let mut alpn = vec!["h2".to_owned(), "http/1.1".to_owned()];
         let mut min_version = TlsVersion::V12;
+        let edge = self.edge(&at, l);
         match &l.tls {
+            // A redirect listener speaks plain HTTP.
+            None if edge.redirect_https.is_some() => {}
+            Some(_) if edge.redirect_https.is_some() => self.problem(
+                format!("{at}.tls"),
+                "a redirect_https listener speaks plain HTTP: remove tls (or redirect_https)",
+            ),
             None => self.problem(
                 format!("{at}.tls"),
                 "missing: a listener needs tls with at least one certificate",
@@ -117,6 +124,12 @@ impl Resolver {
                 }
             }
         }
+        if edge.redirect_https.is_some() && !l.routes.is_empty() {
+            self.problem(
+                format!("{at}.routes"),
+                "a redirect_https listener only redirects: remove routes (or redirect_https)",
+            );
+        }
         let mut routes = Vec::new();
         for (j, r) in l.routes.iter().enumerate() {
             let rat = format!("{at}.routes[{j}]");
@@ -179,6 +192,84 @@ impl Resolver {
             min_version,
             routes,
             limits,
+            edge,
         }
     }
+
+    /// `proxy_protocol`, `trusted_proxies`, `response_headers`, `redirect_https`.
+    fn edge(&mut self, at: &str, l: &raw::Listener) -> EdgeConfig {
+        let mut edge = EdgeConfig::default();
+        if let Some(pp) = &l.proxy_protocol {
+            let pat = format!("{at}.proxy_protocol.from");
+            if pp.from.is_empty() {
+                self.problem(
+                    pat.clone(),
+                    "empty: name the load balancers' addresses (CIDRs), or leave proxy_protocol out",
+                );
+            }
+            edge.proxy_protocol = Some(self.cidrs(&pat, &pp.from));
+        }
+        if let Some(t) = &l.trusted_proxies {
+            edge.trusted_proxies = self.cidrs(&format!("{at}.trusted_proxies"), t);
+        }
+        if let Some(h) = &l.response_headers {
+            for (name, value) in &h.set {
+                let hat = format!("{at}.response_headers.set.{name}");
+                let value = self.string(&hat, value);
+                let n = http::HeaderName::from_bytes(name.as_bytes());
+                if n.is_err() {
+                    self.problem(hat, format!("{name:?} is not a valid header name"));
+                } else if http::HeaderValue::from_str(&value).is_err() {
+                    self.problem(hat, "not a valid header value (control characters?)");
+                } else if HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+                    self.problem(
+                        hat,
+                        format!("{name} is a connection-level header hotproxy manages"),
+                    );
+                } else {
+                    edge.response_headers
+                        .push((name.to_ascii_lowercase(), value));
+                }
+            }
+        }
+        if let Some(r) = &l.redirect_https {
+            let port = r.port.unwrap_or(443);
+            if port == 0 {
+                self.problem(format!("{at}.redirect_https.port"), "must be 1-65535");
+            }
+            edge.redirect_https = Some(port);
+        }
+        edge
+    }
+
+    /// CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
+    fn cidrs(&mut self, at: &str, list: &[String]) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for (j, s) in list.iter().enumerate() {
+            let s = self.string(&format!("{at}[{j}]"), s);
+            match s.parse::<ipnet::IpNet>() {
+                Ok(n) => out.push(n.trunc()),
+                Err(_) => match s.parse::<std::net::IpAddr>() {
+                    Ok(ip) => out.push(ip.into()),
+                    Err(_) => self.problem(
+                        format!("{at}[{j}]"),
+                        format!("{s:?} is not a CIDR (10.0.0.0/8) or an IP address"),
+                    ),
+                },
+            }
+        }
+        out
+    }
 }
+
+/// Headers that describe the connection, not the response: not settable.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+];

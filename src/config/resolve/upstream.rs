@@ -63,6 +63,22 @@ impl Resolver {
                 }
                 tls.server_name = Some(n);
             }
+            if let Some(names) = &t.verify_names {
+                let vat = format!("{tat}.verify_names");
+                if names.is_empty() {
+                    self.problem(
+                        vat.clone(),
+                        "empty: name at least one accepted SAN, or leave verify_names out",
+                    );
+                }
+                for (j, n) in names.iter().enumerate() {
+                    let n = self.string(&format!("{vat}[{j}]"), n);
+                    match crate::tls::names::NamePattern::parse(&n) {
+                        Ok(p) => tls.verify_names.push(p),
+                        Err(e) => self.problem(format!("{vat}[{j}]"), e),
+                    }
+                }
+            }
             if let Some(d) = t.drain_on_rotation {
                 tls.drain_on_rotation = d;
             }

@@ -1,0 +1,127 @@
+//! A listener's edge policy at runtime: PROXY sources, trusted proxies, response headers, the HTTPS redirect.
+//!
+//! Built from [`EdgeConfig`] by the reloader and loaded once per connection,
+//! like the limits: a change applies to new connections.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::config::{EdgeConfig, Limits};
+use crate::metrics;
+use crate::proxy::forward::ResponseBody;
+use crate::proxy::proxy_protocol;
+use crate::proxy::request;
+
+/// The edge policy of one listener.
+#[derive(Debug, Default)]
+pub struct Edge {
+    /// `proxy_protocol.from`; `None` = PROXY protocol off.
+    pub proxy_protocol: Option<Vec<IpNet>>,
+    trusted_proxies: Vec<IpNet>,
+    response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `redirect_https.port`: this listener answers only 308 to https.
+    pub redirect_https: Option<u16>,
+}
+
+impl Edge {
+    pub fn new(c: &EdgeConfig) -> Arc<Edge> {
+        Arc::new(Edge {
+            proxy_protocol: c.proxy_protocol.clone(),
+            trusted_proxies: c.trusted_proxies.clone(),
+            // Checked by the config loader; anything else cannot be here.
+            response_headers: c
+                .response_headers
+                .iter()
+                .filter_map(|(n, v)| {
+                    Some((
+                        HeaderName::from_bytes(n.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect(),
+            redirect_https: c.redirect_https,
+        })
+    }
+
+    /// Whether forwarding headers from the client at `ip` are believed.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && proxy_protocol::contains(&self.trusted_proxies, ip)
+    }
+
+    /// `response_headers.set`: on every response, replacing any value the
+    /// upstream sent (HSTS must not depend on each backend remembering it).
+    pub fn set_response_headers(&self, headers: &mut HeaderMap) {
+        for (n, v) in &self.response_headers {
+            headers.insert(n.clone(), v.clone());
+        }
+    }
+}
+
+/// Serve one plain-HTTP connection of a `redirect_https` listener: each
+/// request gets `308` to the same host (without its port) and path on
+/// `https://` at `port`. One request per connection, bounded by
+/// `header_read_timeout`.
+pub async fn redirect_connection(
+    listener: Arc<str>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    edge: Arc<Edge>,
+    limits: &Limits,
+    port: u16,
+) {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let start = Instant::now();
+        let mut resp = redirect(req, port);
+        edge.set_response_headers(resp.headers_mut());
+        metrics::request(&listener, "", resp.status().as_u16(), start.elapsed());
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = conn.await {
+        debug!(peer = %peer, error = %e, "redirect connection ended with error");
+    }
+}
+
+/// The `308` for one request, or `400` without a valid `Host`.
+fn redirect(mut req: Request<Incoming>, port: u16) -> Response<ResponseBody> {
+    let location = request::prepare(&mut req).ok().and_then(|()| {
+        let authority: http::uri::Authority = request::authority(&req)?.parse().ok()?;
+        let host = authority.host();
+        if host.is_empty() {
+            return None;
+        }
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = if port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{port}{path}")
+        };
+        HeaderValue::from_str(&location).ok()
+    });
+    let mut resp = Response::new(Empty::<Bytes>::new().map_err(|n| match n {}).boxed());
+    match location {
+        Some(l) => {
+            *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            resp.headers_mut().insert(header::LOCATION, l);
+        }
+        None => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    resp
+}

@@ -1,0 +1,232 @@
+//! PROXY protocol v1/v2 before TLS: required from `proxy_protocol.from`, refused from everyone else.
+//!
+//! A TCP load balancer in front of hotproxy (AWS NLB, GCP, HAProxy in TCP
+//! mode) hides the client's address; with PROXY protocol it sends it first,
+//! in a header HAProxy's specification defines. Parsing is the `ppp`
+//! crate's; this module only reads exactly the header's bytes off the
+//! socket (so the TLS handshake that follows starts at its first byte) and
+//! decides who may send one:
+//!
+//! - a peer inside `from` must start with a v1 or v2 header; without one
+//!   the connection is refused (else the load balancer's address would be
+//!   taken for the client's);
+//! - a peer outside `from` that starts with a header is refused (else
+//!   anyone could claim any address);
+//! - the header's source address is the client address from then on; a v2
+//!   `LOCAL` command (the balancer's own health check) or a v1 `UNKNOWN`
+//!   keeps the real peer address, as the specification says.
+//!
+//! The whole read is bounded by the listener's `header_read_timeout`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// The v2 signature (12 bytes).
+const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+/// What a v1 header starts with.
+const V1_PREFIX: &[u8] = b"PROXY ";
+/// A v1 header is at most 107 bytes (specification §2.1).
+const V1_MAX: usize = 107;
+/// A v2 header is 16 bytes plus addresses and TLVs; beyond this (HAProxy's
+/// default buffer) a peer is not a load balancer we want to talk to.
+const V2_MAX: usize = 16 * 1024;
+
+/// Why a connection was refused before TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("no PROXY protocol header from a proxy_protocol.from peer")]
+    Missing,
+    #[error("PROXY protocol header from a peer outside proxy_protocol.from")]
+    NotAllowed,
+    #[error("malformed PROXY protocol header: {0}")]
+    Malformed(String),
+    #[error("no complete PROXY protocol header within header_read_timeout")]
+    Timeout,
+    #[error("connection closed before the PROXY protocol header ended")]
+    Closed,
+    #[error("reading the PROXY protocol header failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Refused {
+    /// The `reason` label: `hotproxy_tls_handshakes_total{result="proxy_protocol_<reason>"}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Missing => "proxy_protocol_missing",
+            Refused::NotAllowed => "proxy_protocol_not_allowed",
+            Refused::Malformed(_) => "proxy_protocol_malformed",
+            Refused::Timeout => "proxy_protocol_timeout",
+            Refused::Closed | Refused::Io(_) => "proxy_protocol_closed",
+        }
+    }
+}
+
+/// Whether `ip` is in one of `nets` (an IPv4 peer seen on an IPv6 socket,
+/// `::ffff:10.1.2.3`, is matched as IPv4).
+pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// The client address of a new connection: `peer`, or with `from` set
+/// (`proxy_protocol` on) the source address of the PROXY header a `from`
+/// peer must send. Consumes exactly the header's bytes.
+pub async fn accept(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    from: Option<&[IpNet]>,
+    timeout: Duration,
+) -> Result<SocketAddr, Refused> {
+    let Some(from) = from else {
+        return Ok(peer);
+    };
+    let read = async {
+        if contains(from, peer.ip()) {
+            read_header(stream, peer).await
+        } else if starts_with_header(stream).await? {
+            Err(Refused::NotAllowed)
+        } else {
+            Ok(peer)
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(Refused::Timeout))
+}
+
+/// Whether the first bytes are a PROXY header's, without consuming them.
+/// Looks only as far as needed to tell (`P` may start `POST` on a plain
+/// HTTP listener, so up to `PROXY `).
+async fn starts_with_header(stream: &TcpStream) -> Result<bool, Refused> {
+    let mut buf = [0u8; 12];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let seen = &buf[..n];
+        let sig = match seen[0] {
+            b'\r' => V2_SIGNATURE,
+            b'P' => V1_PREFIX,
+            _ => return Ok(false),
+        };
+        let k = n.min(sig.len());
+        if seen[..k] != sig[..k] {
+            return Ok(false);
+        }
+        if k == sig.len() {
+            return Ok(true);
+        }
+        // A prefix of a signature and nothing more yet: peeking again would
+        // return the same bytes at once, so give the peer a moment (bounded
+        // by the caller's timeout; only a stalling client gets here).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Read a v1 or v2 header, exactly, and return its source address.
+async fn read_header(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Refused> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(Refused::Closed);
+    }
+    let mut buf = Vec::with_capacity(128);
+    match first[0] {
+        b'\r' => {
+            // 16 fixed bytes, the last two the length of what follows.
+            read_upto(stream, &mut buf, 16, |_| false).await?;
+            if buf[..12] != *V2_SIGNATURE {
+                return Err(Refused::Missing);
+            }
+            let total = 16 + u16::from_be_bytes([buf[14], buf[15]]) as usize;
+            if total > V2_MAX {
+                return Err(Refused::Malformed(format!(
+                    "v2 header of {total} bytes (at most {V2_MAX})"
+                )));
+            }
+            read_upto(stream, &mut buf, total, |_| false).await?;
+            let header = ppp::v2::Header::try_from(buf.as_slice())
+                .map_err(|e| Refused::Malformed(e.to_string()))?;
+            Ok(match (header.command, header.addresses) {
+                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => {
+                    SocketAddr::from((a.source_address, a.source_port))
+                }
+                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => {
+                    SocketAddr::from((a.source_address, a.source_port))
+                }
+                // LOCAL (the balancer's own check), UNSPEC, UNIX: the peer.
+                _ => peer,
+            })
+        }
+        b'P' => {
+            read_upto(stream, &mut buf, V1_MAX, |b| b.ends_with(b"\n")).await?;
+            if !buf.starts_with(V1_PREFIX) {
+                return Err(Refused::Missing);
+            }
+            if !buf.ends_with(b"\r\n") {
+                return Err(Refused::Malformed(format!(
+                    "v1 header without CRLF within {V1_MAX} bytes"
+                )));
+            }
+            let header = ppp::v1::Header::try_from(buf.as_slice())
+                .map_err(|e| Refused::Malformed(e.to_string()))?;
+            Ok(match header.addresses {
+                ppp::v1::Addresses::Tcp4(a) => SocketAddr::from((a.source_address, a.source_port)),
+                ppp::v1::Addresses::Tcp6(a) => SocketAddr::from((a.source_address, a.source_port)),
+                ppp::v1::Addresses::Unknown => peer,
+            })
+        }
+        _ => Err(Refused::Missing),
+    }
+}
+
+/// Append bytes to `buf` until it holds `limit` bytes or `done(buf)`,
+/// never reading past either: peek what has arrived, then read only the
+/// part that belongs to the header. Once everything peeked is consumed the
+/// next peek waits for new bytes, so a slow sender never makes this spin.
+async fn read_upto(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    done: impl Fn(&[u8]) -> bool,
+) -> Result<(), Refused> {
+    let mut chunk = [0u8; 512];
+    while buf.len() < limit && !done(buf) {
+        let want = (limit - buf.len()).min(chunk.len());
+        let n = stream.peek(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(Refused::Closed);
+        }
+        // Up to and including a line end, if the caller waits for one.
+        let old = buf.len();
+        let mut take = n;
+        for (i, b) in chunk[..n].iter().enumerate() {
+            buf.push(*b);
+            if done(buf) {
+                take = i + 1;
+                break;
+            }
+        }
+        buf.truncate(old);
+        buf.resize(old + take, 0);
+        stream.read_exact(&mut buf[old..]).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contains_maps_ipv4_in_ipv6() {
+        let nets = vec!["10.0.0.0/8".parse::<IpNet>().unwrap()];
+        assert!(contains(&nets, "10.1.2.3".parse().unwrap()));
+        assert!(contains(&nets, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!contains(&nets, "11.0.0.1".parse().unwrap()));
+    }
+}

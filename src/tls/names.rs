@@ -1,0 +1,319 @@
+//! `verify_names`: the upstream certificate names accepted (DNS, URI, a SPIFFE trust domain) and their verifier.
+//!
+//! With `tls.verify_names` set, an upstream certificate is verified in two
+//! steps: the chain, exactly as rustls's WebPKI verifier does it (webpki's
+//! `EndEntityCert::verify_for_usage` for server auth, through rustls's
+//! public wrapper so the errors keep rustls's kinds: unknown CA, expired),
+//! but *without* a name; then its SANs against the accepted names, read
+//! with x509-parser because WebPKI knows DNS and IP names only, while a
+//! SPIFFE SVID names its workload by a URI SAN (`spiffe://td/ns/x/sa/y`).
+//! `server_name` is then only the SNI sent.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, RootCertStore};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// One accepted name of `verify_names`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamePattern {
+    /// A DNS name or IP address, checked as WebPKI checks a server name
+    /// (a certificate's `*.example.com` covers `a.example.com`).
+    Server(ServerName<'static>),
+    /// One URI SAN, exactly (a SPIFFE ID or any other URI).
+    Uri(String),
+    /// `spiffe://td/**`: any SPIFFE ID of trust domain `td`; holds the
+    /// prefix `spiffe://td/`.
+    TrustDomain(String),
+}
+
+impl NamePattern {
+    /// Parse one `verify_names` entry; the error says what is wrong with it.
+    pub fn parse(s: &str) -> Result<NamePattern, String> {
+        if s.parse::<IpAddr>().is_ok() || !s.contains(':') {
+            return ServerName::try_from(s.to_owned())
+                .map(NamePattern::Server)
+                .map_err(|_| format!("{s:?} is not a DNS name, IP address or URI"));
+        }
+        let Some((scheme, rest)) = s.split_once(':') else {
+            unreachable!("contains ':'")
+        };
+        let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        if !scheme_ok || rest.is_empty() || s.chars().any(|c| c.is_whitespace()) {
+            return Err(format!("{s:?} is not a DNS name, IP address or URI"));
+        }
+        if !scheme.eq_ignore_ascii_case("spiffe") {
+            return Ok(NamePattern::Uri(s.to_owned()));
+        }
+        spiffe(s, rest)
+    }
+
+    fn matches(&self, cert: &ParsedCertificate<'_>, uris: &[String]) -> bool {
+        match self {
+            NamePattern::Server(name) => verify_server_name(cert, name).is_ok(),
+            NamePattern::Uri(u) => uris.iter().any(|p| p == u),
+            NamePattern::TrustDomain(prefix) => uris.iter().any(|p| {
+                p.len() > prefix.len()
+                    && p.is_char_boundary(prefix.len())
+                    && p[..prefix.len()].eq_ignore_ascii_case(prefix)
+            }),
+        }
+    }
+}
+
+impl fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NamePattern::Server(ServerName::DnsName(d)) => write!(f, "DNS:{}", d.as_ref()),
+            NamePattern::Server(ServerName::IpAddress(ip)) => {
+                write!(f, "IP:{}", IpAddr::from(*ip))
+            }
+            NamePattern::Server(other) => write!(f, "{other:?}"),
+            NamePattern::Uri(u) => write!(f, "URI:{u}"),
+            NamePattern::TrustDomain(prefix) => write!(f, "URI:{prefix}**"),
+        }
+    }
+}
+
+/// `spiffe://td/path` (SPIFFE ID spec §2): a trust domain of lowercase
+/// letters, digits, `.`, `-`, `_`; a path of non-empty segments that are
+/// not `.` or `..`. `spiffe://td/**` is the whole trust domain.
+fn spiffe(s: &str, rest: &str) -> Result<NamePattern, String> {
+    let bad = |why: &str| Err(format!("{s:?} is not a SPIFFE ID: {why}"));
+    let Some(rest) = rest.strip_prefix("//") else {
+        return bad("expected spiffe://trust-domain/path");
+    };
+    let (td, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if td.is_empty()
+        || !td
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c))
+    {
+        return bad("the trust domain must be lowercase letters, digits, '.', '-' or '_'");
+    }
+    if path == "**" {
+        return Ok(NamePattern::TrustDomain(format!("spiffe://{td}/")));
+    }
+    if path.is_empty() {
+        return bad("a workload path is needed (or /** for the whole trust domain)");
+    }
+    for seg in path.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return bad("empty, '.' and '..' path segments are not allowed");
+        }
+        if seg.contains('*') {
+            return bad("'**' is allowed only as the whole path: spiffe://td/**");
+        }
+        if !seg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+        {
+            return bad("path segments are letters, digits, '.', '-' or '_'");
+        }
+    }
+    Ok(NamePattern::Uri(format!("spiffe://{td}/{path}")))
+}
+
+/// The upstream certificate is valid but names none of `verify_names`:
+/// what was expected and what was presented, for the log.
+#[derive(Debug)]
+pub struct NameMismatch {
+    pub expected: Vec<String>,
+    pub presented: Vec<String>,
+}
+
+impl fmt::Display for NameMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let presented = if self.presented.is_empty() {
+            "no DNS, IP or URI SAN".to_owned()
+        } else {
+            self.presented.join(", ")
+        };
+        write!(
+            f,
+            "upstream certificate names {presented}; tls.verify_names accepts {}",
+            self.expected.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for NameMismatch {}
+
+/// The SANs of a certificate as `DNS:`, `IP:` and `URI:` text, and its URI SANs.
+fn sans(der: &[u8]) -> (Vec<String>, Vec<String>) {
+    let mut all = Vec::new();
+    let mut uris = Vec::new();
+    if let Ok((_, cert)) = X509Certificate::from_der(der)
+        && let Ok(Some(ext)) = cert.subject_alternative_name()
+    {
+        for name in &ext.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => all.push(format!("DNS:{d}")),
+                GeneralName::URI(u) => {
+                    all.push(format!("URI:{u}"));
+                    uris.push((*u).to_owned());
+                }
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).map(IpAddr::from).ok(),
+                        16 => <[u8; 16]>::try_from(*b).map(IpAddr::from).ok(),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        all.push(format!("IP:{ip}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (all, uris)
+}
+
+/// WebPKI chain verification, then `verify_names` instead of the server name.
+#[derive(Debug)]
+pub struct NamesVerifier {
+    roots: Arc<RootCertStore>,
+    accepted: Vec<NamePattern>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl NamesVerifier {
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        accepted: Vec<NamePattern>,
+        algs: WebPkiSupportedAlgorithms,
+    ) -> NamesVerifier {
+        NamesVerifier {
+            roots,
+            accepted,
+            algs,
+        }
+    }
+}
+
+impl ServerCertVerifier for NamesVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algs.all,
+        )?;
+        let (presented, uris) = sans(end_entity.as_ref());
+        if self.accepted.iter().any(|p| p.matches(&cert, &uris)) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        Err(Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(NameMismatch {
+                expected: self.accepted.iter().map(|p| p.to_string()).collect(),
+                presented,
+            })),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        assert!(matches!(
+            NamePattern::parse("app.prod.svc"),
+            Ok(NamePattern::Server(_))
+        ));
+        assert!(matches!(
+            NamePattern::parse("10.0.0.1"),
+            Ok(NamePattern::Server(_))
+        ));
+        assert!(matches!(
+            NamePattern::parse("::1"),
+            Ok(NamePattern::Server(_))
+        ));
+        assert_eq!(
+            NamePattern::parse("spiffe://cluster.local/ns/prod/sa/app"),
+            Ok(NamePattern::Uri(
+                "spiffe://cluster.local/ns/prod/sa/app".into()
+            ))
+        );
+        assert_eq!(
+            NamePattern::parse("spiffe://cluster.local/**"),
+            Ok(NamePattern::TrustDomain("spiffe://cluster.local/".into()))
+        );
+        assert_eq!(
+            NamePattern::parse("urn:example:backend"),
+            Ok(NamePattern::Uri("urn:example:backend".into()))
+        );
+        for bad in [
+            "",
+            "bad name",
+            "spiffe://",
+            "spiffe://Cluster.local/x",
+            "spiffe://td",
+            "spiffe://td/",
+            "spiffe://td/a/**",
+            "spiffe://td/a//b",
+            "spiffe://td/a/../b",
+            "spiffe:td/a",
+            "1http://x",
+        ] {
+            assert!(NamePattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn mismatch_names_both_sides() {
+        let m = NameMismatch {
+            expected: vec!["URI:spiffe://td/a".into()],
+            presented: vec!["URI:spiffe://td/b".into()],
+        };
+        let s = m.to_string();
+        assert!(
+            s.contains("spiffe://td/a") && s.contains("spiffe://td/b"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! Issue 16, the edge and the upstream identity: SPIFFE `verify_names`, PROXY protocol v1/v2,
+//! trusted proxies, the HTTPS redirect listener and response headers. Real sockets: clients
+//! bind 127.0.0.2 / 127.0.0.3 to stand for a load balancer and a trusted proxy.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+const SPIFFE_ID: &str = "spiffe://cluster.local/ns/prod/sa/app";
+
+struct World {
+    scene: Scene,
+    ca: TestCa,
+    proxy: Proxy,
+    public: SocketAddr,
+    http: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// A TCP connection to `to` from the local address `from` (127.0.0.x).
+async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// One HTTP/1.1 GET over TLS on `tcp` (which may already carry a PROXY
+/// header): status, headers and body, or the error that ended it.
+async fn get_over(
+    tcp: TcpStream,
+    w: &World,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, http::HeaderMap, String)> {
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok((status, headers, String::from_utf8_lossy(&body).into()))
+}
+
+/// What the echo backend saw, from a 200 reply body.
+fn seen(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not the backend's JSON: {body}"))
+}
+
+/// The proxy refused the connection: the TLS handshake or the request fails.
+async fn refused(tcp: TcpStream, w: &World) {
+    let r = tokio::time::timeout(WAIT, get_over(tcp, w, "/api", &[])).await;
+    assert!(
+        matches!(r, Ok(Err(_))),
+        "expected the connection to be refused, got {:?}",
+        r.map(|r| r.map(|(s, _, b)| (s, b)))
+    );
+}
+
+async fn world() -> World {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("mesh CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    scene.pair("proxy-client", &backend_ca.client_pair("hotproxy"));
+    write(&scene.path("mesh-ca.crt"), &backend_ca.cert_pem);
+    // A workload whose certificate names it only by its SPIFFE ID.
+    let svid = Backend::start(
+        "svid",
+        &backend_ca.svid(SPIFFE_ID),
+        Some(&backend_ca.cert_pem),
+    )
+    .await;
+    let upstream = |name: &str, extra: &str| {
+        format!(
+            r#"
+  - name: {name}
+    servers: [https://{addr}]
+    tls:
+      ca: {{ ref: mesh-ca }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+{extra}"#,
+            addr = svid.addr
+        )
+    };
+    let upstreams = [
+        upstream("svid", &format!("      verify_names: [\"{SPIFFE_ID}\"]")),
+        upstream(
+            "svid-sni",
+            &format!("      server_name: app.prod.svc\n      verify_names: [\"{SPIFFE_ID}\"]"),
+        ),
+        upstream(
+            "trust-domain",
+            "      verify_names: [\"spiffe://cluster.local/**\"]",
+        ),
+        upstream(
+            "wrong-id",
+            "      verify_names: [\"spiffe://cluster.local/ns/prod/sa/other\", \"spiffe://elsewhere/**\"]",
+        ),
+        // Without verify_names the URL's IP is the name checked: a
+        // URI-only SVID cannot pass (what the issue reports).
+        upstream("by-ip", ""),
+    ]
+    .concat();
+    let config = scene.config(&format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 500ms }}
+admin: {{ bind: "127.0.0.1:0" }}
+certs:
+  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
+  - {{ id: mesh-ca, type: ca-bundle, ca_file: mesh-ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: a }}]
+    proxy_protocol: {{ from: [127.0.0.2/32] }}
+    trusted_proxies: [127.0.0.3, 198.51.100.0/24]
+    response_headers:
+      set: {{ Strict-Transport-Security: "max-age=31536000", X-Frame-Options: DENY }}
+    limits: {{ header_read_timeout: 1s }}
+    routes:
+      - {{ path_prefix: /api, upstream: svid }}
+      - {{ path_prefix: /sni, upstream: svid-sni }}
+      - {{ path_prefix: /td, upstream: trust-domain }}
+      - {{ path_prefix: /wrong, upstream: wrong-id }}
+      - {{ path_prefix: /by-ip, upstream: by-ip }}
+  - name: http
+    bind: 127.0.0.1:0
+    redirect_https: {{ port: 8443 }}
+    response_headers:
+      set: {{ X-Frame-Options: DENY }}
+upstreams:{upstreams}
+"#
+    ));
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let http = proxy.listener_addr("http").await;
+    let admin = proxy.admin_addr().await;
+    // The backend's accept task lives on in the test's runtime.
+    drop(svid);
+    World {
+        scene,
+        ca,
+        proxy,
+        public,
+        http,
+        admin,
+    }
+}
+
+/// A URI-only SVID backend is reachable with `verify_names` (exact ID or
+/// trust domain), refused with a wrong ID (502, logged with both sides),
+/// and refused without `verify_names`. No SNI is sent to an IP without
+/// `server_name`; `server_name` is the SNI when given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_verify_names() {
+    let mut w = world().await;
+    let tcp = || tcp_from("127.0.0.1", w.public);
+
+    let (status, _, body) = get_over(tcp().await, &w, "/api/x", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["backend"], "svid");
+    assert_eq!(
+        seen(&body)["sni"],
+        serde_json::Value::Null,
+        "SNI sent to an IP"
+    );
+
+    let (status, _, body) = get_over(tcp().await, &w, "/sni", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["sni"], "app.prod.svc");
+
+    let (status, _, body) = get_over(tcp().await, &w, "/td", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let (status, _, body) = get_over(tcp().await, &w, "/wrong", &[]).await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    let log = w
+        .proxy
+        .wait_log("wrong SPIFFE ID logged", |v| {
+            v["message"] == "upstream request failed" && v["upstream"] == "wrong-id"
+        })
+        .await;
+    let error = log["error"].as_str().unwrap();
+    assert_eq!(log["reason"], "name_mismatch", "{log}");
+    assert!(
+        error.contains(&format!("URI:{SPIFFE_ID}")),
+        "presented: {error}"
+    );
+    assert!(
+        error.contains("spiffe://cluster.local/ns/prod/sa/other")
+            && error.contains("spiffe://elsewhere/**"),
+        "expected: {error}"
+    );
+
+    let (status, _, _) = get_over(tcp().await, &w, "/by-ip", &[]).await.unwrap();
+    assert_eq!(status, 502);
+}
+
+/// PROXY v1 and v2 from a `from` peer: the header's source is the client
+/// address the backend sees. v2 LOCAL (the balancer's health check) keeps
+/// the peer's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_from_allowed_peer() {
+    let w = world().await;
+
+    let mut tcp = tcp_from("127.0.0.2", w.public).await;
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n")
+        .await
+        .unwrap();
+    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "203.0.113.7");
+
+    let v2 = |src: &str, dst: &str, command: u8| {
+        let src: SocketAddr = src.parse().unwrap();
+        let dst: SocketAddr = dst.parse().unwrap();
+        ppp::v2::Builder::with_addresses(0x20 | command, ppp::v2::Protocol::Stream, (src, dst))
+            .write_tlv(ppp::v2::Type::NoOp, b"pad")
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let mut tcp = tcp_from("127.0.0.2", w.public).await;
+    tcp.write_all(&v2("[2001:db8::7]:40000", "[2001:db8::1]:443", 1))
+        .await
+        .unwrap();
+    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "2001:db8::7");
+
+    let mut tcp = tcp_from("127.0.0.2", w.public).await;
+    tcp.write_all(&v2("192.0.2.9:1", "192.0.2.1:443", 0))
+        .await
+        .unwrap();
+    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "127.0.0.2");
+
+    // Outside `from`, no header: served as usual, with the socket's address.
+    let tcp = tcp_from("127.0.0.1", w.public).await;
+    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "127.0.0.1");
+}
+
+/// Refused: a header from outside `from` (v1 and v2), no header from a
+/// `from` peer, a malformed header, a header that never ends (bounded by
+/// header_read_timeout). Each is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_refusals() {
+    let w = world().await;
+
+    let mut tcp = tcp_from("127.0.0.1", w.public).await;
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n")
+        .await
+        .unwrap();
+    refused(tcp, &w).await;
+
+    let mut tcp = tcp_from("127.0.0.3", w.public).await;
+    tcp.write_all(
+        b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x07\x0a\x00\x00\x01\x9c\x40\x01\xbb",
+    )
+    .await
+    .unwrap();
+    refused(tcp, &w).await;
+
+    // The load balancer's peer without a header: its own address would be
+    // taken for the client's.
+    refused(tcp_from("127.0.0.2", w.public).await, &w).await;
+
+    let mut tcp = tcp_from("127.0.0.2", w.public).await;
+    tcp.write_all(b"PROXY TCP4 not-an-address 10.0.0.1 1 443\r\n")
+        .await
+        .unwrap();
+    refused(tcp, &w).await;
+
+    // A header that stops half way: closed once header_read_timeout (1s)
+    // has passed, never held open.
+    let mut tcp = tcp_from("127.0.0.2", w.public).await;
+    tcp.write_all(b"PROXY TCP4 203.0.113.7").await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a stalled header must be closed: {closed:?}"
+    );
+
+    let metrics = admin(w.admin, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    for reason in [
+        "proxy_protocol_not_allowed",
+        "proxy_protocol_missing",
+        "proxy_protocol_malformed",
+        "proxy_protocol_timeout",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "hotproxy_tls_handshakes_total{{listener=\"public\",result=\"{reason}\"}}"
+            )),
+            "{reason} not counted:\n{metrics}"
+        );
+    }
+}
+
+/// Forwarding headers from a trusted proxy (directly, or as the address a
+/// PROXY header carries) are kept and extended; from anyone else replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_forwarding_headers() {
+    let w = world().await;
+    let spoof = [
+        ("x-forwarded-for", "192.0.2.1"),
+        ("forwarded", "for=192.0.2.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-real-ip", "192.0.2.1"),
+    ];
+
+    let tcp = tcp_from("127.0.0.3", w.public).await;
+    let (status, _, body) = get_over(tcp, &w, "/api", &spoof).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let h = &seen(&body)["headers"];
+    assert_eq!(h["x-forwarded-for"], "192.0.2.1, 127.0.0.3");
+    assert_eq!(h["forwarded"], "for=192.0.2.1, for=127.0.0.3;proto=https");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-real-ip"], "192.0.2.1");
+
+    let tcp = tcp_from("127.0.0.1", w.public).await;
+    let (status, _, body) = get_over(tcp, &w, "/api", &spoof).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let h = &seen(&body)["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert!(
+        h.get("forwarded").is_none() && h.get("x-real-ip").is_none(),
+        "{h}"
+    );
+
+    // Behind the load balancer: trust is decided on the PROXY address.
+    let mut tcp = tcp_from("127.0.0.2", w.public).await;
+    tcp.write_all(b"PROXY TCP4 198.51.100.9 10.0.0.1 40000 443\r\n")
+        .await
+        .unwrap();
+    let (_, _, body) = get_over(tcp, &w, "/api", &spoof).await.unwrap();
+    assert_eq!(
+        seen(&body)["headers"]["x-forwarded-for"],
+        "192.0.2.1, 198.51.100.9"
+    );
+    let mut tcp = tcp_from("127.0.0.2", w.public).await;
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n")
+        .await
+        .unwrap();
+    let (_, _, body) = get_over(tcp, &w, "/api", &spoof).await.unwrap();
+    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "203.0.113.7");
+}
+
+/// One raw HTTP/1.x request to the redirect listener: the response head.
+async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut out))
+        .await
+        .expect("the redirect listener closes after one answer")
+        .unwrap();
+    String::from_utf8_lossy(&out).into()
+}
+
+/// The redirect listener answers only 308 to https (host without its
+/// port, path and query kept), 400 without a valid Host; the response
+/// headers are set on proxied and on hotproxy's own answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_https_and_response_headers() {
+    let w = world().await;
+
+    let r = raw_http(
+        w.http,
+        "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: Example.com:8080\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 308"), "{r}");
+    let lower = r.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nlocation: https://example.com:8443/a/b?x=1&y=%20\r\n"),
+        "{r}"
+    );
+    assert!(lower.contains("\r\nx-frame-options: deny\r\n"), "{r}");
+
+    let r = raw_http(
+        w.http,
+        "POST /form HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 308"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("location: https://[::1]:8443/form\r\n"),
+        "{r}"
+    );
+
+    for bad in [
+        "GET / HTTP/1.0\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a@evil.example\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+    ] {
+        let r = raw_http(w.http, bad).await;
+        assert!(
+            r.starts_with("HTTP/1.1 400") || r.starts_with("HTTP/1.0 400"),
+            "{bad:?}: {r}"
+        );
+        assert!(!r.to_ascii_lowercase().contains("location:"), "{r}");
+    }
+    // TLS sent to the plain-HTTP listener gets nothing it could follow.
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    assert!(connect(w.http, "localhost", cfg).await.is_err());
+
+    let tcp = tcp_from("127.0.0.1", w.public).await;
+    let (status, headers, _) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let tcp = tcp_from("127.0.0.1", w.public).await;
+    let (status, headers, _) = get_over(tcp, &w, "/no-route", &[]).await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+
+    let ready = admin(w.admin, "GET", "/readyz", None, None, &[]).await;
+    assert_eq!(
+        ready.status, 200,
+        "a redirect listener is ready without certificates"
+    );
+    drop(w.scene);
+}
