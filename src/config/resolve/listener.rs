@@ -273,3 +273,85 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-connection",
     "content-length",
 ];
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    fn with_listener_extra(extra: &str) -> String {
+        MINIMAL.replace(
+            "    routes: [{ upstream: api }]\n",
+            &format!("    routes: [{{ upstream: api }}]\n{extra}"),
+        )
+    }
+
+    /// The edge fields parse into their checked form.
+    #[test]
+    fn edge_fields_parse() {
+        let c = parse_str(&with_listener_extra(
+            "    proxy_protocol: { from: [10.0.0.0/8, 192.0.2.7] }\n    trusted_proxies: [\"fd00::/8\"]\n    response_headers:\n      set: { Strict-Transport-Security: \"max-age=31536000\" }\n  - name: http\n    bind: 127.0.0.1:8080\n    redirect_https: {}\n",
+        ))
+        .unwrap_or_else(|e| panic!("{}", messages(&e)));
+        let e = &c.listeners[0].edge;
+        let from: Vec<String> = e
+            .proxy_protocol
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(from, ["10.0.0.0/8", "192.0.2.7/32"]);
+        assert_eq!(e.trusted_proxies[0].to_string(), "fd00::/8");
+        assert_eq!(
+            e.response_headers,
+            [(
+                "strict-transport-security".to_owned(),
+                "max-age=31536000".to_owned()
+            )]
+        );
+        assert_eq!(c.listeners[1].edge.redirect_https, Some(443));
+        assert!(c.listeners[1].certs.is_empty());
+    }
+
+    /// Each bad edge value is an error naming its field.
+    #[test]
+    fn edge_errors_name_the_field() {
+        for (extra, field) in [
+            (
+                "    proxy_protocol: { from: [] }\n",
+                "listeners[0].proxy_protocol.from",
+            ),
+            (
+                "    proxy_protocol: { from: [10.0.0.0/33] }\n",
+                "listeners[0].proxy_protocol.from[0]",
+            ),
+            (
+                "    trusted_proxies: [nonsense]\n",
+                "listeners[0].trusted_proxies[0]",
+            ),
+            (
+                "    response_headers: { set: { \"bad name\": x } }\n",
+                "listeners[0].response_headers.set.bad name",
+            ),
+            (
+                "    response_headers: { set: { Connection: close } }\n",
+                "listeners[0].response_headers.set.Connection",
+            ),
+            ("    redirect_https: { port: 443 }\n", "listeners[0].tls"),
+            (
+                "    redirect_https: { port: 0 }\n",
+                "listeners[0].redirect_https.port",
+            ),
+        ] {
+            let e = parse_str(&with_listener_extra(extra)).unwrap_err();
+            let m = messages(&e);
+            assert!(m.contains(field), "{extra}: {m}");
+        }
+        let bad_names = MINIMAL.replace(
+            "      client_cert: { ref: client }\n",
+            "      client_cert: { ref: client }\n      verify_names: [\"spiffe://td/a/**\"]\n",
+        );
+        let m = messages(&parse_str(&bad_names).unwrap_err());
+        assert!(m.contains("upstreams[0].tls.verify_names[0]"), "{m}");
+    }
+}
