@@ -147,6 +147,9 @@ impl Upstream {
             h2_client,
             upgrade,
         );
+        if upgrade {
+            crate::proxy::tunnel::restrict_upgrade(req.headers_mut());
+        }
         let path = req
             .uri()
             .path_and_query()
@@ -161,7 +164,6 @@ impl Upstream {
         // request is what both accept.
         *req.version_mut() = Version::HTTP_11;
 
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let pool = if upgrade {
             self.upgrade_pool.load_full()
         } else {
@@ -177,23 +179,8 @@ impl Upstream {
                 return error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
             }
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let name = self.name.clone();
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(client),
-                            &mut TokioIo::new(upstream),
-                        )
-                        .await;
-                    }
-                    Err(e) => debug!(upstream = %name, error = %e, "upgrade failed"),
-                }
-            });
+        // The listener checks the switch and runs the tunnel (proxy::tunnel).
+        if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return resp.map(|b| b.boxed());
         }
         strip_hop_by_hop(resp.headers_mut(), false);
@@ -300,15 +287,10 @@ static X_CLIENT_CERT_FINGERPRINT: HeaderName = HeaderName::from_static("x-client
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// An upgrade hotproxy tunnels (see `proxy::tunnel`); any other `Upgrade`
+/// is stripped as hop-by-hop and the request forwarded as an ordinary one.
 fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
+    crate::proxy::tunnel::is_tunnelled(req.version(), req.headers())
 }
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
