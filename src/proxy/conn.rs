@@ -8,6 +8,7 @@
 //! [`Activity`] gives the connection driver what it needs to do the same.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,10 +18,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Sleep;
-
-use crate::proxy::forward::ResponseBody;
+use tracing::debug;
 
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so it reads our error response instead of a reset
@@ -134,13 +134,13 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request counted as in flight until
 /// hyper has finished sending it (or dropped it).
-pub struct TrackedBody {
-    inner: ResponseBody,
+pub struct TrackedBody<B> {
+    inner: B,
     _in_flight: InFlight,
 }
 
-impl TrackedBody {
-    pub fn new(inner: ResponseBody, in_flight: InFlight) -> TrackedBody {
+impl<B> TrackedBody<B> {
+    pub fn new(inner: B, in_flight: InFlight) -> TrackedBody<B> {
         TrackedBody {
             inner,
             _in_flight: in_flight,
@@ -148,14 +148,14 @@ impl TrackedBody {
     }
 }
 
-impl Body for TrackedBody {
+impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -165,6 +165,81 @@ impl Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Runs one hyper connection to its end, applying the idle and
+/// header-read timeouts, graceful shutdown, and one more reason to close
+/// gracefully (`max_connection_lifetime` on listeners).
+pub struct Driver<'a> {
+    /// The listener's name, for logs (`admin` for the admin listener).
+    pub name: &'a str,
+    pub peer: SocketAddr,
+    pub activity: &'a Activity,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Driver<'_> {
+    pub async fn run<F, E>(
+        mut self,
+        conn: F,
+        graceful: impl Fn(Pin<&mut F>),
+        also_close: impl Future<Output = ()>,
+    ) where
+        F: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let (name, peer) = (self.name, self.peer);
+        tokio::pin!(conn);
+        tokio::pin!(also_close);
+        let mut closing = false;
+        loop {
+            let changed = self.activity.changed();
+            // Once closing, only a stalled head still cuts the connection.
+            let deadline = self
+                .activity
+                .deadline(self.header_read_timeout, self.idle_timeout)
+                .filter(|(_, why)| !closing || *why == Expiry::HeaderRead);
+            let expiry = async {
+                match deadline {
+                    Some((at, why)) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        why
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        debug!(listener = %name, peer = %peer, error = %e, "connection ended with error");
+                    }
+                    return;
+                }
+                _ = changed => {}
+                why = expiry => {
+                    debug!(listener = %name, peer = %peer, reason = why.reason(), "closing connection");
+                    match why {
+                        // Half a head after header_read_timeout: nothing to finish.
+                        Expiry::HeaderRead => return,
+                        Expiry::Idle => {
+                            closing = true;
+                            graceful(conn.as_mut());
+                        }
+                    }
+                }
+                _ = self.shutdown.wait_for(|s| *s), if !closing => {
+                    closing = true;
+                    graceful(conn.as_mut());
+                }
+                _ = also_close.as_mut(), if !closing => {
+                    closing = true;
+                    graceful(conn.as_mut());
+                }
+            }
+        }
     }
 }
 

@@ -6,15 +6,14 @@
 //! with for its whole life: that is "open connections keep their certificate".
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -29,7 +28,7 @@ use crate::config::{ClientAuthMode, Limits};
 use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
 use crate::proxy::accept::Acceptor;
-use crate::proxy::conn::{self, Activity, ClientIo, Expiry, TrackedBody};
+use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
 use crate::proxy::router::Router;
 use crate::proxy::tunnel;
@@ -373,114 +372,53 @@ async fn connection(
             let ctx = ctx.clone();
             let slot = slot.clone();
             let in_flight = activity.begin();
+            let head = req.method() == Method::HEAD;
             async move {
-                let resp = handle(&listener, req, &ctx, &slot, tunnel_idle).await;
+                let mut resp = handle(&listener, req, &ctx, &slot, tunnel_idle).await;
+                if head {
+                    // A response to HEAD has no content (RFC 9110 §9.3.2),
+                    // whatever the upstream or an error page would send:
+                    // hyper's HTTP/2 server would send it, and an upstream
+                    // h2 stream that does errors and resets the client's.
+                    resp = resp.map(|_| Empty::new().map_err(|never| match never {}).boxed());
+                }
                 Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
             }
         })
     };
     let driver = Driver {
-        listener,
+        name: &listener.name,
         peer,
         activity: &activity,
-        limits,
-        generation,
-        started: accepted,
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
         shutdown,
+    };
+    let mut gen_rx = listener.generation.subscribe();
+    let lifetime_over = async {
+        match limits.max_connection_lifetime {
+            // Only connections made with rotated-out material are bounded.
+            Some(max) => {
+                tokio::time::sleep_until((accepted + max).into()).await;
+                let _ = gen_rx.wait_for(|g| *g != generation).await;
+                debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
+            }
+            None => std::future::pending().await,
+        }
     };
     if is_h2 {
         let conn = settings.h2.serve_connection(TokioIo::new(io), svc);
-        driver.run(conn, |c| c.graceful_shutdown()).await;
+        driver
+            .run(conn, |c| c.graceful_shutdown(), lifetime_over)
+            .await;
     } else {
         let conn = settings
             .h1
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
-        driver.run(conn, |c| c.graceful_shutdown()).await;
-    }
-}
-
-/// Runs one hyper connection to its end, applying the listener's idle and
-/// header-read timeouts, graceful shutdown and `max_connection_lifetime`.
-struct Driver<'a> {
-    listener: &'a Arc<Listener>,
-    peer: SocketAddr,
-    activity: &'a Activity,
-    limits: &'a Limits,
-    generation: u64,
-    started: Instant,
-    shutdown: Shutdown,
-}
-
-impl Driver<'_> {
-    async fn run<F, E>(mut self, conn: F, graceful: impl Fn(Pin<&mut F>))
-    where
-        F: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
-    {
-        let (listener, peer) = (self.listener, self.peer);
-        tokio::pin!(conn);
-        let mut gen_rx = listener.generation.subscribe();
-        let lifetime = self.limits.max_connection_lifetime;
-        let generation = self.generation;
-        let started = self.started;
-        let mut closing = false;
-        loop {
-            let changed = self.activity.changed();
-            // Once closing, only a stalled head still cuts the connection.
-            let deadline = self
-                .activity
-                .deadline(self.limits.header_read_timeout, self.limits.idle_timeout)
-                .filter(|(_, why)| !closing || *why == Expiry::HeaderRead);
-            let expiry = async {
-                match deadline {
-                    Some((at, why)) => {
-                        tokio::time::sleep_until(at.into()).await;
-                        why
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let lifetime_over = async {
-                match lifetime {
-                    // Only connections made with rotated-out material are bounded.
-                    Some(max) => {
-                        tokio::time::sleep_until((started + max).into()).await;
-                        let _ = gen_rx.wait_for(|g| *g != generation).await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        debug!(listener = %listener.name, peer = %peer, error = %e, "connection ended with error");
-                    }
-                    return;
-                }
-                _ = changed => {}
-                why = expiry => {
-                    debug!(listener = %listener.name, peer = %peer, reason = why.reason(), "closing connection");
-                    match why {
-                        // Half a head after header_read_timeout: nothing to finish.
-                        Expiry::HeaderRead => return,
-                        Expiry::Idle => {
-                            closing = true;
-                            graceful(conn.as_mut());
-                        }
-                    }
-                }
-                _ = self.shutdown.wait_for(|s| *s), if !closing => {
-                    closing = true;
-                    graceful(conn.as_mut());
-                }
-                _ = lifetime_over, if !closing => {
-                    debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
-                    closing = true;
-                    graceful(conn.as_mut());
-                }
-            }
-        }
+        driver
+            .run(conn, |c| c.graceful_shutdown(), lifetime_over)
+            .await;
     }
 }
 
