@@ -552,3 +552,55 @@ async fn h2c_upgrade_is_not_tunnelled() {
         assert!(j["headers"].get(gone).is_none(), "{gone} forwarded: {j}");
     }
 }
+
+/// A tunnel with no byte either way for tunnel_idle_timeout is closed and
+/// its slot released; one that keeps talking is not cut by idle_timeout.
+#[tokio::test]
+async fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "idle_timeout: 1s, tunnel_idle_timeout: 2s"));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = websocket(&w, addr).await;
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("tunnel closed for silence", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "tunnel_idle_timeout"
+    })
+    .await;
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
+    wait_until(WAIT, "the tunnel's slot released", || async {
+        metrics_text(admin).await.lines().any(|l| l == gauge)
+    })
+    .await;
+}
+
+/// A client that stops reading a response is disconnected after
+/// send_timeout, and the upstream request feeding it is released.
+#[tokio::test]
+async fn client_that_stops_reading_is_cut_by_send_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the endless body fills the socket buffers both ways.
+    p.wait_log("cut by send_timeout", |v| {
+        v["message"] == "connection ended with error"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("send_timeout"))
+    })
+    .await;
+    wait_until(WAIT, "the upstream body released", || async {
+        w.backend.big_ended.load(SeqCst) == 1
+    })
+    .await;
+    drop(s);
+}

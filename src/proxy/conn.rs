@@ -189,7 +189,7 @@ impl Driver<'_> {
         also_close: impl Future<Output = ()>,
     ) where
         F: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        E: std::error::Error,
     {
         let (name, peer) = (self.name, self.peer);
         tokio::pin!(conn);
@@ -214,7 +214,7 @@ impl Driver<'_> {
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
-                        debug!(listener = %name, peer = %peer, error = %e, "connection ended with error");
+                        debug!(listener = %name, peer = %peer, error = %causes(&e), "connection ended with error");
                     }
                     return;
                 }
@@ -241,6 +241,20 @@ impl Driver<'_> {
             }
         }
     }
+}
+
+/// An error with its causes ("error writing a body to connection:
+/// send_timeout: the client stopped reading"): hyper's own message alone
+/// does not say why.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// The client's stream as hyper sees it: reports received bytes to

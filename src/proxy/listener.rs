@@ -58,7 +58,7 @@ impl Settings {
             .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             // A client that stops reading does not answer pings either.
-            .keep_alive_timeout(limits.send_timeout());
+            .keep_alive_timeout(limits.send_timeout);
         Arc::new(Settings { limits, h1, h2 })
     }
 }
@@ -279,7 +279,7 @@ async fn refuse_plain_http(listener: &Listener, mut stream: TcpStream, peer: Soc
         PLAIN_HTTP_BODY.len()
     );
     let sent = tokio::time::timeout(
-        listener.settings.load().limits.send_timeout(),
+        listener.settings.load().limits.send_timeout,
         stream.write_all(response.as_bytes()),
     )
     .await;
@@ -360,13 +360,13 @@ async fn connection(
     let io = ClientIo::new(
         tls_stream,
         (!is_h2).then(|| activity.clone()),
-        limits.send_timeout(),
+        limits.send_timeout,
         Box::new(slot.clone()),
     );
     let svc = {
         let listener = listener.clone();
         let activity = activity.clone();
-        let tunnel_idle = limits.tunnel_idle_timeout();
+        let tunnel_idle = limits.tunnel_idle_timeout;
         service_fn(move |req| {
             let listener = listener.clone();
             let ctx = ctx.clone();
@@ -500,18 +500,4 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// from this line (the configuration may say port 0).
 pub fn log_listening(name: &str, addr: SocketAddr) {
     info!(listener = %name, addr = %addr, "listening");
-}
-
-// TEMPORARY until the config reshape lands (then these become Limits fields).
-trait LimitsExt {
-    fn send_timeout(&self) -> Duration;
-    fn tunnel_idle_timeout(&self) -> Duration;
-}
-impl LimitsExt for Limits {
-    fn send_timeout(&self) -> Duration {
-        Duration::from_secs(60)
-    }
-    fn tunnel_idle_timeout(&self) -> Duration {
-        Duration::from_secs(3600)
-    }
 }
