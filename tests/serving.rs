@@ -604,3 +604,42 @@ async fn client_that_stops_reading_is_cut_by_send_timeout() {
     .await;
     drop(s);
 }
+
+/// The admin listener caps its connections (64; more wait in the backlog)
+/// and cuts a head that does not arrive within 10 s, so a slowloris on
+/// the admin port cannot hold descriptors forever or lock out probes.
+#[tokio::test]
+async fn admin_listener_caps_connections_and_times_out_heads() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let admin_addr = p.admin_addr().await;
+    let mut held = Vec::new();
+    for _ in 0..63 {
+        held.push(tokio::net::TcpStream::connect(admin_addr).await.unwrap());
+    }
+    let mut half = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0")
+        .await
+        .unwrap();
+    // The 65th connection is not served while 64 are open ...
+    let mut probe = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), probe.peek(&mut first)).await;
+    assert!(early.is_err(), "a connection beyond the cap was served");
+    // ... the half-sent head is cut by the header timeout ...
+    let _ = read_to_close(&mut half).await;
+    p.wait_log("admin head timed out", |v| {
+        v["message"] == "closing connection"
+            && v["listener"] == "admin"
+            && v["reason"] == "header_read_timeout"
+    })
+    .await;
+    // ... which frees a slot for the waiting client.
+    let reply = String::from_utf8(read_to_close(&mut probe).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(held);
+}

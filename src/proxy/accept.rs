@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::metrics;
 
@@ -44,8 +44,13 @@ impl Acceptor {
                 }
                 Err(e) => {
                     metrics::accept_error(&self.listener);
+                    let retry_in_ms = self.backoff.as_millis() as u64;
+                    // The first failure of a run at WARN, the rest (at most
+                    // one a second once backed off) at DEBUG.
                     if self.backoff == MIN_BACKOFF {
-                        warn!(listener = %self.listener, error = %e, "accept failed; backing off");
+                        warn!(listener = %self.listener, error = %e, retry_in_ms, "accept failed; backing off");
+                    } else {
+                        debug!(listener = %self.listener, error = %e, retry_in_ms, "accept failed; backing off");
                     }
                     tokio::time::sleep(self.backoff).await;
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
