@@ -643,3 +643,53 @@ async fn admin_listener_caps_connections_and_times_out_heads() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     drop(held);
 }
+
+/// The server's cipher-suite order wins: a client preferring ChaCha20 gets
+/// AES-GCM, the first of the server's suites it offers.
+#[tokio::test]
+async fn server_cipher_order_is_preferred() {
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    for (version, suites) in [
+        (
+            &rustls::version::TLS13,
+            vec![
+                cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+            ],
+        ),
+        (
+            &rustls::version::TLS12,
+            vec![
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ],
+        ),
+    ] {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: suites,
+            ..default_provider()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(w.ca.cert_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let s = connect(addr, "a.example.com", Arc::new(cfg)).await.unwrap();
+        let chosen = s.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert!(
+            format!("{chosen:?}").contains("AES_128_GCM"),
+            "{version:?}: the client's first choice won: {chosen:?}"
+        );
+    }
+}
