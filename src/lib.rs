@@ -36,7 +36,10 @@
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
-//!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
+//!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
+//!   - `conn`: a connection's bytes: head/idle timing, send timeout, lingering close; the driver.
+//!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot and tunnel_idle_timeout.
+//!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `router`: host / path-prefix -> upstream.
 //!   - `forward`: header rewriting, pooled upstream client, 502/504 mapping.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
