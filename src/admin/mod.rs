@@ -121,7 +121,7 @@ async fn accept_loop(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(None)
-                .max_buf_size(64 * 1024)
+                .max_header_size(64 * 1024)
                 .serve_connection(TokioIo::new(io), svc);
             let driver = Driver {
                 name: "admin",
