@@ -449,6 +449,10 @@ async fn plain_http_on_the_tls_port_gets_400() {
     let reply = String::from_utf8(read_to_close(&mut s).await).unwrap();
     assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
     assert!(
+        reply.contains("x-content-type-options: nosniff\r\n"),
+        "{reply}"
+    );
+    assert!(
         reply.ends_with("The plain HTTP request was sent to HTTPS port\n"),
         "{reply}"
     );

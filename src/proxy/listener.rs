@@ -275,7 +275,7 @@ async fn refuse_plain_http(listener: &Listener, mut stream: TcpStream, peer: Soc
     metrics::handshake(&listener.name, "plain_http");
     debug!(listener = %listener.name, peer = %peer, reason = "plain_http", "TLS handshake failed");
     let response = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
         PLAIN_HTTP_BODY.len()
     );
     let sent = tokio::time::timeout(
