@@ -40,11 +40,19 @@
 //!   - `conn`: a connection's bytes: head/idle timing, send timeout, lingering close; the driver.
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot and tunnel_idle_timeout.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
+//!   - `request`: checks before routing: `CONNECT` 405, one authority per
+//!     request (`Host`), the normalised path.
+//!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).
 //!   - `router`: host / path-prefix -> upstream.
-//!   - `forward`: header rewriting, pooled upstream client, 502/504 mapping.
+//!   - `headers`: the header policy: hop-by-hop, forwarding headers, identity.
+//!   - `body`: the client's request body, remembering whether the client broke it.
+//!   - `forward`: pooled upstream client, forwarding one request, 400/502/504 mapping.
+//!   - `slots`: connection slots per upstream server (`max_connections_per_server`).
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
+//!   - `paths`: which files the API may name (`store.file_roots`), decided
+//!     without touching the disk.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;

@@ -30,6 +30,7 @@ use crate::metrics::{self, METRICS};
 use crate::proxy::accept::Acceptor;
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
+use crate::proxy::request;
 use crate::proxy::router::Router;
 use crate::proxy::tunnel;
 use crate::tls::server::client_identity;
@@ -432,10 +433,21 @@ async fn handle(
     tunnel_idle: Duration,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
+    if let Err(refused) = request::prepare(&mut req) {
+        debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
+        metrics::request(
+            &listener.name,
+            "",
+            refused.status().as_u16(),
+            start.elapsed(),
+        );
+        return refused.response();
+    }
     let upstream = {
         let router = listener.router.load();
-        let host = request_host(&req);
-        router.route(host, req.uri().path()).cloned()
+        router
+            .route(request::authority(&req), req.uri().path())
+            .cloned()
     };
     let Some(upstream) = upstream else {
         metrics::request(&listener.name, "", 404, start.elapsed());
@@ -472,15 +484,6 @@ async fn handle(
         start.elapsed(),
     );
     resp
-}
-
-/// The host a request is for: `:authority` (h2, absolute-form) or `Host`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
 }
 
 /// Bind a listener socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).
