@@ -330,12 +330,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = this.io().poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            if buf.filled().len() == before {
-                this.eof = true;
-            } else if let Some(a) = &this.activity {
-                a.received();
+        match res {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if let Some(a) = &this.activity {
+                    a.received();
+                }
             }
+            // End of stream, or a reset / TLS EOF without close_notify:
+            // the client is gone, nothing to linger for.
+            Poll::Ready(_) => this.eof = true,
+            Poll::Pending => {}
         }
         res
     }
