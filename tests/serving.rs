@@ -312,11 +312,12 @@ async fn h2_preface_without_agreeing_on_h2_is_not_served_as_h2() {
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
 
-/// HTTP/1.1: half a head is cut after header_read_timeout (counted from its
-/// first byte), also after a keep-alive request; an idle keep-alive
-/// connection is closed by idle_timeout, not header_read_timeout.
+/// Half a head is cut after header_read_timeout (counted from its first
+/// byte), also after a keep-alive request, and so is an HTTP/2 connection
+/// without a first request; an idle keep-alive connection is closed by
+/// idle_timeout, not header_read_timeout.
 #[tokio::test]
-async fn http1_header_read_and_idle_timeouts() {
+async fn header_read_and_idle_timeouts() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "", "header_read_timeout: 1s, idle_timeout: 2s"));
     let addr = p.listener_addr("public").await;
@@ -344,6 +345,19 @@ async fn http1_header_read_and_idle_timeouts() {
         })
         .await;
     }
+    // HTTP/2: half a preface, and no first request, is cut the same way.
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(&PREFACE[..10]).await.unwrap();
+    let _ = read_to_close(&mut s).await;
+    p.wait_log("h2 without a first request closed", |v| {
+        v["message"] == "closing connection"
+            && v["reason"] == "header_read_timeout"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
     // A keep-alive connection left idle after a request.
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     let port = s.get_ref().0.local_addr().unwrap().port();

@@ -63,8 +63,8 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// `head_pending`: a request head is expected from the start (HTTP/1:
-    /// the first head shares `header_read_timeout` with the handshake).
+    /// `head_pending`: a request is expected from the start (the first
+    /// request shares `header_read_timeout` with the handshake).
     pub fn new(started: Instant, head_pending: bool) -> Arc<Activity> {
         Arc::new(Activity {
             started,

@@ -356,8 +356,10 @@ async fn connection(
         client_cert,
         tls_sni: session.server_name().map(Arc::from),
     });
-    // HTTP/1: the first head is due within header_read_timeout of accept.
-    let activity = Activity::new(accepted, !is_h2);
+    // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
+    // is due within header_read_timeout of accept: a client that connects
+    // and idles or dribbles must not hold a slot for idle_timeout.
+    let activity = Activity::new(accepted, true);
     let io = ClientIo::new(
         tls_stream,
         (!is_h2).then(|| activity.clone()),
