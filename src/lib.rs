@@ -37,7 +37,10 @@
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
-//!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
+//!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
+//!   - `conn`: a connection's bytes: head/idle timing, send timeout, lingering close; the driver.
+//!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot and tunnel_idle_timeout.
+//!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `edge`: trusted proxies, response headers, the `redirect_https` listener.
 //!   - `request`: checks before routing: `CONNECT` 405, one authority per

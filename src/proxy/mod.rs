@@ -1,6 +1,8 @@
 //! Serving: accept loops, routing, forwarding.
 
+pub mod accept;
 pub mod body;
+pub mod conn;
 pub mod edge;
 pub mod forward;
 pub mod headers;
@@ -10,3 +12,4 @@ pub mod proxy_protocol;
 pub mod request;
 pub mod router;
 pub mod slots;
+pub mod tunnel;
