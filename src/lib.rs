@@ -74,4 +74,5 @@ pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod tls;
+pub mod upstream;
 pub mod watch;
