@@ -185,10 +185,7 @@ async fn pooled_connection_closed_by_the_upstream_is_not_reused() {
         // A POST too: it is never replayed, so only taking the pooled
         // connection's close into account keeps it from failing.
         let method = if i == 1 { "GET" } else { "POST" };
-        assert_eq!(
-            send(addr, &w, method, "x").await,
-            (200, "request 1".into())
-        );
+        assert_eq!(send(addr, &w, method, "x").await, (200, "request 1".into()));
         // The upstream has closed the connection the proxy pooled.
         wait_until(WAIT, "backend closed its connection", || async {
             b.closed.load(Ordering::SeqCst) == i
@@ -197,7 +194,9 @@ async fn pooled_connection_closed_by_the_upstream_is_not_reused() {
     }
     assert_eq!(b.accepted.load(Ordering::SeqCst), 3);
     assert!(
-        !p.logs().iter().any(|l| l.contains("upstream request failed")),
+        !p.logs()
+            .iter()
+            .any(|l| l.contains("upstream request failed")),
         "{:?}",
         p.logs()
     );
