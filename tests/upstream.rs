@@ -25,6 +25,8 @@ enum Script {
     /// Answer the first request; read the second and close without a
     /// byte of response: the race of an upstream's keep-alive timeout.
     DropSecondRequest,
+    /// Answer `101 Switching Protocols`, then echo every byte.
+    Upgrade,
 }
 
 /// A raw HTTP/1.1-over-TLS backend following `script`, counting accepted
@@ -65,6 +67,15 @@ async fn scripted(pair: &TestPair, script: Script) -> Scripted {
                     n += 1;
                     if matches!(script, Script::DropSecondRequest) && n == 2 {
                         break;
+                    }
+                    if matches!(script, Script::Upgrade) {
+                        let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+                        if tls.write_all(head.as_bytes()).await.is_ok() {
+                            let (mut r, mut w) = tokio::io::split(tls);
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
                     }
                     let body = format!("request {n}");
                     let resp = format!(
@@ -291,5 +302,41 @@ async fn h2_upstream_connection_is_shared() {
     for t in tasks {
         assert_eq!(tokio::time::timeout(WAIT, t).await.unwrap().unwrap(), 200);
     }
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A WebSocket upgrade gets a connection of its own and becomes a tunnel:
+/// bytes go both ways after the 101.
+#[tokio::test]
+async fn websocket_upgrade_tunnels_bytes() {
+    let w = world();
+    let b = scripted(&w.backend_pair, Script::Upgrade).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let mut tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(WAIT, tls.read_exact(&mut byte))
+            .await
+            .expect("101 head")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut echoed))
+        .await
+        .expect("echo")
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
