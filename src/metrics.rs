@@ -85,6 +85,9 @@ pub struct Metrics {
     pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// Failed `accept()` calls (EMFILE, ENFILE, ...) per listener; the
+    /// admin listener counts as `listener="admin"`.
+    pub accept_errors: Family<ListenerLabels, Counter>,
     registry: Registry,
 }
 
@@ -104,6 +107,7 @@ impl Metrics {
             ),
             upstream_errors: Family::default(),
             config_reloads: Family::default(),
+            accept_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -155,6 +159,11 @@ impl Metrics {
             "hotproxy_config_reloads",
             "Configuration file reloads by result",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "hotproxy_accept_errors",
+            "Failed accepts of client connections (out of file descriptors, ...) per listener",
+            m.accept_errors.clone(),
         );
         // Both results exist from the start, so `rate()` and alerts on
         // failures see a zero before the first reload.
@@ -219,6 +228,16 @@ pub fn handshake(listener: &str, result: &str) {
         .get_or_create(&ListenerResultLabels {
             listener: listener.to_owned(),
             result: result.to_owned(),
+        })
+        .inc();
+}
+
+/// Count one failed `accept()` on a listener (`admin` for the admin listener).
+pub fn accept_error(listener: &str) {
+    METRICS
+        .accept_errors
+        .get_or_create(&ListenerLabels {
+            listener: listener.to_owned(),
         })
         .inc();
 }
