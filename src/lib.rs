@@ -49,8 +49,14 @@
 //!   - `router`: host / path-prefix -> upstream.
 //!   - `headers`: the header policy: hop-by-hop, forwarding headers, identity.
 //!   - `body`: the client's request body, remembering whether the client broke it.
-//!   - `forward`: pooled upstream client, forwarding one request, 400/502/504 mapping.
+//!   - `forward`: forwarding one request over an endpoint's pool, retry when
+//!     nothing was lost, 400/502/504 mapping.
 //!   - `slots`: connection slots per upstream server (`max_connections_per_server`).
+//! - `upstream`: upstream connections on hyper's conn API.
+//!   - `endpoint`: one server address: its pool and slots, leasing a
+//!     connection to a request and getting it back when the response ends.
+//!   - `pool`: idle HTTP/1.1 connections, shared HTTP/2 ones, bounded dials.
+//!   - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
@@ -80,4 +86,5 @@ pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod tls;
+pub mod upstream;
 pub mod watch;

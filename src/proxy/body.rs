@@ -18,7 +18,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// A client request body that records why reading it failed.
 pub struct ClientBody {
-    inner: Incoming,
+    /// `None`: an empty body (a request replayed from its head alone).
+    inner: Option<Incoming>,
     failed: Option<Arc<OnceLock<String>>>,
 }
 
@@ -38,7 +39,21 @@ impl ClientBody {
     pub fn new(inner: Incoming) -> (ClientBody, BodyFault) {
         let failed = (!inner.is_end_stream()).then(|| Arc::new(OnceLock::new()));
         let fault = BodyFault(failed.clone());
-        (ClientBody { inner, failed }, fault)
+        (
+            ClientBody {
+                inner: Some(inner),
+                failed,
+            },
+            fault,
+        )
+    }
+
+    /// No body: a bodyless request sent again on a fresh connection.
+    pub fn empty() -> ClientBody {
+        ClientBody {
+            inner: None,
+            failed: None,
+        }
     }
 }
 
@@ -51,7 +66,10 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let Poll::Ready(Some(Err(e))) = &polled
             && let Some(failed) = &this.failed
         {
@@ -63,10 +81,13 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }

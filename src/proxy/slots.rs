@@ -1,19 +1,18 @@
 //! Connection slots per upstream server: `max_connections_per_server`.
 //!
-//! An upstream connection holds one slot of its server from before its TCP
-//! connect until it closes (also while it carries an upgraded tunnel). A
-//! request that needs a new connection while every slot is taken waits,
-//! like HAProxy's server `maxconn` queue bounded by `timeout connect`: up
-//! to `connect_timeout`, during which an idle pooled connection handed back
-//! by another request serves it first. The slots outlive pool swaps
-//! (`drain_on_rotation`), because old connections stay open until their
-//! requests end.
+//! An upstream connection holds one slot of its server (endpoint) from
+//! before its TCP connect until it closes (also while it carries an
+//! upgraded tunnel). A request that needs a new connection while every
+//! slot is taken waits, like HAProxy's server `maxconn` queue bounded by
+//! `timeout connect`: up to `connect_timeout`, during which an idle pooled
+//! connection handed back by another request serves it first (the pool's
+//! side of that wait is in [`crate::upstream::endpoint`]). The slots outlive
+//! pool drains (`drain_on_rotation`), because old connections stay open
+//! until their requests end.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Uri;
-use http::uri::Authority;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// No free connection slot within `connect_timeout`: the 504's cause.
@@ -21,39 +20,40 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[error("no connection to the server free within connect_timeout (max_connections_per_server)")]
 pub struct ConnectionLimit;
 
-/// One server's slots.
-type ServerSlots = (Authority, Arc<Semaphore>);
-
-/// The slots of every server of one upstream; `None` = unlimited.
+/// The slots of one server; `None` = unlimited.
 #[derive(Clone, Default)]
-pub struct Slots(Option<Arc<[ServerSlots]>>);
+pub struct Slots(Option<Arc<Semaphore>>);
 
 impl Slots {
-    /// `limit` slots for each of `servers`; 0 = unlimited.
-    pub fn new<'a>(limit: usize, servers: impl Iterator<Item = &'a Authority>) -> Slots {
+    /// `limit` slots; 0 = unlimited.
+    pub fn new(limit: usize) -> Slots {
         if limit == 0 {
             return Slots(None);
         }
-        let limit = limit.min(Semaphore::MAX_PERMITS);
-        Slots(Some(
-            servers
-                .map(|a| (a.clone(), Arc::new(Semaphore::new(limit))))
-                .collect(),
-        ))
+        Slots(Some(Arc::new(Semaphore::new(
+            limit.min(Semaphore::MAX_PERMITS),
+        ))))
     }
 
-    /// Take a slot of the server `uri` names, waiting at most `wait`.
-    /// `Ok(None)` when unlimited (or for a server not configured, which the
-    /// forwarder never asks for).
+    /// A slot now, if one is free: `Ok(None)` when unlimited, `Err` when
+    /// every slot is taken.
+    pub fn try_take(&self) -> Result<Option<OwnedSemaphorePermit>, ConnectionLimit> {
+        match &self.0 {
+            None => Ok(None),
+            Some(sem) => sem
+                .clone()
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| ConnectionLimit),
+        }
+    }
+
+    /// Take a slot, waiting at most `wait`. `Ok(None)` when unlimited.
     pub async fn acquire(
         &self,
-        uri: &Uri,
         wait: Duration,
     ) -> Result<Option<OwnedSemaphorePermit>, ConnectionLimit> {
-        let Some(slots) = &self.0 else {
-            return Ok(None);
-        };
-        let Some((_, sem)) = slots.iter().find(|(a, _)| Some(a) == uri.authority()) else {
+        let Some(sem) = &self.0 else {
             return Ok(None);
         };
         match tokio::time::timeout(wait, sem.clone().acquire_owned()).await {
@@ -70,21 +70,15 @@ mod tests {
 
     #[tokio::test]
     async fn waits_for_a_free_slot_then_gives_up() {
-        let a: Authority = "127.0.0.1:1".parse().unwrap();
-        let uri: Uri = "https://127.0.0.1:1".parse().unwrap();
-        let slots = Slots::new(1, [a.clone()].iter());
-        let held = slots.acquire(&uri, Duration::ZERO).await.unwrap();
+        let slots = Slots::new(1);
+        let held = slots.acquire(Duration::ZERO).await.unwrap();
         assert!(held.is_some());
-        assert!(slots.acquire(&uri, Duration::from_millis(1)).await.is_err());
+        assert!(slots.try_take().is_err());
+        assert!(slots.acquire(Duration::from_millis(1)).await.is_err());
         drop(held);
-        assert!(slots.acquire(&uri, Duration::ZERO).await.unwrap().is_some());
-        let unlimited = Slots::new(0, [a].iter());
-        assert!(
-            unlimited
-                .acquire(&uri, Duration::ZERO)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(slots.acquire(Duration::ZERO).await.unwrap().is_some());
+        let unlimited = Slots::new(0);
+        assert!(unlimited.acquire(Duration::ZERO).await.unwrap().is_none());
+        assert!(unlimited.try_take().unwrap().is_none());
     }
 }

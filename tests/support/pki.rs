@@ -160,14 +160,14 @@ impl TestCa {
 }
 
 /// Every certificate in a PEM text.
-pub(super) fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
+pub fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .map(|c| c.unwrap())
         .collect()
 }
 
 /// The private key in a PEM text.
-pub(super) fn key(pem: &str) -> PrivateKeyDer<'static> {
+pub fn key(pem: &str) -> PrivateKeyDer<'static> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 

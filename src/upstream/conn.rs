@@ -1,0 +1,397 @@
+//! One upstream connection: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles on hyper's conn API.
+//!
+//! An HTTP/1.1 connection is a [`H1`]: its `SendRequest` *and* its
+//! connection future, owned together and polled by whoever holds the
+//! lease (the forwarding request, then its response body), so it runs in
+//! the client connection's task: no task and no cross-task wake-up per
+//! upstream connection. Idle in the pool it is not polled at all; taking it
+//! out polls it once, which is what notices an upstream that closed it.
+//! An HTTP/2 connection is shared: its connection future runs in a task of
+//! its own and requests use clones of its `SendRequest`, at most
+//! [`H2_MAX_STREAMS`] at a time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::proxy::body::ClientBody;
+use crate::proxy::slots::ConnectionLimit;
+
+/// Streams one shared HTTP/2 upstream connection carries at once before
+/// the pool opens another (the server's own SETTINGS limit also applies).
+pub const H2_MAX_STREAMS: usize = 100;
+
+/// Why no upstream connection could be had: the 502/504's cause.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error(transparent)]
+    Limit(#[from] ConnectionLimit),
+    #[error("connect timed out")]
+    Timeout,
+    #[error("connection refused")]
+    Refused,
+    #[error("cannot connect: {0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Tls(rustls::Error),
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+/// How new connections to one endpoint are made.
+#[derive(Clone)]
+pub struct Dialer {
+    /// The upstream's TLS snapshot, loaded once per new connection.
+    pub tls: Arc<ArcSwap<ClientConfig>>,
+    /// The SNI and name checked; the URL's host when absent.
+    pub server_name: Option<Arc<str>>,
+    pub connect_timeout: Duration,
+}
+
+/// A freshly dialled connection, before the HTTP handshake.
+pub struct Dialled {
+    pub io: UpstreamIo,
+    /// ALPN chose h2.
+    pub h2: bool,
+}
+
+impl Dialer {
+    /// TCP (`TCP_NODELAY`, bounded by `deadline`) and, for https, TLS with
+    /// the snapshot current now. `h1_only` offers only http/1.1 (upgrades).
+    pub async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        https: bool,
+        slot: Option<OwnedSemaphorePermit>,
+        deadline: tokio::time::Instant,
+        h1_only: bool,
+    ) -> Result<Dialled, DialError> {
+        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect((host, port))).await {
+            Err(_) => return Err(DialError::Timeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(DialError::Refused);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(DialError::Timeout);
+            }
+            Ok(Err(e)) => return Err(DialError::Io(e)),
+            Ok(Ok(tcp)) => tcp,
+        };
+        tcp.set_nodelay(true).map_err(DialError::Io)?;
+        if !https {
+            return Ok(Dialled {
+                io: UpstreamIo {
+                    io: TokioIo::new(MaybeTls::Plain(tcp)),
+                    _slot: slot,
+                },
+                h2: false,
+            });
+        }
+        let mut config = self.tls.load_full();
+        if h1_only {
+            let mut c = (*config).clone();
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            config = Arc::new(c);
+        }
+        let name = self.server_name.as_deref().unwrap_or(host);
+        let server_name = ServerName::try_from(name.to_owned())
+            .map_err(|_| DialError::ServerName(name.to_owned()))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, tcp)
+            .await
+            .map_err(
+                |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(tls) => DialError::Tls(tls.clone()),
+                    None => DialError::Io(e),
+                },
+            )?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(Dialled {
+            io: UpstreamIo {
+                io: TokioIo::new(MaybeTls::Tls(Box::new(tls))),
+                _slot: slot,
+            },
+            h2,
+        })
+    }
+}
+
+/// The HTTP/1.1 client settings of every upstream connection.
+fn h1_builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    // Queue (writev) head and body instead of copying them into one buffer.
+    b.writev(true);
+    b
+}
+
+/// A pooled HTTP/1.1 upstream connection: the request handle and the
+/// connection future, driven by whoever holds it.
+pub struct H1 {
+    send: http1::SendRequest<ClientBody>,
+    conn: http1::Connection<UpstreamIo, ClientBody>,
+    /// The connection future finished: the connection is closed.
+    done: bool,
+    /// When it last went back to the pool; `None` = never used yet.
+    pub idle_since: Option<Instant>,
+    /// The pool generation it was made in (`drain_on_rotation`).
+    pub generation: u64,
+}
+
+impl H1 {
+    pub async fn handshake(d: Dialled, generation: u64) -> Result<H1, DialError> {
+        let (send, conn) = h1_builder()
+            .handshake(d.io)
+            .await
+            .map_err(DialError::Handshake)?;
+        Ok(H1 {
+            send,
+            conn,
+            done: false,
+            idle_since: None,
+            generation,
+        })
+    }
+
+    /// Was this connection used before (the upstream may have closed it)?
+    pub fn reused(&self) -> bool {
+        self.idle_since.is_some()
+    }
+
+    /// Drive the connection; true while it is open.
+    pub fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
+            self.done = true;
+        }
+        !self.done
+    }
+
+    /// Wait until it can take a request; false if it closed meanwhile
+    /// (the upstream closed an idle connection: a FIN already read).
+    pub async fn ready(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            if !self.poll_conn(cx) {
+                return Poll::Ready(false);
+            }
+            match self.send.poll_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Send `req` and drive the connection until the response head is in.
+    /// A request that was never written comes back in the error.
+    pub async fn send(
+        &mut self,
+        req: Request<ClientBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ClientBody>>> {
+        let fut = self.send.try_send_request(req);
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if self.poll_conn(cx) {
+                return Poll::Pending;
+            }
+            // Closed: the dispatcher has answered the request (an error,
+            // or the message itself when it was never written).
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+/// A shared HTTP/2 upstream connection.
+#[derive(Clone)]
+pub struct H2 {
+    pub send: http2::SendRequest<ClientBody>,
+    /// Requests in flight on it (until their response bodies end).
+    pub streams: Arc<AtomicUsize>,
+    pub generation: u64,
+}
+
+impl H2 {
+    pub async fn handshake(d: Dialled, generation: u64) -> Result<H2, DialError> {
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(d.io)
+            .await
+            .map_err(DialError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2 connection ended");
+            }
+        });
+        Ok(H2 {
+            send,
+            streams: Arc::new(AtomicUsize::new(0)),
+            generation,
+        })
+    }
+
+    /// Take a stream if it has room; the guard gives it back.
+    pub fn try_stream(&self) -> Option<StreamGuard> {
+        let n = self.streams.fetch_add(1, Ordering::AcqRel);
+        if n >= H2_MAX_STREAMS || self.send.is_closed() {
+            self.streams.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(StreamGuard(self.streams.clone()))
+    }
+}
+
+/// One stream of a shared HTTP/2 connection, held until the response ends.
+pub struct StreamGuard(Arc<AtomicUsize>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection that will carry an `Upgrade` request: HTTP/1.1 only, its
+/// connection future in a task of its own (it outlives the request as a
+/// tunnel), never pooled.
+pub async fn upgrade_conn(d: Dialled) -> Result<http1::SendRequest<ClientBody>, DialError> {
+    let (send, conn) = h1_builder()
+        .handshake(d.io)
+        .await
+        .map_err(DialError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream upgrade connection ended");
+        }
+    });
+    Ok(send)
+}
+
+/// A plain or TLS upstream stream.
+pub enum MaybeTls {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The bytes of one upstream connection plus its server slot
+/// (`max_connections_per_server`), freed when the connection closes —
+/// also when it ends as an upgraded tunnel.
+pub struct UpstreamIo {
+    io: TokioIo<MaybeTls>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::rt::Read for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

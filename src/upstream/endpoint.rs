@@ -1,0 +1,221 @@
+//! An endpoint: one upstream server address with its pool, its slots, and the leases requests take.
+//!
+//! A request leases a connection ([`Endpoint::checkout`]) and, for
+//! HTTP/1.1, keeps driving it through its response body ([`LeasedBody`]);
+//! when the body ends the connection goes back to the pool. The upstreams
+//! issue's endpoints (one per resolved address) are this type.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, http2};
+
+use crate::proxy::body::ClientBody;
+use crate::proxy::slots::{ConnectionLimit, Slots};
+use crate::upstream::conn::{DialError, Dialer, Dialled, H1, H2, StreamGuard, upgrade_conn};
+use crate::upstream::pool::{Found, Pool};
+
+/// One server of an upstream, as its requests are addressed.
+pub struct Endpoint {
+    /// The URL as configured (logs).
+    pub url: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    host: String,
+    port: u16,
+    dialer: Dialer,
+    slots: Slots,
+    pub pool: Pool,
+}
+
+/// A connection leased to one request.
+pub enum Lease {
+    H1(Box<H1>),
+    H2(http2::SendRequest<ClientBody>, StreamGuard),
+}
+
+impl Endpoint {
+    pub fn new(
+        url: String,
+        https: bool,
+        host: String,
+        port: u16,
+        dialer: Dialer,
+        max_connections: usize,
+        max_idle: usize,
+    ) -> Option<Endpoint> {
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Some(Endpoint {
+            url,
+            scheme: if https { Scheme::HTTPS } else { Scheme::HTTP },
+            authority: authority.parse().ok()?,
+            host,
+            port,
+            dialer,
+            slots: Slots::new(max_connections),
+            pool: Pool::new(max_idle),
+        })
+    }
+
+    fn https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// A connection for one request: a stream on a shared h2 connection,
+    /// an idle h1 one still open, or a new one. Waiting for a dial slot or a
+    /// server slot is bounded by `connect_timeout` (then the 504 cause is
+    /// the connection limit). `fresh`: a retry, never a pooled connection.
+    pub async fn checkout(&self, fresh: bool) -> Result<Lease, DialError> {
+        let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;
+        loop {
+            match self.pool.find(fresh) {
+                Found::H1(mut c) => {
+                    if c.ready().await {
+                        return Ok(Lease::H1(c));
+                    }
+                    // Closed while idle (the upstream's keep-alive
+                    // timeout): dropped, its slot freed; try the next.
+                }
+                Found::H2(c, guard) => return Ok(Lease::H2(c.send, guard)),
+                Found::Wait => {
+                    tokio::time::timeout_at(deadline, self.pool.changed())
+                        .await
+                        .map_err(|_| ConnectionLimit)?;
+                }
+                Found::Dial(token) => {
+                    let slot = match self.slots.try_take() {
+                        Ok(slot) => slot,
+                        Err(_) => {
+                            // Every slot taken: wait for one, or for a
+                            // connection handed back (which serves first).
+                            token.abandon();
+                            let wait =
+                                deadline.saturating_duration_since(tokio::time::Instant::now());
+                            tokio::select! {
+                                slot = self.slots.acquire(wait) => {
+                                    return self.connect(slot?, deadline).await;
+                                }
+                                _ = self.pool.changed() => continue,
+                            }
+                        }
+                    };
+                    let leased = self.connect(slot, deadline).await;
+                    drop(token);
+                    return leased;
+                }
+            }
+        }
+    }
+
+    /// Dial, handshake, and lease the new connection (a new h2 one is
+    /// also shared through the pool).
+    async fn connect(
+        &self,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease, DialError> {
+        let generation = self.pool.generation();
+        let d: Dialled = self
+            .dialer
+            .dial(&self.host, self.port, self.https(), slot, deadline, false)
+            .await?;
+        if d.h2 {
+            let c = H2::handshake(d, generation).await?;
+            let guard = c.try_stream().ok_or(DialError::Refused)?;
+            self.pool.add_h2(c.clone());
+            return Ok(Lease::H2(c.send, guard));
+        }
+        Ok(Lease::H1(Box::new(H1::handshake(d, generation).await?)))
+    }
+
+    /// A new HTTP/1.1-only connection for an `Upgrade` request (never
+    /// pooled: it becomes the tunnel). It holds a slot like any other.
+    pub async fn upgrade_connection(&self) -> Result<http1::SendRequest<ClientBody>, DialError> {
+        let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;
+        let slot = self.slots.acquire(self.dialer.connect_timeout).await?;
+        let d = self
+            .dialer
+            .dial(&self.host, self.port, self.https(), slot, deadline, true)
+            .await?;
+        upgrade_conn(d).await
+    }
+}
+
+/// An upstream response body that keeps its HTTP/1.1 connection running
+/// (in the client connection's task) and hands it back to the pool when
+/// the body has ended; or that holds its HTTP/2 stream until then.
+pub struct LeasedBody {
+    body: Incoming,
+    h1: Option<(Box<H1>, Arc<Endpoint>)>,
+    _stream: Option<StreamGuard>,
+    ended: bool,
+}
+
+impl LeasedBody {
+    pub fn h1(body: Incoming, c: Box<H1>, endpoint: Arc<Endpoint>) -> LeasedBody {
+        LeasedBody {
+            body,
+            h1: Some((c, endpoint)),
+            _stream: None,
+            ended: false,
+        }
+    }
+
+    pub fn h2(body: Incoming, stream: StreamGuard) -> LeasedBody {
+        LeasedBody {
+            body,
+            h1: None,
+            _stream: Some(stream),
+            ended: false,
+        }
+    }
+}
+
+impl Body for LeasedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some((c, _)) = &mut this.h1 {
+            // The body's bytes arrive only while the connection is polled.
+            c.poll_conn(cx);
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for LeasedBody {
+    fn drop(&mut self) {
+        // A body read to its end leaves the connection reusable; one cut
+        // short (the client went away) closes it with the drop.
+        if let Some((c, endpoint)) = self.h1.take()
+            && (self.ended || self.body.is_end_stream())
+        {
+            endpoint.pool.put(*c);
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Upstream connections on hyper's connection-level API: endpoints, their pools, one connection.
+//!
+//! - `endpoint`: one server address: its pool, its slots, leasing a
+//!   connection to a request and getting it back when the response ends.
+//! - `pool`: idle HTTP/1.1 connections, shared HTTP/2 ones, bounded dials.
+//! - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles.
+
+pub mod conn;
+pub mod endpoint;
+pub mod pool;

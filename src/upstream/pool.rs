@@ -1,0 +1,177 @@
+//! One endpoint's pool: idle HTTP/1.1 connections, shared HTTP/2 ones, and the dials in progress.
+//!
+//! Idle HTTP/1.1 connections are a LIFO stack (the most recently used is
+//! the warmest and the least likely to have been closed by the upstream),
+//! capped at `max_idle_connections`, dropped after [`IDLE_TIMEOUT`]. At most
+//! [`MAX_DIALS`] new connections are dialled at once: other requests wait
+//! for one of them, or for a connection handed back, so a cold start never
+//! opens more connections than requests actually in flight.
+//! `drain_on_rotation` bumps the pool's generation: idle connections made
+//! with the old material are closed now, busy ones when they come back.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::upstream::conn::{H1, H2, StreamGuard};
+
+/// An idle connection older than this is closed instead of reused
+/// (what hyper-util's pool did: 90 s, below most servers' keep-alive).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// New connections dialled concurrently per endpoint.
+pub const MAX_DIALS: usize = 8;
+
+pub struct Pool {
+    state: Mutex<State>,
+    /// A connection came back or a dial ended: a waiter may proceed.
+    changed: Notify,
+    max_idle: usize,
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<H1>,
+    h2: Vec<H2>,
+    dialing: usize,
+}
+
+/// What a request gets from the pool right now.
+pub enum Found<'a> {
+    /// An idle HTTP/1.1 connection (check it is still open before use).
+    H1(Box<H1>),
+    /// A stream on a shared HTTP/2 connection.
+    H2(H2, StreamGuard),
+    /// Dial a new connection (counted until the token drops, also when
+    /// the request is cancelled mid-dial).
+    Dial(DialToken<'a>),
+    /// Wait for [`Pool::changed`], then ask again.
+    Wait,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize) -> Pool {
+        Pool {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            max_idle,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A connection for one request. `fresh`: a retry, which must not
+    /// reuse a pooled connection and is not held back by the dial bound.
+    pub fn find(&self, fresh: bool) -> Found<'_> {
+        let generation = self.generation();
+        let mut st = self.state.lock().expect("pool lock");
+        if fresh {
+            st.dialing += 1;
+            return Found::Dial(DialToken(self, true));
+        }
+        st.h2
+            .retain(|c| c.generation == generation && !c.send.is_closed());
+        if let Some((c, guard)) = st.h2.iter().find_map(|c| Some((c, c.try_stream()?))) {
+            return Found::H2(c.clone(), guard);
+        }
+        while let Some(c) = st.idle.pop() {
+            if c.generation == generation && c.idle_since.is_none_or(|t| t.elapsed() < IDLE_TIMEOUT)
+            {
+                return Found::H1(Box::new(c));
+            }
+        }
+        if st.dialing < MAX_DIALS {
+            st.dialing += 1;
+            Found::Dial(DialToken(self, true))
+        } else {
+            Found::Wait
+        }
+    }
+
+    /// Wait for a connection handed back or a dial ended.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    fn dial_done(&self, wake: bool) {
+        self.state.lock().expect("pool lock").dialing -= 1;
+        if wake {
+            self.changed.notify_one();
+        }
+    }
+
+    /// A new shared HTTP/2 connection others may use.
+    pub fn add_h2(&self, c: H2) {
+        if c.generation == self.generation() {
+            self.state.lock().expect("pool lock").h2.push(c);
+            self.changed.notify_one();
+        }
+    }
+
+    /// An HTTP/1.1 connection whose response ended: keep it idle, unless
+    /// the pool is full or it was made before a drain.
+    pub fn put(&self, mut c: H1) {
+        if c.generation != self.generation() {
+            return;
+        }
+        c.idle_since = Some(Instant::now());
+        let mut st = self.state.lock().expect("pool lock");
+        if st.idle.len() >= self.max_idle {
+            return;
+        }
+        // The oldest are at the bottom; close those past their time.
+        if st
+            .idle
+            .first()
+            .and_then(|o| o.idle_since)
+            .is_some_and(|t| t.elapsed() >= IDLE_TIMEOUT)
+        {
+            st.idle
+                .retain(|o| o.idle_since.is_some_and(|t| t.elapsed() < IDLE_TIMEOUT));
+        }
+        st.idle.push(c);
+        drop(st);
+        self.changed.notify_one();
+    }
+
+    /// `drain_on_rotation`: close idle connections, stop sharing h2 ones,
+    /// refuse busy ones when they come back.
+    pub fn drain(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let (idle, h2) = {
+            let mut st = self.state.lock().expect("pool lock");
+            (std::mem::take(&mut st.idle), std::mem::take(&mut st.h2))
+        };
+        // Closed outside the lock.
+        drop(idle);
+        drop(h2);
+    }
+
+    /// Idle HTTP/1.1 connections right now (tests, admin).
+    pub fn idle(&self) -> usize {
+        self.state.lock().expect("pool lock").idle.len()
+    }
+}
+
+/// One dial in progress; dropping it ends the dial and wakes a waiter.
+pub struct DialToken<'a>(&'a Pool, bool);
+
+impl DialToken<'_> {
+    /// A dial given up before it began (no server slot free): nothing
+    /// changed for the waiters, so none is woken (the caller waits too).
+    pub fn abandon(mut self) {
+        self.1 = false;
+    }
+}
+
+impl Drop for DialToken<'_> {
+    fn drop(&mut self) {
+        self.0.dial_done(self.1);
+    }
+}

@@ -1,0 +1,342 @@
+//! The upstream pool's failure modes: connections the upstream closes while
+//! pooled, requests lost on a reused connection, dial storms, shared h2.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a scripted backend does with the requests of one connection.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Answer (keep-alive, no `Connection: close`), then close the
+    /// connection: the pooled connection is half-closed when reused.
+    CloseAfterEachResponse,
+    /// Answer the first request; read the second and close without a
+    /// byte of response: the race of an upstream's keep-alive timeout.
+    DropSecondRequest,
+    /// Answer `101 Switching Protocols`, then echo every byte.
+    Upgrade,
+}
+
+/// A raw HTTP/1.1-over-TLS backend following `script`, counting accepted
+/// connections, requests read and connections it closed.
+struct Scripted {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+async fn scripted(pair: &TestPair, script: Script) -> Scripted {
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s = Scripted {
+        addr: listener.local_addr().unwrap(),
+        accepted: Arc::default(),
+        requests: Arc::default(),
+        closed: Arc::default(),
+    };
+    let (accepted, requests, closed) = (s.accepted.clone(), s.requests.clone(), s.closed.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, requests, closed) = (acceptor.clone(), requests.clone(), closed.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut n = 0;
+                while read_request(&mut tls).await {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    n += 1;
+                    if matches!(script, Script::DropSecondRequest) && n == 2 {
+                        break;
+                    }
+                    if matches!(script, Script::Upgrade) {
+                        let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+                        if tls.write_all(head.as_bytes()).await.is_ok() {
+                            let (mut r, mut w) = tokio::io::split(tls);
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    let body = format!("request {n}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tls.write_all(resp.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    if matches!(script, Script::CloseAfterEachResponse) {
+                        break;
+                    }
+                }
+                let _ = tls.shutdown().await;
+                drop(tls);
+                closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    s
+}
+
+/// Read one request head and its `content-length` body; false at EOF.
+async fn read_request(tls: &mut tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> bool {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte).await {
+            Ok(1) => buf.push(byte[0]),
+            _ => return false,
+        }
+        if buf.len() > 65536 {
+            return false;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tls.read_exact(&mut body).await.is_ok()
+}
+
+struct World {
+    scene: Scene,
+    ca: TestCa,
+    backend_pair: TestPair,
+}
+
+fn world() -> World {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    World {
+        backend_pair: backend_ca.server_pair(&["backend.local"]),
+        scene,
+        ca,
+    }
+}
+
+fn config(w: &World, backend: std::net::SocketAddr) -> std::path::PathBuf {
+    w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: a.crt, key_file: a.key }}
+    routes:
+      - {{ upstream: app }}
+upstreams:
+  - name: app
+    servers: [https://{backend}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#
+    ))
+}
+
+/// One request over a fresh HTTP/1.1 client connection: status and body.
+async fn send(addr: std::net::SocketAddr, w: &World, method: &str, body: &str) -> (u16, String) {
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri("/x")
+        .header("host", "a.example.com")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .expect("answered")
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A pooled connection the upstream closed while it sat idle (no
+/// `Connection: close`, just close_notify and FIN) is noticed when taken
+/// from the pool and replaced: the client never sees it.
+#[tokio::test]
+async fn pooled_connection_closed_by_the_upstream_is_not_reused() {
+    let w = world();
+    let b = scripted(&w.backend_pair, Script::CloseAfterEachResponse).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    for i in 1..=3 {
+        // A POST too: it is never replayed, so only taking the pooled
+        // connection's close into account keeps it from failing.
+        let method = if i == 1 { "GET" } else { "POST" };
+        assert_eq!(send(addr, &w, method, "x").await, (200, "request 1".into()));
+        // The upstream has closed the connection the proxy pooled.
+        wait_until(WAIT, "backend closed its connection", || async {
+            b.closed.load(Ordering::SeqCst) == i
+        })
+        .await;
+    }
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 3);
+    assert!(
+        !p.logs()
+            .iter()
+            .any(|l| l.contains("upstream request failed")),
+        "{:?}",
+        p.logs()
+    );
+}
+
+/// The upstream reads a request on a reused connection and closes it
+/// without answering. An idempotent bodyless request is sent once more on
+/// a new connection (the client sees 200); a POST is not (502): it may
+/// have been acted upon.
+#[tokio::test]
+async fn request_lost_on_a_reused_connection_is_retried_only_when_safe() {
+    let w = world();
+    let b = scripted(&w.backend_pair, Script::DropSecondRequest).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    assert_eq!(send(addr, &w, "GET", "").await, (200, "request 1".into()));
+    // Reuses connection 1, which drops it; retried on connection 2.
+    assert_eq!(send(addr, &w, "GET", "").await, (200, "request 1".into()));
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(b.requests.load(Ordering::SeqCst), 3);
+    // Connection 2 is pooled; the POST reuses it and is dropped: not retried.
+    let (status, _) = send(addr, &w, "POST", "order=1").await;
+    assert_eq!(status, 502);
+    assert_eq!(b.requests.load(Ordering::SeqCst), 4);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
+    p.wait_log("upstream request failed", |v| {
+        v["message"] == "upstream request failed" && v["reason"] == "protocol"
+    })
+    .await;
+}
+
+/// A cold pool under concurrent load opens at most one upstream
+/// connection per request in flight (hyper-util's pool raced new dials
+/// against returning connections and kept the extras).
+#[tokio::test]
+async fn cold_start_opens_no_more_connections_than_requests_in_flight() {
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    const CLIENTS: usize = 12;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+        tasks.push(tokio::spawn(async move {
+            let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+            let (mut send, conn) = keep_open_h1(tls).await;
+            for _ in 0..20 {
+                send.ready().await.unwrap();
+                let resp = send.send_request(get_localhost()).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap();
+            }
+            drop(send);
+            let _ = conn.await;
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(WAIT, t).await.expect("done").unwrap();
+    }
+    let accepted = b.accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=CLIENTS).contains(&accepted),
+        "{accepted} upstream connections for {CLIENTS} requests in flight"
+    );
+}
+
+/// An HTTP/2 upstream connection is shared: concurrent requests from
+/// several clients become streams of one connection.
+#[tokio::test]
+async fn h2_upstream_connection_is_shared() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    // Warm: the first connection exists before the concurrent burst.
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let r = get(addr, "a.example.com", cfg.clone(), false, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let cfg = cfg.clone();
+        tasks.push(tokio::spawn(async move {
+            get(addr, "a.example.com", cfg, false, "/burst", &[])
+                .await
+                .unwrap()
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(tokio::time::timeout(WAIT, t).await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A WebSocket upgrade gets a connection of its own and becomes a tunnel:
+/// bytes go both ways after the 101.
+#[tokio::test]
+async fn websocket_upgrade_tunnels_bytes() {
+    let w = world();
+    let b = scripted(&w.backend_pair, Script::Upgrade).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let mut tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(WAIT, tls.read_exact(&mut byte))
+            .await
+            .expect("101 head")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut echoed))
+        .await
+        .expect("echo")
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
