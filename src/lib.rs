@@ -57,6 +57,10 @@
 //!     connection to a request and getting it back when the response ends.
 //!   - `pool`: idle HTTP/1.1 connections, shared HTTP/2 ones, bounded dials.
 //!   - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles.
+//!   - `members`: an upstream's endpoints: picking one per request, passive
+//!     health (never ejecting the last), per-endpoint metrics.
+//!   - `balance`: round robin, least request (power of two choices).
+//!   - `health`: one endpoint's consecutive failures, ejection, back-off.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.

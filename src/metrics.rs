@@ -55,6 +55,26 @@ pub struct RouteLabels {
     pub upstream: String,
 }
 
+/// `hotproxy_upstream_endpoints{upstream,state}` (issue 16).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointStateLabels {
+    pub upstream: String,
+    pub state: String,
+}
+
+/// `hotproxy_upstream_requests_total{upstream,endpoint,code}` (issue 16).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointRequestLabels {
+    pub upstream: String,
+    pub endpoint: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
     pub upstream: String,
@@ -88,6 +108,12 @@ pub struct Metrics {
     /// Failed `accept()` calls (EMFILE, ENFILE, ...) per listener; the
     /// admin listener counts as `listener="admin"`.
     pub accept_errors: Family<ListenerLabels, Counter>,
+    /// Endpoints of an upstream by state (`healthy`, `ejected`).
+    pub upstream_endpoints: Family<EndpointStateLabels, Gauge>,
+    /// Responses (and failures, as the status answered) per endpoint.
+    pub upstream_requests: Family<EndpointRequestLabels, Counter>,
+    /// Requests sent again to another endpoint.
+    pub upstream_retries: Family<UpstreamLabels, Counter>,
     registry: Registry,
 }
 
@@ -108,6 +134,9 @@ impl Metrics {
             upstream_errors: Family::default(),
             config_reloads: Family::default(),
             accept_errors: Family::default(),
+            upstream_endpoints: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_retries: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -159,6 +188,21 @@ impl Metrics {
             "hotproxy_config_reloads",
             "Configuration file reloads by result",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "hotproxy_upstream_endpoints",
+            "Endpoints (resolved server addresses) of an upstream by health state",
+            m.upstream_endpoints.clone(),
+        );
+        registry.register(
+            "hotproxy_upstream_requests",
+            "Upstream requests per endpoint by the status answered",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "hotproxy_upstream_retries",
+            "Upstream requests sent again to another endpoint",
+            m.upstream_retries.clone(),
         );
         registry.register(
             "hotproxy_accept_errors",

@@ -340,6 +340,56 @@ pub struct UpstreamConfig {
     /// Open connections per server at most (0 = unlimited); a request
     /// needing another waits up to `connect_timeout` (`proxy::slots`).
     pub max_connections_per_server: usize,
+    /// How often server hostnames are re-resolved (issue 16); every address
+    /// is an endpoint. Zero = resolved once.
+    pub resolve_interval: Duration,
+    pub balance: Balance,
+    pub health: HealthConfig,
+    /// `retries.attempts`: further tries on another endpoint where safe.
+    pub retries: u32,
+}
+
+/// `balance`: how each request picks an endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Power of two choices on requests in flight.
+    LeastRequest,
+}
+
+/// `health`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HealthConfig {
+    pub passive: PassiveHealth,
+    pub active: Option<ActiveHealth>,
+}
+
+/// `health.passive`: ejection after consecutive failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// 0 = passive health off.
+    pub consecutive_failures: u32,
+    pub eject_for: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            consecutive_failures: 5,
+            eject_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `health.active`: a GET of `path` on every endpoint, over the upstream's TLS.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActiveHealth {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -171,6 +171,40 @@ pub struct Upstream {
     pub request_timeout: Option<String>,
     pub max_idle_connections: Option<usize>,
     pub max_connections_per_server: Option<usize>,
+    pub resolve_interval: Option<String>,
+    pub balance: Option<String>,
+    pub health: Option<Health>,
+    pub retries: Option<Retries>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub passive: Option<PassiveHealth>,
+    pub active: Option<ActiveHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    pub consecutive_failures: Option<u32>,
+    pub eject_for: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealth {
+    pub path: String,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_after: Option<u32>,
+    pub unhealthy_after: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    pub attempts: Option<u32>,
 }
 
 #[derive(Deserialize)]

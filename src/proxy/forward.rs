@@ -11,10 +11,21 @@
 //! written, or the reused connection closed before any response byte and
 //! the request is idempotent and bodyless (an upstream closing an idle
 //! keep-alive connection just as it is reused).
+//!
+//! Each request picks its endpoint ([`Members`]: balance, passive health).
+//! When it fails where sending it again is safe (a failed connect, a
+//! request never written, an HTTP/2 `REFUSED_STREAM`, or an idempotent
+//! request with no response byte) it is sent to another endpoint, up to
+//! `retries.attempts` times within `request_timeout`. Only requests
+//! without a body are replayed: a streamed body is never buffered to be
+//! sent twice.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::metrics::{METRICS, UpstreamLabels};
+use crate::upstream::members::Members;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -54,8 +65,7 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     /// The snapshot new connections handshake with; swapped by the reloader.
     tls: Arc<ArcSwap<ClientConfig>>,
-    endpoints: Vec<Arc<Endpoint>>,
-    next: AtomicUsize,
+    members: Members,
 }
 
 /// Why a forwarded request got no response.
@@ -74,7 +84,7 @@ impl Upstream {
             server_name: config.tls.server_name.clone().map(Arc::from),
             connect_timeout: config.connect_timeout,
         };
-        let endpoints = config
+        let endpoints: Vec<Arc<Endpoint>> = config
             .servers
             .iter()
             .filter_map(|s| {
@@ -90,12 +100,18 @@ impl Upstream {
                 .map(Arc::new)
             })
             .collect();
+        let name: Arc<str> = config.name.as_str().into();
+        let members = Members::new(
+            name.clone(),
+            endpoints,
+            config.balance,
+            config.health.passive,
+        );
         Arc::new(Upstream {
-            name: config.name.as_str().into(),
+            name,
             config,
             tls,
-            endpoints,
-            next: AtomicUsize::new(0),
+            members,
         })
     }
 
@@ -105,8 +121,8 @@ impl Upstream {
     pub fn set_tls(&self, tls: Arc<ClientConfig>) {
         self.tls.store(tls);
         if self.config.tls.drain_on_rotation {
-            for e in &self.endpoints {
-                e.pool.drain();
+            for m in &self.members.members {
+                m.endpoint.pool.drain();
             }
             debug!(upstream = %self.name, "pooled connections drained after rotation");
         }
@@ -119,12 +135,10 @@ impl Upstream {
         mut req: Request<Incoming>,
         ctx: &RequestContext,
     ) -> Response<ResponseBody> {
-        if self.endpoints.is_empty() {
+        if self.members.is_empty() {
             metrics::upstream_error(&self.name, "no_servers");
             return error_response(StatusCode::BAD_GATEWAY, "upstream has no servers");
         }
-        let endpoint =
-            &self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len()];
         let upgrade = is_upgrade(&req);
         let h2_client = req.version() == Version::HTTP_2;
         rewrite_request_headers(req.headers_mut(), ctx, h2_client, upgrade);
@@ -142,16 +156,25 @@ impl Upstream {
         let (parts, body) = req.into_parts();
         let (body, body_fault) = ClientBody::new(body);
         let req = Request::from_parts(parts, body);
+        // The endpoint of the latest attempt, for the logs.
+        let last = AtomicUsize::new(0);
         let sent = async {
             if upgrade {
-                self.send_upgrade(endpoint, req, path)
-                    .await
-                    .map(|r| r.map(|b| b.boxed()))
+                let (i, _in_flight) = self.members.pick(&[]).expect("not empty");
+                last.store(i, Ordering::Relaxed);
+                let endpoint = &self.members.members[i].endpoint;
+                let r = self.send_upgrade(endpoint, req, path).await;
+                match &r {
+                    Ok(resp) => self.answered(i, resp.status()),
+                    Err(e) => self.answered_failure(i, e),
+                }
+                r.map(|r| r.map(|b| b.boxed()))
             } else {
-                self.send(endpoint, req, path).await
+                self.send_balanced(req, path, &last).await
             }
         };
         let result = tokio::time::timeout(self.config.request_timeout, sent).await;
+        let endpoint = &self.members.members[last.load(Ordering::Relaxed)].endpoint;
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
             // The client's body broke (bad chunk, h2 stream error): its
@@ -175,24 +198,98 @@ impl Upstream {
         resp
     }
 
+    /// Send `req` to endpoints picked per attempt; to another one when the
+    /// failed attempt lost nothing (see the module doc).
+    async fn send_balanced(
+        &self,
+        mut req: Request<ClientBody>,
+        path: PathAndQuery,
+        last: &AtomicUsize,
+    ) -> Result<Response<ResponseBody>, Failure> {
+        // Allocated only when a retry happens.
+        let mut tried: Vec<usize> = Vec::new();
+        let others = self.members.members.len() > 1 && self.config.retries > 0;
+        loop {
+            let (i, _in_flight) = self.members.pick(&tried).expect("an untried endpoint");
+            last.store(i, Ordering::Relaxed);
+            let endpoint = &self.members.members[i].endpoint;
+            let may_retry = others
+                && tried.len() < self.config.retries as usize
+                && tried.len() + 1 < self.members.members.len();
+            match self.send(endpoint, req, path.clone(), may_retry).await {
+                Ok(resp) => {
+                    self.answered(i, resp.status());
+                    return Ok(resp);
+                }
+                Err((failure, again)) => {
+                    self.answered_failure(i, &failure);
+                    match again {
+                        Some(again) if may_retry => {
+                            let (reason, _, _) = diagnose(&failure);
+                            debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
+                            METRICS
+                                .upstream_retries
+                                .get_or_create(&UpstreamLabels {
+                                    upstream: self.name.to_string(),
+                                })
+                                .inc();
+                            tried.push(i);
+                            req = again;
+                        }
+                        _ => return Err(failure),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passive health and per-endpoint counts for an answered request.
+    fn answered(&self, i: usize, status: StatusCode) {
+        if matches!(status.as_u16(), 502..=504) {
+            self.members.failure(i, "status");
+        } else {
+            self.members.success(i);
+        }
+        self.members.answered(i, status.as_u16());
+    }
+
+    /// Passive health and per-endpoint counts for a failed request. A full
+    /// connection limit says nothing about the endpoint's health.
+    fn answered_failure(&self, i: usize, failure: &Failure) {
+        let (reason, _, status) = diagnose(failure);
+        if reason != "connection_limit" {
+            self.members.failure(i, reason);
+        }
+        self.members.answered(i, status.as_u16());
+    }
+
     /// Send `req` on a leased connection; once more on a new connection
     /// when the first attempt provably lost nothing (see the module doc).
+    /// On failure the request comes back when sending it elsewhere is safe
+    /// (`may_retry`: worth keeping a copy of a bodyless request's head).
     async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
         mut req: Request<ClientBody>,
         path: PathAndQuery,
-    ) -> Result<Response<ResponseBody>, Failure> {
+        may_retry: bool,
+    ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
         let mut fresh = false;
         loop {
-            let lease = endpoint.checkout(fresh).await.map_err(Failure::Dial)?;
+            let lease = match endpoint.checkout(fresh).await {
+                Ok(lease) => lease,
+                // Never sent: it may go anywhere else.
+                Err(e) => return Err((Failure::Dial(e), Some(req))),
+            };
             let (err, copy) = match lease {
                 Lease::H1(mut c) => {
                     // Origin form: the path alone (RFC 9112 §3.2.1).
                     *req.uri_mut() = Uri::from(path.clone());
                     // The head is copied only where a replay may be needed:
-                    // an idempotent, bodyless request on a reused connection.
-                    let copy = (!fresh && c.reused() && replayable(&req)).then(|| head_copy(&req));
+                    // an idempotent, bodyless request on a reused connection,
+                    // or on any when another endpoint may take it.
+                    let copy = ((may_retry || (!fresh && c.reused())) && replayable(&req))
+                        .then(|| head_copy(&req));
                     match c.send(req).await {
                         Ok(resp) => {
                             return Ok(resp.map(|b| LeasedBody::h1(b, c, endpoint.clone()).boxed()));
@@ -202,15 +299,31 @@ impl Upstream {
                 }
                 Lease::H2(mut send, stream) => {
                     *req.uri_mut() = absolute(endpoint, &path);
+                    // REFUSED_STREAM makes any bodyless request safe again.
+                    let copy = (may_retry && req.body().is_end_stream()).then(|| head_copy(&req));
                     match send.try_send_request(req).await {
                         Ok(resp) => return Ok(resp.map(|b| LeasedBody::h2(b, stream).boxed())),
-                        Err(e) => (e, None),
+                        Err(mut e) => {
+                            if let Some(unsent) = e.take_message() {
+                                return Err((Failure::Request(e.into_error()), Some(unsent)));
+                            }
+                            let e = e.into_error();
+                            let again = copy.filter(|c| {
+                                refused_stream(&e)
+                                    || (idempotent(c.method()) && closed_before_response(&e))
+                            });
+                            return Err((Failure::Request(e), again));
+                        }
                     }
                 }
             };
             let mut err = err;
             if fresh {
-                return Err(Failure::Request(err.into_error()));
+                let again = match err.take_message() {
+                    Some(unsent) => Some(unsent),
+                    None => copy.filter(|_| closed_before_response(err.error())),
+                };
+                return Err((Failure::Request(err.into_error()), again));
             }
             if let Some(unsent) = err.take_message() {
                 debug!(upstream = %self.name, server = %endpoint.url, error = %err.error(), "request not sent; retrying on a new connection");
@@ -221,7 +334,7 @@ impl Upstream {
                 debug!(upstream = %self.name, server = %endpoint.url, error = %err.error(), "reused connection closed; retrying on a new connection");
                 req = copy;
             } else {
-                return Err(Failure::Request(err.into_error()));
+                return Err((Failure::Request(err.into_error()), None));
             }
             fresh = true;
         }
@@ -264,10 +377,27 @@ fn absolute(endpoint: &Endpoint, path: &PathAndQuery) -> Uri {
 
 /// Safe to send twice (RFC 9110 §9.2.2) and nothing to stream again.
 fn replayable(req: &Request<ClientBody>) -> bool {
+    idempotent(req.method()) && req.body().is_end_stream()
+}
+
+/// RFC 9110 §9.2.2.
+fn idempotent(m: &Method) -> bool {
     matches!(
-        *req.method(),
+        *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    ) && req.body().is_end_stream()
+    )
+}
+
+/// The HTTP/2 upstream refused the stream (RFC 9113 §8.7: not processed).
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The head of a bodyless request, to send it again.

@@ -101,6 +101,10 @@ mod tests {
                 request_timeout: Duration::from_secs(1),
                 max_idle_connections: 1,
                 max_connections_per_server: 0,
+                resolve_interval: Duration::ZERO,
+                balance: Default::default(),
+                health: Default::default(),
+                retries: 0,
             },
             tls,
         )

@@ -4,7 +4,14 @@
 //!   connection to a request and getting it back when the response ends.
 //! - `pool`: idle HTTP/1.1 connections, shared HTTP/2 ones, bounded dials.
 //! - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles.
+//! - `members`: an upstream's endpoints as a set: picking one per request,
+//!   passive health (never ejecting the last), their metrics.
+//! - `balance`: round robin, least request (power of two choices).
+//! - `health`: one endpoint's consecutive failures, ejection, back-off.
 
+pub mod balance;
 pub mod conn;
 pub mod endpoint;
+pub mod health;
+pub mod members;
 pub mod pool;

@@ -19,6 +19,8 @@ pub struct Backend {
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     /// Connections open right now.
     pub open: Arc<std::sync::atomic::AtomicUsize>,
+    /// The accept loop and every connection task, for `kill`.
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 /// Counts a backend connection as open while it lives.
@@ -40,7 +42,37 @@ impl Backend {
         Backend::with_alpn(name, server, client_ca, &[b"http/1.1"]).await
     }
 
+    /// A backend on `addr` (`127.0.0.2:0` for another pod, or the address
+    /// of a killed backend to bring it back).
+    pub async fn start_at(
+        addr: SocketAddr,
+        name: &str,
+        server: &TestPair,
+        client_ca: Option<&str>,
+    ) -> Backend {
+        Backend::bound(addr, name, server, client_ca, &[b"h2", b"http/1.1"]).await
+    }
+
+    /// Like a pod killed: the socket closes (connects are refused) and
+    /// every open connection is reset.
+    pub fn kill(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
     async fn with_alpn(
+        name: &str,
+        server: &TestPair,
+        client_ca: Option<&str>,
+        alpn: &[&[u8]],
+    ) -> Backend {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Backend::bound(addr, name, server, client_ca, alpn).await
+    }
+
+    async fn bound(
+        addr: SocketAddr,
         name: &str,
         server: &TestPair,
         client_ca: Option<&str>,
@@ -63,14 +95,21 @@ impl Backend {
         .unwrap();
         b.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(b));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.set_reuseaddr(true).unwrap();
+            s.bind(addr).unwrap();
+            s.listen(1024).unwrap()
+        };
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = accepted.clone();
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let open_count = open.clone();
         let name = name.to_owned();
-        tokio::spawn(async move {
+        let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let conn_tasks = tasks.clone();
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
@@ -80,7 +119,7 @@ impl Backend {
                 let guard = OpenGuard(open_count.clone());
                 let acceptor = acceptor.clone();
                 let name = name.clone();
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let _open = guard;
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -129,12 +168,15 @@ impl Backend {
                         .serve_connection(TokioIo::new(tls), svc)
                         .await;
                 });
+                conn_tasks.lock().unwrap().push(conn.abort_handle());
             }
         });
+        tasks.lock().unwrap().push(accept.abort_handle());
         Backend {
             addr,
             accepted,
             open,
+            tasks,
         }
     }
 }

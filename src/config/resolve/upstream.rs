@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use super::{Named, Resolver};
 use crate::config::raw;
-use crate::config::{EntryKind, EntrySpec, UpstreamConfig, UpstreamServer, UpstreamTls};
+use crate::config::{
+    ActiveHealth, Balance, EntryKind, EntrySpec, HealthConfig, PassiveHealth, UpstreamConfig,
+    UpstreamServer, UpstreamTls,
+};
 
 impl Resolver {
     pub(super) fn upstream(
@@ -100,7 +103,86 @@ impl Resolver {
             max_idle_connections: u.max_idle_connections.unwrap_or(256),
             // Envoy's default max_connections: a cap, not a throttle.
             max_connections_per_server: u.max_connections_per_server.unwrap_or(1024),
+            resolve_interval: self.duration(
+                &format!("{at}.resolve_interval"),
+                u.resolve_interval.as_ref(),
+                Duration::from_secs(5),
+            ),
+            balance: match u.balance.as_deref() {
+                None | Some("round_robin") => Balance::RoundRobin,
+                Some("least_request") => Balance::LeastRequest,
+                Some(b) => {
+                    self.problem(
+                        format!("{at}.balance"),
+                        format!("unknown balance {b:?} (least_request | round_robin)"),
+                    );
+                    Balance::RoundRobin
+                }
+            },
+            health: self.health(&at, u.health.as_ref()),
+            retries: u.retries.as_ref().and_then(|r| r.attempts).unwrap_or(1),
         }
+    }
+
+    /// `health.passive` (on by default) and `health.active` (optional).
+    fn health(&mut self, at: &str, h: Option<&raw::Health>) -> HealthConfig {
+        let mut out = HealthConfig::default();
+        let Some(h) = h else { return out };
+        if let Some(p) = &h.passive {
+            let d = PassiveHealth::default();
+            out.passive = PassiveHealth {
+                consecutive_failures: p.consecutive_failures.unwrap_or(d.consecutive_failures),
+                eject_for: self.duration(
+                    &format!("{at}.health.passive.eject_for"),
+                    p.eject_for.as_ref(),
+                    d.eject_for,
+                ),
+            };
+            if out.passive.eject_for.is_zero() && out.passive.consecutive_failures > 0 {
+                self.problem(
+                    format!("{at}.health.passive.eject_for"),
+                    "must be more than 0s (consecutive_failures: 0 turns passive health off)",
+                );
+            }
+        }
+        if let Some(a) = &h.active {
+            let aat = format!("{at}.health.active");
+            if !a.path.starts_with('/') {
+                self.problem(
+                    format!("{aat}.path"),
+                    format!("{:?} must start with /", a.path),
+                );
+            }
+            let interval = self.duration(
+                &format!("{aat}.interval"),
+                a.interval.as_ref(),
+                Duration::from_secs(5),
+            );
+            let timeout = self.duration(
+                &format!("{aat}.timeout"),
+                a.timeout.as_ref(),
+                Duration::from_secs(1),
+            );
+            if interval.is_zero() || timeout.is_zero() {
+                self.problem(aat.clone(), "interval and timeout must be more than 0s");
+            }
+            let healthy_after = a.healthy_after.unwrap_or(2);
+            let unhealthy_after = a.unhealthy_after.unwrap_or(3);
+            if healthy_after == 0 || unhealthy_after == 0 {
+                self.problem(
+                    aat.clone(),
+                    "healthy_after and unhealthy_after must be at least 1",
+                );
+            }
+            out.active = Some(ActiveHealth {
+                path: a.path.clone(),
+                interval,
+                timeout,
+                healthy_after,
+                unhealthy_after,
+            });
+        }
+        out
     }
 }
 

@@ -1,0 +1,149 @@
+//! Passive health of one endpoint: consecutive failures, ejection with exponential back-off.
+//!
+//! An endpoint that fails `consecutive_failures` times in a row (connect
+//! errors, resets, 502/503/504 from the server) is ejected for `eject_for`,
+//! doubled for each ejection in a row up to 32 times (Envoy's outlier
+//! detection: `base_ejection_time` times the ejection count). A request it
+//! serves well after coming back resets the count of failures; the back-off
+//! decays once it has stayed in for as long as its last ejection lasted.
+//! Whether an endpoint may be ejected at all (never the last healthy one)
+//! is the caller's decision: it knows the other endpoints.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use crate::config::PassiveHealth as Passive;
+
+/// The longest ejection: `eject_for` doubled at most this many times.
+const MAX_DOUBLINGS: u32 = 5;
+
+#[derive(Debug, Default)]
+struct State {
+    failures: u32,
+    /// Ejections in a row (decides the back-off).
+    ejections: u32,
+    ejected_until: Option<Instant>,
+    /// When the last ejection ended (for the back-off to decay).
+    back_since: Option<Instant>,
+    last_ejection: Duration,
+}
+
+/// One endpoint's passive health.
+#[derive(Debug, Default)]
+pub struct Health {
+    state: Mutex<State>,
+}
+
+/// What a failure did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Still in service.
+    Healthy,
+    /// Reached the threshold: the caller may eject it (`eject`).
+    Failing,
+}
+
+impl Health {
+    /// Whether the endpoint is out of service at `now`.
+    pub fn ejected(&self, now: Instant) -> bool {
+        let s = self.state.lock().expect("health lock");
+        s.ejected_until.is_some_and(|until| now < until)
+    }
+
+    /// A request it served (any response but 502/503/504).
+    pub fn success(&self, now: Instant) {
+        let mut s = self.state.lock().expect("health lock");
+        s.failures = 0;
+        if let Some(back) = s.back_since
+            && now.saturating_duration_since(back) >= s.last_ejection
+        {
+            s.ejections = 0;
+            s.back_since = None;
+        }
+    }
+
+    /// A connect error, reset, or 502/503/504 from the server.
+    pub fn failure(&self, now: Instant, p: &Passive) -> Verdict {
+        let mut s = self.state.lock().expect("health lock");
+        if s.ejected_until.is_some_and(|until| now < until) {
+            // Requests sent before the ejection finishing badly.
+            return Verdict::Healthy;
+        }
+        s.failures += 1;
+        if p.consecutive_failures > 0 && s.failures >= p.consecutive_failures {
+            Verdict::Failing
+        } else {
+            Verdict::Healthy
+        }
+    }
+
+    /// Take it out of service; returns for how long.
+    pub fn eject(&self, now: Instant, p: &Passive) -> Duration {
+        let mut s = self.state.lock().expect("health lock");
+        let d = p.eject_for * 2u32.pow(s.ejections.min(MAX_DOUBLINGS));
+        s.ejections += 1;
+        s.failures = 0;
+        s.ejected_until = Some(now + d);
+        s.back_since = Some(now + d);
+        s.last_ejection = d;
+        d
+    }
+
+    /// Back in service before its time (an active check passed).
+    pub fn readmit(&self) {
+        let mut s = self.state.lock().expect("health lock");
+        s.ejected_until = None;
+        s.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Passive = Passive {
+        consecutive_failures: 3,
+        eject_for: Duration::from_secs(10),
+    };
+
+    #[test]
+    fn ejects_after_consecutive_failures_with_back_off() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        assert_eq!(h.failure(t0, &P), Verdict::Healthy);
+        h.success(t0);
+        assert_eq!(h.failure(t0, &P), Verdict::Healthy);
+        assert_eq!(h.failure(t0, &P), Verdict::Healthy);
+        assert_eq!(h.failure(t0, &P), Verdict::Failing);
+        assert_eq!(h.eject(t0, &P), Duration::from_secs(10));
+        assert!(h.ejected(t0 + Duration::from_secs(9)));
+        assert!(!h.ejected(t0 + Duration::from_secs(10)));
+        // Failing again right after coming back: twice as long.
+        let t1 = t0 + Duration::from_secs(10);
+        for _ in 0..2 {
+            assert_eq!(h.failure(t1, &P), Verdict::Healthy);
+        }
+        assert_eq!(h.failure(t1, &P), Verdict::Failing);
+        assert_eq!(h.eject(t1, &P), Duration::from_secs(20));
+        // Healthy for as long as the last ejection: the back-off decays.
+        let t2 = t1 + Duration::from_secs(20 + 20);
+        h.success(t2);
+        for _ in 0..2 {
+            h.failure(t2, &P);
+        }
+        assert_eq!(h.failure(t2, &P), Verdict::Failing);
+        assert_eq!(h.eject(t2, &P), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn back_off_is_bounded() {
+        let h = Health::default();
+        let mut now = Instant::now();
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            last = h.eject(now, &P);
+            now += last;
+        }
+        assert_eq!(last, Duration::from_secs(10 * 32));
+    }
+}

@@ -1,0 +1,171 @@
+//! An upstream's endpoints as a set: health, requests in flight, picking one per request, their metrics.
+//!
+//! Requests are balanced per request ([`crate::upstream::balance`]), never
+//! per connection, so every endpoint gets its share whatever the pools
+//! hold. Passive health ([`crate::upstream::health`]) ejects an endpoint
+//! after consecutive failures, but never the last one in service (panic
+//! mode: with all of them out, all of them serve). An ejected endpoint
+//! receives no request until its ejection ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::config::{Balance, PassiveHealth};
+use crate::metrics::{EndpointRequestLabels, EndpointStateLabels, METRICS};
+use crate::upstream::balance::Picker;
+use crate::upstream::endpoint::Endpoint;
+use crate::upstream::health::{Health, Verdict};
+
+/// One endpoint with its health and load.
+pub struct Member {
+    pub endpoint: Arc<Endpoint>,
+    /// `host:port` as dialled: the `endpoint` metric label and log field.
+    pub label: String,
+    health: Health,
+    in_flight: AtomicUsize,
+    /// Currently counted as ejected in the gauge.
+    out: AtomicBool,
+}
+
+/// The endpoints of one upstream.
+pub struct Members {
+    upstream: Arc<str>,
+    pub members: Vec<Member>,
+    picker: Picker,
+    balance: Balance,
+    passive: PassiveHealth,
+}
+
+/// A request in flight on a member (least_request reads the count).
+pub struct InFlight<'a>(&'a Member);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Members {
+    pub fn new(
+        upstream: Arc<str>,
+        endpoints: Vec<Arc<Endpoint>>,
+        balance: Balance,
+        passive: PassiveHealth,
+    ) -> Members {
+        let members = endpoints
+            .into_iter()
+            .map(|endpoint| Member {
+                label: endpoint.authority.to_string(),
+                endpoint,
+                health: Health::default(),
+                in_flight: AtomicUsize::new(0),
+                out: AtomicBool::new(false),
+            })
+            .collect();
+        let m = Members {
+            upstream,
+            members,
+            picker: Picker::default(),
+            balance,
+            passive,
+        };
+        m.publish();
+        m
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// `hotproxy_upstream_endpoints{upstream,state}` from the members' flags.
+    fn publish(&self) {
+        let ejected = self
+            .members
+            .iter()
+            .filter(|m| m.out.load(Ordering::Relaxed))
+            .count();
+        for (state, n) in [
+            ("healthy", self.members.len() - ejected),
+            ("ejected", ejected),
+        ] {
+            METRICS
+                .upstream_endpoints
+                .get_or_create(&EndpointStateLabels {
+                    upstream: self.upstream.to_string(),
+                    state: state.to_owned(),
+                })
+                .set(n as i64);
+        }
+    }
+
+    /// The member for the next request, not one of `tried` (a retry goes
+    /// elsewhere), with its in-flight count taken.
+    pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight<'_>)> {
+        let now = Instant::now();
+        let i = self.picker.pick(
+            self.balance,
+            self.members.len(),
+            |i| self.ejected(i, now),
+            tried,
+            |i| self.members[i].in_flight.load(Ordering::Relaxed),
+        )?;
+        let m = &self.members[i];
+        m.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((i, InFlight(m)))
+    }
+
+    /// Whether member `i` is out at `now`; an ejection that ran out puts
+    /// it back (logged and counted once).
+    fn ejected(&self, i: usize, now: Instant) -> bool {
+        let m = &self.members[i];
+        if m.health.ejected(now) {
+            return true;
+        }
+        if m.out.swap(false, Ordering::Relaxed) {
+            info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint back in service");
+            self.publish();
+        }
+        false
+    }
+
+    /// Count the status a request through member `i` was answered with.
+    pub fn answered(&self, i: usize, code: u16) {
+        METRICS
+            .upstream_requests
+            .get_or_create(&EndpointRequestLabels {
+                upstream: self.upstream.to_string(),
+                endpoint: self.members[i].label.clone(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// The server answered (any status but 502/503/504).
+    pub fn success(&self, i: usize) {
+        self.members[i].health.success(Instant::now());
+    }
+
+    /// A connect error, reset, or 502/503/504 from the server: may eject
+    /// the member, never the last one in service.
+    pub fn failure(&self, i: usize, cause: &str) {
+        let now = Instant::now();
+        let m = &self.members[i];
+        if m.health.failure(now, &self.passive) != Verdict::Failing {
+            return;
+        }
+        let others_in = (0..self.members.len())
+            .filter(|&j| j != i && !self.members[j].health.ejected(now))
+            .count();
+        if others_in == 0 {
+            warn!(upstream = %self.upstream, endpoint = %m.label, cause, "upstream endpoint failing, but it is the last one in service: not ejected");
+            return;
+        }
+        let d = m.health.eject(now, &self.passive);
+        m.out.store(true, Ordering::Relaxed);
+        warn!(upstream = %self.upstream, endpoint = %m.label, cause, eject_for = ?d, "upstream endpoint ejected");
+        self.publish();
+    }
+}
