@@ -220,3 +220,174 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
         "{m}"
     );
 }
+
+/// `/etc/hosts` lines for one test-owned name. CI runs as root; the name is
+/// unique to this process, every write replaces the file atomically (write
+/// a temporary file, rename it over: a concurrent reader sees the old or
+/// the new file, never a torn one), and the lines are removed on drop, also
+/// when the test panics. The name is always present while the test runs, so
+/// no lookup of it ever leaves the machine (`files` answers before `dns`).
+struct HostsEntry {
+    name: String,
+}
+
+impl HostsEntry {
+    const MARK: &'static str = "# hotproxy-test";
+
+    fn new(name: &str, ips: &[&str]) -> HostsEntry {
+        let h = HostsEntry {
+            name: name.to_owned(),
+        };
+        h.set(ips);
+        h
+    }
+
+    fn set(&self, ips: &[&str]) {
+        let path = std::path::Path::new("/etc/hosts");
+        let old = std::fs::read_to_string(path).unwrap();
+        let mut text: String = old
+            .lines()
+            .filter(|l| !(l.contains(Self::MARK) && l.contains(&self.name)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for ip in ips {
+            text.push_str(&format!("{ip} {} {}\n", self.name, Self::MARK));
+        }
+        let tmp = path.with_extension(format!("hotproxy-test-{}", std::process::id()));
+        std::fs::write(&tmp, &text).unwrap();
+        if std::fs::rename(&tmp, path).is_err() {
+            // A bind-mounted /etc/hosts (containers) cannot be renamed over.
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::write(path, &text).unwrap();
+        }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        self.set(&[]);
+    }
+}
+
+/// A headless-Service-like name: its addresses change (a pod added, then
+/// the first one gone); traffic spreads to the new address, the old one is
+/// drained without failing the request it was serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_addresses_spread_and_drain() {
+    let name = format!("pods-{}.hotproxy.test", std::process::id());
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("pods CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    scene.pair("proxy-client", &backend_ca.client_pair("hotproxy"));
+    write(&scene.path("pods-ca.crt"), &backend_ca.cert_pem);
+    let pair = backend_ca.server_pair(&["app.prod.svc"]);
+    let a = Backend::start_at(
+        "127.0.0.2:0".parse().unwrap(),
+        "pod-a",
+        &pair,
+        Some(&backend_ca.cert_pem),
+    )
+    .await;
+    let port = a.addr.port();
+    let b = Backend::start_at(
+        format!("127.0.0.3:{port}").parse().unwrap(),
+        "pod-b",
+        &pair,
+        Some(&backend_ca.cert_pem),
+    )
+    .await;
+    let hosts = HostsEntry::new(&name, &["127.0.0.2"]);
+    let config = scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [https://{name}:{port}]
+    resolve_interval: 100ms
+    tls:
+      ca: {{ ca_file: pods-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+      server_name: app.prod.svc
+"#
+    ));
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin_addr = proxy.admin_addr().await;
+    let w = World {
+        _scene: scene,
+        ca,
+        backend_ca,
+        proxy,
+        public,
+        admin: admin_addr,
+        pods: Vec::new(),
+    };
+    let mut send = client(&w).await;
+    for _ in 0..5 {
+        assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod-a".into())));
+    }
+
+    // A second pod: requests reach it within a few resolutions.
+    hosts.set(&["127.0.0.2", "127.0.0.3"]);
+    let deadline = std::time::Instant::now() + WAIT;
+    while get_pod(&mut send, "/").await.1.as_deref() != Some("pod-b") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod-b never got a request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Two slow requests in flight (round robin: one on each pod), then the
+    // first pod leaves: its request still completes.
+    let slow = || {
+        let w = &w;
+        async move {
+            let mut s = client(w).await;
+            get_pod(&mut s, "/slow").await
+        }
+    };
+    let (r1, r2, ()) = tokio::join!(slow(), slow(), async {
+        // Both requests have reached the pods.
+        wait_until(WAIT, "two requests in flight", || async {
+            a.open.load(std::sync::atomic::Ordering::SeqCst) >= 1
+                && b.open.load(std::sync::atomic::Ordering::SeqCst) >= 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hosts.set(&["127.0.0.3"]);
+    });
+    let mut pods = vec![r1.1.clone(), r2.1.clone()];
+    pods.sort();
+    assert_eq!((r1.0, r2.0), (200, 200));
+    assert_eq!(pods, [Some("pod-a".into()), Some("pod-b".into())]);
+    let mut proxy = w.proxy;
+    let removed = proxy
+        .wait_log("pod-a removed", |v| {
+            v["message"] == "upstream endpoint removed; draining its pool"
+        })
+        .await;
+    assert_eq!(removed["endpoint"], a.addr.to_string());
+    let w = World { proxy, ..w };
+    for _ in 0..10 {
+        assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod-b".into())));
+    }
+    // Drained: pod-a's connections from the proxy all close.
+    wait_until(WAIT, "pod-a drained", || async {
+        a.open.load(std::sync::atomic::Ordering::SeqCst) == 0
+    })
+    .await;
+    let m = metrics(&w).await;
+    assert!(
+        m.contains("hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1"),
+        "{m}"
+    );
+    drop(hosts);
+}

@@ -341,7 +341,8 @@ pub struct UpstreamConfig {
     /// needing another waits up to `connect_timeout` (`proxy::slots`).
     pub max_connections_per_server: usize,
     /// How often server hostnames are re-resolved (issue 16); every address
-    /// is an endpoint. Zero = resolved once.
+    /// is an endpoint. Zero = hotproxy does not resolve: each server is one
+    /// endpoint whose name is resolved per new connection.
     pub resolve_interval: Duration,
     pub balance: Balance,
     pub health: HealthConfig,

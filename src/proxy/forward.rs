@@ -22,10 +22,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::metrics::{METRICS, UpstreamLabels};
 use crate::upstream::members::Members;
+use crate::upstream::resolve::Resolution;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -65,7 +66,13 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     /// The snapshot new connections handshake with; swapped by the reloader.
     tls: Arc<ArcSwap<ClientConfig>>,
-    members: Members,
+    /// The endpoints now; replaced when a re-resolution changes them
+    /// (requests in flight keep the set they started with).
+    members: ArcSwap<Members>,
+    resolution: Resolution,
+    /// The re-resolution task runs (started by the first request, which
+    /// runs on the runtime and holds the `Arc`).
+    resolving: AtomicBool,
 }
 
 /// Why a forwarded request got no response.
@@ -84,34 +91,16 @@ impl Upstream {
             server_name: config.tls.server_name.clone().map(Arc::from),
             connect_timeout: config.connect_timeout,
         };
-        let endpoints: Vec<Arc<Endpoint>> = config
-            .servers
-            .iter()
-            .filter_map(|s| {
-                Endpoint::new(
-                    s.url.clone(),
-                    s.https,
-                    s.host.clone(),
-                    s.port,
-                    dialer.clone(),
-                    config.max_connections_per_server,
-                    config.max_idle_connections,
-                )
-                .map(Arc::new)
-            })
-            .collect();
         let name: Arc<str> = config.name.as_str().into();
-        let members = Members::new(
-            name.clone(),
-            endpoints,
-            config.balance,
-            config.health.passive,
-        );
+        let resolution = Resolution::new(name.clone(), config.clone(), dialer);
+        let members = ArcSwap::from_pointee(resolution.initial());
         Arc::new(Upstream {
             name,
             config,
             tls,
             members,
+            resolution,
+            resolving: AtomicBool::new(false),
         })
     }
 
@@ -121,7 +110,7 @@ impl Upstream {
     pub fn set_tls(&self, tls: Arc<ClientConfig>) {
         self.tls.store(tls);
         if self.config.tls.drain_on_rotation {
-            for m in &self.members.members {
+            for m in &self.members.load().members {
                 m.endpoint.pool.drain();
             }
             debug!(upstream = %self.name, "pooled connections drained after rotation");
@@ -131,11 +120,15 @@ impl Upstream {
     /// Forward one request and return the upstream's response, or a
     /// 502/504 describing why there is none.
     pub async fn forward(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Incoming>,
         ctx: &RequestContext,
     ) -> Response<ResponseBody> {
-        if self.members.is_empty() {
+        if self.resolution.has_names() && !self.resolving.swap(true, Ordering::Relaxed) {
+            tokio::spawn(re_resolve(Arc::downgrade(self)));
+        }
+        let members = self.members.load_full();
+        if members.is_empty() {
             metrics::upstream_error(&self.name, "no_servers");
             return error_response(StatusCode::BAD_GATEWAY, "upstream has no servers");
         }
@@ -160,21 +153,21 @@ impl Upstream {
         let last = AtomicUsize::new(0);
         let sent = async {
             if upgrade {
-                let (i, _in_flight) = self.members.pick(&[]).expect("not empty");
+                let (i, _in_flight) = members.pick(&[]).expect("not empty");
                 last.store(i, Ordering::Relaxed);
-                let endpoint = &self.members.members[i].endpoint;
+                let endpoint = &members.members[i].endpoint;
                 let r = self.send_upgrade(endpoint, req, path).await;
                 match &r {
-                    Ok(resp) => self.answered(i, resp.status()),
-                    Err(e) => self.answered_failure(i, e),
+                    Ok(resp) => self.answered(&members, i, resp.status()),
+                    Err(e) => self.answered_failure(&members, i, e),
                 }
                 r.map(|r| r.map(|b| b.boxed()))
             } else {
-                self.send_balanced(req, path, &last).await
+                self.send_balanced(&members, req, path, &last).await
             }
         };
         let result = tokio::time::timeout(self.config.request_timeout, sent).await;
-        let endpoint = &self.members.members[last.load(Ordering::Relaxed)].endpoint;
+        let endpoint = &members.members[last.load(Ordering::Relaxed)].endpoint;
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
             // The client's body broke (bad chunk, h2 stream error): its
@@ -202,27 +195,28 @@ impl Upstream {
     /// failed attempt lost nothing (see the module doc).
     async fn send_balanced(
         &self,
+        members: &Members,
         mut req: Request<ClientBody>,
         path: PathAndQuery,
         last: &AtomicUsize,
     ) -> Result<Response<ResponseBody>, Failure> {
         // Allocated only when a retry happens.
         let mut tried: Vec<usize> = Vec::new();
-        let others = self.members.members.len() > 1 && self.config.retries > 0;
+        let others = members.members.len() > 1 && self.config.retries > 0;
         loop {
-            let (i, _in_flight) = self.members.pick(&tried).expect("an untried endpoint");
+            let (i, _in_flight) = members.pick(&tried).expect("an untried endpoint");
             last.store(i, Ordering::Relaxed);
-            let endpoint = &self.members.members[i].endpoint;
+            let endpoint = &members.members[i].endpoint;
             let may_retry = others
                 && tried.len() < self.config.retries as usize
-                && tried.len() + 1 < self.members.members.len();
+                && tried.len() + 1 < members.members.len();
             match self.send(endpoint, req, path.clone(), may_retry).await {
                 Ok(resp) => {
-                    self.answered(i, resp.status());
+                    self.answered(members, i, resp.status());
                     return Ok(resp);
                 }
                 Err((failure, again)) => {
-                    self.answered_failure(i, &failure);
+                    self.answered_failure(members, i, &failure);
                     match again {
                         Some(again) if may_retry => {
                             let (reason, _, _) = diagnose(&failure);
@@ -244,23 +238,23 @@ impl Upstream {
     }
 
     /// Passive health and per-endpoint counts for an answered request.
-    fn answered(&self, i: usize, status: StatusCode) {
+    fn answered(&self, members: &Members, i: usize, status: StatusCode) {
         if matches!(status.as_u16(), 502..=504) {
-            self.members.failure(i, "status");
+            members.failure(i, "status");
         } else {
-            self.members.success(i);
+            members.success(i);
         }
-        self.members.answered(i, status.as_u16());
+        members.answered(i, status.as_u16());
     }
 
     /// Passive health and per-endpoint counts for a failed request. A full
     /// connection limit says nothing about the endpoint's health.
-    fn answered_failure(&self, i: usize, failure: &Failure) {
+    fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
         let (reason, _, status) = diagnose(failure);
         if reason != "connection_limit" {
-            self.members.failure(i, reason);
+            members.failure(i, reason);
         }
-        self.members.answered(i, status.as_u16());
+        members.answered(i, status.as_u16());
     }
 
     /// Send `req` on a leased connection; once more on a new connection
@@ -363,6 +357,23 @@ impl Upstream {
             _ => "upstream unavailable",
         };
         error_response(status, msg)
+    }
+}
+
+/// Re-resolve an upstream's server names every `resolve_interval` while it
+/// is configured (the task ends once the reloader and every request have
+/// let go of it).
+async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
+    loop {
+        let Some(interval) = upstream.upgrade().map(|u| u.resolution.interval()) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(u) = upstream.upgrade() else { return };
+        let current = u.members.load_full();
+        if let Some(next) = u.resolution.refresh(&current).await {
+            u.members.store(Arc::new(next));
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub struct Member {
 /// The endpoints of one upstream.
 pub struct Members {
     upstream: Arc<str>,
-    pub members: Vec<Member>,
+    pub members: Vec<Arc<Member>>,
     picker: Picker,
     balance: Balance,
     passive: PassiveHealth,
@@ -48,23 +48,27 @@ impl Drop for InFlight<'_> {
     }
 }
 
+impl Member {
+    pub fn new(endpoint: Arc<Endpoint>) -> Arc<Member> {
+        Arc::new(Member {
+            label: endpoint.authority.to_string(),
+            endpoint,
+            health: Health::default(),
+            in_flight: AtomicUsize::new(0),
+            out: AtomicBool::new(false),
+        })
+    }
+}
+
 impl Members {
+    /// The set of `members` (kept from a previous set where their address
+    /// stayed, with their health).
     pub fn new(
         upstream: Arc<str>,
-        endpoints: Vec<Arc<Endpoint>>,
+        members: Vec<Arc<Member>>,
         balance: Balance,
         passive: PassiveHealth,
     ) -> Members {
-        let members = endpoints
-            .into_iter()
-            .map(|endpoint| Member {
-                label: endpoint.authority.to_string(),
-                endpoint,
-                health: Health::default(),
-                in_flight: AtomicUsize::new(0),
-                out: AtomicBool::new(false),
-            })
-            .collect();
         let m = Members {
             upstream,
             members,

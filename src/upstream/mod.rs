@@ -8,6 +8,7 @@
 //!   passive health (never ejecting the last), their metrics.
 //! - `balance`: round robin, least request (power of two choices).
 //! - `health`: one endpoint's consecutive failures, ejection, back-off.
+//! - `resolve`: server names to endpoints, re-resolved every `resolve_interval`.
 
 pub mod balance;
 pub mod conn;
@@ -15,3 +16,4 @@ pub mod endpoint;
 pub mod health;
 pub mod members;
 pub mod pool;
+pub mod resolve;

@@ -1,0 +1,192 @@
+//! Server hostnames to endpoints: every address is one, re-resolved every `resolve_interval`.
+//!
+//! A headless Service name resolves to one address per ready pod; each
+//! address is an endpoint with its own pool and health, so new pods get
+//! traffic at the next resolution and gone ones stop getting it. A
+//! re-resolution that drops an address drains that endpoint's pool: idle
+//! connections close now, busy ones when their requests end (requests in
+//! flight hold the endpoint). A failed lookup keeps the last good set,
+//! logged once per failure streak and counted
+//! (`hotproxy_upstream_errors_total{reason="resolve"}`). An IP server is one
+//! endpoint, never resolved.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::config::UpstreamConfig;
+use crate::metrics;
+use crate::upstream::conn::Dialer;
+use crate::upstream::endpoint::Endpoint;
+use crate::upstream::members::{Member, Members};
+
+/// An upstream's servers and what their names last resolved to.
+pub struct Resolution {
+    upstream: Arc<str>,
+    config: UpstreamConfig,
+    dialer: Dialer,
+    /// Per server: the last good addresses (`None` for an IP server, or a
+    /// name never resolved yet: dialled by name then).
+    last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
+    /// Per server: in a failure streak (logged once).
+    failing: Mutex<Vec<bool>>,
+}
+
+fn is_name(host: &str) -> bool {
+    host.parse::<IpAddr>().is_err()
+}
+
+/// Sorted and without duplicates, so two lookups compare equal.
+fn normalise(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+impl Resolution {
+    pub fn new(upstream: Arc<str>, config: UpstreamConfig, dialer: Dialer) -> Resolution {
+        let n = config.servers.len();
+        Resolution {
+            upstream,
+            config,
+            dialer,
+            last: Mutex::new(vec![None; n]),
+            failing: Mutex::new(vec![false; n]),
+        }
+    }
+
+    /// Whether any server is a name to re-resolve.
+    pub fn has_names(&self) -> bool {
+        !self.config.resolve_interval.is_zero()
+            && self.config.servers.iter().any(|s| is_name(&s.host))
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.config.resolve_interval
+    }
+
+    /// The first set, resolved now (blocking: configuration time, like
+    /// nginx resolving its upstreams at start). A name that does not
+    /// resolve yet is one endpoint dialled by name, as before.
+    pub fn initial(&self) -> Members {
+        if self.has_names() {
+            let mut last = self.last.lock().expect("resolution lock");
+            for (i, s) in self.config.servers.iter().enumerate() {
+                if is_name(&s.host)
+                    && let Ok(found) = (s.host.as_str(), s.port).to_socket_addrs()
+                {
+                    let found = normalise(found.collect());
+                    if !found.is_empty() {
+                        last[i] = Some(found);
+                    }
+                }
+            }
+        }
+        self.members(&[])
+    }
+
+    /// Resolve every name again; the new set when it changed.
+    pub async fn refresh(&self, current: &Members) -> Option<Members> {
+        let timeout = self.config.resolve_interval.min(Duration::from_secs(5));
+        let mut changed = false;
+        for (i, s) in self.config.servers.iter().enumerate() {
+            if !is_name(&s.host) {
+                continue;
+            }
+            let lookup = tokio::net::lookup_host((s.host.as_str(), s.port));
+            let found = match tokio::time::timeout(timeout, lookup).await {
+                Ok(Ok(found)) => Ok(normalise(found.collect())),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("lookup timed out".to_owned()),
+            };
+            let found = match found {
+                Ok(f) if !f.is_empty() => f,
+                other => {
+                    let error = other.err().unwrap_or_else(|| "no addresses".to_owned());
+                    metrics::upstream_error(&self.upstream, "resolve");
+                    let mut failing = self.failing.lock().expect("resolution lock");
+                    if !failing[i] {
+                        failing[i] = true;
+                        warn!(upstream = %self.upstream, server = %s.url, error, "upstream DNS lookup failed; keeping the last good addresses");
+                    }
+                    continue;
+                }
+            };
+            if std::mem::take(&mut self.failing.lock().expect("resolution lock")[i]) {
+                info!(upstream = %self.upstream, server = %s.url, "upstream DNS lookup recovered");
+            }
+            let mut last = self.last.lock().expect("resolution lock");
+            if last[i].as_ref() != Some(&found) {
+                last[i] = Some(found);
+                changed = true;
+            }
+        }
+        changed.then(|| self.members(&current.members))
+    }
+
+    /// The set for the last good addresses, keeping the members (pool,
+    /// health) of addresses already in `previous`; logs what came and went
+    /// and drains the pools of those gone.
+    fn members(&self, previous: &[Arc<Member>]) -> Members {
+        let last = self.last.lock().expect("resolution lock").clone();
+        let mut members: Vec<Arc<Member>> = Vec::new();
+        for (s, addrs) in self.config.servers.iter().zip(&last) {
+            let targets: Vec<(String, u16)> = match addrs {
+                Some(addrs) => addrs
+                    .iter()
+                    .map(|a| (a.ip().to_string(), a.port()))
+                    .collect(),
+                None => vec![(s.host.clone(), s.port)],
+            };
+            for (host, port) in targets {
+                let label = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                if members.iter().any(|m| m.label == label) {
+                    continue;
+                }
+                if let Some(m) = previous.iter().find(|m| m.label == label) {
+                    members.push(m.clone());
+                    continue;
+                }
+                // Dialled by address, verified (and SNI) by the server's name.
+                let mut dialer = self.dialer.clone();
+                if dialer.server_name.is_none() && is_name(&s.host) {
+                    dialer.server_name = Some(s.host.as_str().into());
+                }
+                let Some(endpoint) = Endpoint::new(
+                    s.url.clone(),
+                    s.https,
+                    host,
+                    port,
+                    dialer,
+                    self.config.max_connections_per_server,
+                    self.config.max_idle_connections,
+                ) else {
+                    continue;
+                };
+                if !previous.is_empty() {
+                    info!(upstream = %self.upstream, endpoint = %label, "upstream endpoint added");
+                }
+                members.push(Member::new(Arc::new(endpoint)));
+            }
+        }
+        for gone in previous
+            .iter()
+            .filter(|p| !members.iter().any(|m| m.label == p.label))
+        {
+            info!(upstream = %self.upstream, endpoint = %gone.label, "upstream endpoint removed; draining its pool");
+            gone.endpoint.pool.drain();
+        }
+        Members::new(
+            self.upstream.clone(),
+            members,
+            self.config.balance,
+            self.config.health.passive,
+        )
+    }
+}
