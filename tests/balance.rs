@@ -391,3 +391,51 @@ upstreams:
     );
     drop(hosts);
 }
+
+/// Active checks over the upstream's mTLS identity (the pods require a
+/// client certificate): a dead pod is taken out without any client
+/// traffic, gets no request, and comes back after `healthy_after` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_take_out_and_bring_back() {
+    let mut w = world(
+        "    health:\n      passive: { consecutive_failures: 0 }\n      active: { path: /healthz, interval: 100ms, timeout: 1s, healthy_after: 2, unhealthy_after: 2 }\n",
+    )
+    .await;
+    let dead = w.pods[2].addr;
+    w.pods[2].kill();
+    let out = w
+        .proxy
+        .wait_log("active checks fail", |v| {
+            v["message"] == "upstream endpoint failed its active checks; out of service"
+                && v["upstream"] == "rr"
+        })
+        .await;
+    assert_eq!(out["endpoint"], dead.to_string());
+    let m = metrics(&w).await;
+    assert!(
+        m.contains("hotproxy_upstream_endpoints{upstream=\"rr\",state=\"unhealthy\"} 1"),
+        "{m}"
+    );
+    let mut send = client(&w).await;
+    for _ in 0..12 {
+        let (status, pod) = get_pod(&mut send, "/rr").await;
+        assert_eq!(status, 200);
+        assert_ne!(pod.as_deref(), Some("pod2"));
+    }
+    let pair = w.backend_ca.server_pair(&["app.prod.svc"]);
+    let back = Backend::start_at(dead, "pod2", &pair, Some(&w.backend_ca.cert_pem)).await;
+    w.proxy
+        .wait_log("active checks pass", |v| {
+            v["message"] == "upstream endpoint passed its active checks; back in service"
+                && v["upstream"] == "rr"
+        })
+        .await;
+    // The checks came with the proxy's client certificate (the pod
+    // requires one): their requests reached it.
+    assert!(back.accepted.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    let mut seen = false;
+    for _ in 0..6 {
+        seen |= get_pod(&mut send, "/rr").await.1.as_deref() == Some("pod2");
+    }
+    assert!(seen, "pod2 back in service gets requests");
+}

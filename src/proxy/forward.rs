@@ -38,7 +38,7 @@ use hyper::body::{Body, Incoming};
 use rustls::ClientConfig;
 use tracing::{debug, warn};
 
-use crate::config::UpstreamConfig;
+use crate::config::{ActiveHealth, UpstreamConfig};
 use crate::metrics;
 use crate::proxy::body::ClientBody;
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
@@ -70,9 +70,8 @@ pub struct Upstream {
     /// (requests in flight keep the set they started with).
     members: ArcSwap<Members>,
     resolution: Resolution,
-    /// The re-resolution task runs (started by the first request, which
-    /// runs on the runtime and holds the `Arc`).
-    resolving: AtomicBool,
+    /// Its background tasks (re-resolution, active checks) run.
+    started: AtomicBool,
 }
 
 /// Why a forwarded request got no response.
@@ -100,7 +99,7 @@ impl Upstream {
             tls,
             members,
             resolution,
-            resolving: AtomicBool::new(false),
+            started: AtomicBool::new(false),
         })
     }
 
@@ -119,14 +118,25 @@ impl Upstream {
 
     /// Forward one request and return the upstream's response, or a
     /// 502/504 describing why there is none.
+    /// Start re-resolution and active checks, if configured (once; they
+    /// end when the upstream is replaced or removed).
+    pub fn start_background(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
+        if self.started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if self.resolution.has_names() {
+            rt.spawn(re_resolve(Arc::downgrade(self)));
+        }
+        if let Some(active) = self.config.health.active.clone() {
+            rt.spawn(active_checks(Arc::downgrade(self), active));
+        }
+    }
+
     pub async fn forward(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         ctx: &RequestContext,
     ) -> Response<ResponseBody> {
-        if self.resolution.has_names() && !self.resolving.swap(true, Ordering::Relaxed) {
-            tokio::spawn(re_resolve(Arc::downgrade(self)));
-        }
         let members = self.members.load_full();
         if members.is_empty() {
             metrics::upstream_error(&self.name, "no_servers");
@@ -374,6 +384,44 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
         if let Some(next) = u.resolution.refresh(&current).await {
             u.members.store(Arc::new(next));
         }
+    }
+}
+
+/// `health.active`: GET `path` on every endpoint each `interval`, over the
+/// upstream's pools and TLS (the same client certificate as requests);
+/// 2xx and 3xx pass. `unhealthy_after` failures in a row take an endpoint
+/// out, `healthy_after` passes bring it back.
+async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth) {
+    let mut tick = tokio::time::interval(active.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(u) = upstream.upgrade() else { return };
+        let members = u.members.load_full();
+        let (u, members, active) = (&u, &members, &active);
+        let checks = members.members.iter().map(|m| {
+            let path = &active.path;
+            async move {
+                let mut req = Request::get(path.as_str())
+                    .body(ClientBody::empty())
+                    .expect("valid");
+                if let Ok(host) = HeaderValue::from_str(m.endpoint.authority.as_str()) {
+                    req.headers_mut().insert(header::HOST, host);
+                }
+                let pq = PathAndQuery::try_from(path.as_str())
+                    .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+                let probe = async {
+                    let resp = u.send(&m.endpoint, req, pq, false).await.ok()?;
+                    let ok = resp.status().is_success() || resp.status().is_redirection();
+                    // Read to the end so an HTTP/1.1 connection goes back to the pool.
+                    resp.into_body().collect().await.ok()?;
+                    Some(ok)
+                };
+                let passed = tokio::time::timeout(active.timeout, probe).await == Ok(Some(true));
+                members.checked(m, passed, &active);
+            }
+        });
+        futures_util::future::join_all(checks).await;
     }
 }
 

@@ -232,6 +232,7 @@ impl Reloader {
             if let Some(tls) = new_tls {
                 live.set_tls(tls);
             }
+            live.start_background(&self.rt);
             let config = new
                 .upstreams
                 .iter()

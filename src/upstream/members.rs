@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::config::{Balance, PassiveHealth};
+use crate::config::{ActiveHealth, Balance, PassiveHealth};
 use crate::metrics::{EndpointRequestLabels, EndpointStateLabels, METRICS};
 use crate::upstream::balance::Picker;
 use crate::upstream::endpoint::Endpoint;
@@ -28,6 +28,10 @@ pub struct Member {
     in_flight: AtomicUsize,
     /// Currently counted as ejected in the gauge.
     out: AtomicBool,
+    /// Out by active checks (`health.active`).
+    unhealthy: AtomicBool,
+    /// Active checks passed (positive) or failed (negative) in a row.
+    streak: std::sync::atomic::AtomicI32,
 }
 
 /// The endpoints of one upstream.
@@ -56,6 +60,8 @@ impl Member {
             health: Health::default(),
             in_flight: AtomicUsize::new(0),
             out: AtomicBool::new(false),
+            unhealthy: AtomicBool::new(false),
+            streak: std::sync::atomic::AtomicI32::new(0),
         })
     }
 }
@@ -86,14 +92,20 @@ impl Members {
 
     /// `hotproxy_upstream_endpoints{upstream,state}` from the members' flags.
     fn publish(&self) {
+        let unhealthy = self
+            .members
+            .iter()
+            .filter(|m| m.unhealthy.load(Ordering::Relaxed))
+            .count();
         let ejected = self
             .members
             .iter()
-            .filter(|m| m.out.load(Ordering::Relaxed))
+            .filter(|m| m.out.load(Ordering::Relaxed) && !m.unhealthy.load(Ordering::Relaxed))
             .count();
         for (state, n) in [
-            ("healthy", self.members.len() - ejected),
+            ("healthy", self.members.len() - ejected - unhealthy),
             ("ejected", ejected),
+            ("unhealthy", unhealthy),
         ] {
             METRICS
                 .upstream_endpoints
@@ -125,7 +137,7 @@ impl Members {
     /// it back (logged and counted once).
     fn ejected(&self, i: usize, now: Instant) -> bool {
         let m = &self.members[i];
-        if m.health.ejected(now) {
+        if m.unhealthy.load(Ordering::Relaxed) || m.health.ejected(now) {
             return true;
         }
         if m.out.swap(false, Ordering::Relaxed) {
@@ -161,7 +173,11 @@ impl Members {
             return;
         }
         let others_in = (0..self.members.len())
-            .filter(|&j| j != i && !self.members[j].health.ejected(now))
+            .filter(|&j| {
+                j != i
+                    && !self.members[j].health.ejected(now)
+                    && !self.members[j].unhealthy.load(Ordering::Relaxed)
+            })
             .count();
         if others_in == 0 {
             warn!(upstream = %self.upstream, endpoint = %m.label, cause, "upstream endpoint failing, but it is the last one in service: not ejected");
@@ -171,5 +187,26 @@ impl Members {
         m.out.store(true, Ordering::Relaxed);
         warn!(upstream = %self.upstream, endpoint = %m.label, cause, eject_for = ?d, "upstream endpoint ejected");
         self.publish();
+    }
+
+    /// The result of one active check of member `m`.
+    pub fn checked(&self, m: &Member, passed: bool, active: &ActiveHealth) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let streak = if passed {
+            m.streak.fetch_max(0, Relaxed).max(0) + 1
+        } else {
+            m.streak.fetch_min(0, Relaxed).min(0) - 1
+        };
+        m.streak.store(streak, Relaxed);
+        let was = m.unhealthy.load(Relaxed);
+        if !was && streak <= -(active.unhealthy_after as i32) {
+            m.unhealthy.store(true, Relaxed);
+            warn!(upstream = %self.upstream, endpoint = %m.label, path = %active.path, "upstream endpoint failed its active checks; out of service");
+            self.publish();
+        } else if was && streak >= active.healthy_after as i32 {
+            m.unhealthy.store(false, Relaxed);
+            info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint passed its active checks; back in service");
+            self.publish();
+        }
     }
 }
