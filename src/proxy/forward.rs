@@ -418,7 +418,7 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                     Some(ok)
                 };
                 let passed = tokio::time::timeout(active.timeout, probe).await == Ok(Some(true));
-                members.checked(m, passed, &active);
+                members.checked(m, passed, active);
             }
         });
         futures_util::future::join_all(checks).await;
