@@ -23,6 +23,7 @@
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
 //! - `metrics`: the metric names of SPEC §5.
+//! - `process_metrics`: `process_*` (CPU, memory, fds, start time) from `/proc`, per scrape.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;
 //!   applies `run`'s startup checks (admin tokens and bind, store) without side effects.
@@ -39,6 +40,7 @@ pub mod devpki;
 pub mod logging;
 pub mod material;
 pub mod metrics;
+pub mod process_metrics;
 pub mod proxy;
 pub mod reload;
 pub mod secret;

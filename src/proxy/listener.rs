@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -240,6 +240,8 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds since `started` at the last request start or end.
     last_ms: AtomicU64,
+    /// A request arrived (a connection closed without one is counted).
+    asked: AtomicBool,
 }
 
 impl Activity {
@@ -310,6 +312,7 @@ async fn connection(
         started: Instant::now(),
         in_flight: AtomicUsize::new(0),
         last_ms: AtomicU64::new(0),
+        asked: AtomicBool::new(false),
     });
     let svc = {
         let listener = listener.clone();
@@ -320,6 +323,7 @@ async fn connection(
             let activity = activity.clone();
             async move {
                 activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                activity.asked.store(true, Ordering::Relaxed);
                 let resp = handle(&listener, req, &ctx).await;
                 activity.in_flight.fetch_sub(1, Ordering::Relaxed);
                 activity.touch();
@@ -349,6 +353,15 @@ async fn connection(
         };
         tokio::select! {
             res = conn.as_mut() => {
+                // The client went away without a request: with TLS 1.3 a
+                // client that refuses our certificate (a name mismatch)
+                // does so after our side of the handshake is done, and
+                // this is all the server sees of it. Our own closes and
+                // timeouts are not the client's doing.
+                let timed_out = res.as_ref().is_err_and(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout));
+                if !closing && !timed_out && !activity.asked.load(Ordering::Relaxed) {
+                    metrics::closed_before_request(&listener.name);
+                }
                 if let Err(e) = res {
                     debug!(listener = %listener.name, peer = %peer, error = %e, "connection ended with error");
                 }
