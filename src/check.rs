@@ -33,8 +33,8 @@ pub fn run(path: &Path) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}", e.render());
-            eprintln!(
+            crate::errln!("{}", e.render());
+            crate::errln!(
                 "configuration check failed: {} problem(s)",
                 e.problems.len()
             );
@@ -120,13 +120,13 @@ pub fn run(path: &Path) -> ExitCode {
     startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
     print_table(&rows);
     for w in &warnings {
-        println!("warning: {w}");
+        crate::outln!("warning: {w}");
     }
     for n in &notes {
-        println!("note: {n}");
+        crate::outln!("note: {n}");
     }
     if problems.is_empty() {
-        println!(
+        crate::outln!(
             "configuration {} is valid: {} entries, {} listeners, {} upstreams",
             config.file.display(),
             config.entries.len(),
@@ -136,9 +136,9 @@ pub fn run(path: &Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         for p in &problems {
-            eprintln!("{}: {p}", config.file.display());
+            crate::errln!("{}: {p}", config.file.display());
         }
-        eprintln!("configuration check failed: {} problem(s)", problems.len());
+        crate::errln!("configuration check failed: {} problem(s)", problems.len());
         ExitCode::FAILURE
     }
 }
@@ -254,7 +254,7 @@ fn print_table(rows: &[[String; 7]]) {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        crate::outln!("{}", line.join("  ").trim_end());
     }
 }
 
@@ -265,23 +265,23 @@ pub fn inspect(files: &[PathBuf]) -> ExitCode {
         match pem::certificates_in(f) {
             Ok(certs) => {
                 for (i, c) in certs.iter().enumerate() {
-                    println!("{} [{}]", f.display(), i);
-                    println!("  subject:     {}", c.subject);
-                    println!("  issuer:      {}", c.issuer);
-                    println!("  SANs:        {}", c.sans.join(", "));
-                    println!("  serial:      {}", c.serial);
-                    println!("  not before:  {}", date(c.not_before));
-                    println!(
+                    crate::outln!("{} [{}]", f.display(), i);
+                    crate::outln!("  subject:     {}", c.subject);
+                    crate::outln!("  issuer:      {}", c.issuer);
+                    crate::outln!("  SANs:        {}", c.sans.join(", "));
+                    crate::outln!("  serial:      {}", c.serial);
+                    crate::outln!("  not before:  {}", date(c.not_before));
+                    crate::outln!(
                         "  not after:   {} ({} days left)",
                         date(c.not_after),
                         days_left(c.not_after)
                     );
-                    println!("  CA:          {}", c.is_ca);
-                    println!("  SHA-256:     {}", c.fingerprint_sha256);
+                    crate::outln!("  CA:          {}", c.is_ca);
+                    crate::outln!("  SHA-256:     {}", c.fingerprint_sha256);
                 }
             }
             Err(e) => {
-                eprintln!("{e}");
+                crate::errln!("{e}");
                 failed = true;
             }
         }

@@ -29,6 +29,7 @@
 //!   applies `run`'s startup checks (admin tokens and bind, store) without side effects.
 //! - `devpki`: a throwaway CA, server pair and client pair.
 //! - `logging`: tracing to stderr, text or JSON.
+//! - `stdio`: `outln!`/`errln!`: command output that ends quietly on a closed pipe.
 //! - `demo`: `hotproxy demo`.
 #![forbid(unsafe_code)]
 
@@ -45,5 +46,6 @@ pub mod proxy;
 pub mod reload;
 pub mod secret;
 pub mod server;
+pub mod stdio;
 pub mod tls;
 pub mod watch;

@@ -78,11 +78,11 @@ fn main() -> ExitCode {
             command: CertsCommand::DevPki { out, names },
         } => match hotproxy::devpki::write(&out, &names) {
             Ok(pki) => {
-                println!("{pki}");
+                hotproxy::outln!("{pki}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                hotproxy::errln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
