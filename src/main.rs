@@ -39,7 +39,13 @@ enum Command {
         command: CertsCommand,
     },
     /// Run the proxy from ./config.yaml in front of a built-in mTLS echo backend.
-    Demo,
+    Demo {
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// As for `run`: error, warn, info, debug, trace, or a tracing filter.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,8 +92,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo => {
-            init_logging(LogFormat::Text, "info");
+        Command::Demo {
+            log_format,
+            log_level,
+        } => {
+            init_logging(log_format, &log_level);
             hotproxy::demo::run()
         }
     }
