@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config::{ClientAuthConfig, Config, EntryKind, EntrySource, EntrySpec, UpstreamCa};
+use crate::material::info::rfc3339;
 use crate::material::{CertInfo, Loaded};
 
 /// Where an entry was defined.
@@ -22,14 +23,34 @@ pub enum Origin {
     Store,
 }
 
-/// The outcome of the last attempt to (re)load an entry.
-#[derive(Clone, Debug, Serialize)]
+/// The outcome of the last attempt to (re)load an entry. Serialized with
+/// `time` in RFC 3339 and `time_unix` in Unix seconds.
+#[derive(Clone, Debug)]
 pub struct ReloadResult {
     /// Unix seconds.
     pub time: i64,
     /// `success` or `failure`.
     pub result: &'static str,
     pub error: Option<String>,
+}
+
+impl Serialize for ReloadResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            time: String,
+            time_unix: i64,
+            result: &'a str,
+            error: Option<&'a str>,
+        }
+        Out {
+            time: rfc3339(self.time),
+            time_unix: self.time,
+            result: self.result,
+            error: self.error.as_deref(),
+        }
+        .serialize(s)
+    }
 }
 
 impl ReloadResult {
@@ -165,8 +186,11 @@ pub struct EntryView {
     pub issuer: Option<String>,
     pub sans: Vec<String>,
     pub serial: Option<String>,
-    pub not_before: Option<i64>,
-    pub not_after: Option<i64>,
+    /// RFC 3339; `*_unix` hold the same instants in Unix seconds.
+    pub not_before: Option<String>,
+    pub not_before_unix: Option<i64>,
+    pub not_after: Option<String>,
+    pub not_after_unix: Option<i64>,
     pub fingerprint_sha256: Option<String>,
     /// Every certificate of a CA bundle (empty for pairs).
     pub ca_certs: Vec<CertInfo>,
@@ -213,8 +237,10 @@ impl EntryView {
             issuer: primary.as_ref().map(|p| p.issuer.clone()),
             sans: primary.as_ref().map(|p| p.sans.clone()).unwrap_or_default(),
             serial: primary.as_ref().map(|p| p.serial.clone()),
-            not_before: primary.as_ref().map(|p| p.not_before),
-            not_after: entry.current.as_ref().map(|l| l.not_after()),
+            not_before: primary.as_ref().map(|p| rfc3339(p.not_before)),
+            not_before_unix: primary.as_ref().map(|p| p.not_before),
+            not_after: entry.current.as_ref().map(|l| rfc3339(l.not_after())),
+            not_after_unix: entry.current.as_ref().map(|l| l.not_after()),
             fingerprint_sha256: primary.as_ref().map(|p| p.fingerprint_sha256.clone()),
             ca_certs,
             crl_count,
