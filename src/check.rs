@@ -62,11 +62,11 @@ pub fn run(path: &Path) -> ExitCode {
                 loaded.insert(spec.id.clone(), l);
             }
             Err(e) => {
-                let used = refs.get(&spec.id).map(|r| r.len()).unwrap_or(0);
                 problems.push(format!(
-                    "entry {} ({}, used by {used}): {e}",
+                    "entry {} ({}, {}): {e}",
                     spec.id,
-                    spec.kind.as_str()
+                    spec.kind.as_str(),
+                    used_by(refs.get(&spec.id))
                 ));
                 rows.push([
                     spec.id.clone(),
@@ -117,7 +117,7 @@ pub fn run(path: &Path) -> ExitCode {
         }
     }
     let mut notes = Vec::new();
-    startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
+    let stored = startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
     print_table(&rows);
     for w in &warnings {
         crate::outln!("warning: {w}");
@@ -126,10 +126,16 @@ pub fn run(path: &Path) -> ExitCode {
         crate::outln!("note: {n}");
     }
     if problems.is_empty() {
+        // Every entry of the table: the store's too.
+        let from_store = if stored > 0 {
+            format!(" ({stored} from the store)")
+        } else {
+            String::new()
+        };
         crate::outln!(
-            "configuration {} is valid: {} entries, {} listeners, {} upstreams",
+            "configuration {} is valid: {} entries{from_store}, {} listeners, {} upstreams",
             config.file.display(),
-            config.entries.len(),
+            config.entries.len() + stored,
             config.listeners.len(),
             config.upstreams.len()
         );
@@ -185,14 +191,14 @@ fn entry_rows(spec: &EntrySpec, l: &Loaded, warnings: &mut Vec<String>) -> Vec<[
 /// What `run` checks at startup beyond entries and listeners: the admin
 /// listener's exposure and tokens, and the store (key, decryption, ids),
 /// through the same functions. Creates nothing: a missing store key is a
-/// note, since `run` creates it.
+/// note, since `run` creates it. Returns how many entries the store holds.
 fn startup(
     config: &Config,
     rows: &mut Vec<[String; 7]>,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
     notes: &mut Vec<String>,
-) {
+) -> usize {
     if let Some(admin) = &config.admin {
         match crate::admin::exposure(admin) {
             Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind)),
@@ -202,14 +208,20 @@ fn startup(
         problems.extend(crate::admin::auth::Tokens::problems(admin));
     }
     let Some(store) = &config.store else {
-        return;
+        return 0;
     };
     match Store::preview(store) {
-        Err(e) => problems.push(e),
-        Ok(Preview::CreatesKey) => notes.push(format!(
-            "store.key_file {} does not exist: `hotproxy run` will create it (mode 0600); back it up with the store",
-            store.key_file.display()
-        )),
+        Err(e) => {
+            problems.push(e);
+            0
+        }
+        Ok(Preview::CreatesKey) => {
+            notes.push(format!(
+                "store.key_file {} does not exist: `hotproxy run` will create it (mode 0600); back it up with the store",
+                store.key_file.display()
+            ));
+            0
+        }
         Ok(Preview::Opens(stored)) => {
             // Like startup: a clashing id refuses to start, material that
             // does not load is only a warning (the entry waits for fixes).
@@ -229,7 +241,22 @@ fn startup(
                     )),
                 }
             }
+            stored.len()
         }
+    }
+}
+
+/// `used by listener public (tls.certs[0]), upstream api (tls.ca)`, or `unused`.
+fn used_by(refs: Option<&Vec<crate::material::catalogue::Reference>>) -> String {
+    match refs {
+        Some(refs) if !refs.is_empty() => {
+            let names: Vec<String> = refs
+                .iter()
+                .map(|r| format!("{} {} ({})", r.kind, r.name, r.field))
+                .collect();
+            format!("used by {}", names.join(", "))
+        }
+        _ => "unused".to_owned(),
     }
 }
 

@@ -138,6 +138,24 @@ fn valid_config_with_a_sealed_store() {
     );
     assert!(!out.contains("note:"), "{out}");
     assert_eq!(std::fs::read(s.path("data/store.json")).unwrap(), before);
+    // The count covers every row of the table: the stored entry too.
+    assert!(
+        out.contains("is valid: 2 entries (1 from the store), 1 listeners"),
+        "{out}"
+    );
+}
+
+/// An entry that does not load names who uses it, not just how many.
+#[test]
+fn a_broken_entry_names_its_users() {
+    let (s, cfg) = scene(ADMIN, "");
+    write(&s.path("edge.key"), "not a key\n");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("entry edge (server-pair, used by listener public (tls.certs[0])):"),
+        "{err}"
+    );
 }
 
 /// `token_env` naming an unset variable: the message `run` fails with.
