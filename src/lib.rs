@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - `config`: the YAML schema, durations, `${ENV}`, path resolution, validation.
+//! - `yaml_hint`: YAML syntax errors in an operator's words (indentation slips).
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
@@ -49,3 +50,4 @@ pub mod server;
 pub mod stdio;
 pub mod tls;
 pub mod watch;
+pub mod yaml_hint;
