@@ -24,14 +24,19 @@ pub enum Origin {
 }
 
 /// The outcome of the last attempt to (re)load an entry. Serialized with
-/// `time` in RFC 3339 and `time_unix` in Unix seconds.
+/// `time` in RFC 3339 and `time_unix` in Unix seconds; a `pending` result
+/// also has the `reason` it waits and its `deadline` (+ `deadline_unix`).
 #[derive(Clone, Debug)]
 pub struct ReloadResult {
     /// Unix seconds.
     pub time: i64,
-    /// `success` or `failure`.
+    /// `success`, `failure`, or `pending`: changed files that do not load
+    /// yet are waited for (a writer half-way) until `deadline`.
     pub result: &'static str,
+    /// The problem: why it failed, or what a pending reload waits for.
     pub error: Option<String>,
+    /// Pending only: Unix seconds when waiting ends and it counts as failed.
+    pub deadline: Option<i64>,
 }
 
 impl Serialize for ReloadResult {
@@ -42,12 +47,22 @@ impl Serialize for ReloadResult {
             time_unix: i64,
             result: &'a str,
             error: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reason: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            deadline: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            deadline_unix: Option<i64>,
         }
+        let pending = self.result == "pending";
         Out {
             time: rfc3339(self.time),
             time_unix: self.time,
             result: self.result,
-            error: self.error.as_deref(),
+            error: if pending { None } else { self.error.as_deref() },
+            reason: if pending { self.error.as_deref() } else { None },
+            deadline: self.deadline.map(rfc3339),
+            deadline_unix: self.deadline,
         }
         .serialize(s)
     }
@@ -60,6 +75,7 @@ impl ReloadResult {
             time: unix(SystemTime::now()),
             result: "success",
             error: None,
+            deadline: None,
         })
     }
 
@@ -69,6 +85,17 @@ impl ReloadResult {
             time: unix(SystemTime::now()),
             result: "failure",
             error: Some(error),
+            deadline: None,
+        })
+    }
+
+    /// Waiting for `reason` to go away until `deadline`.
+    pub fn pending(reason: String, deadline: SystemTime) -> Option<ReloadResult> {
+        Some(ReloadResult {
+            time: unix(SystemTime::now()),
+            result: "pending",
+            error: Some(reason),
+            deadline: Some(unix(deadline)),
         })
     }
 }
