@@ -271,3 +271,58 @@ upstreams:
     })
     .await;
 }
+
+/// A kubelet Secret swap is routine: it logs nothing above INFO (before,
+/// notify's "Unable to remove the path from the watches: WatchNotFound"
+/// came out as a WARN on every renewal, paging log-based alerting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_swap_logs_nothing_above_info() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let kubelet = support::writers::Kubelet::new(&s.path("secret"));
+    let first = ca.server_pair(&["localhost"]);
+    kubelet.write(
+        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
+        false,
+    );
+    let config = s.config(
+        r#"
+watch: { debounce: 20ms, poll_interval: 200ms }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: { certs: [ { cert_file: secret/tls.crt, key_file: secret/tls.key } ] }
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    // Three swaps, each seen served; the last one's reload comes after the
+    // previous swaps' directory removals were processed (events are in order).
+    for _ in 0..3 {
+        let next = ca.server_pair(&["localhost"]);
+        kubelet.write(
+            &[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)],
+            false,
+        );
+        let want = next.fingerprint.clone();
+        let ca_pem = ca.cert_pem.clone();
+        wait_until(WAIT, "the swap is served", || {
+            let (want, ca_pem) = (want.clone(), ca_pem.clone());
+            async move { served_leaf(addr, "localhost", &ca_pem).await.ok() == Some(want) }
+        })
+        .await;
+    }
+    let loud: Vec<String> = p
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["level"] == "WARN" || v["level"] == "ERROR")
+        })
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a routine swap logged:\n{}",
+        loud.join("\n")
+    );
+}
