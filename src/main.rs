@@ -62,6 +62,9 @@ enum CertsCommand {
         /// DNS name or IP for the server certificate (repeatable; default localhost, 127.0.0.1).
         #[arg(long = "name")]
         names: Vec<String>,
+        /// How long the server and client pairs are valid (the CA: 10 years).
+        #[arg(long, default_value_t = hotproxy::devpki::DEFAULT_DAYS)]
+        days: u32,
     },
 }
 
@@ -81,8 +84,8 @@ fn main() -> ExitCode {
             command: CertsCommand::Inspect { files },
         } => hotproxy::check::inspect(&files),
         Command::Certs {
-            command: CertsCommand::DevPki { out, names },
-        } => match hotproxy::devpki::write(&out, &names) {
+            command: CertsCommand::DevPki { out, names, days },
+        } => match hotproxy::devpki::write_for(&out, &names, days) {
             Ok(pki) => {
                 hotproxy::outln!("{pki}");
                 ExitCode::SUCCESS

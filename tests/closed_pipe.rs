@@ -77,3 +77,24 @@ fn help_and_version_into_a_closed_pipe_exit_0_quietly() {
         assert_eq!((code, stderr.as_str()), (Some(0), ""), "{args:?}");
     }
 }
+
+/// `certs dev-pki --name` refuses what is not a DNS name or an IP, naming it.
+#[test]
+fn dev_pki_refuses_a_name_that_is_not_one() {
+    let scene = Scene::new();
+    let out = scene.path("pki");
+    let (code, _, stderr) = run_cli(&[
+        "certs",
+        "dev-pki",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "my app.example",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("\"my app.example\" is not a DNS name"),
+        "{stderr}"
+    );
+    assert!(!out.join("server.crt").exists(), "nothing issued");
+}
