@@ -30,19 +30,34 @@ pub fn days_left(not_after: i64) -> i64 {
 /// every problem. Exit 0 only when there is no problem at all. Creates and
 /// changes nothing.
 pub fn run(path: &Path) -> ExitCode {
-    let config = match config::load(path) {
-        Ok(c) => c,
+    // Every problem in one run, like `nginx -t`: the configuration's (each
+    // unknown key, wrong value and bad reference, with its line), then the
+    // files of every entry that resolved.
+    let (file, text) = match config::read(path) {
+        Ok(read) => read,
         Err(e) => {
             crate::errln!("{}", e.render());
-            crate::errln!(
-                "configuration check failed: {} problem(s)",
-                e.problems.len()
-            );
+            crate::errln!("configuration check failed: 1 problem(s)");
             return ExitCode::FAILURE;
         }
     };
+    let (config, config_problems) = config::parse_all(&text, &file);
+    let config_problems: Vec<String> = config_problems
+        .into_iter()
+        .map(|p| format!("{}: {}", p.location, p.message))
+        .collect();
+    let Some(config) = config else {
+        for p in &config_problems {
+            crate::errln!("{}: {p}", file.display());
+        }
+        crate::errln!(
+            "configuration check failed: {} problem(s)",
+            config_problems.len()
+        );
+        return ExitCode::FAILURE;
+    };
     let refs = references(&config, &Default::default());
-    let mut problems = Vec::new();
+    let mut problems = config_problems;
     let mut warnings = Vec::new();
     let mut rows = vec![[
         "ID".to_owned(),

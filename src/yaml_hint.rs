@@ -102,12 +102,13 @@ pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
         // A line whose indentation matches none of the enclosing levels:
         // find the siblings it was probably meant to line up with.
         let here = if here.number == line { here } else { before? };
+        // The closest indentation above (the latest on a tie): what the
+        // line was most likely meant to line up with.
         let sibling = lines[..lines.iter().position(|l| l.number == here.number)?]
             .iter()
             .rev()
-            .find(|l| {
-                l.indent != here.indent && l.key().is_some() && l.indent.abs_diff(here.indent) <= 4
-            })?;
+            .filter(|l| l.indent != here.indent && l.key().is_some())
+            .min_by_key(|l| l.indent.abs_diff(here.indent))?;
         let list = message.contains("'-'");
         format!(
             "line {}: `{}` at column {} lines up with nothing above; {} starts at column {}{}",
