@@ -11,6 +11,8 @@
 //!     - `listener`: bind, TLS (pairs, client auth, ALPN, min version), routes, limits.
 //!     - `upstream`: server URLs, upstream TLS, timeouts, idle pool size.
 //!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
+//!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
+//!     unknown key, wrong type and missing field (check lists them all).
 //! - `yaml_hint`: YAML syntax errors in an operator's words (indentation slips).
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
@@ -35,6 +37,7 @@
 //!   - `apply`: a config field is applied here: config reload and apply,
 //!     listener and upstream start/stop, watches, runtime client auth.
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
+//!   - `changes`: what a config reload changed, for the line that confirms it.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).

@@ -326,3 +326,54 @@ listeners:
         loud.join("\n")
     );
 }
+
+/// An entry removed from the configuration leaves `/metrics` with all its
+/// series (before, its reload counters stayed: dashboards and alerts kept
+/// seeing an entry that no longer exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_entry_leaves_metrics() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    s.pair("spare", &ca.server_pair(&["spare.example"]));
+    let yaml = |spare: bool| {
+        format!(
+            r#"
+admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ debounce: 20ms, poll_interval: 200ms }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+{}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [ {{ ref: edge }} ] }}
+"#,
+            if spare {
+                "  - { id: spare, type: server-pair, cert_file: spare.crt, key_file: spare.key }"
+            } else {
+                ""
+            }
+        )
+    };
+    let config = s.config(&yaml(true));
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let has_spare = || async move {
+        admin(api, "GET", "/metrics", None, None, &[])
+            .await
+            .body
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains("entry=\"spare\""))
+    };
+    assert!(has_spare().await, "spare is measured while it exists");
+    write(&config, &yaml(false));
+    p.wait_log("reloaded", |v| v["message"] == "configuration reloaded")
+        .await;
+    wait_until(
+        WAIT,
+        "spare's series gone",
+        || async move { !has_spare().await },
+    )
+    .await;
+}
