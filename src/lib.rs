@@ -41,11 +41,19 @@
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
+//!   - `request`: checks before routing: `CONNECT` 405, one authority per
+//!     request (`Host`), the normalised path.
+//!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).
 //!   - `router`: host / path-prefix -> upstream.
-//!   - `forward`: header rewriting, pooled upstream client, 502/504 mapping.
+//!   - `headers`: the header policy: hop-by-hop, forwarding headers, identity.
+//!   - `body`: the client's request body, remembering whether the client broke it.
+//!   - `forward`: pooled upstream client, forwarding one request, 400/502/504 mapping.
+//!   - `slots`: connection slots per upstream server (`max_connections_per_server`).
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
+//!   - `paths`: which files the API may name (`store.file_roots`), decided
+//!     without touching the disk.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `process_metrics`: `process_*` (CPU, memory, fds, start time) from `/proc`, per scrape.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.

@@ -45,6 +45,7 @@ pub struct Token {
 pub struct Store {
     pub path: String,
     pub key_file: String,
+    pub file_roots: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +105,7 @@ pub struct CertRef {
 pub struct ClientAuth {
     pub mode: Option<String>,
     pub ca: Option<CaRef>,
+    pub allow_expired_crl: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +145,7 @@ pub struct Upstream {
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_idle_connections: Option<usize>,
+    pub max_connections_per_server: Option<usize>,
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,7 @@ use crate::config::{ClientAuthMode, Limits};
 use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
+use crate::proxy::request;
 use crate::proxy::router::Router;
 use crate::tls::server::client_identity;
 
@@ -389,14 +390,25 @@ async fn connection(
 /// Route one request and forward it, recording the request metrics.
 async fn handle(
     listener: &Listener,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: &RequestContext,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
+    if let Err(refused) = request::prepare(&mut req) {
+        debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
+        metrics::request(
+            &listener.name,
+            "",
+            refused.status().as_u16(),
+            start.elapsed(),
+        );
+        return refused.response();
+    }
     let upstream = {
         let router = listener.router.load();
-        let host = request_host(&req);
-        router.route(host, req.uri().path()).cloned()
+        router
+            .route(request::authority(&req), req.uri().path())
+            .cloned()
     };
     match upstream {
         Some(upstream) => {
@@ -414,15 +426,6 @@ async fn handle(
             error_response(StatusCode::NOT_FOUND, "no route")
         }
     }
-}
-
-/// The host a request is for: `:authority` (h2, absolute-form) or `Host`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
 }
 
 /// Bind a listener socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).

@@ -1,5 +1,10 @@
 //! Serving: accept loops, routing, forwarding.
 
+pub mod body;
 pub mod forward;
+pub mod headers;
 pub mod listener;
+pub mod path;
+pub mod request;
 pub mod router;
+pub mod slots;

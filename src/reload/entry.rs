@@ -251,6 +251,7 @@ pub(super) fn record_success(spec: &EntrySpec, loaded: &Loaded) {
             r#type: spec.kind.as_str().into(),
         })
         .set(loaded.not_after());
+    metrics::crl_next_update(&spec.id, loaded.ca().and_then(|ca| ca.crl_next_update()));
 }
 
 /// A removed entry's series leave `/metrics` with it: a dashboard or an
@@ -272,6 +273,7 @@ pub(super) fn forget_entry_metrics(id: &str, kind: &str) {
             result: result.into(),
         });
     }
+    metrics::crl_next_update(id, None);
 }
 
 /// Where an entry's reload stands, for the two gauges.
@@ -309,6 +311,11 @@ pub(super) fn set_state(id: &str, state: State) {
 /// Expired, not-yet-valid and rolled-back certificates load, loudly.
 pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>) {
     let now = unix(SystemTime::now());
+    if let Some(next_update) = loaded.ca().and_then(|ca| ca.crl_next_update())
+        && next_update <= now
+    {
+        warn!(target: LOG, entry = %id, next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
+    }
     let Some(p) = loaded.primary() else { return };
     if loaded.not_after() < now {
         warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = %rfc3339(loaded.not_after()), not_after_unix = loaded.not_after(), "certificate is expired (loaded anyway)");

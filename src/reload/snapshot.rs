@@ -133,6 +133,7 @@ fn settings_term(
     let mut h = DefaultHasher::new();
     l.certs.len().hash(&mut h);
     client_auth.mode.as_str().hash(&mut h);
+    client_auth.allow_expired_crl.hash(&mut h);
     if let Some(ca) = &client_auth.ca {
         ca.hash(&mut h);
         ca_hash.hash(&mut h);
@@ -208,6 +209,7 @@ pub(super) fn listener_tls(
         listener: l,
         mode: client_auth.mode,
         client_ca: client_ca(client_auth, entries)?,
+        allow_expired_crl: client_auth.allow_expired_crl,
     };
     let tls = tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())?;
     Ok(BuiltListener {
@@ -275,6 +277,7 @@ fn listener_tls_after(
         listener: &l.config,
         mode: client_auth.mode,
         client_ca: client_ca(client_auth, entries)?,
+        allow_expired_crl: client_auth.allow_expired_crl,
     };
     let tls = tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())?;
     Ok(Some(BuiltListener {

@@ -27,6 +27,7 @@ impl Resolver {
         let mut client_auth = ClientAuthConfig {
             mode: ClientAuthMode::None,
             ca: None,
+            allow_expired_crl: false,
         };
         let mut alpn = vec!["h2".to_owned(), "http/1.1".to_owned()];
         let mut min_version = TlsVersion::V12;
@@ -65,6 +66,7 @@ impl Resolver {
                 }
                 if let Some(ca) = &tls.client_auth {
                     let cat = format!("{at}.tls.client_auth");
+                    client_auth.allow_expired_crl = ca.allow_expired_crl.unwrap_or(false);
                     if let Some(m) = &ca.mode {
                         match ClientAuthMode::parse(m) {
                             Some(mode) => client_auth.mode = mode,
