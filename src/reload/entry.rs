@@ -314,7 +314,7 @@ pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>
     if let Some(next_update) = loaded.ca().and_then(|ca| ca.crl_next_update())
         && next_update <= now
     {
-        warn!(target: LOG, entry = %id, next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
+        warn!(target: LOG, entry = %id, next_update = %rfc3339(next_update), next_update_unix = next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
     }
     let Some(p) = loaded.primary() else { return };
     if loaded.not_after() < now {
