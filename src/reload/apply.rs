@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::entry::{forget_entry_metrics, record_success, warn_validity};
+use super::entry::{State, forget_entry_metrics, record_success, set_state, warn_validity};
 use super::snapshot::{listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
@@ -136,6 +136,9 @@ impl Reloader {
                 Ok(loaded) => {
                     entry.current = Some(Arc::new(loaded));
                     entry.last_reload = ReloadResult::success();
+                    // Redefined and loading: a previous definition's
+                    // pending or failing state is over.
+                    set_state(&spec.id, State::Settled);
                 }
                 Err(e) if refs.contains_key(&spec.id) => {
                     problems.push(format!("entry {}: {e}", spec.id));
