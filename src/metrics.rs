@@ -92,6 +92,9 @@ pub struct Metrics {
     pub watch_degraded: Gauge,
     pub tls_sni_default: Family<ListenerLabels, Counter>,
     pub closed_before_request: Family<ListenerLabels, Counter>,
+    /// Failed `accept()` calls (EMFILE, ENFILE, ...) per listener; the
+    /// admin listener counts as `listener="admin"`.
+    pub accept_errors: Family<ListenerLabels, Counter>,
     registry: Registry,
 }
 
@@ -116,6 +119,7 @@ impl Metrics {
             watch_degraded: Gauge::default(),
             tls_sni_default: Family::default(),
             closed_before_request: Family::default(),
+            accept_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -167,6 +171,11 @@ impl Metrics {
             "hotproxy_config_reloads",
             "Configuration file reloads by result",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "hotproxy_accept_errors",
+            "Failed accepts of client connections (out of file descriptors, ...) per listener",
+            m.accept_errors.clone(),
         );
         registry.register(
             "hotproxy_cert_reload_pending",
@@ -276,6 +285,16 @@ pub fn sni_default(listener: &str) {
 pub fn closed_before_request(listener: &str) {
     METRICS
         .closed_before_request
+        .get_or_create(&ListenerLabels {
+            listener: listener.to_owned(),
+        })
+        .inc();
+}
+
+/// Count one failed `accept()` on a listener (`admin` for the admin listener).
+pub fn accept_error(listener: &str) {
+    METRICS
+        .accept_errors
         .get_or_create(&ListenerLabels {
             listener: listener.to_owned(),
         })

@@ -1,6 +1,8 @@
 //! Serving: accept loops, routing, forwarding.
 
+pub mod accept;
 pub mod body;
+pub mod conn;
 pub mod forward;
 pub mod headers;
 pub mod listener;
@@ -8,3 +10,4 @@ pub mod path;
 pub mod request;
 pub mod router;
 pub mod slots;
+pub mod tunnel;

@@ -227,6 +227,9 @@ pub fn build(
         listener: inputs.listener.name.as_str().into(),
         resolver,
     }));
+    // Our order, not the client's: every suite offered is AEAD with forward
+    // secrecy, strongest first (testssl.sh rates client order as a finding).
+    config.ignore_client_order = true;
     config.alpn_protocols = inputs
         .listener
         .alpn
