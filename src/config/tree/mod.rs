@@ -32,6 +32,11 @@ pub struct Node {
     /// Filled in for a missing field or in place of a wrong-typed section:
     /// reads as empty without a further problem.
     placeholder: bool,
+    /// Where the value's text is in the source (bytes), and, for a scalar
+    /// YAML typed (`on`, `1.10`, `0644`), that text as written: a text
+    /// field gets what the operator wrote, not `true`, `1.1` or `644`.
+    span: Option<(usize, usize)>,
+    written: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -49,11 +54,17 @@ enum Value {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
         let s = serde_saphyr::Spanned::<Value>::deserialize(d)?;
+        let span = s.referenced.span();
         Ok(Node {
             value: s.value,
             line: s.referenced.line() as usize,
             id: 0,
             placeholder: false,
+            span: span
+                .byte_offset()
+                .zip(span.byte_len())
+                .map(|(o, l)| (o as usize, l as usize)),
+            written: None,
         })
     }
 }
@@ -109,6 +120,8 @@ impl<'de> Deserialize<'de> for Value {
                         line: k.referenced.line() as usize,
                         id: 0,
                         placeholder: false,
+                        span: None,
+                        written: None,
                     };
                     entries.push((key, v));
                 }
@@ -158,18 +171,28 @@ pub fn parse(text: &str) -> Result<Node, Syntax> {
         }
     })?;
     let mut next = 1;
-    number(&mut root, &mut next);
+    number(&mut root, &mut next, text);
     Ok(root)
 }
 
-fn number(node: &mut Node, next: &mut usize) {
+fn number(node: &mut Node, next: &mut usize, text: &str) {
     node.id = *next;
     *next += 1;
+    if matches!(
+        node.value,
+        Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_)
+    ) {
+        node.written = node
+            .span
+            .and_then(|(at, len)| text.get(at..at + len))
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+    }
     match &mut node.value {
-        Value::Seq(items) => items.iter_mut().for_each(|n| number(n, next)),
+        Value::Seq(items) => items.iter_mut().for_each(|n| number(n, next, text)),
         Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
-            number(k, next);
-            number(v, next);
+            number(k, next, text);
+            number(v, next, text);
         }),
         _ => {}
     }
@@ -289,6 +312,8 @@ fn placeholder(value: Value) -> Node {
                 n
             }),
         placeholder: true,
+        span: None,
+        written: None,
     }
 }
 
@@ -385,6 +410,15 @@ mod tests {
         let paths: Vec<&str> = report.problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["watch", "items[0].nope"], "{:#?}", report.problems);
         assert!(top.is_some());
+    }
+
+    #[test]
+    fn text_fields_get_the_text_as_written() {
+        let (top, report) =
+            run("items:\n  - { name: on }\n  - { name: 0644 }\n  - { name: 1.10, enabled: on }\n");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let names: Vec<String> = top.unwrap().items.into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["on", "0644", "1.10"]);
     }
 
     #[test]

@@ -73,6 +73,9 @@ impl De<'_> {
     }
 
     fn text(&self) -> Option<String> {
+        if let Some(written) = &self.node.written {
+            return Some(written.clone());
+        }
         match &self.node.value {
             Value::Str(s) => Some(s.clone()),
             Value::Bool(b) => Some(b.to_string()),
