@@ -22,7 +22,16 @@
 #        h1new     a FULL TLS handshake per request: h2load --h1 with
 #                  `Connection: close`, client-side resumption disabled
 #        h1resume  a RESUMED handshake per request: the same, resumption on
-#      plus a `direct` row per scenario (clients straight to the backend);
+#        spread3   HTTP/1.1 keep-alive (as h1) to THREE backends, 127.0.0.2/.3/.4
+#                  on the backend nginx (one server block, three listen
+#                  addresses, each request logged with the address it came
+#                  to): each proxy balances over the same three by its
+#                  least-busy policy (hotproxy `balance: least_request`,
+#                  nginx `least_conn`, HAProxy `balance leastconn`); the
+#                  table's cpu/req row plus a spread section (each backend's
+#                  share, and the largest deviation from a third)
+#      plus a `direct` row per scenario (clients straight to the backend;
+#      none for spread3);
 #   6. prints one table (also target/compare/results.md, raw runs in
 #      target/compare/runs.tsv) with the ratios hotproxy / best of nginx and
 #      HAProxy, and the project's goals marked PASS/FAIL.
@@ -52,7 +61,7 @@
 # Knobs (environment):
 #   DUR=10         seconds per measured run
 #   RUNS=2         runs per (scenario, target); the table shows median [min-max]
-#   ONLY="..."     words among: h1 h2 h1new h1resume direct hotproxy nginx
+#   ONLY="..."     words among: h1 h2 h1new h1resume spread3 direct hotproxy nginx
 #                  haproxy; scenarios and targets given restrict each (e.g.
 #                  ONLY="h1 hotproxy nginx"); empty = everything
 #   HOTPROXY=path  use this binary instead of building
@@ -82,7 +91,7 @@ NGINX_KEEPALIVE=${NGINX_KEEPALIVE:-64}
 PIN=${PIN:-1}
 QUIET=${QUIET:-0}
 KEEP=${KEEP:-0}
-ALL_SCENARIOS=(h1 h2 h1new h1resume)
+ALL_SCENARIOS=(h1 h2 h1new h1resume spread3)
 ALL_TARGETS=(direct hotproxy nginx haproxy)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -408,6 +417,18 @@ $(nginx_temp_paths "$WORK/backend")
     listen 127.0.0.1:$P_STUB;
     location = /stub_status { stub_status; }
   }
+  # spread3: three "pods" on three addresses, each request logged with the
+  # address it reached (unbuffered: counted right after each run)
+  log_format pod '\$server_addr';
+  server {
+    listen 127.0.0.2:$P_BACKEND ssl;
+    listen 127.0.0.3:$P_BACKEND ssl;
+    listen 127.0.0.4:$P_BACKEND ssl;
+    ssl_verify_client on;
+    ssl_client_certificate $PKI/ca.crt;
+    access_log $WORK/backend/pods.log pod;
+    location / { return 200 "$BODY"; }
+  }
 }
 EOF
 } >"$WORK/backend/nginx.conf"
@@ -426,6 +447,15 @@ $(nginx_temp_paths "$WORK/nginx")
     keepalive_requests 100000000;
     keepalive_timeout 300s;
   }
+  upstream three {
+    least_conn;
+    server 127.0.0.2:$P_BACKEND;
+    server 127.0.0.3:$P_BACKEND;
+    server 127.0.0.4:$P_BACKEND;
+    keepalive $NGINX_KEEPALIVE;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+  }
   server {
     listen 127.0.0.1:$P_NGINX ssl http2;
     ssl_protocols TLSv1.3;
@@ -433,6 +463,22 @@ $(nginx_temp_paths "$WORK/nginx")
     ssl_certificate_key $PKI/proxy.key;
     location / {
       proxy_pass https://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_certificate $PKI/client.crt;
+      proxy_ssl_certificate_key $PKI/client.key;
+      proxy_ssl_trusted_certificate $PKI/ca.crt;
+      proxy_ssl_verify on;
+      proxy_ssl_name backend.test;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+    }
+    location /spread3 {
+      proxy_pass https://three;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$host;
@@ -467,10 +513,18 @@ defaults
 frontend fe
   bind 127.0.0.1:$P_HAPROXY ssl crt $PKI/proxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
   http-request set-header X-Forwarded-Proto https
+  use_backend three if { path_beg /spread3 }
   default_backend be
 backend be
   http-reuse always
   server b1 127.0.0.1:$P_BACKEND ssl crt $PKI/client.pem ca-file $PKI/ca.crt verify required sni str(backend.test) verifyhost backend.test ssl-min-ver TLSv1.3 alpn http/1.1
+backend three
+  balance leastconn
+  http-reuse always
+  default-server ssl crt $PKI/client.pem ca-file $PKI/ca.crt verify required sni str(backend.test) verifyhost backend.test ssl-min-ver TLSv1.3 alpn http/1.1
+  server p1 127.0.0.2:$P_BACKEND
+  server p2 127.0.0.3:$P_BACKEND
+  server p3 127.0.0.4:$P_BACKEND
 EOF
 
 cat >"$WORK/hotproxy/config.yaml" <<EOF
@@ -488,8 +542,16 @@ listeners:
       alpn: [h2, http/1.1]
       min_version: "1.3"
     routes:
+      - { path_prefix: /spread3, upstream: three }
       - upstream: backend
 upstreams:
+  - name: three
+    servers: [https://127.0.0.2:$P_BACKEND, https://127.0.0.3:$P_BACKEND, https://127.0.0.4:$P_BACKEND]
+    balance: least_request
+    tls:
+      ca: { ca_file: $PKI/ca.crt }
+      client_cert: { cert_file: $PKI/client.crt, key_file: $PKI/client.key }
+      server_name: backend.test
   - name: backend
     servers: [https://127.0.0.1:$P_BACKEND]
     tls:
@@ -568,6 +630,8 @@ check_target() { # target: the backend body comes back over h1 and h2, TLS 1.2 i
 
 # ---------------------------------------------------------------- one run
 RUNS_TSV=$OUT_DIR/runs.tsv
+SPREAD_TSV=$OUT_DIR/spread.tsv
+printf 'target\trun\tbackend_2\tbackend_3\tbackend_4\n' >"$SPREAD_TSV"
 printf 'scenario\ttarget\trun\trequests\trps\tp50_ms\tp99_ms\terrors\tcpu_us_per_req\tbackend_us_per_req\trss_kb\tbackend_accepts\tidle_cpu0\tidle_cpu1\tother_cpu\ths_full\ths_resumed\n' >"$RUNS_TSV"
 
 to_ms() { # wrk latency "1.23ms" / "456.00us" / "1.2s"
@@ -591,7 +655,7 @@ h2load_num() { # output-file field: requests line "N total, ... N succeeded, N f
 run_client() { # scenario target url out-prefix n(for h1new/h1resume) -> writes $pfx.out, $pfx.log, $pfx.shim
     local sc=$1 url=$3 pfx=$4 n=${5:-0} nr=0
     case $sc in
-        h1) bounded $((DUR + 30)) "${CLIENT_CPU[@]}" wrk -t1 -c"$H1_CONN" -d"${DUR}s" --latency "$url" >"$pfx.out" 2>&1 ;;
+        h1 | spread3) bounded $((DUR + 30)) "${CLIENT_CPU[@]}" wrk -t1 -c"$H1_CONN" -d"${DUR}s" --latency "$url" >"$pfx.out" 2>&1 ;;
         h2) bounded $((DUR + 30)) "${CLIENT_CPU[@]}" h2load -c"$H2_CONN" -m"$H2_STREAMS" -D "$DUR" \
                 --log-file="$pfx.log" "$url" >"$pfx.out" 2>&1 ;;
         h1new | h1resume)
@@ -605,7 +669,7 @@ WARM_N=0
 warmup() { # scenario url; for h1new/h1resume sets WARM_N, the request count for ~DUR s
     local sc=$1 url=$2 pfx=$WORK/warmup rate cal n
     case $sc in
-        h1) bounded 30 "${CLIENT_CPU[@]}" wrk -t1 -c"$H1_CONN" -d1s "$url" >/dev/null 2>&1 || true ;;
+        h1 | spread3) bounded 30 "${CLIENT_CPU[@]}" wrk -t1 -c"$H1_CONN" -d1s "$url" >/dev/null 2>&1 || true ;;
         h2) bounded 30 "${CLIENT_CPU[@]}" h2load -c"$H2_CONN" -m"$H2_STREAMS" -D 1 "$url" >/dev/null 2>&1 || true ;;
         h1new | h1resume)
             cal=$((NEW_CONN * 10))
@@ -635,7 +699,10 @@ wait_quiet() {
 FAILURES=()
 measure() { # scenario target run
     local sc=$1 tg=$2 run=$3 url pfx n="" pids=() be_pids=()
+    # spread3 is about a proxy's balancing: no direct row
+    [[ $sc == spread3 && $tg == direct ]] && return 0
     url="https://127.0.0.1:$(port_of "$tg")/"
+    [[ $sc == spread3 ]] && url+="spread3"
     pfx="$WORK/$sc-$tg-$run"
     # nginx runs as master + worker: retry the /proc scan until both are seen
     local i
@@ -660,10 +727,20 @@ measure() { # scenario target run
     local acc0 core0 cpu0 be0 acc1 core1 cpu1 be1 t0 t1 cl0 cl1
     acc0=$(stub_accepts); core0=$(core_times); child_ticks; cl0=$CHILD_TICKS
     cpu0=$(cpu_ticks "${pids[@]}"); be0=$(cpu_ticks "${be_pids[@]}")
+    local pods0=0
+    [[ -f $WORK/backend/pods.log ]] && pods0=$(wc -l <"$WORK/backend/pods.log")
     t0=$(date +%s.%N)
     local rc=0
     run_client "$sc" "$tg" "$url" "$pfx" "$n" || rc=$?
     t1=$(date +%s.%N)
+    if [[ $sc == spread3 ]]; then
+        # requests per backend during the measured run only
+        local shares
+        shares=$(tail -n +"$((pods0 + 1))" "$WORK/backend/pods.log" | awk '{ c[$1]++ }
+            END { printf "%d\t%d\t%d", c["127.0.0.2"], c["127.0.0.3"], c["127.0.0.4"] }')
+        printf '%s\t%s\t%s\n' "$tg" "$run" "$shares" >>"$SPREAD_TSV"
+        log "spread3 $tg run $run: requests per backend (.2 .3 .4): $shares"
+    fi
     cpu1=$(cpu_ticks "${pids[@]}"); be1=$(cpu_ticks "${be_pids[@]}")
     child_ticks; cl1=$CHILD_TICKS; core1=$(core_times); acc1=$(stub_accepts)
     local rss
@@ -675,7 +752,7 @@ measure() { # scenario target run
         errs=-1
     fi
     case $sc in
-        h1)
+        h1 | spread3)
             reqs=$(awk '/requests in/ {print $1; exit}' "$pfx.out")
             rps=$(awk '/^Requests\/sec:/ {print $2}' "$pfx.out")
             p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$pfx.out")")
@@ -840,17 +917,37 @@ report() { # text|md
     }' "$RUNS_TSV"
 }
 
+# spread3: each backend's share of the measured requests (all runs summed)
+# and the largest deviation from an even third, per proxy.
+spread_report() { # text|md
+    awk -F'\t' -v fmt="$1" 'NR > 1 { a[$1] += $3; b[$1] += $4; c[$1] += $5; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+    END {
+        if (n == 0) exit
+        if (fmt == "md") { print ""; print "### spread3: share of requests per backend (127.0.0.2 / .3 / .4)"; print ""; print "| target | .2 | .3 | .4 | max deviation from 1/3 |"; print "|---|---:|---:|---:|---:|" }
+        else { print ""; print "spread3, share of requests per backend (127.0.0.2 / .3 / .4):" }
+        for (i = 1; i <= n; i++) {
+            t = order[i]; s = a[t] + b[t] + c[t]; if (s == 0) s = 1
+            d = 0; split(a[t] " " b[t] " " c[t], x, " ")
+            for (j = 1; j <= 3; j++) { e = x[j] / s - 1 / 3; if (e < 0) e = -e; if (e > d) d = e }
+            if (fmt == "md") printf "| %s | %.1f%% | %.1f%% | %.1f%% | %.1f points |\n", t, a[t] / s * 100, b[t] / s * 100, c[t] / s * 100, d * 100
+            else printf "  %-9s %5.1f%% %5.1f%% %5.1f%%   max deviation %.1f points\n", t, a[t] / s * 100, b[t] / s * 100, c[t] / s * 100, d * 100
+        }
+    }' "$SPREAD_TSV"
+}
+
 {
     cat "$OUT_DIR/header.txt"
     echo "elapsed:  ${ELAPSED}s"
     echo
     report text
+    spread_report text
 } >"$OUT_DIR/results.txt"
 {
     sed -e 's/^# /## /' -e '/^##/!s/^/    /' "$OUT_DIR/header.txt"
     echo "    elapsed:  ${ELAPSED}s"
     echo
     report md
+    spread_report md
 } >"$OUT_DIR/results.md"
 echo
 cat "$OUT_DIR/results.txt"

@@ -39,22 +39,30 @@ impl Picker {
         tried: &[usize],
         in_flight: impl Fn(usize) -> usize,
     ) -> Option<usize> {
-        let fresh: Vec<usize> = (0..n).filter(|i| !tried.contains(i)).collect();
-        let healthy: Vec<usize> = fresh.iter().copied().filter(|&i| !ejected(i)).collect();
-        // Panic mode: nothing in service, so everything is.
-        let candidates = if healthy.is_empty() { fresh } else { healthy };
-        match candidates.len() {
+        // No allocation per request: candidates are counted, then the
+        // k-th one found again by the same predicate.
+        let fresh = |i: usize| !tried.contains(&i);
+        let healthy = |i: usize| fresh(i) && !ejected(i);
+        let in_service = (0..n).filter(|&i| healthy(i)).count();
+        // Panic mode: nothing in service, so everything untried is.
+        let (count, eligible): (usize, &dyn Fn(usize) -> bool) = if in_service > 0 {
+            (in_service, &healthy)
+        } else {
+            ((0..n).filter(|&i| fresh(i)).count(), &fresh)
+        };
+        let nth = |k: usize| (0..n).filter(|&i| eligible(i)).nth(k);
+        match count {
             0 => None,
-            1 => Some(candidates[0]),
-            len => Some(match balance {
-                Balance::RoundRobin => candidates[self.next.fetch_add(1, Ordering::Relaxed) % len],
+            1 => nth(0),
+            len => match balance {
+                Balance::RoundRobin => nth(self.next.fetch_add(1, Ordering::Relaxed) % len),
                 Balance::LeastRequest => {
                     let a = random() % len;
                     let b = (a + 1 + random() % (len - 1)) % len;
-                    let (a, b) = (candidates[a], candidates[b]);
-                    if in_flight(b) < in_flight(a) { b } else { a }
+                    let (a, b) = (nth(a)?, nth(b)?);
+                    Some(if in_flight(b) < in_flight(a) { b } else { a })
                 }
-            }),
+            },
         }
     }
 }

@@ -9,7 +9,8 @@
 //! Whether an endpoint may be ejected at all (never the last healthy one)
 //! is the caller's decision: it knows the other endpoints.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 pub use crate::config::PassiveHealth as Passive;
@@ -32,6 +33,16 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Health {
     state: Mutex<State>,
+    /// The end of the current ejection as nanoseconds since [`EPOCH`]
+    /// (0 = none): read on every request for every endpoint, so no lock.
+    until: AtomicU64,
+}
+
+/// The reference point of `until`.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn nanos(t: Instant) -> u64 {
+    t.saturating_duration_since(*EPOCH).as_nanos() as u64
 }
 
 /// What a failure did.
@@ -46,8 +57,8 @@ pub enum Verdict {
 impl Health {
     /// Whether the endpoint is out of service at `now`.
     pub fn ejected(&self, now: Instant) -> bool {
-        let s = self.state.lock().expect("health lock");
-        s.ejected_until.is_some_and(|until| now < until)
+        let until = self.until.load(Ordering::Relaxed);
+        until != 0 && nanos(now) < until
     }
 
     /// A request it served (any response but 502/503/504).
@@ -84,16 +95,10 @@ impl Health {
         s.ejections += 1;
         s.failures = 0;
         s.ejected_until = Some(now + d);
+        self.until.store(nanos(now + d).max(1), Ordering::Relaxed);
         s.back_since = Some(now + d);
         s.last_ejection = d;
         d
-    }
-
-    /// Back in service before its time (an active check passed).
-    pub fn readmit(&self) {
-        let mut s = self.state.lock().expect("health lock");
-        s.ejected_until = None;
-        s.failures = 0;
     }
 }
 
