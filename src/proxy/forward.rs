@@ -40,7 +40,7 @@ use tracing::{debug, warn};
 
 use crate::config::{ActiveHealth, UpstreamConfig};
 use crate::metrics;
-use crate::proxy::body::ClientBody;
+use crate::proxy::body::{BodyFault, ClientBody};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
 use crate::tls::ClientIdentity;
 use crate::upstream::conn::{DialError, Dialer};
@@ -169,11 +169,13 @@ impl Upstream {
                 let r = self.send_upgrade(endpoint, req, path).await;
                 match &r {
                     Ok(resp) => self.answered(&members, i, resp.status()),
+                    Err(_) if body_fault.cause().is_some() => {}
                     Err(e) => self.answered_failure(&members, i, e),
                 }
                 r.map(|r| r.map(|b| b.boxed()))
             } else {
-                self.send_balanced(&members, req, path, &last).await
+                self.send_balanced(&members, req, path, &last, &body_fault)
+                    .await
             }
         };
         let result = tokio::time::timeout(self.config.request_timeout, sent).await;
@@ -209,6 +211,7 @@ impl Upstream {
         mut req: Request<ClientBody>,
         path: PathAndQuery,
         last: &AtomicUsize,
+        body_fault: &BodyFault,
     ) -> Result<Response<ResponseBody>, Failure> {
         // Allocated only when a retry happens.
         let mut tried: Vec<usize> = Vec::new();
@@ -225,6 +228,9 @@ impl Upstream {
                     self.answered(members, i, resp.status());
                     return Ok(resp);
                 }
+                // The client broke its own body: not the endpoint's fault,
+                // and nothing to send again.
+                Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
                 Err((failure, again)) => {
                     self.answered_failure(members, i, &failure);
                     match again {
