@@ -46,7 +46,8 @@
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot and tunnel_idle_timeout.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
-//!   - `edge`: trusted proxies, response headers, the `redirect_https` listener.
+//!   - `front`: what is in front of a listener: PROXY sources, trusted proxies,
+//!     response headers, the `redirect_https` listener.
 //!   - `request`: checks before routing: `CONNECT` 405, one authority per
 //!     request (`Host`), the normalised path.
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).

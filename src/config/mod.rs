@@ -202,14 +202,14 @@ pub struct ListenerConfig {
     pub min_version: TlsVersion,
     pub routes: Vec<RouteConfig>,
     pub limits: Limits,
-    /// The listener's edge policy (issue 16): PROXY protocol, trusted
-    /// proxies, response headers, HTTPS redirect.
-    pub edge: EdgeConfig,
+    /// What is in front of the listener (issue 16): PROXY protocol,
+    /// trusted proxies, response headers, HTTPS redirect.
+    pub front: FrontConfig,
 }
 
 /// How a listener meets the network in front of it (issue 16).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct EdgeConfig {
+pub struct FrontConfig {
     /// `proxy_protocol.from`: peers that must (and the only ones that may)
     /// start a connection with a PROXY v1/v2 header; `None` = off.
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,

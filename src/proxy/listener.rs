@@ -29,8 +29,8 @@ use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
 use crate::proxy::accept::Acceptor;
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
-use crate::proxy::edge::{self, Edge};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
+use crate::proxy::front::{self, Front};
 use crate::proxy::router::Router;
 use crate::proxy::tunnel;
 use crate::proxy::{proxy_protocol, request};
@@ -86,7 +86,7 @@ pub struct Listener {
     pub router: ArcSwap<Router>,
     pub settings: ArcSwap<Settings>,
     /// PROXY protocol, trusted proxies, response headers, redirect (issue 16).
-    pub edge: ArcSwap<Edge>,
+    pub front: ArcSwap<Front>,
     /// Bumped whenever `tls` is replaced; connections compare it with the
     /// generation they started with to honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
@@ -115,7 +115,7 @@ impl Listener {
             mode: ArcSwap::from_pointee(mode),
             router: ArcSwap::from_pointee(router),
             settings: ArcSwap::new(Settings::new(limits)),
-            edge: ArcSwap::from_pointee(Edge::default()),
+            front: ArcSwap::from_pointee(Front::default()),
             generation: watch::Sender::new(0),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
@@ -305,9 +305,9 @@ async fn connection(
     let settings = listener.settings.load_full();
     let limits = &settings.limits;
     // Before TLS: the PROXY header's client address, or the plain-HTTP
-    // redirect listener (src/proxy/edge.rs, src/proxy/proxy_protocol.rs).
-    let edge = listener.edge.load_full();
-    let from = edge.proxy_protocol.as_deref();
+    // redirect listener (src/proxy/front.rs, src/proxy/proxy_protocol.rs).
+    let front = listener.front.load_full();
+    let from = front.proxy_protocol.as_deref();
     let peer = match proxy_protocol::accept(&mut stream, peer, from, limits.header_read_timeout)
         .await
     {
@@ -318,9 +318,9 @@ async fn connection(
             return;
         }
     };
-    if let Some(port) = edge.redirect_https {
+    if let Some(port) = front.redirect_https {
         let name = listener.name.clone();
-        return edge::redirect_connection(name, stream, peer, edge, limits, port).await;
+        return front::redirect_connection(name, stream, peer, front, limits, port).await;
     }
     let tls = listener.tls.load_full();
     let generation = *listener.generation.borrow();
@@ -377,7 +377,7 @@ async fn connection(
         client_addr: peer,
         client_cert,
         tls_sni: session.server_name().map(Arc::from),
-        trusted_proxy: edge.trusts(peer.ip()),
+        trusted_proxy: front.trusts(peer.ip()),
     });
     // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
     // is due within header_read_timeout of accept: a client that connects
@@ -397,12 +397,12 @@ async fn connection(
             let listener = listener.clone();
             let ctx = ctx.clone();
             let slot = slot.clone();
-            let edge = edge.clone();
+            let front = front.clone();
             let in_flight = activity.begin();
             let head = req.method() == Method::HEAD;
             async move {
                 let mut resp = handle(&listener, req, &ctx, &slot, tunnel_idle).await;
-                edge.set_response_headers(resp.headers_mut());
+                front.set_response_headers(resp.headers_mut());
                 if head {
                     // A response to HEAD has no content (RFC 9110 §9.3.2),
                     // whatever the upstream or an error page would send:

@@ -3,8 +3,8 @@
 pub mod accept;
 pub mod body;
 pub mod conn;
-pub mod edge;
 pub mod forward;
+pub mod front;
 pub mod headers;
 pub mod listener;
 pub mod path;

@@ -15,8 +15,8 @@ use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
 use crate::material::pem;
 use crate::metrics::{self, METRICS};
-use crate::proxy::edge::Edge;
 use crate::proxy::forward::Upstream;
+use crate::proxy::front::Front;
 use crate::proxy::listener::{self, Listener};
 use crate::proxy::router::Router;
 use crate::tls::server::SniResolver;
@@ -274,7 +274,7 @@ impl Reloader {
                     }
                     old.live.router.store(Arc::new(router));
                     old.live.set_limits(cfg.limits.clone());
-                    old.live.edge.store(Edge::new(&cfg.edge));
+                    old.live.front.store(Front::new(&cfg.front));
                     old.positions = positions(&cfg);
                     old.config = cfg.clone();
                     old
@@ -292,7 +292,7 @@ impl Reloader {
                         cfg.limits.clone(),
                         built.served,
                     );
-                    live.edge.store(Edge::new(&cfg.edge));
+                    live.front.store(Front::new(&cfg.front));
                     self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver)
                 }
                 (None, None) => unreachable!("a socket is bound for every new listener"),

@@ -206,7 +206,7 @@ pub(super) fn listener_tls(
     }
     let resolver = Arc::new(match SniResolver::new(&pairs) {
         Some(r) => r,
-        None if l.edge.redirect_https.is_some() => SniResolver::none(),
+        None if l.front.redirect_https.is_some() => SniResolver::none(),
         None => return Err("no server certificate".into()),
     });
     let inputs = tls::server::ServerInputs {

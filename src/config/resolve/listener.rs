@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{Named, Resolver};
 use crate::config::raw;
 use crate::config::{
-    ClientAuthConfig, ClientAuthMode, EdgeConfig, EntryKind, EntrySpec, Limits, ListenerCert,
+    ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, FrontConfig, Limits, ListenerCert,
     ListenerConfig, RouteConfig, TlsVersion, UpstreamCa,
 };
 
@@ -31,11 +31,11 @@ impl Resolver {
         };
         let mut alpn = vec!["h2".to_owned(), "http/1.1".to_owned()];
         let mut min_version = TlsVersion::V12;
-        let edge = self.edge(&at, l);
+        let front = self.front(&at, l);
         match &l.tls {
             // A redirect listener speaks plain HTTP.
-            None if edge.redirect_https.is_some() => {}
-            Some(_) if edge.redirect_https.is_some() => self.problem(
+            None if front.redirect_https.is_some() => {}
+            Some(_) if front.redirect_https.is_some() => self.problem(
                 format!("{at}.tls"),
                 "a redirect_https listener speaks plain HTTP: remove tls (or redirect_https)",
             ),
@@ -124,7 +124,7 @@ impl Resolver {
                 }
             }
         }
-        if edge.redirect_https.is_some() && !l.routes.is_empty() {
+        if front.redirect_https.is_some() && !l.routes.is_empty() {
             self.problem(
                 format!("{at}.routes"),
                 "a redirect_https listener only redirects: remove routes (or redirect_https)",
@@ -202,13 +202,13 @@ impl Resolver {
             min_version,
             routes,
             limits,
-            edge,
+            front,
         }
     }
 
     /// `proxy_protocol`, `trusted_proxies`, `response_headers`, `redirect_https`.
-    fn edge(&mut self, at: &str, l: &raw::Listener) -> EdgeConfig {
-        let mut edge = EdgeConfig::default();
+    fn front(&mut self, at: &str, l: &raw::Listener) -> FrontConfig {
+        let mut front = FrontConfig::default();
         if let Some(pp) = &l.proxy_protocol {
             let pat = format!("{at}.proxy_protocol.from");
             if pp.from.is_empty() {
@@ -217,10 +217,10 @@ impl Resolver {
                     "empty: name the load balancers' addresses (CIDRs), or leave proxy_protocol out",
                 );
             }
-            edge.proxy_protocol = Some(self.cidrs(&pat, &pp.from));
+            front.proxy_protocol = Some(self.cidrs(&pat, &pp.from));
         }
         if let Some(t) = &l.trusted_proxies {
-            edge.trusted_proxies = self.cidrs(&format!("{at}.trusted_proxies"), t);
+            front.trusted_proxies = self.cidrs(&format!("{at}.trusted_proxies"), t);
         }
         if let Some(h) = &l.response_headers {
             for (name, value) in &h.set {
@@ -237,7 +237,8 @@ impl Resolver {
                         format!("{name} is a connection-level header hotproxy manages"),
                     );
                 } else {
-                    edge.response_headers
+                    front
+                        .response_headers
                         .push((name.to_ascii_lowercase(), value));
                 }
             }
@@ -247,9 +248,9 @@ impl Resolver {
             if port == 0 {
                 self.problem(format!("{at}.redirect_https.port"), "must be 1-65535");
             }
-            edge.redirect_https = Some(port);
+            front.redirect_https = Some(port);
         }
-        edge
+        front
     }
 
     /// CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
@@ -324,7 +325,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod edge_tests {
+mod front_tests {
     use crate::config::tests::{MINIMAL, messages, parse_str};
 
     fn with_listener_extra(extra: &str) -> String {
@@ -341,7 +342,7 @@ mod edge_tests {
             "    proxy_protocol: { from: [10.0.0.0/8, 192.0.2.7] }\n    trusted_proxies: [\"fd00::/8\"]\n    response_headers:\n      set: { Strict-Transport-Security: \"max-age=31536000\" }\n  - name: http\n    bind: 127.0.0.1:8080\n    redirect_https: {}\n",
         ))
         .unwrap_or_else(|e| panic!("{}", messages(&e)));
-        let e = &c.listeners[0].edge;
+        let e = &c.listeners[0].front;
         let from: Vec<String> = e
             .proxy_protocol
             .as_ref()
@@ -358,7 +359,7 @@ mod edge_tests {
                 "max-age=31536000".to_owned()
             )]
         );
-        assert_eq!(c.listeners[1].edge.redirect_https, Some(443));
+        assert_eq!(c.listeners[1].front.redirect_https, Some(443));
         assert!(c.listeners[1].certs.is_empty());
     }
 

@@ -1,6 +1,6 @@
-//! A listener's edge policy at runtime: PROXY sources, trusted proxies, response headers, the HTTPS redirect.
+//! What is in front of a listener, at runtime: PROXY sources, trusted proxies, response headers, the HTTPS redirect.
 //!
-//! Built from [`EdgeConfig`] by the reloader and loaded once per connection,
+//! Built from [`FrontConfig`] by the reloader and loaded once per connection,
 //! like the limits: a change applies to new connections.
 
 use std::convert::Infallible;
@@ -18,15 +18,15 @@ use ipnet::IpNet;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::config::{EdgeConfig, Limits};
+use crate::config::{FrontConfig, Limits};
 use crate::metrics;
 use crate::proxy::forward::ResponseBody;
 use crate::proxy::proxy_protocol;
 use crate::proxy::request;
 
-/// The edge policy of one listener.
+/// What is in front of one listener.
 #[derive(Debug, Default)]
-pub struct Edge {
+pub struct Front {
     /// `proxy_protocol.from`; `None` = PROXY protocol off.
     pub proxy_protocol: Option<Vec<IpNet>>,
     trusted_proxies: Vec<IpNet>,
@@ -35,9 +35,9 @@ pub struct Edge {
     pub redirect_https: Option<u16>,
 }
 
-impl Edge {
-    pub fn new(c: &EdgeConfig) -> Arc<Edge> {
-        Arc::new(Edge {
+impl Front {
+    pub fn new(c: &FrontConfig) -> Arc<Front> {
+        Arc::new(Front {
             proxy_protocol: c.proxy_protocol.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
             // Checked by the config loader; anything else cannot be here.
@@ -77,14 +77,14 @@ pub async fn redirect_connection(
     listener: Arc<str>,
     stream: TcpStream,
     peer: SocketAddr,
-    edge: Arc<Edge>,
+    front: Arc<Front>,
     limits: &Limits,
     port: u16,
 ) {
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let start = Instant::now();
         let mut resp = redirect(req, port);
-        edge.set_response_headers(resp.headers_mut());
+        front.set_response_headers(resp.headers_mut());
         metrics::request(&listener, "", resp.status().as_u16(), start.elapsed());
         async move { Ok::<_, Infallible>(resp) }
     });
