@@ -286,12 +286,12 @@ fn entry_reload(c: &mut Criterion) {
 }
 
 fn headers(c: &mut Criterion) {
-    let ctx = RequestContext {
-        listener: "public".into(),
-        client_addr: "10.0.0.1:5555".parse().unwrap(),
-        client_cert: None,
-        tls_sni: None,
-    };
+    let ctx = RequestContext::new(
+        "public".into(),
+        "10.0.0.1:5555".parse().unwrap(),
+        None,
+        None,
+    );
     let mut base = http::HeaderMap::new();
     base.insert("host", "app.example.com".parse().unwrap());
     base.insert("user-agent", "bench/1.0".parse().unwrap());

@@ -221,6 +221,58 @@ pub fn request(listener: &str, upstream: &str, code: u16, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// `hotproxy_http_requests_total` and `hotproxy_http_request_duration_seconds`
+/// of one (listener, upstream) pair, resolved once when a listener's routes
+/// are built: recording a request then takes no family lock and builds no
+/// label strings (each status code's counter is looked up on its first use).
+pub struct RouteMetrics {
+    listener: String,
+    upstream: String,
+    duration: Histogram,
+    /// Status codes 100..=599, by `code - 100`.
+    codes: Box<[std::sync::OnceLock<Counter>]>,
+}
+
+impl RouteMetrics {
+    pub fn new(listener: &str, upstream: &str) -> RouteMetrics {
+        let duration = METRICS
+            .http_request_duration
+            .get_or_create(&RouteLabels {
+                listener: listener.to_owned(),
+                upstream: upstream.to_owned(),
+            })
+            .clone();
+        RouteMetrics {
+            listener: listener.to_owned(),
+            upstream: upstream.to_owned(),
+            duration,
+            codes: (100..600).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    /// Record one answered request.
+    pub fn record(&self, code: u16, elapsed: Duration) {
+        let Some(cell) = code
+            .checked_sub(100)
+            .and_then(|i| self.codes.get(usize::from(i)))
+        else {
+            return request(&self.listener, &self.upstream, code, elapsed);
+        };
+        cell.get_or_init(|| {
+            METRICS
+                .http_requests
+                .get_or_create(&RequestLabels {
+                    listener: self.listener.clone(),
+                    upstream: self.upstream.clone(),
+                    code: code.to_string(),
+                })
+                .clone()
+        })
+        .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// Count one TLS handshake on a listener; `result` is `success` or a short cause.
 pub fn handshake(listener: &str, result: &str) {
     METRICS

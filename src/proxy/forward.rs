@@ -39,10 +39,52 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error
 /// What the forwarder needs to know about the client connection.
 pub struct RequestContext {
     pub listener: Arc<str>,
+    /// Change it with [`RequestContext::set_client_addr`] (a PROXY header),
+    /// which keeps `client_ip` in step.
     pub client_addr: SocketAddr,
     /// A verified client certificate (only for verifying client-auth modes).
     pub client_cert: Option<Arc<ClientIdentity>>,
     pub tls_sni: Option<Arc<str>>,
+    /// `client_addr`'s IP as an `X-Forwarded-For` element, formatted once
+    /// per connection rather than per request.
+    client_ip: HeaderValue,
+}
+
+impl RequestContext {
+    pub fn new(
+        listener: Arc<str>,
+        client_addr: SocketAddr,
+        client_cert: Option<Arc<ClientIdentity>>,
+        tls_sni: Option<Arc<str>>,
+    ) -> RequestContext {
+        RequestContext {
+            listener,
+            client_addr,
+            client_cert,
+            tls_sni,
+            client_ip: ip_value(client_addr),
+        }
+    }
+
+    /// The client is `addr` (as a PROXY protocol header says).
+    pub fn set_client_addr(&mut self, addr: SocketAddr) {
+        self.client_addr = addr;
+        self.client_ip = ip_value(addr);
+    }
+
+    /// The client's IP as an `X-Forwarded-For` element.
+    pub fn client_ip(&self) -> &HeaderValue {
+        &self.client_ip
+    }
+}
+
+fn ip_value(addr: SocketAddr) -> HeaderValue {
+    let v = HeaderValue::from_str(&addr.ip().to_string())
+        .expect("an IP address is a valid header value");
+    // The first clone of bytes made from a Vec moves them to a shared,
+    // reference-counted block; doing it here keeps it off the first request.
+    drop(v.clone());
+    v
 }
 
 /// One configured upstream: its endpoints and TLS snapshot.

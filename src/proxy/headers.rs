@@ -9,8 +9,6 @@
 //! place a `trusted_proxies` check goes). Client-certificate headers carry
 //! only the verified identity. The common request needs no string building.
 
-use std::fmt::Write as _;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::proxy::forward::RequestContext;
@@ -30,13 +28,21 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if headers.contains_key(header::CONNECTION) {
+        // `close`, `keep-alive` and `upgrade` (what nearly every
+        // `Connection` says) are handled below without building a name:
+        // the common response costs no allocation here.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .map(str::trim)
+            .filter(|t| {
+                !["close", "keep-alive", "upgrade", ""]
+                    .iter()
+                    .any(|k| t.eq_ignore_ascii_case(k))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             headers.remove(n);
@@ -96,9 +102,15 @@ pub fn rewrite_request_headers(
             headers.remove(n);
         }
     }
-    let mut ip = StackStr::default();
-    let _ = write!(ip, "{}", ctx.client_addr.ip());
-    if let Some(xff) = appended(headers, &X_FORWARDED_FOR, ip.as_str()) {
+    // The common request has no X-Forwarded-For of its own: the
+    // connection's preformatted value is shared, nothing is allocated.
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR.clone(), ctx.client_ip().clone());
+    } else if let Some(xff) = appended(
+        headers,
+        &X_FORWARDED_FOR,
+        ctx.client_ip().to_str().unwrap_or(""),
+    ) {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
@@ -144,39 +156,8 @@ fn appended(headers: &HeaderMap, name: &HeaderName, last: &str) -> Option<Header
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(last.as_bytes());
-    HeaderValue::from_bytes(&out).ok()
-}
-
-/// A client address formatted without a heap allocation (IPv6 is at most
-/// 45 characters).
-struct StackStr {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for StackStr {
-    fn default() -> StackStr {
-        StackStr {
-            buf: [0; 48],
-            len: 0,
-        }
-    }
-}
-
-impl StackStr {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl std::fmt::Write for StackStr {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
+    // The joined bytes become the value as they are: no second copy.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
 }
 
 #[cfg(test)]
@@ -186,18 +167,18 @@ mod tests {
     use std::sync::Arc;
 
     fn ctx(cert: bool) -> RequestContext {
-        RequestContext {
-            listener: "public".into(),
-            client_addr: "10.1.2.3:5555".parse().unwrap(),
-            client_cert: cert.then(|| {
+        RequestContext::new(
+            "public".into(),
+            "10.1.2.3:5555".parse().unwrap(),
+            cert.then(|| {
                 Arc::new(ClientIdentity {
                     subject: "CN=alice".into(),
                     sans: vec![],
                     fingerprint: "ab12".into(),
                 })
             }),
-            tls_sni: None,
-        }
+            None,
+        )
     }
 
     /// Hop-by-hop headers go, proxy headers are set, spoofed identity is replaced.
@@ -271,9 +252,11 @@ mod tests {
     #[test]
     fn ipv6_client_address() {
         let mut c = ctx(false);
-        c.client_addr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1"
-            .parse()
-            .unwrap();
+        c.set_client_addr(
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1"
+                .parse()
+                .unwrap(),
+        );
         let mut h = HeaderMap::new();
         rewrite_request_headers(&mut h, &c, false, false);
         assert_eq!(

@@ -95,6 +95,9 @@ pub struct Listener {
     /// `hotproxy_connections_active{listener}`, looked up once: the family
     /// lookup takes a lock that has no place on the accept path.
     connections_gauge: prometheus_client::metrics::gauge::Gauge,
+    /// The request metrics of requests answered before routing (refused,
+    /// 404): upstream `""`.
+    unrouted: metrics::RouteMetrics,
 }
 
 impl Listener {
@@ -121,6 +124,7 @@ impl Listener {
                     listener: name.to_owned(),
                 })
                 .clone(),
+            unrouted: metrics::RouteMetrics::new(name, ""),
         })
     }
 
@@ -350,12 +354,12 @@ async fn connection(
     } else {
         None
     };
-    let ctx = Arc::new(RequestContext {
-        listener: listener.name.clone(),
-        client_addr: peer,
+    let ctx = Arc::new(RequestContext::new(
+        listener.name.clone(),
+        peer,
         client_cert,
-        tls_sni: session.server_name().map(Arc::from),
-    });
+        session.server_name().map(Arc::from),
+    ));
     // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
     // is due within header_read_timeout of accept: a client that connects
     // and idles or dribbles must not hold a slot for idle_timeout.
@@ -437,22 +441,19 @@ async fn handle(
     let start = Instant::now();
     if let Err(refused) = request::prepare(&mut req) {
         debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
-        metrics::request(
-            &listener.name,
-            "",
-            refused.status().as_u16(),
-            start.elapsed(),
-        );
+        listener
+            .unrouted
+            .record(refused.status().as_u16(), start.elapsed());
         return refused.response();
     }
-    let upstream = {
+    let routed = {
         let router = listener.router.load();
         router
-            .route(request::authority(&req), req.uri().path())
-            .cloned()
+            .route_with_metrics(request::authority(&req), req.uri().path())
+            .map(|(u, m)| (u.clone(), m.clone()))
     };
-    let Some(upstream) = upstream else {
-        metrics::request(&listener.name, "", 404, start.elapsed());
+    let Some((upstream, route_metrics)) = routed else {
+        listener.unrouted.record(404, start.elapsed());
         return error_response(StatusCode::NOT_FOUND, "no route");
     };
     let client_upgrade =
@@ -479,12 +480,7 @@ async fn handle(
             }
         }
     }
-    metrics::request(
-        &listener.name,
-        &upstream.name,
-        resp.status().as_u16(),
-        start.elapsed(),
-    );
+    route_metrics.record(resp.status().as_u16(), start.elapsed());
     resp
 }
 

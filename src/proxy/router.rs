@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::RouteConfig;
+use crate::metrics::RouteMetrics;
 use crate::proxy::forward::Upstream;
 
 enum HostMatch {
@@ -18,6 +19,8 @@ struct Route {
     /// Plain prefix, as nginx `location /v1` (so `/v1` also matches `/v1beta`).
     path_prefix: Option<String>,
     upstream: Arc<Upstream>,
+    /// The request metrics of (this listener, `upstream`).
+    metrics: Arc<RouteMetrics>,
 }
 
 /// A listener's routes, bound to live upstreams. Rebuilt on config change.
@@ -28,7 +31,11 @@ pub struct Router {
 impl Router {
     /// Routes naming an unknown upstream are skipped (config validation
     /// refuses them before this point).
-    pub fn new(routes: &[RouteConfig], upstreams: &HashMap<String, Arc<Upstream>>) -> Router {
+    pub fn new(
+        listener: &str,
+        routes: &[RouteConfig],
+        upstreams: &HashMap<String, Arc<Upstream>>,
+    ) -> Router {
         let routes = routes
             .iter()
             .filter_map(|r| {
@@ -43,6 +50,7 @@ impl Router {
                 Some(Route {
                     host,
                     path_prefix: r.path_prefix.clone(),
+                    metrics: Arc::new(RouteMetrics::new(listener, &upstream.name)),
                     upstream,
                 })
             })
@@ -54,6 +62,15 @@ impl Router {
     /// (already normalised by [`crate::proxy::request::prepare`], so a
     /// prefix sees the path the upstream will get).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+        self.route_with_metrics(host, path).map(|(u, _)| u)
+    }
+
+    /// [`Router::route`] and the request metrics of the route taken.
+    pub fn route_with_metrics(
+        &self,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<(&Arc<Upstream>, &Arc<RouteMetrics>)> {
         let host = host.map(strip_port);
         self.routes
             .iter()
@@ -70,7 +87,7 @@ impl Router {
                 };
                 host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
             })
-            .map(|r| &r.upstream)
+            .map(|r| (&r.upstream, &r.metrics))
     }
 }
 
@@ -119,6 +136,7 @@ mod tests {
             upstream: up.into(),
         };
         let r = Router::new(
+            "public",
             &[
                 route(Some("api.example.com"), Some("/v1"), "api"),
                 route(Some("*.example.com"), None, "web"),
@@ -164,6 +182,7 @@ mod tests {
                 upstream: up.into(),
             };
             let r = Router::new(
+                "public",
                 &[route("/pub/", "pub"), route("/api", "api"), route("/", "rest")],
                 &ups,
             );

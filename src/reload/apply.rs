@@ -186,7 +186,7 @@ impl Reloader {
                     continue;
                 }
             };
-            let router = Router::new(&l.routes, &by_name);
+            let router = Router::new(&l.name, &l.routes, &by_name);
             let existing = self
                 .listeners
                 .get(&l.name)
