@@ -179,6 +179,19 @@ async fn one_authority_per_request() {
     assert_eq!(r.status, 400, "missing Host: {}", r.body);
     assert!(r.body.contains("missing Host"), "{}", r.body);
 
+    // `Connection: host` cannot strip the routed authority on the way up.
+    let r = raw(
+        &w,
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: b.example.com\r\nConnection: host, close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["backend"], "b");
+    assert_eq!(j["headers"]["host"], "b.example.com", "{j}");
+    assert_eq!(j["headers"]["x-forwarded-host"], "b.example.com", "{j}");
+
     // HTTP/1.0 may omit Host; the client's X-Forwarded-Host still never passes.
     let r = raw(
         &w,
