@@ -519,6 +519,66 @@ async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
     );
 }
 
+/// A server that accepts TCP and never answers the TLS handshake is a
+/// connect failure within `connect_timeout` (504, `connect_timeout`), not
+/// a wait for `request_timeout`; and the stalled connect gives its slot
+/// back, so the next request gets the same answer, not `connection_limit`.
+#[tokio::test]
+async fn stalled_upstream_tls_handshake_is_bounded_by_connect_timeout() {
+    let w = world().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    // Accept (and keep open, silent) the few connections the test makes.
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            let Ok((s, _)) = silent.accept().await else {
+                break;
+            };
+            open.push(s);
+        }
+        std::future::pending::<()>().await;
+    });
+    let cfg_path = w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: a.crt, key_file: a.key }}
+    routes:
+      - {{ upstream: silent }}
+upstreams:
+  - name: silent
+    servers: [https://{silent_addr}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+    max_connections_per_server: 1
+    connect_timeout: 300ms
+    request_timeout: 5s
+"#
+    ));
+    let mut p = Proxy::start(&cfg_path);
+    let addr = p.listener_addr("public").await;
+    let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    for _ in 0..2 {
+        let r = get(addr, "a.example.com", cfg(), false, "/x", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 504, "{}", r.body);
+        assert!(r.body.contains("upstream timed out"), "{}", r.body);
+    }
+    let m = metrics(&mut p).await;
+    assert!(
+        m.contains(
+            r#"hotproxy_upstream_errors_total{upstream="silent",reason="connect_timeout"} 2"#
+        ),
+        "{m}"
+    );
+    held.abort();
+}
+
 /// The same against an HTTP/1.1 backend: 400 for the client, and the
 /// upstream connection that carried the broken body (its framing cannot be
 /// finished) is never handed to the next request.
