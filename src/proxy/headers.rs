@@ -26,6 +26,9 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
 /// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
+/// `Host` is never removed, whatever `Connection` names: it is the
+/// authority the request was routed on, and without it the upstream would
+/// pick its default virtual host (hyper's client does not add one).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if headers.contains_key(header::CONNECTION) {
         // `close`, `keep-alive` and `upgrade` (what nearly every
@@ -43,6 +46,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                     .any(|k| t.eq_ignore_ascii_case(k))
             })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|n| n != header::HOST)
             .collect();
         for n in named {
             headers.remove(n);
@@ -188,7 +192,7 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
+            HeaderValue::from_static("keep-alive, x-secret-hop, Host"),
         );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
