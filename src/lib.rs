@@ -22,6 +22,13 @@
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
+//! - `identity`: who a client is (issue 15).
+//!   - `record`: the verified client certificate parsed once per connection.
+//!   - `allow`: `allow` rules (fields, globs) and their matcher.
+//!   - `gate`: the client verifier applying a listener's rules in the handshake.
+//! - `access_log`: one line per request and refused handshake, off the request path.
+//!   - `body`: byte-counting bodies that submit the line when a response ends.
+//!   - `format`: JSON and nginx `combined`.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;
@@ -31,11 +38,13 @@
 //! - `demo`: `hotproxy demo`.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
 pub mod devpki;
+pub mod identity;
 pub mod logging;
 pub mod material;
 pub mod metrics;
