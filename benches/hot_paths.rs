@@ -290,6 +290,8 @@ fn headers(c: &mut Criterion) {
         client_addr: "10.0.0.1:5555".parse().unwrap(),
         client_cert: None,
         tls_sni: None,
+        tls_version: None,
+        resumed: false,
     };
     let mut base = http::HeaderMap::new();
     base.insert("host", "app.example.com".parse().unwrap());

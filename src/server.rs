@@ -74,10 +74,11 @@ pub async fn serve(config: Config) -> ExitCode {
             }
         }
     }
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         eprintln!("cannot install signal handlers");
         return ExitCode::FAILURE;
@@ -87,6 +88,8 @@ pub async fn serve(config: Config) -> ExitCode {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => handle.send(Command::ReloadAll),
+            // logrotate: the access log is reopened at its configured path.
+            _ = usr1.recv() => crate::access_log::reopen(),
         }
     }
     info!(

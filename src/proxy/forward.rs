@@ -21,7 +21,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,8 +31,9 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::config::UpstreamConfig;
+use crate::identity::Identity;
 use crate::metrics;
-use crate::tls::ClientIdentity;
+use crate::proxy::edge::{RequestBody, UpstreamAddr};
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
@@ -42,11 +42,15 @@ pub struct RequestContext {
     pub listener: Arc<str>,
     pub client_addr: SocketAddr,
     /// A verified client certificate (only for verifying client-auth modes).
-    pub client_cert: Option<Arc<ClientIdentity>>,
+    pub client_cert: Option<Arc<Identity>>,
     pub tls_sni: Option<Arc<str>>,
+    /// `TLSv1.3` / `TLSv1.2`, for the access log.
+    pub tls_version: Option<&'static str>,
+    /// Whether the handshake resumed an earlier session.
+    pub resumed: bool,
 }
 
-type Pool = Client<Connector, Incoming>;
+type Pool = Client<Connector, RequestBody>;
 
 /// One configured upstream: its servers, TLS snapshot and connection pools.
 pub struct Upstream {
@@ -65,7 +69,7 @@ pub struct Upstream {
 
 /// A server URL split into the parts a request URI is rebuilt from.
 struct Target {
-    url: String,
+    url: Arc<str>,
     scheme: Scheme,
     authority: Authority,
 }
@@ -83,7 +87,7 @@ impl Upstream {
                     format!("{}:{}", s.host, s.port)
                 };
                 Some(Target {
-                    url: s.url.clone(),
+                    url: s.url.as_str().into(),
                     scheme: if s.https { Scheme::HTTPS } else { Scheme::HTTP },
                     authority: authority.parse().ok()?,
                 })
@@ -120,7 +124,7 @@ impl Upstream {
     /// 502/504 describing why there is none.
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<RequestBody>,
         ctx: &RequestContext,
     ) -> Response<ResponseBody> {
         if self.servers.is_empty() {
@@ -128,6 +132,20 @@ impl Upstream {
             return error_response(StatusCode::BAD_GATEWAY, "upstream has no servers");
         }
         let target = &self.servers[self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len()];
+        let mut resp = self.forward_to(target, req, ctx).await;
+        if crate::access_log::enabled() {
+            resp.extensions_mut()
+                .insert(UpstreamAddr(target.url.clone()));
+        }
+        resp
+    }
+
+    async fn forward_to(
+        &self,
+        target: &Target,
+        mut req: Request<RequestBody>,
+        ctx: &RequestContext,
+    ) -> Response<ResponseBody> {
         let upgrade = is_upgrade(&req);
         let original_authority = req
             .uri()
@@ -295,8 +313,6 @@ pub fn error_response(status: StatusCode, msg: &str) -> Response<ResponseBody> {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
-static X_CLIENT_CERT_FINGERPRINT: HeaderName = HeaderName::from_static("x-client-cert-fingerprint");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -346,8 +362,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Rewrite a request's headers for the upstream: hop-by-hop removed,
 /// `X-Forwarded-*` and `Via` set, `Host` kept (or set from `:authority`
-/// for h2 clients), client-certificate headers replaced by the verified
-/// identity (never trusted from the client).
+/// for h2 clients).
 pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
     ctx: &RequestContext,
@@ -382,16 +397,8 @@ pub fn rewrite_request_headers(
         None => HeaderValue::from_static(via),
     };
     headers.insert(header::VIA, via);
-    headers.remove(&X_CLIENT_CERT_SUBJECT);
-    headers.remove(&X_CLIENT_CERT_FINGERPRINT);
-    if let Some(id) = &ctx.client_cert {
-        if let Ok(v) = HeaderValue::from_str(&id.subject) {
-            headers.insert(X_CLIENT_CERT_SUBJECT.clone(), v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&id.fingerprint) {
-            headers.insert(X_CLIENT_CERT_FINGERPRINT.clone(), v);
-        }
-    }
+    // Client-certificate headers are written (and spoofed copies removed)
+    // by `proxy::client_cert`, per the route's `forward_client_cert`.
 }
 
 /// Opens upstream connections: TCP (with a timeout, `TCP_NODELAY`) and,
@@ -586,22 +593,19 @@ impl hyper::rt::Write for UpstreamConn {
 mod tests {
     use super::*;
 
-    fn ctx(cert: bool) -> RequestContext {
+    fn ctx() -> RequestContext {
         RequestContext {
             listener: "public".into(),
             client_addr: "10.1.2.3:5555".parse().unwrap(),
-            client_cert: cert.then(|| {
-                Arc::new(ClientIdentity {
-                    subject: "CN=alice".into(),
-                    sans: vec![],
-                    fingerprint: "ab12".into(),
-                })
-            }),
+            client_cert: None,
             tls_sni: None,
+            tls_version: None,
+            resumed: false,
         }
     }
 
-    /// Hop-by-hop headers go, proxy headers are set, spoofed identity is replaced.
+    /// Hop-by-hop headers go, proxy headers are set (client-certificate
+    /// headers are `client_cert`'s job, tested there).
     #[test]
     fn rewrites_headers() {
         let mut h = HeaderMap::new();
@@ -614,15 +618,7 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
-        h.insert(
-            "x-client-cert-subject",
-            HeaderValue::from_static("CN=mallory"),
-        );
-        h.insert(
-            "x-client-cert-fingerprint",
-            HeaderValue::from_static("evil"),
-        );
-        rewrite_request_headers(&mut h, &ctx(true), Some("app.example.com"), false, false);
+        rewrite_request_headers(&mut h, &ctx(), Some("app.example.com"), false, false);
         for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
@@ -631,15 +627,8 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(h["via"], "1.1 hotproxy");
-        assert_eq!(h["x-client-cert-subject"], "CN=alice");
-        assert_eq!(h["x-client-cert-fingerprint"], "ab12");
         let mut h2 = HeaderMap::new();
-        h2.insert(
-            "x-client-cert-subject",
-            HeaderValue::from_static("CN=mallory"),
-        );
-        rewrite_request_headers(&mut h2, &ctx(false), Some("a:1"), true, false);
-        assert!(!h2.contains_key("x-client-cert-subject"));
+        rewrite_request_headers(&mut h2, &ctx(), Some("a:1"), true, false);
         assert_eq!(h2["host"], "a:1");
         assert_eq!(h2["via"], "2 hotproxy");
     }

@@ -25,9 +25,9 @@ use tracing::{debug, info, warn};
 use crate::config::{ClientAuthMode, Limits};
 use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
+use crate::proxy::edge::{EdgePolicy, Exchange};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
 use crate::proxy::router::Router;
-use crate::tls::server::client_identity;
 
 /// Per-listener settings that apply to new connections (limits and the
 /// hyper builders derived from them).
@@ -82,6 +82,8 @@ pub struct Listener {
     pub served: ArcSwap<Vec<Arc<ServedCert>>>,
     /// Open connections right now.
     pub active: AtomicUsize,
+    /// Request ids, client-certificate headers, access log (per request).
+    pub edge: ArcSwap<EdgePolicy>,
     /// `hotproxy_connections_active{listener}`, looked up once: the family
     /// lookup takes a lock that has no place on the accept path.
     connections_gauge: prometheus_client::metrics::gauge::Gauge,
@@ -105,6 +107,7 @@ impl Listener {
             generation: watch::Sender::new(0),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
+            edge: ArcSwap::from_pointee(EdgePolicy::default()),
             connections_gauge: METRICS
                 .connections_active
                 .get_or_create(&metrics::ListenerLabels {
@@ -280,6 +283,7 @@ async fn connection(
             // The metric label carries the cause at every log level.
             let reason = crate::tls::server::handshake_failure(&e);
             metrics::handshake(&listener.name, reason);
+            crate::proxy::edge::handshake_refused(&listener.name, peer, reason);
             debug!(listener = %listener.name, peer = %peer, reason, error = %e, "TLS handshake failed");
             return;
         }
@@ -295,8 +299,7 @@ async fn connection(
     let client_cert = if mode.verifies() {
         session
             .peer_certificates()
-            .and_then(client_identity)
-            .map(Arc::new)
+            .and_then(crate::identity::gate::take)
     } else {
         None
     };
@@ -305,6 +308,11 @@ async fn connection(
         client_addr: peer,
         client_cert,
         tls_sni: session.server_name().map(Arc::from),
+        tls_version: session.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            _ => "TLSv1.2",
+        }),
+        resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
     });
     let activity = Arc::new(Activity {
         started: Instant::now(),
@@ -373,34 +381,48 @@ async fn connection(
     }
 }
 
-/// Route one request and forward it, recording the request metrics.
+/// Route one request and forward it, recording the request metrics; the
+/// edge duties (request id, route `allow`, client-certificate headers,
+/// access log) are [`Exchange`]'s.
 async fn handle(
     listener: &Listener,
     req: Request<Incoming>,
     ctx: &RequestContext,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
-    let upstream = {
+    let edge = listener.edge.load();
+    let (mut exchange, mut req) = Exchange::begin(&edge, ctx, req, start);
+    let route = {
         let router = listener.router.load();
         let host = request_host(&req);
-        router.route(host, req.uri().path()).cloned()
+        router
+            .matched(host, req.uri().path())
+            .map(|r| (r.upstream.clone(), r.policy.clone()))
     };
-    match upstream {
-        Some(upstream) => {
-            let resp = upstream.forward(req, ctx).await;
-            metrics::request(
-                &listener.name,
-                &upstream.name,
-                resp.status().as_u16(),
-                start.elapsed(),
-            );
-            resp
-        }
+    let resp = match route {
+        Some((upstream, policy)) => match exchange.admit(&policy, &edge, ctx, &mut req) {
+            None => {
+                let resp = upstream.forward(req, ctx).await;
+                exchange.upstream(&upstream.name, start.elapsed());
+                metrics::request(
+                    &listener.name,
+                    &upstream.name,
+                    resp.status().as_u16(),
+                    start.elapsed(),
+                );
+                resp
+            }
+            Some(denied) => {
+                metrics::request(&listener.name, &upstream.name, 403, start.elapsed());
+                denied
+            }
+        },
         None => {
             metrics::request(&listener.name, "", 404, start.elapsed());
             error_response(StatusCode::NOT_FOUND, "no route")
         }
-    }
+    };
+    exchange.finish(resp)
 }
 
 /// The host a request is for: `:authority` (h2, absolute-form) or `Host`.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::RouteConfig;
+use crate::proxy::edge::RoutePolicy;
 use crate::proxy::forward::Upstream;
 
 enum HostMatch {
@@ -13,11 +14,13 @@ enum HostMatch {
     Wildcard(String),
 }
 
-struct Route {
+pub struct Route {
     host: HostMatch,
     /// Plain prefix, as nginx `location /v1` (so `/v1` also matches `/v1beta`).
     path_prefix: Option<String>,
-    upstream: Arc<Upstream>,
+    pub upstream: Arc<Upstream>,
+    /// The route's `allow` and `forward_client_cert`.
+    pub policy: Arc<RoutePolicy>,
 }
 
 /// A listener's routes, bound to live upstreams. Rebuilt on config change.
@@ -44,6 +47,7 @@ impl Router {
                     host,
                     path_prefix: r.path_prefix.clone(),
                     upstream,
+                    policy: Arc::new(RoutePolicy::default()),
                 })
             })
             .collect();
@@ -52,23 +56,23 @@ impl Router {
 
     /// The upstream for a request to `host` (may carry `:port`) and `path`.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+        self.matched(host, path).map(|r| &r.upstream)
+    }
+
+    /// The route a request to `host` and `path` takes.
+    pub fn matched(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
-        self.routes
-            .iter()
-            .find(|r| {
-                let host_ok = match (&r.host, host) {
-                    (HostMatch::Any, _) => true,
-                    (_, None) => false,
-                    (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
-                    (HostMatch::Wildcard(s), Some(x)) => {
-                        x.split_once('.').is_some_and(|(label, rest)| {
-                            !label.is_empty() && rest.eq_ignore_ascii_case(s)
-                        })
-                    }
-                };
-                host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-            })
-            .map(|r| &r.upstream)
+        self.routes.iter().find(|r| {
+            let host_ok = match (&r.host, host) {
+                (HostMatch::Any, _) => true,
+                (_, None) => false,
+                (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
+                (HostMatch::Wildcard(s), Some(x)) => x
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(s)),
+            };
+            host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+        })
     }
 }
 
