@@ -292,6 +292,7 @@ fn headers(c: &mut Criterion) {
         tls_sni: None,
         tls_version: None,
         resumed: false,
+        entry: None,
     };
     let mut base = http::HeaderMap::new();
     base.insert("host", "app.example.com".parse().unwrap());

@@ -63,7 +63,8 @@ impl Pki {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         if let Some(ou) = ou {
-            p.distinguished_name.push(DnType::OrganizationalUnitName, ou);
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
         }
         p.subject_alt_names = sans.to_vec();
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -99,7 +100,10 @@ async fn world() -> World {
     let scene = Scene::new();
     let edge_ca = TestCa::new("edge CA");
     let backend_ca = TestCa::new("backend CA");
-    scene.pair("edge", &edge_ca.server_pair(&["localhost", "public.example", "admin.example"]));
+    scene.pair(
+        "edge",
+        &edge_ca.server_pair(&["localhost", "public.example", "admin.example"]),
+    );
     let pki = Pki::new();
     write(&scene.path("partners-ca.crt"), &pki.root_pem);
     write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
@@ -115,7 +119,13 @@ async fn world() -> World {
 
 /// A config with one `partners` listener (client auth `client_auth`,
 /// routes `routes`) plus `extra` at the top level.
-fn config(w: &World, client_auth: &str, listener_extra: &str, routes: &str, extra: &str) -> std::path::PathBuf {
+fn config(
+    w: &World,
+    client_auth: &str,
+    listener_extra: &str,
+    routes: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     w.scene.config(&format!(
         r#"
 runtime: {{ worker_threads: 1 }}
@@ -164,7 +174,11 @@ enum Outcome {
 /// One raw HTTP/1.1 request on a fresh connection. In TLS 1.3 the server
 /// checks the client certificate after the client's Finished, so a refusal
 /// shows up as an alert on the first read.
-async fn outcome(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>, path: &str) -> Outcome {
+async fn outcome(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Outcome {
     let mut tls = match connect(addr, "localhost", cfg).await {
         Ok(t) => t,
         Err(e) => return Outcome::Refused(tls_error(&e)),
@@ -232,7 +246,11 @@ async fn allow_matrix() {
     let billing_wrong_ou = pki.client("billing", Some("marketing"), &[]);
     let partner_dns = pki.client("x", None, &[dns("api.partners.example")]);
     let partner_deep_dns = pki.client("y", None, &[dns("a.b.partners.example")]);
-    let ops = pki.client("ops", None, &[uri("spiffe://cluster.local/ns/ops/team/alice")]);
+    let ops = pki.client(
+        "ops",
+        None,
+        &[uri("spiffe://cluster.local/ns/ops/team/alice")],
+    );
     let pinned = pki.client("pinned", None, &[]);
     let stranger = pki.client("nobody", None, &[]);
     // Colons and upper case are ignored in fingerprints.
@@ -255,24 +273,62 @@ async fn allow_matrix() {
 
     let cases: [(&str, Option<&Client>, &str, Outcome); 12] = [
         ("uri_san glob", Some(&prod), "/api", Outcome::Status(200)),
-        ("uri_san * spans one segment", Some(&prod_deep), "/api", DENIED),
+        (
+            "uri_san * spans one segment",
+            Some(&prod_deep),
+            "/api",
+            DENIED,
+        ),
         ("cn + ou", Some(&billing), "/api", Outcome::Status(200)),
-        ("cn with the wrong ou", Some(&billing_wrong_ou), "/api", DENIED),
-        ("dns_san glob", Some(&partner_dns), "/api", Outcome::Status(200)),
-        ("dns_san * spans one label", Some(&partner_deep_dns), "/api", DENIED),
+        (
+            "cn with the wrong ou",
+            Some(&billing_wrong_ou),
+            "/api",
+            DENIED,
+        ),
+        (
+            "dns_san glob",
+            Some(&partner_dns),
+            "/api",
+            Outcome::Status(200),
+        ),
+        (
+            "dns_san * spans one label",
+            Some(&partner_deep_dns),
+            "/api",
+            DENIED,
+        ),
         ("uri_san /**", Some(&ops), "/api", Outcome::Status(200)),
         ("fingerprint", Some(&pinned), "/api", Outcome::Status(200)),
         ("no rule matches", Some(&stranger), "/api", DENIED),
-        ("route narrows: ops may", Some(&ops), "/admin", Outcome::Status(200)),
-        ("route narrows: prod may not", Some(&prod), "/admin", Outcome::Status(403)),
-        ("route narrows: billing may not", Some(&billing), "/admin/x", Outcome::Status(403)),
+        (
+            "route narrows: ops may",
+            Some(&ops),
+            "/admin",
+            Outcome::Status(200),
+        ),
+        (
+            "route narrows: prod may not",
+            Some(&prod),
+            "/admin",
+            Outcome::Status(403),
+        ),
+        (
+            "route narrows: billing may not",
+            Some(&billing),
+            "/admin/x",
+            Outcome::Status(403),
+        ),
     ];
     for (what, client, path, want) in cases {
         let got = outcome(addr, cfg_for(&w, client), path).await;
         assert_eq!(got, want, "{what}");
     }
     // The stranger again: refused again, logged once per minute.
-    assert_eq!(outcome(addr, cfg_for(&w, Some(&stranger)), "/").await, DENIED);
+    assert_eq!(
+        outcome(addr, cfg_for(&w, Some(&stranger)), "/").await,
+        DENIED
+    );
     let denials = |p: &Proxy, fp: &str| {
         p.logs()
             .iter()
@@ -289,19 +345,31 @@ async fn allow_matrix() {
         .into_iter()
         .find(|l| l.contains("matches no allow rule") && l.contains(&stranger.pair.fingerprint))
         .unwrap();
-    assert!(line.contains("CN=nobody") && line.contains("partners"), "{line}");
+    assert!(
+        line.contains("CN=nobody") && line.contains("partners"),
+        "{line}"
+    );
     assert_eq!(
-        metric(api, r#"hotproxy_client_auth_denied_total{listener="partners",reason="not_allowed"}"#)
-            .await,
+        metric(
+            api,
+            r#"hotproxy_client_auth_denied_total{listener="partners",reason="not_allowed"}"#
+        )
+        .await,
         5.0
     );
     assert_eq!(
-        metric(api, r#"hotproxy_client_auth_denied_total{listener="partners",reason="route_not_allowed"}"#)
-            .await,
+        metric(
+            api,
+            r#"hotproxy_client_auth_denied_total{listener="partners",reason="route_not_allowed"}"#
+        )
+        .await,
         2.0
     );
     // No certificate at all in require_and_verify: refused, counted apart.
-    assert!(matches!(outcome(addr, cfg_for(&w, None), "/").await, Outcome::Refused(_)));
+    assert!(matches!(
+        outcome(addr, cfg_for(&w, None), "/").await,
+        Outcome::Refused(_)
+    ));
 }
 
 /// Rules set through `PUT /api/v1/listeners/{name}/client-auth` and by a
@@ -322,10 +390,16 @@ async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
     // session cache is what a resuming client would use.
     let alice_cfg = cfg_for(&w, Some(&alice));
     let bob_cfg = cfg_for(&w, Some(&bob));
-    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, Outcome::Status(200));
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
     assert_eq!(outcome(addr, bob_cfg.clone(), "/").await, DENIED);
     let tls = connect(addr, "localhost", alice_cfg.clone()).await.unwrap();
-    assert_eq!(tls.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
     drop(tls);
 
     let put = |body: serde_json::Value| async move {
@@ -342,22 +416,40 @@ async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
     let r = put(json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
-    let r = admin(api, "GET", "/api/v1/listeners/partners/client-auth", Some(EDITOR), None, &[]).await;
+    let r = admin(
+        api,
+        "GET",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
     // Alice's client still holds her session: she is re-checked and refused.
     assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
-    assert_eq!(outcome(addr, bob_cfg.clone(), "/").await, Outcome::Status(200));
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
     // A malformed rule is refused with the reason; the live rules stay.
-    let r = put(json!({"mode": "require_and_verify", "allow": [{"fingerprint_sha256": "xyz"}]})).await;
+    let r =
+        put(json!({"mode": "require_and_verify", "allow": [{"fingerprint_sha256": "xyz"}]})).await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("fingerprint_sha256"), "{}", r.body);
     let r = put(json!({"mode": "request", "allow": [{"cn": "bob"}]})).await;
     assert_eq!(r.status, 400, "allow without verification: {}", r.body);
-    assert_eq!(outcome(addr, bob_cfg.clone(), "/").await, Outcome::Status(200));
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
     // `allow: null` lifts the rules: every verified client again.
     let r = put(json!({"mode": "require_and_verify", "allow": null})).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, Outcome::Status(200));
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
 }
 
 /// Rules hot-reload with the config file (SIGHUP), for the next handshake.
@@ -366,13 +458,18 @@ async fn rules_reload_with_the_config() {
     let w = world().await;
     let alice = w.pki.client("alice", None, &[]);
     let rules = |cn: &str| {
-        format!("        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]")
+        format!(
+            "        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]"
+        )
     };
     let path = config(&w, &rules("alice"), "", "", "");
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("partners").await;
     let alice_cfg = cfg_for(&w, Some(&alice));
-    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, Outcome::Status(200));
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
     config(&w, &rules("bob"), "", "", "");
     p.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -397,7 +494,10 @@ async fn check_names_the_line_of_a_malformed_rule() {
         .position(|l| l.contains("spiffe://x/**/y"))
         .unwrap()
         + 1;
-    assert!(text.contains(&format!("line {line}")), "line {line} not named: {text}");
+    assert!(
+        text.contains(&format!("line {line}")),
+        "line {line} not named: {text}"
+    );
     assert!(text.contains("uri_san"), "{text}");
 }
 
@@ -408,7 +508,9 @@ async fn seen(
     path: &str,
     headers: &[(&str, &str)],
 ) -> serde_json::Value {
-    let r = get(addr, "localhost", cfg, false, path, headers).await.unwrap();
+    let r = get(addr, "localhost", cfg, false, path, headers)
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["headers"].clone()
 }
@@ -436,13 +538,22 @@ async fn forward_client_cert_modes() {
     let client = w.pki.client(
         "billing",
         Some("payments"),
-        &[uri("spiffe://cluster.local/ns/prod/sa/billing"), dns("billing.partners.example")],
+        &[
+            uri("spiffe://cluster.local/ns/prod/sa/billing"),
+            dns("billing.partners.example"),
+        ],
     );
     let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
     let routes = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
       - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
       - { path_prefix: /none, upstream: app, forward_client_cert: none }"#;
-    let mut p = Proxy::start(&config(&w, auth, "    forward_client_cert: headers", routes, ""));
+    let mut p = Proxy::start(&config(
+        &w,
+        auth,
+        "    forward_client_cert: headers",
+        routes,
+        "",
+    ));
     let addr = p.listener_addr("partners").await;
     let with = cfg_for(&w, Some(&client));
     let without = cfg_for(&w, None);
@@ -458,15 +569,38 @@ async fn forward_client_cert_modes() {
     // headers (the listener's mode).
     let h = seen(addr, with.clone(), "/api", &SPOOFED).await;
     assert_eq!(h["x-client-cert-subject"], "CN=billing, OU=payments");
-    assert_eq!(h["x-client-cert-fingerprint"], client.pair.fingerprint.as_str());
-    assert_eq!(h["x-client-cert-uri-sans"], "spiffe://cluster.local/ns/prod/sa/billing");
+    assert_eq!(
+        h["x-client-cert-fingerprint"],
+        client.pair.fingerprint.as_str()
+    );
+    assert_eq!(
+        h["x-client-cert-uri-sans"],
+        "spiffe://cluster.local/ns/prod/sa/billing"
+    );
     assert_eq!(h["x-client-cert-dns-sans"], "billing.partners.example");
     assert_eq!(h["x-client-cert-issuer"], "CN=partners issuing CA");
     let not_after = h["x-client-cert-not-after"].as_str().unwrap();
-    assert!(time::OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339).is_ok(), "{not_after}");
-    assert!(h["x-client-cert-serial"].as_str().unwrap().bytes().all(|b| b.is_ascii_hexdigit()));
-    assert!(h.get("x-client-cert-cn").is_none(), "spoofed header kept: {h}");
-    for k in ["client-cert", "client-cert-chain", "x-forwarded-client-cert"] {
+    assert!(
+        time::OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339)
+            .is_ok(),
+        "{not_after}"
+    );
+    assert!(
+        h["x-client-cert-serial"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+    );
+    assert!(
+        h.get("x-client-cert-cn").is_none(),
+        "spoofed header kept: {h}"
+    );
+    for k in [
+        "client-cert",
+        "client-cert-chain",
+        "x-forwarded-client-cert",
+    ] {
         assert!(h.get(k).is_none(), "{k} in headers mode: {h}");
     }
 
@@ -474,11 +608,20 @@ async fn forward_client_cert_modes() {
     let h = seen(addr, with.clone(), "/rfc9440", &SPOOFED).await;
     let b64 = base64::engine::general_purpose::STANDARD;
     let bytes = |item: &str| {
-        let inner = item.trim().strip_prefix(':').and_then(|s| s.strip_suffix(':')).unwrap();
+        let inner = item
+            .trim()
+            .strip_prefix(':')
+            .and_then(|s| s.strip_suffix(':'))
+            .unwrap();
         b64.decode(inner).unwrap()
     };
     assert_eq!(bytes(h["client-cert"].as_str().unwrap()), client.pair.der);
-    let chain: Vec<Vec<u8>> = h["client-cert-chain"].as_str().unwrap().split(',').map(bytes).collect();
+    let chain: Vec<Vec<u8>> = h["client-cert-chain"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(bytes)
+        .collect();
     assert_eq!(chain, vec![w.pki.intermediate_der.clone()]);
     assert_eq!(id_headers(&h).len(), 2, "{h}");
 
@@ -486,13 +629,21 @@ async fn forward_client_cert_modes() {
     let h = seen(addr, with.clone(), "/xfcc", &SPOOFED).await;
     let xfcc = h["x-forwarded-client-cert"].as_str().unwrap();
     let pairs = parse_xfcc(xfcc);
-    let get = |k: &str| -> Vec<&str> { pairs.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect() };
+    let get = |k: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
     assert_eq!(get("Hash"), [client.pair.fingerprint.as_str()]);
     assert_eq!(get("Subject"), ["CN=billing, OU=payments"]);
     assert_eq!(get("URI"), ["spiffe://cluster.local/ns/prod/sa/billing"]);
     assert_eq!(get("DNS"), ["billing.partners.example"]);
     let pem_ders = |v: &str| -> Vec<Vec<u8>> {
-        let pem = percent_encoding::percent_decode_str(v).decode_utf8().unwrap();
+        let pem = percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .unwrap();
         pem_certs(&pem)
     };
     assert_eq!(pem_ders(get("Cert")[0]), vec![client.pair.der.clone()]);
@@ -563,14 +714,21 @@ async fn request_ids_and_traces() {
         async move {
             let tls = connect(addr, "localhost", cfg).await.unwrap();
             let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
             tokio::spawn(conn);
-            let mut req = http::Request::builder().uri("/").header("host", "localhost");
+            let mut req = http::Request::builder()
+                .uri("/")
+                .header("host", "localhost");
             for (k, v) in &hdrs {
                 req = req.header(*k, v.as_str());
             }
             let resp = send
-                .send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap())
+                .send_request(
+                    req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -600,12 +758,28 @@ async fn request_ids_and_traces() {
     drop(p);
 
     // trust_client: false replaces even a well-formed id.
-    let mut p = Proxy::start(&config(&w, auth, "    request_id: { trust_client: false }", "", ""));
+    let mut p = Proxy::start(&config(
+        &w,
+        auth,
+        "    request_id: { trust_client: false }",
+        "",
+        "",
+    ));
     let addr2 = p.listener_addr("partners").await;
-    let r = get(addr2, "localhost", cfg.clone(), false, "/", &[("x-request-id", "client-id-1")])
-        .await
-        .unwrap();
-    let sent = r.json()["headers"]["x-request-id"].as_str().unwrap().to_owned();
+    let r = get(
+        addr2,
+        "localhost",
+        cfg.clone(),
+        false,
+        "/",
+        &[("x-request-id", "client-id-1")],
+    )
+    .await
+    .unwrap();
+    let sent = r.json()["headers"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(sent, "client-id-1");
     assert_eq!(sent.len(), 32);
 }
@@ -617,15 +791,16 @@ async fn request_ids_and_traces() {
 #[tokio::test]
 async fn access_log_lines() {
     let w = world().await;
-    let client = w.pki.client("billing", Some("payments"), &[uri("spiffe://cluster.local/ns/prod/sa/billing")]);
+    let client = w.pki.client(
+        "billing",
+        Some("payments"),
+        &[uri("spiffe://cluster.local/ns/prod/sa/billing")],
+    );
     let stranger = w.pki.client("nobody", None, &[]);
     let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: billing }]";
     let routes = r#"      - { path_prefix: /admin, upstream: app, allow: [{ cn: ops }] }"#;
     let log = w.scene.path("access.log");
-    let extra = format!(
-        "access_log: {{ path: {}, format: json }}",
-        log.display()
-    );
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
     let path = config(&w, auth, "", routes, &extra);
     // A second listener with the log turned off.
     let text = std::fs::read_to_string(&path).unwrap().replace(
@@ -638,13 +813,42 @@ async fn access_log_lines() {
     let health = p.listener_addr("health").await;
     let cfg = cfg_for(&w, Some(&client));
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let r = get(addr, "localhost", cfg.clone(), true, "/v1/items?token=secret", &[("traceparent", tp), ("x-request-id", "rid-42")])
-        .await
-        .unwrap();
+    let r = get(
+        addr,
+        "localhost",
+        cfg.clone(),
+        true,
+        "/v1/items?token=secret",
+        &[("traceparent", tp), ("x-request-id", "rid-42")],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(get(addr, "localhost", cfg.clone(), false, "/admin", &[]).await.unwrap().status, 403);
-    assert_eq!(outcome(addr, cfg_for(&w, Some(&stranger)), "/").await, DENIED);
-    assert_eq!(get(health, "localhost", cfg_for(&w, None), false, "/health", &[]).await.unwrap().status, 200);
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/admin", &[])
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    assert_eq!(
+        outcome(addr, cfg_for(&w, Some(&stranger)), "/").await,
+        DENIED
+    );
+    assert_eq!(
+        get(
+            health,
+            "localhost",
+            cfg_for(&w, None),
+            false,
+            "/health",
+            &[]
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
 
     let lines = |file: &std::path::Path| -> Vec<serde_json::Value> {
         std::fs::read_to_string(file)
@@ -655,16 +859,41 @@ async fn access_log_lines() {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while lines(&log).len() < 3 {
-        assert!(Instant::now() < deadline, "access log lines missing: {:?}", lines(&log));
+        assert!(
+            Instant::now() < deadline,
+            "access log lines missing: {:?}",
+            lines(&log)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all = lines(&log);
-    let ok = all.iter().find(|l| l["request_id"] == "rid-42").expect("the 200's line");
+    let ok = all
+        .iter()
+        .find(|l| l["request_id"] == "rid-42")
+        .expect("the 200's line");
     let fields = [
-        "ts", "listener", "sni", "client_addr", "client_subject", "client_uri_san",
-        "client_fingerprint", "method", "host", "path", "protocol", "status", "bytes_in",
-        "bytes_out", "duration_ms", "upstream", "upstream_addr", "upstream_ms", "request_id",
-        "tls_version", "resumed", "authz",
+        "ts",
+        "listener",
+        "sni",
+        "client_addr",
+        "client_subject",
+        "client_uri_san",
+        "client_fingerprint",
+        "method",
+        "host",
+        "path",
+        "protocol",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream",
+        "upstream_addr",
+        "upstream_ms",
+        "request_id",
+        "tls_version",
+        "resumed",
+        "authz",
     ];
     for f in fields {
         assert!(!ok[f].is_null(), "field {f} missing: {ok}");
@@ -672,7 +901,10 @@ async fn access_log_lines() {
     assert_eq!(ok["listener"], "partners");
     assert_eq!(ok["sni"], "localhost");
     assert_eq!(ok["client_subject"], "CN=billing, OU=payments");
-    assert_eq!(ok["client_uri_san"], "spiffe://cluster.local/ns/prod/sa/billing");
+    assert_eq!(
+        ok["client_uri_san"],
+        "spiffe://cluster.local/ns/prod/sa/billing"
+    );
     assert_eq!(ok["client_fingerprint"], client.pair.fingerprint.as_str());
     assert_eq!(ok["method"], "GET");
     assert_eq!(ok["host"], "localhost");
@@ -687,19 +919,37 @@ async fn access_log_lines() {
     assert_eq!(ok["resumed"], false);
     assert_eq!(ok["authz"], "allowed");
     assert!(ok["ts"].as_str().unwrap().ends_with('Z'));
-    let denied = all.iter().find(|l| l["status"] == 403).expect("the 403's line");
+    let denied = all
+        .iter()
+        .find(|l| l["status"] == 403)
+        .expect("the 403's line");
     assert_eq!(denied["authz"], "route_not_allowed");
     assert_eq!(denied["path"], "/admin");
-    let refused = all.iter().find(|l| l["authz"] == "not_allowed").expect("the refused handshake's line");
+    let refused = all
+        .iter()
+        .find(|l| l["authz"] == "not_allowed")
+        .expect("the refused handshake's line");
     assert!(refused["status"].is_null());
-    assert!(all.iter().all(|l| l["listener"] != "health"), "access_log: false listener logged");
+    assert!(
+        all.iter().all(|l| l["listener"] != "health"),
+        "access_log: false listener logged"
+    );
 
     // logrotate: move the file, SIGUSR1, new lines go to a new file.
     let rotated = w.scene.path("access.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     p.signal("USR1");
-    p.wait_log("reopened", |v| v["fields"]["message"] == "access log reopened" || v["message"] == "access log reopened").await;
-    assert_eq!(get(addr, "localhost", cfg.clone(), false, "/after", &[]).await.unwrap().status, 200);
+    p.wait_log("reopened", |v| {
+        v["fields"]["message"] == "access log reopened" || v["message"] == "access log reopened"
+    })
+    .await;
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/after", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lines(&log).iter().any(|l| l["path"] == "/after") {
         assert!(Instant::now() < deadline, "no line in the reopened file");
@@ -712,8 +962,18 @@ async fn access_log_lines() {
     secrets.extend(pem_body_lines(&client.pair.key_pem));
     secrets.push("BEGIN".into());
     let mut every_line: Vec<String> = p.logs();
-    every_line.extend(std::fs::read_to_string(&rotated).unwrap().lines().map(str::to_owned));
-    every_line.extend(std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned));
+    every_line.extend(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .lines()
+            .map(str::to_owned),
+    );
+    every_line.extend(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_owned),
+    );
     for l in &every_line {
         for s in &secrets {
             assert!(!l.contains(s.as_str()), "PEM/key text in a log line: {l}");

@@ -116,6 +116,28 @@ impl Exchange {
         )
     }
 
+    /// 421 Misdirected Request when the request's host belongs to another
+    /// certificate entry (with its own client auth) than the one the
+    /// connection's SNI selected.
+    pub fn misdirected<B>(
+        &mut self,
+        ctx: &RequestContext,
+        req: &Request<B>,
+    ) -> Option<Response<ResponseBody>> {
+        let (per_name, at) = ctx.entry.as_ref()?;
+        let host_at = request_host(req).map_or(0, |h| per_name.position_of_host(h));
+        if host_at == *at {
+            return None;
+        }
+        if let Some((line, _)) = &mut self.log {
+            line.authz = "misdirected";
+        }
+        Some(error_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected request: this host is not served on this connection's server name",
+        ))
+    }
+
     /// Apply a route's policy: refuse (403) a client the route's `allow`
     /// does not admit — a client without a certificate never matches — and
     /// otherwise write the client-certificate headers the route or listener

@@ -48,6 +48,9 @@ pub struct RequestContext {
     pub tls_version: Option<&'static str>,
     /// Whether the handshake resumed an earlier session.
     pub resumed: bool,
+    /// With per-entry client auth: the listener's per-entry configs and
+    /// the position of the entry this connection's SNI selected.
+    pub entry: Option<(Arc<crate::tls::per_name::PerName>, usize)>,
 }
 
 type Pool = Client<Connector, RequestBody>;
@@ -601,6 +604,7 @@ mod tests {
             tls_sni: None,
             tls_version: None,
             resumed: false,
+            entry: None,
         }
     }
 

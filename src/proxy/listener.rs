@@ -84,6 +84,9 @@ pub struct Listener {
     pub active: AtomicUsize,
     /// Request ids, client-certificate headers, access log (per request).
     pub edge: ArcSwap<EdgePolicy>,
+    /// Per-entry TLS configs when `certs` entries carry their own
+    /// `client_auth`; then used instead of `tls`.
+    pub per_name: arc_swap::ArcSwapOption<crate::tls::per_name::PerName>,
     /// `hotproxy_connections_active{listener}`, looked up once: the family
     /// lookup takes a lock that has no place on the accept path.
     connections_gauge: prometheus_client::metrics::gauge::Gauge,
@@ -108,6 +111,7 @@ impl Listener {
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
             edge: ArcSwap::from_pointee(EdgePolicy::default()),
+            per_name: arc_swap::ArcSwapOption::empty(),
             connections_gauge: METRICS
                 .connections_active
                 .get_or_create(&metrics::ListenerLabels {
@@ -272,11 +276,22 @@ async fn connection(
     let tls = listener.tls.load_full();
     let generation = *listener.generation.borrow();
     let mode = **listener.mode.load();
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let per_name = listener.per_name.load_full();
+    let accept = async {
+        match &per_name {
+            Some(p) => crate::tls::per_name::accept(p, stream)
+                .await
+                .map(|(s, at)| (s, Some(at))),
+            None => tokio_rustls::TlsAcceptor::from(tls)
+                .accept(stream)
+                .await
+                .map(|s| (s, None)),
+        }
+    };
     // The handshake shares the header read budget: a client that connects
     // and sends nothing must not hold a slot forever.
-    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
-    let tls_stream = match handshake {
+    let handshake = tokio::time::timeout(limits.header_read_timeout, accept).await;
+    let (tls_stream, entry) = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             // Per connection and triggered by any client: debug, not info.
@@ -313,6 +328,7 @@ async fn connection(
             _ => "TLSv1.2",
         }),
         resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        entry: per_name.zip(entry),
     });
     let activity = Arc::new(Activity {
         started: Instant::now(),
@@ -392,6 +408,10 @@ async fn handle(
     let start = Instant::now();
     let edge = listener.edge.load();
     let (mut exchange, mut req) = Exchange::begin(&edge, ctx, req, start);
+    if let Some(misdirected) = exchange.misdirected(ctx, &req) {
+        metrics::request(&listener.name, "", 421, start.elapsed());
+        return exchange.finish(misdirected);
+    }
     let route = {
         let router = listener.router.load();
         let host = request_host(&req);

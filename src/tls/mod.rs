@@ -1,6 +1,7 @@
 //! rustls configurations built from catalogue material: listener side and upstream side.
 
 pub mod client;
+pub mod per_name;
 pub mod server;
 
 /// Why a snapshot could not be built from otherwise valid material.

@@ -102,6 +102,12 @@ impl SniResolver {
 
     /// The pair for `sni` (already lowercase as rustls hands it over).
     pub fn resolve_name(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
+        &self.keys[self.position(sni)]
+    }
+
+    /// Position in the listener's `certs` of the pair answering `sni`
+    /// (lowercase); the default (0) when none does.
+    pub fn position(&self, sni: Option<&str>) -> usize {
         let names = &self.names;
         let at = sni.and_then(|name| {
             names.exact.get(name).or_else(|| {
@@ -109,7 +115,7 @@ impl SniResolver {
                 names.wildcard.get(suffix)
             })
         });
-        &self.keys[at.copied().unwrap_or(0)]
+        at.copied().unwrap_or(0)
     }
 }
 
