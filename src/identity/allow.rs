@@ -21,7 +21,7 @@ pub enum RuleError {
 }
 
 /// One rule as written: every present field must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +94,13 @@ impl From<AllowRule> for RuleSpec {
     }
 }
 
+impl std::hash::Hash for AllowRule {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The compiled fields are a function of the spec.
+        self.spec.hash(state);
+    }
+}
+
 impl AllowRule {
     /// Whether every field of this rule matches `id`. A multi-valued field
     /// (OUs, SANs) matches when any of its values does.
@@ -120,7 +127,7 @@ impl AllowRule {
 
 /// A listener's or route's rules. `None` where configured means "no
 /// restriction"; an empty list is refused by config validation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AllowList {
     pub rules: Vec<AllowRule>,
 }

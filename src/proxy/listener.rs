@@ -311,7 +311,11 @@ async fn connection(
     metrics::handshake(&listener.name, "success");
     let (_, session) = tls_stream.get_ref();
     let is_h2 = session.alpn_protocol() == Some(b"h2");
-    let client_cert = if mode.verifies() {
+    let verifies = match (&per_name, entry) {
+        (Some(p), Some(at)) => p.modes[at].verifies(),
+        _ => mode.verifies(),
+    };
+    let client_cert = if verifies {
         session
             .peer_certificates()
             .and_then(crate::identity::gate::take)

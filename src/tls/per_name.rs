@@ -16,12 +16,16 @@ use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::config::ClientAuthMode;
 use crate::tls::server::SniResolver;
 
 /// A listener's per-entry TLS configs.
 pub struct PerName {
     /// By position in the listener's `certs`; the first is the default.
     pub configs: Vec<Arc<ServerConfig>>,
+    /// Each entry's client-auth mode (whether its peer certificate is a
+    /// verified identity).
+    pub modes: Vec<ClientAuthMode>,
     pub resolver: Arc<SniResolver>,
 }
 
