@@ -6,8 +6,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -16,7 +14,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
-use crate::material::info;
+use crate::fsutil::{read_regular, write_atomic};
+use crate::material::{info, pem};
 
 /// What `write` produced.
 pub struct DevPki {
@@ -51,6 +50,12 @@ impl fmt::Display for DevPki {
     }
 }
 
+/// A PEM file of a previous run, if there is a readable one.
+fn read_pem(path: &Path) -> Option<String> {
+    let bytes = read_regular(path, pem::MAX_PEM_FILE).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// Write (or re-issue) the dev PKI in `out`. `names` are the server
 /// certificate's DNS names / IPs (default `localhost`, `127.0.0.1`).
 pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
@@ -58,8 +63,8 @@ pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
     let ca_crt = out.join("ca.crt");
     let ca_key = out.join("ca.key");
     let existing =
-        match (fs::read_to_string(&ca_crt), fs::read_to_string(&ca_key)) {
-            (Ok(c), Ok(k)) => {
+        match (read_pem(&ca_crt), read_pem(&ca_key)) {
+            (Some(c), Some(k)) => {
                 let key = KeyPair::from_pem(&k)
                     .with_context(|| format!("{}: not a usable CA key", ca_key.display()))?;
                 Some(Issuer::from_ca_cert_pem(&c, key).with_context(|| {
@@ -165,30 +170,6 @@ fn issue(
         0o644,
     )?;
     Ok(info::fingerprint(cert.der()))
-}
-
-/// Write `bytes` to a temp file next to `path`, fsync, rename over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

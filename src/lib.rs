@@ -2,7 +2,15 @@
 //!
 //! # Layout
 //!
-//! - `config`: the YAML schema, durations, `${ENV}`, path resolution, validation.
+//! - `config`: the checked configuration types; `load`/`read`/`parse` (file -> `Config`).
+//!   - `raw`: the YAML as written (serde structs, unknown keys refused): where a
+//!     field is parsed.
+//!   - `resolve`: raw -> checked, each problem with its location; shared helpers
+//!     (paths, durations, addresses) and runtime, admin, store, watch.
+//!     - `entry`: `certs:`, `ref:`s, direct file fields as anonymous entries.
+//!     - `listener`: bind, TLS (pairs, client auth, ALPN, min version), routes, limits.
+//!     - `upstream`: server URLs, upstream TLS, timeouts, idle pool size.
+//!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
@@ -13,8 +21,20 @@
 //! - `tls`: rustls configurations built from material.
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
-//! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed".
+//! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
+//!   the public `Watcher` and `Subject`.
+//!   - `state`: the watcher thread's state machine: events, debounce, poll
+//!     scheduling, re-arming, reporting due subjects (`fire_due`).
+//!   - `stat`: a path's symlink chain, link by link, and each link's stat signature.
 //! - `reload`: the single writer: entry and config changes, snapshot rebuilds, retries.
+//!   - `mod`: the reloader thread, its `Command`s, the `Handle`, the published
+//!     views (`Shared`), `start`, the run loop and retry scheduling.
+//!   - `entry`: one entry's reload happens here: re-read, offer, refuse, retry
+//!     with back-off; its logs and metrics.
+//!   - `apply`: a config field is applied here: config reload and apply,
+//!     listener and upstream start/stop, watches, runtime client auth.
+//!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
+//!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
 //!   - `router`: host / path-prefix -> upstream.
@@ -34,6 +54,7 @@
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;
 //!   applies `run`'s startup checks (admin tokens and bind, store) without side effects.
 //! - `devpki`: a throwaway CA, server pair and client pair.
+//! - `fsutil`: atomic writes and bounded, regular-file-only reads (store, dev PKI, PEM).
 //! - `logging`: tracing to stderr, text or JSON.
 //! - `demo`: `hotproxy demo`.
 #![forbid(unsafe_code)]
@@ -44,6 +65,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod devpki;
+pub mod fsutil;
 pub mod identity;
 pub mod logging;
 pub mod material;

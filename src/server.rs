@@ -51,6 +51,18 @@ pub async fn serve(config: Config) -> ExitCode {
     let drain = Arc::new(Drain::default());
     let grace = config.runtime.shutdown_grace;
     let admin = config.admin.clone();
+    // Signals first: the reloader logs "listening" as it starts, and a SIGHUP
+    // sent on seeing that line must find a handler, not the default action
+    // (which would kill the process).
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        eprintln!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
     let handle = match reload::start(
         config,
         tokio::runtime::Handle::current(),
@@ -74,15 +86,6 @@ pub async fn serve(config: Config) -> ExitCode {
             }
         }
     }
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        eprintln!("cannot install signal handlers");
-        return ExitCode::FAILURE;
-    };
     loop {
         tokio::select! {
             _ = term.recv() => break,

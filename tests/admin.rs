@@ -602,18 +602,11 @@ async fn runtime_client_auth_switch() {
     )
     .await
     .unwrap();
-    let (mut held, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = || {
-        http::Request::builder()
-            .uri("/")
-            .header("host", "localhost")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap()
-    };
-    assert_eq!(held.send_request(request()).await.unwrap().status(), 404);
+    let (mut held, _conn) = keep_open_h1(tls).await;
+    assert_eq!(
+        held.send_request(get_localhost()).await.unwrap().status(),
+        404
+    );
 
     for (body, status) in [
         (json!({"mode": "sometimes"}), 400),
@@ -672,7 +665,10 @@ async fn runtime_client_auth_switch() {
     .unwrap();
     assert_eq!(ok.status, 404);
     // ... and the connection opened before the switch still works.
-    assert_eq!(held.send_request(request()).await.unwrap().status(), 404);
+    assert_eq!(
+        held.send_request(get_localhost()).await.unwrap().status(),
+        404
+    );
     let r = a
         .editor("GET", "/api/v1/listeners/public/client-auth", None)
         .await;

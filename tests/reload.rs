@@ -646,20 +646,13 @@ async fn max_connection_lifetime_bounds_rotated_out_connections() {
     )
     .await
     .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let request = || {
-        http::Request::builder()
-            .uri("/")
-            .header("host", "localhost")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap()
-    };
+    let (mut send, conn) = keep_open_h1(tls).await;
     // Older than the limit, but nothing rotated: still usable.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(send.send_request(request()).await.unwrap().status(), 404);
+    assert_eq!(
+        send.send_request(get_localhost()).await.unwrap().status(),
+        404
+    );
     let next = ca.server_pair(&["localhost"]);
     kube.write(
         &[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)],
@@ -672,7 +665,7 @@ async fn max_connection_lifetime_bounds_rotated_out_connections() {
         .expect("connection made with rotated-out material was not closed")
         .unwrap()
         .unwrap();
-    assert!(send.send_request(request()).await.is_err());
+    assert!(send.send_request(get_localhost()).await.is_err());
 }
 
 /// With `drain_on_rotation: false` an idle pooled upstream connection made

@@ -105,15 +105,20 @@ fn read_once(source: &EntrySource) -> Result<Vec<Vec<u8>>, MaterialError> {
     }
 }
 
+/// The largest PEM file read (a certificate chain, a key, a CA bundle, a
+/// CRL): a system CA bundle is ~200 KiB; anything bigger is a mistake or
+/// hostile, and is refused before it is loaded into memory.
+pub const MAX_PEM_FILE: u64 = 1 << 20;
+
 fn read_file(path: &Path) -> Result<Vec<u8>, MaterialError> {
-    std::fs::read(path).map_err(|e| {
+    crate::fsutil::read_regular(path, MAX_PEM_FILE).map_err(|e| {
         let origin = path.display().to_string();
-        if e.kind() == std::io::ErrorKind::NotFound {
+        if e.problem.is_not_found() {
             MaterialError::Missing { origin }
         } else {
             MaterialError::Unreadable {
                 origin,
-                reason: e.to_string(),
+                reason: e.problem.to_string(),
             }
         }
     })
@@ -322,4 +327,59 @@ pub fn load(kind: EntryKind, source: &EntrySource) -> Result<Loaded, MaterialErr
 pub fn certificates_in(path: &Path) -> Result<Vec<CertInfo>, MaterialError> {
     let bytes = read_file(path)?;
     certificates(&path.display().to_string(), &bytes).map(|(_, infos)| infos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::test_support::{mkfifo, within_bounded_time};
+    use std::path::PathBuf;
+
+    /// Load `ca_file` as a CA bundle, failing the test if the read blocks.
+    fn load_ca(ca_file: PathBuf) -> Result<Loaded, MaterialError> {
+        within_bounded_time("reading the CA bundle", move || {
+            let source = EntrySource::CaFiles {
+                ca_file,
+                crl_files: Vec::new(),
+            };
+            load(EntryKind::CaBundle, &source)
+        })
+    }
+
+    /// A FIFO named as `ca_file` is refused at once, naming the file; no
+    /// writer ever opens it, so a blocking read would hang.
+    #[test]
+    fn a_fifo_ca_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("ca.crt");
+        mkfifo(&fifo);
+        let Err(e) = load_ca(fifo.clone()) else {
+            panic!("a FIFO was read")
+        };
+        assert_eq!(
+            e,
+            MaterialError::Unreadable {
+                origin: fifo.display().to_string(),
+                reason: "not a regular file (a FIFO)".into(),
+            }
+        );
+    }
+
+    /// A CA file above `MAX_PEM_FILE` is refused before it is loaded.
+    #[test]
+    fn an_oversize_ca_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("ca.crt");
+        std::fs::write(&big, vec![b'x'; MAX_PEM_FILE as usize + 1]).unwrap();
+        let Err(e) = load_ca(big.clone()) else {
+            panic!("an oversize file was read")
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: cannot read: larger than the 1048576-byte limit",
+                big.display()
+            )
+        );
+    }
 }

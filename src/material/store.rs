@@ -350,7 +350,7 @@ impl Store {
                 )
             })?;
         }
-        crate::devpki::write_atomic(&self.path, &body, 0o600)
+        crate::fsutil::write_atomic(&self.path, &body, 0o600)
             .map_err(|e| format!("store {}: {e:#}", self.path.display()))
     }
 }

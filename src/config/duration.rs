@@ -1,0 +1,64 @@
+//! Durations as written in the config: `250ms`, `5s`, `2m`, `1h`, `1m30s`, `0s`.
+
+use std::time::Duration;
+
+/// Parse a duration such as `250ms`, `5s`, `2m`, `1h`, `1m30s`, `0s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "invalid duration {s:?} (use e.g. 250ms, 5s, 2m, 1h)"
+            ));
+        }
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let secs = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            "us" => value / 1_000_000.0,
+            "" => return Err(format!("duration {s:?} needs a unit (ms, s, m, h)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration unit {unit:?} in {s:?} (use ms, s, m, h)"
+                ));
+            }
+        };
+        total += Duration::from_secs_f64(secs);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

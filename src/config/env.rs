@@ -1,0 +1,56 @@
+//! `${NAME}` in config strings: replaced by the environment variable NAME.
+
+/// Replace `${NAME}` with the environment variable NAME.
+pub(super) fn expand_env(s: &str) -> Result<String, String> {
+    if !s.contains("${") {
+        return Ok(s.to_owned());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
+        let name = &after[..end];
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// `${NAME}` expands from the environment; an unset one is an error naming it.
+    #[test]
+    fn env_expansion() {
+        // SAFETY of the test: the variable name is unique to this test.
+        unsafe_free_set_var();
+        let text = MINIMAL.replace("pki/server.crt", "${HOTPROXY_TEST_DIR}/server.crt");
+        let c = parse_str(&text).unwrap();
+        assert_eq!(
+            c.entries[0].source.paths()[0],
+            Path::new("/srv/pki/server.crt")
+        );
+        let text = MINIMAL.replace("pki/server.crt", "${HOTPROXY_UNSET_VARIABLE}/x");
+        let m = messages(&parse_str(&text).unwrap_err());
+        assert!(m.contains("HOTPROXY_UNSET_VARIABLE is not set"), "{m}");
+    }
+
+    fn unsafe_free_set_var() {
+        // set_var is unsafe in edition 2024 and the crate forbids unsafe;
+        // the variable is provided to the test binary by cargo's env instead.
+        assert_eq!(
+            std::env::var("HOTPROXY_TEST_DIR").as_deref(),
+            Ok("/srv/pki")
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! The configuration file: YAML schema, durations, `${ENV}`, paths, validation.
+//!
+//! `load` turns the file into a checked [`Config`]: every TLS material
+//! reference is resolved to a catalogue entry id (direct file fields become
+//! anonymous entries), every path is absolute, every cross reference exists
+//! and has the right type. Errors name the file and the line or field.
+//!
+//! The file is read in three steps, one file each: `raw` (the YAML as written,
+//! unknown keys refused), `resolve` (raw -> checked, every problem located),
+//! and here (the checked types and `load`/`read`/`parse`); `duration` and
+//! `env` parse the two kinds of value every section shares.
+
+mod duration;
+mod env;
+mod raw;
+mod resolve;
+
+pub use duration::parse_duration;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// A checked configuration. Produced only by [`load`] / [`parse`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The configuration file this came from (absolute); watched for reloads.
+    pub file: PathBuf,
+    pub runtime: RuntimeConfig,
+    pub admin: Option<AdminConfig>,
+    pub store: Option<StoreConfig>,
+    pub watch: WatchConfig,
+    /// Every catalogue entry: the named ones of `certs:` in file order, then
+    /// the anonymous ones made from direct file fields, in file order.
+    pub entries: Vec<EntrySpec>,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeConfig {
+    /// 0 = one per CPU core.
+    pub worker_threads: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenConfig {
+    pub role: Role,
+    pub source: TokenSource,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Viewer,
+    Editor,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenSource {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchConfig {
+    pub debounce: Duration,
+    /// Zero = polling off.
+    pub poll_interval: Duration,
+    pub settle_timeout: Duration,
+    /// Extension: `false` turns filesystem events off (polling only), for
+    /// filesystems without events and for measuring the poll path.
+    pub events: bool,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            debounce: Duration::from_millis(100),
+            poll_interval: Duration::from_secs(2),
+            settle_timeout: Duration::from_secs(10),
+            events: true,
+        }
+    }
+}
+
+/// One catalogue entry as configured (not yet loaded).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntrySpec {
+    /// `^[a-z0-9][a-z0-9_-]{0,63}$` for named entries; anonymous entries get
+    /// an id naming where they were configured, e.g.
+    /// `listeners.public.tls.certs[1]`, which can never clash with a name.
+    pub id: String,
+    pub kind: EntryKind,
+    pub source: EntrySource,
+    /// True when made from direct file fields rather than `certs:`.
+    pub anonymous: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    ServerPair,
+    ClientPair,
+    CaBundle,
+}
+
+impl EntryKind {
+    /// The configuration spelling: `server-pair`, `client-pair`, `ca-bundle`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::ServerPair => "server-pair",
+            EntryKind::ClientPair => "client-pair",
+            EntryKind::CaBundle => "ca-bundle",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EntryKind> {
+        match s {
+            "server-pair" => Some(EntryKind::ServerPair),
+            "client-pair" => Some(EntryKind::ClientPair),
+            "ca-bundle" => Some(EntryKind::CaBundle),
+            _ => None,
+        }
+    }
+
+    pub fn is_pair(self) -> bool {
+        !matches!(self, EntryKind::CaBundle)
+    }
+}
+
+/// Where an entry's bytes come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntrySource {
+    PairFiles {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    CaFiles {
+        ca_file: PathBuf,
+        crl_files: Vec<PathBuf>,
+    },
+    PairInline {
+        cert_pem: String,
+        key_pem: Secret,
+    },
+    CaInline {
+        ca_pem: String,
+        crl_pem: Option<String>,
+    },
+}
+
+impl EntrySource {
+    /// Files behind this entry (empty for inline material).
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            EntrySource::PairFiles {
+                cert_file,
+                key_file,
+            } => vec![cert_file, key_file],
+            EntrySource::CaFiles { ca_file, crl_files } => std::iter::once(ca_file.as_path())
+                .chain(crl_files.iter().map(|p| p.as_path()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn is_inline(&self) -> bool {
+        matches!(
+            self,
+            EntrySource::PairInline { .. } | EntrySource::CaInline { .. }
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// One or more server pairs; the first is the default certificate.
+    pub certs: Vec<ListenerCert>,
+    pub client_auth: ClientAuthConfig,
+    /// ALPN protocols offered, in preference order (`h2`, `http/1.1`).
+    pub alpn: Vec<String>,
+    pub min_version: TlsVersion,
+    pub routes: Vec<RouteConfig>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerCert {
+    /// Catalogue entry id (type server-pair).
+    pub entry: String,
+    /// SNI names this pair answers; `None` = the certificate's DNS SANs.
+    pub server_names: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientAuthConfig {
+    pub mode: ClientAuthMode,
+    /// Catalogue entry id (type ca-bundle); required by the verifying modes.
+    pub ca: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    None,
+    Request,
+    RequireAny,
+    VerifyIfGiven,
+    RequireAndVerify,
+}
+
+impl ClientAuthMode {
+    pub const ALL: [ClientAuthMode; 5] = [
+        ClientAuthMode::None,
+        ClientAuthMode::Request,
+        ClientAuthMode::RequireAny,
+        ClientAuthMode::VerifyIfGiven,
+        ClientAuthMode::RequireAndVerify,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuthMode::None => "none",
+            ClientAuthMode::Request => "request",
+            ClientAuthMode::RequireAny => "require_any",
+            ClientAuthMode::VerifyIfGiven => "verify_if_given",
+            ClientAuthMode::RequireAndVerify => "require_and_verify",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ClientAuthMode> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Whether a presented certificate is checked against the CA bundle.
+    pub fn verifies(self) -> bool {
+        matches!(
+            self,
+            ClientAuthMode::VerifyIfGiven | ClientAuthMode::RequireAndVerify
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    V12,
+    V13,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteConfig {
+    /// Exact host, or `*.example.com`; `None` matches any host.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// `None` = unbounded (configured as `0s`).
+    pub max_connection_lifetime: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 65_536,
+            max_connection_lifetime: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub servers: Vec<UpstreamServer>,
+    /// TLS settings for `https://` servers (defaults when not configured:
+    /// system roots, no client certificate, the URL host as server name).
+    pub tls: UpstreamTls,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Idle pooled connections kept per server (nginx's `keepalive N`);
+    /// beyond that a connection returned to the pool is closed, so a burst
+    /// does not leave hundreds of upstream connections open.
+    pub max_idle_connections: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// As configured, e.g. `https://127.0.0.1:9443`.
+    pub url: String,
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamTls {
+    pub ca: UpstreamCa,
+    /// Catalogue entry id (type client-pair).
+    pub client_cert: Option<String>,
+    /// SNI and the name verified; `None` = each server URL's host.
+    pub server_name: Option<String>,
+    pub drain_on_rotation: bool,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            ca: UpstreamCa::System,
+            client_cert: None,
+            server_name: None,
+            drain_on_rotation: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpstreamCa {
+    /// Catalogue entry id (type ca-bundle).
+    Entry(String),
+    /// The operating system's trust store.
+    System,
+}
+
+/// Every problem found in a configuration file (all of them, not just the first).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// `line 12` or a field path such as `listeners[0].tls.certs[1].ref`.
+    pub location: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// One line per problem: `FILE: LOCATION: MESSAGE`.
+    pub fn render(&self) -> String {
+        self.problems
+            .iter()
+            .map(|p| format!("{}: {}: {}", self.file.display(), p.location, p.message))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Read, parse and validate the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let (file, text) = read(path)?;
+    parse(&text, &file)
+}
+
+/// The configuration file's absolute path and text (for a caller that
+/// looks at the text before parsing it: the reloader refuses an empty one).
+pub fn read(path: &Path) -> Result<(PathBuf, String), ConfigError> {
+    let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
+        file: file.clone(),
+        problems: vec![Problem {
+            location: "file".into(),
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
+    Ok((file, text))
+}
+
+/// Parse and validate configuration text; relative paths resolve against
+/// `file`'s directory and `file` is what errors name.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let raw: raw::File = if text.trim().is_empty() {
+        raw::File::default()
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            // saphyr's first line reads "error: line L column C: message";
+            // the rest is a source excerpt we don't need in a log line.
+            let first = e.to_string();
+            let first = first
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            let (location, message) = match first.split_once(": ") {
+                Some((loc, msg)) if loc.starts_with("line ") => (loc.to_owned(), msg.to_owned()),
+                _ => ("file".to_owned(), first.to_owned()),
+            };
+            ConfigError {
+                file: file.to_path_buf(),
+                problems: vec![Problem { location, message }],
+            }
+        })?
+    };
+    resolve::resolve(raw, file)
+}
+
+/// Whether `id` is a valid catalogue id (`^[a-z0-9][a-z0-9_-]{0,63}$`).
+pub fn valid_entry_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/etc/hotproxy/config.yaml"))
+    }
+
+    pub(super) fn messages(e: &ConfigError) -> String {
+        e.render()
+    }
+
+    pub(super) const MINIMAL: &str = "
+certs:
+  - id: edge
+    type: server-pair
+    cert_file: pki/server.crt
+    key_file: pki/server.key
+  - id: ca
+    type: ca-bundle
+    ca_file: pki/ca.crt
+  - id: client
+    type: client-pair
+    cert_file: pki/client.crt
+    key_file: pki/client.key
+listeners:
+  - name: public
+    bind: 127.0.0.1:8443
+    tls:
+      certs: [{ ref: edge }]
+    routes: [{ upstream: api }]
+upstreams:
+  - name: api
+    servers: [https://127.0.0.1:9443]
+    tls:
+      ca: { ref: ca }
+      client_cert: { ref: client }
+";
+
+    /// The shipped config.yaml (the demo's) parses and names its entries.
+    #[test]
+    fn shipped_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+        let c = load(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let ids: Vec<_> = c.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["edge", "demo-ca", "backend-client"]);
+        assert_eq!(
+            c.listeners[0].client_auth.mode,
+            ClientAuthMode::VerifyIfGiven
+        );
+        assert_eq!(c.upstreams[0].tls.server_name.as_deref(), Some("localhost"));
+    }
+
+    /// Relative paths resolve against the config file's directory; defaults apply.
+    #[test]
+    fn relative_paths_and_defaults() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(
+            c.entries[0].source.paths()[0],
+            Path::new("/etc/hotproxy/pki/server.crt")
+        );
+        assert_eq!(c.watch, WatchConfig::default());
+        assert_eq!(c.listeners[0].limits, Limits::default());
+        assert_eq!(c.listeners[0].alpn, ["h2", "http/1.1"]);
+        assert_eq!(c.upstreams[0].connect_timeout, Duration::from_secs(5));
+    }
+}

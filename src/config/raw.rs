@@ -1,0 +1,168 @@
+//! The file as written: plain serde structs, unknown keys refused.
+
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub runtime: Option<Runtime>,
+    pub admin: Option<Admin>,
+    pub store: Option<Store>,
+    pub watch: Option<Watch>,
+    #[serde(default)]
+    pub certs: Vec<Entry>,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    pub worker_threads: Option<usize>,
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub bind: String,
+    #[serde(default)]
+    pub tokens: Vec<Token>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    pub role: String,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub path: String,
+    pub key_file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    pub debounce: Option<String>,
+    pub poll_interval: Option<String>,
+    pub settle_timeout: Option<String>,
+    pub events: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub crl_files: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub bind: String,
+    pub tls: Option<ListenerTls>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    pub limits: Option<Limits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    #[serde(default)]
+    pub certs: Vec<CertRef>,
+    pub client_auth: Option<ClientAuth>,
+    pub alpn: Option<Vec<String>>,
+    pub min_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRef {
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub server_names: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    pub mode: Option<String>,
+    pub ca: Option<CaRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaRef {
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub ca_file: Option<String>,
+    pub crl_files: Option<Vec<String>>,
+    pub system: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_connection_lifetime: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: String,
+    pub servers: Vec<String>,
+    pub tls: Option<UpstreamTls>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub max_idle_connections: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    pub ca: Option<CaRef>,
+    pub client_cert: Option<CertRef>,
+    pub server_name: Option<String>,
+    pub drain_on_rotation: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{messages, parse_str};
+
+    /// A typo is an error naming the key and its line.
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = parse_str("watch:\n  debounse: 1s\n").unwrap_err();
+        let m = messages(&e);
+        assert!(m.contains("debounse") && m.contains("line 2"), "{m}");
+    }
+}

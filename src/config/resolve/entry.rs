@@ -1,0 +1,220 @@
+//! Catalogue entries: `certs:` items, `ref:`s to them, and direct file fields made anonymous entries.
+
+use super::{Named, Resolver};
+use crate::config::raw;
+use crate::config::{EntryKind, EntrySource, EntrySpec, UpstreamCa, valid_entry_id};
+
+impl Resolver {
+    pub(super) fn named_entry(&mut self, i: usize, e: &raw::Entry) -> Option<EntrySpec> {
+        let at = format!("certs[{i}]");
+        if !valid_entry_id(&e.id) {
+            self.problem(
+                format!("{at}.id"),
+                format!(
+                    "invalid id {:?}: must match ^[a-z0-9][a-z0-9_-]{{0,63}}$",
+                    e.id
+                ),
+            );
+        }
+        let Some(kind) = EntryKind::parse(&e.kind) else {
+            self.problem(
+                format!("{at}.type"),
+                format!(
+                    "unknown type {:?} (server-pair | client-pair | ca-bundle)",
+                    e.kind
+                ),
+            );
+            return None;
+        };
+        let source = match kind {
+            EntryKind::ServerPair | EntryKind::ClientPair => {
+                if e.ca_file.is_some() || e.crl_files.is_some() {
+                    self.problem(
+                        &at,
+                        format!(
+                            "a {} takes cert_file and key_file, not ca_file/crl_files",
+                            kind.as_str()
+                        ),
+                    );
+                }
+                match (&e.cert_file, &e.key_file) {
+                    (Some(c), Some(k)) => EntrySource::PairFiles {
+                        cert_file: self.path(&format!("{at}.cert_file"), c),
+                        key_file: self.path(&format!("{at}.key_file"), k),
+                    },
+                    _ => {
+                        self.problem(
+                            &at,
+                            format!("a {} needs cert_file and key_file", kind.as_str()),
+                        );
+                        return None;
+                    }
+                }
+            }
+            EntryKind::CaBundle => {
+                if e.cert_file.is_some() || e.key_file.is_some() {
+                    self.problem(
+                        &at,
+                        "a ca-bundle takes ca_file (and crl_files), not cert_file/key_file",
+                    );
+                }
+                let Some(ca) = &e.ca_file else {
+                    self.problem(&at, "a ca-bundle needs ca_file");
+                    return None;
+                };
+                let ca_file = self.path(&format!("{at}.ca_file"), ca);
+                let crl_files = self.paths(&format!("{at}.crl_files"), e.crl_files.as_deref());
+                EntrySource::CaFiles { ca_file, crl_files }
+            }
+        };
+        Some(EntrySpec {
+            id: e.id.clone(),
+            kind,
+            source,
+            anonymous: false,
+        })
+    }
+
+    /// A `ref:` to a named entry of kind `want`, or `None` after recording why not.
+    fn reference(&mut self, at: &str, id: &str, want: EntryKind, named: &Named) -> Option<String> {
+        match named.get(id) {
+            Some(kind) if *kind == want => Some(id.to_owned()),
+            Some(kind) => {
+                self.problem(
+                    at,
+                    format!(
+                        "entry {id:?} is a {}, a {} is needed here",
+                        kind.as_str(),
+                        want.as_str()
+                    ),
+                );
+                None
+            }
+            None => {
+                self.problem(at, format!("no entry {id:?} in certs"));
+                None
+            }
+        }
+    }
+
+    /// A pair given by `ref` or by files (an anonymous entry named `place`).
+    pub(super) fn pair(
+        &mut self,
+        at: &str,
+        c: &raw::CertRef,
+        want: EntryKind,
+        place: String,
+        named: &Named,
+        anonymous: &mut Vec<EntrySpec>,
+    ) -> Option<String> {
+        match (&c.reference, &c.cert_file, &c.key_file) {
+            (Some(r), None, None) => self.reference(&format!("{at}.ref"), r, want, named),
+            (None, Some(cert), Some(key)) => {
+                let source = EntrySource::PairFiles {
+                    cert_file: self.path(&format!("{at}.cert_file"), cert),
+                    key_file: self.path(&format!("{at}.key_file"), key),
+                };
+                anonymous.push(EntrySpec {
+                    id: place.clone(),
+                    kind: want,
+                    source,
+                    anonymous: true,
+                });
+                Some(place)
+            }
+            (Some(_), _, _) => {
+                self.problem(at, "give either ref or cert_file + key_file, not both");
+                None
+            }
+            _ => {
+                self.problem(at, "needs ref, or cert_file and key_file");
+                None
+            }
+        }
+    }
+
+    /// A CA bundle given by `ref` or files; `Ok(None)` = `system: true`.
+    pub(super) fn ca(
+        &mut self,
+        at: &str,
+        c: &raw::CaRef,
+        place: String,
+        allow_system: bool,
+        named: &Named,
+        anonymous: &mut Vec<EntrySpec>,
+    ) -> Option<UpstreamCa> {
+        let system = c.system.unwrap_or(false);
+        match (&c.reference, &c.ca_file, system) {
+            (Some(r), None, false) => {
+                if c.crl_files.is_some() {
+                    self.problem(
+                        format!("{at}.crl_files"),
+                        "crl_files go on the referenced ca-bundle entry",
+                    );
+                }
+                self.reference(&format!("{at}.ref"), r, EntryKind::CaBundle, named)
+                    .map(UpstreamCa::Entry)
+            }
+            (None, Some(f), false) => {
+                let ca_file = self.path(&format!("{at}.ca_file"), f);
+                let crl_files = self.paths(&format!("{at}.crl_files"), c.crl_files.as_deref());
+                anonymous.push(EntrySpec {
+                    id: place.clone(),
+                    kind: EntryKind::CaBundle,
+                    source: EntrySource::CaFiles { ca_file, crl_files },
+                    anonymous: true,
+                });
+                Some(UpstreamCa::Entry(place))
+            }
+            (None, None, true) if allow_system => Some(UpstreamCa::System),
+            (None, None, true) => {
+                self.problem(format!("{at}.system"), "the system trust store is not accepted for client certificates; give ref or ca_file");
+                None
+            }
+            _ => {
+                self.problem(
+                    at,
+                    if allow_system {
+                        "needs exactly one of ref, ca_file or system: true"
+                    } else {
+                        "needs exactly one of ref or ca_file"
+                    },
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// Direct file fields become anonymous entries named after their place.
+    #[test]
+    fn direct_files_become_anonymous_entries() {
+        let text = MINIMAL.replace(
+            "certs: [{ ref: edge }]",
+            "certs: [{ ref: edge }, { cert_file: /le/fullchain.pem, key_file: /le/privkey.pem, server_names: [Example.com] }]",
+        );
+        let c = parse_str(&text).unwrap();
+        let anon = c.entries.iter().find(|e| e.anonymous).unwrap();
+        assert_eq!(anon.id, "listeners.public.tls.certs[1]");
+        assert_eq!(
+            c.listeners[0].certs[1].server_names.as_deref(),
+            Some(&["example.com".to_owned()][..])
+        );
+    }
+
+    /// A client-pair where a server-pair is needed names both.
+    #[test]
+    fn ref_type_mismatch_names_both() {
+        let text = MINIMAL.replace("certs: [{ ref: edge }]", "certs: [{ ref: client }]");
+        let m = messages(&parse_str(&text).unwrap_err());
+        assert!(
+            m.contains("\"client\" is a client-pair") && m.contains("server-pair is needed"),
+            "{m}"
+        );
+        assert!(m.contains("listeners[0].tls.certs[0].ref"), "{m}");
+    }
+}

@@ -1,0 +1,182 @@
+//! A listener: bind, TLS (server pairs, client auth, ALPN, min version), routes, limits.
+
+use std::time::Duration;
+
+use super::{Named, Resolver};
+use crate::config::raw;
+use crate::config::{
+    ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, Limits, ListenerCert, ListenerConfig,
+    RouteConfig, TlsVersion, UpstreamCa,
+};
+
+impl Resolver {
+    pub(super) fn listener(
+        &mut self,
+        i: usize,
+        l: &raw::Listener,
+        named: &Named,
+        anonymous: &mut Vec<EntrySpec>,
+        upstreams: &[String],
+    ) -> ListenerConfig {
+        let at = format!("listeners[{i}]");
+        if l.name.is_empty() {
+            self.problem(format!("{at}.name"), "empty listener name");
+        }
+        let bind = self.addr(&format!("{at}.bind"), &l.bind);
+        let mut certs = Vec::new();
+        let mut client_auth = ClientAuthConfig {
+            mode: ClientAuthMode::None,
+            ca: None,
+        };
+        let mut alpn = vec!["h2".to_owned(), "http/1.1".to_owned()];
+        let mut min_version = TlsVersion::V12;
+        match &l.tls {
+            None => self.problem(
+                format!("{at}.tls"),
+                "missing: a listener needs tls with at least one certificate",
+            ),
+            Some(tls) => {
+                if tls.certs.is_empty() {
+                    self.problem(
+                        format!("{at}.tls.certs"),
+                        "at least one server pair is needed",
+                    );
+                }
+                for (j, c) in tls.certs.iter().enumerate() {
+                    let cat = format!("{at}.tls.certs[{j}]");
+                    let place = format!("listeners.{}.tls.certs[{j}]", l.name);
+                    if let Some(entry) =
+                        self.pair(&cat, c, EntryKind::ServerPair, place, named, anonymous)
+                    {
+                        let server_names = c.server_names.as_ref().map(|names| {
+                            names
+                                .iter()
+                                .map(|n| {
+                                    self.string(&format!("{cat}.server_names"), n)
+                                        .to_ascii_lowercase()
+                                })
+                                .collect()
+                        });
+                        certs.push(ListenerCert {
+                            entry,
+                            server_names,
+                        });
+                    }
+                }
+                if let Some(ca) = &tls.client_auth {
+                    let cat = format!("{at}.tls.client_auth");
+                    if let Some(m) = &ca.mode {
+                        match ClientAuthMode::parse(m) {
+                            Some(mode) => client_auth.mode = mode,
+                            None => self.problem(
+                                format!("{cat}.mode"),
+                                format!("unknown mode {m:?} (none | request | require_any | verify_if_given | require_and_verify)"),
+                            ),
+                        }
+                    }
+                    if let Some(c) = &ca.ca {
+                        let place = format!("listeners.{}.tls.client_auth.ca", l.name);
+                        if let Some(UpstreamCa::Entry(id)) =
+                            self.ca(&format!("{cat}.ca"), c, place, false, named, anonymous)
+                        {
+                            client_auth.ca = Some(id);
+                        }
+                    } else if client_auth.mode.verifies() {
+                        self.problem(
+                            format!("{cat}.ca"),
+                            format!(
+                                "mode {} verifies client certificates and needs a ca",
+                                client_auth.mode.as_str()
+                            ),
+                        );
+                    }
+                }
+                if let Some(a) = &tls.alpn {
+                    for p in a {
+                        if p != "h2" && p != "http/1.1" {
+                            self.problem(
+                                format!("{at}.tls.alpn"),
+                                format!("unsupported protocol {p:?} (h2 | http/1.1)"),
+                            );
+                        }
+                    }
+                    if a.is_empty() {
+                        self.problem(format!("{at}.tls.alpn"), "empty: offer h2 and/or http/1.1");
+                    }
+                    alpn = a.clone();
+                }
+                match tls.min_version.as_deref() {
+                    None | Some("1.2") => {}
+                    Some("1.3") => min_version = TlsVersion::V13,
+                    Some(v) => self.problem(
+                        format!("{at}.tls.min_version"),
+                        format!("unsupported version {v:?} (\"1.2\" | \"1.3\")"),
+                    ),
+                }
+            }
+        }
+        let mut routes = Vec::new();
+        for (j, r) in l.routes.iter().enumerate() {
+            let rat = format!("{at}.routes[{j}]");
+            if !upstreams.contains(&r.upstream) {
+                self.problem(
+                    format!("{rat}.upstream"),
+                    format!("no upstream named {:?}", r.upstream),
+                );
+            }
+            if let Some(p) = &r.path_prefix
+                && !p.starts_with('/')
+            {
+                self.problem(
+                    format!("{rat}.path_prefix"),
+                    format!("{p:?} must start with /"),
+                );
+            }
+            routes.push(RouteConfig {
+                host: r
+                    .host
+                    .as_ref()
+                    .map(|h| self.string(&format!("{rat}.host"), h).to_ascii_lowercase()),
+                path_prefix: r.path_prefix.clone(),
+                upstream: r.upstream.clone(),
+            });
+        }
+        let d = Limits::default();
+        let limits = match &l.limits {
+            None => d,
+            Some(x) => {
+                let lat = format!("{at}.limits");
+                let lifetime = self.duration(
+                    &format!("{lat}.max_connection_lifetime"),
+                    x.max_connection_lifetime.as_ref(),
+                    Duration::ZERO,
+                );
+                Limits {
+                    max_connections: x.max_connections.unwrap_or(d.max_connections).max(1),
+                    header_read_timeout: self.duration(
+                        &format!("{lat}.header_read_timeout"),
+                        x.header_read_timeout.as_ref(),
+                        d.header_read_timeout,
+                    ),
+                    idle_timeout: self.duration(
+                        &format!("{lat}.idle_timeout"),
+                        x.idle_timeout.as_ref(),
+                        d.idle_timeout,
+                    ),
+                    max_header_bytes: x.max_header_bytes.unwrap_or(d.max_header_bytes),
+                    max_connection_lifetime: (!lifetime.is_zero()).then_some(lifetime),
+                }
+            }
+        };
+        ListenerConfig {
+            name: l.name.clone(),
+            bind,
+            certs,
+            client_auth,
+            alpn,
+            min_version,
+            routes,
+            limits,
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Raw -> checked [`Config`]: every value validated, every problem recorded with its location.
+//!
+//! This file holds the shared helpers (strings, paths, durations, addresses)
+//! and the top-level sections (runtime, admin, store, watch); the sections with
+//! most rules have a file each: `entry` (certs and `ref`s), `listener`, `upstream`.
+
+mod entry;
+mod listener;
+mod upstream;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::duration::parse_duration;
+use super::env::expand_env;
+use super::raw;
+use super::{
+    AdminConfig, Config, ConfigError, EntryKind, Problem, Role, RuntimeConfig, StoreConfig,
+    TokenConfig, TokenSource, WatchConfig,
+};
+
+/// Named entries by id, for resolving `ref:`s.
+type Named = HashMap<String, EntryKind>;
+
+/// Turns raw structs into a checked [`Config`], collecting every problem.
+struct Resolver {
+    base: PathBuf,
+    problems: Vec<Problem>,
+}
+
+/// Resolve `raw` (read from `file`) into a checked [`Config`], or every problem found.
+pub(super) fn resolve(raw: raw::File, file: &Path) -> Result<Config, ConfigError> {
+    let mut r = Resolver {
+        base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        problems: Vec::new(),
+    };
+    let config = r.file(raw, file);
+    if r.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError {
+            file: file.to_path_buf(),
+            problems: r.problems,
+        })
+    }
+}
+
+impl Resolver {
+    fn problem(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+
+    fn string(&mut self, at: &str, s: &str) -> String {
+        match expand_env(s) {
+            Ok(v) => v,
+            Err(e) => {
+                self.problem(at, e);
+                String::new()
+            }
+        }
+    }
+
+    fn path(&mut self, at: &str, s: &str) -> PathBuf {
+        let s = self.string(at, s);
+        if s.is_empty() {
+            self.problem(at, "empty path");
+        }
+        let p = PathBuf::from(s);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn duration(&mut self, at: &str, s: Option<&String>, default: Duration) -> Duration {
+        let Some(s) = s else { return default };
+        let s = self.string(at, s);
+        match parse_duration(&s) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(at, e);
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, at: &str, s: &str) -> SocketAddr {
+        let s = self.string(at, s);
+        match s.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                self.problem(
+                    at,
+                    format!("{s:?} is not an address like 0.0.0.0:8443 or [::]:8443"),
+                );
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            }
+        }
+    }
+
+    fn file(&mut self, raw: raw::File, file: &Path) -> Config {
+        let runtime = match &raw.runtime {
+            Some(r) => RuntimeConfig {
+                worker_threads: r.worker_threads.unwrap_or(0),
+                shutdown_grace: self.duration(
+                    "runtime.shutdown_grace",
+                    r.shutdown_grace.as_ref(),
+                    Duration::from_secs(30),
+                ),
+            },
+            None => RuntimeConfig {
+                worker_threads: 0,
+                shutdown_grace: Duration::from_secs(30),
+            },
+        };
+        let admin = raw.admin.as_ref().map(|a| self.admin(a));
+        let store = raw.store.as_ref().map(|s| StoreConfig {
+            path: self.path("store.path", &s.path),
+            key_file: self.path("store.key_file", &s.key_file),
+        });
+        let watch = match &raw.watch {
+            Some(w) => {
+                let d = WatchConfig::default();
+                WatchConfig {
+                    debounce: self.duration("watch.debounce", w.debounce.as_ref(), d.debounce),
+                    poll_interval: self.duration(
+                        "watch.poll_interval",
+                        w.poll_interval.as_ref(),
+                        d.poll_interval,
+                    ),
+                    settle_timeout: self.duration(
+                        "watch.settle_timeout",
+                        w.settle_timeout.as_ref(),
+                        d.settle_timeout,
+                    ),
+                    events: w.events.unwrap_or(true),
+                }
+            }
+            None => WatchConfig::default(),
+        };
+
+        let mut entries = Vec::new();
+        // Hashed, not scanned: a catalogue may hold 10,000 entries.
+        let mut ids = HashSet::new();
+        for (i, e) in raw.certs.iter().enumerate() {
+            if let Some(spec) = self.named_entry(i, e) {
+                if !ids.insert(spec.id.clone()) {
+                    self.problem(
+                        format!("certs[{i}].id"),
+                        format!("duplicate entry id {:?}", spec.id),
+                    );
+                    continue;
+                }
+                entries.push(spec);
+            }
+        }
+        let named: Named = entries.iter().map(|e| (e.id.clone(), e.kind)).collect();
+        let mut anonymous = Vec::new();
+
+        let mut upstream_names = Vec::new();
+        for u in &raw.upstreams {
+            upstream_names.push(u.name.clone());
+        }
+        let mut listeners = Vec::new();
+        let mut seen_listeners = Vec::new();
+        for (i, l) in raw.listeners.iter().enumerate() {
+            let at = format!("listeners[{i}].name");
+            self.unique_name(&mut seen_listeners, at, "listener", &l.name);
+            listeners.push(self.listener(i, l, &named, &mut anonymous, &upstream_names));
+        }
+        let mut upstreams = Vec::new();
+        let mut seen_upstreams = Vec::new();
+        for (i, u) in raw.upstreams.iter().enumerate() {
+            let at = format!("upstreams[{i}].name");
+            self.unique_name(&mut seen_upstreams, at, "upstream", &u.name);
+            upstreams.push(self.upstream(i, u, &named, &mut anonymous));
+        }
+        entries.extend(anonymous);
+        Config {
+            file: file.to_path_buf(),
+            runtime,
+            admin,
+            store,
+            watch,
+            entries,
+            listeners,
+            upstreams,
+        }
+    }
+
+    /// Record a problem when an earlier item of the section already took `name`.
+    fn unique_name(&mut self, seen: &mut Vec<String>, at: String, what: &str, name: &str) {
+        if seen.iter().any(|s| s == name) {
+            self.problem(at, format!("duplicate {what} name {name:?}"));
+        }
+        seen.push(name.to_owned());
+    }
+
+    fn admin(&mut self, a: &raw::Admin) -> AdminConfig {
+        let bind = self.addr("admin.bind", &a.bind);
+        let mut tokens = Vec::new();
+        for (i, t) in a.tokens.iter().enumerate() {
+            let at = format!("admin.tokens[{i}]");
+            let role = match t.role.as_str() {
+                "viewer" => Role::Viewer,
+                "editor" => Role::Editor,
+                other => {
+                    self.problem(
+                        format!("{at}.role"),
+                        format!("unknown role {other:?} (viewer | editor)"),
+                    );
+                    Role::Viewer
+                }
+            };
+            let source = match (&t.token_file, &t.token_env) {
+                (Some(f), None) => TokenSource::File(self.path(&format!("{at}.token_file"), f)),
+                (None, Some(e)) => TokenSource::Env(e.clone()),
+                _ => {
+                    self.problem(&at, "exactly one of token_file or token_env is needed");
+                    continue;
+                }
+            };
+            tokens.push(TokenConfig { role, source });
+        }
+        AdminConfig { bind, tokens }
+    }
+
+    fn paths(&mut self, at: &str, list: Option<&[String]>) -> Vec<PathBuf> {
+        list.unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(j, p)| self.path(&format!("{at}[{j}]"), p))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// Every problem is listed, not just the first.
+    #[test]
+    fn lists_every_problem() {
+        let text = MINIMAL
+            .replace(
+                "routes: [{ upstream: api }]",
+                "routes: [{ upstream: nope }]",
+            )
+            .replace("- id: ca\n", "- id: Bad Id\n");
+        let e = parse_str(&text).unwrap_err();
+        assert!(e.problems.len() >= 3, "{}", e.render());
+        let m = e.render();
+        assert!(m.contains("no upstream named \"nope\""), "{m}");
+        assert!(m.contains("invalid id \"Bad Id\""), "{m}");
+    }
+
+    /// Duplicates, verifying modes without a CA, bad durations and URLs are refused.
+    #[test]
+    fn validation_errors() {
+        let cases = [
+            (
+                MINIMAL.replace("name: api", "name: api\n    connect_timeout: 5 sec"),
+                "connect_timeout",
+            ),
+            (
+                MINIMAL.replace("https://127.0.0.1:9443", "ftp://x"),
+                "http:// or https://",
+            ),
+            (
+                MINIMAL.replace(
+                    "certs: [{ ref: edge }]",
+                    "certs: [{ ref: edge }]\n      client_auth: { mode: require_and_verify }",
+                ),
+                "needs a ca",
+            ),
+            (
+                MINIMAL.replace(
+                    "certs: [{ ref: edge }]",
+                    "certs: [{ ref: edge }]\n      client_auth: { mode: sometimes }",
+                ),
+                "unknown mode",
+            ),
+            (
+                MINIMAL.replace("id: client", "id: edge"),
+                "duplicate entry id",
+            ),
+            (
+                MINIMAL.replace("bind: 127.0.0.1:8443", "bind: localhost"),
+                "listeners[0].bind",
+            ),
+            (
+                MINIMAL.replace(
+                    "certs: [{ ref: edge }]",
+                    "certs: [{ ref: edge }]\n      min_version: \"1.1\"",
+                ),
+                "min_version",
+            ),
+            (
+                format!("{MINIMAL}  - name: api\n    servers: [http://a:1]\n"),
+                "duplicate upstream name",
+            ),
+            (
+                "admin: { bind: 127.0.0.1:1, tokens: [{ role: root, token_env: X }] }\n".to_owned(),
+                "unknown role",
+            ),
+        ];
+        for (text, want) in cases {
+            let m = messages(&parse_str(&text).unwrap_err());
+            assert!(m.contains(want), "want {want:?} in {m}");
+        }
+    }
+}

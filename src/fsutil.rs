@@ -1,0 +1,235 @@
+//! File-system primitives shared by the store, the dev PKI and the PEM reader: atomic writes, bounded regular-file reads.
+//!
+//! A crate-level module, not `material::fs`: `devpki` (a command, not TLS
+//! material) needs the same primitives, and neither caller should depend on
+//! the other for them.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Write `bytes` to a temp file next to `path`, fsync, rename over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A file that [`read_regular`] would not read, with the path it named.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub problem: ReadProblem,
+}
+
+/// Why a file was not read; callers that name the path themselves show this.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadProblem {
+    /// The system said no (missing, permission, …).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A FIFO, device, socket or directory: reading it could block forever
+    /// (a FIFO with no writer) or never end (`/dev/zero`).
+    #[error("not a regular file ({0})")]
+    NotRegular(&'static str),
+    /// Bigger than the caller's limit, so never loaded into memory whole.
+    #[error("larger than the {limit}-byte limit")]
+    TooLarge { limit: u64 },
+}
+
+impl ReadProblem {
+    /// Whether the file is simply not there (callers treat that apart).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadProblem::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Read all of the regular file at `path` (symlinks followed), refusing
+/// anything else and anything larger than `limit` bytes. Never blocks on a
+/// FIFO: the type is checked before opening, and the open is non-blocking
+/// in case the path is swapped for a FIFO in between.
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    read(path, limit).map_err(|problem| ReadError {
+        path: path.to_path_buf(),
+        problem,
+    })
+}
+
+fn read(path: &Path, limit: u64) -> Result<Vec<u8>, ReadProblem> {
+    check(&fs::metadata(path)?, limit)?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    // What was opened is what counts (the path may have changed since).
+    let len = check(&file.metadata()?, limit)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    // One byte past the limit tells a file that grew since the check.
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadProblem::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+/// The file's length if it is a regular file within `limit`.
+fn check(meta: &fs::Metadata, limit: u64) -> Result<u64, ReadProblem> {
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a file")
+    };
+    if let Some(what) = what {
+        return Err(ReadProblem::NotRegular(what));
+    }
+    if meta.len() > limit {
+        return Err(ReadProblem::TooLarge { limit });
+    }
+    Ok(meta.len())
+}
+
+/// Helpers for tests of readers: make a FIFO, run a read that must not block.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A FIFO at `path` (`mkfifo(1)`: the crate has no unsafe to call mkfifo(3)).
+    pub(crate) fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+    }
+
+    /// Run `f` on its own thread and wait a bounded time, so a read that
+    /// blocks fails the test instead of hanging it.
+    pub(crate) fn within_bounded_time<T: Send + 'static>(
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what} blocked"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{mkfifo, within_bounded_time};
+    use super::*;
+
+    /// `read_regular`, failing the test if it blocks.
+    fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+        let p = path.to_path_buf();
+        within_bounded_time("read_regular", move || read_regular(&p, limit))
+    }
+
+    /// A regular file reads whole, up to exactly the limit.
+    #[test]
+    fn a_regular_file_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tls.crt");
+        fs::write(&f, b"0123456789").unwrap();
+        assert_eq!(read_bounded(&f, 10).unwrap(), b"0123456789");
+        // Through a symlink, as kubelet and certbot lay files out.
+        let link = d.path().join("link.crt");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert_eq!(read_bounded(&link, 1 << 20).unwrap(), b"0123456789");
+    }
+
+    /// A FIFO with no writer is refused at once, naming the path.
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("ca.crt");
+        mkfifo(&fifo);
+        let e = read_bounded(&fifo, 1 << 20).unwrap_err();
+        assert!(
+            matches!(e.problem, ReadProblem::NotRegular("a FIFO")),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("{}: not a regular file (a FIFO)", fifo.display())
+        );
+    }
+
+    /// `/dev/zero` (endless) and a directory are refused.
+    #[test]
+    fn devices_and_directories_are_refused() {
+        let e = read_bounded(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(
+            matches!(e.problem, ReadProblem::NotRegular("a character device")),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("/dev/zero: "), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let e = read_bounded(d.path(), 1 << 20).unwrap_err();
+        assert!(
+            matches!(e.problem, ReadProblem::NotRegular("a directory")),
+            "{e}"
+        );
+    }
+
+    /// A file one byte over the limit is refused, naming path and limit.
+    #[test]
+    fn an_oversize_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("big.pem");
+        fs::write(&f, vec![b'x'; 11]).unwrap();
+        let e = read_bounded(&f, 10).unwrap_err();
+        assert!(
+            matches!(e.problem, ReadProblem::TooLarge { limit: 10 }),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("{}: larger than the 10-byte limit", f.display())
+        );
+    }
+
+    /// A missing file is a plain I/O error that says so.
+    #[test]
+    fn a_missing_file_is_not_found() {
+        let d = tempfile::tempdir().unwrap();
+        let e = read_bounded(&d.path().join("nope"), 10).unwrap_err();
+        assert!(e.problem.is_not_found(), "{e}");
+    }
+}

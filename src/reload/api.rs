@@ -1,0 +1,147 @@
+//! The catalogue queries and mutations the admin API runs on the reloader thread.
+
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::entry::{forget_entry_metrics, record_success};
+use super::{LOG, Reloader};
+use crate::config::{self, ClientAuthConfig, EntrySpec};
+use crate::material::catalogue::{Entry, EntryView, Origin, Reference, ReloadResult};
+use crate::material::pem;
+use crate::material::store::Store;
+
+impl Reloader {
+    /// Who uses `id` right now.
+    pub fn references_to(&self, id: &str) -> Vec<Reference> {
+        self.refs.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Entry ids, for callers that iterate (rotate all, reload CAs).
+    pub fn entry_ids(&self) -> Vec<(String, config::EntryKind)> {
+        self.entries
+            .iter()
+            .map(|(id, e)| (id.clone(), e.spec.kind))
+            .collect()
+    }
+
+    /// Entry ids used by one listener's server pairs.
+    pub fn listener_entries(&self, name: &str) -> Option<Vec<String>> {
+        self.listeners
+            .get(name)
+            .map(|l| l.config.certs.iter().map(|c| c.entry.clone()).collect())
+    }
+
+    /// Add or replace an entry defined outside the configuration file (the
+    /// admin API), loading its material first; refused material changes
+    /// nothing.
+    pub fn put_entry(&mut self, spec: EntrySpec, origin: Origin) -> Result<(), String> {
+        let loaded = pem::load(spec.kind, &spec.source).map_err(|e| e.to_string())?;
+        let previous = self
+            .entries
+            .insert(spec.id.clone(), Entry::new(spec.clone(), origin));
+        let entry = self.entries.get_mut(&spec.id).expect("just inserted");
+        entry.current = Some(Arc::new(loaded));
+        entry.last_reload = ReloadResult::success();
+        let was = previous.as_ref().and_then(|p| p.current.clone());
+        match self.plan_entry_change(&spec.id, was.as_deref()) {
+            Ok(changes) => {
+                self.commit_material(changes);
+                let e = &self.entries[&spec.id];
+                if let Some(l) = &e.current {
+                    record_success(&e.spec, l);
+                }
+                self.rewatch();
+                self.publish();
+                Ok(())
+            }
+            Err(problem) => {
+                match previous {
+                    Some(p) => self.entries.insert(spec.id.clone(), p),
+                    None => self.entries.remove(&spec.id),
+                };
+                Err(problem)
+            }
+        }
+    }
+
+    /// Bring back an entry from the store at startup. Its id must not be
+    /// taken by the configuration file; file-backed material that does not
+    /// load is kept as an entry without material (retried on change).
+    pub(super) fn restore_stored(
+        &mut self,
+        spec: EntrySpec,
+        store: &std::path::Path,
+    ) -> Result<(), String> {
+        if self.entries.contains_key(&spec.id) {
+            return Err(crate::material::store::id_clash(
+                &spec.id,
+                &self.config.file,
+                store,
+            ));
+        }
+        let mut entry = Entry::new(spec.clone(), Origin::Store);
+        match pem::load(spec.kind, &spec.source) {
+            Ok(l) => {
+                record_success(&spec, &l);
+                entry.current = Some(Arc::new(l));
+                entry.last_reload = ReloadResult::success();
+            }
+            Err(e) => {
+                warn!(target: LOG, entry = %spec.id, error = %e, "stored entry has no usable material");
+                entry.last_reload = ReloadResult::failure(e.to_string());
+            }
+        }
+        self.entries.insert(spec.id.clone(), entry);
+        Ok(())
+    }
+
+    /// A listener's client authentication as it runs now (runtime
+    /// overrides included).
+    pub fn client_auth(&self, name: &str) -> Option<ClientAuthConfig> {
+        self.listeners
+            .get(name)
+            .map(|l| self.client_auth_for(name, &l.config))
+    }
+
+    /// The store, when `store:` is configured.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// An entry as the API shows it, with a fresh ETag.
+    pub fn entry_view(&self, id: &str) -> Option<EntryView> {
+        self.entries
+            .get(id)
+            .map(|e| EntryView::of(e, self.references_to(id)))
+    }
+
+    /// Remove an entry nothing references.
+    pub fn remove_entry(&mut self, id: &str) -> Result<(), Vec<Reference>> {
+        let refs = self.references_to(id);
+        if !refs.is_empty() {
+            return Err(refs);
+        }
+        if let Some(e) = self.entries.remove(id) {
+            forget_entry_metrics(id, e.spec.kind.as_str());
+            self.retries.remove(id);
+        }
+        self.rewatch();
+        self.publish();
+        Ok(())
+    }
+
+    /// Stored entries (origin Store), for persisting.
+    pub fn stored_entries(&self) -> Vec<EntrySpec> {
+        self.entries
+            .values()
+            .filter(|e| e.origin == Origin::Store)
+            .map(|e| e.spec.clone())
+            .collect()
+    }
+
+    /// The definition of an entry.
+    pub fn entry_spec(&self, id: &str) -> Option<(&EntrySpec, Origin)> {
+        self.entries.get(id).map(|e| (&e.spec, e.origin))
+    }
+}

@@ -1,0 +1,410 @@
+//! Applying a configuration: entries, upstreams and listeners planned, bound and started or stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use super::entry::{forget_entry_metrics, record_success, warn_validity};
+use super::snapshot::{listener_tls, positions, upstream_tls};
+use super::{LOG, LiveListener, LiveUpstream, Reloader};
+use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
+use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
+use crate::material::pem;
+use crate::metrics::{self, METRICS};
+use crate::proxy::forward::Upstream;
+use crate::proxy::listener::{self, Listener};
+use crate::proxy::router::Router;
+use crate::tls::server::SniResolver;
+use crate::watch::Subject;
+
+impl Reloader {
+    /// Re-read the configuration file and apply it if it changed and is valid.
+    pub fn reload_config(&mut self) -> Result<(), String> {
+        let path = self.config.file.clone();
+        // An in-place writer truncates, then writes: a read in between
+        // sees an empty or cut file that may still parse (a configuration
+        // without its listeners). Wait until the file has been still for a
+        // moment, bounded by settle_timeout; an empty file is never applied.
+        let now = Instant::now();
+        if let Some(age) = modified_ago(&path)
+            && age < CONFIG_QUIET
+        {
+            let since = *self.config_unsettled_since.get_or_insert(now);
+            if now.duration_since(since) < self.config.watch.settle_timeout {
+                self.config_retry = Some(now + CONFIG_QUIET - age);
+                return Ok(());
+            }
+        }
+        self.config_unsettled_since = None;
+        let result = config::read(&path)
+            .map_err(|e| e.render())
+            .and_then(|(file, text)| {
+                if text.trim().is_empty() {
+                    return Err(format!(
+                        "{}: the file is empty; the running configuration stays (write the new one whole)",
+                        path.display()
+                    ));
+                }
+                let new = config::parse(&text, &file).map_err(|e| e.render())?;
+                if new.listeners.is_empty() && !self.config.listeners.is_empty() {
+                    // Most likely a cut-off write (listeners come last);
+                    // stopping every listener is what SIGTERM is for.
+                    return Err(format!(
+                        "{}: the new configuration has no listeners; the running configuration stays",
+                        path.display()
+                    ));
+                }
+                if new == *self.config {
+                    return Ok(false);
+                }
+                self.apply_config(new, false).map(|_| true)
+            });
+        match result {
+            Ok(false) => {
+                self.last_config_error = None;
+                Ok(())
+            }
+            Ok(true) => {
+                self.last_config_error = None;
+                METRICS
+                    .config_reloads
+                    .get_or_create(&metrics::ResultLabels {
+                        result: "success".into(),
+                    })
+                    .inc();
+                info!(target: LOG, path = %path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(problem) => {
+                METRICS
+                    .config_reloads
+                    .get_or_create(&metrics::ResultLabels {
+                        result: "failure".into(),
+                    })
+                    .inc();
+                if self.last_config_error.as_deref() != Some(&problem) {
+                    error!(target: LOG, path = %path.display(), error = %problem, "configuration rejected; the running configuration stays");
+                    self.last_config_error = Some(problem.clone());
+                }
+                Err(problem)
+            }
+        }
+    }
+
+    /// Make `new` the running configuration, or change nothing.
+    pub(super) fn apply_config(&mut self, new: Config, startup: bool) -> Result<(), String> {
+        let mut overrides = self.client_auth_overrides.clone();
+        overrides.retain(|name, _| new.listeners.iter().any(|l| &l.name == name));
+        let refs = catalogue::references(&new, &overrides);
+        let mut problems = Vec::new();
+
+        // 1. Entries: keep the live state of unchanged ones, load the rest.
+        let mut entries = BTreeMap::new();
+        for spec in &new.entries {
+            if let Some(old) = self
+                .entries
+                .get(&spec.id)
+                .filter(|e| e.spec == *spec && e.current.is_some())
+            {
+                entries.insert(spec.id.clone(), old.clone());
+                continue;
+            }
+            let mut entry = Entry::new(spec.clone(), Origin::Config);
+            match pem::load(spec.kind, &spec.source) {
+                Ok(loaded) => {
+                    entry.current = Some(Arc::new(loaded));
+                    entry.last_reload = ReloadResult::success();
+                }
+                Err(e) if refs.contains_key(&spec.id) => {
+                    problems.push(format!("entry {}: {e}", spec.id));
+                }
+                Err(e) => {
+                    warn!(target: LOG, entry = %spec.id, error = %e, "unused entry has no usable material");
+                    entry.last_reload = ReloadResult::failure(e.to_string());
+                }
+            }
+            entries.insert(spec.id.clone(), entry);
+        }
+        // Entries created through the admin API live on across config reloads.
+        for (id, e) in &self.entries {
+            if e.origin != Origin::Store {
+                continue;
+            }
+            if entries.contains_key(id) {
+                problems.push(format!(
+                    "entry {id}: already created through the admin API (in the store); ids are unique"
+                ));
+            } else {
+                entries.insert(id.clone(), e.clone());
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+
+        // 2. Upstreams: reuse unchanged ones (keeps their pools).
+        let mut upstreams = BTreeMap::new();
+        for u in &new.upstreams {
+            let (tls, key) = match upstream_tls(u, &entries) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("upstream {}: {e}", u.name));
+                    continue;
+                }
+            };
+            match self.upstreams.get(&u.name).filter(|l| l.config == *u) {
+                Some(old) => upstreams.insert(
+                    u.name.clone(),
+                    (old.live.clone(), key, (old.key != key).then_some(tls)),
+                ),
+                None => {
+                    upstreams.insert(u.name.clone(), (Upstream::new(u.clone(), tls), key, None))
+                }
+            };
+        }
+        let by_name: HashMap<String, Arc<Upstream>> = upstreams
+            .iter()
+            .map(|(n, (u, _, _))| (n.clone(), u.clone()))
+            .collect();
+
+        // 3. Listeners: build snapshots, bind new addresses.
+        let mut planned = Vec::new();
+        for l in &new.listeners {
+            let client_auth = self
+                .client_auth_overrides
+                .get(&l.name)
+                .cloned()
+                .unwrap_or_else(|| l.client_auth.clone());
+            let built = match listener_tls(l, &client_auth, &entries) {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push(format!("listener {}: {e}", l.name));
+                    continue;
+                }
+            };
+            let router = Router::new(&l.routes, &by_name);
+            let existing = self
+                .listeners
+                .get(&l.name)
+                .filter(|o| o.config.bind == l.bind);
+            let socket = match existing {
+                Some(_) => None,
+                None => match bind_std(l.bind, &self.rt) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        problems.push(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
+                        continue;
+                    }
+                },
+            };
+            planned.push((l.clone(), built, router, socket));
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+
+        // 4. Commit: nothing below can fail.
+        let removed_entries: Vec<(String, &'static str)> = self
+            .entries
+            .iter()
+            .filter(|(id, _)| !entries.contains_key(*id))
+            .map(|(id, e)| (id.clone(), e.spec.kind.as_str()))
+            .collect();
+        for (id, kind) in removed_entries {
+            forget_entry_metrics(&id, kind);
+            self.retries.remove(&id);
+        }
+        for (id, e) in &entries {
+            let fresh = self.entries.get(id).is_none_or(|old| old.spec != e.spec);
+            if fresh && let Some(l) = &e.current {
+                record_success(&e.spec, l);
+                warn_validity(id, l, None);
+            }
+        }
+        self.entries = entries;
+        let mut live_upstreams = BTreeMap::new();
+        for (name, (live, key, new_tls)) in upstreams {
+            if let Some(tls) = new_tls {
+                live.set_tls(tls);
+            }
+            let config = new
+                .upstreams
+                .iter()
+                .find(|u| u.name == name)
+                .expect("planned")
+                .clone();
+            live_upstreams.insert(name, LiveUpstream { config, live, key });
+        }
+        self.upstreams = live_upstreams;
+        let mut live_listeners = BTreeMap::new();
+        for (cfg, built, router, socket) in planned {
+            let live = match (socket, self.listeners.remove(&cfg.name)) {
+                (None, Some(mut old)) => {
+                    if old.key != built.key {
+                        old.live.set_tls(built.tls, built.mode, built.served);
+                        old.key = built.key;
+                        old.resolver = built.resolver;
+                    }
+                    old.live.router.store(Arc::new(router));
+                    old.live.set_limits(cfg.limits.clone());
+                    old.positions = positions(&cfg);
+                    old.config = cfg.clone();
+                    old
+                }
+                (Some(socket), old) => {
+                    if let Some(old) = old {
+                        let _ = old.stop.send(true);
+                        info!(target: LOG, listener = %cfg.name, "listener re-bound; old address closed");
+                    }
+                    let live = Listener::new(
+                        &cfg.name,
+                        built.tls,
+                        built.mode,
+                        router,
+                        cfg.limits.clone(),
+                        built.served,
+                    );
+                    self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver)
+                }
+                (None, None) => unreachable!("a socket is bound for every new listener"),
+            };
+            live_listeners.insert(cfg.name.clone(), live);
+        }
+        for (name, old) in std::mem::take(&mut self.listeners) {
+            let _ = old.stop.send(true);
+            info!(target: LOG, listener = %name, "listener removed");
+        }
+        self.listeners = live_listeners;
+        self.client_auth_overrides = overrides;
+        self.refs = refs;
+        self.config = Arc::new(new);
+        self.shared.config.store(self.config.clone());
+        self.rewatch();
+        self.publish();
+        if startup {
+            for (name, l) in &self.listeners {
+                debug!(target: LOG, listener = %name, addr = %l.bound, "listener ready");
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_listener(
+        &self,
+        config: ListenerConfig,
+        live: Arc<Listener>,
+        socket: std::net::TcpListener,
+        key: u64,
+        resolver: Arc<SniResolver>,
+    ) -> LiveListener {
+        let (stop, stop_rx) = watch::channel(false);
+        let bound = socket.local_addr().unwrap_or(config.bind);
+        let _enter = self.rt.enter();
+        let socket = tokio::net::TcpListener::from_std(socket)
+            .expect("socket is non-blocking and the runtime is entered");
+        listener::log_listening(&config.name, bound);
+        self.rt.spawn(listener::serve(
+            live.clone(),
+            socket,
+            stop_rx,
+            self.shutdown.clone(),
+            self.drain.clone(),
+        ));
+        LiveListener {
+            positions: positions(&config),
+            config,
+            live,
+            bound,
+            key,
+            stop,
+            resolver,
+        }
+    }
+
+    pub(super) fn client_auth_for(&self, name: &str, config: &ListenerConfig) -> ClientAuthConfig {
+        self.client_auth_overrides
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| config.client_auth.clone())
+    }
+
+    /// Change a listener's client-auth mode and CA at runtime (new
+    /// connections only). All-or-nothing.
+    pub fn set_client_auth(
+        &mut self,
+        listener: &str,
+        client_auth: ClientAuthConfig,
+    ) -> Result<(), String> {
+        let Some(l) = self.listeners.get(listener) else {
+            return Err(format!("no listener {listener:?}"));
+        };
+        let built = listener_tls(&l.config, &client_auth, &self.entries)?;
+        let l = self.listeners.get_mut(listener).expect("checked");
+        l.key = built.key;
+        l.resolver = built.resolver;
+        l.live.set_tls(built.tls, built.mode, built.served);
+        self.client_auth_overrides
+            .insert(listener.to_owned(), client_auth);
+        // The runtime CA is in use: deleting it must answer 409.
+        self.refs = catalogue::references(&self.config, &self.client_auth_overrides);
+        info!(target: LOG, listener = %listener, "client authentication changed at runtime");
+        self.publish();
+        Ok(())
+    }
+
+    /// Tell the watcher which files stand behind what.
+    pub(super) fn rewatch(&self) {
+        let mut subjects = vec![(Subject::Config, vec![self.config.file.clone()])];
+        for (id, e) in &self.entries {
+            let paths: Vec<_> = e
+                .spec
+                .source
+                .paths()
+                .iter()
+                .map(|p| p.to_path_buf())
+                .collect();
+            if !paths.is_empty() {
+                subjects.push((Subject::Entry(id.clone()), paths));
+            }
+        }
+        self.watcher.set(subjects);
+    }
+}
+
+fn bind_std(
+    addr: SocketAddr,
+    rt: &tokio::runtime::Handle,
+) -> std::io::Result<std::net::TcpListener> {
+    // Bound through tokio's socket builder for SO_REUSEADDR, then handed
+    // back as a std listener so binding can happen before committing.
+    // `listen` registers with tokio's reactor: on the reloader thread (a
+    // config reload adds a listener) that needs the runtime entered.
+    let _enter = rt.enter();
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let l = socket.listen(1024)?;
+    l.into_std()
+}
+
+/// How long the configuration file must have been left alone before a
+/// reload reads it (see [`Reloader::reload_config`]).
+const CONFIG_QUIET: Duration = Duration::from_millis(20);
+
+/// Time since `path` was last modified (None when it cannot be told).
+fn modified_ago(path: &std::path::Path) -> Option<Duration> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default(),
+    )
+}

@@ -1,0 +1,254 @@
+//! One entry's reload: re-read, offer, refuse, retry with back-off; its logs and metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{debug, info, warn};
+
+use super::{LOG, Reloader};
+use crate::config::EntrySpec;
+use crate::material::catalogue::{ReloadResult, unix};
+use crate::material::{Loaded, pem};
+use crate::metrics::{self, METRICS};
+
+impl Reloader {
+    /// Re-read one entry's files; swap it in if its content changed and is
+    /// valid. Returns the problem when the material is refused (the old
+    /// material stays) or `Ok(false)` when nothing changed.
+    pub fn reload_entry(&mut self, id: &str) -> Result<bool, String> {
+        let Some(entry) = self.entries.get(id) else {
+            return Err(format!("no entry {id:?}"));
+        };
+        if entry.spec.source.is_inline() {
+            return Ok(false);
+        }
+        let spec = entry.spec.clone();
+        let started = Instant::now();
+        let current = entry.current.as_ref().map(|c| c.hash);
+        let loaded = pem::read_consistent(&spec.source).and_then(|raw| {
+            // Same bytes as served: skip the parse (a signing key, every
+            // certificate), most of a re-read's cost. The start-up re-check
+            // and a SIGHUP re-read every entry, nearly all unchanged.
+            if current == Some(raw.hash) {
+                return Ok(None);
+            }
+            let material = pem::parse(spec.kind, &spec.source, &raw)?;
+            Ok(Some(Loaded {
+                material,
+                hash: raw.hash,
+                loaded_at: SystemTime::now(),
+            }))
+        });
+        match loaded {
+            Ok(None) => {
+                self.unchanged(id);
+                self.read_from_files(id);
+                Ok(false)
+            }
+            Ok(Some(loaded)) => {
+                let changed = self.offer_since(id, loaded, started)?;
+                self.read_from_files(id);
+                Ok(changed)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.refused(id, &message, e.is_transient());
+                Err(message)
+            }
+        }
+    }
+
+    /// The material of `id` now comes from its files again (it may have
+    /// been put through the admin API before).
+    pub(super) fn read_from_files(&mut self, id: &str) {
+        if let Some(entry) = self.entries.get_mut(id)
+            && entry.from_api
+        {
+            entry.from_api = false;
+            self.publish_entry(id);
+        }
+    }
+
+    /// The admin API put new material over the file-backed entry `id`: the
+    /// API shows it as such until the files are read again.
+    pub fn mark_from_api(&mut self, id: &str) {
+        if let Some(entry) = self.entries.get_mut(id)
+            && !entry.spec.source.is_inline()
+        {
+            entry.from_api = true;
+            self.publish_entry(id);
+        }
+    }
+
+    /// A re-read of `id` found the content it serves. When the entry was
+    /// failing or waiting for a writer, the good content came back (e.g. a
+    /// writer finished): clear that state.
+    pub(super) fn unchanged(&mut self, id: &str) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let recovering = entry
+            .last_reload
+            .as_ref()
+            .is_some_and(|r| r.result == "failure")
+            || entry.unsettled_since.is_some();
+        if !recovering {
+            return;
+        }
+        if entry.last_logged.is_some() {
+            info!(target: LOG, entry = %id, "certificate material is valid again; still serving it");
+        }
+        entry.unsettled_since = None;
+        entry.failures = 0;
+        entry.last_logged = None;
+        entry.last_reload = ReloadResult::success();
+        self.retries.remove(id);
+        self.publish_entry(id);
+    }
+
+    /// Swap in freshly loaded material for `id` if it differs, rebuilding
+    /// dependents; on a build failure the old material stays.
+    pub fn offer(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
+        self.offer_since(id, loaded, Instant::now())
+    }
+
+    /// [`Reloader::offer`] of material whose reading began at `started`
+    /// (the logged `reload_ms` runs from there to the published snapshot).
+    pub(super) fn offer_since(
+        &mut self,
+        id: &str,
+        loaded: Loaded,
+        started: Instant,
+    ) -> Result<bool, String> {
+        let entry = self
+            .entries
+            .get_mut(id)
+            .expect("caller checked the entry exists");
+        if entry
+            .current
+            .as_ref()
+            .is_some_and(|c| c.hash == loaded.hash)
+        {
+            self.unchanged(id);
+            return Ok(false);
+        }
+        let loaded = Arc::new(loaded);
+        let previous = entry.current.replace(loaded.clone());
+        let plan = self.plan_entry_change(id, previous.as_deref());
+        let changes = match plan {
+            Ok(c) => c,
+            Err(problem) => {
+                self.entries.get_mut(id).expect("present").current = previous;
+                self.refused(id, &problem, false);
+                return Err(problem);
+            }
+        };
+        self.commit_material(changes);
+        let entry = self.entries.get_mut(id).expect("present");
+        entry.unsettled_since = None;
+        entry.failures = 0;
+        entry.last_logged = None;
+        entry.last_reload = Some(ReloadResult {
+            time: unix(loaded.loaded_at),
+            result: "success",
+            error: None,
+        });
+        self.retries.remove(id);
+        record_success(&entry.spec, &loaded);
+        warn_validity(id, &loaded, previous.as_deref());
+        self.publish_entry(id);
+        if let Some(p) = loaded.primary() {
+            let reload_ms = started.elapsed().as_secs_f64() * 1e3;
+            info!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, subject = %p.subject, not_after = p.not_after, reload_ms, "certificate reloaded");
+        }
+        Ok(true)
+    }
+
+    /// Material for `id` was refused: keep the old, count, log once per
+    /// distinct problem, schedule a retry. Transient problems (a writer
+    /// half-way) are only waited on until `settle_timeout`.
+    pub(super) fn refused(&mut self, id: &str, problem: &str, transient: bool) {
+        let settle = self.config.watch.settle_timeout;
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let now = Instant::now();
+        if transient {
+            let since = *entry.unsettled_since.get_or_insert(now);
+            if now.duration_since(since) < settle {
+                debug!(target: LOG, entry = %id, error = %problem, "material not settled yet; waiting");
+                let retry = Duration::from_millis(100).min(settle);
+                self.retries.insert(id.to_owned(), now + retry);
+                return;
+            }
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last_reload = ReloadResult::failure(problem.to_owned());
+        if entry.last_logged.as_deref() != Some(problem) {
+            warn!(target: LOG, entry = %id, error = %problem, "certificate reload failed; keeping the previous material");
+            entry.last_logged = Some(problem.to_owned());
+        }
+        METRICS
+            .cert_reloads
+            .get_or_create(&metrics::EntryResultLabels {
+                entry: id.to_owned(),
+                result: "failure".into(),
+            })
+            .inc();
+        let backoff = Duration::from_millis(500)
+            .saturating_mul(1u32 << entry.failures.min(6))
+            .min(Duration::from_secs(30));
+        self.retries.insert(id.to_owned(), now + backoff);
+        self.publish_entry(id);
+    }
+}
+
+pub(super) fn record_success(spec: &EntrySpec, loaded: &Loaded) {
+    METRICS
+        .cert_reloads
+        .get_or_create(&metrics::EntryResultLabels {
+            entry: spec.id.clone(),
+            result: "success".into(),
+        })
+        .inc();
+    METRICS
+        .cert_last_reload
+        .get_or_create(&metrics::EntryLabels {
+            entry: spec.id.clone(),
+        })
+        .set(unix(loaded.loaded_at));
+    METRICS
+        .cert_not_after
+        .get_or_create(&metrics::EntryTypeLabels {
+            entry: spec.id.clone(),
+            r#type: spec.kind.as_str().into(),
+        })
+        .set(loaded.not_after());
+}
+
+pub(super) fn forget_entry_metrics(id: &str, kind: &str) {
+    METRICS.cert_not_after.remove(&metrics::EntryTypeLabels {
+        entry: id.to_owned(),
+        r#type: kind.to_owned(),
+    });
+    METRICS.cert_last_reload.remove(&metrics::EntryLabels {
+        entry: id.to_owned(),
+    });
+}
+
+/// Expired, not-yet-valid and rolled-back certificates load, loudly.
+pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>) {
+    let now = unix(SystemTime::now());
+    let Some(p) = loaded.primary() else { return };
+    if loaded.not_after() < now {
+        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = loaded.not_after(), "certificate is expired (loaded anyway)");
+    }
+    if p.not_before > now {
+        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_before = p.not_before, "certificate is not valid yet (loaded anyway)");
+    }
+    if let Some(prev) = previous
+        && loaded.not_after() < prev.not_after()
+    {
+        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = loaded.not_after(), previous_not_after = prev.not_after(), "new certificate expires earlier than the one it replaces");
+    }
+}

@@ -1,0 +1,335 @@
+//! The single writer: applies entry and config changes, rebuilds dependent snapshots.
+//!
+//! Every change to live state happens here, on one dedicated thread that
+//! owns the catalogue, the listeners and the upstreams. Watch events, retry
+//! timers, SIGHUP and admin API calls all arrive as [`Command`]s, so changes
+//! are serialized without locks and each one is all-or-nothing: the new
+//! state is *planned* (material loaded, snapshots built, sockets bound)
+//! before anything is stored, and a failed plan leaves everything as it was.
+//!
+//! Snapshots are keyed by a fingerprint of what they are built from, so a
+//! change rebuilds exactly the listeners and upstreams whose inputs changed.
+//! One entry's change costs what that entry touches, not the size of the
+//! catalogue: its dependents are updated from their previous snapshot (the
+//! other pairs' keys and names are shared, not rebuilt) and only its own
+//! view is republished.
+//!
+//! This file holds the thread and what it publishes; one entry's reload is
+//! in `entry`, a configuration's apply in `apply`, the snapshot builders in
+//! `snapshot`, and what the admin API asks of the catalogue in `api`.
+
+mod api;
+mod apply;
+mod entry;
+mod snapshot;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::config::{ClientAuthConfig, Config, ListenerConfig, UpstreamConfig};
+use crate::material::catalogue::{Entry, EntryView, Reference};
+use crate::material::store::Store;
+use crate::proxy::forward::Upstream;
+use crate::proxy::listener::{Drain, Listener};
+use crate::tls::server::SniResolver;
+use crate::watch::{Subject, Watcher};
+
+/// The target of every reloader log line, submodules included: operators
+/// filter JSON logs on it, and it stayed `hotproxy::reload` when the module
+/// became a folder.
+const LOG: &str = module_path!();
+
+/// A request to the reloader thread.
+pub enum Command {
+    /// The watcher saw something that may have changed this subject.
+    Changed(Subject),
+    /// SIGHUP: re-read the configuration and every file.
+    ReloadAll,
+    /// Run a closure on the reloader thread (the admin API's mutations).
+    Call(Box<dyn FnOnce(&mut Reloader) + Send>),
+    /// Stop the thread.
+    Stop,
+}
+
+/// Entry views by id. Each view sits behind its own `Arc` so publishing
+/// one entry's change copies pointers, not every view.
+pub type EntryViews = BTreeMap<Arc<str>, Arc<EntryView>>;
+
+/// What readers (admin API, probes) see; published by the reloader after
+/// every change.
+pub struct Shared {
+    pub entries: ArcSwap<EntryViews>,
+    pub listeners: ArcSwap<BTreeMap<String, ListenerView>>,
+    pub config: ArcSwap<Config>,
+    /// Every listener is bound and has usable material.
+    pub ready: AtomicBool,
+}
+
+/// A listener as the admin API shows it.
+#[derive(Clone)]
+pub struct ListenerView {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub entries: Vec<String>,
+    pub client_auth: ClientAuthConfig,
+    pub live: Arc<Listener>,
+}
+
+/// The reloader's address: send commands, read the published state.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    pub shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub fn send(&self, command: Command) {
+        // The thread only stops at shutdown; a send after that is moot.
+        let _ = self.tx.send(command);
+    }
+
+    /// Run `f` on the reloader thread and await its result.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Reloader) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::Call(Box::new(move |r| {
+            let _ = tx.send(f(r));
+        })));
+        rx.await.ok()
+    }
+}
+
+struct LiveListener {
+    config: ListenerConfig,
+    live: Arc<Listener>,
+    bound: SocketAddr,
+    key: u64,
+    stop: watch::Sender<bool>,
+    /// The live snapshot's resolver: a rotation derives the next one from
+    /// it instead of indexing every pair's names again.
+    resolver: Arc<SniResolver>,
+    /// Where each entry sits in `config.certs`, so a rotation finds its
+    /// pairs without a scan.
+    positions: HashMap<String, Vec<usize>>,
+}
+
+struct LiveUpstream {
+    config: UpstreamConfig,
+    live: Arc<Upstream>,
+    key: u64,
+}
+
+/// The owner of all live state. Lives on its own thread.
+pub struct Reloader {
+    rt: tokio::runtime::Handle,
+    config: Arc<Config>,
+    entries: BTreeMap<String, Entry>,
+    listeners: BTreeMap<String, LiveListener>,
+    upstreams: BTreeMap<String, LiveUpstream>,
+    /// Runtime client-auth changes made through the admin API; they win
+    /// over the configuration file until the listener is removed.
+    client_auth_overrides: BTreeMap<String, ClientAuthConfig>,
+    /// Entries to retry, and when.
+    retries: BTreeMap<String, Instant>,
+    watcher: Watcher,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    drain: Arc<Drain>,
+    /// Last configuration problem logged, so a broken file is logged once.
+    last_config_error: Option<String>,
+    /// When to look at the configuration file again because it looked
+    /// mid-write, and since when it has looked so.
+    config_retry: Option<Instant>,
+    config_unsettled_since: Option<Instant>,
+    /// Where entries created through the admin API persist (`store:`).
+    store: Option<Store>,
+    /// Who references each entry in `config`; changes with the configuration only.
+    refs: BTreeMap<String, Vec<Reference>>,
+    /// The entry views last published, updated one entry at a time.
+    views: EntryViews,
+}
+
+/// Start serving `config`: load every entry, bind every listener, start
+/// the watcher and the reloader thread. Any problem is fatal here (like
+/// `nginx -t`): the error lists what is wrong.
+pub fn start(
+    config: Config,
+    rt: tokio::runtime::Handle,
+    shutdown: watch::Receiver<bool>,
+    drain: Arc<Drain>,
+) -> Result<Handle, String> {
+    let (watcher, mut events) = {
+        let _enter = rt.enter();
+        Watcher::start(config.watch.clone())
+    };
+    let shared = Arc::new(Shared {
+        entries: ArcSwap::from_pointee(BTreeMap::new()),
+        listeners: ArcSwap::from_pointee(BTreeMap::new()),
+        config: ArcSwap::from_pointee(config.clone()),
+        ready: AtomicBool::new(false),
+    });
+    let mut reloader = Reloader {
+        rt: rt.clone(),
+        config: Arc::new(config.clone()),
+        entries: BTreeMap::new(),
+        listeners: BTreeMap::new(),
+        upstreams: BTreeMap::new(),
+        client_auth_overrides: BTreeMap::new(),
+        retries: BTreeMap::new(),
+        watcher,
+        shared: shared.clone(),
+        shutdown,
+        drain,
+        last_config_error: None,
+        config_retry: None,
+        config_unsettled_since: None,
+        store: None,
+        refs: BTreeMap::new(),
+        views: BTreeMap::new(),
+    };
+    reloader.apply_config(config.clone(), true)?;
+    if let Some(store_config) = &config.store {
+        let (store, stored) = Store::open(store_config)?;
+        for spec in stored {
+            reloader.restore_stored(spec, store.path())?;
+        }
+        reloader.store = Some(store);
+        reloader.rewatch();
+        reloader.publish();
+    }
+    let (tx, rx) = mpsc::channel();
+    let forward = tx.clone();
+    rt.spawn(async move {
+        while let Some(subject) = events.recv().await {
+            if forward.send(Command::Changed(subject)).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::Builder::new()
+        .name("hotproxy-reload".into())
+        .spawn(move || reloader.run(rx))
+        .map_err(|e| format!("cannot start the reloader thread: {e}"))?;
+    Ok(Handle { tx, shared })
+}
+
+impl Reloader {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        loop {
+            let timeout = self
+                .retries
+                .values()
+                .chain(self.config_retry.iter())
+                .min()
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(3600));
+            match rx.recv_timeout(timeout) {
+                Ok(Command::Changed(Subject::Config)) => {
+                    let _ = self.reload_config();
+                }
+                Ok(Command::Changed(Subject::Entry(id))) => {
+                    let _ = self.reload_entry(&id);
+                }
+                Ok(Command::ReloadAll) => {
+                    info!("SIGHUP: re-reading the configuration and every certificate file");
+                    let _ = self.reload_config();
+                    let ids: Vec<String> = self.entries.keys().cloned().collect();
+                    for id in ids {
+                        let _ = self.reload_entry(&id);
+                    }
+                }
+                Ok(Command::Call(f)) => f(&mut self),
+                Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            self.run_due_retries();
+        }
+        debug!("reloader stopped");
+    }
+
+    fn run_due_retries(&mut self) {
+        let now = Instant::now();
+        if self.config_retry.is_some_and(|at| at <= now) {
+            self.config_retry = None;
+            let _ = self.reload_config();
+        }
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.retries.remove(&id);
+            let _ = self.reload_entry(&id);
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Publish the read-side views.
+    fn publish(&mut self) {
+        self.views = self
+            .entries
+            .iter()
+            .map(|(id, e)| {
+                let refs = self.refs.get(id).cloned().unwrap_or_default();
+                (Arc::from(id.as_str()), Arc::new(EntryView::of(e, refs)))
+            })
+            .collect();
+        self.shared.entries.store(Arc::new(self.views.clone()));
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|(name, l)| {
+                let client_auth = self.client_auth_for(name, &l.config);
+                let mut entries: Vec<String> =
+                    l.config.certs.iter().map(|c| c.entry.clone()).collect();
+                entries.extend(client_auth.ca.clone());
+                (
+                    name.clone(),
+                    ListenerView {
+                        name: name.clone(),
+                        bind: l.bound,
+                        entries,
+                        client_auth,
+                        live: l.live.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.shared.listeners.store(Arc::new(listeners));
+        // Usable material is guaranteed for every live listener: a plan
+        // that lacks it is never committed.
+        self.shared.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Publish the view of one entry whose material or reload result
+    /// changed; listeners and the other entries look the same as before.
+    fn publish_entry(&mut self, id: &str) {
+        match self.entries.get(id) {
+            Some(e) => {
+                let refs = self.refs.get(id).cloned().unwrap_or_default();
+                self.views
+                    .insert(Arc::from(id), Arc::new(EntryView::of(e, refs)));
+            }
+            None => {
+                self.views.remove(id);
+            }
+        }
+        self.shared.entries.store(Arc::new(self.views.clone()));
+    }
+}

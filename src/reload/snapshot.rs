@@ -1,0 +1,324 @@
+//! Building TLS snapshots for listeners and upstreams, and the keys of what they are built from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use rustls::{ClientConfig, ServerConfig};
+use tracing::debug;
+
+use super::{LOG, LiveListener, Reloader};
+use crate::config::{
+    self, ClientAuthConfig, ClientAuthMode, ListenerCert, ListenerConfig, UpstreamCa,
+    UpstreamConfig,
+};
+use crate::material::Loaded;
+use crate::material::catalogue::Entry;
+use crate::proxy::listener::ServedCert;
+use crate::tls;
+use crate::tls::server::{ServedPair, SniResolver};
+
+impl Reloader {
+    /// The snapshots that depend on entry `id`, rebuilt after its material
+    /// changed from `previous` (`None`: it had none), but not yet stored.
+    /// Listeners that do not use `id` are not looked at beyond a lookup.
+    pub(super) fn plan_entry_change(
+        &self,
+        id: &str,
+        previous: Option<&Loaded>,
+    ) -> Result<Vec<MaterialChange>, String> {
+        let mut changes = Vec::new();
+        for (name, l) in &self.listeners {
+            let client_auth = self.client_auth_for(name, &l.config);
+            if let Some(built) = listener_tls_after(l, &client_auth, &self.entries, id, previous)
+                .map_err(|e| format!("listener {name}: {e}"))?
+            {
+                changes.push(MaterialChange::Listener(name.clone(), built));
+            }
+        }
+        for (name, u) in &self.upstreams {
+            if upstream_key(&u.config, &self.entries) != u.key {
+                let (tls, key) = upstream_tls(&u.config, &self.entries)
+                    .map_err(|e| format!("upstream {name}: {e}"))?;
+                changes.push(MaterialChange::Upstream(name.clone(), tls, key));
+            }
+        }
+        Ok(changes)
+    }
+
+    pub(super) fn commit_material(&mut self, changes: Vec<MaterialChange>) {
+        for change in changes {
+            match change {
+                MaterialChange::Listener(name, built) => {
+                    let l = self
+                        .listeners
+                        .get_mut(&name)
+                        .expect("planned from live listeners");
+                    l.live.set_tls(built.tls, built.mode, built.served);
+                    l.key = built.key;
+                    l.resolver = built.resolver;
+                    debug!(target: LOG, listener = %name, "listener TLS snapshot replaced");
+                }
+                MaterialChange::Upstream(name, tls, key) => {
+                    let u = self
+                        .upstreams
+                        .get_mut(&name)
+                        .expect("planned from live upstreams");
+                    u.live.set_tls(tls);
+                    u.key = key;
+                    debug!(target: LOG, upstream = %name, "upstream TLS snapshot replaced");
+                }
+            }
+        }
+    }
+}
+
+pub(super) enum MaterialChange {
+    Listener(String, BuiltListener),
+    Upstream(String, Arc<ClientConfig>, u64),
+}
+
+/// A listener's TLS snapshot, built but not yet stored.
+pub(super) struct BuiltListener {
+    pub(super) tls: Arc<ServerConfig>,
+    pub(super) mode: ClientAuthMode,
+    pub(super) served: Vec<Arc<ServedCert>>,
+    pub(super) resolver: Arc<SniResolver>,
+    pub(super) key: u64,
+}
+
+fn loaded<'a>(entries: &'a BTreeMap<String, Entry>, id: &str) -> Result<&'a Arc<Loaded>, String> {
+    entries
+        .get(id)
+        .ok_or_else(|| format!("entry {id:?} does not exist"))?
+        .current
+        .as_ref()
+        .ok_or_else(|| format!("entry {id:?} has no usable material"))
+}
+
+fn hash_of(entries: &BTreeMap<String, Entry>, id: &str) -> Option<[u8; 32]> {
+    entries
+        .get(id)
+        .and_then(|e| e.current.as_ref())
+        .map(|x| x.hash)
+}
+
+/// Fingerprint of everything a listener's snapshot is built from: a term
+/// for its settings and client CA plus one term per served pair, summed,
+/// so that one entry's change updates it from that entry's terms alone
+/// (see [`listener_tls_after`]).
+fn listener_key(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> u64 {
+    let ca_hash = client_auth
+        .ca
+        .as_deref()
+        .and_then(|ca| hash_of(entries, ca));
+    l.certs
+        .iter()
+        .enumerate()
+        .fold(settings_term(l, client_auth, ca_hash), |key, (i, c)| {
+            key.wrapping_add(pair_term(i, c, hash_of(entries, &c.entry)))
+        })
+}
+
+/// The part of [`listener_key`] for the settings and the client CA's material.
+fn settings_term(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    ca_hash: Option<[u8; 32]>,
+) -> u64 {
+    let mut h = DefaultHasher::new();
+    l.certs.len().hash(&mut h);
+    client_auth.mode.as_str().hash(&mut h);
+    if let Some(ca) = &client_auth.ca {
+        ca.hash(&mut h);
+        ca_hash.hash(&mut h);
+    }
+    l.alpn.hash(&mut h);
+    matches!(l.min_version, config::TlsVersion::V13).hash(&mut h);
+    h.finish()
+}
+
+/// The part of [`listener_key`] for the pair at position `i`, with material `hash`.
+fn pair_term(i: usize, c: &ListenerCert, hash: Option<[u8; 32]>) -> u64 {
+    let mut h = DefaultHasher::new();
+    (i, &c.entry, &c.server_names, hash).hash(&mut h);
+    h.finish()
+}
+
+/// Where each entry sits in a listener's `certs`.
+pub(super) fn positions(l: &ListenerConfig) -> HashMap<String, Vec<usize>> {
+    let mut at: HashMap<String, Vec<usize>> = HashMap::with_capacity(l.certs.len());
+    for (i, c) in l.certs.iter().enumerate() {
+        at.entry(c.entry.clone()).or_default().push(i);
+    }
+    at
+}
+
+fn served_cert(c: &ListenerCert, pair: &crate::material::Pair) -> Arc<ServedCert> {
+    Arc::new(ServedCert {
+        entry: c.entry.clone(),
+        server_names: c
+            .server_names
+            .clone()
+            .unwrap_or_else(|| pair.leaf.dns_names.clone()),
+        info: pair.leaf.clone(),
+    })
+}
+
+fn client_ca<'a>(
+    client_auth: &ClientAuthConfig,
+    entries: &'a BTreeMap<String, Entry>,
+) -> Result<Option<&'a crate::material::CaBundle>, String> {
+    match &client_auth.ca {
+        Some(id) => {
+            Ok(Some(loaded(entries, id)?.ca().ok_or_else(|| {
+                format!("entry {id:?} is not a ca-bundle")
+            })?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A listener's snapshot from scratch: every pair, every name.
+pub(super) fn listener_tls(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> Result<BuiltListener, String> {
+    let mut pairs = Vec::with_capacity(l.certs.len());
+    let mut served = Vec::with_capacity(l.certs.len());
+    for c in &l.certs {
+        let m = loaded(entries, &c.entry)?;
+        let pair = m
+            .pair()
+            .ok_or_else(|| format!("entry {:?} is not a server-pair", c.entry))?;
+        pairs.push(ServedPair {
+            entry: &c.entry,
+            pair,
+            server_names: c.server_names.as_deref(),
+        });
+        served.push(served_cert(c, pair));
+    }
+    let resolver = Arc::new(SniResolver::new(&pairs).ok_or("no server certificate")?);
+    let inputs = tls::server::ServerInputs {
+        listener: l,
+        mode: client_auth.mode,
+        client_ca: client_ca(client_auth, entries)?,
+    };
+    let tls = tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())?;
+    Ok(BuiltListener {
+        tls,
+        mode: client_auth.mode,
+        served,
+        resolver,
+        key: listener_key(l, client_auth, entries),
+    })
+}
+
+/// Listener `l`'s snapshot after entry `id`'s material changed from
+/// `previous` (`entries` holds the new one), or `None` when `l` does not
+/// use it. A pair that answers the same names as before only has its key
+/// replaced in the previous resolver and its metadata in the served list;
+/// the other pairs are shared, never re-read, re-indexed or re-cloned. A
+/// changed client CA rebuilds the verifier around the same resolver.
+fn listener_tls_after(
+    l: &LiveListener,
+    client_auth: &ClientAuthConfig,
+    entries: &BTreeMap<String, Entry>,
+    id: &str,
+    previous: Option<&Loaded>,
+) -> Result<Option<BuiltListener>, String> {
+    let at = l.positions.get(id).map(Vec::as_slice).unwrap_or_default();
+    let is_ca = client_auth.ca.as_deref() == Some(id);
+    let now = hash_of(entries, id);
+    if (at.is_empty() && !is_ca) || previous.map(|p| p.hash) == now {
+        return Ok(None);
+    }
+    let Some(previous) = previous else {
+        return listener_tls(&l.config, client_auth, entries).map(Some);
+    };
+    let mut key = l.key;
+    let (resolver, served) = if at.is_empty() {
+        (l.resolver.clone(), (**l.live.served.load()).clone())
+    } else {
+        let pair = loaded(entries, id)?
+            .pair()
+            .ok_or_else(|| format!("entry {id:?} is not a server-pair"))?;
+        let same_names = at.iter().all(|&i| l.config.certs[i].server_names.is_some())
+            || previous
+                .pair()
+                .is_some_and(|p| p.leaf.dns_names == pair.leaf.dns_names);
+        if !same_names {
+            return listener_tls(&l.config, client_auth, entries).map(Some);
+        }
+        let mut served = (**l.live.served.load()).clone();
+        for &i in at {
+            let c = &l.config.certs[i];
+            served[i] = served_cert(c, pair);
+            key = key
+                .wrapping_sub(pair_term(i, c, Some(previous.hash)))
+                .wrapping_add(pair_term(i, c, now));
+        }
+        (Arc::new(l.resolver.with_key(at, &pair.key)), served)
+    };
+    if is_ca {
+        key = key
+            .wrapping_sub(settings_term(&l.config, client_auth, Some(previous.hash)))
+            .wrapping_add(settings_term(&l.config, client_auth, now));
+    }
+    debug_assert_eq!(key, listener_key(&l.config, client_auth, entries));
+    let inputs = tls::server::ServerInputs {
+        listener: &l.config,
+        mode: client_auth.mode,
+        client_ca: client_ca(client_auth, entries)?,
+    };
+    let tls = tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())?;
+    Ok(Some(BuiltListener {
+        tls,
+        mode: client_auth.mode,
+        served,
+        resolver,
+        key,
+    }))
+}
+
+fn upstream_key(u: &UpstreamConfig, entries: &BTreeMap<String, Entry>) -> u64 {
+    let mut h = DefaultHasher::new();
+    let hash_of = |id: &str| hash_of(entries, id);
+    match &u.tls.ca {
+        UpstreamCa::Entry(id) => (id, hash_of(id)).hash(&mut h),
+        UpstreamCa::System => "system".hash(&mut h),
+    }
+    if let Some(c) = &u.tls.client_cert {
+        (c, hash_of(c)).hash(&mut h);
+    }
+    h.finish()
+}
+
+pub(super) fn upstream_tls(
+    u: &UpstreamConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> Result<(Arc<ClientConfig>, u64), String> {
+    let ca = match &u.tls.ca {
+        UpstreamCa::Entry(id) => Some(
+            loaded(entries, id)?
+                .ca()
+                .ok_or_else(|| format!("entry {id:?} is not a ca-bundle"))?,
+        ),
+        UpstreamCa::System => None,
+    };
+    let client = match &u.tls.client_cert {
+        Some(id) => Some(
+            loaded(entries, id)?
+                .pair()
+                .ok_or_else(|| format!("entry {id:?} is not a client-pair"))?,
+        ),
+        None => None,
+    };
+    let tls = tls::client::build(ca, client).map_err(|e| e.to_string())?;
+    Ok((tls, upstream_key(u, entries)))
+}

@@ -1,0 +1,178 @@
+//! Reading a watched path: its symlink chain, link by link, and each link's stat signature.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// One step of a path's resolution: a name inside a directory.
+pub(super) type Link = (PathBuf, OsString);
+
+/// Stat of one link of the chain: what the poll compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Sig {
+    Missing,
+    Present {
+        dev: u64,
+        ino: u64,
+        len: u64,
+        mtime_ns: i64,
+        ctime_ns: i64,
+        target: Option<PathBuf>,
+    },
+}
+
+/// What a pass over many chains found at their leading components (the
+/// directories and symlinks before each last name). Chains share them
+/// (every file under one certificate directory, every certbot lineage
+/// under `live/`), so one pass (a poll, a `set`) looks at each once
+/// instead of once per path: 10,000 entries cost a stat or two each, not
+/// one per path component. Last names are always looked at afresh.
+#[derive(Default)]
+pub(super) struct Leading(HashMap<PathBuf, Seen>);
+
+/// One `lstat` (and `readlink` for a symlink): what a chain walk needs to
+/// go on and what the poll compares, from the same system calls.
+#[derive(Clone)]
+struct Seen {
+    sig: Sig,
+    link: bool,
+}
+
+impl Leading {
+    fn look(&mut self, path: &Path, last: bool) -> Seen {
+        if let Some(seen) = self.0.get(path) {
+            return seen.clone();
+        }
+        let seen = stat(path);
+        if !last {
+            self.0.insert(path.to_path_buf(), seen.clone());
+        }
+        seen
+    }
+}
+
+fn stat(path: &Path) -> Seen {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Seen {
+            sig: Sig::Missing,
+            link: false,
+        },
+        Ok(m) => {
+            let link = m.file_type().is_symlink();
+            Seen {
+                sig: Sig::Present {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    len: m.len(),
+                    mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                    ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+                    target: if link {
+                        std::fs::read_link(path).ok()
+                    } else {
+                        None
+                    },
+                },
+                link,
+            }
+        }
+    }
+}
+
+/// The links of every path (see [`chain`]) with each link's [`Sig`],
+/// taken by the same walk: the poll costs one stat per link, not two.
+pub(super) fn chains(paths: &[PathBuf], leading: &mut Leading) -> (Vec<Link>, Vec<Sig>) {
+    let (mut links, mut sigs) = (Vec::new(), Vec::new());
+    for p in paths {
+        for (l, sig) in chain(p, leading) {
+            if !links.contains(&l) {
+                links.push(l);
+                sigs.push(sig);
+            }
+        }
+    }
+    (links, sigs)
+}
+
+/// The links a path resolves through: the directory and name of the path
+/// itself, of every symlink met on the way, and of the final file. A
+/// missing directory is replaced by its nearest existing ancestor (and the
+/// name of the child to wait for), so a deleted-and-recreated directory is
+/// seen coming back.
+fn chain(path: &Path, leading: &mut Leading) -> Vec<(Link, Sig)> {
+    let mut links = Vec::new();
+    let mut todo: Vec<OsString> = components(path);
+    let mut prefix = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(c) = todo.first().cloned() {
+        todo.remove(0);
+        let candidate = prefix.join(&c);
+        let last = todo.is_empty();
+        let seen = leading.look(&candidate, last);
+        match seen.sig {
+            Sig::Present { ref target, .. } if seen.link && hops < 40 => {
+                hops += 1;
+                let target = target.clone();
+                links.push(((prefix.clone(), c), seen.sig));
+                let Some(target) = target else {
+                    break;
+                };
+                let resolved = if target.is_absolute() {
+                    target
+                } else {
+                    prefix.join(target)
+                };
+                let mut rest = components(&resolved);
+                rest.extend(todo);
+                todo = rest;
+                prefix = PathBuf::from("/");
+            }
+            Sig::Present { .. } => {
+                if last {
+                    links.push(((prefix.clone(), c), seen.sig));
+                }
+                prefix = candidate;
+            }
+            Sig::Missing => {
+                // Missing: watch the deepest existing directory for it.
+                links.push(((prefix.clone(), c), Sig::Missing));
+                break;
+            }
+        }
+    }
+    links
+}
+
+/// Normal components of an absolute path, with `.` and `..` applied
+/// lexically (after symlinks are resolved by `chain`, which restarts from `/`).
+fn components(path: &Path) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Time since the newest inode change (content, rename, chmod) in a chain.
+pub(super) fn last_change_ago(sigs: &[Sig]) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    let newest = sigs
+        .iter()
+        .filter_map(|s| match s {
+            Sig::Present { ctime_ns, .. } => Some(*ctime_ns),
+            Sig::Missing => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Duration::from_nanos(now.saturating_sub(newest).max(0) as u64)
+}

@@ -1,0 +1,531 @@
+//! The watcher thread's state machine: events and polls mark subjects, debounce, report, re-arm.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::stat::{Leading, Link, Sig, chains, last_change_ago};
+use super::{Msg, Subject};
+use crate::config::WatchConfig;
+
+struct Tracked {
+    paths: Vec<PathBuf>,
+    links: Vec<Link>,
+    sigs: Vec<Sig>,
+}
+
+pub(super) struct State {
+    config: WatchConfig,
+    poll_interval: Duration,
+    notify: Option<notify::RecommendedWatcher>,
+    out: mpsc::UnboundedSender<Subject>,
+    subjects: HashMap<Subject, Tracked>,
+    /// (directory, name) -> subjects whose chain passes there.
+    by_link: HashMap<Link, HashSet<Subject>>,
+    /// directory -> subjects with a link in it (for events without a name).
+    by_dir: HashMap<PathBuf, HashSet<Subject>>,
+    watched: HashSet<PathBuf>,
+    dirty: HashMap<Subject, Instant>,
+    next_poll: Instant,
+    /// What the poll under way has yet to look at. A poll over 10,000
+    /// entries takes a good part of a second; it runs a slice at a time so
+    /// that events (a rotation) are handled in between, not after it.
+    polling: Vec<Subject>,
+    /// When the poll under way began and the time its slices took so far.
+    pass_started: Instant,
+    pass_busy: Duration,
+    /// Whether a stretched poll period was logged (once, not every pass).
+    stretch_logged: bool,
+    degraded: bool,
+}
+
+impl State {
+    pub(super) fn new(
+        config: WatchConfig,
+        notify: Option<notify::RecommendedWatcher>,
+        out: mpsc::UnboundedSender<Subject>,
+    ) -> State {
+        let mut poll_interval = config.poll_interval;
+        if notify.is_none() && poll_interval.is_zero() {
+            warn!(
+                "no filesystem events and poll_interval is 0: polling every 2s anyway so changes are never missed"
+            );
+            poll_interval = Duration::from_secs(2);
+        }
+        State {
+            next_poll: Instant::now() + poll_interval,
+            config,
+            poll_interval,
+            notify,
+            out,
+            subjects: HashMap::new(),
+            by_link: HashMap::new(),
+            by_dir: HashMap::new(),
+            watched: HashSet::new(),
+            dirty: HashMap::new(),
+            polling: Vec::new(),
+            pass_started: Instant::now(),
+            pass_busy: Duration::ZERO,
+            stretch_logged: false,
+            degraded: false,
+        }
+    }
+
+    pub(super) fn run(&mut self, rx: std_mpsc::Receiver<Msg>) {
+        loop {
+            let now = Instant::now();
+            let mut wake = self
+                .dirty
+                .values()
+                .min()
+                .copied()
+                .unwrap_or(now + Duration::from_secs(3600));
+            if !self.poll_interval.is_zero() {
+                wake = wake.min(self.next_poll);
+            }
+            if !self.polling.is_empty() {
+                // A poll is under way: take in what arrived, then go on.
+                wake = now;
+            }
+            let mut next = match rx.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(msg) => Some(msg),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            // Take the whole burst (one rotation is a dozen events) before
+            // a poll slice or a report, not one event per turn.
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Event(ev) => self.on_event(ev),
+                    Msg::Set(subjects) => self.set(subjects),
+                    Msg::Stop => return,
+                }
+                next = match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(std_mpsc::TryRecvError::Empty) => None,
+                    Err(std_mpsc::TryRecvError::Disconnected) => return,
+                };
+            }
+            let now = Instant::now();
+            if self.polling.is_empty() && !self.poll_interval.is_zero() && now >= self.next_poll {
+                self.polling = self.subjects.keys().cloned().collect();
+                self.next_poll = now + self.poll_interval;
+                self.pass_started = now;
+                self.pass_busy = Duration::ZERO;
+            }
+            if !self.polling.is_empty() {
+                self.poll();
+            }
+            self.fire_due();
+        }
+    }
+
+    fn set(&mut self, subjects: Vec<(Subject, Vec<PathBuf>)>) {
+        let old = std::mem::take(&mut self.subjects);
+        self.by_link.clear();
+        self.by_dir.clear();
+        let keep: HashSet<&Subject> = subjects.iter().map(|(s, _)| s).collect();
+        self.dirty.retain(|s, _| keep.contains(s));
+        let mut leading = Leading::default();
+        for (subject, paths) in subjects {
+            let (links, fresh) = chains(&paths, &mut leading);
+            // A subject already watched with the same paths keeps its
+            // baseline, so a change landing during a reconfigure is not lost.
+            let sigs = match old.get(&subject) {
+                Some(t) if t.paths == paths && t.links == links => t.sigs.clone(),
+                _ => {
+                    // The caller read these files before this baseline was
+                    // taken: report once so a change in between is not lost
+                    // (the reloader's hash check makes it free otherwise).
+                    self.mark(subject.clone(), SETTLED.min(self.config.debounce));
+                    fresh
+                }
+            };
+            self.index(&subject, &links);
+            self.subjects
+                .insert(subject, Tracked { paths, links, sigs });
+        }
+        self.rearm();
+    }
+
+    fn index(&mut self, subject: &Subject, links: &[Link]) {
+        for link in links {
+            self.by_link
+                .entry(link.clone())
+                .or_default()
+                .insert(subject.clone());
+            self.by_dir
+                .entry(link.0.clone())
+                .or_default()
+                .insert(subject.clone());
+        }
+    }
+
+    /// Undo [`State::index`] of `links` for `subject`.
+    fn unindex(&mut self, subject: &Subject, links: &[Link]) {
+        for link in links {
+            if let Some(s) = self.by_link.get_mut(link) {
+                s.remove(subject);
+                if s.is_empty() {
+                    self.by_link.remove(link);
+                }
+            }
+            if let Some(s) = self.by_dir.get_mut(&link.0) {
+                s.remove(subject);
+                if s.is_empty() {
+                    self.by_dir.remove(&link.0);
+                }
+            }
+        }
+    }
+
+    /// Watch exactly the directories some chain needs.
+    fn rearm(&mut self) {
+        let stale: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|d| !self.by_dir.contains_key(*d))
+            .cloned()
+            .collect();
+        let missing: Vec<PathBuf> = self
+            .by_dir
+            .keys()
+            .filter(|d| !self.watched.contains(*d))
+            .cloned()
+            .collect();
+        self.apply_watches(stale, missing);
+    }
+
+    /// [`State::rearm`] when only chains through `touched` directories
+    /// moved: the other watches are not looked at (with 10,000 entries,
+    /// going over all of them would cost more than the rotation itself).
+    /// Once a watch has failed, every re-arm retries it: back to the full pass.
+    fn rearm_dirs(&mut self, touched: HashSet<PathBuf>) {
+        if self.degraded {
+            return self.rearm();
+        }
+        let (mut stale, mut missing) = (Vec::new(), Vec::new());
+        for dir in touched {
+            match (self.by_dir.contains_key(&dir), self.watched.contains(&dir)) {
+                (false, true) => stale.push(dir),
+                (true, false) => missing.push(dir),
+                _ => {}
+            }
+        }
+        self.apply_watches(stale, missing);
+    }
+
+    fn apply_watches(&mut self, stale: Vec<PathBuf>, missing: Vec<PathBuf>) {
+        let Some(notify) = self.notify.as_mut() else {
+            return;
+        };
+        for dir in stale {
+            let _ = notify.unwatch(&dir);
+            self.watched.remove(&dir);
+        }
+        for dir in missing {
+            match notify.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir);
+                }
+                Err(e) => {
+                    // ENOSPC (inotify limit), permissions, a racing delete:
+                    // polling covers the directory, loudly.
+                    if !self.degraded || !matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                        warn!(path = %dir.display(), error = %e, "cannot watch directory; relying on polling");
+                    }
+                    self.degraded = true;
+                    if self.poll_interval.is_zero() {
+                        self.poll_interval = Duration::from_secs(2);
+                        self.next_poll = Instant::now() + self.poll_interval;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Report `subject` after `delay` of quiet; the latest event decides,
+    /// so a data write after a rename pushes the report out again.
+    fn mark(&mut self, subject: Subject, delay: Duration) {
+        self.dirty.insert(subject, Instant::now() + delay);
+    }
+
+    fn on_event(&mut self, ev: notify::Result<notify::Event>) {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                warn!(error = %e, "filesystem event error; re-checking everything");
+                self.mark_all();
+                return;
+            }
+        };
+        if ev.need_rescan() {
+            warn!("filesystem event queue overflowed; re-checking every watched file");
+            self.mark_all();
+            return;
+        }
+        if !may_change_content(&ev.kind) {
+            return;
+        }
+        let mut hit = Vec::new();
+        for path in &ev.paths {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            if let Some(s) = self.by_link.get(&(dir.to_path_buf(), name.to_os_string())) {
+                hit.extend(s.iter().cloned());
+            }
+            // A watched directory itself deleted or moved: everything in it.
+            if let Some(s) = self.by_dir.get(path) {
+                hit.extend(s.iter().cloned());
+            }
+        }
+        let delay = if completes_a_write(&ev.kind) {
+            SETTLED.min(self.config.debounce)
+        } else {
+            self.config.debounce
+        };
+        for s in hit {
+            self.mark(s, delay);
+        }
+    }
+
+    fn mark_all(&mut self) {
+        let all: Vec<Subject> = self.subjects.keys().cloned().collect();
+        for s in all {
+            self.mark(s, self.config.debounce);
+        }
+    }
+
+    /// Look at the next [`POLL_SLICE`] subjects of the poll under way.
+    fn poll(&mut self) {
+        let began = Instant::now();
+        self.poll_slice();
+        self.pass_busy += began.elapsed();
+        if self.polling.is_empty() {
+            self.pass_done();
+        }
+    }
+
+    /// A poll pass ended: while filesystem events work, the next one waits
+    /// until the poll stays under [`POLL_SHARE`] of a core.
+    fn pass_done(&mut self) {
+        let events_work = self.notify.is_some() && !self.degraded;
+        let next = next_pass(
+            self.pass_started,
+            self.poll_interval,
+            self.pass_busy,
+            events_work,
+        );
+        if next > self.next_poll && !self.stretch_logged {
+            self.stretch_logged = true;
+            info!(
+                entries = self.subjects.len(),
+                poll_ms = self.pass_busy.as_millis() as u64,
+                every_ms = next.duration_since(self.pass_started).as_millis() as u64,
+                "the stat poll of every watched path is slow: polling less often than poll_interval to stay under 5% of a core; filesystem events still apply changes at once"
+            );
+        }
+        self.next_poll = next;
+    }
+
+    fn poll_slice(&mut self) {
+        let slice = self
+            .polling
+            .split_off(self.polling.len().saturating_sub(POLL_SLICE));
+        let mut changed = Vec::new();
+        let mut leading = Leading::default();
+        for subject in slice {
+            // Removed by a `set` since the poll began.
+            let Some(t) = self.subjects.get(&subject) else {
+                continue;
+            };
+            let (links, sigs) = chains(&t.paths, &mut leading);
+            if sigs != t.sigs || links != t.links {
+                // Nothing touched for a whole debounce: the write is over,
+                // so do not make the poll's latency longer still.
+                let delay = if last_change_ago(&sigs) >= self.config.debounce {
+                    SETTLED.min(self.config.debounce)
+                } else {
+                    self.config.debounce
+                };
+                changed.push((subject, delay));
+            }
+        }
+        for (s, delay) in changed {
+            debug!(subject = ?s, "poll saw a change");
+            self.mark(s, delay);
+        }
+    }
+
+    /// Report subjects whose quiet period is over, re-arming their chains
+    /// first: the reloader reads the files after the report, so any write
+    /// after that read lands in a directory that is already watched.
+    fn fire_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Subject> = self
+            .dirty
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        // Directories whose watch may need to change.
+        let mut touched = HashSet::new();
+        let mut leading = Leading::default();
+        for s in &due {
+            self.dirty.remove(s);
+            let Some(t) = self.subjects.get_mut(s) else {
+                continue;
+            };
+            // The baseline is taken before the report: the reloader reads
+            // after it, so a write in between shows in the next poll.
+            let (links, sigs) = chains(&t.paths, &mut leading);
+            t.sigs = sigs;
+            if links != t.links {
+                // Only this subject's links move in the index: a rotation
+                // among 10,000 watched entries must not re-index them all.
+                let old = std::mem::replace(&mut t.links, links.clone());
+                self.unindex(s, &old);
+                self.index(s, &links);
+                touched.extend(old.into_iter().chain(links).map(|(dir, _)| dir));
+            }
+        }
+        if !touched.is_empty() {
+            self.rearm_dirs(touched);
+        }
+        for s in due {
+            if self.subjects.contains_key(&s) {
+                let _ = self.out.send(s);
+            }
+        }
+    }
+}
+
+/// While filesystem events work, the poll (their safety net) gets at most
+/// 1/`POLL_SHARE` of a core: with 10,000 certbot lineages a pass is a few
+/// hundred milliseconds of path walks, 17% of a core every 2s otherwise.
+const POLL_SHARE: u32 = 20;
+
+/// When the poll pass after one that began at `started` and kept the
+/// thread busy for `busy` is due: `poll_interval` after it, later when
+/// events work and the poll would take more than its share. With polling
+/// alone, the configured interval is what the operator asked for.
+fn next_pass(started: Instant, interval: Duration, busy: Duration, events_work: bool) -> Instant {
+    let due = started + interval;
+    if events_work {
+        due.max(started + busy * POLL_SHARE)
+    } else {
+        due
+    }
+}
+
+/// Subjects one step of a poll looks at: a few milliseconds of stats at
+/// most (a certbot lineage costs ~50µs), the longest an event waits.
+pub(super) const POLL_SLICE: usize = 64;
+
+/// How long to coalesce after an event that ends a write: long enough to
+/// gather the burst of one kubelet swap or `mv`, short enough not to show.
+const SETTLED: Duration = Duration::from_millis(10);
+
+/// Events after which the file's new content is complete: the atomic step of
+/// kubelet, certbot and `mv` (rename, create, remove) and a writer closing
+/// the file. A plain data write may be followed by more writes.
+fn completes_a_write(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+/// Whether an event can mean new content. Opens, reads and read-only closes
+/// cannot, and must be ignored: our own re-read opens the file, so reacting
+/// to it would re-read forever (and so would any reader of the certificate,
+/// a backup agent, a `cat`).
+pub(super) fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(access) => *access == AccessKind::Close(AccessMode::Write),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::tests::{cfg, kubelet_write};
+
+    /// A slow poll pass is stretched to its share of a core only while events work.
+    #[test]
+    fn a_slow_poll_is_spread_out_only_while_events_work() {
+        let t0 = Instant::now();
+        let two = Duration::from_secs(2);
+        // A quick pass keeps the configured period either way.
+        assert_eq!(next_pass(t0, two, Duration::from_millis(3), true), t0 + two);
+        // 330 ms of stats every 2s is 17% of a core: stretched to 5%.
+        let busy = Duration::from_millis(330);
+        assert_eq!(next_pass(t0, two, busy, true), t0 + busy * 20);
+        // Polling alone: the period the operator configured.
+        assert_eq!(next_pass(t0, two, busy, false), t0 + two);
+    }
+
+    /// After a chain moves (a kubelet swap), only that subject is
+    /// re-indexed, and the index is exactly what indexing everything anew
+    /// gives; the new directory is watched, the deleted one is not.
+    #[test]
+    fn incremental_reindex_matches_a_full_one() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir(dir).unwrap();
+            kubelet_write(dir, 1, "one");
+        }
+        let flat = d.path().join("flat.crt");
+        std::fs::write(&flat, "x").unwrap();
+        let notify = notify::recommended_watcher(|_| {}).unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        let mut state = State::new(cfg(true, 0), Some(notify), out);
+        let subjects = |n: &str, p: PathBuf| (Subject::Entry(n.into()), vec![p]);
+        state.set(vec![
+            subjects("a", a.join("tls.crt")),
+            subjects("b", b.join("tls.crt")),
+            subjects("flat", flat.clone()),
+        ]);
+        let old_dir = std::fs::read_link(a.join("..data")).unwrap();
+        kubelet_write(&a, 2, "two");
+        state.mark(Subject::Entry("a".into()), Duration::ZERO);
+        state.fire_due();
+        let mut fired = HashSet::new();
+        while let Ok(s) = rx.try_recv() {
+            fired.insert(s);
+        }
+        assert!(fired.contains(&Subject::Entry("a".into())));
+
+        let (by_link, by_dir) = (state.by_link.clone(), state.by_dir.clone());
+        state.by_link.clear();
+        state.by_dir.clear();
+        let all: Vec<(Subject, Vec<Link>)> = state
+            .subjects
+            .iter()
+            .map(|(s, t)| (s.clone(), t.links.clone()))
+            .collect();
+        for (s, links) in &all {
+            state.index(s, links);
+        }
+        assert_eq!(by_link, state.by_link);
+        assert_eq!(by_dir, state.by_dir);
+        let wanted: HashSet<PathBuf> = by_dir.keys().cloned().collect();
+        assert_eq!(state.watched, wanted);
+        assert!(!state.watched.contains(&a.join(old_dir)));
+    }
+}

@@ -1,0 +1,137 @@
+//! An HTTPS echo backend (optionally requiring a client certificate) that tells what it saw.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::pki::{certs, key};
+use super::{TestPair, fingerprint};
+
+/// An HTTPS echo backend that (optionally) requires a client certificate
+/// from `client_ca` and answers JSON: the client certificate it saw, the
+/// request headers, its own name, and a connection counter.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections open right now.
+    pub open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a backend connection as open while it lives.
+struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Backend {
+    pub async fn start(name: &str, server: &TestPair, client_ca: Option<&str>) -> Backend {
+        Backend::with_alpn(name, server, client_ca, &[b"h2", b"http/1.1"]).await
+    }
+
+    /// A backend offering only HTTP/1.1 (like nginx without `http2`).
+    pub async fn start_h1(name: &str, server: &TestPair, client_ca: Option<&str>) -> Backend {
+        Backend::with_alpn(name, server, client_ca, &[b"http/1.1"]).await
+    }
+
+    async fn with_alpn(
+        name: &str,
+        server: &TestPair,
+        client_ca: Option<&str>,
+        alpn: &[&[u8]],
+    ) -> Backend {
+        let mut b = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in certs(ca) {
+                    roots.add(c).unwrap();
+                }
+                let v = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .unwrap();
+                rustls::ServerConfig::builder().with_client_cert_verifier(v)
+            }
+            None => rustls::ServerConfig::builder().with_no_client_auth(),
+        }
+        .with_single_cert(certs(&server.cert_pem), key(&server.key_pem))
+        .unwrap();
+        b.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(b));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open_count = open.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let conn_id = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let guard = OpenGuard(open_count.clone());
+                let acceptor = acceptor.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let _open = guard;
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let seen = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| fingerprint(c.as_ref()));
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            let name = name.clone();
+                            async move {
+                                if req.uri().path() == "/slow" {
+                                    tokio::time::sleep(Duration::from_secs(2)).await;
+                                }
+                                if req.uri().path().starts_with("/burst") {
+                                    // Long enough for concurrent requests to overlap.
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
+                                }
+                                let headers: serde_json::Map<String, serde_json::Value> = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                                    .collect();
+                                let body = serde_json::json!({
+                                    "backend": name,
+                                    "path": req.uri().path(),
+                                    "version": format!("{:?}", req.version()),
+                                    "client_cert_fingerprint": seen,
+                                    "headers": headers,
+                                    "connection": conn_id,
+                                });
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::from(body.to_string()),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            accepted,
+            open,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Real clients: TLS handshakes, one GET over h1 or h2, and plain HTTP/1.1 to the admin listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+
+use super::pki::{certs, key};
+use super::{TestPair, fingerprint};
+
+/// A TLS client configuration trusting `ca_pem`, optionally presenting `client`.
+pub fn client_config(
+    ca_pem: &str,
+    client: Option<&TestPair>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca_pem) {
+        roots.add(c).unwrap();
+    }
+    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut cfg = match client {
+        Some(p) => b
+            .with_client_auth_cert(certs(&p.cert_pem), key(&p.key_pem))
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Handshake with `addr` sending `sni`.
+pub async fn connect(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Result<Tls> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+}
+
+/// Fingerprint of the leaf the server presented for `sni`.
+pub async fn served_leaf(addr: SocketAddr, sni: &str, ca_pem: &str) -> std::io::Result<String> {
+    let tls = connect(addr, sni, client_config(ca_pem, None, &[b"http/1.1"])).await?;
+    Ok(fingerprint(
+        tls.get_ref().1.peer_certificates().unwrap()[0].as_ref(),
+    ))
+}
+
+/// An HTTP/1.1 connection kept open over `tls`: its sender and the task
+/// driving it, which ends when the proxy closes the connection.
+pub async fn keep_open_h1(
+    tls: Tls,
+) -> (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// `GET /` with `Host: localhost`, to send again on a kept-open connection.
+pub fn get_localhost() -> http::Request<Empty<Bytes>> {
+    http::Request::builder()
+        .uri("/")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap()
+}
+
+/// What a client saw for one request.
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub leaf: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+/// One GET over a fresh TLS connection (h2 if `h2`), with extra headers.
+pub async fn get(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    h2: bool,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Reply> {
+    let tls = connect(addr, sni, cfg).await?;
+    let leaf = fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref());
+    let io = TokioIo::new(tls);
+    let mut req = http::Request::builder().uri(format!("https://{sni}{path}"));
+    if !h2 {
+        req = req.uri(path).header("host", sni);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
+    let to_io = |e: hyper::Error| std::io::Error::other(e);
+    let resp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(to_io)?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(to_io)?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(to_io)?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(to_io)?
+    };
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(to_io)?.to_bytes();
+    Ok(Reply {
+        status,
+        body: String::from_utf8_lossy(&body).into(),
+        leaf,
+    })
+}
+
+/// One admin API answer.
+pub struct AdminReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl AdminReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("admin reply is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// A plain HTTP/1.1 request to the admin listener. `headers` may override
+/// `Host`; `token` becomes `Authorization: Bearer`.
+pub async fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> AdminReply {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", addr.to_string());
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Full::new(Bytes::from(v.to_string()))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let resp = send.send_request(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    AdminReply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into(),
+    }
+}

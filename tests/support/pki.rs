@@ -1,0 +1,145 @@
+//! The test PKI, generated at runtime (rcgen): CAs, server and client pairs, CRLs, fingerprints.
+
+use std::sync::Mutex;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SerialNumber,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// SHA-256 of DER as lowercase hex (what the proxy reports as fingerprints).
+pub fn fingerprint(der: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A test certificate authority, generated at runtime.
+pub struct TestCa {
+    pub cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    next_serial: Mutex<u64>,
+}
+
+/// A certificate with its key.
+#[derive(Clone)]
+pub struct TestPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+    pub fingerprint: String,
+    pub serial: u64,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        let cert = p.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+            next_serial: Mutex::new(1000),
+        }
+    }
+
+    fn issue(
+        &self,
+        cn: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        expired: bool,
+    ) -> TestPair {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![usage];
+        let serial = {
+            let mut s = self.next_serial.lock().unwrap();
+            *s += 1;
+            *s
+        };
+        p.serial_number = Some(SerialNumber::from(serial));
+        if expired {
+            p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+            p.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        }
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        TestPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            fingerprint: fingerprint(cert.der()),
+            serial,
+        }
+    }
+
+    pub fn server_pair(&self, names: &[&str]) -> TestPair {
+        self.issue(names[0], names, ExtendedKeyUsagePurpose::ServerAuth, false)
+    }
+
+    pub fn expired_server_pair(&self, names: &[&str]) -> TestPair {
+        self.issue(names[0], names, ExtendedKeyUsagePurpose::ServerAuth, true)
+    }
+
+    pub fn client_pair(&self, cn: &str) -> TestPair {
+        self.issue(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, false)
+    }
+
+    /// A CRL from this CA revoking `revoked`.
+    pub fn crl(&self, revoked: &[&TestPair]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|p| RevokedCertParams {
+                    serial_number: SerialNumber::from(p.serial),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
+    }
+}
+
+/// Every certificate in a PEM text.
+pub(super) fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect()
+}
+
+/// The private key in a PEM text.
+pub(super) fn key(pem: &str) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+/// The body lines of a PEM (without the BEGIN/END markers): what a leak
+/// of that PEM anywhere would contain.
+pub fn pem_body_lines(pem: &str) -> Vec<String> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,170 @@
+//! The real proxy binary as a child process (JSON logs read back), its CLI, and the scene directory it runs in.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{TestPair, write};
+
+/// Benchmarks print their own table; tests echo the proxy's log (shown on failure).
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The real proxy binary, run with JSON logs so tests can read addresses and events.
+pub struct Proxy {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    pub fn start(config: &Path) -> Proxy {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--log-format", "json", "--log-level", "debug"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hotproxy");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        let echo = !QUIET.load(std::sync::atomic::Ordering::Relaxed);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[hotproxy] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Proxy { child, lines }
+    }
+
+    /// The process id, for reading `/proc/PID/*` (memory, CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn find(&self, pred: &dyn Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| pred(v))
+    }
+
+    /// Wait (bounded) for a log event matching `pred`.
+    pub async fn wait_log(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = self.find(&pred) {
+                return v;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("hotproxy exited ({status}) while waiting for: {what}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for log: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The address a listener bound (configs use port 0).
+    pub async fn listener_addr(&mut self, name: &str) -> SocketAddr {
+        let v = self
+            .wait_log("listening", |v| {
+                v["message"] == "listening" && v["listener"] == name
+            })
+            .await;
+        v["addr"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn admin_addr(&mut self) -> SocketAddr {
+        let v = self
+            .wait_log("admin listening", |v| v["message"] == "admin listening")
+            .await;
+        v["addr"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "hotproxy did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `hotproxy check` / any subcommand: (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A temp directory that holds a test's config and PKI.
+pub struct Scene {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scene {
+    pub fn new() -> Scene {
+        Scene {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn pair(&self, stem: &str, p: &TestPair) {
+        write(&self.path(&format!("{stem}.crt")), &p.cert_pem);
+        write(&self.path(&format!("{stem}.key")), &p.key_pem);
+    }
+
+    pub fn config(&self, yaml: &str) -> PathBuf {
+        let p = self.path("config.yaml");
+        write(&p, yaml);
+        p
+    }
+}
