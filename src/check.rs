@@ -110,6 +110,7 @@ pub fn run(path: &Path) -> ExitCode {
                 listener: l,
                 mode: l.client_auth.mode,
                 client_ca: ca.flatten(),
+                allow: l.client_auth.allow.as_ref(),
             };
             if let Err(e) = crate::tls::server::build(&inputs, std::sync::Arc::new(resolver)) {
                 problems.push(format!("listener {}: {e}", l.name));

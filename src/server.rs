@@ -111,6 +111,7 @@ pub async fn serve(config: Config) -> ExitCode {
         );
     }
     handle.send(Command::Stop);
+    crate::access_log::shutdown();
     info!("stopped");
     ExitCode::SUCCESS
 }

@@ -104,6 +104,8 @@ struct Running {
     config: AccessLogConfig,
     tx: SyncSender<Msg>,
     reopen: Arc<AtomicBool>,
+    /// Joined at shutdown, so queued lines reach the file before exit.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 static RUNNING: LazyLock<ArcSwapOption<Running>> = LazyLock::new(ArcSwapOption::empty);
@@ -121,17 +123,37 @@ pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
     let next = match config {
         None => None,
         Some(c) => {
-            let (tx, reopen) = writer::spawn(c.clone())?;
+            let (tx, reopen, thread) = writer::spawn(c.clone())?;
             Some(Arc::new(Running {
                 config: c.clone(),
                 tx,
                 reopen,
+                thread: Mutex::new(Some(thread)),
             }))
         }
     };
     // The old writer drains its queue and exits when its sender drops.
     RUNNING.store(next);
     Ok(())
+}
+
+/// Stop the writer after it has written every queued line (shutdown).
+pub fn shutdown() {
+    let _one = CONFIGURE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(running) = RUNNING.swap(None) else {
+        return;
+    };
+    let thread = running
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    // The queue's sender goes with the last reference; a request holding a
+    // momentary one finishes its `submit` first.
+    drop(running);
+    if let Some(t) = thread {
+        let _ = t.join();
+    }
 }
 
 /// Whether an access log is configured (requests skip all bookkeeping when not).

@@ -37,18 +37,25 @@ impl Sink {
     }
 }
 
+/// The queue, the reopen flag and the thread of a started writer.
+type Started = (
+    SyncSender<Msg>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+);
+
 /// Open the sink (an error here is a config error) and start the thread.
-pub(super) fn spawn(config: AccessLogConfig) -> Result<(SyncSender<Msg>, Arc<AtomicBool>), String> {
+pub(super) fn spawn(config: AccessLogConfig) -> Result<Started, String> {
     let sink =
         Sink::open(&config.path).map_err(|e| format!("access_log.path {}: {e}", config.path))?;
     let (tx, rx) = sync_channel(QUEUE);
     let reopen = Arc::new(AtomicBool::new(false));
     let flag = reopen.clone();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("access-log".into())
         .spawn(move || run(config, sink, rx, flag))
         .map_err(|e| format!("access_log: cannot start the writer thread: {e}"))?;
-    Ok((tx, reopen))
+    Ok((tx, reopen, thread))
 }
 
 fn run(config: AccessLogConfig, mut sink: Sink, rx: Receiver<Msg>, reopen: Arc<AtomicBool>) {

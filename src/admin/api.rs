@@ -526,11 +526,13 @@ fn client_auth_view(r: &Reloader, name: &str) -> Result<Value, (StatusCode, Valu
             _ => Vec::new(),
         })
         .unwrap_or_default();
+    let allow = ca.allow.as_ref().map(|a| a.rules.clone());
     Ok(json!({
         "listener": name,
         "mode": ca.mode.as_str(),
         "ca": ca.ca,
         "crl": crl,
+        "allow": allow,
     }))
 }
 
@@ -542,6 +544,19 @@ struct ClientAuthChange {
     /// An entry id, `{"ref": id}`, or absent to keep the current CA.
     #[serde(default)]
     ca: Option<CaRef>,
+    /// Absent: keep the current rules (dropped when the new mode does not
+    /// verify); `null`: no rules; a list: these rules.
+    #[serde(default, deserialize_with = "present")]
+    allow: Option<Option<Vec<crate::identity::AllowRule>>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -587,7 +602,24 @@ fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Re
             mode.as_str()
         )));
     }
-    r.set_client_auth(name, ClientAuthConfig { mode, ca })
+    let allow = match change.allow {
+        None if mode.verifies() => current.allow,
+        None | Some(None) => None,
+        Some(Some(rules)) if rules.is_empty() => {
+            return Err(bad_request(
+                "allow: an empty list would refuse every client; send null to remove the rules"
+                    .to_owned(),
+            ));
+        }
+        Some(Some(_)) if !mode.verifies() => {
+            return Err(bad_request(format!(
+                "allow rules need a verified identity: use mode verify_if_given or require_and_verify, not {}",
+                mode.as_str()
+            )));
+        }
+        Some(Some(rules)) => Some(std::sync::Arc::new(crate::identity::AllowList { rules })),
+    };
+    r.set_client_auth(name, ClientAuthConfig { mode, ca, allow })
         .map_err(bad_request)?;
     client_auth_view(r, name).map(|v| (StatusCode::OK, v, None))
 }

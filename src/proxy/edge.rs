@@ -32,6 +32,17 @@ pub struct EdgePolicy {
     pub request_id: RequestIdConfig,
 }
 
+impl EdgePolicy {
+    /// A listener's edge settings from its configuration.
+    pub fn of(l: &crate::config::ListenerConfig) -> EdgePolicy {
+        EdgePolicy {
+            forward_client_cert: l.forward_client_cert,
+            access_log: l.access_log,
+            request_id: l.request_id,
+        }
+    }
+}
+
 impl Default for EdgePolicy {
     fn default() -> Self {
         EdgePolicy {

@@ -127,7 +127,9 @@ impl Listener {
         tls: Arc<ServerConfig>,
         mode: ClientAuthMode,
         served: Vec<Arc<ServedCert>>,
+        per_name: Option<Arc<crate::tls::per_name::PerName>>,
     ) {
+        self.per_name.store(per_name);
         self.tls.store(tls);
         self.mode.store(Arc::new(mode));
         self.served.store(Arc::new(served));

@@ -47,7 +47,10 @@ impl Router {
                     host,
                     path_prefix: r.path_prefix.clone(),
                     upstream,
-                    policy: Arc::new(RoutePolicy::default()),
+                    policy: Arc::new(RoutePolicy {
+                        allow: r.allow.clone(),
+                        forward_client_cert: r.forward_client_cert,
+                    }),
                 })
             })
             .collect();
@@ -118,6 +121,8 @@ mod tests {
             host: host.map(Into::into),
             path_prefix: path.map(Into::into),
             upstream: up.into(),
+            allow: None,
+            forward_client_cert: None,
         };
         let r = Router::new(
             &[

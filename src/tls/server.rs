@@ -36,6 +36,8 @@ pub struct ServerInputs<'a> {
     pub mode: ClientAuthMode,
     /// Required when `mode.verifies()`.
     pub client_ca: Option<&'a CaBundle>,
+    /// `allow` rules applied in the handshake (verifying modes).
+    pub allow: Option<&'a Arc<crate::identity::AllowList>>,
 }
 
 /// Picks a certificate by SNI in O(1): exact names, then `*.suffix`
@@ -168,7 +170,7 @@ pub fn build(
         Arc::new(Gate {
             listener: inputs.listener.name.as_str().into(),
             inner,
-            allow: None,
+            allow: inputs.allow.cloned(),
         }) as Arc<dyn ClientCertVerifier>
     });
     let mut config = match verifier {
