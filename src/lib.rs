@@ -20,6 +20,7 @@
 //!     writes; the request/stored entry definition; a read-only preview for `check`.
 //! - `tls`: rustls configurations built from material.
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
+//!   - `per_name`: client auth per certificate entry: a config per entry, chosen by SNI.
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
 //! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
 //!   the public `Watcher` and `Subject`.
@@ -39,6 +40,10 @@
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
 //!   - `router`: host / path-prefix -> upstream.
 //!   - `forward`: header rewriting, pooled upstream client, 502/504 mapping.
+//!   - `edge`: per-request edge duties: request id, route `allow` (403), 421,
+//!     client-certificate headers, the access-log line.
+//!   - `client_cert`: `forward_client_cert` modes and their header encoders.
+//!   - `request_id`: `X-Request-Id` keep/generate, the `traceparent` trace id.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.

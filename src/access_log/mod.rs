@@ -199,3 +199,65 @@ pub fn handshake_refused(listener: &Arc<str>, client_addr: SocketAddr, reason: &
         reason,
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    fn refusal(n: u16) -> Line {
+        Line::Refusal(RefusalLine {
+            ts: SystemTime::now(),
+            listener: "l".into(),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], n)),
+            reason: "unknown_ca",
+        })
+    }
+
+    /// A FIFO nobody reads (a stalled log shipper): configuring does not
+    /// wait for a reader, submitting never blocks, what does not fit the
+    /// queue is dropped and counted; once a reader comes, every queued line
+    /// arrives, and shutdown writes them all before it returns.
+    #[test]
+    fn stalled_fifo_drops_and_counts_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("access.fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo");
+        let config = AccessLogConfig {
+            path: fifo.display().to_string(),
+            format: LogFormat::Json,
+        };
+        // Bounded: configure must return without a reader.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(configure(Some(&config))).unwrap());
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("configure waited for a FIFO reader")
+            .unwrap();
+        let dropped_before = METRICS.access_log_dropped.get();
+        let extra = 25;
+        for i in 0..QUEUE + extra {
+            submit(refusal(i as u16));
+        }
+        // The writer holds at most one line outside the queue.
+        let dropped = METRICS.access_log_dropped.get() - dropped_before;
+        assert!(
+            (extra as u64 - 1..=extra as u64).contains(&dropped),
+            "dropped {dropped}"
+        );
+        // A reader arrives: everything queued is written.
+        let reader = std::thread::spawn(move || {
+            let f = std::fs::File::open(&fifo).unwrap();
+            std::io::BufReader::new(f).lines().count()
+        });
+        shutdown();
+        let lines = reader.join().unwrap();
+        assert_eq!(lines as u64, (QUEUE + extra) as u64 - dropped);
+        assert!(!enabled());
+    }
+}

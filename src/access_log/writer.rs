@@ -44,10 +44,25 @@ type Started = (
     std::thread::JoinHandle<()>,
 );
 
-/// Open the sink (an error here is a config error) and start the thread.
+/// Whether `path` is a FIFO (a log shipper reading a named pipe): opening
+/// one for writing waits for a reader, so it is opened by the writer
+/// thread, never by the reloader.
+fn is_fifo(path: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Open the sink (an error here is a config error; a FIFO is opened by
+/// the thread) and start the thread.
 pub(super) fn spawn(config: AccessLogConfig) -> Result<Started, String> {
-    let sink =
-        Sink::open(&config.path).map_err(|e| format!("access_log.path {}: {e}", config.path))?;
+    let sink = if is_fifo(&config.path) {
+        None
+    } else {
+        Some(
+            Sink::open(&config.path)
+                .map_err(|e| format!("access_log.path {}: {e}", config.path))?,
+        )
+    };
     let (tx, rx) = sync_channel(QUEUE);
     let reopen = Arc::new(AtomicBool::new(false));
     let flag = reopen.clone();
@@ -58,7 +73,26 @@ pub(super) fn spawn(config: AccessLogConfig) -> Result<Started, String> {
     Ok((tx, reopen, thread))
 }
 
-fn run(config: AccessLogConfig, mut sink: Sink, rx: Receiver<Msg>, reopen: Arc<AtomicBool>) {
+fn run(config: AccessLogConfig, sink: Option<Sink>, rx: Receiver<Msg>, reopen: Arc<AtomicBool>) {
+    let mut sink = match sink {
+        Some(s) => s,
+        None => {
+            info!(path = %config.path, "access log is a FIFO: waiting for a reader");
+            match Sink::open(&config.path) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(path = %config.path, error = %e, "cannot open the access log");
+                    // Count what cannot be written, until reconfigured.
+                    while let Ok(msg) = rx.recv() {
+                        if matches!(msg, Msg::Line(_)) {
+                            crate::metrics::METRICS.access_log_dropped.inc();
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    };
     let mut buf = String::with_capacity(1024);
     // Ends when the last sender drops (reconfigured or shutting down),
     // after everything queued has been written.
