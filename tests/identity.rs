@@ -557,7 +557,8 @@ async fn forward_client_cert_modes() {
     let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
     let routes = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
       - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
-      - { path_prefix: /none, upstream: app, forward_client_cert: none }"#;
+      - { path_prefix: /none, upstream: app, forward_client_cert: none }
+      - { path_prefix: /billing-only, upstream: app, allow: [{ cn: billing }] }"#;
     let mut p = Proxy::start(&config(
         &w,
         auth,
@@ -672,6 +673,23 @@ async fn forward_client_cert_modes() {
         let h = seen(addr, without.clone(), path, &SPOOFED).await;
         assert!(id_headers(&h).is_empty(), "{path}: {h}");
     }
+    // A route rule: a client without a certificate never matches one, even
+    // with spoofed identity headers.
+    assert_eq!(
+        outcome(addr, with.clone(), "/billing-only").await,
+        Outcome::Status(200)
+    );
+    let r = support::get(
+        addr,
+        "localhost",
+        without.clone(),
+        false,
+        "/billing-only",
+        &SPOOFED,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
     drop(p);
 }
 
@@ -842,6 +860,15 @@ async fn access_log_lines() {
             .status,
         403
     );
+    // A certificate from a CA the listener does not trust.
+    let foreign = w.edge_ca.client_pair("foreign");
+    let foreign_cfg = client_config(&w.edge_ca.cert_pem, Some(&foreign), &[b"http/1.1"]);
+    assert_eq!(
+        outcome(addr, foreign_cfg, "/").await,
+        Outcome::Refused(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA
+        ))
+    );
     assert_eq!(
         outcome(addr, cfg_for(&w, Some(&stranger)), "/").await,
         DENIED
@@ -869,7 +896,7 @@ async fn access_log_lines() {
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while lines(&log).len() < 3 {
+    while lines(&log).len() < 4 {
         assert!(
             Instant::now() < deadline,
             "access log lines missing: {:?}",
@@ -941,6 +968,17 @@ async fn access_log_lines() {
         .find(|l| l["authz"] == "not_allowed")
         .expect("the refused handshake's line");
     assert!(refused["status"].is_null());
+    let unknown = all
+        .iter()
+        .find(|l| l["authz"] == "unknown_ca")
+        .expect("the unknown CA's line");
+    assert_eq!(unknown["listener"], "partners");
+    assert!(
+        unknown["client_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert!(
         all.iter().all(|l| l["listener"] != "health"),
         "access_log: false listener logged"
@@ -1123,5 +1161,43 @@ upstreams:
     assert_eq!(
         outcome_for(addr, "public.example", "admin.example", no_sni, "/").await,
         Outcome::Status(421)
+    );
+}
+
+/// `resumed` and `tls_version` in the access log are the connection's: a
+/// listener without client auth resumes sessions (tickets), and the second
+/// connection of a client that kept its session says so.
+#[tokio::test]
+async fn access_log_reports_resumption() {
+    let w = world().await;
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let path = config(&w, "        mode: none", "", "", &extra);
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, None);
+    for path in ["/first", "/second"] {
+        assert_eq!(outcome(addr, cfg.clone(), path).await, Outcome::Status(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "access log lines missing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let resumed = |path: &str| lines.iter().find(|l| l["path"] == path).unwrap()["resumed"].clone();
+    assert_eq!(resumed("/first"), false);
+    assert_eq!(resumed("/second"), true);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["tls_version"] == "TLSv1.3" && l["client_subject"].is_null())
     );
 }
