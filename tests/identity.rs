@@ -437,6 +437,8 @@ async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
     )
     .await;
     assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
+    let r = admin(api, "GET", "/api/v1/listeners", Some(EDITOR), None, &[]).await;
+    assert_eq!(r.json()[0]["client_auth"]["allow"], json!([{"cn": "bob"}]));
     // Alice's client still holds her session: she is re-checked and refused.
     assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
     assert_eq!(

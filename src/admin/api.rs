@@ -167,6 +167,7 @@ async fn route(
                         "client_auth": {
                             "mode": l.client_auth.mode.as_str(),
                             "ca": l.client_auth.ca,
+                            "allow": l.client_auth.allow.as_ref().map(|a| &a.rules),
                         },
                         "active_connections": l.live.active.load(std::sync::atomic::Ordering::Relaxed),
                     })
