@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hotproxy::material::{CertInfo, Pair};
-use hotproxy::proxy::forward::{RequestContext, rewrite_request_headers};
+use hotproxy::proxy::forward::RequestContext;
+use hotproxy::proxy::headers::rewrite_request_headers;
 use hotproxy::reload::{self, Handle};
 use hotproxy::tls::server::{ServedPair, SniResolver};
 use rustls::pki_types::ServerName;
@@ -303,7 +304,7 @@ fn headers(c: &mut Criterion) {
         b.iter_batched(
             || base.clone(),
             |mut h| {
-                rewrite_request_headers(&mut h, &ctx, Some("app.example.com"), false, false);
+                rewrite_request_headers(&mut h, &ctx, false, false);
                 h
             },
             criterion::BatchSize::SmallInput,

@@ -111,6 +111,7 @@ pub fn run(path: &Path) -> ExitCode {
                 mode: l.client_auth.mode,
                 client_ca: ca.flatten(),
                 allow: l.client_auth.allow.as_ref(),
+                allow_expired_crl: l.client_auth.allow_expired_crl,
             };
             if let Err(e) = crate::tls::server::build(&inputs, std::sync::Arc::new(resolver)) {
                 problems.push(format!("listener {}: {e}", l.name));
@@ -167,20 +168,49 @@ fn entry_rows(spec: &EntrySpec, l: &Loaded, warnings: &mut Vec<String>) -> Vec<[
             info.fingerprint_sha256.clone(),
         ]);
     }
-    if let Some(ca) = l.ca()
-        && !ca.crls.is_empty()
-    {
-        rows.push([
-            spec.id.clone(),
-            "crl".to_owned(),
-            format!("{} revocation list(s)", ca.crls.len()),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ]);
+    if let Some(ca) = l.ca() {
+        for crl in ca.crl_infos() {
+            let (next, days) = match crl.next_update {
+                Some(t) => {
+                    crl_warning(&spec.id, &crl.issuer, t, warnings);
+                    (date(t), days_left(t).to_string())
+                }
+                None => (String::new(), String::new()),
+            };
+            rows.push([
+                spec.id.clone(),
+                "crl".to_owned(),
+                format!("CRL of {}", crl.issuer),
+                String::new(),
+                next,
+                days,
+                String::new(),
+            ]);
+        }
     }
     rows
+}
+
+/// How far ahead `check` warns that a CRL's nextUpdate is coming: a CRL
+/// publisher that stopped has this long to be fixed.
+const CRL_WARN_DAYS: i64 = 7;
+
+/// A CRL past its nextUpdate makes verifying listeners refuse every client
+/// certificate (unless `client_auth.allow_expired_crl`); warn before that.
+fn crl_warning(entry: &str, issuer: &str, next_update: i64, warnings: &mut Vec<String>) {
+    let now = unix(std::time::SystemTime::now());
+    if next_update <= now {
+        warnings.push(format!(
+            "entry {entry}: the CRL of {issuer} expired on {} (nextUpdate): listeners verifying client certificates with it refuse them until a fresh CRL is in place (or set client_auth.allow_expired_crl: true)",
+            date(next_update)
+        ));
+    } else if next_update - now < CRL_WARN_DAYS * 86_400 {
+        warnings.push(format!(
+            "entry {entry}: the CRL of {issuer} expires on {} (nextUpdate, in {} hours): publish a fresh one before then, or listeners verifying with it refuse client certificates",
+            date(next_update),
+            (next_update - now) / 3600
+        ));
+    }
 }
 
 /// What `run` checks at startup beyond entries and listeners: the admin

@@ -155,6 +155,12 @@ fn issue(
         })
         .collect::<Result<_, rcgen::Error>>()?;
     params.extended_key_usages = vec![usage];
+    // What a public CA puts in a leaf, and what `openssl verify -x509_strict`
+    // and Python 3.13's default context require: CA:FALSE (critical), a
+    // critical KeyUsage, and key identifiers linking it to the CA.
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(serial());
     let cert = params.signed_by(&key, issuer)?;
     // Key first: a watcher that sees the new cert before the new key gets a

@@ -6,33 +6,79 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-/// Write `bytes` to a temp file next to `path`, fsync, rename over `path`.
+/// Write `bytes` to a temp file next to `path`, fsync, rename over `path`,
+/// fsync the directory: a crash leaves the old or the new file, never a torn
+/// one. The file has exactly `mode` before a byte is written.
+///
+/// The temp file is created, never reused: a random name, `O_CREAT|O_EXCL`
+/// (an existing file or symlink there is an error, not opened) and
+/// `O_NOFOLLOW`, so nothing planted in the directory (a world-readable
+/// file, a symlink to somewhere else) can lend the result its mode or
+/// redirect the write. On failure the temp file is removed and `path` is
+/// untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    let (tmp, mut f) = create_temp(dir, path)?;
+    let written = (|| -> anyhow::Result<()> {
+        // The umask may have narrowed `mode` at creation; never widened it.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// A new temp file `.<name>.tmp.<random>` in `dir`, created exclusively,
+/// without following links, with mode 0600 from the start (never more than
+/// the caller's final mode allows before `set_permissions`).
+fn create_temp(dir: &Path, path: &Path) -> anyhow::Result<(PathBuf, fs::File)> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    // A clash with a random 64-bit name means someone is guessing; a few
+    // fresh names, then give up.
+    let mut last = None;
+    for _ in 0..4 {
+        let mut r = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut r).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        let suffix: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".{name}.tmp.{suffix}"));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot create a temporary file in {}",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    Err(
+        anyhow::Error::new(last.expect("the loop ran")).context(format!(
+            "cannot create a temporary file in {}",
+            dir.display()
+        )),
+    )
 }
 
 /// A file that [`read_regular`] would not read, with the path it named.
@@ -159,6 +205,51 @@ mod tests {
     fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
         let p = path.to_path_buf();
         within_bounded_time("read_regular", move || read_regular(&p, limit))
+    }
+
+    /// Names in `dir` other than `keep`.
+    fn others(dir: &Path, keep: &[&str]) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !keep.contains(&n.as_str()))
+            .collect()
+    }
+
+    /// The result has exactly the asked mode whatever the umask or an
+    /// existing file had, and no temp file stays behind.
+    #[test]
+    fn atomic_write_sets_the_mode_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("store.json");
+        fs::write(&f, "old").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        write_atomic(&f, b"new", 0o600).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"new");
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        write_atomic(&f, b"public", 0o644).unwrap();
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(others(d.path(), &["store.json"]).is_empty());
+    }
+
+    /// A failed replace (here: the target is a non-empty directory) removes
+    /// its temp file and leaves the target as it was.
+    #[test]
+    fn a_failed_atomic_write_cleans_up() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("store.json");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("inside"), "x").unwrap();
+        let e = write_atomic(&target, b"new", 0o600).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot replace"), "{e:#}");
+        assert!(others(d.path(), &["store.json"]).is_empty());
+        assert!(target.join("inside").exists());
     }
 
     /// A regular file reads whole, up to exactly the limit.

@@ -38,8 +38,14 @@
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
+//!   - `request`: checks before routing: `CONNECT` 405, one authority per
+//!     request (`Host`), the normalised path.
+//!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).
 //!   - `router`: host / path-prefix -> upstream.
-//!   - `forward`: header rewriting, pooled upstream client, 502/504 mapping.
+//!   - `headers`: the header policy: hop-by-hop, forwarding headers, identity.
+//!   - `body`: the client's request body, remembering whether the client broke it.
+//!   - `forward`: pooled upstream client, forwarding one request, 400/502/504 mapping.
+//!   - `slots`: connection slots per upstream server (`max_connections_per_server`).
 //!   - `edge`: per-request edge duties: request id, route `allow` (403), 421,
 //!     client-certificate headers, the access-log line.
 //!   - `client_cert`: `forward_client_cert` modes and their header encoders.
@@ -47,6 +53,8 @@
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
+//!   - `paths`: which files the API may name (`store.file_roots`), decided
+//!     without touching the disk.
 //! - `identity`: who a client is (issue 15).
 //!   - `record`: the verified client certificate parsed once per connection.
 //!   - `allow`: `allow` rules (fields, globs) and their matcher.

@@ -81,6 +81,8 @@ fn request_duration_histogram() -> Histogram {
 /// Every metric hotproxy exports.
 pub struct Metrics {
     pub cert_not_after: Family<EntryTypeLabels, Gauge>,
+    /// Earliest nextUpdate of a ca-bundle entry's CRLs (issue 13).
+    pub crl_next_update: Family<EntryLabels, Gauge>,
     pub cert_reloads: Family<EntryResultLabels, Counter>,
     pub cert_last_reload: Family<EntryLabels, Gauge>,
     pub tls_handshakes: Family<ListenerResultLabels, Counter>,
@@ -101,6 +103,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             cert_not_after: Family::default(),
+            crl_next_update: Family::default(),
             cert_reloads: Family::default(),
             cert_last_reload: Family::default(),
             tls_handshakes: Family::default(),
@@ -119,6 +122,11 @@ impl Metrics {
             "hotproxy_cert_not_after_timestamp_seconds",
             "Not-after of the certificate an entry serves or trusts (earliest in a bundle)",
             m.cert_not_after.clone(),
+        );
+        registry.register(
+            "hotproxy_crl_next_update_timestamp_seconds",
+            "Earliest nextUpdate of the CRLs of a ca-bundle entry; past it, verifying listeners refuse client certificates",
+            m.crl_next_update.clone(),
         );
         registry.register(
             "hotproxy_cert_reloads",
@@ -195,6 +203,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// Count one failed upstream request. `reason` is one of a small fixed set:
 /// `connect_refused`, `connect_timeout`, `timeout`, `unknown_ca`,
 /// `name_mismatch`, `expired`, `client_cert_refused`, `tls`, `protocol`,
+/// `connection_limit` (no slot of `max_connections_per_server` free),
 /// `no_servers`.
 pub fn upstream_error(upstream: &str, reason: &str) {
     METRICS
@@ -247,4 +256,20 @@ pub fn client_auth_denied(listener: &str, reason: &str) {
             reason: reason.to_owned(),
         })
         .inc();
+}
+
+/// Publish (or, without CRLs, withdraw) the earliest nextUpdate of the
+/// CRLs of ca-bundle `entry`.
+pub fn crl_next_update(entry: &str, next_update: Option<i64>) {
+    let labels = EntryLabels {
+        entry: entry.to_owned(),
+    };
+    match next_update {
+        Some(t) => {
+            METRICS.crl_next_update.get_or_create(&labels).set(t);
+        }
+        None => {
+            METRICS.crl_next_update.remove(&labels);
+        }
+    }
 }

@@ -76,6 +76,7 @@ fn store_config(s: &Scene) -> StoreConfig {
     StoreConfig {
         path: s.path("data/store.json"),
         key_file: s.path("data/store.key"),
+        file_roots: None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Body wrappers that count bytes for the access log and submit the line when the response ends.
+//! The response body wrapper that counts bytes sent and submits the access-log line when the response ends.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,49 +10,6 @@ use hyper::body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::{Line, RequestLine};
-
-pin_project! {
-    /// A request body that adds the bytes it yields to a shared counter
-    /// (none when the access log is off: no allocation per request).
-    pub struct Counted<B> {
-        #[pin]
-        inner: B,
-        counter: Option<Arc<AtomicU64>>,
-    }
-}
-
-impl<B> Counted<B> {
-    pub fn new(inner: B, counter: Option<Arc<AtomicU64>>) -> Counted<B> {
-        Counted { inner, counter }
-    }
-}
-
-impl<B: Body> Body for Counted<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (this.counter.as_ref(), &polled)
-            && let Some(data) = frame.data_ref()
-        {
-            c.fetch_add(data.remaining() as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
 
 pin_project! {
     /// A response body that counts the bytes sent and submits the access-log

@@ -16,10 +16,11 @@ use tracing::info;
 
 use super::AdminBody;
 use super::auth::{Refusal, Tokens, check_host};
+use super::paths;
 use crate::config::{ClientAuthConfig, ClientAuthMode, EntryKind, EntrySource, EntrySpec};
 use crate::material::catalogue::{Entry, EntryView, Origin};
-use crate::material::pem;
 use crate::material::store::Definition;
+use crate::material::{Loaded, pem};
 use crate::reload::{Handle, Reloader};
 
 /// Request bodies larger than this are refused (a CA bundle is well below).
@@ -46,7 +47,12 @@ pub async fn serve(
         Ok(role) => role,
         Err(r) => return refusal(r),
     };
-    let method = req.method().clone();
+    // HEAD is GET without the body (RFC 9110 §9.3.2): same routes, same
+    // status and headers; `super::route` drops the body.
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     let path = req.uri().path().to_owned();
     let segments: Vec<String> = path
         .trim_start_matches("/api/v1")
@@ -91,14 +97,17 @@ async fn route(
                 return Err(problem(StatusCode::BAD_REQUEST, "field id is required"));
             };
             let spec = def.into_spec(&id).map_err(bad_request)?;
+            paths::check(&spec.source, &paths::roots(&handle.shared.config.load()))
+                .map_err(bad_request)?;
             call(handle, move |r| create(r, spec)).await
         }
         (&Method::POST, ["certs", "validate"]) => {
             let def: Definition = body(req).await?;
             let id = def.id.clone().unwrap_or_else(|| "validate".into());
             let spec = def.into_spec(&id).map_err(bad_request)?;
-            let loaded =
-                pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
+            paths::check(&spec.source, &paths::roots(&handle.shared.config.load()))
+                .map_err(bad_request)?;
+            let loaded = load_off_workers(spec.clone()).await?;
             let mut entry = Entry::new(spec, Origin::Store);
             entry.current = Some(std::sync::Arc::new(loaded));
             let mut view = json!(EntryView::of(&entry, Vec::new()));
@@ -222,17 +231,33 @@ async fn route(
             let name = name.to_string();
             call(handle, move |r| set_client_auth(r, &name, change)).await
         }
-        (_, ["certs"]) => method_not_allowed("GET, POST"),
-        (_, ["listeners"]) => method_not_allowed("GET"),
+        (_, ["certs"]) => method_not_allowed("GET, HEAD, POST"),
+        (_, ["listeners"]) => method_not_allowed("GET, HEAD"),
         (_, ["certs", "validate"] | ["cacerts", "reload"] | ["rotate"]) => {
             method_not_allowed("POST")
         }
-        (_, ["certs", _]) => method_not_allowed("GET, PUT, DELETE"),
+        (_, ["certs", _]) => method_not_allowed("GET, HEAD, PUT, DELETE"),
         (_, ["certs", _, "reload"] | ["listeners", _, "rotate"]) => method_not_allowed("POST"),
-        (_, ["listeners", _, "cert"]) => method_not_allowed("GET"),
-        (_, ["listeners", _, "client-auth"]) => method_not_allowed("GET, PUT"),
+        (_, ["listeners", _, "cert"]) => method_not_allowed("GET, HEAD"),
+        (_, ["listeners", _, "client-auth"]) => method_not_allowed("GET, HEAD, PUT"),
         _ => not_found(),
     }
+}
+
+/// Read and parse an entry's files on tokio's blocking pool: never on a
+/// worker that serves connections (a slow disk would stall them), never on
+/// the reloader (rotations keep being served). Reads are bounded anyway
+/// (regular files only, size-capped, non-blocking open).
+async fn load_off_workers(spec: EntrySpec) -> Result<Loaded, (StatusCode, Value)> {
+    tokio::task::spawn_blocking(move || pem::load(spec.kind, &spec.source))
+        .await
+        .map_err(|_| {
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the files failed",
+            )
+        })?
+        .map_err(|e| bad_request(e.to_string()))
 }
 
 /// Run `f` on the reloader thread (the single writer).
@@ -347,9 +372,7 @@ fn create(r: &mut Reloader, spec: EntrySpec) -> Reply {
     let before = r.stored_entries();
     let mut after = before.clone();
     after.push(spec.clone());
-    store
-        .save(&after)
-        .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    store.save(&after).map_err(store_failed)?;
     if let Err(e) = r.put_entry(spec, Origin::Store) {
         restore(r, &before);
         return Err(bad_request(e));
@@ -368,6 +391,11 @@ fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>) -> Reply {
         .entry_spec(&id)
         .map(|(s, o)| (s.clone(), o))
         .ok_or_else(|| no_entry(&id))?;
+    // New paths must be under store.file_roots; a configuration entry's
+    // own paths (unchanged) are the operator's.
+    if spec.source != current.source {
+        paths::check(&spec.source, &paths::roots(r.config())).map_err(bad_request)?;
+    }
     if current.kind != spec.kind {
         return Err(bad_request(format!(
             "entry {id} is a {}; its type cannot change to {}",
@@ -384,9 +412,7 @@ fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>) -> Reply {
                 .iter()
                 .map(|s| if s.id == id { spec.clone() } else { s.clone() })
                 .collect();
-            store
-                .save(&after)
-                .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            store.save(&after).map_err(store_failed)?;
             if let Err(e) = r.put_entry(spec, Origin::Store) {
                 restore(r, &before);
                 return Err(bad_request(e));
@@ -431,9 +457,7 @@ fn delete(r: &mut Reloader, id: &str, if_match: Option<&str>) -> Reply {
         .into_iter()
         .filter(|s| s.id != id)
         .collect();
-    store
-        .save(&after)
-        .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    store.save(&after).map_err(store_failed)?;
     if let Err(refs) = r.remove_entry(id) {
         // Unreachable while the check above holds; keep the store truthful.
         restore(r, &r.stored_entries());
@@ -446,6 +470,16 @@ fn delete(r: &mut Reloader, id: &str, if_match: Option<&str>) -> Reply {
     }
     info!(entry = %id, "certificate entry deleted (files on disk untouched)");
     Ok((StatusCode::OK, json!({ "id": id, "deleted": true }), None))
+}
+
+/// The store could not be written (a full disk, a read-only directory):
+/// nothing was changed, and the operator needs to know beyond this caller.
+fn store_failed(e: String) -> (StatusCode, Value) {
+    tracing::warn!(error = %e, "cannot write the store; the change was not applied");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{e}; nothing was changed"),
+    )
 }
 
 /// Put the store back as it was after a failed apply.
@@ -534,6 +568,7 @@ fn client_auth_view(r: &Reloader, name: &str) -> Result<Value, (StatusCode, Valu
         "ca": ca.ca,
         "crl": crl,
         "allow": allow,
+        "allow_expired_crl": ca.allow_expired_crl,
     }))
 }
 
@@ -545,6 +580,9 @@ struct ClientAuthChange {
     /// An entry id, `{"ref": id}`, or absent to keep the current CA.
     #[serde(default)]
     ca: Option<CaRef>,
+    /// Absent keeps the listener's current setting.
+    #[serde(default)]
+    allow_expired_crl: Option<bool>,
     /// Absent: keep the current rules (dropped when the new mode does not
     /// verify); `null`: no rules; a list: these rules.
     #[serde(default, deserialize_with = "present")]
@@ -620,8 +658,19 @@ fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Re
         }
         Some(Some(rules)) => Some(std::sync::Arc::new(crate::identity::AllowList { rules })),
     };
-    r.set_client_auth(name, ClientAuthConfig { mode, ca, allow })
-        .map_err(bad_request)?;
+    let allow_expired_crl = change
+        .allow_expired_crl
+        .unwrap_or(current.allow_expired_crl);
+    r.set_client_auth(
+        name,
+        ClientAuthConfig {
+            mode,
+            ca,
+            allow,
+            allow_expired_crl,
+        },
+    )
+    .map_err(bad_request)?;
     client_auth_view(r, name).map(|v| (StatusCode::OK, v, None))
 }
 
@@ -680,6 +729,14 @@ fn respond(reply: Reply) -> Response<AdminBody> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    // RFC 9110 §15.5.6: a 405 names the allowed methods in `Allow`.
+    if let Some(allow) = body["allow"]
+        .as_str()
+        .filter(|_| status == StatusCode::METHOD_NOT_ALLOWED)
+        .and_then(|a| header::HeaderValue::from_str(a).ok())
+    {
+        resp.headers_mut().insert(header::ALLOW, allow);
+    }
     if let Some(tag) = etag.and_then(|t| header::HeaderValue::from_str(&t).ok()) {
         resp.headers_mut().insert(header::ETAG, tag);
     }
@@ -687,16 +744,21 @@ fn respond(reply: Reply) -> Response<AdminBody> {
 }
 
 /// Path segments arrive percent-encoded (anonymous ids hold `[` and `]`).
+/// Works on bytes: a `%` followed by anything but two hex digits (a
+/// multi-byte character, the end) is kept as it is, never sliced.
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
         {
-            out.push(v);
+            out.push(hi << 4 | lo);
             i += 3;
             continue;
         }
@@ -704,4 +766,33 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids are decoded byte-wise: `%` before a multi-byte character, a
+    /// trailing `%` or `%a` never panic (they once sliced inside a char).
+    #[test]
+    fn percent_decode_never_slices_a_char() {
+        assert_eq!(percent_decode("%5Bx%5d"), "[x]");
+        assert_eq!(percent_decode("%a\u{e9}"), "%a\u{e9}");
+        assert_eq!(percent_decode("%\u{e9}"), "%\u{e9}");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%4"), "a%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    proptest::proptest! {
+        /// Any path text decodes without a panic, and encoding every byte
+        /// as `%XX` round-trips.
+        #[test]
+        fn percent_decode_any_text(s in proptest::prelude::any::<String>()) {
+            let _ = percent_decode(&s);
+            let encoded: String = s.bytes().map(|b| format!("%{b:02X}")).collect();
+            proptest::prop_assert_eq!(percent_decode(&encoded), s);
+        }
+    }
 }

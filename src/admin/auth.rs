@@ -46,8 +46,7 @@ impl Tokens {
             let presented = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
+                .and_then(bearer_token)
                 .ok_or_else(|| Refusal {
                     status: StatusCode::UNAUTHORIZED,
                     message: "missing Authorization: Bearer <token>".into(),
@@ -83,6 +82,16 @@ impl Tokens {
         }
         found
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive (RFC 7235 §2.1): `bearer`, `BEARER` are the same.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Token `i` of the configuration with its role; an unreadable or empty
@@ -211,6 +220,18 @@ mod tests {
         assert_eq!(
             status(t.authorize(&bearer("editor-token-0123456789"), &Method::DELETE)),
             None
+        );
+        // The scheme is case-insensitive (RFC 7235); the token is not.
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            let h = headers(&[(
+                header::AUTHORIZATION,
+                &format!("{scheme} editor-token-0123456789"),
+            )]);
+            assert_eq!(status(t.authorize(&h, &Method::DELETE)), None, "{scheme}");
+        }
+        assert_eq!(
+            status(t.authorize(&bearer("EDITOR-TOKEN-0123456789"), &Method::GET)),
+            Some(StatusCode::UNAUTHORIZED)
         );
         assert_eq!(
             status(t.authorize(&bearer("wrong"), &Method::GET)),

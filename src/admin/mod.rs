@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod paths;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -99,11 +100,39 @@ async fn route(
     req: Request<Incoming>,
     local: SocketAddr,
 ) -> Response<AdminBody> {
+    if req.method() == Method::HEAD {
+        return without_body(answer(handle, tokens, req, local).await);
+    }
+    answer(handle, tokens, req, local).await
+}
+
+/// A HEAD answer: the GET answer's status and headers (with its
+/// Content-Length), no body. hyper drops a HEAD body on HTTP/1 but not on
+/// HTTP/2, so it is dropped here for both.
+fn without_body(resp: Response<AdminBody>) -> Response<AdminBody> {
+    use hyper::body::Body;
+    let (mut parts, body) = resp.into_parts();
+    if let Some(len) = body.size_hint().exact() {
+        parts.headers.insert(header::CONTENT_LENGTH, len.into());
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+async fn answer(
+    handle: &Handle,
+    tokens: &auth::Tokens,
+    req: Request<Incoming>,
+    local: SocketAddr,
+) -> Response<AdminBody> {
     let path = req.uri().path();
     if path == "/api/v1" || path.starts_with("/api/v1/") {
         return api::serve(handle, tokens, req, local).await;
     }
-    match (req.method(), path) {
+    let method = match req.method() {
+        &Method::HEAD => &Method::GET,
+        m => m,
+    };
+    match (method, path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
             if handle.shared.ready.load(Ordering::SeqCst) {

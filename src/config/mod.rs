@@ -76,6 +76,9 @@ pub enum TokenSource {
 pub struct StoreConfig {
     pub path: PathBuf,
     pub key_file: PathBuf,
+    /// Directories the admin API may name files in (issue 13); `None` =
+    /// the directories the configuration's own entries read from.
+    pub file_roots: Option<Vec<PathBuf>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -225,6 +228,9 @@ pub struct ClientAuthConfig {
     pub ca: Option<String>,
     /// Identities let in (verifying modes only); `None` = every verified one.
     pub allow: Option<std::sync::Arc<crate::identity::AllowList>>,
+    /// Keep trusting a CRL past its nextUpdate (issue 13). Off by default:
+    /// a stale CRL refuses every client certificate, like an unknown status.
+    pub allow_expired_crl: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -320,6 +326,9 @@ pub struct UpstreamConfig {
     /// beyond that a connection returned to the pool is closed, so a burst
     /// does not leave hundreds of upstream connections open.
     pub max_idle_connections: usize,
+    /// Open connections per server at most (0 = unlimited); a request
+    /// needing another waits up to `connect_timeout` (`proxy::slots`).
+    pub max_connections_per_server: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -495,6 +504,7 @@ upstreams:
             ClientAuthMode::VerifyIfGiven
         );
         assert_eq!(c.upstreams[0].tls.server_name.as_deref(), Some("localhost"));
+        assert_eq!(c.upstreams[0].max_connections_per_server, 1024);
     }
 
     /// Relative paths resolve against the config file's directory; defaults apply.
@@ -509,5 +519,6 @@ upstreams:
         assert_eq!(c.listeners[0].limits, Limits::default());
         assert_eq!(c.listeners[0].alpn, ["h2", "http/1.1"]);
         assert_eq!(c.upstreams[0].connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.upstreams[0].max_connections_per_server, 1024);
     }
 }

@@ -46,6 +46,7 @@ pub struct Token {
 pub struct Store {
     pub path: String,
     pub key_file: String,
+    pub file_roots: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +113,7 @@ pub struct ClientAuth {
     pub ca: Option<CaRef>,
     /// Malformed rules fail while the YAML is read: the error has the line.
     pub allow: Option<Vec<crate::identity::AllowRule>>,
+    pub allow_expired_crl: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +155,7 @@ pub struct Upstream {
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_idle_connections: Option<usize>,
+    pub max_connections_per_server: Option<usize>,
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,4 @@
-//! Certificate metadata (x509-parser): subject, issuer, SANs, validity, fingerprint.
+//! Certificate and CRL metadata (x509-parser): subject, issuer, SANs, validity, fingerprint, nextUpdate.
 
 use serde::Serialize;
 use x509_parser::prelude::*;
@@ -61,6 +61,27 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
         not_after: cert.validity().not_after.timestamp(),
         fingerprint_sha256: fingerprint(der),
         is_ca,
+    })
+}
+
+/// What operators see about a certificate revocation list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CrlInfo {
+    pub issuer: String,
+    /// Unix seconds.
+    pub this_update: i64,
+    /// Unix seconds; past it, verifiers treat the list as stale (RFC 5280
+    /// §5.1.2.5). `None` when the CRL carries none.
+    pub next_update: Option<i64>,
+}
+
+/// Parse one DER CRL's metadata.
+pub fn inspect_crl(der: &[u8]) -> Result<CrlInfo, String> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| e.to_string())?;
+    Ok(CrlInfo {
+        issuer: crl.issuer().to_string(),
+        this_update: crl.last_update().timestamp(),
+        next_update: crl.next_update().map(|t| t.timestamp()),
     })
 }
 

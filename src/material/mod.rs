@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
-pub use info::CertInfo;
+pub use info::{CertInfo, CrlInfo};
 
 /// Parsed, validated material of one entry: what snapshots are built from.
 #[derive(Clone, Debug)]
@@ -45,6 +45,22 @@ pub struct CaBundle {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// Metadata of each CA certificate, in file order.
     pub certs: Vec<CertInfo>,
+}
+
+impl CaBundle {
+    /// Metadata of each CRL, in order (unparseable ones were refused at load).
+    pub fn crl_infos(&self) -> Vec<info::CrlInfo> {
+        self.crls
+            .iter()
+            .filter_map(|c| info::inspect_crl(c).ok())
+            .collect()
+    }
+
+    /// The earliest nextUpdate of the bundle's CRLs: from then on a
+    /// listener that enforces CRL expiry refuses client certificates.
+    pub fn crl_next_update(&self) -> Option<i64> {
+        self.crl_infos().iter().filter_map(|c| c.next_update).min()
+    }
 }
 
 impl Loaded {

@@ -433,6 +433,7 @@ mod tests {
         StoreConfig {
             path: dir.join("data/store.json"),
             key_file: dir.join("data/store.key"),
+            file_roots: None,
         }
     }
 

@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access_log::body::{Counted, Logged};
+use crate::access_log::body::Logged;
 use crate::access_log::{self, RequestLine};
 use crate::identity::AllowList;
 use crate::metrics;
@@ -20,8 +20,17 @@ use crate::proxy::client_cert::{self, ForwardClientCert};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
 use crate::proxy::request_id::{self, RequestIdConfig};
 
-/// A request body on its way upstream (counted when the access log is on).
-pub type RequestBody = Counted<Incoming>;
+/// The access log's count of a request's body bytes, carried to the
+/// forwarder as a request extension (the body is wrapped there).
+#[derive(Clone, Debug)]
+pub struct BytesIn(pub Arc<AtomicU64>);
+
+impl BytesIn {
+    pub fn add(&self, n: usize) {
+        self.0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// A listener's edge settings; swapped by the reloader with the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,9 +91,9 @@ impl Exchange {
     pub fn begin(
         edge: &EdgePolicy,
         ctx: &RequestContext,
-        mut req: Request<Incoming>,
+        req: &mut Request<Incoming>,
         started: Instant,
-    ) -> (Exchange, Request<RequestBody>) {
+    ) -> Exchange {
         let request_id = request_id::settle(req.headers_mut(), edge.request_id.trust_client);
         let log = (edge.access_log && access_log::enabled()).then(|| {
             let h = req.headers();
@@ -95,7 +104,7 @@ impl Exchange {
                 client_addr: ctx.client_addr,
                 identity: ctx.client_cert.clone(),
                 method: req.method().clone(),
-                host: request_host(&req).map(str::to_owned),
+                host: request_host(req).map(str::to_owned),
                 path: req.uri().path().to_owned(),
                 protocol: req.version(),
                 status: 0,
@@ -115,16 +124,14 @@ impl Exchange {
             });
             (line, Arc::new(AtomicU64::new(0)))
         });
-        let counter = log.as_ref().map(|(_, c)| c.clone());
-        let req = req.map(|b| Counted::new(b, counter));
-        (
-            Exchange {
-                started,
-                request_id,
-                log,
-            },
-            req,
-        )
+        if let Some((_, counter)) = &log {
+            req.extensions_mut().insert(BytesIn(counter.clone()));
+        }
+        Exchange {
+            started,
+            request_id,
+            log,
+        }
     }
 
     /// 421 Misdirected Request when the request's host belongs to another
@@ -158,7 +165,7 @@ impl Exchange {
         route: &RoutePolicy,
         edge: &EdgePolicy,
         ctx: &RequestContext,
-        req: &mut Request<RequestBody>,
+        req: &mut Request<Incoming>,
     ) -> Option<Response<ResponseBody>> {
         if let Some(allow) = &route.allow {
             let admitted = ctx
@@ -225,6 +232,7 @@ pub fn handshake_refused(listener: &Arc<str>, peer: std::net::SocketAddr, reason
             | "unknown_ca"
             | "revoked"
             | "revocation_unknown"
+            | "crl_expired"
             | "expired"
             | "bad_client_cert"
     ) {

@@ -1,7 +1,8 @@
-//! Header rewriting, pooled upstream client, 502/504 mapping.
+//! Pooled upstream client, forwarding one request, 400/502/504 mapping.
 //!
 //! One hyper-util pooled client per upstream, shared by every client
-//! connection, keeping at most `max_idle_connections` idle per server. Its
+//! connection, keeping at most `max_idle_connections` idle and
+//! `max_connections_per_server` open per server ([`crate::proxy::slots`]). Its
 //! connector loads the upstream's `ClientConfig` snapshot once per *new*
 //! connection, so a rotated client certificate or CA is used from the next
 //! connection on; `drain_on_rotation` additionally swaps in a
@@ -17,10 +18,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,12 +30,16 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use crate::config::UpstreamConfig;
 use crate::identity::Identity;
 use crate::metrics;
-use crate::proxy::edge::{RequestBody, UpstreamAddr};
+use crate::proxy::body::ClientBody;
+use crate::proxy::edge::{BytesIn, UpstreamAddr};
+use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
+use crate::proxy::slots::{ConnectionLimit, Slots};
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
@@ -53,7 +59,7 @@ pub struct RequestContext {
     pub entry: Option<(Arc<crate::tls::per_name::PerName>, usize)>,
 }
 
-type Pool = Client<Connector, RequestBody>;
+type Pool = Client<Connector, ClientBody>;
 
 /// One configured upstream: its servers, TLS snapshot and connection pools.
 pub struct Upstream {
@@ -68,6 +74,8 @@ pub struct Upstream {
     upgrade_pool: ArcSwap<Pool>,
     servers: Vec<Target>,
     next: AtomicUsize,
+    /// `max_connections_per_server`, shared by both pools and pool swaps.
+    slots: Slots,
 }
 
 /// A server URL split into the parts a request URI is rebuilt from.
@@ -80,7 +88,7 @@ struct Target {
 impl Upstream {
     pub fn new(config: UpstreamConfig, tls: Arc<ClientConfig>) -> Arc<Upstream> {
         let tls = Arc::new(ArcSwap::new(tls));
-        let servers = config
+        let servers: Vec<Target> = config
             .servers
             .iter()
             .filter_map(|s| {
@@ -96,8 +104,12 @@ impl Upstream {
                 })
             })
             .collect();
-        let pool = ArcSwap::from_pointee(pool_for(&config, &tls, false));
-        let upgrade_pool = ArcSwap::from_pointee(pool_for(&config, &tls, true));
+        let slots = Slots::new(
+            config.max_connections_per_server,
+            servers.iter().map(|t: &Target| &t.authority),
+        );
+        let pool = ArcSwap::from_pointee(pool_for(&config, &tls, &slots, false));
+        let upgrade_pool = ArcSwap::from_pointee(pool_for(&config, &tls, &slots, true));
         Arc::new(Upstream {
             name: config.name.as_str().into(),
             config,
@@ -106,6 +118,7 @@ impl Upstream {
             upgrade_pool,
             servers,
             next: AtomicUsize::new(0),
+            slots,
         })
     }
 
@@ -115,10 +128,18 @@ impl Upstream {
     pub fn set_tls(&self, tls: Arc<ClientConfig>) {
         self.tls.store(tls);
         if self.config.tls.drain_on_rotation {
-            self.pool
-                .store(Arc::new(pool_for(&self.config, &self.tls, false)));
-            self.upgrade_pool
-                .store(Arc::new(pool_for(&self.config, &self.tls, true)));
+            self.pool.store(Arc::new(pool_for(
+                &self.config,
+                &self.tls,
+                &self.slots,
+                false,
+            )));
+            self.upgrade_pool.store(Arc::new(pool_for(
+                &self.config,
+                &self.tls,
+                &self.slots,
+                true,
+            )));
             debug!(upstream = %self.name, "pooled connections drained after rotation");
         }
     }
@@ -127,7 +148,7 @@ impl Upstream {
     /// 502/504 describing why there is none.
     pub async fn forward(
         &self,
-        req: Request<RequestBody>,
+        req: Request<Incoming>,
         ctx: &RequestContext,
     ) -> Response<ResponseBody> {
         if self.servers.is_empty() {
@@ -146,28 +167,12 @@ impl Upstream {
     async fn forward_to(
         &self,
         target: &Target,
-        mut req: Request<RequestBody>,
+        mut req: Request<Incoming>,
         ctx: &RequestContext,
     ) -> Response<ResponseBody> {
         let upgrade = is_upgrade(&req);
-        let original_authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
         let h2_client = req.version() == Version::HTTP_2;
-        rewrite_request_headers(
-            req.headers_mut(),
-            ctx,
-            original_authority.as_deref(),
-            h2_client,
-            upgrade,
-        );
+        rewrite_request_headers(req.headers_mut(), ctx, h2_client, upgrade);
         let path = req
             .uri()
             .path_and_query()
@@ -183,6 +188,11 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
 
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let (body, body_fault) = ClientBody::new(body);
+        // The access log counts the request body's bytes as they go upstream.
+        let body = body.counted(parts.extensions.remove::<BytesIn>());
+        let req = Request::from_parts(parts, body);
         let pool = if upgrade {
             self.upgrade_pool.load_full()
         } else {
@@ -191,6 +201,12 @@ impl Upstream {
         let result = tokio::time::timeout(self.config.request_timeout, pool.request(req)).await;
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
+            // The client's body broke (bad chunk, h2 stream error): its
+            // fault, not the upstream's. Any client can do this, so debug.
+            Ok(Err(_)) if let Some(cause) = body_fault.cause() => {
+                debug!(listener = %ctx.listener, peer = %ctx.client_addr, upstream = %self.name, error = cause, "client request body failed");
+                return error_response(StatusCode::BAD_REQUEST, "malformed request body");
+            }
             Ok(Err(e)) => return self.failed(target, &e),
             Err(_) => {
                 metrics::upstream_error(&self.name, "timeout");
@@ -230,8 +246,9 @@ impl Upstream {
         let (reason, description, status) = diagnose(e);
         metrics::upstream_error(&self.name, reason);
         warn!(upstream = %self.name, server = %target.url, reason, error = %description, "upstream request failed");
-        let msg = match status {
-            StatusCode::GATEWAY_TIMEOUT => "upstream timed out",
+        let msg = match (reason, status) {
+            ("connection_limit", _) => "no upstream connection free",
+            (_, StatusCode::GATEWAY_TIMEOUT) => "upstream timed out",
             _ => "upstream unavailable",
         };
         error_response(status, msg)
@@ -243,6 +260,16 @@ fn diagnose(e: &hyper_util::client::legacy::Error) -> (&'static str, String, Sta
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(limit) = io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<ConnectionLimit>())
+            {
+                return (
+                    "connection_limit",
+                    limit.to_string(),
+                    StatusCode::GATEWAY_TIMEOUT,
+                );
+            }
             if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 let (reason, desc) = crate::tls::client::classify(tls);
                 return (reason, desc, StatusCode::BAD_GATEWAY);
@@ -283,11 +310,17 @@ fn diagnose(e: &hyper_util::client::legacy::Error) -> (&'static str, String, Sta
     )
 }
 
-fn pool_for(config: &UpstreamConfig, tls: &Arc<ArcSwap<ClientConfig>>, h1_only: bool) -> Pool {
+fn pool_for(
+    config: &UpstreamConfig,
+    tls: &Arc<ArcSwap<ClientConfig>>,
+    slots: &Slots,
+    h1_only: bool,
+) -> Pool {
     let connector = Connector {
         tls: tls.clone(),
         server_name: config.tls.server_name.clone().map(Arc::from),
         connect_timeout: config.connect_timeout,
+        slots: slots.clone(),
         h1_only,
     };
     Client::builder(TokioExecutor::new())
@@ -313,12 +346,6 @@ pub fn error_response(status: StatusCode, msg: &str) -> Response<ResponseBody> {
     resp
 }
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
@@ -330,80 +357,6 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
         })
 }
 
-/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
-/// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(n);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
-    }
-}
-
-/// Rewrite a request's headers for the upstream: hop-by-hop removed,
-/// `X-Forwarded-*` and `Via` set, `Host` kept (or set from `:authority`
-/// for h2 clients).
-pub fn rewrite_request_headers(
-    headers: &mut HeaderMap,
-    ctx: &RequestContext,
-    original_host: Option<&str>,
-    h2_client: bool,
-    upgrade: bool,
-) {
-    strip_hop_by_hop(headers, upgrade);
-    let ip = ctx.client_addr.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    if let Some(host) = original_host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, host.clone());
-        }
-        headers.insert(X_FORWARDED_HOST.clone(), host);
-    }
-    let via = if h2_client {
-        "2 hotproxy"
-    } else {
-        "1.1 hotproxy"
-    };
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {via}"))
-            .unwrap_or(HeaderValue::from_static("1.1 hotproxy")),
-        None => HeaderValue::from_static(via),
-    };
-    headers.insert(header::VIA, via);
-    // Client-certificate headers are written (and spoofed copies removed)
-    // by `proxy::client_cert`, per the route's `forward_client_cert`.
-}
-
 /// Opens upstream connections: TCP (with a timeout, `TCP_NODELAY`) and,
 /// for https, TLS with the snapshot current at connect time.
 #[derive(Clone)]
@@ -411,6 +364,7 @@ pub struct Connector {
     tls: Arc<ArcSwap<ClientConfig>>,
     server_name: Option<Arc<str>>,
     connect_timeout: Duration,
+    slots: Slots,
     h1_only: bool,
 }
 
@@ -434,19 +388,24 @@ impl tower_service::Service<Uri> for Connector {
                 .to_owned();
             let https = uri.scheme() == Some(&Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let tcp = tokio::time::timeout(
-                this.connect_timeout,
-                TcpStream::connect((host.as_str(), port)),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
+            // Waiting for a slot and connecting share connect_timeout.
+            let deadline = tokio::time::Instant::now() + this.connect_timeout;
+            let slot = this
+                .slots
+                .acquire(&uri, this.connect_timeout)
+                .await
+                .map_err(std::io::Error::other)?;
+            let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host.as_str(), port)))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
             tcp.set_nodelay(true)?;
             if !https {
                 return Ok(UpstreamConn {
                     io: TokioIo::new(MaybeTls::Plain(tcp)),
                     h2: false,
+                    _slot: slot,
                 });
             }
             let mut config = this.tls.load_full();
@@ -469,6 +428,7 @@ impl tower_service::Service<Uri> for Connector {
             Ok(UpstreamConn {
                 io: TokioIo::new(MaybeTls::Tls(Box::new(tls))),
                 h2,
+                _slot: slot,
             })
         })
     }
@@ -543,6 +503,8 @@ impl AsyncWrite for MaybeTls {
 pub struct UpstreamConn {
     io: TokioIo<MaybeTls>,
     h2: bool,
+    /// This connection's slot of its server, freed when it closes.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Connection for UpstreamConn {
@@ -589,51 +551,5 @@ impl hyper::rt::Write for UpstreamConn {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ctx() -> RequestContext {
-        RequestContext {
-            listener: "public".into(),
-            client_addr: "10.1.2.3:5555".parse().unwrap(),
-            client_cert: None,
-            tls_sni: None,
-            tls_version: None,
-            resumed: false,
-            entry: None,
-        }
-    }
-
-    /// Hop-by-hop headers go, proxy headers are set (client-certificate
-    /// headers are `client_cert`'s job, tested there).
-    #[test]
-    fn rewrites_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
-        rewrite_request_headers(&mut h, &ctx(), Some("app.example.com"), false, false);
-        for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
-            assert!(!h.contains_key(gone), "{gone} kept");
-        }
-        assert_eq!(h["host"], "app.example.com");
-        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "app.example.com");
-        assert_eq!(h["via"], "1.1 hotproxy");
-        let mut h2 = HeaderMap::new();
-        rewrite_request_headers(&mut h2, &ctx(), Some("a:1"), true, false);
-        assert_eq!(h2["host"], "a:1");
-        assert_eq!(h2["via"], "2 hotproxy");
     }
 }

@@ -27,6 +27,7 @@ use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
 use crate::proxy::edge::{EdgePolicy, Exchange};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
+use crate::proxy::request;
 use crate::proxy::router::Router;
 
 /// Per-listener settings that apply to new connections (limits and the
@@ -408,21 +409,30 @@ async fn connection(
 /// access log) are [`Exchange`]'s.
 async fn handle(
     listener: &Listener,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: &RequestContext,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     let edge = listener.edge.load();
-    let (mut exchange, mut req) = Exchange::begin(&edge, ctx, req, start);
+    let mut exchange = Exchange::begin(&edge, ctx, &mut req, start);
+    if let Err(refused) = request::prepare(&mut req) {
+        debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
+        metrics::request(
+            &listener.name,
+            "",
+            refused.status().as_u16(),
+            start.elapsed(),
+        );
+        return exchange.finish(refused.response());
+    }
     if let Some(misdirected) = exchange.misdirected(ctx, &req) {
         metrics::request(&listener.name, "", 421, start.elapsed());
         return exchange.finish(misdirected);
     }
     let route = {
         let router = listener.router.load();
-        let host = request_host(&req);
         router
-            .matched(host, req.uri().path())
+            .matched(request::authority(&req), req.uri().path())
             .map(|r| (r.upstream.clone(), r.policy.clone()))
     };
     let resp = match route {
@@ -449,15 +459,6 @@ async fn handle(
         }
     };
     exchange.finish(resp)
-}
-
-/// The host a request is for: `:authority` (h2, absolute-form) or `Host`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
 }
 
 /// Bind a listener socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).

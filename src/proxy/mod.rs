@@ -1,8 +1,13 @@
 //! Serving: accept loops, routing, forwarding.
 
+pub mod body;
 pub mod client_cert;
 pub mod edge;
 pub mod forward;
+pub mod headers;
 pub mod listener;
+pub mod path;
+pub mod request;
 pub mod request_id;
 pub mod router;
+pub mod slots;

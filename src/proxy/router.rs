@@ -57,7 +57,9 @@ impl Router {
         Router { routes }
     }
 
-    /// The upstream for a request to `host` (may carry `:port`) and `path`.
+    /// The upstream for a request to `host` (may carry `:port`) and `path`
+    /// (already normalised by [`crate::proxy::request::prepare`], so a
+    /// prefix sees the path the upstream will get).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
         self.matched(host, path).map(|r| &r.upstream)
     }
@@ -105,6 +107,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 request_timeout: Duration::from_secs(1),
                 max_idle_connections: 1,
+                max_connections_per_server: 0,
             },
             tls,
         )
@@ -144,5 +147,50 @@ mod tests {
             Some("any")
         );
         assert_eq!(name(None, "/nothing"), None);
+    }
+
+    proptest::proptest! {
+        /// Routing a normalised path: what the `/pub/` route gets starts
+        /// with `/pub/`, is already normal (a backend resolving it again
+        /// gets the same path) and has no dot segment left; the plain
+        /// prefix `/api` only gets paths starting with `/api`.
+        #[test]
+        fn normalised_paths_never_escape_a_prefix(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "/", ".", "..", "%2e", "%2E", "%2f", "%5c", "pub", "api", "apix", "a", "%70ub",
+                ]),
+                0..12,
+            )
+        ) {
+            let ups: HashMap<_, _> = ["pub", "api", "rest"]
+                .iter()
+                .map(|n| (n.to_string(), upstream(n)))
+                .collect();
+            let route = |path: &str, up: &str| RouteConfig {
+                host: None,
+                path_prefix: Some(path.into()),
+                upstream: up.into(),
+                allow: None,
+                forward_client_cert: None,
+            };
+            let r = Router::new(
+                &[route("/pub/", "pub"), route("/api", "api"), route("/", "rest")],
+                &ups,
+            );
+            let raw = format!("/{}", pieces.concat());
+            let Ok(path) = crate::proxy::path::normalise(&raw) else {
+                return Ok(());
+            };
+            let routed = r.route(None, &path).map(|u| u.name.to_string());
+            let again = crate::proxy::path::normalise(&path).unwrap();
+            proptest::prop_assert_eq!(again.as_ref(), path.as_ref());
+            proptest::prop_assert!(!path.split('/').any(|s| s == "." || s == ".."));
+            match routed.as_deref() {
+                Some("pub") => proptest::prop_assert!(path.starts_with("/pub/"), "{raw} -> {path}"),
+                Some("api") => proptest::prop_assert!(path.starts_with("/api"), "{raw} -> {path}"),
+                _ => {}
+            }
+        }
     }
 }

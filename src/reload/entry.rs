@@ -224,6 +224,7 @@ pub(super) fn record_success(spec: &EntrySpec, loaded: &Loaded) {
             r#type: spec.kind.as_str().into(),
         })
         .set(loaded.not_after());
+    metrics::crl_next_update(&spec.id, loaded.ca().and_then(|ca| ca.crl_next_update()));
 }
 
 pub(super) fn forget_entry_metrics(id: &str, kind: &str) {
@@ -234,11 +235,17 @@ pub(super) fn forget_entry_metrics(id: &str, kind: &str) {
     METRICS.cert_last_reload.remove(&metrics::EntryLabels {
         entry: id.to_owned(),
     });
+    metrics::crl_next_update(id, None);
 }
 
 /// Expired, not-yet-valid and rolled-back certificates load, loudly.
 pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>) {
     let now = unix(SystemTime::now());
+    if let Some(next_update) = loaded.ca().and_then(|ca| ca.crl_next_update())
+        && next_update <= now
+    {
+        warn!(target: LOG, entry = %id, next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
+    }
     let Some(p) = loaded.primary() else { return };
     if loaded.not_after() < now {
         warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = loaded.not_after(), "certificate is expired (loaded anyway)");

@@ -158,6 +158,7 @@ fn settings_term(
     let mut h = DefaultHasher::new();
     l.certs.len().hash(&mut h);
     client_auth.mode.as_str().hash(&mut h);
+    client_auth.allow_expired_crl.hash(&mut h);
     if let Some(ca) = &client_auth.ca {
         ca.hash(&mut h);
         ca_hash.hash(&mut h);
@@ -280,6 +281,7 @@ fn server_config(
         mode: client_auth.mode,
         client_ca: client_ca(client_auth, entries)?,
         allow: client_auth.allow.as_ref(),
+        allow_expired_crl: client_auth.allow_expired_crl,
     };
     tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())
 }

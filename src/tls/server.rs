@@ -38,6 +38,8 @@ pub struct ServerInputs<'a> {
     pub client_ca: Option<&'a CaBundle>,
     /// `allow` rules applied in the handshake (verifying modes).
     pub allow: Option<&'a Arc<crate::identity::AllowList>>,
+    /// Trust CRLs past their nextUpdate (`client_auth.allow_expired_crl`).
+    pub allow_expired_crl: bool,
 }
 
 /// Picks a certificate by SNI in O(1): exact names, then `*.suffix`
@@ -161,18 +163,19 @@ pub fn build(
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Build(e.to_string()))?;
-    let verifier = client_verifier(inputs.mode, inputs.client_ca)?.map(|inner| {
-        if !inputs.mode.verifies() {
-            return inner;
-        }
-        // Verifying modes go through the gate: it applies the `allow`
-        // rules and parses the identity record once, in the handshake.
-        Arc::new(Gate {
-            listener: inputs.listener.name.as_str().into(),
-            inner,
-            allow: inputs.allow.cloned(),
-        }) as Arc<dyn ClientCertVerifier>
-    });
+    let verifier =
+        client_verifier(inputs.mode, inputs.client_ca, inputs.allow_expired_crl)?.map(|inner| {
+            if !inputs.mode.verifies() {
+                return inner;
+            }
+            // Verifying modes go through the gate: it applies the `allow`
+            // rules and parses the identity record once, in the handshake.
+            Arc::new(Gate {
+                listener: inputs.listener.name.as_str().into(),
+                inner,
+                allow: inputs.allow.cloned(),
+            }) as Arc<dyn ClientCertVerifier>
+        });
     let mut config = match verifier {
         None => builder.with_no_client_auth(),
         Some(v) => builder.with_client_cert_verifier(v),
@@ -196,6 +199,7 @@ pub fn build(
 fn client_verifier(
     mode: ClientAuthMode,
     ca: Option<&CaBundle>,
+    allow_expired_crl: bool,
 ) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
     let any = |mandatory| -> Arc<dyn ClientCertVerifier> {
         Arc::new(AnyClientCert {
@@ -224,6 +228,11 @@ fn client_verifier(
             // a CRL set that does not cover the issuer must not pass.
             let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .with_crls(ca.crls.iter().cloned());
+            // A CRL past its nextUpdate may miss newer revocations: refuse
+            // (like an unknown status) unless the operator opted out.
+            if !allow_expired_crl {
+                b = b.enforce_revocation_expiration();
+            }
             if mode == ClientAuthMode::VerifyIfGiven {
                 b = b.allow_unauthenticated();
             }
@@ -312,6 +321,11 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
         E::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
         E::InvalidCertificate(C::Revoked) => "revoked",
         E::InvalidCertificate(C::UnknownRevocationStatus) => "revocation_unknown",
+        // The listener's CRL is past its nextUpdate (and the listener does
+        // not set client_auth.allow_expired_crl): no status is trusted.
+        E::InvalidCertificate(
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. },
+        ) => "crl_expired",
         E::InvalidCertificate(
             C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
         ) => "expired",

@@ -103,9 +103,17 @@ impl TestCa {
     /// A CRL from this CA revoking `revoked`.
     pub fn crl(&self, revoked: &[&TestPair]) -> String {
         let now = time::OffsetDateTime::now_utc();
+        self.crl_until(revoked, now + time::Duration::days(1))
+    }
+
+    /// A CRL revoking `revoked` whose nextUpdate is `next_update` (in the
+    /// past for a stale CRL); issued a week before that, or a minute ago.
+    pub fn crl_until(&self, revoked: &[&TestPair], next_update: time::OffsetDateTime) -> String {
+        let now = time::OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - time::Duration::minutes(1),
-            next_update: now + time::Duration::days(1),
+            this_update: (next_update - time::Duration::days(7))
+                .min(now - time::Duration::minutes(1)),
+            next_update,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: revoked

@@ -30,6 +30,7 @@ impl Resolver {
             mode: ClientAuthMode::None,
             ca: None,
             allow: None,
+            allow_expired_crl: false,
         };
         let mut alpn = vec!["h2".to_owned(), "http/1.1".to_owned()];
         let mut min_version = TlsVersion::V12;
@@ -194,6 +195,7 @@ impl Resolver {
             mode: ClientAuthMode::None,
             ca: None,
             allow: None,
+            allow_expired_crl: ca.allow_expired_crl.unwrap_or(false),
         };
         if let Some(m) = &ca.mode {
             match ClientAuthMode::parse(m) {

@@ -123,6 +123,10 @@ impl Resolver {
         let store = raw.store.as_ref().map(|s| StoreConfig {
             path: self.path("store.path", &s.path),
             key_file: self.path("store.key_file", &s.key_file),
+            file_roots: s
+                .file_roots
+                .as_ref()
+                .map(|roots| self.paths("store.file_roots", Some(roots.as_slice()))),
         });
         let watch = match &raw.watch {
             Some(w) => {

@@ -88,6 +88,8 @@ impl Resolver {
                 Duration::from_secs(60),
             ),
             max_idle_connections: u.max_idle_connections.unwrap_or(256),
+            // Envoy's default max_connections: a cap, not a throttle.
+            max_connections_per_server: u.max_connections_per_server.unwrap_or(1024),
         }
     }
 }

@@ -1,0 +1,115 @@
+//! Which files the admin API may name: only paths under `store.file_roots`, decided without touching the disk.
+//!
+//! An editor token must not become a way to probe the host ("no such
+//! file" versus "not a PEM" tells whether `/root/.ssh/id_rsa` exists), so
+//! a path outside the roots is refused before anything is opened, with a
+//! message that is the same whether or not it exists. The check is
+//! lexical: `..` is refused outright (a symlink before it would make a
+//! lexical `..` lie), and symlinks inside a root are followed, as the
+//! configuration's own files are (kubelet's `..data`, certbot's `live/`).
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::config::{Config, EntrySource};
+
+/// The directories API-supplied paths must be under: `store.file_roots`
+/// when set, else every directory the configuration file's own entries
+/// read from.
+pub fn roots(config: &Config) -> Vec<PathBuf> {
+    if let Some(roots) = config.store.as_ref().and_then(|s| s.file_roots.clone()) {
+        return roots;
+    }
+    let mut dirs: Vec<PathBuf> = config
+        .entries
+        .iter()
+        .flat_map(|e| e.source.paths())
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// `Ok` when every file `source` names is under one of `roots`; else the
+/// refusal, naming the field (and the path the caller gave, which tells
+/// them nothing new) but never whether it exists.
+pub fn check(source: &EntrySource, roots: &[PathBuf]) -> Result<(), String> {
+    let fields: Vec<(&str, &Path)> = match source {
+        EntrySource::PairFiles {
+            cert_file,
+            key_file,
+        } => vec![("cert_file", cert_file), ("key_file", key_file)],
+        EntrySource::CaFiles { ca_file, crl_files } => std::iter::once(("ca_file", &**ca_file))
+            .chain(crl_files.iter().map(|p| ("crl_files", &**p)))
+            .collect(),
+        EntrySource::PairInline { .. } | EntrySource::CaInline { .. } => Vec::new(),
+    };
+    for (field, path) in fields {
+        if !within(path, roots) {
+            return Err(format!(
+                "field {field}: {} is not under store.file_roots; the admin API may only name files in those directories",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Absolute, no `..`, and inside (or equal to) one of `roots`, compared
+/// component by component (`/etc/tls` does not contain `/etc/tls-other`).
+fn within(path: &Path, roots: &[PathBuf]) -> bool {
+    path.is_absolute()
+        && !path.components().any(|c| c == Component::ParentDir)
+        && roots.iter().any(|root| {
+            !root.components().any(|c| c == Component::ParentDir) && path.starts_with(root)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca(path: &str) -> EntrySource {
+        EntrySource::CaFiles {
+            ca_file: path.into(),
+            crl_files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn paths_under_roots_only() {
+        let roots = vec![PathBuf::from("/etc/tls"), PathBuf::from("/run/secrets/app")];
+        let ok = |p: &str| check(&ca(p), &roots).is_ok();
+        assert!(ok("/etc/tls/ca.crt"));
+        assert!(ok("/etc/tls/sub/dir/ca.crt"));
+        assert!(ok("/etc/tls/./ca.crt"));
+        assert!(ok("/run/secrets/app/..data/ca.crt"));
+        assert!(!ok("/etc/tls-other/ca.crt"));
+        assert!(!ok("/etc/tls/../shadow"));
+        assert!(!ok("/etc/tls/sub/../../passwd"));
+        assert!(!ok("/etc/passwd"));
+        assert!(!ok("etc/tls/ca.crt"));
+        assert!(!ok("/"));
+        // Inline material names no file.
+        let inline = EntrySource::CaInline {
+            ca_pem: "x".into(),
+            crl_pem: None,
+        };
+        assert!(check(&inline, &[]).is_ok());
+        // No roots: no file at all.
+        assert!(check(&ca("/etc/tls/ca.crt"), &[]).is_err());
+        // The refusal names the field and says the same for any path.
+        let e = check(
+            &EntrySource::CaFiles {
+                ca_file: "/etc/tls/ca.crt".into(),
+                crl_files: vec!["/nope/x.crl".into()],
+            },
+            &roots,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("field crl_files: /nope/x.crl is not under"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! The client's request body on its way upstream, remembering whether the client broke it.
+//!
+//! When a forwarded request fails, hyper's error alone does not say which
+//! side caused it: a malformed chunked body from the client and a reset from
+//! the upstream both surface from the upstream client's `request()`. The
+//! body the upstream client reads is this wrapper, so the forwarder knows
+//! for certain that the client's body failed (a client error, 400) rather
+//! than the upstream (502).
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use std::error::Error as _;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// A client request body that records why reading it failed.
+pub struct ClientBody {
+    inner: Incoming,
+    failed: Option<Arc<OnceLock<String>>>,
+    /// The access log's count of body bytes read (when it is on).
+    counted: Option<crate::proxy::edge::BytesIn>,
+}
+
+/// The forwarder's side of [`ClientBody`]: did the client's body fail, and why?
+pub struct BodyFault(Option<Arc<OnceLock<String>>>);
+
+impl BodyFault {
+    /// The client's body error, if reading it failed.
+    pub fn cause(&self) -> Option<&str> {
+        self.0.as_ref().and_then(|f| f.get()).map(String::as_str)
+    }
+}
+
+impl ClientBody {
+    /// Wrap `inner`. A request without a body (most GETs) cannot fail and
+    /// costs no allocation.
+    pub fn new(inner: Incoming) -> (ClientBody, BodyFault) {
+        let failed = (!inner.is_end_stream()).then(|| Arc::new(OnceLock::new()));
+        let fault = BodyFault(failed.clone());
+        (
+            ClientBody {
+                inner,
+                failed,
+                counted: None,
+            },
+            fault,
+        )
+    }
+
+    /// Add the bytes read to `counter` (the access log's `bytes_in`).
+    pub fn counted(mut self, counter: Option<crate::proxy::edge::BytesIn>) -> ClientBody {
+        self.counted = counter;
+        self
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (&this.counted, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            c.add(data.len());
+        }
+        if let Poll::Ready(Some(Err(e))) = &polled
+            && let Some(failed) = &this.failed
+        {
+            // Set before the upstream client sees the error, so the
+            // forwarder reads it once `request()` has failed.
+            let _ = failed.set(e.source().map_or_else(|| e.to_string(), |s| s.to_string()));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,255 @@
+//! The header policy between client and upstream: hop-by-hop, forwarding, identity.
+//!
+//! hotproxy sets `X-Forwarded-For` (the client's values joined, then the
+//! client address), `X-Forwarded-Proto`, `X-Forwarded-Host` (the authority
+//! the request was routed on) and `Via`. The forwarding headers a client
+//! could use to lie about where a request came from (`Forwarded`,
+//! `X-Real-IP`, `X-Forwarded-Port`, `X-Forwarded-Proto`, `X-Forwarded-Host`)
+//! are removed: no peer is trusted to set them (`trusts_forwarding`, the
+//! place a `trusted_proxies` check goes). Client-certificate headers are
+//! `proxy::client_cert`'s (per `forward_client_cert`, spoofed copies always
+//! removed). The common request needs no string building.
+
+use std::fmt::Write as _;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::proxy::forward::RequestContext;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
+/// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for n in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(n);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Whether the client's own forwarding headers are believed. No peer is
+/// until issue 16's `trusted_proxies` names the ones that are.
+fn trusts_forwarding(_ctx: &RequestContext) -> bool {
+    false
+}
+
+/// Rewrite a request's headers for the upstream. `Host` is already the
+/// request's one authority ([`crate::proxy::request::prepare`]).
+pub fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    ctx: &RequestContext,
+    h2_client: bool,
+    upgrade: bool,
+) {
+    // `te: trailers` is the one TE an h2 client may send, and gRPC backends
+    // need it to know trailers will reach the client.
+    let te_trailers = h2_client
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    strip_hop_by_hop(headers, upgrade);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if !trusts_forwarding(ctx) {
+        for n in [
+            &FORWARDED,
+            &X_REAL_IP,
+            &X_FORWARDED_PORT,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+        ] {
+            headers.remove(n);
+        }
+    }
+    let mut ip = StackStr::default();
+    let _ = write!(ip, "{}", ctx.client_addr.ip());
+    if let Some(xff) = appended(headers, &X_FORWARDED_FOR, ip.as_str()) {
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    let via = if h2_client {
+        "2 hotproxy"
+    } else {
+        "1.1 hotproxy"
+    };
+    let via = if headers.contains_key(header::VIA) {
+        appended(headers, &header::VIA, via)
+    } else {
+        Some(HeaderValue::from_static(via))
+    };
+    if let Some(via) = via {
+        headers.insert(header::VIA, via);
+    }
+}
+
+/// Every value of `name`, in order, joined by `, `, then `last`: repeated
+/// list headers are one list (RFC 9110 §5.3).
+fn appended(headers: &HeaderMap, name: &HeaderName, last: &str) -> Option<HeaderValue> {
+    let values = headers.get_all(name);
+    let len: usize = values.iter().map(|v| v.len() + 2).sum();
+    if len == 0 {
+        return HeaderValue::from_str(last).ok();
+    }
+    let mut out = Vec::with_capacity(len + last.len());
+    for v in values {
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(last.as_bytes());
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// A client address formatted without a heap allocation (IPv6 is at most
+/// 45 characters).
+struct StackStr {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for StackStr {
+    fn default() -> StackStr {
+        StackStr {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl StackStr {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(_cert: bool) -> RequestContext {
+        RequestContext {
+            listener: "public".into(),
+            client_addr: "10.1.2.3:5555".parse().unwrap(),
+            client_cert: None,
+            tls_sni: None,
+            tls_version: None,
+            resumed: false,
+            entry: None,
+        }
+    }
+
+    /// Hop-by-hop headers go, proxy headers are set (client-certificate
+    /// headers are `client_cert`'s, tested there and end to end).
+    #[test]
+    fn rewrites_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("192.0.2.2"));
+        for spoof in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+        ] {
+            h.insert(spoof, HeaderValue::from_static("spoofed"));
+        }
+        rewrite_request_headers(&mut h, &ctx(true), false, false);
+        for gone in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "te",
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+        assert_eq!(h["host"], "app.example.com");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 192.0.2.2, 10.1.2.3");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(h["via"], "1.1 hotproxy");
+
+        let mut h2 = HeaderMap::new();
+        h2.insert(header::HOST, HeaderValue::from_static("a:1"));
+        h2.insert(header::TE, HeaderValue::from_static("trailers"));
+        h2.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
+        rewrite_request_headers(&mut h2, &ctx(false), true, false);
+        assert_eq!(h2["host"], "a:1");
+        assert_eq!(h2["te"], "trailers");
+        assert_eq!(h2["via"], "1.1 edge, 2 hotproxy");
+        assert_eq!(h2["x-forwarded-for"], "10.1.2.3");
+    }
+
+    #[test]
+    fn ipv6_client_address() {
+        let mut c = ctx(false);
+        c.client_addr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1"
+            .parse()
+            .unwrap();
+        let mut h = HeaderMap::new();
+        rewrite_request_headers(&mut h, &c, false, false);
+        assert_eq!(
+            h["x-forwarded-for"],
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+}

@@ -1,0 +1,225 @@
+//! A request's checks before routing: method, one authority, normalised path.
+//!
+//! After [`prepare`] a request has exactly one authority, in `Host` (RFC
+//! 9112 §3.2, RFC 9113 §8.3.1): the one it is routed on and the one the
+//! upstream receives. Its path is normalised ([`crate::proxy::path`]), so
+//! the path routed on is the path forwarded.
+
+use std::borrow::Cow;
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, StatusCode, Uri, Version};
+
+use crate::proxy::forward::{ResponseBody, error_response};
+use crate::proxy::path::{PathError, normalise};
+
+/// Why a request is answered by the proxy itself, before any routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("CONNECT is not supported")]
+    Connect,
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("missing Host header")]
+    MissingHost,
+    #[error("invalid Host header")]
+    InvalidHost,
+    #[error("Host header differs from :authority")]
+    HostMismatch,
+    #[error("invalid request path: {0}")]
+    Path(#[from] PathError),
+}
+
+impl Refused {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refused::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The short plain-text answer the client gets.
+    pub fn response(self) -> http::Response<ResponseBody> {
+        let mut resp = error_response(self.status(), &self.to_string());
+        if self == Refused::Connect {
+            // RFC 9110 §15.5.6: a 405 lists the methods that are allowed.
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"),
+            );
+        }
+        resp
+    }
+}
+
+/// Check `req` and bring it to the one form routing and forwarding use:
+/// `Host` set to the request's authority (an absolute-form target or h2
+/// `:authority` wins over a client's `Host`), the path normalised.
+pub fn prepare<B>(req: &mut Request<B>) -> Result<(), Refused> {
+    if req.method() == Method::CONNECT {
+        return Err(Refused::Connect);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refused::DuplicateHost);
+    }
+    if host.is_some_and(|h| !valid_authority(h.as_bytes())) {
+        return Err(Refused::InvalidHost);
+    }
+    let h2 = req.version() == Version::HTTP_2;
+    if req.version() == Version::HTTP_11 && host.is_none() {
+        // RFC 9112 §3.2: even with an absolute-form target.
+        return Err(Refused::MissingHost);
+    }
+    if let Some(authority) = req.uri().authority() {
+        let target = authority.as_str();
+        if !valid_authority(target.as_bytes()) {
+            return Err(Refused::InvalidHost);
+        }
+        let same = host.is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(target.as_bytes()));
+        if !same {
+            if h2 && host.is_some() {
+                // RFC 9113 §8.3.1: a Host naming another entity than
+                // :authority makes the request malformed.
+                return Err(Refused::HostMismatch);
+            }
+            // RFC 9112 §3.2.2: a proxy replaces Host with the target's
+            // authority. (h2 without Host: Host carries :authority.)
+            let value = HeaderValue::from_str(target).map_err(|_| Refused::InvalidHost)?;
+            req.headers_mut().insert(header::HOST, value);
+        }
+    }
+    let normalised = match normalise(req.uri().path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(p) => p,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => PathAndQuery::try_from(format!("{normalised}?{q}")),
+        None => PathAndQuery::try_from(normalised),
+    }
+    .map_err(|_| Refused::Path(PathError::BadPercent))?;
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(path_and_query);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refused::Path(PathError::BadPercent))?;
+    Ok(())
+}
+
+/// The authority a prepared request is routed on.
+pub fn authority<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+}
+
+/// `host [":" port]` as RFC 3986 §3.2.2 spells it: reg-name characters, an
+/// IP literal in brackets, no userinfo, path or whitespace.
+fn valid_authority(b: &[u8]) -> bool {
+    b.iter().all(|&c| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header("host", *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn prepared(mut r: Request<()>) -> Result<(Option<String>, String), Refused> {
+        prepare(&mut r)?;
+        Ok((
+            authority(&r).map(Into::into),
+            r.uri().path_and_query().unwrap().to_string(),
+        ))
+    }
+
+    #[test]
+    fn one_authority() {
+        use Version as V;
+        let ok = |v, uri, hosts: &[&str]| prepared(req(v, uri, hosts));
+        assert_eq!(
+            ok(V::HTTP_11, "/x", &["a.test"]),
+            Ok((Some("a.test".into()), "/x".into()))
+        );
+        // Absolute-form wins; Host is replaced.
+        assert_eq!(
+            ok(V::HTTP_11, "http://b.test/x", &["a.test"]),
+            Ok((Some("b.test".into()), "/x".into()))
+        );
+        assert_eq!(
+            ok(V::HTTP_11, "/x", &["a.test", "b.test"]),
+            Err(Refused::DuplicateHost)
+        );
+        assert_eq!(ok(V::HTTP_11, "/x", &[]), Err(Refused::MissingHost));
+        assert_eq!(
+            ok(V::HTTP_11, "http://b.test/x", &[]),
+            Err(Refused::MissingHost)
+        );
+        assert_eq!(ok(V::HTTP_10, "/x", &[]), Ok((None, "/x".into())));
+        assert_eq!(
+            ok(V::HTTP_11, "/x", &["a.test/evil"]),
+            Err(Refused::InvalidHost)
+        );
+        assert_eq!(
+            ok(V::HTTP_11, "/x", &["u@a.test"]),
+            Err(Refused::InvalidHost)
+        );
+        // h2: :authority alone, or with an equal Host; a different Host is malformed.
+        assert_eq!(
+            ok(V::HTTP_2, "https://a.test:8443/x", &[]),
+            Ok((Some("a.test:8443".into()), "/x".into()))
+        );
+        assert_eq!(
+            ok(V::HTTP_2, "https://a.test/x", &["A.test"]),
+            Ok((Some("A.test".into()), "/x".into()))
+        );
+        assert_eq!(
+            ok(V::HTTP_2, "https://a.test/x", &["b.test"]),
+            Err(Refused::HostMismatch)
+        );
+        assert_eq!(
+            ok(V::HTTP_11, "/pub/%2e%2e/secret?q=%2e%2e", &["a"]),
+            Ok((Some("a".into()), "/secret?q=%2e%2e".into()))
+        );
+        assert_eq!(
+            ok(V::HTTP_11, "/pub/..%2fsecret", &["a"]),
+            Err(Refused::Path(PathError::EncodedSeparator))
+        );
+        let connect = Request::builder()
+            .method(Method::CONNECT)
+            .uri("a.test:443")
+            .header("host", "a.test:443")
+            .body(())
+            .unwrap();
+        assert_eq!(prepared(connect), Err(Refused::Connect));
+    }
+}

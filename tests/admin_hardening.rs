@@ -1,0 +1,764 @@
+//! The admin API against hostile input: raw bytes in paths, scheme case,
+//! HEAD, files that are not files, paths outside `store.file_roots`, a
+//! planted temp file, a store directory that cannot be written.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const EDITOR: &str = "editor-token-6a1f0c2d9e8b7a65";
+
+/// A proxy with an editor token, a store, and a listener `public` serving
+/// `edge` from files in the scene's `pki/` directory (so the default
+/// `store.file_roots` is that directory). Nothing is watched: only the API
+/// changes what is served.
+struct Api {
+    s: Scene,
+    ca: TestCa,
+    p: Proxy,
+    addr: SocketAddr,
+    api: SocketAddr,
+}
+
+impl Api {
+    async fn start(extra: &str) -> Api {
+        Api::with_store("{ path: data/store.json, key_file: keys/store.key }", extra).await
+    }
+
+    /// Like `start`, with this `store:` section.
+    async fn with_store(store: &str, extra: &str) -> Api {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        let edge = ca.server_pair(&["localhost"]);
+        s.pair("pki/edge", &edge);
+        write(&s.path("pki/ca.crt"), &ca.cert_pem);
+        write(&s.path("editor.token"), EDITOR);
+        let cfg = s.config(&format!(
+            r#"
+watch: {{ events: false, poll_interval: 1h }}
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{{ role: editor, token_file: editor.token }}]
+store: {store}
+{extra}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: pki/edge.crt, key_file: pki/edge.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: edge }}]
+"#
+        ));
+        let mut p = Proxy::start(&cfg);
+        let addr = p.listener_addr("public").await;
+        let api = p.admin_addr().await;
+        Api {
+            s,
+            ca,
+            p,
+            addr,
+            api,
+        }
+    }
+
+    async fn editor(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> AdminReply {
+        admin(self.api, method, path, Some(EDITOR), body, &[]).await
+    }
+}
+
+/// Raw request bytes to `addr`; the whole answer until the server closes
+/// (bounded by a deadline, so a hang fails instead of stalling the suite).
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut out))
+        .await
+        .expect("the admin listener answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `%` before a multi-byte character once sliced a `str` inside a char and
+/// panicked the handler (the connection dropped without an answer). Now
+/// it is an ordinary id: 404 JSON, and the listener keeps answering.
+#[tokio::test]
+async fn non_ascii_path_bytes_get_an_answer() {
+    let a = Api::start("").await;
+    for path in [
+        &b"/api/v1/certs/%a\xc3\xa9"[..],
+        b"/api/v1/certs/%\xc3\xa9",
+        b"/api/v1/certs/%",
+        b"/api/v1/certs/x%e",
+        b"/api/v1/listeners/%\xe2\x82\xac/cert",
+    ] {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(path);
+        req.extend_from_slice(
+            format!(
+                " HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {EDITOR}\r\nConnection: close\r\n\r\n",
+                a.api
+            )
+            .as_bytes(),
+        );
+        let answer = raw(a.api, &req).await;
+        let shown = String::from_utf8_lossy(path);
+        assert!(
+            answer.starts_with("HTTP/1.1 404"),
+            "{shown}: answer {answer:?}"
+        );
+        assert!(answer.contains("\"Not Found\""), "{shown}: {answer}");
+    }
+    let r = a.editor("GET", "/api/v1/certs/edge", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// RFC 7235 §2.1: the auth scheme is case-insensitive.
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive() {
+    let a = Api::start("").await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let auth = format!("{scheme} {EDITOR}");
+        let r = admin(
+            a.api,
+            "GET",
+            "/api/v1/certs",
+            None,
+            None,
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+    // The token itself stays case-sensitive, and another scheme is refused.
+    for auth in [
+        format!("Bearer {}", EDITOR.to_uppercase()),
+        format!("Basic {EDITOR}"),
+        "Bearer".to_owned(),
+    ] {
+        let r = admin(
+            a.api,
+            "GET",
+            "/api/v1/certs",
+            None,
+            None,
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(r.status, 401, "{auth}: {}", r.body);
+    }
+}
+
+/// HEAD on a GET endpoint answers like GET (status, type, length) without
+/// a body, on HTTP/1.1 and on raw bytes; it was 405 (API) or 404 (probes).
+#[tokio::test]
+async fn head_answers_like_get() {
+    let a = Api::start("").await;
+    for path in [
+        "/api/v1/certs",
+        "/api/v1/certs/edge",
+        "/api/v1/listeners",
+        "/api/v1/listeners/public/cert",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        let get = a.editor("GET", path, None).await;
+        let head = a.editor("HEAD", path, None).await;
+        assert_eq!(get.status, 200, "GET {path}: {}", get.body);
+        assert_eq!(head.status, 200, "HEAD {path}: {}", head.body);
+        assert!(head.body.is_empty(), "HEAD {path} has a body");
+        assert_eq!(
+            head.headers.get("content-type"),
+            get.headers.get("content-type"),
+            "{path}"
+        );
+        let len: usize = head.headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(len > 0, "HEAD {path}: Content-Length {len}");
+        if !path.starts_with("/metrics") {
+            // Metrics move between two reads; the rest is stable.
+            assert_eq!(len, get.body.len(), "{path}");
+        }
+        if path == "/api/v1/certs/edge" {
+            assert_eq!(head.headers.get("etag"), get.headers.get("etag"));
+        }
+    }
+    // A missing entry is the same 404 either way; HEAD still needs a token.
+    let r = a.editor("HEAD", "/api/v1/certs/nope", None).await;
+    assert_eq!(r.status, 404);
+    let r = admin(a.api, "HEAD", "/api/v1/certs", None, None, &[]).await;
+    assert_eq!(r.status, 401);
+    // Other methods are still 405, and say what is allowed.
+    let r = a.editor("PATCH", "/api/v1/certs/edge", None).await;
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.headers["allow"], "GET, HEAD, PUT, DELETE");
+    // On the wire: headers, then the next response, no stray body bytes.
+    let answer = raw(
+        a.api,
+        format!(
+            "HEAD /api/v1/certs HTTP/1.1\r\nHost: {0}\r\nAuthorization: Bearer {EDITOR}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n",
+            a.api
+        )
+        .as_bytes(),
+    )
+    .await;
+    let second = answer.find("HTTP/1.1 200 OK\r\n").and_then(|first| {
+        answer[first + 1..]
+            .find("HTTP/1.1 200 OK\r\n")
+            .map(|i| first + 1 + i)
+    });
+    let second = second.unwrap_or_else(|| panic!("two answers expected: {answer}"));
+    assert!(
+        answer[..second].ends_with("\r\n\r\n"),
+        "HEAD sent a body: {answer}"
+    );
+    assert!(answer.ends_with("ok\n"), "{answer}");
+}
+
+/// Arbitrary JSON: objects lean on the API's own field names, so the
+/// handlers get past "unknown field" into the checks behind it. String
+/// values are never a valid id, mode or PEM (uppercase, `%`, non-ASCII),
+/// so every body is invalid and must be a 4xx.
+fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let key = prop_oneof![
+        prop::sample::select(vec![
+            "id",
+            "type",
+            "source",
+            "cert_file",
+            "key_file",
+            "ca_file",
+            "crl_files",
+            "cert_pem",
+            "key_pem",
+            "ca_pem",
+            "crl_pem",
+            "mode",
+            "ca",
+            "ref",
+        ])
+        .prop_map(str::to_owned),
+        "[A-Za-z_]{0,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        "[A-Z0-9%/.\\[\\]é\\\\-]{0,16}".prop_map(serde_json::Value::from),
+        prop::sample::select(vec!["server-pair", "ca-bundle", "file", "inline"])
+            .prop_map(serde_json::Value::from),
+        Just(serde_json::Value::from("/etc/passwd")),
+    ];
+    leaf.prop_recursive(3, 24, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every mutation endpoint gets arbitrary JSON (and non-JSON) bodies, every
+/// id-taking endpoint arbitrary id bytes: always an answer, always a 4xx,
+/// never a dropped connection or a 5xx, and the listener still serves.
+#[test]
+fn admin_api_bodies_and_ids_always_answer_4xx() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as Cases, TestRunner};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = rt.block_on(Api::start(""));
+    let request = |method: &str, path: &[u8], body: &[u8]| {
+        let mut req = format!("{method} ").into_bytes();
+        req.extend_from_slice(path);
+        req.extend_from_slice(
+            format!(
+                " HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {EDITOR}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                a.api,
+                body.len()
+            )
+            .as_bytes(),
+        );
+        req.extend_from_slice(body);
+        rt.block_on(raw(a.api, &req))
+    };
+    let status = |answer: &str| -> u16 {
+        answer
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|s| s.get(..3))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    let endpoints: [(&str, &[u8]); 5] = [
+        ("POST", b"/api/v1/certs"),
+        ("POST", b"/api/v1/certs/validate"),
+        ("PUT", b"/api/v1/certs/edge"),
+        ("PUT", b"/api/v1/certs/new-one"),
+        ("PUT", b"/api/v1/listeners/public/client-auth"),
+    ];
+    let body = prop_oneof![
+        json_value().prop_map(|v| v.to_string().into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..64),
+    ];
+    let mut runner = TestRunner::new(Cases {
+        cases: 160,
+        ..Cases::default()
+    });
+    runner
+        .run(&(0..endpoints.len(), body), |(e, body)| {
+            let (method, path) = endpoints[e];
+            let answer = request(method, path, &body);
+            let code = status(&answer);
+            prop_assert!(
+                (400..500).contains(&code),
+                "{} {}: {}",
+                method,
+                String::from_utf8_lossy(path),
+                answer
+            );
+            Ok(())
+        })
+        .unwrap();
+    // Ids: any bytes but the request line's own delimiters, raw on the wire.
+    let id = prop::collection::vec(
+        any::<u8>().prop_filter("delimiter", |b| !b" \r\n".contains(b)),
+        1..24,
+    );
+    let shapes: [(&str, &str, &str); 5] = [
+        ("GET", "/api/v1/certs/", ""),
+        ("DELETE", "/api/v1/certs/", ""),
+        ("POST", "/api/v1/certs/", "/reload"),
+        ("PUT", "/api/v1/certs/", ""),
+        ("GET", "/api/v1/listeners/", "/cert"),
+    ];
+    let mut runner = TestRunner::new(Cases {
+        cases: 160,
+        ..Cases::default()
+    });
+    runner
+        .run(&(0..shapes.len(), id), |(s, id)| {
+            let (method, prefix, suffix) = shapes[s];
+            let mut path = prefix.as_bytes().to_vec();
+            path.extend_from_slice(&id);
+            path.extend_from_slice(suffix.as_bytes());
+            let answer = request(method, &path, b"{}");
+            let code = status(&answer);
+            prop_assert!(
+                (400..500).contains(&code),
+                "{} {:?}: {}",
+                method,
+                String::from_utf8_lossy(&path),
+                answer
+            );
+            Ok(())
+        })
+        .unwrap();
+    // Still serving the same pair, and the catalogue is unchanged.
+    rt.block_on(async {
+        served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+            .await
+            .unwrap();
+        let r = a.editor("GET", "/api/v1/certs", None).await;
+        assert_eq!(r.json().as_array().unwrap().len(), 1, "{}", r.body);
+    });
+}
+
+/// A FIFO at `path` (`mkfifo(1)`).
+fn mkfifo(path: &std::path::Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+fn ca_file(id: &str, path: &std::path::Path) -> serde_json::Value {
+    json!({"id": id, "type": "ca-bundle", "source": "file", "ca_file": path})
+}
+
+/// A FIFO as `ca_file` (create and validate) once froze the reloader
+/// (open(2) waits for a writer) and, on one worker, the data plane. Now
+/// both calls are refused at once, naming the file, while a rotation of
+/// another entry goes through and is served.
+#[tokio::test]
+async fn fifo_as_ca_file_is_refused_and_rotations_go_on() {
+    let a = Api::start("runtime: { worker_threads: 1 }").await;
+    let fifo = a.s.path("pki/fifo.crt");
+    mkfifo(&fifo);
+    let (api, body) = (a.api, ca_file("fifo", &fifo));
+    let create = tokio::spawn(async move {
+        admin(api, "POST", "/api/v1/certs", Some(EDITOR), Some(body), &[]).await
+    });
+    let body = ca_file("fifo", &fifo);
+    let validate = tokio::spawn(async move {
+        admin(
+            api,
+            "POST",
+            "/api/v1/certs/validate",
+            Some(EDITOR),
+            Some(body),
+            &[],
+        )
+        .await
+    });
+    // Meanwhile: rotate `edge` through the API; the new leaf is served.
+    let next = a.ca.server_pair(&["localhost"]);
+    support::writers::mv_over(&a.s.path("pki/edge.key"), &next.key_pem);
+    support::writers::mv_over(&a.s.path("pki/edge.crt"), &next.cert_pem);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        a.editor("POST", "/api/v1/certs/edge/reload", None),
+    )
+    .await
+    .expect("a rotation is answered while a FIFO is named");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let leaf = served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+    assert_eq!(leaf, next.fingerprint);
+    for (what, call) in [("create", create), ("validate", validate)] {
+        let r = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .unwrap_or_else(|_| panic!("{what} with a FIFO never answered"))
+            .unwrap();
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+        let m = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            m.contains(&fifo.display().to_string()) && m.contains("not a regular file"),
+            "{what}: {m}"
+        );
+    }
+    assert_eq!(
+        a.editor("GET", "/api/v1/certs/fifo", None).await.status,
+        404
+    );
+}
+
+/// `/dev/zero` (behind a link in a root), a directory and an oversize file
+/// are refused with a message naming the file; nothing is allocated for
+/// them and the proxy goes on serving.
+#[tokio::test]
+async fn devices_directories_and_huge_files_are_refused() {
+    let a = Api::start("").await;
+    let zero = a.s.path("pki/zero.crt");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let big = a.s.path("pki/big.crt");
+    std::fs::write(&big, vec![b'A'; (1 << 20) + 1]).unwrap();
+    for (path, want) in [
+        (zero, "not a regular file (a character device)"),
+        (a.s.path("pki"), "not a regular file (a directory)"),
+        (big, "larger than the 1048576-byte limit"),
+    ] {
+        for endpoint in ["/api/v1/certs", "/api/v1/certs/validate"] {
+            let r = a.editor("POST", endpoint, Some(ca_file("x", &path))).await;
+            assert_eq!(r.status, 400, "{endpoint} {}: {}", path.display(), r.body);
+            let m = r.json()["message"].as_str().unwrap().to_owned();
+            assert!(
+                m.contains(&path.display().to_string()) && m.contains(want),
+                "{endpoint}: {m}"
+            );
+        }
+    }
+    served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+}
+
+/// Paths outside `store.file_roots` (default: the directories of the
+/// configuration's own entries) are refused before anything is opened,
+/// with the same message whether the file exists or not; `..` cannot
+/// climb out. An explicit `file_roots` replaces the default.
+#[tokio::test]
+async fn paths_outside_file_roots_are_refused_alike() {
+    let a = Api::start("").await;
+    let missing = format!("/etc/hotproxy-no-such-file-{}", std::process::id());
+    let climb = format!("{}/../../../../../../etc/passwd", a.s.path("pki").display());
+    for endpoint in ["/api/v1/certs", "/api/v1/certs/validate"] {
+        let exists = refusal(&a, endpoint, "/etc/passwd").await;
+        assert!(exists.contains("store.file_roots"), "{exists}");
+        assert_eq!(exists, refusal(&a, endpoint, &missing).await, "{endpoint}");
+        assert_eq!(exists, refusal(&a, endpoint, &climb).await, "{endpoint}");
+        assert_eq!(exists, refusal(&a, endpoint, "/root").await, "{endpoint}");
+    }
+    // A key file outside the roots is refused too (the second field).
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(json!({"id": "p", "type": "server-pair", "source": "file",
+                "cert_file": a.s.path("pki/edge.crt"), "key_file": "/etc/shadow"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("key_file"), "{}", r.body);
+    // Inside the default root: accepted.
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(ca_file("inside", &a.s.path("pki/ca.crt"))),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Explicit roots: only `other/` (the config's own pki/ is no longer one).
+    let b = Api::with_store(
+        "{ path: data/store.json, key_file: keys/store.key, file_roots: [other] }",
+        "",
+    )
+    .await;
+    write(&b.s.path("other/ca.crt"), &b.ca.cert_pem);
+    let r = b
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(ca_file("in-pki", &b.s.path("pki/ca.crt"))),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = b
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(ca_file("in-other", &b.s.path("other/ca.crt"))),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// The 400 message for `ca_file: path` at `endpoint`, with the path itself
+/// replaced by `PATH` (the caller gave it; what matters is the rest).
+async fn refusal(a: &Api, endpoint: &str, path: &str) -> String {
+    let body = json!({"id": "probe", "type": "ca-bundle", "source": "file", "ca_file": path});
+    let r = a.editor("POST", endpoint, Some(body)).await;
+    assert_eq!(r.status, 400, "{endpoint} {path}: {}", r.body);
+    r.json()["message"].as_str().unwrap().replace(path, "PATH")
+}
+
+fn inline_ca(id: &str, ca: &TestCa) -> serde_json::Value {
+    json!({"id": id, "type": "ca-bundle", "source": "inline", "ca_pem": ca.cert_pem})
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The store's temp file was `.store.json.tmp.<pid>`, opened with
+/// create+truncate: a planted 0644 file there made the store 0644, and a
+/// planted symlink was written through (and then renamed over the store).
+/// Now the temp file is new (O_EXCL), random, never a followed link, and
+/// 0600 from its creation.
+#[tokio::test]
+async fn planted_temp_files_change_nothing() {
+    let a = Api::start("").await;
+    let data = a.s.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = data.join("store.json");
+    let old_tmp = data.join(format!(".store.json.tmp.{}", a.p.pid()));
+    // A world-readable file at the predictable name.
+    std::fs::write(&old_tmp, "planted").unwrap();
+    std::fs::set_permissions(
+        &old_tmp,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let r = a
+        .editor("POST", "/api/v1/certs", Some(inline_ca("one", &a.ca)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(std::fs::symlink_metadata(&store).unwrap().is_file());
+    assert_eq!(
+        mode(&store),
+        0o600,
+        "the store took the planted file's mode"
+    );
+    // A symlink at the predictable name, to a file the attacker wants written.
+    let _ = std::fs::remove_file(&old_tmp);
+    let victim = a.s.path("victim.txt");
+    std::fs::write(&victim, "victim").unwrap();
+    std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
+    let r = a
+        .editor("POST", "/api/v1/certs", Some(inline_ca("two", &a.ca)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
+    assert!(
+        std::fs::symlink_metadata(&store).unwrap().is_file(),
+        "the store became a symlink"
+    );
+    assert_eq!(mode(&store), 0o600);
+    // No temp file is left behind; the planted link is still the attacker's.
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "store.json" && *n != old_tmp.file_name().unwrap().to_string_lossy())
+        .collect();
+    assert!(left.is_empty(), "left in the store directory: {left:?}");
+    let r = a.editor("GET", "/api/v1/certs", None).await;
+    assert_eq!(r.json().as_array().unwrap().len(), 3, "{}", r.body);
+}
+
+/// Runs a command that must succeed (root-only fault setups).
+fn sh(args: &[&str]) {
+    let ok = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{args:?}");
+}
+
+/// Undoes a fault on drop, even when the test fails half-way.
+struct Undo(Vec<&'static str>, std::path::PathBuf);
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(self.0[0])
+            .args(&self.0[1..])
+            .arg(&self.1)
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}
+
+/// A store change that cannot be written is an error answer, and nothing
+/// changes: not the store file, not the catalogue, not what is served.
+async fn refused_write_changes_nothing(a: &Api, store: &std::path::Path, what: &str) {
+    let before = std::fs::read(store).unwrap();
+    let catalogue = a.editor("GET", "/api/v1/certs", None).await.body;
+    let served = served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+    for (method, path, body) in [
+        ("POST", "/api/v1/certs", Some(inline_ca("more", &a.ca))),
+        (
+            "PUT",
+            "/api/v1/certs/kept",
+            Some(
+                json!({"type": "ca-bundle", "source": "inline", "ca_pem": TestCa::new("x").cert_pem}),
+            ),
+        ),
+        ("DELETE", "/api/v1/certs/kept", None),
+    ] {
+        let r = a.editor(method, path, body).await;
+        assert_eq!(r.status, 500, "{what}: {method} {path}: {}", r.body);
+        let m = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            m.contains("store") && m.contains("store.json"),
+            "{what}: {m}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(store).unwrap(),
+        before,
+        "{what}: store changed"
+    );
+    // A failed write leaves no temp file behind (it would fill the disk).
+    let left: Vec<_> = std::fs::read_dir(store.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(left.is_empty(), "{what}: left behind: {left:?}");
+    assert_eq!(
+        a.editor("GET", "/api/v1/certs", None).await.body,
+        catalogue,
+        "{what}"
+    );
+    let now = served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+    assert_eq!(now, served, "{what}");
+}
+
+/// Faults: the store directory made unwritable (`chattr +i`, which stops
+/// root too) and the store's filesystem full (a 64 KiB tmpfs). The API
+/// answers an error, the old store is intact, nothing served changes,
+/// and once the fault is gone the same change goes through.
+#[tokio::test]
+async fn store_write_faults_change_nothing() {
+    if !is_root() {
+        eprintln!("skipped: chattr +i and mount need root");
+        return;
+    }
+    // Read-only directory.
+    let a = Api::start("").await;
+    let r = a
+        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &a.ca)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let data = a.s.path("data");
+    sh(&["chattr", "+i", data.to_str().unwrap()]);
+    let undo = Undo(vec!["chattr", "-i"], data.clone());
+    refused_write_changes_nothing(&a, &data.join("store.json"), "immutable directory").await;
+    drop(undo);
+    let r = a
+        .editor("POST", "/api/v1/certs", Some(inline_ca("more", &a.ca)))
+        .await;
+    assert_eq!(r.status, 201, "after chattr -i: {}", r.body);
+
+    // Full filesystem: the store lives on a 64 KiB tmpfs that is filled up.
+    let b = Api::with_store("{ path: tiny/store.json, key_file: keys/store.key }", "").await;
+    let tiny = b.s.path("tiny");
+    std::fs::create_dir_all(&tiny).unwrap();
+    sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=64k",
+        "tmpfs",
+        tiny.to_str().unwrap(),
+    ]);
+    let _unmount = Undo(vec!["umount", "-l"], tiny.clone());
+    let r = b
+        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &b.ca)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let filler = tiny.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = [0u8; 4096];
+        // Bounded: 64 KiB fills in at most 16 chunks.
+        for _ in 0..64 {
+            if f.write_all(&chunk).and_then(|_| f.sync_all()).is_err() {
+                break;
+            }
+        }
+    }
+    refused_write_changes_nothing(&b, &tiny.join("store.json"), "full filesystem").await;
+    std::fs::remove_file(&filler).unwrap();
+    let r = b
+        .editor("POST", "/api/v1/certs", Some(inline_ca("more", &b.ca)))
+        .await;
+    assert_eq!(r.status, 201, "after freeing space: {}", r.body);
+}
