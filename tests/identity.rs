@@ -1168,7 +1168,8 @@ upstreams:
 
 /// `resumed` and `tls_version` in the access log are the connection's: a
 /// listener without client auth resumes sessions (tickets), and the second
-/// connection of a client that kept its session says so.
+/// connection of a client that kept its session says so. `bytes_in` is the
+/// request body that went upstream.
 #[tokio::test]
 async fn access_log_reports_resumption() {
     let w = world().await;
@@ -1181,6 +1182,18 @@ async fn access_log_reports_resumption() {
     for path in ["/first", "/second"] {
         assert_eq!(outcome(addr, cfg.clone(), path).await, Outcome::Status(200));
     }
+    // A request with a body: bytes_in counts what went upstream.
+    let mut tls = connect(addr, "localhost", cfg.clone()).await.unwrap();
+    tls.write_all(b"POST /post HTTP/1.1\r\nhost: localhost\r\ncontent-length: 11\r\nconnection: close\r\n\r\nhello world")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let lines = loop {
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
@@ -1188,7 +1201,7 @@ async fn access_log_reports_resumption() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        if lines.len() >= 2 {
+        if lines.len() >= 3 {
             break lines;
         }
         assert!(Instant::now() < deadline, "access log lines missing");
@@ -1197,6 +1210,13 @@ async fn access_log_reports_resumption() {
     let resumed = |path: &str| lines.iter().find(|l| l["path"] == path).unwrap()["resumed"].clone();
     assert_eq!(resumed("/first"), false);
     assert_eq!(resumed("/second"), true);
+    let post = lines.iter().find(|l| l["path"] == "/post").unwrap();
+    assert_eq!(post["bytes_in"], 11);
+    assert_eq!(post["method"], "POST");
+    assert_eq!(
+        lines.iter().find(|l| l["path"] == "/first").unwrap()["bytes_in"],
+        0
+    );
     assert!(
         lines
             .iter()

@@ -20,7 +20,7 @@ pin_project! {
         #[pin]
         inner: B,
         line: Option<Box<RequestLine>>,
-        bytes_in: Arc<AtomicU64>,
+        bytes_in: Option<Arc<AtomicU64>>,
         started: std::time::Instant,
     }
 
@@ -35,7 +35,7 @@ impl<B> Logged<B> {
     pub fn new(
         inner: B,
         line: Box<RequestLine>,
-        bytes_in: Arc<AtomicU64>,
+        bytes_in: Option<Arc<AtomicU64>>,
         started: std::time::Instant,
     ) -> Logged<B> {
         Logged {
@@ -50,7 +50,10 @@ impl<B> Logged<B> {
 impl<B> LoggedProj<'_, B> {
     fn finish(&mut self) {
         if let Some(mut line) = self.line.take() {
-            line.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+            line.bytes_in = self
+                .bytes_in
+                .as_ref()
+                .map_or(0, |b| b.load(Ordering::Relaxed));
             line.duration = self.started.elapsed();
             super::submit(Line::Request(line));
         }

@@ -70,8 +70,8 @@ fn json_request(out: &mut String, r: &RequestLine) {
         client_uri_san: id.and_then(|i| i.uri_sans.first()).map(String::as_str),
         client_fingerprint: id.map(|i| i.fingerprint_sha256.as_str()),
         method: Some(r.method.as_str()),
-        host: r.host.as_deref(),
-        path: Some(&r.path),
+        host: r.host.as_ref().and_then(|h| h.to_str().ok()),
+        path: Some(path_of(r)),
         protocol: Some(protocol(r.protocol)),
         status: Some(r.status),
         bytes_in: r.bytes_in,
@@ -128,7 +128,7 @@ fn combined_request(out: &mut String, r: &RequestLine) {
         r.client_addr.ip(),
         clf_time(r.ts),
         r.method,
-        escape(&r.path),
+        escape(path_of(r)),
         protocol(r.protocol),
         r.status,
         r.bytes_out,
@@ -145,6 +145,10 @@ fn combined_refusal(out: &mut String, r: &RefusalLine) {
         clf_time(r.ts),
         r.reason
     );
+}
+
+fn path_of(r: &RequestLine) -> &str {
+    r.target.as_ref().map_or("/", |t| t.path())
 }
 
 fn header_text(v: &Option<http::HeaderValue>) -> &str {
@@ -229,8 +233,8 @@ mod tests {
                 chain: vec![],
             })),
             method: http::Method::POST,
-            host: Some("api.example".into()),
-            path: "/v1/\"x\"".into(),
+            host: Some(http::HeaderValue::from_static("api.example")),
+            target: Some(http::uri::PathAndQuery::from_static("/v1/%22x%22?token=1")),
             protocol: http::Version::HTTP_2,
             status: 201,
             bytes_in: 10,
@@ -245,7 +249,7 @@ mod tests {
             resumed: false,
             authz: "allowed",
             referer: None,
-            user_agent: Some(http::HeaderValue::from_static("curl/8")),
+            user_agent: Some(http::HeaderValue::from_static("curl \"8\"")),
         }
     }
 
@@ -259,7 +263,7 @@ mod tests {
             "ts": "2027-01-15T08:00:00.123Z", "listener": "partners", "sni": "api.example",
             "client_addr": "10.1.2.3:5555", "client_subject": "CN=billing",
             "client_uri_san": "spiffe://td/sa/billing", "client_fingerprint": "ab".repeat(32),
-            "method": "POST", "host": "api.example", "path": "/v1/\"x\"", "protocol": "HTTP/2.0",
+            "method": "POST", "host": "api.example", "path": "/v1/%22x%22", "protocol": "HTTP/2.0",
             "status": 201, "bytes_in": 10, "bytes_out": 20, "duration_ms": 1.5,
             "upstream": "app", "upstream_addr": "https://127.0.0.1:9000", "upstream_ms": 1.0,
             "request_id": "rid-1", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
@@ -268,7 +272,7 @@ mod tests {
         assert_eq!(v, want);
     }
 
-    /// nginx `combined`, with `"` escaped as nginx does.
+    /// nginx `combined`, with `"` escaped as nginx does; the path without its query.
     #[test]
     fn combined() {
         let mut out = String::new();
@@ -279,7 +283,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            r#"10.1.2.3 - - [15/Jan/2027:08:00:00 +0000] "POST /v1/\x22x\x22 HTTP/2.0" 201 20 "-" "curl/8""#
+            r#"10.1.2.3 - - [15/Jan/2027:08:00:00 +0000] "POST /v1/%22x%22 HTTP/2.0" 201 20 "-" "curl \x228\x22""#
         );
         let mut out = String::new();
         let refusal = Line::Refusal(RefusalLine {

@@ -56,9 +56,11 @@ pub struct RequestLine {
     pub client_addr: SocketAddr,
     pub identity: Option<Arc<Identity>>,
     pub method: http::Method,
-    pub host: Option<String>,
-    /// Without the query (queries carry tokens).
-    pub path: String,
+    /// The `Host` / `:authority` as received (a shared copy, not a new string).
+    pub host: Option<http::HeaderValue>,
+    /// The request target; only its path is logged (queries carry tokens).
+    /// Shares the request's bytes.
+    pub target: Option<http::uri::PathAndQuery>,
     pub protocol: http::Version,
     pub status: u16,
     pub bytes_in: u64,

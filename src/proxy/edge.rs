@@ -82,7 +82,8 @@ pub struct Exchange {
     started: Instant,
     request_id: HeaderValue,
     /// `None` when the access log is off for this request.
-    log: Option<(Box<RequestLine>, Arc<AtomicU64>)>,
+    /// The line, and the request body's byte count (`None`: no body).
+    log: Option<(Box<RequestLine>, Option<Arc<AtomicU64>>)>,
 }
 
 impl Exchange {
@@ -104,8 +105,11 @@ impl Exchange {
                 client_addr: ctx.client_addr,
                 identity: ctx.client_cert.clone(),
                 method: req.method().clone(),
-                host: request_host(req).map(str::to_owned),
-                path: req.uri().path().to_owned(),
+                host: match req.uri().authority() {
+                    Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+                    None => req.headers().get(http::header::HOST).cloned(),
+                },
+                target: req.uri().path_and_query().cloned(),
                 protocol: req.version(),
                 status: 0,
                 bytes_in: 0,
@@ -122,9 +126,12 @@ impl Exchange {
                 referer: h.get(http::header::REFERER).cloned(),
                 user_agent: h.get(http::header::USER_AGENT).cloned(),
             });
-            (line, Arc::new(AtomicU64::new(0)))
+            // A request without a body (most GETs) needs no counter.
+            let counter = (!hyper::body::Body::is_end_stream(req.body()))
+                .then(|| Arc::new(AtomicU64::new(0)));
+            (line, counter)
         });
-        if let Some((_, counter)) = &log {
+        if let Some((_, Some(counter))) = &log {
             req.extensions_mut().insert(BytesIn(counter.clone()));
         }
         Exchange {
