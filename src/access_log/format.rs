@@ -1,6 +1,7 @@
 //! Access-log line formats: JSON (every field of SPEC's access log) and nginx's `combined`.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -8,7 +9,7 @@ use serde::Serialize;
 use super::{Line, LogFormat, RefusalLine, RequestLine};
 
 /// Append `line` to `out` (without the newline).
-pub fn write(out: &mut String, line: &Line, format: LogFormat) {
+pub fn write(out: &mut Vec<u8>, line: &Line, format: LogFormat) {
     match (line, format) {
         (Line::Request(r), LogFormat::Json) => json_request(out, r),
         (Line::Request(r), LogFormat::Combined) => combined_request(out, r),
@@ -20,10 +21,10 @@ pub fn write(out: &mut String, line: &Line, format: LogFormat) {
 /// The JSON fields, in the documented order.
 #[derive(Serialize)]
 struct JsonLine<'a> {
-    ts: String,
+    ts: Shown<Rfc3339Ms>,
     listener: &'a str,
     sni: Option<&'a str>,
-    client_addr: String,
+    client_addr: Shown<std::net::SocketAddr>,
     client_subject: Option<&'a str>,
     client_uri_san: Option<&'a str>,
     client_fingerprint: Option<&'a str>,
@@ -59,13 +60,13 @@ pub fn protocol(v: http::Version) -> &'static str {
     }
 }
 
-fn json_request(out: &mut String, r: &RequestLine) {
+fn json_request(out: &mut Vec<u8>, r: &RequestLine) {
     let id = r.identity.as_deref();
     let line = JsonLine {
-        ts: rfc3339_ms(r.ts),
+        ts: Shown(Rfc3339Ms(r.ts)),
         listener: &r.listener,
         sni: r.sni.as_deref(),
-        client_addr: r.client_addr.to_string(),
+        client_addr: Shown(r.client_addr),
         client_subject: id.map(|i| i.subject.as_str()),
         client_uri_san: id.and_then(|i| i.uri_sans.first()).map(String::as_str),
         client_fingerprint: id.map(|i| i.fingerprint_sha256.as_str()),
@@ -89,12 +90,12 @@ fn json_request(out: &mut String, r: &RequestLine) {
     push_json(out, &line);
 }
 
-fn json_refusal(out: &mut String, r: &RefusalLine) {
+fn json_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
     let line = JsonLine {
-        ts: rfc3339_ms(r.ts),
+        ts: Shown(Rfc3339Ms(r.ts)),
         listener: &r.listener,
         sni: None,
-        client_addr: r.client_addr.to_string(),
+        client_addr: Shown(r.client_addr),
         client_subject: None,
         client_uri_san: None,
         client_fingerprint: None,
@@ -121,7 +122,7 @@ fn json_refusal(out: &mut String, r: &RefusalLine) {
 /// `$remote_addr - $remote_user [$time_local] "$request" $status
 /// $body_bytes_sent "$http_referer" "$http_user_agent"`; the request line
 /// carries the path without its query, like the JSON `path`.
-fn combined_request(out: &mut String, r: &RequestLine) {
+fn combined_request(out: &mut Vec<u8>, r: &RequestLine) {
     let _ = write!(
         out,
         "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
@@ -137,7 +138,7 @@ fn combined_request(out: &mut String, r: &RequestLine) {
     );
 }
 
-fn combined_refusal(out: &mut String, r: &RefusalLine) {
+fn combined_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
     let _ = write!(
         out,
         "{} - - [{}] \"-\" 000 0 \"-\" \"-\" \"tls: {}\"",
@@ -168,25 +169,37 @@ fn escape(s: &str) -> String {
     o
 }
 
-fn push_json(out: &mut String, line: &JsonLine<'_>) {
-    if let Ok(s) = serde_json::to_string(line) {
-        out.push_str(&s);
+fn push_json(out: &mut Vec<u8>, line: &JsonLine<'_>) {
+    let _ = serde_json::to_writer(out, line);
+}
+
+/// A value serialized as its `Display` text, without an intermediate string.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 
 /// `2026-11-30T05:00:00.123Z`.
-pub fn rfc3339_ms(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+struct Rfc3339Ms(SystemTime);
+
+impl std::fmt::Display for Rfc3339Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = time::OffsetDateTime::from(self.0);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
 }
 
 /// nginx's `$time_local` in UTC: `30/Nov/2026:05:00:00 +0000`.
@@ -256,9 +269,9 @@ mod tests {
     /// Every documented JSON field is present, with the request's values.
     #[test]
     fn json_has_every_field() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         write(&mut out, &Line::Request(Box::new(line())), LogFormat::Json);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let want = serde_json::json!({
             "ts": "2027-01-15T08:00:00.123Z", "listener": "partners", "sni": "api.example",
             "client_addr": "10.1.2.3:5555", "client_subject": "CN=billing",
@@ -275,17 +288,17 @@ mod tests {
     /// nginx `combined`, with `"` escaped as nginx does; the path without its query.
     #[test]
     fn combined() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         write(
             &mut out,
             &Line::Request(Box::new(line())),
             LogFormat::Combined,
         );
         assert_eq!(
-            out,
+            String::from_utf8(out).unwrap(),
             r#"10.1.2.3 - - [15/Jan/2027:08:00:00 +0000] "POST /v1/%22x%22 HTTP/2.0" 201 20 "-" "curl \x228\x22""#
         );
-        let mut out = String::new();
+        let mut out = Vec::new();
         let refusal = Line::Refusal(RefusalLine {
             ts: UNIX_EPOCH,
             listener: "p".into(),
@@ -293,11 +306,12 @@ mod tests {
             reason: "not_allowed",
         });
         write(&mut out, &refusal, LogFormat::Json);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["authz"], "not_allowed");
         assert_eq!(v["status"], serde_json::Value::Null);
         out.clear();
         write(&mut out, &refusal, LogFormat::Combined);
+        let out = String::from_utf8(out).unwrap();
         assert!(out.ends_with("\"tls: not_allowed\""), "{out}");
     }
 }

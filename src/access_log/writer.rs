@@ -94,7 +94,7 @@ fn run(config: AccessLogConfig, sink: Option<Sink>, rx: Receiver<Msg>, reopen: A
             }
         }
     };
-    let mut buf = String::with_capacity(1024);
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut busy = false;
     // Ends when the last sender drops (reconfigured or shutting down),
     // after everything queued has been written.
@@ -134,8 +134,8 @@ fn run(config: AccessLogConfig, sink: Option<Sink>, rx: Receiver<Msg>, reopen: A
             if let Msg::Line(line) = msg {
                 buf.clear();
                 format::write(&mut buf, &line, config.format);
-                buf.push('\n');
-                if let Err(e) = sink.out().write_all(buf.as_bytes()) {
+                buf.push(b'\n');
+                if let Err(e) = sink.out().write_all(&buf) {
                     error!(path = %config.path, error = %e, "cannot write the access log");
                 }
             }
