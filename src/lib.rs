@@ -37,7 +37,10 @@
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
-//!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 + h2).
+//!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
+//!   - `conn`: a connection's bytes: head/idle timing, send timeout, lingering close; the driver.
+//!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot and tunnel_idle_timeout.
+//!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `request`: checks before routing: `CONNECT` 405, one authority per
 //!     request (`Host`), the normalised path.
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).

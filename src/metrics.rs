@@ -95,6 +95,9 @@ pub struct Metrics {
     pub client_auth_denied: Family<ListenerReasonLabels, Counter>,
     /// Access-log lines dropped because the writer lagged.
     pub access_log_dropped: Counter,
+    /// Failed `accept()` calls (EMFILE, ENFILE, ...) per listener; the
+    /// admin listener counts as `listener="admin"`.
+    pub accept_errors: Family<ListenerLabels, Counter>,
     registry: Registry,
 }
 
@@ -116,6 +119,7 @@ impl Metrics {
             config_reloads: Family::default(),
             client_auth_denied: Family::default(),
             access_log_dropped: Counter::default(),
+            accept_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -177,6 +181,11 @@ impl Metrics {
             "hotproxy_access_log_dropped",
             "Access-log lines dropped because the writer could not keep up",
             m.access_log_dropped.clone(),
+        );
+        registry.register(
+            "hotproxy_accept_errors",
+            "Failed accepts of client connections (out of file descriptors, ...) per listener",
+            m.accept_errors.clone(),
         );
         // Both results exist from the start, so `rate()` and alerts on
         // failures see a zero before the first reload.
@@ -254,6 +263,16 @@ pub fn client_auth_denied(listener: &str, reason: &str) {
         .get_or_create(&ListenerReasonLabels {
             listener: listener.to_owned(),
             reason: reason.to_owned(),
+        })
+        .inc();
+}
+
+/// Count one failed `accept()` on a listener (`admin` for the admin listener).
+pub fn accept_error(listener: &str) {
+    METRICS
+        .accept_errors
+        .get_or_create(&ListenerLabels {
+            listener: listener.to_owned(),
         })
         .inc();
 }

@@ -483,7 +483,7 @@ async fn zero_failures_during_rotations() {
                 match get(
                     addr,
                     "localhost",
-                    client_config(&ca, None, &[b"h2", b"http/1.1"]),
+                    client_config(&ca, None, &[b"http/1.1"]),
                     false,
                     "/",
                     &[],

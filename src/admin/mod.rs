@@ -8,18 +8,22 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::watch;
-use tracing::{debug, warn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Semaphore, watch};
+use tracing::warn;
 
 use crate::config::AdminConfig;
 use crate::metrics::METRICS;
+use crate::proxy::accept::Acceptor;
+use crate::proxy::conn::{Activity, ClientIo, Driver, TrackedBody};
 use crate::reload::Handle;
 
 pub type AdminBody = Full<Bytes>;
@@ -61,34 +65,75 @@ pub fn exposure(config: &AdminConfig) -> Result<Option<&'static str>, String> {
     ))
 }
 
+/// Admin connections open at once; beyond this, clients wait in the
+/// kernel backlog (as on listeners), so a flood of scrapers or a slowloris
+/// cannot take every file descriptor.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request head must arrive within this of its first byte (or of accept).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A keep-alive connection with no request in flight is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client that stops reading a response is disconnected after this.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn accept_loop(
     socket: tokio::net::TcpListener,
     handle: Handle,
     tokens: Arc<auth::Tokens>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut acceptor = Acceptor::new("admin");
     loop {
-        let (stream, _) = tokio::select! {
-            a = socket.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            a = acceptor.accept(&socket) => a,
             _ = shutdown.wait_for(|s| *s) => return,
         };
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let (handle, tokens) = (handle.clone(), tokens.clone());
+        let (handle, tokens, shutdown) = (handle.clone(), tokens.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let (handle, tokens) = (handle.clone(), tokens.clone());
-                async move { Ok::<_, Infallible>(route(&handle, &tokens, req, local).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
+            let activity = Activity::new(Instant::now(), true);
+            // The permit goes with the stream, through its lingering close.
+            let io = ClientIo::new(
+                stream,
+                Some(activity.clone()),
+                SEND_TIMEOUT,
+                Box::new(permit),
+            );
+            let svc = {
+                let activity = activity.clone();
+                service_fn(move |req| {
+                    let (handle, tokens) = (handle.clone(), tokens.clone());
+                    let in_flight = activity.begin();
+                    async move {
+                        let resp = route(&handle, &tokens, req, local).await;
+                        Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
+                    }
+                })
+            };
+            // HTTP/1.1 only: probes, Prometheus and curl speak it, and one
+            // protocol means one set of limits.
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(None)
+                .max_header_size(64 * 1024)
+                .serve_connection(TokioIo::new(io), svc);
+            let driver = Driver {
+                name: "admin",
+                peer,
+                activity: &activity,
+                header_read_timeout: HEADER_READ_TIMEOUT,
+                idle_timeout: IDLE_TIMEOUT,
+                shutdown,
+            };
+            driver
+                .run(conn, |c| c.graceful_shutdown(), std::future::pending())
                 .await;
         });
     }

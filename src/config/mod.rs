@@ -299,6 +299,11 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// `None` = unbounded (configured as `0s`).
     pub max_connection_lifetime: Option<Duration>,
+    /// A client whose connection accepts no bytes for this long is
+    /// disconnected and its upstream request released (nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    /// An Upgrade tunnel (WebSocket) with no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -309,6 +314,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 65_536,
             max_connection_lifetime: None,
+            send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
 }

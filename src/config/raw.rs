@@ -144,6 +144,8 @@ pub struct Limits {
     pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub max_connection_lifetime: Option<String>,
+    pub send_timeout: Option<String>,
+    pub tunnel_idle_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -173,6 +173,9 @@ impl Upstream {
         let upgrade = is_upgrade(&req);
         let h2_client = req.version() == Version::HTTP_2;
         rewrite_request_headers(req.headers_mut(), ctx, h2_client, upgrade);
+        if upgrade {
+            crate::proxy::tunnel::restrict_upgrade(req.headers_mut());
+        }
         let path = req
             .uri()
             .path_and_query()
@@ -187,7 +190,6 @@ impl Upstream {
         // request is what both accept.
         *req.version_mut() = Version::HTTP_11;
 
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let (body, body_fault) = ClientBody::new(body);
         // The access log counts the request body's bytes as they go upstream.
@@ -214,23 +216,8 @@ impl Upstream {
                 return error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
             }
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let name = self.name.clone();
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(client),
-                            &mut TokioIo::new(upstream),
-                        )
-                        .await;
-                    }
-                    Err(e) => debug!(upstream = %name, error = %e, "upgrade failed"),
-                }
-            });
+        // The listener checks the switch and runs the tunnel (proxy::tunnel).
+        if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return resp.map(|b| b.boxed());
         }
         strip_hop_by_hop(resp.headers_mut(), false);
@@ -343,18 +330,18 @@ pub fn error_response(status: StatusCode, msg: &str) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // Our pages are plain text; no browser may sniff them into anything else.
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
+/// An upgrade hotproxy tunnels (see `proxy::tunnel`); any other `Upgrade`
+/// is stripped as hop-by-hop and the request forwarded as an ordinary one.
 fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
+    crate::proxy::tunnel::is_tunnelled(req.version(), req.headers())
 }
 
 /// Opens upstream connections: TCP (with a timeout, `TCP_NODELAY`) and,

@@ -1,4 +1,4 @@
-//! Accept loop, limits, TLS handshake and the hyper server (h1 + h2) of one listener.
+//! Accept loop, limits, TLS handshake and the hyper server (h1 or h2, as ALPN agreed) of one listener.
 //!
 //! Everything the reloader may change lives behind `ArcSwap` in [`Listener`]
 //! and is loaded once per connection (TLS snapshot, limits) or once per
@@ -8,49 +8,58 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuthMode, Limits};
 use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
+use crate::proxy::accept::Acceptor;
+use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
 use crate::proxy::edge::{EdgePolicy, Exchange};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
 use crate::proxy::request;
 use crate::proxy::router::Router;
+use crate::proxy::tunnel;
 
 /// Per-listener settings that apply to new connections (limits and the
-/// hyper builders derived from them).
+/// hyper builders derived from them). One builder per protocol: the one
+/// ALPN agreed on serves the connection, nothing is sniffed.
 pub struct Settings {
     pub limits: Limits,
-    h1: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
 }
 
 impl Settings {
     pub fn new(limits: Limits) -> Arc<Settings> {
-        let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
-        h1.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            // hyper answers 431 when a request head exceeds its read buffer.
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // Heads are timed by the connection driver (conn::Activity):
+            // hyper's timer would also run between keep-alive requests.
+            .header_read_timeout(None)
+            // hyper answers 431 when a request head exceeds this.
+            .max_header_size(limits.max_header_bytes)
             .max_buf_size(limits.max_header_bytes.max(8192));
-        let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
-        h2.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            // A client that stops reading does not answer pings either.
+            .keep_alive_timeout(limits.send_timeout);
         Arc::new(Settings { limits, h1, h2 })
     }
 }
@@ -188,6 +197,35 @@ impl Drop for DrainGuard {
 /// accepting and close connections gracefully.
 pub type Shutdown = watch::Receiver<bool>;
 
+/// One client connection's claim on its listener: a `max_connections`
+/// permit, a place in the shutdown drain and in the active gauges. Shared
+/// by the connection, a tunnel it upgrades to, and its lingering close:
+/// released when the last of them ends.
+pub struct Slot {
+    listener: Arc<Listener>,
+    _permit: OwnedSemaphorePermit,
+    _drain: DrainGuard,
+}
+
+impl Slot {
+    fn new(listener: Arc<Listener>, permit: OwnedSemaphorePermit, drain: DrainGuard) -> Arc<Slot> {
+        listener.active.fetch_add(1, Ordering::Relaxed);
+        listener.connections_gauge.inc();
+        Arc::new(Slot {
+            listener,
+            _permit: permit,
+            _drain: drain,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.listener.connections_gauge.dec();
+        self.listener.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accept connections on `socket` until `stop` or `shutdown` turns true.
 pub async fn serve(
     listener: Arc<Listener>,
@@ -203,6 +241,7 @@ pub async fn serve(
     ));
     let mut slots_for = listener.settings.load().limits.max_connections;
     let mut shutdown_rx = shutdown.clone();
+    let mut acceptor = Acceptor::new(&listener.name);
     loop {
         let wanted = listener.settings.load().limits.max_connections;
         if wanted != slots_for {
@@ -214,56 +253,48 @@ pub async fn serve(
             _ = stop.wait_for(|s| *s) => break,
             _ = shutdown_rx.wait_for(|s| *s) => break,
         };
-        let accepted = tokio::select! {
-            a = socket.accept() => a,
+        let (stream, peer) = tokio::select! {
+            a = acceptor.accept(&socket) => a,
             _ = stop.wait_for(|s| *s) => break,
             _ = shutdown_rx.wait_for(|s| *s) => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                warn!(listener = %listener.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let slot = Slot::new(listener.clone(), permit, drain.enter());
         let listener = listener.clone();
         let shutdown = shutdown.clone();
-        let guard = drain.enter();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _guard = guard;
-            listener.active.fetch_add(1, Ordering::Relaxed);
-            listener.connections_gauge.inc();
-            connection(&listener, stream, peer, shutdown).await;
-            listener.connections_gauge.dec();
-            listener.active.fetch_sub(1, Ordering::Relaxed);
+            connection(&listener, stream, peer, slot, shutdown).await;
         });
     }
     debug!(listener = %listener.name, "accept loop stopped");
 }
 
-/// Per-connection activity, for the idle timeout.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds since `started` at the last request start or end.
-    last_ms: AtomicU64,
+/// What the peeked first byte says about a new connection.
+async fn first_byte(stream: &TcpStream) -> Option<u8> {
+    let mut b = [0u8; 1];
+    match stream.peek(&mut b).await {
+        Ok(1) => Some(b[0]),
+        _ => None,
+    }
 }
 
-impl Activity {
-    fn touch(&self) {
-        self.last_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
+/// The answer to a plain-HTTP request on a TLS listener (nginx answers the same).
+const PLAIN_HTTP_BODY: &str = "The plain HTTP request was sent to HTTPS port\n";
 
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.started.elapsed().saturating_sub(last))
+/// Answer plain HTTP with a 400 the client can read, then close.
+async fn refuse_plain_http(listener: &Listener, mut stream: TcpStream, peer: SocketAddr) {
+    metrics::handshake(&listener.name, "plain_http");
+    debug!(listener = %listener.name, peer = %peer, reason = "plain_http", "TLS handshake failed");
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
+        PLAIN_HTTP_BODY.len()
+    );
+    let sent = tokio::time::timeout(
+        listener.settings.load().limits.send_timeout,
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        conn::linger(stream).await;
     }
 }
 
@@ -271,14 +302,33 @@ async fn connection(
     listener: &Arc<Listener>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: Shutdown,
+    slot: Arc<Slot>,
+    shutdown: Shutdown,
 ) {
+    let accepted = Instant::now();
     let _ = stream.set_nodelay(true);
     let settings = listener.settings.load_full();
     let limits = &settings.limits;
     let tls = listener.tls.load_full();
     let generation = *listener.generation.borrow();
     let mode = **listener.mode.load();
+    // The handshake shares the header read budget: a client that connects
+    // and sends nothing must not hold a slot forever.
+    let head_deadline = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
+    // A TLS connection starts with a handshake record (0x16); a letter is
+    // an HTTP method sent in the clear.
+    match tokio::time::timeout_at(head_deadline, first_byte(&stream)).await {
+        Ok(Some(b)) if b.is_ascii_alphabetic() => {
+            return refuse_plain_http(listener, stream, peer).await;
+        }
+        Ok(_) => {}
+        Err(_) => {
+            metrics::handshake(&listener.name, "timeout");
+            debug!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
+            return;
+        }
+    }
+    // With per-entry client auth, the ClientHello picks the config.
     let per_name = listener.per_name.load_full();
     let accept = async {
         match &per_name {
@@ -291,9 +341,7 @@ async fn connection(
                 .map(|s| (s, None)),
         }
     };
-    // The handshake shares the header read budget: a client that connects
-    // and sends nothing must not hold a slot forever.
-    let handshake = tokio::time::timeout(limits.header_read_timeout, accept).await;
+    let handshake = tokio::time::timeout_at(head_deadline, accept).await;
     let (tls_stream, entry) = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -313,6 +361,8 @@ async fn connection(
     };
     metrics::handshake(&listener.name, "success");
     let (_, session) = tls_stream.get_ref();
+    // Exactly the protocol agreed on: h2 only when ALPN chose it; no ALPN
+    // (or http/1.1) is HTTP/1.1, and its limits apply to every byte.
     let is_h2 = session.alpn_protocol() == Some(b"h2");
     let verifies = match (&per_name, entry) {
         (Some(p), Some(at)) => p.modes[at].verifies(),
@@ -337,80 +387,85 @@ async fn connection(
         resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         entry: per_name.zip(entry),
     });
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        last_ms: AtomicU64::new(0),
-    });
+    // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
+    // is due within header_read_timeout of accept: a client that connects
+    // and idles or dribbles must not hold a slot for idle_timeout.
+    let activity = Activity::new(accepted, true);
+    let io = ClientIo::new(
+        tls_stream,
+        (!is_h2).then(|| activity.clone()),
+        limits.send_timeout,
+        Box::new(slot.clone()),
+    );
     let svc = {
         let listener = listener.clone();
         let activity = activity.clone();
+        let tunnel_idle = limits.tunnel_idle_timeout;
         service_fn(move |req| {
             let listener = listener.clone();
             let ctx = ctx.clone();
-            let activity = activity.clone();
+            let slot = slot.clone();
+            let in_flight = activity.begin();
+            let head = req.method() == Method::HEAD;
             async move {
-                activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                let resp = handle(&listener, req, &ctx).await;
-                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-                activity.touch();
-                Ok::<_, Infallible>(resp)
+                let mut resp = handle(&listener, req, &ctx, &slot, tunnel_idle).await;
+                if head {
+                    // A response to HEAD has no content (RFC 9110 §9.3.2),
+                    // whatever the upstream or an error page would send:
+                    // hyper's HTTP/2 server would send it, and an upstream
+                    // h2 stream that does errors and resets the client's.
+                    resp = resp.map(|_| Empty::new().map_err(|never| match never {}).boxed());
+                }
+                Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
             }
         })
     };
-    let builder = if is_h2 { &settings.h2 } else { &settings.h1 };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
-    tokio::pin!(conn);
-
+    let driver = Driver {
+        name: &listener.name,
+        peer,
+        activity: &activity,
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        shutdown,
+    };
     let mut gen_rx = listener.generation.subscribe();
-    let lifetime = limits.max_connection_lifetime;
-    let idle_timeout = limits.idle_timeout;
-    let mut closing = false;
-    loop {
-        let idle_check = tokio::time::sleep(idle_timeout.min(Duration::from_secs(3600)));
-        let lifetime_over = async {
-            match lifetime {
-                // Only connections made with rotated-out material are bounded.
-                Some(max) => {
-                    tokio::time::sleep_until((activity.started + max).into()).await;
-                    let _ = gen_rx.wait_for(|g| *g != generation).await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    debug!(listener = %listener.name, peer = %peer, error = %e, "connection ended with error");
-                }
-                return;
-            }
-            _ = shutdown.wait_for(|s| *s), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = lifetime_over, if !closing => {
+    let lifetime_over = async {
+        match limits.max_connection_lifetime {
+            // Only connections made with rotated-out material are bounded.
+            Some(max) => {
+                tokio::time::sleep_until((accepted + max).into()).await;
+                let _ = gen_rx.wait_for(|g| *g != generation).await;
                 debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
-                closing = true;
-                conn.as_mut().graceful_shutdown();
             }
-            _ = idle_check, if !closing => {
-                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
+            None => std::future::pending().await,
         }
+    };
+    if is_h2 {
+        let conn = settings.h2.serve_connection(TokioIo::new(io), svc);
+        driver
+            .run(conn, |c| c.graceful_shutdown(), lifetime_over)
+            .await;
+    } else {
+        let conn = settings
+            .h1
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        driver
+            .run(conn, |c| c.graceful_shutdown(), lifetime_over)
+            .await;
     }
 }
 
 /// Route one request and forward it, recording the request metrics; the
 /// edge duties (request id, route `allow`, client-certificate headers,
-/// access log) are [`Exchange`]'s.
+/// access log) are [`Exchange`]'s. A `101` to a tunnelled upgrade starts
+/// the tunnel, which keeps `slot`.
 async fn handle(
     listener: &Listener,
     mut req: Request<Incoming>,
     ctx: &RequestContext,
+    slot: &Arc<Slot>,
+    tunnel_idle: Duration,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     let edge = listener.edge.load();
@@ -435,29 +490,45 @@ async fn handle(
             .matched(request::authority(&req), req.uri().path())
             .map(|r| (r.upstream.clone(), r.policy.clone()))
     };
-    let resp = match route {
-        Some((upstream, policy)) => match exchange.admit(&policy, &edge, ctx, &mut req) {
-            None => {
-                let resp = upstream.forward(req, ctx).await;
-                exchange.upstream(&upstream.name, start.elapsed());
-                metrics::request(
-                    &listener.name,
-                    &upstream.name,
-                    resp.status().as_u16(),
-                    start.elapsed(),
-                );
-                resp
-            }
-            Some(denied) => {
-                metrics::request(&listener.name, &upstream.name, 403, start.elapsed());
-                denied
-            }
-        },
-        None => {
-            metrics::request(&listener.name, "", 404, start.elapsed());
-            error_response(StatusCode::NOT_FOUND, "no route")
-        }
+    let Some((upstream, policy)) = route else {
+        metrics::request(&listener.name, "", 404, start.elapsed());
+        return exchange.finish(error_response(StatusCode::NOT_FOUND, "no route"));
     };
+    if let Some(denied) = exchange.admit(&policy, &edge, ctx, &mut req) {
+        metrics::request(&listener.name, &upstream.name, 403, start.elapsed());
+        return exchange.finish(denied);
+    }
+    let client_upgrade =
+        tunnel::is_tunnelled(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let mut resp = upstream.forward(req, ctx).await;
+    exchange.upstream(&upstream.name, start.elapsed());
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        match client_upgrade {
+            Some(client) if tunnel::switched_to_tunnelled(resp.headers()) => {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tunnel::spawn(
+                    listener.name.clone(),
+                    client,
+                    upstream_upgrade,
+                    tunnel_idle,
+                    slot.clone(),
+                );
+            }
+            // A switch nobody asked for (or to another protocol) would
+            // carry bytes past routing: refuse it.
+            _ => {
+                metrics::upstream_error(&upstream.name, "protocol");
+                warn!(upstream = %upstream.name, reason = "protocol", error = "101 Switching Protocols to a protocol that was not requested", "upstream request failed");
+                resp = error_response(StatusCode::BAD_GATEWAY, "upstream unavailable");
+            }
+        }
+    }
+    metrics::request(
+        &listener.name,
+        &upstream.name,
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
     exchange.finish(resp)
 }
 

@@ -1,7 +1,9 @@
 //! Serving: accept loops, routing, forwarding.
 
+pub mod accept;
 pub mod body;
 pub mod client_cert;
+pub mod conn;
 pub mod edge;
 pub mod forward;
 pub mod headers;
@@ -11,3 +13,4 @@ pub mod request;
 pub mod request_id;
 pub mod router;
 pub mod slots;
+pub mod tunnel;

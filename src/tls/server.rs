@@ -181,6 +181,9 @@ pub fn build(
         Some(v) => builder.with_client_cert_verifier(v),
     }
     .with_cert_resolver(resolver);
+    // Our order, not the client's: every suite offered is AEAD with forward
+    // secrecy, strongest first (testssl.sh rates client order as a finding).
+    config.ignore_client_order = true;
     config.alpn_protocols = inputs
         .listener
         .alpn

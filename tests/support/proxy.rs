@@ -20,7 +20,20 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(config: &Path) -> Proxy {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        Proxy::spawn(Command::new(env!("CARGO_BIN_EXE_hotproxy")), config)
+    }
+
+    /// Start with at most `nofile` open file descriptors (`ulimit -n`), for
+    /// fault tests; `sh` execs the proxy, so `pid()` is the proxy's.
+    pub fn start_with_fd_limit(config: &Path, nofile: u32) -> Proxy {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("ulimit -n {nofile} && exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_hotproxy"));
+        Proxy::spawn(sh, config)
+    }
+
+    fn spawn(mut command: Command, config: &Path) -> Proxy {
+        let mut child = command
             .args(["run", "--config"])
             .arg(config)
             .args(["--log-format", "json", "--log-level", "debug"])

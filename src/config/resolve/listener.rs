@@ -164,6 +164,16 @@ impl Resolver {
                     ),
                     max_header_bytes: x.max_header_bytes.unwrap_or(d.max_header_bytes),
                     max_connection_lifetime: (!lifetime.is_zero()).then_some(lifetime),
+                    send_timeout: self.positive_duration(
+                        &format!("{lat}.send_timeout"),
+                        x.send_timeout.as_ref(),
+                        d.send_timeout,
+                    ),
+                    tunnel_idle_timeout: self.positive_duration(
+                        &format!("{lat}.tunnel_idle_timeout"),
+                        x.tunnel_idle_timeout.as_ref(),
+                        d.tunnel_idle_timeout,
+                    ),
                 }
             }
         };
@@ -246,5 +256,44 @@ impl Resolver {
         Some(Arc::new(AllowList {
             rules: rules.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// send_timeout and tunnel_idle_timeout are read, default to nginx-like
+    /// values, and a zero (which would cut every connection) is refused by name.
+    #[test]
+    fn send_and_tunnel_idle_timeouts() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(c.listeners[0].limits.send_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.listeners[0].limits.tunnel_idle_timeout,
+            Duration::from_secs(3600)
+        );
+        let set = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api }]\n    limits: { send_timeout: 5s, tunnel_idle_timeout: 2m }",
+        );
+        let c = parse_str(&set).unwrap();
+        assert_eq!(c.listeners[0].limits.send_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.listeners[0].limits.tunnel_idle_timeout,
+            Duration::from_secs(120)
+        );
+        let zero = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api }]\n    limits: { send_timeout: 0s, tunnel_idle_timeout: 0s }",
+        );
+        let m = messages(&parse_str(&zero).unwrap_err());
+        assert!(
+            m.contains("listeners[0].limits.send_timeout") && m.contains("more than 0s"),
+            "{m}"
+        );
+        assert!(m.contains("listeners[0].limits.tunnel_idle_timeout"), "{m}");
     }
 }

@@ -90,6 +90,17 @@ impl Resolver {
         }
     }
 
+    /// A duration that must not be zero (a zero timeout would cut every
+    /// connection at once, not switch the limit off).
+    fn positive_duration(&mut self, at: &str, s: Option<&String>, default: Duration) -> Duration {
+        let d = self.duration(at, s, default);
+        if d.is_zero() {
+            self.problem(at, "must be more than 0s");
+            return default;
+        }
+        d
+    }
+
     fn addr(&mut self, at: &str, s: &str) -> SocketAddr {
         let s = self.string(at, s);
         match s.parse() {

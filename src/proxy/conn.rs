@@ -1,0 +1,421 @@
+//! One client connection's bytes: activity for the idle and header timeouts, the send timeout, lingering close.
+//!
+//! hyper's own HTTP/1 header timer starts whenever it waits for a request
+//! head, including the quiet gap between keep-alive requests, so it would
+//! close idle keep-alive connections after `header_read_timeout`. nginx
+//! separates the two: `keepalive_timeout` until the first byte of the next
+//! request, `client_header_timeout` from there until the head is complete.
+//! [`Activity`] gives the connection driver what it needs to do the same.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{Notify, watch};
+use tokio::time::Sleep;
+use tracing::debug;
+
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends, so it reads our error response instead of a reset
+/// (nginx's `lingering_close`; its `lingering_timeout` is 5 s).
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// At most this much is read and discarded while lingering.
+pub const LINGER_BYTES: usize = 1 << 20;
+
+const NONE: u64 = u64::MAX;
+
+/// Why a connection's watchdog closes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Nothing in flight and no request started for `idle_timeout`.
+    Idle,
+    /// A request head started and was not complete within `header_read_timeout`.
+    HeaderRead,
+}
+
+impl Expiry {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Expiry::Idle => "idle_timeout",
+            Expiry::HeaderRead => "header_read_timeout",
+        }
+    }
+}
+
+/// Requests in flight and when the connection last changed state.
+pub struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `started` when the last request ended (or 0).
+    last_ms: AtomicU64,
+    /// Milliseconds since `started` when the first byte of a request head
+    /// arrived on an idle connection; `NONE` while no head is being read.
+    head_ms: AtomicU64,
+    /// Wakes the driver when the state above changes.
+    changed: Notify,
+}
+
+impl Activity {
+    /// `head_pending`: a request is expected from the start (the first
+    /// request shares `header_read_timeout` with the handshake).
+    pub fn new(started: Instant, head_pending: bool) -> Arc<Activity> {
+        Arc::new(Activity {
+            started,
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            head_ms: AtomicU64::new(if head_pending { 0 } else { NONE }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// A request head was parsed: until its response body ends, the
+    /// connection is busy. Dropping the guard ends the request.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.head_ms.store(NONE, Ordering::SeqCst);
+        self.changed.notify_one();
+        InFlight(self.clone())
+    }
+
+    /// Bytes arrived (HTTP/1): on an idle connection they start a head.
+    fn received(&self) {
+        if self.in_flight.load(Ordering::SeqCst) == 0 && self.head_ms.load(Ordering::SeqCst) == NONE
+        {
+            self.head_ms.store(self.now_ms(), Ordering::SeqCst);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the connection expires if nothing changes, and why; `None`
+    /// while a request is in flight.
+    pub fn deadline(&self, header_read: Duration, idle: Duration) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let head = self.head_ms.load(Ordering::SeqCst);
+        if head != NONE {
+            return Some((
+                self.started + Duration::from_millis(head) + header_read,
+                Expiry::HeaderRead,
+            ));
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
+        Some((self.started + last + idle, Expiry::Idle))
+    }
+
+    /// Resolves when the state changed (request started/ended, head began).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+}
+
+/// One request in flight; dropped when its response body is done.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_ms.store(a.now_ms(), Ordering::SeqCst);
+        a.in_flight.fetch_sub(1, Ordering::SeqCst);
+        a.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until
+/// hyper has finished sending it (or dropped it).
+pub struct TrackedBody<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B> TrackedBody<B> {
+    pub fn new(inner: B, in_flight: InFlight) -> TrackedBody<B> {
+        TrackedBody {
+            inner,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Runs one hyper connection to its end, applying the idle and
+/// header-read timeouts, graceful shutdown, and one more reason to close
+/// gracefully (`max_connection_lifetime` on listeners).
+pub struct Driver<'a> {
+    /// The listener's name, for logs (`admin` for the admin listener).
+    pub name: &'a str,
+    pub peer: SocketAddr,
+    pub activity: &'a Activity,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Driver<'_> {
+    pub async fn run<F, E>(
+        mut self,
+        conn: F,
+        graceful: impl Fn(Pin<&mut F>),
+        also_close: impl Future<Output = ()>,
+    ) where
+        F: Future<Output = Result<(), E>>,
+        E: std::error::Error,
+    {
+        let (name, peer) = (self.name, self.peer);
+        tokio::pin!(conn);
+        tokio::pin!(also_close);
+        let mut closing = false;
+        loop {
+            let changed = self.activity.changed();
+            // Once closing, only a stalled head still cuts the connection.
+            let deadline = self
+                .activity
+                .deadline(self.header_read_timeout, self.idle_timeout)
+                .filter(|(_, why)| !closing || *why == Expiry::HeaderRead);
+            let expiry = async {
+                match deadline {
+                    Some((at, why)) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        why
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        debug!(listener = %name, peer = %peer, error = %causes(&e), "connection ended with error");
+                    }
+                    return;
+                }
+                _ = changed => {}
+                why = expiry => {
+                    debug!(listener = %name, peer = %peer, reason = why.reason(), "closing connection");
+                    match why {
+                        // Half a head after header_read_timeout: nothing to finish.
+                        Expiry::HeaderRead => return,
+                        Expiry::Idle => {
+                            closing = true;
+                            graceful(conn.as_mut());
+                        }
+                    }
+                }
+                _ = self.shutdown.wait_for(|s| *s), if !closing => {
+                    closing = true;
+                    graceful(conn.as_mut());
+                }
+                _ = also_close.as_mut(), if !closing => {
+                    closing = true;
+                    graceful(conn.as_mut());
+                }
+            }
+        }
+    }
+}
+
+/// An error with its causes ("error writing a body to connection:
+/// send_timeout: the client stopped reading"): hyper's own message alone
+/// does not say why.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The client's stream as hyper sees it: reports received bytes to
+/// [`Activity`] (HTTP/1), fails writes that make no progress for
+/// `send_timeout` (a client that stopped reading), and on drop hands the
+/// stream to a lingering close unless the client already closed its side.
+pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    inner: Option<S>,
+    activity: Option<Arc<Activity>>,
+    send_timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+    eof: bool,
+    /// Kept alive by the lingering task (the connection slot).
+    hold: Option<Box<dyn Send + Sync>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
+    pub fn new(
+        inner: S,
+        activity: Option<Arc<Activity>>,
+        send_timeout: Duration,
+        hold: Box<dyn Send + Sync>,
+    ) -> ClientIo<S> {
+        ClientIo {
+            inner: Some(inner),
+            activity,
+            send_timeout,
+            stalled: None,
+            eof: false,
+            hold: Some(hold),
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut S> {
+        Pin::new(self.inner.as_mut().expect("stream present until drop"))
+    }
+
+    /// Map a write attempt: progress resets the send timer, `Pending`
+    /// arms it, and an expired timer turns into `TimedOut`.
+    fn sending<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match res {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = self.send_timeout;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "send_timeout: the client stopped reading",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = this.io().poll_read(cx, buf);
+        match res {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if let Some(a) = &this.activity {
+                    a.received();
+                }
+            }
+            // End of stream, or a reset / TLS EOF without close_notify:
+            // the client is gone, nothing to linger for.
+            Poll::Ready(_) => this.eof = true,
+            Poll::Pending => {}
+        }
+        res
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let res = this.io().poll_write(cx, buf);
+        this.sending(cx, res)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let res = this.io().poll_write_vectored(cx, bufs);
+        this.sending(cx, res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let res = this.io().poll_flush(cx);
+        this.sending(cx, res)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let res = this.io().poll_shutdown(cx);
+        this.sending(cx, res)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
+    fn drop(&mut self) {
+        let (Some(stream), false) = (self.inner.take(), self.eof) else {
+            return;
+        };
+        // Timed out on sending: the client is not reading; nothing to wait for.
+        if self.stalled.as_mut().is_some_and(|t| t.is_elapsed()) {
+            return;
+        }
+        let hold = self.hold.take();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                linger(stream).await;
+                drop(hold);
+            });
+        }
+    }
+}
+
+/// Close our side, then read and discard what the client still sends for
+/// at most [`LINGER_TIME`] / [`LINGER_BYTES`], so the kernel does not
+/// answer its unread input with a reset that destroys our last response.
+pub async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let _ = stream.shutdown().await;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}

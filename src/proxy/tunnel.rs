@@ -1,0 +1,235 @@
+//! Upgrade tunnels: which `Upgrade` tokens are tunnelled, and the bounded byte copy after a `101`.
+//!
+//! Only the tokens in [`TUNNELLED`] are tunnelled. Any other `Upgrade`
+//! (notably `h2c`, which would carry requests past routing and header
+//! hygiene) is treated as RFC 9110 §7.8 allows a server to: ignored. The
+//! `Upgrade` and `Connection` headers are stripped as hop-by-hop and the
+//! request is forwarded as an ordinary one (nginx's default; Envoy does the
+//! same for `h2c`).
+//!
+//! A tunnel keeps the client connection's slot (`max_connections`, the
+//! active-connection gauge, the shutdown drain) until it ends, and ends
+//! after `limits.tunnel_idle_timeout` without a byte in either direction.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Version, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::debug;
+
+/// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
+/// extension point for more protocols: each must be one whose bytes after
+/// the `101` need no routing or header rewriting by the proxy.
+pub const TUNNELLED: &[&str] = &["websocket"];
+
+/// Whether a request asks for an upgrade hotproxy tunnels: HTTP/1.1,
+/// `Connection: upgrade`, and an `Upgrade` token in [`TUNNELLED`].
+pub fn is_tunnelled(version: Version, headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    version == Version::HTTP_11 && connection_upgrade && !tunnelled_tokens(headers).is_empty()
+}
+
+/// Whether a `101` switched to a protocol hotproxy tunnels.
+pub fn switched_to_tunnelled(headers: &HeaderMap) -> bool {
+    let tokens = tunnelled_tokens(headers);
+    // One protocol only: the upstream picks, it does not list.
+    tokens.len() == 1
+        && headers.get_all(header::UPGRADE).iter().count() == 1
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').count() == 1)
+}
+
+/// Keep only the tunnelled tokens in a request's `Upgrade`, so the
+/// upstream cannot pick another protocol (`h2c, websocket`).
+pub fn restrict_upgrade(headers: &mut HeaderMap) {
+    let kept = tunnelled_tokens(headers).join(", ");
+    headers.remove(header::UPGRADE);
+    if let Ok(v) = HeaderValue::from_str(&kept) {
+        headers.insert(header::UPGRADE, v);
+    }
+}
+
+/// The `Upgrade` tokens that are in [`TUNNELLED`], as sent.
+fn tunnelled_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            // A token may carry a version (RFC 9110 §7.8: protocol/version).
+            let name = t.split('/').next().unwrap_or("");
+            TUNNELLED.iter().any(|p| name.eq_ignore_ascii_case(p))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Copy bytes both ways between the client and the upstream once both
+/// sides have switched protocols. `hold` (the client connection's slot) is
+/// released when the tunnel ends.
+pub fn spawn<H: Send + 'static>(
+    listener: Arc<str>,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle_timeout: Duration,
+    hold: H,
+) {
+    tokio::spawn(async move {
+        let _hold = hold;
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                debug!(listener = %listener, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let clock = Arc::new(Clock::new());
+        let mut client = Touching::new(TokioIo::new(client), clock.clone());
+        let mut upstream = Touching::new(TokioIo::new(upstream), clock.clone());
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        loop {
+            let quiet_until = clock.last() + idle_timeout;
+            tokio::select! {
+                res = &mut copy => {
+                    debug!(listener = %listener, bytes = ?res.map_err(|e| e.to_string()), "tunnel closed");
+                    return;
+                }
+                _ = tokio::time::sleep_until(quiet_until.into()) => {
+                    if clock.last() + idle_timeout <= Instant::now() {
+                        debug!(listener = %listener, reason = "tunnel_idle_timeout", "tunnel closed");
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// When a byte last crossed the tunnel, either way.
+struct Clock {
+    started: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream that touches the tunnel's clock whenever bytes are read from it.
+struct Touching<S> {
+    inner: S,
+    clock: Arc<Clock>,
+}
+
+impl<S> Touching<S> {
+    fn new(inner: S, clock: Arc<Clock>) -> Self {
+        Touching { inner, clock }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Touching<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.clock.touch();
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Touching<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    /// websocket is tunnelled in any case and token position; h2c and others are not.
+    #[test]
+    fn only_listed_tokens_are_tunnelled() {
+        let ws = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert!(is_tunnelled(Version::HTTP_11, &ws));
+        assert!(!is_tunnelled(Version::HTTP_2, &ws));
+        assert!(!is_tunnelled(Version::HTTP_10, &ws));
+        for other in ["h2c", "TLS/1.2", "foo, bar"] {
+            let h = headers(&[("connection", "upgrade"), ("upgrade", other)]);
+            assert!(!is_tunnelled(Version::HTTP_11, &h), "{other}");
+        }
+        let no_connection = headers(&[("upgrade", "websocket")]);
+        assert!(!is_tunnelled(Version::HTTP_11, &no_connection));
+        let mut both = headers(&[("connection", "upgrade"), ("upgrade", "h2c, websocket")]);
+        assert!(is_tunnelled(Version::HTTP_11, &both));
+        restrict_upgrade(&mut both);
+        assert_eq!(both["upgrade"], "websocket");
+        assert!(switched_to_tunnelled(&headers(&[("upgrade", "websocket")])));
+        assert!(!switched_to_tunnelled(&headers(&[("upgrade", "h2c")])));
+        assert!(!switched_to_tunnelled(&headers(&[(
+            "upgrade",
+            "websocket, h2c"
+        )])));
+    }
+}

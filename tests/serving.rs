@@ -1,0 +1,733 @@
+//! The front door under hostile input: exactly the agreed protocol with the listener's limits,
+//! bounded Upgrade tunnels, lingering close, the send timeout and plain HTTP on a TLS port.
+//!
+//! Raw bytes on real sockets through real TLS to the real binary, with a
+//! plain-HTTP backend that counts what reaches it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// A plain-HTTP/1.1 backend: answers `101` to *any* `Upgrade` (as a naive
+/// backend would, so the proxy alone decides what is tunnelled) and then
+/// echoes bytes; streams an endless body on `/big`; otherwise echoes the
+/// request head as JSON. Counts requests and ended `/big` streams.
+struct PlainBackend {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    big_ended: Arc<AtomicUsize>,
+}
+
+/// Counts an endless body as ended when hyper drops it.
+struct Ended(Arc<AtomicUsize>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+impl PlainBackend {
+    async fn start() -> PlainBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let big_ended = Arc::new(AtomicUsize::new(0));
+        let (req_count, ended) = (requests.clone(), big_ended.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (req_count, ended) = (req_count.clone(), ended.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |mut req: http::Request<hyper::body::Incoming>| {
+                            req_count.fetch_add(1, SeqCst);
+                            let ended = ended.clone();
+                            async move { Ok::<_, std::convert::Infallible>(answer(&mut req, ended)) }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        PlainBackend {
+            addr,
+            requests,
+            big_ended,
+        }
+    }
+}
+
+fn answer(
+    req: &mut http::Request<hyper::body::Incoming>,
+    ended: Arc<AtomicUsize>,
+) -> http::Response<BackendBody> {
+    if let Some(proto) = req.headers().get("upgrade").cloned() {
+        let on = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        return http::Response::builder()
+            .status(101)
+            .header("upgrade", proto)
+            .header("connection", "upgrade")
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+    }
+    if req.uri().path() == "/big" {
+        let guard = Ended(ended);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let endless = futures_util::stream::unfold(guard, move |g| {
+            let chunk = chunk.clone();
+            async move { Some((Ok(Frame::data(chunk)), g)) }
+        });
+        return http::Response::new(StreamBody::new(endless).boxed());
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    let body = serde_json::json!({ "path": req.uri().path(), "headers": headers });
+    http::Response::new(Full::new(Bytes::from(body.to_string())).boxed())
+}
+
+struct World {
+    scene: Scene,
+    ca: TestCa,
+    backend: PlainBackend,
+}
+
+async fn world() -> World {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    let backend = PlainBackend::start().await;
+    World { scene, ca, backend }
+}
+
+/// A listener `public` routing everything to the plain backend; `tls`
+/// and `limits` are appended to the listener's `tls:` map and `limits:` map.
+fn config(w: &World, tls: &str, limits: &str) -> std::path::PathBuf {
+    w.scene.config(&format!(
+        r#"
+runtime: {{ worker_threads: 1, shutdown_grace: 30s }}
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] {tls} }}
+    routes: [{{ upstream: plain }}]
+    limits: {{ {limits} }}
+upstreams:
+  - name: plain
+    servers: [http://{}]
+"#,
+        w.backend.addr
+    ))
+}
+
+/// A TLS connection to `addr` offering `alpn` (empty: no ALPN extension).
+async fn tls(w: &World, addr: SocketAddr, alpn: &[&[u8]]) -> Tls {
+    connect(
+        addr,
+        "a.example.com",
+        client_config(&w.ca.cert_pem, None, alpn),
+    )
+    .await
+    .unwrap()
+}
+
+/// Everything the server sends until it closes (bounded by `WAIT`; a
+/// reset after data counts as the close).
+async fn read_to_close<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "the server kept the connection open for {WAIT:?}; received {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+}
+
+/// Read a response head (up to the blank line).
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut b))
+            .await
+            .expect("response head in time")
+            .unwrap();
+        assert!(
+            n == 1,
+            "closed mid-head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Read a whole response with a `content-length` body; return its head.
+async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let head = read_head(s).await;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(WAIT, s.read_exact(&mut body))
+        .await
+        .expect("response body in time")
+        .unwrap();
+    head
+}
+
+/// The frame types of a byte stream that is a sequence of HTTP/2 frames,
+/// or `None` when it is not one.
+fn h2_frame_types(mut bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut types = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 9 {
+            return None;
+        }
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        types.push(bytes[3]);
+        bytes = bytes.get(9 + len..)?;
+    }
+    Some(types)
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame, what a client sends right after the preface.
+const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
+
+async fn metrics_text(admin: SocketAddr) -> String {
+    support::admin(admin, "GET", "/metrics", None, None, &[])
+        .await
+        .body
+}
+
+/// A client that agreed on h2 and sends HTTP/1.1 is answered in HTTP/2
+/// (SETTINGS, then GOAWAY or a close) and nothing reaches the backend: not a request,
+/// not a 300 KB head, not half a head held open.
+#[tokio::test]
+async fn agreed_h2_then_http1_bytes_is_an_h2_protocol_error() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "header_read_timeout: 1s, idle_timeout: 1h"));
+    let addr = p.listener_addr("public").await;
+    let big = "x".repeat(300 * 1024);
+    for head in [
+        "GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n".to_owned(),
+        format!("GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-big: {big}\r\n\r\n"),
+        "GET /api HTTP/1.1\r\nhost: a.exa".to_owned(),
+    ] {
+        let mut s = tls(&w, addr, &[b"h2"]).await;
+        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        // The server may close before a large head is written: that is fine.
+        let _ = s.write_all(head.as_bytes()).await;
+        let reply = read_to_close(&mut s).await;
+        let types = h2_frame_types(&reply).unwrap_or_else(|| {
+            panic!(
+                "not HTTP/2 frames: {:?}",
+                String::from_utf8_lossy(&reply[..reply.len().min(200)])
+            )
+        });
+        // Then GOAWAY or a plain close (RFC 9113 §3.4: a connection error).
+        assert!(
+            types
+                .iter()
+                .all(|t| [SETTINGS, GOAWAY, WINDOW_UPDATE].contains(t)),
+            "{types:?}"
+        );
+    }
+    assert_eq!(
+        w.backend.requests.load(SeqCst),
+        0,
+        "a request reached the backend"
+    );
+}
+
+/// A listener with `alpn: [http/1.1]` never serves HTTP/2, and neither does
+/// any listener to a client that sent no ALPN: the h2 preface is not a
+/// request head, and the answer is never an HTTP/2 SETTINGS frame.
+#[tokio::test]
+async fn h2_preface_without_agreeing_on_h2_is_not_served_as_h2() {
+    let w = world().await;
+    for (tls_opts, alpn) in [
+        (", alpn: [http/1.1]", &[&b"http/1.1"[..]][..]),
+        (", alpn: [http/1.1]", &[][..]),
+        ("", &[][..]),
+    ] {
+        let mut p = Proxy::start(&config(&w, tls_opts, ""));
+        let addr = p.listener_addr("public").await;
+        let mut s = tls(&w, addr, alpn).await;
+        assert_ne!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        s.write_all(PREFACE).await.unwrap();
+        s.write_all(EMPTY_SETTINGS).await.unwrap();
+        let reply = read_to_close(&mut s).await;
+        assert!(
+            reply.is_empty() || reply.starts_with(b"HTTP/1.1 "),
+            "listener tls {tls_opts:?}, client ALPN {alpn:?}: answered {:?}",
+            h2_frame_types(&reply)
+        );
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// Half a head is cut after header_read_timeout (counted from its first
+/// byte), also after a keep-alive request, and so is an HTTP/2 connection
+/// without a first request; an idle keep-alive connection is closed by
+/// idle_timeout, not header_read_timeout.
+#[tokio::test]
+async fn header_read_and_idle_timeouts() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "header_read_timeout: 1s, idle_timeout: 2s"));
+    let addr = p.listener_addr("public").await;
+    let request = b"GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n";
+    // Half a head on a fresh connection, and half a head after a full request.
+    for after_request in [false, true] {
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        let port = s.get_ref().0.local_addr().unwrap().port();
+        if after_request {
+            s.write_all(request).await.unwrap();
+            // The whole response: the request is over before the next byte.
+            let head = read_response(&mut s).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        }
+        s.write_all(b"GET /api HTTP/1.1\r\nhost: a.exa")
+            .await
+            .unwrap();
+        let _ = read_to_close(&mut s).await;
+        p.wait_log("closed for header_read_timeout", |v| {
+            v["message"] == "closing connection"
+                && v["reason"] == "header_read_timeout"
+                && v["peer"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with(&format!(":{port}")))
+        })
+        .await;
+    }
+    // HTTP/2: half a preface, and no first request, is cut the same way.
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(&PREFACE[..10]).await.unwrap();
+    let _ = read_to_close(&mut s).await;
+    p.wait_log("h2 without a first request closed", |v| {
+        v["message"] == "closing connection"
+            && v["reason"] == "header_read_timeout"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    // A keep-alive connection left idle after a request.
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(request).await.unwrap();
+    let head = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let _ = read_to_close(&mut s).await;
+    let closed = p
+        .wait_log("idle keep-alive connection closed", |v| {
+            v["message"] == "closing connection"
+                && v["peer"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with(&format!(":{port}")))
+        })
+        .await;
+    assert_eq!(closed["reason"], "idle_timeout", "{closed}");
+}
+
+/// A request head over max_header_bytes is answered 431 and never reaches
+/// the backend, also when the client writes it all before reading.
+#[tokio::test]
+async fn oversized_head_gets_431() {
+    let w = world().await;
+    for (limits, size) in [("", 300 * 1024), ("max_header_bytes: 16384", 40 * 1024)] {
+        let mut p = Proxy::start(&config(&w, "", limits));
+        let addr = p.listener_addr("public").await;
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        let head = format!(
+            "GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-big: {}\r\n\r\n",
+            "x".repeat(size)
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{size} byte head: sending failed: {e}"));
+        let reply = read_to_close(&mut s).await;
+        assert!(
+            reply.starts_with(b"HTTP/1.1 431"),
+            "{size} byte head: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// Lingering close: after answering 431 the proxy keeps reading (and
+/// discarding) what the client still sends, so a client in the middle of
+/// sending a big head gets to read the 431 instead of a reset (nginx's
+/// lingering_close; curl otherwise reports "Broken pipe").
+#[tokio::test]
+async fn client_still_sending_after_431_is_not_reset() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "max_header_bytes: 16384"));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let start = format!(
+        "GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-big: {}",
+        "x".repeat(20 * 1024)
+    );
+    s.write_all(start.as_bytes()).await.unwrap();
+    let reply = read_to_close(&mut s).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    // Once hyper is done with the connection (where an abrupt close would
+    // happen), the rest of the head, as a client that writes before it reads.
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    p.wait_log("hyper finished the connection", |v| {
+        v["message"] == "connection ended with error"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    let rest = vec![b'x'; 16 * 1024];
+    for i in 0..8 {
+        s.write_all(&rest)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the 431 failed: {e}"));
+        s.flush().await.unwrap();
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// The issue's reproduction with curl, the operator's tool: it prints the 431.
+#[tokio::test]
+async fn curl_sees_431_not_broken_pipe() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "max_header_bytes: 16384"));
+    let addr = p.listener_addr("public").await;
+    write(&w.scene.path("ca.crt"), &w.ca.cert_pem);
+    let big = format!("X-Big: {}", "x".repeat(40 * 1024));
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http1.1", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg("--cacert")
+        .arg(w.scene.path("ca.crt"))
+        .args([
+            "--resolve",
+            &format!("a.example.com:{}:127.0.0.1", addr.port()),
+        ])
+        .args(["-H", &big])
+        .arg(format!("https://a.example.com:{}/api", addr.port()))
+        .output()
+        .await
+        .expect("curl is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout, "431", "curl: {stderr}");
+}
+
+/// Plain HTTP sent to the TLS port is answered like nginx does, and counted.
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_400() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = String::from_utf8(read_to_close(&mut s).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert!(
+        reply.contains("x-content-type-options: nosniff\r\n"),
+        "{reply}"
+    );
+    assert!(
+        reply.ends_with("The plain HTTP request was sent to HTTPS port\n"),
+        "{reply}"
+    );
+    let line = "hotproxy_tls_handshakes_total{listener=\"public\",result=\"plain_http\"} 1";
+    wait_until(WAIT, "plain_http counted", || async {
+        metrics_text(admin).await.lines().any(|l| l == line)
+    })
+    .await;
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// Send a WebSocket upgrade; return the stream after a `101`.
+async fn websocket(w: &World, addr: SocketAddr) -> Tls {
+    let mut s = tls(w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo(&mut s, b"hello").await;
+    s
+}
+
+/// Bytes sent through a tunnel come back from the echoing backend.
+async fn echo(s: &mut Tls, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Tunnels keep their connection's slot: they count in
+/// hotproxy_connections_active, hold max_connections (a third client waits
+/// until one closes), and are counted by the shutdown drain.
+#[tokio::test]
+async fn tunnels_hold_their_connection_slot() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "max_connections: 2"));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let first = websocket(&w, addr).await;
+    let mut second = websocket(&w, addr).await;
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 2";
+    wait_until(WAIT, "two tunnels counted as active", || async {
+        metrics_text(admin).await.lines().any(|l| l == gauge)
+    })
+    .await;
+    // A third client is not served while both tunnels are open ...
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let third = tokio::spawn(async move { connect(addr, "a.example.com", cfg).await });
+    echo(&mut second, b"still here").await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond max_connections"
+    );
+    // ... and is once one closes.
+    drop(first);
+    let third = tokio::time::timeout(WAIT, third)
+        .await
+        .expect("the third connection is served once a tunnel closes")
+        .unwrap()
+        .unwrap();
+    p.signal("TERM");
+    let v = p
+        .wait_log("shutdown drain", |v| {
+            v["message"] == "shutting down: no new connections, draining open ones"
+        })
+        .await;
+    assert_eq!(v["open_connections"], 2, "{v}");
+    echo(&mut second, b"served while draining").await;
+    drop((second, third));
+    assert!(p.wait_exit(WAIT).await.success());
+}
+
+/// `Upgrade: h2c` is never tunnelled: the request reaches the backend as an
+/// ordinary request without Upgrade, and the client gets its answer.
+#[tokio::test]
+async fn h2c_upgrade_is_not_tunnelled() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nupgrade: h2c\r\n\
+          connection: Upgrade, HTTP2-Settings\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\
+          connection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8(read_to_close(&mut s).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    let j: serde_json::Value = serde_json::from_str(body).unwrap();
+    for gone in ["upgrade", "http2-settings", "connection"] {
+        assert!(j["headers"].get(gone).is_none(), "{gone} forwarded: {j}");
+    }
+}
+
+/// A tunnel with no byte either way for tunnel_idle_timeout is closed and
+/// its slot released; one that keeps talking is not cut by idle_timeout.
+#[tokio::test]
+async fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "idle_timeout: 1s, tunnel_idle_timeout: 2s"));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = websocket(&w, addr).await;
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("tunnel closed for silence", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "tunnel_idle_timeout"
+    })
+    .await;
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
+    wait_until(WAIT, "the tunnel's slot released", || async {
+        metrics_text(admin).await.lines().any(|l| l == gauge)
+    })
+    .await;
+}
+
+/// A client that stops reading a response is disconnected after
+/// send_timeout, and the upstream request feeding it is released.
+#[tokio::test]
+async fn client_that_stops_reading_is_cut_by_send_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the endless body fills the socket buffers both ways.
+    p.wait_log("cut by send_timeout", |v| {
+        v["message"] == "connection ended with error"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("send_timeout"))
+    })
+    .await;
+    wait_until(WAIT, "the upstream body released", || async {
+        w.backend.big_ended.load(SeqCst) == 1
+    })
+    .await;
+    drop(s);
+}
+
+/// The admin listener caps its connections (64; more wait in the backlog)
+/// and cuts a head that does not arrive within 10 s, so a slowloris on
+/// the admin port cannot hold descriptors forever or lock out probes.
+#[tokio::test]
+async fn admin_listener_caps_connections_and_times_out_heads() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let admin_addr = p.admin_addr().await;
+    let mut held = Vec::new();
+    for _ in 0..63 {
+        held.push(tokio::net::TcpStream::connect(admin_addr).await.unwrap());
+    }
+    let mut half = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0")
+        .await
+        .unwrap();
+    // The 65th connection is not served while 64 are open ...
+    let mut probe = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), probe.peek(&mut first)).await;
+    assert!(early.is_err(), "a connection beyond the cap was served");
+    // ... the half-sent head is cut by the header timeout ...
+    let _ = read_to_close(&mut half).await;
+    p.wait_log("admin head timed out", |v| {
+        v["message"] == "closing connection"
+            && v["listener"] == "admin"
+            && v["reason"] == "header_read_timeout"
+    })
+    .await;
+    // ... which frees a slot for the waiting client.
+    let reply = String::from_utf8(read_to_close(&mut probe).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(held);
+}
+
+/// The server's cipher-suite order wins: a client preferring ChaCha20 gets
+/// AES-GCM, the first of the server's suites it offers.
+#[tokio::test]
+async fn server_cipher_order_is_preferred() {
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    for (version, suites) in [
+        (
+            &rustls::version::TLS13,
+            vec![
+                cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+            ],
+        ),
+        (
+            &rustls::version::TLS12,
+            vec![
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ],
+        ),
+    ] {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: suites,
+            ..default_provider()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(w.ca.cert_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let s = connect(addr, "a.example.com", Arc::new(cfg)).await.unwrap();
+        let chosen = s.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert!(
+            format!("{chosen:?}").contains("AES_128_GCM"),
+            "{version:?}: the client's first choice won: {chosen:?}"
+        );
+    }
+}
