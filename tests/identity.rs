@@ -844,10 +844,12 @@ async fn access_log_lines() {
     let health = p.listener_addr("health").await;
     let cfg = cfg_for(&w, Some(&client));
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // HTTP/2 needs ALPN h2 (the protocol agreed on is the one spoken).
+    let cfg_h2 = client_config(&w.edge_ca.cert_pem, Some(&client.pair), &[b"h2"]);
     let r = get(
         addr,
         "localhost",
-        cfg.clone(),
+        cfg_h2,
         true,
         "/v1/items?token=secret",
         &[("traceparent", tp), ("x-request-id", "rid-42")],
