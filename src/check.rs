@@ -30,19 +30,34 @@ pub fn days_left(not_after: i64) -> i64 {
 /// every problem. Exit 0 only when there is no problem at all. Creates and
 /// changes nothing.
 pub fn run(path: &Path) -> ExitCode {
-    let config = match config::load(path) {
-        Ok(c) => c,
+    // Every problem in one run, like `nginx -t`: the configuration's (each
+    // unknown key, wrong value and bad reference, with its line), then the
+    // files of every entry that resolved.
+    let (file, text) = match config::read(path) {
+        Ok(read) => read,
         Err(e) => {
-            eprintln!("{}", e.render());
-            eprintln!(
-                "configuration check failed: {} problem(s)",
-                e.problems.len()
-            );
+            crate::errln!("{}", e.render());
+            crate::errln!("configuration check failed: 1 problem(s)");
             return ExitCode::FAILURE;
         }
     };
+    let (config, config_problems) = config::parse_all(&text, &file);
+    let config_problems: Vec<String> = config_problems
+        .into_iter()
+        .map(|p| format!("{}: {}", p.location, p.message))
+        .collect();
+    let Some(config) = config else {
+        for p in &config_problems {
+            crate::errln!("{}: {p}", file.display());
+        }
+        crate::errln!(
+            "configuration check failed: {} problem(s)",
+            config_problems.len()
+        );
+        return ExitCode::FAILURE;
+    };
     let refs = references(&config, &Default::default());
-    let mut problems = Vec::new();
+    let mut problems = config_problems;
     let mut warnings = Vec::new();
     let mut rows = vec![[
         "ID".to_owned(),
@@ -62,11 +77,11 @@ pub fn run(path: &Path) -> ExitCode {
                 loaded.insert(spec.id.clone(), l);
             }
             Err(e) => {
-                let used = refs.get(&spec.id).map(|r| r.len()).unwrap_or(0);
                 problems.push(format!(
-                    "entry {} ({}, used by {used}): {e}",
+                    "entry {} ({}, {}): {e}",
                     spec.id,
-                    spec.kind.as_str()
+                    spec.kind.as_str(),
+                    used_by(refs.get(&spec.id))
                 ));
                 rows.push([
                     spec.id.clone(),
@@ -119,28 +134,34 @@ pub fn run(path: &Path) -> ExitCode {
         }
     }
     let mut notes = Vec::new();
-    startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
+    let stored = startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
     print_table(&rows);
     for w in &warnings {
-        println!("warning: {w}");
+        crate::outln!("warning: {w}");
     }
     for n in &notes {
-        println!("note: {n}");
+        crate::outln!("note: {n}");
     }
     if problems.is_empty() {
-        println!(
-            "configuration {} is valid: {} entries, {} listeners, {} upstreams",
+        // Every entry of the table: the store's too.
+        let from_store = if stored > 0 {
+            format!(" ({stored} from the store)")
+        } else {
+            String::new()
+        };
+        crate::outln!(
+            "configuration {} is valid: {} entries{from_store}, {} listeners, {} upstreams",
             config.file.display(),
-            config.entries.len(),
+            config.entries.len() + stored,
             config.listeners.len(),
             config.upstreams.len()
         );
         ExitCode::SUCCESS
     } else {
         for p in &problems {
-            eprintln!("{}: {p}", config.file.display());
+            crate::errln!("{}: {p}", config.file.display());
         }
-        eprintln!("configuration check failed: {} problem(s)", problems.len());
+        crate::errln!("configuration check failed: {} problem(s)", problems.len());
         ExitCode::FAILURE
     }
 }
@@ -216,14 +237,14 @@ fn crl_warning(entry: &str, issuer: &str, next_update: i64, warnings: &mut Vec<S
 /// What `run` checks at startup beyond entries and listeners: the admin
 /// listener's exposure and tokens, and the store (key, decryption, ids),
 /// through the same functions. Creates nothing: a missing store key is a
-/// note, since `run` creates it.
+/// note, since `run` creates it. Returns how many entries the store holds.
 fn startup(
     config: &Config,
     rows: &mut Vec<[String; 7]>,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
     notes: &mut Vec<String>,
-) {
+) -> usize {
     if let Some(admin) = &config.admin {
         match crate::admin::exposure(admin) {
             Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind)),
@@ -233,14 +254,20 @@ fn startup(
         problems.extend(crate::admin::auth::Tokens::problems(admin));
     }
     let Some(store) = &config.store else {
-        return;
+        return 0;
     };
     match Store::preview(store) {
-        Err(e) => problems.push(e),
-        Ok(Preview::CreatesKey) => notes.push(format!(
-            "store.key_file {} does not exist: `hotproxy run` will create it (mode 0600); back it up with the store",
-            store.key_file.display()
-        )),
+        Err(e) => {
+            problems.push(e);
+            0
+        }
+        Ok(Preview::CreatesKey) => {
+            notes.push(format!(
+                "store.key_file {} does not exist: `hotproxy run` will create it (mode 0600); back it up with the store",
+                store.key_file.display()
+            ));
+            0
+        }
         Ok(Preview::Opens(stored)) => {
             // Like startup: a clashing id refuses to start, material that
             // does not load is only a warning (the entry waits for fixes).
@@ -260,7 +287,22 @@ fn startup(
                     )),
                 }
             }
+            stored.len()
         }
+    }
+}
+
+/// `used by listener public (tls.certs[0]), upstream api (tls.ca)`, or `unused`.
+fn used_by(refs: Option<&Vec<crate::material::catalogue::Reference>>) -> String {
+    match refs {
+        Some(refs) if !refs.is_empty() => {
+            let names: Vec<String> = refs
+                .iter()
+                .map(|r| format!("{} {} ({})", r.kind, r.name, r.field))
+                .collect();
+            format!("used by {}", names.join(", "))
+        }
+        _ => "unused".to_owned(),
     }
 }
 
@@ -285,7 +327,7 @@ fn print_table(rows: &[[String; 7]]) {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        crate::outln!("{}", line.join("  ").trim_end());
     }
 }
 
@@ -296,23 +338,23 @@ pub fn inspect(files: &[PathBuf]) -> ExitCode {
         match pem::certificates_in(f) {
             Ok(certs) => {
                 for (i, c) in certs.iter().enumerate() {
-                    println!("{} [{}]", f.display(), i);
-                    println!("  subject:     {}", c.subject);
-                    println!("  issuer:      {}", c.issuer);
-                    println!("  SANs:        {}", c.sans.join(", "));
-                    println!("  serial:      {}", c.serial);
-                    println!("  not before:  {}", date(c.not_before));
-                    println!(
+                    crate::outln!("{} [{}]", f.display(), i);
+                    crate::outln!("  subject:     {}", c.subject);
+                    crate::outln!("  issuer:      {}", c.issuer);
+                    crate::outln!("  SANs:        {}", c.sans.join(", "));
+                    crate::outln!("  serial:      {}", c.serial);
+                    crate::outln!("  not before:  {}", date(c.not_before));
+                    crate::outln!(
                         "  not after:   {} ({} days left)",
                         date(c.not_after),
                         days_left(c.not_after)
                     );
-                    println!("  CA:          {}", c.is_ca);
-                    println!("  SHA-256:     {}", c.fingerprint_sha256);
+                    crate::outln!("  CA:          {}", c.is_ca);
+                    crate::outln!("  SHA-256:     {}", c.fingerprint_sha256);
                 }
             }
             Err(e) => {
-                eprintln!("{e}");
+                crate::errln!("{e}");
                 failed = true;
             }
         }

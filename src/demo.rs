@@ -39,7 +39,7 @@ pub fn run() -> ExitCode {
     let config = match config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}", e.render());
+            crate::errln!("{}", e.render());
             return ExitCode::FAILURE;
         }
     };
@@ -50,10 +50,10 @@ pub fn run() -> ExitCode {
         .join("demo-pki");
     if !pki.join("server.crt").exists() || !pki.join("client.crt").exists() {
         if let Err(e) = crate::devpki::write(&pki, &[]) {
-            eprintln!("cannot create the demo PKI in {}: {e:#}", pki.display());
+            crate::errln!("cannot create the demo PKI in {}: {e:#}", pki.display());
             return ExitCode::FAILURE;
         }
-        println!("created a throwaway dev PKI in {}", pki.display());
+        crate::outln!("created a throwaway dev PKI in {}", pki.display());
     }
     let Some(backend) = config
         .upstreams
@@ -62,7 +62,7 @@ pub fn run() -> ExitCode {
         .and_then(|u| u.servers.first())
         .and_then(|s| format!("{}:{}", s.host, s.port).parse::<SocketAddr>().ok())
     else {
-        eprintln!(
+        crate::errln!(
             "{}: the demo needs an upstream named `echo` with an IP:port server",
             path.display()
         );
@@ -71,13 +71,13 @@ pub fn run() -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            crate::errln!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     rt.block_on(async move {
         if let Err(e) = start_echo_backend(backend, &pki).await {
-            eprintln!("cannot start the demo echo backend on {backend}: {e}");
+            crate::errln!("cannot start the demo echo backend on {backend}: {e}");
             return ExitCode::FAILURE;
         }
         print_instructions(&config, &pki);
@@ -117,7 +117,7 @@ fn print_instructions(config: &Config, pki: &Path) {
         String::new(),
         "  Ctrl-C stops it.".into(),
     ];
-    println!("{}", lines.join("\n"));
+    crate::outln!("{}", lines.join("\n"));
 }
 
 /// An HTTPS echo server that requires a client certificate from the dev CA.

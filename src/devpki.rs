@@ -56,9 +56,58 @@ fn read_pem(path: &Path) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Write (or re-issue) the dev PKI in `out`. `names` are the server
-/// certificate's DNS names / IPs (default `localhost`, `127.0.0.1`).
+/// How long the pairs are valid by default: what a public CA issues
+/// (Let's Encrypt), so expiry alerts and renewals can be tried with them.
+pub const DEFAULT_DAYS: u32 = 90;
+
+/// The longest `--days` accepted (and the CA's own lifetime at least).
+pub const MAX_DAYS: u32 = 3650;
+
+/// [`write_for`] with pairs valid for [`DEFAULT_DAYS`].
 pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
+    write_for(out, names, DEFAULT_DAYS)
+}
+
+/// A `--name` that can go into a certificate: an IP address, or a DNS
+/// name (a `*.` wildcard allowed in front). Anything else (spaces, a URL,
+/// an empty label) is refused with the reason.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    let valid = rustls_pki_types::DnsName::try_from(host).is_ok()
+        && !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "--name {name:?} is not a DNS name or an IP address (letters, digits and '-' in dot-separated labels, optionally starting with '*.')"
+        ))
+    }
+}
+
+/// Write (or re-issue) the dev PKI in `out`. `names` are the server
+/// certificate's DNS names / IPs (default `localhost`, `127.0.0.1`); the
+/// pairs are valid for `days` from an hour ago (clock skew), the CA for
+/// [`MAX_DAYS`] (or `days`, if longer).
+pub fn write_for(out: &Path, names: &[String], days: u32) -> anyhow::Result<DevPki> {
+    anyhow::ensure!(
+        (1..=MAX_DAYS).contains(&days),
+        "--days {days}: between 1 and {MAX_DAYS}"
+    );
+    for name in names {
+        check_name(name).map_err(anyhow::Error::msg)?;
+    }
+    let validity = Validity::days(days);
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let ca_crt = out.join("ca.crt");
     let ca_key = out.join("ca.key");
@@ -87,6 +136,7 @@ pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
                 KeyUsagePurpose::DigitalSignature,
             ];
             params.serial_number = Some(serial());
+            Validity::days(days.max(MAX_DAYS)).apply(&mut params);
             let cert = params.self_signed(&key)?;
             write_atomic(&ca_key, key.serialize_pem().as_bytes(), 0o600)?;
             write_atomic(&ca_crt, cert.pem().as_bytes(), 0o644)?;
@@ -105,6 +155,7 @@ pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
         &names[0],
         &names,
         ExtendedKeyUsagePurpose::ServerAuth,
+        validity,
     )?;
     let client_fingerprint = issue(
         out,
@@ -113,6 +164,7 @@ pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
         "hotproxy-dev-client",
         &[],
         ExtendedKeyUsagePurpose::ClientAuth,
+        validity,
     )?;
     Ok(DevPki {
         dir: out.to_path_buf(),
@@ -120,6 +172,29 @@ pub fn write(out: &Path, names: &[String]) -> anyhow::Result<DevPki> {
         server_fingerprint,
         client_fingerprint,
     })
+}
+
+/// A certificate's validity: from an hour ago (a client whose clock is a
+/// little behind still accepts it) to `days` from now.
+#[derive(Clone, Copy)]
+struct Validity {
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+}
+
+impl Validity {
+    fn days(days: u32) -> Validity {
+        let now = time::OffsetDateTime::now_utc();
+        Validity {
+            not_before: now - time::Duration::hours(1),
+            not_after: now + time::Duration::days(i64::from(days)),
+        }
+    }
+
+    fn apply(self, params: &mut CertificateParams) {
+        params.not_before = self.not_before;
+        params.not_after = self.not_after;
+    }
 }
 
 fn dn(cn: &str) -> DistinguishedName {
@@ -143,6 +218,7 @@ fn issue(
     cn: &str,
     names: &[String],
     usage: ExtendedKeyUsagePurpose,
+    validity: Validity,
 ) -> anyhow::Result<String> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -162,6 +238,7 @@ fn issue(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(serial());
+    validity.apply(&mut params);
     let cert = params.signed_by(&key, issuer)?;
     // Key first: a watcher that sees the new cert before the new key gets a
     // mismatched pair, which it waits out (settle_timeout) either way.
@@ -213,5 +290,52 @@ mod tests {
         let leaf = &pair.pair().unwrap().leaf;
         assert_eq!(leaf.fingerprint_sha256, second.server_fingerprint);
         assert_eq!(leaf.sans, ["localhost", "127.0.0.1"]);
+        // 90 days like a public CA (not 1975..4096): expiry alerts can be tried.
+        let now = crate::material::catalogue::unix(std::time::SystemTime::now());
+        let days = (leaf.not_after - now) as f64 / 86_400.0;
+        assert!((89.9..=90.0).contains(&days), "{days} days");
+        assert!(leaf.not_before <= now);
+    }
+
+    #[test]
+    fn days_and_names_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = write_for(dir.path(), &["app.example".into()], 3).unwrap();
+        let pair = pem::load(
+            EntryKind::ServerPair,
+            &EntrySource::PairFiles {
+                cert_file: dir.path().join("server.crt"),
+                key_file: dir.path().join("server.key"),
+            },
+        )
+        .unwrap();
+        let leaf = &pair.pair().unwrap().leaf;
+        assert_eq!(leaf.fingerprint_sha256, pki.server_fingerprint);
+        let now = crate::material::catalogue::unix(std::time::SystemTime::now());
+        assert!((leaf.not_after - now) <= 3 * 86_400 && (leaf.not_after - now) > 2 * 86_400);
+        for bad in [
+            "not a name",
+            "https://x.example",
+            "a..b",
+            "-a.example",
+            "",
+            "x_y.example",
+        ] {
+            assert!(
+                write_for(dir.path(), &[bad.into()], 90).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for good in [
+            "*.apps.example",
+            "10.0.0.1",
+            "::1",
+            "localhost",
+            "a-b.example",
+        ] {
+            check_name(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        assert!(write_for(dir.path(), &[], 0).is_err());
+        assert!(write_for(dir.path(), &[], MAX_DAYS + 1).is_err());
     }
 }

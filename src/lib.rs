@@ -11,6 +11,9 @@
 //!     - `listener`: bind, TLS (pairs, client auth, ALPN, min version), routes, limits.
 //!     - `upstream`: server URLs, upstream TLS, timeouts, idle pool size.
 //!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
+//!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
+//!     unknown key, wrong type and missing field (check lists them all).
+//! - `yaml_hint`: YAML syntax errors in an operator's words (indentation slips).
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
@@ -35,6 +38,7 @@
 //!   - `apply`: a config field is applied here: config reload and apply,
 //!     listener and upstream start/stop, watches, runtime client auth.
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
+//!   - `changes`: what a config reload changed, for the line that confirms it.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
@@ -66,12 +70,14 @@
 //!   - `body`: byte-counting bodies that submit the line when a response ends.
 //!   - `format`: JSON and nginx `combined`.
 //! - `metrics`: the metric names of SPEC §5.
+//! - `process_metrics`: `process_*` (CPU, memory, fds, start time) from `/proc`, per scrape.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;
 //!   applies `run`'s startup checks (admin tokens and bind, store) without side effects.
 //! - `devpki`: a throwaway CA, server pair and client pair.
 //! - `fsutil`: atomic writes and bounded, regular-file-only reads (store, dev PKI, PEM).
 //! - `logging`: tracing to stderr, text or JSON.
+//! - `stdio`: `outln!`/`errln!`: command output that ends quietly on a closed pipe.
 //! - `demo`: `hotproxy demo`.
 #![forbid(unsafe_code)]
 
@@ -86,9 +92,12 @@ pub mod identity;
 pub mod logging;
 pub mod material;
 pub mod metrics;
+pub mod process_metrics;
 pub mod proxy;
 pub mod reload;
 pub mod secret;
 pub mod server;
+pub mod stdio;
 pub mod tls;
 pub mod watch;
+pub mod yaml_hint;

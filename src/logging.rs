@@ -17,7 +17,15 @@ pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         // rustls warns once per connection about what any client may send
         // (an IP address as SNI, as wrk does): a log flood, not news.
-        .or_else(|_| EnvFilter::try_new(format!("{level},rustls=error")))
+        // notify's inotify backend warns "Unable to remove the path from the
+        // watches: WatchNotFound" (and logs EINVAL at info) whenever a
+        // watched directory is deleted after its watch went: every kubelet
+        // Secret swap removes its old `..<timestamp>` directory. Its own docs
+        // call these "not a real error"; as WARNs they page log-based
+        // alerting on every renewal. Its only other lines are for backends
+        // hotproxy does not use. Real watch failures are ours to log
+        // ("cannot watch directory; relying on polling").
+        .or_else(|_| EnvFilter::try_new(format!("{level},rustls=error,notify::inotify=error")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

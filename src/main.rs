@@ -39,7 +39,13 @@ enum Command {
         command: CertsCommand,
     },
     /// Run the proxy from ./config.yaml in front of a built-in mTLS echo backend.
-    Demo,
+    Demo {
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// As for `run`: error, warn, info, debug, trace, or a tracing filter.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -56,6 +62,9 @@ enum CertsCommand {
         /// DNS name or IP for the server certificate (repeatable; default localhost, 127.0.0.1).
         #[arg(long = "name")]
         names: Vec<String>,
+        /// How long the server and client pairs are valid (the CA: 10 years).
+        #[arg(long, default_value_t = hotproxy::devpki::DEFAULT_DAYS)]
+        days: u32,
     },
 }
 
@@ -75,19 +84,22 @@ fn main() -> ExitCode {
             command: CertsCommand::Inspect { files },
         } => hotproxy::check::inspect(&files),
         Command::Certs {
-            command: CertsCommand::DevPki { out, names },
-        } => match hotproxy::devpki::write(&out, &names) {
+            command: CertsCommand::DevPki { out, names, days },
+        } => match hotproxy::devpki::write_for(&out, &names, days) {
             Ok(pki) => {
-                println!("{pki}");
+                hotproxy::outln!("{pki}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                hotproxy::errln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        Command::Demo => {
-            init_logging(LogFormat::Text, "info");
+        Command::Demo {
+            log_format,
+            log_level,
+        } => {
+            init_logging(log_format, &log_level);
             hotproxy::demo::run()
         }
     }

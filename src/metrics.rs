@@ -95,6 +95,13 @@ pub struct Metrics {
     pub client_auth_denied: Family<ListenerReasonLabels, Counter>,
     /// Access-log lines dropped because the writer lagged.
     pub access_log_dropped: Counter,
+    // What an operator is told (issue 18): pending and failing reloads,
+    // a degraded watcher, SNI misses, clients that leave without asking.
+    pub cert_reload_pending: Family<EntryLabels, Gauge>,
+    pub cert_reload_failing: Family<EntryLabels, Gauge>,
+    pub watch_degraded: Gauge,
+    pub tls_sni_default: Family<ListenerLabels, Counter>,
+    pub closed_before_request: Family<ListenerLabels, Counter>,
     /// Failed `accept()` calls (EMFILE, ENFILE, ...) per listener; the
     /// admin listener counts as `listener="admin"`.
     pub accept_errors: Family<ListenerLabels, Counter>,
@@ -119,6 +126,11 @@ impl Metrics {
             config_reloads: Family::default(),
             client_auth_denied: Family::default(),
             access_log_dropped: Counter::default(),
+            cert_reload_pending: Family::default(),
+            cert_reload_failing: Family::default(),
+            watch_degraded: Gauge::default(),
+            tls_sni_default: Family::default(),
+            closed_before_request: Family::default(),
             accept_errors: Family::default(),
             registry: Registry::default(),
         };
@@ -187,6 +199,32 @@ impl Metrics {
             "Failed accepts of client connections (out of file descriptors, ...) per listener",
             m.accept_errors.clone(),
         );
+        registry.register(
+            "hotproxy_cert_reload_pending",
+            "1 while an entry's changed files are not loadable yet and are waited for (up to settle_timeout)",
+            m.cert_reload_pending.clone(),
+        );
+        registry.register(
+            "hotproxy_cert_reload_failing",
+            "1 while an entry's files were refused and its previous material is still served",
+            m.cert_reload_failing.clone(),
+        );
+        registry.register(
+            "hotproxy_watch_degraded",
+            "1 while a directory cannot be watched and changes are found by polling only",
+            m.watch_degraded.clone(),
+        );
+        registry.register(
+            "hotproxy_tls_sni_default",
+            "Handshakes whose SNI matched no configured name and got the listener's default certificate",
+            m.tls_sni_default.clone(),
+        );
+        registry.register(
+            "hotproxy_connections_closed_before_request",
+            "TLS connections the client closed before sending a request (e.g. it refused the certificate's name)",
+            m.closed_before_request.clone(),
+        );
+        registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         // Both results exist from the start, so `rate()` and alerts on
         // failures see a zero before the first reload.
         for result in ["success", "failure"] {
@@ -263,6 +301,27 @@ pub fn client_auth_denied(listener: &str, reason: &str) {
         .get_or_create(&ListenerReasonLabels {
             listener: listener.to_owned(),
             reason: reason.to_owned(),
+        })
+        .inc();
+}
+
+/// Count one handshake whose SNI matched no configured name (it got the
+/// listener's default certificate).
+pub fn sni_default(listener: &str) {
+    METRICS
+        .tls_sni_default
+        .get_or_create(&ListenerLabels {
+            listener: listener.to_owned(),
+        })
+        .inc();
+}
+
+/// Count one TLS connection the client closed before its first request.
+pub fn closed_before_request(listener: &str) {
+    METRICS
+        .closed_before_request
+        .get_or_create(&ListenerLabels {
+            listener: listener.to_owned(),
         })
         .inc();
 }

@@ -18,7 +18,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             error!(path = %config_path.display(), error = %e.render(), "invalid configuration");
-            eprintln!("{}", e.render());
+            crate::errln!("{}", e.render());
             return ExitCode::FAILURE;
         }
     };
@@ -38,7 +38,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            crate::errln!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -60,7 +60,7 @@ pub async fn serve(config: Config) -> ExitCode {
         signal(SignalKind::hangup()),
         signal(SignalKind::user_defined1()),
     ) else {
-        eprintln!("cannot install signal handlers");
+        crate::errln!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
     let handle = match reload::start(
@@ -72,7 +72,7 @@ pub async fn serve(config: Config) -> ExitCode {
         Ok(h) => h,
         Err(problem) => {
             error!(error = %problem, "cannot start");
-            eprintln!("{problem}");
+            crate::errln!("{problem}");
             return ExitCode::FAILURE;
         }
     };
@@ -81,7 +81,7 @@ pub async fn serve(config: Config) -> ExitCode {
             Ok(addr) => info!(addr = %addr, "admin listening"),
             Err(problem) => {
                 error!(error = %problem, "cannot start the admin listener");
-                eprintln!("{problem}");
+                crate::errln!("{problem}");
                 return ExitCode::FAILURE;
             }
         }

@@ -139,6 +139,24 @@ fn valid_config_with_a_sealed_store() {
     );
     assert!(!out.contains("note:"), "{out}");
     assert_eq!(std::fs::read(s.path("data/store.json")).unwrap(), before);
+    // The count covers every row of the table: the stored entry too.
+    assert!(
+        out.contains("is valid: 2 entries (1 from the store), 1 listeners"),
+        "{out}"
+    );
+}
+
+/// An entry that does not load names who uses it, not just how many.
+#[test]
+fn a_broken_entry_names_its_users() {
+    let (s, cfg) = scene(ADMIN, "");
+    write(&s.path("edge.key"), "not a key\n");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("entry edge (server-pair, used by listener public (tls.certs[0])):"),
+        "{err}"
+    );
 }
 
 /// `token_env` naming an unset variable: the message `run` fails with.
@@ -252,6 +270,91 @@ fn stored_id_clash_fails() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("entry stored is defined both in") && err.contains("store.json"),
+        "{err}"
+    );
+}
+
+/// A copy broken four ways (two key typos, a value of the wrong type, a
+/// missing certificate file): one run of `check` lists all four, each
+/// with its line and field. Before, it showed the first typo only, and
+/// config problems hid file problems: three fix-and-rerun rounds.
+#[test]
+fn a_config_broken_four_ways_lists_all_four() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(
+        r#"watch:
+  debounce: 100ms
+  pol_interval: 2s
+certs:
+  - id: edge
+    type: server-pair
+    cert_file: edge.crt
+    key_file: edge.key
+  - id: other
+    type: server-pair
+    cert_file: missing.crt
+    key_file: edge.key
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: edge }, { ref: other }]
+      min_verison: "1.3"
+    limits:
+      max_connections: lots
+"#,
+    );
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    let file = cfg.display().to_string();
+    for want in [
+        format!(
+            "{file}: line 3: watch.pol_interval: unknown key `pol_interval` (did you mean `poll_interval`?"
+        ),
+        format!(
+            "{file}: line 18: listeners[0].tls.min_verison: unknown key `min_verison` (did you mean `min_version`?"
+        ),
+        format!(
+            "{file}: line 20: listeners[0].limits.max_connections: expected a whole number, found \"lots\""
+        ),
+        "entry other (server-pair, used by listener public (tls.certs[1])):".to_owned(),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("missing.crt"), "{err}");
+    assert!(
+        err.contains("configuration check failed: 4 problem(s)"),
+        "{err}"
+    );
+    // The entry that resolved and loads is still listed.
+    assert!(out.lines().any(|l| l.starts_with("edge ")), "{out}");
+}
+
+/// A YAML indentation slip is explained in an operator's words: which
+/// line is deeper than which key, and the column that would fit.
+#[test]
+fn an_indentation_slip_is_explained() {
+    let (_s, cfg) = scene("", "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    // `bind` one level too deep under a commented `name`.
+    let broken = text.replace(
+        "  - name: public\n    bind: 127.0.0.1:0\n",
+        "  - name: public   # the public side\n      bind: 127.0.0.1:0\n",
+    );
+    assert_ne!(broken, text);
+    std::fs::write(&cfg, broken).unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("indentation problem: line")
+            && err.contains("indented deeper than `name:`")
+            && err.contains("indent it like `name`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("(YAML parser: comment intercepting the multiline text)"),
         "{err}"
     );
 }

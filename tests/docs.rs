@@ -6,6 +6,9 @@ use std::path::Path;
 
 const README: &str = include_str!("../README.md");
 
+/// Metrics another branch of this session registers (h13-files: CRLs).
+const AWAITED: &[&str] = &[];
+
 /// Every Rust source under `src/`, concatenated.
 fn sources() -> String {
     fn walk(dir: &Path, out: &mut String) {
@@ -95,6 +98,15 @@ fn troubleshooting_quotes_what_the_code_emits() {
             let name = selector.split('{').next().unwrap();
             // Counters are registered without the `_total` the exposition adds.
             let registered = format!("\"{}\"", name.trim_end_matches("_total"));
+            // Added by another branch of this session: allowed missing
+            // until it lands, flagged once it has (so the list empties).
+            if AWAITED.contains(&name) {
+                assert!(
+                    !src.contains(&registered),
+                    "{name} is registered now: take it off AWAITED in tests/docs.rs"
+                );
+                continue;
+            }
             assert!(
                 name.starts_with("hotproxy_") && src.contains(&registered),
                 "metric {name} (row {:?}) is not registered in src/",

@@ -14,6 +14,7 @@ mod duration;
 mod env;
 mod raw;
 mod resolve;
+mod tree;
 
 pub use duration::parse_duration;
 
@@ -423,31 +424,92 @@ pub fn read(path: &Path) -> Result<(PathBuf, String), ConfigError> {
 }
 
 /// Parse and validate configuration text; relative paths resolve against
-/// `file`'s directory and `file` is what errors name.
+/// `file`'s directory and `file` is what errors name. Every problem of the
+/// file is reported, not just the first.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    let raw: raw::File = if text.trim().is_empty() {
-        raw::File::default()
+    match parse_all(text, file) {
+        (Some(config), problems) if problems.is_empty() => Ok(config),
+        (_, problems) => Err(ConfigError {
+            file: file.to_path_buf(),
+            problems,
+        }),
+    }
+}
+
+/// Every problem of the file in one pass, each with its line and field,
+/// and the configuration as far as it resolved (`None` when the YAML
+/// itself is broken): unknown keys, values of the wrong type and missing
+/// fields from reading the YAML tree ([`tree`]), then what the resolver
+/// finds in the rest (references, durations, addresses, `${ENV}`).
+pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
+    let (raw, report) = if text.trim().is_empty() {
+        (raw::File::default(), tree::Report::default())
     } else {
-        serde_saphyr::from_str(text).map_err(|e| {
-            // saphyr's first line reads "error: line L column C: message";
-            // the rest is a source excerpt we don't need in a log line.
-            let first = e.to_string();
-            let first = first
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("error: ");
-            let (location, message) = match first.split_once(": ") {
-                Some((loc, msg)) if loc.starts_with("line ") => (loc.to_owned(), msg.to_owned()),
-                _ => ("file".to_owned(), first.to_owned()),
-            };
-            ConfigError {
-                file: file.to_path_buf(),
-                problems: vec![Problem { location, message }],
+        let mut root = match tree::parse(text) {
+            Ok(root) => root,
+            Err(e) => {
+                let message =
+                    crate::yaml_hint::explain(&e.message, e.line, text).unwrap_or(e.message);
+                return (
+                    None,
+                    vec![Problem {
+                        location: e.location,
+                        message,
+                    }],
+                );
             }
-        })?
+        };
+        match tree::read::<raw::File>(&mut root) {
+            (Some(raw), report) => (raw, report),
+            (None, report) => return (None, located(&report.problems)),
+        }
     };
-    resolve::resolve(raw, file)
+    let mut problems = located(&report.problems);
+    let (config, resolved) = resolve::resolve_all(raw, file);
+    for p in resolved {
+        // A field the tree already reported (read as empty) says nothing new.
+        if report.problems.iter().any(|t| {
+            p.location == t.path
+                || p.location.starts_with(&format!("{}.", t.path))
+                || p.location.starts_with(&format!("{}[", t.path))
+        }) {
+            continue;
+        }
+        let location = match report.line_of(&p.location) {
+            Some(line) => format!("line {line}: {}", p.location),
+            None => p.location,
+        };
+        problems.push(Problem {
+            location,
+            message: p.message,
+        });
+    }
+    // In file order, like a compiler's errors.
+    problems.sort_by_key(|p| line_number(&p.location));
+    (Some(config), problems)
+}
+
+fn located(found: &[tree::Found]) -> Vec<Problem> {
+    found
+        .iter()
+        .map(|f| Problem {
+            location: if f.path.is_empty() {
+                format!("line {}", f.line)
+            } else {
+                format!("line {}: {}", f.line, f.path)
+            },
+            message: f.message.clone(),
+        })
+        .collect()
+}
+
+/// The line a location starts with (`line 12: ...`); 0 without one.
+fn line_number(location: &str) -> usize {
+    location
+        .strip_prefix("line ")
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Whether `id` is a valid catalogue id (`^[a-z0-9][a-z0-9_-]{0,63}$`).

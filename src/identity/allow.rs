@@ -38,11 +38,11 @@ pub struct RuleSpec {
     pub fingerprint_sha256: Option<String>,
 }
 
-/// A checked rule. Deserializes from (and serializes to) its [`RuleSpec`],
-/// so a malformed rule fails while the YAML is read and the error carries
-/// its line.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "RuleSpec", into = "RuleSpec")]
+/// A checked rule. Deserializes from (and serializes to) its [`RuleSpec`];
+/// the check runs while the rule's own mapping is read, so a malformed rule
+/// fails with that rule's line and path (`allow[2]`), not its list's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "RuleSpec")]
 pub struct AllowRule {
     spec: RuleSpec,
     cn: Option<Glob>,
@@ -85,6 +85,41 @@ impl TryFrom<RuleSpec> for AllowRule {
             return Err(RuleError::Empty);
         }
         Ok(rule)
+    }
+}
+
+/// The keys of a rule, for readers that list the ones that fit.
+const FIELDS: &[&str] = &[
+    "cn",
+    "ou",
+    "dns_san",
+    "uri_san",
+    "email_san",
+    "fingerprint_sha256",
+];
+
+impl<'de> Deserialize<'de> for AllowRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AllowRule, D::Error> {
+        struct Rule;
+        impl<'de> serde::de::Visitor<'de> for Rule {
+            type Value = AllowRule;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an allow rule (cn, ou, dns_san, uri_san, email_san, fingerprint_sha256)",
+                )
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AllowRule, A::Error> {
+                let spec =
+                    RuleSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                AllowRule::try_from(spec).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_struct("AllowRule", FIELDS, Rule)
     }
 }
 

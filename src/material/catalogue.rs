@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config::{ClientAuthConfig, Config, EntryKind, EntrySource, EntrySpec, UpstreamCa};
+use crate::material::info::rfc3339;
 use crate::material::{CertInfo, Loaded};
 
 /// Where an entry was defined.
@@ -22,14 +23,49 @@ pub enum Origin {
     Store,
 }
 
-/// The outcome of the last attempt to (re)load an entry.
-#[derive(Clone, Debug, Serialize)]
+/// The outcome of the last attempt to (re)load an entry. Serialized with
+/// `time` in RFC 3339 and `time_unix` in Unix seconds; a `pending` result
+/// also has the `reason` it waits and its `deadline` (+ `deadline_unix`).
+#[derive(Clone, Debug)]
 pub struct ReloadResult {
     /// Unix seconds.
     pub time: i64,
-    /// `success` or `failure`.
+    /// `success`, `failure`, or `pending`: changed files that do not load
+    /// yet are waited for (a writer half-way) until `deadline`.
     pub result: &'static str,
+    /// The problem: why it failed, or what a pending reload waits for.
     pub error: Option<String>,
+    /// Pending only: Unix seconds when waiting ends and it counts as failed.
+    pub deadline: Option<i64>,
+}
+
+impl Serialize for ReloadResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            time: String,
+            time_unix: i64,
+            result: &'a str,
+            error: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reason: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            deadline: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            deadline_unix: Option<i64>,
+        }
+        let pending = self.result == "pending";
+        Out {
+            time: rfc3339(self.time),
+            time_unix: self.time,
+            result: self.result,
+            error: if pending { None } else { self.error.as_deref() },
+            reason: if pending { self.error.as_deref() } else { None },
+            deadline: self.deadline.map(rfc3339),
+            deadline_unix: self.deadline,
+        }
+        .serialize(s)
+    }
 }
 
 impl ReloadResult {
@@ -39,6 +75,7 @@ impl ReloadResult {
             time: unix(SystemTime::now()),
             result: "success",
             error: None,
+            deadline: None,
         })
     }
 
@@ -48,6 +85,17 @@ impl ReloadResult {
             time: unix(SystemTime::now()),
             result: "failure",
             error: Some(error),
+            deadline: None,
+        })
+    }
+
+    /// Waiting for `reason` to go away until `deadline`.
+    pub fn pending(reason: String, deadline: SystemTime) -> Option<ReloadResult> {
+        Some(ReloadResult {
+            time: unix(SystemTime::now()),
+            result: "pending",
+            error: Some(reason),
+            deadline: Some(unix(deadline)),
         })
     }
 }
@@ -173,8 +221,11 @@ pub struct EntryView {
     pub issuer: Option<String>,
     pub sans: Vec<String>,
     pub serial: Option<String>,
-    pub not_before: Option<i64>,
-    pub not_after: Option<i64>,
+    /// RFC 3339; `*_unix` hold the same instants in Unix seconds.
+    pub not_before: Option<String>,
+    pub not_before_unix: Option<i64>,
+    pub not_after: Option<String>,
+    pub not_after_unix: Option<i64>,
     pub fingerprint_sha256: Option<String>,
     /// Every certificate of a CA bundle (empty for pairs).
     pub ca_certs: Vec<CertInfo>,
@@ -221,8 +272,10 @@ impl EntryView {
             issuer: primary.as_ref().map(|p| p.issuer.clone()),
             sans: primary.as_ref().map(|p| p.sans.clone()).unwrap_or_default(),
             serial: primary.as_ref().map(|p| p.serial.clone()),
-            not_before: primary.as_ref().map(|p| p.not_before),
-            not_after: entry.current.as_ref().map(|l| l.not_after()),
+            not_before: primary.as_ref().map(|p| rfc3339(p.not_before)),
+            not_before_unix: primary.as_ref().map(|p| p.not_before),
+            not_after: entry.current.as_ref().map(|l| rfc3339(l.not_after())),
+            not_after_unix: entry.current.as_ref().map(|l| l.not_after()),
             fingerprint_sha256: primary.as_ref().map(|p| p.fingerprint_sha256.clone()),
             ca_certs,
             crl_count,

@@ -4,7 +4,9 @@ use serde::Serialize;
 use x509_parser::prelude::*;
 
 /// What operators see about a certificate. Never holds key material.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Serialized with RFC 3339 times (`not_before`, `not_after`) next to
+/// their Unix seconds (`*_unix`) for machines.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertInfo {
     /// RFC 4514 string, e.g. `CN=example.com, O=Example`.
     pub subject: String,
@@ -12,7 +14,6 @@ pub struct CertInfo {
     /// Every SAN as text: DNS names as is, IPs as `1.2.3.4`, URIs, emails.
     pub sans: Vec<String>,
     /// The DNS SANs only (lowercase): what SNI selection matches.
-    #[serde(skip)]
     pub dns_names: Vec<String>,
     /// Hex, lowercase, no separators.
     pub serial: String,
@@ -22,6 +23,50 @@ pub struct CertInfo {
     /// SHA-256 of the DER, lowercase hex without separators.
     pub fingerprint_sha256: String,
     pub is_ca: bool,
+}
+
+/// `unix_secs` as RFC 3339 in UTC (`2026-11-30T05:00:00Z`): how times are
+/// shown to people in the API, logs and reports. Out-of-range values (a
+/// certificate valid until year 10000) fall back to the number.
+pub fn rfc3339(unix_secs: i64) -> String {
+    ::time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&::time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_secs.to_string())
+}
+
+impl Serialize for CertInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            subject: &'a str,
+            issuer: &'a str,
+            sans: &'a [String],
+            serial: &'a str,
+            not_before: String,
+            not_before_unix: i64,
+            not_after: String,
+            not_after_unix: i64,
+            fingerprint_sha256: &'a str,
+            is_ca: bool,
+        }
+        Out {
+            subject: &self.subject,
+            issuer: &self.issuer,
+            sans: &self.sans,
+            serial: &self.serial,
+            not_before: rfc3339(self.not_before),
+            not_before_unix: self.not_before,
+            not_after: rfc3339(self.not_after),
+            not_after_unix: self.not_after,
+            fingerprint_sha256: &self.fingerprint_sha256,
+            is_ca: self.is_ca,
+        }
+        .serialize(s)
+    }
 }
 
 /// Parse one DER certificate's metadata.

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub struct Activity {
     head_ms: AtomicU64,
     /// Wakes the driver when the state above changes.
     changed: Notify,
+    /// A request began (a connection the client closes without one is counted).
+    asked: AtomicBool,
 }
 
 impl Activity {
@@ -72,6 +74,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             head_ms: AtomicU64::new(if head_pending { 0 } else { NONE }),
             changed: Notify::new(),
+            asked: AtomicBool::new(false),
         })
     }
 
@@ -83,6 +86,7 @@ impl Activity {
     /// connection is busy. Dropping the guard ends the request.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.asked.store(true, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
         self.changed.notify_one();
         InFlight(self.clone())
@@ -112,6 +116,11 @@ impl Activity {
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
         Some((self.started + last + idle, Expiry::Idle))
+    }
+
+    /// Whether any request began on this connection.
+    pub fn asked(&self) -> bool {
+        self.asked.load(Ordering::Relaxed)
     }
 
     /// Resolves when the state changed (request started/ended, head began).
@@ -181,13 +190,23 @@ pub struct Driver<'a> {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Who ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed it (or broke it) while we were not closing it.
+    ByClient,
+    /// We closed it: a timeout, shutdown, or `also_close`.
+    ByUs,
+}
+
 impl Driver<'_> {
     pub async fn run<F, E>(
         mut self,
         conn: F,
         graceful: impl Fn(Pin<&mut F>),
         also_close: impl Future<Output = ()>,
-    ) where
+    ) -> Ended
+    where
         F: Future<Output = Result<(), E>>,
         E: std::error::Error,
     {
@@ -216,14 +235,14 @@ impl Driver<'_> {
                     if let Err(e) = res {
                         debug!(listener = %name, peer = %peer, error = %causes(&e), "connection ended with error");
                     }
-                    return;
+                    return if closing { Ended::ByUs } else { Ended::ByClient };
                 }
                 _ = changed => {}
                 why = expiry => {
                     debug!(listener = %name, peer = %peer, reason = why.reason(), "closing connection");
                     match why {
                         // Half a head after header_read_timeout: nothing to finish.
-                        Expiry::HeaderRead => return,
+                        Expiry::HeaderRead => return Ended::ByUs,
                         Expiry::Idle => {
                             closing = true;
                             graceful(conn.as_mut());

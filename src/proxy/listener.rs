@@ -440,11 +440,11 @@ async fn connection(
             None => std::future::pending().await,
         }
     };
-    if is_h2 {
+    let ended = if is_h2 {
         let conn = settings.h2.serve_connection(TokioIo::new(io), svc);
         driver
             .run(conn, |c| c.graceful_shutdown(), lifetime_over)
-            .await;
+            .await
     } else {
         let conn = settings
             .h1
@@ -452,7 +452,14 @@ async fn connection(
             .with_upgrades();
         driver
             .run(conn, |c| c.graceful_shutdown(), lifetime_over)
-            .await;
+            .await
+    };
+    // The client went away without a request: with TLS 1.3 a client that
+    // refuses our certificate (a name mismatch, judged after the
+    // handshake as curl does) does so after our side of the handshake is
+    // done, and this is all the server sees of it.
+    if ended == conn::Ended::ByClient && !activity.asked() {
+        metrics::closed_before_request(&listener.name);
     }
 }
 

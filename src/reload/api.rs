@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::entry::{forget_entry_metrics, record_success};
+use super::entry::{State, forget_entry_metrics, record_success, set_state};
 use super::{LOG, Reloader};
 use crate::config::{self, ClientAuthConfig, EntrySpec};
 use crate::material::catalogue::{Entry, EntryView, Origin, Reference, ReloadResult};
@@ -51,6 +51,8 @@ impl Reloader {
                 if let Some(l) = &e.current {
                     record_success(&e.spec, l);
                 }
+                // A fresh entry: whatever its files did before is over.
+                set_state(&spec.id, State::Settled);
                 self.rewatch();
                 self.publish();
                 Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::entry::{forget_entry_metrics, record_success, warn_validity};
+use super::entry::{State, forget_entry_metrics, record_success, set_state, warn_validity};
 use super::snapshot::{listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
@@ -25,6 +25,13 @@ use crate::watch::Subject;
 impl Reloader {
     /// Re-read the configuration file and apply it if it changed and is valid.
     pub fn reload_config(&mut self) -> Result<(), String> {
+        self.reload_config_for(false).map(|_| ())
+    }
+
+    /// [`Reloader::reload_config`]; `asked` when an operator asked for it
+    /// (SIGHUP): then a file equal to the running configuration is a
+    /// successful reload too, logged and counted, not a silent no-op.
+    pub(super) fn reload_config_for(&mut self, asked: bool) -> Result<ConfigOutcome, String> {
         let path = self.config.file.clone();
         // An in-place writer truncates, then writes: a read in between
         // sees an empty or cut file that may still parse (a configuration
@@ -37,7 +44,7 @@ impl Reloader {
             let since = *self.config_unsettled_since.get_or_insert(now);
             if now.duration_since(since) < self.config.watch.settle_timeout {
                 self.config_retry = Some(now + CONFIG_QUIET - age);
-                return Ok(());
+                return Ok(ConfigOutcome::Deferred);
             }
         }
         self.config_unsettled_since = None;
@@ -60,34 +67,45 @@ impl Reloader {
                     ));
                 }
                 if new == *self.config {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                self.apply_config(new, false).map(|_| true)
+                let changes = super::changes::describe(&self.config, &new);
+                self.apply_config(new, false).map(|_| Some(changes))
             });
+        let count = |result: &str| {
+            METRICS
+                .config_reloads
+                .get_or_create(&metrics::ResultLabels {
+                    result: result.into(),
+                })
+                .inc();
+        };
         match result {
-            Ok(false) => {
-                self.last_config_error = None;
-                Ok(())
+            Ok(None) => {
+                // The file is the running configuration. After a rejected
+                // one that means it was restored: say so, it is the
+                // confirmation the operator waits for.
+                let restored = self.last_config_error.take().is_some();
+                if restored {
+                    count("success");
+                    info!(target: LOG, path = %path.display(), "configuration restored: the file matches the running configuration again");
+                    Ok(ConfigOutcome::Restored)
+                } else if asked {
+                    count("success");
+                    Ok(ConfigOutcome::Unchanged)
+                } else {
+                    Ok(ConfigOutcome::Unchanged)
+                }
             }
-            Ok(true) => {
+            Ok(Some(changes)) => {
                 self.last_config_error = None;
-                METRICS
-                    .config_reloads
-                    .get_or_create(&metrics::ResultLabels {
-                        result: "success".into(),
-                    })
-                    .inc();
-                info!(target: LOG, path = %path.display(), "configuration reloaded");
-                Ok(())
+                count("success");
+                info!(target: LOG, path = %path.display(), changes = %changes, "configuration reloaded");
+                Ok(ConfigOutcome::Applied)
             }
             Err(problem) => {
-                METRICS
-                    .config_reloads
-                    .get_or_create(&metrics::ResultLabels {
-                        result: "failure".into(),
-                    })
-                    .inc();
-                if self.last_config_error.as_deref() != Some(&problem) {
+                count("failure");
+                if self.last_config_error.as_deref() != Some(&problem) || asked {
                     error!(target: LOG, path = %path.display(), error = %problem, "configuration rejected; the running configuration stays");
                     self.last_config_error = Some(problem.clone());
                 }
@@ -119,6 +137,9 @@ impl Reloader {
                 Ok(loaded) => {
                     entry.current = Some(Arc::new(loaded));
                     entry.last_reload = ReloadResult::success();
+                    // Redefined and loading: a previous definition's
+                    // pending or failing state is over.
+                    set_state(&spec.id, State::Settled);
                 }
                 Err(e) if refs.contains_key(&spec.id) => {
                     problems.push(format!("entry {}: {e}", spec.id));
@@ -406,6 +427,30 @@ fn bind_std(
 
 /// How long the configuration file must have been left alone before a
 /// reload reads it (see [`Reloader::reload_config`]).
+/// What a configuration reload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ConfigOutcome {
+    /// A changed configuration is running now.
+    Applied,
+    /// The file is the running configuration again after a rejected one.
+    Restored,
+    /// The file is the running configuration.
+    Unchanged,
+    /// The file is being written; it is read again in a moment.
+    Deferred,
+}
+
+impl ConfigOutcome {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            ConfigOutcome::Applied => "applied",
+            ConfigOutcome::Restored => "restored",
+            ConfigOutcome::Unchanged => "unchanged",
+            ConfigOutcome::Deferred => "deferred until the file is written whole",
+        }
+    }
+}
+
 const CONFIG_QUIET: Duration = Duration::from_millis(20);
 
 /// Time since `path` was last modified (None when it cannot be told).

@@ -8,6 +8,7 @@ use tracing::{debug, info, warn};
 use super::{LOG, Reloader};
 use crate::config::EntrySpec;
 use crate::material::catalogue::{ReloadResult, unix};
+use crate::material::info::rfc3339;
 use crate::material::{Loaded, pem};
 use crate::metrics::{self, METRICS};
 
@@ -90,7 +91,7 @@ impl Reloader {
         let recovering = entry
             .last_reload
             .as_ref()
-            .is_some_and(|r| r.result == "failure")
+            .is_some_and(|r| r.result != "success")
             || entry.unsettled_since.is_some();
         if !recovering {
             return;
@@ -103,6 +104,7 @@ impl Reloader {
         entry.last_logged = None;
         entry.last_reload = ReloadResult::success();
         self.retries.remove(id);
+        set_state(id, State::Settled);
         self.publish_entry(id);
     }
 
@@ -152,14 +154,16 @@ impl Reloader {
             time: unix(loaded.loaded_at),
             result: "success",
             error: None,
+            deadline: None,
         });
         self.retries.remove(id);
+        set_state(id, State::Settled);
         record_success(&entry.spec, &loaded);
         warn_validity(id, &loaded, previous.as_deref());
         self.publish_entry(id);
         if let Some(p) = loaded.primary() {
             let reload_ms = started.elapsed().as_secs_f64() * 1e3;
-            info!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, subject = %p.subject, not_after = p.not_after, reload_ms, "certificate reloaded");
+            info!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, subject = %p.subject, not_after = %rfc3339(p.not_after), not_after_unix = p.not_after, reload_ms, "certificate reloaded");
         }
         Ok(true)
     }
@@ -175,15 +179,38 @@ impl Reloader {
         let now = Instant::now();
         if transient {
             let since = *entry.unsettled_since.get_or_insert(now);
-            if now.duration_since(since) < settle {
-                debug!(target: LOG, entry = %id, error = %problem, "material not settled yet; waiting");
+            let waited = now.duration_since(since);
+            if waited < settle {
                 let retry = Duration::from_millis(100).min(settle);
                 self.retries.insert(id.to_owned(), now + retry);
+                // Shown at once (API, gauge, one info line), not only when
+                // settle_timeout runs out: an operator who just wrote a
+                // file sees what it is waiting for.
+                let newly = entry
+                    .last_reload
+                    .as_ref()
+                    .is_none_or(|r| r.result != "pending");
+                let reason_changed = entry
+                    .last_reload
+                    .as_ref()
+                    .is_none_or(|r| r.error.as_deref() != Some(problem));
+                if newly || reason_changed {
+                    let deadline = SystemTime::now() + (settle - waited);
+                    entry.last_reload = ReloadResult::pending(problem.to_owned(), deadline);
+                    if newly {
+                        info!(target: LOG, entry = %id, reason = %problem, deadline = %rfc3339(unix(deadline)), settle_timeout_ms = settle.as_millis() as u64, "certificate files changed but do not load yet; waiting for the writer to finish");
+                        set_state(id, State::Pending);
+                    } else {
+                        debug!(target: LOG, entry = %id, reason = %problem, "material not settled yet; waiting");
+                    }
+                    self.publish_entry(id);
+                }
                 return;
             }
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.last_reload = ReloadResult::failure(problem.to_owned());
+        set_state(id, State::Failing);
         if entry.last_logged.as_deref() != Some(problem) {
             warn!(target: LOG, entry = %id, error = %problem, "certificate reload failed; keeping the previous material");
             entry.last_logged = Some(problem.to_owned());
@@ -227,15 +254,58 @@ pub(super) fn record_success(spec: &EntrySpec, loaded: &Loaded) {
     metrics::crl_next_update(&spec.id, loaded.ca().and_then(|ca| ca.crl_next_update()));
 }
 
+/// A removed entry's series leave `/metrics` with it: a dashboard or an
+/// expiry alert must not keep seeing an entry that no longer exists.
 pub(super) fn forget_entry_metrics(id: &str, kind: &str) {
     METRICS.cert_not_after.remove(&metrics::EntryTypeLabels {
         entry: id.to_owned(),
         r#type: kind.to_owned(),
     });
-    METRICS.cert_last_reload.remove(&metrics::EntryLabels {
+    let entry = metrics::EntryLabels {
         entry: id.to_owned(),
-    });
+    };
+    METRICS.cert_last_reload.remove(&entry);
+    METRICS.cert_reload_pending.remove(&entry);
+    METRICS.cert_reload_failing.remove(&entry);
+    for result in ["success", "failure"] {
+        METRICS.cert_reloads.remove(&metrics::EntryResultLabels {
+            entry: id.to_owned(),
+            result: result.into(),
+        });
+    }
     metrics::crl_next_update(id, None);
+}
+
+/// Where an entry's reload stands, for the two gauges.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum State {
+    /// Serving what its files hold.
+    Settled,
+    /// Changed files that do not load yet, waited for until settle_timeout.
+    Pending,
+    /// Files refused; the previous material is served.
+    Failing,
+}
+
+/// `hotproxy_cert_reload_pending` / `_failing` for `id`. Series are only
+/// created once an entry has been pending or failing; afterwards they
+/// read 0.
+pub(super) fn set_state(id: &str, state: State) {
+    let labels = metrics::EntryLabels {
+        entry: id.to_owned(),
+    };
+    let exists = METRICS.cert_reload_pending.get(&labels).is_some();
+    if state == State::Settled && !exists {
+        return;
+    }
+    METRICS
+        .cert_reload_pending
+        .get_or_create(&labels)
+        .set(i64::from(state == State::Pending));
+    METRICS
+        .cert_reload_failing
+        .get_or_create(&labels)
+        .set(i64::from(state == State::Failing));
 }
 
 /// Expired, not-yet-valid and rolled-back certificates load, loudly.
@@ -244,18 +314,18 @@ pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>
     if let Some(next_update) = loaded.ca().and_then(|ca| ca.crl_next_update())
         && next_update <= now
     {
-        warn!(target: LOG, entry = %id, next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
+        warn!(target: LOG, entry = %id, next_update = %rfc3339(next_update), next_update_unix = next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
     }
     let Some(p) = loaded.primary() else { return };
     if loaded.not_after() < now {
-        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = loaded.not_after(), "certificate is expired (loaded anyway)");
+        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = %rfc3339(loaded.not_after()), not_after_unix = loaded.not_after(), "certificate is expired (loaded anyway)");
     }
     if p.not_before > now {
-        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_before = p.not_before, "certificate is not valid yet (loaded anyway)");
+        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_before = %rfc3339(p.not_before), not_before_unix = p.not_before, "certificate is not valid yet (loaded anyway)");
     }
     if let Some(prev) = previous
         && loaded.not_after() < prev.not_after()
     {
-        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = loaded.not_after(), previous_not_after = prev.not_after(), "new certificate expires earlier than the one it replaces");
+        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = %rfc3339(loaded.not_after()), not_after_unix = loaded.not_after(), previous_not_after = %rfc3339(prev.not_after()), "new certificate expires earlier than the one it replaces");
     }
 }

@@ -20,6 +20,7 @@
 
 mod api;
 mod apply;
+mod changes;
 mod entry;
 mod snapshot;
 
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuthConfig, Config, ListenerConfig, UpstreamConfig};
 use crate::material::catalogue::{Entry, EntryView, Reference};
@@ -240,14 +241,7 @@ impl Reloader {
                 Ok(Command::Changed(Subject::Entry(id))) => {
                     let _ = self.reload_entry(&id);
                 }
-                Ok(Command::ReloadAll) => {
-                    info!("SIGHUP: re-reading the configuration and every certificate file");
-                    let _ = self.reload_config();
-                    let ids: Vec<String> = self.entries.keys().cloned().collect();
-                    for id in ids {
-                        let _ = self.reload_entry(&id);
-                    }
-                }
+                Ok(Command::ReloadAll) => self.reload_all(),
                 Ok(Command::Call(f)) => f(&mut self),
                 Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -255,6 +249,33 @@ impl Reloader {
             self.run_due_retries();
         }
         debug!("reloader stopped");
+    }
+
+    /// SIGHUP: re-read the configuration and every file, then say how it
+    /// went in one line (the operator who sent it waits for that line).
+    fn reload_all(&mut self) {
+        info!(target: LOG, "SIGHUP: re-reading the configuration and every certificate file");
+        let config = self.reload_config_for(true);
+        let ids: Vec<String> = self.entries.keys().cloned().collect();
+        let (mut changed, mut refused) = (0usize, 0usize);
+        for id in &ids {
+            match self.reload_entry(id) {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(_) => refused += 1,
+            }
+        }
+        match config {
+            Ok(outcome) if refused == 0 => {
+                info!(target: LOG, config = outcome.as_str(), entries = ids.len(), entries_changed = changed, entries_refused = refused, "SIGHUP: done");
+            }
+            Ok(outcome) => {
+                warn!(target: LOG, config = outcome.as_str(), entries = ids.len(), entries_changed = changed, entries_refused = refused, "SIGHUP: done; some certificate files were refused (see above)");
+            }
+            Err(_) => {
+                warn!(target: LOG, config = "rejected", entries = ids.len(), entries_changed = changed, entries_refused = refused, "SIGHUP: done; the configuration was rejected (see above), the running one stays");
+            }
+        }
     }
 
     fn run_due_retries(&mut self) {

@@ -35,9 +35,10 @@ impl PerName {
     pub fn position_of_host(&self, host: &str) -> usize {
         let name = strip_port(host).trim_end_matches('.');
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.resolver.position(Some(&name.to_ascii_lowercase()))
+            self.resolver
+                .position_or_default(Some(&name.to_ascii_lowercase()))
         } else {
-            self.resolver.position(Some(name))
+            self.resolver.position_or_default(Some(name))
         }
     }
 }
@@ -52,7 +53,7 @@ pub async fn accept(
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
     let at = per_name
         .resolver
-        .position(start.client_hello().server_name());
+        .position_or_default(start.client_hello().server_name());
     let tls = start.into_stream(per_name.configs[at].clone()).await?;
     Ok((tls, at))
 }

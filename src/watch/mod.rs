@@ -72,7 +72,11 @@ impl Watcher {
             }) {
                 Ok(w) => Some(w),
                 Err(e) => {
+                    // Configured for events but none to be had (inotify
+                    // instances exhausted): the watch alert's business.
+                    // `events: false` is a choice, not a degradation.
                     warn!(error = %e, "filesystem events unavailable; falling back to polling");
+                    crate::metrics::METRICS.watch_degraded.set(1);
                     None
                 }
             }

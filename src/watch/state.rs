@@ -235,12 +235,19 @@ impl State {
                     self.watched.insert(dir);
                 }
                 Err(e) => {
-                    // ENOSPC (inotify limit), permissions, a racing delete:
-                    // polling covers the directory, loudly.
-                    if !self.degraded || !matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                    // ENOSPC (inotify limit), permissions: polling covers
+                    // the directory, loudly. A directory deleted between
+                    // being seen and being watched (kubelet removes a
+                    // `..<timestamp>` directory right after a swap) is
+                    // routine: polling covers it until the next re-arm
+                    // drops it from the chains, and nothing is wrong.
+                    if matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                        debug!(path = %dir.display(), "directory vanished before it could be watched; polling until the next re-arm");
+                    } else {
                         warn!(path = %dir.display(), error = %e, "cannot watch directory; relying on polling");
                     }
                     self.degraded = true;
+                    crate::metrics::METRICS.watch_degraded.set(1);
                     if self.poll_interval.is_zero() {
                         self.poll_interval = Duration::from_secs(2);
                         self.next_poll = Instant::now() + self.poll_interval;
@@ -248,12 +255,45 @@ impl State {
                 }
             }
         }
+        // Every directory a chain needs is watched again (the one that
+        // failed was recreated, or is no longer needed): events work, so
+        // the poll goes back under its CPU cap and re-arms go back to the
+        // directories a change touched.
+        if self.degraded && self.by_dir.keys().all(|d| self.watched.contains(d)) {
+            self.set_degraded(false);
+            info!(
+                watched = self.watched.len(),
+                "every watched directory has its filesystem watch again; no longer relying on polling"
+            );
+        }
+    }
+
+    /// The degraded flag and its gauge, `hotproxy_watch_degraded`.
+    fn set_degraded(&mut self, degraded: bool) {
+        self.degraded = degraded;
+        crate::metrics::METRICS
+            .watch_degraded
+            .set(i64::from(degraded));
     }
 
     /// Report `subject` after `delay` of quiet; the latest event decides,
     /// so a data write after a rename pushes the report out again.
     fn mark(&mut self, subject: Subject, delay: Duration) {
         self.dirty.insert(subject, Instant::now() + delay);
+    }
+
+    /// What the poll saw: report `subject` after `delay`, unless an event
+    /// already set an earlier report. The poll is the safety net for
+    /// events that never come; it must never postpone one that did (a
+    /// rename's 10 ms deadline pushed to the full debounce by a stat pass
+    /// that happened to see the same change: ~0.5 % of rotations took
+    /// ~100 ms instead of ~12).
+    fn mark_from_poll(&mut self, subject: Subject, delay: Duration) {
+        let at = Instant::now() + delay;
+        self.dirty
+            .entry(subject)
+            .and_modify(|due| *due = (*due).min(at))
+            .or_insert(at);
     }
 
     fn on_event(&mut self, ev: notify::Result<notify::Event>) {
@@ -360,7 +400,7 @@ impl State {
         }
         for (s, delay) in changed {
             debug!(subject = ?s, "poll saw a change");
-            self.mark(s, delay);
+            self.mark_from_poll(s, delay);
         }
     }
 
@@ -527,5 +567,60 @@ mod tests {
         let wanted: HashSet<PathBuf> = by_dir.keys().cloned().collect();
         assert_eq!(state.watched, wanted);
         assert!(!state.watched.contains(&a.join(old_dir)));
+    }
+
+    /// A poll pass that sees a change an event already scheduled never
+    /// postpones it: the earliest deadline wins (issue 18: a stat pass
+    /// pushed a rename's 10 ms report to the full debounce).
+    #[test]
+    fn a_poll_never_postpones_an_event() {
+        let (out, _rx) = mpsc::unbounded_channel();
+        let mut state = State::new(cfg(false, 1), None, out);
+        let s = Subject::Entry("edge".into());
+        state.mark(s.clone(), Duration::from_millis(10));
+        let event_due = state.dirty[&s];
+        state.mark_from_poll(s.clone(), Duration::from_secs(60));
+        assert_eq!(
+            state.dirty[&s], event_due,
+            "the poll moved the event's deadline"
+        );
+        // Without an event, the poll schedules the report itself.
+        let other = Subject::Entry("other".into());
+        let before = Instant::now();
+        state.mark_from_poll(other.clone(), Duration::from_secs(60));
+        assert!(state.dirty[&other] >= before + Duration::from_secs(60));
+    }
+
+    /// One failed watch degrades the watcher only until every needed
+    /// directory is watched again: then the flag and its gauge clear
+    /// (before, the flag stayed for good: every change re-armed every
+    /// watch and the poll's CPU cap was lifted).
+    #[test]
+    fn degraded_clears_when_the_watches_re_arm() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("later");
+        let notify = notify::recommended_watcher(|_| {}).unwrap();
+        let (out, _rx) = mpsc::unbounded_channel();
+        let mut state = State::new(cfg(true, 0), Some(notify), out);
+        // A chain needs a directory that does not exist (yet).
+        state.by_dir.insert(dir.clone(), HashSet::new());
+        state.rearm();
+        assert!(state.degraded);
+        assert!(
+            !state.poll_interval.is_zero(),
+            "polling covers it meanwhile"
+        );
+        std::fs::create_dir(&dir).unwrap();
+        state.rearm();
+        assert!(!state.degraded, "re-armed, yet still degraded");
+        assert!(state.watched.contains(&dir));
+        // A second, unrelated failure degrades again: the flag tracks now, not history.
+        let gone = d.path().join("gone");
+        state.by_dir.insert(gone.clone(), HashSet::new());
+        state.rearm();
+        assert!(state.degraded);
+        state.by_dir.remove(&gone);
+        state.rearm();
+        assert!(!state.degraded);
     }
 }

@@ -17,8 +17,8 @@ use super::duration::parse_duration;
 use super::env::expand_env;
 use super::raw;
 use super::{
-    AdminConfig, Config, ConfigError, EntryKind, Problem, Role, RuntimeConfig, StoreConfig,
-    TokenConfig, TokenSource, WatchConfig,
+    AdminConfig, Config, EntryKind, Problem, Role, RuntimeConfig, StoreConfig, TokenConfig,
+    TokenSource, WatchConfig,
 };
 
 /// Named entries by id, for resolving `ref:`s.
@@ -30,21 +30,15 @@ struct Resolver {
     problems: Vec<Problem>,
 }
 
-/// Resolve `raw` (read from `file`) into a checked [`Config`], or every problem found.
-pub(super) fn resolve(raw: raw::File, file: &Path) -> Result<Config, ConfigError> {
+/// Resolve `raw` as far as it goes: the configuration (whatever resolved)
+/// and every problem found (`check` loads the files of what resolved).
+pub(super) fn resolve_all(raw: raw::File, file: &Path) -> (Config, Vec<Problem>) {
     let mut r = Resolver {
         base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         problems: Vec::new(),
     };
     let config = r.file(raw, file);
-    if r.problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError {
-            file: file.to_path_buf(),
-            problems: r.problems,
-        })
-    }
+    (config, r.problems)
 }
 
 impl Resolver {

@@ -1,0 +1,436 @@
+//! The file as a YAML tree with line numbers, read into the raw structs by a deserializer that keeps going.
+//!
+//! `hotproxy check` must list every problem in one run, like `nginx -t`;
+//! serde stops at the first. So the text is parsed to a tree first, and the
+//! raw structs' own `Deserialize` impls are run over it by [`De`], which
+//! records instead of failing: an unknown key (with the keys that fit
+//! there), a value of the wrong type (then read as empty), a missing
+//! required field (then filled with an empty placeholder and read again).
+//! Every problem has its line and field path; every field's line is kept
+//! so the resolver's problems (by field path) get a line too.
+//!
+//! The schema is the raw structs themselves (serde hands over each
+//! struct's field names): a field added there is known here at once.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer};
+
+mod read;
+use read::De;
+
+/// A YAML value with where it was written.
+#[derive(Clone, Debug)]
+pub struct Node {
+    value: Value,
+    /// 1-based; 0 for a placeholder.
+    pub line: usize,
+    id: usize,
+    /// Filled in for a missing field or in place of a wrong-typed section:
+    /// reads as empty without a further problem.
+    placeholder: bool,
+    /// Where the value's text is in the source (bytes), and, for a scalar
+    /// YAML typed (`on`, `1.10`, `0644`), that text as written: a text
+    /// field gets what the operator wrote, not `true`, `1.1` or `644`.
+    span: Option<(usize, usize)>,
+    written: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
+        let s = serde_saphyr::Spanned::<Value>::deserialize(d)?;
+        let span = s.referenced.span();
+        Ok(Node {
+            value: s.value,
+            line: s.referenced.line() as usize,
+            id: 0,
+            placeholder: false,
+            span: span
+                .byte_offset()
+                .zip(span.byte_len())
+                .map(|(o, l)| (o as usize, l as usize)),
+            written: None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_none<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+                Value::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(Value::UInt(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(Value::Str(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(n) = a.next_element::<Node>()? {
+                    items.push(n);
+                }
+                Ok(Value::Seq(items))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+                let mut entries = Vec::new();
+                // Keys as written: `on:` is the text "on", not YAML 1.1's `true`.
+                while let Some((k, v)) = a.next_entry::<serde_saphyr::Spanned<String>, Node>()? {
+                    let key = Node {
+                        value: Value::Str(k.value),
+                        line: k.referenced.line() as usize,
+                        id: 0,
+                        placeholder: false,
+                        span: None,
+                        written: None,
+                    };
+                    entries.push((key, v));
+                }
+                Ok(Value::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A YAML syntax error: 1-based line (0 when unknown) and the parser's words.
+#[derive(Debug)]
+pub struct Syntax {
+    pub line: usize,
+    pub location: String,
+    pub message: String,
+}
+
+/// Parse `text` into a tree, or say where its YAML is broken.
+pub fn parse(text: &str) -> Result<Node, Syntax> {
+    let mut root: Node = serde_saphyr::from_str(text).map_err(|e| {
+        // saphyr's first line reads "error: line L column C: message";
+        // the rest is a source excerpt we don't need in a log line.
+        let first = e.to_string();
+        let first = first
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_owned();
+        match first.split_once(": ") {
+            Some((loc, msg)) if loc.starts_with("line ") => Syntax {
+                line: loc
+                    .trim_start_matches("line ")
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+                location: loc.to_owned(),
+                message: msg.to_owned(),
+            },
+            _ => Syntax {
+                line: 0,
+                location: "file".into(),
+                message: first,
+            },
+        }
+    })?;
+    let mut next = 1;
+    number(&mut root, &mut next, text);
+    Ok(root)
+}
+
+fn number(node: &mut Node, next: &mut usize, text: &str) {
+    node.id = *next;
+    *next += 1;
+    if matches!(
+        node.value,
+        Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_)
+    ) {
+        node.written = node
+            .span
+            .and_then(|(at, len)| text.get(at..at + len))
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+    }
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|n| number(n, next, text)),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            number(k, next, text);
+            number(v, next, text);
+        }),
+        _ => {}
+    }
+}
+
+/// One problem found in the tree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub line: usize,
+    /// Field path, e.g. `listeners[0].limits.max_connections`.
+    pub path: String,
+    pub message: String,
+}
+
+/// What reading the tree found: the problems, and the line of every field.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<Found>,
+    pub lines: HashMap<String, usize>,
+}
+
+impl Report {
+    /// The line of `path` or of its nearest ancestor that has one.
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.lines.get(p) {
+                return Some(*l);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+/// Read `root` into `T`, recording every problem instead of stopping at
+/// the first. `None` when `T` could not be built at all (even with
+/// placeholders); the report says why.
+pub fn read<T: DeserializeOwned>(root: &mut Node) -> (Option<T>, Report) {
+    // Problems that led to a fix of the tree: the fixed tree no longer
+    // shows them, so they are kept across attempts.
+    let mut fixed: Vec<Found> = Vec::new();
+    // Bounded: each attempt fixes at least one node, and files are small.
+    for _ in 0..64 {
+        let rec = RefCell::new(Rec::default());
+        let result = T::deserialize(De {
+            node: root,
+            path: String::new(),
+            rec: &rec,
+        });
+        let rec = rec.into_inner();
+        if rec.fixes.is_empty() || result.is_ok() {
+            let mut problems = fixed;
+            problems.extend(rec.problems);
+            problems.dedup();
+            return (
+                result.ok(),
+                Report {
+                    problems,
+                    lines: rec.lines,
+                },
+            );
+        }
+        for (id, fix, problem) in rec.fixes {
+            apply(root, id, &fix);
+            // Fixes inside placeholders have nothing to say.
+            if !problem.message.is_empty() {
+                fixed.push(problem);
+            }
+        }
+    }
+    (None, Report::default())
+}
+
+enum Fix {
+    /// Add this key, with a placeholder value, to the mapping.
+    AddKey(String),
+    /// Make the node an empty placeholder mapping.
+    EmptyMap,
+}
+
+fn apply(node: &mut Node, id: usize, fix: &Fix) -> bool {
+    if node.id == id {
+        match fix {
+            Fix::AddKey(key) => {
+                if let Value::Map(entries) = &mut node.value {
+                    entries.push((
+                        placeholder(Value::Str(key.clone())),
+                        placeholder(Value::Null),
+                    ));
+                }
+            }
+            Fix::EmptyMap => {
+                node.value = Value::Map(Vec::new());
+                node.placeholder = true;
+            }
+        }
+        return true;
+    }
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().any(|n| apply(n, id, fix)),
+        Value::Map(entries) => entries.iter_mut().any(|(_, v)| apply(v, id, fix)),
+        _ => false,
+    }
+}
+
+fn placeholder(value: Value) -> Node {
+    Node {
+        value,
+        line: 0,
+        // Placeholders are never the target of a fix by id, except a
+        // placeholder mapping needing keys: give each its own id.
+        id: usize::MAX
+            - PLACEHOLDERS.with(|c| {
+                let n = c.get() + 1;
+                c.set(n);
+                n
+            }),
+        placeholder: true,
+        span: None,
+        written: None,
+    }
+}
+
+thread_local! {
+    static PLACEHOLDERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[derive(Default)]
+struct Rec {
+    problems: Vec<Found>,
+    lines: HashMap<String, usize>,
+    fixes: Vec<(usize, Fix, Found)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Top {
+        watch: Option<Watch>,
+        #[serde(default)]
+        items: Vec<Item>,
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Watch {
+        debounce: Option<String>,
+        poll_interval: Option<String>,
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        name: String,
+        size: Option<usize>,
+        enabled: Option<bool>,
+    }
+
+    fn run(text: &str) -> (Option<Top>, Report) {
+        let mut root = parse(text).unwrap();
+        read::<Top>(&mut root)
+    }
+
+    #[test]
+    fn every_problem_in_one_read() {
+        let (top, report) = run(
+            "watch:\n  debounce: 1s\n  pol_interval: 2s\nitems:\n  - name: a\n    size: lots\n  - size: 3\n    colour: red\n  - name: c\n    enabled: maybe\n",
+        );
+        let got: Vec<(usize, &str, &str)> = report
+            .problems
+            .iter()
+            .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert!(got.contains(&(3, "watch.pol_interval", "unknown key `pol_interval` (did you mean `poll_interval`? allowed here: debounce, poll_interval)")), "{got:#?}");
+        assert!(
+            got.contains(&(
+                6,
+                "items[0].size",
+                "expected a whole number, found \"lots\""
+            )),
+            "{got:#?}"
+        );
+        assert!(
+            got.contains(&(7, "items[1]", "missing `name`: it is required here")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|p| p.0 == 8 && p.1 == "items[1].colour"),
+            "{got:#?}"
+        );
+        assert!(
+            got.contains(&(
+                10,
+                "items[2].enabled",
+                "expected true or false, found \"maybe\""
+            )),
+            "{got:#?}"
+        );
+        assert_eq!(got.len(), 5, "{got:#?}");
+        // Read on, with the bad values empty: the rest is there.
+        let top = top.unwrap();
+        assert_eq!(top.items.len(), 3);
+        assert_eq!(top.items[2].name, "c");
+        assert_eq!(report.line_of("items[2].name"), Some(9));
+        assert_eq!(report.line_of("items[2].nothing.deeper"), Some(9));
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_mapping() {
+        let (top, report) = run("watch: [1, 2]\nitems:\n  - name: a\n    nope: 1\n");
+        let paths: Vec<&str> = report.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["watch", "items[0].nope"], "{:#?}", report.problems);
+        assert!(top.is_some());
+    }
+
+    #[test]
+    fn text_fields_get_the_text_as_written() {
+        let (top, report) =
+            run("items:\n  - { name: on }\n  - { name: 0644 }\n  - { name: 1.10, enabled: on }\n");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let names: Vec<String> = top.unwrap().items.into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["on", "0644", "1.10"]);
+    }
+
+    #[test]
+    fn a_clean_file_has_no_problems() {
+        let (top, report) =
+            run("watch: { debounce: 1s }\nitems: [ { name: a, size: 2, enabled: true } ]\n");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let top = top.unwrap();
+        assert_eq!(top.items[0].size, Some(2));
+        assert_eq!(top.items[0].enabled, Some(true));
+        let watch = top.watch.unwrap();
+        assert_eq!(watch.debounce.as_deref(), Some("1s"));
+        assert_eq!(watch.poll_interval, None);
+    }
+}

@@ -1,0 +1,536 @@
+//! The deserializer over a [`Node`] that records every problem and keeps going.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{self, IntoDeserializer, Visitor};
+
+use super::{Fix, Found, Node, Rec, Value};
+
+/// The error [`De`] hands serde: `recorded` once it is in the report, so
+/// the levels it passes through do not report it again.
+#[derive(Debug)]
+pub struct Error {
+    message: String,
+    recorded: bool,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl de::Error for Error {
+    fn custom<T: fmt::Display>(msg: T) -> Error {
+        Error {
+            message: msg.to_string(),
+            recorded: false,
+        }
+    }
+}
+
+/// A deserializer over one node that records problems and keeps going.
+pub(super) struct De<'a> {
+    pub(super) node: &'a Node,
+    pub(super) path: String,
+    pub(super) rec: &'a RefCell<Rec>,
+}
+
+impl De<'_> {
+    fn record(&self, message: String) {
+        if self.node.placeholder {
+            return;
+        }
+        self.rec.borrow_mut().problems.push(Found {
+            line: self.node.line,
+            path: self.path.clone(),
+            message,
+        });
+    }
+
+    /// "expected X, found Y" for the node, recorded.
+    fn wrong(&self, expected: &str) {
+        self.record(self.mismatch(expected));
+    }
+
+    /// "expected X, found Y" for the node.
+    fn mismatch(&self, expected: &str) -> String {
+        let found = match &self.node.value {
+            Value::Null => "nothing".to_owned(),
+            Value::Bool(b) => format!("`{b}`"),
+            Value::Int(n) => format!("`{n}`"),
+            Value::UInt(n) => format!("`{n}`"),
+            Value::Float(n) => format!("`{n}`"),
+            Value::Str(s) => format!("{s:?}"),
+            Value::Seq(_) => "a list".to_owned(),
+            Value::Map(_) => "a mapping (keys and values)".to_owned(),
+        };
+        format!("expected {expected}, found {found}")
+    }
+
+    fn text(&self) -> Option<String> {
+        if let Some(written) = &self.node.written {
+            return Some(written.clone());
+        }
+        match &self.node.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Int(n) => Some(n.to_string()),
+            Value::UInt(n) => Some(n.to_string()),
+            Value::Float(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn unsigned(&self) -> Option<u64> {
+        match &self.node.value {
+            Value::UInt(n) => Some(*n),
+            Value::Int(n) => u64::try_from(*n).ok(),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// An error from the visitor for this node: recorded here (with the
+    /// node's line and path) unless a deeper level already did.
+    fn fail(&self, mut e: Error) -> Error {
+        if !e.recorded {
+            self.record(e.message.clone());
+            e.recorded = true;
+        }
+        e
+    }
+}
+
+macro_rules! unsigned {
+    ($($method:ident),*) => {$(
+        fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+            let n = if self.node.placeholder { Some(0) } else { self.unsigned() };
+            let n = n.unwrap_or_else(|| {
+                self.wrong("a whole number");
+                0
+            });
+            v.visit_u64(n).map_err(|e| self.fail(e))
+        }
+    )*};
+}
+
+macro_rules! signed {
+    ($($method:ident),*) => {$(
+        fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+            let n = match &self.node.value {
+                _ if self.node.placeholder => Some(0),
+                Value::Int(n) => Some(*n),
+                Value::UInt(n) => i64::try_from(*n).ok(),
+                Value::Str(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            let n = n.unwrap_or_else(|| {
+                self.wrong("a whole number");
+                0
+            });
+            v.visit_i64(n).map_err(|e| self.fail(e))
+        }
+    )*};
+}
+
+impl<'de> Deserializer<'de> for De<'_> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        let r = match &self.node.value {
+            Value::Null => v.visit_unit(),
+            Value::Bool(b) => v.visit_bool(*b),
+            Value::Int(n) => v.visit_i64(*n),
+            Value::UInt(n) => v.visit_u64(*n),
+            Value::Float(n) => v.visit_f64(*n),
+            Value::Str(s) => v.visit_str(s),
+            Value::Seq(items) => v.visit_seq(SeqAcc::new(items, &self)),
+            Value::Map(entries) => v.visit_map(MapAcc::new(entries, None, &self)),
+        };
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        let b = match &self.node.value {
+            Value::Bool(b) => *b,
+            _ if self.node.placeholder => false,
+            _ => {
+                self.wrong("true or false");
+                false
+            }
+        };
+        v.visit_bool(b).map_err(|e| self.fail(e))
+    }
+
+    unsigned!(
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64
+    );
+    signed!(
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64
+    );
+
+    fn deserialize_f32<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.deserialize_f64(v)
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        let n = match &self.node.value {
+            Value::Float(n) => *n,
+            Value::Int(n) => *n as f64,
+            Value::UInt(n) => *n as f64,
+            _ if self.node.placeholder => 0.0,
+            _ => {
+                self.wrong("a number");
+                0.0
+            }
+        };
+        v.visit_f64(n).map_err(|e| self.fail(e))
+    }
+
+    fn deserialize_char<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        let s = if self.node.placeholder {
+            String::new()
+        } else {
+            self.text().unwrap_or_else(|| {
+                self.wrong("text");
+                String::new()
+            })
+        };
+        v.visit_str(&s).map_err(|e| self.fail(e))
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        if self.node.placeholder || matches!(self.node.value, Value::Null) {
+            v.visit_none()
+        } else {
+            v.visit_some(self)
+        }
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        v.visit_unit()
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        v: V,
+    ) -> Result<V::Value, Error> {
+        v.visit_unit()
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        v: V,
+    ) -> Result<V::Value, Error> {
+        v.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        let r = match &self.node.value {
+            Value::Seq(items) => v.visit_seq(SeqAcc::new(items, &self)),
+            // `certs:` with nothing after it: an empty list.
+            Value::Null => v.visit_seq(SeqAcc::new(&[], &self)),
+            _ => {
+                if !self.node.placeholder {
+                    self.wrong("a list");
+                }
+                v.visit_seq(SeqAcc::new(&[], &self))
+            }
+        };
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, v: V) -> Result<V::Value, Error> {
+        self.deserialize_seq(v)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: usize,
+        v: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(v)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        let r = match &self.node.value {
+            Value::Map(entries) => v.visit_map(MapAcc::new(entries, None, &self)),
+            Value::Null => v.visit_map(MapAcc::new(&[], None, &self)),
+            _ => {
+                if !self.node.placeholder {
+                    self.wrong("a mapping (keys and values)");
+                }
+                v.visit_map(MapAcc::new(&[], None, &self))
+            }
+        };
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Error> {
+        let Value::Map(entries) = &self.node.value else {
+            // A section that is not a mapping: said once, then read as an
+            // empty one (its required fields silently filled) so the rest
+            // of the file is still checked.
+            let message = if self.node.placeholder {
+                String::new()
+            } else {
+                self.mismatch("a mapping (keys and values)")
+            };
+            self.rec.borrow_mut().fixes.push((
+                self.node.id,
+                Fix::EmptyMap,
+                Found {
+                    line: self.node.line,
+                    path: self.path.clone(),
+                    message,
+                },
+            ));
+            return Err(Error {
+                message: "not a mapping".into(),
+                recorded: true,
+            });
+        };
+        let r = v.visit_map(MapAcc::new(entries, Some(fields), &self));
+        match r {
+            Err(e) if !e.recorded && e.message.starts_with("missing field `") => {
+                let field = e.message["missing field `".len()..]
+                    .trim_end_matches('`')
+                    .to_owned();
+                let problem = Found {
+                    line: self.node.line,
+                    path: self.path.clone(),
+                    message: format!("missing `{field}`: it is required here"),
+                };
+                if self.node.placeholder {
+                    // Inside a placeholder: fill silently.
+                    self.rec.borrow_mut().fixes.push((
+                        self.node.id,
+                        Fix::AddKey(field),
+                        Found {
+                            message: String::new(),
+                            ..problem
+                        },
+                    ));
+                } else {
+                    self.rec
+                        .borrow_mut()
+                        .fixes
+                        .push((self.node.id, Fix::AddKey(field), problem));
+                }
+                Err(Error {
+                    message: e.message,
+                    recorded: true,
+                })
+            }
+            r => r.map_err(|e| self.fail(e)),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Error> {
+        let s = self.text().unwrap_or_default();
+        let d: de::value::StrDeserializer<'_, Error> = s.as_str().into_deserializer();
+        v.visit_enum(d).map_err(|e| self.fail(e))
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.deserialize_str(v)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        v.visit_unit()
+    }
+}
+
+struct SeqAcc<'a> {
+    items: &'a [Node],
+    i: usize,
+    path: String,
+    rec: &'a RefCell<Rec>,
+}
+
+impl<'a> SeqAcc<'a> {
+    fn new(items: &'a [Node], parent: &De<'a>) -> SeqAcc<'a> {
+        SeqAcc {
+            items,
+            i: 0,
+            path: parent.path.clone(),
+            rec: parent.rec,
+        }
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for SeqAcc<'_> {
+    type Error = Error;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        let Some(node) = self.items.get(self.i) else {
+            return Ok(None);
+        };
+        let path = format!("{}[{}]", self.path, self.i);
+        self.i += 1;
+        if !node.placeholder {
+            self.rec.borrow_mut().lines.insert(path.clone(), node.line);
+        }
+        seed.deserialize(De {
+            node,
+            path,
+            rec: self.rec,
+        })
+        .map(Some)
+    }
+}
+
+struct MapAcc<'a> {
+    entries: &'a [(Node, Node)],
+    i: usize,
+    fields: Option<&'static [&'static str]>,
+    path: String,
+    rec: &'a RefCell<Rec>,
+    value: Option<(&'a Node, String)>,
+}
+
+impl<'a> MapAcc<'a> {
+    fn new(
+        entries: &'a [(Node, Node)],
+        fields: Option<&'static [&'static str]>,
+        parent: &De<'a>,
+    ) -> MapAcc<'a> {
+        MapAcc {
+            entries,
+            i: 0,
+            fields,
+            path: parent.path.clone(),
+            rec: parent.rec,
+            value: None,
+        }
+    }
+}
+
+impl<'de> de::MapAccess<'de> for MapAcc<'_> {
+    type Error = Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        while let Some((k, v)) = self.entries.get(self.i) {
+            self.i += 1;
+            let key = match &k.value {
+                Value::Str(s) => s.clone(),
+                Value::Int(n) => n.to_string(),
+                Value::UInt(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => String::from("?"),
+            };
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if let Some(fields) = self.fields
+                && !fields.contains(&key.as_str())
+            {
+                self.rec.borrow_mut().problems.push(Found {
+                    line: k.line,
+                    path,
+                    message: unknown_key(&key, fields),
+                });
+                continue;
+            }
+            if !k.placeholder {
+                self.rec.borrow_mut().lines.insert(path.clone(), k.line);
+            }
+            self.value = Some((v, path));
+            let d: de::value::StringDeserializer<Error> = key.into_deserializer();
+            return seed.deserialize(d).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, Error> {
+        let (node, path) = self
+            .value
+            .take()
+            .expect("serde asks for a value after its key");
+        seed.deserialize(De {
+            node,
+            path,
+            rec: self.rec,
+        })
+    }
+}
+
+/// "unknown key `pol_interval` (did you mean `poll_interval`?; allowed here: ...)".
+fn unknown_key(key: &str, fields: &[&str]) -> String {
+    let near = fields
+        .iter()
+        .map(|f| (distance(key, f), *f))
+        .filter(|(d, f)| *d <= 2.max(f.len() / 4))
+        .min();
+    let allowed = fields.join(", ");
+    match near {
+        Some((_, f)) => {
+            format!("unknown key `{key}` (did you mean `{f}`? allowed here: {allowed})")
+        }
+        None => format!("unknown key `{key}` (allowed here: {allowed})"),
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}

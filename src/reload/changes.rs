@@ -1,0 +1,153 @@
+//! What a configuration reload changed, for the log line that confirms it.
+
+use crate::config::Config;
+
+/// `listeners added: a; listeners changed: public (routes, tls); upstreams
+/// removed: old; entries changed: edge; settings changed: watch`, or
+/// `nothing` when the two are equal.
+pub(super) fn describe(old: &Config, new: &Config) -> String {
+    let mut parts = Vec::new();
+    named(
+        &mut parts,
+        "listeners",
+        &old.listeners,
+        &new.listeners,
+        |l| &l.name,
+        |a, b| {
+            let mut what = Vec::new();
+            if a.bind != b.bind {
+                what.push("bind");
+            }
+            if a.routes != b.routes {
+                what.push("routes");
+            }
+            if a.certs != b.certs
+                || a.client_auth != b.client_auth
+                || a.alpn != b.alpn
+                || a.min_version != b.min_version
+            {
+                what.push("tls");
+            }
+            if a.limits != b.limits {
+                what.push("limits");
+            }
+            if what.is_empty() && a != b {
+                what.push("settings");
+            }
+            what
+        },
+    );
+    named(
+        &mut parts,
+        "upstreams",
+        &old.upstreams,
+        &new.upstreams,
+        |u| &u.name,
+        |_, _| vec![],
+    );
+    named(
+        &mut parts,
+        "entries",
+        &old.entries,
+        &new.entries,
+        |e| &e.id,
+        |_, _| vec![],
+    );
+    let mut settings = Vec::new();
+    if old.runtime != new.runtime {
+        settings.push("runtime");
+    }
+    if old.admin != new.admin {
+        settings.push("admin");
+    }
+    if old.store != new.store {
+        settings.push("store");
+    }
+    if old.watch != new.watch {
+        settings.push("watch");
+    }
+    if !settings.is_empty() {
+        parts.push(format!("settings changed: {}", settings.join(", ")));
+    }
+    if parts.is_empty() {
+        "nothing".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Added, removed and changed items of one named list; `detail` says what
+/// changed in an item (empty: just "changed").
+fn named<T: PartialEq>(
+    parts: &mut Vec<String>,
+    what: &str,
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &String,
+    detail: impl Fn(&T, &T) -> Vec<&'static str>,
+) {
+    let find = |list: &'_ [T], n: &String| list.iter().position(|x| name(x) == n);
+    let added: Vec<&str> = new
+        .iter()
+        .filter(|x| find(old, name(x)).is_none())
+        .map(|x| name(x).as_str())
+        .collect();
+    let removed: Vec<&str> = old
+        .iter()
+        .filter(|x| find(new, name(x)).is_none())
+        .map(|x| name(x).as_str())
+        .collect();
+    let changed: Vec<String> = new
+        .iter()
+        .filter_map(|b| {
+            let a = &old[find(old, name(b))?];
+            if a == b {
+                return None;
+            }
+            let d = detail(a, b);
+            Some(if d.is_empty() {
+                name(b).clone()
+            } else {
+                format!("{} ({})", name(b), d.join(", "))
+            })
+        })
+        .collect();
+    if !added.is_empty() {
+        parts.push(format!("{what} added: {}", added.join(", ")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("{what} removed: {}", removed.join(", ")));
+    }
+    if !changed.is_empty() {
+        parts.push(format!("{what} changed: {}", changed.join(", ")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Config {
+        let dir = std::env::temp_dir();
+        crate::config::parse(yaml, &dir.join("config.yaml")).unwrap()
+    }
+
+    #[test]
+    fn names_what_changed() {
+        const CERTS: &str =
+            "certs: [ { id: e, type: server-pair, cert_file: a.crt, key_file: a.key } ]\n";
+        const TLS: &str = "tls: { certs: [ { ref: e } ] }";
+        let old = parse(&format!(
+            "{CERTS}listeners:\n  - {{ name: public, bind: 127.0.0.1:0, {TLS}, routes: [ {{ path_prefix: /, upstream: a }} ] }}\n  - {{ name: gone, bind: 127.0.0.1:0, {TLS} }}\nupstreams:\n  - {{ name: a, servers: [http://127.0.0.1:1] }}\n",
+        ));
+        let new = parse(&format!(
+            "{CERTS}watch: {{ debounce: 1s }}\nlisteners:\n  - {{ name: public, bind: 127.0.0.1:0, {TLS}, routes: [ {{ path_prefix: /api, upstream: a }} ] }}\n  - {{ name: extra, bind: 127.0.0.1:0, {TLS} }}\nupstreams:\n  - {{ name: a, servers: [http://127.0.0.1:2] }}\n",
+        ));
+        assert_eq!(
+            describe(&old, &new),
+            "listeners added: extra; listeners removed: gone; listeners changed: public (routes); \
+             upstreams changed: a; settings changed: watch"
+        );
+        assert_eq!(describe(&old, &old), "nothing");
+    }
+}

@@ -1,0 +1,194 @@
+//! YAML syntax errors in an operator's words: the likely indentation slip, its line, and the fix.
+//!
+//! The YAML parser reports what its grammar saw ("comment intercepting the
+//! multiline text", "mapping values are not allowed in this context", "did
+//! not find expected key"). Nearly always the cause in a hand-edited
+//! config is one line indented a few spaces off. This looks at the lines
+//! around the error and says which line, relative to which, and what
+//! column would fit; the parser's own words follow in parentheses so they
+//! can still be searched for.
+
+/// One line of the source: 1-based number, indentation, and its key (the
+/// text before `:` if it looks like `key:` or `- key:`).
+struct Line<'a> {
+    number: usize,
+    indent: usize,
+    text: &'a str,
+}
+
+impl<'a> Line<'a> {
+    fn key(&self) -> Option<&'a str> {
+        let t = self.text.trim_start().trim_start_matches("- ").trim_start();
+        let (key, _) = t.split_once(':')?;
+        let key = key.trim();
+        (!key.is_empty() && !key.contains(' ') && !key.starts_with('#')).then_some(key)
+    }
+
+    /// Column (1-based) where the key starts, past a `- ` list marker.
+    fn key_column(&self) -> usize {
+        let t = &self.text[self.indent..];
+        let after_dash = t
+            .strip_prefix('-')
+            .map_or(0, |r| 1 + (r.len() - r.trim_start().len()));
+        self.indent + after_dash + 1
+    }
+
+    fn describe(&self) -> String {
+        match self.key() {
+            Some(k) => format!("`{k}:` on line {}", self.number),
+            None => format!("line {}", self.number),
+        }
+    }
+}
+
+/// The meaningful lines (not blank, not only a comment) of `source`.
+fn lines(source: &str) -> Vec<Line<'_>> {
+    source
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let t = l.trim_start();
+            !t.is_empty() && !t.starts_with('#')
+        })
+        .map(|(i, l)| Line {
+            number: i + 1,
+            indent: l.len() - l.trim_start_matches(' ').len(),
+            text: l,
+        })
+        .collect()
+}
+
+/// An operator's explanation of the YAML error `message` the parser gave
+/// at 1-based `line`, or `None` when it is not an indentation slip this
+/// recognises (the caller then shows the parser's message as is).
+pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
+    let lines = lines(source);
+    let at = lines.iter().position(|l| l.number >= line)?;
+    let here = &lines[at];
+    let before = at.checked_sub(1).map(|i| &lines[i]);
+    let after = lines.get(at + 1);
+    let hint = if message.contains("comment intercepting the multiline text") {
+        // `key: value  # note` followed by a line indented deeper than
+        // `key`: YAML reads that line as more of the value, and a comment
+        // cannot sit inside a value.
+        let next = after?;
+        let key_col = here.key_column();
+        format!(
+            "line {}: indented deeper than {} (column {} instead of {key_col}), so YAML reads it as more of that value; \
+             indent it like `{}` if it is a setting of its own",
+            next.number,
+            here.describe(),
+            next.indent + 1,
+            here.key().unwrap_or("the line above"),
+        )
+    } else if message.contains("mapping values are not allowed") {
+        // `a: 1` then `   b: 2` deeper: `b: 2` would continue a's value.
+        let (prev, this) = match before {
+            Some(p) if p.indent < here.indent && p.key().is_some() => (p, here),
+            _ => (here, after?),
+        };
+        format!(
+            "line {}: `{}` is indented deeper than {}, whose value is already given on its line; \
+             indent it like `{}` (column {}) if it is a setting of its own",
+            this.number,
+            this.key().unwrap_or(this.text.trim()),
+            prev.describe(),
+            prev.key().unwrap_or("the line above"),
+            prev.key_column(),
+        )
+    } else if message.contains("did not find expected key")
+        || message.contains("did not find expected '-' indicator")
+    {
+        // A line whose indentation matches none of the enclosing levels:
+        // find the siblings it was probably meant to line up with.
+        let here = if here.number == line { here } else { before? };
+        // The closest indentation above (the latest on a tie): what the
+        // line was most likely meant to line up with.
+        let sibling = lines[..lines.iter().position(|l| l.number == here.number)?]
+            .iter()
+            .rev()
+            .filter(|l| l.indent != here.indent && l.key().is_some())
+            .min_by_key(|l| l.indent.abs_diff(here.indent))?;
+        let list = message.contains("'-'");
+        format!(
+            "line {}: `{}` at column {} lines up with nothing above; {} starts at column {}{}",
+            here.number,
+            here.key().unwrap_or(here.text.trim()),
+            here.indent + 1,
+            sibling.describe(),
+            sibling.indent + 1,
+            if list {
+                " (inside a list, every item starts with `-` in the same column)"
+            } else {
+                " (YAML nests by indentation: settings of one section start in the same column)"
+            },
+        )
+    } else {
+        return None;
+    };
+    Some(format!(
+        "indentation problem: {hint} (YAML parser: {message})"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deeper_line_after_a_commented_value() {
+        let src = "watch:\n  debounce: 100ms # quiet\n    poll_interval: 2s\n";
+        let got = explain("comment intercepting the multiline text", 2, src).unwrap();
+        assert_eq!(
+            got,
+            "indentation problem: line 3: indented deeper than `debounce:` on line 2 (column 5 instead of 3), \
+             so YAML reads it as more of that value; indent it like `debounce` if it is a setting of its own \
+             (YAML parser: comment intercepting the multiline text)"
+        );
+    }
+
+    #[test]
+    fn a_list_item_key_is_measured_past_the_dash() {
+        let src = "certs:\n  - id: edge   # server\n      type: server-pair\n";
+        let got = explain("comment intercepting the multiline text", 2, src).unwrap();
+        assert!(
+            got.contains("line 3: indented deeper than `id:` on line 2 (column 7 instead of 5)"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn a_deeper_key_without_a_comment() {
+        let src = "watch:\n  debounce: 100ms\n    poll_interval: 2s\n";
+        let got = explain("mapping values are not allowed in this context", 3, src).unwrap();
+        assert!(
+            got.starts_with("indentation problem: line 3: `poll_interval` is indented deeper than `debounce:` on line 2"),
+            "{got}"
+        );
+        assert!(got.contains("(column 3)"), "{got}");
+    }
+
+    #[test]
+    fn a_shallower_key() {
+        let src = "admin:\n  bind: 127.0.0.1:9901\n tokens: []\n";
+        let got = explain(
+            "while parsing a block mapping, did not find expected key",
+            3,
+            src,
+        )
+        .unwrap();
+        assert!(
+            got.contains("line 3: `tokens` at column 2 lines up with nothing above; `bind:` on line 2 starts at column 3"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn other_errors_are_left_alone() {
+        assert_eq!(explain("found unexpected end of stream", 1, "a: [\n"), None);
+        assert_eq!(
+            explain("comment intercepting the multiline text", 9, "a: 1\n"),
+            None
+        );
+    }
+}

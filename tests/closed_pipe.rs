@@ -1,0 +1,100 @@
+//! Every command ends quietly (exit 0, no panic, no backtrace) when the
+//! reader of its output goes away, as `hotproxy certs inspect … | head` does.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::*;
+
+/// Run hotproxy with `args`; `closed` (stdout or stderr) is a pipe whose
+/// read end is closed before the process starts, so its first write there
+/// fails with EPIPE: deterministic, unlike racing a real `head`.
+fn run_with_closed(args: &[&str], closed: &str) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotproxy"));
+    cmd.args(args).env("RUST_BACKTRACE", "1");
+    let out = match closed {
+        "stdout" => cmd.stdout(writer).stderr(Stdio::piped()).output().unwrap(),
+        _ => cmd.stderr(writer).stdout(Stdio::piped()).output().unwrap(),
+    };
+    let other = if closed == "stdout" {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&other).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_into_a_closed_pipe_exits_0_quietly() {
+    let scene = Scene::new();
+    let ca = TestCa::new("pipe CA");
+    let pair = ca.server_pair(&["a.example.com"]);
+    write(
+        &scene.path("a.crt"),
+        &format!("{}{}", pair.cert_pem, ca.cert_pem),
+    );
+    let file = scene.path("a.crt");
+    let (code, stderr) = run_with_closed(&["certs", "inspect", file.to_str().unwrap()], "stdout");
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr, "", "quiet: nothing on stderr either");
+}
+
+#[test]
+fn check_and_dev_pki_into_a_closed_pipe_exit_0_quietly() {
+    let scene = Scene::new();
+    let out = scene.path("pki");
+    let (code, stderr) = run_with_closed(
+        &["certs", "dev-pki", "--out", out.to_str().unwrap()],
+        "stdout",
+    );
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    // check reports problems on stderr: a closed stderr ends it quietly too.
+    let config = scene.config("bogus: 1\n");
+    let (code, stdout) =
+        run_with_closed(&["check", "--config", config.to_str().unwrap()], "stderr");
+    assert_eq!(code, Some(0), "stdout: {stdout}");
+    // And with the pipe open, the same command still fails loudly.
+    let (code, _, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("bogus"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_into_a_closed_pipe_exit_0_quietly() {
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["certs", "inspect", "--help"],
+    ] {
+        let (code, stderr) = run_with_closed(args, "stdout");
+        assert_eq!((code, stderr.as_str()), (Some(0), ""), "{args:?}");
+    }
+}
+
+/// `certs dev-pki --name` refuses what is not a DNS name or an IP, naming it.
+#[test]
+fn dev_pki_refuses_a_name_that_is_not_one() {
+    let scene = Scene::new();
+    let out = scene.path("pki");
+    let (code, _, stderr) = run_cli(&[
+        "certs",
+        "dev-pki",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "my app.example",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("\"my app.example\" is not a DNS name"),
+        "{stderr}"
+    );
+    assert!(!out.join("server.crt").exists(), "nothing issued");
+}

@@ -1,0 +1,443 @@
+//! What operators monitor: the shipped alerts and dashboard query only
+//! metrics the code exports, every alert has a promtool test and a runbook
+//! in the README, and the signals added for them (`process_*`, SNI misses,
+//! clients leaving before a request) show up in `/metrics`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+const RULES: &str = include_str!("../examples/kubernetes/prometheus-rules.yaml");
+const RULE_TESTS: &str = include_str!("promtool/prometheus-rules.test.yaml");
+const DASHBOARD: &str = include_str!("../examples/grafana/hotproxy.json");
+const README: &str = include_str!("../README.md");
+
+/// Metrics another branch of this session adds: allowed to be missing
+/// from `src/` until it lands, and flagged once it has (so this list
+/// empties itself instead of hiding a typo).
+const AWAITED: &[&str] = &[];
+
+/// Every Rust source under `src/`, concatenated.
+fn sources() -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap());
+                out.push('\n');
+            }
+        }
+    }
+    let mut all = String::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut all);
+    all
+}
+
+/// The metric names a PromQL expression reads: identifiers that start
+/// like ours (`hotproxy_`, `process_`), as registered (without the
+/// `_total` / `_bucket` / `_sum` / `_count` the exposition adds).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_ident = (bytes[i].is_ascii_alphabetic() || bytes[i] == b'_')
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        if !starts_ident {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        let word = &expr[start..i];
+        if word.starts_with("hotproxy_") || word.starts_with("process_") {
+            let mut name = word;
+            for suffix in ["_total", "_bucket", "_sum", "_count"] {
+                name = name.strip_suffix(suffix).unwrap_or(name);
+            }
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+/// `result="x"`, `reason!="y"`: the values of the labels whose values
+/// the code fixes.
+fn fixed_label_values(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for label in ["result", "reason"] {
+        for (at, _) in expr.match_indices(label) {
+            let rest = expr[at + label.len()..].trim_start_matches(['!', '=', '~']);
+            if let Some(v) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                out.push(v.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Every PromQL expression of the dashboard: panel targets and template queries.
+fn dashboard_exprs() -> Vec<String> {
+    let d: serde_json::Value = serde_json::from_str(DASHBOARD).expect("dashboard is JSON");
+    let mut out = Vec::new();
+    for panel in d["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            out.push(t["expr"].as_str().expect("target expr").to_owned());
+        }
+    }
+    for var in d["templating"]["list"].as_array().expect("templating") {
+        if let Some(q) = var["definition"].as_str() {
+            out.push(q.to_owned());
+        }
+    }
+    out
+}
+
+/// `(alert name, expr, runbook_url)` of every alert of the PrometheusRule.
+fn alerts() -> Vec<(String, String, String)> {
+    let doc: serde_json::Value = serde_saphyr::from_str(RULES).expect("rules are YAML");
+    assert_eq!(doc["kind"], "PrometheusRule");
+    let mut out = Vec::new();
+    for group in doc["spec"]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            out.push((
+                rule["alert"].as_str().expect("alert rules only").to_owned(),
+                rule["expr"].as_str().expect("expr").to_owned(),
+                rule["annotations"]["runbook_url"]
+                    .as_str()
+                    .expect("runbook_url")
+                    .to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn check_queries(what: &str, exprs: &[String], src: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for expr in exprs {
+        for name in metric_names(expr) {
+            let registered = src.contains(&format!("\"{name}\""));
+            if AWAITED.contains(&name.as_str()) {
+                assert!(
+                    !registered,
+                    "{name} is registered now: take it off AWAITED in tests/monitoring.rs"
+                );
+            } else {
+                assert!(
+                    registered,
+                    "{what} queries {name}, which src/ does not register: `{expr}`"
+                );
+            }
+            seen.insert(name);
+        }
+        for value in fixed_label_values(expr) {
+            assert!(
+                src.contains(&format!("\"{value}\"")),
+                "{what}: label value \"{value}\" is never emitted: `{expr}`"
+            );
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_dashboard_queries_only_exported_metrics() {
+    let src = sources();
+    let seen = check_queries("the dashboard", &dashboard_exprs(), &src);
+    // What the issue asks the dashboard to show.
+    for needed in [
+        "hotproxy_cert_not_after_timestamp_seconds",
+        "hotproxy_cert_reloads",
+        "hotproxy_tls_handshakes",
+        "hotproxy_http_requests",
+        "hotproxy_http_request_duration_seconds",
+        "hotproxy_connections_active",
+        "hotproxy_upstream_errors",
+    ] {
+        assert!(
+            seen.contains(needed),
+            "the dashboard does not show {needed}"
+        );
+    }
+}
+
+#[test]
+fn every_alert_queries_exported_metrics_has_a_test_and_a_runbook() {
+    let src = sources();
+    let alerts = alerts();
+    assert!(alerts.len() >= 8, "the issue's eight alerts");
+    let exprs: Vec<String> = alerts.iter().map(|(_, e, _)| e.clone()).collect();
+    check_queries("the alerts", &exprs, &src);
+    let tests: serde_json::Value = serde_saphyr::from_str(RULE_TESTS).expect("test is YAML");
+    for (alert, _, runbook) in &alerts {
+        // A promtool test that expects it to fire, with exact labels.
+        let fires = tests["tests"].as_array().unwrap().iter().any(|t| {
+            t["alert_rule_test"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c["alertname"] == alert.as_str()
+                        && c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty())
+                })
+        });
+        assert!(fires, "no promtool test makes {alert} fire");
+        let anchor = runbook
+            .split_once("README.md#")
+            .unwrap_or_else(|| panic!("{alert}: runbook_url is not a README anchor: {runbook}"))
+            .1;
+        assert!(
+            README.contains(&format!("<a id=\"{anchor}\"></a>")),
+            "{alert}: README has no anchor {anchor}"
+        );
+        assert!(
+            README.contains(&format!("`{alert}`")),
+            "{alert} is not listed in the README's Monitoring section"
+        );
+    }
+}
+
+/// The checkers above are not vacuous.
+#[test]
+fn the_query_checker_bites() {
+    assert_eq!(
+        metric_names(
+            r#"histogram_quantile(0.99, sum by (le) (rate(hotproxy_http_request_duration_seconds_bucket{instance=~"$instance"}[5m]))) + process_cpu_seconds_total"#
+        ),
+        BTreeSet::from([
+            "hotproxy_http_request_duration_seconds".to_owned(),
+            "process_cpu_seconds".to_owned()
+        ])
+    );
+    assert_eq!(
+        fixed_label_values(r#"x{result!="success",reason="timeout"}"#),
+        ["success", "timeout"]
+    );
+    let src = sources();
+    let typo = std::panic::catch_unwind(|| {
+        check_queries(
+            "a typo",
+            &["rate(hotproxy_tls_handshake_total[5m])".into()],
+            &src,
+        )
+    });
+    assert!(typo.is_err(), "a misspelt metric must be refused");
+}
+
+// ---------------------------------------------------------------------------
+// The signals themselves, from the real binary.
+
+/// A client that completes the handshake whatever certificate it gets and
+/// judges the name afterwards, as curl (OpenSSL) does.
+#[derive(Debug)]
+struct CheckNameLater(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for CheckNameLater {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn checks_name_later() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(CheckNameLater(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+async fn metric(admin_addr: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let body = admin(admin_addr, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    body.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+async fn wait_metric(admin_addr: std::net::SocketAddr, series: &str, want: f64) {
+    wait_until(WAIT, &format!("{series} = {want}"), || async move {
+        metric(admin_addr, series).await == Some(want)
+    })
+    .await;
+}
+
+/// The README's name-mismatch row: a TLS 1.3 client that refuses the name
+/// after the handshake shows as a successful handshake, an SNI that got
+/// the default certificate (counted and logged with the name), and a
+/// connection closed before its first request. A client that asks for a
+/// name the listener has, and sends a request, moves neither counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_mismatch_shows_as_sni_default_and_a_close_before_any_request() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    let config = scene.config(
+        r#"
+admin: { bind: "127.0.0.1:0" }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { cert_file: a.crt, key_file: a.key }
+    routes:
+      - { path_prefix: /, upstream: nowhere }
+upstreams:
+  - name: nowhere
+    servers: [http://127.0.0.1:9]
+    connect_timeout: 1s
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+
+    // A good client first: it asks, so it is neither an SNI miss nor an early close.
+    let reply = get(
+        addr,
+        "a.example.com",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+        false,
+        "/",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(reply.status >= 400, "an answer (the upstream is down)");
+
+    // curl https://wrong.example.com: handshake done, then the name is
+    // judged wrong and the connection closed without a request.
+    let tls = connect(addr, "wrong.example.com", checks_name_later())
+        .await
+        .expect("the server completes its side of the handshake");
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    drop(tls);
+
+    wait_metric(
+        admin_addr,
+        r#"hotproxy_connections_closed_before_request_total{listener="public"}"#,
+        1.0,
+    )
+    .await;
+    wait_metric(
+        admin_addr,
+        r#"hotproxy_tls_sni_default_total{listener="public"}"#,
+        1.0,
+    )
+    .await;
+    // What the server cannot see: the refusal itself. Both handshakes succeeded.
+    wait_metric(
+        admin_addr,
+        r#"hotproxy_tls_handshakes_total{listener="public",result="success"}"#,
+        2.0,
+    )
+    .await;
+    let line = p
+        .wait_log("SNI miss logged", |v| {
+            v["message"] == "SNI matched no certificate; served the listener's default certificate"
+        })
+        .await;
+    assert_eq!(line["sni"], "wrong.example.com", "{line}");
+    assert_eq!(line["listener"], "public", "{line}");
+    assert_eq!(
+        line["level"], "INFO",
+        "any client can cause it: not a warning"
+    );
+}
+
+/// `process_*` as every Prometheus exporter has them, read per scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_has_the_process_family() {
+    let scene = Scene::new();
+    let config = scene.config("admin: { bind: \"127.0.0.1:0\" }\n");
+    let mut p = Proxy::start(&config);
+    let admin_addr = p.admin_addr().await;
+    let body = admin(admin_addr, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(body.contains("# TYPE process_cpu_seconds counter"));
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    assert!(value("process_resident_memory_bytes") > 0.0);
+    let open = value("process_open_fds");
+    assert!(open >= 3.0 && open <= value("process_max_fds"));
+    // The child's own start: not before ours minus the boot, not in the future.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = value("process_start_time_seconds");
+    assert!(
+        start > 0.0 && start <= now + 1.0,
+        "start {start}, now {now}"
+    );
+    // It is this process: the fd count matches /proc/PID/fd give or take the scrape's own.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+        .unwrap()
+        .count() as f64;
+    assert!((open - fds).abs() <= 8.0, "open_fds {open} vs /proc {fds}");
+}

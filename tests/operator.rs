@@ -1,0 +1,379 @@
+//! What an operator is told (issue 18): times people read are RFC 3339, a
+//! change that is waited for shows as pending at once, every applied
+//! configuration and every SIGHUP is logged and counted, and a kubelet swap
+//! logs nothing above INFO.
+
+mod support;
+
+use support::*;
+
+/// `unix` as GNU date formats it in UTC: an implementation independent of ours.
+fn gnu_date(unix: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Asserts `v[field]` is the RFC 3339 form of `v[field_unix]`.
+fn assert_rfc3339(v: &serde_json::Value, field: &str) {
+    let unix = v[format!("{field}_unix")]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{field}_unix is a number: {v}"));
+    let text = v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is a string: {v}"));
+    assert_eq!(text, gnu_date(unix), "{field} in {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_rfc3339_times_with_unix_seconds_beside() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let config = s.config(
+        r#"
+admin: { bind: "127.0.0.1:0" }
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+  - { id: cas, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: { certs: [ { ref: edge } ] }
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let edge = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
+        .await
+        .json();
+    assert_rfc3339(&edge, "not_before");
+    assert_rfc3339(&edge, "not_after");
+    assert_rfc3339(&edge["last_reload"], "time");
+    let cas = admin(api, "GET", "/api/v1/certs/cas", None, None, &[])
+        .await
+        .json();
+    assert_rfc3339(&cas["ca_certs"][0], "not_after");
+    let served = admin(api, "GET", "/api/v1/listeners/public/cert", None, None, &[])
+        .await
+        .json();
+    assert_rfc3339(&served["certs"][0], "not_after");
+    assert_rfc3339(&served["certs"][0], "not_before");
+}
+
+/// A metric's value in `/metrics`, if the series exists.
+async fn metric(api: std::net::SocketAddr, series: &str) -> Option<f64> {
+    admin(api, "GET", "/metrics", None, None, &[])
+        .await
+        .body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One server pair `edge` from files, watched, with `settle_timeout`.
+fn watched_edge(s: &Scene, ca: &TestCa, settle: &str) -> std::path::PathBuf {
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    s.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ debounce: 20ms, poll_interval: 200ms, settle_timeout: {settle} }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [ {{ ref: edge }} ] }}
+"#
+    ))
+}
+
+/// An emptied certificate file is waited for (a writer may be half-way)
+/// for settle_timeout: during that wait the API says `pending` with the
+/// reason and the deadline, an info line says what is awaited, and
+/// `hotproxy_cert_reload_pending` is 1. Before, the API said `success`
+/// and nothing was logged or measured until the timeout. When the file
+/// is whole again, all of it clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_cert_file_is_pending_at_once() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    // A long settle_timeout: whatever the test sees happens well inside it.
+    let config = watched_edge(&s, &ca, "1h");
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let good = std::fs::read_to_string(s.path("edge.crt")).unwrap();
+    write(&s.path("edge.crt"), "");
+
+    wait_until(WAIT, "last_reload pending", || async move {
+        admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
+            .await
+            .json()["last_reload"]["result"]
+            == "pending"
+    })
+    .await;
+    let last = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
+        .await
+        .json()["last_reload"]
+        .clone();
+    let reason = last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("edge.crt"),
+        "the reason names the file: {last}"
+    );
+    assert_rfc3339(&last, "deadline");
+    // The deadline is settle_timeout (1h) after the change, give or take the debounce.
+    let deadline = last["deadline_unix"].as_i64().unwrap();
+    let time = last["time_unix"].as_i64().unwrap();
+    assert!((3500..=3600).contains(&(deadline - time)), "{last}");
+    assert_eq!(
+        metric(api, r#"hotproxy_cert_reload_pending{entry="edge"}"#).await,
+        Some(1.0)
+    );
+    let line = p
+        .wait_log("pending logged", |v| {
+            v["message"]
+                == "certificate files changed but do not load yet; waiting for the writer to finish"
+        })
+        .await;
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["entry"], "edge");
+
+    // The writer finishes: the same content as before is back.
+    write(&s.path("edge.crt"), &good);
+    wait_until(WAIT, "pending cleared", || async move {
+        metric(api, r#"hotproxy_cert_reload_pending{entry="edge"}"#).await == Some(0.0)
+    })
+    .await;
+    let last = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
+        .await
+        .json()["last_reload"]
+        .clone();
+    assert_eq!(last["result"], "success", "{last}");
+    assert!(last.get("deadline").is_none(), "{last}");
+}
+
+/// Past settle_timeout a key that does not match is a failure: pending
+/// goes to 0 and `hotproxy_cert_reload_failing` to 1 (what the alert
+/// watches); a matching pair clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_key_fails_after_settle_timeout_and_is_measured() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let config = watched_edge(&s, &ca, "300ms");
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let other = ca.server_pair(&["localhost"]);
+    write(&s.path("edge.key"), &other.key_pem);
+    wait_until(WAIT, "failing gauge", || async move {
+        metric(api, r#"hotproxy_cert_reload_failing{entry="edge"}"#).await == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(api, r#"hotproxy_cert_reload_pending{entry="edge"}"#).await,
+        Some(0.0)
+    );
+    let last = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
+        .await
+        .json()["last_reload"]
+        .clone();
+    assert_eq!(last["result"], "failure", "{last}");
+    // The pair is whole again (a new one): served, and the gauge clears.
+    write(&s.path("edge.crt"), &other.cert_pem);
+    wait_until(WAIT, "failing cleared", || async move {
+        metric(api, r#"hotproxy_cert_reload_failing{entry="edge"}"#).await == Some(0.0)
+    })
+    .await;
+}
+
+/// Every SIGHUP says how it went and counts; a configuration restored after
+/// a rejected one is logged and counted (before: nothing moved); an applied
+/// one says what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_a_restored_config_are_logged_and_counted() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let yaml = |prefix: &str| {
+        format!(
+            r#"
+admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ debounce: 20ms, poll_interval: 200ms }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [ {{ ref: edge }} ] }}
+    routes: [ {{ path_prefix: {prefix}, upstream: app }} ]
+upstreams:
+  - {{ name: app, servers: [http://127.0.0.1:9] }}
+"#
+        )
+    };
+    let good = yaml("/");
+    let config = s.config(&good);
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let ok = r#"hotproxy_config_reloads_total{result="success"}"#;
+    let bad = r#"hotproxy_config_reloads_total{result="failure"}"#;
+    assert_eq!(metric(api, ok).await, Some(0.0));
+
+    // SIGHUP with nothing changed: a successful reload, said and counted.
+    p.signal("HUP");
+    let done = p
+        .wait_log("SIGHUP outcome", |v| v["message"] == "SIGHUP: done")
+        .await;
+    assert_eq!(done["config"], "unchanged", "{done}");
+    assert_eq!(done["entries_refused"], 0, "{done}");
+    assert_eq!(done["level"], "INFO");
+    assert_eq!(metric(api, ok).await, Some(1.0));
+
+    // A broken configuration: rejected, counted.
+    write(&config, &good.replace("upstream: app", "upstream: nowhere"));
+    wait_until(WAIT, "rejection counted", || async move {
+        metric(api, bad).await == Some(1.0)
+    })
+    .await;
+    // Restored as it was: the confirmation the operator waits for.
+    write(&config, &good);
+    let restored = p
+        .wait_log("restored", |v| {
+            v["message"]
+                == "configuration restored: the file matches the running configuration again"
+        })
+        .await;
+    assert_eq!(restored["level"], "INFO");
+    wait_until(WAIT, "restore counted", || async move {
+        metric(api, ok).await == Some(2.0)
+    })
+    .await;
+
+    // A real change says what changed.
+    write(&config, &yaml("/api"));
+    let applied = p
+        .wait_log("applied", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(
+        applied["changes"], "listeners changed: public (routes)",
+        "{applied}"
+    );
+    wait_until(WAIT, "apply counted", || async move {
+        metric(api, ok).await == Some(3.0)
+    })
+    .await;
+}
+
+/// A kubelet Secret swap is routine: it logs nothing above INFO (before,
+/// notify's "Unable to remove the path from the watches: WatchNotFound"
+/// came out as a WARN on every renewal, paging log-based alerting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_swap_logs_nothing_above_info() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let kubelet = support::writers::Kubelet::new(&s.path("secret"));
+    let first = ca.server_pair(&["localhost"]);
+    kubelet.write(
+        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
+        false,
+    );
+    let config = s.config(
+        r#"
+watch: { debounce: 20ms, poll_interval: 200ms }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: { certs: [ { cert_file: secret/tls.crt, key_file: secret/tls.key } ] }
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    // Three swaps, each seen served; the last one's reload comes after the
+    // previous swaps' directory removals were processed (events are in order).
+    for _ in 0..3 {
+        let next = ca.server_pair(&["localhost"]);
+        kubelet.write(
+            &[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)],
+            false,
+        );
+        let want = next.fingerprint.clone();
+        let ca_pem = ca.cert_pem.clone();
+        wait_until(WAIT, "the swap is served", || {
+            let (want, ca_pem) = (want.clone(), ca_pem.clone());
+            async move { served_leaf(addr, "localhost", &ca_pem).await.ok() == Some(want) }
+        })
+        .await;
+    }
+    let loud: Vec<String> = p
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["level"] == "WARN" || v["level"] == "ERROR")
+        })
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a routine swap logged:\n{}",
+        loud.join("\n")
+    );
+}
+
+/// An entry removed from the configuration leaves `/metrics` with all its
+/// series (before, its reload counters stayed: dashboards and alerts kept
+/// seeing an entry that no longer exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_entry_leaves_metrics() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    s.pair("spare", &ca.server_pair(&["spare.example"]));
+    let yaml = |spare: bool| {
+        format!(
+            r#"
+admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ debounce: 20ms, poll_interval: 200ms }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+{}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [ {{ ref: edge }} ] }}
+"#,
+            if spare {
+                "  - { id: spare, type: server-pair, cert_file: spare.crt, key_file: spare.key }"
+            } else {
+                ""
+            }
+        )
+    };
+    let config = s.config(&yaml(true));
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let has_spare = || async move {
+        admin(api, "GET", "/metrics", None, None, &[])
+            .await
+            .body
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains("entry=\"spare\""))
+    };
+    assert!(has_spare().await, "spare is measured while it exists");
+    write(&config, &yaml(false));
+    p.wait_log("reloaded", |v| v["message"] == "configuration reloaded")
+        .await;
+    wait_until(
+        WAIT,
+        "spare's series gone",
+        || async move { !has_spare().await },
+    )
+    .await;
+}
