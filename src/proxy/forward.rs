@@ -408,9 +408,18 @@ impl tower_service::Service<Uri> for Connector {
                     format!("invalid server name {name:?}"),
                 )
             })?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(server_name, tcp)
-                .await?;
+            // The handshake shares connect_timeout too: a server that
+            // accepts TCP and never answers would otherwise hold its
+            // connection slot for good once hyper finishes this connect in
+            // the background (another request took a pooled connection).
+            let tls = tokio::time::timeout_at(
+                deadline,
+                tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             Ok(UpstreamConn {
                 io: TokioIo::new(MaybeTls::Tls(Box::new(tls))),

@@ -27,6 +27,9 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
 /// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
+/// `Host` is never removed, whatever `Connection` names: it is the
+/// authority the request was routed on, and without it the upstream would
+/// pick its default virtual host (hyper's client does not add one).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -35,7 +38,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .filter(|n| n != header::HOST && !(keep_upgrade && n == header::UPGRADE))
             .collect();
         for n in named {
             headers.remove(n);
@@ -192,7 +195,7 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
+            HeaderValue::from_static("keep-alive, x-secret-hop, Host"),
         );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));

@@ -11,6 +11,10 @@ use crate::config::{
 };
 use crate::identity::{AllowList, AllowRule};
 
+/// The most connections a listener may allow at once: far beyond any
+/// file-descriptor limit, and within what its semaphore can count.
+const MAX_CONNECTIONS: usize = 1 << 30;
+
 impl Resolver {
     pub(super) fn listener(
         &mut self,
@@ -150,8 +154,17 @@ impl Resolver {
                     x.max_connection_lifetime.as_ref(),
                     Duration::ZERO,
                 );
+                let max_connections = x.max_connections.unwrap_or(d.max_connections).max(1);
+                if max_connections > MAX_CONNECTIONS {
+                    // tokio's semaphore panics past usize::MAX >> 3 permits,
+                    // in the accept loop: the listener would stop silently.
+                    self.problem(
+                        format!("{lat}.max_connections"),
+                        format!("{max_connections} is more than the {MAX_CONNECTIONS} a listener can hold"),
+                    );
+                }
                 Limits {
-                    max_connections: x.max_connections.unwrap_or(d.max_connections).max(1),
+                    max_connections: max_connections.min(MAX_CONNECTIONS),
                     header_read_timeout: self.duration(
                         &format!("{lat}.header_read_timeout"),
                         x.header_read_timeout.as_ref(),
@@ -295,5 +308,27 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("listeners[0].limits.tunnel_idle_timeout"), "{m}");
+    }
+
+    /// A max_connections no semaphore can hold is refused by name (it once
+    /// passed `check` and panicked the listener's accept loop).
+    #[test]
+    fn max_connections_beyond_a_listener_is_refused() {
+        let huge = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api }]\n    limits: { max_connections: 4611686018427387904 }",
+        );
+        let m = messages(&parse_str(&huge).unwrap_err());
+        assert!(m.contains("listeners[0].limits.max_connections"), "{m}");
+        let most = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api }]\n    limits: { max_connections: 1073741824 }",
+        );
+        assert_eq!(
+            parse_str(&most).unwrap().listeners[0]
+                .limits
+                .max_connections,
+            1 << 30
+        );
     }
 }
