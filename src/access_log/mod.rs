@@ -56,11 +56,12 @@ pub struct RequestLine {
     pub client_addr: SocketAddr,
     pub identity: Option<Arc<Identity>>,
     pub method: http::Method,
-    /// The `Host` / `:authority` as received (a shared copy, not a new string).
-    pub host: Option<http::HeaderValue>,
-    /// The request target; only its path is logged (queries carry tokens).
-    /// Shares the request's bytes.
-    pub target: Option<http::uri::PathAndQuery>,
+    /// The `Host` / `:authority` as received. Copied, not shared: a
+    /// line waiting in the queue must not pin hyper's read buffer (a
+    /// shared slice would make it allocate a fresh one per request).
+    pub host: Option<Box<str>>,
+    /// Without the query (queries carry tokens). Copied, as `host`.
+    pub path: Box<str>,
     pub protocol: http::Version,
     pub status: u16,
     pub bytes_in: u64,
@@ -75,8 +76,9 @@ pub struct RequestLine {
     pub resumed: bool,
     /// `allowed`, or why the request was refused.
     pub authz: &'static str,
-    pub referer: Option<http::HeaderValue>,
-    pub user_agent: Option<http::HeaderValue>,
+    /// For `combined` only (copied, as `host`).
+    pub referer: Option<Box<str>>,
+    pub user_agent: Option<Box<str>>,
 }
 
 /// A handshake the listener refused (bad certificate, unknown CA, revoked,
@@ -161,6 +163,15 @@ pub fn shutdown() {
 /// Whether an access log is configured (requests skip all bookkeeping when not).
 pub fn enabled() -> bool {
     RUNNING.load().is_some()
+}
+
+/// Whether lines are written in nginx's `combined` (which alone needs the
+/// referer and user agent).
+pub fn combined() -> bool {
+    RUNNING
+        .load()
+        .as_ref()
+        .is_some_and(|r| r.config.format == LogFormat::Combined)
 }
 
 /// Queue a line; never blocks.

@@ -98,6 +98,8 @@ impl Exchange {
         let request_id = request_id::settle(req.headers_mut(), edge.request_id.trust_client);
         let log = (edge.access_log && access_log::enabled()).then(|| {
             let h = req.headers();
+            let combined = access_log::combined();
+            let text = |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).map(Box::from);
             let line = Box::new(RequestLine {
                 ts: SystemTime::now(),
                 listener: ctx.listener.clone(),
@@ -105,11 +107,8 @@ impl Exchange {
                 client_addr: ctx.client_addr,
                 identity: ctx.client_cert.clone(),
                 method: req.method().clone(),
-                host: match req.uri().authority() {
-                    Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
-                    None => req.headers().get(http::header::HOST).cloned(),
-                },
-                target: req.uri().path_and_query().cloned(),
+                host: request_host(req).map(Box::from),
+                path: req.uri().path().into(),
                 protocol: req.version(),
                 status: 0,
                 bytes_in: 0,
@@ -123,8 +122,12 @@ impl Exchange {
                 tls_version: ctx.tls_version,
                 resumed: ctx.resumed,
                 authz: "allowed",
-                referer: h.get(http::header::REFERER).cloned(),
-                user_agent: h.get(http::header::USER_AGENT).cloned(),
+                referer: combined
+                    .then(|| text(h.get(http::header::REFERER)))
+                    .flatten(),
+                user_agent: combined
+                    .then(|| text(h.get(http::header::USER_AGENT)))
+                    .flatten(),
             });
             // A request without a body (most GETs) needs no counter.
             let counter = (!hyper::body::Body::is_end_stream(req.body()))
