@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hotproxy::material::{CertInfo, Pair};
-use hotproxy::proxy::forward::RequestContext;
+use hotproxy::proxy::forward::{RequestContext, client_ip_value};
 use hotproxy::proxy::headers::rewrite_request_headers;
 use hotproxy::reload::{self, Handle};
 use hotproxy::tls::server::{ServedPair, SniResolver};
@@ -286,12 +286,16 @@ fn entry_reload(c: &mut Criterion) {
 }
 
 fn headers(c: &mut Criterion) {
-    let ctx = RequestContext::new(
-        "public".into(),
-        "10.0.0.1:5555".parse().unwrap(),
-        None,
-        None,
-    );
+    let ctx = RequestContext {
+        listener: "public".into(),
+        client_addr: "10.0.0.1:5555".parse().unwrap(),
+        client_cert: None,
+        tls_sni: None,
+        tls_version: None,
+        resumed: false,
+        entry: None,
+        client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
+    };
     let mut base = http::HeaderMap::new();
     base.insert("host", "app.example.com".parse().unwrap());
     base.insert("user-agent", "bench/1.0".parse().unwrap());

@@ -62,6 +62,12 @@ pub struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerReasonLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -85,6 +91,10 @@ pub struct Metrics {
     pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// Clients refused for who they are (issue 15): handshake or route.
+    pub client_auth_denied: Family<ListenerReasonLabels, Counter>,
+    /// Access-log lines dropped because the writer lagged.
+    pub access_log_dropped: Counter,
     // What an operator is told (issue 18): pending and failing reloads,
     // a degraded watcher, SNI misses, clients that leave without asking.
     pub cert_reload_pending: Family<EntryLabels, Gauge>,
@@ -114,6 +124,8 @@ impl Metrics {
             ),
             upstream_errors: Family::default(),
             config_reloads: Family::default(),
+            client_auth_denied: Family::default(),
+            access_log_dropped: Counter::default(),
             cert_reload_pending: Family::default(),
             cert_reload_failing: Family::default(),
             watch_degraded: Gauge::default(),
@@ -171,6 +183,16 @@ impl Metrics {
             "hotproxy_config_reloads",
             "Configuration file reloads by result",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "hotproxy_client_auth_denied",
+            "Clients refused by client authentication or allow rules, by listener and reason",
+            m.client_auth_denied.clone(),
+        );
+        registry.register(
+            "hotproxy_access_log_dropped",
+            "Access-log lines dropped because the writer could not keep up",
+            m.access_log_dropped.clone(),
         );
         registry.register(
             "hotproxy_accept_errors",
@@ -318,6 +340,19 @@ pub fn handshake(listener: &str, result: &str) {
         .get_or_create(&ListenerResultLabels {
             listener: listener.to_owned(),
             result: result.to_owned(),
+        })
+        .inc();
+}
+
+/// Count one client refused for who it is: `reason` is the handshake
+/// failure (`not_allowed`, `unknown_ca`, `revoked`, `expired`,
+/// `no_client_cert`, …) or `route_not_allowed` for a 403.
+pub fn client_auth_denied(listener: &str, reason: &str) {
+    METRICS
+        .client_auth_denied
+        .get_or_create(&ListenerReasonLabels {
+            listener: listener.to_owned(),
+            reason: reason.to_owned(),
         })
         .inc();
 }

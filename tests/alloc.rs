@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hotproxy::metrics::{METRICS, RouteMetrics};
-use hotproxy::proxy::forward::RequestContext;
+use hotproxy::proxy::forward::{RequestContext, client_ip_value};
 use hotproxy::proxy::headers::rewrite_request_headers;
 use hotproxy::proxy::path::normalise;
 use hotproxy::proxy::request::prepare;
@@ -60,17 +60,36 @@ fn common_request_path_allocations() {
     // names are static, X-Forwarded-For shares the connection's
     // preformatted client IP, X-Forwarded-Host shares Host's bytes, Via is
     // static).
-    let ctx = RequestContext::new(
-        "public".into(),
-        "10.0.0.1:5555".parse().unwrap(),
-        None,
-        None,
-    );
+    let ctx = RequestContext {
+        listener: "public".into(),
+        client_addr: "10.0.0.1:5555".parse().unwrap(),
+        client_cert: None,
+        tls_sni: None,
+        tls_version: None,
+        resumed: false,
+        entry: None,
+        client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
+    };
     let mut headers = req.headers().clone();
     headers.reserve(16);
     let n = allocations(|| rewrite_request_headers(&mut headers, &ctx, false, false));
     assert_eq!(n, 0, "{headers:?}");
     assert_eq!(headers["x-forwarded-for"], "10.0.0.1");
+
+    // Edge duties without a client certificate: removing client-sent
+    // certificate headers that are not there, and keeping a well-formed
+    // client request id, allocate nothing.
+    use hotproxy::proxy::client_cert::{ForwardClientCert, apply};
+    assert_eq!(
+        allocations(|| apply(&mut headers, ForwardClientCert::Headers, None)),
+        0
+    );
+    headers.insert("x-request-id", http::HeaderValue::from_static("req-1"));
+    let kept = allocations(|| {
+        hotproxy::proxy::request_id::settle(&mut headers, true);
+    });
+    assert_eq!(kept, 0);
+
     assert_eq!(headers["via"], "1.1 hotproxy");
     // A client's own X-Forwarded-For is joined: that one value is built.
     let mut joined = req.headers().clone();

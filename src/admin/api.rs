@@ -176,6 +176,7 @@ async fn route(
                         "client_auth": {
                             "mode": l.client_auth.mode.as_str(),
                             "ca": l.client_auth.ca,
+                            "allow": l.client_auth.allow.as_ref().map(|a| &a.rules),
                         },
                         "active_connections": l.live.active.load(std::sync::atomic::Ordering::Relaxed),
                     })
@@ -560,11 +561,13 @@ fn client_auth_view(r: &Reloader, name: &str) -> Result<Value, (StatusCode, Valu
             _ => Vec::new(),
         })
         .unwrap_or_default();
+    let allow = ca.allow.as_ref().map(|a| a.rules.clone());
     Ok(json!({
         "listener": name,
         "mode": ca.mode.as_str(),
         "ca": ca.ca,
         "crl": crl,
+        "allow": allow,
         "allow_expired_crl": ca.allow_expired_crl,
     }))
 }
@@ -580,6 +583,19 @@ struct ClientAuthChange {
     /// Absent keeps the listener's current setting.
     #[serde(default)]
     allow_expired_crl: Option<bool>,
+    /// Absent: keep the current rules (dropped when the new mode does not
+    /// verify); `null`: no rules; a list: these rules.
+    #[serde(default, deserialize_with = "present")]
+    allow: Option<Option<Vec<crate::identity::AllowRule>>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -625,6 +641,23 @@ fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Re
             mode.as_str()
         )));
     }
+    let allow = match change.allow {
+        None if mode.verifies() => current.allow,
+        None | Some(None) => None,
+        Some(Some(rules)) if rules.is_empty() => {
+            return Err(bad_request(
+                "allow: an empty list would refuse every client; send null to remove the rules"
+                    .to_owned(),
+            ));
+        }
+        Some(Some(_)) if !mode.verifies() => {
+            return Err(bad_request(format!(
+                "allow rules need a verified identity: use mode verify_if_given or require_and_verify, not {}",
+                mode.as_str()
+            )));
+        }
+        Some(Some(rules)) => Some(std::sync::Arc::new(crate::identity::AllowList { rules })),
+    };
     let allow_expired_crl = change
         .allow_expired_crl
         .unwrap_or(current.allow_expired_crl);
@@ -633,6 +666,7 @@ fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Re
         ClientAuthConfig {
             mode,
             ca,
+            allow,
             allow_expired_crl,
         },
     )

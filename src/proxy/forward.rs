@@ -27,10 +27,11 @@ use rustls::ClientConfig;
 use tracing::{debug, warn};
 
 use crate::config::UpstreamConfig;
+use crate::identity::Identity;
 use crate::metrics;
 use crate::proxy::body::ClientBody;
+use crate::proxy::edge::{BytesIn, UpstreamAddr};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
-use crate::tls::ClientIdentity;
 use crate::upstream::conn::{DialError, Dialer};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 
@@ -39,46 +40,26 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error
 /// What the forwarder needs to know about the client connection.
 pub struct RequestContext {
     pub listener: Arc<str>,
-    /// Change it with [`RequestContext::set_client_addr`] (a PROXY header),
-    /// which keeps `client_ip` in step.
+    /// When it changes (a PROXY header), set `client_ip` again.
     pub client_addr: SocketAddr,
     /// A verified client certificate (only for verifying client-auth modes).
-    pub client_cert: Option<Arc<ClientIdentity>>,
+    pub client_cert: Option<Arc<Identity>>,
     pub tls_sni: Option<Arc<str>>,
-    /// `client_addr`'s IP as an `X-Forwarded-For` element, formatted once
-    /// per connection rather than per request.
-    client_ip: HeaderValue,
+    /// `TLSv1.3` / `TLSv1.2`, for the access log.
+    pub tls_version: Option<&'static str>,
+    /// Whether the handshake resumed an earlier session.
+    pub resumed: bool,
+    /// With per-entry client auth: the listener's per-entry configs and
+    /// the position of the entry this connection's SNI selected.
+    pub entry: Option<(Arc<crate::tls::per_name::PerName>, usize)>,
+    /// `client_addr`'s IP as an `X-Forwarded-For` element
+    /// ([`client_ip_value`]), formatted once per connection rather than per
+    /// request.
+    pub client_ip: HeaderValue,
 }
 
-impl RequestContext {
-    pub fn new(
-        listener: Arc<str>,
-        client_addr: SocketAddr,
-        client_cert: Option<Arc<ClientIdentity>>,
-        tls_sni: Option<Arc<str>>,
-    ) -> RequestContext {
-        RequestContext {
-            listener,
-            client_addr,
-            client_cert,
-            tls_sni,
-            client_ip: ip_value(client_addr),
-        }
-    }
-
-    /// The client is `addr` (as a PROXY protocol header says).
-    pub fn set_client_addr(&mut self, addr: SocketAddr) {
-        self.client_addr = addr;
-        self.client_ip = ip_value(addr);
-    }
-
-    /// The client's IP as an `X-Forwarded-For` element.
-    pub fn client_ip(&self) -> &HeaderValue {
-        &self.client_ip
-    }
-}
-
-fn ip_value(addr: SocketAddr) -> HeaderValue {
+/// `addr`'s IP as a header value, for [`RequestContext::client_ip`].
+pub fn client_ip_value(addr: SocketAddr) -> HeaderValue {
     let v = HeaderValue::from_str(&addr.ip().to_string())
         .expect("an IP address is a valid header value");
     // The first clone of bytes made from a Vec moves them to a shared,
@@ -155,7 +136,7 @@ impl Upstream {
     /// 502/504 describing why there is none.
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         ctx: &RequestContext,
     ) -> Response<ResponseBody> {
         if self.endpoints.is_empty() {
@@ -164,6 +145,20 @@ impl Upstream {
         }
         let endpoint =
             &self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len()];
+        let mut resp = self.forward_to(endpoint, req, ctx).await;
+        if crate::access_log::enabled() {
+            resp.extensions_mut()
+                .insert(UpstreamAddr(endpoint.url.clone()));
+        }
+        resp
+    }
+
+    async fn forward_to(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        mut req: Request<Incoming>,
+        ctx: &RequestContext,
+    ) -> Response<ResponseBody> {
         let upgrade = is_upgrade(&req);
         let h2_client = req.version() == Version::HTTP_2;
         rewrite_request_headers(req.headers_mut(), ctx, h2_client, upgrade);
@@ -178,8 +173,10 @@ impl Upstream {
         // HTTP/1.1 is what both an h1 and an h2 upstream connection take.
         *req.version_mut() = Version::HTTP_11;
 
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let (body, body_fault) = ClientBody::new(body);
+        // The access log counts the request body's bytes as they go upstream.
+        let body = body.counted(parts.extensions.remove::<BytesIn>());
         let req = Request::from_parts(parts, body);
         let sent = async {
             if upgrade {

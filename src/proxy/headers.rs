@@ -6,8 +6,9 @@
 //! could use to lie about where a request came from (`Forwarded`,
 //! `X-Real-IP`, `X-Forwarded-Port`, `X-Forwarded-Proto`, `X-Forwarded-Host`)
 //! are removed: no peer is trusted to set them (`trusts_forwarding`, the
-//! place a `trusted_proxies` check goes). Client-certificate headers carry
-//! only the verified identity. The common request needs no string building.
+//! place a `trusted_proxies` check goes). Client-certificate headers are
+//! `proxy::client_cert`'s (per `forward_client_cert`, spoofed copies always
+//! removed). The common request needs no string building.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -19,8 +20,6 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
-static X_CLIENT_CERT_FINGERPRINT: HeaderName = HeaderName::from_static("x-client-cert-fingerprint");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -109,11 +108,11 @@ pub fn rewrite_request_headers(
     // The common request has no X-Forwarded-For of its own: the
     // connection's preformatted value is shared, nothing is allocated.
     if !headers.contains_key(&X_FORWARDED_FOR) {
-        headers.insert(X_FORWARDED_FOR.clone(), ctx.client_ip().clone());
+        headers.insert(X_FORWARDED_FOR.clone(), ctx.client_ip.clone());
     } else if let Some(xff) = appended(
         headers,
         &X_FORWARDED_FOR,
-        ctx.client_ip().to_str().unwrap_or(""),
+        ctx.client_ip.to_str().unwrap_or(""),
     ) {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
@@ -133,16 +132,6 @@ pub fn rewrite_request_headers(
     };
     if let Some(via) = via {
         headers.insert(header::VIA, via);
-    }
-    headers.remove(&X_CLIENT_CERT_SUBJECT);
-    headers.remove(&X_CLIENT_CERT_FINGERPRINT);
-    if let Some(id) = &ctx.client_cert {
-        if let Ok(v) = HeaderValue::from_str(&id.subject) {
-            headers.insert(X_CLIENT_CERT_SUBJECT.clone(), v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&id.fingerprint) {
-            headers.insert(X_CLIENT_CERT_FINGERPRINT.clone(), v);
-        }
     }
 }
 
@@ -167,25 +156,23 @@ fn appended(headers: &HeaderMap, name: &HeaderName, last: &str) -> Option<Header
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::ClientIdentity;
-    use std::sync::Arc;
+    use crate::proxy::forward::client_ip_value;
 
-    fn ctx(cert: bool) -> RequestContext {
-        RequestContext::new(
-            "public".into(),
-            "10.1.2.3:5555".parse().unwrap(),
-            cert.then(|| {
-                Arc::new(ClientIdentity {
-                    subject: "CN=alice".into(),
-                    sans: vec![],
-                    fingerprint: "ab12".into(),
-                })
-            }),
-            None,
-        )
+    fn ctx(_cert: bool) -> RequestContext {
+        RequestContext {
+            listener: "public".into(),
+            client_addr: "10.1.2.3:5555".parse().unwrap(),
+            client_cert: None,
+            tls_sni: None,
+            tls_version: None,
+            resumed: false,
+            entry: None,
+            client_ip: client_ip_value("10.1.2.3:5555".parse().unwrap()),
+        }
     }
 
-    /// Hop-by-hop headers go, proxy headers are set, spoofed identity is replaced.
+    /// Hop-by-hop headers go, proxy headers are set (client-certificate
+    /// headers are `client_cert`'s, tested there and end to end).
     #[test]
     fn rewrites_headers() {
         let mut h = HeaderMap::new();
@@ -199,14 +186,6 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("192.0.2.2"));
-        h.insert(
-            "x-client-cert-subject",
-            HeaderValue::from_static("CN=mallory"),
-        );
-        h.insert(
-            "x-client-cert-fingerprint",
-            HeaderValue::from_static("evil"),
-        );
         for spoof in [
             "forwarded",
             "x-real-ip",
@@ -234,19 +213,12 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(h["via"], "1.1 hotproxy");
-        assert_eq!(h["x-client-cert-subject"], "CN=alice");
-        assert_eq!(h["x-client-cert-fingerprint"], "ab12");
 
         let mut h2 = HeaderMap::new();
         h2.insert(header::HOST, HeaderValue::from_static("a:1"));
-        h2.insert(
-            "x-client-cert-subject",
-            HeaderValue::from_static("CN=mallory"),
-        );
         h2.insert(header::TE, HeaderValue::from_static("trailers"));
         h2.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
         rewrite_request_headers(&mut h2, &ctx(false), true, false);
-        assert!(!h2.contains_key("x-client-cert-subject"));
         assert_eq!(h2["host"], "a:1");
         assert_eq!(h2["te"], "trailers");
         assert_eq!(h2["via"], "1.1 edge, 2 hotproxy");
@@ -256,11 +228,10 @@ mod tests {
     #[test]
     fn ipv6_client_address() {
         let mut c = ctx(false);
-        c.set_client_addr(
-            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1"
-                .parse()
-                .unwrap(),
-        );
+        c.client_addr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1"
+            .parse()
+            .unwrap();
+        c.client_ip = client_ip_value(c.client_addr);
         let mut h = HeaderMap::new();
         rewrite_request_headers(&mut h, &c, false, false);
         assert_eq!(

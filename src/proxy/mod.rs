@@ -2,12 +2,15 @@
 
 pub mod accept;
 pub mod body;
+pub mod client_cert;
 pub mod conn;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod listener;
 pub mod path;
 pub mod request;
+pub mod request_id;
 pub mod router;
 pub mod slots;
 pub mod tunnel;

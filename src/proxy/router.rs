@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::config::RouteConfig;
 use crate::metrics::RouteMetrics;
+use crate::proxy::edge::RoutePolicy;
 use crate::proxy::forward::Upstream;
 
 enum HostMatch {
@@ -14,13 +15,15 @@ enum HostMatch {
     Wildcard(String),
 }
 
-struct Route {
+pub struct Route {
     host: HostMatch,
     /// Plain prefix, as nginx `location /v1` (so `/v1` also matches `/v1beta`).
     path_prefix: Option<String>,
-    upstream: Arc<Upstream>,
+    pub upstream: Arc<Upstream>,
+    /// The route's `allow` and `forward_client_cert`.
+    pub policy: Arc<RoutePolicy>,
     /// The request metrics of (this listener, `upstream`).
-    metrics: Arc<RouteMetrics>,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// A listener's routes, bound to live upstreams. Rebuilt on config change.
@@ -52,6 +55,10 @@ impl Router {
                     path_prefix: r.path_prefix.clone(),
                     metrics: Arc::new(RouteMetrics::new(listener, &upstream.name)),
                     upstream,
+                    policy: Arc::new(RoutePolicy {
+                        allow: r.allow.clone(),
+                        forward_client_cert: r.forward_client_cert,
+                    }),
                 })
             })
             .collect();
@@ -62,32 +69,23 @@ impl Router {
     /// (already normalised by [`crate::proxy::request::prepare`], so a
     /// prefix sees the path the upstream will get).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
-        self.route_with_metrics(host, path).map(|(u, _)| u)
+        self.matched(host, path).map(|r| &r.upstream)
     }
 
-    /// [`Router::route`] and the request metrics of the route taken.
-    pub fn route_with_metrics(
-        &self,
-        host: Option<&str>,
-        path: &str,
-    ) -> Option<(&Arc<Upstream>, &Arc<RouteMetrics>)> {
+    /// The route a request to `host` and `path` takes.
+    pub fn matched(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
-        self.routes
-            .iter()
-            .find(|r| {
-                let host_ok = match (&r.host, host) {
-                    (HostMatch::Any, _) => true,
-                    (_, None) => false,
-                    (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
-                    (HostMatch::Wildcard(s), Some(x)) => {
-                        x.split_once('.').is_some_and(|(label, rest)| {
-                            !label.is_empty() && rest.eq_ignore_ascii_case(s)
-                        })
-                    }
-                };
-                host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-            })
-            .map(|r| (&r.upstream, &r.metrics))
+        self.routes.iter().find(|r| {
+            let host_ok = match (&r.host, host) {
+                (HostMatch::Any, _) => true,
+                (_, None) => false,
+                (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
+                (HostMatch::Wildcard(s), Some(x)) => x
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(s)),
+            };
+            host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+        })
     }
 }
 
@@ -134,6 +132,8 @@ mod tests {
             host: host.map(Into::into),
             path_prefix: path.map(Into::into),
             upstream: up.into(),
+            allow: None,
+            forward_client_cert: None,
         };
         let r = Router::new(
             "public",
@@ -180,6 +180,8 @@ mod tests {
                 host: None,
                 path_prefix: Some(path.into()),
                 upstream: up.into(),
+                allow: None,
+                forward_client_cert: None,
             };
             let r = Router::new(
                 "public",

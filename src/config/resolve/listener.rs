@@ -1,5 +1,6 @@
 //! A listener: bind, TLS (server pairs, client auth, ALPN, min version), routes, limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Named, Resolver};
@@ -8,6 +9,7 @@ use crate::config::{
     ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, Limits, ListenerCert, ListenerConfig,
     RouteConfig, TlsVersion, UpstreamCa,
 };
+use crate::identity::{AllowList, AllowRule};
 
 /// The most connections a listener may allow at once: far beyond any
 /// file-descriptor limit, and within what its semaphore can count.
@@ -31,6 +33,7 @@ impl Resolver {
         let mut client_auth = ClientAuthConfig {
             mode: ClientAuthMode::None,
             ca: None,
+            allow: None,
             allow_expired_crl: false,
         };
         let mut alpn = vec!["h2".to_owned(), "http/1.1".to_owned()];
@@ -50,9 +53,14 @@ impl Resolver {
                 for (j, c) in tls.certs.iter().enumerate() {
                     let cat = format!("{at}.tls.certs[{j}]");
                     let place = format!("listeners.{}.tls.certs[{j}]", l.name);
-                    if let Some(entry) =
-                        self.pair(&cat, c, EntryKind::ServerPair, place, named, anonymous)
-                    {
+                    if let Some(entry) = self.pair(
+                        &cat,
+                        c,
+                        EntryKind::ServerPair,
+                        place.clone(),
+                        named,
+                        anonymous,
+                    ) {
                         let server_names = c.server_names.as_ref().map(|names| {
                             names
                                 .iter()
@@ -62,40 +70,27 @@ impl Resolver {
                                 })
                                 .collect()
                         });
+                        let client_auth = c.client_auth.as_ref().map(|ca| {
+                            let place = format!("{place}.client_auth.ca");
+                            self.client_auth(
+                                &format!("{cat}.client_auth"),
+                                ca,
+                                place,
+                                named,
+                                anonymous,
+                            )
+                        });
                         certs.push(ListenerCert {
                             entry,
                             server_names,
+                            client_auth,
                         });
                     }
                 }
                 if let Some(ca) = &tls.client_auth {
                     let cat = format!("{at}.tls.client_auth");
-                    client_auth.allow_expired_crl = ca.allow_expired_crl.unwrap_or(false);
-                    if let Some(m) = &ca.mode {
-                        match ClientAuthMode::parse(m) {
-                            Some(mode) => client_auth.mode = mode,
-                            None => self.problem(
-                                format!("{cat}.mode"),
-                                format!("unknown mode {m:?} (none | request | require_any | verify_if_given | require_and_verify)"),
-                            ),
-                        }
-                    }
-                    if let Some(c) = &ca.ca {
-                        let place = format!("listeners.{}.tls.client_auth.ca", l.name);
-                        if let Some(UpstreamCa::Entry(id)) =
-                            self.ca(&format!("{cat}.ca"), c, place, false, named, anonymous)
-                        {
-                            client_auth.ca = Some(id);
-                        }
-                    } else if client_auth.mode.verifies() {
-                        self.problem(
-                            format!("{cat}.ca"),
-                            format!(
-                                "mode {} verifies client certificates and needs a ca",
-                                client_auth.mode.as_str()
-                            ),
-                        );
-                    }
+                    let place = format!("listeners.{}.tls.client_auth.ca", l.name);
+                    client_auth = self.client_auth(&cat, ca, place, named, anonymous);
                 }
                 if let Some(a) = &tls.alpn {
                     for p in a {
@@ -145,6 +140,8 @@ impl Resolver {
                     .map(|h| self.string(&format!("{rat}.host"), h).to_ascii_lowercase()),
                 path_prefix: r.path_prefix.clone(),
                 upstream: r.upstream.clone(),
+                allow: self.allow(&format!("{rat}.allow"), r.allow.as_ref()),
+                forward_client_cert: r.forward_client_cert,
             });
         }
         let d = Limits::default();
@@ -202,7 +199,76 @@ impl Resolver {
             min_version,
             routes,
             limits,
+            forward_client_cert: l.forward_client_cert.unwrap_or_default(),
+            request_id: l.request_id.unwrap_or_default(),
+            access_log: l.access_log.unwrap_or(true),
         }
+    }
+
+    /// A `client_auth` block (a listener's, or one certificate entry's).
+    fn client_auth(
+        &mut self,
+        cat: &str,
+        ca: &raw::ClientAuth,
+        place: String,
+        named: &Named,
+        anonymous: &mut Vec<EntrySpec>,
+    ) -> ClientAuthConfig {
+        let mut client_auth = ClientAuthConfig {
+            mode: ClientAuthMode::None,
+            ca: None,
+            allow: None,
+            allow_expired_crl: ca.allow_expired_crl.unwrap_or(false),
+        };
+        if let Some(m) = &ca.mode {
+            match ClientAuthMode::parse(m) {
+                Some(mode) => client_auth.mode = mode,
+                None => self.problem(
+                    format!("{cat}.mode"),
+                    format!("unknown mode {m:?} (none | request | require_any | verify_if_given | require_and_verify)"),
+                ),
+            }
+        }
+        if let Some(c) = &ca.ca {
+            if let Some(UpstreamCa::Entry(id)) =
+                self.ca(&format!("{cat}.ca"), c, place, false, named, anonymous)
+            {
+                client_auth.ca = Some(id);
+            }
+        } else if client_auth.mode.verifies() {
+            self.problem(
+                format!("{cat}.ca"),
+                format!(
+                    "mode {} verifies client certificates and needs a ca",
+                    client_auth.mode.as_str()
+                ),
+            );
+        }
+        client_auth.allow = self.allow(&format!("{cat}.allow"), ca.allow.as_ref());
+        if client_auth.allow.is_some() && !client_auth.mode.verifies() {
+            self.problem(
+                format!("{cat}.allow"),
+                format!(
+                    "allow rules need a verified identity: use mode verify_if_given or require_and_verify, not {}",
+                    client_auth.mode.as_str()
+                ),
+            );
+        }
+        client_auth
+    }
+
+    /// `allow:` rules (each already checked while the YAML was read).
+    fn allow(&mut self, at: &str, rules: Option<&Vec<AllowRule>>) -> Option<Arc<AllowList>> {
+        let rules = rules?;
+        if rules.is_empty() {
+            self.problem(
+                at,
+                "an empty allow list would refuse every client: remove the key to let every verified client in",
+            );
+        }
+        Some(Arc::new(AllowList {
+            rules: rules.clone(),
+        }))
     }
 }
 
