@@ -65,7 +65,10 @@
 //!   - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
-//!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
+//!   - `api`: the /api/v1 router, auth order, JSON bodies and replies; mutations
+//!     run on the reloader thread.
+//!     - `certs`: entries: create, replace, delete, rotate, validate.
+//!     - `client_auth`: a listener's client auth: view and runtime change.
 //!   - `paths`: which files the API may name (`store.file_roots`), decided
 //!     without touching the disk.
 //! - `identity`: who a client is (issue 15).
