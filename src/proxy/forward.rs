@@ -237,7 +237,7 @@ impl Upstream {
                     }
                 }
                 Lease::H2(mut send, stream) => {
-                    *req.uri_mut() = absolute(endpoint, &path);
+                    *req.uri_mut() = absolute(endpoint, &path, req.headers());
                     match send.try_send_request(req).await {
                         Ok(resp) => return Ok(resp.map(|b| LeasedBody::h2(b, stream).boxed())),
                         Err(e) => (e, None),
@@ -290,10 +290,18 @@ impl Upstream {
 }
 
 /// `scheme://authority/path` for an HTTP/2 upstream (its pseudo-headers).
-fn absolute(endpoint: &Endpoint, path: &PathAndQuery) -> Uri {
+///
+/// One authority per request (RFC 9113 §8.3.1): `:authority` is the routed
+/// authority, which `request::prepare` left in `Host`, so an upstream that
+/// routes on `:authority` sees what the client asked for. The endpoint's own
+/// address stands in only when there is no usable `Host` (HTTP/1.0).
+fn absolute(endpoint: &Endpoint, path: &PathAndQuery, headers: &http::HeaderMap) -> Uri {
+    let routed = headers
+        .get(http::header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(endpoint.scheme.clone());
-    parts.authority = Some(endpoint.authority.clone());
+    parts.authority = Some(routed.unwrap_or_else(|| endpoint.authority.clone()));
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).expect("scheme, authority and path are valid")
 }
