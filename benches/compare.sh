@@ -32,6 +32,8 @@
 #                  share, and the largest deviation from a third)
 #      plus a `direct` row per scenario (clients straight to the backend;
 #      none for spread3);
+#      `hotproxy-log` is hotproxy again with its access log on (JSON lines to a
+#      file in the temp dir): the goal is cpu/req <= 1.05x of `hotproxy`;
 #   6. prints one table (also target/compare/results.md, raw runs in
 #      target/compare/runs.tsv) with the ratios hotproxy / best of nginx and
 #      HAProxy, and the project's goals marked PASS/FAIL.
@@ -61,8 +63,8 @@
 # Knobs (environment):
 #   DUR=10         seconds per measured run
 #   RUNS=2         runs per (scenario, target); the table shows median [min-max]
-#   ONLY="..."     words among: h1 h2 h1new h1resume spread3 direct hotproxy nginx
-#                  haproxy; scenarios and targets given restrict each (e.g.
+#   ONLY="..."     words among: h1 h2 h1new h1resume spread3 direct hotproxy
+#                  hotproxy-log nginx haproxy; scenarios and targets given restrict each (e.g.
 #                  ONLY="h1 hotproxy nginx"); empty = everything
 #   HOTPROXY=path  use this binary instead of building
 #   PORT_BASE=18400  first of the 127.0.0.1 ports used (PORT_BASE..+6)
@@ -92,7 +94,7 @@ PIN=${PIN:-1}
 QUIET=${QUIET:-0}
 KEEP=${KEEP:-0}
 ALL_SCENARIOS=(h1 h2 h1new h1resume spread3)
-ALL_TARGETS=(direct hotproxy nginx haproxy)
+ALL_TARGETS=(direct hotproxy hotproxy-log nginx haproxy)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT_DIR=${OUT_DIR:-$ROOT/target/compare}
@@ -560,11 +562,19 @@ upstreams:
       server_name: backend.test
 EOF
 
+# The same proxy with the access log on (issue 15's cost goal).
+{
+    echo "access_log: { path: $WORK/hotproxy/access.log, format: json }"
+    cat "$WORK/hotproxy/config.yaml"
+} >"$WORK/hotproxy/config-log.yaml"
+
 nginx -t -q -c "$WORK/backend/nginx.conf" -e "$WORK/backend/error.log" || die "backend nginx config invalid"
 nginx -t -q -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" || die "nginx config invalid"
 haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config invalid"
 "$HOTPROXY" check --config "$WORK/hotproxy/config.yaml" >"$WORK/hotproxy/check.out" 2>&1 ||
     { cat "$WORK/hotproxy/check.out" >&2; die "hotproxy check failed"; }
+"$HOTPROXY" check --config "$WORK/hotproxy/config-log.yaml" >"$WORK/hotproxy/check-log.out" 2>&1 ||
+    { cat "$WORK/hotproxy/check-log.out" >&2; die "hotproxy check (access log) failed"; }
 
 # ---------------------------------------------------------------- start/stop
 BACKEND_PID=""
@@ -580,6 +590,7 @@ PROXY_PID=""
 start_proxy() { # target
     case $1 in
         hotproxy) "${PROXY_CPU[@]}" "$HOTPROXY" run --config "$WORK/hotproxy/config.yaml" --log-level warn 2>"$WORK/hotproxy.err" & ;;
+        hotproxy-log) "${PROXY_CPU[@]}" "$HOTPROXY" run --config "$WORK/hotproxy/config-log.yaml" --log-level warn 2>"$WORK/hotproxy-log.err" & ;;
         nginx) "${PROXY_CPU[@]}" nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2>"$WORK/nginx.err" & ;;
         haproxy) "${PROXY_CPU[@]}" haproxy -db -f "$WORK/haproxy/haproxy.cfg" 2>"$WORK/haproxy.err" & ;;
     esac
@@ -597,7 +608,7 @@ stop_proxy() {
 }
 port_of() {
     case $1 in
-        direct) echo "$P_OPEN" ;; hotproxy) echo "$P_HOTPROXY" ;;
+        direct) echo "$P_OPEN" ;; hotproxy | hotproxy-log) echo "$P_HOTPROXY" ;;
         nginx) echo "$P_NGINX" ;; haproxy) echo "$P_HAPROXY" ;;
     esac
 }
@@ -850,7 +861,7 @@ report() { # text|md
         if (fmt == "md")
             printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12
         else
-            printf "%-9s %-9s %-21s %7s %7s %6s %-19s %8s %6s %-11s %-13s %7s\n", c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12
+            printf "%-9s %-12s %-21s %7s %7s %6s %-19s %8s %6s %-11s %-13s %7s\n", c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12
     }
     function ratio(a, b) { return (b + 0 > 0 && a != "nan" && b != "nan") ? sprintf("%.2fx", a / b) : "n/a" }
     function verdict(ok) { return ok ? "PASS" : "FAIL" }
@@ -903,6 +914,13 @@ report() { # text|md
                     CR[s], verdict(CR[s] != "n/a" && CR[s] + 0 <= 0.80), RR[s], verdict(RR[s] != "n/a" && RR[s] + 0 >= 1.10), PR[s], verdict(PR[s] != "n/a" && PR[s] + 0 <= 1.00)
             }
             if (s == "h1new" && (s in NG)) printf "%sh1new: cpu per handshake+request %s of nginx (<= 0.60x) %s\n", pre, NG[s], verdict(NG[s] != "n/a" && NG[s] + 0 <= 0.60)
+        }
+        for (i = 1; i <= ns; i++) {
+            s = S[i]; h = s SUBSEP "hotproxy"; l = s SUBSEP "hotproxy-log"
+            if ((h in seen) && (l in seen)) {
+                lr = ratio(med(CPU[l]), med(CPU[h]))
+                printf "%s%s: access log on (json, file): cpu/req %s of off (%.1f vs %.1f us) (<= 1.05x) %s\n", pre, s, lr, med(CPU[l]), med(CPU[h]), verdict(lr != "n/a" && lr + 0 <= 1.05)
+            }
         }
         g = "h1" SUBSEP "nginx"; h = "h1" SUBSEP "hotproxy"
         if ((g in seen) && (h in seen)) printf "%speak RSS under h1: hotproxy %.1f MB vs nginx %.1f MB (<= nginx) %s\n", pre, mx(RSS[h]) / 1024, mx(RSS[g]) / 1024, verdict(mx(RSS[h]) + 0 <= mx(RSS[g]) + 0)

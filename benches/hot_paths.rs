@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hotproxy::material::{CertInfo, Pair};
-use hotproxy::proxy::forward::RequestContext;
+use hotproxy::proxy::forward::{RequestContext, client_ip_value};
 use hotproxy::proxy::headers::rewrite_request_headers;
 use hotproxy::reload::{self, Handle};
 use hotproxy::tls::server::{ServedPair, SniResolver};
@@ -292,6 +292,10 @@ fn headers(c: &mut Criterion) {
         client_cert: None,
         tls_sni: None,
         trusted_proxy: false,
+        tls_version: None,
+        resumed: false,
+        entry: None,
+        client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
     };
     let mut base = http::HeaderMap::new();
     base.insert("host", "app.example.com".parse().unwrap());

@@ -125,6 +125,7 @@ pub fn run(path: &Path) -> ExitCode {
                 listener: l,
                 mode: l.client_auth.mode,
                 client_ca: ca.flatten(),
+                allow: l.client_auth.allow.as_ref(),
                 allow_expired_crl: l.client_auth.allow_expired_crl,
             };
             if let Err(e) = crate::tls::server::build(&inputs, std::sync::Arc::new(resolver)) {

@@ -23,6 +23,7 @@
 //!     writes; the request/stored entry definition; a read-only preview for `check`.
 //! - `tls`: rustls configurations built from material.
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
+//!   - `per_name`: client auth per certificate entry: a config per entry, chosen by SNI.
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
 //!   - `names`: `verify_names` (DNS, URI, `spiffe://td/**`) and their verifier.
 //! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
@@ -57,6 +58,10 @@
 //!   - `forward`: forwarding one request over an endpoint's pool, retry when
 //!     nothing was lost, 400/502/504 mapping.
 //!   - `slots`: connection slots per upstream server (`max_connections_per_server`).
+//!   - `edge`: per-request edge duties: request id, route `allow` (403), 421,
+//!     client-certificate headers, the access-log line.
+//!   - `client_cert`: `forward_client_cert` modes and their header encoders.
+//!   - `request_id`: `X-Request-Id` keep/generate, the `traceparent` trace id.
 //! - `upstream`: upstream connections on hyper's conn API.
 //!   - `endpoint`: one server address: its pool and slots, leasing a
 //!     connection to a request and getting it back when the response ends.
@@ -68,9 +73,19 @@
 //!   - `health`: one endpoint's consecutive failures, ejection, back-off.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
-//!   - `api`: the /api/v1 handlers; mutations run on the reloader thread.
+//!   - `api`: the /api/v1 router, auth order, JSON bodies and replies; mutations
+//!     run on the reloader thread.
+//!     - `certs`: entries: create, replace, delete, rotate, validate.
+//!     - `client_auth`: a listener's client auth: view and runtime change.
 //!   - `paths`: which files the API may name (`store.file_roots`), decided
 //!     without touching the disk.
+//! - `identity`: who a client is (issue 15).
+//!   - `record`: the verified client certificate parsed once per connection.
+//!   - `allow`: `allow` rules (fields, globs) and their matcher.
+//!   - `gate`: the client verifier applying a listener's rules in the handshake.
+//! - `access_log`: one line per request and refused handshake, off the request path.
+//!   - `body`: byte-counting bodies that submit the line when a response ends.
+//!   - `format`: JSON and nginx `combined`.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `process_metrics`: `process_*` (CPU, memory, fds, start time) from `/proc`, per scrape.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
@@ -83,12 +98,14 @@
 //! - `demo`: `hotproxy demo`.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
 pub mod devpki;
 pub mod fsutil;
+pub mod identity;
 pub mod logging;
 pub mod material;
 pub mod metrics;

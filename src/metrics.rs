@@ -82,6 +82,12 @@ pub struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerReasonLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -105,6 +111,10 @@ pub struct Metrics {
     pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// Clients refused for who they are (issue 15): handshake or route.
+    pub client_auth_denied: Family<ListenerReasonLabels, Counter>,
+    /// Access-log lines dropped because the writer lagged.
+    pub access_log_dropped: Counter,
     // What an operator is told (issue 18): pending and failing reloads,
     // a degraded watcher, SNI misses, clients that leave without asking.
     pub cert_reload_pending: Family<EntryLabels, Gauge>,
@@ -140,6 +150,8 @@ impl Metrics {
             ),
             upstream_errors: Family::default(),
             config_reloads: Family::default(),
+            client_auth_denied: Family::default(),
+            access_log_dropped: Counter::default(),
             cert_reload_pending: Family::default(),
             cert_reload_failing: Family::default(),
             watch_degraded: Gauge::default(),
@@ -215,6 +227,16 @@ impl Metrics {
             "hotproxy_upstream_retries",
             "Upstream requests sent again to another endpoint",
             m.upstream_retries.clone(),
+        );
+        registry.register(
+            "hotproxy_client_auth_denied",
+            "Clients refused by client authentication or allow rules, by listener and reason",
+            m.client_auth_denied.clone(),
+        );
+        registry.register(
+            "hotproxy_access_log_dropped",
+            "Access-log lines dropped because the writer could not keep up",
+            m.access_log_dropped.clone(),
         );
         registry.register(
             "hotproxy_accept_errors",
@@ -303,6 +325,58 @@ pub fn request(listener: &str, upstream: &str, code: u16, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// `hotproxy_http_requests_total` and `hotproxy_http_request_duration_seconds`
+/// of one (listener, upstream) pair, resolved once when a listener's routes
+/// are built: recording a request then takes no family lock and builds no
+/// label strings (each status code's counter is looked up on its first use).
+pub struct RouteMetrics {
+    listener: String,
+    upstream: String,
+    duration: Histogram,
+    /// Status codes 100..=599, by `code - 100`.
+    codes: Box<[std::sync::OnceLock<Counter>]>,
+}
+
+impl RouteMetrics {
+    pub fn new(listener: &str, upstream: &str) -> RouteMetrics {
+        let duration = METRICS
+            .http_request_duration
+            .get_or_create(&RouteLabels {
+                listener: listener.to_owned(),
+                upstream: upstream.to_owned(),
+            })
+            .clone();
+        RouteMetrics {
+            listener: listener.to_owned(),
+            upstream: upstream.to_owned(),
+            duration,
+            codes: (100..600).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    /// Record one answered request.
+    pub fn record(&self, code: u16, elapsed: Duration) {
+        let Some(cell) = code
+            .checked_sub(100)
+            .and_then(|i| self.codes.get(usize::from(i)))
+        else {
+            return request(&self.listener, &self.upstream, code, elapsed);
+        };
+        cell.get_or_init(|| {
+            METRICS
+                .http_requests
+                .get_or_create(&RequestLabels {
+                    listener: self.listener.clone(),
+                    upstream: self.upstream.clone(),
+                    code: code.to_string(),
+                })
+                .clone()
+        })
+        .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// Count one TLS handshake on a listener; `result` is `success` or a short cause.
 pub fn handshake(listener: &str, result: &str) {
     METRICS
@@ -310,6 +384,19 @@ pub fn handshake(listener: &str, result: &str) {
         .get_or_create(&ListenerResultLabels {
             listener: listener.to_owned(),
             result: result.to_owned(),
+        })
+        .inc();
+}
+
+/// Count one client refused for who it is: `reason` is the handshake
+/// failure (`not_allowed`, `unknown_ca`, `revoked`, `expired`,
+/// `no_client_cert`, …) or `route_not_allowed` for a 403.
+pub fn client_auth_denied(listener: &str, reason: &str) {
+    METRICS
+        .client_auth_denied
+        .get_or_create(&ListenerReasonLabels {
+            listener: listener.to_owned(),
+            reason: reason.to_owned(),
         })
         .inc();
 }

@@ -54,10 +54,11 @@ pub async fn serve(config: Config) -> ExitCode {
     // Signals first: the reloader logs "listening" as it starts, and a SIGHUP
     // sent on seeing that line must find a handler, not the default action
     // (which would kill the process).
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         crate::errln!("cannot install signal handlers");
         return ExitCode::FAILURE;
@@ -90,6 +91,8 @@ pub async fn serve(config: Config) -> ExitCode {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => handle.send(Command::ReloadAll),
+            // logrotate: the access log is reopened at its configured path.
+            _ = usr1.recv() => crate::access_log::reopen(),
         }
     }
     info!(
@@ -108,6 +111,7 @@ pub async fn serve(config: Config) -> ExitCode {
         );
     }
     handle.send(Command::Stop);
+    crate::access_log::shutdown();
     info!("stopped");
     ExitCode::SUCCESS
 }

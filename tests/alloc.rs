@@ -5,7 +5,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hotproxy::proxy::forward::RequestContext;
+use std::time::Duration;
+
+use hotproxy::metrics::{METRICS, RouteMetrics};
+use hotproxy::proxy::forward::{RequestContext, client_ip_value};
 use hotproxy::proxy::headers::rewrite_request_headers;
 use hotproxy::proxy::path::normalise;
 use hotproxy::proxy::request::prepare;
@@ -53,19 +56,73 @@ fn common_request_path_allocations() {
     assert_eq!(allocations(|| prepare(&mut req).unwrap()), 0);
     assert_eq!(allocations(|| drop(normalise("/api/v1/users"))), 0);
 
-    // Header rewriting: the X-Forwarded-For value is the one allocation
-    // (header names are static, the client address is formatted on the
-    // stack, X-Forwarded-Host shares Host's bytes, Via is static).
-    let ctx = RequestContext {
+    // Header rewriting: nothing allocated in the common case (header
+    // names are static, X-Forwarded-For shares the connection's
+    // preformatted client IP, X-Forwarded-Host shares Host's bytes, Via is
+    // static).
+    let mut ctx = RequestContext {
         listener: "public".into(),
         client_addr: "10.0.0.1:5555".parse().unwrap(),
         client_cert: None,
         tls_sni: None,
         trusted_proxy: false,
+        tls_version: None,
+        resumed: false,
+        entry: None,
+        client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
     };
     let mut headers = req.headers().clone();
     headers.reserve(16);
     let n = allocations(|| rewrite_request_headers(&mut headers, &ctx, false, false));
-    assert_eq!(n, 1, "{headers:?}");
+    assert_eq!(n, 0, "{headers:?}");
     assert_eq!(headers["x-forwarded-for"], "10.0.0.1");
+
+    // Edge duties without a client certificate: removing client-sent
+    // certificate headers that are not there, and keeping a well-formed
+    // client request id, allocate nothing.
+    use hotproxy::proxy::client_cert::{ForwardClientCert, apply};
+    assert_eq!(
+        allocations(|| apply(&mut headers, ForwardClientCert::Headers, None)),
+        0
+    );
+    headers.insert("x-request-id", http::HeaderValue::from_static("req-1"));
+    let kept = allocations(|| {
+        hotproxy::proxy::request_id::settle(&mut headers, true);
+    });
+    assert_eq!(kept, 0);
+
+    assert_eq!(headers["via"], "1.1 hotproxy");
+    // A trusted proxy's own X-Forwarded-For is joined (anyone else's is
+    // replaced): that one value is built.
+    ctx.trusted_proxy = true;
+    let mut joined = req.headers().clone();
+    joined.insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
+    joined.reserve(16);
+    let n = allocations(|| rewrite_request_headers(&mut joined, &ctx, false, false));
+    assert_eq!(n, 1, "{joined:?}");
+    assert_eq!(joined["x-forwarded-for"], "192.0.2.1, 10.0.0.1");
+
+    // A response's `Connection: keep-alive` is stripped without building
+    // a header name.
+    let mut resp = http::HeaderMap::new();
+    resp.insert("connection", "keep-alive".parse().unwrap());
+    resp.insert("keep-alive", "timeout=5".parse().unwrap());
+    resp.insert("content-length", "100".parse().unwrap());
+    let n = allocations(|| hotproxy::proxy::headers::strip_hop_by_hop(&mut resp, false));
+    assert_eq!(n, 0);
+    assert_eq!(resp.len(), 1, "{resp:?}");
+
+    // Request metrics: label handles resolved once per route; recording a
+    // request (after its status code's first use) allocates nothing.
+    let route = RouteMetrics::new("public", "app");
+    route.record(200, Duration::from_millis(1));
+    let n = allocations(|| {
+        for _ in 0..100 {
+            route.record(200, Duration::from_millis(1));
+        }
+    });
+    assert_eq!(n, 0);
+    assert!(METRICS.render().contains(
+        r#"hotproxy_http_requests_total{listener="public",upstream="app",code="200"} 101"#
+    ));
 }

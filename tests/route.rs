@@ -179,6 +179,19 @@ async fn one_authority_per_request() {
     assert_eq!(r.status, 400, "missing Host: {}", r.body);
     assert!(r.body.contains("missing Host"), "{}", r.body);
 
+    // `Connection: host` cannot strip the routed authority on the way up.
+    let r = raw(
+        &w,
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: b.example.com\r\nConnection: host, close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["backend"], "b");
+    assert_eq!(j["headers"]["host"], "b.example.com", "{j}");
+    assert_eq!(j["headers"]["x-forwarded-host"], "b.example.com", "{j}");
+
     // HTTP/1.0 may omit Host; the client's X-Forwarded-Host still never passes.
     let r = raw(
         &w,
@@ -502,6 +515,66 @@ async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
         ),
         "{m}"
     );
+}
+
+/// A server that accepts TCP and never answers the TLS handshake is a
+/// connect failure within `connect_timeout` (504, `connect_timeout`), not
+/// a wait for `request_timeout`; and the stalled connect gives its slot
+/// back, so the next request gets the same answer, not `connection_limit`.
+#[tokio::test]
+async fn stalled_upstream_tls_handshake_is_bounded_by_connect_timeout() {
+    let w = world().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    // Accept (and keep open, silent) the few connections the test makes.
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            let Ok((s, _)) = silent.accept().await else {
+                break;
+            };
+            open.push(s);
+        }
+        std::future::pending::<()>().await;
+    });
+    let cfg_path = w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: a.crt, key_file: a.key }}
+    routes:
+      - {{ upstream: silent }}
+upstreams:
+  - name: silent
+    servers: [https://{silent_addr}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+    max_connections_per_server: 1
+    connect_timeout: 300ms
+    request_timeout: 5s
+"#
+    ));
+    let mut p = Proxy::start(&cfg_path);
+    let addr = p.listener_addr("public").await;
+    let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    for _ in 0..2 {
+        let r = get(addr, "a.example.com", cfg(), false, "/x", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 504, "{}", r.body);
+        assert!(r.body.contains("upstream timed out"), "{}", r.body);
+    }
+    let m = metrics(&mut p).await;
+    assert!(
+        m.contains(
+            r#"hotproxy_upstream_errors_total{upstream="silent",reason="connect_timeout"} 2"#
+        ),
+        "{m}"
+    );
+    held.abort();
 }
 
 /// The same against an HTTP/1.1 backend: 400 for the client, and the

@@ -289,6 +289,10 @@ async fn h2_upstream_connection_is_shared() {
         .await
         .unwrap();
     assert_eq!(r.json()["version"], "HTTP/2.0");
+    // One authority per request: `:authority` is what was routed on (the
+    // client's Host), never the upstream server's address.
+    assert_eq!(r.json()["authority"], "a.example.com");
+    assert_eq!(r.json()["headers"]["host"], "a.example.com");
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let cfg = cfg.clone();

@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted: 100 years (876000h), longer than any
+/// timeout can mean. Beyond it a typo such as `99999999999999999999h` would
+/// overflow `Duration` while parsing, or `Instant + timeout` on every
+/// connection, and panic instead of naming the field.
+pub const MAX_DURATION: Duration = Duration::from_secs(876_000 * 3600);
+
 /// Parse a duration such as `250ms`, `5s`, `2m`, `1h`, `1m30s`, `0s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -44,7 +50,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ));
             }
         };
+        let too_long = || format!("duration {s:?} is too long (at most 876000h, 100 years)");
+        // Checked before converting: from_secs_f64 panics past u64 seconds.
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
         total += Duration::from_secs_f64(secs);
+        if total > MAX_DURATION {
+            return Err(too_long());
+        }
     }
     Ok(total)
 }
@@ -60,5 +74,23 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("876000h").unwrap(), MAX_DURATION);
+        // Too long: an error, never a panic (these once overflowed
+        // Duration::from_secs_f64, or Instant + timeout at run time).
+        for huge in [
+            "876001h",
+            "876000h1s",
+            "2600000000000000h",
+            "99999999999999999999999h",
+            "1".repeat(400).as_str(),
+        ] {
+            let huge = if huge.ends_with('h') || huge.ends_with('s') {
+                huge.to_owned()
+            } else {
+                format!("{huge}ms")
+            };
+            let e = parse_duration(&huge).unwrap_err();
+            assert!(e.contains("too long"), "{huge}: {e}");
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub store: Option<StoreConfig>,
     pub watch: WatchConfig,
+    /// `access_log:`; `None` = no access log.
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
     /// Every catalogue entry: the named ones of `certs:` in file order, then
     /// the anonymous ones made from direct file fields, in file order.
     pub entries: Vec<EntrySpec>,
@@ -202,6 +204,11 @@ pub struct ListenerConfig {
     pub min_version: TlsVersion,
     pub routes: Vec<RouteConfig>,
     pub limits: Limits,
+    /// What upstreams are told about a verified client certificate.
+    pub forward_client_cert: crate::proxy::client_cert::ForwardClientCert,
+    pub request_id: crate::proxy::request_id::RequestIdConfig,
+    /// `access_log: false` turns this listener's access-log lines off.
+    pub access_log: bool,
     /// What is in front of the listener (issue 16): PROXY protocol,
     /// trusted proxies, response headers, HTTPS redirect.
     pub front: FrontConfig,
@@ -229,19 +236,24 @@ pub struct ListenerCert {
     pub entry: String,
     /// SNI names this pair answers; `None` = the certificate's DNS SANs.
     pub server_names: Option<Vec<String>>,
+    /// This entry's own client auth (crt-list style), overriding the
+    /// listener's for connections whose SNI selects it.
+    pub client_auth: Option<ClientAuthConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Hash)]
 pub struct ClientAuthConfig {
     pub mode: ClientAuthMode,
     /// Catalogue entry id (type ca-bundle); required by the verifying modes.
     pub ca: Option<String>,
+    /// Identities let in (verifying modes only); `None` = every verified one.
+    pub allow: Option<std::sync::Arc<crate::identity::AllowList>>,
     /// Keep trusting a CRL past its nextUpdate (issue 13). Off by default:
     /// a stale CRL refuses every client certificate, like an unknown status.
     pub allow_expired_crl: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ClientAuthMode {
     None,
     Request,
@@ -294,6 +306,9 @@ pub struct RouteConfig {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,
+    /// Narrows the listener's `allow` for this route (403).
+    pub allow: Option<std::sync::Arc<crate::identity::AllowList>>,
+    pub forward_client_cert: Option<crate::proxy::client_cert::ForwardClientCert>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

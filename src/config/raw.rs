@@ -9,6 +9,7 @@ pub struct File {
     pub admin: Option<Admin>,
     pub store: Option<Store>,
     pub watch: Option<Watch>,
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
     #[serde(default)]
     pub certs: Vec<Entry>,
     #[serde(default)]
@@ -78,6 +79,9 @@ pub struct Listener {
     #[serde(default)]
     pub routes: Vec<Route>,
     pub limits: Option<Limits>,
+    pub forward_client_cert: Option<crate::proxy::client_cert::ForwardClientCert>,
+    pub request_id: Option<crate::proxy::request_id::RequestIdConfig>,
+    pub access_log: Option<bool>,
     pub proxy_protocol: Option<ProxyProtocol>,
     pub trusted_proxies: Option<Vec<String>>,
     pub response_headers: Option<ResponseHeaders>,
@@ -121,6 +125,8 @@ pub struct CertRef {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub server_names: Option<Vec<String>>,
+    /// Listener `certs` only: this entry's own client auth (chosen by SNI).
+    pub client_auth: Option<ClientAuth>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +134,8 @@ pub struct CertRef {
 pub struct ClientAuth {
     pub mode: Option<String>,
     pub ca: Option<CaRef>,
+    /// Malformed rules fail while the YAML is read: the error has the line.
+    pub allow: Option<Vec<crate::identity::AllowRule>>,
     pub allow_expired_crl: Option<bool>,
 }
 
@@ -147,6 +155,8 @@ pub struct Route {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,
+    pub allow: Option<Vec<crate::identity::AllowRule>>,
+    pub forward_client_cert: Option<crate::proxy::client_cert::ForwardClientCert>,
 }
 
 #[derive(Deserialize)]

@@ -174,6 +174,14 @@ pub fn references(
     for l in &config.listeners {
         for (i, c) in l.certs.iter().enumerate() {
             add(&c.entry, "listener", &l.name, format!("tls.certs[{i}]"));
+            if let Some(ca) = c.client_auth.as_ref().and_then(|a| a.ca.as_ref()) {
+                add(
+                    ca,
+                    "listener",
+                    &l.name,
+                    format!("tls.certs[{i}].client_auth.ca"),
+                );
+            }
         }
         let (client_auth, field) = match client_auth_overrides.get(&l.name) {
             Some(runtime) => (runtime, "tls.client_auth.ca (set at runtime)"),

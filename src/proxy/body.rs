@@ -21,6 +21,8 @@ pub struct ClientBody {
     /// `None`: an empty body (a request replayed from its head alone).
     inner: Option<Incoming>,
     failed: Option<Arc<OnceLock<String>>>,
+    /// The access log's count of body bytes read (when it is on).
+    counted: Option<crate::proxy::edge::BytesIn>,
 }
 
 /// The forwarder's side of [`ClientBody`]: did the client's body fail, and why?
@@ -43,6 +45,7 @@ impl ClientBody {
             ClientBody {
                 inner: Some(inner),
                 failed,
+                counted: None,
             },
             fault,
         )
@@ -53,7 +56,14 @@ impl ClientBody {
         ClientBody {
             inner: None,
             failed: None,
+            counted: None,
         }
+    }
+
+    /// Add the bytes read to `counter` (the access log's `bytes_in`).
+    pub fn counted(mut self, counter: Option<crate::proxy::edge::BytesIn>) -> ClientBody {
+        self.counted = counter;
+        self
     }
 }
 
@@ -70,6 +80,11 @@ impl Body for ClientBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(inner).poll_frame(cx);
+        if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (&this.counted, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            c.add(data.len());
+        }
         if let Poll::Ready(Some(Err(e))) = &polled
             && let Some(failed) = &this.failed
         {

@@ -39,10 +39,11 @@ use rustls::ClientConfig;
 use tracing::{debug, warn};
 
 use crate::config::{ActiveHealth, UpstreamConfig};
+use crate::identity::Identity;
 use crate::metrics;
 use crate::proxy::body::{BodyFault, ClientBody};
+use crate::proxy::edge::{BytesIn, UpstreamAddr};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
-use crate::tls::ClientIdentity;
 use crate::upstream::conn::{DialError, Dialer};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 
@@ -51,13 +52,35 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error
 /// What the forwarder needs to know about the client connection.
 pub struct RequestContext {
     pub listener: Arc<str>,
+    /// When it changes (a PROXY header), set `client_ip` again.
     pub client_addr: SocketAddr,
     /// A verified client certificate (only for verifying client-auth modes).
-    pub client_cert: Option<Arc<ClientIdentity>>,
+    pub client_cert: Option<Arc<Identity>>,
     pub tls_sni: Option<Arc<str>>,
     /// The client is one of the listener's `trusted_proxies`: its
     /// forwarding headers are kept and extended (issue 16).
     pub trusted_proxy: bool,
+    /// `TLSv1.3` / `TLSv1.2`, for the access log.
+    pub tls_version: Option<&'static str>,
+    /// Whether the handshake resumed an earlier session.
+    pub resumed: bool,
+    /// With per-entry client auth: the listener's per-entry configs and
+    /// the position of the entry this connection's SNI selected.
+    pub entry: Option<(Arc<crate::tls::per_name::PerName>, usize)>,
+    /// `client_addr`'s IP as an `X-Forwarded-For` element
+    /// ([`client_ip_value`]), formatted once per connection rather than per
+    /// request.
+    pub client_ip: HeaderValue,
+}
+
+/// `addr`'s IP as a header value, for [`RequestContext::client_ip`].
+pub fn client_ip_value(addr: SocketAddr) -> HeaderValue {
+    let v = HeaderValue::from_str(&addr.ip().to_string())
+        .expect("an IP address is a valid header value");
+    // The first clone of bytes made from a Vec moves them to a shared,
+    // reference-counted block; doing it here keeps it off the first request.
+    drop(v.clone());
+    v
 }
 
 /// One configured upstream: its endpoints and TLS snapshot.
@@ -156,8 +179,10 @@ impl Upstream {
         // HTTP/1.1 is what both an h1 and an h2 upstream connection take.
         *req.version_mut() = Version::HTTP_11;
 
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let (body, body_fault) = ClientBody::new(body);
+        // The access log counts the request body's bytes as they go upstream.
+        let body = body.counted(parts.extensions.remove::<BytesIn>());
         let req = Request::from_parts(parts, body);
         // The endpoint of the latest attempt, for the logs.
         let last = AtomicUsize::new(0);
@@ -188,13 +213,18 @@ impl Upstream {
                 debug!(listener = %ctx.listener, peer = %ctx.client_addr, upstream = %self.name, error = cause, "client request body failed");
                 return error_response(StatusCode::BAD_REQUEST, "malformed request body");
             }
-            Ok(Err(e)) => return self.failed(endpoint, &e),
+            Ok(Err(e)) => self.failed(endpoint, &e),
             Err(_) => {
                 metrics::upstream_error(&self.name, "timeout");
                 warn!(upstream = %self.name, server = %endpoint.url, reason = "timeout", error = "no response within request_timeout", "upstream request failed");
-                return error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
+                error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
         };
+        // The access log names the endpoint of the latest attempt.
+        if crate::access_log::enabled() {
+            resp.extensions_mut()
+                .insert(UpstreamAddr(endpoint.url.clone()));
+        }
         // The listener checks the switch and runs the tunnel (proxy::tunnel).
         if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return resp;
@@ -308,7 +338,7 @@ impl Upstream {
                     }
                 }
                 Lease::H2(mut send, stream) => {
-                    *req.uri_mut() = absolute(endpoint, &path);
+                    *req.uri_mut() = absolute(endpoint, &path, req.headers());
                     // REFUSED_STREAM makes any bodyless request safe again.
                     let copy = (may_retry && req.body().is_end_stream()).then(|| head_copy(&req));
                     match send.try_send_request(req).await {
@@ -432,10 +462,18 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
 }
 
 /// `scheme://authority/path` for an HTTP/2 upstream (its pseudo-headers).
-fn absolute(endpoint: &Endpoint, path: &PathAndQuery) -> Uri {
+///
+/// One authority per request (RFC 9113 §8.3.1): `:authority` is the routed
+/// authority, which `request::prepare` left in `Host`, so an upstream that
+/// routes on `:authority` sees what the client asked for. The endpoint's own
+/// address stands in only when there is no usable `Host` (HTTP/1.0).
+fn absolute(endpoint: &Endpoint, path: &PathAndQuery, headers: &http::HeaderMap) -> Uri {
+    let routed = headers
+        .get(http::header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(endpoint.scheme.clone());
-    parts.authority = Some(endpoint.authority.clone());
+    parts.authority = Some(routed.unwrap_or_else(|| endpoint.authority.clone()));
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).expect("scheme, authority and path are valid")
 }

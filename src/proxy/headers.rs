@@ -1,14 +1,15 @@
 //! The header policy between client and upstream: hop-by-hop, forwarding, identity.
 //!
-//! hotproxy sets `X-Forwarded-For` (the client address), `X-Forwarded-Proto`,
-//! `X-Forwarded-Host` (the authority the request was routed on) and `Via`.
-//! The forwarding headers a client could use to lie about where a request
-//! came from (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`) are replaced,
-//! unless the client is one of the listener's `trusted_proxies`
-//! (`trusts_forwarding`): then they are kept, and `X-Forwarded-For` and
-//! `Forwarded` extended with the client address. Client-certificate headers
-//! carry only the verified identity. The common request needs no string
-//! building.
+//! hotproxy sets `X-Forwarded-For` (the client's values joined, then the
+//! client address), `X-Forwarded-Proto`, `X-Forwarded-Host` (the authority
+//! the request was routed on) and `Via`. The forwarding headers a client
+//! could use to lie about where a request came from (`Forwarded`,
+//! `X-Forwarded-*`, `X-Real-IP`) are replaced, unless the client is one of
+//! the listener's `trusted_proxies` (`trusts_forwarding`): then they are
+//! kept, and `X-Forwarded-For` and `Forwarded` extended with the client
+//! address. Client-certificate headers are `proxy::client_cert`'s (per
+//! `forward_client_cert`, spoofed copies always removed). The common
+//! request needs no string building.
 
 use std::fmt::Write as _;
 
@@ -22,22 +23,32 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
-static X_CLIENT_CERT_FINGERPRINT: HeaderName = HeaderName::from_static("x-client-cert-fingerprint");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
 /// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
+/// `Host` is never removed, whatever `Connection` names: it is the
+/// authority the request was routed on, and without it the upstream would
+/// pick its default virtual host (hyper's client does not add one).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if headers.contains_key(header::CONNECTION) {
+        // `close`, `keep-alive` and `upgrade` (what nearly every
+        // `Connection` says) are handled below without building a name:
+        // the common response costs no allocation here.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .map(str::trim)
+            .filter(|t| {
+                !["close", "keep-alive", "upgrade", ""]
+                    .iter()
+                    .any(|k| t.eq_ignore_ascii_case(k))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|n| n != header::HOST)
             .collect();
         for n in named {
             headers.remove(n);
@@ -100,9 +111,15 @@ pub fn rewrite_request_headers(
             headers.remove(n);
         }
     }
-    let mut ip = StackStr::default();
-    let _ = write!(ip, "{}", ctx.client_addr.ip());
-    if let Some(xff) = appended(headers, &X_FORWARDED_FOR, ip.as_str()) {
+    // The common request has no X-Forwarded-For of its own: the
+    // connection's preformatted value is shared, nothing is allocated.
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR.clone(), ctx.client_ip.clone());
+    } else if let Some(xff) = appended(
+        headers,
+        &X_FORWARDED_FOR,
+        ctx.client_ip.to_str().unwrap_or(""),
+    ) {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
     // A trusted proxy's Forwarded (RFC 7239) is extended with this hop;
@@ -139,16 +156,6 @@ pub fn rewrite_request_headers(
     if let Some(via) = via {
         headers.insert(header::VIA, via);
     }
-    headers.remove(&X_CLIENT_CERT_SUBJECT);
-    headers.remove(&X_CLIENT_CERT_FINGERPRINT);
-    if let Some(id) = &ctx.client_cert {
-        if let Ok(v) = HeaderValue::from_str(&id.subject) {
-            headers.insert(X_CLIENT_CERT_SUBJECT.clone(), v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&id.fingerprint) {
-            headers.insert(X_CLIENT_CERT_FINGERPRINT.clone(), v);
-        }
-    }
 }
 
 /// Every value of `name`, in order, joined by `, `, then `last`: repeated
@@ -165,7 +172,8 @@ fn appended(headers: &HeaderMap, name: &HeaderName, last: &str) -> Option<Header
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(last.as_bytes());
-    HeaderValue::from_bytes(&out).ok()
+    // The joined bytes become the value as they are: no second copy.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
 }
 
 /// A client address formatted without a heap allocation (IPv6 is at most
@@ -203,47 +211,37 @@ impl std::fmt::Write for StackStr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::ClientIdentity;
-    use std::sync::Arc;
+    use crate::proxy::forward::client_ip_value;
 
-    fn ctx(cert: bool) -> RequestContext {
+    fn ctx(_cert: bool) -> RequestContext {
         RequestContext {
             listener: "public".into(),
             client_addr: "10.1.2.3:5555".parse().unwrap(),
-            client_cert: cert.then(|| {
-                Arc::new(ClientIdentity {
-                    subject: "CN=alice".into(),
-                    sans: vec![],
-                    fingerprint: "ab12".into(),
-                })
-            }),
+            client_cert: None,
             tls_sni: None,
             trusted_proxy: false,
+            tls_version: None,
+            resumed: false,
+            entry: None,
+            client_ip: client_ip_value("10.1.2.3:5555".parse().unwrap()),
         }
     }
 
-    /// Hop-by-hop headers go, proxy headers are set, spoofed identity is replaced.
+    /// Hop-by-hop headers go, proxy headers are set (client-certificate
+    /// headers are `client_cert`'s, tested there and end to end).
     #[test]
     fn rewrites_headers() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
+            HeaderValue::from_static("keep-alive, x-secret-hop, Host"),
         );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("192.0.2.2"));
-        h.insert(
-            "x-client-cert-subject",
-            HeaderValue::from_static("CN=mallory"),
-        );
-        h.insert(
-            "x-client-cert-fingerprint",
-            HeaderValue::from_static("evil"),
-        );
         for spoof in [
             "forwarded",
             "x-real-ip",
@@ -272,19 +270,12 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(h["via"], "1.1 hotproxy");
-        assert_eq!(h["x-client-cert-subject"], "CN=alice");
-        assert_eq!(h["x-client-cert-fingerprint"], "ab12");
 
         let mut h2 = HeaderMap::new();
         h2.insert(header::HOST, HeaderValue::from_static("a:1"));
-        h2.insert(
-            "x-client-cert-subject",
-            HeaderValue::from_static("CN=mallory"),
-        );
         h2.insert(header::TE, HeaderValue::from_static("trailers"));
         h2.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
         rewrite_request_headers(&mut h2, &ctx(false), true, false);
-        assert!(!h2.contains_key("x-client-cert-subject"));
         assert_eq!(h2["host"], "a:1");
         assert_eq!(h2["te"], "trailers");
         assert_eq!(h2["via"], "1.1 edge, 2 hotproxy");
@@ -331,6 +322,7 @@ mod tests {
         c.client_addr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1"
             .parse()
             .unwrap();
+        c.client_ip = client_ip_value(c.client_addr);
         let mut h = HeaderMap::new();
         rewrite_request_headers(&mut h, &c, false, false);
         assert_eq!(

@@ -29,12 +29,12 @@ use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
 use crate::proxy::accept::Acceptor;
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
-use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
+use crate::proxy::edge::{EdgePolicy, Exchange};
+use crate::proxy::forward::{RequestContext, ResponseBody, client_ip_value, error_response};
 use crate::proxy::front::{self, Front};
 use crate::proxy::router::Router;
 use crate::proxy::tunnel;
 use crate::proxy::{proxy_protocol, request};
-use crate::tls::server::client_identity;
 
 /// Per-listener settings that apply to new connections (limits and the
 /// hyper builders derived from them). One builder per protocol: the one
@@ -95,9 +95,17 @@ pub struct Listener {
     pub served: ArcSwap<Vec<Arc<ServedCert>>>,
     /// Open connections right now.
     pub active: AtomicUsize,
+    /// Request ids, client-certificate headers, access log (per request).
+    pub edge: ArcSwap<EdgePolicy>,
+    /// Per-entry TLS configs when `certs` entries carry their own
+    /// `client_auth`; then used instead of `tls`.
+    pub per_name: arc_swap::ArcSwapOption<crate::tls::per_name::PerName>,
     /// `hotproxy_connections_active{listener}`, looked up once: the family
     /// lookup takes a lock that has no place on the accept path.
     connections_gauge: prometheus_client::metrics::gauge::Gauge,
+    /// The request metrics of requests answered before routing (refused,
+    /// 404): upstream `""`.
+    unrouted: metrics::RouteMetrics,
 }
 
 impl Listener {
@@ -119,12 +127,15 @@ impl Listener {
             generation: watch::Sender::new(0),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
+            edge: ArcSwap::from_pointee(EdgePolicy::default()),
+            per_name: arc_swap::ArcSwapOption::empty(),
             connections_gauge: METRICS
                 .connections_active
                 .get_or_create(&metrics::ListenerLabels {
                     listener: name.to_owned(),
                 })
                 .clone(),
+            unrouted: metrics::RouteMetrics::new(name, ""),
         })
     }
 
@@ -134,7 +145,9 @@ impl Listener {
         tls: Arc<ServerConfig>,
         mode: ClientAuthMode,
         served: Vec<Arc<ServedCert>>,
+        per_name: Option<Arc<crate::tls::per_name::PerName>>,
     ) {
+        self.per_name.store(per_name);
         self.tls.store(tls);
         self.mode.store(Arc::new(mode));
         self.served.store(Arc::new(served));
@@ -325,7 +338,6 @@ async fn connection(
     let tls = listener.tls.load_full();
     let generation = *listener.generation.borrow();
     let mode = **listener.mode.load();
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     // The handshake shares the header read budget: a client that connects
     // and sends nothing must not hold a slot forever.
     let head_deadline = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
@@ -342,14 +354,28 @@ async fn connection(
             return;
         }
     }
-    let handshake = tokio::time::timeout_at(head_deadline, acceptor.accept(stream)).await;
-    let tls_stream = match handshake {
+    // With per-entry client auth, the ClientHello picks the config.
+    let per_name = listener.per_name.load_full();
+    let accept = async {
+        match &per_name {
+            Some(p) => crate::tls::per_name::accept(p, stream)
+                .await
+                .map(|(s, at)| (s, Some(at))),
+            None => tokio_rustls::TlsAcceptor::from(tls)
+                .accept(stream)
+                .await
+                .map(|s| (s, None)),
+        }
+    };
+    let handshake = tokio::time::timeout_at(head_deadline, accept).await;
+    let (tls_stream, entry) = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             // Per connection and triggered by any client: debug, not info.
             // The metric label carries the cause at every log level.
             let reason = crate::tls::server::handshake_failure(&e);
             metrics::handshake(&listener.name, reason);
+            crate::proxy::edge::handshake_refused(&listener.name, peer, reason);
             debug!(listener = %listener.name, peer = %peer, reason, error = %e, "TLS handshake failed");
             return;
         }
@@ -364,11 +390,14 @@ async fn connection(
     // Exactly the protocol agreed on: h2 only when ALPN chose it; no ALPN
     // (or http/1.1) is HTTP/1.1, and its limits apply to every byte.
     let is_h2 = session.alpn_protocol() == Some(b"h2");
-    let client_cert = if mode.verifies() {
+    let verifies = match (&per_name, entry) {
+        (Some(p), Some(at)) => p.modes[at].verifies(),
+        _ => mode.verifies(),
+    };
+    let client_cert = if verifies {
         session
             .peer_certificates()
-            .and_then(client_identity)
-            .map(Arc::new)
+            .and_then(crate::identity::gate::take)
     } else {
         None
     };
@@ -378,6 +407,13 @@ async fn connection(
         client_cert,
         tls_sni: session.server_name().map(Arc::from),
         trusted_proxy: front.trusts(peer.ip()),
+        tls_version: session.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            _ => "TLSv1.2",
+        }),
+        resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        entry: per_name.zip(entry),
+        client_ip: client_ip_value(peer),
     });
     // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
     // is due within header_read_timeout of accept: a client that connects
@@ -457,8 +493,10 @@ async fn connection(
     }
 }
 
-/// Route one request and forward it, recording the request metrics. A
-/// `101` to a tunnelled upgrade starts the tunnel, which keeps `slot`.
+/// Route one request and forward it, recording the request metrics; the
+/// edge duties (request id, route `allow`, client-certificate headers,
+/// access log) are [`Exchange`]'s. A `101` to a tunnelled upgrade starts
+/// the tunnel, which keeps `slot`.
 async fn handle(
     listener: &Listener,
     mut req: Request<Incoming>,
@@ -467,29 +505,37 @@ async fn handle(
     tunnel_idle: Duration,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
+    let edge = listener.edge.load();
+    let mut exchange = Exchange::begin(&edge, ctx, &mut req, start);
     if let Err(refused) = request::prepare(&mut req) {
         debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
-        metrics::request(
-            &listener.name,
-            "",
-            refused.status().as_u16(),
-            start.elapsed(),
-        );
-        return refused.response();
+        listener
+            .unrouted
+            .record(refused.status().as_u16(), start.elapsed());
+        return exchange.finish(refused.response());
     }
-    let upstream = {
+    if let Some(misdirected) = exchange.misdirected(ctx, &req) {
+        listener.unrouted.record(421, start.elapsed());
+        return exchange.finish(misdirected);
+    }
+    let route = {
         let router = listener.router.load();
         router
-            .route(request::authority(&req), req.uri().path())
-            .cloned()
+            .matched(request::authority(&req), req.uri().path())
+            .map(|r| (r.upstream.clone(), r.policy.clone(), r.metrics.clone()))
     };
-    let Some(upstream) = upstream else {
-        metrics::request(&listener.name, "", 404, start.elapsed());
-        return error_response(StatusCode::NOT_FOUND, "no route");
+    let Some((upstream, policy, route_metrics)) = route else {
+        listener.unrouted.record(404, start.elapsed());
+        return exchange.finish(error_response(StatusCode::NOT_FOUND, "no route"));
     };
+    if let Some(denied) = exchange.admit(&policy, &edge, ctx, &mut req) {
+        route_metrics.record(403, start.elapsed());
+        return exchange.finish(denied);
+    }
     let client_upgrade =
         tunnel::is_tunnelled(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let mut resp = upstream.forward(req, ctx).await;
+    exchange.upstream(&upstream.name, start.elapsed());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match client_upgrade {
             Some(client) if tunnel::switched_to_tunnelled(resp.headers()) => {
@@ -511,13 +557,8 @@ async fn handle(
             }
         }
     }
-    metrics::request(
-        &listener.name,
-        &upstream.name,
-        resp.status().as_u16(),
-        start.elapsed(),
-    );
-    resp
+    route_metrics.record(resp.status().as_u16(), start.elapsed());
+    exchange.finish(resp)
 }
 
 /// Bind a listener socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).

@@ -2,7 +2,9 @@
 
 pub mod accept;
 pub mod body;
+pub mod client_cert;
 pub mod conn;
+pub mod edge;
 pub mod forward;
 pub mod front;
 pub mod headers;
@@ -10,6 +12,7 @@ pub mod listener;
 pub mod path;
 pub mod proxy_protocol;
 pub mod request;
+pub mod request_id;
 pub mod router;
 pub mod slots;
 pub mod tunnel;

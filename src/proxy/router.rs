@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::RouteConfig;
+use crate::metrics::RouteMetrics;
+use crate::proxy::edge::RoutePolicy;
 use crate::proxy::forward::Upstream;
 
 enum HostMatch {
@@ -13,11 +15,15 @@ enum HostMatch {
     Wildcard(String),
 }
 
-struct Route {
+pub struct Route {
     host: HostMatch,
     /// Plain prefix, as nginx `location /v1` (so `/v1` also matches `/v1beta`).
     path_prefix: Option<String>,
-    upstream: Arc<Upstream>,
+    pub upstream: Arc<Upstream>,
+    /// The route's `allow` and `forward_client_cert`.
+    pub policy: Arc<RoutePolicy>,
+    /// The request metrics of (this listener, `upstream`).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// A listener's routes, bound to live upstreams. Rebuilt on config change.
@@ -28,7 +34,11 @@ pub struct Router {
 impl Router {
     /// Routes naming an unknown upstream are skipped (config validation
     /// refuses them before this point).
-    pub fn new(routes: &[RouteConfig], upstreams: &HashMap<String, Arc<Upstream>>) -> Router {
+    pub fn new(
+        listener: &str,
+        routes: &[RouteConfig],
+        upstreams: &HashMap<String, Arc<Upstream>>,
+    ) -> Router {
         let routes = routes
             .iter()
             .filter_map(|r| {
@@ -43,7 +53,12 @@ impl Router {
                 Some(Route {
                     host,
                     path_prefix: r.path_prefix.clone(),
+                    metrics: Arc::new(RouteMetrics::new(listener, &upstream.name)),
                     upstream,
+                    policy: Arc::new(RoutePolicy {
+                        allow: r.allow.clone(),
+                        forward_client_cert: r.forward_client_cert,
+                    }),
                 })
             })
             .collect();
@@ -54,23 +69,23 @@ impl Router {
     /// (already normalised by [`crate::proxy::request::prepare`], so a
     /// prefix sees the path the upstream will get).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+        self.matched(host, path).map(|r| &r.upstream)
+    }
+
+    /// The route a request to `host` and `path` takes.
+    pub fn matched(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
-        self.routes
-            .iter()
-            .find(|r| {
-                let host_ok = match (&r.host, host) {
-                    (HostMatch::Any, _) => true,
-                    (_, None) => false,
-                    (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
-                    (HostMatch::Wildcard(s), Some(x)) => {
-                        x.split_once('.').is_some_and(|(label, rest)| {
-                            !label.is_empty() && rest.eq_ignore_ascii_case(s)
-                        })
-                    }
-                };
-                host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-            })
-            .map(|r| &r.upstream)
+        self.routes.iter().find(|r| {
+            let host_ok = match (&r.host, host) {
+                (HostMatch::Any, _) => true,
+                (_, None) => false,
+                (HostMatch::Exact(h), Some(x)) => h.eq_ignore_ascii_case(x),
+                (HostMatch::Wildcard(s), Some(x)) => x
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(s)),
+            };
+            host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+        })
     }
 }
 
@@ -121,8 +136,11 @@ mod tests {
             host: host.map(Into::into),
             path_prefix: path.map(Into::into),
             upstream: up.into(),
+            allow: None,
+            forward_client_cert: None,
         };
         let r = Router::new(
+            "public",
             &[
                 route(Some("api.example.com"), Some("/v1"), "api"),
                 route(Some("*.example.com"), None, "web"),
@@ -166,8 +184,11 @@ mod tests {
                 host: None,
                 path_prefix: Some(path.into()),
                 upstream: up.into(),
+                allow: None,
+                forward_client_cert: None,
             };
             let r = Router::new(
+                "public",
                 &[route("/pub/", "pub"), route("/api", "api"), route("/", "rest")],
                 &ups,
             );

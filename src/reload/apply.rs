@@ -15,6 +15,7 @@ use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
 use crate::material::pem;
 use crate::metrics::{self, METRICS};
+use crate::proxy::edge::EdgePolicy;
 use crate::proxy::forward::Upstream;
 use crate::proxy::front::Front;
 use crate::proxy::listener::{self, Listener};
@@ -208,7 +209,7 @@ impl Reloader {
                     continue;
                 }
             };
-            let router = Router::new(&l.routes, &by_name);
+            let router = Router::new(&l.name, &l.routes, &by_name);
             let existing = self
                 .listeners
                 .get(&l.name)
@@ -228,6 +229,9 @@ impl Reloader {
         if !problems.is_empty() {
             return Err(problems.join("\n"));
         }
+        // The access log opens its file here: a path that cannot be opened
+        // rejects the configuration like an unbindable address.
+        crate::access_log::configure(new.access_log.as_ref())?;
 
         // 4. Commit: nothing below can fail.
         let removed_entries: Vec<(String, &'static str)> = self
@@ -268,10 +272,12 @@ impl Reloader {
             let live = match (socket, self.listeners.remove(&cfg.name)) {
                 (None, Some(mut old)) => {
                     if old.key != built.key {
-                        old.live.set_tls(built.tls, built.mode, built.served);
+                        old.live
+                            .set_tls(built.tls, built.mode, built.served, built.per_name);
                         old.key = built.key;
                         old.resolver = built.resolver;
                     }
+                    old.live.edge.store(Arc::new(EdgePolicy::of(&cfg)));
                     old.live.router.store(Arc::new(router));
                     old.live.set_limits(cfg.limits.clone());
                     old.live.front.store(Front::new(&cfg.front));
@@ -293,6 +299,8 @@ impl Reloader {
                         built.served,
                     );
                     live.front.store(Front::new(&cfg.front));
+                    live.per_name.store(built.per_name);
+                    live.edge.store(Arc::new(EdgePolicy::of(&cfg)));
                     self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver)
                 }
                 (None, None) => unreachable!("a socket is bound for every new listener"),
@@ -371,7 +379,8 @@ impl Reloader {
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;
         l.resolver = built.resolver;
-        l.live.set_tls(built.tls, built.mode, built.served);
+        l.live
+            .set_tls(built.tls, built.mode, built.served, built.per_name);
         self.client_auth_overrides
             .insert(listener.to_owned(), client_auth);
         // The runtime CA is in use: deleting it must answer 409.

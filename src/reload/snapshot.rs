@@ -16,6 +16,7 @@ use crate::material::Loaded;
 use crate::material::catalogue::Entry;
 use crate::proxy::listener::ServedCert;
 use crate::tls;
+use crate::tls::per_name::PerName;
 use crate::tls::server::{ServedPair, SniResolver};
 
 impl Reloader {
@@ -54,7 +55,8 @@ impl Reloader {
                         .listeners
                         .get_mut(&name)
                         .expect("planned from live listeners");
-                    l.live.set_tls(built.tls, built.mode, built.served);
+                    l.live
+                        .set_tls(built.tls, built.mode, built.served, built.per_name);
                     l.key = built.key;
                     l.resolver = built.resolver;
                     debug!(target: LOG, listener = %name, "listener TLS snapshot replaced");
@@ -85,6 +87,8 @@ pub(super) struct BuiltListener {
     pub(super) served: Vec<Arc<ServedCert>>,
     pub(super) resolver: Arc<SniResolver>,
     pub(super) key: u64,
+    /// Per-entry configs when `certs` entries carry their own client auth.
+    pub(super) per_name: Option<Arc<PerName>>,
 }
 
 fn loaded<'a>(entries: &'a BTreeMap<String, Entry>, id: &str) -> Result<&'a Arc<Loaded>, String> {
@@ -122,6 +126,27 @@ fn listener_key(
         .fold(settings_term(l, client_auth, ca_hash), |key, (i, c)| {
             key.wrapping_add(pair_term(i, c, hash_of(entries, &c.entry)))
         })
+        .wrapping_add(per_name_term(l, entries))
+}
+
+/// The part of [`listener_key`] for per-entry client auth (policies and
+/// their CAs' material); 0 without any.
+fn per_name_term(l: &ListenerConfig, entries: &BTreeMap<String, Entry>) -> u64 {
+    if !has_per_name(l) {
+        return 0;
+    }
+    let mut h = DefaultHasher::new();
+    for (i, c) in l.certs.iter().enumerate() {
+        if let Some(ca) = &c.client_auth {
+            (i, ca, ca.ca.as_deref().and_then(|id| hash_of(entries, id))).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Whether any of the listener's certificate entries has its own client auth.
+pub(super) fn has_per_name(l: &ListenerConfig) -> bool {
+    l.certs.iter().any(|c| c.client_auth.is_some())
 }
 
 /// The part of [`listener_key`] for the settings and the client CA's material.
@@ -138,6 +163,7 @@ fn settings_term(
         ca.hash(&mut h);
         ca_hash.hash(&mut h);
     }
+    client_auth.allow.hash(&mut h);
     l.alpn.hash(&mut h);
     matches!(l.min_version, config::TlsVersion::V13).hash(&mut h);
     h.finish()
@@ -209,20 +235,59 @@ pub(super) fn listener_tls(
         None if l.front.redirect_https.is_some() => SniResolver::none(),
         None => return Err("no server certificate".into()),
     });
-    let inputs = tls::server::ServerInputs {
-        listener: l,
-        mode: client_auth.mode,
-        client_ca: client_ca(client_auth, entries)?,
-        allow_expired_crl: client_auth.allow_expired_crl,
+    let tls = server_config(l, client_auth, entries, &resolver)?;
+    let per_name = if has_per_name(l) {
+        // One config per distinct policy, shared by the entries that have it.
+        let mut built: Vec<(&ClientAuthConfig, Arc<ServerConfig>)> =
+            vec![(client_auth, tls.clone())];
+        let mut configs = Vec::with_capacity(l.certs.len());
+        let mut modes = Vec::with_capacity(l.certs.len());
+        for c in &l.certs {
+            let policy = c.client_auth.as_ref().unwrap_or(client_auth);
+            let config = match built.iter().find(|(p, _)| *p == policy) {
+                Some((_, config)) => config.clone(),
+                None => {
+                    let config = server_config(l, policy, entries, &resolver)?;
+                    built.push((policy, config.clone()));
+                    config
+                }
+            };
+            configs.push(config);
+            modes.push(policy.mode);
+        }
+        Some(Arc::new(PerName {
+            configs,
+            modes,
+            resolver: resolver.clone(),
+        }))
+    } else {
+        None
     };
-    let tls = tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())?;
     Ok(BuiltListener {
         tls,
         mode: client_auth.mode,
         served,
         resolver,
         key: listener_key(l, client_auth, entries),
+        per_name,
     })
+}
+
+/// One `ServerConfig` of listener `l` for the client-auth policy `client_auth`.
+fn server_config(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    entries: &BTreeMap<String, Entry>,
+    resolver: &Arc<SniResolver>,
+) -> Result<Arc<ServerConfig>, String> {
+    let inputs = tls::server::ServerInputs {
+        listener: l,
+        mode: client_auth.mode,
+        client_ca: client_ca(client_auth, entries)?,
+        allow: client_auth.allow.as_ref(),
+        allow_expired_crl: client_auth.allow_expired_crl,
+    };
+    tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())
 }
 
 /// Listener `l`'s snapshot after entry `id`'s material changed from
@@ -240,13 +305,24 @@ fn listener_tls_after(
 ) -> Result<Option<BuiltListener>, String> {
     let at = l.positions.get(id).map(Vec::as_slice).unwrap_or_default();
     let is_ca = client_auth.ca.as_deref() == Some(id);
+    let per_name = has_per_name(&l.config);
+    let is_entry_ca = per_name
+        && l.config
+            .certs
+            .iter()
+            .any(|c| c.client_auth.as_ref().and_then(|a| a.ca.as_deref()) == Some(id));
     let now = hash_of(entries, id);
-    if (at.is_empty() && !is_ca) || previous.map(|p| p.hash) == now {
+    if (at.is_empty() && !is_ca && !is_entry_ca) || previous.map(|p| p.hash) == now {
         return Ok(None);
     }
     let Some(previous) = previous else {
         return listener_tls(&l.config, client_auth, entries).map(Some);
     };
+    if per_name {
+        // Several configs share the resolver: rebuild them all (rare: a
+        // listener with per-entry client auth has a handful of entries).
+        return listener_tls(&l.config, client_auth, entries).map(Some);
+    }
     let mut key = l.key;
     let (resolver, served) = if at.is_empty() {
         (l.resolver.clone(), (**l.live.served.load()).clone())
@@ -277,19 +353,14 @@ fn listener_tls_after(
             .wrapping_add(settings_term(&l.config, client_auth, now));
     }
     debug_assert_eq!(key, listener_key(&l.config, client_auth, entries));
-    let inputs = tls::server::ServerInputs {
-        listener: &l.config,
-        mode: client_auth.mode,
-        client_ca: client_ca(client_auth, entries)?,
-        allow_expired_crl: client_auth.allow_expired_crl,
-    };
-    let tls = tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())?;
+    let tls = server_config(&l.config, client_auth, entries, &resolver)?;
     Ok(Some(BuiltListener {
         tls,
         mode: client_auth.mode,
         served,
         resolver,
         key,
+        per_name: None,
     }))
 }
 

@@ -16,8 +16,9 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::config::{ClientAuthMode, ListenerConfig, TlsVersion};
-use crate::material::{CaBundle, Pair, info};
-use crate::tls::{ClientIdentity, TlsError};
+use crate::identity::gate::Gate;
+use crate::material::{CaBundle, Pair};
+use crate::tls::TlsError;
 
 /// One server pair on a listener, with the names it answers.
 pub struct ServedPair<'a> {
@@ -35,6 +36,8 @@ pub struct ServerInputs<'a> {
     pub mode: ClientAuthMode,
     /// Required when `mode.verifies()`.
     pub client_ca: Option<&'a CaBundle>,
+    /// `allow` rules applied in the handshake (verifying modes).
+    pub allow: Option<&'a Arc<crate::identity::AllowList>>,
     /// Trust CRLs past their nextUpdate (`client_auth.allow_expired_crl`).
     pub allow_expired_crl: bool,
 }
@@ -115,7 +118,13 @@ impl SniResolver {
 
     /// The pair for `sni` (already lowercase as rustls hands it over).
     pub fn resolve_name(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
-        &self.keys[sni.and_then(|name| self.position(name)).unwrap_or(0)]
+        &self.keys[self.position_or_default(sni)]
+    }
+
+    /// Position in the listener's `certs` of the pair answering `sni`
+    /// (lowercase); the default (0) when none does (or no SNI).
+    pub fn position_or_default(&self, sni: Option<&str>) -> usize {
+        sni.and_then(|name| self.position(name)).unwrap_or(0)
     }
 
     /// The position of the pair that answers `name`, if one does.
@@ -233,7 +242,19 @@ pub fn build(
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Build(e.to_string()))?;
-    let verifier = client_verifier(inputs.mode, inputs.client_ca, inputs.allow_expired_crl)?;
+    let verifier =
+        client_verifier(inputs.mode, inputs.client_ca, inputs.allow_expired_crl)?.map(|inner| {
+            if !inputs.mode.verifies() {
+                return inner;
+            }
+            // Verifying modes go through the gate: it applies the `allow`
+            // rules and parses the identity record once, in the handshake.
+            Arc::new(Gate {
+                listener: inputs.listener.name.as_str().into(),
+                inner,
+                allow: inputs.allow.cloned(),
+            }) as Arc<dyn ClientCertVerifier>
+        });
     let mut config = match verifier {
         None => builder.with_no_client_auth(),
         Some(v) => builder.with_client_cert_verifier(v),
@@ -369,16 +390,6 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-/// The identity of a client's leaf certificate, for the upstream headers.
-pub fn client_identity(certs: &[CertificateDer<'_>]) -> Option<ClientIdentity> {
-    let leaf = info::inspect(certs.first()?).ok()?;
-    Some(ClientIdentity {
-        subject: leaf.subject,
-        sans: leaf.sans,
-        fingerprint: leaf.fingerprint_sha256,
-    })
-}
-
 /// Why a listener handshake failed, as the `result` label of
 /// `hotproxy_tls_handshakes_total` and the `reason` of the log line:
 /// distinct causes an operator fixes differently.
@@ -390,6 +401,8 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
     };
     match tls {
         E::NoCertificatesPresented => "no_client_cert",
+        // The `allow` gate's refusal (sent as the access_denied alert).
+        E::InvalidCertificate(C::ApplicationVerificationFailure) => "not_allowed",
         E::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
         E::InvalidCertificate(C::Revoked) => "revoked",
         E::InvalidCertificate(C::UnknownRevocationStatus) => "revocation_unknown",

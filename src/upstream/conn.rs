@@ -113,15 +113,20 @@ impl Dialer {
         let name = self.server_name.as_deref().unwrap_or(host);
         let server_name = ServerName::try_from(name.to_owned())
             .map_err(|_| DialError::ServerName(name.to_owned()))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(server_name, tcp)
-            .await
-            .map_err(
-                |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    Some(tls) => DialError::Tls(tls.clone()),
-                    None => DialError::Io(e),
-                },
-            )?;
+        // The handshake shares connect_timeout too: a server that accepts
+        // TCP and never answers must not hold a request (and its slot).
+        let tls = tokio::time::timeout_at(
+            deadline,
+            tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+        )
+        .await
+        .map_err(|_| DialError::Timeout)?
+        .map_err(|e| {
+            match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(tls) => DialError::Tls(tls.clone()),
+                None => DialError::Io(e),
+            }
+        })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(Dialled {
             io: UpstreamIo {

@@ -21,8 +21,8 @@ use crate::upstream::pool::{Found, Pool};
 
 /// One server of an upstream, as its requests are addressed.
 pub struct Endpoint {
-    /// The URL as configured (logs).
-    pub url: String,
+    /// The URL as configured (logs, the access log's upstream).
+    pub url: Arc<str>,
     pub scheme: Scheme,
     pub authority: Authority,
     host: String,
@@ -54,7 +54,7 @@ impl Endpoint {
             format!("{host}:{port}")
         };
         Some(Endpoint {
-            url,
+            url: url.into(),
             scheme: if https { Scheme::HTTPS } else { Scheme::HTTP },
             authority: authority.parse().ok()?,
             host,

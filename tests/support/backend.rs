@@ -152,6 +152,8 @@ impl Backend {
                                 let body = serde_json::json!({
                                     "backend": name,
                                     "path": req.uri().path(),
+                                    // HTTP/2's `:authority` (absent on HTTP/1.1).
+                                    "authority": req.uri().authority().map(|a| a.as_str()),
                                     "version": format!("{:?}", req.version()),
                                     "client_cert_fingerprint": seen,
                                     "headers": headers,

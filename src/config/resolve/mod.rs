@@ -153,6 +153,18 @@ impl Resolver {
             }
             None => WatchConfig::default(),
         };
+        // A relative access-log path resolves like every other path.
+        let access_log = raw
+            .access_log
+            .as_ref()
+            .map(|a| crate::access_log::AccessLogConfig {
+                path: if a.path == "stdout" {
+                    a.path.clone()
+                } else {
+                    self.path("access_log.path", &a.path).display().to_string()
+                },
+                format: a.format,
+            });
 
         let mut entries = Vec::new();
         // Hashed, not scanned: a catalogue may hold 10,000 entries.
@@ -197,6 +209,7 @@ impl Resolver {
             admin,
             store,
             watch,
+            access_log,
             entries,
             listeners,
             upstreams,

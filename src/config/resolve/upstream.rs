@@ -47,6 +47,12 @@ impl Resolver {
                         "server_names apply to listener certificates only",
                     );
                 }
+                if c.client_auth.is_some() {
+                    self.problem(
+                        format!("{tat}.client_cert.client_auth"),
+                        "client_auth applies to listener certificates only",
+                    );
+                }
                 tls.client_cert = self.pair(
                     &format!("{tat}.client_cert"),
                     c,

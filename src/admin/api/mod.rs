@@ -4,6 +4,9 @@
 //! closure run on the reloader thread (the single writer), so mutations are
 //! serialized and each one either fully applies or changes nothing.
 
+mod certs;
+mod client_auth;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -17,17 +20,19 @@ use tracing::info;
 use super::AdminBody;
 use super::auth::{Refusal, Tokens, check_host};
 use super::paths;
-use crate::config::{ClientAuthConfig, ClientAuthMode, EntryKind, EntrySource, EntrySpec};
+use crate::config::{EntryKind, EntrySpec};
 use crate::material::catalogue::{Entry, EntryView, Origin};
 use crate::material::store::Definition;
 use crate::material::{Loaded, pem};
 use crate::reload::{Handle, Reloader};
+use certs::{create, delete, reload_many, reload_one, replace, strip_for_validate};
+use client_auth::{ClientAuthChange, client_auth_view, set_client_auth};
 
 /// Request bodies larger than this are refused (a CA bundle is well below).
 const MAX_BODY: usize = 1 << 20;
 
 /// A JSON error or success, built on the reloader thread or here.
-type Reply = Result<(StatusCode, Value, Option<String>), (StatusCode, Value)>;
+pub(super) type Reply = Result<(StatusCode, Value, Option<String>), (StatusCode, Value)>;
 
 /// Serve one /api/v1 request: Host/Origin, token and role first.
 pub async fn serve(
@@ -176,6 +181,7 @@ async fn route(
                         "client_auth": {
                             "mode": l.client_auth.mode.as_str(),
                             "ca": l.client_auth.ca,
+                            "allow": l.client_auth.allow.as_ref().map(|a| &a.rules),
                         },
                         "active_connections": l.live.active.load(std::sync::atomic::Ordering::Relaxed),
                     })
@@ -309,351 +315,22 @@ fn without_values(message: &str) -> String {
     out
 }
 
-fn bad_request(message: impl Into<String>) -> (StatusCode, Value) {
+pub(super) fn bad_request(message: impl Into<String>) -> (StatusCode, Value) {
     problem(StatusCode::BAD_REQUEST, message)
 }
 
-fn no_entry(id: &str) -> (StatusCode, Value) {
+pub(super) fn no_entry(id: &str) -> (StatusCode, Value) {
     problem(StatusCode::NOT_FOUND, format!("no entry {id:?}"))
 }
 
-fn no_listener(name: &str) -> (StatusCode, Value) {
+pub(super) fn no_listener(name: &str) -> (StatusCode, Value) {
     problem(StatusCode::NOT_FOUND, format!("no listener {name:?}"))
 }
 
-fn method_not_allowed(allow: &str) -> Reply {
+pub(super) fn method_not_allowed(allow: &str) -> Reply {
     let mut p = problem(StatusCode::METHOD_NOT_ALLOWED, format!("allowed: {allow}"));
     p.1["allow"] = json!(allow);
     Err(p)
-}
-
-/// 412 unless `If-Match` (when given) names the entry's current ETag.
-fn check_if_match(
-    r: &Reloader,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<EntryView, (StatusCode, Value)> {
-    let view = r.entry_view(id).ok_or_else(|| no_entry(id))?;
-    if let Some(want) = if_match
-        && want.trim() != "*"
-        && !want.split(',').any(|t| t.trim() == view.etag)
-    {
-        return Err(problem(
-            StatusCode::PRECONDITION_FAILED,
-            format!("entry {id} changed since that ETag was read; GET it again"),
-        ));
-    }
-    Ok(view)
-}
-
-fn entry_reply(r: &Reloader, id: &str, status: StatusCode) -> Reply {
-    let view = r.entry_view(id).ok_or_else(|| no_entry(id))?;
-    let etag = view.etag.clone();
-    Ok((status, json!(view), Some(etag)))
-}
-
-/// POST /certs: load, persist, then apply; a failure leaves store and
-/// catalogue as they were.
-fn create(r: &mut Reloader, spec: EntrySpec) -> Reply {
-    let id = spec.id.clone();
-    if r.entry_spec(&id).is_some() {
-        return Err(problem(
-            StatusCode::CONFLICT,
-            format!("entry {id} already exists"),
-        ));
-    }
-    let Some(store) = r.store() else {
-        return Err(bad_request(
-            "no store is configured: entries created through the API must persist (add store: { path, key_file })",
-        ));
-    };
-    pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
-    let before = r.stored_entries();
-    let mut after = before.clone();
-    after.push(spec.clone());
-    store.save(&after).map_err(store_failed)?;
-    if let Err(e) = r.put_entry(spec, Origin::Store) {
-        restore(r, &before);
-        return Err(bad_request(e));
-    }
-    info!(entry = %id, "certificate entry created");
-    entry_reply(r, &id, StatusCode::CREATED)
-}
-
-/// PUT /certs/{id}: stored entries get their definition replaced and
-/// persisted; entries of the configuration file take new material only
-/// (it stays until their files change again or they are rotated).
-fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>) -> Reply {
-    let id = spec.id.clone();
-    check_if_match(r, &id, if_match)?;
-    let (current, origin) = r
-        .entry_spec(&id)
-        .map(|(s, o)| (s.clone(), o))
-        .ok_or_else(|| no_entry(&id))?;
-    // New paths must be under store.file_roots; a configuration entry's
-    // own paths (unchanged) are the operator's.
-    if spec.source != current.source {
-        paths::check(&spec.source, &paths::roots(r.config())).map_err(bad_request)?;
-    }
-    if current.kind != spec.kind {
-        return Err(bad_request(format!(
-            "entry {id} is a {}; its type cannot change to {}",
-            current.kind.as_str(),
-            spec.kind.as_str()
-        )));
-    }
-    let loaded = pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
-    match origin {
-        Origin::Store => {
-            let store = r.store().expect("stored entries exist only with a store");
-            let before = r.stored_entries();
-            let after: Vec<EntrySpec> = before
-                .iter()
-                .map(|s| if s.id == id { spec.clone() } else { s.clone() })
-                .collect();
-            store.save(&after).map_err(store_failed)?;
-            if let Err(e) = r.put_entry(spec, Origin::Store) {
-                restore(r, &before);
-                return Err(bad_request(e));
-            }
-        }
-        Origin::Config => {
-            if !spec.source.is_inline() && spec.source != current.source {
-                return Err(bad_request(format!(
-                    "entry {id} is defined in the configuration file; change its paths there (the API can replace its material inline)"
-                )));
-            }
-            r.offer(&id, loaded).map_err(bad_request)?;
-            r.mark_from_api(&id);
-        }
-    }
-    info!(entry = %id, "certificate entry replaced");
-    entry_reply(r, &id, StatusCode::OK)
-}
-
-/// DELETE /certs/{id}: never touches files; refused while referenced.
-fn delete(r: &mut Reloader, id: &str, if_match: Option<&str>) -> Reply {
-    let view = check_if_match(r, id, if_match)?;
-    if !view.referenced_by.is_empty() {
-        let mut p = problem(
-            StatusCode::CONFLICT,
-            format!("entry {id} is still referenced; change those first"),
-        );
-        p.1["references"] = json!(view.referenced_by);
-        return Err(p);
-    }
-    if view.origin == Origin::Config {
-        let mut p = problem(
-            StatusCode::CONFLICT,
-            format!("entry {id} is defined in the configuration file; remove it there"),
-        );
-        p.1["references"] = json!([]);
-        return Err(p);
-    }
-    let store = r.store().expect("stored entries exist only with a store");
-    let after: Vec<EntrySpec> = r
-        .stored_entries()
-        .into_iter()
-        .filter(|s| s.id != id)
-        .collect();
-    store.save(&after).map_err(store_failed)?;
-    if let Err(refs) = r.remove_entry(id) {
-        // Unreachable while the check above holds; keep the store truthful.
-        restore(r, &r.stored_entries());
-        let mut p = problem(
-            StatusCode::CONFLICT,
-            format!("entry {id} is still referenced"),
-        );
-        p.1["references"] = json!(refs);
-        return Err(p);
-    }
-    info!(entry = %id, "certificate entry deleted (files on disk untouched)");
-    Ok((StatusCode::OK, json!({ "id": id, "deleted": true }), None))
-}
-
-/// The store could not be written (a full disk, a read-only directory):
-/// nothing was changed, and the operator needs to know beyond this caller.
-fn store_failed(e: String) -> (StatusCode, Value) {
-    tracing::warn!(error = %e, "cannot write the store; the change was not applied");
-    problem(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("{e}; nothing was changed"),
-    )
-}
-
-/// Put the store back as it was after a failed apply.
-fn restore(r: &Reloader, entries: &[EntrySpec]) {
-    if let Some(store) = r.store()
-        && let Err(e) = store.save(entries)
-    {
-        tracing::error!(error = %e, "could not restore the store after a refused change");
-    }
-}
-
-/// POST /certs/{id}/reload.
-fn reload_one(r: &mut Reloader, id: &str) -> Reply {
-    let (spec, _) = r.entry_spec(id).ok_or_else(|| no_entry(id))?;
-    if spec.source.is_inline() {
-        return Err(bad_request(format!(
-            "entry {id} is inline: there is nothing on disk to re-read (PUT new material instead)"
-        )));
-    }
-    match r.reload_entry(id) {
-        Ok(changed) => {
-            let (status, mut body, etag) = entry_reply(r, id, StatusCode::OK)?;
-            body["changed"] = json!(changed);
-            Ok((status, body, etag))
-        }
-        Err(e) => Err(problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{e}; the previous material stays"),
-        )),
-    }
-}
-
-/// Re-read file-backed `ids`; inline ones are skipped. Always 200 with
-/// what changed and what failed (failures keep their old material).
-fn reload_many(r: &mut Reloader, ids: Vec<String>) -> Reply {
-    let mut entries = Vec::new();
-    let mut failed = Vec::new();
-    for id in ids {
-        if r.entry_spec(&id).is_none_or(|(s, _)| s.source.is_inline()) {
-            continue;
-        }
-        let result = r.reload_entry(&id);
-        let fingerprint = r.entry_view(&id).and_then(|v| v.fingerprint_sha256);
-        match result {
-            Ok(changed) => entries.push(json!({
-                "id": id, "result": if changed { "changed" } else { "unchanged" },
-                "fingerprint_sha256": fingerprint,
-            })),
-            Err(e) => {
-                entries.push(json!({
-                    "id": id, "result": "failed", "error": e,
-                    "fingerprint_sha256": fingerprint,
-                }));
-                failed.push(id);
-            }
-        }
-    }
-    Ok((
-        StatusCode::OK,
-        json!({ "entries": entries, "failed": failed }),
-        None,
-    ))
-}
-
-/// `{mode, ca, crl}` of a listener as it runs now.
-fn client_auth_view(r: &Reloader, name: &str) -> Result<Value, (StatusCode, Value)> {
-    let ca = r.client_auth(name).ok_or_else(|| no_listener(name))?;
-    let crl: Vec<String> = ca
-        .ca
-        .as_deref()
-        .and_then(|id| r.entry_spec(id))
-        .map(|(spec, _)| match &spec.source {
-            EntrySource::CaFiles { crl_files, .. } => {
-                crl_files.iter().map(|p| p.display().to_string()).collect()
-            }
-            EntrySource::CaInline {
-                crl_pem: Some(_), ..
-            } => vec!["inline".into()],
-            _ => Vec::new(),
-        })
-        .unwrap_or_default();
-    Ok(json!({
-        "listener": name,
-        "mode": ca.mode.as_str(),
-        "ca": ca.ca,
-        "crl": crl,
-        "allow_expired_crl": ca.allow_expired_crl,
-    }))
-}
-
-/// PUT body of /listeners/{name}/client-auth.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClientAuthChange {
-    mode: String,
-    /// An entry id, `{"ref": id}`, or absent to keep the current CA.
-    #[serde(default)]
-    ca: Option<CaRef>,
-    /// Absent keeps the listener's current setting.
-    #[serde(default)]
-    allow_expired_crl: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum CaRef {
-    Id(String),
-    Ref {
-        #[serde(rename = "ref")]
-        id: String,
-    },
-}
-
-fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Reply {
-    let current = r.client_auth(name).ok_or_else(|| no_listener(name))?;
-    let mode = ClientAuthMode::parse(&change.mode).ok_or_else(|| {
-        bad_request(format!(
-            "mode {:?} is unknown: use none, request, require_any, verify_if_given or require_and_verify",
-            change.mode
-        ))
-    })?;
-    let ca = match change.ca {
-        Some(CaRef::Id(id) | CaRef::Ref { id }) => {
-            let (spec, _) = r
-                .entry_spec(&id)
-                .ok_or_else(|| bad_request(format!("ca: no entry {id:?}")))?;
-            if spec.kind != EntryKind::CaBundle {
-                return Err(bad_request(format!(
-                    "ca: entry {id} is a {}, not a ca-bundle",
-                    spec.kind.as_str()
-                )));
-            }
-            Some(id)
-        }
-        None => current.ca,
-    };
-    if matches!(
-        mode,
-        ClientAuthMode::VerifyIfGiven | ClientAuthMode::RequireAndVerify
-    ) && ca.is_none()
-    {
-        return Err(bad_request(format!(
-            "mode {} verifies client certificates and needs a ca (a ca-bundle entry)",
-            mode.as_str()
-        )));
-    }
-    let allow_expired_crl = change
-        .allow_expired_crl
-        .unwrap_or(current.allow_expired_crl);
-    r.set_client_auth(
-        name,
-        ClientAuthConfig {
-            mode,
-            ca,
-            allow_expired_crl,
-        },
-    )
-    .map_err(bad_request)?;
-    client_auth_view(r, name).map(|v| (StatusCode::OK, v, None))
-}
-
-/// Validation reports metadata only; bookkeeping fields mean nothing there.
-fn strip_for_validate(view: &mut Value) {
-    if let Some(m) = view.as_object_mut() {
-        for k in [
-            "origin",
-            "last_reload",
-            "referenced_by",
-            "etag",
-            "anonymous",
-        ] {
-            m.remove(k);
-        }
-        m.insert("valid".into(), json!(true));
-    }
 }
 
 fn not_found() -> Reply {
@@ -661,7 +338,7 @@ fn not_found() -> Reply {
 }
 
 /// `{"error": "<Status text>", "message": ...}`.
-fn problem(status: StatusCode, message: impl Into<String>) -> (StatusCode, Value) {
+pub(super) fn problem(status: StatusCode, message: impl Into<String>) -> (StatusCode, Value) {
     (
         status,
         json!({

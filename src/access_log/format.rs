@@ -1,0 +1,313 @@
+//! Access-log line formats: JSON (every field of SPEC's access log) and nginx's `combined`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::{Line, LogFormat, RefusalLine, RequestLine};
+
+/// Append `line` to `out` (without the newline).
+pub fn write(out: &mut Vec<u8>, line: &Line, format: LogFormat) {
+    match (line, format) {
+        (Line::Request(r), LogFormat::Json) => json_request(out, r),
+        (Line::Request(r), LogFormat::Combined) => combined_request(out, r),
+        (Line::Refusal(r), LogFormat::Json) => json_refusal(out, r),
+        (Line::Refusal(r), LogFormat::Combined) => combined_refusal(out, r),
+    }
+}
+
+/// The JSON fields, in the documented order.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    ts: Shown<Rfc3339Ms>,
+    listener: &'a str,
+    sni: Option<&'a str>,
+    client_addr: Shown<std::net::SocketAddr>,
+    client_subject: Option<&'a str>,
+    client_uri_san: Option<&'a str>,
+    client_fingerprint: Option<&'a str>,
+    method: Option<&'a str>,
+    host: Option<&'a str>,
+    path: Option<&'a str>,
+    protocol: Option<&'static str>,
+    status: Option<u16>,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
+    upstream: Option<&'a str>,
+    upstream_addr: Option<&'a str>,
+    upstream_ms: Option<f64>,
+    request_id: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    tls_version: Option<&'static str>,
+    resumed: bool,
+    authz: &'a str,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+pub fn protocol(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn json_request(out: &mut Vec<u8>, r: &RequestLine) {
+    let id = r.identity.as_deref();
+    let line = JsonLine {
+        ts: Shown(Rfc3339Ms(r.ts)),
+        listener: &r.listener,
+        sni: r.sni.as_deref(),
+        client_addr: Shown(r.client_addr),
+        client_subject: id.map(|i| i.subject.as_str()),
+        client_uri_san: id.and_then(|i| i.uri_sans.first()).map(String::as_str),
+        client_fingerprint: id.map(|i| i.fingerprint_sha256.as_str()),
+        method: Some(r.method.as_str()),
+        host: r.host.as_deref(),
+        path: Some(&r.path),
+        protocol: Some(protocol(r.protocol)),
+        status: Some(r.status),
+        bytes_in: r.bytes_in,
+        bytes_out: r.bytes_out,
+        duration_ms: ms(r.duration),
+        upstream: r.upstream.as_deref(),
+        upstream_addr: r.upstream_addr.as_deref(),
+        upstream_ms: r.upstream_time.map(ms),
+        request_id: r.request_id.to_str().ok(),
+        trace_id: r.trace_id.as_deref(),
+        tls_version: r.tls_version,
+        resumed: r.resumed,
+        authz: r.authz,
+    };
+    push_json(out, &line);
+}
+
+fn json_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
+    let line = JsonLine {
+        ts: Shown(Rfc3339Ms(r.ts)),
+        listener: &r.listener,
+        sni: None,
+        client_addr: Shown(r.client_addr),
+        client_subject: None,
+        client_uri_san: None,
+        client_fingerprint: None,
+        method: None,
+        host: None,
+        path: None,
+        protocol: None,
+        status: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        duration_ms: 0.0,
+        upstream: None,
+        upstream_addr: None,
+        upstream_ms: None,
+        request_id: None,
+        trace_id: None,
+        tls_version: None,
+        resumed: false,
+        authz: r.reason,
+    };
+    push_json(out, &line);
+}
+
+/// `$remote_addr - $remote_user [$time_local] "$request" $status
+/// $body_bytes_sent "$http_referer" "$http_user_agent"`; the request line
+/// carries the path without its query, like the JSON `path`.
+fn combined_request(out: &mut Vec<u8>, r: &RequestLine) {
+    let _ = write!(
+        out,
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
+        r.client_addr.ip(),
+        clf_time(r.ts),
+        r.method,
+        escape(&r.path),
+        protocol(r.protocol),
+        r.status,
+        r.bytes_out,
+        escape(header_text(&r.referer)),
+        escape(header_text(&r.user_agent)),
+    );
+}
+
+fn combined_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
+    let _ = write!(
+        out,
+        "{} - - [{}] \"-\" 000 0 \"-\" \"-\" \"tls: {}\"",
+        r.client_addr.ip(),
+        clf_time(r.ts),
+        r.reason
+    );
+}
+
+fn header_text(v: &Option<Box<str>>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+/// nginx escapes `"`, `\` and bytes outside printable ASCII as `\xHH`.
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(o, "\\x{b:02X}");
+        } else {
+            o.push(b as char);
+        }
+    }
+    o
+}
+
+fn push_json(out: &mut Vec<u8>, line: &JsonLine<'_>) {
+    let _ = serde_json::to_writer(out, line);
+}
+
+/// A value serialized as its `Display` text, without an intermediate string.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// `2026-11-30T05:00:00.123Z`.
+struct Rfc3339Ms(SystemTime);
+
+impl std::fmt::Display for Rfc3339Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = time::OffsetDateTime::from(self.0);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
+}
+
+/// nginx's `$time_local` in UTC: `30/Nov/2026:05:00:00 +0000`.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = time::OffsetDateTime::from(t);
+    format!(
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
+        t.day(),
+        MONTHS[usize::from(u8::from(t.month())) - 1],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn line() -> RequestLine {
+        RequestLine {
+            ts: UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
+            listener: "partners".into(),
+            sni: Some("api.example".into()),
+            client_addr: "10.1.2.3:5555".parse().unwrap(),
+            identity: Some(Arc::new(crate::identity::Identity {
+                subject: "CN=billing".into(),
+                issuer: "CN=ca".into(),
+                cn: vec!["billing".into()],
+                ou: vec![],
+                dns_sans: vec![],
+                uri_sans: vec!["spiffe://td/sa/billing".into()],
+                email_sans: vec![],
+                serial: "01".into(),
+                fingerprint_sha256: "ab".repeat(32),
+                not_before: 0,
+                not_after: 0,
+                chain: vec![],
+            })),
+            method: http::Method::POST,
+            host: Some("api.example".into()),
+            path: "/v1/%22x%22".into(),
+            protocol: http::Version::HTTP_2,
+            status: 201,
+            bytes_in: 10,
+            bytes_out: 20,
+            duration: Duration::from_micros(1500),
+            upstream: Some("app".into()),
+            upstream_addr: Some("https://127.0.0.1:9000".into()),
+            upstream_time: Some(Duration::from_millis(1)),
+            request_id: http::HeaderValue::from_static("rid-1"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            tls_version: Some("TLSv1.3"),
+            resumed: false,
+            authz: "allowed",
+            referer: None,
+            user_agent: Some("curl \"8\"".into()),
+        }
+    }
+
+    /// Every documented JSON field is present, with the request's values.
+    #[test]
+    fn json_has_every_field() {
+        let mut out = Vec::new();
+        write(&mut out, &Line::Request(Box::new(line())), LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let want = serde_json::json!({
+            "ts": "2027-01-15T08:00:00.123Z", "listener": "partners", "sni": "api.example",
+            "client_addr": "10.1.2.3:5555", "client_subject": "CN=billing",
+            "client_uri_san": "spiffe://td/sa/billing", "client_fingerprint": "ab".repeat(32),
+            "method": "POST", "host": "api.example", "path": "/v1/%22x%22", "protocol": "HTTP/2.0",
+            "status": 201, "bytes_in": 10, "bytes_out": 20, "duration_ms": 1.5,
+            "upstream": "app", "upstream_addr": "https://127.0.0.1:9000", "upstream_ms": 1.0,
+            "request_id": "rid-1", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "tls_version": "TLSv1.3", "resumed": false, "authz": "allowed",
+        });
+        assert_eq!(v, want);
+    }
+
+    /// nginx `combined`, with `"` escaped as nginx does; the path without its query.
+    #[test]
+    fn combined() {
+        let mut out = Vec::new();
+        write(
+            &mut out,
+            &Line::Request(Box::new(line())),
+            LogFormat::Combined,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"10.1.2.3 - - [15/Jan/2027:08:00:00 +0000] "POST /v1/%22x%22 HTTP/2.0" 201 20 "-" "curl \x228\x22""#
+        );
+        let mut out = Vec::new();
+        let refusal = Line::Refusal(RefusalLine {
+            ts: UNIX_EPOCH,
+            listener: "p".into(),
+            client_addr: "10.1.2.3:5555".parse().unwrap(),
+            reason: "not_allowed",
+        });
+        write(&mut out, &refusal, LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["authz"], "not_allowed");
+        assert_eq!(v["status"], serde_json::Value::Null);
+        out.clear();
+        write(&mut out, &refusal, LogFormat::Combined);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.ends_with("\"tls: not_allowed\""), "{out}");
+    }
+}

@@ -1,0 +1,276 @@
+//! The access log: one line per request (and per refused handshake), written off the request path.
+//!
+//! Requests hand a [`Line`] to a bounded queue; one writer thread formats
+//! and writes them. When the writer lags and the queue is full, the line is
+//! dropped and counted in `hotproxy_access_log_dropped_total`: a slow disk
+//! never slows a request. SIGUSR1 asks the writer to reopen its file
+//! (logrotate's `postrotate`).
+
+pub mod body;
+pub mod format;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Identity;
+use crate::identity::gate::RateLimit;
+use crate::metrics::METRICS;
+
+/// `access_log:` at the top level of the config.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `stdout`, or a file (appended to, created 0640 if missing).
+    pub path: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (the fields of SPEC §access log).
+    #[default]
+    Json,
+    /// nginx's `combined`.
+    Combined,
+}
+
+/// Lines waiting for the writer; beyond this they are dropped and counted.
+pub const QUEUE: usize = 16 * 1024;
+
+/// One request, as the access log records it. Owned data only: it crosses
+/// to the writer thread, which does all the formatting.
+#[derive(Debug)]
+pub struct RequestLine {
+    pub ts: SystemTime,
+    pub listener: Arc<str>,
+    pub sni: Option<Arc<str>>,
+    pub client_addr: SocketAddr,
+    pub identity: Option<Arc<Identity>>,
+    pub method: http::Method,
+    /// The `Host` / `:authority` as received. Copied, not shared: a
+    /// line waiting in the queue must not pin hyper's read buffer (a
+    /// shared slice would make it allocate a fresh one per request).
+    pub host: Option<Box<str>>,
+    /// Without the query (queries carry tokens). Copied, as `host`.
+    pub path: Box<str>,
+    pub protocol: http::Version,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    pub upstream: Option<Arc<str>>,
+    pub upstream_addr: Option<Arc<str>>,
+    pub upstream_time: Option<Duration>,
+    pub request_id: http::HeaderValue,
+    pub trace_id: Option<String>,
+    pub tls_version: Option<&'static str>,
+    pub resumed: bool,
+    /// `allowed`, or why the request was refused.
+    pub authz: &'static str,
+    /// For `combined` only (copied, as `host`).
+    pub referer: Option<Box<str>>,
+    pub user_agent: Option<Box<str>>,
+}
+
+/// A handshake the listener refused (bad certificate, unknown CA, revoked,
+/// denied by rule).
+#[derive(Debug)]
+pub struct RefusalLine {
+    pub ts: SystemTime,
+    pub listener: Arc<str>,
+    pub client_addr: SocketAddr,
+    pub reason: &'static str,
+}
+
+#[derive(Debug)]
+pub enum Line {
+    Request(Box<RequestLine>),
+    Refusal(RefusalLine),
+}
+
+enum Msg {
+    Line(Line),
+    /// Wake the writer so it notices a reopen request.
+    Reopen,
+}
+
+/// The running writer: its queue and its configuration.
+struct Running {
+    config: AccessLogConfig,
+    tx: SyncSender<Msg>,
+    reopen: Arc<AtomicBool>,
+    /// Joined at shutdown, so queued lines reach the file before exit.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+static RUNNING: LazyLock<ArcSwapOption<Running>> = LazyLock::new(ArcSwapOption::empty);
+/// Serialises [`configure`] (the reloader and tests may call it).
+static CONFIGURE: Mutex<()> = Mutex::new(());
+
+/// Apply the configured access log: start, replace or stop the writer.
+/// The same configuration keeps the running writer (and its open file).
+pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
+    let _one = CONFIGURE.lock().unwrap_or_else(|e| e.into_inner());
+    let current = RUNNING.load();
+    if current.as_ref().map(|r| &r.config) == config {
+        return Ok(());
+    }
+    let next = match config {
+        None => None,
+        Some(c) => {
+            let (tx, reopen, thread) = writer::spawn(c.clone())?;
+            Some(Arc::new(Running {
+                config: c.clone(),
+                tx,
+                reopen,
+                thread: Mutex::new(Some(thread)),
+            }))
+        }
+    };
+    // The old writer drains its queue and exits when its sender drops.
+    RUNNING.store(next);
+    Ok(())
+}
+
+/// Stop the writer after it has written every queued line (shutdown).
+pub fn shutdown() {
+    let _one = CONFIGURE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(running) = RUNNING.swap(None) else {
+        return;
+    };
+    let thread = running
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    // The queue's sender goes with the last reference; a request holding a
+    // momentary one finishes its `submit` first.
+    drop(running);
+    if let Some(t) = thread {
+        let _ = t.join();
+    }
+}
+
+/// Whether an access log is configured (requests skip all bookkeeping when not).
+pub fn enabled() -> bool {
+    RUNNING.load().is_some()
+}
+
+/// Whether lines are written in nginx's `combined` (which alone needs the
+/// referer and user agent).
+pub fn combined() -> bool {
+    RUNNING
+        .load()
+        .as_ref()
+        .is_some_and(|r| r.config.format == LogFormat::Combined)
+}
+
+/// Queue a line; never blocks.
+pub fn submit(line: Line) {
+    let running = RUNNING.load();
+    let Some(r) = running.as_ref() else { return };
+    match r.tx.try_send(Msg::Line(line)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            METRICS.access_log_dropped.inc();
+        }
+    }
+}
+
+/// SIGUSR1: reopen the file at the configured path.
+pub fn reopen() {
+    let running = RUNNING.load();
+    if let Some(r) = running.as_ref() {
+        r.reopen.store(true, Ordering::SeqCst);
+        // A full queue means the writer is busy and will see the flag.
+        let _ = r.tx.try_send(Msg::Reopen);
+    }
+}
+
+static REFUSALS: LazyLock<RateLimit> = LazyLock::new(|| RateLimit::new(Duration::from_secs(60)));
+
+/// A refused handshake: one line per (listener, client IP, reason) per
+/// minute, so a client retrying in a loop cannot flood the log.
+pub fn handshake_refused(listener: &Arc<str>, client_addr: SocketAddr, reason: &'static str) {
+    if !enabled() || !REFUSALS.first_in_window(format!("{listener} {} {reason}", client_addr.ip()))
+    {
+        return;
+    }
+    submit(Line::Refusal(RefusalLine {
+        ts: SystemTime::now(),
+        listener: listener.clone(),
+        client_addr,
+        reason,
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    fn refusal(n: u16) -> Line {
+        Line::Refusal(RefusalLine {
+            ts: SystemTime::now(),
+            listener: "l".into(),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], n)),
+            reason: "unknown_ca",
+        })
+    }
+
+    /// A FIFO nobody reads (a stalled log shipper): configuring does not
+    /// wait for a reader, submitting never blocks, what does not fit the
+    /// queue is dropped and counted; once a reader comes, every queued line
+    /// arrives, and shutdown writes them all before it returns.
+    #[test]
+    fn stalled_fifo_drops_and_counts_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("access.fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo");
+        let config = AccessLogConfig {
+            path: fifo.display().to_string(),
+            format: LogFormat::Json,
+        };
+        // Bounded: configure must return without a reader.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(configure(Some(&config))).unwrap());
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("configure waited for a FIFO reader")
+            .unwrap();
+        let dropped_before = METRICS.access_log_dropped.get();
+        let extra = 25;
+        for i in 0..QUEUE + extra {
+            submit(refusal(i as u16));
+        }
+        // The writer holds at most one line outside the queue.
+        let dropped = METRICS.access_log_dropped.get() - dropped_before;
+        assert!(
+            (extra as u64 - 1..=extra as u64).contains(&dropped),
+            "dropped {dropped}"
+        );
+        // A reader arrives: everything queued is written.
+        let reader = std::thread::spawn(move || {
+            let f = std::fs::File::open(&fifo).unwrap();
+            std::io::BufReader::new(f).lines().count()
+        });
+        shutdown();
+        let lines = reader.join().unwrap();
+        assert_eq!(lines as u64, (QUEUE + extra) as u64 - dropped);
+        assert!(!enabled());
+    }
+}

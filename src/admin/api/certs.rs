@@ -1,0 +1,247 @@
+//! Catalogue entries over the API: create, replace, delete, rotate, validate.
+//!
+//! Each function runs on the reloader thread (the single writer) and either
+//! fully applies or leaves the store and the catalogue as they were.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::{Reply, bad_request, no_entry, problem};
+use crate::admin::paths;
+use crate::config::EntrySpec;
+use crate::material::catalogue::{EntryView, Origin};
+use crate::material::pem;
+use crate::reload::Reloader;
+
+/// 412 unless `If-Match` (when given) names the entry's current ETag.
+fn check_if_match(
+    r: &Reloader,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<EntryView, (StatusCode, Value)> {
+    let view = r.entry_view(id).ok_or_else(|| no_entry(id))?;
+    if let Some(want) = if_match
+        && want.trim() != "*"
+        && !want.split(',').any(|t| t.trim() == view.etag)
+    {
+        return Err(problem(
+            StatusCode::PRECONDITION_FAILED,
+            format!("entry {id} changed since that ETag was read; GET it again"),
+        ));
+    }
+    Ok(view)
+}
+
+pub(super) fn entry_reply(r: &Reloader, id: &str, status: StatusCode) -> Reply {
+    let view = r.entry_view(id).ok_or_else(|| no_entry(id))?;
+    let etag = view.etag.clone();
+    Ok((status, json!(view), Some(etag)))
+}
+
+/// POST /certs: load, persist, then apply; a failure leaves store and
+/// catalogue as they were.
+pub(super) fn create(r: &mut Reloader, spec: EntrySpec) -> Reply {
+    let id = spec.id.clone();
+    if r.entry_spec(&id).is_some() {
+        return Err(problem(
+            StatusCode::CONFLICT,
+            format!("entry {id} already exists"),
+        ));
+    }
+    let Some(store) = r.store() else {
+        return Err(bad_request(
+            "no store is configured: entries created through the API must persist (add store: { path, key_file })",
+        ));
+    };
+    pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
+    let before = r.stored_entries();
+    let mut after = before.clone();
+    after.push(spec.clone());
+    store.save(&after).map_err(store_failed)?;
+    if let Err(e) = r.put_entry(spec, Origin::Store) {
+        restore(r, &before);
+        return Err(bad_request(e));
+    }
+    info!(entry = %id, "certificate entry created");
+    entry_reply(r, &id, StatusCode::CREATED)
+}
+
+/// PUT /certs/{id}: stored entries get their definition replaced and
+/// persisted; entries of the configuration file take new material only
+/// (it stays until their files change again or they are rotated).
+pub(super) fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>) -> Reply {
+    let id = spec.id.clone();
+    check_if_match(r, &id, if_match)?;
+    let (current, origin) = r
+        .entry_spec(&id)
+        .map(|(s, o)| (s.clone(), o))
+        .ok_or_else(|| no_entry(&id))?;
+    // New paths must be under store.file_roots; a configuration entry's
+    // own paths (unchanged) are the operator's.
+    if spec.source != current.source {
+        paths::check(&spec.source, &paths::roots(r.config())).map_err(bad_request)?;
+    }
+    if current.kind != spec.kind {
+        return Err(bad_request(format!(
+            "entry {id} is a {}; its type cannot change to {}",
+            current.kind.as_str(),
+            spec.kind.as_str()
+        )));
+    }
+    let loaded = pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))?;
+    match origin {
+        Origin::Store => {
+            let store = r.store().expect("stored entries exist only with a store");
+            let before = r.stored_entries();
+            let after: Vec<EntrySpec> = before
+                .iter()
+                .map(|s| if s.id == id { spec.clone() } else { s.clone() })
+                .collect();
+            store.save(&after).map_err(store_failed)?;
+            if let Err(e) = r.put_entry(spec, Origin::Store) {
+                restore(r, &before);
+                return Err(bad_request(e));
+            }
+        }
+        Origin::Config => {
+            if !spec.source.is_inline() && spec.source != current.source {
+                return Err(bad_request(format!(
+                    "entry {id} is defined in the configuration file; change its paths there (the API can replace its material inline)"
+                )));
+            }
+            r.offer(&id, loaded).map_err(bad_request)?;
+            r.mark_from_api(&id);
+        }
+    }
+    info!(entry = %id, "certificate entry replaced");
+    entry_reply(r, &id, StatusCode::OK)
+}
+
+/// DELETE /certs/{id}: never touches files; refused while referenced.
+pub(super) fn delete(r: &mut Reloader, id: &str, if_match: Option<&str>) -> Reply {
+    let view = check_if_match(r, id, if_match)?;
+    if !view.referenced_by.is_empty() {
+        let mut p = problem(
+            StatusCode::CONFLICT,
+            format!("entry {id} is still referenced; change those first"),
+        );
+        p.1["references"] = json!(view.referenced_by);
+        return Err(p);
+    }
+    if view.origin == Origin::Config {
+        let mut p = problem(
+            StatusCode::CONFLICT,
+            format!("entry {id} is defined in the configuration file; remove it there"),
+        );
+        p.1["references"] = json!([]);
+        return Err(p);
+    }
+    let store = r.store().expect("stored entries exist only with a store");
+    let after: Vec<EntrySpec> = r
+        .stored_entries()
+        .into_iter()
+        .filter(|s| s.id != id)
+        .collect();
+    store.save(&after).map_err(store_failed)?;
+    if let Err(refs) = r.remove_entry(id) {
+        // Unreachable while the check above holds; keep the store truthful.
+        restore(r, &r.stored_entries());
+        let mut p = problem(
+            StatusCode::CONFLICT,
+            format!("entry {id} is still referenced"),
+        );
+        p.1["references"] = json!(refs);
+        return Err(p);
+    }
+    info!(entry = %id, "certificate entry deleted (files on disk untouched)");
+    Ok((StatusCode::OK, json!({ "id": id, "deleted": true }), None))
+}
+
+/// The store could not be written (a full disk, a read-only directory):
+/// nothing was changed, and the operator needs to know beyond this caller.
+fn store_failed(e: String) -> (StatusCode, Value) {
+    tracing::warn!(error = %e, "cannot write the store; the change was not applied");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{e}; nothing was changed"),
+    )
+}
+
+/// Put the store back as it was after a failed apply.
+fn restore(r: &Reloader, entries: &[EntrySpec]) {
+    if let Some(store) = r.store()
+        && let Err(e) = store.save(entries)
+    {
+        tracing::error!(error = %e, "could not restore the store after a refused change");
+    }
+}
+
+/// POST /certs/{id}/reload.
+pub(super) fn reload_one(r: &mut Reloader, id: &str) -> Reply {
+    let (spec, _) = r.entry_spec(id).ok_or_else(|| no_entry(id))?;
+    if spec.source.is_inline() {
+        return Err(bad_request(format!(
+            "entry {id} is inline: there is nothing on disk to re-read (PUT new material instead)"
+        )));
+    }
+    match r.reload_entry(id) {
+        Ok(changed) => {
+            let (status, mut body, etag) = entry_reply(r, id, StatusCode::OK)?;
+            body["changed"] = json!(changed);
+            Ok((status, body, etag))
+        }
+        Err(e) => Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{e}; the previous material stays"),
+        )),
+    }
+}
+
+/// Re-read file-backed `ids`; inline ones are skipped. Always 200 with
+/// what changed and what failed (failures keep their old material).
+pub(super) fn reload_many(r: &mut Reloader, ids: Vec<String>) -> Reply {
+    let mut entries = Vec::new();
+    let mut failed = Vec::new();
+    for id in ids {
+        if r.entry_spec(&id).is_none_or(|(s, _)| s.source.is_inline()) {
+            continue;
+        }
+        let result = r.reload_entry(&id);
+        let fingerprint = r.entry_view(&id).and_then(|v| v.fingerprint_sha256);
+        match result {
+            Ok(changed) => entries.push(json!({
+                "id": id, "result": if changed { "changed" } else { "unchanged" },
+                "fingerprint_sha256": fingerprint,
+            })),
+            Err(e) => {
+                entries.push(json!({
+                    "id": id, "result": "failed", "error": e,
+                    "fingerprint_sha256": fingerprint,
+                }));
+                failed.push(id);
+            }
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        json!({ "entries": entries, "failed": failed }),
+        None,
+    ))
+}
+
+/// Validation reports metadata only; bookkeeping fields mean nothing there.
+pub(super) fn strip_for_validate(view: &mut Value) {
+    if let Some(m) = view.as_object_mut() {
+        for k in [
+            "origin",
+            "last_reload",
+            "referenced_by",
+            "etag",
+            "anonymous",
+        ] {
+            m.remove(k);
+        }
+        m.insert("valid".into(), json!(true));
+    }
+}

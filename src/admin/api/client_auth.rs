@@ -1,0 +1,139 @@
+//! A listener's client auth over the API: the view and the runtime change.
+
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Reply, bad_request, no_listener};
+use crate::config::{ClientAuthConfig, ClientAuthMode, EntryKind, EntrySource};
+use crate::reload::Reloader;
+
+/// `{mode, ca, crl}` of a listener as it runs now.
+pub(super) fn client_auth_view(r: &Reloader, name: &str) -> Result<Value, (StatusCode, Value)> {
+    let ca = r.client_auth(name).ok_or_else(|| no_listener(name))?;
+    let crl: Vec<String> = ca
+        .ca
+        .as_deref()
+        .and_then(|id| r.entry_spec(id))
+        .map(|(spec, _)| match &spec.source {
+            EntrySource::CaFiles { crl_files, .. } => {
+                crl_files.iter().map(|p| p.display().to_string()).collect()
+            }
+            EntrySource::CaInline {
+                crl_pem: Some(_), ..
+            } => vec!["inline".into()],
+            _ => Vec::new(),
+        })
+        .unwrap_or_default();
+    let allow = ca.allow.as_ref().map(|a| a.rules.clone());
+    Ok(json!({
+        "listener": name,
+        "mode": ca.mode.as_str(),
+        "ca": ca.ca,
+        "crl": crl,
+        "allow": allow,
+        "allow_expired_crl": ca.allow_expired_crl,
+    }))
+}
+
+/// PUT body of /listeners/{name}/client-auth.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClientAuthChange {
+    mode: String,
+    /// An entry id, `{"ref": id}`, or absent to keep the current CA.
+    #[serde(default)]
+    ca: Option<CaRef>,
+    /// Absent keeps the listener's current setting.
+    #[serde(default)]
+    allow_expired_crl: Option<bool>,
+    /// Absent: keep the current rules (dropped when the new mode does not
+    /// verify); `null`: no rules; a list: these rules.
+    #[serde(default, deserialize_with = "present")]
+    allow: Option<Option<Vec<crate::identity::AllowRule>>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CaRef {
+    Id(String),
+    Ref {
+        #[serde(rename = "ref")]
+        id: String,
+    },
+}
+
+pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Reply {
+    let current = r.client_auth(name).ok_or_else(|| no_listener(name))?;
+    let mode = ClientAuthMode::parse(&change.mode).ok_or_else(|| {
+        bad_request(format!(
+            "mode {:?} is unknown: use none, request, require_any, verify_if_given or require_and_verify",
+            change.mode
+        ))
+    })?;
+    let ca = match change.ca {
+        Some(CaRef::Id(id) | CaRef::Ref { id }) => {
+            let (spec, _) = r
+                .entry_spec(&id)
+                .ok_or_else(|| bad_request(format!("ca: no entry {id:?}")))?;
+            if spec.kind != EntryKind::CaBundle {
+                return Err(bad_request(format!(
+                    "ca: entry {id} is a {}, not a ca-bundle",
+                    spec.kind.as_str()
+                )));
+            }
+            Some(id)
+        }
+        None => current.ca,
+    };
+    if matches!(
+        mode,
+        ClientAuthMode::VerifyIfGiven | ClientAuthMode::RequireAndVerify
+    ) && ca.is_none()
+    {
+        return Err(bad_request(format!(
+            "mode {} verifies client certificates and needs a ca (a ca-bundle entry)",
+            mode.as_str()
+        )));
+    }
+    let allow = match change.allow {
+        None if mode.verifies() => current.allow,
+        None | Some(None) => None,
+        Some(Some(rules)) if rules.is_empty() => {
+            return Err(bad_request(
+                "allow: an empty list would refuse every client; send null to remove the rules"
+                    .to_owned(),
+            ));
+        }
+        Some(Some(_)) if !mode.verifies() => {
+            return Err(bad_request(format!(
+                "allow rules need a verified identity: use mode verify_if_given or require_and_verify, not {}",
+                mode.as_str()
+            )));
+        }
+        Some(Some(rules)) => Some(std::sync::Arc::new(crate::identity::AllowList { rules })),
+    };
+    let allow_expired_crl = change
+        .allow_expired_crl
+        .unwrap_or(current.allow_expired_crl);
+    r.set_client_auth(
+        name,
+        ClientAuthConfig {
+            mode,
+            ca,
+            allow,
+            allow_expired_crl,
+        },
+    )
+    .map_err(bad_request)?;
+    client_auth_view(r, name).map(|v| (StatusCode::OK, v, None))
+}

@@ -1,0 +1,429 @@
+//! `allow` rules: which verified client identities may connect (listener) or use a route.
+//!
+//! A rule is a set of fields that must all match; a list matches when any
+//! rule does. Globs: `*` matches within one segment (a URI path segment, a
+//! DNS label; in `cn`/`ou`/`email_san` any run of characters), and a
+//! `uri_san` may end in `/**` for "any suffix below this path".
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Identity;
+
+/// Why a rule is malformed (reported by `check` with the rule's line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error(
+        "an allow rule needs at least one of cn, ou, dns_san, uri_san, email_san, fingerprint_sha256"
+    )]
+    Empty,
+    #[error("{field}: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+/// One rule as written: every present field must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ou: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_san: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri_san: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_san: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint_sha256: Option<String>,
+}
+
+/// A checked rule. Deserializes from (and serializes to) its [`RuleSpec`];
+/// the check runs while the rule's own mapping is read, so a malformed rule
+/// fails with that rule's line and path (`allow[2]`), not its list's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "RuleSpec")]
+pub struct AllowRule {
+    spec: RuleSpec,
+    cn: Option<Glob>,
+    ou: Option<Glob>,
+    dns_san: Option<Glob>,
+    uri_san: Option<Glob>,
+    email_san: Option<Glob>,
+    /// Normalised: lowercase hex, no colons.
+    fingerprint: Option<String>,
+}
+
+impl TryFrom<RuleSpec> for AllowRule {
+    type Error = RuleError;
+
+    fn try_from(spec: RuleSpec) -> Result<AllowRule, RuleError> {
+        let glob = |field, v: &Option<String>, kind| {
+            v.as_deref()
+                .map(|p| Glob::new(p, kind).map_err(|reason| RuleError::Field { field, reason }))
+                .transpose()
+        };
+        let fingerprint = spec
+            .fingerprint_sha256
+            .as_deref()
+            .map(normalise_fingerprint)
+            .transpose()
+            .map_err(|reason| RuleError::Field {
+                field: "fingerprint_sha256",
+                reason,
+            })?;
+        let rule = AllowRule {
+            cn: glob("cn", &spec.cn, Kind::Text)?,
+            ou: glob("ou", &spec.ou, Kind::Text)?,
+            dns_san: glob("dns_san", &spec.dns_san, Kind::Dns)?,
+            uri_san: glob("uri_san", &spec.uri_san, Kind::Uri)?,
+            email_san: glob("email_san", &spec.email_san, Kind::Email)?,
+            fingerprint,
+            spec,
+        };
+        if rule.spec == RuleSpec::default() {
+            return Err(RuleError::Empty);
+        }
+        Ok(rule)
+    }
+}
+
+/// The keys of a rule, for readers that list the ones that fit.
+const FIELDS: &[&str] = &[
+    "cn",
+    "ou",
+    "dns_san",
+    "uri_san",
+    "email_san",
+    "fingerprint_sha256",
+];
+
+impl<'de> Deserialize<'de> for AllowRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AllowRule, D::Error> {
+        struct Rule;
+        impl<'de> serde::de::Visitor<'de> for Rule {
+            type Value = AllowRule;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an allow rule (cn, ou, dns_san, uri_san, email_san, fingerprint_sha256)",
+                )
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AllowRule, A::Error> {
+                let spec =
+                    RuleSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                AllowRule::try_from(spec).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_struct("AllowRule", FIELDS, Rule)
+    }
+}
+
+impl From<AllowRule> for RuleSpec {
+    fn from(r: AllowRule) -> RuleSpec {
+        r.spec
+    }
+}
+
+impl std::hash::Hash for AllowRule {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The compiled fields are a function of the spec.
+        self.spec.hash(state);
+    }
+}
+
+impl AllowRule {
+    /// Whether every field of this rule matches `id`. A multi-valued field
+    /// (OUs, SANs) matches when any of its values does.
+    pub fn matches(&self, id: &Identity) -> bool {
+        let any = |g: &Option<Glob>, values: &[String]| {
+            g.as_ref()
+                .is_none_or(|g| values.iter().any(|v| g.matches(v)))
+        };
+        any(&self.cn, &id.cn)
+            && any(&self.ou, &id.ou)
+            && any(&self.dns_san, &id.dns_sans)
+            && any(&self.uri_san, &id.uri_sans)
+            && any(&self.email_san, &id.email_sans)
+            && self
+                .fingerprint
+                .as_deref()
+                .is_none_or(|f| f == id.fingerprint_sha256)
+    }
+
+    pub fn spec(&self) -> &RuleSpec {
+        &self.spec
+    }
+}
+
+/// A listener's or route's rules. `None` where configured means "no
+/// restriction"; an empty list is refused by config validation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllowList {
+    pub rules: Vec<AllowRule>,
+}
+
+impl AllowList {
+    /// Whether `id` matches one of the rules.
+    pub fn permits(&self, id: &Identity) -> bool {
+        self.rules.iter().any(|r| r.matches(id))
+    }
+}
+
+/// `aa:BB:...` -> `aabb...`; must be 32 bytes of hex.
+fn normalise_fingerprint(s: &str) -> Result<String, String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} is not a SHA-256 fingerprint (64 hex digits; colons and case are ignored)"
+        ));
+    }
+    Ok(hex)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `cn`, `ou`: exact, `*` matches any run of characters.
+    Text,
+    /// `dns_san`: case-insensitive, `*` within one label.
+    Dns,
+    /// `uri_san`: `*` within one path segment, optional trailing `/**`.
+    Uri,
+    /// `email_san`: case-insensitive, `*` matches any run of characters.
+    Email,
+}
+
+/// A compiled pattern: segments split on the field's separator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Glob {
+    kind: Kind,
+    segments: Vec<String>,
+    /// Ended in `/**`: the value may continue with `/` and anything.
+    any_suffix: bool,
+}
+
+impl Glob {
+    fn new(pattern: &str, kind: Kind) -> Result<Glob, String> {
+        if pattern.is_empty() {
+            return Err("empty pattern".into());
+        }
+        let (body, any_suffix) = match pattern.strip_suffix("/**") {
+            Some(b) if kind == Kind::Uri => (b, true),
+            _ => (pattern, false),
+        };
+        if body.contains("**") {
+            return Err(format!(
+                "{pattern:?}: `**` is only allowed as a final `/**` of a uri_san"
+            ));
+        }
+        let body = match kind {
+            Kind::Dns | Kind::Email => body.to_ascii_lowercase(),
+            Kind::Text | Kind::Uri => body.to_owned(),
+        };
+        let segments = match kind.separator() {
+            Some(sep) => body.split(sep).map(str::to_owned).collect(),
+            None => vec![body],
+        };
+        Ok(Glob {
+            kind,
+            segments,
+            any_suffix,
+        })
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        let lowered;
+        let value = match self.kind {
+            Kind::Dns | Kind::Email => {
+                lowered = value.to_ascii_lowercase();
+                lowered.as_str()
+            }
+            Kind::Text | Kind::Uri => value,
+        };
+        let Some(sep) = self.kind.separator() else {
+            return segment_matches(&self.segments[0], value);
+        };
+        let mut parts = value.split(sep);
+        for pat in &self.segments {
+            match parts.next() {
+                Some(part) if segment_matches(pat, part) => {}
+                _ => return false,
+            }
+        }
+        match (self.any_suffix, parts.next()) {
+            (false, None) => true,
+            (false, Some(_)) => false,
+            // `/**` needs something below the prefix.
+            (true, Some(first)) => !first.is_empty() || parts.next().is_some(),
+            (true, None) => false,
+        }
+    }
+}
+
+impl Kind {
+    fn separator(self) -> Option<char> {
+        match self {
+            Kind::Dns => Some('.'),
+            Kind::Uri => Some('/'),
+            Kind::Text | Kind::Email => None,
+        }
+    }
+}
+
+/// `*` matches any run of characters within one segment; a segment that is
+/// only `*` must not be empty (`*.example` does not match `.example`).
+fn segment_matches(pattern: &str, value: &str) -> bool {
+    if pattern == "*" {
+        return !value.is_empty();
+    }
+    let (p, v) = (pattern.as_bytes(), value.as_bytes());
+    let (mut pi, mut vi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while vi < v.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, vi));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == v[vi] {
+            pi += 1;
+            vi += 1;
+        } else if let Some((sp, sv)) = star {
+            pi = sp + 1;
+            vi = sv + 1;
+            star = Some((sp, sv + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> Identity {
+        Identity {
+            subject: "CN=billing, OU=payments".into(),
+            issuer: "CN=partners CA".into(),
+            cn: vec!["billing".into()],
+            ou: vec!["payments".into(), "emea".into()],
+            dns_sans: vec!["api.Partners.example".into()],
+            uri_sans: vec!["spiffe://cluster.local/ns/prod/sa/billing".into()],
+            email_sans: vec!["Ops@partners.example".into()],
+            serial: "01".into(),
+            fingerprint_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                .into(),
+            not_before: 0,
+            not_after: 1,
+            chain: vec![],
+        }
+    }
+
+    fn rule(yaml: &str) -> Result<AllowRule, String> {
+        serde_json::from_str::<AllowRule>(yaml).map_err(|e| e.to_string())
+    }
+
+    fn ok(yaml: &str) -> bool {
+        rule(yaml).unwrap().matches(&id())
+    }
+
+    /// Each field, alone: exact values, globs, case rules.
+    #[test]
+    fn each_field() {
+        assert!(ok(r#"{"cn":"billing"}"#));
+        assert!(!ok(r#"{"cn":"Billing"}"#));
+        assert!(ok(r#"{"cn":"bill*"}"#));
+        assert!(ok(r#"{"ou":"emea"}"#));
+        assert!(!ok(r#"{"ou":"apac"}"#));
+        assert!(ok(r#"{"dns_san":"*.partners.example"}"#));
+        assert!(ok(r#"{"dns_san":"API.partners.EXAMPLE"}"#));
+        assert!(!ok(r#"{"dns_san":"*.example"}"#), "* spans one label only");
+        assert!(ok(r#"{"uri_san":"spiffe://cluster.local/ns/prod/sa/*"}"#));
+        assert!(!ok(r#"{"uri_san":"spiffe://cluster.local/ns/prod/*"}"#));
+        assert!(ok(r#"{"uri_san":"spiffe://cluster.local/ns/prod/**"}"#));
+        assert!(ok(
+            r#"{"uri_san":"spiffe://cluster.local/ns/*/sa/billing"}"#
+        ));
+        assert!(!ok(r#"{"uri_san":"spiffe://cluster.local/ns/staging/**"}"#));
+        assert!(ok(r#"{"email_san":"*@PARTNERS.example"}"#));
+        assert!(ok(
+            r#"{"fingerprint_sha256":"9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:2B:0B:82:2C:D1:5D:6C:15:B0:F0:0A:08"}"#
+        ));
+        assert!(!ok(
+            r#"{"fingerprint_sha256":"0000000000000000000000000000000000000000000000000000000000000000"}"#
+        ));
+    }
+
+    /// Fields of one rule must all match; a list matches when any rule does.
+    #[test]
+    fn all_fields_any_rule() {
+        assert!(ok(r#"{"cn":"billing","ou":"payments"}"#));
+        assert!(!ok(r#"{"cn":"billing","ou":"ops"}"#));
+        let list = AllowList {
+            rules: vec![
+                rule(r#"{"cn":"ops"}"#).unwrap(),
+                rule(r#"{"uri_san":"spiffe://cluster.local/**"}"#).unwrap(),
+            ],
+        };
+        assert!(list.permits(&id()));
+        let list = AllowList {
+            rules: vec![rule(r#"{"cn":"ops"}"#).unwrap()],
+        };
+        assert!(!list.permits(&id()));
+        assert!(!AllowList::default().permits(&id()));
+    }
+
+    /// `/**` needs at least one more segment; `*` never matches an empty segment.
+    #[test]
+    fn glob_edges() {
+        let g = Glob::new("spiffe://td/ns/**", Kind::Uri).unwrap();
+        assert!(g.matches("spiffe://td/ns/a"));
+        assert!(g.matches("spiffe://td/ns/a/b/c"));
+        assert!(!g.matches("spiffe://td/ns"));
+        assert!(!g.matches("spiffe://td/ns/"));
+        assert!(!g.matches("spiffe://td/nsx/a"));
+        let g = Glob::new("spiffe://td/ns/*", Kind::Uri).unwrap();
+        assert!(!g.matches("spiffe://td/ns/"));
+        assert!(!g.matches("spiffe://td/ns/a/b"));
+        let g = Glob::new("*.example", Kind::Dns).unwrap();
+        assert!(!g.matches(".example"));
+        assert!(!g.matches("example"));
+        assert!(segment_matches("a*b*c", "aXXbYYc"));
+        assert!(!segment_matches("a*b*c", "aXXbYY"));
+        assert!(segment_matches("*x", "xxx"));
+    }
+
+    /// Malformed rules are refused with the field and the reason.
+    #[test]
+    fn malformed_rules() {
+        let e = rule("{}").unwrap_err();
+        assert!(e.contains("needs at least one"), "{e}");
+        let e = rule(r#"{"fingerprint_sha256":"abc"}"#).unwrap_err();
+        assert!(
+            e.contains("fingerprint_sha256") && e.contains("64 hex"),
+            "{e}"
+        );
+        let e = rule(r#"{"uri_san":"spiffe://x/**/y"}"#).unwrap_err();
+        assert!(e.contains("uri_san") && e.contains("/**"), "{e}");
+        let e = rule(r#"{"dns_san":"**.example"}"#).unwrap_err();
+        assert!(e.contains("dns_san"), "{e}");
+        let e = rule(r#"{"cn":""}"#).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        let e = rule(r#"{"subject":"x"}"#).unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+        // Round trip: what the API shows is what was written.
+        let r = rule(r#"{"cn":"billing","ou":"payments"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"cn":"billing","ou":"payments"}"#
+        );
+    }
+}

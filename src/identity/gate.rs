@@ -1,0 +1,196 @@
+//! The handshake gate: a client verifier that applies a listener's `allow` rules after the chain check.
+//!
+//! rustls has one `ClientCertVerifier` per `ServerConfig`; this one wraps
+//! the WebPKI verifier. A certificate that chains to the CA but matches no
+//! rule is refused with `CertificateError::ApplicationVerificationFailure`,
+//! which rustls sends as the `access_denied` alert. The rules live in the
+//! `ServerConfig`, so a rule change is a new snapshot and the very next
+//! handshake sees it; listeners with client auth issue no tickets and keep
+//! no session cache (see `tls::server::build`), so no resumed session can
+//! skip this check.
+//!
+//! The verifier parses the leaf into an [`Identity`] anyway, so it hands
+//! that record to the connection ([`take`]) instead of having the
+//! connection parse the certificate a second time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tracing::warn;
+
+use crate::identity::{AllowList, Identity};
+
+/// A verifying client-auth policy with optional `allow` rules.
+#[derive(Debug)]
+pub struct Gate {
+    pub listener: Arc<str>,
+    pub inner: Arc<dyn ClientCertVerifier>,
+    /// `None`: every certificate that chains to the CA is let in.
+    pub allow: Option<Arc<AllowList>>,
+}
+
+impl ClientCertVerifier for Gate {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let mut chain = Vec::with_capacity(1 + intermediates.len());
+        chain.push(end_entity.clone());
+        chain.extend(intermediates.iter().cloned());
+        let id = Identity::from_chain(&chain)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if let Some(allow) = &self.allow
+            && !allow.permits(&id)
+        {
+            log_denied(&self.listener, &id);
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        hand_over(Arc::new(id));
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Records parsed in the handshake, waiting for their connection, by leaf
+/// DER. Bounded: a handshake that fails after the certificate check (a bad
+/// signature) leaves its record behind, so the map is cleared when full.
+static HANDOFF: LazyLock<Mutex<HashMap<Vec<u8>, Arc<Identity>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+const HANDOFF_MAX: usize = 4096;
+
+fn hand_over(id: Arc<Identity>) {
+    let mut map = HANDOFF.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= HANDOFF_MAX {
+        map.clear();
+    }
+    map.insert(id.leaf().to_vec(), id);
+}
+
+/// The identity record of a connection's verified peer chain: the one the
+/// gate parsed, or (if two connections with the same certificate raced, or
+/// the record was evicted) a fresh parse.
+pub fn take(chain: &[CertificateDer<'_>]) -> Option<Arc<Identity>> {
+    let leaf = chain.first()?;
+    let handed = HANDOFF
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(leaf.as_ref());
+    handed.or_else(|| Identity::from_chain(chain).ok().map(Arc::new))
+}
+
+/// Once per (listener, certificate) per minute: a client retrying in a
+/// loop must not flood the log, but every new identity is seen.
+fn log_denied(listener: &str, id: &Identity) {
+    if !RECENT_DENIALS.first_in_window(format!("{listener} {}", id.fingerprint_sha256)) {
+        return;
+    }
+    warn!(
+        listener = %listener,
+        subject = %id.subject,
+        uri_san = id.uri_sans.first().map(String::as_str).unwrap_or(""),
+        dns_san = id.dns_sans.first().map(String::as_str).unwrap_or(""),
+        fingerprint = %id.fingerprint_sha256,
+        "client certificate matches no allow rule: refused"
+    );
+}
+
+static RECENT_DENIALS: LazyLock<RateLimit> =
+    LazyLock::new(|| RateLimit::new(Duration::from_secs(60)));
+
+/// "Once per key per window", bounded in memory.
+pub struct RateLimit {
+    window: Duration,
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl RateLimit {
+    pub fn new(window: Duration) -> RateLimit {
+        RateLimit {
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True the first time `key` is seen in the current window.
+    pub fn first_in_window(&self, key: String) -> bool {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= 10_000 {
+            seen.retain(|_, t| now.duration_since(*t) < self.window);
+            if seen.len() >= 10_000 {
+                // Under a flood of distinct identities, log nothing more
+                // this window rather than grow without bound.
+                return false;
+            }
+        }
+        match seen.get(&key) {
+            Some(t) if now.duration_since(*t) < self.window => false,
+            _ => {
+                seen.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key is let through once per window; others are independent.
+    #[test]
+    fn rate_limit_once_per_window() {
+        let r = RateLimit::new(Duration::from_secs(60));
+        assert!(r.first_in_window("a".into()));
+        assert!(!r.first_in_window("a".into()));
+        assert!(r.first_in_window("b".into()));
+        let r = RateLimit::new(Duration::ZERO);
+        assert!(r.first_in_window("a".into()));
+        assert!(r.first_in_window("a".into()));
+    }
+}

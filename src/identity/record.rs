@@ -1,0 +1,137 @@
+//! The identity record: one parse of a verified client certificate that rules, headers and logs all read.
+//!
+//! Built once per connection (in the handshake, by [`crate::identity::gate`])
+//! and carried behind an `Arc`; nothing downstream parses the certificate
+//! again, so an `allow` rule, an upstream header and an access-log line can
+//! never disagree about who the client is.
+
+use rustls_pki_types::CertificateDer;
+use x509_parser::prelude::*;
+
+use crate::material::info;
+
+/// A client certificate's identity. Holds no key material: the chain is
+/// public certificates only (forwarded upstream in `rfc9440`/`xfcc` modes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// RFC 4514 subject DN, e.g. `CN=billing, OU=payments`.
+    pub subject: String,
+    /// RFC 4514 issuer DN.
+    pub issuer: String,
+    /// The subject's common names (usually one).
+    pub cn: Vec<String>,
+    /// The subject's organizational units.
+    pub ou: Vec<String>,
+    /// DNS SANs as written in the certificate.
+    pub dns_sans: Vec<String>,
+    /// URI SANs; a `spiffe://` one is the SPIFFE ID.
+    pub uri_sans: Vec<String>,
+    /// Email (rfc822Name) SANs.
+    pub email_sans: Vec<String>,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// SHA-256 of the leaf DER, lowercase hex without separators.
+    pub fingerprint_sha256: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// The chain as the client sent it, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+}
+
+impl Identity {
+    /// Parse the leaf of `chain` (leaf first, as rustls hands it over).
+    pub fn from_chain(chain: &[CertificateDer<'_>]) -> Result<Identity, String> {
+        let leaf = chain.first().ok_or("no certificate")?;
+        let (rest, cert) = X509Certificate::from_der(leaf).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err("trailing bytes after the certificate".into());
+        }
+        let text = |a: &AttributeTypeAndValue<'_>| a.as_str().ok().map(str::to_owned);
+        let mut id = Identity {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            cn: cert.subject().iter_common_name().filter_map(text).collect(),
+            ou: cert
+                .subject()
+                .iter_organizational_unit()
+                .filter_map(text)
+                .collect(),
+            dns_sans: Vec::new(),
+            uri_sans: Vec::new(),
+            email_sans: Vec::new(),
+            serial: info::hex(cert.raw_serial()),
+            fingerprint_sha256: info::fingerprint(leaf),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+        };
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => id.dns_sans.push((*d).to_owned()),
+                    GeneralName::URI(u) => id.uri_sans.push((*u).to_owned()),
+                    GeneralName::RFC822Name(m) => id.email_sans.push((*m).to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(id)
+    }
+
+    /// The SPIFFE ID: the first `spiffe://` URI SAN.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.uri_sans
+            .iter()
+            .map(String::as_str)
+            .find(|u| u.starts_with("spiffe://"))
+    }
+
+    /// The leaf certificate's DER.
+    pub fn leaf(&self) -> &[u8] {
+        self.chain.first().map(|c| c.as_ref()).unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    /// Every field of the record comes from the certificate.
+    #[test]
+    fn parses_every_field() {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["api.partners.example".to_owned()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "billing");
+        p.distinguished_name
+            .push(DnType::OrganizationalUnitName, "payments");
+        p.subject_alt_names.push(SanType::URI(
+            "spiffe://cluster.local/ns/prod/sa/billing"
+                .try_into()
+                .unwrap(),
+        ));
+        p.subject_alt_names.push(SanType::Rfc822Name(
+            "ops@partners.example".try_into().unwrap(),
+        ));
+        p.serial_number = Some(rcgen::SerialNumber::from(0x1234u64));
+        let cert = p.self_signed(&key).unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let id = Identity::from_chain(std::slice::from_ref(&der)).unwrap();
+        assert_eq!(id.cn, ["billing"]);
+        assert_eq!(id.ou, ["payments"]);
+        assert!(id.subject.contains("CN=billing"), "{}", id.subject);
+        assert_eq!(id.dns_sans, ["api.partners.example"]);
+        assert_eq!(
+            id.spiffe_id(),
+            Some("spiffe://cluster.local/ns/prod/sa/billing")
+        );
+        assert_eq!(id.email_sans, ["ops@partners.example"]);
+        assert_eq!(id.serial, "1234");
+        assert_eq!(id.fingerprint_sha256, info::fingerprint(&der));
+        assert!(id.not_before < id.not_after);
+        assert_eq!(id.leaf(), der.as_ref());
+        assert!(Identity::from_chain(&[]).is_err());
+        assert!(Identity::from_chain(&[CertificateDer::from(vec![0x30, 0x00])]).is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! What the backend is told about the client certificate: `forward_client_cert` modes and their header encoders.
+//!
+//! Every encoder reads the connection's [`Identity`] record. Client-sent
+//! copies of every header any mode writes are removed first, in every mode
+//! (including `none`), so a backend never sees a spoofed identity.
+
+use std::fmt::Write;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Identity;
+
+/// `forward_client_cert:` of a listener or route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardClientCert {
+    /// Nothing about the certificate is sent (spoofed copies still removed).
+    None,
+    /// `X-Client-Cert-*` headers, one field each.
+    #[default]
+    Headers,
+    /// RFC 9440 `Client-Cert` / `Client-Cert-Chain` structured-field byte sequences.
+    Rfc9440,
+    /// Envoy's `X-Forwarded-Client-Cert`.
+    Xfcc,
+}
+
+impl ForwardClientCert {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardClientCert::None => "none",
+            ForwardClientCert::Headers => "headers",
+            ForwardClientCert::Rfc9440 => "rfc9440",
+            ForwardClientCert::Xfcc => "xfcc",
+        }
+    }
+}
+
+pub static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+pub static X_CLIENT_CERT_FINGERPRINT: HeaderName =
+    HeaderName::from_static("x-client-cert-fingerprint");
+pub static X_CLIENT_CERT_URI_SANS: HeaderName = HeaderName::from_static("x-client-cert-uri-sans");
+pub static X_CLIENT_CERT_DNS_SANS: HeaderName = HeaderName::from_static("x-client-cert-dns-sans");
+pub static X_CLIENT_CERT_ISSUER: HeaderName = HeaderName::from_static("x-client-cert-issuer");
+pub static X_CLIENT_CERT_SERIAL: HeaderName = HeaderName::from_static("x-client-cert-serial");
+pub static X_CLIENT_CERT_NOT_AFTER: HeaderName = HeaderName::from_static("x-client-cert-not-after");
+pub static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Remove every client-certificate header a client may have sent: the
+/// ones any mode writes, and any other `X-Client-Cert-*` (a backend may
+/// read a name we never write, e.g. `X-Client-Cert-CN`).
+pub fn strip(headers: &mut HeaderMap) {
+    for n in [&CLIENT_CERT, &CLIENT_CERT_CHAIN, &X_FORWARDED_CLIENT_CERT] {
+        headers.remove(n);
+    }
+    let prefixed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-client-cert-"))
+        .cloned()
+        .collect();
+    for n in prefixed {
+        headers.remove(n);
+    }
+}
+
+/// Strip client copies, then describe `id` (if any) the way `mode` says.
+pub fn apply(headers: &mut HeaderMap, mode: ForwardClientCert, id: Option<&Identity>) {
+    strip(headers);
+    let Some(id) = id else { return };
+    match mode {
+        ForwardClientCert::None => {}
+        ForwardClientCert::Headers => write_headers(headers, id),
+        ForwardClientCert::Rfc9440 => write_rfc9440(headers, id),
+        ForwardClientCert::Xfcc => {
+            if let Ok(v) = HeaderValue::from_str(&xfcc(id)) {
+                headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v);
+            }
+        }
+    }
+}
+
+fn put(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    // A DN with bytes a header cannot carry is left out rather than mangled.
+    if !value.is_empty()
+        && let Ok(v) = HeaderValue::from_str(value)
+    {
+        headers.insert(name.clone(), v);
+    }
+}
+
+fn write_headers(headers: &mut HeaderMap, id: &Identity) {
+    put(headers, &X_CLIENT_CERT_SUBJECT, &id.subject);
+    put(headers, &X_CLIENT_CERT_FINGERPRINT, &id.fingerprint_sha256);
+    put(headers, &X_CLIENT_CERT_URI_SANS, &id.uri_sans.join(", "));
+    put(headers, &X_CLIENT_CERT_DNS_SANS, &id.dns_sans.join(", "));
+    put(headers, &X_CLIENT_CERT_ISSUER, &id.issuer);
+    put(headers, &X_CLIENT_CERT_SERIAL, &id.serial);
+    put(headers, &X_CLIENT_CERT_NOT_AFTER, &rfc3339(id.not_after));
+}
+
+/// RFC 9440: `Client-Cert: :<base64 DER>:` (an sf-binary Item) and, when
+/// the client sent intermediates, `Client-Cert-Chain` (an sf-list of them,
+/// without the leaf).
+fn write_rfc9440(headers: &mut HeaderMap, id: &Identity) {
+    let leaf = sfv::ItemSerializer::new().bare_item(id.leaf()).finish();
+    put(headers, &CLIENT_CERT, &leaf);
+    let mut chain = sfv::ListSerializer::new();
+    for c in id.chain.iter().skip(1) {
+        chain.bare_item(c.as_ref());
+    }
+    if let Some(chain) = chain.finish() {
+        put(headers, &CLIENT_CERT_CHAIN, &chain);
+    }
+}
+
+/// RFC 3986 unreserved characters stay; everything else in a PEM
+/// (newlines, spaces, `+/=`) is percent-encoded, as Envoy does.
+const XFCC_PEM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Envoy's `X-Forwarded-Client-Cert` element for one client:
+/// `Hash=…;Cert="…";Chain="…";Subject="…";URI=…;DNS=…`.
+pub fn xfcc(id: &Identity) -> String {
+    let mut s = format!("Hash={}", id.fingerprint_sha256);
+    let pem = |der: &[u8]| pem_of(der);
+    let _ = write!(
+        s,
+        ";Cert=\"{}\"",
+        utf8_percent_encode(&pem(id.leaf()), XFCC_PEM)
+    );
+    let chain: String = id.chain.iter().map(|c| pem(c.as_ref())).collect();
+    let _ = write!(s, ";Chain=\"{}\"", utf8_percent_encode(&chain, XFCC_PEM));
+    let _ = write!(s, ";Subject={}", quoted(&id.subject));
+    for u in &id.uri_sans {
+        let _ = write!(s, ";URI={}", value(u));
+    }
+    for d in &id.dns_sans {
+        let _ = write!(s, ";DNS={}", value(d));
+    }
+    s
+}
+
+/// A value quoted only when it holds a separator (Envoy's rule; Subject is always quoted).
+fn value(v: &str) -> String {
+    if v.contains([',', ';', '=', '"']) {
+        quoted(v)
+    } else {
+        v.to_owned()
+    }
+}
+
+fn quoted(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A certificate as PEM (64-column base64, `\n` line ends).
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-30T05:00:00Z`).
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::CertificateDer;
+
+    fn id() -> Identity {
+        Identity {
+            subject: "CN=billing, OU=payments".into(),
+            issuer: "CN=partners CA".into(),
+            cn: vec!["billing".into()],
+            ou: vec!["payments".into()],
+            dns_sans: vec!["a.example".into(), "b.example".into()],
+            uri_sans: vec!["spiffe://td/ns/prod/sa/billing".into()],
+            email_sans: vec![],
+            serial: "0a1b".into(),
+            fingerprint_sha256: "ab".repeat(32),
+            not_before: 0,
+            not_after: 1_800_000_000,
+            chain: vec![
+                CertificateDer::from(vec![1u8, 2, 3, 250]),
+                CertificateDer::from(vec![9u8; 5]),
+            ],
+        }
+    }
+
+    fn spoofed() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x-client-cert-subject",
+            "x-client-cert-fingerprint",
+            "x-client-cert-uri-sans",
+            "x-client-cert-cn",
+            "client-cert",
+            "client-cert-chain",
+            "x-forwarded-client-cert",
+        ] {
+            h.append(n, HeaderValue::from_static("spoofed"));
+            h.append(n, HeaderValue::from_static("spoofed twice"));
+        }
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        h
+    }
+
+    /// In every mode, with or without a certificate, no spoofed copy survives.
+    #[test]
+    fn spoofed_copies_never_survive() {
+        for mode in [
+            ForwardClientCert::None,
+            ForwardClientCert::Headers,
+            ForwardClientCert::Rfc9440,
+            ForwardClientCert::Xfcc,
+        ] {
+            for cert in [None, Some(id())] {
+                let mut h = spoofed();
+                apply(&mut h, mode, cert.as_ref());
+                for v in h.values() {
+                    assert!(!v.to_str().unwrap().contains("spoofed"), "{mode:?}: {h:?}");
+                }
+                assert_eq!(h["accept"], "*/*");
+                if cert.is_none() || mode == ForwardClientCert::None {
+                    assert_eq!(h.len(), 1, "{mode:?}: {h:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn headers_mode() {
+        let mut h = HeaderMap::new();
+        apply(&mut h, ForwardClientCert::Headers, Some(&id()));
+        assert_eq!(h["x-client-cert-subject"], "CN=billing, OU=payments");
+        assert_eq!(h["x-client-cert-fingerprint"], "ab".repeat(32).as_str());
+        assert_eq!(
+            h["x-client-cert-uri-sans"],
+            "spiffe://td/ns/prod/sa/billing"
+        );
+        assert_eq!(h["x-client-cert-dns-sans"], "a.example, b.example");
+        assert_eq!(h["x-client-cert-issuer"], "CN=partners CA");
+        assert_eq!(h["x-client-cert-serial"], "0a1b");
+        assert_eq!(h["x-client-cert-not-after"], "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn rfc9440_mode() {
+        let mut h = HeaderMap::new();
+        apply(&mut h, ForwardClientCert::Rfc9440, Some(&id()));
+        assert_eq!(h["client-cert"], ":AQID+g==:");
+        assert_eq!(h["client-cert-chain"], ":CQkJCQk=:");
+        let mut only_leaf = id();
+        only_leaf.chain.truncate(1);
+        let mut h = HeaderMap::new();
+        apply(&mut h, ForwardClientCert::Rfc9440, Some(&only_leaf));
+        assert!(!h.contains_key("client-cert-chain"));
+    }
+
+    #[test]
+    fn xfcc_mode() {
+        let x = xfcc(&id());
+        assert!(
+            x.starts_with(&format!(
+                "Hash={};Cert=\"-----BEGIN%20CERTIFICATE-----%0A",
+                "ab".repeat(32)
+            )),
+            "{x}"
+        );
+        assert!(x.contains(";Subject=\"CN=billing, OU=payments\";URI=spiffe://td/ns/prod/sa/billing;DNS=a.example;DNS=b.example"), "{x}");
+        assert_eq!(quoted(r#"CN=a "b"\c"#), r#""CN=a \"b\"\\c""#);
+        assert_eq!(value("a;b"), "\"a;b\"");
+    }
+}

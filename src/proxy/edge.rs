@@ -1,0 +1,254 @@
+//! Per-request duties at the edge: request id, route `allow`, client-certificate headers, the access-log line.
+//!
+//! [`Exchange::begin`] runs before routing and [`Exchange::finish`] on
+//! every response (proxied or generated), so each request gets an id, its
+//! `X-Request-Id` back, and exactly one access-log line.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access_log::body::Logged;
+use crate::access_log::{self, RequestLine};
+use crate::identity::AllowList;
+use crate::metrics;
+use crate::proxy::client_cert::{self, ForwardClientCert};
+use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
+use crate::proxy::request_id::{self, RequestIdConfig};
+
+/// The access log's count of a request's body bytes, carried to the
+/// forwarder as a request extension (the body is wrapped there).
+#[derive(Clone, Debug)]
+pub struct BytesIn(pub Arc<AtomicU64>);
+
+impl BytesIn {
+    pub fn add(&self, n: usize) {
+        self.0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A listener's edge settings; swapped by the reloader with the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgePolicy {
+    pub forward_client_cert: ForwardClientCert,
+    /// `access_log: false` on the listener turns its lines off.
+    pub access_log: bool,
+    pub request_id: RequestIdConfig,
+}
+
+impl EdgePolicy {
+    /// A listener's edge settings from its configuration.
+    pub fn of(l: &crate::config::ListenerConfig) -> EdgePolicy {
+        EdgePolicy {
+            forward_client_cert: l.forward_client_cert,
+            access_log: l.access_log,
+            request_id: l.request_id,
+        }
+    }
+}
+
+impl Default for EdgePolicy {
+    fn default() -> Self {
+        EdgePolicy {
+            forward_client_cert: ForwardClientCert::Headers,
+            access_log: true,
+            request_id: RequestIdConfig::default(),
+        }
+    }
+}
+
+/// A route's narrowing of the listener: its own `allow` rules and
+/// `forward_client_cert` override.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// A request must come from a certificate matching one of these
+    /// (on top of the listener's rules, checked in the handshake).
+    pub allow: Option<Arc<AllowList>>,
+    pub forward_client_cert: Option<ForwardClientCert>,
+}
+
+/// What a response had to do with an upstream, for the access log; set by
+/// the forwarder as a response extension.
+#[derive(Clone, Debug)]
+pub struct UpstreamAddr(pub Arc<str>);
+
+/// One request's edge bookkeeping.
+pub struct Exchange {
+    started: Instant,
+    request_id: HeaderValue,
+    /// `None` when the access log is off for this request.
+    /// The line, and the request body's byte count (`None`: no body).
+    log: Option<(Box<RequestLine>, Option<Arc<AtomicU64>>)>,
+}
+
+impl Exchange {
+    /// Settle the request id and, when the access log is on, note what the
+    /// log line needs from the request head and start counting its body.
+    pub fn begin(
+        edge: &EdgePolicy,
+        ctx: &RequestContext,
+        req: &mut Request<Incoming>,
+        started: Instant,
+    ) -> Exchange {
+        let request_id = request_id::settle(req.headers_mut(), edge.request_id.trust_client);
+        let log = (edge.access_log && access_log::enabled()).then(|| {
+            let h = req.headers();
+            let combined = access_log::combined();
+            let text = |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).map(Box::from);
+            let line = Box::new(RequestLine {
+                ts: SystemTime::now(),
+                listener: ctx.listener.clone(),
+                sni: ctx.tls_sni.clone(),
+                client_addr: ctx.client_addr,
+                identity: ctx.client_cert.clone(),
+                method: req.method().clone(),
+                host: request_host(req).map(Box::from),
+                path: req.uri().path().into(),
+                protocol: req.version(),
+                status: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+                duration: Duration::ZERO,
+                upstream: None,
+                upstream_addr: None,
+                upstream_time: None,
+                request_id: request_id.clone(),
+                trace_id: request_id::trace_id(h).map(str::to_owned),
+                tls_version: ctx.tls_version,
+                resumed: ctx.resumed,
+                authz: "allowed",
+                referer: combined
+                    .then(|| text(h.get(http::header::REFERER)))
+                    .flatten(),
+                user_agent: combined
+                    .then(|| text(h.get(http::header::USER_AGENT)))
+                    .flatten(),
+            });
+            // A request without a body (most GETs) needs no counter.
+            let counter = (!hyper::body::Body::is_end_stream(req.body()))
+                .then(|| Arc::new(AtomicU64::new(0)));
+            (line, counter)
+        });
+        if let Some((_, Some(counter))) = &log {
+            req.extensions_mut().insert(BytesIn(counter.clone()));
+        }
+        Exchange {
+            started,
+            request_id,
+            log,
+        }
+    }
+
+    /// 421 Misdirected Request when the request's host belongs to another
+    /// certificate entry (with its own client auth) than the one the
+    /// connection's SNI selected.
+    pub fn misdirected<B>(
+        &mut self,
+        ctx: &RequestContext,
+        req: &Request<B>,
+    ) -> Option<Response<ResponseBody>> {
+        let (per_name, at) = ctx.entry.as_ref()?;
+        let host_at = request_host(req).map_or(0, |h| per_name.position_of_host(h));
+        if host_at == *at {
+            return None;
+        }
+        if let Some((line, _)) = &mut self.log {
+            line.authz = "misdirected";
+        }
+        Some(error_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected request: this host is not served on this connection's server name",
+        ))
+    }
+
+    /// Apply a route's policy: refuse (403) a client the route's `allow`
+    /// does not admit — a client without a certificate never matches — and
+    /// otherwise write the client-certificate headers the route or listener
+    /// asks for (after removing any the client sent). Returns the refusal.
+    pub fn admit(
+        &mut self,
+        route: &RoutePolicy,
+        edge: &EdgePolicy,
+        ctx: &RequestContext,
+        req: &mut Request<Incoming>,
+    ) -> Option<Response<ResponseBody>> {
+        if let Some(allow) = &route.allow {
+            let admitted = ctx
+                .client_cert
+                .as_deref()
+                .is_some_and(|id| allow.permits(id));
+            if !admitted {
+                metrics::client_auth_denied(&ctx.listener, "route_not_allowed");
+                if let Some((line, _)) = &mut self.log {
+                    line.authz = "route_not_allowed";
+                }
+                return Some(error_response(
+                    StatusCode::FORBIDDEN,
+                    "forbidden: this client certificate may not use this route",
+                ));
+            }
+        }
+        let mode = route
+            .forward_client_cert
+            .unwrap_or(edge.forward_client_cert);
+        client_cert::apply(req.headers_mut(), mode, ctx.client_cert.as_deref());
+        None
+    }
+
+    /// The request went to `upstream`; its response head came after `took`.
+    pub fn upstream(&mut self, upstream: &Arc<str>, took: Duration) {
+        if let Some((line, _)) = &mut self.log {
+            line.upstream = Some(upstream.clone());
+            line.upstream_time = Some(took);
+        }
+    }
+
+    /// Return the request id to the client and, with the access log on,
+    /// submit the line when the response body has been sent.
+    pub fn finish(self, mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
+        resp.headers_mut()
+            .insert(request_id::X_REQUEST_ID.clone(), self.request_id);
+        let Some((mut line, bytes_in)) = self.log else {
+            return resp;
+        };
+        line.status = resp.status().as_u16();
+        line.upstream_addr = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.clone());
+        let started = self.started;
+        resp.map(|b| Logged::new(b, line, bytes_in, started).boxed())
+    }
+}
+
+/// The host a request is for: `:authority` (h2, absolute-form) or `Host`.
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// A refused handshake: counted when client authentication refused it,
+/// and given a (rate-limited) access-log line.
+pub fn handshake_refused(listener: &Arc<str>, peer: std::net::SocketAddr, reason: &'static str) {
+    if matches!(
+        reason,
+        "not_allowed"
+            | "no_client_cert"
+            | "unknown_ca"
+            | "revoked"
+            | "revocation_unknown"
+            | "crl_expired"
+            | "expired"
+            | "bad_client_cert"
+    ) {
+        metrics::client_auth_denied(listener, reason);
+    }
+    if reason != "client_closed" {
+        access_log::handshake_refused(listener, peer, reason);
+    }
+}

@@ -1,0 +1,156 @@
+//! `X-Request-Id` at the edge, and the trace id of a W3C `traceparent` for the access log.
+//!
+//! A client's id is kept when it is well-formed — 1 to 128 characters of
+//! `[A-Za-z0-9._-]`, which covers UUIDs, ULIDs, hex and Heroku/nginx-style
+//! ids, and keeps log lines and headers free of injection — unless the
+//! listener says `request_id: { trust_client: false }`. Otherwise a 128-bit
+//! random id (32 hex digits) is generated. `traceparent`/`tracestate` are
+//! never touched.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// `request_id:` of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestIdConfig {
+    /// Keep a well-formed client `X-Request-Id` (default); `false` always
+    /// replaces it (an edge facing untrusted clients).
+    #[serde(default = "yes")]
+    pub trust_client: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        RequestIdConfig { trust_client: true }
+    }
+}
+
+/// The longest client id kept.
+pub const MAX_LEN: usize = 128;
+
+/// Whether a client-sent id is kept as is.
+pub fn well_formed(id: &[u8]) -> bool {
+    (1..=MAX_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Settle the request's id: keep the client's (if trusted and
+/// well-formed; exactly one), else generate one. Returns the value now in
+/// `headers`, for the response and the log.
+pub fn settle(headers: &mut HeaderMap, trust_client: bool) -> HeaderValue {
+    if trust_client {
+        let mut all = headers.get_all(&X_REQUEST_ID).iter();
+        if let (Some(v), None) = (all.next(), all.next())
+            && well_formed(v.as_bytes())
+        {
+            return v.clone();
+        }
+    }
+    let id = generate();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// 128 random bits as 32 lowercase hex digits.
+pub fn generate() -> HeaderValue {
+    let mut bytes = [0u8; 16];
+    // The system RNG failing is not a reason to fail a request; a zero id
+    // is still unique enough to be noticed.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    let hex = crate::material::info::hex(&bytes);
+    HeaderValue::from_str(&hex).expect("hex is a valid header value")
+}
+
+/// The trace id of a well-formed W3C `traceparent`
+/// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), for the log.
+pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(&TRACEPARENT)?.to_str().ok()?;
+    let mut parts = v.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex =
+        |s: &str, n| s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let ok = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    ok.then_some(trace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Well-formed client ids are kept; anything else is replaced; two ids are one too many.
+    #[test]
+    fn keeps_or_replaces() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123_x.y"));
+        assert_eq!(settle(&mut h, true), "abc-123_x.y");
+        assert_eq!(h["x-request-id"], "abc-123_x.y");
+        let replaced = settle(&mut h, false);
+        assert_ne!(replaced, "abc-123_x.y");
+        assert_eq!(h["x-request-id"], replaced);
+        for bad in ["", "a b", "a\"b", "é", &"a".repeat(129)] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-request-id",
+                HeaderValue::from_bytes(bad.as_bytes()).unwrap(),
+            );
+            let id = settle(&mut h, true);
+            assert_eq!(id.len(), 32, "{bad:?}");
+            assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        }
+        let mut h = HeaderMap::new();
+        h.append("x-request-id", HeaderValue::from_static("one"));
+        h.append("x-request-id", HeaderValue::from_static("two"));
+        let id = settle(&mut h, true);
+        assert_eq!(id.len(), 32);
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        assert!(well_formed("a".repeat(128).as_bytes()));
+    }
+
+    #[test]
+    fn generated_ids_differ() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a, b);
+        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn trace_ids() {
+        let mut h = HeaderMap::new();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        h.insert("traceparent", HeaderValue::from_static(tp));
+        assert_eq!(trace_id(&h), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            h.insert("traceparent", HeaderValue::from_static(bad));
+            assert_eq!(trace_id(&h), None, "{bad}");
+        }
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"),
+        );
+        assert!(trace_id(&h).is_some(), "future versions may add fields");
+    }
+}

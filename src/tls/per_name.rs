@@ -1,0 +1,69 @@
+//! Client auth per server name (HAProxy crt-list style): one `ServerConfig` per certificate entry, chosen by SNI before the handshake.
+//!
+//! rustls has one client verifier per `ServerConfig`, so a listener whose
+//! `certs` entries carry their own `client_auth` gets one config per entry
+//! (all sharing the listener's SNI resolver) and the ClientHello is read
+//! first (`LazyConfigAcceptor`) to pick the config of the entry the SNI
+//! selects — no SNI, or a name no entry answers, selects the default (first)
+//! entry, exactly as certificate selection does. Requests are then held to
+//! that entry: a `Host`/`:authority` that belongs to another entry gets 421
+//! (otherwise per-name mTLS is bypassed by `Host: admin.example` on a
+//! connection made to `public.example`).
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::ClientAuthMode;
+use crate::tls::server::SniResolver;
+
+/// A listener's per-entry TLS configs.
+pub struct PerName {
+    /// By position in the listener's `certs`; the first is the default.
+    pub configs: Vec<Arc<ServerConfig>>,
+    /// Each entry's client-auth mode (whether its peer certificate is a
+    /// verified identity).
+    pub modes: Vec<ClientAuthMode>,
+    pub resolver: Arc<SniResolver>,
+}
+
+impl PerName {
+    /// Position of the entry answering `host` (a `Host` value, perhaps
+    /// with a port); unknown names belong to the default entry.
+    pub fn position_of_host(&self, host: &str) -> usize {
+        let name = strip_port(host).trim_end_matches('.');
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.resolver
+                .position_or_default(Some(&name.to_ascii_lowercase()))
+        } else {
+            self.resolver.position_or_default(Some(name))
+        }
+    }
+}
+
+/// Read the ClientHello, pick the entry's config by SNI, and finish the
+/// handshake with it. Returns the stream and the entry's position.
+pub async fn accept(
+    per_name: &PerName,
+    stream: TcpStream,
+) -> std::io::Result<(TlsStream<TcpStream>, usize)> {
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let at = per_name
+        .resolver
+        .position_or_default(start.client_hello().server_name());
+    let tls = start.into_stream(per_name.configs[at].clone()).await?;
+    Ok((tls, at))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}

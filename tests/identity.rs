@@ -1,0 +1,1227 @@
+//! The mTLS front door end to end (issue 15): allow rules in the handshake and per route, rules
+//! changed at runtime, resumption, what the backend is told, request ids and the access log.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::*;
+
+const EDITOR: &str = "editor-token-0123456789abcdef";
+
+/// A client PKI with an intermediate: root -> intermediate -> clients, so a
+/// client sends a chain (leaf + intermediate), as real fleets do.
+struct Pki {
+    root_pem: String,
+    intermediate_der: Vec<u8>,
+    intermediate_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A client certificate and the chain it presents.
+struct Client {
+    pair: TestPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca("partners root");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let int_key = KeyPair::generate().unwrap();
+        let int_params = ca("partners issuing CA");
+        let int = int_params.signed_by(&int_key, &root_issuer).unwrap();
+        Pki {
+            root_pem: root.pem(),
+            intermediate_der: int.der().to_vec(),
+            intermediate_pem: int.pem(),
+            issuer: Issuer::new(int_params, int_key),
+        }
+    }
+
+    /// A client certificate with these subject fields and SANs; its
+    /// `cert_pem` holds the leaf and the intermediate.
+    fn client(&self, cn: &str, ou: Option<&str>, sans: &[SanType]) -> Client {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(ou) = ou {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
+        }
+        p.subject_alt_names = sans.to_vec();
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Client {
+            pair: TestPair {
+                cert_pem: format!("{}{}", cert.pem(), self.intermediate_pem),
+                key_pem: key.serialize_pem(),
+                der: cert.der().to_vec(),
+                fingerprint: fingerprint(cert.der()),
+                serial: 0,
+            },
+        }
+    }
+}
+
+fn uri(u: &str) -> SanType {
+    SanType::URI(u.try_into().unwrap())
+}
+
+fn dns(d: &str) -> SanType {
+    SanType::DnsName(d.try_into().unwrap())
+}
+
+struct World {
+    scene: Scene,
+    edge_ca: TestCa,
+    pki: Pki,
+    backend: Backend,
+}
+
+async fn world() -> World {
+    let scene = Scene::new();
+    let edge_ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    scene.pair(
+        "edge",
+        &edge_ca.server_pair(&["localhost", "public.example", "admin.example"]),
+    );
+    let pki = Pki::new();
+    write(&scene.path("partners-ca.crt"), &pki.root_pem);
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    write(&scene.path("editor.token"), EDITOR);
+    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
+    World {
+        scene,
+        edge_ca,
+        pki,
+        backend,
+    }
+}
+
+/// A config with one `partners` listener (client auth `client_auth`,
+/// routes `routes`) plus `extra` at the top level.
+fn config(
+    w: &World,
+    client_auth: &str,
+    listener_extra: &str,
+    routes: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    w.scene.config(&format!(
+        r#"
+runtime: {{ worker_threads: 1 }}
+watch: {{ debounce: 50ms, poll_interval: 500ms }}
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{{ role: editor, token_file: editor.token }}]
+{extra}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
+listeners:
+  - name: partners
+    bind: 127.0.0.1:0
+{listener_extra}
+    tls:
+      certs: [{{ ref: edge }}]
+      client_auth:
+{client_auth}
+    routes:
+{routes}
+      - {{ upstream: app }}
+upstreams:
+  - name: app
+    servers: [https://{backend}]
+    tls:
+      ca: {{ ca_file: backend-ca.crt }}
+      server_name: backend.local
+"#,
+        backend = w.backend.addr,
+    ))
+}
+
+fn cfg_for(w: &World, c: Option<&Client>) -> Arc<rustls::ClientConfig> {
+    client_config(&w.edge_ca.cert_pem, c.map(|c| &c.pair), &[b"http/1.1"])
+}
+
+/// What a client gets for `GET path`: a status, or the TLS error the
+/// server's alert produced.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Status(u16),
+    Refused(rustls::Error),
+}
+
+/// One raw HTTP/1.1 request on a fresh connection. In TLS 1.3 the server
+/// checks the client certificate after the client's Finished, so a refusal
+/// shows up as an alert on the first read.
+async fn outcome(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Outcome {
+    outcome_for(addr, "localhost", "localhost", cfg, path).await
+}
+
+/// [`outcome`] with the SNI sent in the handshake and the `Host` of the request.
+async fn outcome_for(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    host: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Outcome {
+    let mut tls = match connect(addr, sni, cfg).await {
+        Ok(t) => t,
+        Err(e) => return Outcome::Refused(tls_error(&e)),
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    if let Err(e) = tls.write_all(req.as_bytes()).await {
+        return Outcome::Refused(tls_error(&e));
+    }
+    let mut buf = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await {
+        Ok(Err(e)) => Outcome::Refused(tls_error(&e)),
+        Ok(Ok(_)) => {
+            let text = String::from_utf8_lossy(&buf);
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no status line in {text:?}"));
+            Outcome::Status(status)
+        }
+        Err(_) => panic!("no answer to GET {path}"),
+    }
+}
+
+fn tls_error(e: &std::io::Error) -> rustls::Error {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .cloned()
+        .unwrap_or_else(|| panic!("not a TLS error: {e}"))
+}
+
+const DENIED: Outcome = Outcome::Refused(rustls::Error::AlertReceived(
+    rustls::AlertDescription::AccessDenied,
+));
+
+async fn metric(api: std::net::SocketAddr, needle: &str) -> f64 {
+    let body = admin(api, "GET", "/metrics", None, None, &[]).await.body;
+    body.lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const PARTNER_RULES: &str = r#"        mode: require_and_verify
+        ca: { ref: partners-ca }
+        allow:
+          - uri_san: "spiffe://cluster.local/ns/prod/*"
+          - cn: billing
+            ou: payments
+          - dns_san: "*.partners.example"
+          - uri_san: "spiffe://cluster.local/ns/ops/**"
+          - fingerprint_sha256: "PINNED""#;
+
+/// Each rule field, globs (`*` within one segment, `/**` suffix), several
+/// rules, route narrowing; refused in the handshake with `access_denied`
+/// vs 403 on a route; the refusal logged once per identity and counted.
+#[tokio::test]
+async fn allow_matrix() {
+    let w = world().await;
+    let pki = &w.pki;
+    let prod = pki.client("api", None, &[uri("spiffe://cluster.local/ns/prod/api")]);
+    let prod_deep = pki.client("deep", None, &[uri("spiffe://cluster.local/ns/prod/a/b")]);
+    let billing = pki.client("billing", Some("payments"), &[]);
+    let billing_wrong_ou = pki.client("billing", Some("marketing"), &[]);
+    let partner_dns = pki.client("x", None, &[dns("api.partners.example")]);
+    let partner_deep_dns = pki.client("y", None, &[dns("a.b.partners.example")]);
+    let ops = pki.client(
+        "ops",
+        None,
+        &[uri("spiffe://cluster.local/ns/ops/team/alice")],
+    );
+    let pinned = pki.client("pinned", None, &[]);
+    let stranger = pki.client("nobody", None, &[]);
+    // Colons and upper case are ignored in fingerprints.
+    let pinned_fp: String = pinned
+        .pair
+        .fingerprint
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let rules = PARTNER_RULES.replace("PINNED", &pinned_fp);
+    let routes = r#"      - path_prefix: /admin
+        upstream: app
+        allow: [{ uri_san: "spiffe://cluster.local/ns/ops/**" }]"#;
+    let mut p = Proxy::start(&config(&w, &rules, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+
+    let cases: [(&str, Option<&Client>, &str, Outcome); 12] = [
+        ("uri_san glob", Some(&prod), "/api", Outcome::Status(200)),
+        (
+            "uri_san * spans one segment",
+            Some(&prod_deep),
+            "/api",
+            DENIED,
+        ),
+        ("cn + ou", Some(&billing), "/api", Outcome::Status(200)),
+        (
+            "cn with the wrong ou",
+            Some(&billing_wrong_ou),
+            "/api",
+            DENIED,
+        ),
+        (
+            "dns_san glob",
+            Some(&partner_dns),
+            "/api",
+            Outcome::Status(200),
+        ),
+        (
+            "dns_san * spans one label",
+            Some(&partner_deep_dns),
+            "/api",
+            DENIED,
+        ),
+        ("uri_san /**", Some(&ops), "/api", Outcome::Status(200)),
+        ("fingerprint", Some(&pinned), "/api", Outcome::Status(200)),
+        ("no rule matches", Some(&stranger), "/api", DENIED),
+        (
+            "route narrows: ops may",
+            Some(&ops),
+            "/admin",
+            Outcome::Status(200),
+        ),
+        (
+            "route narrows: prod may not",
+            Some(&prod),
+            "/admin",
+            Outcome::Status(403),
+        ),
+        (
+            "route narrows: billing may not",
+            Some(&billing),
+            "/admin/x",
+            Outcome::Status(403),
+        ),
+    ];
+    for (what, client, path, want) in cases {
+        let got = outcome(addr, cfg_for(&w, client), path).await;
+        assert_eq!(got, want, "{what}");
+    }
+    // The stranger again: refused again, logged once per minute.
+    assert_eq!(
+        outcome(addr, cfg_for(&w, Some(&stranger)), "/").await,
+        DENIED
+    );
+    let denials = |p: &Proxy, fp: &str| {
+        p.logs()
+            .iter()
+            .filter(|l| l.contains("matches no allow rule") && l.contains(fp))
+            .count()
+    };
+    p.wait_log("denial logged", |v| {
+        v["fingerprint"] == stranger.pair.fingerprint.as_str()
+    })
+    .await;
+    assert_eq!(denials(&p, &stranger.pair.fingerprint), 1);
+    let line = p
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("matches no allow rule") && l.contains(&stranger.pair.fingerprint))
+        .unwrap();
+    assert!(
+        line.contains("CN=nobody") && line.contains("partners"),
+        "{line}"
+    );
+    assert_eq!(
+        metric(
+            api,
+            r#"hotproxy_client_auth_denied_total{listener="partners",reason="not_allowed"}"#
+        )
+        .await,
+        5.0
+    );
+    assert_eq!(
+        metric(
+            api,
+            r#"hotproxy_client_auth_denied_total{listener="partners",reason="route_not_allowed"}"#
+        )
+        .await,
+        2.0
+    );
+    // No certificate at all in require_and_verify: refused, counted apart.
+    assert!(matches!(
+        outcome(addr, cfg_for(&w, None), "/").await,
+        Outcome::Refused(_)
+    ));
+}
+
+/// Rules set through `PUT /api/v1/listeners/{name}/client-auth` and by a
+/// config reload apply from the next handshake; a client that holds a
+/// session from before never resumes past them (listeners with client auth
+/// issue no tickets, so every connection is a full, re-checked handshake).
+#[tokio::test]
+async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let bob = w.pki.client("bob", None, &[]);
+    let rules = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: alice }]";
+    let path = config(&w, rules, "", "", "");
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+    // One client config per identity, kept across connections: its
+    // session cache is what a resuming client would use.
+    let alice_cfg = cfg_for(&w, Some(&alice));
+    let bob_cfg = cfg_for(&w, Some(&bob));
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    assert_eq!(outcome(addr, bob_cfg.clone(), "/").await, DENIED);
+    let tls = connect(addr, "localhost", alice_cfg.clone()).await.unwrap();
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    drop(tls);
+
+    let put = |body: serde_json::Value| async move {
+        admin(
+            api,
+            "PUT",
+            "/api/v1/listeners/partners/client-auth",
+            Some(EDITOR),
+            Some(body),
+            &[],
+        )
+        .await
+    };
+    let r = put(json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
+    let r = admin(
+        api,
+        "GET",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
+    let r = admin(api, "GET", "/api/v1/listeners", Some(EDITOR), None, &[]).await;
+    assert_eq!(r.json()[0]["client_auth"]["allow"], json!([{"cn": "bob"}]));
+    // Alice's client still holds her session: she is re-checked and refused.
+    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    // A malformed rule is refused with the reason; the live rules stay.
+    let r =
+        put(json!({"mode": "require_and_verify", "allow": [{"fingerprint_sha256": "xyz"}]})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("fingerprint_sha256"), "{}", r.body);
+    let r = put(json!({"mode": "request", "allow": [{"cn": "bob"}]})).await;
+    assert_eq!(r.status, 400, "allow without verification: {}", r.body);
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    // `allow: null` lifts the rules: every verified client again.
+    let r = put(json!({"mode": "require_and_verify", "allow": null})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+}
+
+/// Rules hot-reload with the config file (SIGHUP), for the next handshake.
+#[tokio::test]
+async fn rules_reload_with_the_config() {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let rules = |cn: &str| {
+        format!(
+            "        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]"
+        )
+    };
+    let path = config(&w, &rules("alice"), "", "", "");
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let alice_cfg = cfg_for(&w, Some(&alice));
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    config(&w, &rules("bob"), "", "", "");
+    p.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outcome(addr, alice_cfg.clone(), "/").await != DENIED {
+        assert!(Instant::now() < deadline, "new rules not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `hotproxy check` refuses a malformed rule and names its line.
+#[tokio::test]
+async fn check_names_the_line_of_a_malformed_rule() {
+    let w = world().await;
+    let rules = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow:\n          - cn: ok\n          - uri_san: \"spiffe://x/**/y\"";
+    let path = config(&w, rules, "", "", "");
+    let (code, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}{err}");
+    let text = format!("{out}{err}");
+    let line = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("spiffe://x/**/y"))
+        .unwrap()
+        + 1;
+    assert!(
+        text.contains(&format!("line {line}")),
+        "line {line} not named: {text}"
+    );
+    assert!(text.contains("uri_san"), "{text}");
+}
+
+/// The headers the backend saw for `GET path` with `headers`.
+async fn seen(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let r = get(addr, "localhost", cfg, false, path, headers)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["headers"].clone()
+}
+
+/// Every header name a client might spoof.
+const SPOOFED: [(&str, &str); 9] = [
+    ("x-client-cert-subject", "CN=mallory"),
+    ("x-client-cert-fingerprint", "00"),
+    ("x-client-cert-uri-sans", "spiffe://evil"),
+    ("x-client-cert-dns-sans", "evil.example"),
+    ("x-client-cert-issuer", "CN=evil"),
+    ("x-client-cert-cn", "admin"),
+    ("client-cert", ":AAAA:"),
+    ("client-cert-chain", ":AAAA:"),
+    ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\""),
+];
+
+/// Each `forward_client_cert` mode, read back by parsers written here (not
+/// hotproxy's encoders): RFC 9440 byte sequences decode to the exact DER of
+/// the leaf and the intermediate; XFCC's URL-encoded PEMs too. Spoofed
+/// copies never reach the backend, in any mode, with or without a cert.
+#[tokio::test]
+async fn forward_client_cert_modes() {
+    let w = world().await;
+    let client = w.pki.client(
+        "billing",
+        Some("payments"),
+        &[
+            uri("spiffe://cluster.local/ns/prod/sa/billing"),
+            dns("billing.partners.example"),
+        ],
+    );
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
+      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
+      - { path_prefix: /none, upstream: app, forward_client_cert: none }
+      - { path_prefix: /billing-only, upstream: app, allow: [{ cn: billing }] }"#;
+    let mut p = Proxy::start(&config(
+        &w,
+        auth,
+        "    forward_client_cert: headers",
+        routes,
+        "",
+    ));
+    let addr = p.listener_addr("partners").await;
+    let with = cfg_for(&w, Some(&client));
+    let without = cfg_for(&w, None);
+    let id_headers = |h: &serde_json::Value| -> Vec<String> {
+        h.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("x-client-cert") || k.contains("client-cert"))
+            .cloned()
+            .collect()
+    };
+
+    // headers (the listener's mode).
+    let h = seen(addr, with.clone(), "/api", &SPOOFED).await;
+    assert_eq!(h["x-client-cert-subject"], "CN=billing, OU=payments");
+    assert_eq!(
+        h["x-client-cert-fingerprint"],
+        client.pair.fingerprint.as_str()
+    );
+    assert_eq!(
+        h["x-client-cert-uri-sans"],
+        "spiffe://cluster.local/ns/prod/sa/billing"
+    );
+    assert_eq!(h["x-client-cert-dns-sans"], "billing.partners.example");
+    assert_eq!(h["x-client-cert-issuer"], "CN=partners issuing CA");
+    let not_after = h["x-client-cert-not-after"].as_str().unwrap();
+    assert!(
+        time::OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339)
+            .is_ok(),
+        "{not_after}"
+    );
+    assert!(
+        h["x-client-cert-serial"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+    );
+    assert!(
+        h.get("x-client-cert-cn").is_none(),
+        "spoofed header kept: {h}"
+    );
+    for k in [
+        "client-cert",
+        "client-cert-chain",
+        "x-forwarded-client-cert",
+    ] {
+        assert!(h.get(k).is_none(), "{k} in headers mode: {h}");
+    }
+
+    // rfc9440: sf-binary items, `:` base64 `:`.
+    let h = seen(addr, with.clone(), "/rfc9440", &SPOOFED).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = |item: &str| {
+        let inner = item
+            .trim()
+            .strip_prefix(':')
+            .and_then(|s| s.strip_suffix(':'))
+            .unwrap();
+        b64.decode(inner).unwrap()
+    };
+    assert_eq!(bytes(h["client-cert"].as_str().unwrap()), client.pair.der);
+    let chain: Vec<Vec<u8>> = h["client-cert-chain"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(bytes)
+        .collect();
+    assert_eq!(chain, vec![w.pki.intermediate_der.clone()]);
+    assert_eq!(id_headers(&h).len(), 2, "{h}");
+
+    // xfcc: Envoy's key=value;… with quoted, URL-encoded PEMs.
+    let h = seen(addr, with.clone(), "/xfcc", &SPOOFED).await;
+    let xfcc = h["x-forwarded-client-cert"].as_str().unwrap();
+    let pairs = parse_xfcc(xfcc);
+    let get = |k: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("Hash"), [client.pair.fingerprint.as_str()]);
+    assert_eq!(get("Subject"), ["CN=billing, OU=payments"]);
+    assert_eq!(get("URI"), ["spiffe://cluster.local/ns/prod/sa/billing"]);
+    assert_eq!(get("DNS"), ["billing.partners.example"]);
+    let pem_ders = |v: &str| -> Vec<Vec<u8>> {
+        let pem = percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .unwrap();
+        pem_certs(&pem)
+    };
+    assert_eq!(pem_ders(get("Cert")[0]), vec![client.pair.der.clone()]);
+    assert_eq!(
+        pem_ders(get("Chain")[0]),
+        vec![client.pair.der.clone(), w.pki.intermediate_der.clone()]
+    );
+    assert_eq!(id_headers(&h), ["x-forwarded-client-cert"], "{h}");
+
+    // none: nothing, and nothing spoofed.
+    let h = seen(addr, with.clone(), "/none", &SPOOFED).await;
+    assert!(id_headers(&h).is_empty(), "{h}");
+    // No certificate (verify_if_given): nothing in any mode.
+    for path in ["/api", "/rfc9440", "/xfcc", "/none"] {
+        let h = seen(addr, without.clone(), path, &SPOOFED).await;
+        assert!(id_headers(&h).is_empty(), "{path}: {h}");
+    }
+    // A route rule: a client without a certificate never matches one, even
+    // with spoofed identity headers.
+    assert_eq!(
+        outcome(addr, with.clone(), "/billing-only").await,
+        Outcome::Status(200)
+    );
+    let r = support::get(
+        addr,
+        "localhost",
+        without.clone(),
+        false,
+        "/billing-only",
+        &SPOOFED,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    drop(p);
+}
+
+/// `Key=value;Key="quoted \" value";…` as Envoy documents XFCC (one element).
+fn parse_xfcc(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            return out;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            chars.next(); // the `;` after the closing quote
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ';').collect();
+        }
+        out.push((key, value));
+    }
+}
+
+fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap().to_vec())
+        .collect()
+}
+
+/// Request ids: a well-formed client id is kept, a malformed one replaced,
+/// `trust_client: false` always replaces; the backend and the client see
+/// the same id; traceparent/tracestate pass unchanged.
+#[tokio::test]
+async fn request_ids_and_traces() {
+    let w = world().await;
+    let auth = "        mode: none";
+    let mut p = Proxy::start(&config(&w, auth, "", "", ""));
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, None);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let ask = |hdrs: Vec<(&'static str, String)>| {
+        let cfg = cfg.clone();
+        async move {
+            let tls = connect(addr, "localhost", cfg).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut req = http::Request::builder()
+                .uri("/")
+                .header("host", "localhost");
+            for (k, v) in &hdrs {
+                req = req.header(*k, v.as_str());
+            }
+            let resp = send
+                .send_request(
+                    req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+            use http_body_util::BodyExt;
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (id, v["headers"].clone())
+        }
+    };
+    let (id, h) = ask(vec![
+        ("x-request-id", "client-id-1".into()),
+        ("traceparent", tp.into()),
+        ("tracestate", "vendor=opaque,x=1".into()),
+    ])
+    .await;
+    assert_eq!(id, "client-id-1");
+    assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(h["traceparent"], tp);
+    assert_eq!(h["tracestate"], "vendor=opaque,x=1");
+    let (id, h) = ask(vec![("x-request-id", "not well formed!".into())]).await;
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(h["x-request-id"], id.as_str());
+    let (id2, _) = ask(vec![]).await;
+    assert_eq!(id2.len(), 32);
+    assert_ne!(id, id2);
+    drop(p);
+
+    // trust_client: false replaces even a well-formed id.
+    let mut p = Proxy::start(&config(
+        &w,
+        auth,
+        "    request_id: { trust_client: false }",
+        "",
+        "",
+    ));
+    let addr2 = p.listener_addr("partners").await;
+    let r = get(
+        addr2,
+        "localhost",
+        cfg.clone(),
+        false,
+        "/",
+        &[("x-request-id", "client-id-1")],
+    )
+    .await
+    .unwrap();
+    let sent = r.json()["headers"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(sent, "client-id-1");
+    assert_eq!(sent.len(), 32);
+}
+
+/// Access-log lines: every JSON field with the request's values; a 403 and
+/// a refused handshake with their reasons; `access_log: false` listeners
+/// silent; SIGUSR1 reopens the file after logrotate moved it; no PEM or
+/// key text in any line of the access log or the process log.
+#[tokio::test]
+async fn access_log_lines() {
+    let w = world().await;
+    let client = w.pki.client(
+        "billing",
+        Some("payments"),
+        &[uri("spiffe://cluster.local/ns/prod/sa/billing")],
+    );
+    let stranger = w.pki.client("nobody", None, &[]);
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: billing }]";
+    let routes = r#"      - { path_prefix: /admin, upstream: app, allow: [{ cn: ops }] }"#;
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let path = config(&w, auth, "", routes, &extra);
+    // A second listener with the log turned off.
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "upstreams:",
+        "  - name: health\n    bind: 127.0.0.1:0\n    access_log: false\n    tls:\n      certs: [{ ref: edge }]\n    routes: [{ upstream: app }]\nupstreams:",
+    );
+    write(&path, &text);
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let health = p.listener_addr("health").await;
+    let cfg = cfg_for(&w, Some(&client));
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // HTTP/2 needs ALPN h2 (the protocol agreed on is the one spoken).
+    let cfg_h2 = client_config(&w.edge_ca.cert_pem, Some(&client.pair), &[b"h2"]);
+    let r = get(
+        addr,
+        "localhost",
+        cfg_h2,
+        true,
+        "/v1/items?token=secret",
+        &[("traceparent", tp), ("x-request-id", "rid-42")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/admin", &[])
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    // A certificate from a CA the listener does not trust.
+    let foreign = w.edge_ca.client_pair("foreign");
+    let foreign_cfg = client_config(&w.edge_ca.cert_pem, Some(&foreign), &[b"http/1.1"]);
+    assert_eq!(
+        outcome(addr, foreign_cfg, "/").await,
+        Outcome::Refused(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA
+        ))
+    );
+    assert_eq!(
+        outcome(addr, cfg_for(&w, Some(&stranger)), "/").await,
+        DENIED
+    );
+    assert_eq!(
+        get(
+            health,
+            "localhost",
+            cfg_for(&w, None),
+            false,
+            "/health",
+            &[]
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+
+    let lines = |file: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines(&log).len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "access log lines missing: {:?}",
+            lines(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = lines(&log);
+    let ok = all
+        .iter()
+        .find(|l| l["request_id"] == "rid-42")
+        .expect("the 200's line");
+    let fields = [
+        "ts",
+        "listener",
+        "sni",
+        "client_addr",
+        "client_subject",
+        "client_uri_san",
+        "client_fingerprint",
+        "method",
+        "host",
+        "path",
+        "protocol",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream",
+        "upstream_addr",
+        "upstream_ms",
+        "request_id",
+        "tls_version",
+        "resumed",
+        "authz",
+    ];
+    for f in fields {
+        assert!(!ok[f].is_null(), "field {f} missing: {ok}");
+    }
+    assert_eq!(ok["listener"], "partners");
+    assert_eq!(ok["sni"], "localhost");
+    assert_eq!(ok["client_subject"], "CN=billing, OU=payments");
+    assert_eq!(
+        ok["client_uri_san"],
+        "spiffe://cluster.local/ns/prod/sa/billing"
+    );
+    assert_eq!(ok["client_fingerprint"], client.pair.fingerprint.as_str());
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["host"], "localhost");
+    assert_eq!(ok["path"], "/v1/items", "no query in the log");
+    assert_eq!(ok["protocol"], "HTTP/2.0");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["bytes_out"].as_u64().unwrap() as usize, r.body.len());
+    assert_eq!(ok["upstream"], "app");
+    assert_eq!(ok["upstream_addr"], format!("https://{}", w.backend.addr));
+    assert_eq!(ok["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(ok["tls_version"], "TLSv1.3");
+    assert_eq!(ok["resumed"], false);
+    assert_eq!(ok["authz"], "allowed");
+    assert!(ok["ts"].as_str().unwrap().ends_with('Z'));
+    let denied = all
+        .iter()
+        .find(|l| l["status"] == 403)
+        .expect("the 403's line");
+    assert_eq!(denied["authz"], "route_not_allowed");
+    assert_eq!(denied["path"], "/admin");
+    let refused = all
+        .iter()
+        .find(|l| l["authz"] == "not_allowed")
+        .expect("the refused handshake's line");
+    assert!(refused["status"].is_null());
+    let unknown = all
+        .iter()
+        .find(|l| l["authz"] == "unknown_ca")
+        .expect("the unknown CA's line");
+    assert_eq!(unknown["listener"], "partners");
+    assert!(
+        unknown["client_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        all.iter().all(|l| l["listener"] != "health"),
+        "access_log: false listener logged"
+    );
+
+    // logrotate: move the file, SIGUSR1, new lines go to a new file.
+    let rotated = w.scene.path("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    p.signal("USR1");
+    p.wait_log("reopened", |v| v["message"] == "access log reopened")
+        .await;
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/after", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines(&log).iter().any(|l| l["path"] == "/after") {
+        assert!(Instant::now() < deadline, "no line in the reopened file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!lines(&rotated).iter().any(|l| l["path"] == "/after"));
+
+    // No PEM or key in any line, anywhere.
+    let mut secrets = pem_body_lines(&client.pair.cert_pem);
+    secrets.extend(pem_body_lines(&client.pair.key_pem));
+    secrets.push("BEGIN".into());
+    let mut every_line: Vec<String> = p.logs();
+    every_line.extend(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .lines()
+            .map(str::to_owned),
+    );
+    every_line.extend(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_owned),
+    );
+    for l in &every_line {
+        for s in &secrets {
+            assert!(!l.contains(s.as_str()), "PEM/key text in a log line: {l}");
+        }
+    }
+}
+
+/// Client auth per certificate entry (crt-list style): the policy is chosen
+/// by SNI; a `Host` belonging to another entry than the SNI selected gets
+/// 421; a client without SNI gets the default (first) entry's policy.
+#[tokio::test]
+async fn per_name_client_auth_and_421() {
+    let w = world().await;
+    w.scene.pair(
+        "public",
+        &w.edge_ca.server_pair(&["public.example", "localhost"]),
+    );
+    w.scene
+        .pair("admin", &w.edge_ca.server_pair(&["admin.example"]));
+    let ops = w.pki.client("ops", None, &[]);
+    let intern = w.pki.client("intern", None, &[]);
+    let path = w.scene.config(&format!(
+        r#"
+runtime: {{ worker_threads: 1 }}
+admin: {{ bind: 127.0.0.1:0 }}
+certs:
+  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
+listeners:
+  - name: mixed
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: public.crt, key_file: public.key }}
+        - cert_file: admin.crt
+          key_file: admin.key
+          client_auth:
+            mode: require_and_verify
+            ca: {{ ref: partners-ca }}
+            allow: [{{ cn: ops }}]
+      client_auth: {{ mode: none }}
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [https://{backend}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+        backend = w.backend.addr
+    ));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("mixed").await;
+    let anon = cfg_for(&w, None);
+    let ops_cfg = cfg_for(&w, Some(&ops));
+    let intern_cfg = cfg_for(&w, Some(&intern));
+    let cases: [(&str, &str, &str, &Arc<rustls::ClientConfig>, Outcome); 7] = [
+        (
+            "public, no cert",
+            "public.example",
+            "public.example",
+            &anon,
+            Outcome::Status(200),
+        ),
+        (
+            "public SNI, admin Host",
+            "public.example",
+            "admin.example",
+            &anon,
+            Outcome::Status(421),
+        ),
+        (
+            "public SNI, admin Host with a port",
+            "public.example",
+            "ADMIN.example:443",
+            &ops_cfg,
+            Outcome::Status(421),
+        ),
+        (
+            "admin with an allowed cert",
+            "admin.example",
+            "admin.example",
+            &ops_cfg,
+            Outcome::Status(200),
+        ),
+        (
+            "admin SNI, public Host",
+            "admin.example",
+            "public.example",
+            &ops_cfg,
+            Outcome::Status(421),
+        ),
+        (
+            "admin with a cert no rule allows",
+            "admin.example",
+            "admin.example",
+            &intern_cfg,
+            DENIED,
+        ),
+        (
+            "admin without a cert",
+            "admin.example",
+            "admin.example",
+            &anon,
+            Outcome::Refused(rustls::Error::AlertReceived(
+                rustls::AlertDescription::CertificateRequired,
+            )),
+        ),
+    ];
+    for (what, sni, host, cfg, want) in cases {
+        assert_eq!(
+            outcome_for(addr, sni, host, (*cfg).clone(), "/").await,
+            want,
+            "{what}"
+        );
+    }
+    // What the backend is told follows the entry: the admin entry verifies.
+    let r = get(addr, "admin.example", ops_cfg.clone(), false, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.json()["headers"]["x-client-cert-subject"], "CN=ops");
+    let r = get(addr, "public.example", ops_cfg.clone(), false, "/", &[])
+        .await
+        .unwrap();
+    assert!(r.json()["headers"].get("x-client-cert-subject").is_none());
+    // No SNI: the default entry's policy (no client auth), its names only.
+    let mut no_sni = (*client_config(&w.edge_ca.cert_pem, None, &[b"http/1.1"])).clone();
+    no_sni.enable_sni = false;
+    let no_sni = Arc::new(no_sni);
+    assert_eq!(
+        outcome_for(
+            addr,
+            "public.example",
+            "public.example",
+            no_sni.clone(),
+            "/"
+        )
+        .await,
+        Outcome::Status(200)
+    );
+    assert_eq!(
+        outcome_for(addr, "public.example", "admin.example", no_sni, "/").await,
+        Outcome::Status(421)
+    );
+}
+
+/// `resumed` and `tls_version` in the access log are the connection's: a
+/// listener without client auth resumes sessions (tickets), and the second
+/// connection of a client that kept its session says so. `bytes_in` is the
+/// request body that went upstream.
+#[tokio::test]
+async fn access_log_reports_resumption() {
+    let w = world().await;
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let path = config(&w, "        mode: none", "", "", &extra);
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, None);
+    for path in ["/first", "/second"] {
+        assert_eq!(outcome(addr, cfg.clone(), path).await, Outcome::Status(200));
+    }
+    // A request with a body: bytes_in counts what went upstream.
+    let mut tls = connect(addr, "localhost", cfg.clone()).await.unwrap();
+    tls.write_all(b"POST /post HTTP/1.1\r\nhost: localhost\r\ncontent-length: 11\r\nconnection: close\r\n\r\nhello world")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 3 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "access log lines missing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let resumed = |path: &str| lines.iter().find(|l| l["path"] == path).unwrap()["resumed"].clone();
+    assert_eq!(resumed("/first"), false);
+    assert_eq!(resumed("/second"), true);
+    let post = lines.iter().find(|l| l["path"] == "/post").unwrap();
+    assert_eq!(post["bytes_in"], 11);
+    assert_eq!(post["method"], "POST");
+    assert_eq!(
+        lines.iter().find(|l| l["path"] == "/first").unwrap()["bytes_in"],
+        0
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["tls_version"] == "TLSv1.3" && l["client_subject"].is_null())
+    );
+}
