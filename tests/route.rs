@@ -133,13 +133,6 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-async fn metrics(p: &mut Proxy) -> String {
-    let admin_addr = p.admin_addr().await;
-    admin(admin_addr, "GET", "/metrics", None, None, &[])
-        .await
-        .body
-}
-
 /// Routing and the upstream's Host agree: an absolute-form target wins over
 /// `Host` (and replaces it), duplicate or missing `Host` on HTTP/1.1 is
 /// 400, and `X-Forwarded-Host` is always hotproxy's.
@@ -277,7 +270,7 @@ async fn malformed_chunked_body_is_a_client_error() {
     assert_eq!(raw(&w, addr, good).await.status, 200);
     // The h2 upstream connection survived: one connection all along.
     assert_eq!(w.pub_backend.accepted.load(Ordering::SeqCst), 1);
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(
         !m.contains("hotproxy_upstream_errors_total{"),
         "client faults counted as upstream errors:\n{m}"
@@ -403,7 +396,7 @@ async fn h2_client_breaks_streams(w: &World, config: &std::path::Path) {
         .unwrap();
     let (resp, _) = client.send_request(req, true).unwrap();
     assert_eq!(resp.await.unwrap().status(), 200);
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(
         !m.contains("hotproxy_upstream_errors_total{"),
         "client faults counted as upstream errors:\n{m}"
@@ -510,7 +503,7 @@ async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
     assert!(r.body.contains("no upstream connection free"), "{}", r.body);
     assert_eq!(first.await.unwrap().unwrap().status, 200);
     assert_eq!(h1.accepted.load(Ordering::SeqCst), 1);
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(
         m.contains(
             r#"hotproxy_upstream_errors_total{upstream="capped",reason="connection_limit"} 1"#
@@ -569,7 +562,7 @@ upstreams:
         assert_eq!(r.status, 504, "{}", r.body);
         assert!(r.body.contains("upstream timed out"), "{}", r.body);
     }
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(
         m.contains(
             r#"hotproxy_upstream_errors_total{upstream="silent",reason="connect_timeout"} 2"#
@@ -601,6 +594,6 @@ async fn malformed_chunked_body_to_an_h1_backend() {
         let r = raw(&w, addr, good).await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(!m.contains("hotproxy_upstream_errors_total{"), "{m}");
 }

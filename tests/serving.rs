@@ -239,12 +239,6 @@ const SETTINGS: u8 = 4;
 const GOAWAY: u8 = 7;
 const WINDOW_UPDATE: u8 = 8;
 
-async fn metrics_text(admin: SocketAddr) -> String {
-    support::admin(admin, "GET", "/metrics", None, None, &[])
-        .await
-        .body
-}
-
 /// A client that agreed on h2 and sends HTTP/1.1 is answered in HTTP/2
 /// (SETTINGS, then GOAWAY or a close) and nothing reaches the backend: not a request,
 /// not a 300 KB head, not half a head held open.

@@ -190,3 +190,8 @@ pub async fn admin(
         body: String::from_utf8_lossy(&body).into(),
     }
 }
+
+/// The `/metrics` text from the admin listener.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    admin(addr, "GET", "/metrics", None, None, &[]).await.body
+}
