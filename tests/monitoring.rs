@@ -328,16 +328,7 @@ upstreams:
     let admin_addr = p.admin_addr().await;
 
     // A good client first: it asks, so it is neither an SNI miss nor an early close.
-    let reply = get(
-        addr,
-        "a.example.com",
-        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-        false,
-        "/",
-        &[],
-    )
-    .await
-    .unwrap();
+    let reply = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
     assert!(reply.status >= 400, "an answer (the upstream is down)");
 
     // curl https://wrong.example.com: handshake done, then the name is
