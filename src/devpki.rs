@@ -262,6 +262,18 @@ mod tests {
     use crate::material::pem;
     use std::os::unix::fs::PermissionsExt;
 
+    /// The server pair `write` left in `dir`, loaded as the proxy loads it.
+    fn load_server_pair(dir: &Path) -> crate::material::Loaded {
+        pem::load(
+            EntryKind::ServerPair,
+            &EntrySource::PairFiles {
+                cert_file: dir.join("server.crt"),
+                key_file: dir.join("server.key"),
+            },
+        )
+        .unwrap()
+    }
+
     /// A second run keeps the CA, issues new pairs, and keys stay 0600.
     #[test]
     fn reissue_is_a_rotation() {
@@ -279,14 +291,7 @@ mod tests {
                 & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
-        let pair = pem::load(
-            EntryKind::ServerPair,
-            &EntrySource::PairFiles {
-                cert_file: dir.path().join("server.crt"),
-                key_file: dir.path().join("server.key"),
-            },
-        )
-        .unwrap();
+        let pair = load_server_pair(dir.path());
         let leaf = &pair.pair().unwrap().leaf;
         assert_eq!(leaf.fingerprint_sha256, second.server_fingerprint);
         assert_eq!(leaf.sans, ["localhost", "127.0.0.1"]);
@@ -301,14 +306,7 @@ mod tests {
     fn days_and_names_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let pki = write_for(dir.path(), &["app.example".into()], 3).unwrap();
-        let pair = pem::load(
-            EntryKind::ServerPair,
-            &EntrySource::PairFiles {
-                cert_file: dir.path().join("server.crt"),
-                key_file: dir.path().join("server.key"),
-            },
-        )
-        .unwrap();
+        let pair = load_server_pair(dir.path());
         let leaf = &pair.pair().unwrap().leaf;
         assert_eq!(leaf.fingerprint_sha256, pki.server_fingerprint);
         let now = crate::material::catalogue::unix(std::time::SystemTime::now());

@@ -2,30 +2,14 @@
 //! values the code actually emits: a renamed message fails here, not in an
 //! operator's grep.
 
-use std::path::Path;
+mod support;
+
+use support::sources;
 
 const README: &str = include_str!("../README.md");
 
 /// Metrics another branch of this session registers (h13-files: CRLs).
 const AWAITED: &[&str] = &[];
-
-/// Every Rust source under `src/`, concatenated.
-fn sources() -> String {
-    fn walk(dir: &Path, out: &mut String) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push_str(&std::fs::read_to_string(&path).unwrap());
-                out.push('\n');
-            }
-        }
-    }
-    let mut all = String::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut all);
-    all
-}
 
 /// The cells of each row of the table under `## Troubleshooting`.
 fn troubleshooting_rows() -> Vec<Vec<String>> {

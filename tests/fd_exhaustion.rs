@@ -56,16 +56,9 @@ upstreams: []
     let addr = p.listener_addr("public").await;
     let admin_addr = p.admin_addr().await;
     let answers = || async {
-        let data = get(
-            addr,
-            "a.example.com",
-            client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-            false,
-            "/",
-            &[],
-        )
-        .await
-        .is_ok_and(|r| r.status == 404);
+        let data = get_h1(addr, "a.example.com", &ca.cert_pem)
+            .await
+            .is_ok_and(|r| r.status == 404);
         let tcp = tokio::time::timeout(
             Duration::from_secs(5),
             tokio::net::TcpStream::connect(admin_addr),

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,24 +21,6 @@ const README: &str = include_str!("../README.md");
 /// from `src/` until it lands, and flagged once it has (so this list
 /// empties itself instead of hiding a typo).
 const AWAITED: &[&str] = &[];
-
-/// Every Rust source under `src/`, concatenated.
-fn sources() -> String {
-    fn walk(dir: &Path, out: &mut String) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push_str(&std::fs::read_to_string(&path).unwrap());
-                out.push('\n');
-            }
-        }
-    }
-    let mut all = String::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut all);
-    all
-}
 
 /// The metric names a PromQL expression reads: identifiers that start
 /// like ours (`hotproxy_`, `process_`), as registered (without the
@@ -347,16 +328,7 @@ upstreams:
     let admin_addr = p.admin_addr().await;
 
     // A good client first: it asks, so it is neither an SNI miss nor an early close.
-    let reply = get(
-        addr,
-        "a.example.com",
-        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-        false,
-        "/",
-        &[],
-    )
-    .await
-    .unwrap();
+    let reply = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
     assert!(reply.status >= 400, "an answer (the upstream is down)");
 
     // curl https://wrong.example.com: handshake done, then the name is

@@ -133,13 +133,6 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-async fn metrics(p: &mut Proxy) -> String {
-    let admin_addr = p.admin_addr().await;
-    admin(admin_addr, "GET", "/metrics", None, None, &[])
-        .await
-        .body
-}
-
 /// Routing and the upstream's Host agree: an absolute-form target wins over
 /// `Host` (and replaces it), duplicate or missing `Host` on HTTP/1.1 is
 /// 400, and `X-Forwarded-Host` is always hotproxy's.
@@ -155,29 +148,13 @@ async fn one_authority_per_request() {
         b"GET http://b.example.com/x HTTP/1.1\r\nHost: a.example.com\r\nX-Forwarded-Host: evil.test\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let j = r.json();
-    assert_eq!(j["backend"], "b");
-    assert_eq!(j["headers"]["host"], "b.example.com");
-    assert_eq!(j["headers"]["x-forwarded-host"], "b.example.com");
+    assert_routed_to_b(r.status, &r.body);
 
-    let r = raw(
-        &w,
-        addr,
-        b"GET /x HTTP/1.1\r\nHost: a.example.com\r\nHost: b.example.com\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(r.status, 400, "duplicate Host: {}", r.body);
-    assert!(r.body.contains("more than one Host"), "{}", r.body);
-
-    let r = raw(
-        &w,
-        addr,
-        b"GET /x HTTP/1.1\r\nX-Forwarded-Host: b.example.com\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(r.status, 400, "missing Host: {}", r.body);
-    assert!(r.body.contains("missing Host"), "{}", r.body);
+    let duplicate = b"GET /x HTTP/1.1\r\nHost: a.example.com\r\nHost: b.example.com\r\nConnection: close\r\n\r\n";
+    assert_400(&w, addr, duplicate, "more than one Host").await;
+    let missing =
+        b"GET /x HTTP/1.1\r\nX-Forwarded-Host: b.example.com\r\nConnection: close\r\n\r\n";
+    assert_400(&w, addr, missing, "missing Host").await;
 
     // `Connection: host` cannot strip the routed authority on the way up.
     let r = raw(
@@ -186,11 +163,7 @@ async fn one_authority_per_request() {
         b"GET /x HTTP/1.1\r\nHost: b.example.com\r\nConnection: host, close\r\n\r\n",
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let j = r.json();
-    assert_eq!(j["backend"], "b");
-    assert_eq!(j["headers"]["host"], "b.example.com", "{j}");
-    assert_eq!(j["headers"]["x-forwarded-host"], "b.example.com", "{j}");
+    assert_routed_to_b(r.status, &r.body);
 
     // HTTP/1.0 may omit Host; the client's X-Forwarded-Host still never passes.
     let r = raw(
@@ -209,11 +182,25 @@ async fn one_authority_per_request() {
     let r = get(addr, "b.example.com", cfg, true, "/x", &[])
         .await
         .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let j = r.json();
-    assert_eq!(j["backend"], "b");
-    assert_eq!(j["headers"]["host"], "b.example.com");
-    assert_eq!(j["headers"]["x-forwarded-host"], "b.example.com");
+    assert_routed_to_b(r.status, &r.body);
+}
+
+/// A 200 from backend `b` whose `Host` and `X-Forwarded-Host` are both
+/// `b.example.com`, whatever the client sent for either.
+fn assert_routed_to_b(status: u16, body: &str) {
+    assert_eq!(status, 200, "{body}");
+    let j: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(j["backend"], "b", "{j}");
+    assert_eq!(j["headers"]["host"], "b.example.com", "{j}");
+    assert_eq!(j["headers"]["x-forwarded-host"], "b.example.com", "{j}");
+}
+
+/// `bytes` get a 400 whose body says `why`.
+async fn assert_400(w: &World, addr: std::net::SocketAddr, bytes: &[u8], why: &str) {
+    let r = raw(w, addr, bytes).await;
+    assert_eq!(r.status, 400, "{why}: {}", r.body);
+    assert!(r.body.contains(why), "{}", r.body);
 }
 
 /// Dot segments (also as `%2e`) are removed before routing and the
@@ -277,7 +264,7 @@ async fn malformed_chunked_body_is_a_client_error() {
     assert_eq!(raw(&w, addr, good).await.status, 200);
     // The h2 upstream connection survived: one connection all along.
     assert_eq!(w.pub_backend.accepted.load(Ordering::SeqCst), 1);
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(
         !m.contains("hotproxy_upstream_errors_total{"),
         "client faults counted as upstream errors:\n{m}"
@@ -401,7 +388,7 @@ async fn h2_client_breaks_streams(w: &World, config: &std::path::Path) {
         .unwrap();
     let (resp, _) = client.send_request(req, true).unwrap();
     assert_eq!(resp.await.unwrap().status(), 200);
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(
         !m.contains("hotproxy_upstream_errors_total{"),
         "client faults counted as upstream errors:\n{m}"
@@ -508,7 +495,7 @@ async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
     assert!(r.body.contains("no upstream connection free"), "{}", r.body);
     assert_eq!(first.await.unwrap().unwrap().status, 200);
     assert_eq!(h1.accepted.load(Ordering::SeqCst), 1);
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(
         m.contains(
             r#"hotproxy_upstream_errors_total{upstream="capped",reason="connection_limit"} 1"#
@@ -567,7 +554,7 @@ upstreams:
         assert_eq!(r.status, 504, "{}", r.body);
         assert!(r.body.contains("upstream timed out"), "{}", r.body);
     }
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(
         m.contains(
             r#"hotproxy_upstream_errors_total{upstream="silent",reason="connect_timeout"} 2"#
@@ -599,6 +586,6 @@ async fn malformed_chunked_body_to_an_h1_backend() {
         let r = raw(&w, addr, good).await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let m = metrics(&mut p).await;
+    let m = metrics_text(p.admin_addr().await).await;
     assert!(!m.contains("hotproxy_upstream_errors_total{"), "{m}");
 }

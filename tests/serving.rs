@@ -239,12 +239,6 @@ const SETTINGS: u8 = 4;
 const GOAWAY: u8 = 7;
 const WINDOW_UPDATE: u8 = 8;
 
-async fn metrics_text(admin: SocketAddr) -> String {
-    support::admin(admin, "GET", "/metrics", None, None, &[])
-        .await
-        .body
-}
-
 /// A client that agreed on h2 and sends HTTP/1.1 is answered in HTTP/2
 /// (SETTINGS, then GOAWAY or a close) and nothing reaches the backend: not a request,
 /// not a 300 KB head, not half a head held open.
@@ -337,11 +331,7 @@ async fn header_read_and_idle_timeouts() {
             .unwrap();
         let _ = read_to_close(&mut s).await;
         p.wait_log("closed for header_read_timeout", |v| {
-            v["message"] == "closing connection"
-                && v["reason"] == "header_read_timeout"
-                && v["peer"]
-                    .as_str()
-                    .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            closes_port(v, port) && v["reason"] == "header_read_timeout"
         })
         .await;
     }
@@ -351,11 +341,7 @@ async fn header_read_and_idle_timeouts() {
     s.write_all(&PREFACE[..10]).await.unwrap();
     let _ = read_to_close(&mut s).await;
     p.wait_log("h2 without a first request closed", |v| {
-        v["message"] == "closing connection"
-            && v["reason"] == "header_read_timeout"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+        closes_port(v, port) && v["reason"] == "header_read_timeout"
     })
     .await;
     // A keep-alive connection left idle after a request.
@@ -367,13 +353,18 @@ async fn header_read_and_idle_timeouts() {
     let _ = read_to_close(&mut s).await;
     let closed = p
         .wait_log("idle keep-alive connection closed", |v| {
-            v["message"] == "closing connection"
-                && v["peer"]
-                    .as_str()
-                    .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            closes_port(v, port)
         })
         .await;
     assert_eq!(closed["reason"], "idle_timeout", "{closed}");
+}
+
+/// A `closing connection` log line for the client whose local port is `port`.
+fn closes_port(v: &serde_json::Value, port: u16) -> bool {
+    v["message"] == "closing connection"
+        && v["peer"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(&format!(":{port}")))
 }
 
 /// A request head over max_header_bytes is answered 431 and never reaches

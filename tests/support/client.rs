@@ -91,6 +91,12 @@ impl Reply {
     }
 }
 
+/// `GET /` over HTTP/1.1 on a fresh TLS connection, no client certificate.
+pub async fn get_h1(addr: SocketAddr, sni: &str, ca_pem: &str) -> std::io::Result<Reply> {
+    let cfg = client_config(ca_pem, None, &[b"http/1.1"]);
+    get(addr, sni, cfg, false, "/", &[]).await
+}
+
 /// One GET over a fresh TLS connection (h2 if `h2`), with extra headers.
 pub async fn get(
     addr: SocketAddr,
@@ -189,4 +195,9 @@ pub async fn admin(
         headers,
         body: String::from_utf8_lossy(&body).into(),
     }
+}
+
+/// The `/metrics` text from the admin listener.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    admin(addr, "GET", "/metrics", None, None, &[]).await.body
 }
