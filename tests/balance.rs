@@ -355,13 +355,12 @@ upstreams:
         }
     };
     let (r1, r2, ()) = tokio::join!(slow(), slow(), async {
-        // Both requests have reached the pods.
+        // Both requests have reached the pods (each is being answered).
         wait_until(WAIT, "two requests in flight", || async {
-            a.open.load(std::sync::atomic::Ordering::SeqCst) >= 1
-                && b.open.load(std::sync::atomic::Ordering::SeqCst) >= 1
+            a.slow_in_flight.load(std::sync::atomic::Ordering::SeqCst) >= 1
+                && b.slow_in_flight.load(std::sync::atomic::Ordering::SeqCst) >= 1
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         hosts.set(&["127.0.0.3"]);
     });
     let mut pods = vec![r1.1.clone(), r2.1.clone()];

@@ -19,6 +19,8 @@ pub struct Backend {
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     /// Connections open right now.
     pub open: Arc<std::sync::atomic::AtomicUsize>,
+    /// `/slow` requests being answered right now (arrived, not yet replied).
+    pub slow_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// The accept loop and every connection task, for `kill`.
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -106,6 +108,8 @@ impl Backend {
         let count = accepted.clone();
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let open_count = open.clone();
+        let slow_in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow_count = slow_in_flight.clone();
         let name = name.to_owned();
         let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
         let conn_tasks = tasks.clone();
@@ -119,6 +123,7 @@ impl Backend {
                 let guard = OpenGuard(open_count.clone());
                 let acceptor = acceptor.clone();
                 let name = name.clone();
+                let slow_count = slow_count.clone();
                 let conn = tokio::spawn(async move {
                     let _open = guard;
                     let Ok(tls) = acceptor.accept(tcp).await else {
@@ -136,8 +141,11 @@ impl Backend {
                             let seen = seen.clone();
                             let name = name.clone();
                             let sni = sni.clone();
+                            let slow_count = slow_count.clone();
                             async move {
                                 if req.uri().path() == "/slow" {
+                                    slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    let _answering = OpenGuard(slow_count);
                                     tokio::time::sleep(Duration::from_secs(2)).await;
                                 }
                                 if req.uri().path().starts_with("/burst") {
@@ -178,6 +186,7 @@ impl Backend {
             addr,
             accepted,
             open,
+            slow_in_flight,
             tasks,
         }
     }
