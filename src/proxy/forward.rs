@@ -191,7 +191,8 @@ impl Upstream {
                 let (i, _in_flight) = members.pick(&[]).expect("not empty");
                 last.store(i, Ordering::Relaxed);
                 let endpoint = &members.members[i].endpoint;
-                let r = self.send_upgrade(endpoint, req, path).await;
+                // Boxed: rare, and its dial would grow every request's future.
+                let r = Box::pin(self.send_upgrade(endpoint, req, path)).await;
                 match &r {
                     Ok(resp) => self.answered(&members, i, resp.status()),
                     Err(_) if body_fault.cause().is_some() => {}

@@ -436,7 +436,10 @@ async fn connection(
             let front = front.clone();
             let in_flight = activity.begin();
             let head = req.method() == Method::HEAD;
-            async move {
+            // Boxed: the request's future is kilobytes (routing,
+            // forwarding, the upstream exchange), and hyper moves what the
+            // service returns (HTTP/2 into a task of its own) several times.
+            Box::pin(async move {
                 let mut resp = handle(&listener, req, &ctx, &slot, tunnel_idle).await;
                 front.set_response_headers(resp.headers_mut());
                 if head {
@@ -447,7 +450,7 @@ async fn connection(
                     resp = resp.map(|_| Empty::new().map_err(|never| match never {}).boxed());
                 }
                 Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
-            }
+            })
         })
     };
     let driver = Driver {

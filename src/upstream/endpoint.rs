@@ -101,13 +101,17 @@ impl Endpoint {
                                 deadline.saturating_duration_since(tokio::time::Instant::now());
                             tokio::select! {
                                 slot = self.slots.acquire(wait) => {
-                                    return self.connect(slot?, deadline).await;
+                                    return Box::pin(self.connect(slot?, deadline)).await;
                                 }
                                 _ = self.pool.changed() => continue,
                             }
                         }
                     };
-                    let leased = self.connect(slot, deadline).await;
+                    // Boxed: dialling is the cold path, and its future
+                    // (TCP connect, TLS handshake) would otherwise make
+                    // every request's future kilobytes larger, copied each
+                    // time hyper moves it.
+                    let leased = Box::pin(self.connect(slot, deadline)).await;
                     drop(token);
                     return leased;
                 }
@@ -215,7 +219,7 @@ impl Drop for LeasedBody {
         if let Some((c, endpoint)) = self.h1.take()
             && (self.ended || self.body.is_end_stream())
         {
-            endpoint.pool.put(*c);
+            endpoint.pool.put(c);
         }
     }
 }
