@@ -325,6 +325,28 @@ pub fn request(listener: &str, upstream: &str, code: u16, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// Counters of one label set by status code, each resolved in its family
+/// on first use: counting a response then takes no family lock and builds
+/// no label strings. The table (500 codes) is allocated on the first
+/// count, so a route or endpoint that never answers costs one pointer.
+#[derive(Default)]
+pub struct CodeCounters {
+    /// Status codes 100..=599, by `code - 100`.
+    codes: std::sync::OnceLock<Box<[std::sync::OnceLock<Counter>]>>,
+}
+
+impl CodeCounters {
+    /// The counter for `code`; `resolve` finds it in its family the
+    /// first time. `None` outside 100..=599 (count those the slow way).
+    pub fn get(&self, code: u16, resolve: impl FnOnce() -> Counter) -> Option<&Counter> {
+        let i = usize::from(code.checked_sub(100)?);
+        let codes = self
+            .codes
+            .get_or_init(|| (100..600).map(|_| std::sync::OnceLock::new()).collect());
+        Some(codes.get(i)?.get_or_init(resolve))
+    }
+}
+
 /// `hotproxy_http_requests_total` and `hotproxy_http_request_duration_seconds`
 /// of one (listener, upstream) pair, resolved once when a listener's routes
 /// are built: recording a request then takes no family lock and builds no
@@ -333,8 +355,7 @@ pub struct RouteMetrics {
     listener: String,
     upstream: String,
     duration: Histogram,
-    /// Status codes 100..=599, by `code - 100`.
-    codes: Box<[std::sync::OnceLock<Counter>]>,
+    codes: CodeCounters,
 }
 
 impl RouteMetrics {
@@ -350,19 +371,13 @@ impl RouteMetrics {
             listener: listener.to_owned(),
             upstream: upstream.to_owned(),
             duration,
-            codes: (100..600).map(|_| std::sync::OnceLock::new()).collect(),
+            codes: CodeCounters::default(),
         }
     }
 
     /// Record one answered request.
     pub fn record(&self, code: u16, elapsed: Duration) {
-        let Some(cell) = code
-            .checked_sub(100)
-            .and_then(|i| self.codes.get(usize::from(i)))
-        else {
-            return request(&self.listener, &self.upstream, code, elapsed);
-        };
-        cell.get_or_init(|| {
+        let counted = self.codes.get(code, || {
             METRICS
                 .http_requests
                 .get_or_create(&RequestLabels {
@@ -371,8 +386,11 @@ impl RouteMetrics {
                     code: code.to_string(),
                 })
                 .clone()
-        })
-        .inc();
+        });
+        let Some(counter) = counted else {
+            return request(&self.listener, &self.upstream, code, elapsed);
+        };
+        counter.inc();
         self.duration.observe(elapsed.as_secs_f64());
     }
 }

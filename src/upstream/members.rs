@@ -24,6 +24,8 @@ pub struct Member {
     pub endpoint: Arc<Endpoint>,
     /// `host:port` as dialled: the `endpoint` metric label and log field.
     pub label: String,
+    /// `hotproxy_upstream_requests_total` of this member, by status.
+    answered: crate::metrics::CodeCounters,
     health: Health,
     in_flight: AtomicUsize,
     /// Currently counted as ejected in the gauge.
@@ -57,6 +59,7 @@ impl Member {
         Arc::new(Member {
             label: endpoint.authority.to_string(),
             endpoint,
+            answered: Default::default(),
             health: Health::default(),
             in_flight: AtomicUsize::new(0),
             out: AtomicBool::new(false),
@@ -149,14 +152,16 @@ impl Members {
 
     /// Count the status a request through member `i` was answered with.
     pub fn answered(&self, i: usize, code: u16) {
-        METRICS
-            .upstream_requests
-            .get_or_create(&EndpointRequestLabels {
-                upstream: self.upstream.to_string(),
-                endpoint: self.members[i].label.clone(),
-                code: code.to_string(),
-            })
-            .inc();
+        let labels = || EndpointRequestLabels {
+            upstream: self.upstream.to_string(),
+            endpoint: self.members[i].label.clone(),
+            code: code.to_string(),
+        };
+        let resolve = || METRICS.upstream_requests.get_or_create(&labels()).clone();
+        match self.members[i].answered.get(code, resolve) {
+            Some(counter) => counter.inc(),
+            None => METRICS.upstream_requests.get_or_create(&labels()).inc(),
+        };
     }
 
     /// The server answered (any status but 502/503/504).
