@@ -67,8 +67,17 @@ pub fn generate() -> HeaderValue {
     // The system RNG failing is not a reason to fail a request; a zero id
     // is still unique enough to be noticed.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    let hex = crate::material::info::hex(&bytes);
-    HeaderValue::from_str(&hex).expect("hex is a valid header value")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 32];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // One allocation, shared by the copies that go upstream, back to the
+    // client and into the access log (a `Vec`-backed value would allocate
+    // again on its first clone).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
+        .expect("hex is a valid header value")
 }
 
 /// The trace id of a well-formed W3C `traceparent`
