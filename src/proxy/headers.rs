@@ -32,7 +32,14 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// authority the request was routed on, and without it the upstream would
 /// pick its default virtual host (hyper's client does not add one).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names first: most messages carry none of these
+    // or only `Connection`, and the pass is far cheaper than hashing and
+    // probing for each of the nine names.
+    let present = headers
+        .keys()
+        .filter_map(hop_by_hop)
+        .fold(0u16, |seen, i| seen | 1 << i);
+    if present & 1 != 0 {
         // `close`, `keep-alive` and `upgrade` (what nearly every
         // `Connection` says) are handled below without building a name:
         // the common response costs no allocation here.
@@ -54,23 +61,63 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(n);
         }
     }
-    for n in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(n);
+    // An upgrade keeps `Upgrade` (and gets `Connection: upgrade` back).
+    let removed = if keep_upgrade {
+        present & !(1 << 8)
+    } else {
+        present
+    };
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if removed & (1 << i) != 0 {
+            headers.remove(*n);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
     }
+}
+
+/// The hop-by-hop headers (RFC 9110 §7.6.1) and `Upgrade`, in the order
+/// of [`hop_by_hop`]'s positions (`Connection` first).
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+/// `name`'s position in [`HOP_BY_HOP`], if it is one.
+fn hop_by_hop(name: &HeaderName) -> Option<u16> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
+/// A header through which a client would claim where it came from.
+fn is_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-real-ip"
+            | "x-forwarded-port"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+    )
 }
 
 /// Whether the client's own forwarding headers are believed: only from
@@ -98,7 +145,7 @@ pub fn rewrite_request_headers(
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     let trusted = trusts_forwarding(ctx);
-    if !trusted {
+    if !trusted && headers.keys().any(is_forwarding) {
         // Replaced: nothing a client says about where it came from survives.
         for n in [
             &FORWARDED,
@@ -330,5 +377,64 @@ mod tests {
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
         assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    /// The one-pass check must still find every hop-by-hop header, in any
+    /// mix, and an upgrade must keep its `Upgrade`.
+    #[test]
+    fn strips_each_hop_by_hop_header() {
+        let names = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        for name in names {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_static("a.test"));
+            h.insert("accept", HeaderValue::from_static("*/*"));
+            h.insert(name, HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut h, false);
+            assert!(!h.contains_key(name), "{name} kept");
+            assert_eq!(h.len(), 2, "{name}: {h:?}");
+        }
+        let mut h = HeaderMap::new();
+        for name in names {
+            h.insert(name, HeaderValue::from_static("x"));
+        }
+        h.insert(
+            "connection",
+            HeaderValue::from_static("x-secret, Host, close"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("host", HeaderValue::from_static("a.test"));
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("Upgrade, keep-alive"),
+        );
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!h.contains_key("keep-alive"));
+
+        // Nothing to strip: nothing changes.
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a.test"));
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
     }
 }
