@@ -33,8 +33,10 @@ pub enum PathError {
 pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     let mut decode = false;
+    let mut dot = false;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
+            b'.' => dot = true,
             b'\\' => return Err(PathError::Backslash),
             b'%' => {
                 let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
@@ -52,6 +54,11 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
             }
             _ => {}
         }
+    }
+    // Dot segments (also `.;x`) need a dot, and `%2e` sets `decode`: the
+    // common path ends here, without the segment scans below.
+    if !decode && !dot {
+        return Ok(Cow::Borrowed(path));
     }
     let decoded: Cow<'_, str> = if decode {
         Cow::Owned(decode_unreserved(path))

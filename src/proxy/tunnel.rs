@@ -31,6 +31,10 @@ pub const TUNNELLED: &[&str] = &["websocket"];
 /// Whether a request asks for an upgrade hotproxy tunnels: HTTP/1.1,
 /// `Connection: upgrade`, and an `Upgrade` token in [`TUNNELLED`].
 pub fn is_tunnelled(version: Version, headers: &HeaderMap) -> bool {
+    // The common request: no Upgrade at all (and h2 never tunnels here).
+    if version != Version::HTTP_11 || !headers.contains_key(header::UPGRADE) {
+        return false;
+    }
     let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
         v.to_str().is_ok_and(|s| {
             s.split(',')
