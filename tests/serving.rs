@@ -673,8 +673,9 @@ async fn admin_listener_caps_connections_and_times_out_heads() {
     drop(held);
 }
 
-/// The server's cipher-suite order wins: a client preferring ChaCha20 gets
-/// AES-GCM, the first of the server's suites it offers.
+/// The server's cipher-suite order wins: a client preferring ChaCha20 or
+/// AES-256-GCM gets AES-128-GCM, the first of the server's suites
+/// (`tls::provider`: SHA-256 has a hardware path, SHA-384 often does not).
 #[tokio::test]
 async fn server_cipher_order_is_preferred() {
     use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
@@ -688,6 +689,13 @@ async fn server_cipher_order_is_preferred() {
             &rustls::version::TLS13,
             vec![
                 cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+            ],
+        ),
+        (
+            &rustls::version::TLS13,
+            vec![
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
                 cipher_suite::TLS13_AES_128_GCM_SHA256,
             ],
         ),

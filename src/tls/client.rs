@@ -3,7 +3,6 @@
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::ResolvesClientCert;
-use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use tracing::warn;
@@ -64,11 +63,12 @@ pub fn build(
         None => system_roots(),
     };
     let builder = if verify_names.is_empty() {
-        ClientConfig::builder().with_root_certificates(roots)
+        ClientConfig::builder_with_provider(crate::tls::provider::get())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Build(e.to_string()))?
+            .with_root_certificates(roots)
     } else {
-        let provider = CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let provider = crate::tls::provider::get();
         let verifier = NamesVerifier::new(
             roots,
             verify_names.to_vec(),

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod names;
 pub mod per_name;
+pub mod provider;
 pub mod server;
 
 /// Why a snapshot could not be built from otherwise valid material.

@@ -209,9 +209,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+    crate::tls::provider::get()
 }
 
 /// One ticketer for the whole process, so session tickets stay valid when
