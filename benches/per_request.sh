@@ -60,9 +60,9 @@ instructions() { # bin scenario
         "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>"$d/err" &
     local pid=$!; up
     load "$2" 2000 >/dev/null
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     local ok; ok=$(load "$2" "$N")
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null 2>&1
     stop "$pid"
     local f; f=$(ls -S "$d"/cg.*.* | head -1)
     awk -v n="$ok" '/^(summary|totals):/ {printf "%.0f", $2 / n; exit}' "$f"
