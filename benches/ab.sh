@@ -13,12 +13,15 @@
 # req/s and peak RSS; then per scenario the median and, per round, each
 # target's ratio to the first target (read the paired ratios, not the raw
 # figures, when the host is noisy).
-# Knobs: N=40000, SC="h1 h2".
+#   h1new / h1resume (opt-in): --h1 -c50 with Connection: close, a full or a
+#   resumed TLS handshake per request (compare.sh's shim), NEW=4000 requests
+# Knobs: N=40000, NEW=4000, SC="h1 h2" (any of h1 h2 h1new h1resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:?rounds}; shift
 [[ $# -gt 0 ]] || { echo "usage: benches/ab.sh ROUNDS TARGET..." >&2; exit 2; }
 N=${N:-40000}
+NEW=${NEW:-4000}
 SC=${SC:-"h1 h2"}
 TCK=$(getconf CLK_TCK)
 first=""; for t in "$@"; do [[ $t == nginx || $t == haproxy ]] || { first=$t; break; }; done
@@ -50,11 +53,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
         for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
         taskset -c 1 h2load --h1 -n 3000 -c 50 "https://127.0.0.1:$port/" >/dev/null 2>&1
         for sc in $SC; do
-            args="-c 10 -m 10"; [[ $sc == h1 ]] && args="--h1 -c 50"
+            pre=() n=$N
+            case $sc in
+                h1) args="--h1 -c 50" ;;
+                h2) args="-c 10 -m 10" ;;
+                # A full (h1new) or resumed (h1resume) handshake per request,
+                # with compare.sh's client-side shim deciding resumption.
+                h1new) args="--h1 -c 50 -H Connection:close" n=$NEW pre=(env TLSSHIM_NO_RESUME=1 LD_PRELOAD="$W/tlsshim.so") ;;
+                h1resume) args="--h1 -c 50 -H Connection:close" n=$NEW pre=(env LD_PRELOAD="$W/tlsshim.so") ;;
+                *) echo "unknown scenario $sc" >&2; exit 2 ;;
+            esac
             for p in $(pids "$pid"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done
             c0=$(ticks "$pid")
             # shellcheck disable=SC2086
-            out=$(taskset -c 1 h2load $args -n "$N" "https://127.0.0.1:$port/" 2>&1)
+            out=$(taskset -c 1 "${pre[@]}" h2load $args -n "$n" "https://127.0.0.1:$port/" 2>&1)
             c1=$(ticks "$pid")
             ok=$(awk '/^requests:/{print $8}' <<<"$out")
             rps=$(awk '/^finished in/{print $4}' <<<"$out")
