@@ -6,6 +6,11 @@
 //! separates the two: `keepalive_timeout` until the first byte of the next
 //! request, `client_header_timeout` from there until the head is complete.
 //! [`Activity`] gives the connection driver what it needs to do the same.
+//!
+//! The driver is never woken by a request starting or ending (that would
+//! poll the whole connection again, twice per request): it sleeps until
+//! the earliest time any deadline could fall due given what it saw, and
+//! at that time looks again ([`Activity::check_at`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Sleep;
 use tracing::debug;
 
@@ -58,8 +63,6 @@ pub struct Activity {
     /// Milliseconds since `started` when the first byte of a request head
     /// arrived on an idle connection; `NONE` while no head is being read.
     head_ms: AtomicU64,
-    /// Wakes the driver when the state above changes.
-    changed: Notify,
     /// A request began (a connection the client closes without one is counted).
     asked: AtomicBool,
 }
@@ -73,7 +76,6 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             head_ms: AtomicU64::new(if head_pending { 0 } else { NONE }),
-            changed: Notify::new(),
             asked: AtomicBool::new(false),
         })
     }
@@ -88,7 +90,6 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
-        self.changed.notify_one();
         InFlight(self.clone())
     }
 
@@ -97,7 +98,6 @@ impl Activity {
         if self.in_flight.load(Ordering::SeqCst) == 0 && self.head_ms.load(Ordering::SeqCst) == NONE
         {
             self.head_ms.store(self.now_ms(), Ordering::SeqCst);
-            self.changed.notify_one();
         }
     }
 
@@ -118,14 +118,31 @@ impl Activity {
         Some((self.started + last + idle, Expiry::Idle))
     }
 
+    /// When the driver must look again, seen at `now`: the deadline itself
+    /// when it is known, else the earliest one a change from now on could
+    /// set. A request starting only removes a deadline; one ending sets
+    /// `now + idle` or later; a head starting sets `now + header_read` or
+    /// later; so sleeping until the earliest of those misses nothing.
+    /// `closing`: only a stalled head still counts.
+    pub fn check_at(
+        &self,
+        now: Instant,
+        header_read: Duration,
+        idle: Duration,
+        closing: bool,
+    ) -> Instant {
+        match self.deadline(header_read, idle) {
+            Some((at, Expiry::HeaderRead)) => at,
+            Some((at, Expiry::Idle)) if !closing => at.min(now + header_read),
+            Some((_, Expiry::Idle)) => now + header_read,
+            None if closing => now + header_read,
+            None => now + header_read.min(idle),
+        }
+    }
+
     /// Whether any request began on this connection.
     pub fn asked(&self) -> bool {
         self.asked.load(Ordering::Relaxed)
-    }
-
-    /// Resolves when the state changed (request started/ended, head began).
-    pub async fn changed(&self) {
-        self.changed.notified().await
     }
 }
 
@@ -137,7 +154,6 @@ impl Drop for InFlight {
         let a = &self.0;
         a.last_ms.store(a.now_ms(), Ordering::SeqCst);
         a.in_flight.fetch_sub(1, Ordering::SeqCst);
-        a.changed.notify_one();
     }
 }
 
@@ -214,22 +230,13 @@ impl Driver<'_> {
         tokio::pin!(conn);
         tokio::pin!(also_close);
         let mut closing = false;
+        let (header_read, idle) = (self.header_read_timeout, self.idle_timeout);
+        let check = self
+            .activity
+            .check_at(Instant::now(), header_read, idle, closing);
+        let sleep = tokio::time::sleep_until(check.into());
+        tokio::pin!(sleep);
         loop {
-            let changed = self.activity.changed();
-            // Once closing, only a stalled head still cuts the connection.
-            let deadline = self
-                .activity
-                .deadline(self.header_read_timeout, self.idle_timeout)
-                .filter(|(_, why)| !closing || *why == Expiry::HeaderRead);
-            let expiry = async {
-                match deadline {
-                    Some((at, why)) => {
-                        tokio::time::sleep_until(at.into()).await;
-                        why
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
@@ -237,17 +244,25 @@ impl Driver<'_> {
                     }
                     return if closing { Ended::ByUs } else { Ended::ByClient };
                 }
-                _ = changed => {}
-                why = expiry => {
-                    debug!(listener = %name, peer = %peer, reason = why.reason(), "closing connection");
-                    match why {
-                        // Half a head after header_read_timeout: nothing to finish.
-                        Expiry::HeaderRead => return Ended::ByUs,
-                        Expiry::Idle => {
-                            closing = true;
-                            graceful(conn.as_mut());
+                () = sleep.as_mut() => {
+                    let now = Instant::now();
+                    let due = self
+                        .activity
+                        .deadline(header_read, idle)
+                        .filter(|(at, why)| *at <= now && (!closing || *why == Expiry::HeaderRead));
+                    if let Some((_, why)) = due {
+                        debug!(listener = %name, peer = %peer, reason = why.reason(), "closing connection");
+                        match why {
+                            // Half a head after header_read_timeout: nothing to finish.
+                            Expiry::HeaderRead => return Ended::ByUs,
+                            Expiry::Idle => {
+                                closing = true;
+                                graceful(conn.as_mut());
+                            }
                         }
                     }
+                    let next = self.activity.check_at(now, header_read, idle, closing);
+                    sleep.as_mut().reset(next.into());
                 }
                 _ = self.shutdown.wait_for(|s| *s), if !closing => {
                     closing = true;
