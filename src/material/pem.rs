@@ -257,9 +257,7 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
     if kind.is_pair() {
         let (chain, infos) = certificates(&names[0], &raw.parts[0])?;
         let key = private_key(&names[1], &raw.parts[1])?;
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let provider = crate::tls::provider::get();
         let signing =
             provider
                 .key_provider

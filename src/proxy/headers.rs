@@ -77,8 +77,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// The hop-by-hop headers (RFC 9110 §7.6.1) and `Upgrade`, in the order
-/// of [`hop_by_hop`]'s positions (`Connection` first).
+/// The hop-by-hop headers (RFC 9110 §7.6.1) and `Upgrade`; a bit per
+/// position records which are present (`Connection` first, `Upgrade` last).
 static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
@@ -93,32 +93,18 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 
 /// `name`'s position in [`HOP_BY_HOP`], if it is one.
 fn hop_by_hop(name: &HeaderName) -> Option<u16> {
-    Some(match name.as_str() {
-        "connection" => 0,
-        "keep-alive" => 1,
-        "proxy-connection" => 2,
-        "proxy-authenticate" => 3,
-        "proxy-authorization" => 4,
-        "te" => 5,
-        "trailer" => 6,
-        "transfer-encoding" => 7,
-        "upgrade" => 8,
-        _ => return None,
-    })
+    HOP_BY_HOP.iter().position(|n| *n == name).map(|i| i as u16)
 }
 
-/// A header through which a client would claim where it came from.
-fn is_forwarding(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "forwarded"
-            | "x-forwarded-for"
-            | "x-real-ip"
-            | "x-forwarded-port"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-    )
-}
+/// The headers through which a client would claim where it came from.
+static FORWARDING: [&HeaderName; 6] = [
+    &FORWARDED,
+    &X_FORWARDED_FOR,
+    &X_REAL_IP,
+    &X_FORWARDED_PORT,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_HOST,
+];
 
 /// Whether the client's own forwarding headers are believed: only from
 /// the listener's `trusted_proxies` (the address after PROXY protocol).
@@ -145,16 +131,9 @@ pub fn rewrite_request_headers(
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     let trusted = trusts_forwarding(ctx);
-    if !trusted && headers.keys().any(is_forwarding) {
+    if !trusted && headers.keys().any(|k| FORWARDING.contains(&k)) {
         // Replaced: nothing a client says about where it came from survives.
-        for n in [
-            &FORWARDED,
-            &X_FORWARDED_FOR,
-            &X_REAL_IP,
-            &X_FORWARDED_PORT,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-        ] {
+        for n in FORWARDING {
             headers.remove(n);
         }
     }

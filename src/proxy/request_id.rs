@@ -64,12 +64,8 @@ pub fn settle(headers: &mut HeaderMap, trust_client: bool) -> HeaderValue {
 /// 128 random bits as 32 lowercase hex digits.
 pub fn generate() -> HeaderValue {
     let bytes = random_128();
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 32];
-    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
+    crate::material::info::hex_into(&bytes, &mut hex);
     // One allocation, shared by the copies that go upstream, back to the
     // client and into the access log (a `Vec`-backed value would allocate
     // again on its first clone).

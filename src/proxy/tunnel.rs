@@ -41,7 +41,7 @@ pub fn is_tunnelled(version: Version, headers: &HeaderMap) -> bool {
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
         })
     });
-    version == Version::HTTP_11 && connection_upgrade && !tunnelled_tokens(headers).is_empty()
+    connection_upgrade && !tunnelled_tokens(headers).is_empty()
 }
 
 /// Whether a `101` switched to a protocol hotproxy tunnels.

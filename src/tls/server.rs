@@ -208,10 +208,6 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    crate::tls::provider::get()
-}
-
 /// One ticketer for the whole process, so session tickets stay valid when
 /// a listener's config is rebuilt on rotation.
 fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, TlsError> {
@@ -237,7 +233,7 @@ pub fn build(
         TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V13 => &[&rustls::version::TLS13],
     };
-    let builder = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(crate::tls::provider::get())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Build(e.to_string()))?;
     let verifier =
@@ -287,7 +283,7 @@ fn client_verifier(
     let any = |mandatory| -> Arc<dyn ClientCertVerifier> {
         Arc::new(AnyClientCert {
             mandatory,
-            provider: provider(),
+            provider: crate::tls::provider::get(),
         })
     };
     Ok(match mode {
@@ -309,8 +305,11 @@ fn client_verifier(
             }
             // Unknown revocation status stays refused (the rustls default):
             // a CRL set that does not cover the issuer must not pass.
-            let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .with_crls(ca.crls.iter().cloned());
+            let mut b = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                crate::tls::provider::get(),
+            )
+            .with_crls(ca.crls.iter().cloned());
             // A CRL past its nextUpdate may miss newer revocations: refuse
             // (like an unknown status) unless the operator opted out.
             if !allow_expired_crl {
