@@ -26,17 +26,9 @@ SC=${SC:-"h1 h2"}
 TCK=$(getconf CLK_TCK)
 first=""; for t in "$@"; do [[ $t == nginx || $t == haproxy ]] || { first=$t; break; }; done
 
-OUT=$(mktemp -d)
-KEEP=1 HOTPROXY="${first:-}" DUR=1 RUNS=1 ONLY="h1 hotproxy" OUT_DIR="$OUT" benches/compare.sh >"$OUT/setup.log" 2>&1
-W=$(sed -n 's/.*kept \(.*\)$/\1/p' "$OUT/setup.log" | tail -1)
-[[ -d $W ]] || { echo "compare.sh setup failed: $OUT/setup.log" >&2; exit 1; }
-HP_PORT=$(sed -n 's/.*bind: 127.0.0.1:\([0-9]*\).*/\1/p' "$W/hotproxy/config.yaml" | head -1)
-NGINX_PORT=$(sed -n 's/.*listen 127.0.0.1:\([0-9]*\) ssl.*/\1/p' "$W/nginx/nginx.conf" | head -1)
-HAPROXY_PORT=$(sed -n 's/.*bind 127.0.0.1:\([0-9]*\) ssl.*/\1/p' "$W/haproxy/haproxy.cfg" | head -1)
-taskset -c 1 nginx -c "$W/backend/nginx.conf" -e "$W/backend/error.log" 2>/dev/null &
-BACKEND=$!
-trap 'kill $BACKEND 2>/dev/null; rm -rf "$W" "$OUT"' EXIT
-sleep 0.5
+# shellcheck source=benches/setup.sh
+. benches/setup.sh
+bench_setup "${first:-}"
 
 pids() { echo "$1"; pgrep -P "$1" || true; }
 ticks() { local u=0 s=0 a b p; for p in $(pids "$1"); do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
@@ -50,7 +42,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             *) taskset -c 0 "$t" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null & port=$HP_PORT ;;
         esac
         pid=$!
-        for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+        wait_port "$port"
         taskset -c 1 h2load --h1 -n 3000 -c 50 "https://127.0.0.1:$port/" >/dev/null 2>&1
         for sc in $SC; do
             pre=() n=$N
@@ -74,7 +66,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
                 awk -v t="$TCK" '{printf "round %s %-3s %-14s cpu %6.1f us/req (user %5.1f sys %5.1f)  req/s %8.0f  rss %6.1f MB\n", $1, $2, $3, ($6+$7-$4-$5)/t*1e6/$8, ($6-$4)/t*1e6/$8, ($7-$5)/t*1e6/$8, $9, $10/1024}' | tee -a "$OUT/rows"
         done
         kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-        sleep 0.3
     done
 done
 echo

@@ -35,15 +35,10 @@ if [[ $# -eq 0 ]]; then
 fi
 
 # compare.sh makes the PKI, the backend and the configs; one tiny run, kept.
-OUT=$(mktemp -d)
-KEEP=1 HOTPROXY="$1" DUR=1 RUNS=1 ONLY="h1 hotproxy" OUT_DIR="$OUT" benches/compare.sh >"$OUT/setup.log" 2>&1
-W=$(sed -n 's/.*kept \(.*\)$/\1/p' "$OUT/setup.log" | tail -1)
-[[ -d $W ]] || { echo "compare.sh setup failed: $OUT/setup.log" >&2; exit 1; }
-PORT=$(sed -n 's/.*bind: 127.0.0.1:\([0-9]*\).*/\1/p' "$W/hotproxy/config.yaml" | head -1)
-taskset -c 1 nginx -c "$W/backend/nginx.conf" -e "$W/backend/error.log" 2>/dev/null &
-BACKEND=$!
-trap 'kill $BACKEND 2>/dev/null; rm -rf "$W" "$OUT"' EXIT
-sleep 0.5
+# shellcheck source=benches/setup.sh
+. benches/setup.sh
+bench_setup "$1"
+PORT=$HP_PORT
 
 load() { # scenario count
     local args="-c 10 -m 10"
@@ -51,7 +46,8 @@ load() { # scenario count
     # shellcheck disable=SC2086
     taskset -c 1 h2load $args -n "$2" "https://127.0.0.1:$PORT/" 2>&1 | awk '/^requests:/{print $8}'
 }
-up() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return; sleep 0.1; done; }
+# valgrind takes a while to start the proxy: up to 20 s.
+up() { wait_port "$PORT" || wait_port "$PORT"; }
 stop() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
 
 instructions() { # bin scenario
@@ -72,10 +68,9 @@ mallocs() {
     taskset -c 0 "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null &
     local pid=$!; up
     load "$2" 2000 >/dev/null
-    perf stat -e probe_libc:malloc -p "$pid" -o "$OUT/perf.txt" & local sp=$!
-    sleep 0.5
-    local ok; ok=$(load "$2" "$N")
-    kill -INT "$sp"; wait "$sp" || true
+    # perf counts the proxy for exactly as long as the load runs.
+    local ok
+    ok=$(perf stat -e probe_libc:malloc -p "$pid" -o "$OUT/perf.txt" -- bash -c "$(declare -f load); N=$N PORT=$PORT load $2 $N")
     stop "$pid"
     awk -v n="$ok" '/probe_libc:malloc/ {gsub(",", "", $1); printf "%.1f", $1 / n}' "$OUT/perf.txt"
 }
@@ -84,7 +79,8 @@ syscalls() {
     local pid=$!; up
     load "$2" 2000 >/dev/null
     strace -q -c -f -p "$pid" -o "$OUT/strace.txt" 2>/dev/null & local sp=$!
-    sleep 0.5
+    # Attached once the kernel names strace as the tracer.
+    until awk '/^TracerPid:/ {exit !($2 > 0)}' "/proc/$pid/status"; do sleep 0.01; done
     local ok; ok=$(load "$2" "$N")
     kill -INT "$sp"; wait "$sp" || true
     stop "$pid"
