@@ -357,7 +357,7 @@ async fn h2_client_stream_error_is_not_an_upstream_error() {
     // Against an h2 backend (`pub`) and an HTTP/1.1 one.
     h2_client_breaks_streams(&w, &config(&w, "")).await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    h2_client_breaks_streams(&w, &capped_config(&w, &h1, "")).await;
+    h2_client_breaks_streams(&w, &capped_config(&w, &h1, &[])).await;
 }
 
 async fn h2_client_breaks_streams(w: &World, config: &std::path::Path) {
@@ -404,22 +404,8 @@ async fn h2_client_breaks_streams(w: &World, config: &std::path::Path) {
 
 /// A listener routing everything to one upstream `capped` in front of
 /// `backend`, with `extra` upstream settings.
-fn capped_config(w: &World, backend: &Backend, extra: &str) -> std::path::PathBuf {
-    w.scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ cert_file: a.crt, key_file: a.key }}
-    routes:
-      - {{ upstream: capped }}
-upstreams:{capped}
-"#,
-        capped = upstream("capped", backend, extra),
-    ))
+fn capped_config(w: &World, backend: &Backend, extra: &[&str]) -> std::path::PathBuf {
+    w.scene.one_upstream_config("capped", backend.addr, extra)
 }
 
 /// One h2 client with many concurrent streams to a slow HTTP/1.1 backend
@@ -434,7 +420,7 @@ async fn max_connections_per_server_caps_upstream_connections() {
     let mut p = Proxy::start(&capped_config(
         &w,
         &h1,
-        "max_connections_per_server: 2\n    connect_timeout: 30s",
+        &["max_connections_per_server: 2", "connect_timeout: 30s"],
     ));
     let addr = p.listener_addr("public").await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
@@ -478,7 +464,7 @@ async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
     let mut p = Proxy::start(&capped_config(
         &w,
         &h1,
-        "max_connections_per_server: 1\n    connect_timeout: 200ms",
+        &["max_connections_per_server: 1", "connect_timeout: 200ms"],
     ));
     let addr = p.listener_addr("public").await;
     let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
@@ -524,26 +510,15 @@ async fn stalled_upstream_tls_handshake_is_bounded_by_connect_timeout() {
         }
         std::future::pending::<()>().await;
     });
-    let cfg_path = w.scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ cert_file: a.crt, key_file: a.key }}
-    routes:
-      - {{ upstream: silent }}
-upstreams:
-  - name: silent
-    servers: [https://{silent_addr}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
-    max_connections_per_server: 1
-    connect_timeout: 300ms
-    request_timeout: 5s
-"#
-    ));
+    let cfg_path = w.scene.one_upstream_config(
+        "silent",
+        silent_addr,
+        &[
+            "max_connections_per_server: 1",
+            "connect_timeout: 300ms",
+            "request_timeout: 5s",
+        ],
+    );
     let mut p = Proxy::start(&cfg_path);
     let addr = p.listener_addr("public").await;
     let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
@@ -571,7 +546,7 @@ upstreams:
 async fn malformed_chunked_body_to_an_h1_backend() {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&capped_config(&w, &h1, ""));
+    let mut p = Proxy::start(&capped_config(&w, &h1, &[]));
     let addr = p.listener_addr("public").await;
     let good = b"GET /x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n";
     assert_eq!(raw(&w, addr, good).await.status, 200);

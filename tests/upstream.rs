@@ -141,23 +141,7 @@ fn world() -> World {
 }
 
 fn config(w: &World, backend: std::net::SocketAddr) -> std::path::PathBuf {
-    w.scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ cert_file: a.crt, key_file: a.key }}
-    routes:
-      - {{ upstream: app }}
-upstreams:
-  - name: app
-    servers: [https://{backend}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
-"#
-    ))
+    w.scene.one_upstream_config("app", backend, &[])
 }
 
 /// One request over a fresh HTTP/1.1 client connection: status and body.

@@ -180,4 +180,34 @@ impl Scene {
         write(&p, yaml);
         p
     }
+
+    /// The config most upstream tests need: listener `public` (`a.crt`,
+    /// `a.key`) routing everything to upstream `name`, one https server at
+    /// `server` (`backend-ca.crt`, name `backend.local`), and `extra` lines
+    /// of upstream settings (one per line, e.g. `connect_timeout: 1s`).
+    pub fn one_upstream_config(
+        &self,
+        name: &str,
+        server: std::net::SocketAddr,
+        extra: &[&str],
+    ) -> PathBuf {
+        let extra: String = extra.iter().map(|l| format!("\n    {l}")).collect();
+        self.config(&format!(
+            r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: a.crt, key_file: a.key }}
+    routes:
+      - {{ upstream: {name} }}
+upstreams:
+  - name: {name}
+    servers: [https://{server}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}{extra}
+"#
+        ))
+    }
 }
