@@ -101,7 +101,7 @@ async fn accept_loop(
             let activity = Activity::new(Instant::now(), true);
             // The permit goes with the stream, through its lingering close.
             let io = ClientIo::new(
-                stream,
+                Box::new(stream),
                 Some(activity.clone()),
                 SEND_TIMEOUT,
                 Box::new(permit),

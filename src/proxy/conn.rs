@@ -296,7 +296,9 @@ fn causes(e: &dyn std::error::Error) -> String {
 /// `send_timeout` (a client that stopped reading), and on drop hands the
 /// stream to a lingering close unless the client already closed its side.
 pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
-    inner: Option<S>,
+    /// Boxed: a TLS stream is kilobytes, and it moves on every step from
+    /// the handshake to hyper's connection and on to the lingering close.
+    inner: Option<Box<S>>,
     activity: Option<Arc<Activity>>,
     send_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
@@ -307,7 +309,7 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
     pub fn new(
-        inner: S,
+        inner: Box<S>,
         activity: Option<Arc<Activity>>,
         send_timeout: Duration,
         hold: Box<dyn Send + Sync>,
@@ -323,7 +325,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
     }
 
     fn io(&mut self) -> Pin<&mut S> {
-        Pin::new(self.inner.as_mut().expect("stream present until drop"))
+        Pin::new(
+            self.inner
+                .as_deref_mut()
+                .expect("stream present until drop"),
+        )
     }
 
     /// Map a write attempt: progress resets the send timer, `Pending`
@@ -442,7 +448,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
 pub async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     let _ = tokio::time::timeout(LINGER_TIME, async {
         let _ = stream.shutdown().await;
-        let mut buf = vec![0u8; 16 * 1024];
+        // Small: this runs for every closed connection, and what it reads
+        // is thrown away (a TLS stream hands over a record in pieces).
+        let mut buf = vec![0u8; 4 * 1024];
         let mut total = 0;
         while total < LINGER_BYTES {
             match stream.read(&mut buf).await {

@@ -267,11 +267,13 @@ pub async fn serve(
             _ = shutdown_rx.wait_for(|s| *s) => break,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
-        let listener = listener.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            connection(&listener, stream, peer, slot, shutdown).await;
-        });
+        tokio::spawn(connection(
+            listener.clone(),
+            stream,
+            peer,
+            slot,
+            shutdown.clone(),
+        ));
     }
     debug!(listener = %listener.name, "accept loop stopped");
 }
@@ -306,8 +308,13 @@ async fn refuse_plain_http(listener: &Listener, mut stream: TcpStream, peer: Soc
     }
 }
 
+/// One client connection, from accept to close. Its future is spawned as a
+/// task, and tokio moves a task's future several times on spawn and on
+/// completion: each phase whose future is kilobytes (the handshake, the
+/// HTTP connection, the rare plain-HTTP answers) is boxed, so what moves is
+/// a few hundred bytes rather than 15 KB.
 async fn connection(
-    listener: &Arc<Listener>,
+    listener: Arc<Listener>,
     mut stream: TcpStream,
     peer: SocketAddr,
     slot: Arc<Slot>,
@@ -321,19 +328,30 @@ async fn connection(
     // redirect listener (src/proxy/front.rs, src/proxy/proxy_protocol.rs).
     let front = listener.front.load_full();
     let from = front.proxy_protocol.as_deref();
-    let peer = match proxy_protocol::accept(&mut stream, peer, from, limits.header_read_timeout)
+    let peer = match from {
+        None => peer,
+        Some(_) => match Box::pin(proxy_protocol::accept(
+            &mut stream,
+            peer,
+            from,
+            limits.header_read_timeout,
+        ))
         .await
-    {
-        Ok(client) => client,
-        Err(refused) => {
-            metrics::handshake(&listener.name, refused.reason());
-            debug!(listener = %listener.name, peer = %peer, error = %refused, "connection refused before TLS");
-            return;
-        }
+        {
+            Ok(client) => client,
+            Err(refused) => {
+                metrics::handshake(&listener.name, refused.reason());
+                debug!(listener = %listener.name, peer = %peer, error = %refused, "connection refused before TLS");
+                return;
+            }
+        },
     };
     if let Some(port) = front.redirect_https {
         let name = listener.name.clone();
-        return front::redirect_connection(name, stream, peer, front, limits, port).await;
+        return Box::pin(front::redirect_connection(
+            name, stream, peer, front, limits, port,
+        ))
+        .await;
     }
     let tls = listener.tls.load_full();
     let generation = *listener.generation.borrow();
@@ -345,7 +363,7 @@ async fn connection(
     // an HTTP method sent in the clear.
     match tokio::time::timeout_at(head_deadline, first_byte(&stream)).await {
         Ok(Some(b)) if b.is_ascii_alphabetic() => {
-            return refuse_plain_http(listener, stream, peer).await;
+            return Box::pin(refuse_plain_http(&listener, stream, peer)).await;
         }
         Ok(_) => {}
         Err(_) => {
@@ -356,17 +374,17 @@ async fn connection(
     }
     // With per-entry client auth, the ClientHello picks the config.
     let per_name = listener.per_name.load_full();
-    let accept = async {
+    let accept = Box::pin(async {
         match &per_name {
             Some(p) => crate::tls::per_name::accept(p, stream)
                 .await
-                .map(|(s, at)| (s, Some(at))),
+                .map(|(s, at)| (Box::new(s), Some(at))),
             None => tokio_rustls::TlsAcceptor::from(tls)
                 .accept(stream)
                 .await
-                .map(|s| (s, None)),
+                .map(|s| (Box::new(s), None)),
         }
-    };
+    });
     let handshake = tokio::time::timeout_at(head_deadline, accept).await;
     let (tls_stream, entry) = match handshake {
         Ok(Ok(s)) => s,
@@ -473,19 +491,23 @@ async fn connection(
             None => std::future::pending().await,
         }
     };
+    // The connection is built inside the block that boxes it: a local
+    // still in scope at the `await` would be kept in this future.
     let ended = if is_h2 {
-        let conn = settings.h2.serve_connection(TokioIo::new(io), svc);
-        driver
-            .run(conn, |c| c.graceful_shutdown(), lifetime_over)
-            .await
+        let run = {
+            let conn = settings.h2.serve_connection(TokioIo::new(io), svc);
+            Box::pin(driver.run(conn, |c| c.graceful_shutdown(), lifetime_over))
+        };
+        run.await
     } else {
-        let conn = settings
-            .h1
-            .serve_connection(TokioIo::new(io), svc)
-            .with_upgrades();
-        driver
-            .run(conn, |c| c.graceful_shutdown(), lifetime_over)
-            .await
+        let run = {
+            let conn = settings
+                .h1
+                .serve_connection(TokioIo::new(io), svc)
+                .with_upgrades();
+            Box::pin(driver.run(conn, |c| c.graceful_shutdown(), lifetime_over))
+        };
+        run.await
     };
     // The client went away without a request: with TLS 1.3 a client that
     // refuses our certificate (a name mismatch, judged after the
