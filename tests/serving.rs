@@ -434,6 +434,34 @@ async fn client_still_sending_after_431_is_not_reset() {
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
 
+/// nginx's `lingering_close on`: a connection our side closed after a
+/// request without a body, with nothing more from the client, is closed at
+/// once. Its slot is free while the client still holds its socket open;
+/// lingering would hold it for `LINGER_TIME` (5 s), so the bound is 4 s.
+#[tokio::test]
+async fn closed_request_without_body_frees_its_slot_at_once() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_to_close(&mut s).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
+    wait_until(Duration::from_secs(4), "the slot freed", || async {
+        metrics_text(admin).await.lines().any(|l| l == gauge)
+    })
+    .await;
+    drop(s);
+}
+
 /// The reproduction with curl, the operator's tool: it prints the 431.
 #[tokio::test]
 async fn curl_sees_431_not_broken_pipe() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -108,9 +108,9 @@ async fn accept_loop(
             );
             let svc = {
                 let activity = activity.clone();
-                service_fn(move |req| {
+                service_fn(move |req: Request<Incoming>| {
                     let (handle, tokens) = (handle.clone(), tokens.clone());
-                    let in_flight = activity.begin();
+                    let in_flight = activity.begin(!req.body().is_end_stream());
                     async move {
                         let resp = route(&handle, &tokens, req, local).await;
                         Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))

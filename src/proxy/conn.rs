@@ -65,6 +65,9 @@ pub struct Activity {
     head_ms: AtomicU64,
     /// A request began (a connection the client closes without one is counted).
     asked: AtomicBool,
+    /// The last request came with a body (which may not have been read to
+    /// its end): closing must linger.
+    body: AtomicBool,
 }
 
 impl Activity {
@@ -77,6 +80,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             head_ms: AtomicU64::new(if head_pending { 0 } else { NONE }),
             asked: AtomicBool::new(false),
+            body: AtomicBool::new(false),
         })
     }
 
@@ -85,10 +89,12 @@ impl Activity {
     }
 
     /// A request head was parsed: until its response body ends, the
-    /// connection is busy. Dropping the guard ends the request.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    /// connection is busy. Dropping the guard ends the request. `body`:
+    /// the request has a body (hyper's `is_end_stream()` is false).
+    pub fn begin(self: &Arc<Self>, body: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
+        self.body.store(body, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
         InFlight(self.clone())
     }
@@ -99,6 +105,16 @@ impl Activity {
         {
             self.head_ms.store(self.now_ms(), Ordering::SeqCst);
         }
+    }
+
+    /// Between requests, nothing of the client's left unread as far as
+    /// HTTP knows: no request in flight, no head begun, and the last
+    /// request had no body. (A connection that never had a request is not
+    /// settled: its head may be on the way.)
+    fn settled(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0
+            && self.head_ms.load(Ordering::SeqCst) == NONE
+            && !self.body.load(Ordering::Relaxed)
     }
 
     /// When the connection expires if nothing changes, and why; `None`
@@ -303,6 +319,9 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     send_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
     eof: bool,
+    /// Our side is closed: hyper's shutdown finished (for TLS, with the
+    /// close_notify alert sent).
+    shut: bool,
     /// Kept alive by the lingering task (the connection slot).
     hold: Option<Box<dyn Send + Sync>>,
 }
@@ -320,6 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
             send_timeout,
             stalled: None,
             eof: false,
+            shut: false,
             hold: Some(hold),
         }
     }
@@ -419,35 +439,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let res = this.io().poll_shutdown(cx);
+        this.shut |= res.is_ready();
         this.sending(cx, res)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
     fn drop(&mut self) {
-        let (Some(stream), false) = (self.inner.take(), self.eof) else {
+        let (Some(mut stream), false) = (self.inner.take(), self.eof) else {
             return;
         };
         // Timed out on sending: the client is not reading; nothing to wait for.
         if self.stalled.as_mut().is_some_and(|t| t.is_elapsed()) {
             return;
         }
-        let hold = self.hold.take();
+        // nginx's `lingering_close on`: linger only when the client may
+        // still be sending. Our side closed cleanly after a request without
+        // a body, and nothing more has arrived: closing now resets nothing,
+        // and saves a task, a timer and a wake-up per closed connection.
+        let settled = self.activity.as_ref().is_some_and(|a| a.settled());
+        if self.shut && settled && !input_waiting(&mut *stream) {
+            return;
+        }
+        let (hold, shut) = (self.hold.take(), self.shut);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                linger(stream).await;
+                linger(stream, shut).await;
                 drop(hold);
             });
         }
     }
 }
 
-/// Close our side, then read and discard what the client still sends for
-/// at most [`LINGER_TIME`] / [`LINGER_BYTES`], so the kernel does not
-/// answer its unread input with a reset that destroys our last response.
-pub async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+/// Whether the client has sent something we have not read: the stream's
+/// buffered input or a socket the runtime knows to be readable (no system
+/// call when it knows it is not). What it reads is discarded, as lingering
+/// would; end of stream and errors count as nothing waiting.
+fn input_waiting<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    matches!(
+        Pin::new(stream).poll_read(&mut cx, &mut buf),
+        Poll::Ready(Ok(())) if !buf.filled().is_empty()
+    )
+}
+
+/// Close our side (unless `shut` already), then read and discard what the
+/// client still sends for at most [`LINGER_TIME`] / [`LINGER_BYTES`], so the
+/// kernel does not answer its unread input with a reset that destroys our
+/// last response.
+pub async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shut: bool) {
     let _ = tokio::time::timeout(LINGER_TIME, async {
-        let _ = stream.shutdown().await;
+        if !shut {
+            let _ = stream.shutdown().await;
+        }
         // Small: this runs for every closed connection, and what it reads
         // is thrown away (a TLS stream hands over a record in pieces).
         let mut buf = vec![0u8; 4 * 1024];

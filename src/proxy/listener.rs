@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -304,7 +304,7 @@ async fn refuse_plain_http(listener: &Listener, mut stream: TcpStream, peer: Soc
     )
     .await;
     if matches!(sent, Ok(Ok(()))) {
-        conn::linger(stream).await;
+        conn::linger(stream, false).await;
     }
 }
 
@@ -447,12 +447,12 @@ async fn connection(
         let listener = listener.clone();
         let activity = activity.clone();
         let tunnel_idle = limits.tunnel_idle_timeout;
-        service_fn(move |req| {
+        service_fn(move |req: Request<Incoming>| {
             let listener = listener.clone();
             let ctx = ctx.clone();
             let slot = slot.clone();
             let front = front.clone();
-            let in_flight = activity.begin();
+            let in_flight = activity.begin(!req.body().is_end_stream());
             let head = req.method() == Method::HEAD;
             // Boxed: the request's future is kilobytes (routing,
             // forwarding, the upstream exchange), and hyper moves what the
