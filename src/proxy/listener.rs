@@ -103,6 +103,9 @@ pub struct Listener {
     /// `hotproxy_connections_active{listener}`, looked up once: the family
     /// lookup takes a lock that has no place on the accept path.
     connections_gauge: prometheus_client::metrics::gauge::Gauge,
+    /// `hotproxy_tls_handshakes_total{listener, result="success"}`, looked
+    /// up once for the same reason (failures, rarer, take the family).
+    handshakes_ok: prometheus_client::metrics::counter::Counter,
     /// The request metrics of requests answered before routing (refused,
     /// 404): upstream `""`.
     unrouted: metrics::RouteMetrics,
@@ -133,6 +136,13 @@ impl Listener {
                 .connections_active
                 .get_or_create(&metrics::ListenerLabels {
                     listener: name.to_owned(),
+                })
+                .clone(),
+            handshakes_ok: METRICS
+                .tls_handshakes
+                .get_or_create(&metrics::ListenerResultLabels {
+                    listener: name.to_owned(),
+                    result: "success".to_owned(),
                 })
                 .clone(),
             unrouted: metrics::RouteMetrics::new(name, ""),
@@ -403,7 +413,7 @@ async fn connection(
             return;
         }
     };
-    metrics::handshake(&listener.name, "success");
+    listener.handshakes_ok.inc();
     let (_, session) = tls_stream.get_ref();
     // Exactly the protocol agreed on: h2 only when ALPN chose it; no ALPN
     // (or http/1.1) is HTTP/1.1, and its limits apply to every byte.
