@@ -13,15 +13,23 @@
 #                 about 3 % at N=20000 with h1's 50 connections);
 #   mallocs       calls of glibc malloc (a perf uprobe; needs root);
 #   syscalls      read/write-type system calls (strace -c -f).
+#   switches      context switches of the proxy (perf stat; not with
+#                 valgrind/strace attached, which slow it until it never idles).
+# h1new / h1resume (opt-in in SC) count per CONNECTION instead: h2load --h1 -c20
+# with Connection: close, a full or a resumed handshake each (compare.sh's shim),
+# NEW=2000 connections; the syscall list adds shutdown, accept4, epoll_ctl and
+# the eventfd writes that wake the runtime.
 # CPU time per request is compare.sh's figure; it moves by 10-30 % between runs
 # on a shared VM, which is why decisions about small changes were made on these.
 #
-# Knobs: N=20000 requests per count; MODES="instructions mallocs syscalls";
-# SC="h1 h2". Installs valgrind, strace and linux-perf from Debian if missing.
+# Knobs: N=20000 requests per count; NEW=2000 connections per count;
+# MODES="instructions mallocs syscalls switches"; SC="h1 h2" (any of h1 h2 h1new
+# h1resume). Installs valgrind, strace and linux-perf from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20000}
-MODES=${MODES:-"instructions mallocs syscalls"}
+NEW=${NEW:-2000}
+MODES=${MODES:-"instructions mallocs syscalls switches"}
 SC=${SC:-"h1 h2"}
 
 need() { command -v "$1" >/dev/null || { apt-get install -y "$2" >/dev/null || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }; }; }
@@ -41,11 +49,19 @@ bench_setup "$1"
 PORT=$HP_PORT
 
 load() { # scenario count
-    local args="-c 10 -m 10"
-    [[ $1 == h1 ]] && args="--h1 -c 50"
+    local args="-c 10 -m 10" pre=""
+    case $1 in
+        h1) args="--h1 -c 50" ;;
+        h1new) args="--h1 -c 20 -H Connection:close" pre="env TLSSHIM_NO_RESUME=1 LD_PRELOAD=$W/tlsshim.so" ;;
+        h1resume) args="--h1 -c 20 -H Connection:close" pre="env LD_PRELOAD=$W/tlsshim.so" ;;
+    esac
     # shellcheck disable=SC2086
-    taskset -c 1 h2load $args -n "$2" "https://127.0.0.1:$PORT/" 2>&1 | awk '/^requests:/{print $8}'
+    taskset -c 1 $pre h2load $args -n "$2" "https://127.0.0.1:$PORT/" 2>&1 | awk '/^requests:/{print $8}'
 }
+# Requests per count: per connection for the handshake scenarios.
+count() { case $1 in h1new | h1resume) echo "$NEW" ;; *) echo "$N" ;; esac; }
+# Warm-up requests (a full handshake under valgrind takes milliseconds).
+warm() { case $1 in h1new | h1resume) echo 300 ;; *) echo 2000 ;; esac; }
 # valgrind takes a while to start the proxy: up to 20 s.
 up() { wait_port "$PORT" || wait_port "$PORT"; }
 stop() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
@@ -55,9 +71,9 @@ instructions() { # bin scenario
     taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$d/cg.%p" \
         "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>"$d/err" &
     local pid=$!; up
-    load "$2" 2000 >/dev/null
+    load "$2" "$(warm "$2")" >/dev/null
     callgrind_control -z "$pid" >/dev/null 2>&1
-    local ok; ok=$(load "$2" "$N")
+    local ok; ok=$(load "$2" "$(count "$2")")
     callgrind_control -d "$pid" >/dev/null 2>&1
     stop "$pid"
     local f; f=$(ls -S "$d"/cg.*.* | head -1)
@@ -67,24 +83,33 @@ mallocs() {
     perf probe -q -x "$(ldconfig -p | awk '/libc.so.6 .*x86-64/{print $NF; exit}')" malloc 2>/dev/null || true
     taskset -c 0 "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null &
     local pid=$!; up
-    load "$2" 2000 >/dev/null
+    load "$2" "$(warm "$2")" >/dev/null
     # perf counts the proxy for exactly as long as the load runs.
     local ok
-    ok=$(perf stat -e probe_libc:malloc -p "$pid" -o "$OUT/perf.txt" -- bash -c "$(declare -f load); N=$N PORT=$PORT load $2 $N")
+    ok=$(perf stat -e probe_libc:malloc -p "$pid" -o "$OUT/perf.txt" -- bash -c "$(declare -f load); W=$W PORT=$PORT load $2 $(count "$2")")
     stop "$pid"
     awk -v n="$ok" '/probe_libc:malloc/ {gsub(",", "", $1); printf "%.1f", $1 / n}' "$OUT/perf.txt"
 }
 syscalls() {
     taskset -c 0 "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null &
     local pid=$!; up
-    load "$2" 2000 >/dev/null
+    load "$2" "$(warm "$2")" >/dev/null
     strace -q -c -f -p "$pid" -o "$OUT/strace.txt" 2>/dev/null & local sp=$!
     # Attached once the kernel names strace as the tracer.
     until awk '/^TracerPid:/ {exit !($2 > 0)}' "/proc/$pid/status"; do sleep 0.01; done
-    local ok; ok=$(load "$2" "$N")
+    local ok; ok=$(load "$2" "$(count "$2")")
     kill -INT "$sp"; wait "$sp" || true
     stop "$pid"
-    awk -v n="$ok" '$NF ~ /^(read|recvfrom|readv|write|writev|sendto|sendmsg|recvmsg|epoll_wait)$/ {printf "%s %.2f  ", $NF, $4 / n}' "$OUT/strace.txt"
+    awk -v n="$ok" '$NF ~ /^(read|recvfrom|readv|write|writev|sendto|sendmsg|recvmsg|epoll_wait|shutdown|accept4|epoll_ctl)$/ {printf "%s %.2f  ", $NF, $4 / n}' "$OUT/strace.txt"
+}
+switches() {
+    taskset -c 0 "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null &
+    local pid=$!; up
+    load "$2" "$(warm "$2")" >/dev/null
+    local ok
+    ok=$(perf stat -e context-switches -p "$pid" -o "$OUT/perf.txt" -- bash -c "$(declare -f load); W=$W PORT=$PORT load $2 $(count "$2")")
+    stop "$pid"
+    awk -v n="$ok" '/context-switches/ {gsub(",", "", $1); printf "%.2f", $1 / n}' "$OUT/perf.txt"
 }
 
 printf '%-28s %-3s %s\n' binary sc "per request"
