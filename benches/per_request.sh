@@ -79,17 +79,22 @@ instructions() { # bin scenario
     local f; f=$(ls -S "$d"/cg.*.* | head -1)
     awk -v n="$ok" '/^(summary|totals):/ {printf "%.0f", $2 / n; exit}' "$f"
 }
+# perf_count EVENT FORMAT BIN SCENARIO: EVENT per request of a fresh proxy,
+# counted for exactly as long as the load runs.
+perf_count() {
+    taskset -c 0 "$3" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null &
+    local pid=$!; up
+    load "$4" "$(warm "$4")" >/dev/null
+    local ok
+    ok=$(perf stat -e "$1" -p "$pid" -o "$OUT/perf.txt" -- bash -c "$(declare -f load); W=$W PORT=$PORT load $4 $(count "$4")")
+    stop "$pid"
+    awk -v e="$1" -v f="$2" -v n="$ok" '$2 == e {gsub(",", "", $1); printf f, $1 / n}' "$OUT/perf.txt"
+}
 mallocs() {
     perf probe -q -x "$(ldconfig -p | awk '/libc.so.6 .*x86-64/{print $NF; exit}')" malloc 2>/dev/null || true
-    taskset -c 0 "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null &
-    local pid=$!; up
-    load "$2" "$(warm "$2")" >/dev/null
-    # perf counts the proxy for exactly as long as the load runs.
-    local ok
-    ok=$(perf stat -e probe_libc:malloc -p "$pid" -o "$OUT/perf.txt" -- bash -c "$(declare -f load); W=$W PORT=$PORT load $2 $(count "$2")")
-    stop "$pid"
-    awk -v n="$ok" '/probe_libc:malloc/ {gsub(",", "", $1); printf "%.1f", $1 / n}' "$OUT/perf.txt"
+    perf_count probe_libc:malloc %.1f "$1" "$2"
 }
+switches() { perf_count context-switches %.2f "$1" "$2"; }
 syscalls() {
     taskset -c 0 "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null &
     local pid=$!; up
@@ -101,15 +106,6 @@ syscalls() {
     kill -INT "$sp"; wait "$sp" || true
     stop "$pid"
     awk -v n="$ok" '$NF ~ /^(read|recvfrom|readv|write|writev|sendto|sendmsg|recvmsg|epoll_wait|shutdown|accept4|epoll_ctl)$/ {printf "%s %.2f  ", $NF, $4 / n}' "$OUT/strace.txt"
-}
-switches() {
-    taskset -c 0 "$1" run --config "$W/hotproxy/config.yaml" --log-level warn 2>/dev/null &
-    local pid=$!; up
-    load "$2" "$(warm "$2")" >/dev/null
-    local ok
-    ok=$(perf stat -e context-switches -p "$pid" -o "$OUT/perf.txt" -- bash -c "$(declare -f load); W=$W PORT=$PORT load $2 $(count "$2")")
-    stop "$pid"
-    awk -v n="$ok" '/context-switches/ {gsub(",", "", $1); printf "%.2f", $1 / n}' "$OUT/perf.txt"
 }
 
 printf '%-28s %-3s %s\n' binary sc "per request"
