@@ -68,6 +68,9 @@ pub struct Activity {
     /// The last request came with a body (which may not have been read to
     /// its end): closing must linger.
     body: AtomicBool,
+    /// Bytes arrived while the last request was in flight: its body, or a
+    /// pipelined request hyper holds unread. Closing must linger.
+    pipelined: AtomicBool,
 }
 
 impl Activity {
@@ -81,6 +84,7 @@ impl Activity {
             head_ms: AtomicU64::new(if head_pending { 0 } else { NONE }),
             asked: AtomicBool::new(false),
             body: AtomicBool::new(false),
+            pipelined: AtomicBool::new(false),
         })
     }
 
@@ -95,26 +99,31 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
         self.body.store(body, Ordering::Relaxed);
+        self.pipelined.store(false, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
         InFlight(self.clone())
     }
 
     /// Bytes arrived (HTTP/1): on an idle connection they start a head.
     fn received(&self) {
-        if self.in_flight.load(Ordering::SeqCst) == 0 && self.head_ms.load(Ordering::SeqCst) == NONE
-        {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            self.pipelined.store(true, Ordering::Relaxed);
+        } else if self.head_ms.load(Ordering::SeqCst) == NONE {
             self.head_ms.store(self.now_ms(), Ordering::SeqCst);
         }
     }
 
     /// Between requests, nothing of the client's left unread as far as
-    /// HTTP knows: no request in flight, no head begun, and the last
-    /// request had no body. (A connection that never had a request is not
-    /// settled: its head may be on the way.)
+    /// HTTP knows: no request in flight, no head begun, the last request
+    /// had no body and nothing arrived while it was in flight. (A
+    /// connection that never had a request is not settled: its head may be
+    /// on the way. A request pipelined in the very read that brought the
+    /// last head is not seen: hyper's buffer is its own.)
     fn settled(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0
             && self.head_ms.load(Ordering::SeqCst) == NONE
             && !self.body.load(Ordering::Relaxed)
+            && !self.pipelined.load(Ordering::Relaxed)
     }
 
     /// When the connection expires if nothing changes, and why; `None`
@@ -506,4 +515,34 @@ pub async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shut: bool
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection may close without lingering only between requests
+    /// when nothing of the client's can still be on the way.
+    #[test]
+    fn settled_only_when_nothing_may_follow() {
+        let a = Activity::new(Instant::now(), true);
+        assert!(!a.settled(), "no request yet: its head may be on the way");
+        let req = a.begin(false);
+        assert!(!a.settled(), "a request in flight");
+        drop(req);
+        assert!(a.settled(), "a bodyless request answered, nothing since");
+        a.received();
+        assert!(!a.settled(), "the next head began");
+        drop(a.begin(true));
+        assert!(
+            !a.settled(),
+            "a request with a body, maybe not read to its end"
+        );
+        let req = a.begin(false);
+        a.received();
+        drop(req);
+        assert!(!a.settled(), "bytes arrived while a request was in flight");
+        drop(a.begin(false));
+        assert!(a.settled(), "each request starts the count afresh");
+    }
 }
