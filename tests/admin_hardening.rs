@@ -335,11 +335,16 @@ fn admin_api_bodies_and_ids_always_answer_4xx() {
             Ok(())
         })
         .unwrap();
-    // Ids: any bytes but the request line's own delimiters, raw on the wire.
+    // Ids: any bytes but the request line's own delimiters and the
+    // target's (`?` starts the query, `#` a fragment), raw on the wire, with
+    // something besides `/` (an id of slashes alone, or one starting with
+    // `?`, names no id: `GET /api/v1/certs/?x` is the list, a 200, which
+    // made this property fail in 3 of 30 runs).
     let id = prop::collection::vec(
-        any::<u8>().prop_filter("delimiter", |b| !b" \r\n".contains(b)),
+        any::<u8>().prop_filter("delimiter", |b| !b" \r\n?#".contains(b)),
         1..24,
-    );
+    )
+    .prop_filter("names an id", |id| id.iter().any(|b| *b != b'/'));
     let shapes: [(&str, &str, &str); 5] = [
         ("GET", "/api/v1/certs/", ""),
         ("DELETE", "/api/v1/certs/", ""),
