@@ -1,6 +1,7 @@
 //! Issue 16, endpoints: per-request balancing (round robin, least request) over pods on
 //! 127.0.0.1/.2/.3, passive health (a killed pod ejected, no client request failing thanks to
-//! retries, re-admitted once back), and their metrics.
+//! retries, re-admitted once back), an HTTP/2 pod refusing streams (sent elsewhere), and their
+//! metrics.
 
 mod support;
 
@@ -437,4 +438,107 @@ async fn active_checks_take_out_and_bring_back() {
         seen |= get_pod(&mut send, "/rr").await.1.as_deref() == Some("pod2");
     }
     assert!(seen, "pod2 back in service gets requests");
+}
+
+/// An HTTP/2 pod that refuses every stream it is sent (`REFUSED_STREAM`).
+struct RefusingPod {
+    addr: SocketAddr,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RefusingPod {
+    async fn start(pair: &TestPair) -> RefusingPod {
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = refused.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, count) = (acceptor.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    }
+                });
+            }
+        });
+        RefusingPod { addr, refused }
+    }
+}
+
+/// RFC 9113 §8.7: a stream refused with `REFUSED_STREAM` was not processed,
+/// so the request is safe to send again: an HTTP/2 pod refusing every
+/// stream costs no client a failed request, its GETs go to the other pod,
+/// and the retries are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_streams_are_sent_to_another_endpoint() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("pods CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    scene.pair("proxy-client", &backend_ca.client_pair("hotproxy"));
+    write(&scene.path("pods-ca.crt"), &backend_ca.cert_pem);
+    let pair = backend_ca.server_pair(&["app.prod.svc"]);
+    let refusing = RefusingPod::start(&pair).await;
+    let at = "127.0.0.2:0".parse().unwrap();
+    let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
+    let config = scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+    routes:
+      - {{ upstream: two }}
+upstreams:
+  - name: two
+    servers: [https://{}, https://{}]
+    balance: round_robin
+    retries: {{ attempts: 1 }}
+    tls:
+      ca: {{ ca_file: pods-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+      server_name: app.prod.svc
+"#,
+        refusing.addr, good.addr
+    ));
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin_addr = proxy.admin_addr().await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(public, "localhost", cfg).await.unwrap();
+    let mut send = keep_open_h1(tls).await.0;
+    for i in 0..8 {
+        let (status, pod) = get_pod(&mut send, "/").await;
+        assert_eq!(status, 200, "request {i}");
+        assert_eq!(pod.as_deref(), Some("good"), "request {i}");
+    }
+    assert!(
+        refusing.refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the refusing pod was never tried"
+    );
+    let m = admin(admin_addr, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    let retries = m
+        .lines()
+        .find_map(|l| l.strip_prefix("hotproxy_upstream_retries_total{upstream=\"two\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(retries >= 1.0, "no retry counted:\n{m}");
 }
