@@ -26,14 +26,74 @@ struct World {
     pods: Vec<Backend>,
 }
 
+/// What every test here starts from: the proxy's certificate `a`
+/// (localhost, from "edge CA"), its client certificate for the pods
+/// (`proxy-client`), the pods' CA (`pods-ca.crt`), and the pods' own pair.
+struct Pods {
+    scene: Scene,
+    ca: TestCa,
+    backend_ca: TestCa,
+    pair: TestPair,
+}
+
+impl Pods {
+    fn new() -> Pods {
+        let scene = Scene::new();
+        let ca = TestCa::new("edge CA");
+        let backend_ca = TestCa::new("pods CA");
+        scene.pair("a", &ca.server_pair(&["localhost"]));
+        scene.pair("proxy-client", &backend_ca.client_pair("hotproxy"));
+        write(&scene.path("pods-ca.crt"), &backend_ca.cert_pem);
+        let pair = backend_ca.server_pair(&["app.prod.svc"]);
+        Pods {
+            scene,
+            ca,
+            backend_ca,
+            pair,
+        }
+    }
+}
+
+/// An upstream over `servers` (a YAML list's items) with the pods' mTLS
+/// settings; `settings`: more of its lines, each indented four spaces.
+fn upstream(name: &str, servers: &str, settings: &str) -> String {
+    format!(
+        r#"
+  - name: {name}
+    servers: [{servers}]
+{settings}    tls:
+      ca: {{ ca_file: pods-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+      server_name: app.prod.svc
+"#
+    )
+}
+
+/// The configuration: the admin API, listener `public` with `routes` (a
+/// YAML value), and `upstreams` (from [`upstream`]).
+fn pods_config(scene: &Scene, routes: &str, upstreams: &[String]) -> std::path::PathBuf {
+    scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+    routes: {routes}
+upstreams:{}
+"#,
+        upstreams.concat()
+    ))
+}
+
 async fn world(upstream_extra: &str) -> World {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("pods CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
-    scene.pair("proxy-client", &backend_ca.client_pair("hotproxy"));
-    write(&scene.path("pods-ca.crt"), &backend_ca.cert_pem);
-    let pair = backend_ca.server_pair(&["app.prod.svc"]);
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
     let mut pods = Vec::new();
     for (i, ip) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().enumerate() {
         let at = format!("{ip}:0").parse().unwrap();
@@ -42,36 +102,23 @@ async fn world(upstream_extra: &str) -> World {
         );
     }
     let servers: Vec<String> = pods.iter().map(|p| format!("https://{}", p.addr)).collect();
-    let upstream = |name: &str, balance: &str| {
-        format!(
-            r#"
-  - name: {name}
-    servers: [{servers}]
-    balance: {balance}
-    tls:
-      ca: {{ ca_file: pods-ca.crt }}
-      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
-      server_name: app.prod.svc
-{upstream_extra}"#,
-            servers = servers.join(", ")
-        )
-    };
-    let config = scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ cert_file: a.crt, key_file: a.key }}]
-    routes:
-      - {{ path_prefix: /rr, upstream: rr }}
-      - {{ path_prefix: /lr, upstream: lr }}
-upstreams:{}{}
-"#,
-        upstream("rr", "round_robin"),
-        upstream("lr", "least_request")
-    ));
+    let servers = servers.join(", ");
+    let config = pods_config(
+        &scene,
+        "\n      - { path_prefix: /rr, upstream: rr }\n      - { path_prefix: /lr, upstream: lr }",
+        &[
+            upstream(
+                "rr",
+                &servers,
+                &format!("    balance: round_robin\n{upstream_extra}"),
+            ),
+            upstream(
+                "lr",
+                &servers,
+                &format!("    balance: least_request\n{upstream_extra}"),
+            ),
+        ],
+    );
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;
     let admin = proxy.admin_addr().await;
@@ -276,13 +323,12 @@ impl Drop for HostsEntry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_addresses_spread_and_drain() {
     let name = format!("pods-{}.hotproxy.test", std::process::id());
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("pods CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
-    scene.pair("proxy-client", &backend_ca.client_pair("hotproxy"));
-    write(&scene.path("pods-ca.crt"), &backend_ca.cert_pem);
-    let pair = backend_ca.server_pair(&["app.prod.svc"]);
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
     let a = Backend::start_at(
         "127.0.0.2:0".parse().unwrap(),
         "pod-a",
@@ -299,25 +345,15 @@ async fn changing_addresses_spread_and_drain() {
     )
     .await;
     let hosts = HostsEntry::new(&name, &["127.0.0.2"]);
-    let config = scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ cert_file: a.crt, key_file: a.key }}]
-    routes: [{{ upstream: app }}]
-upstreams:
-  - name: app
-    servers: [https://{name}:{port}]
-    resolve_interval: 100ms
-    tls:
-      ca: {{ ca_file: pods-ca.crt }}
-      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
-      server_name: app.prod.svc
-"#
-    ));
+    let config = pods_config(
+        &scene,
+        "[{ upstream: app }]",
+        &[upstream(
+            "app",
+            &format!("https://{name}:{port}"),
+            "    resolve_interval: 100ms\n",
+        )],
+    );
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;
     let admin_addr = proxy.admin_addr().await;
@@ -485,38 +521,24 @@ impl RefusingPod {
 /// and the retries are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_streams_are_sent_to_another_endpoint() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("pods CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
-    scene.pair("proxy-client", &backend_ca.client_pair("hotproxy"));
-    write(&scene.path("pods-ca.crt"), &backend_ca.cert_pem);
-    let pair = backend_ca.server_pair(&["app.prod.svc"]);
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
     let refusing = RefusingPod::start(&pair).await;
     let at = "127.0.0.2:0".parse().unwrap();
     let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
-    let config = scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ cert_file: a.crt, key_file: a.key }}]
-    routes:
-      - {{ upstream: two }}
-upstreams:
-  - name: two
-    servers: [https://{}, https://{}]
-    balance: round_robin
-    retries: {{ attempts: 1 }}
-    tls:
-      ca: {{ ca_file: pods-ca.crt }}
-      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
-      server_name: app.prod.svc
-"#,
-        refusing.addr, good.addr
-    ));
+    let config = pods_config(
+        &scene,
+        "[{ upstream: two }]",
+        &[upstream(
+            "two",
+            &format!("https://{}, https://{}", refusing.addr, good.addr),
+            "    balance: round_robin\n    retries: { attempts: 1 }\n",
+        )],
+    );
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;
     let admin_addr = proxy.admin_addr().await;
