@@ -337,10 +337,9 @@ async fn connection(
     // Before TLS: the PROXY header's client address, or the plain-HTTP
     // redirect listener (src/proxy/front.rs, src/proxy/proxy_protocol.rs).
     let front = listener.front.load_full();
-    let from = front.proxy_protocol.as_deref();
-    let peer = match from {
+    let peer = match front.proxy_protocol.as_deref() {
         None => peer,
-        Some(_) => match Box::pin(proxy_protocol::accept(
+        Some(from) => match Box::pin(proxy_protocol::accept(
             &mut stream,
             peer,
             from,

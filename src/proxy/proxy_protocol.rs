@@ -72,18 +72,16 @@ pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
 
-/// The client address of a new connection: `peer`, or with `from` set
-/// (`proxy_protocol` on) the source address of the PROXY header a `from`
-/// peer must send. Consumes exactly the header's bytes.
+/// The client address of a new connection on a listener with
+/// `proxy_protocol` on: the source address of the PROXY header a `from`
+/// peer must send, or `peer` itself for anyone else (who must not send
+/// one). Consumes exactly the header's bytes.
 pub async fn accept(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    from: Option<&[IpNet]>,
+    from: &[IpNet],
     timeout: Duration,
 ) -> Result<SocketAddr, Refused> {
-    let Some(from) = from else {
-        return Ok(peer);
-    };
     let read = async {
         if contains(from, peer.ip()) {
             read_header(stream, peer).await
