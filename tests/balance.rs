@@ -55,7 +55,8 @@ impl Pods {
 }
 
 /// An upstream over `servers` (a YAML list's items) with the pods' mTLS
-/// settings; `settings`: more of its lines, each indented four spaces.
+/// settings, for [`Scene::public_config`]; `settings`: more of its lines,
+/// each indented four spaces.
 fn upstream(name: &str, servers: &str, settings: &str) -> String {
     format!(
         r#"
@@ -67,24 +68,6 @@ fn upstream(name: &str, servers: &str, settings: &str) -> String {
       server_name: app.prod.svc
 "#
     )
-}
-
-/// The configuration: the admin API, listener `public` with `routes` (a
-/// YAML value), and `upstreams` (from [`upstream`]).
-fn pods_config(scene: &Scene, routes: &str, upstreams: &[String]) -> std::path::PathBuf {
-    scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ cert_file: a.crt, key_file: a.key }}]
-    routes: {routes}
-upstreams:{}
-"#,
-        upstreams.concat()
-    ))
 }
 
 async fn world(upstream_extra: &str) -> World {
@@ -103,8 +86,7 @@ async fn world(upstream_extra: &str) -> World {
     }
     let servers: Vec<String> = pods.iter().map(|p| format!("https://{}", p.addr)).collect();
     let servers = servers.join(", ");
-    let config = pods_config(
-        &scene,
+    let config = scene.public_config(
         "\n      - { path_prefix: /rr, upstream: rr }\n      - { path_prefix: /lr, upstream: lr }",
         &[
             upstream(
@@ -117,7 +99,8 @@ async fn world(upstream_extra: &str) -> World {
                 &servers,
                 &format!("    balance: least_request\n{upstream_extra}"),
             ),
-        ],
+        ]
+        .concat(),
     );
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;
@@ -345,14 +328,13 @@ async fn changing_addresses_spread_and_drain() {
     )
     .await;
     let hosts = HostsEntry::new(&name, &["127.0.0.2"]);
-    let config = pods_config(
-        &scene,
+    let config = scene.public_config(
         "[{ upstream: app }]",
-        &[upstream(
+        &upstream(
             "app",
             &format!("https://{name}:{port}"),
             "    resolve_interval: 100ms\n",
-        )],
+        ),
     );
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;
@@ -530,14 +512,13 @@ async fn refused_streams_are_sent_to_another_endpoint() {
     let refusing = RefusingPod::start(&pair).await;
     let at = "127.0.0.2:0".parse().unwrap();
     let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
-    let config = pods_config(
-        &scene,
+    let config = scene.public_config(
         "[{ upstream: two }]",
-        &[upstream(
+        &upstream(
             "two",
             &format!("https://{}, https://{}", refusing.addr, good.addr),
             "    balance: round_robin\n    retries: { attempts: 1 }\n",
-        )],
+        ),
     );
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;

@@ -51,26 +51,19 @@ fn upstream(name: &str, backend: &Backend, extra: &str) -> String {
 }
 
 fn config(w: &World, pub_extra: &str) -> std::path::PathBuf {
-    w.scene.config(&format!(
+    w.scene.public_config(
         r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ cert_file: a.crt, key_file: a.key }}
-    routes:
-      - {{ host: b.example.com, upstream: b }}
-      - {{ path_prefix: /pub/, upstream: pub }}
-      - {{ path_prefix: /slow, upstream: pub }}
-      - {{ upstream: other }}
-upstreams:{pub}{other}{b}
-"#,
-        pub = upstream("pub", &w.pub_backend, pub_extra),
-        other = upstream("other", &w.other, ""),
-        b = upstream("b", &w.b, ""),
-    ))
+      - { host: b.example.com, upstream: b }
+      - { path_prefix: /pub/, upstream: pub }
+      - { path_prefix: /slow, upstream: pub }
+      - { upstream: other }"#,
+        &[
+            upstream("pub", &w.pub_backend, pub_extra),
+            upstream("other", &w.other, ""),
+            upstream("b", &w.b, ""),
+        ]
+        .concat(),
+    )
 }
 
 /// What a client saw for raw request bytes: status, head, body.

@@ -181,17 +181,10 @@ impl Scene {
         p
     }
 
-    /// The config most upstream tests need: listener `public` (`a.crt`,
-    /// `a.key`) routing everything to upstream `name`, one https server at
-    /// `server` (`backend-ca.crt`, name `backend.local`), and `extra` lines
-    /// of upstream settings (one per line, e.g. `connect_timeout: 1s`).
-    pub fn one_upstream_config(
-        &self,
-        name: &str,
-        server: std::net::SocketAddr,
-        extra: &[&str],
-    ) -> PathBuf {
-        let extra: String = extra.iter().map(|l| format!("\n    {l}")).collect();
+    /// The admin API and listener `public` (`a.crt`, `a.key`) with
+    /// `routes` (a YAML value), then `upstreams` (list items, each starting
+    /// on a new line indented two spaces).
+    pub fn public_config(&self, routes: &str, upstreams: &str) -> PathBuf {
         self.config(&format!(
             r#"
 admin: {{ bind: "127.0.0.1:0" }}
@@ -201,13 +194,28 @@ listeners:
     tls:
       certs:
         - {{ cert_file: a.crt, key_file: a.key }}
-    routes:
-      - {{ upstream: {name} }}
-upstreams:
-  - name: {name}
-    servers: [https://{server}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}{extra}
+    routes: {routes}
+upstreams:{upstreams}
 "#
         ))
+    }
+
+    /// The config most upstream tests need: listener `public` routing
+    /// everything to upstream `name`, one https server at `server`
+    /// (`backend-ca.crt`, name `backend.local`), and `extra` lines of
+    /// upstream settings (one per line, e.g. `connect_timeout: 1s`).
+    pub fn one_upstream_config(
+        &self,
+        name: &str,
+        server: std::net::SocketAddr,
+        extra: &[&str],
+    ) -> PathBuf {
+        let extra: String = extra.iter().map(|l| format!("\n    {l}")).collect();
+        self.public_config(
+            &format!("[{{ upstream: {name} }}]"),
+            &format!(
+                "\n  - name: {name}\n    servers: [https://{server}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}{extra}"
+            ),
+        )
     }
 }
