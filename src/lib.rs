@@ -44,6 +44,7 @@
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!   - `conn`: a connection's bytes: head/idle timing, send timeout, lingering close; the driver.
+//!   - `stall`: HTTP/2 responses held up by a shut flow-control window, cut after send_timeout.
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot and tunnel_idle_timeout.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.

@@ -662,6 +662,122 @@ async fn client_that_stops_reading_is_cut_by_send_timeout() {
     drop(s);
 }
 
+/// An HTTP/2 client that keeps its connection alive (PINGs answered) but
+/// never opens a stream's flow-control window (initial window 0), with a
+/// `/big` stream open; `open` widens every window; `closed` is signalled
+/// when the connection ends.
+struct ShutWindow {
+    client: h2::client::SendRequest<Bytes>,
+    big: http::Response<h2::RecvStream>,
+    open: tokio::sync::oneshot::Sender<()>,
+    closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+async fn shut_window(w: &World, addr: SocketAddr) -> ShutWindow {
+    let tls = tls(w, addr, &[b"h2"]).await;
+    let (client, mut conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let (open, open_rx) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut conn => {}
+            _ = open_rx => {
+                conn.set_initial_window_size(1 << 20).unwrap();
+                let _ = conn.await;
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    let mut client = client.ready().await.unwrap();
+    let (big, _) = client.send_request(h2_get("/big", "GET"), true).unwrap();
+    let big = tokio::time::timeout(WAIT, big).await.unwrap().unwrap();
+    assert_eq!(big.status(), 200);
+    ShutWindow {
+        client,
+        big,
+        open,
+        closed,
+    }
+}
+
+fn h2_get(path: &str, method: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method(method)
+        .uri(format!("https://a.example.com{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// A stream whose window stays shut cannot pin the upstream request
+/// feeding it: after send_timeout the upstream body is released, the
+/// connection keeps serving, and the stream is reset (not resumed) once the
+/// client opens its window.
+#[tokio::test]
+async fn h2_stream_held_shut_is_cut_by_send_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
+    let addr = p.listener_addr("public").await;
+    let s = shut_window(&w, addr).await;
+    wait_until(WAIT, "the upstream body released", || async {
+        w.backend.big_ended.load(SeqCst) == 1
+    })
+    .await;
+    p.wait_log("stream cut by send_timeout", |v| {
+        v["message"] == "response stalled, stream cut" && v["reason"] == "send_timeout"
+    })
+    .await;
+    // The connection still serves (a response without content needs no window) ...
+    let mut client = s.client.ready().await.unwrap();
+    let (head, _) = client.send_request(h2_get("/api", "HEAD"), true).unwrap();
+    let head = tokio::time::timeout(WAIT, head).await.unwrap().unwrap();
+    assert_eq!(head.status(), 200);
+    // ... and the cut stream is reset when its window opens.
+    s.open.send(()).unwrap();
+    let mut body = s.big.into_body();
+    let first = tokio::time::timeout(WAIT, body.data())
+        .await
+        .expect("the cut stream answers once its window opens");
+    match first {
+        Some(Err(e)) => assert_eq!(e.reason(), Some(h2::Reason::INTERNAL_ERROR), "{e}"),
+        other => panic!("the cut stream sent {other:?}"),
+    }
+}
+
+/// A cut stream never ends, so it must not hold its connection open past
+/// idle_timeout: the graceful close (GOAWAY) is forced after
+/// header_read_timeout, and the connection's slot is freed.
+#[tokio::test]
+async fn h2_connection_with_a_cut_stream_still_closes_when_idle() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(
+        &w,
+        "",
+        "send_timeout: 1s, idle_timeout: 1s, header_read_timeout: 2s",
+    ));
+    let addr = p.listener_addr("public").await;
+    let s = shut_window(&w, addr).await;
+    tokio::time::timeout(WAIT, s.closed)
+        .await
+        .expect("the connection closed")
+        .unwrap();
+    p.wait_log("forced close", |v| {
+        v["message"] == "graceful close timed out; closing connection"
+    })
+    .await;
+    assert_eq!(w.backend.big_ended.load(SeqCst), 1);
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
+    let admin = p.admin_addr().await;
+    wait_until(WAIT, "the slot freed", || async {
+        metrics_text(admin).await.lines().any(|l| l == gauge)
+    })
+    .await;
+    drop(s.client);
+}
+
 /// The admin listener caps its connections (64; more wait in the backlog)
 /// and cuts a head that does not arrive within 10 s, so a slowloris on
 /// the admin port cannot hold descriptors forever or lock out probes.

@@ -131,6 +131,7 @@ async fn accept_loop(
                 header_read_timeout: HEADER_READ_TIMEOUT,
                 idle_timeout: IDLE_TIMEOUT,
                 shutdown,
+                stalls: None,
             };
             driver
                 .run(conn, |c| c.graceful_shutdown(), std::future::pending())

@@ -27,6 +27,8 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 use tracing::debug;
 
+use crate::proxy::stall::Stalls;
+
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so it reads our error response instead of a reset
 /// (nginx's `lingering_close`; its `lingering_timeout` is 5 s).
@@ -229,6 +231,8 @@ pub struct Driver<'a> {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown: watch::Receiver<bool>,
+    /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
+    pub stalls: Option<(&'a Stalls, Duration)>,
 }
 
 /// Who ended a connection.
@@ -256,9 +260,16 @@ impl Driver<'_> {
         tokio::pin!(also_close);
         let mut closing = false;
         let (header_read, idle) = (self.header_read_timeout, self.idle_timeout);
-        let check = self
-            .activity
-            .check_at(Instant::now(), header_read, idle, closing);
+        let start = Instant::now();
+        let mut check = self.activity.check_at(start, header_read, idle, closing);
+        let mut next_look = self.stalls.map(|(_, send)| start + Stalls::interval(send));
+        if let Some(at) = next_look {
+            check = check.min(at);
+        }
+        // Closing gracefully since: an HTTP/2 stream cut for send_timeout
+        // never ends, so a close with nothing in flight is forced after
+        // header_read_timeout.
+        let mut closing_at = None;
         let sleep = tokio::time::sleep_until(check.into());
         tokio::pin!(sleep);
         loop {
@@ -271,6 +282,21 @@ impl Driver<'_> {
                 }
                 () = sleep.as_mut() => {
                     let now = Instant::now();
+                    if let (Some((stalls, send)), Some(at)) = (self.stalls, next_look)
+                        && now >= at
+                    {
+                        let cut = stalls.look();
+                        if cut > 0 {
+                            debug!(listener = %name, peer = %peer, reason = "send_timeout", streams = cut, "response stalled, stream cut");
+                        }
+                        next_look = Some(now + Stalls::interval(send));
+                    }
+                    if closing_at.is_some_and(|at: Instant| now >= at + header_read)
+                        && self.activity.deadline(header_read, idle).is_some()
+                    {
+                        debug!(listener = %name, peer = %peer, "graceful close timed out; closing connection");
+                        return Ended::ByUs;
+                    }
                     let due = self
                         .activity
                         .deadline(header_read, idle)
@@ -282,19 +308,28 @@ impl Driver<'_> {
                             Expiry::HeaderRead => return Ended::ByUs,
                             Expiry::Idle => {
                                 closing = true;
+                                closing_at = Some(now);
                                 graceful(conn.as_mut());
                             }
                         }
                     }
-                    let next = self.activity.check_at(now, header_read, idle, closing);
+                    let mut next = self.activity.check_at(now, header_read, idle, closing);
+                    if let Some(at) = closing_at {
+                        next = next.min((at + header_read).max(now));
+                    }
+                    if let Some(at) = next_look {
+                        next = next.min(at);
+                    }
                     sleep.as_mut().reset(next.into());
                 }
                 _ = self.shutdown.wait_for(|s| *s), if !closing => {
                     closing = true;
+                    closing_at = Some(Instant::now());
                     graceful(conn.as_mut());
                 }
                 _ = also_close.as_mut(), if !closing => {
                     closing = true;
+                    closing_at = Some(Instant::now());
                     graceful(conn.as_mut());
                 }
             }

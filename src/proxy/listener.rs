@@ -33,6 +33,7 @@ use crate::proxy::edge::{EdgePolicy, Exchange};
 use crate::proxy::forward::{RequestContext, ResponseBody, client_ip_value, error_response};
 use crate::proxy::front::{self, Front};
 use crate::proxy::router::Router;
+use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel;
 use crate::proxy::{proxy_protocol, request};
 
@@ -452,9 +453,11 @@ async fn connection(
         limits.send_timeout,
         Box::new(slot.clone()),
     );
+    let stalls = is_h2.then(Stalls::new);
     let svc = {
         let listener = listener.clone();
         let activity = activity.clone();
+        let stalls = stalls.clone();
         let tunnel_idle = limits.tunnel_idle_timeout;
         service_fn(move |req: Request<Incoming>| {
             let listener = listener.clone();
@@ -463,6 +466,7 @@ async fn connection(
             let front = front.clone();
             let in_flight = activity.begin(!req.body().is_end_stream());
             let head = req.method() == Method::HEAD;
+            let stalls = stalls.clone();
             // Boxed: the request's future is kilobytes (routing,
             // forwarding, the upstream exchange), and hyper moves what the
             // service returns (HTTP/2 into a task of its own) several times.
@@ -476,7 +480,11 @@ async fn connection(
                     // h2 stream that does errors and resets the client's.
                     resp = resp.map(|_| Empty::new().map_err(|never| match never {}).boxed());
                 }
-                Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
+                let body = resp.map(|b| TrackedBody::new(b, in_flight));
+                Ok::<_, Infallible>(match &stalls {
+                    Some(s) => body.map(|b| s.watch(b)),
+                    None => body.map(SentBody::Plain),
+                })
             })
         })
     };
@@ -487,6 +495,7 @@ async fn connection(
         header_read_timeout: limits.header_read_timeout,
         idle_timeout: limits.idle_timeout,
         shutdown,
+        stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
     };
     let mut gen_rx = listener.generation.subscribe();
     let lifetime_over = async {

@@ -15,4 +15,5 @@ pub mod request;
 pub mod request_id;
 pub mod router;
 pub mod slots;
+pub mod stall;
 pub mod tunnel;

@@ -1,0 +1,276 @@
+//! HTTP/2 responses held up by the client's flow-control window: after `send_timeout` the upstream request is released and the stream reset.
+//!
+//! On HTTP/1.1 a client that stops reading stalls the socket, and
+//! [`ClientIo`](crate::proxy::conn::ClientIo) cuts the connection after
+//! `send_timeout`. An HTTP/2 client can keep reading the connection (and
+//! answering PINGs) while it never opens one stream's window: hyper then
+//! never polls that stream's body again, so nothing inside the body can
+//! notice, and the upstream connection feeding it stays taken. Enough such
+//! streams take every upstream connection (`max_connections_per_server`).
+//!
+//! So each HTTP/2 response body with content is registered with its
+//! connection's [`Stalls`]. The body records when hyper was last left
+//! holding a frame it could not send yet (`Watched::since`, in looks of the
+//! driver, so marking costs no clock read); the connection driver looks
+//! every half `send_timeout` ([`Stalls::look`]) and, for a body left waiting
+//! since, drops what the body was streaming — between one and 1.5 times
+//! `send_timeout` after it began to wait — as nginx's `send_timeout`
+//! finalizes an HTTP/2 stream blocked on flow control. The upstream request
+//! is released at once; the client's stream ends with `RST_STREAM` when
+//! hyper next polls it (once the client opens its window). A body waiting on
+//! the *upstream* is not stalled: that wait is the upstream timeouts'
+//! business.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::proxy::conn::TrackedBody;
+use crate::proxy::forward::ResponseBody;
+
+const NONE: u64 = u64::MAX;
+
+/// Looks per `send_timeout`: a body is cut between one and 1.5 times
+/// `send_timeout` after it was left waiting.
+pub const LOOKS_PER_TIMEOUT: u32 = 2;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The HTTP/2 response bodies of one client connection.
+pub struct Stalls {
+    /// How many times the driver has looked: the bodies' clock, so that
+    /// marking one costs no clock read.
+    looks: AtomicU64,
+    bodies: Mutex<Registry>,
+}
+
+struct Registry {
+    bodies: Vec<Weak<Watched>>,
+    /// Ended bodies are swept out when the list reaches this length.
+    sweep_at: usize,
+}
+
+/// One registered response body.
+pub struct Watched {
+    /// The look count when hyper was left with a frame to send (or the
+    /// response, before its first frame); `NONE` while the body waits on
+    /// the upstream or has ended.
+    since: AtomicU64,
+    /// `None` once cut.
+    body: Mutex<Option<TrackedBody<ResponseBody>>>,
+}
+
+impl Watched {
+    fn body(&self) -> MutexGuard<'_, Option<TrackedBody<ResponseBody>>> {
+        self.body.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Stalls {
+    pub fn new() -> Arc<Stalls> {
+        Arc::new(Stalls {
+            looks: AtomicU64::new(0),
+            bodies: Mutex::new(Registry {
+                bodies: Vec::new(),
+                sweep_at: 32,
+            }),
+        })
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.bodies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a response body about to be handed to hyper.
+    /// A response without content is sent with its head and not watched.
+    pub fn watch(self: &Arc<Self>, body: TrackedBody<ResponseBody>) -> SentBody {
+        if body.is_end_stream() {
+            return SentBody::Plain(body);
+        }
+        let watched = Arc::new(Watched {
+            since: AtomicU64::new(self.looks.load(Ordering::Relaxed)),
+            body: Mutex::new(Some(body)),
+        });
+        let mut r = self.registry();
+        if r.bodies.len() >= r.sweep_at {
+            r.bodies.retain(|w| w.strong_count() > 0);
+            r.sweep_at = (2 * r.bodies.len()).max(32);
+        }
+        r.bodies.push(Arc::downgrade(&watched));
+        drop(r);
+        SentBody::Watched {
+            watched,
+            stalls: self.clone(),
+        }
+    }
+
+    /// Look once (every `send_timeout / LOOKS_PER_TIMEOUT`): cut every
+    /// body left waiting since more than `LOOKS_PER_TIMEOUT` looks ago,
+    /// so for at least `send_timeout`. Returns how many were cut.
+    pub fn look(&self) -> usize {
+        let now = self.looks.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut due = Vec::new();
+        {
+            let mut r = self.registry();
+            r.bodies.retain(|w| {
+                let Some(w) = w.upgrade() else {
+                    return false;
+                };
+                let since = w.since.load(Ordering::Relaxed);
+                if since != NONE && now > since + u64::from(LOOKS_PER_TIMEOUT) {
+                    due.push(w);
+                    return false;
+                }
+                true
+            });
+            r.sweep_at = (2 * r.bodies.len()).max(32);
+        }
+        // Dropped outside the registry's lock: dropping an upstream body
+        // closes its connection.
+        for w in &due {
+            w.since.store(NONE, Ordering::Relaxed);
+            let cut = w.body().take();
+            drop(cut);
+        }
+        due.len()
+    }
+
+    /// How often the driver looks.
+    pub fn interval(send_timeout: Duration) -> Duration {
+        send_timeout / LOOKS_PER_TIMEOUT
+    }
+}
+
+/// A response body as the client connection sends it: registered with
+/// [`Stalls`] on HTTP/2, as is on HTTP/1.1 (where a stalled socket is
+/// `ClientIo`'s to time out).
+pub enum SentBody {
+    Plain(TrackedBody<ResponseBody>),
+    Watched {
+        watched: Arc<Watched>,
+        stalls: Arc<Stalls>,
+    },
+}
+
+impl Body for SentBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self.get_mut() {
+            SentBody::Plain(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            SentBody::Watched { watched, stalls } => {
+                let mut body = watched.body();
+                let Some(b) = body.as_mut() else {
+                    return Poll::Ready(Some(Err(
+                        "send_timeout: the client's flow-control window stayed shut".into(),
+                    )));
+                };
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                let since = match &polled {
+                    // hyper holds a frame until the window lets it go.
+                    Poll::Ready(Some(Ok(_))) if !b.is_end_stream() => {
+                        stalls.looks.load(Ordering::Relaxed)
+                    }
+                    _ => NONE,
+                };
+                watched.since.store(since, Ordering::Relaxed);
+                polled.map_err(Into::into)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            SentBody::Plain(b) => b.is_end_stream(),
+            SentBody::Watched { watched, .. } => {
+                watched.body().as_ref().is_some_and(|b| b.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            SentBody::Plain(b) => b.size_hint(),
+            SentBody::Watched { watched, .. } => watched
+                .body()
+                .as_ref()
+                .map_or_else(SizeHint::default, |b| b.size_hint()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::proxy::conn::Activity;
+
+    /// A body that waits (on "the upstream") until its gate opens, then
+    /// yields a frame each poll and never ends.
+    struct Gate(Arc<AtomicBool>);
+
+    impl Body for Gate {
+        type Data = Bytes;
+        type Error = hyper::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            match self.0.load(Ordering::Relaxed) {
+                true => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x"))))),
+                false => Poll::Pending,
+            }
+        }
+    }
+
+    fn watched(stalls: &Arc<Stalls>) -> (SentBody, Arc<AtomicBool>) {
+        let open = Arc::new(AtomicBool::new(false));
+        let in_flight = Activity::new(Instant::now(), false).begin(false);
+        let body = ResponseBody::new(Gate(open.clone()));
+        (stalls.watch(TrackedBody::new(body, in_flight)), open)
+    }
+
+    fn poll(b: &mut SentBody) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(b).poll_frame(&mut cx)
+    }
+
+    #[test]
+    fn only_bodies_left_with_a_frame_for_a_timeout_are_cut() {
+        let stalls = Stalls::new();
+        // Never polled (the window was shut from the start): cut on the
+        // look after LOOKS_PER_TIMEOUT full intervals.
+        let (mut never, _) = watched(&stalls);
+        // Waiting on the upstream: never cut, however long.
+        let (mut upstream, _) = watched(&stalls);
+        assert!(poll(&mut upstream).is_pending());
+        // Left holding a frame just after the first look: cut one look
+        // after the never-polled body.
+        let (mut held, open) = watched(&stalls);
+        assert_eq!(stalls.look(), 0);
+        open.store(true, Ordering::Relaxed);
+        assert!(matches!(poll(&mut held), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(stalls.look(), 0);
+        assert_eq!(stalls.look(), 1, "the never-polled body");
+        assert_eq!(stalls.look(), 1, "the body left holding a frame");
+        for _ in 0..10 {
+            assert_eq!(stalls.look(), 0, "a body waiting on the upstream");
+        }
+        for cut in [&mut never, &mut held] {
+            assert!(matches!(poll(cut), Poll::Ready(Some(Err(_)))));
+        }
+        assert!(poll(&mut upstream).is_pending());
+    }
+}
