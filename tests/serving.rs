@@ -778,6 +778,106 @@ async fn h2_connection_with_a_cut_stream_still_closes_when_idle() {
     drop(s.client);
 }
 
+/// A keep-alive HTTP/1.1 backend that answers each request as soon as its
+/// head is in and only then reads (and discards) its body, as nginx does
+/// with a body it does not need. Answers `ok`; counts connections.
+async fn early_answering_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    buf.drain(..head_end);
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if tcp.write_all(ok).await.is_err() {
+                        return;
+                    }
+                    while buf.len() < len {
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..len);
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// An upstream that answers before it has read the request body (a 401, a
+/// 413; nginx discarding a body) ends the response while the client is
+/// still to send that body. If the client then stalls, its upstream
+/// connection is still busy with the body: it must not go back to the pool
+/// for the next client's request to wait behind (until request_timeout).
+#[tokio::test]
+async fn stalled_body_after_an_early_response_holds_up_no_other_client() {
+    let w = world().await;
+    let (backend, accepted) = early_answering_backend().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: early }]",
+        &format!("\n  - name: early\n    servers: [http://{backend}]"),
+    ));
+    let addr = p.listener_addr("public").await;
+    // A body sent whole leaves the connection reusable.
+    for _ in 0..2 {
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        s.write_all(
+            b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\n\r\n0123456789",
+        )
+        .await
+        .unwrap();
+        let head = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    assert_eq!(accepted.load(SeqCst), 1, "a whole body's connection reused");
+    let mut slow = tls(&w, addr, &[b"http/1.1"]).await;
+    slow.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 100000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let head = read_response(&mut slow).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The rest of the body never comes; other clients are served at once.
+    for _ in 0..3 {
+        let reply = tokio::time::timeout(WAIT, get_h1(addr, "a.example.com", &w.ca.cert_pem))
+            .await
+            .expect("another client served while the first stalls its body")
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, "ok");
+    }
+    assert_eq!(
+        accepted.load(SeqCst),
+        2,
+        "one new connection for the others"
+    );
+    drop(slow);
+}
+
 /// The admin listener caps its connections (64; more wait in the backlog)
 /// and cuts a head that does not arrive within 10 s, so a slowloris on
 /// the admin port cannot hold descriptors forever or lock out probes.

@@ -5,9 +5,12 @@
 //! the upstream both surface from the upstream client's `request()`. The
 //! body the upstream client reads is this wrapper, so the forwarder knows
 //! for certain that the client's body failed (a client error, 400) rather
-//! than the upstream (502).
+//! than the upstream (502). It also says when the upstream client has read
+//! it to its end ([`BodySent`]): an upstream may answer before it has the
+//! whole body, and until the body is through its connection is still busy.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -20,18 +23,41 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 pub struct ClientBody {
     /// `None`: an empty body (a request replayed from its head alone).
     inner: Option<Incoming>,
-    failed: Option<Arc<OnceLock<String>>>,
+    /// `None` for a request without a body.
+    state: Option<Arc<State>>,
     /// The access log's count of body bytes read (when it is on).
     counted: Option<crate::proxy::edge::BytesIn>,
 }
 
+/// What the forwarder and the upstream connection learn of a body.
+struct State {
+    failed: OnceLock<String>,
+    /// Read to its end by the upstream client.
+    read: AtomicBool,
+}
+
 /// The forwarder's side of [`ClientBody`]: did the client's body fail, and why?
-pub struct BodyFault(Option<Arc<OnceLock<String>>>);
+pub struct BodyFault(Option<Arc<State>>);
 
 impl BodyFault {
     /// The client's body error, if reading it failed.
     pub fn cause(&self) -> Option<&str> {
-        self.0.as_ref().and_then(|f| f.get()).map(String::as_str)
+        self.0
+            .as_ref()
+            .and_then(|s| s.failed.get())
+            .map(String::as_str)
+    }
+}
+
+/// The upstream connection's side of [`ClientBody`]: has its request's
+/// body been read to its end (or had none)?
+pub struct BodySent(Option<Arc<State>>);
+
+impl BodySent {
+    pub fn done(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|s| s.read.load(Ordering::Relaxed))
     }
 }
 
@@ -39,12 +65,17 @@ impl ClientBody {
     /// Wrap `inner`. A request without a body (most GETs) cannot fail and
     /// costs no allocation.
     pub fn new(inner: Incoming) -> (ClientBody, BodyFault) {
-        let failed = (!inner.is_end_stream()).then(|| Arc::new(OnceLock::new()));
-        let fault = BodyFault(failed.clone());
+        let state = (!inner.is_end_stream()).then(|| {
+            Arc::new(State {
+                failed: OnceLock::new(),
+                read: AtomicBool::new(false),
+            })
+        });
+        let fault = BodyFault(state.clone());
         (
             ClientBody {
                 inner: Some(inner),
-                failed,
+                state,
                 counted: None,
             },
             fault,
@@ -55,9 +86,14 @@ impl ClientBody {
     pub fn empty() -> ClientBody {
         ClientBody {
             inner: None,
-            failed: None,
+            state: None,
             counted: None,
         }
+    }
+
+    /// Whether this body has been read to its end, asked later.
+    pub fn sent(&self) -> BodySent {
+        BodySent(self.state.clone())
     }
 
     /// Add the bytes read to `counter` (the access log's `bytes_in`).
@@ -79,18 +115,27 @@ impl Body for ClientBody {
         let Some(inner) = &mut this.inner else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(inner).poll_frame(cx);
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (&this.counted, &polled)
             && let Some(data) = frame.data_ref()
         {
             c.add(data.len());
         }
-        if let Poll::Ready(Some(Err(e))) = &polled
-            && let Some(failed) = &this.failed
-        {
-            // Set before the upstream client sees the error, so the
-            // forwarder reads it once `request()` has failed.
-            let _ = failed.set(e.source().map_or_else(|| e.to_string(), |s| s.to_string()));
+        if let Some(state) = &this.state {
+            match &polled {
+                // Set before the upstream client sees the error, so the
+                // forwarder reads it once `request()` has failed.
+                Poll::Ready(Some(Err(e))) => {
+                    let _ = state
+                        .failed
+                        .set(e.source().map_or_else(|| e.to_string(), |s| s.to_string()));
+                }
+                Poll::Ready(None) => state.read.store(true, Ordering::Relaxed),
+                Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+                    state.read.store(true, Ordering::Relaxed);
+                }
+                _ => {}
+            }
         }
         polled
     }

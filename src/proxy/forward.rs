@@ -331,9 +331,12 @@ impl Upstream {
                     // or on any when another endpoint may take it.
                     let copy = ((may_retry || (!fresh && c.reused())) && replayable(&req))
                         .then(|| head_copy(&req));
+                    let sent = req.body().sent();
                     match c.send(req).await {
                         Ok(resp) => {
-                            return Ok(resp.map(|b| LeasedBody::h1(b, c, endpoint.clone()).boxed()));
+                            return Ok(
+                                resp.map(|b| LeasedBody::h1(b, c, endpoint.clone(), sent).boxed())
+                            );
                         }
                         Err(e) => (e, copy),
                     }

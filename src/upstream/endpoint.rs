@@ -14,7 +14,7 @@ use http::uri::{Authority, Scheme};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 
-use crate::proxy::body::ClientBody;
+use crate::proxy::body::{BodySent, ClientBody};
 use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::upstream::conn::{DialError, Dialer, Dialled, H1, H2, StreamGuard, upgrade_conn};
 use crate::upstream::pool::{Found, Pool};
@@ -158,16 +158,18 @@ impl Endpoint {
 /// the body has ended; or that holds its HTTP/2 stream until then.
 pub struct LeasedBody {
     body: Incoming,
-    h1: Option<(Box<H1>, Arc<Endpoint>)>,
+    h1: Option<(Box<H1>, Arc<Endpoint>, BodySent)>,
     _stream: Option<StreamGuard>,
     ended: bool,
 }
 
 impl LeasedBody {
-    pub fn h1(body: Incoming, c: Box<H1>, endpoint: Arc<Endpoint>) -> LeasedBody {
+    /// `sent`: whether the request's own body is through (an upstream may
+    /// answer first).
+    pub fn h1(body: Incoming, c: Box<H1>, endpoint: Arc<Endpoint>, sent: BodySent) -> LeasedBody {
         LeasedBody {
             body,
-            h1: Some((c, endpoint)),
+            h1: Some((c, endpoint, sent)),
             _stream: None,
             ended: false,
         }
@@ -192,7 +194,7 @@ impl Body for LeasedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some((c, _)) = &mut this.h1 {
+        if let Some((c, _, _)) = &mut this.h1 {
             // The body's bytes arrive only while the connection is polled.
             c.poll_conn(cx);
         }
@@ -214,10 +216,15 @@ impl Body for LeasedBody {
 
 impl Drop for LeasedBody {
     fn drop(&mut self) {
-        // A body read to its end leaves the connection reusable; one cut
-        // short (the client went away) closes it with the drop.
-        if let Some((c, endpoint)) = self.h1.take()
+        // A body read to its end leaves the connection reusable, once the
+        // request's own body is through too. Otherwise it closes with the
+        // drop: a response cut short (the client went away), or one the
+        // upstream sent before the request's body was in. Pooled, that
+        // connection would hold the next request behind a client that may
+        // never send the rest.
+        if let Some((c, endpoint, sent)) = self.h1.take()
             && (self.ended || self.body.is_end_stream())
+            && sent.done()
         {
             endpoint.pool.put(c);
         }
