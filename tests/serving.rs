@@ -974,3 +974,79 @@ async fn server_cipher_order_is_preferred() {
         );
     }
 }
+
+/// Request framing a front proxy and a backend could read differently
+/// (request smuggling) is refused before anything reaches the backend, or
+/// made unambiguous: a body with both Content-Length and chunked goes on
+/// as chunked alone (RFC 9112 §6.3: the intermediary removes
+/// Content-Length) and the connection closes after the answer. A transfer
+/// coding hotproxy would drop unseen gets 501, as from nginx.
+#[tokio::test]
+async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let head = "POST /api HTTP/1.1\r\nhost: a.example.com\r\n";
+    let refused: &[(&str, &str)] = &[
+        ("content-length: 4\r\ncontent-length: 5\r\n\r\nabcde", "400"),
+        ("content-length: +4\r\n\r\nabcd", "400"),
+        ("content-length : 4\r\n\r\nabcd", "400"),
+        ("transfer-encoding: xchunked\r\n\r\n0\r\n\r\n", "400"),
+        (
+            "transfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        ("transfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501"),
+        (
+            "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        ("x-a: b\r\n c\r\ncontent-length: 0\r\n\r\n", "400"),
+        ("x-a: b\0c\r\ncontent-length: 0\r\n\r\n", "400"),
+    ];
+    for (rest, status) in refused {
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        s.write_all(format!("{head}{rest}").as_bytes())
+            .await
+            .unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{rest:?} answered {reply:?}"
+        );
+    }
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"POST /api HTTP/1.0\r\nhost: a.example.com\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    assert!(
+        reply.starts_with("HTTP/1.1 400 "),
+        "HTTP/1.0 chunked answered {reply:?}"
+    );
+    assert_eq!(
+        w.backend.requests.load(SeqCst),
+        0,
+        "a refused request reached the backend"
+    );
+    // Both framings: chunked wins, Content-Length is not forwarded, and the
+    // connection (keep-alive by default) is closed after the answer.
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        format!(
+            "{head}content-length: 4\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    let seen: serde_json::Value =
+        serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(seen["headers"]["transfer-encoding"], "chunked", "{seen}");
+    assert!(seen["headers"].get("content-length").is_none(), "{seen}");
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}

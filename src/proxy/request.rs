@@ -29,12 +29,18 @@ pub enum Refused {
     HostMismatch,
     #[error("invalid request path: {0}")]
     Path(#[from] PathError),
+    #[error("unsupported Transfer-Encoding")]
+    TransferCoding,
+    #[error("chunked applied more than once")]
+    ChunkedTwice,
 }
 
 impl Refused {
     pub fn status(self) -> StatusCode {
         match self {
             Refused::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            // RFC 9112 §6.1, and what nginx answers.
+            Refused::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -42,6 +48,12 @@ impl Refused {
     /// The short plain-text answer the client gets.
     pub fn response(self) -> http::Response<ResponseBody> {
         let mut resp = error_response(self.status(), &self.to_string());
+        if matches!(self, Refused::TransferCoding | Refused::ChunkedTwice) {
+            // Framing another parser may read otherwise: nothing more is
+            // read from this connection (hyper closes after the answer).
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self == Refused::Connect {
             // RFC 9110 §15.5.6: a 405 lists the methods that are allowed.
             resp.headers_mut().insert(
@@ -60,6 +72,7 @@ pub fn prepare<B>(req: &mut Request<B>) -> Result<(), Refused> {
     if req.method() == Method::CONNECT {
         return Err(Refused::Connect);
     }
+    transfer_codings(req.headers())?;
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -104,6 +117,28 @@ pub fn prepare<B>(req: &mut Request<B>) -> Result<(), Refused> {
     parts.path_and_query = Some(path_and_query);
     *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refused::Path(PathError::BadPercent))?;
     Ok(())
+}
+
+/// An HTTP/1.1 body's transfer codings must be `chunked`, once. hyper
+/// decodes only `chunked` (and refuses a request whose last coding is
+/// another); any coding before it (`gzip, chunked`) would be dropped
+/// unseen, and the upstream handed a body it cannot read. (HTTP/2 has no
+/// transfer codings; the h2 layer refuses the header.)
+fn transfer_codings(headers: &http::HeaderMap) -> Result<(), Refused> {
+    let mut chunked = 0;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let value = value.to_str().map_err(|_| Refused::TransferCoding)?;
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(Refused::TransferCoding);
+            }
+            chunked += 1;
+        }
+    }
+    match chunked {
+        0 | 1 => Ok(()),
+        _ => Err(Refused::ChunkedTwice),
+    }
 }
 
 /// The authority a prepared request is routed on.
@@ -160,6 +195,28 @@ mod tests {
             authority(&r).map(Into::into),
             r.uri().path_and_query().unwrap().to_string(),
         ))
+    }
+
+    #[test]
+    fn transfer_codings_are_chunked_once() {
+        let te = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            transfer_codings(&h)
+        };
+        assert_eq!(te(&[]), Ok(()));
+        assert_eq!(te(&["chunked"]), Ok(()));
+        assert_eq!(te(&["Chunked"]), Ok(()));
+        assert_eq!(te(&["gzip, chunked"]), Err(Refused::TransferCoding));
+        assert_eq!(te(&["gzip", "chunked"]), Err(Refused::TransferCoding));
+        assert_eq!(te(&["chunked, chunked"]), Err(Refused::ChunkedTwice));
+        assert_eq!(te(&["chunked", "chunked"]), Err(Refused::ChunkedTwice));
+        assert_eq!(
+            Refused::TransferCoding.status(),
+            StatusCode::NOT_IMPLEMENTED
+        );
     }
 
     #[test]
