@@ -1050,3 +1050,41 @@ async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
     assert!(seen["headers"].get("content-length").is_none(), "{seen}");
     assert_eq!(w.backend.requests.load(SeqCst), 1);
 }
+
+/// Headers a client names in `Connection` are its own hop-by-hop headers:
+/// they are not forwarded, but naming what hotproxy itself tells the
+/// upstream (the request id, forwarding headers, Via, Host) strips none of it.
+#[tokio::test]
+async fn connection_cannot_strip_what_the_proxy_adds() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-own: mine\r\n\
+          connection: close, x-own, x-request-id, x-forwarded-for, x-forwarded-proto, \
+          x-forwarded-host, via, forwarded, host\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a request id");
+    let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+    let h = &seen["headers"];
+    assert_eq!(h["x-request-id"], id, "{seen}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(h["x-forwarded-proto"], "https", "{seen}");
+    assert_eq!(h["x-forwarded-host"], "a.example.com", "{seen}");
+    assert_eq!(h["via"], "1.1 hotproxy", "{seen}");
+    assert_eq!(h["host"], "a.example.com", "{seen}");
+    assert!(
+        h.get("x-own").is_none(),
+        "a header named in Connection forwarded: {seen}"
+    );
+    assert!(h.get("connection").is_none(), "{seen}");
+}

@@ -40,26 +40,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(hop_by_hop)
         .fold(0u16, |seen, i| seen | 1 << i);
     if present & 1 != 0 {
-        // `close`, `keep-alive` and `upgrade` (what nearly every
-        // `Connection` says) are handled below without building a name:
-        // the common response costs no allocation here.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !["close", "keep-alive", "upgrade", ""]
-                    .iter()
-                    .any(|k| t.eq_ignore_ascii_case(k))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .filter(|n| n != header::HOST)
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
+        strip_connection_nominated(headers);
     }
     // An upgrade keeps `Upgrade` (and gets `Connection: upgrade` back).
     let removed = if keep_upgrade {
@@ -74,6 +55,58 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Remove the headers a `Connection` header names (RFC 9110 §7.6.1), but
+/// never `Host`, and keep only `Connection`'s own options (`close`,
+/// `keep-alive`, `upgrade`), so that a later pass removes nothing more. On
+/// a request this runs first, before hotproxy adds anything: a client
+/// naming `X-Request-Id` or a client-certificate header in `Connection`
+/// must not strip what the proxy tells the upstream.
+pub fn strip_connection_nominated(headers: &mut HeaderMap) {
+    // `close`, `keep-alive` and `upgrade` (what nearly every `Connection`
+    // says) are skipped without building a name: the common message costs
+    // no allocation here.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            !["close", "keep-alive", "upgrade", ""]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| n != header::HOST && n != header::CONNECTION)
+        .collect();
+    if named.is_empty() {
+        return;
+    }
+    for n in named {
+        headers.remove(n);
+    }
+    let options: Vec<&str> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            ["close", "keep-alive", "upgrade"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        })
+        .collect();
+    match HeaderValue::from_str(&options.join(", ")) {
+        Ok(v) if !options.is_empty() => {
+            headers.insert(header::CONNECTION, v);
+        }
+        _ => {
+            headers.remove(header::CONNECTION);
+        }
     }
 }
 
@@ -415,5 +448,31 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn connection_nominated_headers_go_first_and_once() {
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("close, x-a, Host"));
+        h.append("connection", HeaderValue::from_static("Upgrade, x-b"));
+        for name in ["host", "x-a", "x-b", "upgrade"] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        strip_connection_nominated(&mut h);
+        assert!(!h.contains_key("x-a") && !h.contains_key("x-b"), "{h:?}");
+        assert_eq!(h["host"], "1");
+        assert_eq!(h["upgrade"], "1");
+        // Only the options are left: what the proxy adds later survives
+        // the hop-by-hop pass at forwarding.
+        assert_eq!(h["connection"], "close, Upgrade");
+        h.insert("x-a", HeaderValue::from_static("added by the proxy"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["x-a"], "added by the proxy");
+
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("x-a"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_connection_nominated(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 }

@@ -548,6 +548,9 @@ async fn handle(
     tunnel_idle: Duration,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
+    if req.headers().contains_key(http::header::CONNECTION) {
+        crate::proxy::headers::strip_connection_nominated(req.headers_mut());
+    }
     let edge = listener.edge.load();
     let mut exchange = Exchange::begin(&edge, ctx, &mut req, start);
     if let Err(refused) = request::prepare(&mut req) {
