@@ -51,7 +51,7 @@ fn common_request_path_allocations() {
         .header("host", "app.example.com")
         .header("user-agent", "curl/8")
         .header("accept", "*/*")
-        .body(())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     assert_eq!(allocations(|| prepare(&mut req).unwrap()), 0);
     assert_eq!(allocations(|| drop(normalise("/api/v1/users"))), 0);
