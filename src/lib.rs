@@ -73,6 +73,7 @@
 //!     health (never ejecting the last), per-endpoint metrics.
 //!   - `balance`: round robin, least request (power of two choices).
 //!   - `health`: one endpoint's consecutive failures, ejection, back-off.
+//!   - `read_timeout`: the longest wait for the next piece of a response body.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 router, auth order, JSON bodies and replies; mutations

@@ -25,8 +25,9 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Inf
 
 /// A plain-HTTP/1.1 backend: answers `101` to *any* `Upgrade` (as a naive
 /// backend would, so the proxy alone decides what is tunnelled) and then
-/// echoes bytes; streams an endless body on `/big`; otherwise echoes the
-/// request head as JSON. Counts requests and ended `/big` streams.
+/// echoes bytes; streams an endless body on `/big`; sends one chunk and
+/// then nothing on `/stall`; otherwise echoes the request head as JSON.
+/// Counts requests and ended `/big` and `/stall` streams.
 struct PlainBackend {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
@@ -96,6 +97,18 @@ fn answer(
             .header("connection", "upgrade")
             .body(Full::new(Bytes::new()).boxed())
             .unwrap();
+    }
+    if req.uri().path() == "/stall" {
+        // One chunk, then nothing, for ever (a hung backend mid-body).
+        let guard = Ended(ended);
+        let first =
+            futures_util::stream::once(async { Ok(Frame::data(Bytes::from_static(b"first"))) });
+        let never = futures_util::stream::unfold(guard, |g| async move {
+            std::future::pending::<()>().await;
+            Some((Ok(Frame::data(Bytes::new())), g))
+        });
+        let body = futures_util::StreamExt::chain(first, never);
+        return http::Response::new(StreamBody::new(body).boxed());
     }
     if req.uri().path() == "/big" {
         let guard = Ended(ended);
@@ -1087,4 +1100,65 @@ async fn connection_cannot_strip_what_the_proxy_adds() {
         "a header named in Connection forwarded: {seen}"
     );
     assert!(h.get("connection").is_none(), "{seen}");
+}
+
+/// An upstream that stops sending in the middle of a body (a hung backend)
+/// does not leave the client hanging: after `read_timeout` without a byte
+/// the response is cut — the client sees it fail, never a clean end of a
+/// truncated body — and the upstream request is released, logged and
+/// counted (nginx's proxy_read_timeout).
+#[tokio::test]
+async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: plain }]",
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]\n    read_timeout: 1s",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    // HTTP/1.1: the chunked body is never terminated; the connection closes.
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(b"GET /stall HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    assert!(reply.contains("first"), "{reply:?}");
+    assert!(
+        !reply.ends_with("0\r\n\r\n"),
+        "a cut body ended cleanly: {reply:?}"
+    );
+    // HTTP/2: the stream is reset.
+    let tls = tls(&w, addr, &[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(h2_get("/stall", "GET"), true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(WAIT, body.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"first");
+    let cut = tokio::time::timeout(WAIT, body.data())
+        .await
+        .expect("the stream is cut");
+    assert!(matches!(cut, Some(Err(_))), "{cut:?}");
+    wait_until(WAIT, "both upstream bodies released", || async {
+        w.backend.big_ended.load(SeqCst) == 2
+    })
+    .await;
+    p.wait_log("read_timeout logged", |v| {
+        v["message"] == "upstream response stalled" && v["reason"] == "read_timeout"
+    })
+    .await;
+    let m = metrics_text(p.admin_addr().await).await;
+    assert!(
+        m.contains(r#"hotproxy_upstream_errors_total{upstream="plain",reason="read_timeout"} 2"#),
+        "{m}"
+    );
 }

@@ -349,6 +349,9 @@ pub struct UpstreamConfig {
     pub tls: UpstreamTls,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// The longest wait for the next piece of a response body (nginx's
+    /// `proxy_read_timeout`); then the response is cut.
+    pub read_timeout: Duration,
     /// Idle pooled connections kept per server (nginx's `keepalive N`);
     /// beyond that a connection returned to the pool is closed, so a burst
     /// does not leave hundreds of upstream connections open.
@@ -649,6 +652,31 @@ upstreams:
         );
         assert_eq!(c.upstreams[0].tls.server_name.as_deref(), Some("localhost"));
         assert_eq!(c.upstreams[0].max_connections_per_server, 1024);
+    }
+
+    /// read_timeout defaults to nginx's proxy_read_timeout, is read, and a
+    /// zero (which would cut every body that waits) is refused by name.
+    #[test]
+    fn upstream_read_timeout() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(c.upstreams[0].read_timeout, Duration::from_secs(60));
+        let set = MINIMAL.replace(
+            "servers: [https://127.0.0.1:9443]",
+            "servers: [https://127.0.0.1:9443]\n    read_timeout: 5m",
+        );
+        assert_eq!(
+            parse_str(&set).unwrap().upstreams[0].read_timeout,
+            Duration::from_secs(300)
+        );
+        let zero = MINIMAL.replace(
+            "servers: [https://127.0.0.1:9443]",
+            "servers: [https://127.0.0.1:9443]\n    read_timeout: 0s",
+        );
+        let m = messages(&parse_str(&zero).unwrap_err());
+        assert!(
+            m.contains("upstreams[0].read_timeout") && m.contains("more than 0s"),
+            "{m}"
+        );
     }
 
     /// Relative paths resolve against the config file's directory; defaults apply.

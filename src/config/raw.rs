@@ -179,6 +179,7 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
+    pub read_timeout: Option<String>,
     pub max_idle_connections: Option<usize>,
     pub max_connections_per_server: Option<usize>,
     pub resolve_interval: Option<String>,

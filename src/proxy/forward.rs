@@ -46,8 +46,12 @@ use crate::proxy::edge::{BytesIn, UpstreamAddr};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{DialError, Dialer};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
+use crate::upstream::read_timeout::ReadTimeout;
 
-pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A response body's error: hyper's, or a cut (`read_timeout`, `send_timeout`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the forwarder needs to know about the client connection.
 pub struct RequestContext {
@@ -87,6 +91,8 @@ pub fn client_ip_value(addr: SocketAddr) -> HeaderValue {
 pub struct Upstream {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
+    /// `read_timeout`, handed to each response body.
+    read: Arc<ReadTimeout>,
     /// The snapshot new connections handshake with; swapped by the reloader.
     tls: Arc<ArcSwap<ClientConfig>>,
     /// The endpoints now; replaced when a re-resolution changes them
@@ -116,8 +122,13 @@ impl Upstream {
         let name: Arc<str> = config.name.as_str().into();
         let resolution = Resolution::new(name.clone(), config.clone(), dialer);
         let members = ArcSwap::from_pointee(resolution.initial());
+        let read = Arc::new(ReadTimeout {
+            timeout: config.read_timeout,
+            upstream: name.clone(),
+        });
         Arc::new(Upstream {
             name,
+            read,
             config,
             tls,
             members,
@@ -198,7 +209,7 @@ impl Upstream {
                     Err(_) if body_fault.cause().is_some() => {}
                     Err(e) => self.answered_failure(&members, i, e),
                 }
-                r.map(|r| r.map(|b| b.boxed()))
+                r.map(|r| r.map(|b| b.map_err(Into::into).boxed()))
             } else {
                 self.send_balanced(&members, req, path, &last, &body_fault)
                     .await
@@ -334,9 +345,10 @@ impl Upstream {
                     let sent = req.body().sent();
                     match c.send(req).await {
                         Ok(resp) => {
-                            return Ok(
-                                resp.map(|b| LeasedBody::h1(b, c, endpoint.clone(), sent).boxed())
-                            );
+                            return Ok(resp.map(|b| {
+                                LeasedBody::h1(b, c, endpoint.clone(), sent, self.read.clone())
+                                    .boxed()
+                            }));
                         }
                         Err(e) => (e, copy),
                     }
@@ -346,7 +358,11 @@ impl Upstream {
                     // REFUSED_STREAM makes any bodyless request safe again.
                     let copy = (may_retry && req.body().is_end_stream()).then(|| head_copy(&req));
                     match send.try_send_request(req).await {
-                        Ok(resp) => return Ok(resp.map(|b| LeasedBody::h2(b, stream).boxed())),
+                        Ok(resp) => {
+                            return Ok(
+                                resp.map(|b| LeasedBody::h2(b, stream, self.read.clone()).boxed())
+                            );
+                        }
                         Err(mut e) => {
                             if let Some(unsent) = e.take_message() {
                                 return Err((Failure::Request(e.into_error()), Some(unsent)));

@@ -114,6 +114,7 @@ mod tests {
                 tls: UpstreamTls::default(),
                 connect_timeout: Duration::from_secs(1),
                 request_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
                 max_idle_connections: 1,
                 max_connections_per_server: 0,
                 resolve_interval: Duration::ZERO,

@@ -31,15 +31,13 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::proxy::conn::TrackedBody;
-use crate::proxy::forward::ResponseBody;
+use crate::proxy::forward::{BoxError as Error, ResponseBody};
 
 const NONE: u64 = u64::MAX;
 
 /// Looks per `send_timeout`: a body is cut between one and 1.5 times
 /// `send_timeout` after it was left waiting.
 pub const LOOKS_PER_TIMEOUT: u32 = 2;
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The HTTP/2 response bodies of one client connection.
 pub struct Stalls {
@@ -222,12 +220,12 @@ mod tests {
 
     impl Body for Gate {
         type Data = Bytes;
-        type Error = hyper::Error;
+        type Error = Error;
 
         fn poll_frame(
             self: Pin<&mut Self>,
             _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
             match self.0.load(Ordering::Relaxed) {
                 true => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x"))))),
                 false => Poll::Pending,

@@ -15,9 +15,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 
 use crate::proxy::body::{BodySent, ClientBody};
+use crate::proxy::forward::BoxError;
 use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::upstream::conn::{DialError, Dialer, Dialled, H1, H2, StreamGuard, upgrade_conn};
 use crate::upstream::pool::{Found, Pool};
+use crate::upstream::read_timeout::{ReadTimeout, ReadTimer};
 
 /// One server of an upstream, as its requests are addressed.
 pub struct Endpoint {
@@ -161,48 +163,63 @@ pub struct LeasedBody {
     h1: Option<(Box<H1>, Arc<Endpoint>, BodySent)>,
     _stream: Option<StreamGuard>,
     ended: bool,
+    read: ReadTimer,
 }
 
 impl LeasedBody {
     /// `sent`: whether the request's own body is through (an upstream may
     /// answer first).
-    pub fn h1(body: Incoming, c: Box<H1>, endpoint: Arc<Endpoint>, sent: BodySent) -> LeasedBody {
+    pub fn h1(
+        body: Incoming,
+        c: Box<H1>,
+        endpoint: Arc<Endpoint>,
+        sent: BodySent,
+        read: Arc<ReadTimeout>,
+    ) -> LeasedBody {
         LeasedBody {
             body,
             h1: Some((c, endpoint, sent)),
             _stream: None,
             ended: false,
+            read: ReadTimer::new(read),
         }
     }
 
-    pub fn h2(body: Incoming, stream: StreamGuard) -> LeasedBody {
+    pub fn h2(body: Incoming, stream: StreamGuard, read: Arc<ReadTimeout>) -> LeasedBody {
         LeasedBody {
             body,
             h1: None,
             _stream: Some(stream),
             ended: false,
+            read: ReadTimer::new(read),
         }
     }
 }
 
 impl Body for LeasedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Some((c, _, _)) = &mut this.h1 {
             // The body's bytes arrive only while the connection is polled.
             c.poll_conn(cx);
         }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.ended = true;
+        match &polled {
+            Poll::Pending => {
+                if let Err(e) = this.read.poll_wait(cx) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(_)) => this.read.progress(),
         }
-        polled
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

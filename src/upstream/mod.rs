@@ -9,6 +9,7 @@
 //! - `balance`: round robin, least request (power of two choices).
 //! - `health`: one endpoint's consecutive failures, ejection, back-off.
 //! - `resolve`: server names to endpoints, re-resolved every `resolve_interval`.
+//! - `read_timeout`: the longest wait for the next piece of a response body.
 
 pub mod balance;
 pub mod conn;
@@ -16,4 +17,5 @@ pub mod endpoint;
 pub mod health;
 pub mod members;
 pub mod pool;
+pub mod read_timeout;
 pub mod resolve;

@@ -106,6 +106,12 @@ impl Resolver {
                 u.request_timeout.as_ref(),
                 Duration::from_secs(60),
             ),
+            // nginx's proxy_read_timeout: a zero would cut every body.
+            read_timeout: self.positive_duration(
+                &format!("{at}.read_timeout"),
+                u.read_timeout.as_ref(),
+                Duration::from_secs(60),
+            ),
             max_idle_connections: u.max_idle_connections.unwrap_or(256),
             // Envoy's default max_connections: a cap, not a throttle.
             max_connections_per_server: u.max_connections_per_server.unwrap_or(1024),
