@@ -458,7 +458,8 @@ async fn active_checks_take_out_and_bring_back() {
     assert!(seen, "pod2 back in service gets requests");
 }
 
-/// An HTTP/2 pod that refuses every stream it is sent (`REFUSED_STREAM`).
+/// An HTTP/2 pod that answers no stream it is sent: it refuses each
+/// (`REFUSED_STREAM`), or (`hang`) accepts it and never answers.
 struct RefusingPod {
     addr: SocketAddr,
     refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -466,6 +467,10 @@ struct RefusingPod {
 
 impl RefusingPod {
     async fn start(pair: &TestPair) -> RefusingPod {
+        RefusingPod::start_as(pair, false).await
+    }
+
+    async fn start_as(pair: &TestPair, hang: bool) -> RefusingPod {
         let mut cfg = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
@@ -486,9 +491,13 @@ impl RefusingPod {
                     let Ok(mut conn) = h2::server::handshake(tls).await else {
                         return;
                     };
+                    let mut held = Vec::new();
                     while let Some(Ok((_req, mut respond))) = conn.accept().await {
                         count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        match hang {
+                            true => held.push(respond),
+                            false => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                        }
                     }
                 });
             }
@@ -544,4 +553,55 @@ async fn refused_streams_are_sent_to_another_endpoint() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(retries >= 1.0, "no retry counted:\n{m}");
+}
+
+/// A pod that takes requests and never answers fails each by
+/// request_timeout (504), and those failures count for passive health as
+/// connect errors do (nginx's max_fails counts timeouts; Envoy's gateway
+/// failures include them): after consecutive_failures in a row it is
+/// ejected, and clients stop waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_endpoint_is_ejected_after_request_timeouts() {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let hung = RefusingPod::start_as(&pair, true).await;
+    let at = "127.0.0.2:0".parse().unwrap();
+    let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
+    let config = scene.public_config(
+        "[{ upstream: two }]",
+        &upstream(
+            "two",
+            &format!("https://{}, https://{}", hung.addr, good.addr),
+            "    balance: round_robin\n    request_timeout: 300ms\n    retries: { attempts: 0 }\n    \
+             health: { passive: { consecutive_failures: 2, eject_for: 1m } }\n",
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(public, "localhost", cfg).await.unwrap();
+    let mut send = keep_open_h1(tls).await.0;
+    let mut timeouts = 0;
+    for _ in 0..4 {
+        match get_pod(&mut send, "/").await {
+            (504, _) => timeouts += 1,
+            (200, pod) => assert_eq!(pod.as_deref(), Some("good")),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(timeouts, 2, "round robin sent half to the hung pod");
+    let ejected = proxy
+        .wait_log("the hung pod ejected", |v| {
+            v["message"] == "upstream endpoint ejected" && v["upstream"] == "two"
+        })
+        .await;
+    assert_eq!(ejected["endpoint"], hung.addr.to_string());
+    for i in 0..6 {
+        let (status, pod) = get_pod(&mut send, "/").await;
+        assert_eq!((status, pod.as_deref()), (200, Some("good")), "request {i}");
+    }
 }

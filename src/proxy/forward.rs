@@ -227,6 +227,12 @@ impl Upstream {
             }
             Ok(Err(e)) => self.failed(endpoint, &e),
             Err(_) => {
+                // A timeout is the endpoint's failure for passive health,
+                // as a reset or a 504 from it is (nginx's max_fails counts
+                // timeouts too); a hung endpoint is ejected like a dead one.
+                let i = last.load(Ordering::Relaxed);
+                members.failure(i, "timeout");
+                members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
                 metrics::upstream_error(&self.name, "timeout");
                 warn!(upstream = %self.name, server = %endpoint.url, reason = "timeout", error = "no response within request_timeout", "upstream request failed");
                 error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
