@@ -517,7 +517,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 /// Every problem of the file in one pass, each with its line and field,
 /// and the configuration as far as it resolved (`None` when the YAML
 /// itself is broken): unknown keys, values of the wrong type and missing
-/// fields from reading the YAML tree ([`tree`]), then what the resolver
+/// fields from reading the YAML tree (`tree`), then what the resolver
 /// finds in the rest (references, durations, addresses, `${ENV}`).
 pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
     let (raw, report) = if text.trim().is_empty() {
