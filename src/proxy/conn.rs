@@ -314,8 +314,12 @@ impl Driver<'_> {
                         }
                     }
                     let mut next = self.activity.check_at(now, header_read, idle, closing);
-                    if let Some(at) = closing_at {
-                        next = next.min((at + header_read).max(now));
+                    // Only while still ahead: once past, with a request
+                    // still in flight, the regular checks look again.
+                    if let Some(at) = closing_at.map(|at| at + header_read)
+                        && at > now
+                    {
+                        next = next.min(at);
                     }
                     if let Some(at) = next_look {
                         next = next.min(at);
