@@ -466,10 +466,6 @@ struct RefusingPod {
 }
 
 impl RefusingPod {
-    async fn start(pair: &TestPair) -> RefusingPod {
-        RefusingPod::start_as(pair, false).await
-    }
-
     async fn start_as(pair: &TestPair, hang: bool) -> RefusingPod {
         let mut cfg = rustls::ServerConfig::builder()
             .with_no_client_auth()
@@ -506,37 +502,61 @@ impl RefusingPod {
     }
 }
 
-/// RFC 9113 §8.7: a stream refused with `REFUSED_STREAM` was not processed,
-/// so the request is safe to send again: an HTTP/2 pod refusing every
-/// stream costs no client a failed request, its GETs go to the other pod,
-/// and the retries are counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_streams_are_sent_to_another_endpoint() {
+/// A misbehaving HTTP/2 pod (`hang`: it never answers; else it refuses
+/// every stream) beside a good pod at 127.0.0.2, both in upstream `two`
+/// (round robin, the misbehaving one first) with `settings` lines; the
+/// proxy and one kept-open HTTP/1.1 client connection to it.
+struct BadAndGood {
+    bad: RefusingPod,
+    _good: Backend,
+    _scene: Scene,
+    proxy: Proxy,
+    send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+async fn bad_and_good(hang: bool, settings: &str) -> BadAndGood {
     let Pods {
         scene,
         ca,
         backend_ca,
         pair,
     } = Pods::new();
-    let refusing = RefusingPod::start(&pair).await;
+    let bad = RefusingPod::start_as(&pair, hang).await;
     let at = "127.0.0.2:0".parse().unwrap();
     let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
     let config = scene.public_config(
         "[{ upstream: two }]",
         &upstream(
             "two",
-            &format!("https://{}, https://{}", refusing.addr, good.addr),
-            "    balance: round_robin\n    retries: { attempts: 1 }\n",
+            &format!("https://{}, https://{}", bad.addr, good.addr),
+            &format!("    balance: round_robin\n{settings}"),
         ),
     );
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;
-    let admin_addr = proxy.admin_addr().await;
     let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
     let tls = connect(public, "localhost", cfg).await.unwrap();
-    let mut send = keep_open_h1(tls).await.0;
+    let send = keep_open_h1(tls).await.0;
+    BadAndGood {
+        bad,
+        _good: good,
+        _scene: scene,
+        proxy,
+        send,
+    }
+}
+
+/// RFC 9113 §8.7: a stream refused with `REFUSED_STREAM` was not processed,
+/// so the request is safe to send again: an HTTP/2 pod refusing every
+/// stream costs no client a failed request, its GETs go to the other pod,
+/// and the retries are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_streams_are_sent_to_another_endpoint() {
+    let mut w = bad_and_good(false, "    retries: { attempts: 1 }\n").await;
+    let admin_addr = w.proxy.admin_addr().await;
+    let (refusing, send) = (&w.bad, &mut w.send);
     for i in 0..8 {
-        let (status, pod) = get_pod(&mut send, "/").await;
+        let (status, pod) = get_pod(send, "/").await;
         assert_eq!(status, 200, "request {i}");
         assert_eq!(pod.as_deref(), Some("good"), "request {i}");
     }
@@ -562,46 +582,31 @@ async fn refused_streams_are_sent_to_another_endpoint() {
 /// ejected, and clients stop waiting on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_endpoint_is_ejected_after_request_timeouts() {
-    let Pods {
-        scene,
-        ca,
-        backend_ca,
-        pair,
-    } = Pods::new();
-    let hung = RefusingPod::start_as(&pair, true).await;
-    let at = "127.0.0.2:0".parse().unwrap();
-    let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
-    let config = scene.public_config(
-        "[{ upstream: two }]",
-        &upstream(
-            "two",
-            &format!("https://{}, https://{}", hung.addr, good.addr),
-            "    balance: round_robin\n    request_timeout: 300ms\n    retries: { attempts: 0 }\n    \
-             health: { passive: { consecutive_failures: 2, eject_for: 1m } }\n",
-        ),
-    );
-    let mut proxy = Proxy::start(&config);
-    let public = proxy.listener_addr("public").await;
-    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-    let tls = connect(public, "localhost", cfg).await.unwrap();
-    let mut send = keep_open_h1(tls).await.0;
+    let mut w = bad_and_good(
+        true,
+        "    request_timeout: 300ms\n    retries: { attempts: 0 }\n    \
+         health: { passive: { consecutive_failures: 2, eject_for: 1m } }\n",
+    )
+    .await;
+    let send = &mut w.send;
     let mut timeouts = 0;
     for _ in 0..4 {
-        match get_pod(&mut send, "/").await {
+        match get_pod(send, "/").await {
             (504, _) => timeouts += 1,
             (200, pod) => assert_eq!(pod.as_deref(), Some("good")),
             other => panic!("{other:?}"),
         }
     }
     assert_eq!(timeouts, 2, "round robin sent half to the hung pod");
-    let ejected = proxy
+    let ejected = w
+        .proxy
         .wait_log("the hung pod ejected", |v| {
             v["message"] == "upstream endpoint ejected" && v["upstream"] == "two"
         })
         .await;
-    assert_eq!(ejected["endpoint"], hung.addr.to_string());
+    assert_eq!(ejected["endpoint"], w.bad.addr.to_string());
     for i in 0..6 {
-        let (status, pod) = get_pod(&mut send, "/").await;
+        let (status, pod) = get_pod(send, "/").await;
         assert_eq!((status, pod.as_deref()), (200, Some("good")), "request {i}");
     }
 }

@@ -68,17 +68,8 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) {
     // `close`, `keep-alive` and `upgrade` (what nearly every `Connection`
     // says) are skipped without building a name: the common message costs
     // no allocation here.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            !["close", "keep-alive", "upgrade", ""]
-                .iter()
-                .any(|k| t.eq_ignore_ascii_case(k))
-        })
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| !t.is_empty() && !is_option(t))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .filter(|n| n != header::HOST && n != header::CONNECTION)
         .collect();
@@ -88,17 +79,8 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    let options: Vec<&str> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            ["close", "keep-alive", "upgrade"]
-                .iter()
-                .any(|k| t.eq_ignore_ascii_case(k))
-        })
+    let options: Vec<&str> = connection_tokens(headers)
+        .filter(|t| is_option(t))
         .collect();
     match HeaderValue::from_str(&options.join(", ")) {
         Ok(v) if !options.is_empty() => {
@@ -108,6 +90,23 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) {
             headers.remove(header::CONNECTION);
         }
     }
+}
+
+/// Every token of every `Connection` header, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+}
+
+/// A `Connection` option of its own rather than a header's name.
+fn is_option(token: &str) -> bool {
+    ["close", "keep-alive", "upgrade"]
+        .iter()
+        .any(|k| token.eq_ignore_ascii_case(k))
 }
 
 /// The hop-by-hop headers (RFC 9110 §7.6.1) and `Upgrade`; a bit per
