@@ -610,3 +610,79 @@ async fn hung_endpoint_is_ejected_after_request_timeouts() {
         assert_eq!((status, pod.as_deref()), (200, Some("good")), "request {i}");
     }
 }
+
+/// A name that stops resolving keeps its last good addresses: requests are
+/// still served, the failure is logged once and counted, and the recovery
+/// is logged. The name has an empty label (`pods-N..hotproxy.test`): glibc
+/// finds it in /etc/hosts while it is there, and once it is gone refuses to
+/// encode it into a DNS query, so the failed lookup is immediate and no
+/// packet leaves the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_lookup_keeps_the_last_good_addresses() {
+    let name = format!("pods-{}..hotproxy.test", std::process::id());
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let pod = Backend::start_at(
+        "127.0.0.2:0".parse().unwrap(),
+        "pod",
+        &pair,
+        Some(&backend_ca.cert_pem),
+    )
+    .await;
+    let hosts = HostsEntry::new(&name, &["127.0.0.2"]);
+    let config = scene.public_config(
+        "[{ upstream: app }]",
+        &upstream(
+            "app",
+            &format!("https://{name}:{}", pod.addr.port()),
+            "    resolve_interval: 100ms\n",
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin_addr = proxy.admin_addr().await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(public, "localhost", cfg).await.unwrap();
+    let mut send = keep_open_h1(tls).await.0;
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+
+    hosts.set(&[]);
+    let failed = proxy
+        .wait_log("the failed lookup", |v| {
+            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
+        })
+        .await;
+    assert_eq!(failed["upstream"], "app");
+    for _ in 0..5 {
+        assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+    }
+    let m = admin(admin_addr, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    assert!(
+        m.contains("hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1"),
+        "{m}"
+    );
+
+    hosts.set(&["127.0.0.2"]);
+    proxy
+        .wait_log("the recovery", |v| {
+            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
+        })
+        .await;
+    let failures = proxy
+        .logs()
+        .iter()
+        .filter(|l| l.contains("upstream DNS lookup failed"))
+        .count();
+    assert_eq!(failures, 1, "a failure streak is logged once");
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+}
