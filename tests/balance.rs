@@ -253,7 +253,8 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
 }
 
 /// `/etc/hosts` lines for one test-owned name. CI runs as root; the name is
-/// unique to this process, every write replaces the file atomically (write
+/// unique to this process and test, writes are serialised within the
+/// process, every write replaces the file atomically (write
 /// a temporary file, rename it over: a concurrent reader sees the old or
 /// the new file, never a torn one), and the lines are removed on drop, also
 /// when the test panics. The name is always present while the test runs, so
@@ -274,6 +275,10 @@ impl HostsEntry {
     }
 
     fn set(&self, ips: &[&str]) {
+        // Tests run in parallel threads: one read-modify-write at a time,
+        // or one test's lines could be written over by another's.
+        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
         let path = std::path::Path::new("/etc/hosts");
         let old = std::fs::read_to_string(path).unwrap();
         let mut text: String = old
@@ -300,34 +305,25 @@ impl Drop for HostsEntry {
     }
 }
 
-/// A headless-Service-like name: its addresses change (a pod added, then
-/// the first one gone); traffic spreads to the new address, the old one is
-/// drained without failing the request it was serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changing_addresses_spread_and_drain() {
-    let name = format!("pods-{}.hotproxy.test", std::process::id());
+/// Pods named `labels`, at 127.0.0.2, .3, ... on one port, behind the
+/// test-owned `name` (its /etc/hosts entry starts with the first pod only),
+/// and the proxy with upstream `app` over `https://name:port`, re-resolved
+/// every 100 ms.
+async fn named_pods(name: &str, labels: &[&str]) -> (World, Vec<Backend>, HostsEntry) {
     let Pods {
         scene,
         ca,
         backend_ca,
         pair,
     } = Pods::new();
-    let a = Backend::start_at(
-        "127.0.0.2:0".parse().unwrap(),
-        "pod-a",
-        &pair,
-        Some(&backend_ca.cert_pem),
-    )
-    .await;
-    let port = a.addr.port();
-    let b = Backend::start_at(
-        format!("127.0.0.3:{port}").parse().unwrap(),
-        "pod-b",
-        &pair,
-        Some(&backend_ca.cert_pem),
-    )
-    .await;
-    let hosts = HostsEntry::new(&name, &["127.0.0.2"]);
+    let mut pods: Vec<Backend> = Vec::new();
+    for (i, label) in labels.iter().enumerate() {
+        let port = pods.first().map_or(0, |p| p.addr.port());
+        let at = format!("127.0.0.{}:{port}", i + 2).parse().unwrap();
+        pods.push(Backend::start_at(at, label, &pair, Some(&backend_ca.cert_pem)).await);
+    }
+    let port = pods[0].addr.port();
+    let hosts = HostsEntry::new(name, &["127.0.0.2"]);
     let config = scene.public_config(
         "[{ upstream: app }]",
         &upstream(
@@ -338,16 +334,27 @@ async fn changing_addresses_spread_and_drain() {
     );
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;
-    let admin_addr = proxy.admin_addr().await;
+    let admin = proxy.admin_addr().await;
     let w = World {
         _scene: scene,
         ca,
         backend_ca,
         proxy,
         public,
-        admin: admin_addr,
+        admin,
         pods: Vec::new(),
     };
+    (w, pods, hosts)
+}
+
+/// A headless-Service-like name: its addresses change (a pod added, then
+/// the first one gone); traffic spreads to the new address, the old one is
+/// drained without failing the request it was serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_addresses_spread_and_drain() {
+    let name = format!("pods-{}.hotproxy.test", std::process::id());
+    let (w, pods, hosts) = named_pods(&name, &["pod-a", "pod-b"]).await;
+    let (a, b) = (&pods[0], &pods[1]);
     let mut send = client(&w).await;
     for _ in 0..5 {
         assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod-a".into())));
@@ -620,38 +627,13 @@ async fn hung_endpoint_is_ejected_after_request_timeouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_lookup_keeps_the_last_good_addresses() {
     let name = format!("pods-{}..hotproxy.test", std::process::id());
-    let Pods {
-        scene,
-        ca,
-        backend_ca,
-        pair,
-    } = Pods::new();
-    let pod = Backend::start_at(
-        "127.0.0.2:0".parse().unwrap(),
-        "pod",
-        &pair,
-        Some(&backend_ca.cert_pem),
-    )
-    .await;
-    let hosts = HostsEntry::new(&name, &["127.0.0.2"]);
-    let config = scene.public_config(
-        "[{ upstream: app }]",
-        &upstream(
-            "app",
-            &format!("https://{name}:{}", pod.addr.port()),
-            "    resolve_interval: 100ms\n",
-        ),
-    );
-    let mut proxy = Proxy::start(&config);
-    let public = proxy.listener_addr("public").await;
-    let admin_addr = proxy.admin_addr().await;
-    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-    let tls = connect(public, "localhost", cfg).await.unwrap();
-    let mut send = keep_open_h1(tls).await.0;
+    let (mut w, _pods, hosts) = named_pods(&name, &["pod"]).await;
+    let mut send = client(&w).await;
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 
     hosts.set(&[]);
-    let failed = proxy
+    let failed = w
+        .proxy
         .wait_log("the failed lookup", |v| {
             v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
         })
@@ -660,9 +642,7 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
     for _ in 0..5 {
         assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
     }
-    let m = admin(admin_addr, "GET", "/metrics", None, None, &[])
-        .await
-        .body;
+    let m = metrics(&w).await;
     assert!(
         m.contains("hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"}"),
         "{m}"
@@ -673,12 +653,13 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
     );
 
     hosts.set(&["127.0.0.2"]);
-    proxy
+    w.proxy
         .wait_log("the recovery", |v| {
             v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
         })
         .await;
-    let failures = proxy
+    let failures = w
+        .proxy
         .logs()
         .iter()
         .filter(|l| l.contains("upstream DNS lookup failed"))
