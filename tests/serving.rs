@@ -1162,3 +1162,54 @@ async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
         "{m}"
     );
 }
+
+/// At most 100 header fields per request, on either protocol (hyper's
+/// HTTP/1.1 parser stops there; Envoy's max_headers_count and HAProxy's
+/// tune.http.maxhdr are the same): 101 get 431 from hotproxy over HTTP/1.1
+/// and HTTP/2 alike, and never reach the backend.
+#[tokio::test]
+async fn header_field_count_is_limited_on_both_protocols() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    // HTTP/1.1: host, connection and `extra` more.
+    for (extra, status) in [(80, "200"), (99, "431")] {
+        let mut req =
+            String::from("GET /api HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n");
+        for i in 0..extra {
+            req.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        s.write_all(req.as_bytes()).await.unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{extra}: {reply:?}"
+        );
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+    // HTTP/2: `:authority` is not a field; `extra` fields.
+    let tls = tls(&w, addr, &[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    for (extra, status) in [(80, 200), (101, 431)] {
+        let mut b = http::Request::builder().uri("https://a.example.com/api");
+        for i in 0..extra {
+            b = b.header(format!("x-h{i}"), "v");
+        }
+        let (resp, _) = client.send_request(b.body(()).unwrap(), true).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), status, "{extra}");
+        client = client.ready().await.unwrap();
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 2);
+    // The 431 is hotproxy's own, before routing (the backend's hyper would
+    // answer 431 too, to the fields hotproxy adds).
+    let m = metrics_text(p.admin_addr().await).await;
+    assert!(
+        m.contains(r#"hotproxy_http_requests_total{listener="public",upstream="",code="431"} 1"#),
+        "{m}"
+    );
+}

@@ -548,12 +548,18 @@ async fn handle(
     tunnel_idle: Duration,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
+    // Counted as received, before anything is removed or added.
+    let crowded = request::crowded(&req);
     if req.headers().contains_key(http::header::CONNECTION) {
         crate::proxy::headers::strip_connection_nominated(req.headers_mut());
     }
     let edge = listener.edge.load();
     let mut exchange = Exchange::begin(&edge, ctx, &mut req, start);
-    if let Err(refused) = request::prepare(&mut req) {
+    let prepared = match crowded {
+        true => Err(request::Refused::TooManyHeaders),
+        false => request::prepare(&mut req),
+    };
+    if let Err(refused) = prepared {
         debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
         listener
             .unrouted

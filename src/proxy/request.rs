@@ -33,6 +33,21 @@ pub enum Refused {
     TransferCoding,
     #[error("chunked applied more than once")]
     ChunkedTwice,
+    #[error("more than {MAX_HEADER_FIELDS} header fields")]
+    TooManyHeaders,
+}
+
+/// Header fields a request may carry: hyper's HTTP/1.1 parser stops at
+/// this many (its default, left as is: setting it moves hyper's header
+/// buffer to the heap for every request) and [`crowded`] holds HTTP/2 to
+/// the same, as Envoy's `max_headers_count` (100) and HAProxy's
+/// `tune.http.maxhdr` (101) do.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// Whether a request as received carries more header fields than
+/// [`MAX_HEADER_FIELDS`] (only an HTTP/2 one can get this far).
+pub fn crowded<B>(req: &Request<B>) -> bool {
+    req.headers().len() > MAX_HEADER_FIELDS
 }
 
 impl Refused {
@@ -41,6 +56,7 @@ impl Refused {
             Refused::Connect => StatusCode::METHOD_NOT_ALLOWED,
             // RFC 9112 §6.1, and what nginx answers.
             Refused::TransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Refused::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
