@@ -1213,3 +1213,43 @@ async fn header_field_count_is_limited_on_both_protocols() {
         "{m}"
     );
 }
+
+/// A fully qualified host (`a.example.com.`) is the same host: it takes
+/// that host's route (it cannot slip past a host route and its `allow` to a
+/// catch-all) and the upstream gets the one spelling, as nginx strips the
+/// dot. An empty label (`a..example.com`) is not a host name: 400.
+#[tokio::test]
+async fn a_trailing_dot_names_the_same_host() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ host: a.example.com, upstream: plain }]",
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    for (host, status, seen) in [
+        ("a.example.com.", "200", Some("a.example.com")),
+        ("A.Example.Com.:443", "200", Some("A.Example.Com:443")),
+        ("a..example.com", "400", None),
+        ("b.example.com.", "404", None),
+    ] {
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        s.write_all(
+            format!("GET /x HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{host}: {reply:?}"
+        );
+        if let Some(seen) = seen {
+            let body: serde_json::Value =
+                serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            assert_eq!(body["headers"]["host"], seen, "{host}");
+        }
+    }
+}

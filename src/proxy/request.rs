@@ -124,6 +124,15 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
             req.headers_mut().insert(header::HOST, value);
         }
     }
+    // One spelling of the host: a fully qualified name's trailing dot is
+    // dropped (as nginx does), so `admin.example.` cannot miss the route
+    // (and `allow`) of `admin.example`.
+    if let Some(h) = req.headers().get(header::HOST)
+        && let Some(fixed) = h.to_str().ok().and_then(without_root_dot)
+    {
+        let value = HeaderValue::from_str(&fixed).map_err(|_| Refused::InvalidHost)?;
+        req.headers_mut().insert(header::HOST, value);
+    }
     let normalised = match normalise(req.uri().path())? {
         Cow::Borrowed(_) => return Ok(()),
         Cow::Owned(p) => p,
@@ -168,33 +177,52 @@ pub fn authority<B>(req: &Request<B>) -> Option<&str> {
         .and_then(|h| h.to_str().ok())
 }
 
-/// `host [":" port]` as RFC 3986 §3.2.2 spells it: reg-name characters, an
-/// IP literal in brackets, no userinfo, path or whitespace.
-fn valid_authority(b: &[u8]) -> bool {
-    b.iter().all(|&c| {
-        c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-                    | b'%'
-            )
+/// `authority` without the trailing dot of its host (`a.example.:443` is
+/// `a.example:443`); `None` when it has none.
+fn without_root_dot(authority: &str) -> Option<String> {
+    if authority.starts_with('[') {
+        return None;
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let bare = host.strip_suffix('.').filter(|b| !b.is_empty())?;
+    Some(match port {
+        Some(p) => format!("{bare}:{p}"),
+        None => bare.to_owned(),
     })
+}
+
+/// `host [":" port]` as RFC 3986 §3.2.2 spells it: reg-name characters, an
+/// IP literal in brackets, no userinfo, path or whitespace; and no empty
+/// label (`a..b`), which names no host (nginx answers 400 too).
+fn valid_authority(b: &[u8]) -> bool {
+    !b.windows(2).any(|w| w == b"..")
+        && b.iter().all(|&c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'['
+                        | b']'
+                        | b'%'
+                )
+        })
 }
 
 #[cfg(test)]
@@ -217,6 +245,23 @@ mod tests {
             authority(&r).map(Into::into),
             r.uri().path_and_query().unwrap().to_string(),
         ))
+    }
+
+    #[test]
+    fn one_spelling_of_a_host() {
+        assert_eq!(without_root_dot("a.test."), Some("a.test".into()));
+        assert_eq!(without_root_dot("a.test.:8443"), Some("a.test:8443".into()));
+        assert_eq!(without_root_dot("a.test"), None);
+        assert_eq!(without_root_dot("a.test:8443"), None);
+        assert_eq!(without_root_dot("[::1]:443"), None);
+        assert_eq!(without_root_dot("."), None);
+        assert!(!valid_authority(b"a..test"));
+        assert!(!valid_authority(b"a.test..:443"));
+        assert!(valid_authority(b"[::1]:443"));
+        assert_eq!(
+            prepared(req(Version::HTTP_11, "http://b.test./x", &["a.test"])),
+            Ok((Some("b.test".into()), "/x".into()))
+        );
     }
 
     #[test]
