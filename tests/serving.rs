@@ -1253,3 +1253,23 @@ async fn a_trailing_dot_names_the_same_host() {
         }
     }
 }
+
+/// `GET host:port` (authority-form) is CONNECT's alone (RFC 9112 §3.2.3):
+/// with no path to route on, it is refused with 400, as nginx does, and the
+/// backend never sees it.
+#[tokio::test]
+async fn authority_form_without_connect_is_refused() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET a.example.com:443 HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply:?}");
+    assert!(reply.contains("authority-form"), "{reply:?}");
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}

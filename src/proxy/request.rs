@@ -35,6 +35,8 @@ pub enum Refused {
     ChunkedTwice,
     #[error("more than {MAX_HEADER_FIELDS} header fields")]
     TooManyHeaders,
+    #[error("authority-form target without CONNECT")]
+    AuthorityForm,
 }
 
 /// Header fields a request may carry: hyper's HTTP/1.1 parser stops at
@@ -105,6 +107,11 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
     if req.version() == Version::HTTP_11 && host.is_none() {
         // RFC 9112 §3.2: even with an absolute-form target.
         return Err(Refused::MissingHost);
+    }
+    if req.uri().authority().is_some() && req.uri().scheme().is_none() {
+        // `GET host:port HTTP/1.1`: authority-form is CONNECT's alone
+        // (RFC 9112 §3.2.3); there is no path to route on.
+        return Err(Refused::AuthorityForm);
     }
     if let Some(authority) = req.uri().authority() {
         let target = authority.as_str();
@@ -261,6 +268,10 @@ mod tests {
         assert_eq!(
             prepared(req(Version::HTTP_11, "http://b.test./x", &["a.test"])),
             Ok((Some("b.test".into()), "/x".into()))
+        );
+        assert_eq!(
+            prepared(req(Version::HTTP_11, "b.test:443", &["b.test"])),
+            Err(Refused::AuthorityForm)
         );
     }
 
