@@ -142,6 +142,11 @@ async fn get_pod(
     (status, pod)
 }
 
+/// `m` (the metrics text) holds `want`.
+fn assert_has(m: &str, want: &str) {
+    assert!(m.contains(want), "{want} missing:\n{m}");
+}
+
 async fn metrics(w: &World) -> String {
     admin(w.admin, "GET", "/metrics", None, None, &[])
         .await
@@ -175,11 +180,11 @@ async fn requests_spread_over_every_endpoint() {
             "hotproxy_upstream_requests_total{{upstream=\"rr\",endpoint=\"{}\",code=\"200\"}} 100",
             pod.addr
         );
-        assert!(m.contains(&line), "{line} missing:\n{m}");
+        assert_has(&m, &line);
     }
-    assert!(
-        m.contains("hotproxy_upstream_endpoints{upstream=\"lr\",state=\"healthy\"} 3"),
-        "{m}"
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"lr\",state=\"healthy\"} 3",
     );
 }
 
@@ -214,14 +219,11 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
         .await;
     assert_eq!(ejected["endpoint"], dead.to_string());
     let m = metrics(&w).await;
-    assert!(
-        m.contains("hotproxy_upstream_endpoints{upstream=\"rr\",state=\"ejected\"} 1"),
-        "{m}"
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"ejected\"} 1",
     );
-    assert!(
-        m.contains("hotproxy_upstream_retries_total{upstream=\"rr\"}"),
-        "{m}"
-    );
+    assert_has(&m, "hotproxy_upstream_retries_total{upstream=\"rr\"}");
 
     // The pod comes back on the same address: re-admitted once its
     // ejection (with back-off) has run out, then served again.
@@ -246,9 +248,9 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
         })
         .await;
     let m = metrics(&w).await;
-    assert!(
-        m.contains("hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"} 3"),
-        "{m}"
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"} 3",
     );
 }
 
@@ -410,9 +412,9 @@ async fn changing_addresses_spread_and_drain() {
     })
     .await;
     let m = metrics(&w).await;
-    assert!(
-        m.contains("hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1"),
-        "{m}"
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1",
     );
     drop(hosts);
 }
@@ -437,9 +439,9 @@ async fn active_checks_take_out_and_bring_back() {
         .await;
     assert_eq!(out["endpoint"], dead.to_string());
     let m = metrics(&w).await;
-    assert!(
-        m.contains("hotproxy_upstream_endpoints{upstream=\"rr\",state=\"unhealthy\"} 1"),
-        "{m}"
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"unhealthy\"} 1",
     );
     let mut send = client(&w).await;
     for _ in 0..12 {
@@ -643,13 +645,13 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
         assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
     }
     let m = metrics(&w).await;
-    assert!(
-        m.contains("hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"}"),
-        "{m}"
+    assert_has(
+        &m,
+        "hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"}",
     );
-    assert!(
-        m.contains("hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1"),
-        "{m}"
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1",
     );
 
     hosts.set(&["127.0.0.2"]);

@@ -192,6 +192,14 @@ async fn read_to_close<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
     }
 }
 
+/// Send `request` as raw bytes on a fresh HTTP/1.1 TLS connection; what the
+/// proxy sends back until it closes (see [`read_to_close`]).
+async fn h1_exchange(w: &World, addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = tls(w, addr, &[b"http/1.1"]).await;
+    s.write_all(request).await.unwrap();
+    String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned()
+}
+
 /// Read a response head (up to the blank line).
 async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
     let mut head = Vec::new();
@@ -1018,23 +1026,18 @@ async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
         ("x-a: b\0c\r\ncontent-length: 0\r\n\r\n", "400"),
     ];
     for (rest, status) in refused {
-        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-        s.write_all(format!("{head}{rest}").as_bytes())
-            .await
-            .unwrap();
-        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        let reply = h1_exchange(&w, addr, format!("{head}{rest}").as_bytes()).await;
         assert!(
             reply.starts_with(&format!("HTTP/1.1 {status} ")),
             "{rest:?} answered {reply:?}"
         );
     }
-    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    s.write_all(
+    let reply = h1_exchange(
+        &w,
+        addr,
         b"POST /api HTTP/1.0\r\nhost: a.example.com\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    .await;
     assert!(
         reply.starts_with("HTTP/1.1 400 "),
         "HTTP/1.0 chunked answered {reply:?}"
@@ -1046,16 +1049,15 @@ async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
     );
     // Both framings: chunked wins, Content-Length is not forwarded, and the
     // connection (keep-alive by default) is closed after the answer.
-    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    s.write_all(
+    let reply = h1_exchange(
+        &w,
+        addr,
         format!(
             "{head}content-length: 4\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"
         )
         .as_bytes(),
     )
-    .await
-    .unwrap();
-    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    .await;
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
     let seen: serde_json::Value =
         serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
@@ -1072,15 +1074,14 @@ async fn connection_cannot_strip_what_the_proxy_adds() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "", ""));
     let addr = p.listener_addr("public").await;
-    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    s.write_all(
+    let reply = h1_exchange(
+        &w,
+        addr,
         b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-own: mine\r\n\
           connection: close, x-own, x-request-id, x-forwarded-for, x-forwarded-proto, \
           x-forwarded-host, via, forwarded, host\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    .await;
     let (head, body) = reply.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     let id = head
@@ -1119,11 +1120,12 @@ async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
     ));
     let addr = p.listener_addr("public").await;
     // HTTP/1.1: the chunked body is never terminated; the connection closes.
-    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    s.write_all(b"GET /stall HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
-        .await
-        .unwrap();
-    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"GET /stall HTTP/1.1\r\nhost: a.example.com\r\n\r\n",
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
     assert!(reply.contains("first"), "{reply:?}");
     assert!(
@@ -1180,9 +1182,7 @@ async fn header_field_count_is_limited_on_both_protocols() {
             req.push_str(&format!("x-h{i}: v\r\n"));
         }
         req.push_str("\r\n");
-        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-        s.write_all(req.as_bytes()).await.unwrap();
-        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        let reply = h1_exchange(&w, addr, req.as_bytes()).await;
         assert!(
             reply.starts_with(&format!("HTTP/1.1 {status} ")),
             "{extra}: {reply:?}"
@@ -1235,13 +1235,12 @@ async fn a_trailing_dot_names_the_same_host() {
         ("a..example.com", "400", None),
         ("b.example.com.", "404", None),
     ] {
-        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-        s.write_all(
+        let reply = h1_exchange(
+            &w,
+            addr,
             format!("GET /x HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
         )
-        .await
-        .unwrap();
-        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        .await;
         assert!(
             reply.starts_with(&format!("HTTP/1.1 {status} ")),
             "{host}: {reply:?}"
@@ -1262,13 +1261,12 @@ async fn authority_form_without_connect_is_refused() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "", ""));
     let addr = p.listener_addr("public").await;
-    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    s.write_all(
+    let reply = h1_exchange(
+        &w,
+        addr,
         b"GET a.example.com:443 HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    .await;
     assert!(reply.starts_with("HTTP/1.1 400 "), "{reply:?}");
     assert!(reply.contains("authority-form"), "{reply:?}");
     assert_eq!(w.backend.requests.load(SeqCst), 0);

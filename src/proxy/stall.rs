@@ -140,7 +140,9 @@ impl Stalls {
 
     /// How often the driver looks.
     pub fn interval(send_timeout: Duration) -> Duration {
-        send_timeout / LOOKS_PER_TIMEOUT
+        // Never below the timer's tick: a tiny send_timeout must not make
+        // the driver wake in a loop.
+        (send_timeout / LOOKS_PER_TIMEOUT).max(Duration::from_millis(1))
     }
 }
 
@@ -164,7 +166,7 @@ impl Body for SentBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match self.get_mut() {
-            SentBody::Plain(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            SentBody::Plain(b) => Pin::new(b).poll_frame(cx),
             SentBody::Watched { watched, stalls } => {
                 let mut body = watched.body();
                 let Some(b) = body.as_mut() else {
@@ -181,7 +183,7 @@ impl Body for SentBody {
                     _ => NONE,
                 };
                 watched.since.store(since, Ordering::Relaxed);
-                polled.map_err(Into::into)
+                polled
             }
         }
     }
