@@ -295,6 +295,7 @@ fn headers(c: &mut Criterion) {
         tls_version: None,
         resumed: false,
         entry: None,
+        body_read_timeout: std::time::Duration::from_secs(60),
         client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
     };
     let mut base = http::HeaderMap::new();

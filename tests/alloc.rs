@@ -69,6 +69,7 @@ fn common_request_path_allocations() {
         tls_version: None,
         resumed: false,
         entry: None,
+        body_read_timeout: std::time::Duration::from_secs(60),
         client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
     };
     let mut headers = req.headers().clone();

@@ -669,3 +669,52 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
     assert_eq!(failures, 1, "a failure streak is logged once");
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 }
+
+/// A client that stalls its request body is the client's doing, not the
+/// endpoint's. Six clients each declare a 10-byte upload, send 3 bytes and
+/// stop, while the pods wait for the rest: each client gets hotproxy's
+/// `408` and its connection closed. No pod is ejected (two failures would
+/// eject one): a `request_timeout` that expires while the upstream still
+/// waits on the client's body does not count for passive health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalling_their_bodies_eject_no_endpoint() {
+    let w = world(
+        "    request_timeout: 300ms\n    retries: { attempts: 0 }\n    \
+         health: { passive: { consecutive_failures: 2, eject_for: 1m } }\n",
+    )
+    .await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let stalled = (0..6).map(|_| {
+        let cfg = cfg.clone();
+        let public = w.public;
+        async move {
+            let mut s = connect(public, "localhost", cfg).await.unwrap();
+            let head =
+                "POST /rr/upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\n\r\nabc";
+            tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes())
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned()
+        }
+    });
+    for answer in futures_util::future::join_all(stalled).await {
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(answer.contains("request body timed out"), "{answer}");
+    }
+    let m = metrics(&w).await;
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"} 3",
+    );
+    assert!(
+        !w.proxy
+            .logs()
+            .iter()
+            .any(|l| l.contains("upstream endpoint ejected")),
+        "a pod was ejected"
+    );
+    let mut send = client(&w).await;
+    for i in 0..3 {
+        assert_eq!(get_pod(&mut send, "/rr").await.0, 200, "request {i}");
+    }
+}

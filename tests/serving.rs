@@ -26,7 +26,8 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Inf
 /// A plain-HTTP/1.1 backend: answers `101` to *any* `Upgrade` (as a naive
 /// backend would, so the proxy alone decides what is tunnelled) and then
 /// echoes bytes; streams an endless body on `/big`; sends one chunk and
-/// then nothing on `/stall`; otherwise echoes the request head as JSON.
+/// then nothing on `/stall`; reads the whole request body on `/upload` and
+/// answers its length; otherwise echoes the request head as JSON.
 /// Counts requests and ended `/big` and `/stall` streams.
 struct PlainBackend {
     addr: SocketAddr,
@@ -61,7 +62,18 @@ impl PlainBackend {
                         move |mut req: http::Request<hyper::body::Incoming>| {
                             req_count.fetch_add(1, SeqCst);
                             let ended = ended.clone();
-                            async move { Ok::<_, std::convert::Infallible>(answer(&mut req, ended)) }
+                            async move {
+                                if req.uri().path() == "/upload" {
+                                    // Like most applications: the whole body
+                                    // is read before the answer.
+                                    let got = req.into_body().collect().await;
+                                    let n = got.map(|b| b.to_bytes().len()).ok();
+                                    let body = serde_json::json!({ "body_bytes": n }).to_string();
+                                    let body = Full::new(Bytes::from(body)).boxed();
+                                    return Ok(http::Response::new(body));
+                                }
+                                Ok::<_, std::convert::Infallible>(answer(&mut req, ended))
+                            }
                         },
                     );
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -172,24 +184,6 @@ async fn tls(w: &World, addr: SocketAddr, alpn: &[&[u8]]) -> Tls {
     )
     .await
     .unwrap()
-}
-
-/// Everything the server sends until it closes (bounded by `WAIT`; a
-/// reset after data counts as the close).
-async fn read_to_close<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return out,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => panic!(
-                "the server kept the connection open for {WAIT:?}; received {:?}",
-                String::from_utf8_lossy(&out)
-            ),
-        }
-    }
 }
 
 /// Send `request` as raw bytes on a fresh HTTP/1.1 TLS connection; what the
@@ -897,6 +891,88 @@ async fn stalled_body_after_an_early_response_holds_up_no_other_client() {
         "one new connection for the others"
     );
     drop(slow);
+}
+
+/// A client that declares an upload and stops sending it is cut by
+/// body_read_timeout (nginx's client_body_timeout) on both protocols: it
+/// gets `408` (HTTP/1.1: and the connection closes), and the one upstream
+/// connection it held is released, so the next upload is served. A client
+/// that keeps sending, slowly but within the timeout each time, is not cut
+/// however long the whole body takes.
+#[tokio::test]
+async fn stalled_upload_is_cut_by_body_read_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: plain }}]
+    limits: {{ body_read_timeout: 400ms }}
+upstreams:
+  - name: plain
+    servers: [http://{}]
+    max_connections_per_server: 1
+"#,
+        w.backend.addr
+    )));
+    let addr = p.listener_addr("public").await;
+    let upload = b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\n\r\n";
+
+    // HTTP/1.1: 3 of 10 bytes, then nothing.
+    let mut head = upload.to_vec();
+    head.extend_from_slice(b"abc");
+    let answer = h1_exchange(&w, addr, &head).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("request body timed out"), "{answer}");
+    let mut whole = upload.to_vec();
+    whole.extend_from_slice(b"0123456789");
+    let answer = h1_exchange(
+        &w,
+        addr,
+        &[
+            &whole[..],
+            b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains(r#"{"body_bytes":10}"#), "{answer}");
+
+    // HTTP/2: one stream stalls, the connection keeps serving.
+    let tls = tls(&w, addr, &[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let post = || {
+        http::Request::post("https://a.example.com/upload")
+            .header("content-length", "10")
+            .body(())
+            .unwrap()
+    };
+    let (stalled, mut body) = client.send_request(post(), false).unwrap();
+    body.send_data(Bytes::from_static(b"abc"), false).unwrap();
+    let stalled = tokio::time::timeout(WAIT, stalled).await.unwrap().unwrap();
+    assert_eq!(stalled.status(), 408);
+    // Slow but steady: a piece every 100 ms, 1 s in all.
+    let mut client = client.ready().await.unwrap();
+    let (steady, mut body) = client.send_request(post(), false).unwrap();
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        body.send_data(Bytes::from_static(b"x"), i == 9).unwrap();
+    }
+    let steady = tokio::time::timeout(WAIT, steady).await.unwrap().unwrap();
+    assert_eq!(steady.status(), 200);
+    let mut rx = steady.into_body();
+    let mut got = Vec::new();
+    while let Some(data) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
+        got.extend_from_slice(&data.unwrap());
+    }
+    assert_eq!(&got[..], br#"{"body_bytes":10}"#);
+    drop(body);
 }
 
 /// The admin listener caps its connections (64; more wait in the backlog)

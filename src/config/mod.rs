@@ -322,6 +322,10 @@ pub struct Limits {
     /// A client whose connection accepts no bytes for this long is
     /// disconnected and its upstream request released (nginx's `send_timeout`).
     pub send_timeout: Duration,
+    /// A client that sends no byte of a request body it owes for this long
+    /// gets 408 and its upstream request is released (nginx's
+    /// `client_body_timeout`).
+    pub body_read_timeout: Duration,
     /// An Upgrade tunnel (WebSocket) with no byte either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
 }
@@ -335,6 +339,7 @@ impl Default for Limits {
             max_header_bytes: 65_536,
             max_connection_lifetime: None,
             send_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }

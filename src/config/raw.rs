@@ -168,6 +168,7 @@ pub struct Limits {
     pub max_header_bytes: Option<usize>,
     pub max_connection_lifetime: Option<String>,
     pub send_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
     pub tunnel_idle_timeout: Option<String>,
 }
 

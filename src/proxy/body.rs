@@ -13,11 +13,15 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use std::error::Error as _;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::proxy::forward::BoxError;
 
 /// A client request body that records why reading it failed.
 pub struct ClientBody {
@@ -27,13 +31,31 @@ pub struct ClientBody {
     state: Option<Arc<State>>,
     /// The access log's count of body bytes read (when it is on).
     counted: Option<crate::proxy::edge::BytesIn>,
+    /// `body_read_timeout`, for a body with content.
+    timer: Option<ReadTimer>,
 }
+
+/// Why the client's body failed.
+#[derive(Debug)]
+pub enum Fault {
+    /// Malformed (a bad chunk, an HTTP/2 stream error): hyper's description.
+    Malformed(String),
+    /// No byte of it within `body_read_timeout`.
+    Stalled,
+}
+
+/// The error the upstream client sees when the client stalls its body.
+#[derive(Debug, thiserror::Error)]
+#[error("no byte of the request body within body_read_timeout")]
+pub struct BodyStalled;
 
 /// What the forwarder and the upstream connection learn of a body.
 struct State {
-    failed: OnceLock<String>,
+    failed: OnceLock<Fault>,
     /// Read to its end by the upstream client.
     read: AtomicBool,
+    /// The last read found nothing: the client owes the next piece.
+    waiting: AtomicBool,
 }
 
 /// The forwarder's side of [`ClientBody`]: did the client's body fail, and why?
@@ -41,11 +63,16 @@ pub struct BodyFault(Option<Arc<State>>);
 
 impl BodyFault {
     /// The client's body error, if reading it failed.
-    pub fn cause(&self) -> Option<&str> {
+    pub fn cause(&self) -> Option<&Fault> {
+        self.0.as_ref().and_then(|s| s.failed.get())
+    }
+
+    /// Whether the body is waiting on the client right now (its last read
+    /// found nothing), rather than on the upstream to take more.
+    pub fn waiting(&self) -> bool {
         self.0
             .as_ref()
-            .and_then(|s| s.failed.get())
-            .map(String::as_str)
+            .is_some_and(|s| s.waiting.load(Ordering::Relaxed) && !s.read.load(Ordering::Relaxed))
     }
 }
 
@@ -62,21 +89,25 @@ impl BodySent {
 }
 
 impl ClientBody {
-    /// Wrap `inner`. A request without a body (most GETs) cannot fail and
+    /// Wrap `inner`, a body the client must keep sending at least every
+    /// `read_timeout`. A request without a body (most GETs) cannot fail and
     /// costs no allocation.
-    pub fn new(inner: Incoming) -> (ClientBody, BodyFault) {
+    pub fn new(inner: Incoming, read_timeout: Duration) -> (ClientBody, BodyFault) {
         let state = (!inner.is_end_stream()).then(|| {
             Arc::new(State {
                 failed: OnceLock::new(),
                 read: AtomicBool::new(false),
+                waiting: AtomicBool::new(false),
             })
         });
         let fault = BodyFault(state.clone());
+        let timer = state.is_some().then(|| ReadTimer::new(read_timeout));
         (
             ClientBody {
                 inner: Some(inner),
                 state,
                 counted: None,
+                timer,
             },
             fault,
         )
@@ -88,6 +119,7 @@ impl ClientBody {
             inner: None,
             state: None,
             counted: None,
+            timer: None,
         }
     }
 
@@ -105,12 +137,12 @@ impl ClientBody {
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let Some(inner) = &mut this.inner else {
             return Poll::Ready(None);
@@ -121,23 +153,36 @@ impl Body for ClientBody {
         {
             c.add(data.len());
         }
-        if let Some(state) = &this.state {
-            match &polled {
-                // Set before the upstream client sees the error, so the
-                // forwarder reads it once `request()` has failed.
-                Poll::Ready(Some(Err(e))) => {
-                    let _ = state
-                        .failed
-                        .set(e.source().map_or_else(|| e.to_string(), |s| s.to_string()));
+        let Some(state) = &this.state else {
+            return polled.map_err(Into::into);
+        };
+        state.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        match &polled {
+            // Set before the upstream client sees the error, so the
+            // forwarder reads it once `request()` has failed.
+            Poll::Ready(Some(Err(e))) => {
+                let cause = e.source().map_or_else(|| e.to_string(), |s| s.to_string());
+                let _ = state.failed.set(Fault::Malformed(cause));
+            }
+            Poll::Ready(None) => state.read.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+                state.read.store(true, Ordering::Relaxed);
+            }
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Pending => {
+                if let Some(timer) = &mut this.timer
+                    && timer.expired(cx)
+                {
+                    let _ = state.failed.set(Fault::Stalled);
+                    return Poll::Ready(Some(Err(BodyStalled.into())));
                 }
-                Poll::Ready(None) => state.read.store(true, Ordering::Relaxed),
-                Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
-                    state.read.store(true, Ordering::Relaxed);
-                }
-                _ => {}
+                return Poll::Pending;
             }
         }
-        polled
+        if let Some(timer) = &mut this.timer {
+            timer.progressed();
+        }
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -149,5 +194,44 @@ impl Body for ClientBody {
             Some(inner) => inner.size_hint(),
             None => SizeHint::with_exact(0),
         }
+    }
+}
+
+/// `body_read_timeout`: started when a read finds nothing, restarted by the
+/// next read that finds something. The sleep is made once per body and
+/// reset after progress, so a body arriving in many pieces costs no timer
+/// per piece.
+struct ReadTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// A piece arrived since the sleep was last set.
+    progressed: bool,
+}
+
+impl ReadTimer {
+    fn new(limit: Duration) -> ReadTimer {
+        ReadTimer {
+            limit,
+            sleep: None,
+            progressed: true,
+        }
+    }
+
+    fn progressed(&mut self) {
+        self.progressed = true;
+    }
+
+    /// The client owes the next piece: has it owed it for `limit`?
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.progressed {
+            let deadline = Instant::now() + self.limit;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.progressed = false;
+        }
+        let sleep = self.sleep.as_mut().expect("set above");
+        sleep.as_mut().poll(cx).is_ready()
     }
 }

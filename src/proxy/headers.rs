@@ -281,6 +281,7 @@ mod tests {
             tls_version: None,
             resumed: false,
             entry: None,
+            body_read_timeout: std::time::Duration::from_secs(60),
             client_ip: client_ip_value("10.1.2.3:5555".parse().unwrap()),
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::pki::{certs, key};
@@ -157,7 +157,7 @@ impl Backend {
                                     .iter()
                                     .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
                                     .collect();
-                                let body = serde_json::json!({
+                                let mut body = serde_json::json!({
                                     "backend": name,
                                     "path": req.uri().path(),
                                     // HTTP/2's `:authority` (absent on HTTP/1.1).
@@ -168,6 +168,13 @@ impl Backend {
                                     "connection": conn_id,
                                     "sni": sni,
                                 });
+                                if req.uri().path().ends_with("/upload") {
+                                    // Like most applications: the whole body
+                                    // is read before the answer.
+                                    let got = req.into_body().collect().await;
+                                    body["body_bytes"] =
+                                        got.map(|b| b.to_bytes().len()).ok().into();
+                                }
                                 Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
                                     Bytes::from(body.to_string()),
                                 )))

@@ -201,3 +201,21 @@ pub async fn admin(
 pub async fn metrics_text(addr: SocketAddr) -> String {
     admin(addr, "GET", "/metrics", None, None, &[]).await.body
 }
+
+/// Everything the server sends until it closes (bounded by 20 s; a
+/// reset after data counts as the close).
+pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(s, &mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "the server kept the connection open for 20 s; received {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+}

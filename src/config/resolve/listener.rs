@@ -195,6 +195,11 @@ impl Resolver {
                         x.send_timeout.as_ref(),
                         d.send_timeout,
                     ),
+                    body_read_timeout: self.positive_duration(
+                        &format!("{lat}.body_read_timeout"),
+                        x.body_read_timeout.as_ref(),
+                        d.body_read_timeout,
+                    ),
                     tunnel_idle_timeout: self.positive_duration(
                         &format!("{lat}.tunnel_idle_timeout"),
                         x.tunnel_idle_timeout.as_ref(),
@@ -370,29 +375,38 @@ mod tests {
 
     use crate::config::tests::{MINIMAL, messages, parse_str};
 
-    /// send_timeout and tunnel_idle_timeout are read, default to nginx-like
-    /// values, and a zero (which would cut every connection) is refused by name.
+    /// send_timeout, body_read_timeout and tunnel_idle_timeout are read,
+    /// default to nginx-like values, and a zero (which would cut every
+    /// connection) is refused by name.
     #[test]
-    fn send_and_tunnel_idle_timeouts() {
+    fn send_body_and_tunnel_idle_timeouts() {
         let c = parse_str(MINIMAL).unwrap();
         assert_eq!(c.listeners[0].limits.send_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.listeners[0].limits.body_read_timeout,
+            Duration::from_secs(60)
+        );
         assert_eq!(
             c.listeners[0].limits.tunnel_idle_timeout,
             Duration::from_secs(3600)
         );
         let set = MINIMAL.replace(
             "routes: [{ upstream: api }]",
-            "routes: [{ upstream: api }]\n    limits: { send_timeout: 5s, tunnel_idle_timeout: 2m }",
+            "routes: [{ upstream: api }]\n    limits: { send_timeout: 5s, body_read_timeout: 7s, tunnel_idle_timeout: 2m }",
         );
         let c = parse_str(&set).unwrap();
         assert_eq!(c.listeners[0].limits.send_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.listeners[0].limits.body_read_timeout,
+            Duration::from_secs(7)
+        );
         assert_eq!(
             c.listeners[0].limits.tunnel_idle_timeout,
             Duration::from_secs(120)
         );
         let zero = MINIMAL.replace(
             "routes: [{ upstream: api }]",
-            "routes: [{ upstream: api }]\n    limits: { send_timeout: 0s, tunnel_idle_timeout: 0s }",
+            "routes: [{ upstream: api }]\n    limits: { send_timeout: 0s, body_read_timeout: 0s, tunnel_idle_timeout: 0s }",
         );
         let m = messages(&parse_str(&zero).unwrap_err());
         assert!(
@@ -400,6 +414,7 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("listeners[0].limits.tunnel_idle_timeout"), "{m}");
+        assert!(m.contains("listeners[0].limits.body_read_timeout"), "{m}");
     }
 
     /// A max_connections no semaphore can hold is refused by name (it once
