@@ -277,26 +277,50 @@ async fn malformed_chunked_body_is_a_client_error() {
     );
 }
 
-/// `CONNECT` is answered by hotproxy with 405, never forwarded.
+/// `CONNECT` and `TRACE` are answered by hotproxy with 405, never
+/// forwarded: hotproxy is no forward proxy, and a backend echoing a TRACE
+/// would reflect the headers hotproxy adds (cross-site tracing). Over
+/// HTTP/2 as over HTTP/1.1; `Allow` names neither.
 #[tokio::test]
-async fn connect_is_405() {
+async fn connect_and_trace_are_405() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, ""));
     let addr = p.listener_addr("public").await;
-    let r = raw(
-        &w,
+    for request in [
+        &b"CONNECT b.example.com:443 HTTP/1.1\r\nHost: b.example.com:443\r\nConnection: close\r\n\r\n"[..],
+        b"TRACE /pub/x HTTP/1.1\r\nHost: b.example.com\r\nConnection: close\r\n\r\n",
+        b"TRACE /x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw(&w, addr, request).await;
+        assert_eq!(r.status, 405, "{}", r.body);
+        let head = r.head.to_ascii_lowercase();
+        let allow = head
+            .lines()
+            .find_map(|l| l.strip_prefix("allow: "))
+            .unwrap_or_else(|| panic!("no Allow: {head}"));
+        assert!(allow.contains("get") && !allow.contains("trace"), "{allow}");
+    }
+    let tls = connect(
         addr,
-        b"CONNECT b.example.com:443 HTTP/1.1\r\nHost: b.example.com:443\r\nConnection: close\r\n\r\n",
+        "a.example.com",
+        client_config(&w.ca.cert_pem, None, &[b"h2"]),
     )
-    .await;
-    assert_eq!(r.status, 405, "{}", r.body);
-    assert!(
-        r.head.to_ascii_lowercase().contains("\r\nallow: "),
-        "{}",
-        r.head
-    );
-    assert_eq!(w.b.accepted.load(Ordering::SeqCst), 0);
-    assert_eq!(w.other.accepted.load(Ordering::SeqCst), 0);
+    .await
+    .unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let trace = http::Request::builder()
+        .method("TRACE")
+        .uri("https://a.example.com/pub/x")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(trace, true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 405);
+    for backend in [&w.b, &w.other, &w.pub_backend] {
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 0);
+    }
 }
 
 /// Client-sent forwarding headers are replaced (no trusted proxy); `te: trailers`

@@ -517,11 +517,11 @@ fn replayable(req: &Request<ClientBody>) -> bool {
     idempotent(req.method()) && req.body().is_end_stream()
 }
 
-/// RFC 9110 §9.2.2.
+/// RFC 9110 §9.2.2 (TRACE too, but it is refused before routing).
 fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
     )
 }
 

@@ -19,6 +19,8 @@ use crate::proxy::path::{PathError, normalise};
 pub enum Refused {
     #[error("CONNECT is not supported")]
     Connect,
+    #[error("TRACE is not supported")]
+    Trace,
     #[error("more than one Host header")]
     DuplicateHost,
     #[error("missing Host header")]
@@ -55,7 +57,7 @@ pub fn crowded<B>(req: &Request<B>) -> bool {
 impl Refused {
     pub fn status(self) -> StatusCode {
         match self {
-            Refused::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            Refused::Connect | Refused::Trace => StatusCode::METHOD_NOT_ALLOWED,
             // RFC 9112 §6.1, and what nginx answers.
             Refused::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             Refused::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -72,11 +74,11 @@ impl Refused {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if self == Refused::Connect {
+        if matches!(self, Refused::Connect | Refused::Trace) {
             // RFC 9110 §15.5.6: a 405 lists the methods that are allowed.
             resp.headers_mut().insert(
                 header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"),
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
             );
         }
         resp
@@ -89,6 +91,13 @@ impl Refused {
 pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused> {
     if req.method() == Method::CONNECT {
         return Err(Refused::Connect);
+    }
+    // TRACE echoes the request as the upstream received it: the headers
+    // hotproxy adds (client certificate, forwarding, request id) would be
+    // reflected to the client, and to script on a page (cross-site
+    // tracing). Refused as nginx does.
+    if req.method() == Method::TRACE {
+        return Err(Refused::Trace);
     }
     // A request hyper knows to be empty has no transfer coding (chunked
     // is never known empty): most requests skip the header lookup.
@@ -356,5 +365,12 @@ mod tests {
             .body(NoBody::new())
             .unwrap();
         assert_eq!(prepared(connect), Err(Refused::Connect));
+        let trace = Request::builder()
+            .method(Method::TRACE)
+            .uri("/x")
+            .header("host", "a.test")
+            .body(NoBody::new())
+            .unwrap();
+        assert_eq!(prepared(trace), Err(Refused::Trace));
     }
 }
