@@ -58,6 +58,7 @@
 //!   - `body`: the client's request body, remembering whether the client broke or
 //!     stalled it (`body_read_timeout`), whether it waits on the client, and whether
 //!     it went upstream whole (a connection answered early is still busy).
+//!   - `buffer`: small request bodies read whole before an upstream is chosen.
 //!   - `forward`: forwarding one request over an endpoint's pool, retry when
 //!     nothing was lost, 400/502/504 mapping.
 //!   - `slots`: connection slots per upstream server (`max_connections_per_server`).

@@ -519,6 +519,7 @@ struct BadAndGood {
     bad: RefusingPod,
     _good: Backend,
     _scene: Scene,
+    ca: TestCa,
     proxy: Proxy,
     send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
 }
@@ -550,6 +551,7 @@ async fn bad_and_good(hang: bool, settings: &str) -> BadAndGood {
         bad,
         _good: good,
         _scene: scene,
+        ca,
         proxy,
         send,
     }
@@ -558,7 +560,8 @@ async fn bad_and_good(hang: bool, settings: &str) -> BadAndGood {
 /// RFC 9113 §8.7: a stream refused with `REFUSED_STREAM` was not processed,
 /// so the request is safe to send again: an HTTP/2 pod refusing every
 /// stream costs no client a failed request, its GETs go to the other pod,
-/// and the retries are counted.
+/// and the retries are counted. So do POSTs with a small body (read whole
+/// before forwarding, so it can be sent twice), body and all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_streams_are_sent_to_another_endpoint() {
     let mut w = bad_and_good(false, "    retries: { attempts: 1 }\n").await;
@@ -582,6 +585,28 @@ async fn refused_streams_are_sent_to_another_endpoint() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(retries >= 1.0, "no retry counted:\n{m}");
+
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(w.proxy.listener_addr("public").await, "localhost", cfg)
+        .await
+        .unwrap();
+    let (mut post, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for i in 0..4 {
+        post.ready().await.unwrap();
+        let req = http::Request::post("/upload")
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(Bytes::from_static(b"0123456789")))
+            .unwrap();
+        let resp = post.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "POST {i}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["backend"], "good", "POST {i}");
+        assert_eq!(v["body_bytes"], 10, "POST {i}");
+    }
 }
 
 /// A pod that takes requests and never answers fails each by
@@ -671,8 +696,9 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
 }
 
 /// A client that stalls its request body is the client's doing, not the
-/// endpoint's. Six clients each declare a 10-byte upload, send 3 bytes and
-/// stop, while the pods wait for the rest: each client gets hotproxy's
+/// endpoint's. Six clients each declare a 100 kB upload (streamed: over
+/// `body_buffer_bytes`), send 3 bytes and stop, while the pods wait for the
+/// rest: each client gets hotproxy's
 /// `408` and its connection closed. No pod is ejected (two failures would
 /// eject one): a `request_timeout` that expires while the upstream still
 /// waits on the client's body does not count for passive health.
@@ -690,7 +716,7 @@ async fn clients_stalling_their_bodies_eject_no_endpoint() {
         async move {
             let mut s = connect(public, "localhost", cfg).await.unwrap();
             let head =
-                "POST /rr/upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\n\r\nabc";
+                "POST /rr/upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\nabc";
             tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes())
                 .await
                 .unwrap();

@@ -27,7 +27,8 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Inf
 /// backend would, so the proxy alone decides what is tunnelled) and then
 /// echoes bytes; streams an endless body on `/big`; sends one chunk and
 /// then nothing on `/stall`; reads the whole request body on `/upload` and
-/// answers its length; otherwise echoes the request head as JSON.
+/// answers its length (and any `Expect`); otherwise echoes the request
+/// head as JSON.
 /// Counts requests and ended `/big` and `/stall` streams.
 struct PlainBackend {
     addr: SocketAddr,
@@ -66,9 +67,13 @@ impl PlainBackend {
                                 if req.uri().path() == "/upload" {
                                     // Like most applications: the whole body
                                     // is read before the answer.
+                                    let expect = req.headers().get("expect").cloned();
+                                    let expect = expect.as_ref().and_then(|v| v.to_str().ok());
                                     let got = req.into_body().collect().await;
                                     let n = got.map(|b| b.to_bytes().len()).ok();
-                                    let body = serde_json::json!({ "body_bytes": n }).to_string();
+                                    let body =
+                                        serde_json::json!({ "body_bytes": n, "expect": expect });
+                                    let body = body.to_string();
                                     let body = Full::new(Bytes::from(body)).boxed();
                                     return Ok(http::Response::new(body));
                                 }
@@ -893,16 +898,10 @@ async fn stalled_body_after_an_early_response_holds_up_no_other_client() {
     drop(slow);
 }
 
-/// A client that declares an upload and stops sending it is cut by
-/// body_read_timeout (nginx's client_body_timeout) on both protocols: it
-/// gets `408` (HTTP/1.1: and the connection closes), and the one upstream
-/// connection it held is released, so the next upload is served. A client
-/// that keeps sending, slowly but within the timeout each time, is not cut
-/// however long the whole body takes.
-#[tokio::test]
-async fn stalled_upload_is_cut_by_body_read_timeout() {
-    let w = world().await;
-    let mut p = Proxy::start(&w.scene.config(&format!(
+/// A listener `public` (with `limits`) in front of the plain backend,
+/// which hotproxy may open one connection to (waiting at most 1 s for it).
+fn one_connection_config(w: &World, limits: &str) -> std::path::PathBuf {
+    w.scene.config(&format!(
         r#"
 admin: {{ bind: "127.0.0.1:0" }}
 listeners:
@@ -910,69 +909,165 @@ listeners:
     bind: 127.0.0.1:0
     tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
     routes: [{{ upstream: plain }}]
-    limits: {{ body_read_timeout: 400ms }}
+    limits: {{ {limits} }}
 upstreams:
   - name: plain
     servers: [http://{}]
     max_connections_per_server: 1
+    connect_timeout: 1s
 "#,
         w.backend.addr
-    )));
-    let addr = p.listener_addr("public").await;
-    let upload = b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\n\r\n";
+    ))
+}
 
-    // HTTP/1.1: 3 of 10 bytes, then nothing.
-    let mut head = upload.to_vec();
-    head.extend_from_slice(b"abc");
-    let answer = h1_exchange(&w, addr, &head).await;
-    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
-    assert!(answer.contains("request body timed out"), "{answer}");
-    let mut whole = upload.to_vec();
-    whole.extend_from_slice(b"0123456789");
-    let answer = h1_exchange(
-        &w,
-        addr,
-        &[
-            &whole[..],
-            b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
-        ]
-        .concat(),
-    )
-    .await;
-    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
-    assert!(answer.contains(r#"{"body_bytes":10}"#), "{answer}");
+const UPLOAD: &[u8] = b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\n\r\n";
 
-    // HTTP/2: one stream stalls, the connection keeps serving.
-    let tls = tls(&w, addr, &[b"h2"]).await;
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
-    let post = || {
-        http::Request::post("https://a.example.com/upload")
-            .header("content-length", "10")
-            .body(())
-            .unwrap()
-    };
-    let (stalled, mut body) = client.send_request(post(), false).unwrap();
-    body.send_data(Bytes::from_static(b"abc"), false).unwrap();
-    let stalled = tokio::time::timeout(WAIT, stalled).await.unwrap().unwrap();
-    assert_eq!(stalled.status(), 408);
-    // Slow but steady: a piece every 100 ms, 1 s in all.
-    let mut client = client.ready().await.unwrap();
-    let (steady, mut body) = client.send_request(post(), false).unwrap();
-    for i in 0..10 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        body.send_data(Bytes::from_static(b"x"), i == 9).unwrap();
-    }
-    let steady = tokio::time::timeout(WAIT, steady).await.unwrap().unwrap();
-    assert_eq!(steady.status(), 200);
-    let mut rx = steady.into_body();
+/// `POST /upload` over HTTP/2 with `content-length: 10`; its body is sent
+/// by the caller.
+fn h2_upload() -> http::Request<()> {
+    http::Request::post("https://a.example.com/upload")
+        .header("content-length", "10")
+        .body(())
+        .unwrap()
+}
+
+/// Everything left of an HTTP/2 response body.
+async fn h2_body(rx: &mut h2::RecvStream) -> Vec<u8> {
     let mut got = Vec::new();
     while let Some(data) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
         got.extend_from_slice(&data.unwrap());
     }
-    assert_eq!(&got[..], br#"{"body_bytes":10}"#);
-    drop(body);
+    got
+}
+
+/// A client that declares an upload and stops sending it is cut by
+/// body_read_timeout (nginx's client_body_timeout) on both protocols: it
+/// gets `408` (HTTP/1.1: and the connection closes). With every body
+/// streamed (`body_buffer_bytes: 0`) the one upstream connection it held is
+/// released, so the next upload is served; read whole first (the default
+/// for a small body) it never held one. A client that keeps sending,
+/// slowly but within the timeout each time, is not cut however long the
+/// whole body takes.
+#[tokio::test]
+async fn stalled_upload_is_cut_by_body_read_timeout() {
+    let w = world().await;
+    for buffering in ["body_buffer_bytes: 0", "body_buffer_bytes: 16384"] {
+        let mut p = Proxy::start(&one_connection_config(
+            &w,
+            &format!("body_read_timeout: 400ms, {buffering}"),
+        ));
+        let addr = p.listener_addr("public").await;
+
+        // HTTP/1.1: 3 of 10 bytes, then nothing.
+        let answer = h1_exchange(&w, addr, &[UPLOAD, b"abc"].concat()).await;
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{buffering}: {answer}");
+        assert!(answer.contains("request body timed out"), "{answer}");
+        let then_get = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
+        let answer = h1_exchange(&w, addr, &[UPLOAD, b"0123456789", then_get].concat()).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{buffering}: {answer}");
+        assert!(answer.contains(r#""body_bytes":10,"#), "{answer}");
+
+        // HTTP/2: one stream stalls, the connection keeps serving.
+        let tls = tls(&w, addr, &[b"h2"]).await;
+        let (client, conn) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let (stalled, mut body) = client.send_request(h2_upload(), false).unwrap();
+        body.send_data(Bytes::from_static(b"abc"), false).unwrap();
+        let stalled = tokio::time::timeout(WAIT, stalled).await.unwrap().unwrap();
+        assert_eq!(stalled.status(), 408, "{buffering}");
+        // Slow but steady: a piece every 100 ms, 1 s in all.
+        let mut client = client.ready().await.unwrap();
+        let (steady, mut body) = client.send_request(h2_upload(), false).unwrap();
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            body.send_data(Bytes::from_static(b"x"), i == 9).unwrap();
+        }
+        let steady = tokio::time::timeout(WAIT, steady).await.unwrap().unwrap();
+        assert_eq!(steady.status(), 200, "{buffering}");
+        let got = h2_body(&mut steady.into_body()).await;
+        assert_eq!(&got[..], br#"{"body_bytes":10,"expect":null}"#);
+        drop(p);
+    }
+}
+
+/// A small upload is read whole before an upstream connection is taken
+/// (nginx's request buffering): two clients, one per protocol, that send
+/// part of a 10-byte body and wait hold no upstream connection, so a third
+/// client's upload is served at once by the one connection hotproxy may
+/// open, and neither half-sent request reaches the backend. Each is
+/// forwarded once its body is whole. A body over `body_buffer_bytes` is
+/// streamed: the backend has its head before its end.
+#[tokio::test]
+async fn small_upload_is_read_whole_before_an_upstream_is_taken() {
+    let w = world().await;
+    let mut p = Proxy::start(&one_connection_config(&w, "body_buffer_bytes: 64"));
+    let addr = p.listener_addr("public").await;
+
+    let mut slow_h1 = tls(&w, addr, &[b"http/1.1"]).await;
+    slow_h1.write_all(&[UPLOAD, b"abc"].concat()).await.unwrap();
+    let tls_h2 = tls(&w, addr, &[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls_h2).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (slow_h2, mut slow_h2_body) = client.send_request(h2_upload(), false).unwrap();
+    slow_h2_body
+        .send_data(Bytes::from_static(b"abc"), false)
+        .unwrap();
+
+    let then_close = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
+    let answer = h1_exchange(&w, addr, &[UPLOAD, b"0123456789", then_close].concat()).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains(r#""body_bytes":10,"#), "{answer}");
+    assert_eq!(
+        w.backend.requests.load(SeqCst),
+        2,
+        "only the whole upload (and the GET after it) reached the backend"
+    );
+
+    slow_h1.write_all(b"defghij").await.unwrap();
+    let head = read_response(&mut slow_h1).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    slow_h2_body
+        .send_data(Bytes::from_static(b"defghij"), true)
+        .unwrap();
+    let slow_h2 = tokio::time::timeout(WAIT, slow_h2).await.unwrap().unwrap();
+    assert_eq!(slow_h2.status(), 200);
+    let got = h2_body(&mut slow_h2.into_body()).await;
+    assert_eq!(&got[..], br#"{"body_bytes":10,"expect":null}"#);
+
+    // A client waiting for `100 Continue` gets it from hotproxy; the
+    // upstream gets the body whole and no expectation.
+    let mut expecting = tls(&w, addr, &[b"http/1.1"]).await;
+    expecting
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut expecting).await;
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    expecting.write_all(b"0123456789").await.unwrap();
+    let head = read_head(&mut expecting).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = [0u8; 31];
+    expecting.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, br#"{"body_bytes":10,"expect":null}"#);
+
+    // Over the cap: streamed, the backend has the head at once.
+    let mut big = tls(&w, addr, &[b"http/1.1"]).await;
+    big.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    wait_until(
+        WAIT,
+        "the streamed upload's head at the backend",
+        || async { w.backend.requests.load(SeqCst) == 6 },
+    )
+    .await;
+    big.write_all(&[b'x'; 90]).await.unwrap();
+    let head = read_response(&mut big).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
 
 /// The admin listener caps its connections (64; more wait in the backlog)

@@ -326,6 +326,9 @@ pub struct Limits {
     /// gets 408 and its upstream request is released (nginx's
     /// `client_body_timeout`).
     pub body_read_timeout: Duration,
+    /// A request body of a declared length up to this is read whole before
+    /// an upstream connection is taken (0: every body is streamed).
+    pub body_buffer_bytes: usize,
     /// An Upgrade tunnel (WebSocket) with no byte either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
 }
@@ -340,6 +343,7 @@ impl Default for Limits {
             max_connection_lifetime: None,
             send_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(60),
+            body_buffer_bytes: 16_384,
             tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }

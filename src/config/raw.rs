@@ -169,6 +169,7 @@ pub struct Limits {
     pub max_connection_lifetime: Option<String>,
     pub send_timeout: Option<String>,
     pub body_read_timeout: Option<String>,
+    pub body_buffer_bytes: Option<usize>,
     pub tunnel_idle_timeout: Option<String>,
 }
 

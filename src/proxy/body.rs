@@ -18,6 +18,7 @@ use std::time::Duration;
 use std::error::Error as _;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -25,8 +26,7 @@ use crate::proxy::forward::BoxError;
 
 /// A client request body that records why reading it failed.
 pub struct ClientBody {
-    /// `None`: an empty body (a request replayed from its head alone).
-    inner: Option<Incoming>,
+    source: Source,
     /// `None` for a request without a body.
     state: Option<Arc<State>>,
     /// The access log's count of body bytes read (when it is on).
@@ -35,8 +35,19 @@ pub struct ClientBody {
     timer: Option<ReadTimer>,
 }
 
+/// Where the body's bytes come from.
+enum Source {
+    /// None at all (a request replayed from its head alone).
+    Empty,
+    /// Read whole before an upstream was chosen ([`crate::proxy::buffer`]):
+    /// the data and trailers still to send.
+    Whole(Option<Bytes>, Option<HeaderMap>),
+    /// Straight from the client, as it arrives.
+    Streamed(Incoming),
+}
+
 /// Why the client's body failed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Fault {
     /// Malformed (a bad chunk, an HTTP/2 stream error): hyper's description.
     Malformed(String),
@@ -104,7 +115,7 @@ impl ClientBody {
         let timer = state.is_some().then(|| ReadTimer::new(read_timeout));
         (
             ClientBody {
-                inner: Some(inner),
+                source: Source::Streamed(inner),
                 state,
                 counted: None,
                 timer,
@@ -116,10 +127,50 @@ impl ClientBody {
     /// No body: a bodyless request sent again on a fresh connection.
     pub fn empty() -> ClientBody {
         ClientBody {
-            inner: None,
+            source: Source::Empty,
             state: None,
             counted: None,
             timer: None,
+        }
+    }
+
+    /// A body already read whole: it cannot fail, and can be sent again.
+    pub fn whole(data: Bytes, trailers: Option<HeaderMap>) -> (ClientBody, BodyFault) {
+        let state = Arc::new(State {
+            failed: OnceLock::new(),
+            read: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+        });
+        let fault = BodyFault(Some(state.clone()));
+        let data = (!data.is_empty()).then_some(data);
+        let body = ClientBody {
+            source: Source::Whole(data, trailers),
+            state: Some(state),
+            counted: None,
+            timer: None,
+        };
+        (body, fault)
+    }
+
+    /// Whether [`ClientBody::replica`] has a copy to give.
+    pub fn can_replay(&self) -> bool {
+        match &self.source {
+            Source::Empty | Source::Whole(..) => true,
+            Source::Streamed(inner) => inner.is_end_stream(),
+        }
+    }
+
+    /// The same body again, for a request that may be sent twice: `None`
+    /// for a body streamed from the client (it cannot be read twice).
+    /// Taken before the first send.
+    pub fn replica(&self) -> Option<ClientBody> {
+        match &self.source {
+            Source::Empty => Some(ClientBody::empty()),
+            Source::Streamed(inner) if inner.is_end_stream() => Some(ClientBody::empty()),
+            Source::Streamed(_) => None,
+            Source::Whole(data, trailers) => {
+                Some(ClientBody::whole(data.clone().unwrap_or_default(), trailers.clone()).0)
+            }
         }
     }
 
@@ -144,8 +195,25 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let Some(inner) = &mut this.inner else {
-            return Poll::Ready(None);
+        let inner = match &mut this.source {
+            Source::Streamed(inner) => inner,
+            Source::Empty => return Poll::Ready(None),
+            Source::Whole(data, trailers) => {
+                let frame = match (data.take(), trailers.take()) {
+                    (Some(data), t) => {
+                        *trailers = t;
+                        Frame::data(data)
+                    }
+                    (None, Some(t)) => Frame::trailers(t),
+                    (None, None) => return Poll::Ready(None),
+                };
+                if trailers.is_none()
+                    && let Some(state) = &this.state
+                {
+                    state.read.store(true, Ordering::Relaxed);
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
         };
         let polled = Pin::new(&mut *inner).poll_frame(cx);
         if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (&this.counted, &polled)
@@ -186,13 +254,20 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        match &self.source {
+            Source::Empty => true,
+            Source::Whole(data, trailers) => data.is_none() && trailers.is_none(),
+            Source::Streamed(inner) => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Some(inner) => inner.size_hint(),
-            None => SizeHint::with_exact(0),
+        match &self.source {
+            Source::Empty => SizeHint::with_exact(0),
+            Source::Whole(data, _) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Source::Streamed(inner) => inner.size_hint(),
         }
     }
 }

@@ -9,16 +9,18 @@
 //! A request that fails on a pooled connection is sent once more, on a new
 //! connection, when that cannot repeat anything: the request was never
 //! written, or the reused connection closed before any response byte and
-//! the request is idempotent and bodyless (an upstream closing an idle
-//! keep-alive connection just as it is reused).
+//! the request is idempotent and its body can be sent twice (none, or read
+//! whole) (an upstream closing an idle keep-alive connection just as it is
+//! reused).
 //!
 //! Each request picks its endpoint ([`Members`]: balance, passive health).
 //! When it fails where sending it again is safe (a failed connect, a
 //! request never written, an HTTP/2 `REFUSED_STREAM`, or an idempotent
 //! request with no response byte) it is sent to another endpoint, up to
 //! `retries.attempts` times within `request_timeout`. Only requests
-//! without a body are replayed: a streamed body is never buffered to be
-//! sent twice.
+//! without a body, or with one read whole before forwarding
+//! ([`crate::proxy::buffer`]), are replayed: a streamed body is never
+//! buffered to be sent twice.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Incoming};
+use hyper::body::Incoming;
 use rustls::ClientConfig;
 use tracing::{debug, warn};
 
@@ -42,6 +44,7 @@ use crate::config::{ActiveHealth, UpstreamConfig};
 use crate::identity::Identity;
 use crate::metrics;
 use crate::proxy::body::{BodyFault, ClientBody, Fault};
+use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{DialError, Dialer};
@@ -73,6 +76,9 @@ pub struct RequestContext {
     pub entry: Option<(Arc<crate::tls::per_name::PerName>, usize)>,
     /// `limits.body_read_timeout`: the longest a request body may pause.
     pub body_read_timeout: std::time::Duration,
+    /// `limits.body_buffer_bytes`: bodies of a declared length up to this
+    /// are read whole before an upstream is chosen ([`crate::proxy::buffer`]).
+    pub body_buffer_bytes: usize,
     /// `client_addr`'s IP as an `X-Forwarded-For` element
     /// ([`client_ip_value`]), formatted once per connection rather than per
     /// request.
@@ -193,9 +199,24 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
 
         let (mut parts, body) = req.into_parts();
-        let (body, body_fault) = ClientBody::new(body, ctx.body_read_timeout);
-        // The access log counts the request body's bytes as they go upstream.
-        let body = body.counted(parts.extensions.remove::<BytesIn>());
+        // The access log counts the request body's bytes as they are read.
+        let counted = parts.extensions.remove::<BytesIn>();
+        let (body, body_fault) = if !upgrade && buffer::wanted(&body, ctx.body_buffer_bytes) {
+            // Boxed: only requests with a small body wait here, and the
+            // read would grow every request's future.
+            match Box::pin(buffer::read_whole(body, ctx.body_read_timeout, counted)).await {
+                Ok(whole) => {
+                    // hyper answered the client's `100-continue` when the
+                    // body was first read; the upstream gets it whole.
+                    parts.headers.remove(header::EXPECT);
+                    whole
+                }
+                Err(fault) => return client_fault(ctx, &self.name, &fault, h2_client),
+            }
+        } else {
+            let (body, fault) = ClientBody::new(body, ctx.body_read_timeout);
+            (body.counted(counted), fault)
+        };
         let req = Request::from_parts(parts, body);
         // The endpoint of the latest attempt, for the logs.
         let last = AtomicUsize::new(0);
@@ -355,7 +376,7 @@ impl Upstream {
                     // an idempotent, bodyless request on a reused connection,
                     // or on any when another endpoint may take it.
                     let copy = ((may_retry || (!fresh && c.reused())) && replayable(&req))
-                        .then(|| head_copy(&req));
+                        .then(|| copy_of(&req));
                     let sent = req.body().sent();
                     match c.send(req).await {
                         Ok(resp) => {
@@ -369,8 +390,9 @@ impl Upstream {
                 }
                 Lease::H2(mut send, stream) => {
                     *req.uri_mut() = absolute(endpoint, &path, req.headers());
-                    // REFUSED_STREAM makes any bodyless request safe again.
-                    let copy = (may_retry && req.body().is_end_stream()).then(|| head_copy(&req));
+                    // REFUSED_STREAM makes any request safe again, if its
+                    // body can be sent twice.
+                    let copy = (may_retry && req.body().can_replay()).then(|| copy_of(&req));
                     match send.try_send_request(req).await {
                         Ok(resp) => {
                             return Ok(
@@ -512,9 +534,9 @@ fn absolute(endpoint: &Endpoint, path: &PathAndQuery, headers: &http::HeaderMap)
     Uri::from_parts(parts).expect("scheme, authority and path are valid")
 }
 
-/// Safe to send twice (RFC 9110 §9.2.2) and nothing to stream again.
+/// Safe to send twice (RFC 9110 §9.2.2) and nothing streamed to send again.
 fn replayable(req: &Request<ClientBody>) -> bool {
-    idempotent(req.method()) && req.body().is_end_stream()
+    idempotent(req.method()) && req.body().can_replay()
 }
 
 /// RFC 9110 §9.2.2 (TRACE too, but it is refused before routing).
@@ -537,9 +559,11 @@ fn refused_stream(e: &hyper::Error) -> bool {
     false
 }
 
-/// The head of a bodyless request, to send it again.
-fn head_copy(req: &Request<ClientBody>) -> Request<ClientBody> {
-    let mut copy = Request::new(ClientBody::empty());
+/// A request whose body can be sent twice ([`ClientBody::can_replay`]):
+/// its head and body, to send it again.
+fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
+    let body = req.body().replica().expect("a body that can be sent twice");
+    let mut copy = Request::new(body);
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();

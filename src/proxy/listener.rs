@@ -442,6 +442,7 @@ async fn connection(
         resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         entry: per_name.zip(entry),
         body_read_timeout: limits.body_read_timeout,
+        body_buffer_bytes: limits.body_buffer_bytes,
         client_ip: client_ip_value(peer),
     });
     // The first request (HTTP/1 head, or HTTP/2 preface and first stream)

@@ -2,6 +2,7 @@
 
 pub mod accept;
 pub mod body;
+pub mod buffer;
 pub mod client_cert;
 pub mod conn;
 pub mod edge;

@@ -200,6 +200,7 @@ impl Resolver {
                         x.body_read_timeout.as_ref(),
                         d.body_read_timeout,
                     ),
+                    body_buffer_bytes: x.body_buffer_bytes.unwrap_or(d.body_buffer_bytes),
                     tunnel_idle_timeout: self.positive_duration(
                         &format!("{lat}.tunnel_idle_timeout"),
                         x.tunnel_idle_timeout.as_ref(),
@@ -375,7 +376,8 @@ mod tests {
 
     use crate::config::tests::{MINIMAL, messages, parse_str};
 
-    /// send_timeout, body_read_timeout and tunnel_idle_timeout are read,
+    /// send_timeout, body_read_timeout, body_buffer_bytes and
+    /// tunnel_idle_timeout are read,
     /// default to nginx-like values, and a zero (which would cut every
     /// connection) is refused by name.
     #[test]
@@ -386,13 +388,14 @@ mod tests {
             c.listeners[0].limits.body_read_timeout,
             Duration::from_secs(60)
         );
+        assert_eq!(c.listeners[0].limits.body_buffer_bytes, 16_384);
         assert_eq!(
             c.listeners[0].limits.tunnel_idle_timeout,
             Duration::from_secs(3600)
         );
         let set = MINIMAL.replace(
             "routes: [{ upstream: api }]",
-            "routes: [{ upstream: api }]\n    limits: { send_timeout: 5s, body_read_timeout: 7s, tunnel_idle_timeout: 2m }",
+            "routes: [{ upstream: api }]\n    limits: { send_timeout: 5s, body_read_timeout: 7s, body_buffer_bytes: 0, tunnel_idle_timeout: 2m }",
         );
         let c = parse_str(&set).unwrap();
         assert_eq!(c.listeners[0].limits.send_timeout, Duration::from_secs(5));
@@ -400,6 +403,7 @@ mod tests {
             c.listeners[0].limits.body_read_timeout,
             Duration::from_secs(7)
         );
+        assert_eq!(c.listeners[0].limits.body_buffer_bytes, 0);
         assert_eq!(
             c.listeners[0].limits.tunnel_idle_timeout,
             Duration::from_secs(120)
