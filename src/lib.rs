@@ -50,7 +50,7 @@
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, trusted proxies,
 //!     response headers, the `redirect_https` listener.
-//!   - `request`: checks before routing: `CONNECT` 405, one authority per
+//!   - `request`: checks before routing: `CONNECT` and `TRACE` 405, one authority per
 //!     request (`Host`), the normalised path.
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).
 //!   - `router`: host / path-prefix -> upstream.

@@ -1442,3 +1442,29 @@ async fn authority_form_without_connect_is_refused() {
     assert!(reply.contains("authority-form"), "{reply:?}");
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
+
+/// `*` (asterisk-form) is OPTIONS's alone (RFC 9112 §3.2.4): `GET *` is
+/// refused with 400 and never reaches the backend; `OPTIONS *` is
+/// forwarded as it came.
+#[tokio::test]
+async fn asterisk_form_is_for_options_alone() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    for method in ["GET", "POST", "DELETE"] {
+        let request =
+            format!("{method} * HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n");
+        let reply = h1_exchange(&w, addr, request.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{method}: {reply:?}");
+        assert!(reply.contains("asterisk-form"), "{reply:?}");
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"OPTIONS * HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    assert!(reply.contains(r#""path":"*""#), "{reply:?}");
+}

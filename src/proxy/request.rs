@@ -39,6 +39,8 @@ pub enum Refused {
     TooManyHeaders,
     #[error("authority-form target without CONNECT")]
     AuthorityForm,
+    #[error("asterisk-form target without OPTIONS")]
+    AsteriskForm,
 }
 
 /// Header fields a request may carry: hyper's HTTP/1.1 parser stops at
@@ -148,6 +150,12 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
     {
         let value = HeaderValue::from_str(&fixed).map_err(|_| Refused::InvalidHost)?;
         req.headers_mut().insert(header::HOST, value);
+    }
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        // `GET *`: the asterisk names the server itself, for OPTIONS alone
+        // (RFC 9112 §3.2.4, RFC 9113 §8.3.1). Forwarded, it would reach a
+        // backend as a path no route prefix covers.
+        return Err(Refused::AsteriskForm);
     }
     let normalised = match normalise(req.uri().path())? {
         Cow::Borrowed(_) => return Ok(()),
@@ -372,5 +380,18 @@ mod tests {
             .body(NoBody::new())
             .unwrap();
         assert_eq!(prepared(trace), Err(Refused::Trace));
+        let asterisk = |method: Method| {
+            Request::builder()
+                .method(method)
+                .uri("*")
+                .header("host", "a.test")
+                .body(NoBody::new())
+                .unwrap()
+        };
+        assert_eq!(prepared(asterisk(Method::GET)), Err(Refused::AsteriskForm));
+        assert_eq!(
+            prepared(asterisk(Method::OPTIONS)),
+            Ok((Some("a.test".into()), "*".into()))
+        );
     }
 }
