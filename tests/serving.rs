@@ -26,7 +26,8 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Inf
 /// A plain-HTTP/1.1 backend: answers `101` to *any* `Upgrade` (as a naive
 /// backend would, so the proxy alone decides what is tunnelled) and then
 /// echoes bytes; streams an endless body on `/big`; sends one chunk and
-/// then nothing on `/stall`; reads the whole request body on `/upload` and
+/// then nothing on `/stall`; a head of about N bytes on `/fat-head/N`;
+/// reads the whole request body on `/upload` and
 /// answers its length (and any `Expect`); otherwise echoes the request
 /// head as JSON.
 /// Counts requests and ended `/big` and `/stall` streams.
@@ -126,6 +127,13 @@ fn answer(
         });
         let body = futures_util::StreamExt::chain(first, never);
         return http::Response::new(StreamBody::new(body).boxed());
+    }
+    if let Some(n) = req.uri().path().strip_prefix("/fat-head/") {
+        // A response head of about n bytes.
+        return http::Response::builder()
+            .header("x-fat", "f".repeat(n.parse().unwrap()))
+            .body(Full::new(Bytes::from_static(b"fat")).boxed())
+            .unwrap();
     }
     if req.uri().path() == "/big" {
         let guard = Ended(ended);
@@ -1068,6 +1076,149 @@ async fn small_upload_is_read_whole_before_an_upstream_is_taken() {
     big.write_all(&[b'x'; 90]).await.unwrap();
     let head = read_response(&mut big).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+/// One HTTP/2 frame: its 9-byte header and `payload`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A process's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// An HTTP/2 client that opens 200 streams on responses that never end
+/// (`/big`), with the largest windows, and then never reads a byte: the
+/// listener advertises at most 100 concurrent streams and refuses the rest
+/// (only 100 reach the backend), and each stream queues at most 32 KiB
+/// for the client, so what hotproxy holds for that one connection stays
+/// far under 40 MB. hyper's defaults (200 streams, 400 KiB each) held over
+/// 100 MB.
+#[tokio::test]
+async fn h2_client_that_never_reads_holds_bounded_memory() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let before = rss_kib(p.pid());
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    s.write_all(PREFACE).await.unwrap();
+    // The server's SETTINGS come first; MAX_CONCURRENT_STREAMS is id 3.
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], SETTINGS);
+    let mut settings = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+    s.read_exact(&mut settings).await.unwrap();
+    let streams = settings
+        .chunks(6)
+        .find(|p| p[..2] == [0, 3])
+        .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+    assert_eq!(streams, Some(100), "{settings:?}");
+
+    // SETTINGS_INITIAL_WINDOW_SIZE (4) and the connection window at 2^31-1.
+    let mut out = h2_frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]);
+    out.extend(h2_frame(
+        WINDOW_UPDATE,
+        0,
+        0,
+        &(0x7fff_ffff_u32 - 65_535).to_be_bytes(),
+    ));
+    // GET https://a.example.com/big in HPACK: :method GET (static 2),
+    // :scheme https (7), :path (name 4) and :authority (name 1) literal.
+    let mut block = vec![0x82, 0x87, 0x04, 4];
+    block.extend_from_slice(b"/big");
+    block.extend_from_slice(&[0x01, 13]);
+    block.extend_from_slice(b"a.example.com");
+    for i in 0..200 {
+        // END_STREAM | END_HEADERS
+        out.extend(h2_frame(1, 0x5, 1 + 2 * i, &block));
+    }
+    s.write_all(&out).await.unwrap();
+    wait_until(WAIT, "100 streams at the backend", || async {
+        w.backend.requests.load(SeqCst) >= 100
+    })
+    .await;
+    // Watch it while the upstream bodies pour in and nobody reads.
+    let mut most = 0;
+    for _ in 0..20 {
+        most = most.max(rss_kib(p.pid()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = most.saturating_sub(before);
+    assert!(
+        grown < 40 * 1024,
+        "one non-reading client grew hotproxy by {grown} KiB"
+    );
+    assert_eq!(
+        w.backend.requests.load(SeqCst),
+        100,
+        "streams past the limit reached the backend"
+    );
+    drop(s);
+}
+
+/// A client that opens streams and resets each at once (rapid reset,
+/// CVE-2023-44487) is sent `GOAWAY` (`ENHANCE_YOUR_CALM`) long before its
+/// 2000 streams are through, and few of them reach the backend.
+#[tokio::test]
+async fn h2_rapid_reset_is_cut_off() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let (mut client, conn) = h2::client::handshake(tls(&w, addr, &[b"h2"]).await)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..2000 {
+        let Ok(ready) = client.ready().await else {
+            break;
+        };
+        client = ready;
+        let Ok((_, mut stream)) = client.send_request(h2_get("/x", "GET"), true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    let ended = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    let e = ended.expect_err("ended by the server");
+    assert!(e.is_go_away(), "{e}");
+    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
+    let reached = w.backend.requests.load(SeqCst);
+    assert!(reached < 200, "{reached} reset streams reached the backend");
+}
+
+/// An upstream's response head may be up to 64 KiB (Envoy's limit is
+/// 60 KiB); a larger one is a 502, not up to 400 KiB held per upstream
+/// connection.
+#[tokio::test]
+async fn upstream_response_head_over_64_kib_is_502() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let get = |n: usize| {
+        format!("GET /fat-head/{n} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+    };
+    let reply = h1_exchange(&w, addr, get(50_000).as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{}", &reply[..100]);
+    assert!(reply.ends_with("fat"), "{}", &reply[reply.len() - 100..]);
+    let reply = h1_exchange(&w, addr, get(100_000).as_bytes()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 502 "),
+        "{}",
+        &reply[..reply.len().min(300)]
+    );
 }
 
 /// The admin listener caps its connections (64; more wait in the backlog)

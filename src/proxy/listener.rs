@@ -37,6 +37,14 @@ use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel;
 use crate::proxy::{proxy_protocol, request};
 
+/// Streams an HTTP/2 client may have open at once (nginx: 128; Envoy's
+/// edge guidance: 100).
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Response bytes an HTTP/2 stream queues beyond what the client has taken
+/// (Envoy's edge `per_connection_buffer_limit_bytes`: 32 KiB).
+pub const STREAM_SEND_BUFFER: usize = 32 * 1024;
+
 /// Per-listener settings that apply to new connections (limits and the
 /// hyper builders derived from them). One builder per protocol: the one
 /// ALPN agreed on serves the connection, nothing is sniffed.
@@ -59,6 +67,12 @@ impl Settings {
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+            // Envoy's edge settings: each stream holds an upstream request
+            // and (below) at most 32 KiB of response waiting for the client.
+            // hyper's defaults (200 streams, 400 KiB each) let one client
+            // that never reads make hotproxy hold over 100 MB.
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_send_buf_size(STREAM_SEND_BUFFER)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             // A client that stops reading does not answer pings either.
             .keep_alive_timeout(limits.send_timeout);

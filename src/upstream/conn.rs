@@ -143,6 +143,10 @@ fn h1_builder() -> http1::Builder {
     let mut b = http1::Builder::new();
     // Queue (writev) head and body instead of copying them into one buffer.
     b.writev(true);
+    // A response head up to 64 KiB (Envoy's limit is 60 KiB, nginx's
+    // 4-8 KiB); hyper's default lets its read buffer, and the body chunks
+    // that share it, grow to 400 KiB per connection.
+    b.max_buf_size(64 * 1024);
     b
 }
 
