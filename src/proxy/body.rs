@@ -31,19 +31,27 @@ pub struct ClientBody {
     state: Option<Arc<State>>,
     /// The access log's count of body bytes read (when it is on).
     counted: Option<crate::proxy::edge::BytesIn>,
-    /// `body_read_timeout`, for a body with content.
-    timer: Option<ReadTimer>,
+    /// `body_read_timeout`, for a body with content (boxed: a body is
+    /// moved several times, and most requests have none).
+    timer: Option<Box<ReadTimer>>,
 }
 
 /// Where the body's bytes come from.
 enum Source {
     /// None at all (a request replayed from its head alone).
     Empty,
-    /// Read whole before an upstream was chosen ([`crate::proxy::buffer`]):
-    /// the data and trailers still to send.
-    Whole(Option<Bytes>, Option<HeaderMap>),
+    /// Read whole before an upstream was chosen ([`crate::proxy::buffer`])
+    /// (boxed, as the timer).
+    Whole(Box<Whole>),
     /// Straight from the client, as it arrives.
     Streamed(Incoming),
+}
+
+/// A body read whole: the data and trailers still to send.
+#[derive(Clone)]
+struct Whole {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
 }
 
 /// Why the client's body failed.
@@ -112,7 +120,9 @@ impl ClientBody {
             })
         });
         let fault = BodyFault(state.clone());
-        let timer = state.is_some().then(|| ReadTimer::new(read_timeout));
+        let timer = state
+            .is_some()
+            .then(|| Box::new(ReadTimer::new(read_timeout)));
         (
             ClientBody {
                 source: Source::Streamed(inner),
@@ -144,7 +154,7 @@ impl ClientBody {
         let fault = BodyFault(Some(state.clone()));
         let data = (!data.is_empty()).then_some(data);
         let body = ClientBody {
-            source: Source::Whole(data, trailers),
+            source: Source::Whole(Box::new(Whole { data, trailers })),
             state: Some(state),
             counted: None,
             timer: None,
@@ -168,8 +178,9 @@ impl ClientBody {
             Source::Empty => Some(ClientBody::empty()),
             Source::Streamed(inner) if inner.is_end_stream() => Some(ClientBody::empty()),
             Source::Streamed(_) => None,
-            Source::Whole(data, trailers) => {
-                Some(ClientBody::whole(data.clone().unwrap_or_default(), trailers.clone()).0)
+            Source::Whole(whole) => {
+                let Whole { data, trailers } = (**whole).clone();
+                Some(ClientBody::whole(data.unwrap_or_default(), trailers).0)
             }
         }
     }
@@ -198,16 +209,16 @@ impl Body for ClientBody {
         let inner = match &mut this.source {
             Source::Streamed(inner) => inner,
             Source::Empty => return Poll::Ready(None),
-            Source::Whole(data, trailers) => {
-                let frame = match (data.take(), trailers.take()) {
+            Source::Whole(whole) => {
+                let frame = match (whole.data.take(), whole.trailers.take()) {
                     (Some(data), t) => {
-                        *trailers = t;
+                        whole.trailers = t;
                         Frame::data(data)
                     }
                     (None, Some(t)) => Frame::trailers(t),
                     (None, None) => return Poll::Ready(None),
                 };
-                if trailers.is_none()
+                if whole.trailers.is_none()
                     && let Some(state) = &this.state
                 {
                     state.read.store(true, Ordering::Relaxed);
@@ -256,7 +267,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Empty => true,
-            Source::Whole(data, trailers) => data.is_none() && trailers.is_none(),
+            Source::Whole(whole) => whole.data.is_none() && whole.trailers.is_none(),
             Source::Streamed(inner) => inner.is_end_stream(),
         }
     }
@@ -264,8 +275,8 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match &self.source {
             Source::Empty => SizeHint::with_exact(0),
-            Source::Whole(data, _) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            Source::Whole(whole) => {
+                SizeHint::with_exact(whole.data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Source::Streamed(inner) => inner.size_hint(),
         }
