@@ -245,19 +245,25 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> String {
     head
 }
 
-/// The frame types of a byte stream that is a sequence of HTTP/2 frames,
-/// or `None` when it is not one.
-fn h2_frame_types(mut bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut types = Vec::new();
+/// The frames (type and payload) of a byte stream that is a sequence of
+/// HTTP/2 frames, or `None` when it is not one.
+fn h2_frames(mut bytes: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut frames = Vec::new();
     while !bytes.is_empty() {
         if bytes.len() < 9 {
             return None;
         }
         let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
-        types.push(bytes[3]);
-        bytes = bytes.get(9 + len..)?;
+        frames.push((bytes[3], bytes.get(9..9 + len)?));
+        bytes = &bytes[9 + len..];
     }
-    Some(types)
+    Some(frames)
+}
+
+/// The frame types of a byte stream that is a sequence of HTTP/2 frames,
+/// or `None` when it is not one.
+fn h2_frame_types(bytes: &[u8]) -> Option<Vec<u8>> {
+    Some(h2_frames(bytes)?.into_iter().map(|(t, _)| t).collect())
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -1164,6 +1170,40 @@ async fn h2_client_that_never_reads_holds_bounded_memory() {
         "streams past the limit reached the backend"
     );
     drop(s);
+}
+
+/// An HPACK bomb: one 4,000-byte header put in the dynamic table, then
+/// referenced 2,000 times in a 6 KB header block (8 MB decoded). It is
+/// refused by the HTTP/2 layer against `max_header_bytes` (`GOAWAY`,
+/// `ENHANCE_YOUR_CALM`) and the connection closed; nothing reaches the
+/// backend.
+#[tokio::test]
+async fn h2_hpack_bomb_is_refused() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    // :method GET, :scheme https, :path /, :authority a.example.com, then
+    // x-big (literal, incremental indexing: dynamic index 62) and 2,000
+    // references to it.
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, 13];
+    block.extend_from_slice(b"a.example.com");
+    block.extend_from_slice(&[0x40, 5]);
+    block.extend_from_slice(b"x-big");
+    block.extend_from_slice(&[0x7f, 0xa1, 0x1e]); // length 4,000
+    block.extend(std::iter::repeat_n(b'v', 4000));
+    block.extend(std::iter::repeat_n(0x80 | 62, 2000));
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(h2_frame(1, 0x5, 1, &block));
+    s.write_all(&out).await.unwrap();
+    let reply = read_to_close(&mut s).await;
+    let frames = h2_frames(&reply).expect("HTTP/2 frames");
+    let Some(&(GOAWAY, goaway)) = frames.last() else {
+        panic!("no GOAWAY last: {frames:?}");
+    };
+    // Last stream id, then the error code: ENHANCE_YOUR_CALM (11).
+    assert_eq!(goaway[4..8], [0, 0, 0, 11], "{goaway:?}");
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
 
 /// A client that opens streams and resets each at once (rapid reset,
