@@ -1,4 +1,4 @@
-//! The client's request body on its way upstream, remembering whether the client broke it.
+//! The client's request body on its way upstream: whether the client broke or stalled it, and whether it is through.
 //!
 //! When a forwarded request fails, hyper's error alone does not say which
 //! side caused it: a malformed chunked body from the client and a reset from
@@ -77,6 +77,16 @@ struct State {
     waiting: AtomicBool,
 }
 
+impl State {
+    fn new() -> Arc<State> {
+        Arc::new(State {
+            failed: OnceLock::new(),
+            read: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+        })
+    }
+}
+
 /// The forwarder's side of [`ClientBody`]: did the client's body fail, and why?
 pub struct BodyFault(Option<Arc<State>>);
 
@@ -112,13 +122,7 @@ impl ClientBody {
     /// `read_timeout`. A request without a body (most GETs) cannot fail and
     /// costs no allocation.
     pub fn new(inner: Incoming, read_timeout: Duration) -> (ClientBody, BodyFault) {
-        let state = (!inner.is_end_stream()).then(|| {
-            Arc::new(State {
-                failed: OnceLock::new(),
-                read: AtomicBool::new(false),
-                waiting: AtomicBool::new(false),
-            })
-        });
+        let state = (!inner.is_end_stream()).then(State::new);
         let fault = BodyFault(state.clone());
         let timer = state
             .is_some()
@@ -146,11 +150,7 @@ impl ClientBody {
 
     /// A body already read whole: it cannot fail, and can be sent again.
     pub fn whole(data: Bytes, trailers: Option<HeaderMap>) -> (ClientBody, BodyFault) {
-        let state = Arc::new(State {
-            failed: OnceLock::new(),
-            read: AtomicBool::new(false),
-            waiting: AtomicBool::new(false),
-        });
+        let state = State::new();
         let fault = BodyFault(Some(state.clone()));
         let data = (!data.is_empty()).then_some(data);
         let body = ClientBody {

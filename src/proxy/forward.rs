@@ -372,9 +372,10 @@ impl Upstream {
                 Lease::H1(mut c) => {
                     // Origin form: the path alone (RFC 9112 §3.2.1).
                     *req.uri_mut() = Uri::from(path.clone());
-                    // The head is copied only where a replay may be needed:
-                    // an idempotent, bodyless request on a reused connection,
-                    // or on any when another endpoint may take it.
+                    // The request is copied only where a replay may be
+                    // needed: an idempotent one whose body can be sent twice
+                    // (none, or read whole), on a reused connection, or on
+                    // any when another endpoint may take it.
                     let copy = ((may_retry || (!fresh && c.reused())) && replayable(&req))
                         .then(|| copy_of(&req));
                     let sent = req.body().sent();
