@@ -307,9 +307,7 @@ async fn connect_and_trace_are_405() {
     )
     .await
     .unwrap();
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_client(tls).await;
     let trace = http::Request::builder()
         .method("TRACE")
         .uri("https://a.example.com/pub/x")
@@ -382,9 +380,7 @@ async fn h2_client_breaks_streams(w: &World, config: &std::path::Path) {
     let addr = p.listener_addr("public").await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
     let tls = connect(addr, "a.example.com", cfg).await.unwrap();
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_client(tls).await;
     for _ in 0..10 {
         let req = http::Request::post("https://a.example.com/slow")
             .header("content-length", "5")

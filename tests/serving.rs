@@ -982,10 +982,7 @@ async fn stalled_upload_is_cut_by_body_read_timeout() {
         assert!(answer.contains(r#""body_bytes":10,"#), "{answer}");
 
         // HTTP/2: one stream stalls, the connection keeps serving.
-        let tls = tls(&w, addr, &[b"h2"]).await;
-        let (client, conn) = h2::client::handshake(tls).await.unwrap();
-        tokio::spawn(conn);
-        let mut client = client.ready().await.unwrap();
+        let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
         let (stalled, mut body) = client.send_request(h2_upload(), false).unwrap();
         body.send_data(Bytes::from_static(b"abc"), false).unwrap();
         let stalled = tokio::time::timeout(WAIT, stalled).await.unwrap().unwrap();
@@ -1020,10 +1017,7 @@ async fn small_upload_is_read_whole_before_an_upstream_is_taken() {
 
     let mut slow_h1 = tls(&w, addr, &[b"http/1.1"]).await;
     slow_h1.write_all(&[UPLOAD, b"abc"].concat()).await.unwrap();
-    let tls_h2 = tls(&w, addr, &[b"h2"]).await;
-    let (client, conn) = h2::client::handshake(tls_h2).await.unwrap();
-    tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
     let (slow_h2, mut slow_h2_body) = client.send_request(h2_upload(), false).unwrap();
     slow_h2_body
         .send_data(Bytes::from_static(b"abc"), false)
@@ -1495,10 +1489,7 @@ async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
         "a cut body ended cleanly: {reply:?}"
     );
     // HTTP/2: the stream is reset.
-    let tls = tls(&w, addr, &[b"h2"]).await;
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
     let (resp, _) = client.send_request(h2_get("/stall", "GET"), true).unwrap();
     let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
     let mut body = resp.into_body();
@@ -1552,10 +1543,7 @@ async fn header_field_count_is_limited_on_both_protocols() {
     }
     assert_eq!(w.backend.requests.load(SeqCst), 1);
     // HTTP/2: `:authority` is not a field; `extra` fields.
-    let tls = tls(&w, addr, &[b"h2"]).await;
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
     for (extra, status) in [(80, 200), (101, 431)] {
         let mut b = http::Request::builder().uri("https://a.example.com/api");
         for i in 0..extra {

@@ -39,11 +39,11 @@ use crate::proxy::{proxy_protocol, request};
 
 /// Streams an HTTP/2 client may have open at once (nginx: 128; Envoy's
 /// edge guidance: 100).
-pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Response bytes an HTTP/2 stream queues beyond what the client has taken
 /// (Envoy's edge `per_connection_buffer_limit_bytes`: 32 KiB).
-pub const STREAM_SEND_BUFFER: usize = 32 * 1024;
+const STREAM_SEND_BUFFER: usize = 32 * 1024;
 
 /// Per-listener settings that apply to new connections (limits and the
 /// hyper builders derived from them). One builder per protocol: the one

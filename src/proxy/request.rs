@@ -366,31 +366,28 @@ mod tests {
             ok(V::HTTP_11, "/pub/..%2fsecret", &["a"]),
             Err(Refused::Path(PathError::EncodedSeparator))
         );
-        let connect = Request::builder()
-            .method(Method::CONNECT)
-            .uri("a.test:443")
-            .header("host", "a.test:443")
-            .body(NoBody::new())
-            .unwrap();
-        assert_eq!(prepared(connect), Err(Refused::Connect));
-        let trace = Request::builder()
-            .method(Method::TRACE)
-            .uri("/x")
-            .header("host", "a.test")
-            .body(NoBody::new())
-            .unwrap();
-        assert_eq!(prepared(trace), Err(Refused::Trace));
-        let asterisk = |method: Method| {
+        let with = |method: Method, uri: &str, host: &str| {
             Request::builder()
                 .method(method)
-                .uri("*")
-                .header("host", "a.test")
+                .uri(uri)
+                .header("host", host)
                 .body(NoBody::new())
                 .unwrap()
         };
-        assert_eq!(prepared(asterisk(Method::GET)), Err(Refused::AsteriskForm));
         assert_eq!(
-            prepared(asterisk(Method::OPTIONS)),
+            prepared(with(Method::CONNECT, "a.test:443", "a.test:443")),
+            Err(Refused::Connect)
+        );
+        assert_eq!(
+            prepared(with(Method::TRACE, "/x", "a.test")),
+            Err(Refused::Trace)
+        );
+        assert_eq!(
+            prepared(with(Method::GET, "*", "a.test")),
+            Err(Refused::AsteriskForm)
+        );
+        assert_eq!(
+            prepared(with(Method::OPTIONS, "*", "a.test")),
             Ok((Some("a.test".into()), "*".into()))
         );
     }

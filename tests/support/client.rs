@@ -219,3 +219,11 @@ pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8
         }
     }
 }
+
+/// An HTTP/2 client over `tls`, its connection driven by a task of its
+/// own, ready for a first request.
+pub async fn h2_client(tls: Tls) -> h2::client::SendRequest<Bytes> {
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    client.ready().await.unwrap()
+}
