@@ -435,6 +435,19 @@ async fn redirect_https_and_response_headers() {
         );
         assert!(!r.to_ascii_lowercase().contains("location:"), "{r}");
     }
+    // A head hyper refuses itself (a header line without a colon) is
+    // answered and counted like the 400s above.
+    let r = raw_http(
+        w.http,
+        "GET / HTTP/1.1\r\nHost: a.example\r\nno colon\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let counted = "hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"400\"} 5";
+    wait_until(Duration::from_secs(10), "five 400s counted", || async {
+        metrics_text(w.admin).await.lines().any(|l| l == counted)
+    })
+    .await;
     // TLS sent to the plain-HTTP listener gets nothing it could follow.
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     assert!(connect(w.http, "localhost", cfg).await.is_err());

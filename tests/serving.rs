@@ -427,6 +427,121 @@ async fn oversized_head_gets_431() {
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
 
+/// Heads refused before they became requests are requests to the
+/// operator, as in nginx: hyper's own `400` (a header line without a
+/// colon), `414` (a target over 65,534 bytes) and `431` (a head over
+/// `max_header_bytes`), and a head begun and cut at `header_read_timeout`
+/// (`408`, nothing sent), each counted in `hotproxy_http_requests_total`
+/// and given an access-log line without method or path. A connection that
+/// sends nothing is not a request: no line.
+#[tokio::test]
+async fn refused_heads_are_counted_and_logged() {
+    let w = world().await;
+    let path = config(&w, "", "header_read_timeout: 1s, max_header_bytes: 200000");
+    let log = w.scene.path("access.log");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = format!(
+        "access_log: {{ path: {}, format: json }}\n{text}",
+        log.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    // Silent after the handshake: closed, not logged.
+    let mut silent = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = silent.get_ref().0.local_addr().unwrap().port();
+    let _ = read_to_close(&mut silent).await;
+    p.wait_log("silent connection closed", |v| {
+        closes_port(v, port) && v["reason"] == "header_read_timeout"
+    })
+    .await;
+    let long_target = format!(
+        "GET /{} HTTP/1.1\r\nhost: a.example.com\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nhost: a.example.com\r\nx-big: {}\r\n\r\n",
+        "x".repeat(250_000)
+    );
+    let mut ports = Vec::new();
+    for (head, status) in [
+        (
+            "GET / HTTP/1.1\r\nhost: a.example.com\r\nno colon\r\n\r\n",
+            400,
+        ),
+        (long_target.as_str(), 414),
+        (big_head.as_str(), 431),
+        ("GET / HTTP/1.1\r\nhost: a.exa", 408),
+    ] {
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        ports.push((s.get_ref().0.local_addr().unwrap().port(), status));
+        s.write_all(head.as_bytes()).await.unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        match status {
+            408 => assert_eq!(reply, "", "nothing is sent for a head cut short"),
+            _ => assert!(
+                reply.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{status}: {}",
+                &reply[..reply.len().min(200)]
+            ),
+        }
+        let line = format!(
+            "hotproxy_http_requests_total{{listener=\"public\",upstream=\"\",code=\"{status}\"}} 1"
+        );
+        wait_until(WAIT, &format!("{status} counted"), || async {
+            metrics_text(admin).await.lines().any(|l| l == line)
+        })
+        .await;
+    }
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    wait_until(WAIT, "four access-log lines", || async {
+        lines().len() >= 4
+    })
+    .await;
+    // Lines are written in order by one writer: the silent connection's
+    // would have come first.
+    let all = lines();
+    assert_eq!(all.len(), 4, "{all:?}");
+    for (line, (port, status)) in all.iter().zip(&ports) {
+        let reason = match status {
+            400 => "bad_request",
+            414 => "uri_too_long",
+            431 => "header_too_large",
+            _ => "header_read_timeout",
+        };
+        assert_eq!(line["status"], *status, "{line}");
+        assert_eq!(line["authz"], reason, "{line}");
+        assert!(
+            line["client_addr"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{port}")),
+            "{line}"
+        );
+        assert_eq!(line["listener"], "public");
+        assert_eq!(line["sni"], "a.example.com");
+        assert_eq!(line["protocol"], "HTTP/1.1");
+        assert_eq!(line["tls_version"], "TLSv1.3");
+        for absent in ["method", "host", "path", "upstream", "request_id"] {
+            assert!(line[absent].is_null(), "{absent}: {line}");
+        }
+    }
+    // hyper closed those connections, not the clients.
+    let m = metrics_text(admin).await;
+    assert!(
+        !m.contains("hotproxy_connections_closed_before_request_total{listener=\"public\"}"),
+        "{m}"
+    );
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
 /// Lingering close: after answering 431 the proxy keeps reading (and
 /// discarding) what the client still sends, so a client in the middle of
 /// sending a big head gets to read the 431 instead of a reset (nginx's
@@ -1555,13 +1670,15 @@ async fn header_field_count_is_limited_on_both_protocols() {
         client = client.ready().await.unwrap();
     }
     assert_eq!(w.backend.requests.load(SeqCst), 2);
-    // The 431 is hotproxy's own, before routing (the backend's hyper would
-    // answer 431 too, to the fields hotproxy adds).
-    let m = metrics_text(p.admin_addr().await).await;
-    assert!(
-        m.contains(r#"hotproxy_http_requests_total{listener="public",upstream="",code="431"} 1"#),
-        "{m}"
-    );
+    // Both 431s are the proxy's, before routing (the backend's hyper would
+    // answer 431 too, to the fields hotproxy adds, and count as upstream
+    // "plain"): HTTP/1.1's from hyper's parser, HTTP/2's from hotproxy.
+    let admin = p.admin_addr().await;
+    let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="431"} 2"#;
+    wait_until(WAIT, "both 431s counted", || async {
+        metrics_text(admin).await.lines().any(|l| l == line)
+    })
+    .await;
 }
 
 /// A fully qualified host (`a.example.com.`) is the same host: it takes

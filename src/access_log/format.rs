@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{Line, LogFormat, RefusalLine, RequestLine};
+use super::{HeadLine, Line, LogFormat, RefusalLine, RequestLine};
 
 /// Append `line` to `out` (without the newline).
 pub fn write(out: &mut Vec<u8>, line: &Line, format: LogFormat) {
@@ -15,6 +15,8 @@ pub fn write(out: &mut Vec<u8>, line: &Line, format: LogFormat) {
         (Line::Request(r), LogFormat::Combined) => combined_request(out, r),
         (Line::Refusal(r), LogFormat::Json) => json_refusal(out, r),
         (Line::Refusal(r), LogFormat::Combined) => combined_refusal(out, r),
+        (Line::Head(r), LogFormat::Json) => json_head(out, r),
+        (Line::Head(r), LogFormat::Combined) => combined_head(out, r),
     }
 }
 
@@ -117,6 +119,49 @@ fn json_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
         authz: r.reason,
     };
     push_json(out, &line);
+}
+
+/// No method, host or path: the head did not parse (or never ended).
+fn json_head(out: &mut Vec<u8>, r: &HeadLine) {
+    let id = r.identity.as_deref();
+    let line = JsonLine {
+        ts: Shown(Rfc3339Ms(r.ts)),
+        listener: &r.listener,
+        sni: r.sni.as_deref(),
+        client_addr: Shown(r.client_addr),
+        client_subject: id.map(|i| i.subject.as_str()),
+        client_uri_san: id.and_then(|i| i.uri_sans.first()).map(String::as_str),
+        client_fingerprint: id.map(|i| i.fingerprint_sha256.as_str()),
+        method: None,
+        host: None,
+        path: None,
+        // Only HTTP/1.1 connections have heads hotproxy does not parse.
+        protocol: Some("HTTP/1.1"),
+        status: Some(r.status),
+        bytes_in: 0,
+        bytes_out: 0,
+        duration_ms: ms(r.duration),
+        upstream: None,
+        upstream_addr: None,
+        upstream_ms: None,
+        request_id: None,
+        trace_id: None,
+        tls_version: r.tls_version,
+        resumed: r.resumed,
+        authz: r.reason,
+    };
+    push_json(out, &line);
+}
+
+/// As nginx logs a request it could not parse: `"-"` for the request.
+fn combined_head(out: &mut Vec<u8>, r: &HeadLine) {
+    let _ = write!(
+        out,
+        "{} - - [{}] \"-\" {} 0 \"-\" \"-\"",
+        r.client_addr.ip(),
+        clf_time(r.ts),
+        r.status
+    );
 }
 
 /// `$remote_addr - $remote_user [$time_local] "$request" $status
@@ -309,5 +354,45 @@ mod tests {
         write(&mut out, &refusal, LogFormat::Combined);
         let out = String::from_utf8(out).unwrap();
         assert!(out.ends_with("\"tls: not_allowed\""), "{out}");
+    }
+
+    /// A refused head: its status and reason, no request, as nginx logs one.
+    #[test]
+    fn refused_head() {
+        let head = Line::Head(Box::new(HeadLine {
+            ts: UNIX_EPOCH,
+            listener: "p".into(),
+            sni: Some("api.example".into()),
+            client_addr: "10.1.2.3:5555".parse().unwrap(),
+            identity: None,
+            status: 431,
+            duration: Duration::from_millis(2),
+            tls_version: Some("TLSv1.2"),
+            resumed: true,
+            reason: "header_too_large",
+        }));
+        let mut out = Vec::new();
+        write(&mut out, &head, LogFormat::Combined);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"10.1.2.3 - - [01/Jan/1970:00:00:00 +0000] "-" 431 0 "-" "-""#
+        );
+        let mut out = Vec::new();
+        write(&mut out, &head, LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (&v["status"], &v["authz"], &v["protocol"], &v["duration_ms"]),
+            (
+                &431.into(),
+                &"header_too_large".into(),
+                &"HTTP/1.1".into(),
+                &2.0.into()
+            )
+        );
+        assert_eq!(
+            (&v["tls_version"], &v["resumed"]),
+            (&"TLSv1.2".into(), &true.into())
+        );
+        assert!(v["method"].is_null() && v["path"].is_null() && v["request_id"].is_null());
     }
 }

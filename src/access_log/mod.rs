@@ -91,10 +91,31 @@ pub struct RefusalLine {
     pub reason: &'static str,
 }
 
+/// A request head refused before it became a request: hyper's HTTP/1
+/// parser answered it (`400`, `414`, `431`), or it was begun and not
+/// finished within `header_read_timeout` (`408`, nothing sent).
+#[derive(Debug)]
+pub struct HeadLine {
+    pub ts: SystemTime,
+    pub listener: Arc<str>,
+    pub sni: Option<Arc<str>>,
+    pub client_addr: SocketAddr,
+    pub identity: Option<Arc<Identity>>,
+    pub status: u16,
+    /// Since the head's first byte (for a connection's first request,
+    /// since it was accepted: the handshake shares the budget).
+    pub duration: Duration,
+    pub tls_version: Option<&'static str>,
+    pub resumed: bool,
+    /// `bad_request`, `uri_too_long`, `header_too_large`, `header_read_timeout`.
+    pub reason: &'static str,
+}
+
 #[derive(Debug)]
 pub enum Line {
     Request(Box<RequestLine>),
     Refusal(RefusalLine),
+    Head(Box<HeadLine>),
 }
 
 enum Msg {

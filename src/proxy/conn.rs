@@ -73,6 +73,9 @@ pub struct Activity {
     /// Bytes arrived while the last request was in flight: its body, or a
     /// pipelined request hyper holds unread. Closing must linger.
     pipelined: AtomicBool,
+    /// Bytes of a request head arrived since the last head was parsed
+    /// (HTTP/1): a head timing out now was begun, not merely awaited.
+    heard: AtomicBool,
 }
 
 impl Activity {
@@ -87,6 +90,7 @@ impl Activity {
             asked: AtomicBool::new(false),
             body: AtomicBool::new(false),
             pipelined: AtomicBool::new(false),
+            heard: AtomicBool::new(false),
         })
     }
 
@@ -102,6 +106,7 @@ impl Activity {
         self.asked.store(true, Ordering::Relaxed);
         self.body.store(body, Ordering::Relaxed);
         self.pipelined.store(false, Ordering::Relaxed);
+        self.heard.store(false, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
         InFlight(self.clone())
     }
@@ -110,9 +115,23 @@ impl Activity {
     fn received(&self) {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             self.pipelined.store(true, Ordering::Relaxed);
-        } else if self.head_ms.load(Ordering::SeqCst) == NONE {
+            return;
+        }
+        self.heard.store(true, Ordering::Relaxed);
+        if self.head_ms.load(Ordering::SeqCst) == NONE {
             self.head_ms.store(self.now_ms(), Ordering::SeqCst);
         }
+    }
+
+    /// A request head has begun arriving and has not been parsed (HTTP/1):
+    /// for how long, or `None` (no byte of one yet, or a request in flight).
+    pub fn head_begun(&self) -> Option<Duration> {
+        let head = self.head_ms.load(Ordering::SeqCst);
+        (self.heard.load(Ordering::Relaxed) && head != NONE).then(|| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(head))
+        })
     }
 
     /// Between requests, nothing of the client's left unread as far as
@@ -235,6 +254,17 @@ pub struct Driver<'a> {
     pub stalls: Option<(&'a Stalls, Duration)>,
 }
 
+/// How a connection ended.
+pub struct Outcome<E> {
+    pub by: Ended,
+    /// What hyper's connection ended with: on HTTP/1 a head it failed to
+    /// parse (and answered itself, src/proxy/refused_head.rs), a broken
+    /// stream, a protocol error.
+    pub error: Option<E>,
+    /// The deadline the driver closed it for, if any.
+    pub expired: Option<Expiry>,
+}
+
 /// Who ended a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -250,7 +280,7 @@ impl Driver<'_> {
         conn: F,
         graceful: impl Fn(Pin<&mut F>),
         also_close: impl Future<Output = ()>,
-    ) -> Ended
+    ) -> Outcome<E>
     where
         F: Future<Output = Result<(), E>>,
         E: std::error::Error,
@@ -270,15 +300,18 @@ impl Driver<'_> {
         // never ends, so a close with nothing in flight is forced after
         // header_read_timeout.
         let mut closing_at = None;
+        let mut expired = None;
         let sleep = tokio::time::sleep_until(check.into());
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        debug!(listener = %name, peer = %peer, error = %causes(&e), "connection ended with error");
+                    let error = res.err();
+                    if let Some(e) = &error {
+                        debug!(listener = %name, peer = %peer, error = %causes(e), "connection ended with error");
                     }
-                    return if closing { Ended::ByUs } else { Ended::ByClient };
+                    let by = if closing { Ended::ByUs } else { Ended::ByClient };
+                    return Outcome { by, error, expired };
                 }
                 () = sleep.as_mut() => {
                     let now = Instant::now();
@@ -295,7 +328,7 @@ impl Driver<'_> {
                         && self.activity.deadline(header_read, idle).is_some()
                     {
                         debug!(listener = %name, peer = %peer, "graceful close timed out; closing connection");
-                        return Ended::ByUs;
+                        return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let due = self
                         .activity
@@ -303,9 +336,10 @@ impl Driver<'_> {
                         .filter(|(at, why)| *at <= now && (!closing || *why == Expiry::HeaderRead));
                     if let Some((_, why)) = due {
                         debug!(listener = %name, peer = %peer, reason = why.reason(), "closing connection");
+                        expired = Some(why);
                         match why {
                             // Half a head after header_read_timeout: nothing to finish.
-                            Expiry::HeaderRead => return Ended::ByUs,
+                            Expiry::HeaderRead => return Outcome { by: Ended::ByUs, error: None, expired },
                             Expiry::Idle => {
                                 closing = true;
                                 closing_at = Some(now);

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,7 +22,7 @@ use crate::config::{FrontConfig, Limits};
 use crate::metrics;
 use crate::proxy::forward::ResponseBody;
 use crate::proxy::proxy_protocol;
-use crate::proxy::request;
+use crate::proxy::{refused_head, request};
 
 /// What is in front of one listener.
 #[derive(Debug, Default)]
@@ -81,6 +81,7 @@ pub async fn redirect_connection(
     limits: &Limits,
     port: u16,
 ) {
+    let listener_name = listener.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let start = Instant::now();
         let mut resp = redirect(req, port);
@@ -96,6 +97,10 @@ pub async fn redirect_connection(
         .serve_connection(TokioIo::new(stream), svc);
     if let Err(e) = conn.await {
         debug!(peer = %peer, error = %e, "redirect connection ended with error");
+        // A head hyper refused and answered itself is a request too.
+        if let Some(status) = refused_head::answered(&e) {
+            metrics::request(&listener_name, "", status.as_u16(), Duration::ZERO);
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use crate::proxy::front::{self, Front};
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel;
-use crate::proxy::{proxy_protocol, request};
+use crate::proxy::{proxy_protocol, refused_head, request};
 
 /// Streams an HTTP/2 client may have open at once (nginx: 128; Envoy's
 /// edge guidance: 100).
@@ -470,6 +470,7 @@ async fn connection(
         Box::new(slot.clone()),
     );
     let stalls = is_h2.then(Stalls::new);
+    let conn_ctx = ctx.clone();
     let svc = {
         let listener = listener.clone();
         let activity = activity.clone();
@@ -527,7 +528,7 @@ async fn connection(
     };
     // The connection is built inside the block that boxes it: a local
     // still in scope at the `await` would be kept in this future.
-    let ended = if is_h2 {
+    let outcome = if is_h2 {
         let run = {
             let conn = settings.h2.serve_connection(TokioIo::new(io), svc);
             Box::pin(driver.run(conn, |c| c.graceful_shutdown(), lifetime_over))
@@ -547,7 +548,11 @@ async fn connection(
     // refuses our certificate (a name mismatch, judged after the
     // handshake as curl does) does so after our side of the handshake is
     // done, and this is all the server sees of it.
-    if ended == conn::Ended::ByClient && !activity.asked() {
+    if let Some((status, took)) = refused_head::refused(&outcome, &activity) {
+        debug!(listener = %listener.name, peer = %peer, status = status.as_u16(), "request head refused");
+        let edge = listener.edge.load();
+        refused_head::record(&listener.unrouted, &edge, &conn_ctx, status, took);
+    } else if outcome.by == conn::Ended::ByClient && !activity.asked() {
         metrics::closed_before_request(&listener.name);
     }
 }

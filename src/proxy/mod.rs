@@ -12,6 +12,7 @@ pub mod headers;
 pub mod listener;
 pub mod path;
 pub mod proxy_protocol;
+pub mod refused_head;
 pub mod request;
 pub mod request_id;
 pub mod router;

@@ -1,0 +1,99 @@
+//! Request heads refused before they became requests (hyper's own `400`/`414`/`431`, a head cut at `header_read_timeout`): counted and logged as requests.
+//!
+//! hyper's HTTP/1 server answers a head it cannot parse itself and then
+//! ends the connection with the parse error; hotproxy's service never sees
+//! the request. An operator still expects what nginx gives: a `400` in the
+//! request metrics and a line in the access log (request `"-"`), so a
+//! client sending garbage, or a slowloris cut at `header_read_timeout`
+//! (`408`, which nginx logs without sending), is visible.
+
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+
+use crate::access_log::{self, HeadLine, Line};
+use crate::metrics::RouteMetrics;
+use crate::proxy::conn::{Activity, Expiry, Outcome};
+use crate::proxy::edge::EdgePolicy;
+use crate::proxy::forward::RequestContext;
+
+/// The status a connection's last head was refused with, and how long
+/// that head had been arriving; `None` when the connection ended between
+/// requests (or on HTTP/2, whose protocol errors are not requests).
+pub fn refused(
+    outcome: &Outcome<hyper::Error>,
+    activity: &Activity,
+) -> Option<(StatusCode, Duration)> {
+    let status = match (&outcome.error, outcome.expired) {
+        (Some(e), _) => answered(e)?,
+        (None, Some(Expiry::HeaderRead)) => StatusCode::REQUEST_TIMEOUT,
+        _ => return None,
+    };
+    // A client that connects and never sends a byte is not a request
+    // (nginx does not log it either): only a head that was begun counts.
+    let took = activity.head_begun();
+    match status {
+        StatusCode::REQUEST_TIMEOUT => took.map(|t| (status, t)),
+        _ => Some((status, took.unwrap_or_default())),
+    }
+}
+
+/// The status hyper's HTTP/1 server answered a failed parse with; `None`
+/// when it answered nothing (the HTTP/2 preface on an HTTP/1.1
+/// connection, an internal error) or the error is not a parse error.
+pub fn answered(e: &hyper::Error) -> Option<StatusCode> {
+    if !e.is_parse() {
+        return None;
+    }
+    // hyper 1 keeps its parse kinds private; its message is the only
+    // public difference between these (tests/route.rs's
+    // `refused_heads_are_counted_and_logged` pins each one).
+    let said = e.to_string();
+    if e.is_parse_too_large() {
+        return Some(match said.as_str() {
+            "URI too long" => StatusCode::URI_TOO_LONG,
+            _ => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        });
+    }
+    if said.contains("HTTP2 preface") || said.starts_with("internal error") {
+        return None;
+    }
+    Some(StatusCode::BAD_REQUEST)
+}
+
+/// Count the refused head in `hotproxy_http_requests_total{upstream=""}`
+/// and, with the access log on for the listener, write its line.
+pub fn record(
+    unrouted: &RouteMetrics,
+    edge: &EdgePolicy,
+    ctx: &RequestContext,
+    status: StatusCode,
+    took: Duration,
+) {
+    unrouted.record(status.as_u16(), took);
+    if !(edge.access_log && access_log::enabled()) {
+        return;
+    }
+    access_log::submit(Line::Head(Box::new(HeadLine {
+        ts: SystemTime::now(),
+        listener: ctx.listener.clone(),
+        sni: ctx.tls_sni.clone(),
+        client_addr: ctx.client_addr,
+        identity: ctx.client_cert.clone(),
+        status: status.as_u16(),
+        duration: took,
+        tls_version: ctx.tls_version,
+        resumed: ctx.resumed,
+        reason: reason(status),
+    })));
+}
+
+/// The access log's `authz` for a refused head.
+fn reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::REQUEST_TIMEOUT => "header_read_timeout",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header_too_large",
+        _ => "bad_request",
+    }
+}
