@@ -360,6 +360,37 @@ async fn forwarding_headers_and_te_trailers() {
     }
 }
 
+/// An HTTP/2 client may send `cookie` as one field per pair (browsers
+/// do, for HPACK compression); the upstream gets one `cookie` header
+/// joined with "; " (RFC 9113 §8.2.3: required before an HTTP/1.1 hop,
+/// where many applications read only the first `Cookie` line), over
+/// HTTP/1.1 and HTTP/2 alike, as nginx and Envoy send it.
+#[tokio::test]
+async fn h2_cookie_fields_reach_the_upstream_as_one_header() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let path = w.scene.public_config(
+        r#"
+      - { path_prefix: /h1/, upstream: h1 }
+      - { upstream: other }"#,
+        &[upstream("h1", &h1, ""), upstream("other", &w.other, "")].concat(),
+    );
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    for (path, version) in [("/h1/x", "HTTP/1.1"), ("/x", "HTTP/2.0")] {
+        let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+        let cookies = [("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")];
+        let r = get(addr, "a.example.com", cfg, true, path, &cookies)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        assert_eq!(j["version"], version, "{j}");
+        assert_eq!(j["headers"]["cookie"], "a=1; b=2; c=3", "{j}");
+        assert!(j["repeated"].get("cookie").is_none(), "{j}");
+    }
+}
+
 /// An h2 client that breaks its own stream (more DATA than its
 /// `content-length`) gets its stream reset; the proxy neither answers 502
 /// nor counts or logs an upstream failure. A regression guard: hyper

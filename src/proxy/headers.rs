@@ -162,6 +162,9 @@ pub fn rewrite_request_headers(
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    if h2_client {
+        join_cookies(headers);
+    }
     let trusted = trusts_forwarding(ctx);
     if !trusted && headers.keys().any(|k| FORWARDING.contains(&k)) {
         // Replaced: nothing a client says about where it came from survives.
@@ -213,6 +216,30 @@ pub fn rewrite_request_headers(
     };
     if let Some(via) = via {
         headers.insert(header::VIA, via);
+    }
+}
+
+/// An HTTP/2 client may split `cookie` into one field per pair (browsers
+/// do, so HPACK can index each); before an HTTP/1.1 hop they must be one
+/// header joined with `; ` (RFC 9113 §8.2.3), and many applications read
+/// only the first `Cookie` line. Joined for an HTTP/2 upstream too, which
+/// reads either form, as nginx and Envoy do.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let values = headers.get_all(header::COOKIE);
+    let len: usize = values.iter().map(|v| v.len() + 2).sum();
+    let mut out = Vec::with_capacity(len);
+    for v in values {
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(joined) = HeaderValue::from_maybe_shared(bytes::Bytes::from(out)) {
+        headers.insert(header::COOKIE, joined);
     }
 }
 

@@ -13,7 +13,8 @@ use super::{TestPair, fingerprint};
 
 /// An HTTPS echo backend that (optionally) requires a client certificate
 /// from `client_ca` and answers JSON: the client certificate it saw, the
-/// request headers, its own name, and a connection counter.
+/// request headers (and those sent more than once), its own name, and a
+/// connection counter.
 pub struct Backend {
     pub addr: SocketAddr,
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
@@ -157,6 +158,22 @@ impl Backend {
                                     .iter()
                                     .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
                                     .collect();
+                                // Names sent more than once, with every value
+                                // in order (`headers` keeps the last).
+                                let repeated: serde_json::Map<String, serde_json::Value> = req
+                                    .headers()
+                                    .keys()
+                                    .filter(|k| req.headers().get_all(*k).iter().count() > 1)
+                                    .map(|k| {
+                                        let all: Vec<&str> = req
+                                            .headers()
+                                            .get_all(k)
+                                            .iter()
+                                            .map(|v| v.to_str().unwrap_or(""))
+                                            .collect();
+                                        (k.to_string(), all.into())
+                                    })
+                                    .collect();
                                 let mut body = serde_json::json!({
                                     "backend": name,
                                     "path": req.uri().path(),
@@ -165,6 +182,7 @@ impl Backend {
                                     "version": format!("{:?}", req.version()),
                                     "client_cert_fingerprint": seen,
                                     "headers": headers,
+                                    "repeated": repeated,
                                     "connection": conn_id,
                                     "sni": sni,
                                 });
