@@ -528,8 +528,10 @@ async fn seen(
     r.json()["headers"].clone()
 }
 
-/// Every header name a client might spoof.
-const SPOOFED: [(&str, &str); 9] = [
+/// Every header name a client might spoof: hotproxy's own, and the
+/// identity headers of the proxies its users come from (ingress-nginx,
+/// Traefik, HAProxy recipes), which their backends may still trust.
+const SPOOFED: [(&str, &str); 17] = [
     ("x-client-cert-subject", "CN=mallory"),
     ("x-client-cert-fingerprint", "00"),
     ("x-client-cert-uri-sans", "spiffe://evil"),
@@ -539,6 +541,17 @@ const SPOOFED: [(&str, &str); 9] = [
     ("client-cert", ":AAAA:"),
     ("client-cert-chain", ":AAAA:"),
     ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\""),
+    ("ssl-client-verify", "SUCCESS"),
+    ("ssl-client-subject-dn", "CN=admin"),
+    ("ssl-client-issuer-dn", "CN=partners issuing CA"),
+    ("ssl-client-cert", "-----BEGIN%20CERTIFICATE-----"),
+    ("x-forwarded-tls-client-cert", "MIIB"),
+    (
+        "x-forwarded-tls-client-cert-info",
+        "Subject%3D%22CN%3Dadmin%22",
+    ),
+    ("x-ssl-client-verify", "0"),
+    ("x-ssl-client-dn", "CN=admin"),
 ];
 
 /// Each `forward_client_cert` mode, read back by parsers written here (not
@@ -575,7 +588,7 @@ async fn forward_client_cert_modes() {
         h.as_object()
             .unwrap()
             .keys()
-            .filter(|k| k.starts_with("x-client-cert") || k.contains("client-cert"))
+            .filter(|k| k.contains("client-cert") || k.contains("ssl-client-"))
             .cloned()
             .collect()
     };

@@ -50,12 +50,27 @@ pub static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
 pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
+/// Name prefixes of client-certificate headers: hotproxy's own, and those
+/// the proxies its users move from write, which a backend moved behind
+/// hotproxy may still trust: ingress-nginx (`ssl-client-verify: SUCCESS`,
+/// `ssl-client-subject-dn`, `ssl-client-cert`), Traefik
+/// (`X-Forwarded-Tls-Client-Cert`, `-Info`) and the `X-SSL-Client-*` of
+/// nginx and HAProxy recipes. Those proxies always overwrite them; passing
+/// a client's copy would let it claim any identity.
+const SPOOFABLE: [&str; 4] = [
+    "x-client-cert-",
+    "ssl-client-",
+    "x-ssl-client-",
+    "x-forwarded-tls-client-cert",
+];
+
 /// Remove every client-certificate header a client may have sent: the
-/// ones any mode writes, and any other `X-Client-Cert-*` (a backend may
-/// read a name we never write, e.g. `X-Client-Cert-CN`).
+/// ones any mode writes, any other `X-Client-Cert-*` (a backend may read a
+/// name we never write, e.g. `X-Client-Cert-CN`), and other proxies'
+/// ([`SPOOFABLE`]).
 pub fn strip(headers: &mut HeaderMap) {
     let spoofed = |k: &&HeaderName| {
-        k.as_str().starts_with("x-client-cert-")
+        SPOOFABLE.iter().any(|p| k.as_str().starts_with(p))
             || [&CLIENT_CERT, &CLIENT_CERT_CHAIN, &X_FORWARDED_CLIENT_CERT].contains(k)
     };
     // One pass over the names; the common request has none of them, and
@@ -218,6 +233,10 @@ mod tests {
             "client-cert",
             "client-cert-chain",
             "x-forwarded-client-cert",
+            "ssl-client-verify",
+            "ssl-client-subject-dn",
+            "x-forwarded-tls-client-cert-info",
+            "x-ssl-client-dn",
         ] {
             h.append(n, HeaderValue::from_static("spoofed"));
             h.append(n, HeaderValue::from_static("spoofed twice"));
