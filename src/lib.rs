@@ -57,9 +57,10 @@
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).
 //!   - `router`: host / path-prefix -> upstream.
 //!   - `headers`: the header policy: hop-by-hop, forwarding headers, identity.
-//!   - `body`: the client's request body, remembering whether the client broke or
-//!     stalled it (`body_read_timeout`), whether it waits on the client, and whether
-//!     it went upstream whole (a connection answered early is still busy).
+//!   - `body`: the client's request body, remembering whether the client broke it,
+//!     stalled it (`body_read_timeout`) or sent too much (`max_body_bytes`), whether it
+//!     waits on the client, and whether it went upstream whole (a connection answered
+//!     early is still busy).
 //!   - `buffer`: small request bodies read whole before an upstream is chosen.
 //!   - `forward`: forwarding one request over an endpoint's pool, retry when
 //!     nothing was lost, 400/502/504 mapping.

@@ -71,6 +71,7 @@ fn common_request_path_allocations() {
         entry: None,
         body_read_timeout: std::time::Duration::from_secs(60),
         body_buffer_bytes: 16_384,
+        max_body_bytes: 0,
         client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
     };
     let mut headers = req.headers().clone();

@@ -1117,6 +1117,108 @@ async fn stalled_upload_is_cut_by_body_read_timeout() {
     }
 }
 
+/// `limits.max_body_bytes` (nginx's `client_max_body_size`): a body over
+/// it gets `413`, on both protocols. A declared length over it is refused
+/// before anything reaches the backend; a body of unknown length (chunked,
+/// HTTP/2 without `content-length`) is cut when it passes the limit. A body
+/// of exactly the limit passes, and a route's own `max_body_bytes`
+/// replaces the listener's.
+#[tokio::test]
+async fn request_body_over_max_body_bytes_is_413() {
+    let w = world().await;
+    let path = w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes:
+      - {{ host: big.example.com, upstream: plain, max_body_bytes: 1000 }}
+      - {{ upstream: plain }}
+    limits: {{ max_body_bytes: 10 }}
+upstreams:
+  - name: plain
+    servers: [http://{}]
+"#,
+        w.backend.addr
+    ));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let then_close = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
+
+    // HTTP/1.1, declared: 10 bytes pass, 11 never reach the backend.
+    let answer = h1_exchange(&w, addr, &[UPLOAD, b"0123456789", then_close].concat()).await;
+    assert!(answer.contains(r#""body_bytes":10,"#), "{answer}");
+    let before = w.backend.requests.load(SeqCst);
+    let over =
+        b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 11\r\n\r\n0123456789a";
+    let answer = h1_exchange(&w, addr, over).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains("request body too large"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(w.backend.requests.load(SeqCst), before);
+    // HTTP/1.1, chunked: 10 bytes in two chunks pass; 11 are cut.
+    let chunked = |body: &[u8]| -> Vec<u8> {
+        let (a, b) = body.split_at(5);
+        [
+            &b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"[..],
+            format!("{:x}\r\n", a.len()).as_bytes(),
+            a,
+            b"\r\n",
+            format!("{:x}\r\n", b.len()).as_bytes(),
+            b,
+            b"\r\n0\r\n\r\n",
+        ]
+        .concat()
+    };
+    let answer = h1_exchange(&w, addr, &chunked(b"0123456789")).await;
+    assert!(answer.contains(r#""body_bytes":10,"#), "{answer}");
+    let answer = h1_exchange(&w, addr, &chunked(b"0123456789a")).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+
+    // HTTP/2, declared: refused before the backend; streamed: cut.
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+    let before = w.backend.requests.load(SeqCst);
+    let declared = http::Request::post("https://a.example.com/upload")
+        .header("content-length", "11")
+        .body(())
+        .unwrap();
+    let (resp, mut body) = client.send_request(declared, false).unwrap();
+    let _ = body.send_data(Bytes::from_static(b"0123456789a"), true);
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(w.backend.requests.load(SeqCst), before);
+    let mut client = client.ready().await.unwrap();
+    let streamed = http::Request::post("https://a.example.com/upload")
+        .body(())
+        .unwrap();
+    let (resp, mut body) = client.send_request(streamed, false).unwrap();
+    body.send_data(Bytes::from_static(b"012345"), false)
+        .unwrap();
+    let _ = body.send_data(Bytes::from_static(b"6789a"), true);
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 413);
+
+    // The route's own limit: 100 bytes pass there.
+    let big = format!(
+        "POST /upload HTTP/1.1\r\nhost: big.example.com\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{}",
+        "x".repeat(100)
+    );
+    let answer = h1_exchange(&w, addr, big.as_bytes()).await;
+    assert!(answer.contains(r#""body_bytes":100,"#), "{answer}");
+
+    let line = r#"hotproxy_http_requests_total{listener="public",upstream="plain",code="413"} 4"#;
+    wait_until(WAIT, "four 413s counted", || async {
+        metrics_text(admin).await.lines().any(|l| l == line)
+    })
+    .await;
+}
+
 /// A small upload is read whole before an upstream connection is taken
 /// (nginx's request buffering): two clients, one per protocol, that send
 /// part of a 10-byte body and wait hold no upstream connection, so a third

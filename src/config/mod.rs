@@ -309,6 +309,8 @@ pub struct RouteConfig {
     /// Narrows the listener's `allow` for this route (403).
     pub allow: Option<std::sync::Arc<crate::identity::AllowList>>,
     pub forward_client_cert: Option<crate::proxy::client_cert::ForwardClientCert>,
+    /// Replaces the listener's `limits.max_body_bytes` for this route.
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -329,6 +331,9 @@ pub struct Limits {
     /// A request body of a declared length up to this is read whole before
     /// an upstream connection is taken (0: every body is streamed).
     pub body_buffer_bytes: usize,
+    /// A request body over this many bytes gets 413 (nginx's
+    /// `client_max_body_size`); 0: no limit.
+    pub max_body_bytes: u64,
     /// An Upgrade tunnel (WebSocket) with no byte either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
 }
@@ -344,6 +349,7 @@ impl Default for Limits {
             send_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(60),
             body_buffer_bytes: 16_384,
+            max_body_bytes: 0,
             tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }

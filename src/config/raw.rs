@@ -157,6 +157,7 @@ pub struct Route {
     pub upstream: String,
     pub allow: Option<Vec<crate::identity::AllowRule>>,
     pub forward_client_cert: Option<crate::proxy::client_cert::ForwardClientCert>,
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +171,7 @@ pub struct Limits {
     pub send_timeout: Option<String>,
     pub body_read_timeout: Option<String>,
     pub body_buffer_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
     pub tunnel_idle_timeout: Option<String>,
 }
 

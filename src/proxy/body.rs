@@ -1,4 +1,4 @@
-//! The client's request body on its way upstream: whether the client broke or stalled it, and whether it is through.
+//! The client's request body on its way upstream: whether the client broke it, stalled it or sent too much (`max_body_bytes`), and whether it is through.
 //!
 //! When a forwarded request fails, hyper's error alone does not say which
 //! side caused it: a malformed chunked body from the client and a reset from
@@ -31,8 +31,8 @@ pub struct ClientBody {
     state: Option<Arc<State>>,
     /// The access log's count of body bytes read (when it is on).
     counted: Option<crate::proxy::edge::BytesIn>,
-    /// `body_read_timeout`, for a body with content (boxed: a body is
-    /// moved several times, and most requests have none).
+    /// `body_read_timeout` and `max_body_bytes`, for a body with content
+    /// (boxed: a body is moved several times, and most requests have none).
     timer: Option<Box<ReadTimer>>,
 }
 
@@ -61,12 +61,19 @@ pub enum Fault {
     Malformed(String),
     /// No byte of it within `body_read_timeout`.
     Stalled,
+    /// More than `max_body_bytes` of it.
+    TooLarge,
 }
 
 /// The error the upstream client sees when the client stalls its body.
 #[derive(Debug, thiserror::Error)]
 #[error("no byte of the request body within body_read_timeout")]
 pub struct BodyStalled;
+
+/// The error the upstream client sees when the body outgrows `max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is over max_body_bytes")]
+pub struct BodyTooLarge;
 
 /// What the forwarder and the upstream connection learn of a body.
 struct State {
@@ -119,14 +126,15 @@ impl BodySent {
 
 impl ClientBody {
     /// Wrap `inner`, a body the client must keep sending at least every
-    /// `read_timeout`. A request without a body (most GETs) cannot fail and
-    /// costs no allocation.
-    pub fn new(inner: Incoming, read_timeout: Duration) -> (ClientBody, BodyFault) {
+    /// `read_timeout`, of at most `max_bytes` bytes (`0`: no limit; a
+    /// declared length over it was refused before). A request without a
+    /// body (most GETs) cannot fail and costs no allocation.
+    pub fn new(inner: Incoming, read_timeout: Duration, max_bytes: u64) -> (ClientBody, BodyFault) {
         let state = (!inner.is_end_stream()).then(State::new);
         let fault = BodyFault(state.clone());
         let timer = state
             .is_some()
-            .then(|| Box::new(ReadTimer::new(read_timeout)));
+            .then(|| Box::new(ReadTimer::new(read_timeout, max_bytes)));
         (
             ClientBody {
                 source: Source::Streamed(inner),
@@ -227,14 +235,22 @@ impl Body for ClientBody {
             }
         };
         let polled = Pin::new(&mut *inner).poll_frame(cx);
-        if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (&this.counted, &polled)
-            && let Some(data) = frame.data_ref()
-        {
-            c.add(data.len());
-        }
         let Some(state) = &this.state else {
             return polled.map_err(Into::into);
         };
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            if let Some(c) = &this.counted {
+                c.add(data.len());
+            }
+            if let Some(timer) = &mut this.timer
+                && !timer.take(data.len())
+            {
+                let _ = state.failed.set(Fault::TooLarge);
+                return Poll::Ready(Some(Err(BodyTooLarge.into())));
+            }
+        }
         state.waiting.store(polled.is_pending(), Ordering::Relaxed);
         match &polled {
             // Set before the upstream client sees the error, so the
@@ -286,20 +302,35 @@ impl Body for ClientBody {
 /// `body_read_timeout`: started when a read finds nothing, restarted by the
 /// next read that finds something. The sleep is made once per body and
 /// reset after progress, so a body arriving in many pieces costs no timer
-/// per piece.
+/// per piece. It also keeps `max_body_bytes`' count: both are per body
+/// with content, in the one box.
 struct ReadTimer {
     limit: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     /// A piece arrived since the sleep was last set.
     progressed: bool,
+    /// Bytes the body may still bring (`u64::MAX`: no limit).
+    left: u64,
 }
 
 impl ReadTimer {
-    fn new(limit: Duration) -> ReadTimer {
+    fn new(limit: Duration, max_bytes: u64) -> ReadTimer {
         ReadTimer {
             limit,
             sleep: None,
             progressed: true,
+            left: if max_bytes == 0 { u64::MAX } else { max_bytes },
+        }
+    }
+
+    /// Count `n` more bytes; false once the body is over its limit.
+    fn take(&mut self, n: usize) -> bool {
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                true
+            }
+            None => false,
         }
     }
 

@@ -34,7 +34,8 @@ pub async fn read_whole(
     read_timeout: Duration,
     counted: Option<BytesIn>,
 ) -> Result<(ClientBody, BodyFault), Fault> {
-    let (streamed, fault) = ClientBody::new(body, read_timeout);
+    // Its declared length was held to `max_body_bytes` before routing.
+    let (streamed, fault) = ClientBody::new(body, read_timeout, 0);
     match streamed.counted(counted).collect().await {
         Ok(collected) => {
             let trailers = collected.trailers().cloned();

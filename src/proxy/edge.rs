@@ -62,14 +62,15 @@ impl Default for EdgePolicy {
     }
 }
 
-/// A route's narrowing of the listener: its own `allow` rules and
-/// `forward_client_cert` override.
+/// A route's narrowing of the listener: its own `allow` rules, and its
+/// `forward_client_cert` and `max_body_bytes` overrides.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutePolicy {
     /// A request must come from a certificate matching one of these
     /// (on top of the listener's rules, checked in the handshake).
     pub allow: Option<Arc<AllowList>>,
     pub forward_client_cert: Option<ForwardClientCert>,
+    pub max_body_bytes: Option<u64>,
 }
 
 /// What a response had to do with an upstream, for the access log; set by

@@ -310,6 +310,7 @@ mod tests {
             entry: None,
             body_read_timeout: std::time::Duration::from_secs(60),
             body_buffer_bytes: 16_384,
+            max_body_bytes: 0,
             client_ip: client_ip_value("10.1.2.3:5555".parse().unwrap()),
         }
     }

@@ -28,9 +28,12 @@ use crate::config::{ClientAuthMode, Limits};
 use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
 use crate::proxy::accept::Acceptor;
+use crate::proxy::body::Fault;
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
 use crate::proxy::edge::{EdgePolicy, Exchange};
-use crate::proxy::forward::{RequestContext, ResponseBody, client_ip_value, error_response};
+use crate::proxy::forward::{
+    RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
+};
 use crate::proxy::front::{self, Front};
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
@@ -457,6 +460,7 @@ async fn connection(
         entry: per_name.zip(entry),
         body_read_timeout: limits.body_read_timeout,
         body_buffer_bytes: limits.body_buffer_bytes,
+        max_body_bytes: limits.max_body_bytes,
         client_ip: client_ip_value(peer),
     });
     // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
@@ -605,9 +609,18 @@ async fn handle(
         route_metrics.record(403, start.elapsed());
         return exchange.finish(denied);
     }
+    // A declared length over the limit is refused before anything is
+    // sent upstream (nginx's client_max_body_size); a body of unknown
+    // length is counted on its way ([`crate::proxy::body`]).
+    let max_body = policy.max_body_bytes.unwrap_or(ctx.max_body_bytes);
+    if max_body > 0 && req.body().size_hint().exact().is_some_and(|n| n > max_body) {
+        route_metrics.record(413, start.elapsed());
+        let h2 = req.version() == http::Version::HTTP_2;
+        return exchange.finish(client_fault(ctx, &upstream.name, &Fault::TooLarge, h2));
+    }
     let client_upgrade =
         tunnel::is_tunnelled(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let mut resp = upstream.forward(req, ctx).await;
+    let mut resp = upstream.forward(req, ctx, max_body).await;
     exchange.upstream(&upstream.name, start.elapsed());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match client_upgrade {

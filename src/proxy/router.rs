@@ -58,6 +58,7 @@ impl Router {
                     policy: Arc::new(RoutePolicy {
                         allow: r.allow.clone(),
                         forward_client_cert: r.forward_client_cert,
+                        max_body_bytes: r.max_body_bytes,
                     }),
                 })
             })
@@ -139,6 +140,7 @@ mod tests {
             upstream: up.into(),
             allow: None,
             forward_client_cert: None,
+            max_body_bytes: None,
         };
         let r = Router::new(
             "public",
@@ -187,6 +189,7 @@ mod tests {
                 upstream: up.into(),
                 allow: None,
                 forward_client_cert: None,
+                max_body_bytes: None,
             };
             let r = Router::new(
                 "public",

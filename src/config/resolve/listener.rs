@@ -155,6 +155,7 @@ impl Resolver {
                 upstream: r.upstream.clone(),
                 allow: self.allow(&format!("{rat}.allow"), r.allow.as_ref()),
                 forward_client_cert: r.forward_client_cert,
+                max_body_bytes: r.max_body_bytes,
             });
         }
         let d = Limits::default();
@@ -201,6 +202,7 @@ impl Resolver {
                         d.body_read_timeout,
                     ),
                     body_buffer_bytes: x.body_buffer_bytes.unwrap_or(d.body_buffer_bytes),
+                    max_body_bytes: x.max_body_bytes.unwrap_or(d.max_body_bytes),
                     tunnel_idle_timeout: self.positive_duration(
                         &format!("{lat}.tunnel_idle_timeout"),
                         x.tunnel_idle_timeout.as_ref(),
@@ -376,8 +378,8 @@ mod tests {
 
     use crate::config::tests::{MINIMAL, messages, parse_str};
 
-    /// send_timeout, body_read_timeout, body_buffer_bytes and
-    /// tunnel_idle_timeout are read,
+    /// send_timeout, body_read_timeout, body_buffer_bytes, max_body_bytes
+    /// (and a route's own) and tunnel_idle_timeout are read,
     /// default to nginx-like values, and a zero (which would cut every
     /// connection) is refused by name.
     #[test]
@@ -389,13 +391,15 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(c.listeners[0].limits.body_buffer_bytes, 16_384);
+        assert_eq!(c.listeners[0].limits.max_body_bytes, 0, "no limit");
+        assert_eq!(c.listeners[0].routes[0].max_body_bytes, None);
         assert_eq!(
             c.listeners[0].limits.tunnel_idle_timeout,
             Duration::from_secs(3600)
         );
         let set = MINIMAL.replace(
             "routes: [{ upstream: api }]",
-            "routes: [{ upstream: api }]\n    limits: { send_timeout: 5s, body_read_timeout: 7s, body_buffer_bytes: 0, tunnel_idle_timeout: 2m }",
+            "routes: [{ upstream: api, max_body_bytes: 0 }]\n    limits: { send_timeout: 5s, body_read_timeout: 7s, body_buffer_bytes: 0, max_body_bytes: 1048576, tunnel_idle_timeout: 2m }",
         );
         let c = parse_str(&set).unwrap();
         assert_eq!(c.listeners[0].limits.send_timeout, Duration::from_secs(5));
@@ -404,6 +408,8 @@ mod tests {
             Duration::from_secs(7)
         );
         assert_eq!(c.listeners[0].limits.body_buffer_bytes, 0);
+        assert_eq!(c.listeners[0].limits.max_body_bytes, 1_048_576);
+        assert_eq!(c.listeners[0].routes[0].max_body_bytes, Some(0));
         assert_eq!(
             c.listeners[0].limits.tunnel_idle_timeout,
             Duration::from_secs(120)
