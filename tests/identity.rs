@@ -1238,3 +1238,88 @@ async fn access_log_reports_resumption() {
             .all(|l| l["tls_version"] == "TLSv1.3" && l["client_subject"].is_null())
     );
 }
+
+/// A client that goes away before its response (nginx's `499`, "client
+/// closed request") still gets its access-log line and its count, on both
+/// protocols: the HTTP/1.1 connection closed, one HTTP/2 stream reset
+/// (`CANCEL`) on a connection that lives on. The upstream request is
+/// abandoned with it (the backend stops answering).
+#[tokio::test]
+async fn client_gone_before_the_response_is_logged_as_499() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const WAIT: Duration = Duration::from_secs(20);
+    let w = world().await;
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let mut p = Proxy::start(&config(&w, "        mode: none", "", "", &extra));
+    let addr = p.listener_addr("partners").await;
+    let admin = p.admin_addr().await;
+    let slow = || w.backend.slow_in_flight.load(SeqCst);
+    let gone = |n: usize| async move {
+        let line = format!(
+            "hotproxy_http_requests_total{{listener=\"partners\",upstream=\"app\",code=\"499\"}} {n}"
+        );
+        wait_until(WAIT, &format!("{n} requests counted as 499"), || async {
+            metrics_text(admin).await.lines().any(|l| l == line)
+        })
+        .await;
+    };
+
+    let mut s = connect(addr, "localhost", cfg_for(&w, None)).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until(WAIT, "the backend answering", || async { slow() == 1 }).await;
+    drop(s);
+    gone(1).await;
+    wait_until(WAIT, "the upstream request abandoned", || async {
+        slow() == 0
+    })
+    .await;
+
+    let h2 = client_config(&w.edge_ca.cert_pem, None, &[b"h2"]);
+    let mut client = h2_client(connect(addr, "localhost", h2).await.unwrap()).await;
+    let req = http::Request::get("https://localhost/slow")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    wait_until(WAIT, "the backend answering", || async { slow() == 1 }).await;
+    drop(resp);
+    gone(2).await;
+    wait_until(WAIT, "the upstream request abandoned", || async {
+        slow() == 0
+    })
+    .await;
+    // The connection still serves.
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get("https://localhost/after")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until(WAIT, "three access-log lines", || async {
+        lines().len() >= 3
+    })
+    .await;
+    let all = lines();
+    let gone: Vec<_> = all.iter().filter(|l| l["status"] == 499).collect();
+    assert_eq!(gone.len(), 2, "{all:?}");
+    for (line, protocol) in gone.iter().zip(["HTTP/1.1", "HTTP/2.0"]) {
+        assert_eq!(line["path"], "/slow", "{line}");
+        assert_eq!(line["protocol"], protocol, "{line}");
+        assert_eq!(line["upstream"], "app", "{line}");
+        assert!(line["upstream_ms"].is_null(), "no response head: {line}");
+        assert_eq!(line["bytes_out"], 0, "{line}");
+        assert!(line["request_id"].is_string(), "{line}");
+    }
+    drop(p);
+}

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tracing::debug;
 
 use crate::access_log::body::Logged;
 use crate::access_log::{self, RequestLine};
 use crate::identity::AllowList;
-use crate::metrics;
+use crate::metrics::{self, RouteMetrics};
 use crate::proxy::client_cert::{self, ForwardClientCert};
 use crate::proxy::forward::{RequestContext, ResponseBody, error_response};
 use crate::proxy::request_id::{self, RequestIdConfig};
@@ -201,6 +202,32 @@ impl Exchange {
         None
     }
 
+    /// The request goes to `upstream` now; [`Forwarding::answered`] gives
+    /// the exchange back when its response comes.
+    pub fn forwarding<'a>(
+        self,
+        metrics: &'a RouteMetrics,
+        upstream: &'a Arc<str>,
+    ) -> Forwarding<'a> {
+        Forwarding {
+            exchange: Some(self),
+            metrics,
+            upstream,
+        }
+    }
+
+    /// The client went away before the response: the line says `499`.
+    fn gone(self, upstream: &Arc<str>) {
+        let Some((mut line, bytes_in)) = self.log else {
+            return;
+        };
+        line.status = CLIENT_GONE;
+        line.upstream = Some(upstream.clone());
+        line.bytes_in = bytes_in.map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed));
+        line.duration = self.started.elapsed();
+        access_log::submit(access_log::Line::Request(line));
+    }
+
     /// The request went to `upstream`; its response head came after `took`.
     pub fn upstream(&mut self, upstream: &Arc<str>, took: Duration) {
         if let Some((line, _)) = &mut self.log {
@@ -221,6 +248,38 @@ impl Exchange {
         line.upstream_addr = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.clone());
         let started = self.started;
         resp.map(|b| Logged::new(b, line, bytes_in, started).boxed())
+    }
+}
+
+/// nginx's "client closed request": what a request whose client went away
+/// before its response head is counted and logged as.
+pub const CLIENT_GONE: u16 = 499;
+
+/// An [`Exchange`] while its request is with the upstream. If the client
+/// goes away meanwhile, hyper drops the request's future (the HTTP/1.1
+/// connection closed, the HTTP/2 stream reset), and with it the upstream
+/// request; this still counts the request and writes its line, as `499`.
+pub struct Forwarding<'a> {
+    exchange: Option<Exchange>,
+    metrics: &'a RouteMetrics,
+    upstream: &'a Arc<str>,
+}
+
+impl Forwarding<'_> {
+    /// The response came: the exchange goes on.
+    pub fn answered(mut self) -> Exchange {
+        self.exchange.take().expect("taken only here or on drop")
+    }
+}
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        let Some(exchange) = self.exchange.take() else {
+            return;
+        };
+        debug!(upstream = %self.upstream, "client went away before the response");
+        self.metrics.record(CLIENT_GONE, exchange.started.elapsed());
+        exchange.gone(self.upstream);
     }
 }
 

@@ -620,7 +620,9 @@ async fn handle(
     }
     let client_upgrade =
         tunnel::is_tunnelled(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
     let mut resp = upstream.forward(req, ctx, max_body).await;
+    let mut exchange = forwarding.answered();
     exchange.upstream(&upstream.name, start.elapsed());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match client_upgrade {
