@@ -444,10 +444,7 @@ async fn redirect_https_and_response_headers() {
     .await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     let counted = "hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"400\"} 5";
-    wait_until(Duration::from_secs(10), "five 400s counted", || async {
-        metrics_text(w.admin).await.lines().any(|l| l == counted)
-    })
-    .await;
+    wait_metric(w.admin, counted, Duration::from_secs(10)).await;
     // TLS sent to the plain-HTTP listener gets nothing it could follow.
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     assert!(connect(w.http, "localhost", cfg).await.is_err());

@@ -1259,10 +1259,7 @@ async fn client_gone_before_the_response_is_logged_as_499() {
         let line = format!(
             "hotproxy_http_requests_total{{listener=\"partners\",upstream=\"app\",code=\"499\"}} {n}"
         );
-        wait_until(WAIT, &format!("{n} requests counted as 499"), || async {
-            metrics_text(admin).await.lines().any(|l| l == line)
-        })
-        .await;
+        wait_metric(admin, &line, WAIT).await;
     };
 
     let mut s = connect(addr, "localhost", cfg_for(&w, None)).await.unwrap();

@@ -489,10 +489,7 @@ async fn refused_heads_are_counted_and_logged() {
         let line = format!(
             "hotproxy_http_requests_total{{listener=\"public\",upstream=\"\",code=\"{status}\"}} 1"
         );
-        wait_until(WAIT, &format!("{status} counted"), || async {
-            metrics_text(admin).await.lines().any(|l| l == line)
-        })
-        .await;
+        wait_metric(admin, &line, WAIT).await;
     }
     let lines = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(&log)
@@ -604,10 +601,7 @@ async fn closed_request_without_body_frees_its_slot_at_once() {
         String::from_utf8_lossy(&reply)
     );
     let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
-    wait_until(Duration::from_secs(4), "the slot freed", || async {
-        metrics_text(admin).await.lines().any(|l| l == gauge)
-    })
-    .await;
+    wait_metric(admin, gauge, Duration::from_secs(4)).await;
     drop(s);
 }
 
@@ -659,10 +653,7 @@ async fn plain_http_on_the_tls_port_gets_400() {
         "{reply}"
     );
     let line = "hotproxy_tls_handshakes_total{listener=\"public\",result=\"plain_http\"} 1";
-    wait_until(WAIT, "plain_http counted", || async {
-        metrics_text(admin).await.lines().any(|l| l == line)
-    })
-    .await;
+    wait_metric(admin, line, WAIT).await;
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
 
@@ -704,10 +695,7 @@ async fn tunnels_hold_their_connection_slot() {
     let first = websocket(&w, addr).await;
     let mut second = websocket(&w, addr).await;
     let gauge = "hotproxy_connections_active{listener=\"public\"} 2";
-    wait_until(WAIT, "two tunnels counted as active", || async {
-        metrics_text(admin).await.lines().any(|l| l == gauge)
-    })
-    .await;
+    wait_metric(admin, gauge, WAIT).await;
     // A third client is not served while both tunnels are open ...
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let third = tokio::spawn(async move { connect(addr, "a.example.com", cfg).await });
@@ -775,10 +763,7 @@ async fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
     })
     .await;
     let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
-    wait_until(WAIT, "the tunnel's slot released", || async {
-        metrics_text(admin).await.lines().any(|l| l == gauge)
-    })
-    .await;
+    wait_metric(admin, gauge, WAIT).await;
 }
 
 /// A client that stops reading a response is disconnected after
@@ -920,10 +905,7 @@ async fn h2_connection_with_a_cut_stream_still_closes_when_idle() {
     assert_eq!(w.backend.big_ended.load(SeqCst), 1);
     let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
     let admin = p.admin_addr().await;
-    wait_until(WAIT, "the slot freed", || async {
-        metrics_text(admin).await.lines().any(|l| l == gauge)
-    })
-    .await;
+    wait_metric(admin, gauge, WAIT).await;
     drop(s.client);
 }
 
@@ -1213,10 +1195,7 @@ upstreams:
     assert!(answer.contains(r#""body_bytes":100,"#), "{answer}");
 
     let line = r#"hotproxy_http_requests_total{listener="public",upstream="plain",code="413"} 4"#;
-    wait_until(WAIT, "four 413s counted", || async {
-        metrics_text(admin).await.lines().any(|l| l == line)
-    })
-    .await;
+    wait_metric(admin, line, WAIT).await;
 }
 
 /// A small upload is read whole before an upstream connection is taken
@@ -1777,10 +1756,7 @@ async fn header_field_count_is_limited_on_both_protocols() {
     // "plain"): HTTP/1.1's from hyper's parser, HTTP/2's from hotproxy.
     let admin = p.admin_addr().await;
     let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="431"} 2"#;
-    wait_until(WAIT, "both 431s counted", || async {
-        metrics_text(admin).await.lines().any(|l| l == line)
-    })
-    .await;
+    wait_metric(admin, line, WAIT).await;
 }
 
 /// A fully qualified host (`a.example.com.`) is the same host: it takes

@@ -202,6 +202,15 @@ pub async fn metrics_text(addr: SocketAddr) -> String {
     admin(addr, "GET", "/metrics", None, None, &[]).await.body
 }
 
+/// Wait, at most `timeout`, until the admin listener at `addr` exposes
+/// exactly the metrics line `line` (a counter or gauge with its value).
+pub async fn wait_metric(addr: SocketAddr, line: &str, timeout: std::time::Duration) {
+    super::wait_until(timeout, &format!("the metrics line {line}"), || async {
+        metrics_text(addr).await.lines().any(|l| l == line)
+    })
+    .await;
+}
+
 /// Everything the server sends until it closes (bounded by 20 s; a
 /// reset after data counts as the close).
 pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
