@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::{HeadLine, Line, LogFormat, RefusalLine, RequestLine};
+use crate::identity::Identity;
 
 /// Append `line` to `out` (without the newline).
 pub fn write(out: &mut Vec<u8>, line: &Line, format: LogFormat) {
@@ -62,16 +63,26 @@ pub fn protocol(v: http::Version) -> &'static str {
     }
 }
 
+/// `client_subject`, `client_uri_san`, `client_fingerprint`.
+fn identity_fields(id: Option<&Identity>) -> (Option<&str>, Option<&str>, Option<&str>) {
+    (
+        id.map(|i| i.subject.as_str()),
+        id.and_then(|i| i.uri_sans.first()).map(String::as_str),
+        id.map(|i| i.fingerprint_sha256.as_str()),
+    )
+}
+
 fn json_request(out: &mut Vec<u8>, r: &RequestLine) {
-    let id = r.identity.as_deref();
+    let (client_subject, client_uri_san, client_fingerprint) =
+        identity_fields(r.identity.as_deref());
     let line = JsonLine {
         ts: Shown(Rfc3339Ms(r.ts)),
         listener: &r.listener,
         sni: r.sni.as_deref(),
         client_addr: Shown(r.client_addr),
-        client_subject: id.map(|i| i.subject.as_str()),
-        client_uri_san: id.and_then(|i| i.uri_sans.first()).map(String::as_str),
-        client_fingerprint: id.map(|i| i.fingerprint_sha256.as_str()),
+        client_subject,
+        client_uri_san,
+        client_fingerprint,
         method: Some(r.method.as_str()),
         host: r.host.as_deref(),
         path: Some(&r.path),
@@ -123,15 +134,16 @@ fn json_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
 
 /// No method, host or path: the head did not parse (or never ended).
 fn json_head(out: &mut Vec<u8>, r: &HeadLine) {
-    let id = r.identity.as_deref();
+    let (client_subject, client_uri_san, client_fingerprint) =
+        identity_fields(r.identity.as_deref());
     let line = JsonLine {
         ts: Shown(Rfc3339Ms(r.ts)),
         listener: &r.listener,
         sni: r.sni.as_deref(),
         client_addr: Shown(r.client_addr),
-        client_subject: id.map(|i| i.subject.as_str()),
-        client_uri_san: id.and_then(|i| i.uri_sans.first()).map(String::as_str),
-        client_fingerprint: id.map(|i| i.fingerprint_sha256.as_str()),
+        client_subject,
+        client_uri_san,
+        client_fingerprint,
         method: None,
         host: None,
         path: None,
