@@ -50,7 +50,7 @@
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot and tunnel_idle_timeout.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
-//!   - `front`: what is in front of a listener: PROXY sources, trusted proxies,
+//!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,
 //!     response headers, the `redirect_https` listener.
 //!   - `request`: checks before routing: `CONNECT` and `TRACE` 405, one authority per
 //!     request (`Host`), the normalised path.

@@ -1,5 +1,5 @@
 //! Issue 16, the edge and the upstream identity: SPIFFE `verify_names`, PROXY protocol v1/v2,
-//! trusted proxies, the HTTPS redirect listener and response headers. Real sockets: clients
+//! trusted proxies, `allow_from`, the HTTPS redirect listener and response headers. Real sockets: clients
 //! bind 127.0.0.2 / 127.0.0.3 to stand for a load balancer and a trusted proxy.
 
 mod support;
@@ -24,6 +24,8 @@ struct World {
     proxy: Proxy,
     public: SocketAddr,
     http: SocketAddr,
+    /// `allow_from: [127.0.0.1, 127.0.0.3/32]`; its `/ops` route only 127.0.0.3.
+    partners: SocketAddr,
     admin: SocketAddr,
 }
 
@@ -148,6 +150,14 @@ listeners:
       - {{ path_prefix: /td, upstream: trust-domain }}
       - {{ path_prefix: /wrong, upstream: wrong-id }}
       - {{ path_prefix: /by-ip, upstream: by-ip }}
+  - name: partners
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: a }}]
+    allow_from: [127.0.0.1, 127.0.0.3/32]
+    routes:
+      - {{ path_prefix: /ops, upstream: svid, allow_from: [127.0.0.3] }}
+      - {{ upstream: svid }}
   - name: http
     bind: 127.0.0.1:0
     redirect_https: {{ port: 8443 }}
@@ -159,6 +169,7 @@ upstreams:{upstreams}
     let mut proxy = Proxy::start(&config);
     let public = proxy.listener_addr("public").await;
     let http = proxy.listener_addr("http").await;
+    let partners = proxy.listener_addr("partners").await;
     let admin = proxy.admin_addr().await;
     // The backend's accept task lives on in the test's runtime.
     drop(svid);
@@ -168,6 +179,7 @@ upstreams:{upstreams}
         proxy,
         public,
         http,
+        partners,
         admin,
     }
 }
@@ -464,5 +476,32 @@ async fn redirect_https_and_response_headers() {
         ready.status, 200,
         "a redirect listener is ready without certificates"
     );
+    drop(w.scene);
+}
+
+/// `allow_from` (ingress-nginx's `whitelist-source-range`): a client
+/// outside the listener's ranges is closed before TLS, counted and logged
+/// as a refused handshake; inside them, a route's own `allow_from` narrows
+/// further with `403`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_from_listener_and_route() {
+    let w = world().await;
+    refused(tcp_from("127.0.0.2", w.partners).await, &w).await;
+    let tcp = tcp_from("127.0.0.1", w.partners).await;
+    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let tcp = tcp_from("127.0.0.1", w.partners).await;
+    let (status, _, body) = get_over(tcp, &w, "/ops", &[]).await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("client address"), "{body}");
+    let tcp = tcp_from("127.0.0.3", w.partners).await;
+    let (status, _, body) = get_over(tcp, &w, "/ops", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    for line in [
+        "hotproxy_tls_handshakes_total{listener=\"partners\",result=\"source_not_allowed\"} 1",
+        "hotproxy_client_auth_denied_total{listener=\"partners\",reason=\"source_not_allowed\"} 1",
+    ] {
+        wait_metric(w.admin, line, WAIT).await;
+    }
     drop(w.scene);
 }

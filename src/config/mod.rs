@@ -223,6 +223,9 @@ pub struct FrontConfig {
     /// Peers whose forwarding headers (`X-Forwarded-*`, `Forwarded`) are
     /// kept and extended; from anyone else they are replaced.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `allow_from`: the only client addresses (after PROXY protocol) the
+    /// listener serves; others are closed before TLS. `None` = anyone.
+    pub allow_from: Option<Vec<ipnet::IpNet>>,
     /// `response_headers.set`: set on every response (replacing the
     /// upstream's value), as (lowercase name, value).
     pub response_headers: Vec<(String, String)>,
@@ -311,6 +314,8 @@ pub struct RouteConfig {
     pub forward_client_cert: Option<crate::proxy::client_cert::ForwardClientCert>,
     /// Replaces the listener's `limits.max_body_bytes` for this route.
     pub max_body_bytes: Option<u64>,
+    /// The only client addresses this route serves (403 to others).
+    pub allow_from: Option<Vec<ipnet::IpNet>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -84,6 +84,7 @@ pub struct Listener {
     pub access_log: Option<bool>,
     pub proxy_protocol: Option<ProxyProtocol>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub allow_from: Option<Vec<String>>,
     pub response_headers: Option<ResponseHeaders>,
     pub redirect_https: Option<RedirectHttps>,
 }
@@ -158,6 +159,7 @@ pub struct Route {
     pub allow: Option<Vec<crate::identity::AllowRule>>,
     pub forward_client_cert: Option<crate::proxy::client_cert::ForwardClientCert>,
     pub max_body_bytes: Option<u64>,
+    pub allow_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

@@ -63,8 +63,9 @@ impl Default for EdgePolicy {
     }
 }
 
-/// A route's narrowing of the listener: its own `allow` rules, and its
-/// `forward_client_cert` and `max_body_bytes` overrides.
+/// A route's narrowing of the listener: its own `allow` rules and
+/// `allow_from` ranges, and its `forward_client_cert` and `max_body_bytes`
+/// overrides.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutePolicy {
     /// A request must come from a certificate matching one of these
@@ -72,6 +73,8 @@ pub struct RoutePolicy {
     pub allow: Option<Arc<AllowList>>,
     pub forward_client_cert: Option<ForwardClientCert>,
     pub max_body_bytes: Option<u64>,
+    /// The client addresses (after PROXY protocol) this route serves.
+    pub allow_from: Option<Arc<[ipnet::IpNet]>>,
 }
 
 /// What a response had to do with an upstream, for the access log; set by
@@ -168,8 +171,9 @@ impl Exchange {
         ))
     }
 
-    /// Apply a route's policy: refuse (403) a client the route's `allow`
-    /// does not admit — a client without a certificate never matches — and
+    /// Apply a route's policy: refuse (403) a client outside the route's
+    /// `allow_from`, or one its `allow` does not admit — a client without a
+    /// certificate never matches — and
     /// otherwise write the client-certificate headers the route or listener
     /// asks for (after removing any the client sent). Returns the refusal.
     pub fn admit(
@@ -179,6 +183,18 @@ impl Exchange {
         ctx: &RequestContext,
         req: &mut Request<Incoming>,
     ) -> Option<Response<ResponseBody>> {
+        if let Some(from) = &route.allow_from
+            && !crate::proxy::proxy_protocol::contains(from, ctx.client_addr.ip())
+        {
+            metrics::client_auth_denied(&ctx.listener, "source_not_allowed");
+            if let Some((line, _)) = &mut self.log {
+                line.authz = "source_not_allowed";
+            }
+            return Some(error_response(
+                StatusCode::FORBIDDEN,
+                "forbidden: this client address may not use this route",
+            ));
+        }
         if let Some(allow) = &route.allow {
             let admitted = ctx
                 .client_cert

@@ -30,6 +30,8 @@ pub struct Front {
     /// `proxy_protocol.from`; `None` = PROXY protocol off.
     pub proxy_protocol: Option<Vec<IpNet>>,
     trusted_proxies: Vec<IpNet>,
+    /// `allow_from`; `None` = any client.
+    allow_from: Option<Vec<IpNet>>,
     response_headers: Vec<(HeaderName, HeaderValue)>,
     /// `redirect_https.port`: this listener answers only 308 to https.
     pub redirect_https: Option<u16>,
@@ -40,6 +42,7 @@ impl Front {
         Arc::new(Front {
             proxy_protocol: c.proxy_protocol.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
+            allow_from: c.allow_from.clone(),
             // Checked by the config loader; anything else cannot be here.
             response_headers: c
                 .response_headers
@@ -53,6 +56,13 @@ impl Front {
                 .collect(),
             redirect_https: c.redirect_https,
         })
+    }
+
+    /// Whether the listener serves the client at `ip` (its `allow_from`).
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.allow_from
+            .as_deref()
+            .is_none_or(|nets| proxy_protocol::contains(nets, ip))
     }
 
     /// Whether forwarding headers from the client at `ip` are believed.

@@ -373,6 +373,14 @@ async fn connection(
             }
         },
     };
+    // `allow_from`: like a firewall in front of the listener, before any
+    // TLS work is spent on the client.
+    if !front.admits(peer.ip()) {
+        metrics::handshake(&listener.name, "source_not_allowed");
+        crate::proxy::edge::handshake_refused(&listener.name, peer, "source_not_allowed");
+        debug!(listener = %listener.name, peer = %peer, "connection refused before TLS: not in allow_from");
+        return;
+    }
     if let Some(port) = front.redirect_https {
         let name = listener.name.clone();
         return Box::pin(front::redirect_connection(

@@ -59,6 +59,7 @@ impl Router {
                         allow: r.allow.clone(),
                         forward_client_cert: r.forward_client_cert,
                         max_body_bytes: r.max_body_bytes,
+                        allow_from: r.allow_from.as_deref().map(Arc::from),
                     }),
                 })
             })
@@ -141,6 +142,7 @@ mod tests {
             allow: None,
             forward_client_cert: None,
             max_body_bytes: None,
+            allow_from: None,
         };
         let r = Router::new(
             "public",
@@ -190,6 +192,7 @@ mod tests {
                 allow: None,
                 forward_client_cert: None,
                 max_body_bytes: None,
+                allow_from: None,
             };
             let r = Router::new(
                 "public",

@@ -156,6 +156,10 @@ impl Resolver {
                 allow: self.allow(&format!("{rat}.allow"), r.allow.as_ref()),
                 forward_client_cert: r.forward_client_cert,
                 max_body_bytes: r.max_body_bytes,
+                allow_from: r
+                    .allow_from
+                    .as_ref()
+                    .map(|a| self.allow_from(&format!("{rat}.allow_from"), a)),
             });
         }
         let d = Limits::default();
@@ -309,6 +313,9 @@ impl Resolver {
         if let Some(t) = &l.trusted_proxies {
             front.trusted_proxies = self.cidrs(&format!("{at}.trusted_proxies"), t);
         }
+        if let Some(a) = &l.allow_from {
+            front.allow_from = Some(self.allow_from(&format!("{at}.allow_from"), a));
+        }
         if let Some(h) = &l.response_headers {
             for (name, value) in &h.set {
                 let hat = format!("{at}.response_headers.set.{name}");
@@ -338,6 +345,17 @@ impl Resolver {
             front.redirect_https = Some(port);
         }
         front
+    }
+
+    /// `allow_from`: CIDRs; an empty list would refuse everyone.
+    fn allow_from(&mut self, at: &str, list: &[String]) -> Vec<ipnet::IpNet> {
+        if list.is_empty() {
+            self.problem(
+                at.to_owned(),
+                "empty: it would refuse every client; name the client ranges (CIDRs), or leave allow_from out",
+            );
+        }
+        self.cidrs(at, list)
     }
 
     /// CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
@@ -465,7 +483,11 @@ mod front_tests {
     #[test]
     fn edge_fields_parse() {
         let c = parse_str(&with_listener_extra(
-            "    proxy_protocol: { from: [10.0.0.0/8, 192.0.2.7] }\n    trusted_proxies: [\"fd00::/8\"]\n    response_headers:\n      set: { Strict-Transport-Security: \"max-age=31536000\" }\n  - name: http\n    bind: 127.0.0.1:8080\n    redirect_https: {}\n",
+            "    proxy_protocol: { from: [10.0.0.0/8, 192.0.2.7] }\n    trusted_proxies: [\"fd00::/8\"]\n    allow_from: [10.1.2.3/16]\n    response_headers:\n      set: { Strict-Transport-Security: \"max-age=31536000\" }\n  - name: http\n    bind: 127.0.0.1:8080\n    redirect_https: {}\n",
+        )
+        .replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api, allow_from: [192.0.2.9] }]",
         ))
         .unwrap_or_else(|e| panic!("{}", messages(&e)));
         let e = &c.listeners[0].front;
@@ -478,6 +500,11 @@ mod front_tests {
             .collect();
         assert_eq!(from, ["10.0.0.0/8", "192.0.2.7/32"]);
         assert_eq!(e.trusted_proxies[0].to_string(), "fd00::/8");
+        assert_eq!(e.allow_from.as_ref().unwrap()[0].to_string(), "10.1.0.0/16");
+        assert_eq!(
+            c.listeners[0].routes[0].allow_from.as_ref().unwrap()[0].to_string(),
+            "192.0.2.9/32"
+        );
         assert_eq!(
             e.response_headers,
             [(
@@ -504,6 +531,11 @@ mod front_tests {
             (
                 "    trusted_proxies: [nonsense]\n",
                 "listeners[0].trusted_proxies[0]",
+            ),
+            ("    allow_from: []\n", "listeners[0].allow_from"),
+            (
+                "    allow_from: [10.0.0.0/8, 300.1.1.1]\n",
+                "listeners[0].allow_from[1]",
             ),
             (
                 "    response_headers: { set: { \"bad name\": x } }\n",
