@@ -1320,3 +1320,38 @@ async fn client_gone_before_the_response_is_logged_as_499() {
     }
     drop(p);
 }
+
+/// A certificate value cannot pose as another attribute upstream: a
+/// common name of `evil, OU=ops` (a CA that signs what the requester asks
+/// for) reaches the backend escaped as RFC 4514 says, in
+/// `X-Client-Cert-Subject`, XFCC's `Subject` and the access log; the
+/// route's `allow` on `ou` still sees the one real OU.
+#[tokio::test]
+async fn subject_values_cannot_pose_as_other_attributes() {
+    let w = world().await;
+    let client = w.pki.client("evil, OU=ops", Some("payments"), &[]);
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
+      - { path_prefix: /ops, upstream: app, allow: [{ ou: ops }] }"#;
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let mut p = Proxy::start(&config(&w, auth, "", routes, &extra));
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, Some(&client));
+    let escaped = r"CN=evil\, OU=ops, OU=payments";
+    let h = seen(addr, cfg.clone(), "/api", &[]).await;
+    assert_eq!(h["x-client-cert-subject"], escaped, "{h}");
+    let h = seen(addr, cfg.clone(), "/xfcc", &[]).await;
+    let xfcc = parse_xfcc(h["x-forwarded-client-cert"].as_str().unwrap());
+    let subject = xfcc.iter().find(|(k, _)| k == "Subject").map(|(_, v)| v);
+    assert_eq!(subject.map(String::as_str), Some(escaped), "{xfcc:?}");
+    assert_eq!(outcome(addr, cfg, "/ops").await, Outcome::Status(403));
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(Duration::from_secs(10), "an access-log line", || async {
+        !logged().is_empty()
+    })
+    .await;
+    let line: serde_json::Value = serde_json::from_str(logged().lines().next().unwrap()).unwrap();
+    assert_eq!(line["client_subject"], escaped, "{line}");
+    drop(p);
+}

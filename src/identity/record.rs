@@ -14,9 +14,10 @@ use crate::material::info;
 /// public certificates only (forwarded upstream in `rfc9440`/`xfcc` modes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// RFC 4514 subject DN, e.g. `CN=billing, OU=payments`.
+    /// Subject DN, e.g. `CN=billing, OU=payments`: the certificate's
+    /// order, values escaped as RFC 4514 says ([`super::dn`]).
     pub subject: String,
-    /// RFC 4514 issuer DN.
+    /// Issuer DN, written the same way.
     pub issuer: String,
     /// The subject's common names (usually one).
     pub cn: Vec<String>,
@@ -49,8 +50,8 @@ impl Identity {
         }
         let text = |a: &AttributeTypeAndValue<'_>| a.as_str().ok().map(str::to_owned);
         let mut id = Identity {
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
+            subject: super::dn::text(cert.subject()),
+            issuer: super::dn::text(cert.issuer()),
             cn: cert.subject().iter_common_name().filter_map(text).collect(),
             ou: cert
                 .subject()
