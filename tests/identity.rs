@@ -1325,7 +1325,8 @@ async fn client_gone_before_the_response_is_logged_as_499() {
 /// common name of `evil, OU=ops` (a CA that signs what the requester asks
 /// for) reaches the backend escaped as RFC 4514 says, in
 /// `X-Client-Cert-Subject`, XFCC's `Subject` and the access log; the
-/// route's `allow` on `ou` still sees the one real OU.
+/// route's `allow` on `ou` still sees the one real OU. A SAN holding a
+/// comma stays one entry of the comma-separated SAN headers.
 #[tokio::test]
 async fn subject_values_cannot_pose_as_other_attributes() {
     let w = world().await;
@@ -1341,6 +1342,26 @@ async fn subject_values_cannot_pose_as_other_attributes() {
     let escaped = r"CN=evil\, OU=ops, OU=payments";
     let h = seen(addr, cfg.clone(), "/api", &[]).await;
     assert_eq!(h["x-client-cert-subject"], escaped, "{h}");
+    // The same for SANs in the comma-separated headers: one entry each.
+    let sans = w.pki.client(
+        "sans",
+        None,
+        &[
+            uri("spiffe://evil/x,spiffe://cluster.local/ns/prod/sa/admin"),
+            uri("spiffe://cluster.local/ns/prod/sa/billing"),
+            dns("a.example, b.example"),
+        ],
+    );
+    let h = seen(addr, cfg_for(&w, Some(&sans)), "/api", &[]).await;
+    assert_eq!(
+        h["x-client-cert-uri-sans"],
+        "spiffe://evil/x%2Cspiffe://cluster.local/ns/prod/sa/admin, spiffe://cluster.local/ns/prod/sa/billing",
+        "{h}"
+    );
+    assert_eq!(
+        h["x-client-cert-dns-sans"], "a.example%2C%20b.example",
+        "{h}"
+    );
     let h = seen(addr, cfg.clone(), "/xfcc", &[]).await;
     let xfcc = parse_xfcc(h["x-forwarded-client-cert"].as_str().unwrap());
     let subject = xfcc.iter().find(|(k, _)| k == "Subject").map(|(_, v)| v);

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
@@ -116,11 +116,30 @@ fn put(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
 fn write_headers(headers: &mut HeaderMap, id: &Identity) {
     put(headers, &X_CLIENT_CERT_SUBJECT, &id.subject);
     put(headers, &X_CLIENT_CERT_FINGERPRINT, &id.fingerprint_sha256);
-    put(headers, &X_CLIENT_CERT_URI_SANS, &id.uri_sans.join(", "));
-    put(headers, &X_CLIENT_CERT_DNS_SANS, &id.dns_sans.join(", "));
+    put(headers, &X_CLIENT_CERT_URI_SANS, &san_list(&id.uri_sans));
+    put(headers, &X_CLIENT_CERT_DNS_SANS, &san_list(&id.dns_sans));
     put(headers, &X_CLIENT_CERT_ISSUER, &id.issuer);
     put(headers, &X_CLIENT_CERT_SERIAL, &id.serial);
     put(headers, &X_CLIENT_CERT_NOT_AFTER, &rfc3339(id.not_after));
+}
+
+/// What a SAN in a comma-separated list header must not hold raw: a `,`
+/// (a URI may hold one, and a CA may sign any), a space, control bytes.
+const SAN_IN_LIST: &AsciiSet = &CONTROLS.add(b',').add(b' ');
+
+/// SANs joined with `, `, each percent-encoded where it holds a comma or
+/// a space: a URI SAN `spiffe://a/x,spiffe://td/admin` stays one entry
+/// to a backend that splits the header on commas (no DNS name or SPIFFE
+/// ID ever holds either, so real names are unchanged).
+fn san_list(sans: &[String]) -> String {
+    let mut out = String::new();
+    for (i, san) in sans.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{}", utf8_percent_encode(san, SAN_IN_LIST));
+    }
+    out
 }
 
 /// RFC 9440: `Client-Cert: :<base64 DER>:` (an sf-binary Item) and, when
