@@ -33,7 +33,7 @@ pub struct ClientBody {
     counted: Option<crate::proxy::edge::BytesIn>,
     /// `body_read_timeout` and `max_body_bytes`, for a body with content
     /// (boxed: a body is moved several times, and most requests have none).
-    timer: Option<Box<ReadTimer>>,
+    limits: Option<Box<BodyLimits>>,
 }
 
 /// Where the body's bytes come from.
@@ -41,7 +41,7 @@ enum Source {
     /// None at all (a request replayed from its head alone).
     Empty,
     /// Read whole before an upstream was chosen ([`crate::proxy::buffer`])
-    /// (boxed, as the timer).
+    /// (boxed, as `limits` is).
     Whole(Box<Whole>),
     /// Straight from the client, as it arrives.
     Streamed(Incoming),
@@ -132,15 +132,15 @@ impl ClientBody {
     pub fn new(inner: Incoming, read_timeout: Duration, max_bytes: u64) -> (ClientBody, BodyFault) {
         let state = (!inner.is_end_stream()).then(State::new);
         let fault = BodyFault(state.clone());
-        let timer = state
+        let limits = state
             .is_some()
-            .then(|| Box::new(ReadTimer::new(read_timeout, max_bytes)));
+            .then(|| Box::new(BodyLimits::new(read_timeout, max_bytes)));
         (
             ClientBody {
                 source: Source::Streamed(inner),
                 state,
                 counted: None,
-                timer,
+                limits,
             },
             fault,
         )
@@ -152,7 +152,7 @@ impl ClientBody {
             source: Source::Empty,
             state: None,
             counted: None,
-            timer: None,
+            limits: None,
         }
     }
 
@@ -165,7 +165,7 @@ impl ClientBody {
             source: Source::Whole(Box::new(Whole { data, trailers })),
             state: Some(state),
             counted: None,
-            timer: None,
+            limits: None,
         };
         (body, fault)
     }
@@ -244,8 +244,8 @@ impl Body for ClientBody {
             if let Some(c) = &this.counted {
                 c.add(data.len());
             }
-            if let Some(timer) = &mut this.timer
-                && !timer.take(data.len())
+            if let Some(limits) = &mut this.limits
+                && !limits.take(data.len())
             {
                 let _ = state.failed.set(Fault::TooLarge);
                 return Poll::Ready(Some(Err(BodyTooLarge.into())));
@@ -265,8 +265,8 @@ impl Body for ClientBody {
             }
             Poll::Ready(Some(Ok(_))) => {}
             Poll::Pending => {
-                if let Some(timer) = &mut this.timer
-                    && timer.expired(cx)
+                if let Some(limits) = &mut this.limits
+                    && limits.expired(cx)
                 {
                     let _ = state.failed.set(Fault::Stalled);
                     return Poll::Ready(Some(Err(BodyStalled.into())));
@@ -274,8 +274,8 @@ impl Body for ClientBody {
                 return Poll::Pending;
             }
         }
-        if let Some(timer) = &mut this.timer {
-            timer.progressed();
+        if let Some(limits) = &mut this.limits {
+            limits.progressed();
         }
         polled.map_err(Into::into)
     }
@@ -299,12 +299,13 @@ impl Body for ClientBody {
     }
 }
 
-/// `body_read_timeout`: started when a read finds nothing, restarted by the
+/// One body's `body_read_timeout` and `max_body_bytes`, in one box.
+///
+/// The timeout is started when a read finds nothing and restarted by the
 /// next read that finds something. The sleep is made once per body and
 /// reset after progress, so a body arriving in many pieces costs no timer
-/// per piece. It also keeps `max_body_bytes`' count: both are per body
-/// with content, in the one box.
-struct ReadTimer {
+/// per piece.
+struct BodyLimits {
     limit: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     /// A piece arrived since the sleep was last set.
@@ -313,9 +314,9 @@ struct ReadTimer {
     left: u64,
 }
 
-impl ReadTimer {
-    fn new(limit: Duration, max_bytes: u64) -> ReadTimer {
-        ReadTimer {
+impl BodyLimits {
+    fn new(limit: Duration, max_bytes: u64) -> BodyLimits {
+        BodyLimits {
             limit,
             sleep: None,
             progressed: true,

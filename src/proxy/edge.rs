@@ -172,10 +172,10 @@ impl Exchange {
     }
 
     /// Apply a route's policy: refuse (403) a client outside the route's
-    /// `allow_from`, or one its `allow` does not admit — a client without a
-    /// certificate never matches — and
-    /// otherwise write the client-certificate headers the route or listener
-    /// asks for (after removing any the client sent). Returns the refusal.
+    /// `allow_from`, or one its `allow` does not admit (a client without a
+    /// certificate never matches); otherwise write the client-certificate
+    /// headers the route or listener asks for (after removing any the
+    /// client sent). Returns the refusal.
     pub fn admit(
         &mut self,
         route: &RoutePolicy,

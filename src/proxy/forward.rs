@@ -160,8 +160,6 @@ impl Upstream {
         }
     }
 
-    /// Forward one request and return the upstream's response, or a
-    /// 502/504 describing why there is none.
     /// Start re-resolution and active checks, if configured (once; they
     /// end when the upstream is replaced or removed).
     pub fn start_background(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
@@ -176,8 +174,10 @@ impl Upstream {
         }
     }
 
-    /// `max_body`: the route's `max_body_bytes` (0: no limit); a declared
-    /// length over it was answered `413` before.
+    /// Forward one request and return the upstream's response, or a
+    /// 502/504 describing why there is none. `max_body`: the route's
+    /// `max_body_bytes` (0: no limit); a declared length over it was
+    /// answered `413` before.
     pub async fn forward(
         self: &Arc<Self>,
         mut req: Request<Incoming>,

@@ -556,15 +556,17 @@ async fn connection(
         };
         run.await
     };
-    // The client went away without a request: with TLS 1.3 a client that
-    // refuses our certificate (a name mismatch, judged after the
-    // handshake as curl does) does so after our side of the handshake is
-    // done, and this is all the server sees of it.
+    // A head hyper refused (and answered), or one cut at
+    // header_read_timeout, is a request to the operator.
     if let Some((status, took)) = refused_head::refused(&outcome, &activity) {
         debug!(listener = %listener.name, peer = %peer, status = status.as_u16(), "request head refused");
         let edge = listener.edge.load();
         refused_head::record(&listener.unrouted, &edge, &conn_ctx, status, took);
     } else if outcome.by == conn::Ended::ByClient && !activity.asked() {
+        // The client went away without a request: with TLS 1.3 a client
+        // that refuses our certificate (a name mismatch, judged after the
+        // handshake as curl does) does so after our side of the handshake
+        // is done, and this is all the server sees of it.
         metrics::closed_before_request(&listener.name);
     }
 }
