@@ -89,7 +89,7 @@
 //!     without touching the disk.
 //! - `identity`: who a client is (issue 15).
 //!   - `record`: the verified client certificate parsed once per connection.
-//!   - `dn`: distinguished names as text, values escaped (RFC 4514).
+//!   - `dn`: distinguished names as text (ours and nginx's RFC 2253), values escaped.
 //!   - `allow`: `allow` rules (fields, globs) and their matcher.
 //!   - `gate`: the client verifier applying a listener's rules in the handshake.
 //! - `access_log`: one line per request and refused handshake, off the request path.

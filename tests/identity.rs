@@ -573,6 +573,7 @@ async fn forward_client_cert_modes() {
     let routes = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
       - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
       - { path_prefix: /none, upstream: app, forward_client_cert: none }
+      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }
       - { path_prefix: /billing-only, upstream: app, allow: [{ cn: billing }] }"#;
     let mut p = Proxy::start(&config(
         &w,
@@ -680,14 +681,39 @@ async fn forward_client_cert_modes() {
     );
     assert_eq!(id_headers(&h), ["x-forwarded-client-cert"], "{h}");
 
+    // ingress_nginx: its four headers as nginx writes them (RFC 2253 DNs:
+    // the last RDN first, no spaces; the leaf's PEM URL-encoded).
+    let h = seen(addr, with.clone(), "/nginx", &SPOOFED).await;
+    assert_eq!(h["ssl-client-verify"], "SUCCESS", "{h}");
+    assert_eq!(h["ssl-client-subject-dn"], "OU=payments,CN=billing", "{h}");
+    assert_eq!(h["ssl-client-issuer-dn"], "CN=partners issuing CA", "{h}");
+    assert_eq!(
+        pem_ders(h["ssl-client-cert"].as_str().unwrap()),
+        vec![client.pair.der.clone()]
+    );
+    assert_eq!(
+        id_headers(&h),
+        [
+            "ssl-client-cert",
+            "ssl-client-issuer-dn",
+            "ssl-client-subject-dn",
+            "ssl-client-verify"
+        ],
+        "{h}"
+    );
+
     // none: nothing, and nothing spoofed.
     let h = seen(addr, with.clone(), "/none", &SPOOFED).await;
     assert!(id_headers(&h).is_empty(), "{h}");
-    // No certificate (verify_if_given): nothing in any mode.
+    // No certificate (verify_if_given): nothing in any mode, but
+    // ingress-nginx's `ssl-client-verify: NONE`.
     for path in ["/api", "/rfc9440", "/xfcc", "/none"] {
         let h = seen(addr, without.clone(), path, &SPOOFED).await;
         assert!(id_headers(&h).is_empty(), "{path}: {h}");
     }
+    let h = seen(addr, without.clone(), "/nginx", &SPOOFED).await;
+    assert_eq!(id_headers(&h), ["ssl-client-verify"], "{h}");
+    assert_eq!(h["ssl-client-verify"], "NONE", "{h}");
     // A route rule: a client without a certificate never matches one, even
     // with spoofed identity headers.
     assert_eq!(

@@ -1,4 +1,4 @@
-//! Distinguished names as text: `CN=billing, OU=payments`, with values escaped as RFC 4514 says so none can pose as another attribute.
+//! Distinguished names as text (`CN=billing, OU=payments`, and nginx's RFC 2253 form), values escaped as RFC 4514 says so none can pose as another attribute.
 //!
 //! Attributes come in the certificate's order, joined with `, ` (`+` within
 //! a multi-valued RDN, as ` + `), as hotproxy has always written them. The
@@ -13,16 +13,43 @@ use x509_parser::prelude::*;
 
 /// `name` as text, every value escaped.
 pub fn text(name: &X509Name<'_>) -> String {
+    write_name(name, Style::Hotproxy)
+}
+
+/// `name` as nginx's `$ssl_client_s_dn` writes it (OpenSSL's RFC 2253
+/// form): the last RDN first, `,` between RDNs and `+` within one, no
+/// spaces, OpenSSL's short names (`emailAddress`), values escaped the
+/// same way, UTF-8 kept. ingress-nginx sends it as `ssl-client-subject-dn`.
+pub fn rfc2253(name: &X509Name<'_>) -> String {
+    write_name(name, Style::Rfc2253)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    Hotproxy,
+    Rfc2253,
+}
+
+fn write_name(name: &X509Name<'_>, style: Style) -> String {
+    let (rdn_sep, attr_sep) = match style {
+        Style::Hotproxy => (", ", " + "),
+        Style::Rfc2253 => (",", "+"),
+    };
+    let mut rdns: Vec<_> = name.iter().collect();
+    if style == Style::Rfc2253 {
+        rdns.reverse();
+    }
     let mut out = String::new();
-    for (i, rdn) in name.iter().enumerate() {
+    for (i, rdn) in rdns.into_iter().enumerate() {
         if i > 0 {
-            out.push_str(", ");
+            out.push_str(rdn_sep);
         }
         for (j, attr) in rdn.iter().enumerate() {
             if j > 0 {
-                out.push_str(" + ");
+                out.push_str(attr_sep);
             }
             match oid2abbrev(attr.attr_type(), oid_registry()) {
+                Ok("Email") if style == Style::Rfc2253 => out.push_str("emailAddress"),
                 Ok(abbrev) => out.push_str(abbrev),
                 Err(_) => out.push_str(&attr.attr_type().to_id_string()),
             }
@@ -30,8 +57,12 @@ pub fn text(name: &X509Name<'_>) -> String {
             let value = attr.attr_value();
             match string_value(value.tag(), value.data) {
                 Some(s) => escape_into(&mut out, &s),
-                // Not a string: its bytes in hex, as x509-parser shows them.
+                // Not a string: its bytes in hex, as x509-parser shows them
+                // (RFC 2253 marks hex with `#`).
                 None => {
+                    if style == Style::Rfc2253 {
+                        out.push('#');
+                    }
                     for b in value.data {
                         let _ = write!(out, "{b:02X}");
                     }
@@ -94,26 +125,31 @@ fn escape_into(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{CertificateParams, DnType, KeyPair};
+    use rcgen::{CertificateParams, DnType, DnValue, KeyPair};
 
-    /// The subject of a certificate made with `entries`: as [`text`]
-    /// writes it, and as x509-parser's `Display` does.
-    fn subject(entries: &[(DnType, &str)]) -> (String, String) {
+    /// A certificate's subject made of `entries`, written three ways:
+    /// [`text`], x509-parser's `Display`, [`rfc2253`].
+    fn subject(entries: &[(DnType, DnValue)]) -> (String, String, String) {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         for (t, v) in entries {
-            p.distinguished_name.push(t.clone(), *v);
+            p.distinguished_name.push(t.clone(), v.clone());
         }
         let cert = p.self_signed(&KeyPair::generate().unwrap()).unwrap();
         let (_, parsed) = X509Certificate::from_der(cert.der()).unwrap();
-        (text(parsed.subject()), parsed.subject().to_string())
+        let name = parsed.subject();
+        (text(name), name.to_string(), rfc2253(name))
+    }
+
+    fn utf8(v: &str) -> DnValue {
+        DnValue::Utf8String(v.to_owned())
     }
 
     /// An ordinary name reads as before: the certificate's order, `, `.
     #[test]
     fn plain_names_are_unchanged() {
-        let (ours, before) = subject(&[
-            (DnType::CommonName, "billing"),
-            (DnType::OrganizationalUnitName, "payments"),
+        let (ours, before, _) = subject(&[
+            (DnType::CommonName, utf8("billing")),
+            (DnType::OrganizationalUnitName, utf8("payments")),
         ]);
         assert_eq!(ours, "CN=billing, OU=payments");
         assert_eq!(ours, before);
@@ -122,15 +158,40 @@ mod tests {
     /// A value cannot pose as another attribute or end the name early.
     #[test]
     fn special_characters_are_escaped() {
-        let (s, _) = subject(&[(DnType::CommonName, "evil, OU=admins")]);
-        assert_eq!(s, r"CN=evil\, OU=admins");
-        let (s, _) = subject(&[(DnType::CommonName, r#"a+b;c<d>e"f\g"#)]);
-        assert_eq!(s, r#"CN=a\+b\;c\<d\>e\"f\\g"#);
-        let (s, _) = subject(&[(DnType::CommonName, "#lead and trail ")]);
-        assert_eq!(s, r"CN=\#lead and trail\ ");
-        let (s, _) = subject(&[(DnType::CommonName, " x\ny")]);
-        assert_eq!(s, r"CN=\ x\0Ay");
-        let (s, _) = subject(&[(DnType::CommonName, "zoë")]);
-        assert_eq!(s, "CN=zoë");
+        for (value, escaped) in [
+            ("evil, OU=admins", r"evil\, OU=admins"),
+            (r#"a+b;c<d>e"f\g"#, r#"a\+b\;c\<d\>e\"f\\g"#),
+            ("#lead and trail ", r"\#lead and trail\ "),
+            (" x\ny", r"\ x\0Ay"),
+            ("zoë", "zoë"),
+        ] {
+            let (ours, _, nginx) = subject(&[(DnType::CommonName, utf8(value))]);
+            assert_eq!(ours, format!("CN={escaped}"));
+            assert_eq!(nginx, format!("CN={escaped}"));
+        }
+    }
+
+    /// nginx's `$ssl_client_s_dn`: the last RDN first, `,` without a
+    /// space, `emailAddress` for the PKCS #9 email.
+    #[test]
+    fn rfc2253_as_nginx_writes_it() {
+        let email = DnType::CustomDnType(vec![1, 2, 840, 113_549, 1, 9, 1]);
+        let (ours, _, nginx) = subject(&[
+            (
+                DnType::CountryName,
+                DnValue::PrintableString("US".try_into().unwrap()),
+            ),
+            (DnType::OrganizationName, utf8("Example")),
+            (DnType::CommonName, utf8("billing")),
+            (
+                email,
+                DnValue::Ia5String("ops@example.com".try_into().unwrap()),
+            ),
+        ]);
+        let mut rdns: Vec<String> = ours.split(", ").map(str::to_owned).collect();
+        rdns.reverse();
+        let expected = rdns.join(",").replace("Email=", "emailAddress=");
+        assert_eq!(nginx, expected, "ours: {ours}");
+        assert!(nginx.contains("emailAddress=ops@example.com"), "{nginx}");
     }
 }

@@ -38,6 +38,10 @@ pub struct Identity {
     pub not_after: i64,
     /// The chain as the client sent it, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
+    /// Subject and issuer as nginx writes them, made on first use
+    /// ([`Identity::nginx_dns`]): only `forward_client_cert: ingress_nginx`
+    /// needs them, so no other handshake pays for them.
+    pub nginx_dns: std::sync::OnceLock<(String, String)>,
 }
 
 impl Identity {
@@ -66,6 +70,7 @@ impl Identity {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            nginx_dns: std::sync::OnceLock::new(),
         };
         if let Ok(Some(ext)) = cert.subject_alternative_name() {
             for name in &ext.value.general_names {
@@ -86,6 +91,19 @@ impl Identity {
             .iter()
             .map(String::as_str)
             .find(|u| u.starts_with("spiffe://"))
+    }
+
+    /// Subject and issuer DNs as nginx's `$ssl_client_s_dn` and
+    /// `$ssl_client_i_dn` (RFC 2253); empty if the leaf does not parse.
+    pub fn nginx_dns(&self) -> &(String, String) {
+        self.nginx_dns
+            .get_or_init(|| match X509Certificate::from_der(self.leaf()) {
+                Ok((_, c)) => (
+                    super::dn::rfc2253(c.subject()),
+                    super::dn::rfc2253(c.issuer()),
+                ),
+                Err(_) => Default::default(),
+            })
     }
 
     /// The leaf certificate's DER.

@@ -25,6 +25,11 @@ pub enum ForwardClientCert {
     Rfc9440,
     /// Envoy's `X-Forwarded-Client-Cert`.
     Xfcc,
+    /// ingress-nginx's `ssl-client-verify`, `ssl-client-subject-dn`,
+    /// `ssl-client-issuer-dn` and `ssl-client-cert`, as it writes them, for
+    /// backends moved from it unchanged.
+    #[serde(rename = "ingress_nginx")]
+    IngressNginx,
 }
 
 impl ForwardClientCert {
@@ -34,6 +39,7 @@ impl ForwardClientCert {
             ForwardClientCert::Headers => "headers",
             ForwardClientCert::Rfc9440 => "rfc9440",
             ForwardClientCert::Xfcc => "xfcc",
+            ForwardClientCert::IngressNginx => "ingress_nginx",
         }
     }
 }
@@ -49,6 +55,10 @@ pub static X_CLIENT_CERT_NOT_AFTER: HeaderName = HeaderName::from_static("x-clie
 pub static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
 pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub static SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
+pub static SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
+pub static SSL_CLIENT_ISSUER_DN: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
+pub static SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
 
 /// Name prefixes of client-certificate headers: hotproxy's own, and those
 /// the proxies its users move from write, which a backend moved behind
@@ -91,9 +101,16 @@ pub fn strip(headers: &mut HeaderMap) {
 /// Strip client copies, then describe `id` (if any) the way `mode` says.
 pub fn apply(headers: &mut HeaderMap, mode: ForwardClientCert, id: Option<&Identity>) {
     strip(headers);
-    let Some(id) = id else { return };
+    let Some(id) = id else {
+        // ingress-nginx tells the backend there was none (`$ssl_client_verify`).
+        if mode == ForwardClientCert::IngressNginx {
+            headers.insert(SSL_CLIENT_VERIFY.clone(), HeaderValue::from_static("NONE"));
+        }
+        return;
+    };
     match mode {
         ForwardClientCert::None => {}
+        ForwardClientCert::IngressNginx => write_ingress_nginx(headers, id),
         ForwardClientCert::Headers => write_headers(headers, id),
         ForwardClientCert::Rfc9440 => write_rfc9440(headers, id),
         ForwardClientCert::Xfcc => {
@@ -140,6 +157,22 @@ fn san_list(sans: &[String]) -> String {
         let _ = write!(out, "{}", utf8_percent_encode(san, SAN_IN_LIST));
     }
     out
+}
+
+/// ingress-nginx's `proxy_set_header` lines for a verified client:
+/// `$ssl_client_verify`, `$ssl_client_s_dn`, `$ssl_client_i_dn` (RFC 2253,
+/// [`crate::identity::dn::rfc2253`]) and `$ssl_client_escaped_cert` (the
+/// leaf's PEM, URL-encoded).
+fn write_ingress_nginx(headers: &mut HeaderMap, id: &Identity) {
+    headers.insert(
+        SSL_CLIENT_VERIFY.clone(),
+        HeaderValue::from_static("SUCCESS"),
+    );
+    let (subject, issuer) = id.nginx_dns();
+    put(headers, &SSL_CLIENT_SUBJECT_DN, subject);
+    put(headers, &SSL_CLIENT_ISSUER_DN, issuer);
+    let pem = utf8_percent_encode(&pem_of(id.leaf()), XFCC_PEM).to_string();
+    put(headers, &SSL_CLIENT_CERT, &pem);
 }
 
 /// RFC 9440: `Client-Cert: :<base64 DER>:` (an sf-binary Item) and, when
@@ -246,6 +279,7 @@ mod tests {
                 CertificateDer::from(vec![1u8, 2, 3, 250]),
                 CertificateDer::from(vec![9u8; 5]),
             ],
+            nginx_dns: Default::default(),
         }
     }
 
@@ -279,6 +313,7 @@ mod tests {
             ForwardClientCert::Headers,
             ForwardClientCert::Rfc9440,
             ForwardClientCert::Xfcc,
+            ForwardClientCert::IngressNginx,
         ] {
             for cert in [None, Some(id())] {
                 let mut h = spoofed();
@@ -287,8 +322,16 @@ mod tests {
                     assert!(!v.to_str().unwrap().contains("spoofed"), "{mode:?}: {h:?}");
                 }
                 assert_eq!(h["accept"], "*/*");
-                if cert.is_none() || mode == ForwardClientCert::None {
-                    assert_eq!(h.len(), 1, "{mode:?}: {h:?}");
+                match (mode, &cert) {
+                    // ingress-nginx says there was no certificate.
+                    (ForwardClientCert::IngressNginx, None) => {
+                        assert_eq!(h["ssl-client-verify"], "NONE");
+                        assert_eq!(h.len(), 2, "{h:?}");
+                    }
+                    (ForwardClientCert::None, _) | (_, None) => {
+                        assert_eq!(h.len(), 1, "{mode:?}: {h:?}");
+                    }
+                    _ => {}
                 }
             }
         }
