@@ -507,16 +507,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &file)
 }
 
+/// The largest configuration file read (a Kubernetes ConfigMap holds at
+/// most 1 MiB).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// The configuration file's absolute path and text (for a caller that
 /// looks at the text before parsing it: the reloader refuses an empty one).
+/// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a FIFO in
+/// its place would block startup (or the reloader) forever.
 pub fn read(path: &Path) -> Result<(PathBuf, String), ConfigError> {
     let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
+    let refused = |message: String| ConfigError {
         file: file.clone(),
         problems: vec![Problem {
             location: "file".into(),
-            message: format!("cannot read: {e}"),
+            message,
         }],
+    };
+    let bytes = crate::fsutil::read_regular(&file, MAX_CONFIG_BYTES)
+        .map_err(|e| refused(format!("cannot read: {}", e.problem)))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        refused(format!(
+            "not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     Ok((file, text))
 }
@@ -540,6 +554,30 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 /// fields from reading the YAML tree (`tree`), then what the resolver
 /// finds in the rest (references, durations, addresses, `${ENV}`).
 pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
+    let (config, mut problems) = resolve_all(text, file);
+    for p in &mut problems {
+        shorten(&mut p.message);
+    }
+    (config, problems)
+}
+
+/// A problem's message is a log line: one quoting a huge value (a file of
+/// one 4 MB scalar) is cut after this many bytes.
+const MAX_MESSAGE_BYTES: usize = 300;
+
+fn shorten(message: &mut String) {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (cut)");
+    }
+}
+
+/// [`parse_all`] before messages are shortened.
+fn resolve_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
     let (raw, report) = if text.trim().is_empty() {
         (raw::File::default(), tree::Report::default())
     } else {
@@ -630,6 +668,42 @@ mod tests {
 
     pub(super) fn messages(e: &ConfigError) -> String {
         e.render()
+    }
+
+    /// A FIFO, a directory, a huge file or binary where the configuration
+    /// should be: refused at once, naming the file and why, never blocking.
+    #[test]
+    fn only_a_regular_text_file_is_read() {
+        use crate::fsutil::test_support::{mkfifo, within_bounded_time};
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.yaml");
+        mkfifo(&fifo);
+        let big = d.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let binary = d.path().join("binary.yaml");
+        std::fs::write(&binary, [b'a', 0xff, 0xfe]).unwrap();
+        for (path, why) in [
+            (fifo, "not a regular file (a FIFO)"),
+            (d.path().to_path_buf(), "not a regular file (a directory)"),
+            (big, "larger than the 4194304-byte limit"),
+            (binary, "not UTF-8 text (byte 1)"),
+        ] {
+            let p = path.clone();
+            let e = within_bounded_time("config::read", move || read(&p)).unwrap_err();
+            let m = messages(&e);
+            assert!(m.contains(&path.display().to_string()), "{m}");
+            assert!(m.contains(why), "{m}");
+        }
+    }
+
+    /// A YAML error quoting a huge scalar is cut short: a log line, not
+    /// the file.
+    #[test]
+    fn a_syntax_error_does_not_quote_the_whole_file() {
+        let text = "a".repeat(100_000);
+        let m = messages(&parse_str(&text).unwrap_err());
+        assert!(m.len() < 1_000, "{} bytes: {}", m.len(), &m[..200]);
+        assert!(m.contains("expected a mapping"), "{m}");
     }
 
     pub(super) const MINIMAL: &str = "
