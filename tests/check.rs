@@ -49,9 +49,12 @@ const ADMIN: &str = r#"admin:
 const STORE: &str = "store: { path: data/store.json, key_file: data/store.key }";
 
 /// `hotproxy check --config cfg`: (exit code, stdout, stderr), with the
-/// viewer token's variable set and the other one surely unset.
+/// viewer token's variable set and the other one surely unset. Bounded by
+/// `timeout(1)`: a check that blocks (on a FIFO) exits 124.
 fn check(cfg: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_hotproxy"))
         .args(["check", "--config"])
         .arg(cfg)
         .env(VIEWER_ENV, VIEWER)
@@ -355,6 +358,54 @@ fn an_indentation_slip_is_explained() {
     );
     assert!(
         err.contains("(YAML parser: comment intercepting the multiline text)"),
+        "{err}"
+    );
+}
+
+/// A FIFO at `path` (`mkfifo(1)`).
+fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// A FIFO where the configuration, a token file or the store key should
+/// be: refused at once with the file and why, never blocking `check` (nor
+/// `run`'s startup, which reads them the same way).
+#[test]
+fn fifos_are_refused_without_blocking() {
+    let (s, cfg) = scene(ADMIN, STORE);
+    let fifo = s.path("fifo.yaml");
+    mkfifo(&fifo);
+    let (code, out, err) = check(&fifo);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("not a regular file (a FIFO)"), "{err}");
+
+    let token = s.path("editor.token");
+    std::fs::remove_file(&token).unwrap();
+    mkfifo(&token);
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "admin.tokens[0].token_file {}: not a regular file (a FIFO)",
+            token.display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_file(&token).unwrap();
+    write(&token, &format!("{EDITOR}\n"));
+
+    let key = s.path("data/store.key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    mkfifo(&key);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "store.key_file {}: not a regular file (a FIFO)",
+            key.display()
+        )),
         "{err}"
     );
 }

@@ -94,13 +94,19 @@ fn bearer_token(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The largest token file read (a token is a line of text).
+const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
+
 /// Token `i` of the configuration with its role; an unreadable or empty
 /// source is an error naming the field, never the token.
 fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> {
     let t = &config.tokens[i];
     let (text, place) = match &t.source {
+        // A regular file only: a FIFO in its place must not block startup.
         TokenSource::File(p) => (
-            std::fs::read_to_string(p)
+            crate::fsutil::read_regular(p, MAX_TOKEN_FILE_BYTES)
+                .map_err(|e| e.problem.to_string())
+                .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_owned()))
                 .map_err(|e| format!("admin.tokens[{i}].token_file {}: {e}", p.display()))?,
             format!("admin.tokens[{i}].token_file {}", p.display()),
         ),

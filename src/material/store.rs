@@ -23,6 +23,8 @@ use crate::secret::Secret;
 /// Binds the ciphertext to this use: a blob sealed for anything else fails.
 const AAD: &[u8] = b"hotproxy-store/1";
 const FORMAT: &str = "hotproxy-store/1";
+/// The largest store file read (entries are PEM text: thousands fit).
+const MAX_STORE_BYTES: u64 = 64 << 20;
 
 /// An entry definition as the admin API accepts it and the store keeps it
 /// (SPEC §4): `{id, type, source: "file", cert_file, key_file | ca_file,
@@ -288,10 +290,11 @@ impl Store {
 
     fn read(&self) -> Result<Vec<EntrySpec>, String> {
         let place = self.path.display();
-        let bytes = match fs::read(&self.path) {
+        // A regular file only: a FIFO in its place must not block startup.
+        let bytes = match crate::fsutil::read_regular(&self.path, MAX_STORE_BYTES) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("store {place}: cannot read: {e}")),
+            Err(e) if e.problem.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(format!("store {place}: cannot read: {}", e.problem)),
         };
         let sealed: Sealed = serde_json::from_slice(&bytes)
             .map_err(|_| format!("store {place}: not a hotproxy store file"))?;
@@ -394,7 +397,9 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, String> {
             "store.key_file {place} has mode {mode:04o}: it must be readable by its owner only (chmod 600 {place})"
         ));
     }
-    let bytes = fs::read(path).map_err(|e| format!("store.key_file {place}: {e}"))?;
+    // A regular file only, and small: the size check below names it.
+    let bytes = crate::fsutil::read_regular(path, 4096)
+        .map_err(|e| format!("store.key_file {place}: {}", e.problem))?;
     bytes.try_into().map(Some).map_err(|b: Vec<u8>| {
         format!(
             "store.key_file {place} holds {} bytes; it must hold exactly 32 random bytes",
