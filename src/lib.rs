@@ -18,6 +18,7 @@
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
+//!   - `dn`: distinguished names as text (ours and nginx's RFC 2253), values escaped.
 //!   - `catalogue`: entries by id, live material, last reload result, references.
 //!   - `store`: API-created entries persisted encrypted (AES-256-GCM), atomic
 //!     writes; the request/stored entry definition; a read-only preview for `check`.
@@ -89,7 +90,6 @@
 //!     without touching the disk.
 //! - `identity`: who a client is (issue 15).
 //!   - `record`: the verified client certificate parsed once per connection.
-//!   - `dn`: distinguished names as text (ours and nginx's RFC 2253), values escaped.
 //!   - `allow`: `allow` rules (fields, globs) and their matcher.
 //!   - `gate`: the client verifier applying a listener's rules in the handshake.
 //! - `access_log`: one line per request and refused handshake, off the request path.

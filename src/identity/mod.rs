@@ -1,7 +1,6 @@
 //! Who a client is: the verified certificate parsed once per connection, and the `allow` rules read from it.
 
 pub mod allow;
-pub mod dn;
 pub mod gate;
 pub mod record;
 

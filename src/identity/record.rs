@@ -15,7 +15,7 @@ use crate::material::info;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     /// Subject DN, e.g. `CN=billing, OU=payments`: the certificate's
-    /// order, values escaped as RFC 4514 says ([`super::dn`]).
+    /// order, values escaped as RFC 4514 says ([`crate::material::dn`]).
     pub subject: String,
     /// Issuer DN, written the same way.
     pub issuer: String,
@@ -54,8 +54,8 @@ impl Identity {
         }
         let text = |a: &AttributeTypeAndValue<'_>| a.as_str().ok().map(str::to_owned);
         let mut id = Identity {
-            subject: super::dn::text(cert.subject()),
-            issuer: super::dn::text(cert.issuer()),
+            subject: crate::material::dn::text(cert.subject()),
+            issuer: crate::material::dn::text(cert.issuer()),
             cn: cert.subject().iter_common_name().filter_map(text).collect(),
             ou: cert
                 .subject()
@@ -99,8 +99,8 @@ impl Identity {
         self.nginx_dns
             .get_or_init(|| match X509Certificate::from_der(self.leaf()) {
                 Ok((_, c)) => (
-                    super::dn::rfc2253(c.subject()),
-                    super::dn::rfc2253(c.issuer()),
+                    crate::material::dn::rfc2253(c.subject()),
+                    crate::material::dn::rfc2253(c.issuer()),
                 ),
                 Err(_) => Default::default(),
             })

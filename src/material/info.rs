@@ -8,7 +8,7 @@ use x509_parser::prelude::*;
 /// their Unix seconds (`*_unix`) for machines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertInfo {
-    /// RFC 4514 string, e.g. `CN=example.com, O=Example`.
+    /// e.g. `CN=example.com, O=Example`: the certificate's order, values escaped (RFC 4514, [`crate::material::dn`]).
     pub subject: String,
     pub issuer: String,
     /// Every SAN as text: DNS names as is, IPs as `1.2.3.4`, URIs, emails.
@@ -97,8 +97,8 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
         .flatten()
         .is_some_and(|b| b.value.ca);
     Ok(CertInfo {
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
+        subject: crate::material::dn::text(cert.subject()),
+        issuer: crate::material::dn::text(cert.issuer()),
         sans,
         dns_names,
         serial: hex(cert.raw_serial()),

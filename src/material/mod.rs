@@ -1,6 +1,7 @@
 //! TLS material: reading and validating PEM, certificate metadata, the catalogue.
 
 pub mod catalogue;
+pub mod dn;
 pub mod info;
 pub mod pem;
 pub mod store;

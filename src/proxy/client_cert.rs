@@ -161,7 +161,7 @@ fn san_list(sans: &[String]) -> String {
 
 /// ingress-nginx's `proxy_set_header` lines for a verified client:
 /// `$ssl_client_verify`, `$ssl_client_s_dn`, `$ssl_client_i_dn` (RFC 2253,
-/// [`crate::identity::dn::rfc2253`]) and `$ssl_client_escaped_cert` (the
+/// [`crate::material::dn::rfc2253`]) and `$ssl_client_escaped_cert` (the
 /// leaf's PEM, URL-encoded).
 fn write_ingress_nginx(headers: &mut HeaderMap, id: &Identity) {
     headers.insert(
