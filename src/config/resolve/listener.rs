@@ -297,7 +297,7 @@ impl Resolver {
         }))
     }
 
-    /// `proxy_protocol`, `trusted_proxies`, `response_headers`, `redirect_https`.
+    /// `proxy_protocol`, `trusted_proxies`, `allow_from`, `response_headers`, `redirect_https`.
     fn front(&mut self, at: &str, l: &raw::Listener) -> FrontConfig {
         let mut front = FrontConfig::default();
         if let Some(pp) = &l.proxy_protocol {
