@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use x509_parser::asn1_rs::Tag;
+use x509_parser::asn1_rs::{Tag, ToDer};
 use x509_parser::prelude::*;
 
 /// `name` as text, every value escaped.
@@ -57,13 +57,18 @@ fn write_name(name: &X509Name<'_>, style: Style) -> String {
             let value = attr.attr_value();
             match string_value(value.tag(), value.data) {
                 Some(s) => escape_into(&mut out, &s),
-                // Not a string: its bytes in hex, as x509-parser shows them
-                // (RFC 2253 marks hex with `#`).
+                // Not a string: ours shows its content in hex, as
+                // x509-parser does; RFC 2253 (and OpenSSL) `#` and the hex
+                // of its whole DER encoding.
                 None => {
-                    if style == Style::Rfc2253 {
+                    let der = match style {
+                        Style::Hotproxy => None,
+                        Style::Rfc2253 => value.to_der_vec().ok(),
+                    };
+                    if der.is_some() {
                         out.push('#');
                     }
-                    for b in value.data {
+                    for b in der.as_deref().unwrap_or(value.data) {
                         let _ = write!(out, "{b:02X}");
                     }
                 }
@@ -91,6 +96,10 @@ fn string_value(tag: Tag, data: &[u8]) -> Option<String> {
                 .collect::<Result<String, _>>()
                 .ok()
         }
+        Tag::UniversalString if data.len().is_multiple_of(4) => data
+            .chunks(4)
+            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
         _ => None,
     }
 }
@@ -169,6 +178,34 @@ mod tests {
             assert_eq!(ours, format!("CN={escaped}"));
             assert_eq!(nginx, format!("CN={escaped}"));
         }
+    }
+
+    /// BMP and Universal strings are text; a value that is no string is hex
+    /// (RFC 2253: `#` and its DER, as OpenSSL writes it).
+    #[test]
+    fn wide_strings_and_non_strings() {
+        let (ours, _, nginx) = subject(&[
+            (
+                DnType::CommonName,
+                DnValue::BmpString("zoë".try_into().unwrap()),
+            ),
+            (
+                DnType::OrganizationName,
+                DnValue::UniversalString("ünï".try_into().unwrap()),
+            ),
+        ]);
+        assert!(ours.contains("CN=zoë") && ours.contains("O=ünï"), "{ours}");
+        assert!(
+            nginx.contains("CN=zoë") && nginx.contains("O=ünï"),
+            "{nginx}"
+        );
+        // SEQUENCE { SET { SEQUENCE { commonName, INTEGER 5 } } }
+        let der = [
+            0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x02, 0x01, 0x05,
+        ];
+        let (_, name) = X509Name::from_der(&der).unwrap();
+        assert_eq!(text(&name), "CN=05");
+        assert_eq!(rfc2253(&name), "CN=#020105");
     }
 
     /// nginx's `$ssl_client_s_dn`: the last RDN first, `,` without a
