@@ -384,16 +384,6 @@ fn admin_api_bodies_and_ids_always_answer_4xx() {
     });
 }
 
-/// A FIFO at `path` (`mkfifo(1)`).
-fn mkfifo(path: &std::path::Path) {
-    let ok = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mkfifo {}", path.display());
-}
-
 fn ca_file(id: &str, path: &std::path::Path) -> serde_json::Value {
     json!({"id": id, "type": "ca-bundle", "source": "file", "ca_file": path})
 }

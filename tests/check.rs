@@ -362,12 +362,6 @@ fn an_indentation_slip_is_explained() {
     );
 }
 
-/// A FIFO at `path` (`mkfifo(1)`).
-fn mkfifo(path: &Path) {
-    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
-    assert!(ok, "mkfifo {}", path.display());
-}
-
 /// A FIFO where the configuration, a token file or the store key should
 /// be: refused at once with the file and why, never blocking `check` (nor
 /// `run`'s startup, which reads them the same way).

@@ -931,23 +931,7 @@ async fn access_log_lines() {
         200
     );
 
-    let lines = |file: &std::path::Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines(&log).len() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "access log lines missing: {:?}",
-            lines(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let all = lines(&log);
+    let all = wait_access_log(&log, 4, Duration::from_secs(10)).await;
     let ok = all
         .iter()
         .find(|l| l["request_id"] == "rid-42")
@@ -1040,12 +1024,14 @@ async fn access_log_lines() {
             .status,
         200
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lines(&log).iter().any(|l| l["path"] == "/after") {
-        assert!(Instant::now() < deadline, "no line in the reopened file");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!lines(&rotated).iter().any(|l| l["path"] == "/after"));
+    let after = |l: &serde_json::Value| l["path"] == "/after";
+    wait_until(
+        Duration::from_secs(10),
+        "a line in the reopened file",
+        || async { read_access_log(&log).iter().any(after) },
+    )
+    .await;
+    assert!(!read_access_log(&rotated).iter().any(after));
 
     // No PEM or key in any line, anywhere.
     let mut secrets = pem_body_lines(&client.pair.cert_pem);
@@ -1235,19 +1221,7 @@ async fn access_log_reports_resumption() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lines = loop {
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= 3 {
-            break lines;
-        }
-        assert!(Instant::now() < deadline, "access log lines missing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let lines = wait_access_log(&log, 3, Duration::from_secs(10)).await;
     let resumed = |path: &str| lines.iter().find(|l| l["path"] == path).unwrap()["resumed"].clone();
     assert_eq!(resumed("/first"), false);
     assert_eq!(resumed("/second"), true);
@@ -1288,17 +1262,23 @@ async fn client_gone_before_the_response_is_logged_as_499() {
         wait_metric(admin, &line, WAIT).await;
     };
 
+    // The backend is answering; the client goes away (`drop`): the request
+    // is counted, the backend stops.
+    let answering = || wait_until(WAIT, "the backend answering", || async { slow() == 1 });
+    let abandoned = || {
+        wait_until(WAIT, "the upstream request abandoned", || async {
+            slow() == 0
+        })
+    };
+
     let mut s = connect(addr, "localhost", cfg_for(&w, None)).await.unwrap();
     s.write_all(b"GET /slow HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
-    wait_until(WAIT, "the backend answering", || async { slow() == 1 }).await;
+    answering().await;
     drop(s);
     gone(1).await;
-    wait_until(WAIT, "the upstream request abandoned", || async {
-        slow() == 0
-    })
-    .await;
+    abandoned().await;
 
     let h2 = client_config(&w.edge_ca.cert_pem, None, &[b"h2"]);
     let mut client = h2_client(connect(addr, "localhost", h2).await.unwrap()).await;
@@ -1306,13 +1286,10 @@ async fn client_gone_before_the_response_is_logged_as_499() {
         .body(())
         .unwrap();
     let (resp, _) = client.send_request(req, true).unwrap();
-    wait_until(WAIT, "the backend answering", || async { slow() == 1 }).await;
+    answering().await;
     drop(resp);
     gone(2).await;
-    wait_until(WAIT, "the upstream request abandoned", || async {
-        slow() == 0
-    })
-    .await;
+    abandoned().await;
     // The connection still serves.
     let mut client = client.ready().await.unwrap();
     let req = http::Request::get("https://localhost/after")
@@ -1322,18 +1299,7 @@ async fn client_gone_before_the_response_is_logged_as_499() {
     let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
 
-    let lines = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    wait_until(WAIT, "three access-log lines", || async {
-        lines().len() >= 3
-    })
-    .await;
-    let all = lines();
+    let all = wait_access_log(&log, 3, WAIT).await;
     let gone: Vec<_> = all.iter().filter(|l| l["status"] == 499).collect();
     assert_eq!(gone.len(), 2, "{all:?}");
     for (line, protocol) in gone.iter().zip(["HTTP/1.1", "HTTP/2.0"]) {
@@ -1393,12 +1359,7 @@ async fn subject_values_cannot_pose_as_other_attributes() {
     let subject = xfcc.iter().find(|(k, _)| k == "Subject").map(|(_, v)| v);
     assert_eq!(subject.map(String::as_str), Some(escaped), "{xfcc:?}");
     assert_eq!(outcome(addr, cfg, "/ops").await, Outcome::Status(403));
-    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until(Duration::from_secs(10), "an access-log line", || async {
-        !logged().is_empty()
-    })
-    .await;
-    let line: serde_json::Value = serde_json::from_str(logged().lines().next().unwrap()).unwrap();
+    let line = &wait_access_log(&log, 1, Duration::from_secs(10)).await[0];
     assert_eq!(line["client_subject"], escaped, "{line}");
     drop(p);
 }

@@ -491,20 +491,9 @@ async fn refused_heads_are_counted_and_logged() {
         );
         wait_metric(admin, &line, WAIT).await;
     }
-    let lines = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    };
-    wait_until(WAIT, "four access-log lines", || async {
-        lines().len() >= 4
-    })
-    .await;
     // Lines are written in order by one writer: the silent connection's
     // would have come first.
-    let all = lines();
+    let all = wait_access_log(&log, 4, WAIT).await;
     assert_eq!(all.len(), 4, "{all:?}");
     for (line, (port, status)) in all.iter().zip(&ports) {
         let reason = match status {

@@ -47,6 +47,37 @@ where
     }
 }
 
+/// The access log at `path` as JSON lines, as it is now (none if the file
+/// does not exist yet).
+pub fn read_access_log(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The access log at `path` as JSON lines, once it holds at least `n`
+/// (waiting at most `timeout`; the writer thread writes them in order).
+pub async fn wait_access_log(path: &Path, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+    let what = format!("{n} access-log lines in {}", path.display());
+    wait_until(timeout, &what, || async {
+        read_access_log(path).len() >= n
+    })
+    .await;
+    read_access_log(path)
+}
+
+/// A FIFO at `path` (`mkfifo(1)`: the tests use no unsafe to call mkfifo(3)).
+pub fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
 /// Every Rust source under `src/`, concatenated.
 pub fn sources() -> String {
     fn walk(dir: &Path, out: &mut String) {
