@@ -186,14 +186,7 @@ impl Exchange {
         if let Some(from) = &route.allow_from
             && !crate::proxy::proxy_protocol::contains(from, ctx.client_addr.ip())
         {
-            metrics::client_auth_denied(&ctx.listener, "source_not_allowed");
-            if let Some((line, _)) = &mut self.log {
-                line.authz = "source_not_allowed";
-            }
-            return Some(error_response(
-                StatusCode::FORBIDDEN,
-                "forbidden: this client address may not use this route",
-            ));
+            return Some(self.forbidden(ctx, "source_not_allowed", "address"));
         }
         if let Some(allow) = &route.allow {
             let admitted = ctx
@@ -201,14 +194,7 @@ impl Exchange {
                 .as_deref()
                 .is_some_and(|id| allow.permits(id));
             if !admitted {
-                metrics::client_auth_denied(&ctx.listener, "route_not_allowed");
-                if let Some((line, _)) = &mut self.log {
-                    line.authz = "route_not_allowed";
-                }
-                return Some(error_response(
-                    StatusCode::FORBIDDEN,
-                    "forbidden: this client certificate may not use this route",
-                ));
+                return Some(self.forbidden(ctx, "route_not_allowed", "certificate"));
             }
         }
         let mode = route
@@ -216,6 +202,25 @@ impl Exchange {
             .unwrap_or(edge.forward_client_cert);
         client_cert::apply(req.headers_mut(), mode, ctx.client_cert.as_deref());
         None
+    }
+
+    /// A route's `403` for `reason` (counted in
+    /// `hotproxy_client_auth_denied_total`, the access log's `authz`); the
+    /// body names what was refused: the client `address` or `certificate`.
+    fn forbidden(
+        &mut self,
+        ctx: &RequestContext,
+        reason: &'static str,
+        what: &str,
+    ) -> Response<ResponseBody> {
+        metrics::client_auth_denied(&ctx.listener, reason);
+        if let Some((line, _)) = &mut self.log {
+            line.authz = reason;
+        }
+        error_response(
+            StatusCode::FORBIDDEN,
+            &format!("forbidden: this client {what} may not use this route"),
+        )
     }
 
     /// The request goes to `upstream` now; [`Forwarding::answered`] gives
