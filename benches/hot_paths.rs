@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the hot paths: SNI resolution, one entry's reload, header rewriting, config parse.
+//! Criterion benchmarks of the hot paths: SNI resolution, one entry's reload, header rewriting, client-certificate headers, config parse.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -326,6 +326,51 @@ fn config(c: &mut Criterion) {
     });
 }
 
+/// What the backend is told about a verified client, per request on a
+/// keep-alive connection: each `forward_client_cert` mode on a leaf with
+/// an intermediate, a SPIFFE ID and a DNS SAN.
+fn forward_client_cert(c: &mut Criterion) {
+    use hotproxy::identity::Identity;
+    use hotproxy::proxy::client_cert::{ForwardClientCert, apply};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "bench issuing CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut leaf = rcgen::CertificateParams::new(vec!["billing.partners.example".into()]).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "billing");
+    leaf.distinguished_name
+        .push(rcgen::DnType::OrganizationalUnitName, "payments");
+    leaf.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://cluster.local/ns/prod/sa/billing"
+            .try_into()
+            .unwrap(),
+    ));
+    let leaf = leaf
+        .signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer)
+        .unwrap();
+    let id = Identity::from_chain(&[leaf.der().clone(), ca_cert.der().clone()]).unwrap();
+    let mut g = c.benchmark_group("forward_client_cert");
+    for mode in [
+        ForwardClientCert::Headers,
+        ForwardClientCert::Rfc9440,
+        ForwardClientCert::Xfcc,
+        ForwardClientCert::IngressNginx,
+    ] {
+        g.bench_function(mode.as_str(), |b| {
+            b.iter(|| {
+                let mut h = http::HeaderMap::new();
+                apply(&mut h, mode, Some(black_box(&id)));
+                h
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Counting one proxied request (the request counter and duration histogram).
 fn request_metrics(c: &mut Criterion) {
     let elapsed = std::time::Duration::from_micros(180);
@@ -334,5 +379,13 @@ fn request_metrics(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, sni, entry_reload, headers, config, request_metrics);
+criterion_group!(
+    benches,
+    sni,
+    entry_reload,
+    headers,
+    forward_client_cert,
+    config,
+    request_metrics
+);
 criterion_main!(benches);
