@@ -297,7 +297,7 @@ mod tests {
                 not_before: 0,
                 not_after: 0,
                 chain: vec![],
-                nginx_dns: Default::default(),
+                forwarded: Default::default(),
             })),
             method: http::Method::POST,
             host: Some("api.example".into()),

@@ -324,7 +324,7 @@ mod tests {
             not_before: 0,
             not_after: 1,
             chain: vec![],
-            nginx_dns: Default::default(),
+            forwarded: Default::default(),
         }
     }
 

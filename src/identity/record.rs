@@ -38,10 +38,12 @@ pub struct Identity {
     pub not_after: i64,
     /// The chain as the client sent it, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
-    /// Subject and issuer as nginx writes them, made on first use
-    /// ([`Identity::nginx_dns`]): only `forward_client_cert: ingress_nginx`
-    /// needs them, so no other handshake pays for them.
-    pub nginx_dns: std::sync::OnceLock<(String, String)>,
+    /// What each `forward_client_cert` mode that sends something tells the
+    /// backend about this client, encoded on the connection's first request
+    /// in that mode (a slot per mode: [`crate::proxy::client_cert::apply`]).
+    /// Later requests clone the values, a reference count each, instead of
+    /// encoding them again. Only verified clients carry it.
+    pub forwarded: [std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>; 4],
 }
 
 impl Identity {
@@ -70,7 +72,7 @@ impl Identity {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
-            nginx_dns: std::sync::OnceLock::new(),
+            forwarded: Default::default(),
         };
         if let Ok(Some(ext)) = cert.subject_alternative_name() {
             for name in &ext.value.general_names {
@@ -95,15 +97,16 @@ impl Identity {
 
     /// Subject and issuer DNs as nginx's `$ssl_client_s_dn` and
     /// `$ssl_client_i_dn` (RFC 2253); empty if the leaf does not parse.
-    pub fn nginx_dns(&self) -> &(String, String) {
-        self.nginx_dns
-            .get_or_init(|| match X509Certificate::from_der(self.leaf()) {
-                Ok((_, c)) => (
-                    crate::material::dn::rfc2253(c.subject()),
-                    crate::material::dn::rfc2253(c.issuer()),
-                ),
-                Err(_) => Default::default(),
-            })
+    /// Parses the leaf again: only `forward_client_cert: ingress_nginx`
+    /// needs them, once per connection, so no handshake pays for them.
+    pub fn nginx_dns(&self) -> (String, String) {
+        match X509Certificate::from_der(self.leaf()) {
+            Ok((_, c)) => (
+                crate::material::dn::rfc2253(c.subject()),
+                crate::material::dn::rfc2253(c.issuer()),
+            ),
+            Err(_) => Default::default(),
+        }
     }
 
     /// The leaf certificate's DER.

@@ -42,6 +42,17 @@ impl ForwardClientCert {
             ForwardClientCert::IngressNginx => "ingress_nginx",
         }
     }
+
+    /// Its slot in [`Identity::forwarded`]; `None` sends nothing.
+    fn slot(self) -> Option<usize> {
+        match self {
+            ForwardClientCert::None => None,
+            ForwardClientCert::Headers => Some(0),
+            ForwardClientCert::Rfc9440 => Some(1),
+            ForwardClientCert::Xfcc => Some(2),
+            ForwardClientCert::IngressNginx => Some(3),
+        }
+    }
 }
 
 pub static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
@@ -108,17 +119,38 @@ pub fn apply(headers: &mut HeaderMap, mode: ForwardClientCert, id: Option<&Ident
         }
         return;
     };
+    let Some(slot) = mode.slot() else { return };
+    // The identity is the connection's: a keep-alive client's headers are
+    // encoded once (XFCC's PEMs took 4 µs a request), then cloned.
+    let encoded = id.forwarded[slot].get_or_init(|| encode(mode, id));
+    for (name, value) in encoded {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// `mode`'s headers for `id`, as (name, value) pairs to insert.
+fn encode(mode: ForwardClientCert, id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = HeaderMap::new();
     match mode {
         ForwardClientCert::None => {}
-        ForwardClientCert::IngressNginx => write_ingress_nginx(headers, id),
-        ForwardClientCert::Headers => write_headers(headers, id),
-        ForwardClientCert::Rfc9440 => write_rfc9440(headers, id),
+        ForwardClientCert::IngressNginx => write_ingress_nginx(&mut headers, id),
+        ForwardClientCert::Headers => write_headers(&mut headers, id),
+        ForwardClientCert::Rfc9440 => write_rfc9440(&mut headers, id),
         ForwardClientCert::Xfcc => {
             if let Ok(v) = HeaderValue::from_str(&xfcc(id)) {
                 headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v);
             }
         }
     }
+    headers
+        .into_iter()
+        .filter_map(|(name, value)| {
+            // The first clone of bytes made from a Vec moves them to a
+            // shared, reference-counted block; done here, not per request.
+            drop(value.clone());
+            Some((name?, value))
+        })
+        .collect()
 }
 
 fn put(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
@@ -169,8 +201,8 @@ fn write_ingress_nginx(headers: &mut HeaderMap, id: &Identity) {
         HeaderValue::from_static("SUCCESS"),
     );
     let (subject, issuer) = id.nginx_dns();
-    put(headers, &SSL_CLIENT_SUBJECT_DN, subject);
-    put(headers, &SSL_CLIENT_ISSUER_DN, issuer);
+    put(headers, &SSL_CLIENT_SUBJECT_DN, &subject);
+    put(headers, &SSL_CLIENT_ISSUER_DN, &issuer);
     let pem = utf8_percent_encode(&pem_of(id.leaf()), XFCC_PEM).to_string();
     put(headers, &SSL_CLIENT_CERT, &pem);
 }
@@ -279,7 +311,7 @@ mod tests {
                 CertificateDer::from(vec![1u8, 2, 3, 250]),
                 CertificateDer::from(vec![9u8; 5]),
             ],
-            nginx_dns: Default::default(),
+            forwarded: Default::default(),
         }
     }
 
@@ -303,6 +335,44 @@ mod tests {
         }
         h.insert("accept", HeaderValue::from_static("*/*"));
         h
+    }
+
+    /// Each mode that sends something has its own slot in the identity's
+    /// cache (a new mode needs one).
+    #[test]
+    fn every_mode_has_its_own_slot() {
+        let slots: Vec<usize> = [
+            ForwardClientCert::Headers,
+            ForwardClientCert::Rfc9440,
+            ForwardClientCert::Xfcc,
+            ForwardClientCert::IngressNginx,
+        ]
+        .iter()
+        .map(|m| m.slot().unwrap())
+        .collect();
+        assert_eq!(slots, [0, 1, 2, 3]);
+        assert_eq!(id().forwarded.len(), slots.len());
+        assert_eq!(ForwardClientCert::None.slot(), None);
+    }
+
+    /// A connection's second request gets the same headers as its first
+    /// (from the cache), in every mode.
+    #[test]
+    fn encoded_once_per_identity() {
+        let id = id();
+        for mode in [
+            ForwardClientCert::Headers,
+            ForwardClientCert::Rfc9440,
+            ForwardClientCert::Xfcc,
+            ForwardClientCert::IngressNginx,
+        ] {
+            let (mut first, mut second) = (HeaderMap::new(), HeaderMap::new());
+            apply(&mut first, mode, Some(&id));
+            apply(&mut second, mode, Some(&id));
+            assert!(!first.is_empty(), "{mode:?}");
+            assert_eq!(first, second, "{mode:?}");
+            assert!(id.forwarded[mode.slot().unwrap()].get().is_some());
+        }
     }
 
     /// In every mode, with or without a certificate, no spoofed copy survives.
