@@ -18,7 +18,8 @@
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
-//!   - `dn`: distinguished names as text (ours and nginx's RFC 2253), values escaped.
+//!   - `dn`: distinguished names as ASCII text (ours, and OpenSSL's RFC 2253 form that nginx and Envoy send), values escaped.
+//!     - `short_names`: OpenSSL's names for DN attribute types.
 //!   - `catalogue`: entries by id, live material, last reload result, references.
 //!   - `store`: API-created entries persisted encrypted (AES-256-GCM), atomic
 //!     writes; the request/stored entry definition; a read-only preview for `check`.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,13 +59,19 @@ impl Pki {
     /// A client certificate with these subject fields and SANs; its
     /// `cert_pem` holds the leaf and the intermediate.
     fn client(&self, cn: &str, ou: Option<&str>, sans: &[SanType]) -> Client {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        if let Some(ou) = ou {
+            dn.push(DnType::OrganizationalUnitName, ou);
+        }
+        self.client_named(dn, sans)
+    }
+
+    /// A client certificate with this subject.
+    fn client_named(&self, dn: DistinguishedName, sans: &[SanType]) -> Client {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        if let Some(ou) = ou {
-            p.distinguished_name
-                .push(DnType::OrganizationalUnitName, ou);
-        }
+        p.distinguished_name = dn;
         p.subject_alt_names = sans.to_vec();
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, &self.issuer).unwrap();
@@ -665,7 +671,8 @@ async fn forward_client_cert_modes() {
             .collect()
     };
     assert_eq!(get("Hash"), [client.pair.fingerprint.as_str()]);
-    assert_eq!(get("Subject"), ["CN=billing, OU=payments"]);
+    // Envoy's Subject: OpenSSL's RFC 2253 form (the last RDN first).
+    assert_eq!(get("Subject"), ["OU=payments,CN=billing"]);
     assert_eq!(get("URI"), ["spiffe://cluster.local/ns/prod/sa/billing"]);
     assert_eq!(get("DNS"), ["billing.partners.example"]);
     let pem_ders = |v: &str| -> Vec<Vec<u8>> {
@@ -734,7 +741,10 @@ async fn forward_client_cert_modes() {
     drop(p);
 }
 
-/// `Key=value;Key="quoted \" value";…` as Envoy documents XFCC (one element).
+/// `Key=value;Key="quoted value";…` as Envoy writes XFCC (one element).
+/// A quoted value is kept as it stands, backslashes included: Envoy puts
+/// OpenSSL's RFC 2253 `Subject` in quotes without unescaping it, so its
+/// `\,` and `\"` are the DN's own escapes.
 fn parse_xfcc(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
@@ -748,7 +758,10 @@ fn parse_xfcc(s: &str) -> Vec<(String, String)> {
             chars.next();
             while let Some(c) = chars.next() {
                 match c {
-                    '\\' => value.extend(chars.next()),
+                    '\\' => {
+                        value.push('\\');
+                        value.extend(chars.next());
+                    }
                     '"' => break,
                     c => value.push(c),
                 }
@@ -1313,6 +1326,143 @@ async fn client_gone_before_the_response_is_logged_as_499() {
     drop(p);
 }
 
+/// What OpenSSL prints for `pem`'s subject or issuer (`-subject` /
+/// `-issuer`) with `-nameopt RFC2253`: nginx's `$ssl_client_s_dn` and
+/// `$ssl_client_i_dn`, Envoy's XFCC `Subject`.
+fn openssl_rfc2253(scene: &Scene, pem: &str, which: &str) -> String {
+    let path = scene.path("openssl-dn.pem");
+    write(&path, pem);
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", which, "-nameopt", "RFC2253", "-in"])
+        .arg(&path)
+        .output()
+        .expect("the openssl command line tool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let prefix = format!("{}=", &which[1..]);
+    text.trim_end_matches('\n')
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned()
+}
+
+/// `ingress_nginx`'s DNs and XFCC's `Subject` are what nginx and Envoy send
+/// (OpenSSL's `XN_FLAG_RFC2253`), checked against the `openssl` tool for
+/// a subject holding every attribute type of the arcs DNs use (X.520,
+/// RFC 1274, PKCS #9, EV jurisdiction, RFC 3739), a type OpenSSL does not
+/// know, and values that need escaping: separators, a leading `#`, a
+/// trailing space, a control character, UTF-8, BMP and Universal strings.
+/// Non-ASCII is escaped byte by byte (`zo\C3\AB`), so the headers are
+/// sent, not dropped, in `headers` mode too.
+#[tokio::test]
+async fn distinguished_names_are_written_as_openssl_writes_them() {
+    let w = world().await;
+    // Every attribute type of the arcs, each with a plain value.
+    let mut every_type = DistinguishedName::new();
+    let arcs: [(&[u64], std::ops::RangeInclusive<u64>); 5] = [
+        (&[2, 5, 4], 0..=110),
+        (&[0, 9, 2342, 19_200_300, 100, 1], 0..=60),
+        (&[1, 2, 840, 113_549, 1, 9], 0..=25),
+        (&[1, 3, 6, 1, 4, 1, 311, 60, 2, 1], 1..=3),
+        (&[1, 3, 6, 1, 5, 5, 7, 9], 1..=5),
+    ];
+    for (arc, range) in arcs {
+        for i in range {
+            let mut oid = arc.to_vec();
+            oid.push(i);
+            every_type.push(
+                DnType::CustomDnType(oid),
+                DnValue::Utf8String(format!("v{i}")),
+            );
+        }
+    }
+    every_type.push(DnType::CustomDnType(vec![1, 3, 9999, 1]), "unknown type");
+    // Values that need escaping, in every string type a CA may use.
+    let mut awkward = DistinguishedName::new();
+    let utf8 = |v: &str| DnValue::Utf8String(v.to_owned());
+    awkward.push(
+        DnType::OrganizationName,
+        utf8("Zoë \"Q\" Müller, Inc; <x>+y\\z"),
+    );
+    awkward.push(DnType::OrganizationalUnitName, utf8("#lead and trail "));
+    awkward.push(DnType::OrganizationalUnitName, utf8("tab\there\u{7f}"));
+    awkward.push(
+        DnType::LocalityName,
+        DnValue::BmpString("Łódź".try_into().unwrap()),
+    );
+    awkward.push(
+        DnType::StateOrProvinceName,
+        DnValue::UniversalString("日本".try_into().unwrap()),
+    );
+    awkward.push(
+        DnType::CountryName,
+        DnValue::PrintableString("DE".try_into().unwrap()),
+    );
+    awkward.push(DnType::CommonName, utf8("zoë"));
+
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }
+      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }"#;
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    // (name, parts it must hold, whether XFCC's headers can carry it: the
+    // PEMs make XFCC about six times the size of the certificate, and the
+    // backend takes 16 KiB of headers)
+    for (name, must_hold, xfcc_fits) in [
+        (
+            every_type,
+            &["jurisdictionC=v3", "SN=v4", "1.3.9999.1=#0C"][..],
+            false,
+        ),
+        (
+            awkward,
+            &[r#"O=Zo\C3\AB \"Q\" M\C3\BCller\, Inc\; \<x\>\+y\\z"#][..],
+            true,
+        ),
+    ] {
+        let client = w.pki.client_named(name, &[]);
+        let leaf_pem = client
+            .pair
+            .cert_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .unwrap();
+        let subject = openssl_rfc2253(&w.scene, leaf_pem, "-subject");
+        let issuer = openssl_rfc2253(&w.scene, leaf_pem, "-issuer");
+        // The check is only as good as the name is rich.
+        for part in must_hold {
+            assert!(subject.contains(part), "{part} not in {subject}");
+        }
+        let cfg = cfg_for(&w, Some(&client));
+        let h = seen(addr, cfg.clone(), "/nginx", &[]).await;
+        assert_eq!(h["ssl-client-subject-dn"], subject.as_str());
+        assert_eq!(h["ssl-client-issuer-dn"], issuer.as_str());
+        if !xfcc_fits {
+            continue;
+        }
+        let h = seen(addr, cfg.clone(), "/xfcc", &[]).await;
+        let xfcc = parse_xfcc(h["x-forwarded-client-cert"].as_str().unwrap());
+        let got = xfcc
+            .iter()
+            .find(|(k, _)| k == "Subject")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(got, Some(subject.as_str()));
+        // hotproxy's own header: the certificate's order, every byte a
+        // header cannot carry escaped the same way, never dropped.
+        let h = seen(addr, cfg, "/api", &[]).await;
+        let own = h["x-client-cert-subject"]
+            .as_str()
+            .expect("X-Client-Cert-Subject sent");
+        assert!(own.ends_with(r"C=DE, CN=zo\C3\AB"), "{own}");
+        assert!(own.contains(r"L=\C5\81\C3\B3d\C5\BA"), "{own}");
+    }
+    drop(p);
+}
+
 /// A certificate value cannot pose as another attribute upstream: a
 /// common name of `evil, OU=ops` (a CA that signs what the requester asks
 /// for) reaches the backend escaped as RFC 4514 says, in
@@ -1357,7 +1507,11 @@ async fn subject_values_cannot_pose_as_other_attributes() {
     let h = seen(addr, cfg.clone(), "/xfcc", &[]).await;
     let xfcc = parse_xfcc(h["x-forwarded-client-cert"].as_str().unwrap());
     let subject = xfcc.iter().find(|(k, _)| k == "Subject").map(|(_, v)| v);
-    assert_eq!(subject.map(String::as_str), Some(escaped), "{xfcc:?}");
+    assert_eq!(
+        subject.map(String::as_str),
+        Some(r"OU=payments,CN=evil\, OU=ops"),
+        "{xfcc:?}"
+    );
     assert_eq!(outcome(addr, cfg, "/ops").await, Outcome::Status(403));
     let line = &wait_access_log(&log, 1, Duration::from_secs(10)).await[0];
     assert_eq!(line["client_subject"], escaped, "{line}");

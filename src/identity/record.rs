@@ -15,7 +15,8 @@ use crate::material::info;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     /// Subject DN, e.g. `CN=billing, OU=payments`: the certificate's
-    /// order, values escaped as RFC 4514 says ([`crate::material::dn`]).
+    /// order, values escaped as RFC 4514 says, ASCII throughout
+    /// ([`crate::material::dn::text`]).
     pub subject: String,
     /// Issuer DN, written the same way.
     pub issuer: String,
@@ -95,11 +96,12 @@ impl Identity {
             .find(|u| u.starts_with("spiffe://"))
     }
 
-    /// Subject and issuer DNs as nginx's `$ssl_client_s_dn` and
-    /// `$ssl_client_i_dn` (RFC 2253); empty if the leaf does not parse.
-    /// Parses the leaf again: only `forward_client_cert: ingress_nginx`
-    /// needs them, once per connection, so no handshake pays for them.
-    pub fn nginx_dns(&self) -> (String, String) {
+    /// Subject and issuer DNs in OpenSSL's RFC 2253 form: nginx's
+    /// `$ssl_client_s_dn` and `$ssl_client_i_dn`, Envoy's XFCC `Subject`;
+    /// empty if the leaf does not parse. Parses the leaf again: only the
+    /// `ingress_nginx` and `xfcc` modes need them, once per connection, so
+    /// no handshake pays for them.
+    pub fn rfc2253_dns(&self) -> (String, String) {
         match X509Certificate::from_der(self.leaf()) {
             Ok((_, c)) => (
                 crate::material::dn::rfc2253(c.subject()),

@@ -200,7 +200,7 @@ fn write_ingress_nginx(headers: &mut HeaderMap, id: &Identity) {
         SSL_CLIENT_VERIFY.clone(),
         HeaderValue::from_static("SUCCESS"),
     );
-    let (subject, issuer) = id.nginx_dns();
+    let (subject, issuer) = id.rfc2253_dns();
     put(headers, &SSL_CLIENT_SUBJECT_DN, &subject);
     put(headers, &SSL_CLIENT_ISSUER_DN, &issuer);
     let pem = utf8_percent_encode(&pem_of(id.leaf()), XFCC_PEM).to_string();
@@ -242,7 +242,9 @@ pub fn xfcc(id: &Identity) -> String {
     );
     let chain: String = id.chain.iter().map(|c| pem(c.as_ref())).collect();
     let _ = write!(s, ";Chain=\"{}\"", utf8_percent_encode(&chain, XFCC_PEM));
-    let _ = write!(s, ";Subject={}", quoted(&id.subject));
+    // Envoy's form: OpenSSL's RFC 2253 DN in quotes, as it stands. Its
+    // `"` and `\` are already escaped, so the quoted string is well formed.
+    let _ = write!(s, ";Subject=\"{}\"", id.rfc2253_dns().0);
     for u in &id.uri_sans {
         let _ = write!(s, ";URI={}", value(u));
     }
@@ -252,7 +254,7 @@ pub fn xfcc(id: &Identity) -> String {
     s
 }
 
-/// A value quoted only when it holds a separator (Envoy's rule; Subject is always quoted).
+/// A value quoted only when it holds a separator (Envoy's rule).
 fn value(v: &str) -> String {
     if v.contains([',', ';', '=', '"']) {
         quoted(v)
@@ -438,7 +440,17 @@ mod tests {
 
     #[test]
     fn xfcc_mode() {
-        let x = xfcc(&id());
+        // Subject comes from the leaf itself, in Envoy's (OpenSSL's) form.
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "billing");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationalUnitName, "payments");
+        let leaf = p.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        let mut id = id();
+        id.chain[0] = leaf.der().clone();
+        let x = xfcc(&id);
         assert!(
             x.starts_with(&format!(
                 "Hash={};Cert=\"-----BEGIN%20CERTIFICATE-----%0A",
@@ -446,7 +458,7 @@ mod tests {
             )),
             "{x}"
         );
-        assert!(x.contains(";Subject=\"CN=billing, OU=payments\";URI=spiffe://td/ns/prod/sa/billing;DNS=a.example;DNS=b.example"), "{x}");
+        assert!(x.contains(";Subject=\"OU=payments,CN=billing\";URI=spiffe://td/ns/prod/sa/billing;DNS=a.example;DNS=b.example"), "{x}");
         assert_eq!(quoted(r#"CN=a "b"\c"#), r#""CN=a \"b\"\\c""#);
         assert_eq!(value("a;b"), "\"a;b\"");
     }
