@@ -1787,6 +1787,51 @@ async fn a_trailing_dot_names_the_same_host() {
     }
 }
 
+/// A host's port is digits alone, after one `:`. `a.example.com:443:1` or
+/// `a.example.com:x` missed the route for `a.example.com` (and its
+/// `allow_from`) and took the catch-all, while a backend that cuts the host
+/// at its first `:` (Express's `req.hostname`, nginx's `$host`) read
+/// `a.example.com`: a way around a host route's rules. Now 400, before
+/// routing, as is a bracket out of place or an empty host with a port.
+#[tokio::test]
+async fn a_host_with_a_malformed_port_is_refused() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ host: a.example.com, upstream: plain, allow_from: [10.0.0.0/8] }, { upstream: plain }]",
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    for (host, status) in [
+        ("a.example.com", "403"),
+        ("a.example.com:443", "403"),
+        ("a.example.com:", "403"),
+        ("b.example.com:443", "200"),
+        ("[::1]:443", "200"),
+        ("a.example.com:443:1", "400"),
+        ("a.example.com:x", "400"),
+        ("a.example.com:443]", "400"),
+        (":443", "400"),
+        ("[::1]x", "400"),
+        ("a[b]", "400"),
+    ] {
+        let reply = h1_exchange(
+            &w,
+            addr,
+            format!("GET /x HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{host}: {reply:?}"
+        );
+    }
+    // Only the two catch-all requests reached the backend.
+    assert_eq!(w.backend.requests.load(SeqCst), 2);
+}
+
 /// `GET host:port` (authority-form) is CONNECT's alone (RFC 9112 §3.2.3):
 /// with no path to route on, it is refused with 400, as nginx does, and the
 /// backend never sees it.

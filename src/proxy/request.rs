@@ -218,12 +218,46 @@ fn without_root_dot(authority: &str) -> Option<String> {
     })
 }
 
-/// `host [":" port]` as RFC 3986 §3.2.2 spells it: reg-name characters, an
-/// IP literal in brackets, no userinfo, path or whitespace; and no empty
-/// label (`a..b`), which names no host (nginx answers 400 too).
+/// `host [":" port]` as RFC 3986 §3.2 spells it: an IP literal in
+/// brackets or a reg-name (no userinfo, path or whitespace), then at most
+/// one `:` and a port of digits alone; and no empty label (`a..b`), which
+/// names no host (nginx answers 400 too). An empty value is allowed (RFC
+/// 9112 §3.2: a target without an authority), an empty host with a port
+/// is not.
+///
+/// The port is strict because routing and the backend must read the same
+/// host: `a.example:443:1` or `a.example:x` misses the route for
+/// `a.example` (the router strips only a port of digits) and would take a
+/// catch-all route, while a backend that cuts the host at its first `:`
+/// (Express's `req.hostname`, nginx's `$host`) reads `a.example`.
 fn valid_authority(b: &[u8]) -> bool {
-    !b.windows(2).any(|w| w == b"..")
-        && b.iter().all(|&c| {
+    let (host, port) = if b.first() == Some(&b'[') {
+        let Some(end) = b.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        let literal = &b[1..end];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.' | b'v' | b'V'))
+        {
+            return false;
+        }
+        match &b[end + 1..] {
+            [] => (&b[..0], None),
+            [b':', port @ ..] => (&b[..0], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match b.iter().position(|&c| c == b':') {
+            Some(0) => return false,
+            Some(i) => (&b[..i], Some(&b[i + 1..])),
+            None => (b, None),
+        }
+    };
+    port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
+        && !host.windows(2).any(|w| w == b"..")
+        && host.iter().all(|&c| {
             c.is_ascii_alphanumeric()
                 || matches!(
                     c,
@@ -241,9 +275,6 @@ fn valid_authority(b: &[u8]) -> bool {
                         | b','
                         | b';'
                         | b'='
-                        | b':'
-                        | b'['
-                        | b']'
                         | b'%'
                 )
         })
@@ -290,6 +321,41 @@ mod tests {
             prepared(req(Version::HTTP_11, "b.test:443", &["b.test"])),
             Err(Refused::AuthorityForm)
         );
+    }
+
+    /// One reading of host and port for the router and the backend.
+    #[test]
+    fn authority_grammar() {
+        for ok in [
+            "a.test",
+            "a.test:443",
+            "a.test:",
+            "A.Test:99999",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::7]:8443",
+            "127.0.0.1:8443",
+            "",
+        ] {
+            assert!(valid_authority(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "a.test:443:1",
+            "a.test:x",
+            "a.test:443x",
+            ":443",
+            "[::1]x",
+            "[::1]:1:2",
+            "[::1",
+            "[]:443",
+            "[a.test]",
+            "a.test]",
+            "a[b]",
+            "u@a.test",
+            "a test",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]
