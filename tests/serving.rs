@@ -149,7 +149,7 @@ fn answer(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
         .collect();
-    let body = serde_json::json!({ "path": req.uri().path(), "headers": headers });
+    let body = serde_json::json!({ "path": req.uri().path(), "query": req.uri().query(), "headers": headers });
     http::Response::new(Full::new(Bytes::from(body.to_string())).boxed())
 }
 
@@ -1829,6 +1829,51 @@ async fn a_host_with_a_malformed_port_is_refused() {
         );
     }
     // Only the two catch-all requests reached the backend.
+    assert_eq!(w.backend.requests.load(SeqCst), 2);
+}
+
+/// A run of `/` is one `/`, before dot segments, as nginx, Tomcat and
+/// Traefik read it: `//admin/secret` took the catch-all route past the
+/// `/admin/` route's rules, and a Tomcat or nginx backend served it as
+/// `/admin/secret`. Now it is routed and forwarded as `/admin/secret`.
+#[tokio::test]
+async fn a_run_of_slashes_takes_the_route_it_names() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ path_prefix: /admin/, upstream: plain, allow_from: [10.0.0.0/8] }, { upstream: plain }]",
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    for (path, status, seen) in [
+        ("/admin/secret", "403", None),
+        ("//admin/secret", "403", None),
+        ("/admin//secret", "403", None),
+        ("/pub//../admin/secret", "403", None),
+        ("///x//y/", "200", Some(("/x/y/", None))),
+        // The query is not a path: left as sent.
+        ("/x//y?next=//z", "200", Some(("/x/y", Some("next=//z")))),
+    ] {
+        let reply = h1_exchange(
+            &w,
+            addr,
+            format!("GET {path} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {reply:?}"
+        );
+        if let Some((seen, query)) = seen {
+            let body: serde_json::Value =
+                serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            assert_eq!(body["path"], seen, "{path}");
+            assert_eq!(body["query"].as_str(), query, "{path}");
+        }
+    }
     assert_eq!(w.backend.requests.load(SeqCst), 2);
 }
 

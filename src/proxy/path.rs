@@ -4,8 +4,9 @@
 //! backend will act on: `/pub/../secret` and `/pub/%2e%2e/secret` are
 //! `/secret`, and that is what is routed and forwarded. Percent-encoded
 //! unreserved characters are decoded (`%2e` is `.`, `%61` is `a`; RFC 3986
-//! §6.2.2.2 says they are equivalent), then dot segments are removed. An
-//! encoded `/` or `\` (`%2f`, `%5c`), a raw `\`, a `%` not followed by two
+//! §6.2.2.2 says they are equivalent), a run of `/` becomes one (`//admin`
+//! is `/admin`, as nginx, Tomcat and Traefik read it), then dot segments are
+//! removed. An encoded `/` or `\` (`%2f`, `%5c`), a raw `\`, a `%` not followed by two
 //! hex digits, or a dot segment with parameters (`..;x`) is refused: a
 //! backend that decodes them would see segments the router never saw. The
 //! common path needs no change and is not copied.
@@ -34,9 +35,11 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     let mut decode = false;
     let mut dot = false;
+    let mut slashes = false;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'.' => dot = true,
+            b'/' if i > 0 && bytes[i - 1] == b'/' => slashes = true,
             b'\\' => return Err(PathError::Backslash),
             b'%' => {
                 let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
@@ -57,14 +60,21 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
     // Dot segments (also `.;x`) need a dot, and `%2e` sets `decode`: the
     // common path ends here, without the segment scans below.
-    if !decode && !dot {
+    if !decode && !dot && !slashes {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded: Cow<'_, str> = if decode {
+    let mut decoded: Cow<'_, str> = if decode {
         Cow::Owned(decode_unreserved(path))
     } else {
         Cow::Borrowed(path)
     };
+    // Before the dot segments, as nginx and Tomcat do: `/pub//../x` is
+    // `/x` to them, so it must be `/x` here (RFC 3986 alone would make it
+    // `/pub/x`, and a route for `/pub/` would pass what a backend serves
+    // as `/x`). Decoding cannot make a new `/`: `%2f` was refused.
+    if slashes && decoded.starts_with('/') {
+        decoded = Cow::Owned(merge_slashes(&decoded));
+    }
     if decoded
         .split('/')
         .any(|seg| matches!(seg.split_once(';'), Some(("." | "..", _))))
@@ -115,6 +125,17 @@ fn decode_unreserved(path: &str) -> String {
             let end = path[i..].find('%').map_or(bytes.len(), |n| i + n);
             out.push_str(&path[i..end]);
             i = end;
+        }
+    }
+    out
+}
+
+/// `path` with every run of `/` made one.
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
         }
     }
     out
@@ -187,7 +208,12 @@ mod tests {
         assert_eq!(ok("/a%20b/%7e"), "/a%20b/~");
         assert_eq!(ok("/caf%C3%A9"), "/caf%C3%A9");
         assert_eq!(ok("*"), "*");
-        assert_eq!(ok("/a//../b"), "/a/b");
+        // Runs of `/` are one, before the dot segments (nginx, Tomcat).
+        assert_eq!(ok("/a//../b"), "/b");
+        assert_eq!(ok("//admin/secret"), "/admin/secret");
+        assert_eq!(ok("/admin///secret//"), "/admin/secret/");
+        assert_eq!(ok("/pub//../secret"), "/secret");
+        assert_eq!(ok("/%2e//x"), "/x");
         assert_eq!(
             normalise("/pub/..%2fsecret"),
             Err(PathError::EncodedSeparator)
@@ -241,12 +267,14 @@ mod tests {
 
         /// Whatever follows `/pub/`, the normalised path is still under
         /// `/pub/` (or `/pub`), or it no longer starts with `/pub` at all,
-        /// and it has no dot segment left for a backend to resolve.
+        /// and it has no dot segment or run of `/` left for a backend to
+        /// resolve.
         #[test]
         fn never_escapes_a_prefix(rest in hostile_path()) {
             let raw = format!("/pub/{rest}");
             if let Ok(n) = normalise(&raw) {
                 prop_assert!(!has_dot_segment(&n), "{raw} -> {n}");
+                prop_assert!(!n.contains("//"), "{raw} -> {n}");
                 prop_assert!(!n.contains("%2e") && !n.contains("%2E"), "{raw} -> {n}");
                 if n.starts_with("/pub") && !n.starts_with("/pub/") && n != "/pub" {
                     // Only a sibling like /public can start with "/pub" here,
