@@ -1877,6 +1877,48 @@ async fn a_run_of_slashes_takes_the_route_it_names() {
     assert_eq!(w.backend.requests.load(SeqCst), 2);
 }
 
+/// Tomcat and Jetty drop a segment's `;` parameters: `/admin;x/secret` is
+/// their `/admin/secret`. It took the catch-all route past the `/admin/`
+/// route's rules; now a path whose parameters decide the route is refused
+/// with 400, and one whose parameters change nothing
+/// (`;jsessionid=`) is forwarded as sent.
+#[tokio::test]
+async fn path_parameters_cannot_pick_the_route() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ path_prefix: /admin/, upstream: plain, allow_from: [10.0.0.0/8] }, { upstream: plain }]",
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    for (path, status) in [
+        ("/admin;x/secret", "400"),
+        ("/admin;/secret", "400"),
+        ("/admin/x;v=1", "403"),
+        ("/app/page;jsessionid=1", "200"),
+    ] {
+        let reply = h1_exchange(
+            &w,
+            addr,
+            format!("GET {path} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {reply:?}"
+        );
+        if status == "200" {
+            let body: serde_json::Value =
+                serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            assert_eq!(body["path"], path);
+        }
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}
+
 /// `GET host:port` (authority-form) is CONNECT's alone (RFC 9112 §3.2.3):
 /// with no path to route on, it is refused with 400, as nginx does, and the
 /// backend never sees it.

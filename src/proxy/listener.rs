@@ -609,7 +609,17 @@ async fn handle(
         let router = listener.router.load();
         router
             .matched(request::authority(&req), req.uri().path())
-            .map(|r| (r.upstream.clone(), r.policy.clone(), r.metrics.clone()))
+            .map(|r| r.map(|r| (r.upstream.clone(), r.policy.clone(), r.metrics.clone())))
+    };
+    let route = match route {
+        Ok(route) => route,
+        Err(refused) => {
+            debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
+            listener
+                .unrouted
+                .record(refused.status().as_u16(), start.elapsed());
+            return exchange.finish(refused.response());
+        }
     };
     let Some((upstream, policy, route_metrics)) = route else {
         listener.unrouted.record(404, start.elapsed());

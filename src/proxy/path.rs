@@ -130,6 +130,20 @@ fn decode_unreserved(path: &str) -> String {
     out
 }
 
+/// `path` as Tomcat and Jetty read it: each segment's `;` parameters
+/// dropped (`/admin;x/secret` is `/admin/secret`), runs of `/` left by an
+/// empty segment merged; borrowed when there is no `;`.
+pub fn without_params(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let stripped: Vec<&str> = path
+        .split('/')
+        .map(|seg| seg.split_once(';').map_or(seg, |(name, _)| name))
+        .collect();
+    Cow::Owned(merge_slashes(&stripped.join("/")))
+}
+
 /// `path` with every run of `/` made one.
 fn merge_slashes(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
@@ -240,6 +254,15 @@ mod tests {
             Err(PathError::DotSegmentParams)
         );
         assert_eq!(ok("/pub/a;v=1/..x;y"), "/pub/a;v=1/..x;y");
+    }
+
+    #[test]
+    fn path_parameters_as_tomcat_drops_them() {
+        assert!(matches!(without_params("/a/b"), Cow::Borrowed("/a/b")));
+        assert_eq!(without_params("/admin;x/secret"), "/admin/secret");
+        assert_eq!(without_params("/a;b;c/d;e"), "/a/d");
+        assert_eq!(without_params("/admin/;x/secret"), "/admin/secret");
+        assert_eq!(without_params("/app/page;jsessionid=1"), "/app/page");
     }
 
     /// Paths made of the pieces that matter to normalisation.

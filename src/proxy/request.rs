@@ -41,6 +41,10 @@ pub enum Refused {
     AuthorityForm,
     #[error("asterisk-form target without OPTIONS")]
     AsteriskForm,
+    /// Read as Tomcat and Jetty read it (`;` parameters dropped), the
+    /// path would take another route ([`crate::proxy::router::Router::matched`]).
+    #[error("path parameters (';') would change the route")]
+    RouteByParams,
 }
 
 /// Header fields a request may carry: hyper's HTTP/1.1 parser stops at

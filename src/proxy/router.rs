@@ -7,6 +7,8 @@ use crate::config::RouteConfig;
 use crate::metrics::RouteMetrics;
 use crate::proxy::edge::RoutePolicy;
 use crate::proxy::forward::Upstream;
+use crate::proxy::path;
+use crate::proxy::request::Refused;
 
 enum HostMatch {
     Any,
@@ -71,11 +73,31 @@ impl Router {
     /// (already normalised by [`crate::proxy::request::prepare`], so a
     /// prefix sees the path the upstream will get).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
-        self.matched(host, path).map(|r| &r.upstream)
+        self.first(host, path).map(|r| &r.upstream)
     }
 
-    /// The route a request to `host` and `path` takes.
-    pub fn matched(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    /// The route a request to `host` and `path` takes; refused when the
+    /// path's `;` parameters decide it. Tomcat and Jetty drop them
+    /// (`/admin;x/secret` is their `/admin/secret`): if that reading would
+    /// take another route than the path as sent, a route's rules could be
+    /// slipped past on one backend or another, so neither is chosen. A
+    /// parameter that changes nothing (`/app/page;jsessionid=1`) passes.
+    pub fn matched(&self, host: Option<&str>, path: &str) -> Result<Option<&Route>, Refused> {
+        let route = self.first(host, path);
+        if path.contains(';') {
+            let other = self.first(host, &path::without_params(path));
+            if !std::ptr::eq(
+                route.map_or(std::ptr::null(), |r| r as *const Route),
+                other.map_or(std::ptr::null(), |r| r as *const Route),
+            ) {
+                return Err(Refused::RouteByParams);
+            }
+        }
+        Ok(route)
+    }
+
+    /// The first route matching `host` and `path`.
+    fn first(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
         self.routes.iter().find(|r| {
             let host_ok = match (&r.host, host) {
@@ -165,6 +187,43 @@ mod tests {
             Some("any")
         );
         assert_eq!(name(None, "/nothing"), None);
+    }
+
+    /// `;` parameters may not pick the route: both readings must agree.
+    #[test]
+    fn path_parameters_cannot_pick_the_route() {
+        let ups: HashMap<_, _> = ["admin", "app", "any"]
+            .iter()
+            .map(|n| (n.to_string(), upstream(n)))
+            .collect();
+        let route = |path: Option<&str>, up: &str| RouteConfig {
+            host: None,
+            path_prefix: path.map(Into::into),
+            upstream: up.into(),
+            allow: None,
+            forward_client_cert: None,
+            max_body_bytes: None,
+            allow_from: None,
+        };
+        let r = Router::new(
+            "public",
+            &[
+                route(Some("/admin/"), "admin"),
+                route(Some("/app"), "app"),
+                route(None, "any"),
+            ],
+            &ups,
+        );
+        let name = |p| {
+            r.matched(None, p)
+                .map(|r| r.map(|r| r.upstream.name.to_string()))
+        };
+        assert_eq!(name("/admin;x/secret"), Err(Refused::RouteByParams));
+        assert_eq!(name("/admin/;x"), Ok(Some("admin".into())));
+        assert_eq!(name("/admin/x;v=1"), Ok(Some("admin".into())));
+        assert_eq!(name("/app;jsessionid=1"), Ok(Some("app".into())));
+        assert_eq!(name("/x;y/admin/"), Ok(Some("any".into())));
+        assert_eq!(name("/;/admin/x"), Err(Refused::RouteByParams));
     }
 
     proptest::proptest! {
