@@ -1326,6 +1326,48 @@ async fn client_gone_before_the_response_is_logged_as_499() {
     drop(p);
 }
 
+/// A header whose name reads, `_` as `-`, as one hotproxy removes or
+/// replaces is removed too: CGI, WSGI and PHP servers fold both spellings
+/// into one variable (`HTTP_SSL_CLIENT_VERIFY`), so `ssl_client_verify:
+/// SUCCESS` would reach such a backend as the header hotproxy stripped. An
+/// application's own names with `_` pass.
+#[tokio::test]
+async fn underscore_lookalikes_of_stripped_headers_are_removed() {
+    let w = world().await;
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes =
+        r#"      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }"#;
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let lookalikes = [
+        ("ssl_client_verify", "SUCCESS"),
+        ("ssl_client_subject_dn", "CN=admin"),
+        ("X_Client_Cert_Subject", "CN=admin"),
+        ("x_forwarded_client_cert", "Hash=00"),
+        ("client_cert", ":AAAA:"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("x_real_ip", "6.6.6.6"),
+        ("x-forwarded_proto", "http"),
+    ];
+    let mut sent = lookalikes.to_vec();
+    sent.push(("api_key", "k1"));
+    sent.push(("x_custom_thing", "kept"));
+    for path in ["/api", "/nginx"] {
+        let h = seen(addr, cfg_for(&w, None), path, &sent).await;
+        for (name, _) in lookalikes {
+            let lower = name.to_ascii_lowercase();
+            assert!(
+                h.get(&lower).is_none(),
+                "{path}: {name} reached the backend: {h}"
+            );
+        }
+        assert_eq!(h["api_key"], "k1", "{path}: {h}");
+        assert_eq!(h["x_custom_thing"], "kept", "{path}: {h}");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{path}: {h}");
+    }
+    drop(p);
+}
+
 /// What OpenSSL prints for `pem`'s subject or issuer (`-subject` /
 /// `-issuer`) with `-nameopt RFC2253`: nginx's `$ssl_client_s_dn` and
 /// `$ssl_client_i_dn`, Envoy's XFCC `Subject`.

@@ -90,22 +90,27 @@ const SPOOFABLE: [&str; 4] = [
 /// name we never write, e.g. `X-Client-Cert-CN`), and other proxies'
 /// ([`SPOOFABLE`]).
 pub fn strip(headers: &mut HeaderMap) {
-    // Every request passes here: the first byte settles most names.
-    let spoofed = |k: &&HeaderName| {
-        let n = k.as_str();
-        match n.as_bytes().first() {
-            Some(b'x' | b's') => {
-                SPOOFABLE.iter().any(|p| n.starts_with(p)) || *k == X_FORWARDED_CLIENT_CERT
-            }
-            Some(b'c') => *k == CLIENT_CERT || *k == CLIENT_CERT_CHAIN,
-            _ => false,
-        }
-    };
     // One pass over the names; the common request has none of them, and
     // collecting none allocates nothing.
-    let named: Vec<HeaderName> = headers.keys().filter(spoofed).cloned().collect();
+    let named: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_identity_header(k.as_str()))
+        .cloned()
+        .collect();
     for n in named {
         headers.remove(n);
+    }
+}
+
+/// Whether a (lowercase) header name is one [`strip`] removes.
+pub fn is_identity_header(n: &str) -> bool {
+    // Every request's every name passes here: the first byte settles most.
+    match n.as_bytes().first() {
+        Some(b'x' | b's') => {
+            SPOOFABLE.iter().any(|p| n.starts_with(p)) || n == X_FORWARDED_CLIENT_CERT.as_str()
+        }
+        Some(b'c') => n == CLIENT_CERT.as_str() || n == CLIENT_CERT_CHAIN.as_str(),
+        _ => false,
     }
 }
 

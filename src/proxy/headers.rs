@@ -138,6 +138,29 @@ static FORWARDING: [&HeaderName; 6] = [
     &X_FORWARDED_HOST,
 ];
 
+/// Remove a client's header whose name, `_` read as `-`, is one hotproxy
+/// replaces or removes: a forwarding header or a client-certificate
+/// header ([`crate::proxy::client_cert::is_identity_header`]). CGI, WSGI
+/// and PHP servers fold `_` and `-` into one variable (`X_Client_Cert_Subject`
+/// and `X-Client-Cert-Subject` are both `HTTP_X_CLIENT_CERT_SUBJECT`), so
+/// such a look-alike would reach the backend as the header hotproxy
+/// removed. nginx drops every name with `_` (`underscores_in_headers off`);
+/// hotproxy drops only these, so an application's own `api_key` passes.
+fn strip_underscore_lookalikes(headers: &mut HeaderMap) {
+    let lookalike = |k: &&HeaderName| {
+        let n = k.as_str();
+        n.contains('_') && {
+            let dashed = n.replace('_', "-");
+            FORWARDING.iter().any(|f| f.as_str() == dashed)
+                || crate::proxy::client_cert::is_identity_header(&dashed)
+        }
+    };
+    let named: Vec<HeaderName> = headers.keys().filter(lookalike).cloned().collect();
+    for n in named {
+        headers.remove(n);
+    }
+}
+
 /// Whether the client's own forwarding headers are believed: only from
 /// the listener's `trusted_proxies` (the address after PROXY protocol).
 fn trusts_forwarding(ctx: &RequestContext) -> bool {
@@ -159,6 +182,7 @@ pub fn rewrite_request_headers(
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     strip_hop_by_hop(headers, upgrade);
+    strip_underscore_lookalikes(headers);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
