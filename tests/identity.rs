@@ -268,6 +268,13 @@ async fn allow_matrix() {
         None,
         &[uri("spiffe://cluster.local/ns/ops/team/alice")],
     );
+    // No SPIFFE ID has a dot segment; a backend resolving it would read
+    // spiffe://cluster.local/admin.
+    let climber = pki.client(
+        "climber",
+        None,
+        &[uri("spiffe://cluster.local/ns/ops/../../admin")],
+    );
     let pinned = pki.client("pinned", None, &[]);
     let stranger = pki.client("nobody", None, &[]);
     // Colons and upper case are ignored in fingerprints.
@@ -288,7 +295,7 @@ async fn allow_matrix() {
     let addr = p.listener_addr("partners").await;
     let api = p.admin_addr().await;
 
-    let cases: [(&str, Option<&Client>, &str, Outcome); 12] = [
+    let cases: [(&str, Option<&Client>, &str, Outcome); 13] = [
         ("uri_san glob", Some(&prod), "/api", Outcome::Status(200)),
         (
             "uri_san * spans one segment",
@@ -316,6 +323,12 @@ async fn allow_matrix() {
             DENIED,
         ),
         ("uri_san /**", Some(&ops), "/api", Outcome::Status(200)),
+        (
+            "a dot segment matches no uri_san",
+            Some(&climber),
+            "/admin",
+            DENIED,
+        ),
         ("fingerprint", Some(&pinned), "/api", Outcome::Status(200)),
         ("no rule matches", Some(&stranger), "/api", DENIED),
         (
@@ -372,7 +385,7 @@ async fn allow_matrix() {
             r#"hotproxy_client_auth_denied_total{listener="partners",reason="not_allowed"}"#
         )
         .await,
-        5.0
+        6.0
     );
     assert_eq!(
         metric(

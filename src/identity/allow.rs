@@ -240,6 +240,9 @@ impl Glob {
     }
 
     fn matches(&self, value: &str) -> bool {
+        if self.kind == Kind::Uri && !plain_uri(value) {
+            return false;
+        }
         let lowered;
         let value = match self.kind {
             Kind::Dns | Kind::Email => {
@@ -266,6 +269,18 @@ impl Glob {
             (true, None) => false,
         }
     }
+}
+
+/// A URI SAN a `uri_san` rule can judge: no `.` or `..` path segment, no
+/// `%`, no query or fragment. A SPIFFE ID never has them (its segments are
+/// `[A-Za-z0-9._-]`, dot segments excluded); in a certificate they can only
+/// come from a CA that signs what it is asked, and a backend that resolves
+/// `spiffe://td/ns/prod/../admin` or decodes `%2e%2e` would read another
+/// identity than the rule matched.
+fn plain_uri(value: &str) -> bool {
+    let path = value.split_once("://").map_or(value, |(_, rest)| rest);
+    !value.contains(['%', '?', '#'])
+        && !path.split('/').skip(1).any(|seg| seg == "." || seg == "..")
 }
 
 impl Kind {
@@ -383,6 +398,26 @@ mod tests {
     }
 
     /// `/**` needs at least one more segment; `*` never matches an empty segment.
+    #[test]
+    fn dot_segments_and_escapes_match_no_uri_rule() {
+        let g = Glob::new("spiffe://td/ns/prod/**", Kind::Uri).unwrap();
+        assert!(g.matches("spiffe://td/ns/prod/sa/web"));
+        for v in [
+            "spiffe://td/ns/prod/../admin",
+            "spiffe://td/ns/prod/./sa/web",
+            "spiffe://td/ns/prod/%2e%2e/admin",
+            "spiffe://td/ns/prod/sa/web?x",
+            "spiffe://td/ns/prod/sa/web#x",
+        ] {
+            assert!(!g.matches(v), "{v}");
+        }
+        let exact = Glob::new("spiffe://td/ns/prod/../admin", Kind::Uri).unwrap();
+        assert!(!exact.matches("spiffe://td/ns/prod/../admin"));
+        // A dot inside a segment is an ordinary character.
+        let g = Glob::new("spiffe://td/ns/*/sa/web.v2", Kind::Uri).unwrap();
+        assert!(g.matches("spiffe://td/ns/a.b/sa/web.v2"));
+    }
+
     #[test]
     fn glob_edges() {
         let g = Glob::new("spiffe://td/ns/**", Kind::Uri).unwrap();
