@@ -1418,6 +1418,41 @@ async fn h2_rapid_reset_is_cut_off() {
     assert!(reached < 200, "{reached} reset streams reached the backend");
 }
 
+/// Empty DATA frames cost the sender nine bytes each and the receiver a
+/// frame's work (CVE-2019-9518): a client streaming them on an upload is cut
+/// off with GOAWAY ENHANCE_YOUR_CALM (h2's `too_many_data_frames`, as
+/// Envoy's `max_consecutive_inbound_frames_with_empty_payload`), long
+/// before the 200,000 it tries.
+#[tokio::test]
+async fn h2_empty_data_frame_flood_is_cut_off() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let (client, conn) = h2::client::handshake(tls(&w, addr, &[b"h2"]).await)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (_, mut stream) = client
+        .send_request(h2_get("/upload", "POST"), false)
+        .unwrap();
+    let mut sent = 0;
+    while sent < 200_000 && stream.send_data(Bytes::new(), false).is_ok() {
+        sent += 1;
+        if sent % 1000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let ended = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    let e = ended.expect_err("ended by the server");
+    assert!(e.is_go_away(), "{e}");
+    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
+    assert!(sent < 200_000, "all {sent} empty frames were taken");
+}
+
 /// An upstream's response head may be up to 64 KiB (Envoy's limit is
 /// 60 KiB); a larger one is a 502, not up to 400 KiB held per upstream
 /// connection.
