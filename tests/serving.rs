@@ -1822,6 +1822,43 @@ async fn a_trailing_dot_names_the_same_host() {
     }
 }
 
+/// A proxy whose first route (`guarded`: `host: …` or `path_prefix: …`)
+/// admits only 10.0.0.0/8, so a test client gets its 403, and whose second
+/// takes the rest: a request that slips past the guarded route gets 200.
+async fn guarded_and_catch_all(w: &World, guarded: &str) -> (Proxy, SocketAddr) {
+    let mut p = Proxy::start(&w.scene.public_config(
+        &format!(
+            "[{{ {guarded}, upstream: plain, allow_from: [10.0.0.0/8] }}, {{ upstream: plain }}]"
+        ),
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}
+
+/// `GET target` with `Host: host` on its own HTTP/1.1 connection: the
+/// status code, and what the backend saw when it answered.
+async fn get_status(
+    w: &World,
+    addr: SocketAddr,
+    host: &str,
+    target: &str,
+) -> (String, Option<serde_json::Value>) {
+    let reply = h1_exchange(
+        w,
+        addr,
+        format!("GET {target} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let status = reply.get(9..12).unwrap_or_default().to_owned();
+    let seen = (status == "200")
+        .then(|| serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap());
+    (status, seen)
+}
+
 /// A host's port is digits alone, after one `:`. `a.example.com:443:1` or
 /// `a.example.com:x` missed the route for `a.example.com` (and its
 /// `allow_from`) and took the catch-all, while a backend that cuts the host
@@ -1831,14 +1868,7 @@ async fn a_trailing_dot_names_the_same_host() {
 #[tokio::test]
 async fn a_host_with_a_malformed_port_is_refused() {
     let w = world().await;
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ host: a.example.com, upstream: plain, allow_from: [10.0.0.0/8] }, { upstream: plain }]",
-        &format!(
-            "\n  - name: plain\n    servers: [http://{}]",
-            w.backend.addr
-        ),
-    ));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = guarded_and_catch_all(&w, "host: a.example.com").await;
     for (host, status) in [
         ("a.example.com", "403"),
         ("a.example.com:443", "403"),
@@ -1852,16 +1882,8 @@ async fn a_host_with_a_malformed_port_is_refused() {
         ("[::1]x", "400"),
         ("a[b]", "400"),
     ] {
-        let reply = h1_exchange(
-            &w,
-            addr,
-            format!("GET /x HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await;
-        assert!(
-            reply.starts_with(&format!("HTTP/1.1 {status} ")),
-            "{host}: {reply:?}"
-        );
+        let (got, _) = get_status(&w, addr, host, "/x").await;
+        assert_eq!(got, status, "{host}");
     }
     // Only the two catch-all requests reached the backend.
     assert_eq!(w.backend.requests.load(SeqCst), 2);
@@ -1874,14 +1896,7 @@ async fn a_host_with_a_malformed_port_is_refused() {
 #[tokio::test]
 async fn a_run_of_slashes_takes_the_route_it_names() {
     let w = world().await;
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ path_prefix: /admin/, upstream: plain, allow_from: [10.0.0.0/8] }, { upstream: plain }]",
-        &format!(
-            "\n  - name: plain\n    servers: [http://{}]",
-            w.backend.addr
-        ),
-    ));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = guarded_and_catch_all(&w, "path_prefix: /admin/").await;
     for (path, status, seen) in [
         ("/admin/secret", "403", None),
         ("//admin/secret", "403", None),
@@ -1891,20 +1906,10 @@ async fn a_run_of_slashes_takes_the_route_it_names() {
         // The query is not a path: left as sent.
         ("/x//y?next=//z", "200", Some(("/x/y", Some("next=//z")))),
     ] {
-        let reply = h1_exchange(
-            &w,
-            addr,
-            format!("GET {path} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await;
-        assert!(
-            reply.starts_with(&format!("HTTP/1.1 {status} ")),
-            "{path}: {reply:?}"
-        );
+        let (got, body) = get_status(&w, addr, "a.example.com", path).await;
+        assert_eq!(got, status, "{path}");
         if let Some((seen, query)) = seen {
-            let body: serde_json::Value =
-                serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            let body = body.unwrap();
             assert_eq!(body["path"], seen, "{path}");
             assert_eq!(body["query"].as_str(), query, "{path}");
         }
@@ -1920,34 +1925,16 @@ async fn a_run_of_slashes_takes_the_route_it_names() {
 #[tokio::test]
 async fn path_parameters_cannot_pick_the_route() {
     let w = world().await;
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ path_prefix: /admin/, upstream: plain, allow_from: [10.0.0.0/8] }, { upstream: plain }]",
-        &format!(
-            "\n  - name: plain\n    servers: [http://{}]",
-            w.backend.addr
-        ),
-    ));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = guarded_and_catch_all(&w, "path_prefix: /admin/").await;
     for (path, status) in [
         ("/admin;x/secret", "400"),
         ("/admin;/secret", "400"),
         ("/admin/x;v=1", "403"),
         ("/app/page;jsessionid=1", "200"),
     ] {
-        let reply = h1_exchange(
-            &w,
-            addr,
-            format!("GET {path} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await;
-        assert!(
-            reply.starts_with(&format!("HTTP/1.1 {status} ")),
-            "{path}: {reply:?}"
-        );
-        if status == "200" {
-            let body: serde_json::Value =
-                serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let (got, body) = get_status(&w, addr, "a.example.com", path).await;
+        assert_eq!(got, status, "{path}");
+        if let Some(body) = body {
             assert_eq!(body["path"], path);
         }
     }

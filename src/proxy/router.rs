@@ -150,14 +150,9 @@ mod tests {
         )
     }
 
-    /// First match wins; host exact or one-label wildcard; prefix; no match = None.
-    #[test]
-    fn first_match_wins() {
-        let ups: HashMap<_, _> = ["api", "web", "any"]
-            .iter()
-            .map(|n| (n.to_string(), upstream(n)))
-            .collect();
-        let route = |host: Option<&str>, path: Option<&str>, up: &str| RouteConfig {
+    /// A route to `up` for `host` and `path`, with no policy of its own.
+    fn route(host: Option<&str>, path: Option<&str>, up: &str) -> RouteConfig {
+        RouteConfig {
             host: host.map(Into::into),
             path_prefix: path.map(Into::into),
             upstream: up.into(),
@@ -165,7 +160,18 @@ mod tests {
             forward_client_cert: None,
             max_body_bytes: None,
             allow_from: None,
-        };
+        }
+    }
+
+    /// Upstreams by these names.
+    fn upstreams(names: &[&str]) -> HashMap<String, Arc<Upstream>> {
+        names.iter().map(|n| (n.to_string(), upstream(n))).collect()
+    }
+
+    /// First match wins; host exact or one-label wildcard; prefix; no match = None.
+    #[test]
+    fn first_match_wins() {
+        let ups = upstreams(&["api", "web", "any"]);
         let r = Router::new(
             "public",
             &[
@@ -192,25 +198,13 @@ mod tests {
     /// `;` parameters may not pick the route: both readings must agree.
     #[test]
     fn path_parameters_cannot_pick_the_route() {
-        let ups: HashMap<_, _> = ["admin", "app", "any"]
-            .iter()
-            .map(|n| (n.to_string(), upstream(n)))
-            .collect();
-        let route = |path: Option<&str>, up: &str| RouteConfig {
-            host: None,
-            path_prefix: path.map(Into::into),
-            upstream: up.into(),
-            allow: None,
-            forward_client_cert: None,
-            max_body_bytes: None,
-            allow_from: None,
-        };
+        let ups = upstreams(&["admin", "app", "any"]);
         let r = Router::new(
             "public",
             &[
-                route(Some("/admin/"), "admin"),
-                route(Some("/app"), "app"),
-                route(None, "any"),
+                route(None, Some("/admin/"), "admin"),
+                route(None, Some("/app"), "app"),
+                route(None, None, "any"),
             ],
             &ups,
         );
@@ -240,22 +234,14 @@ mod tests {
                 0..12,
             )
         ) {
-            let ups: HashMap<_, _> = ["pub", "api", "rest"]
-                .iter()
-                .map(|n| (n.to_string(), upstream(n)))
-                .collect();
-            let route = |path: &str, up: &str| RouteConfig {
-                host: None,
-                path_prefix: Some(path.into()),
-                upstream: up.into(),
-                allow: None,
-                forward_client_cert: None,
-                max_body_bytes: None,
-                allow_from: None,
-            };
+            let ups = upstreams(&["pub", "api", "rest"]);
             let r = Router::new(
                 "public",
-                &[route("/pub/", "pub"), route("/api", "api"), route("/", "rest")],
+                &[
+                    route(None, Some("/pub/"), "pub"),
+                    route(None, Some("/api"), "api"),
+                    route(None, Some("/"), "rest"),
+                ],
                 &ups,
             );
             let raw = format!("/{}", pieces.concat());
