@@ -397,7 +397,7 @@ mod tests {
         assert!(!AllowList::default().permits(&id()));
     }
 
-    /// `/**` needs at least one more segment; `*` never matches an empty segment.
+    /// A URI SAN no SPIFFE ID could be matches no `uri_san` rule.
     #[test]
     fn dot_segments_and_escapes_match_no_uri_rule() {
         let g = Glob::new("spiffe://td/ns/prod/**", Kind::Uri).unwrap();
@@ -418,6 +418,7 @@ mod tests {
         assert!(g.matches("spiffe://td/ns/a.b/sa/web.v2"));
     }
 
+    /// `/**` needs at least one more segment; `*` never matches an empty segment.
     #[test]
     fn glob_edges() {
         let g = Glob::new("spiffe://td/ns/**", Kind::Uri).unwrap();

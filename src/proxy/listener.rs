@@ -571,6 +571,23 @@ async fn connection(
     }
 }
 
+/// A request refused before it has a route (malformed, or one whose
+/// readings disagree on its route): logged at debug, as any client can
+/// cause it, counted without an upstream, answered.
+fn refuse(
+    listener: &Listener,
+    ctx: &RequestContext,
+    exchange: Exchange,
+    refused: request::Refused,
+    start: Instant,
+) -> Response<ResponseBody> {
+    debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
+    listener
+        .unrouted
+        .record(refused.status().as_u16(), start.elapsed());
+    exchange.finish(refused.response())
+}
+
 /// Route one request and forward it, recording the request metrics; the
 /// edge duties (request id, route `allow`, client-certificate headers,
 /// access log) are [`Exchange`]'s. A `101` to a tunnelled upgrade starts
@@ -595,11 +612,7 @@ async fn handle(
         false => request::prepare(&mut req),
     };
     if let Err(refused) = prepared {
-        debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
-        listener
-            .unrouted
-            .record(refused.status().as_u16(), start.elapsed());
-        return exchange.finish(refused.response());
+        return refuse(listener, ctx, exchange, refused, start);
     }
     if let Some(misdirected) = exchange.misdirected(ctx, &req) {
         listener.unrouted.record(421, start.elapsed());
@@ -613,13 +626,7 @@ async fn handle(
     };
     let route = match route {
         Ok(route) => route,
-        Err(refused) => {
-            debug!(listener = %listener.name, peer = %ctx.client_addr, error = %refused, "request refused");
-            listener
-                .unrouted
-                .record(refused.status().as_u16(), start.elapsed());
-            return exchange.finish(refused.response());
-        }
+        Err(refused) => return refuse(listener, ctx, exchange, refused, start),
     };
     let Some((upstream, policy, route_metrics)) = route else {
         listener.unrouted.record(404, start.elapsed());
