@@ -5,11 +5,11 @@
 //! `/secret`, and that is what is routed and forwarded. Percent-encoded
 //! unreserved characters are decoded (`%2e` is `.`, `%61` is `a`; RFC 3986
 //! §6.2.2.2 says they are equivalent), a run of `/` becomes one (`//admin`
-//! is `/admin`, as nginx, Tomcat and Traefik read it), then dot segments are
-//! removed. An encoded `/` or `\` (`%2f`, `%5c`), a raw `\`, a `%` not followed by two
-//! hex digits, or a dot segment with parameters (`..;x`) is refused: a
-//! backend that decodes them would see segments the router never saw. The
-//! common path needs no change and is not copied.
+//! is `/admin`, as nginx, Tomcat and Traefik read it), then dot segments
+//! are removed. An encoded `/` or `\` (`%2f`, `%5c`), a raw `\`, a `%` not
+//! followed by two hex digits, or a dot segment with parameters (`..;x`) is
+//! refused: a backend that decodes them would see segments the router
+//! never saw. The common path needs no change and is not copied.
 
 use std::borrow::Cow;
 
@@ -69,9 +69,9 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
         Cow::Borrowed(path)
     };
     // Before the dot segments, as nginx and Tomcat do: `/pub//../x` is
-    // `/x` to them, so it must be `/x` here (RFC 3986 alone would make it
-    // `/pub/x`, and a route for `/pub/` would pass what a backend serves
-    // as `/x`). Decoding cannot make a new `/`: `%2f` was refused.
+    // `/x` to them and so here (RFC 3986 alone makes it `/pub/x`; either
+    // way the backend gets the path routed on). Decoding cannot make a new
+    // `/`: `%2f` was refused.
     if slashes && decoded.starts_with('/') {
         decoded = Cow::Owned(merge_slashes(&decoded));
     }
