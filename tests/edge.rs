@@ -505,3 +505,47 @@ async fn allow_from_listener_and_route() {
     }
     drop(w.scene);
 }
+
+/// An IPv4 client of a dual-stack listener (`bind: "[::]:0"`) arrives on an
+/// IPv6 socket as `::ffff:127.0.0.1`. It is its IPv4 address everywhere, as
+/// Envoy reports it: `X-Forwarded-For` (a backend's IPv4 allow list would
+/// not match the mapped form), the access log and `allow_from`.
+#[tokio::test]
+async fn ipv4_clients_of_a_dual_stack_listener_keep_their_address() {
+    std::net::TcpListener::bind("[::]:0")
+        .expect("this test needs IPv6 on the host: a dual-stack [::] socket");
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let log = scene.path("access.log");
+    let config = scene.config(&format!(
+        r#"
+access_log: {{ path: {log}, format: json }}
+listeners:
+  - name: dual
+    bind: "[::]:0"
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    allow_from: [127.0.0.0/8]
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [https://{addr}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+        log = log.display(),
+        addr = backend.addr
+    ));
+    let mut p = Proxy::start(&config);
+    let port = p.listener_addr("dual").await.port();
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let reply = get(addr, "localhost", cfg, false, "/", &[]).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["headers"]["x-forwarded-for"], "127.0.0.1");
+    let line = &wait_access_log(&log, 1, WAIT).await[0];
+    let client = line["client_addr"].as_str().unwrap();
+    assert!(client.starts_with("127.0.0.1:"), "{line}");
+}

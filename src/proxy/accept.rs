@@ -1,4 +1,4 @@
-//! Accepting connections: a failed `accept()` (EMFILE, ENFILE, ENOBUFS) backs off instead of spinning.
+//! Accepting connections: each peer by its own address family, and a failed `accept()` (EMFILE, ENFILE, ENOBUFS) backs off instead of spinning.
 //!
 //! When the process is out of file descriptors the pending connection stays
 //! in the kernel backlog and `accept()` fails again at once; retrying
@@ -7,6 +7,7 @@
 //! sleeps, doubling from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], and is counted in
 //! `hotproxy_accept_errors_total{listener}`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -33,14 +34,23 @@ impl Acceptor {
         }
     }
 
-    /// The next connection. Failures are logged (once per run of failures),
-    /// counted and slept on; they never end the loop.
-    pub async fn accept(&mut self, socket: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
+    /// The next connection and its peer. Failures are logged (once per run
+    /// of failures), counted and slept on; they never end the loop.
+    ///
+    /// An IPv4 client of a dual-stack socket (`bind: "[::]:8443"`) arrives
+    /// as `::ffff:10.1.2.3`; it is returned as `10.1.2.3`, as Envoy reports
+    /// it, so `X-Forwarded-For`, the access log and every CIDR rule
+    /// (`allow_from`, `trusted_proxies`, `proxy_protocol.from`) see the
+    /// address the client has.
+    pub async fn accept(&mut self, socket: &TcpListener) -> (TcpStream, SocketAddr) {
         loop {
             match socket.accept().await {
-                Ok(a) => {
+                Ok((stream, peer)) => {
                     self.backoff = MIN_BACKOFF;
-                    return a;
+                    return (
+                        stream,
+                        SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+                    );
                 }
                 Err(e) => {
                     metrics::accept_error(&self.listener);
