@@ -264,6 +264,15 @@ async fn proxy_protocol_from_allowed_peer() {
     let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "2001:db8::7");
+    // A dual-stack balancer (HAProxy's `v4v6`) names an IPv4 client by
+    // its mapped form: it is the IPv4 address, as on a dual-stack socket.
+    let mut tcp = tcp_from("127.0.0.2", w.public).await;
+    tcp.write_all(b"PROXY TCP6 ::ffff:203.0.113.8 ::ffff:10.0.0.1 40000 443\r\n")
+        .await
+        .unwrap();
+    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "203.0.113.8");
 
     let mut tcp = tcp_from("127.0.0.2", w.public).await;
     tcp.write_all(&v2("192.0.2.9:1", "192.0.2.1:443", 0))

@@ -127,7 +127,15 @@ async fn starts_with_header(stream: &TcpStream) -> Result<bool, Refused> {
 }
 
 /// Read a v1 or v2 header, exactly, and return its source address.
+/// The header's source address; an IPv4 client named by its mapped IPv6
+/// form (a dual-stack balancer's `::ffff:10.1.2.3`) is its IPv4 address,
+/// as on a dual-stack socket ([`crate::proxy::accept`]).
 async fn read_header(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Refused> {
+    let source = read_source(stream, peer).await?;
+    Ok(SocketAddr::new(source.ip().to_canonical(), source.port()))
+}
+
+async fn read_source(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Refused> {
     let mut first = [0u8; 1];
     if stream.peek(&mut first).await? == 0 {
         return Err(Refused::Closed);
