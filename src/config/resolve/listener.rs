@@ -146,11 +146,16 @@ impl Resolver {
                     format!("{p:?} must start with /"),
                 );
             }
+            let host = r.host.as_ref().map(|h| {
+                let hat = format!("{rat}.host");
+                let h = self.string(&hat, h);
+                route_host(&h).unwrap_or_else(|why| {
+                    self.problem(hat, why);
+                    h.to_ascii_lowercase()
+                })
+            });
             routes.push(RouteConfig {
-                host: r
-                    .host
-                    .as_ref()
-                    .map(|h| self.string(&format!("{rat}.host"), h).to_ascii_lowercase()),
+                host,
                 path_prefix: r.path_prefix.clone(),
                 upstream: r.upstream.clone(),
                 allow: self.allow(&format!("{rat}.allow"), r.allow.as_ref()),
@@ -378,6 +383,48 @@ impl Resolver {
     }
 }
 
+/// A route's `host` as the router compares it: lowercase, without a final
+/// `.` (a request's host loses its own, so `a.example.com.` would never
+/// match), an IPv6 literal without brackets (the router strips them from
+/// a request's). Refused, with why, when no request's host could ever
+/// match it, so the route's rules would be skipped for a later route's:
+/// a port (the router matches the host alone), a URL, a `*` anywhere but
+/// as the whole first label, or characters no host name has.
+fn route_host(h: &str) -> Result<String, String> {
+    let lower = h.to_ascii_lowercase();
+    let bare = lower.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
+    if let Ok(ip) = bare.unwrap_or(&lower).parse::<std::net::IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    if lower.contains("://") {
+        return Err(format!("{h:?}: a host name, not a URL"));
+    }
+    if let Some((_, port)) = lower.rsplit_once(':') {
+        return Err(format!(
+            "{h:?}: a route's host is matched without the port: remove \":{port}\""
+        ));
+    }
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    let labels = name.strip_prefix("*.").unwrap_or(name);
+    if labels.contains('*') {
+        return Err(format!(
+            "{h:?}: `*` only as the whole first label (\"*.example.com\", one label)"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !labels.split('.').all(label_ok) {
+        return Err(format!(
+            "{h:?}: not a host name (labels of letters, digits, `-`) or an IP address"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
 /// Headers that describe the connection, not the response: not settable.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -443,6 +490,50 @@ mod tests {
         );
         assert!(m.contains("listeners[0].limits.tunnel_idle_timeout"), "{m}");
         assert!(m.contains("listeners[0].limits.body_read_timeout"), "{m}");
+    }
+
+    /// A route's host is what the router compares, or refused by name
+    /// when no request could match it.
+    #[test]
+    fn route_hosts() {
+        for (written, stored) in [
+            ("API.Example.com", "api.example.com"),
+            ("a.example.com.", "a.example.com"),
+            ("*.Example.com", "*.example.com"),
+            ("10.0.0.1", "10.0.0.1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("in_ternal.local", "in_ternal.local"),
+        ] {
+            assert_eq!(
+                super::route_host(written).as_deref(),
+                Ok(stored),
+                "{written}"
+            );
+        }
+        for bad in [
+            "a.example.com:8443",
+            "https://a.example.com",
+            "a.*.example.com",
+            "**.example.com",
+            "*",
+            "a b",
+            "a..example.com",
+            "",
+            "/path",
+        ] {
+            assert!(super::route_host(bad).is_err(), "{bad}");
+        }
+        let cfg = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api, host: \"a.example.com:8443\" }, { upstream: api, host: \"a.*.b\" }]",
+        );
+        let m = messages(&parse_str(&cfg).unwrap_err());
+        assert!(
+            m.contains("listeners[0].routes[0].host") && m.contains("without the port"),
+            "{m}"
+        );
+        assert!(m.contains("listeners[0].routes[1].host"), "{m}");
     }
 
     /// A max_connections no semaphore can hold is refused by name (it once
