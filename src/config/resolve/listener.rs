@@ -138,13 +138,15 @@ impl Resolver {
                     format!("no upstream named {:?}", r.upstream),
                 );
             }
-            if let Some(p) = &r.path_prefix
-                && !p.starts_with('/')
-            {
-                self.problem(
-                    format!("{rat}.path_prefix"),
-                    format!("{p:?} must start with /"),
-                );
+            if let Some(p) = &r.path_prefix {
+                if !p.starts_with('/') {
+                    self.problem(
+                        format!("{rat}.path_prefix"),
+                        format!("{p:?} must start with /"),
+                    );
+                } else if let Some(why) = unroutable_prefix(p) {
+                    self.problem(format!("{rat}.path_prefix"), why);
+                }
             }
             let host = r.host.as_ref().map(|h| {
                 let hat = format!("{rat}.host");
@@ -383,6 +385,21 @@ impl Resolver {
     }
 }
 
+/// Why no request could match `prefix`: routes see a request's path
+/// normalised ([`crate::proxy::path::normalise`]: `%61` decoded, runs of
+/// `/` merged, dot segments removed), so a prefix that normalisation would
+/// change (`/admin//`, `/a/./b`, `/%61dmin`) never matches, and its
+/// requests would take a later route's rules.
+fn unroutable_prefix(prefix: &str) -> Option<String> {
+    match crate::proxy::path::normalise(prefix) {
+        Err(e) => Some(format!("{prefix:?}: no request path is routed with {e}")),
+        Ok(n) if n != prefix => Some(format!(
+            "{prefix:?}: requests are routed on their normalised path, so write {n:?}"
+        )),
+        Ok(_) => None,
+    }
+}
+
 /// A route's `host` as the router compares it: lowercase, without a final
 /// `.` (a request's host loses its own, so `a.example.com.` would never
 /// match), an IPv6 literal without brackets (the router strips them from
@@ -492,10 +509,10 @@ mod tests {
         assert!(m.contains("listeners[0].limits.body_read_timeout"), "{m}");
     }
 
-    /// A route's host is what the router compares, or refused by name
-    /// when no request could match it.
+    /// A route's host and path prefix are what the router compares, or
+    /// refused by name when no request could match them.
     #[test]
-    fn route_hosts() {
+    fn route_hosts_and_prefixes() {
         for (written, stored) in [
             ("API.Example.com", "api.example.com"),
             ("a.example.com.", "a.example.com"),
@@ -524,9 +541,21 @@ mod tests {
         ] {
             assert!(super::route_host(bad).is_err(), "{bad}");
         }
+        for (prefix, ok) in [
+            ("/v1", true),
+            ("/admin/", true),
+            ("/a;b/", true),
+            ("/admin//", false),
+            ("/a/./b", false),
+            ("/a/../b", false),
+            ("/%61dmin", false),
+            ("/a%2fb", false),
+        ] {
+            assert_eq!(super::unroutable_prefix(prefix).is_none(), ok, "{prefix}");
+        }
         let cfg = MINIMAL.replace(
             "routes: [{ upstream: api }]",
-            "routes: [{ upstream: api, host: \"a.example.com:8443\" }, { upstream: api, host: \"a.*.b\" }]",
+            "routes: [{ upstream: api, host: \"a.example.com:8443\" }, { upstream: api, host: \"a.*.b\" }, { upstream: api, path_prefix: \"/admin//\" }]",
         );
         let m = messages(&parse_str(&cfg).unwrap_err());
         assert!(
@@ -534,6 +563,10 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("listeners[0].routes[1].host"), "{m}");
+        assert!(
+            m.contains("listeners[0].routes[2].path_prefix") && m.contains("\"/admin/\""),
+            "{m}"
+        );
     }
 
     /// A max_connections no semaphore can hold is refused by name (it once
