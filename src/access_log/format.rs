@@ -103,33 +103,47 @@ fn json_request(out: &mut Vec<u8>, r: &RequestLine) {
     push_json(out, &line);
 }
 
+impl<'a> JsonLine<'a> {
+    /// A line with only what every line has; the other fields absent.
+    fn bare(
+        ts: SystemTime,
+        listener: &'a str,
+        client_addr: std::net::SocketAddr,
+        authz: &'a str,
+    ) -> JsonLine<'a> {
+        JsonLine {
+            ts: Shown(Rfc3339Ms(ts)),
+            listener,
+            sni: None,
+            client_addr: Shown(client_addr),
+            client_subject: None,
+            client_uri_san: None,
+            client_fingerprint: None,
+            method: None,
+            host: None,
+            path: None,
+            protocol: None,
+            status: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            upstream: None,
+            upstream_addr: None,
+            upstream_ms: None,
+            request_id: None,
+            trace_id: None,
+            tls_version: None,
+            resumed: false,
+            authz,
+        }
+    }
+}
+
 fn json_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
-    let line = JsonLine {
-        ts: Shown(Rfc3339Ms(r.ts)),
-        listener: &r.listener,
-        sni: None,
-        client_addr: Shown(r.client_addr),
-        client_subject: None,
-        client_uri_san: None,
-        client_fingerprint: None,
-        method: None,
-        host: None,
-        path: None,
-        protocol: None,
-        status: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        duration_ms: 0.0,
-        upstream: None,
-        upstream_addr: None,
-        upstream_ms: None,
-        request_id: None,
-        trace_id: None,
-        tls_version: None,
-        resumed: false,
-        authz: r.reason,
-    };
-    push_json(out, &line);
+    push_json(
+        out,
+        &JsonLine::bare(r.ts, &r.listener, r.client_addr, r.reason),
+    );
 }
 
 /// No method, host or path: the head did not parse (or never ended).
@@ -137,30 +151,17 @@ fn json_head(out: &mut Vec<u8>, r: &HeadLine) {
     let (client_subject, client_uri_san, client_fingerprint) =
         identity_fields(r.identity.as_deref());
     let line = JsonLine {
-        ts: Shown(Rfc3339Ms(r.ts)),
-        listener: &r.listener,
         sni: r.sni.as_deref(),
-        client_addr: Shown(r.client_addr),
         client_subject,
         client_uri_san,
         client_fingerprint,
-        method: None,
-        host: None,
-        path: None,
         // Only HTTP/1.1 connections have heads hotproxy does not parse.
         protocol: Some("HTTP/1.1"),
         status: Some(r.status),
-        bytes_in: 0,
-        bytes_out: 0,
         duration_ms: ms(r.duration),
-        upstream: None,
-        upstream_addr: None,
-        upstream_ms: None,
-        request_id: None,
-        trace_id: None,
         tls_version: r.tls_version,
         resumed: r.resumed,
-        authz: r.reason,
+        ..JsonLine::bare(r.ts, &r.listener, r.client_addr, r.reason)
     };
     push_json(out, &line);
 }
