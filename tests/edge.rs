@@ -239,15 +239,6 @@ async fn spiffe_verify_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_from_allowed_peer() {
     let w = world().await;
-
-    let mut tcp = tcp_from("127.0.0.2", w.public).await;
-    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n")
-        .await
-        .unwrap();
-    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "203.0.113.7");
-
     let v2 = |src: &str, dst: &str, command: u8| {
         let src: SocketAddr = src.parse().unwrap();
         let dst: SocketAddr = dst.parse().unwrap();
@@ -257,30 +248,31 @@ async fn proxy_protocol_from_allowed_peer() {
             .build()
             .unwrap()
     };
-    let mut tcp = tcp_from("127.0.0.2", w.public).await;
-    tcp.write_all(&v2("[2001:db8::7]:40000", "[2001:db8::1]:443", 1))
-        .await
-        .unwrap();
-    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "2001:db8::7");
-    // A dual-stack balancer (HAProxy's `v4v6`) names an IPv4 client by
-    // its mapped form: it is the IPv4 address, as on a dual-stack socket.
-    let mut tcp = tcp_from("127.0.0.2", w.public).await;
-    tcp.write_all(b"PROXY TCP6 ::ffff:203.0.113.8 ::ffff:10.0.0.1 40000 443\r\n")
-        .await
-        .unwrap();
-    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "203.0.113.8");
-
-    let mut tcp = tcp_from("127.0.0.2", w.public).await;
-    tcp.write_all(&v2("192.0.2.9:1", "192.0.2.1:443", 0))
-        .await
-        .unwrap();
-    let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "127.0.0.2");
+    // (header from 127.0.0.2, the X-Forwarded-For the backend sees)
+    for (header, client) in [
+        (
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n".to_vec(),
+            "203.0.113.7",
+        ),
+        (
+            v2("[2001:db8::7]:40000", "[2001:db8::1]:443", 1),
+            "2001:db8::7",
+        ),
+        // A dual-stack balancer (HAProxy's `v4v6`) names an IPv4 client by
+        // its mapped form: it is the IPv4 address, as on a dual-stack socket.
+        (
+            b"PROXY TCP6 ::ffff:203.0.113.8 ::ffff:10.0.0.1 40000 443\r\n".to_vec(),
+            "203.0.113.8",
+        ),
+        // LOCAL (the balancer's own check): the peer's address.
+        (v2("192.0.2.9:1", "192.0.2.1:443", 0), "127.0.0.2"),
+    ] {
+        let mut tcp = tcp_from("127.0.0.2", w.public).await;
+        tcp.write_all(&header).await.unwrap();
+        let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+        assert_eq!(status, 200, "{client}: {body}");
+        assert_eq!(seen(&body)["headers"]["x-forwarded-for"], client);
+    }
 
     // Outside `from`, no header: served as usual, with the socket's address.
     let tcp = tcp_from("127.0.0.1", w.public).await;
