@@ -272,6 +272,8 @@ const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 const SETTINGS: u8 = 4;
 const GOAWAY: u8 = 7;
 const WINDOW_UPDATE: u8 = 8;
+const RST_STREAM: u8 = 3;
+const CONTINUATION: u8 = 9;
 
 /// A client that agreed on h2 and sends HTTP/1.1 is answered in HTTP/2
 /// (SETTINGS, then GOAWAY or a close) and nothing reaches the backend: not a request,
@@ -1451,6 +1453,110 @@ async fn h2_empty_data_frame_flood_is_cut_off() {
     assert!(e.is_go_away(), "{e}");
     assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
     assert!(sent < 200_000, "all {sent} empty frames were taken");
+}
+
+/// A header block that never ends: HEADERS without END_HEADERS, then
+/// empty CONTINUATION frames for as long as the server takes them
+/// (CVE-2024-27316, the "CONTINUATION flood" nginx, Envoy and h2 all had to
+/// bound). The HTTP/2 layer gives up after a handful (h2 counts them
+/// against `max_header_bytes`): `GOAWAY` `ENHANCE_YOUR_CALM`, nothing
+/// reaches the backend, and the connection's memory does not grow with
+/// what the client keeps writing.
+#[tokio::test]
+async fn h2_continuation_flood_is_cut_off() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let before = rss_kib(p.pid());
+    let (mut from, mut to) = tokio::io::split(tls(&w, addr, &[b"h2"]).await);
+    let flood = tokio::spawn(async move {
+        // :method GET, :scheme https, :path /, and no END_HEADERS (0x1 is
+        // END_STREAM alone).
+        let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+        out.extend(h2_frame(1, 0x1, 1, &[0x82, 0x87, 0x84]));
+        let burst: Vec<u8> = (0..1000)
+            .flat_map(|_| h2_frame(CONTINUATION, 0, 1, &[]))
+            .collect();
+        let mut sent = 0;
+        while sent < 1_000_000 {
+            // A server that stops reading fills the socket buffers and the
+            // write waits; one that closed fails it.
+            match tokio::time::timeout(Duration::from_secs(2), to.write_all(&out)).await {
+                Ok(Ok(())) => sent += out.len() / 9,
+                _ => break,
+            }
+            out.clone_from(&burst);
+        }
+        sent
+    });
+    let reply = read_to_close(&mut from).await;
+    let sent = flood.await.unwrap();
+    let frames = h2_frames(&reply).expect("HTTP/2 frames");
+    let Some(&(GOAWAY, goaway)) = frames.last() else {
+        panic!("no GOAWAY last: {frames:?}");
+    };
+    assert_eq!(goaway[4..8], [0, 0, 0, 11], "{goaway:?}");
+    assert!(sent < 1_000_000, "all {sent} frames were taken");
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+    let grown = rss_kib(p.pid()).saturating_sub(before);
+    assert!(grown < 8 * 1024, "the flood grew hotproxy by {grown} KiB");
+}
+
+/// "MadeYouReset" (CVE-2025-8671): the client does not reset its streams
+/// itself (that is rapid reset, above) but makes the server reset them, here
+/// with a WINDOW_UPDATE that overflows each new stream's send window
+/// (`FLOW_CONTROL_ERROR`, a stream error), so every request it opens is
+/// started and dropped at once. After 1024 such resets hotproxy ends the
+/// connection with `GOAWAY` `ENHANCE_YOUR_CALM` instead of resetting all
+/// 20,000.
+#[tokio::test]
+async fn h2_server_provoked_resets_are_cut_off() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let (mut from, mut to) = tokio::io::split(tls(&w, addr, &[b"h2"]).await);
+    let flood = tokio::spawn(async move {
+        // GET https://a.example.com/slow/1 (END_STREAM | END_HEADERS).
+        let mut block = vec![0x82, 0x87, 0x04, 7];
+        block.extend_from_slice(b"/slow/1");
+        block.extend_from_slice(&[0x01, 13]);
+        block.extend_from_slice(b"a.example.com");
+        let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+        for stream in (1..40_000u32).step_by(2) {
+            out.extend(h2_frame(1, 0x5, stream, &block));
+            out.extend(h2_frame(
+                WINDOW_UPDATE,
+                0,
+                stream,
+                &0x7fff_ffff_u32.to_be_bytes(),
+            ));
+            if stream % 200 == 199 {
+                let write = to.write_all(&out);
+                if !matches!(
+                    tokio::time::timeout(Duration::from_secs(2), write).await,
+                    Ok(Ok(()))
+                ) {
+                    break;
+                }
+                out.clear();
+            }
+        }
+    });
+    let reply = read_to_close(&mut from).await;
+    flood.await.unwrap();
+    let frames = h2_frames(&reply).expect("HTTP/2 frames");
+    let resets = frames
+        .iter()
+        .filter(|(kind, _)| *kind == RST_STREAM)
+        .count();
+    let Some(&(GOAWAY, goaway)) = frames.last() else {
+        panic!("no GOAWAY last after {resets} RST_STREAM");
+    };
+    assert_eq!(goaway[4..8], [0, 0, 0, 11], "{goaway:?}");
+    assert!(
+        (1..=1024).contains(&resets),
+        "{resets} streams reset before the GOAWAY"
+    );
 }
 
 /// An upstream's response head may be up to 64 KiB (Envoy's limit is
