@@ -608,3 +608,65 @@ async fn malformed_chunked_body_to_an_h1_backend() {
     let m = metrics_text(p.admin_addr().await).await;
     assert!(!m.contains("hotproxy_upstream_errors_total{"), "{m}");
 }
+
+/// Trailers pass as an application sends them (gRPC's `grpc-status` reaches
+/// the client) but carry nothing the head's rules would stop: a client's
+/// `ssl-client-verify`, `X-Forwarded-For` or `content-length` after its
+/// body is dropped, whether the body was read whole first (it declared its
+/// length) or streamed, as is a `content-length` after a response body.
+#[tokio::test]
+async fn trailers_carry_nothing_the_head_would_not() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ""));
+    let addr = p.listener_addr("public").await;
+    let tls = connect(
+        addr,
+        "a.example.com",
+        client_config(&w.ca.cert_pem, None, &[b"h2"]),
+    )
+    .await
+    .unwrap();
+    let mut client = h2_client(tls).await;
+    for declared in [true, false] {
+        let mut req = http::Request::post("https://a.example.com/pub/trailers/upload")
+            .header("te", "trailers");
+        if declared {
+            req = req.header("content-length", "4");
+        }
+        let (resp, mut stream) = client.send_request(req.body(()).unwrap(), false).unwrap();
+        stream
+            .send_data(bytes::Bytes::from_static(b"abcd"), false)
+            .unwrap();
+        let trailers: http::HeaderMap = [
+            ("x-checksum", "crc32c=1"),
+            ("content-length", "99"),
+            ("ssl-client-verify", "SUCCESS"),
+            ("x_client_cert_subject", "CN=admin"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+        .collect();
+        stream.send_trailers(trailers).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        assert_eq!(seen["body_bytes"], 4, "{seen}");
+        assert_eq!(
+            seen["trailers"],
+            serde_json::json!({ "x-checksum": "crc32c=1" }),
+            "declared length: {declared}"
+        );
+        let trailers = body.trailers().await.unwrap().expect("response trailers");
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+        assert_eq!(trailers.get("grpc-message").unwrap(), "done");
+        assert!(trailers.get("content-length").is_none(), "{trailers:?}");
+    }
+}

@@ -234,7 +234,13 @@ impl Body for ClientBody {
                 return Poll::Ready(Some(Ok(frame)));
             }
         };
-        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        let mut polled = Pin::new(&mut *inner).poll_frame(cx);
+        // Every client body passes here, also one read whole first.
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled
+            && let Some(t) = frame.trailers_mut()
+        {
+            crate::proxy::trailers::clean_request(t);
+        }
         let Some(state) = &this.state else {
             return polled.map_err(Into::into);
         };

@@ -128,6 +128,25 @@ fn hop_by_hop(name: &HeaderName) -> Option<u16> {
     HOP_BY_HOP.iter().position(|n| *n == name).map(|i| i as u16)
 }
 
+/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1, with `Upgrade`).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop(name).is_some()
+}
+
+/// Whether hotproxy vouches for `name` on a request: a forwarding header,
+/// `Via`, `X-Request-Id` or a client-certificate header, or a look-alike of
+/// one with `_` for `-` ([`strip_underscore_lookalikes`]).
+pub fn is_vouched_for(name: &HeaderName) -> bool {
+    let vouched = |n: &str| {
+        FORWARDING.iter().any(|f| f.as_str() == n)
+            || n == header::VIA.as_str()
+            || n == crate::proxy::request_id::X_REQUEST_ID.as_str()
+            || crate::proxy::client_cert::is_identity_header(n)
+    };
+    let n = name.as_str();
+    vouched(n) || (n.contains('_') && vouched(&n.replace('_', "-")))
+}
+
 /// The headers through which a client would claim where it came from.
 static FORWARDING: [&HeaderName; 6] = [
     &FORWARDED,

@@ -18,4 +18,5 @@ pub mod request_id;
 pub mod router;
 pub mod slots;
 pub mod stall;
+pub mod trailers;
 pub mod tunnel;

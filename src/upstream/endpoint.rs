@@ -209,15 +209,22 @@ impl Body for LeasedBody {
             // The body's bytes arrive only while the connection is polled.
             c.poll_conn(cx);
         }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
+        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &mut polled {
             Poll::Pending => {
                 if let Err(e) = this.read.poll_wait(cx) {
                     return Poll::Ready(Some(Err(e)));
                 }
             }
             Poll::Ready(None) => this.ended = true,
-            Poll::Ready(Some(_)) => this.read.progress(),
+            Poll::Ready(Some(frame)) => {
+                if let Ok(frame) = frame
+                    && let Some(t) = frame.trailers_mut()
+                {
+                    crate::proxy::trailers::clean_response(t);
+                }
+                this.read.progress();
+            }
         }
         polled.map_err(Into::into)
     }

@@ -144,6 +144,7 @@ impl Backend {
                             let sni = sni.clone();
                             let slow_count = slow_count.clone();
                             async move {
+                                let trailers = req.uri().path().contains("/trailers");
                                 if req.uri().path() == "/slow" {
                                     slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                     let _answering = OpenGuard(slow_count);
@@ -190,12 +191,38 @@ impl Backend {
                                     // Like most applications: the whole body
                                     // is read before the answer.
                                     let got = req.into_body().collect().await;
+                                    if let Some(t) = got.as_ref().ok().and_then(|b| b.trailers()) {
+                                        body["trailers"] = t
+                                            .iter()
+                                            .map(|(k, v)| {
+                                                (k.to_string(), v.to_str().unwrap_or("").into())
+                                            })
+                                            .collect::<serde_json::Map<_, _>>()
+                                            .into();
+                                    }
                                     body["body_bytes"] =
                                         got.map(|b| b.to_bytes().len()).ok().into();
                                 }
-                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                    Bytes::from(body.to_string()),
-                                )))
+                                // `…/trailers…`: the answer ends as a gRPC
+                                // one does, with grpc-status in trailers.
+                                let trailers = trailers.then(|| {
+                                    let mut t = http::HeaderMap::new();
+                                    t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                                    t.insert(
+                                        "grpc-message",
+                                        http::HeaderValue::from_static("done"),
+                                    );
+                                    // No trailer may carry framing.
+                                    t.insert(
+                                        "content-length",
+                                        http::HeaderValue::from_static("99"),
+                                    );
+                                    Ok(t)
+                                });
+                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    Full::new(Bytes::from(body.to_string()))
+                                        .with_trailers(std::future::ready(trailers)),
+                                ))
                             }
                         },
                     );

@@ -1,0 +1,112 @@
+//! Trailer fields: a field the head's rules would not let through does not come through after the body.
+//!
+//! A trailer section (an HTTP/2 HEADERS frame after the data, an HTTP/1.1
+//! chunked body's trailer) is a second set of header fields. Most
+//! applications keep it apart, but some merge it into the request's headers
+//! (Tomcat 8.5 does, for the names in its `allowedTrailerHeaders`), so a
+//! client could send there what hotproxy
+//! strips from the head: `ssl-client-verify: SUCCESS`, an
+//! `X-Forwarded-For`. RFC 9110 §6.5.1 forbids generating framing, routing
+//! and authentication fields as trailers and merging trailers into the
+//! head unless a field's definition allows it; hotproxy drops, in both
+//! directions, the fields no trailer may carry (hop-by-hop, framing,
+//! `Host`), and on a request also every field it vouches for in the head
+//! ([`crate::proxy::headers::is_vouched_for`]). The rest (gRPC's
+//! `grpc-status`, a checksum) passes as sent. nginx, which reads a request
+//! body whole before it forwards it, sends no request trailers at all.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+use crate::proxy::headers::{is_hop_by_hop, is_vouched_for};
+
+/// Drop from a client's request trailers what may not follow a body.
+pub fn clean_request(trailers: &mut HeaderMap) {
+    drop_where(trailers, |n| never_a_trailer(n) || is_vouched_for(n));
+}
+
+/// Drop from an upstream's response trailers what may not follow a body
+/// (HTTP/2 refuses connection-specific fields, and would reset the
+/// client's stream instead of ending it).
+pub fn clean_response(trailers: &mut HeaderMap) {
+    drop_where(trailers, never_a_trailer);
+}
+
+/// Framing and routing fields, and hop-by-hop ones.
+fn never_a_trailer(name: &HeaderName) -> bool {
+    is_hop_by_hop(name) || name == header::CONTENT_LENGTH || name == header::HOST
+}
+
+fn drop_where(trailers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    // Trailers are rare and short: the common section has nothing to drop
+    // and allocates nothing.
+    if !trailers.keys().any(&drop) {
+        return;
+    }
+    let named: Vec<HeaderName> = trailers.keys().filter(|n| drop(n)).cloned().collect();
+    for n in named {
+        trailers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn section(names: &[&str]) -> HeaderMap {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_static("x"),
+                )
+            })
+            .collect()
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut v: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn request_trailers_carry_nothing_the_head_would_not() {
+        let mut t = section(&[
+            "grpc-status",
+            "x-checksum",
+            "content-length",
+            "transfer-encoding",
+            "host",
+            "connection",
+            "te",
+            "x-forwarded-for",
+            "forwarded",
+            "via",
+            "x-request-id",
+            "ssl-client-verify",
+            "x-client-cert-subject",
+            "x_client_cert_subject",
+            "client-cert",
+            "x-forwarded-client-cert",
+            "api_key",
+        ]);
+        clean_request(&mut t);
+        assert_eq!(names(&t), ["api_key", "grpc-status", "x-checksum"]);
+    }
+
+    #[test]
+    fn response_trailers_keep_what_an_application_sends() {
+        let mut t = section(&[
+            "grpc-status",
+            "grpc-message",
+            "x-request-id",
+            "connection",
+            "keep-alive",
+            "content-length",
+        ]);
+        clean_response(&mut t);
+        assert_eq!(names(&t), ["grpc-message", "grpc-status", "x-request-id"]);
+    }
+}
