@@ -2,8 +2,10 @@
 //!
 //! This file holds the shared helpers (strings, paths, durations, addresses)
 //! and the top-level sections (runtime, admin, store, watch); the sections with
-//! most rules have a file each: `entry` (certs and `ref`s), `listener`, `upstream`.
+//! most rules have a file each: `entry` (certs and `ref`s), `listener`, `upstream`;
+//! `binds` finds listening addresses that cannot all be bound.
 
+mod binds;
 mod entry;
 mod listener;
 mod upstream;
@@ -203,6 +205,21 @@ impl Resolver {
             upstreams.push(self.upstream(i, u, &named, &mut anonymous));
         }
         entries.extend(anonymous);
+        let binds: Vec<binds::Bind> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| binds::Bind {
+                at: format!("listeners[{i}].bind"),
+                addr: l.bind,
+            })
+            .chain(admin.as_ref().map(|a| binds::Bind {
+                at: "admin.bind".to_owned(),
+                addr: a.bind,
+            }))
+            .collect();
+        for (at, why) in binds::overlaps(&binds, binds::dual_stack()) {
+            self.problem(at, why);
+        }
         Config {
             file: file.to_path_buf(),
             runtime,
@@ -330,6 +347,10 @@ mod tests {
             (
                 "admin: { bind: 127.0.0.1:1, tokens: [{ role: root, token_env: X }] }\n".to_owned(),
                 "unknown role",
+            ),
+            (
+                format!("admin: {{ bind: \"0.0.0.0:8443\" }}\n{MINIMAL}"),
+                "admin.bind: 0.0.0.0:8443 overlaps listeners[0].bind (127.0.0.1:8443)",
             ),
         ];
         for (text, want) in cases {

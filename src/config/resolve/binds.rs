@@ -1,0 +1,137 @@
+//! Listening addresses that cannot all be bound: two sockets on one port whose addresses overlap.
+//!
+//! `hotproxy run` would stop at the second bind with "Address already in
+//! use", and a reload would be rejected the same way; `check` says so first,
+//! naming both fields. Addresses overlap on one port when they are equal,
+//! when either is the unspecified address of the other's family (`0.0.0.0`
+//! takes every IPv4 address), and, on a dual-stack host (Linux's default,
+//! `net.ipv6.bindv6only = 0`), when one is `[::]` and the other IPv4:
+//! `[::]:8443` already accepts IPv4 clients, so `0.0.0.0:8443` beside it
+//! fails. Port 0 (the system picks one) never conflicts.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// A field that names a listening address, and that address.
+pub(super) struct Bind {
+    pub at: String,
+    pub addr: SocketAddr,
+}
+
+/// For each bind that overlaps an earlier one: its field and why.
+pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (i, b) in binds.iter().enumerate() {
+        if b.addr.port() == 0 {
+            continue;
+        }
+        let Some(earlier) = binds[..i].iter().find(|e| {
+            e.addr.port() == b.addr.port() && overlap(e.addr.ip(), b.addr.ip(), dual_stack)
+        }) else {
+            continue;
+        };
+        let why = if canonical(earlier.addr.ip()) == canonical(b.addr.ip()) {
+            format!("{} is also {}", b.addr, earlier.at)
+        } else {
+            let wide = if earlier.addr.ip().is_unspecified() {
+                earlier
+            } else {
+                b
+            };
+            let takes = match wide.addr.ip() {
+                IpAddr::V4(_) => "every IPv4 address",
+                IpAddr::V6(_) if dual_stack => "every IPv6 and IPv4 address (dual-stack)",
+                IpAddr::V6(_) => "every IPv6 address",
+            };
+            format!(
+                "{} overlaps {} ({}): {} takes {takes} of port {}",
+                b.addr,
+                earlier.at,
+                earlier.addr,
+                wide.addr.ip(),
+                b.addr.port()
+            )
+        };
+        found.push((
+            b.at.clone(),
+            format!("{why}; two listening sockets cannot share it"),
+        ));
+    }
+    found
+}
+
+/// Whether this host's `[::]` sockets also accept IPv4 (Linux's default).
+pub(super) fn dual_stack() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() == "0")
+}
+
+/// An IPv4-mapped IPv6 address is the IPv4 address it maps.
+fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+fn overlap(a: IpAddr, b: IpAddr, dual_stack: bool) -> bool {
+    let (a, b) = (canonical(a), canonical(b));
+    if a == b {
+        return true;
+    }
+    match (a, b) {
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+            a.is_unspecified() || b.is_unspecified()
+        }
+        (IpAddr::V6(v6), IpAddr::V4(_)) | (IpAddr::V4(_), IpAddr::V6(v6)) => {
+            dual_stack && v6.is_unspecified()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binds(addrs: &[&str]) -> Vec<Bind> {
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Bind {
+                at: format!("listeners[{i}].bind"),
+                addr: a.parse().unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn which_binds_overlap() {
+        let clash = |a: &[&str], dual| overlaps(&binds(a), dual).len();
+        assert_eq!(clash(&["127.0.0.1:8443", "127.0.0.1:8443"], true), 1);
+        assert_eq!(clash(&["0.0.0.0:8443", "127.0.0.1:8443"], true), 1);
+        assert_eq!(clash(&["127.0.0.1:8443", "0.0.0.0:8443"], true), 1);
+        assert_eq!(clash(&["[::]:8443", "0.0.0.0:8443"], true), 1);
+        assert_eq!(clash(&["[::]:8443", "0.0.0.0:8443"], false), 0);
+        assert_eq!(clash(&["[::1]:8443", "[::]:8443"], false), 1);
+        assert_eq!(
+            clash(&["[::ffff:127.0.0.1]:8443", "127.0.0.1:8443"], false),
+            1
+        );
+        assert_eq!(clash(&["[::1]:8443", "127.0.0.1:8443"], true), 0);
+        assert_eq!(clash(&["127.0.0.1:8443", "127.0.0.2:8443"], true), 0);
+        assert_eq!(clash(&["0.0.0.0:8443", "0.0.0.0:8444"], true), 0);
+        assert_eq!(clash(&["127.0.0.1:0", "127.0.0.1:0"], true), 0);
+        assert_eq!(clash(&["0.0.0.0:80", "127.0.0.1:80", "[::]:80"], true), 2);
+    }
+
+    #[test]
+    fn the_message_names_both_fields() {
+        let found = overlaps(&binds(&["127.0.0.1:8443", "0.0.0.0:8443"]), true);
+        assert_eq!(found[0].0, "listeners[1].bind");
+        assert_eq!(
+            found[0].1,
+            "0.0.0.0:8443 overlaps listeners[0].bind (127.0.0.1:8443): 0.0.0.0 takes every \
+             IPv4 address of port 8443; two listening sockets cannot share it"
+        );
+        let found = overlaps(&binds(&["127.0.0.1:8443", "127.0.0.1:8443"]), true);
+        assert_eq!(
+            found[0].1,
+            "127.0.0.1:8443 is also listeners[0].bind; two listening sockets cannot share it"
+        );
+    }
+}
