@@ -65,6 +65,9 @@ pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
     let lines = lines(source);
     let at = lines.iter().position(|l| l.number >= line)?;
     let here = &lines[at];
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        return Some(duplicate_key(rest, &lines[..at], here));
+    }
     let before = at.checked_sub(1).map(|i| &lines[i]);
     let after = lines.get(at + 1);
     let hint = if message.contains("comment intercepting the multiline text") {
@@ -131,9 +134,52 @@ pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
     ))
 }
 
+/// A key set twice in one mapping. The parser's words end with advice
+/// for a program that embeds it ("set DuplicateKeyPolicy in Options"),
+/// which an operator cannot act on; it is left out.
+fn duplicate_key(rest: &str, above: &[Line<'_>], here: &Line<'_>) -> String {
+    let key = rest.split(',').next().unwrap_or(rest).trim();
+    let column = here.key_column();
+    // The first setting: a line of the same mapping (same column) above,
+    // before a line of an enclosing one (a smaller column).
+    let first = above
+        .iter()
+        .rev()
+        .take_while(|l| l.key_column() >= column)
+        .find(|l| l.key_column() == column && l.key() == Some(key));
+    match first {
+        Some(f) => format!(
+            "`{key}:` is set twice in one section, on line {} and again on line {}; \
+             keep one (YAML parser: duplicate mapping key: {key})",
+            f.number, here.number
+        ),
+        None => format!(
+            "`{key}:` on line {} is set twice in one section; keep one \
+             (YAML parser: duplicate mapping key: {key})",
+            here.number
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_set_twice() {
+        let src = "watch:\n  debounce: 100ms\n  events: true\n  debounce: 200ms\n";
+        let got = explain(
+            "duplicate mapping key: debounce, set DuplicateKeyPolicy in Options if acceptable",
+            4,
+            src,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            "`debounce:` is set twice in one section, on line 2 and again on line 4; keep one \
+             (YAML parser: duplicate mapping key: debounce)"
+        );
+    }
 
     #[test]
     fn a_deeper_line_after_a_commented_value() {
