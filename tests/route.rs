@@ -670,3 +670,26 @@ async fn trailers_carry_nothing_the_head_would_not() {
         assert!(trailers.get("content-length").is_none(), "{trailers:?}");
     }
 }
+
+/// An upstream's response head may be up to 64 KiB over HTTP/2 as over
+/// HTTP/1.1 (`upstream_response_head_over_64_kib_is_502` in serving.rs):
+/// hyper's HTTP/2 client took 16 KiB, so a backend offering h2 had a
+/// 20 KB head answered 502 that the same backend over HTTP/1.1 served.
+#[tokio::test]
+async fn an_h2_upstream_may_send_a_64_kib_head() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ""));
+    let addr = p.listener_addr("public").await;
+    for (size, status) in [(20_000, 200), (50_000, 200), (100_000, 502)] {
+        let get = format!(
+            "GET /pub/fat-head/{size} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw(&w, addr, get.as_bytes()).await;
+        assert_eq!(r.status, status, "{size}: {}", r.body);
+        if status == 200 {
+            assert_eq!(r.json()["version"], "HTTP/2.0");
+            let fat = r.head.lines().find_map(|l| l.strip_prefix("x-fat: "));
+            assert_eq!(fat.map(str::len), Some(size));
+        }
+    }
+}

@@ -138,15 +138,18 @@ impl Dialer {
     }
 }
 
+/// The largest upstream response head, over either protocol (Envoy's
+/// limit is 60 KiB, nginx's 4-8 KiB). A larger one is a `502`.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// The HTTP/1.1 client settings of every upstream connection.
 fn h1_builder() -> http1::Builder {
     let mut b = http1::Builder::new();
     // Queue (writev) head and body instead of copying them into one buffer.
     b.writev(true);
-    // A response head up to 64 KiB (Envoy's limit is 60 KiB, nginx's
-    // 4-8 KiB); hyper's default lets its read buffer, and the body chunks
-    // that share it, grow to 400 KiB per connection.
-    b.max_buf_size(64 * 1024);
+    // hyper's default lets its read buffer, and the body chunks that share
+    // it, grow to 400 KiB per connection.
+    b.max_buf_size(MAX_RESPONSE_HEAD);
     b
 }
 
@@ -242,6 +245,10 @@ impl H2 {
     pub async fn handshake(d: Dialled, generation: u64) -> Result<H2, DialError> {
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            // The same head limit as HTTP/1.1: hyper's HTTP/2 default is
+            // 16 KiB, so a backend that turned on HTTP/2 would have its
+            // 20 KiB of Set-Cookie and CSP answered 502.
+            .max_header_list_size(MAX_RESPONSE_HEAD as u32)
             .handshake(d.io)
             .await
             .map_err(DialError::Handshake)?;

@@ -145,6 +145,11 @@ impl Backend {
                             let slow_count = slow_count.clone();
                             async move {
                                 let trailers = req.uri().path().contains("/trailers");
+                                let fat_head = req
+                                    .uri()
+                                    .path()
+                                    .split_once("/fat-head/")
+                                    .and_then(|(_, n)| n.parse::<usize>().ok());
                                 if req.uri().path() == "/slow" {
                                     slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                     let _answering = OpenGuard(slow_count);
@@ -219,10 +224,18 @@ impl Backend {
                                     );
                                     Ok(t)
                                 });
-                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                let mut resp = http::Response::new(
                                     Full::new(Bytes::from(body.to_string()))
                                         .with_trailers(std::future::ready(trailers)),
-                                ))
+                                );
+                                // `…/fat-head/N`: a response head of about N bytes.
+                                if let Some(n) = fat_head {
+                                    resp.headers_mut().insert(
+                                        "x-fat",
+                                        http::HeaderValue::from_str(&"f".repeat(n)).unwrap(),
+                                    );
+                                }
+                                Ok::<_, std::convert::Infallible>(resp)
                             }
                         },
                     );
