@@ -291,6 +291,7 @@ fn headers(c: &mut Criterion) {
         client_addr: "10.0.0.1:5555".parse().unwrap(),
         client_cert: None,
         tls_sni: None,
+        served_from: std::sync::Arc::new(hotproxy::tls::server::SniResolver::none()),
         trusted_proxy: false,
         tls_version: None,
         resumed: false,
@@ -363,7 +364,9 @@ fn forward_client_cert(c: &mut Criterion) {
         g.bench_function(mode.as_str(), |b| {
             b.iter(|| {
                 let mut h = http::HeaderMap::new();
-                apply(&mut h, mode, Some(black_box(&id)));
+                apply(&mut h, mode, Some(black_box(&id)), &|| {
+                    std::sync::Arc::from([])
+                });
                 h
             })
         });

@@ -3,6 +3,7 @@
 //! `forbid(unsafe_code)`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::time::Duration;
@@ -65,6 +66,7 @@ fn common_request_path_allocations() {
         client_addr: "10.0.0.1:5555".parse().unwrap(),
         client_cert: None,
         tls_sni: None,
+        served_from: Arc::new(hotproxy::tls::server::SniResolver::none()),
         trusted_proxy: false,
         tls_version: None,
         resumed: false,
@@ -85,7 +87,11 @@ fn common_request_path_allocations() {
     // client request id, allocate nothing.
     use hotproxy::proxy::client_cert::{ForwardClientCert, apply};
     assert_eq!(
-        allocations(|| apply(&mut headers, ForwardClientCert::Headers, None)),
+        allocations(
+            || apply(&mut headers, ForwardClientCert::Headers, None, &|| {
+                Arc::from([])
+            })
+        ),
         0
     );
     headers.insert("x-request-id", http::HeaderValue::from_static("req-1"));

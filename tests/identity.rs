@@ -684,6 +684,8 @@ async fn forward_client_cert_modes() {
             .collect()
     };
     assert_eq!(get("Hash"), [client.pair.fingerprint.as_str()]);
+    // The edge certificate has no URI SAN: no `By`.
+    assert!(get("By").is_empty(), "{xfcc}");
     // Envoy's Subject: OpenSSL's RFC 2253 form (the last RDN first).
     assert_eq!(get("Subject"), ["OU=payments,CN=billing"]);
     assert_eq!(get("URI"), ["spiffe://cluster.local/ns/prod/sa/billing"]);
@@ -751,6 +753,31 @@ async fn forward_client_cert_modes() {
     .await
     .unwrap();
     assert_eq!(r.status, 403, "{}", r.body);
+
+    // XFCC's `By` names the certificate hotproxy served, one per URI SAN,
+    // as Envoy names itself: the edge certificate renewed with a SPIFFE ID
+    // (rotated in place, so the name index is kept and the URIs re-read).
+    let renewed = w.edge_ca.server_pair_with_uris(
+        &["localhost", "public.example", "admin.example"],
+        &["spiffe://cluster.local/ns/edge/sa/hotproxy"],
+    );
+    w.scene.pair("edge", &renewed);
+    wait_until(
+        Duration::from_secs(20),
+        "the renewed edge certificate served",
+        || async {
+            served_leaf(addr, "localhost", &w.edge_ca.cert_pem)
+                .await
+                .is_ok_and(|f| f == renewed.fingerprint)
+        },
+    )
+    .await;
+    let h = seen(addr, with.clone(), "/xfcc", &SPOOFED).await;
+    let xfcc = h["x-forwarded-client-cert"].as_str().unwrap();
+    assert!(
+        xfcc.starts_with("By=spiffe://cluster.local/ns/edge/sa/hotproxy;Hash="),
+        "{xfcc}"
+    );
     drop(p);
 }
 

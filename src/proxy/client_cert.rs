@@ -11,6 +11,7 @@ use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
+use crate::tls::server::ServedUris;
 
 /// `forward_client_cert:` of a listener or route.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -115,7 +116,15 @@ pub fn is_identity_header(n: &str) -> bool {
 }
 
 /// Strip client copies, then describe `id` (if any) the way `mode` says.
-pub fn apply(headers: &mut HeaderMap, mode: ForwardClientCert, id: Option<&Identity>) {
+/// `served` gives the URI SANs of the certificate hotproxy served the
+/// connection (XFCC's `By`), asked only when the connection's first
+/// request in that mode is encoded.
+pub fn apply(
+    headers: &mut HeaderMap,
+    mode: ForwardClientCert,
+    id: Option<&Identity>,
+    served: &dyn Fn() -> ServedUris,
+) {
     strip(headers);
     let Some(id) = id else {
         // ingress-nginx tells the backend there was none (`$ssl_client_verify`).
@@ -127,14 +136,18 @@ pub fn apply(headers: &mut HeaderMap, mode: ForwardClientCert, id: Option<&Ident
     let Some(slot) = mode.slot() else { return };
     // The identity is the connection's: a keep-alive client's headers are
     // encoded once (XFCC's PEMs took 4 µs a request), then cloned.
-    let encoded = id.forwarded[slot].get_or_init(|| encode(mode, id));
+    let encoded = id.forwarded[slot].get_or_init(|| encode(mode, id, served));
     for (name, value) in encoded {
         headers.insert(name.clone(), value.clone());
     }
 }
 
 /// `mode`'s headers for `id`, as (name, value) pairs to insert.
-fn encode(mode: ForwardClientCert, id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+fn encode(
+    mode: ForwardClientCert,
+    id: &Identity,
+    served: &dyn Fn() -> ServedUris,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut headers = HeaderMap::new();
     match mode {
         ForwardClientCert::None => {}
@@ -142,7 +155,7 @@ fn encode(mode: ForwardClientCert, id: &Identity) -> Vec<(HeaderName, HeaderValu
         ForwardClientCert::Headers => write_headers(&mut headers, id),
         ForwardClientCert::Rfc9440 => write_rfc9440(&mut headers, id),
         ForwardClientCert::Xfcc => {
-            if let Ok(v) = HeaderValue::from_str(&xfcc(id)) {
+            if let Ok(v) = HeaderValue::from_str(&xfcc(id, &served())) {
                 headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v);
             }
         }
@@ -236,9 +249,15 @@ const XFCC_PEM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Envoy's `X-Forwarded-Client-Cert` element for one client:
-/// `Hash=…;Cert="…";Chain="…";Subject="…";URI=…;DNS=…`.
-pub fn xfcc(id: &Identity) -> String {
-    let mut s = format!("Hash={}", id.fingerprint_sha256);
+/// `By=…;Hash=…;Cert="…";Chain="…";Subject="…";URI=…;DNS=…`, with one
+/// `By=` per URI SAN of the certificate hotproxy served (`by`), as Envoy
+/// names itself, and none when it has no URI SAN.
+pub fn xfcc(id: &Identity, by: &[Box<str>]) -> String {
+    let mut s = String::new();
+    for b in by {
+        let _ = write!(s, "By={};", value(b));
+    }
+    let _ = write!(s, "Hash={}", id.fingerprint_sha256);
     let pem = |der: &[u8]| pem_of(der);
     let _ = write!(
         s,
@@ -362,6 +381,11 @@ mod tests {
         assert_eq!(ForwardClientCert::None.slot(), None);
     }
 
+    /// A connection served a certificate without URI SANs.
+    fn unserved() -> ServedUris {
+        std::sync::Arc::from([])
+    }
+
     /// A connection's second request gets the same headers as its first
     /// (from the cache), in every mode.
     #[test]
@@ -374,8 +398,8 @@ mod tests {
             ForwardClientCert::IngressNginx,
         ] {
             let (mut first, mut second) = (HeaderMap::new(), HeaderMap::new());
-            apply(&mut first, mode, Some(&id));
-            apply(&mut second, mode, Some(&id));
+            apply(&mut first, mode, Some(&id), &unserved);
+            apply(&mut second, mode, Some(&id), &unserved);
             assert!(!first.is_empty(), "{mode:?}");
             assert_eq!(first, second, "{mode:?}");
             assert!(id.forwarded[mode.slot().unwrap()].get().is_some());
@@ -394,7 +418,7 @@ mod tests {
         ] {
             for cert in [None, Some(id())] {
                 let mut h = spoofed();
-                apply(&mut h, mode, cert.as_ref());
+                apply(&mut h, mode, cert.as_ref(), &unserved);
                 for v in h.values() {
                     assert!(!v.to_str().unwrap().contains("spoofed"), "{mode:?}: {h:?}");
                 }
@@ -417,7 +441,7 @@ mod tests {
     #[test]
     fn headers_mode() {
         let mut h = HeaderMap::new();
-        apply(&mut h, ForwardClientCert::Headers, Some(&id()));
+        apply(&mut h, ForwardClientCert::Headers, Some(&id()), &unserved);
         assert_eq!(h["x-client-cert-subject"], "CN=billing, OU=payments");
         assert_eq!(h["x-client-cert-fingerprint"], "ab".repeat(32).as_str());
         assert_eq!(
@@ -433,13 +457,18 @@ mod tests {
     #[test]
     fn rfc9440_mode() {
         let mut h = HeaderMap::new();
-        apply(&mut h, ForwardClientCert::Rfc9440, Some(&id()));
+        apply(&mut h, ForwardClientCert::Rfc9440, Some(&id()), &unserved);
         assert_eq!(h["client-cert"], ":AQID+g==:");
         assert_eq!(h["client-cert-chain"], ":CQkJCQk=:");
         let mut only_leaf = id();
         only_leaf.chain.truncate(1);
         let mut h = HeaderMap::new();
-        apply(&mut h, ForwardClientCert::Rfc9440, Some(&only_leaf));
+        apply(
+            &mut h,
+            ForwardClientCert::Rfc9440,
+            Some(&only_leaf),
+            &unserved,
+        );
         assert!(!h.contains_key("client-cert-chain"));
     }
 
@@ -455,12 +484,19 @@ mod tests {
         let leaf = p.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
         let mut id = id();
         id.chain[0] = leaf.der().clone();
-        let x = xfcc(&id);
+        let x = xfcc(&id, &[]);
         assert!(
             x.starts_with(&format!(
                 "Hash={};Cert=\"-----BEGIN%20CERTIFICATE-----%0A",
                 "ab".repeat(32)
             )),
+            "{x}"
+        );
+        // hotproxy's own URI SANs come first, one `By=` each, as Envoy's.
+        let by: [Box<str>; 2] = ["spiffe://td/ns/edge/sa/hotproxy".into(), "urn:a;b".into()];
+        let x = xfcc(&id, &by);
+        assert!(
+            x.starts_with("By=spiffe://td/ns/edge/sa/hotproxy;By=\"urn:a;b\";Hash="),
             "{x}"
         );
         assert!(x.contains(";Subject=\"OU=payments,CN=billing\";URI=spiffe://td/ns/prod/sa/billing;DNS=a.example;DNS=b.example"), "{x}");

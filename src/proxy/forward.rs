@@ -64,6 +64,9 @@ pub struct RequestContext {
     /// A verified client certificate (only for verifying client-auth modes).
     pub client_cert: Option<Arc<Identity>>,
     pub tls_sni: Option<Arc<str>>,
+    /// The pairs the connection's listener (or entry) served it from:
+    /// with `tls_sni`, which certificate it got (XFCC's `By`).
+    pub served_from: Arc<crate::tls::server::SniResolver>,
     /// The client is one of the listener's `trusted_proxies`: its
     /// forwarding headers are kept and extended (issue 16).
     pub trusted_proxy: bool,

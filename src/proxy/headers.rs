@@ -347,6 +347,7 @@ mod tests {
             client_addr: "10.1.2.3:5555".parse().unwrap(),
             client_cert: None,
             tls_sni: None,
+            served_from: std::sync::Arc::new(crate::tls::server::SniResolver::none()),
             trusted_proxy: false,
             tls_version: None,
             resumed: false,

@@ -118,6 +118,9 @@ pub struct Listener {
     /// Per-entry TLS configs when `certs` entries carry their own
     /// `client_auth`; then used instead of `tls`.
     pub per_name: arc_swap::ArcSwapOption<crate::tls::per_name::PerName>,
+    /// The pairs `tls` serves, by SNI: which certificate a connection was
+    /// served, for XFCC's `By`.
+    pub resolver: ArcSwap<crate::tls::server::SniResolver>,
     /// `hotproxy_connections_active{listener}`, looked up once: the family
     /// lookup takes a lock that has no place on the accept path.
     connections_gauge: prometheus_client::metrics::gauge::Gauge,
@@ -137,10 +140,12 @@ impl Listener {
         router: Router,
         limits: Limits,
         served: Vec<Arc<ServedCert>>,
+        resolver: Arc<crate::tls::server::SniResolver>,
     ) -> Arc<Listener> {
         Arc::new(Listener {
             name: name.into(),
             tls: ArcSwap::new(tls),
+            resolver: ArcSwap::new(resolver),
             mode: ArcSwap::from_pointee(mode),
             router: ArcSwap::from_pointee(router),
             settings: ArcSwap::new(Settings::new(limits)),
@@ -174,8 +179,10 @@ impl Listener {
         mode: ClientAuthMode,
         served: Vec<Arc<ServedCert>>,
         per_name: Option<Arc<crate::tls::per_name::PerName>>,
+        resolver: Arc<crate::tls::server::SniResolver>,
     ) {
         self.per_name.store(per_name);
+        self.resolver.store(resolver);
         self.tls.store(tls);
         self.mode.store(Arc::new(mode));
         self.served.store(Arc::new(served));
@@ -389,6 +396,7 @@ async fn connection(
         .await;
     }
     let tls = listener.tls.load_full();
+    let resolver = listener.resolver.load_full();
     let generation = *listener.generation.borrow();
     let mode = **listener.mode.load();
     // The handshake shares the header read budget: a client that connects
@@ -459,6 +467,7 @@ async fn connection(
         client_addr: peer,
         client_cert,
         tls_sni: session.server_name().map(Arc::from),
+        served_from: per_name.as_ref().map_or(resolver, |p| p.resolver.clone()),
         trusted_proxy: front.trusts(peer.ip()),
         tls_version: session.protocol_version().map(|v| match v {
             rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",

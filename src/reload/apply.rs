@@ -272,8 +272,13 @@ impl Reloader {
             let live = match (socket, self.listeners.remove(&cfg.name)) {
                 (None, Some(mut old)) => {
                     if old.key != built.key {
-                        old.live
-                            .set_tls(built.tls, built.mode, built.served, built.per_name);
+                        old.live.set_tls(
+                            built.tls,
+                            built.mode,
+                            built.served,
+                            built.per_name,
+                            built.resolver.clone(),
+                        );
                         old.key = built.key;
                         old.resolver = built.resolver;
                     }
@@ -297,6 +302,7 @@ impl Reloader {
                         router,
                         cfg.limits.clone(),
                         built.served,
+                        built.resolver.clone(),
                     );
                     live.front.store(Front::new(&cfg.front));
                     live.per_name.store(built.per_name);
@@ -378,9 +384,14 @@ impl Reloader {
         let built = listener_tls(&l.config, &client_auth, &self.entries)?;
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;
-        l.resolver = built.resolver;
-        l.live
-            .set_tls(built.tls, built.mode, built.served, built.per_name);
+        l.resolver = built.resolver.clone();
+        l.live.set_tls(
+            built.tls,
+            built.mode,
+            built.served,
+            built.per_name,
+            built.resolver,
+        );
         self.client_auth_overrides
             .insert(listener.to_owned(), client_auth);
         // The runtime CA is in use: deleting it must answer 409.

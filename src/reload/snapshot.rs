@@ -55,8 +55,13 @@ impl Reloader {
                         .listeners
                         .get_mut(&name)
                         .expect("planned from live listeners");
-                    l.live
-                        .set_tls(built.tls, built.mode, built.served, built.per_name);
+                    l.live.set_tls(
+                        built.tls,
+                        built.mode,
+                        built.served,
+                        built.per_name,
+                        built.resolver.clone(),
+                    );
                     l.key = built.key;
                     l.resolver = built.resolver;
                     debug!(target: LOG, listener = %name, "listener TLS snapshot replaced");

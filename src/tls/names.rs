@@ -150,6 +150,11 @@ impl fmt::Display for NameMismatch {
 
 impl std::error::Error for NameMismatch {}
 
+/// A certificate's URI SANs, in order (none when it does not parse).
+pub fn uri_sans(der: &[u8]) -> Vec<String> {
+    sans(der).1
+}
+
 /// The SANs of a certificate as `DNS:`, `IP:` and `URI:` text, and its URI SANs.
 fn sans(der: &[u8]) -> (Vec<String>, Vec<String>) {
     let mut all = Vec::new();

@@ -54,6 +54,22 @@ pub struct SniResolver {
     names: Arc<SniNames>,
     /// By position in the listener's `certs`; the first is the default.
     keys: Vec<Arc<CertifiedKey>>,
+    /// Each key's URI SANs, by the same position: XFCC's `By`, which names
+    /// the proxy that served the connection (read once per key, not per
+    /// connection).
+    uri_sans: Vec<ServedUris>,
+}
+
+/// The URI SANs of the certificate a connection was served.
+pub type ServedUris = Arc<[Box<str>]>;
+
+fn served_uris(key: &CertifiedKey) -> ServedUris {
+    key.end_entity_cert()
+        .map(|c| crate::tls::names::uri_sans(c.as_ref()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(String::into_boxed_str)
+        .collect()
 }
 
 /// Name -> position of the pair that answers it.
@@ -75,6 +91,7 @@ impl SniResolver {
                 wildcard: HashMap::new(),
             }),
             keys: Vec::new(),
+            uri_sans: Vec::new(),
         }
     }
 
@@ -96,9 +113,11 @@ impl SniResolver {
                 .or_insert(i);
             }
         }
+        let keys: Vec<Arc<CertifiedKey>> = pairs.iter().map(|p| p.pair.key.clone()).collect();
         Some(SniResolver {
             names: Arc::new(SniNames { exact, wildcard }),
-            keys: pairs.iter().map(|p| p.pair.key.clone()).collect(),
+            uri_sans: keys.iter().map(|k| served_uris(k)).collect(),
+            keys,
         })
     }
 
@@ -107,13 +126,25 @@ impl SniResolver {
     /// name index is shared); otherwise build anew.
     pub fn with_key(&self, positions: &[usize], key: &Arc<CertifiedKey>) -> SniResolver {
         let mut keys = self.keys.clone();
+        let mut uri_sans = self.uri_sans.clone();
+        let uris = served_uris(key);
         for &i in positions {
             keys[i] = key.clone();
+            uri_sans[i] = uris.clone();
         }
         SniResolver {
             names: self.names.clone(),
             keys,
+            uri_sans,
         }
+    }
+
+    /// The URI SANs of the pair that answered `sni` (XFCC's `By`).
+    pub fn served_uris(&self, sni: Option<&str>) -> ServedUris {
+        self.uri_sans
+            .get(self.position_or_default(sni))
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]))
     }
 
     /// The pair for `sni` (already lowercase as rustls hands it over).

@@ -62,10 +62,16 @@ impl TestCa {
         names: &[&str],
         usage: ExtendedKeyUsagePurpose,
         expired: bool,
+        uris: &[&str],
     ) -> TestPair {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
+        for u in uris {
+            p.subject_alt_names.push(rcgen::SanType::URI(
+                rcgen::string::Ia5String::try_from(*u).unwrap(),
+            ));
+        }
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![usage];
         let serial = {
@@ -89,11 +95,35 @@ impl TestCa {
     }
 
     pub fn server_pair(&self, names: &[&str]) -> TestPair {
-        self.issue(names[0], names, ExtendedKeyUsagePurpose::ServerAuth, false)
+        self.issue(
+            names[0],
+            names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            false,
+            &[],
+        )
     }
 
     pub fn expired_server_pair(&self, names: &[&str]) -> TestPair {
-        self.issue(names[0], names, ExtendedKeyUsagePurpose::ServerAuth, true)
+        self.issue(
+            names[0],
+            names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            true,
+            &[],
+        )
+    }
+
+    /// A server pair named by DNS `names` and, besides, the URI SANs
+    /// `uris` (a workload certificate that also carries its SPIFFE ID).
+    pub fn server_pair_with_uris(&self, names: &[&str], uris: &[&str]) -> TestPair {
+        self.issue(
+            names[0],
+            names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            false,
+            uris,
+        )
     }
 
     /// A SPIFFE X.509-SVID: a server pair named only by the URI SAN `id`
@@ -125,7 +155,7 @@ impl TestCa {
     }
 
     pub fn client_pair(&self, cn: &str) -> TestPair {
-        self.issue(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, false)
+        self.issue(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, false, &[])
     }
 
     /// A CRL from this CA revoking `revoked`.
