@@ -1457,9 +1457,10 @@ async fn h2_empty_data_frame_flood_is_cut_off() {
 
 /// A header block that never ends: HEADERS without END_HEADERS, then
 /// empty CONTINUATION frames for as long as the server takes them
-/// (CVE-2024-27316, the "CONTINUATION flood" nginx, Envoy and h2 all had to
-/// bound). The HTTP/2 layer gives up after a handful (h2 counts them
-/// against `max_header_bytes`): `GOAWAY` `ENHANCE_YOUR_CALM`, nothing
+/// (the "CONTINUATION flood", CERT/CC VU#421644, which Apache httpd, Envoy
+/// and the h2 crate each had to bound). The HTTP/2 layer gives up after a
+/// handful (h2 counts them against `max_header_bytes`): `GOAWAY`
+/// `ENHANCE_YOUR_CALM`, nothing
 /// reaches the backend, and the connection's memory does not grow with
 /// what the client keeps writing.
 #[tokio::test]
