@@ -693,3 +693,33 @@ async fn an_h2_upstream_may_send_a_64_kib_head() {
         }
     }
 }
+
+/// An upstream response may have at most 100 header fields, over HTTP/1.1
+/// (hyper's parser stops there) and HTTP/2 alike (Envoy's limit, on both):
+/// more is a `502`. hyper's HTTP/2 client counted none, so the same
+/// backend's 101-field response was a 502 over HTTP/1.1 and passed over h2.
+#[tokio::test]
+async fn upstream_response_fields_are_limited_on_both_protocols() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        r#"
+      - { path_prefix: /h1/, upstream: h1 }
+      - { upstream: pub }"#,
+        &[upstream("pub", &w.pub_backend, ""), upstream("h1", &h1, "")].concat(),
+    ));
+    let addr = p.listener_addr("public").await;
+    // The backend sends `content-length` and `date` too: 98 more make 100.
+    for (prefix, version) in [("/h1", "HTTP/1.1"), ("/h2", "HTTP/2.0")] {
+        for (n, status) in [(98, 200), (99, 502)] {
+            let get = format!(
+                "GET {prefix}/many-headers/{n} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
+            );
+            let r = raw(&w, addr, get.as_bytes()).await;
+            assert_eq!(r.status, status, "{prefix} with {n} more: {}", r.body);
+            if status == 200 {
+                assert_eq!(r.json()["version"], version);
+            }
+        }
+    }
+}

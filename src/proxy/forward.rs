@@ -47,7 +47,7 @@ use crate::proxy::body::{BodyFault, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
-use crate::upstream::conn::{DialError, Dialer};
+use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 use crate::upstream::read_timeout::ReadTimeout;
 
@@ -122,6 +122,8 @@ enum Failure {
     Dial(DialError),
     /// The request on an established connection.
     Request(hyper::Error),
+    /// A response hotproxy refuses to forward (what is wrong with it).
+    Response(&'static str),
 }
 
 impl Upstream {
@@ -403,6 +405,14 @@ impl Upstream {
                     // body can be sent twice.
                     let copy = (may_retry && req.body().can_replay()).then(|| copy_of(&req));
                     match send.try_send_request(req).await {
+                        // hyper's HTTP/1.1 parser holds a response to this
+                        // many fields; its HTTP/2 client does not count.
+                        Ok(resp) if resp.headers().len() > MAX_RESPONSE_FIELDS => {
+                            return Err((
+                                Failure::Response("upstream response has over 100 header fields"),
+                                None,
+                            ));
+                        }
                         Ok(resp) => {
                             return Ok(
                                 resp.map(|b| LeasedBody::h2(b, stream, self.read.clone()).boxed())
@@ -629,6 +639,7 @@ fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
             }
             DialError::Handshake(_) => ("protocol", d.to_string(), StatusCode::BAD_GATEWAY),
         },
+        Failure::Response(what) => ("protocol", (*what).to_owned(), StatusCode::BAD_GATEWAY),
         Failure::Request(e) => {
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
             while let Some(err) = source {

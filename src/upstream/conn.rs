@@ -142,6 +142,12 @@ impl Dialer {
 /// limit is 60 KiB, nginx's 4-8 KiB). A larger one is a `502`.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
+/// The most header fields an upstream response may have, over either
+/// protocol (Envoy's and hyper's default; HAProxy's is 101). More is a
+/// `502`. hyper's HTTP/1.1 parser stops there; an HTTP/2 response is
+/// counted by the forwarder.
+pub const MAX_RESPONSE_FIELDS: usize = 100;
+
 /// The HTTP/1.1 client settings of every upstream connection.
 fn h1_builder() -> http1::Builder {
     let mut b = http1::Builder::new();
@@ -150,6 +156,7 @@ fn h1_builder() -> http1::Builder {
     // hyper's default lets its read buffer, and the body chunks that share
     // it, grow to 400 KiB per connection.
     b.max_buf_size(MAX_RESPONSE_HEAD);
+    b.max_headers(MAX_RESPONSE_FIELDS);
     b
 }
 

@@ -145,11 +145,14 @@ impl Backend {
                             let slow_count = slow_count.clone();
                             async move {
                                 let trailers = req.uri().path().contains("/trailers");
-                                let fat_head = req
-                                    .uri()
-                                    .path()
-                                    .split_once("/fat-head/")
-                                    .and_then(|(_, n)| n.parse::<usize>().ok());
+                                let number_after = |marker: &str| {
+                                    req.uri()
+                                        .path()
+                                        .split_once(marker)
+                                        .and_then(|(_, n)| n.parse::<usize>().ok())
+                                };
+                                let fat_head = number_after("/fat-head/");
+                                let many_headers = number_after("/many-headers/");
                                 if req.uri().path() == "/slow" {
                                     slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                     let _answering = OpenGuard(slow_count);
@@ -234,6 +237,11 @@ impl Backend {
                                         "x-fat",
                                         http::HeaderValue::from_str(&"f".repeat(n)).unwrap(),
                                     );
+                                }
+                                // `…/many-headers/N`: N more header fields.
+                                for i in 0..many_headers.unwrap_or(0) {
+                                    resp.headers_mut()
+                                        .append("x-many", http::HeaderValue::from(i));
                                 }
                                 Ok::<_, std::convert::Infallible>(resp)
                             }
