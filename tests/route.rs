@@ -66,6 +66,12 @@ fn config(w: &World, pub_extra: &str) -> std::path::PathBuf {
     )
 }
 
+/// An HTTP/2 client of the proxy at `addr`, for `a.example.com`.
+async fn h2_to(w: &World, addr: std::net::SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await
+}
+
 /// What a client saw for raw request bytes: status, head, body.
 struct Raw {
     status: u16,
@@ -300,14 +306,7 @@ async fn connect_and_trace_are_405() {
             .unwrap_or_else(|| panic!("no Allow: {head}"));
         assert!(allow.contains("get") && !allow.contains("trace"), "{allow}");
     }
-    let tls = connect(
-        addr,
-        "a.example.com",
-        client_config(&w.ca.cert_pem, None, &[b"h2"]),
-    )
-    .await
-    .unwrap();
-    let mut client = h2_client(tls).await;
+    let mut client = h2_to(&w, addr).await;
     let trace = http::Request::builder()
         .method("TRACE")
         .uri("https://a.example.com/pub/x")
@@ -409,9 +408,7 @@ async fn h2_client_stream_error_is_not_an_upstream_error() {
 async fn h2_client_breaks_streams(w: &World, config: &std::path::Path) {
     let mut p = Proxy::start(config);
     let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
-    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
-    let mut client = h2_client(tls).await;
+    let mut client = h2_to(w, addr).await;
     for _ in 0..10 {
         let req = http::Request::post("https://a.example.com/slow")
             .header("content-length", "5")
@@ -619,14 +616,7 @@ async fn trailers_carry_nothing_the_head_would_not() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, ""));
     let addr = p.listener_addr("public").await;
-    let tls = connect(
-        addr,
-        "a.example.com",
-        client_config(&w.ca.cert_pem, None, &[b"h2"]),
-    )
-    .await
-    .unwrap();
-    let mut client = h2_client(tls).await;
+    let mut client = h2_to(&w, addr).await;
     for declared in [true, false] {
         let mut req = http::Request::post("https://a.example.com/pub/trailers/upload")
             .header("te", "trailers");

@@ -266,6 +266,18 @@ fn h2_frame_types(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(h2_frames(bytes)?.into_iter().map(|(t, _)| t).collect())
 }
 
+/// The frames of `reply`, which must end with a `GOAWAY` whose error code
+/// is `ENHANCE_YOUR_CALM` (11): the server cut the client off as abusive.
+fn ended_calm(reply: &[u8]) -> Vec<(u8, &[u8])> {
+    let frames = h2_frames(reply).expect("HTTP/2 frames");
+    let Some(&(GOAWAY, goaway)) = frames.last() else {
+        panic!("no GOAWAY last: {:?}", h2_frame_types(reply));
+    };
+    // Last stream id, then the error code.
+    assert_eq!(goaway[4..8], [0, 0, 0, 11], "{goaway:?}");
+    frames
+}
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame, what a client sends right after the preface.
 const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
@@ -1377,13 +1389,7 @@ async fn h2_hpack_bomb_is_refused() {
     let mut out = [PREFACE, EMPTY_SETTINGS].concat();
     out.extend(h2_frame(1, 0x5, 1, &block));
     s.write_all(&out).await.unwrap();
-    let reply = read_to_close(&mut s).await;
-    let frames = h2_frames(&reply).expect("HTTP/2 frames");
-    let Some(&(GOAWAY, goaway)) = frames.last() else {
-        panic!("no GOAWAY last: {frames:?}");
-    };
-    // Last stream id, then the error code: ENHANCE_YOUR_CALM (11).
-    assert_eq!(goaway[4..8], [0, 0, 0, 11], "{goaway:?}");
+    ended_calm(&read_to_close(&mut s).await);
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
 
@@ -1460,9 +1466,8 @@ async fn h2_empty_data_frame_flood_is_cut_off() {
 /// (the "CONTINUATION flood", CERT/CC VU#421644, which Apache httpd, Envoy
 /// and the h2 crate each had to bound). The HTTP/2 layer gives up after a
 /// handful (h2 counts them against `max_header_bytes`): `GOAWAY`
-/// `ENHANCE_YOUR_CALM`, nothing
-/// reaches the backend, and the connection's memory does not grow with
-/// what the client keeps writing.
+/// `ENHANCE_YOUR_CALM`, nothing reaches the backend, and the connection's
+/// memory does not grow with what the client keeps writing.
 #[tokio::test]
 async fn h2_continuation_flood_is_cut_off() {
     let w = world().await;
@@ -1490,13 +1495,8 @@ async fn h2_continuation_flood_is_cut_off() {
         }
         sent
     });
-    let reply = read_to_close(&mut from).await;
+    ended_calm(&read_to_close(&mut from).await);
     let sent = flood.await.unwrap();
-    let frames = h2_frames(&reply).expect("HTTP/2 frames");
-    let Some(&(GOAWAY, goaway)) = frames.last() else {
-        panic!("no GOAWAY last: {frames:?}");
-    };
-    assert_eq!(goaway[4..8], [0, 0, 0, 11], "{goaway:?}");
     assert!(sent < 1_000_000, "all {sent} frames were taken");
     assert_eq!(w.backend.requests.load(SeqCst), 0);
     let grown = rss_kib(p.pid()).saturating_sub(before);
@@ -1545,15 +1545,10 @@ async fn h2_server_provoked_resets_are_cut_off() {
     });
     let reply = read_to_close(&mut from).await;
     flood.await.unwrap();
-    let frames = h2_frames(&reply).expect("HTTP/2 frames");
-    let resets = frames
+    let resets = ended_calm(&reply)
         .iter()
         .filter(|(kind, _)| *kind == RST_STREAM)
         .count();
-    let Some(&(GOAWAY, goaway)) = frames.last() else {
-        panic!("no GOAWAY last after {resets} RST_STREAM");
-    };
-    assert_eq!(goaway[4..8], [0, 0, 0, 11], "{goaway:?}");
     assert!(
         (1..=1024).contains(&resets),
         "{resets} streams reset before the GOAWAY"
