@@ -659,6 +659,26 @@ async fn trailers_carry_nothing_the_head_would_not() {
         assert_eq!(trailers.get("grpc-message").unwrap(), "done");
         assert!(trailers.get("content-length").is_none(), "{trailers:?}");
     }
+    // A trailer section may have as many fields as a head, 100, as hyper
+    // holds HTTP/1.1 trailers: more is the client's 400.
+    for (fields, status) in [(100, 200), (101, 400)] {
+        let req = http::Request::post("https://a.example.com/pub/upload")
+            .body(())
+            .unwrap();
+        let (resp, mut stream) = client.send_request(req, false).unwrap();
+        stream
+            .send_data(bytes::Bytes::from_static(b"abcd"), false)
+            .unwrap();
+        let trailers: http::HeaderMap = (0..fields)
+            .map(|i| {
+                let name = format!("x-t{i}");
+                (name.parse().unwrap(), http::HeaderValue::from(i))
+            })
+            .collect();
+        stream.send_trailers(trailers).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), status, "{fields} trailer fields");
+    }
 }
 
 /// An upstream's response head may be up to 64 KiB over HTTP/2 as over

@@ -235,15 +235,18 @@ impl Body for ClientBody {
             }
         };
         let mut polled = Pin::new(&mut *inner).poll_frame(cx);
-        // Every client body passes here, also one read whole first.
-        if let Poll::Ready(Some(Ok(frame))) = &mut polled
-            && let Some(t) = frame.trailers_mut()
-        {
-            crate::proxy::trailers::clean_request(t);
-        }
         let Some(state) = &this.state else {
             return polled.map_err(Into::into);
         };
+        // Every client body with content passes here, also one read whole
+        // first.
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled
+            && let Some(t) = frame.trailers_mut()
+            && let Err(e) = crate::proxy::trailers::clean_request(t)
+        {
+            let _ = state.failed.set(Fault::Malformed(e.to_string()));
+            return Poll::Ready(Some(Err(e.into())));
+        }
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {

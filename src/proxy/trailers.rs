@@ -11,17 +11,31 @@
 //! head unless a field's definition allows it; hotproxy drops, in both
 //! directions, the fields no trailer may carry (hop-by-hop, framing,
 //! `Host`), and on a request also every field it vouches for in the head
-//! ([`crate::proxy::headers::is_vouched_for`]). The rest (gRPC's
+//! ([`crate::proxy::headers::is_vouched_for`]), and refuses a client's
+//! section of more fields than a head may have. The rest (gRPC's
 //! `grpc-status`, a checksum) passes as sent. nginx, which reads a request
 //! body whole before it forwards it, sends no request trailers at all.
 
 use http::header::{self, HeaderMap, HeaderName};
 
 use crate::proxy::headers::{is_hop_by_hop, is_vouched_for};
+use crate::proxy::request::MAX_HEADER_FIELDS;
 
-/// Drop from a client's request trailers what may not follow a body.
-pub fn clean_request(trailers: &mut HeaderMap) {
+/// A client's trailer section with more fields than a head may have.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {MAX_HEADER_FIELDS} trailer fields")]
+pub struct TooManyTrailers;
+
+/// Check a client's request trailers and drop what may not follow a body.
+/// A section of more than [`MAX_HEADER_FIELDS`] fields is refused, as a
+/// head is: hyper's HTTP/1.1 parser holds trailers to that count, and an
+/// HTTP/2 one is held here, so the limit is the same on both protocols.
+pub fn clean_request(trailers: &mut HeaderMap) -> Result<(), TooManyTrailers> {
+    if trailers.len() > MAX_HEADER_FIELDS {
+        return Err(TooManyTrailers);
+    }
     drop_where(trailers, |n| never_a_trailer(n) || is_vouched_for(n));
+    Ok(())
 }
 
 /// Drop from an upstream's response trailers what may not follow a body
@@ -92,7 +106,7 @@ mod tests {
             "x-forwarded-client-cert",
             "api_key",
         ]);
-        clean_request(&mut t);
+        clean_request(&mut t).unwrap();
         assert_eq!(names(&t), ["api_key", "grpc-status", "x-checksum"]);
     }
 
