@@ -59,8 +59,8 @@
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).
 //!   - `router`: host / path-prefix -> upstream.
 //!   - `headers`: the header policy: hop-by-hop, forwarding headers, identity.
-//!   - `trailers`: fields after a body: none a trailer may not carry, and none
-//!     `headers` sets or strips on a request.
+//!   - `trailers`: fields after a body: none a trailer may not carry, and on a
+//!     request none `headers` sets or strips, and no more than a head's 100.
 //!   - `body`: the client's request body, remembering whether the client broke it,
 //!     stalled it (`body_read_timeout`) or sent too much (`max_body_bytes`), whether it
 //!     waits on the client, and whether it went upstream whole (a connection answered
