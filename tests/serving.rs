@@ -278,6 +278,18 @@ fn ended_calm(reply: &[u8]) -> Vec<(u8, &[u8])> {
     frames
 }
 
+/// The same for a connection of the h2 crate's client: its driver task
+/// `conn` ends with the server's `GOAWAY` `ENHANCE_YOUR_CALM`.
+async fn ended_calm_h2(conn: tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    let ended = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    let e = ended.expect_err("ended by the server");
+    assert!(e.is_go_away(), "{e}");
+    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
+}
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame, what a client sends right after the preface.
 const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
@@ -1415,13 +1427,7 @@ async fn h2_rapid_reset_is_cut_off() {
         };
         stream.send_reset(h2::Reason::CANCEL);
     }
-    let ended = tokio::time::timeout(WAIT, conn)
-        .await
-        .expect("the connection is closed")
-        .unwrap();
-    let e = ended.expect_err("ended by the server");
-    assert!(e.is_go_away(), "{e}");
-    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
+    ended_calm_h2(conn).await;
     let reached = w.backend.requests.load(SeqCst);
     assert!(reached < 200, "{reached} reset streams reached the backend");
 }
@@ -1451,13 +1457,7 @@ async fn h2_empty_data_frame_flood_is_cut_off() {
             tokio::task::yield_now().await;
         }
     }
-    let ended = tokio::time::timeout(WAIT, conn)
-        .await
-        .expect("the connection is closed")
-        .unwrap();
-    let e = ended.expect_err("ended by the server");
-    assert!(e.is_go_away(), "{e}");
-    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
+    ended_calm_h2(conn).await;
     assert!(sent < 200_000, "all {sent} empty frames were taken");
 }
 
