@@ -122,8 +122,9 @@ enum Failure {
     Dial(DialError),
     /// The request on an established connection.
     Request(hyper::Error),
-    /// A response hotproxy refuses to forward (what is wrong with it).
-    Response(&'static str),
+    /// An HTTP/2 response of more than [`MAX_RESPONSE_FIELDS`] header
+    /// fields (hyper's HTTP/1.1 parser refuses one itself).
+    TooManyFields,
 }
 
 impl Upstream {
@@ -408,10 +409,7 @@ impl Upstream {
                         // hyper's HTTP/1.1 parser holds a response to this
                         // many fields; its HTTP/2 client does not count.
                         Ok(resp) if resp.headers().len() > MAX_RESPONSE_FIELDS => {
-                            return Err((
-                                Failure::Response("upstream response has over 100 header fields"),
-                                None,
-                            ));
+                            return Err((Failure::TooManyFields, None));
                         }
                         Ok(resp) => {
                             return Ok(
@@ -639,7 +637,11 @@ fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
             }
             DialError::Handshake(_) => ("protocol", d.to_string(), StatusCode::BAD_GATEWAY),
         },
-        Failure::Response(what) => ("protocol", (*what).to_owned(), StatusCode::BAD_GATEWAY),
+        Failure::TooManyFields => (
+            "protocol",
+            format!("upstream response has more than {MAX_RESPONSE_FIELDS} header fields"),
+            StatusCode::BAD_GATEWAY,
+        ),
         Failure::Request(e) => {
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
             while let Some(err) = source {

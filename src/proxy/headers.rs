@@ -137,18 +137,34 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop(name).is_some()
 }
 
-/// Whether hotproxy vouches for `name` on a request: a forwarding header,
-/// `Via`, `X-Request-Id` or a client-certificate header, or a look-alike of
-/// one with `_` for `-` ([`strip_underscore_lookalikes`]).
+/// Whether hotproxy vouches for `name` on a request: a header it replaces
+/// or removes ([`replaced_by_hotproxy`]), `Via` or `X-Request-Id`, or a
+/// look-alike of one with `_` for `-` ([`strip_underscore_lookalikes`]).
 pub fn is_vouched_for(name: &HeaderName) -> bool {
     let vouched = |n: &str| {
-        FORWARDING.iter().any(|f| f.as_str() == n)
+        replaced_by_hotproxy(n)
             || n == header::VIA.as_str()
             || n == crate::proxy::request_id::X_REQUEST_ID.as_str()
-            || crate::proxy::client_cert::is_identity_header(n)
     };
     let n = name.as_str();
     vouched(n) || (n.contains('_') && vouched(&n.replace('_', "-")))
+}
+
+/// A forwarding header or a client-certificate header
+/// ([`crate::proxy::client_cert::is_identity_header`]): what hotproxy
+/// replaces or removes whatever the client sent.
+fn replaced_by_hotproxy(n: &str) -> bool {
+    FORWARDING.iter().any(|f| f.as_str() == n) || crate::proxy::client_cert::is_identity_header(n)
+}
+
+/// Remove every field whose name `drop` picks. The names are collected
+/// first (a map cannot change while it is read); none picked, nothing is
+/// allocated.
+pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    let named: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
+    for n in named {
+        headers.remove(n);
+    }
 }
 
 /// The headers through which a client would claim where it came from.
@@ -170,18 +186,10 @@ static FORWARDING: [&HeaderName; 6] = [
 /// removed. nginx drops every name with `_` (`underscores_in_headers off`);
 /// hotproxy drops only these, so an application's own `api_key` passes.
 fn strip_underscore_lookalikes(headers: &mut HeaderMap) {
-    let lookalike = |k: &&HeaderName| {
+    remove_where(headers, |k| {
         let n = k.as_str();
-        n.contains('_') && {
-            let dashed = n.replace('_', "-");
-            FORWARDING.iter().any(|f| f.as_str() == dashed)
-                || crate::proxy::client_cert::is_identity_header(&dashed)
-        }
-    };
-    let named: Vec<HeaderName> = headers.keys().filter(lookalike).cloned().collect();
-    for n in named {
-        headers.remove(n);
-    }
+        n.contains('_') && replaced_by_hotproxy(&n.replace('_', "-"))
+    });
 }
 
 /// Whether the client's own forwarding headers are believed: only from

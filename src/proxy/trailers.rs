@@ -18,7 +18,7 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-use crate::proxy::headers::{is_hop_by_hop, is_vouched_for};
+use crate::proxy::headers::{is_hop_by_hop, is_vouched_for, remove_where};
 use crate::proxy::request::MAX_HEADER_FIELDS;
 
 /// A client's trailer section with more fields than a head may have.
@@ -34,7 +34,7 @@ pub fn clean_request(trailers: &mut HeaderMap) -> Result<(), TooManyTrailers> {
     if trailers.len() > MAX_HEADER_FIELDS {
         return Err(TooManyTrailers);
     }
-    drop_where(trailers, |n| never_a_trailer(n) || is_vouched_for(n));
+    remove_where(trailers, |n| never_a_trailer(n) || is_vouched_for(n));
     Ok(())
 }
 
@@ -42,24 +42,12 @@ pub fn clean_request(trailers: &mut HeaderMap) -> Result<(), TooManyTrailers> {
 /// (HTTP/2 refuses connection-specific fields, and would reset the
 /// client's stream instead of ending it).
 pub fn clean_response(trailers: &mut HeaderMap) {
-    drop_where(trailers, never_a_trailer);
+    remove_where(trailers, never_a_trailer);
 }
 
 /// Framing and routing fields, and hop-by-hop ones.
 fn never_a_trailer(name: &HeaderName) -> bool {
     is_hop_by_hop(name) || name == header::CONTENT_LENGTH || name == header::HOST
-}
-
-fn drop_where(trailers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
-    // Trailers are rare and short: the common section has nothing to drop
-    // and allocates nothing.
-    if !trailers.keys().any(&drop) {
-        return;
-    }
-    let named: Vec<HeaderName> = trailers.keys().filter(|n| drop(n)).cloned().collect();
-    for n in named {
-        trailers.remove(n);
-    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)
         }) else {
             continue;
         };
-        let why = if canonical(earlier.addr.ip()) == canonical(b.addr.ip()) {
+        let why = if earlier.addr.ip().to_canonical() == b.addr.ip().to_canonical() {
             format!("{} is also {}", b.addr, earlier.at)
         } else {
             let wide = if earlier.addr.ip().is_unspecified() {
@@ -64,13 +64,9 @@ pub(super) fn dual_stack() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() == "0")
 }
 
-/// An IPv4-mapped IPv6 address is the IPv4 address it maps.
-fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
-}
-
 fn overlap(a: IpAddr, b: IpAddr, dual_stack: bool) -> bool {
-    let (a, b) = (canonical(a), canonical(b));
+    // An IPv4-mapped IPv6 address is the IPv4 address it maps.
+    let (a, b) = (a.to_canonical(), b.to_canonical());
     if a == b {
         return true;
     }
