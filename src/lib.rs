@@ -77,7 +77,10 @@
 //!   - `endpoint`: one server address: its pool and slots, leasing a
 //!     connection to a request and getting it back when the response ends.
 //!   - `pool`: idle HTTP/1.1 connections, shared HTTP/2 ones, bounded dials.
-//!   - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles.
+//!   - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles;
+//!     an h2 connection is retired when a request on it goes unanswered.
+//!   - `io`: one connection's bytes (plain or TLS), its slot, and the switch
+//!     that closes a retired HTTP/2 connection from outside hyper's task.
 //!   - `members`: an upstream's endpoints: picking one per request, passive
 //!     health (never ejecting the last), per-endpoint metrics.
 //!   - `balance`: round robin, least request (power of two choices).

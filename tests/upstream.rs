@@ -328,3 +328,113 @@ async fn websocket_upgrade_tunnels_bytes() {
     assert_eq!(&echoed, b"ping");
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
+
+/// An HTTP/2 upstream connection that falls silent (a node gone without a
+/// reset, a black-holed pod IP: no answer, no FIN) is retired by the first
+/// request on it that goes unanswered for `request_timeout`: the next
+/// request goes to a new connection. Shared, it took every request until
+/// the kernel gave up on the socket, each waiting out `request_timeout`.
+/// With one connection allowed per server, the next request also proves
+/// the silent one was closed, its slot freed.
+#[tokio::test]
+async fn a_silent_h2_connection_is_retired_after_an_unanswered_request() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &["request_timeout: 1s", "max_connections_per_server: 1"],
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let get = |path: &'static str| get(addr, "a.example.com", cfg.clone(), false, path, &[]);
+    let r = get("/").await.unwrap();
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    assert_eq!(r.json()["connection"], 0);
+    assert_eq!(get("/go-silent").await.unwrap().status, 504);
+    let r = get("/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["connection"], 1);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// The same for a response body that stops for `read_timeout` on an
+/// HTTP/2 connection that then falls silent: the body is cut, and the
+/// connection takes no more requests.
+#[tokio::test]
+async fn a_silent_h2_connection_is_retired_after_a_stalled_body() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &[
+            "request_timeout: 5s",
+            "read_timeout: 1s",
+            "max_connections_per_server: 1",
+        ],
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(addr, "a.example.com", cfg.clone()).await.unwrap();
+    let (mut send, _conn) = keep_open_h1(tls).await;
+    let endless = http::Request::builder()
+        .uri("/endless")
+        .header("host", "a.example.com")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(endless))
+        .await
+        .expect("head")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The head is through; now the connection under it falls silent.
+    b.go_silent();
+    let cut = tokio::time::timeout(WAIT, resp.into_body().collect()).await;
+    assert!(matches!(cut, Ok(Err(_))), "the body is cut: {cut:?}");
+    let r = get(addr, "a.example.com", cfg, false, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["connection"], 1);
+    p.wait_log("upstream response stalled", |v| {
+        v["reason"] == "read_timeout"
+    })
+    .await;
+}
+
+/// A silent connection is closed at once when retired, not left to a
+/// graceful GOAWAY: with megabytes of a request body unread in the
+/// kernel's buffers, hyper's GOAWAY would wait until the kernel gave up on
+/// the socket (some 15 minutes), holding the server's connection slot.
+#[tokio::test]
+async fn a_retired_h2_connection_with_writes_pending_frees_its_slot() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &["request_timeout: 2s", "max_connections_per_server: 1"],
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    // 12 MiB: more than the kernel's send and receive buffers hold, less
+    // than the backend's HTTP/2 windows, so the proxy's writes block.
+    let tls = connect(addr, "a.example.com", cfg.clone()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let upload = http::Request::post("/go-silent")
+        .header("host", "a.example.com")
+        .body(Full::new(Bytes::from(vec![b'x'; 12 << 20])))
+        .unwrap();
+    let upload = tokio::spawn(send.send_request(upload));
+    let r = tokio::time::timeout(WAIT, upload).await.expect("answered");
+    assert_eq!(r.unwrap().map(|r| r.status().as_u16()).ok(), Some(504));
+    let r = get(addr, "a.example.com", cfg, false, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["connection"], 1);
+}

@@ -47,7 +47,7 @@ use crate::proxy::body::{BodyFault, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
-use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS};
+use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 use crate::upstream::read_timeout::ReadTimeout;
 
@@ -231,6 +231,9 @@ impl Upstream {
         let req = Request::from_parts(parts, body);
         // The endpoint of the latest attempt, for the logs.
         let last = AtomicUsize::new(0);
+        // Set when `request_timeout` ends the attempt in flight, before it
+        // is dropped: its HTTP/2 connection is retired (`Unanswered`).
+        let timed_out = AtomicBool::new(false);
         let sent = async {
             if upgrade {
                 let (i, _in_flight) = members.pick(&[]).expect("not empty");
@@ -245,11 +248,20 @@ impl Upstream {
                 }
                 r.map(|r| r.map(|b| b.map_err(Into::into).boxed()))
             } else {
-                self.send_balanced(&members, req, path, &last, &body_fault)
+                self.send_balanced(&members, req, path, &last, &timed_out, &body_fault)
                     .await
             }
         };
-        let result = tokio::time::timeout(self.config.request_timeout, sent).await;
+        let result = {
+            let mut sent = std::pin::pin!(sent);
+            let r = tokio::time::timeout(self.config.request_timeout, sent.as_mut()).await;
+            // A slow client body is not the connection's silence.
+            if r.is_err() && !body_fault.waiting() {
+                timed_out.store(true, Ordering::Release);
+            }
+            r
+            // The attempt in flight is dropped here, seeing `timed_out`.
+        };
         let endpoint = &members.members[last.load(Ordering::Relaxed)].endpoint;
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
@@ -299,6 +311,7 @@ impl Upstream {
         mut req: Request<ClientBody>,
         path: PathAndQuery,
         last: &AtomicUsize,
+        timed_out: &AtomicBool,
         body_fault: &BodyFault,
     ) -> Result<Response<ResponseBody>, Failure> {
         // Allocated only when a retry happens.
@@ -311,7 +324,10 @@ impl Upstream {
             let may_retry = others
                 && tried.len() < self.config.retries as usize
                 && tried.len() + 1 < members.members.len();
-            match self.send(endpoint, req, path.clone(), may_retry).await {
+            match self
+                .send(endpoint, req, path.clone(), may_retry, timed_out)
+                .await
+            {
                 Ok(resp) => {
                     self.answered(members, i, resp.status());
                     return Ok(resp);
@@ -371,6 +387,7 @@ impl Upstream {
         mut req: Request<ClientBody>,
         path: PathAndQuery,
         may_retry: bool,
+        timed_out: &AtomicBool,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
         let mut fresh = false;
         loop {
@@ -405,7 +422,14 @@ impl Upstream {
                     // REFUSED_STREAM makes any request safe again, if its
                     // body can be sent twice.
                     let copy = (may_retry && req.body().can_replay()).then(|| copy_of(&req));
-                    match send.try_send_request(req).await {
+                    let unanswered = Unanswered {
+                        stream: &stream,
+                        timed_out,
+                    };
+                    let sent = send.try_send_request(req).await;
+                    // Answered (or failed): no longer the connection's silence.
+                    std::mem::forget(unanswered);
+                    match sent {
                         // hyper's HTTP/1.1 parser holds a response to this
                         // many fields; its HTTP/2 client does not count.
                         Ok(resp) if resp.headers().len() > MAX_RESPONSE_FIELDS => {
@@ -519,14 +543,22 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 }
                 let pq = PathAndQuery::try_from(path.as_str())
                     .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+                // An unanswered check retires its HTTP/2 connection, as an
+                // unanswered request does: checks find a silent one first.
+                let timed_out = AtomicBool::new(false);
                 let probe = async {
-                    let resp = u.send(&m.endpoint, req, pq, false).await.ok()?;
+                    let resp = u.send(&m.endpoint, req, pq, false, &timed_out).await.ok()?;
                     let ok = resp.status().is_success() || resp.status().is_redirection();
                     // Read to the end so an HTTP/1.1 connection goes back to the pool.
                     resp.into_body().collect().await.ok()?;
                     Some(ok)
                 };
-                let passed = tokio::time::timeout(active.timeout, probe).await == Ok(Some(true));
+                let passed = {
+                    let mut probe = std::pin::pin!(probe);
+                    let r = tokio::time::timeout(active.timeout, probe.as_mut()).await;
+                    timed_out.store(r.is_err(), Ordering::Release);
+                    r == Ok(Some(true))
+                };
                 members.checked(m, passed, active);
             }
         });

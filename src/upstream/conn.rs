@@ -8,12 +8,13 @@
 //! out polls it once, which is what notices an upstream that closed it.
 //! An HTTP/2 connection is shared: its connection future runs in a task of
 //! its own and requests use clones of its `SendRequest`, at most
-//! [`H2_MAX_STREAMS`] at a time.
+//! [`H2_MAX_STREAMS`] at a time. One whose request goes unanswered is
+//! retired ([`StreamGuard::retire`]): a silent peer is not shared further.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -21,15 +22,15 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
+use crate::upstream::io::{Kill, MaybeTls, UpstreamIo};
 
 /// Streams one shared HTTP/2 upstream connection carries at once before
 /// the pool opens another (the server's own SETTINGS limit also applies).
@@ -97,10 +98,7 @@ impl Dialer {
         tcp.set_nodelay(true).map_err(DialError::Io)?;
         if !https {
             return Ok(Dialled {
-                io: UpstreamIo {
-                    io: TokioIo::new(MaybeTls::Plain(tcp)),
-                    _slot: slot,
-                },
+                io: UpstreamIo::new(MaybeTls::Plain(tcp), slot),
                 h2: false,
             });
         }
@@ -129,10 +127,7 @@ impl Dialer {
         })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(Dialled {
-            io: UpstreamIo {
-                io: TokioIo::new(MaybeTls::Tls(Box::new(tls))),
-                _slot: slot,
-            },
+            io: UpstreamIo::new(MaybeTls::Tls(Box::new(tls)), slot),
             h2,
         })
     }
@@ -243,13 +238,24 @@ impl H1 {
 #[derive(Clone)]
 pub struct H2 {
     pub send: http2::SendRequest<ClientBody>,
-    /// Requests in flight on it (until their response bodies end).
-    pub streams: Arc<AtomicUsize>,
+    /// What the pool and the connection's streams share.
+    shared: Arc<H2Shared>,
     pub generation: u64,
 }
 
+/// The state of one shared HTTP/2 connection.
+struct H2Shared {
+    /// Requests in flight on it (until their response bodies end).
+    streams: AtomicUsize,
+    /// It takes no new stream: one of its requests went unanswered.
+    retired: AtomicBool,
+    /// Closes it once it is retired and idle.
+    kill: Arc<Kill>,
+}
+
 impl H2 {
-    pub async fn handshake(d: Dialled, generation: u64) -> Result<H2, DialError> {
+    pub async fn handshake(mut d: Dialled, generation: u64) -> Result<H2, DialError> {
+        let kill = d.io.killable();
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // The same head limit as HTTP/1.1: hyper's HTTP/2 default is
@@ -266,28 +272,72 @@ impl H2 {
         });
         Ok(H2 {
             send,
-            streams: Arc::new(AtomicUsize::new(0)),
+            shared: Arc::new(H2Shared {
+                streams: AtomicUsize::new(0),
+                retired: AtomicBool::new(false),
+                kill,
+            }),
             generation,
         })
     }
 
+    /// Can it take new streams (open, not retired)?
+    pub fn usable(&self) -> bool {
+        !self.send.is_closed() && !self.shared.retired.load(Ordering::Acquire)
+    }
+
     /// Take a stream if it has room; the guard gives it back.
     pub fn try_stream(&self) -> Option<StreamGuard> {
-        let n = self.streams.fetch_add(1, Ordering::AcqRel);
-        if n >= H2_MAX_STREAMS || self.send.is_closed() {
-            self.streams.fetch_sub(1, Ordering::AcqRel);
+        let n = self.shared.streams.fetch_add(1, Ordering::AcqRel);
+        let guard = StreamGuard(self.shared.clone());
+        if n >= H2_MAX_STREAMS || !self.usable() {
             return None;
         }
-        Some(StreamGuard(self.streams.clone()))
+        Some(guard)
     }
 }
 
 /// One stream of a shared HTTP/2 connection, held until the response ends.
-pub struct StreamGuard(Arc<AtomicUsize>);
+pub struct StreamGuard(Arc<H2Shared>);
+
+impl StreamGuard {
+    /// The connection went silent under this stream (no response head
+    /// within `request_timeout`, no body for `read_timeout`): it takes no
+    /// new stream, and closes when its other streams have ended. A node
+    /// that vanished without a reset (a black-holed pod IP) leaves such a
+    /// connection open, and every request shared onto it would wait out
+    /// `request_timeout` until the kernel gives up, about 15 minutes later.
+    /// A backend that is merely slow costs one new connection per timeout.
+    pub fn retire(&self) {
+        if !self.0.retired.swap(true, Ordering::AcqRel) {
+            tracing::debug!("upstream h2 connection retired: a request on it went unanswered");
+        }
+    }
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let left = self.0.streams.fetch_sub(1, Ordering::AcqRel) - 1;
+        // Closed, not left to a graceful GOAWAY: a silent peer may never
+        // read it, and the connection holds a server slot until it closes.
+        if left == 0 && self.0.retired.load(Ordering::Acquire) {
+            self.0.kill.kill();
+        }
+    }
+}
+
+/// Retires the stream's connection if the attempt is dropped because
+/// `request_timeout` ended it (`timed_out`), not because the client left.
+pub struct Unanswered<'a> {
+    pub stream: &'a StreamGuard,
+    pub timed_out: &'a AtomicBool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.timed_out.load(Ordering::Acquire) {
+            self.stream.retire();
+        }
     }
 }
 
@@ -305,116 +355,4 @@ pub async fn upgrade_conn(d: Dialled) -> Result<http1::SendRequest<ClientBody>, 
         }
     });
     Ok(send)
-}
-
-/// A plain or TLS upstream stream.
-pub enum MaybeTls {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for MaybeTls {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for MaybeTls {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            MaybeTls::Plain(s) => s.is_write_vectored(),
-            MaybeTls::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// The bytes of one upstream connection plus its server slot
-/// (`max_connections_per_server`), freed when the connection closes —
-/// also when it ends as an upgraded tunnel.
-pub struct UpstreamIo {
-    io: TokioIo<MaybeTls>,
-    _slot: Option<OwnedSemaphorePermit>,
-}
-
-impl hyper::rt::Read for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
 }

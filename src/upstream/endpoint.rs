@@ -161,7 +161,7 @@ impl Endpoint {
 pub struct LeasedBody {
     body: Incoming,
     h1: Option<(Box<H1>, Arc<Endpoint>, BodySent)>,
-    _stream: Option<StreamGuard>,
+    stream: Option<StreamGuard>,
     ended: bool,
     read: ReadTimer,
 }
@@ -179,7 +179,7 @@ impl LeasedBody {
         LeasedBody {
             body,
             h1: Some((c, endpoint, sent)),
-            _stream: None,
+            stream: None,
             ended: false,
             read: ReadTimer::new(read),
         }
@@ -189,7 +189,7 @@ impl LeasedBody {
         LeasedBody {
             body,
             h1: None,
-            _stream: Some(stream),
+            stream: Some(stream),
             ended: false,
             read: ReadTimer::new(read),
         }
@@ -213,6 +213,9 @@ impl Body for LeasedBody {
         match &mut polled {
             Poll::Pending => {
                 if let Err(e) = this.read.poll_wait(cx) {
+                    if let Some(stream) = &this.stream {
+                        stream.retire();
+                    }
                     return Poll::Ready(Some(Err(e)));
                 }
             }

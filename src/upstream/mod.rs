@@ -4,6 +4,8 @@
 //!   connection to a request and getting it back when the response ends.
 //! - `pool`: idle HTTP/1.1 connections, shared HTTP/2 ones, bounded dials.
 //! - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles.
+//! - `io`: one connection's bytes (plain or TLS), its slot, and the switch
+//!   that closes a retired HTTP/2 connection from outside hyper's task.
 //! - `members`: an upstream's endpoints as a set: picking one per request,
 //!   passive health (never ejecting the last), their metrics.
 //! - `balance`: round robin, least request (power of two choices).
@@ -15,6 +17,7 @@ pub mod balance;
 pub mod conn;
 pub mod endpoint;
 pub mod health;
+pub mod io;
 pub mod members;
 pub mod pool;
 pub mod read_timeout;

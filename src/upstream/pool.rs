@@ -78,8 +78,7 @@ impl Pool {
             st.dialing += 1;
             return Found::Dial(DialToken(self, true));
         }
-        st.h2
-            .retain(|c| c.generation == generation && !c.send.is_closed());
+        st.h2.retain(|c| c.generation == generation && c.usable());
         if let Some((c, guard)) = st.h2.iter().find_map(|c| Some((c, c.try_stream()?))) {
             return Found::H2(c.clone(), guard);
         }

@@ -24,6 +24,69 @@ pub struct Backend {
     pub slow_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// The accept loop and every connection task, for `kill`.
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// Every connection's switch to silence, for `go_silent`.
+    silences: Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
+}
+
+/// A connection that can fall silent: then it reads, writes and flushes
+/// nothing, and never wakes, while its socket stays open. That is what a
+/// proxy sees of a node gone without a reset or a black-holed pod IP: no
+/// answer, no PING acknowledgement, no FIN.
+struct Silenceable<S> {
+    io: S,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S> Silenceable<S> {
+    fn silent(&self) -> bool {
+        self.silent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Silenceable<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.silent() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Silenceable<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.silent() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.silent() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.silent() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Counts a backend connection as open while it lives.
@@ -61,6 +124,14 @@ impl Backend {
     pub fn kill(&self) {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
+        }
+    }
+
+    /// Every connection open now falls silent (see [`Silenceable`]); new
+    /// ones are served. A request for `…/go-silent` silences its own.
+    pub fn go_silent(&self) {
+        for s in self.silences.lock().unwrap().iter() {
+            s.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -114,6 +185,8 @@ impl Backend {
         let name = name.to_owned();
         let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
         let conn_tasks = tasks.clone();
+        let silences = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let conn_silences = silences.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -125,6 +198,8 @@ impl Backend {
                 let acceptor = acceptor.clone();
                 let name = name.clone();
                 let slow_count = slow_count.clone();
+                let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                conn_silences.lock().unwrap().push(silent.clone());
                 let conn = tokio::spawn(async move {
                     let _open = guard;
                     let Ok(tls) = acceptor.accept(tcp).await else {
@@ -137,14 +212,28 @@ impl Backend {
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .map(|c| fingerprint(c.as_ref()));
+                    let io = Silenceable {
+                        io: tls,
+                        silent: silent.clone(),
+                    };
                     let svc = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
                             let seen = seen.clone();
                             let name = name.clone();
                             let sni = sni.clone();
                             let slow_count = slow_count.clone();
+                            let silent = silent.clone();
                             async move {
+                                // `…/go-silent`: this connection falls
+                                // silent and the request is never answered.
+                                if req.uri().path().ends_with("/go-silent") {
+                                    silent.store(true, std::sync::atomic::Ordering::SeqCst);
+                                    std::future::pending::<()>().await;
+                                }
                                 let trailers = req.uri().path().contains("/trailers");
+                                // `…/endless`: the head, then a body that
+                                // never comes.
+                                let endless = req.uri().path().ends_with("/endless");
                                 let number_after = |marker: &str| {
                                     req.uri()
                                         .path()
@@ -227,10 +316,13 @@ impl Backend {
                                     );
                                     Ok(t)
                                 });
-                                let mut resp = http::Response::new(
-                                    Full::new(Bytes::from(body.to_string()))
-                                        .with_trailers(std::future::ready(trailers)),
-                                );
+                                let body = Full::new(Bytes::from(body.to_string()));
+                                let mut resp = http::Response::new(if endless {
+                                    http_body_util::StreamBody::new(futures_util::stream::pending())
+                                        .boxed()
+                                } else {
+                                    body.with_trailers(std::future::ready(trailers)).boxed()
+                                });
                                 // `…/fat-head/N`: a response head of about N bytes.
                                 if let Some(n) = fat_head {
                                     resp.headers_mut().insert(
@@ -247,9 +339,15 @@ impl Backend {
                             }
                         },
                     );
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
+                    let mut server =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    // Windows as large as gRPC servers' grown ones: an
+                    // HTTP/2 client may fill the kernel's buffers.
+                    server
+                        .http2()
+                        .initial_stream_window_size(16 << 20)
+                        .initial_connection_window_size(16 << 20);
+                    let _ = server.serve_connection(TokioIo::new(io), svc).await;
                 });
                 conn_tasks.lock().unwrap().push(conn.abort_handle());
             }
@@ -261,6 +359,7 @@ impl Backend {
             open,
             slow_in_flight,
             tasks,
+            silences,
         }
     }
 }
