@@ -438,3 +438,39 @@ async fn a_retired_h2_connection_with_writes_pending_frees_its_slot() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["connection"], 1);
 }
+
+/// `http2_keepalive`: an HTTP/2 connection with a request in flight that
+/// has read nothing for `interval` is PINGed; a backend that answers keeps
+/// serving (a response slower than `interval` arrives), one that has gone
+/// silent is closed after `timeout`, long before `request_timeout`: the
+/// client gets `502` (`keepalive_timeout`), not a `504` a minute later,
+/// and the next request a new connection.
+#[tokio::test]
+async fn http2_keepalive_finds_a_silent_connection_before_request_timeout() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &[
+            "request_timeout: 60s",
+            "http2_keepalive: { interval: 500ms, timeout: 1s }",
+        ],
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let get = |path: &'static str| get(addr, "a.example.com", cfg.clone(), false, path, &[]);
+    // The backend takes 2 s over `/slow` and answers the PINGs meanwhile.
+    let r = get("/slow").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["connection"], 0);
+    let r = get("/go-silent").await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (502, "upstream unavailable\n"));
+    p.wait_log("upstream request failed", |v| {
+        v["reason"] == "keepalive_timeout"
+    })
+    .await;
+    let r = get("/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["connection"], 1);
+}

@@ -387,6 +387,23 @@ pub struct UpstreamConfig {
     pub health: HealthConfig,
     /// `retries.attempts`: further tries on another endpoint where safe.
     pub retries: u32,
+    /// PINGs on HTTP/2 upstream connections; off unless configured.
+    pub http2_keepalive: Option<Http2Keepalive>,
+}
+
+/// `http2_keepalive`: a PING on an HTTP/2 upstream connection that has
+/// requests in flight and has read nothing for `interval`; no answer
+/// within `timeout` closes it and fails its requests (Envoy's
+/// `connection_keepalive`, Go's and Traefik's `ReadIdleTimeout` and
+/// `PingTimeout`).
+///
+/// Off by default, as in those: grpc-go servers answer PINGs sent more
+/// often than their enforcement policy's `MinTime` (5 minutes by default)
+/// with `GOAWAY too_many_pings`, closing every stream of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Http2Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// `balance`: how each request picks an endpoint.
@@ -771,6 +788,40 @@ upstreams:
             m.contains("upstreams[0].read_timeout") && m.contains("more than 0s"),
             "{m}"
         );
+    }
+
+    /// http2_keepalive is off unless present; `{}` takes 30s and 10s; a
+    /// zero (a PING storm, or a connection closed at once) is refused by name.
+    #[test]
+    fn upstream_http2_keepalive() {
+        assert_eq!(
+            parse_str(MINIMAL).unwrap().upstreams[0].http2_keepalive,
+            None
+        );
+        let with = |k: &str| {
+            MINIMAL.replace(
+                "servers: [https://127.0.0.1:9443]",
+                &format!("servers: [https://127.0.0.1:9443]\n    http2_keepalive: {k}"),
+            )
+        };
+        let secs = Duration::from_secs;
+        for (k, interval, timeout) in [("{}", 30, 10), ("{ interval: 2m, timeout: 5s }", 120, 5)] {
+            assert_eq!(
+                parse_str(&with(k)).unwrap().upstreams[0].http2_keepalive,
+                Some(Http2Keepalive {
+                    interval: secs(interval),
+                    timeout: secs(timeout)
+                }),
+                "{k}"
+            );
+        }
+        let m = messages(&parse_str(&with("{ interval: 0s }")).unwrap_err());
+        assert!(
+            m.contains("upstreams[0].http2_keepalive.interval") && m.contains("more than 0s"),
+            "{m}"
+        );
+        let m = messages(&parse_str(&with("{ interval: 1m, timout: 5s }")).unwrap_err());
+        assert!(m.contains("timout"), "{m}");
     }
 
     /// Relative paths resolve against the config file's directory; defaults apply.

@@ -192,6 +192,14 @@ pub struct Upstream {
     pub balance: Option<String>,
     pub health: Option<Health>,
     pub retries: Option<Retries>,
+    pub http2_keepalive: Option<Http2Keepalive>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Keepalive {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

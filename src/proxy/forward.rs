@@ -134,6 +134,7 @@ impl Upstream {
             tls: tls.clone(),
             server_name: config.tls.server_name.clone().map(Arc::from),
             connect_timeout: config.connect_timeout,
+            h2_keepalive: config.http2_keepalive,
         };
         let name: Arc<str> = config.name.as_str().into();
         let resolution = Resolution::new(name.clone(), config.clone(), dialer);
@@ -622,7 +623,8 @@ fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
 
 /// The connection ended before a response came: closed, reset, canceled.
 fn closed_before_response(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_canceled() {
+    // `is_timeout`: closed by `http2_keepalive`, the peer silent.
+    if e.is_incomplete_message() || e.is_canceled() || e.is_timeout() {
         return true;
     }
     let mut source = std::error::Error::source(e);
@@ -672,6 +674,13 @@ fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
         Failure::TooManyFields => (
             "protocol",
             format!("upstream response has more than {MAX_RESPONSE_FIELDS} header fields"),
+            StatusCode::BAD_GATEWAY,
+        ),
+        // hyper's only client timeout: `http2_keepalive` closed the
+        // connection under the request.
+        Failure::Request(e) if e.is_timeout() => (
+            "keepalive_timeout",
+            "no answer to an HTTP/2 PING within http2_keepalive.timeout".into(),
             StatusCode::BAD_GATEWAY,
         ),
         Failure::Request(e) => {

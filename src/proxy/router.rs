@@ -148,6 +148,7 @@ mod tests {
                 balance: Default::default(),
                 health: Default::default(),
                 retries: 0,
+                http2_keepalive: None,
             },
             tls,
         )

@@ -28,6 +28,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::config::Http2Keepalive;
 use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
 use crate::upstream::io::{Kill, MaybeTls, UpstreamIo};
@@ -63,6 +64,8 @@ pub struct Dialer {
     /// The SNI and name checked; the URL's host when absent.
     pub server_name: Option<Arc<str>>,
     pub connect_timeout: Duration,
+    /// PINGs on an HTTP/2 connection with requests in flight (`http2_keepalive`).
+    pub h2_keepalive: Option<Http2Keepalive>,
 }
 
 /// A freshly dialled connection, before the HTTP handshake.
@@ -254,14 +257,29 @@ struct H2Shared {
 }
 
 impl H2 {
-    pub async fn handshake(mut d: Dialled, generation: u64) -> Result<H2, DialError> {
+    pub async fn handshake(
+        mut d: Dialled,
+        generation: u64,
+        keepalive: Option<Http2Keepalive>,
+    ) -> Result<H2, DialError> {
         let kill = d.io.killable();
-        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             // The same head limit as HTTP/1.1: hyper's HTTP/2 default is
             // 16 KiB, so a backend that turned on HTTP/2 would have its
             // 20 KiB of Set-Cookie and CSP answered 502.
-            .max_header_list_size(MAX_RESPONSE_HEAD as u32)
+            .max_header_list_size(MAX_RESPONSE_HEAD as u32);
+        if let Some(k) = keepalive {
+            // hyper pings only when nothing was read for `interval`, and
+            // (`keep_alive_while_idle` false) only with requests in flight:
+            // an idle connection never pings a gRPC server into GOAWAY.
+            builder
+                .keep_alive_interval(k.interval)
+                .keep_alive_timeout(k.timeout)
+                .keep_alive_while_idle(false);
+        }
+        let (send, conn) = builder
             .handshake(d.io)
             .await
             .map_err(DialError::Handshake)?;

@@ -134,7 +134,7 @@ impl Endpoint {
             .dial(&self.host, self.port, self.https(), slot, deadline, false)
             .await?;
         if d.h2 {
-            let c = H2::handshake(d, generation).await?;
+            let c = H2::handshake(d, generation, self.dialer.h2_keepalive).await?;
             let guard = c.try_stream().ok_or(DialError::Refused)?;
             self.pool.add_h2(c.clone());
             return Ok(Lease::H2(c.send, guard));

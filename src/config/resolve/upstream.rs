@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::{Named, Resolver};
 use crate::config::raw;
 use crate::config::{
-    ActiveHealth, Balance, EntryKind, EntrySpec, HealthConfig, PassiveHealth, UpstreamConfig,
-    UpstreamServer, UpstreamTls,
+    ActiveHealth, Balance, EntryKind, EntrySpec, HealthConfig, Http2Keepalive, PassiveHealth,
+    UpstreamConfig, UpstreamServer, UpstreamTls,
 };
 
 impl Resolver {
@@ -133,6 +133,27 @@ impl Resolver {
             },
             health: self.health(&at, u.health.as_ref()),
             retries: u.retries.as_ref().and_then(|r| r.attempts).unwrap_or(1),
+            http2_keepalive: u
+                .http2_keepalive
+                .as_ref()
+                .map(|k| self.http2_keepalive(&at, k)),
+        }
+    }
+
+    /// `http2_keepalive` (off unless present): `interval` 30s, `timeout` 10s.
+    fn http2_keepalive(&mut self, at: &str, k: &raw::Http2Keepalive) -> Http2Keepalive {
+        let kat = format!("{at}.http2_keepalive");
+        Http2Keepalive {
+            interval: self.positive_duration(
+                &format!("{kat}.interval"),
+                k.interval.as_ref(),
+                Duration::from_secs(30),
+            ),
+            timeout: self.positive_duration(
+                &format!("{kat}.timeout"),
+                k.timeout.as_ref(),
+                Duration::from_secs(10),
+            ),
         }
     }
 
