@@ -420,9 +420,12 @@ impl Upstream {
                 }
                 Lease::H2(mut send, stream) => {
                     *req.uri_mut() = absolute(endpoint, &path, req.headers());
-                    // REFUSED_STREAM makes any request safe again, if its
-                    // body can be sent twice.
-                    let copy = (may_retry && req.body().can_replay()).then(|| copy_of(&req));
+                    // A refused stream makes any request safe again, if its
+                    // body can be sent twice: kept for another endpoint, or
+                    // a new connection to this one (a shared connection is
+                    // a reused one).
+                    let copy =
+                        ((may_retry || !fresh) && req.body().can_replay()).then(|| copy_of(&req));
                     let unanswered = Unanswered {
                         stream: &stream,
                         timed_out,
@@ -442,15 +445,27 @@ impl Upstream {
                             );
                         }
                         Err(mut e) => {
-                            if let Some(unsent) = e.take_message() {
-                                return Err((Failure::Request(e.into_error()), Some(unsent)));
-                            }
+                            let again = match e.take_message() {
+                                Some(unsent) => Some(unsent),
+                                None => copy.filter(|c| {
+                                    unprocessed(e.error())
+                                        || (idempotent(c.method())
+                                            && closed_before_response(e.error()))
+                                }),
+                            };
                             let e = e.into_error();
-                            let again = copy.filter(|c| {
-                                refused_stream(&e)
-                                    || (idempotent(c.method()) && closed_before_response(&e))
-                            });
-                            return Err((Failure::Request(e), again));
+                            match again {
+                                // Another endpoint takes it (send_balanced);
+                                // with none, a new connection to this one,
+                                // once: the endpoint may be restarting.
+                                Some(again) if !may_retry && !fresh => {
+                                    debug!(upstream = %self.name, server = %endpoint.url, error = %e, "request not processed; retrying on a new connection");
+                                    req = again;
+                                    fresh = true;
+                                    continue;
+                                }
+                                again => return Err((Failure::Request(e), again)),
+                            }
                         }
                     }
                 }
@@ -598,11 +613,15 @@ fn idempotent(m: &Method) -> bool {
 }
 
 /// The HTTP/2 upstream refused the stream (RFC 9113 §8.7: not processed).
-fn refused_stream(e: &hyper::Error) -> bool {
+fn unprocessed(e: &hyper::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            // h2 gives a stream past a peer's GOAWAY last stream id that
+            // GOAWAY itself as its error; the streams up to it end with
+            // the connection, as an I/O error.
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
         }
         source = err.source();
     }
@@ -689,6 +708,22 @@ fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
                 if let Some(tls) = err.downcast_ref::<rustls::Error>() {
                     let (reason, desc) = crate::tls::client::classify(tls);
                     return (reason, desc, StatusCode::BAD_GATEWAY);
+                }
+                // hyper says only "http2 error".
+                if let Some(h2) = err.downcast_ref::<h2::Error>()
+                    && h2.is_remote()
+                    && let Some(code) = h2.reason()
+                {
+                    let what = if h2.is_go_away() {
+                        "shut the connection down before processing the request: GOAWAY"
+                    } else {
+                        "reset the request: RST_STREAM"
+                    };
+                    return (
+                        "protocol",
+                        format!("the upstream {what} {code:?}"),
+                        StatusCode::BAD_GATEWAY,
+                    );
                 }
                 if let Some(io) = err.downcast_ref::<std::io::Error>() {
                     if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
