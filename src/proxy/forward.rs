@@ -8,15 +8,18 @@
 //!
 //! A request that fails on a pooled connection is sent once more, on a new
 //! connection, when that cannot repeat anything: the request was never
-//! written, or the reused connection closed before any response byte and
-//! the request is idempotent and its body can be sent twice (none, or read
-//! whole) (an upstream closing an idle keep-alive connection just as it is
-//! reused).
+//! written; an HTTP/2 upstream left it unprocessed (`REFUSED_STREAM`, or
+//! past a `GOAWAY`'s last stream id: a server shutting down) and its body
+//! can be sent twice (none, or read whole); or the reused connection
+//! closed before any response byte and the request is idempotent with
+//! such a body (an upstream closing an idle keep-alive connection just as
+//! it is reused).
 //!
 //! Each request picks its endpoint ([`Members`]: balance, passive health).
 //! When it fails where sending it again is safe (a failed connect, a
-//! request never written, an HTTP/2 `REFUSED_STREAM`, or an idempotent
-//! request with no response byte) it is sent to another endpoint, up to
+//! request never written, one an HTTP/2 upstream left unprocessed, or an
+//! idempotent request with no response byte) it is sent to another
+//! endpoint (for an HTTP/2 one, instead of a new connection), up to
 //! `retries.attempts` times within `request_timeout`. Only requests
 //! without a body, or with one read whole before forwarding
 //! ([`crate::proxy::buffer`]), are replayed: a streamed body is never
