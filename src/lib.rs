@@ -67,7 +67,9 @@
 //!     early is still busy).
 //!   - `buffer`: small request bodies read whole before an upstream is chosen.
 //!   - `forward`: forwarding one request over an endpoint's pool, retry when
-//!     nothing was lost, 400/502/504 mapping.
+//!     nothing was lost, the 400/408 answers for a client's broken body.
+//!   - `failure`: why a forwarded request got no response (its 502/504 and
+//!     reason), and whether it may be sent again.
 //!   - `slots`: connection slots per upstream server (`max_connections_per_server`).
 //!   - `edge`: per-request edge duties: request id, route `allow` (403), 421,
 //!     client-certificate headers, the access-log line.

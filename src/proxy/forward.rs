@@ -1,4 +1,4 @@
-//! Forwarding one request over an endpoint's pool, retry when nothing was lost, 400/502/504 mapping.
+//! Forwarding one request over an endpoint's pool: balancing, retry when nothing was lost, timeouts.
 //!
 //! Each configured server is an [`Endpoint`] with its own pool
 //! ([`crate::upstream`]). New connections load the upstream's
@@ -37,7 +37,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use rustls::ClientConfig;
@@ -49,8 +49,11 @@ use crate::metrics;
 use crate::proxy::body::{BodyFault, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr};
+use crate::proxy::failure::{
+    Failure, closed_before_response, copy_of, diagnose, idempotent, replayable, unprocessed,
+};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
-use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
+use crate::upstream::conn::{Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 use crate::upstream::read_timeout::ReadTimeout;
 
@@ -117,17 +120,6 @@ pub struct Upstream {
     resolution: Resolution,
     /// Its background tasks (re-resolution, active checks) run.
     started: AtomicBool,
-}
-
-/// Why a forwarded request got no response.
-enum Failure {
-    /// No connection: dial, TLS, slot.
-    Dial(DialError),
-    /// The request on an established connection.
-    Request(hyper::Error),
-    /// An HTTP/2 response of more than [`MAX_RESPONSE_FIELDS`] header
-    /// fields (hyper's HTTP/1.1 parser refuses one itself).
-    TooManyFields,
 }
 
 impl Upstream {
@@ -600,155 +592,6 @@ fn absolute(endpoint: &Endpoint, path: &PathAndQuery, headers: &http::HeaderMap)
     parts.authority = Some(routed.unwrap_or_else(|| endpoint.authority.clone()));
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).expect("scheme, authority and path are valid")
-}
-
-/// Safe to send twice (RFC 9110 §9.2.2) and nothing streamed to send again.
-fn replayable(req: &Request<ClientBody>) -> bool {
-    idempotent(req.method()) && req.body().can_replay()
-}
-
-/// RFC 9110 §9.2.2 (TRACE too, but it is refused before routing).
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    )
-}
-
-/// The HTTP/2 upstream refused the stream (RFC 9113 §8.7: not processed).
-fn unprocessed(e: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            // h2 gives a stream past a peer's GOAWAY last stream id that
-            // GOAWAY itself as its error; the streams up to it end with
-            // the connection, as an I/O error.
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.is_remote());
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// A request whose body can be sent twice ([`ClientBody::can_replay`]):
-/// its head and body, to send it again.
-fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
-    let body = req.body().replica().expect("a body that can be sent twice");
-    let mut copy = Request::new(body);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
-}
-
-/// The connection ended before a response came: closed, reset, canceled.
-fn closed_before_response(e: &hyper::Error) -> bool {
-    // `is_timeout`: closed by `http2_keepalive`, the peer silent.
-    if e.is_incomplete_message() || e.is_canceled() || e.is_timeout() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// The cause of a failed upstream request: metric reason, description, status.
-fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
-    match e {
-        Failure::Dial(d) => match d {
-            DialError::Limit(limit) => (
-                "connection_limit",
-                limit.to_string(),
-                StatusCode::GATEWAY_TIMEOUT,
-            ),
-            DialError::Timeout => (
-                "connect_timeout",
-                "connect timed out".into(),
-                StatusCode::GATEWAY_TIMEOUT,
-            ),
-            DialError::Refused => (
-                "connect_refused",
-                "connection refused".into(),
-                StatusCode::BAD_GATEWAY,
-            ),
-            DialError::Tls(tls) => {
-                let (reason, desc) = crate::tls::client::classify(tls);
-                (reason, desc, StatusCode::BAD_GATEWAY)
-            }
-            DialError::Io(_) | DialError::ServerName(_) => {
-                ("connect_error", d.to_string(), StatusCode::BAD_GATEWAY)
-            }
-            DialError::Handshake(_) => ("protocol", d.to_string(), StatusCode::BAD_GATEWAY),
-        },
-        Failure::TooManyFields => (
-            "protocol",
-            format!("upstream response has more than {MAX_RESPONSE_FIELDS} header fields"),
-            StatusCode::BAD_GATEWAY,
-        ),
-        // hyper's only client timeout: `http2_keepalive` closed the
-        // connection under the request.
-        Failure::Request(e) if e.is_timeout() => (
-            "keepalive_timeout",
-            "no answer to an HTTP/2 PING within http2_keepalive.timeout".into(),
-            StatusCode::BAD_GATEWAY,
-        ),
-        Failure::Request(e) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-            while let Some(err) = source {
-                if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-                    let (reason, desc) = crate::tls::client::classify(tls);
-                    return (reason, desc, StatusCode::BAD_GATEWAY);
-                }
-                // hyper says only "http2 error".
-                if let Some(h2) = err.downcast_ref::<h2::Error>()
-                    && h2.is_remote()
-                    && let Some(code) = h2.reason()
-                {
-                    let what = if h2.is_go_away() {
-                        "shut the connection down before processing the request: GOAWAY"
-                    } else {
-                        "reset the request: RST_STREAM"
-                    };
-                    return (
-                        "protocol",
-                        format!("the upstream {what} {code:?}"),
-                        StatusCode::BAD_GATEWAY,
-                    );
-                }
-                if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                    if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-                    {
-                        let (reason, desc) = crate::tls::client::classify(tls);
-                        return (reason, desc, StatusCode::BAD_GATEWAY);
-                    }
-                    return (
-                        "protocol",
-                        format!("upstream connection failed: {io}"),
-                        StatusCode::BAD_GATEWAY,
-                    );
-                }
-                source = err.source();
-            }
-            (
-                "protocol",
-                format!("upstream request failed: {e}"),
-                StatusCode::BAD_GATEWAY,
-            )
-        }
-    }
 }
 
 /// The answer to a request whose body the client broke (400) or stalled

@@ -6,6 +6,7 @@ pub mod buffer;
 pub mod client_cert;
 pub mod conn;
 pub mod edge;
+pub mod failure;
 pub mod forward;
 pub mod front;
 pub mod headers;

@@ -1,0 +1,171 @@
+//! Why a forwarded request got no response (its 502/504 and metric reason), and whether it may be sent again.
+//!
+//! A request is sent again only where nothing can be repeated (RFC 9110
+//! §9.2.2, RFC 9113 §8.7): [`unprocessed`] for any method, or
+//! [`closed_before_response`] for an idempotent one; and only with a body
+//! that can be sent twice (none, or one read whole).
+
+use http::{Method, Request, StatusCode};
+
+use crate::proxy::body::ClientBody;
+use crate::upstream::conn::{DialError, MAX_RESPONSE_FIELDS};
+
+/// Why a forwarded request got no response.
+pub enum Failure {
+    /// No connection: dial, TLS, slot.
+    Dial(DialError),
+    /// The request on an established connection.
+    Request(hyper::Error),
+    /// An HTTP/2 response of more than [`MAX_RESPONSE_FIELDS`] header
+    /// fields (hyper's HTTP/1.1 parser refuses one itself).
+    TooManyFields,
+}
+
+/// Safe to send twice (RFC 9110 §9.2.2) and nothing streamed to send again.
+pub fn replayable(req: &Request<ClientBody>) -> bool {
+    idempotent(req.method()) && req.body().can_replay()
+}
+
+/// RFC 9110 §9.2.2 (TRACE too, but it is refused before routing).
+pub fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// The HTTP/2 upstream refused the stream (RFC 9113 §8.7: not processed).
+pub fn unprocessed(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            // h2 gives a stream past a peer's GOAWAY last stream id that
+            // GOAWAY itself as its error; the streams up to it end with
+            // the connection, as an I/O error.
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// A request whose body can be sent twice ([`ClientBody::can_replay`]):
+/// its head and body, to send it again.
+pub fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
+    let body = req.body().replica().expect("a body that can be sent twice");
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// The connection ended before a response came: closed, reset, canceled.
+pub fn closed_before_response(e: &hyper::Error) -> bool {
+    // `is_timeout`: closed by `http2_keepalive`, the peer silent.
+    if e.is_incomplete_message() || e.is_canceled() || e.is_timeout() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The cause of a failed upstream request: metric reason, description, status.
+pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
+    match e {
+        Failure::Dial(d) => match d {
+            DialError::Limit(limit) => (
+                "connection_limit",
+                limit.to_string(),
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+            DialError::Timeout => (
+                "connect_timeout",
+                "connect timed out".into(),
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+            DialError::Refused => (
+                "connect_refused",
+                "connection refused".into(),
+                StatusCode::BAD_GATEWAY,
+            ),
+            DialError::Tls(tls) => {
+                let (reason, desc) = crate::tls::client::classify(tls);
+                (reason, desc, StatusCode::BAD_GATEWAY)
+            }
+            DialError::Io(_) | DialError::ServerName(_) => {
+                ("connect_error", d.to_string(), StatusCode::BAD_GATEWAY)
+            }
+            DialError::Handshake(_) => ("protocol", d.to_string(), StatusCode::BAD_GATEWAY),
+        },
+        Failure::TooManyFields => (
+            "protocol",
+            format!("upstream response has more than {MAX_RESPONSE_FIELDS} header fields"),
+            StatusCode::BAD_GATEWAY,
+        ),
+        // hyper's only client timeout: `http2_keepalive` closed the
+        // connection under the request.
+        Failure::Request(e) if e.is_timeout() => (
+            "keepalive_timeout",
+            "no answer to an HTTP/2 PING within http2_keepalive.timeout".into(),
+            StatusCode::BAD_GATEWAY,
+        ),
+        Failure::Request(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(err) = source {
+                if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+                    let (reason, desc) = crate::tls::client::classify(tls);
+                    return (reason, desc, StatusCode::BAD_GATEWAY);
+                }
+                // hyper says only "http2 error".
+                if let Some(h2) = err.downcast_ref::<h2::Error>()
+                    && h2.is_remote()
+                    && let Some(code) = h2.reason()
+                {
+                    let what = if h2.is_go_away() {
+                        "shut the connection down before processing the request: GOAWAY"
+                    } else {
+                        "reset the request: RST_STREAM"
+                    };
+                    return (
+                        "protocol",
+                        format!("the upstream {what} {code:?}"),
+                        StatusCode::BAD_GATEWAY,
+                    );
+                }
+                if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                    if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+                    {
+                        let (reason, desc) = crate::tls::client::classify(tls);
+                        return (reason, desc, StatusCode::BAD_GATEWAY);
+                    }
+                    return (
+                        "protocol",
+                        format!("upstream connection failed: {io}"),
+                        StatusCode::BAD_GATEWAY,
+                    );
+                }
+                source = err.source();
+            }
+            (
+                "protocol",
+                format!("upstream request failed: {e}"),
+                StatusCode::BAD_GATEWAY,
+            )
+        }
+    }
+}
