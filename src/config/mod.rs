@@ -790,40 +790,6 @@ upstreams:
         );
     }
 
-    /// http2_keepalive is off unless present; `{}` takes 30s and 10s; a
-    /// zero (a PING storm, or a connection closed at once) is refused by name.
-    #[test]
-    fn upstream_http2_keepalive() {
-        assert_eq!(
-            parse_str(MINIMAL).unwrap().upstreams[0].http2_keepalive,
-            None
-        );
-        let with = |k: &str| {
-            MINIMAL.replace(
-                "servers: [https://127.0.0.1:9443]",
-                &format!("servers: [https://127.0.0.1:9443]\n    http2_keepalive: {k}"),
-            )
-        };
-        let secs = Duration::from_secs;
-        for (k, interval, timeout) in [("{}", 30, 10), ("{ interval: 2m, timeout: 5s }", 120, 5)] {
-            assert_eq!(
-                parse_str(&with(k)).unwrap().upstreams[0].http2_keepalive,
-                Some(Http2Keepalive {
-                    interval: secs(interval),
-                    timeout: secs(timeout)
-                }),
-                "{k}"
-            );
-        }
-        let m = messages(&parse_str(&with("{ interval: 0s }")).unwrap_err());
-        assert!(
-            m.contains("upstreams[0].http2_keepalive.interval") && m.contains("more than 0s"),
-            "{m}"
-        );
-        let m = messages(&parse_str(&with("{ interval: 1m, timout: 5s }")).unwrap_err());
-        assert!(m.contains("timout"), "{m}");
-    }
-
     /// Relative paths resolve against the config file's directory; defaults apply.
     #[test]
     fn relative_paths_and_defaults() {
