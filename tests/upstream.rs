@@ -621,3 +621,50 @@ async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
     .await;
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// `idle_timeout`: a pooled connection idle for longer is not reused, over
+/// HTTP/1.1 (between requests) and HTTP/2 (no stream) alike: set below a
+/// backend's own keep-alive timeout (Node.js closes after 5 s), no request
+/// races the backend's close. Before it, HTTP/2 connections were kept idle
+/// for ever.
+#[tokio::test]
+async fn idle_upstream_connections_are_not_reused_after_idle_timeout() {
+    let w = world();
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let h2 = Backend::start("h2", &w.backend_pair, None).await;
+    let upstream = |name: &str, b: &Backend| {
+        format!(
+            "\n  - name: {name}\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n    idle_timeout: 1s",
+            b.addr
+        )
+    };
+    let mut p = Proxy::start(&w.scene.public_config(
+        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
+        &[upstream("h1", &h1), upstream("h2", &h2)].concat(),
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let connection = |path: &'static str| {
+        let cfg = cfg.clone();
+        async move {
+            let r = get(addr, "a.example.com", cfg, false, path, &[])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            (r.json()["version"].clone(), r.json()["connection"].clone())
+        }
+    };
+    for path in ["/h1/x", "/h2/x"] {
+        let (version, first) = connection(path).await;
+        // Within the timeout, the same connection serves again.
+        assert_eq!(connection(path).await, (version.clone(), first.clone()));
+        assert_eq!(first, 0, "{path}");
+    }
+    // The time itself is what is tested: no condition to await.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (path, version) in [("/h1/x", "HTTP/1.1"), ("/h2/x", "HTTP/2.0")] {
+        assert_eq!(connection(path).await, (version.into(), 1.into()), "{path}");
+    }
+    assert_eq!(h1.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(h2.accepted.load(Ordering::SeqCst), 2);
+}

@@ -376,6 +376,10 @@ pub struct UpstreamConfig {
     /// beyond that a connection returned to the pool is closed, so a burst
     /// does not leave hundreds of upstream connections open.
     pub max_idle_connections: usize,
+    /// An idle pooled connection (HTTP/1.1 between requests, HTTP/2 with
+    /// no stream) older than this is closed instead of reused (nginx's
+    /// upstream `keepalive_timeout`, Traefik's `idleConnTimeout`).
+    pub idle_timeout: Duration,
     /// Open connections per server at most (0 = unlimited); a request
     /// needing another waits up to `connect_timeout` (`proxy::slots`).
     pub max_connections_per_server: usize,

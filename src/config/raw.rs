@@ -187,6 +187,7 @@ pub struct Upstream {
     pub request_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub max_idle_connections: Option<usize>,
+    pub idle_timeout: Option<String>,
     pub max_connections_per_server: Option<usize>,
     pub resolve_interval: Option<String>,
     pub balance: Option<String>,

@@ -143,6 +143,7 @@ mod tests {
                 request_timeout: Duration::from_secs(1),
                 read_timeout: Duration::from_secs(1),
                 max_idle_connections: 1,
+                idle_timeout: Duration::from_secs(1),
                 max_connections_per_server: 0,
                 resolve_interval: Duration::ZERO,
                 balance: Default::default(),

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -250,6 +250,8 @@ pub struct H2 {
 struct H2Shared {
     /// Requests in flight on it (until their response bodies end).
     streams: AtomicUsize,
+    /// When its last stream ended (or it was made), for `idle_timeout`.
+    idle_since: AtomicU64,
     /// It takes no new stream: one of its requests went unanswered.
     retired: AtomicBool,
     /// Closes it once it is retired and idle.
@@ -292,6 +294,7 @@ impl H2 {
             send,
             shared: Arc::new(H2Shared {
                 streams: AtomicUsize::new(0),
+                idle_since: AtomicU64::new(clock()),
                 retired: AtomicBool::new(false),
                 kill,
             }),
@@ -302,6 +305,13 @@ impl H2 {
     /// Can it take new streams (open, not retired)?
     pub fn usable(&self) -> bool {
         !self.send.is_closed() && !self.shared.retired.load(Ordering::Acquire)
+    }
+
+    /// It has had no stream for `timeout` or more.
+    pub fn idle_for(&self, timeout: Duration) -> bool {
+        self.shared.streams.load(Ordering::Acquire) == 0
+            && clock().saturating_sub(self.shared.idle_since.load(Ordering::Acquire))
+                >= timeout.as_nanos() as u64
     }
 
     /// Take a stream if it has room; the guard gives it back.
@@ -336,12 +346,21 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         let left = self.0.streams.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left == 0 {
+            self.0.idle_since.store(clock(), Ordering::Release);
+        }
         // Closed, not left to a graceful GOAWAY: a silent peer may never
         // read it, and the connection holds a server slot until it closes.
         if left == 0 && self.0.retired.load(Ordering::Acquire) {
             self.0.kill.kill();
         }
     }
+}
+
+/// Nanoseconds on a monotonic clock, for times kept in an atomic.
+fn clock() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 /// Retires the stream's connection if the attempt is dropped because

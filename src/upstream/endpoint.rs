@@ -14,6 +14,7 @@ use http::uri::{Authority, Scheme};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 
+use crate::config::UpstreamConfig;
 use crate::proxy::body::{BodySent, ClientBody};
 use crate::proxy::forward::BoxError;
 use crate::proxy::slots::{ConnectionLimit, Slots};
@@ -47,8 +48,8 @@ impl Endpoint {
         host: String,
         port: u16,
         dialer: Dialer,
-        max_connections: usize,
-        max_idle: usize,
+        // `max_connections_per_server`, `max_idle_connections`, `idle_timeout`.
+        limits: &UpstreamConfig,
     ) -> Option<Endpoint> {
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
@@ -62,8 +63,8 @@ impl Endpoint {
             host,
             port,
             dialer,
-            slots: Slots::new(max_connections),
-            pool: Pool::new(max_idle),
+            slots: Slots::new(limits.max_connections_per_server),
+            pool: Pool::new(limits.max_idle_connections, limits.idle_timeout),
         })
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Idle HTTP/1.1 connections are a LIFO stack (the most recently used is
 //! the warmest and the least likely to have been closed by the upstream),
-//! capped at `max_idle_connections`, dropped after [`IDLE_TIMEOUT`]. At most
+//! capped at `max_idle_connections`, dropped after `idle_timeout`; an
+//! HTTP/2 connection without a stream for that long is let go too. At most
 //! [`MAX_DIALS`] new connections are dialled at once: other requests wait
 //! for one of them, or for a connection handed back, so a cold start never
 //! opens more connections than requests actually in flight.
@@ -17,10 +18,6 @@ use tokio::sync::Notify;
 
 use crate::upstream::conn::{H1, H2, StreamGuard};
 
-/// An idle connection older than this is closed instead of reused
-/// (what hyper-util's pool did: 90 s, below most servers' keep-alive).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// New connections dialled concurrently per endpoint.
 pub const MAX_DIALS: usize = 8;
 
@@ -29,6 +26,8 @@ pub struct Pool {
     /// A connection came back or a dial ended: a waiter may proceed.
     changed: Notify,
     max_idle: usize,
+    /// `idle_timeout`: an idle connection older than this is not reused.
+    idle_timeout: Duration,
     generation: AtomicU64,
 }
 
@@ -56,11 +55,12 @@ pub enum Found<'a> {
 }
 
 impl Pool {
-    pub fn new(max_idle: usize) -> Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
             max_idle,
+            idle_timeout,
             generation: AtomicU64::new(0),
         }
     }
@@ -78,12 +78,16 @@ impl Pool {
             st.dialing += 1;
             return Found::Dial(DialToken(self, true));
         }
-        st.h2.retain(|c| c.generation == generation && c.usable());
+        // One left idle past its time is let go: with no handle and no
+        // stream left, hyper closes it.
+        st.h2
+            .retain(|c| c.generation == generation && c.usable() && !c.idle_for(self.idle_timeout));
         if let Some((c, guard)) = st.h2.iter().find_map(|c| Some((c, c.try_stream()?))) {
             return Found::H2(c.clone(), guard);
         }
         while let Some(c) = st.idle.pop() {
-            if c.generation == generation && c.idle_since.is_none_or(|t| t.elapsed() < IDLE_TIMEOUT)
+            if c.generation == generation
+                && c.idle_since.is_none_or(|t| t.elapsed() < self.idle_timeout)
             {
                 return Found::H1(c);
             }
@@ -133,11 +137,11 @@ impl Pool {
             .idle
             .first()
             .and_then(|o| o.idle_since)
-            .is_some_and(|t| now.duration_since(t) >= IDLE_TIMEOUT)
+            .is_some_and(|t| now.duration_since(t) >= self.idle_timeout)
         {
             st.idle.retain(|o| {
                 o.idle_since
-                    .is_some_and(|t| now.duration_since(t) < IDLE_TIMEOUT)
+                    .is_some_and(|t| now.duration_since(t) < self.idle_timeout)
             });
         }
         st.idle.push(c);

@@ -158,15 +158,9 @@ impl Resolution {
                 if dialer.server_name.is_none() && is_name(&s.host) {
                     dialer.server_name = Some(s.host.as_str().into());
                 }
-                let Some(endpoint) = Endpoint::new(
-                    s.url.clone(),
-                    s.https,
-                    host,
-                    port,
-                    dialer,
-                    self.config.max_connections_per_server,
-                    self.config.max_idle_connections,
-                ) else {
+                let Some(endpoint) =
+                    Endpoint::new(s.url.clone(), s.https, host, port, dialer, &self.config)
+                else {
                     continue;
                 };
                 if !previous.is_empty() {

@@ -113,6 +113,12 @@ impl Resolver {
                 Duration::from_secs(60),
             ),
             max_idle_connections: u.max_idle_connections.unwrap_or(256),
+            // hyper-util's pool and Go's: 90 s, below most servers' own.
+            idle_timeout: self.positive_duration(
+                &format!("{at}.idle_timeout"),
+                u.idle_timeout.as_ref(),
+                Duration::from_secs(90),
+            ),
             // Envoy's default max_connections: a cap, not a throttle.
             max_connections_per_server: u.max_connections_per_server.unwrap_or(1024),
             resolve_interval: self.duration(
@@ -257,6 +263,27 @@ mod tests {
 
     use crate::config::Http2Keepalive;
     use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// idle_timeout defaults to 90 s (hyper-util's and Go's), is read, and
+    /// a zero (no connection ever reused) is refused by name.
+    #[test]
+    fn upstream_idle_timeout() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(c.upstreams[0].idle_timeout, Duration::from_secs(90));
+        let with = |t: &str| {
+            MINIMAL.replace(
+                "servers: [https://127.0.0.1:9443]",
+                &format!("servers: [https://127.0.0.1:9443]\n    idle_timeout: {t}"),
+            )
+        };
+        let c = parse_str(&with("4s")).unwrap();
+        assert_eq!(c.upstreams[0].idle_timeout, Duration::from_secs(4));
+        let m = messages(&parse_str(&with("0s")).unwrap_err());
+        assert!(
+            m.contains("upstreams[0].idle_timeout") && m.contains("more than 0s"),
+            "{m}"
+        );
+    }
 
     /// http2_keepalive is off unless present; `{}` takes 30s and 10s; a
     /// zero (a PING storm, or a connection closed at once) is refused by name.
