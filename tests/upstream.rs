@@ -668,3 +668,50 @@ async fn idle_upstream_connections_are_not_reused_after_idle_timeout() {
     assert_eq!(h1.accepted.load(Ordering::SeqCst), 2);
     assert_eq!(h2.accepted.load(Ordering::SeqCst), 2);
 }
+
+/// A server's `SETTINGS_MAX_CONCURRENT_STREAMS` below hotproxy's 100 caps
+/// what one connection carries; the pool opens another for the rest (as
+/// Envoy's and Go's do) instead of hyper queueing them one behind the
+/// other on the first.
+#[tokio::test]
+async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    b.h2_max_streams.store(1, Ordering::SeqCst);
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    // Two in turn: the second is handed over after the server's SETTINGS
+    // (they came before the first response) were read.
+    for _ in 0..2 {
+        let r = get(addr, "a.example.com", cfg.clone(), false, "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                r.json()["version"].as_str(),
+                r.json()["connection"].as_u64()
+            ),
+            (Some("HTTP/2.0"), Some(0))
+        );
+    }
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let cfg = cfg.clone();
+            tokio::spawn(async move {
+                let r = get(addr, "a.example.com", cfg, false, "/burst", &[])
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200, "{}", r.body);
+                r.json()["connection"].as_u64().unwrap()
+            })
+        })
+        .collect();
+    let mut used = Vec::new();
+    for t in burst {
+        used.push(tokio::time::timeout(WAIT, t).await.unwrap().unwrap());
+    }
+    used.sort();
+    used.dedup();
+    assert!(used.len() >= 2, "four requests at once shared {used:?}");
+}

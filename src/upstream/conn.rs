@@ -34,7 +34,8 @@ use crate::proxy::slots::ConnectionLimit;
 use crate::upstream::io::{Kill, MaybeTls, UpstreamIo};
 
 /// Streams one shared HTTP/2 upstream connection carries at once before
-/// the pool opens another (the server's own SETTINGS limit also applies).
+/// the pool opens another, unless the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+/// is lower.
 pub const H2_MAX_STREAMS: usize = 100;
 
 /// Why no upstream connection could be had: the 502/504's cause.
@@ -250,6 +251,10 @@ pub struct H2 {
 struct H2Shared {
     /// Requests in flight on it (until their response bodies end).
     streams: AtomicUsize,
+    /// How many it may carry: [`H2_MAX_STREAMS`], or fewer if the server
+    /// says so. hyper would queue the rest on this connection, one behind
+    /// the other, where another connection serves them at once.
+    max_streams: AtomicUsize,
     /// When its last stream ended (or it was made), for `idle_timeout`.
     idle_since: AtomicU64,
     /// It takes no new stream: one of its requests went unanswered.
@@ -285,19 +290,34 @@ impl H2 {
             .handshake(d.io)
             .await
             .map_err(DialError::Handshake)?;
+        let shared = Arc::new(H2Shared {
+            streams: AtomicUsize::new(0),
+            max_streams: AtomicUsize::new(H2_MAX_STREAMS),
+            idle_since: AtomicU64::new(clock()),
+            retired: AtomicBool::new(false),
+            kill,
+        });
+        let watch = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = std::future::poll_fn(|cx| {
+                let polled = conn.as_mut().poll(cx);
+                // The server's SETTINGS_MAX_CONCURRENT_STREAMS, which it may
+                // change at any time; read each time a request is handed over.
+                // A zero (no new stream for now) is taken as one: hyper queues
+                // behind it rather than the pool dialling without end.
+                let max = conn.current_max_send_streams().clamp(1, H2_MAX_STREAMS);
+                watch.max_streams.store(max, Ordering::Release);
+                polled
+            })
+            .await;
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
             }
         });
         Ok(H2 {
             send,
-            shared: Arc::new(H2Shared {
-                streams: AtomicUsize::new(0),
-                idle_since: AtomicU64::new(clock()),
-                retired: AtomicBool::new(false),
-                kill,
-            }),
+            shared,
             generation,
         })
     }
@@ -318,7 +338,7 @@ impl H2 {
     pub fn try_stream(&self) -> Option<StreamGuard> {
         let n = self.shared.streams.fetch_add(1, Ordering::AcqRel);
         let guard = StreamGuard(self.shared.clone());
-        if n >= H2_MAX_STREAMS || !self.usable() {
+        if n >= self.shared.max_streams.load(Ordering::Acquire) || !self.usable() {
             return None;
         }
         Some(guard)

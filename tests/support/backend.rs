@@ -26,6 +26,9 @@ pub struct Backend {
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     /// Every connection's switch to silence, for `go_silent`.
     silences: Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` for HTTP/2 connections accepted
+    /// from now on; 0: hyper's default (no limit).
+    pub h2_max_streams: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// A connection that can fall silent: then it reads, writes and flushes
@@ -187,6 +190,8 @@ impl Backend {
         let conn_tasks = tasks.clone();
         let silences = Arc::new(std::sync::Mutex::new(Vec::new()));
         let conn_silences = silences.clone();
+        let h2_max_streams = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let max_streams = h2_max_streams.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -200,6 +205,7 @@ impl Backend {
                 let slow_count = slow_count.clone();
                 let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 conn_silences.lock().unwrap().push(silent.clone());
+                let max_streams = max_streams.load(std::sync::atomic::Ordering::SeqCst);
                 let conn = tokio::spawn(async move {
                     let _open = guard;
                     let Ok(tls) = acceptor.accept(tcp).await else {
@@ -347,6 +353,9 @@ impl Backend {
                         .http2()
                         .initial_stream_window_size(16 << 20)
                         .initial_connection_window_size(16 << 20);
+                    if max_streams > 0 {
+                        server.http2().max_concurrent_streams(max_streams);
+                    }
                     let _ = server.serve_connection(TokioIo::new(io), svc).await;
                 });
                 conn_tasks.lock().unwrap().push(conn.abort_handle());
@@ -360,6 +369,7 @@ impl Backend {
             slow_in_flight,
             tasks,
             silences,
+            h2_max_streams,
         }
     }
 }
