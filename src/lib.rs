@@ -3,13 +3,16 @@
 //! # Layout
 //!
 //! - `config`: the checked configuration types; `load`/`read`/`parse` (file -> `Config`).
+//!   - `upstream`: an upstream's checked types (servers, TLS, timeouts, pool
+//!     limits, `http2_keepalive`, balancing, health).
 //!   - `raw`: the YAML as written (serde structs, unknown keys refused): where a
 //!     field is parsed.
 //!   - `resolve`: raw -> checked, each problem with its location; shared helpers
 //!     (paths, durations, addresses) and runtime, admin, store, watch.
 //!     - `entry`: `certs:`, `ref:`s, direct file fields as anonymous entries.
 //!     - `listener`: bind, TLS (pairs, client auth, ALPN, min version), routes, limits.
-//!     - `upstream`: server URLs, upstream TLS, timeouts, idle pool size.
+//!     - `upstream`: server URLs, upstream TLS, timeouts, pool size and idle
+//!       time, `http2_keepalive`, health.
 //!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
 //!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
 //!     unknown key, wrong type and missing field (check lists them all).

@@ -7,16 +7,19 @@
 //!
 //! The file is read in three steps, one file each: `raw` (the YAML as written,
 //! unknown keys refused), `resolve` (raw -> checked, every problem located),
-//! and here (the checked types and `load`/`read`/`parse`); `duration` and
-//! `env` parse the two kinds of value every section shares.
+//! and here (the checked types and `load`/`read`/`parse`; an upstream's in
+//! `upstream`); `duration` and `env` parse the two kinds of value every
+//! section shares.
 
 mod duration;
 mod env;
 mod raw;
 mod resolve;
 mod tree;
+mod upstream;
 
 pub use duration::parse_duration;
+pub use upstream::*;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -358,142 +361,6 @@ impl Default for Limits {
             tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct UpstreamConfig {
-    pub name: String,
-    pub servers: Vec<UpstreamServer>,
-    /// TLS settings for `https://` servers (defaults when not configured:
-    /// system roots, no client certificate, the URL host as server name).
-    pub tls: UpstreamTls,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    /// The longest wait for the next piece of a response body (nginx's
-    /// `proxy_read_timeout`); then the response is cut.
-    pub read_timeout: Duration,
-    /// Idle pooled connections kept per server (nginx's `keepalive N`);
-    /// beyond that a connection returned to the pool is closed, so a burst
-    /// does not leave hundreds of upstream connections open.
-    pub max_idle_connections: usize,
-    /// An idle pooled connection (HTTP/1.1 between requests, HTTP/2 with
-    /// no stream) older than this is closed instead of reused (nginx's
-    /// upstream `keepalive_timeout`, Traefik's `idleConnTimeout`).
-    pub idle_timeout: Duration,
-    /// Open connections per server at most (0 = unlimited); a request
-    /// needing another waits up to `connect_timeout` (`proxy::slots`).
-    pub max_connections_per_server: usize,
-    /// How often server hostnames are re-resolved (issue 16); every address
-    /// is an endpoint. Zero = hotproxy does not resolve: each server is one
-    /// endpoint whose name is resolved per new connection.
-    pub resolve_interval: Duration,
-    pub balance: Balance,
-    pub health: HealthConfig,
-    /// `retries.attempts`: further tries on another endpoint where safe.
-    pub retries: u32,
-    /// PINGs on HTTP/2 upstream connections; off unless configured.
-    pub http2_keepalive: Option<Http2Keepalive>,
-}
-
-/// `http2_keepalive`: a PING on an HTTP/2 upstream connection that has
-/// requests in flight and has read nothing for `interval`; no answer
-/// within `timeout` closes it and fails its requests (Envoy's
-/// `connection_keepalive`, Go's and Traefik's `ReadIdleTimeout` and
-/// `PingTimeout`).
-///
-/// Off by default, as in those: grpc-go servers answer PINGs sent more
-/// often than their enforcement policy's `MinTime` (5 minutes by default)
-/// with `GOAWAY too_many_pings`, closing every stream of the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Http2Keepalive {
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-/// `balance`: how each request picks an endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Balance {
-    #[default]
-    RoundRobin,
-    /// Power of two choices on requests in flight.
-    LeastRequest,
-}
-
-/// `health`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HealthConfig {
-    pub passive: PassiveHealth,
-    pub active: Option<ActiveHealth>,
-}
-
-/// `health.passive`: ejection after consecutive failures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PassiveHealth {
-    /// 0 = passive health off.
-    pub consecutive_failures: u32,
-    pub eject_for: Duration,
-}
-
-impl Default for PassiveHealth {
-    fn default() -> Self {
-        PassiveHealth {
-            consecutive_failures: 5,
-            eject_for: Duration::from_secs(10),
-        }
-    }
-}
-
-/// `health.active`: a GET of `path` on every endpoint, over the upstream's TLS.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ActiveHealth {
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub healthy_after: u32,
-    pub unhealthy_after: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamServer {
-    /// As configured, e.g. `https://127.0.0.1:9443`.
-    pub url: String,
-    pub https: bool,
-    pub host: String,
-    pub port: u16,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct UpstreamTls {
-    pub ca: UpstreamCa,
-    /// Catalogue entry id (type client-pair).
-    pub client_cert: Option<String>,
-    /// The SNI sent, and the name verified unless `verify_names` is set;
-    /// `None` = each server URL's host (no SNI when that is an IP).
-    pub server_name: Option<String>,
-    /// Accepted certificate names (DNS, IP, URI, `spiffe://td/**`); when
-    /// non-empty they replace checking the server name (issue 16).
-    pub verify_names: Vec<crate::tls::names::NamePattern>,
-    pub drain_on_rotation: bool,
-}
-
-impl Default for UpstreamTls {
-    fn default() -> Self {
-        UpstreamTls {
-            ca: UpstreamCa::System,
-            client_cert: None,
-            server_name: None,
-            verify_names: Vec::new(),
-            drain_on_rotation: true,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum UpstreamCa {
-    /// Catalogue entry id (type ca-bundle).
-    Entry(String),
-    /// The operating system's trust store.
-    System,
 }
 
 /// Every problem found in a configuration file (all of them, not just the first).
