@@ -350,7 +350,8 @@ pub struct StreamGuard(Arc<H2Shared>);
 
 impl StreamGuard {
     /// The connection went silent under this stream (no response head
-    /// within `request_timeout`, no body for `read_timeout`): it takes no
+    /// within `request_timeout`, no body for `read_timeout`, no answer to
+    /// an active check within its `timeout`): it takes no
     /// new stream, and closes when its other streams have ended. A node
     /// that vanished without a reset (a black-holed pod IP) leaves such a
     /// connection open, and every request shared onto it would wait out
@@ -365,13 +366,13 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let left = self.0.streams.fetch_sub(1, Ordering::AcqRel) - 1;
-        if left == 0 {
-            self.0.idle_since.store(clock(), Ordering::Release);
+        if self.0.streams.fetch_sub(1, Ordering::AcqRel) > 1 {
+            return;
         }
+        self.0.idle_since.store(clock(), Ordering::Release);
         // Closed, not left to a graceful GOAWAY: a silent peer may never
         // read it, and the connection holds a server slot until it closes.
-        if left == 0 && self.0.retired.load(Ordering::Acquire) {
+        if self.0.retired.load(Ordering::Acquire) {
             self.0.kill.kill();
         }
     }
