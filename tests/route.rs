@@ -479,7 +479,15 @@ async fn max_connections_per_server_caps_upstream_connections() {
             let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .unwrap();
-            send.send_request(req).await.unwrap().status().as_u16()
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            // Which backend connection served it, for the message below.
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            (status, json["connection"].as_u64())
         }
     });
     let statuses = tokio::time::timeout(
@@ -488,11 +496,11 @@ async fn max_connections_per_server_caps_upstream_connections() {
     )
     .await
     .expect("all requests answered");
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
     let accepted = h1.accepted.load(Ordering::SeqCst);
     assert!(
         (1..=2).contains(&accepted),
-        "{accepted} upstream connections"
+        "{accepted} upstream connections; (status, connection) per request: {statuses:?}"
     );
 }
 
