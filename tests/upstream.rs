@@ -715,3 +715,36 @@ async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
     used.dedup();
     assert!(used.len() >= 2, "four requests at once shared {used:?}");
 }
+
+/// Idle connections past `idle_timeout` are closed even when no request
+/// comes to find them (they were only let go when the pool was next used,
+/// so an endpoint no request reached kept them, and their slots, for as
+/// long as it was configured).
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_without_another_request() {
+    let w = world();
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let h2 = Backend::start("h2", &w.backend_pair, None).await;
+    let upstream = |name: &str, b: &Backend| {
+        format!(
+            "\n  - name: {name}\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n    idle_timeout: 1s",
+            b.addr
+        )
+    };
+    let mut p = Proxy::start(&w.scene.public_config(
+        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
+        &[upstream("h1", &h1), upstream("h2", &h2)].concat(),
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    for (path, b) in [("/h1/x", &h1), ("/h2/x", &h2)] {
+        let r = get(addr, "a.example.com", cfg.clone(), false, path, &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(b.open.load(Ordering::SeqCst), 1, "{path}: pooled");
+    }
+    for (path, b) in [("/h1/x", &h1), ("/h2/x", &h2)] {
+        wait_until(WAIT, path, || async { b.open.load(Ordering::SeqCst) == 0 }).await;
+    }
+}

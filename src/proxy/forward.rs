@@ -174,6 +174,7 @@ impl Upstream {
         if let Some(active) = self.config.health.active.clone() {
             rt.spawn(active_checks(Arc::downgrade(self), active));
         }
+        rt.spawn(sweep_idle(Arc::downgrade(self)));
     }
 
     /// Forward one request and return the upstream's response, or a
@@ -527,6 +528,21 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
         let current = u.members.load_full();
         if let Some(next) = u.resolution.refresh(&current).await {
             u.members.store(Arc::new(next));
+        }
+    }
+}
+
+/// Close pooled connections idle past `idle_timeout`, every half of it
+/// (so between 1 and 1.5 times it), also on endpoints no request reaches.
+async fn sweep_idle(upstream: std::sync::Weak<Upstream>) {
+    loop {
+        let Some(every) = upstream.upgrade().map(|u| u.config.idle_timeout / 2) else {
+            return;
+        };
+        tokio::time::sleep(every).await;
+        let Some(u) = upstream.upgrade() else { return };
+        for m in &u.members.load().members {
+            m.endpoint.pool.sweep();
         }
     }
 }

@@ -86,9 +86,7 @@ impl Pool {
             return Found::H2(c.clone(), guard);
         }
         while let Some(c) = st.idle.pop() {
-            if c.generation == generation
-                && c.idle_since.is_none_or(|t| t.elapsed() < self.idle_timeout)
-            {
+            if c.generation == generation && self.within_idle_timeout(&c, Instant::now()) {
                 return Found::H1(c);
             }
         }
@@ -136,13 +134,9 @@ impl Pool {
         if st
             .idle
             .first()
-            .and_then(|o| o.idle_since)
-            .is_some_and(|t| now.duration_since(t) >= self.idle_timeout)
+            .is_some_and(|o| !self.within_idle_timeout(o, now))
         {
-            st.idle.retain(|o| {
-                o.idle_since
-                    .is_some_and(|t| now.duration_since(t) < self.idle_timeout)
-            });
+            st.idle.retain(|o| self.within_idle_timeout(o, now));
         }
         st.idle.push(c);
         drop(st);
@@ -160,6 +154,35 @@ impl Pool {
         // Closed outside the lock.
         drop(idle);
         drop(h2);
+    }
+
+    /// Close what has been idle past `idle_timeout` now, not when the pool
+    /// is next used: an endpoint no request reaches any more would keep its
+    /// idle connections (their slots, and sockets the backend closed, in
+    /// CLOSE_WAIT) for as long as it is configured.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let (idle, h2) = {
+            let mut st = self.state.lock().expect("pool lock");
+            let (keep, idle) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(|c| self.within_idle_timeout(c, now));
+            st.idle = keep;
+            let (keep, h2) = std::mem::take(&mut st.h2)
+                .into_iter()
+                .partition(|c| c.usable() && !c.idle_for(self.idle_timeout));
+            st.h2 = keep;
+            (idle, h2)
+        };
+        // Closed outside the lock.
+        drop::<Vec<Box<H1>>>(idle);
+        drop::<Vec<H2>>(h2);
+    }
+
+    /// An HTTP/1.1 connection not idle past `idle_timeout` at `now`.
+    fn within_idle_timeout(&self, c: &H1, now: Instant) -> bool {
+        c.idle_since
+            .is_none_or(|t| now.duration_since(t) < self.idle_timeout)
     }
 
     /// Idle HTTP/1.1 connections right now (tests, admin).
