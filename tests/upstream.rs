@@ -622,6 +622,24 @@ async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
+/// A proxy with an HTTP/1.1-only backend under `/h1/` and an HTTP/2 one
+/// for everything else, both upstreams with `extra`.
+async fn h1_and_h2_upstreams(w: &World, extra: &str) -> (Proxy, Backend, Backend) {
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let h2 = Backend::start("h2", &w.backend_pair, None).await;
+    let upstream = |name: &str, b: &Backend| {
+        format!(
+            "\n  - name: {name}\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n    {extra}",
+            b.addr
+        )
+    };
+    let p = Proxy::start(&w.scene.public_config(
+        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
+        &[upstream("h1", &h1), upstream("h2", &h2)].concat(),
+    ));
+    (p, h1, h2)
+}
+
 /// `idle_timeout`: a pooled connection idle for longer is not reused, over
 /// HTTP/1.1 (between requests) and HTTP/2 (no stream) alike: set below a
 /// backend's own keep-alive timeout (Node.js closes after 5 s), no request
@@ -630,18 +648,7 @@ async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
 #[tokio::test]
 async fn idle_upstream_connections_are_not_reused_after_idle_timeout() {
     let w = world();
-    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let h2 = Backend::start("h2", &w.backend_pair, None).await;
-    let upstream = |name: &str, b: &Backend| {
-        format!(
-            "\n  - name: {name}\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n    idle_timeout: 1s",
-            b.addr
-        )
-    };
-    let mut p = Proxy::start(&w.scene.public_config(
-        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
-        &[upstream("h1", &h1), upstream("h2", &h2)].concat(),
-    ));
+    let (mut p, h1, h2) = h1_and_h2_upstreams(&w, "idle_timeout: 1s").await;
     let addr = p.listener_addr("public").await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let connection = |path: &'static str| {
@@ -723,18 +730,7 @@ async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
 #[tokio::test]
 async fn idle_upstream_connections_are_closed_without_another_request() {
     let w = world();
-    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let h2 = Backend::start("h2", &w.backend_pair, None).await;
-    let upstream = |name: &str, b: &Backend| {
-        format!(
-            "\n  - name: {name}\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n    idle_timeout: 1s",
-            b.addr
-        )
-    };
-    let mut p = Proxy::start(&w.scene.public_config(
-        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
-        &[upstream("h1", &h1), upstream("h2", &h2)].concat(),
-    ));
+    let (mut p, h1, h2) = h1_and_h2_upstreams(&w, "idle_timeout: 1s").await;
     let addr = p.listener_addr("public").await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     for (path, b) in [("/h1/x", &h1), ("/h2/x", &h2)] {

@@ -8,7 +8,8 @@
 //! out polls it once, which is what notices an upstream that closed it.
 //! An HTTP/2 connection is shared: its connection future runs in a task of
 //! its own and requests use clones of its `SendRequest`, at most
-//! [`H2_MAX_STREAMS`] at a time. One whose request goes unanswered is
+//! [`H2_MAX_STREAMS`] at a time (fewer if the server says so), and is let
+//! go after `idle_timeout` without one. One whose request goes unanswered is
 //! retired ([`StreamGuard::retire`]): a silent peer is not shared further.
 
 use std::future::Future;
