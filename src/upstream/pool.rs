@@ -127,20 +127,31 @@ impl Pool {
         let now = Instant::now();
         c.idle_since = Some(now);
         let mut st = self.state.lock().expect("pool lock");
-        if st.idle.len() >= self.max_idle {
-            return;
-        }
-        // The oldest are at the bottom; close those past their time.
-        if st
+        // The oldest are at the bottom; those past their time go first, so
+        // that they never keep this one, just used, out of a full pool.
+        let expired = if st
             .idle
             .first()
             .is_some_and(|o| !self.within_idle_timeout(o, now))
         {
-            st.idle.retain(|o| self.within_idle_timeout(o, now));
+            let (keep, expired) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(|o| self.within_idle_timeout(o, now));
+            st.idle = keep;
+            expired
+        } else {
+            Vec::new()
+        };
+        let kept = st.idle.len() < self.max_idle;
+        if kept {
+            st.idle.push(c);
         }
-        st.idle.push(c);
         drop(st);
-        self.changed.notify_one();
+        // Closed outside the lock.
+        drop::<Vec<Box<H1>>>(expired);
+        if kept {
+            self.changed.notify_one();
+        }
     }
 
     /// `drain_on_rotation`: close idle connections, stop sharing h2 ones,
@@ -205,5 +216,45 @@ impl DialToken<'_> {
 impl Drop for DialToken<'_> {
     fn drop(&mut self) {
         self.0.dial_done(self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::conn::Dialled;
+    use crate::upstream::io::{MaybeTls, UpstreamIo};
+
+    /// A real HTTP/1.1 client connection to a loopback listener.
+    async fn h1(listener: &tokio::net::TcpListener) -> Box<H1> {
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let d = Dialled {
+            io: UpstreamIo::new(MaybeTls::Plain(tcp), None),
+            h2: false,
+        };
+        Box::new(H1::handshake(d, 0).await.unwrap())
+    }
+
+    /// A full pool whose idle connection outlived `idle_timeout` keeps the
+    /// connection handed back now, not the expired one: the next request
+    /// reuses it instead of dialling.
+    #[tokio::test]
+    async fn an_expired_idle_connection_makes_room_for_one_handed_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let timeout = Duration::from_secs(60);
+        let pool = Pool::new(1, timeout);
+        pool.put(h1(&listener).await);
+        // It went idle longer ago than the timeout.
+        pool.state.lock().unwrap().idle[0].idle_since = Some(Instant::now() - 2 * timeout);
+        let fresh = h1(&listener).await;
+        let fresh_at: *const H1 = &*fresh;
+        pool.put(fresh);
+        assert_eq!(pool.idle(), 1);
+        match pool.find(false) {
+            Found::H1(c) => assert!(std::ptr::eq(&*c, fresh_at), "the expired one was kept"),
+            _ => panic!("the connection handed back was not kept"),
+        }
     }
 }
