@@ -117,7 +117,13 @@ fn common_request_path_allocations() {
     resp.insert("connection", "keep-alive".parse().unwrap());
     resp.insert("keep-alive", "timeout=5".parse().unwrap());
     resp.insert("content-length", "100".parse().unwrap());
-    let n = allocations(|| hotproxy::proxy::headers::strip_hop_by_hop(&mut resp, false));
+    let n = allocations(|| {
+        hotproxy::proxy::headers::strip_hop_by_hop(
+            &mut resp,
+            false,
+            hotproxy::proxy::headers::Message::Response,
+        )
+    });
     assert_eq!(n, 0);
     assert_eq!(resp.len(), 1, "{resp:?}");
 

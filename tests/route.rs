@@ -77,6 +77,8 @@ struct Raw {
     status: u16,
     head: String,
     body: String,
+    /// The body as it came, chunked or not.
+    wire: String,
 }
 
 impl Raw {
@@ -104,6 +106,7 @@ async fn raw(w: &World, addr: std::net::SocketAddr, bytes: &[u8]) -> Raw {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body_on_the_wire = body;
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -116,6 +119,7 @@ async fn raw(w: &World, addr: std::net::SocketAddr, bytes: &[u8]) -> Raw {
         status,
         head: head.to_owned(),
         body,
+        wire: body_on_the_wire.to_owned(),
     }
 }
 
@@ -130,6 +134,15 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The trailer section of a chunked body as on the wire (what follows
+/// its last, empty chunk), as `name: value` lines.
+fn trailer_section(wire: &str) -> Vec<&str> {
+    wire.rsplit_once("\r\n0\r\n")
+        .or_else(|| wire.strip_prefix("0\r\n").map(|t| ("", t)))
+        .map(|(_, t)| t.split("\r\n").filter(|l| !l.is_empty()).collect())
+        .unwrap_or_default()
 }
 
 /// Routing and the upstream's Host agree: an absolute-form target wins over
@@ -687,6 +700,98 @@ async fn trailers_carry_nothing_the_head_would_not() {
         let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
         assert_eq!(resp.status(), status, "{fields} trailer fields");
     }
+}
+
+/// Trailers an application announces (`Trailer`) pass over HTTP/1.1 as
+/// over HTTP/2, cut as the head is: a client's chunked upload ends with an
+/// `x-checksum` that reaches an HTTP/1.1 backend and an `ssl-client-verify`
+/// that does not; the backend's `grpc-status` reaches an HTTP/1.1 client
+/// that sent `TE: trailers`, and none reaches one that did not. hyper
+/// writes an HTTP/1.1 trailer field only if the head announced it, and
+/// hotproxy removed `Trailer` (and an HTTP/1.1 client's `TE`) as
+/// hop-by-hop, so no trailer reached an HTTP/1.1 peer.
+#[tokio::test]
+async fn announced_trailers_pass_over_http1_both_ways() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config("h1", h1.addr, &[]));
+    let addr = p.listener_addr("public").await;
+    let upload = |te: &str| {
+        format!(
+            "POST /trailers/upload HTTP/1.1\r\nHost: a.example.com\r\nConnection: TE, close\r\n{te}\
+             Trailer: x-checksum, ssl-client-verify, content-length\r\n\
+             Transfer-Encoding: chunked\r\n\r\n\
+             4\r\nabcd\r\n0\r\n\
+             x-checksum: crc32c=1\r\nssl-client-verify: SUCCESS\r\ncontent-length: 99\r\n\r\n"
+        )
+    };
+    let r = raw(&w, addr, upload("TE: trailers\r\n").as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = r.json();
+    assert_eq!(seen["version"], "HTTP/1.1", "{seen}");
+    assert_eq!(seen["body_bytes"], 4, "{seen}");
+    assert_eq!(
+        seen["trailers"],
+        serde_json::json!({ "x-checksum": "crc32c=1" }),
+        "{seen}"
+    );
+    assert_eq!(seen["headers"]["te"], "trailers", "{seen}");
+    assert_eq!(seen["headers"]["trailer"], "x-checksum", "{seen}");
+    let trailers = trailer_section(&r.wire);
+    assert_eq!(
+        trailers,
+        ["grpc-status: 0", "grpc-message: done"],
+        "{}\n{:?}",
+        r.head,
+        r.wire
+    );
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("\r\ntrailer: grpc-status, grpc-message"),
+        "{}",
+        r.head
+    );
+    // A client that takes no trailers gets none.
+    let r = raw(&w, addr, upload("").as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["trailers"]["x-checksum"], "crc32c=1");
+    assert_eq!(trailer_section(&r.wire), Vec::<&str>::new(), "{:?}", r.wire);
+
+    // An HTTP/2 client's announced trailers reach the HTTP/1.1 backend too.
+    let mut client = h2_to(&w, addr).await;
+    let req = http::Request::post("https://a.example.com/trailers/upload")
+        .header("te", "trailers")
+        .header("trailer", "x-checksum, x-forwarded-for")
+        .body(())
+        .unwrap();
+    let (resp, mut stream) = client.send_request(req, false).unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"abcd"), false)
+        .unwrap();
+    let trailers: http::HeaderMap = [("x-checksum", "crc32c=1"), ("x-forwarded-for", "10.0.0.1")]
+        .into_iter()
+        .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+        .collect();
+    stream.send_trailers(trailers).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(
+        seen["trailers"],
+        serde_json::json!({ "x-checksum": "crc32c=1" }),
+        "{seen}"
+    );
+    let trailers = body.trailers().await.unwrap().expect("response trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert!(trailers.get("content-length").is_none(), "{trailers:?}");
 }
 
 /// An upstream's response head may be up to 64 KiB over HTTP/2 as over

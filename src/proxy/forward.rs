@@ -52,7 +52,7 @@ use crate::proxy::edge::{BytesIn, UpstreamAddr};
 use crate::proxy::failure::{
     Failure, closed_before_response, copy_of, diagnose, idempotent, replayable, unprocessed,
 };
-use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
+use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 use crate::upstream::read_timeout::ReadTimeout;
@@ -296,7 +296,7 @@ impl Upstream {
         if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return resp;
         }
-        strip_hop_by_hop(resp.headers_mut(), false);
+        strip_hop_by_hop(resp.headers_mut(), false, Message::Response);
         resp
     }
 

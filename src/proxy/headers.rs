@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::proxy::forward::RequestContext;
+use crate::proxy::trailers;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -26,12 +27,27 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Which message a header section heads: what it keeps of `TE` and
+/// `Trailer` differs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Message {
+    Request,
+    Response,
+}
+
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
 /// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
 /// `Host` is never removed, whatever `Connection` names: it is the
 /// authority the request was routed on, and without it the upstream would
 /// pick its default virtual host (hyper's client does not add one).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+///
+/// Two survive in part, as in Go's reverse proxy: a request's `TE:
+/// trailers` (the client takes trailers, and so does hotproxy: gRPC
+/// backends need to be told), and the `Trailer` announcement, cut to the
+/// names a trailer may carry ([`trailers::announced`]). Over HTTP/1.1
+/// hyper writes only the trailer fields a head announced, so without it an
+/// HTTP/1.1 peer would get none.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, message: Message) {
     // One pass over the names first: most messages carry none of these
     // or only `Connection`, and the pass is far cheaper than hashing and
     // probing for each of the nine names.
@@ -39,6 +55,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .keys()
         .filter_map(hop_by_hop)
         .fold(0u16, |seen, i| seen | 1 << i);
+    // Read before `Connection`'s nominees go: a client sending `TE` must
+    // name it there too (RFC 9110 §10.1.4).
+    let te_trailers =
+        message == Message::Request && present & (1 << TE_AT) != 0 && takes_trailers(headers);
+    let trailer = if present & (1 << TRAILER_AT) != 0 {
+        trailers::announced(headers, message)
+    } else {
+        None
+    };
     if present & 1 != 0 {
         strip_connection_nominated(headers);
     }
@@ -56,11 +81,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(names) = trailer {
+        headers.insert(header::TRAILER, names);
+    }
+}
+
+/// A `TE` that lists `trailers` (`TE: trailers, deflate;q=0.5` does).
+fn takes_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
 /// Remove the headers a `Connection` header names (RFC 9110 §7.6.1), but
 /// never `Host`, and keep only `Connection`'s own options (`close`,
-/// `keep-alive`, `upgrade`), so that a later pass removes nothing more. On
+/// `keep-alive`, `upgrade`, and `te`: see [`is_option`]), so that a later pass removes nothing more. On
 /// a request this runs first, before hotproxy adds anything: a client
 /// naming `X-Request-Id` or a client-certificate header in `Connection`
 /// must not strip what the proxy tells the upstream.
@@ -102,9 +143,11 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-/// A `Connection` option of its own rather than a header's name.
+/// A `Connection` option of its own rather than a header's name. `TE` is
+/// kept as one: hop-by-hop anyway, it is left for [`strip_hop_by_hop`] to
+/// cut to `trailers`, and a client sending it must name it here.
 fn is_option(token: &str) -> bool {
-    ["close", "keep-alive", "upgrade"]
+    ["close", "keep-alive", "upgrade", "te"]
         .iter()
         .any(|k| token.eq_ignore_ascii_case(k))
 }
@@ -122,6 +165,10 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];
+
+/// `TE`'s and `Trailer`'s positions in [`HOP_BY_HOP`].
+const TE_AT: usize = 5;
+const TRAILER_AT: usize = 6;
 
 /// `name`'s position in [`HOP_BY_HOP`], if it is one. Inlined: it runs
 /// for every header name of every request and response, and once
@@ -206,17 +253,8 @@ pub fn rewrite_request_headers(
     h2_client: bool,
     upgrade: bool,
 ) {
-    // `te: trailers` is the one TE an h2 client may send, and gRPC backends
-    // need it to know trailers will reach the client.
-    let te_trailers = h2_client
-        && headers
-            .get(header::TE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    strip_hop_by_hop(headers, upgrade);
+    strip_hop_by_hop(headers, upgrade, Message::Request);
     strip_underscore_lookalikes(headers);
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
     if h2_client {
         join_cookies(headers);
     }
@@ -400,13 +438,15 @@ mod tests {
             "connection",
             "x-secret-hop",
             "keep-alive",
-            "te",
             "forwarded",
             "x-real-ip",
             "x-forwarded-port",
         ] {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
+        // The client takes trailers, as hotproxy does: the upstream may
+        // send them.
+        assert_eq!(h["te"], "trailers");
         assert_eq!(h["host"], "app.example.com");
         // Not a trusted proxy: its X-Forwarded-For is replaced.
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
@@ -495,14 +535,15 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert("host", HeaderValue::from_static("a.test"));
             h.insert("accept", HeaderValue::from_static("*/*"));
-            h.insert(name, HeaderValue::from_static("x"));
-            strip_hop_by_hop(&mut h, false);
+            // A `Trailer` naming only what no trailer may carry goes too.
+            h.insert(name, HeaderValue::from_static("content-length"));
+            strip_hop_by_hop(&mut h, false, Message::Request);
             assert!(!h.contains_key(name), "{name} kept");
             assert_eq!(h.len(), 2, "{name}: {h:?}");
         }
         let mut h = HeaderMap::new();
         for name in names {
-            h.insert(name, HeaderValue::from_static("x"));
+            h.insert(name, HeaderValue::from_static("content-length"));
         }
         h.insert(
             "connection",
@@ -510,7 +551,7 @@ mod tests {
         );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("host", HeaderValue::from_static("a.test"));
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, false, Message::Request);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["host"]);
 
@@ -521,7 +562,7 @@ mod tests {
         );
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        strip_hop_by_hop(&mut h, true);
+        strip_hop_by_hop(&mut h, true, Message::Request);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert!(!h.contains_key("keep-alive"));
@@ -531,7 +572,7 @@ mod tests {
         h.insert("host", HeaderValue::from_static("a.test"));
         h.insert("x-custom", HeaderValue::from_static("1"));
         let before = h.clone();
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, false, Message::Response);
         assert_eq!(h, before);
     }
 
@@ -551,7 +592,7 @@ mod tests {
         // the hop-by-hop pass at forwarding.
         assert_eq!(h["connection"], "close, Upgrade");
         h.insert("x-a", HeaderValue::from_static("added by the proxy"));
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, false, Message::Response);
         assert_eq!(h["x-a"], "added by the proxy");
 
         let mut h = HeaderMap::new();
@@ -559,5 +600,64 @@ mod tests {
         h.insert("x-a", HeaderValue::from_static("1"));
         strip_connection_nominated(&mut h);
         assert!(h.is_empty(), "{h:?}");
+
+        // `TE` stays for the hop-by-hop pass, which keeps only `trailers`.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("TE, close"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        strip_connection_nominated(&mut h);
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["connection"], "TE, close");
+    }
+
+    /// A request's `TE: trailers` (however listed) survives, a response's
+    /// `TE` never does; `Trailer` keeps only the names a trailer may carry,
+    /// each once.
+    #[test]
+    fn te_trailers_and_the_trailer_announcement_survive_cut_down() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("TE"));
+        h.insert("te", HeaderValue::from_static("deflate;q=0.5, Trailers"));
+        h.append(
+            "trailer",
+            HeaderValue::from_static("X-Checksum, ssl-client-verify, content-length"),
+        );
+        h.append(
+            "trailer",
+            HeaderValue::from_static("x-checksum, x_forwarded_for, te, not a name, grpc-status"),
+        );
+        strip_hop_by_hop(&mut h, false, Message::Request);
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["trailer"], "x-checksum, grpc-status");
+        assert!(!h.contains_key("connection"), "{h:?}");
+
+        // `TE` without `trailers` goes whole.
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, false, Message::Request);
+        assert!(h.is_empty(), "{h:?}");
+
+        // A response's trailers may name what a request's may not.
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert(
+            "trailer",
+            HeaderValue::from_static("grpc-status, x-request-id, connection"),
+        );
+        strip_hop_by_hop(&mut h, false, Message::Response);
+        assert!(!h.contains_key("te"), "{h:?}");
+        assert_eq!(h["trailer"], "grpc-status, x-request-id");
+    }
+
+    /// A `Trailer` of thousands of names is cut to a section's 100, in
+    /// linear time.
+    #[test]
+    fn a_huge_trailer_announcement_is_cut_to_a_sections_size() {
+        let names: Vec<String> = (0..20_000).map(|i| format!("x{i}")).collect();
+        let mut h = HeaderMap::new();
+        h.insert("trailer", HeaderValue::from_str(&names.join(",")).unwrap());
+        strip_hop_by_hop(&mut h, false, Message::Request);
+        let kept = h["trailer"].to_str().unwrap().split(", ").count();
+        assert_eq!(kept, crate::proxy::request::MAX_HEADER_FIELDS);
     }
 }

@@ -16,9 +16,9 @@
 //! `grpc-status`, a checksum) passes as sent. nginx, which reads a request
 //! body whole before it forwards it, sends no request trailers at all.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::proxy::headers::{is_hop_by_hop, is_vouched_for, remove_where};
+use crate::proxy::headers::{Message, is_hop_by_hop, is_vouched_for, remove_where};
 use crate::proxy::request::MAX_HEADER_FIELDS;
 
 /// A client's trailer section with more fields than a head may have.
@@ -45,6 +45,39 @@ pub fn clean_response(trailers: &mut HeaderMap) {
     remove_where(trailers, never_a_trailer);
 }
 
+/// The `Trailer` header a message goes on with: the names it announced
+/// that a trailer may carry (on a request, none hotproxy vouches for),
+/// each once, at most [`MAX_HEADER_FIELDS`] of them (a section may not
+/// have more), or none. hyper writes an HTTP/1.1 chunked body's trailer
+/// fields only if the head announced them, and holds the announcement to
+/// what the section may carry: a name cut here is a field never sent.
+pub fn announced(headers: &HeaderMap, message: Message) -> Option<HeaderValue> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    let listed = headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
+    for name in listed {
+        let forbidden =
+            never_a_trailer(&name) || (message == Message::Request && is_vouched_for(&name));
+        if !forbidden && !names.contains(&name) {
+            // Bounded: a 64 KiB `Trailer` of one-letter names must not
+            // cost a quadratic scan.
+            if names.len() == MAX_HEADER_FIELDS {
+                break;
+            }
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return None;
+    }
+    let joined: Vec<&str> = names.iter().map(HeaderName::as_str).collect();
+    HeaderValue::from_str(&joined.join(", ")).ok()
+}
+
 /// Framing and routing fields, and hop-by-hop ones.
 fn never_a_trailer(name: &HeaderName) -> bool {
     is_hop_by_hop(name) || name == header::CONTENT_LENGTH || name == header::HOST
@@ -53,7 +86,6 @@ fn never_a_trailer(name: &HeaderName) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn section(names: &[&str]) -> HeaderMap {
         names

@@ -308,6 +308,7 @@ impl Backend {
                                 }
                                 // `…/trailers…`: the answer ends as a gRPC
                                 // one does, with grpc-status in trailers.
+                                let trailers_announced = trailers;
                                 let trailers = trailers.then(|| {
                                     let mut t = http::HeaderMap::new();
                                     t.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -320,15 +321,35 @@ impl Backend {
                                         "content-length",
                                         http::HeaderValue::from_static("99"),
                                     );
-                                    Ok(t)
+                                    t
                                 });
-                                let body = Full::new(Bytes::from(body.to_string()));
+                                let body = Bytes::from(body.to_string());
                                 let mut resp = http::Response::new(if endless {
                                     http_body_util::StreamBody::new(futures_util::stream::pending())
                                         .boxed()
+                                } else if let Some(t) = trailers {
+                                    // Of no declared length, so that over
+                                    // HTTP/1.1 it is chunked and can end
+                                    // with a trailer section.
+                                    http_body_util::StreamBody::new(futures_util::stream::iter([
+                                        Ok(hyper::body::Frame::data(body)),
+                                        Ok(hyper::body::Frame::trailers(t)),
+                                    ]))
+                                    .boxed()
                                 } else {
-                                    body.with_trailers(std::future::ready(trailers)).boxed()
+                                    Full::new(body).boxed()
                                 });
+                                if trailers_announced {
+                                    // hyper's HTTP/1.1 server writes only
+                                    // announced trailer fields (and only to
+                                    // a client that sent `TE: trailers`).
+                                    resp.headers_mut().insert(
+                                        "trailer",
+                                        http::HeaderValue::from_static(
+                                            "grpc-status, grpc-message, content-length",
+                                        ),
+                                    );
+                                }
                                 // `…/fat-head/N`: a response head of about N bytes.
                                 if let Some(n) = fat_head {
                                     resp.headers_mut().insert(
