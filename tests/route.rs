@@ -511,9 +511,17 @@ async fn max_connections_per_server_caps_upstream_connections() {
     .expect("all requests answered");
     assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
     let accepted = h1.accepted.load(Ordering::SeqCst);
+    // What the proxy said about its upstream connections (it logs at
+    // debug level here): a retry or a closed connection would show.
+    let said: Vec<String> = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("upstream") || l.contains("retry"))
+        .collect();
     assert!(
         (1..=2).contains(&accepted),
-        "{accepted} upstream connections; (status, connection) per request: {statuses:?}"
+        "{accepted} upstream connections; (status, connection) per request: {statuses:?}\n{}",
+        said.join("\n")
     );
 }
 
