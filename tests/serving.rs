@@ -1027,6 +1027,12 @@ async fn stalled_body_after_an_early_response_holds_up_no_other_client() {
 /// A listener `public` (with `limits`) in front of the plain backend,
 /// which hotproxy may open one connection to (waiting at most 1 s for it).
 fn one_connection_config(w: &World, limits: &str) -> std::path::PathBuf {
+    one_connection_config_with(w, limits, "")
+}
+
+/// [`one_connection_config`] with more upstream settings (`upstream`, one
+/// `key: value` line).
+fn one_connection_config_with(w: &World, limits: &str, upstream: &str) -> std::path::PathBuf {
     w.scene.config(&format!(
         r#"
 admin: {{ bind: "127.0.0.1:0" }}
@@ -1041,6 +1047,7 @@ upstreams:
     servers: [http://{}]
     max_connections_per_server: 1
     connect_timeout: 1s
+    {upstream}
 "#,
         w.backend.addr
     ))
@@ -1110,6 +1117,75 @@ async fn stalled_upload_is_cut_by_body_read_timeout() {
         assert_eq!(steady.status(), 200, "{buffering}");
         let got = h2_body(&mut steady.into_body()).await;
         assert_eq!(&got[..], br#"{"body_bytes":10,"expect":null}"#);
+        drop(p);
+    }
+}
+
+/// A client that keeps an upload moving, a byte at a time within
+/// `body_read_timeout` each, is still cut by the upstream's
+/// `request_timeout` (`408`), whether its body is streamed or, small,
+/// read whole first: the clock runs from the request, not from the
+/// upstream connection. Read whole, the body was not timed at all, so a
+/// declared 16 KiB at a byte a minute held the client's connection for
+/// eleven days; the same body one byte over `body_buffer_bytes` was cut
+/// after `request_timeout`.
+#[tokio::test]
+async fn a_trickled_upload_is_bounded_by_request_timeout() {
+    let w = world().await;
+    // 50 bytes, one every 100 ms: 5 s in all, against 1 s.
+    const DECLARED: &[u8] =
+        b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 50\r\n\r\n";
+    for buffering in ["body_buffer_bytes: 0", "body_buffer_bytes: 16384"] {
+        let before = w.backend.requests.load(SeqCst);
+        let mut p = Proxy::start(&one_connection_config_with(
+            &w,
+            &format!("body_read_timeout: 2s, {buffering}"),
+            "request_timeout: 1s",
+        ));
+        let addr = p.listener_addr("public").await;
+
+        // HTTP/1.1
+        let (mut rx, mut tx) = tokio::io::split(tls(&w, addr, &[b"http/1.1"]).await);
+        tx.write_all(DECLARED).await.unwrap();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if tx.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let answer = tokio::time::timeout(WAIT, read_response(&mut rx))
+            .await
+            .expect("an answer");
+        trickle.abort();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{buffering}: {answer}");
+
+        // HTTP/2
+        let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+        let req = http::Request::post("https://a.example.com/upload")
+            .header("content-length", "50")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if body.send_data(Bytes::from_static(b"x"), false).is_err() {
+                    return;
+                }
+            }
+        });
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        trickle.abort();
+        assert_eq!(resp.status(), 408, "{buffering}");
+        if buffering.ends_with("16384") {
+            assert_eq!(
+                w.backend.requests.load(SeqCst),
+                before,
+                "a body read whole first never reached the backend"
+            );
+        }
         drop(p);
     }
 }

@@ -10,6 +10,8 @@ pub struct UpstreamConfig {
     /// system roots, no client certificate, the URL host as server name).
     pub tls: UpstreamTls,
     pub connect_timeout: Duration,
+    /// From the request until the response head, a small body read whole
+    /// first ([`crate::proxy::buffer`]) included; all attempts share it.
     pub request_timeout: Duration,
     /// The longest wait for the next piece of a response body (nginx's
     /// `proxy_read_timeout`); then the response is cut.

@@ -1,8 +1,9 @@
 //! Small request bodies read whole before an upstream is chosen (nginx's request buffering).
 //!
 //! A body whose declared length is at most `limits.body_buffer_bytes` is
-//! read from the client, each read within `body_read_timeout`, before any
-//! upstream connection is taken. A client that uploads slowly then holds
+//! read from the client, each read within `body_read_timeout` and the
+//! whole within the upstream's `request_timeout` (the forwarder's clock),
+//! before any upstream connection is taken. A client that uploads slowly then holds
 //! only its own connection, never an upstream one (nginx's
 //! `proxy_request_buffering`, HAProxy's `option http-buffer-request`), and
 //! the request can be sent again like a bodyless one.

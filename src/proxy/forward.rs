@@ -206,20 +206,26 @@ impl Upstream {
         // HTTP/1.1 is what both an h1 and an h2 upstream connection take.
         *req.version_mut() = Version::HTTP_11;
 
+        // `request_timeout` runs from here: a small body read whole first
+        // is part of the request, as a streamed one is, so a client
+        // trickling it within `body_read_timeout` each time is still cut.
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let (mut parts, body) = req.into_parts();
         // The access log counts the request body's bytes as they are read.
         let counted = parts.extensions.remove::<BytesIn>();
         let (body, body_fault) = if !upgrade && buffer::wanted(&body, ctx.body_buffer_bytes) {
             // Boxed: only requests with a small body wait here, and the
             // read would grow every request's future.
-            match Box::pin(buffer::read_whole(body, ctx.body_read_timeout, counted)).await {
-                Ok(whole) => {
+            let read = Box::pin(buffer::read_whole(body, ctx.body_read_timeout, counted));
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(whole)) => {
                     // hyper answered the client's `100-continue` when the
                     // body was first read; the upstream gets it whole.
                     parts.headers.remove(header::EXPECT);
                     whole
                 }
-                Err(fault) => return client_fault(ctx, &self.name, &fault, h2_client),
+                Ok(Err(fault)) => return client_fault(ctx, &self.name, &fault, h2_client),
+                Err(_) => return client_fault(ctx, &self.name, &Fault::Stalled, h2_client),
             }
         } else {
             let (body, fault) = ClientBody::new(body, ctx.body_read_timeout, max_body);
@@ -251,7 +257,7 @@ impl Upstream {
         };
         let result = {
             let mut sent = std::pin::pin!(sent);
-            let r = tokio::time::timeout(self.config.request_timeout, sent.as_mut()).await;
+            let r = tokio::time::timeout_at(deadline, sent.as_mut()).await;
             // A slow client body is not the connection's silence.
             if r.is_err() && !body_fault.waiting() {
                 timed_out.store(true, Ordering::Release);
