@@ -744,3 +744,102 @@ async fn idle_upstream_connections_are_closed_without_another_request() {
         wait_until(WAIT, path, || async { b.open.load(Ordering::SeqCst) == 0 }).await;
     }
 }
+
+/// Clients that stop reading large responses from a shared HTTP/2
+/// upstream connection hold up only their own streams: another client's
+/// download on the same connection goes on. With hyper's client windows
+/// (2 MiB a stream, 5 MiB the whole connection) three unread responses
+/// took the connection's whole window, and every other response on it
+/// stalled until `read_timeout` (60 s), which then retired the connection:
+/// one slow reader on a mobile link held up every client behind that
+/// backend connection.
+#[tokio::test]
+async fn clients_that_stop_reading_do_not_stall_others_on_a_shared_h2_connection() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    // Eight downloads of 8 MiB on one client connection that reads nothing
+    // (its windows stay at HTTP/2's initial 64 KiB).
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let mut stalled = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+    let mut unread = Vec::new();
+    for _ in 0..8 {
+        let req = http::Request::get("https://a.example.com/mebibytes/8")
+            .body(())
+            .unwrap();
+        let (resp, _) = stalled.send_request(req, true).unwrap();
+        unread.push(tokio::time::timeout(WAIT, resp).await.unwrap().unwrap());
+    }
+    wait_until(WAIT, "every unread download has begun", || async {
+        b.bulk_sent.load(Ordering::SeqCst) >= 8 * 64 * 1024
+    })
+    .await;
+    // Another client's 4 MiB over the same upstream connection.
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let r = tokio::time::timeout(
+        WAIT,
+        get(addr, "a.example.com", cfg, false, "/mebibytes/4", &[]),
+    )
+    .await
+    .expect("a download beside unread ones is not held up")
+    .unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 4 << 20));
+    assert_eq!(
+        b.accepted.load(Ordering::SeqCst),
+        1,
+        "one shared connection"
+    );
+    drop(unread);
+}
+
+/// What a client that opens every stream on large responses from an
+/// HTTP/2 upstream and reads nothing makes hotproxy hold stays bounded:
+/// each stream's upstream window (128 KiB) and client-side queue (32 KiB),
+/// about 16 MB for 100 streams. The connection window that lets no unread
+/// stream hold up the others (100 streams' worth) is no licence to buffer:
+/// a stream window of hyper's 2 MiB would make this 200 MB.
+#[tokio::test]
+async fn a_client_that_never_reads_h2_upstream_responses_holds_bounded_memory() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    // One upstream connection first, which all 100 streams then share.
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let r = get(addr, "a.example.com", cfg.clone(), true, "/", &[]).await;
+    assert_eq!(r.unwrap().status, 200);
+    let before = rss_kib(p.pid());
+    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+    let mut unread = Vec::new();
+    for _ in 0..100 {
+        let req = http::Request::get("https://a.example.com/mebibytes/8")
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        unread.push(resp);
+    }
+    wait_until(WAIT, "all 100 downloads have begun", || async {
+        b.bulk_sent.load(Ordering::SeqCst) >= 100 * 64 * 1024
+    })
+    .await;
+    // Watch it while the upstream pours in what the windows allow.
+    let mut most = 0;
+    for _ in 0..20 {
+        most = most.max(rss_kib(p.pid()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = most.saturating_sub(before);
+    let sent = b.bulk_sent.load(Ordering::SeqCst);
+    assert!(
+        grown < 40 * 1024,
+        "one non-reading client grew hotproxy by {grown} KiB ({sent} bytes sent by the upstream)"
+    );
+    assert_eq!(
+        b.accepted.load(Ordering::SeqCst),
+        1,
+        "one shared connection"
+    );
+    drop(unread);
+}

@@ -29,6 +29,9 @@ pub struct Backend {
     /// `SETTINGS_MAX_CONCURRENT_STREAMS` for HTTP/2 connections accepted
     /// from now on; 0: hyper's default (no limit).
     pub h2_max_streams: Arc<std::sync::atomic::AtomicU32>,
+    /// Body bytes of `…/mebibytes/N` responses handed to the server so far
+    /// (over HTTP/2, only as the peer's flow-control windows let them go).
+    pub bulk_sent: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A connection that can fall silent: then it reads, writes and flushes
@@ -192,6 +195,8 @@ impl Backend {
         let conn_silences = silences.clone();
         let h2_max_streams = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let max_streams = h2_max_streams.clone();
+        let bulk_sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bulk_count = bulk_sent.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -203,6 +208,7 @@ impl Backend {
                 let acceptor = acceptor.clone();
                 let name = name.clone();
                 let slow_count = slow_count.clone();
+                let bulk_count = bulk_count.clone();
                 let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 conn_silences.lock().unwrap().push(silent.clone());
                 let max_streams = max_streams.load(std::sync::atomic::Ordering::SeqCst);
@@ -228,6 +234,7 @@ impl Backend {
                             let name = name.clone();
                             let sni = sni.clone();
                             let slow_count = slow_count.clone();
+                            let bulk_count = bulk_count.clone();
                             let silent = silent.clone();
                             async move {
                                 // `…/go-silent`: this connection falls
@@ -248,6 +255,9 @@ impl Backend {
                                 };
                                 let fat_head = number_after("/fat-head/");
                                 let many_headers = number_after("/many-headers/");
+                                // `…/mebibytes/N`: a body of N MiB, in
+                                // 64 KiB pieces, counted as they go.
+                                let mebibytes = number_after("/mebibytes/");
                                 if req.uri().path() == "/slow" {
                                     slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                     let _answering = OpenGuard(slow_count);
@@ -327,6 +337,19 @@ impl Backend {
                                 let mut resp = http::Response::new(if endless {
                                     http_body_util::StreamBody::new(futures_util::stream::pending())
                                         .boxed()
+                                } else if let Some(n) = mebibytes {
+                                    let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+                                    let pieces = futures_util::StreamExt::map(
+                                        futures_util::stream::iter(0..n * 16),
+                                        move |_| {
+                                            bulk_count.fetch_add(
+                                                piece.len(),
+                                                std::sync::atomic::Ordering::SeqCst,
+                                            );
+                                            Ok(hyper::body::Frame::data(piece.clone()))
+                                        },
+                                    );
+                                    http_body_util::StreamBody::new(pieces).boxed()
                                 } else if let Some(t) = trailers {
                                     // Of no declared length, so that over
                                     // HTTP/1.1 it is chunked and can end
@@ -391,6 +414,7 @@ impl Backend {
             tasks,
             silences,
             h2_max_streams,
+            bulk_sent,
         }
     }
 }
