@@ -843,3 +843,128 @@ async fn a_client_that_never_reads_h2_upstream_responses_holds_bounded_memory() 
     );
     drop(unread);
 }
+
+/// A burst of requests on a cold HTTP/2 upstream: the first few dial, the
+/// rest wait for a connection, and one shared HTTP/2 connection serves
+/// them all. A new HTTP/2 connection woke one waiting request, as a
+/// returned HTTP/1.1 connection does, so all but a dozen of 60 waited out
+/// `connect_timeout` and got `504` ("no connection to the server free").
+#[tokio::test]
+async fn a_burst_on_a_cold_h2_upstream_is_served_by_shared_connections() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&config(&w, b.addr));
+    let addr = p.listener_addr("public").await;
+    // Sent in one go, they reach the proxy together; the dials they start
+    // are held until as many run as may at once, so the rest wait.
+    b.hold_handshakes.send_replace(true);
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+    let mut burst = Vec::new();
+    for i in 0..60 {
+        let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        burst.push(resp);
+    }
+    wait_until(WAIT, "eight dials in progress", || async {
+        b.accepted.load(Ordering::SeqCst) == 8
+    })
+    .await;
+    b.hold_handshakes.send_replace(false);
+    let mut statuses = Vec::new();
+    for resp in burst {
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    let refused = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(refused, 0, "{statuses:?}");
+    // At most the dials one cold start runs at once.
+    let accepted = b.accepted.load(Ordering::SeqCst);
+    assert!((1..=8).contains(&accepted), "{accepted} connections");
+}
+
+/// With every connection `max_connections_per_server` allows open and
+/// full (a server allowing one stream at a time), a request waits for a
+/// stream to end on one of them and is served then. A stream's end woke
+/// nobody, so each waiting request got `504` after `connect_timeout`
+/// however soon a stream was free.
+#[tokio::test]
+async fn a_request_waiting_on_full_h2_connections_takes_the_next_free_stream() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    b.h2_max_streams.store(1, Ordering::SeqCst);
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &["max_connections_per_server: 1"],
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    // The server's limit is read with the first response.
+    let r = get(addr, "a.example.com", cfg.clone(), true, "/", &[]).await;
+    assert_eq!(r.unwrap().status, 200);
+    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+    let mut burst = Vec::new();
+    for i in 0..3 {
+        let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        burst.push(resp);
+    }
+    let mut statuses = Vec::new();
+    for resp in burst {
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200]);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// Once an endpoint is known to speak HTTP/2, a burst on it with no
+/// connection open (the last closed after `idle_timeout`) dials one
+/// connection and shares it, instead of one per request up to the dial
+/// bound: eight backend accepts where one does.
+#[tokio::test]
+async fn a_cold_burst_on_an_endpoint_known_to_speak_h2_dials_once() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(
+        &w.scene
+            .one_upstream_config("app", b.addr, &["idle_timeout: 1s"]),
+    );
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let r = get(addr, "a.example.com", cfg.clone(), true, "/", &[]).await;
+    assert_eq!(r.unwrap().status, 200);
+    wait_until(WAIT, "the idle connection closed", || async {
+        b.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    b.hold_handshakes.send_replace(true);
+    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+    let mut burst = Vec::new();
+    for i in 0..20 {
+        let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        burst.push(resp);
+    }
+    wait_until(WAIT, "a dial in progress", || async {
+        b.accepted.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    b.hold_handshakes.send_replace(false);
+    for resp in burst {
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(
+        b.accepted.load(Ordering::SeqCst),
+        2,
+        "one dial for the burst"
+    );
+}

@@ -276,6 +276,9 @@ struct H2Shared {
     retired: AtomicBool,
     /// Closes it once it is retired and idle.
     kill: Arc<Kill>,
+    /// The pool's: wakes a request waiting for a connection when a stream
+    /// of this one ends while it was full.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl H2 {
@@ -283,6 +286,7 @@ impl H2 {
         mut d: Dialled,
         generation: u64,
         keepalive: Option<Http2Keepalive>,
+        freed: Arc<tokio::sync::Notify>,
     ) -> Result<H2, DialError> {
         let kill = d.io.killable();
         let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -313,6 +317,7 @@ impl H2 {
             idle_since: AtomicU64::new(clock()),
             retired: AtomicBool::new(false),
             kill,
+            freed,
         });
         let watch = shared.clone();
         tokio::spawn(async move {
@@ -354,11 +359,13 @@ impl H2 {
     /// Take a stream if it has room; the guard gives it back.
     pub fn try_stream(&self) -> Option<StreamGuard> {
         let n = self.shared.streams.fetch_add(1, Ordering::AcqRel);
-        let guard = StreamGuard(self.shared.clone());
         if n >= self.shared.max_streams.load(Ordering::Acquire) || !self.usable() {
+            // Not a stream: given back without a guard, whose drop would
+            // wake a waiter that would probe again, and wake another.
+            self.shared.streams.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(guard)
+        Some(StreamGuard(self.shared.clone()))
     }
 }
 
@@ -383,7 +390,13 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if self.0.streams.fetch_sub(1, Ordering::AcqRel) > 1 {
+        let before = self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        // It was full: a request may be waiting for a stream (every slot
+        // of `max_connections_per_server` taken, or every dial running).
+        if before >= self.0.max_streams.load(Ordering::Acquire) {
+            self.0.freed.notify_one();
+        }
+        if before > 1 {
             return;
         }
         self.0.idle_since.store(clock(), Ordering::Release);

@@ -78,6 +78,8 @@ impl Endpoint {
     /// the connection limit). `fresh`: a retry, never a pooled connection.
     pub async fn checkout(&self, fresh: bool) -> Result<Lease, DialError> {
         let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;
+        // Woken from a wait: a stream found then is passed on.
+        let mut waited = false;
         loop {
             match self.pool.find(fresh) {
                 Found::H1(mut c) => {
@@ -87,11 +89,17 @@ impl Endpoint {
                     // Closed while idle (the upstream's keep-alive
                     // timeout): dropped, its slot freed; try the next.
                 }
-                Found::H2(c, guard) => return Ok(Lease::H2(c.send, guard)),
+                Found::H2(c, guard) => {
+                    if waited {
+                        self.pool.pass_on();
+                    }
+                    return Ok(Lease::H2(c.send, guard));
+                }
                 Found::Wait => {
                     tokio::time::timeout_at(deadline, self.pool.changed())
                         .await
                         .map_err(|_| ConnectionLimit)?;
+                    waited = true;
                 }
                 Found::Dial(token) => {
                     let slot = match self.slots.try_take() {
@@ -106,7 +114,10 @@ impl Endpoint {
                                 slot = self.slots.acquire(wait) => {
                                     return Box::pin(self.connect(slot?, deadline)).await;
                                 }
-                                _ = self.pool.changed() => continue,
+                                _ = self.pool.changed() => {
+                                    waited = true;
+                                    continue;
+                                }
                             }
                         }
                     };
@@ -134,8 +145,15 @@ impl Endpoint {
             .dialer
             .dial(&self.host, self.port, self.https(), slot, deadline, false)
             .await?;
+        self.pool.learned(d.h2);
         if d.h2 {
-            let c = H2::handshake(d, generation, self.dialer.h2_keepalive).await?;
+            let c = H2::handshake(
+                d,
+                generation,
+                self.dialer.h2_keepalive,
+                self.pool.notifier(),
+            )
+            .await?;
             let guard = c.try_stream().ok_or(DialError::Refused)?;
             self.pool.add_h2(c.clone());
             return Ok(Lease::H2(c.send, guard));

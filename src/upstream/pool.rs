@@ -4,14 +4,15 @@
 //! the warmest and the least likely to have been closed by the upstream),
 //! capped at `max_idle_connections`, dropped after `idle_timeout`; an
 //! HTTP/2 connection without a stream for that long is let go too. At most
-//! [`MAX_DIALS`] new connections are dialled at once: other requests wait
-//! for one of them, or for a connection handed back, so a cold start never
-//! opens more connections than requests actually in flight.
+//! [`MAX_DIALS`] new connections are dialled at once (one, once the
+//! endpoint is known to speak HTTP/2): other requests wait for one of
+//! them, or for a connection handed back, so a cold start never opens
+//! more connections than requests actually in flight.
 //! `drain_on_rotation` bumps the pool's generation: idle connections made
 //! with the old material are closed now, busy ones when they come back.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -23,8 +24,10 @@ pub const MAX_DIALS: usize = 8;
 
 pub struct Pool {
     state: Mutex<State>,
-    /// A connection came back or a dial ended: a waiter may proceed.
-    changed: Notify,
+    /// A connection came back, a dial ended, or a full HTTP/2 connection
+    /// has a stream free again: a waiter may proceed. Shared with the
+    /// HTTP/2 connections, which signal the last.
+    changed: Arc<Notify>,
     max_idle: usize,
     /// `idle_timeout`: an idle connection older than this is not reused.
     idle_timeout: Duration,
@@ -39,6 +42,10 @@ struct State {
     idle: Vec<Box<H1>>,
     h2: Vec<H2>,
     dialing: usize,
+    /// The last connection dialled spoke HTTP/2: one dial in progress will
+    /// bring room for many requests, so others wait for it instead of
+    /// dialling too.
+    speaks_h2: bool,
 }
 
 /// What a request gets from the pool right now.
@@ -58,7 +65,7 @@ impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             state: Mutex::new(State::default()),
-            changed: Notify::new(),
+            changed: Arc::new(Notify::new()),
             max_idle,
             idle_timeout,
             generation: AtomicU64::new(0),
@@ -90,7 +97,11 @@ impl Pool {
                 return Found::H1(c);
             }
         }
-        if st.dialing < MAX_DIALS {
+        // Until the first connection says which protocol the endpoint
+        // speaks, a burst dials as HTTP/1.1 needs (one per request, at
+        // most MAX_DIALS at once); after one said HTTP/2, one at a time.
+        let dials = if st.speaks_h2 { 1 } else { MAX_DIALS };
+        if st.dialing < dials {
             st.dialing += 1;
             Found::Dial(DialToken(self, true))
         } else {
@@ -98,9 +109,29 @@ impl Pool {
         }
     }
 
-    /// Wait for a connection handed back or a dial ended.
+    /// What a new connection's ALPN agreed on.
+    pub fn learned(&self, h2: bool) {
+        self.state.lock().expect("pool lock").speaks_h2 = h2;
+    }
+
+    /// Wait for a connection handed back, a dial ended, or a stream free.
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+
+    /// What a full HTTP/2 connection signals when a stream frees up.
+    pub fn notifier(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// A waiter got a stream on a shared HTTP/2 connection: the next may
+    /// find room there too. A new HTTP/2 connection wakes one waiter, as a
+    /// returned HTTP/1.1 one does, and each passes it on, so a burst that
+    /// waited for a cold endpoint's first dial is served by it whole (one
+    /// wake-up per waiter, none lost to a waiter not yet registered: each
+    /// is a stored permit when nobody waits).
+    pub fn pass_on(&self) {
+        self.changed.notify_one();
     }
 
     fn dial_done(&self, wake: bool) {

@@ -32,6 +32,9 @@ pub struct Backend {
     /// Body bytes of `…/mebibytes/N` responses handed to the server so far
     /// (over HTTP/2, only as the peer's flow-control windows let them go).
     pub bulk_sent: Arc<std::sync::atomic::AtomicUsize>,
+    /// While true, accepted connections wait before their TLS handshake
+    /// (`accepted` counts them): dials in progress, held.
+    pub hold_handshakes: tokio::sync::watch::Sender<bool>,
 }
 
 /// A connection that can fall silent: then it reads, writes and flushes
@@ -197,6 +200,7 @@ impl Backend {
         let max_streams = h2_max_streams.clone();
         let bulk_sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let bulk_count = bulk_sent.clone();
+        let (hold_handshakes, held) = tokio::sync::watch::channel(false);
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -209,11 +213,13 @@ impl Backend {
                 let name = name.clone();
                 let slow_count = slow_count.clone();
                 let bulk_count = bulk_count.clone();
+                let mut held = held.clone();
                 let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 conn_silences.lock().unwrap().push(silent.clone());
                 let max_streams = max_streams.load(std::sync::atomic::Ordering::SeqCst);
                 let conn = tokio::spawn(async move {
                     let _open = guard;
+                    let _ = held.wait_for(|held| !*held).await;
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
@@ -415,6 +421,7 @@ impl Backend {
             silences,
             h2_max_streams,
             bulk_sent,
+            hold_handshakes,
         }
     }
 }
