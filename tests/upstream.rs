@@ -490,8 +490,12 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// A raw HTTP/2 backend shutting down as Go's and nginx's servers do: on
 /// each connection it answers the first request (`200`, body `connection
 /// N`) and meets the next with `GOAWAY(NO_ERROR)` whose last stream id is
-/// the first's: RFC 9113 §6.8 says that request was not processed. Returns its address and its accepted connections.
-async fn going_away(pair: &TestPair) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// the first's: RFC 9113 §6.8 says that request was not processed. With
+/// `at_once`, the `GOAWAY` follows the first answer in the same write, as
+/// a server told to shut down while a request is in flight sends it,
+/// before the client sends more. Returns its address and its accepted
+/// connections.
+async fn going_away(pair: &TestPair, at_once: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
@@ -538,11 +542,16 @@ async fn going_away(pair: &TestPair) -> (std::net::SocketAddr, Arc<AtomicUsize>)
                         // index 8) and a body naming the connection.
                         (1, None) => {
                             let body = format!("connection {n}");
-                            let out = [
+                            let mut out = [
                                 h2_frame(1, 4, stream, &[0x88]),
                                 h2_frame(0, 1, stream, body.as_bytes()),
                             ]
                             .concat();
+                            if at_once {
+                                let mut goaway = stream.to_be_bytes().to_vec();
+                                goaway.extend_from_slice(&0u32.to_be_bytes());
+                                out.extend(h2_frame(7, 0, 0, &goaway));
+                            }
                             let _ = tls.write_all(&out).await;
                             answered = Some(stream);
                         }
@@ -572,7 +581,7 @@ async fn going_away(pair: &TestPair) -> (std::net::SocketAddr, Arc<AtomicUsize>)
 #[tokio::test]
 async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
     let w = world();
-    let (backend, accepted) = going_away(&w.backend_pair).await;
+    let (backend, accepted) = going_away(&w.backend_pair, false).await;
     let mut p = Proxy::start(&config(&w, backend));
     let addr = p.listener_addr("public").await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
@@ -967,4 +976,50 @@ async fn a_cold_burst_on_an_endpoint_known_to_speak_h2_dials_once() {
         2,
         "one dial for the burst"
     );
+}
+
+/// A server that has said `GOAWAY` before the next request (shutting down
+/// between requests) takes no new stream on that connection: the next
+/// request, even one whose streamed body could not be sent twice, goes on
+/// a new connection and is served.
+#[tokio::test]
+async fn after_an_h2_goaway_the_next_request_takes_a_new_connection() {
+    let w = world();
+    let (backend, accepted) = going_away(&w.backend_pair, true).await;
+    let mut p = Proxy::start(&config(&w, backend));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for (body, expect) in [(0, "connection 0"), (20_000, "connection 1")] {
+        // 20,000 bytes: over body_buffer_bytes, streamed, not replayable.
+        let req = http::Request::post("/x")
+            .header("host", "a.example.com")
+            .body(Full::new(Bytes::from(vec![b'x'; body])))
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, send.send_request(req))
+            .await
+            .expect("answered")
+            .unwrap();
+        let status = resp.status().as_u16();
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        // What the proxy said about its upstream attempts, should it differ.
+        let said = || {
+            p.logs()
+                .into_iter()
+                .filter(|l| l.contains("upstream") || l.contains("retry"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            (status, String::from_utf8_lossy(&got).as_ref()),
+            (200, expect),
+            "{body} bytes\n{}",
+            said()
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
