@@ -1023,3 +1023,59 @@ async fn after_an_h2_goaway_the_next_request_takes_a_new_connection() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// A request body and its response body stream at the same time, as in
+/// a gRPC bidirectional call: each message the client sends comes back
+/// before it sends the next, over an HTTP/2 upstream and over an HTTP/1.1
+/// one (chunked both ways). A proxy that waited for the whole request
+/// body, or held the response until the request ended, deadlocks here.
+#[tokio::test]
+async fn request_and_response_bodies_stream_both_ways_at_once() {
+    let w = world();
+    let (mut p, _h1, _h2) = h1_and_h2_upstreams(&w, "").await;
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+    for path in ["/h1/echo", "/h2/echo"] {
+        let req = http::Request::post(format!("https://a.example.com{path}"))
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        let (resp, mut tx) = client.send_request(req, false).unwrap();
+        tx.send_data(Bytes::from_static(b"ping 0"), false).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp)
+            .await
+            .expect("a response head while the request body goes on")
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let mut rx = resp.into_body();
+        for i in 0..3 {
+            let message = format!("ping {i}");
+            if i > 0 {
+                tx.send_data(Bytes::from(message.clone()), false).unwrap();
+            }
+            let mut got = Vec::new();
+            while got.len() < message.len() {
+                let piece = tokio::time::timeout(WAIT, rx.data())
+                    .await
+                    .unwrap_or_else(|_| panic!("{path}: {message:?} not echoed"))
+                    .expect("the response goes on")
+                    .unwrap();
+                let _ = rx.flow_control().release_capacity(piece.len());
+                got.extend_from_slice(&piece);
+            }
+            assert_eq!(String::from_utf8_lossy(&got), message, "{path}");
+        }
+        // The end of the request ends the response (an empty last piece
+        // may come first).
+        tx.send_data(Bytes::new(), true).unwrap();
+        loop {
+            match tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
+                None => break,
+                Some(Ok(piece)) if piece.is_empty() => continue,
+                other => panic!("{path}: {other:?} after the end"),
+            }
+        }
+    }
+}

@@ -249,6 +249,20 @@ impl Backend {
                                     silent.store(true, std::sync::atomic::Ordering::SeqCst);
                                     std::future::pending::<()>().await;
                                 }
+                                // `…/echo`: the request body back as it
+                                // comes, piece by piece, before it ends (a
+                                // gRPC bidirectional call's shape).
+                                if req.uri().path().ends_with("/echo") {
+                                    let echo = futures_util::stream::unfold(
+                                        req.into_body(),
+                                        |mut body| async move {
+                                            let frame = body.frame().await?.ok()?;
+                                            Some((Ok(frame), body))
+                                        },
+                                    );
+                                    let echo = http_body_util::StreamBody::new(echo).boxed();
+                                    return Ok(http::Response::new(echo));
+                                }
                                 let trailers = req.uri().path().contains("/trailers");
                                 // `…/endless`: the head, then a body that
                                 // never comes.
