@@ -45,29 +45,29 @@ pub fn clean_response(trailers: &mut HeaderMap) {
     remove_where(trailers, never_a_trailer);
 }
 
-/// The `Trailer` header a message goes on with: the names it announced
-/// that a trailer may carry (on a request, none hotproxy vouches for),
-/// each once, at most [`MAX_HEADER_FIELDS`] of them (a section may not
-/// have more), or none. hyper writes an HTTP/1.1 chunked body's trailer
-/// fields only if the head announced them, and holds the announcement to
-/// what the section may carry: a name cut here is a field never sent.
+/// The `Trailer` header a message goes on with: of the first
+/// [`MAX_HEADER_FIELDS`] names it announced (a section may not have more
+/// fields), those a trailer may carry (on a request, none hotproxy vouches
+/// for), each once; or none. hyper writes an HTTP/1.1 chunked body's
+/// trailer fields only if the head announced them, and holds the
+/// announcement to what the section may carry: a name cut here is a field
+/// never sent.
 pub fn announced(headers: &HeaderMap, message: Message) -> Option<HeaderValue> {
     let mut names: Vec<HeaderName> = Vec::new();
+    // Bounded before anything is parsed: a 64 KiB `Trailer` of thousands
+    // of names (each a name to build, and to compare with those kept)
+    // must cost no more than a hundred.
     let listed = headers
         .get_all(header::TRAILER)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
+        .take(MAX_HEADER_FIELDS)
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
     for name in listed {
         let forbidden =
             never_a_trailer(&name) || (message == Message::Request && is_vouched_for(&name));
         if !forbidden && !names.contains(&name) {
-            // Bounded: a 64 KiB `Trailer` of one-letter names must not
-            // cost a quadratic scan.
-            if names.len() == MAX_HEADER_FIELDS {
-                break;
-            }
             names.push(name);
         }
     }
