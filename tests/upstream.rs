@@ -1079,3 +1079,34 @@ async fn request_and_response_bodies_stream_both_ways_at_once() {
         }
     }
 }
+
+/// `http2_stream_window_bytes` is what one stream may have in flight
+/// unread: with 2 MiB, a backend sends a client that does not read more
+/// than 2 MiB before it waits (with the default 128 KiB it waits after
+/// a few hundred KiB), which is what a far backend needs to fill a long
+/// round trip.
+#[tokio::test]
+async fn http2_stream_window_bytes_sets_what_one_stream_has_in_flight() {
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &["http2_stream_window_bytes: 2097152"],
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+    let req = http::Request::get("https://a.example.com/mebibytes/8")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let unread = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    wait_until(
+        WAIT,
+        "2 MiB in flight to a client that reads nothing",
+        || async { b.bulk_sent.load(Ordering::SeqCst) >= 2 << 20 },
+    )
+    .await;
+    drop(unread);
+}

@@ -194,6 +194,7 @@ pub struct Upstream {
     pub health: Option<Health>,
     pub retries: Option<Retries>,
     pub http2_keepalive: Option<Http2Keepalive>,
+    pub http2_stream_window_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]

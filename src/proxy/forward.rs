@@ -130,6 +130,7 @@ impl Upstream {
             server_name: config.tls.server_name.clone().map(Arc::from),
             connect_timeout: config.connect_timeout,
             h2_keepalive: config.http2_keepalive,
+            h2_stream_window: config.http2_stream_window_bytes,
         };
         let name: Arc<str> = config.name.as_str().into();
         let resolution = Resolution::new(name.clone(), config.clone(), dialer);

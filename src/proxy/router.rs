@@ -150,6 +150,7 @@ mod tests {
                 health: Default::default(),
                 retries: 0,
                 http2_keepalive: None,
+                http2_stream_window_bytes: crate::config::DEFAULT_HTTP2_STREAM_WINDOW,
             },
             tls,
         )

@@ -39,20 +39,6 @@ use crate::upstream::io::{Kill, MaybeTls, UpstreamIo};
 /// is lower.
 pub const H2_MAX_STREAMS: usize = 100;
 
-/// Response bytes one stream of an HTTP/2 upstream connection may have
-/// in flight unread (its flow-control window): what a client that stops
-/// reading leaves in hotproxy's memory per stream, and, over the round
-/// trip to the upstream, the most a stream moves (128 KiB per 0.5 ms of
-/// in-cluster round trip: 250 MB/s).
-const H2_STREAM_WINDOW: u32 = 128 * 1024;
-
-/// The whole connection's window: every stream's at once, so that
-/// streams whose clients stopped reading can never hold up the others
-/// sharing the connection (hyper's 5 MiB against 2 MiB a stream let three
-/// unread responses stall every other one on it). Go's transport makes
-/// the same promise (1 GiB against 4 MiB a stream).
-const H2_CONNECTION_WINDOW: u32 = H2_STREAM_WINDOW * H2_MAX_STREAMS as u32;
-
 /// Why no upstream connection could be had: the 502/504's cause.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
@@ -82,6 +68,8 @@ pub struct Dialer {
     pub connect_timeout: Duration,
     /// PINGs on an HTTP/2 connection with requests in flight (`http2_keepalive`).
     pub h2_keepalive: Option<Http2Keepalive>,
+    /// Each HTTP/2 stream's flow-control window (`http2_stream_window_bytes`).
+    pub h2_stream_window: u32,
 }
 
 /// A freshly dialled connection, before the HTTP handshake.
@@ -286,6 +274,7 @@ impl H2 {
         mut d: Dialled,
         generation: u64,
         keepalive: Option<Http2Keepalive>,
+        stream_window: u32,
         freed: Arc<tokio::sync::Notify>,
     ) -> Result<H2, DialError> {
         let kill = d.io.killable();
@@ -296,8 +285,14 @@ impl H2 {
             // 16 KiB, so a backend that turned on HTTP/2 would have its
             // 20 KiB of Set-Cookie and CSP answered 502.
             .max_header_list_size(MAX_RESPONSE_HEAD as u32)
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW);
+            // A stream's window bounds what a client that stops reading
+            // leaves here; the connection's is every stream's at once, so
+            // that unread streams never hold up the others sharing it
+            // (hyper's 5 MiB against 2 MiB a stream let three unread
+            // responses stall every other one). Go's transport makes the
+            // same promise (1 GiB against 4 MiB a stream).
+            .initial_stream_window_size(stream_window)
+            .initial_connection_window_size(stream_window * H2_MAX_STREAMS as u32);
         if let Some(k) = keepalive {
             // hyper pings only when nothing was read for `interval`, and
             // (`keep_alive_while_idle` false) only with requests in flight:

@@ -151,6 +151,7 @@ impl Endpoint {
                 d,
                 generation,
                 self.dialer.h2_keepalive,
+                self.dialer.h2_stream_window,
                 self.pool.notifier(),
             )
             .await?;

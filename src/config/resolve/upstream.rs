@@ -5,7 +5,8 @@ use std::time::Duration;
 use super::{Named, Resolver};
 use crate::config::raw;
 use crate::config::{
-    ActiveHealth, Balance, EntryKind, EntrySpec, HealthConfig, Http2Keepalive, PassiveHealth,
+    ActiveHealth, Balance, DEFAULT_HTTP2_STREAM_WINDOW, EntryKind, EntrySpec, HealthConfig,
+    Http2Keepalive, MAX_HTTP2_STREAM_WINDOW, MIN_HTTP2_STREAM_WINDOW, PassiveHealth,
     UpstreamConfig, UpstreamServer, UpstreamTls,
 };
 
@@ -143,7 +144,27 @@ impl Resolver {
                 .http2_keepalive
                 .as_ref()
                 .map(|k| self.http2_keepalive(&at, k)),
+            http2_stream_window_bytes: self.http2_stream_window(&at, u.http2_stream_window_bytes),
         }
+    }
+
+    /// `http2_stream_window_bytes`: within HTTP/2's bounds for 100 streams.
+    fn http2_stream_window(&mut self, at: &str, bytes: Option<u64>) -> u32 {
+        let Some(bytes) = bytes else {
+            return DEFAULT_HTTP2_STREAM_WINDOW;
+        };
+        let range = MIN_HTTP2_STREAM_WINDOW as u64..=MAX_HTTP2_STREAM_WINDOW as u64;
+        if !range.contains(&bytes) {
+            self.problem(
+                format!("{at}.http2_stream_window_bytes"),
+                format!(
+                    "{bytes} is outside {MIN_HTTP2_STREAM_WINDOW}..={MAX_HTTP2_STREAM_WINDOW} \
+                     (HTTP/2's initial window, up to 100 streams' worth in its largest)"
+                ),
+            );
+            return DEFAULT_HTTP2_STREAM_WINDOW;
+        }
+        bytes as u32
     }
 
     /// `http2_keepalive` (off unless present): `interval` 30s, `timeout` 10s.
@@ -283,6 +304,30 @@ mod tests {
             m.contains("upstreams[0].idle_timeout") && m.contains("more than 0s"),
             "{m}"
         );
+    }
+
+    /// http2_stream_window_bytes defaults to 128 KiB, is read, and one
+    /// outside HTTP/2's bounds for 100 streams is refused by name.
+    #[test]
+    fn upstream_http2_stream_window_bytes() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(c.upstreams[0].http2_stream_window_bytes, 128 * 1024);
+        let with = |n: &str| {
+            MINIMAL.replace(
+                "servers: [https://127.0.0.1:9443]",
+                &format!("servers: [https://127.0.0.1:9443]\n    http2_stream_window_bytes: {n}"),
+            )
+        };
+        let c = parse_str(&with("4194304")).unwrap();
+        assert_eq!(c.upstreams[0].http2_stream_window_bytes, 4 << 20);
+        for refused in ["1024", "21474837", "99999999999"] {
+            let m = messages(&parse_str(&with(refused)).unwrap_err());
+            assert!(
+                m.contains("upstreams[0].http2_stream_window_bytes")
+                    && m.contains("65535..=21474836"),
+                "{refused}: {m}"
+            );
+        }
     }
 
     /// http2_keepalive is off unless present; `{}` takes 30s and 10s; a
