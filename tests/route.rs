@@ -136,6 +136,26 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Header fields from `(name, value)` pairs (a trailer section to send).
+fn fields(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+        .collect()
+}
+
+/// An HTTP/2 response body read to its end (its window given back as it
+/// comes), as JSON; the stream is left for its trailers.
+async fn h2_json(body: &mut h2::RecvStream) -> serde_json::Value {
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&data).unwrap()
+}
+
 /// The trailer section of a chunked body as on the wire (what follows
 /// its last, empty chunk), as `name: value` lines.
 fn trailer_section(wire: &str) -> Vec<&str> {
@@ -656,27 +676,19 @@ async fn trailers_carry_nothing_the_head_would_not() {
         stream
             .send_data(bytes::Bytes::from_static(b"abcd"), false)
             .unwrap();
-        let trailers: http::HeaderMap = [
-            ("x-checksum", "crc32c=1"),
-            ("content-length", "99"),
-            ("ssl-client-verify", "SUCCESS"),
-            ("x_client_cert_subject", "CN=admin"),
-            ("x-forwarded-for", "10.0.0.1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
-        .collect();
-        stream.send_trailers(trailers).unwrap();
+        stream
+            .send_trailers(fields(&[
+                ("x-checksum", "crc32c=1"),
+                ("content-length", "99"),
+                ("ssl-client-verify", "SUCCESS"),
+                ("x_client_cert_subject", "CN=admin"),
+                ("x-forwarded-for", "10.0.0.1"),
+            ]))
+            .unwrap();
         let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
         assert_eq!(resp.status(), 200);
         let mut body = resp.into_body();
-        let mut data = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.unwrap();
-            let _ = body.flow_control().release_capacity(chunk.len());
-            data.extend_from_slice(&chunk);
-        }
-        let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        let seen = h2_json(&mut body).await;
         assert_eq!(seen["body_bytes"], 4, "{seen}");
         assert_eq!(
             seen["trailers"],
@@ -777,21 +789,16 @@ async fn announced_trailers_pass_over_http1_both_ways() {
     stream
         .send_data(bytes::Bytes::from_static(b"abcd"), false)
         .unwrap();
-    let trailers: http::HeaderMap = [("x-checksum", "crc32c=1"), ("x-forwarded-for", "10.0.0.1")]
-        .into_iter()
-        .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
-        .collect();
-    stream.send_trailers(trailers).unwrap();
+    stream
+        .send_trailers(fields(&[
+            ("x-checksum", "crc32c=1"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]))
+        .unwrap();
     let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
-    let mut data = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
-    let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    let seen = h2_json(&mut body).await;
     assert_eq!(
         seen["trailers"],
         serde_json::json!({ "x-checksum": "crc32c=1" }),

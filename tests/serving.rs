@@ -1425,12 +1425,7 @@ async fn h2_client_that_never_reads_holds_bounded_memory() {
     })
     .await;
     // Watch it while the upstream bodies pour in and nobody reads.
-    let mut most = 0;
-    for _ in 0..20 {
-        most = most.max(rss_kib(p.pid()));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let grown = most.saturating_sub(before);
+    let grown = peak_rss_kib(p.pid()).await.saturating_sub(before);
     assert!(
         grown < 40 * 1024,
         "one non-reading client grew hotproxy by {grown} KiB"

@@ -754,6 +754,57 @@ async fn idle_upstream_connections_are_closed_without_another_request() {
     }
 }
 
+/// A raw HTTP/2 client of the proxy at `addr`: its streams need not be read.
+async fn h2_to(w: &World, addr: std::net::SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await
+}
+
+/// One GET over HTTP/2 first: the upstream connection then exists, and the
+/// server's settings have been read with its response.
+async fn warm_up(w: &World, addr: std::net::SocketAddr) {
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let r = get(addr, "a.example.com", cfg, true, "/", &[]).await;
+    assert_eq!(r.unwrap().status, 200);
+}
+
+/// GETs of `paths` sent at once on `client` (in one write, they reach the
+/// proxy together), answers not awaited.
+async fn send_all(
+    client: &mut h2::client::SendRequest<Bytes>,
+    paths: impl IntoIterator<Item = String>,
+) -> Vec<h2::client::ResponseFuture> {
+    let mut sent = Vec::new();
+    for path in paths {
+        let req = http::Request::get(format!("https://a.example.com{path}"))
+            .body(())
+            .unwrap();
+        *client = client.clone().ready().await.unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        sent.push(resp);
+    }
+    sent
+}
+
+/// Each answer's head, in order. Dropping one with its request's handle
+/// resets the stream: keep them while a test needs the streams open.
+async fn heads(answers: Vec<h2::client::ResponseFuture>) -> Vec<http::Response<h2::RecvStream>> {
+    let mut out = Vec::new();
+    for resp in answers {
+        out.push(tokio::time::timeout(WAIT, resp).await.unwrap().unwrap());
+    }
+    out
+}
+
+/// The status of each answer, in order.
+async fn statuses(answers: Vec<h2::client::ResponseFuture>) -> Vec<u16> {
+    heads(answers)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect()
+}
+
 /// Clients that stop reading large responses from a shared HTTP/2
 /// upstream connection hold up only their own streams: another client's
 /// download on the same connection goes on. With hyper's client windows
@@ -768,18 +819,12 @@ async fn clients_that_stop_reading_do_not_stall_others_on_a_shared_h2_connection
     let b = Backend::start("b", &w.backend_pair, None).await;
     let mut p = Proxy::start(&config(&w, b.addr));
     let addr = p.listener_addr("public").await;
-    // Eight downloads of 8 MiB on one client connection that reads nothing
-    // (its windows stay at HTTP/2's initial 64 KiB).
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
-    let mut stalled = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
-    let mut unread = Vec::new();
-    for _ in 0..8 {
-        let req = http::Request::get("https://a.example.com/mebibytes/8")
-            .body(())
-            .unwrap();
-        let (resp, _) = stalled.send_request(req, true).unwrap();
-        unread.push(tokio::time::timeout(WAIT, resp).await.unwrap().unwrap());
-    }
+    // One upstream connection, then eight downloads of 8 MiB on it from one
+    // client connection that reads nothing (its windows stay at HTTP/2's
+    // initial 64 KiB).
+    warm_up(&w, addr).await;
+    let mut stalled = h2_to(&w, addr).await;
+    let unread = heads(send_all(&mut stalled, (0..8).map(|_| "/mebibytes/8".into())).await).await;
     wait_until(WAIT, "every unread download has begun", || async {
         b.bulk_sent.load(Ordering::SeqCst) >= 8 * 64 * 1024
     })
@@ -815,31 +860,16 @@ async fn a_client_that_never_reads_h2_upstream_responses_holds_bounded_memory() 
     let mut p = Proxy::start(&config(&w, b.addr));
     let addr = p.listener_addr("public").await;
     // One upstream connection first, which all 100 streams then share.
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
-    let r = get(addr, "a.example.com", cfg.clone(), true, "/", &[]).await;
-    assert_eq!(r.unwrap().status, 200);
+    warm_up(&w, addr).await;
     let before = rss_kib(p.pid());
-    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
-    let mut unread = Vec::new();
-    for _ in 0..100 {
-        let req = http::Request::get("https://a.example.com/mebibytes/8")
-            .body(())
-            .unwrap();
-        client = client.ready().await.unwrap();
-        let (resp, _) = client.send_request(req, true).unwrap();
-        unread.push(resp);
-    }
+    let mut client = h2_to(&w, addr).await;
+    let unread = send_all(&mut client, (0..100).map(|_| "/mebibytes/8".into())).await;
     wait_until(WAIT, "all 100 downloads have begun", || async {
         b.bulk_sent.load(Ordering::SeqCst) >= 100 * 64 * 1024
     })
     .await;
     // Watch it while the upstream pours in what the windows allow.
-    let mut most = 0;
-    for _ in 0..20 {
-        most = most.max(rss_kib(p.pid()));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let grown = most.saturating_sub(before);
+    let grown = peak_rss_kib(p.pid()).await.saturating_sub(before);
     let sent = b.bulk_sent.load(Ordering::SeqCst);
     assert!(
         grown < 40 * 1024,
@@ -867,26 +897,14 @@ async fn a_burst_on_a_cold_h2_upstream_is_served_by_shared_connections() {
     // Sent in one go, they reach the proxy together; the dials they start
     // are held until as many run as may at once, so the rest wait.
     b.hold_handshakes.send_replace(true);
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
-    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
-    let mut burst = Vec::new();
-    for i in 0..60 {
-        let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
-            .body(())
-            .unwrap();
-        let (resp, _) = client.send_request(req, true).unwrap();
-        burst.push(resp);
-    }
+    let mut client = h2_to(&w, addr).await;
+    let burst = send_all(&mut client, (0..60).map(|i| format!("/burst/{i}"))).await;
     wait_until(WAIT, "eight dials in progress", || async {
         b.accepted.load(Ordering::SeqCst) == 8
     })
     .await;
     b.hold_handshakes.send_replace(false);
-    let mut statuses = Vec::new();
-    for resp in burst {
-        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-        statuses.push(resp.status().as_u16());
-    }
+    let statuses = statuses(burst).await;
     let refused = statuses.iter().filter(|s| **s != 200).count();
     assert_eq!(refused, 0, "{statuses:?}");
     // At most the dials one cold start runs at once.
@@ -910,25 +928,11 @@ async fn a_request_waiting_on_full_h2_connections_takes_the_next_free_stream() {
         &["max_connections_per_server: 1"],
     ));
     let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
     // The server's limit is read with the first response.
-    let r = get(addr, "a.example.com", cfg.clone(), true, "/", &[]).await;
-    assert_eq!(r.unwrap().status, 200);
-    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
-    let mut burst = Vec::new();
-    for i in 0..3 {
-        let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
-            .body(())
-            .unwrap();
-        let (resp, _) = client.send_request(req, true).unwrap();
-        burst.push(resp);
-    }
-    let mut statuses = Vec::new();
-    for resp in burst {
-        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-        statuses.push(resp.status().as_u16());
-    }
-    assert_eq!(statuses, [200, 200, 200]);
+    warm_up(&w, addr).await;
+    let mut client = h2_to(&w, addr).await;
+    let burst = send_all(&mut client, (0..3).map(|i| format!("/burst/{i}"))).await;
+    assert_eq!(statuses(burst).await, [200, 200, 200]);
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
 
@@ -945,32 +949,20 @@ async fn a_cold_burst_on_an_endpoint_known_to_speak_h2_dials_once() {
             .one_upstream_config("app", b.addr, &["idle_timeout: 1s"]),
     );
     let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
-    let r = get(addr, "a.example.com", cfg.clone(), true, "/", &[]).await;
-    assert_eq!(r.unwrap().status, 200);
+    warm_up(&w, addr).await;
     wait_until(WAIT, "the idle connection closed", || async {
         b.open.load(Ordering::SeqCst) == 0
     })
     .await;
     b.hold_handshakes.send_replace(true);
-    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
-    let mut burst = Vec::new();
-    for i in 0..20 {
-        let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
-            .body(())
-            .unwrap();
-        let (resp, _) = client.send_request(req, true).unwrap();
-        burst.push(resp);
-    }
+    let mut client = h2_to(&w, addr).await;
+    let burst = send_all(&mut client, (0..20).map(|i| format!("/burst/{i}"))).await;
     wait_until(WAIT, "a dial in progress", || async {
         b.accepted.load(Ordering::SeqCst) >= 2
     })
     .await;
     b.hold_handshakes.send_replace(false);
-    for resp in burst {
-        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-        assert_eq!(resp.status(), 200);
-    }
+    assert_eq!(statuses(burst).await, [200; 20]);
     assert_eq!(
         b.accepted.load(Ordering::SeqCst),
         2,
@@ -1034,8 +1026,7 @@ async fn request_and_response_bodies_stream_both_ways_at_once() {
     let w = world();
     let (mut p, _h1, _h2) = h1_and_h2_upstreams(&w, "").await;
     let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
-    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+    let mut client = h2_to(&w, addr).await;
     for path in ["/h1/echo", "/h2/echo"] {
         let req = http::Request::post(format!("https://a.example.com{path}"))
             .header("te", "trailers")
@@ -1095,13 +1086,8 @@ async fn http2_stream_window_bytes_sets_what_one_stream_has_in_flight() {
         &["http2_stream_window_bytes: 2097152"],
     ));
     let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
-    let mut client = h2_client(connect(addr, "a.example.com", cfg).await.unwrap()).await;
-    let req = http::Request::get("https://a.example.com/mebibytes/8")
-        .body(())
-        .unwrap();
-    let (resp, _) = client.send_request(req, true).unwrap();
-    let unread = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let mut client = h2_to(&w, addr).await;
+    let unread = send_all(&mut client, ["/mebibytes/8".to_owned()]).await;
     wait_until(
         WAIT,
         "2 MiB in flight to a client that reads nothing",

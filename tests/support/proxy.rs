@@ -220,6 +220,17 @@ upstreams:{upstreams}
     }
 }
 
+/// The most resident memory a process had, in KiB, sampled every 100 ms
+/// for 2 s (while something pours in that it should not keep).
+pub async fn peak_rss_kib(pid: u32) -> u64 {
+    let mut most = 0;
+    for _ in 0..20 {
+        most = most.max(rss_kib(pid));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    most
+}
+
 /// A process's resident memory, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
