@@ -101,11 +101,11 @@ fn takes_trailers(headers: &HeaderMap) -> bool {
 
 /// Remove the headers a `Connection` header names (RFC 9110 §7.6.1), but
 /// never `Host`, and keep only `Connection`'s own options (`close`,
-/// `keep-alive`, `upgrade`, and `te`: see [`is_option`]), so that a later
-/// pass removes nothing more. On a request this runs first, before
-/// hotproxy adds anything: a client naming `X-Request-Id` or a
-/// client-certificate header in `Connection` must not strip what the proxy
-/// tells the upstream.
+/// `keep-alive`, `upgrade`, and `te`, whose header [`strip_hop_by_hop`]
+/// cuts to `trailers`), so that a later pass removes nothing more. On a
+/// request this runs first, before hotproxy adds anything: a client naming
+/// `X-Request-Id` or a client-certificate header in `Connection` must not
+/// strip what the proxy tells the upstream.
 pub fn strip_connection_nominated(headers: &mut HeaderMap) {
     // `close`, `keep-alive` and `upgrade` (what nearly every `Connection`
     // says) are skipped without building a name: the common message costs
