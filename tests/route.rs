@@ -136,24 +136,33 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// Header fields from `(name, value)` pairs (a trailer section to send).
-fn fields(pairs: &[(&str, &str)]) -> http::HeaderMap {
-    pairs
+/// `req` over HTTP/2 with the body `abcd` and then `trailers`: what the
+/// backend saw (its JSON, from a `200`) and the response body, read to its
+/// end and left for its trailers.
+async fn h2_upload(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    req: http::Request<()>,
+    trailers: &[(&str, &str)],
+) -> (serde_json::Value, h2::RecvStream) {
+    let (resp, mut stream) = client.send_request(req, false).unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"abcd"), false)
+        .unwrap();
+    let trailers: http::HeaderMap = trailers
         .iter()
         .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
-        .collect()
-}
-
-/// An HTTP/2 response body read to its end (its window given back as it
-/// comes), as JSON; the stream is left for its trailers.
-async fn h2_json(body: &mut h2::RecvStream) -> serde_json::Value {
+        .collect();
+    stream.send_trailers(trailers).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
     let mut data = Vec::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.unwrap();
         let _ = body.flow_control().release_capacity(chunk.len());
         data.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&data).unwrap()
+    (serde_json::from_slice(&data).unwrap(), body)
 }
 
 /// The trailer section of a chunked body as on the wire (what follows
@@ -672,23 +681,18 @@ async fn trailers_carry_nothing_the_head_would_not() {
         if declared {
             req = req.header("content-length", "4");
         }
-        let (resp, mut stream) = client.send_request(req.body(()).unwrap(), false).unwrap();
-        stream
-            .send_data(bytes::Bytes::from_static(b"abcd"), false)
-            .unwrap();
-        stream
-            .send_trailers(fields(&[
+        let (seen, mut body) = h2_upload(
+            &mut client,
+            req.body(()).unwrap(),
+            &[
                 ("x-checksum", "crc32c=1"),
                 ("content-length", "99"),
                 ("ssl-client-verify", "SUCCESS"),
                 ("x_client_cert_subject", "CN=admin"),
                 ("x-forwarded-for", "10.0.0.1"),
-            ]))
-            .unwrap();
-        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-        assert_eq!(resp.status(), 200);
-        let mut body = resp.into_body();
-        let seen = h2_json(&mut body).await;
+            ],
+        )
+        .await;
         assert_eq!(seen["body_bytes"], 4, "{seen}");
         assert_eq!(
             seen["trailers"],
@@ -785,20 +789,12 @@ async fn announced_trailers_pass_over_http1_both_ways() {
         .header("trailer", "x-checksum, x-forwarded-for")
         .body(())
         .unwrap();
-    let (resp, mut stream) = client.send_request(req, false).unwrap();
-    stream
-        .send_data(bytes::Bytes::from_static(b"abcd"), false)
-        .unwrap();
-    stream
-        .send_trailers(fields(&[
-            ("x-checksum", "crc32c=1"),
-            ("x-forwarded-for", "10.0.0.1"),
-        ]))
-        .unwrap();
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let seen = h2_json(&mut body).await;
+    let (seen, mut body) = h2_upload(
+        &mut client,
+        req,
+        &[("x-checksum", "crc32c=1"), ("x-forwarded-for", "10.0.0.1")],
+    )
+    .await;
     assert_eq!(
         seen["trailers"],
         serde_json::json!({ "x-checksum": "crc32c=1" }),

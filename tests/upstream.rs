@@ -144,6 +144,15 @@ fn config(w: &World, backend: std::net::SocketAddr) -> std::path::PathBuf {
     w.scene.one_upstream_config("app", backend, &[])
 }
 
+/// The test backend (HTTP/2 and HTTP/1.1) behind a proxy whose one
+/// upstream, `app`, has `extra` settings; and the proxy's address.
+async fn behind_proxy(w: &World, extra: &[&str]) -> (Backend, Proxy, std::net::SocketAddr) {
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", b.addr, extra));
+    let addr = p.listener_addr("public").await;
+    (b, p, addr)
+}
+
 /// One request over a fresh HTTP/1.1 client connection: status and body.
 async fn send(addr: std::net::SocketAddr, w: &World, method: &str, body: &str) -> (u16, String) {
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
@@ -264,9 +273,7 @@ async fn cold_start_opens_no_more_connections_than_requests_in_flight() {
 #[tokio::test]
 async fn h2_upstream_connection_is_shared() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
+    let (b, _proxy, addr) = behind_proxy(&w, &[]).await;
     // Warm: the first connection exists before the concurrent burst.
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let r = get(addr, "a.example.com", cfg.clone(), false, "/", &[])
@@ -339,13 +346,11 @@ async fn websocket_upgrade_tunnels_bytes() {
 #[tokio::test]
 async fn a_silent_h2_connection_is_retired_after_an_unanswered_request() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        b.addr,
+    let (b, _proxy, addr) = behind_proxy(
+        &w,
         &["request_timeout: 1s", "max_connections_per_server: 1"],
-    ));
-    let addr = p.listener_addr("public").await;
+    )
+    .await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let get = |path: &'static str| get(addr, "a.example.com", cfg.clone(), false, path, &[]);
     let r = get("/").await.unwrap();
@@ -364,17 +369,15 @@ async fn a_silent_h2_connection_is_retired_after_an_unanswered_request() {
 #[tokio::test]
 async fn a_silent_h2_connection_is_retired_after_a_stalled_body() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        b.addr,
+    let (b, mut p, addr) = behind_proxy(
+        &w,
         &[
             "request_timeout: 5s",
             "read_timeout: 1s",
             "max_connections_per_server: 1",
         ],
-    ));
-    let addr = p.listener_addr("public").await;
+    )
+    .await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let tls = connect(addr, "a.example.com", cfg.clone()).await.unwrap();
     let (mut send, _conn) = keep_open_h1(tls).await;
@@ -410,13 +413,11 @@ async fn a_silent_h2_connection_is_retired_after_a_stalled_body() {
 #[tokio::test]
 async fn a_retired_h2_connection_with_writes_pending_frees_its_slot() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        b.addr,
+    let (_b, _proxy, addr) = behind_proxy(
+        &w,
         &["request_timeout: 2s", "max_connections_per_server: 1"],
-    ));
-    let addr = p.listener_addr("public").await;
+    )
+    .await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     // 12 MiB: more than the kernel's send and receive buffers hold, less
     // than the backend's HTTP/2 windows, so the proxy's writes block.
@@ -448,16 +449,14 @@ async fn a_retired_h2_connection_with_writes_pending_frees_its_slot() {
 #[tokio::test]
 async fn http2_keepalive_finds_a_silent_connection_before_request_timeout() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        b.addr,
+    let (b, mut p, addr) = behind_proxy(
+        &w,
         &[
             "request_timeout: 60s",
             "http2_keepalive: { interval: 500ms, timeout: 1s }",
         ],
-    ));
-    let addr = p.listener_addr("public").await;
+    )
+    .await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let get = |path: &'static str| get(addr, "a.example.com", cfg.clone(), false, path, &[]);
     // The backend takes 2 s over `/slow` and answers the PINGs meanwhile.
@@ -692,10 +691,10 @@ async fn idle_upstream_connections_are_not_reused_after_idle_timeout() {
 #[tokio::test]
 async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
+    let (b, _proxy, addr) = behind_proxy(&w, &[]).await;
+    // Before the proxy's first connection: the backend's settings hold
+    // for connections it accepts from now on.
     b.h2_max_streams.store(1, Ordering::SeqCst);
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     // Two in turn: the second is handed over after the server's SETTINGS
     // (they came before the first response) were read.
@@ -816,9 +815,7 @@ async fn statuses(answers: Vec<h2::client::ResponseFuture>) -> Vec<u16> {
 #[tokio::test]
 async fn clients_that_stop_reading_do_not_stall_others_on_a_shared_h2_connection() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
+    let (b, _proxy, addr) = behind_proxy(&w, &[]).await;
     // One upstream connection, then eight downloads of 8 MiB on it from one
     // client connection that reads nothing (its windows stay at HTTP/2's
     // initial 64 KiB).
@@ -856,9 +853,7 @@ async fn clients_that_stop_reading_do_not_stall_others_on_a_shared_h2_connection
 #[tokio::test]
 async fn a_client_that_never_reads_h2_upstream_responses_holds_bounded_memory() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
+    let (b, p, addr) = behind_proxy(&w, &[]).await;
     // One upstream connection first, which all 100 streams then share.
     warm_up(&w, addr).await;
     let before = rss_kib(p.pid());
@@ -891,9 +886,7 @@ async fn a_client_that_never_reads_h2_upstream_responses_holds_bounded_memory() 
 #[tokio::test]
 async fn a_burst_on_a_cold_h2_upstream_is_served_by_shared_connections() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
+    let (b, _proxy, addr) = behind_proxy(&w, &[]).await;
     // Sent in one go, they reach the proxy together; the dials they start
     // are held until as many run as may at once, so the rest wait.
     b.hold_handshakes.send_replace(true);
@@ -920,14 +913,8 @@ async fn a_burst_on_a_cold_h2_upstream_is_served_by_shared_connections() {
 #[tokio::test]
 async fn a_request_waiting_on_full_h2_connections_takes_the_next_free_stream() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
+    let (b, _proxy, addr) = behind_proxy(&w, &["max_connections_per_server: 1"]).await;
     b.h2_max_streams.store(1, Ordering::SeqCst);
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        b.addr,
-        &["max_connections_per_server: 1"],
-    ));
-    let addr = p.listener_addr("public").await;
     // The server's limit is read with the first response.
     warm_up(&w, addr).await;
     let mut client = h2_to(&w, addr).await;
@@ -943,12 +930,7 @@ async fn a_request_waiting_on_full_h2_connections_takes_the_next_free_stream() {
 #[tokio::test]
 async fn a_cold_burst_on_an_endpoint_known_to_speak_h2_dials_once() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(
-        &w.scene
-            .one_upstream_config("app", b.addr, &["idle_timeout: 1s"]),
-    );
-    let addr = p.listener_addr("public").await;
+    let (b, _proxy, addr) = behind_proxy(&w, &["idle_timeout: 1s"]).await;
     warm_up(&w, addr).await;
     wait_until(WAIT, "the idle connection closed", || async {
         b.open.load(Ordering::SeqCst) == 0
@@ -1079,13 +1061,7 @@ async fn request_and_response_bodies_stream_both_ways_at_once() {
 #[tokio::test]
 async fn http2_stream_window_bytes_sets_what_one_stream_has_in_flight() {
     let w = world();
-    let b = Backend::start("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        b.addr,
-        &["http2_stream_window_bytes: 2097152"],
-    ));
-    let addr = p.listener_addr("public").await;
+    let (b, _proxy, addr) = behind_proxy(&w, &["http2_stream_window_bytes: 2097152"]).await;
     let mut client = h2_to(&w, addr).await;
     let unread = send_all(&mut client, ["/mebibytes/8".to_owned()]).await;
     wait_until(
