@@ -517,7 +517,7 @@ impl RefusingPod {
 /// proxy and one kept-open HTTP/1.1 client connection to it.
 struct BadAndGood {
     bad: RefusingPod,
-    _good: Backend,
+    good: Backend,
     _scene: Scene,
     ca: TestCa,
     proxy: Proxy,
@@ -549,7 +549,7 @@ async fn bad_and_good(hang: bool, settings: &str) -> BadAndGood {
     let send = keep_open_h1(tls).await.0;
     BadAndGood {
         bad,
-        _good: good,
+        good,
         _scene: scene,
         ca,
         proxy,
@@ -607,6 +607,39 @@ async fn refused_streams_are_sent_to_another_endpoint() {
         assert_eq!(v["backend"], "good", "POST {i}");
         assert_eq!(v["body_bytes"], 10, "POST {i}");
     }
+}
+
+/// SPEC: an endpoint out of service receives no request, and panic mode
+/// is for when none is in service. So when the one endpoint in service
+/// fails, the request is not retried on the one out of service (nginx's
+/// "no live upstreams"): the client gets the failure, and the unhealthy
+/// pod sees nothing but its check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_never_goes_to_an_endpoint_out_of_service() {
+    // One check per endpoint (the first tick), then none for an hour: the
+    // good pod stays in service after it is killed.
+    let mut w = bad_and_good(
+        false,
+        "    retries: { attempts: 1 }\n    health:\n      passive: { consecutive_failures: 0 }\n      \
+         active: { path: /healthz, interval: 1h, unhealthy_after: 1, healthy_after: 1 }\n",
+    )
+    .await;
+    let out = w
+        .proxy
+        .wait_log("the refusing pod's check", |v| {
+            v["message"] == "upstream endpoint failed its active checks; out of service"
+        })
+        .await;
+    assert_eq!(out["endpoint"], w.bad.addr.to_string());
+    let checked = w.bad.refused.load(std::sync::atomic::Ordering::SeqCst);
+    w.good.kill();
+    let (status, _) = get_pod(&mut w.send, "/").await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        w.bad.refused.load(std::sync::atomic::Ordering::SeqCst),
+        checked,
+        "the request was retried on the pod out of service"
+    );
 }
 
 /// A pod that takes requests and never answers fails each by

@@ -321,14 +321,17 @@ impl Upstream {
         // Allocated only when a retry happens.
         let mut tried: Vec<usize> = Vec::new();
         let others = members.members.len() > 1 && self.config.retries > 0;
+        let mut picked = members
+            .pick(&[])
+            .expect("an endpoint: the set is not empty");
         loop {
-            let (i, _in_flight) = members.pick(&tried).expect("an untried endpoint");
+            let (i, _in_flight) = picked;
             last.store(i, Ordering::Relaxed);
             let endpoint = &members.members[i].endpoint;
             let may_retry = others
                 && tried.len() < self.config.retries as usize
                 && tried.len() + 1 < members.members.len();
-            match self
+            let (failure, again) = match self
                 .send(endpoint, req, path.clone(), may_retry, timed_out)
                 .await
             {
@@ -339,25 +342,28 @@ impl Upstream {
                 // The client broke its own body: not the endpoint's fault,
                 // and nothing to send again.
                 Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
-                Err((failure, again)) => {
-                    self.answered_failure(members, i, &failure);
-                    match again {
-                        Some(again) if may_retry => {
-                            let (reason, _, _) = diagnose(&failure);
-                            debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
-                            METRICS
-                                .upstream_retries
-                                .get_or_create(&UpstreamLabels {
-                                    upstream: self.name.to_string(),
-                                })
-                                .inc();
-                            tried.push(i);
-                            req = again;
-                        }
-                        _ => return Err(failure),
-                    }
-                }
-            }
+                Err(failed) => failed,
+            };
+            self.answered_failure(members, i, &failure);
+            let Some(again) = again.filter(|_| may_retry) else {
+                return Err(failure);
+            };
+            tried.push(i);
+            // None when the endpoints in service are all tried: a retry
+            // never goes to one out of service while another is in.
+            let Some(next) = members.pick(&tried) else {
+                return Err(failure);
+            };
+            let (reason, _, _) = diagnose(&failure);
+            debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
+            METRICS
+                .upstream_retries
+                .get_or_create(&UpstreamLabels {
+                    upstream: self.name.to_string(),
+                })
+                .inc();
+            req = again;
+            picked = next;
         }
     }
 

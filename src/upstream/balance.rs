@@ -1,8 +1,8 @@
 //! Choosing an endpoint per request: round robin, or least request by the power of two choices.
 //!
-//! Only endpoints in service are candidates; when every endpoint is ejected
-//! all of them are (panic mode, as Envoy: better a request to a doubtful
-//! endpoint than none). Least request compares the requests in flight of
+//! Only endpoints in service are candidates, for a retry too; when every
+//! endpoint is out (ejected or unhealthy) all of them are (panic mode, as
+//! Envoy: better a request to a doubtful endpoint than none). Least request compares the requests in flight of
 //! two random candidates and takes the less busy (Mitzenmacher's "power of
 //! two choices": nearly the spread of scanning all, without a herd on the
 //! one that looked idlest).
@@ -26,11 +26,51 @@ fn random() -> usize {
         as usize
 }
 
+/// Which endpoints are out of service, read once per pick. Health flags
+/// change under a pick (another worker ejects, an active check flips one):
+/// counting the candidates by one reading and finding the k-th by another
+/// could find fewer than were counted. Inline up to 256 endpoints, so a
+/// pick allocates nothing below that.
+enum OutOfService {
+    Inline([u64; 4]),
+    Heap(Vec<u64>),
+}
+
+impl OutOfService {
+    fn read(n: usize, ejected: impl Fn(usize) -> bool) -> OutOfService {
+        let mut bits = if n <= 256 {
+            OutOfService::Inline([0; 4])
+        } else {
+            OutOfService::Heap(vec![0; n.div_ceil(64)])
+        };
+        let words = match &mut bits {
+            OutOfService::Inline(w) => &mut w[..],
+            OutOfService::Heap(w) => &mut w[..],
+        };
+        for i in (0..n).filter(|&i| ejected(i)) {
+            words[i / 64] |= 1 << (i % 64);
+        }
+        bits
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        let words = match self {
+            OutOfService::Inline(w) => &w[..],
+            OutOfService::Heap(w) => &w[..],
+        };
+        words[i / 64] & (1 << (i % 64)) != 0
+    }
+}
+
 impl Picker {
-    /// The index of the endpoint for the next request among `n`, skipping
-    /// those `excluded` (ejected, or already tried by this request) unless
-    /// that leaves none; `None` only when `n == 0` or every endpoint is in
-    /// `tried`. `in_flight(i)` is endpoint `i`'s requests in flight.
+    /// The index of the endpoint for the next request among `n`, never one
+    /// in `tried` (a retry goes elsewhere). Only endpoints in service (not
+    /// `ejected`, which covers active checks too) are candidates; when none
+    /// of the `n` is in service, every untried one is (panic mode). So a
+    /// retry never goes to an endpoint out of service while one is in
+    /// service: `None` when those are all tried (nginx's "no live
+    /// upstreams"), or when `n == 0`. `in_flight(i)` is endpoint `i`'s
+    /// requests in flight.
     pub fn pick(
         &self,
         balance: Balance,
@@ -40,16 +80,13 @@ impl Picker {
         in_flight: impl Fn(usize) -> usize,
     ) -> Option<usize> {
         // No allocation per request: candidates are counted, then the
-        // k-th one found again by the same predicate.
+        // k-th one found again by the same predicate over one reading.
+        let out = OutOfService::read(n, ejected);
         let fresh = |i: usize| !tried.contains(&i);
-        let healthy = |i: usize| fresh(i) && !ejected(i);
-        let in_service = (0..n).filter(|&i| healthy(i)).count();
-        // Panic mode: nothing in service, so everything untried is.
-        let (count, eligible): (usize, &dyn Fn(usize) -> bool) = if in_service > 0 {
-            (in_service, &healthy)
-        } else {
-            ((0..n).filter(|&i| fresh(i)).count(), &fresh)
-        };
+        let in_service = |i: usize| fresh(i) && !out.contains(i);
+        let panic = (0..n).all(|i| out.contains(i));
+        let eligible: &dyn Fn(usize) -> bool = if panic { &fresh } else { &in_service };
+        let count = (0..n).filter(|&i| eligible(i)).count();
         let nth = |k: usize| (0..n).filter(|&i| eligible(i)).nth(k);
         match count {
             0 => None,
@@ -98,7 +135,7 @@ mod tests {
             p.pick(Balance::LeastRequest, 2, |_| true, &[], |_| 0)
                 .is_some()
         );
-        // A retry goes to another endpoint, ejected or not.
+        // A retry goes to another endpoint; none is left once all are tried.
         assert_eq!(
             p.pick(Balance::RoundRobin, 2, |_| false, &[0], |_| 0),
             Some(1)
@@ -107,6 +144,43 @@ mod tests {
             p.pick(Balance::RoundRobin, 2, |_| false, &[0, 1], |_| 0),
             None
         );
+        // Every endpoint out: a retry still goes to another (panic mode).
+        assert_eq!(
+            p.pick(Balance::RoundRobin, 2, |_| true, &[0], |_| 0),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_retry_never_goes_to_an_endpoint_out_of_service_while_one_is_in() {
+        let p = Picker::default();
+        for balance in [Balance::RoundRobin, Balance::LeastRequest] {
+            // 0 is in service and failed; 1 and 2 are out: no retry.
+            assert_eq!(p.pick(balance, 3, |i| i > 0, &[0], |_| 0), None);
+            // 1 is in service and untried: the retry goes there.
+            for _ in 0..20 {
+                assert_eq!(p.pick(balance, 3, |i| i == 2, &[0], |_| 0), Some(1));
+            }
+        }
+    }
+
+    #[test]
+    fn health_changing_during_a_pick_still_picks_one() {
+        // Other workers eject endpoints while a pick runs: here every
+        // endpoint reads as in service once and as out after that. A pick
+        // that read the flags again to find the one it counted found none.
+        for balance in [Balance::RoundRobin, Balance::LeastRequest] {
+            for n in [2, 3, 300] {
+                let p = Picker::default();
+                let reads = std::cell::Cell::new(0);
+                let ejected = |_| {
+                    reads.set(reads.get() + 1);
+                    reads.get() > n
+                };
+                let i = p.pick(balance, n, ejected, &[], |_| 0);
+                assert!(i.is_some_and(|i| i < n), "{balance:?} over {n}: {i:?}");
+            }
+        }
     }
 
     #[test]
