@@ -2139,6 +2139,60 @@ async fn asterisk_form_is_for_options_alone() {
     assert!(reply.contains(r#""path":"*""#), "{reply:?}");
 }
 
+/// A request path is absolute (`/...`) or, for OPTIONS, `*` (RFC 9112
+/// §3.2, RFC 9113 §8.3.1). A relative `:path admin/secret` would match no
+/// `path_prefix: /admin` route (and so skip its `allow`) and reach an
+/// HTTP/1.1 backend as `GET admin/secret`, which Werkzeug routes as
+/// `/admin/secret`. The h2 crate checks only that `:path` is not empty;
+/// what refuses the rest is the `http` crate, which builds no URI of a
+/// scheme, an authority and a relative path: the stream is reset
+/// (`PROTOCOL_ERROR`, RFC 9113 §8.1.1). This test keeps it so across
+/// upgrades. HTTP/1.1's parser refuses them with 400. Nothing reaches the
+/// backend. (`:path ?q=1` is read as `/?q=1` by both the router and the
+/// backend.)
+#[tokio::test]
+async fn a_path_without_a_leading_slash_is_refused() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    for path in ["admin/secret", "x", "*/admin"] {
+        let mut s = tls(&w, addr, &[b"h2"]).await;
+        // :method GET (static 2), :scheme https (7), then :path (name 4)
+        // and :authority (name 1) as literals.
+        let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 13]);
+        block.extend_from_slice(b"a.example.com");
+        let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+        out.extend(h2_frame(1, 0x5, 1, &block));
+        s.write_all(&out).await.unwrap();
+        // Frames until the answer on stream 1: a response or a reset.
+        let answer = loop {
+            let mut head = [0u8; 9];
+            tokio::time::timeout(WAIT, s.read_exact(&mut head))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            let mut payload =
+                vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+            s.read_exact(&mut payload).await.unwrap();
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+            if stream == 1 && (head[3] == 1 || head[3] == RST_STREAM) {
+                break (head[3], payload);
+            }
+        };
+        // RST_STREAM with PROTOCOL_ERROR (1).
+        assert_eq!(answer, (RST_STREAM, vec![0, 0, 0, 1]), "{path}");
+    }
+    for target in ["admin/secret", "x"] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n");
+        let reply = h1_exchange(&w, addr, request.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{target}: {reply:?}");
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
 /// A raw HTTP/1.1 backend that answers the n-th request on a connection
 /// with `answers[n]` (the last one repeats), without reading bodies. An
 /// answer is written in pieces, 100 ms apart (bytes that come late); each
