@@ -2042,6 +2042,33 @@ async fn a_host_with_a_malformed_port_is_refused() {
     assert_eq!(w.backend.requests.load(SeqCst), 2);
 }
 
+/// A host is a host name: `a.example.com,` missed the route for
+/// `a.example.com` (and its `allow_from`) and took the catch-all, while the
+/// backend read `a.example.com` out of `Host` and `X-Forwarded-Host`, where
+/// a comma makes a list (Express and Spring take its first element). Now
+/// 400 before routing, with the other characters RFC 3986 allows in a
+/// reg-name and DNS does not.
+#[tokio::test]
+async fn a_host_that_is_not_a_host_name_is_refused() {
+    let w = world().await;
+    let (_p, addr) = guarded_and_catch_all(&w, "host: a.example.com").await;
+    for (host, status) in [
+        ("a.example.com", "403"),
+        ("b_1.example.com", "200"),
+        ("a.example.com,", "400"),
+        ("a.example.com,b.example.com", "400"),
+        ("a.example.com;x", "400"),
+        ("a.example.com%2c", "400"),
+        ("a.example.com!", "400"),
+        ("a.example.com&x=1", "400"),
+    ] {
+        let (got, _) = get_status(&w, addr, host, "/x").await;
+        assert_eq!(got, status, "{host}");
+    }
+    // Only the catch-all request reached the backend.
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}
+
 /// A run of `/` is one `/`, before dot segments, as nginx, Tomcat and
 /// Traefik read it: `//admin/secret` took the catch-all route past the
 /// `/admin/` route's rules, and a Tomcat or nginx backend served it as
