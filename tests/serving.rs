@@ -1757,6 +1757,15 @@ async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
             "400",
         ),
         ("transfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501"),
+        // Naming the framing in `Connection` does not remove it unchecked.
+        (
+            "connection: transfer-encoding\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "501",
+        ),
+        (
+            "connection: keep-alive, Transfer-Encoding\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
         (
             "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
             "400",

@@ -113,7 +113,18 @@ pub fn strip_connection_nominated(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter(|t| !t.is_empty() && !is_option(t))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .filter(|n| n != header::HOST && n != header::CONNECTION)
+        // The framing headers say how the body was read: hyper already read
+        // it by them, and the checks on them (`request::prepare`) run after
+        // this, so naming them must not remove them first.
+        .filter(|n| {
+            !matches!(
+                *n,
+                header::HOST
+                    | header::CONNECTION
+                    | header::TRANSFER_ENCODING
+                    | header::CONTENT_LENGTH
+            )
+        })
         .collect();
     if named.is_empty() {
         return;
