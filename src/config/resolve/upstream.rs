@@ -212,6 +212,16 @@ impl Resolver {
                     format!("{aat}.path"),
                     format!("{:?} must start with /", a.path),
                 );
+            } else if http::uri::PathAndQuery::try_from(a.path.as_str()).is_err() {
+                // A space, `<`, `"` or a control character: the check's
+                // request could not be built, and no check would ever run.
+                self.problem(
+                    format!("{aat}.path"),
+                    format!(
+                        "{:?} is not a request path (percent-encode spaces and other characters a URI cannot hold)",
+                        a.path
+                    ),
+                );
             }
             let interval = self.duration(
                 &format!("{aat}.interval"),
@@ -325,6 +335,31 @@ mod tests {
             assert!(
                 m.contains("upstreams[0].http2_stream_window_bytes")
                     && m.contains("65535..=21474836"),
+                "{refused}: {m}"
+            );
+        }
+    }
+
+    /// An active check's path is one a request can carry: a space (or any
+    /// character a URI cannot hold) is refused by name, where it used to
+    /// end the checks' task at its first tick, silently.
+    #[test]
+    fn upstream_active_check_path() {
+        let with = |p: &str| {
+            MINIMAL.replace(
+                "servers: [https://127.0.0.1:9443]",
+                &format!(
+                    "servers: [https://127.0.0.1:9443]\n    health: {{ active: {{ path: {p:?} }} }}"
+                ),
+            )
+        };
+        let c = parse_str(&with("/healthz?full=1")).unwrap();
+        let active = c.upstreams[0].health.active.as_ref().unwrap();
+        assert_eq!(active.path, "/healthz?full=1");
+        for refused in ["/health check", "/a<b>", "/a\tb", "healthz"] {
+            let m = messages(&parse_str(&with(refused)).unwrap_err());
+            assert!(
+                m.contains("upstreams[0].health.active.path"),
                 "{refused}: {m}"
             );
         }
