@@ -176,6 +176,37 @@ async fn send(addr: std::net::SocketAddr, w: &World, method: &str, body: &str) -
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// An active check is judged by its status; it reads at most 64 KiB of
+/// the body, so a check path that streams (a `/healthz` with a long report,
+/// a download named by mistake) costs little per check. It read the whole
+/// body: 64 MiB every interval here, on the one connection kept for it.
+/// Now each check's connection is closed at the cap and the next dials.
+#[tokio::test]
+async fn an_active_check_reads_a_bounded_part_of_a_long_body() {
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &["health: { active: { path: /mebibytes/64, interval: 100ms, timeout: 20s } }"],
+    ));
+    p.listener_addr("public").await;
+    let accepted = || b.accepted.load(Ordering::SeqCst);
+    wait_until(
+        WAIT,
+        "three checks, each on a connection of its own",
+        || async { accepted() >= 3 },
+    )
+    .await;
+    // Each cut connection let through at most its socket buffers.
+    let sent = b.bulk_sent.load(Ordering::SeqCst);
+    assert!(
+        sent < accepted() * (16 << 20),
+        "{sent} bytes sent for {} checks",
+        accepted()
+    );
+}
+
 /// A pooled connection the upstream closed while it sat idle (no
 /// `Connection: close`, just close_notify and FIN) is noticed when taken
 /// from the pool and replaced: the client never sees it.

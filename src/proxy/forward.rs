@@ -589,8 +589,7 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 let probe = async {
                     let resp = u.send(&m.endpoint, req, pq, false, &timed_out).await.ok()?;
                     let ok = resp.status().is_success() || resp.status().is_redirection();
-                    // Read to the end so an HTTP/1.1 connection goes back to the pool.
-                    resp.into_body().collect().await.ok()?;
+                    drain_check_body(resp.into_body()).await.ok()?;
                     Some(ok)
                 };
                 let passed = {
@@ -604,6 +603,28 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
         });
         futures_util::future::join_all(checks).await;
     }
+}
+
+/// What an active check reads of its response's body. The status decides;
+/// the body is read (and dropped) only so that an HTTP/1.1 connection goes
+/// back to the pool. A longer one is cut there: its connection is closed
+/// (an HTTP/2 stream reset), and a `/healthz` that streams a report or a
+/// mistaken path on a download costs at most this much per check.
+const CHECK_BODY_BYTES: usize = 64 * 1024;
+
+/// Read a check's response body to its end, dropping it as it comes, or
+/// stop at [`CHECK_BODY_BYTES`] (dropping the body closes its connection).
+async fn drain_check_body(mut body: ResponseBody) -> Result<(), BoxError> {
+    let mut read = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            read += data.len();
+            if read > CHECK_BODY_BYTES {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `scheme://authority/path` for an HTTP/2 upstream (its pseudo-headers).
