@@ -17,7 +17,7 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 struct World {
-    _scene: Scene,
+    scene: Scene,
     ca: TestCa,
     backend_ca: TestCa,
     proxy: Proxy,
@@ -106,7 +106,7 @@ async fn world(upstream_extra: &str) -> World {
     let public = proxy.listener_addr("public").await;
     let admin = proxy.admin_addr().await;
     World {
-        _scene: scene,
+        scene,
         ca,
         backend_ca,
         proxy,
@@ -338,7 +338,7 @@ async fn named_pods(name: &str, labels: &[&str]) -> (World, Vec<Backend>, HostsE
     let public = proxy.listener_addr("public").await;
     let admin = proxy.admin_addr().await;
     let w = World {
-        _scene: scene,
+        scene,
         ca,
         backend_ca,
         proxy,
@@ -726,6 +726,45 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
         .count();
     assert_eq!(failures, 1, "a failure streak is logged once");
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+}
+
+/// Editing an upstream rebuilds it (new pools and health), and its names
+/// are resolved again. A lookup that fails then keeps the addresses the
+/// running upstream had for that name, as a failed re-resolution does. It
+/// used to start from nothing and dial the name itself: every request a
+/// 502 until DNS came back, for an edit as small as a `read_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_edited_while_its_name_does_not_resolve_keeps_its_addresses() {
+    let name = format!("edited-{}..hotproxy.test", std::process::id());
+    let (mut w, pods, hosts) = named_pods(&name, &["pod"]).await;
+    let mut send = client(&w).await;
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+    hosts.set(&[]);
+    w.proxy
+        .wait_log("the failed lookup", |v| {
+            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
+        })
+        .await;
+    let port = pods[0].addr.port();
+    w.scene.public_config(
+        "[{ upstream: app }]",
+        &upstream(
+            "app",
+            &format!("https://{name}:{port}"),
+            "    resolve_interval: 100ms\n    read_timeout: 30s\n",
+        ),
+    );
+    let reloaded = w
+        .proxy
+        .wait_log("the edit applied", |v| {
+            v["message"] == "configuration reloaded"
+        })
+        .await;
+    assert_eq!(reloaded["changes"], "upstreams changed: app");
+    for i in 0..3 {
+        let answer = get_pod(&mut send, "/").await;
+        assert_eq!(answer, (200, Some("pod".into())), "request {i}");
+    }
 }
 
 /// A client that stalls its request body is the client's doing, not the

@@ -123,7 +123,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig, tls: Arc<ClientConfig>) -> Arc<Upstream> {
+    /// The upstream of `config`; `previous`, the running upstream it
+    /// replaces after an edit, lends the addresses its names last resolved
+    /// to when a lookup now fails.
+    pub fn new(
+        config: UpstreamConfig,
+        tls: Arc<ClientConfig>,
+        previous: Option<&Upstream>,
+    ) -> Arc<Upstream> {
         let tls = Arc::new(ArcSwap::new(tls));
         let dialer = Dialer {
             tls: tls.clone(),
@@ -134,7 +141,7 @@ impl Upstream {
         };
         let name: Arc<str> = config.name.as_str().into();
         let resolution = Resolution::new(name.clone(), config.clone(), dialer);
-        let members = ArcSwap::from_pointee(resolution.initial());
+        let members = ArcSwap::from_pointee(resolution.initial(previous.map(|p| &p.resolution)));
         let read = Arc::new(ReadTimeout {
             timeout: config.read_timeout,
             upstream: name.clone(),

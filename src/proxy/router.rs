@@ -153,6 +153,7 @@ mod tests {
                 http2_stream_window_bytes: crate::config::DEFAULT_HTTP2_STREAM_WINDOW,
             },
             tls,
+            None,
         )
     }
 

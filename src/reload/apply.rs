@@ -185,7 +185,9 @@ impl Reloader {
                     (old.live.clone(), key, (old.key != key).then_some(tls)),
                 ),
                 None => {
-                    upstreams.insert(u.name.clone(), (Upstream::new(u.clone(), tls), key, None))
+                    let previous = self.upstreams.get(&u.name).map(|l| &*l.live);
+                    let live = Upstream::new(u.clone(), tls, previous);
+                    upstreams.insert(u.name.clone(), (live, key, None))
                 }
             };
         }

@@ -38,6 +38,28 @@ fn is_name(host: &str) -> bool {
     host.parse::<IpAddr>().is_err()
 }
 
+/// How long a lookup at configuration time may hold the reloader (which
+/// also applies certificate rotations), as a re-resolution's is bounded.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A blocking lookup on a thread of its own, its answer on the channel
+/// (none when it fails). A lookup past [`LOOKUP_TIMEOUT`] is left to end on
+/// its own; its answer is dropped.
+fn lookup_blocking(host: &str, port: u16) -> std::sync::mpsc::Receiver<Vec<SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let host = host.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("hotproxy-lookup".into())
+        .spawn(move || {
+            if let Ok(found) = (host.as_str(), port).to_socket_addrs() {
+                let _ = tx.send(found.collect());
+            }
+        });
+    // No thread (a process at its limit): the lookup counts as failed.
+    drop(spawned);
+    rx
+}
+
 /// Sorted and without duplicates, so two lookups compare equal.
 fn normalise(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     addrs.sort();
@@ -68,23 +90,49 @@ impl Resolution {
     }
 
     /// The first set, resolved now (blocking: configuration time, like
-    /// nginx resolving its upstreams at start). A name that does not
-    /// resolve yet is one endpoint dialled by name, as before.
-    pub fn initial(&self) -> Members {
+    /// nginx resolving its upstreams at start), each name at most
+    /// [`LOOKUP_TIMEOUT`]. A lookup that fails keeps what `previous` (the
+    /// upstream this one replaces, after an edit) had for the same
+    /// `host:port`, as a failed re-resolution keeps the last good set; a
+    /// name with neither is one endpoint dialled by name.
+    pub fn initial(&self, previous: Option<&Resolution>) -> Members {
         if self.has_names() {
+            let kept = previous.map(|p| p.last_by_server());
+            // All names at once: one slow name does not add to another's wait.
+            let lookups: Vec<_> = self
+                .config
+                .servers
+                .iter()
+                .map(|s| is_name(&s.host).then(|| lookup_blocking(&s.host, s.port)))
+                .collect();
             let mut last = self.last.lock().expect("resolution lock");
-            for (i, s) in self.config.servers.iter().enumerate() {
-                if is_name(&s.host)
-                    && let Ok(found) = (s.host.as_str(), s.port).to_socket_addrs()
-                {
-                    let found = normalise(found.collect());
-                    if !found.is_empty() {
-                        last[i] = Some(found);
-                    }
-                }
+            for ((i, s), lookup) in self.config.servers.iter().enumerate().zip(lookups) {
+                let Some(lookup) = lookup else { continue };
+                let found = lookup
+                    .recv_timeout(LOOKUP_TIMEOUT)
+                    .ok()
+                    .map(normalise)
+                    .filter(|f| !f.is_empty());
+                last[i] = found.or_else(|| {
+                    kept.as_ref()?
+                        .iter()
+                        .find(|(host, port, _)| *host == s.host && *port == s.port)
+                        .map(|(_, _, addrs)| addrs.clone())
+                });
             }
         }
         self.members(&[])
+    }
+
+    /// Per server with good addresses: its host, port and those addresses.
+    fn last_by_server(&self) -> Vec<(String, u16, Vec<SocketAddr>)> {
+        let last = self.last.lock().expect("resolution lock");
+        self.config
+            .servers
+            .iter()
+            .zip(last.iter())
+            .filter_map(|(s, a)| Some((s.host.clone(), s.port, a.clone()?)))
+            .collect()
     }
 
     /// Resolve every name again; the new set when it changed.
