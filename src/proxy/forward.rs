@@ -170,12 +170,14 @@ impl Upstream {
         }
     }
 
-    /// Start re-resolution and active checks, if configured (once; they
-    /// end when the upstream is replaced or removed).
+    /// Put the upstream in service: publish its endpoints' gauge and start
+    /// re-resolution and active checks, if configured (once; they end when
+    /// the upstream is replaced or removed).
     pub fn start_background(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
         if self.started.swap(true, Ordering::Relaxed) {
             return;
         }
+        self.members.load().publish();
         if self.resolution.has_names() {
             rt.spawn(re_resolve(Arc::downgrade(self)));
         }
@@ -547,6 +549,7 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
         let Some(u) = upstream.upgrade() else { return };
         let current = u.members.load_full();
         if let Some(next) = u.resolution.refresh(&current).await {
+            next.publish();
             u.members.store(Arc::new(next));
         }
     }

@@ -71,22 +71,22 @@ impl Member {
 
 impl Members {
     /// The set of `members` (kept from a previous set where their address
-    /// stayed, with their health).
+    /// stayed, with their health). Its gauge is published once it is in
+    /// use ([`Members::publish`]): a set built for a configuration that is
+    /// then rejected must not show in the metrics.
     pub fn new(
         upstream: Arc<str>,
         members: Vec<Arc<Member>>,
         balance: Balance,
         passive: PassiveHealth,
     ) -> Members {
-        let m = Members {
+        Members {
             upstream,
             members,
             picker: Picker::default(),
             balance,
             passive,
-        };
-        m.publish();
-        m
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,7 +94,7 @@ impl Members {
     }
 
     /// `hotproxy_upstream_endpoints{upstream,state}` from the members' flags.
-    fn publish(&self) {
+    pub fn publish(&self) {
         let unhealthy = self
             .members
             .iter()
