@@ -254,6 +254,44 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
     );
 }
 
+/// A configuration edit that is rejected leaves the running upstreams,
+/// and their endpoint gauge says so: the edit's new upstream (one pod) was
+/// built, and published, before a listener that cannot bind rejected it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_edit_leaves_the_endpoint_gauge_alone() {
+    let mut w = world("").await;
+    let healthy = "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"}";
+    assert_has(&metrics(&w).await, &format!("{healthy} 3"));
+    let one = format!("https://{}", w.pods[0].addr);
+    w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: a.crt, key_file: a.key }}
+    routes: [{{ path_prefix: /rr, upstream: rr }}]
+  - name: busy
+    bind: {}
+    tls:
+      certs:
+        - {{ cert_file: a.crt, key_file: a.key }}
+    routes: [{{ upstream: rr }}]
+upstreams:{}"#,
+        w.admin,
+        upstream("rr", &one, "    balance: round_robin\n"),
+    ));
+    w.proxy
+        .wait_log("the rejection", |v| {
+            v["message"] == "configuration rejected; the running configuration stays"
+        })
+        .await;
+    assert_has(&metrics(&w).await, &format!("{healthy} 3"));
+    assert_eq!(get_pod(&mut client(&w).await, "/rr").await.0, 200);
+}
+
 /// `/etc/hosts` lines for one test-owned name. CI runs as root; the name is
 /// unique to this process and test, writes are serialised within the
 /// process, every write replaces the file atomically (write
