@@ -52,7 +52,10 @@
 //!   - `refused_head`: heads refused before they became requests (hyper's 400/414/431,
 //!     408 at `header_read_timeout`), counted and logged as requests.
 //!   - `stall`: HTTP/2 responses held up by a shut flow-control window, cut after send_timeout.
-//!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot and tunnel_idle_timeout.
+//!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout
+//!     and the connection's lifetime.
+//!   - `lifetime`: `max_connection_lifetime`: when a connection (or its tunnel) made with
+//!     rotated-out material ends.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,

@@ -738,6 +738,32 @@ async fn tunnels_hold_their_connection_slot() {
     assert!(p.wait_exit(WAIT).await.success());
 }
 
+/// `max_connection_lifetime` bounds a WebSocket tunnel as it bounds the
+/// connection it came from: its client was admitted by a handshake with
+/// material since rotated out (a revoked client certificate, changed
+/// `allow` rules). A tunnel older than the limit is left alone until the
+/// listener's certificate rotates, then closed. It used to live as long as
+/// it carried traffic.
+#[tokio::test]
+async fn a_tunnel_made_with_rotated_out_material_ends_at_max_connection_lifetime() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "max_connection_lifetime: 1s"));
+    let addr = p.listener_addr("public").await;
+    let mut s = websocket(&w, addr).await;
+    // Older than the limit, but nothing rotated: still carried.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    echo(&mut s, b"still here").await;
+    w.scene.pair("a", &w.ca.server_pair(&["a.example.com"]));
+    p.wait_log("the rotation", |v| v["message"] == "certificate reloaded")
+        .await;
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("the tunnel ended", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "max_connection_lifetime"
+    })
+    .await;
+}
+
 /// `Upgrade: h2c` is never tunnelled: the request reaches the backend as an
 /// ordinary request without Upgrade, and the client gets its answer.
 #[tokio::test]

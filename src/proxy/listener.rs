@@ -35,9 +35,10 @@ use crate::proxy::forward::{
     RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
 };
 use crate::proxy::front::{self, Front};
+use crate::proxy::lifetime::Lifetime;
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
-use crate::proxy::tunnel;
+use crate::proxy::tunnel::{self, TunnelLimits};
 use crate::proxy::{proxy_protocol, refused_head, request};
 
 /// Streams an HTTP/2 client may have open at once (nginx: 128; Envoy's
@@ -490,15 +491,25 @@ async fn connection(
         limits.send_timeout,
         Box::new(slot.clone()),
     );
+    let lifetime = Lifetime::new(
+        accepted,
+        limits.max_connection_lifetime,
+        generation,
+        &listener.generation,
+    );
     let stalls = is_h2.then(Stalls::new);
     let conn_ctx = ctx.clone();
     let svc = {
         let listener = listener.clone();
         let activity = activity.clone();
         let stalls = stalls.clone();
-        let tunnel_idle = limits.tunnel_idle_timeout;
+        let tunnel = Arc::new(TunnelLimits {
+            idle: limits.tunnel_idle_timeout,
+            lifetime: lifetime.clone(),
+        });
         service_fn(move |req: Request<Incoming>| {
             let listener = listener.clone();
+            let tunnel = tunnel.clone();
             let ctx = ctx.clone();
             let slot = slot.clone();
             let front = front.clone();
@@ -509,7 +520,7 @@ async fn connection(
             // forwarding, the upstream exchange), and hyper moves what the
             // service returns (HTTP/2 into a task of its own) several times.
             Box::pin(async move {
-                let mut resp = handle(&listener, req, &ctx, &slot, tunnel_idle).await;
+                let mut resp = handle(&listener, req, &ctx, &slot, &tunnel).await;
                 front.set_response_headers(resp.headers_mut());
                 if head {
                     // A response to HEAD has no content (RFC 9110 §9.3.2),
@@ -535,17 +546,9 @@ async fn connection(
         shutdown,
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
     };
-    let mut gen_rx = listener.generation.subscribe();
     let lifetime_over = async {
-        match limits.max_connection_lifetime {
-            // Only connections made with rotated-out material are bounded.
-            Some(max) => {
-                tokio::time::sleep_until((accepted + max).into()).await;
-                let _ = gen_rx.wait_for(|g| *g != generation).await;
-                debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
-            }
-            None => std::future::pending().await,
-        }
+        lifetime.over().await;
+        debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
     };
     // The connection is built inside the block that boxes it: a local
     // still in scope at the `await` would be kept in this future.
@@ -606,7 +609,7 @@ async fn handle(
     mut req: Request<Incoming>,
     ctx: &RequestContext,
     slot: &Arc<Slot>,
-    tunnel_idle: Duration,
+    tunnel: &TunnelLimits,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     // Counted as received, before anything is removed or added.
@@ -668,7 +671,7 @@ async fn handle(
                     listener.name.clone(),
                     client,
                     upstream_upgrade,
-                    tunnel_idle,
+                    TunnelLimits::clone(tunnel),
                     slot.clone(),
                 );
             }

@@ -10,6 +10,7 @@ pub mod failure;
 pub mod forward;
 pub mod front;
 pub mod headers;
+pub mod lifetime;
 pub mod listener;
 pub mod path;
 pub mod proxy_protocol;

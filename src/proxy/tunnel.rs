@@ -9,7 +9,9 @@
 //!
 //! A tunnel keeps the client connection's slot (`max_connections`, the
 //! active-connection gauge, the shutdown drain) until it ends, and ends
-//! after `limits.tunnel_idle_timeout` without a byte in either direction.
+//! after `limits.tunnel_idle_timeout` without a byte in either direction,
+//! or, as its connection would, at `max_connection_lifetime` once the
+//! listener's material has rotated ([`crate::proxy::lifetime`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +24,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
+
+use crate::proxy::lifetime::Lifetime;
 
 /// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
 /// extension point for more protocols: each must be one whose bytes after
@@ -83,6 +87,15 @@ fn tunnelled_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// What ends a tunnel besides either side closing.
+#[derive(Clone)]
+pub struct TunnelLimits {
+    /// `tunnel_idle_timeout`: no byte either way this long.
+    pub idle: Duration,
+    /// The client connection's `max_connection_lifetime`.
+    pub lifetime: Lifetime,
+}
+
 /// Copy bytes both ways between the client and the upstream once both
 /// sides have switched protocols. `hold` (the client connection's slot) is
 /// released when the tunnel ends.
@@ -90,11 +103,14 @@ pub fn spawn<H: Send + 'static>(
     listener: Arc<str>,
     client: OnUpgrade,
     upstream: OnUpgrade,
-    idle_timeout: Duration,
+    limits: TunnelLimits,
     hold: H,
 ) {
     tokio::spawn(async move {
         let _hold = hold;
+        let idle_timeout = limits.idle;
+        let lifetime_over = limits.lifetime.over();
+        tokio::pin!(lifetime_over);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {
@@ -112,6 +128,10 @@ pub fn spawn<H: Send + 'static>(
             tokio::select! {
                 res = &mut copy => {
                     debug!(listener = %listener, bytes = ?res.map_err(|e| e.to_string()), "tunnel closed");
+                    return;
+                }
+                () = &mut lifetime_over => {
+                    debug!(listener = %listener, reason = "max_connection_lifetime", "tunnel closed");
                     return;
                 }
                 _ = tokio::time::sleep_until(quiet_until.into()) => {
