@@ -427,6 +427,32 @@ upstreams:
     );
 }
 
+/// A reload applies what it can live and names the settings read once at
+/// startup, whose running values stay: here the admin listener's address
+/// and the watcher's debounce. The admin API still answers where it was.
+/// The reload used to report them under "settings changed" as if applied.
+#[tokio::test]
+async fn a_reload_names_the_settings_that_wait_for_a_restart() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "{ mode: none }", ""));
+    let admin = p.admin_addr().await;
+    let cfg = w.scene.path("config.yaml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("debounce: 50ms", "debounce: 1s")
+        .replace("bind: \"127.0.0.1:0\" }", "bind: \"127.0.0.2:0\" }");
+    write(&cfg, &text);
+    let told = p
+        .wait_log("the restart warning", |v| {
+            v["message"] == "these settings apply at the next restart; their running values stay"
+        })
+        .await;
+    assert_eq!(told["settings"], "admin.bind, watch.debounce");
+    assert_eq!(told["level"], "WARN");
+    let r = support::admin(admin, "GET", "/healthz", None, None, &[]).await;
+    assert_eq!(r.status, 200);
+}
+
 /// SIGTERM with a request in flight: the request completes, the process exits 0.
 #[tokio::test]
 async fn graceful_shutdown() {

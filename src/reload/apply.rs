@@ -71,7 +71,8 @@ impl Reloader {
                     return Ok(None);
                 }
                 let changes = super::changes::describe(&self.config, &new);
-                self.apply_config(new, false).map(|_| Some(changes))
+                let restart = super::changes::at_next_restart(&self.config, &new);
+                self.apply_config(new, false).map(|_| Some((changes, restart)))
             });
         let count = |result: &str| {
             METRICS
@@ -98,10 +99,13 @@ impl Reloader {
                     Ok(ConfigOutcome::Unchanged)
                 }
             }
-            Ok(Some(changes)) => {
+            Ok(Some((changes, restart))) => {
                 self.last_config_error = None;
                 count("success");
                 info!(target: LOG, path = %path.display(), changes = %changes, "configuration reloaded");
+                if !restart.is_empty() {
+                    warn!(target: LOG, path = %path.display(), settings = %restart.join(", "), "these settings apply at the next restart; their running values stay");
+                }
                 Ok(ConfigOutcome::Applied)
             }
             Err(problem) => {

@@ -76,6 +76,46 @@ pub(super) fn describe(old: &Config, new: &Config) -> String {
     }
 }
 
+/// The settings a reload changed that are read once, at startup: the
+/// runtime, the admin listener and its tokens, the store's files, and how
+/// files are watched. The running values stay until the next restart (as
+/// Envoy's bootstrap does); the operator is told so by name instead of
+/// reading "settings changed" as applied.
+pub(super) fn at_next_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    let mut differ = |field: &'static str, changed: bool| {
+        if changed {
+            fields.push(field);
+        }
+    };
+    let (ra, rb) = (&old.runtime, &new.runtime);
+    differ(
+        "runtime.worker_threads",
+        ra.worker_threads != rb.worker_threads,
+    );
+    differ(
+        "runtime.shutdown_grace",
+        ra.shutdown_grace != rb.shutdown_grace,
+    );
+    let (aa, ab) = (old.admin.as_ref(), new.admin.as_ref());
+    differ("admin.bind", aa.map(|a| a.bind) != ab.map(|a| a.bind));
+    differ(
+        "admin.tokens",
+        aa.map(|a| &a.tokens) != ab.map(|a| &a.tokens),
+    );
+    let (sa, sb) = (old.store.as_ref(), new.store.as_ref());
+    differ("store.path", sa.map(|s| &s.path) != sb.map(|s| &s.path));
+    differ(
+        "store.key_file",
+        sa.map(|s| &s.key_file) != sb.map(|s| &s.key_file),
+    );
+    let (wa, wb) = (&old.watch, &new.watch);
+    differ("watch.debounce", wa.debounce != wb.debounce);
+    differ("watch.poll_interval", wa.poll_interval != wb.poll_interval);
+    differ("watch.events", wa.events != wb.events);
+    fields
+}
+
 /// Added, removed and changed items of one named list; `detail` says what
 /// changed in an item (empty: just "changed").
 fn named<T: PartialEq>(
@@ -149,5 +189,42 @@ mod tests {
              upstreams changed: a; settings changed: watch"
         );
         assert_eq!(describe(&old, &old), "nothing");
+        assert_eq!(at_next_restart(&old, &new), ["watch.debounce"]);
+        assert!(at_next_restart(&old, &old).is_empty());
+    }
+
+    /// Every setting read at startup is named when a reload changes it; a
+    /// live one (settle_timeout, file_roots) is not.
+    #[test]
+    fn names_what_waits_for_a_restart() {
+        const REST: &str = "listeners: []\nupstreams: []\n";
+        let old = parse(&format!(
+            "runtime: {{ worker_threads: 1 }}\nadmin: {{ bind: 127.0.0.1:9901 }}\n\
+             store: {{ path: /s/a.json, key_file: /s/k }}\nwatch: {{ settle_timeout: 5s }}\n{REST}"
+        ));
+        let live = parse(&format!(
+            "runtime: {{ worker_threads: 1 }}\nadmin: {{ bind: 127.0.0.1:9901 }}\n\
+             store: {{ path: /s/a.json, key_file: /s/k, file_roots: [/x] }}\n\
+             watch: {{ settle_timeout: 9s }}\n{REST}"
+        ));
+        assert!(at_next_restart(&old, &live).is_empty());
+        let restart = parse(&format!(
+            "runtime: {{ worker_threads: 2, shutdown_grace: 1s }}\nadmin: {{ bind: 127.0.0.1:9902 }}\n\
+             store: {{ path: /s/b.json, key_file: /s/k2 }}\n\
+             watch: {{ debounce: 1s, poll_interval: 1s, events: false }}\n{REST}"
+        ));
+        assert_eq!(
+            at_next_restart(&old, &restart),
+            [
+                "runtime.worker_threads",
+                "runtime.shutdown_grace",
+                "admin.bind",
+                "store.path",
+                "store.key_file",
+                "watch.debounce",
+                "watch.poll_interval",
+                "watch.events"
+            ]
+        );
     }
 }
