@@ -274,12 +274,12 @@ fn clf_time(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
-    fn line() -> RequestLine {
+    pub(in crate::access_log) fn line() -> RequestLine {
         RequestLine {
             ts: UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
             listener: "partners".into(),

@@ -11,7 +11,7 @@ pub mod format;
 mod writer;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
@@ -45,6 +45,19 @@ pub enum LogFormat {
 
 /// Lines waiting for the writer; beyond this they are dropped and counted.
 pub const QUEUE: usize = 16 * 1024;
+
+/// What the large lines waiting for the writer may hold together, in
+/// bytes copied from the request (host, path, referer, user agent); beyond
+/// it they are dropped and counted. A line count alone let a client's long
+/// paths (64 KiB each within `max_header_bytes`, a few bytes on the wire
+/// over HTTP/2 once in the HPACK table) pile up a gigabyte behind a slow
+/// log reader. Lines of at most [`SMALL_LINE`] such bytes, nearly all of
+/// them, are not counted here (no shared counter touched per request):
+/// with the line bound they hold at most `QUEUE` KiB.
+pub const QUEUE_BYTES: usize = 16 << 20;
+
+/// A line copying more request bytes than this counts against [`QUEUE_BYTES`].
+const SMALL_LINE: usize = 1024;
 
 /// One request, as the access log records it. Owned data only: it crosses
 /// to the writer thread, which does all the formatting.
@@ -118,6 +131,17 @@ pub enum Line {
     Head(Box<HeadLine>),
 }
 
+impl Line {
+    /// The request bytes a large line copied (counted against
+    /// [`QUEUE_BYTES`] while it waits); 0 for a small one.
+    fn large_bytes(&self) -> usize {
+        let Line::Request(r) = self else { return 0 };
+        let len = |f: &Option<Box<str>>| f.as_ref().map_or(0, |s| s.len());
+        let n = len(&r.host) + r.path.len() + len(&r.referer) + len(&r.user_agent);
+        if n > SMALL_LINE { n } else { 0 }
+    }
+}
+
 enum Msg {
     Line(Line),
     /// Wake the writer so it notices a reopen request.
@@ -129,6 +153,8 @@ struct Running {
     config: AccessLogConfig,
     tx: SyncSender<Msg>,
     reopen: Arc<AtomicBool>,
+    /// [`Line::large_bytes`] of the lines queued.
+    queued: Arc<AtomicUsize>,
     /// Joined at shutdown, so queued lines reach the file before exit.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -148,11 +174,13 @@ pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
     let next = match config {
         None => None,
         Some(c) => {
-            let (tx, reopen, thread) = writer::spawn(c.clone())?;
+            let queued = Arc::new(AtomicUsize::new(0));
+            let (tx, reopen, thread) = writer::spawn(c.clone(), queued.clone())?;
             Some(Arc::new(Running {
                 config: c.clone(),
                 tx,
                 reopen,
+                queued,
                 thread: Mutex::new(Some(thread)),
             }))
         }
@@ -199,9 +227,16 @@ pub fn combined() -> bool {
 pub fn submit(line: Line) {
     let running = RUNNING.load();
     let Some(r) = running.as_ref() else { return };
+    let large = line.large_bytes();
+    if large > 0 && r.queued.fetch_add(large, Ordering::Relaxed) + large > QUEUE_BYTES {
+        r.queued.fetch_sub(large, Ordering::Relaxed);
+        METRICS.access_log_dropped.inc();
+        return;
+    }
     match r.tx.try_send(Msg::Line(line)) {
         Ok(()) => {}
         Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            r.queued.fetch_sub(large, Ordering::Relaxed);
             METRICS.access_log_dropped.inc();
         }
     }
@@ -248,13 +283,12 @@ mod tests {
         })
     }
 
-    /// A FIFO nobody reads (a stalled log shipper): configuring does not
-    /// wait for a reader, submitting never blocks, what does not fit the
-    /// queue is dropped and counted; once a reader comes, every queued line
-    /// arrives, and shutdown writes them all before it returns.
-    #[test]
-    fn stalled_fifo_drops_and_counts_never_blocks() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The tests here configure the one access log: one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// An access log to a FIFO nobody reads yet (a stalled log shipper);
+    /// configuring must not wait for a reader.
+    fn stalled_fifo(dir: &tempfile::TempDir) -> std::path::PathBuf {
         let fifo = dir.path().join("access.fifo");
         let ok = std::process::Command::new("mkfifo")
             .arg(&fifo)
@@ -266,13 +300,32 @@ mod tests {
             path: fifo.display().to_string(),
             format: LogFormat::Json,
         };
-        // Bounded: configure must return without a reader.
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || done_tx.send(configure(Some(&config))).unwrap());
         done_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("configure waited for a FIFO reader")
             .unwrap();
+        fifo
+    }
+
+    /// Every line `fifo` gets from now until the log is shut down.
+    fn read_all(fifo: std::path::PathBuf) -> std::thread::JoinHandle<usize> {
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&fifo).unwrap();
+            std::io::BufReader::new(f).lines().count()
+        })
+    }
+
+    /// A FIFO nobody reads (a stalled log shipper): configuring does not
+    /// wait for a reader, submitting never blocks, what does not fit the
+    /// queue is dropped and counted; once a reader comes, every queued line
+    /// arrives, and shutdown writes them all before it returns.
+    #[test]
+    fn stalled_fifo_drops_and_counts_never_blocks() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = stalled_fifo(&dir);
         let dropped_before = METRICS.access_log_dropped.get();
         let extra = 25;
         for i in 0..QUEUE + extra {
@@ -285,13 +338,39 @@ mod tests {
             "dropped {dropped}"
         );
         // A reader arrives: everything queued is written.
-        let reader = std::thread::spawn(move || {
-            let f = std::fs::File::open(&fifo).unwrap();
-            std::io::BufReader::new(f).lines().count()
-        });
+        let reader = read_all(fifo);
         shutdown();
         let lines = reader.join().unwrap();
         assert_eq!(lines as u64, (QUEUE + extra) as u64 - dropped);
         assert!(!enabled());
+    }
+
+    /// Long request lines are bounded by bytes, not only by count: behind
+    /// a stalled reader, lines with 64 KiB paths fill `QUEUE_BYTES` (256 of
+    /// them) and the rest are dropped and counted, where 16,384 of them
+    /// (a gigabyte) used to wait. Short lines still fill the line queue.
+    #[test]
+    fn long_lines_are_bounded_by_bytes() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = stalled_fifo(&dir);
+        let dropped_before = METRICS.access_log_dropped.get();
+        let long = |_| {
+            let mut line = format::tests::line();
+            line.path = format!("/{}", "p".repeat(64 * 1024 - 1)).into();
+            Line::Request(Box::new(line))
+        };
+        let sent = 1000;
+        (0..sent).map(long).for_each(submit);
+        let dropped = METRICS.access_log_dropped.get() - dropped_before;
+        let fit = QUEUE_BYTES / (64 * 1024 + "api.example".len() + "curl \"8\"".len());
+        // The writer may hold one line outside the queue.
+        assert!(
+            (sent - fit - 1..=sent - fit).contains(&(dropped as usize)),
+            "dropped {dropped} of {sent}"
+        );
+        let reader = read_all(fifo);
+        shutdown();
+        assert_eq!(reader.join().unwrap(), sent - dropped as usize);
     }
 }

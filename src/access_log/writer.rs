@@ -4,13 +4,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::time::Duration;
 
 use tracing::{error, info};
 
-use super::{AccessLogConfig, Msg, QUEUE, format};
+use super::{AccessLogConfig, Line, Msg, QUEUE, format};
 
 enum Sink {
     Stdout(std::io::Stdout),
@@ -55,7 +55,7 @@ fn is_fifo(path: &str) -> bool {
 
 /// Open the sink (an error here is a config error; a FIFO is opened by
 /// the thread) and start the thread.
-pub(super) fn spawn(config: AccessLogConfig) -> Result<Started, String> {
+pub(super) fn spawn(config: AccessLogConfig, queued: Arc<AtomicUsize>) -> Result<Started, String> {
     let sink = if is_fifo(&config.path) {
         None
     } else {
@@ -69,12 +69,20 @@ pub(super) fn spawn(config: AccessLogConfig) -> Result<Started, String> {
     let flag = reopen.clone();
     let thread = std::thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || run(config, sink, rx, flag))
+        .spawn(move || run(config, sink, rx, flag, queued))
         .map_err(|e| format!("access_log: cannot start the writer thread: {e}"))?;
     Ok((tx, reopen, thread))
 }
 
-fn run(config: AccessLogConfig, sink: Option<Sink>, rx: Receiver<Msg>, reopen: Arc<AtomicBool>) {
+fn run(
+    config: AccessLogConfig,
+    sink: Option<Sink>,
+    rx: Receiver<Msg>,
+    reopen: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
+) {
+    // A line taken off the queue no longer counts against QUEUE_BYTES.
+    let taken = |line: &Line| queued.fetch_sub(line.large_bytes(), Ordering::Relaxed);
     let mut sink = match sink {
         Some(s) => s,
         None => {
@@ -85,7 +93,8 @@ fn run(config: AccessLogConfig, sink: Option<Sink>, rx: Receiver<Msg>, reopen: A
                     error!(path = %config.path, error = %e, "cannot open the access log");
                     // Count what cannot be written, until reconfigured.
                     while let Ok(msg) = rx.recv() {
-                        if matches!(msg, Msg::Line(_)) {
+                        if let Msg::Line(line) = msg {
+                            taken(&line);
                             crate::metrics::METRICS.access_log_dropped.inc();
                         }
                     }
@@ -132,6 +141,7 @@ fn run(config: AccessLogConfig, sink: Option<Sink>, rx: Receiver<Msg>, reopen: A
         let mut next = first;
         while let Some(msg) = next {
             if let Msg::Line(line) = msg {
+                taken(&line);
                 buf.clear();
                 format::write(&mut buf, &line, config.format);
                 buf.push(b'\n');
