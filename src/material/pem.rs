@@ -50,6 +50,14 @@ pub enum MaterialError {
     BadCrl { origin: String, reason: String },
     #[error("{origin}: kept changing while being read; no two consecutive reads agreed")]
     Unsettled { origin: String },
+    /// A whole PEM section of a kind hotproxy does not read: not a writer
+    /// mid-way, so refused at once, by its label.
+    #[error("{origin}: unsupported PEM section `{label}`: {hint}")]
+    UnsupportedSection {
+        origin: String,
+        label: String,
+        hint: &'static str,
+    },
 }
 
 impl MaterialError {
@@ -175,9 +183,29 @@ fn sections(origin: &str, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, M
             }
         }
     }
-    // pem_slice_iter skips sections it does not know; a BEGIN line without
-    // a parsed section (truncated, unknown label) is refused as malformed.
-    let begins = bytes.windows(11).filter(|w| *w == b"-----BEGIN ").count();
+    // pem_slice_iter skips sections it does not know. A whole one is
+    // skipped here too when it is `EC PARAMETERS` (what `openssl ecparam
+    // -genkey` writes before the key; OpenSSL, Go, and so nginx, Envoy and
+    // Traefik skip it), else refused by its label at once. A BEGIN line
+    // left without its section is a truncated file: malformed, waited on.
+    let mut begins = 0;
+    for (at, label) in begin_labels(bytes) {
+        begins += 1;
+        if SectionKind::try_from(label).is_ok() {
+            continue;
+        }
+        let mut end = b"-----END ".to_vec();
+        end.extend_from_slice(label);
+        end.extend_from_slice(b"-----");
+        if !bytes[at..].windows(end.len()).any(|w| w == end) {
+            continue;
+        }
+        if label == b"EC PARAMETERS" {
+            begins -= 1;
+            continue;
+        }
+        return Err(unsupported(origin, label));
+    }
     if begins != out.len() {
         return Err(MaterialError::BadPem {
             origin: origin.into(),
@@ -188,6 +216,47 @@ fn sections(origin: &str, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, M
         });
     }
     Ok(out)
+}
+
+/// Each `-----BEGIN LABEL-----` line's position and label.
+fn begin_labels(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    (0..bytes.len().saturating_sub(BEGIN.len() - 1))
+        .filter(move |&i| bytes[i..].starts_with(BEGIN))
+        .map(move |i| {
+            let rest = &bytes[i + BEGIN.len()..];
+            let len = rest.windows(5).position(|w| w == b"-----");
+            (i, &rest[..len.unwrap_or(0)])
+        })
+}
+
+/// The error for a whole section of `label`, with what to do about it. The
+/// label is echoed only when it looks like one (capitals, digits, spaces,
+/// at most 40), never file contents.
+fn unsupported(origin: &str, label: &[u8]) -> MaterialError {
+    let hint = match label {
+        b"ENCRYPTED PRIVATE KEY" => {
+            "an encrypted private key; hotproxy reads unencrypted keys (decrypt it: openssl pkey -in KEY -out PLAIN)"
+        }
+        b"TRUSTED CERTIFICATE" => {
+            "OpenSSL's trusted-certificate format; write it as a plain CERTIFICATE (openssl x509 -in FILE -out PLAIN)"
+        }
+        _ => {
+            "hotproxy reads CERTIFICATE, X509 CRL and unencrypted private keys (PKCS#8, PKCS#1, SEC1)"
+        }
+    };
+    let printable = label.len() <= 40
+        && label
+            .iter()
+            .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ');
+    MaterialError::UnsupportedSection {
+        origin: origin.into(),
+        label: match printable {
+            true => String::from_utf8_lossy(label).into_owned(),
+            false => "?".into(),
+        },
+        hint,
+    }
 }
 
 /// A PEM error as text, without echoing file contents.
@@ -361,6 +430,58 @@ mod tests {
                 reason: "not a regular file (a FIFO)".into(),
             }
         );
+    }
+
+    /// A pair's files, written into `d`.
+    fn load_pair(d: &tempfile::TempDir, cert: &str, key: &str) -> Result<Loaded, MaterialError> {
+        let (cert_file, key_file) = (d.path().join("tls.crt"), d.path().join("tls.key"));
+        std::fs::write(&cert_file, cert).unwrap();
+        std::fs::write(&key_file, key).unwrap();
+        load(
+            EntryKind::ServerPair,
+            &EntrySource::PairFiles {
+                cert_file,
+                key_file,
+            },
+        )
+    }
+
+    /// `openssl ecparam -name prime256v1 -genkey` writes `EC PARAMETERS`
+    /// before the key: skipped, as OpenSSL and Go skip it (it was refused
+    /// as a truncated file, and waited on). An encrypted key, or a section
+    /// of a kind hotproxy does not read, is refused at once by its label,
+    /// not waited on as a writer mid-way; a section cut off still is.
+    #[test]
+    fn sections_hotproxy_does_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+        let (cert, key) = (pair.cert.pem(), pair.signing_key.serialize_pem());
+        const PARAMS: &str =
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
+        assert!(load_pair(&d, &cert, &format!("{PARAMS}{key}")).is_ok());
+        let whole = |label: &str| format!("-----BEGIN {label}-----\nMIIB\n-----END {label}-----\n");
+        for (label, says) in [
+            ("ENCRYPTED PRIVATE KEY", "an encrypted private key"),
+            ("TRUSTED CERTIFICATE", "openssl x509"),
+            ("DSA PARAMETERS", "hotproxy reads CERTIFICATE"),
+        ] {
+            let e = load_pair(&d, &cert, &format!("{}{key}", whole(label))).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("`{label}`")) && text.contains(says),
+                "{text}"
+            );
+            assert!(!e.is_transient(), "{text}");
+        }
+        let e = load_pair(
+            &d,
+            &cert,
+            &format!("{key}-----BEGIN EC PARAMETERS-----\nBggq"),
+        )
+        .unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        let e = load_pair(&d, &cert, &whole("<script>")).unwrap_err();
+        assert!(e.to_string().contains("section `?`"), "{e}");
     }
 
     /// A CA file above `MAX_PEM_FILE` is refused before it is loaded.
