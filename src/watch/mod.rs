@@ -275,6 +275,41 @@ mod tests {
         expect(&mut rx, &s).await;
     }
 
+    /// A watched directory replaced by another (`mv certs certs.old; mv
+    /// certs.new certs`), or deleted and recreated within the quiet period,
+    /// is watched again where its path now leads: later writes in it are
+    /// seen by events alone (no poll here). The watch used to stay on the
+    /// old directory (a move) or be gone (a delete) while the watcher still
+    /// counted it as placed, so every later change went unseen.
+    #[tokio::test]
+    async fn a_replaced_directory_is_watched_again() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("certs");
+        std::fs::create_dir(&dir).unwrap();
+        let f = dir.join("tls.crt");
+        std::fs::write(&f, "1").unwrap();
+        let (w, mut rx) = Watcher::start(cfg(true, 0));
+        let s = Subject::Entry("e".into());
+        settle(&w, &mut rx, d.path(), vec![(s.clone(), vec![f.clone()])]).await;
+        let next = d.path().join("certs.new");
+        std::fs::create_dir(&next).unwrap();
+        std::fs::write(next.join("tls.crt"), "2").unwrap();
+        std::fs::rename(&dir, d.path().join("certs.old")).unwrap();
+        std::fs::rename(&next, &dir).unwrap();
+        expect(&mut rx, &s).await;
+        std::fs::write(dir.join("new"), "3").unwrap();
+        std::fs::rename(dir.join("new"), &f).unwrap();
+        expect(&mut rx, &s).await;
+        // Deleted and recreated at once.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(&f, "4").unwrap();
+        expect(&mut rx, &s).await;
+        std::fs::write(dir.join("new"), "5").unwrap();
+        std::fs::rename(dir.join("new"), &f).unwrap();
+        expect(&mut rx, &s).await;
+    }
+
     /// Without events, polling alone reports an in-place write.
     #[tokio::test]
     async fn polling_only() {

@@ -31,6 +31,11 @@ pub(super) struct State {
     /// directory -> subjects with a link in it (for events without a name).
     by_dir: HashMap<PathBuf, HashSet<Subject>>,
     watched: HashSet<PathBuf>,
+    /// Watched directories that were themselves moved or deleted. inotify
+    /// watches an inode, not a path: the watch went with the old directory
+    /// (`mv certs certs.old`) or went away with it, while the path may
+    /// already name a new one. Placed again at the next report.
+    moved: HashSet<PathBuf>,
     dirty: HashMap<Subject, Instant>,
     next_poll: Instant,
     /// What the poll under way has yet to look at. A poll over 10,000
@@ -68,6 +73,7 @@ impl State {
             by_link: HashMap::new(),
             by_dir: HashMap::new(),
             watched: HashSet::new(),
+            moved: HashSet::new(),
             dirty: HashMap::new(),
             polling: Vec::new(),
             pass_started: Instant::now(),
@@ -321,9 +327,16 @@ impl State {
             if let Some(s) = self.by_link.get(&(dir.to_path_buf(), name.to_os_string())) {
                 hit.extend(s.iter().cloned());
             }
-            // A watched directory itself deleted or moved: everything in it.
+            // A watched directory itself deleted or moved: everything in
+            // it, and its watch placed again on what the path names now.
             if let Some(s) = self.by_dir.get(path) {
                 hit.extend(s.iter().cloned());
+                if matches!(
+                    ev.kind,
+                    EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                ) {
+                    self.moved.insert(path.clone());
+                }
             }
         }
         let delay = if completes_a_write(&ev.kind) {
@@ -418,8 +431,16 @@ impl State {
         if due.is_empty() {
             return;
         }
-        // Directories whose watch may need to change.
-        let mut touched = HashSet::new();
+        // Directories whose watch may need to change: first those whose
+        // watch no longer follows their path.
+        let mut touched = std::mem::take(&mut self.moved);
+        if let Some(notify) = self.notify.as_mut() {
+            for dir in &touched {
+                // Gone already when the directory was deleted.
+                let _ = notify.unwatch(dir);
+                self.watched.remove(dir);
+            }
+        }
         let mut leading = Leading::default();
         for s in &due {
             self.dirty.remove(s);
@@ -439,7 +460,9 @@ impl State {
                 touched.extend(old.into_iter().chain(links).map(|(dir, _)| dir));
             }
         }
-        if !touched.is_empty() {
+        if !touched.is_empty() || self.degraded {
+            // Degraded: a watch that failed (a directory not there yet)
+            // is tried again at every report, which the poll brings.
             self.rearm_dirs(touched);
         }
         for s in due {
