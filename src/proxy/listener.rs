@@ -93,15 +93,23 @@ pub struct ServedCert {
     pub info: CertInfo,
 }
 
+/// A TLS snapshot and its client-auth mode, which decides whether the
+/// peer certificate is a verified identity worth passing upstream. One
+/// value, swapped as one: a connection read separately could shake hands
+/// under a snapshot whose verifier takes any certificate (`request`) and be
+/// judged by the next one's mode (`require_and_verify`), passing its
+/// unverified certificate off as an identity.
+pub struct Handshake {
+    pub config: Arc<ServerConfig>,
+    pub mode: ClientAuthMode,
+}
+
 /// Live state of one configured listener, shared by its accept loop, its
 /// connections, the admin API and the reloader (the only writer).
 pub struct Listener {
     pub name: Arc<str>,
-    /// The TLS snapshot new connections handshake with.
-    pub tls: ArcSwap<ServerConfig>,
-    /// Client-auth mode of the current snapshot: decides whether the peer
-    /// certificate is a verified identity worth passing upstream.
-    pub mode: ArcSwap<ClientAuthMode>,
+    /// The TLS snapshot new connections handshake with, and its mode.
+    pub tls: ArcSwap<Handshake>,
     pub router: ArcSwap<Router>,
     pub settings: ArcSwap<Settings>,
     /// PROXY protocol, trusted proxies, response headers, redirect (issue 16).
@@ -145,9 +153,8 @@ impl Listener {
     ) -> Arc<Listener> {
         Arc::new(Listener {
             name: name.into(),
-            tls: ArcSwap::new(tls),
+            tls: ArcSwap::from_pointee(Handshake { config: tls, mode }),
             resolver: ArcSwap::new(resolver),
-            mode: ArcSwap::from_pointee(mode),
             router: ArcSwap::from_pointee(router),
             settings: ArcSwap::new(Settings::new(limits)),
             front: ArcSwap::from_pointee(Front::default()),
@@ -184,8 +191,7 @@ impl Listener {
     ) {
         self.per_name.store(per_name);
         self.resolver.store(resolver);
-        self.tls.store(tls);
-        self.mode.store(Arc::new(mode));
+        self.tls.store(Arc::new(Handshake { config: tls, mode }));
         self.served.store(Arc::new(served));
         self.generation.send_modify(|g| *g += 1);
     }
@@ -396,10 +402,10 @@ async fn connection(
         ))
         .await;
     }
-    let tls = listener.tls.load_full();
+    let handshake = listener.tls.load_full();
     let resolver = listener.resolver.load_full();
     let generation = *listener.generation.borrow();
-    let mode = **listener.mode.load();
+    let mode = handshake.mode;
     // The handshake shares the header read budget: a client that connects
     // and sends nothing must not hold a slot forever.
     let head_deadline = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
@@ -423,7 +429,7 @@ async fn connection(
             Some(p) => crate::tls::per_name::accept(p, stream)
                 .await
                 .map(|(s, at)| (Box::new(s), Some(at))),
-            None => tokio_rustls::TlsAcceptor::from(tls)
+            None => tokio_rustls::TlsAcceptor::from(handshake.config.clone())
                 .accept(stream)
                 .await
                 .map(|s| (Box::new(s), None)),
