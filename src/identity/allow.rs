@@ -264,8 +264,10 @@ impl Glob {
         match (self.any_suffix, parts.next()) {
             (false, None) => true,
             (false, Some(_)) => false,
-            // `/**` needs something below the prefix.
-            (true, Some(first)) => !first.is_empty() || parts.next().is_some(),
+            // `/**` needs something below the prefix, and no empty segment
+            // there (`.../prod//` is no workload below `prod`; no SPIFFE ID
+            // has one, and a backend merging slashes reads `prod` itself).
+            (true, Some(first)) => !first.is_empty() && parts.all(|p| !p.is_empty()),
             (true, None) => false,
         }
     }
@@ -426,6 +428,10 @@ mod tests {
         assert!(g.matches("spiffe://td/ns/a/b/c"));
         assert!(!g.matches("spiffe://td/ns"));
         assert!(!g.matches("spiffe://td/ns/"));
+        assert!(!g.matches("spiffe://td/ns//"));
+        assert!(!g.matches("spiffe://td/ns//a"));
+        assert!(!g.matches("spiffe://td/ns/a//b"));
+        assert!(!g.matches("spiffe://td/ns/a/"));
         assert!(!g.matches("spiffe://td/nsx/a"));
         let g = Glob::new("spiffe://td/ns/*", Kind::Uri).unwrap();
         assert!(!g.matches("spiffe://td/ns/"));
