@@ -138,13 +138,20 @@ impl std::hash::Hash for AllowRule {
 
 impl AllowRule {
     /// Whether every field of this rule matches `id`. A multi-valued field
-    /// (OUs, SANs) matches when any of its values does.
+    /// (OUs, SANs) matches when any of its values does. The CN is one
+    /// value: a subject with several (`CN=intern, CN=ops`) matches no `cn`
+    /// rule, since backends disagree on which is the name (OpenSSL's
+    /// lookups read the first, HAProxy's `ssl_c_s_dn(CN)` the last).
     pub fn matches(&self, id: &Identity) -> bool {
         let any = |g: &Option<Glob>, values: &[String]| {
             g.as_ref()
                 .is_none_or(|g| values.iter().any(|v| g.matches(v)))
         };
-        any(&self.cn, &id.cn)
+        let one = |g: &Option<Glob>, values: &[String]| {
+            g.as_ref()
+                .is_none_or(|g| matches!(values, [v] if g.matches(v)))
+        };
+        one(&self.cn, &id.cn)
             && any(&self.ou, &id.ou)
             && any(&self.dns_san, &id.dns_sans)
             && any(&self.uri_san, &id.uri_sans)
@@ -397,6 +404,18 @@ mod tests {
         };
         assert!(!list.permits(&id()));
         assert!(!AllowList::default().permits(&id()));
+    }
+
+    /// A subject with two CNs is read as either by some backend: no `cn`
+    /// rule matches it, whichever CN it names; other fields still judge.
+    #[test]
+    fn several_cns_match_no_cn_rule() {
+        let mut two = id();
+        two.cn = vec!["intern".into(), "ops".into()];
+        for r in [r#"{"cn":"ops"}"#, r#"{"cn":"intern"}"#, r#"{"cn":"*"}"#] {
+            assert!(!rule(r).unwrap().matches(&two), "{r}");
+        }
+        assert!(rule(r#"{"ou":"emea"}"#).unwrap().matches(&two));
     }
 
     /// A URI SAN no SPIFFE ID could be matches no `uri_san` rule.

@@ -47,6 +47,13 @@ pub struct Identity {
     pub forwarded: [std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>; 4],
 }
 
+/// Every value, or none when one is not text: a CN hotproxy cannot read
+/// beside one it can must not make the readable one look like the only
+/// one (a `cn` rule needs exactly one).
+fn every(values: impl Iterator<Item = Option<String>>) -> Vec<String> {
+    values.collect::<Option<Vec<_>>>().unwrap_or_default()
+}
+
 impl Identity {
     /// Parse the leaf of `chain` (leaf first, as rustls hands it over).
     pub fn from_chain(chain: &[CertificateDer<'_>]) -> Result<Identity, String> {
@@ -59,7 +66,7 @@ impl Identity {
         let mut id = Identity {
             subject: crate::material::dn::text(cert.subject()),
             issuer: crate::material::dn::text(cert.issuer()),
-            cn: cert.subject().iter_common_name().filter_map(text).collect(),
+            cn: every(cert.subject().iter_common_name().map(text)),
             ou: cert
                 .subject()
                 .iter_organizational_unit()
