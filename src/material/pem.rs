@@ -365,6 +365,18 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
                     origin: origin.clone(),
                     reason: e.to_string(),
                 })?;
+                // What verifies client certificates is webpki, which is
+                // stricter (RFC 5280's profile: a v2 CRL): a CRL it refuses
+                // is refused here, where the file is named, not when the
+                // listener's verifier is built after the material was
+                // taken (a reload failing late, an API call's 400 after
+                // /certs/validate said valid).
+                webpki::BorrowedCertRevocationList::from_der(&der).map_err(|e| {
+                    MaterialError::BadCrl {
+                        origin: origin.clone(),
+                        reason: format!("not usable to check revocation: {e:?}"),
+                    }
+                })?;
                 crls.push(CertificateRevocationListDer::from(der));
                 found += 1;
             }
@@ -482,6 +494,85 @@ mod tests {
         assert!(e.is_transient(), "{e}");
         let e = load_pair(&d, &cert, &whole("<script>")).unwrap_err();
         assert!(e.to_string().contains("section `?`"), "{e}");
+    }
+
+    /// A CA, and a CRL from it, as PEM.
+    fn ca_and_crl() -> (String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyIdMethod, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        let ca = p.self_signed(&key).unwrap().pem();
+        let now = time::OffsetDateTime::now_utc();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&Issuer::new(p, key))
+        .unwrap();
+        (ca, crl.pem().unwrap())
+    }
+
+    /// The CRL in `pem` without its version field: a v1 CRL, which
+    /// x509-parser reads and webpki (which checks revocation) refuses.
+    fn as_v1(pem: &str) -> String {
+        use base64::Engine;
+        let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+        // The header length and content length of the DER value at `b`.
+        let tlv = |b: &[u8]| match b[1] {
+            n if n < 0x80 => (2, n as usize),
+            n => {
+                let k = (n & 0x7f) as usize;
+                (
+                    2 + k,
+                    b[2..2 + k].iter().fold(0, |a, &x| a << 8 | x as usize),
+                )
+            }
+        };
+        let sequence = |content: Vec<u8>| {
+            let len = content.len();
+            let mut out = vec![0x30];
+            match len {
+                0..0x80 => out.push(len as u8),
+                0x80..0x100 => out.extend([0x81, len as u8]),
+                _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+            }
+            out.extend(content);
+            out
+        };
+        let (outer, _) = tlv(&der);
+        let tbs = &der[outer..];
+        let (head, len) = tlv(tbs);
+        assert_eq!(tbs[head..head + 3], [2, 1, 1], "a v2 CRL's version");
+        let mut body = sequence(tbs[head + 3..head + len].to_vec());
+        body.extend_from_slice(&tbs[head + len..]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(sequence(body));
+        format!("-----BEGIN X509 CRL-----\n{b64}\n-----END X509 CRL-----\n")
+    }
+
+    /// A CRL webpki cannot use to check revocation is refused when it is
+    /// loaded, naming it: it used to load (x509-parser reads a v1 CRL),
+    /// then fail when the listener's verifier was built, after the
+    /// material had been taken, and `/certs/validate` called it valid.
+    #[test]
+    fn a_crl_webpki_refuses_is_refused_at_load() {
+        let (ca, crl) = ca_and_crl();
+        let load_with = |crl: String| {
+            let source = EntrySource::CaInline {
+                ca_pem: ca.clone(),
+                crl_pem: Some(crl),
+            };
+            load(EntryKind::CaBundle, &source)
+        };
+        assert!(load_with(crl.clone()).is_ok());
+        let e = load_with(as_v1(&crl)).unwrap_err();
+        assert!(matches!(e, MaterialError::BadCrl { .. }), "{e}");
+        assert!(e.to_string().contains("inline crl_pem"), "{e}");
     }
 
     /// A CA file above `MAX_PEM_FILE` is refused before it is loaded.
