@@ -108,19 +108,34 @@ impl Reloader {
         self.publish_entry(id);
     }
 
-    /// Swap in freshly loaded material for `id` if it differs, rebuilding
-    /// dependents; on a build failure the old material stays.
+    /// Swap in material the admin API brought for `id` if it differs,
+    /// rebuilding dependents. On a build failure the old material stays and
+    /// nothing else changes: the caller answers the refusal, and the
+    /// entry's reload state, failure count and retries (which are about its
+    /// files) are left alone; a retry would re-read the files and replace
+    /// what the API had set before.
     pub fn offer(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
-        self.offer_since(id, loaded, Instant::now())
+        self.swap(id, loaded, Instant::now(), false)
     }
 
-    /// [`Reloader::offer`] of material whose reading began at `started`
-    /// (the logged `reload_ms` runs from there to the published snapshot).
+    /// Swap in material re-read from `id`'s files, whose reading began at
+    /// `started` (the logged `reload_ms` runs from there to the published
+    /// snapshot); a build failure counts as the files' failure (retried).
     pub(super) fn offer_since(
         &mut self,
         id: &str,
         loaded: Loaded,
         started: Instant,
+    ) -> Result<bool, String> {
+        self.swap(id, loaded, started, true)
+    }
+
+    fn swap(
+        &mut self,
+        id: &str,
+        loaded: Loaded,
+        started: Instant,
+        from_files: bool,
     ) -> Result<bool, String> {
         let entry = self
             .entries
@@ -141,7 +156,9 @@ impl Reloader {
             Ok(c) => c,
             Err(problem) => {
                 self.entries.get_mut(id).expect("present").current = previous;
-                self.refused(id, &problem, false);
+                if from_files {
+                    self.refused(id, &problem, false);
+                }
                 return Err(problem);
             }
         };
