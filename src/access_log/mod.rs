@@ -16,6 +16,8 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tracing::warn;
+
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +159,8 @@ struct Running {
     queued: Arc<AtomicUsize>,
     /// Joined at shutdown, so queued lines reach the file before exit.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Closed when the writer thread ends: shutdown waits on it, bounded.
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 static RUNNING: LazyLock<ArcSwapOption<Running>> = LazyLock::new(ArcSwapOption::empty);
@@ -175,13 +179,14 @@ pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
         None => None,
         Some(c) => {
             let queued = Arc::new(AtomicUsize::new(0));
-            let (tx, reopen, thread) = writer::spawn(c.clone(), queued.clone())?;
+            let (tx, reopen, thread, done) = writer::spawn(c.clone(), queued.clone())?;
             Some(Arc::new(Running {
                 config: c.clone(),
                 tx,
                 reopen,
                 queued,
                 thread: Mutex::new(Some(thread)),
+                done: Mutex::new(done),
             }))
         }
     };
@@ -190,8 +195,20 @@ pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
     Ok(())
 }
 
-/// Stop the writer after it has written every queued line (shutdown).
+/// How long shutdown waits for the writer to write what is queued. A FIFO
+/// without a reader (a log shipper down) blocks its writer in `open`, a
+/// stuck reader blocks it in `write`: neither may keep the process from
+/// exiting (kubelet would kill it, exit 137, after the grace period).
+pub const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// Stop the writer after it has written every queued line (shutdown), or
+/// after [`FLUSH_AT_SHUTDOWN`] if it cannot: the lines still queued are
+/// lost, and the log says so.
 pub fn shutdown() {
+    shutdown_within(FLUSH_AT_SHUTDOWN);
+}
+
+fn shutdown_within(limit: Duration) {
     let _one = CONFIGURE.lock().unwrap_or_else(|e| e.into_inner());
     let Some(running) = RUNNING.swap(None) else {
         return;
@@ -201,11 +218,24 @@ pub fn shutdown() {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
+    let path = running.config.path.clone();
+    let done = std::mem::replace(
+        &mut *running.done.lock().unwrap_or_else(|e| e.into_inner()),
+        std::sync::mpsc::channel().1,
+    );
     // The queue's sender goes with the last reference; a request holding a
     // momentary one finishes its `submit` first.
     drop(running);
-    if let Some(t) = thread {
-        let _ = t.join();
+    match done.recv_timeout(limit) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            warn!(path = %path, waited_ms = limit.as_millis() as u64, "access log writer still blocked at shutdown (a FIFO without a reader?); exiting without the lines it holds");
+        }
+        // Ended (or its thread panicked): joined at once.
+        _ => {
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -342,6 +372,22 @@ mod tests {
         shutdown();
         let lines = reader.join().unwrap();
         assert_eq!(lines as u64, (QUEUE + extra) as u64 - dropped);
+        assert!(!enabled());
+    }
+
+    /// A FIFO nobody ever reads (the log shipper is down) leaves the
+    /// writer blocked in `open`: shutdown gives up on it after its limit
+    /// instead of joining it forever (SIGTERM hung until kubelet killed the
+    /// pod).
+    #[test]
+    fn shutdown_does_not_wait_forever_for_a_fifo_reader() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let _fifo = stalled_fifo(&dir);
+        submit(refusal(1));
+        crate::fsutil::test_support::within_bounded_time("shutdown", || {
+            shutdown_within(Duration::from_millis(200))
+        });
         assert!(!enabled());
     }
 

@@ -38,11 +38,13 @@ impl Sink {
     }
 }
 
-/// The queue, the reopen flag and the thread of a started writer.
+/// The queue, the reopen flag, the thread of a started writer, and what
+/// tells that it ended (its sender drops with the thread).
 type Started = (
     SyncSender<Msg>,
     Arc<AtomicBool>,
     std::thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<()>,
 );
 
 /// Whether `path` is a FIFO (a log shipper reading a named pipe): opening
@@ -67,11 +69,15 @@ pub(super) fn spawn(config: AccessLogConfig, queued: Arc<AtomicUsize>) -> Result
     let (tx, rx) = sync_channel(QUEUE);
     let reopen = Arc::new(AtomicBool::new(false));
     let flag = reopen.clone();
+    let (ended, done) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || run(config, sink, rx, flag, queued))
+        .spawn(move || {
+            let _ended = ended;
+            run(config, sink, rx, flag, queued);
+        })
         .map_err(|e| format!("access_log: cannot start the writer thread: {e}"))?;
-    Ok((tx, reopen, thread))
+    Ok((tx, reopen, thread, done))
 }
 
 fn run(
