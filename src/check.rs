@@ -97,6 +97,10 @@ pub fn run(path: &Path) -> ExitCode {
     }
     // Snapshots: what `run` would build, so a check passes only if run would start.
     for l in &config.listeners {
+        // A redirect_https listener speaks plain HTTP: no TLS to build.
+        if l.front.redirect_https.is_some() {
+            continue;
+        }
         let find = |id: &str| loaded.get(id);
         let pairs: Option<Vec<_>> = l
             .certs

@@ -477,6 +477,10 @@ async fn redirect_https_and_response_headers() {
         ready.status, 200,
         "a redirect listener is ready without certificates"
     );
+    // `check` agrees with `run`: no certificate is needed there either.
+    let config = w.scene.path("config.yaml");
+    let (code, out, err) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
     drop(w.scene);
 }
 
