@@ -179,8 +179,15 @@ impl Resolver {
                     x.max_connection_lifetime.as_ref(),
                     Duration::ZERO,
                 );
-                let max_connections = x.max_connections.unwrap_or(d.max_connections).max(1);
-                if max_connections > MAX_CONNECTIONS {
+                let max_connections = x.max_connections.unwrap_or(d.max_connections);
+                if max_connections == 0 {
+                    // Not silently one: a listener serving one client at a
+                    // time is not what anyone writing 0 meant.
+                    self.problem(
+                        format!("{lat}.max_connections"),
+                        "must be at least 1 (clients beyond it wait in the kernel backlog)",
+                    );
+                } else if max_connections > MAX_CONNECTIONS {
                     // tokio's semaphore panics past usize::MAX >> 3 permits,
                     // in the accept loop: the listener would stop silently.
                     self.problem(
@@ -189,8 +196,9 @@ impl Resolver {
                     );
                 }
                 Limits {
-                    max_connections: max_connections.min(MAX_CONNECTIONS),
-                    header_read_timeout: self.duration(
+                    max_connections: max_connections.clamp(1, MAX_CONNECTIONS),
+                    // Zero would end every connection before its handshake.
+                    header_read_timeout: self.positive_duration(
                         &format!("{lat}.header_read_timeout"),
                         x.header_read_timeout.as_ref(),
                         d.header_read_timeout,
@@ -498,9 +506,14 @@ mod tests {
         );
         let zero = MINIMAL.replace(
             "routes: [{ upstream: api }]",
-            "routes: [{ upstream: api }]\n    limits: { send_timeout: 0s, body_read_timeout: 0s, tunnel_idle_timeout: 0s }",
+            "routes: [{ upstream: api }]\n    limits: { send_timeout: 0s, body_read_timeout: 0s, tunnel_idle_timeout: 0s, header_read_timeout: 0s, max_connections: 0 }",
         );
         let m = messages(&parse_str(&zero).unwrap_err());
+        assert!(m.contains("listeners[0].limits.header_read_timeout"), "{m}");
+        assert!(
+            m.contains("listeners[0].limits.max_connections") && m.contains("at least 1"),
+            "{m}"
+        );
         assert!(
             m.contains("listeners[0].limits.send_timeout") && m.contains("more than 0s"),
             "{m}"

@@ -97,12 +97,13 @@ impl Resolver {
             name: u.name.clone(),
             servers,
             tls,
-            connect_timeout: self.duration(
+            // Zero would fail every connect, and every request.
+            connect_timeout: self.positive_duration(
                 &format!("{at}.connect_timeout"),
                 u.connect_timeout.as_ref(),
                 Duration::from_secs(5),
             ),
-            request_timeout: self.duration(
+            request_timeout: self.positive_duration(
                 &format!("{at}.request_timeout"),
                 u.request_timeout.as_ref(),
                 Duration::from_secs(60),
@@ -314,6 +315,26 @@ mod tests {
             m.contains("upstreams[0].idle_timeout") && m.contains("more than 0s"),
             "{m}"
         );
+    }
+
+    /// connect_timeout and request_timeout of zero would fail every
+    /// request: refused by name.
+    #[test]
+    fn upstream_zero_timeouts() {
+        let zero = MINIMAL.replace(
+            "servers: [https://127.0.0.1:9443]",
+            "servers: [https://127.0.0.1:9443]\n    connect_timeout: 0s\n    request_timeout: 0ms",
+        );
+        let m = messages(&parse_str(&zero).unwrap_err());
+        for field in [
+            "upstreams[0].connect_timeout",
+            "upstreams[0].request_timeout",
+        ] {
+            assert!(
+                m.contains(field) && m.contains("more than 0s"),
+                "{field}: {m}"
+            );
+        }
     }
 
     /// http2_stream_window_bytes defaults to 128 KiB, is read, and one
