@@ -10,9 +10,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--log-level`: a level (`error`, `warn`, `info`, `debug`, `trace`,
+/// `off`), or tracing directives (`info,hotproxy::watch=debug`) where each
+/// bare word is a level. tracing reads a bare word it does not know as a
+/// target to show at every level, with nothing else shown: a typo such as
+/// `warning` silenced every log line. Refused instead, naming the word.
+pub fn parse_level(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for part in s.split(',').map(str::trim) {
+        let level = part.rsplit_once('=').map_or(part, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "unknown log level `{level}`: use one of {}, or target=level directives",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(s.to_owned())
+}
+
 /// Install the global subscriber. JSON events are flattened so the fields
 /// (`listener`, `entry`, `upstream`, `path`, `fingerprint`, `error`) sit at
 /// the top level of each line, next to `message`.
+/// `RUST_LOG`, when set, replaces `--log-level` (and the defaults below).
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         // rustls warns once per connection about what any client may send
@@ -41,4 +61,26 @@ pub fn init_logging(format: LogFormat, level: &str) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_level;
+
+    #[test]
+    fn log_levels_and_directives() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "info,hotproxy::watch=debug",
+            "hotproxy=trace",
+        ] {
+            assert_eq!(parse_level(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["warning", "verbose", "info,hotproxy=loud", ""] {
+            let e = parse_level(bad).unwrap_err();
+            assert!(e.contains("unknown log level"), "{bad}: {e}");
+        }
+    }
 }

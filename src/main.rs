@@ -30,7 +30,8 @@ enum Command {
         config: PathBuf,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
-        #[arg(long, default_value = "info")]
+        /// error, warn, info, debug, trace, or tracing directives.
+        #[arg(long, default_value = "info", value_parser = hotproxy::logging::parse_level)]
         log_level: String,
     },
     /// Validate the configuration and every certificate it names (like `nginx -t`).
@@ -47,8 +48,8 @@ enum Command {
     Demo {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
-        /// As for `run`: error, warn, info, debug, trace, or a tracing filter.
-        #[arg(long, default_value = "info")]
+        /// As for `run`: error, warn, info, debug, trace, or tracing directives.
+        #[arg(long, default_value = "info", value_parser = hotproxy::logging::parse_level)]
         log_level: String,
     },
 }

@@ -485,6 +485,20 @@ async fn graceful_shutdown() {
     assert!(p.wait_exit(Duration::from_secs(10)).await.success());
 }
 
+/// A `--log-level` typo is refused at once, naming the word: tracing would
+/// read `warning` as a target and show no line at all, errors included.
+#[test]
+fn a_log_level_typo_is_refused() {
+    for command in ["run", "demo"] {
+        let (code, _, err) = run_cli(&[command, "--log-level", "warning"]);
+        assert_eq!(code, 2, "{command}: {err}");
+        assert!(
+            err.contains("unknown log level `warning`"),
+            "{command}: {err}"
+        );
+    }
+}
+
 /// `check` prints a table and exits 0 on a good config; lists every problem and exits 1 on a broken one.
 #[tokio::test]
 async fn check_command() {
