@@ -239,7 +239,7 @@ fn crl_warning(entry: &str, issuer: &str, next_update: i64, warnings: &mut Vec<S
 }
 
 /// What `run` checks at startup beyond entries and listeners: the admin
-/// listener's exposure and tokens, and the store (key, decryption, ids),
+/// listener's exposure and tokens, the access log's file, and the store (key, decryption, ids),
 /// through the same functions. Creates nothing: a missing store key is a
 /// note, since `run` creates it. Returns how many entries the store holds.
 fn startup(
@@ -256,6 +256,9 @@ fn startup(
             Err(e) => problems.push(e),
         }
         problems.extend(crate::admin::auth::Tokens::problems(admin));
+    }
+    if let Some(Err(e)) = config.access_log.as_ref().map(crate::access_log::preview) {
+        problems.push(e);
     }
     let Some(store) = &config.store else {
         return 0;

@@ -102,6 +102,27 @@ fn seal_store(s: &Scene) {
     store.save(&[spec]).unwrap();
 }
 
+/// `run` refuses to start when the access log cannot be opened; `check`
+/// says so too, naming the file, without creating anything: a log in a
+/// directory that does not exist fails it, stdout passes.
+#[test]
+fn an_access_log_run_cannot_open_fails_the_check() {
+    let (s, cfg) = scene(ADMIN, "access_log: { path: logs/access.log }");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    let dir = s.path("logs");
+    assert!(
+        err.contains("access_log.path")
+            && err.contains(&format!("{} does not exist", dir.display())),
+        "{err}"
+    );
+    assert!(!dir.exists(), "check created the directory");
+    let (s, cfg) = scene(ADMIN, "access_log: { path: stdout }");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    drop(s);
+}
+
 /// Tokens from a file and from the environment, a loopback admin bind, and
 /// a store whose key does not exist yet: valid; the key is reported as to
 /// be created, and neither it nor its directory is created by `check`.

@@ -239,6 +239,12 @@ fn shutdown_within(limit: Duration) {
     }
 }
 
+/// `hotproxy check`: whether `run` could open the configured access log
+/// (creating nothing), with the message `run` would stop with.
+pub fn preview(config: &AccessLogConfig) -> Result<(), String> {
+    writer::preview(&config.path)
+}
+
 /// Whether an access log is configured (requests skip all bookkeeping when not).
 pub fn enabled() -> bool {
     RUNNING.load().is_some()

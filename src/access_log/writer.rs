@@ -55,6 +55,32 @@ fn is_fifo(path: &str) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
+/// What `hotproxy check` can tell without creating anything: whether
+/// [`spawn`] would open `path`. An existing file must open for appending
+/// (opened, not written); a new one needs its directory. stdout and a FIFO
+/// (opened by the writer thread) pass.
+pub(super) fn preview(path: &str) -> Result<(), String> {
+    let problem = |e: &dyn std::fmt::Display| format!("access_log.path {path}: {e}");
+    if path == "stdout" || is_fifo(path) {
+        return Ok(());
+    }
+    let p = std::path::Path::new(path);
+    if p.exists() {
+        return OpenOptions::new()
+            .append(true)
+            .open(p)
+            .map(drop)
+            .map_err(|e| problem(&e));
+    }
+    match p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(problem(&format_args!(
+            "its directory {} does not exist",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Open the sink (an error here is a config error; a FIFO is opened by
 /// the thread) and start the thread.
 pub(super) fn spawn(config: AccessLogConfig, queued: Arc<AtomicUsize>) -> Result<Started, String> {
