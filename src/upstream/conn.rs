@@ -439,3 +439,48 @@ pub async fn upgrade_conn(d: Dialled) -> Result<http1::SendRequest<ClientBody>, 
     });
     Ok(send)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::io::{MaybeTls, UpstreamIo};
+
+    /// An idle HTTP/1.1 connection the upstream closes (its keep-alive
+    /// timeout) after the pool found it ready but before the request is
+    /// handed over. A review feared hyper's dispatcher would read the FIN,
+    /// end, and leave the request queued with nobody to answer it (`send`
+    /// waiting out `request_timeout`, then a 504 counted against the
+    /// endpoint). hyper 1 hands it back unwritten, so it is sent again
+    /// elsewhere at once; `send` relies on that, and this test keeps it so
+    /// across upgrades.
+    #[tokio::test]
+    async fn a_request_queued_on_a_connection_closed_meanwhile_comes_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let d = Dialled {
+            io: UpstreamIo::new(MaybeTls::Plain(tcp), None),
+            h2: false,
+        };
+        let mut c = H1::handshake(d, 0).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        assert!(c.ready().await);
+        // The upstream closes. Nothing on this side can show that the FIN
+        // has arrived without reading it (which is what the test is
+        // about), so it gets a moment: loopback delivers it at once.
+        tokio::io::AsyncWriteExt::shutdown(&mut server)
+            .await
+            .unwrap();
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let req = http::Request::get("/")
+            .body(crate::proxy::body::ClientBody::empty())
+            .unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), c.send(req))
+            .await
+            .expect("the request came back");
+        let e = sent.expect_err("nothing answered it");
+        assert!(e.message().is_some(), "the request was never written");
+    }
+}
