@@ -437,6 +437,33 @@ async fn a_silent_h2_connection_is_retired_after_a_stalled_body() {
     .await;
 }
 
+/// An `Upgrade` request the backend answers without switching (a 200,
+/// 403 or 426 with a body) is an ordinary response: a body that stops is
+/// cut after `read_timeout`, as any is. Its connection runs in a task of
+/// its own, and its body was passed on bare: a backend that stopped
+/// mid-body held the client, the upstream connection and its slot with
+/// no bound.
+#[tokio::test]
+async fn an_upgrade_answered_without_a_switch_is_bounded_by_read_timeout() {
+    let w = world();
+    let (_b, mut p, addr) = behind_proxy(&w, &["read_timeout: 1s"]).await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let mut s = connect(addr, "a.example.com", cfg).await.unwrap();
+    s.write_all(
+        b"GET /ws/endless HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\n\
+          connection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          sec-websocket-version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    p.wait_log("upstream response stalled", |v| {
+        v["reason"] == "read_timeout"
+    })
+    .await;
+}
+
 /// A silent connection is closed at once when retired, not left to a
 /// graceful GOAWAY: with megabytes of a request body unread in the
 /// kernel's buffers, hyper's GOAWAY would wait until the kernel gave up on

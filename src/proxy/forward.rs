@@ -259,7 +259,10 @@ impl Upstream {
                     Err(_) if body_fault.cause().is_some() => {}
                     Err(e) => self.answered_failure(&members, i, e),
                 }
-                r.map(|r| r.map(|b| b.map_err(Into::into).boxed()))
+                // Answered without a switch (a 200, 403 or 426 with a
+                // body): bounded by read_timeout like any response body.
+                let read = &self.read;
+                r.map(|r| r.map(|b| LeasedBody::unpooled(b, read.clone()).boxed()))
             } else {
                 self.send_balanced(&members, req, path, &last, &timed_out, &body_fault)
                     .await

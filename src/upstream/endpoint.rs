@@ -205,6 +205,19 @@ impl LeasedBody {
         }
     }
 
+    /// A body whose connection runs in a task of its own (an `Upgrade`
+    /// request's, answered without a switch): only `read_timeout` and the
+    /// trailer cleaning apply.
+    pub fn unpooled(body: Incoming, read: Arc<ReadTimeout>) -> LeasedBody {
+        LeasedBody {
+            body,
+            h1: None,
+            stream: None,
+            ended: false,
+            read: ReadTimer::new(read),
+        }
+    }
+
     pub fn h2(body: Incoming, stream: StreamGuard, read: Arc<ReadTimeout>) -> LeasedBody {
         LeasedBody {
             body,
