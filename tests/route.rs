@@ -558,17 +558,31 @@ async fn max_connections_per_server_caps_upstream_connections() {
 /// a 504 that names the cause, counted as `connection_limit`.
 #[tokio::test]
 async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
+    no_connection_free(&["max_connections_per_server: 1", "connect_timeout: 200ms"]).await;
+}
+
+/// The same when `request_timeout` ends the wait first: the endpoint was
+/// busy, not failing, so the answer is the connection limit's, and it
+/// does not count for passive health. It was answered "upstream timed
+/// out" and counted as the endpoint's failure: five in a row ejected a
+/// healthy endpoint that was merely at `max_connections_per_server`.
+#[tokio::test]
+async fn a_request_timeout_while_waiting_for_a_connection_is_the_connection_limit() {
+    no_connection_free(&["max_connections_per_server: 1", "request_timeout: 300ms"]).await;
+}
+
+/// One request holds the only connection to an HTTP/1.1 backend (its
+/// response head came at once, its body never ends: `request_timeout`
+/// does not apply to it) while another waits for one under `settings`: the
+/// second gets 504 "no upstream connection free", counted as
+/// `connection_limit` and never as `timeout`.
+async fn no_connection_free(settings: &[&str]) {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&capped_config(
-        &w,
-        &h1,
-        &["max_connections_per_server: 1", "connect_timeout: 200ms"],
-    ));
+    let mut p = Proxy::start(&capped_config(&w, &h1, settings));
     let addr = p.listener_addr("public").await;
     let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    // The backend holds /slow for 2 s: the only connection is busy.
-    let first = tokio::spawn(get(addr, "a.example.com", cfg(), false, "/slow", &[]));
+    let first = tokio::spawn(get(addr, "a.example.com", cfg(), false, "/endless", &[]));
     wait_until(WAIT, "the first request reached the backend", || async {
         h1.open.load(Ordering::SeqCst) == 1
     })
@@ -578,7 +592,7 @@ async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
         .unwrap();
     assert_eq!(r.status, 504, "{}", r.body);
     assert!(r.body.contains("no upstream connection free"), "{}", r.body);
-    assert_eq!(first.await.unwrap().unwrap().status, 200);
+    first.abort();
     assert_eq!(h1.accepted.load(Ordering::SeqCst), 1);
     let m = metrics_text(p.admin_addr().await).await;
     assert!(
@@ -587,6 +601,7 @@ async fn waiting_for_a_connection_is_bounded_by_connect_timeout() {
         ),
         "{m}"
     );
+    assert!(!m.contains(r#"reason="timeout""#), "{m}");
 }
 
 /// A server that accepts TCP and never answers the TLS handshake is a

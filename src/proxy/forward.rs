@@ -106,6 +106,17 @@ pub fn client_ip_value(addr: SocketAddr) -> HeaderValue {
     v
 }
 
+/// What the attempts of one request share.
+struct Attempt<'a> {
+    /// The endpoint of the latest attempt, for the logs.
+    last: &'a AtomicUsize,
+    /// Set when `request_timeout` ends the attempt in flight.
+    timed_out: &'a AtomicBool,
+    /// The request's deadline (`request_timeout`): no wait for a
+    /// connection lasts past it.
+    until: tokio::time::Instant,
+}
+
 /// One configured upstream: its endpoints and TLS snapshot.
 pub struct Upstream {
     pub name: Arc<str>,
@@ -264,7 +275,12 @@ impl Upstream {
                 let read = &self.read;
                 r.map(|r| r.map(|b| LeasedBody::unpooled(b, read.clone()).boxed()))
             } else {
-                self.send_balanced(&members, req, path, &last, &timed_out, &body_fault)
+                let attempt = Attempt {
+                    last: &last,
+                    timed_out: &timed_out,
+                    until: deadline,
+                };
+                self.send_balanced(&members, req, path, attempt, &body_fault)
                     .await
             }
         };
@@ -326,10 +342,14 @@ impl Upstream {
         members: &Members,
         mut req: Request<ClientBody>,
         path: PathAndQuery,
-        last: &AtomicUsize,
-        timed_out: &AtomicBool,
+        attempt: Attempt<'_>,
         body_fault: &BodyFault,
     ) -> Result<Response<ResponseBody>, Failure> {
+        let Attempt {
+            last,
+            timed_out,
+            until,
+        } = attempt;
         // Allocated only when a retry happens.
         let mut tried: Vec<usize> = Vec::new();
         let others = members.members.len() > 1 && self.config.retries > 0;
@@ -344,7 +364,7 @@ impl Upstream {
                 && tried.len() < self.config.retries as usize
                 && tried.len() + 1 < members.members.len();
             let (failure, again) = match self
-                .send(endpoint, req, path.clone(), may_retry, timed_out)
+                .send(endpoint, req, path.clone(), may_retry, timed_out, until)
                 .await
             {
                 Ok(resp) => {
@@ -357,7 +377,10 @@ impl Upstream {
                 Err(failed) => failed,
             };
             self.answered_failure(members, i, &failure);
-            let Some(again) = again.filter(|_| may_retry) else {
+            // Past the request's deadline nothing more is sent (the
+            // attempt ended there, waiting for a connection).
+            let Some(again) = again.filter(|_| may_retry && tokio::time::Instant::now() < until)
+            else {
                 return Err(failure);
             };
             tried.push(i);
@@ -410,10 +433,11 @@ impl Upstream {
         path: PathAndQuery,
         may_retry: bool,
         timed_out: &AtomicBool,
+        until: tokio::time::Instant,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
         let mut fresh = false;
         loop {
-            let lease = match endpoint.checkout(fresh).await {
+            let lease = match endpoint.checkout(fresh, until).await {
                 Ok(lease) => lease,
                 // Never sent: it may go anywhere else.
                 Err(e) => return Err((Failure::Dial(e), Some(req))),
@@ -600,7 +624,11 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 // unanswered request does: checks find a silent one first.
                 let timed_out = AtomicBool::new(false);
                 let probe = async {
-                    let resp = u.send(&m.endpoint, req, pq, false, &timed_out).await.ok()?;
+                    let until = tokio::time::Instant::now() + active.timeout;
+                    let resp = u
+                        .send(&m.endpoint, req, pq, false, &timed_out, until)
+                        .await
+                        .ok()?;
                     let ok = resp.status().is_success() || resp.status().is_redirection();
                     drain_check_body(resp.into_body()).await.ok()?;
                     Some(ok)

@@ -74,10 +74,16 @@ impl Endpoint {
 
     /// A connection for one request: a stream on a shared h2 connection,
     /// an idle h1 one still open, or a new one. Waiting for a dial slot or a
-    /// server slot is bounded by `connect_timeout` (then the 504 cause is
-    /// the connection limit). `fresh`: a retry, never a pooled connection.
-    pub async fn checkout(&self, fresh: bool) -> Result<Lease, DialError> {
-        let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;
+    /// server slot is bounded by `connect_timeout` and by the request's own
+    /// deadline `until` (then the 504 cause is the connection limit, which
+    /// says nothing about the endpoint's health: a busy endpoint is not a
+    /// failing one). `fresh`: a retry, never a pooled connection.
+    pub async fn checkout(
+        &self,
+        fresh: bool,
+        until: tokio::time::Instant,
+    ) -> Result<Lease, DialError> {
+        let deadline = (tokio::time::Instant::now() + self.dialer.connect_timeout).min(until);
         // Woken from a wait: a stream found then is passed on.
         let mut waited = false;
         loop {
