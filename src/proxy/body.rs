@@ -159,6 +159,10 @@ impl ClientBody {
     /// A body already read whole: it cannot fail, and can be sent again.
     pub fn whole(data: Bytes, trailers: Option<HeaderMap>) -> (ClientBody, BodyFault) {
         let state = State::new();
+        if data.is_empty() && trailers.is_none() {
+            // Nothing to send: hyper never polls it, and it is through.
+            state.read.store(true, Ordering::Relaxed);
+        }
         let fault = BodyFault(Some(state.clone()));
         let data = (!data.is_empty()).then_some(data);
         let body = ClientBody {
@@ -226,9 +230,11 @@ impl Body for ClientBody {
                     (None, Some(t)) => Frame::trailers(t),
                     (None, None) => return Poll::Ready(None),
                 };
-                if whole.trailers.is_none()
-                    && let Some(state) = &this.state
-                {
+                // Its data given, the body is through as far as a
+                // connection is concerned: with a Content-Length (a whole
+                // body has one) hyper asks for nothing more, trailers
+                // included.
+                if let Some(state) = &this.state {
                     state.read.store(true, Ordering::Relaxed);
                 }
                 return Poll::Ready(Some(Ok(frame)));
@@ -269,7 +275,9 @@ impl Body for ClientBody {
                 let _ = state.failed.set(Fault::Malformed(cause));
             }
             Poll::Ready(None) => state.read.store(true, Ordering::Relaxed),
-            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+            // Trailers are the last frame: hyper does not ask again, so
+            // waiting for `None` would leave the connection unpooled.
+            Poll::Ready(Some(Ok(f))) if f.is_trailers() || inner.is_end_stream() => {
                 state.read.store(true, Ordering::Relaxed);
             }
             Poll::Ready(Some(Ok(_))) => {}

@@ -264,6 +264,9 @@ impl Body for LeasedBody {
                     && let Some(t) = frame.trailers_mut()
                 {
                     crate::proxy::trailers::clean_response(t);
+                    // The last frame: hyper does not ask for the end after
+                    // trailers, so this is where the body ends.
+                    this.ended = true;
                 }
                 this.read.progress();
             }
