@@ -45,6 +45,39 @@ mod tests {
         assert!(m.contains("HOTPROXY_UNSET_VARIABLE is not set"), "{m}");
     }
 
+    /// Every string field takes `${NAME}`, not only paths and addresses:
+    /// a listener's name, a route's prefix, an allow rule's CN; an unset
+    /// variable there is an error naming that field.
+    #[test]
+    fn env_expansion_in_every_string_field() {
+        assert_eq!(std::env::var("HOTPROXY_TEST_NAME").as_deref(), Ok("ops"));
+        let text = MINIMAL
+            .replace("name: public", "name: ${HOTPROXY_TEST_NAME}-public")
+            .replace(
+                "routes: [{ upstream: api }]",
+                "routes: [{ upstream: api, path_prefix: \"/${HOTPROXY_TEST_NAME}\", allow: [{ cn: \"${HOTPROXY_TEST_NAME}\" }] }]",
+            );
+        let c = parse_str(&text).unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.name, "ops-public");
+        assert_eq!(l.routes[0].path_prefix.as_deref(), Some("/ops"));
+        let allow = format!("{:?}", l.routes[0].allow);
+        assert!(
+            allow.contains("\"ops\"") && !allow.contains("${"),
+            "{allow}"
+        );
+        let text = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api, allow: [{ cn: \"${HOTPROXY_UNSET_VARIABLE}\" }] }]",
+        );
+        let m = messages(&parse_str(&text).unwrap_err());
+        assert!(
+            m.contains("listeners[0].routes[0].allow[0].cn")
+                && m.contains("HOTPROXY_UNSET_VARIABLE is not set"),
+            "{m}"
+        );
+    }
+
     fn unsafe_free_set_var() {
         // set_var is unsafe in edition 2024 and the crate forbids unsafe;
         // the variable is provided to the test binary by cargo's env instead.

@@ -483,9 +483,17 @@ fn resolve_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
                 );
             }
         };
+        let mut unset = Vec::new();
+        tree::expand_env(&mut root, "", &mut unset);
         match tree::read::<raw::File>(&mut root) {
-            (Some(raw), report) => (raw, report),
-            (None, report) => return (None, located(&report.problems)),
+            (Some(raw), mut report) => {
+                report.problems.extend(unset);
+                (raw, report)
+            }
+            (None, mut report) => {
+                report.problems.extend(unset);
+                return (None, located(&report.problems));
+            }
         }
     };
     let mut problems = located(&report.problems);

@@ -228,6 +228,47 @@ impl Report {
     }
 }
 
+/// `${NAME}` in every string value of the tree, from the environment,
+/// before it is read: names, rules, paths and addresses alike (SPEC: "in
+/// a string value"), where the resolver used to expand the fields it read
+/// as paths and addresses only (`cn: "${OPS_CN}"` stayed that text, and
+/// matched no client). An unset variable is a problem at its field, whose
+/// value then reads as empty.
+pub fn expand_env(node: &mut Node, path: &str, found: &mut Vec<Found>) {
+    let line = node.line;
+    match &mut node.value {
+        Value::Str(s) if s.contains("${") => match super::env::expand_env(s) {
+            Ok(v) => *s = v,
+            Err(message) => {
+                found.push(Found {
+                    line,
+                    path: path.to_owned(),
+                    message,
+                });
+                s.clear();
+            }
+        },
+        Value::Seq(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_env(item, &format!("{path}[{i}]"), found);
+            }
+        }
+        Value::Map(entries) => {
+            for (key, value) in entries.iter_mut() {
+                let Value::Str(key) = &key.value else {
+                    continue;
+                };
+                let at = match path {
+                    "" => key.clone(),
+                    _ => format!("{path}.{key}"),
+                };
+                expand_env(value, &at, found);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Read `root` into `T`, recording every problem instead of stopping at
 /// the first. `None` when `T` could not be built at all (even with
 /// placeholders); the report says why.
