@@ -443,7 +443,6 @@ pub async fn upgrade_conn(d: Dialled) -> Result<http1::SendRequest<ClientBody>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::io::{MaybeTls, UpstreamIo};
 
     /// An idle HTTP/1.1 connection the upstream closes (its keep-alive
     /// timeout) after the pool found it ready but before the request is
@@ -456,14 +455,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_queued_on_a_connection_closed_meanwhile_comes_back() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let d = Dialled {
-            io: UpstreamIo::new(MaybeTls::Plain(tcp), None),
-            h2: false,
-        };
-        let mut c = H1::handshake(d, 0).await.unwrap();
+        let mut c = crate::upstream::pool::tests::h1(&listener).await;
         let (mut server, _) = listener.accept().await.unwrap();
         assert!(c.ready().await);
         // The upstream closes. Nothing on this side can show that the FIN

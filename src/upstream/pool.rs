@@ -251,13 +251,13 @@ impl Drop for DialToken<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::upstream::conn::Dialled;
     use crate::upstream::io::{MaybeTls, UpstreamIo};
 
     /// A real HTTP/1.1 client connection to a loopback listener.
-    async fn h1(listener: &tokio::net::TcpListener) -> Box<H1> {
+    pub(crate) async fn h1(listener: &tokio::net::TcpListener) -> Box<H1> {
         let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();

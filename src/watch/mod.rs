@@ -250,9 +250,14 @@ mod tests {
         expect(&mut rx, &s).await;
     }
 
-    /// mv over the file, an in-place write, and a deleted-and-recreated directory are seen.
-    #[tokio::test]
-    async fn mv_cp_and_recreated_dir() {
+    /// A watcher on events alone (no poll) with one subject, `e`: the file
+    /// `certs/tls.crt` in the temporary directory returned, armed.
+    async fn watched_certs_dir() -> (
+        tempfile::TempDir,
+        Watcher,
+        mpsc::UnboundedReceiver<Subject>,
+        Subject,
+    ) {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("certs");
         std::fs::create_dir(&dir).unwrap();
@@ -260,7 +265,15 @@ mod tests {
         std::fs::write(&f, "1").unwrap();
         let (w, mut rx) = Watcher::start(cfg(true, 0));
         let s = Subject::Entry("e".into());
-        settle(&w, &mut rx, d.path(), vec![(s.clone(), vec![f.clone()])]).await;
+        settle(&w, &mut rx, d.path(), vec![(s.clone(), vec![f])]).await;
+        (d, w, rx, s)
+    }
+
+    /// mv over the file, an in-place write, and a deleted-and-recreated directory are seen.
+    #[tokio::test]
+    async fn mv_cp_and_recreated_dir() {
+        let (d, _watcher, mut rx, s) = watched_certs_dir().await;
+        let (dir, f) = (d.path().join("certs"), d.path().join("certs/tls.crt"));
         std::fs::write(dir.join("new"), "2").unwrap();
         std::fs::rename(dir.join("new"), &f).unwrap();
         expect(&mut rx, &s).await;
@@ -283,14 +296,8 @@ mod tests {
     /// counted it as placed, so every later change went unseen.
     #[tokio::test]
     async fn a_replaced_directory_is_watched_again() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("certs");
-        std::fs::create_dir(&dir).unwrap();
-        let f = dir.join("tls.crt");
-        std::fs::write(&f, "1").unwrap();
-        let (w, mut rx) = Watcher::start(cfg(true, 0));
-        let s = Subject::Entry("e".into());
-        settle(&w, &mut rx, d.path(), vec![(s.clone(), vec![f.clone()])]).await;
+        let (d, _watcher, mut rx, s) = watched_certs_dir().await;
+        let (dir, f) = (d.path().join("certs"), d.path().join("certs/tls.crt"));
         let next = d.path().join("certs.new");
         std::fs::create_dir(&next).unwrap();
         std::fs::write(next.join("tls.crt"), "2").unwrap();
