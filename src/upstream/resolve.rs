@@ -105,11 +105,14 @@ impl Resolution {
                 .iter()
                 .map(|s| is_name(&s.host).then(|| lookup_blocking(&s.host, s.port)))
                 .collect();
+            // One deadline for all of them, not one each in turn.
+            let deadline = std::time::Instant::now() + LOOKUP_TIMEOUT;
             let mut last = self.last.lock().expect("resolution lock");
             for ((i, s), lookup) in self.config.servers.iter().enumerate().zip(lookups) {
                 let Some(lookup) = lookup else { continue };
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
                 let found = lookup
-                    .recv_timeout(LOOKUP_TIMEOUT)
+                    .recv_timeout(left)
                     .ok()
                     .map(normalise)
                     .filter(|f| !f.is_empty());
