@@ -53,7 +53,7 @@ pub const QUEUE: usize = 16 * 1024;
 /// it they are dropped and counted. A line count alone let a client's long
 /// paths (64 KiB each within `max_header_bytes`, a few bytes on the wire
 /// over HTTP/2 once in the HPACK table) pile up a gigabyte behind a slow
-/// log reader. Lines of at most [`SMALL_LINE`] such bytes, nearly all of
+/// log reader. Lines of at most 1 KiB of such bytes (`SMALL_LINE`), nearly all of
 /// them, are not counted here (no shared counter touched per request):
 /// with the line bound they hold at most `QUEUE` KiB.
 pub const QUEUE_BYTES: usize = 16 << 20;

@@ -90,8 +90,8 @@ impl Resolution {
     }
 
     /// The first set, resolved now (blocking: configuration time, like
-    /// nginx resolving its upstreams at start), each name at most
-    /// [`LOOKUP_TIMEOUT`]. A lookup that fails keeps what `previous` (the
+    /// nginx resolving its upstreams at start), all names at once, for at
+    /// most 5 s (`LOOKUP_TIMEOUT`). A lookup that fails keeps what `previous` (the
     /// upstream this one replaces, after an edit) had for the same
     /// `host:port`, as a failed re-resolution keeps the last good set; a
     /// name with neither is one endpoint dialled by name.
