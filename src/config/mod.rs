@@ -629,6 +629,26 @@ upstreams:
       client_cert: { ref: client }
 ";
 
+    /// A missing required field is reported at its own path, so the other
+    /// problems of its section come in the same run: a listener without
+    /// `bind` whose limits are also wrong gets both, where the missing
+    /// field used to hide every problem under `listeners[0]`.
+    #[test]
+    fn a_missing_field_hides_nothing_else_in_its_section() {
+        let text = MINIMAL.replace("    bind: 127.0.0.1:8443\n", "").replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: nowhere }]\n    limits: { send_timeout: 0s }",
+        );
+        let m = messages(&parse_str(&text).unwrap_err());
+        for want in [
+            "listeners[0].bind",
+            "listeners[0].limits.send_timeout",
+            "listeners[0].routes[0].upstream",
+        ] {
+            assert!(m.contains(want), "{want}: {m}");
+        }
+    }
+
     /// The shipped config.yaml (the demo's) parses and names its entries.
     #[test]
     fn shipped_config_parses() {

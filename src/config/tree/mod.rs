@@ -421,7 +421,7 @@ mod tests {
             "{got:#?}"
         );
         assert!(
-            got.contains(&(7, "items[1]", "missing `name`: it is required here")),
+            got.contains(&(7, "items[1].name", "missing `name`: it is required here")),
             "{got:#?}"
         );
         assert!(

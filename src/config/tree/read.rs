@@ -331,9 +331,16 @@ impl<'de> Deserializer<'de> for De<'_> {
                 let field = e.message["missing field `".len()..]
                     .trim_end_matches('`')
                     .to_owned();
+                // At the field's own path, not its section's: the problems
+                // the resolver finds elsewhere in the section (a bad timeout,
+                // a route to nowhere) are still reported in the same run.
+                let path = match self.path.as_str() {
+                    "" => field.clone(),
+                    at => format!("{at}.{field}"),
+                };
                 let problem = Found {
                     line: self.node.line,
-                    path: self.path.clone(),
+                    path,
                     message: format!("missing `{field}`: it is required here"),
                 };
                 if self.node.placeholder {
