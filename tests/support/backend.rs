@@ -20,7 +20,8 @@ pub struct Backend {
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     /// Connections open right now.
     pub open: Arc<std::sync::atomic::AtomicUsize>,
-    /// `/slow` requests being answered right now (arrived, not yet replied).
+    /// `/slow` and `/hang` requests being answered right now (arrived, not
+    /// yet replied).
     pub slow_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// The accept loop and every connection task, for `kill`.
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
@@ -280,8 +281,16 @@ impl Backend {
                                 let mebibytes = number_after("/mebibytes/");
                                 if req.uri().path() == "/slow" {
                                     slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                    let _answering = OpenGuard(slow_count);
+                                    let _answering = OpenGuard(slow_count.clone());
                                     tokio::time::sleep(Duration::from_secs(2)).await;
+                                }
+                                // `/hang`: counted with `/slow` while being
+                                // answered, and never answered: the count
+                                // drops only when the proxy abandons it.
+                                if req.uri().path() == "/hang" {
+                                    slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    let _answering = OpenGuard(slow_count);
+                                    std::future::pending::<()>().await;
                                 }
                                 if req.uri().path().starts_with("/burst") {
                                     // Long enough for concurrent requests to overlap.
