@@ -176,10 +176,11 @@ impl Body for SentBody {
                 };
                 let polled = Pin::new(&mut *b).poll_frame(cx);
                 let since = match &polled {
-                    // hyper holds a frame until the window lets it go.
-                    Poll::Ready(Some(Ok(_))) if !b.is_end_stream() => {
-                        stalls.looks.load(Ordering::Relaxed)
-                    }
+                    // hyper holds a frame until the window lets it go: the
+                    // last one too, with the body (and the upstream request
+                    // under it) alive until then. Once it is sent the body
+                    // is dropped, and with it this mark.
+                    Poll::Ready(Some(Ok(f))) if f.is_data() => stalls.looks.load(Ordering::Relaxed),
                     _ => NONE,
                 };
                 watched.since.store(since, Ordering::Relaxed);
