@@ -101,6 +101,7 @@ pub async fn accept(
 /// HTTP listener, so up to `PROXY `).
 async fn starts_with_header(stream: &TcpStream) -> Result<bool, Refused> {
     let mut buf = [0u8; 12];
+    let mut pause = Duration::from_millis(5);
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 {
@@ -120,9 +121,13 @@ async fn starts_with_header(stream: &TcpStream) -> Result<bool, Refused> {
             return Ok(true);
         }
         // A prefix of a signature and nothing more yet: peeking again would
-        // return the same bytes at once, so give the peer a moment (bounded
-        // by the caller's timeout; only a stalling client gets here).
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // return the same bytes at once (the socket stays readable), so give
+        // the peer a moment, twice as long each time up to 250 ms (bounded
+        // by the caller's timeout; only a stalling client gets here). A
+        // fixed 5 ms was 200 peeks and timer wake-ups a second for each
+        // client that sent `\r` and stopped, for all of header_read_timeout.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 
