@@ -673,6 +673,52 @@ async fn max_connection_lifetime_bounds_rotated_out_connections() {
     assert!(send.send_request(get_localhost()).await.is_err());
 }
 
+/// `max_connections` changed by a reload applies to a listener that is
+/// full: its accept loop waited for a slot under the old limit, so raising
+/// it let no waiting client in until an old connection closed. Lowered
+/// again with more connections open than it allows, the listener takes
+/// the extra slots back as they close and still lets the next client in.
+#[tokio::test]
+async fn max_connections_changed_by_a_reload_applies_to_a_full_listener() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let config = |max: usize| {
+        base_config(
+            "a.crt",
+            "a.key",
+            &format!("    limits: {{ max_connections: {max} }}"),
+        )
+    };
+    let path = s.config(&config(1));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let cfg = || client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let first = connect(addr, "localhost", cfg()).await.unwrap();
+    let second = tokio::spawn(connect(addr, "localhost", cfg()));
+    write(&path, &config(2));
+    let second = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("the waiting client is let in under the raised limit")
+        .unwrap()
+        .unwrap();
+
+    // Back to one with two open; both close; the next client gets in.
+    write(&path, &config(1));
+    let reloads = || {
+        p.logs()
+            .iter()
+            .filter(|l| l.contains("\"configuration reloaded\""))
+            .count()
+    };
+    wait_until(WAIT, "the second reload", || async { reloads() == 2 }).await;
+    drop((first, second));
+    tokio::time::timeout(WAIT, connect(addr, "localhost", cfg()))
+        .await
+        .expect("a client is let in once the others closed")
+        .unwrap();
+}
+
 /// With `drain_on_rotation: false` an idle pooled upstream connection made
 /// with the old client certificate stays in use (new connections would use
 /// the new one); with the default (true) the very next request opens a new

@@ -122,6 +122,8 @@ pub struct Listener {
     pub served: ArcSwap<Vec<Arc<ServedCert>>>,
     /// Open connections right now.
     pub active: AtomicUsize,
+    /// Wakes the accept loop when `settings` changed (max_connections).
+    limits_changed: tokio::sync::Notify,
     /// Request ids, client-certificate headers, access log (per request).
     pub edge: ArcSwap<EdgePolicy>,
     /// Per-entry TLS configs when `certs` entries carry their own
@@ -161,6 +163,7 @@ impl Listener {
             generation: watch::Sender::new(0),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
+            limits_changed: tokio::sync::Notify::new(),
             edge: ArcSwap::from_pointee(EdgePolicy::default()),
             per_name: arc_swap::ArcSwapOption::empty(),
             connections_gauge: METRICS
@@ -199,6 +202,9 @@ impl Listener {
     pub fn set_limits(&self, limits: Limits) {
         if self.settings.load().limits != limits {
             self.settings.store(Settings::new(limits));
+            // The accept loop may be waiting for a slot under the old
+            // max_connections: it looks again (a stored wake-up if not).
+            self.limits_changed.notify_one();
         }
     }
 }
@@ -286,23 +292,41 @@ pub async fn serve(
 ) {
     // max_connections is enforced with a semaphore taken *before* accept, so
     // excess clients wait in the kernel backlog rather than being reset.
-    let mut slots = Arc::new(Semaphore::new(
-        listener.settings.load().limits.max_connections,
-    ));
+    // One semaphore for the listener's life: a new limit adds permits, or
+    // takes them back (those in use as their connections end), so the
+    // connections open under the old limit count against the new one.
     let mut slots_for = listener.settings.load().limits.max_connections;
+    let slots = Arc::new(Semaphore::new(slots_for));
+    // Permits a lowered limit still has to take back from connections open now.
+    let mut owed = 0usize;
     let mut shutdown_rx = shutdown.clone();
     let mut acceptor = Acceptor::new(&listener.name);
     loop {
         let wanted = listener.settings.load().limits.max_connections;
-        if wanted != slots_for {
-            slots = Arc::new(Semaphore::new(wanted));
-            slots_for = wanted;
+        if wanted > slots_for {
+            let more = wanted - slots_for;
+            let repaid = more.min(owed);
+            owed -= repaid;
+            slots.add_permits(more - repaid);
+        } else if wanted < slots_for {
+            let fewer = slots_for - wanted;
+            owed += fewer - slots.forget_permits(fewer);
         }
+        slots_for = wanted;
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            // A reload changed max_connections: look again.
+            () = listener.limits_changed.notified() => continue,
             _ = stop.wait_for(|s| *s) => break,
             _ = shutdown_rx.wait_for(|s| *s) => break,
         };
+        if owed > 0 {
+            // A connection under the old, higher limit ended: its permit
+            // goes to the lower one.
+            permit.forget();
+            owed -= 1;
+            continue;
+        }
         let (stream, peer) = tokio::select! {
             a = acceptor.accept(&socket) => a,
             _ = stop.wait_for(|s| *s) => break,
