@@ -365,8 +365,13 @@ async fn allow_matrix() {
             .filter(|l| l.contains("matches no allow rule") && l.contains(fp))
             .count()
     };
-    p.wait_log("denial logged", |v| {
-        v["fingerprint"] == stranger.pair.fingerprint.as_str()
+    // A later denial of another client is the barrier: the stranger's
+    // second handshake ended before it began, so a second line for the
+    // stranger would be in the log before this one.
+    let later = pki.client("later", None, &[]);
+    assert_eq!(outcome(addr, cfg_for(&w, Some(&later)), "/").await, DENIED);
+    p.wait_log("the later denial logged", |v| {
+        v["fingerprint"] == later.pair.fingerprint.as_str()
     })
     .await;
     assert_eq!(denials(&p, &stranger.pair.fingerprint), 1);
@@ -385,7 +390,8 @@ async fn allow_matrix() {
             r#"hotproxy_client_auth_denied_total{listener="partners",reason="not_allowed"}"#
         )
         .await,
-        6.0
+        // The matrix's refusals, the stranger's second, and the later one.
+        7.0
     );
     assert_eq!(
         metric(

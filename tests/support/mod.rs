@@ -21,7 +21,7 @@ pub mod writers;
 pub use {backend::*, client::*, pki::*, proxy::*};
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Write a file (plain `fs::write`, for initial layouts).
 pub fn write(path: &Path, text: &str) {
@@ -31,18 +31,25 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// Poll `cond` every 20ms until it holds or `timeout` passes.
+/// Poll `cond` every 20ms until it holds or `timeout` passes; one call of
+/// `cond` that never returns (a request to a proxy that accepts and never
+/// answers) is cut at the same deadline.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if cond().await {
-            return;
+        match tokio::time::timeout_at(deadline, cond()).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(_) => panic!("timed out waiting for: {what} (a check did not return)"),
         }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
