@@ -99,9 +99,14 @@ pub struct ServedCert {
 /// under a snapshot whose verifier takes any certificate (`request`) and be
 /// judged by the next one's mode (`require_and_verify`), passing its
 /// unverified certificate off as an identity.
+///
+/// The material's generation goes with them: read separately, a connection
+/// could shake hands with the old snapshot and record the new generation,
+/// and `max_connection_lifetime` would not count it as rotated out.
 pub struct Handshake {
     pub config: Arc<ServerConfig>,
     pub mode: ClientAuthMode,
+    pub generation: u64,
 }
 
 /// Live state of one configured listener, shared by its accept loop, its
@@ -155,7 +160,11 @@ impl Listener {
     ) -> Arc<Listener> {
         Arc::new(Listener {
             name: name.into(),
-            tls: ArcSwap::from_pointee(Handshake { config: tls, mode }),
+            tls: ArcSwap::from_pointee(Handshake {
+                config: tls,
+                mode,
+                generation: 0,
+            }),
             resolver: ArcSwap::new(resolver),
             router: ArcSwap::from_pointee(router),
             settings: ArcSwap::new(Settings::new(limits)),
@@ -194,9 +203,15 @@ impl Listener {
     ) {
         self.per_name.store(per_name);
         self.resolver.store(resolver);
-        self.tls.store(Arc::new(Handshake { config: tls, mode }));
+        // The reloader is the only writer: no other bump can come between.
+        let generation = *self.generation.borrow() + 1;
+        self.tls.store(Arc::new(Handshake {
+            config: tls,
+            mode,
+            generation,
+        }));
         self.served.store(Arc::new(served));
-        self.generation.send_modify(|g| *g += 1);
+        self.generation.send_replace(generation);
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -428,7 +443,7 @@ async fn connection(
     }
     let handshake = listener.tls.load_full();
     let resolver = listener.resolver.load_full();
-    let generation = *listener.generation.borrow();
+    let generation = handshake.generation;
     let mode = handshake.mode;
     // The handshake shares the header read budget: a client that connects
     // and sends nothing must not hold a slot forever.
