@@ -224,8 +224,15 @@ fn begin_labels(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     (0..bytes.len().saturating_sub(BEGIN.len() - 1))
         .filter(move |&i| bytes[i..].starts_with(BEGIN))
         .map(move |i| {
+            // The label ends its line: looked for there, not in the rest
+            // of a (hostile) file for every BEGIN in it.
             let rest = &bytes[i + BEGIN.len()..];
-            let len = rest.windows(5).position(|w| w == b"-----");
+            let line = &rest[..rest
+                .iter()
+                .take(80)
+                .position(|&b| b == b'\n')
+                .unwrap_or(rest.len().min(80))];
+            let len = line.windows(5).position(|w| w == b"-----");
             (i, &rest[..len.unwrap_or(0)])
         })
 }
