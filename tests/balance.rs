@@ -263,26 +263,13 @@ async fn a_rejected_edit_leaves_the_endpoint_gauge_alone() {
     let healthy = "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"}";
     assert_has(&metrics(&w).await, &format!("{healthy} 3"));
     let one = format!("https://{}", w.pods[0].addr);
-    w.scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ cert_file: a.crt, key_file: a.key }}
-    routes: [{{ path_prefix: /rr, upstream: rr }}]
-  - name: busy
-    bind: {}
-    tls:
-      certs:
-        - {{ cert_file: a.crt, key_file: a.key }}
-    routes: [{{ upstream: rr }}]
-upstreams:{}"#,
-        w.admin,
-        upstream("rr", &one, "    balance: round_robin\n"),
-    ));
+    // `public` as before, and a second listener on the admin's address.
+    let routes = format!(
+        "[{{ path_prefix: /rr, upstream: rr }}]\n{}",
+        listener_yaml("busy", &w.admin.to_string(), "[{ upstream: rr }]")
+    );
+    w.scene
+        .public_config(&routes, &upstream("rr", &one, "    balance: round_robin\n"));
     w.proxy
         .wait_log("the rejection", |v| {
             v["message"] == "configuration rejected; the running configuration stays"

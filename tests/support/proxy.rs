@@ -189,17 +189,28 @@ impl Scene {
             r#"
 admin: {{ bind: "127.0.0.1:0" }}
 listeners:
-  - name: public
-    bind: 127.0.0.1:0
+{}
+upstreams:{upstreams}
+"#,
+            listener_yaml("public", "127.0.0.1:0", routes)
+        ))
+    }
+}
+
+/// One list item of `listeners:`, serving `a.crt` / `a.key` on `bind`
+/// with `routes` (a YAML value).
+pub fn listener_yaml(name: &str, bind: &str, routes: &str) -> String {
+    format!(
+        "  - name: {name}
+    bind: {bind}
     tls:
       certs:
         - {{ cert_file: a.crt, key_file: a.key }}
-    routes: {routes}
-upstreams:{upstreams}
-"#
-        ))
-    }
+    routes: {routes}"
+    )
+}
 
+impl Scene {
     /// The config most upstream tests need: listener `public` routing
     /// everything to upstream `name`, one https server at `server`
     /// (`backend-ca.crt`, name `backend.local`), and `extra` lines of
