@@ -167,7 +167,9 @@ fn catalogue(rt: &tokio::runtime::Runtime, pki: &Pki, n: usize) -> Catalogue {
         config,
         rt.handle().clone(),
         shutdown_rx,
-        Arc::new(hotproxy::proxy::listener::Drain::default()),
+        Arc::new(hotproxy::proxy::listener::Drain::new(
+            std::time::Duration::from_secs(30),
+        )),
     )
     .unwrap();
     // The watcher reports every new subject once after start; let it and

@@ -48,7 +48,7 @@ pub fn run(config_path: &Path) -> ExitCode {
 /// Serve `config` on the current runtime until a termination signal.
 pub async fn serve(config: Config) -> ExitCode {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let drain = Arc::new(Drain::default());
+    let drain = Arc::new(Drain::new(config.runtime.shutdown_grace));
     let grace = config.runtime.shutdown_grace;
     let admin = config.admin.clone();
     // Signals first: the reloader logs "listening" as it starts, and a SIGHUP

@@ -25,7 +25,7 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Inf
 
 /// A plain-HTTP/1.1 backend: answers `101` to *any* `Upgrade` (as a naive
 /// backend would, so the proxy alone decides what is tunnelled) and then
-/// echoes bytes; streams an endless body on `/big`; sends one chunk and
+/// echoes bytes; streams an endless body on `/big`; n KiB on `/kib/n`; sends one chunk and
 /// then nothing on `/stall`; a head of about N bytes on `/fat-head/N`;
 /// reads the whole request body on `/upload` and
 /// answers its length (and any `Expect`); otherwise echoes the request
@@ -134,6 +134,11 @@ fn answer(
             .header("x-fat", "f".repeat(n.parse().unwrap()))
             .body(Full::new(Bytes::from_static(b"fat")).boxed())
             .unwrap();
+    }
+    if let Some(n) = req.uri().path().strip_prefix("/kib/") {
+        // n KiB of known length.
+        let n: usize = n.parse().unwrap();
+        return http::Response::new(Full::new(Bytes::from(vec![b'k'; n * 1024])).boxed());
     }
     if req.uri().path() == "/big" {
         let guard = Ended(ended);
@@ -760,6 +765,107 @@ async fn a_tunnel_made_with_rotated_out_material_ends_at_max_connection_lifetime
     assert!(rest.is_empty(), "{rest:?}");
     p.wait_log("the tunnel ended", |v| {
         v["message"] == "tunnel closed" && v["reason"] == "max_connection_lifetime"
+    })
+    .await;
+}
+
+/// A client still taking the last response when its connection is closed
+/// gracefully gets all of it. Once hyper has taken the body's last piece
+/// nothing is in flight, so `idle_timeout` runs while what the client has
+/// not taken is still held (by h2 for the client's flow-control window, or
+/// by hyper's HTTP/1.1 write buffer); the close used to be forced
+/// `header_read_timeout` later, dropping that tail (curl: "transfer closed
+/// with N bytes remaining"). It is forced once the client has taken
+/// nothing for `send_timeout`, as any stalled client is cut.
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_response_through_a_graceful_close() {
+    let w = world().await;
+    let limits = "idle_timeout: 1s, header_read_timeout: 1s, send_timeout: 30s";
+    let mut p = Proxy::start(&config(&w, "", limits));
+    let addr = p.listener_addr("public").await;
+    let tls = tls(&w, addr, &[b"h2"]).await;
+    let port = tls.get_ref().0.local_addr().unwrap().port();
+    // The default windows (64 KiB): 80 KiB does not fit in them, and the
+    // rest fits in what hotproxy queues per stream, so the body ends.
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(h2_get("/kib/80", "GET"), true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    // The body has ended on the proxy's side (idle_timeout only runs with
+    // nothing in flight) while the client has taken only its window ...
+    p.wait_log("the idle close", |v| {
+        v["message"] == "closing connection"
+            && v["reason"] == "idle_timeout"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    // ... and goes on taking nothing past when the close used to be
+    // forced (header_read_timeout after it): a slow client's pause.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut rx = resp.into_body();
+    let mut got = 0;
+    while let Some(data) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
+        let data = data.expect("the response was cut");
+        got += data.len();
+        rx.flow_control().release_capacity(data.len()).unwrap();
+    }
+    assert_eq!(got, 80 * 1024, "the response was cut");
+    tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection closes once the response is sent")
+        .unwrap()
+        .unwrap();
+    assert!(
+        p.logs()
+            .iter()
+            .all(|l| !l.contains("graceful close timed out"))
+    );
+}
+
+/// `max_connection_lifetime` bounds a request that never ends (a
+/// server-sent-events stream, a gRPC server stream) on a connection made
+/// with rotated-out material: the graceful close waits for what is in
+/// flight, and that stream kept the connection, and the identity it was
+/// admitted with, for as long as it ran. What is still in flight
+/// `shutdown_grace` after the close began is cut (Envoy's drain timeout).
+#[tokio::test]
+async fn a_stream_on_rotated_out_material_is_cut_after_shutdown_grace() {
+    let w = world().await;
+    let cfg = config(&w, "", "max_connection_lifetime: 1s");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("shutdown_grace: 30s", "shutdown_grace: 1s"),
+    )
+    .unwrap();
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(b"GET /stall HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    w.scene.pair("a", &w.ca.server_pair(&["a.example.com"]));
+    p.wait_log("the rotation", |v| v["message"] == "certificate reloaded")
+        .await;
+    tokio::time::timeout(WAIT, read_to_close(&mut s))
+        .await
+        .expect("the stream is cut");
+    p.wait_log("the cut", |v| {
+        v["message"] == "graceful close timed out with a request in flight; closing connection"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    wait_until(WAIT, "the upstream body released", || async {
+        w.backend.big_ended.load(SeqCst) == 1
     })
     .await;
 }

@@ -102,7 +102,8 @@ async fn accept_loop(
             // The permit goes with the stream, through its lingering close.
             let io = ClientIo::new(
                 Box::new(stream),
-                Some(activity.clone()),
+                activity.clone(),
+                true,
                 SEND_TIMEOUT,
                 Box::new(permit),
             );
@@ -131,7 +132,10 @@ async fn accept_loop(
                 header_read_timeout: HEADER_READ_TIMEOUT,
                 idle_timeout: IDLE_TIMEOUT,
                 shutdown,
+                // Nothing else closes an admin connection.
+                also_close_grace: SEND_TIMEOUT,
                 stalls: None,
+                send_timeout: SEND_TIMEOUT,
             };
             driver
                 .run(conn, |c| c.graceful_shutdown(), std::future::pending())

@@ -76,6 +76,11 @@ pub struct Activity {
     /// Bytes of a request head arrived since the last head was parsed
     /// (HTTP/1): a head timing out now was begun, not merely awaited.
     heard: AtomicBool,
+    /// Writes to the client that took bytes, counted: a graceful close
+    /// with nothing in flight may still be sending what hyper (or h2)
+    /// holds of the last response after its body ended, and is not forced
+    /// while that moves.
+    writes: AtomicU64,
 }
 
 impl Activity {
@@ -91,7 +96,20 @@ impl Activity {
             body: AtomicBool::new(false),
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
         })
+    }
+
+    /// A write to the client took bytes. One writer (the connection's
+    /// stream), so a load and a store, not a locked add.
+    fn wrote(&self) {
+        let n = self.writes.load(Ordering::Relaxed);
+        self.writes.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// The write count, to tell whether the client is still taking bytes.
+    fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -250,8 +268,14 @@ pub struct Driver<'a> {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown: watch::Receiver<bool>,
+    /// How long requests in flight may still run once `also_close` has
+    /// closed the connection gracefully; then it is cut.
+    pub also_close_grace: Duration,
     /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
     pub stalls: Option<(&'a Stalls, Duration)>,
+    /// A closing connection with nothing in flight that has taken no
+    /// bytes for this long is closed (as a write it leaves waiting fails).
+    pub send_timeout: Duration,
 }
 
 /// How a connection ended.
@@ -298,8 +322,16 @@ impl Driver<'_> {
         }
         // Closing gracefully since: an HTTP/2 stream cut for send_timeout
         // never ends, so a close with nothing in flight is forced after
-        // header_read_timeout.
+        // header_read_timeout, unless the client is still taking the last
+        // response: hyper (h2) holds what it has not written yet after the
+        // body ended, and dropping the connection would drop that tail. It
+        // is forced once the client has taken nothing for send_timeout, as
+        // seen by the looks (at most header_read_timeout apart while
+        // closing): `quiet` is since when, and the write count then.
         let mut closing_at = None;
+        let mut quiet = (start, self.activity.writes());
+        // `also_close` cuts what is still in flight after its grace.
+        let mut cut_at: Option<Instant> = None;
         let mut expired = None;
         let sleep = tokio::time::sleep_until(check.into());
         tokio::pin!(sleep);
@@ -324,7 +356,16 @@ impl Driver<'_> {
                         }
                         next_look = Some(now + Stalls::interval(send));
                     }
+                    if cut_at.is_some_and(|at| now >= at) {
+                        debug!(listener = %name, peer = %peer, "graceful close timed out with a request in flight; closing connection");
+                        return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
+                    let writes = self.activity.writes();
+                    if writes != quiet.1 {
+                        quiet = (now, writes);
+                    }
                     if closing_at.is_some_and(|at: Instant| now >= at + header_read)
+                        && now >= quiet.0 + self.send_timeout
                         && self.activity.deadline(header_read, idle).is_some()
                     {
                         debug!(listener = %name, peer = %peer, "graceful close timed out; closing connection");
@@ -350,9 +391,12 @@ impl Driver<'_> {
                     let mut next = self.activity.check_at(now, header_read, idle, closing);
                     // Only while still ahead: once past, with a request
                     // still in flight, the regular checks look again.
-                    if let Some(at) = closing_at.map(|at| at + header_read)
+                    if let Some(at) = closing_at.map(|at| (at + header_read).max(quiet.0 + self.send_timeout))
                         && at > now
                     {
+                        next = next.min(at);
+                    }
+                    if let Some(at) = cut_at {
                         next = next.min(at);
                     }
                     if let Some(at) = next_look {
@@ -365,10 +409,17 @@ impl Driver<'_> {
                     closing_at = Some(Instant::now());
                     graceful(conn.as_mut());
                 }
-                _ = also_close.as_mut(), if !closing => {
-                    closing = true;
-                    closing_at = Some(Instant::now());
-                    graceful(conn.as_mut());
+                _ = also_close.as_mut(), if cut_at.is_none() => {
+                    let now = Instant::now();
+                    let at = now + self.also_close_grace;
+                    cut_at = Some(at);
+                    let due = sleep.deadline().into_std().min(at);
+                    sleep.as_mut().reset(due.into());
+                    if !closing {
+                        closing = true;
+                        closing_at = Some(now);
+                        graceful(conn.as_mut());
+                    }
                 }
             }
         }
@@ -397,7 +448,10 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     /// Boxed: a TLS stream is kilobytes, and it moves on every step from
     /// the handshake to hyper's connection and on to the lingering close.
     inner: Option<Box<S>>,
-    activity: Option<Arc<Activity>>,
+    activity: Arc<Activity>,
+    /// HTTP/1: received bytes start heads and mark pipelining. (HTTP/2
+    /// frames are not requests; only the writes are counted there.)
+    reads: bool,
     send_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
     eof: bool,
@@ -411,13 +465,15 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
     pub fn new(
         inner: Box<S>,
-        activity: Option<Arc<Activity>>,
+        activity: Arc<Activity>,
+        reads: bool,
         send_timeout: Duration,
         hold: Box<dyn Send + Sync>,
     ) -> ClientIo<S> {
         ClientIo {
             inner: Some(inner),
             activity,
+            reads,
             send_timeout,
             stalled: None,
             eof: false,
@@ -474,8 +530,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
         let res = this.io().poll_read(cx, buf);
         match res {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                if let Some(a) = &this.activity {
-                    a.received();
+                if this.reads {
+                    this.activity.received();
                 }
             }
             // End of stream, or a reset / TLS EOF without close_notify:
@@ -495,6 +551,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let res = this.io().poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.wrote();
+        }
         this.sending(cx, res)
     }
 
@@ -505,6 +564,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let res = this.io().poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.wrote();
+        }
         this.sending(cx, res)
     }
 
@@ -539,7 +601,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
         // still be sending. Our side closed cleanly after a request without
         // a body, and nothing more has arrived: closing now resets nothing,
         // and saves a task, a timer and a wake-up per closed connection.
-        let settled = self.activity.as_ref().is_some_and(|a| a.settled());
+        let settled = self.reads && self.activity.settled();
         if self.shut && settled && !input_waiting(&mut *stream) {
             return;
         }

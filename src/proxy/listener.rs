@@ -226,13 +226,24 @@ impl Listener {
 
 /// Process-wide count of open client connections, so shutdown can wait for
 /// them to finish.
-#[derive(Default)]
 pub struct Drain {
     open: AtomicUsize,
     idle: Notify,
+    /// `runtime.shutdown_grace`: how long requests in flight may still run
+    /// once their connection is closing, at shutdown or at
+    /// `max_connection_lifetime`.
+    grace: Duration,
 }
 
 impl Drain {
+    pub fn new(grace: Duration) -> Drain {
+        Drain {
+            open: AtomicUsize::new(0),
+            idle: Notify::new(),
+            grace,
+        }
+    }
+
     fn enter(self: &Arc<Self>) -> DrainGuard {
         self.open.fetch_add(1, Ordering::SeqCst);
         DrainGuard(self.clone())
@@ -532,10 +543,12 @@ async fn connection(
     let activity = Activity::new(accepted, true);
     let io = ClientIo::new(
         tls_stream,
-        (!is_h2).then(|| activity.clone()),
+        activity.clone(),
+        !is_h2,
         limits.send_timeout,
         Box::new(slot.clone()),
     );
+    let grace = slot._drain.0.grace;
     let lifetime = Lifetime::new(
         accepted,
         limits.max_connection_lifetime,
@@ -589,7 +602,9 @@ async fn connection(
         header_read_timeout: limits.header_read_timeout,
         idle_timeout: limits.idle_timeout,
         shutdown,
+        also_close_grace: grace,
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
+        send_timeout: limits.send_timeout,
     };
     let lifetime_over = async {
         lifetime.over().await;
