@@ -490,6 +490,85 @@ async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
     );
 }
 
+/// Rules set through the API stay across reloads of an unrelated change,
+/// and give way when the file's `client_auth` of that listener changes:
+/// an operator who takes a client out of the file's rules (to revoke it)
+/// must not find the API's rules still letting it in. They used to win
+/// until the listener was removed or the process restarted.
+#[tokio::test]
+async fn a_file_edit_of_client_auth_replaces_rules_set_through_the_api() {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let bob = w.pki.client("bob", None, &[]);
+    let rules = |cn: &str| {
+        format!(
+            "        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]"
+        )
+    };
+    let path = config(&w, &rules("alice"), "", "", "");
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+    let (alice_cfg, bob_cfg) = (cfg_for(&w, Some(&alice)), cfg_for(&w, Some(&bob)));
+    let r = admin(
+        api,
+        "PUT",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        Some(json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    // An edit elsewhere in the listener keeps the API's rules ...
+    config(
+        &w,
+        &rules("alice"),
+        "    limits: { idle_timeout: 30s }",
+        "",
+        "",
+    );
+    p.signal("HUP");
+    p.wait_log("the first reload", |v| {
+        v["message"] == "configuration reloaded"
+    })
+    .await;
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
+    // ... an edit of its client_auth replaces them.
+    config(
+        &w,
+        &rules("carol"),
+        "    limits: { idle_timeout: 30s }",
+        "",
+        "",
+    );
+    p.signal("HUP");
+    p.wait_log("the API's rules replaced", |v| {
+        v["message"] == "the configuration file's client_auth replaces the one set through the API"
+            && v["listener"] == "partners"
+    })
+    .await;
+    assert_eq!(outcome(addr, bob_cfg.clone(), "/").await, DENIED);
+    let r = admin(
+        api,
+        "GET",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.json()["allow"], json!([{"cn": "carol"}]));
+}
+
 /// Rules hot-reload with the config file (SIGHUP), for the next handshake.
 #[tokio::test]
 async fn rules_reload_with_the_config() {

@@ -121,8 +121,20 @@ impl Reloader {
 
     /// Make `new` the running configuration, or change nothing.
     pub(super) fn apply_config(&mut self, new: Config, startup: bool) -> Result<(), String> {
+        // An override stays while its listener does and the file's
+        // client_auth for it is what it was when the API set it.
+        let mut replaced = Vec::new();
         let mut overrides = self.client_auth_overrides.clone();
-        overrides.retain(|name, _| new.listeners.iter().any(|l| &l.name == name));
+        overrides.retain(|name, _| {
+            let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
+                return false;
+            };
+            let kept = self.client_auth_file.get(name) == Some(&l.client_auth);
+            if !kept {
+                replaced.push(name.clone());
+            }
+            kept
+        });
         let refs = catalogue::references(&new, &overrides);
         let mut problems = Vec::new();
 
@@ -203,8 +215,7 @@ impl Reloader {
         // 3. Listeners: build snapshots, bind new addresses.
         let mut planned = Vec::new();
         for l in &new.listeners {
-            let client_auth = self
-                .client_auth_overrides
+            let client_auth = overrides
                 .get(&l.name)
                 .cloned()
                 .unwrap_or_else(|| l.client_auth.clone());
@@ -324,6 +335,11 @@ impl Reloader {
             info!(target: LOG, listener = %name, "listener removed");
         }
         self.listeners = live_listeners;
+        for name in replaced {
+            info!(target: LOG, listener = %name, "the configuration file's client_auth replaces the one set through the API");
+        }
+        self.client_auth_file
+            .retain(|name, _| overrides.contains_key(name));
         self.client_auth_overrides = overrides;
         self.refs = refs;
         self.config = Arc::new(new);
@@ -398,6 +414,8 @@ impl Reloader {
             built.per_name,
             built.resolver,
         );
+        self.client_auth_file
+            .insert(listener.to_owned(), l.config.client_auth.clone());
         self.client_auth_overrides
             .insert(listener.to_owned(), client_auth);
         // The runtime CA is in use: deleting it must answer 409.

@@ -138,8 +138,13 @@ pub struct Reloader {
     listeners: BTreeMap<String, LiveListener>,
     upstreams: BTreeMap<String, LiveUpstream>,
     /// Runtime client-auth changes made through the admin API; they win
-    /// over the configuration file until the listener is removed.
+    /// over the configuration file until the listener is removed or the
+    /// file's `client_auth` for it changes (an operator's newer decision,
+    /// such as a rule taken out to revoke a client).
     client_auth_overrides: BTreeMap<String, ClientAuthConfig>,
+    /// The file's `client_auth` of each overridden listener when the API
+    /// changed it.
+    client_auth_file: BTreeMap<String, ClientAuthConfig>,
     /// Entries to retry, and when.
     retries: BTreeMap<String, Instant>,
     watcher: Watcher,
@@ -186,6 +191,7 @@ pub fn start(
         listeners: BTreeMap::new(),
         upstreams: BTreeMap::new(),
         client_auth_overrides: BTreeMap::new(),
+        client_auth_file: BTreeMap::new(),
         retries: BTreeMap::new(),
         watcher,
         shared: shared.clone(),
