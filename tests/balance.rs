@@ -841,3 +841,178 @@ async fn clients_stalling_their_bodies_eject_no_endpoint() {
         assert_eq!(get_pod(&mut send, "/rr").await.0, 200, "request {i}");
     }
 }
+
+/// An HTTP/2 pod that refuses (`REFUSED_STREAM`) the first request it is
+/// sent that is not a health check, as a pod on its way down does with a
+/// stream past its `GOAWAY`, and answers every other one.
+struct RefuseOncePod {
+    addr: SocketAddr,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RefuseOncePod {
+    async fn start(pair: &TestPair) -> RefuseOncePod {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = refused.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, count) = (acceptor.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        if req.uri().path() != "/healthz"
+                            && count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
+                        {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            continue;
+                        }
+                        let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
+                        let resp = http::Response::new(());
+                        if let Ok(mut stream) = respond.send_response(resp, false) {
+                            let _ = stream.send_data(body, true);
+                        }
+                    }
+                });
+            }
+        });
+        RefuseOncePod { addr, refused }
+    }
+}
+
+/// A request an HTTP/2 endpoint left unprocessed is sent again on a new
+/// connection to the same endpoint when no other endpoint would take it:
+/// here the other is out of service. It used to get a 502: whether a retry
+/// could go elsewhere was judged from the endpoints configured, not from
+/// those in service, so the same-endpoint resend was skipped and the retry
+/// then found nowhere to go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprocessed_request_is_resent_when_no_other_endpoint_is_in_service() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Pods {
+        scene, ca, pair, ..
+    } = Pods::new();
+    let pod = RefuseOncePod::start(&pair).await;
+    // Nothing listens at the other endpoint: its first check fails.
+    let gone = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = scene.public_config(
+        "[{ upstream: two }]",
+        &upstream(
+            "two",
+            &format!("https://{}, https://{gone}", pod.addr),
+            "    balance: round_robin\n    retries: { attempts: 1 }\n    health:\n      \
+             active: { path: /healthz, interval: 1h, unhealthy_after: 1, healthy_after: 1 }\n",
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let out = proxy
+        .wait_log("the other endpoint out of service", |v| {
+            v["message"] == "upstream endpoint failed its active checks; out of service"
+        })
+        .await;
+    assert_eq!(out["endpoint"], gone.to_string());
+    let public = proxy.listener_addr("public").await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let mut send = keep_open_h1(connect(public, "localhost", cfg).await.unwrap())
+        .await
+        .0;
+    let (status, served_by) = get_pod(&mut send, "/").await;
+    assert_eq!((status, served_by.as_deref()), (200, Some("restarting")));
+    assert_eq!(pod.refused.load(SeqCst), 1, "refused once, then served");
+}
+
+/// An HTTP/1.1 pod that reads each request head and closes the connection
+/// without an answer (a process that crashes on the request); counts them.
+async fn closing_pod(
+    pair: &TestPair,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// SPEC: a request is sent once more to the same endpoint only when a
+/// *reused* connection closed before answering (an idle keep-alive
+/// connection the upstream closed as it was reused). A new connection
+/// that closes on a request says the endpoint failed on that request: the
+/// retry goes to another endpoint, as nginx's `proxy_next_upstream error`
+/// does. It used to be sent to the same endpoint again first, on another
+/// new connection (with three endpoints and two attempts, five sends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_closed_on_a_request_is_not_retried_on_its_endpoint() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let (crashing, heads) = closing_pod(&pair).await;
+    let at = "127.0.0.2:0".parse().unwrap();
+    let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
+    let config = scene.public_config(
+        "[{ upstream: two }]",
+        &upstream(
+            "two",
+            &format!("https://{crashing}, https://{}", good.addr),
+            "    balance: round_robin\n    retries: { attempts: 1 }\n",
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let mut send = keep_open_h1(connect(public, "localhost", cfg).await.unwrap())
+        .await
+        .0;
+    let (status, served_by) = get_pod(&mut send, "/").await;
+    assert_eq!((status, served_by.as_deref()), (200, Some("good")));
+    assert_eq!(
+        heads.load(SeqCst),
+        1,
+        "the crashing pod got the request again"
+    );
+}

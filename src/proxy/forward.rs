@@ -363,8 +363,19 @@ impl Upstream {
             let may_retry = others
                 && tried.len() < self.config.retries as usize
                 && tried.len() + 1 < members.members.len();
+            // Read at a failure only: health moves, and asking costs a
+            // look at every member's.
+            let elsewhere = || may_retry && members.another(&tried, i);
             let (failure, again) = match self
-                .send(endpoint, req, path.clone(), may_retry, timed_out, until)
+                .send(
+                    endpoint,
+                    req,
+                    path.clone(),
+                    may_retry,
+                    &elsewhere,
+                    timed_out,
+                    until,
+                )
                 .await
             {
                 Ok(resp) => {
@@ -425,13 +436,16 @@ impl Upstream {
     /// Send `req` on a leased connection; once more on a new connection
     /// when the first attempt provably lost nothing (see the module doc).
     /// On failure the request comes back when sending it elsewhere is safe
-    /// (`may_retry`: worth keeping a copy of a bodyless request's head).
+    /// (`may_retry`: worth keeping a copy of a bodyless request's head;
+    /// `elsewhere`: another endpoint would take it now).
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
         mut req: Request<ClientBody>,
         path: PathAndQuery,
         may_retry: bool,
+        elsewhere: &(dyn Fn() -> bool + Sync),
         timed_out: &AtomicBool,
         until: tokio::time::Instant,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
@@ -442,7 +456,7 @@ impl Upstream {
                 // Never sent: it may go anywhere else.
                 Err(e) => return Err((Failure::Dial(e), Some(req))),
             };
-            let (err, copy) = match lease {
+            let (err, copy, reused) = match lease {
                 Lease::H1(mut c) => {
                     // Origin form: the path alone (RFC 9112 §3.2.1).
                     *req.uri_mut() = Uri::from(path.clone());
@@ -450,7 +464,8 @@ impl Upstream {
                     // needed: an idempotent one whose body can be sent twice
                     // (none, or read whole), on a reused connection, or on
                     // any when another endpoint may take it.
-                    let copy = ((may_retry || (!fresh && c.reused())) && replayable(&req))
+                    let reused = c.reused();
+                    let copy = ((may_retry || (!fresh && reused)) && replayable(&req))
                         .then(|| copy_of(&req));
                     let sent = req.body().sent();
                     match c.send(req).await {
@@ -460,7 +475,7 @@ impl Upstream {
                                     .boxed()
                             }));
                         }
-                        Err(e) => (e, copy),
+                        Err(e) => (e, copy, reused),
                     }
                 }
                 Lease::H2(mut send, stream) => {
@@ -503,7 +518,7 @@ impl Upstream {
                                 // Another endpoint takes it (send_balanced);
                                 // with none, a new connection to this one,
                                 // once: the endpoint may be restarting.
-                                Some(again) if !may_retry && !fresh => {
+                                Some(again) if !fresh && !elsewhere() => {
                                     debug!(upstream = %self.name, server = %endpoint.url, error = %e, "request not processed; retrying on a new connection");
                                     req = again;
                                     fresh = true;
@@ -529,6 +544,12 @@ impl Upstream {
             } else if let Some(copy) = copy
                 && closed_before_response(err.error())
             {
+                if !reused {
+                    // A new connection closed on this very request: the
+                    // endpoint may have failed on it. Not this one again;
+                    // another may take it (the copy is kept for that).
+                    return Err((Failure::Request(err.into_error()), Some(copy)));
+                }
                 debug!(upstream = %self.name, server = %endpoint.url, error = %err.error(), "reused connection closed; retrying on a new connection");
                 req = copy;
             } else {
@@ -626,7 +647,7 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 let probe = async {
                     let until = tokio::time::Instant::now() + active.timeout;
                     let resp = u
-                        .send(&m.endpoint, req, pq, false, &timed_out, until)
+                        .send(&m.endpoint, req, pq, false, &|| false, &timed_out, until)
                         .await
                         .ok()?;
                     let ok = resp.status().is_success() || resp.status().is_redirection();

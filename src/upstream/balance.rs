@@ -102,6 +102,21 @@ impl Picker {
             },
         }
     }
+
+    /// Whether [`Picker::pick`] would find a member besides `current` and
+    /// those `tried` (it may still not, if health changes in between).
+    pub fn another(
+        &self,
+        n: usize,
+        ejected: impl Fn(usize) -> bool,
+        tried: &[usize],
+        current: usize,
+    ) -> bool {
+        let out = OutOfService::read(n, ejected);
+        let fresh = |i: usize| i != current && !tried.contains(&i);
+        let panic = (0..n).all(|i| out.contains(i));
+        (0..n).any(|i| fresh(i) && (panic || !out.contains(i)))
+    }
 }
 
 #[cfg(test)]

@@ -136,6 +136,14 @@ impl Members {
         Some((i, InFlight(m)))
     }
 
+    /// Whether a retry of a request that failed on `current` would find
+    /// another member to go to (see [`Members::pick`]).
+    pub fn another(&self, tried: &[usize], current: usize) -> bool {
+        let now = Instant::now();
+        self.picker
+            .another(self.members.len(), |i| self.ejected(i, now), tried, current)
+    }
+
     /// Whether member `i` is out at `now`; an ejection that ran out puts
     /// it back (logged and counted once).
     fn ejected(&self, i: usize, now: Instant) -> bool {
