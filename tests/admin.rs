@@ -362,6 +362,18 @@ async fn catalogue_crud_and_store() {
     )
     .await;
     assert_eq!(r.status, 412, "{}", r.body);
+    // An If-Match that is not text is a tag that matches nothing: 412, not
+    // a delete without condition.
+    let r = admin(
+        a.api,
+        "DELETE",
+        "/api/v1/certs/backend-client",
+        Some(EDITOR),
+        None,
+        &[("if-match", "\"\u{e9}\"")],
+    )
+    .await;
+    assert_eq!(r.status, 412, "{}", r.body);
     assert_eq!(
         a.editor(
             "PUT",

@@ -83,10 +83,11 @@ async fn route(
     headers: &HeaderMap,
     req: Request<Incoming>,
 ) -> Reply {
+    // A value that is not text matches no ETag (412), as RFC 9110 §13.1.1
+    // has it for any tag that is not current: never no condition at all.
     let if_match = headers
         .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
     match (method, segs) {
         (&Method::GET, ["certs"]) => {
             let entries = handle.shared.entries.load();
