@@ -207,6 +207,11 @@ async fn head_answers_like_get() {
     let r = a.editor("PATCH", "/api/v1/certs/edge", None).await;
     assert_eq!(r.status, 405, "{}", r.body);
     assert_eq!(r.headers["allow"], "GET, HEAD, PUT, DELETE");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = admin(a.api, "POST", path, None, None, &[]).await;
+        assert_eq!(r.status, 405, "POST {path}: {}", r.body);
+        assert_eq!(r.headers["allow"], "GET, HEAD", "{path}");
+    }
     // On the wire: headers, then the next response, no stray body bytes.
     let answer = raw(
         a.api,

@@ -201,6 +201,13 @@ async fn answer(
             );
             resp
         }
+        // SPEC §4: a method an endpoint does not take is 405 with `Allow`.
+        (_, "/healthz" | "/readyz" | "/metrics") => {
+            let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            resp.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            resp
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
