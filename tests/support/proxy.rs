@@ -141,12 +141,73 @@ impl Drop for Proxy {
     }
 }
 
-/// `hotproxy check` / any subcommand: (exit code, stdout, stderr).
+/// How long one `hotproxy` command may run before a test kills it: a
+/// command meant to exit (a refusal, `check`, `certs …`) that starts
+/// serving instead must fail the test, not hang CI.
+pub const CLI_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `command`'s output, as `Command::output` gives it, but killed at
+/// `CLI_DEADLINE` with a panic naming the command line. Stdin is null;
+/// stdout and stderr are what the caller set (`Stdio::piped()` to capture:
+/// a pipe's bytes are read back, anything else gives none).
+pub fn output_within_deadline(command: &mut Command) -> std::process::Output {
+    let line = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| {
+            let a = Path::new(a);
+            // The binary by its name, not the target directory's path.
+            if a == Path::new(env!("CARGO_BIN_EXE_hotproxy")) {
+                "hotproxy".to_owned()
+            } else {
+                a.display().to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = command
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {line}: {e}"));
+    // Drained on threads, so a child that fills a pipe is not blocked by us.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + CLI_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{line} still running after {} s", CLI_DEADLINE.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// `hotproxy check` / any subcommand: (exit code, stdout, stderr), killed
+/// with a panic if it runs past `CLI_DEADLINE`.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = output_within_deadline(
+        Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
