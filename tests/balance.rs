@@ -116,30 +116,36 @@ async fn world(upstream_extra: &str) -> World {
     }
 }
 
-/// One kept-open HTTP/1.1 connection to the proxy.
+/// One kept-open HTTP/1.1 connection to the proxy (the support's
+/// `connect` and `keep_open_h1` bound each step by `CLIENT_DEADLINE`).
 async fn client(w: &World) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let tls = connect(w.public, "localhost", cfg).await.unwrap();
     keep_open_h1(tls).await.0
 }
 
-/// GET `path` on `send`: status and the answering pod (if any).
+/// GET `path` on `send`: status and the answering pod (if any). Panics
+/// if the exchange takes longer than `CLIENT_DEADLINE`.
 async fn get_pod(
     send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     path: &str,
 ) -> (u16, Option<String>) {
-    send.ready().await.unwrap();
-    let req = http::Request::get(path)
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let pod = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["backend"].as_str().map(str::to_owned));
-    (status, pod)
+    let what = format!("GET {path} on a kept-open connection to the proxy");
+    within_deadline(what, async {
+        send.ready().await.unwrap();
+        let req = http::Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let pod = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["backend"].as_str().map(str::to_owned));
+        (status, pod)
+    })
+    .await
 }
 
 /// `m` (the metrics text) holds `want`.

@@ -193,7 +193,8 @@ upstreams:
     ))
 }
 
-/// A TLS connection to `addr` offering `alpn` (empty: no ALPN extension).
+/// A TLS connection to `addr` offering `alpn` (empty: no ALPN extension);
+/// the support's `connect` panics if it takes longer than `CLIENT_DEADLINE`.
 async fn tls(w: &World, addr: SocketAddr, alpn: &[&[u8]]) -> Tls {
     connect(
         addr,
@@ -208,7 +209,8 @@ async fn tls(w: &World, addr: SocketAddr, alpn: &[&[u8]]) -> Tls {
 /// proxy sends back until it closes (see [`read_to_close`]).
 async fn h1_exchange(w: &World, addr: SocketAddr, request: &[u8]) -> String {
     let mut s = tls(w, addr, &[b"http/1.1"]).await;
-    s.write_all(request).await.unwrap();
+    let what = format!("writing a {}-byte request to {addr}", request.len());
+    within_deadline(what, s.write_all(request)).await.unwrap();
     String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned()
 }
 

@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 
 use super::pki::{certs, key};
-use super::{TestPair, fingerprint};
+use super::{TestPair, fingerprint, within_deadline};
 
 /// A TLS client configuration trusting `ca_pem`, optionally presenting `client`.
 pub fn client_config(
@@ -34,17 +34,21 @@ pub fn client_config(
 
 pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-/// Handshake with `addr` sending `sni`.
+/// Handshake with `addr` sending `sni` (panics if the TCP connect and
+/// handshake take longer than `CLIENT_DEADLINE`).
 pub async fn connect(
     addr: SocketAddr,
     sni: &str,
     cfg: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<Tls> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
     let name = ServerName::try_from(sni.to_owned()).unwrap();
-    tokio_rustls::TlsConnector::from(cfg)
-        .connect(name, tcp)
-        .await
+    within_deadline(format!("TLS handshake with {addr} (SNI {sni})"), async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+    })
+    .await
 }
 
 /// Fingerprint of the leaf the server presented for `sni`.
@@ -63,9 +67,13 @@ pub async fn keep_open_h1(
     hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     tokio::task::JoinHandle<hyper::Result<()>>,
 ) {
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
+    let what = format!("HTTP/1.1 handshake with {}", peer(&tls));
+    let (send, conn) = within_deadline(
+        what,
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)),
+    )
+    .await
+    .unwrap();
     (send, tokio::spawn(conn))
 }
 
@@ -97,8 +105,25 @@ pub async fn get_h1(addr: SocketAddr, sni: &str, ca_pem: &str) -> std::io::Resul
     get(addr, sni, cfg, false, "/", &[]).await
 }
 
-/// One GET over a fresh TLS connection (h2 if `h2`), with extra headers.
+/// One GET over a fresh TLS connection (h2 if `h2`), with extra headers
+/// (panics if the whole exchange takes longer than `CLIENT_DEADLINE`).
 pub async fn get(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    h2: bool,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Reply> {
+    let version = if h2 { "HTTP/2" } else { "HTTP/1.1" };
+    within_deadline(
+        format!("{version} GET {path} to {addr} (SNI {sni})"),
+        get_unbounded(addr, sni, cfg, h2, path, headers),
+    )
+    .await
+}
+
+async fn get_unbounded(
     addr: SocketAddr,
     sni: &str,
     cfg: Arc<rustls::ClientConfig>,
@@ -155,8 +180,24 @@ impl AdminReply {
 }
 
 /// A plain HTTP/1.1 request to the admin listener. `headers` may override
-/// `Host`; `token` becomes `Authorization: Bearer`.
+/// `Host`; `token` becomes `Authorization: Bearer`. Panics if the exchange
+/// takes longer than `CLIENT_DEADLINE`.
 pub async fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> AdminReply {
+    within_deadline(
+        format!("admin {method} {path} to {addr}"),
+        admin_unbounded(addr, method, path, token, body, headers),
+    )
+    .await
+}
+
+async fn admin_unbounded(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -230,9 +271,22 @@ pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8
 }
 
 /// An HTTP/2 client over `tls`, its connection driven by a task of its
-/// own, ready for a first request.
+/// own, ready for a first request (panics if that takes longer than
+/// `CLIENT_DEADLINE`).
 pub async fn h2_client(tls: Tls) -> h2::client::SendRequest<Bytes> {
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    client.ready().await.unwrap()
+    let what = format!("HTTP/2 handshake with {}", peer(&tls));
+    within_deadline(what, async {
+        let (client, conn) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(conn);
+        client.ready().await.unwrap()
+    })
+    .await
+}
+
+/// The address `tls` is connected to, for messages.
+fn peer(tls: &Tls) -> String {
+    tls.get_ref()
+        .0
+        .peer_addr()
+        .map_or_else(|e| format!("a closed connection ({e})"), |a| a.to_string())
 }

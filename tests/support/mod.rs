@@ -20,6 +20,7 @@ pub mod writers;
 #[allow(unused_imports)]
 pub use {backend::*, client::*, pki::*, proxy::*};
 
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,13 +32,30 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// How long one client step (a TCP connect and TLS handshake, one request
+/// and its whole answer, one write) may take before the test fails: a hung
+/// proxy must fail a test, not hang CI.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// `step`'s output, or a panic naming `what` (an address, a path) if it has
+/// not finished within `CLIENT_DEADLINE`.
+pub async fn within_deadline<T>(what: impl std::fmt::Display, step: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(CLIENT_DEADLINE, step).await {
+        Ok(out) => out,
+        Err(_) => panic!(
+            "{what}: hung, not done after {} s",
+            CLIENT_DEADLINE.as_secs()
+        ),
+    }
+}
+
 /// Poll `cond` every 20ms until it holds or `timeout` passes; one call of
 /// `cond` that never returns (a request to a proxy that accepts and never
 /// answers) is cut at the same deadline.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
