@@ -379,11 +379,23 @@ upstreams:
 async fn metrics_has_the_process_family() {
     let scene = Scene::new();
     let config = scene.config("admin: { bind: \"127.0.0.1:0\" }\n");
+    let spawned = unix_now();
     let mut p = Proxy::start(&config);
     let admin_addr = p.admin_addr().await;
+    // Some CPU time used, so a CPU figure stuck at 0 shows (scrapes cost some).
+    wait_until(WAIT, "the proxy has used CPU time", || async {
+        metrics_text(admin_addr).await;
+        proc_stat(p.pid()).cpu_ticks > 0
+    })
+    .await;
+    // CPU time only grows: read before and after the scrape, it brackets
+    // what the scrape read.
+    let before = proc_stat(p.pid());
     let body = admin(admin_addr, "GET", "/metrics", None, None, &[])
         .await
         .body;
+    let after = proc_stat(p.pid());
+    let scraped = unix_now();
     let value = |name: &str| -> f64 {
         body.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
@@ -393,23 +405,86 @@ async fn metrics_has_the_process_family() {
             .unwrap()
     };
     assert!(body.contains("# TYPE process_cpu_seconds counter"));
-    assert!(value("process_cpu_seconds_total") >= 0.0);
+    let hz = clk_tck();
+    let cpu = value("process_cpu_seconds_total");
+    let (low, high) = (before.cpu_ticks as f64 / hz, after.cpu_ticks as f64 / hz);
+    assert!(
+        low <= cpu && cpu <= high,
+        "process_cpu_seconds_total {cpu}, /proc/PID/stat {low}..{high} s"
+    );
     assert!(value("process_resident_memory_bytes") > 0.0);
     let open = value("process_open_fds");
     assert!(open >= 3.0 && open <= value("process_max_fds"));
-    // The child's own start: not before ours minus the boot, not in the future.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    // The proxy's start as /proc tells it (boot time, whole seconds, plus
+    // the start in clock ticks since boot); btime is rounded to a second.
     let start = value("process_start_time_seconds");
+    let proc_start = boot_time() as f64 + before.start_ticks as f64 / hz;
     assert!(
-        start > 0.0 && start <= now + 1.0,
-        "start {start}, now {now}"
+        (start - proc_start).abs() <= 1.0,
+        "process_start_time_seconds {start}, /proc {proc_start}"
+    );
+    // And by the test's own clock: between the spawn and the scrape,
+    // give or take btime's rounding.
+    assert!(
+        spawned - 2.0 <= start && start <= scraped + 2.0,
+        "process_start_time_seconds {start}, spawned at {spawned}, scraped at {scraped}"
     );
     // It is this process: the fd count matches /proc/PID/fd give or take the scrape's own.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
         .unwrap()
         .count() as f64;
     assert!((open - fds).abs() <= 8.0, "open_fds {open} vs /proc {fds}");
+}
+
+/// Seconds since the epoch now, by the test's clock.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The figures of `/proc/PID/stat` a test compares with: utime + stime
+/// (fields 14, 15) and starttime (field 22), in clock ticks.
+struct ProcStat {
+    cpu_ticks: u64,
+    start_ticks: u64,
+}
+
+fn proc_stat(pid: u32) -> ProcStat {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name, which may hold spaces:
+    // the first of them is field 3.
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> u64 { fields[n - 3].parse().unwrap() };
+    ProcStat {
+        cpu_ticks: field(14) + field(15),
+        start_ticks: field(22),
+    }
+}
+
+/// Clock ticks per second of `/proc` times, as `getconf CLK_TCK` says.
+fn clk_tck() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf is installed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `btime` of `/proc/stat`: the boot, in seconds since the epoch.
+fn boot_time() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .expect("btime in /proc/stat")
+        .trim()
+        .parse()
+        .unwrap()
 }
