@@ -1,10 +1,11 @@
 //! The shipped Kubernetes example, run as kubelet lays out the pod: the
-//! ConfigMap's `config.yaml`, unchanged apart from the `/etc/hotproxy` root,
-//! with every volume written by kubelet's AtomicWriter sequence.
+//! ConfigMap's `config.yaml`, unchanged apart from the `/etc/hotproxy` root
+//! and its two binds (moved to ephemeral loopback ports, so the test needs no
+//! free fixed port and opens nothing beyond loopback), with every volume
+//! written by kubelet's AtomicWriter sequence.
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::writers::Kubelet;
@@ -20,15 +21,9 @@ fn shipped_config() -> String {
     cm["data"]["config.yaml"].as_str().unwrap().to_owned()
 }
 
-/// The ports the shipped config binds (the test cannot choose them).
-fn shipped_port(config: &str, key_line: &str) -> u16 {
-    config
-        .lines()
-        .find(|l| l.trim_start().starts_with(key_line))
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key_line} in the shipped config"))
-}
+/// The binds the shipped config has (the listener's, the admin API's), as
+/// text, each on a line of its own.
+const SHIPPED_BINDS: [&str; 2] = ["bind: 0.0.0.0:8443", "bind: 0.0.0.0:9901"];
 
 #[tokio::test]
 async fn shipped_configmap_in_a_kubelet_pod_layout() {
@@ -49,9 +44,22 @@ async fn shipped_configmap_in_a_kubelet_pod_layout() {
     let s = Scene::new();
     let root = s.path("etc/hotproxy");
     let pod_config = |text: &str| text.replace("/etc/hotproxy", root.to_str().unwrap());
-    let config_text = shipped_config();
-    let listen = shipped_port(&config_text, "bind: 0.0.0.0:8443");
-    let admin_port = shipped_port(&config_text, "bind: 0.0.0.0:9901");
+    // The shipped binds are checked as they are written, then moved to
+    // ephemeral loopback ports; the proxy's log says which it got.
+    let shipped = shipped_config();
+    let mut config_text = shipped.clone();
+    for bind in SHIPPED_BINDS {
+        assert_eq!(
+            shipped.lines().filter(|l| l.trim() == bind).count(),
+            1,
+            "the shipped config.yaml has one line `{bind}`:\n{shipped}"
+        );
+        config_text = config_text.replace(bind, "bind: 127.0.0.1:0");
+    }
+    assert!(
+        !config_text.contains("0.0.0.0"),
+        "no other bind to every interface:\n{config_text}"
+    );
 
     // Secrets as cert-manager fills them, volumes as kubelet writes them.
     let issuer = TestCa::new("internal-ca");
@@ -81,9 +89,8 @@ async fn shipped_configmap_in_a_kubelet_pod_layout() {
     config_volume.write(&[("config.yaml", &pod_config(&config_text))], false);
 
     let mut p = Proxy::start(&root.join("config/config.yaml"));
-    p.listener_addr("public").await;
-    let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
 
     // It serves the Secret's certificate; the probes answer.
     assert_eq!(
