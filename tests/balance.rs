@@ -328,26 +328,24 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
 
     // The pod comes back on the same address: re-admitted once its
     // ejection (with back-off) has run out, then served again.
+    // (Re-admissions before now, if an ejection ran out above, are not it.)
+    let readmitted = count_rr(
+        &logged_so_far(&mut w).await,
+        "upstream endpoint back in service",
+    );
     let pair = w.backend_ca.server_pair(&["app.prod.svc"]);
     let _back = Backend::start_at(dead, "pod1", &pair, Some(&w.backend_ca.cert_pem)).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (status, pod) = get_pod(&mut send, "/rr").await;
+    // Each poll one request on a connection of its own.
+    wait_until(WAIT, "pod1 re-admitted and serving", || async {
+        let (status, pod) = get_pod(&mut client(&w).await, "/rr").await;
         assert_eq!(status, 200);
-        if pod.as_deref() == Some("pod1") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pod1 never re-admitted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    w.proxy
-        .wait_log("re-admission", |v| {
-            v["message"] == "upstream endpoint back in service" && v["upstream"] == "rr"
-        })
-        .await;
+        pod.as_deref() == Some("pod1")
+    })
+    .await;
+    wait_until(WAIT, "the re-admission logged", || async {
+        count_rr(&w.proxy.logs(), "upstream endpoint back in service") > readmitted
+    })
+    .await;
     let m = metrics(&w).await;
     assert_has(
         &m,
@@ -490,14 +488,11 @@ async fn changing_addresses_spread_and_drain() {
 
     // A second pod: requests reach it within a few resolutions.
     hosts.set(&["127.0.0.2", "127.0.0.3"]);
-    let deadline = std::time::Instant::now() + WAIT;
-    while get_pod(&mut send, "/").await.1.as_deref() != Some("pod-b") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pod-b never got a request"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Each poll one request on a connection of its own.
+    wait_until(WAIT, "pod-b gets a request", || async {
+        get_pod(&mut client(&w).await, "/").await.1.as_deref() == Some("pod-b")
+    })
+    .await;
 
     // Two slow requests in flight (round robin: one on each pod), then the
     // first pod leaves: its request still completes.

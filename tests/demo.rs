@@ -5,9 +5,11 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Kills the demo when the test ends, pass or fail.
 struct Child(std::process::Child);
@@ -65,14 +67,12 @@ upstreams:
     let find = |pred: &dyn Fn(&serde_json::Value) -> bool| {
         lines.lock().unwrap().iter().find(|v| pred(v)).cloned()
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let listening = loop {
-        if let Some(v) = find(&|v| v["message"] == "listening") {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "the demo did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let listening = |v: &serde_json::Value| v["message"] == "listening";
+    wait_until(WAIT, "the demo listening", || async {
+        find(&listening).is_some()
+    })
+    .await;
+    let listening = find(&listening).unwrap();
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     // A handshake failure is logged at debug only: seen because of
     // --log-level debug. The line of this connection, by its port (startup
@@ -80,14 +80,10 @@ upstreams:
     let dropped = tokio::net::TcpStream::connect(addr).await.unwrap();
     let peer = dropped.local_addr().unwrap().to_string();
     drop(dropped);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while find(&|v| v["level"] == "DEBUG" && v["peer"] == peer.as_str()).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no debug line at --log-level debug"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(WAIT, "a debug line at --log-level debug", || async {
+        find(&|v| v["level"] == "DEBUG" && v["peer"] == peer.as_str()).is_some()
+    })
+    .await;
     assert!(
         lines.lock().unwrap().iter().all(|v| !v.is_null()),
         "every line is JSON"

@@ -4,7 +4,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use rcgen::{
@@ -589,11 +589,12 @@ async fn rules_reload_with_the_config() {
     );
     config(&w, &rules("bob"), "", "", "");
     p.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while outcome(addr, alice_cfg.clone(), "/").await != DENIED {
-        assert!(Instant::now() < deadline, "new rules not applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the new rules applied (alice denied)",
+        || async { outcome(addr, alice_cfg.clone(), "/").await == DENIED },
+    )
+    .await;
 }
 
 /// `hotproxy check` refuses a malformed rule and names its line.
