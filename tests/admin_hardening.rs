@@ -775,3 +775,23 @@ async fn store_write_faults_change_nothing() {
         .await;
     assert_eq!(r.status, 201, "after freeing space: {}", r.body);
 }
+
+/// A request body that is announced and never sent is answered `408`
+/// within the admin listener's 10 s body timeout, and the connection (one
+/// of its 64) is given back: it used to be held for as long as the client
+/// liked, so 64 such clients shut out probes and scrapes.
+#[tokio::test]
+async fn an_api_body_that_never_comes_is_408() {
+    let a = Api::start("").await;
+    let answer = raw(
+        a.api,
+        format!(
+            "POST /api/v1/certs HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {EDITOR}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+            a.api
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 10 s"), "{answer}");
+}

@@ -71,6 +71,8 @@ pub fn exposure(config: &AdminConfig) -> Result<Option<&'static str>, String> {
 pub const MAX_CONNECTIONS: usize = 64;
 /// A request head must arrive within this of its first byte (or of accept).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body (the API's JSON) must arrive whole within this.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A keep-alive connection with no request in flight is closed after this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client that stops reading a response is disconnected after this.

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::AdminBody;
+use super::BODY_READ_TIMEOUT;
 use super::auth::{Refusal, Tokens, check_host};
 use super::paths;
 use crate::config::{EntryKind, EntrySpec};
@@ -276,20 +277,32 @@ async fn call(handle: &Handle, f: impl FnOnce(&mut Reloader) -> Reply + Send + '
     })
 }
 
-/// Read a JSON body of at most [`MAX_BODY`] bytes.
+/// Read a JSON body of at most [`MAX_BODY`] bytes, all of it within
+/// [`BODY_READ_TIMEOUT`]: a client that announces a body and sends none
+/// must not hold one of the admin listener's few connections for ever.
 async fn body<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
 ) -> Result<T, (StatusCode, Value)> {
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| {
-            problem(
+    let read = Limited::new(req.into_body(), MAX_BODY).collect();
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the request body is larger than {MAX_BODY} bytes"),
-            )
-        })?
-        .to_bytes();
+            ));
+        }
+        Ok(Err(_)) => return Err(bad_request("the request body could not be read")),
+        Err(_) => {
+            return Err(problem(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+    };
     serde_json::from_slice(&bytes).map_err(|e| {
         bad_request(format!(
             "invalid JSON body: {}",
