@@ -377,3 +377,94 @@ listeners:
     )
     .await;
 }
+
+/// An entry redefined in the configuration reports its new definition
+/// only: its old type's expiry series goes (it stayed beside the new one,
+/// and the shipped expiry alert fired for a certificate nobody serves),
+/// and a definition whose files do not load drops the material series and
+/// says it is failing (the failing gauge stayed 0 while the API showed
+/// the failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redefined_entry_reports_its_new_definition() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    s.pair("spare", &ca.server_pair(&["spare.example"]));
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let yaml = |spare: &str| {
+        format!(
+            r#"
+admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ debounce: 20ms, poll_interval: 200ms }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+  - {{ id: spare, {spare} }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [ {{ ref: edge }} ] }}
+"#
+        )
+    };
+    let config = s.config(&yaml(
+        "type: server-pair, cert_file: spare.crt, key_file: spare.key",
+    ));
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let spare_lines = || async move {
+        admin(api, "GET", "/metrics", None, None, &[])
+            .await
+            .body
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("entry=\"spare\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let not_after = |kind: &str| {
+        format!("hotproxy_cert_not_after_timestamp_seconds{{entry=\"spare\",type=\"{kind}\"}}")
+    };
+    assert!(
+        spare_lines()
+            .await
+            .iter()
+            .any(|l| l.starts_with(&not_after("server-pair")))
+    );
+    // Another type: only the new type's expiry.
+    write(&config, &yaml("type: ca-bundle, ca_file: ca.crt"));
+    p.wait_log("the first reload", |v| {
+        v["message"] == "configuration reloaded"
+    })
+    .await;
+    let lines = spare_lines().await;
+    assert!(
+        lines.iter().any(|l| l.starts_with(&not_after("ca-bundle"))),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with(&not_after("server-pair"))),
+        "{lines:#?}"
+    );
+    // Files that do not load: no material series, and failing.
+    write(&config, &yaml("type: ca-bundle, ca_file: missing.crt"));
+    p.wait_log("the unused entry's failure", |v| {
+        v["message"] == "unused entry has no usable material" && v["entry"] == "spare"
+    })
+    .await;
+    wait_until(WAIT, "spare reported failing", || async move {
+        spare_lines()
+            .await
+            .iter()
+            .any(|l| l == "hotproxy_cert_reload_failing{entry=\"spare\"} 1")
+    })
+    .await;
+    let lines = spare_lines().await;
+    assert!(
+        !lines.iter().any(
+            |l| l.starts_with("hotproxy_cert_not_after_timestamp_seconds")
+                || l.starts_with("hotproxy_cert_last_reload_timestamp_seconds")
+        ),
+        "{lines:#?}"
+    );
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::entry::{State, forget_entry_metrics, record_success, set_state, warn_validity};
+use super::entry::{
+    State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
+};
 use super::snapshot::{listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
@@ -262,10 +264,22 @@ impl Reloader {
             self.retries.remove(&id);
         }
         for (id, e) in &entries {
-            let fresh = self.entries.get(id).is_none_or(|old| old.spec != e.spec);
-            if fresh && let Some(l) = &e.current {
-                record_success(&e.spec, l);
-                warn_validity(id, l, None);
+            let old = self.entries.get(id);
+            if old.is_some_and(|old| old.spec == e.spec) {
+                continue;
+            }
+            // Redefined: what was reported of the old definition goes
+            // (under its type, if that changed), and a new definition
+            // whose files do not load says so.
+            if let Some(old) = old {
+                forget_material_metrics(id, old.spec.kind.as_str());
+            }
+            match &e.current {
+                Some(l) => {
+                    record_success(&e.spec, l);
+                    warn_validity(id, l, None);
+                }
+                None => set_state(id, State::Failing),
             }
         }
         self.entries = entries;

@@ -274,14 +274,10 @@ pub(super) fn record_success(spec: &EntrySpec, loaded: &Loaded) {
 /// A removed entry's series leave `/metrics` with it: a dashboard or an
 /// expiry alert must not keep seeing an entry that no longer exists.
 pub(super) fn forget_entry_metrics(id: &str, kind: &str) {
-    METRICS.cert_not_after.remove(&metrics::EntryTypeLabels {
-        entry: id.to_owned(),
-        r#type: kind.to_owned(),
-    });
+    forget_material_metrics(id, kind);
     let entry = metrics::EntryLabels {
         entry: id.to_owned(),
     };
-    METRICS.cert_last_reload.remove(&entry);
     METRICS.cert_reload_pending.remove(&entry);
     METRICS.cert_reload_failing.remove(&entry);
     for result in ["success", "failure"] {
@@ -290,6 +286,19 @@ pub(super) fn forget_entry_metrics(id: &str, kind: &str) {
             result: result.into(),
         });
     }
+}
+
+/// The series that describe an entry's material (`kind` is the type it
+/// was reported under): gone with the material, so an expiry alert does
+/// not fire for a certificate nobody serves.
+pub(super) fn forget_material_metrics(id: &str, kind: &str) {
+    METRICS.cert_not_after.remove(&metrics::EntryTypeLabels {
+        entry: id.to_owned(),
+        r#type: kind.to_owned(),
+    });
+    METRICS.cert_last_reload.remove(&metrics::EntryLabels {
+        entry: id.to_owned(),
+    });
     metrics::crl_next_update(id, None);
 }
 
