@@ -181,6 +181,19 @@ impl Upstream {
         }
     }
 
+    /// Out of service (replaced by an edit, or `removed`): close its idle
+    /// connections, stop sharing its HTTP/2 ones, and close busy ones as
+    /// their requests end; a removed upstream's gauge goes too.
+    pub fn retire(&self, removed: bool) {
+        let members = self.members.load();
+        for m in &members.members {
+            m.endpoint.pool.drain();
+        }
+        if removed {
+            members.forget_gauge();
+        }
+    }
+
     /// Put the upstream in service: publish its endpoints' gauge and start
     /// re-resolution and active checks, if configured (once; they end when
     /// the upstream is replaced or removed).

@@ -297,7 +297,15 @@ impl Reloader {
                 .clone();
             live_upstreams.insert(name, LiveUpstream { config, live, key });
         }
-        self.upstreams = live_upstreams;
+        // Upstreams replaced or removed: their idle connections are closed
+        // now, not when the last request holding them ends (a long poll
+        // can keep an old endpoint, and its pool, for hours).
+        for (name, old) in std::mem::replace(&mut self.upstreams, live_upstreams) {
+            let kept = self.upstreams.get(&name);
+            if kept.is_none_or(|k| !Arc::ptr_eq(&k.live, &old.live)) {
+                old.live.retire(kept.is_none());
+            }
+        }
         let mut live_listeners = BTreeMap::new();
         for (cfg, built, router, socket) in planned {
             let live = match (socket, self.listeners.remove(&cfg.name)) {

@@ -19,6 +19,9 @@ use crate::upstream::balance::Picker;
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::health::{Health, Verdict};
 
+/// The states of `hotproxy_upstream_endpoints`, in the order `publish` counts them.
+const STATES: [&str; 3] = ["healthy", "ejected", "unhealthy"];
+
 /// One endpoint with its health and load.
 pub struct Member {
     pub endpoint: Arc<Endpoint>,
@@ -93,6 +96,16 @@ impl Members {
         self.members.is_empty()
     }
 
+    /// The upstream is gone: its `hotproxy_upstream_endpoints` series too.
+    pub fn forget_gauge(&self) {
+        for state in STATES {
+            METRICS.upstream_endpoints.remove(&EndpointStateLabels {
+                upstream: self.upstream.to_string(),
+                state: state.to_owned(),
+            });
+        }
+    }
+
     /// `hotproxy_upstream_endpoints{upstream,state}` from the members' flags.
     pub fn publish(&self) {
         let unhealthy = self
@@ -105,11 +118,8 @@ impl Members {
             .iter()
             .filter(|m| m.out.load(Ordering::Relaxed) && !m.unhealthy.load(Ordering::Relaxed))
             .count();
-        for (state, n) in [
-            ("healthy", self.members.len() - ejected - unhealthy),
-            ("ejected", ejected),
-            ("unhealthy", unhealthy),
-        ] {
+        let counts = [self.members.len() - ejected - unhealthy, ejected, unhealthy];
+        for (state, n) in STATES.into_iter().zip(counts) {
             METRICS
                 .upstream_endpoints
                 .get_or_create(&EndpointStateLabels {
