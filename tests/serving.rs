@@ -109,10 +109,14 @@ fn answer(
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             }
         });
+        // With hop-by-hop fields of its own, which must not reach the client.
         return http::Response::builder()
             .status(101)
             .header("upgrade", proto)
-            .header("connection", "upgrade")
+            .header("connection", "upgrade, x-internal")
+            .header("x-internal", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-connection", "keep-alive")
             .body(Full::new(Bytes::new()).boxed())
             .unwrap();
     }
@@ -688,8 +692,15 @@ async fn websocket(w: &World, addr: SocketAddr) -> Tls {
     )
     .await
     .unwrap();
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let head = read_head(&mut s).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // The backend's own hop-by-hop fields stay behind (RFC 9110 §7.6.1),
+    // as from any other response; Upgrade and Connection are the switch's.
+    for field in ["x-internal", "keep-alive", "proxy-connection"] {
+        assert!(!head.contains(field), "{field} reached the client: {head}");
+    }
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+    assert!(head.contains("upgrade: websocket\r\n"), "{head}");
     echo(&mut s, b"hello").await;
     s
 }

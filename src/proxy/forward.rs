@@ -340,8 +340,11 @@ impl Upstream {
             resp.extensions_mut()
                 .insert(UpstreamAddr(endpoint.url.clone()));
         }
-        // The listener checks the switch and runs the tunnel (proxy::tunnel).
+        // The listener checks the switch and runs the tunnel
+        // (proxy::tunnel): Upgrade stays, with `Connection: upgrade`; the
+        // backend's other hop-by-hop fields go, as from any response.
         if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            strip_hop_by_hop(resp.headers_mut(), true, Message::Response);
             return resp;
         }
         strip_hop_by_hop(resp.headers_mut(), false, Message::Response);
