@@ -883,6 +883,36 @@ async fn a_stream_on_rotated_out_material_is_cut_after_shutdown_grace() {
     .await;
 }
 
+/// A WebSocket upgrade whose connect fails is sent to another endpoint, as
+/// any request is (SPEC: Retries, "always for a failed connect"; nginx's
+/// proxy_next_upstream error). It got a 502 from the first endpoint picked.
+#[tokio::test]
+async fn an_upgrade_whose_connect_fails_goes_to_another_endpoint() {
+    let w = world().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = config(&w, "", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("servers: [http://{}]", w.backend.addr),
+        &format!(
+            "servers: [http://{dead}, http://{}]\n    balance: round_robin",
+            w.backend.addr
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    // Round robin starts at the dead endpoint; the tunnel comes up anyway.
+    let mut s = websocket(&w, addr).await;
+    echo(&mut s, b"through the other endpoint").await;
+    p.wait_log("the retry", |v| {
+        v["message"] == "retrying on another endpoint" && v["reason"] == "connect_refused"
+    })
+    .await;
+}
+
 /// `Upgrade: h2c` is never tunnelled: the request reaches the backend as an
 /// ordinary request without Upgrade, and the client gets its answer.
 #[tokio::test]

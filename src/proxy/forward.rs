@@ -273,11 +273,9 @@ impl Upstream {
         let timed_out = AtomicBool::new(false);
         let sent = async {
             if upgrade {
-                let (i, _in_flight) = members.pick(&[]).expect("not empty");
-                last.store(i, Ordering::Relaxed);
-                let endpoint = &members.members[i].endpoint;
                 // Boxed: rare, and its dial would grow every request's future.
-                let r = Box::pin(self.send_upgrade(endpoint, req, path)).await;
+                let r = Box::pin(self.send_upgrade(&members, req, path, &last, deadline)).await;
+                let i = last.load(Ordering::Relaxed);
                 match &r {
                     Ok(resp) => self.answered(&members, i, resp.status()),
                     Err(_) if body_fault.cause().is_some() => {}
@@ -576,15 +574,49 @@ impl Upstream {
     }
 
     /// An `Upgrade` request, on a new HTTP/1.1 connection of its own.
+    /// A connect that fails is tried on another endpoint, as for any
+    /// request (SPEC: Retries); once sent, an upgrade is never repeated.
+    /// `last` ends as the endpoint of the last attempt.
     async fn send_upgrade(
         &self,
-        endpoint: &Endpoint,
+        members: &Members,
         mut req: Request<ClientBody>,
         path: PathAndQuery,
+        last: &AtomicUsize,
+        until: tokio::time::Instant,
     ) -> Result<Response<Incoming>, Failure> {
-        let mut send = endpoint.upgrade_connection().await.map_err(Failure::Dial)?;
-        *req.uri_mut() = Uri::from(path);
-        send.send_request(req).await.map_err(Failure::Request)
+        let mut tried: Vec<usize> = Vec::new();
+        let mut picked = members
+            .pick(&[])
+            .expect("an endpoint: the set is not empty");
+        loop {
+            let (i, _in_flight) = picked;
+            last.store(i, Ordering::Relaxed);
+            let endpoint = &members.members[i].endpoint;
+            let failure = match endpoint.upgrade_connection().await {
+                Ok(mut send) => {
+                    *req.uri_mut() = Uri::from(path);
+                    return send.send_request(req).await.map_err(Failure::Request);
+                }
+                Err(e) => Failure::Dial(e),
+            };
+            let more =
+                tried.len() < self.config.retries as usize && tokio::time::Instant::now() < until;
+            tried.push(i);
+            let Some(next) = more.then(|| members.pick(&tried)).flatten() else {
+                return Err(failure);
+            };
+            self.answered_failure(members, i, &failure);
+            let (reason, _, _) = diagnose(&failure);
+            debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
+            METRICS
+                .upstream_retries
+                .get_or_create(&UpstreamLabels {
+                    upstream: self.name.to_string(),
+                })
+                .inc();
+            picked = next;
+        }
     }
 
     /// Map a failure to 502/504, count it and log its cause once.
