@@ -153,6 +153,14 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
                         let (reason, desc) = crate::tls::client::classify(tls);
                         return (reason, desc, StatusCode::BAD_GATEWAY);
                     }
+                    // Over HTTP/2, h2 keeps an I/O error's cause as text
+                    // only: a TLS alert after a TLS 1.3 handshake (an
+                    // upstream refusing our client certificate) is known
+                    // by rustls's words for it.
+                    if let Some(tls) = io.get_ref().and_then(|i| alert_in_text(&i.to_string())) {
+                        let (reason, desc) = crate::tls::client::classify(&tls);
+                        return (reason, desc, StatusCode::BAD_GATEWAY);
+                    }
                     return (
                         "protocol",
                         format!("upstream connection failed: {io}"),
@@ -166,6 +174,52 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
                 format!("upstream request failed: {e}"),
                 StatusCode::BAD_GATEWAY,
             )
+        }
+    }
+}
+
+/// The alert in rustls's words for it (`received fatal alert:
+/// CertificateRequired`), for the alerts [`crate::tls::client::classify`]
+/// reads as a refused client certificate.
+fn alert_in_text(text: &str) -> Option<rustls::Error> {
+    use rustls::AlertDescription as A;
+    let name = text.strip_prefix("received fatal alert: ")?;
+    [
+        A::BadCertificate,
+        A::CertificateRequired,
+        A::UnknownCA,
+        A::CertificateExpired,
+        A::CertificateRevoked,
+        A::UnsupportedCertificate,
+        A::CertificateUnknown,
+        A::AccessDenied,
+        A::DecryptError,
+    ]
+    .into_iter()
+    .find(|a| format!("{a:?}") == name)
+    .map(rustls::Error::AlertReceived)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_alert_in_text_is_a_refused_client_certificate() {
+        // What hyper hands back over HTTP/2: h2 kept rustls's error as text.
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired).to_string(),
+        );
+        let inner = io.get_ref().unwrap().to_string();
+        let tls = alert_in_text(&inner).expect("recognised");
+        assert_eq!(crate::tls::client::classify(&tls).0, "client_cert_refused");
+        for other in [
+            "received fatal alert: HandshakeFailure",
+            "received fatal alert: CertificateRequiredX",
+            "peer closed connection without sending TLS close_notify",
+        ] {
+            assert!(alert_in_text(other).is_none(), "{other}");
         }
     }
 }
