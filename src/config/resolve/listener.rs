@@ -28,6 +28,15 @@ impl Resolver {
         if l.name.is_empty() {
             self.problem(format!("{at}.name"), "empty listener name");
         }
+        // Logs and metrics name the admin listener `admin`
+        // (`hotproxy_accept_errors_total{listener="admin"}`): a listener of
+        // the same name could not be told apart from it.
+        if l.name == "admin" {
+            self.problem(
+                format!("{at}.name"),
+                "`admin` is the admin listener's name in logs and metrics; choose another",
+            );
+        }
         let bind = self.addr(&format!("{at}.bind"), &l.bind);
         let mut certs = Vec::new();
         let mut client_auth = ClientAuthConfig {
@@ -520,6 +529,18 @@ mod tests {
         );
         assert!(m.contains("listeners[0].limits.tunnel_idle_timeout"), "{m}");
         assert!(m.contains("listeners[0].limits.body_read_timeout"), "{m}");
+    }
+
+    /// `admin` names the admin listener in logs and metrics.
+    #[test]
+    fn admin_is_not_a_listener_name() {
+        let named = MINIMAL.replace("- name: public", "- name: admin");
+        assert_ne!(named, MINIMAL);
+        let m = messages(&parse_str(&named).unwrap_err());
+        assert!(
+            m.contains("listeners[0].name") && m.contains("admin listener"),
+            "{m}"
+        );
     }
 
     /// A route's host and path prefix are what the router compares, or
