@@ -15,15 +15,20 @@ use crate::config::{Config, EntrySource};
 /// The directories API-supplied paths must be under: `store.file_roots`
 /// when set, else every directory the configuration file's own entries
 /// read from.
+///
+/// Their `..` are resolved lexically: they come from the operator (a
+/// configuration read as `--config ../etc/hotproxy.yaml` has every path
+/// made from `/srv/app/../etc`), and a root with a `..` would contain no
+/// path the API may name, which has none.
 pub fn roots(config: &Config) -> Vec<PathBuf> {
     if let Some(roots) = config.store.as_ref().and_then(|s| s.file_roots.clone()) {
-        return roots;
+        return roots.iter().map(|r| lexical(r)).collect();
     }
     let mut dirs: Vec<PathBuf> = config
         .entries
         .iter()
         .flat_map(|e| e.source.paths())
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .filter_map(|p| p.parent().map(lexical))
         .collect();
     dirs.sort();
     dirs.dedup();
@@ -53,6 +58,21 @@ pub fn check(source: &EntrySource, roots: &[PathBuf]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `path` with `.` dropped and each `..` taking the component before it.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Absolute, no `..`, and inside (or equal to) one of `roots`, compared
@@ -111,5 +131,40 @@ mod tests {
             e.starts_with("field crl_files: /nope/x.crl is not under"),
             "{e}"
         );
+    }
+
+    /// A root written with `..`, or made from a configuration read as
+    /// `--config ../etc/hotproxy.yaml`, contains what it names: every file
+    /// the API named was refused.
+    #[test]
+    fn roots_with_dot_dot_are_resolved() {
+        let text = "
+certs:
+  - { id: edge, type: server-pair, cert_file: ../tls/a.crt, key_file: ../tls/a.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:8443
+    tls: { certs: [{ ref: edge }] }
+    routes: [{ upstream: api }]
+upstreams:
+  - { name: api, servers: [\"http://127.0.0.1:9000\"] }
+";
+        let file = Path::new("/srv/app/../etc/hotproxy.yaml");
+        let parsed = |text: &str| match crate::config::parse(text, file) {
+            Ok(c) => c,
+            Err(e) => panic!("{}", e.render()),
+        };
+        let by_entries = roots(&parsed(text));
+        assert_eq!(by_entries, vec![PathBuf::from("/srv/tls")]);
+        assert!(check(&ca("/srv/tls/ca.crt"), &by_entries).is_ok());
+        let written = format!(
+            "store: {{ path: /var/lib/h/store.json, key_file: /var/lib/h/key, file_roots: [/srv/app/../x, /srv/./y] }}\n{text}"
+        );
+        let by_field = roots(&parsed(&written));
+        assert_eq!(
+            by_field,
+            vec![PathBuf::from("/srv/x"), PathBuf::from("/srv/y")]
+        );
+        assert!(check(&ca("/srv/app/ca.crt"), &by_field).is_err());
     }
 }
