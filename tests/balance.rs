@@ -588,6 +588,22 @@ async fn active_checks_take_out_and_bring_back() {
     assert!(seen, "pod2 back in service gets requests");
 }
 
+/// A TLS pod's listening socket on 127.0.0.1 and its acceptor, serving
+/// `pair` and offering `alpn`.
+async fn pod_socket(
+    pair: &TestPair,
+    alpn: &[u8],
+) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+        .unwrap();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener, acceptor)
+}
+
 /// An HTTP/2 pod that answers no stream it is sent: it refuses each
 /// (`REFUSED_STREAM`), or (`hang`) accepts it and never answers.
 struct RefusingPod {
@@ -597,13 +613,7 @@ struct RefusingPod {
 
 impl RefusingPod {
     async fn start_as(pair: &TestPair, hang: bool) -> RefusingPod {
-        let mut cfg = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
-            .unwrap();
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, acceptor) = pod_socket(pair, b"h2").await;
         let addr = listener.local_addr().unwrap();
         let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = refused.clone();
@@ -949,13 +959,7 @@ struct RefuseOncePod {
 impl RefuseOncePod {
     async fn start(pair: &TestPair) -> RefuseOncePod {
         use std::sync::atomic::Ordering::SeqCst;
-        let mut cfg = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
-            .unwrap();
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, acceptor) = pod_socket(pair, b"h2").await;
         let addr = listener.local_addr().unwrap();
         let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = refused.clone();
@@ -1039,13 +1043,7 @@ async fn closing_pod(
     pair: &TestPair,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::AsyncReadExt;
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
-        .unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, acceptor) = pod_socket(pair, b"http/1.1").await;
     let addr = listener.local_addr().unwrap();
     let heads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = heads.clone();

@@ -414,17 +414,22 @@ impl Upstream {
             let Some(next) = members.pick(&tried) else {
                 return Err(failure);
             };
-            let (reason, _, _) = diagnose(&failure);
-            debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
-            METRICS
-                .upstream_retries
-                .get_or_create(&UpstreamLabels {
-                    upstream: self.name.to_string(),
-                })
-                .inc();
+            self.retrying(endpoint, &failure);
             req = again;
             picked = next;
         }
+    }
+
+    /// A failed attempt is sent to another endpoint: said and counted.
+    fn retrying(&self, endpoint: &Endpoint, failure: &Failure) {
+        let (reason, _, _) = diagnose(failure);
+        debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
+        METRICS
+            .upstream_retries
+            .get_or_create(&UpstreamLabels {
+                upstream: self.name.to_string(),
+            })
+            .inc();
     }
 
     /// Passive health and per-endpoint counts for an answered request.
@@ -607,14 +612,7 @@ impl Upstream {
                 return Err(failure);
             };
             self.answered_failure(members, i, &failure);
-            let (reason, _, _) = diagnose(&failure);
-            debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
-            METRICS
-                .upstream_retries
-                .get_or_create(&UpstreamLabels {
-                    upstream: self.name.to_string(),
-                })
-                .inc();
+            self.retrying(endpoint, &failure);
             picked = next;
         }
     }
