@@ -74,6 +74,9 @@
 //!   - `buffer`: small request bodies read whole before an upstream is chosen.
 //!   - `forward`: forwarding one request over an endpoint's pool, retry when
 //!     nothing was lost, the 400/408 answers for a client's broken body.
+//!   - `upkeep`: an upstream's life outside any one request: put in
+//!     service, names re-resolved, idle connections swept, active checks,
+//!     retired by a reload.
 //!   - `failure`: why a forwarded request got no response (its 502/504 and
 //!     reason), and whether it may be sent again.
 //!   - `slots`: connection slots per upstream server (`max_connections_per_server`).

@@ -43,7 +43,7 @@ use hyper::body::Incoming;
 use rustls::ClientConfig;
 use tracing::{debug, warn};
 
-use crate::config::{ActiveHealth, UpstreamConfig};
+use crate::config::UpstreamConfig;
 use crate::identity::Identity;
 use crate::metrics;
 use crate::proxy::body::{BodyFault, ClientBody, Fault};
@@ -127,10 +127,10 @@ pub struct Upstream {
     tls: Arc<ArcSwap<ClientConfig>>,
     /// The endpoints now; replaced when a re-resolution changes them
     /// (requests in flight keep the set they started with).
-    members: ArcSwap<Members>,
-    resolution: Resolution,
+    pub(super) members: ArcSwap<Members>,
+    pub(super) resolution: Resolution,
     /// Its background tasks (re-resolution, active checks) run.
-    started: AtomicBool,
+    pub(super) started: AtomicBool,
 }
 
 impl Upstream {
@@ -179,36 +179,6 @@ impl Upstream {
             }
             debug!(upstream = %self.name, "pooled connections drained after rotation");
         }
-    }
-
-    /// Out of service (replaced by an edit, or `removed`): close its idle
-    /// connections, stop sharing its HTTP/2 ones, and close busy ones as
-    /// their requests end; a removed upstream's gauge goes too.
-    pub fn retire(&self, removed: bool) {
-        let members = self.members.load();
-        for m in &members.members {
-            m.endpoint.pool.drain();
-        }
-        if removed {
-            members.forget_gauge();
-        }
-    }
-
-    /// Put the upstream in service: publish its endpoints' gauge and start
-    /// re-resolution and active checks, if configured (once; they end when
-    /// the upstream is replaced or removed).
-    pub fn start_background(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
-        if self.started.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        self.members.load().publish();
-        if self.resolution.has_names() {
-            rt.spawn(re_resolve(Arc::downgrade(self)));
-        }
-        if let Some(active) = self.config.health.active.clone() {
-            rt.spawn(active_checks(Arc::downgrade(self), active));
-        }
-        rt.spawn(sweep_idle(Arc::downgrade(self)));
     }
 
     /// Forward one request and return the upstream's response, or a
@@ -458,7 +428,7 @@ impl Upstream {
     /// (`may_retry`: worth keeping a copy of a bodyless request's head;
     /// `elsewhere`: another endpoint would take it now).
     #[allow(clippy::too_many_arguments)]
-    async fn send(
+    pub(super) async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
         mut req: Request<ClientBody>,
@@ -629,110 +599,6 @@ impl Upstream {
         };
         error_response(status, msg)
     }
-}
-
-/// Re-resolve an upstream's server names every `resolve_interval` while it
-/// is configured (the task ends once the reloader and every request have
-/// let go of it).
-async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
-    loop {
-        let Some(interval) = upstream.upgrade().map(|u| u.resolution.interval()) else {
-            return;
-        };
-        tokio::time::sleep(interval).await;
-        let Some(u) = upstream.upgrade() else { return };
-        let current = u.members.load_full();
-        if let Some(next) = u.resolution.refresh(&current).await {
-            next.publish();
-            u.members.store(Arc::new(next));
-        }
-    }
-}
-
-/// Close pooled connections idle past `idle_timeout`, every half of it
-/// (so between 1 and 1.5 times it), also on endpoints no request reaches.
-async fn sweep_idle(upstream: std::sync::Weak<Upstream>) {
-    loop {
-        let Some(every) = upstream.upgrade().map(|u| u.config.idle_timeout / 2) else {
-            return;
-        };
-        tokio::time::sleep(every).await;
-        let Some(u) = upstream.upgrade() else { return };
-        for m in &u.members.load().members {
-            m.endpoint.pool.sweep();
-        }
-    }
-}
-
-/// `health.active`: GET `path` on every endpoint each `interval`, over the
-/// upstream's pools and TLS (the same client certificate as requests);
-/// 2xx and 3xx pass. `unhealthy_after` failures in a row take an endpoint
-/// out, `healthy_after` passes bring it back.
-async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth) {
-    let mut tick = tokio::time::interval(active.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(u) = upstream.upgrade() else { return };
-        let members = u.members.load_full();
-        let (u, members, active) = (&u, &members, &active);
-        let checks = members.members.iter().map(|m| {
-            let path = &active.path;
-            async move {
-                let mut req = Request::get(path.as_str())
-                    .body(ClientBody::empty())
-                    .expect("valid");
-                if let Ok(host) = HeaderValue::from_str(m.endpoint.authority.as_str()) {
-                    req.headers_mut().insert(header::HOST, host);
-                }
-                let pq = PathAndQuery::try_from(path.as_str())
-                    .unwrap_or_else(|_| PathAndQuery::from_static("/"));
-                // An unanswered check retires its HTTP/2 connection, as an
-                // unanswered request does: checks find a silent one first.
-                let timed_out = AtomicBool::new(false);
-                let probe = async {
-                    let until = tokio::time::Instant::now() + active.timeout;
-                    let resp = u
-                        .send(&m.endpoint, req, pq, false, &|| false, &timed_out, until)
-                        .await
-                        .ok()?;
-                    let ok = resp.status().is_success() || resp.status().is_redirection();
-                    drain_check_body(resp.into_body()).await.ok()?;
-                    Some(ok)
-                };
-                let passed = {
-                    let mut probe = std::pin::pin!(probe);
-                    let r = tokio::time::timeout(active.timeout, probe.as_mut()).await;
-                    timed_out.store(r.is_err(), Ordering::Release);
-                    r == Ok(Some(true))
-                };
-                members.checked(m, passed, active);
-            }
-        });
-        futures_util::future::join_all(checks).await;
-    }
-}
-
-/// What an active check reads of its response's body. The status decides;
-/// the body is read (and dropped) only so that an HTTP/1.1 connection goes
-/// back to the pool. A longer one is cut there: its connection is closed
-/// (an HTTP/2 stream reset), and a `/healthz` that streams a report or a
-/// mistaken path on a download costs at most this much per check.
-const CHECK_BODY_BYTES: usize = 64 * 1024;
-
-/// Read a check's response body to its end, dropping it as it comes, or
-/// stop at [`CHECK_BODY_BYTES`] (dropping the body closes its connection).
-async fn drain_check_body(mut body: ResponseBody) -> Result<(), BoxError> {
-    let mut read = 0;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            read += data.len();
-            if read > CHECK_BODY_BYTES {
-                break;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `scheme://authority/path` for an HTTP/2 upstream (its pseudo-headers).

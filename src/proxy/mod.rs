@@ -22,3 +22,4 @@ pub mod slots;
 pub mod stall;
 pub mod trailers;
 pub mod tunnel;
+pub mod upkeep;
