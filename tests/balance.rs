@@ -604,15 +604,29 @@ async fn pod_socket(
     (listener, acceptor)
 }
 
-/// An HTTP/2 pod that answers no stream it is sent: it refuses each
-/// (`REFUSED_STREAM`), or (`hang`) accepts it and never answers.
+/// How a [`RefusingPod`] treats the streams it is sent.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// Refuses each (`REFUSED_STREAM`).
+    Every,
+    /// Accepts each and never answers.
+    Hang,
+    /// Refuses the first that is not a health check (as a pod on its way
+    /// down does with a stream past its `GOAWAY`) and answers the rest
+    /// as `{"backend":"restarting"}`.
+    First,
+}
+
+/// An HTTP/2 pod that refuses or ignores streams (see [`Refusal`]);
+/// `refused` counts those it did not answer.
 struct RefusingPod {
     addr: SocketAddr,
     refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RefusingPod {
-    async fn start_as(pair: &TestPair, hang: bool) -> RefusingPod {
+    async fn start_as(pair: &TestPair, how: Refusal) -> RefusingPod {
+        use std::sync::atomic::Ordering::SeqCst;
         let (listener, acceptor) = pod_socket(pair, b"h2").await;
         let addr = listener.local_addr().unwrap();
         let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -628,11 +642,27 @@ impl RefusingPod {
                         return;
                     };
                     let mut held = Vec::new();
-                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        match hang {
-                            true => held.push(respond),
-                            false => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let refuse = match how {
+                            Refusal::Every | Refusal::Hang => {
+                                count.fetch_add(1, SeqCst);
+                                true
+                            }
+                            Refusal::First => {
+                                req.uri().path() != "/healthz"
+                                    && count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
+                            }
+                        };
+                        match (how, refuse) {
+                            (Refusal::Hang, _) => held.push(respond),
+                            (_, true) => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                            (_, false) => {
+                                let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
+                                let resp = http::Response::new(());
+                                if let Ok(mut stream) = respond.send_response(resp, false) {
+                                    let _ = stream.send_data(body, true);
+                                }
+                            }
                         }
                     }
                 });
@@ -662,7 +692,8 @@ async fn bad_and_good(hang: bool, settings: &str) -> BadAndGood {
         backend_ca,
         pair,
     } = Pods::new();
-    let bad = RefusingPod::start_as(&pair, hang).await;
+    let how = if hang { Refusal::Hang } else { Refusal::Every };
+    let bad = RefusingPod::start_as(&pair, how).await;
     let at = "127.0.0.2:0".parse().unwrap();
     let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
     let config = scene.public_config(
@@ -948,51 +979,6 @@ async fn clients_stalling_their_bodies_eject_no_endpoint() {
     }
 }
 
-/// An HTTP/2 pod that refuses (`REFUSED_STREAM`) the first request it is
-/// sent that is not a health check, as a pod on its way down does with a
-/// stream past its `GOAWAY`, and answers every other one.
-struct RefuseOncePod {
-    addr: SocketAddr,
-    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl RefuseOncePod {
-    async fn start(pair: &TestPair) -> RefuseOncePod {
-        use std::sync::atomic::Ordering::SeqCst;
-        let (listener, acceptor) = pod_socket(pair, b"h2").await;
-        let addr = listener.local_addr().unwrap();
-        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = refused.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, count) = (acceptor.clone(), count.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut conn) = h2::server::handshake(tls).await else {
-                        return;
-                    };
-                    while let Some(Ok((req, mut respond))) = conn.accept().await {
-                        if req.uri().path() != "/healthz"
-                            && count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
-                        {
-                            respond.send_reset(h2::Reason::REFUSED_STREAM);
-                            continue;
-                        }
-                        let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
-                        let resp = http::Response::new(());
-                        if let Ok(mut stream) = respond.send_response(resp, false) {
-                            let _ = stream.send_data(body, true);
-                        }
-                    }
-                });
-            }
-        });
-        RefuseOncePod { addr, refused }
-    }
-}
-
 /// A request an HTTP/2 endpoint left unprocessed is sent again on a new
 /// connection to the same endpoint when no other endpoint would take it:
 /// here the other is out of service. It used to get a 502: whether a retry
@@ -1005,7 +991,7 @@ async fn an_unprocessed_request_is_resent_when_no_other_endpoint_is_in_service()
     let Pods {
         scene, ca, pair, ..
     } = Pods::new();
-    let pod = RefuseOncePod::start(&pair).await;
+    let pod = RefusingPod::start_as(&pair, Refusal::First).await;
     // Nothing listens at the other endpoint: its first check fails.
     let gone = std::net::TcpListener::bind("127.0.0.2:0")
         .unwrap()
