@@ -116,6 +116,15 @@ impl Endpoint {
                             token.abandon();
                             let wait =
                                 deadline.saturating_duration_since(tokio::time::Instant::now());
+                            if fresh {
+                                // A retry never takes a pooled connection,
+                                // so it waits for a slot alone: woken by a
+                                // connection handed back, it would take the
+                                // wake-up meant for a request that can use
+                                // it, which then waits out its deadline.
+                                let slot = self.slots.acquire(wait).await?;
+                                return Box::pin(self.connect(slot, deadline)).await;
+                            }
                             tokio::select! {
                                 slot = self.slots.acquire(wait) => {
                                     return Box::pin(self.connect(slot?, deadline)).await;
@@ -296,6 +305,75 @@ impl Drop for LeasedBody {
             && sent.done()
         {
             endpoint.pool.put(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{UpstreamConfig, UpstreamTls};
+    use futures_util::FutureExt;
+    use std::time::Duration;
+
+    /// A plain-HTTP endpoint at `port` with one server slot.
+    fn one_slot(port: u16) -> Endpoint {
+        let limits = UpstreamConfig {
+            name: "api".into(),
+            servers: vec![],
+            tls: UpstreamTls::default(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            max_idle_connections: 4,
+            idle_timeout: Duration::from_secs(60),
+            max_connections_per_server: 1,
+            resolve_interval: Duration::ZERO,
+            balance: Default::default(),
+            health: Default::default(),
+            retries: 0,
+            http2_keepalive: None,
+            http2_stream_window_bytes: crate::config::DEFAULT_HTTP2_STREAM_WINDOW,
+        };
+        let dialer = Dialer {
+            tls: Arc::new(arc_swap::ArcSwap::new(
+                crate::tls::client::build(None, None, &[]).unwrap(),
+            )),
+            server_name: None,
+            connect_timeout: limits.connect_timeout,
+            h2_keepalive: None,
+            h2_stream_window: limits.http2_stream_window_bytes,
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        Endpoint::new(url, false, "127.0.0.1".into(), port, dialer, &limits).unwrap()
+    }
+
+    /// Every slot taken, a retry (which may not reuse a pooled connection)
+    /// waiting first and an ordinary request second: the connection handed
+    /// back goes to the ordinary request, not to a wake-up the retry
+    /// swallows while it goes on waiting for a slot.
+    #[tokio::test]
+    async fn a_connection_handed_back_serves_the_request_that_can_use_it() {
+        // The kernel's backlog completes the connects; nothing is sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = one_slot(listener.local_addr().unwrap().port());
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        let Ok(Lease::H1(held)) = endpoint.checkout(false, until).await else {
+            panic!("the first request got no connection");
+        };
+        // Each waits, in this order (a waker-less poll registers it).
+        let mut retry = Box::pin(endpoint.checkout(true, until));
+        assert!(
+            (&mut retry).now_or_never().is_none(),
+            "the retry got a slot"
+        );
+        let mut ordinary = Box::pin(endpoint.checkout(false, until));
+        assert!((&mut ordinary).now_or_never().is_none(), "no wait");
+        endpoint.pool.put(held);
+        match ordinary.await {
+            Ok(Lease::H1(_)) => {}
+            Ok(Lease::H2(..)) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
+            Err(e) => panic!("the connection handed back did not reach the waiting request: {e}"),
         }
     }
 }
