@@ -128,6 +128,36 @@ async fn sni_selects_certificate() {
     );
 }
 
+/// A client that sends its SNI with the final `.` (OpenSSL's `-servername
+/// x.b.example.com.`; rustls and curl drop it, RFC 6066 says to) still
+/// gets the pair for that name, as from nginx, not the default pair
+/// (rustls-pki-types drops the dot as it reads the name).
+#[tokio::test]
+async fn sni_with_a_final_dot_selects_its_certificate() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "{ mode: none }", ""));
+    let addr = p.listener_addr("public").await;
+    let out = output_within_deadline(
+        std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .args(["-servername", "x.b.example.com."])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let subject = text
+        .lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| {
+            let err = String::from_utf8_lossy(&out.stderr);
+            panic!("no certificate served: {text}{err}")
+        });
+    assert!(
+        subject.contains("*.b.example.com"),
+        "the default pair for x.b.example.com.: {subject}"
+    );
+}
+
 /// h1 and h2 reach a backend that requires a client certificate and reports the one hotproxy presented;
 /// every proxy header is set and spoofed identity headers are dropped.
 #[tokio::test]

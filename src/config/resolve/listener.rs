@@ -80,9 +80,10 @@ impl Resolver {
                         let server_names = c.server_names.as_ref().map(|names| {
                             names
                                 .iter()
-                                .map(|n| {
-                                    self.string(&format!("{cat}.server_names"), n)
-                                        .to_ascii_lowercase()
+                                .filter_map(|n| {
+                                    let at = format!("{cat}.server_names");
+                                    let n = self.string(&at, n);
+                                    server_name(&n).map_err(|e| self.problem(at, e)).ok()
                                 })
                                 .collect()
                         });
@@ -425,6 +426,27 @@ fn unroutable_prefix(prefix: &str) -> Option<String> {
 /// a port (the router matches the host alone), a URL, a `*` anywhere but
 /// as the whole first label, or characters no host name has.
 fn route_host(h: &str) -> Result<String, String> {
+    host_pattern(h, "a route's host")
+}
+
+/// A pair's `server_names` entry as SNI is compared with it: lowercase,
+/// without a final `.`. Refused where no client's SNI could name it, for
+/// then its clients take another pair, and that pair's `client_auth` (none,
+/// perhaps): a port, a URL, a misplaced `*`, an IP address (RFC 6066 §3:
+/// SNI never carries one).
+fn server_name(h: &str) -> Result<String, String> {
+    let name = host_pattern(h, "a server name")?;
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "{h:?}: clients never send an IP address as the server name (SNI); \
+             a client connecting by address gets the listener's first pair"
+        ));
+    }
+    Ok(name)
+}
+
+/// A host, or a one-label wildcard, as `what` is compared; see [`route_host`].
+fn host_pattern(h: &str, what: &str) -> Result<String, String> {
     let lower = h.to_ascii_lowercase();
     let bare = lower.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
     if let Ok(ip) = bare.unwrap_or(&lower).parse::<std::net::IpAddr>() {
@@ -435,7 +457,7 @@ fn route_host(h: &str) -> Result<String, String> {
     }
     if let Some((_, port)) = lower.rsplit_once(':') {
         return Err(format!(
-            "{h:?}: a route's host is matched without the port: remove \":{port}\""
+            "{h:?}: {what} is matched without the port: remove \":{port}\""
         ));
     }
     let name = lower.strip_suffix('.').unwrap_or(&lower);
@@ -599,6 +621,39 @@ mod tests {
         assert!(m.contains("listeners[0].routes[1].host"), "{m}");
         assert!(
             m.contains("listeners[0].routes[2].path_prefix") && m.contains("\"/admin/\""),
+            "{m}"
+        );
+    }
+
+    /// A pair's `server_names` are compared as SNI is: a final `.` and
+    /// case do not matter, and a name no SNI could carry is refused by name
+    /// (it once passed `check`, so the name's clients took the wildcard
+    /// pair and its `client_auth`, none, instead).
+    #[test]
+    fn server_names_are_names_sni_can_carry() {
+        for (written, stored) in [
+            ("Admin.Example.com.", "admin.example.com"),
+            ("*.Example.com", "*.example.com"),
+        ] {
+            assert_eq!(super::server_name(written).as_deref(), Ok(stored));
+        }
+        for bad in [
+            "admin.example.com:443",
+            "https://admin.example.com",
+            "a.*.example.com",
+            "10.0.0.1",
+            "[::1]",
+            "",
+        ] {
+            assert!(super::server_name(bad).is_err(), "{bad}");
+        }
+        let cfg = MINIMAL.replace(
+            "certs: [{ ref: edge }]",
+            "certs: [{ ref: edge, server_names: [\"admin.example.com:443\", ok.example.com] }]",
+        );
+        let m = messages(&parse_str(&cfg).unwrap_err());
+        assert!(
+            m.contains("listeners[0].tls.certs[0].server_names") && m.contains("without the port"),
             "{m}"
         );
     }
