@@ -554,3 +554,106 @@ upstreams:
     let client = line["client_addr"].as_str().unwrap();
     assert!(client.starts_with("127.0.0.1:"), "{line}");
 }
+
+/// A CRL in an upstream's `tls.ca` is enforced, as Envoy's `crl` and
+/// nginx's `proxy_ssl_crl` are: a backend whose certificate it revokes is
+/// refused (with `verify_names` too), and so is one whose issuer has no
+/// CRL among them (an unknown status, as on the listener side); a backend
+/// it does not revoke is reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_crl_refuses_a_revoked_backend() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let mesh = TestCa::new("mesh CA");
+    let stranger = TestCa::new("another CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let revoked_pair = mesh.server_pair(&["backend.local"]);
+    write(&scene.path("mesh-ca.crt"), &mesh.cert_pem);
+    write(&scene.path("revokes.crl"), &mesh.crl(&[&revoked_pair]));
+    write(&scene.path("stranger.crl"), &stranger.crl(&[]));
+    let revoked = Backend::start("revoked", &revoked_pair, None).await;
+    let good = Backend::start("good", &mesh.server_pair(&["backend.local"]), None).await;
+    let upstream = |name: &str, backend: &Backend, crl: &str, extra: &str| {
+        format!(
+            r#"
+  - name: {name}
+    servers: [https://{addr}]
+    tls:
+      ca: {{ ca_file: mesh-ca.crt, crl_files: [{crl}] }}
+      server_name: backend.local{extra}"#,
+            addr = backend.addr
+        )
+    };
+    let upstreams = [
+        upstream("revoked", &revoked, "revokes.crl", ""),
+        upstream(
+            "revoked-names",
+            &revoked,
+            "revokes.crl",
+            "\n      verify_names: [backend.local]",
+        ),
+        upstream("good", &good, "revokes.crl", ""),
+        upstream(
+            "good-names",
+            &good,
+            "revokes.crl",
+            "\n      verify_names: [backend.local]",
+        ),
+        upstream("unknown", &good, "stranger.crl", ""),
+        upstream(
+            "unknown-names",
+            &good,
+            "stranger.crl",
+            "\n      verify_names: [backend.local]",
+        ),
+    ]
+    .concat();
+    let routes: String = [
+        "revoked",
+        "revoked-names",
+        "good",
+        "good-names",
+        "unknown",
+        "unknown-names",
+    ]
+    .iter()
+    .map(|u| format!("\n      - {{ path_prefix: /{u}/, upstream: {u} }}"))
+    .collect();
+    let mut p = Proxy::start(&scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+    routes:{routes}
+upstreams:{upstreams}
+"#
+    )));
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    for (upstream, status, error) in [
+        ("revoked", 502, "revoked"),
+        ("revoked-names", 502, "revoked"),
+        ("good", 200, ""),
+        ("good-names", 200, ""),
+        ("unknown", 502, "revocation status is unknown"),
+        ("unknown-names", 502, "revocation status is unknown"),
+    ] {
+        let path = format!("/{upstream}/x");
+        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, status, "{upstream}: {}", reply.body);
+        if status == 502 {
+            let log = p
+                .wait_log(&format!("{upstream}'s refusal logged"), |v| {
+                    v["message"] == "upstream request failed" && v["upstream"] == upstream
+                })
+                .await;
+            let said = log["error"].as_str().unwrap_or_default();
+            assert!(said.contains(error), "{upstream}: {log}");
+        }
+    }
+}

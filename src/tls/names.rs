@@ -4,7 +4,8 @@
 //! steps: the chain, exactly as rustls's WebPKI verifier does it (webpki's
 //! `EndEntityCert::verify_for_usage` for server auth, through rustls's
 //! public wrapper so the errors keep rustls's kinds: unknown CA, expired),
-//! but *without* a name; then its SANs against the accepted names, read
+//! but *without* a name, and with the CA bundle's CRLs, the revocation of
+//! every certificate of it; then its SANs against the accepted names, read
 //! with x509-parser because WebPKI knows DNS and IP names only, while a
 //! SPIFFE SVID names its workload by a URI SAN (`spiffe://td/ns/x/sa/y`).
 //! `server_name` is then only the SNI sent.
@@ -18,7 +19,7 @@ use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_na
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, RootCertStore};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -186,10 +187,14 @@ fn sans(der: &[u8]) -> (Vec<String>, Vec<String>) {
     (all, uris)
 }
 
-/// WebPKI chain verification, then `verify_names` instead of the server name.
+/// WebPKI chain verification (and revocation, with CRLs), then
+/// `verify_names` instead of the server name.
 #[derive(Debug)]
 pub struct NamesVerifier {
     roots: Arc<RootCertStore>,
+    /// The CA bundle's CRLs, checked as the upstream's WebPKI verifier
+    /// checks them without `verify_names` (see [`crate::tls::client::build`]).
+    crls: Vec<webpki::CertRevocationList<'static>>,
     accepted: Vec<NamePattern>,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -197,14 +202,65 @@ pub struct NamesVerifier {
 impl NamesVerifier {
     pub fn new(
         roots: Arc<RootCertStore>,
+        crls: &[CertificateRevocationListDer<'static>],
         accepted: Vec<NamePattern>,
         algs: WebPkiSupportedAlgorithms,
-    ) -> NamesVerifier {
-        NamesVerifier {
+    ) -> Result<NamesVerifier, String> {
+        let crls = crls
+            .iter()
+            .map(|der| {
+                webpki::OwnedCertRevocationList::from_der(der.as_ref())
+                    .map(webpki::CertRevocationList::from)
+                    .map_err(|e| format!("CRL not usable: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(NamesVerifier {
             roots,
+            crls,
             accepted,
             algs,
-        }
+        })
+    }
+
+    /// With CRLs, the chain again with revocation: every certificate of
+    /// it, an unknown status and a list past its nextUpdate refused (as
+    /// Envoy's `crl` and nginx's `proxy_ssl_crl` do). The chain itself
+    /// passed already, so what fails here is its revocation.
+    fn check_revocation(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        let crls: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
+        let Ok(options) = webpki::RevocationOptionsBuilder::new(&crls) else {
+            return Ok(()); // no CRLs
+        };
+        let options = options
+            .with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+            .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+            .build();
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let verified = cert.verify_for_usage(
+            self.algs.all,
+            &self.roots.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            Some(options),
+            None,
+        );
+        Err(Error::InvalidCertificate(match verified {
+            Ok(_) => return Ok(()),
+            Err(webpki::Error::CertRevoked) => CertificateError::Revoked,
+            Err(webpki::Error::UnknownRevocationStatus) => {
+                CertificateError::UnknownRevocationStatus
+            }
+            Err(webpki::Error::CrlExpired { .. }) => CertificateError::ExpiredRevocationList,
+            Err(e) => CertificateError::Other(OtherError(Arc::new(e))),
+        }))
     }
 }
 
@@ -225,6 +281,7 @@ impl ServerCertVerifier for NamesVerifier {
             now,
             self.algs.all,
         )?;
+        self.check_revocation(end_entity, intermediates, now)?;
         let (presented, uris) = sans(end_entity.as_ref());
         if self.accepted.iter().any(|p| p.matches(&cert, &uris)) {
             return Ok(ServerCertVerified::assertion());
