@@ -591,6 +591,54 @@ async fn config_hot_reload() {
     );
 }
 
+/// A configuration rejected for what it names that is not there yet is
+/// applied once it is, with no further edit and nothing watching the new
+/// files (kubelet updates a ConfigMap and a Secret separately: the
+/// configuration naming the new key often lands first).
+#[tokio::test]
+async fn a_rejected_configuration_is_applied_once_its_files_come() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let new = ca.server_pair(&["new.localhost"]);
+    s.pair("a", &a);
+    // No events and a one-hour poll: only the retry can see the new files.
+    let cfg = s.config(
+        &base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }").replace(
+            "debounce: 50ms, poll_interval: 300ms",
+            "events: false, poll_interval: 1h",
+        ),
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let edited = base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }")
+        .replace("debounce: 50ms, poll_interval: 300ms", "events: false, poll_interval: 1h")
+        .replace(
+            "certs: [{ cert_file: a.crt, key_file: a.key }]",
+            "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
+        );
+    write(&cfg, &edited);
+    p.signal("HUP");
+    p.wait_log("rejected", |v| {
+        v["message"] == "configuration rejected; the running configuration stays"
+            && v["error"].as_str().is_some_and(|e| e.contains("new.crt"))
+    })
+    .await;
+    let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
+    s.pair("new", &new);
+    until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
+    let failed = format!("{failures} 1");
+    assert!(
+        metrics_text(admin).await.lines().any(|l| l == failed),
+        "one rejection counted"
+    );
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+}
+
 /// SIGHUP re-reads every file and the configuration even when nothing
 /// watches them (no events, a one-hour poll).
 #[tokio::test]

@@ -28,13 +28,24 @@ use crate::watch::Subject;
 impl Reloader {
     /// Re-read the configuration file and apply it if it changed and is valid.
     pub fn reload_config(&mut self) -> Result<(), String> {
-        self.reload_config_for(false).map(|_| ())
+        self.reload_config_for(false, false).map(|_| ())
     }
 
     /// [`Reloader::reload_config`]; `asked` when an operator asked for it
     /// (SIGHUP): then a file equal to the running configuration is a
     /// successful reload too, logged and counted, not a silent no-op.
-    pub(super) fn reload_config_for(&mut self, asked: bool) -> Result<ConfigOutcome, String> {
+    /// `retry`: the backoff's retry of a rejected configuration, counted
+    /// and logged only when its outcome is news.
+    ///
+    /// A rejected configuration is retried with backoff (1 s doubling to
+    /// 30 s) until one applies: what it lacks may come without any event
+    /// the watcher could see (a Secret's new key that kubelet writes after
+    /// the ConfigMap naming it, a port still held by a process going away).
+    pub(super) fn reload_config_for(
+        &mut self,
+        asked: bool,
+        retry: bool,
+    ) -> Result<ConfigOutcome, String> {
         let path = self.config.file.clone();
         // An in-place writer truncates, then writes: a read in between
         // sees an empty or cut file that may still parse (a configuration
@@ -84,6 +95,9 @@ impl Reloader {
                 })
                 .inc();
         };
+        if result.is_ok() {
+            self.config_backoff = None;
+        }
         match result {
             Ok(None) => {
                 // The file is the running configuration. After a rejected
@@ -111,11 +125,19 @@ impl Reloader {
                 Ok(ConfigOutcome::Applied)
             }
             Err(problem) => {
-                count("failure");
-                if self.last_config_error.as_deref() != Some(&problem) || asked {
+                let news = self.last_config_error.as_deref() != Some(&problem);
+                if news || !retry {
+                    count("failure");
+                }
+                if news || asked {
                     error!(target: LOG, path = %path.display(), error = %problem, "configuration rejected; the running configuration stays");
                     self.last_config_error = Some(problem.clone());
                 }
+                let backoff = self
+                    .config_backoff
+                    .map_or(CONFIG_RETRY_FIRST, |b| (b * 2).min(CONFIG_RETRY_MAX));
+                self.config_backoff = Some(backoff);
+                self.config_retry = Some(Instant::now() + backoff);
                 Err(problem)
             }
         }
@@ -513,6 +535,10 @@ impl ConfigOutcome {
 }
 
 const CONFIG_QUIET: Duration = Duration::from_millis(20);
+
+/// The first and the longest wait before a rejected configuration is read again.
+const CONFIG_RETRY_FIRST: Duration = Duration::from_secs(1);
+const CONFIG_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Time since `path` was last modified (None when it cannot be told).
 fn modified_ago(path: &std::path::Path) -> Option<Duration> {

@@ -154,9 +154,12 @@ pub struct Reloader {
     /// Last configuration problem logged, so a broken file is logged once.
     last_config_error: Option<String>,
     /// When to look at the configuration file again because it looked
-    /// mid-write, and since when it has looked so.
+    /// mid-write or was rejected, and since when it has looked mid-write.
     config_retry: Option<Instant>,
     config_unsettled_since: Option<Instant>,
+    /// The wait before the next retry of a rejected configuration; `None`
+    /// while the file is the running configuration.
+    config_backoff: Option<Duration>,
     /// Where entries created through the admin API persist (`store:`).
     store: Option<Store>,
     /// Who references each entry in `config`; changes with the configuration only.
@@ -200,6 +203,7 @@ pub fn start(
         last_config_error: None,
         config_retry: None,
         config_unsettled_since: None,
+        config_backoff: None,
         store: None,
         refs: BTreeMap::new(),
         views: BTreeMap::new(),
@@ -261,7 +265,7 @@ impl Reloader {
     /// went in one line (the operator who sent it waits for that line).
     fn reload_all(&mut self) {
         info!(target: LOG, "SIGHUP: re-reading the configuration and every certificate file");
-        let config = self.reload_config_for(true);
+        let config = self.reload_config_for(true, false);
         let ids: Vec<String> = self.entries.keys().cloned().collect();
         let (mut changed, mut refused) = (0usize, 0usize);
         for id in &ids {
@@ -288,7 +292,7 @@ impl Reloader {
         let now = Instant::now();
         if self.config_retry.is_some_and(|at| at <= now) {
             self.config_retry = None;
-            let _ = self.reload_config();
+            let _ = self.reload_config_for(false, true);
         }
         let due: Vec<String> = self
             .retries
