@@ -639,6 +639,54 @@ async fn a_rejected_configuration_is_applied_once_its_files_come() {
     );
 }
 
+/// A listener a reload removes closes its open connections, as nginx's
+/// old workers and Envoy's listener drain do: a keep-alive client must not
+/// go on with its routes and rules for as long as it keeps sending.
+#[tokio::test]
+async fn a_removed_listener_closes_its_open_connections() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    let second = "  - name: second\n    bind: 127.0.0.1:0\n    limits: { idle_timeout: 1h }\n    tls:\n      certs: [{ cert_file: a.crt, key_file: a.key }]";
+    let cfg = s.config(&base_config("a.crt", "a.key", second));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("second").await;
+    let tls = connect(
+        addr,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(tls))
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = || {
+        hyper::Request::get("/")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    let first = within_deadline("a request on the second listener", send.send_request(get()))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 404, "no route on the second listener");
+    drop(first);
+    write(&cfg, &base_config("a.crt", "a.key", ""));
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    within_deadline("the removed listener's connection closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(send.is_closed(), "the client may still send on it");
+}
+
 /// SIGHUP re-reads every file and the configuration even when nothing
 /// watches them (no events, a one-hour poll).
 #[tokio::test]

@@ -35,7 +35,7 @@ use crate::proxy::forward::{
     RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
 };
 use crate::proxy::front::{self, Front};
-use crate::proxy::lifetime::Lifetime;
+use crate::proxy::lifetime::{Lifetime, Over};
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
@@ -122,6 +122,9 @@ pub struct Listener {
     /// Bumped whenever `tls` is replaced; connections compare it with the
     /// generation they started with to honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
+    /// Set once a reload removed the listener or bound it elsewhere: its
+    /// connections close ([`crate::proxy::lifetime`]).
+    pub retired: watch::Sender<bool>,
     /// Metadata of the served pairs, for `GET /api/v1/listeners/{name}/cert`.
     /// Each behind its own `Arc`, so a rotation copies pointers, not metadata.
     pub served: ArcSwap<Vec<Arc<ServedCert>>>,
@@ -170,6 +173,7 @@ impl Listener {
             settings: ArcSwap::new(Settings::new(limits)),
             front: ArcSwap::from_pointee(Front::default()),
             generation: watch::Sender::new(0),
+            retired: watch::Sender::new(false),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
             limits_changed: tokio::sync::Notify::new(),
@@ -190,6 +194,13 @@ impl Listener {
                 .clone(),
             unrouted: metrics::RouteMetrics::new(name, ""),
         })
+    }
+
+    /// A reload removed this listener or bound it elsewhere: its open
+    /// connections close as at shutdown (requests in flight may finish
+    /// within `runtime.shutdown_grace`), and its tunnels now.
+    pub fn retire(&self) {
+        self.retired.send_replace(true);
     }
 
     /// Serve new connections with `tls` from now on.
@@ -554,6 +565,7 @@ async fn connection(
         limits.max_connection_lifetime,
         generation,
         &listener.generation,
+        &listener.retired,
     );
     let stalls = is_h2.then(Stalls::new);
     let conn_ctx = ctx.clone();
@@ -607,8 +619,14 @@ async fn connection(
         send_timeout: limits.send_timeout,
     };
     let lifetime_over = async {
-        lifetime.over().await;
-        debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
+        match lifetime.over().await {
+            Over::Rotated => {
+                debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
+            }
+            Over::Retired => {
+                debug!(listener = %listener.name, peer = %peer, "closing connection of a removed listener");
+            }
+        }
     };
     // The connection is built inside the block that boxes it: a local
     // still in scope at the `await` would be kept in this future.

@@ -130,8 +130,8 @@ pub fn spawn<H: Send + 'static>(
                     debug!(listener = %listener, bytes = ?res.map_err(|e| e.to_string()), "tunnel closed");
                     return;
                 }
-                () = &mut lifetime_over => {
-                    debug!(listener = %listener, reason = "max_connection_lifetime", "tunnel closed");
+                over = &mut lifetime_over => {
+                    debug!(listener = %listener, reason = over.as_str(), "tunnel closed");
                     return;
                 }
                 _ = tokio::time::sleep_until(quiet_until.into()) => {

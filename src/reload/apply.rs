@@ -354,6 +354,7 @@ impl Reloader {
                 (Some(socket), old) => {
                     if let Some(old) = old {
                         let _ = old.stop.send(true);
+                        old.live.retire();
                         info!(target: LOG, listener = %cfg.name, "listener re-bound; old address closed");
                     }
                     let live = Listener::new(
@@ -376,6 +377,7 @@ impl Reloader {
         }
         for (name, old) in std::mem::take(&mut self.listeners) {
             let _ = old.stop.send(true);
+            old.live.retire();
             info!(target: LOG, listener = %name, "listener removed");
         }
         self.listeners = live_listeners;
