@@ -205,6 +205,22 @@ impl Resolver {
                         format!("{max_connections} is more than the {MAX_CONNECTIONS} a listener can hold"),
                     );
                 }
+                let max_header_bytes = x.max_header_bytes.unwrap_or(d.max_header_bytes);
+                if max_header_bytes < MIN_HEADER_BYTES {
+                    // Not a limit but an outage: every request gets 431
+                    // (HTTP/1.1) or is refused by the HTTP/2 layer.
+                    self.problem(
+                        format!("{lat}.max_header_bytes"),
+                        format!("{max_header_bytes} is less than the {MIN_HEADER_BYTES} bytes of an ordinary request head (every request would get 431)"),
+                    );
+                }
+                let body_buffer_bytes = x.body_buffer_bytes.unwrap_or(d.body_buffer_bytes);
+                if body_buffer_bytes > MAX_BODY_BUFFER_BYTES {
+                    self.problem(
+                        format!("{lat}.body_buffer_bytes"),
+                        format!("{body_buffer_bytes} is more than {MAX_BODY_BUFFER_BYTES}: every request in flight may hold this much memory (larger bodies are streamed)"),
+                    );
+                }
                 Limits {
                     max_connections: max_connections.clamp(1, MAX_CONNECTIONS),
                     // Zero would end every connection before its handshake.
@@ -218,7 +234,7 @@ impl Resolver {
                         x.idle_timeout.as_ref(),
                         d.idle_timeout,
                     ),
-                    max_header_bytes: x.max_header_bytes.unwrap_or(d.max_header_bytes),
+                    max_header_bytes,
                     max_connection_lifetime: (!lifetime.is_zero()).then_some(lifetime),
                     send_timeout: self.positive_duration(
                         &format!("{lat}.send_timeout"),
@@ -230,7 +246,7 @@ impl Resolver {
                         x.body_read_timeout.as_ref(),
                         d.body_read_timeout,
                     ),
-                    body_buffer_bytes: x.body_buffer_bytes.unwrap_or(d.body_buffer_bytes),
+                    body_buffer_bytes,
                     max_body_bytes: x.max_body_bytes.unwrap_or(d.max_body_bytes),
                     tunnel_idle_timeout: self.positive_duration(
                         &format!("{lat}.tunnel_idle_timeout"),
@@ -481,6 +497,13 @@ fn host_pattern(h: &str, what: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
+/// The smallest `max_header_bytes`: a browser's ordinary request head
+/// (cookies aside) is several hundred bytes.
+const MIN_HEADER_BYTES: usize = 1024;
+
+/// The largest `body_buffer_bytes` (64 MiB), held per request in flight.
+const MAX_BODY_BUFFER_BYTES: usize = 64 << 20;
+
 /// Headers that describe the connection, not the response: not settable.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -656,6 +679,30 @@ mod tests {
             m.contains("listeners[0].tls.certs[0].server_names") && m.contains("without the port"),
             "{m}"
         );
+    }
+
+    /// A max_header_bytes no request head fits in, and a body_buffer_bytes
+    /// that lets each request hold gigabytes, are refused by name (both
+    /// passed `check`).
+    #[test]
+    fn header_and_buffer_bytes_are_bounded() {
+        for (limits, field) in [
+            ("max_header_bytes: 0", "max_header_bytes"),
+            ("max_header_bytes: 1023", "max_header_bytes"),
+            ("body_buffer_bytes: 10737418240", "body_buffer_bytes"),
+        ] {
+            let cfg = MINIMAL.replace(
+                "routes: [{ upstream: api }]",
+                &format!("routes: [{{ upstream: api }}]\n    limits: {{ {limits} }}"),
+            );
+            let m = messages(&parse_str(&cfg).unwrap_err());
+            assert!(m.contains(&format!("listeners[0].limits.{field}")), "{m}");
+        }
+        let fine = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api }]\n    limits: { max_header_bytes: 1024, body_buffer_bytes: 67108864 }",
+        );
+        parse_str(&fine).unwrap();
     }
 
     /// A max_connections no semaphore can hold is refused by name (it once
