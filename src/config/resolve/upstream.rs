@@ -267,6 +267,19 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
         return Err(format!("{url:?} must start with http:// or https://"));
     };
     let authority = rest.trim_end_matches('/');
+    if let Some((_, host)) = authority
+        .split_once('/')
+        .map_or(authority, |(a, _)| a)
+        .rsplit_once('@')
+    {
+        // Never sent (hotproxy adds no Authorization upstream), and the URL
+        // is in every log line about the server: the credentials are not
+        // repeated here either.
+        let scheme = if https { "https" } else { "http" };
+        return Err(format!(
+            "\"{scheme}://…@{host}\": credentials in a server URL are not sent upstream and would be logged; remove the part before @"
+        ));
+    }
     if authority.is_empty() || authority.contains('/') {
         return Err(format!(
             "{url:?} must be scheme://host[:port] without a path"
@@ -295,6 +308,23 @@ mod tests {
 
     use crate::config::Http2Keepalive;
     use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// A server URL with credentials is refused, and the message does not
+    /// repeat them (they would be sent nowhere, and logged on every failure).
+    #[test]
+    fn credentials_in_a_server_url_are_refused_unrepeated() {
+        let cfg = MINIMAL.replace(
+            "https://127.0.0.1:9443",
+            "https://svc:s3cret@backend.local:9443",
+        );
+        assert_ne!(cfg, MINIMAL);
+        let m = messages(&parse_str(&cfg).unwrap_err());
+        assert!(
+            m.contains("upstreams[0].servers") && m.contains("credentials"),
+            "{m}"
+        );
+        assert!(!m.contains("s3cret") && !m.contains("svc:"), "{m}");
+    }
 
     /// idle_timeout defaults to 90 s (hyper-util's and Go's), is read, and
     /// a zero (no connection ever reused) is refused by name.
