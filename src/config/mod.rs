@@ -703,4 +703,27 @@ upstreams:
         assert_eq!(c.upstreams[0].connect_timeout, Duration::from_secs(5));
         assert_eq!(c.upstreams[0].max_connections_per_server, 1024);
     }
+
+    /// A catalogue where every entry misses the same field (`kind:` written
+    /// for `type:`) names them all, however many there are; with more than
+    /// one pass' worth it once came out as "0 problem(s)".
+    #[test]
+    fn many_entries_missing_a_field_are_each_named() {
+        let broken = |n: usize| {
+            let entries: String = (0..n)
+                .map(|i| format!("  - {{ id: e{i}, kind: ca-bundle, ca_file: ca.crt }}\n"))
+                .collect();
+            let text = MINIMAL.replacen("certs:\n", &format!("certs:\n{entries}"), 1);
+            messages(&parse_str(&text).unwrap_err())
+        };
+        let m = broken(100);
+        for i in [0, 63, 64, 99] {
+            assert!(m.contains(&format!("certs[{i}]")), "certs[{i}]: {m}");
+        }
+        // More than the reader's attempts: those it found are still named.
+        let m = broken(300);
+        for i in [0, 200] {
+            assert!(m.contains(&format!("certs[{i}]")), "certs[{i}]: {m}");
+        }
+    }
 }

@@ -276,8 +276,11 @@ pub fn read<T: DeserializeOwned>(root: &mut Node) -> (Option<T>, Report) {
     // Problems that led to a fix of the tree: the fixed tree no longer
     // shows them, so they are kept across attempts.
     let mut fixed: Vec<Found> = Vec::new();
-    // Bounded: each attempt fixes at least one node, and files are small.
-    for _ in 0..64 {
+    let mut lines = HashMap::new();
+    // Bounded: each attempt fixes at least one node (a list stops at its
+    // first broken item, so a catalogue whose every entry misses a field
+    // takes one attempt per entry).
+    for _ in 0..MAX_ATTEMPTS {
         let rec = RefCell::new(Rec::default());
         let result = T::deserialize(De {
             node: root,
@@ -297,6 +300,7 @@ pub fn read<T: DeserializeOwned>(root: &mut Node) -> (Option<T>, Report) {
                 },
             );
         }
+        lines = rec.lines;
         for (id, fix, problem) in rec.fixes {
             apply(root, id, &fix);
             // Fixes inside placeholders have nothing to say.
@@ -305,8 +309,20 @@ pub fn read<T: DeserializeOwned>(root: &mut Node) -> (Option<T>, Report) {
             }
         }
     }
-    (None, Report::default())
+    // Not read whole: what was found is still what the operator must fix
+    // first (an empty report would say "0 problem(s)").
+    fixed.dedup();
+    (
+        None,
+        Report {
+            problems: fixed,
+            lines,
+        },
+    )
 }
+
+/// Attempts at reading a tree, each after fixing what the last one found.
+const MAX_ATTEMPTS: usize = 256;
 
 enum Fix {
     /// Add this key, with a placeholder value, to the mapping.
