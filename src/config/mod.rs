@@ -704,6 +704,21 @@ upstreams:
         assert_eq!(c.upstreams[0].max_connections_per_server, 1024);
     }
 
+    /// An alias reads as the value its anchor names, also where a text
+    /// field is given an unquoted number (`min_version: &v 1.3`, then
+    /// `*v`): it once read as the text "*v".
+    #[test]
+    fn an_alias_reads_as_its_anchors_value() {
+        let text = MINIMAL.replace(
+            "    tls:\n      certs: [{ ref: edge }]\n    routes: [{ upstream: api }]\n",
+            "    tls:\n      min_version: &v 1.3\n      certs: [{ ref: edge }]\n    routes: [{ upstream: api }]\n  - name: other\n    bind: 127.0.0.1:8444\n    tls:\n      min_version: *v\n      certs: [{ ref: edge }]\n    routes: [{ upstream: api }]\n",
+        );
+        assert_ne!(text, MINIMAL);
+        let c = parse_str(&text).unwrap_or_else(|e| panic!("{}", messages(&e)));
+        assert_eq!(c.listeners[1].min_version, c.listeners[0].min_version);
+        assert_eq!(c.listeners[1].min_version, TlsVersion::V13);
+    }
+
     /// A catalogue where every entry misses the same field (`kind:` written
     /// for `type:`) names them all, however many there are; with more than
     /// one pass' worth it once came out as "0 problem(s)".

@@ -54,7 +54,9 @@ enum Value {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
         let s = serde_saphyr::Spanned::<Value>::deserialize(d)?;
-        let span = s.referenced.span();
+        // The text is read where the value was written: for an alias
+        // (`*v`) that is its anchor's value, not the alias.
+        let span = s.defined.span();
         Ok(Node {
             value: s.value,
             line: s.referenced.line() as usize,
