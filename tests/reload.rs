@@ -783,15 +783,22 @@ async fn max_connections_changed_by_a_reload_applies_to_a_full_listener() {
         base_config(
             "a.crt",
             "a.key",
-            &format!("    limits: {{ max_connections: {max} }}"),
+            &format!(
+                "    limits: {{ max_connections: {max} }}\nadmin: {{ bind: \"127.0.0.1:0\" }}"
+            ),
         )
     };
     let path = s.config(&config(1));
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let gauge = |n: usize| format!("hotproxy_connections_active{{listener=\"public\"}} {n}");
     let cfg = || client_config(&ca.cert_pem, None, &[b"http/1.1"]);
     let first = connect(addr, "localhost", cfg()).await.unwrap();
+    // Under the limit of one, a second client waits ...
     let second = tokio::spawn(connect(addr, "localhost", cfg()));
+    assert_held_back(addr, 1, metrics_in_turns(admin)).await;
+    // ... and is let in by the raised limit, while the first is open.
     write(&path, &config(2));
     let second = tokio::time::timeout(WAIT, second)
         .await
@@ -799,7 +806,8 @@ async fn max_connections_changed_by_a_reload_applies_to_a_full_listener() {
         .unwrap()
         .unwrap();
 
-    // Back to one with two open; both close; the next client gets in.
+    // Back to one with two open: a third client waits, and still does
+    // once one of the two has closed (its slot is taken back) ...
     write(&path, &config(1));
     let reloads = || {
         p.logs()
@@ -808,10 +816,33 @@ async fn max_connections_changed_by_a_reload_applies_to_a_full_listener() {
             .count()
     };
     wait_until(WAIT, "the second reload", || async { reloads() == 2 }).await;
-    drop((first, second));
-    tokio::time::timeout(WAIT, connect(addr, "localhost", cfg()))
+    let third = tokio::spawn(connect(addr, "localhost", cfg()));
+    assert_held_back(addr, 1, metrics_in_turns(admin)).await;
+    drop(first);
+    wait_until(
+        WAIT,
+        "the first's close seen, or the third let in",
+        || async {
+            third.is_finished() || metrics_text(admin).await.lines().any(|l| l == gauge(1))
+        },
+    )
+    .await;
+    assert!(
+        !third.is_finished(),
+        "a client was let in beyond the lowered limit"
+    );
+    let m = assert_held_back(addr, 1, metrics_in_turns(admin)).await;
+    assert!(m.lines().any(|l| l == gauge(1)), "{m}");
+    assert!(
+        !third.is_finished(),
+        "a client was let in beyond the lowered limit"
+    );
+    // ... and gets in once the other closes.
+    drop(second);
+    tokio::time::timeout(WAIT, third)
         .await
         .expect("a client is let in once the others closed")
+        .unwrap()
         .unwrap();
 }
 

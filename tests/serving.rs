@@ -729,10 +729,17 @@ async fn tunnels_hold_their_connection_slot() {
     let mut second = websocket(&w, addr).await;
     let gauge = "hotproxy_connections_active{listener=\"public\"} 2";
     wait_metric(admin, gauge, WAIT).await;
-    // A third client is not served while both tunnels are open ...
+    // A third client is held back while both tunnels are open (it waits
+    // in the accept queue while the proxy carries tunnel bytes and answers
+    // other requests) ...
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let third = tokio::spawn(async move { connect(addr, "a.example.com", cfg).await });
-    echo(&mut second, b"still here").await;
+    let m = assert_held_back(addr, 1, async {
+        echo(&mut second, b"still here").await;
+        metrics_in_turns(admin).await
+    })
+    .await;
+    assert!(m.lines().any(|l| l == gauge), "{m}");
     assert!(
         !third.is_finished(),
         "a third connection was served beyond max_connections"
@@ -1857,15 +1864,29 @@ async fn admin_listener_caps_connections_and_times_out_heads() {
     half.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0")
         .await
         .unwrap();
-    // The 65th connection is not served while 64 are open ...
+    // The 65th connection is held back while 64 are open: it waits in the
+    // accept queue, unanswered, while the proxy serves requests on the
+    // public listener ...
     let mut probe = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
     probe
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
+    let addr = p.listener_addr("public").await;
+    let get = b"GET / HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
+    assert_held_back(admin_addr, 1, async {
+        for _ in 0..HELD_BACK_TURNS {
+            let reply = h1_exchange(&w, addr, get).await;
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        }
+    })
+    .await;
     let mut first = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(300), probe.peek(&mut first)).await;
-    assert!(early.is_err(), "a connection beyond the cap was served");
+    let early = probe.try_read(&mut first);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection beyond the cap was answered: {early:?}"
+    );
     // ... the half-sent head is cut by the header timeout ...
     let _ = read_to_close(&mut half).await;
     p.wait_log("admin head timed out", |v| {

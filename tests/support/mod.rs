@@ -21,6 +21,7 @@ pub mod writers;
 pub use {backend::*, client::*, pki::*, proxy::*};
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -70,6 +71,86 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Connections waiting in the kernel's accept queue of the TCP socket
+/// listening on `addr` (IPv4): their handshakes are complete, and no
+/// `accept()` has taken them. Linux's `/proc/net/tcp` gives a listening
+/// socket's accept queue as its `rx_queue`. A proxy enforces
+/// `max_connections` by not accepting: this is where a client it holds
+/// back is seen waiting.
+pub fn accept_queue(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("accept_queue reads /proc/net/tcp, IPv4 only: {addr}");
+    };
+    // The kernel prints the address as the native-endian u32 of its
+    // network-order bytes, then the port.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    const LISTEN: &str = "0A";
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let queues: Vec<usize> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && f[1] == local && f[3] == LISTEN)
+        .map(|f| {
+            let rx = f[4].split_once(':').expect("tx_queue:rx_queue").1;
+            usize::from_str_radix(rx, 16).unwrap()
+        })
+        .collect();
+    match queues[..] {
+        [n] => n,
+        _ => panic!(
+            "{} listening sockets on {addr} in /proc/net/tcp",
+            queues.len()
+        ),
+    }
+}
+
+/// How many requests in turn on another listener stand for "long enough"
+/// in [`assert_held_back`].
+pub const HELD_BACK_TURNS: usize = 3;
+
+/// `addr`'s listener holds `n` clients back: they wait in its accept queue
+/// (seen there, not merely slow), and still do after `elsewhere` has run,
+/// work the proxy does on another listener (say [`HELD_BACK_TURNS`]
+/// requests in turn), all begun after they arrived. An accept loop that
+/// did not hold them back would have taken them long before it finished:
+/// their connections were ready before the first of those requests was
+/// sent. An absence can only be shown over some span; this one is counted
+/// in the proxy's own work, not in wall-clock time, so a slow machine
+/// lengthens it rather than letting the check pass without looking.
+/// Returns what `elsewhere` gave (a `/metrics` text to check a gauge in).
+pub async fn assert_held_back<T>(
+    addr: SocketAddr,
+    n: usize,
+    elsewhere: impl Future<Output = T>,
+) -> T {
+    let what = format!(
+        "{n} client(s) held back in the accept queue of {addr} (not there: accepted at once?)"
+    );
+    wait_until(CLIENT_DEADLINE, &what, || async { accept_queue(addr) == n }).await;
+    let out = elsewhere.await;
+    assert_eq!(
+        accept_queue(addr),
+        n,
+        "{addr}: a client held back was accepted (the accept queue changed) while the proxy worked elsewhere"
+    );
+    out
+}
+
+/// `/metrics` from the admin listener at `admin`, read [`HELD_BACK_TURNS`]
+/// times in turn (each an accept, a request and an answer): the last text.
+pub async fn metrics_in_turns(admin: SocketAddr) -> String {
+    let mut text = String::new();
+    for _ in 0..HELD_BACK_TURNS {
+        text = metrics_text(admin).await;
+    }
+    text
 }
 
 /// The access log at `path` as JSON lines, as it is now (none if the file
