@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// One connect attempt to the admin listener in `answers` (retried: not a bound the test can fail on).
+const CONNECT_TRY: Duration = Duration::from_secs(5);
 
 /// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
 fn cpu_ticks(pid: u32) -> u64 {
@@ -59,11 +61,10 @@ upstreams: []
         let data = get_h1(addr, "a.example.com", &ca.cert_pem)
             .await
             .is_ok_and(|r| r.status == 404);
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(admin_addr),
-        )
-        .await;
+        // A connect the backlog drops is retried by the next round of
+        // `wait_until`, not waited on for minutes of SYN retries.
+        let tcp =
+            tokio::time::timeout(CONNECT_TRY, tokio::net::TcpStream::connect(admin_addr)).await;
         data && matches!(tcp, Ok(Ok(_)))
             && admin(admin_addr, "GET", "/healthz", None, None, &[])
                 .await
@@ -92,12 +93,19 @@ upstreams: []
     let cpu_during = cpu_ticks(p.pid()) - cpu_before;
     drop(flood);
     wait_until(WAIT, "both listeners answer after the flood", answers).await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    // No spin: every failed accept sleeps at least 10 ms before the next
-    // attempt, so a listener cannot have failed more than once per 10 ms
-    // of the test (a spinning loop fails thousands of times a second).
+    // No spin: every failed accept sleeps at least 10 ms (MIN_BACKOFF)
+    // before the next attempt, so a listener cannot have failed more than
+    // once per 10 ms since the flood began. Not a timing threshold: the
+    // span is measured after the counts are read, so it holds every
+    // failure, and a slow machine only lengthens it. A spinning loop fails
+    // thousands of times a second; one backing off fails about once a
+    // second at the longest pause, far below the bound.
+    let mut errors = Vec::new();
     for name in ["public", "admin"] {
-        let errors = accept_errors(admin_addr, name).await;
+        errors.push((name, accept_errors(admin_addr, name).await));
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    for (name, errors) in errors {
         assert!(errors > 0, "{name}: the flood never exhausted descriptors");
         assert!(
             errors <= elapsed_ms / 10 + 1,
