@@ -499,7 +499,8 @@ async fn max_connections_per_server_caps_upstream_connections() {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
     // connect_timeout bounds the wait for a free connection: far more than
-    // 20 requests of 300 ms over 2 connections need.
+    // 20 requests over 2 connections need. The backend holds them in
+    // pairs (`/burst/2`): both connections busy at once, each time.
     let mut p = Proxy::start(&capped_config(
         &w,
         &h1,
@@ -518,7 +519,7 @@ async fn max_connections_per_server_caps_upstream_connections() {
     let requests = (0..20).map(|i| {
         let mut send = send.clone();
         async move {
-            let req = http::Request::get(format!("https://a.example.com/burst/{i}"))
+            let req = http::Request::get(format!("https://a.example.com/burst/2/{i}"))
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .unwrap();
             let resp = send.send_request(req).await.unwrap();

@@ -315,18 +315,20 @@ async fn h2_upstream_connection_is_shared() {
     // client's Host), never the upstream server's address.
     assert_eq!(r.json()["authority"], "a.example.com");
     assert_eq!(r.json()["headers"]["host"], "a.example.com");
+    // Ten requests the backend holds until all ten are in flight at once.
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let cfg = cfg.clone();
         tasks.push(tokio::spawn(async move {
-            get(addr, "a.example.com", cfg, false, "/burst", &[])
+            let r = get(addr, "a.example.com", cfg, false, "/burst/10", &[])
                 .await
-                .unwrap()
-                .status
+                .unwrap();
+            (r.status, r.body)
         }));
     }
     for t in tasks {
-        assert_eq!(tokio::time::timeout(WAIT, t).await.unwrap().unwrap(), 200);
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
     }
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
@@ -768,11 +770,17 @@ async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
             (Some("HTTP/2.0"), Some(0))
         );
     }
-    let burst: Vec<_> = (0..4)
+    // Two requests the backend holds until both are in flight at once:
+    // the first connection, whose limit of one is known, is full with
+    // one, so the other needs a connection of its own. (Not more: a
+    // connection just opened is shared before its server's SETTINGS are
+    // read, so a third request may be queued by hyper on it; with four
+    // held at once, the fourth waited there behind the third.)
+    let burst: Vec<_> = (0..2)
         .map(|_| {
             let cfg = cfg.clone();
             tokio::spawn(async move {
-                let r = get(addr, "a.example.com", cfg, false, "/burst", &[])
+                let r = get(addr, "a.example.com", cfg, false, "/burst/2", &[])
                     .await
                     .unwrap();
                 assert_eq!(r.status, 200, "{}", r.body);
@@ -782,11 +790,11 @@ async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
         .collect();
     let mut used = Vec::new();
     for t in burst {
-        used.push(tokio::time::timeout(WAIT, t).await.unwrap().unwrap());
+        used.push(t.await.unwrap());
     }
     used.sort();
     used.dedup();
-    assert!(used.len() >= 2, "four requests at once shared {used:?}");
+    assert_eq!(used.len(), 2, "two requests at once shared {used:?}");
 }
 
 /// Idle connections past `idle_timeout` are closed even when no request
@@ -949,7 +957,7 @@ async fn a_burst_on_a_cold_h2_upstream_is_served_by_shared_connections() {
     // are held until as many run as may at once, so the rest wait.
     b.hold_handshakes.send_replace(true);
     let mut client = h2_to(&w, addr).await;
-    let burst = send_all(&mut client, (0..60).map(|i| format!("/burst/{i}"))).await;
+    let burst = send_all(&mut client, (0..60).map(|i| format!("/burst/60/{i}"))).await;
     wait_until(WAIT, "eight dials in progress", || async {
         b.accepted.load(Ordering::SeqCst) == 8
     })
@@ -976,9 +984,51 @@ async fn a_request_waiting_on_full_h2_connections_takes_the_next_free_stream() {
     // The server's limit is read with the first response.
     warm_up(&w, addr).await;
     let mut client = h2_to(&w, addr).await;
-    let burst = send_all(&mut client, (0..3).map(|i| format!("/burst/{i}"))).await;
-    assert_eq!(statuses(burst).await, [200, 200, 200]);
+    // The one stream: a call the client keeps open (its request body
+    // goes on), echoed back piece by piece; one piece back shows it
+    // open at the backend.
+    let req = http::Request::post("https://a.example.com/echo")
+        .body(())
+        .unwrap();
+    client = client.ready().await.unwrap();
+    let (resp, mut tx) = client.send_request(req, false).unwrap();
+    tx.send_data(Bytes::from_static(b"one"), false).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .expect("the call's response head")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut rx = resp.into_body();
+    echoed(&mut rx, "one").await;
+    // Two requests behind it wait for its stream. One more piece of the
+    // call, sent after them, comes back only once the proxy has read
+    // their HEADERS (a connection's frames are read in order) and passed
+    // the piece on: by then they are waiting.
+    let waiting = send_all(&mut client, (0..2).map(|i| format!("/x/{i}"))).await;
+    tx.send_data(Bytes::from_static(b"two"), false).unwrap();
+    echoed(&mut rx, "two").await;
+    // The call ends; the stream is free; both are served on it in turn.
+    tx.send_data(Bytes::new(), true).unwrap();
+    while let Some(piece) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
+        assert!(piece.unwrap().is_empty(), "the call went on after its end");
+    }
+    assert_eq!(statuses(waiting).await, [200, 200]);
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// Read `message` from an echoed response body.
+async fn echoed(rx: &mut h2::RecvStream, message: &str) {
+    let mut got = Vec::new();
+    while got.len() < message.len() {
+        let piece = tokio::time::timeout(WAIT, rx.data())
+            .await
+            .unwrap_or_else(|_| panic!("{message:?} not echoed"))
+            .expect("the response goes on")
+            .unwrap();
+        let _ = rx.flow_control().release_capacity(piece.len());
+        got.extend_from_slice(&piece);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), message);
 }
 
 /// Once an endpoint is known to speak HTTP/2, a burst on it with no
@@ -996,7 +1046,7 @@ async fn a_cold_burst_on_an_endpoint_known_to_speak_h2_dials_once() {
     .await;
     b.hold_handshakes.send_replace(true);
     let mut client = h2_to(&w, addr).await;
-    let burst = send_all(&mut client, (0..20).map(|i| format!("/burst/{i}"))).await;
+    let burst = send_all(&mut client, (0..20).map(|i| format!("/burst/20/{i}"))).await;
     wait_until(WAIT, "a dial in progress", || async {
         b.accepted.load(Ordering::SeqCst) >= 2
     })

@@ -99,6 +99,72 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Silenceable<S> 
     }
 }
 
+/// How long a `/burst/N…` request waits for the rest of its burst before
+/// it is answered 503: a burst that cannot gather (the proxy sending its
+/// requests one after another) fails its test rather than hanging it.
+pub const BURST_DEADLINE: Duration = Duration::from_secs(15);
+
+/// `/burst/N…` requests are held until N of them wait at once, then all
+/// answered: N requests in flight together at the backend, guaranteed
+/// rather than hoped for from a pause.
+struct Burst {
+    /// Requests waiting now.
+    waiting: std::sync::Mutex<usize>,
+    /// Bumped (under `waiting`'s lock) each time a burst is let go.
+    released: tokio::sync::watch::Sender<u64>,
+}
+
+/// One request's place in a [`Burst`]: given up if it leaves unreleased
+/// (its deadline passed, or its connection went).
+struct InBurst<'a> {
+    burst: &'a Burst,
+    generation: u64,
+}
+
+impl Drop for InBurst<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.burst.waiting.lock().unwrap();
+        if *self.burst.released.borrow() == self.generation {
+            *waiting -= 1;
+        }
+    }
+}
+
+impl Burst {
+    fn new() -> Burst {
+        Burst {
+            waiting: std::sync::Mutex::new(0),
+            released: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Wait until `n` requests (this one included) wait here at once; or,
+    /// past `BURST_DEADLINE`, `Err` with how many did.
+    async fn gather(&self, n: usize) -> Result<(), usize> {
+        let (place, mut released) = {
+            let mut waiting = self.waiting.lock().unwrap();
+            *waiting += 1;
+            if *waiting >= n {
+                *waiting = 0;
+                self.released.send_modify(|g| *g += 1);
+                return Ok(());
+            }
+            let place = InBurst {
+                burst: self,
+                generation: *self.released.borrow(),
+            };
+            (place, self.released.subscribe())
+        };
+        let generation = place.generation;
+        let gathered =
+            tokio::time::timeout(BURST_DEADLINE, released.wait_for(|g| *g != generation)).await;
+        match gathered {
+            Ok(_) => Ok(()),
+            Err(_) => Err(*self.waiting.lock().unwrap()),
+        }
+    }
+}
+
 /// Counts a backend connection as open while it lives.
 struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -202,6 +268,7 @@ impl Backend {
         let bulk_sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let bulk_count = bulk_sent.clone();
         let (hold_handshakes, held) = tokio::sync::watch::channel(false);
+        let conn_burst = Arc::new(Burst::new());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -214,6 +281,7 @@ impl Backend {
                 let name = name.clone();
                 let slow_count = slow_count.clone();
                 let bulk_count = bulk_count.clone();
+                let burst = conn_burst.clone();
                 let mut held = held.clone();
                 let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 conn_silences.lock().unwrap().push(silent.clone());
@@ -243,6 +311,7 @@ impl Backend {
                             let slow_count = slow_count.clone();
                             let bulk_count = bulk_count.clone();
                             let silent = silent.clone();
+                            let burst = burst.clone();
                             async move {
                                 // `…/go-silent`: this connection falls
                                 // silent and the request is never answered.
@@ -292,9 +361,24 @@ impl Backend {
                                     let _answering = OpenGuard(slow_count);
                                     std::future::pending::<()>().await;
                                 }
-                                if req.uri().path().starts_with("/burst") {
-                                    // Long enough for concurrent requests to overlap.
-                                    tokio::time::sleep(Duration::from_millis(300)).await;
+                                // `/burst/N…`: held until N such requests
+                                // wait at once (see `Burst`).
+                                if let Some(rest) = req.uri().path().strip_prefix("/burst/") {
+                                    let n = rest.split('/').next().and_then(|n| n.parse().ok());
+                                    let Some(n) = n else {
+                                        panic!("{}: /burst/N…, N a count", req.uri().path());
+                                    };
+                                    if let Err(came) = burst.gather(n).await {
+                                        let why = format!(
+                                            "burst of {n}: only {came} at once within {} s",
+                                            BURST_DEADLINE.as_secs()
+                                        );
+                                        let mut resp = http::Response::new(
+                                            Full::new(Bytes::from(why)).boxed(),
+                                        );
+                                        *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                                        return Ok(resp);
+                                    }
                                 }
                                 let headers: serde_json::Map<String, serde_json::Value> = req
                                     .headers()
