@@ -379,20 +379,40 @@ async fn a_rejected_edit_leaves_the_endpoint_gauge_alone() {
 }
 
 /// `/etc/hosts` lines for one test-owned name. CI runs as root; the name is
-/// unique to this process and test, writes are serialised within the
-/// process, every write replaces the file atomically (write
-/// a temporary file, rename it over: a concurrent reader sees the old or
-/// the new file, never a torn one), and the lines are removed on drop, also
-/// when the test panics. The name is always present while the test runs, so
-/// no lookup of it ever leaves the machine (`files` answers before `dns`).
+/// unique to this process and test (a second live entry for it panics),
+/// and a line is ours only if its name field is exactly that name. Every
+/// edit is a read-modify-write under a lock shared by every process (an
+/// `flock` on [`HostsEntry::LOCK`]: balance tests of other checkouts may run
+/// at the same time, and a lock held only within this process let one
+/// write over another's lines), and replaces the file atomically (write a
+/// temporary file, rename it over: a concurrent reader sees the old or the
+/// new file, never a torn one). The lines are removed on drop, also when
+/// the test panics. The name is always present while the test runs, so no
+/// lookup of it ever leaves the machine (`files` answers before `dns`).
 struct HostsEntry {
     name: String,
 }
 
 impl HostsEntry {
     const MARK: &'static str = "# hotproxy-test";
+    const HOSTS: &'static str = "/etc/hosts";
+    const LOCK: &'static str = "/etc/hosts.hotproxy-test.lock";
+
+    /// Names with a live entry in this process.
+    fn live() -> std::sync::MutexGuard<'static, Vec<String>> {
+        static NAMES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        NAMES.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
     fn new(name: &str, ips: &[&str]) -> HostsEntry {
+        {
+            let mut live = Self::live();
+            assert!(
+                !live.iter().any(|n| n == name),
+                "two live /etc/hosts entries for {name}"
+            );
+            live.push(name.to_owned());
+        }
         let h = HostsEntry {
             name: name.to_owned(),
         };
@@ -401,33 +421,53 @@ impl HostsEntry {
     }
 
     fn set(&self, ips: &[&str]) {
-        // Tests run in parallel threads: one read-modify-write at a time,
-        // or one test's lines could be written over by another's.
-        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
-        let path = std::path::Path::new("/etc/hosts");
-        let old = std::fs::read_to_string(path).unwrap();
+        self.write(ips)
+            .unwrap_or_else(|e| panic!("/etc/hosts lines for {}: {e}", self.name));
+    }
+
+    /// Whether `line` is one of ours: marked, and naming exactly our name.
+    fn ours(&self, line: &str) -> bool {
+        line.contains(Self::MARK) && line.split_whitespace().nth(1) == Some(self.name.as_str())
+    }
+
+    fn write(&self, ips: &[&str]) -> std::io::Result<()> {
+        // One read-modify-write at a time across processes; threads of
+        // this one each open the lock file, and flock serialises them too.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Self::LOCK)?;
+        lock.lock()?;
+        let path = std::path::Path::new(Self::HOSTS);
+        let old = std::fs::read_to_string(path)?;
         let mut text: String = old
             .lines()
-            .filter(|l| !(l.contains(Self::MARK) && l.contains(&self.name)))
+            .filter(|l| !self.ours(l))
             .map(|l| format!("{l}\n"))
             .collect();
         for ip in ips {
             text.push_str(&format!("{ip} {} {}\n", self.name, Self::MARK));
         }
         let tmp = path.with_extension(format!("hotproxy-test-{}", std::process::id()));
-        std::fs::write(&tmp, &text).unwrap();
+        std::fs::write(&tmp, &text)?;
         if std::fs::rename(&tmp, path).is_err() {
             // A bind-mounted /etc/hosts (containers) cannot be renamed over.
             let _ = std::fs::remove_file(&tmp);
-            std::fs::write(path, &text).unwrap();
+            std::fs::write(path, &text)?;
         }
+        // The lock goes with the file handle.
+        Ok(())
     }
 }
 
 impl Drop for HostsEntry {
     fn drop(&mut self) {
-        self.set(&[]);
+        // Never a panic here: during a test's panic that would abort.
+        if let Err(e) = self.write(&[]) {
+            eprintln!("removing the /etc/hosts lines for {}: {e}", self.name);
+        }
+        Self::live().retain(|n| *n != self.name);
     }
 }
 
