@@ -620,14 +620,19 @@ async fn planted_temp_files_change_nothing() {
     assert_eq!(r.json().as_array().unwrap().len(), 3, "{}", r.body);
 }
 
-/// Runs a command that must succeed (root-only fault setups).
+/// Runs a command that must succeed (root-only fault setups), killed
+/// with a panic at `CLI_DEADLINE` (a `mount` that blocks must not hang CI).
 fn sh(args: &[&str]) {
-    let ok = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "{args:?}");
+    let out = output_within_deadline(
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .stderr(std::process::Stdio::piped()),
+    );
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Undoes a fault on drop, even when the test fails half-way.

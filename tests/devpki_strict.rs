@@ -5,18 +5,20 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use support::run_cli;
+use support::{output_within_deadline, run_cli};
 
 /// `openssl verify -x509_strict -purpose PURPOSE -CAfile ca.crt CERT`.
 fn strict_verify(dir: &Path, cert: &str, purpose: &str) {
-    let out = Command::new("openssl")
-        .args(["verify", "-x509_strict", "-purpose", purpose, "-CAfile"])
-        .arg(dir.join("ca.crt"))
-        .arg(dir.join(cert))
-        .output()
-        .expect("openssl is installed");
+    let out = output_within_deadline(
+        Command::new("openssl")
+            .args(["verify", "-x509_strict", "-purpose", purpose, "-CAfile"])
+            .arg(dir.join("ca.crt"))
+            .arg(dir.join(cert))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -27,11 +29,13 @@ fn strict_verify(dir: &Path, cert: &str, purpose: &str) {
 
 /// The certificate as `openssl x509 -text` prints it.
 fn text(path: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in"])
-        .arg(path)
-        .output()
-        .expect("openssl is installed");
+    let out = output_within_deadline(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     assert!(out.status.success(), "{}", path.display());
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

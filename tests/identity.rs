@@ -1502,11 +1502,13 @@ async fn underscore_lookalikes_of_stripped_headers_are_removed() {
 fn openssl_rfc2253(scene: &Scene, pem: &str, which: &str) -> String {
     let path = scene.path("openssl-dn.pem");
     write(&path, pem);
-    let out = std::process::Command::new("openssl")
-        .args(["x509", "-noout", which, "-nameopt", "RFC2253", "-in"])
-        .arg(&path)
-        .output()
-        .expect("the openssl command line tool");
+    let out = output_within_deadline(
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", which, "-nameopt", "RFC2253", "-in"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
     assert!(
         out.status.success(),
         "{}",
