@@ -62,7 +62,9 @@ async fn kubelet_secret_swap() {
 
 /// certbot renewal relinks one file at a time (old fullchain + new privkey for
 /// a while): the mismatched window is waited out and the new pair is served;
-/// no failure is counted.
+/// no failure is counted. The proxy is shown to have seen that window (it
+/// says it waits for the writer) before the renewal goes on: otherwise "no
+/// failure" could hold only because the torn state was never looked at.
 #[tokio::test]
 async fn certbot_renewal() {
     let s = Scene::new();
@@ -80,6 +82,10 @@ async fn certbot_renewal() {
         "live/example.com/privkey.pem",
         "",
     );
+    // The torn pair is held while the test reads the proxy's log: a
+    // settle_timeout far longer than that, so only a proxy that counts it
+    // as a failure at once (the fault this test is for) does.
+    let cfg = cfg.replace("settle_timeout: 2s", "settle_timeout: 60s");
     let mut p = Proxy::start(&s.config(&cfg));
     let addr = p.listener_addr("public").await;
     assert_eq!(
@@ -89,13 +95,18 @@ async fn certbot_renewal() {
         first.fingerprint
     );
     let second = ca.server_pair(&["example.com"]);
-    // 150ms between steps: longer than the debounce, so the torn states are seen.
-    bot.renew(
-        &second.cert_pem,
-        &second.key_pem,
-        &ca.cert_pem,
-        Duration::from_millis(150),
-    );
+    let n = bot.archive(&second.cert_pem, &second.key_pem, &ca.cert_pem);
+    let [cert, privkey, chain, fullchain] = Certbot::LINKS;
+    bot.relink(cert, n);
+    bot.relink(privkey, n);
+    p.wait_log("the new key with the old fullchain, waited on", |v| {
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("private key does not match the certificate"))
+    })
+    .await;
+    bot.relink(chain, n);
+    bot.relink(fullchain, n);
     until_served(addr, "example.com", &ca.cert_pem, &second.fingerprint).await;
     assert!(
         !p.logs()
@@ -473,8 +484,10 @@ async fn zero_failures_during_rotations() {
     let (mut held, _held_conn) = keep_open_h1(held).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    const CLIENTS: usize = 4;
+    const ROTATIONS: usize = 10;
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..CLIENTS {
         let (stop, ok, failed, ca) = (
             stop.clone(),
             ok.clone(),
@@ -499,8 +512,18 @@ async fn zero_failures_during_rotations() {
             }
         }));
     }
+    // Requests made so far, ok or not.
+    let made = || ok.load(Ordering::SeqCst) + failed.load(Ordering::SeqCst);
     let mut last = first.clone();
-    for _ in 0..10 {
+    for i in 0..ROTATIONS {
+        // Load runs between rotations: as many requests as clients made
+        // since the last one was served, before the next begins (and after
+        // the last), so no rotation passes with nothing in flight.
+        let before = made();
+        wait_until(WAIT, &format!("requests under rotation {i}"), || async {
+            made() >= before + CLIENTS
+        })
+        .await;
         last = ca.server_pair(&["localhost"]);
         kube.write(
             &[("tls.crt", &last.cert_pem), ("tls.key", &last.key_pem)],
@@ -508,6 +531,11 @@ async fn zero_failures_during_rotations() {
         );
         until_served(addr, "localhost", &ca.cert_pem, &last.fingerprint).await;
     }
+    let before = made();
+    wait_until(WAIT, "requests under the last certificate", || async {
+        made() >= before + CLIENTS
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     for c in clients {
         c.await.unwrap();
@@ -518,7 +546,7 @@ async fn zero_failures_during_rotations() {
         "requests failed during rotations ({} ok)",
         ok.load(Ordering::SeqCst)
     );
-    assert!(ok.load(Ordering::SeqCst) > 10);
+    assert!(ok.load(Ordering::SeqCst) >= (ROTATIONS + 1) * CLIENTS);
     // The connection opened under the first certificate, before the
     // rotations, is still served: rotation closes no open connection.
     let r = tokio::time::timeout(Duration::from_secs(10), held.send_request(get_localhost()))

@@ -107,9 +107,24 @@ impl Certbot {
             .join(format!("{kind}.pem"))
     }
 
+    /// The live links in the order certbot relinks them.
+    pub const LINKS: [&'static str; 4] = ["cert", "privkey", "chain", "fullchain"];
+
     /// Issue generation N+1; `pause` between link steps leaves the
     /// intermediate states (missing link, old fullchain + new privkey) visible.
     pub fn renew(&mut self, cert: &str, key: &str, chain: &str, pause: Duration) {
+        let n = self.archive(cert, key, chain);
+        for kind in Self::LINKS {
+            let live = self.live(kind);
+            let _ = fs::remove_file(&live);
+            std::thread::sleep(pause);
+            symlink(format!("../../archive/{}/{kind}{n}.pem", self.name), &live).unwrap();
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// Write generation N+1 to the archive, linking nothing yet: its number.
+    pub fn archive(&mut self, cert: &str, key: &str, chain: &str) -> u32 {
         self.generation += 1;
         let n = self.generation;
         let archive = self.root.join("archive").join(&self.name);
@@ -126,13 +141,15 @@ impl Certbot {
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
             }
         }
-        for kind in ["cert", "privkey", "chain", "fullchain"] {
-            let live = self.live(kind);
-            let _ = fs::remove_file(&live);
-            std::thread::sleep(pause);
-            symlink(format!("../../archive/{}/{kind}{n}.pem", self.name), &live).unwrap();
-            std::thread::sleep(pause);
-        }
+        n
+    }
+
+    /// One step of a renewal: the live `kind` link now points at
+    /// generation `n` (certbot's way: the old link removed, a new one made).
+    pub fn relink(&self, kind: &str, n: u32) {
+        let live = self.live(kind);
+        let _ = fs::remove_file(&live);
+        symlink(format!("../../archive/{}/{kind}{n}.pem", self.name), &live).unwrap();
     }
 }
 
