@@ -119,7 +119,16 @@ pub fn take(chain: &[CertificateDer<'_>]) -> Option<Arc<Identity>> {
     let handed = HANDOFF
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(leaf.as_ref());
+        .remove(leaf.as_ref())
+        // Keyed by the leaf alone, a record may be another handshake's with
+        // the same (public) leaf and other intermediates, one that failed
+        // its signature check afterwards: only this very chain is ours.
+        .filter(|id| {
+            id.chain
+                .iter()
+                .map(AsRef::as_ref)
+                .eq(chain.iter().map(AsRef::as_ref))
+        });
     handed.or_else(|| Identity::from_chain(chain).ok().map(Arc::new))
 }
 
@@ -181,6 +190,31 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record handed over by another handshake with the same leaf but
+    /// other intermediates (someone replaying a victim's public leaf with
+    /// a chain of their choosing, whose handshake then fails) is not
+    /// attached to the victim's connection: its record is its own chain.
+    #[test]
+    fn a_record_with_another_chain_is_not_taken() {
+        let cert = |cn: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            CertificateDer::from(p.self_signed(&key).unwrap().der().to_vec())
+        };
+        let (leaf, junk) = (cert("victim"), cert("chosen by someone else"));
+        hand_over(Arc::new(
+            Identity::from_chain(&[leaf.clone(), junk.clone()]).unwrap(),
+        ));
+        let victim = [leaf.clone()];
+        let id = take(&victim).unwrap();
+        assert_eq!(id.chain, victim, "another handshake's chain was attached");
+        // The victim's own record is taken as handed over.
+        let own = Arc::new(Identity::from_chain(&[leaf.clone(), junk.clone()]).unwrap());
+        hand_over(own.clone());
+        assert!(Arc::ptr_eq(&take(&[leaf, junk]).unwrap(), &own));
+    }
 
     /// A key is let through once per window; others are independent.
     #[test]
