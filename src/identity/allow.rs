@@ -281,14 +281,16 @@ impl Glob {
 }
 
 /// A URI SAN a `uri_san` rule can judge: no `.` or `..` path segment, no
-/// `%`, no query or fragment. A SPIFFE ID never has them (its segments are
-/// `[A-Za-z0-9._-]`, dot segments excluded); in a certificate they can only
-/// come from a CA that signs what it is asked, and a backend that resolves
-/// `spiffe://td/ns/prod/../admin` or decodes `%2e%2e` would read another
-/// identity than the rule matched.
+/// `%`, `;` or `\`, no query or fragment. A SPIFFE ID never has them (its
+/// segments are `[A-Za-z0-9._-]`, dot segments excluded); in a certificate
+/// they can only come from a CA that signs what it is asked, and a backend
+/// that resolves `spiffe://td/ns/prod/../admin`, decodes `%2e%2e`, drops
+/// `;` parameters and resolves what is left (`..;` is `..` to Tomcat and
+/// Jetty, as `proxy::path` refuses it in request paths) or reads `\` as
+/// `/` would read another identity than the rule matched.
 fn plain_uri(value: &str) -> bool {
     let path = value.split_once("://").map_or(value, |(_, rest)| rest);
-    !value.contains(['%', '?', '#'])
+    !value.contains(['%', '?', '#', ';', '\\'])
         && !path.split('/').skip(1).any(|seg| seg == "." || seg == "..")
 }
 
@@ -418,7 +420,9 @@ mod tests {
         assert!(rule(r#"{"ou":"emea"}"#).unwrap().matches(&two));
     }
 
-    /// A URI SAN no SPIFFE ID could be matches no `uri_san` rule.
+    /// A URI SAN no SPIFFE ID could be matches no `uri_san` rule: dot
+    /// segments, escapes, a query or fragment, `;` parameters (`..;`) and
+    /// backslashes.
     #[test]
     fn dot_segments_and_escapes_match_no_uri_rule() {
         let g = Glob::new("spiffe://td/ns/prod/**", Kind::Uri).unwrap();
@@ -429,6 +433,13 @@ mod tests {
             "spiffe://td/ns/prod/%2e%2e/admin",
             "spiffe://td/ns/prod/sa/web?x",
             "spiffe://td/ns/prod/sa/web#x",
+            // Tomcat and Jetty drop `;` parameters, then resolve `..`.
+            "spiffe://td/ns/prod/..;/admin",
+            "spiffe://td/ns/prod/.;/sa/web",
+            "spiffe://td/ns/prod/sa;v=1/web",
+            // A backend reading `\` as `/` climbs out of `prod`.
+            "spiffe://td/ns/prod/..\\admin",
+            "spiffe://td/ns/prod/sa\\web",
         ] {
             assert!(!g.matches(v), "{v}");
         }
