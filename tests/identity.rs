@@ -1454,10 +1454,12 @@ async fn client_gone_before_the_response_is_logged_as_499() {
     drop(p);
 }
 
-/// A header whose name reads, `_` as `-`, as one hotproxy removes or
-/// replaces is removed too: CGI, WSGI and PHP servers fold both spellings
-/// into one variable (`HTTP_SSL_CLIENT_VERIFY`), so `ssl_client_verify:
-/// SUCCESS` would reach such a backend as the header hotproxy stripped. An
+/// A header whose name reads, `_` as `-`, as one hotproxy sets, removes
+/// or replaces is removed too: CGI, WSGI and PHP servers fold both
+/// spellings into one variable (`HTTP_SSL_CLIENT_VERIFY`), so
+/// `ssl_client_verify: SUCCESS` would reach such a backend as the header
+/// hotproxy stripped, and Puma < 6.4.3 (CVE-2024-45614) let `X_Request_Id`
+/// override the id a `trust_client: false` listener generated. An
 /// application's own names with `_` pass.
 #[tokio::test]
 async fn underscore_lookalikes_of_stripped_headers_are_removed() {
@@ -1465,7 +1467,8 @@ async fn underscore_lookalikes_of_stripped_headers_are_removed() {
     let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
     let routes =
         r#"      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }"#;
-    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let listener = "    request_id: { trust_client: false }";
+    let mut p = Proxy::start(&config(&w, auth, listener, routes, ""));
     let addr = p.listener_addr("partners").await;
     let lookalikes = [
         ("ssl_client_verify", "SUCCESS"),
@@ -1476,6 +1479,9 @@ async fn underscore_lookalikes_of_stripped_headers_are_removed() {
         ("X_Forwarded_For", "6.6.6.6"),
         ("x_real_ip", "6.6.6.6"),
         ("x-forwarded_proto", "http"),
+        ("X_Request_Id", "forged"),
+        ("x-request_id", "forged"),
+        ("x_forwarded_host", "evil.example"),
     ];
     let mut sent = lookalikes.to_vec();
     sent.push(("api_key", "k1"));
@@ -1492,6 +1498,13 @@ async fn underscore_lookalikes_of_stripped_headers_are_removed() {
         assert_eq!(h["api_key"], "k1", "{path}: {h}");
         assert_eq!(h["x_custom_thing"], "kept", "{path}: {h}");
         assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{path}: {h}");
+        assert_eq!(h["x-forwarded-host"], "localhost", "{path}: {h}");
+        // The id hotproxy generated is the only one the backend gets.
+        let id = h["x-request-id"].as_str().unwrap_or_default();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{path}: {h}"
+        );
     }
     drop(p);
 }

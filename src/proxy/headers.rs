@@ -8,8 +8,10 @@
 //! the listener's `trusted_proxies` (`trusts_forwarding`): then they are
 //! kept, and `X-Forwarded-For` and `Forwarded` extended with the client
 //! address. Client-certificate headers are `proxy::client_cert`'s (per
-//! `forward_client_cert`, spoofed copies always removed). The common
-//! request needs no string building.
+//! `forward_client_cert`, spoofed copies always removed). A client's
+//! header whose name reads, `_` as `-`, as one hotproxy sets or replaces
+//! (`X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`) is removed. The
+//! common request needs no string building.
 
 use std::fmt::Write as _;
 
@@ -200,13 +202,22 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// or removes ([`replaced_by_hotproxy`]), `Via` or `X-Request-Id`, or a
 /// look-alike of one with `_` for `-` ([`strip_underscore_lookalikes`]).
 pub fn is_vouched_for(name: &HeaderName) -> bool {
-    let vouched = |n: &str| {
-        replaced_by_hotproxy(n)
-            || n == header::VIA.as_str()
-            || n == crate::proxy::request_id::X_REQUEST_ID.as_str()
-    };
     let n = name.as_str();
-    vouched(n) || (n.contains('_') && vouched(&n.replace('_', "-")))
+    vouched(n) || underscore_lookalike(n)
+}
+
+/// A header hotproxy sets, replaces or removes on a request: what it
+/// replaces or removes ([`replaced_by_hotproxy`]), `Via`, `X-Request-Id`.
+fn vouched(n: &str) -> bool {
+    replaced_by_hotproxy(n)
+        || n == header::VIA.as_str()
+        || n == crate::proxy::request_id::X_REQUEST_ID.as_str()
+}
+
+/// A name with `_` that reads, `_` as `-`, as one hotproxy vouches for
+/// ([`vouched`]): `X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`.
+fn underscore_lookalike(n: &str) -> bool {
+    n.contains('_') && vouched(&n.replace('_', "-"))
 }
 
 /// A forwarding header or a client-certificate header
@@ -237,18 +248,20 @@ static FORWARDING: [&HeaderName; 6] = [
 ];
 
 /// Remove a client's header whose name, `_` read as `-`, is one hotproxy
-/// replaces or removes: a forwarding header or a client-certificate
-/// header ([`crate::proxy::client_cert::is_identity_header`]). CGI, WSGI
-/// and PHP servers fold `_` and `-` into one variable (`X_Client_Cert_Subject`
-/// and `X-Client-Cert-Subject` are both `HTTP_X_CLIENT_CERT_SUBJECT`), so
-/// such a look-alike would reach the backend as the header hotproxy
-/// removed. nginx drops every name with `_` (`underscores_in_headers off`);
-/// hotproxy drops only these, so an application's own `api_key` passes.
+/// sets, replaces or removes ([`vouched`]): a forwarding header, a
+/// client-certificate header
+/// ([`crate::proxy::client_cert::is_identity_header`]) or `X-Request-Id`
+/// (`Via` has no `-`). CGI, WSGI and PHP servers fold `_` and `-` into one
+/// variable (`X_Client_Cert_Subject` and `X-Client-Cert-Subject` are both
+/// `HTTP_X_CLIENT_CERT_SUBJECT`), and Puma before 6.4.3 did for any header
+/// (CVE-2024-45614), so such a look-alike would reach the backend as, or
+/// override, the header hotproxy set: `X_Request_Id` in place of the id
+/// a `trust_client: false` listener generated and logged. The same names
+/// are what a request's trailers lose ([`is_vouched_for`]). nginx drops
+/// every name with `_` (`underscores_in_headers off`); hotproxy drops only
+/// these, so an application's own `api_key` passes.
 fn strip_underscore_lookalikes(headers: &mut HeaderMap) {
-    remove_where(headers, |k| {
-        let n = k.as_str();
-        n.contains('_') && replaced_by_hotproxy(&n.replace('_', "-"))
-    });
+    remove_where(headers, |k| underscore_lookalike(k.as_str()));
 }
 
 /// Whether the client's own forwarding headers are believed: only from
