@@ -6,8 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{HeadLine, Line, LogFormat, RefusalLine, RequestLine};
-use crate::identity::Identity;
+use super::{HeadLine, Line, LogFormat, LoggedIdentity, RefusalLine, RequestLine};
 
 /// Append `line` to `out` (without the newline).
 pub fn write(out: &mut Vec<u8>, line: &Line, format: LogFormat) {
@@ -64,11 +63,11 @@ pub fn protocol(v: http::Version) -> &'static str {
 }
 
 /// `client_subject`, `client_uri_san`, `client_fingerprint`.
-fn identity_fields(id: Option<&Identity>) -> (Option<&str>, Option<&str>, Option<&str>) {
+fn identity_fields(id: Option<&LoggedIdentity>) -> (Option<&str>, Option<&str>, Option<&str>) {
     (
-        id.map(|i| i.subject.as_str()),
-        id.and_then(|i| i.uri_sans.first()).map(String::as_str),
-        id.map(|i| i.fingerprint_sha256.as_str()),
+        id.map(|i| &*i.subject),
+        id.and_then(|i| i.uri_san.as_deref()),
+        id.map(|i| &*i.fingerprint_sha256),
     )
 }
 
@@ -276,7 +275,6 @@ fn clf_time(t: SystemTime) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
     pub(in crate::access_log) fn line() -> RequestLine {
@@ -285,7 +283,7 @@ pub(super) mod tests {
             listener: "partners".into(),
             sni: Some("api.example".into()),
             client_addr: "10.1.2.3:5555".parse().unwrap(),
-            identity: Some(Arc::new(crate::identity::Identity {
+            identity: Some(LoggedIdentity::of(&crate::identity::Identity {
                 subject: "CN=billing".into(),
                 issuer: "CN=ca".into(),
                 cn: vec!["billing".into()],
@@ -299,6 +297,7 @@ pub(super) mod tests {
                 not_after: 0,
                 chain: vec![],
                 forwarded: Default::default(),
+                logged: Default::default(),
             })),
             method: http::Method::POST,
             host: Some("api.example".into()),

@@ -3,8 +3,9 @@
 //! Requests hand a [`Line`] to a bounded queue; one writer thread formats
 //! and writes them. When the writer lags and the queue is full, the line is
 //! dropped and counted in `hotproxy_access_log_dropped_total`: a slow disk
-//! never slows a request. SIGUSR1 asks the writer to reopen its file
-//! (logrotate's `postrotate`).
+//! never slows a request. A line holds what it logs of the client's
+//! certificate ([`LoggedIdentity`]), never its chain. SIGUSR1 asks the
+//! writer to reopen its file (logrotate's `postrotate`).
 
 pub mod body;
 pub mod format;
@@ -49,17 +50,57 @@ pub enum LogFormat {
 pub const QUEUE: usize = 16 * 1024;
 
 /// What the large lines waiting for the writer may hold together, in
-/// bytes copied from the request (host, path, referer, user agent); beyond
-/// it they are dropped and counted. A line count alone let a client's long
-/// paths (64 KiB each within `max_header_bytes`, a few bytes on the wire
-/// over HTTP/2 once in the HPACK table) pile up a gigabyte behind a slow
-/// log reader. Lines of at most 1 KiB of such bytes (`SMALL_LINE`), nearly all of
-/// them, are not counted here (no shared counter touched per request):
+/// bytes copied from the request (host, path, referer, user agent) and
+/// from the client's certificate ([`LoggedIdentity`]); beyond it they are
+/// dropped and counted. A line count alone let a client's long paths
+/// (64 KiB each within `max_header_bytes`, a few bytes on the wire over
+/// HTTP/2 once in the HPACK table) pile up a gigabyte behind a slow log
+/// reader. Lines of at most 1 KiB of such bytes (`SMALL_LINE`), nearly all
+/// of them, are not counted here (no shared counter touched per request):
 /// with the line bound they hold at most `QUEUE` KiB.
 pub const QUEUE_BYTES: usize = 16 << 20;
 
-/// A line copying more request bytes than this counts against [`QUEUE_BYTES`].
+/// A line holding more variable bytes than this counts against [`QUEUE_BYTES`].
 const SMALL_LINE: usize = 1024;
+
+/// What a line tells of the client's certificate (`client_subject`,
+/// `client_uri_san`, `client_fingerprint`), copied from the connection's
+/// [`Identity`] on its first logged line and shared by its lines
+/// ([`LoggedIdentity::of`]). A line holds this, never the identity: that
+/// keeps the client's whole chain and the encodings sent upstream (up to
+/// hundreds of KiB for a large chain), which lines queued from closed
+/// connections would pin uncounted. What this holds counts against
+/// [`QUEUE_BYTES`] once per line: more than it takes when a connection's
+/// lines share it, never less.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LoggedIdentity {
+    pub subject: Box<str>,
+    /// The first URI SAN.
+    pub uri_san: Option<Box<str>>,
+    pub fingerprint_sha256: Box<str>,
+}
+
+impl LoggedIdentity {
+    /// `id`'s fields for the log: copied on the first call, shared after.
+    pub fn of(id: &Identity) -> Arc<LoggedIdentity> {
+        id.logged
+            .get_or_init(|| {
+                Arc::new(LoggedIdentity {
+                    subject: id.subject.as_str().into(),
+                    uri_san: id.uri_sans.first().map(|u| u.as_str().into()),
+                    fingerprint_sha256: id.fingerprint_sha256.as_str().into(),
+                })
+            })
+            .clone()
+    }
+
+    /// The bytes it holds beyond its fixed size.
+    fn bytes(&self) -> usize {
+        self.subject.len()
+            + self.uri_san.as_ref().map_or(0, |u| u.len())
+            + self.fingerprint_sha256.len()
+    }
+}
 
 /// One request, as the access log records it. Owned data only: it crosses
 /// to the writer thread, which does all the formatting.
@@ -69,7 +110,7 @@ pub struct RequestLine {
     pub listener: Arc<str>,
     pub sni: Option<Arc<str>>,
     pub client_addr: SocketAddr,
-    pub identity: Option<Arc<Identity>>,
+    pub identity: Option<Arc<LoggedIdentity>>,
     pub method: http::Method,
     /// The `Host` / `:authority` as received. Copied, not shared: a
     /// line waiting in the queue must not pin hyper's read buffer (a
@@ -115,7 +156,7 @@ pub struct HeadLine {
     pub listener: Arc<str>,
     pub sni: Option<Arc<str>>,
     pub client_addr: SocketAddr,
-    pub identity: Option<Arc<Identity>>,
+    pub identity: Option<Arc<LoggedIdentity>>,
     pub status: u16,
     /// Since the head's first byte (for a connection's first request,
     /// since it was accepted: the handshake shares the budget).
@@ -134,12 +175,18 @@ pub enum Line {
 }
 
 impl Line {
-    /// The request bytes a large line copied (counted against
-    /// [`QUEUE_BYTES`] while it waits); 0 for a small one.
+    /// The request and certificate bytes a large line holds (counted
+    /// against [`QUEUE_BYTES`] while it waits); 0 for a small one.
     fn large_bytes(&self) -> usize {
-        let Line::Request(r) = self else { return 0 };
         let len = |f: &Option<Box<str>>| f.as_ref().map_or(0, |s| s.len());
-        let n = len(&r.host) + r.path.len() + len(&r.referer) + len(&r.user_agent);
+        let id = |i: &Option<Arc<LoggedIdentity>>| i.as_ref().map_or(0, |i| i.bytes());
+        let n = match self {
+            Line::Request(r) => {
+                len(&r.host) + r.path.len() + len(&r.referer) + len(&r.user_agent) + id(&r.identity)
+            }
+            Line::Head(h) => id(&h.identity),
+            Line::Refusal(_) => 0,
+        };
         if n > SMALL_LINE { n } else { 0 }
     }
 }
@@ -420,6 +467,60 @@ mod tests {
         assert!(
             (sent - fit - 1..=sent - fit).contains(&(dropped as usize)),
             "dropped {dropped} of {sent}"
+        );
+        let reader = read_all(fifo);
+        shutdown();
+        assert_eq!(reader.join().unwrap(), sent - dropped as usize);
+    }
+
+    /// Lines of clients with large certificates are bounded by bytes too:
+    /// behind a stalled reader, lines each from another connection whose
+    /// certificate has a 64 KiB subject fill `QUEUE_BYTES` and the rest are
+    /// dropped and counted, where all of them used to wait, uncounted. A
+    /// line holds what it logs of the certificate, not the identity with
+    /// its chain (here 60 KiB), which it used to pin too.
+    #[test]
+    fn lines_with_large_client_identities_are_bounded_by_bytes() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = stalled_fifo(&dir);
+        let dropped_before = METRICS.access_log_dropped.get();
+        let large = |i: usize| {
+            let id = Arc::new(Identity {
+                subject: format!("CN={i:04}{}", "x".repeat(64 * 1024)),
+                issuer: "CN=ca".into(),
+                cn: vec![],
+                ou: vec![],
+                dns_sans: vec![],
+                uri_sans: vec![format!("spiffe://td/sa/{i:04}")],
+                email_sans: vec![],
+                serial: "01".into(),
+                fingerprint_sha256: "ab".repeat(32),
+                not_before: 0,
+                not_after: 0,
+                chain: vec![vec![0u8; 60 * 1024].into()],
+                forwarded: Default::default(),
+                logged: Default::default(),
+            });
+            let mut line = format::tests::line();
+            line.identity = Some(LoggedIdentity::of(&id));
+            // The connection's identity (and its chain) is the
+            // connection's alone: the line holds none of it.
+            assert_eq!(Arc::strong_count(&id), 1);
+            Line::Request(Box::new(line))
+        };
+        // What each line holds: its certificate's subject, URI SAN and
+        // fingerprint, and the request's host, path and user agent.
+        let each = "CN=0000".len() + 64 * 1024 + "spiffe://td/sa/0000".len() + 64;
+        let each = each + "api.example".len() + "/v1/%22x%22".len() + "curl \"8\"".len();
+        let sent = 600;
+        (0..sent).map(large).for_each(submit);
+        let dropped = METRICS.access_log_dropped.get() - dropped_before;
+        let fit = QUEUE_BYTES / each;
+        // The writer may hold one line outside the queue.
+        assert!(
+            (sent - fit - 1..=sent - fit).contains(&(dropped as usize)),
+            "dropped {dropped} of {sent}, {fit} fit"
         );
         let reader = read_all(fifo);
         shutdown();

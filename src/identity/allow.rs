@@ -351,6 +351,7 @@ mod tests {
             not_after: 1,
             chain: vec![],
             forwarded: Default::default(),
+            logged: Default::default(),
         }
     }
 

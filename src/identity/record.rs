@@ -45,6 +45,10 @@ pub struct Identity {
     /// Later requests clone the values, a reference count each, instead of
     /// encoding them again. Only verified clients carry it.
     pub forwarded: [std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>; 4],
+    /// What the access log tells of this client, copied on the
+    /// connection's first logged line and shared by its lines, which hold
+    /// only that, not the chain ([`crate::access_log::LoggedIdentity::of`]).
+    pub logged: std::sync::OnceLock<std::sync::Arc<crate::access_log::LoggedIdentity>>,
 }
 
 /// Every value, or none when one is not text: a CN hotproxy cannot read
@@ -81,6 +85,7 @@ impl Identity {
             not_after: cert.validity().not_after.timestamp(),
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
             forwarded: Default::default(),
+            logged: Default::default(),
         };
         if let Ok(Some(ext)) = cert.subject_alternative_name() {
             for name in &ext.value.general_names {

@@ -338,6 +338,7 @@ mod tests {
                 CertificateDer::from(vec![9u8; 5]),
             ],
             forwarded: Default::default(),
+            logged: Default::default(),
         }
     }
 

@@ -110,7 +110,10 @@ impl Exchange {
                 listener: ctx.listener.clone(),
                 sni: ctx.tls_sni.clone(),
                 client_addr: ctx.client_addr,
-                identity: ctx.client_cert.clone(),
+                identity: ctx
+                    .client_cert
+                    .as_deref()
+                    .map(access_log::LoggedIdentity::of),
                 method: req.method().clone(),
                 host: request_host(req).map(Box::from),
                 path: req.uri().path().into(),

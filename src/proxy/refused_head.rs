@@ -79,7 +79,10 @@ pub fn record(
         listener: ctx.listener.clone(),
         sni: ctx.tls_sni.clone(),
         client_addr: ctx.client_addr,
-        identity: ctx.client_cert.clone(),
+        identity: ctx
+            .client_cert
+            .as_deref()
+            .map(access_log::LoggedIdentity::of),
         status: status.as_u16(),
         duration: took,
         tls_version: ctx.tls_version,
