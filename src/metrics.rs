@@ -113,7 +113,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     /// Clients refused for who they are (issue 15): handshake or route.
     pub client_auth_denied: Family<ListenerReasonLabels, Counter>,
-    /// Access-log lines dropped because the writer lagged.
+    /// Access-log lines dropped because the writer lagged or could not
+    /// write them.
     pub access_log_dropped: Counter,
     // What an operator is told (issue 18): pending and failing reloads,
     // a degraded watcher, SNI misses, clients that leave without asking.
@@ -235,7 +236,7 @@ impl Metrics {
         );
         registry.register(
             "hotproxy_access_log_dropped",
-            "Access-log lines dropped because the writer could not keep up",
+            "Access-log lines dropped because the writer could not keep up or write them",
             m.access_log_dropped.clone(),
         );
         registry.register(

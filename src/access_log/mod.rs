@@ -1,11 +1,12 @@
 //! The access log: one line per request (and per refused handshake), written off the request path.
 //!
 //! Requests hand a [`Line`] to a bounded queue; one writer thread formats
-//! and writes them. When the writer lags and the queue is full, the line is
-//! dropped and counted in `hotproxy_access_log_dropped_total`: a slow disk
-//! never slows a request. A line holds what it logs of the client's
-//! certificate ([`LoggedIdentity`]), never its chain. SIGUSR1 asks the
-//! writer to reopen its file (logrotate's `postrotate`).
+//! and writes them. When the writer lags and the queue is full, or the
+//! writer cannot write the line (a full disk, a FIFO whose reader left),
+//! the line is dropped and counted in `hotproxy_access_log_dropped_total`:
+//! a slow disk never slows a request. A line holds what it logs of the
+//! client's certificate ([`LoggedIdentity`]), never its chain. SIGUSR1 asks
+//! the writer to reopen its file (logrotate's `postrotate`).
 
 pub mod body;
 pub mod format;
@@ -525,5 +526,91 @@ mod tests {
         let reader = read_all(fifo);
         shutdown();
         assert_eq!(reader.join().unwrap(), sent - dropped as usize);
+    }
+
+    /// Wait, bounded, until `done` holds (the writer thread says nothing
+    /// when it has dropped a line but the counter).
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// A line the writer cannot write is dropped and counted: `/dev/full`
+    /// fails every write (`ENOSPC`, a full disk). They were kept in a
+    /// `BufWriter` whose failed flushes nobody looked at, and lost uncounted.
+    #[test]
+    fn lines_that_cannot_be_written_are_dropped_and_counted() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let before = METRICS.access_log_dropped.get();
+        let config = AccessLogConfig {
+            path: "/dev/full".into(),
+            format: LogFormat::Json,
+        };
+        configure(Some(&config)).unwrap();
+        let sent = 500;
+        (0..sent).map(refusal).for_each(submit);
+        // Shutdown returns when the writer has taken (and tried) them all.
+        shutdown();
+        assert_eq!(METRICS.access_log_dropped.get() - before, sent as u64);
+    }
+
+    /// A FIFO whose reader left (`EPIPE`: a log shipper restarting): the
+    /// lines are dropped and counted, and once a reader opens it again it
+    /// gets lines again, without a SIGUSR1. Every line is either read or
+    /// counted.
+    #[test]
+    fn a_fifo_whose_reader_left_drops_and_counts_then_is_reopened() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = stalled_fifo(&dir);
+        // A first reader takes a line, and leaves.
+        let mut first = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+        submit(refusal(1));
+        let mut line = String::new();
+        first.read_line(&mut line).unwrap();
+        assert!(line.contains("unknown_ca"), "{line}");
+        drop(first);
+        // No reader: dropped and counted, every one.
+        let before = METRICS.access_log_dropped.get();
+        let sent = 50;
+        (0..sent).map(refusal).for_each(submit);
+        until("the lines without a reader counted as dropped", || {
+            METRICS.access_log_dropped.get() - before == sent as u64
+        });
+        // A reader again (the shipper restarted): lines arrive.
+        let (got_tx, got) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        let reader = std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap();
+            let mut n = 0;
+            for l in std::io::BufReader::new(f).lines() {
+                assert!(l.unwrap().ends_with('}'), "a whole line");
+                n += 1;
+                let _ = got_tx.send(());
+            }
+            n
+        });
+        let before = METRICS.access_log_dropped.get();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut submitted = 0u64;
+        loop {
+            submit(refusal(2));
+            submitted += 1;
+            if got.recv_timeout(Duration::from_millis(20)).is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no line reached the new reader"
+            );
+        }
+        shutdown();
+        let read = reader.join().unwrap();
+        assert!(read >= 1);
+        let dropped = METRICS.access_log_dropped.get() - before;
+        assert_eq!(read + dropped, submitted, "read {read}, dropped {dropped}");
     }
 }

@@ -1,41 +1,57 @@
 //! The access-log writer thread: drains the queue in batches, writes, flushes, reopens on request.
+//!
+//! A line the writer cannot write (a full disk, a FIFO whose reader left)
+//! is dropped and counted, as one the queue had no room for; the error is
+//! logged at once, then at most every [`REPORT_EVERY`] with the lines lost
+//! since. A FIFO whose reader left is closed and opened again, at most every
+//! [`RETRY`], once a reader is there (a log shipper that restarts, and
+//! perhaps makes its pipe again, gets lines without a SIGUSR1).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
-use super::{AccessLogConfig, Line, Msg, QUEUE, format};
+use super::{AccessLogConfig, Line, LogFormat, Msg, QUEUE, format};
+use crate::metrics::METRICS;
 
-enum Sink {
-    Stdout(std::io::Stdout),
-    File(BufWriter<File>),
+/// Open `path` for appending (created 0640 if missing), or stdout. Lines
+/// are written with one `write(2)` per batch, never through a `BufWriter`
+/// (nor std's buffered stdout: fd 1 is duplicated): after a failed write
+/// one keeps the bytes to write them later, and which lines were lost could
+/// not be told.
+fn open(path: &str) -> std::io::Result<File> {
+    if path == "stdout" {
+        return std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from);
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
-impl Sink {
-    fn open(path: &str) -> std::io::Result<Sink> {
-        if path == "stdout" {
-            return Ok(Sink::Stdout(std::io::stdout()));
-        }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)?;
-        Ok(Sink::File(BufWriter::with_capacity(64 * 1024, f)))
-    }
-
-    fn out(&mut self) -> &mut dyn Write {
-        match self {
-            Sink::Stdout(s) => s,
-            Sink::File(f) => f,
-        }
-    }
+/// Open the FIFO at `path` only if a reader has it open (else `ENXIO` at
+/// once, where a plain open waits for one). The non-blocking open tells;
+/// a blocking one then returns at once too, and its writes wait for a slow
+/// reader rather than fail with `EAGAIN` as the first one's would. A reader
+/// that leaves between the two leaves the writer waiting for the next one,
+/// as at startup.
+fn open_fifo_if_read(path: &str) -> std::io::Result<File> {
+    let _probe = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    OpenOptions::new().append(true).open(path)
 }
 
 /// The queue, the reopen flag, the thread of a started writer, and what
@@ -87,10 +103,7 @@ pub(super) fn spawn(config: AccessLogConfig, queued: Arc<AtomicUsize>) -> Result
     let sink = if is_fifo(&config.path) {
         None
     } else {
-        Some(
-            Sink::open(&config.path)
-                .map_err(|e| format!("access_log.path {}: {e}", config.path))?,
-        )
+        Some(open(&config.path).map_err(|e| format!("access_log.path {}: {e}", config.path))?)
     };
     let (tx, rx) = sync_channel(QUEUE);
     let reopen = Arc::new(AtomicBool::new(false));
@@ -108,34 +121,22 @@ pub(super) fn spawn(config: AccessLogConfig, queued: Arc<AtomicUsize>) -> Result
 
 fn run(
     config: AccessLogConfig,
-    sink: Option<Sink>,
+    sink: Option<File>,
     rx: Receiver<Msg>,
     reopen: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
 ) {
     // A line taken off the queue no longer counts against QUEUE_BYTES.
     let taken = |line: &Line| queued.fetch_sub(line.large_bytes(), Ordering::Relaxed);
-    let mut sink = match sink {
-        Some(s) => s,
-        None => {
-            info!(path = %config.path, "access log is a FIFO: waiting for a reader");
-            match Sink::open(&config.path) {
-                Ok(s) => s,
-                Err(e) => {
-                    error!(path = %config.path, error = %e, "cannot open the access log");
-                    // Count what cannot be written, until reconfigured.
-                    while let Ok(msg) = rx.recv() {
-                        if let Msg::Line(line) = msg {
-                            taken(&line);
-                            crate::metrics::METRICS.access_log_dropped.inc();
-                        }
-                    }
-                    return;
-                }
-            }
+    let mut w = Writer::new(config.path, config.format, sink);
+    if w.file.is_none() {
+        info!(path = %w.path, "access log is a FIFO: waiting for a reader");
+        match open(&w.path) {
+            Ok(f) => w.file = Some(f),
+            // Lines are dropped and counted until it opens.
+            Err(e) => error!(path = %w.path, error = %e, "cannot open the access log"),
         }
-    };
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    }
     let mut busy = false;
     // Ends when the last sender drops (reconfigured or shutting down),
     // after everything queued has been written.
@@ -159,38 +160,196 @@ fn run(
             }
         };
         if reopen.swap(false, Ordering::SeqCst) {
-            let _ = sink.out().flush();
-            match Sink::open(&config.path) {
-                Ok(s) => {
-                    sink = s;
-                    info!(path = %config.path, "access log reopened");
-                }
-                // Keep writing to the old file rather than lose lines.
-                Err(e) => error!(path = %config.path, error = %e, "cannot reopen the access log"),
-            }
+            w.reopen();
         }
         busy = first.is_some();
         let mut next = first;
         while let Some(msg) = next {
             if let Msg::Line(line) = msg {
                 taken(&line);
-                buf.clear();
-                format::write(&mut buf, &line, config.format);
-                buf.push(b'\n');
-                if let Err(e) = sink.out().write_all(&buf) {
-                    error!(path = %config.path, error = %e, "cannot write the access log");
-                }
+                w.line(&line);
             }
             next = rx.try_recv().ok();
         }
         if busy {
-            let _ = sink.out().flush();
+            w.flush();
         }
     }
-    let _ = sink.out().flush();
+    w.flush();
+}
+
+/// The open access log and the lines not yet written to it.
+struct Writer {
+    path: String,
+    format: LogFormat,
+    /// `None`: a FIFO with no reader (it left, or the first open failed):
+    /// lines are dropped and counted until one is there.
+    file: Option<File>,
+    /// Whether `file` is a FIFO: one whose write failed is closed, to be
+    /// opened again when a reader is there.
+    fifo: bool,
+    /// Whole lines, written when [`BATCH`] is reached or the queue is drained.
+    buf: Vec<u8>,
+    /// The last failed write ended within a line: the next one starts
+    /// with a newline, so that torn line does not run into the next.
+    torn: bool,
+    /// When a FIFO with no reader is tried again.
+    retry_at: Instant,
+    /// Lines dropped since the last error logged.
+    unreported: u64,
+    /// When the last write error was logged.
+    reported_at: Option<Instant>,
+}
+
+impl Writer {
+    fn new(path: String, format: LogFormat, file: Option<File>) -> Writer {
+        let fifo = is_fifo(&path);
+        Writer {
+            path,
+            format,
+            file,
+            fifo,
+            buf: Vec::with_capacity(BATCH + 1024),
+            torn: false,
+            retry_at: Instant::now(),
+            unreported: 0,
+            reported_at: None,
+        }
+    }
+
+    /// Format `line` into the batch, or drop and count it when there is
+    /// nothing to write it to.
+    fn line(&mut self, line: &Line) {
+        if self.file.is_none() && !self.retry() {
+            self.dropped(1);
+            return;
+        }
+        format::write(&mut self.buf, line, self.format);
+        self.buf.push(b'\n');
+        if self.buf.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Write the batch. What a failed write leaves unwritten is gone: its
+    /// lines are counted as dropped (a line written in part, too), and a
+    /// FIFO is closed (its reader left) to be opened again.
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let lines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count() as u64;
+        let Some(file) = self.file.as_mut() else {
+            let n = lines(&self.buf);
+            self.buf.clear();
+            self.dropped(n);
+            return;
+        };
+        let mut result = Ok(());
+        if self.torn {
+            result = file.write_all(b"\n");
+            self.torn = result.is_err();
+        }
+        let mut done = 0;
+        while result.is_ok() && done < self.buf.len() {
+            match file.write(&self.buf[done..]) {
+                Ok(0) => result = Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        if let Err(e) = result {
+            if done > 0 && self.buf[done - 1] != b'\n' {
+                self.torn = true;
+            }
+            let lost = lines(&self.buf[done..]);
+            if self.fifo {
+                self.file = None;
+                self.torn = false;
+                self.retry_at = Instant::now() + RETRY;
+            }
+            self.failed(&e, lost);
+        }
+        self.buf.clear();
+    }
+
+    /// Count lines that were not written.
+    fn dropped(&mut self, n: u64) {
+        METRICS.access_log_dropped.inc_by(n);
+        self.unreported += n;
+    }
+
+    /// A write failed and lost `lost` lines: log it, but at most every
+    /// [`REPORT_EVERY`] (a full disk fails every batch), with the lines
+    /// lost since the last time.
+    fn failed(&mut self, e: &std::io::Error, lost: u64) {
+        self.dropped(lost);
+        let now = Instant::now();
+        if self
+            .reported_at
+            .is_none_or(|t| now.duration_since(t) >= REPORT_EVERY)
+        {
+            error!(path = %self.path, error = %e, lines_dropped = self.unreported, "cannot write the access log: lines dropped (logged at most every 10 s)");
+            self.unreported = 0;
+            self.reported_at = Some(now);
+        }
+    }
+
+    /// A FIFO whose reader left: opened again if a reader is there now,
+    /// tried at most every [`RETRY`]. Only a FIFO: where the shipper's
+    /// pipe was, a file must not be created.
+    fn retry(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.retry_at {
+            return false;
+        }
+        self.retry_at = now + RETRY;
+        if !is_fifo(&self.path) {
+            return false;
+        }
+        match open_fifo_if_read(&self.path) {
+            Ok(f) => {
+                info!(path = %self.path, lines_dropped = self.unreported, "access log FIFO has a reader again: reopened");
+                self.unreported = 0;
+                self.file = Some(f);
+                self.fifo = true;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// SIGUSR1: what is batched goes to the old file, then the path is
+    /// opened again (a FIFO only if a reader has it open). If that fails,
+    /// the old file keeps being written rather than lose lines.
+    fn reopen(&mut self) {
+        self.flush();
+        let fifo = is_fifo(&self.path);
+        let opened = if fifo {
+            open_fifo_if_read(&self.path)
+        } else {
+            open(&self.path)
+        };
+        match opened {
+            Ok(f) => {
+                self.file = Some(f);
+                self.fifo = fifo;
+                self.torn = false;
+                info!(path = %self.path, "access log reopened");
+            }
+            Err(e) => error!(path = %self.path, error = %e, "cannot reopen the access log"),
+        }
+    }
 }
 
 /// How long a busy writer lets lines gather before writing a batch.
 const TICK: Duration = Duration::from_millis(10);
 /// How often an idle writer looks at the reopen flag.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Bytes of lines gathered before they are written, even mid-batch.
+const BATCH: usize = 64 * 1024;
+/// How often a FIFO whose reader left is tried again.
+const RETRY: Duration = Duration::from_millis(200);
+/// How often a failing write is logged at most.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
