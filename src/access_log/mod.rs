@@ -613,4 +613,34 @@ mod tests {
         let dropped = METRICS.access_log_dropped.get() - before;
         assert_eq!(read + dropped, submitted, "read {read}, dropped {dropped}");
     }
+
+    /// SIGUSR1 under sustained load: the queue never empties, and the
+    /// reopen is still done between two lines, where it waited for an
+    /// empty queue and every queued line went to the rotated file. The
+    /// queue is full before the writer writes a line, and a reader that
+    /// reads nothing keeps it in the middle of it until the reopen is asked.
+    #[test]
+    fn reopen_is_done_while_the_queue_never_empties() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = stalled_fifo(&dir);
+        let dropped_before = METRICS.access_log_dropped.get();
+        (0..QUEUE).map(|i| refusal(i as u16)).for_each(submit);
+        assert_eq!(METRICS.access_log_dropped.get(), dropped_before);
+        // The writer opens, takes lines, and waits in a write once the
+        // pipe is full: a line read means it is in the queue's middle.
+        let mut old = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+        let mut line = String::new();
+        old.read_line(&mut line).unwrap();
+        // logrotate: move it, then SIGUSR1.
+        std::fs::rename(&fifo, dir.path().join("access.fifo.1")).unwrap();
+        reopen();
+        // The moved FIFO gets what was written before; the writer closes
+        // it when it reopens.
+        let to_old = 1 + old.lines().count();
+        shutdown();
+        let to_new = std::fs::read_to_string(&fifo).unwrap().lines().count();
+        assert_eq!(to_old + to_new, QUEUE, "{to_old} + {to_new}");
+        assert!(to_new > 0, "every queued line went to the rotated file");
+    }
 }

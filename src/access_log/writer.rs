@@ -5,7 +5,8 @@
 //! logged at once, then at most every [`REPORT_EVERY`] with the lines lost
 //! since. A FIFO whose reader left is closed and opened again, at most every
 //! [`RETRY`], once a reader is there (a log shipper that restarts, and
-//! perhaps makes its pipe again, gets lines without a SIGUSR1).
+//! perhaps makes its pipe again, gets lines without a SIGUSR1). A reopen
+//! request is seen between any two lines, not only when the queue is empty.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -159,12 +160,16 @@ fn run(
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         };
-        if reopen.swap(false, Ordering::SeqCst) {
-            w.reopen();
-        }
         busy = first.is_some();
         let mut next = first;
-        while let Some(msg) = next {
+        loop {
+            // Between any two lines: under sustained load the queue is
+            // never empty, and the file logrotate moved away must not be
+            // written on until it fills the disk.
+            if reopen.load(Ordering::Relaxed) && reopen.swap(false, Ordering::SeqCst) {
+                w.reopen();
+            }
+            let Some(msg) = next else { break };
             if let Msg::Line(line) = msg {
                 taken(&line);
                 w.line(&line);
