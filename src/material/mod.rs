@@ -33,7 +33,8 @@ pub enum Material {
 /// A certificate chain (leaf first) with its matching private key.
 #[derive(Clone, Debug)]
 pub struct Pair {
-    /// Ready for rustls: chain + signing key, `keys_match()` already checked.
+    /// Ready for rustls: chain + signing key, the key checked against the
+    /// leaf (`keys_match()`, or the leaf's SPKI when webpki cannot parse it).
     pub key: Arc<CertifiedKey>,
     /// Metadata of the leaf.
     pub leaf: CertInfo,

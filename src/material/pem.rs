@@ -4,9 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use rustls::InconsistentKeys;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{EntryKind, EntrySource};
 use crate::material::{CaBundle, CertInfo, Loaded, Material, Pair, info};
@@ -343,17 +345,31 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
                     reason: e.to_string(),
                 })?;
         let certified = CertifiedKey::new(chain, signing);
-        match certified.keys_match() {
-            Ok(()) => {}
-            Err(rustls::Error::InconsistentKeys(_)) => {
+        let matches = match certified.keys_match() {
+            Ok(()) => Some(true),
+            Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Some(false),
+            // keys_match cannot decide: webpki refuses to parse the leaf
+            // (an X.509 v1 certificate, which `openssl x509 -req` writes
+            // without extensions, is one), or the key cannot give its
+            // public key (InconsistentKeys::Unknown). Never accepted
+            // unchecked: the leaf's SubjectPublicKeyInfo as x509-parser
+            // reads it is compared with the key's instead.
+            Err(_) => spki_matches(&certified),
+        };
+        match matches {
+            Some(true) => {}
+            Some(false) => {
                 return Err(MaterialError::KeyMismatch {
                     cert: names[0].clone(),
                     key: names[1].clone(),
                 });
             }
-            // Unknown = the key type cannot export its public key; accept,
-            // as rustls itself does.
-            Err(_) => {}
+            None => {
+                return Err(MaterialError::BadKey {
+                    origin: names[1].clone(),
+                    reason: "cannot tell whether it matches the certificate (the key does not give its public key)".into(),
+                });
+            }
         }
         Ok(Material::Pair(Pair {
             key: Arc::new(certified),
@@ -396,6 +412,16 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
         }
         Ok(Material::Ca(CaBundle { roots, crls, certs }))
     }
+}
+
+/// Whether the key's public key (as SubjectPublicKeyInfo DER) is the
+/// leaf's, as x509-parser reads the leaf; `None` when the key cannot give
+/// its public key, or the leaf does not parse.
+fn spki_matches(certified: &CertifiedKey) -> Option<bool> {
+    let key = certified.key.public_key()?;
+    let leaf = certified.cert.first()?;
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    Some(key.as_ref() == cert.public_key().raw)
 }
 
 /// `read_consistent` + `parse`.
@@ -525,13 +551,9 @@ mod tests {
         (ca, crl.pem().unwrap())
     }
 
-    /// The CRL in `pem` without its version field: a v1 CRL, which
-    /// x509-parser reads and webpki (which checks revocation) refuses.
-    fn as_v1(pem: &str) -> String {
-        use base64::Engine;
-        let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
-        // The header length and content length of the DER value at `b`.
-        let tlv = |b: &[u8]| match b[1] {
+    /// The header length and content length of the DER value at `b`.
+    fn tlv(b: &[u8]) -> (usize, usize) {
+        match b[1] {
             n if n < 0x80 => (2, n as usize),
             n => {
                 let k = (n & 0x7f) as usize;
@@ -540,26 +562,92 @@ mod tests {
                     b[2..2 + k].iter().fold(0, |a, &x| a << 8 | x as usize),
                 )
             }
-        };
-        let sequence = |content: Vec<u8>| {
-            let len = content.len();
-            let mut out = vec![0x30];
-            match len {
-                0..0x80 => out.push(len as u8),
-                0x80..0x100 => out.extend([0x81, len as u8]),
-                _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
-            }
-            out.extend(content);
-            out
-        };
+        }
+    }
+
+    /// `content` as a DER value of `tag`.
+    fn wrap(tag: u8, content: &[u8]) -> Vec<u8> {
+        let len = content.len();
+        let mut out = vec![tag];
+        match len {
+            0..0x80 => out.push(len as u8),
+            0x80..0x100 => out.extend([0x81, len as u8]),
+            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+    }
+
+    /// The CRL in `pem` without its version field: a v1 CRL, which
+    /// x509-parser reads and webpki (which checks revocation) refuses.
+    fn as_v1(crl: &str) -> String {
+        let der = CertificateRevocationListDer::from_pem_slice(crl.as_bytes()).unwrap();
         let (outer, _) = tlv(&der);
         let tbs = &der[outer..];
         let (head, len) = tlv(tbs);
         assert_eq!(tbs[head..head + 3], [2, 1, 1], "a v2 CRL's version");
-        let mut body = sequence(tbs[head + 3..head + len].to_vec());
+        let mut body = wrap(0x30, &tbs[head + 3..head + len]);
         body.extend_from_slice(&tbs[head + len..]);
-        let b64 = base64::engine::general_purpose::STANDARD.encode(sequence(body));
-        format!("-----BEGIN X509 CRL-----\n{b64}\n-----END X509 CRL-----\n")
+        pem("X509 CRL", &wrap(0x30, &body))
+    }
+
+    /// A self-signed X.509 v1 certificate (no version field, no
+    /// extensions: what `openssl x509 -req` writes without `-extfile`),
+    /// as PEM, and its key.
+    fn v1_self_signed() -> (String, rcgen::KeyPair) {
+        use rcgen::SigningKey;
+        let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+        let der = pair.cert.der();
+        let (outer, _) = tlv(der);
+        let (head, len) = tlv(&der[outer..]);
+        let tbs_end = outer + head + len;
+        // The TBS fields; the first is the version ([0]), the last the
+        // extensions ([3]).
+        let mut fields = Vec::new();
+        let mut at = outer + head;
+        while at < tbs_end {
+            let (h, l) = tlv(&der[at..]);
+            fields.push(&der[at..at + h + l]);
+            at += h + l;
+        }
+        assert_eq!((fields[0][0], fields[fields.len() - 1][0]), (0xa0, 0xa3));
+        let tbs = wrap(0x30, &fields[1..fields.len() - 1].concat());
+        let (h, l) = tlv(&der[tbs_end..]);
+        let algorithm = &der[tbs_end..tbs_end + h + l];
+        let mut signature = vec![0];
+        signature.extend(pair.signing_key.sign(&tbs).unwrap());
+        let cert = wrap(
+            0x30,
+            &[tbs, algorithm.to_vec(), wrap(0x03, &signature)].concat(),
+        );
+        (pem("CERTIFICATE", &cert), pair.signing_key)
+    }
+
+    /// An X.509 v1 leaf, which webpki (so rustls's `keys_match`) refuses
+    /// to parse, is checked against its key all the same: with another
+    /// key it was accepted unchecked, and a mismatched pair replaced good
+    /// material; with its own key it loads (hotproxy serves it; OpenSSL
+    /// clients accept v1 certificates).
+    #[test]
+    fn a_v1_leaf_is_checked_against_its_key() {
+        let d = tempfile::tempdir().unwrap();
+        let (cert, key) = v1_self_signed();
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        assert!(webpki::EndEntityCert::try_from(&der).is_err());
+        let loaded = load_pair(&d, &cert, &key.serialize_pem()).unwrap();
+        let Material::Pair(pair) = loaded.material else {
+            panic!("not a pair")
+        };
+        assert_eq!(pair.leaf.subject, "CN=rcgen self signed cert");
+        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let e = load_pair(&d, &cert, &other).unwrap_err();
+        assert!(matches!(e, MaterialError::KeyMismatch { .. }), "{e}");
     }
 
     /// A CRL webpki cannot use to check revocation is refused when it is
