@@ -173,6 +173,13 @@ fn sections(origin: &str, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, M
             origin: origin.into(),
         });
     }
+    // A key encrypted the old way (`openssl ec -aes256`, `openssl genrsa
+    // -traditional -aes256`, OpenSSL 1.x's `genrsa -aes256`): RFC 1421
+    // headers after the BEGIN line, which are no base64. Refused at once
+    // as `ENCRYPTED PRIVATE KEY` is, not waited on as a half-written file.
+    if let Some(label) = old_style_encrypted_key(bytes) {
+        return Err(encrypted_key(origin, label));
+    }
     let mut out = Vec::new();
     for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
         match item {
@@ -245,14 +252,35 @@ fn marker_labels<'a>(
         })
 }
 
-/// The error for a whole section of `label`, with what to do about it. The
-/// label is echoed only when it looks like one (capitals, digits, spaces,
-/// at most 40), never file contents.
+/// The label of the first key section (`... PRIVATE KEY`) whose BEGIN line
+/// is followed by a `Proc-Type: 4,ENCRYPTED` header (RFC 1421), if any.
+fn old_style_encrypted_key(bytes: &[u8]) -> Option<&[u8]> {
+    marker_labels(bytes, b"-----BEGIN ")
+        .filter(|(_, label)| label.ends_with(b"PRIVATE KEY"))
+        .find(|&(at, _)| {
+            let rest = &bytes[at..];
+            let Some(eol) = rest.iter().take(80).position(|&b| b == b'\n') else {
+                return false;
+            };
+            let next = &rest[eol + 1..];
+            let next = &next[..next.len().min(80)];
+            let next = &next[..next.iter().position(|&b| b == b'\n').unwrap_or(next.len())];
+            next.starts_with(b"Proc-Type:") && next.windows(9).any(|w| w == b"ENCRYPTED")
+        })
+        .map(|(_, label)| label)
+}
+
+const ENCRYPTED_HINT: &str = "an encrypted private key; hotproxy reads unencrypted keys (decrypt it: openssl pkey -in KEY -out PLAIN)";
+
+/// The error for an encrypted key in a section of `label`.
+fn encrypted_key(origin: &str, label: &[u8]) -> MaterialError {
+    section_error(origin, label, ENCRYPTED_HINT)
+}
+
+/// The error for a whole section of `label`, with what to do about it.
 fn unsupported(origin: &str, label: &[u8]) -> MaterialError {
     let hint = match label {
-        b"ENCRYPTED PRIVATE KEY" => {
-            "an encrypted private key; hotproxy reads unencrypted keys (decrypt it: openssl pkey -in KEY -out PLAIN)"
-        }
+        b"ENCRYPTED PRIVATE KEY" => ENCRYPTED_HINT,
         b"TRUSTED CERTIFICATE" => {
             "OpenSSL's trusted-certificate format; write it as a plain CERTIFICATE (openssl x509 -in FILE -out PLAIN)"
         }
@@ -260,6 +288,13 @@ fn unsupported(origin: &str, label: &[u8]) -> MaterialError {
             "hotproxy reads CERTIFICATE, X509 CRL and unencrypted private keys (PKCS#8, PKCS#1, SEC1)"
         }
     };
+    section_error(origin, label, hint)
+}
+
+/// An [`MaterialError::UnsupportedSection`]. The label is echoed only when
+/// it looks like one (capitals, digits, spaces, at most 40), never file
+/// contents.
+fn section_error(origin: &str, label: &[u8], hint: &'static str) -> MaterialError {
     let printable = label.len() <= 40
         && label
             .iter()
@@ -533,6 +568,38 @@ mod tests {
         assert!(e.is_transient(), "{e}");
         let e = load_pair(&d, &cert, &whole("<script>")).unwrap_err();
         assert!(e.to_string().contains("section `?`"), "{e}");
+    }
+
+    /// A key encrypted the old way (`openssl ec -aes256` writes `EC
+    /// PRIVATE KEY` with `Proc-Type: 4,ENCRYPTED` and `DEK-Info:` headers)
+    /// is refused at once, as `ENCRYPTED PRIVATE KEY` is: its headers
+    /// failed base64, and it was waited on as a half-written file ("invalid
+    /// base64").
+    #[test]
+    fn an_old_style_encrypted_key_is_refused_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+        let (cert, key) = (pair.cert.pem(), pair.signing_key.serialize_pem());
+        let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        for (label, eol) in [("EC PRIVATE KEY", "\n"), ("RSA PRIVATE KEY", "\r\n")] {
+            let encrypted = [
+                format!("-----BEGIN {label}-----"),
+                "Proc-Type: 4,ENCRYPTED".into(),
+                "DEK-Info: AES-256-CBC,6BBD6D7751A9B78DC3F7C432AA36FE53".into(),
+                String::new(),
+                body.clone(),
+                format!("-----END {label}-----"),
+                String::new(),
+            ]
+            .join(eol);
+            let e = load_pair(&d, &cert, &encrypted).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("`{label}`")) && text.contains("an encrypted private key"),
+                "{text}"
+            );
+            assert!(!e.is_transient(), "{text}");
+        }
     }
 
     /// A file of many BEGIN lines of a kind hotproxy does not read, and
