@@ -2,7 +2,9 @@
 //!
 //! Two forms, both plain ASCII, so a header can always carry them:
 //! - [`text`], hotproxy's own: attributes in the certificate's order, joined
-//!   with `, ` (` + ` within a multi-valued RDN), x509-parser's short names.
+//!   with `, ` (` + ` within a multi-valued RDN), x509-parser's short names;
+//!   a value that is not text (no string type, or bytes not valid in its
+//!   type) is `#` and the hex of its DER, as RFC 4514 §2.4 says.
 //! - [`rfc2253`], byte for byte what OpenSSL's `X509_NAME_print_ex` with
 //!   `XN_FLAG_RFC2253` writes: nginx's `$ssl_client_s_dn` (ingress-nginx's
 //!   `ssl-client-subject-dn`) and Envoy's XFCC `Subject`.
@@ -40,8 +42,12 @@ pub fn text(name: &X509Name<'_>) -> String {
             let value = attr.attr_value();
             match string_value(value.tag(), value.data) {
                 Some(s) => escape_into(&mut out, &s),
-                // Not a string: its content in hex, as x509-parser writes it.
-                None => hex_into(&mut out, value.data),
+                // Not text: `#` and the hex of its DER (RFC 4514 §2.4, as
+                // OpenSSL writes it), never bare hex a real value could be.
+                None => {
+                    out.push('#');
+                    hex_into(&mut out, &value.to_der_vec().unwrap_or_default());
+                }
             }
         }
     }
@@ -119,15 +125,18 @@ fn openssl_string(tag: Tag, data: &[u8]) -> Option<String> {
     }
 }
 
-/// The text of a string-typed attribute value.
+/// The text of a string-typed attribute value: UTF-8, except a T61String,
+/// which is Latin-1 (as OpenSSL, and so [`rfc2253`], reads it); BMP and
+/// Universal strings as code points. `None` for any other type, or bytes
+/// that are not valid in their type.
 fn string_value(tag: Tag, data: &[u8]) -> Option<String> {
     match tag {
+        Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
         Tag::NumericString
         | Tag::VisibleString
         | Tag::PrintableString
         | Tag::GeneralString
         | Tag::GraphicString
-        | Tag::T61String
         | Tag::VideotexString
         | Tag::Utf8String
         | Tag::Ia5String => std::str::from_utf8(data).ok().map(str::to_owned),
@@ -250,8 +259,24 @@ mod tests {
             0x30, 0x0c, 0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x02, 0x01, 0x05,
         ];
         let (_, name) = X509Name::from_der(&der).unwrap();
-        assert_eq!(text(&name), "CN=05");
+        assert_eq!(text(&name), "CN=#020105");
         assert_eq!(rfc2253(&name), "CN=#020105");
+    }
+
+    /// A value that is not text is `#` and its DER in hex: bare hex (as
+    /// it was written) could not be told from a name that is hex, so an
+    /// invalid UTF8String posed as `CN=DEADBEEF`.
+    #[test]
+    fn values_that_are_not_text_are_marked() {
+        // SEQUENCE { SET { SEQUENCE { commonName, UTF8String DE AD BE EF } } }
+        let der = [
+            0x30, 0x0f, 0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x04, 0xde,
+            0xad, 0xbe, 0xef,
+        ];
+        let (_, name) = X509Name::from_der(&der).unwrap();
+        assert_eq!(text(&name), "CN=#0C04DEADBEEF");
+        let (ours, _, _) = subject(&[(DnType::CommonName, utf8("DEADBEEF"))]);
+        assert_eq!(ours, "CN=DEADBEEF");
     }
 
     /// nginx's `$ssl_client_s_dn`: the last RDN first, `,` without a
@@ -302,7 +327,8 @@ mod tests {
         assert_eq!(nginx, "1.2.3.4=#0C0178");
     }
 
-    /// A T61String is Latin-1 to OpenSSL.
+    /// A T61String is Latin-1 to OpenSSL, and so to both forms: `text`
+    /// read it as UTF-8, so `zo\xEB` was not text there.
     #[test]
     fn rfc2253_reads_one_byte_strings_as_latin1() {
         // SEQUENCE { SET { SEQUENCE { commonName, T61String "zo\xEB" } } }
@@ -313,5 +339,6 @@ mod tests {
         let (_, name) = X509Name::from_der(&der).unwrap();
         let nginx = rfc2253(&name);
         assert_eq!(nginx, r"CN=zo\C3\AB");
+        assert_eq!(text(&name), r"CN=zo\C3\AB");
     }
 }
