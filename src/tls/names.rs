@@ -64,11 +64,13 @@ impl NamePattern {
         match self {
             NamePattern::Server(name) => verify_server_name(cert, name).is_ok(),
             NamePattern::Uri(u) => uris.iter().any(|p| p == u),
-            NamePattern::TrustDomain(prefix) => uris.iter().any(|p| {
-                p.len() > prefix.len()
-                    && p.is_char_boundary(prefix.len())
-                    && p[..prefix.len()].eq_ignore_ascii_case(prefix)
-            }),
+            // Byte for byte: a SPIFFE ID's scheme and trust domain are
+            // lowercase (SPIFFE ID spec §2.1, §2.2; go-spiffe refuses
+            // others), so `SPIFFE://CLUSTER.LOCAL/x` is no ID of
+            // `cluster.local`.
+            NamePattern::TrustDomain(prefix) => uris
+                .iter()
+                .any(|p| p.len() > prefix.len() && p.starts_with(prefix.as_str())),
         }
     }
 }
@@ -363,6 +365,28 @@ mod tests {
             "1http://x",
         ] {
             assert!(NamePattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// `spiffe://td/**` matches SPIFFE IDs of `td` exactly: an uppercase
+    /// scheme or trust domain is no SPIFFE ID, and was accepted.
+    #[test]
+    fn a_trust_domain_matches_its_ids_exactly() {
+        let pattern = NamePattern::parse("spiffe://cluster.local/**").unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+        let cert = ParsedCertificate::try_from(pair.cert.der()).unwrap();
+        let matches = |uri: &str| pattern.matches(&cert, &[uri.to_owned()]);
+        assert!(matches("spiffe://cluster.local/ns/prod/sa/app"));
+        for other in [
+            "SPIFFE://CLUSTER.LOCAL/x",
+            "spiffe://CLUSTER.LOCAL/x",
+            "spiffe://Cluster.local/x",
+            "Spiffe://cluster.local/x",
+            "spiffe://cluster.local/",
+            "spiffe://cluster.localx/y",
+            "spiffe://other/x",
+        ] {
+            assert!(!matches(other), "{other:?} matched");
         }
     }
 
