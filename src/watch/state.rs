@@ -31,6 +31,9 @@ pub(super) struct State {
     /// directory -> subjects with a link in it (for events without a name).
     by_dir: HashMap<PathBuf, HashSet<Subject>>,
     watched: HashSet<PathBuf>,
+    /// The directory each watch was placed on (device, inode), to tell
+    /// when its path names another one.
+    watched_ids: HashMap<PathBuf, (u64, u64)>,
     /// Watched directories that were themselves moved or deleted. inotify
     /// watches an inode, not a path: the watch went with the old directory
     /// (`mv certs certs.old`) or went away with it, while the path may
@@ -73,6 +76,7 @@ impl State {
             by_link: HashMap::new(),
             by_dir: HashMap::new(),
             watched: HashSet::new(),
+            watched_ids: HashMap::new(),
             moved: HashSet::new(),
             dirty: HashMap::new(),
             polling: Vec::new(),
@@ -234,10 +238,14 @@ impl State {
         for dir in stale {
             let _ = notify.unwatch(&dir);
             self.watched.remove(&dir);
+            self.watched_ids.remove(&dir);
         }
         for dir in missing {
             match notify.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
+                    if let Some(id) = dir_id(&dir) {
+                        self.watched_ids.insert(dir.clone(), id);
+                    }
                     self.watched.insert(dir);
                 }
                 Err(e) => {
@@ -431,6 +439,26 @@ impl State {
         if due.is_empty() {
             return;
         }
+        // A watched directory its path no longer names, though no event
+        // said so: an ancestor was replaced (`mv /etc/tls /etc/tls.old; mv
+        // /etc/tls.new /etc/tls` tells only the unwatched parent), or a
+        // delete and recreate was lost in an overflow. The poll saw the
+        // files change; the watch must follow too, or events stay on the
+        // old directory for good.
+        for s in &due {
+            let Some(t) = self.subjects.get(s) else {
+                continue;
+            };
+            for (dir, _) in &t.links {
+                if self
+                    .watched_ids
+                    .get(dir)
+                    .is_some_and(|id| dir_id(dir) != Some(*id))
+                {
+                    self.moved.insert(dir.clone());
+                }
+            }
+        }
         // Directories whose watch may need to change: first those whose
         // watch no longer follows their path.
         let mut touched = std::mem::take(&mut self.moved);
@@ -439,6 +467,7 @@ impl State {
                 // Gone already when the directory was deleted.
                 let _ = notify.unwatch(dir);
                 self.watched.remove(dir);
+                self.watched_ids.remove(dir);
             }
         }
         let mut leading = Leading::default();
@@ -523,6 +552,12 @@ pub(super) fn may_change_content(kind: &EventKind) -> bool {
     }
 }
 
+/// The directory `dir` names now: its device and inode.
+fn dir_id(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,6 +625,42 @@ mod tests {
         let wanted: HashSet<PathBuf> = by_dir.keys().cloned().collect();
         assert_eq!(state.watched, wanted);
         assert!(!state.watched.contains(&a.join(old_dir)));
+    }
+
+    /// A watched directory whose ancestor was replaced (`mv tls tls.old;
+    /// mv tls.new tls`: no event reaches the watch) is watched again where
+    /// its path now leads once the poll has seen its files change: later
+    /// writes in it raise events. The watch used to stay on the old
+    /// directory for good, leaving the poll alone to see rotations.
+    #[test]
+    fn a_watch_follows_its_path_when_an_ancestor_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        for (tls, content) in [("tls", "1"), ("tls.new", "2")] {
+            std::fs::create_dir_all(d.path().join(tls).join("current")).unwrap();
+            std::fs::write(d.path().join(tls).join("current/tls.crt"), content).unwrap();
+        }
+        let (events, seen) = std::sync::mpsc::channel();
+        let notify = notify::recommended_watcher(move |ev| {
+            let _ = events.send(ev);
+        })
+        .unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        let mut state = State::new(cfg(true, 0), Some(notify), out);
+        let s = Subject::Entry("e".into());
+        let current = d.path().join("tls/current");
+        state.set(vec![(s.clone(), vec![current.join("tls.crt")])]);
+        std::fs::rename(d.path().join("tls"), d.path().join("tls.old")).unwrap();
+        std::fs::rename(d.path().join("tls.new"), d.path().join("tls")).unwrap();
+        // What a poll does when it sees the file's signature change.
+        state.mark(s.clone(), Duration::ZERO);
+        state.fire_due();
+        assert_eq!(rx.try_recv().ok(), Some(s));
+        while seen.try_recv().is_ok() {}
+        std::fs::write(current.join("tls.crt.new"), "3").unwrap();
+        let event = seen
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no event from the directory the path names now");
+        assert!(event.is_ok(), "{event:?}");
     }
 
     /// A poll pass that sees a change an event already scheduled never
