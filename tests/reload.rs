@@ -715,6 +715,63 @@ async fn a_removed_listener_closes_its_open_connections() {
     assert!(send.is_closed(), "the client may still send on it");
 }
 
+/// A listener renamed on the same address, and two listeners swapping
+/// their ports, apply live: the new listener serves on the socket the old
+/// one gives up. Binding it anew failed while the old one still listened,
+/// so both edits were rejected ("Address already in use").
+#[tokio::test]
+async fn a_renamed_listener_and_swapped_ports_keep_their_sockets() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["localhost"]),
+    );
+    s.pair("a", &a);
+    s.pair("b", &b);
+    let listeners = |first: (&str, u16), second: (&str, u16)| {
+        format!(
+            r#"
+listeners:
+  - name: {}
+    bind: 127.0.0.1:{}
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+  - name: {}
+    bind: 127.0.0.1:{}
+    tls: {{ certs: [{{ cert_file: b.crt, key_file: b.key }}] }}
+"#,
+            first.0, first.1, second.0, second.1
+        )
+    };
+    let cfg = s.config(&listeners(("one", 0), ("two", 0)));
+    let mut p = Proxy::start(&cfg);
+    let (one, two) = (p.listener_addr("one").await, p.listener_addr("two").await);
+    let reloaded = |v: &serde_json::Value| v["message"] == "configuration reloaded";
+    // Renamed, on the address it has.
+    write(&cfg, &listeners(("edge", one.port()), ("two", two.port())));
+    p.wait_log("rename applied", reloaded).await;
+    assert_eq!(p.listener_addr("edge").await, one);
+    assert_eq!(
+        served_leaf(one, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+    // The two swap ports: each address now serves the other's pair.
+    write(&cfg, &listeners(("edge", two.port()), ("two", one.port())));
+    wait_until(WAIT, "the swap served", || async {
+        served_leaf(one, "localhost", &ca.cert_pem)
+            .await
+            .ok()
+            .as_deref()
+            == Some(&*b.fingerprint)
+            && served_leaf(two, "localhost", &ca.cert_pem)
+                .await
+                .ok()
+                .as_deref()
+                == Some(&*a.fingerprint)
+    })
+    .await;
+}
+
 /// SIGHUP re-reads every file and the configuration even when nothing
 /// watches them (no events, a one-hour poll).
 #[tokio::test]

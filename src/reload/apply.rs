@@ -257,7 +257,10 @@ impl Reloader {
                 .filter(|o| o.config.bind == l.bind);
             let socket = match existing {
                 Some(_) => None,
-                None => match bind_std(l.bind, &self.rt) {
+                None => match self
+                    .handed_over(l, &new)
+                    .map_or_else(|| bind_std(l.bind, &self.rt), Ok)
+                {
                     Ok(s) => Some(s),
                     Err(e) => {
                         problems.push(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
@@ -410,6 +413,7 @@ impl Reloader {
     ) -> LiveListener {
         let (stop, stop_rx) = watch::channel(false);
         let bound = socket.local_addr().unwrap_or(config.bind);
+        let shared = socket.try_clone().ok();
         let _enter = self.rt.enter();
         let socket = tokio::net::TcpListener::from_std(socket)
             .expect("socket is non-blocking and the runtime is entered");
@@ -426,10 +430,32 @@ impl Reloader {
             config,
             live,
             bound,
+            socket: shared,
             key,
             stop,
             resolver,
         }
+    }
+
+    /// The socket of a running listener that gives up `l.bind` in the
+    /// configuration `new` (renamed, or moving elsewhere, as when two swap
+    /// ports): `l` serves on that very socket. Binding anew would fail
+    /// while it still listens (Linux refuses it even with SO_REUSEADDR),
+    /// so a rename or a swap was rejected. Both accept loops share it
+    /// until the old one stops, so no client is refused in between.
+    fn handed_over(&self, l: &ListenerConfig, new: &Config) -> Option<std::net::TcpListener> {
+        if l.bind.port() == 0 {
+            return None;
+        }
+        let (_, old) = self.listeners.iter().find(|(name, old)| {
+            old.bound == l.bind
+                && new
+                    .listeners
+                    .iter()
+                    .find(|n| n.name == **name)
+                    .is_none_or(|n| n.bind != old.config.bind)
+        })?;
+        old.socket.as_ref()?.try_clone().ok()
     }
 
     pub(super) fn client_auth_for(&self, name: &str, config: &ListenerConfig) -> ClientAuthConfig {

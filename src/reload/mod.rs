@@ -114,6 +114,9 @@ struct LiveListener {
     config: ListenerConfig,
     live: Arc<Listener>,
     bound: SocketAddr,
+    /// Its listening socket, shared with the accept loop, for a listener
+    /// that takes over the address in a reload ([`Reloader::handed_over`]).
+    socket: Option<std::net::TcpListener>,
     key: u64,
     stop: watch::Sender<bool>,
     /// The live snapshot's resolver: a rotation derives the next one from
