@@ -34,6 +34,10 @@ pub(super) struct State {
     /// The directory each watch was placed on (device, inode), to tell
     /// when its path names another one.
     watched_ids: HashMap<PathBuf, (u64, u64)>,
+    /// Directories whose watch failed, already said: while degraded every
+    /// report tries them again, and with thousands (an exhausted inotify
+    /// limit) a warning each time would flood the log at every rotation.
+    unwatchable: HashSet<PathBuf>,
     /// Watched directories that were themselves moved or deleted. inotify
     /// watches an inode, not a path: the watch went with the old directory
     /// (`mv certs certs.old`) or went away with it, while the path may
@@ -77,6 +81,7 @@ impl State {
             by_dir: HashMap::new(),
             watched: HashSet::new(),
             watched_ids: HashMap::new(),
+            unwatchable: HashSet::new(),
             moved: HashSet::new(),
             dirty: HashMap::new(),
             polling: Vec::new(),
@@ -240,9 +245,13 @@ impl State {
             self.watched.remove(&dir);
             self.watched_ids.remove(&dir);
         }
+        // No longer needed by any chain: a later failure there is news.
+        let by_dir = &self.by_dir;
+        self.unwatchable.retain(|d| by_dir.contains_key(d));
         for dir in missing {
             match notify.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
+                    self.unwatchable.remove(&dir);
                     if let Some(id) = dir_id(&dir) {
                         self.watched_ids.insert(dir.clone(), id);
                     }
@@ -257,8 +266,10 @@ impl State {
                     // drops it from the chains, and nothing is wrong.
                     if matches!(e.kind, notify::ErrorKind::PathNotFound) {
                         debug!(path = %dir.display(), "directory vanished before it could be watched; polling until the next re-arm");
-                    } else {
+                    } else if self.unwatchable.insert(dir.clone()) {
                         warn!(path = %dir.display(), error = %e, "cannot watch directory; relying on polling");
+                    } else {
+                        debug!(path = %dir.display(), error = %e, "cannot watch directory yet; still polling");
                     }
                     self.degraded = true;
                     crate::metrics::METRICS.watch_degraded.set(1);
@@ -661,6 +672,48 @@ mod tests {
             .recv_timeout(Duration::from_secs(10))
             .expect("no event from the directory the path names now");
         assert!(event.is_ok(), "{event:?}");
+    }
+
+    /// While degraded, every report tries failed watches again; one that
+    /// still fails is warned about once, not at every report (with
+    /// inotify's limit spent that is thousands of lines per rotation).
+    #[test]
+    fn a_directory_that_cannot_be_watched_is_warned_about_once() {
+        #[derive(Clone, Default)]
+        struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        // A directory no watch can be placed on (ELOOP).
+        let looped = d.path().join("loop");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        let logs = Capture::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let notify = notify::recommended_watcher(|_| {}).unwrap();
+            let (out, _rx) = mpsc::unbounded_channel();
+            let mut state = State::new(cfg(true, 0), Some(notify), out);
+            let s = Subject::Entry("e".into());
+            state.set(vec![(s.clone(), vec![looped.join("tls.crt")])]);
+            assert!(state.degraded);
+            for _ in 0..3 {
+                state.mark(s.clone(), Duration::ZERO);
+                state.fire_due();
+            }
+        });
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("cannot watch directory").count(), 1, "{text}");
     }
 
     /// A poll pass that sees a change an event already scheduled never
