@@ -194,6 +194,38 @@ async fn a_mismatched_key_fails_after_settle_timeout_and_is_measured() {
     .await;
 }
 
+/// A configuration that is rejected changes nothing, also in what the
+/// alerts watch: an entry failing under the running definition stays
+/// failing when a rejected edit would have redefined it with files that
+/// load (the reload used to clear its gauge while still planning).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_configuration_leaves_the_failing_gauge() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let config = watched_edge(&s, &ca, "300ms");
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let failing = r#"hotproxy_cert_reload_failing{entry="edge"}"#;
+    write(&s.path("edge.key"), &ca.server_pair(&["localhost"]).key_pem);
+    wait_until(WAIT, "failing gauge", || async move {
+        metric(api, failing).await == Some(1.0)
+    })
+    .await;
+    // edge redefined with files that load, and a listener whose files are
+    // not there: rejected as a whole.
+    s.pair("fresh", &ca.server_pair(&["localhost"]));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "cert_file: edge.crt, key_file: edge.key",
+        "cert_file: fresh.crt, key_file: fresh.key",
+    ) + "  - name: second\n    bind: 127.0.0.1:0\n    tls: { certs: [ { cert_file: missing.crt, key_file: missing.key } ] }\n";
+    write(&config, &text);
+    p.wait_log("rejected", |v| {
+        v["message"] == "configuration rejected; the running configuration stays"
+    })
+    .await;
+    assert_eq!(metric(api, failing).await, Some(1.0));
+}
+
 /// Every SIGHUP says how it went and counts; a configuration restored after
 /// a rejected one is logged and counted (before: nothing moved); an applied
 /// one says what changed.

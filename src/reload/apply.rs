@@ -164,6 +164,7 @@ impl Reloader {
 
         // 1. Entries: keep the live state of unchanged ones, load the rest.
         let mut entries = BTreeMap::new();
+        let mut settled = Vec::new();
         for spec in &new.entries {
             if let Some(old) = self
                 .entries
@@ -179,8 +180,8 @@ impl Reloader {
                     entry.current = Some(Arc::new(loaded));
                     entry.last_reload = ReloadResult::success();
                     // Redefined and loading: a previous definition's
-                    // pending or failing state is over.
-                    set_state(&spec.id, State::Settled);
+                    // pending or failing state is over, once committed.
+                    settled.push(spec.id.clone());
                 }
                 Err(e) if refs.contains_key(&spec.id) => {
                     problems.push(format!("entry {}: {e}", spec.id));
@@ -278,6 +279,9 @@ impl Reloader {
         crate::access_log::configure(new.access_log.as_ref())?;
 
         // 4. Commit: nothing below can fail.
+        for id in settled {
+            set_state(&id, State::Settled);
+        }
         let removed_entries: Vec<(String, &'static str)> = self
             .entries
             .iter()
