@@ -377,9 +377,15 @@ impl State {
 
     /// Look at the next [`POLL_SLICE`] subjects of the poll under way.
     fn poll(&mut self) {
-        let began = Instant::now();
+        // CPU time, not time on the clock: on NFS or EFS a stat waits on
+        // the network without using the CPU the stretch protects, and a
+        // 30 s stall would otherwise push the next pass 10 minutes out.
+        let (cpu, clock) = (thread_cpu(), Instant::now());
         self.poll_slice();
-        self.pass_busy += began.elapsed();
+        self.pass_busy += match (cpu, thread_cpu()) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => clock.elapsed(),
+        };
         if self.polling.is_empty() {
             self.pass_done();
         }
@@ -563,6 +569,14 @@ pub(super) fn may_change_content(kind: &EventKind) -> bool {
     }
 }
 
+/// CPU time the calling thread (the watcher's) has used, as the kernel's
+/// scheduler counts it (`/proc/thread-self/schedstat`, in nanoseconds).
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 /// The directory `dir` names now: its device and inode.
 fn dir_id(dir: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -714,6 +728,32 @@ mod tests {
         });
         let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.matches("cannot watch directory").count(), 1, "{text}");
+    }
+
+    /// The poll's cost is the CPU it uses: time a stat spends waiting (a
+    /// network filesystem) is not counted, so it does not stretch the next
+    /// pass. A thread that sleeps uses none.
+    #[test]
+    fn waiting_is_not_counted_as_the_polls_cost() {
+        let cpu = || thread_cpu().expect("the kernel's schedstat");
+        let before = cpu();
+        let began = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        let waited = began.elapsed();
+        let used = cpu().saturating_sub(before);
+        assert!(used < waited / 2, "{used:?} of CPU over {waited:?} asleep");
+        // And it moves when the thread works (bounded: a count, not a clock).
+        let before = cpu();
+        let mut x = 0u64;
+        for _ in 0..1_000 {
+            if cpu() > before {
+                return;
+            }
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        panic!("no CPU counted for work ({x})");
     }
 
     /// A poll pass that sees a change an event already scheduled never
