@@ -107,6 +107,13 @@ fn chain(path: &Path, leading: &mut Leading) -> Vec<(Link, Sig)> {
     let mut hops = 0;
     while let Some(c) = todo.first().cloned() {
         todo.remove(0);
+        if c == ".." {
+            // As the kernel does: the parent of the directory reached so
+            // far, which is a real one (every symlink on the way was
+            // followed), not the path's text with its last name removed.
+            prefix.pop();
+            continue;
+        }
         let candidate = prefix.join(&c);
         let last = todo.is_empty();
         let seen = leading.look(&candidate, last);
@@ -144,20 +151,47 @@ fn chain(path: &Path, leading: &mut Leading) -> Vec<(Link, Sig)> {
     links
 }
 
-/// Normal components of an absolute path, with `.` and `..` applied
-/// lexically (after symlinks are resolved by `chain`, which restarts from `/`).
+/// The names of an absolute path, `..` included: `chain` applies it where
+/// the kernel does, after the symlinks before it (`/etc/hotproxy/../ssl`
+/// with `/etc/hotproxy` a symlink to `/opt/hotproxy/etc` is `/opt/hotproxy/ssl`,
+/// the file the reloader reads, not `/etc/ssl`).
 fn components(path: &Path) -> Vec<OsString> {
-    let mut out: Vec<OsString> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n.to_os_string()),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `..` after a symlinked directory leads where the kernel goes (the
+    /// file the reloader reads), not where the path's text would.
+    #[test]
+    fn dot_dot_after_a_symlink_is_the_kernels() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("opt/hotproxy");
+        std::fs::create_dir_all(real.join("etc")).unwrap();
+        std::fs::create_dir_all(real.join("ssl")).unwrap();
+        std::fs::write(real.join("ssl/server.crt"), "x").unwrap();
+        std::os::unix::fs::symlink(real.join("etc"), d.path().join("etc")).unwrap();
+        let path = d.path().join("etc/../ssl/server.crt");
+        assert!(std::fs::read(&path).is_ok(), "the kernel finds it");
+        let links = chain(&path, &mut Leading::default());
+        let ((dir, name), sig) = links.last().unwrap();
+        assert_eq!(
+            (dir.as_path(), name.as_os_str()),
+            (
+                real.join("ssl").as_path(),
+                std::ffi::OsStr::new("server.crt")
+            )
+        );
+        assert!(matches!(sig, Sig::Present { .. }), "{sig:?}");
     }
-    out
 }
 
 /// Time since the newest inode change (content, rename, chmod) in a chain.
