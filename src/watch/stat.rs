@@ -165,6 +165,23 @@ fn components(path: &Path) -> Vec<OsString> {
         .collect()
 }
 
+/// Time since the newest inode change (content, rename, chmod) in a chain.
+pub(super) fn last_change_ago(sigs: &[Sig]) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    let newest = sigs
+        .iter()
+        .filter_map(|s| match s {
+            Sig::Present { ctime_ns, .. } => Some(*ctime_ns),
+            Sig::Missing => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Duration::from_nanos(now.saturating_sub(newest).max(0) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,21 +209,4 @@ mod tests {
         );
         assert!(matches!(sig, Sig::Present { .. }), "{sig:?}");
     }
-}
-
-/// Time since the newest inode change (content, rename, chmod) in a chain.
-pub(super) fn last_change_ago(sigs: &[Sig]) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64;
-    let newest = sigs
-        .iter()
-        .filter_map(|s| match s {
-            Sig::Present { ctime_ns, .. } => Some(*ctime_ns),
-            Sig::Missing => None,
-        })
-        .max()
-        .unwrap_or(0);
-    Duration::from_nanos(now.saturating_sub(newest).max(0) as u64)
 }
