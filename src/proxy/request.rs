@@ -148,7 +148,8 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
     }
     // One spelling of the host: a fully qualified name's trailing dot is
     // dropped (as nginx does), so `admin.example.` cannot miss the route
-    // (and `allow`) of `admin.example`.
+    // (and `allow`) of `admin.example`; an IPv6 literal is written as a
+    // route's `host` is.
     if let Some(h) = req.headers().get(header::HOST)
         && let Some(fixed) = h.to_str().ok().and_then(without_root_dot)
     {
@@ -206,10 +207,14 @@ pub fn authority<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// `authority` without the trailing dot of its host (`a.example.:443` is
-/// `a.example:443`); `None` when it has none.
+/// `a.example:443`), or with its IPv6 literal in the one form a route's
+/// `host` is stored in (`[2001:DB8:0:0::10]` is `[2001:db8::10]`, so it
+/// cannot miss that route and its rules); `None` when it is so already.
 fn without_root_dot(authority: &str) -> Option<String> {
-    if authority.starts_with('[') {
-        return None;
+    if let Some(literal) = authority.strip_prefix('[') {
+        let (ip, port) = literal.split_once(']')?;
+        let canonical = ip.parse::<std::net::Ipv6Addr>().ok()?.to_string();
+        return (canonical != ip).then(|| format!("[{canonical}]{port}"));
     }
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
@@ -301,6 +306,19 @@ mod tests {
         assert_eq!(without_root_dot("a.test"), None);
         assert_eq!(without_root_dot("a.test:8443"), None);
         assert_eq!(without_root_dot("[::1]:443"), None);
+        assert_eq!(
+            without_root_dot("[2001:DB8:0:0::10]:443"),
+            Some("[2001:db8::10]:443".into())
+        );
+        assert_eq!(
+            without_root_dot("[2001:0db8::10]"),
+            Some("[2001:db8::10]".into())
+        );
+        assert_eq!(without_root_dot("[2001:db8::10]"), None);
+        assert_eq!(
+            prepared(req(Version::HTTP_11, "/x", &["[2001:db8:0:0::10]:8443"])),
+            Ok((Some("[2001:db8::10]:8443".into()), "/x".into()))
+        );
         assert_eq!(without_root_dot("."), None);
         assert!(!valid_authority(b"a..test"));
         assert!(!valid_authority(b"a.test..:443"));
