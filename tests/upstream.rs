@@ -207,6 +207,44 @@ async fn an_active_check_reads_a_bounded_part_of_a_long_body() {
     );
 }
 
+/// An endpoint whose every connection is taken (a long poll holds the one
+/// `max_connections_per_server` allows) is busy, not failing: an active
+/// check that finds no connection free has no verdict. It counted as a
+/// failed check and took the endpoint out of service while it served.
+#[tokio::test]
+async fn an_active_check_on_a_busy_endpoint_has_no_verdict() {
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &[
+            "max_connections_per_server: 1",
+            "health: { active: { path: /echo, interval: 100ms, timeout: 300ms, unhealthy_after: 1 } }",
+        ],
+    ));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    // The one connection, held by a request the backend never answers.
+    let held =
+        tokio::spawn(async move { get(addr, "a.example.com", cfg, false, "/hang", &[]).await });
+    let hanging = || b.slow_in_flight.load(Ordering::SeqCst);
+    wait_until(WAIT, "the long poll holds the connection", || async {
+        hanging() == 1
+    })
+    .await;
+    p.wait_log("a check while busy", |v| {
+        v["message"] == "active check skipped: every connection to the endpoint is taken"
+    })
+    .await;
+    let out = "upstream endpoint failed its active checks; out of service";
+    assert!(
+        !p.logs().iter().any(|l| l.contains(out)),
+        "a busy endpoint was taken out of service"
+    );
+    held.abort();
+}
+
 /// A pooled connection the upstream closed while it sat idle (no
 /// `Connection: close`, just close_notify and FIN) is noticed when taken
 /// from the pool and replaced: the client never sees it.

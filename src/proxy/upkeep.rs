@@ -10,10 +10,13 @@ use http::Request;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http_body_util::BodyExt;
+use tracing::debug;
 
 use crate::config::ActiveHealth;
 use crate::proxy::body::ClientBody;
+use crate::proxy::failure::Failure;
 use crate::proxy::forward::{BoxError, ResponseBody, Upstream};
+use crate::upstream::conn::DialError;
 
 impl Upstream {
     /// Out of service (replaced by an edit, or `removed`): close its idle
@@ -106,22 +109,39 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 // An unanswered check retires its HTTP/2 connection, as an
                 // unanswered request does: checks find a silent one first.
                 let timed_out = AtomicBool::new(false);
+                // Every connection the endpoint may have is taken: it is
+                // busy, which says nothing of its health (as for passive
+                // health); the check has no verdict.
+                let busy = AtomicBool::new(false);
+                // One deadline for both: a check that waited all of it for
+                // a connection ends as busy, not as timed out.
+                let until = tokio::time::Instant::now() + active.timeout;
                 let probe = async {
-                    let until = tokio::time::Instant::now() + active.timeout;
-                    let resp = u
+                    let resp = match u
                         .send(&m.endpoint, req, pq, false, &|| false, &timed_out, until)
                         .await
-                        .ok()?;
+                    {
+                        Ok(resp) => resp,
+                        Err((Failure::Dial(DialError::Limit(_)), _)) => {
+                            busy.store(true, Ordering::Release);
+                            return None;
+                        }
+                        Err(_) => return None,
+                    };
                     let ok = resp.status().is_success() || resp.status().is_redirection();
                     drain_check_body(resp.into_body()).await.ok()?;
                     Some(ok)
                 };
                 let passed = {
                     let mut probe = std::pin::pin!(probe);
-                    let r = tokio::time::timeout(active.timeout, probe.as_mut()).await;
+                    let r = tokio::time::timeout_at(until, probe.as_mut()).await;
                     timed_out.store(r.is_err(), Ordering::Release);
                     r == Ok(Some(true))
                 };
+                if busy.load(Ordering::Acquire) {
+                    debug!(upstream = %u.name, endpoint = %m.label, "active check skipped: every connection to the endpoint is taken");
+                    return;
+                }
                 members.checked(m, passed, active);
             }
         });
