@@ -346,6 +346,15 @@ impl CodeCounters {
             .get_or_init(|| (100..600).map(|_| std::sync::OnceLock::new()).collect());
         Some(codes.get(i)?.get_or_init(resolve))
     }
+
+    /// The codes counted so far (each has its series).
+    pub fn used(&self) -> impl Iterator<Item = u16> + '_ {
+        self.codes.get().into_iter().flat_map(|codes| {
+            (100u16..)
+                .zip(codes.iter())
+                .filter_map(|(code, c)| c.get().map(|_| code))
+        })
+    }
 }
 
 /// `hotproxy_http_requests_total` and `hotproxy_http_request_duration_seconds`

@@ -577,6 +577,13 @@ async fn changing_addresses_spread_and_drain() {
         &m,
         "hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1",
     );
+    // The removed pod's request counters go with it (a headless Service's
+    // addresses change with every rollout); the pod that stays keeps its.
+    let series = |pod: std::net::SocketAddr| {
+        format!("hotproxy_upstream_requests_total{{upstream=\"app\",endpoint=\"{pod}\",")
+    };
+    assert!(!m.contains(&series(a.addr)), "{m}");
+    assert!(m.contains(&series(b.addr)), "{m}");
     drop(hosts);
 }
 

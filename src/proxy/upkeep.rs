@@ -21,14 +21,14 @@ use crate::upstream::conn::DialError;
 impl Upstream {
     /// Out of service (replaced by an edit, or `removed`): close its idle
     /// connections, stop sharing its HTTP/2 ones, and close busy ones as
-    /// their requests end; a removed upstream's gauge goes too.
+    /// their requests end; a removed upstream's series go too.
     pub fn retire(&self, removed: bool) {
         let members = self.members.load();
         for m in &members.members {
             m.endpoint.pool.drain();
         }
         if removed {
-            members.forget_gauge();
+            members.forget();
         }
     }
 

@@ -58,6 +58,20 @@ impl Drop for InFlight<'_> {
 }
 
 impl Member {
+    /// Remove this endpoint's `hotproxy_upstream_requests_total` series:
+    /// it is gone (re-resolution removed its address, or its upstream was
+    /// removed). A headless Service's pods come and go with every rollout;
+    /// their series would pile up for the life of the process.
+    pub fn forget_requests(&self, upstream: &str) {
+        for code in self.answered.used() {
+            METRICS.upstream_requests.remove(&EndpointRequestLabels {
+                upstream: upstream.to_owned(),
+                endpoint: self.label.clone(),
+                code: code.to_string(),
+            });
+        }
+    }
+
     pub fn new(endpoint: Arc<Endpoint>) -> Arc<Member> {
         Arc::new(Member {
             label: endpoint.authority.to_string(),
@@ -97,6 +111,14 @@ impl Members {
     }
 
     /// The upstream is gone: its `hotproxy_upstream_endpoints` series too.
+    /// Remove every series of this upstream's endpoints (it was removed).
+    pub fn forget(&self) {
+        self.forget_gauge();
+        for m in &self.members {
+            m.forget_requests(&self.upstream);
+        }
+    }
+
     pub fn forget_gauge(&self) {
         for state in STATES {
             METRICS.upstream_endpoints.remove(&EndpointStateLabels {

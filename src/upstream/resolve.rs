@@ -226,6 +226,7 @@ impl Resolution {
         {
             info!(upstream = %self.upstream, endpoint = %gone.label, "upstream endpoint removed; draining its pool");
             gone.endpoint.pool.drain();
+            gone.forget_requests(&self.upstream);
         }
         Members::new(
             self.upstream.clone(),
