@@ -207,6 +207,61 @@ async fn an_active_check_reads_a_bounded_part_of_a_long_body() {
     );
 }
 
+/// A request still in flight on a removed upstream does not bring its
+/// endpoint gauge back: its failure ejects an endpoint of a set no longer
+/// in service, which used to publish that set's counts again, for good.
+#[tokio::test]
+async fn a_request_on_a_removed_upstream_does_not_bring_its_gauge_back() {
+    let w = world();
+    let (b1, b2) = (
+        Backend::start_h1("b1", &w.backend_pair, None).await,
+        Backend::start_h1("b2", &w.backend_pair, None).await,
+    );
+    let tls = "tls: { ca: { ca_file: backend-ca.crt }, server_name: backend.local }";
+    let app = format!(
+        "\n  - name: app\n    servers: [https://{}]\n    {tls}",
+        b1.addr
+    );
+    let spare = format!(
+        "\n  - name: spare\n    servers: [https://{}, https://{}]\n    request_timeout: 1s\n    retries: {{ attempts: 0 }}\n    health: {{ passive: {{ consecutive_failures: 1 }} }}\n    {tls}",
+        b1.addr, b2.addr
+    );
+    let config = w.scene.public_config(
+        "[{ path_prefix: /hang, upstream: spare }, { upstream: app }]",
+        &format!("{app}{spare}"),
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    let gauge = "hotproxy_upstream_endpoints{upstream=\"spare\",state=\"healthy\"} 2";
+    wait_metric(admin_addr, gauge, WAIT).await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let held =
+        tokio::spawn(async move { get(addr, "a.example.com", cfg, false, "/hang", &[]).await });
+    let hanging =
+        || b1.slow_in_flight.load(Ordering::SeqCst) + b2.slow_in_flight.load(Ordering::SeqCst);
+    wait_until(WAIT, "the request is at a backend", || async {
+        hanging() == 1
+    })
+    .await;
+    // spare removed while its request waits out request_timeout.
+    assert_eq!(w.scene.public_config("[{ upstream: app }]", &app), config);
+    p.signal("HUP");
+    p.wait_log("the removal", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(held.await.unwrap().unwrap().status, 504);
+    p.wait_log("the ejection", |v| {
+        v["message"] == "upstream endpoint ejected"
+    })
+    .await;
+    let m = metrics_text(admin_addr).await;
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("hotproxy_upstream_endpoints{upstream=\"spare\"")),
+        "{m}"
+    );
+}
+
 /// An endpoint whose every connection is taken (a long poll holds the one
 /// `max_connections_per_server` allows) is busy, not failing: an active
 /// check that finds no connection free has no verdict. It counted as a

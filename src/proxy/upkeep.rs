@@ -23,6 +23,9 @@ impl Upstream {
     /// connections, stop sharing its HTTP/2 ones, and close busy ones as
     /// their requests end; a removed upstream's series go too.
     pub fn retire(&self, removed: bool) {
+        // Before the gauge goes: a request still in flight on it must not
+        // write it back (nor, replaced, over its successor's).
+        self.resolution.publishing.retire();
         let members = self.members.load();
         for m in &members.members {
             m.endpoint.pool.drain();

@@ -39,9 +39,31 @@ pub struct Member {
     streak: std::sync::atomic::AtomicI32,
 }
 
+/// Which of an upstream's endpoint sets may write its gauge: the newest
+/// one published, and none once the upstream is retired. A request or an
+/// active check holds the set it started with; its failure must not write
+/// an older set's counts over the current one's, nor bring back the
+/// series of an upstream that was removed or replaced meanwhile.
+#[derive(Default)]
+pub struct Publishing {
+    sets: std::sync::atomic::AtomicU64,
+    newest: std::sync::atomic::AtomicU64,
+    retired: AtomicBool,
+}
+
+impl Publishing {
+    /// The upstream is out of service: no set of it writes the gauge again.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
 /// The endpoints of one upstream.
 pub struct Members {
     upstream: Arc<str>,
+    /// This set's place among its upstream's, and who may publish.
+    set: u64,
+    publishing: Arc<Publishing>,
     pub members: Vec<Arc<Member>>,
     picker: Picker,
     balance: Balance,
@@ -93,12 +115,15 @@ impl Members {
     /// then rejected must not show in the metrics.
     pub fn new(
         upstream: Arc<str>,
+        publishing: Arc<Publishing>,
         members: Vec<Arc<Member>>,
         balance: Balance,
         passive: PassiveHealth,
     ) -> Members {
         Members {
             upstream,
+            set: publishing.sets.fetch_add(1, Ordering::Relaxed) + 1,
+            publishing,
             members,
             picker: Picker::default(),
             balance,
@@ -128,8 +153,15 @@ impl Members {
         }
     }
 
-    /// `hotproxy_upstream_endpoints{upstream,state}` from the members' flags.
+    /// `hotproxy_upstream_endpoints{upstream,state}` from the members'
+    /// flags, unless a newer set was published or the upstream is retired.
     pub fn publish(&self) {
+        let p = &self.publishing;
+        if p.retired.load(Ordering::Acquire)
+            || p.newest.fetch_max(self.set, Ordering::AcqRel) > self.set
+        {
+            return;
+        }
         let unhealthy = self
             .members
             .iter()

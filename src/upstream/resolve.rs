@@ -20,7 +20,7 @@ use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::upstream::conn::Dialer;
 use crate::upstream::endpoint::Endpoint;
-use crate::upstream::members::{Member, Members};
+use crate::upstream::members::{Member, Members, Publishing};
 
 /// An upstream's servers and what their names last resolved to.
 pub struct Resolution {
@@ -32,6 +32,8 @@ pub struct Resolution {
     last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
+    /// Shared by every endpoint set this resolution makes.
+    pub publishing: Arc<Publishing>,
 }
 
 fn is_name(host: &str) -> bool {
@@ -76,6 +78,7 @@ impl Resolution {
             dialer,
             last: Mutex::new(vec![None; n]),
             failing: Mutex::new(vec![false; n]),
+            publishing: Arc::default(),
         }
     }
 
@@ -230,6 +233,7 @@ impl Resolution {
         }
         Members::new(
             self.upstream.clone(),
+            self.publishing.clone(),
             members,
             self.config.balance,
             self.config.health.passive,
