@@ -101,6 +101,7 @@ pub async fn serve(config: Config) -> ExitCode {
         "shutting down: no new connections, draining open ones"
     );
     let _ = shutdown_tx.send(true);
+    handle.send(Command::Call(Box::new(|r| r.release_sockets())));
     if tokio::time::timeout(grace, drain.wait_idle())
         .await
         .is_err()

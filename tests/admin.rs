@@ -496,6 +496,62 @@ async fn catalogue_crud_and_store() {
     assert!(err.contains("store.key") && err.contains("0644"), "{err}");
 }
 
+/// A listener's rotation is all or nothing (SPEC §4): with one pair's new
+/// files good and the other's key not matching, neither changes (the good
+/// one used to go live while the answer said the previous material stays).
+#[tokio::test]
+async fn a_listener_rotation_with_one_bad_pair_changes_nothing() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (one, two) = (
+        ca.server_pair(&["one.localhost"]),
+        ca.server_pair(&["two.localhost"]),
+    );
+    s.pair("one", &one);
+    s.pair("two", &two);
+    write(&s.path("editor.token"), &format!("{EDITOR}\n"));
+    let cfg = s.config(
+        r#"
+watch: { events: false, poll_interval: 1h }
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{ role: editor, token_file: editor.token }]
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ cert_file: one.crt, key_file: one.key }, { cert_file: two.crt, key_file: two.key }]
+"#,
+    );
+    let mut p = Proxy::start(&cfg);
+    let (addr, api) = (p.listener_addr("public").await, p.admin_addr().await);
+    // one: a good renewal; two: a key that is not its certificate's.
+    let renewed = ca.server_pair(&["one.localhost"]);
+    mv_over(&s.path("one.key"), &renewed.key_pem);
+    mv_over(&s.path("one.crt"), &renewed.cert_pem);
+    mv_over(
+        &s.path("two.key"),
+        &ca.server_pair(&["two.localhost"]).key_pem,
+    );
+    let r = admin(
+        api,
+        "POST",
+        "/api/v1/listeners/public/rotate",
+        Some(EDITOR),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    for (sni, pair) in [("one.localhost", &one), ("two.localhost", &two)] {
+        assert_eq!(
+            served_leaf(addr, sni, &ca.cert_pem).await.unwrap(),
+            pair.fingerprint,
+            "{sni} changed"
+        );
+    }
+}
+
 /// A rotation through the API is what the next TLS client sees; invalid
 /// material is 422 and the old pair keeps serving.
 #[tokio::test]

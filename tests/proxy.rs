@@ -521,6 +521,41 @@ async fn graceful_shutdown() {
     assert!(p.wait_exit(Duration::from_secs(10)).await.success());
 }
 
+/// Once shutdown begins the listening port is closed, while open
+/// connections drain: a new client is refused at once and tries another
+/// pod. (The reloader's handle on each socket, kept for a listener that
+/// takes over an address, held the port open for the whole drain, with
+/// connections queued that nobody accepted.)
+#[tokio::test]
+async fn a_shutdown_closes_the_port_while_connections_drain() {
+    let w = world().await;
+    let hang = "      - { path_prefix: /hang, upstream: echo }";
+    let mut p = Proxy::start(&config(&w, "{ mode: none }", hang));
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    // A request the backend never answers keeps the drain going (30 s).
+    let held =
+        tokio::spawn(async move { get(addr, "a.example.com", client, false, "/hang", &[]).await });
+    wait_until(WAIT, "the request is at the backend", || async {
+        w.backend
+            .slow_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    p.signal("TERM");
+    p.wait_log("shutdown began", |v| {
+        v["message"] == "shutting down: no new connections, draining open ones"
+    })
+    .await;
+    wait_until(WAIT, "the port refuses new connections", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(!held.is_finished(), "the drain is over already");
+    held.abort();
+}
+
 /// A `--log-level` typo is refused at once, naming the word: tracing would
 /// read `warning` as a target and show no line at all, errors included.
 #[test]

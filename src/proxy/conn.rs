@@ -267,9 +267,10 @@ pub struct Driver<'a> {
     pub activity: &'a Activity,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Process shutdown (the admin listener), or the listener's `closing`.
     pub shutdown: watch::Receiver<bool>,
-    /// How long requests in flight may still run once `also_close` has
-    /// closed the connection gracefully; then it is cut.
+    /// How long requests in flight may still run once `shutdown` or
+    /// `also_close` has closed the connection gracefully; then it is cut.
     pub also_close_grace: Duration,
     /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
     pub stalls: Option<(&'a Stalls, Duration)>,
@@ -405,8 +406,16 @@ impl Driver<'_> {
                     sleep.as_mut().reset(next.into());
                 }
                 _ = self.shutdown.wait_for(|s| *s), if !closing => {
+                    // Shutting down, or the listener is gone: what is still
+                    // in flight after the grace is cut (at shutdown the
+                    // process has ended by then).
+                    let now = Instant::now();
                     closing = true;
-                    closing_at = Some(Instant::now());
+                    closing_at = Some(now);
+                    let at = now + self.also_close_grace;
+                    cut_at = Some(at);
+                    let due = sleep.deadline().into_std().min(at);
+                    sleep.as_mut().reset(due.into());
                     graceful(conn.as_mut());
                 }
                 _ = also_close.as_mut(), if cut_at.is_none() => {

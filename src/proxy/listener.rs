@@ -35,7 +35,7 @@ use crate::proxy::forward::{
     RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
 };
 use crate::proxy::front::{self, Front};
-use crate::proxy::lifetime::{Lifetime, Over};
+use crate::proxy::lifetime::Lifetime;
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
@@ -122,9 +122,18 @@ pub struct Listener {
     /// Bumped whenever `tls` is replaced; connections compare it with the
     /// generation they started with to honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
-    /// Set once a reload removed the listener or bound it elsewhere: its
-    /// connections close ([`crate::proxy::lifetime`]).
-    pub retired: watch::Sender<bool>,
+    /// Set once its accept loop stops: a reload removed the listener or
+    /// bound it elsewhere, or the process is shutting down. Its connections
+    /// close as at shutdown (requests in flight may finish within
+    /// `runtime.shutdown_grace`; a removed listener's tunnels end at once,
+    /// see `removed`): they would go on
+    /// with its old routes and rules (nginx's old workers and Envoy's
+    /// listener drain end them too). The one signal a connection's driver
+    /// watches for both.
+    pub closing: watch::Sender<bool>,
+    /// Set when a reload removed the listener or bound it elsewhere (not
+    /// at shutdown, when tunnels drain with the rest): its tunnels end.
+    pub removed: watch::Sender<bool>,
     /// Metadata of the served pairs, for `GET /api/v1/listeners/{name}/cert`.
     /// Each behind its own `Arc`, so a rotation copies pointers, not metadata.
     pub served: ArcSwap<Vec<Arc<ServedCert>>>,
@@ -173,7 +182,8 @@ impl Listener {
             settings: ArcSwap::new(Settings::new(limits)),
             front: ArcSwap::from_pointee(Front::default()),
             generation: watch::Sender::new(0),
-            retired: watch::Sender::new(false),
+            closing: watch::Sender::new(false),
+            removed: watch::Sender::new(false),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
             limits_changed: tokio::sync::Notify::new(),
@@ -194,13 +204,6 @@ impl Listener {
                 .clone(),
             unrouted: metrics::RouteMetrics::new(name, ""),
         })
-    }
-
-    /// A reload removed this listener or bound it elsewhere: its open
-    /// connections close as at shutdown (requests in flight may finish
-    /// within `runtime.shutdown_grace`), and its tunnels now.
-    pub fn retire(&self) {
-        self.retired.send_replace(true);
     }
 
     /// Serve new connections with `tls` from now on.
@@ -370,14 +373,13 @@ pub async fn serve(
             _ = shutdown_rx.wait_for(|s| *s) => break,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
-        tokio::spawn(connection(
-            listener.clone(),
-            stream,
-            peer,
-            slot,
-            shutdown.clone(),
-        ));
+        tokio::spawn(connection(listener.clone(), stream, peer, slot));
     }
+    // Removed, re-bound or shutting down: its connections close too.
+    if *stop.borrow() {
+        listener.removed.send_replace(true);
+    }
+    listener.closing.send_replace(true);
     debug!(listener = %listener.name, "accept loop stopped");
 }
 
@@ -421,7 +423,6 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     slot: Arc<Slot>,
-    shutdown: Shutdown,
 ) {
     let accepted = Instant::now();
     let _ = stream.set_nodelay(true);
@@ -565,7 +566,6 @@ async fn connection(
         limits.max_connection_lifetime,
         generation,
         &listener.generation,
-        &listener.retired,
     );
     let stalls = is_h2.then(Stalls::new);
     let conn_ctx = ctx.clone();
@@ -576,6 +576,7 @@ async fn connection(
         let tunnel = Arc::new(TunnelLimits {
             idle: limits.tunnel_idle_timeout,
             lifetime: lifetime.clone(),
+            removed: listener.removed.subscribe(),
         });
         service_fn(move |req: Request<Incoming>| {
             let listener = listener.clone();
@@ -613,20 +614,14 @@ async fn connection(
         activity: &activity,
         header_read_timeout: limits.header_read_timeout,
         idle_timeout: limits.idle_timeout,
-        shutdown,
+        shutdown: listener.closing.subscribe(),
         also_close_grace: grace,
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
         send_timeout: limits.send_timeout,
     };
     let lifetime_over = async {
-        match lifetime.over().await {
-            Over::Rotated => {
-                debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
-            }
-            Over::Retired => {
-                debug!(listener = %listener.name, peer = %peer, "closing connection of a removed listener");
-            }
-        }
+        lifetime.over().await;
+        debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
     };
     // The connection is built inside the block that boxes it: a local
     // still in scope at the `await` would be kept in this future.

@@ -94,6 +94,9 @@ pub struct TunnelLimits {
     pub idle: Duration,
     /// The client connection's `max_connection_lifetime`.
     pub lifetime: Lifetime,
+    /// The listener's `removed`: removed or re-bound by a reload, its
+    /// tunnels end (at shutdown they drain with the rest).
+    pub removed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Copy bytes both ways between the client and the upstream once both
@@ -111,6 +114,9 @@ pub fn spawn<H: Send + 'static>(
         let idle_timeout = limits.idle;
         let lifetime_over = limits.lifetime.over();
         tokio::pin!(lifetime_over);
+        let mut removed_rx = limits.removed.clone();
+        let removed = removed_rx.wait_for(|r| *r);
+        tokio::pin!(removed);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {
@@ -130,8 +136,12 @@ pub fn spawn<H: Send + 'static>(
                     debug!(listener = %listener, bytes = ?res.map_err(|e| e.to_string()), "tunnel closed");
                     return;
                 }
-                over = &mut lifetime_over => {
-                    debug!(listener = %listener, reason = over.as_str(), "tunnel closed");
+                () = &mut lifetime_over => {
+                    debug!(listener = %listener, reason = "max_connection_lifetime", "tunnel closed");
+                    return;
+                }
+                _ = &mut removed => {
+                    debug!(listener = %listener, reason = "listener_removed", "tunnel closed");
                     return;
                 }
                 _ = tokio::time::sleep_until(quiet_until.into()) => {

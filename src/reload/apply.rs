@@ -361,7 +361,6 @@ impl Reloader {
                 (Some(socket), old) => {
                     if let Some(old) = old {
                         let _ = old.stop.send(true);
-                        old.live.retire();
                         info!(target: LOG, listener = %cfg.name, "listener re-bound; old address closed");
                     }
                     let live = Listener::new(
@@ -384,7 +383,6 @@ impl Reloader {
         }
         for (name, old) in std::mem::take(&mut self.listeners) {
             let _ = old.stop.send(true);
-            old.live.retire();
             info!(target: LOG, listener = %name, "listener removed");
         }
         self.listeners = live_listeners;
@@ -438,6 +436,16 @@ impl Reloader {
             key,
             stop,
             resolver,
+        }
+    }
+
+    /// Shutting down: let go of the listening sockets kept for a hand-over,
+    /// so that with the accept loops stopped the ports close now (a client
+    /// is refused at once and tries another pod) rather than when the
+    /// drain ends, with connections queued that nobody accepts.
+    pub fn release_sockets(&mut self) {
+        for l in self.listeners.values_mut() {
+            l.socket = None;
         }
     }
 

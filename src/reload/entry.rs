@@ -16,6 +16,24 @@ impl Reloader {
     /// Re-read one entry's files; swap it in if its content changed and is
     /// valid. Returns the problem when the material is refused (the old
     /// material stays) or `Ok(false)` when nothing changed.
+    /// Whether `id`'s files would load now, without applying them: a
+    /// rotation that applies all of its entries or none checks each first.
+    pub fn loads(&self, id: &str) -> Result<(), String> {
+        let Some(entry) = self.entries.get(id) else {
+            return Err(format!("no entry {id:?}"));
+        };
+        if entry.spec.source.is_inline() {
+            return Ok(());
+        }
+        let raw = pem::read_consistent(&entry.spec.source).map_err(|e| e.to_string())?;
+        if entry.current.as_ref().is_some_and(|c| c.hash == raw.hash) {
+            return Ok(());
+        }
+        pem::parse(entry.spec.kind, &entry.spec.source, &raw)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     pub fn reload_entry(&mut self, id: &str) -> Result<bool, String> {
         let Some(entry) = self.entries.get(id) else {
             return Err(format!("no entry {id:?}"));

@@ -207,7 +207,16 @@ async fn route(
                 let ids = r
                     .listener_entries(&name)
                     .ok_or_else(|| no_listener(&name))?;
-                let (status, body, _) = reload_many(r, ids)?;
+                // All or nothing (SPEC §4): every pair is checked before
+                // any is applied, so one bad pair leaves the others as
+                // they were too. Only the bad ones are re-read for real,
+                // to record and report their refusal.
+                let bad: Vec<String> = ids
+                    .iter()
+                    .filter(|id| r.loads(id).is_err())
+                    .cloned()
+                    .collect();
+                let (status, body, _) = reload_many(r, if bad.is_empty() { ids } else { bad })?;
                 if body["failed"].as_array().is_some_and(|f| !f.is_empty()) {
                     let mut p = problem(
                         StatusCode::UNPROCESSABLE_ENTITY,
