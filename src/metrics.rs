@@ -347,6 +347,12 @@ impl CodeCounters {
         Some(codes.get(i)?.get_or_init(resolve))
     }
 
+    /// The counter of `code` if it was made already.
+    pub fn cached(&self, code: u16) -> Option<&Counter> {
+        let i = usize::from(code.checked_sub(100)?);
+        self.codes.get()?.get(i)?.get()
+    }
+
     /// The codes counted so far (each has its series).
     pub fn used(&self) -> impl Iterator<Item = u16> + '_ {
         self.codes.get().into_iter().flat_map(|codes| {

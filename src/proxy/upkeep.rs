@@ -63,6 +63,10 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
         };
         tokio::time::sleep(interval).await;
         let Some(u) = upstream.upgrade() else { return };
+        if u.resolution.publishing.retired() {
+            // Replaced or removed; a request in flight keeps it alive.
+            return;
+        }
         let current = u.members.load_full();
         if let Some(next) = u.resolution.refresh(&current).await {
             next.publish();

@@ -37,6 +37,8 @@ pub struct Member {
     unhealthy: AtomicBool,
     /// Active checks passed (positive) or failed (negative) in a row.
     streak: std::sync::atomic::AtomicI32,
+    /// Its series were removed ([`Member::forget_requests`]).
+    gone: AtomicBool,
 }
 
 /// Which of an upstream's endpoint sets may write its gauge: the newest
@@ -55,6 +57,11 @@ impl Publishing {
     /// The upstream is out of service: no set of it writes the gauge again.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
+    }
+
+    /// Retired: replaced by an edit or removed.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 }
 
@@ -85,6 +92,9 @@ impl Member {
     /// removed). A headless Service's pods come and go with every rollout;
     /// their series would pile up for the life of the process.
     pub fn forget_requests(&self, upstream: &str) {
+        // Before the series go: a request still in flight on it must not
+        // make them again with a status it had not answered yet.
+        self.gone.store(true, Ordering::Release);
         for code in self.answered.used() {
             METRICS.upstream_requests.remove(&EndpointRequestLabels {
                 upstream: upstream.to_owned(),
@@ -104,6 +114,7 @@ impl Member {
             out: AtomicBool::new(false),
             unhealthy: AtomicBool::new(false),
             streak: std::sync::atomic::AtomicI32::new(0),
+            gone: AtomicBool::new(false),
         })
     }
 }
@@ -229,8 +240,17 @@ impl Members {
             endpoint: self.members[i].label.clone(),
             code: code.to_string(),
         };
+        let m = &self.members[i];
+        if m.gone.load(Ordering::Acquire) {
+            // Counted where it was cached (not exported any more), never
+            // made again.
+            if let Some(counter) = m.answered.cached(code) {
+                counter.inc();
+            }
+            return;
+        }
         let resolve = || METRICS.upstream_requests.get_or_create(&labels()).clone();
-        match self.members[i].answered.get(code, resolve) {
+        match m.answered.get(code, resolve) {
             Some(counter) => counter.inc(),
             None => METRICS.upstream_requests.get_or_create(&labels()).inc(),
         };

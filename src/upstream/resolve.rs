@@ -229,7 +229,11 @@ impl Resolution {
         {
             info!(upstream = %self.upstream, endpoint = %gone.label, "upstream endpoint removed; draining its pool");
             gone.endpoint.pool.drain();
-            gone.forget_requests(&self.upstream);
+            // A retired upstream's series are its successor's too (same
+            // labels): only the one in service removes them.
+            if !self.publishing.retired() {
+                gone.forget_requests(&self.upstream);
+            }
         }
         Members::new(
             self.upstream.clone(),
