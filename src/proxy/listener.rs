@@ -368,9 +368,13 @@ pub async fn serve(
             continue;
         }
         let (stream, peer) = tokio::select! {
-            a = acceptor.accept(&socket) => a,
+            // Stopped first: a listener whose socket another took over
+            // (a rename, a port swap) accepts nothing more once told,
+            // where a connection it took would be closed at once.
+            biased;
             _ = stop.wait_for(|s| *s) => break,
             _ = shutdown_rx.wait_for(|s| *s) => break,
+            a = acceptor.accept(&socket) => a,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
         tokio::spawn(connection(listener.clone(), stream, peer, slot));
