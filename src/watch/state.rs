@@ -462,18 +462,19 @@ impl State {
         // delete and recreate was lost in an overflow. The poll saw the
         // files change; the watch must follow too, or events stay on the
         // old directory for good.
-        for s in &due {
-            let Some(t) = self.subjects.get(s) else {
-                continue;
-            };
-            for (dir, _) in &t.links {
-                if self
-                    .watched_ids
-                    .get(dir)
-                    .is_some_and(|id| dir_id(dir) != Some(*id))
-                {
-                    self.moved.insert(dir.clone());
-                }
+        let dirs: HashSet<&PathBuf> = due
+            .iter()
+            .filter_map(|s| self.subjects.get(s))
+            .flat_map(|t| t.links.iter().map(|(dir, _)| dir))
+            .collect();
+        // Each directory once: thousands of due subjects may share one.
+        for dir in dirs {
+            if self
+                .watched_ids
+                .get(dir)
+                .is_some_and(|id| dir_id(dir) != Some(*id))
+            {
+                self.moved.insert(dir.clone());
             }
         }
         // Directories whose watch may need to change: first those whose
