@@ -135,6 +135,9 @@ pub fn check_host(
     authority: Option<&str>,
     local: SocketAddr,
 ) -> Result<(), Refusal> {
+    // On a dual-stack `[::]` socket an IPv4 client arrives at
+    // `[::ffff:127.0.0.1]`; its Host says 127.0.0.1, as it should.
+    let local = SocketAddr::new(local.ip().to_canonical(), local.port());
     let host = authority.or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()));
     let refuse = |what: &str| Refusal {
         status: StatusCode::FORBIDDEN,
@@ -193,6 +196,15 @@ mod tests {
         assert!(!ok(headers(&[(header::HOST, "evil.example:9901")])));
         assert!(!ok(headers(&[(header::HOST, "127.0.0.1:80")])));
         assert!(!ok(headers(&[])));
+        // `admin.bind: "[::]:9901"`: an IPv4 client's connection is local
+        // to the mapped address; 127.0.0.1 and localhost are its names.
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:9901".parse().unwrap();
+        for host in ["127.0.0.1:9901", "localhost:9901"] {
+            assert!(
+                check_host(&headers(&[(header::HOST, host)]), None, mapped).is_ok(),
+                "{host}"
+            );
+        }
         assert!(!ok(headers(&[
             (header::HOST, "127.0.0.1:9901"),
             (header::ORIGIN, "http://evil.example")
