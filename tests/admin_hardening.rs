@@ -90,6 +90,45 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One client address holds at most 16 admin connections: a 17th from it
+/// is closed at once, while another address (kubelet's, on the node) is
+/// still answered. One client used to be able to hold all 64 and leave the
+/// probes waiting in the backlog until the pod was restarted.
+#[tokio::test]
+async fn one_client_cannot_take_every_admin_connection() {
+    let a = Api::start("").await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(a.api).await.unwrap());
+    }
+    let probe = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        a.api
+    );
+    let mut seventeenth = tokio::net::TcpStream::connect(a.api).await.unwrap();
+    // Closed at once: what it sent may be unread, so a reset is a close too.
+    let _ = seventeenth.write_all(probe.as_bytes()).await;
+    let mut reply = Vec::new();
+    let _ = within_deadline("the 17th connection", seventeenth.read_to_end(&mut reply)).await;
+    assert!(
+        reply.is_empty(),
+        "a 17th connection was served: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    // Another client address (a pod IP stands for the node's kubelet).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(a.api).await.unwrap();
+    other.write_all(probe.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    within_deadline("the other client's probe", other.read_to_end(&mut reply))
+        .await
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(held);
+}
+
 /// `%` before a multi-byte character once sliced a `str` inside a char and
 /// panicked the handler (the connection dropped without an answer). Now
 /// it is an ordinary id: 404 JSON, and the listener keeps answering.

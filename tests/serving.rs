@@ -1869,23 +1869,31 @@ async fn upstream_response_head_over_64_kib_is_502() {
 /// The admin listener caps its connections (64; more wait in the backlog)
 /// and cuts a head that does not arrive within 10 s, so a slowloris on
 /// the admin port cannot hold descriptors forever or lock out probes.
+/// (One address holds at most 16: the 64 come from four.)
 #[tokio::test]
 async fn admin_listener_caps_connections_and_times_out_heads() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "", ""));
     let admin_addr = p.admin_addr().await;
+    let from = |i: usize| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(format!("127.0.0.{}:0", 1 + i / 16).parse().unwrap())
+            .unwrap();
+        socket.connect(admin_addr).await.unwrap()
+    };
     let mut held = Vec::new();
-    for _ in 0..63 {
-        held.push(tokio::net::TcpStream::connect(admin_addr).await.unwrap());
+    for i in 0..63 {
+        held.push(from(i).await);
     }
-    let mut half = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    let mut half = from(63).await;
     half.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0")
         .await
         .unwrap();
     // The 65th connection is held back while 64 are open: it waits in the
     // accept queue, unanswered, while the proxy serves requests on the
     // public listener ...
-    let mut probe = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    let mut probe = from(64).await;
     probe
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
         .await

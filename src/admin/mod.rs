@@ -69,6 +69,11 @@ pub fn exposure(config: &AdminConfig) -> Result<Option<&'static str>, String> {
 /// kernel backlog (as on listeners), so a flood of scrapers or a slowloris
 /// cannot take every file descriptor.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Admin connections one client address may hold at once: a client that
+/// opens more is closed at once, so that one (a slowloris, a scraper gone
+/// wrong) cannot fill every slot and leave kubelet's probes of `/healthz`
+/// and `/readyz` waiting in the backlog until the pod is restarted.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 16;
 /// A request head must arrive within this of its first byte (or of accept).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request body (the API's JSON) must arrive whole within this.
@@ -85,6 +90,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(PerClient::default());
     let mut acceptor = Acceptor::new("admin");
     loop {
         let permit = tokio::select! {
@@ -98,6 +104,11 @@ async fn accept_loop(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
+        let Some(client) = clients.enter(peer.ip()) else {
+            // Closed at once, its slot freed with the permit.
+            tracing::debug!(peer = %peer, "admin connection refused: this client holds {MAX_CONNECTIONS_PER_CLIENT} already");
+            continue;
+        };
         let (handle, tokens, shutdown) = (handle.clone(), tokens.clone(), shutdown.clone());
         tokio::spawn(async move {
             let activity = Activity::new(Instant::now(), true);
@@ -107,7 +118,7 @@ async fn accept_loop(
                 activity.clone(),
                 true,
                 SEND_TIMEOUT,
-                Box::new(permit),
+                Box::new((permit, client)),
             );
             let svc = {
                 let activity = activity.clone();
@@ -143,6 +154,38 @@ async fn accept_loop(
                 .run(conn, |c| c.graceful_shutdown(), std::future::pending())
                 .await;
         });
+    }
+}
+
+/// Admin connections open per client address.
+#[derive(Default)]
+struct PerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One admin connection's place in [`PerClient`], given back when it ends.
+struct ClientPlace(Arc<PerClient>, std::net::IpAddr);
+
+impl PerClient {
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientPlace> {
+        let ip = ip.to_canonical();
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= MAX_CONNECTIONS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientPlace(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
     }
 }
 
