@@ -60,6 +60,7 @@ impl Reloader {
         });
         match loaded {
             Ok(None) => {
+                debug!(target: LOG, entry = %id, "certificate files re-read: unchanged");
                 self.unchanged(id);
                 self.read_from_files(id);
                 Ok(false)
