@@ -11,6 +11,8 @@
 //!     (paths, durations, addresses) and runtime, admin, store, watch.
 //!     - `entry`: `certs:`, `ref:`s, direct file fields as anonymous entries.
 //!     - `listener`: bind, TLS (pairs, client auth, ALPN, min version), routes, limits.
+//!     - `hosts`: route hosts, path prefixes and `server_names` as the router and
+//!       SNI compare them.
 //!     - `upstream`: server URLs, upstream TLS, timeouts, pool size and idle
 //!       time, `http2_keepalive`, health.
 //!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.

@@ -1,0 +1,177 @@
+//! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match.
+
+/// Why no request could match `prefix`: routes see a request's path
+/// normalised ([`crate::proxy::path::normalise`]: `%61` decoded, runs of
+/// `/` merged, dot segments removed), so a prefix that normalisation would
+/// change (`/admin//`, `/a/./b`, `/%61dmin`) never matches, and its
+/// requests would take a later route's rules.
+pub(super) fn unroutable_prefix(prefix: &str) -> Option<String> {
+    match crate::proxy::path::normalise(prefix) {
+        Err(e) => Some(format!("{prefix:?}: no request path is routed with {e}")),
+        Ok(n) if n != prefix => Some(format!(
+            "{prefix:?}: requests are routed on their normalised path, so write {n:?}"
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// A route's `host` as the router compares it: lowercase, without a final
+/// `.` (a request's host loses its own, so `a.example.com.` would never
+/// match), an IPv6 literal without brackets (the router strips them from
+/// a request's). Refused, with why, when no request's host could ever
+/// match it, so the route's rules would be skipped for a later route's:
+/// a port (the router matches the host alone), a URL, a `*` anywhere but
+/// as the whole first label, or characters no host name has.
+pub(super) fn route_host(h: &str) -> Result<String, String> {
+    host_pattern(h, "a route's host")
+}
+
+/// A pair's `server_names` entry as SNI is compared with it: lowercase,
+/// without a final `.`. Refused where no client's SNI could name it, for
+/// then its clients take another pair, and that pair's `client_auth` (none,
+/// perhaps): a port, a URL, a misplaced `*`, an IP address (RFC 6066 §3:
+/// SNI never carries one).
+pub(super) fn server_name(h: &str) -> Result<String, String> {
+    let name = host_pattern(h, "a server name")?;
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "{h:?}: clients never send an IP address as the server name (SNI); \
+             a client connecting by address gets the listener's first pair"
+        ));
+    }
+    Ok(name)
+}
+
+/// A host, or a one-label wildcard, as `what` is compared; see [`route_host`].
+fn host_pattern(h: &str, what: &str) -> Result<String, String> {
+    let lower = h.to_ascii_lowercase();
+    let bare = lower.strip_prefix('[').and_then(|v| v.strip_suffix(']'));
+    if let Ok(ip) = bare.unwrap_or(&lower).parse::<std::net::IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    if lower.contains("://") {
+        return Err(format!("{h:?}: a host name, not a URL"));
+    }
+    if let Some((_, port)) = lower.rsplit_once(':') {
+        return Err(format!(
+            "{h:?}: {what} is matched without the port: remove \":{port}\""
+        ));
+    }
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    let labels = name.strip_prefix("*.").unwrap_or(name);
+    if labels.contains('*') {
+        return Err(format!(
+            "{h:?}: `*` only as the whole first label (\"*.example.com\", one label)"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !labels.split('.').all(label_ok) {
+        return Err(format!(
+            "{h:?}: not a host name (labels of letters, digits, `-`) or an IP address"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// A route's host and path prefix are what the router compares, or
+    /// refused by name when no request could match them.
+    #[test]
+    fn route_hosts_and_prefixes() {
+        for (written, stored) in [
+            ("API.Example.com", "api.example.com"),
+            ("a.example.com.", "a.example.com"),
+            ("*.Example.com", "*.example.com"),
+            ("10.0.0.1", "10.0.0.1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("in_ternal.local", "in_ternal.local"),
+        ] {
+            assert_eq!(
+                super::route_host(written).as_deref(),
+                Ok(stored),
+                "{written}"
+            );
+        }
+        for bad in [
+            "a.example.com:8443",
+            "https://a.example.com",
+            "a.*.example.com",
+            "**.example.com",
+            "*",
+            "a b",
+            "a..example.com",
+            "",
+            "/path",
+        ] {
+            assert!(super::route_host(bad).is_err(), "{bad}");
+        }
+        for (prefix, ok) in [
+            ("/v1", true),
+            ("/admin/", true),
+            ("/a;b/", true),
+            ("/admin//", false),
+            ("/a/./b", false),
+            ("/a/../b", false),
+            ("/%61dmin", false),
+            ("/a%2fb", false),
+        ] {
+            assert_eq!(super::unroutable_prefix(prefix).is_none(), ok, "{prefix}");
+        }
+        let cfg = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api, host: \"a.example.com:8443\" }, { upstream: api, host: \"a.*.b\" }, { upstream: api, path_prefix: \"/admin//\" }]",
+        );
+        let m = messages(&parse_str(&cfg).unwrap_err());
+        assert!(
+            m.contains("listeners[0].routes[0].host") && m.contains("without the port"),
+            "{m}"
+        );
+        assert!(m.contains("listeners[0].routes[1].host"), "{m}");
+        assert!(
+            m.contains("listeners[0].routes[2].path_prefix") && m.contains("\"/admin/\""),
+            "{m}"
+        );
+    }
+
+    /// A pair's `server_names` are compared as SNI is: a final `.` and
+    /// case do not matter, and a name no SNI could carry is refused by name
+    /// (it once passed `check`, so the name's clients took the wildcard
+    /// pair and its `client_auth`, none, instead).
+    #[test]
+    fn server_names_are_names_sni_can_carry() {
+        for (written, stored) in [
+            ("Admin.Example.com.", "admin.example.com"),
+            ("*.Example.com", "*.example.com"),
+        ] {
+            assert_eq!(super::server_name(written).as_deref(), Ok(stored));
+        }
+        for bad in [
+            "admin.example.com:443",
+            "https://admin.example.com",
+            "a.*.example.com",
+            "10.0.0.1",
+            "[::1]",
+            "",
+        ] {
+            assert!(super::server_name(bad).is_err(), "{bad}");
+        }
+        let cfg = MINIMAL.replace(
+            "certs: [{ ref: edge }]",
+            "certs: [{ ref: edge, server_names: [\"admin.example.com:443\", ok.example.com] }]",
+        );
+        let m = messages(&parse_str(&cfg).unwrap_err());
+        assert!(
+            m.contains("listeners[0].tls.certs[0].server_names") && m.contains("without the port"),
+            "{m}"
+        );
+    }
+}
