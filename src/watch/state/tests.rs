@@ -1,0 +1,227 @@
+//! The watcher state machine's tests: real directories, real inotify, the state driven by hand.
+
+use super::*;
+use crate::watch::tests::{cfg, kubelet_write};
+
+/// A slow poll pass is stretched to its share of a core only while events work.
+#[test]
+fn a_slow_poll_is_spread_out_only_while_events_work() {
+    let t0 = Instant::now();
+    let two = Duration::from_secs(2);
+    // A quick pass keeps the configured period either way.
+    assert_eq!(next_pass(t0, two, Duration::from_millis(3), true), t0 + two);
+    // 330 ms of stats every 2s is 17% of a core: stretched to 5%.
+    let busy = Duration::from_millis(330);
+    assert_eq!(next_pass(t0, two, busy, true), t0 + busy * 20);
+    // Polling alone: the period the operator configured.
+    assert_eq!(next_pass(t0, two, busy, false), t0 + two);
+}
+
+/// After a chain moves (a kubelet swap), only that subject is
+/// re-indexed, and the index is exactly what indexing everything anew
+/// gives; the new directory is watched, the deleted one is not.
+#[test]
+fn incremental_reindex_matches_a_full_one() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    for dir in [&a, &b] {
+        std::fs::create_dir(dir).unwrap();
+        kubelet_write(dir, 1, "one");
+    }
+    let flat = d.path().join("flat.crt");
+    std::fs::write(&flat, "x").unwrap();
+    let notify = notify::recommended_watcher(|_| {}).unwrap();
+    let (out, mut rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    let subjects = |n: &str, p: PathBuf| (Subject::Entry(n.into()), vec![p]);
+    state.set(vec![
+        subjects("a", a.join("tls.crt")),
+        subjects("b", b.join("tls.crt")),
+        subjects("flat", flat.clone()),
+    ]);
+    let old_dir = std::fs::read_link(a.join("..data")).unwrap();
+    kubelet_write(&a, 2, "two");
+    state.mark(Subject::Entry("a".into()), Duration::ZERO);
+    state.fire_due();
+    let mut fired = HashSet::new();
+    while let Ok(s) = rx.try_recv() {
+        fired.insert(s);
+    }
+    assert!(fired.contains(&Subject::Entry("a".into())));
+
+    let (by_link, by_dir) = (state.by_link.clone(), state.by_dir.clone());
+    state.by_link.clear();
+    state.by_dir.clear();
+    let all: Vec<(Subject, Vec<Link>)> = state
+        .subjects
+        .iter()
+        .map(|(s, t)| (s.clone(), t.links.clone()))
+        .collect();
+    for (s, links) in &all {
+        state.index(s, links);
+    }
+    assert_eq!(by_link, state.by_link);
+    assert_eq!(by_dir, state.by_dir);
+    let wanted: HashSet<PathBuf> = by_dir.keys().cloned().collect();
+    assert_eq!(state.watched, wanted);
+    assert!(!state.watched.contains(&a.join(old_dir)));
+}
+
+/// A watched directory whose ancestor was replaced (`mv tls tls.old;
+/// mv tls.new tls`: no event reaches the watch) is watched again where
+/// its path now leads once the poll has seen its files change: later
+/// writes in it raise events. The watch used to stay on the old
+/// directory for good, leaving the poll alone to see rotations.
+#[test]
+fn a_watch_follows_its_path_when_an_ancestor_is_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    for (tls, content) in [("tls", "1"), ("tls.new", "2")] {
+        std::fs::create_dir_all(d.path().join(tls).join("current")).unwrap();
+        std::fs::write(d.path().join(tls).join("current/tls.crt"), content).unwrap();
+    }
+    let (events, seen) = std::sync::mpsc::channel();
+    let notify = notify::recommended_watcher(move |ev| {
+        let _ = events.send(ev);
+    })
+    .unwrap();
+    let (out, mut rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    let s = Subject::Entry("e".into());
+    let current = d.path().join("tls/current");
+    state.set(vec![(s.clone(), vec![current.join("tls.crt")])]);
+    std::fs::rename(d.path().join("tls"), d.path().join("tls.old")).unwrap();
+    std::fs::rename(d.path().join("tls.new"), d.path().join("tls")).unwrap();
+    // What a poll does when it sees the file's signature change.
+    state.mark(s.clone(), Duration::ZERO);
+    state.fire_due();
+    assert_eq!(rx.try_recv().ok(), Some(s));
+    while seen.try_recv().is_ok() {}
+    std::fs::write(current.join("tls.crt.new"), "3").unwrap();
+    let event = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no event from the directory the path names now");
+    assert!(event.is_ok(), "{event:?}");
+}
+
+/// While degraded, every report tries failed watches again; one that
+/// still fails is warned about once, not at every report (with
+/// inotify's limit spent that is thousands of lines per rotation).
+#[test]
+fn a_directory_that_cannot_be_watched_is_warned_about_once() {
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    // A directory no watch can be placed on (ELOOP).
+    let looped = d.path().join("loop");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let notify = notify::recommended_watcher(|_| {}).unwrap();
+        let (out, _rx) = mpsc::unbounded_channel();
+        let mut state = State::new(cfg(true, 0), Some(notify), out);
+        let s = Subject::Entry("e".into());
+        state.set(vec![(s.clone(), vec![looped.join("tls.crt")])]);
+        assert!(state.degraded);
+        for _ in 0..3 {
+            state.mark(s.clone(), Duration::ZERO);
+            state.fire_due();
+        }
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("cannot watch directory").count(), 1, "{text}");
+}
+
+/// The poll's cost is the CPU it uses: time a stat spends waiting (a
+/// network filesystem) is not counted, so it does not stretch the next
+/// pass. A thread that sleeps uses none.
+#[test]
+fn waiting_is_not_counted_as_the_polls_cost() {
+    let cpu = || thread_cpu().expect("the kernel's schedstat");
+    let before = cpu();
+    let began = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let waited = began.elapsed();
+    let used = cpu().saturating_sub(before);
+    assert!(used < waited / 2, "{used:?} of CPU over {waited:?} asleep");
+    // And it moves when the thread works (bounded: a count, not a clock).
+    let before = cpu();
+    let mut x = 0u64;
+    for _ in 0..1_000 {
+        if cpu() > before {
+            return;
+        }
+        for _ in 0..100_000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+    panic!("no CPU counted for work ({x})");
+}
+
+/// A poll pass that sees a change an event already scheduled never
+/// postpones it: the earliest deadline wins (issue 18: a stat pass
+/// pushed a rename's 10 ms report to the full debounce).
+#[test]
+fn a_poll_never_postpones_an_event() {
+    let (out, _rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(false, 1), None, out);
+    let s = Subject::Entry("edge".into());
+    state.mark(s.clone(), Duration::from_millis(10));
+    let event_due = state.dirty[&s];
+    state.mark_from_poll(s.clone(), Duration::from_secs(60));
+    assert_eq!(
+        state.dirty[&s], event_due,
+        "the poll moved the event's deadline"
+    );
+    // Without an event, the poll schedules the report itself.
+    let other = Subject::Entry("other".into());
+    let before = Instant::now();
+    state.mark_from_poll(other.clone(), Duration::from_secs(60));
+    assert!(state.dirty[&other] >= before + Duration::from_secs(60));
+}
+
+/// One failed watch degrades the watcher only until every needed
+/// directory is watched again: then the flag and its gauge clear
+/// (before, the flag stayed for good: every change re-armed every
+/// watch and the poll's CPU cap was lifted).
+#[test]
+fn degraded_clears_when_the_watches_re_arm() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("later");
+    let notify = notify::recommended_watcher(|_| {}).unwrap();
+    let (out, _rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    // A chain needs a directory that does not exist (yet).
+    state.by_dir.insert(dir.clone(), HashSet::new());
+    state.rearm();
+    assert!(state.degraded);
+    assert!(
+        !state.poll_interval.is_zero(),
+        "polling covers it meanwhile"
+    );
+    std::fs::create_dir(&dir).unwrap();
+    state.rearm();
+    assert!(!state.degraded, "re-armed, yet still degraded");
+    assert!(state.watched.contains(&dir));
+    // A second, unrelated failure degrades again: the flag tracks now, not history.
+    let gone = d.path().join("gone");
+    state.by_dir.insert(gone.clone(), HashSet::new());
+    state.rearm();
+    assert!(state.degraded);
+    state.by_dir.remove(&gone);
+    state.rearm();
+    assert!(!state.degraded);
+}
