@@ -13,27 +13,38 @@ use crate::material::{Loaded, pem};
 use crate::metrics::{self, METRICS};
 
 impl Reloader {
-    /// Re-read one entry's files; swap it in if its content changed and is
-    /// valid. Returns the problem when the material is refused (the old
-    /// material stays) or `Ok(false)` when nothing changed.
+    /// Read `id`'s files: `None` when they hold the bytes served now (the
+    /// parse, a signing key and every certificate, is most of a re-read's
+    /// cost, and the start-up re-check and a SIGHUP re-read every entry,
+    /// nearly all unchanged), else the parsed material. `Ok(None)` too for
+    /// an unknown or inline entry.
+    fn read_changed(&self, id: &str) -> Result<Option<Loaded>, pem::MaterialError> {
+        let Some(entry) = self.entries.get(id).filter(|e| !e.spec.source.is_inline()) else {
+            return Ok(None);
+        };
+        let raw = pem::read_consistent(&entry.spec.source)?;
+        if entry.current.as_ref().is_some_and(|c| c.hash == raw.hash) {
+            return Ok(None);
+        }
+        Ok(Some(Loaded {
+            material: pem::parse(entry.spec.kind, &entry.spec.source, &raw)?,
+            hash: raw.hash,
+            loaded_at: SystemTime::now(),
+        }))
+    }
+
     /// Whether `id`'s files would load now, without applying them: a
     /// rotation that applies all of its entries or none checks each first.
     pub fn loads(&self, id: &str) -> Result<(), String> {
-        let Some(entry) = self.entries.get(id) else {
+        if !self.entries.contains_key(id) {
             return Err(format!("no entry {id:?}"));
-        };
-        if entry.spec.source.is_inline() {
-            return Ok(());
         }
-        let raw = pem::read_consistent(&entry.spec.source).map_err(|e| e.to_string())?;
-        if entry.current.as_ref().is_some_and(|c| c.hash == raw.hash) {
-            return Ok(());
-        }
-        pem::parse(entry.spec.kind, &entry.spec.source, &raw)
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.read_changed(id).map(drop).map_err(|e| e.to_string())
     }
 
+    /// Re-read one entry's files; swap it in if its content changed and is
+    /// valid. Returns the problem when the material is refused (the old
+    /// material stays) or `Ok(false)` when nothing changed.
     pub fn reload_entry(&mut self, id: &str) -> Result<bool, String> {
         let Some(entry) = self.entries.get(id) else {
             return Err(format!("no entry {id:?}"));
@@ -41,23 +52,8 @@ impl Reloader {
         if entry.spec.source.is_inline() {
             return Ok(false);
         }
-        let spec = entry.spec.clone();
         let started = Instant::now();
-        let current = entry.current.as_ref().map(|c| c.hash);
-        let loaded = pem::read_consistent(&spec.source).and_then(|raw| {
-            // Same bytes as served: skip the parse (a signing key, every
-            // certificate), most of a re-read's cost. The start-up re-check
-            // and a SIGHUP re-read every entry, nearly all unchanged.
-            if current == Some(raw.hash) {
-                return Ok(None);
-            }
-            let material = pem::parse(spec.kind, &spec.source, &raw)?;
-            Ok(Some(Loaded {
-                material,
-                hash: raw.hash,
-                loaded_at: SystemTime::now(),
-            }))
-        });
+        let loaded = self.read_changed(id);
         match loaded {
             Ok(None) => {
                 debug!(target: LOG, entry = %id, "certificate files re-read: unchanged");
