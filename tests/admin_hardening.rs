@@ -116,9 +116,7 @@ async fn one_client_cannot_take_every_admin_connection() {
         String::from_utf8_lossy(&reply)
     );
     // Another client address (a pod IP stands for the node's kubelet).
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut other = socket.connect(a.api).await.unwrap();
+    let mut other = tcp_from("127.0.0.2", a.api).await;
     other.write_all(probe.as_bytes()).await.unwrap();
     let mut reply = Vec::new();
     within_deadline("the other client's probe", other.read_to_end(&mut reply))

@@ -29,13 +29,6 @@ struct World {
     admin: SocketAddr,
 }
 
-/// A TCP connection to `to` from the local address `from` (127.0.0.x).
-async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
-    let s = tokio::net::TcpSocket::new_v4().unwrap();
-    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    s.connect(to).await.unwrap()
-}
-
 /// One HTTP/1.1 GET over TLS on `tcp` (which may already carry a PROXY
 /// header): status, headers and body, or the error that ended it.
 async fn get_over(

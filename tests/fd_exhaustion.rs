@@ -79,14 +79,9 @@ upstreams: []
     // The admin flood from another address: one address holds at most 16
     // admin connections, and the test's own admin calls come from
     // 127.0.0.1 (the public flood exhausts the descriptors either way).
-    let from_other = || async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        socket.connect(admin_addr).await.unwrap()
-    };
     for _ in 0..150 {
         flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-        flood.push(from_other().await);
+        flood.push(tcp_from("127.0.0.2", admin_addr).await);
     }
     // Both accept loops run out of descriptors and back off to the
     // longest pause: they keep failing, but slowly.

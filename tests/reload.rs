@@ -631,21 +631,18 @@ async fn a_rejected_configuration_is_applied_once_its_files_come() {
     let new = ca.server_pair(&["new.localhost"]);
     s.pair("a", &a);
     // No events and a one-hour poll: only the retry can see the new files.
-    let cfg = s.config(
-        &base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }").replace(
-            "debounce: 50ms, poll_interval: 300ms",
-            "events: false, poll_interval: 1h",
-        ),
+    let unwatched = base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }").replace(
+        "debounce: 50ms, poll_interval: 300ms",
+        "events: false, poll_interval: 1h",
     );
+    let cfg = s.config(&unwatched);
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("public").await;
     let admin = p.admin_addr().await;
-    let edited = base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }")
-        .replace("debounce: 50ms, poll_interval: 300ms", "events: false, poll_interval: 1h")
-        .replace(
-            "certs: [{ cert_file: a.crt, key_file: a.key }]",
-            "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
-        );
+    let edited = unwatched.replace(
+        "certs: [{ cert_file: a.crt, key_file: a.key }]",
+        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
+    );
     write(&cfg, &edited);
     p.signal("HUP");
     p.wait_log("rejected", |v| {

@@ -1875,13 +1875,8 @@ async fn admin_listener_caps_connections_and_times_out_heads() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "", ""));
     let admin_addr = p.admin_addr().await;
-    let from = |i: usize| async move {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket
-            .bind(format!("127.0.0.{}:0", 1 + i / 16).parse().unwrap())
-            .unwrap();
-        socket.connect(admin_addr).await.unwrap()
-    };
+    let from =
+        |i: usize| async move { tcp_from(&format!("127.0.0.{}", 1 + i / 16), admin_addr).await };
     let mut held = Vec::new();
     for i in 0..63 {
         held.push(from(i).await);

@@ -290,3 +290,11 @@ fn peer(tls: &Tls) -> String {
         .peer_addr()
         .map_or_else(|e| format!("a closed connection ({e})"), |a| a.to_string())
 }
+
+/// A TCP connection to `to` from the local address `from` (127.0.0.x: a
+/// client or pod other than 127.0.0.1).
+pub async fn tcp_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    s.connect(to).await.unwrap()
+}
