@@ -837,3 +837,52 @@ async fn an_api_body_that_never_comes_is_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("did not arrive within 10 s"), "{answer}");
 }
+
+/// An entry may be called `validate`: its PUT and DELETE are changes and
+/// get their audit line like any other (only `POST /certs/validate` is
+/// validation, which persists nothing). Both used to go unlogged. And
+/// `If-Match` on two lines is one list: the fresh tag on the second line
+/// counts, as RFC 9110 §5.3 has it; only the first line used to be read.
+#[tokio::test]
+async fn an_entry_called_validate_is_audited_and_if_match_lines_are_one_list() {
+    let mut a = Api::start("").await;
+    let created = a
+        .editor("POST", "/api/v1/certs", Some(inline_ca("validate", &a.ca)))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let stale = created.headers["etag"].to_str().unwrap().to_owned();
+    let other = TestCa::new("other");
+    let put = a
+        .editor(
+            "PUT",
+            "/api/v1/certs/validate",
+            Some(inline_ca("validate", &other)),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let fresh = put.headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(stale, fresh);
+    a.p.wait_log("the PUT's audit line", |v| {
+        v["message"] == "admin API change applied"
+            && v["method"] == "PUT"
+            && v["path"] == "/api/v1/certs/validate"
+    })
+    .await;
+
+    let gone = admin(
+        a.api,
+        "DELETE",
+        "/api/v1/certs/validate",
+        Some(EDITOR),
+        None,
+        &[("if-match", &stale), ("if-match", &fresh)],
+    )
+    .await;
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    a.p.wait_log("the DELETE's audit line", |v| {
+        v["message"] == "admin API change applied"
+            && v["method"] == "DELETE"
+            && v["path"] == "/api/v1/certs/validate"
+    })
+    .await;
+}

@@ -68,8 +68,11 @@ pub async fn serve(
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let headers = req.headers().clone();
-    // Validation persists nothing: not a change worth an audit line.
-    let changes = method != Method::GET && segs != ["certs", "validate"];
+    // Validation persists nothing: not a change worth an audit line. Only
+    // the POST is validation: a PUT or DELETE of an entry whose id is
+    // `validate` is a change like any other.
+    let validation = method == Method::POST && segs == ["certs", "validate"];
+    let changes = method != Method::GET && !validation;
     let reply = route(handle, &method, &segs, &headers, req).await;
     if changes && matches!(&reply, Ok((s, _, _)) if s.is_success()) {
         info!(method = %method, path = %path, role = ?role, "admin API change applied");
@@ -86,9 +89,16 @@ async fn route(
 ) -> Reply {
     // A value that is not text matches no ETag (412), as RFC 9110 §13.1.1
     // has it for any tag that is not current: never no condition at all.
-    let if_match = headers
-        .get(header::IF_MATCH)
-        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    // `If-Match` is a list, and a list may come on several lines (RFC 9110
+    // §5.3): all of them count, not the first alone.
+    let mut if_match: Option<String> = None;
+    for v in headers.get_all(header::IF_MATCH) {
+        let tags = if_match.get_or_insert_with(String::new);
+        if !tags.is_empty() {
+            tags.push_str(", ");
+        }
+        tags.push_str(v.to_str().unwrap_or("\u{0}"));
+    }
     match (method, segs) {
         (&Method::GET, ["certs"]) => {
             let entries = handle.shared.entries.load();
