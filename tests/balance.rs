@@ -1143,3 +1143,51 @@ async fn a_new_connection_closed_on_a_request_is_not_retried_on_its_endpoint() {
         "the crashing pod got the request again"
     );
 }
+
+/// An edit that drops a server from an upstream takes that server's
+/// request counters with it, as re-resolution dropping an address does;
+/// the servers the edited upstream keeps keep theirs. The dropped server's
+/// series used to stay for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_that_drops_a_server_drops_its_series() {
+    let mut w = world("").await;
+    let mut send = client(&w).await;
+    for _ in 0..3 {
+        assert_eq!(get_pod(&mut send, "/rr").await.0, 200);
+    }
+    let series = |pod: std::net::SocketAddr| {
+        format!("hotproxy_upstream_requests_total{{upstream=\"rr\",endpoint=\"{pod}\",")
+    };
+    let m = metrics(&w).await;
+    for pod in &w.pods {
+        assert_has(&m, &series(pod.addr));
+    }
+    let servers = |pods: &[Backend]| {
+        let s: Vec<String> = pods.iter().map(|p| format!("https://{}", p.addr)).collect();
+        s.join(", ")
+    };
+    w.scene.public_config(
+        "\n      - { path_prefix: /rr, upstream: rr }\n      - { path_prefix: /lr, upstream: lr }",
+        &[
+            upstream("rr", &servers(&w.pods[..2]), "    balance: round_robin\n"),
+            upstream("lr", &servers(&w.pods), "    balance: least_request\n"),
+        ]
+        .concat(),
+    );
+    let reloaded = w
+        .proxy
+        .wait_log("the edit applied", |v| {
+            v["message"] == "configuration reloaded"
+        })
+        .await;
+    assert_eq!(reloaded["changes"], "upstreams changed: rr");
+    let m = metrics(&w).await;
+    assert!(!m.contains(&series(w.pods[2].addr)), "{m}");
+    assert_has(&m, &series(w.pods[0].addr));
+    assert_has(&m, &series(w.pods[1].addr));
+    // The kept servers still count on them.
+    for _ in 0..2 {
+        assert_eq!(get_pod(&mut send, "/rr").await.0, 200);
+    }
+    assert!(!metrics(&w).await.contains(&series(w.pods[2].addr)));
+}

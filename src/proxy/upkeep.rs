@@ -19,10 +19,12 @@ use crate::proxy::forward::{BoxError, ResponseBody, Upstream};
 use crate::upstream::conn::DialError;
 
 impl Upstream {
-    /// Out of service (replaced by an edit, or `removed`): close its idle
-    /// connections, stop sharing its HTTP/2 ones, and close busy ones as
-    /// their requests end; a removed upstream's series go too.
-    pub fn retire(&self, removed: bool) {
+    /// Out of service (replaced by an edit with `successor`, or removed):
+    /// close its idle connections, stop sharing its HTTP/2 ones, and close
+    /// busy ones as their requests end. A removed upstream's series go
+    /// too; a replaced one's go for the endpoints its successor does not
+    /// have (an edit that drops a server), and stay for those it shares.
+    pub fn retire(&self, successor: Option<&Upstream>) {
         // Before the gauge goes: a request still in flight on it must not
         // write it back (nor, replaced, over its successor's).
         self.resolution.publishing.retire();
@@ -30,8 +32,16 @@ impl Upstream {
         for m in &members.members {
             m.endpoint.pool.drain();
         }
-        if removed {
-            members.forget();
+        match successor {
+            None => members.forget(),
+            Some(next) => {
+                let kept = next.members.load();
+                for m in &members.members {
+                    if !kept.members.iter().any(|k| k.label == m.label) {
+                        m.forget_requests(&self.name);
+                    }
+                }
+            }
         }
     }
 

@@ -332,7 +332,7 @@ impl Reloader {
         for (name, old) in std::mem::replace(&mut self.upstreams, live_upstreams) {
             let kept = self.upstreams.get(&name);
             if kept.is_none_or(|k| !Arc::ptr_eq(&k.live, &old.live)) {
-                old.live.retire(kept.is_none());
+                old.live.retire(kept.map(|k| &*k.live));
             }
         }
         let mut live_listeners = BTreeMap::new();
