@@ -150,7 +150,12 @@ async fn start_echo_backend(addr: SocketAddr, pki: &Path) -> Result<(), String> 
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         loop {
+            // Out of descriptors, `accept()` fails at once for as long as
+            // the connection waits in the backlog: retrying without a pause
+            // spun a core. (Not the listeners' `Acceptor`: that would count
+            // the failures under a listener that does not exist.)
             let Ok((stream, _)) = socket.accept().await else {
+                tokio::time::sleep(crate::proxy::accept::MIN_BACKOFF * 10).await;
                 continue;
             };
             let acceptor = acceptor.clone();
