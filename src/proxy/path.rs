@@ -130,6 +130,38 @@ fn decode_unreserved(path: &str) -> String {
     out
 }
 
+/// `path` with every `%XX` decoded, as bytes: what a route's prefix is
+/// compared in. Backends decode the whole path (nginx matches locations
+/// on it, so do Tomcat, Spring and Go's ServeMux), so `/%40admin/` is
+/// their `/@admin/`, and `/caf%c3%a9/` their `/café/`: compared as sent,
+/// either would slip past a prefix route's rules. Borrowed when there is
+/// no `%`. A `%` not starting a valid triplet is kept as it is (the
+/// request path was checked by [`normalise`]; a prefix was too).
+pub fn decoded(path: &str) -> Cow<'_, [u8]> {
+    let bytes = path.as_bytes();
+    if !bytes.contains(&b'%') {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let triplet = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match triplet {
+            Some((h, l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// `path` as Tomcat and Jetty read it: each segment's `;` parameters
 /// dropped (`/admin;x/secret` is `/admin/secret`), runs of `/` left by an
 /// empty segment merged; borrowed when there is no `;`.

@@ -19,8 +19,9 @@ enum HostMatch {
 
 pub struct Route {
     host: HostMatch,
-    /// Plain prefix, as nginx `location /v1` (so `/v1` also matches `/v1beta`).
-    path_prefix: Option<String>,
+    /// Plain prefix, as nginx `location /v1` (so `/v1` also matches
+    /// `/v1beta`), percent-decoded: compared with the decoded path.
+    path_prefix: Option<Box<[u8]>>,
     pub upstream: Arc<Upstream>,
     /// The route's `allow` and `forward_client_cert`.
     pub policy: Arc<RoutePolicy>,
@@ -54,7 +55,10 @@ impl Router {
                 };
                 Some(Route {
                     host,
-                    path_prefix: r.path_prefix.clone(),
+                    path_prefix: r
+                        .path_prefix
+                        .as_deref()
+                        .map(|p| path::decoded(p).into_owned().into()),
                     metrics: Arc::new(RouteMetrics::new(listener, &upstream.name)),
                     upstream,
                     policy: Arc::new(RoutePolicy {
@@ -102,6 +106,9 @@ impl Router {
     /// The first route matching `host` and `path`.
     fn first(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
+        // Compared decoded, as the backend will read it (see
+        // [`path::decoded`]); no copy unless the path has a `%`.
+        let path = path::decoded(path);
         self.routes.iter().find(|r| {
             let host_ok = match (&r.host, host) {
                 (HostMatch::Any, _) => true,
@@ -200,6 +207,40 @@ mod tests {
             Some("any")
         );
         assert_eq!(name(None, "/nothing"), None);
+    }
+
+    /// A prefix is compared with the decoded path, as the backend reads
+    /// it: `/%40admin/` is `/@admin/`, a hex digit's case changes nothing,
+    /// and a prefix written encoded or raw matches either spelling. They
+    /// used to be compared as sent, so `/%40admin/users` took the catch-all
+    /// route and skipped the `/@admin/` route's rules.
+    #[test]
+    fn prefixes_match_the_decoded_path() {
+        let ups = upstreams(&["at", "cafe", "encoded", "any"]);
+        let r = Router::new(
+            "public",
+            &[
+                route(None, Some("/@admin/"), "at"),
+                route(None, Some("/café/"), "cafe"),
+                route(None, Some("/100%25/"), "encoded"),
+                route(None, None, "any"),
+            ],
+            &ups,
+        );
+        let name = |p| r.route(None, p).map(|u| u.name.to_string());
+        for (path, want) in [
+            ("/@admin/users", "at"),
+            ("/%40admin/users", "at"),
+            ("/caf%C3%A9/menu", "cafe"),
+            ("/caf%c3%a9/menu", "cafe"),
+            ("/café/menu", "cafe"),
+            ("/100%25/x", "encoded"),
+            ("/%31%30%30%25/x", "encoded"),
+            ("/%40admi/users", "any"),
+            ("/caf%C3%A8/menu", "any"),
+        ] {
+            assert_eq!(name(path).as_deref(), Some(want), "{path}");
+        }
     }
 
     /// `;` parameters may not pick the route: both readings must agree.

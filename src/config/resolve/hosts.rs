@@ -5,7 +5,17 @@
 /// `/` merged, dot segments removed), so a prefix that normalisation would
 /// change (`/admin//`, `/a/./b`, `/%61dmin`) never matches, and its
 /// requests would take a later route's rules.
+///
+/// A `;` too: it starts a segment's parameters, and a request whose route
+/// would change without them (`/app;v=1/x` is Tomcat's `/app/x`) is
+/// refused, so a prefix with one would only ever answer 400.
 pub(super) fn unroutable_prefix(prefix: &str) -> Option<String> {
+    if prefix.contains(';') {
+        return Some(format!(
+            "{prefix:?}: `;` starts path parameters, and a request whose route \
+             depends on them is refused (400); route on the path without them"
+        ));
+    }
     match crate::proxy::path::normalise(prefix) {
         Err(e) => Some(format!("{prefix:?}: no request path is routed with {e}")),
         Ok(n) if n != prefix => Some(format!(
@@ -117,7 +127,9 @@ mod tests {
         for (prefix, ok) in [
             ("/v1", true),
             ("/admin/", true),
-            ("/a;b/", true),
+            ("/a;b/", false),
+            ("/@admin/", true),
+            ("/caf%C3%A9/", true),
             ("/admin//", false),
             ("/a/./b", false),
             ("/a/../b", false),
