@@ -31,7 +31,8 @@ async fn world() -> World {
     let pair = backend_ca.server_pair(&["backend.local"]);
     World {
         pub_backend: Backend::start("pub", &pair, None).await,
-        other: Backend::start("other", &pair, None).await,
+        // HTTP/1.1 only: a request the upstream gets must carry Host there.
+        other: Backend::start_h1("other", &pair, None).await,
         b: Backend::start("b", &pair, None).await,
         backend_pair: pair,
         scene,
@@ -206,7 +207,10 @@ async fn one_authority_per_request() {
     .await;
     assert_routed_to_b(r.status, &r.body);
 
-    // HTTP/1.0 may omit Host; the client's X-Forwarded-Host still never passes.
+    // HTTP/1.0 may omit Host; the client's X-Forwarded-Host still never
+    // passes. The upstream request is HTTP/1.1, which must have a Host
+    // (RFC 9112 §3.2): the endpoint's address stands in, as nginx sends
+    // `$proxy_host`. It used to go without one.
     let r = raw(
         &w,
         addr,
@@ -217,6 +221,8 @@ async fn one_authority_per_request() {
     let j = r.json();
     assert_eq!(j["backend"], "other");
     assert!(j["headers"].get("x-forwarded-host").is_none(), "{j}");
+    let host = j["headers"]["host"].as_str().unwrap_or_default();
+    assert!(host.starts_with("127.0.0.1:"), "{j}");
 
     // h2: :authority is routed on and becomes the upstream's Host.
     let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
@@ -410,11 +416,12 @@ async fn forwarding_headers_and_te_trailers() {
 async fn h2_cookie_fields_reach_the_upstream_as_one_header() {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let h2 = Backend::start("h2", &w.backend_pair, None).await;
     let path = w.scene.public_config(
         r#"
       - { path_prefix: /h1/, upstream: h1 }
-      - { upstream: other }"#,
-        &[upstream("h1", &h1, ""), upstream("other", &w.other, "")].concat(),
+      - { upstream: h2 }"#,
+        &[upstream("h1", &h1, ""), upstream("h2", &h2, "")].concat(),
     );
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("public").await;

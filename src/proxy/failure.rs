@@ -59,6 +59,9 @@ pub fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
+    if let Some(&mark) = req.extensions().get::<crate::proxy::forward::StandInHost>() {
+        copy.extensions_mut().insert(mark);
+    }
     copy
 }
 

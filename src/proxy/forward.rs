@@ -449,6 +449,7 @@ impl Upstream {
                 Lease::H1(mut c) => {
                     // Origin form: the path alone (RFC 9112 §3.2.1).
                     *req.uri_mut() = Uri::from(path.clone());
+                    stand_in_host(&mut req, endpoint);
                     // The request is copied only where a replay may be
                     // needed: an idempotent one whose body can be sent twice
                     // (none, or read whole), on a reused connection, or on
@@ -599,6 +600,29 @@ impl Upstream {
         };
         error_response(status, msg)
     }
+}
+
+/// Marks a `Host` hotproxy wrote in for a request that came without one,
+/// so a retry on another endpoint names that endpoint instead.
+#[derive(Clone, Copy)]
+pub struct StandInHost;
+
+/// An HTTP/1.1 request must carry `Host` (RFC 9112 §3.2), and backends
+/// (nginx, Go, Tomcat, Node) answer 400 without one. A client's HTTP/1.0
+/// request, or an HTTP/2 one with neither `:authority` nor `host`, has
+/// none to route on: the endpoint's address stands in, as nginx sends
+/// `$proxy_host` and as [`absolute`] does for an HTTP/2 upstream.
+fn stand_in_host(req: &mut Request<ClientBody>, endpoint: &Endpoint) {
+    if req.headers().contains_key(http::header::HOST)
+        && req.extensions().get::<StandInHost>().is_none()
+    {
+        return;
+    }
+    let Ok(host) = http::HeaderValue::from_str(endpoint.authority.as_str()) else {
+        return;
+    };
+    req.headers_mut().insert(http::header::HOST, host);
+    req.extensions_mut().insert(StandInHost);
 }
 
 /// `scheme://authority/path` for an HTTP/2 upstream (its pseudo-headers).
