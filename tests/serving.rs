@@ -1591,6 +1591,24 @@ async fn small_upload_is_read_whole_before_an_upstream_is_taken() {
     big.write_all(&[b'x'; 90]).await.unwrap();
     let head = read_response(&mut big).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // Streamed too, the expectation is hotproxy's to answer, never the
+    // upstream's: it used to be forwarded on this path, so a backend could
+    // answer 417, or a status expecting no body, after the client was told
+    // to send.
+    let mut expecting = tls(&w, addr, &[b"http/1.1"]).await;
+    expecting
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 100\r\nexpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut expecting).await;
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    expecting.write_all(&[b'x'; 100]).await.unwrap();
+    let head = read_head(&mut expecting).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = [0u8; 32];
+    expecting.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, br#"{"body_bytes":100,"expect":null}"#);
 }
 
 /// One HTTP/2 frame: its 9-byte header and `payload`.

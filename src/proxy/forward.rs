@@ -232,6 +232,11 @@ impl Upstream {
                 Err(_) => return client_fault(ctx, &self.name, &Fault::Stalled, h2_client),
             }
         } else {
+            // hyper answers the client's `100-continue` once the body is
+            // first polled; a backend told to expect one too could answer
+            // 417, or a final status expecting no body, after the client
+            // was told to send it (SPEC: answered, never forwarded).
+            parts.headers.remove(header::EXPECT);
             let (body, fault) = ClientBody::new(body, ctx.body_read_timeout, max_body);
             (body.counted(counted), fault)
         };
