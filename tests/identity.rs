@@ -1702,3 +1702,57 @@ async fn subject_values_cannot_pose_as_other_attributes() {
     assert_eq!(line["client_subject"], escaped, "{line}");
     drop(p);
 }
+
+/// `cn` and `ou` rules read a name's values as the subject header writes
+/// them, in every string type a CA uses: AD CS writes BMPString, older
+/// PKIs T61String or UniversalString. A BMPString `CN=ops` used to match
+/// no `cn: ops` rule (x509-parser's `as_str` knows only four types) while
+/// `X-Client-Cert-Subject` said `CN=ops`, so the rules refused a client
+/// the header named.
+#[tokio::test]
+async fn cn_and_ou_rules_read_every_string_type() {
+    let w = world().await;
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /ops, upstream: app, allow: [{ cn: ops, ou: payments }] }
+      - { path_prefix: /any, upstream: app }"#;
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let named = |cn: DnValue, ou: DnValue| {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationalUnitName, ou);
+        dn.push(DnType::CommonName, cn);
+        w.pki.client_named(dn, &[])
+    };
+    for (cn, ou, want) in [
+        (
+            DnValue::BmpString("ops".try_into().unwrap()),
+            DnValue::BmpString("payments".try_into().unwrap()),
+            200,
+        ),
+        (
+            DnValue::UniversalString("ops".try_into().unwrap()),
+            DnValue::TeletexString("payments".try_into().unwrap()),
+            200,
+        ),
+        (
+            DnValue::BmpString("dev".try_into().unwrap()),
+            DnValue::BmpString("payments".try_into().unwrap()),
+            403,
+        ),
+    ] {
+        let client = named(cn, ou);
+        let cfg = cfg_for(&w, Some(&client));
+        assert_eq!(
+            outcome(addr, cfg.clone(), "/any").await,
+            Outcome::Status(200)
+        );
+        let h = seen(addr, cfg.clone(), "/any", &[]).await;
+        let subject = h["x-client-cert-subject"].as_str().unwrap_or_default();
+        assert!(subject.contains("CN="), "{h}");
+        assert_eq!(
+            outcome(addr, cfg, "/ops").await,
+            Outcome::Status(want),
+            "{subject}"
+        );
+    }
+}

@@ -66,7 +66,10 @@ impl Identity {
         if !rest.is_empty() {
             return Err("trailing bytes after the certificate".into());
         }
-        let text = |a: &AttributeTypeAndValue<'_>| a.as_str().ok().map(str::to_owned);
+        // As the subject header reads it: x509-parser's `as_str` knows no
+        // BMP, Universal, T61 or Visible string, so a `CN=ops` from AD CS
+        // (BMPString) matched no `cn: ops` rule while the header said it.
+        let text = crate::material::dn::attribute_text;
         let mut id = Identity {
             subject: crate::material::dn::text(cert.subject()),
             issuer: crate::material::dn::text(cert.issuer()),

@@ -125,6 +125,14 @@ fn openssl_string(tag: Tag, data: &[u8]) -> Option<String> {
     }
 }
 
+/// The text of one attribute's value, as [`text`] writes it (before
+/// escaping): what `cn` and `ou` rules compare, so the rules and the
+/// subject header agree on who the client is. `None` when it is not text.
+pub fn attribute_text(attr: &AttributeTypeAndValue<'_>) -> Option<String> {
+    let value = attr.attr_value();
+    string_value(value.tag(), value.data)
+}
+
 /// The text of a string-typed attribute value: UTF-8, except a T61String,
 /// which is Latin-1 (as OpenSSL, and so [`rfc2253`], reads it); BMP and
 /// Universal strings as code points. `None` for any other type, or bytes
