@@ -278,12 +278,17 @@ pub fn xfcc(id: &Identity, by: &[Box<str>]) -> String {
     s
 }
 
-/// A value quoted only when it holds a separator (Envoy's rule).
+/// A value quoted only when it holds a separator (Envoy's rule). A
+/// control byte (a CA may sign a SAN holding `\n` or DEL, and WebPKI
+/// does not look at a client's SANs) is percent-encoded, as the `headers`
+/// mode's SAN lists do: no header can carry one, and the whole header
+/// used to be dropped for it, leaving the backend no identity at all.
 fn value(v: &str) -> String {
+    let v: std::borrow::Cow<'_, str> = utf8_percent_encode(v, CONTROLS).into();
     if v.contains([',', ';', '=', '"']) {
-        quoted(v)
+        quoted(&v)
     } else {
-        v.to_owned()
+        v.into_owned()
     }
 }
 
@@ -503,5 +508,10 @@ mod tests {
         assert!(x.contains(";Subject=\"OU=payments,CN=billing\";URI=spiffe://td/ns/prod/sa/billing;DNS=a.example;DNS=b.example"), "{x}");
         assert_eq!(quoted(r#"CN=a "b"\c"#), r#""CN=a \"b\"\\c""#);
         assert_eq!(value("a;b"), "\"a;b\"");
+        // A SAN with a control byte: percent-encoded, and the header made.
+        id.uri_sans = vec!["urn:x\ny\u{7f}".into()];
+        let x = xfcc(&id, &[]);
+        assert!(x.contains(";URI=urn:x%0Ay%7F;"), "{x}");
+        assert!(http::HeaderValue::from_str(&x).is_ok());
     }
 }
