@@ -35,6 +35,14 @@ use crate::proxy::forward::{BoxError as Error, ResponseBody};
 
 const NONE: u64 = u64::MAX;
 
+/// The most a watched body hands hyper at once: one default HTTP/2 frame.
+/// hyper polls the body again only once h2 has room for more, so the mark
+/// moves once per piece: a 64 KiB chunk from an HTTP/1.1 upstream drained
+/// at 1 KB/s would otherwise look stalled for over a minute while its
+/// bytes were moving. With 16 KiB pieces only a client slower than 16 KiB
+/// per `send_timeout` is cut, as nginx re-arms `send_timeout` per write.
+pub const PIECE: usize = 16 * 1024;
+
 /// Looks per `send_timeout`: a body is cut between one and 1.5 times
 /// `send_timeout` after it was left waiting.
 pub const LOOKS_PER_TIMEOUT: u32 = 2;
@@ -104,6 +112,7 @@ impl Stalls {
         SentBody::Watched {
             watched,
             stalls: self.clone(),
+            rest: Bytes::new(),
         }
     }
 
@@ -154,6 +163,8 @@ pub enum SentBody {
     Watched {
         watched: Arc<Watched>,
         stalls: Arc<Stalls>,
+        /// What is left of a data frame longer than [`PIECE`].
+        rest: Bytes,
     },
 }
 
@@ -167,14 +178,34 @@ impl Body for SentBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match self.get_mut() {
             SentBody::Plain(b) => Pin::new(b).poll_frame(cx),
-            SentBody::Watched { watched, stalls } => {
+            SentBody::Watched {
+                watched,
+                stalls,
+                rest,
+            } => {
                 let mut body = watched.body();
                 let Some(b) = body.as_mut() else {
                     return Poll::Ready(Some(Err(
                         "send_timeout: the client's flow-control window stayed shut".into(),
                     )));
                 };
-                let polled = Pin::new(&mut *b).poll_frame(cx);
+                let polled = if rest.is_empty() {
+                    Pin::new(&mut *b).poll_frame(cx)
+                } else {
+                    Poll::Ready(Some(Ok(Frame::data(std::mem::take(rest)))))
+                };
+                let polled = match polled {
+                    Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(match f.into_data() {
+                        Ok(mut data) => {
+                            if data.len() > PIECE {
+                                *rest = data.split_off(PIECE);
+                            }
+                            Frame::data(data)
+                        }
+                        Err(f) => f,
+                    }))),
+                    other => other,
+                };
                 let since = match &polled {
                     // hyper holds a frame until the window lets it go: the
                     // last one too, with the body (and the upstream request
@@ -192,8 +223,8 @@ impl Body for SentBody {
     fn is_end_stream(&self) -> bool {
         match self {
             SentBody::Plain(b) => b.is_end_stream(),
-            SentBody::Watched { watched, .. } => {
-                watched.body().as_ref().is_some_and(|b| b.is_end_stream())
+            SentBody::Watched { watched, rest, .. } => {
+                rest.is_empty() && watched.body().as_ref().is_some_and(|b| b.is_end_stream())
             }
         }
     }
@@ -201,10 +232,19 @@ impl Body for SentBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             SentBody::Plain(b) => b.size_hint(),
-            SentBody::Watched { watched, .. } => watched
-                .body()
-                .as_ref()
-                .map_or_else(SizeHint::default, |b| b.size_hint()),
+            SentBody::Watched { watched, rest, .. } => {
+                let inner = watched
+                    .body()
+                    .as_ref()
+                    .map_or_else(SizeHint::default, |b| b.size_hint());
+                let held = rest.len() as u64;
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + held);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + held);
+                }
+                hint
+            }
         }
     }
 }
@@ -246,6 +286,51 @@ mod tests {
     fn poll(b: &mut SentBody) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         Pin::new(b).poll_frame(&mut cx)
+    }
+
+    /// A body that yields one chunk of `len` bytes, then ends.
+    struct OneChunk(Option<Bytes>);
+
+    impl Body for OneChunk {
+        type Data = Bytes;
+        type Error = Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+            Poll::Ready(self.get_mut().0.take().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// A 64 KiB chunk from the upstream is handed over in pieces of at
+    /// most [`PIECE`], each marking the body anew: hyper polls for the next
+    /// piece once h2 has room, so a client draining it slowly but steadily
+    /// is never taken for one whose window stayed shut. The whole chunk
+    /// used to be one mark: at 1 KB/s it was cut while its bytes moved.
+    #[test]
+    fn a_large_chunk_is_handed_over_in_pieces_each_a_new_mark() {
+        let stalls = Stalls::new();
+        let chunk: Bytes = (0..64 * 1024).map(|i| i as u8).collect();
+        let in_flight = Activity::new(Instant::now(), false).begin(false);
+        let body = ResponseBody::new(OneChunk(Some(chunk.clone())));
+        let mut sent = stalls.watch(TrackedBody::new(body, in_flight));
+        assert_eq!(sent.size_hint().lower(), 0);
+        let mut got = Vec::new();
+        while let Poll::Ready(Some(Ok(f))) = poll(&mut sent) {
+            let data = f.into_data().unwrap();
+            assert!(data.len() <= PIECE, "{} bytes at once", data.len());
+            got.extend_from_slice(&data);
+            // As long as one piece takes to drain: no cut.
+            for _ in 0..LOOKS_PER_TIMEOUT {
+                assert_eq!(stalls.look(), 0);
+            }
+            if got.len() < chunk.len() {
+                assert!(!sent.is_end_stream());
+                assert_eq!(sent.size_hint().lower(), (chunk.len() - got.len()) as u64);
+            }
+        }
+        assert_eq!(&got[..], &chunk[..]);
     }
 
     #[test]
