@@ -292,11 +292,13 @@ impl Metrics {
 /// The process-wide metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
-/// Count one failed upstream request. `reason` is one of a small fixed set:
-/// `connect_refused`, `connect_timeout`, `timeout`, `unknown_ca`,
-/// `name_mismatch`, `expired`, `client_cert_refused`, `tls`, `protocol`,
+/// Count one failed upstream request. `reason` is one of a small fixed set
+/// (SPEC §5): `connect_refused`, `connect_timeout`, `connect_error` (any
+/// other dial failure: a name that does not resolve, no route to the host),
 /// `connection_limit` (no slot of `max_connections_per_server` free),
-/// `no_servers`.
+/// `timeout`, `keepalive_timeout`, `read_timeout`, `unknown_ca`,
+/// `name_mismatch`, `expired`, `client_cert_refused`, `tls`, `protocol`,
+/// `no_servers`, and `resolve` (a failed re-resolution, not a request).
 pub fn upstream_error(upstream: &str, reason: &str) {
     METRICS
         .upstream_errors
