@@ -15,9 +15,12 @@
 //!       SNI compare them.
 //!     - `upstream`: server URLs, upstream TLS, timeouts, pool size and idle
 //!       time, `http2_keepalive`, health.
+//!     - `binds`: listening addresses that overlap on one port (`0.0.0.0` and
+//!       `[::]` included), refused before a bind would fail.
 //!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
 //!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
 //!     unknown key, wrong type and missing field (check lists them all).
+//!     - `read`: the deserializer over the tree that records a problem and keeps going.
 //! - `yaml_hint`: YAML syntax errors in an operator's words (indentation slips).
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
@@ -33,10 +36,13 @@
 //!   - `per_name`: client auth per certificate entry: a config per entry, chosen by SNI.
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
 //!   - `names`: `verify_names` (DNS, URI, `spiffe://td/**`) and their verifier.
+//!   - `provider`: the crypto provider every config is built with (aws-lc-rs,
+//!     AES-128-GCM suites first).
 //! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
 //!   the public `Watcher` and `Subject`.
 //!   - `state`: the watcher thread's state machine: events, debounce, poll
-//!     scheduling, re-arming, reporting due subjects (`fire_due`).
+//!     scheduling, re-arming, reporting due subjects (`fire_due`); its tests
+//!     in `state/tests.rs`.
 //!   - `stat`: a path's symlink chain, link by link, and each link's stat signature.
 //! - `reload`: the single writer: entry and config changes, snapshot rebuilds, retries.
 //!   - `mod`: the reloader thread, its `Command`s, the `Handle`, the published
@@ -99,6 +105,8 @@
 //!   - `balance`: round robin, least request (power of two choices).
 //!   - `health`: one endpoint's consecutive failures, ejection, back-off.
 //!   - `read_timeout`: the longest wait for the next piece of a response body.
+//!   - `resolve`: server hostnames to endpoints, one per address, re-resolved
+//!     every `resolve_interval`; a failed lookup keeps the last good set.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `api`: the /api/v1 router, auth order, JSON bodies and replies; mutations
@@ -114,6 +122,8 @@
 //! - `access_log`: one line per request and refused handshake, off the request path.
 //!   - `body`: byte-counting bodies that submit the line when a response ends.
 //!   - `format`: JSON and nginx `combined`.
+//!   - `writer`: the writer thread: batched writes, lines it cannot write dropped
+//!     and counted, reopen on SIGUSR1.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `process_metrics`: `process_*` (CPU, memory, fds, start time) from `/proc`, per scrape.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
