@@ -101,6 +101,15 @@ fn answer(
     req: &mut http::Request<hyper::body::Incoming>,
     ended: Arc<AtomicUsize>,
 ) -> http::Response<BackendBody> {
+    if req.uri().path() == "/switch" {
+        // A switch nobody asked for.
+        return http::Response::builder()
+            .status(101)
+            .header("upgrade", "h2c")
+            .header("connection", "upgrade")
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+    }
     if let Some(proto) = req.headers().get("upgrade").cloned() {
         let on = hyper::upgrade::on(req);
         tokio::spawn(async move {
@@ -960,6 +969,34 @@ async fn h2c_upgrade_is_not_tunnelled() {
     for gone in ["upgrade", "http2-settings", "connection"] {
         assert!(j["headers"].get(gone).is_none(), "{gone} forwarded: {j}");
     }
+}
+
+/// A `101` to a request that asked for no upgrade is refused (502 to the
+/// client), and it is the endpoint's 502: a failure for passive health and
+/// `code="502"` in its request counts. It used to be counted as an
+/// answered `101`, a success, while the client got a 502.
+#[tokio::test]
+async fn an_unrequested_switch_is_the_endpoints_failure() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(b"GET /switch HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = String::from_utf8(read_to_close(&mut s).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    let m = metrics_text(admin).await;
+    let counted = |code: &str| {
+        m.lines().any(|l| {
+            l.starts_with("hotproxy_upstream_requests_total{")
+                && l.contains(&format!("code=\"{code}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    assert!(counted("502"), "{m}");
+    assert!(!counted("101"), "{m}");
 }
 
 /// A tunnel with no byte either way for tunnel_idle_timeout is closed and

@@ -252,7 +252,7 @@ impl Upstream {
                 let r = Box::pin(self.send_upgrade(&members, req, path, &last, deadline)).await;
                 let i = last.load(Ordering::Relaxed);
                 match &r {
-                    Ok(resp) => self.answered(&members, i, resp.status()),
+                    Ok(resp) => self.answered(&members, i, switch_checked(resp, true)),
                     Err(_) if body_fault.cause().is_some() => {}
                     Err(e) => self.answered_failure(&members, i, e),
                 }
@@ -368,7 +368,7 @@ impl Upstream {
                 .await
             {
                 Ok(resp) => {
-                    self.answered(members, i, resp.status());
+                    self.answered(members, i, switch_checked(&resp, false));
                     return Ok(resp);
                 }
                 // The client broke its own body: not the endpoint's fault,
@@ -407,7 +407,8 @@ impl Upstream {
             .inc();
     }
 
-    /// Passive health and per-endpoint counts for an answered request.
+    /// Passive health and per-endpoint counts for an answered request
+    /// (`status` as [`switch_checked`] has it).
     fn answered(&self, members: &Members, i: usize, status: StatusCode) {
         if matches!(status.as_u16(), 502..=504) {
             members.failure(i, "status");
@@ -605,6 +606,21 @@ impl Upstream {
         };
         error_response(status, msg)
     }
+}
+
+/// The status an answer counts as for the endpoint: a `101` to a request
+/// that asked for no upgrade, or to a protocol other than the one
+/// tunnelled, is refused before the client sees it (502, `protocol`), so
+/// it is the endpoint's 502 and a failure for passive health, as any
+/// malformed answer is; it used to count as a success and as a `101`.
+fn switch_checked<B>(resp: &Response<B>, upgrade: bool) -> StatusCode {
+    let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        && !(upgrade && crate::proxy::tunnel::switched_to_tunnelled(resp.headers()))
+    {
+        return StatusCode::BAD_GATEWAY;
+    }
+    status
 }
 
 /// Marks a `Host` hotproxy wrote in for a request that came without one,
