@@ -151,32 +151,53 @@ fn log_denied(listener: &str, id: &Identity) {
 static RECENT_DENIALS: LazyLock<RateLimit> =
     LazyLock::new(|| RateLimit::new(Duration::from_secs(60)));
 
+/// Keys a [`RateLimit`] remembers at most.
+const MAX_KEYS: usize = 10_000;
+
 /// "Once per key per window", bounded in memory.
 pub struct RateLimit {
     window: Duration,
-    seen: Mutex<HashMap<String, Instant>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    keys: HashMap<String, Instant>,
+    /// When the oldest key remembered expires: full before then, a sweep
+    /// would free nothing.
+    oldest_expires: Option<Instant>,
 }
 
 impl RateLimit {
     pub fn new(window: Duration) -> RateLimit {
         RateLimit {
             window,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
     /// True the first time `key` is seen in the current window.
     pub fn first_in_window(&self, key: String) -> bool {
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= 10_000 {
-            seen.retain(|_, t| now.duration_since(*t) < self.window);
-            if seen.len() >= 10_000 {
-                // Under a flood of distinct identities, log nothing more
-                // this window rather than grow without bound.
+        let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = &mut *guard;
+        if seen.keys.len() >= MAX_KEYS {
+            // Under a flood of distinct keys (refusals from many source
+            // addresses) every call used to sweep all 10,000 under the
+            // lock. A sweep now runs only once the oldest key has expired.
+            if seen.oldest_expires.is_some_and(|at| now < at) {
+                return false;
+            }
+            seen.keys
+                .retain(|_, t| now.duration_since(*t) < self.window);
+            seen.oldest_expires = seen.keys.values().min().map(|t| *t + self.window);
+            if seen.keys.len() >= MAX_KEYS {
+                // Log nothing more until then rather than grow without
+                // bound.
                 return false;
             }
         }
+        let seen = &mut seen.keys;
         match seen.get(&key) {
             Some(t) if now.duration_since(*t) < self.window => false,
             _ => {
@@ -226,5 +247,21 @@ mod tests {
         let r = RateLimit::new(Duration::ZERO);
         assert!(r.first_in_window("a".into()));
         assert!(r.first_in_window("a".into()));
+        // Full: nothing new is remembered (nor logged) until the oldest
+        // key expires; known keys still answer as before.
+        let r = RateLimit::new(Duration::from_secs(60));
+        for i in 0..MAX_KEYS {
+            assert!(r.first_in_window(format!("k{i}")));
+        }
+        assert!(!r.first_in_window("new".into()));
+        assert!(!r.first_in_window("k0".into()));
+        let oldest = r.seen.lock().unwrap().oldest_expires;
+        assert!(oldest.is_some(), "the sweep noted when to look again");
+        assert!(!r.first_in_window("newer".into()));
+        assert_eq!(
+            r.seen.lock().unwrap().oldest_expires,
+            oldest,
+            "no sweep before then"
+        );
     }
 }
