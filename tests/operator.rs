@@ -503,3 +503,62 @@ listeners:
         "{lines:#?}"
     );
 }
+
+/// An unused entry whose files do not load is warned about when its
+/// configuration applies, not when it is rejected for something else: a
+/// rejected configuration changes nothing, and its retries (backoff up to
+/// 30 s, for as long as it stays rejected) used to repeat the warning each
+/// time. Once the configuration applies, the warning comes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_entry_is_warned_about_when_its_configuration_applies() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let yaml = |routes: &str| {
+        format!(
+            r#"
+admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ debounce: 20ms, poll_interval: 200ms }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+  - {{ id: spare, type: ca-bundle, ca_file: missing.crt }}
+  - {{ id: broken, type: server-pair, cert_file: gone.crt, key_file: gone.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [ {{ ref: edge }}{routes} ] }}
+"#
+        )
+    };
+    let config = s.config(&yaml(""));
+    let mut p = Proxy::start(&config);
+    let warned = |p: &Proxy| {
+        p.logs()
+            .iter()
+            .filter(|l| l.contains("unused entry has no usable material") && l.contains("spare"))
+            .count()
+    };
+    p.wait_log("the start-up warning", |v| {
+        v["message"] == "unused entry has no usable material" && v["entry"] == "spare"
+    })
+    .await;
+    assert_eq!(warned(&p), 1);
+    // `broken` referenced: the configuration is rejected, and retried;
+    // spare is not warned about again. (The second retry begins after the
+    // first has ended.)
+    write(&config, &yaml(", { ref: broken }"));
+    p.wait_log("the rejection", |v| {
+        v["message"] == "configuration rejected; the running configuration stays"
+    })
+    .await;
+    wait_until(WAIT, "two retries", || {
+        let retries = p
+            .logs()
+            .iter()
+            .filter(|l| l.contains("reading the configuration file again"))
+            .count();
+        async move { retries >= 2 }
+    })
+    .await;
+    assert_eq!(warned(&p), 1, "{:#?}", p.logs());
+}

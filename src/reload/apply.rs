@@ -165,6 +165,10 @@ impl Reloader {
         // 1. Entries: keep the live state of unchanged ones, load the rest.
         let mut entries = BTreeMap::new();
         let mut settled = Vec::new();
+        // Unused entries whose files do not load: said once the
+        // configuration commits. A rejected one changes nothing, and its
+        // retries (every 30 s at most) said it again each time.
+        let mut unusable = Vec::new();
         for spec in &new.entries {
             if let Some(old) = self
                 .entries
@@ -187,7 +191,7 @@ impl Reloader {
                     problems.push(format!("entry {}: {e}", spec.id));
                 }
                 Err(e) => {
-                    warn!(target: LOG, entry = %spec.id, error = %e, "unused entry has no usable material");
+                    unusable.push((spec.id.clone(), e.to_string()));
                     entry.last_reload = ReloadResult::failure(e.to_string());
                 }
             }
@@ -397,6 +401,9 @@ impl Reloader {
         self.shared.config.store(self.config.clone());
         self.rewatch();
         self.publish();
+        for (id, e) in unusable {
+            warn!(target: LOG, entry = %id, error = %e, "unused entry has no usable material");
+        }
         if startup {
             for (name, l) in &self.listeners {
                 debug!(target: LOG, listener = %name, addr = %l.bound, "listener ready");

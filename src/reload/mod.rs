@@ -295,6 +295,8 @@ impl Reloader {
         let now = Instant::now();
         if self.config_retry.is_some_and(|at| at <= now) {
             self.config_retry = None;
+            // A rejected one, or one read mid-write (deferred).
+            debug!(target: LOG, "reading the configuration file again");
             let _ = self.reload_config_for(false, true);
         }
         let due: Vec<String> = self
