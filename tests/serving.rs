@@ -313,6 +313,7 @@ async fn ended_calm_h2(conn: tokio::task::JoinHandle<Result<(), h2::Error>>) {
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame, what a client sends right after the preface.
 const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+const HEADERS: u8 = 1;
 const SETTINGS: u8 = 4;
 const GOAWAY: u8 = 7;
 const WINDOW_UPDATE: u8 = 8;
@@ -915,6 +916,77 @@ async fn a_stream_on_rotated_out_material_is_cut_after_shutdown_grace() {
         w.backend.big_ended.load(SeqCst) == 1
     })
     .await;
+}
+
+/// An HTTP/2 connection closed gracefully for idleness waits on its
+/// client: h2 takes new streams until the client acknowledges the PING
+/// sent with the first `GOAWAY`. A client that never does, and opens a
+/// stream that never ends, kept a listener a reload removed serving its
+/// routes: the listener's close did not start the `shutdown_grace` cut on
+/// a connection already closing. What is in flight is cut after the grace.
+#[tokio::test]
+async fn an_idle_closed_h2_connection_is_cut_when_its_listener_is_removed() {
+    let w = world().await;
+    let cfg = config(&w, "", "idle_timeout: 1s");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("shutdown_grace: 30s", "shutdown_grace: 1s");
+    // A second listener, so that removing `public` leaves one.
+    let spare = "listeners:\n  - name: spare\n    bind: 127.0.0.1:0\n    tls: { certs: [{ cert_file: a.crt, key_file: a.key }] }\n    routes: [{ upstream: plain }]\n";
+    let text = text.replacen("listeners:\n", spare, 1);
+    std::fs::write(&cfg, &text).unwrap();
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    // GET https://a.example.com<path> (END_STREAM | END_HEADERS).
+    let get = |stream: u32, path: &str| {
+        let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 13]);
+        block.extend_from_slice(b"a.example.com");
+        h2_frame(1, 0x5, stream, &block)
+    };
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(get(1, "/api"));
+    s.write_all(&out).await.unwrap();
+    // The answer, then (idle_timeout) the graceful close's GOAWAY, whose
+    // PING this client never acknowledges.
+    while next_frame(&mut s).await.0 != GOAWAY {}
+    s.write_all(&get(3, "/stall")).await.unwrap();
+    loop {
+        let (kind, _, stream, _) = next_frame(&mut s).await;
+        if kind == HEADERS && stream == 3 {
+            break;
+        }
+    }
+    let (listeners, upstreams) = text.split_once("upstreams:").unwrap();
+    let (kept, _) = listeners.split_once("  - name: public").unwrap();
+    std::fs::write(&cfg, format!("{kept}upstreams:{upstreams}")).unwrap();
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    p.wait_log("the cut", |v| {
+        v["message"] == "graceful close timed out with a request in flight; closing connection"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    read_to_close(&mut s).await;
+}
+
+/// The next HTTP/2 frame `s` receives: its type, flags, stream id and payload.
+async fn next_frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32, Vec<u8>) {
+    let mut head = [0u8; 9];
+    tokio::time::timeout(WAIT, s.read_exact(&mut head))
+        .await
+        .expect("a frame in time")
+        .expect("a frame, not the end");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    (head[3], head[4], stream, payload)
 }
 
 /// A WebSocket upgrade whose connect fails is sent to another endpoint, as

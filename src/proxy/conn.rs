@@ -405,18 +405,23 @@ impl Driver<'_> {
                     }
                     sleep.as_mut().reset(next.into());
                 }
-                _ = self.shutdown.wait_for(|s| *s), if !closing => {
-                    // Shutting down, or the listener is gone: what is still
-                    // in flight after the grace is cut (at shutdown the
-                    // process has ended by then).
+                // Shutting down, or the listener is gone: what is still in
+                // flight after the grace is cut (at shutdown the process has
+                // ended by then). Also on a connection already closing for
+                // idleness: its graceful close waits on the client (h2 takes
+                // new streams until the client acknowledges the GOAWAY's
+                // PING), so only the cut bounds it.
+                _ = self.shutdown.wait_for(|s| *s), if cut_at.is_none() => {
                     let now = Instant::now();
-                    closing = true;
-                    closing_at = Some(now);
                     let at = now + self.also_close_grace;
                     cut_at = Some(at);
                     let due = sleep.deadline().into_std().min(at);
                     sleep.as_mut().reset(due.into());
-                    graceful(conn.as_mut());
+                    if !closing {
+                        closing = true;
+                        closing_at = Some(now);
+                        graceful(conn.as_mut());
+                    }
                 }
                 _ = also_close.as_mut(), if cut_at.is_none() => {
                     let now = Instant::now();
