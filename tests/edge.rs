@@ -156,6 +156,7 @@ listeners:
     redirect_https: {{ port: 8443 }}
     response_headers:
       set: {{ X-Frame-Options: DENY }}
+    limits: {{ max_header_bytes: 2048 }}
 upstreams:{upstreams}
 "#
     ));
@@ -475,6 +476,26 @@ async fn redirect_https_and_response_headers() {
     let (code, out, err) = run_cli(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     drop(w.scene);
+}
+
+/// The redirect listener holds `limits.max_header_bytes` as the TLS
+/// listeners' HTTP/1.1 does: a head over it gets `431`, counted; one under
+/// it its `308`. Below hyper's 8 KiB read buffer the limit was not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_listener_holds_max_header_bytes() {
+    let w = world().await;
+    let head = |pad: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: example.com\r\nx-pad: {}\r\n\r\n",
+            "p".repeat(pad)
+        )
+    };
+    let r = raw_http(w.http, &head(1500)).await;
+    assert!(r.starts_with("HTTP/1.1 308"), "{r}");
+    let r = raw_http(w.http, &head(4000)).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    let counted = "hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"431\"} 1";
+    wait_metric(w.admin, counted, Duration::from_secs(10)).await;
 }
 
 /// `allow_from` (ingress-nginx's `whitelist-source-range`): a client

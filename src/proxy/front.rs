@@ -102,6 +102,10 @@ pub async fn redirect_connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // As on the TLS listeners: hyper answers 431 when a request head
+        // exceeds this; its read buffer cannot be under 8 KiB, so that
+        // alone would let a head of up to 8 KiB through any lower limit.
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(false)
         .serve_connection(TokioIo::new(stream), svc);
