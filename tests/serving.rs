@@ -989,6 +989,84 @@ async fn next_frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32, Vec<u8>) {
     (head[3], head[4], stream, payload)
 }
 
+/// An HTTP/2 header list over `max_header_bytes` (64 KiB here) but within
+/// four times it (h2's threshold for abuse) is answered `431` on its
+/// stream by the HTTP/2 layer, and the connection keeps serving: one
+/// 70 KiB field, and 250 KiB decoded from 3 KB (a 3,000-byte field, then
+/// 84 HPACK references to it). A block sent in more CONTINUATION frames
+/// than the limit needs (one 150 KiB field), or a list over four times
+/// the limit, ends the connection with `GOAWAY` `ENHANCE_YOUR_CALM`.
+/// None reaches the backend.
+#[tokio::test]
+async fn h2_header_list_over_max_header_bytes_gets_431_or_goaway() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let (client, conn) = h2::client::handshake(tls(&w, addr, &[b"h2"]).await)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let with_field = |bytes: usize| {
+        let mut req = h2_get("/api", "GET");
+        let big = http::HeaderValue::from_str(&"x".repeat(bytes)).unwrap();
+        req.headers_mut().insert("x-big", big);
+        req
+    };
+    let (resp, _) = client.send_request(with_field(70 * 1024), true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 431);
+    client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(h2_get("/api", "GET"), true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the connection keeps serving");
+    client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(with_field(150 * 1024), true).unwrap();
+    let _ = tokio::time::timeout(WAIT, resp).await.unwrap();
+    ended_calm_h2(conn).await;
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+
+    // GET https://a.example.com/api, then x-big (literal, incremental
+    // indexing: dynamic index 62, 3,037 bytes decoded) and `refs`
+    // references to it.
+    let request = |stream: u32, refs: usize| {
+        let mut block = vec![0x82, 0x87, 0x04, 4];
+        block.extend_from_slice(b"/api");
+        block.extend_from_slice(&[0x01, 13]);
+        block.extend_from_slice(b"a.example.com");
+        block.extend_from_slice(&[0x40, 5]);
+        block.extend_from_slice(b"x-big");
+        block.extend_from_slice(&[0x7f, 0xb9, 0x16]); // length 3,000
+        block.extend(std::iter::repeat_n(b'v', 3000));
+        block.extend(std::iter::repeat_n(0x80 | 62, refs));
+        h2_frame(HEADERS, 0x5, stream, &block)
+    };
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(request(1, 84));
+    s.write_all(&out).await.unwrap();
+    let (_, flags, payload) = loop {
+        let (kind, flags, stream, payload) = next_frame(&mut s).await;
+        assert_ne!(kind, GOAWAY, "{payload:?}");
+        if kind == HEADERS && stream == 1 {
+            break (kind, flags, payload);
+        }
+    };
+    // `:status: 431` as h2 encodes it: literal with incremental indexing
+    // of static name 8, then "431" Huffman-coded (3 bytes); END_STREAM.
+    assert_eq!(payload, [0x48, 0x83, 0x69, 0x90, 0xff]);
+    assert_eq!(flags & 0x1, 0x1, "the stream ends with the 431");
+    // 100 references: 306,737 bytes decoded, over 4 x 65,536.
+    s.write_all(&request(3, 100)).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut rest))
+        .await
+        .expect("the connection is closed")
+        .ok();
+    ended_calm(&rest);
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}
+
 /// A WebSocket upgrade whose connect fails is sent to another endpoint, as
 /// any request is (SPEC: Retries, "always for a failed connect"; nginx's
 /// proxy_next_upstream error). It got a 502 from the first endpoint picked.
