@@ -322,13 +322,17 @@ const CONTINUATION: u8 = 9;
 
 /// A client that agreed on h2 and sends HTTP/1.1 is answered in HTTP/2
 /// (SETTINGS, then GOAWAY or a close) and nothing reaches the backend: not a request,
-/// not a 300 KB head, not half a head held open.
+/// not a 300 KB head, not half a head held open. Those connections are
+/// closed by hotproxy (a connection error), not by the client: they are
+/// not counted as closed before a request.
 #[tokio::test]
 async fn agreed_h2_then_http1_bytes_is_an_h2_protocol_error() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "", "header_read_timeout: 1s, idle_timeout: 1h"));
     let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
     let big = "x".repeat(300 * 1024);
+    let mut ports = Vec::new();
     for head in [
         "GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n".to_owned(),
         format!("GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-big: {big}\r\n\r\n"),
@@ -336,6 +340,7 @@ async fn agreed_h2_then_http1_bytes_is_an_h2_protocol_error() {
     ] {
         let mut s = tls(&w, addr, &[b"h2"]).await;
         assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        ports.push(s.get_ref().0.local_addr().unwrap().port());
         // The server may close before a large head is written: that is fine.
         let _ = s.write_all(head.as_bytes()).await;
         let reply = read_to_close(&mut s).await;
@@ -358,11 +363,34 @@ async fn agreed_h2_then_http1_bytes_is_an_h2_protocol_error() {
         0,
         "a request reached the backend"
     );
+    for port in ports {
+        assert_closed_by_us(&mut p, admin, port).await;
+    }
+}
+
+/// The connection from local port `port` ended with an error (logged by
+/// its driver just before the connection's close is classified), and was
+/// not counted in `hotproxy_connections_closed_before_request_total`:
+/// hotproxy closed it.
+async fn assert_closed_by_us(p: &mut Proxy, admin: SocketAddr, port: u16) {
+    p.wait_log("the connection's end", |v| {
+        v["message"] == "connection ended with error"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    let m = metrics_text(admin).await;
+    assert!(
+        !m.contains("hotproxy_connections_closed_before_request_total{listener=\"public\"}"),
+        "our own close counted as the client's: {m}"
+    );
 }
 
 /// A listener with `alpn: [http/1.1]` never serves HTTP/2, and neither does
 /// any listener to a client that sent no ALPN: the h2 preface is not a
-/// request head, and the answer is never an HTTP/2 SETTINGS frame.
+/// request head, and the answer is never an HTTP/2 SETTINGS frame. hotproxy
+/// closes such a connection: it is not counted as closed before a request.
 #[tokio::test]
 async fn h2_preface_without_agreeing_on_h2_is_not_served_as_h2() {
     let w = world().await;
@@ -373,8 +401,10 @@ async fn h2_preface_without_agreeing_on_h2_is_not_served_as_h2() {
     ] {
         let mut p = Proxy::start(&config(&w, tls_opts, ""));
         let addr = p.listener_addr("public").await;
+        let admin = p.admin_addr().await;
         let mut s = tls(&w, addr, alpn).await;
         assert_ne!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let port = s.get_ref().0.local_addr().unwrap().port();
         s.write_all(PREFACE).await.unwrap();
         s.write_all(EMPTY_SETTINGS).await.unwrap();
         let reply = read_to_close(&mut s).await;
@@ -383,6 +413,7 @@ async fn h2_preface_without_agreeing_on_h2_is_not_served_as_h2() {
             "listener tls {tls_opts:?}, client ALPN {alpn:?}: answered {:?}",
             h2_frame_types(&reply)
         );
+        assert_closed_by_us(&mut p, admin, port).await;
     }
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }

@@ -651,13 +651,35 @@ async fn connection(
         debug!(listener = %listener.name, peer = %peer, status = status.as_u16(), "request head refused");
         let edge = listener.edge.load();
         refused_head::record(&listener.unrouted, &edge, &conn_ctx, status, took);
-    } else if outcome.by == conn::Ended::ByClient && !activity.asked() {
+    } else if outcome.by == conn::Ended::ByClient
+        && !activity.asked()
+        && !outcome.error.as_ref().is_some_and(protocol_error)
+    {
         // The client went away without a request: with TLS 1.3 a client
         // that refuses our certificate (a name mismatch, judged after the
         // handshake as curl does) does so after our side of the handshake
         // is done, and this is all the server sees of it.
         metrics::closed_before_request(&listener.name);
     }
+}
+
+/// Whether hyper ended the connection over what the client sent, rather
+/// than the client closing it: the HTTP/2 preface on an HTTP/1.1
+/// connection (a head hyper cannot parse; the heads it answers are counted
+/// as requests above), or an HTTP/2 connection error we sent `GOAWAY` for
+/// (HTTP/1.1 bytes after agreeing on h2). Those closes are ours.
+fn protocol_error(e: &hyper::Error) -> bool {
+    if e.is_parse() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && !h2.is_remote();
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A request refused before it has a route (malformed, or one whose
