@@ -82,7 +82,7 @@ impl Front {
 /// Serve one plain-HTTP connection of a `redirect_https` listener: each
 /// request gets `308` to the same host (without its port) and path on
 /// `https://` at `port`. One request per connection, bounded by
-/// `header_read_timeout`.
+/// `header_read_timeout` plus `send_timeout`.
 pub async fn redirect_connection(
     listener: Arc<str>,
     stream: TcpStream,
@@ -109,7 +109,17 @@ pub async fn redirect_connection(
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(false)
         .serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = conn.await {
+    // One request per connection: its head within header_read_timeout,
+    // its 308 taken within send_timeout. hyper's HTTP/1.1 server has no
+    // write timer, so a client that never reads the answer (once the
+    // kernel's buffers are full) would hold the connection and its
+    // max_connections slot for ever; this bounds the whole exchange.
+    let bound = limits.header_read_timeout + limits.send_timeout;
+    let Ok(ended) = tokio::time::timeout(bound, conn).await else {
+        debug!(peer = %peer, reason = "send_timeout", "redirect connection closed");
+        return;
+    };
+    if let Err(e) = ended {
         debug!(peer = %peer, error = %e, "redirect connection ended with error");
         // A head hyper refused and answered itself is a request too.
         if let Some(status) = refused_head::answered(&e) {
