@@ -67,6 +67,14 @@ listeners:
         }
     }
 
+    /// Stop the proxy and start it again on the same scene (its store,
+    /// its key): what a restart reads back.
+    async fn restart(&mut self) {
+        self.p = Proxy::start(&self.s.path("config.yaml"));
+        self.addr = self.p.listener_addr("public").await;
+        self.api = self.p.admin_addr().await;
+    }
+
     async fn editor(
         &self,
         method: &str,
@@ -885,4 +893,82 @@ async fn an_entry_called_validate_is_audited_and_if_match_lines_are_one_list() {
             && v["path"] == "/api/v1/certs/validate"
     })
     .await;
+}
+
+/// The store file's identity and size, to tell whether a change rewrote it.
+fn stat(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.ino(), m.len()))
+}
+
+/// Start-up reads a store of at most 64 MiB, and the API used to write one
+/// of any size: about 48 inline CA bundles of 1 MiB left a store the next
+/// start refused. Now the change that would pass the limit is refused
+/// (507, naming it) without touching the store or the catalogue, and a
+/// restart reads back every entry that was accepted.
+#[tokio::test]
+async fn a_change_that_would_outgrow_the_store_is_refused() {
+    use hotproxy::config::{EntryKind, EntrySource, EntrySpec, StoreConfig};
+    let mut a = Api::start("").await;
+    // One certificate after comment lines (text outside PEM sections is
+    // skipped, as in system bundles): cheap to parse, and just under the
+    // 1 MiB body limit once in JSON.
+    let comment = format!("# {}\n", "x".repeat(76));
+    let pad = comment.repeat((1_000_000 - a.ca.cert_pem.len()) / comment.len());
+    let bundle = format!("{pad}{}", a.ca.cert_pem);
+    // 47 such entries (about 63.5 MB sealed) written as the API would, in
+    // one save: 47 POSTs would rewrite the growing store 47 times.
+    let store = a.s.path("data/store.json");
+    let (seeder, _) = hotproxy::material::store::Store::open(&StoreConfig {
+        path: store.clone(),
+        key_file: a.s.path("keys/store.key"),
+        file_roots: None,
+    })
+    .unwrap();
+    let seeded: Vec<EntrySpec> = (0..47)
+        .map(|n| EntrySpec {
+            id: format!("seed-{n}"),
+            kind: EntryKind::CaBundle,
+            source: EntrySource::CaInline {
+                ca_pem: bundle.clone(),
+                crl_pem: None,
+            },
+            anonymous: false,
+        })
+        .collect();
+    seeder.save(&seeded).unwrap();
+    a.restart().await;
+    let mut accepted = seeded.len();
+    let mut refused = None;
+    // Bounded: each entry adds about 1.35 MB, so the third passes 64 MiB.
+    for n in 0..6 {
+        let id = format!("big-{n}");
+        let body = json!({"id": id, "type": "ca-bundle", "source": "inline", "ca_pem": bundle});
+        let before = stat(&store);
+        let r = a.editor("POST", "/api/v1/certs", Some(body)).await;
+        if r.status == 201 {
+            accepted += 1;
+            continue;
+        }
+        assert_eq!(stat(&store), before, "a refused change rewrote the store");
+        let gone = a.editor("GET", &format!("/api/v1/certs/{id}"), None).await;
+        assert_eq!(gone.status, 404, "{}", gone.body);
+        refused = Some(r);
+        break;
+    }
+    assert!(accepted > seeded.len(), "nothing was accepted");
+    served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+    // Whatever was accepted survives a restart.
+    a.restart().await;
+    let listed = a.editor("GET", "/api/v1/certs", None).await;
+    assert_eq!(listed.json().as_array().unwrap().len(), accepted + 1);
+    let r = refused.expect("53 entries of 1 MiB and no refusal");
+    assert_eq!(r.status, 507, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        m.contains("67108864-byte limit") && m.contains("nothing was changed"),
+        "{m}"
+    );
 }

@@ -23,8 +23,9 @@ use crate::secret::Secret;
 /// Binds the ciphertext to this use: a blob sealed for anything else fails.
 const AAD: &[u8] = b"hotproxy-store/1";
 const FORMAT: &str = "hotproxy-store/1";
-/// The largest store file read (entries are PEM text: thousands fit).
-const MAX_STORE_BYTES: u64 = 64 << 20;
+/// The largest store file read (entries are PEM text: thousands fit), and
+/// so the largest written: a bigger one would stop the next start-up.
+pub const MAX_STORE_BYTES: u64 = 64 << 20;
 
 /// An entry definition as the admin API accepts it and the store keeps it
 /// (SPEC §4): `{id, type, source: "file", cert_file, key_file | ca_file,
@@ -325,36 +326,64 @@ impl Store {
         stored.into_iter().map(Stored::into_spec).collect()
     }
 
-    /// Replace the store's content with `entries`, atomically.
-    pub fn save(&self, entries: &[EntrySpec]) -> Result<(), String> {
+    /// Replace the store's content with `entries`, atomically. Nothing is
+    /// written when the file would be larger than [`MAX_STORE_BYTES`]:
+    /// `read` would refuse it at the next start-up.
+    pub fn save(&self, entries: &[EntrySpec]) -> Result<(), SaveError> {
         let stored: Vec<Stored> = entries.iter().map(Stored::of).collect();
         let mut data = serde_json::to_vec(&stored).expect("plain data serializes");
         let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "no system randomness".to_owned())?;
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| SaveError::Write("no system randomness".to_owned()))?;
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(AAD),
                 &mut data,
             )
-            .map_err(|_| "sealing the store failed".to_owned())?;
+            .map_err(|_| SaveError::Write("sealing the store failed".to_owned()))?;
         let sealed = Sealed {
             format: FORMAT.into(),
             nonce: B64.encode(nonce),
             ciphertext: B64.encode(&data),
         };
         let body = serde_json::to_vec_pretty(&sealed).expect("plain data serializes");
+        if body.len() as u64 > MAX_STORE_BYTES {
+            return Err(SaveError::TooLarge(format!(
+                "store {} would be {} bytes, over the {MAX_STORE_BYTES}-byte limit start-up reads",
+                self.path.display(),
+                body.len()
+            )));
+        }
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).map_err(|e| {
-                format!(
+                SaveError::Write(format!(
                     "store {}: cannot create {}: {e}",
                     self.path.display(),
                     dir.display()
-                )
+                ))
             })?;
         }
         crate::fsutil::write_atomic(&self.path, &body, 0o600)
-            .map_err(|e| format!("store {}: {e:#}", self.path.display()))
+            .map_err(|e| SaveError::Write(format!("store {}: {e:#}", self.path.display())))
+    }
+}
+
+/// Why [`Store::save`] wrote nothing.
+#[derive(Debug)]
+pub enum SaveError {
+    /// The store would pass [`MAX_STORE_BYTES`]: the change is too big to
+    /// keep, not a fault of the host.
+    TooLarge(String),
+    /// Sealing or writing failed (a full disk, a read-only directory).
+    Write(String),
+}
+
+impl std::fmt::Display for SaveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SaveError::TooLarge(m) | SaveError::Write(m) => f.write_str(m),
+        }
     }
 }
 

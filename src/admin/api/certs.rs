@@ -12,6 +12,7 @@ use crate::admin::paths;
 use crate::config::EntrySpec;
 use crate::material::catalogue::{EntryView, Origin};
 use crate::material::pem;
+use crate::material::store::SaveError;
 use crate::reload::Reloader;
 
 /// 412 unless `If-Match` (when given) names the entry's current ETag.
@@ -158,14 +159,19 @@ pub(super) fn delete(r: &mut Reloader, id: &str, if_match: Option<&str>) -> Repl
     Ok((StatusCode::OK, json!({ "id": id, "deleted": true }), None))
 }
 
-/// The store could not be written (a full disk, a read-only directory):
-/// nothing was changed, and the operator needs to know beyond this caller.
-fn store_failed(e: String) -> (StatusCode, Value) {
-    tracing::warn!(error = %e, "cannot write the store; the change was not applied");
-    problem(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("{e}; nothing was changed"),
-    )
+/// The store was not written: nothing was changed. Too big for start-up
+/// to read back is the caller's to fix (507); a write that failed (a full
+/// disk, a read-only directory) is the operator's, who needs to know
+/// beyond this caller (500, logged).
+fn store_failed(e: SaveError) -> (StatusCode, Value) {
+    let status = match &e {
+        SaveError::TooLarge(_) => StatusCode::INSUFFICIENT_STORAGE,
+        SaveError::Write(_) => {
+            tracing::warn!(error = %e, "cannot write the store; the change was not applied");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    problem(status, format!("{e}; nothing was changed"))
 }
 
 /// Put the store back as it was after a failed apply.
