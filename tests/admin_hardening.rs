@@ -972,3 +972,65 @@ async fn a_change_that_would_outgrow_the_store_is_refused() {
         "{m}"
     );
 }
+
+/// `"ca": null` in a client-auth PUT meant the same as no `ca` (keep the
+/// current one), so a CA set at runtime could never be let go and its
+/// entry could never be deleted (409, still referenced). Now `null`
+/// removes it, as `allow: null` removes the rules; absent still keeps it,
+/// and a mode that verifies is refused without one.
+#[tokio::test]
+async fn client_auth_ca_null_releases_the_ca() {
+    let a = Api::start("").await;
+    let clients = TestCa::new("clients");
+    let path = "/api/v1/listeners/public/client-auth";
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(inline_ca("clients", &clients)),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let verify = json!({"mode": "require_and_verify", "ca": "clients"});
+    let r = a.editor("PUT", path, Some(verify.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Absent keeps the CA.
+    let r = a
+        .editor("PUT", path, Some(json!({"mode": "verify_if_given"})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["ca"], "clients", "{}", r.body);
+    // null releases it, and the entry can go.
+    let r = a
+        .editor("PUT", path, Some(json!({"mode": "none", "ca": null})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["ca"], json!(null), "{}", r.body);
+    let r = a.editor("GET", path, None).await;
+    assert_eq!(r.json()["ca"], json!(null), "{}", r.body);
+    let r = a.editor("DELETE", "/api/v1/certs/clients", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A mode that verifies needs a CA: null there is refused, nothing changes.
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(inline_ca("clients", &clients)),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = a.editor("PUT", path, Some(verify)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a
+        .editor(
+            "PUT",
+            path,
+            Some(json!({"mode": "require_and_verify", "ca": null})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["message"].as_str().unwrap().contains("needs a ca"));
+    let r = a.editor("GET", path, None).await;
+    assert_eq!(r.json()["mode"], "require_and_verify", "{}", r.body);
+    assert_eq!(r.json()["ca"], "clients", "{}", r.body);
+}

@@ -41,9 +41,11 @@ pub(super) fn client_auth_view(r: &Reloader, name: &str) -> Result<Value, (Statu
 #[serde(deny_unknown_fields)]
 pub(super) struct ClientAuthChange {
     mode: String,
-    /// An entry id, `{"ref": id}`, or absent to keep the current CA.
-    #[serde(default)]
-    ca: Option<CaRef>,
+    /// An entry id or `{"ref": id}`; absent keeps the current CA, `null`
+    /// removes it (else a CA set here could never be let go, nor its
+    /// entry deleted).
+    #[serde(default, deserialize_with = "present")]
+    ca: Option<Option<CaRef>>,
     /// Absent keeps the listener's current setting.
     #[serde(default)]
     allow_expired_crl: Option<bool>,
@@ -81,7 +83,7 @@ pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthCh
         ))
     })?;
     let ca = match change.ca {
-        Some(CaRef::Id(id) | CaRef::Ref { id }) => {
+        Some(Some(CaRef::Id(id) | CaRef::Ref { id })) => {
             let (spec, _) = r
                 .entry_spec(&id)
                 .ok_or_else(|| bad_request(format!("ca: no entry {id:?}")))?;
@@ -93,6 +95,7 @@ pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthCh
             }
             Some(id)
         }
+        Some(None) => None,
         None => current.ca,
     };
     if matches!(
