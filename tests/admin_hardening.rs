@@ -1034,3 +1034,52 @@ async fn client_auth_ca_null_releases_the_ca() {
     assert_eq!(r.json()["mode"], "require_and_verify", "{}", r.body);
     assert_eq!(r.json()["ca"], "clients", "{}", r.body);
 }
+
+/// PUT judged the path's id by the naming rule before looking it up: an
+/// anonymous entry of the configuration file (a listener's inline
+/// `cert_file`/`key_file`, which GET shows) could not be replaced (400),
+/// and `%ff`, an id no entry has, was 400 where an unknown id is 404. Now
+/// an unknown id is 404 first, and any existing entry can be replaced.
+#[tokio::test]
+async fn put_looks_the_id_up_before_judging_its_name() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("pki/edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("editor.token"), EDITOR);
+    let cfg = s.config(
+        r#"
+watch: { events: false, poll_interval: 1h }
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{ role: editor, token_file: editor.token }]
+store: { path: data/store.json, key_file: keys/store.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ cert_file: pki/edge.crt, key_file: pki/edge.key }]
+"#,
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let anonymous = "/api/v1/certs/listeners.public.tls.certs%5B0%5D";
+    let r = admin(api, "GET", anonymous, Some(EDITOR), None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let next = ca.server_pair(&["localhost"]);
+    let body = json!({"type": "server-pair", "source": "inline",
+        "cert_pem": next.cert_pem, "key_pem": next.key_pem});
+    let r = admin(api, "PUT", anonymous, Some(EDITOR), Some(body.clone()), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let leaf = served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap();
+    assert_eq!(leaf, next.fingerprint);
+    // Unknown ids are 404 whether or not the naming rule would take them.
+    for path in [
+        "/api/v1/certs/%ff",
+        "/api/v1/certs/Not_A_Valid_Id",
+        "/api/v1/certs/no-such-entry",
+    ] {
+        let r = admin(api, "PUT", path, Some(EDITOR), Some(body.clone()), &[]).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+    }
+}

@@ -58,6 +58,14 @@ impl Definition {
                 "id {id:?} is invalid: it must match ^[a-z0-9][a-z0-9_-]{{0,63}}$"
             ));
         }
+        self.into_existing_spec(id)
+    }
+
+    /// `into_spec` for an entry that exists already (a PUT): its id is not
+    /// judged again, as an anonymous entry of the configuration file is
+    /// named by its place (`listeners.public.tls.certs[0]`), which the rule
+    /// for new ids refuses.
+    pub fn into_existing_spec(self, id: &str) -> Result<EntrySpec, String> {
         let kind = EntryKind::parse(&self.kind).ok_or_else(|| {
             format!(
                 "type {:?} is unknown: use server-pair, client-pair or ca-bundle",

@@ -137,6 +137,12 @@ async fn route(
             Ok((StatusCode::OK, json!(&**view), Some(view.etag.clone())))
         }
         (&Method::PUT, ["certs", id]) => {
+            // Looked up first: an unknown id is 404 whatever its name, and
+            // a known one is never judged by the rule for new ids. `replace`
+            // looks again on the reloader, in case it went meanwhile.
+            if !handle.shared.entries.load().contains_key(*id) {
+                return Err(no_entry(id));
+            }
             let def: Definition = body(req).await?;
             if def.id.as_deref().is_some_and(|b| b != *id) {
                 return Err(bad_request(format!(
@@ -145,7 +151,7 @@ async fn route(
                 )));
             }
             let id = id.to_string();
-            let spec = def.into_spec(&id).map_err(bad_request)?;
+            let spec = def.into_existing_spec(&id).map_err(bad_request)?;
             call(handle, move |r| replace(r, spec, if_match.as_deref())).await
         }
         (&Method::DELETE, ["certs", id]) => {
