@@ -1083,3 +1083,60 @@ listeners:
         assert_eq!(r.status, 404, "{path}: {}", r.body);
     }
 }
+
+/// SPEC §4 answers a body over 1 MiB with 413, but only the routes that
+/// read a body ever looked: a rotation, a reload and a DELETE declaring
+/// `Content-Length: 5000000` were applied all the same. Now a declared
+/// length over the limit is refused on every route before anything is done.
+#[tokio::test]
+async fn an_over_limit_body_is_refused_before_anything_is_done() {
+    let a = Api::start("").await;
+    let r = a
+        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &a.ca)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let old = served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+    let next = a.ca.server_pair(&["localhost"]);
+    support::writers::mv_over(&a.s.path("pki/edge.key"), &next.key_pem);
+    support::writers::mv_over(&a.s.path("pki/edge.crt"), &next.cert_pem);
+    for (method, path) in [
+        ("POST", "/api/v1/rotate"),
+        ("POST", "/api/v1/certs/edge/reload"),
+        ("POST", "/api/v1/listeners/public/rotate"),
+        ("POST", "/api/v1/cacerts/reload"),
+        ("DELETE", "/api/v1/certs/kept"),
+        ("GET", "/api/v1/certs"),
+        ("GET", "/healthz"),
+    ] {
+        let answer = raw(
+            a.api,
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {EDITOR}\r\nContent-Length: 5000000\r\nConnection: close\r\n\r\n{{}}",
+                a.api
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{method} {path}: {answer}"
+        );
+        assert!(answer.contains("1048576"), "{method} {path}: {answer}");
+    }
+    // Nothing was done: the old leaf is served and `kept` is still there.
+    let now = served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+    assert_eq!(now, old, "a refused rotation was applied");
+    let r = a.editor("GET", "/api/v1/certs/kept", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The same rotation without the body goes through.
+    let r = a.editor("POST", "/api/v1/rotate", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let now = served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+    assert_eq!(now, next.fingerprint);
+}

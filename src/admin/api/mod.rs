@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::AdminBody;
-use super::BODY_READ_TIMEOUT;
 use super::auth::{Refusal, Tokens, check_host};
 use super::paths;
+use super::{BODY_READ_TIMEOUT, MAX_BODY, declares_too_much};
 use crate::config::{EntryKind, EntrySpec};
 use crate::material::catalogue::{Entry, EntryView, Origin};
 use crate::material::store::Definition;
@@ -28,9 +28,6 @@ use crate::material::{Loaded, pem};
 use crate::reload::{Handle, Reloader};
 use certs::{create, delete, reload_many, reload_one, replace, strip_for_validate};
 use client_auth::{ClientAuthChange, client_auth_view, set_client_auth};
-
-/// Request bodies larger than this are refused (a CA bundle is well below).
-const MAX_BODY: usize = 1 << 20;
 
 /// A JSON error or success, built on the reloader thread or here.
 pub(super) type Reply = Result<(StatusCode, Value, Option<String>), (StatusCode, Value)>;
@@ -53,6 +50,10 @@ pub async fn serve(
         Ok(role) => role,
         Err(r) => return refusal(r),
     };
+    // Before routing: the routes that read no body would act first.
+    if declares_too_much(req.headers()) {
+        return respond(Err(too_large()));
+    }
     // HEAD is GET without the body (RFC 9110 §9.3.2): same routes, same
     // status and headers; `super::route` drops the body.
     let method = match req.method() {
@@ -311,12 +312,7 @@ async fn body<T: for<'de> Deserialize<'de>>(
     let read = Limited::new(req.into_body(), MAX_BODY).collect();
     let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            ));
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         Ok(Err(_)) => return Err(bad_request("the request body could not be read")),
         Err(_) => {
             return Err(problem(
@@ -352,6 +348,13 @@ fn without_values(message: &str) -> String {
         }
     }
     out
+}
+
+fn too_large() -> (StatusCode, Value) {
+    problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    )
 }
 
 pub(super) fn bad_request(message: impl Into<String>) -> (StatusCode, Value) {
