@@ -1140,3 +1140,41 @@ async fn an_over_limit_body_is_refused_before_anything_is_done() {
         .unwrap();
     assert_eq!(now, next.fingerprint);
 }
+
+/// serde's derived structs take a JSON array too (the fields by position),
+/// so `["none"]` passed for `{"mode": "none"}` and an eleven-element array
+/// created an entry. Now a body must be a JSON object, and the 400 says so.
+#[tokio::test]
+async fn an_api_body_must_be_a_json_object() {
+    let a = Api::start("").await;
+    let positional = json!([
+        "by-position",
+        "ca-bundle",
+        "inline",
+        null,
+        null,
+        null,
+        [],
+        null,
+        null,
+        a.ca.cert_pem,
+        null
+    ]);
+    for (method, path, body) in [
+        (
+            "PUT",
+            "/api/v1/listeners/public/client-auth",
+            json!(["none"]),
+        ),
+        ("POST", "/api/v1/certs", positional.clone()),
+        ("POST", "/api/v1/certs/validate", positional),
+        ("POST", "/api/v1/certs", json!("by-position")),
+    ] {
+        let r = a.editor(method, path, Some(body)).await;
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.body);
+        let m = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(m.contains("must be a JSON object"), "{method} {path}: {m}");
+    }
+    let r = a.editor("GET", "/api/v1/certs/by-position", None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+}

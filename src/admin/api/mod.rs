@@ -324,6 +324,14 @@ async fn body<T: for<'de> Deserialize<'de>>(
             ));
         }
     };
+    // serde's derived structs also take an array (the fields by position):
+    // `["none"]` must not pass for `{"mode": "none"}`. JSON's whitespace
+    // is these four bytes (RFC 8259 §2).
+    if bytes.iter().find(|b| !b" \t\r\n".contains(b)) != Some(&b'{') {
+        return Err(bad_request(
+            "invalid JSON body: it must be a JSON object ({\"field\": value, ...})",
+        ));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         bad_request(format!(
             "invalid JSON body: {}",
