@@ -1178,3 +1178,46 @@ async fn an_api_body_must_be_a_json_object() {
     let r = a.editor("GET", "/api/v1/certs/by-position", None).await;
     assert_eq!(r.status, 404, "{}", r.body);
 }
+
+/// `/api/v1` was trimmed off as often as it repeated, so `DELETE
+/// /api/v1/api/v1/certs/kept` deleted `kept`. And a client-auth CA given
+/// as `{"ref": id}` took any other key (`{"ref": "kept", "typo": 1}`),
+/// where every other body refuses unknown fields. Both are refused now.
+#[tokio::test]
+async fn a_doubled_prefix_and_unknown_ref_keys_are_refused() {
+    let a = Api::start("").await;
+    let r = a
+        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &a.ca)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for (method, path) in [
+        ("DELETE", "/api/v1/api/v1/certs/kept"),
+        ("GET", "/api/v1/api/v1/certs"),
+        ("POST", "/api/v1/api/v1/rotate"),
+    ] {
+        let r = a.editor(method, path, None).await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+    }
+    let r = a.editor("GET", "/api/v1/certs/kept", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let path = "/api/v1/listeners/public/client-auth";
+    for ca in [
+        json!({"ref": "kept", "typo": 1}),
+        json!({}),
+        json!(["kept"]),
+        json!(7),
+    ] {
+        let body = json!({"mode": "require_and_verify", "ca": ca});
+        let r = a.editor("PUT", path, Some(body)).await;
+        assert_eq!(r.status, 400, "ca {ca}: {}", r.body);
+    }
+    let r = a.editor("GET", path, None).await;
+    assert_eq!(r.json()["mode"], "none", "{}", r.body);
+    // The two spellings of a CA still work.
+    for ca in [json!({"ref": "kept"}), json!("kept")] {
+        let body = json!({"mode": "require_and_verify", "ca": ca});
+        let r = a.editor("PUT", path, Some(body)).await;
+        assert_eq!(r.status, 200, "ca {ca}: {}", r.body);
+        assert_eq!(r.json()["ca"], "kept", "{}", r.body);
+    }
+}

@@ -64,14 +64,37 @@ where
     T::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum CaRef {
-    Id(String),
-    Ref {
-        #[serde(rename = "ref")]
-        id: String,
-    },
+/// `ca`: an entry id, or `{"ref": id}` with no other key. Written out: an
+/// untagged enum's struct variant took unknown keys (`{"ref": "x",
+/// "typo": 1}`) and arrays (`["x"]`), which every other body refuses.
+struct CaRef(String);
+
+impl<'de> Deserialize<'de> for CaRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CaRef, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct Either;
+        impl<'de> Visitor<'de> for Either {
+            type Value = CaRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an entry id or {\"ref\": id}")
+            }
+            fn visit_str<E: Error>(self, id: &str) -> Result<CaRef, E> {
+                Ok(CaRef(id.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CaRef, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "ref" if id.is_some() => return Err(Error::duplicate_field("ref")),
+                        "ref" => id = Some(map.next_value::<String>()?),
+                        other => return Err(Error::unknown_field(other, &["ref"])),
+                    }
+                }
+                id.map(CaRef).ok_or_else(|| Error::missing_field("ref"))
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }
 
 pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Reply {
@@ -83,7 +106,7 @@ pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthCh
         ))
     })?;
     let ca = match change.ca {
-        Some(Some(CaRef::Id(id) | CaRef::Ref { id })) => {
+        Some(Some(CaRef(id))) => {
             let (spec, _) = r
                 .entry_spec(&id)
                 .ok_or_else(|| bad_request(format!("ca: no entry {id:?}")))?;

@@ -61,8 +61,11 @@ pub async fn serve(
         m => m.clone(),
     };
     let path = req.uri().path().to_owned();
-    let segments: Vec<String> = path
-        .trim_start_matches("/api/v1")
+    // Once: trimming every repeat made `/api/v1/api/v1/certs/x` name `x`.
+    let Some(rest) = path.strip_prefix("/api/v1") else {
+        return respond(not_found());
+    };
+    let segments: Vec<String> = rest
         .split('/')
         .filter(|s| !s.is_empty())
         .map(percent_decode)
