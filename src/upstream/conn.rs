@@ -166,9 +166,10 @@ fn h1_builder() -> http1::Builder {
 /// connection future, driven by whoever holds it.
 pub struct H1 {
     send: http1::SendRequest<ClientBody>,
-    conn: http1::Connection<UpstreamIo, ClientBody>,
-    /// The connection future finished: the connection is closed.
-    done: bool,
+    /// The connection future; `None` once it has finished (the connection
+    /// is closed). Dropped then, not kept: a request queued on it comes
+    /// back only when the dispatcher is dropped (see [`H1::send`]).
+    conn: Option<http1::Connection<UpstreamIo, ClientBody>>,
     /// When it last went back to the pool; `None` = never used yet.
     pub idle_since: Option<Instant>,
     /// The pool generation it was made in (`drain_on_rotation`).
@@ -183,8 +184,7 @@ impl H1 {
             .map_err(DialError::Handshake)?;
         Ok(H1 {
             send,
-            conn,
-            done: false,
+            conn: Some(conn),
             idle_since: None,
             generation,
         })
@@ -197,10 +197,12 @@ impl H1 {
 
     /// Drive the connection; true while it is open.
     pub fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.done = true;
+        if let Some(conn) = &mut self.conn
+            && Pin::new(conn).poll(cx).is_ready()
+        {
+            self.conn = None;
         }
-        !self.done
+        self.conn.is_some()
     }
 
     /// Wait until it can take a request; false if it closed meanwhile
@@ -233,8 +235,12 @@ impl H1 {
             if self.poll_conn(cx) {
                 return Poll::Pending;
             }
-            // Closed: the dispatcher has answered the request (an error,
-            // or the message itself when it was never written).
+            // Closed, and the dispatcher dropped with it: the request is
+            // answered (an error, or the message itself when it was never
+            // written). An upstream's FIN read while hyper is keep-alive
+            // idle is a clean close to it, which ends the dispatcher
+            // without looking at the request queued meanwhile; only its
+            // drop hands that back.
             fut.as_mut().poll(cx)
         })
         .await
@@ -472,9 +478,10 @@ mod tests {
     /// handed over. A review feared hyper's dispatcher would read the FIN,
     /// end, and leave the request queued with nobody to answer it (`send`
     /// waiting out `request_timeout`, then a 504 counted against the
-    /// endpoint). hyper 1 hands it back unwritten, so it is sent again
-    /// elsewhere at once; `send` relies on that, and this test keeps it so
-    /// across upgrades.
+    /// endpoint). On a connection never used, hyper takes that FIN as an
+    /// error and hands the request back unwritten, so it is sent again
+    /// elsewhere at once; on a used one it does so only when dropped (the
+    /// next test).
     #[tokio::test]
     async fn a_request_queued_on_a_connection_closed_meanwhile_comes_back() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -505,6 +512,72 @@ mod tests {
         let sent = tokio::time::timeout(Duration::from_secs(5), c.send(req))
             .await
             .expect("the request came back");
+        let e = sent.expect_err("nothing answered it");
+        assert!(
+            e.message().is_some(),
+            "the request was never written: {:?}",
+            e.error()
+        );
+    }
+    /// As above, on a connection that has carried a request: hyper's state
+    /// is then keep-alive idle, where the FIN reads as a clean close, not
+    /// an error. The dispatcher ends without ever looking at the request
+    /// queued meanwhile; only dropping it hands the request back. Kept
+    /// alive, `send` waited for an answer that never came.
+    #[tokio::test]
+    async fn a_request_queued_on_a_used_connection_closed_meanwhile_comes_back() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = crate::upstream::pool::tests::h1(&listener).await;
+        let (mut server, client) = listener.accept().await.unwrap();
+        // One request, answered keep-alive.
+        let req = http::Request::get("/")
+            .body(crate::proxy::body::ClientBody::empty())
+            .unwrap();
+        let answer = async {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(server.read(&mut b).await.unwrap(), 1, "no request");
+                head.push(b[0]);
+            }
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        };
+        let (resp, ()) = tokio::join!(c.send(req), answer);
+        let mut body = resp
+            .map_err(|e| e.into_error())
+            .expect("answered")
+            .into_body();
+        // Its (empty) body to the end, driving the connection meanwhile.
+        std::future::poll_fn(|cx| {
+            c.poll_conn(cx);
+            hyper::body::Body::poll_frame(Pin::new(&mut body), cx).map(|f| assert!(f.is_none()))
+        })
+        .await;
+        drop(body);
+        c.idle_since = Some(Instant::now());
+        assert!(c.ready().await, "the used connection is not ready");
+        // The upstream closes it while idle; the FIN is in (CLOSE_WAIT).
+        server.shutdown().await.unwrap();
+        drop(server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !close_wait(client) {
+            assert!(Instant::now() < deadline, "the FIN never arrived");
+            tokio::task::yield_now().await;
+        }
+        // A yield lets the runtime poll its IO driver (tokio defers a
+        // yielded task's wake-up until after it): the socket's read
+        // readiness is in, so hyper reads the FIN before it would write.
+        tokio::task::yield_now().await;
+        let req = http::Request::get("/")
+            .body(crate::proxy::body::ClientBody::empty())
+            .unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), c.send(req))
+            .await
+            .expect("the request never came back");
         let e = sent.expect_err("nothing answered it");
         assert!(
             e.message().is_some(),
