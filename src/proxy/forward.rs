@@ -55,6 +55,7 @@ use crate::proxy::failure::{
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
+use crate::upstream::pool::Want;
 use crate::upstream::read_timeout::ReadTimeout;
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -364,6 +365,7 @@ impl Upstream {
                     &elsewhere,
                     timed_out,
                     until,
+                    false,
                 )
                 .await
             {
@@ -432,7 +434,8 @@ impl Upstream {
     /// when the first attempt provably lost nothing (see the module doc).
     /// On failure the request comes back when sending it elsewhere is safe
     /// (`may_retry`: worth keeping a copy of a bodyless request's head;
-    /// `elsewhere`: another endpoint would take it now).
+    /// `elsewhere`: another endpoint would take it now). `check`: an
+    /// active check, which never waits behind other dials.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send(
         &self,
@@ -443,10 +446,16 @@ impl Upstream {
         elsewhere: &(dyn Fn() -> bool + Sync),
         timed_out: &AtomicBool,
         until: tokio::time::Instant,
+        check: bool,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
         let mut fresh = false;
         loop {
-            let lease = match endpoint.checkout(fresh, until).await {
+            let want = match (fresh, check) {
+                (true, _) => Want::Fresh,
+                (false, true) => Want::Check,
+                (false, false) => Want::Any,
+            };
+            let lease = match endpoint.checkout(want, until).await {
                 Ok(lease) => lease,
                 // Never sent: it may go anywhere else.
                 Err(e) => return Err((Failure::Dial(e), Some(req))),

@@ -128,14 +128,17 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 let timed_out = AtomicBool::new(false);
                 // Every connection the endpoint may have is taken: it is
                 // busy, which says nothing of its health (as for passive
-                // health); the check has no verdict.
+                // health); the check has no verdict. Requests' dials do not
+                // hold it back (`Want::Check`): to a dead endpoint that
+                // still gets traffic they are always in progress, and every
+                // check would end here.
                 let busy = AtomicBool::new(false);
                 // One deadline for both: a check that waited all of it for
                 // a connection ends as busy, not as timed out.
                 let until = tokio::time::Instant::now() + active.timeout;
                 let probe = async {
                     let resp = match u
-                        .send(&m.endpoint, req, pq, false, &|| false, &timed_out, until)
+                        .send(&m.endpoint, req, pq, false, &|| false, &timed_out, until, true)
                         .await
                     {
                         Ok(resp) => resp,

@@ -19,7 +19,7 @@ use crate::proxy::body::{BodySent, ClientBody};
 use crate::proxy::forward::BoxError;
 use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::upstream::conn::{DialError, Dialer, Dialled, H1, H2, StreamGuard, upgrade_conn};
-use crate::upstream::pool::{Found, Pool};
+use crate::upstream::pool::{Found, Pool, Want};
 use crate::upstream::read_timeout::{ReadTimeout, ReadTimer};
 
 /// One server of an upstream, as its requests are addressed.
@@ -77,17 +77,19 @@ impl Endpoint {
     /// server slot is bounded by `connect_timeout` and by the request's own
     /// deadline `until` (then the 504 cause is the connection limit, which
     /// says nothing about the endpoint's health: a busy endpoint is not a
-    /// failing one). `fresh`: a retry, never a pooled connection.
+    /// failing one). `want`: a retry never takes a pooled connection; a
+    /// retry or a check never waits behind other dials.
     pub async fn checkout(
         &self,
-        fresh: bool,
+        want: Want,
         until: tokio::time::Instant,
     ) -> Result<Lease, DialError> {
+        let fresh = want == Want::Fresh;
         let deadline = (tokio::time::Instant::now() + self.dialer.connect_timeout).min(until);
         // Woken from a wait: a stream found then is passed on.
         let mut waited = false;
         loop {
-            match self.pool.find(fresh) {
+            match self.pool.find(want) {
                 Found::H1(mut c) => {
                     if c.ready().await {
                         return Ok(Lease::H1(c));
@@ -318,6 +320,11 @@ mod tests {
 
     /// A plain-HTTP endpoint at `port` with one server slot.
     fn one_slot(port: u16) -> Endpoint {
+        endpoint(port, false, 1)
+    }
+
+    /// An endpoint at 127.0.0.1:`port` with `slots` server slots.
+    fn endpoint(port: u16, https: bool, slots: usize) -> Endpoint {
         let limits = UpstreamConfig {
             name: "api".into(),
             servers: vec![],
@@ -327,7 +334,7 @@ mod tests {
             read_timeout: Duration::from_secs(60),
             max_idle_connections: 4,
             idle_timeout: Duration::from_secs(60),
-            max_connections_per_server: 1,
+            max_connections_per_server: slots,
             resolve_interval: Duration::ZERO,
             balance: Default::default(),
             health: Default::default(),
@@ -344,8 +351,9 @@ mod tests {
             h2_keepalive: None,
             h2_stream_window: limits.http2_stream_window_bytes,
         };
-        let url = format!("http://127.0.0.1:{port}");
-        Endpoint::new(url, false, "127.0.0.1".into(), port, dialer, &limits).unwrap()
+        let scheme = if https { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        Endpoint::new(url, https, "127.0.0.1".into(), port, dialer, &limits).unwrap()
     }
 
     /// Every slot taken, a retry (which may not reuse a pooled connection)
@@ -358,22 +366,50 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = one_slot(listener.local_addr().unwrap().port());
         let until = tokio::time::Instant::now() + Duration::from_secs(60);
-        let Ok(Lease::H1(held)) = endpoint.checkout(false, until).await else {
+        let Ok(Lease::H1(held)) = endpoint.checkout(Want::Any, until).await else {
             panic!("the first request got no connection");
         };
         // Each waits, in this order (a waker-less poll registers it).
-        let mut retry = Box::pin(endpoint.checkout(true, until));
+        let mut retry = Box::pin(endpoint.checkout(Want::Fresh, until));
         assert!(
             (&mut retry).now_or_never().is_none(),
             "the retry got a slot"
         );
-        let mut ordinary = Box::pin(endpoint.checkout(false, until));
+        let mut ordinary = Box::pin(endpoint.checkout(Want::Any, until));
         assert!((&mut ordinary).now_or_never().is_none(), "no wait");
         endpoint.pool.put(held);
         match ordinary.await {
             Ok(Lease::H1(_)) => {}
             Ok(Lease::H2(..)) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
             Err(e) => panic!("the connection handed back did not reach the waiting request: {e}"),
+        }
+    }
+    /// A dead endpoint that still gets traffic: the dial bound is taken by
+    /// requests' dials, each waiting out `connect_timeout` (here: TLS
+    /// handshakes the server never answers). An active check dials its own
+    /// and fails with it, a verdict; it waited behind them instead, ended
+    /// as the connection limit, and was skipped, every time.
+    #[tokio::test]
+    async fn an_active_check_does_not_wait_behind_requests_dials() {
+        // The kernel's backlog completes the connects; nothing answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = endpoint(port, true, 2 * crate::upstream::pool::MAX_DIALS);
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut dials: Vec<_> = (0..crate::upstream::pool::MAX_DIALS)
+            .map(|_| Box::pin(endpoint.checkout(Want::Any, until)))
+            .collect();
+        for d in &mut dials {
+            assert!(d.now_or_never().is_none(), "a dial ended");
+        }
+        // The bound holds: another request waits.
+        let mut request = Box::pin(endpoint.checkout(Want::Any, until));
+        assert!((&mut request).now_or_never().is_none(), "no wait");
+        let check_until = tokio::time::Instant::now() + Duration::from_millis(200);
+        match endpoint.checkout(Want::Check, check_until).await {
+            Err(DialError::Timeout) => {}
+            Err(e) => panic!("the check has no verdict of its own: {e}"),
+            Ok(_) => panic!("a connection from a server that never answers"),
         }
     }
 }

@@ -48,6 +48,21 @@ struct State {
     speaks_h2: bool,
 }
 
+/// Who asks the pool for a connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Want {
+    /// A request: a pooled or shared connection, else a dial within the
+    /// dial bound.
+    Any,
+    /// A retry: a new connection only, not held back by the dial bound.
+    Fresh,
+    /// An active check: like a request, but never held back by the dial
+    /// bound. Behind requests' dials to a dead endpoint, each waiting out
+    /// `connect_timeout`, it would wait too and end with no verdict; one
+    /// dial more per check and interval is its price.
+    Check,
+}
+
 /// What a request gets from the pool right now.
 pub enum Found<'a> {
     /// An idle HTTP/1.1 connection (check it is still open before use).
@@ -76,12 +91,11 @@ impl Pool {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// A connection for one request. `fresh`: a retry, which must not
-    /// reuse a pooled connection and is not held back by the dial bound.
-    pub fn find(&self, fresh: bool) -> Found<'_> {
+    /// A connection for one request, or one check (see [`Want`]).
+    pub fn find(&self, want: Want) -> Found<'_> {
         let generation = self.generation();
         let mut st = self.state.lock().expect("pool lock");
-        if fresh {
+        if want == Want::Fresh {
             st.dialing += 1;
             return Found::Dial(DialToken(self, true));
         }
@@ -101,7 +115,7 @@ impl Pool {
         // speaks, a burst dials as HTTP/1.1 needs (one per request, at
         // most MAX_DIALS at once); after one said HTTP/2, one at a time.
         let dials = if st.speaks_h2 { 1 } else { MAX_DIALS };
-        if st.dialing < dials {
+        if st.dialing < dials || want == Want::Check {
             st.dialing += 1;
             Found::Dial(DialToken(self, true))
         } else {
@@ -283,7 +297,7 @@ pub(crate) mod tests {
         let fresh_at: *const H1 = &*fresh;
         pool.put(fresh);
         assert_eq!(pool.idle(), 1);
-        match pool.find(false) {
+        match pool.find(Want::Any) {
             Found::H1(c) => assert!(std::ptr::eq(&*c, fresh_at), "the expired one was kept"),
             _ => panic!("the connection handed back was not kept"),
         }
