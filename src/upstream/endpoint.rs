@@ -88,6 +88,9 @@ impl Endpoint {
         let deadline = (tokio::time::Instant::now() + self.dialer.connect_timeout).min(until);
         // Woken from a wait: a stream found then is passed on.
         let mut waited = false;
+        // A server slot waited for, kept until a dial token is had too (or
+        // given back with a pooled connection found meanwhile).
+        let mut held: Option<Option<tokio::sync::OwnedSemaphorePermit>> = None;
         loop {
             match self.pool.find(want) {
                 Found::H1(mut c) => {
@@ -110,11 +113,14 @@ impl Endpoint {
                     waited = true;
                 }
                 Found::Dial(token) => {
-                    let slot = match self.slots.try_take() {
+                    let slot = match held.take().map_or_else(|| self.slots.try_take(), Ok) {
                         Ok(slot) => slot,
                         Err(_) => {
                             // Every slot taken: wait for one, or for a
                             // connection handed back (which serves first).
+                            // The slot, once had, is kept and the pool
+                            // asked again: the token was given up, and the
+                            // dial must keep to the dial bound like any.
                             token.abandon();
                             let wait =
                                 deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -124,18 +130,14 @@ impl Endpoint {
                                 // connection handed back, it would take the
                                 // wake-up meant for a request that can use
                                 // it, which then waits out its deadline.
-                                let slot = self.slots.acquire(wait).await?;
-                                return Box::pin(self.connect(slot, deadline)).await;
+                                held = Some(self.slots.acquire(wait).await?);
+                                continue;
                             }
                             tokio::select! {
-                                slot = self.slots.acquire(wait) => {
-                                    return Box::pin(self.connect(slot?, deadline)).await;
-                                }
-                                _ = self.pool.changed() => {
-                                    waited = true;
-                                    continue;
-                                }
+                                slot = self.slots.acquire(wait) => held = Some(slot?),
+                                _ = self.pool.changed() => waited = true,
                             }
+                            continue;
                         }
                     };
                     // Boxed: dialling is the cold path, and its future
@@ -409,6 +411,32 @@ mod tests {
         match endpoint.checkout(Want::Check, check_until).await {
             Err(DialError::Timeout) => {}
             Err(e) => panic!("the check has no verdict of its own: {e}"),
+            Ok(_) => panic!("a connection from a server that never answers"),
+        }
+    }
+    /// Requests that waited for a server slot dial within the dial bound
+    /// too (one at a time, the endpoint speaking HTTP/2): the first one
+    /// given a slot dials, the second waits for that dial. Both dialled at
+    /// once, each without a dial token.
+    #[tokio::test]
+    async fn a_request_that_waited_for_a_slot_keeps_to_the_dial_bound() {
+        // The kernel's backlog completes the connects; nothing answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = endpoint(listener.local_addr().unwrap().port(), true, 2);
+        endpoint.pool.learned(true);
+        let taken = [endpoint.slots.try_take(), endpoint.slots.try_take()];
+        let long = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut first = Box::pin(endpoint.checkout(Want::Any, long));
+        assert!((&mut first).now_or_never().is_none(), "no wait for a slot");
+        let short = tokio::time::Instant::now() + Duration::from_millis(200);
+        let mut second = Box::pin(endpoint.checkout(Want::Any, short));
+        assert!((&mut second).now_or_never().is_none(), "no wait for a slot");
+        drop(taken);
+        // The first takes its slot and dials (its TLS handshake unanswered).
+        assert!((&mut first).now_or_never().is_none(), "the dial ended");
+        match second.await {
+            Err(DialError::Limit(_)) => {}
+            Err(e) => panic!("the second dialled too, past the dial bound: {e}"),
             Ok(_) => panic!("a connection from a server that never answers"),
         }
     }
