@@ -314,7 +314,7 @@ impl Drop for LeasedBody {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{UpstreamConfig, UpstreamTls};
     use futures_util::FutureExt;
@@ -326,7 +326,7 @@ mod tests {
     }
 
     /// An endpoint at 127.0.0.1:`port` with `slots` server slots.
-    fn endpoint(port: u16, https: bool, slots: usize) -> Endpoint {
+    pub(crate) fn endpoint(port: u16, https: bool, slots: usize) -> Endpoint {
         let limits = UpstreamConfig {
             name: "api".into(),
             servers: vec![],

@@ -75,6 +75,10 @@ pub struct Members {
     picker: Picker,
     balance: Balance,
     passive: PassiveHealth,
+    /// Held from counting the others in service to ejecting: two members
+    /// failing at once on two workers would each see the other in, and
+    /// both go out.
+    ejecting: std::sync::Mutex<()>,
 }
 
 /// A request in flight on a member (least_request reads the count).
@@ -139,6 +143,7 @@ impl Members {
             picker: Picker::default(),
             balance,
             passive,
+            ejecting: std::sync::Mutex::new(()),
         }
     }
 
@@ -269,6 +274,8 @@ impl Members {
         if m.health.failure(now, &self.passive) != Verdict::Failing {
             return;
         }
+        // Rare (an endpoint reaching its threshold), so a plain lock.
+        let ejecting = self.ejecting.lock().expect("ejection lock");
         let others_in = (0..self.members.len())
             .filter(|&j| {
                 j != i
@@ -281,6 +288,7 @@ impl Members {
             return;
         }
         let d = m.health.eject(now, &self.passive);
+        drop(ejecting);
         m.out.store(true, Ordering::Relaxed);
         warn!(upstream = %self.upstream, endpoint = %m.label, cause, eject_for = ?d, "upstream endpoint ejected");
         self.publish();
@@ -304,6 +312,55 @@ impl Members {
             m.unhealthy.store(false, Relaxed);
             info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint passed its active checks; back in service");
             self.publish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::endpoint::tests::endpoint;
+
+    /// Two endpoints, each failing on a worker of its own at the same
+    /// moment: at most one is ejected, never both. Each saw the other in
+    /// service before either ejected itself, and both went out. The window
+    /// is a few instructions wide and no lock the test could hold spans
+    /// it, so the race is run many times.
+    #[test]
+    fn two_endpoints_failing_at_once_are_not_both_ejected() {
+        let passive = PassiveHealth {
+            consecutive_failures: 1,
+            eject_for: std::time::Duration::from_secs(60),
+        };
+        let endpoints = [
+            Arc::new(endpoint(1, false, 1)),
+            Arc::new(endpoint(2, false, 1)),
+        ];
+        for round in 0..20_000 {
+            let members = Members::new(
+                "ejection-race".into(),
+                Arc::default(),
+                endpoints.iter().cloned().map(Member::new).collect(),
+                Balance::default(),
+                passive,
+            );
+            let start = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                for i in 0..2 {
+                    let (members, start) = (&members, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        members.failure(i, "test");
+                    });
+                }
+            });
+            let now = Instant::now();
+            let out = members
+                .members
+                .iter()
+                .filter(|m| m.health.ejected(now))
+                .count();
+            assert_eq!(out, 1, "round {round}: {out} ejected");
         }
     }
 }
