@@ -513,6 +513,75 @@ async fn named_pods(name: &str, labels: &[&str]) -> (World, Vec<Backend>, HostsE
     (w, pods, hosts)
 }
 
+/// Two server names that resolve to one address are two endpoints, each
+/// dialled with its own name (SNI and verification), as they are with
+/// `resolve_interval: 0`. The second was dropped as a duplicate address:
+/// every request went to the first, with the first one's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_names_on_one_address_are_two_endpoints() {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        ..
+    } = Pods::new();
+    let id = std::process::id();
+    let names = [
+        format!("one-{id}.hotproxy.test"),
+        format!("two-{id}.hotproxy.test"),
+    ];
+    let pair = backend_ca.server_pair(&[&names[0], &names[1]]);
+    let at = "127.0.0.2:0".parse().unwrap();
+    let pod = Backend::start_at(at, "pod", &pair, Some(&backend_ca.cert_pem)).await;
+    let port = pod.addr.port();
+    let _hosts = names.each_ref().map(|n| HostsEntry::new(n, &["127.0.0.2"]));
+    let config = scene.public_config(
+        "[{ upstream: app }]",
+        &format!(
+            r#"
+  - name: app
+    servers: [https://{}:{port}, https://{}:{port}]
+    tls:
+      ca: {{ ca_file: pods-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+"#,
+            names[0], names[1]
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin = proxy.admin_addr().await;
+    let w = World {
+        scene,
+        ca,
+        backend_ca,
+        proxy,
+        public,
+        admin,
+        pods: vec![pod],
+    };
+    let mut send = client(&w).await;
+    let mut seen = Vec::new();
+    // Round robin: two requests in turn reach both endpoints.
+    for _ in 0..2 {
+        let got = within_deadline("GET / through the proxy", async {
+            send.ready().await.unwrap();
+            let req = http::Request::get("/")
+                .header("host", "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["sni"].clone()
+        })
+        .await;
+        seen.push(got.as_str().expect("an SNI").to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, names, "one endpoint, one name");
+}
+
 /// A headless-Service-like name: its addresses change (a pod added, then
 /// the first one gone); traffic spreads to the new address, the old one is
 /// drained without failing the request it was serving.

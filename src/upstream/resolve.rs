@@ -1,4 +1,4 @@
-//! Server hostnames to endpoints: every address is one, re-resolved every `resolve_interval`.
+//! Server hostnames to endpoints: every address of a server is one, re-resolved every `resolve_interval`.
 //!
 //! A headless Service name resolves to one address per ready pod; each
 //! address is an endpoint with its own pool and health, so new pods get
@@ -182,8 +182,11 @@ impl Resolution {
 
     /// The set for the last good addresses, keeping the members (pool,
     /// health) of addresses already in `previous`; logs what came and went
-    /// and drains the pools of those gone.
+    /// and drains the pools of those gone. A member is one server's
+    /// address: two names resolving to one address are two members, each
+    /// dialled with its own name, as they are when not resolved here.
     fn members(&self, previous: &[Arc<Member>]) -> Members {
+        let same = |m: &Member, url: &str, label: &str| &*m.endpoint.url == url && m.label == label;
         let last = self.last.lock().expect("resolution lock").clone();
         let mut members: Vec<Arc<Member>> = Vec::new();
         for (s, addrs) in self.config.servers.iter().zip(&last) {
@@ -200,10 +203,10 @@ impl Resolution {
                 } else {
                     format!("{host}:{port}")
                 };
-                if members.iter().any(|m| m.label == label) {
+                if members.iter().any(|m| same(m, &s.url, &label)) {
                     continue;
                 }
-                if let Some(m) = previous.iter().find(|m| m.label == label) {
+                if let Some(m) = previous.iter().find(|m| same(m, &s.url, &label)) {
                     members.push(m.clone());
                     continue;
                 }
@@ -225,13 +228,14 @@ impl Resolution {
         }
         for gone in previous
             .iter()
-            .filter(|p| !members.iter().any(|m| m.label == p.label))
+            .filter(|p| !members.iter().any(|m| Arc::ptr_eq(m, p)))
         {
             info!(upstream = %self.upstream, endpoint = %gone.label, "upstream endpoint removed; draining its pool");
             gone.endpoint.pool.drain();
             // A retired upstream's series are its successor's too (same
-            // labels): only the one in service removes them.
-            if !self.publishing.retired() {
+            // labels): only the one in service removes them. Another
+            // server's member at the same address shares them too.
+            if !self.publishing.retired() && !members.iter().any(|m| m.label == gone.label) {
                 gone.forget_requests(&self.upstream);
             }
         }
