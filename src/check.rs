@@ -125,6 +125,14 @@ pub fn run(path: &Path) -> ExitCode {
                 problems.push(format!("listener {}: no server certificate", l.name));
                 continue;
             };
+            let policies: Vec<_> = l
+                .certs
+                .iter()
+                .map(|c| c.client_auth.as_ref().unwrap_or(&l.client_auth))
+                .collect();
+            if let Err(e) = crate::tls::server::refuse_shadowed(&pairs, &policies) {
+                problems.push(format!("listener {}: {e}", l.name));
+            }
             let inputs = crate::tls::server::ServerInputs {
                 listener: l,
                 mode: l.client_auth.mode,

@@ -424,3 +424,38 @@ fn fifos_are_refused_without_blocking() {
         "{err}"
     );
 }
+
+/// A later pair whose names the first pair's certificate already answers
+/// would never be chosen for them: its client_auth would never apply, so a
+/// client would get in without a certificate. Refused, naming both entries.
+#[test]
+fn a_shadowed_pair_with_its_own_client_auth_fails() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    s.pair("x", &ca.server_pair(&["localhost"]));
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let cfg = s.config(
+        r#"
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { ref: edge }
+        - cert_file: x.crt
+          key_file: x.key
+          server_names: [localhost]
+          client_auth: { mode: require_and_verify, ca: { ref: ca } }
+"#,
+    );
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("tls.certs[1]") && err.contains("\"edge\"") && err.contains("\"localhost\""),
+        "{err}"
+    );
+}

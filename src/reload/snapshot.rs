@@ -235,6 +235,15 @@ pub(super) fn listener_tls(
         });
         served.push(served_cert(c, pair));
     }
+    if has_per_name(l) {
+        // Names can come from certificates, so a rotation can shadow a pair too.
+        let policies: Vec<_> = l
+            .certs
+            .iter()
+            .map(|c| c.client_auth.as_ref().unwrap_or(client_auth))
+            .collect();
+        tls::server::refuse_shadowed(&pairs, &policies)?;
+    }
     let resolver = Arc::new(match SniResolver::new(&pairs) {
         Some(r) => r,
         None if l.front.redirect_https.is_some() => SniResolver::none(),

@@ -28,6 +28,46 @@ pub struct ServedPair<'a> {
     pub server_names: Option<&'a [String]>,
 }
 
+impl ServedPair<'_> {
+    /// The names this pair answers, as the resolver indexes them.
+    pub fn names(&self) -> &[String] {
+        self.server_names.unwrap_or(&self.pair.leaf.dns_names)
+    }
+}
+
+/// A name two pairs of one listener answer under different client auth:
+/// the resolver picks the earlier, so the later pair's policy never applies.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shadowed {
+    pub name: String,
+    pub earlier: usize,
+    pub later: usize,
+}
+
+/// The first name a later pair answers that an earlier pair already
+/// answers with a different policy (`policies[i]` is pair `i`'s). Checked
+/// where the names are known: a certificate's SANs are material, so this
+/// runs on every build of the listener's TLS, rotations included.
+pub fn shadowed<P: PartialEq>(names: &[&[String]], policies: &[&P]) -> Option<Shadowed> {
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for (later, list) in names.iter().enumerate() {
+        for name in list.iter() {
+            // Compared as the resolver keys it ("*.x" stays apart from "x").
+            let name = name.to_ascii_lowercase();
+            let name = name.strip_suffix('.').map(str::to_owned).unwrap_or(name);
+            let earlier = *owner.entry(name.clone()).or_insert(later);
+            if policies[earlier] != policies[later] {
+                return Some(Shadowed {
+                    name,
+                    earlier,
+                    later,
+                });
+            }
+        }
+    }
+    None
+}
+
 /// Everything a listener's TLS snapshot is made from, besides its pairs
 /// (those are in the [`SniResolver`]).
 pub struct ServerInputs<'a> {
@@ -40,6 +80,22 @@ pub struct ServerInputs<'a> {
     pub allow: Option<&'a Arc<crate::identity::AllowList>>,
     /// Trust CRLs past their nextUpdate (`client_auth.allow_expired_crl`).
     pub allow_expired_crl: bool,
+}
+
+/// Refuses a listener whose pair `later` would never be chosen for a name
+/// that carries its own client auth, naming both entries and the name.
+pub fn refuse_shadowed<P: PartialEq>(
+    pairs: &[ServedPair<'_>],
+    policies: &[&P],
+) -> Result<(), String> {
+    let names: Vec<&[String]> = pairs.iter().map(ServedPair::names).collect();
+    match shadowed(&names, policies) {
+        None => Ok(()),
+        Some(s) => Err(format!(
+            "tls.certs[{}] (entry {:?}) answers {:?}, which tls.certs[{}] (entry {:?}) answers first with a different client_auth: the later entry's client_auth would never apply (drop the name from one of them, or give both the same client_auth)",
+            s.later, pairs[s.later].entry, s.name, s.earlier, pairs[s.earlier].entry
+        )),
+    }
 }
 
 /// Picks a certificate by SNI in O(1): exact names, then `*.suffix`
@@ -102,8 +158,7 @@ impl SniResolver {
         let mut exact = HashMap::with_capacity(pairs.len());
         let mut wildcard = HashMap::new();
         for (i, p) in pairs.iter().enumerate() {
-            let names = p.server_names.unwrap_or(&p.pair.leaf.dns_names);
-            for name in names {
+            for name in p.names() {
                 let name = name.to_ascii_lowercase();
                 // Earlier pairs win: the first listed is the operator's preference.
                 match name.strip_prefix("*.") {
@@ -456,5 +511,34 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
         E::NoApplicationProtocol => "no_alpn_match",
         E::PeerIncompatible(_) => "incompatible",
         _ => "protocol",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_later_pair_answering_an_earlier_name_with_other_client_auth_is_found() {
+        let edge = names(&["localhost", "*.example.com"]);
+        let admin = names(&["LocalHost."]);
+        let (none, verify) = ("none", "require_and_verify");
+        assert_eq!(
+            shadowed(&[&edge, &admin], &[&none, &verify]),
+            Some(Shadowed {
+                name: "localhost".into(),
+                earlier: 0,
+                later: 1
+            })
+        );
+        // The same policy: whichever pair answers, the client meets it.
+        assert_eq!(shadowed(&[&edge, &admin], &[&none, &none]), None);
+        // Exact and wildcard names are looked up apart: no shadowing.
+        let apex = names(&["example.com", "a.example.com"]);
+        assert_eq!(shadowed(&[&edge, &apex], &[&none, &verify]), None);
     }
 }
