@@ -214,6 +214,11 @@ impl Resolver {
                         format!("{lat}.max_header_bytes"),
                         format!("{max_header_bytes} is less than the {MIN_HEADER_BYTES} bytes of an ordinary request head (every request would get 431)"),
                     );
+                } else if max_header_bytes > MAX_HEADER_BYTES {
+                    self.problem(
+                        format!("{lat}.max_header_bytes"),
+                        format!("{max_header_bytes} is more than {MAX_HEADER_BYTES}: each connection's read buffer may grow to it"),
+                    );
                 }
                 let body_buffer_bytes = x.body_buffer_bytes.unwrap_or(d.body_buffer_bytes);
                 if body_buffer_bytes > MAX_BODY_BUFFER_BYTES {
@@ -424,6 +429,10 @@ impl Resolver {
 /// (cookies aside) is several hundred bytes.
 const MIN_HEADER_BYTES: usize = 1024;
 
+/// The largest `max_header_bytes` (1 MiB): hyper grows a connection's read
+/// buffer up to it, so one slow client could pin gigabytes.
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
 /// The largest `body_buffer_bytes` (64 MiB), held per request in flight.
 const MAX_BODY_BUFFER_BYTES: usize = 64 << 20;
 
@@ -519,6 +528,8 @@ mod tests {
         for (limits, field) in [
             ("max_header_bytes: 0", "max_header_bytes"),
             ("max_header_bytes: 1023", "max_header_bytes"),
+            ("max_header_bytes: 1048577", "max_header_bytes"),
+            ("max_header_bytes: 4294967296", "max_header_bytes"),
             ("body_buffer_bytes: 10737418240", "body_buffer_bytes"),
         ] {
             let cfg = MINIMAL.replace(
@@ -533,6 +544,11 @@ mod tests {
             "routes: [{ upstream: api }]\n    limits: { max_header_bytes: 1024, body_buffer_bytes: 67108864 }",
         );
         parse_str(&fine).unwrap();
+        let most = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api }]\n    limits: { max_header_bytes: 1048576 }",
+        );
+        parse_str(&most).unwrap();
     }
 
     /// A max_connections no semaphore can hold is refused by name (it once
