@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::duration::parse_duration;
+
+/// The most `runtime.worker_threads`: far more than any host has cores.
+const MAX_WORKER_THREADS: usize = 1024;
 use super::raw;
 use super::{
     AdminConfig, Config, EntryKind, Problem, Role, RuntimeConfig, StoreConfig, TokenConfig,
@@ -107,10 +110,23 @@ impl Resolver {
         }
     }
 
+    /// `runtime.worker_threads`, at most [`MAX_WORKER_THREADS`]: tokio
+    /// spawns them all at startup, and thousands abort the process when
+    /// the system's thread or memory limit is met.
+    fn worker_threads(&mut self, n: usize) -> usize {
+        if n > MAX_WORKER_THREADS {
+            self.problem(
+                "runtime.worker_threads",
+                format!("{n} is more than {MAX_WORKER_THREADS} (0 = one per CPU core)"),
+            );
+        }
+        n.min(MAX_WORKER_THREADS)
+    }
+
     fn file(&mut self, raw: raw::File, file: &Path) -> Config {
         let runtime = match &raw.runtime {
             Some(r) => RuntimeConfig {
-                worker_threads: r.worker_threads.unwrap_or(0),
+                worker_threads: self.worker_threads(r.worker_threads.unwrap_or(0)),
                 shutdown_grace: self.duration(
                     "runtime.shutdown_grace",
                     r.shutdown_grace.as_ref(),
@@ -278,6 +294,16 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// 20000 worker threads passed `check` and aborted `run` at startup.
+    #[test]
+    fn worker_threads_are_bounded() {
+        let many = format!("runtime: {{ worker_threads: 20000 }}\n{MINIMAL}");
+        let m = messages(&parse_str(&many).unwrap_err());
+        assert!(m.contains("runtime.worker_threads"), "{m}");
+        let most = format!("runtime: {{ worker_threads: 1024 }}\n{MINIMAL}");
+        assert_eq!(parse_str(&most).unwrap().runtime.worker_threads, 1024);
+    }
 
     /// Every problem is listed, not just the first.
     #[test]
