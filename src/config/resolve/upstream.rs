@@ -19,6 +19,13 @@ impl Resolver {
         anonymous: &mut Vec<EntrySpec>,
     ) -> UpstreamConfig {
         let at = format!("upstreams[{i}]");
+        if u.name.is_empty() {
+            // Series with upstream="" are the requests hotproxy answers itself (§6).
+            self.problem(
+                format!("{at}.name"),
+                "empty upstream name (upstream=\"\" is reserved for hotproxy's own answers)",
+            );
+        }
         if u.servers.is_empty() {
             self.problem(format!("{at}.servers"), "at least one server is needed");
         }
@@ -308,6 +315,18 @@ mod tests {
 
     use crate::config::Http2Keepalive;
     use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    /// An empty name passed, and its series landed in upstream="", which
+    /// §6 keeps for the requests hotproxy answers itself.
+    #[test]
+    fn an_empty_upstream_name_is_refused() {
+        let cfg = MINIMAL
+            .replace("  - name: api\n", "  - name: \"\"\n")
+            .replace("upstream: api", "upstream: \"\"");
+        assert_ne!(cfg, MINIMAL);
+        let m = messages(&parse_str(&cfg).unwrap_err());
+        assert!(m.contains("upstreams[0].name: empty upstream name"), "{m}");
+    }
 
     /// A server URL with credentials is refused, and the message does not
     /// repeat them (they would be sent nowhere, and logged on every failure).
