@@ -3,7 +3,7 @@
 use crate::config::Config;
 
 /// `listeners added: a; listeners changed: public (routes, tls); upstreams
-/// removed: old; entries changed: edge; settings changed: watch`, or
+/// removed: old; entries changed: edge; settings changed: watch, access_log`, or
 /// `nothing` when the two are equal.
 pub(super) fn describe(old: &Config, new: &Config) -> String {
     let mut parts = Vec::new();
@@ -65,6 +65,10 @@ pub(super) fn describe(old: &Config, new: &Config) -> String {
     }
     if old.watch != new.watch {
         settings.push("watch");
+    }
+    // Applied on reload, so a reload that only touches it must say so.
+    if old.access_log != new.access_log {
+        settings.push("access_log");
     }
     if !settings.is_empty() {
         parts.push(format!("settings changed: {}", settings.join(", ")));
@@ -189,6 +193,10 @@ mod tests {
              upstreams changed: a; settings changed: watch"
         );
         assert_eq!(describe(&old, &old), "nothing");
+        let logged = parse(&format!(
+            "{CERTS}access_log: {{ path: stdout }}\nlisteners:\n  - {{ name: public, bind: 127.0.0.1:0, {TLS}, routes: [ {{ path_prefix: /, upstream: a }} ] }}\n  - {{ name: gone, bind: 127.0.0.1:0, {TLS} }}\nupstreams:\n  - {{ name: a, servers: [http://127.0.0.1:1] }}\n",
+        ));
+        assert_eq!(describe(&old, &logged), "settings changed: access_log");
         assert_eq!(at_next_restart(&old, &new), ["watch.debounce"]);
         assert!(at_next_restart(&old, &old).is_empty());
     }
