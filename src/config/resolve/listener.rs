@@ -140,6 +140,7 @@ impl Resolver {
                 "a redirect_https listener only redirects: remove routes (or redirect_https)",
             );
         }
+        let verifies = verifies_somewhere(&client_auth, &certs);
         let mut routes = Vec::new();
         for (j, r) in l.routes.iter().enumerate() {
             let rat = format!("{at}.routes[{j}]");
@@ -167,11 +168,19 @@ impl Resolver {
                     h.to_ascii_lowercase()
                 })
             });
+            let allow = self.allow(&format!("{rat}.allow"), r.allow.as_ref());
+            if allow.is_some() && !verifies {
+                // No client would ever match: every request would get 403.
+                self.problem(
+                    format!("{rat}.allow"),
+                    "allow rules need a verified identity: set client_auth mode verify_if_given or require_and_verify on the listener (or a certificate entry), or remove allow",
+                );
+            }
             routes.push(RouteConfig {
                 host,
                 path_prefix: r.path_prefix.clone(),
                 upstream: r.upstream.clone(),
-                allow: self.allow(&format!("{rat}.allow"), r.allow.as_ref()),
+                allow,
                 forward_client_cert: r.forward_client_cert,
                 max_body_bytes: r.max_body_bytes,
                 allow_from: r
@@ -425,6 +434,16 @@ impl Resolver {
     }
 }
 
+/// Whether any connection to the listener can carry a verified client
+/// certificate: its own client_auth or one certificate entry's verifies.
+fn verifies_somewhere(client_auth: &ClientAuthConfig, certs: &[ListenerCert]) -> bool {
+    client_auth.mode.verifies()
+        || certs
+            .iter()
+            .filter_map(|c| c.client_auth.as_ref())
+            .any(|a| a.mode.verifies())
+}
+
 /// The smallest `max_header_bytes`: a browser's ordinary request head
 /// (cookies aside) is several hundred bytes.
 const MIN_HEADER_BYTES: usize = 1024;
@@ -549,6 +568,31 @@ mod tests {
             "routes: [{ upstream: api }]\n    limits: { max_header_bytes: 1048576 }",
         );
         parse_str(&most).unwrap();
+    }
+
+    /// A route allow on a listener where no client is verified passed,
+    /// and every request got 403; a verifying entry is enough.
+    #[test]
+    fn a_route_allow_needs_a_verifying_client_auth() {
+        let route = MINIMAL.replace(
+            "routes: [{ upstream: api }]",
+            "routes: [{ upstream: api, allow: [{ cn: ops }] }]",
+        );
+        let m = messages(&parse_str(&route).unwrap_err());
+        assert!(
+            m.contains("listeners[0].routes[0].allow: allow rules need a verified identity"),
+            "{m}"
+        );
+        let listener = route.replace(
+            "certs: [{ ref: edge }]",
+            "certs: [{ ref: edge }]\n      client_auth: { mode: verify_if_given, ca: { ref: ca } }",
+        );
+        parse_str(&listener).unwrap();
+        let entry = route.replace(
+            "certs: [{ ref: edge }]",
+            "certs: [{ ref: edge, client_auth: { mode: require_and_verify, ca: { ref: ca } } }]",
+        );
+        parse_str(&entry).unwrap();
     }
 
     /// A max_connections no semaphore can hold is refused by name (it once
