@@ -50,10 +50,44 @@ impl fmt::Display for DevPki {
     }
 }
 
-/// A PEM file of a previous run, if there is a readable one.
-fn read_pem(path: &Path) -> Option<String> {
-    let bytes = read_regular(path, pem::MAX_PEM_FILE).ok()?;
-    String::from_utf8(bytes).ok()
+/// A PEM file of a previous run; unreadable is an error naming it.
+fn read_pem(path: &Path) -> anyhow::Result<String> {
+    let bytes = read_regular(path, pem::MAX_PEM_FILE)?;
+    String::from_utf8(bytes).with_context(|| format!("{}: not a PEM file", path.display()))
+}
+
+/// Whether anything is at `path` (a dangling link too: it is not absent).
+fn present(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+/// The CA of a previous run, or `None` when there was none. A new CA
+/// replaces `ca.crt`, breaking every client that trusts the old one, so
+/// it is made only when neither file is there: half a CA, or an
+/// unreadable one, is an error naming the file.
+fn existing_ca(ca_crt: &Path, ca_key: &Path) -> anyhow::Result<Option<Issuer<'static, KeyPair>>> {
+    match (present(ca_crt), present(ca_key)) {
+        (false, false) => return Ok(None),
+        (true, false) | (false, true) => {
+            let (there, missing) = if present(ca_crt) {
+                (ca_crt, ca_key)
+            } else {
+                (ca_key, ca_crt)
+            };
+            anyhow::bail!(
+                "{} is missing but {} exists: a new CA would replace the one clients trust (restore it, or remove both to start over)",
+                missing.display(),
+                there.display()
+            );
+        }
+        (true, true) => {}
+    }
+    let (c, k) = (read_pem(ca_crt)?, read_pem(ca_key)?);
+    let key = KeyPair::from_pem(&k)
+        .with_context(|| format!("{}: not a usable CA key", ca_key.display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&c, key)
+        .with_context(|| format!("{}: not a usable CA certificate", ca_crt.display()))?;
+    Ok(Some(issuer))
 }
 
 /// How long the pairs are valid by default: what a public CA issues
@@ -111,17 +145,7 @@ pub fn write_for(out: &Path, names: &[String], days: u32) -> anyhow::Result<DevP
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let ca_crt = out.join("ca.crt");
     let ca_key = out.join("ca.key");
-    let existing =
-        match (read_pem(&ca_crt), read_pem(&ca_key)) {
-            (Some(c), Some(k)) => {
-                let key = KeyPair::from_pem(&k)
-                    .with_context(|| format!("{}: not a usable CA key", ca_key.display()))?;
-                Some(Issuer::from_ca_cert_pem(&c, key).with_context(|| {
-                    format!("{}: not a usable CA certificate", ca_crt.display())
-                })?)
-            }
-            _ => None,
-        };
+    let existing = existing_ca(&ca_crt, &ca_key)?;
     let ca_reused = existing.is_some();
     let issuer = match existing {
         Some(i) => i,
@@ -300,6 +324,37 @@ mod tests {
         let days = (leaf.not_after - now) as f64 / 86_400.0;
         assert!((89.9..=90.0).contains(&days), "{days} days");
         assert!(leaf.not_before <= now);
+    }
+
+    /// Why `write` refused `dir` (a test failure if it did not).
+    fn refused(dir: &Path) -> String {
+        match write(dir, &[]) {
+            Ok(_) => panic!("write made a new CA over half of the old one"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// Half a CA, or an unreadable one, once made a new CA silently and
+    /// overwrote ca.crt; now it is an error naming the file, and ca.crt
+    /// stays as it was.
+    #[test]
+    fn half_a_ca_is_an_error_not_a_new_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &[]).unwrap();
+        let (ca_crt, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        let before = fs::read(&ca_crt).unwrap();
+        fs::remove_file(&ca_key).unwrap();
+        let e = refused(dir.path());
+        assert!(e.contains(&ca_key.display().to_string()), "{e}");
+        assert_eq!(fs::read(&ca_crt).unwrap(), before);
+        // A directory in the key's place: present, but unreadable.
+        fs::create_dir(&ca_key).unwrap();
+        let e = refused(dir.path());
+        assert!(e.contains(&ca_key.display().to_string()), "{e}");
+        assert_eq!(fs::read(&ca_crt).unwrap(), before);
+        fs::remove_dir(&ca_key).unwrap();
+        fs::remove_file(&ca_crt).unwrap();
+        assert!(!write(dir.path(), &[]).unwrap().ca_reused);
     }
 
     #[test]
