@@ -53,6 +53,11 @@ mod tests {
         assert_eq!(std::env::var("HOTPROXY_TEST_NAME").as_deref(), Ok("ops"));
         let text = MINIMAL
             .replace("name: public", "name: ${HOTPROXY_TEST_NAME}-public")
+            // Route rules need clients verified.
+            .replace(
+                "certs: [{ ref: edge }]",
+                "certs: [{ ref: edge }]\n      client_auth: { mode: require_and_verify, ca: { ref: ca } }",
+            )
             .replace(
                 "routes: [{ upstream: api }]",
                 "routes: [{ upstream: api, path_prefix: \"/${HOTPROXY_TEST_NAME}\", allow: [{ cn: \"${HOTPROXY_TEST_NAME}\" }] }]",
