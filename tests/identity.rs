@@ -1332,6 +1332,82 @@ upstreams:
     );
 }
 
+/// A connection accepted before a reload and shaking hands after it gets
+/// the new configuration as a whole: here the admin entry's own
+/// `require_and_verify` became listener-wide, so a client without a
+/// certificate is refused. Read in two steps, the old listener-wide config
+/// (no client auth) met the new `per_name` (none) and served the admin
+/// certificate to anyone.
+#[tokio::test]
+async fn reload_between_accept_and_client_hello_is_one_snapshot() {
+    let w = world().await;
+    w.scene.pair(
+        "public",
+        &w.edge_ca.server_pair(&["public.example", "localhost"]),
+    );
+    w.scene
+        .pair("admin", &w.edge_ca.server_pair(&["admin.example"]));
+    let config = |admin_auth: &str, listener_auth: &str| {
+        format!(
+            r#"
+runtime: {{ worker_threads: 1 }}
+admin: {{ bind: 127.0.0.1:0 }}
+certs:
+  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
+listeners:
+  - name: mixed
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ cert_file: public.crt, key_file: public.key }}
+        - cert_file: admin.crt
+          key_file: admin.key
+{admin_auth}
+      client_auth: {listener_auth}
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [https://{backend}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+            backend = w.backend.addr
+        )
+    };
+    let path = w.scene.config(&config(
+        "          client_auth: { mode: require_and_verify, ca: { ref: partners-ca } }",
+        "{ mode: none }",
+    ));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("mixed").await;
+    // Accepted now; the ClientHello follows the reload.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    w.scene.config(&config(
+        "",
+        "{ mode: require_and_verify, ca: { ref: partners-ca } }",
+    ));
+    p.signal("HUP");
+    p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    let name = rustls::pki_types::ServerName::try_from("admin.example").unwrap();
+    let got = async {
+        let mut tls = tokio_rustls::TlsConnector::from(cfg_for(&w, None))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: admin.example\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    match within_deadline("the held connection's request", got).await {
+        Ok(text) => panic!("served without a client certificate: {text:?}"),
+        Err(e) => assert_eq!(
+            tls_error(&e),
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)
+        ),
+    }
+}
+
 /// `resumed` and `tls_version` in the access log are the connection's: a
 /// listener without client auth resumes sessions (tickets), and the second
 /// connection of a client that kept its session says so. `bytes_in` is the

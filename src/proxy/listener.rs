@@ -103,17 +103,31 @@ pub struct ServedCert {
 /// The material's generation goes with them: read separately, a connection
 /// could shake hands with the old snapshot and record the new generation,
 /// and `max_connection_lifetime` would not count it as rotated out.
+///
+/// The per-entry configs and the resolver go with them too: read apart, a
+/// connection accepted before a reload that sends its ClientHello after it
+/// could pair the old listener-wide config (an entry with its own
+/// `client_auth`, served with no client auth) with the new `per_name`
+/// (none: the entry's `require_and_verify` became listener-wide) and be
+/// served that entry's certificate unauthenticated.
 pub struct Handshake {
     pub config: Arc<ServerConfig>,
     pub mode: ClientAuthMode,
     pub generation: u64,
+    /// Per-entry TLS configs when `certs` entries carry their own
+    /// `client_auth`; then used instead of `config`.
+    pub per_name: Option<Arc<crate::tls::per_name::PerName>>,
+    /// The pairs `config` serves, by SNI: which certificate a connection
+    /// was served, for XFCC's `By`.
+    pub resolver: Arc<crate::tls::server::SniResolver>,
 }
 
 /// Live state of one configured listener, shared by its accept loop, its
 /// connections, the admin API and the reloader (the only writer).
 pub struct Listener {
     pub name: Arc<str>,
-    /// The TLS snapshot new connections handshake with, and its mode.
+    /// The TLS snapshot new connections handshake with, its mode, its
+    /// per-entry configs and resolver: one value (see [`Handshake`]).
     pub tls: ArcSwap<Handshake>,
     pub router: ArcSwap<Router>,
     pub settings: ArcSwap<Settings>,
@@ -143,12 +157,6 @@ pub struct Listener {
     limits_changed: tokio::sync::Notify,
     /// Request ids, client-certificate headers, access log (per request).
     pub edge: ArcSwap<EdgePolicy>,
-    /// Per-entry TLS configs when `certs` entries carry their own
-    /// `client_auth`; then used instead of `tls`.
-    pub per_name: arc_swap::ArcSwapOption<crate::tls::per_name::PerName>,
-    /// The pairs `tls` serves, by SNI: which certificate a connection was
-    /// served, for XFCC's `By`.
-    pub resolver: ArcSwap<crate::tls::server::SniResolver>,
     /// `hotproxy_connections_active{listener}`, looked up once: the family
     /// lookup takes a lock that has no place on the accept path.
     connections_gauge: prometheus_client::metrics::gauge::Gauge,
@@ -163,21 +171,14 @@ pub struct Listener {
 impl Listener {
     pub fn new(
         name: &str,
-        tls: Arc<ServerConfig>,
-        mode: ClientAuthMode,
+        tls: Handshake,
         router: Router,
         limits: Limits,
         served: Vec<Arc<ServedCert>>,
-        resolver: Arc<crate::tls::server::SniResolver>,
     ) -> Arc<Listener> {
         Arc::new(Listener {
             name: name.into(),
-            tls: ArcSwap::from_pointee(Handshake {
-                config: tls,
-                mode,
-                generation: 0,
-            }),
-            resolver: ArcSwap::new(resolver),
+            tls: ArcSwap::from_pointee(tls),
             router: ArcSwap::from_pointee(router),
             settings: ArcSwap::new(Settings::new(limits)),
             front: ArcSwap::from_pointee(Front::default()),
@@ -188,7 +189,6 @@ impl Listener {
             active: AtomicUsize::new(0),
             limits_changed: tokio::sync::Notify::new(),
             edge: ArcSwap::from_pointee(EdgePolicy::default()),
-            per_name: arc_swap::ArcSwapOption::empty(),
             connections_gauge: METRICS
                 .connections_active
                 .get_or_create(&metrics::ListenerLabels {
@@ -215,14 +215,14 @@ impl Listener {
         per_name: Option<Arc<crate::tls::per_name::PerName>>,
         resolver: Arc<crate::tls::server::SniResolver>,
     ) {
-        self.per_name.store(per_name);
-        self.resolver.store(resolver);
         // The reloader is the only writer: no other bump can come between.
         let generation = *self.generation.borrow() + 1;
         self.tls.store(Arc::new(Handshake {
             config: tls,
             mode,
             generation,
+            per_name,
+            resolver,
         }));
         self.served.store(Arc::new(served));
         self.generation.send_replace(generation);
@@ -468,10 +468,6 @@ async fn connection(
         ))
         .await;
     }
-    let handshake = listener.tls.load_full();
-    let resolver = listener.resolver.load_full();
-    let generation = handshake.generation;
-    let mode = handshake.mode;
     // The handshake shares the header read budget: a client that connects
     // and sends nothing must not hold a slot forever.
     let head_deadline = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
@@ -488,8 +484,16 @@ async fn connection(
             return;
         }
     }
+    // Loaded after the peek, which can wait up to header_read_timeout: a
+    // reload in between then applies to this connection as a whole. One
+    // load gives the listener-wide config and the per-entry ones of the
+    // same reload (see `Handshake`).
+    let handshake = listener.tls.load_full();
+    let generation = handshake.generation;
+    let mode = handshake.mode;
     // With per-entry client auth, the ClientHello picks the config.
-    let per_name = listener.per_name.load_full();
+    let per_name = handshake.per_name.clone();
+    let resolver = handshake.resolver.clone();
     let accept = Box::pin(async {
         match &per_name {
             Some(p) => crate::tls::per_name::accept(p, stream)

@@ -20,7 +20,7 @@ use crate::metrics::{self, METRICS};
 use crate::proxy::edge::EdgePolicy;
 use crate::proxy::forward::Upstream;
 use crate::proxy::front::Front;
-use crate::proxy::listener::{self, Listener};
+use crate::proxy::listener::{self, Handshake, Listener};
 use crate::proxy::router::Router;
 use crate::tls::server::SniResolver;
 use crate::watch::Subject;
@@ -369,15 +369,18 @@ impl Reloader {
                     }
                     let live = Listener::new(
                         &cfg.name,
-                        built.tls,
-                        built.mode,
+                        Handshake {
+                            config: built.tls,
+                            mode: built.mode,
+                            generation: 0,
+                            per_name: built.per_name,
+                            resolver: built.resolver.clone(),
+                        },
                         router,
                         cfg.limits.clone(),
                         built.served,
-                        built.resolver.clone(),
                     );
                     live.front.store(Front::new(&cfg.front));
-                    live.per_name.store(built.per_name);
                     live.edge.store(Arc::new(EdgePolicy::of(&cfg)));
                     self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver)
                 }
