@@ -1042,6 +1042,12 @@ async fn access_log_lines() {
             .status,
         403
     );
+    // A handshake refused on the listener with the log off: a client that
+    // does not trust its certificate. No line, while the refusals after it
+    // on `partners` get theirs (one writer, in order: awaiting those is
+    // enough).
+    let distrustful = client_config(&w.pki.root_pem, None, &[b"http/1.1"]);
+    assert!(connect(health, "localhost", distrustful).await.is_err());
     // A certificate from a CA the listener does not trust.
     let foreign = w.edge_ca.client_pair("foreign");
     let foreign_cfg = client_config(&w.edge_ca.cert_pem, Some(&foreign), &[b"http/1.1"]);

@@ -318,8 +318,14 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// A refused handshake: counted when client authentication refused it,
-/// and given a (rate-limited) access-log line.
-pub fn handshake_refused(listener: &Arc<str>, peer: std::net::SocketAddr, reason: &'static str) {
+/// and given a (rate-limited) access-log line unless the listener has
+/// `access_log: false`.
+pub fn handshake_refused(
+    live: &crate::proxy::listener::Listener,
+    peer: std::net::SocketAddr,
+    reason: &'static str,
+) {
+    let listener = &live.name;
     if matches!(
         reason,
         "not_allowed"
@@ -333,7 +339,9 @@ pub fn handshake_refused(listener: &Arc<str>, peer: std::net::SocketAddr, reason
     ) {
         metrics::client_auth_denied(listener, reason);
     }
-    if reason != "client_closed" {
+    // `access_log: false` covers the listener's refusal lines too, not
+    // only its request lines (SPEC: the listener writes no lines).
+    if reason != "client_closed" && live.edge.load().access_log {
         access_log::handshake_refused(listener, peer, reason);
     }
 }

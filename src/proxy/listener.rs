@@ -457,7 +457,7 @@ async fn connection(
     // TLS work is spent on the client.
     if !front.admits(peer.ip()) {
         metrics::handshake(&listener.name, "source_not_allowed");
-        crate::proxy::edge::handshake_refused(&listener.name, peer, "source_not_allowed");
+        crate::proxy::edge::handshake_refused(&listener, peer, "source_not_allowed");
         debug!(listener = %listener.name, peer = %peer, "connection refused before TLS: not in allow_from");
         return;
     }
@@ -513,7 +513,7 @@ async fn connection(
             // The metric label carries the cause at every log level.
             let reason = crate::tls::server::handshake_failure(&e);
             metrics::handshake(&listener.name, reason);
-            crate::proxy::edge::handshake_refused(&listener.name, peer, reason);
+            crate::proxy::edge::handshake_refused(&listener, peer, reason);
             debug!(listener = %listener.name, peer = %peer, reason, error = %e, "TLS handshake failed");
             return;
         }
