@@ -334,6 +334,7 @@ pub fn handshake_refused(
             | "revoked"
             | "revocation_unknown"
             | "crl_expired"
+            | "crl_invalid"
             | "expired"
             | "bad_client_cert"
     ) {

@@ -498,6 +498,11 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
             C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
         ) => "expired",
         E::InvalidCertificate(_) => "bad_client_cert",
+        // A CRL of the CA bundle webpki cannot use (SHA-1 signed, signed by
+        // another key, an issuer without cRLSign): every verified client is
+        // refused until the operator replaces it, so it is named apart
+        // from `protocol`, which would hide it at debug level.
+        E::InvalidCertRevocationList(_) => "crl_invalid",
         // The client refused our certificate: it does not trust our CA, or
         // the name it asked for is not on the certificate we chose by SNI.
         E::AlertReceived(
@@ -511,6 +516,25 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
         E::NoApplicationProtocol => "no_alpn_match",
         E::PeerIncompatible(_) => "incompatible",
         _ => "protocol",
+    }
+}
+
+static CRL_INVALID: std::sync::LazyLock<crate::identity::gate::RateLimit> =
+    std::sync::LazyLock::new(|| {
+        crate::identity::gate::RateLimit::new(std::time::Duration::from_secs(60))
+    });
+
+/// `crl_invalid` is the operator's fault, not the client's, and refuses
+/// every verified client: a warning, but once per listener per minute, as
+/// each client retrying would repeat it.
+pub fn warn_crl_invalid(listener: &str, err: &std::io::Error) {
+    if CRL_INVALID.first_in_window(listener.to_owned()) {
+        tracing::warn!(
+            listener = %listener,
+            reason = "crl_invalid",
+            error = %err,
+            "a CRL of the listener's client_auth CA bundle cannot be used: every verified client is refused"
+        );
     }
 }
 
@@ -540,5 +564,25 @@ mod tests {
         // Exact and wildcard names are looked up apart: no shadowing.
         let apex = names(&["example.com", "a.example.com"]);
         assert_eq!(shadowed(&[&edge, &apex], &[&none, &verify]), None);
+    }
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    /// A CRL webpki rejects is its own result, not `protocol`.
+    #[test]
+    fn unusable_crl_is_crl_invalid() {
+        use rustls::CertRevocationListError as C;
+        for e in [C::BadSignature, C::IssuerInvalidForCrl, C::InvalidCrlNumber] {
+            assert_eq!(
+                handshake_failure(&io(rustls::Error::InvalidCertRevocationList(e))),
+                "crl_invalid"
+            );
+        }
+        assert_eq!(
+            handshake_failure(&io(rustls::Error::HandshakeNotComplete)),
+            "protocol"
+        );
     }
 }
