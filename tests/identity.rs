@@ -1007,7 +1007,7 @@ async fn access_log_lines() {
     );
     let stranger = w.pki.client("nobody", None, &[]);
     let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: billing }]";
-    let routes = r#"      - { path_prefix: /admin, upstream: app, allow: [{ cn: ops }] }"#;
+    let routes = "      - { path_prefix: /admin, upstream: app, allow: [{ cn: ops }] }\n      - { path_prefix: /dead, upstream: dead }";
     let log = w.scene.path("access.log");
     let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
     let path = config(&w, auth, "", routes, &extra);
@@ -1015,7 +1015,7 @@ async fn access_log_lines() {
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "upstreams:",
         "  - name: health\n    bind: 127.0.0.1:0\n    access_log: false\n    tls:\n      certs: [{ ref: edge }]\n    routes: [{ upstream: app }]\nupstreams:",
-    );
+    ) + "  - name: dead\n    servers: [https://127.0.0.1:1]\n    tls: { ca: { ca_file: backend-ca.crt }, server_name: backend.local }\n";
     write(&path, &text);
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("partners").await;
@@ -1041,6 +1041,14 @@ async fn access_log_lines() {
             .unwrap()
             .status,
         403
+    );
+    // Nothing listens there: hotproxy's own 502, no upstream head.
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/dead", &[])
+            .await
+            .unwrap()
+            .status,
+        502
     );
     // A handshake refused on the listener with the log off: a client that
     // does not trust its certificate. No line, while the refusals after it
@@ -1076,7 +1084,13 @@ async fn access_log_lines() {
         200
     );
 
-    let all = wait_access_log(&log, 4, Duration::from_secs(10)).await;
+    let all = wait_access_log(&log, 5, Duration::from_secs(10)).await;
+    let dead = all
+        .iter()
+        .find(|l| l["status"] == 502)
+        .expect("the 502's line");
+    assert_eq!(dead["upstream"], "dead", "{dead}");
+    assert!(dead["upstream_ms"].is_null(), "no upstream head: {dead}");
     let ok = all
         .iter()
         .find(|l| l["request_id"] == "rid-42")

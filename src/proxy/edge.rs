@@ -82,6 +82,13 @@ pub struct RoutePolicy {
 #[derive(Clone, Debug)]
 pub struct UpstreamAddr(pub Arc<str>);
 
+/// Set by the forwarder on a response whose head came from the upstream:
+/// the access log's `upstream_ms` is "until the upstream's response head",
+/// which hotproxy's own answers (a client body fault, a failed or
+/// timed-out attempt) never had.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamAnswered;
+
 /// One request's edge bookkeeping.
 pub struct Exchange {
     started: Instant,
@@ -253,11 +260,12 @@ impl Exchange {
         access_log::submit(access_log::Line::Request(line));
     }
 
-    /// The request went to `upstream`; its response head came after `took`.
-    pub fn upstream(&mut self, upstream: &Arc<str>, took: Duration) {
+    /// The request went to `upstream`; its response head came after `took`
+    /// (`None`: hotproxy answered itself, no head came).
+    pub fn upstream(&mut self, upstream: &Arc<str>, took: Option<Duration>) {
         if let Some((line, _)) = &mut self.log {
             line.upstream = Some(upstream.clone());
-            line.upstream_time = Some(took);
+            line.upstream_time = took;
         }
     }
 

@@ -48,7 +48,7 @@ use crate::identity::Identity;
 use crate::metrics;
 use crate::proxy::body::{BodyFault, ClientBody, Fault};
 use crate::proxy::buffer;
-use crate::proxy::edge::{BytesIn, UpstreamAddr};
+use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::failure::{
     Failure, closed_before_response, copy_of, diagnose, idempotent, replayable, unprocessed,
 };
@@ -282,6 +282,7 @@ impl Upstream {
             // The attempt in flight is dropped here, seeing `timed_out`.
         };
         let endpoint = &members.members[last.load(Ordering::Relaxed)].endpoint;
+        let answered = matches!(result, Ok(Ok(_)));
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
             // The client's body broke (bad chunk, h2 stream error) or
@@ -313,6 +314,11 @@ impl Upstream {
         if crate::access_log::enabled() {
             resp.extensions_mut()
                 .insert(UpstreamAddr(endpoint.url.clone()));
+            // Only a head the upstream sent has an upstream time; our own
+            // 502/504 for a failed or timed-out attempt does not.
+            if answered {
+                resp.extensions_mut().insert(UpstreamAnswered);
+            }
         }
         // The listener checks the switch and runs the tunnel
         // (proxy::tunnel): Upgrade stays, with `Connection: upgrade`; the

@@ -768,7 +768,11 @@ async fn handle(
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
     let mut resp = upstream.forward(req, ctx, max_body).await;
     let mut exchange = forwarding.answered();
-    exchange.upstream(&upstream.name, start.elapsed());
+    let head_came = resp
+        .extensions()
+        .get::<crate::proxy::edge::UpstreamAnswered>()
+        .is_some();
+    exchange.upstream(&upstream.name, head_came.then(|| start.elapsed()));
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match client_upgrade {
             Some(client) if tunnel::switched_to_tunnelled(resp.headers()) => {
