@@ -267,7 +267,7 @@ fn entry_reload(c: &mut Criterion) {
             write_pair(&cat.dir, k, &gens[turn % 2]);
             let id = id.clone();
             let changed = rt
-                .block_on(cat.handle.call(move |r| r.reload_entry(&id)))
+                .block_on(cat.handle.call(move |r| r.reload_entry(&id, false)))
                 .unwrap();
             assert_eq!(changed, Ok(true), "every rotation is a change");
         };

@@ -803,3 +803,76 @@ async fn no_store_no_create() {
     })
     .await;
 }
+
+/// Material the API put over a configuration entry stays while its files
+/// hold what they held then: a re-read the watcher makes for the same
+/// bytes (a chmod, a kubelet swap for another key, a rewrite) must not
+/// bring the files back; only files that changed, or a rotation, do.
+#[tokio::test]
+async fn api_material_survives_a_reread_of_unchanged_files() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let edge = ca.server_pair(&["localhost"]);
+    s.pair("edge", &edge);
+    let cfg = s.config(
+        r#"
+watch: { events: true, debounce: 20ms, poll_interval: 1h }
+admin: { bind: 127.0.0.1:0 }
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: edge }]
+"#,
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    p.wait_log("the start-up re-read", |v| {
+        v["message"] == "certificate files re-read: unchanged" && v["entry"] == "edge"
+    })
+    .await;
+    let interim = ca.server_pair(&["localhost"]);
+    let r = admin(
+        api,
+        "PUT",
+        "/api/v1/certs/edge",
+        None,
+        Some(json!({"type": "server-pair", "source": "inline",
+            "cert_pem": interim.cert_pem, "key_pem": interim.key_pem})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The same bytes again, through a new inode: the watcher re-reads.
+    mv_over(&s.path("edge.crt"), &edge.cert_pem);
+    p.wait_log("the re-read that keeps the API's material", |v| {
+        v["message"]
+            == "certificate files re-read: unchanged since the API replaced their material; it stays"
+            && v["entry"] == "edge"
+    })
+    .await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        interim.fingerprint
+    );
+    let r = admin(api, "GET", "/api/v1/certs/edge", None, None, &[]).await;
+    assert_eq!(r.json()["live_source"], "api", "{}", r.body);
+    assert_eq!(r.json()["fingerprint_sha256"], interim.fingerprint.as_str());
+
+    // Files that change take over again.
+    let next = ca.server_pair(&["localhost"]);
+    mv_over(&s.path("edge.key"), &next.key_pem);
+    mv_over(&s.path("edge.crt"), &next.cert_pem);
+    let (ca_pem, want) = (&ca.cert_pem, &next.fingerprint);
+    wait_until(
+        Duration::from_secs(10),
+        "the new files served",
+        || async move { served_leaf(addr, "localhost", ca_pem).await.ok().as_ref() == Some(want) },
+    )
+    .await;
+    let r = admin(api, "GET", "/api/v1/certs/edge", None, None, &[]).await;
+    assert_eq!(r.json()["live_source"], "file", "{}", r.body);
+}

@@ -120,6 +120,11 @@ pub struct Entry {
     /// The live material was put through the admin API over a definition
     /// that reads files; it stays until the files are read again.
     pub from_api: bool,
+    /// With `from_api`: the content hash of the files when the API replaced
+    /// their material. A re-read that finds the same bytes (a chmod, a
+    /// kubelet swap for another key, a poll) keeps the API's material;
+    /// only files that changed since, or an explicit reload, take over.
+    pub files_hash: Option<[u8; 32]>,
 }
 
 impl Entry {
@@ -134,6 +139,7 @@ impl Entry {
             last_logged: None,
             retry_pending: false,
             from_api: false,
+            files_hash: None,
         }
     }
 }

@@ -17,13 +17,24 @@ impl Reloader {
     /// parse, a signing key and every certificate, is most of a re-read's
     /// cost, and the start-up re-check and a SIGHUP re-read every entry,
     /// nearly all unchanged), else the parsed material. `Ok(None)` too for
-    /// an unknown or inline entry.
-    fn read_changed(&self, id: &str) -> Result<Option<Loaded>, pem::MaterialError> {
+    /// an unknown or inline entry. Over material the API put, "unchanged"
+    /// means the files hold what they held then, unless `take_files` (an
+    /// explicit reload or rotation), which compares with what is served.
+    fn read_changed(
+        &self,
+        id: &str,
+        take_files: bool,
+    ) -> Result<Option<Loaded>, pem::MaterialError> {
         let Some(entry) = self.entries.get(id).filter(|e| !e.spec.source.is_inline()) else {
             return Ok(None);
         };
         let raw = pem::read_consistent(&entry.spec.source)?;
-        if entry.current.as_ref().is_some_and(|c| c.hash == raw.hash) {
+        let baseline = if entry.from_api && !take_files {
+            entry.files_hash
+        } else {
+            entry.current.as_ref().map(|c| c.hash)
+        };
+        if baseline == Some(raw.hash) {
             return Ok(None);
         }
         Ok(Some(Loaded {
@@ -39,22 +50,33 @@ impl Reloader {
         if !self.entries.contains_key(id) {
             return Err(format!("no entry {id:?}"));
         }
-        self.read_changed(id).map(drop).map_err(|e| e.to_string())
+        self.read_changed(id, true)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Re-read one entry's files; swap it in if its content changed and is
     /// valid. Returns the problem when the material is refused (the old
-    /// material stays) or `Ok(false)` when nothing changed.
-    pub fn reload_entry(&mut self, id: &str) -> Result<bool, String> {
+    /// material stays) or `Ok(false)` when nothing changed. `take_files`
+    /// (an explicit reload or rotation) replaces material the API put even
+    /// when the files are as they were; a watcher's or a retry's re-read
+    /// does not.
+    pub fn reload_entry(&mut self, id: &str, take_files: bool) -> Result<bool, String> {
         let Some(entry) = self.entries.get(id) else {
             return Err(format!("no entry {id:?}"));
         };
         if entry.spec.source.is_inline() {
             return Ok(false);
         }
+        let keeps_api = entry.from_api && !take_files;
         let started = Instant::now();
-        let loaded = self.read_changed(id);
+        let loaded = self.read_changed(id, take_files);
         match loaded {
+            Ok(None) if keeps_api => {
+                debug!(target: LOG, entry = %id, "certificate files re-read: unchanged since the API replaced their material; it stays");
+                self.unchanged(id);
+                Ok(false)
+            }
             Ok(None) => {
                 debug!(target: LOG, entry = %id, "certificate files re-read: unchanged");
                 self.unchanged(id);
@@ -81,6 +103,7 @@ impl Reloader {
             && entry.from_api
         {
             entry.from_api = false;
+            entry.files_hash = None;
             self.publish_entry(id);
         }
     }
@@ -130,7 +153,20 @@ impl Reloader {
     /// files) are left alone; a retry would re-read the files and replace
     /// what the API had set before.
     pub fn offer(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
-        self.swap(id, loaded, Instant::now(), false)
+        // What the files held: the material served until now, unless the
+        // API had already replaced it (then what they held back then).
+        let files = self.entries.get(id).and_then(|e| {
+            if e.from_api {
+                e.files_hash
+            } else {
+                e.current.as_ref().map(|c| c.hash)
+            }
+        });
+        let changed = self.swap(id, loaded, Instant::now(), false)?;
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.files_hash = files;
+        }
+        Ok(changed)
     }
 
     /// Swap in material re-read from `id`'s files, whose reading began at

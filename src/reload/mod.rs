@@ -252,7 +252,7 @@ impl Reloader {
                     let _ = self.reload_config();
                 }
                 Ok(Command::Changed(Subject::Entry(id))) => {
-                    let _ = self.reload_entry(&id);
+                    let _ = self.reload_entry(&id, false);
                 }
                 Ok(Command::ReloadAll) => self.reload_all(),
                 Ok(Command::Call(f)) => f(&mut self),
@@ -272,7 +272,9 @@ impl Reloader {
         let ids: Vec<String> = self.entries.keys().cloned().collect();
         let (mut changed, mut refused) = (0usize, 0usize);
         for id in &ids {
-            match self.reload_entry(id) {
+            // A re-read, not a rotation: material the API put over files
+            // that did not change stays (SPEC §4).
+            match self.reload_entry(id, false) {
                 Ok(true) => changed += 1,
                 Ok(false) => {}
                 Err(_) => refused += 1,
@@ -307,7 +309,7 @@ impl Reloader {
             .collect();
         for id in due {
             self.retries.remove(&id);
-            let _ = self.reload_entry(&id);
+            let _ = self.reload_entry(&id, false);
         }
     }
 

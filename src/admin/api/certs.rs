@@ -191,7 +191,7 @@ pub(super) fn reload_one(r: &mut Reloader, id: &str) -> Reply {
             "entry {id} is inline: there is nothing on disk to re-read (PUT new material instead)"
         )));
     }
-    match r.reload_entry(id) {
+    match r.reload_entry(id, true) {
         Ok(changed) => {
             let (status, mut body, etag) = entry_reply(r, id, StatusCode::OK)?;
             body["changed"] = json!(changed);
@@ -213,7 +213,7 @@ pub(super) fn reload_many(r: &mut Reloader, ids: Vec<String>) -> Reply {
         if r.entry_spec(&id).is_none_or(|(s, _)| s.source.is_inline()) {
             continue;
         }
-        let result = r.reload_entry(&id);
+        let result = r.reload_entry(&id, true);
         let fingerprint = r.entry_view(&id).and_then(|v| v.fingerprint_sha256);
         match result {
             Ok(changed) => entries.push(json!({
