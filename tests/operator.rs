@@ -562,3 +562,90 @@ listeners:
     .await;
     assert_eq!(warned(&p), 1, "{:#?}", p.logs());
 }
+
+/// An unused entry whose files first load during a configuration apply
+/// (its definition unchanged) reports its expiry and warns that it is
+/// expired; so does expired material created through the API.
+#[tokio::test]
+async fn an_entry_first_loaded_by_a_reload_reports_its_expiry() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    // Nothing watched: only SIGHUP applies the configuration, and its
+    // apply is what loads `spare` (the entry re-reads after it find it
+    // unchanged).
+    let yaml = |extra: &str| {
+        format!(
+            r#"
+admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ events: false, poll_interval: 1h }}
+store: {{ path: data/store.json, key_file: data/store.key }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+  - {{ id: spare, type: server-pair, cert_file: spare.crt, key_file: spare.key }}
+{extra}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [ {{ ref: edge }} ] }}
+"#
+        )
+    };
+    let config = s.config(&yaml(""));
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let expired = ca.expired_server_pair(&["spare.example"]);
+    s.pair("spare", &expired);
+    write(
+        &config,
+        &yaml("  - { id: other, type: ca-bundle, ca_file: ca.crt }"),
+    );
+    // Written a minute ago: SIGHUP applies it at once rather than waiting
+    // for a writer that might still be at work.
+    std::fs::File::options()
+        .write(true)
+        .open(&config)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
+    p.signal("HUP");
+    let done = p
+        .wait_log("SIGHUP: done", |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("SIGHUP: done"))
+        })
+        .await;
+    assert_eq!(done["config"], "applied", "{done}");
+    let metrics = admin(api, "GET", "/metrics", None, None, &[]).await.body;
+    assert!(
+        metrics.contains(
+            "hotproxy_cert_not_after_timestamp_seconds{entry=\"spare\",type=\"server-pair\"}"
+        ),
+        "{metrics}"
+    );
+    p.wait_log("spare's expiry warning", |v| {
+        v["message"] == "certificate is expired (loaded anyway)" && v["entry"] == "spare"
+    })
+    .await;
+
+    let created = ca.expired_server_pair(&["created.example"]);
+    let r = admin(
+        api,
+        "POST",
+        "/api/v1/certs",
+        None,
+        Some(
+            serde_json::json!({"id": "created", "type": "server-pair", "source": "inline",
+            "cert_pem": created.cert_pem, "key_pem": created.key_pem}),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    p.wait_log("the created entry's expiry warning", |v| {
+        v["message"] == "certificate is expired (loaded anyway)" && v["entry"] == "created"
+    })
+    .await;
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::entry::{State, forget_entry_metrics, record_success, set_state};
+use super::entry::{State, forget_entry_metrics, record_success, set_state, warn_validity};
 use super::{LOG, Reloader};
 use crate::config::{self, ClientAuthConfig, EntrySpec};
 use crate::material::catalogue::{Entry, EntryView, Origin, Reference, ReloadResult};
@@ -50,6 +50,9 @@ impl Reloader {
                 let e = &self.entries[&spec.id];
                 if let Some(l) = &e.current {
                     record_success(&e.spec, l);
+                    // SPEC §3: expired material loads, loudly, whichever
+                    // way it came.
+                    warn_validity(&spec.id, l, was.as_deref());
                 }
                 // A fresh entry: whatever its files did before is over.
                 set_state(&spec.id, State::Settled);
@@ -86,6 +89,7 @@ impl Reloader {
         match pem::load(spec.kind, &spec.source) {
             Ok(l) => {
                 record_success(&spec, &l);
+                warn_validity(&spec.id, &l, None);
                 entry.current = Some(Arc::new(l));
                 entry.last_reload = ReloadResult::success();
             }

@@ -298,7 +298,11 @@ impl Reloader {
         }
         for (id, e) in &entries {
             let old = self.entries.get(id);
-            if old.is_some_and(|old| old.spec == e.spec) {
+            // An unused entry whose files first load now (its definition
+            // unchanged) is reported like a new one: without its series no
+            // expiry alert could ever fire for it.
+            let first_load = old.is_some_and(|o| o.current.is_none()) && e.current.is_some();
+            if old.is_some_and(|old| old.spec == e.spec) && !first_load {
                 continue;
             }
             // Redefined: what was reported of the old definition goes
