@@ -265,8 +265,13 @@ impl State {
                     // routine: polling covers it until the next re-arm
                     // drops it from the chains, and nothing is wrong.
                     if matches!(e.kind, notify::ErrorKind::PathNotFound) {
-                        debug!(path = %dir.display(), "directory vanished before it could be watched; polling until the next re-arm");
-                    } else if self.unwatchable.insert(dir.clone()) {
+                        // Chains hold only directories that existed, each
+                        // under a watched parent, whose event about the
+                        // removal re-arms: not degraded, no gauge.
+                        debug!(path = %dir.display(), "directory vanished before it could be watched; its parent's watch re-arms");
+                        continue;
+                    }
+                    if self.unwatchable.insert(dir.clone()) {
                         warn!(path = %dir.display(), error = %e, "cannot watch directory; relying on polling");
                     } else {
                         debug!(path = %dir.display(), error = %e, "cannot watch directory yet; still polling");

@@ -201,10 +201,11 @@ fn a_poll_never_postpones_an_event() {
 fn degraded_clears_when_the_watches_re_arm() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("later");
+    // A directory no watch can be placed on (ELOOP), until it is mended.
+    std::os::unix::fs::symlink(&dir, &dir).unwrap();
     let notify = notify::recommended_watcher(|_| {}).unwrap();
     let (out, _rx) = mpsc::unbounded_channel();
     let mut state = State::new(cfg(true, 0), Some(notify), out);
-    // A chain needs a directory that does not exist (yet).
     state.by_dir.insert(dir.clone(), HashSet::new());
     state.rearm();
     assert!(state.degraded);
@@ -212,16 +213,35 @@ fn degraded_clears_when_the_watches_re_arm() {
         !state.poll_interval.is_zero(),
         "polling covers it meanwhile"
     );
+    std::fs::remove_file(&dir).unwrap();
     std::fs::create_dir(&dir).unwrap();
     state.rearm();
     assert!(!state.degraded, "re-armed, yet still degraded");
     assert!(state.watched.contains(&dir));
     // A second, unrelated failure degrades again: the flag tracks now, not history.
-    let gone = d.path().join("gone");
-    state.by_dir.insert(gone.clone(), HashSet::new());
+    let stuck = d.path().join("stuck");
+    std::os::unix::fs::symlink(&stuck, &stuck).unwrap();
+    state.by_dir.insert(stuck.clone(), HashSet::new());
     state.rearm();
     assert!(state.degraded);
-    state.by_dir.remove(&gone);
+    state.by_dir.remove(&stuck);
     state.rearm();
     assert!(!state.degraded);
+}
+
+/// A directory that vanished between being resolved and being watched
+/// (kubelet removes its `..<timestamp>` directory right after a swap) is
+/// routine: its parent's watch sees the removal; nothing is degraded.
+#[test]
+fn a_directory_gone_before_its_watch_does_not_degrade() {
+    let d = tempfile::tempdir().unwrap();
+    let notify = notify::recommended_watcher(|_| {}).unwrap();
+    let (out, _rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    state
+        .by_dir
+        .insert(d.path().join("..2026_12_01"), HashSet::new());
+    state.rearm();
+    assert!(!state.degraded, "a vanished directory degraded the watcher");
+    assert!(state.poll_interval.is_zero(), "polling switched on for it");
 }
