@@ -1009,3 +1009,43 @@ upstreams:
         }
     }
 }
+
+/// A configuration file briefly missing (`rm` then `cp`) is a writer at
+/// work: waited on for settle_timeout, not rejected at once; missing for
+/// longer, it is rejected and the running configuration stays.
+#[tokio::test]
+async fn a_briefly_missing_config_file_is_waited_for() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let b = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    s.pair("b", &b);
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    std::fs::remove_file(&cfg).unwrap();
+    p.wait_log("the missing file waited for", |v| {
+        v["message"] == "configuration file missing; waiting for the writer until settle_timeout"
+    })
+    .await;
+    write(&cfg, &base_config("b.crt", "b.key", ""));
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    let rejected = |v: &serde_json::Value| {
+        v["message"] == "configuration rejected; the running configuration stays"
+    };
+    assert!(
+        !p.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| rejected(&v)),
+        "rejected while the writer was at work"
+    );
+    // Gone for good: rejected once settle_timeout (2 s) has passed.
+    std::fs::remove_file(&cfg).unwrap();
+    p.wait_log("the missing file rejected", rejected).await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        b.fingerprint
+    );
+}

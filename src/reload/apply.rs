@@ -51,13 +51,23 @@ impl Reloader {
         // sees an empty or cut file that may still parse (a configuration
         // without its listeners). Wait until the file has been still for a
         // moment, bounded by settle_timeout; an empty file is never applied.
+        // A missing file is a writer at work too (`rm` then `cp`, a
+        // symlink swapped in two steps), waited on like a missing entry
+        // file before it counts as rejected.
         let now = Instant::now();
-        if let Some(age) = modified_ago(&path)
-            && age < CONFIG_QUIET
-        {
+        let wait = match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(CONFIG_MISSING_RETRY),
+            _ => modified_ago(&path)
+                .filter(|age| *age < CONFIG_QUIET)
+                .map(|age| CONFIG_QUIET - age),
+        };
+        if let Some(wait) = wait {
+            if wait == CONFIG_MISSING_RETRY && self.config_unsettled_since.is_none() {
+                debug!(target: LOG, path = %path.display(), settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration file missing; waiting for the writer until settle_timeout");
+            }
             let since = *self.config_unsettled_since.get_or_insert(now);
             if now.duration_since(since) < self.config.watch.settle_timeout {
-                self.config_retry = Some(now + CONFIG_QUIET - age);
+                self.config_retry = Some(now + wait);
                 return Ok(ConfigOutcome::Deferred);
             }
         }
@@ -589,6 +599,10 @@ impl ConfigOutcome {
 }
 
 const CONFIG_QUIET: Duration = Duration::from_millis(20);
+
+/// How soon a configuration file found missing is looked for again (as a
+/// missing entry file is), until `settle_timeout`.
+const CONFIG_MISSING_RETRY: Duration = Duration::from_millis(100);
 
 /// The first and the longest wait before a rejected configuration is read again.
 const CONFIG_RETRY_FIRST: Duration = Duration::from_secs(1);
