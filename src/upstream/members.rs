@@ -51,6 +51,12 @@ pub struct Publishing {
     sets: std::sync::atomic::AtomicU64,
     newest: std::sync::atomic::AtomicU64,
     retired: AtomicBool,
+    /// Held from counting the others in service to ejecting, by every
+    /// endpoint set of the upstream: a request still holding the set from
+    /// before a re-resolution shares its members (and this lock) with the
+    /// new set, so two members failing at once across the two sets cannot
+    /// both be ejected.
+    ejecting: std::sync::Mutex<()>,
 }
 
 impl Publishing {
@@ -75,10 +81,6 @@ pub struct Members {
     picker: Picker,
     balance: Balance,
     passive: PassiveHealth,
-    /// Held from counting the others in service to ejecting: two members
-    /// failing at once on two workers would each see the other in, and
-    /// both go out.
-    ejecting: std::sync::Mutex<()>,
 }
 
 /// A request in flight on a member (least_request reads the count).
@@ -143,7 +145,6 @@ impl Members {
             picker: Picker::default(),
             balance,
             passive,
-            ejecting: std::sync::Mutex::new(()),
         }
     }
 
@@ -275,7 +276,11 @@ impl Members {
             return;
         }
         // Rare (an endpoint reaching its threshold), so a plain lock.
-        let ejecting = self.ejecting.lock().expect("ejection lock");
+        let ejecting = self
+            .publishing
+            .ejecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let others_in = (0..self.members.len())
             .filter(|&j| {
                 j != i
