@@ -490,6 +490,9 @@ impl Upstream {
                     }
                 }
                 Lease::H2(mut send, stream) => {
+                    // A stand-in from an earlier attempt on another
+                    // endpoint must not name that one in `:authority`.
+                    stand_in_host(&mut req, endpoint);
                     *req.uri_mut() = absolute(endpoint, &path, req.headers());
                     // A refused stream makes any request safe again, if its
                     // body can be sent twice: kept for another endpoint, or
@@ -647,7 +650,8 @@ pub struct StandInHost;
 /// (nginx, Go, Tomcat, Node) answer 400 without one. A client's HTTP/1.0
 /// request, or an HTTP/2 one with neither `:authority` nor `host`, has
 /// none to route on: the endpoint's address stands in, as nginx sends
-/// `$proxy_host` and as [`absolute`] does for an HTTP/2 upstream.
+/// `$proxy_host`, in `Host` and so (through [`absolute`]) in an HTTP/2
+/// upstream's `:authority`.
 fn stand_in_host(req: &mut Request<ClientBody>, endpoint: &Endpoint) {
     if req.headers().contains_key(http::header::HOST)
         && req.extensions().get::<StandInHost>().is_none()
