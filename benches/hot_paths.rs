@@ -167,7 +167,7 @@ fn catalogue(rt: &tokio::runtime::Runtime, pki: &Pki, n: usize) -> Catalogue {
         config,
         rt.handle().clone(),
         shutdown_rx,
-        Arc::new(hotproxy::proxy::listener::Drain::new(
+        Arc::new(hotproxy::proxy::drain::Drain::new(
             std::time::Duration::from_secs(30),
         )),
     )

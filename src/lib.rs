@@ -57,6 +57,7 @@
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!   - `conn`: a connection's bytes: head/idle timing, send timeout, lingering close; the driver.
+//!   - `drain`: the process's open client connections, counted so a shutdown can wait for them.
 //!   - `refused_head`: heads refused before they became requests (hyper's 400/414/431,
 //!     408 at `header_read_timeout`), counted and logged as requests.
 //!   - `stall`: HTTP/2 responses held up by a shut flow-control window, cut after send_timeout.

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
-use crate::proxy::listener::Drain;
+use crate::proxy::drain::Drain;
 use crate::reload::{self, Command};
 
 /// Load the configuration and serve it until SIGTERM/SIGINT.

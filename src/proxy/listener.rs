@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuthMode, Limits};
@@ -30,6 +30,7 @@ use crate::metrics::{self, METRICS};
 use crate::proxy::accept::Acceptor;
 use crate::proxy::body::Fault;
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
+use crate::proxy::drain::{Drain, DrainGuard};
 use crate::proxy::edge::{EdgePolicy, Exchange};
 use crate::proxy::forward::{
     RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
@@ -234,57 +235,6 @@ impl Listener {
             // The accept loop may be waiting for a slot under the old
             // max_connections: it looks again (a stored wake-up if not).
             self.limits_changed.notify_one();
-        }
-    }
-}
-
-/// Process-wide count of open client connections, so shutdown can wait for
-/// them to finish.
-pub struct Drain {
-    open: AtomicUsize,
-    idle: Notify,
-    /// `runtime.shutdown_grace`: how long requests in flight may still run
-    /// once their connection is closing, at shutdown or at
-    /// `max_connection_lifetime`.
-    grace: Duration,
-}
-
-impl Drain {
-    pub fn new(grace: Duration) -> Drain {
-        Drain {
-            open: AtomicUsize::new(0),
-            idle: Notify::new(),
-            grace,
-        }
-    }
-
-    fn enter(self: &Arc<Self>) -> DrainGuard {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        DrainGuard(self.clone())
-    }
-
-    /// Wait until no connection is open.
-    pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.open.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-}
-
-struct DrainGuard(Arc<Drain>);
-
-impl Drop for DrainGuard {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
         }
     }
 }
@@ -571,7 +521,7 @@ async fn connection(
         limits.send_timeout,
         Box::new(slot.clone()),
     );
-    let grace = slot._drain.0.grace;
+    let grace = slot._drain.grace();
     let lifetime = Lifetime::new(
         accepted,
         limits.max_connection_lifetime,

@@ -5,6 +5,7 @@ pub mod body;
 pub mod buffer;
 pub mod client_cert;
 pub mod conn;
+pub mod drain;
 pub mod edge;
 pub mod failure;
 pub mod forward;

@@ -38,8 +38,9 @@ use tracing::{debug, info, warn};
 use crate::config::{ClientAuthConfig, Config, ListenerConfig, UpstreamConfig};
 use crate::material::catalogue::{Entry, EntryView, Reference};
 use crate::material::store::Store;
+use crate::proxy::drain::Drain;
 use crate::proxy::forward::Upstream;
-use crate::proxy::listener::{Drain, Listener};
+use crate::proxy::listener::Listener;
 use crate::tls::server::SniResolver;
 use crate::watch::{Subject, Watcher};
 

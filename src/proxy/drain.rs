@@ -1,0 +1,67 @@
+//! The process's open client connections, counted so a shutdown can wait for them to end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Process-wide count of open client connections, so shutdown can wait for
+/// them to finish.
+pub struct Drain {
+    open: AtomicUsize,
+    idle: Notify,
+    /// `runtime.shutdown_grace`: how long requests in flight may still run
+    /// once their connection is closing, at shutdown or at
+    /// `max_connection_lifetime`.
+    grace: Duration,
+}
+
+impl Drain {
+    pub fn new(grace: Duration) -> Drain {
+        Drain {
+            open: AtomicUsize::new(0),
+            idle: Notify::new(),
+            grace,
+        }
+    }
+
+    /// One more connection open until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> DrainGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        DrainGuard(self.clone())
+    }
+
+    /// Wait until no connection is open.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// A connection's place in the drain: dropped when it ends.
+pub struct DrainGuard(Arc<Drain>);
+
+impl DrainGuard {
+    /// `runtime.shutdown_grace`.
+    pub fn grace(&self) -> Duration {
+        self.0.grace
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
