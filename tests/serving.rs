@@ -1039,11 +1039,7 @@ async fn h2_header_list_over_max_header_bytes_gets_431_or_goaway() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "", ""));
     let addr = p.listener_addr("public").await;
-    let (client, conn) = h2::client::handshake(tls(&w, addr, &[b"h2"]).await)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
     let with_field = |bytes: usize| {
         let mut req = h2_get("/api", "GET");
         let big = http::HeaderValue::from_str(&"x".repeat(bytes)).unwrap();
@@ -1835,6 +1831,23 @@ async fn small_upload_is_read_whole_before_an_upstream_is_taken() {
     assert_eq!(&body, br#"{"body_bytes":100,"expect":null}"#);
 }
 
+/// An HTTP/2 client of the proxy at `addr`, ready for a first request,
+/// and the task driving its connection: for tests that look at how the
+/// connection ended (a `GOAWAY`), which `h2_client` leaves to itself.
+async fn h2_with_conn(
+    w: &World,
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let (client, conn) = h2::client::handshake(tls(w, addr, &[b"h2"]).await)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    (client.ready().await.unwrap(), conn)
+}
+
 /// One HTTP/2 frame: its 9-byte header and `payload`.
 fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = (payload.len() as u32).to_be_bytes();
@@ -1973,11 +1986,7 @@ async fn h2_empty_data_frame_flood_is_cut_off() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "", ""));
     let addr = p.listener_addr("public").await;
-    let (client, conn) = h2::client::handshake(tls(&w, addr, &[b"h2"]).await)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
     let (_, mut stream) = client
         .send_request(h2_get("/upload", "POST"), false)
         .unwrap();
