@@ -302,4 +302,25 @@ pub(crate) mod tests {
             _ => panic!("the connection handed back was not kept"),
         }
     }
+
+    /// An idle connection past `idle_timeout` is not handed to a request
+    /// even before the sweep closes it: the upstream may be closing it at
+    /// that very moment (its own keep-alive timeout), and a request written
+    /// into that close is lost.
+    #[tokio::test]
+    async fn an_idle_connection_past_its_time_is_not_handed_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let timeout = Duration::from_secs(60);
+        let pool = Pool::new(4, timeout);
+        pool.put(h1(&listener).await);
+        match pool.find(Want::Any) {
+            Found::H1(c) => pool.put(c),
+            _ => panic!("a connection within its time was not reused"),
+        }
+        pool.state.lock().unwrap().idle[0].idle_since = Some(Instant::now() - 2 * timeout);
+        assert!(
+            matches!(pool.find(Want::Any), Found::Dial(_)),
+            "the expired connection was handed out"
+        );
+    }
 }
