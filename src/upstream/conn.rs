@@ -500,12 +500,13 @@ mod tests {
             assert!(Instant::now() < deadline, "the FIN never arrived");
             tokio::task::yield_now().await;
         }
-        // The runtime parks once, so its IO driver takes the socket's
-        // readiness in: hyper then reads the FIN before it writes. (Before
-        // that, hyper would write the request first and read the FIN after:
-        // the request was sent, and is retried only when idempotent, which
+        // A yield lets the runtime poll its IO driver (tokio defers a
+        // yielded task's wake-up until after it), so the socket's readiness
+        // is in: hyper then reads the FIN before it writes. (Before that,
+        // hyper would write the request first and read the FIN after: the
+        // request was sent, and is retried only when idempotent, which
         // SPEC's retry rules and README's "rare 502 on a POST" cover.)
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::task::yield_now().await;
         let req = http::Request::get("/")
             .body(crate::proxy::body::ClientBody::empty())
             .unwrap();

@@ -387,9 +387,16 @@ mod tests {
                 .await
                 .is_err()
         );
-        w.set(vec![(sb.clone(), vec![b.clone()])]);
-        // Wait out a full debounce so `set` is processed before the writes.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // `a` goes; a new subject is reported once armed, which proves the
+        // watcher took the new set in before the writes below.
+        let marker = d.path().join("marker");
+        std::fs::write(&marker, "0").unwrap();
+        let sm = Subject::Entry("marker".into());
+        w.set(vec![
+            (sb.clone(), vec![b.clone()]),
+            (sm.clone(), vec![marker]),
+        ]);
+        expect(&mut rx, &sm).await;
         std::fs::write(&a, "gone").unwrap();
         std::fs::write(&b, "b2").unwrap();
         expect(&mut rx, &sb).await;
