@@ -1083,8 +1083,25 @@ async fn access_log_lines() {
         .status,
         200
     );
+    // A barrier: a request on `partners` after the health GET has ended.
+    // Its line is written after any line the health GET could have had
+    // (one writer, in order), so awaiting it gives that line its chance.
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/barrier", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 
-    let all = wait_access_log(&log, 5, Duration::from_secs(10)).await;
+    wait_until(Duration::from_secs(10), "the barrier's line", || async {
+        read_access_log(&log)
+            .iter()
+            .any(|l| l["path"] == "/barrier")
+    })
+    .await;
+    let all = read_access_log(&log);
+    assert_eq!(all.len(), 6, "{all:?}");
     let dead = all
         .iter()
         .find(|l| l["status"] == 502)
