@@ -1255,6 +1255,19 @@ async fn http2_stream_window_bytes_sets_what_one_stream_has_in_flight() {
         || async { b.bulk_sent.load(Ordering::SeqCst) >= 2 << 20 },
     )
     .await;
+    // And not much more: the window holds. An absence shows over a span,
+    // counted here in the proxy's own work (requests in turn, on the same
+    // upstream connection, which so keeps moving), not in wall-clock time.
+    for _ in 0..20 {
+        assert_eq!(send(addr, &w, "GET", "").await.0, 200);
+    }
+    // 2 MiB, plus what the client's 64 KiB window took, the proxy's piece
+    // in hand and one 64 KiB piece the backend queued past its window.
+    let sent = b.bulk_sent.load(Ordering::SeqCst);
+    assert!(
+        sent <= (2 << 20) + (512 << 10),
+        "{sent} bytes sent to a client that reads nothing: the window did not hold"
+    );
     drop(unread);
 }
 
