@@ -996,7 +996,7 @@ async fn clients_that_stop_reading_do_not_stall_others_on_a_shared_h2_connection
 #[tokio::test]
 async fn a_client_that_never_reads_h2_upstream_responses_holds_bounded_memory() {
     let w = world();
-    let (b, p, addr) = behind_proxy(&w, &[]).await;
+    let (b, mut p, addr) = behind_proxy(&w, &[]).await;
     // One upstream connection first, which all 100 streams then share.
     warm_up(&w, addr).await;
     let before = rss_kib(p.pid());
@@ -1012,6 +1012,23 @@ async fn a_client_that_never_reads_h2_upstream_responses_holds_bounded_memory() 
     assert!(
         grown < 40 * 1024,
         "one non-reading client grew hotproxy by {grown} KiB ({sent} bytes sent by the upstream)"
+    );
+    // What the windows let in, counted, not sampled in time: after more
+    // requests in turn (a span of the proxy's own work, which a slow
+    // machine lengthens; to the admin listener, as the upstream connection
+    // is full), each stream has
+    // had at most its upstream window (128 KiB), the client's window it
+    // was sent on (64 KiB), its queue (32 KiB) and one 64 KiB piece the
+    // backend queued past its window: a 2 MiB window would pour in the
+    // whole 800 MiB asked for.
+    let admin = p.admin_addr().await;
+    for _ in 0..20 {
+        metrics_text(admin).await;
+    }
+    let sent = b.bulk_sent.load(Ordering::SeqCst);
+    assert!(
+        sent <= 100 * (128 + 64 + 32 + 64) * 1024,
+        "{sent} bytes sent by the upstream to 100 streams nobody reads"
     );
     assert_eq!(
         b.accepted.load(Ordering::SeqCst),
