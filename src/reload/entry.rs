@@ -84,6 +84,10 @@ impl Reloader {
                 Ok(false)
             }
             Ok(Some(loaded)) => {
+                if !take_files && let Some(problem) = self.chain_cut(id, &loaded) {
+                    self.refused(id, &problem, true);
+                    return Err(problem);
+                }
                 let changed = self.offer_since(id, loaded, started)?;
                 self.read_from_files(id);
                 Ok(changed)
@@ -94,6 +98,34 @@ impl Reloader {
                 Err(message)
             }
         }
+    }
+
+    /// Whether a re-read pair of `id` is to be waited on because it has
+    /// fewer certificates than the chain served: a file written in place
+    /// in steps (`cat leaf > crt; cat chain >> crt`, a writer flushing the
+    /// leaf first) can be read with a whole leaf and no intermediates yet,
+    /// which parses cleanly, and serving it would fail every client that
+    /// needs the intermediates until the next write. A chain that stays
+    /// shorter for `settle_timeout` is meant: `None` then, and it is served.
+    fn chain_cut(&self, id: &str, loaded: &Loaded) -> Option<String> {
+        let entry = self.entries.get(id)?;
+        let served = entry.current.as_ref()?.pair()?.key.cert.len();
+        let read = loaded.pair()?.key.cert.len();
+        if read >= served {
+            return None;
+        }
+        let settle = self.config.watch.settle_timeout;
+        if entry
+            .unsettled_since
+            .is_some_and(|since| since.elapsed() >= settle)
+        {
+            warn!(target: LOG, entry = %id, certificates = read, previous_certificates = served, "certificate chain is shorter than the one it replaces; serving it after settle_timeout");
+            return None;
+        }
+        let file = pem::origins(&entry.spec.source).swap_remove(0);
+        Some(format!(
+            "{file}: {read} certificate(s) where {served} are served (a writer half-way through the chain?); a shorter chain is served once it stays for settle_timeout"
+        ))
     }
 
     /// The material of `id` now comes from its files again (it may have
