@@ -1049,3 +1049,64 @@ async fn a_briefly_missing_config_file_is_waited_for() {
         b.fingerprint
     );
 }
+
+/// A renewal that adds a SAN another pair of the listener answers with a
+/// different client_auth (a.test's certificate now names b.test too, and
+/// b.test requires a client certificate) is served; b.test stays with its
+/// own pair, so its client_auth still holds. The rotation used to be
+/// refused as a shadowed pair: the old a.test certificate was served
+/// until it expired.
+#[tokio::test]
+async fn a_renewal_adding_a_san_another_pair_answers_is_served() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = (ca.server_pair(&["a.test"]), ca.server_pair(&["b.test"]));
+    s.pair("a", &a);
+    s.pair("b", &b);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let mut p = Proxy::start(&s.config(
+        r#"
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+certs:
+  - { id: a, type: server-pair, cert_file: a.crt, key_file: a.key }
+  - { id: b, type: server-pair, cert_file: b.crt, key_file: b.key }
+  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { ref: a }
+        - ref: b
+          client_auth: { mode: require_and_verify, ca: { ref: ca } }
+"#,
+    ));
+    let addr = p.listener_addr("public").await;
+    let client = ca.client_pair("client");
+    let b_leaf = || async {
+        let tls = connect(
+            addr,
+            "b.test",
+            client_config(&ca.cert_pem, Some(&client), &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+    };
+    assert_eq!(b_leaf().await, b.fingerprint);
+
+    let a2 = ca.server_pair(&["a.test", "b.test"]);
+    mv_over(&s.path("a.key"), &a2.key_pem);
+    mv_over(&s.path("a.crt"), &a2.cert_pem);
+    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+
+    // b.test is still b's, under b's client_auth.
+    assert_eq!(b_leaf().await, b.fingerprint);
+    if let Ok(r) = get_h1(addr, "b.test", &ca.cert_pem).await {
+        panic!("b.test served without a client certificate: {}", r.status);
+    }
+    p.wait_log("the kept name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == "b.test" && v["kept_by"] == "b"
+    })
+    .await;
+}

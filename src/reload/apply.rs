@@ -258,7 +258,17 @@ impl Reloader {
                 .get(&l.name)
                 .cloned()
                 .unwrap_or_else(|| l.client_auth.clone());
-            let built = match listener_tls(l, &client_auth, &entries) {
+            // The same pairs under the same client_auth: names a rotation
+            // kept with their previous pair stay there (see keep_owners).
+            let before = self
+                .listeners
+                .get(&l.name)
+                .filter(|o| {
+                    o.config.certs == l.certs
+                        && self.client_auth_for(&l.name, &o.config) == client_auth
+                })
+                .map(|o| &*o.resolver);
+            let built = match listener_tls(l, &client_auth, &entries, before) {
                 Ok(b) => b,
                 Err(e) => {
                     problems.push(format!("listener {}: {e}", l.name));
@@ -511,7 +521,7 @@ impl Reloader {
         let Some(l) = self.listeners.get(listener) else {
             return Err(format!("no listener {listener:?}"));
         };
-        let built = listener_tls(&l.config, &client_auth, &self.entries)?;
+        let built = listener_tls(&l.config, &client_auth, &self.entries, None)?;
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;
         l.resolver = built.resolver.clone();

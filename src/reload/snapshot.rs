@@ -5,7 +5,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use rustls::{ClientConfig, ServerConfig};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{LOG, LiveListener, Reloader};
 use crate::config::{
@@ -201,6 +201,61 @@ fn served_cert(c: &ListenerCert, pair: &crate::material::Pair) -> Arc<ServedCert
     })
 }
 
+/// Per pair of `l`, the names it answers when they are not its own
+/// (`None`: its `server_names`, else its certificate's SANs). A renewal
+/// can bring a SAN that another pair of the listener answers under a
+/// different client_auth; which pair answers a name is the operator's
+/// configuration, not the CA's, so the name stays with the pair that
+/// answered it in `before` (the snapshot being replaced), whose
+/// client_auth keeps applying to it, and the renewal is served. Only a
+/// SAN is moved this way, and only to its previous owner: two pairs the
+/// configuration itself points at one name, or a name nobody answered
+/// before, are refused as [`tls::server::refuse_shadowed`] says.
+fn keep_owners(
+    l: &ListenerConfig,
+    policies: &[&ClientAuthConfig],
+    pairs: &[&crate::material::Pair],
+    before: Option<&SniResolver>,
+) -> Result<Vec<Option<Vec<String>>>, String> {
+    let mut names: Vec<Vec<String>> = l
+        .certs
+        .iter()
+        .zip(pairs)
+        .map(|(c, p)| {
+            c.server_names
+                .clone()
+                .unwrap_or_else(|| p.leaf.dns_names.clone())
+        })
+        .collect();
+    let mut moved = vec![false; names.len()];
+    loop {
+        let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
+        let Some(s) = tls::server::shadowed(&lists, policies) else {
+            break;
+        };
+        let keeper = before
+            .and_then(|r| r.owner(&s.name))
+            .filter(|&o| o == s.earlier || o == s.later);
+        let loser = keeper.map(|k| if k == s.earlier { s.later } else { s.earlier });
+        let (Some(keeper), Some(loser)) = (keeper, loser) else {
+            let entries: Vec<&str> = l.certs.iter().map(|c| c.entry.as_str()).collect();
+            return Err(s.refusal(&entries));
+        };
+        if l.certs[loser].server_names.is_some() {
+            let entries: Vec<&str> = l.certs.iter().map(|c| c.entry.as_str()).collect();
+            return Err(s.refusal(&entries));
+        }
+        names[loser].retain(|n| tls::server::name_key(n) != s.name);
+        moved[loser] = true;
+        warn!(target: LOG, listener = %l.name, name = %s.name, entry = %l.certs[loser].entry, kept_by = %l.certs[keeper].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (give the entries server_names: check and a restart refuse this)");
+    }
+    Ok(names
+        .into_iter()
+        .zip(moved)
+        .map(|(n, m)| m.then_some(n))
+        .collect())
+}
+
 fn client_ca<'a>(
     client_auth: &ClientAuthConfig,
     entries: &'a BTreeMap<String, Entry>,
@@ -215,34 +270,47 @@ fn client_ca<'a>(
     }
 }
 
-/// A listener's snapshot from scratch: every pair, every name.
+/// A listener's snapshot from scratch: every pair, every name. `before`
+/// is the resolver it replaces when the pairs and their client_auth are
+/// the same as then (a rotation): see [`keep_owners`].
 pub(super) fn listener_tls(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
+    before: Option<&SniResolver>,
 ) -> Result<BuiltListener, String> {
-    let mut pairs = Vec::with_capacity(l.certs.len());
-    let mut served = Vec::with_capacity(l.certs.len());
+    let mut material = Vec::with_capacity(l.certs.len());
     for c in &l.certs {
         let m = loaded(entries, &c.entry)?;
-        let pair = m
-            .pair()
-            .ok_or_else(|| format!("entry {:?} is not a server-pair", c.entry))?;
-        pairs.push(ServedPair {
-            entry: &c.entry,
-            pair,
-            server_names: c.server_names.as_deref(),
-        });
-        served.push(served_cert(c, pair));
+        material.push(
+            m.pair()
+                .ok_or_else(|| format!("entry {:?} is not a server-pair", c.entry))?,
+        );
     }
-    if has_per_name(l) {
-        // Names can come from certificates, so a rotation can shadow a pair too.
+    // Names can come from certificates, so a rotation can shadow a pair too.
+    let kept = if has_per_name(l) {
         let policies: Vec<_> = l
             .certs
             .iter()
             .map(|c| c.client_auth.as_ref().unwrap_or(client_auth))
             .collect();
-        tls::server::refuse_shadowed(&pairs, &policies)?;
+        keep_owners(l, &policies, &material, before)?
+    } else {
+        vec![None; l.certs.len()]
+    };
+    let mut pairs = Vec::with_capacity(l.certs.len());
+    let mut served = Vec::with_capacity(l.certs.len());
+    for ((c, pair), kept) in l.certs.iter().zip(material).zip(&kept) {
+        pairs.push(ServedPair {
+            entry: &c.entry,
+            pair,
+            server_names: kept.as_deref().or(c.server_names.as_deref()),
+        });
+        let mut cert = served_cert(c, pair);
+        if let Some(names) = kept {
+            Arc::make_mut(&mut cert).server_names = names.clone();
+        }
+        served.push(cert);
     }
     let resolver = Arc::new(match SniResolver::new(&pairs) {
         Some(r) => r,
@@ -330,12 +398,12 @@ fn listener_tls_after(
         return Ok(None);
     }
     let Some(previous) = previous else {
-        return listener_tls(&l.config, client_auth, entries).map(Some);
+        return listener_tls(&l.config, client_auth, entries, Some(&l.resolver)).map(Some);
     };
     if per_name {
         // Several configs share the resolver: rebuild them all (rare: a
         // listener with per-entry client auth has a handful of entries).
-        return listener_tls(&l.config, client_auth, entries).map(Some);
+        return listener_tls(&l.config, client_auth, entries, Some(&l.resolver)).map(Some);
     }
     let mut key = l.key;
     let (resolver, served) = if at.is_empty() {
@@ -349,7 +417,7 @@ fn listener_tls_after(
                 .pair()
                 .is_some_and(|p| p.leaf.dns_names == pair.leaf.dns_names);
         if !same_names {
-            return listener_tls(&l.config, client_auth, entries).map(Some);
+            return listener_tls(&l.config, client_auth, entries, Some(&l.resolver)).map(Some);
         }
         let mut served = (**l.live.served.load()).clone();
         for &i in at {

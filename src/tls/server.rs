@@ -53,8 +53,7 @@ pub fn shadowed<P: PartialEq>(names: &[&[String]], policies: &[&P]) -> Option<Sh
     for (later, list) in names.iter().enumerate() {
         for name in list.iter() {
             // Compared as the resolver keys it ("*.x" stays apart from "x").
-            let name = name.to_ascii_lowercase();
-            let name = name.strip_suffix('.').map(str::to_owned).unwrap_or(name);
+            let name = name_key(name);
             let earlier = *owner.entry(name.clone()).or_insert(later);
             if policies[earlier] != policies[later] {
                 return Some(Shadowed {
@@ -89,13 +88,28 @@ pub fn refuse_shadowed<P: PartialEq>(
     policies: &[&P],
 ) -> Result<(), String> {
     let names: Vec<&[String]> = pairs.iter().map(ServedPair::names).collect();
+    let entries: Vec<&str> = pairs.iter().map(|p| p.entry).collect();
     match shadowed(&names, policies) {
         None => Ok(()),
-        Some(s) => Err(format!(
-            "tls.certs[{}] (entry {:?}) answers {:?}, which tls.certs[{}] (entry {:?}) answers first with a different client_auth: the later entry's client_auth would never apply (drop the name from one of them, or give both the same client_auth)",
-            s.later, pairs[s.later].entry, s.name, s.earlier, pairs[s.earlier].entry
-        )),
+        Some(s) => Err(s.refusal(&entries)),
     }
+}
+
+impl Shadowed {
+    /// Why the listener is refused, naming both entries (`entries[i]` is
+    /// pair `i`'s) and the name.
+    pub fn refusal(&self, entries: &[&str]) -> String {
+        format!(
+            "tls.certs[{}] (entry {:?}) answers {:?}, which tls.certs[{}] (entry {:?}) answers first with a different client_auth: the later entry's client_auth would never apply (drop the name from one of them, or give both the same client_auth)",
+            self.later, entries[self.later], self.name, self.earlier, entries[self.earlier]
+        )
+    }
+}
+
+/// A name as [`shadowed`] compares it: lowercase, no trailing dot.
+pub fn name_key(name: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    name.strip_suffix('.').map(str::to_owned).unwrap_or(name)
 }
 
 /// Picks a certificate by SNI in O(1): exact names, then `*.suffix`
@@ -192,6 +206,17 @@ impl SniResolver {
             keys,
             uri_sans,
         }
+    }
+
+    /// The position of the pair this resolver gives `name` (as
+    /// [`name_key`] has it; `*.x` for a wildcard) to, if any: who answered
+    /// a name before a rebuild.
+    pub fn owner(&self, name: &str) -> Option<usize> {
+        match name.strip_prefix("*.") {
+            Some(suffix) => self.names.wildcard.get(suffix),
+            None => self.names.exact.get(name),
+        }
+        .copied()
     }
 
     /// The URI SANs of the pair that answered `sni` (XFCC's `By`).
