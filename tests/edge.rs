@@ -671,3 +671,59 @@ upstreams:{upstreams}
         }
     }
 }
+
+/// A reload that removes the redirect listener closes it as it closes a
+/// TLS listener: its port refuses, and the connections it holds (one that
+/// sent nothing yet, one whose head has begun) are closed at once. They
+/// used to stay open until their `header_read_timeout`, to be answered
+/// with the removed listener's settings, and held the shutdown drain as
+/// long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_redirect_listener_closes_its_connections() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let config = |http: &str| {
+        format!(
+            r#"
+watch: {{ debounce: 50ms, poll_interval: 500ms }}
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+{http}upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#
+        )
+    };
+    // Longer than read_to_close waits: only the removal can close it.
+    let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s }\n";
+    let path = scene.config(&config(http));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("http").await;
+    let admin = p.admin_addr().await;
+    // One that has sent nothing yet, one half a head.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let mut begun = TcpStream::connect(addr).await.unwrap();
+    begun.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    // Accepted by the listener, not waiting in the kernel's queue.
+    let gauge = "hotproxy_connections_active{listener=\"http\"} 2";
+    wait_metric(admin, gauge, WAIT).await;
+    scene.config(&config(""));
+    p.wait_log("removed", |v| {
+        v["message"] == "listener removed" && v["listener"] == "http"
+    })
+    .await;
+    for held in [&mut idle, &mut begun] {
+        let got = read_to_close(held).await;
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    }
+    wait_until(WAIT, "the removed listener's port refuses", || async {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    drop(scene);
+}

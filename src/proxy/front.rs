@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tracing::debug;
 
 use crate::config::{FrontConfig, Limits};
@@ -82,7 +84,8 @@ impl Front {
 /// Serve one plain-HTTP connection of a `redirect_https` listener: each
 /// request gets `308` to the same host (without its port) and path on
 /// `https://` at `port`. One request per connection, bounded by
-/// `header_read_timeout` plus `send_timeout`.
+/// `header_read_timeout` plus `send_timeout`. `closing`: the listener's
+/// (removed by a reload, or shutting down).
 pub async fn redirect_connection(
     listener: Arc<str>,
     stream: TcpStream,
@@ -90,9 +93,14 @@ pub async fn redirect_connection(
     front: Arc<Front>,
     limits: &Limits,
     port: u16,
+    mut closing: watch::Receiver<bool>,
 ) {
     let listener_name = listener.clone();
+    // A head was parsed: its 308 is on the way.
+    let answering = Arc::new(AtomicBool::new(false));
+    let asked = answering.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        asked.store(true, Ordering::Relaxed);
         let start = Instant::now();
         let mut resp = redirect(req, port);
         front.set_response_headers(resp.headers_mut());
@@ -115,9 +123,36 @@ pub async fn redirect_connection(
     // kernel's buffers are full) would hold the connection and its
     // max_connections slot for ever; this bounds the whole exchange.
     let bound = limits.header_read_timeout + limits.send_timeout;
-    let Ok(ended) = tokio::time::timeout(bound, conn).await else {
-        debug!(peer = %peer, reason = "send_timeout", "redirect connection closed");
-        return;
+    // The listener closing (a reload removed it, or shutdown) closes its
+    // connections, as the TLS listeners' do: one still waiting for its
+    // head (or for the rest of it) is closed at once; one answering
+    // finishes its 308 (within the bound), then closes as always.
+    // hyper's graceful shutdown would not do: it closes a connection only
+    // before any byte of a head, and with keep-alive off not even then.
+    // Without this such a connection waited out header_read_timeout,
+    // then was answered with the removed listener's settings, and held
+    // the shutdown drain as long.
+    let exchange = async {
+        tokio::pin!(conn);
+        tokio::select! {
+            ended = conn.as_mut() => return Some(ended),
+            _ = closing.wait_for(|c| *c) => {}
+        }
+        if !answering.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(conn.await)
+    };
+    let ended = match tokio::time::timeout(bound, exchange).await {
+        Ok(Some(ended)) => ended,
+        Ok(None) => {
+            debug!(peer = %peer, "redirect connection closed: the listener is closing");
+            return;
+        }
+        Err(_) => {
+            debug!(peer = %peer, reason = "send_timeout", "redirect connection closed");
+            return;
+        }
     };
     if let Err(e) = ended {
         debug!(peer = %peer, error = %e, "redirect connection ended with error");

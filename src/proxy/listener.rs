@@ -413,8 +413,9 @@ async fn connection(
     }
     if let Some(port) = front.redirect_https {
         let name = listener.name.clone();
+        let closing = listener.closing.subscribe();
         return Box::pin(front::redirect_connection(
-            name, stream, peer, front, limits, port,
+            name, stream, peer, front, limits, port, closing,
         ))
         .await;
     }
