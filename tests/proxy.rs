@@ -246,6 +246,55 @@ async fn error_statuses() {
     .await;
 }
 
+/// An upstream that requires a client certificate hotproxy does not send
+/// refuses it, under TLS 1.3, with an alert after the handshake. Over
+/// HTTP/2 (the backend offers h2) every request that fails so is counted
+/// as `client_cert_refused`, the cause the runbook has operators look
+/// for: also the one hyper hands back as "operation was canceled" (the
+/// connection read the alert before taking the request), which was
+/// counted as `protocol` with no cause at all.
+#[tokio::test]
+async fn an_h2_upstream_refusing_our_client_certificate_is_client_cert_refused() {
+    let w = world().await;
+    let path = config(&w, "{ mode: none }", "");
+    let bare = format!(
+        "upstreams:\n  - name: bare\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n",
+        w.backend.addr
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "      - { path_prefix: /down, upstream: down }\n",
+            "      - { path_prefix: /down, upstream: down }\n      - { path_prefix: /bare, upstream: bare }\n",
+        )
+        .replace("upstreams:\n", &bare);
+    write(&path, &text);
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    // Each on a new upstream connection: which of the two errors a request
+    // sees is a race, run several times.
+    const N: usize = 8;
+    for _ in 0..N {
+        let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+        let r = get(addr, "a.example.com", cfg, true, "/bare", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 502);
+    }
+    let m = metrics_text(admin).await;
+    let errors: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_upstream_errors_total{upstream=\"bare\""))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "hotproxy_upstream_errors_total{{upstream=\"bare\",reason=\"client_cert_refused\"}} {N}"
+        )],
+    );
+}
+
 /// Try one request presenting `client`; Ok(status) or Err when refused.
 async fn attempt(
     addr: std::net::SocketAddr,

@@ -16,6 +16,9 @@ pub enum Failure {
     Dial(DialError),
     /// The request on an established connection.
     Request(hyper::Error),
+    /// The request was dropped unsent (hyper: "operation was canceled")
+    /// by its HTTP/2 connection, whose I/O failed on this TLS error.
+    ConnectionTls(rustls::Error),
     /// An HTTP/2 response of more than [`MAX_RESPONSE_FIELDS`] header
     /// fields (hyper's HTTP/1.1 parser refuses one itself).
     TooManyFields,
@@ -115,6 +118,10 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
             }
             DialError::Handshake(_) => ("protocol", d.to_string(), StatusCode::BAD_GATEWAY),
         },
+        Failure::ConnectionTls(tls) => {
+            let (reason, desc) = crate::tls::client::classify(tls);
+            (reason, desc, StatusCode::BAD_GATEWAY)
+        }
         Failure::TooManyFields => (
             "protocol",
             format!("upstream response has more than {MAX_RESPONSE_FIELDS} header fields"),

@@ -538,7 +538,17 @@ impl Upstream {
                                     fresh = true;
                                     continue;
                                 }
-                                again => return Err((Failure::Request(e), again)),
+                                again => {
+                                    // Dropped unsent by a connection that
+                                    // failed on TLS: that is the cause.
+                                    let failure = match stream.tls_error() {
+                                        Some(tls) if e.is_canceled() => {
+                                            Failure::ConnectionTls(tls.clone())
+                                        }
+                                        _ => Failure::Request(e),
+                                    };
+                                    return Err((failure, again));
+                                }
                             }
                         }
                     }

@@ -374,6 +374,11 @@ impl H2 {
 pub struct StreamGuard(Arc<H2Shared>);
 
 impl StreamGuard {
+    /// The TLS error the stream's connection failed on, if it did.
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        self.0.kill.tls_error()
+    }
+
     /// The connection went silent under this stream (no response head
     /// within `request_timeout`, no body for `read_timeout`, no answer to
     /// an active check within its `timeout`): it takes no

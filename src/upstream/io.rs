@@ -1,4 +1,4 @@
-//! The bytes of one upstream connection: plain or TLS, its server slot, and a switch that closes it from outside its task.
+//! The bytes of one upstream connection: plain or TLS, its server slot, and a switch that closes it from outside its task (and tells what its TLS failed on).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -117,6 +117,49 @@ impl UpstreamIo {
         if kill.killed.load(Ordering::Acquire) {
             return Poll::Ready(Err(std::io::ErrorKind::ConnectionAborted.into()));
         }
+        if let Poll::Ready(Err(e)) = &polled {
+            kill.failed(e);
+        }
+        polled
+    }
+
+    /// A write failed (HTTP/2): the peer is gone. An upstream refusing our
+    /// client certificate after a TLS 1.3 handshake says so in an alert,
+    /// then closes; hyper writes its preface and request before it reads,
+    /// so a write after the close fails (a broken pipe) with the alert
+    /// still unread, and the connection ends on that. The alert is read
+    /// here, from the socket itself: tokio reads only once its driver has
+    /// seen the socket readable, and it has not looked since. (The socket
+    /// does not block; what is read is the connection's last bytes.)
+    fn read_the_alert(&mut self) {
+        let Some(kill) = &self.kill else {
+            return;
+        };
+        let MaybeTls::Tls(tls) = self.io.inner_mut() else {
+            return;
+        };
+        // Killed: our own close, nothing to learn.
+        if kill.tls_error.get().is_some() || kill.killed.load(Ordering::Acquire) {
+            return;
+        }
+        let (tcp, session) = tls.get_mut();
+        let socket = socket2::SockRef::from(&*tcp);
+        let mut raw = [0u8; 4096];
+        let Ok(n) = std::io::Read::read(&mut &*socket, &mut raw) else {
+            return;
+        };
+        if session.read_tls(&mut &raw[..n]).is_ok()
+            && let Err(e) = session.process_new_packets()
+        {
+            let _ = kill.tls_error.set(e);
+        }
+    }
+
+    /// The write's result, looking for the alert behind a failed one.
+    fn wrote<T>(&mut self, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if matches!(&polled, Poll::Ready(Err(_))) {
+            self.read_the_alert();
+        }
         polled
     }
 }
@@ -126,6 +169,12 @@ impl UpstreamIo {
 pub struct Kill {
     killed: AtomicBool,
     waker: AtomicWaker,
+    /// The TLS error the connection's I/O failed on. hyper's HTTP/2 task
+    /// only logs it, and the requests the connection then drops unsent
+    /// come back as "operation was canceled", with no cause: an upstream
+    /// refusing our client certificate after a TLS 1.3 handshake is seen
+    /// only here. Set before the connection ends, so before they fail.
+    tls_error: std::sync::OnceLock<rustls::Error>,
 }
 
 impl Kill {
@@ -136,6 +185,18 @@ impl Kill {
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    /// The connection's I/O failed with `e`: kept if TLS is the cause.
+    fn failed(&self, e: &std::io::Error) {
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            let _ = self.tls_error.set(tls.clone());
+        }
+    }
+
+    /// The TLS error the connection failed on, if it did.
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        self.tls_error.get()
     }
 }
 
@@ -159,7 +220,8 @@ impl hyper::rt::Write for UpstreamIo {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.guard(cx, polled)
+        let polled = this.guard(cx, polled);
+        this.wrote(polled)
     }
 
     fn poll_write_vectored(
@@ -169,7 +231,8 @@ impl hyper::rt::Write for UpstreamIo {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.guard(cx, polled)
+        let polled = this.guard(cx, polled);
+        this.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -179,7 +242,8 @@ impl hyper::rt::Write for UpstreamIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_flush(cx);
-        this.guard(cx, polled)
+        let polled = this.guard(cx, polled);
+        this.wrote(polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
