@@ -1023,6 +1023,68 @@ async fn an_idle_closed_h2_connection_is_cut_when_its_listener_is_removed() {
     read_to_close(&mut s).await;
 }
 
+/// `header_read_timeout` times an HTTP/2 connection's first request only
+/// (nginx's `client_header_timeout` covers the same); a later header block
+/// is not timed on its own, but the connection has no request in flight
+/// while it arrives, so `idle_timeout` closes it. A client that trickles
+/// the bytes of a CONTINUATION frame it never completes (h2's own limit
+/// counts whole frames only; no stream exists, nothing of ours answers
+/// it) cannot hold the connection.
+#[tokio::test]
+async fn an_h2_header_block_never_ended_is_closed_by_idle_timeout() {
+    let w = world().await;
+    let cfg = config(
+        &w,
+        "",
+        "idle_timeout: 1s, header_read_timeout: 1s, send_timeout: 1s",
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    // GET https://a.example.com/api, then the first 3 bytes of a request
+    // on stream 3 whose END_HEADERS never comes.
+    let block = [
+        &[0x82, 0x87, 0x04, 4][..],
+        b"/api",
+        &[0x01, 13],
+        b"a.example.com",
+    ]
+    .concat();
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(h2_frame(HEADERS, 0x5, 1, &block));
+    s.write_all(&out).await.unwrap();
+    loop {
+        let (kind, flags, stream, _) = next_frame(&mut s).await;
+        if stream == 1 && flags & 0x1 != 0 {
+            break;
+        }
+        assert_ne!(kind, GOAWAY, "closed before the first answer");
+    }
+    let mut out = h2_frame(HEADERS, 0x1, 3, &block[..3]);
+    // A CONTINUATION frame of 1000 bytes, of which only the head is sent.
+    out.extend(&h2_frame(CONTINUATION, 0, 3, &[b'a'; 1000])[..9]);
+    s.write_all(&out).await.unwrap();
+    let (mut rx, mut tx) = tokio::io::split(s);
+    let closed = tokio::spawn(async move { read_to_close(&mut rx).await });
+    // One byte of it a tenth of a second, for at most 20 s (the bound
+    // read_to_close gives the close).
+    for _ in 0..200 {
+        if closed.is_finished() || tx.write_all(b"a").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    closed.await.unwrap();
+    p.wait_log("our close", |v| {
+        v["message"] == "graceful close timed out; closing connection"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+}
+
 /// The next HTTP/2 frame `s` receives: its type, flags, stream id and payload.
 async fn next_frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32, Vec<u8>) {
     let mut head = [0u8; 9];
