@@ -767,6 +767,89 @@ async fn runtime_client_auth_switch() {
     a.assert_nothing_leaked(&[&a.edge.key_pem, &alice.key_pem]);
 }
 
+/// A route `allow` needs a verified client: the configuration file refuses
+/// one on a listener that verifies none, but the client-auth PUT switched
+/// such a listener to `none`, `request` or `require_any`, and every request
+/// to the route then got 403. The PUT is refused (409, naming the route);
+/// the listener keeps its mode and the route keeps serving.
+#[tokio::test]
+async fn client_auth_put_cannot_strand_a_route_allow() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    let backend_ca = TestCa::new("backend");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let cfg = s.config(&format!(
+        r#"
+watch: {{ events: false, poll_interval: 1h }}
+admin: {{ bind: 127.0.0.1:0 }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+  - {{ id: clients, type: ca-bundle, ca_file: clients-ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: edge }}]
+      client_auth: {{ mode: require_and_verify, ca: {{ ref: clients }} }}
+    routes:
+      - {{ path_prefix: /ops, upstream: app, allow: [{{ cn: alice }}] }}
+      - {{ upstream: app }}
+upstreams:
+  - name: app
+    servers: [https://{}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+        backend.addr
+    ));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let alice = clients.client_pair("alice");
+    let ops = || async {
+        get(
+            addr,
+            "localhost",
+            client_config(&ca.cert_pem, Some(&alice), &[b"http/1.1"]),
+            false,
+            "/ops",
+            &[],
+        )
+        .await
+        .unwrap()
+        .status
+    };
+    assert_eq!(ops().await, 200);
+    let path = "/api/v1/listeners/public/client-auth";
+    for mode in ["none", "request", "require_any"] {
+        let r = admin(api, "PUT", path, None, Some(json!({ "mode": mode })), &[]).await;
+        assert_eq!(r.status, 409, "mode {mode}: {}", r.body);
+        let m = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            m.contains("routes[0].allow") && m.contains(&format!("mode {mode}")),
+            "mode {mode}: {m}"
+        );
+        let r = admin(api, "GET", path, None, None, &[]).await;
+        assert_eq!(r.json()["mode"], "require_and_verify", "{}", r.body);
+        assert_eq!(ops().await, 200, "after the refused mode {mode}");
+    }
+    // A mode that still verifies is taken; the route's rule still holds.
+    let r = admin(
+        api,
+        "PUT",
+        path,
+        None,
+        Some(json!({ "mode": "verify_if_given" })),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(ops().await, 200);
+}
+
 /// Without a store, creating an entry is refused (nothing lives only in memory).
 #[tokio::test]
 async fn no_store_no_create() {

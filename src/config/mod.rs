@@ -217,6 +217,29 @@ pub struct ListenerConfig {
     pub front: FrontConfig,
 }
 
+impl ListenerConfig {
+    /// The first route whose `allow` no client could match were the
+    /// listener's client auth `client_auth`: with no verifying mode on it
+    /// or on any certificate entry, no connection carries a verified
+    /// identity, and every request to that route would get 403.
+    pub fn stranded_route_allow(&self, client_auth: &ClientAuthConfig) -> Option<usize> {
+        if verifies_somewhere(client_auth, &self.certs) {
+            return None;
+        }
+        self.routes.iter().position(|r| r.allow.is_some())
+    }
+}
+
+/// Whether any connection to a listener can carry a verified client
+/// certificate: its own client_auth or one certificate entry's verifies.
+pub fn verifies_somewhere(client_auth: &ClientAuthConfig, certs: &[ListenerCert]) -> bool {
+    client_auth.mode.verifies()
+        || certs
+            .iter()
+            .filter_map(|c| c.client_auth.as_ref())
+            .any(|a| a.mode.verifies())
+}
+
 /// How a listener meets the network in front of it (issue 16).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FrontConfig {

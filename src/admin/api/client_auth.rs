@@ -4,7 +4,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Reply, bad_request, no_listener};
+use super::{Reply, bad_request, no_listener, problem};
 use crate::config::{ClientAuthConfig, ClientAuthMode, EntryKind, EntrySource};
 use crate::reload::Reloader;
 
@@ -151,15 +151,40 @@ pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthCh
     let allow_expired_crl = change
         .allow_expired_crl
         .unwrap_or(current.allow_expired_crl);
-    r.set_client_auth(
-        name,
-        ClientAuthConfig {
-            mode,
-            ca,
-            allow,
-            allow_expired_crl,
-        },
-    )
-    .map_err(bad_request)?;
+    let next = ClientAuthConfig {
+        mode,
+        ca,
+        allow,
+        allow_expired_crl,
+    };
+    stranded_route_allow(r, name, &next)?;
+    r.set_client_auth(name, next).map_err(bad_request)?;
     client_auth_view(r, name).map(|v| (StatusCode::OK, v, None))
+}
+
+/// A route `allow` on the listener needs a verified client, which the
+/// configuration file insists on (`listeners[N].routes[M].allow`): a mode
+/// that verifies no one there would answer 403 to every request to that
+/// route. 409: the body is well-formed; the listener's routes refuse it.
+fn stranded_route_allow(
+    r: &Reloader,
+    name: &str,
+    next: &ClientAuthConfig,
+) -> Result<(), (StatusCode, Value)> {
+    let Some(l) = r.config().listeners.iter().find(|l| l.name == name) else {
+        return Ok(());
+    };
+    let Some(j) = l.stranded_route_allow(next) else {
+        return Ok(());
+    };
+    let route = &l.routes[j];
+    Err(problem(
+        StatusCode::CONFLICT,
+        format!(
+            "listener {name}: routes[{j}].allow (host {}, path_prefix {}) needs a verified identity, and mode {} verifies no client certificate: every request to that route would get 403; use mode verify_if_given or require_and_verify, or remove the route's allow from the configuration file",
+            route.host.as_deref().unwrap_or("any"),
+            route.path_prefix.as_deref().unwrap_or("/"),
+            next.mode.as_str()
+        ),
+    ))
 }

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use super::hosts::{route_host, server_name, unroutable_prefix};
 use super::{Named, Resolver};
-use crate::config::raw;
 use crate::config::{
     ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, FrontConfig, Limits, ListenerCert,
     ListenerConfig, RouteConfig, TlsVersion, UpstreamCa,
 };
+use crate::config::{raw, verifies_somewhere};
 use crate::identity::{AllowList, AllowRule};
 
 /// The most connections a listener may allow at once: far beyond any
@@ -432,16 +432,6 @@ impl Resolver {
         }
         out
     }
-}
-
-/// Whether any connection to the listener can carry a verified client
-/// certificate: its own client_auth or one certificate entry's verifies.
-fn verifies_somewhere(client_auth: &ClientAuthConfig, certs: &[ListenerCert]) -> bool {
-    client_auth.mode.verifies()
-        || certs
-            .iter()
-            .filter_map(|c| c.client_auth.as_ref())
-            .any(|a| a.mode.verifies())
 }
 
 /// The smallest `max_header_bytes`: a browser's ordinary request head
