@@ -26,8 +26,9 @@ struct Cli {
 enum Command {
     /// Serve until SIGTERM/SIGINT; SIGHUP re-reads the configuration and every file.
     Run {
-        #[arg(long, env = "HOTPROXY_CONFIG", default_value = "config.yaml")]
-        config: PathBuf,
+        /// The configuration file [default: $HOTPROXY_CONFIG, else config.yaml]
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
         /// error, warn, info, debug, trace, or tracing directives.
@@ -36,8 +37,9 @@ enum Command {
     },
     /// Validate the configuration and every certificate it names (like `nginx -t`).
     Check {
-        #[arg(long, env = "HOTPROXY_CONFIG", default_value = "config.yaml")]
-        config: PathBuf,
+        /// The configuration file [default: $HOTPROXY_CONFIG, else config.yaml]
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
     /// Certificate tools.
     Certs {
@@ -74,6 +76,19 @@ enum CertsCommand {
     },
 }
 
+/// `--config`, else `$HOTPROXY_CONFIG`, else `./config.yaml`. An empty
+/// variable counts as unset (`${HOTPROXY_CONFIG:-config.yaml}`, kubectl's
+/// `KUBECONFIG`): clap's own `env` took "" as the value and refused it as
+/// "a value is required for '--config'", naming a flag nobody gave.
+fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| {
+        std::env::var_os("HOTPROXY_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(|| PathBuf::from("config.yaml"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -83,9 +98,9 @@ fn main() -> ExitCode {
             log_level,
         } => {
             init_logging(log_format, &log_level);
-            hotproxy::server::run(&config)
+            hotproxy::server::run(&config_path(config))
         }
-        Command::Check { config } => hotproxy::check::run(&config),
+        Command::Check { config } => hotproxy::check::run(&config_path(config)),
         Command::Certs {
             command: CertsCommand::Inspect { files },
         } => hotproxy::check::inspect(&files),

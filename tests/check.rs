@@ -459,3 +459,46 @@ listeners:
         "{err}"
     );
 }
+
+/// `hotproxy SUBCOMMAND` in `dir` with `HOTPROXY_CONFIG` set to `value`:
+/// (exit code, stdout, stderr).
+fn with_config_env(dir: &Path, value: &str, subcommand: &str) -> (i32, String, String) {
+    let out = output_within_deadline(
+        Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .arg(subcommand)
+            .current_dir(dir)
+            .env("HOTPROXY_CONFIG", value)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `HOTPROXY_CONFIG=` (set but empty, as a template that rendered nothing
+/// leaves it) got clap's "a value is required for '--config <CONFIG>' but
+/// none was supplied", though no `--config` was given. Empty is unset, as
+/// `${HOTPROXY_CONFIG:-config.yaml}` and kubectl's `KUBECONFIG` have it:
+/// `./config.yaml` is read, and a missing one is named.
+#[test]
+fn an_empty_hotproxy_config_means_config_yaml() {
+    let (s, _cfg) = scene("", "");
+    let (code, out, err) = with_config_env(s.dir.path(), "", "check");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("edge"), "{out}");
+    // A set one is still the file read.
+    let (code, out, err) = with_config_env(s.dir.path(), "elsewhere.yaml", "check");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("elsewhere.yaml"), "{err}");
+    // `run` alike: in a directory without config.yaml, that file is named.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, out, err) = with_config_env(empty.path(), "", "run");
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("config.yaml") && !err.contains("a value is required"),
+        "{err}"
+    );
+}
