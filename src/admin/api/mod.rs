@@ -335,12 +335,27 @@ async fn body<T: for<'de> Deserialize<'de>>(
             "invalid JSON body: it must be a JSON object ({\"field\": value, ...})",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        bad_request(format!(
-            "invalid JSON body: {}",
-            without_values(&e.to_string())
-        ))
-    })
+    parse_json(&bytes).map_err(bad_request)
+}
+
+/// Parse a whole JSON body into `T`. The error names the field's path
+/// (`allow[1].cn`): serde's own words say what was wrong, not where, and a
+/// body holds lists of rules. Values are never repeated ([`without_values`]).
+fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = without_values(&e.inner().to_string());
+        match e.path().to_string().as_str() {
+            // The body itself: a missing field or a syntax error, whose
+            // words already say what.
+            "." => format!("invalid JSON body: {inner}"),
+            path => format!("invalid JSON body at {path}: {inner}"),
+        }
+    })?;
+    // Trailing bytes after the object, as `serde_json::from_slice` refuses.
+    de.end()
+        .map_err(|e| format!("invalid JSON body: {}", without_values(&e.to_string())))?;
+    Ok(parsed)
 }
 
 /// serde_json quotes offending string values in its messages; a body can
@@ -479,6 +494,31 @@ mod tests {
         assert_eq!(percent_decode("a%4"), "a%4");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    /// A parse error names where (`allow[1].cn`), never the value; bytes
+    /// after the object are refused as before.
+    #[test]
+    fn parse_errors_name_the_path_not_the_value() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            name: String,
+            #[serde(default)]
+            list: Vec<bool>,
+        }
+        let e = parse_json::<Body>(br#"{"name": "n", "list": [true, "hidden"]}"#).unwrap_err();
+        assert!(e.starts_with("invalid JSON body at list[1]: "), "{e}");
+        assert!(!e.contains("hidden"), "{e}");
+        let e = parse_json::<Body>(br#"{"list": []}"#).unwrap_err();
+        assert!(
+            e.starts_with("invalid JSON body: missing field `name`"),
+            "{e}"
+        );
+        let e = parse_json::<Body>(br#"{"name": "n"} {}"#).unwrap_err();
+        assert!(e.contains("trailing characters"), "{e}");
+        assert_eq!(parse_json::<Body>(br#"{"name": "n"}"#).unwrap().name, "n");
     }
 
     proptest::proptest! {
