@@ -871,10 +871,7 @@ async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
     }
     // Two requests the backend holds until both are in flight at once:
     // the first connection, whose limit of one is known, is full with
-    // one, so the other needs a connection of its own. (Not more: a
-    // connection just opened is shared before its server's SETTINGS are
-    // read, so a third request may be queued by hyper on it; with four
-    // held at once, the fourth waited there behind the third.)
+    // one, so the other needs a connection of its own.
     let burst: Vec<_> = (0..2)
         .map(|_| {
             let cfg = cfg.clone();
@@ -1108,6 +1105,42 @@ async fn a_request_waiting_on_full_h2_connections_takes_the_next_free_stream() {
     }
     assert_eq!(statuses(waiting).await, [200, 200]);
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A burst of streamed calls (gRPC's shape: a body of unknown length, so
+/// none can be sent twice) on a cold HTTP/2 upstream whose server allows
+/// five streams at once: every call is served. A new connection was shared
+/// before the server's SETTINGS were read, as if it allowed hotproxy's 100,
+/// so the server refused the streams past its five (`REFUSED_STREAM`), and
+/// those calls, whose bodies could not be sent again, got `502`.
+#[tokio::test]
+async fn a_cold_burst_keeps_to_the_servers_stream_limit() {
+    let w = world();
+    let (b, _proxy, addr) = behind_proxy(&w, &[]).await;
+    // Before the proxy's first connection: it holds for every connection.
+    b.h2_max_streams.store(5, Ordering::SeqCst);
+    let mut client = h2_to(&w, addr).await;
+    // All heads first (they reach the proxy together), then each body.
+    let mut calls = Vec::new();
+    for _ in 0..30 {
+        let req = http::Request::post("https://a.example.com/echo")
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        calls.push(client.send_request(req, false).unwrap());
+    }
+    for (_, tx) in &mut calls {
+        tx.send_data(Bytes::from_static(b"call"), true).unwrap();
+    }
+    let mut statuses = Vec::new();
+    for (resp, _tx) in calls {
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        statuses.push(resp.status().as_u16());
+        if resp.status() == 200 {
+            echoed(&mut resp.into_body(), "call").await;
+        }
+    }
+    assert_eq!(statuses, [200; 30]);
 }
 
 /// Read `message` from an echoed response body.

@@ -8,7 +8,8 @@
 //! out polls it once, which is what notices an upstream that closed it.
 //! An HTTP/2 connection is shared: its connection future runs in a task of
 //! its own and requests use clones of its `SendRequest`, at most
-//! [`H2_MAX_STREAMS`] at a time (fewer if the server says so), and is let
+//! [`H2_MAX_STREAMS`] at a time (fewer if the server says so; only the
+//! request that opened it until the server's SETTINGS are in), and is let
 //! go after `idle_timeout` without one. One whose request goes unanswered is
 //! retired ([`StreamGuard::retire`]): a silent peer is not shared further.
 
@@ -262,8 +263,12 @@ struct H2Shared {
     streams: AtomicUsize,
     /// How many it may carry: [`H2_MAX_STREAMS`], or fewer if the server
     /// says so. hyper would queue the rest on this connection, one behind
-    /// the other, where another connection serves them at once.
+    /// the other, where another connection serves them at once. One (the
+    /// request that opened it) until the server's SETTINGS are in.
     max_streams: AtomicUsize,
+    /// The server's SETTINGS are in. Until then the connection is a dial
+    /// still in progress to the pool: requests wait for it.
+    settled: AtomicBool,
     /// When its last stream ended (or it was made), for `idle_timeout`.
     idle_since: AtomicU64,
     /// It takes no new stream: one of its requests went unanswered.
@@ -284,6 +289,7 @@ impl H2 {
         freed: Arc<tokio::sync::Notify>,
     ) -> Result<H2, DialError> {
         let kill = d.io.killable();
+        let settling = d.io.settling();
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -298,7 +304,17 @@ impl H2 {
             // responses stall every other one). Go's transport makes the
             // same promise (1 GiB against 4 MiB a stream).
             .initial_stream_window_size(stream_window)
-            .initial_connection_window_size(stream_window * H2_MAX_STREAMS as u32);
+            .initial_connection_window_size(stream_window * H2_MAX_STREAMS as u32)
+            // No stream until the server's SETTINGS say how many it takes
+            // (RFC 9113 §5.1.2: its limit holds from its first frame, a
+            // round trip after ours). With hyper's default of 100, every
+            // request shared onto a new connection was sent at once, and a
+            // server allowing fewer refused the rest (`REFUSED_STREAM`): a
+            // `502` for each whose body could not be sent twice (gRPC
+            // calls). A count above zero is then the server's, which is
+            // how the watcher below knows they are in; the price is that
+            // round trip, once per new connection.
+            .initial_max_send_streams(0);
         if let Some(k) = keepalive {
             // hyper pings only when nothing was read for `interval`, and
             // (`keep_alive_while_idle` false) only with requests in flight:
@@ -314,7 +330,8 @@ impl H2 {
             .map_err(DialError::Handshake)?;
         let shared = Arc::new(H2Shared {
             streams: AtomicUsize::new(0),
-            max_streams: AtomicUsize::new(H2_MAX_STREAMS),
+            max_streams: AtomicUsize::new(1),
+            settled: AtomicBool::new(false),
             idle_since: AtomicU64::new(clock()),
             retired: AtomicBool::new(false),
             kill,
@@ -323,14 +340,36 @@ impl H2 {
         let watch = shared.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
+            let mut settled = false;
             let ended = std::future::poll_fn(|cx| {
+                if !settled {
+                    // Before polling: a read or write from now on wakes us.
+                    settling.register(cx);
+                }
                 let polled = conn.as_mut().poll(cx);
                 // The server's SETTINGS_MAX_CONCURRENT_STREAMS, which it may
-                // change at any time; read each time a request is handed over.
-                // A zero (no new stream for now) is taken as one: hyper queues
-                // behind it rather than the pool dialling without end.
-                let max = conn.current_max_send_streams().clamp(1, H2_MAX_STREAMS);
-                watch.max_streams.store(max, Ordering::Release);
+                // change at any time; read each time a request is handed
+                // over, and at each read and write until its first SETTINGS.
+                let now = conn.current_max_send_streams();
+                if !settled && now == 0 {
+                    // Not in yet (or a server allowing none so far).
+                    return polled;
+                }
+                let newly = !settled;
+                if newly {
+                    settled = true;
+                    settling.settle();
+                    watch.settled.store(true, Ordering::Release);
+                }
+                // A zero later (no new stream for now) is taken as one: hyper
+                // queues behind it rather than the pool dialling without end.
+                let max = now.clamp(1, H2_MAX_STREAMS);
+                let before = watch.max_streams.swap(max, Ordering::AcqRel);
+                if newly || max > before {
+                    // A request waiting for this connection (or room on it)
+                    // looks again, and passes it on.
+                    watch.freed.notify_one();
+                }
                 polled
             })
             .await;
@@ -348,6 +387,11 @@ impl H2 {
     /// Can it take new streams (open, not retired)?
     pub fn usable(&self) -> bool {
         !self.send.is_closed() && !self.shared.retired.load(Ordering::Acquire)
+    }
+
+    /// The server's SETTINGS are in: it takes as many streams as they say.
+    pub fn settled(&self) -> bool {
+        self.shared.settled.load(Ordering::Acquire)
     }
 
     /// It has had no stream for `timeout` or more.

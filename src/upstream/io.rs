@@ -84,6 +84,8 @@ pub struct UpstreamIo {
     /// Set for an HTTP/2 connection, whose I/O hyper drives in a task of
     /// its own that hotproxy cannot reach otherwise.
     kill: Option<Arc<Kill>>,
+    /// Set for an HTTP/2 connection until its server's SETTINGS are in.
+    settling: Option<Arc<Settling>>,
 }
 
 impl UpstreamIo {
@@ -92,7 +94,14 @@ impl UpstreamIo {
             io: TokioIo::new(io),
             _slot: slot,
             kill: None,
+            settling: None,
         }
+    }
+
+    /// From now on each read and write wakes whoever waits on the
+    /// returned [`Settling`], until it is settled.
+    pub fn settling(&mut self) -> Arc<Settling> {
+        self.settling.get_or_insert_with(Arc::default).clone()
     }
 
     /// From now on the connection can be closed with `kill`.
@@ -108,6 +117,11 @@ impl UpstreamIo {
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
+        if let Some(s) = &self.settling
+            && !s.settled.load(Ordering::Acquire)
+        {
+            s.waker.wake();
+        }
         let Some(kill) = &self.kill else {
             return polled;
         };
@@ -197,6 +211,29 @@ impl Kill {
     /// The TLS error the connection failed on, if it did.
     pub fn tls_error(&self) -> Option<&rustls::Error> {
         self.tls_error.get()
+    }
+}
+
+/// Wakes the task watching a new HTTP/2 connection at each of its reads and
+/// writes until the server's SETTINGS are in. hyper reads them in a task of
+/// its own and tells nobody; the watcher asks after each. Writes count too:
+/// h2 applies the SETTINGS after the read that brought them, before the
+/// write of their acknowledgement, so a look after that write sees them.
+#[derive(Default)]
+pub struct Settling {
+    settled: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Settling {
+    /// Wake the task polling with `cx` at the next read or write.
+    pub fn register(&self, cx: &Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+
+    /// The SETTINGS are in: no more wake-ups.
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::Release);
     }
 }
 

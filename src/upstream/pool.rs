@@ -114,8 +114,11 @@ impl Pool {
         // Until the first connection says which protocol the endpoint
         // speaks, a burst dials as HTTP/1.1 needs (one per request, at
         // most MAX_DIALS at once); after one said HTTP/2, one at a time.
+        // An HTTP/2 connection whose server's SETTINGS are not in yet is
+        // such a dial still: how many streams it brings is unknown.
         let dials = if st.speaks_h2 { 1 } else { MAX_DIALS };
-        if st.dialing < dials || want == Want::Check {
+        let settling = st.h2.iter().any(|c| !c.settled());
+        if (st.dialing < dials && !settling) || want == Want::Check {
             st.dialing += 1;
             Found::Dial(DialToken(self, true))
         } else {
