@@ -328,6 +328,30 @@ pub fn request(listener: &str, upstream: &str, code: u16, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// Remove every `hotproxy_upstream_requests_total` series of `endpoint` (an
+/// address) of `upstream`: no endpoint of it has that address any more.
+/// Every status code is looked for, not only those one member counted:
+/// two servers at one address share the series, and a member an edit made
+/// anew shares those of the member it replaced, so no member alone knows
+/// which exist. Rare (an address gone), so 900 look-ups are nothing.
+pub fn forget_endpoint_requests(upstream: &str, endpoint: &str) {
+    let mut labels = EndpointRequestLabels {
+        upstream: upstream.to_owned(),
+        endpoint: endpoint.to_owned(),
+        code: String::new(),
+    };
+    // Every status hyper takes from an upstream.
+    for code in 100u16..=999 {
+        labels.code = code.to_string();
+        // Looked for first: removing takes the family's write lock, which
+        // every request counting on it would wait for.
+        let present = METRICS.upstream_requests.get(&labels).is_some();
+        if present {
+            METRICS.upstream_requests.remove(&labels);
+        }
+    }
+}
+
 /// Counters of one label set by status code, each resolved in its family
 /// on first use: counting a response then takes no family lock and builds
 /// no label strings. The table (500 codes) is allocated on the first
@@ -353,15 +377,6 @@ impl CodeCounters {
     pub fn cached(&self, code: u16) -> Option<&Counter> {
         let i = usize::from(code.checked_sub(100)?);
         self.codes.get()?.get(i)?.get()
-    }
-
-    /// The codes counted so far (each has its series).
-    pub fn used(&self) -> impl Iterator<Item = u16> + '_ {
-        self.codes.get().into_iter().flat_map(|codes| {
-            (100u16..)
-                .zip(codes.iter())
-                .filter_map(|(code, c)| c.get().map(|_| code))
-        })
     }
 }
 

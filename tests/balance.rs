@@ -582,6 +582,99 @@ async fn two_names_on_one_address_are_two_endpoints() {
     assert_eq!(seen, names, "one endpoint, one name");
 }
 
+/// Two servers of one upstream at one address (two names of one pod)
+/// share its per-endpoint series: the `endpoint` label is the address. They
+/// stay while either server is configured and go with the last one. Each
+/// endpoint removed only the series of the codes it had counted itself, so
+/// those only the other one (or the endpoint an edit replaced) had counted
+/// were left for as long as the process ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_shared_by_two_servers_at_one_address_go_with_the_last() {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let id = std::process::id();
+    let names = [
+        format!("first-{id}.hotproxy.test"),
+        format!("second-{id}.hotproxy.test"),
+    ];
+    let _hosts = names.each_ref().map(|n| HostsEntry::new(n, &["127.0.0.2"]));
+    let ca_pem = Some(backend_ca.cert_pem.as_str());
+    let at = |ip: &str| format!("{ip}:0").parse().unwrap();
+    let pod = Backend::start_at(at("127.0.0.2"), "pod", &pair, ca_pem).await;
+    let other = Backend::start_at(at("127.0.0.3"), "other", &pair, ca_pem).await;
+    let port = pod.addr.port();
+    let on = |names: &[String]| {
+        let servers: Vec<String> = names
+            .iter()
+            .map(|n| format!("https://{n}:{port}"))
+            .collect();
+        upstream("app", &servers.join(", "), "    balance: round_robin\n")
+    };
+    let config = scene.public_config("[{ upstream: app }]", &on(&names));
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin = proxy.admin_addr().await;
+    let w = World {
+        scene,
+        ca,
+        backend_ca,
+        proxy,
+        public,
+        admin,
+        pods: Vec::new(),
+    };
+    // Round robin: one request to each server, counted under one label;
+    // one answered 200, the other 502 (more header fields than taken).
+    let mut send = client(&w).await;
+    assert_eq!(get_pod(&mut send, "/").await.0, 200);
+    assert_eq!(get_pod(&mut send, "/many-headers/150").await.0, 502);
+    let series = |code: u16| {
+        format!(
+            "hotproxy_upstream_requests_total{{upstream=\"app\",endpoint=\"{}\",code=\"{code}\"}}",
+            pod.addr
+        )
+    };
+    let m = metrics(&w).await;
+    assert_has(&m, &series(200));
+    assert_has(&m, &series(502));
+    // An edit keeps one of the two servers: the address is still an
+    // endpoint, and both series stay.
+    let reloads = |w: &World| {
+        w.proxy
+            .logs()
+            .iter()
+            .filter(|l| l.contains("\"configuration reloaded\""))
+            .count()
+    };
+    w.scene
+        .public_config("[{ upstream: app }]", &on(&names[..1]));
+    wait_until(WAIT, "the first edit applied", || async {
+        reloads(&w) == 1
+    })
+    .await;
+    let m = metrics(&w).await;
+    assert_has(&m, &series(200));
+    assert_has(&m, &series(502));
+    // An edit moves the upstream to another pod: no endpoint has that
+    // address any more, and no series of it stays.
+    let elsewhere = format!("https://{}", other.addr);
+    w.scene.public_config(
+        "[{ upstream: app }]",
+        &upstream("app", &elsewhere, "    balance: round_robin\n"),
+    );
+    wait_until(WAIT, "the second edit applied", || async {
+        reloads(&w) == 2
+    })
+    .await;
+    let m = metrics(&w).await;
+    let gone = format!("endpoint=\"{}\"", pod.addr);
+    assert!(!m.lines().any(|l| l.contains(&gone)), "{m}");
+}
+
 /// A headless-Service-like name: its addresses change (a pod added, then
 /// the first one gone); traffic spreads to the new address, the old one is
 /// drained without failing the request it was serving.

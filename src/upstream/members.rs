@@ -94,20 +94,18 @@ impl Drop for InFlight<'_> {
 
 impl Member {
     /// Remove this endpoint's `hotproxy_upstream_requests_total` series:
-    /// it is gone (re-resolution removed its address, or its upstream was
-    /// removed). A headless Service's pods come and go with every rollout;
-    /// their series would pile up for the life of the process.
+    /// its address is gone (re-resolution removed it, an edit dropped its
+    /// servers, or its upstream was removed). A headless Service's pods come
+    /// and go with every rollout; their series would pile up for the life
+    /// of the process. Called only when no endpoint in service has the
+    /// address: its series are theirs too. All of them go, also those
+    /// counted by another member at that address (see
+    /// [`crate::metrics::forget_endpoint_requests`]).
     pub fn forget_requests(&self, upstream: &str) {
         // Before the series go: a request still in flight on it must not
         // make them again with a status it had not answered yet.
         self.gone.store(true, Ordering::Release);
-        for code in self.answered.used() {
-            METRICS.upstream_requests.remove(&EndpointRequestLabels {
-                upstream: upstream.to_owned(),
-                endpoint: self.label.clone(),
-                code: code.to_string(),
-            });
-        }
+        crate::metrics::forget_endpoint_requests(upstream, &self.label);
     }
 
     pub fn new(endpoint: Arc<Endpoint>) -> Arc<Member> {
