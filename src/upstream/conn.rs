@@ -355,16 +355,18 @@ impl H2 {
                     // Not in yet (or a server allowing none so far).
                     return polled;
                 }
-                let newly = !settled;
-                if newly {
-                    settled = true;
-                    settling.settle();
-                    watch.settled.store(true, Ordering::Release);
-                }
                 // A zero later (no new stream for now) is taken as one: hyper
                 // queues behind it rather than the pool dialling without end.
                 let max = now.clamp(1, H2_MAX_STREAMS);
                 let before = watch.max_streams.swap(max, Ordering::AcqRel);
+                let newly = !settled;
+                if newly {
+                    // After the limit: a request that sees it settled must
+                    // not find it full on the opener's one stream and dial.
+                    settled = true;
+                    settling.settle();
+                    watch.settled.store(true, Ordering::Release);
+                }
                 if newly || max > before {
                     // A request waiting for this connection (or room on it)
                     // looks again, and passes it on.
