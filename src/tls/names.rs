@@ -2,12 +2,13 @@
 //!
 //! With `tls.verify_names` set, an upstream certificate is verified in two
 //! steps: the chain, exactly as rustls's WebPKI verifier does it (webpki's
-//! `EndEntityCert::verify_for_usage` for server auth, through rustls's
-//! public wrapper so the errors keep rustls's kinds: unknown CA, expired),
-//! but *without* a name, and with the CA bundle's CRLs, the revocation of
-//! every certificate of it; then its SANs against the accepted names, read
-//! with x509-parser because WebPKI knows DNS and IP names only, while a
-//! SPIFFE SVID names its workload by a URI SAN (`spiffe://td/ns/x/sa/y`).
+//! `EndEntityCert::verify_for_usage` for server auth) but *without* a name,
+//! built and verified once, with the CA bundle's CRLs checking the
+//! revocation of every certificate of it on the way; then its SANs against
+//! the accepted names, read with x509-parser because WebPKI knows DNS and
+//! IP names only, while a SPIFFE SVID names its workload by a URI SAN
+//! (`spiffe://td/ns/x/sa/y`). Errors keep rustls's kinds (unknown CA,
+//! expired, revoked), which `tls::client::classify` reads.
 //! `server_name` is then only the SNI sent.
 
 use std::fmt;
@@ -224,28 +225,38 @@ impl NamesVerifier {
         })
     }
 
-    /// With CRLs, the chain again with revocation: every certificate of
-    /// it, an unknown status and a list past its nextUpdate refused (as
-    /// Envoy's `crl` and nginx's `proxy_ssl_crl` do). The chain itself
-    /// passed already, so what fails here is its revocation.
-    fn check_revocation(
+    /// The chain, verified once. With CRLs webpki checks every
+    /// certificate of the path it builds against them as it goes (an
+    /// unknown status and a list past its nextUpdate refused, as Envoy's
+    /// `crl` and nginx's `proxy_ssl_crl` do, and as rustls's WebPKI
+    /// verifier does for upstreams without `verify_names`); without, this
+    /// is rustls's own check.
+    fn verify_chain(
         &self,
+        cert: &ParsedCertificate<'_>,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), Error> {
         let crls: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
         let Ok(options) = webpki::RevocationOptionsBuilder::new(&crls) else {
-            return Ok(()); // no CRLs
+            // No CRLs.
+            return verify_server_cert_signed_by_trust_anchor(
+                cert,
+                &self.roots,
+                intermediates,
+                now,
+                self.algs.all,
+            );
         };
         let options = options
             .with_depth(webpki::RevocationCheckDepth::Chain)
             .with_status_policy(webpki::UnknownStatusPolicy::Deny)
             .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
             .build();
-        let cert = webpki::EndEntityCert::try_from(end_entity)
+        let leaf = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        let verified = cert.verify_for_usage(
+        match leaf.verify_for_usage(
             self.algs.all,
             &self.roots.roots,
             intermediates,
@@ -253,16 +264,39 @@ impl NamesVerifier {
             webpki::KeyUsage::server_auth(),
             Some(options),
             None,
-        );
-        Err(Error::InvalidCertificate(match verified {
-            Ok(_) => return Ok(()),
-            Err(webpki::Error::CertRevoked) => CertificateError::Revoked,
-            Err(webpki::Error::UnknownRevocationStatus) => {
-                CertificateError::UnknownRevocationStatus
-            }
-            Err(webpki::Error::CrlExpired { .. }) => CertificateError::ExpiredRevocationList,
-            Err(e) => CertificateError::Other(OtherError(Arc::new(e))),
-        }))
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.refusal(e, cert, intermediates, now)),
+        }
+    }
+
+    /// The rustls error for a chain webpki refused with `e`. rustls keeps
+    /// its mapping of webpki's errors to itself, so a refusal of the chain
+    /// (unknown CA, expired) is named by rustls's own check of it without
+    /// CRLs: a second pass, on the refusal path only. A chain that passes
+    /// it was refused for its revocation.
+    fn refusal(
+        &self,
+        e: webpki::Error,
+        cert: &ParsedCertificate<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Error {
+        if let Err(chain) = verify_server_cert_signed_by_trust_anchor(
+            cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algs.all,
+        ) {
+            return chain;
+        }
+        Error::InvalidCertificate(match e {
+            webpki::Error::CertRevoked => CertificateError::Revoked,
+            webpki::Error::UnknownRevocationStatus => CertificateError::UnknownRevocationStatus,
+            webpki::Error::CrlExpired { .. } => CertificateError::ExpiredRevocationList,
+            e => CertificateError::Other(OtherError(Arc::new(e))),
+        })
     }
 }
 
@@ -276,14 +310,7 @@ impl ServerCertVerifier for NamesVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algs.all,
-        )?;
-        self.check_revocation(end_entity, intermediates, now)?;
+        self.verify_chain(&cert, end_entity, intermediates, now)?;
         let (presented, uris) = sans(end_entity.as_ref());
         if self.accepted.iter().any(|p| p.matches(&cert, &uris)) {
             return Ok(ServerCertVerified::assertion());
@@ -388,6 +415,148 @@ mod tests {
         ] {
             assert!(!matches(other), "{other:?} matched");
         }
+    }
+
+    thread_local! {
+        /// Signatures verified on this thread (webpki verifies in the caller's).
+        static SIGNATURES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A signature algorithm that counts its verifications: the cost of a
+    /// chain verification, without timing.
+    #[derive(Debug)]
+    struct Counting(&'static dyn rustls_pki_types::SignatureVerificationAlgorithm);
+
+    impl rustls_pki_types::SignatureVerificationAlgorithm for Counting {
+        fn public_key_alg_id(&self) -> rustls_pki_types::AlgorithmIdentifier {
+            self.0.public_key_alg_id()
+        }
+        fn signature_alg_id(&self) -> rustls_pki_types::AlgorithmIdentifier {
+            self.0.signature_alg_id()
+        }
+        fn verify_signature(
+            &self,
+            public_key: &[u8],
+            message: &[u8],
+            signature: &[u8],
+        ) -> Result<(), rustls_pki_types::InvalidSignature> {
+            SIGNATURES.with(|n| n.set(n.get() + 1));
+            self.0.verify_signature(public_key, message, signature)
+        }
+    }
+
+    fn counting_algs() -> WebPkiSupportedAlgorithms {
+        let base = crate::tls::provider::get().signature_verification_algorithms;
+        let all: Vec<&'static dyn rustls_pki_types::SignatureVerificationAlgorithm> = base
+            .all
+            .iter()
+            .map(|a| &*Box::leak(Box::new(Counting(*a))) as _)
+            .collect();
+        WebPkiSupportedAlgorithms {
+            all: Box::leak(all.into_boxed_slice()),
+            mapping: base.mapping,
+        }
+    }
+
+    /// A CA and a certificate it issued to `name` with serial `serial`.
+    fn issue(
+        ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
+        name: &str,
+        serial: u64,
+    ) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        p.serial_number = Some(serial.into());
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        p.signed_by(&key, ca).unwrap().der().clone()
+    }
+
+    fn ca(
+        cn: &str,
+    ) -> (
+        CertificateDer<'static>,
+        rcgen::Issuer<'static, rcgen::KeyPair>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let der = p.self_signed(&key).unwrap().der().clone();
+        (der, rcgen::Issuer::new(p, key))
+    }
+
+    /// With CRLs the chain is verified once, its revocation checked on the
+    /// way: one signature more than without CRLs (the CRL's), where a
+    /// second pass over the chain made it two more. The verdicts: a valid
+    /// certificate with an accepted name passes, a revoked one is refused
+    /// as revoked, one of another CA as an unknown issuer, one naming none
+    /// of `verify_names` as a name mismatch.
+    #[test]
+    fn with_crls_the_chain_is_verified_once() {
+        let (root, issuer) = ca("names CA");
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+            next_update: time::OffsetDateTime::now_utc() + time::Duration::days(1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: 2u64.into(),
+                revocation_time: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
+        let crl = CertificateRevocationListDer::from(crl.der().to_vec());
+        let mut roots = RootCertStore::empty();
+        roots.add(root).unwrap();
+        let roots = Arc::new(roots);
+        let accepted = vec![NamePattern::parse("backend.local").unwrap()];
+        let verifier = |crls: &[CertificateRevocationListDer<'static>]| {
+            NamesVerifier::new(roots.clone(), crls, accepted.clone(), counting_algs()).unwrap()
+        };
+        let (plain, with_crl) = (verifier(&[]), verifier(&[crl]));
+        let name = ServerName::try_from("backend.local").unwrap();
+        let verify = |v: &NamesVerifier, leaf: &CertificateDer<'_>| {
+            SIGNATURES.with(|n| n.set(0));
+            let verdict = v.verify_server_cert(leaf, &[], &name, &[], UnixTime::now());
+            (verdict.map(|_| ()), SIGNATURES.with(|n| n.get()))
+        };
+
+        let good = issue(&issuer, "backend.local", 1);
+        let (verdict, without_crls) = verify(&plain, &good);
+        assert!(verdict.is_ok(), "{verdict:?}");
+        let (verdict, with_crls) = verify(&with_crl, &good);
+        assert!(verdict.is_ok(), "{verdict:?}");
+        assert_eq!(
+            with_crls,
+            without_crls + 1,
+            "with CRLs the chain's signatures were verified again"
+        );
+
+        let revoked = issue(&issuer, "backend.local", 2);
+        assert!(verify(&plain, &revoked).0.is_ok());
+        assert_eq!(
+            verify(&with_crl, &revoked).0,
+            Err(Error::InvalidCertificate(CertificateError::Revoked))
+        );
+        let (_, stranger) = ca("another CA");
+        assert_eq!(
+            verify(&with_crl, &issue(&stranger, "backend.local", 3)).0,
+            Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+        );
+        let other = verify(&with_crl, &issue(&issuer, "other.local", 4)).0;
+        assert!(
+            matches!(&other, Err(Error::InvalidCertificate(CertificateError::Other(o)))
+                if o.0.downcast_ref::<NameMismatch>().is_some()),
+            "{other:?}"
+        );
     }
 
     #[test]
