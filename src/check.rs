@@ -139,6 +139,8 @@ pub fn run(path: &Path) -> ExitCode {
                 client_ca: ca.flatten(),
                 allow: l.client_auth.allow.as_ref(),
                 allow_expired_crl: l.client_auth.allow_expired_crl,
+                // No handshake is made: nothing to warn about.
+                client_ca_source: None,
             };
             if let Err(e) = crate::tls::server::build(&inputs, std::sync::Arc::new(resolver)) {
                 problems.push(format!("listener {}: {e}", l.name));

@@ -1,6 +1,7 @@
 //! CRLs past their nextUpdate: refused by default (a stale list may miss
 //! newer revocations), accepted only with `client_auth.allow_expired_crl`,
-//! warned about by `check` a week ahead, and exported as a metric.
+//! warned about by `check` a week ahead, and exported as a metric; a CRL
+//! that cannot be used at all is warned about by the entry that holds it.
 
 mod support;
 
@@ -159,4 +160,42 @@ fn check_warns_about_stale_and_soon_stale_crls() {
         );
         assert!(row.contains(&date), "{row} lacks {date}");
     }
+}
+
+/// A CRL webpki cannot use (here: the clients CA's name, another key's
+/// signature) refuses every verified client, and the warning names what
+/// the operator must fix, the ca-bundle entry and its CRL file, besides
+/// the listener: it named the listener alone, whose configuration holds
+/// nothing wrong.
+#[tokio::test]
+async fn an_unusable_crl_is_warned_about_by_its_ca_entry_and_file() {
+    let clients = TestCa::new("clients");
+    let imposter = TestCa::new("clients");
+    let alice = clients.client_pair("alice");
+    let (s, cfg) = scene(&imposter.crl(&[]), &clients);
+    let ca = std::fs::read_to_string(s.path("ca.crt")).unwrap();
+    let crl_path = s.path("clients.crl").display().to_string();
+    let mut p = Proxy::start(&cfg);
+    let strict = p.listener_addr("strict").await;
+    let api = p.admin_addr().await;
+    assert!(
+        status(strict, &ca, &alice).await.is_err(),
+        "a client was let in past an unusable CRL"
+    );
+    let warning = p
+        .wait_log("the unusable CRL's warning", |v| {
+            v["reason"] == "crl_invalid" && v["listener"] == "strict" && v["level"] == "WARN"
+        })
+        .await;
+    assert_eq!(warning["ca_entry"], "clients", "{warning}");
+    let files = warning["crl_files"].as_str().unwrap_or_default();
+    assert!(files.contains(&crl_path), "{warning}");
+    let message = warning["message"].as_str().unwrap_or_default();
+    assert!(message.contains("\"clients\""), "{warning}");
+    let metrics = admin(api, "GET", "/metrics", None, None, &[]).await.body;
+    assert!(
+        metrics
+            .contains(r#"hotproxy_tls_handshakes_total{listener="strict",result="crl_invalid"}"#),
+        "{metrics}"
+    );
 }

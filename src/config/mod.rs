@@ -187,6 +187,20 @@ impl EntrySource {
         }
     }
 
+    /// A ca-bundle's CRLs as configured: their paths, or `inline` for an
+    /// inline `crl_pem`; empty without CRLs.
+    pub fn crl_sources(&self) -> Vec<String> {
+        match self {
+            EntrySource::CaFiles { crl_files, .. } => {
+                crl_files.iter().map(|p| p.display().to_string()).collect()
+            }
+            EntrySource::CaInline {
+                crl_pem: Some(_), ..
+            } => vec!["inline".into()],
+            _ => Vec::new(),
+        }
+    }
+
     pub fn is_inline(&self) -> bool {
         matches!(
             self,

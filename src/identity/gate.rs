@@ -32,6 +32,18 @@ pub struct Gate {
     pub inner: Arc<dyn ClientCertVerifier>,
     /// `None`: every certificate that chains to the CA is let in.
     pub allow: Option<Arc<AllowList>>,
+    /// The CA bundle `inner` verifies against, as configured.
+    pub ca: CaSource,
+}
+
+/// Where a listener's client CA bundle comes from: what the operator must
+/// fix when one of its CRLs cannot be used.
+#[derive(Debug, Clone, Default)]
+pub struct CaSource {
+    /// The catalogue entry (type ca-bundle).
+    pub entry: Arc<str>,
+    /// Its CRL files as configured (`inline` for inline PEM).
+    pub crl_files: Arc<[String]>,
 }
 
 impl ClientCertVerifier for Gate {
@@ -55,7 +67,12 @@ impl ClientCertVerifier for Gate {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self
             .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| {
+                if let rustls::Error::InvalidCertRevocationList(_) = e {
+                    warn_crl_invalid(&self.listener, &self.ca, e);
+                }
+            })?;
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
@@ -145,6 +162,28 @@ fn log_denied(listener: &str, id: &Identity) {
         dns_san = id.dns_sans.first().map(String::as_str).unwrap_or(""),
         fingerprint = %id.fingerprint_sha256,
         "client certificate matches no allow rule: refused"
+    );
+}
+
+static CRL_INVALID: LazyLock<RateLimit> = LazyLock::new(|| RateLimit::new(Duration::from_secs(60)));
+
+/// A CRL webpki cannot use (signed by another key or with SHA-1, an
+/// issuer without cRLSign) is the operator's fault, not the client's, and
+/// refuses every verified client: a warning naming the CA entry and its
+/// CRL files, the things to fix, once per listener and entry per minute,
+/// as each client retrying would repeat it.
+fn warn_crl_invalid(listener: &str, ca: &CaSource, err: &rustls::Error) {
+    if !CRL_INVALID.first_in_window(format!("{listener} {}", ca.entry)) {
+        return;
+    }
+    warn!(
+        listener = %listener,
+        ca_entry = %ca.entry,
+        crl_files = %ca.crl_files.join(", "),
+        reason = "crl_invalid",
+        error = %err,
+        "a CRL of ca-bundle entry {:?} cannot be used: every client certificate verified against it is refused until the CRL is replaced",
+        ca.entry
     );
 }
 

@@ -463,9 +463,6 @@ async fn connection(
             // Per connection and triggered by any client: debug, not info.
             // The metric label carries the cause at every log level.
             let reason = crate::tls::server::handshake_failure(&e);
-            if reason == "crl_invalid" {
-                crate::tls::server::warn_crl_invalid(&listener.name, &e);
-            }
             metrics::handshake(&listener.name, reason);
             crate::proxy::edge::handshake_refused(&listener, peer, reason);
             debug!(listener = %listener.name, peer = %peer, reason, error = %e, "TLS handshake failed");

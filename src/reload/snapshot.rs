@@ -12,6 +12,7 @@ use crate::config::{
     self, ClientAuthConfig, ClientAuthMode, ListenerCert, ListenerConfig, UpstreamCa,
     UpstreamConfig,
 };
+use crate::identity::gate::CaSource;
 use crate::material::Loaded;
 use crate::material::catalogue::Entry;
 use crate::proxy::listener::ServedCert;
@@ -368,6 +369,14 @@ fn server_config(
         client_ca: client_ca(client_auth, entries)?,
         allow: client_auth.allow.as_ref(),
         allow_expired_crl: client_auth.allow_expired_crl,
+        client_ca_source: client_auth.ca.as_deref().map(|id| CaSource {
+            entry: id.into(),
+            crl_files: entries
+                .get(id)
+                .map(|e| e.spec.source.crl_sources())
+                .unwrap_or_default()
+                .into(),
+        }),
     };
     tls::server::build(&inputs, resolver.clone()).map_err(|e| e.to_string())
 }

@@ -79,6 +79,8 @@ pub struct ServerInputs<'a> {
     pub allow: Option<&'a Arc<crate::identity::AllowList>>,
     /// Trust CRLs past their nextUpdate (`client_auth.allow_expired_crl`).
     pub allow_expired_crl: bool,
+    /// Where `client_ca` comes from, for a warning about its CRLs.
+    pub client_ca_source: Option<crate::identity::gate::CaSource>,
 }
 
 /// Refuses a listener whose pair `later` would never be chosen for a name
@@ -358,6 +360,7 @@ pub fn build(
                 listener: inputs.listener.name.as_str().into(),
                 inner,
                 allow: inputs.allow.cloned(),
+                ca: inputs.client_ca_source.clone().unwrap_or_default(),
             }) as Arc<dyn ClientCertVerifier>
         });
     let mut config = match verifier {
@@ -541,25 +544,6 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
         E::NoApplicationProtocol => "no_alpn_match",
         E::PeerIncompatible(_) => "incompatible",
         _ => "protocol",
-    }
-}
-
-static CRL_INVALID: std::sync::LazyLock<crate::identity::gate::RateLimit> =
-    std::sync::LazyLock::new(|| {
-        crate::identity::gate::RateLimit::new(std::time::Duration::from_secs(60))
-    });
-
-/// `crl_invalid` is the operator's fault, not the client's, and refuses
-/// every verified client: a warning, but once per listener per minute, as
-/// each client retrying would repeat it.
-pub fn warn_crl_invalid(listener: &str, err: &std::io::Error) {
-    if CRL_INVALID.first_in_window(listener.to_owned()) {
-        tracing::warn!(
-            listener = %listener,
-            reason = "crl_invalid",
-            error = %err,
-            "a CRL of the listener's client_auth CA bundle cannot be used: every verified client is refused"
-        );
     }
 }
 

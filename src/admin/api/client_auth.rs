@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Reply, bad_request, no_listener, problem};
-use crate::config::{ClientAuthConfig, ClientAuthMode, EntryKind, EntrySource};
+use crate::config::{ClientAuthConfig, ClientAuthMode, EntryKind};
 use crate::reload::Reloader;
 
 /// `{mode, ca, crl}` of a listener as it runs now.
@@ -15,15 +15,7 @@ pub(super) fn client_auth_view(r: &Reloader, name: &str) -> Result<Value, (Statu
         .ca
         .as_deref()
         .and_then(|id| r.entry_spec(id))
-        .map(|(spec, _)| match &spec.source {
-            EntrySource::CaFiles { crl_files, .. } => {
-                crl_files.iter().map(|p| p.display().to_string()).collect()
-            }
-            EntrySource::CaInline {
-                crl_pem: Some(_), ..
-            } => vec!["inline".into()],
-            _ => Vec::new(),
-        })
+        .map(|(spec, _)| spec.source.crl_sources())
         .unwrap_or_default();
     let allow = ca.allow.as_ref().map(|a| a.rules.clone());
     Ok(json!({
