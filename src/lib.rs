@@ -33,6 +33,7 @@
 //!     writes; the request/stored entry definition; a read-only preview for `check`.
 //! - `tls`: rustls configurations built from material.
 //!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
+//!   - `accept`: the listener handshake: the ClientHello read first, an SNI miss counted once, then the config.
 //!   - `per_name`: client auth per certificate entry: a config per entry, chosen by SNI.
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).
 //!   - `names`: `verify_names` (DNS, URI, `spiffe://td/**`) and their verifier.

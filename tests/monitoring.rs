@@ -267,7 +267,11 @@ impl rustls::client::danger::ServerCertVerifier for CheckNameLater {
 }
 
 fn checks_name_later() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    checks_name_later_with(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn checks_name_later_with(provider: rustls::crypto::CryptoProvider) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(provider);
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -371,6 +375,67 @@ upstreams:
     assert_eq!(
         line["level"], "INFO",
         "any client can cause it: not a warning"
+    );
+}
+
+/// A handshake with a HelloRetryRequest is one SNI miss, not two. The
+/// client's first key share is for ML-KEM-1024, a group the listener does
+/// not offer, and its next group is secp384r1: the listener asks for a
+/// secp384r1 share and the client sends a second ClientHello. rustls asks
+/// the certificate resolver once per ClientHello, and the count was taken
+/// there: 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_retry_is_one_sni_miss() {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    let config = scene.config(
+        r#"
+admin: { bind: "127.0.0.1:0" }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { cert_file: a.crt, key_file: a.key }
+    routes:
+      - { path_prefix: /, upstream: nowhere }
+upstreams:
+  - name: nowhere
+    servers: [http://127.0.0.1:9]
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![kx_group::MLKEM1024, kx_group::SECP384R1];
+    let tls = connect(addr, "wrong.example.com", checks_name_later_with(provider))
+        .await
+        .expect("the handshake completes after the retry");
+    let (_, session) = tls.get_ref();
+    assert_eq!(
+        session.handshake_kind(),
+        Some(rustls::HandshakeKind::FullWithHelloRetryRequest),
+        "the client's first share was taken: no retry to count"
+    );
+    drop(tls);
+    // Counted when the server's side is done, after both ClientHellos.
+    wait_metric(
+        admin_addr,
+        r#"hotproxy_tls_handshakes_total{listener="public",result="success"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        metric(
+            admin_addr,
+            r#"hotproxy_tls_sni_default_total{listener="public"}"#
+        )
+        .await,
+        Some(1.0),
+        "one handshake, one SNI miss"
     );
 }
 

@@ -446,15 +446,15 @@ async fn connection(
     let per_name = handshake.per_name.clone();
     let resolver = handshake.resolver.clone();
     let accept = Box::pin(async {
-        match &per_name {
-            Some(p) => crate::tls::per_name::accept(p, stream)
-                .await
-                .map(|(s, at)| (Box::new(s), Some(at))),
-            None => tokio_rustls::TlsAcceptor::from(handshake.config.clone())
-                .accept(stream)
-                .await
-                .map(|s| (Box::new(s), None)),
-        }
+        crate::tls::accept::accept(
+            &listener.name,
+            &resolver,
+            &handshake.config,
+            per_name.as_deref(),
+            stream,
+        )
+        .await
+        .map(|(s, at)| (Box::new(s), at))
     });
     let handshake = tokio::time::timeout_at(head_deadline, accept).await;
     let (tls_stream, entry) = match handshake {

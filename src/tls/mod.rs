@@ -1,5 +1,6 @@
 //! rustls configurations built from catalogue material: listener side and upstream side.
 
+pub mod accept;
 pub mod client;
 pub mod names;
 pub mod per_name;

@@ -3,7 +3,7 @@
 //! rustls has one client verifier per `ServerConfig`, so a listener whose
 //! `certs` entries carry their own `client_auth` gets one config per entry
 //! (all sharing the listener's SNI resolver) and the ClientHello is read
-//! first (`LazyConfigAcceptor`) to pick the config of the entry the SNI
+//! first (`tls::accept`) to pick the config of the entry the SNI
 //! selects — no SNI, or a name no entry answers, selects the default (first)
 //! entry, exactly as certificate selection does. Requests are then held to
 //! that entry: a `Host`/`:authority` that belongs to another entry gets 421
@@ -13,8 +13,6 @@
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 use crate::config::ClientAuthMode;
 use crate::tls::server::SniResolver;
@@ -41,21 +39,6 @@ impl PerName {
             self.resolver.position_or_default(Some(name))
         }
     }
-}
-
-/// Read the ClientHello, pick the entry's config by SNI, and finish the
-/// handshake with it. Returns the stream and the entry's position.
-pub async fn accept(
-    per_name: &PerName,
-    stream: TcpStream,
-) -> std::io::Result<(TlsStream<TcpStream>, usize)> {
-    let start =
-        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-    let at = per_name
-        .resolver
-        .position_or_default(start.client_hello().server_name());
-    let tls = start.into_stream(per_name.configs[at].clone()).await?;
-    Ok((tls, at))
 }
 
 fn strip_port(host: &str) -> &str {

@@ -240,6 +240,12 @@ impl SniResolver {
         sni.and_then(|name| self.position(name)).unwrap_or(0)
     }
 
+    /// Whether a pair answers `name` (lowercase), not the default for want
+    /// of one.
+    pub fn answers(&self, name: &str) -> bool {
+        self.position(name).is_some()
+    }
+
     /// The position of the pair that answers `name`, if one does.
     fn position(&self, name: &str) -> Option<usize> {
         let names = &self.names;
@@ -251,64 +257,6 @@ impl SniResolver {
                 names.wildcard.get(suffix)
             })
             .copied()
-    }
-}
-
-/// A listener's [`SniResolver`] that counts and logs a client asking for
-/// a name no pair answers: it gets the default pair, and with TLS 1.3 the
-/// client may refuse it only after the server's side of the handshake is
-/// done, so this is the one place the server sees a name mismatch.
-#[derive(Debug)]
-struct ListenerSni {
-    listener: Arc<str>,
-    resolver: Arc<SniResolver>,
-}
-
-/// At most one "SNI matched no certificate" line per this many seconds
-/// (any client can send any name).
-const SNI_LOG_EVERY_SECS: u64 = 10;
-
-impl ResolvesServerCert for ListenerSni {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let sni = hello.server_name();
-        if let Some(name) = sni
-            && self.resolver.position(name).is_none()
-        {
-            crate::metrics::sni_default(&self.listener);
-            if let Some(suppressed) = sni_log_due() {
-                // rustls has checked it is a DNS name: safe to print.
-                tracing::info!(listener = %self.listener, sni = %name, suppressed, "SNI matched no certificate; served the listener's default certificate");
-            }
-        }
-        Some(self.resolver.resolve_name(sni).clone())
-    }
-}
-
-/// `Some(lines suppressed since the last one)` when an SNI-miss line may
-/// be logged now.
-fn sni_log_due() -> Option<u64> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let next = NEXT.load(Ordering::Relaxed);
-    if now >= next
-        && NEXT
-            .compare_exchange(
-                next,
-                now + SNI_LOG_EVERY_SECS,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-    {
-        Some(SUPPRESSED.swap(0, Ordering::Relaxed))
-    } else {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-        None
     }
 }
 
@@ -367,10 +315,10 @@ pub fn build(
         None => builder.with_no_client_auth(),
         Some(v) => builder.with_client_cert_verifier(v),
     }
-    .with_cert_resolver(Arc::new(ListenerSni {
-        listener: inputs.listener.name.as_str().into(),
-        resolver,
-    }));
+    // A name no pair answers is counted where the ClientHello is read
+    // (`tls::accept`), not here: rustls resolves once per ClientHello, twice
+    // for a handshake with a HelloRetryRequest.
+    .with_cert_resolver(resolver);
     // Our order, not the client's: every suite offered is AEAD with forward
     // secrecy, strongest first (testssl.sh rates client order as a finding).
     config.ignore_client_order = true;

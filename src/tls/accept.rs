@@ -1,0 +1,93 @@
+//! The listener handshake: the ClientHello read first, a name no pair answers counted once per handshake, then the config.
+//!
+//! A client asking for a name no pair answers gets the default pair, and
+//! with TLS 1.3 it may refuse it only after the server's side of the
+//! handshake is done, so the ClientHello is the one place the server sees
+//! a name mismatch (`hotproxy_tls_sni_default_total`). It is counted here,
+//! on the first ClientHello of the connection, and not in the certificate
+//! resolver: rustls asks the resolver once per ClientHello, so a handshake
+//! with a HelloRetryRequest (the client's key share is for a group the
+//! server does not pick first) asked it twice and was counted twice.
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::server::Acceptor;
+use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::tls::per_name::PerName;
+use crate::tls::server::SniResolver;
+
+/// Read the ClientHello, note a name `resolver` does not answer, and
+/// finish the handshake with `config`, or with the config of the entry the
+/// SNI selects when the listener has per-entry client auth. Returns the
+/// stream and, with `per_name`, the entry's position.
+pub async fn accept(
+    listener: &str,
+    resolver: &SniResolver,
+    config: &Arc<ServerConfig>,
+    per_name: Option<&PerName>,
+    stream: TcpStream,
+) -> std::io::Result<(TlsStream<TcpStream>, Option<usize>)> {
+    let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+    let at = {
+        let hello = start.client_hello();
+        let sni = hello.server_name();
+        note_sni(listener, resolver, sni);
+        // No SNI, or a name no entry answers, selects the default (first)
+        // entry, exactly as certificate selection does.
+        per_name.map(|p| p.resolver.position_or_default(sni))
+    };
+    let config = match (per_name, at) {
+        (Some(p), Some(at)) => p.configs[at].clone(),
+        _ => config.clone(),
+    };
+    let tls = start.into_stream(config).await?;
+    Ok((tls, at))
+}
+
+/// At most one "SNI matched no certificate" line per this many seconds
+/// (any client can send any name).
+const SNI_LOG_EVERY_SECS: u64 = 10;
+
+/// Counts (and logs, rate-limited) a ClientHello whose SNI no pair answers.
+fn note_sni(listener: &str, resolver: &SniResolver, sni: Option<&str>) {
+    let Some(name) = sni.filter(|name| !resolver.answers(name)) else {
+        return;
+    };
+    crate::metrics::sni_default(listener);
+    if let Some(suppressed) = sni_log_due() {
+        // rustls has checked it is a DNS name: safe to print.
+        tracing::info!(listener = %listener, sni = %name, suppressed, "SNI matched no certificate; served the listener's default certificate");
+    }
+}
+
+/// `Some(lines suppressed since the last one)` when an SNI-miss line may
+/// be logged now.
+fn sni_log_due() -> Option<u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let next = NEXT.load(Ordering::Relaxed);
+    if now >= next
+        && NEXT
+            .compare_exchange(
+                next,
+                now + SNI_LOG_EVERY_SECS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        Some(SUPPRESSED.swap(0, Ordering::Relaxed))
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
