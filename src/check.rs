@@ -149,6 +149,10 @@ pub fn run(path: &Path) -> ExitCode {
     }
     let mut notes = Vec::new();
     let stored = startup(&config, &mut rows, &mut problems, &mut warnings, &mut notes);
+    if !problems.is_empty() {
+        // The table comes first: `check … | head` must still exit 1.
+        crate::stdio::failing();
+    }
     print_table(&rows);
     for w in &warnings {
         crate::outln!("warning: {w}");
@@ -350,9 +354,15 @@ fn print_table(rows: &[[String; 7]]) {
 
 /// `certs inspect`: metadata of every certificate in each file. Never key material.
 pub fn inspect(files: &[PathBuf]) -> ExitCode {
-    let mut failed = false;
-    for f in files {
-        match pem::certificates_in(f) {
+    // Every file read first: a failure decided before the first line is
+    // printed still exits 1 when `| head` closes stdout early.
+    let read: Vec<_> = files.iter().map(|f| (f, pem::certificates_in(f))).collect();
+    let failed = read.iter().any(|(_, r)| r.is_err());
+    if failed {
+        crate::stdio::failing();
+    }
+    for (f, result) in read {
+        match result {
             Ok(certs) => {
                 for (i, c) in certs.iter().enumerate() {
                     crate::outln!("{} [{}]", f.display(), i);
@@ -370,10 +380,7 @@ pub fn inspect(files: &[PathBuf]) -> ExitCode {
                     crate::outln!("  SHA-256:     {}", c.fingerprint_sha256);
                 }
             }
-            Err(e) => {
-                crate::errln!("{e}");
-                failed = true;
-            }
+            Err(e) => crate::errln!("{e}"),
         }
     }
     if failed {

@@ -52,7 +52,11 @@ pub fn init_logging(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never into a file,
         // a pipe or a container log collector.
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // On a failed write tracing-subscriber reports it with `eprintln!`,
+        // which panics when stderr is a closed pipe: `run` with a refused
+        // configuration and a closed stderr exited 101, not 1.
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

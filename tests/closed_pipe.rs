@@ -1,5 +1,6 @@
-//! Every command ends quietly (exit 0, no panic, no backtrace) when the
-//! reader of its output goes away, as `hotproxy certs inspect … | head` does.
+//! Every command ends quietly (no panic, no backtrace) when the reader of
+//! its output goes away, as `hotproxy certs inspect … | head` does: with 0,
+//! or with 1 when it had already failed (`check … | head` must not pass CI).
 
 mod support;
 
@@ -58,15 +59,61 @@ fn check_and_dev_pki_into_a_closed_pipe_exit_0_quietly() {
         "stdout",
     );
     assert_eq!((code, stderr.as_str()), (Some(0), ""));
-    // check reports problems on stderr: a closed stderr ends it quietly too.
+    // check reports problems on stderr: a closed stderr ends it quietly
+    // too, but still failed.
     let config = scene.config("bogus: 1\n");
     let (code, stdout) =
         run_with_closed(&["check", "--config", config.to_str().unwrap()], "stderr");
-    assert_eq!(code, Some(0), "stdout: {stdout}");
+    assert_eq!(code, Some(1), "stdout: {stdout}");
     // And with the pipe open, the same command still fails loudly.
     let (code, _, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(stderr.contains("bogus"), "{stderr}");
+}
+
+/// A command that has failed exits 1 whichever of its pipes is closed:
+/// `check` prints its table on stdout before the problems on stderr, and
+/// `hotproxy check … | head -3` ended it with 0 at the table, so CI and
+/// systemd's `ExecStartPre` saw success.
+#[test]
+fn a_failing_command_into_a_closed_pipe_still_exits_1() {
+    let scene = Scene::new();
+    let ca = TestCa::new("pipe CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    // Parses, prints a table, then fails: the second entry's files are missing.
+    let config = scene.config(
+        r#"
+certs:
+  - { id: a, type: server-pair, cert_file: a.crt, key_file: a.key }
+  - { id: gone, type: server-pair, cert_file: gone.crt, key_file: gone.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: a }]
+"#,
+    );
+    let config = config.to_str().unwrap();
+    for closed in ["stdout", "stderr"] {
+        let (code, other) = run_with_closed(&["check", "--config", config], closed);
+        assert_eq!(code, Some(1), "check, {closed} closed: {other}");
+        assert!(!other.contains("panicked"), "{other}");
+    }
+    // `run` with a configuration it refuses, and its stderr closed.
+    let bogus = scene.config("bogus: 1\n");
+    let (code, stdout) = run_with_closed(&["run", "--config", bogus.to_str().unwrap()], "stderr");
+    assert_eq!(code, Some(1), "run: {stdout}");
+    // `certs inspect` of a good file then a missing one, stdout closed at the first line.
+    let (code, stderr) = run_with_closed(
+        &[
+            "certs",
+            "inspect",
+            scene.path("a.crt").to_str().unwrap(),
+            scene.path("gone.crt").to_str().unwrap(),
+        ],
+        "stdout",
+    );
+    assert_eq!(code, Some(1), "inspect: {stderr}");
 }
 
 #[test]
