@@ -727,3 +727,44 @@ listeners:
     .await;
     drop(scene);
 }
+
+/// An absolute-form target with userinfo (`GET http://user:secret@b.test/x`)
+/// is refused, and its access-log line names the host without the
+/// credentials: the log drops queries because they carry tokens, and a
+/// password in the authority must not reach the log shipper either.
+#[tokio::test]
+async fn userinfo_in_the_target_never_reaches_the_access_log() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let log = scene.path("access.log");
+    let config = scene.config(&format!(
+        r#"
+access_log: {{ path: {log}, format: json }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#,
+        log = log.display(),
+    ));
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let mut tls = connect(addr, "localhost", cfg).await.unwrap();
+    tls.write_all(
+        b"GET http://user:secret@b.test/x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let line = &wait_access_log(&log, 1, WAIT).await[0];
+    assert_eq!(line["status"], 400, "{line}");
+    assert!(!line.to_string().contains("secret"), "{line}");
+    assert_eq!(line["host"], "b.test", "{line}");
+}

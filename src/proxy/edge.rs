@@ -316,13 +316,26 @@ impl Drop for Forwarding<'_> {
     }
 }
 
-/// The host a request is for: `:authority` (h2, absolute-form) or `Host`.
+/// The host a request is for: `:authority` (h2, absolute-form) or `Host`,
+/// without any userinfo: `http::uri::Authority` keeps `user:secret@`, and
+/// this is what the access log records (such a request is refused, but
+/// logged first). Its port stays.
 pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+    req.uri()
+        .authority()
+        .map(|a| without_userinfo(a.as_str()))
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+}
+
+/// `authority` without a `userinfo@` part.
+fn without_userinfo(authority: &str) -> &str {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
 }
 
 /// A refused handshake: counted when client authentication refused it,
