@@ -42,17 +42,20 @@ fn open(path: &str) -> std::io::Result<File> {
 }
 
 /// Open the FIFO at `path` only if a reader has it open (else `ENXIO` at
-/// once, where a plain open waits for one). The non-blocking open tells;
-/// a blocking one then returns at once too, and its writes wait for a slow
-/// reader rather than fail with `EAGAIN` as the first one's would. A reader
-/// that leaves between the two leaves the writer waiting for the next one,
-/// as at startup.
+/// once, where a plain open waits for one). The descriptor of that
+/// non-blocking open is kept and made blocking (`fcntl`), so its writes
+/// wait for a slow reader rather than fail with `EAGAIN`. A second,
+/// blocking open would wait in `open(2)` for the next reader if this one
+/// left in between: the writer stuck, SIGUSR1 unseen, lines queued late.
 fn open_fifo_if_read(path: &str) -> std::io::Result<File> {
-    let _probe = OpenOptions::new()
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let file = OpenOptions::new()
         .append(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    OpenOptions::new().append(true).open(path)
+    let flags = fcntl_getfl(&file)?;
+    fcntl_setfl(&file, flags - OFlags::NONBLOCK)?;
+    Ok(file)
 }
 
 /// The queue, the reopen flag, the thread of a started writer, and what
