@@ -203,6 +203,8 @@ struct Running {
     config: AccessLogConfig,
     tx: SyncSender<Msg>,
     reopen: Arc<AtomicBool>,
+    /// Set when it is replaced or shut down: when it gives up.
+    stop: Arc<writer::Stop>,
     /// [`Line::large_bytes`] of the lines queued.
     queued: Arc<AtomicUsize>,
     /// Joined at shutdown, so queued lines reach the file before exit.
@@ -227,31 +229,38 @@ pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
         None => None,
         Some(c) => {
             let queued = Arc::new(AtomicUsize::new(0));
-            let (tx, reopen, thread, done) = writer::spawn(c.clone(), queued.clone())?;
+            let (tx, reopen, stop, thread, done) = writer::spawn(c.clone(), queued.clone())?;
             Some(Arc::new(Running {
                 config: c.clone(),
                 tx,
                 reopen,
+                stop,
                 queued,
                 thread: Mutex::new(Some(thread)),
                 done: Mutex::new(done),
             }))
         }
     };
-    // The old writer drains its queue and exits when its sender drops.
+    // The old writer drains its queue and exits when its sender drops, or
+    // gives up after FLUSH_AT_SHUTDOWN (a FIFO without a reader): a stuck
+    // writer is not left behind with its thread and queue on each reload.
+    if let Some(old) = current.as_ref() {
+        old.stop.at(std::time::Instant::now() + FLUSH_AT_SHUTDOWN);
+    }
     RUNNING.store(next);
     Ok(())
 }
 
-/// How long shutdown waits for the writer to write what is queued. A FIFO
-/// without a reader (a log shipper down) blocks its writer in `open`, a
-/// stuck reader blocks it in `write`: neither may keep the process from
-/// exiting (kubelet would kill it, exit 137, after the grace period).
+/// How long shutdown, or a reload that replaces the writer, waits for it
+/// to write what is queued. A FIFO without a reader (a log shipper down)
+/// leaves it waiting for one, a stuck reader blocks it in `write`: neither
+/// may keep the process from exiting (kubelet would kill it, exit 137,
+/// after the grace period), nor pile up writers reload after reload.
 pub const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Stop the writer after it has written every queued line (shutdown), or
 /// after [`FLUSH_AT_SHUTDOWN`] if it cannot: the lines still queued are
-/// lost, and the log says so.
+/// dropped and counted, and the log says so.
 pub fn shutdown() {
     shutdown_within(FLUSH_AT_SHUTDOWN);
 }
@@ -267,6 +276,7 @@ fn shutdown_within(limit: Duration) {
         .unwrap_or_else(|e| e.into_inner())
         .take();
     let path = running.config.path.clone();
+    running.stop.at(std::time::Instant::now() + limit);
     let done = std::mem::replace(
         &mut *running.done.lock().unwrap_or_else(|e| e.into_inner()),
         std::sync::mpsc::channel().1,
@@ -274,7 +284,9 @@ fn shutdown_within(limit: Duration) {
     // The queue's sender goes with the last reference; a request holding a
     // momentary one finishes its `submit` first.
     drop(running);
-    match done.recv_timeout(limit) {
+    // A writer that gave up notices within a poll (200 ms); one blocked in
+    // a write (a reader that stopped reading) does not.
+    match done.recv_timeout(limit + Duration::from_secs(1)) {
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             warn!(path = %path, waited_ms = limit.as_millis() as u64, "access log writer still blocked at shutdown (a FIFO without a reader?); exiting without the lines it holds");
         }
@@ -642,5 +654,53 @@ mod tests {
         let to_new = std::fs::read_to_string(&fifo).unwrap().lines().count();
         assert_eq!(to_old + to_new, QUEUE, "{to_old} + {to_new}");
         assert!(to_new > 0, "every queued line went to the rotated file");
+    }
+
+    /// Threads of this process named `access-log` (writers, old and new).
+    fn writer_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "access-log")
+            .count()
+    }
+
+    /// Wait until `done` holds, polling; fails after 30 s.
+    fn until_polled(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A reload that changes the access log while its FIFO has no reader
+    /// (the log shipper is down): the replaced writer ends, dropping and
+    /// counting its queue, where it waited in `open(2)` forever with its
+    /// thread and up to 16,384 lines, reload after reload, and a reader
+    /// coming hours later got those old lines first.
+    #[test]
+    fn a_writer_replaced_while_its_fifo_has_no_reader_ends() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let base = writer_threads();
+        let fifo = stalled_fifo(&dir);
+        let before = METRICS.access_log_dropped.get();
+        (0..100).map(refusal).for_each(submit);
+        let combined = AccessLogConfig {
+            path: fifo.display().to_string(),
+            format: LogFormat::Combined,
+        };
+        configure(Some(&combined)).unwrap();
+        until_polled("the replaced writer ended", || writer_threads() == base + 1);
+        assert_eq!(METRICS.access_log_dropped.get() - before, 100);
+        // A reader now gets the new writer's lines, none of the old ones.
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+        submit(refusal(7));
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        shutdown();
+        assert_eq!(writer_threads(), base);
     }
 }

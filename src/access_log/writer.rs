@@ -7,17 +7,20 @@
 //! [`RETRY`], once a reader is there (a log shipper that restarts, and
 //! perhaps makes its pipe again, gets lines without a SIGUSR1). A reopen
 //! request is seen between any two lines, not only when the queue is empty.
+//! No open waits for a FIFO reader: a writer replaced by a reload, or shut
+//! down, is told when to give up ([`Stop`]) and drops what it could not
+//! write by then.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{AccessLogConfig, Line, LogFormat, Msg, QUEUE, format};
 use crate::metrics::METRICS;
@@ -58,14 +61,32 @@ fn open_fifo_if_read(path: &str) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// The queue, the reopen flag, the thread of a started writer, and what
-/// tells that it ended (its sender drops with the thread).
+/// The queue, the reopen flag, the stop deadline, the thread of a started
+/// writer, and what tells that it ended (its sender drops with the thread).
 type Started = (
     SyncSender<Msg>,
     Arc<AtomicBool>,
+    Arc<Stop>,
     std::thread::JoinHandle<()>,
     std::sync::mpsc::Receiver<()>,
 );
+
+/// When a writer that is no longer the running one (replaced by a reload,
+/// or shut down) gives up: what it has not written by then is dropped and
+/// counted. Unset while it is the running one.
+#[derive(Default)]
+pub(super) struct Stop(OnceLock<Instant>);
+
+impl Stop {
+    /// Give up at `deadline` (the first deadline set holds).
+    pub(super) fn at(&self, deadline: Instant) {
+        let _ = self.0.set(deadline);
+    }
+
+    fn due(&self) -> bool {
+        self.0.get().is_some_and(|d| Instant::now() >= *d)
+    }
+}
 
 /// Whether `path` is a FIFO (a log shipper reading a named pipe): opening
 /// one for writing waits for a reader, so it is opened by the writer
@@ -112,15 +133,17 @@ pub(super) fn spawn(config: AccessLogConfig, queued: Arc<AtomicUsize>) -> Result
     let (tx, rx) = sync_channel(QUEUE);
     let reopen = Arc::new(AtomicBool::new(false));
     let flag = reopen.clone();
+    let stop = Arc::new(Stop::default());
+    let stopped = stop.clone();
     let (ended, done) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("access-log".into())
         .spawn(move || {
             let _ended = ended;
-            run(config, sink, rx, flag, queued);
+            run(config, sink, rx, flag, queued, &stopped);
         })
         .map_err(|e| format!("access_log: cannot start the writer thread: {e}"))?;
-    Ok((tx, reopen, thread, done))
+    Ok((tx, reopen, stop, thread, done))
 }
 
 fn run(
@@ -129,16 +152,35 @@ fn run(
     rx: Receiver<Msg>,
     reopen: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
+    stop: &Stop,
 ) {
     // A line taken off the queue no longer counts against QUEUE_BYTES.
     let taken = |line: &Line| queued.fetch_sub(line.large_bytes(), Ordering::Relaxed);
     let mut w = Writer::new(config.path, config.format, sink);
     if w.file.is_none() {
         info!(path = %w.path, "access log is a FIFO: waiting for a reader");
-        match open(&w.path) {
-            Ok(f) => w.file = Some(f),
-            // Lines are dropped and counted until it opens.
-            Err(e) => error!(path = %w.path, error = %e, "cannot open the access log"),
+        // Lines queue (then drop and count) until a reader comes. Polled,
+        // never a blocking open: a writer waiting in open(2) could not
+        // see that it was replaced or shut down, and kept its queue (hours
+        // old by the time a reader came) and its thread forever.
+        loop {
+            match open_fifo_if_read(&w.path) {
+                Ok(f) => {
+                    info!(path = %w.path, "access log FIFO has a reader: opened");
+                    w.file = Some(f);
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(e) => {
+                    // Lines are dropped and counted until it opens.
+                    error!(path = %w.path, error = %e, "cannot open the access log");
+                    break;
+                }
+            }
+            if stop.due() {
+                return give_up(&mut w, &rx, taken);
+            }
+            std::thread::sleep(RETRY);
         }
     }
     let mut busy = false;
@@ -149,6 +191,9 @@ fn run(
         // only wakes a thread blocked in `recv`, so under load no line
         // costs a wake-up (a futex call and a context switch). Idle: block,
         // and the first line after a quiet spell is written at once.
+        if stop.due() {
+            return give_up(&mut w, &rx, taken);
+        }
         let first = if busy {
             std::thread::sleep(TICK);
             match rx.try_recv() {
@@ -173,6 +218,13 @@ fn run(
                 w.reopen();
             }
             let Some(msg) = next else { break };
+            if stop.due() {
+                if let Msg::Line(line) = msg {
+                    taken(&line);
+                    w.dropped(1);
+                }
+                return give_up(&mut w, &rx, taken);
+            }
             if let Msg::Line(line) = msg {
                 taken(&line);
                 w.line(&line);
@@ -184,6 +236,21 @@ fn run(
         }
     }
     w.flush();
+}
+
+/// A writer that is no longer the running one and could not write its
+/// lines in time: what it holds and what is queued is dropped and counted.
+fn give_up(w: &mut Writer, rx: &Receiver<Msg>, taken: impl Fn(&Line) -> usize) {
+    let mut lost = w.buf.iter().filter(|&&c| c == b'\n').count() as u64;
+    w.buf.clear();
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Line(line) = msg {
+            taken(&line);
+            lost += 1;
+        }
+    }
+    w.dropped(lost);
+    warn!(path = %w.path, lines_dropped = w.unreported, "access log writer replaced or stopped before it could write its lines (a FIFO without a reader?): dropped");
 }
 
 /// The open access log and the lines not yet written to it.
