@@ -229,7 +229,12 @@ pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
         None => None,
         Some(c) => {
             let queued = Arc::new(AtomicUsize::new(0));
-            let (tx, reopen, stop, thread, done) = writer::spawn(c.clone(), queued.clone())?;
+            // The same path: the new writer waits for the old one to end.
+            let after = current
+                .as_ref()
+                .filter(|r| r.config.path == c.path)
+                .map(|r| &r.done);
+            let (tx, reopen, stop, thread, done) = writer::spawn(c.clone(), queued.clone(), after)?;
             Some(Arc::new(Running {
                 config: c.clone(),
                 tx,
@@ -702,5 +707,53 @@ mod tests {
         assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
         shutdown();
         assert_eq!(writer_threads(), base);
+    }
+
+    /// A reload that changes the format but not the FIFO: the old writer
+    /// drains its queue into the pipe before the new one writes a line.
+    /// Both wrote at once, and batches over PIPE_BUF (`pipe(7)`) were
+    /// spliced mid-line: the shipper got broken JSON. Here both writers
+    /// have a full pipe and a queue behind it before the reader reads on.
+    #[test]
+    fn a_format_change_on_a_fifo_hands_over_in_order() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = stalled_fifo(&dir);
+        let before = METRICS.access_log_dropped.get();
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+        let each = 4000;
+        (0..each).map(|i| refusal(i as u16)).for_each(submit);
+        // The writer opened and wrote: the pipe fills, and it waits.
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        let combined = AccessLogConfig {
+            path: fifo.display().to_string(),
+            format: LogFormat::Combined,
+        };
+        configure(Some(&combined)).unwrap();
+        (0..each).map(|i| refusal(i as u16)).for_each(submit);
+        let rest = std::thread::spawn(move || {
+            let lines: Vec<String> = reader.lines().map(Result::unwrap).collect();
+            lines
+        });
+        shutdown();
+        let mut lines = vec![first.trim_end().to_owned()];
+        lines.extend(rest.join().unwrap());
+        let mut combined_seen = false;
+        for line in &lines {
+            if line.starts_with('{') {
+                assert!(!combined_seen, "a JSON line after a combined one: {line}");
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("{e}: {line}"));
+            } else {
+                combined_seen = true;
+                assert!(
+                    line.starts_with("127.0.0.1 - - [") && !line.contains('{'),
+                    "{line}"
+                );
+            }
+        }
+        let dropped = METRICS.access_log_dropped.get() - before;
+        assert_eq!(lines.len() as u64 + dropped, 2 * each as u64);
     }
 }

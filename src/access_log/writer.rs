@@ -9,7 +9,8 @@
 //! request is seen between any two lines, not only when the queue is empty.
 //! No open waits for a FIFO reader: a writer replaced by a reload, or shut
 //! down, is told when to give up ([`Stop`]) and drops what it could not
-//! write by then.
+//! write by then; a writer replacing one of the same path writes only once
+//! that one has ended, so their batches never interleave in a pipe.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -123,8 +124,14 @@ pub(super) fn preview(path: &str) -> Result<(), String> {
 }
 
 /// Open the sink (an error here is a config error; a FIFO is opened by
-/// the thread) and start the thread.
-pub(super) fn spawn(config: AccessLogConfig, queued: Arc<AtomicUsize>) -> Result<Started, String> {
+/// the thread) and start the thread. `after`: what tells that the writer
+/// this one replaces on the same path has ended; this one writes nothing
+/// before (taken from it only once the sink opened).
+pub(super) fn spawn(
+    config: AccessLogConfig,
+    queued: Arc<AtomicUsize>,
+    after: Option<&std::sync::Mutex<Receiver<()>>>,
+) -> Result<Started, String> {
     let sink = if is_fifo(&config.path) {
         None
     } else {
@@ -135,12 +142,16 @@ pub(super) fn spawn(config: AccessLogConfig, queued: Arc<AtomicUsize>) -> Result
     let flag = reopen.clone();
     let stop = Arc::new(Stop::default());
     let stopped = stop.clone();
+    let after = after.map(|m| {
+        let mut done = m.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *done, std::sync::mpsc::channel().1)
+    });
     let (ended, done) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("access-log".into())
         .spawn(move || {
             let _ended = ended;
-            run(config, sink, rx, flag, queued, &stopped);
+            run(config, sink, rx, flag, queued, &stopped, after);
         })
         .map_err(|e| format!("access_log: cannot start the writer thread: {e}"))?;
     Ok((tx, reopen, stop, thread, done))
@@ -153,10 +164,21 @@ fn run(
     reopen: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
     stop: &Stop,
+    after: Option<Receiver<()>>,
 ) {
     // A line taken off the queue no longer counts against QUEUE_BYTES.
     let taken = |line: &Line| queued.fetch_sub(line.large_bytes(), Ordering::Relaxed);
     let mut w = Writer::new(config.path, config.format, sink);
+    // Hand over in order: the writer this one replaces drains its queue
+    // into the same path first. Two writers on one pipe would interleave
+    // batches over PIPE_BUF mid-line (pipe(7)). Lines queue meanwhile.
+    if let Some(after) = after {
+        while let Err(RecvTimeoutError::Timeout) = after.recv_timeout(RETRY) {
+            if stop.due() {
+                return give_up(&mut w, &rx, taken);
+            }
+        }
+    }
     if w.file.is_none() {
         info!(path = %w.path, "access log is a FIFO: waiting for a reader");
         // Lines queue (then drop and count) until a reader comes. Polled,
