@@ -697,6 +697,12 @@ mod tests {
             format: LogFormat::Combined,
         };
         configure(Some(&combined)).unwrap();
+        // The new writer waits for the old one to end before it starts
+        // (one writer per FIFO at a time), so one thread alone proves
+        // nothing: the old one's count of dropped lines does.
+        until_polled("the replaced writer dropped its queue", || {
+            METRICS.access_log_dropped.get() - before >= 100
+        });
         until_polled("the replaced writer ended", || writer_threads() == base + 1);
         assert_eq!(METRICS.access_log_dropped.get() - before, 100);
         // A reader now gets the new writer's lines, none of the old ones.
