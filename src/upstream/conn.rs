@@ -338,6 +338,9 @@ impl H2 {
             freed,
         });
         let watch = shared.clone();
+        // See `Kill::nudge`: after each hand-over, and once an interval in
+        // case that wake-up came while the connection's task was running.
+        let mut nudges = keepalive.map(|k| (k.interval, Box::pin(tokio::time::sleep(k.interval))));
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let mut settled = false;
@@ -347,6 +350,15 @@ impl H2 {
                     settling.register(cx);
                 }
                 let polled = conn.as_mut().poll(cx);
+                if let Some((every, next)) = &mut nudges {
+                    // Requests handed over in that poll now count as in
+                    // flight: hyper's keep-alive must look again.
+                    watch.kill.nudge();
+                    while next.as_mut().poll(cx).is_ready() {
+                        let at = tokio::time::Instant::now() + *every;
+                        next.as_mut().reset(at);
+                    }
+                }
                 // The server's SETTINGS_MAX_CONCURRENT_STREAMS, which it may
                 // change at any time; read each time a request is handed
                 // over, and at each read and write until its first SETTINGS.

@@ -201,6 +201,22 @@ impl Kill {
         self.waker.wake();
     }
 
+    /// Poll the task driving the connection once more. hyper's HTTP/2
+    /// keep-alive (without `keep_alive_while_idle`) schedules its first
+    /// PING only when that task is polled with a request in flight, and
+    /// counts a request in flight only once the dispatching task has taken
+    /// it in, which happens after the request's HEADERS were queued and
+    /// the connection's task woken to write them. On a multi-threaded
+    /// runtime that task can run in between, see no request, write the
+    /// HEADERS and wait for the peer: a peer silent from then on was never
+    /// PINGed, and the request waited out `request_timeout` instead of
+    /// `http2_keepalive.timeout`. A wake after the hand-over closes that
+    /// gap (a no-op when the task is already due to run); one each
+    /// `interval` covers a wake that came while the task was mid-poll.
+    pub fn nudge(&self) {
+        self.waker.wake();
+    }
+
     /// The connection's I/O failed with `e`: kept if TLS is the cause.
     fn failed(&self, e: &std::io::Error) {
         if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
