@@ -16,7 +16,7 @@ pub enum Failure {
     Dial(DialError),
     /// The request on an established connection.
     Request(hyper::Error),
-    /// The request was dropped unsent (hyper: "operation was canceled")
+    /// The request was dropped (hyper: "operation was canceled", "dispatch task is gone")
     /// by its HTTP/2 connection, whose I/O failed on this TLS error.
     ConnectionTls(rustls::Error),
     /// An HTTP/2 response of more than [`MAX_RESPONSE_FIELDS`] header

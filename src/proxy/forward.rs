@@ -528,24 +528,26 @@ impl Upstream {
                                 }),
                             };
                             let e = e.into_error();
+                            // A connection that failed on TLS (our client
+                            // certificate refused) is the cause, whatever
+                            // hyper says of the request it dropped ("operation
+                            // was canceled", "dispatch task is gone"); a new
+                            // connection to the same endpoint fails alike.
+                            let tls = stream.tls_error().cloned();
                             match again {
                                 // Another endpoint takes it (send_balanced);
                                 // with none, a new connection to this one,
                                 // once: the endpoint may be restarting.
-                                Some(again) if !fresh && !elsewhere() => {
+                                Some(again) if tls.is_none() && !fresh && !elsewhere() => {
                                     debug!(upstream = %self.name, server = %endpoint.url, error = %e, "request not processed; retrying on a new connection");
                                     req = again;
                                     fresh = true;
                                     continue;
                                 }
                                 again => {
-                                    // Dropped unsent by a connection that
-                                    // failed on TLS: that is the cause.
-                                    let failure = match stream.tls_error() {
-                                        Some(tls) if e.is_canceled() => {
-                                            Failure::ConnectionTls(tls.clone())
-                                        }
-                                        _ => Failure::Request(e),
+                                    let failure = match tls {
+                                        Some(tls) => Failure::ConnectionTls(tls),
+                                        None => Failure::Request(e),
                                     };
                                     return Err((failure, again));
                                 }
