@@ -64,8 +64,8 @@
 //!   - `stall`: HTTP/2 responses held up by a shut flow-control window, cut after send_timeout.
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout
 //!     and the connection's lifetime.
-//!   - `lifetime`: `max_connection_lifetime`: when a connection (or its tunnel) made with
-//!     rotated-out material ends.
+//!   - `lifetime`: when a connection (or its tunnel) ends: made with rotated-out material
+//!     (`max_connection_lifetime`), or admitted under rules since changed.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,

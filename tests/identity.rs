@@ -175,6 +175,9 @@ fn cfg_for(w: &World, c: Option<&Client>) -> Arc<rustls::ClientConfig> {
 enum Outcome {
     Status(u16),
     Refused(rustls::Error),
+    /// Closed with no answer: opened just before a rule change, which
+    /// closes the connections admitted under the old rules.
+    Closed,
 }
 
 /// One raw HTTP/1.1 request on a fresh connection. In TLS 1.3 the server
@@ -207,6 +210,7 @@ async fn outcome_for(
     let mut buf = Vec::new();
     match tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await {
         Ok(Err(e)) => Outcome::Refused(tls_error(&e)),
+        Ok(Ok(_)) if buf.is_empty() => Outcome::Closed,
         Ok(Ok(_)) => {
             let text = String::from_utf8_lossy(&buf);
             let status = text

@@ -137,6 +137,8 @@ pub struct Listener {
     /// Bumped whenever `tls` is replaced; connections compare it with the
     /// generation they started with to honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
+    /// Bumped when what the listener admits changed (see [`Listener::readmit`]).
+    pub admission: watch::Sender<u64>,
     /// Set once its accept loop stops: a reload removed the listener or
     /// bound it elsewhere, or the process is shutting down. Its connections
     /// close as at shutdown (requests in flight may finish within
@@ -184,6 +186,7 @@ impl Listener {
             settings: ArcSwap::new(Settings::new(limits)),
             front: ArcSwap::from_pointee(Front::default()),
             generation: watch::Sender::new(0),
+            admission: watch::Sender::new(0),
             closing: watch::Sender::new(false),
             removed: watch::Sender::new(false),
             served: ArcSwap::from_pointee(served),
@@ -227,6 +230,14 @@ impl Listener {
         }));
         self.served.store(Arc::new(served));
         self.generation.send_replace(generation);
+    }
+
+    /// What the listener admits changed (client auth, CA or CRLs,
+    /// `allow_from`, PROXY protocol, trusted proxies), already stored:
+    /// connections admitted before close gracefully (`Lifetime`), as a
+    /// removed listener's do, rather than serve a revoked client on.
+    pub fn readmit(&self) {
+        self.admission.send_modify(|g| *g += 1);
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -382,6 +393,10 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let settings = listener.settings.load_full();
     let limits = &settings.limits;
+    // Read before any rule is: a change stored after this closes the
+    // connection even if it was checked under the new rules (harmless),
+    // never one checked under the old rules that it missed.
+    let admitted = *listener.admission.borrow();
     // Before TLS: the PROXY header's client address, or the plain-HTTP
     // redirect listener (src/proxy/front.rs, src/proxy/proxy_protocol.rs).
     let front = listener.front.load_full();
@@ -525,6 +540,8 @@ async fn connection(
         limits.max_connection_lifetime,
         generation,
         &listener.generation,
+        admitted,
+        &listener.admission,
     );
     let stalls = is_h2.then(Stalls::new);
     let conn_ctx = ctx.clone();
@@ -579,8 +596,8 @@ async fn connection(
         send_timeout: limits.send_timeout,
     };
     let lifetime_over = async {
-        lifetime.over().await;
-        debug!(listener = %listener.name, peer = %peer, "closing connection made with rotated-out material");
+        let over = lifetime.over().await;
+        debug!(listener = %listener.name, peer = %peer, reason = over.reason(), "closing connection: made with rotated-out material, or admitted under rules since changed");
     };
     // The connection is built inside the block that boxes it: a local
     // still in scope at the `await` would be kept in this future.

@@ -136,8 +136,8 @@ pub fn spawn<H: Send + 'static>(
                     debug!(listener = %listener, bytes = ?res.map_err(|e| e.to_string()), "tunnel closed");
                     return;
                 }
-                () = &mut lifetime_over => {
-                    debug!(listener = %listener, reason = "max_connection_lifetime", "tunnel closed");
+                over = &mut lifetime_over => {
+                    debug!(listener = %listener, reason = over.reason(), "tunnel closed");
                     return;
                 }
                 _ = &mut removed => {

@@ -11,7 +11,7 @@ use tracing::{debug, error, info, warn};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
 };
-use super::snapshot::{listener_tls, positions, upstream_tls};
+use super::snapshot::{admission_key, listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
@@ -293,7 +293,8 @@ impl Reloader {
                     }
                 },
             };
-            planned.push((l.clone(), built, router, socket));
+            let admits = admission_key(l, &client_auth, &entries);
+            planned.push((l.clone(), built, router, socket, admits));
         }
         if !problems.is_empty() {
             return Err(problems.join("\n"));
@@ -364,7 +365,7 @@ impl Reloader {
             }
         }
         let mut live_listeners = BTreeMap::new();
-        for (cfg, built, router, socket) in planned {
+        for (cfg, built, router, socket, admits) in planned {
             let live = match (socket, self.listeners.remove(&cfg.name)) {
                 (None, Some(mut old)) => {
                     if old.key != built.key {
@@ -384,6 +385,8 @@ impl Reloader {
                     old.live.front.store(Front::new(&cfg.front));
                     old.positions = positions(&cfg);
                     old.config = cfg.clone();
+                    // After the new rules are stored (see `readmit`).
+                    old.readmit(admits);
                     old
                 }
                 (Some(socket), old) => {
@@ -406,7 +409,10 @@ impl Reloader {
                     );
                     live.front.store(Front::new(&cfg.front));
                     live.edge.store(Arc::new(EdgePolicy::of(&cfg)));
-                    self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver)
+                    let mut live =
+                        self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver);
+                    live.admits = admits;
+                    live
                 }
                 (None, None) => unreachable!("a socket is bound for every new listener"),
             };
@@ -470,6 +476,7 @@ impl Reloader {
             key,
             stop,
             resolver,
+            admits: 0,
         }
     }
 
@@ -511,8 +518,9 @@ impl Reloader {
             .unwrap_or_else(|| config.client_auth.clone())
     }
 
-    /// Change a listener's client-auth mode and CA at runtime (new
-    /// connections only). All-or-nothing.
+    /// Change a listener's client-auth mode and CA at runtime: new
+    /// connections are checked under it, and open ones admitted under the
+    /// old rules close (`LiveListener::readmit`). All-or-nothing.
     pub fn set_client_auth(
         &mut self,
         listener: &str,
@@ -522,6 +530,7 @@ impl Reloader {
             return Err(format!("no listener {listener:?}"));
         };
         let built = listener_tls(&l.config, &client_auth, &self.entries, None)?;
+        let admits = admission_key(&l.config, &client_auth, &self.entries);
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;
         l.resolver = built.resolver.clone();
@@ -532,6 +541,7 @@ impl Reloader {
             built.per_name,
             built.resolver,
         );
+        l.readmit(admits);
         self.client_auth_file
             .insert(listener.to_owned(), l.config.client_auth.clone());
         self.client_auth_overrides

@@ -126,6 +126,21 @@ struct LiveListener {
     /// Where each entry sits in `config.certs`, so a rotation finds its
     /// pairs without a scan.
     positions: HashMap<String, Vec<usize>>,
+    /// What it admits ([`snapshot::admission_key`]) as its connections
+    /// were last told.
+    admits: u64,
+}
+
+impl LiveListener {
+    /// Its admission rules are `admits` now (and stored in `live`): when
+    /// that is a change, connections admitted under the old ones close.
+    fn readmit(&mut self, admits: u64) {
+        if self.admits != admits {
+            self.admits = admits;
+            self.live.readmit();
+            info!(target: LOG, listener = %self.config.name, "admission rules changed; connections admitted under the old ones close");
+        }
+    }
 }
 
 struct LiveUpstream {

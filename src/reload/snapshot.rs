@@ -66,6 +66,12 @@ impl Reloader {
                     l.key = built.key;
                     l.resolver = built.resolver;
                     debug!(target: LOG, listener = %name, "listener TLS snapshot replaced");
+                    // New CA or CRL material can refuse a client admitted
+                    // under the old: its connections close.
+                    let client_auth = self.client_auth_for(&name, &self.listeners[&name].config);
+                    let l = self.listeners.get_mut(&name).expect("present");
+                    let admits = admission_key(&l.config, &client_auth, &self.entries);
+                    l.readmit(admits);
                 }
                 MaterialChange::Upstream(name, tls, key) => {
                     let u = self
@@ -133,6 +139,39 @@ fn listener_key(
             key.wrapping_add(pair_term(i, c, hash_of(entries, &c.entry)))
         })
         .wrapping_add(per_name_term(l, entries))
+}
+
+/// Fingerprint of what decides whether a client may use listener `l`: its
+/// client auth (mode, allow rules, the CA's and CRLs' material, per entry
+/// too, with the names that pick an entry's) and what is in front of it
+/// (`allow_from`, PROXY protocol, trusted proxies). When it changes, the
+/// listener's open connections close ([`crate::proxy::lifetime`]). The
+/// certificates served are not in it: a rotation keeps connections.
+pub(super) fn admission_key(
+    l: &ListenerConfig,
+    client_auth: &ClientAuthConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> u64 {
+    let mut h = DefaultHasher::new();
+    client_auth.mode.as_str().hash(&mut h);
+    client_auth.allow_expired_crl.hash(&mut h);
+    client_auth.ca.hash(&mut h);
+    client_auth
+        .ca
+        .as_deref()
+        .and_then(|ca| hash_of(entries, ca))
+        .hash(&mut h);
+    client_auth.allow.hash(&mut h);
+    if has_per_name(l) {
+        per_name_term(l, entries).hash(&mut h);
+        for c in &l.certs {
+            (&c.entry, &c.server_names).hash(&mut h);
+        }
+    }
+    l.front.allow_from.hash(&mut h);
+    l.front.proxy_protocol.hash(&mut h);
+    l.front.trusted_proxies.hash(&mut h);
+    h.finish()
 }
 
 /// The part of [`listener_key`] for per-entry client auth (policies and
