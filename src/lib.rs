@@ -54,6 +54,7 @@
 //!     listener and upstream start/stop, watches, runtime client auth.
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
 //!   - `changes`: what a config reload changed, for the line that confirms it.
+//!   - `rebind`: binding a new address beside an overlapping one a listener gives up.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).

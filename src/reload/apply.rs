@@ -287,10 +287,27 @@ impl Reloader {
                     .map_or_else(|| bind_std(l.bind, &self.rt), Ok)
                 {
                     Ok(s) => Some(s),
-                    Err(e) => {
-                        problems.push(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
-                        continue;
-                    }
+                    // A running listener moving off an overlapping address
+                    // on this port (0.0.0.0:P to 127.0.0.1:P) holds it
+                    // until the commit: bind beside it. (A later problem
+                    // drops this socket, and a client it queued meanwhile
+                    // is reset: the rest of planning is all that is left.)
+                    Err(e) => match (e.kind(), self.overlapping(l, &new)) {
+                        (std::io::ErrorKind::AddrInUse, Some((name, at, old))) => {
+                            match super::rebind::bind_beside(l.bind, old, &self.rt) {
+                                Ok(s) => Some(s),
+                                Err(e) => {
+                                    problems.push(format!("listener {}: cannot bind {}: {e} (listener {name} listens on {at}, which overlaps it, until this reload applies; move it in two reloads, through another port, or restart)", l.name, l.bind));
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => {
+                            problems
+                                .push(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
+                            continue;
+                        }
+                    },
                 },
             };
             let admits = admission_key(l, &client_auth, &entries);

@@ -22,6 +22,7 @@ mod api;
 mod apply;
 mod changes;
 mod entry;
+mod rebind;
 mod snapshot;
 
 use std::collections::{BTreeMap, HashMap};
