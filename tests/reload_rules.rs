@@ -161,3 +161,44 @@ async fn revoking_a_client_closes_its_open_connections() {
     };
     assert!(again.is_err(), "a new connection was served: {again:?}");
 }
+
+/// Taking a client's range out of `allow_from` closes its open connection
+/// too (checked only at accept, it served on); a new one is refused.
+#[tokio::test]
+async fn a_range_taken_out_of_allow_from_closes_its_open_connections() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let ranges = |allow_from: &str| {
+        format!(
+            "watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}\nlisteners:\n{}\n    allow_from: {allow_from}\n",
+            listener_yaml("public", "127.0.0.1:0", "[]")
+        )
+    };
+    let cfg = s.config(&ranges("[127.0.0.0/8]"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let tls_from = |from: &'static str| {
+        let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+        async move {
+            let tcp = tcp_from(from, addr).await;
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+        }
+    };
+    let (mut send, conn) = keep_open_h1(tls_from("127.0.0.2").await.unwrap()).await;
+    assert_eq!(
+        send.send_request(get_localhost()).await.unwrap().status(),
+        404
+    );
+    write(&cfg, &ranges("[127.0.0.1/32]"));
+    reloaded(&mut p, 1).await;
+    within_deadline("the connection from 127.0.0.2 closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(send.send_request(get_localhost()).await.is_err());
+    assert!(tls_from("127.0.0.2").await.is_err(), "a new one was let in");
+}
