@@ -45,7 +45,14 @@ pub fn init_logging(format: LogFormat, level: &str) {
         // alerting on every renewal. Its only other lines are for backends
         // hotproxy does not use. Real watch failures are ours to log
         // ("cannot watch directory; relying on polling").
-        .or_else(|_| EnvFilter::try_new(format!("{level},rustls=error,notify::inotify=error")))
+        // h2 warns at every PING ACK a client sends unasked ("recv PING ack
+        // that we never sent"): a 17-byte frame per log line, any client's
+        // to send.
+        .or_else(|_| {
+            EnvFilter::try_new(format!(
+                "{level},rustls=error,notify::inotify=error,h2::proto::ping_pong=error"
+            ))
+        })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

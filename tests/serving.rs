@@ -1941,6 +1941,49 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// A PING ACK nobody asked for makes the h2 crate log a WARN ("recv PING
+/// ack that we never sent"): one line per 17-byte frame, a way for any
+/// client to flood the process log and page log-based alerting. The
+/// default filter keeps that bookkeeping at error.
+#[tokio::test]
+async fn unsolicited_ping_acks_do_not_write_the_process_log() {
+    const PING: u8 = 6;
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let mut out = PREFACE.to_vec();
+    out.extend_from_slice(EMPTY_SETTINGS);
+    for i in 0..20u8 {
+        out.extend(h2_frame(PING, 0x1, 0, &[i; 8]));
+    }
+    // Then a PING of our own: its ACK says every frame before it was read.
+    out.extend(h2_frame(PING, 0, 0, b"barrier!"));
+    s.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let acked = |got: &[u8]| h2_frames(got).is_some_and(|f| f.contains(&(PING, &b"barrier!"[..])));
+    while !acked(&got) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("the barrier PING answered in time")
+            .unwrap();
+        assert!(n > 0, "closed before the barrier PING was answered");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let flood: Vec<_> = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("PING ack that we never sent"))
+        .collect();
+    assert!(
+        flood.is_empty(),
+        "{} lines: {:?}",
+        flood.len(),
+        flood.first()
+    );
+}
+
 /// An HTTP/2 client that opens 200 streams on responses that never end
 /// (`/big`), with the largest windows, and then never reads a byte: the
 /// listener advertises at most 100 concurrent streams and refuses the rest
