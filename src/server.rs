@@ -76,9 +76,13 @@ pub async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut admin_tokens = None;
     if let Some(admin) = admin {
         match crate::admin::start(&admin, handle.clone(), shutdown_rx.clone()).await {
-            Ok(addr) => info!(addr = %addr, "admin listening"),
+            Ok((addr, tokens)) => {
+                admin_tokens = Some(tokens);
+                info!(addr = %addr, "admin listening");
+            }
             Err(problem) => {
                 error!(error = %problem, "cannot start the admin listener");
                 crate::errln!("{problem}");
@@ -90,7 +94,13 @@ pub async fn serve(config: Config) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => handle.send(Command::ReloadAll),
+            _ = hup.recv() => {
+                handle.send(Command::ReloadAll);
+                // The admin token files too: SIGHUP re-reads every file.
+                if let Some(tokens) = &admin_tokens {
+                    tokens.reread_files();
+                }
+            }
             // logrotate: the access log is reopened at its configured path.
             _ = usr1.recv() => crate::access_log::reopen(),
         }

@@ -1,16 +1,22 @@
 //! Who may call /api/v1: bearer tokens with roles, and the Host/Origin check against DNS rebinding.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
+use arc_swap::ArcSwap;
 use aws_lc_rs::digest::{SHA256, digest};
 use http::{HeaderMap, Method, StatusCode, header};
 
 use crate::config::{AdminConfig, Role, TokenSource};
 use crate::secret::Secret;
 
-/// The configured tokens, read once at startup.
+/// The configured tokens. A token file is read again when it changes (a
+/// Kubernetes Secret rotated after a leak): every request checks against
+/// the set current at that moment, so the new token works and the old one
+/// is refused without a restart.
 pub struct Tokens {
-    tokens: Vec<(Role, Secret)>,
+    config: AdminConfig,
+    current: ArcSwap<Vec<(Role, Secret)>>,
 }
 
 /// Why a request is refused: the status and a message that never quotes
@@ -26,7 +32,10 @@ impl Tokens {
         let tokens = (0..config.tokens.len())
             .map(|i| read_token(config, i))
             .collect::<Result<_, _>>()?;
-        Ok(Tokens { tokens })
+        Ok(Tokens {
+            config: config.clone(),
+            current: ArcSwap::from_pointee(tokens),
+        })
     }
 
     /// What `load` would refuse, every problem rather than the first (for
@@ -37,10 +46,61 @@ impl Tokens {
             .collect()
     }
 
+    /// The index and path of every token read from a file (what to watch);
+    /// an environment variable cannot change under a running process.
+    pub fn files(&self) -> Vec<(usize, PathBuf)> {
+        self.config
+            .tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match &t.source {
+                TokenSource::File(p) => Some((i, p.clone())),
+                TokenSource::Env(_) => None,
+            })
+            .collect()
+    }
+
+    /// Read token `i` again (its file may have changed). A file that is now
+    /// unreadable, empty or not text keeps the running token: a Secret
+    /// caught mid-update must not lock the operator out.
+    pub fn reread(&self, i: usize) {
+        let Some((_, running)) = self.current.load().get(i).cloned() else {
+            return;
+        };
+        match read_token(&self.config, i) {
+            // The error names the file and the reason, never the token.
+            Err(problem) => tracing::warn!(
+                error = %problem,
+                "admin token file refused; the running token stays"
+            ),
+            Ok((_, token)) if token == running => {}
+            Ok(token) => {
+                // rcu: the watcher and SIGHUP may re-read different files at once.
+                self.current.rcu(|current| {
+                    let mut next = (**current).clone();
+                    next[i] = token.clone();
+                    next
+                });
+                tracing::info!(
+                    source = %format!("admin.tokens[{i}]"),
+                    "admin token file changed: its new token is in effect, the previous one is refused"
+                );
+            }
+        }
+    }
+
+    /// SIGHUP: read every token file again.
+    pub fn reread_files(&self) {
+        for (i, _) in self.files() {
+            self.reread(i);
+        }
+    }
+
     /// The role of the caller, or why not. Without tokens (loopback only,
     /// checked at startup) every caller is an editor.
     pub fn authorize(&self, headers: &HeaderMap, method: &Method) -> Result<Role, Refusal> {
-        let role = if self.tokens.is_empty() {
+        let tokens = self.current.load();
+        let role = if tokens.is_empty() {
             Role::Editor
         } else {
             let presented = headers
@@ -51,7 +111,7 @@ impl Tokens {
                     status: StatusCode::UNAUTHORIZED,
                     message: "missing Authorization: Bearer <token>".into(),
                 })?;
-            self.role_of(presented).ok_or_else(|| Refusal {
+            role_of(&tokens, presented).ok_or_else(|| Refusal {
                 status: StatusCode::UNAUTHORIZED,
                 message: "the bearer token is not valid".into(),
             })?
@@ -64,24 +124,23 @@ impl Tokens {
         }
         Ok(role)
     }
+}
 
-    /// Compare against every token in constant time (over SHA-256 digests,
-    /// so neither content nor length leaks through timing).
-    fn role_of(&self, presented: &str) -> Option<Role> {
-        let want = digest(&SHA256, presented.as_bytes());
-        let mut found = None;
-        for (role, token) in &self.tokens {
-            let have = digest(&SHA256, token.expose().as_bytes());
-            let same =
-                aws_lc_rs::constant_time::verify_slices_are_equal(want.as_ref(), have.as_ref())
-                    .is_ok();
-            // The strongest matching role wins; every token is compared.
-            if same && found != Some(Role::Editor) {
-                found = Some(*role);
-            }
+/// Compare against every token in constant time (over SHA-256 digests,
+/// so neither content nor length leaks through timing).
+fn role_of(tokens: &[(Role, Secret)], presented: &str) -> Option<Role> {
+    let want = digest(&SHA256, presented.as_bytes());
+    let mut found = None;
+    for (role, token) in tokens {
+        let have = digest(&SHA256, token.expose().as_bytes());
+        let same =
+            aws_lc_rs::constant_time::verify_slices_are_equal(want.as_ref(), have.as_ref()).is_ok();
+        // The strongest matching role wins; every token is compared.
+        if same && found != Some(Role::Editor) {
+            found = Some(*role);
         }
-        found
     }
+    found
 }
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is
@@ -220,10 +279,14 @@ mod tests {
     #[test]
     fn roles() {
         let t = Tokens {
-            tokens: vec![
+            config: AdminConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                tokens: Vec::new(),
+            },
+            current: ArcSwap::from_pointee(vec![
                 (Role::Viewer, Secret::new("viewer-token-0123456789")),
                 (Role::Editor, Secret::new("editor-token-0123456789")),
-            ],
+            ]),
         };
         let bearer = |t: &str| headers(&[(header::AUTHORIZATION, &format!("Bearer {t}"))]);
         let status = |r: Result<Role, Refusal>| r.err().map(|e| e.status);

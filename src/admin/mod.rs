@@ -29,22 +29,57 @@ use crate::reload::Handle;
 pub type AdminBody = Full<Bytes>;
 
 /// Bind the admin address and serve it in the background. Refuses a
-/// non-loopback bind without tokens (SPEC §4).
+/// non-loopback bind without tokens (SPEC §4). Also returns the tokens,
+/// for SIGHUP to re-read their files.
 pub async fn start(
     config: &AdminConfig,
     handle: Handle,
     shutdown: watch::Receiver<bool>,
-) -> Result<SocketAddr, String> {
+) -> Result<(SocketAddr, Arc<auth::Tokens>), String> {
     if let Some(warning) = exposure(config)? {
         warn!(addr = %config.bind, "{warning}");
     }
     let tokens = Arc::new(auth::Tokens::load(config)?);
+    watch_tokens(&handle, tokens.clone(), shutdown.clone());
     let socket = crate::proxy::listener::bind(config.bind)
         .await
         .map_err(|e| format!("admin.bind {}: {e}", config.bind))?;
     let addr = socket.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(accept_loop(socket, handle, tokens, shutdown));
-    Ok(addr)
+    tokio::spawn(accept_loop(socket, handle, tokens.clone(), shutdown));
+    Ok((addr, tokens))
+}
+
+/// Re-read a token file when it changes: a Secret rotated after a leak
+/// takes effect without a restart. A watcher of its own (same `watch:`
+/// settings: events, the stat poll, debounce) rather than the reloader's,
+/// whose watched set is the catalogue's and is replaced on every reload.
+fn watch_tokens(handle: &Handle, tokens: Arc<auth::Tokens>, mut shutdown: watch::Receiver<bool>) {
+    let files = tokens.files();
+    if files.is_empty() {
+        return;
+    }
+    let (watcher, mut changed) =
+        crate::watch::Watcher::start(handle.shared.config.load().watch.clone());
+    watcher.set(
+        files
+            .into_iter()
+            .map(|(i, path)| (crate::watch::Subject::AdminToken(i), vec![path]))
+            .collect(),
+    );
+    tokio::spawn(async move {
+        // The watcher stops when dropped, with this task.
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                subject = changed.recv() => match subject {
+                    Some(crate::watch::Subject::AdminToken(i)) => tokens.reread(i),
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
 }
 
 /// The rule for an admin API without tokens: refused on a non-loopback

@@ -271,6 +271,8 @@ impl Reloader {
                 Ok(Command::Changed(Subject::Entry(id))) => {
                     let _ = self.reload_entry(&id, false);
                 }
+                // Watched and re-read by the admin listener, not here.
+                Ok(Command::Changed(Subject::AdminToken(_))) => {}
                 Ok(Command::ReloadAll) => self.reload_all(),
                 Ok(Command::Call(f)) => f(&mut self),
                 Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,

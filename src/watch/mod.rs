@@ -45,6 +45,8 @@ pub enum Subject {
     Config,
     /// A catalogue entry, by id.
     Entry(String),
+    /// The file of `admin.tokens[i]` (the admin listener's own watcher).
+    AdminToken(usize),
 }
 
 enum Msg {
