@@ -1,11 +1,12 @@
 //! `hotproxy check` and `certs inspect`: the report operators read before deploying.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::config::{self, Config, EntrySpec};
-use crate::material::catalogue::{references, unix};
+use crate::material::catalogue::{Entry, Origin, references, unix};
 use crate::material::store::{Preview, Store, id_clash};
 use crate::material::{CertInfo, Loaded, pem};
 
@@ -69,12 +70,15 @@ pub fn run(path: &Path) -> ExitCode {
         "SHA-256 FINGERPRINT".to_owned(),
     ]];
     // By id: every listener pair looks its entry up (10,000 of them, maybe).
-    let mut loaded: HashMap<String, Loaded> = HashMap::new();
+    // Held as the proxy holds them, so its own snapshot builder runs on them.
+    let mut loaded: BTreeMap<String, Entry> = BTreeMap::new();
     for spec in &config.entries {
         match pem::load(spec.kind, &spec.source) {
             Ok(l) => {
                 rows.extend(entry_rows(spec, &l, &mut warnings));
-                loaded.insert(spec.id.clone(), l);
+                let mut entry = Entry::new(spec.clone(), Origin::Config);
+                entry.current = Some(Arc::new(l));
+                loaded.insert(spec.id.clone(), entry);
             }
             Err(e) => {
                 problems.push(format!(
@@ -95,56 +99,29 @@ pub fn run(path: &Path) -> ExitCode {
             }
         }
     }
-    // Snapshots: what `run` would build, so a check passes only if run would start.
+    // Snapshots: what `run` builds — the listener's client_auth and every
+    // certs entry's own (crt-list style) — by the proxy's own builder, so a
+    // check passes only if run would start.
     for l in &config.listeners {
         // A redirect_https listener speaks plain HTTP: no TLS to build.
         if l.front.redirect_https.is_some() {
             continue;
         }
-        let find = |id: &str| loaded.get(id);
-        let pairs: Option<Vec<_>> = l
+        // An entry that did not load is reported above, once.
+        let cas = std::iter::once(&l.client_auth)
+            .chain(l.certs.iter().filter_map(|c| c.client_auth.as_ref()))
+            .filter_map(|a| a.ca.as_deref());
+        let all_loaded = l
             .certs
             .iter()
-            .map(|c| {
-                find(&c.entry)
-                    .and_then(|m| m.pair())
-                    .map(|pair| crate::tls::server::ServedPair {
-                        entry: &c.entry,
-                        pair,
-                        server_names: c.server_names.as_deref(),
-                    })
-            })
-            .collect();
-        let ca = l
-            .client_auth
-            .ca
-            .as_deref()
-            .map(|id| find(id).and_then(|m| m.ca()));
-        if let (Some(pairs), Some(Some(_)) | None) = (pairs, &ca) {
-            let Some(resolver) = crate::tls::server::SniResolver::new(&pairs) else {
-                problems.push(format!("listener {}: no server certificate", l.name));
-                continue;
-            };
-            let policies: Vec<_> = l
-                .certs
-                .iter()
-                .map(|c| c.client_auth.as_ref().unwrap_or(&l.client_auth))
-                .collect();
-            if let Err(e) = crate::tls::server::refuse_shadowed(&pairs, &policies) {
-                problems.push(format!("listener {}: {e}", l.name));
-            }
-            let inputs = crate::tls::server::ServerInputs {
-                listener: l,
-                mode: l.client_auth.mode,
-                client_ca: ca.flatten(),
-                allow: l.client_auth.allow.as_ref(),
-                allow_expired_crl: l.client_auth.allow_expired_crl,
-                // No handshake is made: nothing to warn about.
-                client_ca_source: None,
-            };
-            if let Err(e) = crate::tls::server::build(&inputs, std::sync::Arc::new(resolver)) {
-                problems.push(format!("listener {}: {e}", l.name));
-            }
+            .map(|c| c.entry.as_str())
+            .chain(cas)
+            .all(|id| loaded.contains_key(id));
+        if !all_loaded {
+            continue;
+        }
+        if let Err(e) = crate::reload::build_listener_tls(l, &loaded) {
+            problems.push(format!("listener {}: {e}", l.name));
         }
     }
     let mut notes = Vec::new();

@@ -502,3 +502,63 @@ fn an_empty_hotproxy_config_means_config_yaml() {
         "{err}"
     );
 }
+
+/// A CA certificate webpki cannot take as a trust anchor (basicConstraints
+/// twice: x509-parser reads it, webpki refuses it), generated at runtime.
+fn unusable_anchor_pem() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "twice-constrained");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // basicConstraints (2.5.29.19) again: SEQUENCE { cA TRUE }.
+    p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &[2, 5, 29, 19],
+        vec![0x30, 0x03, 0x01, 0x01, 0xff],
+    )];
+    p.self_signed(&key).unwrap().pem()
+}
+
+/// A `certs` entry's own client_auth (crt-list style) is built by the proxy
+/// at start, one verifier per entry; `check` builds it the same way, so a CA
+/// the verifier cannot use fails the check, naming the listener and the
+/// entry — and `run` refuses the same configuration.
+#[test]
+fn a_certs_entry_client_auth_the_proxy_refuses_fails_the_check() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    s.pair("admin", &ca.server_pair(&["admin.localhost"]));
+    write(&s.path("bad-ca.crt"), &unusable_anchor_pem());
+    let cfg = s.config(
+        r#"
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+  - { id: admin-pair, type: server-pair, cert_file: admin.crt, key_file: admin.key }
+  - { id: bad-ca, type: ca-bundle, ca_file: bad-ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { ref: edge }
+        - ref: admin-pair
+          client_auth: { mode: require_and_verify, ca: { ref: bad-ca } }
+"#,
+    );
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("listener public: tls.certs[1] (entry \"admin-pair\") client_auth:")
+            && err.contains("trust anchor"),
+        "{err}"
+    );
+    // The proxy agrees: it refuses to start, with the same words.
+    let (code, _, err) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("tls.certs[1] (entry \"admin-pair\") client_auth:")
+            && err.contains("trust anchor"),
+        "{err}"
+    );
+}

@@ -188,6 +188,16 @@ pub struct Reloader {
     views: EntryViews,
 }
 
+/// Listener `l`'s TLS built as a start builds it — its `client_auth` and
+/// every `certs` entry's own — from `entries`, then dropped: how `hotproxy
+/// check` refuses exactly what the proxy refuses, with the same builder.
+pub fn build_listener_tls(
+    l: &ListenerConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> Result<(), String> {
+    snapshot::listener_tls(l, &l.client_auth, entries, None).map(|_| ())
+}
+
 /// Start serving `config`: load every entry, bind every listener, start
 /// the watcher and the reloader thread. Any problem is fatal here (like
 /// `nginx -t`): the error lists what is wrong.

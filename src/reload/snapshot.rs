@@ -364,12 +364,15 @@ pub(super) fn listener_tls(
             vec![(client_auth, tls.clone())];
         let mut configs = Vec::with_capacity(l.certs.len());
         let mut modes = Vec::with_capacity(l.certs.len());
-        for c in &l.certs {
+        for (i, c) in l.certs.iter().enumerate() {
             let policy = c.client_auth.as_ref().unwrap_or(client_auth);
             let config = match built.iter().find(|(p, _)| *p == policy) {
                 Some((_, config)) => config.clone(),
                 None => {
-                    let config = server_config(l, policy, entries, &resolver)?;
+                    // Only an entry's own client_auth gets here: name it.
+                    let config = server_config(l, policy, entries, &resolver).map_err(|e| {
+                        format!("tls.certs[{i}] (entry {:?}) client_auth: {e}", c.entry)
+                    })?;
                     built.push((policy, config.clone()));
                     config
                 }
