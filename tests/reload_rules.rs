@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::json;
 use support::writers::mv_over;
 use support::*;
 
@@ -201,4 +202,90 @@ async fn a_range_taken_out_of_allow_from_closes_its_open_connections() {
         .unwrap();
     assert!(send.send_request(get_localhost()).await.is_err());
     assert!(tls_from("127.0.0.2").await.is_err(), "a new one was let in");
+}
+
+/// The client-auth PUT set listener `public` to mode `none` (no route had
+/// `allow`); the file then gained a route `allow` without its client_auth
+/// changing, so the API's `none` stayed and every request to the route
+/// would have got 403. The reload is refused, naming the listener, the
+/// route and the API's mode; the running configuration keeps serving.
+#[tokio::test]
+async fn a_reload_adding_a_route_allow_under_an_api_mode_none_is_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    let backend_ca = TestCa::new("backend");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let config = |routes: &str| {
+        format!(
+            r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+admin: {{ bind: 127.0.0.1:0 }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]
+      client_auth: {{ mode: require_and_verify, ca: {{ ca_file: clients-ca.crt }} }}
+    routes: {routes}
+upstreams:
+  - name: app
+    servers: [https://{}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+            backend.addr
+        )
+    };
+    let cfg = s.config(&config("[{ upstream: app }]"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let path = "/api/v1/listeners/public/client-auth";
+    let r = admin(api, "PUT", path, None, Some(json!({ "mode": "none" })), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    mv_over(
+        &cfg,
+        &config(
+            "[{ path_prefix: /ops, upstream: app, allow: [{ cn: alice }] }, { upstream: app }]",
+        ),
+    );
+    wait_until(WAIT, "the reload's outcome", || {
+        let done = p.logs().iter().any(|l| {
+            l.contains("\"configuration rejected") || l.contains("\"configuration reloaded\"")
+        });
+        async move { done }
+    })
+    .await;
+    // The running configuration stays: mode none, and /ops still served
+    // by the catch-all route (with the reload applied it was 403).
+    let r = admin(api, "GET", path, None, None, &[]).await;
+    assert_eq!(r.json()["mode"], "none", "{}", r.body);
+    let alice = clients.client_pair("alice");
+    let status = get(
+        addr,
+        "localhost",
+        client_config(&ca.cert_pem, Some(&alice), &[b"http/1.1"]),
+        false,
+        "/ops",
+        &[],
+    )
+    .await
+    .unwrap()
+    .status;
+    assert_eq!(status, 200, "GET /ops after the reload");
+    let logs = p.logs();
+    let rejected = logs
+        .iter()
+        .find(|l| l.contains("\"configuration rejected"))
+        .unwrap_or_else(|| panic!("reload not refused:\n{}", logs.join("\n")));
+    assert!(
+        rejected.contains("listener public: routes[0].allow")
+            && rejected.contains("admin API (mode none)")
+            && rejected.contains(path),
+        "{rejected}"
+    );
 }

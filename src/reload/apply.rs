@@ -171,6 +171,26 @@ impl Reloader {
         });
         let refs = catalogue::references(&new, &overrides);
         let mut problems = Vec::new();
+        // A kept override is checked against the new routes, as the PUT
+        // that set it was (409): a route `allow` the file adds under an
+        // API mode that verifies no one would answer 403 to every request.
+        // Refused, not resolved by dropping the override: the operator set
+        // it on purpose, and the file's client_auth was not touched, so
+        // neither side may silently change how the listener admits clients.
+        for (name, client_auth) in &overrides {
+            let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
+                continue;
+            };
+            if let Some(j) = l.stranded_route_allow(client_auth) {
+                let route = &l.routes[j];
+                problems.push(format!(
+                    "listener {name}: routes[{j}].allow (host {}, path_prefix {}) needs a verified identity, but the client auth set through the admin API (mode {}) verifies no client certificate, and it stays while the file's client_auth of the listener is unchanged: every request to that route would get 403; PUT a verifying mode to /api/v1/listeners/{name}/client-auth first, or change the listener's client_auth in the file (which ends the API's), or remove the route's allow",
+                    route.host.as_deref().unwrap_or("any"),
+                    route.path_prefix.as_deref().unwrap_or("/"),
+                    client_auth.mode.as_str()
+                ));
+            }
+        }
 
         // 1. Entries: keep the live state of unchanged ones, load the rest.
         let mut entries = BTreeMap::new();
