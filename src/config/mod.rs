@@ -233,14 +233,24 @@ pub struct ListenerConfig {
 
 impl ListenerConfig {
     /// The first route whose `allow` no client could match were the
-    /// listener's client auth `client_auth`: with no verifying mode on it
+    /// listener's client auth `client_auth` (with no verifying mode on it
     /// or on any certificate entry, no connection carries a verified
-    /// identity, and every request to that route would get 403.
-    pub fn stranded_route_allow(&self, client_auth: &ClientAuthConfig) -> Option<usize> {
+    /// identity, and every request to that route would get 403), named
+    /// for an operator: `routes[1].allow (host any, path_prefix /ops)`.
+    pub fn stranded_route_allow(&self, client_auth: &ClientAuthConfig) -> Option<String> {
         if verifies_somewhere(client_auth, &self.certs) {
             return None;
         }
-        self.routes.iter().position(|r| r.allow.is_some())
+        let (j, route) = self
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.allow.is_some())?;
+        Some(format!(
+            "routes[{j}].allow (host {}, path_prefix {})",
+            route.host.as_deref().unwrap_or("any"),
+            route.path_prefix.as_deref().unwrap_or("/"),
+        ))
     }
 }
 

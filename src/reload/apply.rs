@@ -181,12 +181,9 @@ impl Reloader {
             let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
                 continue;
             };
-            if let Some(j) = l.stranded_route_allow(client_auth) {
-                let route = &l.routes[j];
+            if let Some(route) = l.stranded_route_allow(client_auth) {
                 problems.push(format!(
-                    "listener {name}: routes[{j}].allow (host {}, path_prefix {}) needs a verified identity, but the client auth set through the admin API (mode {}) verifies no client certificate, and it stays while the file's client_auth of the listener is unchanged: every request to that route would get 403; PUT a verifying mode to /api/v1/listeners/{name}/client-auth first, or change the listener's client_auth in the file (which ends the API's), or remove the route's allow",
-                    route.host.as_deref().unwrap_or("any"),
-                    route.path_prefix.as_deref().unwrap_or("/"),
+                    "listener {name}: {route} needs a verified identity, but the client auth set through the admin API (mode {}) verifies no client certificate, and it stays while the file's client_auth of the listener is unchanged: every request to that route would get 403; PUT a verifying mode to /api/v1/listeners/{name}/client-auth first, or change the listener's client_auth in the file (which ends the API's), or remove the route's allow",
                     client_auth.mode.as_str()
                 ));
             }

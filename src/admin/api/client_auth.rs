@@ -166,16 +166,13 @@ fn stranded_route_allow(
     let Some(l) = r.config().listeners.iter().find(|l| l.name == name) else {
         return Ok(());
     };
-    let Some(j) = l.stranded_route_allow(next) else {
+    let Some(route) = l.stranded_route_allow(next) else {
         return Ok(());
     };
-    let route = &l.routes[j];
     Err(problem(
         StatusCode::CONFLICT,
         format!(
-            "listener {name}: routes[{j}].allow (host {}, path_prefix {}) needs a verified identity, and mode {} verifies no client certificate: every request to that route would get 403; use mode verify_if_given or require_and_verify, or remove the route's allow from the configuration file",
-            route.host.as_deref().unwrap_or("any"),
-            route.path_prefix.as_deref().unwrap_or("/"),
+            "listener {name}: {route} needs a verified identity, and mode {} verifies no client certificate: every request to that route would get 403; use mode verify_if_given or require_and_verify, or remove the route's allow from the configuration file",
             next.mode.as_str()
         ),
     ))
