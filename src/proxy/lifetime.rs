@@ -83,15 +83,19 @@ impl Lifetime {
                 std::future::pending::<()>().await;
             }
         };
+        // Polled at every wake-up of its connection's task: without a
+        // lifetime (the default) the rules are all there is to wait for.
+        let Some(until) = self.until else {
+            rules_changed.await;
+            return Over::RulesChanged;
+        };
         let past_lifetime = async move {
-            let Some(until) = self.until else {
-                return std::future::pending().await;
-            };
             tokio::time::sleep_until(until.into()).await;
             let generation = self.generation;
             let _ = self.rotated.wait_for(|g| *g != generation).await;
         };
         tokio::select! {
+            biased;
             () = rules_changed => Over::RulesChanged,
             () = past_lifetime => Over::Lifetime,
         }
