@@ -301,7 +301,7 @@ impl Reloader {
                 Some(_) => None,
                 None => match self
                     .handed_over(l, &new)
-                    .map_or_else(|| bind_std(l.bind, &self.rt), Ok)
+                    .map_or_else(|| bind_std(l.bind, &self.rt, false), Ok)
                 {
                     Ok(s) => Some(s),
                     // A running listener moving off an overlapping address
@@ -606,9 +606,12 @@ impl Reloader {
     }
 }
 
-fn bind_std(
+/// A listening socket on `addr`, with `SO_REUSEPORT` if `reuse_port` (only
+/// while binding beside an overlapping address: see `rebind`).
+pub(super) fn bind_std(
     addr: SocketAddr,
     rt: &tokio::runtime::Handle,
+    reuse_port: bool,
 ) -> std::io::Result<std::net::TcpListener> {
     // Bound through tokio's socket builder for SO_REUSEADDR, then handed
     // back as a std listener so binding can happen before committing.
@@ -621,13 +624,14 @@ fn bind_std(
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     let l = socket.listen(1024)?;
     l.into_std()
 }
 
-/// How long the configuration file must have been left alone before a
-/// reload reads it (see [`Reloader::reload_config`]).
 /// What a configuration reload did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ConfigOutcome {

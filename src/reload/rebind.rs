@@ -52,18 +52,7 @@ pub(super) fn bind_beside(
     rt: &tokio::runtime::Handle,
 ) -> std::io::Result<std::net::TcpListener> {
     reuse_port(old, true)?;
-    let bound = (|| {
-        let _enter = rt.enter();
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        socket.listen(1024)?.into_std()
-    })();
+    let bound = super::apply::bind_std(addr, rt, true);
     // Back to how every listener is bound: nothing else may join either.
     let _ = reuse_port(old, false);
     if let Ok(new) = &bound {
