@@ -59,6 +59,17 @@ async fn h2_get(client: &mut h2::client::SendRequest<Bytes>) -> Result<u16, h2::
     Ok(resp.await?.status().as_u16())
 }
 
+/// Both of a client's open connections (HTTP/1.1 and HTTP/2) still serve
+/// `GET /` (404: no route for `/`).
+async fn both_served(
+    h1: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    h2c: &mut h2::client::SendRequest<Bytes>,
+) {
+    let status = h1.send_request(get_localhost()).await.unwrap().status();
+    assert_eq!(status, 404, "HTTP/1.1 served (no route for /)");
+    assert_eq!(h2_get(h2c).await.unwrap(), 404, "HTTP/2 served");
+}
+
 /// Taking a client out of the listener's `allow` closes the connections it
 /// opened before: its kept-alive HTTP/1.1 connection is closed, its HTTP/2
 /// connection gets GOAWAY, and a new one is refused in the handshake. A
@@ -85,15 +96,7 @@ async fn revoking_a_client_closes_its_open_connections() {
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut h2c, h2_conn) = h2::client::handshake(tls).await.unwrap();
     let h2_conn = tokio::spawn(h2_conn);
-    let served = |status: u16| assert_eq!(status, 404, "served (no route for /)");
-    served(
-        h1.send_request(get_localhost())
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-    );
-    served(h2_get(&mut h2c).await.unwrap());
+    both_served(&mut h1, &mut h2c).await;
 
     // A route added: the same rules, the connections serve on.
     write(
@@ -101,14 +104,7 @@ async fn revoking_a_client_closes_its_open_connections() {
         &partners(both, "[{ path_prefix: /elsewhere, upstream: nowhere }]"),
     );
     reloaded(&mut p, 1).await;
-    served(
-        h1.send_request(get_localhost())
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-    );
-    served(h2_get(&mut h2c).await.unwrap());
+    both_served(&mut h1, &mut h2c).await;
 
     // The server certificate rotated: they serve on too.
     let next = ca.server_pair(&["localhost"]);
@@ -122,14 +118,7 @@ async fn revoking_a_client_closes_its_open_connections() {
             == Some(&*next.fingerprint)
     })
     .await;
-    served(
-        h1.send_request(get_localhost())
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-    );
-    served(h2_get(&mut h2c).await.unwrap());
+    both_served(&mut h1, &mut h2c).await;
 
     // Bob taken out of `allow`: both of his connections close.
     write(
