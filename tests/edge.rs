@@ -755,16 +755,19 @@ upstreams:
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
     let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-    let mut tls = connect(addr, "localhost", cfg).await.unwrap();
-    tls.write_all(
+    // In the target, then in a `Host` field of an origin-form request.
+    let requests: [&[u8]; 2] = [
         b"GET http://user:secret@b.test/x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let reply = String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned();
-    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
-    let line = &wait_access_log(&log, 1, WAIT).await[0];
-    assert_eq!(line["status"], 400, "{line}");
-    assert!(!line.to_string().contains("secret"), "{line}");
-    assert_eq!(line["host"], "b.test", "{line}");
+        b"GET /x HTTP/1.1\r\nHost: user:secret@b.test\r\nConnection: close\r\n\r\n",
+    ];
+    for (n, request) in requests.into_iter().enumerate() {
+        let mut tls = connect(addr, "localhost", cfg.clone()).await.unwrap();
+        tls.write_all(request).await.unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned();
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+        let line = &wait_access_log(&log, n + 1, WAIT).await[n];
+        assert_eq!(line["status"], 400, "{line}");
+        assert!(!line.to_string().contains("secret"), "{line}");
+        assert_eq!(line["host"], "b.test", "{line}");
+    }
 }

@@ -318,17 +318,18 @@ impl Drop for Forwarding<'_> {
 
 /// The host a request is for: `:authority` (h2, absolute-form) or `Host`,
 /// without any userinfo: `http::uri::Authority` keeps `user:secret@`, and
-/// this is what the access log records (such a request is refused, but
-/// logged first). Its port stays.
+/// a `Host` field may carry one too; this is what the access log records
+/// (such a request is refused, but logged first). Its port stays.
 pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.uri()
         .authority()
-        .map(|a| without_userinfo(a.as_str()))
+        .map(|a| a.as_str())
         .or_else(|| {
             req.headers()
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         })
+        .map(without_userinfo)
 }
 
 /// `authority` without a `userinfo@` part.
