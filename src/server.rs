@@ -97,8 +97,10 @@ pub async fn serve(config: Config) -> ExitCode {
             _ = hup.recv() => {
                 handle.send(Command::ReloadAll);
                 // The admin token files too: SIGHUP re-reads every file.
-                if let Some(tokens) = &admin_tokens {
-                    tokens.reread_files();
+                // Off this loop's thread: a stuck volume must not keep
+                // SIGTERM from being heard.
+                if let Some(tokens) = admin_tokens.clone() {
+                    tokio::task::spawn_blocking(move || tokens.reread_files());
                 }
             }
             // logrotate: the access log is reopened at its configured path.

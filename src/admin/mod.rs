@@ -72,7 +72,12 @@ fn watch_tokens(handle: &Handle, tokens: Arc<auth::Tokens>, mut shutdown: watch:
         loop {
             tokio::select! {
                 subject = changed.recv() => match subject {
-                    Some(crate::watch::Subject::AdminToken(i)) => tokens.reread(i),
+                    // File reads: off the runtime's threads (a stuck
+                    // volume must not stall the requests they serve).
+                    Some(crate::watch::Subject::AdminToken(i)) => {
+                        let tokens = tokens.clone();
+                        tokio::task::spawn_blocking(move || tokens.reread(i));
+                    }
                     Some(_) => {}
                     None => return,
                 },
