@@ -4,6 +4,7 @@
 //! functions here, and `/metrics` renders it. Names and labels are the
 //! public contract; extend, never rename.
 
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -342,11 +343,11 @@ pub fn forget_endpoint_requests(upstream: &str, endpoint: &str) {
     };
     // Every status hyper takes from an upstream.
     for code in 100u16..=999 {
-        labels.code = code.to_string();
+        labels.code.clear();
+        let _ = write!(labels.code, "{code}");
         // Looked for first: removing takes the family's write lock, which
         // every request counting on it would wait for.
-        let present = METRICS.upstream_requests.get(&labels).is_some();
-        if present {
+        if METRICS.upstream_requests.get(&labels).is_some() {
             METRICS.upstream_requests.remove(&labels);
         }
     }

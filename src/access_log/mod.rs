@@ -291,9 +291,10 @@ fn shutdown_within(limit: Duration) {
     drop(running);
     // A writer that gave up notices within a poll (200 ms); one blocked in
     // a write (a reader that stopped reading) does not.
-    match done.recv_timeout(limit + Duration::from_secs(1)) {
+    let waited = limit + Duration::from_secs(1);
+    match done.recv_timeout(waited) {
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            warn!(path = %path, waited_ms = limit.as_millis() as u64, "access log writer still blocked at shutdown (a FIFO without a reader?); exiting without the lines it holds");
+            warn!(path = %path, waited_ms = waited.as_millis() as u64, "access log writer still blocked at shutdown (a FIFO without a reader?); exiting without the lines it holds");
         }
         // Ended (or its thread panicked): joined at once.
         _ => {

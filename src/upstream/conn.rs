@@ -338,9 +338,12 @@ impl H2 {
             freed,
         });
         let watch = shared.clone();
-        // See `Kill::nudge`: after each hand-over, and once an interval in
-        // case that wake-up came while the connection's task was running.
+        // See `Kill::nudge`: after a poll that may have handed a request
+        // over (more streams than at the last look), and once an interval
+        // while streams are open, in case that wake-up came while the
+        // connection's task was running. An idle connection is left alone.
         let mut nudges = keepalive.map(|k| (k.interval, Box::pin(tokio::time::sleep(k.interval))));
+        let mut seen = 0;
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let mut settled = false;
@@ -351,12 +354,15 @@ impl H2 {
                 }
                 let polled = conn.as_mut().poll(cx);
                 if let Some((every, next)) = &mut nudges {
-                    // Requests handed over in that poll now count as in
-                    // flight: hyper's keep-alive must look again.
-                    watch.kill.nudge();
-                    while next.as_mut().poll(cx).is_ready() {
+                    let streams = watch.streams.load(Ordering::Acquire);
+                    if streams > seen {
+                        watch.kill.nudge();
+                    }
+                    seen = streams;
+                    while streams > 0 && next.as_mut().poll(cx).is_ready() {
                         let at = tokio::time::Instant::now() + *every;
                         next.as_mut().reset(at);
+                        watch.kill.nudge();
                     }
                 }
                 // The server's SETTINGS_MAX_CONCURRENT_STREAMS, which it may
