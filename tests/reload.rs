@@ -1110,3 +1110,92 @@ listeners:
     })
     .await;
 }
+
+/// After such a renewal, a client-auth PUT that leaves the listener's
+/// client_auth as it is (an automation re-applying its desired state) is
+/// accepted as a reload of the same file is: b.test stays with b under b's
+/// client_auth. It used to be refused as a shadowed pair, since the PUT
+/// built the listener's TLS without the snapshot it replaced. A PUT that
+/// changes the client_auth is refused, as a reload changing it is (SPEC
+/// §3), and leaves everything as it was.
+#[tokio::test]
+async fn a_client_auth_put_after_such_a_renewal_keeps_the_kept_name() {
+    const EDITOR: &str = "editor-token-0123456789abcdef";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = (ca.server_pair(&["a.test"]), ca.server_pair(&["b.test"]));
+    s.pair("a", &a);
+    s.pair("b", &b);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    write(&s.path("editor.token"), EDITOR);
+    let mut p = Proxy::start(&s.config(
+        r#"
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{ role: editor, token_file: editor.token }]
+certs:
+  - { id: a, type: server-pair, cert_file: a.crt, key_file: a.key }
+  - { id: b, type: server-pair, cert_file: b.crt, key_file: b.key }
+  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { ref: a }
+        - ref: b
+          client_auth: { mode: require_and_verify, ca: { ref: ca } }
+"#,
+    ));
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let client = ca.client_pair("client");
+    let b_leaf = || async {
+        let tls = connect(
+            addr,
+            "b.test",
+            client_config(&ca.cert_pem, Some(&client), &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+    };
+    let a2 = ca.server_pair(&["a.test", "b.test"]);
+    mv_over(&s.path("a.key"), &a2.key_pem);
+    mv_over(&s.path("a.crt"), &a2.cert_pem);
+    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+    assert_eq!(b_leaf().await, b.fingerprint);
+
+    let put = |body: serde_json::Value| async move {
+        admin(
+            api,
+            "PUT",
+            "/api/v1/listeners/public/client-auth",
+            Some(EDITOR),
+            Some(body),
+            &[],
+        )
+        .await
+    };
+    let still_as_renewed = || async {
+        assert_eq!(
+            served_leaf(addr, "a.test", &ca.cert_pem).await.unwrap(),
+            a2.fingerprint
+        );
+        assert_eq!(b_leaf().await, b.fingerprint);
+        if let Ok(r) = get_h1(addr, "b.test", &ca.cert_pem).await {
+            panic!("b.test served without a client certificate: {}", r.status);
+        }
+    };
+    // A change: a would answer b.test under another client_auth than b's.
+    let r = put(serde_json::json!({"mode": "request"})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("b.test"), "{}", r.body);
+    still_as_renewed().await;
+    // The same client_auth again: accepted, b.test still b's.
+    let r = put(serde_json::json!({"mode": "none"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["mode"], "none");
+    still_as_renewed().await;
+}

@@ -13,7 +13,7 @@ use super::entry::{
 };
 use super::snapshot::{admission_key, listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
-use crate::config::{self, ClientAuthConfig, Config, ListenerConfig};
+use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
 use crate::material::pem;
 use crate::metrics::{self, METRICS};
@@ -275,16 +275,7 @@ impl Reloader {
                 .get(&l.name)
                 .cloned()
                 .unwrap_or_else(|| l.client_auth.clone());
-            // The same pairs under the same client_auth: names a rotation
-            // kept with their previous pair stay there (see keep_owners).
-            let before = self
-                .listeners
-                .get(&l.name)
-                .filter(|o| {
-                    o.config.certs == l.certs
-                        && self.client_auth_for(&l.name, &o.config) == client_auth
-                })
-                .map(|o| &*o.resolver);
+            let before = self.rebuilt_over(&l.name, &l.certs, &client_auth);
             let built = match listener_tls(l, &client_auth, &entries, before) {
                 Ok(b) => b,
                 Err(e) => {
@@ -552,6 +543,25 @@ impl Reloader {
             .unwrap_or_else(|| config.client_auth.clone())
     }
 
+    /// The snapshot listener `name` is rebuilt over when it keeps its
+    /// `certs` and `client_auth` (a reload that left them alone, or a
+    /// client-auth PUT of the one it runs with): names a rotation kept with
+    /// their previous pair stay there (see keep_owners). Any other change
+    /// builds from scratch, as `check` and a restart would.
+    fn rebuilt_over(
+        &self,
+        name: &str,
+        certs: &[ListenerCert],
+        client_auth: &ClientAuthConfig,
+    ) -> Option<&SniResolver> {
+        self.listeners
+            .get(name)
+            .filter(|o| {
+                o.config.certs == certs && self.client_auth_for(name, &o.config) == *client_auth
+            })
+            .map(|o| &*o.resolver)
+    }
+
     /// Change a listener's client-auth mode and CA at runtime: new
     /// connections are checked under it, and open ones admitted under the
     /// old rules close (`LiveListener::readmit`). All-or-nothing.
@@ -563,7 +573,8 @@ impl Reloader {
         let Some(l) = self.listeners.get(listener) else {
             return Err(format!("no listener {listener:?}"));
         };
-        let built = listener_tls(&l.config, &client_auth, &self.entries, None)?;
+        let before = self.rebuilt_over(listener, &l.config.certs, &client_auth);
+        let built = listener_tls(&l.config, &client_auth, &self.entries, before)?;
         let admits = admission_key(&l.config, &client_auth, &self.entries);
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;
