@@ -11,7 +11,7 @@ use tracing::{debug, error, info, warn};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
 };
-use super::snapshot::{admission_key, listener_tls, positions, upstream_tls};
+use super::snapshot::{listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
@@ -318,8 +318,7 @@ impl Reloader {
                     },
                 },
             };
-            let admits = admission_key(l, &client_auth, &entries);
-            planned.push((l.clone(), built, router, socket, admits));
+            planned.push((l.clone(), built, router, socket));
         }
         if !problems.is_empty() {
             return Err(problems.join("\n"));
@@ -390,7 +389,8 @@ impl Reloader {
             }
         }
         let mut live_listeners = BTreeMap::new();
-        for (cfg, built, router, socket, admits) in planned {
+        for (cfg, built, router, socket) in planned {
+            let admits = built.admits;
             let live = match (socket, self.listeners.remove(&cfg.name)) {
                 (None, Some(mut old)) => {
                     if old.key != built.key {
@@ -575,7 +575,6 @@ impl Reloader {
         };
         let before = self.rebuilt_over(listener, &l.config.certs, &client_auth);
         let built = listener_tls(&l.config, &client_auth, &self.entries, before)?;
-        let admits = admission_key(&l.config, &client_auth, &self.entries);
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;
         l.resolver = built.resolver.clone();
@@ -586,7 +585,7 @@ impl Reloader {
             built.per_name,
             built.resolver,
         );
-        l.readmit(admits);
+        l.readmit(built.admits);
         self.client_auth_file
             .insert(listener.to_owned(), l.config.client_auth.clone());
         self.client_auth_overrides

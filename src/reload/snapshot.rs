@@ -68,10 +68,7 @@ impl Reloader {
                     debug!(target: LOG, listener = %name, "listener TLS snapshot replaced");
                     // New CA or CRL material can refuse a client admitted
                     // under the old: its connections close.
-                    let client_auth = self.client_auth_for(&name, &self.listeners[&name].config);
-                    let l = self.listeners.get_mut(&name).expect("present");
-                    let admits = admission_key(&l.config, &client_auth, &self.entries);
-                    l.readmit(admits);
+                    l.readmit(built.admits);
                 }
                 MaterialChange::Upstream(name, tls, key) => {
                     let u = self
@@ -99,6 +96,9 @@ pub(super) struct BuiltListener {
     pub(super) served: Vec<Arc<ServedCert>>,
     pub(super) resolver: Arc<SniResolver>,
     pub(super) key: u64,
+    /// What the listener admits under it ([`admission_key`]): stored
+    /// with it, it closes connections admitted under other rules.
+    pub(super) admits: u64,
     /// Per-entry configs when `certs` entries carry their own client auth.
     pub(super) per_name: Option<Arc<PerName>>,
 }
@@ -147,7 +147,7 @@ fn listener_key(
 /// (`allow_from`, PROXY protocol, trusted proxies). When it changes, the
 /// listener's open connections close ([`crate::proxy::lifetime`]). The
 /// certificates served are not in it: a rotation keeps connections.
-pub(super) fn admission_key(
+fn admission_key(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
@@ -394,6 +394,7 @@ pub(super) fn listener_tls(
         served,
         resolver,
         key: listener_key(l, client_auth, entries),
+        admits: admission_key(l, client_auth, entries),
         per_name,
     })
 }
@@ -493,6 +494,7 @@ fn listener_tls_after(
         served,
         resolver,
         key,
+        admits: admission_key(&l.config, client_auth, entries),
         per_name: None,
     }))
 }
