@@ -33,7 +33,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::config::Http2Keepalive;
 use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
-use crate::upstream::io::{Kill, MaybeTls, UpstreamIo};
+use crate::upstream::io::{Kill, MaybeTls, Settling, UpstreamIo};
 
 /// Streams one shared HTTP/2 upstream connection carries at once before
 /// the pool opens another, unless the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
@@ -266,9 +266,12 @@ struct H2Shared {
     /// the other, where another connection serves them at once. One (the
     /// request that opened it) until the server's SETTINGS are in.
     max_streams: AtomicUsize,
-    /// The server's SETTINGS are in. Until then the connection is a dial
-    /// still in progress to the pool: requests wait for it.
-    settled: AtomicBool,
+    /// Whether the server's SETTINGS are in: the one record of it, shared
+    /// with the connection's I/O (which wakes the watcher until then, in
+    /// hyper's task) and read by the watcher and the pool. Until then the
+    /// connection is a dial still in progress to the pool: requests wait
+    /// for it.
+    settling: Arc<Settling>,
     /// When its last stream ended (or it was made), for `idle_timeout`.
     idle_since: AtomicU64,
     /// It takes no new stream: one of its requests went unanswered.
@@ -331,7 +334,7 @@ impl H2 {
         let shared = Arc::new(H2Shared {
             streams: AtomicUsize::new(0),
             max_streams: AtomicUsize::new(1),
-            settled: AtomicBool::new(false),
+            settling,
             idle_since: AtomicU64::new(clock()),
             retired: AtomicBool::new(false),
             kill,
@@ -346,11 +349,12 @@ impl H2 {
         let mut seen = 0;
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
-            let mut settled = false;
             let ended = std::future::poll_fn(|cx| {
+                // Only this task settles it, so this holds for the whole poll.
+                let settled = watch.settling.is_settled();
                 if !settled {
                     // Before polling: a read or write from now on wakes us.
-                    settling.register(cx);
+                    watch.settling.register(cx);
                 }
                 let polled = conn.as_mut().poll(cx);
                 if let Some((every, next)) = &mut nudges {
@@ -381,9 +385,7 @@ impl H2 {
                 if newly {
                     // After the limit: a request that sees it settled must
                     // not find it full on the opener's one stream and dial.
-                    settled = true;
-                    settling.settle();
-                    watch.settled.store(true, Ordering::Release);
+                    watch.settling.settle();
                 }
                 if newly || max > before {
                     // A request waiting for this connection (or room on it)
@@ -411,7 +413,7 @@ impl H2 {
 
     /// The server's SETTINGS are in: it takes as many streams as they say.
     pub fn settled(&self) -> bool {
-        self.shared.settled.load(Ordering::Acquire)
+        self.shared.settling.is_settled()
     }
 
     /// It has had no stream for `timeout` or more.

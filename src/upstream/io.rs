@@ -118,7 +118,7 @@ impl UpstreamIo {
         polled: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
         if let Some(s) = &self.settling
-            && !s.settled.load(Ordering::Acquire)
+            && !s.is_settled()
         {
             s.waker.wake();
         }
@@ -235,6 +235,11 @@ impl Kill {
 /// its own and tells nobody; the watcher asks after each. Writes count too:
 /// h2 applies the SETTINGS after the read that brought them, before the
 /// write of their acknowledgement, so a look after that write sees them.
+///
+/// Its flag is the only record of whether the SETTINGS are in: the I/O
+/// reads it (in hyper's task) to stop the wake-ups, the watcher to know
+/// whether to keep looking, and the pool ([`crate::upstream::conn::H2::settled`])
+/// to hold other requests back until then.
 #[derive(Default)]
 pub struct Settling {
     settled: AtomicBool,
@@ -247,9 +252,15 @@ impl Settling {
         self.waker.register(cx.waker());
     }
 
-    /// The SETTINGS are in: no more wake-ups.
+    /// The SETTINGS are in: no more wake-ups. Release: whoever sees it
+    /// settled sees what the watcher stored before (the stream limit).
     pub fn settle(&self) {
         self.settled.store(true, Ordering::Release);
+    }
+
+    /// Are the server's SETTINGS in?
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
     }
 }
 
