@@ -672,6 +672,86 @@ upstreams:{upstreams}
     }
 }
 
+/// A CRL in an upstream's `tls.ca` that cannot be used (one under the CA's
+/// name signed by another key) refuses the backend as `crl_invalid`, the
+/// listener side's word for the same fault, with and without
+/// `verify_names`: it was the catch-all `tls`, which names no file to fix.
+/// A CRL past its nextUpdate stays `unknown_ca`, as SPEC §5 lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_upstream_crl_is_reported_as_crl_invalid() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let mesh = TestCa::new("mesh CA");
+    let imposter = TestCa::new("mesh CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    write(&scene.path("mesh-ca.crt"), &mesh.cert_pem);
+    write(&scene.path("forged.crl"), &imposter.crl(&[]));
+    let yesterday = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    write(&scene.path("stale.crl"), &mesh.crl_until(&[], yesterday));
+    let backend = Backend::start("b", &mesh.server_pair(&["backend.local"]), None).await;
+    let names = "\n      verify_names: [backend.local]";
+    let cases = [
+        ("forged", "forged.crl", "", "crl_invalid"),
+        ("forged-names", "forged.crl", names, "crl_invalid"),
+        ("stale", "stale.crl", "", "unknown_ca"),
+        ("stale-names", "stale.crl", names, "unknown_ca"),
+    ];
+    let upstreams: String = cases
+        .iter()
+        .map(|(name, crl, extra, _)| {
+            format!(
+                r#"
+  - name: {name}
+    servers: [https://{addr}]
+    tls:
+      ca: {{ ca_file: mesh-ca.crt, crl_files: [{crl}] }}
+      server_name: backend.local{extra}"#,
+                addr = backend.addr
+            )
+        })
+        .collect();
+    let routes: String = cases
+        .iter()
+        .map(|(u, ..)| format!("\n      - {{ path_prefix: /{u}/, upstream: {u} }}"))
+        .collect();
+    let mut p = Proxy::start(&scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+    routes:{routes}
+upstreams:{upstreams}
+"#
+    )));
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    for (upstream, _, _, reason) in cases {
+        let path = format!("/{upstream}/x");
+        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 502, "{upstream}: {}", reply.body);
+        let log = p
+            .wait_log(&format!("{upstream}'s refusal logged"), |v| {
+                v["message"] == "upstream request failed" && v["upstream"] == upstream
+            })
+            .await;
+        assert_eq!(log["reason"], reason, "{upstream}: {log}");
+        let series = format!(
+            r#"hotproxy_upstream_errors_total{{upstream="{upstream}",reason="{reason}"}} "#
+        );
+        let metrics = metrics_text(api).await;
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&series)),
+            "{upstream}: no {series}in\n{metrics}"
+        );
+    }
+}
+
 /// A reload that removes the redirect listener closes it as it closes a
 /// TLS listener: its port refuses, and the connections it holds (one that
 /// sent nothing yet, one whose head has begun) are closed at once. They

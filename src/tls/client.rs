@@ -140,6 +140,16 @@ pub fn classify(err: &rustls::Error) -> (&'static str, String) {
             "a CRL of tls.ca is past its nextUpdate: upstream certificates are not trusted until it is renewed"
                 .into(),
         ),
+        // A CRL of tls.ca webpki cannot use (signed by another key or with
+        // an unsupported algorithm, an issuer without cRLSign): every
+        // connection to the upstream fails until the operator replaces it,
+        // so it is named apart from `tls`, with the listener side's word.
+        E::InvalidCertRevocationList(e) => (
+            "crl_invalid",
+            format!(
+                "a CRL of tls.ca cannot be used to check the upstream certificate ({e:?}): replace it"
+            ),
+        ),
         E::AlertReceived(
             a @ (A::BadCertificate
             | A::CertificateRequired

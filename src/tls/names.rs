@@ -8,7 +8,7 @@
 //! the accepted names, read with x509-parser because WebPKI knows DNS and
 //! IP names only, while a SPIFFE SVID names its workload by a URI SAN
 //! (`spiffe://td/ns/x/sa/y`). Errors keep rustls's kinds (unknown CA,
-//! expired, revoked), which `tls::client::classify` reads.
+//! expired, revoked, an unusable CRL), which `tls::client::classify` reads.
 //! `server_name` is then only the SNI sent.
 
 use std::fmt;
@@ -291,6 +291,9 @@ impl NamesVerifier {
         ) {
             return chain;
         }
+        if let Some(crl) = unusable_crl(&e) {
+            return Error::InvalidCertRevocationList(crl);
+        }
         Error::InvalidCertificate(match e {
             webpki::Error::CertRevoked => CertificateError::Revoked,
             webpki::Error::UnknownRevocationStatus => CertificateError::UnknownRevocationStatus,
@@ -298,6 +301,37 @@ impl NamesVerifier {
             e => CertificateError::Other(OtherError(Arc::new(e))),
         })
     }
+}
+
+/// A CRL that webpki could not use to check the chain (its signature, or
+/// its issuer's key usage), as rustls's WebPKI verifier names it, so that
+/// both upstream verifiers report it alike (`crl_invalid`). What it finds
+/// wrong in a CRL's encoding is refused when the CRL is loaded.
+#[allow(
+    deprecated,
+    reason = "webpki still returns them, rustls still has their kind"
+)]
+fn unusable_crl(e: &webpki::Error) -> Option<rustls::CertRevocationListError> {
+    use rustls::CertRevocationListError as C;
+    use webpki::Error as W;
+    Some(match e {
+        W::InvalidCrlSignatureForPublicKey => C::BadSignature,
+        W::UnsupportedCrlSignatureAlgorithm | W::UnsupportedCrlSignatureAlgorithmForPublicKey => {
+            C::UnsupportedSignatureAlgorithm
+        }
+        W::UnsupportedCrlSignatureAlgorithmContext(cx) => C::UnsupportedSignatureAlgorithmContext {
+            signature_algorithm_id: cx.signature_algorithm_id.clone(),
+            supported_algorithms: cx.supported_algorithms.clone(),
+        },
+        W::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(cx) => {
+            C::UnsupportedSignatureAlgorithmForPublicKeyContext {
+                signature_algorithm_id: cx.signature_algorithm_id.clone(),
+                public_key_algorithm_id: cx.public_key_algorithm_id.clone(),
+            }
+        }
+        W::IssuerNotCrlSigner => C::IssuerInvalidForCrl,
+        _ => return None,
+    })
 }
 
 impl ServerCertVerifier for NamesVerifier {
