@@ -833,7 +833,7 @@ async fn announced_trailers_pass_over_http1_both_ways() {
 }
 
 /// An upstream's response head may be up to 64 KiB over HTTP/2 as over
-/// HTTP/1.1 (`upstream_response_head_over_64_kib_is_502` in serving.rs):
+/// HTTP/1.1 (`upstream_response_head_over_64_kib_is_502` in tests/serving/upstream.rs):
 /// hyper's HTTP/2 client took 16 KiB, so a backend offering h2 had a
 /// 20 KB head answered 502 that the same backend over HTTP/1.1 served.
 #[tokio::test]

@@ -1,0 +1,317 @@
+//! How connections end: lingering close, freed slots, graceful closes and their cuts.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Lingering close: after answering 431 the proxy keeps reading (and
+/// discarding) what the client still sends, so a client in the middle of
+/// sending a big head gets to read the 431 instead of a reset (nginx's
+/// lingering_close; curl otherwise reports "Broken pipe").
+#[tokio::test]
+async fn client_still_sending_after_431_is_not_reset() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "max_header_bytes: 16384"));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let start = format!(
+        "GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-big: {}",
+        "x".repeat(20 * 1024)
+    );
+    s.write_all(start.as_bytes()).await.unwrap();
+    let reply = read_to_close(&mut s).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    // Once hyper is done with the connection (where an abrupt close would
+    // happen), the rest of the head, as a client that writes before it reads.
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    p.wait_log("hyper finished the connection", |v| {
+        v["message"] == "connection ended with error"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    let rest = vec![b'x'; 16 * 1024];
+    for i in 0..8 {
+        s.write_all(&rest)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the 431 failed: {e}"));
+        s.flush().await.unwrap();
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// nginx's `lingering_close on`: a connection our side closed after a
+/// request without a body, with nothing more from the client, is closed at
+/// once, its slot freed. Told from lingering without a clock: one record
+/// the client sends after the close (its socket still open) meets a
+/// reset, the proxy's socket being closed; a lingering proxy would read
+/// and discard it, and later close with nothing unread, so no reset would
+/// ever come. (The bound used to be the gauge at 0 within 4 s, against a
+/// linger of 5 s.)
+#[tokio::test]
+async fn closed_request_without_body_frees_its_slot_at_once() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_to_close(&mut s).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    // One record more, written once: only a closed socket resets it.
+    s.write_all(b"after the close").await.unwrap();
+    s.flush().await.unwrap();
+    let tcp = s.get_ref().0;
+    wait_until(
+        WAIT,
+        "a reset for the record sent after the close",
+        || async { matches!(tcp.take_error(), Ok(Some(_))) },
+    )
+    .await;
+    // The slot goes with the socket (both are let go together).
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
+    wait_metric(admin, gauge, WAIT).await;
+    drop(s);
+}
+
+/// A client still taking the last response when its connection is closed
+/// gracefully gets all of it. Once hyper has taken the body's last piece
+/// nothing is in flight, so `idle_timeout` runs while what the client has
+/// not taken is still held (by h2 for the client's flow-control window, or
+/// by hyper's HTTP/1.1 write buffer); the close used to be forced
+/// `header_read_timeout` later, dropping that tail (curl: "transfer closed
+/// with N bytes remaining"). It is forced once the client has taken
+/// nothing for `send_timeout`, as any stalled client is cut.
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_response_through_a_graceful_close() {
+    let w = world().await;
+    let limits = "idle_timeout: 1s, header_read_timeout: 1s, send_timeout: 30s";
+    let mut p = Proxy::start(&config(&w, "", limits));
+    let addr = p.listener_addr("public").await;
+    let tls = tls(&w, addr, &[b"h2"]).await;
+    let port = tls.get_ref().0.local_addr().unwrap().port();
+    // A stream window of 16,000 bytes and a 16 KiB body, one piece as
+    // hotproxy hands a body over (at most 16 KiB at a time): hyper takes
+    // it whole, so the body ends, and h2 holds its last 384 bytes for the
+    // client's window.
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(16_000)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(h2_get("/kib/16", "GET"), true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    // The body has ended on the proxy's side (idle_timeout only runs with
+    // nothing in flight) while the client has taken only its window ...
+    p.wait_log("the idle close", |v| {
+        v["message"] == "closing connection"
+            && v["reason"] == "idle_timeout"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    // ... and goes on taking nothing past when the close used to be
+    // forced (header_read_timeout after it): a slow client's pause.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut rx = resp.into_body();
+    let mut got = 0;
+    while let Some(data) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
+        let data = data.expect("the response was cut");
+        got += data.len();
+        rx.flow_control().release_capacity(data.len()).unwrap();
+    }
+    assert_eq!(got, 16 * 1024, "the response was cut");
+    tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection closes once the response is sent")
+        .unwrap()
+        .unwrap();
+    assert!(
+        p.logs()
+            .iter()
+            .all(|l| !l.contains("graceful close timed out"))
+    );
+}
+
+/// `max_connection_lifetime` bounds a request that never ends (a
+/// server-sent-events stream, a gRPC server stream) on a connection made
+/// with rotated-out material: the graceful close waits for what is in
+/// flight, and that stream kept the connection, and the identity it was
+/// admitted with, for as long as it ran. What is still in flight
+/// `shutdown_grace` after the close began is cut (Envoy's drain timeout).
+#[tokio::test]
+async fn a_stream_on_rotated_out_material_is_cut_after_shutdown_grace() {
+    let w = world().await;
+    let cfg = config(&w, "", "max_connection_lifetime: 1s");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("shutdown_grace: 30s", "shutdown_grace: 1s"),
+    )
+    .unwrap();
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(b"GET /stall HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    w.scene.pair("a", &w.ca.server_pair(&["a.example.com"]));
+    p.wait_log("the rotation", |v| v["message"] == "certificate reloaded")
+        .await;
+    tokio::time::timeout(WAIT, read_to_close(&mut s))
+        .await
+        .expect("the stream is cut");
+    p.wait_log("the cut", |v| {
+        v["message"] == "graceful close timed out with a request in flight; closing connection"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    wait_until(WAIT, "the upstream body released", || async {
+        w.backend.big_ended.load(SeqCst) == 1
+    })
+    .await;
+}
+
+/// An HTTP/2 connection closed gracefully for idleness waits on its
+/// client: h2 takes new streams until the client acknowledges the PING
+/// sent with the first `GOAWAY`. A client that never does, and opens a
+/// stream that never ends, kept a listener a reload removed serving its
+/// routes: the listener's close did not start the `shutdown_grace` cut on
+/// a connection already closing. What is in flight is cut after the grace.
+#[tokio::test]
+async fn an_idle_closed_h2_connection_is_cut_when_its_listener_is_removed() {
+    let w = world().await;
+    let cfg = config(&w, "", "idle_timeout: 1s");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("shutdown_grace: 30s", "shutdown_grace: 1s");
+    // A second listener, so that removing `public` leaves one.
+    let spare = "listeners:\n  - name: spare\n    bind: 127.0.0.1:0\n    tls: { certs: [{ cert_file: a.crt, key_file: a.key }] }\n    routes: [{ upstream: plain }]\n";
+    let text = text.replacen("listeners:\n", spare, 1);
+    std::fs::write(&cfg, &text).unwrap();
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    // GET https://a.example.com<path> (END_STREAM | END_HEADERS).
+    let get = |stream: u32, path: &str| {
+        let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 13]);
+        block.extend_from_slice(b"a.example.com");
+        h2_frame(1, 0x5, stream, &block)
+    };
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(get(1, "/api"));
+    s.write_all(&out).await.unwrap();
+    // The answer, then (idle_timeout) the graceful close's GOAWAY, whose
+    // PING this client never acknowledges.
+    while next_frame(&mut s).await.0 != GOAWAY {}
+    s.write_all(&get(3, "/stall")).await.unwrap();
+    loop {
+        let (kind, _, stream, _) = next_frame(&mut s).await;
+        if kind == HEADERS && stream == 3 {
+            break;
+        }
+    }
+    let (listeners, upstreams) = text.split_once("upstreams:").unwrap();
+    let (kept, _) = listeners.split_once("  - name: public").unwrap();
+    std::fs::write(&cfg, format!("{kept}upstreams:{upstreams}")).unwrap();
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    p.wait_log("the cut", |v| {
+        v["message"] == "graceful close timed out with a request in flight; closing connection"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    read_to_close(&mut s).await;
+}
+
+/// `header_read_timeout` times an HTTP/2 connection's first request only
+/// (nginx's `client_header_timeout` covers the same); a later header block
+/// is not timed on its own, but the connection has no request in flight
+/// while it arrives, so `idle_timeout` closes it. A client that trickles
+/// the bytes of a CONTINUATION frame it never completes (h2's own limit
+/// counts whole frames only; no stream exists, nothing of ours answers
+/// it) cannot hold the connection.
+#[tokio::test]
+async fn an_h2_header_block_never_ended_is_closed_by_idle_timeout() {
+    let w = world().await;
+    let cfg = config(
+        &w,
+        "",
+        "idle_timeout: 1s, header_read_timeout: 1s, send_timeout: 1s",
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    // GET https://a.example.com/api, then the first 3 bytes of a request
+    // on stream 3 whose END_HEADERS never comes.
+    let block = [
+        &[0x82, 0x87, 0x04, 4][..],
+        b"/api",
+        &[0x01, 13],
+        b"a.example.com",
+    ]
+    .concat();
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(h2_frame(HEADERS, 0x5, 1, &block));
+    s.write_all(&out).await.unwrap();
+    loop {
+        let (kind, flags, stream, _) = next_frame(&mut s).await;
+        if stream == 1 && flags & 0x1 != 0 {
+            break;
+        }
+        assert_ne!(kind, GOAWAY, "closed before the first answer");
+    }
+    let mut out = h2_frame(HEADERS, 0x1, 3, &block[..3]);
+    // A CONTINUATION frame of 1000 bytes, of which only the head is sent.
+    out.extend(&h2_frame(CONTINUATION, 0, 3, &[b'a'; 1000])[..9]);
+    s.write_all(&out).await.unwrap();
+    let (mut rx, mut tx) = tokio::io::split(s);
+    let closed = tokio::spawn(async move { read_to_close(&mut rx).await });
+    // One byte of it a tenth of a second, for at most 20 s (the bound
+    // read_to_close gives the close).
+    for _ in 0..200 {
+        if closed.is_finished() || tx.write_all(b"a").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    closed.await.unwrap();
+    p.wait_log("our close", |v| {
+        v["message"] == "graceful close timed out; closing connection"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+}

@@ -1,0 +1,337 @@
+//! Shared by every test here: the counting plain backend, the world, TLS clients, raw framing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// A plain-HTTP/1.1 backend: answers `101` to *any* `Upgrade` (as a naive
+/// backend would, so the proxy alone decides what is tunnelled) and then
+/// echoes bytes; streams an endless body on `/big`; n KiB on `/kib/n`; sends one chunk and
+/// then nothing on `/stall`; a head of about N bytes on `/fat-head/N`;
+/// reads the whole request body on `/upload` and
+/// answers its length (and any `Expect`); otherwise echoes the request
+/// head as JSON.
+/// Counts requests and ended `/big` and `/stall` streams.
+pub struct PlainBackend {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+    pub big_ended: Arc<AtomicUsize>,
+}
+
+/// Counts an endless body as ended when hyper drops it.
+struct Ended(Arc<AtomicUsize>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+impl PlainBackend {
+    async fn start() -> PlainBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let big_ended = Arc::new(AtomicUsize::new(0));
+        let (req_count, ended) = (requests.clone(), big_ended.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (req_count, ended) = (req_count.clone(), ended.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |mut req: http::Request<hyper::body::Incoming>| {
+                            req_count.fetch_add(1, SeqCst);
+                            let ended = ended.clone();
+                            async move {
+                                if req.uri().path() == "/upload" {
+                                    // Like most applications: the whole body
+                                    // is read before the answer.
+                                    let expect = req.headers().get("expect").cloned();
+                                    let expect = expect.as_ref().and_then(|v| v.to_str().ok());
+                                    let got = req.into_body().collect().await;
+                                    let n = got.map(|b| b.to_bytes().len()).ok();
+                                    let body =
+                                        serde_json::json!({ "body_bytes": n, "expect": expect });
+                                    let body = body.to_string();
+                                    let body = Full::new(Bytes::from(body)).boxed();
+                                    return Ok(http::Response::new(body));
+                                }
+                                Ok::<_, std::convert::Infallible>(answer(&mut req, ended))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        PlainBackend {
+            addr,
+            requests,
+            big_ended,
+        }
+    }
+}
+
+fn answer(
+    req: &mut http::Request<hyper::body::Incoming>,
+    ended: Arc<AtomicUsize>,
+) -> http::Response<BackendBody> {
+    if req.uri().path() == "/switch" {
+        // A switch nobody asked for.
+        return http::Response::builder()
+            .status(101)
+            .header("upgrade", "h2c")
+            .header("connection", "upgrade")
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+    }
+    if let Some(proto) = req.headers().get("upgrade").cloned() {
+        let on = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        // With hop-by-hop fields of its own, which must not reach the client.
+        return http::Response::builder()
+            .status(101)
+            .header("upgrade", proto)
+            .header("connection", "upgrade, x-internal")
+            .header("x-internal", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-connection", "keep-alive")
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+    }
+    if req.uri().path() == "/stall" {
+        // One chunk, then nothing, for ever (a hung backend mid-body).
+        let guard = Ended(ended);
+        let first =
+            futures_util::stream::once(async { Ok(Frame::data(Bytes::from_static(b"first"))) });
+        let never = futures_util::stream::unfold(guard, |g| async move {
+            std::future::pending::<()>().await;
+            Some((Ok(Frame::data(Bytes::new())), g))
+        });
+        let body = futures_util::StreamExt::chain(first, never);
+        return http::Response::new(StreamBody::new(body).boxed());
+    }
+    if let Some(n) = req.uri().path().strip_prefix("/fat-head/") {
+        // A response head of about n bytes.
+        return http::Response::builder()
+            .header("x-fat", "f".repeat(n.parse().unwrap()))
+            .body(Full::new(Bytes::from_static(b"fat")).boxed())
+            .unwrap();
+    }
+    if let Some(n) = req.uri().path().strip_prefix("/kib/") {
+        // n KiB of known length.
+        let n: usize = n.parse().unwrap();
+        return http::Response::new(Full::new(Bytes::from(vec![b'k'; n * 1024])).boxed());
+    }
+    if req.uri().path() == "/big" {
+        let guard = Ended(ended);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let endless = futures_util::stream::unfold(guard, move |g| {
+            let chunk = chunk.clone();
+            async move { Some((Ok(Frame::data(chunk)), g)) }
+        });
+        return http::Response::new(StreamBody::new(endless).boxed());
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    let body = serde_json::json!({ "path": req.uri().path(), "query": req.uri().query(), "headers": headers });
+    http::Response::new(Full::new(Bytes::from(body.to_string())).boxed())
+}
+
+pub struct World {
+    pub scene: Scene,
+    pub ca: TestCa,
+    pub backend: PlainBackend,
+}
+
+pub async fn world() -> World {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    let backend = PlainBackend::start().await;
+    World { scene, ca, backend }
+}
+
+/// A listener `public` routing everything to the plain backend; `tls`
+/// and `limits` are appended to the listener's `tls:` map and `limits:` map.
+pub fn config(w: &World, tls: &str, limits: &str) -> std::path::PathBuf {
+    w.scene.config(&format!(
+        r#"
+runtime: {{ worker_threads: 1, shutdown_grace: 30s }}
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] {tls} }}
+    routes: [{{ upstream: plain }}]
+    limits: {{ {limits} }}
+upstreams:
+  - name: plain
+    servers: [http://{}]
+"#,
+        w.backend.addr
+    ))
+}
+
+/// A TLS connection to `addr` offering `alpn` (empty: no ALPN extension);
+/// the support's `connect` panics if it takes longer than `CLIENT_DEADLINE`.
+pub async fn tls(w: &World, addr: SocketAddr, alpn: &[&[u8]]) -> Tls {
+    connect(
+        addr,
+        "a.example.com",
+        client_config(&w.ca.cert_pem, None, alpn),
+    )
+    .await
+    .unwrap()
+}
+
+/// Send `request` as raw bytes on a fresh HTTP/1.1 TLS connection; what the
+/// proxy sends back until it closes (see [`read_to_close`]).
+pub async fn h1_exchange(w: &World, addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = tls(w, addr, &[b"http/1.1"]).await;
+    let what = format!("writing a {}-byte request to {addr}", request.len());
+    within_deadline(what, s.write_all(request)).await.unwrap();
+    String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned()
+}
+
+/// Read a response head (up to the blank line).
+pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut b))
+            .await
+            .expect("response head in time")
+            .unwrap();
+        assert!(
+            n == 1,
+            "closed mid-head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Read a whole response with a `content-length` body; return its head.
+pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let head = read_head(s).await;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(WAIT, s.read_exact(&mut body))
+        .await
+        .expect("response body in time")
+        .unwrap();
+    head
+}
+
+/// The frames (type and payload) of a byte stream that is a sequence of
+/// HTTP/2 frames, or `None` when it is not one.
+pub fn h2_frames(mut bytes: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 9 {
+            return None;
+        }
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        frames.push((bytes[3], bytes.get(9..9 + len)?));
+        bytes = &bytes[9 + len..];
+    }
+    Some(frames)
+}
+
+/// The frame types of a byte stream that is a sequence of HTTP/2 frames,
+/// or `None` when it is not one.
+pub fn h2_frame_types(bytes: &[u8]) -> Option<Vec<u8>> {
+    Some(h2_frames(bytes)?.into_iter().map(|(t, _)| t).collect())
+}
+
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An empty SETTINGS frame, what a client sends right after the preface.
+pub const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+pub const HEADERS: u8 = 1;
+
+pub const SETTINGS: u8 = 4;
+
+pub const GOAWAY: u8 = 7;
+
+pub const WINDOW_UPDATE: u8 = 8;
+
+pub const RST_STREAM: u8 = 3;
+
+pub const CONTINUATION: u8 = 9;
+
+/// A `closing connection` log line for the client whose local port is `port`.
+pub fn closes_port(v: &serde_json::Value, port: u16) -> bool {
+    v["message"] == "closing connection"
+        && v["peer"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(&format!(":{port}")))
+}
+
+/// The next HTTP/2 frame `s` receives: its type, flags, stream id and payload.
+pub async fn next_frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32, Vec<u8>) {
+    let mut head = [0u8; 9];
+    tokio::time::timeout(WAIT, s.read_exact(&mut head))
+        .await
+        .expect("a frame in time")
+        .expect("a frame, not the end");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    (head[3], head[4], stream, payload)
+}
+
+pub fn h2_get(path: &str, method: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method(method)
+        .uri(format!("https://a.example.com{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// One HTTP/2 frame: its 9-byte header and `payload`.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}

@@ -1,0 +1,404 @@
+//! Request heads: their timeouts, 431 and other refusals, plain HTTP, framing, field count.
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Half a head is cut after header_read_timeout (counted from its first
+/// byte), also after a keep-alive request, and so is an HTTP/2 connection
+/// without a first request; an idle keep-alive connection is closed by
+/// idle_timeout, not header_read_timeout.
+#[tokio::test]
+async fn header_read_and_idle_timeouts() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "header_read_timeout: 1s, idle_timeout: 2s"));
+    let addr = p.listener_addr("public").await;
+    let request = b"GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n";
+    // Half a head on a fresh connection, and half a head after a full request.
+    for after_request in [false, true] {
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        let port = s.get_ref().0.local_addr().unwrap().port();
+        if after_request {
+            s.write_all(request).await.unwrap();
+            // The whole response: the request is over before the next byte.
+            let head = read_response(&mut s).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        }
+        s.write_all(b"GET /api HTTP/1.1\r\nhost: a.exa")
+            .await
+            .unwrap();
+        let _ = read_to_close(&mut s).await;
+        p.wait_log("closed for header_read_timeout", |v| {
+            closes_port(v, port) && v["reason"] == "header_read_timeout"
+        })
+        .await;
+    }
+    // HTTP/2: half a preface, and no first request, is cut the same way.
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(&PREFACE[..10]).await.unwrap();
+    let _ = read_to_close(&mut s).await;
+    p.wait_log("h2 without a first request closed", |v| {
+        closes_port(v, port) && v["reason"] == "header_read_timeout"
+    })
+    .await;
+    // A keep-alive connection left idle after a request.
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(request).await.unwrap();
+    let head = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let _ = read_to_close(&mut s).await;
+    let closed = p
+        .wait_log("idle keep-alive connection closed", |v| {
+            closes_port(v, port)
+        })
+        .await;
+    assert_eq!(closed["reason"], "idle_timeout", "{closed}");
+}
+
+/// A request head over max_header_bytes is answered 431 and never reaches
+/// the backend, also when the client writes it all before reading.
+#[tokio::test]
+async fn oversized_head_gets_431() {
+    let w = world().await;
+    for (limits, size) in [("", 300 * 1024), ("max_header_bytes: 16384", 40 * 1024)] {
+        let mut p = Proxy::start(&config(&w, "", limits));
+        let addr = p.listener_addr("public").await;
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        let head = format!(
+            "GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-big: {}\r\n\r\n",
+            "x".repeat(size)
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{size} byte head: sending failed: {e}"));
+        let reply = read_to_close(&mut s).await;
+        assert!(
+            reply.starts_with(b"HTTP/1.1 431"),
+            "{size} byte head: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// Heads refused before they became requests are requests to the
+/// operator, as in nginx: hyper's own `400` (a header line without a
+/// colon), `414` (a target over 65,534 bytes) and `431` (a head over
+/// `max_header_bytes`), and a head begun and cut at `header_read_timeout`
+/// (`408`, nothing sent), each counted in `hotproxy_http_requests_total`
+/// and given an access-log line without method or path. A connection that
+/// sends nothing is not a request: no line.
+#[tokio::test]
+async fn refused_heads_are_counted_and_logged() {
+    let w = world().await;
+    let path = config(&w, "", "header_read_timeout: 1s, max_header_bytes: 200000");
+    let log = w.scene.path("access.log");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = format!(
+        "access_log: {{ path: {}, format: json }}\n{text}",
+        log.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    // Silent after the handshake: closed, not logged.
+    let mut silent = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = silent.get_ref().0.local_addr().unwrap().port();
+    let _ = read_to_close(&mut silent).await;
+    p.wait_log("silent connection closed", |v| {
+        closes_port(v, port) && v["reason"] == "header_read_timeout"
+    })
+    .await;
+    let long_target = format!(
+        "GET /{} HTTP/1.1\r\nhost: a.example.com\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nhost: a.example.com\r\nx-big: {}\r\n\r\n",
+        "x".repeat(250_000)
+    );
+    let mut ports = Vec::new();
+    for (head, status) in [
+        (
+            "GET / HTTP/1.1\r\nhost: a.example.com\r\nno colon\r\n\r\n",
+            400,
+        ),
+        (long_target.as_str(), 414),
+        (big_head.as_str(), 431),
+        ("GET / HTTP/1.1\r\nhost: a.exa", 408),
+    ] {
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        ports.push((s.get_ref().0.local_addr().unwrap().port(), status));
+        s.write_all(head.as_bytes()).await.unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        match status {
+            408 => assert_eq!(reply, "", "nothing is sent for a head cut short"),
+            _ => assert!(
+                reply.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{status}: {}",
+                &reply[..reply.len().min(200)]
+            ),
+        }
+        let line = format!(
+            "hotproxy_http_requests_total{{listener=\"public\",upstream=\"\",code=\"{status}\"}} 1"
+        );
+        wait_metric(admin, &line, WAIT).await;
+    }
+    // Lines are written in order by one writer: the silent connection's
+    // would have come first.
+    let all = wait_access_log(&log, 4, WAIT).await;
+    assert_eq!(all.len(), 4, "{all:?}");
+    for (line, (port, status)) in all.iter().zip(&ports) {
+        let reason = match status {
+            400 => "bad_request",
+            414 => "uri_too_long",
+            431 => "header_too_large",
+            _ => "header_read_timeout",
+        };
+        assert_eq!(line["status"], *status, "{line}");
+        assert_eq!(line["authz"], reason, "{line}");
+        assert!(
+            line["client_addr"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{port}")),
+            "{line}"
+        );
+        assert_eq!(line["listener"], "public");
+        assert_eq!(line["sni"], "a.example.com");
+        assert_eq!(line["protocol"], "HTTP/1.1");
+        assert_eq!(line["tls_version"], "TLSv1.3");
+        for absent in ["method", "host", "path", "upstream", "request_id"] {
+            assert!(line[absent].is_null(), "{absent}: {line}");
+        }
+    }
+    // hyper closed those connections, not the clients.
+    let m = metrics_text(admin).await;
+    assert!(
+        !m.contains("hotproxy_connections_closed_before_request_total{listener=\"public\"}"),
+        "{m}"
+    );
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// The issue's reproduction with curl, the operator's tool: it prints the 431.
+#[tokio::test]
+async fn curl_sees_431_not_broken_pipe() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "max_header_bytes: 16384"));
+    let addr = p.listener_addr("public").await;
+    write(&w.scene.path("ca.crt"), &w.ca.cert_pem);
+    let big = format!("X-Big: {}", "x".repeat(40 * 1024));
+    // --max-time: a proxy that never answers fails the test, not CI.
+    let max_time = CLIENT_DEADLINE.as_secs().to_string();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http1.1", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--max-time", &max_time])
+        .arg("--cacert")
+        .arg(w.scene.path("ca.crt"))
+        .args([
+            "--resolve",
+            &format!("a.example.com:{}:127.0.0.1", addr.port()),
+        ])
+        .args(["-H", &big])
+        .arg(format!("https://a.example.com:{}/api", addr.port()))
+        .output()
+        .await
+        .expect("curl is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout, "431", "curl: {stderr}");
+}
+
+/// Plain HTTP sent to the TLS port is answered like nginx does, and counted.
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_400() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = String::from_utf8(read_to_close(&mut s).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert!(
+        reply.contains("x-content-type-options: nosniff\r\n"),
+        "{reply}"
+    );
+    assert!(
+        reply.ends_with("The plain HTTP request was sent to HTTPS port\n"),
+        "{reply}"
+    );
+    let line = "hotproxy_tls_handshakes_total{listener=\"public\",result=\"plain_http\"} 1";
+    wait_metric(admin, line, WAIT).await;
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// Request framing a front proxy and a backend could read differently
+/// (request smuggling) is refused before anything reaches the backend, or
+/// made unambiguous: a body with both Content-Length and chunked goes on
+/// as chunked alone (RFC 9112 §6.3: the intermediary removes
+/// Content-Length) and the connection closes after the answer. A transfer
+/// coding hotproxy would drop unseen gets 501, as from nginx.
+#[tokio::test]
+async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let head = "POST /api HTTP/1.1\r\nhost: a.example.com\r\n";
+    let refused: &[(&str, &str)] = &[
+        ("content-length: 4\r\ncontent-length: 5\r\n\r\nabcde", "400"),
+        ("content-length: +4\r\n\r\nabcd", "400"),
+        ("content-length : 4\r\n\r\nabcd", "400"),
+        ("transfer-encoding: xchunked\r\n\r\n0\r\n\r\n", "400"),
+        (
+            "transfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        ("transfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501"),
+        // Naming the framing in `Connection` does not remove it unchecked.
+        (
+            "connection: transfer-encoding\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "501",
+        ),
+        (
+            "connection: keep-alive, Transfer-Encoding\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        (
+            "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
+        ("x-a: b\r\n c\r\ncontent-length: 0\r\n\r\n", "400"),
+        ("x-a: b\0c\r\ncontent-length: 0\r\n\r\n", "400"),
+    ];
+    for (rest, status) in refused {
+        let reply = h1_exchange(&w, addr, format!("{head}{rest}").as_bytes()).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{rest:?} answered {reply:?}"
+        );
+    }
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"POST /api HTTP/1.0\r\nhost: a.example.com\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        reply.starts_with("HTTP/1.1 400 "),
+        "HTTP/1.0 chunked answered {reply:?}"
+    );
+    assert_eq!(
+        w.backend.requests.load(SeqCst),
+        0,
+        "a refused request reached the backend"
+    );
+    // Both framings: chunked wins, Content-Length is not forwarded, and the
+    // connection (keep-alive by default) is closed after the answer.
+    let reply = h1_exchange(
+        &w,
+        addr,
+        format!(
+            "{head}content-length: 4\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    let seen: serde_json::Value =
+        serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(seen["headers"]["transfer-encoding"], "chunked", "{seen}");
+    assert!(seen["headers"].get("content-length").is_none(), "{seen}");
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}
+
+/// Headers a client names in `Connection` are its own hop-by-hop headers:
+/// they are not forwarded, but naming what hotproxy itself tells the
+/// upstream (the request id, forwarding headers, Via, Host) strips none of it.
+#[tokio::test]
+async fn connection_cannot_strip_what_the_proxy_adds() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-own: mine\r\n\
+          connection: close, x-own, x-request-id, x-forwarded-for, x-forwarded-proto, \
+          x-forwarded-host, via, forwarded, host\r\n\r\n",
+    )
+    .await;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a request id");
+    let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+    let h = &seen["headers"];
+    assert_eq!(h["x-request-id"], id, "{seen}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(h["x-forwarded-proto"], "https", "{seen}");
+    assert_eq!(h["x-forwarded-host"], "a.example.com", "{seen}");
+    assert_eq!(h["via"], "1.1 hotproxy", "{seen}");
+    assert_eq!(h["host"], "a.example.com", "{seen}");
+    assert!(
+        h.get("x-own").is_none(),
+        "a header named in Connection forwarded: {seen}"
+    );
+    assert!(h.get("connection").is_none(), "{seen}");
+}
+
+/// At most 100 header fields per request, on either protocol (hyper's
+/// HTTP/1.1 parser stops there; Envoy's max_headers_count and HAProxy's
+/// tune.http.maxhdr are the same): 101 get 431 from hotproxy over HTTP/1.1
+/// and HTTP/2 alike, and never reach the backend.
+#[tokio::test]
+async fn header_field_count_is_limited_on_both_protocols() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    // HTTP/1.1: host, connection and `extra` more.
+    for (extra, status) in [(80, "200"), (99, "431")] {
+        let mut req =
+            String::from("GET /api HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n");
+        for i in 0..extra {
+            req.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        req.push_str("\r\n");
+        let reply = h1_exchange(&w, addr, req.as_bytes()).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{extra}: {reply:?}"
+        );
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+    // HTTP/2: `:authority` is not a field; `extra` fields.
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+    for (extra, status) in [(80, 200), (101, 431)] {
+        let mut b = http::Request::builder().uri("https://a.example.com/api");
+        for i in 0..extra {
+            b = b.header(format!("x-h{i}"), "v");
+        }
+        let (resp, _) = client.send_request(b.body(()).unwrap(), true).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), status, "{extra}");
+        client = client.ready().await.unwrap();
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 2);
+    // Both 431s are the proxy's, before routing (the backend's hyper would
+    // answer 431 too, to the fields hotproxy adds, and count as upstream
+    // "plain"): HTTP/1.1's from hyper's parser, HTTP/2's from hotproxy.
+    let admin = p.admin_addr().await;
+    let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="431"} 2"#;
+    wait_metric(admin, line, WAIT).await;
+}

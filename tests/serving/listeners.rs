@@ -1,0 +1,233 @@
+//! What a listener agrees to serve: ALPN, cipher order, the admin listener's cap.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::support::*;
+
+/// A client that agreed on h2 and sends HTTP/1.1 is answered in HTTP/2
+/// (SETTINGS, then GOAWAY or a close) and nothing reaches the backend: not a request,
+/// not a 300 KB head, not half a head held open. Those connections are
+/// closed by hotproxy (a connection error), not by the client: they are
+/// not counted as closed before a request.
+#[tokio::test]
+async fn agreed_h2_then_http1_bytes_is_an_h2_protocol_error() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "header_read_timeout: 1s, idle_timeout: 1h"));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let big = "x".repeat(300 * 1024);
+    let mut ports = Vec::new();
+    for (head, large) in [
+        (
+            "GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n".to_owned(),
+            false,
+        ),
+        (
+            format!("GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-big: {big}\r\n\r\n"),
+            true,
+        ),
+        ("GET /api HTTP/1.1\r\nhost: a.exa".to_owned(), false),
+    ] {
+        let mut s = tls(&w, addr, &[b"h2"]).await;
+        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        ports.push(s.get_ref().0.local_addr().unwrap().port());
+        // The server may close before a large head is written: that is fine.
+        let _ = s.write_all(head.as_bytes()).await;
+        let reply = read_to_close(&mut s).await;
+        let types = h2_frame_types(&reply).unwrap_or_else(|| {
+            panic!(
+                "not HTTP/2 frames: {:?}",
+                String::from_utf8_lossy(&reply[..reply.len().min(200)])
+            )
+        });
+        // The server's SETTINGS come first (a reset while a large head is
+        // still being written may discard them)...
+        if !large {
+            assert_eq!(types.first(), Some(&SETTINGS), "{types:?}");
+        }
+        // ...then GOAWAY or a plain close (RFC 9113 §3.4: a connection error).
+        assert!(
+            types
+                .iter()
+                .all(|t| [SETTINGS, GOAWAY, WINDOW_UPDATE].contains(t)),
+            "{types:?}"
+        );
+    }
+    assert_eq!(
+        w.backend.requests.load(SeqCst),
+        0,
+        "a request reached the backend"
+    );
+    for port in ports {
+        assert_closed_by_us(&mut p, admin, port).await;
+    }
+}
+
+/// The connection from local port `port` ended with an error (logged by
+/// its driver just before the connection's close is classified), and was
+/// not counted in `hotproxy_connections_closed_before_request_total`:
+/// hotproxy closed it.
+async fn assert_closed_by_us(p: &mut Proxy, admin: SocketAddr, port: u16) {
+    p.wait_log("the connection's end", |v| {
+        v["message"] == "connection ended with error"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+    .await;
+    let m = metrics_text(admin).await;
+    assert!(
+        !m.contains("hotproxy_connections_closed_before_request_total{listener=\"public\"}"),
+        "our own close counted as the client's: {m}"
+    );
+}
+
+/// A listener with `alpn: [http/1.1]` never serves HTTP/2, and neither does
+/// any listener to a client that sent no ALPN: the h2 preface is not a
+/// request head, and the answer is never an HTTP/2 SETTINGS frame. hotproxy
+/// closes such a connection: it is not counted as closed before a request.
+#[tokio::test]
+async fn h2_preface_without_agreeing_on_h2_is_not_served_as_h2() {
+    let w = world().await;
+    for (tls_opts, alpn) in [
+        (", alpn: [http/1.1]", &[&b"http/1.1"[..]][..]),
+        (", alpn: [http/1.1]", &[][..]),
+        ("", &[][..]),
+    ] {
+        let mut p = Proxy::start(&config(&w, tls_opts, ""));
+        let addr = p.listener_addr("public").await;
+        let admin = p.admin_addr().await;
+        let mut s = tls(&w, addr, alpn).await;
+        assert_ne!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let port = s.get_ref().0.local_addr().unwrap().port();
+        s.write_all(PREFACE).await.unwrap();
+        s.write_all(EMPTY_SETTINGS).await.unwrap();
+        let reply = read_to_close(&mut s).await;
+        assert!(
+            reply.is_empty() || reply.starts_with(b"HTTP/1.1 "),
+            "listener tls {tls_opts:?}, client ALPN {alpn:?}: answered {:?}",
+            h2_frame_types(&reply)
+        );
+        assert_closed_by_us(&mut p, admin, port).await;
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// The admin listener caps its connections (64; more wait in the backlog)
+/// and cuts a head that does not arrive within 10 s, so a slowloris on
+/// the admin port cannot hold descriptors forever or lock out probes.
+/// (One address holds at most 16: the 64 come from four.)
+#[tokio::test]
+async fn admin_listener_caps_connections_and_times_out_heads() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let admin_addr = p.admin_addr().await;
+    let from =
+        |i: usize| async move { tcp_from(&format!("127.0.0.{}", 1 + i / 16), admin_addr).await };
+    let mut held = Vec::new();
+    for i in 0..63 {
+        held.push(from(i).await);
+    }
+    let mut half = from(63).await;
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0")
+        .await
+        .unwrap();
+    // The 65th connection is held back while 64 are open: it waits in the
+    // accept queue, unanswered, while the proxy serves requests on the
+    // public listener ...
+    let mut probe = from(64).await;
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let addr = p.listener_addr("public").await;
+    let get = b"GET / HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
+    assert_held_back(admin_addr, 1, async {
+        for _ in 0..HELD_BACK_TURNS {
+            let reply = h1_exchange(&w, addr, get).await;
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        }
+    })
+    .await;
+    let mut first = [0u8; 1];
+    let early = probe.try_read(&mut first);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection beyond the cap was answered: {early:?}"
+    );
+    // ... the half-sent head is cut by the header timeout ...
+    let _ = read_to_close(&mut half).await;
+    p.wait_log("admin head timed out", |v| {
+        v["message"] == "closing connection"
+            && v["listener"] == "admin"
+            && v["reason"] == "header_read_timeout"
+    })
+    .await;
+    // ... which frees a slot for the waiting client.
+    let reply = String::from_utf8(read_to_close(&mut probe).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(held);
+}
+
+/// The server's cipher-suite order wins: a client preferring ChaCha20 or
+/// AES-256-GCM gets AES-128-GCM, the first of the server's suites
+/// (`tls::provider`: SHA-256 has a hardware path, SHA-384 often does not).
+#[tokio::test]
+async fn server_cipher_order_is_preferred() {
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    for (version, suites) in [
+        (
+            &rustls::version::TLS13,
+            vec![
+                cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+            ],
+        ),
+        (
+            &rustls::version::TLS13,
+            vec![
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+            ],
+        ),
+        (
+            &rustls::version::TLS12,
+            vec![
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ],
+        ),
+    ] {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: suites,
+            ..default_provider()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(w.ca.cert_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let s = connect(addr, "a.example.com", Arc::new(cfg)).await.unwrap();
+        let chosen = s.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert!(
+            format!("{chosen:?}").contains("AES_128_GCM"),
+            "{version:?}: the client's first choice won: {chosen:?}"
+        );
+    }
+}

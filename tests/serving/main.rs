@@ -1,0 +1,21 @@
+//! The front door under hostile input: exactly the agreed protocol with the listener's limits,
+//! bounded Upgrade tunnels, lingering close, the send timeout and plain HTTP on a TLS port.
+//!
+//! Raw bytes on real sockets through real TLS to the real binary, with a
+//! plain-HTTP backend that counts what reaches it.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod common;
+
+// The tests, by theme.
+mod bodies;
+mod closing;
+mod h2_abuse;
+mod heads;
+mod listeners;
+mod routing;
+mod timeouts;
+mod tunnels;
+mod upstream;

@@ -1,0 +1,283 @@
+//! Hosts and targets that could slip past a route, and the request-target forms.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::SeqCst;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use crate::support::*;
+
+/// A fully qualified host (`a.example.com.`) is the same host: it takes
+/// that host's route (it cannot slip past a host route and its `allow` to a
+/// catch-all) and the upstream gets the one spelling, as nginx strips the
+/// dot. An empty label (`a..example.com`) is not a host name: 400.
+#[tokio::test]
+async fn a_trailing_dot_names_the_same_host() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ host: a.example.com, upstream: plain }]",
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    for (host, status, seen) in [
+        ("a.example.com.", "200", Some("a.example.com")),
+        ("A.Example.Com.:443", "200", Some("A.Example.Com:443")),
+        ("a..example.com", "400", None),
+        ("b.example.com.", "404", None),
+    ] {
+        let (got, body) = get_status(&w, addr, host, "/x").await;
+        assert_eq!(got, status, "{host}");
+        if let Some(seen) = seen {
+            assert_eq!(body.unwrap()["headers"]["host"], seen, "{host}");
+        }
+    }
+}
+
+/// A proxy whose first route (`guarded`: `host: …` or `path_prefix: …`)
+/// admits only 10.0.0.0/8, so a test client gets its 403, and whose second
+/// takes the rest: a request that slips past the guarded route gets 200.
+async fn guarded_and_catch_all(w: &World, guarded: &str) -> (Proxy, SocketAddr) {
+    let mut p = Proxy::start(&w.scene.public_config(
+        &format!(
+            "[{{ {guarded}, upstream: plain, allow_from: [10.0.0.0/8] }}, {{ upstream: plain }}]"
+        ),
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}
+
+/// `GET target` with `Host: host` on its own HTTP/1.1 connection: the
+/// status code, and what the backend saw when it answered.
+async fn get_status(
+    w: &World,
+    addr: SocketAddr,
+    host: &str,
+    target: &str,
+) -> (String, Option<serde_json::Value>) {
+    let reply = h1_exchange(
+        w,
+        addr,
+        format!("GET {target} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let status = reply.get(9..12).unwrap_or_default().to_owned();
+    let seen = (status == "200")
+        .then(|| serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap());
+    (status, seen)
+}
+
+/// A host's port is digits alone, after one `:`. `a.example.com:443:1` or
+/// `a.example.com:x` missed the route for `a.example.com` (and its
+/// `allow_from`) and took the catch-all, while a backend that cuts the host
+/// at its first `:` (Express's `req.hostname`, nginx's `$host`) read
+/// `a.example.com`: a way around a host route's rules. Now 400, before
+/// routing, as is a bracket out of place or an empty host with a port.
+#[tokio::test]
+async fn a_host_with_a_malformed_port_is_refused() {
+    let w = world().await;
+    let (_p, addr) = guarded_and_catch_all(&w, "host: a.example.com").await;
+    for (host, status) in [
+        ("a.example.com", "403"),
+        ("a.example.com:443", "403"),
+        ("a.example.com:", "403"),
+        ("b.example.com:443", "200"),
+        ("[::1]:443", "200"),
+        ("a.example.com:443:1", "400"),
+        ("a.example.com:x", "400"),
+        ("a.example.com:443]", "400"),
+        (":443", "400"),
+        ("[::1]x", "400"),
+        ("a[b]", "400"),
+    ] {
+        let (got, _) = get_status(&w, addr, host, "/x").await;
+        assert_eq!(got, status, "{host}");
+    }
+    // Only the two catch-all requests reached the backend.
+    assert_eq!(w.backend.requests.load(SeqCst), 2);
+}
+
+/// A host is a host name: `a.example.com,` missed the route for
+/// `a.example.com` (and its `allow_from`) and took the catch-all, while the
+/// backend read `a.example.com` out of `Host` and `X-Forwarded-Host`, where
+/// a comma makes a list (Express and Spring take its first element). Now
+/// 400 before routing, with the other characters RFC 3986 allows in a
+/// reg-name and DNS does not.
+#[tokio::test]
+async fn a_host_that_is_not_a_host_name_is_refused() {
+    let w = world().await;
+    let (_p, addr) = guarded_and_catch_all(&w, "host: a.example.com").await;
+    for (host, status) in [
+        ("a.example.com", "403"),
+        ("b_1.example.com", "200"),
+        ("a.example.com,", "400"),
+        ("a.example.com,b.example.com", "400"),
+        ("a.example.com;x", "400"),
+        ("a.example.com%2c", "400"),
+        ("a.example.com!", "400"),
+        ("a.example.com&x=1", "400"),
+    ] {
+        let (got, _) = get_status(&w, addr, host, "/x").await;
+        assert_eq!(got, status, "{host}");
+    }
+    // Only the catch-all request reached the backend.
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}
+
+/// A run of `/` is one `/`, before dot segments, as nginx, Tomcat and
+/// Traefik read it: `//admin/secret` took the catch-all route past the
+/// `/admin/` route's rules, and a Tomcat or nginx backend served it as
+/// `/admin/secret`. Now it is routed and forwarded as `/admin/secret`.
+#[tokio::test]
+async fn a_run_of_slashes_takes_the_route_it_names() {
+    let w = world().await;
+    let (_p, addr) = guarded_and_catch_all(&w, "path_prefix: /admin/").await;
+    for (path, status, seen) in [
+        ("/admin/secret", "403", None),
+        ("//admin/secret", "403", None),
+        ("/admin//secret", "403", None),
+        ("/pub//../admin/secret", "403", None),
+        ("///x//y/", "200", Some(("/x/y/", None))),
+        // The query is not a path: left as sent.
+        ("/x//y?next=//z", "200", Some(("/x/y", Some("next=//z")))),
+    ] {
+        let (got, body) = get_status(&w, addr, "a.example.com", path).await;
+        assert_eq!(got, status, "{path}");
+        if let Some((seen, query)) = seen {
+            let body = body.unwrap();
+            assert_eq!(body["path"], seen, "{path}");
+            assert_eq!(body["query"].as_str(), query, "{path}");
+        }
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 2);
+}
+
+/// Tomcat and Jetty drop a segment's `;` parameters: `/admin;x/secret` is
+/// their `/admin/secret`. It took the catch-all route past the `/admin/`
+/// route's rules; now a path whose parameters decide the route is refused
+/// with 400, and one whose parameters change nothing
+/// (`;jsessionid=`) is forwarded as sent.
+#[tokio::test]
+async fn path_parameters_cannot_pick_the_route() {
+    let w = world().await;
+    let (_p, addr) = guarded_and_catch_all(&w, "path_prefix: /admin/").await;
+    for (path, status) in [
+        ("/admin;x/secret", "400"),
+        ("/admin;/secret", "400"),
+        ("/admin/x;v=1", "403"),
+        ("/app/page;jsessionid=1", "200"),
+    ] {
+        let (got, body) = get_status(&w, addr, "a.example.com", path).await;
+        assert_eq!(got, status, "{path}");
+        if let Some(body) = body {
+            assert_eq!(body["path"], path);
+        }
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}
+
+/// `GET host:port` (authority-form) is CONNECT's alone (RFC 9112 §3.2.3):
+/// with no path to route on, it is refused with 400, as nginx does, and the
+/// backend never sees it.
+#[tokio::test]
+async fn authority_form_without_connect_is_refused() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"GET a.example.com:443 HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply:?}");
+    assert!(reply.contains("authority-form"), "{reply:?}");
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// `*` (asterisk-form) is OPTIONS's alone (RFC 9112 §3.2.4): `GET *` is
+/// refused with 400 and never reaches the backend; `OPTIONS *` is
+/// forwarded as it came.
+#[tokio::test]
+async fn asterisk_form_is_for_options_alone() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    for method in ["GET", "POST", "DELETE"] {
+        let request =
+            format!("{method} * HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n");
+        let reply = h1_exchange(&w, addr, request.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{method}: {reply:?}");
+        assert!(reply.contains("asterisk-form"), "{reply:?}");
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"OPTIONS * HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    assert!(reply.contains(r#""path":"*""#), "{reply:?}");
+}
+
+/// A request path is absolute (`/...`) or, for OPTIONS, `*` (RFC 9112
+/// §3.2, RFC 9113 §8.3.1). A relative `:path admin/secret` would match no
+/// `path_prefix: /admin` route (and so skip its `allow`) and reach an
+/// HTTP/1.1 backend as `GET admin/secret`, which Werkzeug routes as
+/// `/admin/secret`. The h2 crate checks only that `:path` is not empty;
+/// what refuses the rest is the `http` crate, which builds no URI of a
+/// scheme, an authority and a relative path: the stream is reset
+/// (`PROTOCOL_ERROR`, RFC 9113 §8.1.1). This test keeps it so across
+/// upgrades. HTTP/1.1's parser refuses them with 400. Nothing reaches the
+/// backend. (`:path ?q=1` is read as `/?q=1` by both the router and the
+/// backend.)
+#[tokio::test]
+async fn a_path_without_a_leading_slash_is_refused() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    for path in ["admin/secret", "x", "*/admin"] {
+        let mut s = tls(&w, addr, &[b"h2"]).await;
+        // :method GET (static 2), :scheme https (7), then :path (name 4)
+        // and :authority (name 1) as literals.
+        let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 13]);
+        block.extend_from_slice(b"a.example.com");
+        let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+        out.extend(h2_frame(1, 0x5, 1, &block));
+        s.write_all(&out).await.unwrap();
+        // Frames until the answer on stream 1: a response or a reset.
+        let answer = loop {
+            let mut head = [0u8; 9];
+            tokio::time::timeout(WAIT, s.read_exact(&mut head))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            let mut payload =
+                vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+            s.read_exact(&mut payload).await.unwrap();
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+            if stream == 1 && (head[3] == 1 || head[3] == RST_STREAM) {
+                break (head[3], payload);
+            }
+        };
+        // RST_STREAM with PROTOCOL_ERROR (1).
+        assert_eq!(answer, (RST_STREAM, vec![0, 0, 0, 1]), "{path}");
+    }
+    for target in ["admin/secret", "x"] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n");
+        let reply = h1_exchange(&w, addr, request.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{target}: {reply:?}");
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}

@@ -1,0 +1,173 @@
+//! send_timeout: a client that stops reading, HTTP/2 streams whose window stays shut.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::SeqCst;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::support::*;
+
+/// A client that stops reading a response is disconnected after
+/// send_timeout, and the upstream request feeding it is released.
+#[tokio::test]
+async fn client_that_stops_reading_is_cut_by_send_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = s.get_ref().0.local_addr().unwrap().port();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the endless body fills the socket buffers both ways.
+    p.wait_log("cut by send_timeout", |v| {
+        v["message"] == "connection ended with error"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("send_timeout"))
+    })
+    .await;
+    wait_until(WAIT, "the upstream body released", || async {
+        w.backend.big_ended.load(SeqCst) == 1
+    })
+    .await;
+    drop(s);
+}
+
+/// An HTTP/2 client that keeps its connection alive (PINGs answered) but
+/// never opens a stream's flow-control window (initial window 0), with a
+/// `/big` stream open; `open` widens every window; `closed` is signalled
+/// when the connection ends.
+struct ShutWindow {
+    client: h2::client::SendRequest<Bytes>,
+    big: http::Response<h2::RecvStream>,
+    open: tokio::sync::oneshot::Sender<()>,
+    closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+async fn shut_window(w: &World, addr: SocketAddr, path: &str) -> ShutWindow {
+    let tls = tls(w, addr, &[b"h2"]).await;
+    let (client, mut conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let (open, open_rx) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut conn => {}
+            _ = open_rx => {
+                conn.set_initial_window_size(1 << 20).unwrap();
+                let _ = conn.await;
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    let mut client = client.ready().await.unwrap();
+    let (big, _) = client.send_request(h2_get(path, "GET"), true).unwrap();
+    let big = tokio::time::timeout(WAIT, big).await.unwrap().unwrap();
+    assert_eq!(big.status(), 200);
+    ShutWindow {
+        client,
+        big,
+        open,
+        closed,
+    }
+}
+
+/// A stream whose window stays shut cannot pin the upstream request
+/// feeding it: after send_timeout the upstream body is released, the
+/// connection keeps serving, and the stream is reset (not resumed) once the
+/// client opens its window.
+#[tokio::test]
+async fn h2_stream_held_shut_is_cut_by_send_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
+    let addr = p.listener_addr("public").await;
+    let s = shut_window(&w, addr, "/big").await;
+    wait_until(WAIT, "the upstream body released", || async {
+        w.backend.big_ended.load(SeqCst) == 1
+    })
+    .await;
+    p.wait_log("stream cut by send_timeout", |v| {
+        v["message"] == "response stalled, stream cut" && v["reason"] == "send_timeout"
+    })
+    .await;
+    // The connection still serves (a response without content needs no window) ...
+    let mut client = s.client.ready().await.unwrap();
+    let (head, _) = client.send_request(h2_get("/api", "HEAD"), true).unwrap();
+    let head = tokio::time::timeout(WAIT, head).await.unwrap().unwrap();
+    assert_eq!(head.status(), 200);
+    // ... and the cut stream is reset when its window opens.
+    s.open.send(()).unwrap();
+    let mut body = s.big.into_body();
+    let first = tokio::time::timeout(WAIT, body.data())
+        .await
+        .expect("the cut stream answers once its window opens");
+    match first {
+        Some(Err(e)) => assert_eq!(e.reason(), Some(h2::Reason::INTERNAL_ERROR), "{e}"),
+        other => panic!("the cut stream sent {other:?}"),
+    }
+}
+
+/// The same for a response whose body is one piece of known length (most
+/// small JSON answers): hyper takes that last piece and holds it, with the
+/// whole body and the upstream request under it, until the window opens.
+/// It was never marked as waiting (the body had ended), so a client with
+/// a shut window held a connection, and an upstream connection, per
+/// stream for as long as it liked. Now it is cut like any stalled body;
+/// the piece hyper already holds still goes out if the window ever opens.
+#[tokio::test]
+async fn h2_stream_held_on_its_last_piece_is_cut_by_send_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
+    let addr = p.listener_addr("public").await;
+    let s = shut_window(&w, addr, "/api").await;
+    p.wait_log("stream cut by send_timeout", |v| {
+        v["message"] == "response stalled, stream cut" && v["reason"] == "send_timeout"
+    })
+    .await;
+    s.open.send(()).unwrap();
+    let mut body = s.big.into_body();
+    let piece = tokio::time::timeout(WAIT, body.data())
+        .await
+        .expect("the held piece goes out once the window opens")
+        .unwrap()
+        .unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&piece).unwrap();
+    assert_eq!(seen["path"], "/api");
+}
+
+/// A cut stream never ends, so it must not hold its connection open past
+/// idle_timeout: the graceful close (GOAWAY) is forced after
+/// header_read_timeout, and the connection's slot is freed.
+#[tokio::test]
+async fn h2_connection_with_a_cut_stream_still_closes_when_idle() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(
+        &w,
+        "",
+        "send_timeout: 1s, idle_timeout: 1s, header_read_timeout: 2s",
+    ));
+    let addr = p.listener_addr("public").await;
+    let s = shut_window(&w, addr, "/big").await;
+    tokio::time::timeout(WAIT, s.closed)
+        .await
+        .expect("the connection closed")
+        .unwrap();
+    p.wait_log("forced close", |v| {
+        v["message"] == "graceful close timed out; closing connection"
+    })
+    .await;
+    assert_eq!(w.backend.big_ended.load(SeqCst), 1);
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
+    let admin = p.admin_addr().await;
+    wait_metric(admin, gauge, WAIT).await;
+    drop(s.client);
+}

@@ -1,0 +1,227 @@
+//! Upgrade tunnels: slots, lifetime, retried connects, h2c, an unrequested 101, idleness.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use crate::support::*;
+
+/// Send a WebSocket upgrade; return the stream after a `101`.
+async fn websocket(w: &World, addr: SocketAddr) -> Tls {
+    let mut s = tls(w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // The backend's own hop-by-hop fields stay behind (RFC 9110 §7.6.1),
+    // as from any other response; Upgrade and Connection are the switch's.
+    for field in ["x-internal", "keep-alive", "proxy-connection"] {
+        assert!(!head.contains(field), "{field} reached the client: {head}");
+    }
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+    assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+    echo(&mut s, b"hello").await;
+    s
+}
+
+/// Bytes sent through a tunnel come back from the echoing backend.
+async fn echo(s: &mut Tls, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Tunnels keep their connection's slot: they count in
+/// hotproxy_connections_active, hold max_connections (a third client waits
+/// until one closes), and are counted by the shutdown drain.
+#[tokio::test]
+async fn tunnels_hold_their_connection_slot() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "max_connections: 2"));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let first = websocket(&w, addr).await;
+    let mut second = websocket(&w, addr).await;
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 2";
+    wait_metric(admin, gauge, WAIT).await;
+    // A third client is held back while both tunnels are open (it waits
+    // in the accept queue while the proxy carries tunnel bytes and answers
+    // other requests) ...
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let third = tokio::spawn(async move { connect(addr, "a.example.com", cfg).await });
+    let m = assert_held_back(addr, 1, async {
+        echo(&mut second, b"still here").await;
+        metrics_in_turns(admin).await
+    })
+    .await;
+    assert!(m.lines().any(|l| l == gauge), "{m}");
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond max_connections"
+    );
+    // ... and is once one closes.
+    drop(first);
+    let third = tokio::time::timeout(WAIT, third)
+        .await
+        .expect("the third connection is served once a tunnel closes")
+        .unwrap()
+        .unwrap();
+    p.signal("TERM");
+    let v = p
+        .wait_log("shutdown drain", |v| {
+            v["message"] == "shutting down: no new connections, draining open ones"
+        })
+        .await;
+    assert_eq!(v["open_connections"], 2, "{v}");
+    echo(&mut second, b"served while draining").await;
+    drop((second, third));
+    assert!(p.wait_exit(WAIT).await.success());
+}
+
+/// `max_connection_lifetime` bounds a WebSocket tunnel as it bounds the
+/// connection it came from: its client was admitted by a handshake with
+/// material since rotated out (a revoked client certificate, changed
+/// `allow` rules). A tunnel older than the limit is left alone until the
+/// listener's certificate rotates, then closed. It used to live as long as
+/// it carried traffic.
+#[tokio::test]
+async fn a_tunnel_made_with_rotated_out_material_ends_at_max_connection_lifetime() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "max_connection_lifetime: 1s"));
+    let addr = p.listener_addr("public").await;
+    let mut s = websocket(&w, addr).await;
+    // Older than the limit, but nothing rotated: still carried.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    echo(&mut s, b"still here").await;
+    w.scene.pair("a", &w.ca.server_pair(&["a.example.com"]));
+    p.wait_log("the rotation", |v| v["message"] == "certificate reloaded")
+        .await;
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("the tunnel ended", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "max_connection_lifetime"
+    })
+    .await;
+}
+
+/// A WebSocket upgrade whose connect fails is sent to another endpoint, as
+/// any request is (SPEC: Retries, "always for a failed connect"; nginx's
+/// proxy_next_upstream error). It got a 502 from the first endpoint picked.
+#[tokio::test]
+async fn an_upgrade_whose_connect_fails_goes_to_another_endpoint() {
+    let w = world().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = config(&w, "", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("servers: [http://{}]", w.backend.addr),
+        &format!(
+            "servers: [http://{dead}, http://{}]\n    balance: round_robin",
+            w.backend.addr
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    // Round robin starts at the dead endpoint; the tunnel comes up anyway.
+    let mut s = websocket(&w, addr).await;
+    echo(&mut s, b"through the other endpoint").await;
+    p.wait_log("the retry", |v| {
+        v["message"] == "retrying on another endpoint" && v["reason"] == "connect_refused"
+    })
+    .await;
+}
+
+/// `Upgrade: h2c` is never tunnelled: the request reaches the backend as an
+/// ordinary request without Upgrade, and the client gets its answer.
+#[tokio::test]
+async fn h2c_upgrade_is_not_tunnelled() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nupgrade: h2c\r\n\
+          connection: Upgrade, HTTP2-Settings\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\
+          connection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8(read_to_close(&mut s).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    let j: serde_json::Value = serde_json::from_str(body).unwrap();
+    for gone in ["upgrade", "http2-settings", "connection"] {
+        assert!(j["headers"].get(gone).is_none(), "{gone} forwarded: {j}");
+    }
+}
+
+/// A `101` to a request that asked for no upgrade is refused (502 to the
+/// client), and it is the endpoint's 502: a failure for passive health and
+/// `code="502"` in its request counts. It used to be counted as an
+/// answered `101`, a success, while the client got a 502.
+#[tokio::test]
+async fn an_unrequested_switch_is_the_endpoints_failure() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(b"GET /switch HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = String::from_utf8(read_to_close(&mut s).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    let m = metrics_text(admin).await;
+    let counted = |code: &str| {
+        m.lines().any(|l| {
+            l.starts_with("hotproxy_upstream_requests_total{")
+                && l.contains(&format!("code=\"{code}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    assert!(counted("502"), "{m}");
+    assert!(!counted("101"), "{m}");
+}
+
+/// A tunnel with no byte either way for tunnel_idle_timeout is closed and
+/// its slot released; one that keeps talking is not cut by idle_timeout.
+#[tokio::test]
+async fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", "idle_timeout: 1s, tunnel_idle_timeout: 2s"));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = websocket(&w, addr).await;
+    // Talking for longer than tunnel_idle_timeout, a little at a time
+    // (pacing, not waiting for a condition): each byte resets the clock.
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        echo(&mut s, format!("ping {i}").as_bytes()).await;
+    }
+    assert!(
+        !p.logs().iter().any(|l| l.contains("tunnel_idle_timeout")),
+        "a talking tunnel was closed for silence"
+    );
+    // Then silent: closed.
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("tunnel closed for silence", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "tunnel_idle_timeout"
+    })
+    .await;
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
+    wait_metric(admin, gauge, WAIT).await;
+}

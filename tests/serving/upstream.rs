@@ -1,0 +1,194 @@
+//! What an upstream sends back: a head over 64 KiB, a stalled body, bytes past a response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use crate::support::*;
+
+/// An upstream's response head may be up to 64 KiB (Envoy's limit is
+/// 60 KiB); a larger one is a 502, not up to 400 KiB held per upstream
+/// connection.
+#[tokio::test]
+async fn upstream_response_head_over_64_kib_is_502() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", ""));
+    let addr = p.listener_addr("public").await;
+    let get = |n: usize| {
+        format!("GET /fat-head/{n} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+    };
+    let reply = h1_exchange(&w, addr, get(50_000).as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{}", &reply[..100]);
+    assert!(reply.ends_with("fat"), "{}", &reply[reply.len() - 100..]);
+    let reply = h1_exchange(&w, addr, get(100_000).as_bytes()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 502 "),
+        "{}",
+        &reply[..reply.len().min(300)]
+    );
+}
+
+/// An upstream that stops sending in the middle of a body (a hung backend)
+/// does not leave the client hanging: after `read_timeout` without a byte
+/// the response is cut — the client sees it fail, never a clean end of a
+/// truncated body — and the upstream request is released, logged and
+/// counted (nginx's proxy_read_timeout).
+#[tokio::test]
+async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: plain }]",
+        &format!(
+            "\n  - name: plain\n    servers: [http://{}]\n    read_timeout: 1s",
+            w.backend.addr
+        ),
+    ));
+    let addr = p.listener_addr("public").await;
+    // HTTP/1.1: the chunked body is never terminated; the connection closes.
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"GET /stall HTTP/1.1\r\nhost: a.example.com\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    assert!(reply.contains("first"), "{reply:?}");
+    assert!(
+        !reply.ends_with("0\r\n\r\n"),
+        "a cut body ended cleanly: {reply:?}"
+    );
+    // HTTP/2: the stream is reset.
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+    let (resp, _) = client.send_request(h2_get("/stall", "GET"), true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(WAIT, body.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"first");
+    let cut = tokio::time::timeout(WAIT, body.data())
+        .await
+        .expect("the stream is cut");
+    assert!(matches!(cut, Some(Err(_))), "{cut:?}");
+    wait_until(WAIT, "both upstream bodies released", || async {
+        w.backend.big_ended.load(SeqCst) == 2
+    })
+    .await;
+    p.wait_log("read_timeout logged", |v| {
+        v["message"] == "upstream response stalled" && v["reason"] == "read_timeout"
+    })
+    .await;
+    let m = metrics_text(p.admin_addr().await).await;
+    assert!(
+        m.contains(r#"hotproxy_upstream_errors_total{upstream="plain",reason="read_timeout"} 2"#),
+        "{m}"
+    );
+}
+
+/// A raw HTTP/1.1 backend that answers the n-th request on a connection
+/// with `answers[n]` (the last one repeats), without reading bodies. An
+/// answer is written in pieces, 100 ms apart (bytes that come late); each
+/// late piece written bumps the counter returned with the accept count.
+async fn scripted_backend(
+    answers: Vec<Vec<&'static [u8]>>,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let late = Arc::new(AtomicUsize::new(0));
+    let (count, late_count) = (accepted.clone(), late.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            // Each piece leaves at once (no Nagle wait behind an ACK).
+            tcp.set_nodelay(true).unwrap();
+            count.fetch_add(1, SeqCst);
+            let (answers, late) = (answers.clone(), late_count.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for n in 0.. {
+                    let end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(got) => buf.extend_from_slice(&chunk[..got]),
+                        }
+                    };
+                    buf.drain(..end);
+                    for (k, piece) in answers[n.min(answers.len() - 1)].iter().enumerate() {
+                        if k > 0 {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        if tcp.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        if k > 0 {
+                            late.fetch_add(1, SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, late)
+}
+
+/// Bytes an upstream sends beyond a response (a body longer than its
+/// `Content-Length`, a response to no request) must never become the
+/// response to the next request that takes the pooled connection: that is
+/// one client's answer served to another. Whether they come with the
+/// response or after it, while the connection is idle, the connection is
+/// closed instead of reused. (Bytes that arrive only after the next request
+/// was written cannot be told from its response; no HTTP/1.1 proxy can.)
+#[tokio::test]
+async fn bytes_after_a_response_are_never_served_to_the_next_request() {
+    let w = world().await;
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    const STRAY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTRAY!";
+    const NEXT: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext";
+    let with_the_response = [HELLO, STRAY].concat().leak();
+    for (first, stray_comes_late) in [
+        (vec![&*with_the_response], false),
+        (vec![HELLO, STRAY], true),
+    ] {
+        let (backend, accepted, late) = scripted_backend(vec![first, vec![NEXT]]).await;
+        let mut p = Proxy::start(&w.scene.public_config(
+            "[{ upstream: raw }]",
+            &format!("\n  - name: raw\n    servers: [http://{backend}]"),
+        ));
+        let addr = p.listener_addr("public").await;
+        let get = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
+        for i in 0..3 {
+            let reply = h1_exchange(&w, addr, get).await;
+            let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+            // Every answer is a first one, on a connection of its own.
+            assert_eq!(
+                body, "hello",
+                "request {i} (late: {stray_comes_late}): {reply}"
+            );
+            assert_eq!(
+                accepted.load(SeqCst),
+                i + 1,
+                "request {i} reused a connection"
+            );
+            if stray_comes_late {
+                wait_until(WAIT, "the stray bytes sent", || async {
+                    late.load(SeqCst) > i
+                })
+                .await;
+            }
+        }
+        drop(p);
+    }
+}
