@@ -15,49 +15,28 @@ use crate::support::*;
 /// head is in and only then reads (and discards) its body, as nginx does
 /// with a body it does not need. Answers `ok`; counts connections.
 async fn early_answering_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            count.fetch_add(1, SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    buf.drain(..head_end);
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if tcp.write_all(ok).await.is_err() {
-                        return;
-                    }
-                    while buf.len() < len {
-                        let mut chunk = [0u8; 4096];
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..len);
+    raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        while let Some(head_end) = read_raw_head(&mut tcp, &mut buf).await {
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            buf.drain(..head_end);
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if tcp.write_all(ok).await.is_err() {
+                return;
+            }
+            while buf.len() < len {
+                if !read_more(&mut tcp, &mut buf).await {
+                    return;
                 }
-            });
+            }
+            buf.drain(..len);
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 /// An upstream that answers before it has read the request body (a 401, a
@@ -77,23 +56,19 @@ async fn stalled_body_after_an_early_response_holds_up_no_other_client() {
     // A body sent whole leaves the connection reusable.
     for _ in 0..2 {
         let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-        s.write_all(
+        write_for_200(
+            &mut s,
             b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\n\r\n0123456789",
         )
-        .await
-        .unwrap();
-        let head = read_response(&mut s).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        .await;
     }
     assert_eq!(accepted.load(SeqCst), 1, "a whole body's connection reused");
     let mut slow = tls(&w, addr, &[b"http/1.1"]).await;
-    slow.write_all(
+    write_for_200(
+        &mut slow,
         b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 100000\r\n\r\n0123456789",
     )
-    .await
-    .unwrap();
-    let head = read_response(&mut slow).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    .await;
     // The rest of the body never comes; other clients are served at once.
     for _ in 0..3 {
         let reply = tokio::time::timeout(WAIT, get_h1(addr, "a.example.com", &w.ca.cert_pem))
@@ -142,13 +117,14 @@ upstreams:
 
 const UPLOAD: &[u8] = b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\n\r\n";
 
-/// `POST /upload` over HTTP/2 with `content-length: 10`; its body is sent
-/// by the caller.
-fn h2_upload() -> http::Request<()> {
-    http::Request::post("https://a.example.com/upload")
-        .header("content-length", "10")
-        .body(())
-        .unwrap()
+/// `POST /upload` over HTTP/2, with `content-length` when it is declared;
+/// its body is sent by the caller.
+fn h2_upload(declared: Option<usize>) -> http::Request<()> {
+    let mut req = http::Request::post("https://a.example.com/upload");
+    if let Some(len) = declared {
+        req = req.header("content-length", len);
+    }
+    req.body(()).unwrap()
 }
 
 /// Everything left of an HTTP/2 response body.
@@ -182,25 +158,25 @@ async fn stalled_upload_is_cut_by_body_read_timeout() {
         let answer = h1_exchange(&w, addr, &[UPLOAD, b"abc"].concat()).await;
         assert!(answer.starts_with("HTTP/1.1 408 "), "{buffering}: {answer}");
         assert!(answer.contains("request body timed out"), "{answer}");
-        let then_get = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
-        let answer = h1_exchange(&w, addr, &[UPLOAD, b"0123456789", then_get].concat()).await;
+        let whole = [UPLOAD, b"0123456789", GET_THEN_CLOSE].concat();
+        let answer = h1_exchange(&w, addr, &whole).await;
         assert!(answer.starts_with("HTTP/1.1 200 "), "{buffering}: {answer}");
         assert!(answer.contains(r#""body_bytes":10,"#), "{answer}");
 
         // HTTP/2: one stream stalls, the connection keeps serving.
         let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
-        let (stalled, mut body) = client.send_request(h2_upload(), false).unwrap();
+        let (stalled, mut body) = client.send_request(h2_upload(Some(10)), false).unwrap();
         body.send_data(Bytes::from_static(b"abc"), false).unwrap();
-        let stalled = tokio::time::timeout(WAIT, stalled).await.unwrap().unwrap();
+        let stalled = h2_answer(stalled).await;
         assert_eq!(stalled.status(), 408, "{buffering}");
         // Slow but steady: a piece every 100 ms, 1 s in all.
         let mut client = client.ready().await.unwrap();
-        let (steady, mut body) = client.send_request(h2_upload(), false).unwrap();
+        let (steady, mut body) = client.send_request(h2_upload(Some(10)), false).unwrap();
         for i in 0..10 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             body.send_data(Bytes::from_static(b"x"), i == 9).unwrap();
         }
-        let steady = tokio::time::timeout(WAIT, steady).await.unwrap().unwrap();
+        let steady = h2_answer(steady).await;
         assert_eq!(steady.status(), 200, "{buffering}");
         let got = h2_body(&mut steady.into_body()).await;
         assert_eq!(&got[..], br#"{"body_bytes":10,"expect":null}"#);
@@ -250,11 +226,7 @@ async fn a_trickled_upload_is_bounded_by_request_timeout() {
 
         // HTTP/2
         let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
-        let req = http::Request::post("https://a.example.com/upload")
-            .header("content-length", "50")
-            .body(())
-            .unwrap();
-        let (resp, mut body) = client.send_request(req, false).unwrap();
+        let (resp, mut body) = client.send_request(h2_upload(Some(50)), false).unwrap();
         let trickle = tokio::spawn(async move {
             for _ in 0..50 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -263,7 +235,7 @@ async fn a_trickled_upload_is_bounded_by_request_timeout() {
                 }
             }
         });
-        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        let resp = h2_answer(resp).await;
         trickle.abort();
         assert_eq!(resp.status(), 408, "{buffering}");
         if buffering.ends_with("16384") {
@@ -306,10 +278,9 @@ upstreams:
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("public").await;
     let admin = p.admin_addr().await;
-    let then_close = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
 
     // HTTP/1.1, declared: 10 bytes pass, 11 never reach the backend.
-    let answer = h1_exchange(&w, addr, &[UPLOAD, b"0123456789", then_close].concat()).await;
+    let answer = h1_exchange(&w, addr, &[UPLOAD, b"0123456789", GET_THEN_CLOSE].concat()).await;
     assert!(answer.contains(r#""body_bytes":10,"#), "{answer}");
     let before = w.backend.requests.load(SeqCst);
     let over =
@@ -344,24 +315,17 @@ upstreams:
     // HTTP/2, declared: refused before the backend; streamed: cut.
     let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
     let before = w.backend.requests.load(SeqCst);
-    let declared = http::Request::post("https://a.example.com/upload")
-        .header("content-length", "11")
-        .body(())
-        .unwrap();
-    let (resp, mut body) = client.send_request(declared, false).unwrap();
+    let (resp, mut body) = client.send_request(h2_upload(Some(11)), false).unwrap();
     let _ = body.send_data(Bytes::from_static(b"0123456789a"), true);
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let resp = h2_answer(resp).await;
     assert_eq!(resp.status(), 413);
     assert_eq!(w.backend.requests.load(SeqCst), before);
     let mut client = client.ready().await.unwrap();
-    let streamed = http::Request::post("https://a.example.com/upload")
-        .body(())
-        .unwrap();
-    let (resp, mut body) = client.send_request(streamed, false).unwrap();
+    let (resp, mut body) = client.send_request(h2_upload(None), false).unwrap();
     body.send_data(Bytes::from_static(b"012345"), false)
         .unwrap();
     let _ = body.send_data(Bytes::from_static(b"6789a"), true);
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let resp = h2_answer(resp).await;
     assert_eq!(resp.status(), 413);
 
     // The route's own limit: 100 bytes pass there.
@@ -392,13 +356,12 @@ async fn small_upload_is_read_whole_before_an_upstream_is_taken() {
     let mut slow_h1 = tls(&w, addr, &[b"http/1.1"]).await;
     slow_h1.write_all(&[UPLOAD, b"abc"].concat()).await.unwrap();
     let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
-    let (slow_h2, mut slow_h2_body) = client.send_request(h2_upload(), false).unwrap();
+    let (slow_h2, mut slow_h2_body) = client.send_request(h2_upload(Some(10)), false).unwrap();
     slow_h2_body
         .send_data(Bytes::from_static(b"abc"), false)
         .unwrap();
 
-    let then_close = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
-    let answer = h1_exchange(&w, addr, &[UPLOAD, b"0123456789", then_close].concat()).await;
+    let answer = h1_exchange(&w, addr, &[UPLOAD, b"0123456789", GET_THEN_CLOSE].concat()).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(answer.contains(r#""body_bytes":10,"#), "{answer}");
     assert_eq!(
@@ -407,32 +370,18 @@ async fn small_upload_is_read_whole_before_an_upstream_is_taken() {
         "only the whole upload (and the GET after it) reached the backend"
     );
 
-    slow_h1.write_all(b"defghij").await.unwrap();
-    let head = read_response(&mut slow_h1).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    write_for_200(&mut slow_h1, b"defghij").await;
     slow_h2_body
         .send_data(Bytes::from_static(b"defghij"), true)
         .unwrap();
-    let slow_h2 = tokio::time::timeout(WAIT, slow_h2).await.unwrap().unwrap();
+    let slow_h2 = h2_answer(slow_h2).await;
     assert_eq!(slow_h2.status(), 200);
     let got = h2_body(&mut slow_h2.into_body()).await;
     assert_eq!(&got[..], br#"{"body_bytes":10,"expect":null}"#);
 
     // A client waiting for `100 Continue` gets it from hotproxy; the
     // upstream gets the body whole and no expectation.
-    let mut expecting = tls(&w, addr, &[b"http/1.1"]).await;
-    expecting
-        .write_all(b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut expecting).await;
-    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
-    expecting.write_all(b"0123456789").await.unwrap();
-    let head = read_head(&mut expecting).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut body = [0u8; 31];
-    expecting.read_exact(&mut body).await.unwrap();
-    assert_eq!(&body, br#"{"body_bytes":10,"expect":null}"#);
+    upload_after_100_continue(&w, addr, b"0123456789").await;
 
     // Over the cap: streamed, the backend has the head at once.
     let mut big = tls(&w, addr, &[b"http/1.1"]).await;
@@ -447,25 +396,32 @@ async fn small_upload_is_read_whole_before_an_upstream_is_taken() {
         || async { w.backend.requests.load(SeqCst) == 6 },
     )
     .await;
-    big.write_all(&[b'x'; 90]).await.unwrap();
-    let head = read_response(&mut big).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    write_for_200(&mut big, &[b'x'; 90]).await;
 
     // Streamed too, the expectation is hotproxy's to answer, never the
     // upstream's: it used to be forwarded on this path, so a backend could
     // answer 417, or a status expecting no body, after the client was told
     // to send.
-    let mut expecting = tls(&w, addr, &[b"http/1.1"]).await;
-    expecting
-        .write_all(b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 100\r\nexpect: 100-continue\r\n\r\n")
-        .await
-        .unwrap();
+    upload_after_100_continue(&w, addr, &[b'x'; 100]).await;
+}
+
+/// `POST /upload` of `body` with `expect: 100-continue`, on its own
+/// HTTP/1.1 connection: the body goes only after the `100 Continue`, and
+/// the backend gets all of it and no expectation.
+async fn upload_after_100_continue(w: &World, addr: SocketAddr, body: &[u8]) {
+    let mut expecting = tls(w, addr, &[b"http/1.1"]).await;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    expecting.write_all(head.as_bytes()).await.unwrap();
     let head = read_head(&mut expecting).await;
     assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
-    expecting.write_all(&[b'x'; 100]).await.unwrap();
+    expecting.write_all(body).await.unwrap();
     let head = read_head(&mut expecting).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut body = [0u8; 32];
-    expecting.read_exact(&mut body).await.unwrap();
-    assert_eq!(&body, br#"{"body_bytes":100,"expect":null}"#);
+    let seen = format!(r#"{{"body_bytes":{},"expect":null}}"#, body.len());
+    let mut got = vec![0u8; seen.len()];
+    expecting.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, seen.as_bytes());
 }

@@ -15,9 +15,7 @@ use crate::support::*;
 /// lingering_close; curl otherwise reports "Broken pipe").
 #[tokio::test]
 async fn client_still_sending_after_431_is_not_reset() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "max_header_bytes: 16384"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("max_header_bytes: 16384").await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     let start = format!(
         "GET /api HTTP/1.1\r\nhost: a.example.com\r\nx-big: {}",
@@ -32,12 +30,9 @@ async fn client_still_sending_after_431_is_not_reset() {
     );
     // Once hyper is done with the connection (where an abrupt close would
     // happen), the rest of the head, as a client that writes before it reads.
-    let port = s.get_ref().0.local_addr().unwrap().port();
+    let port = local_port(&s);
     p.wait_log("hyper finished the connection", |v| {
-        v["message"] == "connection ended with error"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+        v["message"] == "connection ended with error" && peer_is(v, port)
     })
     .await;
     let rest = vec![b'x'; 16 * 1024];
@@ -60,9 +55,7 @@ async fn client_still_sending_after_431_is_not_reset() {
 /// linger of 5 s.)
 #[tokio::test]
 async fn closed_request_without_body_frees_its_slot_at_once() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("").await;
     let admin = p.admin_addr().await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     s.write_all(b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
@@ -85,8 +78,7 @@ async fn closed_request_without_body_frees_its_slot_at_once() {
     )
     .await;
     // The slot goes with the socket (both are let go together).
-    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
-    wait_metric(admin, gauge, WAIT).await;
+    wait_no_connections(admin).await;
     drop(s);
 }
 
@@ -100,12 +92,10 @@ async fn closed_request_without_body_frees_its_slot_at_once() {
 /// nothing for `send_timeout`, as any stalled client is cut.
 #[tokio::test]
 async fn a_slow_reader_gets_the_whole_response_through_a_graceful_close() {
-    let w = world().await;
     let limits = "idle_timeout: 1s, header_read_timeout: 1s, send_timeout: 30s";
-    let mut p = Proxy::start(&config(&w, "", limits));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve(limits).await;
     let tls = tls(&w, addr, &[b"h2"]).await;
-    let port = tls.get_ref().0.local_addr().unwrap().port();
+    let port = local_port(&tls);
     // A stream window of 16,000 bytes and a 16 KiB body, one piece as
     // hotproxy hands a body over (at most 16 KiB at a time): hyper takes
     // it whole, so the body ends, and h2 holds its last 384 bytes for the
@@ -117,17 +107,12 @@ async fn a_slow_reader_gets_the_whole_response_through_a_graceful_close() {
         .unwrap();
     let conn = tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
-    let (resp, _) = client.send_request(h2_get("/kib/16", "GET"), true).unwrap();
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let resp = h2_request(&mut client, h2_get("/kib/16", "GET")).await;
     assert_eq!(resp.status(), 200);
     // The body has ended on the proxy's side (idle_timeout only runs with
     // nothing in flight) while the client has taken only its window ...
     p.wait_log("the idle close", |v| {
-        v["message"] == "closing connection"
-            && v["reason"] == "idle_timeout"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+        v["message"] == "closing connection" && v["reason"] == "idle_timeout" && peer_is(v, port)
     })
     .await;
     // ... and goes on taking nothing past when the close used to be
@@ -163,38 +148,22 @@ async fn a_slow_reader_gets_the_whole_response_through_a_graceful_close() {
 async fn a_stream_on_rotated_out_material_is_cut_after_shutdown_grace() {
     let w = world().await;
     let cfg = config(&w, "", "max_connection_lifetime: 1s");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace("shutdown_grace: 30s", "shutdown_grace: 1s"),
-    )
-    .unwrap();
+    edit_config(&cfg, one_second_grace);
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("public").await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    let port = s.get_ref().0.local_addr().unwrap().port();
+    let port = local_port(&s);
     s.write_all(b"GET /stall HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
         .await
         .unwrap();
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    w.scene.pair("a", &w.ca.server_pair(&["a.example.com"]));
-    p.wait_log("the rotation", |v| v["message"] == "certificate reloaded")
-        .await;
+    rotate_certificate(&w, &mut p).await;
     tokio::time::timeout(WAIT, read_to_close(&mut s))
         .await
         .expect("the stream is cut");
-    p.wait_log("the cut", |v| {
-        v["message"] == "graceful close timed out with a request in flight; closing connection"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
-    })
-    .await;
-    wait_until(WAIT, "the upstream body released", || async {
-        w.backend.big_ended.load(SeqCst) == 1
-    })
-    .await;
+    wait_in_flight_cut(&mut p, port).await;
+    wait_bodies_released(&w, 1).await;
 }
 
 /// An HTTP/2 connection closed gracefully for idleness waits on its
@@ -207,32 +176,22 @@ async fn a_stream_on_rotated_out_material_is_cut_after_shutdown_grace() {
 async fn an_idle_closed_h2_connection_is_cut_when_its_listener_is_removed() {
     let w = world().await;
     let cfg = config(&w, "", "idle_timeout: 1s");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("shutdown_grace: 30s", "shutdown_grace: 1s");
     // A second listener, so that removing `public` leaves one.
     let spare = "listeners:\n  - name: spare\n    bind: 127.0.0.1:0\n    tls: { certs: [{ cert_file: a.crt, key_file: a.key }] }\n    routes: [{ upstream: plain }]\n";
-    let text = text.replacen("listeners:\n", spare, 1);
-    std::fs::write(&cfg, &text).unwrap();
+    let text = edit_config(&cfg, |text| {
+        one_second_grace(text).replacen("listeners:\n", spare, 1)
+    });
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("public").await;
-    let mut s = tls(&w, addr, &[b"h2"]).await;
-    let port = s.get_ref().0.local_addr().unwrap().port();
-    // GET https://a.example.com<path> (END_STREAM | END_HEADERS).
-    let get = |stream: u32, path: &str| {
-        let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
-        block.extend_from_slice(path.as_bytes());
-        block.extend_from_slice(&[0x01, 13]);
-        block.extend_from_slice(b"a.example.com");
-        h2_frame(1, 0x5, stream, &block)
-    };
-    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
-    out.extend(get(1, "/api"));
-    s.write_all(&out).await.unwrap();
+    let mut s = h2_raw_request(&w, addr, &hpack_get("/api")).await;
+    let port = local_port(&s);
     // The answer, then (idle_timeout) the graceful close's GOAWAY, whose
     // PING this client never acknowledges.
     while next_frame(&mut s).await.0 != GOAWAY {}
-    s.write_all(&get(3, "/stall")).await.unwrap();
+    // GET https://a.example.com/stall (END_STREAM | END_HEADERS).
+    s.write_all(&h2_frame(HEADERS, 0x5, 3, &hpack_get("/stall")))
+        .await
+        .unwrap();
     loop {
         let (kind, _, stream, _) = next_frame(&mut s).await;
         if kind == HEADERS && stream == 3 {
@@ -244,13 +203,7 @@ async fn an_idle_closed_h2_connection_is_cut_when_its_listener_is_removed() {
     std::fs::write(&cfg, format!("{kept}upstreams:{upstreams}")).unwrap();
     p.wait_log("removed", |v| v["message"] == "listener removed")
         .await;
-    p.wait_log("the cut", |v| {
-        v["message"] == "graceful close timed out with a request in flight; closing connection"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
-    })
-    .await;
+    wait_in_flight_cut(&mut p, port).await;
     read_to_close(&mut s).await;
 }
 
@@ -263,28 +216,13 @@ async fn an_idle_closed_h2_connection_is_cut_when_its_listener_is_removed() {
 /// it) cannot hold the connection.
 #[tokio::test]
 async fn an_h2_header_block_never_ended_is_closed_by_idle_timeout() {
-    let w = world().await;
-    let cfg = config(
-        &w,
-        "",
-        "idle_timeout: 1s, header_read_timeout: 1s, send_timeout: 1s",
-    );
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
-    let mut s = tls(&w, addr, &[b"h2"]).await;
-    let port = s.get_ref().0.local_addr().unwrap().port();
+    let limits = "idle_timeout: 1s, header_read_timeout: 1s, send_timeout: 1s";
+    let (w, mut p, addr) = serve(limits).await;
     // GET https://a.example.com/api, then the first 3 bytes of a request
     // on stream 3 whose END_HEADERS never comes.
-    let block = [
-        &[0x82, 0x87, 0x04, 4][..],
-        b"/api",
-        &[0x01, 13],
-        b"a.example.com",
-    ]
-    .concat();
-    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
-    out.extend(h2_frame(HEADERS, 0x5, 1, &block));
-    s.write_all(&out).await.unwrap();
+    let block = hpack_get("/api");
+    let mut s = h2_raw_request(&w, addr, &block).await;
+    let port = local_port(&s);
     loop {
         let (kind, flags, stream, _) = next_frame(&mut s).await;
         if stream == 1 && flags & 0x1 != 0 {
@@ -308,10 +246,23 @@ async fn an_h2_header_block_never_ended_is_closed_by_idle_timeout() {
     }
     closed.await.unwrap();
     p.wait_log("our close", |v| {
-        v["message"] == "graceful close timed out; closing connection"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+        v["message"] == "graceful close timed out; closing connection" && peer_is(v, port)
+    })
+    .await;
+}
+
+/// The text of a [`config`] with `shutdown_grace: 1s`: what is in flight
+/// at a graceful close is cut a second later.
+fn one_second_grace(text: String) -> String {
+    text.replace("shutdown_grace: 30s", "shutdown_grace: 1s")
+}
+
+/// Wait for the cut of the connection from local port `port`: it still had
+/// a request in flight `shutdown_grace` after its graceful close began.
+async fn wait_in_flight_cut(p: &mut Proxy, port: u16) {
+    p.wait_log("the cut", |v| {
+        v["message"] == "graceful close timed out with a request in flight; closing connection"
+            && peer_is(v, port)
     })
     .await;
 }

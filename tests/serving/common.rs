@@ -1,6 +1,7 @@
 //! Shared by every test here: the counting plain backend, the world, TLS clients, raw framing.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -179,6 +180,49 @@ pub async fn world() -> World {
     World { scene, ca, backend }
 }
 
+/// A fresh world and the proxy of `config(w, "", limits)` in front of it,
+/// with the address of its listener `public`: most tests' set-up.
+pub async fn serve(limits: &str) -> (World, Proxy, SocketAddr) {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, "", limits));
+    let addr = p.listener_addr("public").await;
+    (w, p, addr)
+}
+
+/// Rotate the listener's certificate (a new pair for the same name) and
+/// wait until the proxy has loaded it: what it had is rotated out.
+pub async fn rotate_certificate(w: &World, p: &mut Proxy) {
+    w.scene.pair("a", &w.ca.server_pair(&["a.example.com"]));
+    p.wait_log("the rotation", |v| v["message"] == "certificate reloaded")
+        .await;
+}
+
+/// Rewrite the config file at `path` with `edit`; the new text.
+pub fn edit_config(path: &Path, edit: impl FnOnce(String) -> String) -> String {
+    let text = edit(std::fs::read_to_string(path).unwrap());
+    std::fs::write(path, &text).unwrap();
+    text
+}
+
+/// The `upstreams:` entry `plain` (the plain backend) for
+/// `Scene::public_config`; more of its settings may be appended.
+pub fn plain_upstream(w: &World) -> String {
+    format!(
+        "\n  - name: plain\n    servers: [http://{}]",
+        w.backend.addr
+    )
+}
+
+/// Wait until the plain backend counts `n` of its endless (`/big`) or
+/// stalled (`/stall`) bodies ended: the upstream requests were released.
+pub async fn wait_bodies_released(w: &World, n: usize) {
+    let what = format!("{n} upstream bodies released");
+    wait_until(WAIT, &what, || async {
+        w.backend.big_ended.load(SeqCst) == n
+    })
+    .await;
+}
+
 /// A listener `public` routing everything to the plain backend; `tls`
 /// and `limits` are appended to the listener's `tls:` map and `limits:` map.
 pub fn config(w: &World, tls: &str, limits: &str) -> std::path::PathBuf {
@@ -259,6 +303,26 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> String {
     head
 }
 
+/// Write `bytes` on `s` and read the whole response they complete: a 200.
+pub async fn write_for_200<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) {
+    s.write_all(bytes).await.unwrap();
+    let head = read_response(s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+/// The body of `reply`, an HTTP/1.1 response, as JSON.
+pub fn body_json(reply: &str) -> serde_json::Value {
+    serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+/// Wait for the `closing connection` line of the client from local port
+/// `port`, closed for `reason`.
+pub async fn wait_closed_for(p: &mut Proxy, port: u16, reason: &str) {
+    let what = format!("the connection from port {port} closed for {reason}");
+    p.wait_log(&what, |v| closes_port(v, port) && v["reason"] == reason)
+        .await;
+}
+
 /// The frames (type and payload) of a byte stream that is a sequence of
 /// HTTP/2 frames, or `None` when it is not one.
 pub fn h2_frames(mut bytes: &[u8]) -> Option<Vec<(u8, &[u8])>> {
@@ -281,28 +345,34 @@ pub fn h2_frame_types(bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 /// An empty SETTINGS frame, what a client sends right after the preface.
 pub const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
-
 pub const HEADERS: u8 = 1;
-
 pub const SETTINGS: u8 = 4;
-
 pub const GOAWAY: u8 = 7;
-
 pub const WINDOW_UPDATE: u8 = 8;
-
 pub const RST_STREAM: u8 = 3;
-
 pub const CONTINUATION: u8 = 9;
+
+/// A `GET /x` that closes its connection after the answer.
+pub const GET_THEN_CLOSE: &[u8] =
+    b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
+
+/// The local port of a client's connection: how the proxy's log names it.
+pub fn local_port(s: &Tls) -> u16 {
+    s.get_ref().0.local_addr().unwrap().port()
+}
+
+/// A log line about the client whose local port is `port`.
+pub fn peer_is(v: &serde_json::Value, port: u16) -> bool {
+    v["peer"]
+        .as_str()
+        .is_some_and(|a| a.ends_with(&format!(":{port}")))
+}
 
 /// A `closing connection` log line for the client whose local port is `port`.
 pub fn closes_port(v: &serde_json::Value, port: u16) -> bool {
-    v["message"] == "closing connection"
-        && v["peer"]
-            .as_str()
-            .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    v["message"] == "closing connection" && peer_is(v, port)
 }
 
 /// The next HTTP/2 frame `s` receives: its type, flags, stream id and payload.
@@ -334,4 +404,91 @@ pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&stream.to_be_bytes());
     frame.extend_from_slice(payload);
     frame
+}
+
+/// Wait until the listener `public` has no connection open.
+pub async fn wait_no_connections(admin: SocketAddr) {
+    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
+    wait_metric(admin, gauge, WAIT).await;
+}
+
+/// The HPACK block of `GET https://a.example.com<path>`: `:method GET`
+/// (static 2), `:scheme https` (7), then `:path` (name 4) and
+/// `:authority` (name 1) as literals.
+pub fn hpack_get(path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 13]);
+    block.extend_from_slice(b"a.example.com");
+    block
+}
+
+/// A raw HTTP/2 connection to the proxy at `addr` whose first request, on
+/// stream 1, is the header block `block` (END_STREAM | END_HEADERS).
+pub async fn h2_raw_request(w: &World, addr: SocketAddr, block: &[u8]) -> Tls {
+    let mut s = tls(w, addr, &[b"h2"]).await;
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(h2_frame(HEADERS, 0x5, 1, block));
+    s.write_all(&out).await.unwrap();
+    s
+}
+
+/// The response `resp` promises, within `WAIT`.
+pub async fn h2_answer(resp: h2::client::ResponseFuture) -> http::Response<h2::RecvStream> {
+    tokio::time::timeout(WAIT, resp).await.unwrap().unwrap()
+}
+
+/// Send `req` without a body on `client`; its response, within `WAIT`.
+pub async fn h2_request(
+    client: &mut h2::client::SendRequest<Bytes>,
+    req: http::Request<()>,
+) -> http::Response<h2::RecvStream> {
+    let (resp, _) = client.send_request(req, true).unwrap();
+    h2_answer(resp).await
+}
+
+/// A raw TCP backend: each connection it accepts is counted, then handed
+/// to `handle` on a task of its own. Its address, and the count.
+pub async fn raw_backend<F, Fut>(handle: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, SeqCst);
+            tokio::spawn(handle(tcp));
+        }
+    });
+    (addr, accepted)
+}
+
+/// Read more of what `tcp` sends onto `buf` (a raw backend's read): false
+/// once it has closed or failed.
+pub async fn read_more(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    match tcp.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// Read from `tcp` onto `buf` until it holds a whole request head: the
+/// head's length, or `None` if `tcp` closed first.
+pub async fn read_raw_head(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        if !read_more(tcp, buf).await {
+            return None;
+        }
+    }
 }

@@ -44,9 +44,7 @@ async fn ended_calm_h2(conn: tokio::task::JoinHandle<Result<(), h2::Error>>) {
 /// None reaches the backend.
 #[tokio::test]
 async fn h2_header_list_over_max_header_bytes_gets_431_or_goaway() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     let (mut client, conn) = h2_with_conn(&w, addr).await;
     let with_field = |bytes: usize| {
         let mut req = h2_get("/api", "GET");
@@ -54,12 +52,10 @@ async fn h2_header_list_over_max_header_bytes_gets_431_or_goaway() {
         req.headers_mut().insert("x-big", big);
         req
     };
-    let (resp, _) = client.send_request(with_field(70 * 1024), true).unwrap();
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let resp = h2_request(&mut client, with_field(70 * 1024)).await;
     assert_eq!(resp.status(), 431);
     client = client.ready().await.unwrap();
-    let (resp, _) = client.send_request(h2_get("/api", "GET"), true).unwrap();
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let resp = h2_request(&mut client, h2_get("/api", "GET")).await;
     assert_eq!(resp.status(), 200, "the connection keeps serving");
     client = client.ready().await.unwrap();
     let (resp, _) = client.send_request(with_field(150 * 1024), true).unwrap();
@@ -70,22 +66,16 @@ async fn h2_header_list_over_max_header_bytes_gets_431_or_goaway() {
     // GET https://a.example.com/api, then x-big (literal, incremental
     // indexing: dynamic index 62, 3,037 bytes decoded) and `refs`
     // references to it.
-    let request = |stream: u32, refs: usize| {
-        let mut block = vec![0x82, 0x87, 0x04, 4];
-        block.extend_from_slice(b"/api");
-        block.extend_from_slice(&[0x01, 13]);
-        block.extend_from_slice(b"a.example.com");
+    let block = |refs: usize| {
+        let mut block = hpack_get("/api");
         block.extend_from_slice(&[0x40, 5]);
         block.extend_from_slice(b"x-big");
         block.extend_from_slice(&[0x7f, 0xb9, 0x16]); // length 3,000
         block.extend(std::iter::repeat_n(b'v', 3000));
         block.extend(std::iter::repeat_n(0x80 | 62, refs));
-        h2_frame(HEADERS, 0x5, stream, &block)
+        block
     };
-    let mut s = tls(&w, addr, &[b"h2"]).await;
-    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
-    out.extend(request(1, 84));
-    s.write_all(&out).await.unwrap();
+    let mut s = h2_raw_request(&w, addr, &block(84)).await;
     let (_, flags, payload) = loop {
         let (kind, flags, stream, payload) = next_frame(&mut s).await;
         assert_ne!(kind, GOAWAY, "{payload:?}");
@@ -98,7 +88,9 @@ async fn h2_header_list_over_max_header_bytes_gets_431_or_goaway() {
     assert_eq!(payload, [0x48, 0x83, 0x69, 0x90, 0xff]);
     assert_eq!(flags & 0x1, 0x1, "the stream ends with the 431");
     // 100 references: 306,737 bytes decoded, over 4 x 65,536.
-    s.write_all(&request(3, 100)).await.unwrap();
+    s.write_all(&h2_frame(HEADERS, 0x5, 3, &block(100)))
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut rest))
         .await
@@ -132,9 +124,7 @@ async fn h2_with_conn(
 #[tokio::test]
 async fn unsolicited_ping_acks_do_not_write_the_process_log() {
     const PING: u8 = 6;
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, p, addr) = serve("").await;
     let mut s = tls(&w, addr, &[b"h2"]).await;
     let mut out = PREFACE.to_vec();
     out.extend_from_slice(EMPTY_SETTINGS);
@@ -177,18 +167,13 @@ async fn unsolicited_ping_acks_do_not_write_the_process_log() {
 /// 100 MB.
 #[tokio::test]
 async fn h2_client_that_never_reads_holds_bounded_memory() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, p, addr) = serve("").await;
     let before = rss_kib(p.pid());
     let mut s = tls(&w, addr, &[b"h2"]).await;
     s.write_all(PREFACE).await.unwrap();
     // The server's SETTINGS come first; MAX_CONCURRENT_STREAMS is id 3.
-    let mut head = [0u8; 9];
-    s.read_exact(&mut head).await.unwrap();
-    assert_eq!(head[3], SETTINGS);
-    let mut settings = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
-    s.read_exact(&mut settings).await.unwrap();
+    let (kind, _, _, settings) = next_frame(&mut s).await;
+    assert_eq!(kind, SETTINGS);
     let streams = settings
         .chunks(6)
         .find(|p| p[..2] == [0, 3])
@@ -203,12 +188,7 @@ async fn h2_client_that_never_reads_holds_bounded_memory() {
         0,
         &(0x7fff_ffff_u32 - 65_535).to_be_bytes(),
     ));
-    // GET https://a.example.com/big in HPACK: :method GET (static 2),
-    // :scheme https (7), :path (name 4) and :authority (name 1) literal.
-    let mut block = vec![0x82, 0x87, 0x04, 4];
-    block.extend_from_slice(b"/big");
-    block.extend_from_slice(&[0x01, 13]);
-    block.extend_from_slice(b"a.example.com");
+    let block = hpack_get("/big");
     for i in 0..200 {
         // END_STREAM | END_HEADERS
         out.extend(h2_frame(1, 0x5, 1 + 2 * i, &block));
@@ -239,10 +219,7 @@ async fn h2_client_that_never_reads_holds_bounded_memory() {
 /// backend.
 #[tokio::test]
 async fn h2_hpack_bomb_is_refused() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
-    let mut s = tls(&w, addr, &[b"h2"]).await;
+    let (w, _p, addr) = serve("").await;
     // :method GET, :scheme https, :path /, :authority a.example.com, then
     // x-big (literal, incremental indexing: dynamic index 62) and 2,000
     // references to it.
@@ -253,9 +230,7 @@ async fn h2_hpack_bomb_is_refused() {
     block.extend_from_slice(&[0x7f, 0xa1, 0x1e]); // length 4,000
     block.extend(std::iter::repeat_n(b'v', 4000));
     block.extend(std::iter::repeat_n(0x80 | 62, 2000));
-    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
-    out.extend(h2_frame(1, 0x5, 1, &block));
-    s.write_all(&out).await.unwrap();
+    let mut s = h2_raw_request(&w, addr, &block).await;
     ended_calm(&read_to_close(&mut s).await);
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
@@ -265,13 +240,8 @@ async fn h2_hpack_bomb_is_refused() {
 /// 2000 streams are through, and few of them reach the backend.
 #[tokio::test]
 async fn h2_rapid_reset_is_cut_off() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
-    let (mut client, conn) = h2::client::handshake(tls(&w, addr, &[b"h2"]).await)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let (w, _p, addr) = serve("").await;
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
     for _ in 0..2000 {
         let Ok(ready) = client.ready().await else {
             break;
@@ -294,9 +264,7 @@ async fn h2_rapid_reset_is_cut_off() {
 /// before the 200,000 it tries.
 #[tokio::test]
 async fn h2_empty_data_frame_flood_is_cut_off() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     let (mut client, conn) = h2_with_conn(&w, addr).await;
     let (_, mut stream) = client
         .send_request(h2_get("/upload", "POST"), false)
@@ -321,9 +289,7 @@ async fn h2_empty_data_frame_flood_is_cut_off() {
 /// memory does not grow with what the client keeps writing.
 #[tokio::test]
 async fn h2_continuation_flood_is_cut_off() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, p, addr) = serve("").await;
     let before = rss_kib(p.pid());
     let (mut from, mut to) = tokio::io::split(tls(&w, addr, &[b"h2"]).await);
     let flood = tokio::spawn(async move {
@@ -363,16 +329,11 @@ async fn h2_continuation_flood_is_cut_off() {
 /// 20,000.
 #[tokio::test]
 async fn h2_server_provoked_resets_are_cut_off() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     let (mut from, mut to) = tokio::io::split(tls(&w, addr, &[b"h2"]).await);
     let flood = tokio::spawn(async move {
         // GET https://a.example.com/slow/1 (END_STREAM | END_HEADERS).
-        let mut block = vec![0x82, 0x87, 0x04, 7];
-        block.extend_from_slice(b"/slow/1");
-        block.extend_from_slice(&[0x01, 13]);
-        block.extend_from_slice(b"a.example.com");
+        let block = hpack_get("/slow/1");
         let mut out = [PREFACE, EMPTY_SETTINGS].concat();
         for stream in (1..40_000u32).step_by(2) {
             out.extend(h2_frame(1, 0x5, stream, &block));

@@ -13,44 +13,32 @@ use crate::support::*;
 /// idle_timeout, not header_read_timeout.
 #[tokio::test]
 async fn header_read_and_idle_timeouts() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "header_read_timeout: 1s, idle_timeout: 2s"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("header_read_timeout: 1s, idle_timeout: 2s").await;
     let request = b"GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n";
     // Half a head on a fresh connection, and half a head after a full request.
     for after_request in [false, true] {
         let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-        let port = s.get_ref().0.local_addr().unwrap().port();
+        let port = local_port(&s);
         if after_request {
-            s.write_all(request).await.unwrap();
             // The whole response: the request is over before the next byte.
-            let head = read_response(&mut s).await;
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            write_for_200(&mut s, request).await;
         }
         s.write_all(b"GET /api HTTP/1.1\r\nhost: a.exa")
             .await
             .unwrap();
         let _ = read_to_close(&mut s).await;
-        p.wait_log("closed for header_read_timeout", |v| {
-            closes_port(v, port) && v["reason"] == "header_read_timeout"
-        })
-        .await;
+        wait_closed_for(&mut p, port, "header_read_timeout").await;
     }
     // HTTP/2: half a preface, and no first request, is cut the same way.
     let mut s = tls(&w, addr, &[b"h2"]).await;
-    let port = s.get_ref().0.local_addr().unwrap().port();
+    let port = local_port(&s);
     s.write_all(&PREFACE[..10]).await.unwrap();
     let _ = read_to_close(&mut s).await;
-    p.wait_log("h2 without a first request closed", |v| {
-        closes_port(v, port) && v["reason"] == "header_read_timeout"
-    })
-    .await;
+    wait_closed_for(&mut p, port, "header_read_timeout").await;
     // A keep-alive connection left idle after a request.
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    let port = s.get_ref().0.local_addr().unwrap().port();
-    s.write_all(request).await.unwrap();
-    let head = read_response(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let port = local_port(&s);
+    write_for_200(&mut s, request).await;
     let _ = read_to_close(&mut s).await;
     let closed = p
         .wait_log("idle keep-alive connection closed", |v| {
@@ -98,23 +86,20 @@ async fn refused_heads_are_counted_and_logged() {
     let w = world().await;
     let path = config(&w, "", "header_read_timeout: 1s, max_header_bytes: 200000");
     let log = w.scene.path("access.log");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text = format!(
-        "access_log: {{ path: {}, format: json }}\n{text}",
-        log.display()
-    );
-    std::fs::write(&path, text).unwrap();
+    edit_config(&path, |text| {
+        format!(
+            "access_log: {{ path: {}, format: json }}\n{text}",
+            log.display()
+        )
+    });
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("public").await;
     let admin = p.admin_addr().await;
     // Silent after the handshake: closed, not logged.
     let mut silent = tls(&w, addr, &[b"http/1.1"]).await;
-    let port = silent.get_ref().0.local_addr().unwrap().port();
+    let port = local_port(&silent);
     let _ = read_to_close(&mut silent).await;
-    p.wait_log("silent connection closed", |v| {
-        closes_port(v, port) && v["reason"] == "header_read_timeout"
-    })
-    .await;
+    wait_closed_for(&mut p, port, "header_read_timeout").await;
     let long_target = format!(
         "GET /{} HTTP/1.1\r\nhost: a.example.com\r\n\r\n",
         "a".repeat(70_000)
@@ -134,7 +119,7 @@ async fn refused_heads_are_counted_and_logged() {
         ("GET / HTTP/1.1\r\nhost: a.exa", 408),
     ] {
         let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-        ports.push((s.get_ref().0.local_addr().unwrap().port(), status));
+        ports.push((local_port(&s), status));
         s.write_all(head.as_bytes()).await.unwrap();
         let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
         match status {
@@ -190,9 +175,7 @@ async fn refused_heads_are_counted_and_logged() {
 /// The reproduction with curl, the operator's tool: it prints the 431.
 #[tokio::test]
 async fn curl_sees_431_not_broken_pipe() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "max_header_bytes: 16384"));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("max_header_bytes: 16384").await;
     write(&w.scene.path("ca.crt"), &w.ca.cert_pem);
     let big = format!("X-Big: {}", "x".repeat(40 * 1024));
     // --max-time: a proxy that never answers fails the test, not CI.
@@ -219,9 +202,7 @@ async fn curl_sees_431_not_broken_pipe() {
 /// Plain HTTP sent to the TLS port is answered like nginx does, and counted.
 #[tokio::test]
 async fn plain_http_on_the_tls_port_gets_400() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("").await;
     let admin = p.admin_addr().await;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
@@ -250,9 +231,7 @@ async fn plain_http_on_the_tls_port_gets_400() {
 /// coding hotproxy would drop unseen gets 501, as from nginx.
 #[tokio::test]
 async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     let head = "POST /api HTTP/1.1\r\nhost: a.example.com\r\n";
     let refused: &[(&str, &str)] = &[
         ("content-length: 4\r\ncontent-length: 5\r\n\r\nabcde", "400"),
@@ -314,8 +293,7 @@ async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
-    let seen: serde_json::Value =
-        serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let seen = body_json(&reply);
     assert_eq!(seen["headers"]["transfer-encoding"], "chunked", "{seen}");
     assert!(seen["headers"].get("content-length").is_none(), "{seen}");
     assert_eq!(w.backend.requests.load(SeqCst), 1);
@@ -326,9 +304,7 @@ async fn ambiguous_request_framing_is_refused_or_made_unambiguous() {
 /// upstream (the request id, forwarding headers, Via, Host) strips none of it.
 #[tokio::test]
 async fn connection_cannot_strip_what_the_proxy_adds() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     let reply = h1_exchange(
         &w,
         addr,
@@ -364,9 +340,7 @@ async fn connection_cannot_strip_what_the_proxy_adds() {
 /// and HTTP/2 alike, and never reach the backend.
 #[tokio::test]
 async fn header_field_count_is_limited_on_both_protocols() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("").await;
     // HTTP/1.1: host, connection and `extra` more.
     for (extra, status) in [(80, "200"), (99, "431")] {
         let mut req =
@@ -389,8 +363,7 @@ async fn header_field_count_is_limited_on_both_protocols() {
         for i in 0..extra {
             b = b.header(format!("x-h{i}"), "v");
         }
-        let (resp, _) = client.send_request(b.body(()).unwrap(), true).unwrap();
-        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        let resp = h2_request(&mut client, b.body(()).unwrap()).await;
         assert_eq!(resp.status(), status, "{extra}");
         client = client.ready().await.unwrap();
     }

@@ -16,9 +16,7 @@ use crate::support::*;
 /// not counted as closed before a request.
 #[tokio::test]
 async fn agreed_h2_then_http1_bytes_is_an_h2_protocol_error() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "header_read_timeout: 1s, idle_timeout: 1h"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("header_read_timeout: 1s, idle_timeout: 1h").await;
     let admin = p.admin_addr().await;
     let big = "x".repeat(300 * 1024);
     let mut ports = Vec::new();
@@ -35,7 +33,7 @@ async fn agreed_h2_then_http1_bytes_is_an_h2_protocol_error() {
     ] {
         let mut s = tls(&w, addr, &[b"h2"]).await;
         assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        ports.push(s.get_ref().0.local_addr().unwrap().port());
+        ports.push(local_port(&s));
         // The server may close before a large head is written: that is fine.
         let _ = s.write_all(head.as_bytes()).await;
         let reply = read_to_close(&mut s).await;
@@ -74,10 +72,7 @@ async fn agreed_h2_then_http1_bytes_is_an_h2_protocol_error() {
 /// hotproxy closed it.
 async fn assert_closed_by_us(p: &mut Proxy, admin: SocketAddr, port: u16) {
     p.wait_log("the connection's end", |v| {
-        v["message"] == "connection ended with error"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+        v["message"] == "connection ended with error" && peer_is(v, port)
     })
     .await;
     let m = metrics_text(admin).await;
@@ -104,7 +99,7 @@ async fn h2_preface_without_agreeing_on_h2_is_not_served_as_h2() {
         let admin = p.admin_addr().await;
         let mut s = tls(&w, addr, alpn).await;
         assert_ne!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let port = s.get_ref().0.local_addr().unwrap().port();
+        let port = local_port(&s);
         s.write_all(PREFACE).await.unwrap();
         s.write_all(EMPTY_SETTINGS).await.unwrap();
         let reply = read_to_close(&mut s).await;
@@ -182,9 +177,7 @@ async fn server_cipher_order_is_preferred() {
     use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     for (version, suites) in [
         (
             &rustls::version::TLS13,

@@ -3,8 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::SeqCst;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::common::*;
 use crate::support::*;
 
@@ -17,10 +15,7 @@ async fn a_trailing_dot_names_the_same_host() {
     let w = world().await;
     let mut p = Proxy::start(&w.scene.public_config(
         "[{ host: a.example.com, upstream: plain }]",
-        &format!(
-            "\n  - name: plain\n    servers: [http://{}]",
-            w.backend.addr
-        ),
+        &plain_upstream(&w),
     ));
     let addr = p.listener_addr("public").await;
     for (host, status, seen) in [
@@ -45,10 +40,7 @@ async fn guarded_and_catch_all(w: &World, guarded: &str) -> (Proxy, SocketAddr) 
         &format!(
             "[{{ {guarded}, upstream: plain, allow_from: [10.0.0.0/8] }}, {{ upstream: plain }}]"
         ),
-        &format!(
-            "\n  - name: plain\n    servers: [http://{}]",
-            w.backend.addr
-        ),
+        &plain_upstream(w),
     ));
     let addr = p.listener_addr("public").await;
     (p, addr)
@@ -69,9 +61,16 @@ async fn get_status(
     )
     .await;
     let status = reply.get(9..12).unwrap_or_default().to_owned();
-    let seen = (status == "200")
-        .then(|| serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap());
+    let seen = (status == "200").then(|| body_json(&reply));
     (status, seen)
+}
+
+/// `GET /x` with each `(host, status)`'s host gets its status.
+async fn assert_statuses_by_host(w: &World, addr: SocketAddr, statuses: &[(&str, &str)]) {
+    for (host, status) in statuses {
+        let (got, _) = get_status(w, addr, host, "/x").await;
+        assert_eq!(got, *status, "{host}");
+    }
 }
 
 /// A host's port is digits alone, after one `:`. `a.example.com:443:1` or
@@ -84,7 +83,7 @@ async fn get_status(
 async fn a_host_with_a_malformed_port_is_refused() {
     let w = world().await;
     let (_p, addr) = guarded_and_catch_all(&w, "host: a.example.com").await;
-    for (host, status) in [
+    let statuses = [
         ("a.example.com", "403"),
         ("a.example.com:443", "403"),
         ("a.example.com:", "403"),
@@ -96,10 +95,8 @@ async fn a_host_with_a_malformed_port_is_refused() {
         (":443", "400"),
         ("[::1]x", "400"),
         ("a[b]", "400"),
-    ] {
-        let (got, _) = get_status(&w, addr, host, "/x").await;
-        assert_eq!(got, status, "{host}");
-    }
+    ];
+    assert_statuses_by_host(&w, addr, &statuses).await;
     // Only the two catch-all requests reached the backend.
     assert_eq!(w.backend.requests.load(SeqCst), 2);
 }
@@ -114,7 +111,7 @@ async fn a_host_with_a_malformed_port_is_refused() {
 async fn a_host_that_is_not_a_host_name_is_refused() {
     let w = world().await;
     let (_p, addr) = guarded_and_catch_all(&w, "host: a.example.com").await;
-    for (host, status) in [
+    let statuses = [
         ("a.example.com", "403"),
         ("b_1.example.com", "200"),
         ("a.example.com,", "400"),
@@ -123,10 +120,8 @@ async fn a_host_that_is_not_a_host_name_is_refused() {
         ("a.example.com%2c", "400"),
         ("a.example.com!", "400"),
         ("a.example.com&x=1", "400"),
-    ] {
-        let (got, _) = get_status(&w, addr, host, "/x").await;
-        assert_eq!(got, status, "{host}");
-    }
+    ];
+    assert_statuses_by_host(&w, addr, &statuses).await;
     // Only the catch-all request reached the backend.
     assert_eq!(w.backend.requests.load(SeqCst), 1);
 }
@@ -188,9 +183,7 @@ async fn path_parameters_cannot_pick_the_route() {
 /// backend never sees it.
 #[tokio::test]
 async fn authority_form_without_connect_is_refused() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     let reply = h1_exchange(
         &w,
         addr,
@@ -207,9 +200,7 @@ async fn authority_form_without_connect_is_refused() {
 /// forwarded as it came.
 #[tokio::test]
 async fn asterisk_form_is_for_options_alone() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     for method in ["GET", "POST", "DELETE"] {
         let request =
             format!("{method} * HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n");
@@ -241,33 +232,14 @@ async fn asterisk_form_is_for_options_alone() {
 /// backend.)
 #[tokio::test]
 async fn a_path_without_a_leading_slash_is_refused() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     for path in ["admin/secret", "x", "*/admin"] {
-        let mut s = tls(&w, addr, &[b"h2"]).await;
-        // :method GET (static 2), :scheme https (7), then :path (name 4)
-        // and :authority (name 1) as literals.
-        let mut block = vec![0x82, 0x87, 0x04, path.len() as u8];
-        block.extend_from_slice(path.as_bytes());
-        block.extend_from_slice(&[0x01, 13]);
-        block.extend_from_slice(b"a.example.com");
-        let mut out = [PREFACE, EMPTY_SETTINGS].concat();
-        out.extend(h2_frame(1, 0x5, 1, &block));
-        s.write_all(&out).await.unwrap();
+        let mut s = h2_raw_request(&w, addr, &hpack_get(path)).await;
         // Frames until the answer on stream 1: a response or a reset.
         let answer = loop {
-            let mut head = [0u8; 9];
-            tokio::time::timeout(WAIT, s.read_exact(&mut head))
-                .await
-                .expect("an answer in time")
-                .unwrap();
-            let mut payload =
-                vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
-            s.read_exact(&mut payload).await.unwrap();
-            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
-            if stream == 1 && (head[3] == 1 || head[3] == RST_STREAM) {
-                break (head[3], payload);
+            let (kind, _, stream, payload) = next_frame(&mut s).await;
+            if stream == 1 && (kind == HEADERS || kind == RST_STREAM) {
+                break (kind, payload);
             }
         };
         // RST_STREAM with PROTOCOL_ERROR (1).

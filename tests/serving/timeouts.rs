@@ -13,29 +13,22 @@ use crate::support::*;
 /// send_timeout, and the upstream request feeding it is released.
 #[tokio::test]
 async fn client_that_stops_reading_is_cut_by_send_timeout() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("send_timeout: 1s").await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    let port = s.get_ref().0.local_addr().unwrap().port();
+    let port = local_port(&s);
     s.write_all(b"GET /big HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
         .await
         .unwrap();
     // Never read: the endless body fills the socket buffers both ways.
     p.wait_log("cut by send_timeout", |v| {
         v["message"] == "connection ended with error"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            && peer_is(v, port)
             && v["error"]
                 .as_str()
                 .is_some_and(|e| e.contains("send_timeout"))
     })
     .await;
-    wait_until(WAIT, "the upstream body released", || async {
-        w.backend.big_ended.load(SeqCst) == 1
-    })
-    .await;
+    wait_bodies_released(&w, 1).await;
     drop(s);
 }
 
@@ -70,8 +63,7 @@ async fn shut_window(w: &World, addr: SocketAddr, path: &str) -> ShutWindow {
         let _ = closed_tx.send(());
     });
     let mut client = client.ready().await.unwrap();
-    let (big, _) = client.send_request(h2_get(path, "GET"), true).unwrap();
-    let big = tokio::time::timeout(WAIT, big).await.unwrap().unwrap();
+    let big = h2_request(&mut client, h2_get(path, "GET")).await;
     assert_eq!(big.status(), 200);
     ShutWindow {
         client,
@@ -81,28 +73,27 @@ async fn shut_window(w: &World, addr: SocketAddr, path: &str) -> ShutWindow {
     }
 }
 
+/// Wait for a stream's cut by `send_timeout`.
+async fn wait_stream_cut(p: &mut Proxy) {
+    p.wait_log("stream cut by send_timeout", |v| {
+        v["message"] == "response stalled, stream cut" && v["reason"] == "send_timeout"
+    })
+    .await;
+}
+
 /// A stream whose window stays shut cannot pin the upstream request
 /// feeding it: after send_timeout the upstream body is released, the
 /// connection keeps serving, and the stream is reset (not resumed) once the
 /// client opens its window.
 #[tokio::test]
 async fn h2_stream_held_shut_is_cut_by_send_timeout() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("send_timeout: 1s").await;
     let s = shut_window(&w, addr, "/big").await;
-    wait_until(WAIT, "the upstream body released", || async {
-        w.backend.big_ended.load(SeqCst) == 1
-    })
-    .await;
-    p.wait_log("stream cut by send_timeout", |v| {
-        v["message"] == "response stalled, stream cut" && v["reason"] == "send_timeout"
-    })
-    .await;
+    wait_bodies_released(&w, 1).await;
+    wait_stream_cut(&mut p).await;
     // The connection still serves (a response without content needs no window) ...
     let mut client = s.client.ready().await.unwrap();
-    let (head, _) = client.send_request(h2_get("/api", "HEAD"), true).unwrap();
-    let head = tokio::time::timeout(WAIT, head).await.unwrap().unwrap();
+    let head = h2_request(&mut client, h2_get("/api", "HEAD")).await;
     assert_eq!(head.status(), 200);
     // ... and the cut stream is reset when its window opens.
     s.open.send(()).unwrap();
@@ -125,14 +116,9 @@ async fn h2_stream_held_shut_is_cut_by_send_timeout() {
 /// the piece hyper already holds still goes out if the window ever opens.
 #[tokio::test]
 async fn h2_stream_held_on_its_last_piece_is_cut_by_send_timeout() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "send_timeout: 1s"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("send_timeout: 1s").await;
     let s = shut_window(&w, addr, "/api").await;
-    p.wait_log("stream cut by send_timeout", |v| {
-        v["message"] == "response stalled, stream cut" && v["reason"] == "send_timeout"
-    })
-    .await;
+    wait_stream_cut(&mut p).await;
     s.open.send(()).unwrap();
     let mut body = s.big.into_body();
     let piece = tokio::time::timeout(WAIT, body.data())
@@ -149,13 +135,8 @@ async fn h2_stream_held_on_its_last_piece_is_cut_by_send_timeout() {
 /// header_read_timeout, and the connection's slot is freed.
 #[tokio::test]
 async fn h2_connection_with_a_cut_stream_still_closes_when_idle() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(
-        &w,
-        "",
-        "send_timeout: 1s, idle_timeout: 1s, header_read_timeout: 2s",
-    ));
-    let addr = p.listener_addr("public").await;
+    let limits = "send_timeout: 1s, idle_timeout: 1s, header_read_timeout: 2s";
+    let (w, mut p, addr) = serve(limits).await;
     let s = shut_window(&w, addr, "/big").await;
     tokio::time::timeout(WAIT, s.closed)
         .await
@@ -166,8 +147,6 @@ async fn h2_connection_with_a_cut_stream_still_closes_when_idle() {
     })
     .await;
     assert_eq!(w.backend.big_ended.load(SeqCst), 1);
-    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
-    let admin = p.admin_addr().await;
-    wait_metric(admin, gauge, WAIT).await;
+    wait_no_connections(p.admin_addr().await).await;
     drop(s.client);
 }

@@ -46,9 +46,7 @@ async fn echo(s: &mut Tls, msg: &[u8]) {
 /// until one closes), and are counted by the shutdown drain.
 #[tokio::test]
 async fn tunnels_hold_their_connection_slot() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "max_connections: 2"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("max_connections: 2").await;
     let admin = p.admin_addr().await;
     let first = websocket(&w, addr).await;
     let mut second = websocket(&w, addr).await;
@@ -96,16 +94,12 @@ async fn tunnels_hold_their_connection_slot() {
 /// it carried traffic.
 #[tokio::test]
 async fn a_tunnel_made_with_rotated_out_material_ends_at_max_connection_lifetime() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "max_connection_lifetime: 1s"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("max_connection_lifetime: 1s").await;
     let mut s = websocket(&w, addr).await;
     // Older than the limit, but nothing rotated: still carried.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     echo(&mut s, b"still here").await;
-    w.scene.pair("a", &w.ca.server_pair(&["a.example.com"]));
-    p.wait_log("the rotation", |v| v["message"] == "certificate reloaded")
-        .await;
+    rotate_certificate(&w, &mut p).await;
     let rest = read_to_close(&mut s).await;
     assert!(rest.is_empty(), "{rest:?}");
     p.wait_log("the tunnel ended", |v| {
@@ -125,14 +119,15 @@ async fn an_upgrade_whose_connect_fails_goes_to_another_endpoint() {
         .local_addr()
         .unwrap();
     let cfg = config(&w, "", "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        &format!("servers: [http://{}]", w.backend.addr),
-        &format!(
-            "servers: [http://{dead}, http://{}]\n    balance: round_robin",
-            w.backend.addr
-        ),
-    );
-    std::fs::write(&cfg, text).unwrap();
+    edit_config(&cfg, |text| {
+        text.replace(
+            &format!("servers: [http://{}]", w.backend.addr),
+            &format!(
+                "servers: [http://{dead}, http://{}]\n    balance: round_robin",
+                w.backend.addr
+            ),
+        )
+    });
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("public").await;
     // Round robin starts at the dead endpoint; the tunnel comes up anyway.
@@ -148,9 +143,7 @@ async fn an_upgrade_whose_connect_fails_goes_to_another_endpoint() {
 /// ordinary request without Upgrade, and the client gets its answer.
 #[tokio::test]
 async fn h2c_upgrade_is_not_tunnelled() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     s.write_all(
         b"GET /api HTTP/1.1\r\nhost: a.example.com\r\nupgrade: h2c\r\n\
@@ -161,8 +154,7 @@ async fn h2c_upgrade_is_not_tunnelled() {
     .unwrap();
     let reply = String::from_utf8(read_to_close(&mut s).await).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let body = reply.split("\r\n\r\n").nth(1).unwrap();
-    let j: serde_json::Value = serde_json::from_str(body).unwrap();
+    let j = body_json(&reply);
     for gone in ["upgrade", "http2-settings", "connection"] {
         assert!(j["headers"].get(gone).is_none(), "{gone} forwarded: {j}");
     }
@@ -174,9 +166,7 @@ async fn h2c_upgrade_is_not_tunnelled() {
 /// answered `101`, a success, while the client got a 502.
 #[tokio::test]
 async fn an_unrequested_switch_is_the_endpoints_failure() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("").await;
     let admin = p.admin_addr().await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     s.write_all(b"GET /switch HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
@@ -200,9 +190,7 @@ async fn an_unrequested_switch_is_the_endpoints_failure() {
 /// its slot released; one that keeps talking is not cut by idle_timeout.
 #[tokio::test]
 async fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", "idle_timeout: 1s, tunnel_idle_timeout: 2s"));
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr) = serve("idle_timeout: 1s, tunnel_idle_timeout: 2s").await;
     let admin = p.admin_addr().await;
     let mut s = websocket(&w, addr).await;
     // Talking for longer than tunnel_idle_timeout, a little at a time
@@ -222,6 +210,5 @@ async fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
         v["message"] == "tunnel closed" && v["reason"] == "tunnel_idle_timeout"
     })
     .await;
-    let gauge = "hotproxy_connections_active{listener=\"public\"} 0";
-    wait_metric(admin, gauge, WAIT).await;
+    wait_no_connections(admin).await;
 }

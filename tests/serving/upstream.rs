@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
 use crate::support::*;
@@ -15,9 +15,7 @@ use crate::support::*;
 /// connection.
 #[tokio::test]
 async fn upstream_response_head_over_64_kib_is_502() {
-    let w = world().await;
-    let mut p = Proxy::start(&config(&w, "", ""));
-    let addr = p.listener_addr("public").await;
+    let (w, _p, addr) = serve("").await;
     let get = |n: usize| {
         format!("GET /fat-head/{n} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
     };
@@ -42,10 +40,7 @@ async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
     let w = world().await;
     let mut p = Proxy::start(&w.scene.public_config(
         "[{ upstream: plain }]",
-        &format!(
-            "\n  - name: plain\n    servers: [http://{}]\n    read_timeout: 1s",
-            w.backend.addr
-        ),
+        &format!("{}\n    read_timeout: 1s", plain_upstream(&w)),
     ));
     let addr = p.listener_addr("public").await;
     // HTTP/1.1: the chunked body is never terminated; the connection closes.
@@ -63,8 +58,7 @@ async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
     );
     // HTTP/2: the stream is reset.
     let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
-    let (resp, _) = client.send_request(h2_get("/stall", "GET"), true).unwrap();
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    let resp = h2_request(&mut client, h2_get("/stall", "GET")).await;
     let mut body = resp.into_body();
     let first = tokio::time::timeout(WAIT, body.data())
         .await
@@ -76,10 +70,7 @@ async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
         .await
         .expect("the stream is cut");
     assert!(matches!(cut, Some(Err(_))), "{cut:?}");
-    wait_until(WAIT, "both upstream bodies released", || async {
-        w.backend.big_ended.load(SeqCst) == 2
-    })
-    .await;
+    wait_bodies_released(&w, 2).await;
     p.wait_log("read_timeout logged", |v| {
         v["message"] == "upstream response stalled" && v["reason"] == "read_timeout"
     })
@@ -98,49 +89,34 @@ async fn upstream_that_stalls_mid_body_is_cut_by_read_timeout() {
 async fn scripted_backend(
     answers: Vec<Vec<&'static [u8]>>,
 ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
     let late = Arc::new(AtomicUsize::new(0));
-    let (count, late_count) = (accepted.clone(), late.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                return;
-            };
+    let late_count = late.clone();
+    let (addr, accepted) = raw_backend(move |mut tcp| {
+        let (answers, late) = (answers.clone(), late_count.clone());
+        async move {
             // Each piece leaves at once (no Nagle wait behind an ACK).
             tcp.set_nodelay(true).unwrap();
-            count.fetch_add(1, SeqCst);
-            let (answers, late) = (answers.clone(), late_count.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                for n in 0.. {
-                    let end = loop {
-                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break at + 4;
-                        }
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(got) => buf.extend_from_slice(&chunk[..got]),
-                        }
-                    };
-                    buf.drain(..end);
-                    for (k, piece) in answers[n.min(answers.len() - 1)].iter().enumerate() {
-                        if k > 0 {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        if tcp.write_all(piece).await.is_err() {
-                            return;
-                        }
-                        if k > 0 {
-                            late.fetch_add(1, SeqCst);
-                        }
+            let mut buf = Vec::new();
+            for n in 0.. {
+                let Some(end) = read_raw_head(&mut tcp, &mut buf).await else {
+                    return;
+                };
+                buf.drain(..end);
+                for (k, piece) in answers[n.min(answers.len() - 1)].iter().enumerate() {
+                    if k > 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if tcp.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    if k > 0 {
+                        late.fetch_add(1, SeqCst);
                     }
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, accepted, late)
 }
 
@@ -168,9 +144,8 @@ async fn bytes_after_a_response_are_never_served_to_the_next_request() {
             &format!("\n  - name: raw\n    servers: [http://{backend}]"),
         ));
         let addr = p.listener_addr("public").await;
-        let get = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
         for i in 0..3 {
-            let reply = h1_exchange(&w, addr, get).await;
+            let reply = h1_exchange(&w, addr, GET_THEN_CLOSE).await;
             let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
             // Every answer is a first one, on a connection of its own.
             assert_eq!(
