@@ -40,7 +40,8 @@
 //!   - `provider`: the crypto provider every config is built with (aws-lc-rs,
 //!     AES-128-GCM suites first).
 //! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
-//!   the public `Watcher` and `Subject`.
+//!   the public `Watcher` and `Subject`. One watcher per process, the
+//!   reloader's: the configuration file, the entries' files, the admin token files.
 //!   - `state`: the watcher thread's state machine: events, debounce, poll
 //!     scheduling, re-arming, reporting due subjects (`fire_due`); its tests
 //!     in `state/tests.rs`.

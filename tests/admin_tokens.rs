@@ -123,3 +123,154 @@ async fn sighup_rereads_the_token_file() {
     .await;
     assert_eq!(status(api, OLD).await, 401, "the leaked token still works");
 }
+
+/// Point the symlink `link` at `target`, atomically (a new link renamed
+/// over it, as `ln -sfn` through a temporary name does).
+fn relink(link: &std::path::Path, target: &str) {
+    let tmp = link.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+/// A directory no filesystem watch can be placed on: a symlink to itself
+/// (ELOOP). It degrades the watcher of whatever path runs through it.
+fn looped(s: &Scene, name: &str) {
+    std::os::unix::fs::symlink(name, s.path(name)).unwrap();
+}
+
+/// A proxy whose editor token is `tok/token`, `tok` a link to `tok-a`
+/// (OLD; `tok-b` holds NEW), watched by events, with an unused entry
+/// `later` whose files are under `certloop`, a directory no watch can be
+/// placed on: the certificate watch is degraded from the start.
+async fn start_with_stuck_certificate_watch(s: &Scene) -> (Proxy, SocketAddr) {
+    let ca = TestCa::new("ca");
+    s.pair("pki/edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("tok-a/token"), OLD);
+    write(&s.path("tok-b/token"), NEW);
+    std::os::unix::fs::symlink("tok-a", s.path("tok")).unwrap();
+    looped(s, "certloop");
+    looped(s, "tokloop");
+    let cfg = s.config(
+        r#"
+watch: { events: true, poll_interval: 1h }
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{ role: editor, token_file: tok/token }]
+certs:
+  - { id: edge, type: server-pair, cert_file: pki/edge.crt, key_file: pki/edge.key }
+  - { id: later, type: server-pair, cert_file: certloop/later.crt, key_file: certloop/later.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: edge }]
+"#,
+    );
+    let mut p = Proxy::start(&cfg);
+    let api = p.admin_addr().await;
+    (p, api)
+}
+
+/// `hotproxy_watch_degraded` is the state of every watch in the process:
+/// the token file's watch recovering does not clear it while a
+/// certificate directory still cannot be watched. With a watcher of its
+/// own for the token files, that watcher's recovery wrote 0 over the
+/// certificate watcher's 1: the operator saw 0 while nothing but a 1 h
+/// poll looked at the certificate files.
+#[tokio::test]
+async fn a_token_watch_recovering_leaves_a_stuck_certificate_watch_degraded() {
+    let s = Scene::new();
+    let (mut p, api) = start_with_stuck_certificate_watch(&s).await;
+    wait_metric(api, "hotproxy_watch_degraded 1", Duration::from_secs(10)).await;
+    assert_eq!(status(api, OLD).await, 200);
+
+    // The token file's watch fails too, then recovers, with NEW in the file.
+    relink(&s.path("tok"), "tokloop");
+    p.wait_log("the token directory's failed watch", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cannot watch directory"))
+            && v["path"].as_str().is_some_and(|d| d.ends_with("tokloop"))
+    })
+    .await;
+    relink(&s.path("tok"), "tok-b");
+    // The token is re-read after its watch is placed again.
+    wait_until(Duration::from_secs(10), "the new token works", || async {
+        status(api, NEW).await == 200
+    })
+    .await;
+    let metrics = metrics_text(api).await;
+    assert!(
+        metrics.lines().any(|l| l == "hotproxy_watch_degraded 1"),
+        "certloop is still not watched, yet the gauge says otherwise:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("watch_degraded"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // The certificate directory mended: now every watch is placed.
+    std::fs::remove_file(s.path("certloop")).unwrap();
+    std::fs::create_dir(s.path("certloop")).unwrap();
+    wait_metric(api, "hotproxy_watch_degraded 0", Duration::from_secs(10)).await;
+}
+
+/// The token files are watched by the one watcher the process has: one
+/// inotify instance and one watch thread, not one each for the
+/// certificates and the tokens.
+#[tokio::test]
+async fn token_files_share_the_one_watcher() {
+    let s = Scene::new();
+    let kubelet = Kubelet::with_mode(&s.path("secret"), 0o440);
+    let (p, api) = start(&s, &kubelet).await;
+    assert_eq!(status(api, OLD).await, 200);
+    let pid = p.pid();
+    let inotify = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("inotify"))
+        .count();
+    let watch_threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "hotproxy-watch")
+        .count();
+    assert_eq!(
+        (inotify, watch_threads),
+        (1, 1),
+        "(inotify instances, watch threads)"
+    );
+}
+
+/// A FIFO put where the token file was is refused without waiting for a
+/// writer (the running token stays), and the reloader, which the watch
+/// reports to, goes on: a certificate reload through the API is answered.
+#[tokio::test]
+async fn a_fifo_in_place_of_the_token_file_is_refused() {
+    let s = Scene::new();
+    let kubelet = Kubelet::with_mode(&s.path("secret"), 0o440);
+    let (mut p, api) = start(&s, &kubelet).await;
+    assert_eq!(status(api, OLD).await, 200);
+    mkfifo(&s.path("secret/fifo"));
+    relink(&s.path("secret/token"), "fifo");
+    p.wait_log("the FIFO's refusal", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("admin token file refused"))
+            && v["error"].as_str().is_some_and(|e| e.contains("FIFO"))
+    })
+    .await;
+    assert_eq!(status(api, OLD).await, 200, "the running token was dropped");
+    let r = admin(
+        api,
+        "POST",
+        "/api/v1/certs/edge/reload",
+        Some(OLD),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

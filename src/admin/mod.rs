@@ -40,51 +40,22 @@ pub async fn start(
         warn!(addr = %config.bind, "{warning}");
     }
     let tokens = Arc::new(auth::Tokens::load(config)?);
-    watch_tokens(&handle, tokens.clone(), shutdown.clone());
+    if !tokens.files().is_empty() {
+        // Watched by the reloader's watcher, the process's only one. A
+        // second watcher of their own wrote `hotproxy_watch_degraded` over
+        // the first's (its recovery cleared the gauge while a certificate
+        // directory still went unwatched), and cost an inotify instance
+        // and a thread. Awaited: the watcher has been told before the
+        // listener serves.
+        let watched = tokens.clone();
+        handle.call(move |r| r.watch_admin_tokens(watched)).await;
+    }
     let socket = crate::proxy::listener::bind(config.bind)
         .await
         .map_err(|e| format!("admin.bind {}: {e}", config.bind))?;
     let addr = socket.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(accept_loop(socket, handle, tokens.clone(), shutdown));
     Ok((addr, tokens))
-}
-
-/// Re-read a token file when it changes: a Secret rotated after a leak
-/// takes effect without a restart. A watcher of its own (same `watch:`
-/// settings: events, the stat poll, debounce) rather than the reloader's,
-/// whose watched set is the catalogue's and is replaced on every reload.
-fn watch_tokens(handle: &Handle, tokens: Arc<auth::Tokens>, mut shutdown: watch::Receiver<bool>) {
-    let files = tokens.files();
-    if files.is_empty() {
-        return;
-    }
-    let (watcher, mut changed) =
-        crate::watch::Watcher::start(handle.shared.config.load().watch.clone());
-    watcher.set(
-        files
-            .into_iter()
-            .map(|(i, path)| (crate::watch::Subject::AdminToken(i), vec![path]))
-            .collect(),
-    );
-    tokio::spawn(async move {
-        // The watcher stops when dropped, with this task.
-        let _watcher = watcher;
-        loop {
-            tokio::select! {
-                subject = changed.recv() => match subject {
-                    // File reads: off the runtime's threads (a stuck
-                    // volume must not stall the requests they serve).
-                    Some(crate::watch::Subject::AdminToken(i)) => {
-                        let tokens = tokens.clone();
-                        tokio::task::spawn_blocking(move || tokens.reread(i));
-                    }
-                    Some(_) => {}
-                    None => return,
-                },
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-        }
-    });
 }
 
 /// The rule for an admin API without tokens: refused on a non-loopback

@@ -186,6 +186,9 @@ pub struct Reloader {
     refs: BTreeMap<String, Vec<Reference>>,
     /// The entry views last published, updated one entry at a time.
     views: EntryViews,
+    /// The admin listener's tokens, whose files are watched here too
+    /// ([`Reloader::watch_admin_tokens`]).
+    admin_tokens: Option<Arc<crate::admin::auth::Tokens>>,
 }
 
 /// Listener `l`'s TLS built as a start builds it — its `client_auth` and
@@ -237,6 +240,7 @@ pub fn start(
         store: None,
         refs: BTreeMap::new(),
         views: BTreeMap::new(),
+        admin_tokens: None,
     };
     reloader.apply_config(config.clone(), true)?;
     if let Some(store_config) = &config.store {
@@ -281,8 +285,7 @@ impl Reloader {
                 Ok(Command::Changed(Subject::Entry(id))) => {
                     let _ = self.reload_entry(&id, false);
                 }
-                // Watched and re-read by the admin listener, not here.
-                Ok(Command::Changed(Subject::AdminToken(_))) => {}
+                Ok(Command::Changed(Subject::AdminToken(i))) => self.reread_admin_token(i),
                 Ok(Command::ReloadAll) => self.reload_all(),
                 Ok(Command::Call(f)) => f(&mut self),
                 Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -45,7 +45,7 @@ pub enum Subject {
     Config,
     /// A catalogue entry, by id.
     Entry(String),
-    /// The file of `admin.tokens[i]` (the admin listener's own watcher).
+    /// The file of `admin.tokens[i]`, watched beside the catalogue's.
     AdminToken(usize),
 }
 
