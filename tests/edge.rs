@@ -385,6 +385,102 @@ async fn trusted_proxies_forwarding_headers() {
     assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "203.0.113.7");
 }
 
+/// Raw HTTP/1.1 request bytes over TLS on `tcp` (which must ask for
+/// `Connection: close`), read until the proxy closes: what the echo
+/// backend saw, from a 200.
+async fn raw_over(tcp: TcpStream, w: &World, request: &str) -> serde_json::Value {
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // A reset after the response (unread input) still leaves what was read.
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut out))
+        .await
+        .expect("the proxy answers and closes");
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 200 "), "{text}");
+    seen(body)
+}
+
+/// The `X-Forwarded-*` names the backend saw, sorted.
+fn x_forwarded(seen: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = seen["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("x-forwarded") || k.starts_with("x_forwarded"))
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every `X-Forwarded-*` header, not only the four hotproxy sets or
+/// replaces, is removed from a client that is not a trusted proxy, and
+/// so is its `_` look-alike: `X-Forwarded-Prefix` is the path base of
+/// ASP.NET and Spring applications, `X-Forwarded-Scheme` and
+/// `X-Forwarded-Ssl` Rack's scheme, so a client could steer the redirects
+/// and cached pages of an application that trusts its proxy. A trusted
+/// proxy's pass (Traefik's `forwardedheaders`), its look-alikes do not;
+/// request trailers carry none of them from anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_peers_send_no_x_forwarded_header_of_any_name() {
+    let w = world().await;
+    let family = [
+        ("x-forwarded-prefix", "//evil.example"),
+        ("x-forwarded-scheme", "http"),
+        ("x-forwarded-ssl", "off"),
+        ("x-forwarded-uri", "/admin"),
+        ("x-forwarded-server", "evil.example"),
+        ("x-forwarded-method", "DELETE"),
+    ];
+    let mut request = String::from("GET /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in family {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("X_Forwarded_Prefix: //evil.example\r\nX-Forwarded_Scheme: http\r\n\r\n");
+
+    let from_client = raw_over(tcp_from("127.0.0.1", w.public).await, &w, &request).await;
+    assert_eq!(
+        x_forwarded(&from_client),
+        ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"],
+        "{from_client}"
+    );
+    assert_eq!(from_client["headers"]["x-forwarded-proto"], "https");
+
+    let from_proxy = raw_over(tcp_from("127.0.0.3", w.public).await, &w, &request).await;
+    let h = &from_proxy["headers"];
+    for (name, value) in family {
+        assert_eq!(h[name], value, "{from_proxy}");
+    }
+    assert!(
+        h.get("x_forwarded_prefix").is_none() && h.get("x-forwarded_scheme").is_none(),
+        "a look-alike passed: {from_proxy}"
+    );
+
+    // After the body, from either peer: only what no head rule stops.
+    let upload = "POST /api/upload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                  Trailer: x-checksum, x-forwarded-prefix, x-forwarded-ssl\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n\
+                  4\r\nabcd\r\n0\r\n\
+                  x-checksum: crc32c=1\r\nx-forwarded-prefix: //evil.example\r\n\
+                  x-forwarded-ssl: off\r\nx_forwarded_uri: /admin\r\n\r\n";
+    for from in ["127.0.0.1", "127.0.0.3"] {
+        let seen = raw_over(tcp_from(from, w.public).await, &w, upload).await;
+        assert_eq!(seen["body_bytes"], 4, "{seen}");
+        assert_eq!(
+            seen["trailers"],
+            serde_json::json!({ "x-checksum": "crc32c=1" }),
+            "from {from}"
+        );
+    }
+}
+
 /// One raw HTTP/1.x request to the redirect listener: the response head.
 async fn raw_http(addr: SocketAddr, request: &str) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();

@@ -3,11 +3,12 @@
 //! hotproxy sets `X-Forwarded-For` (the client's values joined, then the
 //! client address), `X-Forwarded-Proto`, `X-Forwarded-Host` (the authority
 //! the request was routed on) and `Via`. The forwarding headers a client
-//! could use to lie about where a request came from (`Forwarded`,
-//! `X-Forwarded-*`, `X-Real-IP`) are replaced, unless the client is one of
-//! the listener's `trusted_proxies` (`trusts_forwarding`): then they are
-//! kept, and `X-Forwarded-For` and `Forwarded` extended with the client
-//! address. Client-certificate headers are `proxy::client_cert`'s (per
+//! could use to lie about where a request came from or how it reached the
+//! proxy (`Forwarded`, `X-Real-IP` and every `X-Forwarded-*`, such as the
+//! `X-Forwarded-Prefix` frameworks take as the path base) are removed or
+//! replaced, unless the client is one of the listener's `trusted_proxies`
+//! (`trusts_forwarding`): then they are kept, and `X-Forwarded-For` and
+//! `Forwarded` extended with the client address. Client-certificate headers are `proxy::client_cert`'s (per
 //! `forward_client_cert`, spoofed copies always removed). A client's
 //! header whose name reads, `_` as `-`, as one hotproxy sets or replaces
 //! (`X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`) is removed. The
@@ -23,7 +24,6 @@ use crate::proxy::trailers;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -200,7 +200,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Whether hotproxy vouches for `name` on a request: a header it replaces
 /// or removes ([`replaced_by_hotproxy`]), `Via` or `X-Request-Id`, or a
-/// look-alike of one with `_` for `-` ([`strip_underscore_lookalikes`]).
+/// look-alike of one with `_` for `-` ([`strip_client_claims`]).
 pub fn is_vouched_for(name: &HeaderName) -> bool {
     let n = name.as_str();
     vouched(n) || underscore_lookalike(n)
@@ -220,11 +220,28 @@ fn underscore_lookalike(n: &str) -> bool {
     n.contains('_') && vouched(&n.replace('_', "-"))
 }
 
-/// A forwarding header or a client-certificate header
+/// A forwarding header ([`claims_origin`]) or a client-certificate header
 /// ([`crate::proxy::client_cert::is_identity_header`]): what hotproxy
 /// replaces or removes whatever the client sent.
 fn replaced_by_hotproxy(n: &str) -> bool {
-    FORWARDING.iter().any(|f| f.as_str() == n) || crate::proxy::client_cert::is_identity_header(n)
+    claims_origin(n) || crate::proxy::client_cert::is_identity_header(n)
+}
+
+/// A header through which a client would claim where it came from, or how
+/// the request reached the proxy before hotproxy: `Forwarded`, `X-Real-IP`
+/// and every `X-Forwarded-*`. Not only the four hotproxy sets or replaces:
+/// ASP.NET and Spring take `X-Forwarded-Prefix` as the path base, Rack
+/// reads `X-Forwarded-Scheme` and `X-Forwarded-Ssl`, others `-Uri`,
+/// `-Method`, `-Server`; Traefik's `forwardedheaders` removes the family
+/// from untrusted peers too. Every name of every request passes here (a
+/// [`HeaderName`] is lowercase): the first byte settles most.
+#[inline]
+fn claims_origin(n: &str) -> bool {
+    match n.as_bytes().first() {
+        Some(b'x') => n.starts_with("x-forwarded-") || n == X_REAL_IP.as_str(),
+        Some(b'f') => n == FORWARDED.as_str(),
+        _ => false,
+    }
 }
 
 /// Remove every field whose name `drop` picks. The names are collected
@@ -237,17 +254,18 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
     }
 }
 
-/// The headers through which a client would claim where it came from.
-static FORWARDING: [&HeaderName; 6] = [
-    &FORWARDED,
-    &X_FORWARDED_FOR,
-    &X_REAL_IP,
-    &X_FORWARDED_PORT,
-    &X_FORWARDED_PROTO,
-    &X_FORWARDED_HOST,
-];
-
-/// Remove a client's header whose name, `_` read as `-`, is one hotproxy
+/// Remove what a client may not say: from one that is not a trusted proxy
+/// (`trusted` false) every forwarding header ([`claims_origin`]), and from
+/// any client every [`underscore_lookalike`]. One pass over the names,
+/// which allocates nothing when there is nothing to remove (the common
+/// request).
+///
+/// A client-certificate header among them (`X-Forwarded-Client-Cert`,
+/// `X-Forwarded-Tls-Client-Cert`) is kept: by now it is hotproxy's own,
+/// written per `forward_client_cert` after the client's copies were
+/// removed ([`crate::proxy::client_cert::apply`]).
+///
+/// The look-alikes: a client's header whose name, `_` read as `-`, is one hotproxy
 /// sets, replaces or removes ([`vouched`]): a forwarding header, a
 /// client-certificate header
 /// ([`crate::proxy::client_cert::is_identity_header`]) or `X-Request-Id`
@@ -260,8 +278,12 @@ static FORWARDING: [&HeaderName; 6] = [
 /// are what a request's trailers lose ([`is_vouched_for`]). nginx drops
 /// every name with `_` (`underscores_in_headers off`); hotproxy drops only
 /// these, so an application's own `api_key` passes.
-fn strip_underscore_lookalikes(headers: &mut HeaderMap) {
-    remove_where(headers, |k| underscore_lookalike(k.as_str()));
+fn strip_client_claims(headers: &mut HeaderMap, trusted: bool) {
+    remove_where(headers, |k| {
+        let n = k.as_str();
+        (!trusted && claims_origin(n) && !crate::proxy::client_cert::is_identity_header(n))
+            || underscore_lookalike(n)
+    });
 }
 
 /// Whether the client's own forwarding headers are believed: only from
@@ -279,16 +301,12 @@ pub fn rewrite_request_headers(
     upgrade: bool,
 ) {
     strip_hop_by_hop(headers, upgrade, Message::Request);
-    strip_underscore_lookalikes(headers);
+    let trusted = trusts_forwarding(ctx);
+    // Not from a trusted proxy, nothing a client says about where it came
+    // from survives: what hotproxy sets below replaces it.
+    strip_client_claims(headers, trusted);
     if h2_client {
         join_cookies(headers);
-    }
-    let trusted = trusts_forwarding(ctx);
-    if !trusted && headers.keys().any(|k| FORWARDING.contains(&k)) {
-        // Replaced: nothing a client says about where it came from survives.
-        for n in FORWARDING {
-            headers.remove(n);
-        }
     }
     // The common request has no X-Forwarded-For of its own: the
     // connection's preformatted value is shared, nothing is allocated.
@@ -523,6 +541,45 @@ mod tests {
             "for=192.0.2.1, for=\"[2001:db8::1]\";proto=https"
         );
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    /// Every `X-Forwarded-*` goes from an untrusted client, with its
+    /// look-alikes, but not hotproxy's own client-certificate headers
+    /// (written before); a trusted proxy's pass, its look-alikes do not.
+    #[test]
+    fn the_whole_x_forwarded_family_is_a_trusted_proxys_only() {
+        let sent = [
+            "x-forwarded-prefix",
+            "x-forwarded-scheme",
+            "x-forwarded-ssl",
+            "x-forwarded-uri",
+            "x_forwarded_prefix",
+            "x-forwarded_server",
+        ];
+        let ours = ["x-forwarded-client-cert", "x-forwarded-tls-client-cert"];
+        for trusted in [false, true] {
+            let mut c = ctx(false);
+            c.trusted_proxy = trusted;
+            let mut h = HeaderMap::new();
+            for n in sent.iter().chain(&ours) {
+                h.insert(*n, HeaderValue::from_static("1"));
+            }
+            h.insert("x-forwardedness", HeaderValue::from_static("1"));
+            rewrite_request_headers(&mut h, &c, false, false);
+            for n in &sent[..4] {
+                assert_eq!(h.contains_key(*n), trusted, "{n}, trusted: {trusted}");
+            }
+            for n in &sent[4..] {
+                assert!(!h.contains_key(*n), "{n}, trusted: {trusted}");
+            }
+            for n in ours.iter().chain(&["x-forwardedness"]) {
+                assert_eq!(h[*n], "1", "{n}, trusted: {trusted}");
+            }
+        }
+        for n in sent {
+            assert!(is_vouched_for(&HeaderName::from_static(n)), "{n}");
+        }
+        assert!(!is_vouched_for(&HeaderName::from_static("x-forwardedness")));
     }
 
     #[test]
