@@ -832,6 +832,69 @@ async fn announced_trailers_pass_over_http1_both_ways() {
     assert_eq!(h1.accepted.load(Ordering::SeqCst), 1);
 }
 
+/// A request body of no declared length reaches an HTTP/1.1 upstream
+/// whatever the method: an HTTP/1.1 client's chunked `GET` (Elasticsearch's
+/// `GET /_search` takes its query so) and an HTTP/2 client's `GET` with
+/// DATA and no `content-length` arrive with their bodies, chunked. hyper's
+/// client frames a `GET` or `HEAD` of unknown length as bodiless, so the
+/// upstream got a bare `GET` and its connection, the body unsent, was
+/// closed. A `GET` without a body still goes with neither
+/// `Content-Length` nor `Transfer-Encoding`.
+#[tokio::test]
+async fn a_get_body_of_unknown_length_reaches_an_h1_upstream() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config("h1", h1.addr, &[]));
+    let addr = p.listener_addr("public").await;
+    let r = raw(
+        &w,
+        addr,
+        b"GET /_search/upload HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\
+          Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = r.json();
+    assert_eq!(seen["version"], "HTTP/1.1", "{seen}");
+    assert_eq!(seen["body"], "hello world", "{seen}");
+    assert_eq!(seen["headers"]["transfer-encoding"], "chunked", "{seen}");
+
+    let mut client = h2_to(&w, addr).await;
+    let req = http::Request::get("https://a.example.com/_search/upload")
+        .body(())
+        .unwrap();
+    let (resp, mut stream) = client.send_request(req, false).unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"{\"query\":{}}"), true)
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        data.extend_from_slice(&chunk.unwrap());
+    }
+    let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(seen["body"], "{\"query\":{}}", "{seen}");
+    assert_eq!(seen["headers"]["transfer-encoding"], "chunked", "{seen}");
+
+    let r = raw(
+        &w,
+        addr,
+        b"GET /_search/upload HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let seen = r.json();
+    assert_eq!(seen["body_bytes"], 0, "{seen}");
+    let h = &seen["headers"];
+    assert!(
+        h.get("content-length").is_none() && h.get("transfer-encoding").is_none(),
+        "{seen}"
+    );
+    // Each body sent whole, its connection was kept for the next request.
+    assert_eq!(h1.accepted.load(Ordering::SeqCst), 1);
+}
+
 /// An upstream's response head may be up to 64 KiB over HTTP/2 as over
 /// HTTP/1.1 (`upstream_response_head_over_64_kib_is_502` in tests/serving/upstream.rs):
 /// hyper's HTTP/2 client took 16 KiB, so a backend offering h2 had a

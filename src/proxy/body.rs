@@ -197,6 +197,13 @@ impl ClientBody {
         }
     }
 
+    /// Whether the body has content of no declared length (HTTP/1.1
+    /// chunked, HTTP/2 without `content-length`): a bodyless request, or
+    /// one with a length, answers `false` with no more than a look.
+    pub fn unknown_length(&self) -> bool {
+        !self.is_end_stream() && self.size_hint().exact().is_none()
+    }
+
     /// Whether this body has been read to its end, asked later.
     pub fn sent(&self) -> BodySent {
         BodySent(self.state.clone())

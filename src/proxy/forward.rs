@@ -478,6 +478,16 @@ impl Upstream {
                     let reused = c.reused();
                     let copy = ((may_retry || (!fresh && reused)) && replayable(&req))
                         .then(|| copy_of(&req));
+                    // hyper's HTTP/1.1 client frames a GET or HEAD body of
+                    // unknown length as none: the upstream got a bare GET
+                    // and the connection, the body unsent, was closed. Told
+                    // `chunked` it sends it so, as it does other methods'.
+                    if req.body().unknown_length() {
+                        req.headers_mut().insert(
+                            header::TRANSFER_ENCODING,
+                            HeaderValue::from_static("chunked"),
+                        );
+                    }
                     let sent = req.body().sent();
                     match c.send(req).await {
                         Ok(resp) => {
@@ -494,6 +504,10 @@ impl Upstream {
                     // endpoint must not name that one in `:authority`.
                     stand_in_host(&mut req, endpoint);
                     *req.uri_mut() = absolute(endpoint, &path, req.headers());
+                    // Framing an HTTP/1.1 attempt that never sent it added.
+                    if req.body().unknown_length() {
+                        req.headers_mut().remove(header::TRANSFER_ENCODING);
+                    }
                     // A refused stream makes any request safe again, if its
                     // body can be sent twice: kept for another endpoint, or
                     // a new connection to this one (a shared connection is

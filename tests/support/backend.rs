@@ -426,8 +426,14 @@ impl Backend {
                                             .collect::<serde_json::Map<_, _>>()
                                             .into();
                                     }
-                                    body["body_bytes"] =
-                                        got.map(|b| b.to_bytes().len()).ok().into();
+                                    let got = got.map(|b| b.to_bytes());
+                                    body["body_bytes"] = got.as_ref().map(|b| b.len()).ok().into();
+                                    // A small body as it came (lossy UTF-8).
+                                    if let Ok(b) = &got
+                                        && b.len() <= 64 * 1024
+                                    {
+                                        body["body"] = String::from_utf8_lossy(b).into();
+                                    }
                                 }
                                 // `…/trailers…`: the answer ends as a gRPC
                                 // one does, with grpc-status in trailers.
