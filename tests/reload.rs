@@ -1050,6 +1050,49 @@ async fn a_briefly_missing_config_file_is_waited_for() {
     );
 }
 
+/// A configuration file whose mtime is in the future (a host ahead in time:
+/// `rsync -t`, `cp -p`, `tar x`, clock skew on a network filesystem) is
+/// applied like any other, not deferred as a writer at work until its mtime
+/// passes or settle_timeout runs out. settle_timeout is 10 minutes here, so
+/// a proxy that defers on such an mtime does not apply it within the wait.
+#[tokio::test]
+async fn a_config_file_with_a_future_mtime_is_applied() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let b = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    s.pair("b", &b);
+    let config = |stem: &str| {
+        base_config(&format!("{stem}.crt"), &format!("{stem}.key"), "")
+            .replace("settle_timeout: 2s", "settle_timeout: 10m")
+    };
+    let cfg = s.config(&config("a"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
+    // `rsync -t`: a temp file with the sender's mtime, renamed over.
+    let tmp = s.path("config.yaml.rsync");
+    write(&tmp, &config("b"));
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    // `cp -p` in place: the same inode rewritten, then its mtime set.
+    write(&cfg, &config("a"));
+    std::fs::File::options()
+        .write(true)
+        .open(&cfg)
+        .unwrap()
+        .set_modified(ahead + Duration::from_secs(1))
+        .unwrap();
+    until_served(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}
+
 /// A renewal that adds a SAN another pair of the listener answers with a
 /// different client_auth (a.test's certificate now names b.test too, and
 /// b.test requires a client certificate) is served; b.test stays with its

@@ -57,9 +57,8 @@ impl Reloader {
         let now = Instant::now();
         let wait = match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(CONFIG_MISSING_RETRY),
-            _ => modified_ago(&path)
-                .filter(|age| *age < CONFIG_QUIET)
-                .map(|age| CONFIG_QUIET - age),
+            Err(_) => None,
+            Ok(meta) => self.config_wait(&meta, now),
         };
         if let Some(wait) = wait {
             if wait == CONFIG_MISSING_RETRY && self.config_unsettled_since.is_none() {
@@ -704,12 +703,27 @@ const CONFIG_MISSING_RETRY: Duration = Duration::from_millis(100);
 const CONFIG_RETRY_FIRST: Duration = Duration::from_secs(1);
 const CONFIG_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Time since `path` was last modified (None when it cannot be told).
-fn modified_ago(path: &std::path::Path) -> Option<Duration> {
-    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    Some(
-        SystemTime::now()
-            .duration_since(modified)
-            .unwrap_or_default(),
-    )
+impl Reloader {
+    /// How long until the configuration file (`meta`, looked at `now`) has
+    /// been still for `CONFIG_QUIET`; `None` when it has, or when that
+    /// cannot be told. Its mtime says when it last changed, unless it lies
+    /// in the future (a host ahead in time: `rsync -t`, `cp -p`, `tar x`,
+    /// clock skew on a network filesystem): that says nothing about the
+    /// writer, and taken as "just now" it deferred every read until the
+    /// mtime passed or settle_timeout ran out. Then the file is still once
+    /// looks `CONFIG_QUIET` apart have seen the same mtime and size.
+    fn config_wait(&mut self, meta: &std::fs::Metadata, now: Instant) -> Option<Duration> {
+        let modified = meta.modified().ok()?;
+        let seen = (modified, meta.len());
+        let since = match self.config_seen {
+            Some((before, since)) if before == seen => since,
+            _ => now,
+        };
+        self.config_seen = Some((seen, since));
+        let still_for = match SystemTime::now().duration_since(modified) {
+            Ok(age) => age,
+            Err(_) => now.duration_since(since),
+        };
+        CONFIG_QUIET.checked_sub(still_for).filter(|w| !w.is_zero())
+    }
 }

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -177,6 +177,10 @@ pub struct Reloader {
     /// mid-write or was rejected, and since when it has looked mid-write.
     config_retry: Option<Instant>,
     config_unsettled_since: Option<Instant>,
+    /// The configuration file's mtime and size at a look, and since when
+    /// looks have seen them: whether a file with an mtime in the future is
+    /// still being written (see `apply::config_wait`).
+    config_seen: Option<((SystemTime, u64), Instant)>,
     /// The wait before the next retry of a rejected configuration; `None`
     /// while the file is the running configuration.
     config_backoff: Option<Duration>,
@@ -236,6 +240,7 @@ pub fn start(
         last_config_error: None,
         config_retry: None,
         config_unsettled_since: None,
+        config_seen: None,
         config_backoff: None,
         store: None,
         refs: BTreeMap::new(),
