@@ -108,8 +108,10 @@ pub struct Entry {
     /// The last good material: what snapshots are built from.
     pub current: Option<Arc<Loaded>>,
     pub last_reload: Option<ReloadResult>,
-    /// Since when the entry has been failing with transient problems (a
-    /// writer mid-way); failures count only after `settle_timeout`.
+    /// Since when the entry has been refused for transient problems (a
+    /// writer mid-way) in this wait: failures count only after
+    /// `settle_timeout`. Cleared when material is served or the wait ends
+    /// in a failure, so the next writer's wait starts at its first read.
     pub unsettled_since: Option<Instant>,
     /// Consecutive failures, for retry backoff.
     pub failures: u32,

@@ -270,14 +270,24 @@ impl Reloader {
 
     /// Material for `id` was refused: keep the old, count, log once per
     /// distinct problem, schedule a retry. Transient problems (a writer
-    /// half-way) are only waited on until `settle_timeout`.
+    /// half-way) are only waited on until `settle_timeout`, counted from
+    /// the first of them since the entry was last served or failing.
     pub(super) fn refused(&mut self, id: &str, problem: &str, transient: bool) {
         let settle = self.config.watch.settle_timeout;
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
         let now = Instant::now();
-        if transient {
+        // A failing entry re-read with the very problem it fails on is
+        // still failing; any other transient problem is a writer at work
+        // again, waited on from now (the last wait ended at the failure:
+        // counted from its start, a chain cut short by the fix of a
+        // missing file was served at its first read, see `chain_cut`).
+        let still_failing = entry
+            .last_reload
+            .as_ref()
+            .is_some_and(|r| r.result == "failure" && r.error.as_deref() == Some(problem));
+        if transient && !still_failing {
             let since = *entry.unsettled_since.get_or_insert(now);
             let waited = now.duration_since(since);
             if waited < settle {
@@ -308,6 +318,8 @@ impl Reloader {
                 return;
             }
         }
+        // The wait for a writer is over: a later one starts its own.
+        entry.unsettled_since = None;
         entry.failures = entry.failures.saturating_add(1);
         entry.last_reload = ReloadResult::failure(problem.to_owned());
         set_state(id, State::Failing);
