@@ -43,6 +43,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// What `path` names once every symlink of its last component is followed
+/// (relative links resolved against the link's directory): the file an
+/// atomic write must replace so that a symlink to it (a file on a
+/// persistent volume) stays one, as `sed -i --follow-symlinks` does. A
+/// path that is not a link, or a link to nothing yet, is returned as it
+/// is, or as the link's target. Directories on the way are left as they
+/// are: a rename works through them.
+pub fn follow_links(path: &Path) -> std::io::Result<PathBuf> {
+    // Linux's limit on links followed in one lookup (MAXSYMLINKS).
+    const MAX_LINKS: usize = 40;
+    let mut at = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&at)?;
+                at = match at.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            Ok(_) => return Ok(at),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(at),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "more than {MAX_LINKS} symlinks from {}",
+        path.display()
+    )))
+}
+
 /// A new temp file `.<name>.tmp.<random>` in `dir`, created exclusively,
 /// without following links, with mode 0600 from the start (never more than
 /// the caller's final mode allows before `set_permissions`).
@@ -250,6 +281,34 @@ mod tests {
         assert!(format!("{e:#}").contains("cannot replace"), "{e:#}");
         assert!(others(d.path(), &["store.json"]).is_empty());
         assert!(target.join("inside").exists());
+    }
+
+    /// Links are followed to the file they lead to, relative ones from
+    /// their own directory, through a chain and to a file not there yet; a
+    /// loop is an error, not a hang.
+    #[test]
+    fn follow_links_finds_the_final_target() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        for sub in ["volume", "data"] {
+            fs::create_dir(d.path().join(sub)).unwrap();
+        }
+        let file = d.path().join("volume/store.json");
+        let plain = d.path().join("plain.json");
+        fs::write(&plain, "x").unwrap();
+        assert_eq!(follow_links(&plain).unwrap(), plain);
+        let hop = d.path().join("hop.json");
+        symlink(&file, &hop).unwrap();
+        let link = d.path().join("data/store.json");
+        symlink("../hop.json", &link).unwrap();
+        let found = follow_links(&link).unwrap();
+        assert_eq!(found, file);
+        fs::write(&found, "x").unwrap();
+        assert_eq!(follow_links(&link).unwrap(), file);
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        symlink(&b, &a).unwrap();
+        symlink(&a, &b).unwrap();
+        assert!(follow_links(&a).is_err());
     }
 
     /// A regular file reads whole, up to exactly the limit.

@@ -891,6 +891,63 @@ async fn no_store_no_create() {
     .await;
 }
 
+/// A `store.path` that is a symlink (to a file on a persistent volume)
+/// stays one: saving writes the file it leads to, beside it, and the link
+/// is left alone. The save used to rename the new store over the link
+/// itself, so the volume's file went stale and a restart with the link
+/// re-pointed (a new pod) lost every entry created since.
+#[tokio::test]
+async fn a_symlinked_store_path_is_written_through() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    std::fs::create_dir_all(s.path("volume")).unwrap();
+    std::fs::create_dir_all(s.path("data")).unwrap();
+    // Relative, as `ln -s ../volume/store.json data/store.json` makes it;
+    // the volume is fresh: the file is not there yet.
+    std::os::unix::fs::symlink("../volume/store.json", s.path("data/store.json")).unwrap();
+    let yaml = |store: &str| {
+        format!(
+            "admin: {{ bind: 127.0.0.1:0 }}\nstore: {{ path: {store}, key_file: data/store.key }}\nlisteners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n"
+        )
+    };
+    let cfg = s.config(&yaml("data/store.json"));
+    let mut p = Proxy::start(&cfg);
+    let api = p.admin_addr().await;
+    for id in ["first", "second"] {
+        let r = admin(
+            api,
+            "POST",
+            "/api/v1/certs",
+            None,
+            Some(json!({"id": id, "type": "ca-bundle", "source": "inline", "ca_pem": ca.cert_pem})),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let link = std::fs::symlink_metadata(s.path("data/store.json")).unwrap();
+        assert!(
+            link.file_type().is_symlink(),
+            "store.path is no longer a symlink after creating {id}"
+        );
+        assert!(
+            s.path("volume/store.json").is_file(),
+            "nothing on the volume"
+        );
+    }
+    // The volume's file holds both: a proxy reading it directly has them.
+    p.signal("TERM");
+    p.wait_exit(Duration::from_secs(10)).await;
+    write(&cfg, &yaml("volume/store.json"));
+    let mut p = Proxy::start(&cfg);
+    let api = p.admin_addr().await;
+    for id in ["first", "second"] {
+        let r = admin(api, "GET", &format!("/api/v1/certs/{id}"), None, None, &[]).await;
+        assert_eq!(r.status, 200, "{id}: {}", r.body);
+        assert_eq!(r.json()["origin"], "store");
+    }
+}
+
 /// Material the API put over a configuration entry stays while its files
 /// hold what they held then: a re-read the watcher makes for the same
 /// bytes (a chmod, a kubelet swap for another key, a rewrite) must not

@@ -4,7 +4,8 @@
 //! AES-256-GCM under the 32-byte key in `store.key_file` and a fresh random
 //! nonce per write, so neither key PEMs nor paths are readable at rest. The
 //! file is replaced with temp + fsync + rename: a crash leaves the old or
-//! the new store, never a torn one. A store that does not decrypt is an
+//! the new store, never a torn one. A symlinked path is written through:
+//! the file it leads to is replaced, and the link stays. A store that does not decrypt is an
 //! error naming the file; it is never silently treated as empty.
 
 use std::fs;
@@ -363,7 +364,16 @@ impl Store {
                 body.len()
             )));
         }
-        if let Some(dir) = self.path.parent() {
+        // A store.path that is a symlink (to a file on a persistent
+        // volume) stays one: the file it leads to is replaced, beside it.
+        // Renamed over the link itself, it would leave that file stale.
+        let target = crate::fsutil::follow_links(&self.path).map_err(|e| {
+            SaveError::Write(format!(
+                "store {}: cannot follow its symlink: {e}",
+                self.path.display()
+            ))
+        })?;
+        if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).map_err(|e| {
                 SaveError::Write(format!(
                     "store {}: cannot create {}: {e}",
@@ -372,7 +382,7 @@ impl Store {
                 ))
             })?;
         }
-        crate::fsutil::write_atomic(&self.path, &body, 0o600)
+        crate::fsutil::write_atomic(&target, &body, 0o600)
             .map_err(|e| SaveError::Write(format!("store {}: {e:#}", self.path.display())))
     }
 }
