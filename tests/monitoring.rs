@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -219,69 +218,6 @@ fn the_query_checker_bites() {
 // ---------------------------------------------------------------------------
 // The signals themselves, from the real binary.
 
-/// A client that completes the handshake whatever certificate it gets and
-/// judges the name afterwards, as curl (OpenSSL) does.
-#[derive(Debug)]
-struct CheckNameLater(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for CheckNameLater {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn checks_name_later() -> Arc<rustls::ClientConfig> {
-    checks_name_later_with(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-fn checks_name_later_with(provider: rustls::crypto::CryptoProvider) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(provider);
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(CheckNameLater(provider)))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
-
 async fn metric(admin_addr: std::net::SocketAddr, series: &str) -> Option<f64> {
     let body = admin(admin_addr, "GET", "/metrics", None, None, &[])
         .await
@@ -411,9 +347,13 @@ upstreams:
     let admin_addr = p.admin_addr().await;
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![kx_group::MLKEM1024, kx_group::SECP384R1];
-    let tls = connect(addr, "wrong.example.com", checks_name_later_with(provider))
-        .await
-        .expect("the handshake completes after the retry");
+    let tls = connect(
+        addr,
+        "wrong.example.com",
+        checks_name_later_with(provider, None),
+    )
+    .await
+    .expect("the handshake completes after the retry");
     let (_, session) = tls.get_ref();
     assert_eq!(
         session.handshake_kind(),

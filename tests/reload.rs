@@ -1242,3 +1242,102 @@ listeners:
     assert_eq!(r.json()["mode"], "none");
     still_as_renewed().await;
 }
+
+/// A renewal that drops a name its pair answered (b's certificate renewed,
+/// kubelet-style, for b2.test only) keeps that name with the pair, under
+/// its client_auth, across a reload that leaves the listener alone: a
+/// client sending SNI and Host b.test without a certificate (and ignoring
+/// the certificate name) must not reach b.test's route. b.test used to
+/// fall to the default entry, whose client_auth is none, and its route
+/// answered 200.
+#[tokio::test]
+async fn a_renewal_dropping_a_name_keeps_its_client_auth() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let backend_ca = TestCa::new("backend");
+    let backend = Backend::start("b", &backend_ca.server_pair(&["backend.local"]), None).await;
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("a", &ca.server_pair(&["a.test"]));
+    let secret = Kubelet::new(&s.path("b"));
+    let b = ca.server_pair(&["b.test"]);
+    secret.write(&[("tls.crt", &b.cert_pem), ("tls.key", &b.key_pem)], false);
+    let config = |min_version: &str| {
+        s.config(&format!(
+            r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+certs:
+  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
+  - {{ id: b, type: server-pair, cert_file: b/tls.crt, key_file: b/tls.key }}
+  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ ref: a }}
+        - ref: b
+          client_auth: {{ mode: require_and_verify, ca: {{ ref: ca }} }}
+      min_version: "{min_version}"
+    routes: [{{ host: b.test, upstream: b }}]
+upstreams:
+  - name: b
+    servers: [https://{}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+            backend.addr
+        ))
+    };
+    let mut p = Proxy::start(&config("1.2"));
+    let addr = p.listener_addr("public").await;
+    let client = ca.client_pair("client");
+    // What a client of b.test gets, whatever certificate it is served.
+    let b_test = |client: Option<&TestPair>| {
+        let cfg = checks_name_later_with(rustls::crypto::aws_lc_rs::default_provider(), client);
+        async move { get(addr, "b.test", cfg, false, "/", &[]).await }
+    };
+    let refused = || async {
+        if let Ok(r) = b_test(None).await {
+            panic!(
+                "b.test's route answered a client without a certificate: {}",
+                r.status
+            );
+        }
+    };
+    assert_eq!(b_test(Some(&client)).await.unwrap().status, 200);
+    refused().await;
+
+    let b2 = ca.server_pair(&["b2.test"]);
+    secret.write(
+        &[("tls.crt", &b2.cert_pem), ("tls.key", &b2.key_pem)],
+        false,
+    );
+    until_served(addr, "b2.test", &ca.cert_pem, &b2.fingerprint).await;
+
+    // b.test is still b's (its new certificate, which does not name it),
+    // under b's client_auth.
+    refused().await;
+    let with_cert = b_test(Some(&client)).await.unwrap();
+    assert_eq!((with_cert.status, with_cert.leaf), (200, b2.fingerprint));
+    let warned = p
+        .wait_log("the dropped name warned about", |v| {
+            v["level"] == "WARN" && v["name"] == "b.test" && v["entry"] == "b"
+        })
+        .await;
+    assert!(
+        warned["file"].as_str().unwrap().ends_with("b/tls.crt"),
+        "{warned}"
+    );
+
+    // A reload that rebuilds the listener's TLS but leaves its certs and
+    // client_auth alone keeps it (and says so again).
+    config("1.3");
+    p.signal("HUP");
+    p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    refused().await;
+    let warned = (p.logs().iter())
+        .filter(|l| l.contains("no longer names a host"))
+        .count();
+    assert!(warned >= 2, "the reload rebuilt the listener's TLS");
+}

@@ -250,11 +250,13 @@ fn served_cert(c: &ListenerCert, pair: &crate::material::Pair) -> Arc<ServedCert
 /// client_auth keeps applying to it, and the renewal is served. Only a
 /// SAN is moved this way, and only to its previous owner: two pairs the
 /// configuration itself points at one name, or a name nobody answered
-/// before, are refused as [`tls::server::refuse_shadowed`] says.
+/// before, are refused as [`tls::server::refuse_shadowed`] says. A
+/// renewal that drops a SAN is met the same way ([`keep_dropped`]).
 fn keep_owners(
     l: &ListenerConfig,
     policies: &[&ClientAuthConfig],
     pairs: &[&crate::material::Pair],
+    entries: &BTreeMap<String, Entry>,
     before: Option<&SniResolver>,
 ) -> Result<Vec<Option<Vec<String>>>, String> {
     let mut names: Vec<Vec<String>> = l
@@ -268,6 +270,9 @@ fn keep_owners(
         })
         .collect();
     let mut moved = vec![false; names.len()];
+    if let Some(before) = before {
+        keep_dropped(l, policies, entries, before, &mut names, &mut moved);
+    }
     loop {
         let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
         let Some(s) = tls::server::shadowed(&lists, policies) else {
@@ -294,6 +299,52 @@ fn keep_owners(
         .zip(moved)
         .map(|(n, m)| m.then_some(n))
         .collect())
+}
+
+/// Names a renewal dropped from a pair's SANs that the pair answered in
+/// `before`. Such a name would fall to another pair (the default, when no
+/// other names it), and that pair's client_auth would apply to it: a
+/// renewal of `b.example`'s certificate for `b2.example` alone would let
+/// clients without a certificate reach `b.example`. As with a name a
+/// renewal adds ([`keep_owners`]), the name stays with the pair that
+/// answered it when the other pair's client_auth differs (added back to
+/// its `names`, `moved` set): its clients get a certificate that does not
+/// name it, under the client_auth the name had, and a warning says so.
+/// Only SAN-derived names are kept: a pair's `server_names` are its
+/// configuration.
+fn keep_dropped(
+    l: &ListenerConfig,
+    policies: &[&ClientAuthConfig],
+    entries: &BTreeMap<String, Entry>,
+    before: &SniResolver,
+    names: &mut [Vec<String>],
+    moved: &mut [bool],
+) {
+    let mut dropped: Vec<(String, usize)> = before
+        .owned()
+        .filter(|(name, at)| {
+            l.certs.get(*at).is_some_and(|c| c.server_names.is_none())
+                && !names[*at]
+                    .iter()
+                    .any(|n| tls::server::name_key(n) == tls::server::name_key(name))
+        })
+        .collect();
+    dropped.sort();
+    for (name, keeper) in dropped {
+        let lists: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
+        let instead = tls::server::answerer(&lists, &tls::server::name_key(&name));
+        if policies[instead] == policies[keeper] {
+            continue;
+        }
+        let entry = &l.certs[keeper].entry;
+        let file = entries
+            .get(entry)
+            .map(|e| crate::material::pem::origins(&e.spec.source).swap_remove(0))
+            .unwrap_or_default();
+        warn!(target: LOG, listener = %l.name, name = %name, entry = %entry, file = %file, instead = %l.certs[instead].entry, "a renewed certificate no longer names a host its entry answered, and another entry with a different client_auth would answer it; the entry keeps answering it under its client_auth, with a certificate that does not name it (settle the host in server_names: a restart, or a reload that changes the listener's certs, gives it to the entry that names it then)");
+        names[keeper].push(name);
+        moved[keeper] = true;
+    }
 }
 
 fn client_ca<'a>(
@@ -334,7 +385,7 @@ pub(super) fn listener_tls(
             .iter()
             .map(|c| c.client_auth.as_ref().unwrap_or(client_auth))
             .collect();
-        keep_owners(l, &policies, &material, before)?
+        keep_owners(l, &policies, &material, entries, before)?
     } else {
         vec![None; l.certs.len()]
     };

@@ -114,6 +114,24 @@ pub fn name_key(name: &str) -> String {
     name.strip_suffix('.').map(str::to_owned).unwrap_or(name)
 }
 
+/// The position of the pair that answers `name` (as [`name_key`] has it;
+/// `*.x` for a wildcard) when pair `i` lists `names[i]`, as
+/// [`SniResolver`] picks it: the earliest pair naming it exactly, then the
+/// earliest with the `*.` wildcard one label up, else the default (0).
+pub fn answerer(names: &[&[String]], name: &str) -> usize {
+    let listed = |want: &str| {
+        names
+            .iter()
+            .position(|list| list.iter().any(|n| name_key(n) == want))
+    };
+    listed(name)
+        .or_else(|| {
+            let (_, suffix) = name.split_once('.').filter(|_| !name.starts_with("*."))?;
+            listed(&format!("*.{suffix}"))
+        })
+        .unwrap_or(0)
+}
+
 /// Picks a certificate by SNI in O(1): exact names, then `*.suffix`
 /// wildcards (one label), then the default (first) pair.
 ///
@@ -219,6 +237,14 @@ impl SniResolver {
             None => self.names.exact.get(name),
         }
         .copied()
+    }
+
+    /// Every name this resolver gives a pair, with the pair's position, as
+    /// [`owner`](Self::owner) takes them (`*.x` for a wildcard).
+    pub fn owned(&self) -> impl Iterator<Item = (String, usize)> + '_ {
+        let exact = self.names.exact.iter().map(|(n, &i)| (n.to_string(), i));
+        let wildcard = (self.names.wildcard.iter()).map(|(s, &i)| (format!("*.{s}"), i));
+        exact.chain(wildcard)
     }
 
     /// The URI SANs of the pair that answered `sni` (XFCC's `By`).
@@ -521,6 +547,22 @@ mod tests {
         // Exact and wildcard names are looked up apart: no shadowing.
         let apex = names(&["example.com", "a.example.com"]);
         assert_eq!(shadowed(&[&edge, &apex], &[&none, &verify]), None);
+    }
+
+    /// Who answers a name a pair no longer lists: exact first, then the
+    /// wildcard one label up, else the default; as the resolver picks.
+    #[test]
+    fn the_answerer_of_a_name_is_the_resolvers_pick() {
+        let edge = names(&["a.test"]);
+        let admin = names(&["*.admin.test", "B.test."]);
+        let ops = names(&["b.test", "x.admin.test"]);
+        let lists: [&[String]; 3] = [&edge, &admin, &ops];
+        assert_eq!(answerer(&lists, "b.test"), 1);
+        assert_eq!(answerer(&lists, "x.admin.test"), 2);
+        assert_eq!(answerer(&lists, "y.admin.test"), 1);
+        assert_eq!(answerer(&lists, "*.admin.test"), 1);
+        assert_eq!(answerer(&lists, "*.test"), 0);
+        assert_eq!(answerer(&lists, "c.test"), 0);
     }
 
     fn io(e: rustls::Error) -> std::io::Error {

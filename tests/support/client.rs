@@ -32,6 +32,80 @@ pub fn client_config(
     Arc::new(cfg)
 }
 
+/// A client that completes the handshake whatever certificate it gets and
+/// judges the name afterwards, as curl (OpenSSL) does (or never, as an
+/// attacker does).
+#[derive(Debug)]
+struct CheckNameLater(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for CheckNameLater {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client that accepts any server certificate (HTTP/1.1, no client certificate).
+pub fn checks_name_later() -> Arc<rustls::ClientConfig> {
+    checks_name_later_with(rustls::crypto::aws_lc_rs::default_provider(), None)
+}
+
+/// [`checks_name_later`] with `provider`, presenting `client` if given.
+pub fn checks_name_later_with(
+    provider: rustls::crypto::CryptoProvider,
+    client: Option<&TestPair>,
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(provider);
+    let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(CheckNameLater(provider)));
+    let mut cfg = match client {
+        Some(p) => b
+            .with_client_auth_cert(certs(&p.cert_pem), key(&p.key_pem))
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
 pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 /// Handshake with `addr` sending `sni` (panics if the TCP connect and
