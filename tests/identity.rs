@@ -1770,7 +1770,8 @@ async fn distinguished_names_are_written_as_openssl_writes_them() {
 /// for) reaches the backend escaped as RFC 4514 says, in
 /// `X-Client-Cert-Subject`, XFCC's `Subject` and the access log; the
 /// route's `allow` on `ou` still sees the one real OU. A SAN holding a
-/// comma stays one entry of the comma-separated SAN headers.
+/// comma stays one entry of the comma-separated SAN headers, and one
+/// holding a `%` decodes to itself, not to another name.
 #[tokio::test]
 async fn subject_values_cannot_pose_as_other_attributes() {
     let w = world().await;
@@ -1805,6 +1806,43 @@ async fn subject_values_cannot_pose_as_other_attributes() {
     assert_eq!(
         h["x-client-cert-dns-sans"], "a.example%2C%20b.example",
         "{h}"
+    );
+    // So is a `%` (`%25`): a backend that decodes each entry gets the SAN
+    // back, not `.../sa/admin` for `.../sa/%61dmin`, and a literal `%2C`
+    // is not taken for a comma.
+    let pct = w.pki.client(
+        "pct",
+        None,
+        &[
+            uri("spiffe://cluster.local/ns/prod/sa/%61dmin"),
+            uri("spiffe://evil/x%2Cspiffe://cluster.local/ns/prod/sa/admin"),
+            dns("a%2Cb.example"),
+        ],
+    );
+    let h = seen(addr, cfg_for(&w, Some(&pct)), "/api", &[]).await;
+    assert_eq!(
+        h["x-client-cert-uri-sans"],
+        "spiffe://cluster.local/ns/prod/sa/%2561dmin, spiffe://evil/x%252Cspiffe://cluster.local/ns/prod/sa/admin",
+        "{h}"
+    );
+    assert_eq!(h["x-client-cert-dns-sans"], "a%252Cb.example", "{h}");
+    let decoded: Vec<String> = h["x-client-cert-uri-sans"]
+        .as_str()
+        .unwrap()
+        .split(", ")
+        .map(|e| {
+            percent_encoding::percent_decode_str(e)
+                .decode_utf8()
+                .unwrap()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        decoded,
+        [
+            "spiffe://cluster.local/ns/prod/sa/%61dmin",
+            "spiffe://evil/x%2Cspiffe://cluster.local/ns/prod/sa/admin"
+        ]
     );
     let h = seen(addr, cfg.clone(), "/xfcc", &[]).await;
     let xfcc = parse_xfcc(h["x-forwarded-client-cert"].as_str().unwrap());

@@ -191,13 +191,18 @@ fn write_headers(headers: &mut HeaderMap, id: &Identity) {
 }
 
 /// What a SAN in a comma-separated list header must not hold raw: a `,`
-/// (a URI may hold one, and a CA may sign any), a space, control bytes.
-const SAN_IN_LIST: &AsciiSet = &CONTROLS.add(b',').add(b' ');
+/// (a URI may hold one, and a CA may sign any), a space, control bytes,
+/// and `%` itself: left raw, a backend that decodes entries would read a
+/// URI SAN `.../sa/%61dmin` as `.../sa/admin`, and a literal `%2C` as a
+/// comma.
+const SAN_IN_LIST: &AsciiSet = &CONTROLS.add(b',').add(b' ').add(b'%');
 
-/// SANs joined with `, `, each percent-encoded where it holds a comma or
-/// a space: a URI SAN `spiffe://a/x,spiffe://td/admin` stays one entry
-/// to a backend that splits the header on commas (no DNS name or SPIFFE
-/// ID ever holds either, so real names are unchanged).
+/// SANs joined with `, `, each percent-encoded where it holds a comma, a
+/// space or a `%`: a URI SAN `spiffe://a/x,spiffe://td/admin` stays one
+/// entry to a backend that splits the header on commas, and decoding an
+/// entry gives the SAN back exactly (no DNS name or SPIFFE ID ever holds
+/// any of them, so real names are unchanged; a URI that percent-encodes
+/// has its `%` sent as `%25`).
 fn san_list(sans: &[String]) -> String {
     let mut out = String::new();
     for (i, san) in sans.iter().enumerate() {
