@@ -1,0 +1,211 @@
+//! An HTTP/2 server shutting down with GOAWAY: unprocessed requests go again, elsewhere.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use crate::support::*;
+
+/// One HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A raw HTTP/2 backend shutting down as Go's and nginx's servers do: on
+/// each connection it answers the first request (`200`, body `connection
+/// N`) and meets the next with `GOAWAY(NO_ERROR)` whose last stream id is
+/// the first's: RFC 9113 §6.8 says that request was not processed. With
+/// `at_once`, the `GOAWAY` follows the first answer in the same write, as
+/// a server told to shut down while a request is in flight sends it,
+/// before the client sends more. Returns its address and its accepted
+/// connections.
+async fn going_away(pair: &TestPair, at_once: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut preface = [0u8; 24];
+                if tls.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = tls.write_all(&h2_frame(4, 0, 0, &[])).await;
+                let mut answered: Option<u32> = None;
+                loop {
+                    let mut head = [0u8; 9];
+                    if tls.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let (kind, flags) = (head[3], head[4]);
+                    let stream =
+                        u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
+                    let mut payload = vec![0u8; len];
+                    if tls.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    match (kind, answered) {
+                        // SETTINGS, not an ACK: acknowledge.
+                        (4, _) if flags & 1 == 0 => {
+                            let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                        }
+                        // The first request: `:status: 200` (HPACK static
+                        // index 8) and a body naming the connection.
+                        (1, None) => {
+                            let body = format!("connection {n}");
+                            let mut out = [
+                                h2_frame(1, 4, stream, &[0x88]),
+                                h2_frame(0, 1, stream, body.as_bytes()),
+                            ]
+                            .concat();
+                            if at_once {
+                                let mut goaway = stream.to_be_bytes().to_vec();
+                                goaway.extend_from_slice(&0u32.to_be_bytes());
+                                out.extend(h2_frame(7, 0, 0, &goaway));
+                            }
+                            let _ = tls.write_all(&out).await;
+                            answered = Some(stream);
+                        }
+                        // The next: GOAWAY naming the first as the last
+                        // processed; then read on until the client closes
+                        // (closing with its bytes unread would reset the
+                        // connection, and the GOAWAY with it).
+                        (1, Some(last)) => {
+                            let mut goaway = last.to_be_bytes().to_vec();
+                            goaway.extend_from_slice(&0u32.to_be_bytes());
+                            let _ = tls.write_all(&h2_frame(7, 0, 0, &goaway)).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A request that an HTTP/2 backend's `GOAWAY` names as not processed (its
+/// stream is past the last stream id: a pod shutting down gracefully under
+/// load) is sent again on a new connection, whatever its method, when its
+/// body can be sent twice. With one endpoint (a Service's ClusterIP), it
+/// was a `502` on every rolling restart.
+#[tokio::test]
+async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
+    let w = world();
+    let (backend, accepted) = going_away(&w.backend_pair, false).await;
+    let mut p = Proxy::start(&config(&w, backend));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for (method, body, expect) in [
+        ("GET", "", "connection 0"),
+        // Stream 3 on connection 0, refused by its GOAWAY; not processed,
+        // so even a POST goes again, to connection 1.
+        ("POST", "order=1", "connection 1"),
+    ] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri("/x")
+            .header("host", "a.example.com")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, send.send_request(req))
+            .await
+            .expect("answered")
+            .unwrap();
+        let status = resp.status().as_u16();
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!((status, &got[..]), (200, expect.as_bytes()), "{method}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A body streamed, not read whole (over body_buffer_bytes), cannot be
+    // sent twice: a 502 that says why.
+    let req = http::Request::post("/x")
+        .header("host", "a.example.com")
+        .body(Full::new(Bytes::from(vec![b'x'; 20_000])))
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    p.wait_log("upstream request failed", |v| {
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("before processing the request: GOAWAY NO_ERROR"))
+    })
+    .await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A server that has said `GOAWAY` before the next request (shutting down
+/// between requests) takes no new stream on that connection: the next
+/// request, even one whose streamed body could not be sent twice, goes on
+/// a new connection and is served.
+#[tokio::test]
+async fn after_an_h2_goaway_the_next_request_takes_a_new_connection() {
+    let w = world();
+    let (backend, accepted) = going_away(&w.backend_pair, true).await;
+    let mut p = Proxy::start(&config(&w, backend));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for (body, expect) in [(0, "connection 0"), (20_000, "connection 1")] {
+        // 20,000 bytes: over body_buffer_bytes, streamed, not replayable.
+        let req = http::Request::post("/x")
+            .header("host", "a.example.com")
+            .body(Full::new(Bytes::from(vec![b'x'; body])))
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, send.send_request(req))
+            .await
+            .expect("answered")
+            .unwrap();
+        let status = resp.status().as_u16();
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        // What the proxy said about its upstream attempts, should it differ.
+        let said = || {
+            p.logs()
+                .into_iter()
+                .filter(|l| l.contains("upstream") || l.contains("retry"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            (status, String::from_utf8_lossy(&got).as_ref()),
+            (200, expect),
+            "{body} bytes\n{}",
+            said()
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}

@@ -1,0 +1,16 @@
+//! The upstream pool's failure modes: connections the upstream closes while
+//! pooled, requests lost on a reused connection, dial storms, shared h2.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod common;
+
+// The tests, by theme.
+mod flow_control;
+mod goaway;
+mod health;
+mod pool;
+mod reloads;
+mod sharing;
+mod timeouts;

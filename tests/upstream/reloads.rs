@@ -1,0 +1,143 @@
+//! Upstreams edited or removed by a reload: their idle connections and endpoint gauges.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+
+use crate::common::*;
+use crate::support::*;
+
+/// A request still in flight on a removed upstream does not bring its
+/// endpoint gauge back: its failure ejects an endpoint of a set no longer
+/// in service, which used to publish that set's counts again, for good.
+#[tokio::test]
+async fn a_request_on_a_removed_upstream_does_not_bring_its_gauge_back() {
+    let w = world();
+    let (b1, b2) = (
+        Backend::start_h1("b1", &w.backend_pair, None).await,
+        Backend::start_h1("b2", &w.backend_pair, None).await,
+    );
+    let tls = "tls: { ca: { ca_file: backend-ca.crt }, server_name: backend.local }";
+    let app = format!(
+        "\n  - name: app\n    servers: [https://{}]\n    {tls}",
+        b1.addr
+    );
+    let spare = format!(
+        "\n  - name: spare\n    servers: [https://{}, https://{}]\n    request_timeout: 1s\n    retries: {{ attempts: 0 }}\n    health: {{ passive: {{ consecutive_failures: 1 }} }}\n    {tls}",
+        b1.addr, b2.addr
+    );
+    let config = w.scene.public_config(
+        "[{ path_prefix: /hang, upstream: spare }, { upstream: app }]",
+        &format!("{app}{spare}"),
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    let gauge = "hotproxy_upstream_endpoints{upstream=\"spare\",state=\"healthy\"} 2";
+    wait_metric(admin_addr, gauge, WAIT).await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let held =
+        tokio::spawn(async move { get(addr, "a.example.com", cfg, false, "/hang", &[]).await });
+    let hanging =
+        || b1.slow_in_flight.load(Ordering::SeqCst) + b2.slow_in_flight.load(Ordering::SeqCst);
+    wait_until(WAIT, "the request is at a backend", || async {
+        hanging() == 1
+    })
+    .await;
+    // spare removed while its request waits out request_timeout.
+    assert_eq!(w.scene.public_config("[{ upstream: app }]", &app), config);
+    p.signal("HUP");
+    p.wait_log("the removal", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(held.await.unwrap().unwrap().status, 504);
+    p.wait_log("the ejection", |v| {
+        v["message"] == "upstream endpoint ejected"
+    })
+    .await;
+    let m = metrics_text(admin_addr).await;
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("hotproxy_upstream_endpoints{upstream=\"spare\"")),
+        "{m}"
+    );
+}
+
+/// An upstream edited by a reload gives back the old one's idle
+/// connections at once. They used to stay open (never used again, in
+/// CLOSE_WAIT once the backend closed them, outside the new endpoints'
+/// `max_connections_per_server`) for as long as any request still held
+/// the old upstream: a long poll, a server-sent-events stream.
+#[tokio::test]
+async fn an_edited_upstream_closes_its_idle_connections() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let config = w.scene.one_upstream_config("app", b.addr, &[]);
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    // A request that holds the old upstream through the edit ...
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (mut held, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/hang")
+        .header("host", "a.example.com")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let hanging = tokio::spawn(held.send_request(req));
+    wait_until(WAIT, "the hanging request at the backend", || async {
+        b.slow_in_flight.load(SeqCst) == 1
+    })
+    .await;
+    // ... and, beside it, one idle pooled connection.
+    assert_eq!(send(addr, &w, "GET", "").await.0, 200);
+    assert_eq!(b.open.load(SeqCst), 2);
+    let edited = std::fs::read_to_string(&config).unwrap().replace(
+        "server_name: backend.local }",
+        "server_name: backend.local }\n    request_timeout: 59s",
+    );
+    write(&config, &edited);
+    p.signal("HUP");
+    p.wait_log("the edit", |v| v["message"] == "configuration reloaded")
+        .await;
+    wait_until(WAIT, "the old idle connection closed", || async {
+        b.open.load(SeqCst) == 1
+    })
+    .await;
+    hanging.abort();
+}
+
+/// An upstream removed by a reload takes its `hotproxy_upstream_endpoints`
+/// series with it (they stayed for the life of the process: a dashboard
+/// kept showing it, an alert on ejected endpoints kept firing).
+#[tokio::test]
+async fn a_removed_upstream_leaves_the_endpoint_gauge() {
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let spare = format!(
+        "\n  - name: spare\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}",
+        b.addr
+    );
+    let config = w.scene.one_upstream_config("app", b.addr, &[]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    write(&config, &format!("{}{spare}\n", text.trim_end()));
+    let mut p = Proxy::start(&config);
+    let admin_addr = p.admin_addr().await;
+    let gauge = "hotproxy_upstream_endpoints{upstream=\"spare\",state=\"healthy\"} 1";
+    wait_metric(admin_addr, gauge, WAIT).await;
+    write(&config, &text);
+    p.signal("HUP");
+    p.wait_log("the removal", |v| v["message"] == "configuration reloaded")
+        .await;
+    let m = metrics_text(admin_addr).await;
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("hotproxy_upstream_endpoints{upstream=\"spare\"")),
+        "{m}"
+    );
+    assert!(m.contains("hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1"));
+}
