@@ -1,0 +1,247 @@
+//! Shared here: the pods' PKI and world, their upstream config, clients, metrics, /etc/hosts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+use crate::support::*;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct World {
+    pub scene: Scene,
+    pub ca: TestCa,
+    pub backend_ca: TestCa,
+    pub proxy: Proxy,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub pods: Vec<Backend>,
+}
+
+/// What every test here starts from: the proxy's certificate `a`
+/// (localhost, from "edge CA"), its client certificate for the pods
+/// (`proxy-client`), the pods' CA (`pods-ca.crt`), and the pods' own pair.
+pub struct Pods {
+    pub scene: Scene,
+    pub ca: TestCa,
+    pub backend_ca: TestCa,
+    pub pair: TestPair,
+}
+
+impl Pods {
+    pub fn new() -> Pods {
+        let scene = Scene::new();
+        let ca = TestCa::new("edge CA");
+        let backend_ca = TestCa::new("pods CA");
+        scene.pair("a", &ca.server_pair(&["localhost"]));
+        scene.pair("proxy-client", &backend_ca.client_pair("hotproxy"));
+        write(&scene.path("pods-ca.crt"), &backend_ca.cert_pem);
+        let pair = backend_ca.server_pair(&["app.prod.svc"]);
+        Pods {
+            scene,
+            ca,
+            backend_ca,
+            pair,
+        }
+    }
+}
+
+/// An upstream over `servers` (a YAML list's items) with the pods' mTLS
+/// settings, for [`Scene::public_config`]; `settings`: more of its lines,
+/// each indented four spaces.
+pub fn upstream(name: &str, servers: &str, settings: &str) -> String {
+    format!(
+        r#"
+  - name: {name}
+    servers: [{servers}]
+{settings}    tls:
+      ca: {{ ca_file: pods-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+      server_name: app.prod.svc
+"#
+    )
+}
+
+pub async fn world(upstream_extra: &str) -> World {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let mut pods = Vec::new();
+    for (i, ip) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().enumerate() {
+        let at = format!("{ip}:0").parse().unwrap();
+        pods.push(
+            Backend::start_at(at, &format!("pod{i}"), &pair, Some(&backend_ca.cert_pem)).await,
+        );
+    }
+    let servers: Vec<String> = pods.iter().map(|p| format!("https://{}", p.addr)).collect();
+    let servers = servers.join(", ");
+    let config = scene.public_config(
+        "\n      - { path_prefix: /rr, upstream: rr }\n      - { path_prefix: /lr, upstream: lr }",
+        &[
+            upstream(
+                "rr",
+                &servers,
+                &format!("    balance: round_robin\n{upstream_extra}"),
+            ),
+            upstream(
+                "lr",
+                &servers,
+                &format!("    balance: least_request\n{upstream_extra}"),
+            ),
+        ]
+        .concat(),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin = proxy.admin_addr().await;
+    World {
+        scene,
+        ca,
+        backend_ca,
+        proxy,
+        public,
+        admin,
+        pods,
+    }
+}
+
+/// One kept-open HTTP/1.1 connection to the proxy (the support's
+/// `connect` and `keep_open_h1` bound each step by `CLIENT_DEADLINE`).
+pub async fn client(w: &World) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(w.public, "localhost", cfg).await.unwrap();
+    keep_open_h1(tls).await.0
+}
+
+/// GET `path` on `send`: status and the answering pod (if any). Panics
+/// if the exchange takes longer than `CLIENT_DEADLINE`.
+pub async fn get_pod(
+    send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> (u16, Option<String>) {
+    let what = format!("GET {path} on a kept-open connection to the proxy");
+    within_deadline(what, async {
+        send.ready().await.unwrap();
+        let req = http::Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let pod = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["backend"].as_str().map(str::to_owned));
+        (status, pod)
+    })
+    .await
+}
+
+/// `m` (the metrics text) holds `want`.
+pub fn assert_has(m: &str, want: &str) {
+    assert!(m.contains(want), "{want} missing:\n{m}");
+}
+
+pub async fn metrics(w: &World) -> String {
+    admin(w.admin, "GET", "/metrics", None, None, &[])
+        .await
+        .body
+}
+
+/// `/etc/hosts` lines for one test-owned name. CI runs as root; the name is
+/// unique to this process and test (a second live entry for it panics),
+/// and a line is ours only if its name field is exactly that name. Every
+/// edit is a read-modify-write under a lock shared by every process (an
+/// `flock` on [`HostsEntry::LOCK`]: balance tests of other checkouts may run
+/// at the same time, and a lock held only within this process let one
+/// write over another's lines), and replaces the file atomically (write a
+/// temporary file, rename it over: a concurrent reader sees the old or the
+/// new file, never a torn one). The lines are removed on drop, also when
+/// the test panics. The name is always present while the test runs, so no
+/// lookup of it ever leaves the machine (`files` answers before `dns`).
+pub struct HostsEntry {
+    name: String,
+}
+
+impl HostsEntry {
+    const MARK: &'static str = "# hotproxy-test";
+    const HOSTS: &'static str = "/etc/hosts";
+    const LOCK: &'static str = "/etc/hosts.hotproxy-test.lock";
+
+    /// Names with a live entry in this process.
+    fn live() -> std::sync::MutexGuard<'static, Vec<String>> {
+        static NAMES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        NAMES.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn new(name: &str, ips: &[&str]) -> HostsEntry {
+        {
+            let mut live = Self::live();
+            assert!(
+                !live.iter().any(|n| n == name),
+                "two live /etc/hosts entries for {name}"
+            );
+            live.push(name.to_owned());
+        }
+        let h = HostsEntry {
+            name: name.to_owned(),
+        };
+        h.set(ips);
+        h
+    }
+
+    pub fn set(&self, ips: &[&str]) {
+        self.write(ips)
+            .unwrap_or_else(|e| panic!("/etc/hosts lines for {}: {e}", self.name));
+    }
+
+    /// Whether `line` is one of ours: marked, and naming exactly our name.
+    fn ours(&self, line: &str) -> bool {
+        line.contains(Self::MARK) && line.split_whitespace().nth(1) == Some(self.name.as_str())
+    }
+
+    fn write(&self, ips: &[&str]) -> std::io::Result<()> {
+        // One read-modify-write at a time across processes; threads of
+        // this one each open the lock file, and flock serialises them too.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Self::LOCK)?;
+        lock.lock()?;
+        let path = std::path::Path::new(Self::HOSTS);
+        let old = std::fs::read_to_string(path)?;
+        let mut text: String = old
+            .lines()
+            .filter(|l| !self.ours(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for ip in ips {
+            text.push_str(&format!("{ip} {} {}\n", self.name, Self::MARK));
+        }
+        let tmp = path.with_extension(format!("hotproxy-test-{}", std::process::id()));
+        std::fs::write(&tmp, &text)?;
+        if std::fs::rename(&tmp, path).is_err() {
+            // A bind-mounted /etc/hosts (containers) cannot be renamed over.
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::write(path, &text)?;
+        }
+        // The lock goes with the file handle.
+        Ok(())
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        // Never a panic here: during a test's panic that would abort.
+        if let Err(e) = self.write(&[]) {
+            eprintln!("removing the /etc/hosts lines for {}: {e}", self.name);
+        }
+        Self::live().retain(|n| *n != self.name);
+    }
+}

@@ -1,0 +1,15 @@
+//! Issue 16, endpoints: per-request balancing (round robin, least request) over pods on
+//! 127.0.0.1/.2/.3, passive health (a killed pod ejected, no client request failing thanks to
+//! retries, re-admitted once back), an HTTP/2 pod refusing streams (sent elsewhere), and their
+//! metrics.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod common;
+
+// The tests, by theme.
+mod health;
+mod names;
+mod refusing;
+mod series;

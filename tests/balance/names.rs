@@ -1,0 +1,281 @@
+//! Servers named in /etc/hosts: re-resolution, changing addresses, failed lookups.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+use crate::common::*;
+use crate::support::*;
+
+/// Pods named `labels`, at 127.0.0.2, .3, ... on one port, behind the
+/// test-owned `name` (its /etc/hosts entry starts with the first pod only),
+/// and the proxy with upstream `app` over `https://name:port`, re-resolved
+/// every 100 ms.
+async fn named_pods(name: &str, labels: &[&str]) -> (World, Vec<Backend>, HostsEntry) {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let mut pods: Vec<Backend> = Vec::new();
+    for (i, label) in labels.iter().enumerate() {
+        let port = pods.first().map_or(0, |p| p.addr.port());
+        let at = format!("127.0.0.{}:{port}", i + 2).parse().unwrap();
+        pods.push(Backend::start_at(at, label, &pair, Some(&backend_ca.cert_pem)).await);
+    }
+    let port = pods[0].addr.port();
+    let hosts = HostsEntry::new(name, &["127.0.0.2"]);
+    let config = scene.public_config(
+        "[{ upstream: app }]",
+        &upstream(
+            "app",
+            &format!("https://{name}:{port}"),
+            "    resolve_interval: 100ms\n",
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin = proxy.admin_addr().await;
+    let w = World {
+        scene,
+        ca,
+        backend_ca,
+        proxy,
+        public,
+        admin,
+        pods: Vec::new(),
+    };
+    (w, pods, hosts)
+}
+
+/// Two server names that resolve to one address are two endpoints, each
+/// dialled with its own name (SNI and verification), as they are with
+/// `resolve_interval: 0`. The second was dropped as a duplicate address:
+/// every request went to the first, with the first one's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_names_on_one_address_are_two_endpoints() {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        ..
+    } = Pods::new();
+    let id = std::process::id();
+    let names = [
+        format!("one-{id}.hotproxy.test"),
+        format!("two-{id}.hotproxy.test"),
+    ];
+    let pair = backend_ca.server_pair(&[&names[0], &names[1]]);
+    let at = "127.0.0.2:0".parse().unwrap();
+    let pod = Backend::start_at(at, "pod", &pair, Some(&backend_ca.cert_pem)).await;
+    let port = pod.addr.port();
+    let _hosts = names.each_ref().map(|n| HostsEntry::new(n, &["127.0.0.2"]));
+    let config = scene.public_config(
+        "[{ upstream: app }]",
+        &format!(
+            r#"
+  - name: app
+    servers: [https://{}:{port}, https://{}:{port}]
+    tls:
+      ca: {{ ca_file: pods-ca.crt }}
+      client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
+"#,
+            names[0], names[1]
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin = proxy.admin_addr().await;
+    let w = World {
+        scene,
+        ca,
+        backend_ca,
+        proxy,
+        public,
+        admin,
+        pods: vec![pod],
+    };
+    let mut send = client(&w).await;
+    let mut seen = Vec::new();
+    // Round robin: two requests in turn reach both endpoints.
+    for _ in 0..2 {
+        let got = within_deadline("GET / through the proxy", async {
+            send.ready().await.unwrap();
+            let req = http::Request::get("/")
+                .header("host", "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["sni"].clone()
+        })
+        .await;
+        seen.push(got.as_str().expect("an SNI").to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, names, "one endpoint, one name");
+}
+
+/// A headless-Service-like name: its addresses change (a pod added, then
+/// the first one gone); traffic spreads to the new address, the old one is
+/// drained without failing the request it was serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_addresses_spread_and_drain() {
+    let name = format!("pods-{}.hotproxy.test", std::process::id());
+    let (w, pods, hosts) = named_pods(&name, &["pod-a", "pod-b"]).await;
+    let (a, b) = (&pods[0], &pods[1]);
+    let mut send = client(&w).await;
+    for _ in 0..5 {
+        assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod-a".into())));
+    }
+
+    // A second pod: requests reach it within a few resolutions.
+    hosts.set(&["127.0.0.2", "127.0.0.3"]);
+    // Each poll one request on a connection of its own.
+    wait_until(WAIT, "pod-b gets a request", || async {
+        get_pod(&mut client(&w).await, "/").await.1.as_deref() == Some("pod-b")
+    })
+    .await;
+
+    // Two slow requests in flight (round robin: one on each pod), then the
+    // first pod leaves: its request still completes.
+    let slow = || {
+        let w = &w;
+        async move {
+            let mut s = client(w).await;
+            get_pod(&mut s, "/slow").await
+        }
+    };
+    let (r1, r2, ()) = tokio::join!(slow(), slow(), async {
+        // Both requests have reached the pods (each is being answered).
+        wait_until(WAIT, "two requests in flight", || async {
+            a.slow_in_flight.load(std::sync::atomic::Ordering::SeqCst) >= 1
+                && b.slow_in_flight.load(std::sync::atomic::Ordering::SeqCst) >= 1
+        })
+        .await;
+        hosts.set(&["127.0.0.3"]);
+    });
+    let mut pods = vec![r1.1.clone(), r2.1.clone()];
+    pods.sort();
+    assert_eq!((r1.0, r2.0), (200, 200));
+    assert_eq!(pods, [Some("pod-a".into()), Some("pod-b".into())]);
+    let mut proxy = w.proxy;
+    let removed = proxy
+        .wait_log("pod-a removed", |v| {
+            v["message"] == "upstream endpoint removed; draining its pool"
+        })
+        .await;
+    assert_eq!(removed["endpoint"], a.addr.to_string());
+    let w = World { proxy, ..w };
+    for _ in 0..10 {
+        assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod-b".into())));
+    }
+    // Drained: pod-a's connections from the proxy all close.
+    wait_until(WAIT, "pod-a drained", || async {
+        a.open.load(std::sync::atomic::Ordering::SeqCst) == 0
+    })
+    .await;
+    let m = metrics(&w).await;
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1",
+    );
+    // The removed pod's request counters go with it (a headless Service's
+    // addresses change with every rollout); the pod that stays keeps its.
+    let series = |pod: std::net::SocketAddr| {
+        format!("hotproxy_upstream_requests_total{{upstream=\"app\",endpoint=\"{pod}\",")
+    };
+    assert!(!m.contains(&series(a.addr)), "{m}");
+    assert!(m.contains(&series(b.addr)), "{m}");
+    drop(hosts);
+}
+
+/// A name that stops resolving keeps its last good addresses: requests are
+/// still served, the failure is logged once and counted, and the recovery
+/// is logged. The name has an empty label (`pods-N..hotproxy.test`): glibc
+/// finds it in /etc/hosts while it is there, and once it is gone refuses to
+/// encode it into a DNS query, so the failed lookup is immediate and no
+/// packet leaves the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_lookup_keeps_the_last_good_addresses() {
+    let name = format!("pods-{}..hotproxy.test", std::process::id());
+    let (mut w, _pods, hosts) = named_pods(&name, &["pod"]).await;
+    let mut send = client(&w).await;
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+
+    hosts.set(&[]);
+    let failed = w
+        .proxy
+        .wait_log("the failed lookup", |v| {
+            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
+        })
+        .await;
+    assert_eq!(failed["upstream"], "app");
+    for _ in 0..5 {
+        assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+    }
+    let m = metrics(&w).await;
+    assert_has(
+        &m,
+        "hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"}",
+    );
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1",
+    );
+
+    hosts.set(&["127.0.0.2"]);
+    w.proxy
+        .wait_log("the recovery", |v| {
+            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
+        })
+        .await;
+    let failures = w
+        .proxy
+        .logs()
+        .iter()
+        .filter(|l| l.contains("upstream DNS lookup failed"))
+        .count();
+    assert_eq!(failures, 1, "a failure streak is logged once");
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+}
+
+/// Editing an upstream rebuilds it (new pools and health), and its names
+/// are resolved again. A lookup that fails then keeps the addresses the
+/// running upstream had for that name, as a failed re-resolution does. It
+/// used to start from nothing and dial the name itself: every request a
+/// 502 until DNS came back, for an edit as small as a `read_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_edited_while_its_name_does_not_resolve_keeps_its_addresses() {
+    let name = format!("edited-{}..hotproxy.test", std::process::id());
+    let (mut w, pods, hosts) = named_pods(&name, &["pod"]).await;
+    let mut send = client(&w).await;
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+    hosts.set(&[]);
+    w.proxy
+        .wait_log("the failed lookup", |v| {
+            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
+        })
+        .await;
+    let port = pods[0].addr.port();
+    w.scene.public_config(
+        "[{ upstream: app }]",
+        &upstream(
+            "app",
+            &format!("https://{name}:{port}"),
+            "    resolve_interval: 100ms\n    read_timeout: 30s\n",
+        ),
+    );
+    let reloaded = w
+        .proxy
+        .wait_log("the edit applied", |v| {
+            v["message"] == "configuration reloaded"
+        })
+        .await;
+    assert_eq!(reloaded["changes"], "upstreams changed: app");
+    for i in 0..3 {
+        let answer = get_pod(&mut send, "/").await;
+        assert_eq!(answer, (200, Some("pod".into())), "request {i}");
+    }
+}

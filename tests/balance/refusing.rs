@@ -1,0 +1,379 @@
+//! Pods that refuse, hang or crash on requests: where the retry goes, and ejection.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+use crate::common::*;
+use crate::support::*;
+
+/// A TLS pod's listening socket on 127.0.0.1 and its acceptor, serving
+/// `pair` and offering `alpn`.
+async fn pod_socket(
+    pair: &TestPair,
+    alpn: &[u8],
+) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+        .unwrap();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener, acceptor)
+}
+
+/// How a [`RefusingPod`] treats the streams it is sent.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// Refuses each (`REFUSED_STREAM`).
+    Every,
+    /// Accepts each and never answers.
+    Hang,
+    /// Refuses the first that is not a health check (as a pod on its way
+    /// down does with a stream past its `GOAWAY`) and answers the rest
+    /// as `{"backend":"restarting"}`.
+    First,
+}
+
+/// An HTTP/2 pod that refuses or ignores streams (see [`Refusal`]);
+/// `refused` counts those it did not answer.
+struct RefusingPod {
+    addr: SocketAddr,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RefusingPod {
+    async fn start_as(pair: &TestPair, how: Refusal) -> RefusingPod {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (listener, acceptor) = pod_socket(pair, b"h2").await;
+        let addr = listener.local_addr().unwrap();
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = refused.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, count) = (acceptor.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    let mut held = Vec::new();
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let refuse = match how {
+                            Refusal::Every | Refusal::Hang => {
+                                count.fetch_add(1, SeqCst);
+                                true
+                            }
+                            Refusal::First => {
+                                req.uri().path() != "/healthz"
+                                    && count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
+                            }
+                        };
+                        match (how, refuse) {
+                            (Refusal::Hang, _) => held.push(respond),
+                            (_, true) => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                            (_, false) => {
+                                let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
+                                let resp = http::Response::new(());
+                                if let Ok(mut stream) = respond.send_response(resp, false) {
+                                    let _ = stream.send_data(body, true);
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        RefusingPod { addr, refused }
+    }
+}
+
+/// A misbehaving HTTP/2 pod (`hang`: it never answers; else it refuses
+/// every stream) beside a good pod at 127.0.0.2, both in upstream `two`
+/// (round robin, the misbehaving one first) with `settings` lines; the
+/// proxy and one kept-open HTTP/1.1 client connection to it.
+struct BadAndGood {
+    bad: RefusingPod,
+    good: Backend,
+    _scene: Scene,
+    ca: TestCa,
+    proxy: Proxy,
+    send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+async fn bad_and_good(hang: bool, settings: &str) -> BadAndGood {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let how = if hang { Refusal::Hang } else { Refusal::Every };
+    let bad = RefusingPod::start_as(&pair, how).await;
+    let at = "127.0.0.2:0".parse().unwrap();
+    let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
+    let config = scene.public_config(
+        "[{ upstream: two }]",
+        &upstream(
+            "two",
+            &format!("https://{}, https://{}", bad.addr, good.addr),
+            &format!("    balance: round_robin\n{settings}"),
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(public, "localhost", cfg).await.unwrap();
+    let send = keep_open_h1(tls).await.0;
+    BadAndGood {
+        bad,
+        good,
+        _scene: scene,
+        ca,
+        proxy,
+        send,
+    }
+}
+
+/// RFC 9113 §8.7: a stream refused with `REFUSED_STREAM` was not processed,
+/// so the request is safe to send again: an HTTP/2 pod refusing every
+/// stream costs no client a failed request, its GETs go to the other pod,
+/// and the retries are counted. So do POSTs with a small body (read whole
+/// before forwarding, so it can be sent twice), body and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_streams_are_sent_to_another_endpoint() {
+    let mut w = bad_and_good(false, "    retries: { attempts: 1 }\n").await;
+    let admin_addr = w.proxy.admin_addr().await;
+    let (refusing, send) = (&w.bad, &mut w.send);
+    for i in 0..8 {
+        let (status, pod) = get_pod(send, "/").await;
+        assert_eq!(status, 200, "request {i}");
+        assert_eq!(pod.as_deref(), Some("good"), "request {i}");
+    }
+    assert!(
+        refusing.refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the refusing pod was never tried"
+    );
+    let m = admin(admin_addr, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    let retries = m
+        .lines()
+        .find_map(|l| l.strip_prefix("hotproxy_upstream_retries_total{upstream=\"two\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(retries >= 1.0, "no retry counted:\n{m}");
+
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let tls = connect(w.proxy.listener_addr("public").await, "localhost", cfg)
+        .await
+        .unwrap();
+    let (mut post, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for i in 0..4 {
+        post.ready().await.unwrap();
+        let req = http::Request::post("/upload")
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(Bytes::from_static(b"0123456789")))
+            .unwrap();
+        let resp = post.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "POST {i}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["backend"], "good", "POST {i}");
+        assert_eq!(v["body_bytes"], 10, "POST {i}");
+    }
+}
+
+/// SPEC: an endpoint out of service receives no request, and panic mode
+/// is for when none is in service. So when the one endpoint in service
+/// fails, the request is not retried on the one out of service (nginx's
+/// "no live upstreams"): the client gets the failure, and the unhealthy
+/// pod sees nothing but its check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_never_goes_to_an_endpoint_out_of_service() {
+    // One check per endpoint (the first tick), then none for an hour: the
+    // good pod stays in service after it is killed.
+    let mut w = bad_and_good(
+        false,
+        "    retries: { attempts: 1 }\n    health:\n      passive: { consecutive_failures: 0 }\n      \
+         active: { path: /healthz, interval: 1h, unhealthy_after: 1, healthy_after: 1 }\n",
+    )
+    .await;
+    let out = w
+        .proxy
+        .wait_log("the refusing pod's check", |v| {
+            v["message"] == "upstream endpoint failed its active checks; out of service"
+        })
+        .await;
+    assert_eq!(out["endpoint"], w.bad.addr.to_string());
+    let checked = w.bad.refused.load(std::sync::atomic::Ordering::SeqCst);
+    w.good.kill();
+    let (status, _) = get_pod(&mut w.send, "/").await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        w.bad.refused.load(std::sync::atomic::Ordering::SeqCst),
+        checked,
+        "the request was retried on the pod out of service"
+    );
+}
+
+/// A pod that takes requests and never answers fails each by
+/// request_timeout (504), and those failures count for passive health as
+/// connect errors do (nginx's max_fails counts timeouts; Envoy's gateway
+/// failures include them): after consecutive_failures in a row it is
+/// ejected, and clients stop waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_endpoint_is_ejected_after_request_timeouts() {
+    let mut w = bad_and_good(
+        true,
+        "    request_timeout: 300ms\n    retries: { attempts: 0 }\n    \
+         health: { passive: { consecutive_failures: 2, eject_for: 1m } }\n",
+    )
+    .await;
+    let send = &mut w.send;
+    let mut timeouts = 0;
+    for _ in 0..4 {
+        match get_pod(send, "/").await {
+            (504, _) => timeouts += 1,
+            (200, pod) => assert_eq!(pod.as_deref(), Some("good")),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(timeouts, 2, "round robin sent half to the hung pod");
+    let ejected = w
+        .proxy
+        .wait_log("the hung pod ejected", |v| {
+            v["message"] == "upstream endpoint ejected" && v["upstream"] == "two"
+        })
+        .await;
+    assert_eq!(ejected["endpoint"], w.bad.addr.to_string());
+    for i in 0..6 {
+        let (status, pod) = get_pod(send, "/").await;
+        assert_eq!((status, pod.as_deref()), (200, Some("good")), "request {i}");
+    }
+}
+
+/// A request an HTTP/2 endpoint left unprocessed is sent again on a new
+/// connection to the same endpoint when no other endpoint would take it:
+/// here the other is out of service. It used to get a 502: whether a retry
+/// could go elsewhere was judged from the endpoints configured, not from
+/// those in service, so the same-endpoint resend was skipped and the retry
+/// then found nowhere to go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprocessed_request_is_resent_when_no_other_endpoint_is_in_service() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Pods {
+        scene, ca, pair, ..
+    } = Pods::new();
+    let pod = RefusingPod::start_as(&pair, Refusal::First).await;
+    // Nothing listens at the other endpoint: its first check fails.
+    let gone = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = scene.public_config(
+        "[{ upstream: two }]",
+        &upstream(
+            "two",
+            &format!("https://{}, https://{gone}", pod.addr),
+            "    balance: round_robin\n    retries: { attempts: 1 }\n    health:\n      \
+             active: { path: /healthz, interval: 1h, unhealthy_after: 1, healthy_after: 1 }\n",
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let out = proxy
+        .wait_log("the other endpoint out of service", |v| {
+            v["message"] == "upstream endpoint failed its active checks; out of service"
+        })
+        .await;
+    assert_eq!(out["endpoint"], gone.to_string());
+    let public = proxy.listener_addr("public").await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let mut send = keep_open_h1(connect(public, "localhost", cfg).await.unwrap())
+        .await
+        .0;
+    let (status, served_by) = get_pod(&mut send, "/").await;
+    assert_eq!((status, served_by.as_deref()), (200, Some("restarting")));
+    assert_eq!(pod.refused.load(SeqCst), 1, "refused once, then served");
+}
+
+/// An HTTP/1.1 pod that reads each request head and closes the connection
+/// without an answer (a process that crashes on the request); counts them.
+async fn closing_pod(
+    pair: &TestPair,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let (listener, acceptor) = pod_socket(pair, b"http/1.1").await;
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// SPEC: a request is sent once more to the same endpoint only when a
+/// *reused* connection closed before answering (an idle keep-alive
+/// connection the upstream closed as it was reused). A new connection
+/// that closes on a request says the endpoint failed on that request: the
+/// retry goes to another endpoint, as nginx's `proxy_next_upstream error`
+/// does. It used to be sent to the same endpoint again first, on another
+/// new connection (with three endpoints and two attempts, five sends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_closed_on_a_request_is_not_retried_on_its_endpoint() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let (crashing, heads) = closing_pod(&pair).await;
+    let at = "127.0.0.2:0".parse().unwrap();
+    let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
+    let config = scene.public_config(
+        "[{ upstream: two }]",
+        &upstream(
+            "two",
+            &format!("https://{crashing}, https://{}", good.addr),
+            "    balance: round_robin\n    retries: { attempts: 1 }\n",
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let mut send = keep_open_h1(connect(public, "localhost", cfg).await.unwrap())
+        .await
+        .0;
+    let (status, served_by) = get_pod(&mut send, "/").await;
+    assert_eq!((status, served_by.as_deref()), (200, Some("good")));
+    assert_eq!(
+        heads.load(SeqCst),
+        1,
+        "the crashing pod got the request again"
+    );
+}

@@ -1,0 +1,207 @@
+//! Spreading over endpoints, and the endpoint gauge and per-endpoint series across edits.
+
+use std::collections::HashMap;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Requests spread over every endpoint: round robin exactly, least request
+/// (power of two choices) within a few percent; both counted per endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_over_every_endpoint() {
+    let w = world("").await;
+    let mut send = client(&w).await;
+    for (path, n, low, high) in [("/rr", 300, 100, 100), ("/lr", 600, 160, 240)] {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for _ in 0..n {
+            let (status, pod) = get_pod(&mut send, path).await;
+            assert_eq!(status, 200);
+            *counts.entry(pod.unwrap()).or_default() += 1;
+        }
+        assert_eq!(counts.len(), 3, "{path}: {counts:?}");
+        for (pod, c) in &counts {
+            assert!(
+                (low..=high).contains(c),
+                "{path}: {pod} got {c} of {n}: {counts:?}"
+            );
+        }
+    }
+    let m = metrics(&w).await;
+    for pod in &w.pods {
+        let line = format!(
+            "hotproxy_upstream_requests_total{{upstream=\"rr\",endpoint=\"{}\",code=\"200\"}} 100",
+            pod.addr
+        );
+        assert_has(&m, &line);
+    }
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"lr\",state=\"healthy\"} 3",
+    );
+}
+
+/// A configuration edit that is rejected leaves the running upstreams,
+/// and their endpoint gauge says so: the edit's new upstream (one pod) was
+/// built, and published, before a listener that cannot bind rejected it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_edit_leaves_the_endpoint_gauge_alone() {
+    let mut w = world("").await;
+    let healthy = "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"}";
+    assert_has(&metrics(&w).await, &format!("{healthy} 3"));
+    let one = format!("https://{}", w.pods[0].addr);
+    // `public` as before, and a second listener on the admin's address.
+    let routes = format!(
+        "[{{ path_prefix: /rr, upstream: rr }}]\n{}",
+        listener_yaml("busy", &w.admin.to_string(), "[{ upstream: rr }]")
+    );
+    w.scene
+        .public_config(&routes, &upstream("rr", &one, "    balance: round_robin\n"));
+    w.proxy
+        .wait_log("the rejection", |v| {
+            v["message"] == "configuration rejected; the running configuration stays"
+        })
+        .await;
+    assert_has(&metrics(&w).await, &format!("{healthy} 3"));
+    assert_eq!(get_pod(&mut client(&w).await, "/rr").await.0, 200);
+}
+
+/// Two servers of one upstream at one address (two names of one pod)
+/// share its per-endpoint series: the `endpoint` label is the address. They
+/// stay while either server is configured and go with the last one. Each
+/// endpoint removed only the series of the codes it had counted itself, so
+/// those only the other one (or the endpoint an edit replaced) had counted
+/// were left for as long as the process ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_shared_by_two_servers_at_one_address_go_with_the_last() {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    let id = std::process::id();
+    let names = [
+        format!("first-{id}.hotproxy.test"),
+        format!("second-{id}.hotproxy.test"),
+    ];
+    let _hosts = names.each_ref().map(|n| HostsEntry::new(n, &["127.0.0.2"]));
+    let ca_pem = Some(backend_ca.cert_pem.as_str());
+    let at = |ip: &str| format!("{ip}:0").parse().unwrap();
+    let pod = Backend::start_at(at("127.0.0.2"), "pod", &pair, ca_pem).await;
+    let other = Backend::start_at(at("127.0.0.3"), "other", &pair, ca_pem).await;
+    let port = pod.addr.port();
+    let on = |names: &[String]| {
+        let servers: Vec<String> = names
+            .iter()
+            .map(|n| format!("https://{n}:{port}"))
+            .collect();
+        upstream("app", &servers.join(", "), "    balance: round_robin\n")
+    };
+    let config = scene.public_config("[{ upstream: app }]", &on(&names));
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let admin = proxy.admin_addr().await;
+    let w = World {
+        scene,
+        ca,
+        backend_ca,
+        proxy,
+        public,
+        admin,
+        pods: Vec::new(),
+    };
+    // Round robin: one request to each server, counted under one label;
+    // one answered 200, the other 502 (more header fields than taken).
+    let mut send = client(&w).await;
+    assert_eq!(get_pod(&mut send, "/").await.0, 200);
+    assert_eq!(get_pod(&mut send, "/many-headers/150").await.0, 502);
+    let series = |code: u16| {
+        format!(
+            "hotproxy_upstream_requests_total{{upstream=\"app\",endpoint=\"{}\",code=\"{code}\"}}",
+            pod.addr
+        )
+    };
+    let m = metrics(&w).await;
+    assert_has(&m, &series(200));
+    assert_has(&m, &series(502));
+    // An edit keeps one of the two servers: the address is still an
+    // endpoint, and both series stay.
+    let reloads = |w: &World| {
+        w.proxy
+            .logs()
+            .iter()
+            .filter(|l| l.contains("\"configuration reloaded\""))
+            .count()
+    };
+    w.scene
+        .public_config("[{ upstream: app }]", &on(&names[..1]));
+    wait_until(WAIT, "the first edit applied", || async {
+        reloads(&w) == 1
+    })
+    .await;
+    let m = metrics(&w).await;
+    assert_has(&m, &series(200));
+    assert_has(&m, &series(502));
+    // An edit moves the upstream to another pod: no endpoint has that
+    // address any more, and no series of it stays.
+    let elsewhere = format!("https://{}", other.addr);
+    w.scene.public_config(
+        "[{ upstream: app }]",
+        &upstream("app", &elsewhere, "    balance: round_robin\n"),
+    );
+    wait_until(WAIT, "the second edit applied", || async {
+        reloads(&w) == 2
+    })
+    .await;
+    let m = metrics(&w).await;
+    let gone = format!("endpoint=\"{}\"", pod.addr);
+    assert!(!m.lines().any(|l| l.contains(&gone)), "{m}");
+}
+
+/// An edit that drops a server from an upstream takes that server's
+/// request counters with it, as re-resolution dropping an address does;
+/// the servers the edited upstream keeps keep theirs. The dropped server's
+/// series used to stay for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_that_drops_a_server_drops_its_series() {
+    let mut w = world("").await;
+    let mut send = client(&w).await;
+    for _ in 0..3 {
+        assert_eq!(get_pod(&mut send, "/rr").await.0, 200);
+    }
+    let series = |pod: std::net::SocketAddr| {
+        format!("hotproxy_upstream_requests_total{{upstream=\"rr\",endpoint=\"{pod}\",")
+    };
+    let m = metrics(&w).await;
+    for pod in &w.pods {
+        assert_has(&m, &series(pod.addr));
+    }
+    let servers = |pods: &[Backend]| {
+        let s: Vec<String> = pods.iter().map(|p| format!("https://{}", p.addr)).collect();
+        s.join(", ")
+    };
+    w.scene.public_config(
+        "\n      - { path_prefix: /rr, upstream: rr }\n      - { path_prefix: /lr, upstream: lr }",
+        &[
+            upstream("rr", &servers(&w.pods[..2]), "    balance: round_robin\n"),
+            upstream("lr", &servers(&w.pods), "    balance: least_request\n"),
+        ]
+        .concat(),
+    );
+    let reloaded = w
+        .proxy
+        .wait_log("the edit applied", |v| {
+            v["message"] == "configuration reloaded"
+        })
+        .await;
+    assert_eq!(reloaded["changes"], "upstreams changed: rr");
+    let m = metrics(&w).await;
+    assert!(!m.contains(&series(w.pods[2].addr)), "{m}");
+    assert_has(&m, &series(w.pods[0].addr));
+    assert_has(&m, &series(w.pods[1].addr));
+    // The kept servers still count on them.
+    for _ in 0..2 {
+        assert_eq!(get_pod(&mut send, "/rr").await.0, 200);
+    }
+    assert!(!metrics(&w).await.contains(&series(w.pods[2].addr)));
+}
