@@ -46,6 +46,65 @@ impl Pods {
             pair,
         }
     }
+
+    /// A pod labelled `label` at `ip` (a free port), serving the pods' pair
+    /// and requiring a client certificate of the pods' CA.
+    pub async fn pod_at(&self, ip: &str, label: &str) -> Backend {
+        let at = format!("{ip}:0").parse().unwrap();
+        Backend::start_at(at, label, &self.pair, Some(&self.backend_ca.cert_pem)).await
+    }
+
+    /// The proxy on `Scene::public_config(routes, upstreams)`, its
+    /// listener `public` and admin addresses known; `pods` go in the world.
+    pub async fn serve(self, routes: &str, upstreams: &str, pods: Vec<Backend>) -> World {
+        let config = self.scene.public_config(routes, upstreams);
+        let mut proxy = Proxy::start(&config);
+        let public = proxy.listener_addr("public").await;
+        let admin = proxy.admin_addr().await;
+        World {
+            scene: self.scene,
+            ca: self.ca,
+            backend_ca: self.backend_ca,
+            proxy,
+            public,
+            admin,
+            pods,
+        }
+    }
+}
+
+impl World {
+    /// A pod labelled `label` back at `at` (where one was killed), as the
+    /// pods were started.
+    pub async fn pod_back(&self, at: SocketAddr, label: &str) -> Backend {
+        let pair = self.backend_ca.server_pair(&["app.prod.svc"]);
+        Backend::start_at(at, label, &pair, Some(&self.backend_ca.cert_pem)).await
+    }
+
+    /// Wait for the proxy's (first) `configuration reloaded` line: `what`.
+    pub async fn wait_reloaded(&mut self, what: &str) -> serde_json::Value {
+        self.proxy
+            .wait_log(what, |v| v["message"] == "configuration reloaded")
+            .await
+    }
+}
+
+/// The start of the `hotproxy_upstream_requests_total` series of
+/// `upstream` on `endpoint` (its `code` label follows).
+pub fn requests_series(upstream: &str, endpoint: SocketAddr) -> String {
+    format!("hotproxy_upstream_requests_total{{upstream=\"{upstream}\",endpoint=\"{endpoint}\",")
+}
+
+/// Two test-owned names, `{first}-PID.hotproxy.test` and
+/// `{second}-PID.hotproxy.test`, both at 127.0.0.2 while the entries live.
+pub fn two_names_on_127_0_0_2(first: &str, second: &str) -> ([String; 2], [HostsEntry; 2]) {
+    let id = std::process::id();
+    let names = [
+        format!("{first}-{id}.hotproxy.test"),
+        format!("{second}-{id}.hotproxy.test"),
+    ];
+    let hosts = names.each_ref().map(|n| HostsEntry::new(n, &["127.0.0.2"]));
+    (names, hosts)
 }
 
 /// An upstream over `servers` (a YAML list's items) with the pods' mTLS
@@ -64,50 +123,44 @@ pub fn upstream(name: &str, servers: &str, settings: &str) -> String {
     )
 }
 
+/// The routes of [`world`]: `/rr` to upstream `rr`, `/lr` to `lr`.
+pub const RR_AND_LR: &str =
+    "\n      - { path_prefix: /rr, upstream: rr }\n      - { path_prefix: /lr, upstream: lr }";
+
+/// The `https://` URLs of `pods`, as a YAML list's items.
+pub fn servers(pods: &[Backend]) -> String {
+    let s: Vec<String> = pods.iter().map(|p| format!("https://{}", p.addr)).collect();
+    s.join(", ")
+}
+
+/// Upstreams `rr` (round robin) over `rr_pods` and `lr` (least request)
+/// over `lr_pods`, each with `settings` lines.
+pub fn rr_and_lr(rr_pods: &[Backend], lr_pods: &[Backend], settings: &str) -> String {
+    [
+        upstream(
+            "rr",
+            &servers(rr_pods),
+            &format!("    balance: round_robin\n{settings}"),
+        ),
+        upstream(
+            "lr",
+            &servers(lr_pods),
+            &format!("    balance: least_request\n{settings}"),
+        ),
+    ]
+    .concat()
+}
+
+/// Three pods on 127.0.0.1/.2/.3 behind upstreams `rr` and `lr` (each
+/// with `upstream_extra` lines), routed by [`RR_AND_LR`].
 pub async fn world(upstream_extra: &str) -> World {
-    let Pods {
-        scene,
-        ca,
-        backend_ca,
-        pair,
-    } = Pods::new();
+    let p = Pods::new();
     let mut pods = Vec::new();
     for (i, ip) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().enumerate() {
-        let at = format!("{ip}:0").parse().unwrap();
-        pods.push(
-            Backend::start_at(at, &format!("pod{i}"), &pair, Some(&backend_ca.cert_pem)).await,
-        );
+        pods.push(p.pod_at(ip, &format!("pod{i}")).await);
     }
-    let servers: Vec<String> = pods.iter().map(|p| format!("https://{}", p.addr)).collect();
-    let servers = servers.join(", ");
-    let config = scene.public_config(
-        "\n      - { path_prefix: /rr, upstream: rr }\n      - { path_prefix: /lr, upstream: lr }",
-        &[
-            upstream(
-                "rr",
-                &servers,
-                &format!("    balance: round_robin\n{upstream_extra}"),
-            ),
-            upstream(
-                "lr",
-                &servers,
-                &format!("    balance: least_request\n{upstream_extra}"),
-            ),
-        ]
-        .concat(),
-    );
-    let mut proxy = Proxy::start(&config);
-    let public = proxy.listener_addr("public").await;
-    let admin = proxy.admin_addr().await;
-    World {
-        scene,
-        ca,
-        backend_ca,
-        proxy,
-        public,
-        admin,
-        pods,
-    }
+    let upstreams = rr_and_lr(&pods, &pods, upstream_extra);
+    p.serve(RR_AND_LR, &upstreams, pods).await
 }
 
 /// One kept-open HTTP/1.1 connection to the proxy (the support's

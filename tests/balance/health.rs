@@ -144,8 +144,7 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
         &logged_so_far(&mut w).await,
         "upstream endpoint back in service",
     );
-    let pair = w.backend_ca.server_pair(&["app.prod.svc"]);
-    let _back = Backend::start_at(dead, "pod1", &pair, Some(&w.backend_ca.cert_pem)).await;
+    let _back = w.pod_back(dead, "pod1").await;
     // Each poll one request on a connection of its own.
     wait_until(WAIT, "pod1 re-admitted and serving", || async {
         let (status, pod) = get_pod(&mut client(&w).await, "/rr").await;
@@ -194,8 +193,7 @@ async fn active_checks_take_out_and_bring_back() {
         assert_eq!(status, 200);
         assert_ne!(pod.as_deref(), Some("pod2"));
     }
-    let pair = w.backend_ca.server_pair(&["app.prod.svc"]);
-    let back = Backend::start_at(dead, "pod2", &pair, Some(&w.backend_ca.cert_pem)).await;
+    let back = w.pod_back(dead, "pod2").await;
     w.proxy
         .wait_log("active checks pass", |v| {
             v["message"] == "upstream endpoint passed its active checks; back in service"

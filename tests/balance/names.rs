@@ -1,5 +1,7 @@
 //! Servers named in /etc/hosts: re-resolution, changing addresses, failed lookups.
 
+use std::sync::atomic::Ordering::SeqCst;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
@@ -11,41 +13,39 @@ use crate::support::*;
 /// and the proxy with upstream `app` over `https://name:port`, re-resolved
 /// every 100 ms.
 async fn named_pods(name: &str, labels: &[&str]) -> (World, Vec<Backend>, HostsEntry) {
-    let Pods {
-        scene,
-        ca,
-        backend_ca,
-        pair,
-    } = Pods::new();
+    let p = Pods::new();
     let mut pods: Vec<Backend> = Vec::new();
     for (i, label) in labels.iter().enumerate() {
         let port = pods.first().map_or(0, |p| p.addr.port());
         let at = format!("127.0.0.{}:{port}", i + 2).parse().unwrap();
-        pods.push(Backend::start_at(at, label, &pair, Some(&backend_ca.cert_pem)).await);
+        pods.push(Backend::start_at(at, label, &p.pair, Some(&p.backend_ca.cert_pem)).await);
     }
     let port = pods[0].addr.port();
     let hosts = HostsEntry::new(name, &["127.0.0.2"]);
-    let config = scene.public_config(
-        "[{ upstream: app }]",
-        &upstream(
-            "app",
-            &format!("https://{name}:{port}"),
-            "    resolve_interval: 100ms\n",
-        ),
-    );
-    let mut proxy = Proxy::start(&config);
-    let public = proxy.listener_addr("public").await;
-    let admin = proxy.admin_addr().await;
-    let w = World {
-        scene,
-        ca,
-        backend_ca,
-        proxy,
-        public,
-        admin,
-        pods: Vec::new(),
-    };
+    let w = p
+        .serve(
+            "[{ upstream: app }]",
+            &named_app(name, port, ""),
+            Vec::new(),
+        )
+        .await;
     (w, pods, hosts)
+}
+
+/// Upstream `app` over `https://name:port`, re-resolved every 100 ms, with
+/// `settings` lines.
+fn named_app(name: &str, port: u16, settings: &str) -> String {
+    let settings = format!("    resolve_interval: 100ms\n{settings}");
+    upstream("app", &format!("https://{name}:{port}"), &settings)
+}
+
+/// Wait until the proxy logs that a lookup of `app`'s name failed.
+async fn wait_lookup_failed(w: &mut World) -> serde_json::Value {
+    w.proxy
+        .wait_log("the failed lookup", |v| {
+            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
+        })
+        .await
 }
 
 /// Two server names that resolve to one address are two endpoints, each
@@ -54,47 +54,23 @@ async fn named_pods(name: &str, labels: &[&str]) -> (World, Vec<Backend>, HostsE
 /// every request went to the first, with the first one's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_names_on_one_address_are_two_endpoints() {
-    let Pods {
-        scene,
-        ca,
-        backend_ca,
-        ..
-    } = Pods::new();
-    let id = std::process::id();
-    let names = [
-        format!("one-{id}.hotproxy.test"),
-        format!("two-{id}.hotproxy.test"),
-    ];
-    let pair = backend_ca.server_pair(&[&names[0], &names[1]]);
+    let pods = Pods::new();
+    let (names, _hosts) = two_names_on_127_0_0_2("one", "two");
+    let pair = pods.backend_ca.server_pair(&[&names[0], &names[1]]);
     let at = "127.0.0.2:0".parse().unwrap();
-    let pod = Backend::start_at(at, "pod", &pair, Some(&backend_ca.cert_pem)).await;
+    let pod = Backend::start_at(at, "pod", &pair, Some(&pods.backend_ca.cert_pem)).await;
     let port = pod.addr.port();
-    let _hosts = names.each_ref().map(|n| HostsEntry::new(n, &["127.0.0.2"]));
-    let config = scene.public_config(
-        "[{ upstream: app }]",
-        &format!(
-            r#"
+    let app = format!(
+        r#"
   - name: app
     servers: [https://{}:{port}, https://{}:{port}]
     tls:
       ca: {{ ca_file: pods-ca.crt }}
       client_cert: {{ cert_file: proxy-client.crt, key_file: proxy-client.key }}
 "#,
-            names[0], names[1]
-        ),
+        names[0], names[1]
     );
-    let mut proxy = Proxy::start(&config);
-    let public = proxy.listener_addr("public").await;
-    let admin = proxy.admin_addr().await;
-    let w = World {
-        scene,
-        ca,
-        backend_ca,
-        proxy,
-        public,
-        admin,
-        pods: vec![pod],
-    };
+    let w = pods.serve("[{ upstream: app }]", &app, vec![pod]).await;
     let mut send = client(&w).await;
     let mut seen = Vec::new();
     // Round robin: two requests in turn reach both endpoints.
@@ -150,8 +126,7 @@ async fn changing_addresses_spread_and_drain() {
     let (r1, r2, ()) = tokio::join!(slow(), slow(), async {
         // Both requests have reached the pods (each is being answered).
         wait_until(WAIT, "two requests in flight", || async {
-            a.slow_in_flight.load(std::sync::atomic::Ordering::SeqCst) >= 1
-                && b.slow_in_flight.load(std::sync::atomic::Ordering::SeqCst) >= 1
+            a.slow_in_flight.load(SeqCst) >= 1 && b.slow_in_flight.load(SeqCst) >= 1
         })
         .await;
         hosts.set(&["127.0.0.3"]);
@@ -172,10 +147,7 @@ async fn changing_addresses_spread_and_drain() {
         assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod-b".into())));
     }
     // Drained: pod-a's connections from the proxy all close.
-    wait_until(WAIT, "pod-a drained", || async {
-        a.open.load(std::sync::atomic::Ordering::SeqCst) == 0
-    })
-    .await;
+    wait_until(WAIT, "pod-a drained", || async { a.open.load(SeqCst) == 0 }).await;
     let m = metrics(&w).await;
     assert_has(
         &m,
@@ -205,12 +177,7 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 
     hosts.set(&[]);
-    let failed = w
-        .proxy
-        .wait_log("the failed lookup", |v| {
-            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
-        })
-        .await;
+    let failed = wait_lookup_failed(&mut w).await;
     assert_eq!(failed["upstream"], "app");
     for _ in 0..5 {
         assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
@@ -253,26 +220,11 @@ async fn an_upstream_edited_while_its_name_does_not_resolve_keeps_its_addresses(
     let mut send = client(&w).await;
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
     hosts.set(&[]);
-    w.proxy
-        .wait_log("the failed lookup", |v| {
-            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
-        })
-        .await;
+    wait_lookup_failed(&mut w).await;
     let port = pods[0].addr.port();
-    w.scene.public_config(
-        "[{ upstream: app }]",
-        &upstream(
-            "app",
-            &format!("https://{name}:{port}"),
-            "    resolve_interval: 100ms\n    read_timeout: 30s\n",
-        ),
-    );
-    let reloaded = w
-        .proxy
-        .wait_log("the edit applied", |v| {
-            v["message"] == "configuration reloaded"
-        })
-        .await;
+    let app = named_app(&name, port, "    read_timeout: 30s\n");
+    w.scene.public_config("[{ upstream: app }]", &app);
+    let reloaded = w.wait_reloaded("the edit applied").await;
     assert_eq!(reloaded["changes"], "upstreams changed: app");
     for i in 0..3 {
         let answer = get_pod(&mut send, "/").await;

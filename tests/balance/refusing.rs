@@ -1,28 +1,51 @@
 //! Pods that refuse, hang or crash on requests: where the retry goes, and ejection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
+use tokio::io::AsyncReadExt;
+
 use crate::common::*;
 use crate::support::*;
 
-/// A TLS pod's listening socket on 127.0.0.1 and its acceptor, serving
-/// `pair` and offering `alpn`.
-async fn pod_socket(
-    pair: &TestPair,
-    alpn: &[u8],
-) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+/// A TLS pod on 127.0.0.1 serving `pair` and offering `alpn`: each
+/// connection it accepts is handed, once through TLS, to `handle` on a task
+/// of its own, with a counter `handle` may count on. Its address, and the
+/// counter.
+async fn tls_pod<F, Fut>(pair: &TestPair, alpn: &[u8], handle: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(PodStream, Arc<AtomicUsize>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
         .unwrap();
     cfg.alpn_protocols = vec![alpn.to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    (listener, acceptor)
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let (counter, handle) = (count.clone(), Arc::new(handle));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counter, handle) = (acceptor.clone(), counter.clone(), handle.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    handle(tls, counter).await;
+                }
+            });
+        }
+    });
+    (addr, count)
 }
+
+/// What a [`tls_pod`] handles: one accepted TLS connection.
+type PodStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 /// How a [`RefusingPod`] treats the streams it is sent.
 #[derive(Clone, Copy)]
@@ -41,53 +64,41 @@ enum Refusal {
 /// `refused` counts those it did not answer.
 struct RefusingPod {
     addr: SocketAddr,
-    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refused: Arc<AtomicUsize>,
 }
 
 impl RefusingPod {
     async fn start_as(pair: &TestPair, how: Refusal) -> RefusingPod {
-        use std::sync::atomic::Ordering::SeqCst;
-        let (listener, acceptor) = pod_socket(pair, b"h2").await;
-        let addr = listener.local_addr().unwrap();
-        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = refused.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, count) = (acceptor.clone(), count.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut conn) = h2::server::handshake(tls).await else {
-                        return;
-                    };
-                    let mut held = Vec::new();
-                    while let Some(Ok((req, mut respond))) = conn.accept().await {
-                        let refuse = match how {
-                            Refusal::Every | Refusal::Hang => {
-                                count.fetch_add(1, SeqCst);
-                                true
-                            }
-                            Refusal::First => {
-                                req.uri().path() != "/healthz"
-                                    && count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
-                            }
-                        };
-                        match (how, refuse) {
-                            (Refusal::Hang, _) => held.push(respond),
-                            (_, true) => respond.send_reset(h2::Reason::REFUSED_STREAM),
-                            (_, false) => {
-                                let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
-                                let resp = http::Response::new(());
-                                if let Ok(mut stream) = respond.send_response(resp, false) {
-                                    let _ = stream.send_data(body, true);
-                                }
-                            }
+        let (addr, refused) = tls_pod(pair, b"h2", move |tls, count| async move {
+            let Ok(mut conn) = h2::server::handshake(tls).await else {
+                return;
+            };
+            let mut held = Vec::new();
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                let refuse = match how {
+                    Refusal::Every | Refusal::Hang => {
+                        count.fetch_add(1, SeqCst);
+                        true
+                    }
+                    Refusal::First => {
+                        req.uri().path() != "/healthz"
+                            && count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
+                    }
+                };
+                match (how, refuse) {
+                    (Refusal::Hang, _) => held.push(respond),
+                    (_, true) => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                    (_, false) => {
+                        let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
+                        let resp = http::Response::new(());
+                        if let Ok(mut stream) = respond.send_response(resp, false) {
+                            let _ = stream.send_data(body, true);
                         }
                     }
-                });
+                }
             }
-        });
+        })
+        .await;
         RefusingPod { addr, refused }
     }
 }
@@ -106,29 +117,16 @@ struct BadAndGood {
 }
 
 async fn bad_and_good(hang: bool, settings: &str) -> BadAndGood {
-    let Pods {
-        scene,
-        ca,
-        backend_ca,
-        pair,
-    } = Pods::new();
+    let pods = Pods::new();
     let how = if hang { Refusal::Hang } else { Refusal::Every };
-    let bad = RefusingPod::start_as(&pair, how).await;
-    let at = "127.0.0.2:0".parse().unwrap();
-    let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
-    let config = scene.public_config(
-        "[{ upstream: two }]",
-        &upstream(
-            "two",
-            &format!("https://{}, https://{}", bad.addr, good.addr),
-            &format!("    balance: round_robin\n{settings}"),
-        ),
-    );
-    let mut proxy = Proxy::start(&config);
-    let public = proxy.listener_addr("public").await;
-    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-    let tls = connect(public, "localhost", cfg).await.unwrap();
-    let send = keep_open_h1(tls).await.0;
+    let bad = RefusingPod::start_as(&pods.pair, how).await;
+    let good = pods.pod_at("127.0.0.2", "good").await;
+    let two = two(bad.addr, good.addr, settings);
+    let w = pods.serve("[{ upstream: two }]", &two, Vec::new()).await;
+    let send = client(&w).await;
+    let World {
+        scene, ca, proxy, ..
+    } = w;
     BadAndGood {
         bad,
         good,
@@ -137,6 +135,17 @@ async fn bad_and_good(hang: bool, settings: &str) -> BadAndGood {
         proxy,
         send,
     }
+}
+
+/// Upstream `two`: round robin over `first` and `second`, with `settings`
+/// lines.
+fn two(first: SocketAddr, second: SocketAddr, settings: &str) -> String {
+    let servers = format!("https://{first}, https://{second}");
+    upstream(
+        "two",
+        &servers,
+        &format!("    balance: round_robin\n{settings}"),
+    )
 }
 
 /// RFC 9113 §8.7: a stream refused with `REFUSED_STREAM` was not processed,
@@ -155,7 +164,7 @@ async fn refused_streams_are_sent_to_another_endpoint() {
         assert_eq!(pod.as_deref(), Some("good"), "request {i}");
     }
     assert!(
-        refusing.refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        refusing.refused.load(SeqCst) > 0,
         "the refusing pod was never tried"
     );
     let m = admin(admin_addr, "GET", "/metrics", None, None, &[])
@@ -213,12 +222,12 @@ async fn a_retry_never_goes_to_an_endpoint_out_of_service() {
         })
         .await;
     assert_eq!(out["endpoint"], w.bad.addr.to_string());
-    let checked = w.bad.refused.load(std::sync::atomic::Ordering::SeqCst);
+    let checked = w.bad.refused.load(SeqCst);
     w.good.kill();
     let (status, _) = get_pod(&mut w.send, "/").await;
     assert_eq!(status, 502);
     assert_eq!(
-        w.bad.refused.load(std::sync::atomic::Ordering::SeqCst),
+        w.bad.refused.load(SeqCst),
         checked,
         "the request was retried on the pod out of service"
     );
@@ -268,37 +277,28 @@ async fn hung_endpoint_is_ejected_after_request_timeouts() {
 /// then found nowhere to go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unprocessed_request_is_resent_when_no_other_endpoint_is_in_service() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let Pods {
-        scene, ca, pair, ..
-    } = Pods::new();
-    let pod = RefusingPod::start_as(&pair, Refusal::First).await;
+    let pods = Pods::new();
+    let pod = RefusingPod::start_as(&pods.pair, Refusal::First).await;
     // Nothing listens at the other endpoint: its first check fails.
     let gone = std::net::TcpListener::bind("127.0.0.2:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = scene.public_config(
-        "[{ upstream: two }]",
-        &upstream(
-            "two",
-            &format!("https://{}, https://{gone}", pod.addr),
-            "    balance: round_robin\n    retries: { attempts: 1 }\n    health:\n      \
-             active: { path: /healthz, interval: 1h, unhealthy_after: 1, healthy_after: 1 }\n",
-        ),
+    let two = two(
+        pod.addr,
+        gone,
+        "    retries: { attempts: 1 }\n    health:\n      \
+         active: { path: /healthz, interval: 1h, unhealthy_after: 1, healthy_after: 1 }\n",
     );
-    let mut proxy = Proxy::start(&config);
-    let out = proxy
+    let mut w = pods.serve("[{ upstream: two }]", &two, Vec::new()).await;
+    let out = w
+        .proxy
         .wait_log("the other endpoint out of service", |v| {
             v["message"] == "upstream endpoint failed its active checks; out of service"
         })
         .await;
     assert_eq!(out["endpoint"], gone.to_string());
-    let public = proxy.listener_addr("public").await;
-    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-    let mut send = keep_open_h1(connect(public, "localhost", cfg).await.unwrap())
-        .await
-        .0;
+    let mut send = client(&w).await;
     let (status, served_by) = get_pod(&mut send, "/").await;
     assert_eq!((status, served_by.as_deref()), (200, Some("restarting")));
     assert_eq!(pod.refused.load(SeqCst), 1, "refused once, then served");
@@ -306,34 +306,19 @@ async fn an_unprocessed_request_is_resent_when_no_other_endpoint_is_in_service()
 
 /// An HTTP/1.1 pod that reads each request head and closes the connection
 /// without an answer (a process that crashes on the request); counts them.
-async fn closing_pod(
-    pair: &TestPair,
-) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::AsyncReadExt;
-    let (listener, acceptor) = pod_socket(pair, b"http/1.1").await;
-    let addr = listener.local_addr().unwrap();
-    let heads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = heads.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, count) = (acceptor.clone(), count.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
+async fn closing_pod(pair: &TestPair) -> (SocketAddr, Arc<AtomicUsize>) {
+    tls_pod(pair, b"http/1.1", |mut tls, count| async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    (addr, heads)
+        count.fetch_add(1, SeqCst);
+    })
+    .await
 }
 
 /// SPEC: a request is sent once more to the same endpoint only when a
@@ -345,30 +330,12 @@ async fn closing_pod(
 /// new connection (with three endpoints and two attempts, five sends).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_connection_closed_on_a_request_is_not_retried_on_its_endpoint() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let Pods {
-        scene,
-        ca,
-        backend_ca,
-        pair,
-    } = Pods::new();
-    let (crashing, heads) = closing_pod(&pair).await;
-    let at = "127.0.0.2:0".parse().unwrap();
-    let good = Backend::start_at(at, "good", &pair, Some(&backend_ca.cert_pem)).await;
-    let config = scene.public_config(
-        "[{ upstream: two }]",
-        &upstream(
-            "two",
-            &format!("https://{crashing}, https://{}", good.addr),
-            "    balance: round_robin\n    retries: { attempts: 1 }\n",
-        ),
-    );
-    let mut proxy = Proxy::start(&config);
-    let public = proxy.listener_addr("public").await;
-    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-    let mut send = keep_open_h1(connect(public, "localhost", cfg).await.unwrap())
-        .await
-        .0;
+    let pods = Pods::new();
+    let (crashing, heads) = closing_pod(&pods.pair).await;
+    let good = pods.pod_at("127.0.0.2", "good").await;
+    let two = two(crashing, good.addr, "    retries: { attempts: 1 }\n");
+    let w = pods.serve("[{ upstream: two }]", &two, vec![good]).await;
+    let mut send = client(&w).await;
     let (status, served_by) = get_pod(&mut send, "/").await;
     assert_eq!((status, served_by.as_deref()), (200, Some("good")));
     assert_eq!(

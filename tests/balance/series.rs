@@ -28,10 +28,7 @@ async fn requests_spread_over_every_endpoint() {
     }
     let m = metrics(&w).await;
     for pod in &w.pods {
-        let line = format!(
-            "hotproxy_upstream_requests_total{{upstream=\"rr\",endpoint=\"{}\",code=\"200\"}} 100",
-            pod.addr
-        );
+        let line = format!("{}code=\"200\"}} 100", requests_series("rr", pod.addr));
         assert_has(&m, &line);
     }
     assert_has(
@@ -48,7 +45,7 @@ async fn a_rejected_edit_leaves_the_endpoint_gauge_alone() {
     let mut w = world("").await;
     let healthy = "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"}";
     assert_has(&metrics(&w).await, &format!("{healthy} 3"));
-    let one = format!("https://{}", w.pods[0].addr);
+    let one = servers(&w.pods[..1]);
     // `public` as before, and a second listener on the admin's address.
     let routes = format!(
         "[{{ path_prefix: /rr, upstream: rr }}]\n{}",
@@ -73,22 +70,10 @@ async fn a_rejected_edit_leaves_the_endpoint_gauge_alone() {
 /// were left for as long as the process ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_shared_by_two_servers_at_one_address_go_with_the_last() {
-    let Pods {
-        scene,
-        ca,
-        backend_ca,
-        pair,
-    } = Pods::new();
-    let id = std::process::id();
-    let names = [
-        format!("first-{id}.hotproxy.test"),
-        format!("second-{id}.hotproxy.test"),
-    ];
-    let _hosts = names.each_ref().map(|n| HostsEntry::new(n, &["127.0.0.2"]));
-    let ca_pem = Some(backend_ca.cert_pem.as_str());
-    let at = |ip: &str| format!("{ip}:0").parse().unwrap();
-    let pod = Backend::start_at(at("127.0.0.2"), "pod", &pair, ca_pem).await;
-    let other = Backend::start_at(at("127.0.0.3"), "other", &pair, ca_pem).await;
+    let pods = Pods::new();
+    let (names, _hosts) = two_names_on_127_0_0_2("first", "second");
+    let pod = pods.pod_at("127.0.0.2", "pod").await;
+    let other = pods.pod_at("127.0.0.3", "other").await;
     let port = pod.addr.port();
     let on = |names: &[String]| {
         let servers: Vec<String> = names
@@ -97,30 +82,15 @@ async fn series_shared_by_two_servers_at_one_address_go_with_the_last() {
             .collect();
         upstream("app", &servers.join(", "), "    balance: round_robin\n")
     };
-    let config = scene.public_config("[{ upstream: app }]", &on(&names));
-    let mut proxy = Proxy::start(&config);
-    let public = proxy.listener_addr("public").await;
-    let admin = proxy.admin_addr().await;
-    let w = World {
-        scene,
-        ca,
-        backend_ca,
-        proxy,
-        public,
-        admin,
-        pods: Vec::new(),
-    };
+    let w = pods
+        .serve("[{ upstream: app }]", &on(&names), Vec::new())
+        .await;
     // Round robin: one request to each server, counted under one label;
     // one answered 200, the other 502 (more header fields than taken).
     let mut send = client(&w).await;
     assert_eq!(get_pod(&mut send, "/").await.0, 200);
     assert_eq!(get_pod(&mut send, "/many-headers/150").await.0, 502);
-    let series = |code: u16| {
-        format!(
-            "hotproxy_upstream_requests_total{{upstream=\"app\",endpoint=\"{}\",code=\"{code}\"}}",
-            pod.addr
-        )
-    };
+    let series = |code: u16| format!("{}code=\"{code}\"}}", requests_series("app", pod.addr));
     let m = metrics(&w).await;
     assert_has(&m, &series(200));
     assert_has(&m, &series(502));
@@ -169,31 +139,14 @@ async fn an_edit_that_drops_a_server_drops_its_series() {
     for _ in 0..3 {
         assert_eq!(get_pod(&mut send, "/rr").await.0, 200);
     }
-    let series = |pod: std::net::SocketAddr| {
-        format!("hotproxy_upstream_requests_total{{upstream=\"rr\",endpoint=\"{pod}\",")
-    };
+    let series = |pod| requests_series("rr", pod);
     let m = metrics(&w).await;
     for pod in &w.pods {
         assert_has(&m, &series(pod.addr));
     }
-    let servers = |pods: &[Backend]| {
-        let s: Vec<String> = pods.iter().map(|p| format!("https://{}", p.addr)).collect();
-        s.join(", ")
-    };
-    w.scene.public_config(
-        "\n      - { path_prefix: /rr, upstream: rr }\n      - { path_prefix: /lr, upstream: lr }",
-        &[
-            upstream("rr", &servers(&w.pods[..2]), "    balance: round_robin\n"),
-            upstream("lr", &servers(&w.pods), "    balance: least_request\n"),
-        ]
-        .concat(),
-    );
-    let reloaded = w
-        .proxy
-        .wait_log("the edit applied", |v| {
-            v["message"] == "configuration reloaded"
-        })
-        .await;
+    w.scene
+        .public_config(RR_AND_LR, &rr_and_lr(&w.pods[..2], &w.pods, ""));
+    let reloaded = w.wait_reloaded("the edit applied").await;
     assert_eq!(reloaded["changes"], "upstreams changed: rr");
     let m = metrics(&w).await;
     assert!(!m.contains(&series(w.pods[2].addr)), "{m}");
