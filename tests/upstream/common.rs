@@ -1,9 +1,12 @@
 //! Shared here: the world (edge and backend PKI), the proxy in front of a backend, clients.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::support::*;
@@ -29,8 +32,12 @@ pub fn world() -> World {
     }
 }
 
-pub fn config(w: &World, backend: std::net::SocketAddr) -> std::path::PathBuf {
-    w.scene.one_upstream_config("app", backend, &[])
+/// The proxy in front of the backend at `backend` (upstream `app`), and
+/// the address of its listener `public`.
+pub async fn proxy_for(w: &World, backend: SocketAddr) -> (Proxy, SocketAddr) {
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &[]));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
 }
 
 /// The test backend (HTTP/2 and HTTP/1.1) behind a proxy whose one
@@ -49,25 +56,113 @@ pub async fn send(
     method: &str,
     body: &str,
 ) -> (u16, String) {
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    let mut sender = h1_sender(w, addr).await;
+    let req = h1_request(method, "/x", body.to_owned());
+    let (status, body) = exchange(&mut sender, req).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The TLS settings of an HTTP/1.1 client of the proxy.
+pub fn h1_config(w: &World) -> Arc<rustls::ClientConfig> {
+    client_config(&w.ca.cert_pem, None, &[b"http/1.1"])
+}
+
+/// GET `path` on a fresh HTTP/1.1 connection to the proxy at `addr` (the
+/// support's `get`, bounded by `CLIENT_DEADLINE`).
+pub async fn h1_get(w: &World, addr: SocketAddr, path: &str) -> Reply {
+    get(addr, "a.example.com", h1_config(w), false, path, &[])
+        .await
+        .unwrap()
+}
+
+/// [`h1_get`] on a task of its own: a request a test holds open (a long
+/// poll the backend never answers) while it does more.
+pub fn spawn_get(
+    w: &World,
+    addr: SocketAddr,
+    path: &'static str,
+) -> tokio::task::JoinHandle<std::io::Result<Reply>> {
+    let cfg = h1_config(w);
+    tokio::spawn(async move { get(addr, "a.example.com", cfg, false, path, &[]).await })
+}
+
+/// A kept-open HTTP/1.1 client connection to the proxy at `addr`.
+pub async fn h1_sender(w: &World, addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let tls = connect(addr, "a.example.com", h1_config(w)).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::builder()
+    sender
+}
+
+/// A `method` request for `path` of `a.example.com` with a whole `body`.
+pub fn h1_request(method: &str, path: &str, body: impl Into<Bytes>) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
         .method(method)
-        .uri("/x")
+        .uri(path)
         .header("host", "a.example.com")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let resp = tokio::time::timeout(WAIT, sender.send_request(req))
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+/// Send `req` on `sender`: its response head, within `WAIT`.
+pub async fn exchange_head(
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> http::Response<hyper::body::Incoming> {
+    tokio::time::timeout(WAIT, sender.send_request(req))
         .await
         .expect("answered")
-        .unwrap();
+        .unwrap()
+}
+
+/// Send `req` on `sender`: the status and whole body of its response.
+pub async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> (u16, Bytes) {
+    let resp = exchange_head(sender, req).await;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// Send the proxy SIGHUP and wait for its `configuration reloaded` line
+/// (`what`: the change).
+pub async fn reload(p: &mut Proxy, what: &str) {
+    p.signal("HUP");
+    p.wait_log(what, |v| v["message"] == "configuration reloaded")
+        .await;
+}
+
+/// An `upstreams:` entry `name` over the backends at `servers`, trusting
+/// the backend CA, with more `settings` lines.
+pub fn backend_upstream(name: &str, servers: &[SocketAddr], settings: &[&str]) -> String {
+    let servers: Vec<String> = servers.iter().map(|a| format!("https://{a}")).collect();
+    let mut entry = format!(
+        "\n  - name: {name}\n    servers: [{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}",
+        servers.join(", ")
+    );
+    for setting in settings {
+        entry.push_str(&format!("\n    {setting}"));
+    }
+    entry
+}
+
+/// A listening socket on 127.0.0.1 for a raw TLS backend, and its
+/// acceptor, serving `pair` and offering `alpn`.
+pub async fn tls_listener(
+    pair: &TestPair,
+    alpn: &[u8],
+) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+        .unwrap();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener, acceptor)
 }
 
 /// A proxy with an HTTP/1.1-only backend under `/h1/` and an HTTP/2 one
@@ -75,12 +170,7 @@ pub async fn send(
 pub async fn h1_and_h2_upstreams(w: &World, extra: &str) -> (Proxy, Backend, Backend) {
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
     let h2 = Backend::start("h2", &w.backend_pair, None).await;
-    let upstream = |name: &str, b: &Backend| {
-        format!(
-            "\n  - name: {name}\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n    {extra}",
-            b.addr
-        )
-    };
+    let upstream = |name: &str, b: &Backend| backend_upstream(name, &[b.addr], &[extra]);
     let p = Proxy::start(&w.scene.public_config(
         "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
         &[upstream("h1", &h1), upstream("h2", &h2)].concat(),

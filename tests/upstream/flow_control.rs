@@ -30,14 +30,9 @@ async fn clients_that_stop_reading_do_not_stall_others_on_a_shared_h2_connection
     })
     .await;
     // Another client's 4 MiB over the same upstream connection.
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let r = tokio::time::timeout(
-        WAIT,
-        get(addr, "a.example.com", cfg, false, "/mebibytes/4", &[]),
-    )
-    .await
-    .expect("a download beside unread ones is not held up")
-    .unwrap();
+    let r = tokio::time::timeout(WAIT, h1_get(&w, addr, "/mebibytes/4"))
+        .await
+        .expect("a download beside unread ones is not held up");
     assert_eq!((r.status, r.body.len()), (200, 4 << 20));
     assert_eq!(
         b.accepted.load(Ordering::SeqCst),

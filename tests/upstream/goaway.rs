@@ -3,9 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
@@ -29,13 +26,7 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// before the client sends more. Returns its address and its accepted
 /// connections.
 async fn going_away(pair: &TestPair, at_once: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
-        .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, acceptor) = tls_listener(pair, b"h2").await;
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
@@ -115,46 +106,22 @@ async fn going_away(pair: &TestPair, at_once: bool) -> (std::net::SocketAddr, Ar
 async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
     let w = world();
     let (backend, accepted) = going_away(&w.backend_pair, false).await;
-    let mut p = Proxy::start(&config(&w, backend));
-    let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut p, addr) = proxy_for(&w, backend).await;
+    let mut send = h1_sender(&w, addr).await;
     for (method, body, expect) in [
         ("GET", "", "connection 0"),
         // Stream 3 on connection 0, refused by its GOAWAY; not processed,
         // so even a POST goes again, to connection 1.
         ("POST", "order=1", "connection 1"),
     ] {
-        let req = http::Request::builder()
-            .method(method)
-            .uri("/x")
-            .header("host", "a.example.com")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let resp = tokio::time::timeout(WAIT, send.send_request(req))
-            .await
-            .expect("answered")
-            .unwrap();
-        let status = resp.status().as_u16();
-        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        let (status, got) = exchange(&mut send, h1_request(method, "/x", body)).await;
         assert_eq!((status, &got[..]), (200, expect.as_bytes()), "{method}");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     // A body streamed, not read whole (over body_buffer_bytes), cannot be
     // sent twice: a 502 that says why.
-    let req = http::Request::post("/x")
-        .header("host", "a.example.com")
-        .body(Full::new(Bytes::from(vec![b'x'; 20_000])))
-        .unwrap();
-    let resp = tokio::time::timeout(WAIT, send.send_request(req))
-        .await
-        .expect("answered")
-        .unwrap();
-    assert_eq!(resp.status(), 502);
+    let req = h1_request("POST", "/x", vec![b'x'; 20_000]);
+    assert_eq!(exchange_head(&mut send, req).await.status(), 502);
     p.wait_log("upstream request failed", |v| {
         v["error"]
             .as_str()
@@ -172,26 +139,12 @@ async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
 async fn after_an_h2_goaway_the_next_request_takes_a_new_connection() {
     let w = world();
     let (backend, accepted) = going_away(&w.backend_pair, true).await;
-    let mut p = Proxy::start(&config(&w, backend));
-    let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (p, addr) = proxy_for(&w, backend).await;
+    let mut send = h1_sender(&w, addr).await;
     for (body, expect) in [(0, "connection 0"), (20_000, "connection 1")] {
         // 20,000 bytes: over body_buffer_bytes, streamed, not replayable.
-        let req = http::Request::post("/x")
-            .header("host", "a.example.com")
-            .body(Full::new(Bytes::from(vec![b'x'; body])))
-            .unwrap();
-        let resp = tokio::time::timeout(WAIT, send.send_request(req))
-            .await
-            .expect("answered")
-            .unwrap();
-        let status = resp.status().as_u16();
-        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        let req = h1_request("POST", "/x", vec![b'x'; body]);
+        let (status, got) = exchange(&mut send, req).await;
         // What the proxy said about its upstream attempts, should it differ.
         let said = || {
             p.logs()

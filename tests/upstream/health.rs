@@ -53,10 +53,8 @@ async fn an_active_check_on_a_busy_endpoint_has_no_verdict() {
         ],
     ));
     let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     // The one connection, held by a request the backend never answers.
-    let held =
-        tokio::spawn(async move { get(addr, "a.example.com", cfg, false, "/hang", &[]).await });
+    let held = spawn_get(&w, addr, "/hang");
     let hanging = || b.slow_in_flight.load(Ordering::SeqCst);
     wait_until(WAIT, "the long poll holds the connection", || async {
         hanging() == 1

@@ -32,13 +32,7 @@ struct Scripted {
 }
 
 async fn scripted(pair: &TestPair, script: Script) -> Scripted {
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
-        .unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, acceptor) = tls_listener(pair, b"http/1.1").await;
     let s = Scripted {
         addr: listener.local_addr().unwrap(),
         accepted: Arc::default(),
@@ -121,8 +115,7 @@ async fn read_request(tls: &mut tokio_rustls::server::TlsStream<tokio::net::TcpS
 async fn pooled_connection_closed_by_the_upstream_is_not_reused() {
     let w = world();
     let b = scripted(&w.backend_pair, Script::CloseAfterEachResponse).await;
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
+    let (p, addr) = proxy_for(&w, b.addr).await;
     for i in 1..=3 {
         // A POST too: it is never replayed, so only taking the pooled
         // connection's close into account keeps it from failing.
@@ -152,8 +145,7 @@ async fn pooled_connection_closed_by_the_upstream_is_not_reused() {
 async fn request_lost_on_a_reused_connection_is_retried_only_when_safe() {
     let w = world();
     let b = scripted(&w.backend_pair, Script::DropSecondRequest).await;
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = proxy_for(&w, b.addr).await;
     assert_eq!(send(addr, &w, "GET", "").await, (200, "request 1".into()));
     // Reuses connection 1, which drops it; retried on connection 2.
     assert_eq!(send(addr, &w, "GET", "").await, (200, "request 1".into()));
@@ -177,12 +169,11 @@ async fn request_lost_on_a_reused_connection_is_retried_only_when_safe() {
 async fn cold_start_opens_no_more_connections_than_requests_in_flight() {
     let w = world();
     let b = Backend::start_h1("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
+    let (_proxy, addr) = proxy_for(&w, b.addr).await;
     const CLIENTS: usize = 12;
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+        let cfg = h1_config(&w);
         tasks.push(tokio::spawn(async move {
             let tls = connect(addr, "a.example.com", cfg).await.unwrap();
             let (mut send, conn) = keep_open_h1(tls).await;
@@ -212,10 +203,8 @@ async fn cold_start_opens_no_more_connections_than_requests_in_flight() {
 async fn websocket_upgrade_tunnels_bytes() {
     let w = world();
     let b = scripted(&w.backend_pair, Script::Upgrade).await;
-    let mut p = Proxy::start(&config(&w, b.addr));
-    let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let mut tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (_proxy, addr) = proxy_for(&w, b.addr).await;
+    let mut tls = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
     tls.write_all(
         b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
     )
@@ -255,13 +244,10 @@ async fn idle_upstream_connections_are_not_reused_after_idle_timeout() {
     let w = world();
     let (mut p, h1, h2) = h1_and_h2_upstreams(&w, "idle_timeout: 1s").await;
     let addr = p.listener_addr("public").await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let connection = |path: &'static str| {
-        let cfg = cfg.clone();
+        let w = &w;
         async move {
-            let r = get(addr, "a.example.com", cfg, false, path, &[])
-                .await
-                .unwrap();
+            let r = h1_get(w, addr, path).await;
             assert_eq!(r.status, 200, "{}", r.body);
             (r.json()["version"].clone(), r.json()["connection"].clone())
         }

@@ -2,10 +2,6 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
-
 use crate::common::*;
 use crate::support::*;
 
@@ -19,14 +15,15 @@ async fn a_request_on_a_removed_upstream_does_not_bring_its_gauge_back() {
         Backend::start_h1("b1", &w.backend_pair, None).await,
         Backend::start_h1("b2", &w.backend_pair, None).await,
     );
-    let tls = "tls: { ca: { ca_file: backend-ca.crt }, server_name: backend.local }";
-    let app = format!(
-        "\n  - name: app\n    servers: [https://{}]\n    {tls}",
-        b1.addr
-    );
-    let spare = format!(
-        "\n  - name: spare\n    servers: [https://{}, https://{}]\n    request_timeout: 1s\n    retries: {{ attempts: 0 }}\n    health: {{ passive: {{ consecutive_failures: 1 }} }}\n    {tls}",
-        b1.addr, b2.addr
+    let app = backend_upstream("app", &[b1.addr], &[]);
+    let spare = backend_upstream(
+        "spare",
+        &[b1.addr, b2.addr],
+        &[
+            "request_timeout: 1s",
+            "retries: { attempts: 0 }",
+            "health: { passive: { consecutive_failures: 1 } }",
+        ],
     );
     let config = w.scene.public_config(
         "[{ path_prefix: /hang, upstream: spare }, { upstream: app }]",
@@ -37,9 +34,7 @@ async fn a_request_on_a_removed_upstream_does_not_bring_its_gauge_back() {
     let admin_addr = p.admin_addr().await;
     let gauge = "hotproxy_upstream_endpoints{upstream=\"spare\",state=\"healthy\"} 2";
     wait_metric(admin_addr, gauge, WAIT).await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let held =
-        tokio::spawn(async move { get(addr, "a.example.com", cfg, false, "/hang", &[]).await });
+    let held = spawn_get(&w, addr, "/hang");
     let hanging =
         || b1.slow_in_flight.load(Ordering::SeqCst) + b2.slow_in_flight.load(Ordering::SeqCst);
     wait_until(WAIT, "the request is at a backend", || async {
@@ -48,20 +43,13 @@ async fn a_request_on_a_removed_upstream_does_not_bring_its_gauge_back() {
     .await;
     // spare removed while its request waits out request_timeout.
     assert_eq!(w.scene.public_config("[{ upstream: app }]", &app), config);
-    p.signal("HUP");
-    p.wait_log("the removal", |v| v["message"] == "configuration reloaded")
-        .await;
+    reload(&mut p, "the removal").await;
     assert_eq!(held.await.unwrap().unwrap().status, 504);
     p.wait_log("the ejection", |v| {
         v["message"] == "upstream endpoint ejected"
     })
     .await;
-    let m = metrics_text(admin_addr).await;
-    assert!(
-        !m.lines()
-            .any(|l| l.starts_with("hotproxy_upstream_endpoints{upstream=\"spare\"")),
-        "{m}"
-    );
+    metrics_without_spare(admin_addr).await;
 }
 
 /// An upstream edited by a reload gives back the old one's idle
@@ -78,17 +66,7 @@ async fn an_edited_upstream_closes_its_idle_connections() {
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
     // A request that holds the old upstream through the edit ...
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
-    let (mut held, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get("/hang")
-        .header("host", "a.example.com")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let hanging = tokio::spawn(held.send_request(req));
+    let hanging = spawn_get(&w, addr, "/hang");
     wait_until(WAIT, "the hanging request at the backend", || async {
         b.slow_in_flight.load(SeqCst) == 1
     })
@@ -101,9 +79,7 @@ async fn an_edited_upstream_closes_its_idle_connections() {
         "server_name: backend.local }\n    request_timeout: 59s",
     );
     write(&config, &edited);
-    p.signal("HUP");
-    p.wait_log("the edit", |v| v["message"] == "configuration reloaded")
-        .await;
+    reload(&mut p, "the edit").await;
     wait_until(WAIT, "the old idle connection closed", || async {
         b.open.load(SeqCst) == 1
     })
@@ -118,10 +94,7 @@ async fn an_edited_upstream_closes_its_idle_connections() {
 async fn a_removed_upstream_leaves_the_endpoint_gauge() {
     let w = world();
     let b = Backend::start_h1("b", &w.backend_pair, None).await;
-    let spare = format!(
-        "\n  - name: spare\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}",
-        b.addr
-    );
+    let spare = backend_upstream("spare", &[b.addr], &[]);
     let config = w.scene.one_upstream_config("app", b.addr, &[]);
     let text = std::fs::read_to_string(&config).unwrap();
     write(&config, &format!("{}{spare}\n", text.trim_end()));
@@ -130,14 +103,19 @@ async fn a_removed_upstream_leaves_the_endpoint_gauge() {
     let gauge = "hotproxy_upstream_endpoints{upstream=\"spare\",state=\"healthy\"} 1";
     wait_metric(admin_addr, gauge, WAIT).await;
     write(&config, &text);
-    p.signal("HUP");
-    p.wait_log("the removal", |v| v["message"] == "configuration reloaded")
-        .await;
-    let m = metrics_text(admin_addr).await;
+    reload(&mut p, "the removal").await;
+    let m = metrics_without_spare(admin_addr).await;
+    assert!(m.contains("hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1"));
+}
+
+/// The metrics at `admin`, which must have no `hotproxy_upstream_endpoints`
+/// series of upstream `spare` (removed).
+async fn metrics_without_spare(admin: std::net::SocketAddr) -> String {
+    let m = metrics_text(admin).await;
     assert!(
         !m.lines()
             .any(|l| l.starts_with("hotproxy_upstream_endpoints{upstream=\"spare\"")),
         "{m}"
     );
-    assert!(m.contains("hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1"));
+    m
 }

@@ -14,29 +14,17 @@ async fn h2_upstream_connection_is_shared() {
     let w = world();
     let (b, _proxy, addr) = behind_proxy(&w, &[]).await;
     // Warm: the first connection exists before the concurrent burst.
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let r = get(addr, "a.example.com", cfg.clone(), false, "/", &[])
-        .await
-        .unwrap();
+    let r = h1_get(&w, addr, "/").await;
     assert_eq!(r.json()["version"], "HTTP/2.0");
     // One authority per request: `:authority` is what was routed on (the
     // client's Host), never the upstream server's address.
     assert_eq!(r.json()["authority"], "a.example.com");
     assert_eq!(r.json()["headers"]["host"], "a.example.com");
     // Ten requests the backend holds until all ten are in flight at once.
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let cfg = cfg.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = get(addr, "a.example.com", cfg, false, "/burst/10", &[])
-                .await
-                .unwrap();
-            (r.status, r.body)
-        }));
-    }
+    let tasks: Vec<_> = (0..10).map(|_| spawn_get(&w, addr, "/burst/10")).collect();
     for t in tasks {
-        let (status, body) = t.await.unwrap();
-        assert_eq!(status, 200, "{body}");
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
     }
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
@@ -52,13 +40,10 @@ async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
     // Before the proxy's first connection: the backend's settings hold
     // for connections it accepts from now on.
     b.h2_max_streams.store(1, Ordering::SeqCst);
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     // Two in turn: the second is handed over after the server's SETTINGS
     // (they came before the first response) were read.
     for _ in 0..2 {
-        let r = get(addr, "a.example.com", cfg.clone(), false, "/", &[])
-            .await
-            .unwrap();
+        let r = h1_get(&w, addr, "/").await;
         assert_eq!(
             (
                 r.json()["version"].as_str(),
@@ -70,21 +55,12 @@ async fn a_servers_stream_limit_opens_more_connections_instead_of_queueing() {
     // Two requests the backend holds until both are in flight at once:
     // the first connection, whose limit of one is known, is full with
     // one, so the other needs a connection of its own.
-    let burst: Vec<_> = (0..2)
-        .map(|_| {
-            let cfg = cfg.clone();
-            tokio::spawn(async move {
-                let r = get(addr, "a.example.com", cfg, false, "/burst/2", &[])
-                    .await
-                    .unwrap();
-                assert_eq!(r.status, 200, "{}", r.body);
-                r.json()["connection"].as_u64().unwrap()
-            })
-        })
-        .collect();
+    let burst: Vec<_> = (0..2).map(|_| spawn_get(&w, addr, "/burst/2")).collect();
     let mut used = Vec::new();
     for t in burst {
-        used.push(t.await.unwrap());
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        used.push(r.json()["connection"].as_u64().unwrap());
     }
     used.sort();
     used.dedup();

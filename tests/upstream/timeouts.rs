@@ -3,8 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
@@ -25,13 +24,12 @@ async fn a_silent_h2_connection_is_retired_after_an_unanswered_request() {
         &["request_timeout: 1s", "max_connections_per_server: 1"],
     )
     .await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let get = |path: &'static str| get(addr, "a.example.com", cfg.clone(), false, path, &[]);
-    let r = get("/").await.unwrap();
+    let get = |path| h1_get(&w, addr, path);
+    let r = get("/").await;
     assert_eq!(r.json()["version"], "HTTP/2.0");
     assert_eq!(r.json()["connection"], 0);
-    assert_eq!(get("/go-silent").await.unwrap().status, 504);
-    let r = get("/").await.unwrap();
+    assert_eq!(get("/go-silent").await.status, 504);
+    let r = get("/").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["connection"], 1);
     assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
@@ -52,8 +50,7 @@ async fn a_silent_h2_connection_is_retired_after_a_stalled_body() {
         ],
     )
     .await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let tls = connect(addr, "a.example.com", cfg.clone()).await.unwrap();
+    let tls = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
     let (mut send, _conn) = keep_open_h1(tls).await;
     let endless = http::Request::builder()
         .uri("/endless")
@@ -69,9 +66,7 @@ async fn a_silent_h2_connection_is_retired_after_a_stalled_body() {
     b.go_silent();
     let cut = tokio::time::timeout(WAIT, resp.into_body().collect()).await;
     assert!(matches!(cut, Ok(Err(_))), "the body is cut: {cut:?}");
-    let r = get(addr, "a.example.com", cfg, false, "/", &[])
-        .await
-        .unwrap();
+    let r = h1_get(&w, addr, "/").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["connection"], 1);
     p.wait_log("upstream response stalled", |v| {
@@ -90,8 +85,7 @@ async fn a_silent_h2_connection_is_retired_after_a_stalled_body() {
 async fn an_upgrade_answered_without_a_switch_is_bounded_by_read_timeout() {
     let w = world();
     let (_b, mut p, addr) = behind_proxy(&w, &["read_timeout: 1s"]).await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let mut s = connect(addr, "a.example.com", cfg).await.unwrap();
+    let mut s = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
     s.write_all(
         b"GET /ws/endless HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\n\
           connection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -119,24 +113,14 @@ async fn a_retired_h2_connection_with_writes_pending_frees_its_slot() {
         &["request_timeout: 2s", "max_connections_per_server: 1"],
     )
     .await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     // 12 MiB: more than the kernel's send and receive buffers hold, less
     // than the backend's HTTP/2 windows, so the proxy's writes block.
-    let tls = connect(addr, "a.example.com", cfg.clone()).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let upload = http::Request::post("/go-silent")
-        .header("host", "a.example.com")
-        .body(Full::new(Bytes::from(vec![b'x'; 12 << 20])))
-        .unwrap();
+    let mut send = h1_sender(&w, addr).await;
+    let upload = h1_request("POST", "/go-silent", vec![b'x'; 12 << 20]);
     let upload = tokio::spawn(send.send_request(upload));
     let r = tokio::time::timeout(WAIT, upload).await.expect("answered");
     assert_eq!(r.unwrap().map(|r| r.status().as_u16()).ok(), Some(504));
-    let r = get(addr, "a.example.com", cfg, false, "/", &[])
-        .await
-        .unwrap();
+    let r = h1_get(&w, addr, "/").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["connection"], 1);
 }
@@ -158,22 +142,21 @@ async fn http2_keepalive_finds_a_silent_connection_before_request_timeout() {
         ],
     )
     .await;
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    let get = |path: &'static str| get(addr, "a.example.com", cfg.clone(), false, path, &[]);
+    let get = |path| h1_get(&w, addr, path);
     // The backend takes 2 s over `/slow` and answers the PINGs meanwhile.
-    let r = get("/slow").await.unwrap();
+    let r = get("/slow").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["connection"], 0);
     // A GET whose connection closed under it goes once more, on a new
     // connection, which falls silent too.
-    let r = get("/go-silent").await.unwrap();
+    let r = get("/go-silent").await;
     assert_eq!((r.status, r.body.as_str()), (502, "upstream unavailable\n"));
     assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
     p.wait_log("upstream request failed", |v| {
         v["reason"] == "keepalive_timeout"
     })
     .await;
-    let r = get("/").await.unwrap();
+    let r = get("/").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["connection"], 2);
 }
