@@ -27,7 +27,8 @@ pub fn days_left(not_after: i64) -> i64 {
 }
 
 /// Parse the configuration, load every entry, apply the checks `run` makes
-/// at startup (admin tokens and exposure, the store), print a table and
+/// at startup (admin tokens and exposure, the store, listener and upstream
+/// TLS built by the proxy's own builders), print a table and
 /// every problem. Exit 0 only when there is no problem at all. Creates and
 /// changes nothing.
 pub fn run(path: &Path) -> ExitCode {
@@ -122,6 +123,26 @@ pub fn run(path: &Path) -> ExitCode {
         }
         if let Err(e) = crate::reload::build_listener_tls(l, &loaded) {
             problems.push(format!("listener {}: {e}", l.name));
+        }
+    }
+    // Every upstream's TLS too, as `run` builds it before any listener
+    // (a CA bundle webpki refuses as trust anchors, a CRL its verifier
+    // refuses). Built whether its servers are https:// or not, as `run` does.
+    for u in &config.upstreams {
+        let ca = match &u.tls.ca {
+            config::UpstreamCa::Entry(id) => Some(id.as_str()),
+            config::UpstreamCa::System => None,
+        };
+        // An entry that did not load is reported above, once.
+        let all_loaded = ca
+            .into_iter()
+            .chain(u.tls.client_cert.as_deref())
+            .all(|id| loaded.contains_key(id));
+        if !all_loaded {
+            continue;
+        }
+        if let Err(e) = crate::reload::build_upstream_tls(u, &loaded) {
+            problems.push(format!("upstream {}: {e}", u.name));
         }
     }
     let mut notes = Vec::new();

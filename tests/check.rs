@@ -562,3 +562,42 @@ listeners:
         "{err}"
     );
 }
+
+/// An upstream's TLS is built by `run` at start (its CA bundle as trust
+/// anchors, its CRLs in the verifier); `check` builds it the same way, so a
+/// CA webpki cannot take as a trust anchor fails the check, naming the
+/// upstream — and `run` refuses the same configuration.
+#[test]
+fn an_upstream_ca_the_proxy_refuses_fails_the_check() {
+    let (s, _) = scene("", "");
+    write(&s.path("bad-ca.crt"), &unusable_anchor_pem());
+    let cfg = s.config(
+        r#"
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+  - { id: bad-ca, type: ca-bundle, ca_file: bad-ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: edge }]
+upstreams:
+  - name: api
+    servers: [https://127.0.0.1:9443]
+    tls: { ca: { ref: bad-ca } }
+"#,
+    );
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("upstream api:") && err.contains("trust anchor"),
+        "{err}"
+    );
+    // The proxy agrees: it refuses to start, with the same words.
+    let (code, _, err) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("upstream api:") && err.contains("trust anchor"),
+        "{err}"
+    );
+}

@@ -205,6 +205,16 @@ pub fn build_listener_tls(
     snapshot::listener_tls(l, &l.client_auth, entries, None).map(|_| ())
 }
 
+/// Upstream `u`'s TLS built as a start builds it (its CA bundle's roots and
+/// CRLs, its client pair), then dropped: `hotproxy check` refuses an
+/// upstream the proxy would refuse, with the same builder.
+pub fn build_upstream_tls(
+    u: &crate::config::UpstreamConfig,
+    entries: &BTreeMap<String, Entry>,
+) -> Result<(), String> {
+    snapshot::upstream_tls(u, entries).map(|_| ())
+}
+
 /// Start serving `config`: load every entry, bind every listener, start
 /// the watcher and the reloader thread. Any problem is fatal here (like
 /// `nginx -t`): the error lists what is wrong.
