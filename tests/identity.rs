@@ -494,6 +494,64 @@ async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
     );
 }
 
+/// A PUT whose mode verifies no one keeps the listener's `allow` rules, as
+/// it keeps its `ca` (they apply again once a mode verifies): an absent
+/// `allow` keeps the rules, `null` removes them. They used to be dropped,
+/// so switching to `none` and back admitted every certificate of the CA.
+#[tokio::test]
+async fn a_mode_that_does_not_verify_keeps_the_allow_rules() {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let bob = w.pki.client("bob", None, &[]);
+    let rules = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: bob }]";
+    let path = config(&w, rules, "", "", "");
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+    let (alice_cfg, bob_cfg) = (cfg_for(&w, Some(&alice)), cfg_for(&w, Some(&bob)));
+    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
+    let put = |body: serde_json::Value| async move {
+        admin(
+            api,
+            "PUT",
+            "/api/v1/listeners/partners/client-auth",
+            Some(EDITOR),
+            Some(body),
+            &[],
+        )
+        .await
+    };
+    let r = put(json!({"mode": "none"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Kept, like the CA, though neither applies while nothing is verified.
+    assert_eq!(r.json()["ca"], "partners-ca", "{}", r.body);
+    assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]), "{}", r.body);
+    assert_eq!(
+        outcome(addr, cfg_for(&w, None), "/").await,
+        Outcome::Status(200)
+    );
+    let r = put(json!({"mode": "require_and_verify"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["ca"], "partners-ca", "{}", r.body);
+    assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]), "{}", r.body);
+    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    // `null` still removes them, whatever the mode.
+    let r = put(json!({"mode": "request", "allow": null})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["allow"], json!(null), "{}", r.body);
+    let r = put(json!({"mode": "require_and_verify"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["allow"], json!(null), "{}", r.body);
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+}
+
 /// Rules set through the API stay across reloads of an unrelated change,
 /// and give way when the file's `client_auth` of that listener changes:
 /// an operator who takes a client out of the file's rules (to revoke it)

@@ -41,8 +41,8 @@ pub(super) struct ClientAuthChange {
     /// Absent keeps the listener's current setting.
     #[serde(default)]
     allow_expired_crl: Option<bool>,
-    /// Absent: keep the current rules (dropped when the new mode does not
-    /// verify); `null`: no rules; a list: these rules.
+    /// Absent: keep the current rules (kept, not applied, while the mode
+    /// does not verify); `null`: no rules; a list: these rules.
     #[serde(default, deserialize_with = "present")]
     allow: Option<Option<Vec<crate::identity::AllowRule>>>,
 }
@@ -123,9 +123,12 @@ pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthCh
             mode.as_str()
         )));
     }
+    // Absent keeps the rules whatever the mode, as an absent `ca` keeps the
+    // CA: a mode that verifies no one does not apply them, and a later PUT
+    // back to a verifying mode must not admit every certificate of the CA.
     let allow = match change.allow {
-        None if mode.verifies() => current.allow,
-        None | Some(None) => None,
+        None => current.allow,
+        Some(None) => None,
         Some(Some(rules)) if rules.is_empty() => {
             return Err(bad_request(
                 "allow: an empty list would refuse every client; send null to remove the rules"
