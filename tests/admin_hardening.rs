@@ -588,6 +588,50 @@ async fn paths_outside_file_roots_are_refused_alike() {
     assert_eq!(r.status, 201, "{}", r.body);
 }
 
+/// A stored entry's files are the editor's choice, not the operator's: a
+/// PUT of one is held to `store.file_roots` as they are now, even with the
+/// paths it already has. Once the operator narrows the roots, re-sending an
+/// entry's old paths used to pass (only changed paths were checked) and be
+/// persisted again.
+#[tokio::test]
+async fn a_stored_entry_put_with_its_own_paths_is_held_to_the_current_roots() {
+    let mut a = Api::with_store(
+        "{ path: data/store.json, key_file: keys/store.key, file_roots: [old] }",
+        "",
+    )
+    .await;
+    let old = a.s.path("old/ca.crt");
+    write(&old, &a.ca.cert_pem);
+    let r = a
+        .editor("POST", "/api/v1/certs", Some(ca_file("stored", &old)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // The operator narrows the roots; the reload applies them live.
+    let cfg = a.s.path("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    write(
+        &cfg,
+        &text.replace("file_roots: [old]", "file_roots: [new]"),
+    );
+    a.p.signal("HUP");
+    a.p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    let stored = std::fs::read(a.s.path("data/store.json")).unwrap();
+    let r = a
+        .editor("PUT", "/api/v1/certs/stored", Some(ca_file("stored", &old)))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        m.contains("ca_file")
+            && m.contains(&old.display().to_string())
+            && m.contains("store.file_roots"),
+        "{m}"
+    );
+    // Nothing persisted again.
+    assert_eq!(std::fs::read(a.s.path("data/store.json")).unwrap(), stored);
+}
+
 /// The 400 message for `ca_file: path` at `endpoint`, with the path itself
 /// replaced by `PATH` (the caller gave it; what matters is the rest).
 async fn refusal(a: &Api, endpoint: &str, path: &str) -> String {

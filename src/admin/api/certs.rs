@@ -78,9 +78,12 @@ pub(super) fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>)
         .entry_spec(&id)
         .map(|(s, o)| (s.clone(), o))
         .ok_or_else(|| no_entry(&id))?;
-    // New paths must be under store.file_roots; a configuration entry's
-    // own paths (unchanged) are the operator's.
-    if spec.source != current.source {
+    // Paths must be under store.file_roots as they are now. A stored
+    // entry's paths were an editor's choice, checked against the roots of
+    // that day: checked again even unchanged, or narrowing the roots would
+    // leave them re-sendable. A configuration entry's own paths (unchanged)
+    // are the operator's.
+    if origin == Origin::Store || spec.source != current.source {
         paths::check(&spec.source, &paths::roots(r.config())).map_err(bad_request)?;
     }
     if current.kind != spec.kind {
