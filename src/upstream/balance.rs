@@ -5,7 +5,9 @@
 //! Envoy: better a request to a doubtful endpoint than none). Least request compares the requests in flight of
 //! two random candidates and takes the less busy (Mitzenmacher's "power of
 //! two choices": nearly the spread of scanning all, without a herd on the
-//! one that looked idlest).
+//! one that looked idlest). Round robin gives retries a rotation of their
+//! own, so an endpoint that fails while in service leaves the others'
+//! shares even.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +17,16 @@ pub use crate::config::Balance;
 /// Per-upstream balancing state.
 #[derive(Debug, Default)]
 pub struct Picker {
+    /// Round robin's turn for a request's first attempt.
     next: AtomicUsize,
+    /// Round robin's turn for a retry, among the endpoints it has not
+    /// tried. Taken from `next`, a retry would use up a turn of the first
+    /// attempts, modulo fewer candidates: with three endpoints and one
+    /// failing while in service, the two others got 1 and 3 requests in 4
+    /// instead of 1 in 2 each. With turns of their own, the first attempts
+    /// go round evenly (the failing one included, as often as before) and
+    /// its retries go round the others evenly.
+    retry: AtomicUsize,
 }
 
 /// A random number, from the standard library's per-thread random keys
@@ -92,7 +103,14 @@ impl Picker {
             0 => None,
             1 => nth(0),
             len => match balance {
-                Balance::RoundRobin => nth(self.next.fetch_add(1, Ordering::Relaxed) % len),
+                Balance::RoundRobin => {
+                    let turn = if tried.is_empty() {
+                        &self.next
+                    } else {
+                        &self.retry
+                    };
+                    nth(turn.fetch_add(1, Ordering::Relaxed) % len)
+                }
                 Balance::LeastRequest => {
                     let a = random() % len;
                     let b = (a + 1 + random() % (len - 1)) % len;
@@ -140,6 +158,27 @@ mod tests {
                 .unwrap();
             assert_ne!(i, 1, "an ejected endpoint never receives a request");
         }
+    }
+
+    #[test]
+    fn retries_leave_round_robin_even_while_an_endpoint_in_service_fails() {
+        // Endpoint 0 fails every request and stays in service; each of its
+        // requests is retried once.
+        let p = Picker::default();
+        let mut counts = [0usize; 3];
+        for _ in 0..300 {
+            let first = p
+                .pick(Balance::RoundRobin, 3, |_| false, &[], |_| 0)
+                .unwrap();
+            counts[first] += 1;
+            if first == 0 {
+                let retry = p
+                    .pick(Balance::RoundRobin, 3, |_| false, &[0], |_| 0)
+                    .unwrap();
+                counts[retry] += 1;
+            }
+        }
+        assert_eq!(counts, [100, 150, 150]);
     }
 
     #[test]

@@ -12,4 +12,5 @@ mod common;
 mod health;
 mod names;
 mod refusing;
+mod retries;
 mod series;

@@ -1,0 +1,60 @@
+//! Retries and balancing together: round robin's turns while an endpoint fails, and streams left unprocessed.
+
+use std::collections::HashMap;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Round robin keeps its turns while one endpoint fails but stays in
+/// service (passive health off): the failing endpoint gets its turn of
+/// first attempts, and its requests, each retried once, are spread evenly
+/// over the other two. The retry's pick used to take a turn from the first
+/// attempts' counter, modulo the two left: with three endpoints one of the
+/// healthy ones got 75 requests of 300 and the other 225.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_stays_even_while_an_endpoint_in_service_fails() {
+    let Pods {
+        scene,
+        ca,
+        backend_ca,
+        pair,
+    } = Pods::new();
+    // Nothing listens there: every connect to it is refused (and retried).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut pods = Vec::new();
+    for (name, ip) in [("pod1", "127.0.0.2"), ("pod2", "127.0.0.3")] {
+        let at = format!("{ip}:0").parse().unwrap();
+        pods.push(Backend::start_at(at, name, &pair, Some(&backend_ca.cert_pem)).await);
+    }
+    let config = scene.public_config(
+        "[{ upstream: three }]",
+        &upstream(
+            "three",
+            &format!(
+                "https://{dead}, https://{}, https://{}",
+                pods[0].addr, pods[1].addr
+            ),
+            "    balance: round_robin\n    retries: { attempts: 1 }\n    \
+             health: { passive: { consecutive_failures: 0 } }\n",
+        ),
+    );
+    let mut proxy = Proxy::start(&config);
+    let public = proxy.listener_addr("public").await;
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let mut send = keep_open_h1(connect(public, "localhost", cfg).await.unwrap())
+        .await
+        .0;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..300 {
+        let (status, pod) = get_pod(&mut send, "/").await;
+        assert_eq!(status, 200, "request {i}");
+        *counts.entry(pod.unwrap()).or_default() += 1;
+    }
+    // Sequential requests take the turns in order: 100 first attempts
+    // each, and every other one of the dead endpoint's 100 retries.
+    let want: HashMap<String, usize> = [("pod1".to_owned(), 150), ("pod2".to_owned(), 150)].into();
+    assert_eq!(counts, want);
+}
