@@ -427,10 +427,15 @@ impl Upstream {
     }
 
     /// Passive health and per-endpoint counts for a failed request. A full
-    /// connection limit says nothing about the endpoint's health.
+    /// connection limit says nothing about the endpoint's health; nor does
+    /// a request an HTTP/2 upstream left unprocessed (`REFUSED_STREAM`, or
+    /// past a `GOAWAY`'s last stream id: a server shutting a connection
+    /// down gracefully), as when it is resent to the same endpoint: five
+    /// of those ejected an endpoint that had done nothing wrong.
     fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
         let (reason, _, status) = diagnose(failure);
-        if reason != "connection_limit" {
+        let not_processed = matches!(failure, Failure::Request(e) if unprocessed(e));
+        if reason != "connection_limit" && !not_processed {
             members.failure(i, reason);
         }
         members.answered(i, status.as_u16());

@@ -344,3 +344,41 @@ async fn a_new_connection_closed_on_a_request_is_not_retried_on_its_endpoint() {
         "the crashing pod got the request again"
     );
 }
+
+/// A stream an HTTP/2 endpoint refuses (`REFUSED_STREAM`, as one past a
+/// graceful `GOAWAY`'s last stream id) was not processed (RFC 9113 §8.7):
+/// sent to the other endpoint, it says nothing against the refusing one's
+/// health, as the same request resent on a new connection to it does not.
+/// Each used to count as a failure: five of them (the default
+/// `consecutive_failures`) ejected an endpoint that processed nothing
+/// wrongly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_an_h2_endpoint_left_unprocessed_do_not_eject_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut w = bad_and_good(false, "    retries: { attempts: 1 }\n").await;
+    let admin_addr = w.proxy.admin_addr().await;
+    // Round robin: every other request's first attempt is refused.
+    for i in 0..12 {
+        let (status, pod) = get_pod(&mut w.send, "/").await;
+        assert_eq!((status, pod.as_deref()), (200, Some("good")), "request {i}");
+    }
+    // Passive health is counted before a request is retried, so before
+    // its client is answered.
+    let m = admin(admin_addr, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    assert_has(
+        &m,
+        "hotproxy_upstream_endpoints{upstream=\"two\",state=\"healthy\"} 2",
+    );
+    assert_eq!(w.bad.refused.load(SeqCst), 6);
+    // Still in service: its turns still come.
+    for _ in 0..2 {
+        get_pod(&mut w.send, "/").await;
+    }
+    assert_eq!(
+        w.bad.refused.load(SeqCst),
+        7,
+        "the refusing pod was ejected"
+    );
+}
