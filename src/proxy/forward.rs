@@ -504,7 +504,11 @@ impl Upstream {
                         Err(e) => (e, copy, reused),
                     }
                 }
-                Lease::H2(mut send, stream) => {
+                Lease::H2 {
+                    mut send,
+                    stream,
+                    new,
+                } => {
                     // A stand-in from an earlier attempt on another
                     // endpoint must not name that one in `:authority`.
                     stand_in_host(&mut req, endpoint);
@@ -538,13 +542,20 @@ impl Upstream {
                             );
                         }
                         Err(mut e) => {
-                            let again = match e.take_message() {
-                                Some(unsent) => Some(unsent),
-                                None => copy.filter(|c| {
-                                    unprocessed(e.error())
-                                        || (idempotent(c.method())
-                                            && closed_before_response(e.error()))
-                                }),
+                            // Sent again, and whether to this endpoint too.
+                            let (again, here) = match e.take_message() {
+                                Some(unsent) => (Some(unsent), true),
+                                None if unprocessed(e.error()) => (copy, true),
+                                // A new connection closed on this very
+                                // request: the endpoint may have failed on
+                                // it. Not this one again; another may take
+                                // it, as over HTTP/1.1.
+                                None => (
+                                    copy.filter(|c| {
+                                        idempotent(c.method()) && closed_before_response(e.error())
+                                    }),
+                                    !new,
+                                ),
                             };
                             let e = e.into_error();
                             // A connection that failed on TLS (our client
@@ -557,7 +568,7 @@ impl Upstream {
                                 // Another endpoint takes it (send_balanced);
                                 // with none, a new connection to this one,
                                 // once: the endpoint may be restarting.
-                                Some(again) if tls.is_none() && !fresh && !elsewhere() => {
+                                Some(again) if here && tls.is_none() && !fresh && !elsewhere() => {
                                     debug!(upstream = %self.name, server = %endpoint.url, error = %e, "request not processed; retrying on a new connection");
                                     req = again;
                                     fresh = true;

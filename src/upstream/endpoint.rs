@@ -38,7 +38,14 @@ pub struct Endpoint {
 /// A connection leased to one request.
 pub enum Lease {
     H1(Box<H1>),
-    H2(http2::SendRequest<ClientBody>, StreamGuard),
+    H2 {
+        send: http2::SendRequest<ClientBody>,
+        stream: StreamGuard,
+        /// Dialled for this request, not shared from the pool: one that
+        /// closes on the request says the endpoint may have failed on it,
+        /// as a new HTTP/1.1 connection does ([`H1::reused`]).
+        new: bool,
+    },
 }
 
 impl Endpoint {
@@ -104,7 +111,11 @@ impl Endpoint {
                     if waited {
                         self.pool.pass_on();
                     }
-                    return Ok(Lease::H2(c.send, guard));
+                    return Ok(Lease::H2 {
+                        send: c.send,
+                        stream: guard,
+                        new: false,
+                    });
                 }
                 Found::Wait => {
                     tokio::time::timeout_at(deadline, self.pool.changed())
@@ -176,7 +187,11 @@ impl Endpoint {
             .await?;
             let guard = c.try_stream().ok_or(DialError::Refused)?;
             self.pool.add_h2(c.clone());
-            return Ok(Lease::H2(c.send, guard));
+            return Ok(Lease::H2 {
+                send: c.send,
+                stream: guard,
+                new: true,
+            });
         }
         Ok(Lease::H1(Box::new(H1::handshake(d, generation).await?)))
     }
@@ -382,7 +397,7 @@ pub(crate) mod tests {
         endpoint.pool.put(held);
         match ordinary.await {
             Ok(Lease::H1(_)) => {}
-            Ok(Lease::H2(..)) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
+            Ok(Lease::H2 { .. }) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
             Err(e) => panic!("the connection handed back did not reach the waiting request: {e}"),
         }
     }

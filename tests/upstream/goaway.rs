@@ -162,3 +162,80 @@ async fn after_an_h2_goaway_the_next_request_takes_a_new_connection() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// A raw HTTP/2 backend that, on each connection, reads the first
+/// request's `HEADERS` and drops the connection without an answer (a
+/// process that crashes on the request). Returns its address and the
+/// requests it read.
+async fn crashing_h2(pair: &TestPair) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut preface = [0u8; 24];
+                if tls.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = tls.write_all(&h2_frame(4, 0, 0, &[])).await;
+                loop {
+                    let mut head = [0u8; 9];
+                    if tls.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let (kind, flags) = (head[3], head[4]);
+                    let mut payload = vec![0u8; len];
+                    if tls.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    match kind {
+                        // SETTINGS, not an ACK: acknowledge.
+                        4 if flags & 1 == 0 => {
+                            let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                        }
+                        // A request: the connection is dropped with it.
+                        1 => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, requests)
+}
+
+/// SPEC: a request goes to its endpoint a second time only when a reused
+/// or shared connection closed before answering it. An HTTP/2 connection
+/// dialled for a request that closes on that request says the endpoint
+/// may have failed on it (a query of death): the client gets `502` and
+/// the backend sees it once, as over HTTP/1.1. It used to be sent again on
+/// another new connection, reaching the backend twice.
+#[tokio::test]
+async fn a_new_h2_connection_closed_on_a_request_is_not_retried_on_its_endpoint() {
+    let w = world();
+    let (backend, requests) = crashing_h2(&w.backend_pair).await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+    let (status, body) = send(addr, &w, "GET", "").await;
+    assert_eq!((status, body.as_str()), (502, "upstream unavailable\n"));
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "the request reached the backend again"
+    );
+}
