@@ -1,0 +1,234 @@
+//! The configuration file itself: hot reload, files that come later, SIGHUP, a missing file, a future mtime.
+
+use std::time::Duration;
+
+use crate::common::*;
+use crate::support::writers::mv_over;
+use crate::support::*;
+
+/// A configuration edit applies live; a broken one is rejected whole and the old one keeps serving.
+#[tokio::test]
+async fn config_hot_reload() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let b = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    s.pair("b", &b);
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    write(
+        &cfg,
+        &base_config("b.crt", "b.key", "").replace("debounce: 50ms", "debounse: 50ms"),
+    );
+    p.wait_log("rejected", |v| {
+        v["message"] == "configuration rejected; the running configuration stays"
+            && v["error"].as_str().is_some_and(|e| e.contains("debounse"))
+    })
+    .await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+    write(&cfg, &base_config("b.crt", "b.key", ""));
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+
+    // An in-place writer that stops mid-way: an empty file, then one cut
+    // before its listeners (valid YAML). Neither may stop what is served.
+    let rejected = |what: &'static str| {
+        move |v: &serde_json::Value| {
+            v["message"] == "configuration rejected; the running configuration stays"
+                && v["error"].as_str().is_some_and(|e| e.contains(what))
+        }
+    };
+    write(&cfg, "");
+    p.wait_log("empty file rejected", rejected("the file is empty"))
+        .await;
+    let full = base_config("b.crt", "b.key", "");
+    write(&cfg, &full[..full.find("listeners:").unwrap()]);
+    p.wait_log("cut file rejected", rejected("has no listeners"))
+        .await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        b.fingerprint
+    );
+    // A listener added by an edit is bound (on the reloader thread) and
+    // serves; the existing one keeps its socket.
+    let second = "  - name: second\n    bind: 127.0.0.1:0\n    tls:\n      certs: [{ cert_file: a.crt, key_file: a.key }]";
+    write(&cfg, &base_config("b.crt", "b.key", second));
+    let added = p.listener_addr("second").await;
+    assert_eq!(
+        served_leaf(added, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        b.fingerprint
+    );
+}
+
+/// A configuration rejected for what it names that is not there yet is
+/// applied once it is, with no further edit and nothing watching the new
+/// files (kubelet updates a ConfigMap and a Secret separately: the
+/// configuration naming the new key often lands first).
+#[tokio::test]
+async fn a_rejected_configuration_is_applied_once_its_files_come() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let new = ca.server_pair(&["new.localhost"]);
+    s.pair("a", &a);
+    // No events and a one-hour poll: only the retry can see the new files.
+    let unwatched = base_config("a.crt", "a.key", "\nadmin: { bind: \"127.0.0.1:0\" }").replace(
+        "debounce: 50ms, poll_interval: 300ms",
+        "events: false, poll_interval: 1h",
+    );
+    let cfg = s.config(&unwatched);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let edited = unwatched.replace(
+        "certs: [{ cert_file: a.crt, key_file: a.key }]",
+        "certs: [{ cert_file: a.crt, key_file: a.key }, { cert_file: new.crt, key_file: new.key }]",
+    );
+    write(&cfg, &edited);
+    p.signal("HUP");
+    p.wait_log("rejected", |v| {
+        v["message"] == "configuration rejected; the running configuration stays"
+            && v["error"].as_str().is_some_and(|e| e.contains("new.crt"))
+    })
+    .await;
+    let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
+    s.pair("new", &new);
+    until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
+    let failed = format!("{failures} 1");
+    assert!(
+        metrics_text(admin).await.lines().any(|l| l == failed),
+        "one rejection counted"
+    );
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+}
+
+/// SIGHUP re-reads every file and the configuration even when nothing
+/// watches them (no events, a one-hour poll).
+#[tokio::test]
+async fn sighup_rereads_everything() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b, c) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["localhost"]),
+    );
+    s.pair("a", &a);
+    s.pair("c", &c);
+    let unwatched = |cert: &str, key: &str| {
+        base_config(cert, key, "").replace(
+            "watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }",
+            "watch: { events: false, poll_interval: 1h }",
+        )
+    };
+    let cfg = s.config(&unwatched("a.crt", "a.key"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+    // New material under the same names: only the signal can reveal it.
+    mv_over(&s.path("a.key"), &b.key_pem);
+    mv_over(&s.path("a.crt"), &b.cert_pem);
+    p.signal("HUP");
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    // A configuration edit pointing elsewhere.
+    write(&cfg, &unwatched("c.crt", "c.key"));
+    p.signal("HUP");
+    until_served(addr, "localhost", &ca.cert_pem, &c.fingerprint).await;
+}
+
+/// A configuration file briefly missing (`rm` then `cp`) is a writer at
+/// work: waited on for settle_timeout, not rejected at once; missing for
+/// longer, it is rejected and the running configuration stays.
+#[tokio::test]
+async fn a_briefly_missing_config_file_is_waited_for() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let b = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    s.pair("b", &b);
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    std::fs::remove_file(&cfg).unwrap();
+    p.wait_log("the missing file waited for", |v| {
+        v["message"] == "configuration file missing; waiting for the writer until settle_timeout"
+    })
+    .await;
+    write(&cfg, &base_config("b.crt", "b.key", ""));
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    let rejected = |v: &serde_json::Value| {
+        v["message"] == "configuration rejected; the running configuration stays"
+    };
+    assert!(
+        !p.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| rejected(&v)),
+        "rejected while the writer was at work"
+    );
+    // Gone for good: rejected once settle_timeout (2 s) has passed.
+    std::fs::remove_file(&cfg).unwrap();
+    p.wait_log("the missing file rejected", rejected).await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        b.fingerprint
+    );
+}
+
+/// A configuration file whose mtime is in the future (a host ahead in time:
+/// `rsync -t`, `cp -p`, `tar x`, clock skew on a network filesystem) is
+/// applied like any other, not deferred as a writer at work until its mtime
+/// passes or settle_timeout runs out. settle_timeout is 10 minutes here, so
+/// a proxy that defers on such an mtime does not apply it within the wait.
+#[tokio::test]
+async fn a_config_file_with_a_future_mtime_is_applied() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    let b = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    s.pair("b", &b);
+    let config = |stem: &str| {
+        base_config(&format!("{stem}.crt"), &format!("{stem}.key"), "")
+            .replace("settle_timeout: 2s", "settle_timeout: 10m")
+    };
+    let cfg = s.config(&config("a"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
+    // `rsync -t`: a temp file with the sender's mtime, renamed over.
+    let tmp = s.path("config.yaml.rsync");
+    write(&tmp, &config("b"));
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    // `cp -p` in place: the same inode rewritten, then its mtime set.
+    write(&cfg, &config("a"));
+    std::fs::File::options()
+        .write(true)
+        .open(&cfg)
+        .unwrap()
+        .set_modified(ahead + Duration::from_secs(1))
+        .unwrap();
+    until_served(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}

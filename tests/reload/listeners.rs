@@ -1,0 +1,186 @@
+//! Listeners across a reload: removed, renamed or swapped, and a changed max_connections.
+
+use crate::common::*;
+use crate::support::*;
+
+/// A listener a reload removes closes its open connections, as nginx's
+/// old workers and Envoy's listener drain do: a keep-alive client must not
+/// go on with its routes and rules for as long as it keeps sending.
+#[tokio::test]
+async fn a_removed_listener_closes_its_open_connections() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    let second = "  - name: second\n    bind: 127.0.0.1:0\n    limits: { idle_timeout: 1h }\n    tls:\n      certs: [{ cert_file: a.crt, key_file: a.key }]";
+    let cfg = s.config(&base_config("a.crt", "a.key", second));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("second").await;
+    let tls = connect(
+        addr,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(tls))
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = || {
+        hyper::Request::get("/")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    let first = within_deadline("a request on the second listener", send.send_request(get()))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 404, "no route on the second listener");
+    drop(first);
+    write(&cfg, &base_config("a.crt", "a.key", ""));
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    within_deadline("the removed listener's connection closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(send.is_closed(), "the client may still send on it");
+}
+
+/// A listener renamed on the same address, and two listeners swapping
+/// their ports, apply live: the new listener serves on the socket the old
+/// one gives up. Binding it anew failed while the old one still listened,
+/// so both edits were rejected ("Address already in use").
+#[tokio::test]
+async fn a_renamed_listener_and_swapped_ports_keep_their_sockets() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["localhost"]),
+    );
+    s.pair("a", &a);
+    s.pair("b", &b);
+    let listeners = |first: (&str, u16), second: (&str, u16)| {
+        format!(
+            r#"
+listeners:
+  - name: {}
+    bind: 127.0.0.1:{}
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+  - name: {}
+    bind: 127.0.0.1:{}
+    tls: {{ certs: [{{ cert_file: b.crt, key_file: b.key }}] }}
+"#,
+            first.0, first.1, second.0, second.1
+        )
+    };
+    let cfg = s.config(&listeners(("one", 0), ("two", 0)));
+    let mut p = Proxy::start(&cfg);
+    let (one, two) = (p.listener_addr("one").await, p.listener_addr("two").await);
+    let reloaded = |v: &serde_json::Value| v["message"] == "configuration reloaded";
+    // Renamed, on the address it has.
+    write(&cfg, &listeners(("edge", one.port()), ("two", two.port())));
+    p.wait_log("rename applied", reloaded).await;
+    assert_eq!(p.listener_addr("edge").await, one);
+    assert_eq!(
+        served_leaf(one, "localhost", &ca.cert_pem).await.unwrap(),
+        a.fingerprint
+    );
+    // The two swap ports: each address now serves the other's pair.
+    write(&cfg, &listeners(("edge", two.port()), ("two", one.port())));
+    wait_until(WAIT, "the swap served", || async {
+        served_leaf(one, "localhost", &ca.cert_pem)
+            .await
+            .ok()
+            .as_deref()
+            == Some(&*b.fingerprint)
+            && served_leaf(two, "localhost", &ca.cert_pem)
+                .await
+                .ok()
+                .as_deref()
+                == Some(&*a.fingerprint)
+    })
+    .await;
+}
+
+/// `max_connections` changed by a reload applies to a listener that is
+/// full: its accept loop waited for a slot under the old limit, so raising
+/// it let no waiting client in until an old connection closed. Lowered
+/// again with more connections open than it allows, the listener takes
+/// the extra slots back as they close and still lets the next client in.
+#[tokio::test]
+async fn max_connections_changed_by_a_reload_applies_to_a_full_listener() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let config = |max: usize| {
+        base_config(
+            "a.crt",
+            "a.key",
+            &format!(
+                "    limits: {{ max_connections: {max} }}\nadmin: {{ bind: \"127.0.0.1:0\" }}"
+            ),
+        )
+    };
+    let path = s.config(&config(1));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let gauge = |n: usize| format!("hotproxy_connections_active{{listener=\"public\"}} {n}");
+    let cfg = || client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let first = connect(addr, "localhost", cfg()).await.unwrap();
+    // Under the limit of one, a second client waits ...
+    let second = tokio::spawn(connect(addr, "localhost", cfg()));
+    assert_held_back(addr, 1, metrics_in_turns(admin)).await;
+    // ... and is let in by the raised limit, while the first is open.
+    write(&path, &config(2));
+    let second = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("the waiting client is let in under the raised limit")
+        .unwrap()
+        .unwrap();
+
+    // Back to one with two open: a third client waits, and still does
+    // once one of the two has closed (its slot is taken back) ...
+    write(&path, &config(1));
+    let reloads = || {
+        p.logs()
+            .iter()
+            .filter(|l| l.contains("\"configuration reloaded\""))
+            .count()
+    };
+    wait_until(WAIT, "the second reload", || async { reloads() == 2 }).await;
+    let third = tokio::spawn(connect(addr, "localhost", cfg()));
+    assert_held_back(addr, 1, metrics_in_turns(admin)).await;
+    drop(first);
+    wait_until(
+        WAIT,
+        "the first's close seen, or the third let in",
+        || async {
+            third.is_finished() || metrics_text(admin).await.lines().any(|l| l == gauge(1))
+        },
+    )
+    .await;
+    assert!(
+        !third.is_finished(),
+        "a client was let in beyond the lowered limit"
+    );
+    let m = assert_held_back(addr, 1, metrics_in_turns(admin)).await;
+    assert!(m.lines().any(|l| l == gauge(1)), "{m}");
+    assert!(
+        !third.is_finished(),
+        "a client was let in beyond the lowered limit"
+    );
+    // ... and gets in once the other closes.
+    drop(second);
+    tokio::time::timeout(WAIT, third)
+        .await
+        .expect("a client is let in once the others closed")
+        .unwrap()
+        .unwrap();
+}

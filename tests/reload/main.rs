@@ -1,0 +1,13 @@
+//! Live reload from outside: every writer, every material kind, bad material never wins.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod common;
+
+// The tests, by theme.
+mod config_file;
+mod listeners;
+mod material;
+mod rotations;
+mod sans;

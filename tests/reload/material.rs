@@ -1,0 +1,319 @@
+//! Each writer and each material kind: kubelet, certbot, bad material, upstream pairs and CAs, client CAs and CRLs.
+
+use std::time::Duration;
+
+use crate::common::*;
+use crate::support::writers::{Certbot, Kubelet, cp_in_place, mv_over, slow_write};
+use crate::support::*;
+
+/// A kubelet Secret update (both orderings) is served on the next handshake.
+#[tokio::test]
+async fn kubelet_secret_swap() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let kube = Kubelet::new(&s.path("secret"));
+    let first = ca.server_pair(&["localhost"]);
+    kube.write(
+        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
+        false,
+    );
+    let mut p = Proxy::start(&s.config(&base_config("secret/tls.crt", "secret/tls.key", "")));
+    let addr = p.listener_addr("public").await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        first.fingerprint
+    );
+    for legacy in [false, true, false] {
+        let next = ca.server_pair(&["localhost"]);
+        kube.write(
+            &[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)],
+            legacy,
+        );
+        until_served(addr, "localhost", &ca.cert_pem, &next.fingerprint).await;
+    }
+}
+
+/// certbot renewal relinks one file at a time (old fullchain + new privkey for
+/// a while): the mismatched window is waited out and the new pair is served;
+/// no failure is counted. The proxy is shown to have seen that window (it
+/// says it waits for the writer) before the renewal goes on: otherwise "no
+/// failure" could hold only because the torn state was never looked at.
+#[tokio::test]
+async fn certbot_renewal() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let mut bot = Certbot::new(s.dir.path(), "example.com");
+    let first = ca.server_pair(&["example.com"]);
+    bot.renew(
+        &first.cert_pem,
+        &first.key_pem,
+        &ca.cert_pem,
+        Duration::ZERO,
+    );
+    let cfg = base_config(
+        "live/example.com/fullchain.pem",
+        "live/example.com/privkey.pem",
+        "",
+    );
+    // The torn pair is held while the test reads the proxy's log: a
+    // settle_timeout far longer than that, so only a proxy that counts it
+    // as a failure at once (the fault this test is for) does.
+    let cfg = cfg.replace("settle_timeout: 2s", "settle_timeout: 60s");
+    let mut p = Proxy::start(&s.config(&cfg));
+    let addr = p.listener_addr("public").await;
+    assert_eq!(
+        served_leaf(addr, "example.com", &ca.cert_pem)
+            .await
+            .unwrap(),
+        first.fingerprint
+    );
+    let second = ca.server_pair(&["example.com"]);
+    let n = bot.archive(&second.cert_pem, &second.key_pem, &ca.cert_pem);
+    let [cert, privkey, chain, fullchain] = Certbot::LINKS;
+    bot.relink(cert, n);
+    bot.relink(privkey, n);
+    p.wait_log("the new key with the old fullchain, waited on", |v| {
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("private key does not match the certificate"))
+    })
+    .await;
+    bot.relink(chain, n);
+    bot.relink(fullchain, n);
+    until_served(addr, "example.com", &ca.cert_pem, &second.fingerprint).await;
+    assert!(
+        !p.logs()
+            .iter()
+            .any(|l| l.contains("certificate reload failed")),
+        "a certbot renewal counted as a failure"
+    );
+}
+
+/// Garbage, empty, truncated, mismatched and missing files never replace
+/// good material; good material written afterwards is picked up; each
+/// failure is logged and names the file, never key bytes.
+#[tokio::test]
+async fn bad_material_never_wins() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let good = ca.server_pair(&["localhost"]);
+    s.pair("tls", &good);
+    let mut p = Proxy::start(&s.config(&base_config("tls.crt", "tls.key", "")));
+    let addr = p.listener_addr("public").await;
+    let crt = s.path("tls.crt");
+    let key = s.path("tls.key");
+    let other = ca.server_pair(&["localhost"]);
+    let half = &other.cert_pem[..other.cert_pem.len() / 2];
+    type Breaker<'a> = Box<dyn Fn() + 'a>;
+    let bad: [(&str, Breaker); 5] = [
+        (
+            "garbage",
+            Box::new(|| cp_in_place(&crt, "this is not a certificate")),
+        ),
+        ("empty", Box::new(|| cp_in_place(&crt, ""))),
+        ("truncated", Box::new(|| cp_in_place(&crt, half))),
+        (
+            "mismatched key",
+            Box::new(|| mv_over(&crt, &other.cert_pem)),
+        ),
+        ("missing", Box::new(|| std::fs::remove_file(&crt).unwrap())),
+    ];
+    let count = |p: &Proxy, needle: &str| p.logs().iter().filter(|l| l.contains(needle)).count();
+    for (what, break_it) in bad {
+        let failures = count(&p, "certificate reload failed");
+        let recoveries = count(&p, "certificate material is valid again");
+        break_it();
+        wait_until(WAIT, &format!("{what} refused"), || async {
+            count(&p, "certificate reload failed") > failures
+        })
+        .await;
+        let last = p
+            .logs()
+            .into_iter()
+            .rfind(|l| l.contains("certificate reload failed"))
+            .unwrap();
+        assert!(
+            last.contains("tls.crt"),
+            "{what}: error does not name the file: {last}"
+        );
+        assert_eq!(
+            served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+            good.fingerprint,
+            "{what} replaced good material"
+        );
+        mv_over(&crt, &good.cert_pem);
+        mv_over(&key, &good.key_pem);
+        wait_until(WAIT, &format!("recovered after {what}"), || async {
+            count(&p, "certificate material is valid again") > recoveries
+        })
+        .await;
+    }
+    // A good new pair written the slow way is served once complete.
+    let fresh = ca.server_pair(&["localhost"]);
+    mv_over(&key, &fresh.key_pem);
+    slow_write(&crt, &fresh.cert_pem, Duration::from_millis(200));
+    until_served(addr, "localhost", &ca.cert_pem, &fresh.fingerprint).await;
+    for line in p.logs() {
+        assert!(
+            !line.contains("PRIVATE KEY") && !line.contains(&good.key_pem[40..80]),
+            "key material in a log line: {line}"
+        );
+    }
+}
+
+/// The upstream client pair rotates (backend sees the new certificate on the
+/// next request), and an upstream CA change lets a re-keyed backend in.
+#[tokio::test]
+async fn upstream_client_pair_and_ca_rotation() {
+    let s = Scene::new();
+    let ca = TestCa::new("edge");
+    let backend_ca = TestCa::new("backend");
+    s.pair("tls", &ca.server_pair(&["localhost"]));
+    let c1 = backend_ca.client_pair("proxy-1");
+    let kube = Kubelet::new(&s.path("upstream"));
+    kube.write(
+        &[
+            ("tls.crt", &c1.cert_pem),
+            ("tls.key", &c1.key_pem),
+            ("ca.crt", &backend_ca.cert_pem),
+        ],
+        false,
+    );
+    let backend = Backend::start(
+        "b",
+        &backend_ca.server_pair(&["backend.local"]),
+        Some(&backend_ca.cert_pem),
+    )
+    .await;
+    let extra = format!(
+        r#"    routes: [{{ upstream: b }}]
+upstreams:
+  - name: b
+    servers: [https://{}]
+    tls:
+      ca: {{ ca_file: upstream/ca.crt }}
+      client_cert: {{ cert_file: upstream/tls.crt, key_file: upstream/tls.key }}
+      server_name: backend.local"#,
+        backend.addr
+    );
+    let mut p = Proxy::start(&s.config(&base_config("tls.crt", "tls.key", &extra)));
+    let addr = p.listener_addr("public").await;
+    let fetch = || async {
+        get(
+            addr,
+            "localhost",
+            client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+            false,
+            "/",
+            &[],
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        fetch().await.json()["client_cert_fingerprint"],
+        c1.fingerprint.as_str()
+    );
+    let c2 = backend_ca.client_pair("proxy-2");
+    kube.write(
+        &[
+            ("tls.crt", &c2.cert_pem),
+            ("tls.key", &c2.key_pem),
+            ("ca.crt", &backend_ca.cert_pem),
+        ],
+        false,
+    );
+    wait_until(WAIT, "backend sees the new client certificate", || async {
+        fetch().await.json()["client_cert_fingerprint"] == c2.fingerprint.as_str()
+    })
+    .await;
+    // New backend under a new CA: 502 (unknown CA) until the CA bundle rotates.
+    let new_ca = TestCa::new("backend-2");
+    let c3 = new_ca.client_pair("proxy-3");
+    let backend2 = Backend::start(
+        "b2",
+        &new_ca.server_pair(&["backend.local"]),
+        Some(&new_ca.cert_pem),
+    )
+    .await;
+    let cfg = s.path("config.yaml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&backend.addr.to_string(), &backend2.addr.to_string());
+    write(&cfg, &text);
+    wait_until(WAIT, "502 against the untrusted backend", || async {
+        fetch().await.status == 502
+    })
+    .await;
+    p.wait_log("unknown CA logged", |v| v["reason"] == "unknown_ca")
+        .await;
+    kube.write(
+        &[
+            ("tls.crt", &c3.cert_pem),
+            ("tls.key", &c3.key_pem),
+            ("ca.crt", &new_ca.cert_pem),
+        ],
+        false,
+    );
+    wait_until(WAIT, "new CA trusted", || async {
+        let r = fetch().await;
+        r.status == 200 && r.json()["client_cert_fingerprint"] == c3.fingerprint.as_str()
+    })
+    .await;
+}
+
+/// A client-CA change and a CRL change apply to new connections.
+#[tokio::test]
+async fn client_ca_and_crl_rotation() {
+    let s = Scene::new();
+    let ca = TestCa::new("edge");
+    let clients_a = TestCa::new("clients-a");
+    let clients_b = TestCa::new("clients-b");
+    s.pair("tls", &ca.server_pair(&["localhost"]));
+    let alice = clients_a.client_pair("alice");
+    let bob = clients_b.client_pair("bob");
+    write(&s.path("clients.crt"), &clients_a.cert_pem);
+    write(&s.path("clients.crl"), &clients_a.crl(&[]));
+    let extra = "      client_auth: { mode: require_and_verify, ca: { ca_file: clients.crt, crl_files: [clients.crl] } }";
+    let cfg = base_config("tls.crt", "tls.key", "")
+        .replace("      certs:", &format!("{extra}\n      certs:"));
+    let mut p = Proxy::start(&s.config(&cfg));
+    let addr = p.listener_addr("public").await;
+    let ok = |who: TestPair| {
+        let ca = ca.cert_pem.clone();
+        async move {
+            let tls = connect(
+                addr,
+                "localhost",
+                client_config(&ca, Some(&who), &[b"http/1.1"]),
+            )
+            .await;
+            // TLS 1.3: a refused client certificate surfaces on the first read.
+            match tls {
+                Err(_) => false,
+                Ok(mut t) => {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let _ = t
+                        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                        .await;
+                    let mut buf = [0u8; 16];
+                    matches!(t.read(&mut buf).await, Ok(n) if n > 0)
+                }
+            }
+        }
+    };
+    assert!(ok(alice.clone()).await && !ok(bob.clone()).await);
+    // Revoke alice.
+    mv_over(&s.path("clients.crl"), &clients_a.crl(&[&alice]));
+    wait_until(WAIT, "alice refused after revocation", || async {
+        !ok(alice.clone()).await
+    })
+    .await;
+    // Switch the client CA to clients-b (with its own CRL).
+    mv_over(&s.path("clients.crl"), &clients_b.crl(&[]));
+    mv_over(&s.path("clients.crt"), &clients_b.cert_pem);
+    wait_until(WAIT, "bob accepted after CA change", || async {
+        ok(bob.clone()).await
+    })
+    .await;
+}

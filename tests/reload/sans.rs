@@ -1,0 +1,254 @@
+//! Renewals that add or drop a SAN another entry answers, and client_auth on the names.
+
+use crate::common::*;
+use crate::support::writers::{Kubelet, mv_over};
+use crate::support::*;
+
+/// A renewal that adds a SAN another pair of the listener answers with a
+/// different client_auth (a.test's certificate now names b.test too, and
+/// b.test requires a client certificate) is served; b.test stays with its
+/// own pair, so its client_auth still holds. The rotation used to be
+/// refused as a shadowed pair: the old a.test certificate was served
+/// until it expired.
+#[tokio::test]
+async fn a_renewal_adding_a_san_another_pair_answers_is_served() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = (ca.server_pair(&["a.test"]), ca.server_pair(&["b.test"]));
+    s.pair("a", &a);
+    s.pair("b", &b);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let mut p = Proxy::start(&s.config(
+        r#"
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+certs:
+  - { id: a, type: server-pair, cert_file: a.crt, key_file: a.key }
+  - { id: b, type: server-pair, cert_file: b.crt, key_file: b.key }
+  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { ref: a }
+        - ref: b
+          client_auth: { mode: require_and_verify, ca: { ref: ca } }
+"#,
+    ));
+    let addr = p.listener_addr("public").await;
+    let client = ca.client_pair("client");
+    let b_leaf = || async {
+        let tls = connect(
+            addr,
+            "b.test",
+            client_config(&ca.cert_pem, Some(&client), &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+    };
+    assert_eq!(b_leaf().await, b.fingerprint);
+
+    let a2 = ca.server_pair(&["a.test", "b.test"]);
+    mv_over(&s.path("a.key"), &a2.key_pem);
+    mv_over(&s.path("a.crt"), &a2.cert_pem);
+    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+
+    // b.test is still b's, under b's client_auth.
+    assert_eq!(b_leaf().await, b.fingerprint);
+    if let Ok(r) = get_h1(addr, "b.test", &ca.cert_pem).await {
+        panic!("b.test served without a client certificate: {}", r.status);
+    }
+    p.wait_log("the kept name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == "b.test" && v["kept_by"] == "b"
+    })
+    .await;
+}
+
+/// After such a renewal, a client-auth PUT that leaves the listener's
+/// client_auth as it is (an automation re-applying its desired state) is
+/// accepted as a reload of the same file is: b.test stays with b under b's
+/// client_auth. It used to be refused as a shadowed pair, since the PUT
+/// built the listener's TLS without the snapshot it replaced. A PUT that
+/// changes the client_auth is refused, as a reload changing it is (SPEC
+/// §3), and leaves everything as it was.
+#[tokio::test]
+async fn a_client_auth_put_after_such_a_renewal_keeps_the_kept_name() {
+    const EDITOR: &str = "editor-token-0123456789abcdef";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = (ca.server_pair(&["a.test"]), ca.server_pair(&["b.test"]));
+    s.pair("a", &a);
+    s.pair("b", &b);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    write(&s.path("editor.token"), EDITOR);
+    let mut p = Proxy::start(&s.config(
+        r#"
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{ role: editor, token_file: editor.token }]
+certs:
+  - { id: a, type: server-pair, cert_file: a.crt, key_file: a.key }
+  - { id: b, type: server-pair, cert_file: b.crt, key_file: b.key }
+  - { id: ca, type: ca-bundle, ca_file: ca.crt }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { ref: a }
+        - ref: b
+          client_auth: { mode: require_and_verify, ca: { ref: ca } }
+"#,
+    ));
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let client = ca.client_pair("client");
+    let b_leaf = || async {
+        let tls = connect(
+            addr,
+            "b.test",
+            client_config(&ca.cert_pem, Some(&client), &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+    };
+    let a2 = ca.server_pair(&["a.test", "b.test"]);
+    mv_over(&s.path("a.key"), &a2.key_pem);
+    mv_over(&s.path("a.crt"), &a2.cert_pem);
+    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+    assert_eq!(b_leaf().await, b.fingerprint);
+
+    let put = |body: serde_json::Value| async move {
+        admin(
+            api,
+            "PUT",
+            "/api/v1/listeners/public/client-auth",
+            Some(EDITOR),
+            Some(body),
+            &[],
+        )
+        .await
+    };
+    let still_as_renewed = || async {
+        assert_eq!(
+            served_leaf(addr, "a.test", &ca.cert_pem).await.unwrap(),
+            a2.fingerprint
+        );
+        assert_eq!(b_leaf().await, b.fingerprint);
+        if let Ok(r) = get_h1(addr, "b.test", &ca.cert_pem).await {
+            panic!("b.test served without a client certificate: {}", r.status);
+        }
+    };
+    // A change: a would answer b.test under another client_auth than b's.
+    let r = put(serde_json::json!({"mode": "request"})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("b.test"), "{}", r.body);
+    still_as_renewed().await;
+    // The same client_auth again: accepted, b.test still b's.
+    let r = put(serde_json::json!({"mode": "none"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["mode"], "none");
+    still_as_renewed().await;
+}
+
+/// A renewal that drops a name its pair answered (b's certificate renewed,
+/// kubelet-style, for b2.test only) keeps that name with the pair, under
+/// its client_auth, across a reload that leaves the listener alone: a
+/// client sending SNI and Host b.test without a certificate (and ignoring
+/// the certificate name) must not reach b.test's route. b.test used to
+/// fall to the default entry, whose client_auth is none, and its route
+/// answered 200.
+#[tokio::test]
+async fn a_renewal_dropping_a_name_keeps_its_client_auth() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let backend_ca = TestCa::new("backend");
+    let backend = Backend::start("b", &backend_ca.server_pair(&["backend.local"]), None).await;
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("a", &ca.server_pair(&["a.test"]));
+    let secret = Kubelet::new(&s.path("b"));
+    let b = ca.server_pair(&["b.test"]);
+    secret.write(&[("tls.crt", &b.cert_pem), ("tls.key", &b.key_pem)], false);
+    let config = |min_version: &str| {
+        s.config(&format!(
+            r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+certs:
+  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
+  - {{ id: b, type: server-pair, cert_file: b/tls.crt, key_file: b/tls.key }}
+  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ ref: a }}
+        - ref: b
+          client_auth: {{ mode: require_and_verify, ca: {{ ref: ca }} }}
+      min_version: "{min_version}"
+    routes: [{{ host: b.test, upstream: b }}]
+upstreams:
+  - name: b
+    servers: [https://{}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+            backend.addr
+        ))
+    };
+    let mut p = Proxy::start(&config("1.2"));
+    let addr = p.listener_addr("public").await;
+    let client = ca.client_pair("client");
+    // What a client of b.test gets, whatever certificate it is served.
+    let b_test = |client: Option<&TestPair>| {
+        let cfg = checks_name_later_with(rustls::crypto::aws_lc_rs::default_provider(), client);
+        async move { get(addr, "b.test", cfg, false, "/", &[]).await }
+    };
+    let refused = || async {
+        if let Ok(r) = b_test(None).await {
+            panic!(
+                "b.test's route answered a client without a certificate: {}",
+                r.status
+            );
+        }
+    };
+    assert_eq!(b_test(Some(&client)).await.unwrap().status, 200);
+    refused().await;
+
+    let b2 = ca.server_pair(&["b2.test"]);
+    secret.write(
+        &[("tls.crt", &b2.cert_pem), ("tls.key", &b2.key_pem)],
+        false,
+    );
+    until_served(addr, "b2.test", &ca.cert_pem, &b2.fingerprint).await;
+
+    // b.test is still b's (its new certificate, which does not name it),
+    // under b's client_auth.
+    refused().await;
+    let with_cert = b_test(Some(&client)).await.unwrap();
+    assert_eq!((with_cert.status, with_cert.leaf), (200, b2.fingerprint));
+    let warned = p
+        .wait_log("the dropped name warned about", |v| {
+            v["level"] == "WARN" && v["name"] == "b.test" && v["entry"] == "b"
+        })
+        .await;
+    assert!(
+        warned["file"].as_str().unwrap().ends_with("b/tls.crt"),
+        "{warned}"
+    );
+
+    // A reload that rebuilds the listener's TLS but leaves its certs and
+    // client_auth alone keeps it (and says so again).
+    config("1.3");
+    p.signal("HUP");
+    p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    refused().await;
+    let warned = (p.logs().iter())
+        .filter(|l| l.contains("no longer names a host"))
+        .count();
+    assert!(warned >= 2, "the reload rebuilt the listener's TLS");
+}
