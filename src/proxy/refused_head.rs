@@ -46,7 +46,7 @@ pub fn answered(e: &hyper::Error) -> Option<StatusCode> {
         return None;
     }
     // hyper 1 keeps its parse kinds private; its message is the only
-    // public difference between these (tests/route.rs's
+    // public difference between these (tests/serving/heads.rs's
     // `refused_heads_are_counted_and_logged` pins each one).
     let said = e.to_string();
     if e.is_parse_too_large() {

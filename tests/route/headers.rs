@@ -1,0 +1,128 @@
+//! Headers both ways: forwarding headers, te, cookies, and the limits on an upstream's response head.
+
+use crate::common::*;
+use crate::support::*;
+
+/// Client-sent forwarding headers are replaced (no trusted proxy); `te: trailers`
+/// from an h2 client reaches an h2 backend (gRPC needs it).
+#[tokio::test]
+async fn forwarding_headers_and_te_trailers() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ""));
+    let addr = p.listener_addr("public").await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let r = get(
+        addr,
+        "a.example.com",
+        cfg,
+        true,
+        "/pub/grpc",
+        &[
+            ("te", "trailers"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-for", "192.0.2.2, 192.0.2.3"),
+            ("forwarded", "for=192.0.2.9;proto=http"),
+            ("x-real-ip", "192.0.2.9"),
+            ("x-forwarded-port", "80"),
+            ("x-forwarded-proto", "http"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["version"], "HTTP/2.0");
+    let h = &j["headers"];
+    assert_eq!(h["te"], "trailers", "{h}");
+    // Not a trusted proxy (issue 16): its X-Forwarded-For is replaced.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    for gone in ["forwarded", "x-real-ip", "x-forwarded-port"] {
+        assert!(h.get(gone).is_none(), "{gone} passed: {h}");
+    }
+}
+
+/// An HTTP/2 client may send `cookie` as one field per pair (browsers
+/// do, for HPACK compression); the upstream gets one `cookie` header
+/// joined with "; " (RFC 9113 §8.2.3: required before an HTTP/1.1 hop,
+/// where many applications read only the first `Cookie` line), over
+/// HTTP/1.1 and HTTP/2 alike, as nginx and Envoy send it.
+#[tokio::test]
+async fn h2_cookie_fields_reach_the_upstream_as_one_header() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let h2 = Backend::start("h2", &w.backend_pair, None).await;
+    let path = w.scene.public_config(
+        r#"
+      - { path_prefix: /h1/, upstream: h1 }
+      - { upstream: h2 }"#,
+        &[upstream("h1", &h1, ""), upstream("h2", &h2, "")].concat(),
+    );
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    for (path, version) in [("/h1/x", "HTTP/1.1"), ("/x", "HTTP/2.0")] {
+        let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+        let cookies = [("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")];
+        let r = get(addr, "a.example.com", cfg, true, path, &cookies)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        assert_eq!(j["version"], version, "{j}");
+        assert_eq!(j["headers"]["cookie"], "a=1; b=2; c=3", "{j}");
+        assert!(j["repeated"].get("cookie").is_none(), "{j}");
+    }
+}
+
+/// An upstream's response head may be up to 64 KiB over HTTP/2 as over
+/// HTTP/1.1 (`upstream_response_head_over_64_kib_is_502` in tests/serving/upstream.rs):
+/// hyper's HTTP/2 client took 16 KiB, so a backend offering h2 had a
+/// 20 KB head answered 502 that the same backend over HTTP/1.1 served.
+#[tokio::test]
+async fn an_h2_upstream_may_send_a_64_kib_head() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ""));
+    let addr = p.listener_addr("public").await;
+    for (size, status) in [(20_000, 200), (50_000, 200), (100_000, 502)] {
+        let get = format!(
+            "GET /pub/fat-head/{size} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw(&w, addr, get.as_bytes()).await;
+        assert_eq!(r.status, status, "{size}: {}", r.body);
+        if status == 200 {
+            assert_eq!(r.json()["version"], "HTTP/2.0");
+            let fat = r.head.lines().find_map(|l| l.strip_prefix("x-fat: "));
+            assert_eq!(fat.map(str::len), Some(size));
+        }
+    }
+}
+
+/// An upstream response may have at most 100 header fields, over HTTP/1.1
+/// (hyper's parser stops there) and HTTP/2 alike (Envoy's limit, on both):
+/// more is a `502`. hyper's HTTP/2 client counted none, so the same
+/// backend's 101-field response was a 502 over HTTP/1.1 and passed over h2.
+#[tokio::test]
+async fn upstream_response_fields_are_limited_on_both_protocols() {
+    let w = world().await;
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        r#"
+      - { path_prefix: /h1/, upstream: h1 }
+      - { upstream: pub }"#,
+        &[upstream("pub", &w.pub_backend, ""), upstream("h1", &h1, "")].concat(),
+    ));
+    let addr = p.listener_addr("public").await;
+    // The backend sends `content-length` and `date` too: 98 more make 100.
+    for (prefix, version) in [("/h1", "HTTP/1.1"), ("/h2", "HTTP/2.0")] {
+        for (n, status) in [(98, 200), (99, 502)] {
+            let get = format!(
+                "GET {prefix}/many-headers/{n} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
+            );
+            let r = raw(&w, addr, get.as_bytes()).await;
+            assert_eq!(r.status, status, "{prefix} with {n} more: {}", r.body);
+            if status == 200 {
+                assert_eq!(r.json()["version"], version);
+            }
+        }
+    }
+}

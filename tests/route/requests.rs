@@ -1,0 +1,155 @@
+//! Which upstream and which target: one authority, normalised paths, CONNECT and TRACE refused.
+
+use std::sync::atomic::Ordering;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Routing and the upstream's Host agree: an absolute-form target wins over
+/// `Host` (and replaces it), duplicate or missing `Host` on HTTP/1.1 is
+/// 400, and `X-Forwarded-Host` is always hotproxy's.
+#[tokio::test]
+async fn one_authority_per_request() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ""));
+    let addr = p.listener_addr("public").await;
+
+    let r = raw(
+        &w,
+        addr,
+        b"GET http://b.example.com/x HTTP/1.1\r\nHost: a.example.com\r\nX-Forwarded-Host: evil.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_routed_to_b(r.status, &r.body);
+
+    let duplicate = b"GET /x HTTP/1.1\r\nHost: a.example.com\r\nHost: b.example.com\r\nConnection: close\r\n\r\n";
+    assert_400(&w, addr, duplicate, "more than one Host").await;
+    let missing =
+        b"GET /x HTTP/1.1\r\nX-Forwarded-Host: b.example.com\r\nConnection: close\r\n\r\n";
+    assert_400(&w, addr, missing, "missing Host").await;
+
+    // `Connection: host` cannot strip the routed authority on the way up.
+    let r = raw(
+        &w,
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: b.example.com\r\nConnection: host, close\r\n\r\n",
+    )
+    .await;
+    assert_routed_to_b(r.status, &r.body);
+
+    // HTTP/1.0 may omit Host; the client's X-Forwarded-Host still never
+    // passes. The upstream request is HTTP/1.1, which must have a Host
+    // (RFC 9112 §3.2): the endpoint's address stands in, as nginx sends
+    // `$proxy_host`. It used to go without one.
+    let r = raw(
+        &w,
+        addr,
+        b"GET /x HTTP/1.0\r\nX-Forwarded-Host: b.example.com\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["backend"], "other");
+    assert!(j["headers"].get("x-forwarded-host").is_none(), "{j}");
+    let host = j["headers"]["host"].as_str().unwrap_or_default();
+    assert!(host.starts_with("127.0.0.1:"), "{j}");
+
+    // h2: :authority is routed on and becomes the upstream's Host.
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let r = get(addr, "b.example.com", cfg, true, "/x", &[])
+        .await
+        .unwrap();
+    assert_routed_to_b(r.status, &r.body);
+}
+
+/// A 200 from backend `b` whose `Host` and `X-Forwarded-Host` are both
+/// `b.example.com`, whatever the client sent for either.
+fn assert_routed_to_b(status: u16, body: &str) {
+    assert_eq!(status, 200, "{body}");
+    let j: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(j["backend"], "b", "{j}");
+    assert_eq!(j["headers"]["host"], "b.example.com", "{j}");
+    assert_eq!(j["headers"]["x-forwarded-host"], "b.example.com", "{j}");
+}
+
+/// `bytes` get a 400 whose body says `why`.
+async fn assert_400(w: &World, addr: std::net::SocketAddr, bytes: &[u8], why: &str) {
+    let r = raw(w, addr, bytes).await;
+    assert_eq!(r.status, 400, "{why}: {}", r.body);
+    assert!(r.body.contains(why), "{}", r.body);
+}
+
+/// Dot segments (also as `%2e`) are removed before routing and the
+/// normalised path is what the upstream gets; an encoded `/` or `\` is 400.
+#[tokio::test]
+async fn paths_are_normalised_before_routing() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ""));
+    let addr = p.listener_addr("public").await;
+    for (path, backend, seen) in [
+        ("/pub/../secret", "other", "/secret"),
+        ("/pub/%2e%2e/secret", "other", "/secret"),
+        ("/pub/%2E./secret", "other", "/secret"),
+        ("/pub/a/./b/../c", "pub", "/pub/a/c"),
+        ("/pub/%61", "pub", "/pub/a"),
+    ] {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n");
+        let r = raw(&w, addr, req.as_bytes()).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let j = r.json();
+        assert_eq!(j["backend"], backend, "{path}");
+        assert_eq!(j["path"], seen, "{path}");
+    }
+    for path in [
+        "/pub/..%2fsecret",
+        "/pub%2F..%2Fsecret",
+        "/pub/..%5csecret",
+        "/pub/%zz",
+        "/pub/..;/secret",
+    ] {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n");
+        let r = raw(&w, addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+    }
+    assert_eq!(w.pub_backend.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// `CONNECT` and `TRACE` are answered by hotproxy with 405, never
+/// forwarded: hotproxy is no forward proxy, and a backend echoing a TRACE
+/// would reflect the headers hotproxy adds (cross-site tracing). Over
+/// HTTP/2 as over HTTP/1.1; `Allow` names neither.
+#[tokio::test]
+async fn connect_and_trace_are_405() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ""));
+    let addr = p.listener_addr("public").await;
+    for request in [
+        &b"CONNECT b.example.com:443 HTTP/1.1\r\nHost: b.example.com:443\r\nConnection: close\r\n\r\n"[..],
+        b"TRACE /pub/x HTTP/1.1\r\nHost: b.example.com\r\nConnection: close\r\n\r\n",
+        b"TRACE /x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw(&w, addr, request).await;
+        assert_eq!(r.status, 405, "{}", r.body);
+        let head = r.head.to_ascii_lowercase();
+        let allow = head
+            .lines()
+            .find_map(|l| l.strip_prefix("allow: "))
+            .unwrap_or_else(|| panic!("no Allow: {head}"));
+        assert!(allow.contains("get") && !allow.contains("trace"), "{allow}");
+    }
+    let mut client = h2_to(&w, addr).await;
+    let trace = http::Request::builder()
+        .method("TRACE")
+        .uri("https://a.example.com/pub/x")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(trace, true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 405);
+    for backend in [&w.b, &w.other, &w.pub_backend] {
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 0);
+    }
+}
