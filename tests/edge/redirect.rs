@@ -1,0 +1,179 @@
+//! The HTTPS redirect listener: its 308s, its header limit, its removal, and the response headers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+use crate::support::*;
+
+/// One raw HTTP/1.x request to the redirect listener: the response head.
+async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut out))
+        .await
+        .expect("the redirect listener closes after one answer")
+        .unwrap();
+    String::from_utf8_lossy(&out).into()
+}
+
+/// The redirect listener answers only 308 to https (host without its
+/// port, path and query kept), 400 without a valid Host; the response
+/// headers are set on proxied and on hotproxy's own answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_https_and_response_headers() {
+    let w = world().await;
+
+    let r = raw_http(
+        w.http,
+        "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: Example.com:8080\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 308"), "{r}");
+    let lower = r.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nlocation: https://example.com:8443/a/b?x=1&y=%20\r\n"),
+        "{r}"
+    );
+    assert!(lower.contains("\r\nx-frame-options: deny\r\n"), "{r}");
+
+    let r = raw_http(
+        w.http,
+        "POST /form HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 308"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("location: https://[::1]:8443/form\r\n"),
+        "{r}"
+    );
+
+    for bad in [
+        "GET / HTTP/1.0\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a@evil.example\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+    ] {
+        let r = raw_http(w.http, bad).await;
+        assert!(
+            r.starts_with("HTTP/1.1 400") || r.starts_with("HTTP/1.0 400"),
+            "{bad:?}: {r}"
+        );
+        assert!(!r.to_ascii_lowercase().contains("location:"), "{r}");
+    }
+    // A head hyper refuses itself (a header line without a colon) is
+    // answered and counted like the 400s above.
+    let r = raw_http(
+        w.http,
+        "GET / HTTP/1.1\r\nHost: a.example\r\nno colon\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let counted = "hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"400\"} 5";
+    wait_metric(w.admin, counted, Duration::from_secs(10)).await;
+    // TLS sent to the plain-HTTP listener gets nothing it could follow.
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    assert!(connect(w.http, "localhost", cfg).await.is_err());
+
+    let tcp = tcp_from("127.0.0.1", w.public).await;
+    let (status, headers, _) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let tcp = tcp_from("127.0.0.1", w.public).await;
+    let (status, headers, _) = get_over(tcp, &w, "/no-route", &[]).await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+
+    let ready = admin(w.admin, "GET", "/readyz", None, None, &[]).await;
+    assert_eq!(
+        ready.status, 200,
+        "a redirect listener is ready without certificates"
+    );
+    // `check` agrees with `run`: no certificate is needed there either.
+    let config = w.scene.path("config.yaml");
+    let (code, out, err) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    drop(w.scene);
+}
+
+/// The redirect listener holds `limits.max_header_bytes` as the TLS
+/// listeners' HTTP/1.1 does: a head over it gets `431`, counted; one under
+/// it its `308`. Below hyper's 8 KiB read buffer the limit was not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_listener_holds_max_header_bytes() {
+    let w = world().await;
+    let head = |pad: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: example.com\r\nx-pad: {}\r\n\r\n",
+            "p".repeat(pad)
+        )
+    };
+    let r = raw_http(w.http, &head(1500)).await;
+    assert!(r.starts_with("HTTP/1.1 308"), "{r}");
+    let r = raw_http(w.http, &head(4000)).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    let counted = "hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"431\"} 1";
+    wait_metric(w.admin, counted, Duration::from_secs(10)).await;
+}
+
+/// A reload that removes the redirect listener closes it as it closes a
+/// TLS listener: its port refuses, and the connections it holds (one that
+/// sent nothing yet, one whose head has begun) are closed at once. They
+/// used to stay open until their `header_read_timeout`, to be answered
+/// with the removed listener's settings, and held the shutdown drain as
+/// long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_redirect_listener_closes_its_connections() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let config = |http: &str| {
+        format!(
+            r#"
+watch: {{ debounce: 50ms, poll_interval: 500ms }}
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+{http}upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#
+        )
+    };
+    // Longer than read_to_close waits: only the removal can close it.
+    let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s }\n";
+    let path = scene.config(&config(http));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("http").await;
+    let admin = p.admin_addr().await;
+    // One that has sent nothing yet, one half a head.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let mut begun = TcpStream::connect(addr).await.unwrap();
+    begun.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    // Accepted by the listener, not waiting in the kernel's queue.
+    let gauge = "hotproxy_connections_active{listener=\"http\"} 2";
+    wait_metric(admin, gauge, WAIT).await;
+    scene.config(&config(""));
+    p.wait_log("removed", |v| {
+        v["message"] == "listener removed" && v["listener"] == "http"
+    })
+    .await;
+    for held in [&mut idle, &mut begun] {
+        let got = read_to_close(held).await;
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    }
+    wait_until(WAIT, "the removed listener's port refuses", || async {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    drop(scene);
+}

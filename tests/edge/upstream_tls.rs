@@ -1,0 +1,236 @@
+//! The upstream identity: SPIFFE verify_names and upstream CRLs, revoked and unusable.
+
+use crate::common::*;
+use crate::support::*;
+
+/// A URI-only SVID backend is reachable with `verify_names` (exact ID or
+/// trust domain), refused with a wrong ID (502, logged with both sides),
+/// and refused without `verify_names`. No SNI is sent to an IP without
+/// `server_name`; `server_name` is the SNI when given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_verify_names() {
+    let mut w = world().await;
+    let tcp = || tcp_from("127.0.0.1", w.public);
+
+    let (status, _, body) = get_over(tcp().await, &w, "/api/x", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["backend"], "svid");
+    assert_eq!(
+        seen(&body)["sni"],
+        serde_json::Value::Null,
+        "SNI sent to an IP"
+    );
+
+    let (status, _, body) = get_over(tcp().await, &w, "/sni", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seen(&body)["sni"], "app.prod.svc");
+
+    let (status, _, body) = get_over(tcp().await, &w, "/td", &[]).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let (status, _, body) = get_over(tcp().await, &w, "/wrong", &[]).await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    let log = w
+        .proxy
+        .wait_log("wrong SPIFFE ID logged", |v| {
+            v["message"] == "upstream request failed" && v["upstream"] == "wrong-id"
+        })
+        .await;
+    let error = log["error"].as_str().unwrap();
+    assert_eq!(log["reason"], "name_mismatch", "{log}");
+    assert!(
+        error.contains(&format!("URI:{SPIFFE_ID}")),
+        "presented: {error}"
+    );
+    assert!(
+        error.contains("spiffe://cluster.local/ns/prod/sa/other")
+            && error.contains("spiffe://elsewhere/**"),
+        "expected: {error}"
+    );
+
+    let (status, _, _) = get_over(tcp().await, &w, "/by-ip", &[]).await.unwrap();
+    assert_eq!(status, 502);
+}
+
+/// A CRL in an upstream's `tls.ca` is enforced, as Envoy's `crl` and
+/// nginx's `proxy_ssl_crl` are: a backend whose certificate it revokes is
+/// refused (with `verify_names` too), and so is one whose issuer has no
+/// CRL among them (an unknown status, as on the listener side); a backend
+/// it does not revoke is reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_crl_refuses_a_revoked_backend() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let mesh = TestCa::new("mesh CA");
+    let stranger = TestCa::new("another CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let revoked_pair = mesh.server_pair(&["backend.local"]);
+    write(&scene.path("mesh-ca.crt"), &mesh.cert_pem);
+    write(&scene.path("revokes.crl"), &mesh.crl(&[&revoked_pair]));
+    write(&scene.path("stranger.crl"), &stranger.crl(&[]));
+    let revoked = Backend::start("revoked", &revoked_pair, None).await;
+    let good = Backend::start("good", &mesh.server_pair(&["backend.local"]), None).await;
+    let upstream = |name: &str, backend: &Backend, crl: &str, extra: &str| {
+        format!(
+            r#"
+  - name: {name}
+    servers: [https://{addr}]
+    tls:
+      ca: {{ ca_file: mesh-ca.crt, crl_files: [{crl}] }}
+      server_name: backend.local{extra}"#,
+            addr = backend.addr
+        )
+    };
+    let upstreams = [
+        upstream("revoked", &revoked, "revokes.crl", ""),
+        upstream(
+            "revoked-names",
+            &revoked,
+            "revokes.crl",
+            "\n      verify_names: [backend.local]",
+        ),
+        upstream("good", &good, "revokes.crl", ""),
+        upstream(
+            "good-names",
+            &good,
+            "revokes.crl",
+            "\n      verify_names: [backend.local]",
+        ),
+        upstream("unknown", &good, "stranger.crl", ""),
+        upstream(
+            "unknown-names",
+            &good,
+            "stranger.crl",
+            "\n      verify_names: [backend.local]",
+        ),
+    ]
+    .concat();
+    let routes: String = [
+        "revoked",
+        "revoked-names",
+        "good",
+        "good-names",
+        "unknown",
+        "unknown-names",
+    ]
+    .iter()
+    .map(|u| format!("\n      - {{ path_prefix: /{u}/, upstream: {u} }}"))
+    .collect();
+    let mut p = Proxy::start(&scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+    routes:{routes}
+upstreams:{upstreams}
+"#
+    )));
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    for (upstream, status, error) in [
+        ("revoked", 502, "revoked"),
+        ("revoked-names", 502, "revoked"),
+        ("good", 200, ""),
+        ("good-names", 200, ""),
+        ("unknown", 502, "revocation status is unknown"),
+        ("unknown-names", 502, "revocation status is unknown"),
+    ] {
+        let path = format!("/{upstream}/x");
+        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, status, "{upstream}: {}", reply.body);
+        if status == 502 {
+            let log = p
+                .wait_log(&format!("{upstream}'s refusal logged"), |v| {
+                    v["message"] == "upstream request failed" && v["upstream"] == upstream
+                })
+                .await;
+            let said = log["error"].as_str().unwrap_or_default();
+            assert!(said.contains(error), "{upstream}: {log}");
+        }
+    }
+}
+
+/// A CRL in an upstream's `tls.ca` that cannot be used (one under the CA's
+/// name signed by another key) refuses the backend as `crl_invalid`, the
+/// listener side's word for the same fault, with and without
+/// `verify_names`: it was the catch-all `tls`, which names no file to fix.
+/// A CRL past its nextUpdate stays `unknown_ca`, as SPEC §5 lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_upstream_crl_is_reported_as_crl_invalid() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let mesh = TestCa::new("mesh CA");
+    let imposter = TestCa::new("mesh CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    write(&scene.path("mesh-ca.crt"), &mesh.cert_pem);
+    write(&scene.path("forged.crl"), &imposter.crl(&[]));
+    let yesterday = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    write(&scene.path("stale.crl"), &mesh.crl_until(&[], yesterday));
+    let backend = Backend::start("b", &mesh.server_pair(&["backend.local"]), None).await;
+    let names = "\n      verify_names: [backend.local]";
+    let cases = [
+        ("forged", "forged.crl", "", "crl_invalid"),
+        ("forged-names", "forged.crl", names, "crl_invalid"),
+        ("stale", "stale.crl", "", "unknown_ca"),
+        ("stale-names", "stale.crl", names, "unknown_ca"),
+    ];
+    let upstreams: String = cases
+        .iter()
+        .map(|(name, crl, extra, _)| {
+            format!(
+                r#"
+  - name: {name}
+    servers: [https://{addr}]
+    tls:
+      ca: {{ ca_file: mesh-ca.crt, crl_files: [{crl}] }}
+      server_name: backend.local{extra}"#,
+                addr = backend.addr
+            )
+        })
+        .collect();
+    let routes: String = cases
+        .iter()
+        .map(|(u, ..)| format!("\n      - {{ path_prefix: /{u}/, upstream: {u} }}"))
+        .collect();
+    let mut p = Proxy::start(&scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+    routes:{routes}
+upstreams:{upstreams}
+"#
+    )));
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    for (upstream, _, _, reason) in cases {
+        let path = format!("/{upstream}/x");
+        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 502, "{upstream}: {}", reply.body);
+        let log = p
+            .wait_log(&format!("{upstream}'s refusal logged"), |v| {
+                v["message"] == "upstream request failed" && v["upstream"] == upstream
+            })
+            .await;
+        assert_eq!(log["reason"], reason, "{upstream}: {log}");
+        let series = format!(
+            r#"hotproxy_upstream_errors_total{{upstream="{upstream}",reason="{reason}"}} "#
+        );
+        let metrics = metrics_text(api).await;
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&series)),
+            "{upstream}: no {series}in\n{metrics}"
+        );
+    }
+}
