@@ -11,37 +11,20 @@ use crate::support::*;
 async fn config_hot_reload() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let a = ca.server_pair(&["localhost"]);
-    let b = ca.server_pair(&["localhost"]);
-    s.pair("a", &a);
-    s.pair("b", &b);
+    let (a, b) = pairs_a_and_b(&s, &ca);
     let cfg = s.config(&base_config("a.crt", "a.key", ""));
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&cfg).await;
     write(
         &cfg,
         &base_config("b.crt", "b.key", "").replace("debounce: 50ms", "debounse: 50ms"),
     );
-    p.wait_log("rejected", |v| {
-        v["message"] == "configuration rejected; the running configuration stays"
-            && v["error"].as_str().is_some_and(|e| e.contains("debounse"))
-    })
-    .await;
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        a.fingerprint
-    );
+    p.wait_log("rejected", rejected("debounse")).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
     write(&cfg, &base_config("b.crt", "b.key", ""));
     until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
 
     // An in-place writer that stops mid-way: an empty file, then one cut
     // before its listeners (valid YAML). Neither may stop what is served.
-    let rejected = |what: &'static str| {
-        move |v: &serde_json::Value| {
-            v["message"] == "configuration rejected; the running configuration stays"
-                && v["error"].as_str().is_some_and(|e| e.contains(what))
-        }
-    };
     write(&cfg, "");
     p.wait_log("empty file rejected", rejected("the file is empty"))
         .await;
@@ -49,23 +32,14 @@ async fn config_hot_reload() {
     write(&cfg, &full[..full.find("listeners:").unwrap()]);
     p.wait_log("cut file rejected", rejected("has no listeners"))
         .await;
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        b.fingerprint
-    );
+    assert_serves(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
     // A listener added by an edit is bound (on the reloader thread) and
     // serves; the existing one keeps its socket.
     let second = "  - name: second\n    bind: 127.0.0.1:0\n    tls:\n      certs: [{ cert_file: a.crt, key_file: a.key }]";
     write(&cfg, &base_config("b.crt", "b.key", second));
     let added = p.listener_addr("second").await;
-    assert_eq!(
-        served_leaf(added, "localhost", &ca.cert_pem).await.unwrap(),
-        a.fingerprint
-    );
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        b.fingerprint
-    );
+    assert_serves(added, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
 }
 
 /// A configuration rejected for what it names that is not there yet is
@@ -85,8 +59,7 @@ async fn a_rejected_configuration_is_applied_once_its_files_come() {
         "events: false, poll_interval: 1h",
     );
     let cfg = s.config(&unwatched);
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&cfg).await;
     let admin = p.admin_addr().await;
     let edited = unwatched.replace(
         "certs: [{ cert_file: a.crt, key_file: a.key }]",
@@ -94,11 +67,7 @@ async fn a_rejected_configuration_is_applied_once_its_files_come() {
     );
     write(&cfg, &edited);
     p.signal("HUP");
-    p.wait_log("rejected", |v| {
-        v["message"] == "configuration rejected; the running configuration stays"
-            && v["error"].as_str().is_some_and(|e| e.contains("new.crt"))
-    })
-    .await;
+    p.wait_log("rejected", rejected("new.crt")).await;
     let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
     s.pair("new", &new);
     until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
@@ -107,10 +76,7 @@ async fn a_rejected_configuration_is_applied_once_its_files_come() {
         metrics_text(admin).await.lines().any(|l| l == failed),
         "one rejection counted"
     );
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        a.fingerprint
-    );
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
 }
 
 /// SIGHUP re-reads every file and the configuration even when nothing
@@ -133,12 +99,8 @@ async fn sighup_rereads_everything() {
         )
     };
     let cfg = s.config(&unwatched("a.crt", "a.key"));
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        a.fingerprint
-    );
+    let (p, addr) = serve(&cfg).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
     // New material under the same names: only the signal can reveal it.
     mv_over(&s.path("a.key"), &b.key_pem);
     mv_over(&s.path("a.crt"), &b.cert_pem);
@@ -157,13 +119,9 @@ async fn sighup_rereads_everything() {
 async fn a_briefly_missing_config_file_is_waited_for() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let a = ca.server_pair(&["localhost"]);
-    let b = ca.server_pair(&["localhost"]);
-    s.pair("a", &a);
-    s.pair("b", &b);
+    let (_, b) = pairs_a_and_b(&s, &ca);
     let cfg = s.config(&base_config("a.crt", "a.key", ""));
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&cfg).await;
     std::fs::remove_file(&cfg).unwrap();
     p.wait_log("the missing file waited for", |v| {
         v["message"] == "configuration file missing; waiting for the writer until settle_timeout"
@@ -171,23 +129,20 @@ async fn a_briefly_missing_config_file_is_waited_for() {
     .await;
     write(&cfg, &base_config("b.crt", "b.key", ""));
     until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
-    let rejected = |v: &serde_json::Value| {
+    let any_rejection = |v: &serde_json::Value| {
         v["message"] == "configuration rejected; the running configuration stays"
     };
     assert!(
         !p.logs()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .any(|v| rejected(&v)),
+            .any(|v| any_rejection(&v)),
         "rejected while the writer was at work"
     );
     // Gone for good: rejected once settle_timeout (2 s) has passed.
     std::fs::remove_file(&cfg).unwrap();
-    p.wait_log("the missing file rejected", rejected).await;
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        b.fingerprint
-    );
+    p.wait_log("the missing file rejected", any_rejection).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
 }
 
 /// A configuration file whose mtime is in the future (a host ahead in time:
@@ -199,17 +154,13 @@ async fn a_briefly_missing_config_file_is_waited_for() {
 async fn a_config_file_with_a_future_mtime_is_applied() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let a = ca.server_pair(&["localhost"]);
-    let b = ca.server_pair(&["localhost"]);
-    s.pair("a", &a);
-    s.pair("b", &b);
+    let (a, b) = pairs_a_and_b(&s, &ca);
     let config = |stem: &str| {
         base_config(&format!("{stem}.crt"), &format!("{stem}.key"), "")
             .replace("settle_timeout: 2s", "settle_timeout: 10m")
     };
     let cfg = s.config(&config("a"));
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&cfg).await;
     let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
     // `rsync -t`: a temp file with the sender's mtime, renamed over.
     let tmp = s.path("config.yaml.rsync");

@@ -16,13 +16,7 @@ async fn a_removed_listener_closes_its_open_connections() {
     let cfg = s.config(&base_config("a.crt", "a.key", second));
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("second").await;
-    let tls = connect(
-        addr,
-        "localhost",
-        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
+    let tls = connect_localhost(addr, &ca.cert_pem).await;
     let (mut send, conn) = hyper::client::conn::http1::handshake::<
         _,
         http_body_util::Empty<bytes::Bytes>,
@@ -59,12 +53,7 @@ async fn a_removed_listener_closes_its_open_connections() {
 async fn a_renamed_listener_and_swapped_ports_keep_their_sockets() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let (a, b) = (
-        ca.server_pair(&["localhost"]),
-        ca.server_pair(&["localhost"]),
-    );
-    s.pair("a", &a);
-    s.pair("b", &b);
+    let (a, b) = pairs_a_and_b(&s, &ca);
     let listeners = |first: (&str, u16), second: (&str, u16)| {
         format!(
             r#"
@@ -87,10 +76,7 @@ listeners:
     write(&cfg, &listeners(("edge", one.port()), ("two", two.port())));
     p.wait_log("rename applied", reloaded).await;
     assert_eq!(p.listener_addr("edge").await, one);
-    assert_eq!(
-        served_leaf(one, "localhost", &ca.cert_pem).await.unwrap(),
-        a.fingerprint
-    );
+    assert_serves(one, "localhost", &ca.cert_pem, &a.fingerprint).await;
     // The two swap ports: each address now serves the other's pair.
     write(&cfg, &listeners(("edge", two.port()), ("two", one.port())));
     wait_until(WAIT, "the swap served", || async {
@@ -128,8 +114,7 @@ async fn max_connections_changed_by_a_reload_applies_to_a_full_listener() {
         )
     };
     let path = s.config(&config(1));
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&path).await;
     let admin = p.admin_addr().await;
     let gauge = |n: usize| format!("hotproxy_connections_active{{listener=\"public\"}} {n}");
     let cfg = || client_config(&ca.cert_pem, None, &[b"http/1.1"]);

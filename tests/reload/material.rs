@@ -11,18 +11,9 @@ use crate::support::*;
 async fn kubelet_secret_swap() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let kube = Kubelet::new(&s.path("secret"));
-    let first = ca.server_pair(&["localhost"]);
-    kube.write(
-        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
-        false,
-    );
-    let mut p = Proxy::start(&s.config(&base_config("secret/tls.crt", "secret/tls.key", "")));
-    let addr = p.listener_addr("public").await;
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        first.fingerprint
-    );
+    let (kube, first) = localhost_secret(&s, &ca);
+    let (_p, addr) = serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", ""))).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &first.fingerprint).await;
     for legacy in [false, true, false] {
         let next = ca.server_pair(&["localhost"]);
         kube.write(
@@ -59,8 +50,7 @@ async fn certbot_renewal() {
     // settle_timeout far longer than that, so only a proxy that counts it
     // as a failure at once (the fault this test is for) does.
     let cfg = cfg.replace("settle_timeout: 2s", "settle_timeout: 60s");
-    let mut p = Proxy::start(&s.config(&cfg));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&s.config(&cfg)).await;
     assert_eq!(
         served_leaf(addr, "example.com", &ca.cert_pem)
             .await
@@ -98,8 +88,7 @@ async fn bad_material_never_wins() {
     let ca = TestCa::new("ca");
     let good = ca.server_pair(&["localhost"]);
     s.pair("tls", &good);
-    let mut p = Proxy::start(&s.config(&base_config("tls.crt", "tls.key", "")));
-    let addr = p.listener_addr("public").await;
+    let (p, addr) = serve(&s.config(&base_config("tls.crt", "tls.key", ""))).await;
     let crt = s.path("tls.crt");
     let key = s.path("tls.key");
     let other = ca.server_pair(&["localhost"]);
@@ -179,37 +168,10 @@ async fn upstream_client_pair_and_ca_rotation() {
         ],
         false,
     );
-    let backend = Backend::start(
-        "b",
-        &backend_ca.server_pair(&["backend.local"]),
-        Some(&backend_ca.cert_pem),
-    )
-    .await;
-    let extra = format!(
-        r#"    routes: [{{ upstream: b }}]
-upstreams:
-  - name: b
-    servers: [https://{}]
-    tls:
-      ca: {{ ca_file: upstream/ca.crt }}
-      client_cert: {{ cert_file: upstream/tls.crt, key_file: upstream/tls.key }}
-      server_name: backend.local"#,
-        backend.addr
-    );
-    let mut p = Proxy::start(&s.config(&base_config("tls.crt", "tls.key", &extra)));
-    let addr = p.listener_addr("public").await;
-    let fetch = || async {
-        get(
-            addr,
-            "localhost",
-            client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-            false,
-            "/",
-            &[],
-        )
-        .await
-        .unwrap()
-    };
+    let backend = mtls_backend(&backend_ca).await;
+    let extra = route_to_b(backend.addr, "upstream/ca.crt", "upstream", "");
+    let (mut p, addr) = serve(&s.config(&base_config("tls.crt", "tls.key", &extra))).await;
+    let fetch = || async { get_h1(addr, "localhost", &ca.cert_pem).await.unwrap() };
     assert_eq!(
         fetch().await.json()["client_cert_fingerprint"],
         c1.fingerprint.as_str()
@@ -277,8 +239,7 @@ async fn client_ca_and_crl_rotation() {
     let extra = "      client_auth: { mode: require_and_verify, ca: { ca_file: clients.crt, crl_files: [clients.crl] } }";
     let cfg = base_config("tls.crt", "tls.key", "")
         .replace("      certs:", &format!("{extra}\n      certs:"));
-    let mut p = Proxy::start(&s.config(&cfg));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&s.config(&cfg)).await;
     let ok = |who: TestPair| {
         let ca = ca.cert_pem.clone();
         async move {

@@ -23,7 +23,7 @@ async fn one_pair_among_several() {
     s.pair("a", &a);
     s.pair("b", &b);
     s.pair("c", &c);
-    let mut p = Proxy::start(&s.config(
+    let (mut p, addr) = serve(&s.config(
         r#"
 admin: { bind: 127.0.0.1:0 }
 watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
@@ -37,8 +37,8 @@ listeners:
     tls:
       certs: [{ ref: a }, { ref: b }, { ref: c }]
 "#,
-    ));
-    let addr = p.listener_addr("public").await;
+    ))
+    .await;
     let admin_addr = p.admin_addr().await;
     let rotate = |pair: &TestPair| {
         mv_over(&s.path("b.key"), &pair.key_pem);
@@ -120,12 +120,7 @@ listeners:
 async fn zero_failures_during_rotations() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let kube = Kubelet::new(&s.path("secret"));
-    let first = ca.server_pair(&["localhost"]);
-    kube.write(
-        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
-        false,
-    );
+    let (kube, first) = localhost_secret(&s, &ca);
     let backend_ca = TestCa::new("backend");
     let backend = Backend::start("b", &backend_ca.server_pair(&["backend.local"]), None).await;
     write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
@@ -133,15 +128,9 @@ async fn zero_failures_during_rotations() {
         "    routes: [{{ upstream: b }}]\nupstreams:\n  - name: b\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}",
         backend.addr
     );
-    let mut p = Proxy::start(&s.config(&base_config("secret/tls.crt", "secret/tls.key", &extra)));
-    let addr = p.listener_addr("public").await;
-    let held = connect(
-        addr,
-        "localhost",
-        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
+    let (_p, addr) =
+        serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", &extra))).await;
+    let held = connect_localhost(addr, &ca.cert_pem).await;
     let held_leaf = fingerprint(held.get_ref().1.peer_certificates().unwrap()[0].as_ref());
     assert_eq!(held_leaf, first.fingerprint);
     let (mut held, _held_conn) = keep_open_h1(held).await;
@@ -159,16 +148,7 @@ async fn zero_failures_during_rotations() {
         );
         clients.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                match get(
-                    addr,
-                    "localhost",
-                    client_config(&ca, None, &[b"http/1.1"]),
-                    false,
-                    "/",
-                    &[],
-                )
-                .await
-                {
+                match get_h1(addr, "localhost", &ca).await {
                     Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::SeqCst),
                     _ => failed.fetch_add(1, Ordering::SeqCst),
                 };
@@ -188,10 +168,7 @@ async fn zero_failures_during_rotations() {
         })
         .await;
         last = ca.server_pair(&["localhost"]);
-        kube.write(
-            &[("tls.crt", &last.cert_pem), ("tls.key", &last.key_pem)],
-            false,
-        );
+        write_secret(&kube, &last);
         until_served(addr, "localhost", &ca.cert_pem, &last.fingerprint).await;
     }
     let before = made();
@@ -227,22 +204,11 @@ async fn zero_failures_during_rotations() {
 async fn max_connection_lifetime_bounds_rotated_out_connections() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let kube = Kubelet::new(&s.path("secret"));
-    let first = ca.server_pair(&["localhost"]);
-    kube.write(
-        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
-        false,
-    );
+    let (kube, _) = localhost_secret(&s, &ca);
     let limits = "    limits: { max_connection_lifetime: 1s }";
-    let mut p = Proxy::start(&s.config(&base_config("secret/tls.crt", "secret/tls.key", limits)));
-    let addr = p.listener_addr("public").await;
-    let tls = connect(
-        addr,
-        "localhost",
-        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
+    let (_p, addr) =
+        serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", limits))).await;
+    let tls = connect_localhost(addr, &ca.cert_pem).await;
     let (mut send, conn) = keep_open_h1(tls).await;
     // Older than the limit, but nothing rotated: still usable.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -251,10 +217,7 @@ async fn max_connection_lifetime_bounds_rotated_out_connections() {
         404
     );
     let next = ca.server_pair(&["localhost"]);
-    kube.write(
-        &[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)],
-        false,
-    );
+    write_secret(&kube, &next);
     until_served(addr, "localhost", &ca.cert_pem, &next.fingerprint).await;
     // The proxy closes the old connection: the client's connection task ends.
     tokio::time::timeout(WAIT, conn)
@@ -279,57 +242,24 @@ async fn drain_on_rotation_on_and_off() {
         write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
         let kube = Kubelet::new(&s.path("client"));
         let c1 = backend_ca.client_pair("proxy-1");
-        kube.write(
-            &[("tls.crt", &c1.cert_pem), ("tls.key", &c1.key_pem)],
-            false,
-        );
-        let backend = Backend::start(
-            "b",
-            &backend_ca.server_pair(&["backend.local"]),
-            Some(&backend_ca.cert_pem),
-        )
-        .await;
-        let extra = format!(
-            r#"    routes: [{{ upstream: b }}]
-upstreams:
-  - name: b
-    servers: [https://{}]
-    tls:
-      ca: {{ ca_file: backend-ca.crt }}
-      client_cert: {{ cert_file: client/tls.crt, key_file: client/tls.key }}
-      server_name: backend.local
-      drain_on_rotation: {drain}"#,
-            backend.addr
-        );
-        let mut p = Proxy::start(&s.config(&base_config("tls.crt", "tls.key", &extra)));
-        let addr = p.listener_addr("public").await;
-        let fetch = |path: &'static str| {
-            let ca = ca.cert_pem.clone();
-            async move {
-                let r = get(
-                    addr,
-                    "localhost",
-                    client_config(&ca, None, &[b"http/1.1"]),
-                    false,
-                    path,
-                    &[],
-                )
-                .await
-                .unwrap();
-                assert_eq!(r.status, 200, "{}", r.body);
-                r.json()["client_cert_fingerprint"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            }
+        write_secret(&kube, &c1);
+        let backend = mtls_backend(&backend_ca).await;
+        let drain_line = format!("\n      drain_on_rotation: {drain}");
+        let extra = route_to_b(backend.addr, "backend-ca.crt", "client", &drain_line);
+        let (mut p, addr) = serve(&s.config(&base_config("tls.crt", "tls.key", &extra))).await;
+        // The client certificate the backend saw on a request.
+        let fetch = || async {
+            let r = get_h1(addr, "localhost", &ca.cert_pem).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()["client_cert_fingerprint"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         };
-        assert_eq!(fetch("/").await, c1.fingerprint);
+        assert_eq!(fetch().await, c1.fingerprint);
         assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
         let c2 = backend_ca.client_pair("proxy-2");
-        kube.write(
-            &[("tls.crt", &c2.cert_pem), ("tls.key", &c2.key_pem)],
-            false,
-        );
+        write_secret(&kube, &c2);
         p.wait_log("client pair reloaded", |v| {
             v["message"] == "certificate reloaded"
                 && v["entry"] == "upstreams.b.tls.client_cert"
@@ -337,11 +267,11 @@ upstreams:
         })
         .await;
         if drain {
-            assert_eq!(fetch("/").await, c2.fingerprint);
+            assert_eq!(fetch().await, c2.fingerprint);
             assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
         } else {
             // The pooled connection is reused as it was made.
-            assert_eq!(fetch("/").await, c1.fingerprint);
+            assert_eq!(fetch().await, c1.fingerprint);
             assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
         }
     }

@@ -1,8 +1,93 @@
 //! Renewals that add or drop a SAN another entry answers, and client_auth on the names.
 
+use std::net::SocketAddr;
+
 use crate::common::*;
 use crate::support::writers::{Kubelet, mv_over};
 use crate::support::*;
+
+/// Listener `public` with pair a (a.test) and pair b (b.test, whose
+/// client_auth requires a client certificate), served.
+struct AAndB {
+    s: Scene,
+    ca: TestCa,
+    b: TestPair,
+    /// A client certificate b.test's client_auth accepts.
+    client: TestPair,
+    p: Proxy,
+    addr: SocketAddr,
+}
+
+/// [`AAndB`], with `admin` (YAML lines, or none) in its configuration and
+/// each of `files` (name, text) written before the proxy starts.
+async fn a_and_b(admin: &str, files: &[(&str, &str)]) -> AAndB {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = (ca.server_pair(&["a.test"]), ca.server_pair(&["b.test"]));
+    s.pair("a", &a);
+    s.pair("b", &b);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    for (name, text) in files {
+        write(&s.path(name), text);
+    }
+    let (p, addr) = serve(&s.config(&format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+{admin}certs:
+  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
+  - {{ id: b, type: server-pair, cert_file: b.crt, key_file: b.key }}
+  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ ref: a }}
+        - ref: b
+          client_auth: {{ mode: require_and_verify, ca: {{ ref: ca }} }}
+"#
+    )))
+    .await;
+    let client = ca.client_pair("client");
+    AAndB {
+        s,
+        ca,
+        b,
+        client,
+        p,
+        addr,
+    }
+}
+
+impl AAndB {
+    /// The leaf b.test is served to a client with a certificate.
+    async fn b_leaf(&self) -> String {
+        let tls = connect(
+            self.addr,
+            "b.test",
+            client_config(&self.ca.cert_pem, Some(&self.client), &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+    }
+
+    /// a's certificate renewed to name b.test too, and served.
+    async fn renew_a_for_b_test_too(&self) -> TestPair {
+        let a2 = self.ca.server_pair(&["a.test", "b.test"]);
+        mv_over(&self.s.path("a.key"), &a2.key_pem);
+        mv_over(&self.s.path("a.crt"), &a2.cert_pem);
+        until_served(self.addr, "a.test", &self.ca.cert_pem, &a2.fingerprint).await;
+        a2
+    }
+
+    /// b.test refuses a client without a certificate.
+    async fn assert_b_test_wants_a_client_cert(&self) {
+        if let Ok(r) = get_h1(self.addr, "b.test", &self.ca.cert_pem).await {
+            panic!("b.test served without a client certificate: {}", r.status);
+        }
+    }
+}
 
 /// A renewal that adds a SAN another pair of the listener answers with a
 /// different client_auth (a.test's certificate now names b.test too, and
@@ -12,54 +97,15 @@ use crate::support::*;
 /// until it expired.
 #[tokio::test]
 async fn a_renewal_adding_a_san_another_pair_answers_is_served() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let (a, b) = (ca.server_pair(&["a.test"]), ca.server_pair(&["b.test"]));
-    s.pair("a", &a);
-    s.pair("b", &b);
-    write(&s.path("ca.crt"), &ca.cert_pem);
-    let mut p = Proxy::start(&s.config(
-        r#"
-watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
-certs:
-  - { id: a, type: server-pair, cert_file: a.crt, key_file: a.key }
-  - { id: b, type: server-pair, cert_file: b.crt, key_file: b.key }
-  - { id: ca, type: ca-bundle, ca_file: ca.crt }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - { ref: a }
-        - ref: b
-          client_auth: { mode: require_and_verify, ca: { ref: ca } }
-"#,
-    ));
-    let addr = p.listener_addr("public").await;
-    let client = ca.client_pair("client");
-    let b_leaf = || async {
-        let tls = connect(
-            addr,
-            "b.test",
-            client_config(&ca.cert_pem, Some(&client), &[b"http/1.1"]),
-        )
-        .await
-        .unwrap();
-        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
-    };
-    assert_eq!(b_leaf().await, b.fingerprint);
+    let mut w = a_and_b("", &[]).await;
+    assert_eq!(w.b_leaf().await, w.b.fingerprint);
 
-    let a2 = ca.server_pair(&["a.test", "b.test"]);
-    mv_over(&s.path("a.key"), &a2.key_pem);
-    mv_over(&s.path("a.crt"), &a2.cert_pem);
-    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
+    w.renew_a_for_b_test_too().await;
 
     // b.test is still b's, under b's client_auth.
-    assert_eq!(b_leaf().await, b.fingerprint);
-    if let Ok(r) = get_h1(addr, "b.test", &ca.cert_pem).await {
-        panic!("b.test served without a client certificate: {}", r.status);
-    }
-    p.wait_log("the kept name warned about", |v| {
+    assert_eq!(w.b_leaf().await, w.b.fingerprint);
+    w.assert_b_test_wants_a_client_cert().await;
+    w.p.wait_log("the kept name warned about", |v| {
         v["level"] == "WARN" && v["name"] == "b.test" && v["kept_by"] == "b"
     })
     .await;
@@ -75,51 +121,12 @@ listeners:
 #[tokio::test]
 async fn a_client_auth_put_after_such_a_renewal_keeps_the_kept_name() {
     const EDITOR: &str = "editor-token-0123456789abcdef";
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let (a, b) = (ca.server_pair(&["a.test"]), ca.server_pair(&["b.test"]));
-    s.pair("a", &a);
-    s.pair("b", &b);
-    write(&s.path("ca.crt"), &ca.cert_pem);
-    write(&s.path("editor.token"), EDITOR);
-    let mut p = Proxy::start(&s.config(
-        r#"
-watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
-admin:
-  bind: 127.0.0.1:0
-  tokens: [{ role: editor, token_file: editor.token }]
-certs:
-  - { id: a, type: server-pair, cert_file: a.crt, key_file: a.key }
-  - { id: b, type: server-pair, cert_file: b.crt, key_file: b.key }
-  - { id: ca, type: ca-bundle, ca_file: ca.crt }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - { ref: a }
-        - ref: b
-          client_auth: { mode: require_and_verify, ca: { ref: ca } }
-"#,
-    ));
-    let addr = p.listener_addr("public").await;
-    let api = p.admin_addr().await;
-    let client = ca.client_pair("client");
-    let b_leaf = || async {
-        let tls = connect(
-            addr,
-            "b.test",
-            client_config(&ca.cert_pem, Some(&client), &[b"http/1.1"]),
-        )
-        .await
-        .unwrap();
-        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
-    };
-    let a2 = ca.server_pair(&["a.test", "b.test"]);
-    mv_over(&s.path("a.key"), &a2.key_pem);
-    mv_over(&s.path("a.crt"), &a2.cert_pem);
-    until_served(addr, "a.test", &ca.cert_pem, &a2.fingerprint).await;
-    assert_eq!(b_leaf().await, b.fingerprint);
+    let admin_yaml =
+        "admin:\n  bind: 127.0.0.1:0\n  tokens: [{ role: editor, token_file: editor.token }]\n";
+    let mut w = a_and_b(admin_yaml, &[("editor.token", EDITOR)]).await;
+    let api = w.p.admin_addr().await;
+    let a2 = w.renew_a_for_b_test_too().await;
+    assert_eq!(w.b_leaf().await, w.b.fingerprint);
 
     let put = |body: serde_json::Value| async move {
         admin(
@@ -133,14 +140,9 @@ listeners:
         .await
     };
     let still_as_renewed = || async {
-        assert_eq!(
-            served_leaf(addr, "a.test", &ca.cert_pem).await.unwrap(),
-            a2.fingerprint
-        );
-        assert_eq!(b_leaf().await, b.fingerprint);
-        if let Ok(r) = get_h1(addr, "b.test", &ca.cert_pem).await {
-            panic!("b.test served without a client certificate: {}", r.status);
-        }
+        assert_serves(w.addr, "a.test", &w.ca.cert_pem, &a2.fingerprint).await;
+        assert_eq!(w.b_leaf().await, w.b.fingerprint);
+        w.assert_b_test_wants_a_client_cert().await;
     };
     // A change: a would answer b.test under another client_auth than b's.
     let r = put(serde_json::json!({"mode": "request"})).await;
@@ -172,7 +174,7 @@ async fn a_renewal_dropping_a_name_keeps_its_client_auth() {
     s.pair("a", &ca.server_pair(&["a.test"]));
     let secret = Kubelet::new(&s.path("b"));
     let b = ca.server_pair(&["b.test"]);
-    secret.write(&[("tls.crt", &b.cert_pem), ("tls.key", &b.key_pem)], false);
+    write_secret(&secret, &b);
     let config = |min_version: &str| {
         s.config(&format!(
             r#"
@@ -199,8 +201,7 @@ upstreams:
             backend.addr
         ))
     };
-    let mut p = Proxy::start(&config("1.2"));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&config("1.2")).await;
     let client = ca.client_pair("client");
     // What a client of b.test gets, whatever certificate it is served.
     let b_test = |client: Option<&TestPair>| {
@@ -219,10 +220,7 @@ upstreams:
     refused().await;
 
     let b2 = ca.server_pair(&["b2.test"]);
-    secret.write(
-        &[("tls.crt", &b2.cert_pem), ("tls.key", &b2.key_pem)],
-        false,
-    );
+    write_secret(&secret, &b2);
     until_served(addr, "b2.test", &ca.cert_pem, &b2.fingerprint).await;
 
     // b.test is still b's (its new certificate, which does not name it),
