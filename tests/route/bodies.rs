@@ -11,8 +11,7 @@ use crate::support::*;
 #[tokio::test]
 async fn malformed_chunked_body_is_a_client_error() {
     let w = world().await;
-    let mut p = Proxy::start(&config(&w, ""));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&config(&w, "")).await;
     let good = b"GET /pub/x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n";
     assert_eq!(raw(&w, addr, good).await.status, 200);
     for (what, body) in [
@@ -65,8 +64,7 @@ async fn h2_client_stream_error_is_not_an_upstream_error() {
 }
 
 async fn h2_client_breaks_streams(w: &World, config: &std::path::Path) {
-    let mut p = Proxy::start(config);
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(config).await;
     let mut client = h2_to(w, addr).await;
     for _ in 0..10 {
         let req = http::Request::post("https://a.example.com/slow")
@@ -109,8 +107,7 @@ async fn h2_client_breaks_streams(w: &World, config: &std::path::Path) {
 async fn malformed_chunked_body_to_an_h1_backend() {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&capped_config(&w, &h1, &[]));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&capped_config(&w, &h1, &[])).await;
     let good = b"GET /x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n";
     assert_eq!(raw(&w, addr, good).await.status, 200);
     for _ in 0..3 {
@@ -140,8 +137,7 @@ async fn malformed_chunked_body_to_an_h1_backend() {
 async fn a_get_body_of_unknown_length_reaches_an_h1_upstream() {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config("h1", h1.addr, &[]));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&w.scene.one_upstream_config("h1", h1.addr, &[])).await;
     let r = raw(
         &w,
         addr,

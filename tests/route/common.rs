@@ -137,3 +137,10 @@ pub fn dechunk(mut s: &str) -> String {
 pub fn capped_config(w: &World, backend: &Backend, extra: &[&str]) -> std::path::PathBuf {
     w.scene.one_upstream_config("capped", backend.addr, extra)
 }
+
+/// The proxy on the configuration file `cfg`, and its listener `public`.
+pub async fn serve(cfg: &std::path::Path) -> (Proxy, std::net::SocketAddr) {
+    let mut p = Proxy::start(cfg);
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}

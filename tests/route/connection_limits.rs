@@ -16,12 +16,12 @@ async fn max_connections_per_server_caps_upstream_connections() {
     // connect_timeout bounds the wait for a free connection: far more than
     // 20 requests over 2 connections need. The backend holds them in
     // pairs (`/burst/2`): both connections busy at once, each time.
-    let mut p = Proxy::start(&capped_config(
+    let (p, addr) = serve(&capped_config(
         &w,
         &h1,
         &["max_connections_per_server: 2", "connect_timeout: 30s"],
-    ));
-    let addr = p.listener_addr("public").await;
+    ))
+    .await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
     let tls = connect(addr, "a.example.com", cfg).await.unwrap();
     let (send, conn) = hyper::client::conn::http2::handshake(
@@ -95,8 +95,7 @@ async fn a_request_timeout_while_waiting_for_a_connection_is_the_connection_limi
 async fn no_connection_free(settings: &[&str]) {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&capped_config(&w, &h1, settings));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&capped_config(&w, &h1, settings)).await;
     let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let first = tokio::spawn(get(addr, "a.example.com", cfg(), false, "/endless", &[]));
     wait_until(WAIT, "the first request reached the backend", || async {
@@ -149,8 +148,7 @@ async fn stalled_upstream_tls_handshake_is_bounded_by_connect_timeout() {
             "request_timeout: 5s",
         ],
     );
-    let mut p = Proxy::start(&cfg_path);
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = serve(&cfg_path).await;
     let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     for _ in 0..2 {
         let r = get(addr, "a.example.com", cfg(), false, "/x", &[])

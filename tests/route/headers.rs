@@ -8,8 +8,7 @@ use crate::support::*;
 #[tokio::test]
 async fn forwarding_headers_and_te_trailers() {
     let w = world().await;
-    let mut p = Proxy::start(&config(&w, ""));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&config(&w, "")).await;
     let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
     let r = get(
         addr,
@@ -58,8 +57,7 @@ async fn h2_cookie_fields_reach_the_upstream_as_one_header() {
       - { upstream: h2 }"#,
         &[upstream("h1", &h1, ""), upstream("h2", &h2, "")].concat(),
     );
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&path).await;
     for (path, version) in [("/h1/x", "HTTP/1.1"), ("/x", "HTTP/2.0")] {
         let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
         let cookies = [("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")];
@@ -81,8 +79,7 @@ async fn h2_cookie_fields_reach_the_upstream_as_one_header() {
 #[tokio::test]
 async fn an_h2_upstream_may_send_a_64_kib_head() {
     let w = world().await;
-    let mut p = Proxy::start(&config(&w, ""));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&config(&w, "")).await;
     for (size, status) in [(20_000, 200), (50_000, 200), (100_000, 502)] {
         let get = format!(
             "GET /pub/fat-head/{size} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
@@ -105,13 +102,13 @@ async fn an_h2_upstream_may_send_a_64_kib_head() {
 async fn upstream_response_fields_are_limited_on_both_protocols() {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.public_config(
+    let (_p, addr) = serve(&w.scene.public_config(
         r#"
       - { path_prefix: /h1/, upstream: h1 }
       - { upstream: pub }"#,
         &[upstream("pub", &w.pub_backend, ""), upstream("h1", &h1, "")].concat(),
-    ));
-    let addr = p.listener_addr("public").await;
+    ))
+    .await;
     // The backend sends `content-length` and `date` too: 98 more make 100.
     for (prefix, version) in [("/h1", "HTTP/1.1"), ("/h2", "HTTP/2.0")] {
         for (n, status) in [(98, 200), (99, 502)] {

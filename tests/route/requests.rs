@@ -11,8 +11,7 @@ use crate::support::*;
 #[tokio::test]
 async fn one_authority_per_request() {
     let w = world().await;
-    let mut p = Proxy::start(&config(&w, ""));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&config(&w, "")).await;
 
     let r = raw(
         &w,
@@ -85,8 +84,7 @@ async fn assert_400(w: &World, addr: std::net::SocketAddr, bytes: &[u8], why: &s
 #[tokio::test]
 async fn paths_are_normalised_before_routing() {
     let w = world().await;
-    let mut p = Proxy::start(&config(&w, ""));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&config(&w, "")).await;
     for (path, backend, seen) in [
         ("/pub/../secret", "other", "/secret"),
         ("/pub/%2e%2e/secret", "other", "/secret"),
@@ -124,8 +122,7 @@ async fn paths_are_normalised_before_routing() {
 #[tokio::test]
 async fn connect_and_trace_are_405() {
     let w = world().await;
-    let mut p = Proxy::start(&config(&w, ""));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&config(&w, "")).await;
     for request in [
         &b"CONNECT b.example.com:443 HTTP/1.1\r\nHost: b.example.com:443\r\nConnection: close\r\n\r\n"[..],
         b"TRACE /pub/x HTTP/1.1\r\nHost: b.example.com\r\nConnection: close\r\n\r\n",

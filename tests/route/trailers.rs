@@ -51,8 +51,7 @@ fn trailer_section(wire: &str) -> Vec<&str> {
 #[tokio::test]
 async fn trailers_carry_nothing_the_head_would_not() {
     let w = world().await;
-    let mut p = Proxy::start(&config(&w, ""));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&config(&w, "")).await;
     let mut client = h2_to(&w, addr).await;
     for declared in [true, false] {
         let mut req = http::Request::post("https://a.example.com/pub/trailers/upload")
@@ -117,8 +116,7 @@ async fn trailers_carry_nothing_the_head_would_not() {
 async fn announced_trailers_pass_over_http1_both_ways() {
     let w = world().await;
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config("h1", h1.addr, &[]));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = serve(&w.scene.one_upstream_config("h1", h1.addr, &[])).await;
     let upload = |te: &str| {
         format!(
             "POST /trailers/upload HTTP/1.1\r\nHost: a.example.com\r\nConnection: TE, close\r\n{te}\
