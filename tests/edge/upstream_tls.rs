@@ -70,34 +70,23 @@ async fn an_upstream_crl_refuses_a_revoked_backend() {
     write(&scene.path("stranger.crl"), &stranger.crl(&[]));
     let revoked = Backend::start("revoked", &revoked_pair, None).await;
     let good = Backend::start("good", &mesh.server_pair(&["backend.local"]), None).await;
-    let upstream = |name: &str, backend: &Backend, crl: &str, extra: &str| {
-        format!(
-            r#"
-  - name: {name}
-    servers: [https://{addr}]
-    tls:
-      ca: {{ ca_file: mesh-ca.crt, crl_files: [{crl}] }}
-      server_name: backend.local{extra}"#,
-            addr = backend.addr
-        )
-    };
     let upstreams = [
-        upstream("revoked", &revoked, "revokes.crl", ""),
-        upstream(
+        crl_upstream("revoked", &revoked, "revokes.crl", ""),
+        crl_upstream(
             "revoked-names",
             &revoked,
             "revokes.crl",
             "\n      verify_names: [backend.local]",
         ),
-        upstream("good", &good, "revokes.crl", ""),
-        upstream(
+        crl_upstream("good", &good, "revokes.crl", ""),
+        crl_upstream(
             "good-names",
             &good,
             "revokes.crl",
             "\n      verify_names: [backend.local]",
         ),
-        upstream("unknown", &good, "stranger.crl", ""),
-        upstream(
+        crl_upstream("unknown", &good, "stranger.crl", ""),
+        crl_upstream(
             "unknown-names",
             &good,
             "stranger.crl",
@@ -105,29 +94,15 @@ async fn an_upstream_crl_refuses_a_revoked_backend() {
         ),
     ]
     .concat();
-    let routes: String = [
+    let names = [
         "revoked",
         "revoked-names",
         "good",
         "good-names",
         "unknown",
         "unknown-names",
-    ]
-    .iter()
-    .map(|u| format!("\n      - {{ path_prefix: /{u}/, upstream: {u} }}"))
-    .collect();
-    let mut p = Proxy::start(&scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ cert_file: a.crt, key_file: a.key }}]
-    routes:{routes}
-upstreams:{upstreams}
-"#
-    )));
+    ];
+    let mut p = start_routing_to(&scene, &names, &upstreams);
     let addr = p.listener_addr("public").await;
     let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
     for (upstream, status, error) in [
@@ -144,11 +119,7 @@ upstreams:{upstreams}
             .unwrap();
         assert_eq!(reply.status, status, "{upstream}: {}", reply.body);
         if status == 502 {
-            let log = p
-                .wait_log(&format!("{upstream}'s refusal logged"), |v| {
-                    v["message"] == "upstream request failed" && v["upstream"] == upstream
-                })
-                .await;
+            let log = refusal_logged(&mut p, upstream).await;
             let said = log["error"].as_str().unwrap_or_default();
             assert!(said.contains(error), "{upstream}: {log}");
         }
@@ -181,34 +152,10 @@ async fn an_unusable_upstream_crl_is_reported_as_crl_invalid() {
     ];
     let upstreams: String = cases
         .iter()
-        .map(|(name, crl, extra, _)| {
-            format!(
-                r#"
-  - name: {name}
-    servers: [https://{addr}]
-    tls:
-      ca: {{ ca_file: mesh-ca.crt, crl_files: [{crl}] }}
-      server_name: backend.local{extra}"#,
-                addr = backend.addr
-            )
-        })
+        .map(|(name, crl, extra, _)| crl_upstream(name, &backend, crl, extra))
         .collect();
-    let routes: String = cases
-        .iter()
-        .map(|(u, ..)| format!("\n      - {{ path_prefix: /{u}/, upstream: {u} }}"))
-        .collect();
-    let mut p = Proxy::start(&scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ cert_file: a.crt, key_file: a.key }}]
-    routes:{routes}
-upstreams:{upstreams}
-"#
-    )));
+    let names = cases.map(|(name, ..)| name);
+    let mut p = start_routing_to(&scene, &names, &upstreams);
     let addr = p.listener_addr("public").await;
     let api = p.admin_addr().await;
     let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
@@ -218,11 +165,7 @@ upstreams:{upstreams}
             .await
             .unwrap();
         assert_eq!(reply.status, 502, "{upstream}: {}", reply.body);
-        let log = p
-            .wait_log(&format!("{upstream}'s refusal logged"), |v| {
-                v["message"] == "upstream request failed" && v["upstream"] == upstream
-            })
-            .await;
+        let log = refusal_logged(&mut p, upstream).await;
         assert_eq!(log["reason"], reason, "{upstream}: {log}");
         let series = format!(
             r#"hotproxy_upstream_errors_total{{upstream="{upstream}",reason="{reason}"}} "#
@@ -233,4 +176,48 @@ upstreams:{upstreams}
             "{upstream}: no {series}in\n{metrics}"
         );
     }
+}
+
+/// Upstream `name` (a YAML list item) at `backend` for backend.local,
+/// trusting mesh-ca.crt with the CRL `crl`; `extra` ends its `tls`.
+fn crl_upstream(name: &str, backend: &Backend, crl: &str, extra: &str) -> String {
+    format!(
+        r#"
+  - name: {name}
+    servers: [https://{addr}]
+    tls:
+      ca: {{ ca_file: mesh-ca.crt, crl_files: [{crl}] }}
+      server_name: backend.local{extra}"#,
+        addr = backend.addr
+    )
+}
+
+/// The proxy with the admin API and listener `public` (a.crt) routing
+/// `/{name}/` to upstream `name`, for each of `names`, defined in
+/// `upstreams` (YAML list items).
+fn start_routing_to(scene: &Scene, names: &[&str], upstreams: &str) -> Proxy {
+    let routes: String = names
+        .iter()
+        .map(|u| format!("\n      - {{ path_prefix: /{u}/, upstream: {u} }}"))
+        .collect();
+    Proxy::start(&scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+    routes:{routes}
+upstreams:{upstreams}
+"#
+    )))
+}
+
+/// The log line of the request `upstream` failed.
+async fn refusal_logged(p: &mut Proxy, upstream: &str) -> serde_json::Value {
+    p.wait_log(&format!("{upstream}'s refusal logged"), |v| {
+        v["message"] == "upstream request failed" && v["upstream"] == upstream
+    })
+    .await
 }
