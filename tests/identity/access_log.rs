@@ -1,0 +1,370 @@
+//! Access-log lines: every field, refusals, logrotate, resumption, a client gone before its answer.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use crate::support::*;
+
+/// Access-log lines: every JSON field with the request's values; a 403 and
+/// a refused handshake with their reasons; `access_log: false` listeners
+/// silent; SIGUSR1 reopens the file after logrotate moved it; no PEM or
+/// key text in any line of the access log or the process log.
+#[tokio::test]
+async fn access_log_lines() {
+    let w = world().await;
+    let client = w.pki.client(
+        "billing",
+        Some("payments"),
+        &[uri("spiffe://cluster.local/ns/prod/sa/billing")],
+    );
+    let stranger = w.pki.client("nobody", None, &[]);
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: billing }]";
+    let routes = "      - { path_prefix: /admin, upstream: app, allow: [{ cn: ops }] }\n      - { path_prefix: /dead, upstream: dead }";
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let path = config(&w, auth, "", routes, &extra);
+    // A second listener with the log turned off.
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "upstreams:",
+        "  - name: health\n    bind: 127.0.0.1:0\n    access_log: false\n    tls:\n      certs: [{ ref: edge }]\n    routes: [{ upstream: app }]\nupstreams:",
+    ) + "  - name: dead\n    servers: [https://127.0.0.1:1]\n    tls: { ca: { ca_file: backend-ca.crt }, server_name: backend.local }\n";
+    write(&path, &text);
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let health = p.listener_addr("health").await;
+    let cfg = cfg_for(&w, Some(&client));
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // HTTP/2 needs ALPN h2 (the protocol agreed on is the one spoken).
+    let cfg_h2 = client_config(&w.edge_ca.cert_pem, Some(&client.pair), &[b"h2"]);
+    let r = get(
+        addr,
+        "localhost",
+        cfg_h2,
+        true,
+        "/v1/items?token=secret",
+        &[("traceparent", tp), ("x-request-id", "rid-42")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/admin", &[])
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    // Nothing listens there: hotproxy's own 502, no upstream head.
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/dead", &[])
+            .await
+            .unwrap()
+            .status,
+        502
+    );
+    // A handshake refused on the listener with the log off: a client that
+    // does not trust its certificate. No line, while the refusals after it
+    // on `partners` get theirs (one writer, in order: awaiting those is
+    // enough).
+    let distrustful = client_config(&w.pki.root_pem, None, &[b"http/1.1"]);
+    assert!(connect(health, "localhost", distrustful).await.is_err());
+    // A certificate from a CA the listener does not trust.
+    let foreign = w.edge_ca.client_pair("foreign");
+    let foreign_cfg = client_config(&w.edge_ca.cert_pem, Some(&foreign), &[b"http/1.1"]);
+    assert_eq!(
+        outcome(addr, foreign_cfg, "/").await,
+        Outcome::Refused(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA
+        ))
+    );
+    assert_eq!(
+        outcome(addr, cfg_for(&w, Some(&stranger)), "/").await,
+        DENIED
+    );
+    assert_eq!(
+        get(
+            health,
+            "localhost",
+            cfg_for(&w, None),
+            false,
+            "/health",
+            &[]
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    // A barrier: a request on `partners` after the health GET has ended.
+    // Its line is written after any line the health GET could have had
+    // (one writer, in order), so awaiting it gives that line its chance.
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/barrier", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    wait_until(Duration::from_secs(10), "the barrier's line", || async {
+        read_access_log(&log)
+            .iter()
+            .any(|l| l["path"] == "/barrier")
+    })
+    .await;
+    let all = read_access_log(&log);
+    assert_eq!(all.len(), 6, "{all:?}");
+    let dead = all
+        .iter()
+        .find(|l| l["status"] == 502)
+        .expect("the 502's line");
+    assert_eq!(dead["upstream"], "dead", "{dead}");
+    assert!(dead["upstream_ms"].is_null(), "no upstream head: {dead}");
+    let ok = all
+        .iter()
+        .find(|l| l["request_id"] == "rid-42")
+        .expect("the 200's line");
+    let fields = [
+        "ts",
+        "listener",
+        "sni",
+        "client_addr",
+        "client_subject",
+        "client_uri_san",
+        "client_fingerprint",
+        "method",
+        "host",
+        "path",
+        "protocol",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream",
+        "upstream_addr",
+        "upstream_ms",
+        "request_id",
+        "tls_version",
+        "resumed",
+        "authz",
+    ];
+    for f in fields {
+        assert!(!ok[f].is_null(), "field {f} missing: {ok}");
+    }
+    assert_eq!(ok["listener"], "partners");
+    assert_eq!(ok["sni"], "localhost");
+    assert_eq!(ok["client_subject"], "CN=billing, OU=payments");
+    assert_eq!(
+        ok["client_uri_san"],
+        "spiffe://cluster.local/ns/prod/sa/billing"
+    );
+    assert_eq!(ok["client_fingerprint"], client.pair.fingerprint.as_str());
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["host"], "localhost");
+    assert_eq!(ok["path"], "/v1/items", "no query in the log");
+    assert_eq!(ok["protocol"], "HTTP/2.0");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["bytes_out"].as_u64().unwrap() as usize, r.body.len());
+    assert_eq!(ok["upstream"], "app");
+    assert_eq!(ok["upstream_addr"], format!("https://{}", w.backend.addr));
+    assert_eq!(ok["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(ok["tls_version"], "TLSv1.3");
+    assert_eq!(ok["resumed"], false);
+    assert_eq!(ok["authz"], "allowed");
+    assert!(ok["ts"].as_str().unwrap().ends_with('Z'));
+    let denied = all
+        .iter()
+        .find(|l| l["status"] == 403)
+        .expect("the 403's line");
+    assert_eq!(denied["authz"], "route_not_allowed");
+    assert_eq!(denied["path"], "/admin");
+    let refused = all
+        .iter()
+        .find(|l| l["authz"] == "not_allowed")
+        .expect("the refused handshake's line");
+    assert!(refused["status"].is_null());
+    let unknown = all
+        .iter()
+        .find(|l| l["authz"] == "unknown_ca")
+        .expect("the unknown CA's line");
+    assert_eq!(unknown["listener"], "partners");
+    assert!(
+        unknown["client_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        all.iter().all(|l| l["listener"] != "health"),
+        "access_log: false listener logged"
+    );
+
+    // logrotate: move the file, SIGUSR1, new lines go to a new file.
+    let rotated = w.scene.path("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    p.signal("USR1");
+    p.wait_log("reopened", |v| v["message"] == "access log reopened")
+        .await;
+    assert_eq!(
+        get(addr, "localhost", cfg.clone(), false, "/after", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let after = |l: &serde_json::Value| l["path"] == "/after";
+    wait_until(
+        Duration::from_secs(10),
+        "a line in the reopened file",
+        || async { read_access_log(&log).iter().any(after) },
+    )
+    .await;
+    assert!(!read_access_log(&rotated).iter().any(after));
+
+    // No PEM or key in any line, anywhere.
+    let mut secrets = pem_body_lines(&client.pair.cert_pem);
+    secrets.extend(pem_body_lines(&client.pair.key_pem));
+    secrets.push("BEGIN".into());
+    let mut every_line: Vec<String> = p.logs();
+    every_line.extend(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .lines()
+            .map(str::to_owned),
+    );
+    every_line.extend(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_owned),
+    );
+    for l in &every_line {
+        for s in &secrets {
+            assert!(!l.contains(s.as_str()), "PEM/key text in a log line: {l}");
+        }
+    }
+}
+
+/// `resumed` and `tls_version` in the access log are the connection's: a
+/// listener without client auth resumes sessions (tickets), and the second
+/// connection of a client that kept its session says so. `bytes_in` is the
+/// request body that went upstream.
+#[tokio::test]
+async fn access_log_reports_resumption() {
+    let w = world().await;
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let path = config(&w, "        mode: none", "", "", &extra);
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, None);
+    for path in ["/first", "/second"] {
+        assert_eq!(outcome(addr, cfg.clone(), path).await, Outcome::Status(200));
+    }
+    // A request with a body: bytes_in counts what went upstream.
+    let mut tls = connect(addr, "localhost", cfg.clone()).await.unwrap();
+    tls.write_all(b"POST /post HTTP/1.1\r\nhost: localhost\r\ncontent-length: 11\r\nconnection: close\r\n\r\nhello world")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let lines = wait_access_log(&log, 3, Duration::from_secs(10)).await;
+    let resumed = |path: &str| lines.iter().find(|l| l["path"] == path).unwrap()["resumed"].clone();
+    assert_eq!(resumed("/first"), false);
+    assert_eq!(resumed("/second"), true);
+    let post = lines.iter().find(|l| l["path"] == "/post").unwrap();
+    assert_eq!(post["bytes_in"], 11);
+    assert_eq!(post["method"], "POST");
+    assert_eq!(
+        lines.iter().find(|l| l["path"] == "/first").unwrap()["bytes_in"],
+        0
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["tls_version"] == "TLSv1.3" && l["client_subject"].is_null())
+    );
+}
+
+/// A client that goes away before its response (nginx's `499`, "client
+/// closed request") still gets its access-log line and its count, on both
+/// protocols: the HTTP/1.1 connection closed, one HTTP/2 stream reset
+/// (`CANCEL`) on a connection that lives on. The upstream request is
+/// abandoned with it: the backend's `/hang`, which never ends by itself,
+/// stops being answered (with `/slow`, which ends after 2 s, that held
+/// however the proxy behaved).
+#[tokio::test]
+async fn client_gone_before_the_response_is_logged_as_499() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const WAIT: Duration = Duration::from_secs(20);
+    let w = world().await;
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let mut p = Proxy::start(&config(&w, "        mode: none", "", "", &extra));
+    let addr = p.listener_addr("partners").await;
+    let admin = p.admin_addr().await;
+    let slow = || w.backend.slow_in_flight.load(SeqCst);
+    let gone = |n: usize| async move {
+        let line = format!(
+            "hotproxy_http_requests_total{{listener=\"partners\",upstream=\"app\",code=\"499\"}} {n}"
+        );
+        wait_metric(admin, &line, WAIT).await;
+    };
+
+    // The backend is answering; the client goes away (`drop`): the request
+    // is counted, the backend stops.
+    let answering = || wait_until(WAIT, "the backend answering", || async { slow() == 1 });
+    let abandoned = || {
+        wait_until(WAIT, "the upstream request abandoned", || async {
+            slow() == 0
+        })
+    };
+
+    let mut s = connect(addr, "localhost", cfg_for(&w, None)).await.unwrap();
+    s.write_all(b"GET /hang HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    answering().await;
+    drop(s);
+    gone(1).await;
+    abandoned().await;
+
+    let h2 = client_config(&w.edge_ca.cert_pem, None, &[b"h2"]);
+    let mut client = h2_client(connect(addr, "localhost", h2).await.unwrap()).await;
+    let req = http::Request::get("https://localhost/hang")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    answering().await;
+    drop(resp);
+    gone(2).await;
+    abandoned().await;
+    // The connection still serves.
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get("https://localhost/after")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let all = wait_access_log(&log, 3, WAIT).await;
+    let gone: Vec<_> = all.iter().filter(|l| l["status"] == 499).collect();
+    assert_eq!(gone.len(), 2, "{all:?}");
+    for (line, protocol) in gone.iter().zip(["HTTP/1.1", "HTTP/2.0"]) {
+        assert_eq!(line["path"], "/hang", "{line}");
+        assert_eq!(line["protocol"], protocol, "{line}");
+        assert_eq!(line["upstream"], "app", "{line}");
+        assert!(line["upstream_ms"].is_null(), "no response head: {line}");
+        assert_eq!(line["bytes_out"], 0, "{line}");
+        assert!(line["request_id"].is_string(), "{line}");
+    }
+    drop(p);
+}

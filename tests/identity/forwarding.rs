@@ -1,0 +1,391 @@
+//! What the backend is told: each forward_client_cert mode, spoofed headers and look-alikes, ids.
+
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::common::*;
+use crate::support;
+use crate::support::*;
+
+/// Every header name a client might spoof: hotproxy's own, and the
+/// identity headers of the proxies its users come from (ingress-nginx,
+/// Traefik, HAProxy recipes), which their backends may still trust.
+const SPOOFED: [(&str, &str); 17] = [
+    ("x-client-cert-subject", "CN=mallory"),
+    ("x-client-cert-fingerprint", "00"),
+    ("x-client-cert-uri-sans", "spiffe://evil"),
+    ("x-client-cert-dns-sans", "evil.example"),
+    ("x-client-cert-issuer", "CN=evil"),
+    ("x-client-cert-cn", "admin"),
+    ("client-cert", ":AAAA:"),
+    ("client-cert-chain", ":AAAA:"),
+    ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\""),
+    ("ssl-client-verify", "SUCCESS"),
+    ("ssl-client-subject-dn", "CN=admin"),
+    ("ssl-client-issuer-dn", "CN=partners issuing CA"),
+    ("ssl-client-cert", "-----BEGIN%20CERTIFICATE-----"),
+    ("x-forwarded-tls-client-cert", "MIIB"),
+    (
+        "x-forwarded-tls-client-cert-info",
+        "Subject%3D%22CN%3Dadmin%22",
+    ),
+    ("x-ssl-client-verify", "0"),
+    ("x-ssl-client-dn", "CN=admin"),
+];
+
+/// Each `forward_client_cert` mode, read back by parsers written here (not
+/// hotproxy's encoders): RFC 9440 byte sequences decode to the exact DER of
+/// the leaf and the intermediate; XFCC's URL-encoded PEMs too. Spoofed
+/// copies never reach the backend, in any mode, with or without a cert.
+#[tokio::test]
+async fn forward_client_cert_modes() {
+    let w = world().await;
+    let client = w.pki.client(
+        "billing",
+        Some("payments"),
+        &[
+            uri("spiffe://cluster.local/ns/prod/sa/billing"),
+            dns("billing.partners.example"),
+        ],
+    );
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
+      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
+      - { path_prefix: /none, upstream: app, forward_client_cert: none }
+      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }
+      - { path_prefix: /billing-only, upstream: app, allow: [{ cn: billing }] }"#;
+    let mut p = Proxy::start(&config(
+        &w,
+        auth,
+        "    forward_client_cert: headers",
+        routes,
+        "",
+    ));
+    let addr = p.listener_addr("partners").await;
+    let with = cfg_for(&w, Some(&client));
+    let without = cfg_for(&w, None);
+    let id_headers = |h: &serde_json::Value| -> Vec<String> {
+        h.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.contains("client-cert") || k.contains("ssl-client-"))
+            .cloned()
+            .collect()
+    };
+
+    // headers (the listener's mode).
+    let h = seen(addr, with.clone(), "/api", &SPOOFED).await;
+    assert_eq!(h["x-client-cert-subject"], "CN=billing, OU=payments");
+    assert_eq!(
+        h["x-client-cert-fingerprint"],
+        client.pair.fingerprint.as_str()
+    );
+    assert_eq!(
+        h["x-client-cert-uri-sans"],
+        "spiffe://cluster.local/ns/prod/sa/billing"
+    );
+    assert_eq!(h["x-client-cert-dns-sans"], "billing.partners.example");
+    assert_eq!(h["x-client-cert-issuer"], "CN=partners issuing CA");
+    let not_after = h["x-client-cert-not-after"].as_str().unwrap();
+    assert!(
+        time::OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339)
+            .is_ok(),
+        "{not_after}"
+    );
+    assert!(
+        h["x-client-cert-serial"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+    );
+    assert!(
+        h.get("x-client-cert-cn").is_none(),
+        "spoofed header kept: {h}"
+    );
+    for k in [
+        "client-cert",
+        "client-cert-chain",
+        "x-forwarded-client-cert",
+    ] {
+        assert!(h.get(k).is_none(), "{k} in headers mode: {h}");
+    }
+
+    // rfc9440: sf-binary items, `:` base64 `:`.
+    let h = seen(addr, with.clone(), "/rfc9440", &SPOOFED).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = |item: &str| {
+        let inner = item
+            .trim()
+            .strip_prefix(':')
+            .and_then(|s| s.strip_suffix(':'))
+            .unwrap();
+        b64.decode(inner).unwrap()
+    };
+    assert_eq!(bytes(h["client-cert"].as_str().unwrap()), client.pair.der);
+    let chain: Vec<Vec<u8>> = h["client-cert-chain"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(bytes)
+        .collect();
+    assert_eq!(chain, vec![w.pki.intermediate_der.clone()]);
+    assert_eq!(id_headers(&h).len(), 2, "{h}");
+
+    // xfcc: Envoy's key=value;… with quoted, URL-encoded PEMs.
+    let h = seen(addr, with.clone(), "/xfcc", &SPOOFED).await;
+    let xfcc = h["x-forwarded-client-cert"].as_str().unwrap();
+    let pairs = parse_xfcc(xfcc);
+    let get = |k: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("Hash"), [client.pair.fingerprint.as_str()]);
+    // The edge certificate has no URI SAN: no `By`.
+    assert!(get("By").is_empty(), "{xfcc}");
+    // Envoy's Subject: OpenSSL's RFC 2253 form (the last RDN first).
+    assert_eq!(get("Subject"), ["OU=payments,CN=billing"]);
+    assert_eq!(get("URI"), ["spiffe://cluster.local/ns/prod/sa/billing"]);
+    assert_eq!(get("DNS"), ["billing.partners.example"]);
+    let pem_ders = |v: &str| -> Vec<Vec<u8>> {
+        let pem = percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .unwrap();
+        pem_certs(&pem)
+    };
+    assert_eq!(pem_ders(get("Cert")[0]), vec![client.pair.der.clone()]);
+    assert_eq!(
+        pem_ders(get("Chain")[0]),
+        vec![client.pair.der.clone(), w.pki.intermediate_der.clone()]
+    );
+    assert_eq!(id_headers(&h), ["x-forwarded-client-cert"], "{h}");
+
+    // ingress_nginx: its four headers as nginx writes them (RFC 2253 DNs:
+    // the last RDN first, no spaces; the leaf's PEM URL-encoded).
+    let h = seen(addr, with.clone(), "/nginx", &SPOOFED).await;
+    assert_eq!(h["ssl-client-verify"], "SUCCESS", "{h}");
+    assert_eq!(h["ssl-client-subject-dn"], "OU=payments,CN=billing", "{h}");
+    assert_eq!(h["ssl-client-issuer-dn"], "CN=partners issuing CA", "{h}");
+    assert_eq!(
+        pem_ders(h["ssl-client-cert"].as_str().unwrap()),
+        vec![client.pair.der.clone()]
+    );
+    assert_eq!(
+        id_headers(&h),
+        [
+            "ssl-client-cert",
+            "ssl-client-issuer-dn",
+            "ssl-client-subject-dn",
+            "ssl-client-verify"
+        ],
+        "{h}"
+    );
+
+    // none: nothing, and nothing spoofed.
+    let h = seen(addr, with.clone(), "/none", &SPOOFED).await;
+    assert!(id_headers(&h).is_empty(), "{h}");
+    // No certificate (verify_if_given): nothing in any mode, but
+    // ingress-nginx's `ssl-client-verify: NONE`.
+    for path in ["/api", "/rfc9440", "/xfcc", "/none"] {
+        let h = seen(addr, without.clone(), path, &SPOOFED).await;
+        assert!(id_headers(&h).is_empty(), "{path}: {h}");
+    }
+    let h = seen(addr, without.clone(), "/nginx", &SPOOFED).await;
+    assert_eq!(id_headers(&h), ["ssl-client-verify"], "{h}");
+    assert_eq!(h["ssl-client-verify"], "NONE", "{h}");
+    // A route rule: a client without a certificate never matches one, even
+    // with spoofed identity headers.
+    assert_eq!(
+        outcome(addr, with.clone(), "/billing-only").await,
+        Outcome::Status(200)
+    );
+    let r = support::get(
+        addr,
+        "localhost",
+        without.clone(),
+        false,
+        "/billing-only",
+        &SPOOFED,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // XFCC's `By` names the certificate hotproxy served, one per URI SAN,
+    // as Envoy names itself: the edge certificate renewed with a SPIFFE ID
+    // (rotated in place, so the name index is kept and the URIs re-read).
+    let renewed = w.edge_ca.server_pair_with_uris(
+        &["localhost", "public.example", "admin.example"],
+        &["spiffe://cluster.local/ns/edge/sa/hotproxy"],
+    );
+    w.scene.pair("edge", &renewed);
+    wait_until(
+        Duration::from_secs(20),
+        "the renewed edge certificate served",
+        || async {
+            served_leaf(addr, "localhost", &w.edge_ca.cert_pem)
+                .await
+                .is_ok_and(|f| f == renewed.fingerprint)
+        },
+    )
+    .await;
+    let h = seen(addr, with.clone(), "/xfcc", &SPOOFED).await;
+    let xfcc = h["x-forwarded-client-cert"].as_str().unwrap();
+    assert!(
+        xfcc.starts_with("By=spiffe://cluster.local/ns/edge/sa/hotproxy;Hash="),
+        "{xfcc}"
+    );
+    drop(p);
+}
+
+fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap().to_vec())
+        .collect()
+}
+
+/// Request ids: a well-formed client id is kept, a malformed one replaced,
+/// `trust_client: false` always replaces; the backend and the client see
+/// the same id; traceparent/tracestate pass unchanged.
+#[tokio::test]
+async fn request_ids_and_traces() {
+    let w = world().await;
+    let auth = "        mode: none";
+    let mut p = Proxy::start(&config(&w, auth, "", "", ""));
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, None);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let ask = |hdrs: Vec<(&'static str, String)>| {
+        let cfg = cfg.clone();
+        async move {
+            let tls = connect(addr, "localhost", cfg).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut req = http::Request::builder()
+                .uri("/")
+                .header("host", "localhost");
+            for (k, v) in &hdrs {
+                req = req.header(*k, v.as_str());
+            }
+            let resp = send
+                .send_request(
+                    req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+            use http_body_util::BodyExt;
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (id, v["headers"].clone())
+        }
+    };
+    let (id, h) = ask(vec![
+        ("x-request-id", "client-id-1".into()),
+        ("traceparent", tp.into()),
+        ("tracestate", "vendor=opaque,x=1".into()),
+    ])
+    .await;
+    assert_eq!(id, "client-id-1");
+    assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(h["traceparent"], tp);
+    assert_eq!(h["tracestate"], "vendor=opaque,x=1");
+    let (id, h) = ask(vec![("x-request-id", "not well formed!".into())]).await;
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(h["x-request-id"], id.as_str());
+    let (id2, _) = ask(vec![]).await;
+    assert_eq!(id2.len(), 32);
+    assert_ne!(id, id2);
+    drop(p);
+
+    // trust_client: false replaces even a well-formed id.
+    let mut p = Proxy::start(&config(
+        &w,
+        auth,
+        "    request_id: { trust_client: false }",
+        "",
+        "",
+    ));
+    let addr2 = p.listener_addr("partners").await;
+    let r = get(
+        addr2,
+        "localhost",
+        cfg.clone(),
+        false,
+        "/",
+        &[("x-request-id", "client-id-1")],
+    )
+    .await
+    .unwrap();
+    let sent = r.json()["headers"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(sent, "client-id-1");
+    assert_eq!(sent.len(), 32);
+}
+
+/// A header whose name reads, `_` as `-`, as one hotproxy sets, removes
+/// or replaces is removed too: CGI, WSGI and PHP servers fold both
+/// spellings into one variable (`HTTP_SSL_CLIENT_VERIFY`), so
+/// `ssl_client_verify: SUCCESS` would reach such a backend as the header
+/// hotproxy stripped, and Puma < 6.4.3 (CVE-2024-45614) let `X_Request_Id`
+/// override the id a `trust_client: false` listener generated. An
+/// application's own names with `_` pass.
+#[tokio::test]
+async fn underscore_lookalikes_of_stripped_headers_are_removed() {
+    let w = world().await;
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes =
+        r#"      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }"#;
+    let listener = "    request_id: { trust_client: false }";
+    let mut p = Proxy::start(&config(&w, auth, listener, routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let lookalikes = [
+        ("ssl_client_verify", "SUCCESS"),
+        ("ssl_client_subject_dn", "CN=admin"),
+        ("X_Client_Cert_Subject", "CN=admin"),
+        ("x_forwarded_client_cert", "Hash=00"),
+        ("client_cert", ":AAAA:"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("x_real_ip", "6.6.6.6"),
+        ("x-forwarded_proto", "http"),
+        ("X_Request_Id", "forged"),
+        ("x-request_id", "forged"),
+        ("x_forwarded_host", "evil.example"),
+    ];
+    let mut sent = lookalikes.to_vec();
+    sent.push(("api_key", "k1"));
+    sent.push(("x_custom_thing", "kept"));
+    for path in ["/api", "/nginx"] {
+        let h = seen(addr, cfg_for(&w, None), path, &sent).await;
+        for (name, _) in lookalikes {
+            let lower = name.to_ascii_lowercase();
+            assert!(
+                h.get(&lower).is_none(),
+                "{path}: {name} reached the backend: {h}"
+            );
+        }
+        assert_eq!(h["api_key"], "k1", "{path}: {h}");
+        assert_eq!(h["x_custom_thing"], "kept", "{path}: {h}");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{path}: {h}");
+        assert_eq!(h["x-forwarded-host"], "localhost", "{path}: {h}");
+        // The id hotproxy generated is the only one the backend gets.
+        let id = h["x-request-id"].as_str().unwrap_or_default();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{path}: {h}"
+        );
+    }
+    drop(p);
+}

@@ -1,0 +1,14 @@
+//! The mTLS front door end to end (issue 15): allow rules in the handshake and per route, rules
+//! changed at runtime, resumption, what the backend is told, request ids and the access log.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod common;
+
+// The tests, by theme.
+mod access_log;
+mod forwarding;
+mod per_name;
+mod rules;
+mod subjects;

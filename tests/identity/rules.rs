@@ -1,0 +1,454 @@
+//! Allow rules: every field and glob, and rules changed through the API, the file, SIGHUP; `check`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::support::*;
+
+async fn metric(api: std::net::SocketAddr, needle: &str) -> f64 {
+    let body = admin(api, "GET", "/metrics", None, None, &[]).await.body;
+    body.lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const PARTNER_RULES: &str = r#"        mode: require_and_verify
+        ca: { ref: partners-ca }
+        allow:
+          - uri_san: "spiffe://cluster.local/ns/prod/*"
+          - cn: billing
+            ou: payments
+          - dns_san: "*.partners.example"
+          - uri_san: "spiffe://cluster.local/ns/ops/**"
+          - fingerprint_sha256: "PINNED""#;
+
+/// Each rule field, globs (`*` within one segment, `/**` suffix), several
+/// rules, route narrowing; refused in the handshake with `access_denied`
+/// vs 403 on a route; the refusal logged once per identity and counted.
+#[tokio::test]
+async fn allow_matrix() {
+    let w = world().await;
+    let pki = &w.pki;
+    let prod = pki.client("api", None, &[uri("spiffe://cluster.local/ns/prod/api")]);
+    let prod_deep = pki.client("deep", None, &[uri("spiffe://cluster.local/ns/prod/a/b")]);
+    let billing = pki.client("billing", Some("payments"), &[]);
+    let billing_wrong_ou = pki.client("billing", Some("marketing"), &[]);
+    let partner_dns = pki.client("x", None, &[dns("api.partners.example")]);
+    let partner_deep_dns = pki.client("y", None, &[dns("a.b.partners.example")]);
+    let ops = pki.client(
+        "ops",
+        None,
+        &[uri("spiffe://cluster.local/ns/ops/team/alice")],
+    );
+    // No SPIFFE ID has a dot segment; a backend resolving it would read
+    // spiffe://cluster.local/admin.
+    let climber = pki.client(
+        "climber",
+        None,
+        &[uri("spiffe://cluster.local/ns/ops/../../admin")],
+    );
+    let pinned = pki.client("pinned", None, &[]);
+    let stranger = pki.client("nobody", None, &[]);
+    // Colons and upper case are ignored in fingerprints.
+    let pinned_fp: String = pinned
+        .pair
+        .fingerprint
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let rules = PARTNER_RULES.replace("PINNED", &pinned_fp);
+    let routes = r#"      - path_prefix: /admin
+        upstream: app
+        allow: [{ uri_san: "spiffe://cluster.local/ns/ops/**" }]"#;
+    let mut p = Proxy::start(&config(&w, &rules, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+
+    let cases: [(&str, Option<&Client>, &str, Outcome); 13] = [
+        ("uri_san glob", Some(&prod), "/api", Outcome::Status(200)),
+        (
+            "uri_san * spans one segment",
+            Some(&prod_deep),
+            "/api",
+            DENIED,
+        ),
+        ("cn + ou", Some(&billing), "/api", Outcome::Status(200)),
+        (
+            "cn with the wrong ou",
+            Some(&billing_wrong_ou),
+            "/api",
+            DENIED,
+        ),
+        (
+            "dns_san glob",
+            Some(&partner_dns),
+            "/api",
+            Outcome::Status(200),
+        ),
+        (
+            "dns_san * spans one label",
+            Some(&partner_deep_dns),
+            "/api",
+            DENIED,
+        ),
+        ("uri_san /**", Some(&ops), "/api", Outcome::Status(200)),
+        (
+            "a dot segment matches no uri_san",
+            Some(&climber),
+            "/admin",
+            DENIED,
+        ),
+        ("fingerprint", Some(&pinned), "/api", Outcome::Status(200)),
+        ("no rule matches", Some(&stranger), "/api", DENIED),
+        (
+            "route narrows: ops may",
+            Some(&ops),
+            "/admin",
+            Outcome::Status(200),
+        ),
+        (
+            "route narrows: prod may not",
+            Some(&prod),
+            "/admin",
+            Outcome::Status(403),
+        ),
+        (
+            "route narrows: billing may not",
+            Some(&billing),
+            "/admin/x",
+            Outcome::Status(403),
+        ),
+    ];
+    for (what, client, path, want) in cases {
+        let got = outcome(addr, cfg_for(&w, client), path).await;
+        assert_eq!(got, want, "{what}");
+    }
+    // The stranger again: refused again, logged once per minute.
+    assert_eq!(
+        outcome(addr, cfg_for(&w, Some(&stranger)), "/").await,
+        DENIED
+    );
+    let denials = |p: &Proxy, fp: &str| {
+        p.logs()
+            .iter()
+            .filter(|l| l.contains("matches no allow rule") && l.contains(fp))
+            .count()
+    };
+    // A later denial of another client is the barrier: the stranger's
+    // second handshake ended before it began, so a second line for the
+    // stranger would be in the log before this one.
+    let later = pki.client("later", None, &[]);
+    assert_eq!(outcome(addr, cfg_for(&w, Some(&later)), "/").await, DENIED);
+    p.wait_log("the later denial logged", |v| {
+        v["fingerprint"] == later.pair.fingerprint.as_str()
+    })
+    .await;
+    assert_eq!(denials(&p, &stranger.pair.fingerprint), 1);
+    let line = p
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("matches no allow rule") && l.contains(&stranger.pair.fingerprint))
+        .unwrap();
+    assert!(
+        line.contains("CN=nobody") && line.contains("partners"),
+        "{line}"
+    );
+    assert_eq!(
+        metric(
+            api,
+            r#"hotproxy_client_auth_denied_total{listener="partners",reason="not_allowed"}"#
+        )
+        .await,
+        // The matrix's refusals, the stranger's second, and the later one.
+        7.0
+    );
+    assert_eq!(
+        metric(
+            api,
+            r#"hotproxy_client_auth_denied_total{listener="partners",reason="route_not_allowed"}"#
+        )
+        .await,
+        2.0
+    );
+    // No certificate at all in require_and_verify: refused, counted apart.
+    assert!(matches!(
+        outcome(addr, cfg_for(&w, None), "/").await,
+        Outcome::Refused(_)
+    ));
+}
+
+/// Rules set through `PUT /api/v1/listeners/{name}/client-auth` and by a
+/// config reload apply from the next handshake; a client that holds a
+/// session from before never resumes past them (listeners with client auth
+/// issue no tickets, so every connection is a full, re-checked handshake).
+#[tokio::test]
+async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let bob = w.pki.client("bob", None, &[]);
+    let rules = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: alice }]";
+    let path = config(&w, rules, "", "", "");
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+    // One client config per identity, kept across connections: its
+    // session cache is what a resuming client would use.
+    let alice_cfg = cfg_for(&w, Some(&alice));
+    let bob_cfg = cfg_for(&w, Some(&bob));
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    assert_eq!(outcome(addr, bob_cfg.clone(), "/").await, DENIED);
+    let tls = connect(addr, "localhost", alice_cfg.clone()).await.unwrap();
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    drop(tls);
+
+    let put = |body: serde_json::Value| async move {
+        admin(
+            api,
+            "PUT",
+            "/api/v1/listeners/partners/client-auth",
+            Some(EDITOR),
+            Some(body),
+            &[],
+        )
+        .await
+    };
+    let r = put(json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
+    let r = admin(
+        api,
+        "GET",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
+    let r = admin(api, "GET", "/api/v1/listeners", Some(EDITOR), None, &[]).await;
+    assert_eq!(r.json()[0]["client_auth"]["allow"], json!([{"cn": "bob"}]));
+    // Alice's client still holds her session: she is re-checked and refused.
+    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    // A malformed rule is refused with the reason; the live rules stay.
+    let r =
+        put(json!({"mode": "require_and_verify", "allow": [{"fingerprint_sha256": "xyz"}]})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("fingerprint_sha256"), "{}", r.body);
+    let r = put(json!({"mode": "request", "allow": [{"cn": "bob"}]})).await;
+    assert_eq!(r.status, 400, "allow without verification: {}", r.body);
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    // `allow: null` lifts the rules: every verified client again.
+    let r = put(json!({"mode": "require_and_verify", "allow": null})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+}
+
+/// A PUT whose mode verifies no one keeps the listener's `allow` rules, as
+/// it keeps its `ca` (they apply again once a mode verifies): an absent
+/// `allow` keeps the rules, `null` removes them. They used to be dropped,
+/// so switching to `none` and back admitted every certificate of the CA.
+#[tokio::test]
+async fn a_mode_that_does_not_verify_keeps_the_allow_rules() {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let bob = w.pki.client("bob", None, &[]);
+    let rules = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: bob }]";
+    let path = config(&w, rules, "", "", "");
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+    let (alice_cfg, bob_cfg) = (cfg_for(&w, Some(&alice)), cfg_for(&w, Some(&bob)));
+    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
+    let put = |body: serde_json::Value| async move {
+        admin(
+            api,
+            "PUT",
+            "/api/v1/listeners/partners/client-auth",
+            Some(EDITOR),
+            Some(body),
+            &[],
+        )
+        .await
+    };
+    let r = put(json!({"mode": "none"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Kept, like the CA, though neither applies while nothing is verified.
+    assert_eq!(r.json()["ca"], "partners-ca", "{}", r.body);
+    assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]), "{}", r.body);
+    assert_eq!(
+        outcome(addr, cfg_for(&w, None), "/").await,
+        Outcome::Status(200)
+    );
+    let r = put(json!({"mode": "require_and_verify"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["ca"], "partners-ca", "{}", r.body);
+    assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]), "{}", r.body);
+    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    // `null` still removes them, whatever the mode.
+    let r = put(json!({"mode": "request", "allow": null})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["allow"], json!(null), "{}", r.body);
+    let r = put(json!({"mode": "require_and_verify"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["allow"], json!(null), "{}", r.body);
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+}
+
+/// Rules set through the API stay across reloads of an unrelated change,
+/// and give way when the file's `client_auth` of that listener changes:
+/// an operator who takes a client out of the file's rules (to revoke it)
+/// must not find the API's rules still letting it in. They used to win
+/// until the listener was removed or the process restarted.
+#[tokio::test]
+async fn a_file_edit_of_client_auth_replaces_rules_set_through_the_api() {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let bob = w.pki.client("bob", None, &[]);
+    let rules = |cn: &str| {
+        format!(
+            "        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]"
+        )
+    };
+    let path = config(&w, &rules("alice"), "", "", "");
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+    let (alice_cfg, bob_cfg) = (cfg_for(&w, Some(&alice)), cfg_for(&w, Some(&bob)));
+    let r = admin(
+        api,
+        "PUT",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        Some(json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    // An edit elsewhere in the listener keeps the API's rules ...
+    config(
+        &w,
+        &rules("alice"),
+        "    limits: { idle_timeout: 30s }",
+        "",
+        "",
+    );
+    p.signal("HUP");
+    p.wait_log("the first reload", |v| {
+        v["message"] == "configuration reloaded"
+    })
+    .await;
+    assert_eq!(
+        outcome(addr, bob_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
+    // ... an edit of its client_auth replaces them.
+    config(
+        &w,
+        &rules("carol"),
+        "    limits: { idle_timeout: 30s }",
+        "",
+        "",
+    );
+    p.signal("HUP");
+    p.wait_log("the API's rules replaced", |v| {
+        v["message"] == "the configuration file's client_auth replaces the one set through the API"
+            && v["listener"] == "partners"
+    })
+    .await;
+    assert_eq!(outcome(addr, bob_cfg.clone(), "/").await, DENIED);
+    let r = admin(
+        api,
+        "GET",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.json()["allow"], json!([{"cn": "carol"}]));
+}
+
+/// Rules hot-reload with the config file (SIGHUP), for the next handshake.
+#[tokio::test]
+async fn rules_reload_with_the_config() {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let rules = |cn: &str| {
+        format!(
+            "        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]"
+        )
+    };
+    let path = config(&w, &rules("alice"), "", "", "");
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("partners").await;
+    let alice_cfg = cfg_for(&w, Some(&alice));
+    assert_eq!(
+        outcome(addr, alice_cfg.clone(), "/").await,
+        Outcome::Status(200)
+    );
+    config(&w, &rules("bob"), "", "", "");
+    p.signal("HUP");
+    wait_until(
+        Duration::from_secs(10),
+        "the new rules applied (alice denied)",
+        || async { outcome(addr, alice_cfg.clone(), "/").await == DENIED },
+    )
+    .await;
+}
+
+/// `hotproxy check` refuses a malformed rule and names its line.
+#[tokio::test]
+async fn check_names_the_line_of_a_malformed_rule() {
+    let w = world().await;
+    let rules = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow:\n          - cn: ok\n          - uri_san: \"spiffe://x/**/y\"";
+    let path = config(&w, rules, "", "", "");
+    let (code, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}{err}");
+    let text = format!("{out}{err}");
+    let line = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("spiffe://x/**/y"))
+        .unwrap()
+        + 1;
+    assert!(
+        text.contains(&format!("line {line}")),
+        "line {line} not named: {text}"
+    );
+    assert!(text.contains("uri_san"), "{text}");
+}

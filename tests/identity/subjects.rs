@@ -1,0 +1,294 @@
+//! Subjects and SANs as OpenSSL writes them, escaped, and read by rules in every string type.
+
+use std::time::Duration;
+
+use rcgen::{DistinguishedName, DnType, DnValue};
+
+use crate::common::*;
+use crate::support::*;
+
+/// What OpenSSL prints for `pem`'s subject or issuer (`-subject` /
+/// `-issuer`) with `-nameopt RFC2253`: nginx's `$ssl_client_s_dn` and
+/// `$ssl_client_i_dn`, Envoy's XFCC `Subject`.
+fn openssl_rfc2253(scene: &Scene, pem: &str, which: &str) -> String {
+    let path = scene.path("openssl-dn.pem");
+    write(&path, pem);
+    let out = output_within_deadline(
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", which, "-nameopt", "RFC2253", "-in"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let prefix = format!("{}=", &which[1..]);
+    text.trim_end_matches('\n')
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned()
+}
+
+/// `ingress_nginx`'s DNs and XFCC's `Subject` are what nginx and Envoy send
+/// (OpenSSL's `XN_FLAG_RFC2253`), checked against the `openssl` tool for
+/// a subject holding every attribute type of the arcs DNs use (X.520,
+/// RFC 1274, PKCS #9, EV jurisdiction, RFC 3739), a type OpenSSL does not
+/// know, and values that need escaping: separators, a leading `#`, a
+/// trailing space, a control character, UTF-8, BMP and Universal strings.
+/// Non-ASCII is escaped byte by byte (`zo\C3\AB`), so the headers are
+/// sent, not dropped, in `headers` mode too.
+#[tokio::test]
+async fn distinguished_names_are_written_as_openssl_writes_them() {
+    let w = world().await;
+    // Every attribute type of the arcs, each with a plain value.
+    let mut every_type = DistinguishedName::new();
+    let arcs: [(&[u64], std::ops::RangeInclusive<u64>); 5] = [
+        (&[2, 5, 4], 0..=110),
+        (&[0, 9, 2342, 19_200_300, 100, 1], 0..=60),
+        (&[1, 2, 840, 113_549, 1, 9], 0..=25),
+        (&[1, 3, 6, 1, 4, 1, 311, 60, 2, 1], 1..=3),
+        (&[1, 3, 6, 1, 5, 5, 7, 9], 1..=5),
+    ];
+    for (arc, range) in arcs {
+        for i in range {
+            let mut oid = arc.to_vec();
+            oid.push(i);
+            every_type.push(
+                DnType::CustomDnType(oid),
+                DnValue::Utf8String(format!("v{i}")),
+            );
+        }
+    }
+    every_type.push(DnType::CustomDnType(vec![1, 3, 9999, 1]), "unknown type");
+    // Values that need escaping, in every string type a CA may use.
+    let mut awkward = DistinguishedName::new();
+    let utf8 = |v: &str| DnValue::Utf8String(v.to_owned());
+    awkward.push(
+        DnType::OrganizationName,
+        utf8("Zoë \"Q\" Müller, Inc; <x>+y\\z"),
+    );
+    awkward.push(DnType::OrganizationalUnitName, utf8("#lead and trail "));
+    awkward.push(DnType::OrganizationalUnitName, utf8("tab\there\u{7f}"));
+    awkward.push(
+        DnType::LocalityName,
+        DnValue::BmpString("Łódź".try_into().unwrap()),
+    );
+    awkward.push(
+        DnType::StateOrProvinceName,
+        DnValue::UniversalString("日本".try_into().unwrap()),
+    );
+    awkward.push(
+        DnType::CountryName,
+        DnValue::PrintableString("DE".try_into().unwrap()),
+    );
+    awkward.push(DnType::CommonName, utf8("zoë"));
+
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }
+      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }"#;
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    // (name, parts it must hold, whether XFCC's headers can carry it: the
+    // PEMs make XFCC about six times the size of the certificate, and the
+    // backend takes 16 KiB of headers)
+    for (name, must_hold, xfcc_fits) in [
+        (
+            every_type,
+            &["jurisdictionC=v3", "SN=v4", "1.3.9999.1=#0C"][..],
+            false,
+        ),
+        (
+            awkward,
+            &[r#"O=Zo\C3\AB \"Q\" M\C3\BCller\, Inc\; \<x\>\+y\\z"#][..],
+            true,
+        ),
+    ] {
+        let client = w.pki.client_named(name, &[]);
+        let leaf_pem = client
+            .pair
+            .cert_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .unwrap();
+        let subject = openssl_rfc2253(&w.scene, leaf_pem, "-subject");
+        let issuer = openssl_rfc2253(&w.scene, leaf_pem, "-issuer");
+        // The check is only as good as the name is rich.
+        for part in must_hold {
+            assert!(subject.contains(part), "{part} not in {subject}");
+        }
+        let cfg = cfg_for(&w, Some(&client));
+        let h = seen(addr, cfg.clone(), "/nginx", &[]).await;
+        assert_eq!(h["ssl-client-subject-dn"], subject.as_str());
+        assert_eq!(h["ssl-client-issuer-dn"], issuer.as_str());
+        if !xfcc_fits {
+            continue;
+        }
+        let h = seen(addr, cfg.clone(), "/xfcc", &[]).await;
+        let xfcc = parse_xfcc(h["x-forwarded-client-cert"].as_str().unwrap());
+        let got = xfcc
+            .iter()
+            .find(|(k, _)| k == "Subject")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(got, Some(subject.as_str()));
+        // hotproxy's own header: the certificate's order, every byte a
+        // header cannot carry escaped the same way, never dropped.
+        let h = seen(addr, cfg, "/api", &[]).await;
+        let own = h["x-client-cert-subject"]
+            .as_str()
+            .expect("X-Client-Cert-Subject sent");
+        assert!(own.ends_with(r"C=DE, CN=zo\C3\AB"), "{own}");
+        assert!(own.contains(r"L=\C5\81\C3\B3d\C5\BA"), "{own}");
+    }
+    drop(p);
+}
+
+/// A certificate value cannot pose as another attribute upstream: a
+/// common name of `evil, OU=ops` (a CA that signs what the requester asks
+/// for) reaches the backend escaped as RFC 4514 says, in
+/// `X-Client-Cert-Subject`, XFCC's `Subject` and the access log; the
+/// route's `allow` on `ou` still sees the one real OU. A SAN holding a
+/// comma stays one entry of the comma-separated SAN headers, and one
+/// holding a `%` decodes to itself, not to another name.
+#[tokio::test]
+async fn subject_values_cannot_pose_as_other_attributes() {
+    let w = world().await;
+    let client = w.pki.client("evil, OU=ops", Some("payments"), &[]);
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
+      - { path_prefix: /ops, upstream: app, allow: [{ ou: ops }] }"#;
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let mut p = Proxy::start(&config(&w, auth, "", routes, &extra));
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, Some(&client));
+    let escaped = r"CN=evil\, OU=ops, OU=payments";
+    let h = seen(addr, cfg.clone(), "/api", &[]).await;
+    assert_eq!(h["x-client-cert-subject"], escaped, "{h}");
+    // The same for SANs in the comma-separated headers: one entry each.
+    let sans = w.pki.client(
+        "sans",
+        None,
+        &[
+            uri("spiffe://evil/x,spiffe://cluster.local/ns/prod/sa/admin"),
+            uri("spiffe://cluster.local/ns/prod/sa/billing"),
+            dns("a.example, b.example"),
+        ],
+    );
+    let h = seen(addr, cfg_for(&w, Some(&sans)), "/api", &[]).await;
+    assert_eq!(
+        h["x-client-cert-uri-sans"],
+        "spiffe://evil/x%2Cspiffe://cluster.local/ns/prod/sa/admin, spiffe://cluster.local/ns/prod/sa/billing",
+        "{h}"
+    );
+    assert_eq!(
+        h["x-client-cert-dns-sans"], "a.example%2C%20b.example",
+        "{h}"
+    );
+    // So is a `%` (`%25`): a backend that decodes each entry gets the SAN
+    // back, not `.../sa/admin` for `.../sa/%61dmin`, and a literal `%2C`
+    // is not taken for a comma.
+    let pct = w.pki.client(
+        "pct",
+        None,
+        &[
+            uri("spiffe://cluster.local/ns/prod/sa/%61dmin"),
+            uri("spiffe://evil/x%2Cspiffe://cluster.local/ns/prod/sa/admin"),
+            dns("a%2Cb.example"),
+        ],
+    );
+    let h = seen(addr, cfg_for(&w, Some(&pct)), "/api", &[]).await;
+    assert_eq!(
+        h["x-client-cert-uri-sans"],
+        "spiffe://cluster.local/ns/prod/sa/%2561dmin, spiffe://evil/x%252Cspiffe://cluster.local/ns/prod/sa/admin",
+        "{h}"
+    );
+    assert_eq!(h["x-client-cert-dns-sans"], "a%252Cb.example", "{h}");
+    let decoded: Vec<String> = h["x-client-cert-uri-sans"]
+        .as_str()
+        .unwrap()
+        .split(", ")
+        .map(|e| {
+            percent_encoding::percent_decode_str(e)
+                .decode_utf8()
+                .unwrap()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        decoded,
+        [
+            "spiffe://cluster.local/ns/prod/sa/%61dmin",
+            "spiffe://evil/x%2Cspiffe://cluster.local/ns/prod/sa/admin"
+        ]
+    );
+    let h = seen(addr, cfg.clone(), "/xfcc", &[]).await;
+    let xfcc = parse_xfcc(h["x-forwarded-client-cert"].as_str().unwrap());
+    let subject = xfcc.iter().find(|(k, _)| k == "Subject").map(|(_, v)| v);
+    assert_eq!(
+        subject.map(String::as_str),
+        Some(r"OU=payments,CN=evil\, OU=ops"),
+        "{xfcc:?}"
+    );
+    assert_eq!(outcome(addr, cfg, "/ops").await, Outcome::Status(403));
+    let line = &wait_access_log(&log, 1, Duration::from_secs(10)).await[0];
+    assert_eq!(line["client_subject"], escaped, "{line}");
+    drop(p);
+}
+
+/// `cn` and `ou` rules read a name's values as the subject header writes
+/// them, in every string type a CA uses: AD CS writes BMPString, older
+/// PKIs T61String or UniversalString. A BMPString `CN=ops` used to match
+/// no `cn: ops` rule (x509-parser's `as_str` knows only four types) while
+/// `X-Client-Cert-Subject` said `CN=ops`, so the rules refused a client
+/// the header named.
+#[tokio::test]
+async fn cn_and_ou_rules_read_every_string_type() {
+    let w = world().await;
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /ops, upstream: app, allow: [{ cn: ops, ou: payments }] }
+      - { path_prefix: /any, upstream: app }"#;
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let named = |cn: DnValue, ou: DnValue| {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationalUnitName, ou);
+        dn.push(DnType::CommonName, cn);
+        w.pki.client_named(dn, &[])
+    };
+    for (cn, ou, want) in [
+        (
+            DnValue::BmpString("ops".try_into().unwrap()),
+            DnValue::BmpString("payments".try_into().unwrap()),
+            200,
+        ),
+        (
+            DnValue::UniversalString("ops".try_into().unwrap()),
+            DnValue::TeletexString("payments".try_into().unwrap()),
+            200,
+        ),
+        (
+            DnValue::BmpString("dev".try_into().unwrap()),
+            DnValue::BmpString("payments".try_into().unwrap()),
+            403,
+        ),
+    ] {
+        let client = named(cn, ou);
+        let cfg = cfg_for(&w, Some(&client));
+        assert_eq!(
+            outcome(addr, cfg.clone(), "/any").await,
+            Outcome::Status(200)
+        );
+        let h = seen(addr, cfg.clone(), "/any", &[]).await;
+        let subject = h["x-client-cert-subject"].as_str().unwrap_or_default();
+        assert!(subject.contains("CN="), "{h}");
+        assert_eq!(
+            outcome(addr, cfg, "/ops").await,
+            Outcome::Status(want),
+            "{subject}"
+        );
+    }
+}
