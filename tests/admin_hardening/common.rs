@@ -1,0 +1,109 @@
+//! Shared here: the admin API in front of a proxy, raw requests, CA bodies and their refusals.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+pub const EDITOR: &str = "editor-token-6a1f0c2d9e8b7a65";
+
+/// A proxy with an editor token, a store, and a listener `public` serving
+/// `edge` from files in the scene's `pki/` directory (so the default
+/// `store.file_roots` is that directory). Nothing is watched: only the API
+/// changes what is served.
+pub struct Api {
+    pub s: Scene,
+    pub ca: TestCa,
+    pub p: Proxy,
+    pub addr: SocketAddr,
+    pub api: SocketAddr,
+}
+
+impl Api {
+    pub async fn start(extra: &str) -> Api {
+        Api::with_store("{ path: data/store.json, key_file: keys/store.key }", extra).await
+    }
+
+    /// Like `start`, with this `store:` section.
+    pub async fn with_store(store: &str, extra: &str) -> Api {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        let edge = ca.server_pair(&["localhost"]);
+        s.pair("pki/edge", &edge);
+        write(&s.path("pki/ca.crt"), &ca.cert_pem);
+        write(&s.path("editor.token"), EDITOR);
+        let cfg = s.config(&format!(
+            r#"
+watch: {{ events: false, poll_interval: 1h }}
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{{ role: editor, token_file: editor.token }}]
+store: {store}
+{extra}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: pki/edge.crt, key_file: pki/edge.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: edge }}]
+"#
+        ));
+        let mut p = Proxy::start(&cfg);
+        let addr = p.listener_addr("public").await;
+        let api = p.admin_addr().await;
+        Api {
+            s,
+            ca,
+            p,
+            addr,
+            api,
+        }
+    }
+
+    /// Stop the proxy and start it again on the same scene (its store,
+    /// its key): what a restart reads back.
+    pub async fn restart(&mut self) {
+        self.p = Proxy::start(&self.s.path("config.yaml"));
+        self.addr = self.p.listener_addr("public").await;
+        self.api = self.p.admin_addr().await;
+    }
+
+    pub async fn editor(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> AdminReply {
+        admin(self.api, method, path, Some(EDITOR), body, &[]).await
+    }
+}
+
+/// Raw request bytes to `addr`; the whole answer until the server closes
+/// (bounded by a deadline, so a hang fails instead of stalling the suite).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut out))
+        .await
+        .expect("the admin listener answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The 400 message for `ca_file: path` at `endpoint`, with the path itself
+/// replaced by `PATH` (the caller gave it; what matters is the rest).
+pub async fn refusal(a: &Api, endpoint: &str, path: &str) -> String {
+    let body = json!({"id": "probe", "type": "ca-bundle", "source": "file", "ca_file": path});
+    let r = a.editor("POST", endpoint, Some(body)).await;
+    assert_eq!(r.status, 400, "{endpoint} {path}: {}", r.body);
+    r.json()["message"].as_str().unwrap().replace(path, "PATH")
+}
+
+pub fn inline_ca(id: &str, ca: &TestCa) -> serde_json::Value {
+    json!({"id": id, "type": "ca-bundle", "source": "inline", "ca_pem": ca.cert_pem})
+}

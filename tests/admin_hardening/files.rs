@@ -1,0 +1,207 @@
+//! Files a body names: FIFOs, devices, directories, huge files, paths outside `store.file_roots`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::support;
+use crate::support::*;
+
+fn ca_file(id: &str, path: &std::path::Path) -> serde_json::Value {
+    json!({"id": id, "type": "ca-bundle", "source": "file", "ca_file": path})
+}
+
+/// A FIFO as `ca_file` (create and validate) once froze the reloader
+/// (open(2) waits for a writer) and, on one worker, the data plane. Now
+/// both calls are refused at once, naming the file, while a rotation of
+/// another entry goes through and is served.
+#[tokio::test]
+async fn fifo_as_ca_file_is_refused_and_rotations_go_on() {
+    let a = Api::start("runtime: { worker_threads: 1 }").await;
+    let fifo = a.s.path("pki/fifo.crt");
+    mkfifo(&fifo);
+    let (api, body) = (a.api, ca_file("fifo", &fifo));
+    let create = tokio::spawn(async move {
+        admin(api, "POST", "/api/v1/certs", Some(EDITOR), Some(body), &[]).await
+    });
+    let body = ca_file("fifo", &fifo);
+    let validate = tokio::spawn(async move {
+        admin(
+            api,
+            "POST",
+            "/api/v1/certs/validate",
+            Some(EDITOR),
+            Some(body),
+            &[],
+        )
+        .await
+    });
+    // Meanwhile: rotate `edge` through the API; the new leaf is served.
+    let next = a.ca.server_pair(&["localhost"]);
+    support::writers::mv_over(&a.s.path("pki/edge.key"), &next.key_pem);
+    support::writers::mv_over(&a.s.path("pki/edge.crt"), &next.cert_pem);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        a.editor("POST", "/api/v1/certs/edge/reload", None),
+    )
+    .await
+    .expect("a rotation is answered while a FIFO is named");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let leaf = served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+    assert_eq!(leaf, next.fingerprint);
+    for (what, call) in [("create", create), ("validate", validate)] {
+        let r = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .unwrap_or_else(|_| panic!("{what} with a FIFO never answered"))
+            .unwrap();
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+        let m = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            m.contains(&fifo.display().to_string()) && m.contains("not a regular file"),
+            "{what}: {m}"
+        );
+    }
+    assert_eq!(
+        a.editor("GET", "/api/v1/certs/fifo", None).await.status,
+        404
+    );
+}
+
+/// `/dev/zero` (behind a link in a root), a directory and an oversize file
+/// are refused with a message naming the file; nothing is allocated for
+/// them and the proxy goes on serving.
+#[tokio::test]
+async fn devices_directories_and_huge_files_are_refused() {
+    let a = Api::start("").await;
+    let zero = a.s.path("pki/zero.crt");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let big = a.s.path("pki/big.crt");
+    std::fs::write(&big, vec![b'A'; (1 << 20) + 1]).unwrap();
+    for (path, want) in [
+        (zero, "not a regular file (a character device)"),
+        (a.s.path("pki"), "not a regular file (a directory)"),
+        (big, "larger than the 1048576-byte limit"),
+    ] {
+        for endpoint in ["/api/v1/certs", "/api/v1/certs/validate"] {
+            let r = a.editor("POST", endpoint, Some(ca_file("x", &path))).await;
+            assert_eq!(r.status, 400, "{endpoint} {}: {}", path.display(), r.body);
+            let m = r.json()["message"].as_str().unwrap().to_owned();
+            assert!(
+                m.contains(&path.display().to_string()) && m.contains(want),
+                "{endpoint}: {m}"
+            );
+        }
+    }
+    served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+}
+
+/// Paths outside `store.file_roots` (default: the directories of the
+/// configuration's own entries) are refused before anything is opened,
+/// with the same message whether the file exists or not; `..` cannot
+/// climb out. An explicit `file_roots` replaces the default.
+#[tokio::test]
+async fn paths_outside_file_roots_are_refused_alike() {
+    let a = Api::start("").await;
+    let missing = format!("/etc/hotproxy-no-such-file-{}", std::process::id());
+    let climb = format!("{}/../../../../../../etc/passwd", a.s.path("pki").display());
+    for endpoint in ["/api/v1/certs", "/api/v1/certs/validate"] {
+        let exists = refusal(&a, endpoint, "/etc/passwd").await;
+        assert!(exists.contains("store.file_roots"), "{exists}");
+        assert_eq!(exists, refusal(&a, endpoint, &missing).await, "{endpoint}");
+        assert_eq!(exists, refusal(&a, endpoint, &climb).await, "{endpoint}");
+        assert_eq!(exists, refusal(&a, endpoint, "/root").await, "{endpoint}");
+    }
+    // A key file outside the roots is refused too (the second field).
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(json!({"id": "p", "type": "server-pair", "source": "file",
+                "cert_file": a.s.path("pki/edge.crt"), "key_file": "/etc/shadow"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("key_file"), "{}", r.body);
+    // Inside the default root: accepted.
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(ca_file("inside", &a.s.path("pki/ca.crt"))),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Explicit roots: only `other/` (the config's own pki/ is no longer one).
+    let b = Api::with_store(
+        "{ path: data/store.json, key_file: keys/store.key, file_roots: [other] }",
+        "",
+    )
+    .await;
+    write(&b.s.path("other/ca.crt"), &b.ca.cert_pem);
+    let r = b
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(ca_file("in-pki", &b.s.path("pki/ca.crt"))),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = b
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(ca_file("in-other", &b.s.path("other/ca.crt"))),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// A stored entry's files are the editor's choice, not the operator's: a
+/// PUT of one is held to `store.file_roots` as they are now, even with the
+/// paths it already has. Once the operator narrows the roots, re-sending an
+/// entry's old paths used to pass (only changed paths were checked) and be
+/// persisted again.
+#[tokio::test]
+async fn a_stored_entry_put_with_its_own_paths_is_held_to_the_current_roots() {
+    let mut a = Api::with_store(
+        "{ path: data/store.json, key_file: keys/store.key, file_roots: [old] }",
+        "",
+    )
+    .await;
+    let old = a.s.path("old/ca.crt");
+    write(&old, &a.ca.cert_pem);
+    let r = a
+        .editor("POST", "/api/v1/certs", Some(ca_file("stored", &old)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // The operator narrows the roots; the reload applies them live.
+    let cfg = a.s.path("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    write(
+        &cfg,
+        &text.replace("file_roots: [old]", "file_roots: [new]"),
+    );
+    a.p.signal("HUP");
+    a.p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    let stored = std::fs::read(a.s.path("data/store.json")).unwrap();
+    let r = a
+        .editor("PUT", "/api/v1/certs/stored", Some(ca_file("stored", &old)))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        m.contains("ca_file")
+            && m.contains(&old.display().to_string())
+            && m.contains("store.file_roots"),
+        "{m}"
+    );
+    // Nothing persisted again.
+    assert_eq!(std::fs::read(a.s.path("data/store.json")).unwrap(), stored);
+}

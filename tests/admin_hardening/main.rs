@@ -1,0 +1,14 @@
+//! The admin API against hostile input: raw bytes in paths, scheme case,
+//! HEAD, files that are not files, paths outside `store.file_roots`, a
+//! planted temp file, a store directory that cannot be written.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod common;
+
+// The tests, by theme.
+mod bodies;
+mod files;
+mod requests;
+mod store;
