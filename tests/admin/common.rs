@@ -1,0 +1,107 @@
+//! Shared here: the tokens and the Admin world, a proxy with its admin API and an encrypted store.
+
+use std::net::SocketAddr;
+
+use crate::support::*;
+
+pub const EDITOR: &str = "editor-token-6a1f0c2d9e8b7a65";
+pub const VIEWER: &str = "viewer-token-0b9c8d7e6f5a4b3c";
+
+/// A scene with two tokens, a store, and a listener `public` serving
+/// `edge`; nothing is watched (events off, an hourly poll), so only the
+/// API can change what is served.
+pub struct Admin {
+    pub s: Scene,
+    pub ca: TestCa,
+    pub edge: TestPair,
+    pub clients: TestCa,
+    pub p: Proxy,
+    pub addr: SocketAddr,
+    pub api: SocketAddr,
+    /// Every response body seen, for the key-material check.
+    pub seen: Vec<String>,
+}
+
+impl Admin {
+    pub async fn start(extra_certs: &str) -> Admin {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        let clients = TestCa::new("clients");
+        let edge = ca.server_pair(&["localhost"]);
+        s.pair("edge", &edge);
+        write(&s.path("clients-ca.crt"), &clients.cert_pem);
+        write(&s.path("editor.token"), &format!("{EDITOR}\n"));
+        write(&s.path("viewer.token"), VIEWER);
+        let cfg = s.config(&format!(
+            r#"
+watch: {{ events: false, poll_interval: 1h }}
+admin:
+  bind: 127.0.0.1:0
+  tokens:
+    - {{ role: editor, token_file: editor.token }}
+    - {{ role: viewer, token_file: viewer.token }}
+store: {{ path: data/store.json, key_file: data/store.key }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+  - {{ id: clients, type: ca-bundle, ca_file: clients-ca.crt }}
+{extra_certs}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: edge }}]
+"#
+        ));
+        let mut p = Proxy::start(&cfg);
+        let addr = p.listener_addr("public").await;
+        let api = p.admin_addr().await;
+        Admin {
+            s,
+            ca,
+            edge,
+            clients,
+            p,
+            addr,
+            api,
+            seen: Vec::new(),
+        }
+    }
+
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> AdminReply {
+        let r = admin(self.api, method, path, token, body, &[]).await;
+        self.seen.push(r.body.clone());
+        r
+    }
+
+    pub async fn editor(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> AdminReply {
+        self.call(method, path, Some(EDITOR), body).await
+    }
+
+    /// No response and no log line carried a private key, a key PEM line or a token.
+    pub fn assert_nothing_leaked(&self, keys: &[&str]) {
+        let logs = self.p.logs();
+        for text in self.seen.iter().chain(logs.iter()) {
+            assert!(!text.contains("PRIVATE KEY"), "key marker in: {text}");
+            assert!(
+                !text.contains(EDITOR) && !text.contains(VIEWER),
+                "token in: {text}"
+            );
+            for key in keys {
+                for line in pem_body_lines(key) {
+                    assert!(!text.contains(&line), "key material in: {text}");
+                }
+            }
+        }
+    }
+}
