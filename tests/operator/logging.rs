@@ -1,0 +1,138 @@
+//! What is logged and counted: SIGHUP, a restored config, a kubelet swap with nothing above INFO.
+
+use crate::common::*;
+use crate::support;
+use crate::support::*;
+
+/// Every SIGHUP says how it went and counts; a configuration restored after
+/// a rejected one is logged and counted (before: nothing moved); an applied
+/// one says what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_a_restored_config_are_logged_and_counted() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let yaml = |prefix: &str| {
+        format!(
+            r#"
+admin: {{ bind: "127.0.0.1:0" }}
+watch: {{ debounce: 20ms, poll_interval: 200ms }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [ {{ ref: edge }} ] }}
+    routes: [ {{ path_prefix: {prefix}, upstream: app }} ]
+upstreams:
+  - {{ name: app, servers: [http://127.0.0.1:9] }}
+"#
+        )
+    };
+    let good = yaml("/");
+    let config = s.config(&good);
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let ok = r#"hotproxy_config_reloads_total{result="success"}"#;
+    let bad = r#"hotproxy_config_reloads_total{result="failure"}"#;
+    assert_eq!(metric(api, ok).await, Some(0.0));
+
+    // SIGHUP with nothing changed: a successful reload, said and counted.
+    p.signal("HUP");
+    let done = p
+        .wait_log("SIGHUP outcome", |v| v["message"] == "SIGHUP: done")
+        .await;
+    assert_eq!(done["config"], "unchanged", "{done}");
+    assert_eq!(done["entries_refused"], 0, "{done}");
+    assert_eq!(done["level"], "INFO");
+    assert_eq!(metric(api, ok).await, Some(1.0));
+
+    // A broken configuration: rejected, counted.
+    write(&config, &good.replace("upstream: app", "upstream: nowhere"));
+    wait_until(WAIT, "rejection counted", || async move {
+        metric(api, bad).await == Some(1.0)
+    })
+    .await;
+    // Restored as it was: the confirmation the operator waits for.
+    write(&config, &good);
+    let restored = p
+        .wait_log("restored", |v| {
+            v["message"]
+                == "configuration restored: the file matches the running configuration again"
+        })
+        .await;
+    assert_eq!(restored["level"], "INFO");
+    wait_until(WAIT, "restore counted", || async move {
+        metric(api, ok).await == Some(2.0)
+    })
+    .await;
+
+    // A real change says what changed.
+    write(&config, &yaml("/api"));
+    let applied = p
+        .wait_log("applied", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(
+        applied["changes"], "listeners changed: public (routes)",
+        "{applied}"
+    );
+    wait_until(WAIT, "apply counted", || async move {
+        metric(api, ok).await == Some(3.0)
+    })
+    .await;
+}
+
+/// A kubelet Secret swap is routine: it logs nothing above INFO (before,
+/// notify's "Unable to remove the path from the watches: WatchNotFound"
+/// came out as a WARN on every renewal, paging log-based alerting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_swap_logs_nothing_above_info() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let kubelet = support::writers::Kubelet::new(&s.path("secret"));
+    let first = ca.server_pair(&["localhost"]);
+    kubelet.write(
+        &[("tls.crt", &first.cert_pem), ("tls.key", &first.key_pem)],
+        false,
+    );
+    let config = s.config(
+        r#"
+watch: { debounce: 20ms, poll_interval: 200ms }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: { certs: [ { cert_file: secret/tls.crt, key_file: secret/tls.key } ] }
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    // Three swaps, each seen served; the last one's reload comes after the
+    // previous swaps' directory removals were processed (events are in order).
+    for _ in 0..3 {
+        let next = ca.server_pair(&["localhost"]);
+        kubelet.write(
+            &[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)],
+            false,
+        );
+        let want = next.fingerprint.clone();
+        let ca_pem = ca.cert_pem.clone();
+        wait_until(WAIT, "the swap is served", || {
+            let (want, ca_pem) = (want.clone(), ca_pem.clone());
+            async move { served_leaf(addr, "localhost", &ca_pem).await.ok() == Some(want) }
+        })
+        .await;
+    }
+    let loud: Vec<String> = p
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["level"] == "WARN" || v["level"] == "ERROR")
+        })
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a routine swap logged:\n{}",
+        loud.join("\n")
+    );
+}
