@@ -1,12 +1,14 @@
 //! Chains written in steps: never served cut, shortened on purpose, cut after a failure.
 
+use std::net::SocketAddr;
+
 use crate::common::*;
 use crate::support;
 use crate::support::*;
 
 /// The leaf the listener serves for `localhost` and how many certificates
 /// it sends with it.
-async fn served_chain(addr: std::net::SocketAddr, ca: &str) -> (String, usize) {
+async fn served_chain(addr: SocketAddr, ca: &str) -> (String, usize) {
     let tls = connect(addr, "localhost", client_config(ca, None, &[b"http/1.1"]))
         .await
         .unwrap();
@@ -14,17 +16,21 @@ async fn served_chain(addr: std::net::SocketAddr, ca: &str) -> (String, usize) {
     (fingerprint(chain[0].as_ref()), chain.len())
 }
 
-/// A renewal written in place in two steps (`cat leaf > edge.crt; cat
-/// chain >> edge.crt`) leaves a whole leaf without its chain on disk for
-/// a moment, closed after writing. That parses cleanly; it used to be
-/// served at once, so clients that need the chain failed until the second
-/// step. Now it is waited for (pending, saying why) and the whole chain is
-/// served once written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chain_written_in_two_steps_is_not_served_cut() {
+/// The proxy serving `edge` (watched, with `settle_timeout`) as a leaf and
+/// the CA, seen served whole.
+struct Chained {
+    s: Scene,
+    ca: TestCa,
+    first: TestPair,
+    p: Proxy,
+    addr: SocketAddr,
+    api: SocketAddr,
+}
+
+async fn chained(settle: &str) -> Chained {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let config = watched_edge(&s, &ca, "1h");
+    let config = watched_edge(&s, &ca, settle);
     let first = ca.server_pair(&["localhost"]);
     s.pair("edge", &first);
     write(
@@ -38,31 +44,19 @@ async fn a_chain_written_in_two_steps_is_not_served_cut() {
         served_chain(addr, &ca.cert_pem).await,
         (first.fingerprint.clone(), 2)
     );
+    Chained {
+        s,
+        ca,
+        first,
+        p,
+        addr,
+        api,
+    }
+}
 
-    let next = ca.server_pair(&["localhost"]);
-    write(&s.path("edge.key"), &next.key_pem);
-    write(&s.path("edge.crt"), &next.cert_pem);
-    let (leaf, ca_pem) = (next.fingerprint.clone(), ca.cert_pem.clone());
-    wait_until(WAIT, "the leaf-only file looked at", || {
-        let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
-        async move {
-            let last = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-                .await
-                .json()["last_reload"]
-                .clone();
-            last["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("1 certificate(s) where 2 are served"))
-                || served_chain(addr, &ca_pem).await.0 == leaf
-        }
-    })
-    .await;
-    assert_eq!(
-        served_chain(addr, &ca.cert_pem).await.1,
-        2,
-        "a leaf without its chain was served"
-    );
-
+/// The second step of a two-step write: the CA appended to edge.crt after
+/// `next`'s leaf; then `next` is served with its chain.
+async fn chain_completed(s: &Scene, ca: &TestCa, addr: SocketAddr, next: &TestPair) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .append(true)
@@ -76,6 +70,47 @@ async fn a_chain_written_in_two_steps_is_not_served_cut() {
         async move { served_chain(addr, &ca_pem).await == (leaf, 2) }
     })
     .await;
+}
+
+/// A renewal written in place in two steps (`cat leaf > edge.crt; cat
+/// chain >> edge.crt`) leaves a whole leaf without its chain on disk for
+/// a moment, closed after writing. That parses cleanly; it used to be
+/// served at once, so clients that need the chain failed until the second
+/// step. Now it is waited for (pending, saying why) and the whole chain is
+/// served once written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_written_in_two_steps_is_not_served_cut() {
+    let Chained {
+        s,
+        ca,
+        p,
+        addr,
+        api,
+        ..
+    } = chained("1h").await;
+
+    let next = ca.server_pair(&["localhost"]);
+    write(&s.path("edge.key"), &next.key_pem);
+    write(&s.path("edge.crt"), &next.cert_pem);
+    let (leaf, ca_pem) = (next.fingerprint.clone(), ca.cert_pem.clone());
+    wait_until(WAIT, "the leaf-only file looked at", || {
+        let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
+        async move {
+            let last = last_reload(api).await;
+            last["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("1 certificate(s) where 2 are served"))
+                || served_chain(addr, &ca_pem).await.0 == leaf
+        }
+    })
+    .await;
+    assert_eq!(
+        served_chain(addr, &ca.cert_pem).await.1,
+        2,
+        "a leaf without its chain was served"
+    );
+
+    chain_completed(&s, &ca, addr, &next).await;
     assert!(
         !p.logs()
             .iter()
@@ -88,19 +123,14 @@ async fn a_chain_written_in_two_steps_is_not_served_cut() {
 /// out) is served once it has stayed for settle_timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_shortened_on_purpose_is_served_after_settle_timeout() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let config = watched_edge(&s, &ca, "300ms");
-    let first = ca.server_pair(&["localhost"]);
-    s.pair("edge", &first);
-    write(
-        &s.path("edge.crt"),
-        &(first.cert_pem.clone() + &ca.cert_pem),
-    );
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
-    let api = p.admin_addr().await;
-    assert_eq!(served_chain(addr, &ca.cert_pem).await.1, 2);
+    let Chained {
+        s,
+        ca,
+        first,
+        p: _p,
+        addr,
+        api,
+    } = chained("300ms").await;
     write(&s.path("edge.crt"), &first.cert_pem);
     let ca_pem = ca.cert_pem.clone();
     wait_until(WAIT, "the shorter chain served", || {
@@ -108,10 +138,7 @@ async fn a_chain_shortened_on_purpose_is_served_after_settle_timeout() {
         async move { served_chain(addr, &ca_pem).await.1 == 1 }
     })
     .await;
-    let last = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-        .await
-        .json()["last_reload"]
-        .clone();
+    let last = last_reload(api).await;
     assert_eq!(last["result"], "success", "{last}");
 }
 
@@ -124,33 +151,20 @@ async fn a_chain_shortened_on_purpose_is_served_after_settle_timeout() {
 /// its first read, with the warning and without waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_cut_after_a_failure_is_waited_for_anew() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let config = watched_edge(&s, &ca, "300ms");
-    let first = ca.server_pair(&["localhost"]);
-    s.pair("edge", &first);
-    write(
-        &s.path("edge.crt"),
-        &(first.cert_pem.clone() + &ca.cert_pem),
-    );
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
-    let api = p.admin_addr().await;
-    assert_eq!(
-        served_chain(addr, &ca.cert_pem).await,
-        (first.fingerprint.clone(), 2)
-    );
+    let Chained {
+        s,
+        ca,
+        mut p,
+        addr,
+        api,
+        ..
+    } = chained("300ms").await;
 
     std::fs::remove_file(s.path("edge.crt")).unwrap();
     wait_until(
         WAIT,
         "the missing file counted as a failure",
-        || async move {
-            admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-                .await
-                .json()["last_reload"]["result"]
-                == "failure"
-        },
+        || async move { last_reload(api).await["result"] == "failure" },
     )
     .await;
 
@@ -184,17 +198,5 @@ async fn a_chain_cut_after_a_failure_is_waited_for_anew() {
         "the leaf without its chain was served without waiting for the writer"
     );
 
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.path("edge.crt"))
-        .unwrap();
-    f.write_all(ca.cert_pem.as_bytes()).unwrap();
-    drop(f);
-    let (leaf, ca_pem) = (next.fingerprint.clone(), ca.cert_pem.clone());
-    wait_until(WAIT, "the whole renewed chain served", || {
-        let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
-        async move { served_chain(addr, &ca_pem).await == (leaf, 2) }
-    })
-    .await;
+    chain_completed(&s, &ca, addr, &next).await;
 }

@@ -3,6 +3,17 @@
 use crate::common::*;
 use crate::support::*;
 
+/// `/metrics`' series (no `#` lines) of the entry `spare`.
+async fn spare_series(api: std::net::SocketAddr) -> Vec<String> {
+    admin(api, "GET", "/metrics", None, None, &[])
+        .await
+        .body
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("entry=\"spare\""))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// An entry removed from the configuration leaves `/metrics` with all its
 /// series (before, its reload counters stayed: dashboards and alerts kept
 /// seeing an entry that no longer exists).
@@ -13,35 +24,14 @@ async fn a_removed_entry_leaves_metrics() {
     s.pair("edge", &ca.server_pair(&["localhost"]));
     s.pair("spare", &ca.server_pair(&["spare.example"]));
     let yaml = |spare: bool| {
-        format!(
-            r#"
-admin: {{ bind: "127.0.0.1:0" }}
-watch: {{ debounce: 20ms, poll_interval: 200ms }}
-certs:
-  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
-{}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [ {{ ref: edge }} ] }}
-"#,
-            if spare {
-                "  - { id: spare, type: server-pair, cert_file: spare.crt, key_file: spare.key }"
-            } else {
-                ""
-            }
-        )
+        let entry =
+            "  - { id: spare, type: server-pair, cert_file: spare.crt, key_file: spare.key }";
+        edge_yaml(WATCHED, if spare { entry } else { "" }, "", "")
     };
     let config = s.config(&yaml(true));
     let mut p = Proxy::start(&config);
     let api = p.admin_addr().await;
-    let has_spare = || async move {
-        admin(api, "GET", "/metrics", None, None, &[])
-            .await
-            .body
-            .lines()
-            .any(|l| !l.starts_with('#') && l.contains("entry=\"spare\""))
-    };
+    let has_spare = || async move { !spare_series(api).await.is_empty() };
     assert!(has_spare().await, "spare is measured while it exists");
     write(&config, &yaml(false));
     p.wait_log("reloaded", |v| v["message"] == "configuration reloaded")
@@ -67,40 +57,17 @@ async fn a_redefined_entry_reports_its_new_definition() {
     s.pair("edge", &ca.server_pair(&["localhost"]));
     s.pair("spare", &ca.server_pair(&["spare.example"]));
     write(&s.path("ca.crt"), &ca.cert_pem);
-    let yaml = |spare: &str| {
-        format!(
-            r#"
-admin: {{ bind: "127.0.0.1:0" }}
-watch: {{ debounce: 20ms, poll_interval: 200ms }}
-certs:
-  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
-  - {{ id: spare, {spare} }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [ {{ ref: edge }} ] }}
-"#
-        )
-    };
+    let yaml = |spare: &str| edge_yaml(WATCHED, &format!("  - {{ id: spare, {spare} }}"), "", "");
     let config = s.config(&yaml(
         "type: server-pair, cert_file: spare.crt, key_file: spare.key",
     ));
     let mut p = Proxy::start(&config);
     let api = p.admin_addr().await;
-    let spare_lines = || async move {
-        admin(api, "GET", "/metrics", None, None, &[])
-            .await
-            .body
-            .lines()
-            .filter(|l| !l.starts_with('#') && l.contains("entry=\"spare\""))
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
     let not_after = |kind: &str| {
         format!("hotproxy_cert_not_after_timestamp_seconds{{entry=\"spare\",type=\"{kind}\"}}")
     };
     assert!(
-        spare_lines()
+        spare_series(api)
             .await
             .iter()
             .any(|l| l.starts_with(&not_after("server-pair")))
@@ -111,7 +78,7 @@ listeners:
         v["message"] == "configuration reloaded"
     })
     .await;
-    let lines = spare_lines().await;
+    let lines = spare_series(api).await;
     assert!(
         lines.iter().any(|l| l.starts_with(&not_after("ca-bundle"))),
         "{lines:#?}"
@@ -132,13 +99,13 @@ listeners:
     // new path comes first (a missing file is waited on for settle_timeout,
     // as a writer may still be at work): reported either way.
     wait_until(WAIT, "spare reported failing or pending", || async move {
-        spare_lines().await.iter().any(|l| {
+        spare_series(api).await.iter().any(|l| {
             l == "hotproxy_cert_reload_failing{entry=\"spare\"} 1"
                 || l == "hotproxy_cert_reload_pending{entry=\"spare\"} 1"
         })
     })
     .await;
-    let lines = spare_lines().await;
+    let lines = spare_series(api).await;
     assert!(
         !lines.iter().any(
             |l| l.starts_with("hotproxy_cert_not_after_timestamp_seconds")
@@ -158,20 +125,13 @@ async fn an_unused_entry_is_warned_about_when_its_configuration_applies() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     s.pair("edge", &ca.server_pair(&["localhost"]));
-    let yaml = |routes: &str| {
-        format!(
-            r#"
-admin: {{ bind: "127.0.0.1:0" }}
-watch: {{ debounce: 20ms, poll_interval: 200ms }}
-certs:
-  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
-  - {{ id: spare, type: ca-bundle, ca_file: missing.crt }}
-  - {{ id: broken, type: server-pair, cert_file: gone.crt, key_file: gone.key }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [ {{ ref: edge }}{routes} ] }}
-"#
+    let yaml = |refs: &str| {
+        edge_yaml(
+            WATCHED,
+            "  - { id: spare, type: ca-bundle, ca_file: missing.crt }
+  - { id: broken, type: server-pair, cert_file: gone.crt, key_file: gone.key }",
+            refs,
+            "",
         )
     };
     let config = s.config(&yaml(""));
@@ -220,20 +180,15 @@ async fn an_entry_first_loaded_by_a_reload_reports_its_expiry() {
     // apply is what loads `spare` (the entry re-reads after it find it
     // unchanged).
     let yaml = |extra: &str| {
-        format!(
-            r#"
-admin: {{ bind: "127.0.0.1:0" }}
-watch: {{ events: false, poll_interval: 1h }}
-store: {{ path: data/store.json, key_file: data/store.key }}
-certs:
-  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
-  - {{ id: spare, type: server-pair, cert_file: spare.crt, key_file: spare.key }}
-{extra}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [ {{ ref: edge }} ] }}
-"#
+        edge_yaml(
+            "watch: { events: false, poll_interval: 1h }
+store: { path: data/store.json, key_file: data/store.key }",
+            &format!(
+                "  - {{ id: spare, type: server-pair, cert_file: spare.crt, key_file: spare.key }}
+{extra}"
+            ),
+            "",
+            "",
         )
     };
     let config = s.config(&yaml(""));

@@ -13,20 +13,15 @@ async fn sighup_and_a_restored_config_are_logged_and_counted() {
     let ca = TestCa::new("ca");
     s.pair("edge", &ca.server_pair(&["localhost"]));
     let yaml = |prefix: &str| {
-        format!(
-            r#"
-admin: {{ bind: "127.0.0.1:0" }}
-watch: {{ debounce: 20ms, poll_interval: 200ms }}
-certs:
-  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [ {{ ref: edge }} ] }}
-    routes: [ {{ path_prefix: {prefix}, upstream: app }} ]
+        edge_yaml(
+            WATCHED,
+            "",
+            "",
+            &format!(
+                "    routes: [ {{ path_prefix: {prefix}, upstream: app }} ]
 upstreams:
-  - {{ name: app, servers: [http://127.0.0.1:9] }}
-"#
+  - {{ name: app, servers: [http://127.0.0.1:9] }}"
+            ),
         )
     };
     let good = yaml("/");

@@ -29,23 +29,15 @@ async fn the_api_shows_rfc3339_times_with_unix_seconds_beside() {
     let ca = TestCa::new("ca");
     s.pair("edge", &ca.server_pair(&["localhost"]));
     write(&s.path("ca.crt"), &ca.cert_pem);
-    let config = s.config(
-        r#"
-admin: { bind: "127.0.0.1:0" }
-certs:
-  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
-  - { id: cas, type: ca-bundle, ca_file: ca.crt }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: { certs: [ { ref: edge } ] }
-"#,
-    );
+    let config = s.config(&edge_yaml(
+        "",
+        "  - { id: cas, type: ca-bundle, ca_file: ca.crt }",
+        "",
+        "",
+    ));
     let mut p = Proxy::start(&config);
     let api = p.admin_addr().await;
-    let edge = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-        .await
-        .json();
+    let edge = edge_entry(api).await;
     assert_rfc3339(&edge, "not_before");
     assert_rfc3339(&edge, "not_after");
     assert_rfc3339(&edge["last_reload"], "time");
@@ -71,23 +63,15 @@ async fn an_emptied_cert_file_is_pending_at_once() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     // A long settle_timeout: whatever the test sees happens well inside it.
-    let config = watched_edge(&s, &ca, "1h");
-    let mut p = Proxy::start(&config);
-    let api = p.admin_addr().await;
+    let (_config, mut p, api) = watched(&s, &ca, "1h").await;
     let good = std::fs::read_to_string(s.path("edge.crt")).unwrap();
     write(&s.path("edge.crt"), "");
 
     wait_until(WAIT, "last_reload pending", || async move {
-        admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-            .await
-            .json()["last_reload"]["result"]
-            == "pending"
+        last_reload(api).await["result"] == "pending"
     })
     .await;
-    let last = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-        .await
-        .json()["last_reload"]
-        .clone();
+    let last = last_reload(api).await;
     let reason = last["reason"].as_str().unwrap();
     assert!(
         reason.contains("edge.crt"),
@@ -117,10 +101,7 @@ async fn an_emptied_cert_file_is_pending_at_once() {
         metric(api, r#"hotproxy_cert_reload_pending{entry="edge"}"#).await == Some(0.0)
     })
     .await;
-    let last = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-        .await
-        .json()["last_reload"]
-        .clone();
+    let last = last_reload(api).await;
     assert_eq!(last["result"], "success", "{last}");
     assert!(last.get("deadline").is_none(), "{last}");
 }
@@ -132,9 +113,7 @@ async fn an_emptied_cert_file_is_pending_at_once() {
 async fn a_mismatched_key_fails_after_settle_timeout_and_is_measured() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let config = watched_edge(&s, &ca, "300ms");
-    let mut p = Proxy::start(&config);
-    let api = p.admin_addr().await;
+    let (_config, _p, api) = watched(&s, &ca, "300ms").await;
     let other = ca.server_pair(&["localhost"]);
     write(&s.path("edge.key"), &other.key_pem);
     wait_until(WAIT, "failing gauge", || async move {
@@ -145,10 +124,7 @@ async fn a_mismatched_key_fails_after_settle_timeout_and_is_measured() {
         metric(api, r#"hotproxy_cert_reload_pending{entry="edge"}"#).await,
         Some(0.0)
     );
-    let last = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-        .await
-        .json()["last_reload"]
-        .clone();
+    let last = last_reload(api).await;
     assert_eq!(last["result"], "failure", "{last}");
     // The pair is whole again (a new one): served, and the gauge clears.
     write(&s.path("edge.crt"), &other.cert_pem);
@@ -166,9 +142,7 @@ async fn a_mismatched_key_fails_after_settle_timeout_and_is_measured() {
 async fn a_rejected_configuration_leaves_the_failing_gauge() {
     let s = Scene::new();
     let ca = TestCa::new("ca");
-    let config = watched_edge(&s, &ca, "300ms");
-    let mut p = Proxy::start(&config);
-    let api = p.admin_addr().await;
+    let (config, mut p, api) = watched(&s, &ca, "300ms").await;
     let failing = r#"hotproxy_cert_reload_failing{entry="edge"}"#;
     write(&s.path("edge.key"), &ca.server_pair(&["localhost"]).key_pem);
     wait_until(WAIT, "failing gauge", || async move {
