@@ -29,15 +29,10 @@ async fn catalogue_crud_and_store() {
     }
     let backend_ca = TestCa::new("backend");
     let inline = backend_ca.client_pair("inline-client");
+    let mut backend_client = inline_pair("client-pair", &inline);
+    backend_client["id"] = json!("backend-client");
     let created = a
-        .editor(
-            "POST",
-            "/api/v1/certs",
-            Some(json!({
-                "id": "backend-client", "type": "client-pair", "source": "inline",
-                "cert_pem": inline.cert_pem, "key_pem": inline.key_pem,
-            })),
-        )
+        .editor("POST", "/api/v1/certs", Some(backend_client.clone()))
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let v = created.json();
@@ -45,14 +40,13 @@ async fn catalogue_crud_and_store() {
     assert_eq!(v["source"], "inline");
     assert_eq!(v["subject"], "CN=inline-client");
     // The id is taken now (also by configuration entries).
-    let again = json!({"id": "backend-client", "type": "client-pair", "source": "inline",
-        "cert_pem": inline.cert_pem, "key_pem": inline.key_pem});
     assert_eq!(
-        a.editor("POST", "/api/v1/certs", Some(again)).await.status,
+        a.editor("POST", "/api/v1/certs", Some(backend_client))
+            .await
+            .status,
         409
     );
-    let edge_again =
-        json!({"id": "edge", "type": "ca-bundle", "source": "inline", "ca_pem": a.ca.cert_pem});
+    let edge_again = inline_ca("edge", &a.ca);
     assert_eq!(
         a.editor("POST", "/api/v1/certs", Some(edge_again))
             .await
@@ -93,8 +87,7 @@ async fn catalogue_crud_and_store() {
         .editor(
             "POST",
             "/api/v1/certs/validate",
-            Some(json!({"type": "client-pair", "source": "inline",
-                        "cert_pem": other.cert_pem, "key_pem": other.key_pem})),
+            Some(inline_pair("client-pair", &other)),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -129,50 +122,42 @@ async fn catalogue_crud_and_store() {
     assert_eq!(got.status, 200);
     let etag = got.headers["etag"].to_str().unwrap().to_owned();
     let rotated = backend_ca.client_pair("inline-client-2");
-    let put = json!({"type": "client-pair", "source": "inline",
-        "cert_pem": rotated.cert_pem, "key_pem": rotated.key_pem});
-    let r = admin(
-        a.api,
-        "PUT",
-        "/api/v1/certs/backend-client",
-        Some(EDITOR),
-        Some(put.clone()),
-        &[("if-match", &etag)],
-    )
-    .await;
+    let put = inline_pair("client-pair", &rotated);
+    let if_match = [("if-match", etag.as_str())];
+    let r = a
+        .call_with(
+            "PUT",
+            "/api/v1/certs/backend-client",
+            Some(EDITOR),
+            Some(put.clone()),
+            &if_match,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["fingerprint_sha256"], rotated.fingerprint.as_str());
-    let r = admin(
-        a.api,
-        "PUT",
-        "/api/v1/certs/backend-client",
-        Some(EDITOR),
-        Some(put),
-        &[("if-match", &etag)],
-    )
-    .await;
-    assert_eq!(r.status, 412, "{}", r.body);
-    let r = admin(
-        a.api,
-        "DELETE",
-        "/api/v1/certs/backend-client",
-        Some(EDITOR),
-        None,
-        &[("if-match", &etag)],
-    )
-    .await;
-    assert_eq!(r.status, 412, "{}", r.body);
+    for (method, body) in [("PUT", Some(put)), ("DELETE", None)] {
+        let r = a
+            .call_with(
+                method,
+                "/api/v1/certs/backend-client",
+                Some(EDITOR),
+                body,
+                &if_match,
+            )
+            .await;
+        assert_eq!(r.status, 412, "{method}: {}", r.body);
+    }
     // An If-Match that is not text is a tag that matches nothing: 412, not
     // a delete without condition.
-    let r = admin(
-        a.api,
-        "DELETE",
-        "/api/v1/certs/backend-client",
-        Some(EDITOR),
-        None,
-        &[("if-match", "\"\u{e9}\"")],
-    )
-    .await;
+    let r = a
+        .call_with(
+            "DELETE",
+            "/api/v1/certs/backend-client",
+            Some(EDITOR),
+            None,
+            &[("if-match", "\"\u{e9}\"")],
+        )
+        .await;
     assert_eq!(r.status, 412, "{}", r.body);
     assert_eq!(
         a.editor(
@@ -201,8 +186,7 @@ async fn catalogue_crud_and_store() {
         .editor(
             "PUT",
             "/api/v1/certs/edge",
-            Some(json!({"type": "server-pair", "source": "inline",
-                "cert_pem": interim.cert_pem, "key_pem": interim.key_pem})),
+            Some(inline_pair("server-pair", &interim)),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -312,7 +296,7 @@ async fn no_store_no_create() {
         "POST",
         "/api/v1/certs",
         None,
-        Some(json!({"id": "x", "type": "ca-bundle", "source": "inline", "ca_pem": ca.cert_pem})),
+        Some(inline_ca("x", &ca)),
         &[],
     )
     .await;
@@ -362,7 +346,7 @@ async fn a_symlinked_store_path_is_written_through() {
             "POST",
             "/api/v1/certs",
             None,
-            Some(json!({"id": id, "type": "ca-bundle", "source": "inline", "ca_pem": ca.cert_pem})),
+            Some(inline_ca(id, &ca)),
             &[],
         )
         .await;
@@ -426,8 +410,7 @@ listeners:
         "PUT",
         "/api/v1/certs/edge",
         None,
-        Some(json!({"type": "server-pair", "source": "inline",
-            "cert_pem": interim.cert_pem, "key_pem": interim.key_pem})),
+        Some(inline_pair("server-pair", &interim)),
         &[],
     )
     .await;
@@ -450,8 +433,7 @@ listeners:
 
     // Files that change take over again.
     let next = ca.server_pair(&["localhost"]);
-    mv_over(&s.path("edge.key"), &next.key_pem);
-    mv_over(&s.path("edge.crt"), &next.cert_pem);
+    renew(&s, "edge", &next);
     let (ca_pem, want) = (&ca.cert_pem, &next.fingerprint);
     wait_until(
         Duration::from_secs(10),

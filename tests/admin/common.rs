@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::support::writers::mv_over;
 use crate::support::*;
 
 pub const EDITOR: &str = "editor-token-6a1f0c2d9e8b7a65";
@@ -74,7 +75,19 @@ listeners:
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> AdminReply {
-        let r = admin(self.api, method, path, token, body, &[]).await;
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    /// [`Admin::call`] with these request headers.
+    pub async fn call_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> AdminReply {
+        let r = admin(self.api, method, path, token, body, headers).await;
         self.seen.push(r.body.clone());
         r
     }
@@ -104,4 +117,22 @@ listeners:
             }
         }
     }
+}
+
+/// An inline `ca-bundle` entry `id` holding `ca`'s certificate.
+pub fn inline_ca(id: &str, ca: &TestCa) -> serde_json::Value {
+    serde_json::json!({"id": id, "type": "ca-bundle", "source": "inline", "ca_pem": ca.cert_pem})
+}
+
+/// An inline body of `kind` (`server-pair`, `client-pair`) holding `pair`.
+pub fn inline_pair(kind: &str, pair: &TestPair) -> serde_json::Value {
+    serde_json::json!({"type": kind, "source": "inline",
+        "cert_pem": pair.cert_pem, "key_pem": pair.key_pem})
+}
+
+/// New files for the pair `stem` (`stem.key`, then `stem.crt`, each
+/// renamed over the old), as a renewal writes them.
+pub fn renew(s: &Scene, stem: &str, pair: &TestPair) {
+    mv_over(&s.path(&format!("{stem}.key")), &pair.key_pem);
+    mv_over(&s.path(&format!("{stem}.crt")), &pair.cert_pem);
 }

@@ -46,8 +46,7 @@ listeners:
     }
     // one: a good renewal; two: a key that is not its certificate's.
     let renewed = ca.server_pair(&["one.localhost"]);
-    mv_over(&s.path("one.key"), &renewed.key_pem);
-    mv_over(&s.path("one.crt"), &renewed.cert_pem);
+    renew(&s, "one", &renewed);
     mv_over(
         &s.path("two.key"),
         &ca.server_pair(&["two.localhost"]).key_pem,
@@ -89,8 +88,7 @@ async fn rotation_through_the_api() {
     .await;
     // New files under the same names; nothing watches them.
     let next = a.ca.server_pair(&["localhost"]);
-    mv_over(&a.s.path("edge.key"), &next.key_pem);
-    mv_over(&a.s.path("edge.crt"), &next.cert_pem);
+    renew(&a.s, "edge", &next);
     let r = a
         .editor("POST", "/api/v1/listeners/public/rotate", None)
         .await;
@@ -130,8 +128,7 @@ async fn rotation_through_the_api() {
     assert_eq!(entry["fingerprint_sha256"], next.fingerprint.as_str());
     // Fixed on disk: the per-entry reload applies it.
     let last = a.ca.server_pair(&["localhost"]);
-    mv_over(&a.s.path("edge.key"), &last.key_pem);
-    mv_over(&a.s.path("edge.crt"), &last.cert_pem);
+    renew(&a.s, "edge", &last);
     let r = a.editor("POST", "/api/v1/certs/edge/reload", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["changed"], true);
