@@ -3,7 +3,6 @@
 use serde_json::json;
 
 use crate::common::*;
-use crate::support;
 use crate::support::*;
 
 /// Arbitrary JSON: objects lean on the API's own field names, so the
@@ -168,10 +167,7 @@ fn admin_api_bodies_and_ids_always_answer_4xx() {
 #[tokio::test]
 async fn an_entry_called_validate_is_audited_and_if_match_lines_are_one_list() {
     let mut a = Api::start("").await;
-    let created = a
-        .editor("POST", "/api/v1/certs", Some(inline_ca("validate", &a.ca)))
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
+    let created = a.create(inline_ca("validate", &a.ca)).await;
     let stale = created.headers["etag"].to_str().unwrap().to_owned();
     let other = TestCa::new("other");
     let put = a
@@ -271,16 +267,11 @@ async fn an_over_limit_body_is_refused_before_anything_is_done() {
         v["message"] == "certificate files re-read: unchanged" && v["entry"] == "edge"
     })
     .await;
-    let r = a
-        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &a.ca)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(inline_ca("kept", &a.ca)).await;
     let old = served_leaf(a.addr, "localhost", &a.ca.cert_pem)
         .await
         .unwrap();
-    let next = a.ca.server_pair(&["localhost"]);
-    support::writers::mv_over(&a.s.path("pki/edge.key"), &next.key_pem);
-    support::writers::mv_over(&a.s.path("pki/edge.crt"), &next.cert_pem);
+    let next = a.renew_edge();
     for (method, path) in [
         ("POST", "/api/v1/rotate"),
         ("POST", "/api/v1/certs/edge/reload"),
@@ -366,10 +357,7 @@ async fn an_api_body_must_be_a_json_object() {
 #[tokio::test]
 async fn a_doubled_prefix_and_unknown_ref_keys_are_refused() {
     let a = Api::start("").await;
-    let r = a
-        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &a.ca)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(inline_ca("kept", &a.ca)).await;
     for (method, path) in [
         ("DELETE", "/api/v1/api/v1/certs/kept"),
         ("GET", "/api/v1/api/v1/certs"),
@@ -410,10 +398,7 @@ async fn a_doubled_prefix_and_unknown_ref_keys_are_refused() {
 #[tokio::test]
 async fn a_malformed_body_names_the_field() {
     let a = Api::start("").await;
-    let r = a
-        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &a.ca)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(inline_ca("kept", &a.ca)).await;
     let secret = a.ca.server_pair(&["localhost"]).key_pem;
     let token = "tok-9c1e7f3a5b2d4e6f8a0b";
     let cert = json!({"id": "x", "type": "ca-bundle", "source": "inline", "ca_pem": a.ca.cert_pem});

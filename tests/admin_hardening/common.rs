@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::writers::mv_over;
 use crate::support::*;
 
 pub const EDITOR: &str = "editor-token-6a1f0c2d9e8b7a65";
@@ -79,6 +80,23 @@ listeners:
         body: Option<serde_json::Value>,
     ) -> AdminReply {
         admin(self.api, method, path, Some(EDITOR), body, &[]).await
+    }
+
+    /// New files for `edge` (key, then certificate, each renamed over the
+    /// old), as a renewal writes them; nothing reads them until asked.
+    pub fn renew_edge(&self) -> TestPair {
+        let next = self.ca.server_pair(&["localhost"]);
+        mv_over(&self.s.path("pki/edge.key"), &next.key_pem);
+        mv_over(&self.s.path("pki/edge.crt"), &next.cert_pem);
+        next
+    }
+
+    /// Creates the entry `body` (`POST /api/v1/certs`), which must succeed.
+    pub async fn create(&self, body: serde_json::Value) -> AdminReply {
+        let id = body["id"].clone();
+        let r = self.editor("POST", "/api/v1/certs", Some(body)).await;
+        assert_eq!(r.status, 201, "creating {id}: {}", r.body);
+        r
     }
 }
 

@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::*;
-use crate::support;
 use crate::support::*;
 
 fn ca_file(id: &str, path: &std::path::Path) -> serde_json::Value {
@@ -38,9 +37,7 @@ async fn fifo_as_ca_file_is_refused_and_rotations_go_on() {
         .await
     });
     // Meanwhile: rotate `edge` through the API; the new leaf is served.
-    let next = a.ca.server_pair(&["localhost"]);
-    support::writers::mv_over(&a.s.path("pki/edge.key"), &next.key_pem);
-    support::writers::mv_over(&a.s.path("pki/edge.crt"), &next.cert_pem);
+    let next = a.renew_edge();
     let r = tokio::time::timeout(
         Duration::from_secs(20),
         a.editor("POST", "/api/v1/certs/edge/reload", None),
@@ -128,14 +125,7 @@ async fn paths_outside_file_roots_are_refused_alike() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("key_file"), "{}", r.body);
     // Inside the default root: accepted.
-    let r = a
-        .editor(
-            "POST",
-            "/api/v1/certs",
-            Some(ca_file("inside", &a.s.path("pki/ca.crt"))),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(ca_file("inside", &a.s.path("pki/ca.crt"))).await;
 
     // Explicit roots: only `other/` (the config's own pki/ is no longer one).
     let b = Api::with_store(
@@ -152,14 +142,8 @@ async fn paths_outside_file_roots_are_refused_alike() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = b
-        .editor(
-            "POST",
-            "/api/v1/certs",
-            Some(ca_file("in-other", &b.s.path("other/ca.crt"))),
-        )
+    b.create(ca_file("in-other", &b.s.path("other/ca.crt")))
         .await;
-    assert_eq!(r.status, 201, "{}", r.body);
 }
 
 /// A stored entry's files are the editor's choice, not the operator's: a
@@ -176,10 +160,7 @@ async fn a_stored_entry_put_with_its_own_paths_is_held_to_the_current_roots() {
     .await;
     let old = a.s.path("old/ca.crt");
     write(&old, &a.ca.cert_pem);
-    let r = a
-        .editor("POST", "/api/v1/certs", Some(ca_file("stored", &old)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(ca_file("stored", &old)).await;
     // The operator narrows the roots; the reload applies them live.
     let cfg = a.s.path("config.yaml");
     let text = std::fs::read_to_string(&cfg).unwrap();

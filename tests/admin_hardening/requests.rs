@@ -80,17 +80,20 @@ async fn non_ascii_path_bytes_get_an_answer() {
 #[tokio::test]
 async fn bearer_scheme_is_case_insensitive() {
     let a = Api::start("").await;
-    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
-        let auth = format!("{scheme} {EDITOR}");
-        let r = admin(
-            a.api,
+    let api = a.api;
+    let certs_with = |auth: String| async move {
+        admin(
+            api,
             "GET",
             "/api/v1/certs",
             None,
             None,
             &[("authorization", &auth)],
         )
-        .await;
+        .await
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = certs_with(format!("{scheme} {EDITOR}")).await;
         assert_eq!(r.status, 200, "{scheme}: {}", r.body);
     }
     // The token itself stays case-sensitive, and another scheme is refused.
@@ -99,15 +102,7 @@ async fn bearer_scheme_is_case_insensitive() {
         format!("Basic {EDITOR}"),
         "Bearer".to_owned(),
     ] {
-        let r = admin(
-            a.api,
-            "GET",
-            "/api/v1/certs",
-            None,
-            None,
-            &[("authorization", &auth)],
-        )
-        .await;
+        let r = certs_with(auth.clone()).await;
         assert_eq!(r.status, 401, "{auth}: {}", r.body);
     }
 }

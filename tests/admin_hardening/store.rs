@@ -33,10 +33,7 @@ async fn planted_temp_files_change_nothing() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    let r = a
-        .editor("POST", "/api/v1/certs", Some(inline_ca("one", &a.ca)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(inline_ca("one", &a.ca)).await;
     assert!(std::fs::symlink_metadata(&store).unwrap().is_file());
     assert_eq!(
         mode(&store),
@@ -48,10 +45,7 @@ async fn planted_temp_files_change_nothing() {
     let victim = a.s.path("victim.txt");
     std::fs::write(&victim, "victim").unwrap();
     std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
-    let r = a
-        .editor("POST", "/api/v1/certs", Some(inline_ca("two", &a.ca)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(inline_ca("two", &a.ca)).await;
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
     assert!(
         std::fs::symlink_metadata(&store).unwrap().is_file(),
@@ -163,10 +157,7 @@ async fn store_write_faults_change_nothing() {
     let root = is_root();
     // Read-only directory.
     let a = Api::start("").await;
-    let r = a
-        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &a.ca)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(inline_ca("kept", &a.ca)).await;
     let data = a.s.path("data");
     let undo = if root {
         sh(&["chattr", "+i", data.to_str().unwrap()]);
@@ -206,10 +197,7 @@ async fn store_write_faults_change_nothing() {
         tiny.to_str().unwrap(),
     ]);
     let _unmount = Undo(vec!["umount", "-l"], tiny.clone());
-    let r = b
-        .editor("POST", "/api/v1/certs", Some(inline_ca("kept", &b.ca)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    b.create(inline_ca("kept", &b.ca)).await;
     let filler = tiny.join("filler");
     {
         use std::io::Write;
@@ -318,14 +306,7 @@ async fn client_auth_ca_null_releases_the_ca() {
     let a = Api::start("").await;
     let clients = TestCa::new("clients");
     let path = "/api/v1/listeners/public/client-auth";
-    let r = a
-        .editor(
-            "POST",
-            "/api/v1/certs",
-            Some(inline_ca("clients", &clients)),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(inline_ca("clients", &clients)).await;
     let verify = json!({"mode": "require_and_verify", "ca": "clients"});
     let r = a.editor("PUT", path, Some(verify.clone())).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -346,14 +327,7 @@ async fn client_auth_ca_null_releases_the_ca() {
     let r = a.editor("DELETE", "/api/v1/certs/clients", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     // A mode that verifies needs a CA: null there is refused, nothing changes.
-    let r = a
-        .editor(
-            "POST",
-            "/api/v1/certs",
-            Some(inline_ca("clients", &clients)),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    a.create(inline_ca("clients", &clients)).await;
     let r = a.editor("PUT", path, Some(verify)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = a
