@@ -20,11 +20,10 @@ async fn access_log_lines() {
         &[uri("spiffe://cluster.local/ns/prod/sa/billing")],
     );
     let stranger = w.pki.client("nobody", None, &[]);
-    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: billing }]";
+    let auth = allow_cn("billing");
     let routes = "      - { path_prefix: /admin, upstream: app, allow: [{ cn: ops }] }\n      - { path_prefix: /dead, upstream: dead }";
-    let log = w.scene.path("access.log");
-    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
-    let path = config(&w, auth, "", routes, &extra);
+    let (log, extra) = json_access_log(&w);
+    let path = config(&w, &auth, "", routes, &extra);
     // A second listener with the log turned off.
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "upstreams:",
@@ -35,6 +34,15 @@ async fn access_log_lines() {
     let addr = p.listener_addr("partners").await;
     let health = p.listener_addr("health").await;
     let cfg = cfg_for(&w, Some(&client));
+    let status = |path| {
+        let cfg = cfg.clone();
+        async move {
+            get(addr, "localhost", cfg, false, path, &[])
+                .await
+                .unwrap()
+                .status
+        }
+    };
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     // HTTP/2 needs ALPN h2 (the protocol agreed on is the one spoken).
     let cfg_h2 = client_config(&w.edge_ca.cert_pem, Some(&client.pair), &[b"h2"]);
@@ -49,21 +57,9 @@ async fn access_log_lines() {
     .await
     .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(
-        get(addr, "localhost", cfg.clone(), false, "/admin", &[])
-            .await
-            .unwrap()
-            .status,
-        403
-    );
+    assert_eq!(status("/admin").await, 403);
     // Nothing listens there: hotproxy's own 502, no upstream head.
-    assert_eq!(
-        get(addr, "localhost", cfg.clone(), false, "/dead", &[])
-            .await
-            .unwrap()
-            .status,
-        502
-    );
+    assert_eq!(status("/dead").await, 502);
     // A handshake refused on the listener with the log off: a client that
     // does not trust its certificate. No line, while the refusals after it
     // on `partners` get theirs (one writer, in order: awaiting those is
@@ -100,13 +96,7 @@ async fn access_log_lines() {
     // A barrier: a request on `partners` after the health GET has ended.
     // Its line is written after any line the health GET could have had
     // (one writer, in order), so awaiting it gives that line its chance.
-    assert_eq!(
-        get(addr, "localhost", cfg.clone(), false, "/barrier", &[])
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status("/barrier").await, 200);
 
     wait_until(Duration::from_secs(10), "the barrier's line", || async {
         read_access_log(&log)
@@ -207,13 +197,7 @@ async fn access_log_lines() {
     p.signal("USR1");
     p.wait_log("reopened", |v| v["message"] == "access log reopened")
         .await;
-    assert_eq!(
-        get(addr, "localhost", cfg.clone(), false, "/after", &[])
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status("/after").await, 200);
     let after = |l: &serde_json::Value| l["path"] == "/after";
     wait_until(
         Duration::from_secs(10),
@@ -254,8 +238,7 @@ async fn access_log_lines() {
 #[tokio::test]
 async fn access_log_reports_resumption() {
     let w = world().await;
-    let log = w.scene.path("access.log");
-    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let (log, extra) = json_access_log(&w);
     let path = config(&w, "        mode: none", "", "", &extra);
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("partners").await;
@@ -305,8 +288,7 @@ async fn client_gone_before_the_response_is_logged_as_499() {
     use std::sync::atomic::Ordering::SeqCst;
     const WAIT: Duration = Duration::from_secs(20);
     let w = world().await;
-    let log = w.scene.path("access.log");
-    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let (log, extra) = json_access_log(&w);
     let mut p = Proxy::start(&config(&w, "        mode: none", "", "", &extra));
     let addr = p.listener_addr("partners").await;
     let admin = p.admin_addr().await;

@@ -118,6 +118,22 @@ pub async fn world() -> World {
     }
 }
 
+/// `client_auth` verifying against the partners' CA and letting in the
+/// common name `cn` only.
+pub fn allow_cn(cn: &str) -> String {
+    format!(
+        "        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]"
+    )
+}
+
+/// An access log in JSON to `access.log` of the scene: its path, and the
+/// `access_log:` line for [`config`]'s `extra`.
+pub fn json_access_log(w: &World) -> (std::path::PathBuf, String) {
+    let log = w.scene.path("access.log");
+    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    (log, extra)
+}
+
 /// A config with one `partners` listener (client auth `client_auth`,
 /// routes `routes`) plus `extra` at the top level.
 pub fn config(

@@ -7,11 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::*;
 use crate::support::*;
 
-/// Client auth per certificate entry (crt-list style): the policy is chosen
-/// by SNI; a `Host` belonging to another entry than the SNI selected gets
-/// 421; a client without SNI gets the default (first) entry's policy.
-#[tokio::test]
-async fn per_name_client_auth_and_421() {
+/// The world with two more pairs of the edge CA: `public` (public.example,
+/// localhost) and `admin` (admin.example).
+async fn mixed_world() -> World {
     let w = world().await;
     w.scene.pair(
         "public",
@@ -19,9 +17,13 @@ async fn per_name_client_auth_and_421() {
     );
     w.scene
         .pair("admin", &w.edge_ca.server_pair(&["admin.example"]));
-    let ops = w.pki.client("ops", None, &[]);
-    let intern = w.pki.client("intern", None, &[]);
-    let path = w.scene.config(&format!(
+    w
+}
+
+/// A config with one listener `mixed` serving `public`, then `admin` with
+/// `admin_auth` under its entry, and `listener_auth` as its client_auth.
+fn mixed(w: &World, admin_auth: &str, listener_auth: &str) -> String {
+    format!(
         r#"
 runtime: {{ worker_threads: 1 }}
 admin: {{ bind: 127.0.0.1:0 }}
@@ -35,11 +37,8 @@ listeners:
         - {{ cert_file: public.crt, key_file: public.key }}
         - cert_file: admin.crt
           key_file: admin.key
-          client_auth:
-            mode: require_and_verify
-            ca: {{ ref: partners-ca }}
-            allow: [{{ cn: ops }}]
-      client_auth: {{ mode: none }}
+{admin_auth}
+      client_auth: {listener_auth}
     routes: [{{ upstream: app }}]
 upstreams:
   - name: app
@@ -47,6 +46,24 @@ upstreams:
     tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
 "#,
         backend = w.backend.addr
+    )
+}
+
+/// Client auth per certificate entry (crt-list style): the policy is chosen
+/// by SNI; a `Host` belonging to another entry than the SNI selected gets
+/// 421; a client without SNI gets the default (first) entry's policy.
+#[tokio::test]
+async fn per_name_client_auth_and_421() {
+    let w = mixed_world().await;
+    let ops = w.pki.client("ops", None, &[]);
+    let intern = w.pki.client("intern", None, &[]);
+    let path = w.scene.config(&mixed(
+        &w,
+        "          client_auth:
+            mode: require_and_verify
+            ca: { ref: partners-ca }
+            allow: [{ cn: ops }]",
+        "{ mode: none }",
     ));
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("mixed").await;
@@ -151,40 +168,9 @@ upstreams:
 /// certificate to anyone.
 #[tokio::test]
 async fn reload_between_accept_and_client_hello_is_one_snapshot() {
-    let w = world().await;
-    w.scene.pair(
-        "public",
-        &w.edge_ca.server_pair(&["public.example", "localhost"]),
-    );
-    w.scene
-        .pair("admin", &w.edge_ca.server_pair(&["admin.example"]));
-    let config = |admin_auth: &str, listener_auth: &str| {
-        format!(
-            r#"
-runtime: {{ worker_threads: 1 }}
-admin: {{ bind: 127.0.0.1:0 }}
-certs:
-  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
-listeners:
-  - name: mixed
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ cert_file: public.crt, key_file: public.key }}
-        - cert_file: admin.crt
-          key_file: admin.key
-{admin_auth}
-      client_auth: {listener_auth}
-    routes: [{{ upstream: app }}]
-upstreams:
-  - name: app
-    servers: [https://{backend}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
-"#,
-            backend = w.backend.addr
-        )
-    };
-    let path = w.scene.config(&config(
+    let w = mixed_world().await;
+    let path = w.scene.config(&mixed(
+        &w,
         "          client_auth: { mode: require_and_verify, ca: { ref: partners-ca } }",
         "{ mode: none }",
     ));
@@ -192,7 +178,8 @@ upstreams:
     let addr = p.listener_addr("mixed").await;
     // Accepted now; the ClientHello follows the reload.
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    w.scene.config(&config(
+    w.scene.config(&mixed(
+        &w,
         "",
         "{ mode: require_and_verify, ca: { ref: partners-ca } }",
     ));

@@ -1,5 +1,7 @@
 //! Allow rules: every field and glob, and rules changed through the API, the file, SIGHUP; `check`.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -7,13 +9,39 @@ use serde_json::json;
 use crate::common::*;
 use crate::support::*;
 
-async fn metric(api: std::net::SocketAddr, needle: &str) -> f64 {
+async fn metric(api: SocketAddr, needle: &str) -> f64 {
     let body = admin(api, "GET", "/metrics", None, None, &[]).await.body;
     body.lines()
         .find(|l| l.starts_with(needle))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// `PUT /api/v1/listeners/partners/client-auth` with `body`, as the editor.
+async fn put_client_auth(api: SocketAddr, body: serde_json::Value) -> AdminReply {
+    admin(
+        api,
+        "PUT",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        Some(body),
+        &[],
+    )
+    .await
+}
+
+/// `partners`' client auth as the API shows it.
+async fn client_auth(api: SocketAddr) -> AdminReply {
+    admin(
+        api,
+        "GET",
+        "/api/v1/listeners/partners/client-auth",
+        Some(EDITOR),
+        None,
+        &[],
+    )
+    .await
 }
 
 const PARTNER_RULES: &str = r#"        mode: require_and_verify
@@ -184,24 +212,50 @@ async fn allow_matrix() {
     ));
 }
 
+/// The proxy on `partners` letting in the common name `cn` only, and the
+/// client configs of alice and bob. One client config per identity, kept
+/// across connections: its session cache is what a resuming client would
+/// use.
+struct AliceAndBob {
+    w: World,
+    p: Proxy,
+    addr: SocketAddr,
+    api: SocketAddr,
+    alice_cfg: Arc<rustls::ClientConfig>,
+    bob_cfg: Arc<rustls::ClientConfig>,
+}
+
+async fn alice_and_bob(cn: &str) -> AliceAndBob {
+    let w = world().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let bob = w.pki.client("bob", None, &[]);
+    let mut p = Proxy::start(&config(&w, &allow_cn(cn), "", "", ""));
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+    AliceAndBob {
+        alice_cfg: cfg_for(&w, Some(&alice)),
+        bob_cfg: cfg_for(&w, Some(&bob)),
+        w,
+        p,
+        addr,
+        api,
+    }
+}
+
 /// Rules set through `PUT /api/v1/listeners/{name}/client-auth` and by a
 /// config reload apply from the next handshake; a client that holds a
 /// session from before never resumes past them (listeners with client auth
 /// issue no tickets, so every connection is a full, re-checked handshake).
 #[tokio::test]
 async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
-    let w = world().await;
-    let alice = w.pki.client("alice", None, &[]);
-    let bob = w.pki.client("bob", None, &[]);
-    let rules = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: alice }]";
-    let path = config(&w, rules, "", "", "");
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("partners").await;
-    let api = p.admin_addr().await;
-    // One client config per identity, kept across connections: its
-    // session cache is what a resuming client would use.
-    let alice_cfg = cfg_for(&w, Some(&alice));
-    let bob_cfg = cfg_for(&w, Some(&bob));
+    let AliceAndBob {
+        w: _w,
+        p: _p,
+        addr,
+        api,
+        alice_cfg,
+        bob_cfg,
+    } = alice_and_bob("alice").await;
     assert_eq!(
         outcome(addr, alice_cfg.clone(), "/").await,
         Outcome::Status(200)
@@ -214,29 +268,11 @@ async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
     );
     drop(tls);
 
-    let put = |body: serde_json::Value| async move {
-        admin(
-            api,
-            "PUT",
-            "/api/v1/listeners/partners/client-auth",
-            Some(EDITOR),
-            Some(body),
-            &[],
-        )
-        .await
-    };
+    let put = |body| put_client_auth(api, body);
     let r = put(json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
-    let r = admin(
-        api,
-        "GET",
-        "/api/v1/listeners/partners/client-auth",
-        Some(EDITOR),
-        None,
-        &[],
-    )
-    .await;
+    let r = client_auth(api).await;
     assert_eq!(r.json()["allow"], json!([{"cn": "bob"}]));
     let r = admin(api, "GET", "/api/v1/listeners", Some(EDITOR), None, &[]).await;
     assert_eq!(r.json()[0]["client_auth"]["allow"], json!([{"cn": "bob"}]));
@@ -272,27 +308,16 @@ async fn rule_changes_apply_to_the_next_handshake_and_resumption() {
 /// so switching to `none` and back admitted every certificate of the CA.
 #[tokio::test]
 async fn a_mode_that_does_not_verify_keeps_the_allow_rules() {
-    let w = world().await;
-    let alice = w.pki.client("alice", None, &[]);
-    let bob = w.pki.client("bob", None, &[]);
-    let rules = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ cn: bob }]";
-    let path = config(&w, rules, "", "", "");
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("partners").await;
-    let api = p.admin_addr().await;
-    let (alice_cfg, bob_cfg) = (cfg_for(&w, Some(&alice)), cfg_for(&w, Some(&bob)));
+    let AliceAndBob {
+        w,
+        p: _p,
+        addr,
+        api,
+        alice_cfg,
+        bob_cfg,
+    } = alice_and_bob("bob").await;
     assert_eq!(outcome(addr, alice_cfg.clone(), "/").await, DENIED);
-    let put = |body: serde_json::Value| async move {
-        admin(
-            api,
-            "PUT",
-            "/api/v1/listeners/partners/client-auth",
-            Some(EDITOR),
-            Some(body),
-            &[],
-        )
-        .await
-    };
+    let put = |body| put_client_auth(api, body);
     let r = put(json!({"mode": "none"})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     // Kept, like the CA, though neither applies while nothing is verified.
@@ -331,26 +356,17 @@ async fn a_mode_that_does_not_verify_keeps_the_allow_rules() {
 /// until the listener was removed or the process restarted.
 #[tokio::test]
 async fn a_file_edit_of_client_auth_replaces_rules_set_through_the_api() {
-    let w = world().await;
-    let alice = w.pki.client("alice", None, &[]);
-    let bob = w.pki.client("bob", None, &[]);
-    let rules = |cn: &str| {
-        format!(
-            "        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]"
-        )
-    };
-    let path = config(&w, &rules("alice"), "", "", "");
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("partners").await;
-    let api = p.admin_addr().await;
-    let (alice_cfg, bob_cfg) = (cfg_for(&w, Some(&alice)), cfg_for(&w, Some(&bob)));
-    let r = admin(
+    let AliceAndBob {
+        w,
+        mut p,
+        addr,
         api,
-        "PUT",
-        "/api/v1/listeners/partners/client-auth",
-        Some(EDITOR),
-        Some(json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]})),
-        &[],
+        alice_cfg,
+        bob_cfg,
+    } = alice_and_bob("alice").await;
+    let r = put_client_auth(
+        api,
+        json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]}),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -361,7 +377,7 @@ async fn a_file_edit_of_client_auth_replaces_rules_set_through_the_api() {
     // An edit elsewhere in the listener keeps the API's rules ...
     config(
         &w,
-        &rules("alice"),
+        &allow_cn("alice"),
         "    limits: { idle_timeout: 30s }",
         "",
         "",
@@ -379,7 +395,7 @@ async fn a_file_edit_of_client_auth_replaces_rules_set_through_the_api() {
     // ... an edit of its client_auth replaces them.
     config(
         &w,
-        &rules("carol"),
+        &allow_cn("carol"),
         "    limits: { idle_timeout: 30s }",
         "",
         "",
@@ -391,37 +407,25 @@ async fn a_file_edit_of_client_auth_replaces_rules_set_through_the_api() {
     })
     .await;
     assert_eq!(outcome(addr, bob_cfg.clone(), "/").await, DENIED);
-    let r = admin(
-        api,
-        "GET",
-        "/api/v1/listeners/partners/client-auth",
-        Some(EDITOR),
-        None,
-        &[],
-    )
-    .await;
+    let r = client_auth(api).await;
     assert_eq!(r.json()["allow"], json!([{"cn": "carol"}]));
 }
 
 /// Rules hot-reload with the config file (SIGHUP), for the next handshake.
 #[tokio::test]
 async fn rules_reload_with_the_config() {
-    let w = world().await;
-    let alice = w.pki.client("alice", None, &[]);
-    let rules = |cn: &str| {
-        format!(
-            "        mode: require_and_verify\n        ca: {{ ref: partners-ca }}\n        allow: [{{ cn: {cn} }}]"
-        )
-    };
-    let path = config(&w, &rules("alice"), "", "", "");
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("partners").await;
-    let alice_cfg = cfg_for(&w, Some(&alice));
+    let AliceAndBob {
+        w,
+        p,
+        addr,
+        alice_cfg,
+        ..
+    } = alice_and_bob("alice").await;
     assert_eq!(
         outcome(addr, alice_cfg.clone(), "/").await,
         Outcome::Status(200)
     );
-    config(&w, &rules("bob"), "", "", "");
+    config(&w, &allow_cn("bob"), "", "", "");
     p.signal("HUP");
     wait_until(
         Duration::from_secs(10),

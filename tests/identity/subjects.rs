@@ -160,8 +160,7 @@ async fn subject_values_cannot_pose_as_other_attributes() {
     let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
     let routes = r#"      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
       - { path_prefix: /ops, upstream: app, allow: [{ ou: ops }] }"#;
-    let log = w.scene.path("access.log");
-    let extra = format!("access_log: {{ path: {}, format: json }}", log.display());
+    let (log, extra) = json_access_log(&w);
     let mut p = Proxy::start(&config(&w, auth, "", routes, &extra));
     let addr = p.listener_addr("partners").await;
     let cfg = cfg_for(&w, Some(&client));
