@@ -2,8 +2,9 @@
 //!
 //! A request is sent again only where nothing can be repeated (RFC 9110
 //! §9.2.2, RFC 9113 §8.7): [`unprocessed`] for any method, or
-//! [`closed_before_response`] for an idempotent one; and only with a body
-//! that can be sent twice (none, or one read whole).
+//! [`closed_before_response`] (or [`dispatch_gone`]) for an idempotent
+//! one; and only with a body that can be sent twice (none, or one read
+//! whole).
 
 use http::{Method, Request, StatusCode};
 
@@ -88,6 +89,24 @@ pub fn closed_before_response(e: &hyper::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+/// hyper's HTTP/2 client dropped the request with its connection's
+/// dispatch task ("dispatch task is gone"): a `GOAWAY` read while the
+/// request waited for its stream to open (its HEADERS queued, perhaps
+/// written) ends that task, and the request with it, instead of failing it
+/// with the `GOAWAY`. Whether the upstream processed it is unknown, as for
+/// [`closed_before_response`]. `closed`: the lease's `SendRequest::is_closed`
+/// after the failure.
+///
+/// hyper has no `is_dispatch_gone`, and its kind (`User(DispatchGone)`)
+/// is public only as [`hyper::Error::is_user`]. The other user errors of a
+/// request (its body failing, a header hyper refuses) leave the
+/// connection's task running; this one comes only with that task ended,
+/// its request queue dropped first (so `closed` holds by then). Matching
+/// the message instead would break silently if hyper reworded it.
+pub fn dispatch_gone(e: &hyper::Error, closed: bool) -> bool {
+    e.is_user() && closed
 }
 
 /// The cause of a failed upstream request: metric reason, description, status.

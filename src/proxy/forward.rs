@@ -50,7 +50,8 @@ use crate::proxy::body::{BodyFault, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::failure::{
-    Failure, closed_before_response, copy_of, diagnose, idempotent, replayable, unprocessed,
+    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, replayable,
+    unprocessed,
 };
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{Dialer, MAX_RESPONSE_FIELDS, Unanswered};
@@ -550,12 +551,13 @@ impl Upstream {
                                 // request: the endpoint may have failed on
                                 // it. Not this one again; another may take
                                 // it, as over HTTP/1.1.
-                                None => (
-                                    copy.filter(|c| {
-                                        idempotent(c.method()) && closed_before_response(e.error())
-                                    }),
-                                    !new,
-                                ),
+                                // Dropped by a connection a GOAWAY ended
+                                // while its stream waited to open: alike.
+                                None => {
+                                    let closed = closed_before_response(e.error())
+                                        || dispatch_gone(e.error(), send.is_closed());
+                                    (copy.filter(|c| idempotent(c.method()) && closed), !new)
+                                }
                             };
                             let e = e.into_error();
                             // A connection that failed on TLS (our client

@@ -239,3 +239,152 @@ async fn a_new_h2_connection_closed_on_a_request_is_not_retried_on_its_endpoint(
         "the request reached the backend again"
     );
 }
+
+/// The next frame's type, flags and stream id (its payload read and let
+/// go); `None` when the connection ends.
+async fn next_frame<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<(u8, u8, u32)> {
+    let mut head = [0u8; 9];
+    io.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], stream))
+}
+
+/// SETTINGS with SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = `max`.
+fn max_streams(max: u32) -> Vec<u8> {
+    let mut payload = vec![0, 3];
+    payload.extend_from_slice(&max.to_be_bytes());
+    h2_frame(4, 0, 0, &payload)
+}
+
+/// What [`goaway_while_opening`]'s first connection went through, for the
+/// test to wait on and steer.
+#[derive(Default)]
+struct Opening {
+    /// The client applied `SETTINGS_MAX_CONCURRENT_STREAMS = 0`.
+    closed: tokio::sync::Notify,
+    /// Let it open the stream, and say `GOAWAY` with it.
+    go: tokio::sync::Notify,
+    /// Requests' HEADERS read on that connection.
+    requests: AtomicUsize,
+}
+
+/// A raw HTTP/2 backend that says `GOAWAY(NO_ERROR)` while a request waits
+/// for its stream to open. Each connection allows one stream and answers
+/// each request `200`, body `connection N`; the first, after its first
+/// answer, allows none (`SETTINGS_MAX_CONCURRENT_STREAMS = 0`: the client
+/// keeps the next request's stream waiting) and, told to go, allows one
+/// again with `GOAWAY` (last stream id 3, that next request's) in the same
+/// write: the client reads both before it writes, then opens the stream
+/// (writes its HEADERS) on a connection going away. Returns its address,
+/// its accepted connections and the first's [`Opening`].
+async fn goaway_while_opening(
+    pair: &TestPair,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<Opening>) {
+    let (listener, acceptor) = tls_listener(pair, b"h2").await;
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let opening = Arc::new(Opening::default());
+    let (count, first) = (accepted.clone(), opening.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, first) = (acceptor.clone(), first.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut preface = [0u8; 24];
+                if tls.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = tls.write_all(&max_streams(1)).await;
+                // Acknowledgements of our SETTINGS: the second is of the
+                // one allowing no stream.
+                let mut acks = 0;
+                while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                    match kind {
+                        4 if flags & 1 == 0 => {
+                            let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                        }
+                        4 => {
+                            acks += 1;
+                            if n == 0 && acks == 2 {
+                                first.closed.notify_one();
+                                first.go.notified().await;
+                                let mut goaway = 3u32.to_be_bytes().to_vec();
+                                goaway.extend_from_slice(&0u32.to_be_bytes());
+                                let out = [max_streams(1), h2_frame(7, 0, 0, &goaway)].concat();
+                                let _ = tls.write_all(&out).await;
+                            }
+                        }
+                        // A request: `:status: 200` (HPACK static index 8)
+                        // and a body naming the connection; on the first
+                        // connection, only the first is answered.
+                        1 => {
+                            if n == 0 && first.requests.fetch_add(1, Ordering::SeqCst) > 0 {
+                                continue;
+                            }
+                            let body = format!("connection {n}");
+                            let mut out = [
+                                h2_frame(1, 4, stream, &[0x88]),
+                                h2_frame(0, 1, stream, body.as_bytes()),
+                            ]
+                            .concat();
+                            if n == 0 {
+                                out.extend(max_streams(0));
+                            }
+                            let _ = tls.write_all(&out).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, opening)
+}
+
+/// hyper's HTTP/2 client holds a request whose stream waits to open (the
+/// server's stream limit reached) and, when a `GOAWAY` is read before it
+/// looks again, drops it with the connection's dispatch task: "dispatch
+/// task is gone", neither a refusal nor a closed connection. An idempotent
+/// request so dropped (its HEADERS perhaps sent) goes again like one whose
+/// connection closed before the response: here on a new connection, the
+/// one it was on being shared. It was a `502` when an HTTP/2 upstream shut
+/// a busy connection down gracefully.
+#[tokio::test]
+async fn a_request_dropped_by_an_h2_connection_going_away_while_opening_is_sent_again() {
+    let w = world();
+    let (backend, accepted, opening) = goaway_while_opening(&w.backend_pair).await;
+    let (p, addr) = proxy_for(&w, backend).await;
+    let mut send = h1_sender(&w, addr).await;
+    let (status, got) = exchange(&mut send, h1_request("GET", "/x", "")).await;
+    assert_eq!((status, &got[..]), (200, &b"connection 0"[..]));
+    // The connection now takes no new stream, which the proxy does not
+    // count (a limit of zero is taken as one): the next request is
+    // handed to hyper on it, and waits there for its stream.
+    opening.closed.notified().await;
+    let next = tokio::spawn(async move { exchange(&mut send, h1_request("GET", "/x", "")).await });
+    // Nothing says when hyper has taken the request in (no frame, no log:
+    // its stream waits), so this gives it that long. Were the `GOAWAY`
+    // read first, the request would find the connection closed and take
+    // a new one, a `200` with or without the fix, never a false failure.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    opening.go.notify_one();
+    let (status, got) = next.await.unwrap();
+    let said = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("upstream") || l.contains("retry"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        (status, String::from_utf8_lossy(&got).as_ref()),
+        (200, "connection 1"),
+        "{said}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
