@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,19 @@ pub const LINGER_TIME: Duration = Duration::from_secs(5);
 pub const LINGER_BYTES: usize = 1 << 20;
 
 const NONE: u64 = u64::MAX;
+
+/// Where the HTTP/1 bytes read so far end, for [`Activity`]'s `ends`: in a
+/// line, just after a line's `\n`, after `\n\r`, or just after a head's
+/// end (an empty line: `\n\n` or `\n\r\n`; a stray line end there is
+/// the blank line hyper skips before a head).
+const IN_LINE: u8 = 0;
+const LINE_END: u8 = 1;
+const LINE_END_CR: u8 = 2;
+const HEAD_END: u8 = 3;
+/// A read longer than this is judged by its last bytes alone (from
+/// `IN_LINE`): enough to hold a head's end and what follows it, and a
+/// tunnel's data is not walked byte by byte.
+const ENDS_WINDOW: usize = 64;
 
 /// Why a connection's watchdog closes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +89,13 @@ pub struct Activity {
     /// Bytes of a request head arrived since the last head was parsed
     /// (HTTP/1): a head timing out now was begun, not merely awaited.
     heard: AtomicBool,
+    /// Where the bytes that may be heads end (one of `IN_LINE`..`HEAD_END`):
+    /// anything but `HEAD_END` means bytes of a head not yet complete were
+    /// read, which hyper holds in its buffer when they came behind a
+    /// request (in the read that brought its head, or while it ran). Bytes
+    /// read while a request with a body runs are its body as far as can be
+    /// told here, and are not looked at.
+    ends: AtomicU8,
     /// Writes to the client that took bytes, counted: a graceful close
     /// with nothing in flight may still be sending what hyper (or h2)
     /// holds of the last response after its body ended, and is not forced
@@ -96,6 +116,7 @@ impl Activity {
             body: AtomicBool::new(false),
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
+            ends: AtomicU8::new(HEAD_END),
             writes: AtomicU64::new(0),
         })
     }
@@ -126,19 +147,46 @@ impl Activity {
         self.pipelined.store(false, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
+        if body {
+            // What followed the head in its read is body, not a next head.
+            self.ends.store(HEAD_END, Ordering::Relaxed);
+        }
         InFlight(self.clone())
     }
 
-    /// Bytes arrived (HTTP/1): on an idle connection they start a head.
-    fn received(&self) {
+    /// Bytes arrived (HTTP/1): on an idle connection they start a head;
+    /// behind a request they may be the start of the next one.
+    fn received(&self, bytes: &[u8]) {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             self.pipelined.store(true, Ordering::Relaxed);
+            if !self.body.load(Ordering::Relaxed) {
+                self.scan(bytes);
+            }
             return;
         }
+        self.scan(bytes);
         self.heard.store(true, Ordering::Relaxed);
         if self.head_ms.load(Ordering::SeqCst) == NONE {
             self.head_ms.store(self.now_ms(), Ordering::SeqCst);
         }
+    }
+
+    /// Follow where the bytes read end: inside a head, or at its end.
+    fn scan(&self, bytes: &[u8]) {
+        let (mut at, bytes) = match bytes.len().checked_sub(ENDS_WINDOW) {
+            Some(skip) if skip > 0 => (IN_LINE, &bytes[skip..]),
+            _ => (self.ends.load(Ordering::Relaxed), bytes),
+        };
+        for &b in bytes {
+            at = match (at, b) {
+                (LINE_END | LINE_END_CR | HEAD_END, b'\n') => HEAD_END,
+                (IN_LINE, b'\n') => LINE_END,
+                (LINE_END, b'\r') => LINE_END_CR,
+                (HEAD_END, b'\r') => HEAD_END,
+                _ => IN_LINE,
+            };
+        }
+        self.ends.store(at, Ordering::Relaxed);
     }
 
     /// A request head has begun arriving and has not been parsed (HTTP/1):
@@ -216,7 +264,16 @@ pub struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         let a = &self.0;
-        a.last_ms.store(a.now_ms(), Ordering::SeqCst);
+        let now = a.now_ms();
+        a.last_ms.store(now, Ordering::SeqCst);
+        // Part of the next head came behind this request and waits in
+        // hyper's buffer: that head began, at the latest now, and is held
+        // to header_read_timeout (nginx reads a pipelined request under
+        // client_header_timeout), not left idle for idle_timeout.
+        if a.ends.load(Ordering::Relaxed) != HEAD_END {
+            a.heard.store(true, Ordering::Relaxed);
+            a.head_ms.store(now, Ordering::SeqCst);
+        }
         a.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -545,7 +602,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
         match res {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
                 if this.reads {
-                    this.activity.received();
+                    this.activity.received(&buf.filled()[before..]);
                 }
             }
             // End of stream, or a reset / TLS EOF without close_notify:
@@ -680,7 +737,7 @@ mod tests {
         assert!(!a.settled(), "a request in flight");
         drop(req);
         assert!(a.settled(), "a bodyless request answered, nothing since");
-        a.received();
+        a.received(b"G");
         assert!(!a.settled(), "the next head began");
         drop(a.begin(true));
         assert!(
@@ -688,10 +745,36 @@ mod tests {
             "a request with a body, maybe not read to its end"
         );
         let req = a.begin(false);
-        a.received();
+        a.received(b"GET / HTTP/1.1\r\n\r\n");
         drop(req);
         assert!(!a.settled(), "bytes arrived while a request was in flight");
         drop(a.begin(false));
         assert!(a.settled(), "each request starts the count afresh");
+    }
+
+    /// Half a head behind a request starts the header clock when the
+    /// request ends; a whole one, or a body, does not.
+    #[test]
+    fn a_pipelined_half_head_begins_when_the_request_ends() {
+        let hr = Duration::from_secs(1);
+        let idle = Duration::from_secs(600);
+        let a = Activity::new(Instant::now(), true);
+        a.received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nX-a: ");
+        drop(a.begin(false));
+        assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+        assert!(a.head_begun().is_some());
+        a.received(b"b\r\n\r");
+        drop(a.begin(false));
+        assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+        a.received(b"\n");
+        let req = a.begin(false);
+        a.received(b"GET / HTTP/1.1\r\n\n");
+        drop(req);
+        assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+        a.received(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+        let req = a.begin(true);
+        a.received(&[b'x'; 100]);
+        drop(req);
+        assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
     }
 }

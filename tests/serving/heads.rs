@@ -48,6 +48,61 @@ async fn header_read_and_idle_timeouts() {
     assert_eq!(closed["reason"], "idle_timeout", "{closed}");
 }
 
+/// Half a head pipelined behind a request is cut at header_read_timeout
+/// and counted and logged as a `408`, not left for idle_timeout: sent in
+/// the same write as the request (hyper holds it unread while the request
+/// runs), and sent while the response is still arriving.
+#[tokio::test]
+async fn pipelined_half_head_gets_header_read_timeout() {
+    let w = world().await;
+    // idle_timeout far beyond read_to_close's bound: a connection left to
+    // it fails the test instead of passing late.
+    let path = config(&w, "", "header_read_timeout: 1s, idle_timeout: 10m");
+    let log = w.scene.path("access.log");
+    edit_config(&path, |text| {
+        format!(
+            "access_log: {{ path: {}, format: json }}\n{text}",
+            log.display()
+        )
+    });
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let half = "GET /api HTTP/1.1\r\nX-a: ";
+    let mut ports = Vec::new();
+    // One write: the request and the next head's first half.
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    ports.push(local_port(&s));
+    let both = format!("GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n{half}");
+    s.write_all(both.as_bytes()).await.unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
+    // The half head while the response (4 MiB) is on its way.
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    ports.push(local_port(&s));
+    s.write_all(b"GET /kib/4096 HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(half.as_bytes()).await.unwrap();
+    let _ = read_to_close(&mut s).await;
+    for port in &ports {
+        wait_closed_for(&mut p, *port, "header_read_timeout").await;
+    }
+    let line = "hotproxy_http_requests_total{listener=\"public\",upstream=\"\",code=\"408\"} 2";
+    wait_metric(admin, line, WAIT).await;
+    let all = wait_access_log(&log, 4, WAIT).await;
+    let cut: Vec<_> = all.iter().filter(|l| l["status"] == 408).collect();
+    assert_eq!(cut.len(), 2, "{all:?}");
+    for (line, port) in cut.iter().zip(&ports) {
+        assert_eq!(line["authz"], "header_read_timeout", "{line}");
+        let client = line["client_addr"].as_str().unwrap();
+        assert!(client.ends_with(&format!(":{port}")), "{line}");
+    }
+}
+
 /// A request head over max_header_bytes is answered 431 and never reaches
 /// the backend, also when the client writes it all before reading.
 #[tokio::test]
