@@ -363,6 +363,7 @@ const PLAIN_HTTP_BODY: &str = "The plain HTTP request was sent to HTTPS port\n";
 /// Answer plain HTTP with a 400 the client can read, then close.
 async fn refuse_plain_http(listener: &Listener, mut stream: TcpStream, peer: SocketAddr) {
     metrics::handshake(&listener.name, "plain_http");
+    crate::proxy::edge::handshake_refused(listener, peer, "plain_http");
     debug!(listener = %listener.name, peer = %peer, reason = "plain_http", "TLS handshake failed");
     let response = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
@@ -413,6 +414,7 @@ async fn connection(
             Ok(client) => client,
             Err(refused) => {
                 metrics::handshake(&listener.name, refused.reason());
+                crate::proxy::edge::handshake_refused(&listener, peer, refused.reason());
                 debug!(listener = %listener.name, peer = %peer, error = %refused, "connection refused before TLS");
                 return;
             }
@@ -446,6 +448,7 @@ async fn connection(
         Ok(_) => {}
         Err(_) => {
             metrics::handshake(&listener.name, "timeout");
+            crate::proxy::edge::handshake_refused(&listener, peer, "timeout");
             debug!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
             return;
         }
@@ -485,6 +488,7 @@ async fn connection(
         }
         Err(_) => {
             metrics::handshake(&listener.name, "timeout");
+            crate::proxy::edge::handshake_refused(&listener, peer, "timeout");
             debug!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
             return;
         }

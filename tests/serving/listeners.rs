@@ -224,3 +224,45 @@ async fn server_cipher_order_is_preferred() {
         );
     }
 }
+
+/// Handshakes refused before TLS began get an access-log line like the
+/// other refused handshakes (`authz` the metric's result): a client that
+/// connects and sends nothing (`timeout`, after header_read_timeout) and
+/// plain HTTP on the TLS port (`plain_http`).
+#[tokio::test]
+async fn handshakes_refused_before_tls_are_logged() {
+    let w = world().await;
+    let path = config(&w, "", "header_read_timeout: 1s");
+    let log = w.scene.path("access.log");
+    edit_config(&path, |text| {
+        format!(
+            "access_log: {{ path: {}, format: json }}\n{text}",
+            log.display()
+        )
+    });
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    assert!(read_to_close(&mut silent).await.is_empty());
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_to_close(&mut plain).await;
+    assert!(reply.starts_with(b"HTTP/1.1 400"), "{reply:?}");
+    let all = wait_access_log(&log, 2, WAIT).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    for (line, (port, reason)) in all
+        .iter()
+        .zip([(silent_port, "timeout"), (plain_port, "plain_http")])
+    {
+        assert_eq!(line["authz"], reason, "{line}");
+        assert!(line["status"].is_null(), "{line}");
+        assert_eq!(line["listener"], "public", "{line}");
+        let client = line["client_addr"].as_str().unwrap();
+        assert!(client.ends_with(&format!(":{port}")), "{line}");
+    }
+}
