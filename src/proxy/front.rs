@@ -5,9 +5,11 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,13 +18,16 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::debug;
 
 use crate::config::{FrontConfig, Limits};
 use crate::metrics;
-use crate::proxy::forward::ResponseBody;
+use crate::proxy::edge::Exchange;
+use crate::proxy::forward::{RequestContext, ResponseBody, client_ip_value};
+use crate::proxy::listener::Listener;
 use crate::proxy::proxy_protocol;
 use crate::proxy::{refused_head, request};
 
@@ -85,9 +90,10 @@ impl Front {
 /// request gets `308` to the same host (without its port) and path on
 /// `https://` at `port`. One request per connection, bounded by
 /// `header_read_timeout` plus `send_timeout`. `closing`: the listener's
-/// (removed by a reload, or shutting down).
+/// (removed by a reload, or shutting down). Each answer, and each head
+/// hyper refused or cut, is counted and logged as on the TLS listeners.
 pub async fn redirect_connection(
-    listener: Arc<str>,
+    live: Arc<Listener>,
     stream: TcpStream,
     peer: SocketAddr,
     front: Arc<Front>,
@@ -95,18 +101,48 @@ pub async fn redirect_connection(
     port: u16,
     mut closing: watch::Receiver<bool>,
 ) {
-    let listener_name = listener.clone();
+    let accepted = Instant::now();
+    let edge = live.edge.load_full();
+    // What the access log takes from a connection: plain HTTP has no
+    // SNI, TLS version or certificate, so those fields stay empty.
+    let ctx = Arc::new(RequestContext {
+        listener: live.name.clone(),
+        client_addr: peer,
+        client_cert: None,
+        tls_sni: None,
+        served_from: live.tls.load().resolver.clone(),
+        trusted_proxy: false,
+        tls_version: None,
+        resumed: false,
+        entry: None,
+        body_read_timeout: limits.body_read_timeout,
+        body_buffer_bytes: limits.body_buffer_bytes,
+        max_body_bytes: limits.max_body_bytes,
+        client_ip: client_ip_value(peer),
+    });
     // A head was parsed: its 308 is on the way.
     let answering = Arc::new(AtomicBool::new(false));
     let asked = answering.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        asked.store(true, Ordering::Relaxed);
-        let start = Instant::now();
-        let mut resp = redirect(req, port);
-        front.set_response_headers(resp.headers_mut());
-        metrics::request(&listener, "", resp.status().as_u16(), start.elapsed());
-        async move { Ok::<_, Infallible>(resp) }
-    });
+    // A byte came: a head cut at header_read_timeout was begun (a client
+    // that sends nothing is not a request).
+    let heard = Arc::new(AtomicBool::new(false));
+    let svc = {
+        let (name, edge, ctx) = (live.name.clone(), edge.clone(), ctx.clone());
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            asked.store(true, Ordering::Relaxed);
+            let start = Instant::now();
+            let exchange = Exchange::begin(&edge, &ctx, &mut req, start);
+            let mut resp = redirect(req, port);
+            front.set_response_headers(resp.headers_mut());
+            metrics::request(&name, "", resp.status().as_u16(), start.elapsed());
+            let resp = exchange.finish(resp);
+            async move { Ok::<_, Infallible>(resp) }
+        })
+    };
+    let stream = Heard {
+        inner: stream,
+        heard: heard.clone(),
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -156,10 +192,71 @@ pub async fn redirect_connection(
     };
     if let Err(e) = ended {
         debug!(peer = %peer, error = %e, "redirect connection ended with error");
-        // A head hyper refused and answered itself is a request too.
-        if let Some(status) = refused_head::answered(&e) {
-            metrics::request(&listener_name, "", status.as_u16(), Duration::ZERO);
+        // A head hyper refused and answered itself is a request too, and
+        // so is one it cut at its header_read_timeout (408, nothing sent).
+        let status = match refused_head::answered(&e) {
+            Some(status) => Some(status),
+            None if e.is_timeout() && heard.load(Ordering::Relaxed) => {
+                Some(StatusCode::REQUEST_TIMEOUT)
+            }
+            None => None,
+        };
+        if let Some(status) = status {
+            // The connection's one head: its time counts from accept.
+            let took = accepted.elapsed();
+            refused_head::record(&live.unrouted, &edge, &ctx, status, took);
         }
+    }
+}
+
+/// The client's stream, noting whether any byte arrived.
+struct Heard {
+    inner: TcpStream,
+    heard: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Heard {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Heard {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -168,7 +168,7 @@ pub struct Listener {
     handshakes_ok: prometheus_client::metrics::counter::Counter,
     /// The request metrics of requests answered before routing (refused,
     /// 404): upstream `""`.
-    unrouted: metrics::RouteMetrics,
+    pub unrouted: metrics::RouteMetrics,
 }
 
 impl Listener {
@@ -429,10 +429,15 @@ async fn connection(
         return;
     }
     if let Some(port) = front.redirect_https {
-        let name = listener.name.clone();
         let closing = listener.closing.subscribe();
         return Box::pin(front::redirect_connection(
-            name, stream, peer, front, limits, port, closing,
+            listener.clone(),
+            stream,
+            peer,
+            front,
+            limits,
+            port,
+            closing,
         ))
         .await;
     }

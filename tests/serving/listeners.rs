@@ -266,3 +266,69 @@ async fn handshakes_refused_before_tls_are_logged() {
         assert!(client.ends_with(&format!(":{port}")), "{line}");
     }
 }
+
+/// The `redirect_https` listener writes an access-log line for each
+/// answer (its `308`, its own `400`, hyper's `400`) and for a head cut at
+/// header_read_timeout, which is counted as `408` as on the TLS
+/// listeners; a connection that sends nothing is neither.
+#[tokio::test]
+async fn redirect_listener_answers_are_logged() {
+    let w = world().await;
+    let path = config(&w, "", "");
+    let log = w.scene.path("access.log");
+    edit_config(&path, |text| {
+        let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 1s }\nupstreams:";
+        format!(
+            "access_log: {{ path: {}, format: json }}\n{}",
+            log.display(),
+            text.replacen("upstreams:", http, 1)
+        )
+    });
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("http").await;
+    let admin = p.admin_addr().await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(read_to_close(&mut silent).await.is_empty());
+    let mut sent = Vec::new();
+    for (head, status) in [
+        (
+            "GET /x?token=t HTTP/1.1\r\nHost: a.example.com\r\n\r\n",
+            308,
+        ),
+        ("GET /x HTTP/1.1\r\n\r\n", 400),
+        (
+            "GET / HTTP/1.1\r\nHost: a.example.com\r\nno colon\r\n\r\n",
+            400,
+        ),
+        ("GET / HTTP/1.1\r\nHost: a.exa", 408),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sent.push((s.local_addr().unwrap().port(), status));
+        s.write_all(head.as_bytes()).await.unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        match status {
+            408 => assert_eq!(reply, "", "nothing is sent for a head cut short"),
+            _ => assert!(reply.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}"),
+        }
+    }
+    let line = "hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"408\"} 1";
+    wait_metric(admin, line, WAIT).await;
+    let all = wait_access_log(&log, 4, WAIT).await;
+    assert_eq!(all.len(), 4, "{all:?}");
+    for (line, (port, status)) in all.iter().zip(&sent) {
+        assert_eq!(line["status"], *status, "{line}");
+        assert_eq!(line["listener"], "http", "{line}");
+        let client = line["client_addr"].as_str().unwrap();
+        assert!(client.ends_with(&format!(":{port}")), "{line}");
+    }
+    assert_eq!(all[0]["method"], "GET", "{}", all[0]);
+    assert_eq!(all[0]["path"], "/x", "{}", all[0]);
+    assert_eq!(all[0]["authz"], "allowed", "{}", all[0]);
+    assert_eq!(all[2]["authz"], "bad_request", "{}", all[2]);
+    assert_eq!(all[3]["authz"], "header_read_timeout", "{}", all[3]);
+    let m = metrics_text(admin).await;
+    assert!(
+        m.contains("hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"308\"} 1"),
+        "{m}"
+    );
+}
