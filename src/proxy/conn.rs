@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 use tracing::debug;
 
+use crate::proxy::lifetime::Woken;
 use crate::proxy::stall::Stalls;
 
 /// How long a closing connection keeps reading (and discarding) what the
@@ -369,7 +370,12 @@ impl Driver<'_> {
     {
         let (name, peer) = (self.name, self.peer);
         tokio::pin!(conn);
+        // Polled only when their own wake-up came (`lifetime::Woken`):
+        // they almost never fire, and the task wakes at every request.
+        let also_close = Woken::new(also_close);
         tokio::pin!(also_close);
+        let shutdown = Woken::new(self.shutdown.wait_for(|s| *s));
+        tokio::pin!(shutdown);
         let mut closing = false;
         let (header_read, idle) = (self.header_read_timeout, self.idle_timeout);
         let start = Instant::now();
@@ -468,7 +474,7 @@ impl Driver<'_> {
                 // idleness: its graceful close waits on the client (h2 takes
                 // new streams until the client acknowledges the GOAWAY's
                 // PING), so only the cut bounds it.
-                _ = self.shutdown.wait_for(|s| *s), if cut_at.is_none() => {
+                _ = shutdown.as_mut(), if cut_at.is_none() => {
                     let now = Instant::now();
                     let at = now + self.also_close_grace;
                     cut_at = Some(at);

@@ -11,7 +11,16 @@
 //! The same bounds hold for a WebSocket tunnel that came out of the
 //! connection: its client was admitted by the same handshake. (A listener
 //! a reload removes closes all of its connections: `Listener::closing`.)
+//!
+//! Waiting for those signals costs nothing per request: the driver and
+//! the tunnel wrap them (and `closing`) in [`Woken`], polled only when its
+//! own wake-up came.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -83,8 +92,9 @@ impl Lifetime {
                 std::future::pending::<()>().await;
             }
         };
-        // Polled at every wake-up of its connection's task: without a
-        // lifetime (the default) the rules are all there is to wait for.
+        // Without a lifetime (the default) the rules are all there is to
+        // wait for. (The driver and the tunnel poll this only when its own
+        // wake-up came: `Woken`.)
         let Some(until) = self.until else {
             rules_changed.await;
             return Over::RulesChanged;
@@ -99,5 +109,114 @@ impl Lifetime {
             () = rules_changed => Over::RulesChanged,
             () = past_lifetime => Over::Lifetime,
         }
+    }
+}
+
+// A connection's driver selects its hyper connection against signals that
+// almost never fire (the listener closing, the admission rules changing,
+// `max_connection_lifetime`). `tokio::select!` polls every branch at every
+// wake-up of the task, and a pending `watch` wait takes its `Notify`'s lock
+// at every poll to refresh its waker: a cost per request that buys nothing.
+// `Woken` gives the inner future a waker of its own, which marks it due
+// and wakes the task; a poll that finds it not due (and the task's waker
+// unchanged) is one atomic load.
+pin_project_lite::pin_project! {
+    /// A future polled only when its own wake-up came, not at every
+    /// wake-up of the task it shares: on its first poll, after its own
+    /// waker was woken, or when the task's waker changed.
+    pub struct Woken<F> {
+        #[pin]
+        inner: F,
+        flag: Arc<Flag>,
+        // `flag` as a waker, made once.
+        waker: Waker,
+        // The task's waker `flag` wakes (a copy, compared without the lock).
+        task: Option<Waker>,
+    }
+}
+
+/// What the inner future's waker reaches.
+struct Flag {
+    /// Woken since the inner future was last polled.
+    due: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Marked before the task is woken: the poll it causes sees it.
+        self.due.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl<F: Future> Woken<F> {
+    pub fn new(inner: F) -> Woken<F> {
+        let flag = Arc::new(Flag {
+            due: AtomicBool::new(false),
+            task: Mutex::new(None),
+        });
+        Woken {
+            inner,
+            waker: Waker::from(flag.clone()),
+            flag,
+            task: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Woken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let mut due = this.flag.due.load(Ordering::Acquire);
+        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            // First poll, or moved to another task: wake that one from now
+            // on, and poll in case a wake-up went to the old one.
+            *this.flag.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            *this.task = Some(cx.waker().clone());
+            due = true;
+        }
+        if !due {
+            return Poll::Pending;
+        }
+        // Cleared before the poll: a wake-up during it marks it due again.
+        this.flag.due.store(false, Ordering::Release);
+        this.inner.poll(&mut Context::from_waker(this.waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::watch;
+
+    #[tokio::test]
+    async fn ready_when_the_watch_changes_and_not_polled_before() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = polls.clone();
+        let mut changed = Box::pin(async move { rx.changed().await.is_ok() });
+        let wait = Woken::new(std::future::poll_fn(move |cx| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            changed.as_mut().poll(cx)
+        }));
+        tokio::pin!(wait);
+        // Pending, registered; polls without its own wake-up skip it.
+        assert!(futures_util::poll!(wait.as_mut()).is_pending());
+        assert!(futures_util::poll!(wait.as_mut()).is_pending());
+        assert!(futures_util::poll!(wait.as_mut()).is_pending());
+        assert_eq!(polls.load(Ordering::Relaxed), 1);
+        tx.send_replace(1);
+        assert!(wait.await);
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
     }
 }

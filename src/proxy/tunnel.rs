@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
 use crate::proxy::lifetime::Lifetime;
+use crate::proxy::lifetime::Woken;
 
 /// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
 /// extension point for more protocols: each must be one whose bytes after
@@ -112,10 +113,12 @@ pub fn spawn<H: Send + 'static>(
     tokio::spawn(async move {
         let _hold = hold;
         let idle_timeout = limits.idle;
-        let lifetime_over = limits.lifetime.over();
+        // Polled only when their own wake-up came, not at every chunk
+        // copied (`lifetime::Woken`).
+        let lifetime_over = Woken::new(limits.lifetime.over());
         tokio::pin!(lifetime_over);
         let mut removed_rx = limits.removed.clone();
-        let removed = removed_rx.wait_for(|r| *r);
+        let removed = Woken::new(removed_rx.wait_for(|r| *r));
         tokio::pin!(removed);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
