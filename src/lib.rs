@@ -133,7 +133,7 @@
 //! - `process_metrics`: `process_*` (CPU, memory, fds, start time) from `/proc`, per scrape.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.
 //! - `check`: `hotproxy check` and `certs inspect`: the report operators read;
-//!   applies `run`'s startup checks (admin tokens and bind, store) without side effects.
+//!   applies `run`'s startup checks (admin tokens and bind, store, every listener's and upstream's TLS) without side effects.
 //! - `devpki`: a throwaway CA, server pair and client pair.
 //! - `fsutil`: atomic writes and bounded, regular-file-only reads (store, dev PKI, PEM).
 //! - `logging`: tracing to stderr, text or JSON.

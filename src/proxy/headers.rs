@@ -261,9 +261,10 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 /// request).
 ///
 /// A client-certificate header among them (`X-Forwarded-Client-Cert`,
-/// `X-Forwarded-Tls-Client-Cert`) is kept: by now it is hotproxy's own,
-/// written per `forward_client_cert` after the client's copies were
-/// removed ([`crate::proxy::client_cert::apply`]).
+/// `X-Forwarded-Tls-Client-Cert*`) is kept here: by now any such header is
+/// hotproxy's own (`forward_client_cert: xfcc`), written after every
+/// client's copies, trusted or not, were removed
+/// ([`crate::proxy::client_cert::apply`]).
 ///
 /// The look-alikes: a client's header whose name, `_` read as `-`, is one hotproxy
 /// sets, replaces or removes ([`vouched`]): a forwarding header, a
