@@ -67,8 +67,10 @@
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout
 //!     and the connection's lifetime.
 //!   - `lifetime`: when a connection (or its tunnel) ends: made with rotated-out material
-//!     (`max_connection_lifetime`), or admitted under rules since changed; `Woken`, the
-//!     wait for such rarely-ready signals that is polled only when its own wake-up came.
+//!     (`max_connection_lifetime`), or no longer admitted under rules since changed; `Woken`,
+//!     the wait for such rarely-ready signals that is polled only when its own wake-up came.
+//!   - `readmit`: an open connection checked again under its listener's changed admission
+//!     rules (chain, `allow`, `allow_from`): kept if still admitted.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,

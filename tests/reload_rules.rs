@@ -278,3 +278,228 @@ upstreams:
         "{rejected}"
     );
 }
+
+/// Listener `partners` as in [`partners`] (no routes: `GET /` is 404),
+/// with `clients.crl` as the client CA's CRL.
+fn partners_with_crl(allow: &str) -> String {
+    partners(allow, "[]").replace(
+        "ca: { ca_file: clients-ca.crt }",
+        "ca: { ca_file: clients-ca.crt, crl_files: [clients.crl] }",
+    )
+}
+
+/// A client's kept-open HTTP/1.1 mTLS connection to `addr`: its sender,
+/// its driver (ends when the proxy closes it) and its local address, the
+/// `peer` the proxy logs for it.
+struct Open {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    conn: tokio::task::JoinHandle<hyper::Result<()>>,
+    peer: String,
+    /// Its SNI, sent as `Host` too.
+    host: String,
+}
+
+/// `GET /` with `Host: host`.
+fn get_to(host: &str) -> http::Request<http_body_util::Empty<Bytes>> {
+    http::Request::get("/")
+        .header("host", host)
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+async fn open(addr: std::net::SocketAddr, ca_pem: &str, who: &TestPair) -> Open {
+    open_to(addr, "localhost", ca_pem, who).await
+}
+
+/// [`open`] with SNI `sni` (which picks a per-name `certs` entry).
+async fn open_to(addr: std::net::SocketAddr, sni: &str, ca_pem: &str, who: &TestPair) -> Open {
+    let tls = connect(addr, sni, client_config(ca_pem, Some(who), &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let peer = tls.get_ref().0.local_addr().unwrap().to_string();
+    let (mut send, conn) = keep_open_h1(tls).await;
+    let status = send.send_request(get_to(sni)).await.unwrap().status();
+    assert_eq!(status, 404, "{peer} served (no route for /)");
+    let host = sni.to_owned();
+    Open {
+        send,
+        conn,
+        peer,
+        host,
+    }
+}
+
+/// Whether the proxy logged connection `peer`'s close for `reason`.
+fn closed_for(p: &Proxy, peer: &str, reason: &str) -> bool {
+    p.logs().iter().any(|l| {
+        l.contains("\"closing connection")
+            && l.contains(&format!("\"peer\":\"{peer}\""))
+            && l.contains(&format!("\"reason\":\"{reason}\""))
+    })
+}
+
+/// Wait until the proxy has re-checked connection `peer` under changed
+/// admission rules and kept it; then it serves a second request.
+async fn kept_and_served(p: &Proxy, open: &mut Open) {
+    let peer = open.peer.clone();
+    wait_until(
+        WAIT,
+        &format!("connection {peer} re-checked and kept"),
+        || {
+            let kept = p.logs().iter().any(|l| {
+                l.contains("\"connection still admitted under the changed rules; kept\"")
+                    && l.contains(&format!("\"peer\":\"{peer}\""))
+            });
+            async move { kept }
+        },
+    )
+    .await;
+    let status = open.send.send_request(get_to(&open.host)).await;
+    assert_eq!(
+        status.map(|r| r.status()).ok(),
+        Some(http::StatusCode::NOT_FOUND),
+        "{peer} served on after the change"
+    );
+    assert!(!open.conn.is_finished(), "{peer} closed");
+    assert!(!closed_for(p, &peer, "admission_rules_changed"));
+}
+
+/// Wait until connection `open` is closed for the changed rules.
+async fn closed_for_rules(p: &Proxy, open: Open) {
+    within_deadline(format!("{} closed", open.peer), open.conn)
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(WAIT, "the close logged with its reason", || {
+        let logged = closed_for(p, &open.peer, "admission_rules_changed");
+        async move { logged }
+    })
+    .await;
+}
+
+/// A CRL publisher re-issues the CRL (a new nextUpdate, no new
+/// revocations): the admission rules changed on paper, but an open mTLS
+/// connection is still admitted under them and serves on. It used to be
+/// closed at every refresh, and every keep-alive client had to make a
+/// full handshake again.
+#[tokio::test]
+async fn a_reissued_crl_revoking_nobody_new_keeps_open_connections() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    write(&s.path("clients.crl"), &clients.crl(&[]));
+    let alice = clients.client_pair("alice");
+    let cfg = s.config(&partners_with_crl("[{ cn: alice }]"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let mut conn = open(addr, &ca.cert_pem, &alice).await;
+
+    let next_update = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    mv_over(&s.path("clients.crl"), &clients.crl_until(&[], next_update));
+    kept_and_served(&p, &mut conn).await;
+}
+
+/// A CRL that revokes alice closes her open connection; bob's, under the
+/// same listener and CA, is re-checked and serves on.
+#[tokio::test]
+async fn a_crl_revoking_a_client_closes_only_its_connections() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    write(&s.path("clients.crl"), &clients.crl(&[]));
+    let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
+    let cfg = s.config(&partners_with_crl("[{ cn: alice }, { cn: bob }]"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let alices = open(addr, &ca.cert_pem, &alice).await;
+    let mut bobs = open(addr, &ca.cert_pem, &bob).await;
+
+    mv_over(&s.path("clients.crl"), &clients.crl(&[&alice]));
+    closed_for_rules(&p, alices).await;
+    kept_and_served(&p, &mut bobs).await;
+}
+
+/// An `allow` change that takes alice out but not bob closes only
+/// alice's open connection.
+#[tokio::test]
+async fn an_allow_change_closes_only_the_connections_it_excludes() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
+    let cfg = s.config(&partners("[{ cn: alice }, { cn: bob }]", "[]"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let alices = open(addr, &ca.cert_pem, &alice).await;
+    let mut bobs = open(addr, &ca.cert_pem, &bob).await;
+
+    write(&cfg, &partners("[{ cn: bob }]", "[]"));
+    reloaded(&mut p, 1).await;
+    closed_for_rules(&p, alices).await;
+    kept_and_served(&p, &mut bobs).await;
+}
+
+/// With client auth per `certs` entry, an open connection is checked
+/// again under the entry that admitted it: bob, admitted by entry `b`
+/// (SNI b.example), whose `allow` lets him in, is kept when the
+/// listener-wide `allow` (entry `a`'s, which never let him in) changes; and
+/// alice's connection to `a` closes when that change takes her out, while
+/// carol's, whom it keeps, serves on.
+#[tokio::test]
+async fn per_name_connections_are_checked_under_their_own_entry() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    s.pair("b", &ca.server_pair(&["b.example"]));
+    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    let (alice, bob, carol) = (
+        clients.client_pair("alice"),
+        clients.client_pair("bob"),
+        clients.client_pair("carol"),
+    );
+    let config = |listener_allow: &str| {
+        format!(
+            r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+listeners:
+  - name: partners
+    bind: 127.0.0.1:0
+    limits: {{ idle_timeout: 1h }}
+    tls:
+      certs:
+        - {{ cert_file: a.crt, key_file: a.key, server_names: [localhost] }}
+        - cert_file: b.crt
+          key_file: b.key
+          server_names: [b.example]
+          client_auth:
+            mode: require_and_verify
+            ca: {{ ca_file: clients-ca.crt }}
+            allow: [{{ cn: bob }}]
+      client_auth:
+        mode: require_and_verify
+        ca: {{ ca_file: clients-ca.crt }}
+        allow: {listener_allow}
+    routes: []
+"#
+        )
+    };
+    let cfg = s.config(&config("[{ cn: alice }, { cn: carol }]"));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let alices = open(addr, &ca.cert_pem, &alice).await;
+    let mut carols = open(addr, &ca.cert_pem, &carol).await;
+    let mut bobs = open_to(addr, "b.example", &ca.cert_pem, &bob).await;
+
+    write(&cfg, &config("[{ cn: carol }]"));
+    reloaded(&mut p, 1).await;
+    closed_for_rules(&p, alices).await;
+    kept_and_served(&p, &mut carols).await;
+    kept_and_served(&p, &mut bobs).await;
+}

@@ -113,6 +113,29 @@ impl ClientCertVerifier for Gate {
     }
 }
 
+impl Gate {
+    /// Whether the client `id` (a connection's verified identity) would be
+    /// let in now: its chain verified as in the handshake, at the present
+    /// time, against this gate's CA set and CRLs, then its `allow` rules.
+    /// For an open connection when the listener's rules changed
+    /// ([`crate::proxy::readmit`]): nothing is handed over, and a client
+    /// refused here is not logged as a handshake refusal.
+    pub fn still_admits(&self, id: &Identity) -> bool {
+        let Some((leaf, intermediates)) = id.chain.split_first() else {
+            return false;
+        };
+        let verified = self
+            .inner
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .inspect_err(|e| {
+                if let rustls::Error::InvalidCertRevocationList(_) = e {
+                    warn_crl_invalid(&self.listener, &self.ca, e);
+                }
+            });
+        verified.is_ok() && self.allow.as_ref().is_none_or(|allow| allow.permits(id))
+    }
+}
+
 /// Records parsed in the handshake, waiting for their connection, by leaf
 /// DER. Bounded: a handshake that fails after the certificate check (a bad
 /// signature) leaves its record behind, so the map is cleared when full.

@@ -1,20 +1,25 @@
-//! When an open connection must end: `max_connection_lifetime` after a rotation, or at once when its rules changed.
+//! When an open connection must end: `max_connection_lifetime` after a rotation, or when its rules no longer admit it.
 //!
 //! A connection keeps the certificate (and client-auth rules) it shook
 //! hands with. With `max_connection_lifetime` set, one older than the limit
 //! is ended once the listener's material has rotated since it was accepted;
 //! before any rotation an old connection is left alone. A change of what
 //! the listener admits (client auth, `allow_from`, PROXY protocol, trusted
-//! proxies) ends it whatever its age: a client taken out of the rules must
-//! not keep being served on a connection it opened before (nginx's reload
-//! closes old workers' connections, Envoy drains a changed filter chain).
-//! The same bounds hold for a WebSocket tunnel that came out of the
-//! connection: its client was admitted by the same handshake. (A listener
-//! a reload removes closes all of its connections: `Listener::closing`.)
+//! proxies) has the connection checked again under the new rules
+//! ([`crate::proxy::readmit`]), whatever its age: one they no longer admit
+//! ends (a client taken out of the rules must not keep being served on a
+//! connection it opened before), one they still admit is kept (a CRL
+//! re-issued with nobody newly revoked must not close every mTLS
+//! connection). A change that cannot be checked again exactly ends them
+//! all (nginx's reload closes old workers' connections, Envoy drains a
+//! changed filter chain). The same bounds hold for a WebSocket tunnel that
+//! came out of the connection: its client was admitted by the same
+//! handshake. (A listener a reload removes closes all of its connections:
+//! `Listener::closing`.)
 //!
 //! Waiting for those signals costs nothing per request: the driver and
 //! the tunnel wrap them (and `closing`) in [`Woken`], polled only when its
-//! own wake-up came.
+//! own wake-up came; the check runs only when the rules changed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,9 +38,28 @@ pub struct Lifetime {
     /// The listener's material generation when the connection was accepted.
     generation: u64,
     rotated: watch::Receiver<u64>,
-    /// The listener's admission generation when the connection was accepted.
+    /// The listener's admission generation when the connection was
+    /// accepted (or last checked again and kept).
     admitted: u64,
-    readmitted: watch::Receiver<u64>,
+    readmitted: watch::Receiver<Admissions>,
+    /// Whether the connection is admitted under the listener's rules as
+    /// stored now ([`crate::proxy::readmit::Admitted::still`]).
+    recheck: Recheck,
+}
+
+/// Checks a connection's admission again; shared by its tunnels.
+pub type Recheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A listener's admission generations: what its connections watch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Admissions {
+    /// Bumped at every change of what the listener admits.
+    pub generation: u64,
+    /// The generation of the last change its connections cannot be
+    /// checked against again (a client-auth mode, PROXY protocol, trusted
+    /// proxies, the names that pick a `certs` entry): every connection
+    /// admitted before it ends, as at a removal.
+    pub closes_all: u64,
 }
 
 /// Why a connection's [`Lifetime`] is over.
@@ -61,14 +85,15 @@ impl Lifetime {
     /// A connection `accepted` then, made with material `generation` (read
     /// before its handshake) of the listener's `generations`, and admitted
     /// under rules `admitted` (read before anything was checked) of its
-    /// `admissions`.
+    /// `admissions`, which `recheck` checks it against again when they change.
     pub fn new(
         accepted: Instant,
         max: Option<Duration>,
         generation: u64,
         generations: &watch::Sender<u64>,
         admitted: u64,
-        admissions: &watch::Sender<u64>,
+        admissions: &watch::Sender<Admissions>,
+        recheck: Recheck,
     ) -> Lifetime {
         Lifetime {
             until: max.map(|m| accepted + m),
@@ -76,20 +101,35 @@ impl Lifetime {
             rotated: generations.subscribe(),
             admitted,
             readmitted: admissions.subscribe(),
+            recheck,
         }
     }
 
     /// Ends when the listener's admission rules changed since the
-    /// connection was accepted, or when it is past its lifetime and made
-    /// with rotated-out material (or its listener is gone); never without
-    /// either.
+    /// connection was accepted and no longer admit it, or when it is past
+    /// its lifetime and made with rotated-out material (or its listener is
+    /// gone); never without either.
     pub async fn over(mut self) -> Over {
-        let admitted = self.admitted;
+        let mut admitted = self.admitted;
         let mut readmitted = self.readmitted;
+        let recheck = self.recheck;
         let rules_changed = async move {
-            // A closed channel (the listener gone) is `closing`'s to end.
-            if readmitted.wait_for(|g| *g != admitted).await.is_err() {
-                std::future::pending::<()>().await;
+            loop {
+                // Read before the rules are: they were stored before the
+                // bump, so the check below sees this change's rules (or a
+                // later one's, checked again at its own bump).
+                let Ok(now) = readmitted
+                    .wait_for(|a| a.generation != admitted)
+                    .await
+                    .map(|a| *a)
+                else {
+                    // A closed channel (the listener gone) is `closing`'s to end.
+                    return std::future::pending::<()>().await;
+                };
+                if now.closes_all > admitted || !recheck() {
+                    return;
+                }
+                admitted = now.generation;
             }
         };
         // Without a lifetime (the default) the rules are all there is to
@@ -198,6 +238,57 @@ impl<F: Future> Future for Woken<F> {
 mod tests {
     use super::*;
     use tokio::sync::watch;
+
+    /// A change the connection is still admitted under keeps it, with the
+    /// new generation; one it is not, or one that closes all, ends it.
+    #[tokio::test]
+    async fn a_change_ends_a_connection_only_when_its_check_fails() {
+        let admissions = watch::Sender::new(Admissions::default());
+        let generations = watch::Sender::new(0);
+        let admits = Arc::new(AtomicBool::new(true));
+        let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let recheck: Recheck = {
+            let (admits, checks) = (admits.clone(), checks.clone());
+            Arc::new(move || {
+                checks.fetch_add(1, Ordering::Relaxed);
+                admits.load(Ordering::Relaxed)
+            })
+        };
+        let lifetime = |admitted| {
+            Lifetime::new(
+                Instant::now(),
+                None,
+                0,
+                &generations,
+                admitted,
+                &admissions,
+                recheck.clone(),
+            )
+        };
+        let bump = |closes_all: bool| {
+            admissions.send_modify(|a| {
+                a.generation += 1;
+                if closes_all {
+                    a.closes_all = a.generation;
+                }
+            })
+        };
+        let over = lifetime(0).over();
+        tokio::pin!(over);
+        bump(false);
+        bump(false);
+        assert!(futures_util::poll!(over.as_mut()).is_pending(), "kept");
+        assert_eq!(checks.load(Ordering::Relaxed), 1, "checked once, at 2");
+        admits.store(false, Ordering::Relaxed);
+        bump(false);
+        assert_eq!(over.await, Over::RulesChanged);
+        // A change that cannot be checked again ends it unchecked.
+        admits.store(true, Ordering::Relaxed);
+        let over = lifetime(3).over();
+        bump(true);
+        assert_eq!(over.await, Over::RulesChanged);
+        assert_eq!(checks.load(Ordering::Relaxed), 2);
+    }
 
     #[tokio::test]
     async fn ready_when_the_watch_changes_and_not_polled_before() {

@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::{ClientAuthMode, Limits};
+use crate::identity::gate::Gate;
 use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
 use crate::proxy::accept::Acceptor;
@@ -36,7 +37,9 @@ use crate::proxy::forward::{
     RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
 };
 use crate::proxy::front::{self, Front};
-use crate::proxy::lifetime::Lifetime;
+use crate::proxy::lifetime::{Admissions, Lifetime};
+use crate::proxy::readmit::Admitted;
+use crate::proxy::refused_head::protocol_error;
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
@@ -114,6 +117,10 @@ pub struct ServedCert {
 pub struct Handshake {
     pub config: Arc<ServerConfig>,
     pub mode: ClientAuthMode,
+    /// `config`'s client verifier in a verifying mode: open connections
+    /// are checked against it again when the admission rules change
+    /// ([`crate::proxy::readmit`]).
+    pub gate: Option<Arc<Gate>>,
     pub generation: u64,
     /// Per-entry TLS configs when `certs` entries carry their own
     /// `client_auth`; then used instead of `config`.
@@ -138,7 +145,7 @@ pub struct Listener {
     /// generation they started with to honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
     /// Bumped when what the listener admits changed (see [`Listener::readmit`]).
-    pub admission: watch::Sender<u64>,
+    pub admission: watch::Sender<Admissions>,
     /// Set once its accept loop stops: a reload removed the listener or
     /// bound it elsewhere, or the process is shutting down. Its connections
     /// close as at shutdown (requests in flight may finish within
@@ -186,7 +193,7 @@ impl Listener {
             settings: ArcSwap::new(Settings::new(limits)),
             front: ArcSwap::from_pointee(Front::default()),
             generation: watch::Sender::new(0),
-            admission: watch::Sender::new(0),
+            admission: watch::Sender::new(Admissions::default()),
             closing: watch::Sender::new(false),
             removed: watch::Sender::new(false),
             served: ArcSwap::from_pointee(served),
@@ -210,11 +217,13 @@ impl Listener {
         })
     }
 
-    /// Serve new connections with `tls` from now on.
+    /// Serve new connections with `tls` (whose client verifier is `gate`)
+    /// from now on.
     pub fn set_tls(
         &self,
         tls: Arc<ServerConfig>,
         mode: ClientAuthMode,
+        gate: Option<Arc<Gate>>,
         served: Vec<Arc<ServedCert>>,
         per_name: Option<Arc<crate::tls::per_name::PerName>>,
         resolver: Arc<crate::tls::server::SniResolver>,
@@ -224,6 +233,7 @@ impl Listener {
         self.tls.store(Arc::new(Handshake {
             config: tls,
             mode,
+            gate,
             generation,
             per_name,
             resolver,
@@ -234,10 +244,18 @@ impl Listener {
 
     /// What the listener admits changed (client auth, CA or CRLs,
     /// `allow_from`, PROXY protocol, trusted proxies), already stored:
-    /// connections admitted before close gracefully (`Lifetime`), as a
-    /// removed listener's do, rather than serve a revoked client on.
-    pub fn readmit(&self) {
-        self.admission.send_modify(|g| *g += 1);
+    /// connections admitted before are checked again under it and those
+    /// it no longer admits close gracefully (`Lifetime`), as a removed
+    /// listener's do, rather than serve a revoked client on. Unless
+    /// `recheck` (the change is one they can be checked against exactly),
+    /// they all close.
+    pub fn readmit(&self, recheck: bool) {
+        self.admission.send_modify(|a| {
+            a.generation += 1;
+            if !recheck {
+                a.closes_all = a.generation;
+            }
+        });
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -394,10 +412,10 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let settings = listener.settings.load_full();
     let limits = &settings.limits;
-    // Read before any rule is: a change stored after this closes the
-    // connection even if it was checked under the new rules (harmless),
-    // never one checked under the old rules that it missed.
-    let admitted = *listener.admission.borrow();
+    // Read before any rule is: a change stored after this has the
+    // connection checked again even if it was checked under the new rules
+    // (harmless), never one checked under the old rules that it missed.
+    let admitted = listener.admission.borrow().generation;
     // Before TLS: the PROXY header's client address, or the plain-HTTP
     // redirect listener (src/proxy/front.rs, src/proxy/proxy_protocol.rs).
     let front = listener.front.load_full();
@@ -503,11 +521,12 @@ async fn connection(
     // Exactly the protocol agreed on: h2 only when ALPN chose it; no ALPN
     // (or http/1.1) is HTTP/1.1, and its limits apply to every byte.
     let is_h2 = session.alpn_protocol() == Some(b"h2");
-    let verifies = match (&per_name, entry) {
-        (Some(p), Some(at)) => p.modes[at].verifies(),
-        _ => mode.verifies(),
+    // The mode of the config it shook hands under.
+    let mode = match (&per_name, entry) {
+        (Some(p), Some(at)) => p.modes[at],
+        _ => mode,
     };
-    let client_cert = if verifies {
+    let client_cert = if mode.verifies() {
         session
             .peer_certificates()
             .and_then(crate::identity::gate::take)
@@ -544,6 +563,11 @@ async fn connection(
         Box::new(slot.clone()),
     );
     let grace = slot._drain.grace();
+    let recheck = Admitted {
+        listener: listener.clone(),
+        ctx: ctx.clone(),
+        mode,
+    };
     let lifetime = Lifetime::new(
         accepted,
         limits.max_connection_lifetime,
@@ -551,6 +575,7 @@ async fn connection(
         &listener.generation,
         admitted,
         &listener.admission,
+        Arc::new(move || recheck.still()),
     );
     let stalls = is_h2.then(Stalls::new);
     let conn_ctx = ctx.clone();
@@ -606,7 +631,7 @@ async fn connection(
     };
     let lifetime_over = async {
         let over = lifetime.over().await;
-        debug!(listener = %listener.name, peer = %peer, reason = over.reason(), "closing connection: made with rotated-out material, or admitted under rules since changed");
+        debug!(listener = %listener.name, peer = %peer, reason = over.reason(), "closing connection: made with rotated-out material, or no longer admitted under rules since changed");
     };
     // The connection is built inside the block that boxes it: a local
     // still in scope at the `await` would be kept in this future.
@@ -642,25 +667,6 @@ async fn connection(
         // is done, and this is all the server sees of it.
         metrics::closed_before_request(&listener.name);
     }
-}
-
-/// Whether hyper ended the connection over what the client sent, rather
-/// than the client closing it: the HTTP/2 preface on an HTTP/1.1
-/// connection (a head hyper cannot parse; the heads it answers are counted
-/// as requests above), or an HTTP/2 connection error we sent `GOAWAY` for
-/// (HTTP/1.1 bytes after agreeing on h2). Those closes are ours.
-fn protocol_error(e: &hyper::Error) -> bool {
-    if e.is_parse() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.is_go_away() && !h2.is_remote();
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// A request refused before it has a route (malformed, or one whose

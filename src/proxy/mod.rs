@@ -15,6 +15,7 @@ pub mod lifetime;
 pub mod listener;
 pub mod path;
 pub mod proxy_protocol;
+pub mod readmit;
 pub mod refused_head;
 pub mod request;
 pub mod request_id;

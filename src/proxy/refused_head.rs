@@ -100,3 +100,22 @@ fn reason(status: StatusCode) -> &'static str {
         _ => "bad_request",
     }
 }
+
+/// Whether hyper ended the connection over what the client sent, rather
+/// than the client closing it: the HTTP/2 preface on an HTTP/1.1
+/// connection (a head hyper cannot parse; the heads it answers are counted
+/// as requests above), or an HTTP/2 connection error we sent `GOAWAY` for
+/// (HTTP/1.1 bytes after agreeing on h2). Those closes are ours.
+pub fn protocol_error(e: &hyper::Error) -> bool {
+    if e.is_parse() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && !h2.is_remote();
+        }
+        source = s.source();
+    }
+    false
+}

@@ -396,6 +396,7 @@ impl Reloader {
                         old.live.set_tls(
                             built.tls,
                             built.mode,
+                            built.gate,
                             built.served,
                             built.per_name,
                             built.resolver.clone(),
@@ -423,6 +424,7 @@ impl Reloader {
                         Handshake {
                             config: built.tls,
                             mode: built.mode,
+                            gate: built.gate,
                             generation: 0,
                             per_name: built.per_name,
                             resolver: built.resolver.clone(),
@@ -500,7 +502,7 @@ impl Reloader {
             key,
             stop,
             resolver,
-            admits: 0,
+            admits: Default::default(),
         }
     }
 
@@ -562,8 +564,9 @@ impl Reloader {
     }
 
     /// Change a listener's client-auth mode and CA at runtime: new
-    /// connections are checked under it, and open ones admitted under the
-    /// old rules close (`LiveListener::readmit`). All-or-nothing.
+    /// connections are checked under it, and open ones it no longer admits
+    /// close (all of them when the mode changed: `LiveListener::readmit`).
+    /// All-or-nothing.
     pub fn set_client_auth(
         &mut self,
         listener: &str,
@@ -580,6 +583,7 @@ impl Reloader {
         l.live.set_tls(
             built.tls,
             built.mode,
+            built.gate,
             built.served,
             built.per_name,
             built.resolver,

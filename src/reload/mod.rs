@@ -129,17 +129,24 @@ struct LiveListener {
     positions: HashMap<String, Vec<usize>>,
     /// What it admits ([`snapshot::admission_key`]) as its connections
     /// were last told.
-    admits: u64,
+    admits: snapshot::Admits,
 }
 
 impl LiveListener {
     /// Its admission rules are `admits` now (and stored in `live`): when
-    /// that is a change, connections admitted under the old ones close.
-    fn readmit(&mut self, admits: u64) {
-        if self.admits != admits {
+    /// that is a change, connections admitted under the old ones are
+    /// checked again and those it no longer admits close; all of them,
+    /// when they cannot be checked again ([`snapshot::Admits::fixed`]).
+    fn readmit(&mut self, admits: snapshot::Admits) {
+        if self.admits.all != admits.all {
+            let recheck = self.admits.fixed == admits.fixed;
             self.admits = admits;
-            self.live.readmit();
-            info!(target: LOG, listener = %self.config.name, "admission rules changed; connections admitted under the old ones close");
+            self.live.readmit(recheck);
+            if recheck {
+                info!(target: LOG, listener = %self.config.name, "admission rules changed; open connections are checked again and those no longer admitted close");
+            } else {
+                info!(target: LOG, listener = %self.config.name, "admission rules changed; connections admitted under the old ones close");
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::config::{
     self, ClientAuthConfig, ClientAuthMode, ListenerCert, ListenerConfig, UpstreamCa,
     UpstreamConfig,
 };
-use crate::identity::gate::CaSource;
+use crate::identity::gate::{CaSource, Gate};
 use crate::material::Loaded;
 use crate::material::catalogue::Entry;
 use crate::proxy::listener::ServedCert;
@@ -59,6 +59,7 @@ impl Reloader {
                     l.live.set_tls(
                         built.tls,
                         built.mode,
+                        built.gate,
                         built.served,
                         built.per_name,
                         built.resolver.clone(),
@@ -67,7 +68,8 @@ impl Reloader {
                     l.resolver = built.resolver;
                     debug!(target: LOG, listener = %name, "listener TLS snapshot replaced");
                     // New CA or CRL material can refuse a client admitted
-                    // under the old: its connections close.
+                    // under the old: its connections close (the others,
+                    // checked again, are kept).
                     l.readmit(built.admits);
                 }
                 MaterialChange::Upstream(name, tls, key) => {
@@ -93,12 +95,14 @@ pub(super) enum MaterialChange {
 pub(super) struct BuiltListener {
     pub(super) tls: Arc<ServerConfig>,
     pub(super) mode: ClientAuthMode,
+    /// `tls`'s client verifier in a verifying mode.
+    pub(super) gate: Option<Arc<Gate>>,
     pub(super) served: Vec<Arc<ServedCert>>,
     pub(super) resolver: Arc<SniResolver>,
     pub(super) key: u64,
     /// What the listener admits under it ([`admission_key`]): stored
-    /// with it, it closes connections admitted under other rules.
-    pub(super) admits: u64,
+    /// with it, it closes connections other rules admitted and it does not.
+    pub(super) admits: Admits,
     /// Per-entry configs when `certs` entries carry their own client auth.
     pub(super) per_name: Option<Arc<PerName>>,
 }
@@ -141,17 +145,41 @@ fn listener_key(
         .wrapping_add(per_name_term(l, entries))
 }
 
+/// Fingerprints of what a listener admits ([`admission_key`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Admits {
+    /// Everything that decides whether a client may use the listener.
+    pub(super) all: u64,
+    /// The part of it open connections cannot be checked against again
+    /// ([`crate::proxy::readmit`]): when it changes, they all close.
+    pub(super) fixed: u64,
+}
+
 /// Fingerprint of what decides whether a client may use listener `l`: its
 /// client auth (mode, allow rules, the CA's and CRLs' material, per entry
 /// too, with the names that pick an entry's) and what is in front of it
 /// (`allow_from`, PROXY protocol, trusted proxies). When it changes, the
-/// listener's open connections close ([`crate::proxy::lifetime`]). The
-/// certificates served are not in it: a rotation keeps connections.
+/// listener's open connections are checked again and those it no longer
+/// admits close ([`crate::proxy::lifetime`]); when its `fixed` part
+/// changes — the client-auth modes, the names that pick an entry, PROXY
+/// protocol, trusted proxies: what a connection recorded at accept depends
+/// on — they all close. The certificates served are not in it: a rotation
+/// keeps connections.
 fn admission_key(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
-) -> u64 {
+) -> Admits {
+    let mut fixed = DefaultHasher::new();
+    client_auth.mode.as_str().hash(&mut fixed);
+    if has_per_name(l) {
+        for c in &l.certs {
+            let mode = c.client_auth.as_ref().map(|a| a.mode.as_str());
+            (&c.entry, &c.server_names, mode).hash(&mut fixed);
+        }
+    }
+    l.front.proxy_protocol.hash(&mut fixed);
+    l.front.trusted_proxies.hash(&mut fixed);
     let mut h = DefaultHasher::new();
     client_auth.mode.as_str().hash(&mut h);
     client_auth.allow_expired_crl.hash(&mut h);
@@ -171,7 +199,10 @@ fn admission_key(
     l.front.allow_from.hash(&mut h);
     l.front.proxy_protocol.hash(&mut h);
     l.front.trusted_proxies.hash(&mut h);
-    h.finish()
+    Admits {
+        all: h.finish(),
+        fixed: fixed.finish(),
+    }
 }
 
 /// The part of [`listener_key`] for per-entry client auth (policies and
@@ -408,32 +439,36 @@ pub(super) fn listener_tls(
         None if l.front.redirect_https.is_some() => SniResolver::none(),
         None => return Err("no server certificate".into()),
     });
-    let tls = server_config(l, client_auth, entries, &resolver)?;
+    let (tls, gate) = server_config(l, client_auth, entries, &resolver)?;
     let per_name = if has_per_name(l) {
         // One config per distinct policy, shared by the entries that have it.
-        let mut built: Vec<(&ClientAuthConfig, Arc<ServerConfig>)> =
-            vec![(client_auth, tls.clone())];
+        type Built<'a> = (&'a ClientAuthConfig, Arc<ServerConfig>, Option<Arc<Gate>>);
+        let mut built: Vec<Built<'_>> = vec![(client_auth, tls.clone(), gate.clone())];
         let mut configs = Vec::with_capacity(l.certs.len());
         let mut modes = Vec::with_capacity(l.certs.len());
+        let mut gates = Vec::with_capacity(l.certs.len());
         for (i, c) in l.certs.iter().enumerate() {
             let policy = c.client_auth.as_ref().unwrap_or(client_auth);
-            let config = match built.iter().find(|(p, _)| *p == policy) {
-                Some((_, config)) => config.clone(),
+            let (config, gate) = match built.iter().find(|(p, _, _)| *p == policy) {
+                Some((_, config, gate)) => (config.clone(), gate.clone()),
                 None => {
                     // Only an entry's own client_auth gets here: name it.
-                    let config = server_config(l, policy, entries, &resolver).map_err(|e| {
-                        format!("tls.certs[{i}] (entry {:?}) client_auth: {e}", c.entry)
-                    })?;
-                    built.push((policy, config.clone()));
-                    config
+                    let (config, gate) =
+                        server_config(l, policy, entries, &resolver).map_err(|e| {
+                            format!("tls.certs[{i}] (entry {:?}) client_auth: {e}", c.entry)
+                        })?;
+                    built.push((policy, config.clone(), gate.clone()));
+                    (config, gate)
                 }
             };
             configs.push(config);
             modes.push(policy.mode);
+            gates.push(gate);
         }
         Some(Arc::new(PerName {
             configs,
             modes,
+            gates,
             resolver: resolver.clone(),
         }))
     } else {
@@ -442,6 +477,7 @@ pub(super) fn listener_tls(
     Ok(BuiltListener {
         tls,
         mode: client_auth.mode,
+        gate,
         served,
         resolver,
         key: listener_key(l, client_auth, entries),
@@ -450,13 +486,14 @@ pub(super) fn listener_tls(
     })
 }
 
-/// One `ServerConfig` of listener `l` for the client-auth policy `client_auth`.
+/// One `ServerConfig` of listener `l` for the client-auth policy
+/// `client_auth`, with its client verifier in a verifying mode.
 fn server_config(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
     resolver: &Arc<SniResolver>,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<(Arc<ServerConfig>, Option<Arc<Gate>>), String> {
     let inputs = tls::server::ServerInputs {
         listener: l,
         mode: client_auth.mode,
@@ -538,10 +575,11 @@ fn listener_tls_after(
             .wrapping_add(settings_term(&l.config, client_auth, now));
     }
     debug_assert_eq!(key, listener_key(&l.config, client_auth, entries));
-    let tls = server_config(&l.config, client_auth, entries, &resolver)?;
+    let (tls, gate) = server_config(&l.config, client_auth, entries, &resolver)?;
     Ok(Some(BuiltListener {
         tls,
         mode: client_auth.mode,
+        gate,
         served,
         resolver,
         key,

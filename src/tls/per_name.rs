@@ -24,6 +24,9 @@ pub struct PerName {
     /// Each entry's client-auth mode (whether its peer certificate is a
     /// verified identity).
     pub modes: Vec<ClientAuthMode>,
+    /// Each entry's client verifier in a verifying mode, which open
+    /// connections are checked against again when the rules change.
+    pub gates: Vec<Option<Arc<crate::identity::gate::Gate>>>,
     pub resolver: Arc<SniResolver>,
 }
 

@@ -311,11 +311,14 @@ fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, TlsError> {
 /// Listeners without client auth share the process-wide ticketer so
 /// resumption survives rotations; listeners with client auth get no tickets
 /// and no session cache (a resumed session would skip client verification
-/// after a CA or CRL change).
+/// after a CA or CRL change). With it, in a verifying mode, the config's
+/// client verifier, which open connections are checked against again when
+/// the listener's rules change ([`crate::proxy::readmit`]): rustls keeps
+/// a config's verifier to itself.
 pub fn build(
     inputs: &ServerInputs<'_>,
     resolver: Arc<SniResolver>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+) -> Result<(Arc<ServerConfig>, Option<Arc<Gate>>), TlsError> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match inputs.listener.min_version {
         TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V13 => &[&rustls::version::TLS13],
@@ -323,6 +326,7 @@ pub fn build(
     let builder = ServerConfig::builder_with_provider(crate::tls::provider::get())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Build(e.to_string()))?;
+    let mut gate = None;
     let verifier =
         client_verifier(inputs.mode, inputs.client_ca, inputs.allow_expired_crl)?.map(|inner| {
             if !inputs.mode.verifies() {
@@ -330,12 +334,14 @@ pub fn build(
             }
             // Verifying modes go through the gate: it applies the `allow`
             // rules and parses the identity record once, in the handshake.
-            Arc::new(Gate {
+            let g = Arc::new(Gate {
                 listener: inputs.listener.name.as_str().into(),
                 inner,
                 allow: inputs.allow.cloned(),
                 ca: inputs.client_ca_source.clone().unwrap_or_default(),
-            }) as Arc<dyn ClientCertVerifier>
+            });
+            gate = Some(g.clone());
+            g as Arc<dyn ClientCertVerifier>
         });
     let mut config = match verifier {
         None => builder.with_no_client_auth(),
@@ -360,7 +366,7 @@ pub fn build(
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
     }
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), gate))
 }
 
 fn client_verifier(
