@@ -1,7 +1,7 @@
 //! Shared by every test here: the counting plain backend, the world, TLS clients, raw framing.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
@@ -189,6 +189,30 @@ pub async fn serve(limits: &str) -> (World, Proxy, SocketAddr) {
     (w, p, addr)
 }
 
+/// `config(w, "", limits)` with a JSON access log in the scene written
+/// first: the config's path, and the log's.
+pub fn logged_config(w: &World, limits: &str) -> (PathBuf, PathBuf) {
+    let path = config(w, "", limits);
+    let log = w.scene.path("access.log");
+    edit_config(&path, |text| {
+        format!(
+            "access_log: {{ path: {}, format: json }}\n{text}",
+            log.display()
+        )
+    });
+    (path, log)
+}
+
+/// As [`serve`], with the JSON access log of [`logged_config`]: also the
+/// log's path.
+pub async fn serve_logged(limits: &str) -> (World, Proxy, SocketAddr, PathBuf) {
+    let w = world().await;
+    let (path, log) = logged_config(&w, limits);
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    (w, p, addr, log)
+}
+
 /// Rotate the listener's certificate (a new pair for the same name) and
 /// wait until the proxy has loaded it: what it had is rotated out.
 pub async fn rotate_certificate(w: &World, p: &mut Proxy) {
@@ -225,7 +249,7 @@ pub async fn wait_bodies_released(w: &World, n: usize) {
 
 /// A listener `public` routing everything to the plain backend; `tls`
 /// and `limits` are appended to the listener's `tls:` map and `limits:` map.
-pub fn config(w: &World, tls: &str, limits: &str) -> std::path::PathBuf {
+pub fn config(w: &World, tls: &str, limits: &str) -> PathBuf {
     w.scene.config(&format!(
         r#"
 runtime: {{ worker_threads: 1, shutdown_grace: 30s }}

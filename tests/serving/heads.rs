@@ -54,19 +54,9 @@ async fn header_read_and_idle_timeouts() {
 /// runs), and sent while the response is still arriving.
 #[tokio::test]
 async fn pipelined_half_head_gets_header_read_timeout() {
-    let w = world().await;
     // idle_timeout far beyond read_to_close's bound: a connection left to
     // it fails the test instead of passing late.
-    let path = config(&w, "", "header_read_timeout: 1s, idle_timeout: 10m");
-    let log = w.scene.path("access.log");
-    edit_config(&path, |text| {
-        format!(
-            "access_log: {{ path: {}, format: json }}\n{text}",
-            log.display()
-        )
-    });
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("public").await;
+    let (w, mut p, addr, log) = serve_logged("header_read_timeout: 1s, idle_timeout: 10m").await;
     let admin = p.admin_addr().await;
     let half = "GET /api HTTP/1.1\r\nX-a: ";
     let mut ports = Vec::new();
@@ -138,17 +128,8 @@ async fn oversized_head_gets_431() {
 /// sends nothing is not a request: no line.
 #[tokio::test]
 async fn refused_heads_are_counted_and_logged() {
-    let w = world().await;
-    let path = config(&w, "", "header_read_timeout: 1s, max_header_bytes: 200000");
-    let log = w.scene.path("access.log");
-    edit_config(&path, |text| {
-        format!(
-            "access_log: {{ path: {}, format: json }}\n{text}",
-            log.display()
-        )
-    });
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("public").await;
+    let limits = "header_read_timeout: 1s, max_header_bytes: 200000";
+    let (w, mut p, addr, log) = serve_logged(limits).await;
     let admin = p.admin_addr().await;
     // Silent after the handshake: closed, not logged.
     let mut silent = tls(&w, addr, &[b"http/1.1"]).await;

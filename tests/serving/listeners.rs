@@ -231,17 +231,7 @@ async fn server_cipher_order_is_preferred() {
 /// plain HTTP on the TLS port (`plain_http`).
 #[tokio::test]
 async fn handshakes_refused_before_tls_are_logged() {
-    let w = world().await;
-    let path = config(&w, "", "header_read_timeout: 1s");
-    let log = w.scene.path("access.log");
-    edit_config(&path, |text| {
-        format!(
-            "access_log: {{ path: {}, format: json }}\n{text}",
-            log.display()
-        )
-    });
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("public").await;
+    let (_w, _p, addr, log) = serve_logged("header_read_timeout: 1s").await;
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let silent_port = silent.local_addr().unwrap().port();
     assert!(read_to_close(&mut silent).await.is_empty());
@@ -274,15 +264,10 @@ async fn handshakes_refused_before_tls_are_logged() {
 #[tokio::test]
 async fn redirect_listener_answers_are_logged() {
     let w = world().await;
-    let path = config(&w, "", "");
-    let log = w.scene.path("access.log");
+    let (path, log) = logged_config(&w, "");
     edit_config(&path, |text| {
         let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 1s }\nupstreams:";
-        format!(
-            "access_log: {{ path: {}, format: json }}\n{}",
-            log.display(),
-            text.replacen("upstreams:", http, 1)
-        )
+        text.replacen("upstreams:", http, 1)
     });
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("http").await;
