@@ -36,12 +36,15 @@ async fn accept_errors(admin_addr: std::net::SocketAddr, name: &str) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn flood_beyond_the_fd_limit_backs_off_and_recovers() {
+/// The proxy under `ulimit -n 64` with one TLS listener `public` for
+/// `a.example.com` (no routes: a request gets 404), its scene and CA, and
+/// the listener's address. The tests' connections never send a byte: the
+/// proxy keeps them (waiting for a ClientHello, header_read_timeout 120s)
+/// until the test closes them.
+async fn proxy_at_fd_limit() -> (Scene, TestCa, Proxy, std::net::SocketAddr) {
     let scene = Scene::new();
     let ca = TestCa::new("edge CA");
     scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    // Flood connections never send a byte: keep them for the whole test.
     let cfg = scene.config(
         r#"
 runtime: { worker_threads: 1 }
@@ -57,6 +60,12 @@ upstreams: []
     );
     let mut p = Proxy::start_with_fd_limit(&cfg, 64);
     let addr = p.listener_addr("public").await;
+    (scene, ca, p, addr)
+}
+
+#[tokio::test]
+async fn flood_beyond_the_fd_limit_backs_off_and_recovers() {
+    let (_scene, ca, mut p, addr) = proxy_at_fd_limit().await;
     let admin_addr = p.admin_addr().await;
     let answers = || async {
         let data = get_h1(addr, "a.example.com", &ca.cert_pem)
@@ -139,26 +148,7 @@ fn accept_warnings(p: &Proxy) -> Vec<serde_json::Value> {
 async fn churn_at_the_fd_limit_does_not_flood_the_log() {
     /// Held connections freed one by one, each replaced by a new one.
     const CHURN: usize = 12;
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    // Held connections never send a byte: the proxy keeps them (waiting
-    // for a ClientHello) until the test closes them.
-    let cfg = scene.config(
-        r#"
-runtime: { worker_threads: 1 }
-admin: { bind: "127.0.0.1:0" }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: { certs: [{ cert_file: a.crt, key_file: a.key }] }
-    routes: []
-    limits: { header_read_timeout: 120s }
-upstreams: []
-"#,
-    );
-    let mut p = Proxy::start_with_fd_limit(&cfg, 64);
-    let addr = p.listener_addr("public").await;
+    let (_scene, ca, mut p, addr) = proxy_at_fd_limit().await;
     assert_eq!(
         get_h1(addr, "a.example.com", &ca.cert_pem)
             .await
