@@ -1,5 +1,7 @@
 //! An HTTP/2 server shutting down with GOAWAY: unprocessed requests go again, elsewhere.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,6 +17,67 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&stream.to_be_bytes());
     f.extend_from_slice(payload);
     f
+}
+
+/// `GOAWAY(NO_ERROR)` naming `last` as the last stream processed.
+fn goaway(last: u32) -> Vec<u8> {
+    let mut payload = last.to_be_bytes().to_vec();
+    payload.extend_from_slice(&0u32.to_be_bytes());
+    h2_frame(7, 0, 0, &payload)
+}
+
+/// The next frame's type, flags and stream id (its payload read and let
+/// go); `None` when the connection ends.
+async fn next_frame<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<(u8, u8, u32)> {
+    let mut head = [0u8; 9];
+    io.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], stream))
+}
+
+/// A connection to a raw HTTP/2 backend, past its preface.
+type H2Conn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// A raw HTTP/2 backend serving `pair` (ALPN `h2`): each connection it
+/// accepts is numbered (from 0) and, once its TLS handshake is done and
+/// the client's connection preface read, sent `settings` (the server's
+/// first SETTINGS frame) and handed with its number to `serve`, on a task
+/// of its own. Returns its address and its accepted connections.
+async fn raw_h2<F, Fut>(
+    pair: &TestPair,
+    settings: Vec<u8>,
+    serve: F,
+) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(H2Conn, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (listener, acceptor) = tls_listener(pair, b"h2").await;
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let (settings, serve) = (Arc::new(settings), Arc::new(serve));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, settings, serve) = (acceptor.clone(), settings.clone(), serve.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut preface = [0u8; 24];
+                if tls.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = tls.write_all(&settings).await;
+                serve(tls, n).await;
+            });
+        }
+    });
+    (addr, accepted)
 }
 
 /// The test's cue to [`going_away`], and what that backend tells it back.
@@ -49,86 +112,52 @@ impl Cue {
 /// `go` (a server told to shut down between requests), and tells the test
 /// when the client closes a connection. Returns its address and its
 /// accepted connections.
-async fn going_away(
-    pair: &TestPair,
-    cue: Option<Arc<Cue>>,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, cue) = (acceptor.clone(), cue.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut preface = [0u8; 24];
-                if tls.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                let _ = tls.write_all(&h2_frame(4, 0, 0, &[])).await;
-                let mut answered: Option<u32> = None;
-                loop {
-                    let mut head = [0u8; 9];
-                    if tls.read_exact(&mut head).await.is_err() {
+async fn going_away(pair: &TestPair, cue: Option<Arc<Cue>>) -> (SocketAddr, Arc<AtomicUsize>) {
+    raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, n| {
+        let cue = cue.clone();
+        async move {
+            let mut answered: Option<u32> = None;
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                match (kind, answered) {
+                    // SETTINGS, not an ACK: acknowledge.
+                    (4, _) if flags & 1 == 0 => {
+                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                    }
+                    // The first request: `:status: 200` (HPACK static
+                    // index 8) and a body naming the connection.
+                    (1, None) => {
+                        let body = format!("connection {n}");
+                        let out = [
+                            h2_frame(1, 4, stream, &[0x88]),
+                            h2_frame(0, 1, stream, body.as_bytes()),
+                        ]
+                        .concat();
+                        let _ = tls.write_all(&out).await;
+                        answered = Some(stream);
+                        // Frames the client sends meanwhile wait
+                        // unread; it needs no answer to them.
                         if let Some(cue) = &cue {
-                            cue.closed.lock().unwrap().push(n);
-                            cue.changed.notify_waiters();
+                            cue.go.notified().await;
+                            let _ = tls.write_all(&goaway(stream)).await;
                         }
-                        return;
                     }
-                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                    let (kind, flags) = (head[3], head[4]);
-                    let stream =
-                        u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
-                    let mut payload = vec![0u8; len];
-                    if tls.read_exact(&mut payload).await.is_err() {
-                        return;
+                    // The next: GOAWAY naming the first as the last
+                    // processed; then read on until the client closes
+                    // (closing with its bytes unread would reset the
+                    // connection, and the GOAWAY with it).
+                    (1, Some(last)) => {
+                        let _ = tls.write_all(&goaway(last)).await;
                     }
-                    match (kind, answered) {
-                        // SETTINGS, not an ACK: acknowledge.
-                        (4, _) if flags & 1 == 0 => {
-                            let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                        }
-                        // The first request: `:status: 200` (HPACK static
-                        // index 8) and a body naming the connection.
-                        (1, None) => {
-                            let body = format!("connection {n}");
-                            let out = [
-                                h2_frame(1, 4, stream, &[0x88]),
-                                h2_frame(0, 1, stream, body.as_bytes()),
-                            ]
-                            .concat();
-                            let _ = tls.write_all(&out).await;
-                            answered = Some(stream);
-                            // Frames the client sends meanwhile wait
-                            // unread; it needs no answer to them.
-                            if let Some(cue) = &cue {
-                                cue.go.notified().await;
-                                let mut goaway = stream.to_be_bytes().to_vec();
-                                goaway.extend_from_slice(&0u32.to_be_bytes());
-                                let _ = tls.write_all(&h2_frame(7, 0, 0, &goaway)).await;
-                            }
-                        }
-                        // The next: GOAWAY naming the first as the last
-                        // processed; then read on until the client closes
-                        // (closing with its bytes unread would reset the
-                        // connection, and the GOAWAY with it).
-                        (1, Some(last)) => {
-                            let mut goaway = last.to_be_bytes().to_vec();
-                            goaway.extend_from_slice(&0u32.to_be_bytes());
-                            let _ = tls.write_all(&h2_frame(7, 0, 0, &goaway)).await;
-                        }
-                        _ => {}
-                    }
+                    _ => {}
                 }
-            });
+            }
+            if let Some(cue) = &cue {
+                cue.closed.lock().unwrap().push(n);
+                cue.changed.notify_waiters();
+            }
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 /// A request that an HTTP/2 backend's `GOAWAY` names as not processed (its
@@ -220,56 +249,29 @@ async fn after_an_h2_goaway_the_next_request_takes_a_new_connection() {
 /// request's `HEADERS` and drops the connection without an answer (a
 /// process that crashes on the request). Returns its address and the
 /// requests it read.
-async fn crashing_h2(pair: &TestPair) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
-        .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+async fn crashing_h2(pair: &TestPair) -> (SocketAddr, Arc<AtomicUsize>) {
     let requests = Arc::new(AtomicUsize::new(0));
     let count = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, count) = (acceptor.clone(), count.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut preface = [0u8; 24];
-                if tls.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                let _ = tls.write_all(&h2_frame(4, 0, 0, &[])).await;
-                loop {
-                    let mut head = [0u8; 9];
-                    if tls.read_exact(&mut head).await.is_err() {
+    let (addr, _) = raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, _| {
+        let count = count.clone();
+        async move {
+            while let Some((kind, flags, _)) = next_frame(&mut tls).await {
+                match kind {
+                    // SETTINGS, not an ACK: acknowledge.
+                    4 if flags & 1 == 0 => {
+                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                    }
+                    // A request: the connection is dropped with it.
+                    1 => {
+                        count.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
-                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                    let (kind, flags) = (head[3], head[4]);
-                    let mut payload = vec![0u8; len];
-                    if tls.read_exact(&mut payload).await.is_err() {
-                        return;
-                    }
-                    match kind {
-                        // SETTINGS, not an ACK: acknowledge.
-                        4 if flags & 1 == 0 => {
-                            let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                        }
-                        // A request: the connection is dropped with it.
-                        1 => {
-                            count.fetch_add(1, Ordering::SeqCst);
-                            return;
-                        }
-                        _ => {}
-                    }
+                    _ => {}
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, requests)
 }
 
@@ -291,18 +293,6 @@ async fn a_new_h2_connection_closed_on_a_request_is_not_retried_on_its_endpoint(
         1,
         "the request reached the backend again"
     );
-}
-
-/// The next frame's type, flags and stream id (its payload read and let
-/// go); `None` when the connection ends.
-async fn next_frame<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<(u8, u8, u32)> {
-    let mut head = [0u8; 9];
-    io.read_exact(&mut head).await.ok()?;
-    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
-    let mut payload = vec![0u8; len];
-    io.read_exact(&mut payload).await.ok()?;
-    Some((head[3], head[4], stream))
 }
 
 /// SETTINGS with SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = `max`.
@@ -333,70 +323,53 @@ struct Opening {
 /// write: the client reads both before it writes, then opens the stream
 /// (writes its HEADERS) on a connection going away. Returns its address,
 /// its accepted connections and the first's [`Opening`].
-async fn goaway_while_opening(
-    pair: &TestPair,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<Opening>) {
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
+async fn goaway_while_opening(pair: &TestPair) -> (SocketAddr, Arc<AtomicUsize>, Arc<Opening>) {
     let opening = Arc::new(Opening::default());
-    let (count, first) = (accepted.clone(), opening.clone());
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, first) = (acceptor.clone(), first.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut preface = [0u8; 24];
-                if tls.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                let _ = tls.write_all(&max_streams(1)).await;
-                // Acknowledgements of our SETTINGS: the second is of the
-                // one allowing no stream.
-                let mut acks = 0;
-                while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                    match kind {
-                        4 if flags & 1 == 0 => {
-                            let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                        }
-                        4 => {
-                            acks += 1;
-                            if n == 0 && acks == 2 {
-                                first.closed.notify_one();
-                                first.go.notified().await;
-                                let mut goaway = 3u32.to_be_bytes().to_vec();
-                                goaway.extend_from_slice(&0u32.to_be_bytes());
-                                let out = [max_streams(1), h2_frame(7, 0, 0, &goaway)].concat();
-                                let _ = tls.write_all(&out).await;
-                            }
-                        }
-                        // A request: `:status: 200` (HPACK static index 8)
-                        // and a body naming the connection; on the first
-                        // connection, only the first is answered.
-                        1 => {
-                            if n == 0 && first.requests.fetch_add(1, Ordering::SeqCst) > 0 {
-                                continue;
-                            }
-                            let body = format!("connection {n}");
-                            let mut out = [
-                                h2_frame(1, 4, stream, &[0x88]),
-                                h2_frame(0, 1, stream, body.as_bytes()),
-                            ]
-                            .concat();
-                            if n == 0 {
-                                out.extend(max_streams(0));
-                            }
+    let first = opening.clone();
+    let (addr, accepted) = raw_h2(pair, max_streams(1), move |mut tls, n| {
+        let first = first.clone();
+        async move {
+            // Acknowledgements of our SETTINGS: the second is of the
+            // one allowing no stream.
+            let mut acks = 0;
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                match kind {
+                    4 if flags & 1 == 0 => {
+                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                    }
+                    4 => {
+                        acks += 1;
+                        if n == 0 && acks == 2 {
+                            first.closed.notify_one();
+                            first.go.notified().await;
+                            let out = [max_streams(1), goaway(3)].concat();
                             let _ = tls.write_all(&out).await;
                         }
-                        _ => {}
                     }
+                    // A request: `:status: 200` (HPACK static index 8)
+                    // and a body naming the connection; on the first
+                    // connection, only the first is answered.
+                    1 => {
+                        if n == 0 && first.requests.fetch_add(1, Ordering::SeqCst) > 0 {
+                            continue;
+                        }
+                        let body = format!("connection {n}");
+                        let mut out = [
+                            h2_frame(1, 4, stream, &[0x88]),
+                            h2_frame(0, 1, stream, body.as_bytes()),
+                        ]
+                        .concat();
+                        if n == 0 {
+                            out.extend(max_streams(0));
+                        }
+                        let _ = tls.write_all(&out).await;
+                    }
+                    _ => {}
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, accepted, opening)
 }
 
