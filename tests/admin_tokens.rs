@@ -24,23 +24,9 @@ async fn start_watching(s: &Scene, kubelet: &Kubelet, watch: &str) -> (Proxy, So
     let ca = TestCa::new("ca");
     s.pair("pki/edge", &ca.server_pair(&["localhost"]));
     kubelet.write(&[("token", OLD)], false);
-    let cfg = s.config(&format!(
-        r#"
-watch: {watch}
-admin:
-  bind: 127.0.0.1:0
-  tokens: [{{ role: editor, token_file: secret/token }}]
-certs:
-  - {{ id: edge, type: server-pair, cert_file: pki/edge.crt, key_file: pki/edge.key }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ ref: edge }}]
-"#
-    ));
-    let mut p = Proxy::start(&cfg);
-    let api = p.admin_addr().await;
+    let tokens = "[{ role: editor, token_file: secret/token }]";
+    let cfg = s.admin_config(watch, tokens, "pki/edge", "");
+    let (p, _, api) = start_with_admin(&cfg).await;
     (p, api)
 }
 
@@ -151,24 +137,13 @@ async fn start_with_stuck_certificate_watch(s: &Scene) -> (Proxy, SocketAddr) {
     std::os::unix::fs::symlink("tok-a", s.path("tok")).unwrap();
     looped(s, "certloop");
     looped(s, "tokloop");
-    let cfg = s.config(
-        r#"
-watch: { events: true, poll_interval: 1h }
-admin:
-  bind: 127.0.0.1:0
-  tokens: [{ role: editor, token_file: tok/token }]
-certs:
-  - { id: edge, type: server-pair, cert_file: pki/edge.crt, key_file: pki/edge.key }
-  - { id: later, type: server-pair, cert_file: certloop/later.crt, key_file: certloop/later.key }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{ ref: edge }]
-"#,
+    let cfg = s.admin_config(
+        "{ events: true, poll_interval: 1h }",
+        "[{ role: editor, token_file: tok/token }]",
+        "pki/edge",
+        "  - { id: later, type: server-pair, cert_file: certloop/later.crt, key_file: certloop/later.key }",
     );
-    let mut p = Proxy::start(&cfg);
-    let api = p.admin_addr().await;
+    let (p, _, api) = start_with_admin(&cfg).await;
     (p, api)
 }
 

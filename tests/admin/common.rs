@@ -33,29 +33,16 @@ impl Admin {
         write(&s.path("clients-ca.crt"), &clients.cert_pem);
         write(&s.path("editor.token"), &format!("{EDITOR}\n"));
         write(&s.path("viewer.token"), VIEWER);
-        let cfg = s.config(&format!(
-            r#"
-watch: {{ events: false, poll_interval: 1h }}
-admin:
-  bind: 127.0.0.1:0
-  tokens:
-    - {{ role: editor, token_file: editor.token }}
-    - {{ role: viewer, token_file: viewer.token }}
-store: {{ path: data/store.json, key_file: data/store.key }}
-certs:
-  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
-  - {{ id: clients, type: ca-bundle, ca_file: clients-ca.crt }}
-{extra_certs}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ ref: edge }}]
-"#
-        ));
-        let mut p = Proxy::start(&cfg);
-        let addr = p.listener_addr("public").await;
-        let api = p.admin_addr().await;
+        let cfg = s.admin_config(
+            "{ events: false, poll_interval: 1h }",
+            "[{ role: editor, token_file: editor.token }, { role: viewer, token_file: viewer.token }]",
+            "edge",
+            &format!(
+                "  - {{ id: clients, type: ca-bundle, ca_file: clients-ca.crt }}\n{extra_certs}\n\
+                 store: {{ path: data/store.json, key_file: data/store.key }}"
+            ),
+        );
+        let (p, addr, api) = start_with_admin(&cfg).await;
         Admin {
             s,
             ca,

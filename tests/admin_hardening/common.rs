@@ -36,26 +36,13 @@ impl Api {
         s.pair("pki/edge", &edge);
         write(&s.path("pki/ca.crt"), &ca.cert_pem);
         write(&s.path("editor.token"), EDITOR);
-        let cfg = s.config(&format!(
-            r#"
-watch: {{ events: false, poll_interval: 1h }}
-admin:
-  bind: 127.0.0.1:0
-  tokens: [{{ role: editor, token_file: editor.token }}]
-store: {store}
-{extra}
-certs:
-  - {{ id: edge, type: server-pair, cert_file: pki/edge.crt, key_file: pki/edge.key }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{{ ref: edge }}]
-"#
-        ));
-        let mut p = Proxy::start(&cfg);
-        let addr = p.listener_addr("public").await;
-        let api = p.admin_addr().await;
+        let cfg = s.admin_config(
+            "{ events: false, poll_interval: 1h }",
+            "[{ role: editor, token_file: editor.token }]",
+            "pki/edge",
+            &format!("store: {store}\n{extra}"),
+        );
+        let (p, addr, api) = start_with_admin(&cfg).await;
         Api {
             s,
             ca,
@@ -68,9 +55,7 @@ listeners:
     /// Stop the proxy and start it again on the same scene (its store,
     /// its key): what a restart reads back.
     pub async fn restart(&mut self) {
-        self.p = Proxy::start(&self.s.path("config.yaml"));
-        self.addr = self.p.listener_addr("public").await;
-        self.api = self.p.admin_addr().await;
+        (self.p, self.addr, self.api) = start_with_admin(&self.s.path("config.yaml")).await;
     }
 
     pub async fn editor(

@@ -6,10 +6,12 @@
 //! - `backend`: the HTTPS echo backend.
 //! - `proxy`: the proxy process, `hotproxy` subcommands, the scene directory.
 //! - `client`: TLS clients, one GET, admin API requests.
+//! - `admin`: a proxy run through its admin API, its config and start.
 //!
 //! Everything is re-exported here: test files `use support::*`.
 #![allow(dead_code)]
 
+mod admin;
 mod backend;
 mod client;
 mod pki;
@@ -18,7 +20,7 @@ pub mod writers;
 
 // Each test binary uses only some of these: unused there is expected.
 #[allow(unused_imports)]
-pub use {backend::*, client::*, pki::*, proxy::*};
+pub use {admin::*, backend::*, client::*, pki::*, proxy::*};
 
 use std::future::Future;
 use std::net::SocketAddr;
