@@ -21,13 +21,7 @@ where
     F: Fn(PodStream, Arc<AtomicUsize>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
-        .unwrap();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, acceptor) = tls_listener(pair, alpn).await;
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let (counter, handle) = (count.clone(), Arc::new(handle));

@@ -1,4 +1,5 @@
-//! An HTTPS echo backend (optionally requiring a client certificate) that tells what it saw.
+//! An HTTPS echo backend (optionally requiring a client certificate) that tells what it saw,
+//! and the listener of a raw TLS backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -537,4 +538,20 @@ impl Backend {
             hold_handshakes,
         }
     }
+}
+
+/// A listening socket on 127.0.0.1 for a raw TLS backend, and its
+/// acceptor, serving `pair` and offering `alpn`.
+pub async fn tls_listener(
+    pair: &TestPair,
+    alpn: &[u8],
+) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
+        .unwrap();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener, acceptor)
 }

@@ -3,7 +3,7 @@
 //!
 //! - `pki`: CAs, pairs, CRLs, fingerprints (rcgen, generated at runtime).
 //! - `writers`: kubelet, certbot, `mv`, `cp` and a slow writer.
-//! - `backend`: the HTTPS echo backend.
+//! - `backend`: the HTTPS echo backend, and a raw TLS backend's listener.
 //! - `proxy`: the proxy process, `hotproxy` subcommands, the scene directory.
 //! - `client`: TLS clients, one GET, admin API requests.
 //! - `admin`: a proxy run through its admin API, its config and start.

@@ -149,22 +149,6 @@ pub fn backend_upstream(name: &str, servers: &[SocketAddr], settings: &[&str]) -
     entry
 }
 
-/// A listening socket on 127.0.0.1 for a raw TLS backend, and its
-/// acceptor, serving `pair` and offering `alpn`.
-pub async fn tls_listener(
-    pair: &TestPair,
-    alpn: &[u8],
-) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
-        .unwrap();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    (listener, acceptor)
-}
-
 /// A proxy with an HTTP/1.1-only backend under `/h1/` and an HTTP/2 one
 /// for everything else, both upstreams with `extra`.
 pub async fn h1_and_h2_upstreams(w: &World, extra: &str) -> (Proxy, Backend, Backend) {
