@@ -28,6 +28,11 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+// Consts, checked when compiled: a `from_static` at run time checks each
+// byte of every request's value again.
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+const VIA_H1: HeaderValue = HeaderValue::from_static("1.1 hotproxy");
+const VIA_H2: HeaderValue = HeaderValue::from_static("2 hotproxy");
 
 /// Which message a header section heads: what it keeps of `TE` and
 /// `Trailer` differs.
@@ -279,12 +284,56 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 /// are what a request's trailers lose ([`is_vouched_for`]). nginx drops
 /// every name with `_` (`underscores_in_headers off`); hotproxy drops only
 /// these, so an application's own `api_key` passes.
-fn strip_client_claims(headers: &mut HeaderMap, trusted: bool) {
-    remove_where(headers, |k| {
-        let n = k.as_str();
+fn strip_client_claims(headers: &mut HeaderMap, trusted: bool) -> Seen {
+    let drop = |n: &str| {
         (!trusted && claims_origin(n) && !crate::proxy::client_cert::is_identity_header(n))
             || underscore_lookalike(n)
-    });
+    };
+    // The same pass notes what [`rewrite_request_headers`] asks next, so
+    // that it need not hash and probe for each: a client's field dropped
+    // here is not noted.
+    let mut seen = Seen::default();
+    let mut dropped = false;
+    for (name, value) in headers.iter() {
+        let n = name.as_str();
+        if drop(n) {
+            dropped = true;
+        } else if claims_origin(n) {
+            match n {
+                "x-forwarded-for" => seen.xff = true,
+                "x-forwarded-proto" => seen.xfp = true,
+                "x-forwarded-host" => seen.xfh = true,
+                "forwarded" => seen.forwarded = true,
+                _ => {}
+            }
+        } else if name == header::HOST {
+            // The first value, as `HeaderMap::get` gives (there is one).
+            if seen.host.is_none() {
+                seen.host = Some(value.clone());
+            }
+        } else if name == header::VIA {
+            seen.via = true;
+        } else if name == header::COOKIE {
+            seen.cookies = seen.cookies.saturating_add(1);
+        }
+    }
+    if dropped {
+        remove_where(headers, |k| drop(k.as_str()));
+    }
+    seen
+}
+
+/// What a request carries after [`strip_client_claims`], noted in its pass.
+#[derive(Default)]
+struct Seen {
+    xff: bool,
+    xfp: bool,
+    xfh: bool,
+    forwarded: bool,
+    via: bool,
+    /// `Cookie` fields, counted up to 255.
+    cookies: u8,
+    host: Option<HeaderValue>,
 }
 
 /// Whether the client's own forwarding headers are believed: only from
@@ -305,13 +354,13 @@ pub fn rewrite_request_headers(
     let trusted = trusts_forwarding(ctx);
     // Not from a trusted proxy, nothing a client says about where it came
     // from survives: what hotproxy sets below replaces it.
-    strip_client_claims(headers, trusted);
-    if h2_client {
+    let seen = strip_client_claims(headers, trusted);
+    if h2_client && seen.cookies > 1 {
         join_cookies(headers);
     }
     // The common request has no X-Forwarded-For of its own: the
     // connection's preformatted value is shared, nothing is allocated.
-    if !headers.contains_key(&X_FORWARDED_FOR) {
+    if !seen.xff {
         headers.insert(X_FORWARDED_FOR.clone(), ctx.client_ip.clone());
     } else if let Some(xff) = appended(
         headers,
@@ -322,7 +371,7 @@ pub fn rewrite_request_headers(
     }
     // A trusted proxy's Forwarded (RFC 7239) is extended with this hop;
     // hotproxy does not start one (X-Forwarded-* is what backends read).
-    if trusted && headers.contains_key(&FORWARDED) {
+    if trusted && seen.forwarded {
         let mut node = StackStr::default();
         let _ = match ctx.client_addr.ip() {
             std::net::IpAddr::V4(v4) => write!(node, "for={v4};proto=https"),
@@ -333,23 +382,19 @@ pub fn rewrite_request_headers(
         }
     }
     // From a trusted proxy its view of the original request stands.
-    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    if !(trusted && seen.xfp) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HTTPS);
     }
-    if !(trusted && headers.contains_key(&X_FORWARDED_HOST))
-        && let Some(host) = headers.get(header::HOST).cloned()
+    if !(trusted && seen.xfh)
+        && let Some(host) = seen.host
     {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    let via = if h2_client {
-        "2 hotproxy"
+    let via = if h2_client { VIA_H2 } else { VIA_H1 };
+    let via = if seen.via {
+        appended(headers, &header::VIA, via.to_str().unwrap_or(""))
     } else {
-        "1.1 hotproxy"
-    };
-    let via = if headers.contains_key(header::VIA) {
-        appended(headers, &header::VIA, via)
-    } else {
-        Some(HeaderValue::from_static(via))
+        Some(via)
     };
     if let Some(via) = via {
         headers.insert(header::VIA, via);
