@@ -248,32 +248,33 @@ impl Upstream {
         // Set when `request_timeout` ends the attempt in flight, before it
         // is dropped: its HTTP/2 connection is retired (`Unanswered`).
         let timed_out = AtomicBool::new(false);
-        let sent = async {
-            if upgrade {
-                // Boxed: rare, and its dial would grow every request's future.
-                let r = Box::pin(self.send_upgrade(&members, req, path, &last, deadline)).await;
-                let i = last.load(Ordering::Relaxed);
-                match &r {
-                    Ok(resp) => self.answered(&members, i, switch_checked(resp, true)),
-                    Err(_) if body_fault.cause().is_some() => {}
-                    Err(e) => self.answered_failure(&members, i, e),
-                }
-                // Answered without a switch (a 200, 403 or 426 with a
-                // body): bounded by read_timeout like any response body.
-                let read = &self.read;
-                r.map(|r| r.map(|b| LeasedBody::unpooled(b, read.clone()).boxed()))
-            } else {
-                let attempt = Attempt {
-                    last: &last,
-                    timed_out: &timed_out,
-                    until: deadline,
-                };
-                self.send_balanced(&members, req, path, attempt, &body_fault)
-                    .await
-            }
-        };
         let result = {
-            let mut sent = std::pin::pin!(sent);
+            // Built in its pinned place: moved there, the attempt (its
+            // request and the exchange's state) was copied once more.
+            let mut sent = std::pin::pin!(async {
+                if upgrade {
+                    // Boxed: rare, and its dial would grow every request's future.
+                    let r = Box::pin(self.send_upgrade(&members, req, path, &last, deadline)).await;
+                    let i = last.load(Ordering::Relaxed);
+                    match &r {
+                        Ok(resp) => self.answered(&members, i, switch_checked(resp, true)),
+                        Err(_) if body_fault.cause().is_some() => {}
+                        Err(e) => self.answered_failure(&members, i, e),
+                    }
+                    // Answered without a switch (a 200, 403 or 426 with a
+                    // body): bounded by read_timeout like any response body.
+                    let read = &self.read;
+                    r.map(|r| r.map(|b| LeasedBody::unpooled(b, read.clone()).boxed()))
+                } else {
+                    let attempt = Attempt {
+                        last: &last,
+                        timed_out: &timed_out,
+                        until: deadline,
+                    };
+                    self.send_balanced(&members, req, path, attempt, &body_fault)
+                        .await
+                }
+            });
             let r = tokio::time::timeout_at(deadline, sent.as_mut()).await;
             // A slow client body is not the connection's silence.
             if r.is_err() && !body_fault.waiting() {

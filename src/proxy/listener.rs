@@ -600,7 +600,9 @@ async fn connection(
             // Boxed: the request's future is kilobytes (routing,
             // forwarding, the upstream exchange), and hyper moves what the
             // service returns (HTTP/2 into a task of its own) several times.
-            Box::pin(async move {
+            // Written into an allocation made first: `Box::pin` built it on
+            // the stack and copied all of it (some 5 KB) into the box.
+            Box::into_pin(Box::write(Box::new_uninit(), async move {
                 let mut resp = handle(&listener, req, &ctx, &slot, &tunnel).await;
                 front.set_response_headers(resp.headers_mut());
                 if head {
@@ -615,7 +617,7 @@ async fn connection(
                     Some(s) => body.map(|b| s.watch(b)),
                     None => body.map(SentBody::Plain),
                 })
-            })
+            }))
         })
     };
     let driver = Driver {

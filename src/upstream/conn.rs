@@ -227,8 +227,7 @@ impl H1 {
         &mut self,
         req: Request<ClientBody>,
     ) -> Result<Response<Incoming>, TrySendError<Request<ClientBody>>> {
-        let fut = self.send.try_send_request(req);
-        let mut fut = std::pin::pin!(fut);
+        let mut fut = std::pin::pin!(self.send.try_send_request(req));
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                 return Poll::Ready(r);
