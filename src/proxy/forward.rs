@@ -249,8 +249,10 @@ impl Upstream {
         // is dropped: its HTTP/2 connection is retired (`Unanswered`).
         let timed_out = AtomicBool::new(false);
         let result = {
-            // Built in its pinned place: moved there, the attempt (its
-            // request and the exchange's state) was copied once more.
+            // The attempt in flight: its request is still copied in once
+            // (a memcpy per request, profiled); this shape measured about
+            // 1 % fewer instructions than `let` then `pin!`, through the
+            // compiler's inlining elsewhere, not through a saved copy.
             let mut sent = std::pin::pin!(async {
                 if upgrade {
                     // Boxed: rare, and its dial would grow every request's future.
