@@ -11,6 +11,21 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A scene with the listener's pair `a` (localhost, from `ca`) and the
+/// client CA `clients` in clients-ca.crt; with an empty clients.crl when
+/// `crl`.
+fn partners_scene(crl: bool) -> (Scene, TestCa, TestCa) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    if crl {
+        write(&s.path("clients.crl"), &clients.crl(&[]));
+    }
+    (s, ca, clients)
+}
+
 /// Listener `partners`: server pair `a`, clients of `clients-ca.crt`
 /// verified and matched against `allow`, and `routes`.
 fn partners(allow: &str, routes: &str) -> String {
@@ -77,11 +92,7 @@ async fn both_served(
 /// them serving. They used to serve the revoked client until it left.
 #[tokio::test]
 async fn revoking_a_client_closes_its_open_connections() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let clients = TestCa::new("clients");
-    s.pair("a", &ca.server_pair(&["localhost"]));
-    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    let (s, ca, clients) = partners_scene(false);
     let bob = clients.client_pair("bob");
     let both = "[{ cn: alice }, { cn: bob }]";
     let cfg = s.config(&partners(both, "[]"));
@@ -384,12 +395,7 @@ async fn closed_for_rules(p: &Proxy, open: Open) {
 /// full handshake again.
 #[tokio::test]
 async fn a_reissued_crl_revoking_nobody_new_keeps_open_connections() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let clients = TestCa::new("clients");
-    s.pair("a", &ca.server_pair(&["localhost"]));
-    write(&s.path("clients-ca.crt"), &clients.cert_pem);
-    write(&s.path("clients.crl"), &clients.crl(&[]));
+    let (s, ca, clients) = partners_scene(true);
     let alice = clients.client_pair("alice");
     let cfg = s.config(&partners_with_crl("[{ cn: alice }]"));
     let mut p = Proxy::start(&cfg);
@@ -405,12 +411,7 @@ async fn a_reissued_crl_revoking_nobody_new_keeps_open_connections() {
 /// same listener and CA, is re-checked and serves on.
 #[tokio::test]
 async fn a_crl_revoking_a_client_closes_only_its_connections() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let clients = TestCa::new("clients");
-    s.pair("a", &ca.server_pair(&["localhost"]));
-    write(&s.path("clients-ca.crt"), &clients.cert_pem);
-    write(&s.path("clients.crl"), &clients.crl(&[]));
+    let (s, ca, clients) = partners_scene(true);
     let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
     let cfg = s.config(&partners_with_crl("[{ cn: alice }, { cn: bob }]"));
     let mut p = Proxy::start(&cfg);
@@ -427,11 +428,7 @@ async fn a_crl_revoking_a_client_closes_only_its_connections() {
 /// alice's open connection.
 #[tokio::test]
 async fn an_allow_change_closes_only_the_connections_it_excludes() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let clients = TestCa::new("clients");
-    s.pair("a", &ca.server_pair(&["localhost"]));
-    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    let (s, ca, clients) = partners_scene(false);
     let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
     let cfg = s.config(&partners("[{ cn: alice }, { cn: bob }]", "[]"));
     let mut p = Proxy::start(&cfg);
@@ -453,12 +450,8 @@ async fn an_allow_change_closes_only_the_connections_it_excludes() {
 /// carol's, whom it keeps, serves on.
 #[tokio::test]
 async fn per_name_connections_are_checked_under_their_own_entry() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let clients = TestCa::new("clients");
-    s.pair("a", &ca.server_pair(&["localhost"]));
+    let (s, ca, clients) = partners_scene(false);
     s.pair("b", &ca.server_pair(&["b.example"]));
-    write(&s.path("clients-ca.crt"), &clients.cert_pem);
     let (alice, bob, carol) = (
         clients.client_pair("alice"),
         clients.client_pair("bob"),
