@@ -5,10 +5,8 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,7 +16,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::debug;
@@ -28,6 +25,7 @@ use crate::metrics;
 use crate::proxy::edge::Exchange;
 use crate::proxy::forward::{RequestContext, ResponseBody, client_ip_value};
 use crate::proxy::listener::Listener;
+use crate::proxy::on_read::OnRead;
 use crate::proxy::proxy_protocol;
 use crate::proxy::{refused_head, request};
 
@@ -139,9 +137,9 @@ pub async fn redirect_connection(
             async move { Ok::<_, Infallible>(resp) }
         })
     };
-    let stream = Heard {
-        inner: stream,
-        heard: heard.clone(),
+    let stream = {
+        let heard = heard.clone();
+        OnRead::new(stream, move || heard.store(true, Ordering::Relaxed))
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -206,57 +204,6 @@ pub async fn redirect_connection(
             let took = accepted.elapsed();
             refused_head::record(&live.unrouted, &edge, &ctx, status, took);
         }
-    }
-}
-
-/// The client's stream, noting whether any byte arrived.
-struct Heard {
-    inner: TcpStream,
-    heard: Arc<AtomicBool>,
-}
-
-impl AsyncRead for Heard {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.heard.store(true, Ordering::Relaxed);
-        }
-        res
-    }
-}
-
-impl AsyncWrite for Heard {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

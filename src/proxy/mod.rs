@@ -13,6 +13,7 @@ pub mod front;
 pub mod headers;
 pub mod lifetime;
 pub mod listener;
+pub mod on_read;
 pub mod path;
 pub mod proxy_protocol;
 pub mod readmit;

@@ -13,20 +13,18 @@
 //! or, as its connection would, at `max_connection_lifetime` once the
 //! listener's material has rotated ([`crate::proxy::lifetime`]).
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
 use crate::proxy::lifetime::Lifetime;
 use crate::proxy::lifetime::Woken;
+use crate::proxy::on_read::OnRead;
 
 /// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
 /// extension point for more protocols: each must be one whose bytes after
@@ -128,8 +126,12 @@ pub fn spawn<H: Send + 'static>(
             }
         };
         let clock = Arc::new(Clock::new());
-        let mut client = Touching::new(TokioIo::new(client), clock.clone());
-        let mut upstream = Touching::new(TokioIo::new(upstream), clock.clone());
+        let touch = || {
+            let clock = clock.clone();
+            move || clock.touch()
+        };
+        let mut client = OnRead::new(TokioIo::new(client), touch());
+        let mut upstream = OnRead::new(TokioIo::new(upstream), touch());
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
         loop {
@@ -179,51 +181,6 @@ impl Clock {
 
     fn last(&self) -> Instant {
         self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// A stream that touches the tunnel's clock whenever bytes are read from it.
-struct Touching<S> {
-    inner: S,
-    clock: Arc<Clock>,
-}
-
-impl<S> Touching<S> {
-    fn new(inner: S, clock: Arc<Clock>) -> Self {
-        Touching { inner, clock }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Touching<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.clock.touch();
-        }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Touching<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
