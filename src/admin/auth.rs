@@ -17,6 +17,11 @@ use crate::secret::Secret;
 pub struct Tokens {
     config: AdminConfig,
     current: ArcSwap<Vec<(Role, Secret)>>,
+    /// Held across a re-read's read and store: the watcher (on the blocking
+    /// pool, one task per event) and SIGHUP may re-read the same file at
+    /// once, and a read that finished first must not be stored last — a
+    /// rotated-out (perhaps leaked) token would stay in effect.
+    rereading: std::sync::Mutex<()>,
 }
 
 /// Why a request is refused: the status and a message that never quotes
@@ -35,6 +40,7 @@ impl Tokens {
         Ok(Tokens {
             config: config.clone(),
             current: ArcSwap::from_pointee(tokens),
+            rereading: std::sync::Mutex::new(()),
         })
     }
 
@@ -64,6 +70,7 @@ impl Tokens {
     /// unreadable, empty or not text keeps the running token: a Secret
     /// caught mid-update must not lock the operator out.
     pub fn reread(&self, i: usize) {
+        let _one_at_a_time = self.rereading.lock().unwrap_or_else(|e| e.into_inner());
         let Some((_, running)) = self.current.load().get(i).cloned() else {
             return;
         };
@@ -287,6 +294,7 @@ mod tests {
                 (Role::Viewer, Secret::new("viewer-token-0123456789")),
                 (Role::Editor, Secret::new("editor-token-0123456789")),
             ]),
+            rereading: std::sync::Mutex::new(()),
         };
         let bearer = |t: &str| headers(&[(header::AUTHORIZATION, &format!("Bearer {t}"))]);
         let status = |r: Result<Role, Refusal>| r.err().map(|e| e.status);
