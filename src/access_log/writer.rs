@@ -10,7 +10,8 @@
 //! No open waits for a FIFO reader: a writer replaced by a reload, or shut
 //! down, is told when to give up ([`Stop`]) and drops what it could not
 //! write by then; a writer replacing one of the same path writes only once
-//! that one has ended, so their batches never interleave in a pipe.
+//! that one has ended, so their batches never interleave in a pipe, but
+//! opens a FIFO before, so its reader sees no end of file in between.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -173,6 +174,16 @@ fn run(
     // into the same path first. Two writers on one pipe would interleave
     // batches over PIPE_BUF mid-line (pipe(7)). Lines queue meanwhile.
     if let Some(after) = after {
+        // A FIFO is opened before the replaced writer closes it: had no
+        // writer held it open for a moment, the shipper's read would end
+        // (EOF), and it closed the pipe, or its next read raced the lines
+        // this writer then wrote into a pipe about to lose its reader.
+        // nginx's new workers open their logs before the old ones exit.
+        if w.file.is_none()
+            && let Ok(f) = open_fifo_if_read(&w.path)
+        {
+            w.file = Some(f);
+        }
         while let Err(RecvTimeoutError::Timeout) = after.recv_timeout(RETRY) {
             if stop.due() {
                 return give_up(&mut w, &rx, taken);
