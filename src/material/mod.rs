@@ -1,5 +1,6 @@
 //! TLS material: reading and validating PEM, certificate metadata, the catalogue.
 
+mod bundle;
 pub mod catalogue;
 pub mod dn;
 pub mod info;
@@ -45,6 +46,10 @@ pub struct Pair {
 pub struct CaBundle {
     pub roots: Vec<CertificateDer<'static>>,
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// How many of `crls` each CRL source held, in source order: a
+    /// re-read source that holds fewer than served may be a writer
+    /// half-way through it (see the reloader's `cut_short`).
+    pub crl_counts: Vec<usize>,
     /// Metadata of each CA certificate, in file order.
     pub certs: Vec<CertInfo>,
 }

@@ -7,11 +7,11 @@ use std::time::SystemTime;
 use rustls::InconsistentKeys;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{PemObject, SectionKind};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{EntryKind, EntrySource};
-use crate::material::{CaBundle, CertInfo, Loaded, Material, Pair, info};
+use crate::material::{CertInfo, Loaded, Material, Pair, info};
 
 /// Raw bytes of every source of an entry, in `EntrySource` order, with
 /// their combined hash. Holds key bytes: never formatted.
@@ -167,7 +167,10 @@ pub fn read_consistent(source: &EntrySource) -> Result<Raw, MaterialError> {
 
 /// Count PEM sections of one kind, and fail on anything malformed: a
 /// half-written file must be an error, never a silently shorter chain.
-fn sections(origin: &str, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, MaterialError> {
+pub(super) fn sections(
+    origin: &str,
+    bytes: &[u8],
+) -> Result<Vec<(SectionKind, Vec<u8>)>, MaterialError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(MaterialError::Empty {
             origin: origin.into(),
@@ -321,7 +324,7 @@ fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
     }
 }
 
-fn certificates(
+pub(super) fn certificates(
     origin: &str,
     bytes: &[u8],
 ) -> Result<(Vec<CertificateDer<'static>>, Vec<CertInfo>), MaterialError> {
@@ -417,41 +420,7 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
             leaf: infos.into_iter().next().expect("at least one certificate"),
         }))
     } else {
-        let (roots, certs) = certificates(&names[0], &raw.parts[0])?;
-        let mut crls = Vec::new();
-        for (origin, bytes) in names.iter().zip(&raw.parts).skip(1) {
-            let mut found = 0;
-            for (kind, der) in sections(origin, bytes)? {
-                if kind != SectionKind::Crl {
-                    continue;
-                }
-                x509_parser::parse_x509_crl(&der).map_err(|e| MaterialError::BadCrl {
-                    origin: origin.clone(),
-                    reason: e.to_string(),
-                })?;
-                // What verifies client certificates is webpki, which is
-                // stricter (RFC 5280's profile: a v2 CRL): a CRL it refuses
-                // is refused here, where the file is named, not when the
-                // listener's verifier is built after the material was
-                // taken (a reload failing late, an API call's 400 after
-                // /certs/validate said valid).
-                webpki::BorrowedCertRevocationList::from_der(&der).map_err(|e| {
-                    MaterialError::BadCrl {
-                        origin: origin.clone(),
-                        reason: format!("not usable to check revocation: {e:?}"),
-                    }
-                })?;
-                crls.push(CertificateRevocationListDer::from(der));
-                found += 1;
-            }
-            if found == 0 {
-                return Err(MaterialError::BadCrl {
-                    origin: origin.clone(),
-                    reason: "no X509 CRL section found".into(),
-                });
-            }
-        }
-        Ok(Material::Ca(CaBundle { roots, crls, certs }))
+        super::bundle::parse(&names, &raw.parts)
     }
 }
 
@@ -486,6 +455,7 @@ pub fn certificates_in(path: &Path) -> Result<Vec<CertInfo>, MaterialError> {
 mod tests {
     use super::*;
     use crate::fsutil::test_support::{mkfifo, within_bounded_time};
+    use rustls_pki_types::CertificateRevocationListDer;
     use std::path::PathBuf;
 
     /// Load `ca_file` as a CA bundle, failing the test if the read blocks.

@@ -9,7 +9,7 @@ use super::{LOG, Reloader};
 use crate::config::EntrySpec;
 use crate::material::catalogue::{ReloadResult, unix};
 use crate::material::info::rfc3339;
-use crate::material::{Loaded, pem};
+use crate::material::{Loaded, Material, pem};
 use crate::metrics::{self, METRICS};
 
 impl Reloader {
@@ -84,7 +84,7 @@ impl Reloader {
                 Ok(false)
             }
             Ok(Some(loaded)) => {
-                if !take_files && let Some(problem) = self.chain_cut(id, &loaded) {
+                if !take_files && let Some(problem) = self.cut_short(id, &loaded) {
                     self.refused(id, &problem, true);
                     return Err(problem);
                 }
@@ -100,32 +100,48 @@ impl Reloader {
         }
     }
 
-    /// Whether a re-read pair of `id` is to be waited on because it has
-    /// fewer certificates than the chain served: a file written in place
-    /// in steps (`cat leaf > crt; cat chain >> crt`, a writer flushing the
-    /// leaf first) can be read with a whole leaf and no intermediates yet,
-    /// which parses cleanly, and serving it would fail every client that
-    /// needs the intermediates until the next write. A chain that stays
-    /// shorter for `settle_timeout` is meant: `None` then, and it is served.
-    fn chain_cut(&self, id: &str, loaded: &Loaded) -> Option<String> {
+    /// Whether a re-read of `id` is to be waited on because a file holds
+    /// fewer sections than what is served from it: a pair's chain, a CA
+    /// bundle's certificates, a CRL file's CRLs. A file written in place in
+    /// steps (`cat leaf > crt; cat chain >> crt`, `cat ca1.pem > bundle;
+    /// cat ca2.pem >> bundle`, a writer flushing one section first) can be
+    /// read whole up to a section's end, which parses cleanly. A chain cut
+    /// short fails every client that needs the intermediates; a bundle or
+    /// CRL file cut short refuses the clients of the CAs not written yet
+    /// (unknown issuer, unknown revocation status) and closes their open
+    /// connections (the admission re-check), until the next write. Only
+    /// the count is compared, as for chains: a bundle written anew in steps
+    /// matches nothing served at its first step either. A file that stays
+    /// shorter for `settle_timeout` is meant (a CA taken out): `None` then,
+    /// and it is applied.
+    fn cut_short(&self, id: &str, loaded: &Loaded) -> Option<String> {
         let entry = self.entries.get(id)?;
-        let served = entry.current.as_ref()?.pair()?.key.cert.len();
-        let read = loaded.pair()?.key.cert.len();
-        if read >= served {
-            return None;
-        }
+        let cut = Cut::find(&entry.current.as_ref()?.material, &loaded.material)?;
         let settle = self.config.watch.settle_timeout;
+        let file = pem::origins(&entry.spec.source).swap_remove(cut.source);
         if entry
             .unsettled_since
             .is_some_and(|since| since.elapsed() >= settle)
         {
-            warn!(target: LOG, entry = %id, certificates = read, previous_certificates = served, "certificate chain is shorter than the one it replaces; serving it after settle_timeout");
+            if cut.crls || loaded.ca().is_some() {
+                warn!(target: LOG, entry = %id, file = %file, read = cut.read, served = cut.served, "CA bundle holds fewer certificates or CRLs than the one it replaces; applying it after settle_timeout");
+            } else {
+                warn!(target: LOG, entry = %id, certificates = cut.read, previous_certificates = cut.served, "certificate chain is shorter than the one it replaces; serving it after settle_timeout");
+            }
             return None;
         }
-        let file = pem::origins(&entry.spec.source).swap_remove(0);
-        Some(format!(
-            "{file}: {read} certificate(s) where {served} are served (a writer half-way through the chain?); a shorter chain is served once it stays for settle_timeout"
-        ))
+        let (read, served) = (cut.read, cut.served);
+        Some(match (cut.crls, loaded.ca().is_some()) {
+            (true, _) => format!(
+                "{file}: {read} CRL(s) where {served} are served (a writer half-way through the file?); fewer CRLs are applied once they stay for settle_timeout"
+            ),
+            (false, true) => format!(
+                "{file}: {read} certificate(s) where {served} are served (a writer half-way through the bundle?); a shorter bundle is applied once it stays for settle_timeout"
+            ),
+            (false, false) => format!(
+                "{file}: {read} certificate(s) where {served} are served (a writer half-way through the chain?); a shorter chain is served once it stays for settle_timeout"
+            ),
+        })
     }
 
     /// The material of `id` now comes from its files again (it may have
@@ -282,7 +298,7 @@ impl Reloader {
         // still failing; any other transient problem is a writer at work
         // again, waited on from now (the last wait ended at the failure:
         // counted from its start, a chain cut short by the fix of a
-        // missing file was served at its first read, see `chain_cut`).
+        // missing file was served at its first read, see `cut_short`).
         let still_failing = entry
             .last_reload
             .as_ref()
@@ -448,5 +464,54 @@ pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>
         && loaded.not_after() < prev.not_after()
     {
         warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = %rfc3339(loaded.not_after()), not_after_unix = loaded.not_after(), previous_not_after = %rfc3339(prev.not_after()), "new certificate expires earlier than the one it replaces");
+    }
+}
+
+/// A source re-read with fewer sections than are served from it.
+struct Cut {
+    /// Its index in the entry's sources (`pem::origins`).
+    source: usize,
+    /// CRLs (a CRL file), else certificates (a chain or a CA bundle).
+    crls: bool,
+    read: usize,
+    served: usize,
+}
+
+impl Cut {
+    /// The first source of `read` that holds fewer sections than the
+    /// same source of `served`: the certificate file, then each CRL file.
+    fn find(served: &Material, read: &Material) -> Option<Cut> {
+        let certs = |m: &Material| match m {
+            Material::Pair(p) => p.key.cert.len(),
+            Material::Ca(c) => c.roots.len(),
+        };
+        let (was, now) = (certs(served), certs(read));
+        if now < was {
+            return Some(Cut {
+                source: 0,
+                crls: false,
+                read: now,
+                served: was,
+            });
+        }
+        let (Material::Ca(served), Material::Ca(read)) = (served, read) else {
+            return None;
+        };
+        // Counts compare source by source only over the same CRL sources.
+        if served.crl_counts.len() != read.crl_counts.len() {
+            return None;
+        }
+        let (at, (&now, &was)) = read
+            .crl_counts
+            .iter()
+            .zip(&served.crl_counts)
+            .enumerate()
+            .find(|(_, (now, was))| now < was)?;
+        Some(Cut {
+            source: 1 + at,
+            crls: true,
+            read: now,
+            served: was,
+        })
     }
 }

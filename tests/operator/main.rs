@@ -9,6 +9,7 @@ mod support;
 mod common;
 
 // The tests, by theme.
+mod bundles;
 mod chains;
 mod entries;
 mod logging;

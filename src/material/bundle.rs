@@ -1,0 +1,55 @@
+//! A CA bundle's parse: its certificates and each CRL file's CRLs, as webpki will use them.
+
+use rustls_pki_types::CertificateRevocationListDer;
+use rustls_pki_types::pem::SectionKind;
+
+use super::pem::{MaterialError, certificates, sections};
+use super::{CaBundle, Material};
+
+/// The CA certificates of `parts[0]` (named `names[0]`) and the CRLs of
+/// each further part: at least one certificate, and at least one CRL in
+/// each CRL source, each parsed as webpki will parse it.
+pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, MaterialError> {
+    let (roots, certs) = certificates(&names[0], &parts[0])?;
+    let mut crls = Vec::new();
+    let mut crl_counts = Vec::new();
+    for (origin, bytes) in names.iter().zip(parts).skip(1) {
+        let mut found = 0;
+        for (kind, der) in sections(origin, bytes)? {
+            if kind != SectionKind::Crl {
+                continue;
+            }
+            x509_parser::parse_x509_crl(&der).map_err(|e| MaterialError::BadCrl {
+                origin: origin.clone(),
+                reason: e.to_string(),
+            })?;
+            // What verifies client certificates is webpki, which is
+            // stricter (RFC 5280's profile: a v2 CRL): a CRL it refuses
+            // is refused here, where the file is named, not when the
+            // listener's verifier is built after the material was
+            // taken (a reload failing late, an API call's 400 after
+            // /certs/validate said valid).
+            webpki::BorrowedCertRevocationList::from_der(&der).map_err(|e| {
+                MaterialError::BadCrl {
+                    origin: origin.clone(),
+                    reason: format!("not usable to check revocation: {e:?}"),
+                }
+            })?;
+            crls.push(CertificateRevocationListDer::from(der));
+            found += 1;
+        }
+        if found == 0 {
+            return Err(MaterialError::BadCrl {
+                origin: origin.clone(),
+                reason: "no X509 CRL section found".into(),
+            });
+        }
+        crl_counts.push(found);
+    }
+    Ok(Material::Ca(CaBundle {
+        roots,
+        crls,
+        certs,
+        crl_counts,
+    }))
+}
