@@ -503,26 +503,15 @@ fn an_empty_hotproxy_config_means_config_yaml() {
     );
 }
 
-/// A CA certificate webpki cannot take as a trust anchor (basicConstraints
-/// twice: x509-parser reads it, webpki refuses it), generated at runtime.
-fn unusable_anchor_pem() -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "twice-constrained");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // basicConstraints (2.5.29.19) again: SEQUENCE { cA TRUE }.
-    p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
-        &[2, 5, 29, 19],
-        vec![0x30, 0x03, 0x01, 0x01, 0xff],
-    )];
-    p.self_signed(&key).unwrap().pem()
-}
+/// How a CA file holding [`unusable_anchor_pem`] alone is refused.
+const ANCHOR_REFUSED: &str =
+    "bad-ca.crt: certificate 1 (CN=twice-constrained) is not usable as a trust anchor";
 
 /// A `certs` entry's own client_auth (crt-list style) is built by the proxy
-/// at start, one verifier per entry; `check` builds it the same way, so a CA
-/// the verifier cannot use fails the check, naming the listener and the
-/// entry — and `run` refuses the same configuration.
+/// at start, one verifier per entry; a CA the verifier cannot use fails the
+/// check — as the CA entry is read, naming the file, the certificate and
+/// who uses it (it failed only when the verifier was built) — and `run`
+/// refuses the same configuration, naming the entry.
 #[test]
 fn a_certs_entry_client_auth_the_proxy_refuses_fails_the_check() {
     let s = Scene::new();
@@ -546,27 +535,24 @@ listeners:
           client_auth: { mode: require_and_verify, ca: { ref: bad-ca } }
 "#,
     );
+    let refused = |err: &str| err.contains("entry bad-ca") && err.contains(ANCHOR_REFUSED);
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 1, "{out}{err}");
+    assert!(refused(&err), "{err}");
     assert!(
-        err.contains("listener public: tls.certs[1] (entry \"admin-pair\") client_auth:")
-            && err.contains("trust anchor"),
+        err.contains("used by listener public (tls.certs[1].client_auth.ca)"),
         "{err}"
     );
     // The proxy agrees: it refuses to start, with the same words.
     let (code, _, err) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0, "{err}");
-    assert!(
-        err.contains("tls.certs[1] (entry \"admin-pair\") client_auth:")
-            && err.contains("trust anchor"),
-        "{err}"
-    );
+    assert!(refused(&err), "{err}");
 }
 
 /// An upstream's TLS is built by `run` at start (its CA bundle as trust
-/// anchors, its CRLs in the verifier); `check` builds it the same way, so a
-/// CA webpki cannot take as a trust anchor fails the check, naming the
-/// upstream — and `run` refuses the same configuration.
+/// anchors, its CRLs in the verifier); a CA webpki cannot take as a trust
+/// anchor fails the check as the CA entry is read, naming the file, the
+/// certificate and the upstream — and `run` refuses it, naming the entry.
 #[test]
 fn an_upstream_ca_the_proxy_refuses_fails_the_check() {
     let (s, _) = scene("", "");
@@ -587,17 +573,13 @@ upstreams:
     tls: { ca: { ref: bad-ca } }
 "#,
     );
+    let refused = |err: &str| err.contains("entry bad-ca") && err.contains(ANCHOR_REFUSED);
     let (code, out, err) = check(&cfg);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("upstream api:") && err.contains("trust anchor"),
-        "{err}"
-    );
+    assert!(refused(&err), "{err}");
+    assert!(err.contains("used by upstream api (tls.ca)"), "{err}");
     // The proxy agrees: it refuses to start, with the same words.
     let (code, _, err) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0, "{err}");
-    assert!(
-        err.contains("upstream api:") && err.contains("trust anchor"),
-        "{err}"
-    );
+    assert!(refused(&err), "{err}");
 }

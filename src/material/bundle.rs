@@ -8,9 +8,24 @@ use super::{CaBundle, Material};
 
 /// The CA certificates of `parts[0]` (named `names[0]`) and the CRLs of
 /// each further part: at least one certificate, and at least one CRL in
-/// each CRL source, each parsed as webpki will parse it.
+/// each CRL source, each parsed as webpki will parse it (the
+/// certificates as trust anchors).
 pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, MaterialError> {
     let (roots, certs) = certificates(&names[0], &parts[0])?;
+    // What verifies peers is webpki, which takes each certificate as a
+    // trust anchor only if it parses it (stricter than x509-parser: an
+    // extension twice, say). One it refuses is refused here, where the
+    // file and the certificate can be named, not when a listener's or an
+    // upstream's verifier is built after the material was taken (a reload
+    // failing late, naming neither; /certs/validate saying valid).
+    for (position, (der, info)) in roots.iter().zip(&certs).enumerate() {
+        webpki::anchor_from_trusted_cert(der).map_err(|e| MaterialError::BadAnchor {
+            origin: names[0].clone(),
+            position: position + 1,
+            subject: info.subject.clone(),
+            reason: format!("{e:?}"),
+        })?;
+    }
     let mut crls = Vec::new();
     let mut crl_counts = Vec::new();
     for (origin, bytes) in names.iter().zip(parts).skip(1) {

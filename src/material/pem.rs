@@ -48,6 +48,18 @@ pub enum MaterialError {
     BadKey { origin: String, reason: String },
     #[error("{key}: private key does not match the certificate in {cert}")]
     KeyMismatch { cert: String, key: String },
+    /// A CA certificate x509-parser reads and webpki, which verifies
+    /// peers against it, refuses as a trust anchor.
+    #[error(
+        "{origin}: certificate {position} ({subject}) is not usable as a trust anchor: {reason}"
+    )]
+    BadAnchor {
+        origin: String,
+        /// 1-based, in file order.
+        position: usize,
+        subject: String,
+        reason: String,
+    },
     #[error("{origin}: invalid CRL: {reason}")]
     BadCrl { origin: String, reason: String },
     #[error("{origin}: kept changing while being read; no two consecutive reads agreed")]

@@ -444,3 +444,30 @@ listeners:
     let r = admin(api, "GET", "/api/v1/certs/edge", None, None, &[]).await;
     assert_eq!(r.json()["live_source"], "file", "{}", r.body);
 }
+
+/// A CA certificate webpki refuses as a trust anchor (basicConstraints
+/// twice) makes the bundle invalid: `/certs/validate` says so and `POST
+/// /certs` refuses it, naming the certificate. It used to be valid and
+/// taken, and to fail only once a listener or upstream built a verifier
+/// from it, naming neither the entry nor the certificate.
+#[tokio::test]
+async fn a_ca_webpki_refuses_as_an_anchor_is_invalid() {
+    let mut a = Admin::start("").await;
+    let pem = a.clients.cert_pem.clone() + &unusable_anchor_pem();
+    let body = json!({"id": "twice", "type": "ca-bundle", "source": "inline", "ca_pem": pem});
+    for path in ["/api/v1/certs/validate", "/api/v1/certs"] {
+        let r = a.editor("POST", path, Some(body.clone())).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        let message = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains("inline ca_pem")
+                && message.contains("certificate 2 (CN=twice-constrained)")
+                && message.contains("trust anchor"),
+            "{path}: {message}"
+        );
+    }
+    assert_eq!(
+        a.editor("GET", "/api/v1/certs/twice", None).await.status,
+        404
+    );
+}

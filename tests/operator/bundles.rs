@@ -231,3 +231,29 @@ async fn a_ca_removed_on_purpose_is_applied_after_settle_timeout() {
         "no warning that the shorter bundle was applied"
     );
 }
+
+/// A CA file rewritten with a certificate webpki refuses as a trust anchor
+/// (basicConstraints twice) is refused as it is read, naming the file and
+/// the certificate, and the old bundle keeps verifying. It used to load
+/// and fail when the listener's verifier was built, naming neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_file_with_an_unusable_anchor_is_refused_naming_it() {
+    let mut v = verifying("1h").await;
+    let bundle = v.s.path("clients.crt");
+    let next = v.one.cert_pem.clone() + &unusable_anchor_pem();
+    crate::support::writers::mv_over(&bundle, &next);
+    let api = v.api;
+    wait_until(WAIT, "the new bundle refused", || async move {
+        clients_reload(api).await["result"] == "failure"
+    })
+    .await;
+    let last = clients_reload(v.api).await;
+    let error = last["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("{}: ", bundle.display()))
+            && error.contains("certificate 2 (CN=twice-constrained)")
+            && error.contains("trust anchor"),
+        "{error}"
+    );
+    v.still_admitted().await;
+}

@@ -209,3 +209,19 @@ pub fn pem_body_lines(pem: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A CA certificate webpki cannot take as a trust anchor (basicConstraints
+/// twice: x509-parser reads it, webpki refuses it), generated at runtime.
+pub fn unusable_anchor_pem() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "twice-constrained");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // basicConstraints (2.5.29.19) again: SEQUENCE { cA TRUE }.
+    p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &[2, 5, 29, 19],
+        vec![0x30, 0x03, 0x01, 0x01, 0xff],
+    )];
+    p.self_signed(&key).unwrap().pem()
+}
