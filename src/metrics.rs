@@ -124,6 +124,8 @@ pub struct Metrics {
     pub watch_degraded: Gauge,
     pub tls_sni_default: Family<ListenerLabels, Counter>,
     pub closed_before_request: Family<ListenerLabels, Counter>,
+    /// HTTP/2 connections closed for rapid reset (src/proxy/cancels.rs).
+    pub rapid_reset_closed: Family<ListenerLabels, Counter>,
     /// Failed `accept()` calls (EMFILE, ENFILE, ...) per listener; the
     /// admin listener counts as `listener="admin"`.
     pub accept_errors: Family<ListenerLabels, Counter>,
@@ -159,6 +161,7 @@ impl Metrics {
             watch_degraded: Gauge::default(),
             tls_sni_default: Family::default(),
             closed_before_request: Family::default(),
+            rapid_reset_closed: Family::default(),
             accept_errors: Family::default(),
             upstream_endpoints: Family::default(),
             upstream_requests: Family::default(),
@@ -269,6 +272,11 @@ impl Metrics {
             "hotproxy_connections_closed_before_request",
             "TLS connections the client closed before sending a request (e.g. it refused the certificate's name)",
             m.closed_before_request.clone(),
+        );
+        registry.register(
+            "hotproxy_http2_rapid_reset_closed",
+            "HTTP/2 connections closed because their client cancelled most of its requests before the answer (rapid reset)",
+            m.rapid_reset_closed.clone(),
         );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         // Both results exist from the start, so `rate()` and alerts on
@@ -469,6 +477,16 @@ pub fn sni_default(listener: &str) {
 pub fn closed_before_request(listener: &str) {
     METRICS
         .closed_before_request
+        .get_or_create(&ListenerLabels {
+            listener: listener.to_owned(),
+        })
+        .inc();
+}
+
+/// Count one HTTP/2 connection closed for rapid reset.
+pub fn rapid_reset_closed(listener: &str) {
+    METRICS
+        .rapid_reset_closed
         .get_or_create(&ListenerLabels {
             listener: listener.to_owned(),
         })

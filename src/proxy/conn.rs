@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 use tracing::debug;
 
+use crate::proxy::cancels::{self, Cancels};
 use crate::proxy::lifetime::Woken;
 use crate::proxy::stall::Stalls;
 
@@ -102,6 +103,8 @@ pub struct Activity {
     /// holds of the last response after its body ended, and is not forced
     /// while that moves.
     writes: AtomicU64,
+    /// Requests answered and cancelled: too many cancelled close it.
+    cancels: Cancels,
 }
 
 impl Activity {
@@ -119,6 +122,7 @@ impl Activity {
             heard: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
             writes: AtomicU64::new(0),
+            cancels: Cancels::default(),
         })
     }
 
@@ -262,6 +266,12 @@ impl Activity {
 /// One request in flight; dropped when its response body is done.
 pub struct InFlight(Arc<Activity>);
 
+impl InFlight {
+    pub fn cancels(&self) -> &Cancels {
+        &self.0.cancels
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         let a = &self.0;
@@ -376,6 +386,8 @@ impl Driver<'_> {
         tokio::pin!(also_close);
         let shutdown = Woken::new(self.shutdown.wait_for(|s| *s));
         tokio::pin!(shutdown);
+        let cut = Woken::new(cancels::cut(&self.activity.cancels, name, peer));
+        tokio::pin!(cut);
         let mut closing = false;
         let (header_read, idle) = (self.header_read_timeout, self.idle_timeout);
         let start = Instant::now();
@@ -409,6 +421,7 @@ impl Driver<'_> {
                     let by = if closing { Ended::ByUs } else { Ended::ByClient };
                     return Outcome { by, error, expired };
                 }
+                () = cut.as_mut() => return Outcome { by: Ended::ByUs, error: None, expired },
                 () = sleep.as_mut() => {
                     let now = Instant::now();
                     if let (Some((stalls, send)), Some(at)) = (self.stalls, next_look)

@@ -43,7 +43,7 @@ use crate::proxy::refused_head::protocol_error;
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
-use crate::proxy::{proxy_protocol, refused_head, request};
+use crate::proxy::{cancels::Unanswered, proxy_protocol, refused_head, request};
 
 /// Streams an HTTP/2 client may have open at once (nginx: 128; Envoy's
 /// edge guidance: 100).
@@ -594,7 +594,7 @@ async fn connection(
             let ctx = ctx.clone();
             let slot = slot.clone();
             let front = front.clone();
-            let in_flight = activity.begin(!req.body().is_end_stream());
+            let in_flight = Unanswered::new(activity.begin(!req.body().is_end_stream()));
             let head = req.method() == Method::HEAD;
             let stalls = stalls.clone();
             // Boxed: the request's future is kilobytes (routing,
@@ -612,7 +612,7 @@ async fn connection(
                     // h2 stream that does errors and resets the client's.
                     resp = resp.map(|_| Empty::new().map_err(|never| match never {}).boxed());
                 }
-                let body = resp.map(|b| TrackedBody::new(b, in_flight));
+                let body = resp.map(|b| TrackedBody::new(b, in_flight.answered()));
                 Ok::<_, Infallible>(match &stalls {
                     Some(s) => body.map(|b| s.watch(b)),
                     None => body.map(SentBody::Plain),

@@ -3,6 +3,7 @@
 pub mod accept;
 pub mod body;
 pub mod buffer;
+pub mod cancels;
 pub mod client_cert;
 pub mod conn;
 pub mod drain;

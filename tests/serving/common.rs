@@ -23,13 +23,16 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Inf
 /// echoes bytes; streams an endless body on `/big`; n KiB on `/kib/n`; sends one chunk and
 /// then nothing on `/stall`; a head of about N bytes on `/fat-head/N`;
 /// reads the whole request body on `/upload` and
-/// answers its length (and any `Expect`); otherwise echoes the request
-/// head as JSON.
-/// Counts requests and ended `/big` and `/stall` streams.
+/// answers its length (and any `Expect`); never answers `/hold` (an
+/// expensive request, held until the proxy gives it up); otherwise echoes
+/// the request head as JSON.
+/// Counts requests, ended `/big` and `/stall` streams, and `/hold`
+/// requests still held.
 pub struct PlainBackend {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
     pub big_ended: Arc<AtomicUsize>,
+    pub held: Arc<AtomicUsize>,
 }
 
 /// Counts an endless body as ended when hyper drops it.
@@ -41,25 +44,52 @@ impl Drop for Ended {
     }
 }
 
+/// A `/hold` request being held: counted in `held` until hyper drops it
+/// (the proxy closed the upstream connection).
+struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn new(held: Arc<AtomicUsize>) -> Held {
+        held.fetch_add(1, SeqCst);
+        Held(held)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
 impl PlainBackend {
     async fn start() -> PlainBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let big_ended = Arc::new(AtomicUsize::new(0));
-        let (req_count, ended) = (requests.clone(), big_ended.clone());
+        let held = Arc::new(AtomicUsize::new(0));
+        let (req_count, ended, holding) = (requests.clone(), big_ended.clone(), held.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let (req_count, ended) = (req_count.clone(), ended.clone());
+                let holding = holding.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(
                         move |mut req: http::Request<hyper::body::Incoming>| {
+                            // Held from the count on: a test that sees the
+                            // request counted sees it held.
+                            let hold =
+                                (req.uri().path() == "/hold").then(|| Held::new(holding.clone()));
                             req_count.fetch_add(1, SeqCst);
                             let ended = ended.clone();
                             async move {
+                                if let Some(_held) = hold {
+                                    let never = std::future::pending::<std::convert::Infallible>();
+                                    match never.await {}
+                                }
                                 if req.uri().path() == "/upload" {
                                     // Like most applications: the whole body
                                     // is read before the answer.
@@ -88,6 +118,7 @@ impl PlainBackend {
             addr,
             requests,
             big_ended,
+            held,
         }
     }
 }
