@@ -8,6 +8,8 @@
 //! than the upstream (502). It also says when the upstream client has read
 //! it to its end ([`BodySent`]): an upstream may answer before it has the
 //! whole body, and until the body is through its connection is still busy.
+//! So is the client's connection ([`BodyInFlight`]): bytes it sends then are
+//! the body, not a next request.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,11 +20,41 @@ use std::time::Duration;
 use std::error::Error as _;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, Request};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::proxy::conn::{Activity, InFlight};
 use crate::proxy::forward::BoxError;
+
+/// Begin `req` on its connection's `activity`; the guard ends it with its
+/// response. A request with a body carries one more hold on it (an
+/// extension, [`BodyInFlight`]) to the body sent upstream: an upstream may
+/// answer before it has the whole body and go on reading it (HTTP/2, or a
+/// connection of its own), and what the client sends after the response
+/// ended is still this request's body, not a next head under
+/// `header_read_timeout` (SPEC: bytes that arrive while a request with a
+/// body runs count as its body).
+pub fn begin(activity: &Arc<Activity>, req: &mut Request<Incoming>) -> InFlight {
+    let body = !req.body().is_end_stream();
+    let in_flight = activity.begin(body);
+    if body {
+        req.extensions_mut().insert(BodyInFlight(in_flight.also()));
+    }
+    in_flight
+}
+
+/// A request's body still to be read: its connection is busy until this
+/// is dropped, or the body read to its end or failed.
+pub struct BodyInFlight(InFlight);
+
+/// Each copy holds the request (an extension must be `Clone`; one shared
+/// would take an allocation per request).
+impl Clone for BodyInFlight {
+    fn clone(&self) -> BodyInFlight {
+        BodyInFlight(self.0.also())
+    }
+}
 
 /// A client request body that records why reading it failed.
 pub struct ClientBody {
@@ -34,6 +66,8 @@ pub struct ClientBody {
     /// `body_read_timeout` and `max_body_bytes`, for a body with content
     /// (boxed: a body is moved several times, and most requests have none).
     limits: Option<Box<BodyLimits>>,
+    /// The client's connection kept busy while this body is read.
+    reading: Option<BodyInFlight>,
 }
 
 /// Where the body's bytes come from.
@@ -141,6 +175,7 @@ impl ClientBody {
                 state,
                 counted: None,
                 limits,
+                reading: None,
             },
             fault,
         )
@@ -153,6 +188,7 @@ impl ClientBody {
             state: None,
             counted: None,
             limits: None,
+            reading: None,
         }
     }
 
@@ -170,6 +206,7 @@ impl ClientBody {
             state: Some(state),
             counted: None,
             limits: None,
+            reading: None,
         };
         (body, fault)
     }
@@ -212,6 +249,12 @@ impl ClientBody {
     /// Add the bytes read to `counter` (the access log's `bytes_in`).
     pub fn counted(mut self, counter: Option<crate::proxy::edge::BytesIn>) -> ClientBody {
         self.counted = counter;
+        self
+    }
+
+    /// Keep the client's connection busy until this body is through.
+    pub fn reading(mut self, reading: Option<BodyInFlight>) -> ClientBody {
+        self.reading = reading;
         self
     }
 }
@@ -280,12 +323,17 @@ impl Body for ClientBody {
             Poll::Ready(Some(Err(e))) => {
                 let cause = e.source().map_or_else(|| e.to_string(), |s| s.to_string());
                 let _ = state.failed.set(Fault::Malformed(cause));
+                this.reading = None;
             }
-            Poll::Ready(None) => state.read.store(true, Ordering::Relaxed),
+            Poll::Ready(None) => {
+                state.read.store(true, Ordering::Relaxed);
+                this.reading = None;
+            }
             // Trailers are the last frame: hyper does not ask again, so
             // waiting for `None` would leave the connection unpooled.
             Poll::Ready(Some(Ok(f))) if f.is_trailers() || inner.is_end_stream() => {
                 state.read.store(true, Ordering::Relaxed);
+                this.reading = None;
             }
             Poll::Ready(Some(Ok(_))) => {}
             Poll::Pending => {

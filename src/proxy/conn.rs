@@ -142,9 +142,10 @@ impl Activity {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// A request head was parsed: until its response body ends, the
-    /// connection is busy. Dropping the guard ends the request. `body`:
-    /// the request has a body (hyper's `is_end_stream()` is false).
+    /// A request head was parsed: until its response body ends (and its
+    /// body is read, `crate::proxy::body::begin`), the connection is busy.
+    /// Dropping the guard ends the request. `body`: the request has a body
+    /// (hyper's `is_end_stream()` is false).
     pub fn begin(self: &Arc<Self>, body: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
@@ -269,6 +270,12 @@ pub struct InFlight(Arc<Activity>);
 impl InFlight {
     pub fn cancels(&self) -> &Cancels {
         &self.0.cancels
+    }
+
+    /// One more hold on the same request: it runs until every hold is dropped.
+    pub fn also(&self) -> InFlight {
+        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.0.clone())
     }
 }
 

@@ -46,7 +46,7 @@ use tracing::{debug, warn};
 use crate::config::UpstreamConfig;
 use crate::identity::Identity;
 use crate::metrics;
-use crate::proxy::body::{BodyFault, ClientBody, Fault};
+use crate::proxy::body::{BodyFault, BodyInFlight, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::failure::{
@@ -219,6 +219,9 @@ impl Upstream {
         let (mut parts, body) = req.into_parts();
         // The access log counts the request body's bytes as they are read.
         let counted = parts.extensions.remove::<BytesIn>();
+        // Read whole, the body is through before any answer; streamed, it
+        // holds the client's connection until it is.
+        let reading = parts.extensions.remove::<BodyInFlight>();
         let (body, body_fault) = if !upgrade && buffer::wanted(&body, ctx.body_buffer_bytes) {
             // Boxed: only requests with a small body wait here, and the
             // read would grow every request's future.
@@ -240,7 +243,7 @@ impl Upstream {
             // was told to send it (SPEC: answered, never forwarded).
             parts.headers.remove(header::EXPECT);
             let (body, fault) = ClientBody::new(body, ctx.body_read_timeout, max_body);
-            (body.counted(counted), fault)
+            (body.counted(counted).reading(reading), fault)
         };
         let req = Request::from_parts(parts, body);
         // The endpoint of the latest attempt, for the logs.

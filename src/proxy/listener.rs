@@ -29,7 +29,7 @@ use crate::identity::gate::Gate;
 use crate::material::CertInfo;
 use crate::metrics::{self, METRICS};
 use crate::proxy::accept::Acceptor;
-use crate::proxy::body::Fault;
+use crate::proxy::body::{self, Fault};
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
 use crate::proxy::drain::{Drain, DrainGuard};
 use crate::proxy::edge::{EdgePolicy, Exchange};
@@ -588,13 +588,13 @@ async fn connection(
             lifetime: lifetime.clone(),
             removed: listener.removed.subscribe(),
         });
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
             let listener = listener.clone();
             let tunnel = tunnel.clone();
             let ctx = ctx.clone();
             let slot = slot.clone();
             let front = front.clone();
-            let in_flight = Unanswered::new(activity.begin(!req.body().is_end_stream()));
+            let in_flight = Unanswered::new(body::begin(&activity, &mut req));
             let head = req.method() == Method::HEAD;
             let stalls = stalls.clone();
             // Boxed: the request's future is kilobytes (routing,

@@ -1,8 +1,14 @@
 //! HTTP/2 flow control: unread responses stay bounded and stall no one; bodies stream both ways.
 
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 use crate::support::*;
@@ -179,4 +185,131 @@ async fn http2_stream_window_bytes_sets_what_one_stream_has_in_flight() {
         "{sent} bytes sent to a client that reads nothing: the window did not hold"
     );
     drop(unread);
+}
+
+/// An HTTP/2 backend that answers each request (`200`, `ok`) as soon as
+/// its head is in and reads its body after that, on a task of its own, as
+/// an application that has what it needs from the head does. Returns its
+/// address and the count of request bodies it has read to their end.
+async fn early_answering_h2(w: &World) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (listener, acceptor) = tls_listener(&w.backend_pair, b"h2").await;
+    let addr = listener.local_addr().unwrap();
+    let bodies = Arc::new(AtomicUsize::new(0));
+    let counted = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let counted = counted.clone();
+                    tokio::spawn(async move {
+                        if req.into_body().collect().await.is_ok() {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                    let ok = http::Response::new(Full::new(Bytes::from_static(b"ok")));
+                    std::future::ready(Ok::<_, std::convert::Infallible>(ok))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+/// Read from `s` until what came ends with `end`.
+async fn read_until_end<S: AsyncRead + Unpin>(s: &mut S, end: &[u8]) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(end) {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("the answer in time")
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// An upstream that answers before it has the whole request body ends
+/// the response while the client still sends that body. Over HTTP/2 the
+/// body goes on upstream after the response, and the client's bytes that
+/// come then are still that request's body (SPEC: bytes that arrive while
+/// a request with a body runs count as its body), not the start of a next
+/// request head: `header_read_timeout` does not cut the connection, and
+/// no `408` is counted or logged for a head nobody sent. It was: the
+/// request stopped counting as running when its response ended.
+#[tokio::test]
+async fn the_rest_of_a_body_after_an_early_answer_is_no_request_head() {
+    let w = world();
+    let (backend, bodies) = early_answering_h2(&w).await;
+    let log = w.scene.path("access.log");
+    let mut p = Proxy::start(&w.scene.config(&format!(
+        r#"
+access_log: {{ path: {}, format: json }}
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+    limits: {{ header_read_timeout: 1s, idle_timeout: 60s }}
+upstreams:{}
+"#,
+        log.display(),
+        backend_upstream("app", &[backend], &[]),
+    )));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+
+    // 10 bytes of 100000 with the head, the whole answer, then the rest.
+    let mut uploading = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
+    let head = b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 100000\r\n\r\n";
+    uploading
+        .write_all(&[&head[..], b"0123456789"].concat())
+        .await
+        .unwrap();
+    let answer = read_until_end(&mut uploading, b"\r\n\r\nok").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    uploading.write_all(&[b'x'; 99_990]).await.unwrap();
+    wait_until(WAIT, "the backend has the whole body", || async {
+        bodies.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // A client that begins a head only now and stops is cut by the same
+    // header_read_timeout, later than a clock started by the body would
+    // have cut the upload: once its 408 is in, that time has passed.
+    let mut stalled = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
+    let stalled_addr = stalled.get_ref().0.local_addr().unwrap().to_string();
+    stalled
+        .write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\n")
+        .await
+        .unwrap();
+    wait_until(WAIT, "the stalled head's 408 in the access log", || async {
+        read_access_log(&log)
+            .iter()
+            .any(|l| l["status"] == 408 && l["client_addr"] == stalled_addr.as_str())
+    })
+    .await;
+    let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="408"} 1"#;
+    let metrics = metrics_text(admin).await;
+    assert!(metrics.lines().any(|l| l == line), "{metrics}");
+
+    // The upload's connection is open and serves its next request.
+    uploading
+        .write_all(b"GET /next HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_end(&mut uploading, b"\r\n\r\nok").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let lines = wait_access_log(&log, 3, WAIT).await;
+    let statuses: Vec<_> = lines.iter().map(|l| l["status"].clone()).collect();
+    assert_eq!(statuses, [200, 408, 200], "{lines:#?}");
 }
