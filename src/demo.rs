@@ -75,14 +75,16 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         if let Err(e) = start_echo_backend(backend, &pki).await {
             crate::errln!("cannot start the demo echo backend on {backend}: {e}");
             return ExitCode::FAILURE;
         }
         print_instructions(&config, &pki);
         crate::server::serve(config).await
-    })
+    });
+    crate::server::finish(rt);
+    code
 }
 
 fn print_instructions(config: &Config, pki: &Path) {

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -42,10 +43,30 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(serve(config))
+    let code = rt.block_on(serve(config));
+    finish(rt);
+    code
 }
 
-/// Serve `config` on the current runtime until a termination signal.
+/// How long the end of the process waits for blocking work still running
+/// (a token file's re-read on a volume that hangs) before it exits anyway.
+const BLOCKING_AT_EXIT: Duration = Duration::from_secs(1);
+
+/// End the process's work once [`serve`] has returned: first the runtime's
+/// tasks, then the access log. What is still open after `shutdown_grace`
+/// (a request its upstream never answered) is cut as the runtime drops its
+/// tasks, and its line (`499`) is submitted then: the writer stops after,
+/// so every request has its line, as Envoy logs each stream it destroys
+/// when its drain ends. (Stopped first, the log lost those lines.)
+pub fn finish(rt: tokio::runtime::Runtime) {
+    // Async tasks are dropped whatever the bound; it only caps the wait
+    // for blocking ones, which dropping the runtime waits for unbounded.
+    rt.shutdown_timeout(BLOCKING_AT_EXIT);
+    crate::access_log::shutdown();
+}
+
+/// Serve `config` on the current runtime until a termination signal and
+/// the drain after it; [`finish`] ends the rest.
 pub async fn serve(config: Config) -> ExitCode {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let drain = Arc::new(Drain::new(config.runtime.shutdown_grace));
@@ -124,7 +145,6 @@ pub async fn serve(config: Config) -> ExitCode {
         );
     }
     handle.send(Command::Stop);
-    crate::access_log::shutdown();
     info!("stopped");
     ExitCode::SUCCESS
 }

@@ -605,6 +605,55 @@ async fn a_shutdown_closes_the_port_while_connections_drain() {
     held.abort();
 }
 
+/// A request still running when `shutdown_grace` ends is cut with its
+/// connection, and has its access-log line all the same (SPEC: one line
+/// per request; Envoy logs each stream it destroys when its drain ends):
+/// `499`, as for a client gone. It was submitted only as the runtime went,
+/// after the writer had stopped, and lost uncounted. On both runtimes.
+#[tokio::test]
+async fn a_request_cut_when_shutdown_grace_ends_has_its_access_log_line() {
+    let w = world().await;
+    for workers in ["1", "2"] {
+        let hang = "      - { path_prefix: /hang, upstream: echo }";
+        let path = config(&w, "{ mode: none }", hang);
+        let log = w.scene.path(&format!("access-{workers}.log"));
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "runtime: { worker_threads: 1 }",
+            &format!("runtime: {{ worker_threads: {workers}, shutdown_grace: 1s }}"),
+        );
+        let logged = format!("access_log: {{ path: {}, format: json }}\n", log.display());
+        write(&path, &(logged + &text));
+        let mut p = Proxy::start(&path);
+        let addr = p.listener_addr("public").await;
+        let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+        // A request the backend never answers outlasts the grace.
+        let held =
+            tokio::spawn(
+                async move { get(addr, "a.example.com", client, false, "/hang", &[]).await },
+            );
+        wait_until(WAIT, "the request is at the backend", || async {
+            w.backend
+                .slow_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        })
+        .await;
+        p.signal("TERM");
+        assert!(p.wait_exit(WAIT).await.success(), "{workers} workers");
+        let lines = read_access_log(&log);
+        let seen: Vec<_> = lines.iter().map(|l| (&l["path"], &l["status"])).collect();
+        assert_eq!(seen, [(&"/hang".into(), &499.into())], "{workers} workers");
+        assert!(held.await.unwrap().is_err(), "the request was cut");
+        wait_until(WAIT, "the backend let the request go", || async {
+            w.backend
+                .slow_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+        })
+        .await;
+    }
+}
+
 /// A `--log-level` typo is refused at once, naming the word: tracing would
 /// read `warning` as a target and show no line at all, errors included.
 #[test]
