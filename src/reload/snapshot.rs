@@ -325,11 +325,96 @@ fn keep_owners(
         moved[loser] = true;
         warn!(target: LOG, listener = %l.name, name = %s.name, entry = %l.certs[loser].entry, kept_by = %l.certs[keeper].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (give the entries server_names: check and a restart refuse this)");
     }
+    if let Some(before) = before {
+        keep_resolved(l, policies, before, &mut names, &mut moved)?;
+    }
     Ok(names
         .into_iter()
         .zip(moved)
         .map(|(n, m)| m.then_some(n))
         .collect())
+}
+
+/// Names the pairs list now that another pair answered in `before` by
+/// resolution rather than by the same name: through its `*.` wildcard
+/// (a.test's renewal naming x.b.test, which `*.b.test` answered), or as
+/// the default (a SAN no pair named before, added to a `none` pair while
+/// the default pair requires a verified certificate). An exact name wins
+/// over a wildcard and any name over the default, and [`shadowed`]
+/// compares names as listed, so without this the name would change pairs
+/// and client_auth with nothing said. As in [`keep_owners`], a name a
+/// wildcard answered stays with that pair when their client_auth differs;
+/// one the default answered stays with it only when the new pair's
+/// client_auth lets in a client the default's refused ([`admits_more`]):
+/// a renewal for a new host under a stricter client_auth is served. The
+/// name is dropped from the new owner's `names` (`moved` set), with the
+/// same warning; a name the new owner lists in `server_names` is refused. Unlike a name two pairs
+/// list, `check` and a restart cannot tell this from a configured
+/// exception to a wildcard: they give the name to the pair that lists it.
+///
+/// [`shadowed`]: tls::server::shadowed
+fn keep_resolved(
+    l: &ListenerConfig,
+    policies: &[&ClientAuthConfig],
+    before: &SniResolver,
+    names: &mut [Vec<String>],
+    moved: &mut [bool],
+) -> Result<(), String> {
+    use tls::server::name_key as key;
+    // Name -> the earliest pair listing it: who answers it now, since an
+    // exact name (or `*.x` as such) wins over a wildcard and the default.
+    let listers = |names: &[Vec<String>]| {
+        let mut first: HashMap<String, usize> = HashMap::new();
+        for (i, list) in names.iter().enumerate() {
+            for n in list {
+                first.entry(key(n)).or_insert(i);
+            }
+        }
+        first
+    };
+    let mut first = listers(names);
+    let mut listed: Vec<String> = first.keys().cloned().collect();
+    listed.sort();
+    for name in listed {
+        // Fell to the default: no pair's configuration claimed it, so the
+        // name may move (a renewal for a new host), unless its new pair
+        // lets in a client the default refused it.
+        let by_default = !before.answers(&name);
+        let was = before.position_or_default(Some(&name));
+        while let Some(&now) = first.get(&name) {
+            if was >= names.len()
+                || now == was
+                || policies[now] == policies[was]
+                || (by_default && !admits_more(policies[now], policies[was]))
+            {
+                break;
+            }
+            if l.certs[now].server_names.is_some() {
+                return Err(format!(
+                    "tls.certs[{now}] (entry {:?}) answers {name:?} by its server_names, which tls.certs[{was}] (entry {:?}) answered before with a different client_auth (drop the name from one of them, or give both the same client_auth)",
+                    l.certs[now].entry, l.certs[was].entry
+                ));
+            }
+            names[now].retain(|n| key(n) != name);
+            moved[now] = true;
+            first = listers(names);
+            warn!(target: LOG, listener = %l.name, name = %name, entry = %l.certs[now].entry, kept_by = %l.certs[was].entry, "a certificate names a host another entry of the listener answers with a different client_auth; that entry keeps answering it (settle the host in server_names: a restart, or a reload that changes the listener's certs, gives it to the entry that names it)");
+        }
+    }
+    Ok(())
+}
+
+/// Whether client_auth `new` may let in a client `old` refuses: one
+/// without a certificate, one whose certificate is not verified, or one
+/// verified under other rules (another CA, `allow`, CRL leniency).
+fn admits_more(new: &ClientAuthConfig, old: &ClientAuthConfig) -> bool {
+    use ClientAuthMode as M;
+    let without_cert = |m| matches!(m, M::None | M::Request | M::VerifyIfGiven);
+    let unverified = |m| matches!(m, M::None | M::Request | M::RequireAny);
+    let rules = |c: &ClientAuthConfig| (c.ca.clone(), c.allow.clone(), c.allow_expired_crl);
+    (without_cert(new.mode) && !without_cert(old.mode))
+        || (unverified(new.mode) && !unverified(old.mode))
+        || (new.mode.verifies() && old.mode.verifies() && rules(new) != rules(old))
 }
 
 /// Names a renewal dropped from a pair's SANs that the pair answered in

@@ -250,3 +250,153 @@ upstreams:
         .count();
     assert!(warned >= 2, "the reload rebuilt the listener's TLS");
 }
+
+/// Listener `public` with pair a (`a_names`, client_auth `a_auth`) and
+/// pair b (`b_names`, `b_auth`), in that order, routed to a backend that
+/// shows the client certificate it was told about.
+struct Routed {
+    s: Scene,
+    ca: TestCa,
+    client: TestPair,
+    backend: Backend,
+    p: Proxy,
+    addr: SocketAddr,
+}
+
+async fn routed(a_names: &[&str], b_names: &[&str], a_auth: &str, b_auth: &str) -> Routed {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let backend_ca = TestCa::new("backend");
+    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    s.pair("a", &ca.server_pair(a_names));
+    s.pair("b", &ca.server_pair(b_names));
+    let (p, addr) = serve(&s.config(&format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+certs:
+  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
+  - {{ id: b, type: server-pair, cert_file: b.crt, key_file: b.key }}
+  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {{ ref: a, client_auth: {a_auth} }}
+        - {{ ref: b, client_auth: {b_auth} }}
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [https://{}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+        backend.addr
+    )))
+    .await;
+    let client = ca.client_pair("client");
+    Routed {
+        s,
+        ca,
+        client,
+        backend,
+        p,
+        addr,
+    }
+}
+
+impl Routed {
+    /// What the backend is told of a client of `host` (SNI and Host),
+    /// whatever certificate it is served.
+    async fn get(&self, host: &str, client: Option<&TestPair>) -> std::io::Result<Reply> {
+        let cfg = checks_name_later_with(rustls::crypto::aws_lc_rs::default_provider(), client);
+        get(self.addr, host, cfg, false, "/", &[]).await
+    }
+
+    /// `host` is refused to a client without a certificate: the backend
+    /// never sees it.
+    async fn refused_without_cert(&self, host: &str) {
+        let seen = self
+            .backend
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if let Ok(r) = self.get(host, None).await {
+            panic!(
+                "{host} reached the backend without a client certificate: {} {}",
+                r.status, r.body
+            );
+        }
+        let now = self
+            .backend
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(now, seen, "the backend was dialled for {host}");
+    }
+
+    /// `host` reaches the backend with the client's certificate, served
+    /// the leaf `leaf`.
+    async fn verified(&self, host: &str, leaf: &str) {
+        let r = self.get(host, Some(&self.client)).await.unwrap();
+        assert_eq!((r.status, r.leaf.as_str()), (200, leaf), "{}", r.body);
+        assert_eq!(
+            r.json()["headers"]["x-client-cert-fingerprint"],
+            self.client.fingerprint.as_str(),
+            "{}",
+            r.body
+        );
+    }
+
+    /// Entry `id`'s certificate renewed for `names` (written as
+    /// tests/reload does, `mv_over`) and served for `names[0]`.
+    async fn renew(&self, id: &str, names: &[&str]) -> TestPair {
+        let pair = self.ca.server_pair(names);
+        mv_over(&self.s.path(&format!("{id}.key")), &pair.key_pem);
+        mv_over(&self.s.path(&format!("{id}.crt")), &pair.cert_pem);
+        until_served(self.addr, names[0], &self.ca.cert_pem, &pair.fingerprint).await;
+        pair
+    }
+}
+
+/// A renewal that adds an exact SAN under another pair's wildcard (a's
+/// certificate, client_auth none, now names x.b.test, which b answers as
+/// `*.b.test` and requires a verified client certificate for) leaves
+/// x.b.test with b, under b's client_auth. It used to go to a, exact names
+/// winning over wildcards: a client without a certificate reached the
+/// backend as x.b.test.
+#[tokio::test]
+async fn a_renewal_adding_a_name_under_another_pairs_wildcard_keeps_its_client_auth() {
+    let verify = "{ mode: require_and_verify, ca: { ref: ca } }";
+    let mut w = routed(&["a.test"], &["*.b.test"], "{ mode: none }", verify).await;
+    let b_leaf = w.get("x.b.test", Some(&w.client)).await.unwrap().leaf;
+    w.refused_without_cert("x.b.test").await;
+
+    w.renew("a", &["a.test", "x.b.test"]).await;
+
+    w.refused_without_cert("x.b.test").await;
+    w.verified("x.b.test", &b_leaf).await;
+    w.p.wait_log("the kept name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == "x.b.test" && v["kept_by"] == "b"
+    })
+    .await;
+}
+
+/// A renewal that adds a SAN no pair named to a pair whose client_auth is
+/// none, when that name fell to a default pair that requires a verified
+/// client certificate, leaves the name with the default pair.
+#[tokio::test]
+async fn a_renewal_adding_a_name_the_default_pair_answered_keeps_its_client_auth() {
+    let verify = "{ mode: require_and_verify, ca: { ref: ca } }";
+    let mut w = routed(&["a.test"], &["b.test"], verify, "{ mode: none }").await;
+    let a_leaf = w.get("n.test", Some(&w.client)).await.unwrap().leaf;
+    w.refused_without_cert("n.test").await;
+
+    w.renew("b", &["b.test", "n.test"]).await;
+
+    w.refused_without_cert("n.test").await;
+    w.verified("n.test", &a_leaf).await;
+    w.p.wait_log("the kept name warned about", |v| {
+        v["level"] == "WARN" && v["name"] == "n.test" && v["kept_by"] == "a"
+    })
+    .await;
+}
