@@ -497,8 +497,7 @@ async fn connection(
         .await
         .map(|(s, at)| (Box::new(s), at))
     });
-    let handshake = tokio::time::timeout_at(head_deadline, accept).await;
-    let (tls_stream, entry) = match handshake {
+    let (tls_stream, entry) = match tokio::time::timeout_at(head_deadline, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             // Per connection and triggered by any client: debug, not info.
@@ -518,9 +517,9 @@ async fn connection(
     };
     listener.handshakes_ok.inc();
     let (_, session) = tls_stream.get_ref();
-    // Exactly the protocol agreed on: h2 only when ALPN chose it; no ALPN
-    // (or http/1.1) is HTTP/1.1, and its limits apply to every byte.
-    let is_h2 = session.alpn_protocol() == Some(b"h2");
+    // Exactly the protocol agreed on: h2, or HTTP/1.1, whose limits apply
+    // to every byte (`speaks_h2` says which a client without ALPN gets).
+    let is_h2 = crate::tls::server::speaks_h2(&handshake.config, session.alpn_protocol());
     // The mode of the config it shook hands under.
     let mode = match (&per_name, entry) {
         (Some(p), Some(at)) => p.modes[at],

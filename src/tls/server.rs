@@ -369,6 +369,19 @@ pub fn build(
     Ok((Arc::new(config), gate))
 }
 
+/// Whether a connection shaken hands under `config` speaks HTTP/2, given
+/// the protocol ALPN chose (`None`: the client offered none). Without
+/// ALPN that is HTTP/1.1, unless the listener offers h2 alone: it refuses
+/// a client that offers http/1.1 in the handshake, so one that offers
+/// nothing must not be served HTTP/1.1 either (as Envoy's HTTP/2-only
+/// listener, it speaks HTTP/2 to it).
+pub fn speaks_h2(config: &ServerConfig, alpn: Option<&[u8]>) -> bool {
+    match alpn {
+        Some(p) => p == b"h2",
+        None => !config.alpn_protocols.iter().any(|p| p == b"http/1.1"),
+    }
+}
+
 fn client_verifier(
     mode: ClientAuthMode,
     ca: Option<&CaBundle>,

@@ -83,7 +83,7 @@ async fn assert_closed_by_us(p: &mut Proxy, admin: SocketAddr, port: u16) {
 }
 
 /// A listener with `alpn: [http/1.1]` never serves HTTP/2, and neither does
-/// any listener to a client that sent no ALPN: the h2 preface is not a
+/// one offering http/1.1 to a client that sent no ALPN: the h2 preface is not a
 /// request head, and the answer is never an HTTP/2 SETTINGS frame. hotproxy
 /// closes such a connection: it is not counted as closed before a request.
 #[tokio::test]
@@ -111,6 +111,47 @@ async fn h2_preface_without_agreeing_on_h2_is_not_served_as_h2() {
         assert_closed_by_us(&mut p, admin, port).await;
     }
     assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// A listener with `alpn: [h2]` speaks only HTTP/2, to a client that sent
+/// no ALPN too, as an Envoy HTTP/2-only listener does: HTTP/1.1 bytes are
+/// an HTTP/2 connection error as after agreeing on h2 (nothing reaches the
+/// backend, hotproxy closes), and the h2 preface is served. Such a client
+/// used to be served HTTP/1.1, while one offering http/1.1 is refused in
+/// the handshake (`no_alpn_match`).
+#[tokio::test]
+async fn an_h2_only_listener_speaks_only_http2_to_a_client_without_alpn() {
+    let w = world().await;
+    let mut p = Proxy::start(&config(&w, ", alpn: [h2]", ""));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tls(&w, addr, &[]).await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), None);
+    let port = local_port(&s);
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_to_close(&mut s).await;
+    let types = h2_frame_types(&reply).unwrap_or_else(|| {
+        panic!(
+            "not HTTP/2 frames: {:?}",
+            String::from_utf8_lossy(&reply[..reply.len().min(200)])
+        )
+    });
+    assert_eq!(types.first(), Some(&SETTINGS), "{types:?}");
+    assert!(
+        types
+            .iter()
+            .all(|t| [SETTINGS, GOAWAY, WINDOW_UPDATE].contains(t)),
+        "{types:?}"
+    );
+    assert_closed_by_us(&mut p, admin, port).await;
+    assert_eq!(w.backend.requests.load(SeqCst), 0, "HTTP/1.1 was served");
+
+    let mut client = h2_client(tls(&w, addr, &[]).await).await;
+    let resp = h2_request(&mut client, h2_get("/", "GET")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
 }
 
 /// The admin listener caps its connections (64; more wait in the backlog)
