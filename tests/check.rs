@@ -183,6 +183,26 @@ fn a_broken_entry_names_its_users() {
     );
 }
 
+/// `verify_names: [backend.local:8443]`, a host and port, is refused,
+/// naming the entry. It was taken for a URI of scheme `backend.local`:
+/// the check passed, and every request to the upstream got 502
+/// `name_mismatch`.
+#[test]
+fn a_verify_name_with_a_port_is_refused() {
+    let (_s, cfg) = scene(ADMIN, "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        "upstreams:\n  - name: app\n    servers: [\"https://127.0.0.1:8443\"]\n    tls: { ca: { system: true }, verify_names: [backend.local:8443] }\n",
+    );
+    write(&cfg, &text);
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("upstreams[0].tls.verify_names[0]") && err.contains("remove \":8443\""),
+        "{err}"
+    );
+}
+
 /// `token_env` naming an unset variable: the message `run` fails with.
 #[test]
 fn unset_token_env_fails() {

@@ -55,6 +55,16 @@ impl NamePattern {
         if !scheme_ok || rest.is_empty() || s.chars().any(|c| c.is_whitespace()) {
             return Err(format!("{s:?} is not a DNS name, IP address or URI"));
         }
+        // `backend.local:8443` reads as a URI of scheme `backend.local`,
+        // which no certificate names: every request would fail
+        // name_mismatch. A URI SAN's scheme is a real one (`spiffe://`,
+        // `https://`, `urn:`), never followed by a bare port.
+        let port = rest.split('/').next().unwrap_or_default();
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{s:?}: a certificate's names are matched without the port: remove \":{port}\""
+            ));
+        }
         if !scheme.eq_ignore_ascii_case("spiffe") {
             return Ok(NamePattern::Uri(s.to_owned()));
         }
@@ -426,6 +436,23 @@ mod tests {
             "1http://x",
         ] {
             assert!(NamePattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// A host and port is no URI of scheme "host" (it was, and matched no
+    /// certificate): refused, saying to drop the port.
+    #[test]
+    fn a_name_with_a_port_is_refused() {
+        for (with_port, port) in [
+            ("backend.local:8443", ":8443"),
+            ("backend:443", ":443"),
+            ("backend.local:8443/", ":8443"),
+        ] {
+            let e = NamePattern::parse(with_port).unwrap_err();
+            assert!(e.contains(&format!("remove \"{port}\"")), "{e}");
+        }
+        for uri in ["https://backend.local:8443/", "urn:example:backend"] {
+            assert_eq!(NamePattern::parse(uri), Ok(NamePattern::Uri(uri.into())));
         }
     }
 
