@@ -216,3 +216,120 @@ async fn churn_at_the_fd_limit_does_not_flood_the_log() {
     })
     .await;
 }
+
+/// Out of descriptors, a request's upstream connect fails in `socket()`
+/// (EMFILE) before any packet leaves: the endpoint did nothing wrong. It
+/// was counted as a connect error against the endpoint, sent again to the
+/// other one (which failed alike), and five such requests ejected a
+/// healthy endpoint for `eject_for`, long after the flood. Now each is the
+/// proxy's own `500` (`local_resources`), not retried, not an endpoint
+/// failure; both endpoints serve once the flood is gone.
+#[tokio::test]
+async fn running_out_of_descriptors_ejects_no_endpoint() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let pair = backend_ca.server_pair(&["backend.local"]);
+    let one = Backend::start_h1("one", &pair, None).await;
+    let two = Backend::start_h1("two", &pair, None).await;
+    let cfg = scene.config(&format!(
+        r#"
+runtime: {{ worker_threads: 1 }}
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: pair }}]
+    limits: {{ header_read_timeout: 120s }}
+upstreams:
+  - name: pair
+    servers: [https://{}, https://{}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+        one.addr, two.addr
+    ));
+    let mut p = Proxy::start_with_fd_limit(&cfg, 64);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    // The client's connection, open before the flood; the pool is cold.
+    let tls = connect(
+        addr,
+        "a.example.com",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, _conn) = keep_open_h1(tls).await;
+
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    p.wait_log("the first failed accept", |v| {
+        v["message"] == "accept failed; backing off" && v["listener"] == "public"
+    })
+    .await;
+    for i in 0..5 {
+        within_deadline(format!("request {i}"), send.ready())
+            .await
+            .unwrap();
+        let resp = within_deadline(format!("request {i}"), send.send_request(get_localhost()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500, "request {i}: not the proxy's own error");
+    }
+    let failing: Vec<String> = p
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            l.contains("upstream endpoint ejected") || l.contains("upstream endpoint failing")
+        })
+        .collect();
+    assert!(
+        failing.is_empty(),
+        "a healthy endpoint was blamed: {failing:?}"
+    );
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(one.accepted.load(SeqCst) + two.accepted.load(SeqCst), 0);
+
+    drop(flood);
+    wait_until(
+        WAIT,
+        "the admin listener answers after the flood",
+        || async {
+            matches!(
+                tokio::time::timeout(CONNECT_TRY, tokio::net::TcpStream::connect(admin_addr)).await,
+                Ok(Ok(_))
+            )
+        },
+    )
+    .await;
+    let metrics = metrics_text(admin_addr).await;
+    for line in [
+        "hotproxy_upstream_errors_total{upstream=\"pair\",reason=\"local_resources\"} 5",
+        "hotproxy_upstream_endpoints{upstream=\"pair\",state=\"ejected\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in:\n{metrics}"
+        );
+    }
+    let retries = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hotproxy_upstream_retries_total{upstream=\"pair\"} "));
+    assert!(
+        retries.is_none_or(|n| n == "0"),
+        "a request out of descriptors was sent to the other endpoint:\n{metrics}"
+    );
+    // Both endpoints in service: in turn, each answers one of two.
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        served.insert(r.json()["backend"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(served.len(), 2, "only {served:?} served after the flood");
+}

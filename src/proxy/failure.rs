@@ -109,6 +109,12 @@ pub fn dispatch_gone(e: &hyper::Error, closed: bool) -> bool {
     e.is_user() && closed
 }
 
+/// A connect the proxy could not make for want of its own descriptors or
+/// memory ([`DialError::LocalResources`]): another endpoint fails alike.
+pub fn local_resources(e: &Failure) -> bool {
+    matches!(e, Failure::Dial(DialError::LocalResources(_)))
+}
+
 /// The cause of a failed upstream request: metric reason, description, status.
 pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
     match e {
@@ -132,6 +138,13 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
                 let (reason, desc) = crate::tls::client::classify(tls);
                 (reason, desc, StatusCode::BAD_GATEWAY)
             }
+            // The proxy's own failure, as nginx answers a failed
+            // `socket()`: a 502 would say the upstream failed.
+            DialError::LocalResources(_) => (
+                "local_resources",
+                d.to_string(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
             DialError::Io(_) | DialError::ServerName(_) => {
                 ("connect_error", d.to_string(), StatusCode::BAD_GATEWAY)
             }

@@ -50,11 +50,11 @@ use crate::proxy::body::{BodyFault, BodyInFlight, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::failure::{
-    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, replayable,
-    unprocessed,
+    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, local_resources,
+    replayable, unprocessed,
 };
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
-use crate::upstream::conn::{Dialer, MAX_RESPONSE_FIELDS, Unanswered};
+use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 use crate::upstream::pool::Want;
 use crate::upstream::read_timeout::ReadTimeout;
@@ -438,11 +438,13 @@ impl Upstream {
     /// a request an HTTP/2 upstream left unprocessed (`REFUSED_STREAM`, or
     /// past a `GOAWAY`'s last stream id: a server shutting a connection
     /// down gracefully), as when it is resent to the same endpoint: five
-    /// of those ejected an endpoint that had done nothing wrong.
+    /// of those ejected an endpoint that had done nothing wrong. Nor does
+    /// a connect the proxy could not make for want of its own descriptors
+    /// (`local_resources`): a flood of clients ejected every endpoint.
     fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
         let (reason, _, status) = diagnose(failure);
         let not_processed = matches!(failure, Failure::Request(e) if unprocessed(e));
-        if reason != "connection_limit" && !not_processed {
+        if !matches!(reason, "connection_limit" | "local_resources") && !not_processed {
             members.failure(i, reason);
         }
         members.answered(i, status.as_u16());
@@ -475,6 +477,8 @@ impl Upstream {
             };
             let lease = match endpoint.checkout(want, until).await {
                 Ok(lease) => lease,
+                // Out of descriptors here: another endpoint fails alike.
+                Err(e @ DialError::LocalResources(_)) => return Err((Failure::Dial(e), None)),
                 // Never sent: it may go anywhere else.
                 Err(e) => return Err((Failure::Dial(e), Some(req))),
             };
@@ -650,8 +654,9 @@ impl Upstream {
                 }
                 Err(e) => Failure::Dial(e),
             };
-            let more =
-                tried.len() < self.config.retries as usize && tokio::time::Instant::now() < until;
+            let more = !local_resources(&failure)
+                && tried.len() < self.config.retries as usize
+                && tokio::time::Instant::now() < until;
             tried.push(i);
             let Some(next) = more.then(|| members.pick(&tried)).flatten() else {
                 return Err(failure);
@@ -669,6 +674,7 @@ impl Upstream {
         warn!(upstream = %self.name, server = %endpoint.url, reason, error = %description, "upstream request failed");
         let msg = match (reason, status) {
             ("connection_limit", _) => "no upstream connection free",
+            ("local_resources", _) => "proxy out of resources to connect upstream",
             (_, StatusCode::GATEWAY_TIMEOUT) => "upstream timed out",
             _ => "upstream unavailable",
         };

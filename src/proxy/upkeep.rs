@@ -133,6 +133,7 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 // still gets traffic they are always in progress, and every
                 // check would end here.
                 let busy = AtomicBool::new(false);
+                let starved = AtomicBool::new(false);
                 // One deadline for both: a check that waited all of it for
                 // a connection ends as busy, not as timed out.
                 let until = tokio::time::Instant::now() + active.timeout;
@@ -144,6 +145,11 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                         Ok(resp) => resp,
                         Err((Failure::Dial(DialError::Limit(_)), _)) => {
                             busy.store(true, Ordering::Release);
+                            return None;
+                        }
+                        // The proxy out of descriptors: no verdict either.
+                        Err((Failure::Dial(DialError::LocalResources(_)), _)) => {
+                            starved.store(true, Ordering::Release);
                             return None;
                         }
                         Err(_) => return None,
@@ -160,6 +166,10 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 };
                 if busy.load(Ordering::Acquire) {
                     debug!(upstream = %u.name, endpoint = %m.label, "active check skipped: every connection to the endpoint is taken");
+                    return;
+                }
+                if starved.load(Ordering::Acquire) {
+                    debug!(upstream = %u.name, endpoint = %m.label, "active check skipped: the proxy is out of descriptors");
                     return;
                 }
                 members.checked(m, passed, active);

@@ -51,6 +51,10 @@ pub enum DialError {
     Refused,
     #[error("cannot connect: {0}")]
     Io(std::io::Error),
+    /// The proxy itself is out of what a connection needs (descriptors,
+    /// socket buffers, memory): nothing reached the endpoint.
+    #[error("out of local resources to connect: {0}")]
+    LocalResources(std::io::Error),
     #[error("{0}")]
     Tls(rustls::Error),
     #[error("invalid server name {0:?}")]
@@ -100,6 +104,9 @@ impl Dialer {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Err(DialError::Timeout);
             }
+            Ok(Err(e)) if out_of_local_resources(&e) => {
+                return Err(DialError::LocalResources(e));
+            }
             Ok(Err(e)) => return Err(DialError::Io(e)),
             Ok(Ok(tcp)) => tcp,
         };
@@ -139,6 +146,18 @@ impl Dialer {
             h2,
         })
     }
+}
+
+/// A connect that failed here, in `socket()` or `connect()`, for want of
+/// the proxy's own resources: descriptors (the process's or the system's),
+/// socket buffers, kernel memory. The endpoint was never reached, so it is
+/// not the endpoint's failure, and another endpoint would fail alike
+/// (nginx answers `500` when `socket()` fails, and does not mark the peer).
+pub fn out_of_local_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// The largest upstream response head, over either protocol (Envoy's
