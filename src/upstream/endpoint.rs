@@ -84,8 +84,12 @@ impl Endpoint {
     /// server slot is bounded by `connect_timeout` and by the request's own
     /// deadline `until` (then the 504 cause is the connection limit, which
     /// says nothing about the endpoint's health: a busy endpoint is not a
-    /// failing one). `want`: a retry never takes a pooled connection; a
-    /// retry or a check never waits behind other dials.
+    /// failing one). A dial then gets a whole `connect_timeout` of its own
+    /// from when it starts, as HAProxy's `timeout connect` follows its
+    /// `timeout queue`: with what was left of one counted from the start,
+    /// requests queued behind slow handshakes timed out, blamed on the
+    /// endpoint. `want`: a retry never takes a pooled connection; a retry
+    /// or a check never waits behind other dials.
     pub async fn checkout(
         &self,
         want: Want,
@@ -95,6 +99,8 @@ impl Endpoint {
         let deadline = (tokio::time::Instant::now() + self.dialer.connect_timeout).min(until);
         // Woken from a wait: a stream found then is passed on.
         let mut waited = false;
+        // It waited (for a dial or a slot) before any dial of its own.
+        let mut queued = false;
         // A server slot waited for, kept until a dial token is had too (or
         // given back with a pooled connection found meanwhile).
         let mut held: Option<Option<tokio::sync::OwnedSemaphorePermit>> = None;
@@ -122,6 +128,7 @@ impl Endpoint {
                         .await
                         .map_err(|_| ConnectionLimit)?;
                     waited = true;
+                    queued = true;
                 }
                 Found::Dial(token) => {
                     let slot = match held.take().map_or_else(|| self.slots.try_take(), Ok) {
@@ -133,6 +140,7 @@ impl Endpoint {
                             // asked again: the token was given up, and the
                             // dial must keep to the dial bound like any.
                             token.abandon();
+                            queued = true;
                             let wait =
                                 deadline.saturating_duration_since(tokio::time::Instant::now());
                             if fresh {
@@ -155,9 +163,19 @@ impl Endpoint {
                     // (TCP connect, TLS handshake) would otherwise make
                     // every request's future kilobytes larger, copied each
                     // time hyper moves it.
-                    let leased = Box::pin(self.connect(slot, deadline)).await;
+                    let full = tokio::time::Instant::now() + self.dialer.connect_timeout;
+                    let leased = Box::pin(self.connect(slot, full.min(until))).await;
                     drop(token);
-                    return leased;
+                    return match leased {
+                        // `request_timeout` ended a dial it cut short after
+                        // the request had waited: the request's time was
+                        // spent queueing, which says nothing of the
+                        // endpoint (as a wait it ends is the limit's 504).
+                        Err(DialError::Timeout) if queued && until < full => {
+                            Err(ConnectionLimit.into())
+                        }
+                        leased => leased,
+                    };
                 }
             }
         }
@@ -199,8 +217,9 @@ impl Endpoint {
     /// A new HTTP/1.1-only connection for an `Upgrade` request (never
     /// pooled: it becomes the tunnel). It holds a slot like any other.
     pub async fn upgrade_connection(&self) -> Result<http1::SendRequest<ClientBody>, DialError> {
-        let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;
         let slot = self.slots.acquire(self.dialer.connect_timeout).await?;
+        // A whole connect_timeout after the wait for a slot, as for requests.
+        let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;
         let d = self
             .dialer
             .dial(&self.host, self.port, self.https(), slot, deadline, true)
