@@ -92,3 +92,61 @@ async fn a_dial_after_a_wait_gets_a_whole_connect_timeout() {
         "a dial timed out:\n{metrics}"
     );
 }
+
+/// An HTTP/2 upstream that completes TLS (ALPN h2), reads the client's
+/// preface and never writes: no SETTINGS. The request that opened the
+/// connection waited out `request_timeout` on it (its stream cannot open
+/// before the server's SETTINGS), and every other request waited for that
+/// connection to settle and got `504 connection_limit`, with one
+/// connection open. The server's SETTINGS are part of connection setup
+/// now, within `connect_timeout` (as Envoy's connect timeout covers the
+/// HTTP/2 handshake): a dial that fails, counted, its connection closed.
+#[tokio::test]
+async fn an_h2_upstream_that_never_sends_settings_fails_as_a_dial() {
+    use tokio::io::AsyncReadExt;
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let (listener, acceptor) =
+        tls_listener(&backend_ca.server_pair(&["backend.local"]), b"h2").await;
+    let backend = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                // Read everything (the preface, SETTINGS, HEADERS), answer
+                // nothing, until the proxy closes the connection.
+                let mut buf = [0u8; 4096];
+                while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let timeout = format!("connect_timeout: {}s", CONNECT_TIMEOUT.as_secs());
+    // Longer than CLIENT_DEADLINE: waited out, the request hangs the test.
+    let cfg = scene.one_upstream_config("silent", backend, &[&timeout, "request_timeout: 60s"]);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+    assert_eq!(r.status, 504, "{}", r.body);
+    let metrics = metrics_text(admin_addr).await;
+    let line = "hotproxy_upstream_errors_total{upstream=\"silent\",reason=\"connect_timeout\"} 1";
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line} in:\n{metrics}"
+    );
+    within_deadline("the silent connection closed", closed.recv())
+        .await
+        .unwrap();
+}

@@ -8,8 +8,8 @@
 //! out polls it once, which is what notices an upstream that closed it.
 //! An HTTP/2 connection is shared: its connection future runs in a task of
 //! its own and requests use clones of its `SendRequest`, at most
-//! [`H2_MAX_STREAMS`] at a time (fewer if the server says so; only the
-//! request that opened it until the server's SETTINGS are in), and is let
+//! [`H2_MAX_STREAMS`] at a time (fewer if the server says so; none until
+//! the server's SETTINGS are in, which the dial waits for), and is let
 //! go after `idle_timeout` without one. One whose request goes unanswered is
 //! retired ([`StreamGuard::retire`]): a silent peer is not shared further.
 
@@ -413,6 +413,7 @@ impl H2 {
                 polled
             })
             .await;
+            watch.settling.ended();
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
             }
@@ -432,6 +433,27 @@ impl H2 {
     /// The server's SETTINGS are in: it takes as many streams as they say.
     pub fn settled(&self) -> bool {
         self.shared.settling.is_settled()
+    }
+
+    /// Wait for the server's first SETTINGS until `deadline`, as part of
+    /// setting the connection up (Envoy's connect timeout covers the HTTP/2
+    /// handshake too). A server that completes TLS and never sends them
+    /// held the request that opened it for `request_timeout`, and every
+    /// other request waiting for it to settle; it fails as a dial now,
+    /// and the connection is closed.
+    pub async fn settings_within(&self, deadline: tokio::time::Instant) -> Result<(), DialError> {
+        let settled = tokio::time::timeout_at(deadline, self.shared.settling.wait()).await;
+        if settled == Ok(true) {
+            return Ok(());
+        }
+        self.shared.kill.kill();
+        match settled {
+            Err(_) => Err(DialError::Timeout),
+            Ok(_) => Err(DialError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "HTTP/2 connection closed before the server's SETTINGS",
+            ))),
+        }
     }
 
     /// It has had no stream for `timeout` or more.

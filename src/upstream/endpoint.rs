@@ -203,6 +203,9 @@ impl Endpoint {
                 self.pool.notifier(),
             )
             .await?;
+            // Shared (and used) once the server's SETTINGS say how many
+            // streams it takes; until then others wait for this dial.
+            c.settings_within(deadline).await?;
             let guard = c.try_stream().ok_or(DialError::Refused)?;
             self.pool.add_h2(c.clone());
             return Ok(Lease::H2 {

@@ -244,6 +244,11 @@ impl Kill {
 pub struct Settling {
     settled: AtomicBool,
     waker: AtomicWaker,
+    /// The connection ended.
+    over: AtomicBool,
+    /// Told when the SETTINGS are in, or the connection ended before them:
+    /// the dial that opened it waits for one or the other.
+    done: tokio::sync::Notify,
 }
 
 impl Settling {
@@ -256,6 +261,25 @@ impl Settling {
     /// settled sees what the watcher stored before (the stream limit).
     pub fn settle(&self) {
         self.settled.store(true, Ordering::Release);
+        self.done.notify_waiters();
+    }
+
+    /// The connection ended (settled or not).
+    pub fn ended(&self) {
+        self.over.store(true, Ordering::Release);
+        self.done.notify_waiters();
+    }
+
+    /// Wait until the SETTINGS are in or the connection has ended: true
+    /// for the first.
+    pub async fn wait(&self) -> bool {
+        let mut told = std::pin::pin!(self.done.notified());
+        // Enabled before the flags are read: a notice after it is kept.
+        told.as_mut().enable();
+        if !self.is_settled() && !self.over.load(Ordering::Acquire) {
+            told.await;
+        }
+        self.is_settled()
     }
 
     /// Are the server's SETTINGS in?
