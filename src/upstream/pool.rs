@@ -54,7 +54,11 @@ pub enum Want {
     /// A request: a pooled or shared connection, else a dial within the
     /// dial bound.
     Any,
-    /// A retry: a new connection only, not held back by the dial bound.
+    /// A retry: a new connection only, not held back by the dial bound
+    /// (SPEC says so). One per attempt at most, so the pool still opens no
+    /// more connections than requests in flight; waiting, it would take
+    /// wake-ups of connections handed back that it cannot use, and be lost
+    /// itself behind dials to an endpoint that is restarting.
     Fresh,
     /// An active check: like a request, but never held back by the dial
     /// bound. Behind requests' dials to a dead endpoint, each waiting out
