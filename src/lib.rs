@@ -59,7 +59,8 @@
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
-//!   - `conn`: a connection's bytes: head/idle timing, send timeout, lingering close; the driver.
+//!   - `conn`: a connection's bytes: head/idle timing, send timeout; the driver.
+//!   - `linger`: lingering close (read and discard what the client still sends, bounded).
 //!   - `drain`: the process's open client connections, counted so a shutdown can wait for them.
 //!   - `refused_head`: heads refused before they became requests (hyper's 400/414/431,
 //!     408 at `header_read_timeout`), counted and logged as requests.

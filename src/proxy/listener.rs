@@ -393,7 +393,7 @@ async fn refuse_plain_http(listener: &Listener, mut stream: TcpStream, peer: Soc
     )
     .await;
     if matches!(sent, Ok(Ok(()))) {
-        conn::linger(stream, false).await;
+        crate::proxy::linger::linger(stream, false).await;
     }
 }
 

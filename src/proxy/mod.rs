@@ -13,6 +13,7 @@ pub mod forward;
 pub mod front;
 pub mod headers;
 pub mod lifetime;
+pub mod linger;
 pub mod listener;
 pub mod on_read;
 pub mod path;
