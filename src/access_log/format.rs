@@ -1,6 +1,5 @@
 //! Access-log line formats: JSON (every field of SPEC's access log) and nginx's `combined`.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::SystemTime;
 
@@ -31,7 +30,8 @@ struct JsonLine<'a> {
     client_uri_san: Option<&'a str>,
     client_fingerprint: Option<&'a str>,
     method: Option<&'a str>,
-    host: Option<&'a str>,
+    /// Escaped as [`Escaped::json`]: a `Host` is bytes, not always text.
+    host: Option<Shown<Escaped<'a>>>,
     path: Option<&'a str>,
     protocol: Option<&'static str>,
     status: Option<u16>,
@@ -83,7 +83,7 @@ fn json_request(out: &mut Vec<u8>, r: &RequestLine) {
         client_uri_san,
         client_fingerprint,
         method: Some(r.method.as_str()),
-        host: r.host.as_deref(),
+        host: r.host.as_deref().map(|h| Shown(Escaped::json(h))),
         path: Some(&r.path),
         protocol: Some(protocol(r.protocol)),
         status: Some(r.status),
@@ -186,12 +186,12 @@ fn combined_request(out: &mut Vec<u8>, r: &RequestLine) {
         r.client_addr.ip(),
         clf_time(r.ts),
         r.method,
-        escape(&r.path),
+        Escaped::combined(r.path.as_bytes()),
         protocol(r.protocol),
         r.status,
         r.bytes_out,
-        escape(header_text(&r.referer)),
-        escape(header_text(&r.user_agent)),
+        Escaped::combined(header_bytes(&r.referer)),
+        Escaped::combined(header_bytes(&r.user_agent)),
     );
 }
 
@@ -205,21 +205,46 @@ fn combined_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
     );
 }
 
-fn header_text(v: &Option<Box<str>>) -> &str {
-    v.as_deref().unwrap_or("-")
+fn header_bytes(v: &Option<Box<[u8]>>) -> &[u8] {
+    v.as_deref().unwrap_or(b"-")
 }
 
-/// nginx escapes `"`, `\` and bytes outside printable ASCII as `\xHH`.
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(o, "\\x{b:02X}");
-        } else {
-            o.push(b as char);
+/// Bytes a client sent, as text that says which bytes they were: a byte
+/// outside printable ASCII (0x20-0x7E), and `\`, as `\xHH`, so `\x80` in
+/// the log is the byte and never the four characters. `combined` escapes
+/// `"` too, as nginx does; JSON escapes `"` itself.
+struct Escaped<'a> {
+    bytes: &'a [u8],
+    quote: bool,
+}
+
+impl<'a> Escaped<'a> {
+    fn combined(bytes: &'a [u8]) -> Escaped<'a> {
+        Escaped { bytes, quote: true }
+    }
+
+    fn json(bytes: &'a [u8]) -> Escaped<'a> {
+        Escaped {
+            bytes,
+            quote: false,
         }
     }
-    o
+}
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let escaped =
+            |b: &u8| *b == b'\\' || (self.quote && *b == b'"') || !(0x20..0x7f).contains(b);
+        // What is not escaped is printable ASCII: valid UTF-8.
+        let text = |b| std::str::from_utf8(b).map_err(|_| std::fmt::Error);
+        let mut rest = self.bytes;
+        while let Some(n) = rest.iter().position(escaped) {
+            f.write_str(text(&rest[..n])?)?;
+            write!(f, "\\x{:02X}", rest[n])?;
+            rest = &rest[n + 1..];
+        }
+        f.write_str(text(rest)?)
+    }
 }
 
 fn push_json(out: &mut Vec<u8>, line: &JsonLine<'_>) {
@@ -300,7 +325,7 @@ pub(super) mod tests {
                 logged: Default::default(),
             })),
             method: http::Method::POST,
-            host: Some("api.example".into()),
+            host: Some(b"api.example"[..].into()),
             path: "/v1/%22x%22".into(),
             protocol: http::Version::HTTP_2,
             status: 201,
@@ -316,7 +341,7 @@ pub(super) mod tests {
             resumed: false,
             authz: "allowed",
             referer: None,
-            user_agent: Some("curl \"8\"".into()),
+            user_agent: Some(b"curl \"8\""[..].into()),
         }
     }
 

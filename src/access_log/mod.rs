@@ -113,10 +113,11 @@ pub struct RequestLine {
     pub client_addr: SocketAddr,
     pub identity: Option<Arc<LoggedIdentity>>,
     pub method: http::Method,
-    /// The `Host` / `:authority` as received. Copied, not shared: a
+    /// The `Host` / `:authority` as received: bytes, escaped when written
+    /// (a `Host` may hold bytes outside ASCII). Copied, not shared: a
     /// line waiting in the queue must not pin hyper's read buffer (a
     /// shared slice would make it allocate a fresh one per request).
-    pub host: Option<Box<str>>,
+    pub host: Option<Box<[u8]>>,
     /// Without the query (queries carry tokens). Copied, as `host`.
     pub path: Box<str>,
     pub protocol: http::Version,
@@ -133,9 +134,9 @@ pub struct RequestLine {
     pub resumed: bool,
     /// `allowed`, or why the request was refused.
     pub authz: &'static str,
-    /// For `combined` only (copied, as `host`).
-    pub referer: Option<Box<str>>,
-    pub user_agent: Option<Box<str>>,
+    /// For `combined` only (bytes as sent, copied, as `host`).
+    pub referer: Option<Box<[u8]>>,
+    pub user_agent: Option<Box<[u8]>>,
 }
 
 /// A handshake the listener refused (bad certificate, unknown CA, revoked,
@@ -179,7 +180,7 @@ impl Line {
     /// The request and certificate bytes a large line holds (counted
     /// against [`QUEUE_BYTES`] while it waits); 0 for a small one.
     fn large_bytes(&self) -> usize {
-        let len = |f: &Option<Box<str>>| f.as_ref().map_or(0, |s| s.len());
+        let len = |f: &Option<Box<[u8]>>| f.as_ref().map_or(0, |s| s.len());
         let id = |i: &Option<Arc<LoggedIdentity>>| i.as_ref().map_or(0, |i| i.bytes());
         let n = match self {
             Line::Request(r) => {

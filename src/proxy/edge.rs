@@ -111,7 +111,10 @@ impl Exchange {
         let log = (edge.access_log && access_log::enabled()).then(|| {
             let h = req.headers();
             let combined = access_log::combined();
-            let text = |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).map(Box::from);
+            // The bytes as sent, escaped when written: a value with a byte
+            // outside ASCII is no valid text, yet must not vanish from the
+            // log (one added byte hid a client's user agent).
+            let raw = |v: Option<&HeaderValue>| v.map(|v| Box::from(v.as_bytes()));
             let line = Box::new(RequestLine {
                 ts: SystemTime::now(),
                 listener: ctx.listener.clone(),
@@ -122,7 +125,7 @@ impl Exchange {
                     .as_deref()
                     .map(access_log::LoggedIdentity::of),
                 method: req.method().clone(),
-                host: request_host(req).map(Box::from),
+                host: logged_host(req).map(Box::from),
                 path: req.uri().path().into(),
                 protocol: req.version(),
                 status: 0,
@@ -138,10 +141,10 @@ impl Exchange {
                 resumed: ctx.resumed,
                 authz: "allowed",
                 referer: combined
-                    .then(|| text(h.get(http::header::REFERER)))
+                    .then(|| raw(h.get(http::header::REFERER)))
                     .flatten(),
                 user_agent: combined
-                    .then(|| text(h.get(http::header::USER_AGENT)))
+                    .then(|| raw(h.get(http::header::USER_AGENT)))
                     .flatten(),
             });
             // A request without a body (most GETs) needs no counter.
@@ -318,8 +321,8 @@ impl Drop for Forwarding<'_> {
 
 /// The host a request is for: `:authority` (h2, absolute-form) or `Host`,
 /// without any userinfo: `http::uri::Authority` keeps `user:secret@`, and
-/// a `Host` field may carry one too; this is what the access log records
-/// (such a request is refused, but logged first). Its port stays.
+/// a `Host` field may carry one too. Its port stays. `None` for a `Host`
+/// that is not visible ASCII; [`logged_host`] has its bytes.
 pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.uri()
         .authority()
@@ -330,6 +333,21 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
                 .and_then(|h| h.to_str().ok())
         })
         .map(without_userinfo)
+}
+
+/// What the access log records as the request's host: [`request_host`]'s,
+/// as bytes, so a `Host` holding a byte outside ASCII (refused, but logged
+/// first) still shows what was sent. Without userinfo, as there.
+pub fn logged_host<B>(req: &Request<B>) -> Option<&[u8]> {
+    let host = match req.uri().authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => req.headers().get(http::header::HOST)?.as_bytes(),
+    };
+    Some(
+        host.iter()
+            .rposition(|&b| b == b'@')
+            .map_or(host, |at| &host[at + 1..]),
+    )
 }
 
 /// `authority` without a `userinfo@` part.

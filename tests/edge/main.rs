@@ -8,6 +8,7 @@ mod support;
 mod common;
 
 // The tests, by theme.
+mod access_log;
 mod clients;
 mod proxy_protocol;
 mod redirect;

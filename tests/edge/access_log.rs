@@ -1,0 +1,103 @@
+//! What a request's access-log line shows of the bytes a client sent: header bytes escaped, never hidden.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::support::*;
+
+/// A proxy with one listener (`public`, its upstream refusing
+/// connections) and an access log in `format`: the proxy, its address,
+/// the log's path and the edge CA (held by the scene).
+async fn logged(
+    scene: &Scene,
+    ca: &TestCa,
+    format: &str,
+) -> (Proxy, SocketAddr, std::path::PathBuf) {
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let log = scene.path("access.log");
+    let config = scene.config(&format!(
+        r#"
+access_log: {{ path: {log}, format: {format} }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#,
+        log = log.display(),
+    ));
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    (p, addr, log)
+}
+
+/// Send `request` as raw bytes over HTTP/1.1 and read until the proxy closes.
+async fn send(addr: SocketAddr, ca: &TestCa, request: &[u8]) -> String {
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let mut tls = connect(addr, "localhost", cfg).await.unwrap();
+    tls.write_all(request).await.unwrap();
+    String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned()
+}
+
+/// The `combined` log's lines, once it holds at least `n`.
+async fn combined_lines(log: &Path, n: usize) -> Vec<String> {
+    let read = || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    wait_until(WAIT, &format!("{n} lines in {}", log.display()), || async {
+        read().len() >= n
+    })
+    .await;
+    read()
+}
+
+/// A User-Agent or Referer with a byte outside ASCII is logged with that
+/// byte escaped as nginx does (`\xHH`), not as `-`: one added byte used to
+/// hide a client's user agent from the log.
+#[tokio::test]
+async fn combined_shows_non_ascii_header_bytes_escaped() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, log) = logged(&scene, &ca, "combined").await;
+    let reply = send(
+        addr,
+        &ca,
+        b"GET /a HTTP/1.1\r\nHost: localhost\r\nUser-Agent: scan\xC3\xA9\r\nReferer: https://r.test/\x80\"\\\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    let line = &combined_lines(&log, 1).await[0];
+    assert!(
+        line.ends_with(r#" "https://r.test/\x80\x22\x5C" "scan\xC3\xA9""#),
+        "{line}"
+    );
+}
+
+/// A `Host` with a byte outside ASCII is refused, and its JSON line shows
+/// what was sent, escaped as `\xHH` inside the string (a `\` as `\x5C`),
+/// where it used to be `null`.
+#[tokio::test]
+async fn json_shows_a_non_ascii_host_escaped() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, log) = logged(&scene, &ca, "json").await;
+    let reply = send(
+        addr,
+        &ca,
+        b"GET /a HTTP/1.1\r\nHost: b\xC3\xA9\\.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let line = &wait_access_log(&log, 1, WAIT).await[0];
+    assert_eq!(line["host"], r"b\xC3\xA9\x5C.test", "{line}");
+}
