@@ -118,10 +118,17 @@ fn random_128() -> [u8; 16] {
     })
 }
 
-/// The trace id of a well-formed W3C `traceparent`
-/// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), for the log.
+/// The trace id of a valid W3C `traceparent`
+/// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), for the log:
+/// exactly one field (two make it invalid, as the W3C test suite's
+/// `test_traceparent_duplicated` has it), neither id all zeros (§3.2.2.3,
+/// §3.2.2.4).
 pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(&TRACEPARENT)?.to_str().ok()?;
+    let mut all = headers.get_all(&TRACEPARENT).iter();
+    let (Some(v), None) = (all.next(), all.next()) else {
+        return None;
+    };
+    let v = v.to_str().ok()?;
     let mut parts = v.split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -132,6 +139,7 @@ pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
         && hex(trace, 32)
         && trace.bytes().any(|b| b != b'0')
         && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
         && hex(flags, 2)
         && (version != "00" || parts.next().is_none());
     ok.then_some(trace)
@@ -204,6 +212,8 @@ mod tests {
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            // An all-zero parent id is invalid (W3C Trace Context §3.2.2.4).
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "garbage",
         ] {
             h.insert("traceparent", HeaderValue::from_static(bad));
@@ -214,5 +224,11 @@ mod tests {
             HeaderValue::from_static("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"),
         );
         assert!(trace_id(&h).is_some(), "future versions may add fields");
+        // Two `traceparent` fields: neither is the request's (the W3C test
+        // suite's test_traceparent_duplicated).
+        let mut h = HeaderMap::new();
+        h.append("traceparent", HeaderValue::from_static(tp));
+        h.append("traceparent", HeaderValue::from_static(tp));
+        assert_eq!(trace_id(&h), None, "duplicated");
     }
 }
