@@ -178,7 +178,8 @@ fn combined_head(out: &mut Vec<u8>, r: &HeadLine) {
 
 /// `$remote_addr - $remote_user [$time_local] "$request" $status
 /// $body_bytes_sent "$http_referer" "$http_user_agent"`; the request line
-/// carries the path without its query, like the JSON `path`.
+/// carries the path without its query, like the JSON `path` (a `CONNECT`'s
+/// authority).
 fn combined_request(out: &mut Vec<u8>, r: &RequestLine) {
     let _ = write!(
         out,

@@ -126,7 +126,7 @@ impl Exchange {
                     .map(access_log::LoggedIdentity::of),
                 method: req.method().clone(),
                 host: logged_host(req).map(Box::from),
-                path: req.uri().path().into(),
+                path: logged_path(req),
                 protocol: req.version(),
                 status: 0,
                 bytes_in: 0,
@@ -348,6 +348,16 @@ pub fn logged_host<B>(req: &Request<B>) -> Option<&[u8]> {
             .rposition(|&b| b == b'@')
             .map_or(host, |at| &host[at + 1..]),
     )
+}
+
+/// The access log's `path`: the target's path (no query), or for an
+/// authority-form target (`CONNECT b.example.com:443`, refused) its
+/// authority, as nginx logs `$request`: its path is empty.
+fn logged_path<B>(req: &Request<B>) -> Box<str> {
+    match (req.uri().path(), req.uri().authority()) {
+        ("", Some(a)) => without_userinfo(a.as_str()).into(),
+        (path, _) => path.into(),
+    }
 }
 
 /// `authority` without a `userinfo@` part.

@@ -101,3 +101,29 @@ async fn json_shows_a_non_ascii_host_escaped() {
     let line = &wait_access_log(&log, 1, WAIT).await[0];
     assert_eq!(line["host"], r"b\xC3\xA9\x5C.test", "{line}");
 }
+
+/// A `CONNECT` (authority-form target, answered 405) is logged with its
+/// authority as the target, as nginx logs `$request`; it was an empty one
+/// (`"CONNECT  HTTP/1.1"`). JSON's `path` holds the same.
+#[tokio::test]
+async fn connect_logs_its_authority() {
+    let connect =
+        b"CONNECT b.example.com:443 HTTP/1.1\r\nHost: b.example.com:443\r\nConnection: close\r\n\r\n";
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, log) = logged(&scene, &ca, "combined").await;
+    let reply = send(addr, &ca, connect).await;
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    let line = &combined_lines(&log, 1).await[0];
+    assert!(
+        line.contains(r#""CONNECT b.example.com:443 HTTP/1.1" 405 "#),
+        "{line}"
+    );
+
+    let scene = Scene::new();
+    let (_p, addr, log) = logged(&scene, &ca, "json").await;
+    let reply = send(addr, &ca, connect).await;
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    let line = &wait_access_log(&log, 1, WAIT).await[0];
+    assert_eq!(line["path"], "b.example.com:443", "{line}");
+}
