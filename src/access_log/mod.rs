@@ -24,7 +24,7 @@ use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
-use crate::identity::gate::RateLimit;
+use crate::identity::gate::{RateLimit, Window};
 use crate::metrics::METRICS;
 
 /// `access_log:` at the top level of the config.
@@ -360,7 +360,11 @@ static REFUSALS: LazyLock<RateLimit> = LazyLock::new(|| RateLimit::new(Duration:
 /// A refused handshake: one line per (listener, client IP, reason) per
 /// minute, so a client retrying in a loop cannot flood the log.
 pub fn handshake_refused(listener: &Arc<str>, client_addr: SocketAddr, reason: &'static str) {
-    if !enabled() || !REFUSALS.first_in_window(format!("{listener} {} {reason}", client_addr.ip()))
+    if !enabled()
+        || !refusal_admitted(
+            &REFUSALS,
+            format!("{listener} {} {reason}", client_addr.ip()),
+        )
     {
         return;
     }
@@ -370,6 +374,19 @@ pub fn handshake_refused(listener: &Arc<str>, client_addr: SocketAddr, reason: &
         client_addr,
         reason,
     }));
+}
+
+/// Whether `limit` lets a refusal line for `key` through. One held back
+/// only because its map is full is a line lost, and counted as one.
+fn refusal_admitted(limit: &RateLimit, key: String) -> bool {
+    match limit.admit(key) {
+        Window::First => true,
+        Window::Again => false,
+        Window::Full => {
+            METRICS.access_log_dropped.inc();
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -766,5 +783,17 @@ mod tests {
         // every line, none was dropped.
         let dropped = METRICS.access_log_dropped.get() - before;
         assert_eq!((lines.len() as u64, dropped), (2 * each as u64, 0));
+    }
+
+    /// A refusal line held back only by a full rate limit counts as dropped.
+    #[test]
+    fn refusals_past_a_full_rate_limit_are_counted() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = RateLimit::new(Duration::from_secs(60));
+        let full = (0..).take_while(|i| limit.first_in_window(format!("k{i}")));
+        assert_eq!(full.count(), 10_000);
+        let before = METRICS.access_log_dropped.get();
+        assert!(!refusal_admitted(&limit, "new".into()));
+        assert!(METRICS.access_log_dropped.get() > before, "not counted");
     }
 }

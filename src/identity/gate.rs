@@ -240,6 +240,11 @@ impl RateLimit {
 
     /// True the first time `key` is seen in the current window.
     pub fn first_in_window(&self, key: String) -> bool {
+        self.admit(key) == Window::First
+    }
+
+    /// Whether `key` is let through, and if not, why.
+    pub fn admit(&self, key: String) -> Window {
         let now = Instant::now();
         let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let seen = &mut *guard;
@@ -248,26 +253,50 @@ impl RateLimit {
             // addresses) every call used to sweep all 10,000 under the
             // lock. A sweep now runs only once the oldest key has expired.
             if seen.oldest_expires.is_some_and(|at| now < at) {
-                return false;
+                return Self::known_or_full(&seen.keys, &key, now, self.window);
             }
             seen.keys
                 .retain(|_, t| now.duration_since(*t) < self.window);
             seen.oldest_expires = seen.keys.values().min().map(|t| *t + self.window);
             if seen.keys.len() >= MAX_KEYS {
-                // Log nothing more until then rather than grow without
-                // bound.
-                return false;
+                // Let nothing new through until then rather than grow
+                // without bound.
+                return Self::known_or_full(&seen.keys, &key, now, self.window);
             }
         }
         let seen = &mut seen.keys;
         match seen.get(&key) {
-            Some(t) if now.duration_since(*t) < self.window => false,
+            Some(t) if now.duration_since(*t) < self.window => Window::Again,
             _ => {
                 seen.insert(key, now);
-                true
+                Window::First
             }
         }
     }
+
+    /// A full map's answer: a key seen in its window is a repeat, as ever.
+    fn known_or_full(
+        keys: &HashMap<String, Instant>,
+        key: &str,
+        now: Instant,
+        window: Duration,
+    ) -> Window {
+        match keys.get(key) {
+            Some(t) if now.duration_since(*t) < window => Window::Again,
+            _ => Window::Full,
+        }
+    }
+}
+
+/// What [`RateLimit::admit`] says of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// The first time in its window: let through.
+    First,
+    /// Seen within its window already: the limit holds it back.
+    Again,
+    /// New, but the map is full: held back only for want of room.
+    Full,
 }
 
 #[cfg(test)]
@@ -315,8 +344,12 @@ mod tests {
         for i in 0..MAX_KEYS {
             assert!(r.first_in_window(format!("k{i}")));
         }
-        assert!(!r.first_in_window("new".into()));
-        assert!(!r.first_in_window("k0".into()));
+        assert_eq!(r.admit("new".into()), Window::Full);
+        assert_eq!(
+            r.admit("k0".into()),
+            Window::Again,
+            "known: the window's own limit"
+        );
         let oldest = r.seen.lock().unwrap().oldest_expires;
         assert!(oldest.is_some(), "the sweep noted when to look again");
         assert!(!r.first_in_window("newer".into()));
