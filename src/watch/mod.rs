@@ -10,8 +10,9 @@
 //! (network filesystems, overflowed queues, writes behind a symlink).
 //!
 //! Any event or poll difference only means "maybe changed": after
-//! `debounce` of quiet the subject is reported; the reloader decides by
-//! content hash. An event that says a write is complete (a rename, a new
+//! `debounce` of quiet the subject is reported (at the latest ten
+//! debounces after its first change, for a file that never goes quiet);
+//! the reloader decides by content hash. An event that says a write is complete (a rename, a new
 //! link, a file closed after writing, a removal) only waits `SETTLED`, so
 //! a kubelet swap or a certbot relink is served within milliseconds; a
 //! write still in progress keeps the full debounce. One thread owns all

@@ -14,6 +14,15 @@ use super::stat::{Leading, Link, Sig, chains, last_change_ago};
 use super::{Msg, Subject};
 use crate::config::WatchConfig;
 
+/// When a marked subject is reported.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    /// After the quiet period of the latest mark, never past `latest`.
+    at: Instant,
+    /// [`HOLD_DEBOUNCES`] after the first mark since the last report.
+    latest: Instant,
+}
+
 struct Tracked {
     paths: Vec<PathBuf>,
     links: Vec<Link>,
@@ -43,7 +52,7 @@ pub(super) struct State {
     /// (`mv certs certs.old`) or went away with it, while the path may
     /// already name a new one. Placed again at the next report.
     moved: HashSet<PathBuf>,
-    dirty: HashMap<Subject, Instant>,
+    dirty: HashMap<Subject, Due>,
     next_poll: Instant,
     /// What the poll under way has yet to look at. A poll over 10,000
     /// entries takes a good part of a second; it runs a slice at a time so
@@ -98,8 +107,8 @@ impl State {
             let mut wake = self
                 .dirty
                 .values()
+                .map(|due| due.at)
                 .min()
-                .copied()
                 .unwrap_or(now + Duration::from_secs(3600));
             if !self.poll_interval.is_zero() {
                 wake = wake.min(self.next_poll);
@@ -307,9 +316,26 @@ impl State {
     }
 
     /// Report `subject` after `delay` of quiet; the latest event decides,
-    /// so a data write after a rename pushes the report out again.
+    /// so a data write after a rename pushes the report out again, but
+    /// never past [`HOLD_DEBOUNCES`] after the first unreported mark: a
+    /// file touched every 20 ms would otherwise never be read.
     fn mark(&mut self, subject: Subject, delay: Duration) {
-        self.dirty.insert(subject, Instant::now() + delay);
+        let now = Instant::now();
+        let at = now + delay;
+        let latest = self.latest_from(now);
+        self.dirty
+            .entry(subject)
+            .and_modify(|due| due.at = at.min(due.latest))
+            .or_insert(Due {
+                at: at.min(latest),
+                latest,
+            });
+    }
+
+    /// The latest report for a subject first marked at `now`.
+    fn latest_from(&self, now: Instant) -> Instant {
+        let hold = self.config.debounce.saturating_mul(HOLD_DEBOUNCES);
+        now.checked_add(hold).unwrap_or(now + self.config.debounce)
     }
 
     /// What the poll saw: report `subject` after `delay`, unless an event
@@ -319,11 +345,16 @@ impl State {
     /// that happened to see the same change: ~0.5 % of rotations took
     /// ~100 ms instead of ~12).
     fn mark_from_poll(&mut self, subject: Subject, delay: Duration) {
-        let at = Instant::now() + delay;
+        let now = Instant::now();
+        let at = now + delay;
+        let latest = self.latest_from(now);
         self.dirty
             .entry(subject)
-            .and_modify(|due| *due = (*due).min(at))
-            .or_insert(at);
+            .and_modify(|due| due.at = due.at.min(at))
+            .or_insert(Due {
+                at: at.min(latest),
+                latest,
+            });
     }
 
     fn on_event(&mut self, ev: notify::Result<notify::Event>) {
@@ -455,7 +486,7 @@ impl State {
         let due: Vec<Subject> = self
             .dirty
             .iter()
-            .filter(|(_, at)| **at <= now)
+            .filter(|(_, due)| due.at <= now)
             .map(|(s, _)| s.clone())
             .collect();
         if due.is_empty() {
@@ -550,6 +581,12 @@ pub(super) const POLL_SLICE: usize = 64;
 /// How long to coalesce after an event that ends a write: long enough to
 /// gather the burst of one kubelet swap or `mv`, short enough not to show.
 const SETTLED: Duration = Duration::from_millis(10);
+
+/// The longest a subject's report waits, in debounces, counted from its
+/// first change since it was last reported: each event pushes the report
+/// a debounce out again, and a file touched without pause (a chmod or
+/// `touch` loop, a writer appending forever) must still be read.
+pub(super) const HOLD_DEBOUNCES: u32 = 10;
 
 /// Events after which the file's new content is complete: the atomic step of
 /// kubelet, certbot and `mv` (rename, create, remove) and a writer closing

@@ -150,6 +150,58 @@ async fn bad_material_never_wins() {
     }
 }
 
+/// A pair moved over while something touches the certificate without
+/// pause (a chmod loop every 2 ms: one inotify IN_ATTRIB each) is served
+/// all the same, within ten debounces: each touch used to push the report
+/// a whole debounce out again, and the old pair was served until the
+/// touching stopped.
+#[tokio::test]
+async fn a_pair_touched_without_pause_is_served() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let old = ca.server_pair(&["localhost"]);
+    s.pair("tls", &old);
+    let (_p, addr) = serve(&s.config(
+        r#"
+watch: { debounce: 200ms, poll_interval: 300ms, settle_timeout: 2s }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ cert_file: tls.crt, key_file: tls.key }]
+"#,
+    ))
+    .await;
+    let crt = s.path("tls.crt");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started, touching) = std::sync::mpsc::channel();
+    let toucher = {
+        let (crt, stop) = (crt.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for mode in [0o644, 0o640].into_iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let _ = std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(mode));
+                let _ = started.send(());
+                // The toucher's pace, well inside a debounce.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let new = ca.server_pair(&["localhost"]);
+    // Touching already: the move lands in the middle of it.
+    touching.recv().unwrap();
+    mv_over(&s.path("tls.key"), &new.key_pem);
+    mv_over(&crt, &new.cert_pem);
+    until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
+    stop.store(true, Ordering::Relaxed);
+    toucher.join().unwrap();
+}
+
 /// The upstream client pair rotates (backend sees the new certificate on the
 /// next request), and an upstream CA change lets a re-keyed backend in.
 #[tokio::test]

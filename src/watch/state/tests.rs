@@ -177,20 +177,26 @@ fn waiting_is_not_counted_as_the_polls_cost() {
 #[test]
 fn a_poll_never_postpones_an_event() {
     let (out, _rx) = mpsc::unbounded_channel();
-    let mut state = State::new(cfg(false, 1), None, out);
+    // A debounce as long as the poll's delay below, so that the hold
+    // (HOLD_DEBOUNCES of them) does not cut it short.
+    let config = WatchConfig {
+        debounce: Duration::from_secs(60),
+        ..cfg(false, 1)
+    };
+    let mut state = State::new(config, None, out);
     let s = Subject::Entry("edge".into());
     state.mark(s.clone(), Duration::from_millis(10));
-    let event_due = state.dirty[&s];
+    let event_due = state.dirty[&s].at;
     state.mark_from_poll(s.clone(), Duration::from_secs(60));
     assert_eq!(
-        state.dirty[&s], event_due,
+        state.dirty[&s].at, event_due,
         "the poll moved the event's deadline"
     );
     // Without an event, the poll schedules the report itself.
     let other = Subject::Entry("other".into());
     let before = Instant::now();
     state.mark_from_poll(other.clone(), Duration::from_secs(60));
-    assert!(state.dirty[&other] >= before + Duration::from_secs(60));
+    assert!(state.dirty[&other].at >= before + Duration::from_secs(60));
 }
 
 /// One failed watch degrades the watcher only until every needed
@@ -244,4 +250,47 @@ fn a_directory_gone_before_its_watch_does_not_degrade() {
     state.rearm();
     assert!(!state.degraded, "a vanished directory degraded the watcher");
     assert!(state.poll_interval.is_zero(), "polling switched on for it");
+}
+
+/// A file that never goes quiet (`mv new.crt tls.crt`, then a chmod or
+/// touch every 20 ms) is reported at the latest `HOLD_DEBOUNCES`
+/// debounces after the rename, whatever keeps arriving: each event used
+/// to push the report a whole debounce out again, so the old certificate
+/// was served until the touching stopped.
+#[test]
+fn a_file_that_keeps_changing_is_reported_all_the_same() {
+    use notify::event::{MetadataKind, RenameMode};
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("tls.crt");
+    std::fs::write(&f, "1").unwrap();
+    let (out, mut rx) = mpsc::unbounded_channel();
+    let config = cfg(true, 0);
+    let hold = config.debounce * HOLD_DEBOUNCES;
+    let notify = notify::recommended_watcher(|_| {}).unwrap();
+    let mut state = State::new(config, Some(notify), out);
+    let s = Subject::Entry("e".into());
+    state.set(vec![(s.clone(), vec![f.clone()])]);
+    // The report `set` schedules for a new subject is not this test's.
+    state.dirty.clear();
+    let event = |kind| Ok(notify::Event::new(kind).add_path(f.clone()));
+    state.on_event(event(EventKind::Modify(ModifyKind::Name(RenameMode::To))));
+    let renamed = Instant::now();
+    let touch = || EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any));
+    while Instant::now() <= renamed + hold {
+        // The writer's pace, not a wait for the watcher.
+        std::thread::sleep(Duration::from_millis(20));
+        state.on_event(event(touch()));
+        state.fire_due();
+        if rx.try_recv().is_ok() {
+            return;
+        }
+    }
+    // Past the hold, still touched a moment ago: due all the same.
+    state.on_event(event(touch()));
+    state.fire_due();
+    assert_eq!(
+        rx.try_recv().ok(),
+        Some(s),
+        "a file touched every 20 ms is not reported {hold:?} after its rename"
+    );
 }
