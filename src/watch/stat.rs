@@ -17,8 +17,10 @@ pub(super) enum Sig {
         dev: u64,
         ino: u64,
         len: u64,
-        mtime_ns: i64,
-        ctime_ns: i64,
+        /// Seconds and nanoseconds, as the kernel gives them: in
+        /// nanoseconds alone an i64 ends in 2262 (`touch -d 2300-01-01`).
+        mtime: (i64, i64),
+        ctime: (i64, i64),
         target: Option<PathBuf>,
     },
 }
@@ -66,8 +68,8 @@ fn stat(path: &Path) -> Seen {
                     dev: m.dev(),
                     ino: m.ino(),
                     len: m.len(),
-                    mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-                    ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    ctime: (m.ctime(), m.ctime_nsec()),
                     target: if link {
                         std::fs::read_link(path).ok()
                     } else {
@@ -167,19 +169,23 @@ fn components(path: &Path) -> Vec<OsString> {
 
 /// Time since the newest inode change (content, rename, chmod) in a chain.
 pub(super) fn last_change_ago(sigs: &[Sig]) -> Duration {
+    // In i128 nanoseconds: no ctime (seconds in an i64) overflows it.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos() as i64;
+        .as_nanos() as i128;
     let newest = sigs
         .iter()
         .filter_map(|s| match s {
-            Sig::Present { ctime_ns, .. } => Some(*ctime_ns),
+            Sig::Present {
+                ctime: (sec, nsec), ..
+            } => Some(i128::from(*sec) * 1_000_000_000 + i128::from(*nsec)),
             Sig::Missing => None,
         })
         .max()
         .unwrap_or(0);
-    Duration::from_nanos(now.saturating_sub(newest).max(0) as u64)
+    let ago = (now - newest).clamp(0, i128::from(u64::MAX));
+    Duration::from_nanos(ago as u64)
 }
 
 #[cfg(test)]
@@ -208,5 +214,33 @@ mod tests {
             )
         );
         assert!(matches!(sig, Sig::Present { .. }), "{sig:?}");
+    }
+
+    /// A file dated past 2262 (`touch -d 2300-01-01 tls.crt`) is looked at
+    /// like any other, and a change to it is seen: its mtime in
+    /// nanoseconds overflowed an i64 and panicked the watch thread.
+    #[test]
+    fn a_file_dated_year_2300_is_looked_at() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tls.crt");
+        std::fs::write(&f, "x").unwrap();
+        // 2300-01-01T00:00:00Z.
+        let year_2300 = std::time::UNIX_EPOCH + Duration::from_secs(10_413_792_000);
+        let set = |when| {
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(when)
+                .unwrap()
+        };
+        set(year_2300);
+        let before = stat(&f).sig;
+        assert!(matches!(before, Sig::Present { .. }), "{before:?}");
+        set(year_2300 + Duration::from_nanos(1));
+        assert_ne!(stat(&f).sig, before, "a nanosecond's change not seen");
+        // And before 1677 (a clock at 0 read as signed, a bad archive).
+        set(std::time::UNIX_EPOCH - Duration::from_secs(10_000_000_000));
+        assert!(matches!(stat(&f).sig, Sig::Present { .. }));
     }
 }
