@@ -257,6 +257,10 @@ impl State {
         // No longer needed by any chain: a later failure there is news.
         let by_dir = &self.by_dir;
         self.unwatchable.retain(|d| by_dir.contains_key(d));
+        // Watches this pass placed: a parent among them was not watching
+        // when its child went, and has no event about it to give.
+        let mut placed = HashSet::new();
+        let mut vanished = Vec::new();
         for dir in missing {
             match notify.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
@@ -264,6 +268,7 @@ impl State {
                     if let Some(id) = dir_id(&dir) {
                         self.watched_ids.insert(dir.clone(), id);
                     }
+                    placed.insert(dir.clone());
                     self.watched.insert(dir);
                 }
                 Err(e) => {
@@ -274,10 +279,19 @@ impl State {
                     // routine: polling covers it until the next re-arm
                     // drops it from the chains, and nothing is wrong.
                     if matches!(e.kind, notify::ErrorKind::PathNotFound) {
-                        // Chains hold only directories that existed, each
-                        // under a watched parent, whose event about the
-                        // removal re-arms: not degraded, no gauge.
-                        debug!(path = %dir.display(), "directory vanished before it could be watched; its parent's watch re-arms");
+                        // Chains hold only directories that existed: not
+                        // degraded, no gauge. Under a parent watched all
+                        // along (kubelet's `..<timestamp>`), the parent's
+                        // event about the removal re-arms. Otherwise
+                        // (`/etc/tls` of `/etc/tls/tls.crt`, where only
+                        // `/etc/tls` was watched) nothing would ever tell.
+                        let told = dir
+                            .parent()
+                            .is_some_and(|p| self.watched.contains(p) && !placed.contains(p));
+                        if !told {
+                            vanished.push(dir.clone());
+                        }
+                        debug!(path = %dir.display(), parent_watched = told, "directory vanished before it could be watched; re-arming from its parent");
                         continue;
                     }
                     if self.unwatchable.insert(dir.clone()) {
@@ -293,6 +307,17 @@ impl State {
                     }
                 }
             }
+        }
+        // Report their subjects: the report walks each chain again, which
+        // now ends at the nearest existing ancestor, and watches that.
+        let gone: HashSet<Subject> = vanished
+            .iter()
+            .filter_map(|dir| self.by_dir.get(dir))
+            .flatten()
+            .cloned()
+            .collect();
+        for s in gone {
+            self.mark(s, SETTLED.min(self.config.debounce));
         }
         // Every directory a chain needs is watched again (the one that
         // failed was recreated, or is no longer needed): events work, so

@@ -294,3 +294,55 @@ fn a_file_that_keeps_changing_is_reported_all_the_same() {
         "a file touched every 20 ms is not reported {hold:?} after its rename"
     );
 }
+
+/// A plain directory gone between its chain being walked and its watch
+/// being placed (`/etc/tls` of `/etc/tls/tls.crt`, removed while the
+/// watcher re-arms): no watched parent will tell of it, so the chain is
+/// walked again and its nearest existing ancestor watched: the directory
+/// coming back is seen by events alone (no poll here). It used to stay
+/// listed, unwatched and not degraded, and nothing was ever seen again.
+#[test]
+fn a_directory_gone_before_its_watch_is_waited_for_from_its_parent() {
+    let d = tempfile::tempdir().unwrap();
+    let tls = d.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::write(tls.join("tls.crt"), "1").unwrap();
+    let (events, seen) = std::sync::mpsc::channel();
+    let notify = notify::recommended_watcher(move |ev| {
+        let _ = events.send(ev);
+    })
+    .unwrap();
+    let (out, mut rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    let s = Subject::Entry("e".into());
+    state.set(vec![(s.clone(), vec![tls.join("tls.crt")])]);
+    assert!(state.watched.contains(&tls));
+    // The report `set` schedules for a new subject is not this test's.
+    state.dirty.clear();
+    // What a re-arm does with a chain walked before the directory went.
+    state.notify.as_mut().unwrap().unwatch(&tls).unwrap();
+    state.watched.remove(&tls);
+    std::fs::remove_dir_all(&tls).unwrap();
+    state.rearm();
+    assert!(!state.degraded, "a vanished directory degraded the watcher");
+    // The report the vanished directory brings re-walks the chain.
+    state
+        .dirty
+        .values_mut()
+        .for_each(|due| due.at = Instant::now());
+    state.fire_due();
+    assert_eq!(rx.try_recv().ok(), Some(s.clone()));
+    while seen.try_recv().is_ok() {}
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::write(tls.join("tls.crt"), "2").unwrap();
+    let event = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no event for the directory coming back");
+    state.on_event(event);
+    state
+        .dirty
+        .values_mut()
+        .for_each(|due| due.at = Instant::now());
+    state.fire_due();
+    assert_eq!(rx.try_recv().ok(), Some(s));
+}
