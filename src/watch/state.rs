@@ -43,6 +43,11 @@ pub(super) struct State {
     /// The directory each watch was placed on (device, inode), to tell
     /// when its path names another one.
     watched_ids: HashMap<PathBuf, (u64, u64)>,
+    /// The path each watched directory is watched by, by (device, inode).
+    /// inotify has one watch per directory however many paths lead to it
+    /// (bind mounts, one volume at two mountPaths) and notify names its
+    /// events by one of them: a second path is left to polling.
+    watched_by_id: HashMap<(u64, u64), PathBuf>,
     /// Directories whose watch failed, already said: while degraded every
     /// report tries them again, and with thousands (an exhausted inotify
     /// limit) a warning each time would flood the log at every rotation.
@@ -90,6 +95,7 @@ impl State {
             by_dir: HashMap::new(),
             watched: HashSet::new(),
             watched_ids: HashMap::new(),
+            watched_by_id: HashMap::new(),
             unwatchable: HashSet::new(),
             moved: HashSet::new(),
             dirty: HashMap::new(),
@@ -252,7 +258,7 @@ impl State {
         for dir in stale {
             let _ = notify.unwatch(&dir);
             self.watched.remove(&dir);
-            self.watched_ids.remove(&dir);
+            forget_id(&mut self.watched_ids, &mut self.watched_by_id, &dir);
         }
         // No longer needed by any chain: a later failure there is news.
         let by_dir = &self.by_dir;
@@ -261,12 +267,25 @@ impl State {
         // when its child went, and has no event about it to give.
         let mut placed = HashSet::new();
         let mut vanished = Vec::new();
+        let mut failed = false;
         for dir in missing {
+            let id = dir_id(&dir);
+            if let Some(other) = id.and_then(|id| self.watched_by_id.get(&id)) {
+                // Watching it here too would move the one watch's name
+                // (every event for `other`'s files lost) and unwatching
+                // either path would end it for both.
+                if self.unwatchable.insert(dir.clone()) {
+                    warn!(path = %dir.display(), same_as = %other.display(), "directory is already watched under another path (a bind mount, or one volume mounted twice), and filesystem events name one path only; relying on polling for this one");
+                }
+                failed = true;
+                continue;
+            }
             match notify.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     self.unwatchable.remove(&dir);
-                    if let Some(id) = dir_id(&dir) {
+                    if let Some(id) = id {
                         self.watched_ids.insert(dir.clone(), id);
+                        self.watched_by_id.insert(id, dir.clone());
                     }
                     placed.insert(dir.clone());
                     self.watched.insert(dir);
@@ -299,13 +318,15 @@ impl State {
                     } else {
                         debug!(path = %dir.display(), error = %e, "cannot watch directory yet; still polling");
                     }
-                    self.degraded = true;
-                    crate::metrics::METRICS.watch_degraded.set(1);
-                    if self.poll_interval.is_zero() {
-                        self.poll_interval = Duration::from_secs(2);
-                        self.next_poll = Instant::now() + self.poll_interval;
-                    }
+                    failed = true;
                 }
+            }
+        }
+        if failed {
+            self.set_degraded(true);
+            if self.poll_interval.is_zero() {
+                self.poll_interval = Duration::from_secs(2);
+                self.next_poll = Instant::now() + self.poll_interval;
             }
         }
         // Report their subjects: the report walks each chain again, which
@@ -546,7 +567,7 @@ impl State {
                 // Gone already when the directory was deleted.
                 let _ = notify.unwatch(dir);
                 self.watched.remove(dir);
-                self.watched_ids.remove(dir);
+                forget_id(&mut self.watched_ids, &mut self.watched_by_id, dir);
             }
         }
         let mut leading = Leading::default();
@@ -643,6 +664,19 @@ fn thread_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(ns))
+}
+
+/// `dir` is no longer watched: its (device, inode) is free for another path.
+fn forget_id(
+    ids: &mut HashMap<PathBuf, (u64, u64)>,
+    by_id: &mut HashMap<(u64, u64), PathBuf>,
+    dir: &std::path::Path,
+) {
+    if let Some(id) = ids.remove(dir)
+        && by_id.get(&id).is_some_and(|p| p == dir)
+    {
+        by_id.remove(&id);
+    }
 }
 
 /// The directory `dir` names now: its device and inode.
