@@ -11,6 +11,7 @@
 //! `upstream`); `duration` and `env` parse the two kinds of value every
 //! section shares.
 
+mod crl_files;
 mod duration;
 mod env;
 mod raw;
@@ -18,6 +19,7 @@ mod resolve;
 mod tree;
 mod upstream;
 
+pub use crl_files::{MAX_CRL_FILES, crl_files_problem};
 pub use duration::parse_duration;
 pub use upstream::*;
 

@@ -123,7 +123,24 @@ fn read_once(source: &EntrySource) -> Result<Vec<Vec<u8>>, MaterialError> {
             }
             Ok(v)
         }
-        files => files.paths().into_iter().map(read_file).collect(),
+        files => {
+            let mut total = 0;
+            let mut parts = Vec::new();
+            for path in files.paths() {
+                let bytes = read_file(path)?;
+                total += bytes.len() as u64;
+                if total > MAX_ENTRY_BYTES {
+                    return Err(MaterialError::Unreadable {
+                        origin: path.display().to_string(),
+                        reason: format!(
+                            "the entry's files together pass the {MAX_ENTRY_BYTES}-byte limit"
+                        ),
+                    });
+                }
+                parts.push(bytes);
+            }
+            Ok(parts)
+        }
     }
 }
 
@@ -131,6 +148,11 @@ fn read_once(source: &EntrySource) -> Result<Vec<Vec<u8>>, MaterialError> {
 /// CRL): a system CA bundle is ~200 KiB; anything bigger is a mistake or
 /// hostile, and is refused before it is loaded into memory.
 pub const MAX_PEM_FILE: u64 = 1 << 20;
+
+/// The most bytes one read of an entry's files holds together: a CA bundle
+/// with up to 64 CRL files of `MAX_PEM_FILE` each, read twice to see two
+/// reads agree, held over 100 MiB on the reloader's thread.
+pub const MAX_ENTRY_BYTES: u64 = 8 << 20;
 
 fn read_file(path: &Path) -> Result<Vec<u8>, MaterialError> {
     crate::fsutil::read_regular(path, MAX_PEM_FILE).map_err(|e| {
@@ -464,309 +486,4 @@ pub fn certificates_in(path: &Path) -> Result<Vec<CertInfo>, MaterialError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fsutil::test_support::{mkfifo, within_bounded_time};
-    use rustls_pki_types::CertificateRevocationListDer;
-    use std::path::PathBuf;
-
-    /// Load `ca_file` as a CA bundle, failing the test if the read blocks.
-    fn load_ca(ca_file: PathBuf) -> Result<Loaded, MaterialError> {
-        within_bounded_time("reading the CA bundle", move || {
-            let source = EntrySource::CaFiles {
-                ca_file,
-                crl_files: Vec::new(),
-            };
-            load(EntryKind::CaBundle, &source)
-        })
-    }
-
-    /// A FIFO named as `ca_file` is refused at once, naming the file; no
-    /// writer ever opens it, so a blocking read would hang.
-    #[test]
-    fn a_fifo_ca_file_is_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let fifo = d.path().join("ca.crt");
-        mkfifo(&fifo);
-        let Err(e) = load_ca(fifo.clone()) else {
-            panic!("a FIFO was read")
-        };
-        assert_eq!(
-            e,
-            MaterialError::Unreadable {
-                origin: fifo.display().to_string(),
-                reason: "not a regular file (a FIFO)".into(),
-            }
-        );
-    }
-
-    /// A pair's files, written into `d`.
-    fn load_pair(d: &tempfile::TempDir, cert: &str, key: &str) -> Result<Loaded, MaterialError> {
-        let (cert_file, key_file) = (d.path().join("tls.crt"), d.path().join("tls.key"));
-        std::fs::write(&cert_file, cert).unwrap();
-        std::fs::write(&key_file, key).unwrap();
-        load(
-            EntryKind::ServerPair,
-            &EntrySource::PairFiles {
-                cert_file,
-                key_file,
-            },
-        )
-    }
-
-    /// `openssl ecparam -name prime256v1 -genkey` writes `EC PARAMETERS`
-    /// before the key: skipped, as OpenSSL and Go skip it (it was refused
-    /// as a truncated file, and waited on). An encrypted key, or a section
-    /// of a kind hotproxy does not read, is refused at once by its label,
-    /// not waited on as a writer mid-way; a section cut off still is.
-    #[test]
-    fn sections_hotproxy_does_not_read() {
-        let d = tempfile::tempdir().unwrap();
-        let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
-        let (cert, key) = (pair.cert.pem(), pair.signing_key.serialize_pem());
-        const PARAMS: &str =
-            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
-        assert!(load_pair(&d, &cert, &format!("{PARAMS}{key}")).is_ok());
-        let whole = |label: &str| format!("-----BEGIN {label}-----\nMIIB\n-----END {label}-----\n");
-        for (label, says) in [
-            ("ENCRYPTED PRIVATE KEY", "an encrypted private key"),
-            ("TRUSTED CERTIFICATE", "openssl x509"),
-            ("DSA PARAMETERS", "hotproxy reads CERTIFICATE"),
-        ] {
-            let e = load_pair(&d, &cert, &format!("{}{key}", whole(label))).unwrap_err();
-            let text = e.to_string();
-            assert!(
-                text.contains(&format!("`{label}`")) && text.contains(says),
-                "{text}"
-            );
-            assert!(!e.is_transient(), "{text}");
-        }
-        let e = load_pair(
-            &d,
-            &cert,
-            &format!("{key}-----BEGIN EC PARAMETERS-----\nBggq"),
-        )
-        .unwrap_err();
-        assert!(e.is_transient(), "{e}");
-        let e = load_pair(&d, &cert, &whole("<script>")).unwrap_err();
-        assert!(e.to_string().contains("section `?`"), "{e}");
-    }
-
-    /// A key encrypted the old way (`openssl ec -aes256` writes `EC
-    /// PRIVATE KEY` with `Proc-Type: 4,ENCRYPTED` and `DEK-Info:` headers)
-    /// is refused at once, as `ENCRYPTED PRIVATE KEY` is: its headers
-    /// failed base64, and it was waited on as a half-written file ("invalid
-    /// base64").
-    #[test]
-    fn an_old_style_encrypted_key_is_refused_at_once() {
-        let d = tempfile::tempdir().unwrap();
-        let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
-        let (cert, key) = (pair.cert.pem(), pair.signing_key.serialize_pem());
-        let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
-        for (label, eol) in [("EC PRIVATE KEY", "\n"), ("RSA PRIVATE KEY", "\r\n")] {
-            let encrypted = [
-                format!("-----BEGIN {label}-----"),
-                "Proc-Type: 4,ENCRYPTED".into(),
-                "DEK-Info: AES-256-CBC,6BBD6D7751A9B78DC3F7C432AA36FE53".into(),
-                String::new(),
-                body.clone(),
-                format!("-----END {label}-----"),
-                String::new(),
-            ]
-            .join(eol);
-            let e = load_pair(&d, &cert, &encrypted).unwrap_err();
-            let text = e.to_string();
-            assert!(
-                text.contains(&format!("`{label}`")) && text.contains("an encrypted private key"),
-                "{text}"
-            );
-            assert!(!e.is_transient(), "{text}");
-        }
-    }
-
-    /// A file of many BEGIN lines of a kind hotproxy does not read, and
-    /// no END line: each used to be looked for in the rest of the file,
-    /// which took minutes (1 MiB of them: ~50 s in a release build, on the
-    /// reloader's thread); one pass now.
-    #[test]
-    fn many_unknown_begin_lines_are_read_in_one_pass() {
-        let cert = rcgen::generate_simple_self_signed(vec!["a.test".into()])
-            .unwrap()
-            .cert
-            .pem();
-        let mut bytes = "-----BEGIN A-----\n".repeat(40_000);
-        bytes.push_str(&cert);
-        let e = sections("t.pem", bytes.as_bytes()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "t.pem: malformed PEM: 40001 BEGIN markers but 1 complete sections (truncated or unknown section)"
-        );
-        // A whole unknown section is still refused by its label, an END
-        // before its BEGIN still does not close it.
-        let whole = format!("-----BEGIN A-----\nMIIB\n-----END A-----\n{cert}");
-        let e = sections("t.pem", whole.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("section `A`"), "{e}");
-        let backwards = format!("-----END A-----\n-----BEGIN A-----\nMIIB\n{cert}");
-        let e = sections("t.pem", backwards.as_bytes()).unwrap_err();
-        assert!(e.is_transient(), "{e}");
-    }
-
-    /// A CA, and a CRL from it, as PEM.
-    fn ca_and_crl() -> (String, String) {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyIdMethod, KeyPair};
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_identifier_method = KeyIdMethod::Sha256;
-        let ca = p.self_signed(&key).unwrap().pem();
-        let now = time::OffsetDateTime::now_utc();
-        let crl = rcgen::CertificateRevocationListParams {
-            this_update: now - time::Duration::minutes(1),
-            next_update: now + time::Duration::days(1),
-            crl_number: rcgen::SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: vec![],
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(&Issuer::new(p, key))
-        .unwrap();
-        (ca, crl.pem().unwrap())
-    }
-
-    /// The header length and content length of the DER value at `b`.
-    fn tlv(b: &[u8]) -> (usize, usize) {
-        match b[1] {
-            n if n < 0x80 => (2, n as usize),
-            n => {
-                let k = (n & 0x7f) as usize;
-                (
-                    2 + k,
-                    b[2..2 + k].iter().fold(0, |a, &x| a << 8 | x as usize),
-                )
-            }
-        }
-    }
-
-    /// `content` as a DER value of `tag`.
-    fn wrap(tag: u8, content: &[u8]) -> Vec<u8> {
-        let len = content.len();
-        let mut out = vec![tag];
-        match len {
-            0..0x80 => out.push(len as u8),
-            0x80..0x100 => out.extend([0x81, len as u8]),
-            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
-        }
-        out.extend_from_slice(content);
-        out
-    }
-
-    fn pem(label: &str, der: &[u8]) -> String {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
-    }
-
-    /// The CRL in `pem` without its version field: a v1 CRL, which
-    /// x509-parser reads and webpki (which checks revocation) refuses.
-    fn as_v1(crl: &str) -> String {
-        let der = CertificateRevocationListDer::from_pem_slice(crl.as_bytes()).unwrap();
-        let (outer, _) = tlv(&der);
-        let tbs = &der[outer..];
-        let (head, len) = tlv(tbs);
-        assert_eq!(tbs[head..head + 3], [2, 1, 1], "a v2 CRL's version");
-        let mut body = wrap(0x30, &tbs[head + 3..head + len]);
-        body.extend_from_slice(&tbs[head + len..]);
-        pem("X509 CRL", &wrap(0x30, &body))
-    }
-
-    /// A self-signed X.509 v1 certificate (no version field, no
-    /// extensions: what `openssl x509 -req` writes without `-extfile`),
-    /// as PEM, and its key.
-    fn v1_self_signed() -> (String, rcgen::KeyPair) {
-        use rcgen::SigningKey;
-        let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
-        let der = pair.cert.der();
-        let (outer, _) = tlv(der);
-        let (head, len) = tlv(&der[outer..]);
-        let tbs_end = outer + head + len;
-        // The TBS fields; the first is the version ([0]), the last the
-        // extensions ([3]).
-        let mut fields = Vec::new();
-        let mut at = outer + head;
-        while at < tbs_end {
-            let (h, l) = tlv(&der[at..]);
-            fields.push(&der[at..at + h + l]);
-            at += h + l;
-        }
-        assert_eq!((fields[0][0], fields[fields.len() - 1][0]), (0xa0, 0xa3));
-        let tbs = wrap(0x30, &fields[1..fields.len() - 1].concat());
-        let (h, l) = tlv(&der[tbs_end..]);
-        let algorithm = &der[tbs_end..tbs_end + h + l];
-        let mut signature = vec![0];
-        signature.extend(pair.signing_key.sign(&tbs).unwrap());
-        let cert = wrap(
-            0x30,
-            &[tbs, algorithm.to_vec(), wrap(0x03, &signature)].concat(),
-        );
-        (pem("CERTIFICATE", &cert), pair.signing_key)
-    }
-
-    /// An X.509 v1 leaf, which webpki (so rustls's `keys_match`) refuses
-    /// to parse, is checked against its key all the same: with another
-    /// key it was accepted unchecked, and a mismatched pair replaced good
-    /// material; with its own key it loads (hotproxy serves it; OpenSSL
-    /// clients accept v1 certificates).
-    #[test]
-    fn a_v1_leaf_is_checked_against_its_key() {
-        let d = tempfile::tempdir().unwrap();
-        let (cert, key) = v1_self_signed();
-        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
-        assert!(webpki::EndEntityCert::try_from(&der).is_err());
-        let loaded = load_pair(&d, &cert, &key.serialize_pem()).unwrap();
-        let Material::Pair(pair) = loaded.material else {
-            panic!("not a pair")
-        };
-        assert_eq!(pair.leaf.subject, "CN=rcgen self signed cert");
-        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
-        let e = load_pair(&d, &cert, &other).unwrap_err();
-        assert!(matches!(e, MaterialError::KeyMismatch { .. }), "{e}");
-    }
-
-    /// A CRL webpki cannot use to check revocation is refused when it is
-    /// loaded, naming it: it used to load (x509-parser reads a v1 CRL),
-    /// then fail when the listener's verifier was built, after the
-    /// material had been taken, and `/certs/validate` called it valid.
-    #[test]
-    fn a_crl_webpki_refuses_is_refused_at_load() {
-        let (ca, crl) = ca_and_crl();
-        let load_with = |crl: String| {
-            let source = EntrySource::CaInline {
-                ca_pem: ca.clone(),
-                crl_pem: Some(crl),
-            };
-            load(EntryKind::CaBundle, &source)
-        };
-        assert!(load_with(crl.clone()).is_ok());
-        let e = load_with(as_v1(&crl)).unwrap_err();
-        assert!(matches!(e, MaterialError::BadCrl { .. }), "{e}");
-        assert!(e.to_string().contains("inline crl_pem"), "{e}");
-    }
-
-    /// A CA file above `MAX_PEM_FILE` is refused before it is loaded.
-    #[test]
-    fn an_oversize_ca_file_is_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let big = d.path().join("ca.crt");
-        std::fs::write(&big, vec![b'x'; MAX_PEM_FILE as usize + 1]).unwrap();
-        let Err(e) = load_ca(big.clone()) else {
-            panic!("an oversize file was read")
-        };
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "{}: cannot read: larger than the 1048576-byte limit",
-                big.display()
-            )
-        );
-    }
-}
+mod tests;

@@ -18,7 +18,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{EntryKind, EntrySource, EntrySpec, StoreConfig, valid_entry_id};
+use crate::config::{
+    EntryKind, EntrySource, EntrySpec, StoreConfig, crl_files_problem, valid_entry_id,
+};
 use crate::secret::Secret;
 
 /// Binds the ciphertext to this use: a blob sealed for anything else fails.
@@ -126,14 +128,21 @@ impl Definition {
                     self.key_file.ok_or_else(|| missing("key_file"))?,
                 )?,
             },
-            ("file", false) => EntrySource::CaFiles {
-                ca_file: absolute("ca_file", self.ca_file.ok_or_else(|| missing("ca_file"))?)?,
-                crl_files: self
-                    .crl_files
-                    .into_iter()
-                    .map(|p| absolute("crl_files", p))
-                    .collect::<Result<_, _>>()?,
-            },
+            ("file", false) => {
+                // Judged before any path: a list of thousands is refused
+                // whole, before a file is opened.
+                if let Some(problem) = crl_files_problem(&self.crl_files) {
+                    return Err(format!("field crl_files: {problem}"));
+                }
+                EntrySource::CaFiles {
+                    ca_file: absolute("ca_file", self.ca_file.ok_or_else(|| missing("ca_file"))?)?,
+                    crl_files: self
+                        .crl_files
+                        .into_iter()
+                        .map(|p| absolute("crl_files", p))
+                        .collect::<Result<_, _>>()?,
+                }
+            }
             ("inline", true) => EntrySource::PairInline {
                 cert_pem: self.cert_pem.ok_or_else(|| missing("cert_pem"))?,
                 key_pem: self.key_pem.ok_or_else(|| missing("key_pem"))?,

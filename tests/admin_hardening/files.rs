@@ -186,3 +186,49 @@ async fn a_stored_entry_put_with_its_own_paths_is_held_to_the_current_roots() {
     // Nothing persisted again.
     assert_eq!(std::fs::read(a.s.path("data/store.json")).unwrap(), stored);
 }
+
+/// A ca-bundle's `crl_files` hold at most 64 files, each once. A body
+/// naming one file tens of thousands of times (under 1 MiB of JSON) had
+/// every read of the entry open it that many times and hold two copies of
+/// it all (GiBs), on the blocking pool (validate) or on the reloader's
+/// thread (create). Now it is refused before a file is opened, naming
+/// the field.
+#[tokio::test]
+async fn crl_files_are_bounded_and_each_listed_once() {
+    let a = Api::start("").await;
+    let crl = a.s.path("pki/ca.crl");
+    write(&crl, &a.ca.crl(&[]));
+    let with = |crls: Vec<std::path::PathBuf>| {
+        json!({"id": "crls", "type": "ca-bundle", "source": "file",
+               "ca_file": a.s.path("pki/ca.crt"), "crl_files": crls})
+    };
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs/validate",
+            Some(with(vec![crl.clone()])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let many: Vec<_> = (0..65).map(|i| a.s.path(&format!("pki/{i}.crl"))).collect();
+    let cases = [
+        (vec![crl.clone(), crl.clone()], "is listed twice"),
+        (vec![crl.clone(); 20_000], "20000 files listed; at most 64"),
+        (many, "65 files listed; at most 64"),
+    ];
+    for (crls, want) in cases {
+        for endpoint in ["/api/v1/certs", "/api/v1/certs/validate"] {
+            let r = a.editor("POST", endpoint, Some(with(crls.clone()))).await;
+            assert_eq!(r.status, 400, "{endpoint}: {}", r.body);
+            let m = r.json()["message"].as_str().unwrap().to_owned();
+            assert!(
+                m.starts_with("field crl_files") && m.contains(want),
+                "{endpoint}: {m}"
+            );
+        }
+    }
+    assert_eq!(
+        a.editor("GET", "/api/v1/certs/crls", None).await.status,
+        404
+    );
+}

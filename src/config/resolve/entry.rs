@@ -2,7 +2,11 @@
 
 use super::{Named, Resolver};
 use crate::config::raw;
-use crate::config::{EntryKind, EntrySource, EntrySpec, UpstreamCa, valid_entry_id};
+use std::path::PathBuf;
+
+use crate::config::{
+    EntryKind, EntrySource, EntrySpec, UpstreamCa, crl_files_problem, valid_entry_id,
+};
 
 impl Resolver {
     pub(super) fn named_entry(&mut self, i: usize, e: &raw::Entry) -> Option<EntrySpec> {
@@ -63,7 +67,7 @@ impl Resolver {
                     return None;
                 };
                 let ca_file = self.path(&format!("{at}.ca_file"), ca);
-                let crl_files = self.paths(&format!("{at}.crl_files"), e.crl_files.as_deref());
+                let crl_files = self.crl_files(&at, e.crl_files.as_deref());
                 EntrySource::CaFiles { ca_file, crl_files }
             }
         };
@@ -73,6 +77,17 @@ impl Resolver {
             source,
             anonymous: false,
         })
+    }
+
+    /// The `crl_files` of the ca-bundle at `at`, as paths; a list too long
+    /// or naming a file twice is a problem (SPEC §2).
+    fn crl_files(&mut self, at: &str, list: Option<&[String]>) -> Vec<PathBuf> {
+        let at = format!("{at}.crl_files");
+        let crl_files = self.paths(&at, list);
+        if let Some(problem) = crl_files_problem(&crl_files) {
+            self.problem(at, problem);
+        }
+        crl_files
     }
 
     /// A `ref:` to a named entry of kind `want`, or `None` after recording why not.
@@ -157,7 +172,7 @@ impl Resolver {
             }
             (None, Some(f), false) => {
                 let ca_file = self.path(&format!("{at}.ca_file"), f);
-                let crl_files = self.paths(&format!("{at}.crl_files"), c.crl_files.as_deref());
+                let crl_files = self.crl_files(at, c.crl_files.as_deref());
                 anonymous.push(EntrySpec {
                     id: place.clone(),
                     kind: EntryKind::CaBundle,
@@ -203,6 +218,40 @@ mod tests {
         assert_eq!(
             c.listeners[0].certs[1].server_names.as_deref(),
             Some(&["example.com".to_owned()][..])
+        );
+    }
+
+    /// A ca-bundle lists at most 64 CRL files, each once, in `certs:` and
+    /// in a direct `ca_file` alike: every re-read of the entry opens each
+    /// listed file, on the reloader's thread.
+    #[test]
+    fn crl_files_are_bounded_and_each_listed_once() {
+        let ca = "    ca_file: pki/ca.crt\n";
+        let list = |n: usize| {
+            (0..n)
+                .map(|i| format!("c{i}.crl"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let text = MINIMAL.replace(ca, &format!("{ca}    crl_files: [{}]\n", list(64)));
+        assert_eq!(
+            parse_str(&text).unwrap().entries[1].source.paths().len(),
+            65
+        );
+        let text = MINIMAL.replace(ca, &format!("{ca}    crl_files: [{}]\n", list(65)));
+        let m = messages(&parse_str(&text).unwrap_err());
+        assert!(
+            m.contains("certs[1].crl_files: 65 files listed; at most 64"),
+            "{m}"
+        );
+        let text = MINIMAL.replace(
+            "ca: { ref: ca }",
+            "ca: { ca_file: pki/ca.crt, crl_files: [a.crl, b.crl, a.crl] }",
+        );
+        let m = messages(&parse_str(&text).unwrap_err());
+        assert!(
+            m.contains("upstreams[0].tls.ca.crl_files: ") && m.contains("a.crl is listed twice"),
+            "{m}"
         );
     }
 
