@@ -64,6 +64,10 @@ pub enum MaterialError {
     BadCrl { origin: String, reason: String },
     #[error("{origin}: kept changing while being read; no two consecutive reads agreed")]
     Unsettled { origin: String },
+    /// PEM no writer leaves for a moment (a byte-order mark, an indented
+    /// BEGIN line): refused at once, saying what to fix.
+    #[error("{origin}: malformed PEM: {reason}")]
+    BadLayout { origin: String, reason: String },
     /// A whole PEM section of a kind hotproxy does not read: not a writer
     /// mid-way, so refused at once, by its label.
     #[error("{origin}: unsupported PEM section `{label}`: {hint}")]
@@ -217,6 +221,12 @@ pub(super) fn sections(
     if let Some(label) = old_style_encrypted_key(bytes) {
         return Err(encrypted_key(origin, label));
     }
+    if let Some(reason) = misplaced_marker(bytes) {
+        return Err(MaterialError::BadLayout {
+            origin: origin.into(),
+            reason,
+        });
+    }
     let mut out = Vec::new();
     for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
         match item {
@@ -265,6 +275,34 @@ pub(super) fn sections(
         });
     }
     Ok(out)
+}
+
+/// Why a BEGIN or END line does not start its line, if one does not. The
+/// PEM reader sees only lines that start with the marker, so a UTF-8
+/// byte-order mark (a Windows editor's) or an indented line left its
+/// section unread, which looked like a file cut short and was waited on.
+fn misplaced_marker(bytes: &[u8]) -> Option<String> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    if bytes.starts_with(BOM) {
+        return Some("starts with a byte-order mark (U+FEFF); save it without one".into());
+    }
+    let begins = marker_labels(bytes, b"-----BEGIN ").map(|(at, _)| (at, "BEGIN"));
+    let ends = marker_labels(bytes, b"-----END ").map(|(at, _)| (at, "END"));
+    let (at, which) = begins
+        .chain(ends)
+        .filter(|&(at, _)| at > 0 && bytes[at - 1] != b'\n')
+        .min_by_key(|&(at, _)| at)?;
+    let line_start = bytes[..at]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |n| n + 1);
+    let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+    Some(match &bytes[line_start..at] {
+        BOM => format!(
+            "a byte-order mark (U+FEFF) before the {which} marker on line {line} (files joined?)"
+        ),
+        _ => format!("{which} marker not at the start of a line (line {line})"),
+    })
 }
 
 /// Each `-----BEGIN LABEL-----` (`marker` `-----BEGIN `) or `-----END

@@ -232,3 +232,43 @@ async fn crl_files_are_bounded_and_each_listed_once() {
         404
     );
 }
+
+/// A UTF-8 byte-order mark before `-----BEGIN` (what a Windows editor
+/// saves) or an indented BEGIN line is refused at once, saying so: both
+/// were counted as a truncated section ("1 BEGIN markers but 0 complete
+/// sections") and waited on for `settle_timeout` as a writer mid-way.
+#[tokio::test]
+async fn a_byte_order_mark_or_an_indented_begin_is_refused_at_once() {
+    let a = Api::start("").await;
+    let renewed = a.ca.server_pair(&["localhost"]);
+    let crt = a.s.path("pki/edge.crt");
+    write(&crt, &format!("\u{feff}{}", renewed.cert_pem));
+    let r = a.editor("POST", "/api/v1/certs/edge/reload", None).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = a.editor("GET", "/api/v1/certs/edge", None).await;
+    let last = &r.json()["last_reload"];
+    assert_eq!(last["result"], "failure", "{}", r.body);
+    let m = last["error"].as_str().unwrap();
+    assert!(
+        m.contains(&crt.display().to_string()) && m.contains("starts with a byte-order mark"),
+        "{m}"
+    );
+    let indented = a.s.path("pki/indented.crt");
+    write(&indented, &format!("  {}", a.ca.cert_pem));
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs/validate",
+            Some(ca_file("x", &indented)),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        m.contains("BEGIN marker not at the start of a line (line 1)"),
+        "{m}"
+    );
+    served_leaf(a.addr, "localhost", &a.ca.cert_pem)
+        .await
+        .unwrap();
+}
