@@ -4,6 +4,7 @@ mod bundle;
 pub mod catalogue;
 pub mod dn;
 pub mod info;
+pub mod keys;
 pub mod pem;
 pub mod store;
 

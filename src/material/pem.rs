@@ -11,7 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{EntryKind, EntrySource};
-use crate::material::{CertInfo, Loaded, Material, Pair, info};
+use crate::material::{CertInfo, Loaded, Material, Pair, info, keys};
 
 /// Raw bytes of every source of an entry, in `EntrySource` order, with
 /// their combined hash. Holds key bytes: never formatted.
@@ -452,14 +452,13 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
         let (chain, infos) = certificates(&names[0], &raw.parts[0])?;
         let key = private_key(&names[1], &raw.parts[1])?;
         let provider = crate::tls::provider::get();
-        let signing =
-            provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(|e| MaterialError::BadKey {
-                    origin: names[1].clone(),
-                    reason: e.to_string(),
-                })?;
+        let signing = provider
+            .key_provider
+            .load_private_key(key.clone_key())
+            .map_err(|e| MaterialError::BadKey {
+                origin: names[1].clone(),
+                reason: keys::refusal(&key, &e.to_string()),
+            })?;
         let certified = CertifiedKey::new(chain, signing);
         let matches = match certified.keys_match() {
             Ok(()) => Some(true),

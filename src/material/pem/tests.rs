@@ -330,3 +330,55 @@ fn an_entry_s_files_are_bounded_together() {
     );
     assert!(!e.is_transient());
 }
+
+/// A key `openssl SUBCOMMAND -out FILE ARGS` writes, as PEM.
+fn openssl_key(d: &tempfile::TempDir, subcommand: &str, args: &[&str]) -> String {
+    let out = d.path().join("openssl.key");
+    let status = std::process::Command::new("openssl")
+        .arg(subcommand)
+        .arg("-out")
+        .arg(&out)
+        .args(args)
+        .status()
+        .expect("openssl on PATH (tests/identity uses it too)");
+    assert!(status.success(), "openssl {subcommand} {args:?}");
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// A well-formed key of an algorithm or size rustls on aws-lc-rs does not
+/// sign with is named, with what is supported: it was "failed to parse
+/// private key as RSA, ECDSA, or EdDSA", which read as a corrupt file.
+#[test]
+fn a_key_hotproxy_does_not_sign_with_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    let cert = pair.cert.pem();
+    for (subcommand, args, what) in [
+        ("genrsa", &["1024"][..], "RSA 1024-bit"),
+        ("genrsa", &["-traditional", "1024"][..], "RSA 1024-bit"),
+        (
+            "genpkey",
+            &["-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048"][..],
+            "RSA-PSS 2048-bit",
+        ),
+        (
+            "ecparam",
+            &["-name", "secp256k1", "-genkey", "-noout"][..],
+            "ECDSA secp256k1",
+        ),
+        ("genpkey", &["-algorithm", "ED448"][..], "Ed448"),
+    ] {
+        let key = openssl_key(&d, subcommand, args);
+        let e = load_pair(&d, &cert, &key).unwrap_err();
+        let key_file = d.path().join("tls.key").display().to_string();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{key_file}: unusable private key: {what} keys are not supported; \
+                 use RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25519"
+            )
+        );
+    }
+    // A supported kind that loads is not described at all.
+    assert!(load_pair(&d, &cert, &pair.signing_key.serialize_pem()).is_ok());
+}

@@ -1,0 +1,120 @@
+//! What a private key is (algorithm, size), for the error when hotproxy cannot sign with it.
+
+use rustls_pki_types::PrivateKeyDer;
+
+/// The keys hotproxy signs with (rustls on aws-lc-rs).
+pub const SUPPORTED: &str = "RSA 2048-8192 bits, ECDSA P-256/P-384/P-521 or Ed25519";
+
+/// Why `key` (which the signing provider refused with `refused`) cannot be
+/// used. A well-formed key of an algorithm or size the provider does not
+/// take is named as such (`RSA 1024-bit`, `RSA-PSS`), with what is
+/// supported: "failed to parse private key" read as a corrupt file.
+pub fn refusal(key: &PrivateKeyDer<'_>, refused: &str) -> String {
+    match describe(key) {
+        Some((what, false)) => format!("{what} keys are not supported; use {SUPPORTED}"),
+        Some((what, true)) => format!("{what}, which does not load: {refused}"),
+        None => refused.to_owned(),
+    }
+}
+
+/// The key's algorithm and size as text, and whether hotproxy supports
+/// that kind; `None` when the DER does not even say.
+fn describe(key: &PrivateKeyDer<'_>) -> Option<(String, bool)> {
+    match key {
+        PrivateKeyDer::Pkcs1(k) => rsa("RSA", k.secret_pkcs1_der()),
+        PrivateKeyDer::Sec1(k) => {
+            // ECPrivateKey: version, privateKey, [0] parameters (the curve).
+            let fields = items(seq(k.secret_sec1_der())?)?;
+            let curve = fields.iter().find(|(tag, _)| *tag == 0xa0)?;
+            let (tag, oid, _) = tlv(curve.1)?;
+            (tag == OID).then(|| ec(oid))
+        }
+        PrivateKeyDer::Pkcs8(k) => {
+            // PrivateKeyInfo: version, AlgorithmIdentifier, privateKey.
+            let fields = items(seq(k.secret_pkcs8_der())?)?;
+            let (_, algorithm) = *fields.get(1)?;
+            let (_, key) = *fields.get(2)?;
+            let id = items(algorithm)?;
+            let (_, oid) = *id.first()?;
+            match oid {
+                RSA_ENCRYPTION => rsa("RSA", key),
+                RSASSA_PSS => rsa("RSA-PSS", key).map(|(what, _)| (what, false)),
+                EC_PUBLIC_KEY => Some(ec(id.get(1)?.1)),
+                ED25519 => Some(("Ed25519".into(), true)),
+                ED448 => Some(("Ed448".into(), false)),
+                X25519 => Some(("X25519 (key agreement, not signing)".into(), false)),
+                DSA => Some(("DSA".into(), false)),
+                _ => Some(("unknown-algorithm".into(), false)),
+            }
+        }
+        _ => None,
+    }
+}
+
+const OID: u8 = 0x06;
+const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+const DSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01];
+const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+const ED448: &[u8] = &[0x2b, 0x65, 0x71];
+const X25519: &[u8] = &[0x2b, 0x65, 0x6e];
+
+/// An RSAPrivateKey (version, modulus, ...) as `RSA 1024-bit`; supported
+/// from 2048 to 8192 bits.
+fn rsa(name: &str, der: &[u8]) -> Option<(String, bool)> {
+    let fields = items(seq(der)?)?;
+    let (_, modulus) = *fields.get(1)?;
+    let skip = modulus.iter().take_while(|&&b| b == 0).count();
+    let modulus = &modulus[skip..];
+    let bits = modulus.len() * 8 - modulus.first()?.leading_zeros() as usize;
+    Some((format!("{name} {bits}-bit"), (2048..=8192).contains(&bits)))
+}
+
+/// An EC key by its curve's OID.
+fn ec(curve: &[u8]) -> (String, bool) {
+    match curve {
+        [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07] => ("ECDSA P-256".into(), true),
+        [0x2b, 0x81, 0x04, 0x00, 0x22] => ("ECDSA P-384".into(), true),
+        [0x2b, 0x81, 0x04, 0x00, 0x23] => ("ECDSA P-521".into(), true),
+        [0x2b, 0x81, 0x04, 0x00, 0x0a] => ("ECDSA secp256k1".into(), false),
+        _ => ("ECDSA (an unknown curve)".into(), false),
+    }
+}
+
+/// One DER value at the start of `b`: its tag, its contents, what follows.
+fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        n if n < 0x80 => (usize::from(n), rest),
+        n => {
+            let k = usize::from(n & 0x7f);
+            if k == 0 || k > 4 || rest.len() < k {
+                return None;
+            }
+            let len = rest[..k]
+                .iter()
+                .fold(0usize, |a, &x| a << 8 | usize::from(x));
+            (len, &rest[k..])
+        }
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The contents of the SEQUENCE at the start of `b`.
+fn seq(b: &[u8]) -> Option<&[u8]> {
+    let (tag, contents, _) = tlv(b)?;
+    (tag == 0x30).then_some(contents)
+}
+
+/// Every value in `contents`, as (tag, contents).
+fn items(mut contents: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut out = Vec::new();
+    while !contents.is_empty() {
+        let (tag, value, rest) = tlv(contents)?;
+        out.push((tag, value));
+        contents = rest;
+    }
+    Some(out)
+}
