@@ -1,5 +1,7 @@
 //! Certificate and CRL metadata (x509-parser): subject, issuer, SANs, validity, fingerprint, nextUpdate.
 
+use std::fmt::Write;
+
 use serde::Serialize;
 use x509_parser::prelude::*;
 
@@ -11,7 +13,8 @@ pub struct CertInfo {
     /// e.g. `CN=example.com, O=Example`: the certificate's order, values escaped (RFC 4514, [`crate::material::dn`]).
     pub subject: String,
     pub issuer: String,
-    /// Every SAN as text: DNS names as is, IPs as `1.2.3.4`, URIs, emails.
+    /// Every SAN as text: DNS names, URIs and emails with a backslash,
+    /// control characters and non-ASCII bytes as `\XX`; IPs as `1.2.3.4`.
     pub sans: Vec<String>,
     /// The DNS SANs only (lowercase): what SNI selection matches.
     pub dns_names: Vec<String>,
@@ -81,12 +84,12 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
         for name in &ext.value.general_names {
             match name {
                 GeneralName::DNSName(d) => {
-                    sans.push((*d).to_owned());
+                    sans.push(san_text(d));
                     dns_names.push(d.to_ascii_lowercase());
                 }
                 GeneralName::IPAddress(b) => sans.push(ip_text(b)),
-                GeneralName::URI(u) => sans.push((*u).to_owned()),
-                GeneralName::RFC822Name(m) => sans.push((*m).to_owned()),
+                GeneralName::URI(u) => sans.push(san_text(u)),
+                GeneralName::RFC822Name(m) => sans.push(san_text(m)),
                 _ => {}
             }
         }
@@ -130,6 +133,27 @@ pub fn inspect_crl(der: &[u8]) -> Result<CrlInfo, String> {
     })
 }
 
+/// A name from a SAN as text people read (`certs inspect`, `check`, the
+/// API): a backslash, control characters and each byte of a non-ASCII
+/// character as `\XX`, as subjects are escaped ([`crate::material::dn`]),
+/// so a name carrying a terminal escape (`ESC ]0;...BEL`) cannot retitle
+/// or repaint the operator's terminal.
+fn san_text(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            c if c == '\\' || c.is_ascii_control() || !c.is_ascii() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\{b:02X}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn ip_text(b: &[u8]) -> String {
     match b.len() {
         4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(b).expect("len 4")).to_string(),
@@ -166,5 +190,25 @@ mod tests {
     fn hex_is_lowercase_and_zero_padded() {
         assert_eq!(super::hex(&[0x00, 0xab, 0x7f, 0x10]), "00ab7f10");
         assert_eq!(super::hex(&[]), "");
+    }
+
+    /// A SAN carrying control characters (a terminal escape) is shown
+    /// escaped, as subjects are: it was printed as is by `certs inspect`
+    /// and `check`, and written into the terminal.
+    #[test]
+    fn sans_are_escaped_as_subjects_are() {
+        use rcgen::{CertificateParams, KeyPair, SanType, string::Ia5String};
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![
+            SanType::DnsName(Ia5String::try_from("a\u{1b}]0;x\u{7}.test").unwrap()),
+            SanType::URI(Ia5String::try_from("spiffe://t/a\\b").unwrap()),
+            SanType::DnsName(Ia5String::try_from("plain.test").unwrap()),
+        ];
+        let cert = p.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let info = super::inspect(cert.der()).unwrap();
+        assert_eq!(
+            info.sans,
+            ["a\\1B]0;x\\07.test", "spiffe://t/a\\5Cb", "plain.test"]
+        );
     }
 }
