@@ -86,19 +86,58 @@ impl Loaded {
         }
     }
 
-    /// The earliest not-after of the certificates this entry serves or trusts.
+    /// The earliest not-after of the certificates this entry serves or
+    /// trusts: the [`primary`](Self::primary) certificate's.
     pub fn not_after(&self) -> i64 {
-        match &self.material {
-            Material::Pair(p) => p.leaf.not_after,
-            Material::Ca(c) => c.certs.iter().map(|c| c.not_after).min().unwrap_or(0),
-        }
+        self.primary().map_or(0, |p| p.not_after)
     }
 
-    /// The leaf (pair) or first CA certificate (bundle), for summaries.
+    /// The leaf (pair), or the CA certificate that expires first (bundle;
+    /// the first in file order among equals), for summaries: the API's
+    /// subject, fingerprint and dates, and the expiry logs, all describe
+    /// the one certificate whose not_after is shown (they mixed the first
+    /// certificate's subject with another's date). Every CA certificate
+    /// is in `ca_certs`.
     pub fn primary(&self) -> Option<&CertInfo> {
         match &self.material {
             Material::Pair(p) => Some(&p.leaf),
-            Material::Ca(c) => c.certs.first(),
+            Material::Ca(c) => c.certs.iter().min_by_key(|c| c.not_after),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{EntryKind, EntrySource};
+
+    /// A self-signed CA named `cn`, valid until `days` from now, as PEM.
+    fn ca(cn: &str, days: i64) -> String {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(days);
+        p.self_signed(&KeyPair::generate().unwrap()).unwrap().pem()
+    }
+
+    /// A bundle's summary (subject, fingerprint, not_before; the expiry
+    /// log's fingerprint) is the certificate whose not_after it shows,
+    /// the one that expires first: it was the first certificate's subject
+    /// and fingerprint next to the earliest not_after of the bundle, two
+    /// certificates as one.
+    #[test]
+    fn a_bundle_s_summary_is_the_certificate_that_expires_first() {
+        let source = EntrySource::CaInline {
+            ca_pem: format!("{}{}", ca("late", 400), ca("soon", 10)),
+            crl_pem: None,
+        };
+        let loaded = super::pem::load(EntryKind::CaBundle, &source).unwrap();
+        let soon = &loaded.ca().unwrap().certs[1];
+        let primary = loaded.primary().unwrap();
+        assert_eq!(primary.subject, "CN=soon");
+        assert_eq!(primary, soon);
+        assert_eq!(loaded.not_after(), soon.not_after);
     }
 }
