@@ -449,6 +449,11 @@ impl H2 {
         self.shared.kill.kill();
         match settled {
             Err(_) => Err(DialError::Timeout),
+            // TLS 1.3: a server refusing our client certificate says so
+            // after our side of the handshake ended, before its SETTINGS.
+            Ok(_) if let Some(tls) = self.shared.kill.tls_error() => {
+                Err(DialError::Tls(tls.clone()))
+            }
             Ok(_) => Err(DialError::Io(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 "HTTP/2 connection closed before the server's SETTINGS",
