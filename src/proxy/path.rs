@@ -26,6 +26,10 @@ pub enum PathError {
     /// the dot segment, so a backend would climb where routing did not.
     #[error("dot segment with parameters")]
     DotSegmentParams,
+    /// An HTTP/2 `:path` such as `?x` or `x` (RFC 9113 §8.3.1: `/`
+    /// first, or `*` alone): no path a route or an upstream can read.
+    #[error("the path does not start with '/'")]
+    NoLeadingSlash,
 }
 
 /// The normalised form of `path` (the path part only, no query): borrowed

@@ -156,6 +156,22 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
         let value = HeaderValue::from_str(&fixed).map_err(|_| Refused::InvalidHost)?;
         req.headers_mut().insert(header::HOST, value);
     }
+    let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+    if !target.starts_with('/') && target != "*" {
+        // `:path: ?x` (h2 takes it): read as `/` for routing, it reached
+        // the upstream as sent, where an HTTP/2 server resets it as
+        // malformed (RFC 9113 §8.3.1), a failure counted against the
+        // endpoint. Refused as nginx does. HTTP/1.1's
+        // `http://a.example?x` has an empty path, which is `/` (RFC
+        // 9112 §3.2.1, as nginx reads it).
+        let empty_path = target.is_empty() || target.starts_with('?');
+        if h2 || req.uri().scheme().is_none() || !empty_path {
+            return Err(Refused::Path(PathError::NoLeadingSlash));
+        }
+        let rooted = PathAndQuery::try_from(format!("/{target}"))
+            .map_err(|_| Refused::Path(PathError::NoLeadingSlash))?;
+        set_path_and_query(req, rooted)?;
+    }
     if req.uri().path() == "*" && req.method() != Method::OPTIONS {
         // `GET *`: the asterisk names the server itself, for OPTIONS alone
         // (RFC 9112 §3.2.4, RFC 9113 §8.3.1). Forwarded, it would reach a
@@ -171,6 +187,14 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
         None => PathAndQuery::try_from(normalised),
     }
     .map_err(|_| Refused::Path(PathError::BadPercent))?;
+    set_path_and_query(req, path_and_query)
+}
+
+/// `req`'s target with `path_and_query` in place of its own.
+fn set_path_and_query<B>(
+    req: &mut Request<B>,
+    path_and_query: PathAndQuery,
+) -> Result<(), Refused> {
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
     parts.path_and_query = Some(path_and_query);
     *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refused::Path(PathError::BadPercent))?;
@@ -454,6 +478,16 @@ mod tests {
         assert_eq!(
             ok(V::HTTP_11, "/pub/..%2fsecret", &["a"]),
             Err(Refused::Path(PathError::EncodedSeparator))
+        );
+        // A path must start with `/`; an absolute-form target's empty
+        // path is `/`.
+        assert_eq!(
+            ok(V::HTTP_2, "https://a.test?x", &[]),
+            Err(Refused::Path(PathError::NoLeadingSlash))
+        );
+        assert_eq!(
+            ok(V::HTTP_11, "http://a.test?x", &["a.test"]),
+            Ok((Some("a.test".into()), "/?x".into()))
         );
         let with = |method: Method, uri: &str, host: &str| {
             Request::builder()

@@ -150,3 +150,86 @@ async fn connect_and_trace_are_405() {
         assert_eq!(backend.accepted.load(Ordering::SeqCst), 0);
     }
 }
+
+/// An HTTP/2 `:path` starts with `/`, or is `*` for `OPTIONS` (RFC 9113
+/// §8.3.1). `?x` (h2 refuses `x` itself, not `?x`) used to be routed as
+/// `/` and reach an HTTP/2 upstream as sent, where a strict server resets the stream
+/// (`PROTOCOL_ERROR`): a failure counted against a healthy endpoint, five
+/// such requests and it was ejected. They get 400 and reach no upstream.
+/// An HTTP/1.1 absolute-form target with an empty path
+/// (`http://a.example.com?x`) is the path `/` (RFC 9112 §3.2.1), as
+/// nginx reads it: forwarded as `/?x`, not as `?x`.
+#[tokio::test]
+async fn a_path_not_starting_with_a_slash_is_400() {
+    let w = world().await;
+    let (rec, seen) = path_recorder(&w.backend_pair).await;
+    let upstream = format!(
+        r#"
+  - name: rec
+    servers: [https://{rec}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
+    );
+    let (_p, addr) = serve(&w.scene.public_config("[{ upstream: rec }]", &upstream)).await;
+    let mut client = h2_to(&w, addr).await;
+    for (method, path, status) in [
+        ("GET", "?x", 400),
+        ("POST", "?", 400),
+        ("GET", "/ok?x", 200),
+        ("OPTIONS", "*", 200),
+    ] {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(http::uri::Authority::from_static("a.example.com"));
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static(path));
+        let req = http::Request::builder()
+            .method(method)
+            .uri(http::Uri::from_parts(parts).unwrap())
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), status, "{method} {path}");
+    }
+    let r = raw(
+        &w,
+        addr,
+        b"GET http://a.example.com?x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(*seen.lock().unwrap(), ["/ok?x", "*", "/?x"]);
+}
+
+/// An HTTP/2 backend serving `pair` that answers every request `200` and
+/// records its `:path` as it came: its address, and the paths.
+async fn path_recorder(
+    pair: &TestPair,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (listener, acceptor) = tls_listener(pair, b"h2").await;
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let paths = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, paths) = (acceptor.clone(), paths.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+                    paths.lock().unwrap().push(path.unwrap_or_default());
+                    let _ = respond.send_response(http::Response::new(()), true);
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
