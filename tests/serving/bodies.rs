@@ -127,15 +127,6 @@ fn h2_upload(declared: Option<usize>) -> http::Request<()> {
     req.body(()).unwrap()
 }
 
-/// Everything left of an HTTP/2 response body.
-async fn h2_body(rx: &mut h2::RecvStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    while let Some(data) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
-        got.extend_from_slice(&data.unwrap());
-    }
-    got
-}
-
 /// A client that declares an upload and stops sending it is cut by
 /// body_read_timeout (nginx's client_body_timeout) on both protocols: it
 /// gets `408` (HTTP/1.1: and the connection closes). With every body

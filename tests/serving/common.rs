@@ -493,6 +493,15 @@ pub async fn h2_answer(resp: h2::client::ResponseFuture) -> http::Response<h2::R
     tokio::time::timeout(WAIT, resp).await.unwrap().unwrap()
 }
 
+/// Everything left of an HTTP/2 response body.
+pub async fn h2_body(rx: &mut h2::RecvStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    while let Some(data) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
+        got.extend_from_slice(&data.unwrap());
+    }
+    got
+}
+
 /// Send `req` without a body on `client`; its response, within `WAIT`.
 pub async fn h2_request(
     client: &mut h2::client::SendRequest<Bytes>,

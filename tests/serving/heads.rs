@@ -411,3 +411,37 @@ async fn header_field_count_is_limited_on_both_protocols() {
     let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="431"} 2"#;
     wait_metric(admin, line, WAIT).await;
 }
+
+/// An HTTP/2 client's `cookie` fields count as one toward the 100-field
+/// limit, as Envoy joins the crumbs before counting: Firefox sends one
+/// field per cookie (RFC 9113 §8.2.3), and 98 cookies with a few headers
+/// got 431 where the same cookies in one field passed. The upstream gets
+/// them as one `cookie` header. Other fields still count one each.
+#[tokio::test]
+async fn h2_cookie_crumbs_count_as_one_field() {
+    let (w, mut p, addr) = serve("").await;
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+    let request = |cookies: usize, others: usize| {
+        let mut b = http::Request::builder().uri("https://a.example.com/api");
+        for i in 0..cookies {
+            b = b.header("cookie", format!("c{i}=v"));
+        }
+        for i in 0..others {
+            b = b.header(format!("x-h{i}"), "v");
+        }
+        b.body(()).unwrap()
+    };
+    let resp = h2_request(&mut client, request(98, 5)).await;
+    assert_eq!(resp.status(), 200);
+    let body = h2_body(&mut resp.into_body()).await;
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let joined: Vec<String> = (0..98).map(|i| format!("c{i}=v")).collect();
+    assert_eq!(seen["headers"]["cookie"], joined.join("; "), "{seen}");
+    client = client.ready().await.unwrap();
+    let resp = h2_request(&mut client, request(2, 100)).await;
+    assert_eq!(resp.status(), 431);
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+    let admin = p.admin_addr().await;
+    let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="431"} 1"#;
+    wait_metric(admin, line, WAIT).await;
+}
