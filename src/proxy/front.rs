@@ -208,14 +208,29 @@ pub async fn redirect_connection(
 }
 
 /// The `308` for one request, or `400` without a valid `Host`.
+///
+/// Only the `Host` is checked, as nginx's `return 308
+/// https://$host$request_uri` does: a path or framing a TLS listener
+/// refuses (`%2F`, `\`, `..;`, `Transfer-Encoding: gzip, chunked`) is
+/// that listener's to answer, and it used to get `400` here.
 fn redirect(mut req: Request<Incoming>, port: u16) -> Response<ResponseBody> {
-    let location = request::prepare(&mut req).ok().and_then(|()| {
+    let location = request::one_authority(&mut req).ok().and_then(|()| {
         let authority: http::uri::Authority = request::authority(&req)?.parse().ok()?;
         let host = authority.host();
         if host.is_empty() {
             return None;
         }
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        // The target as sent (nginx's `$request_uri`). It must start with
+        // `/` so that `Location` names no other host (`@evil.example`
+        // would): `*` has no path to redirect to; an absolute-form
+        // target's empty path is `/` (RFC 9112 §3.2.1). hyper's parser
+        // lets no CR, LF or space through, and `HeaderValue` checks again.
+        let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+        let path = match target.as_bytes().first() {
+            Some(b'/') => target.to_owned(),
+            None | Some(b'?') if req.uri().scheme().is_some() => format!("/{target}"),
+            _ => return None,
+        };
         let location = if port == 443 {
             format!("https://{host}{path}")
         } else {

@@ -120,6 +120,48 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
     if !req.body().is_end_stream() {
         transfer_codings(req.headers())?;
     }
+    one_authority(req)?;
+    let h2 = req.version() == Version::HTTP_2;
+    let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+    if !target.starts_with('/') && target != "*" {
+        // `:path: ?x` (h2 takes it): read as `/` for routing, it reached
+        // the upstream as sent, where an HTTP/2 server resets it as
+        // malformed (RFC 9113 §8.3.1), a failure counted against the
+        // endpoint. Refused as nginx does. HTTP/1.1's
+        // `http://a.example?x` has an empty path, which is `/` (RFC
+        // 9112 §3.2.1, as nginx reads it).
+        let empty_path = target.is_empty() || target.starts_with('?');
+        if h2 || req.uri().scheme().is_none() || !empty_path {
+            return Err(Refused::Path(PathError::NoLeadingSlash));
+        }
+        let rooted = PathAndQuery::try_from(format!("/{target}"))
+            .map_err(|_| Refused::Path(PathError::NoLeadingSlash))?;
+        set_path_and_query(req, rooted)?;
+    }
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        // `GET *`: the asterisk names the server itself, for OPTIONS alone
+        // (RFC 9112 §3.2.4, RFC 9113 §8.3.1). Forwarded, it would reach a
+        // backend as a path no route prefix covers.
+        return Err(Refused::AsteriskForm);
+    }
+    let normalised = match normalise(req.uri().path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(p) => p,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => PathAndQuery::try_from(format!("{normalised}?{q}")),
+        None => PathAndQuery::try_from(normalised),
+    }
+    .map_err(|_| Refused::Path(PathError::BadPercent))?;
+    set_path_and_query(req, path_and_query)
+}
+
+/// The `Host` checks of [`prepare`] alone (what the `redirect_https`
+/// listener needs): at most one `Host`, valid, and present on HTTP/1.1;
+/// an absolute-form target's or HTTP/2 `:authority`'s authority wins, in
+/// one spelling. An authority-form target is refused here too: it names
+/// no path, and no authority a `Host` agrees with.
+pub fn one_authority<B>(req: &mut Request<B>) -> Result<(), Refused> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -166,38 +208,7 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
         let value = HeaderValue::from_str(&fixed).map_err(|_| Refused::InvalidHost)?;
         req.headers_mut().insert(header::HOST, value);
     }
-    let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
-    if !target.starts_with('/') && target != "*" {
-        // `:path: ?x` (h2 takes it): read as `/` for routing, it reached
-        // the upstream as sent, where an HTTP/2 server resets it as
-        // malformed (RFC 9113 §8.3.1), a failure counted against the
-        // endpoint. Refused as nginx does. HTTP/1.1's
-        // `http://a.example?x` has an empty path, which is `/` (RFC
-        // 9112 §3.2.1, as nginx reads it).
-        let empty_path = target.is_empty() || target.starts_with('?');
-        if h2 || req.uri().scheme().is_none() || !empty_path {
-            return Err(Refused::Path(PathError::NoLeadingSlash));
-        }
-        let rooted = PathAndQuery::try_from(format!("/{target}"))
-            .map_err(|_| Refused::Path(PathError::NoLeadingSlash))?;
-        set_path_and_query(req, rooted)?;
-    }
-    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
-        // `GET *`: the asterisk names the server itself, for OPTIONS alone
-        // (RFC 9112 §3.2.4, RFC 9113 §8.3.1). Forwarded, it would reach a
-        // backend as a path no route prefix covers.
-        return Err(Refused::AsteriskForm);
-    }
-    let normalised = match normalise(req.uri().path())? {
-        Cow::Borrowed(_) => return Ok(()),
-        Cow::Owned(p) => p,
-    };
-    let path_and_query = match req.uri().query() {
-        Some(q) => PathAndQuery::try_from(format!("{normalised}?{q}")),
-        None => PathAndQuery::try_from(normalised),
-    }
-    .map_err(|_| Refused::Path(PathError::BadPercent))?;
-    set_path_and_query(req, path_and_query)
+    Ok(())
 }
 
 /// `req`'s target with `path_and_query` in place of its own.

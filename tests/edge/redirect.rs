@@ -102,6 +102,59 @@ async fn redirect_https_and_response_headers() {
     drop(w.scene);
 }
 
+/// Every request with a valid `Host` gets its `308`, whatever its path or
+/// framing: only the `Host` is checked, as nginx's `return 308
+/// https://$host$request_uri` does. An encoded `/`, a `\`, a dot segment
+/// with parameters, or `Transfer-Encoding: gzip, chunked` (refused on a
+/// TLS listener before routing) used to get `400`. The target goes into
+/// `Location` as sent, after the host; one with no path to redirect to
+/// (`*`, `host:port`) gets `400`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_checks_only_the_host() {
+    let w = world().await;
+    for (request, location) in [
+        (
+            "GET /api/projects/group%2Fproject HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "https://a.example:8443/api/projects/group%2Fproject",
+        ),
+        (
+            "GET /a\\b HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "https://a.example:8443/a\\b",
+        ),
+        (
+            "GET /x/..;/y?z=%2e%2e HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "https://a.example:8443/x/..;/y?z=%2e%2e",
+        ),
+        (
+            "GET //x/../y HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "https://a.example:8443//x/../y",
+        ),
+        (
+            "POST /form HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "https://a.example:8443/form",
+        ),
+        (
+            "GET http://a.example?q HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "https://a.example:8443/?q",
+        ),
+    ] {
+        let r = raw_http(w.http, request).await;
+        assert!(r.starts_with("HTTP/1.1 308"), "{request:?}: {r}");
+        assert!(
+            r.contains(&format!("\r\nlocation: {location}\r\n")),
+            "{request:?}: {r}"
+        );
+    }
+    for bad in [
+        "OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET a.example:80 HTTP/1.1\r\nHost: a.example:80\r\n\r\n",
+    ] {
+        let r = raw_http(w.http, bad).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{bad:?}: {r}");
+        assert!(!r.to_ascii_lowercase().contains("location:"), "{r}");
+    }
+}
+
 /// The redirect listener holds `limits.max_header_bytes` as the TLS
 /// listeners' HTTP/1.1 does: a head over it gets `431`, counted; one under
 /// it its `308`. Below hyper's 8 KiB read buffer the limit was not held.
