@@ -417,6 +417,21 @@ async fn a_malformed_body_names_the_field() {
             json!({"mode": "none", "allow_expired_crl": token}),
             "allow_expired_crl",
         ),
+        // serde quotes a string as Rust's Debug does: an inner `"` is `\"`,
+        // which must not end the quoted value in the message.
+        (
+            "PUT",
+            client_auth,
+            json!({"mode": "none", "allow_expired_crl": format!("x\"{token}")}),
+            "allow_expired_crl",
+        ),
+        // A key PEM encoded as JSON twice: its quotes and `\\n` escaped.
+        (
+            "PUT",
+            client_auth,
+            json!({"mode": "none", "allow_expired_crl": serde_json::to_string(&secret).unwrap()}),
+            "allow_expired_crl",
+        ),
         (
             "PUT",
             client_auth,

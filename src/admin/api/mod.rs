@@ -359,12 +359,17 @@ fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
 }
 
 /// serde_json quotes offending string values in its messages; a body can
-/// carry a key, so keep the field names and drop the values.
+/// carry a key, so keep the field names and drop the values. serde writes
+/// a value in Debug form, so inside it `\"` is a quote of the value (a
+/// JSON-encoded PEM is full of them) and `\\` a backslash: neither ends it.
 fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quoted = false;
-    for c in message.chars() {
-        if c == '"' {
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if quoted && c == '\\' {
+            chars.next();
+        } else if c == '"' {
             if !quoted {
                 out.push_str("\"…\"");
             }
@@ -511,6 +516,15 @@ mod tests {
         let e = parse_json::<Body>(br#"{"name": "n", "list": [true, "hidden"]}"#).unwrap_err();
         assert!(e.starts_with("invalid JSON body at list[1]: "), "{e}");
         assert!(!e.contains("hidden"), "{e}");
+        // serde writes the value in Debug form: a `\"` inside it does not
+        // end it, and a `\\` before the closing `"` does not keep it open.
+        for value in [r#""x\"TAIL""#, r#""x\\\"TAIL""#, r#""TAIL\\""#] {
+            let body = format!(r#"{{"name": "n", "list": [{value}]}}"#);
+            let e = parse_json::<Body>(body.as_bytes()).unwrap_err();
+            assert!(e.starts_with("invalid JSON body at list[0]: "), "{e}");
+            assert!(!e.contains("TAIL"), "{value}: {e}");
+            assert!(e.contains("expected a boolean"), "{value}: {e}");
+        }
         let e = parse_json::<Body>(br#"{"list": []}"#).unwrap_err();
         assert!(
             e.starts_with("invalid JSON body: missing field `name`"),
