@@ -240,6 +240,29 @@ fn missing_token_file_fails() {
     assert!(err.contains("2 problem(s)"), "{err}");
 }
 
+/// The token shipped in examples/kubernetes is public: a token file that
+/// still holds it is refused, naming the file and how to make a token.
+#[test]
+fn the_example_placeholder_token_fails() {
+    let placeholder = "replace-me-with-openssl-rand-hex-32";
+    let (s, cfg) = scene(ADMIN, "");
+    write(&s.path("editor.token"), &format!("{placeholder}\n"));
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "admin.tokens[0].token_file {}: ",
+            s.path("editor.token").display()
+        )) && err.contains("openssl rand -hex 32"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(placeholder) && !out.contains(placeholder),
+        "{out}{err}"
+    );
+    assert!(err.contains("1 problem(s)"), "{err}");
+}
+
 /// A non-loopback admin bind without tokens is refused, as at startup.
 #[test]
 fn public_admin_without_tokens_fails() {

@@ -160,6 +160,10 @@ fn bearer_token(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// What the example manifests' token says: a token holding it was never
+/// replaced.
+const PLACEHOLDER: &str = "replace-me";
+
 /// The largest token file read (a token is a line of text).
 const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 
@@ -186,6 +190,15 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
     let token = text.trim();
     if token.is_empty() {
         return Err(format!("{place}: the token is empty"));
+    }
+    // The example Secret ships one, and everyone who read the example
+    // knows it; the admin listener there binds 0.0.0.0.
+    if token.to_ascii_lowercase().contains(PLACEHOLDER) {
+        return Err(format!(
+            "{place}: the token is the example's placeholder ({PLACEHOLDER:?}...), \
+             known to everyone who read it; put a random one there, e.g. the \
+             output of `openssl rand -hex 32`"
+        ));
     }
     if token.len() < 16 {
         tracing::warn!(source = %place, "admin token is shorter than 16 characters; use a long random one");
@@ -281,6 +294,55 @@ mod tests {
         ])));
         let v6: SocketAddr = "[::1]:9901".parse().unwrap();
         assert!(check_host(&headers(&[(header::HOST, "[::1]:9901")]), None, v6).is_ok());
+    }
+
+    /// The example Secret's token, or one that still says to replace it,
+    /// is refused wherever it is read: at startup, by `check` and by a
+    /// re-read, which keeps the running token.
+    #[test]
+    fn the_example_placeholder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin.token");
+        let config = AdminConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tokens: vec![crate::config::TokenConfig {
+                role: Role::Editor,
+                source: TokenSource::File(file.clone()),
+            }],
+        };
+        for placeholder in [
+            "replace-me-with-openssl-rand-hex-32\n",
+            "REPLACE-ME-0123456789abcdef",
+        ] {
+            std::fs::write(&file, placeholder).unwrap();
+            let Err(e) = Tokens::load(&config) else {
+                panic!("{placeholder:?} accepted");
+            };
+            assert!(
+                e.starts_with(&format!("admin.tokens[0].token_file {}: ", file.display())),
+                "{e}"
+            );
+            assert!(e.contains("openssl rand -hex 32"), "{e}");
+            assert!(
+                !e.to_lowercase()
+                    .contains(placeholder.trim().to_lowercase().as_str()),
+                "{e}"
+            );
+            assert_eq!(Tokens::problems(&config), vec![e]);
+        }
+        std::fs::write(&file, "editor-token-0123456789").unwrap();
+        let t = Tokens::load(&config).unwrap();
+        std::fs::write(&file, "replace-me-with-openssl-rand-hex-32").unwrap();
+        t.reread(0);
+        let bearer = |t: &str| headers(&[(header::AUTHORIZATION, &format!("Bearer {t}"))]);
+        assert!(
+            t.authorize(&bearer("editor-token-0123456789"), &Method::GET)
+                .is_ok()
+        );
+        assert!(
+            t.authorize(&bearer("replace-me-with-openssl-rand-hex-32"), &Method::GET)
+                .is_err()
+        );
     }
 
     #[test]
