@@ -49,8 +49,11 @@ pub fn run(path: &Path) -> ExitCode {
         .map(|p| format!("{}: {}", p.location, p.message))
         .collect();
     let Some(config) = config else {
-        for p in &config_problems {
-            crate::errln!("{}: {p}", file.display());
+        let lines = config_problems
+            .iter()
+            .map(|p| format!("{}: {p}", file.display()));
+        for line in config::listed(&file, lines.collect()) {
+            crate::errln!("{line}");
         }
         crate::errln!(
             "configuration check failed: {} problem(s)",
@@ -174,8 +177,11 @@ pub fn run(path: &Path) -> ExitCode {
         );
         ExitCode::SUCCESS
     } else {
-        for p in &problems {
-            crate::errln!("{}: {p}", config.file.display());
+        let lines = problems
+            .iter()
+            .map(|p| format!("{}: {p}", config.file.display()));
+        for line in config::listed(&config.file, lines.collect()) {
+            crate::errln!("{line}");
         }
         crate::errln!("configuration check failed: {} problem(s)", problems.len());
         ExitCode::FAILURE

@@ -142,9 +142,18 @@ pub struct Syntax {
     pub message: String,
 }
 
+/// The most YAML events that aliases (`*name`, `<<: *name`) may replay in
+/// one file: ten times a large configuration's node count. saphyr's default,
+/// a million, lets a few hundred bytes of nested anchors build a tree of
+/// hundreds of thousands of nodes (and a problem line for each) in a pod
+/// with a 256 MiB limit.
+pub const MAX_ALIAS_EVENTS: usize = 50_000;
+
 /// Parse `text` into a tree, or say where its YAML is broken.
 pub fn parse(text: &str) -> Result<Node, Syntax> {
-    let mut root: Node = serde_saphyr::from_str(text).map_err(|e| {
+    let mut options = serde_saphyr::Options::default();
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
+    let mut root: Node = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         // saphyr's first line reads "error: line L column C: message";
         // the rest is a source excerpt we don't need in a log line.
         let first = e.to_string();
@@ -154,6 +163,13 @@ pub fn parse(text: &str) -> Result<Node, Syntax> {
             .unwrap_or("")
             .trim_start_matches("error: ")
             .to_owned();
+        let first = match first.split_once(": alias replay limit exceeded") {
+            Some((loc, _)) => format!(
+                "{loc}: its aliases expand to more than {MAX_ALIAS_EVENTS} YAML events; \
+                 refused as an alias bomb (write the repeated parts out, or repeat less)"
+            ),
+            None => first,
+        };
         match first.split_once(": ") {
             Some((loc, msg)) if loc.starts_with("line ") => Syntax {
                 line: loc
@@ -388,7 +404,7 @@ struct Rec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[derive(Deserialize, Debug)]
@@ -417,6 +433,36 @@ mod tests {
     fn run(text: &str) -> (Option<Top>, Report) {
         let mut root = parse(text).unwrap();
         read::<Top>(&mut root)
+    }
+
+    /// Six levels of anchors, each listing the one before nine times: a
+    /// few hundred bytes that replay ~750,000 YAML events.
+    pub(in crate::config) fn alias_bomb() -> String {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..6 {
+            let previous = vec![format!("*a{}", i - 1); 9].join(", ");
+            text += &format!("a{i}: &a{i} [{previous}]\n");
+        }
+        text
+    }
+
+    /// A bomb is refused while parsing, before a tree of its size is built,
+    /// with one problem saying why; a few aliases still read.
+    #[test]
+    fn an_alias_bomb_is_refused() {
+        let e = parse(&alias_bomb()).unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "aliases expand to more than {MAX_ALIAS_EVENTS} YAML events"
+            )),
+            "{e:?}"
+        );
+        assert!(e.message.len() < 300, "{e:?}");
+        let root = parse("a: &a [x, y]\nb: [*a, *a, *a]\n").unwrap();
+        let Value::Map(entries) = root.value else {
+            panic!("{root:?}")
+        };
+        assert!(matches!(&entries[1].1.value, Value::Seq(s) if s.len() == 3));
     }
 
     #[test]
