@@ -244,6 +244,17 @@ pub fn check_host(
 
 /// `host:port` naming `local` itself (or `localhost` for a loopback address).
 fn is_admin_address(host: &str, local: SocketAddr) -> bool {
+    // A Host (or Origin) without a port names port 80 (RFC 9110 §7.2):
+    // curl sends `Host: 127.0.0.1` for `http://127.0.0.1/`. A `:` inside
+    // an IPv6 literal's brackets is not a port's.
+    let has_port = host.rfind(':').is_some_and(|i| !host[i..].contains(']'));
+    let with_port;
+    let host = if local.port() == 80 && !has_port {
+        with_port = format!("{host}:80");
+        &with_port
+    } else {
+        host
+    };
     if host.eq_ignore_ascii_case(&local.to_string()) {
         return true;
     }
@@ -294,6 +305,28 @@ mod tests {
         ])));
         let v6: SocketAddr = "[::1]:9901".parse().unwrap();
         assert!(check_host(&headers(&[(header::HOST, "[::1]:9901")]), None, v6).is_ok());
+        // Without a port a Host names port 80 (RFC 9110 §7.2), as curl and
+        // browsers send it for `http://127.0.0.1/`; so does an Origin.
+        assert!(!ok(headers(&[(header::HOST, "127.0.0.1")])));
+        assert!(!ok(headers(&[(header::HOST, "localhost")])));
+        for local in ["127.0.0.1:80", "[::1]:80"] {
+            let local: SocketAddr = local.parse().unwrap();
+            let ok = |h: HeaderMap| check_host(&h, None, local).is_ok();
+            let ip = local.to_string().trim_end_matches(":80").to_owned();
+            for host in [ip.as_str(), "localhost", &local.to_string(), "LOCALHOST:80"] {
+                assert!(ok(headers(&[(header::HOST, host)])), "{local} {host}");
+                let origin = format!("http://{host}");
+                let h = headers(&[(header::HOST, host), (header::ORIGIN, &origin)]);
+                assert!(ok(h), "{local} {origin}");
+            }
+            for host in ["evil.example", "127.0.0.2", "[::2]", &format!("{ip}:8080")] {
+                assert!(!ok(headers(&[(header::HOST, host)])), "{local} {host}");
+            }
+        }
+        // localhost names loopback only.
+        let public: SocketAddr = "192.0.2.7:80".parse().unwrap();
+        assert!(check_host(&headers(&[(header::HOST, "192.0.2.7")]), None, public).is_ok());
+        assert!(check_host(&headers(&[(header::HOST, "localhost")]), None, public).is_err());
     }
 
     /// The example Secret's token, or one that still says to replace it,
