@@ -349,7 +349,8 @@ fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
             // The body itself: a missing field or a syntax error, whose
             // words already say what.
             "." => format!("invalid JSON body: {inner}"),
-            path => format!("invalid JSON body at {path}: {inner}"),
+            path if name_like(path) => format!("invalid JSON body at {path}: {inner}"),
+            _ => format!("invalid JSON body at …: {inner}"),
         }
     })?;
     // Trailing bytes after the object, as `serde_json::from_slice` refuses.
@@ -362,6 +363,8 @@ fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
 /// carry a key, so keep the field names and drop the values. serde writes
 /// a value in Debug form, so inside it `\"` is a quote of the value (a
 /// JSON-encoded PEM is full of them) and `\\` a backslash: neither ends it.
+/// Field names (`unknown field `KEY``) are the body's own keys, too: one
+/// that is not a plain name (a PEM sent as a key) is dropped as a value is.
 fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quoted = false;
@@ -369,6 +372,11 @@ fn without_values(message: &str) -> String {
     while let Some(c) = chars.next() {
         if quoted && c == '\\' {
             chars.next();
+        } else if c == '`' && !quoted {
+            let name: String = chars.by_ref().take_while(|&c| c != '`').collect();
+            out.push('`');
+            out.push_str(if name_like(&name) { &name } else { "…" });
+            out.push('`');
         } else if c == '"' {
             if !quoted {
                 out.push_str("\"…\"");
@@ -379,6 +387,15 @@ fn without_values(message: &str) -> String {
         }
     }
     out
+}
+
+/// A field name or path a message may repeat: short, of the characters
+/// hotproxy's own field names and paths are made of.
+fn name_like(text: &str) -> bool {
+    text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.[]".contains(&b))
 }
 
 fn too_large() -> (StatusCode, Value) {
@@ -525,6 +542,14 @@ mod tests {
             assert!(!e.contains("TAIL"), "{value}: {e}");
             assert!(e.contains("expected a boolean"), "{value}: {e}");
         }
+        // A key is the body's, too: an unknown one that is not a plain
+        // name (a PEM sent as a key) is not repeated; a plain one is.
+        let e = parse_json::<Body>(br#"{"name": "n", "-----BEGIN PRIVATE KEY-----\nMIIEvQ": 1}"#)
+            .unwrap_err();
+        assert!(!e.contains("MIIEvQ") && !e.contains("BEGIN"), "{e}");
+        assert!(e.contains("unknown field `…`, expected"), "{e}");
+        let e = parse_json::<Body>(br#"{"name": "n", "colour": 1}"#).unwrap_err();
+        assert!(e.contains("unknown field `colour`"), "{e}");
         let e = parse_json::<Body>(br#"{"list": []}"#).unwrap_err();
         assert!(
             e.starts_with("invalid JSON body: missing field `name`"),
