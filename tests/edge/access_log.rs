@@ -8,35 +8,6 @@ use tokio::io::AsyncWriteExt;
 use crate::common::*;
 use crate::support::*;
 
-/// A proxy with one listener (`public`, its upstream refusing
-/// connections) and an access log in `format`: the proxy, its address,
-/// the log's path and the edge CA (held by the scene).
-async fn logged(
-    scene: &Scene,
-    ca: &TestCa,
-    format: &str,
-) -> (Proxy, SocketAddr, std::path::PathBuf) {
-    scene.pair("a", &ca.server_pair(&["localhost"]));
-    let log = scene.path("access.log");
-    let config = scene.config(&format!(
-        r#"
-access_log: {{ path: {log}, format: {format} }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
-    routes: [{{ upstream: app }}]
-upstreams:
-  - name: app
-    servers: [http://127.0.0.1:9]
-"#,
-        log = log.display(),
-    ));
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
-    (p, addr, log)
-}
-
 /// Send `request` as raw bytes over HTTP/1.1 and read until the proxy closes.
 async fn send(addr: SocketAddr, ca: &TestCa, request: &[u8]) -> String {
     let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);

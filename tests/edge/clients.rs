@@ -233,24 +233,7 @@ upstreams:
 async fn userinfo_in_the_target_never_reaches_the_access_log() {
     let scene = Scene::new();
     let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
-    let log = scene.path("access.log");
-    let config = scene.config(&format!(
-        r#"
-access_log: {{ path: {log}, format: json }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
-    routes: [{{ upstream: app }}]
-upstreams:
-  - name: app
-    servers: [http://127.0.0.1:9]
-"#,
-        log = log.display(),
-    ));
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
+    let (_p, addr, log) = logged(&scene, &ca, "json").await;
     let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
     // In the target, then in a `Host` field of an origin-form request.
     let requests: [&[u8]; 2] = [

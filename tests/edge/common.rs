@@ -1,4 +1,4 @@
-//! Shared here: the world (edge, backend and SPIFFE PKI, echo backend, proxy) and the TLS clients.
+//! Shared here: the world (edge, backend and SPIFFE PKI, echo backend, proxy), a proxy with an access log, and the TLS clients.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -172,4 +172,33 @@ upstreams:{upstreams}
         partners,
         admin,
     }
+}
+
+/// A proxy with one listener (`public`, its upstream refusing
+/// connections) and an access log in `format`: the proxy, its address,
+/// the log's path and the edge CA (held by the scene).
+pub async fn logged(
+    scene: &Scene,
+    ca: &TestCa,
+    format: &str,
+) -> (Proxy, SocketAddr, std::path::PathBuf) {
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let log = scene.path("access.log");
+    let config = scene.config(&format!(
+        r#"
+access_log: {{ path: {log}, format: {format} }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#,
+        log = log.display(),
+    ));
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    (p, addr, log)
 }
