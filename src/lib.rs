@@ -18,6 +18,8 @@
 //!     - `binds`: listening addresses that overlap on one port (`0.0.0.0` and
 //!       `[::]` included), refused before a bind would fail.
 //!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
+//!   - `crl_files`: a ca-bundle's CRL file list, bounded and each file once (file and API).
+//!   - `listing`: problems listed to an operator, at most 100 and a count of the rest.
 //!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
 //!     unknown key, wrong type and missing field (check lists them all).
 //!     - `read`: the deserializer over the tree that records a problem and keeps going.
@@ -25,6 +27,8 @@
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
+//!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file.
+//!   - `keys`: a private key's kind and size, named when hotproxy cannot sign with it.
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
 //!   - `dn`: distinguished names as ASCII text (ours, and OpenSSL's RFC 2253 form that nginx and Envoy send), values escaped.
 //!     - `short_names`: OpenSSL's names for DN attribute types.
@@ -61,6 +65,8 @@
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!   - `conn`: a connection's bytes: head/idle timing, send timeout; the driver.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).
+//!   - `cancels`: requests a client cancels before their answer; most of them closes an
+//!     HTTP/2 connection (rapid reset).
 //!   - `drain`: the process's open client connections, counted so a shutdown can wait for them.
 //!   - `refused_head`: heads refused before they became requests (hyper's 400/414/431,
 //!     408 at `header_read_timeout`), counted and logged as requests.
