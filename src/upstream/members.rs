@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{ActiveHealth, Balance, PassiveHealth};
 use crate::metrics::{EndpointRequestLabels, EndpointStateLabels, METRICS};
@@ -306,6 +306,7 @@ impl Members {
             m.streak.fetch_min(0, Relaxed).min(0) - 1
         };
         m.streak.store(streak, Relaxed);
+        debug!(upstream = %self.upstream, endpoint = %m.label, passed, "active check");
         let was = m.unhealthy.load(Relaxed);
         if !was && streak <= -(active.unhealthy_after as i32) {
             m.unhealthy.store(true, Relaxed);

@@ -216,6 +216,14 @@ async fn a_retry_never_goes_to_an_endpoint_out_of_service() {
         })
         .await;
     assert_eq!(out["endpoint"], w.bad.addr.to_string());
+    // The good pod's first check runs alongside: killed before it is
+    // answered, the pod would fail it and go out of service too.
+    let good = w.good.addr.to_string();
+    w.proxy
+        .wait_log("the good pod's check", |v| {
+            v["message"] == "active check" && v["endpoint"] == good.as_str() && v["passed"] == true
+        })
+        .await;
     let checked = w.bad.refused.load(SeqCst);
     w.good.kill();
     let (status, _) = get_pod(&mut w.send, "/").await;
