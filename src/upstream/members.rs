@@ -51,12 +51,16 @@ pub struct Publishing {
     sets: std::sync::atomic::AtomicU64,
     newest: std::sync::atomic::AtomicU64,
     retired: AtomicBool,
+    /// The members of the newest set published (`None` before the first):
+    /// the others in service are counted among these, not among the set a
+    /// request started with, which may still hold addresses re-resolution
+    /// removed since. Counting those would eject the last endpoint left.
     /// Held from counting the others in service to ejecting, by every
     /// endpoint set of the upstream: a request still holding the set from
     /// before a re-resolution shares its members (and this lock) with the
     /// new set, so two members failing at once across the two sets cannot
     /// both be ejected.
-    ejecting: std::sync::Mutex<()>,
+    ejecting: std::sync::Mutex<Option<Vec<Arc<Member>>>>,
 }
 
 impl Publishing {
@@ -172,11 +176,16 @@ impl Members {
     /// flags, unless a newer set was published or the upstream is retired.
     pub fn publish(&self) {
         let p = &self.publishing;
+        // Checked and stored under the lock: an older set passing the check
+        // just before a newer one must not store its members after it.
+        let mut in_service = p.ejecting.lock().unwrap_or_else(|p| p.into_inner());
         if p.retired.load(Ordering::Acquire)
             || p.newest.fetch_max(self.set, Ordering::AcqRel) > self.set
         {
             return;
         }
+        *in_service = Some(self.members.clone());
+        drop(in_service);
         let unhealthy = self
             .members
             .iter()
@@ -279,11 +288,11 @@ impl Members {
             .ejecting
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let others_in = (0..self.members.len())
-            .filter(|&j| {
-                j != i
-                    && !self.members[j].health.ejected(now)
-                    && !self.members[j].unhealthy.load(Ordering::Relaxed)
+        let in_service = ejecting.as_deref().unwrap_or(&self.members);
+        let others_in = in_service
+            .iter()
+            .filter(|o| {
+                !Arc::ptr_eq(o, m) && !o.health.ejected(now) && !o.unhealthy.load(Ordering::Relaxed)
             })
             .count();
         if others_in == 0 {
@@ -324,6 +333,37 @@ impl Members {
 mod tests {
     use super::*;
     use crate::upstream::endpoint::tests::endpoint;
+
+    /// A name resolved to {A, B}, then re-resolution dropped B. A request
+    /// still holding the old set sees A reach its threshold: A is the last
+    /// endpoint in service (B is gone, not in service), so it stays in.
+    #[test]
+    fn last_endpoint_is_not_ejected_through_a_set_from_before_re_resolution() {
+        let passive = PassiveHealth {
+            consecutive_failures: 1,
+            eject_for: std::time::Duration::from_secs(60),
+        };
+        let publishing = Arc::<Publishing>::default();
+        let a = Member::new(Arc::new(endpoint(1, false, 1)));
+        let b = Member::new(Arc::new(endpoint(2, false, 1)));
+        let set = |members: Vec<Arc<Member>>| {
+            let upstream = "last-in-after-re-resolution".into();
+            Members::new(
+                upstream,
+                publishing.clone(),
+                members,
+                Balance::default(),
+                passive,
+            )
+        };
+        let old = set(vec![a.clone(), b]);
+        old.publish();
+        let current = set(vec![a.clone()]);
+        current.publish();
+        old.failure(0, "test");
+        assert!(!a.health.ejected(Instant::now()), "A was ejected");
+        assert!(!a.out.load(Ordering::Relaxed), "A counted as ejected");
+    }
 
     /// Two endpoints, each failing on a worker of its own at the same
     /// moment: at most one is ejected, never both. Each saw the other in
