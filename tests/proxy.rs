@@ -581,17 +581,8 @@ async fn a_shutdown_closes_the_port_while_connections_drain() {
     let hang = "      - { path_prefix: /hang, upstream: echo }";
     let mut p = Proxy::start(&config(&w, "{ mode: none }", hang));
     let addr = p.listener_addr("public").await;
-    let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     // A request the backend never answers keeps the drain going (30 s).
-    let held =
-        tokio::spawn(async move { get(addr, "a.example.com", client, false, "/hang", &[]).await });
-    wait_until(WAIT, "the request is at the backend", || async {
-        w.backend
-            .slow_in_flight
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 1
-    })
-    .await;
+    let held = held_at_backend(&w, addr).await;
     p.signal("TERM");
     p.wait_log("shutdown began", |v| {
         v["message"] == "shutting down: no new connections, draining open ones"
@@ -603,6 +594,25 @@ async fn a_shutdown_closes_the_port_while_connections_drain() {
     .await;
     assert!(!held.is_finished(), "the drain is over already");
     held.abort();
+}
+
+/// A `GET /hang` to the proxy at `addr`, once the backend holds it
+/// (it never answers): the client's task, still waiting.
+async fn held_at_backend(
+    w: &World,
+    addr: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<std::io::Result<Reply>> {
+    let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let held =
+        tokio::spawn(async move { get(addr, "a.example.com", client, false, "/hang", &[]).await });
+    wait_until(WAIT, "the request is at the backend", || async {
+        w.backend
+            .slow_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    held
 }
 
 /// A request still running when `shutdown_grace` ends is cut with its
@@ -625,19 +635,8 @@ async fn a_request_cut_when_shutdown_grace_ends_has_its_access_log_line() {
         write(&path, &(logged + &text));
         let mut p = Proxy::start(&path);
         let addr = p.listener_addr("public").await;
-        let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
         // A request the backend never answers outlasts the grace.
-        let held =
-            tokio::spawn(
-                async move { get(addr, "a.example.com", client, false, "/hang", &[]).await },
-            );
-        wait_until(WAIT, "the request is at the backend", || async {
-            w.backend
-                .slow_in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 1
-        })
-        .await;
+        let held = held_at_backend(&w, addr).await;
         p.signal("TERM");
         assert!(p.wait_exit(WAIT).await.success(), "{workers} workers");
         let lines = read_access_log(&log);
