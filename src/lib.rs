@@ -137,6 +137,7 @@
 //! - `access_log`: one line per request and refused handshake, off the request path.
 //!   - `body`: byte-counting bodies that submit the line when a response ends.
 //!   - `format`: JSON and nginx `combined`.
+//!   - `tunnel`: a tunnelled request's line, written when the tunnel ends, with the bytes relayed.
 //!   - `writer`: the writer thread: batched writes, lines it cannot write dropped
 //!     and counted, reopen on SIGUSR1.
 //! - `metrics`: the metric names of SPEC §5.

@@ -10,6 +10,7 @@
 
 pub mod body;
 pub mod format;
+pub mod tunnel;
 mod writer;
 
 use std::net::SocketAddr;
@@ -18,10 +19,9 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tracing::warn;
-
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::identity::Identity;
 use crate::identity::gate::{RateLimit, Window};

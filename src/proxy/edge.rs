@@ -2,7 +2,9 @@
 //!
 //! [`Exchange::begin`] runs before routing and [`Exchange::finish`] on
 //! every response (proxied or generated), so each request gets an id, its
-//! `X-Request-Id` back, and exactly one access-log line.
+//! `X-Request-Id` back, and exactly one access-log line; for a `101` that
+//! starts a tunnel, [`Exchange::tunnelled`] hands the line to the tunnel,
+//! which writes it when the tunnel ends.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -14,6 +16,7 @@ use hyper::body::Incoming;
 use tracing::debug;
 
 use crate::access_log::body::Logged;
+use crate::access_log::tunnel::TunnelLine;
 use crate::access_log::{self, RequestLine};
 use crate::identity::AllowList;
 use crate::metrics::{self, RouteMetrics};
@@ -94,9 +97,11 @@ pub struct Exchange {
     started: Instant,
     request_id: HeaderValue,
     /// `None` when the access log is off for this request.
-    /// The line, and the request body's byte count (`None`: no body).
-    log: Option<(Box<RequestLine>, Option<Arc<AtomicU64>>)>,
+    log: Option<LineAndBody>,
 }
+
+/// A request's line, and its body's byte count (`None`: no body).
+type LineAndBody = (Box<RequestLine>, Option<Arc<AtomicU64>>);
 
 impl Exchange {
     /// Settle the request id and, when the access log is on, note what the
@@ -275,15 +280,31 @@ impl Exchange {
     /// Return the request id to the client and, with the access log on,
     /// submit the line when the response body has been sent.
     pub fn finish(self, mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
-        resp.headers_mut()
-            .insert(request_id::X_REQUEST_ID.clone(), self.request_id);
-        let Some((mut line, bytes_in)) = self.log else {
+        let started = self.started;
+        let Some((line, bytes_in)) = self.answer(&mut resp) else {
             return resp;
         };
+        resp.map(|b| Logged::new(b, line, bytes_in, started).boxed())
+    }
+
+    /// As [`Exchange::finish`] for a `101` whose tunnel starts: the line
+    /// goes with the tunnel, which submits it when it ends, with the bytes
+    /// it relayed (an empty `101` body has none of its own).
+    pub fn tunnelled(self, resp: &mut Response<ResponseBody>) -> Option<TunnelLine> {
+        let started = self.started;
+        let (line, bytes_in) = self.answer(resp)?;
+        Some(TunnelLine::new(line, bytes_in, started))
+    }
+
+    /// Set the request id on `resp`; the line, with its status, when the
+    /// access log is on.
+    fn answer(self, resp: &mut Response<ResponseBody>) -> Option<LineAndBody> {
+        resp.headers_mut()
+            .insert(request_id::X_REQUEST_ID.clone(), self.request_id);
+        let (mut line, bytes_in) = self.log?;
         line.status = resp.status().as_u16();
         line.upstream_addr = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.clone());
-        let started = self.started;
-        resp.map(|b| Logged::new(b, line, bytes_in, started).boxed())
+        Some((line, bytes_in))
     }
 }
 

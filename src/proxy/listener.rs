@@ -32,7 +32,7 @@ use crate::proxy::accept::Acceptor;
 use crate::proxy::body::{self, Fault};
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
 use crate::proxy::drain::{Drain, DrainGuard};
-use crate::proxy::edge::{EdgePolicy, Exchange};
+use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAnswered};
 use crate::proxy::forward::{
     RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
 };
@@ -690,7 +690,7 @@ fn refuse(
 /// Route one request and forward it, recording the request metrics; the
 /// edge duties (request id, route `allow`, client-certificate headers,
 /// access log) are [`Exchange`]'s. A `101` to a tunnelled upgrade starts
-/// the tunnel, which keeps `slot`.
+/// the tunnel, which keeps `slot` and writes the request's line when it ends.
 async fn handle(
     listener: &Listener,
     mut req: Request<Incoming>,
@@ -749,22 +749,22 @@ async fn handle(
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
     let mut resp = upstream.forward(req, ctx, max_body).await;
     let mut exchange = forwarding.answered();
-    let head_came = resp
-        .extensions()
-        .get::<crate::proxy::edge::UpstreamAnswered>()
-        .is_some();
+    let head_came = resp.extensions().get::<UpstreamAnswered>().is_some();
     exchange.upstream(&upstream.name, head_came.then(|| start.elapsed()));
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match client_upgrade {
             Some(client) if tunnel::switched_to_tunnelled(resp.headers()) => {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                route_metrics.record(101, start.elapsed());
+                let line = exchange.tunnelled(&mut resp);
                 tunnel::spawn(
                     listener.name.clone(),
                     client,
-                    upstream_upgrade,
+                    hyper::upgrade::on(&mut resp),
                     TunnelLimits::clone(tunnel),
                     slot.clone(),
+                    line,
                 );
+                return resp;
             }
             // A switch nobody asked for (or to another protocol) would
             // carry bytes past routing: refuse it.

@@ -12,16 +12,25 @@
 //! after `limits.tunnel_idle_timeout` without a byte in either direction,
 //! or, as its connection would, at `max_connection_lifetime` once the
 //! listener's material has rotated ([`crate::proxy::lifetime`]).
+//!
+//! The request's access-log line goes with the tunnel and is written when
+//! it ends, however it ends (nginx logs an upgraded connection when it
+//! closes): `101`, the bytes relayed each way, the whole tunnel's duration
+//! ([`crate::access_log::tunnel`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
+use crate::access_log::tunnel::{Relayed, TunnelLine};
 use crate::proxy::lifetime::Lifetime;
 use crate::proxy::lifetime::Woken;
 use crate::proxy::on_read::OnRead;
@@ -100,16 +109,24 @@ pub struct TunnelLimits {
 
 /// Copy bytes both ways between the client and the upstream once both
 /// sides have switched protocols. `hold` (the client connection's slot) is
-/// released when the tunnel ends.
+/// released when the tunnel ends; `line` (with the access log on) is
+/// submitted just before.
 pub fn spawn<H: Send + 'static>(
     listener: Arc<str>,
     client: OnUpgrade,
     upstream: OnUpgrade,
     limits: TunnelLimits,
     hold: H,
+    line: Option<TunnelLine>,
 ) {
     tokio::spawn(async move {
         let _hold = hold;
+        let relayed = line.as_ref().map_or_else(Arc::default, TunnelLine::relayed);
+        // Dropped (submitted) when this task ends: after the streams
+        // below, before `_hold`, so a shutdown that waits for the slot
+        // finds the line queued; and so, dropped with the runtime, is the
+        // line of a tunnel cut when `shutdown_grace` ends.
+        let _line = line;
         let idle_timeout = limits.idle;
         // Polled only when their own wake-up came, not at every chunk
         // copied (`lifetime::Woken`).
@@ -130,7 +147,11 @@ pub fn spawn<H: Send + 'static>(
             let clock = clock.clone();
             move || clock.touch()
         };
-        let mut client = OnRead::new(TokioIo::new(client), touch());
+        let client = Counted {
+            inner: TokioIo::new(client),
+            relayed,
+        };
+        let mut client = OnRead::new(client, touch());
         let mut upstream = OnRead::new(TokioIo::new(upstream), touch());
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
@@ -158,6 +179,65 @@ pub fn spawn<H: Send + 'static>(
             }
         }
     });
+}
+
+/// The client's side of a tunnel, counting the bytes read from it and
+/// written to it for the access log (written, not read from the upstream:
+/// what a cut tunnel still held was never sent).
+struct Counted<S> {
+    inner: S,
+    relayed: Arc<Relayed>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.relayed.read(buf.filled().len() - before);
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.relayed.written(n);
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            self.relayed.written(n);
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// When a byte last crossed the tunnel, either way.

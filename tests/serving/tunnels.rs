@@ -1,4 +1,4 @@
-//! Upgrade tunnels: slots, lifetime, retried connects, h2c, an unrequested 101, idleness.
+//! Upgrade tunnels: slots, lifetime, retried connects, h2c, an unrequested 101, idleness, their access-log lines.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -211,4 +211,123 @@ async fn idle_tunnel_is_closed_after_tunnel_idle_timeout() {
     })
     .await;
     wait_no_connections(admin).await;
+}
+
+/// The access-log lines at `log` once one matches `pred` (the writer
+/// writes lines in the order they were submitted).
+async fn wait_line(
+    log: &std::path::Path,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    wait_until(WAIT, what, || async {
+        read_access_log(log).iter().any(&pred)
+    })
+    .await;
+    read_access_log(log)
+}
+
+/// The lines of the tunnel `websocket` opens (`GET /ws`).
+fn tunnel_lines(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    lines.iter().filter(|v| v["path"] == "/ws").collect()
+}
+
+/// Serve `GET /after` on a connection of its own and wait for its line:
+/// every line submitted before it is written by then.
+async fn after(w: &World, addr: SocketAddr, log: &std::path::Path) -> Vec<serde_json::Value> {
+    let reply = h1_exchange(
+        w,
+        addr,
+        b"GET /after HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    wait_line(log, "the line of GET /after", |v| v["path"] == "/after").await
+}
+
+/// A tunnel's access-log line is written when the tunnel ends, as nginx
+/// logs an upgraded connection: status 101, the bytes relayed each way
+/// counted in `bytes_in` and `bytes_out`. It was written when the 101 was
+/// sent, with `bytes_out` 0: how long a WebSocket lived and what it
+/// carried never showed.
+#[tokio::test]
+async fn a_tunnel_is_logged_when_it_ends_with_the_bytes_it_carried() {
+    let (w, _p, addr, log) = serve_logged("").await;
+    // `websocket` echoes 5 bytes; then more each way.
+    let mut s = websocket(&w, addr).await;
+    let payload = vec![b'w'; 40_000];
+    echo(&mut s, &payload).await;
+    let relayed = 5 + payload.len();
+    // Open (the echo came back): no line yet, though a later request's is
+    // written.
+    let lines = after(&w, addr, &log).await;
+    assert!(
+        tunnel_lines(&lines).is_empty(),
+        "logged while the tunnel was open: {lines:?}"
+    );
+    // The client closes its side; the backend's echo ends, and so does
+    // the tunnel, both ways.
+    s.shutdown().await.unwrap();
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    let lines = wait_line(&log, "the tunnel's line", |v| v["path"] == "/ws").await;
+    let ws = tunnel_lines(&lines);
+    assert_eq!(ws.len(), 1, "{lines:?}");
+    let v = ws[0];
+    assert_eq!(v["status"], 101, "{v}");
+    assert_eq!(v["method"], "GET", "{v}");
+    assert_eq!(v["upstream"], "plain", "{v}");
+    assert_eq!(v["bytes_out"], relayed, "{v}");
+    assert_eq!(v["bytes_in"], relayed, "{v}");
+}
+
+/// A tunnel closed for silence is logged once, when it closes: its bytes,
+/// and a duration from the request to the close, which spans the silence.
+#[tokio::test]
+async fn a_tunnel_closed_by_tunnel_idle_timeout_is_logged_once() {
+    let (w, mut p, addr, log) = serve_logged("tunnel_idle_timeout: 1s").await;
+    let mut s = websocket(&w, addr).await;
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("tunnel closed for silence", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "tunnel_idle_timeout"
+    })
+    .await;
+    wait_line(&log, "the tunnel's line", |v| v["path"] == "/ws").await;
+    let lines = after(&w, addr, &log).await;
+    let ws = tunnel_lines(&lines);
+    assert_eq!(ws.len(), 1, "{lines:?}");
+    let v = ws[0];
+    assert_eq!(v["status"], 101, "{v}");
+    assert_eq!(v["bytes_out"], 5, "{v}");
+    assert_eq!(v["bytes_in"], 5, "{v}");
+    // Closed after a second without a byte.
+    assert!(v["duration_ms"].as_f64().unwrap() >= 1000.0, "{v}");
+}
+
+/// A tunnel still open when `shutdown_grace` ends is cut with the rest,
+/// and its line (with the bytes it carried) is written before the access
+/// log closes, once.
+#[tokio::test]
+async fn a_tunnel_cut_at_shutdown_is_logged_once() {
+    let w = world().await;
+    let (cfg, log) = logged_config(&w, "");
+    edit_config(&cfg, |text| {
+        text.replace("shutdown_grace: 30s", "shutdown_grace: 1s")
+    });
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let _s = websocket(&w, addr).await;
+    p.signal("TERM");
+    p.wait_log("the grace's end", |v| {
+        v["message"] == "shutdown grace elapsed; closing remaining connections"
+    })
+    .await;
+    assert!(p.wait_exit(WAIT).await.success());
+    // Exited: what it wrote is all there is.
+    let lines = read_access_log(&log);
+    let ws = tunnel_lines(&lines);
+    assert_eq!(ws.len(), 1, "{lines:?}");
+    assert_eq!(ws[0]["status"], 101, "{lines:?}");
+    assert_eq!(ws[0]["bytes_out"], 5, "{lines:?}");
 }
