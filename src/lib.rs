@@ -65,8 +65,8 @@
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!   - `conn`: a connection's bytes: head/idle timing, send timeout; the driver.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).
-//!   - `cancels`: requests a client cancels before their answer; most of them closes an
-//!     HTTP/2 connection (rapid reset).
+//!   - `cancels`: requests a client cancels before their answer, within 1 s of their
+//!     start; most of them closes an HTTP/2 connection (rapid reset).
 //!   - `drain`: the process's open client connections, counted so a shutdown can wait for them.
 //!   - `refused_head`: heads refused before they became requests (hyper's 400/414/431,
 //!     408 at `header_read_timeout`), counted and logged as requests.

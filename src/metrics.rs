@@ -275,7 +275,7 @@ impl Metrics {
         );
         registry.register(
             "hotproxy_http2_rapid_reset_closed",
-            "HTTP/2 connections closed because their client cancelled most of its requests before the answer (rapid reset)",
+            "HTTP/2 connections closed because their client cancelled most of its requests before the answer, each within 1 s of its start (rapid reset)",
             m.rapid_reset_closed.clone(),
         );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));

@@ -12,7 +12,12 @@
 //! cancellation at the earliest), is closed at once: everything it still
 //! has in flight upstream is let go with it. A browser that navigates away
 //! from a few requests, or a gRPC client whose deadlines cut some calls,
-//! stays far from it.
+//! stays far from it. As Envoy's, only a request cancelled within
+//! [`PREMATURE_WITHIN`] of its start counts as cancelled: one the client
+//! gave up on after waiting longer (a long poll it cancels on its own
+//! timeout, a deadline on a slow backend) counts only among the ended, as
+//! an answered one does, so a client that cancels all of its long polls is
+//! never closed.
 //!
 //! hyper offers no way to end an HTTP/2 connection with `GOAWAY`
 //! `ENHANCE_YOUR_CALM` (its graceful shutdown sends `NO_ERROR` and keeps
@@ -21,6 +26,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::warn;
@@ -32,12 +38,25 @@ use crate::proxy::conn::InFlight;
 /// against them (Envoy's `premature_reset_total_stream_count`).
 pub const COUNTED_FROM: u64 = 500;
 
+/// A request cancelled sooner than this after it began counts as
+/// cancelled (Envoy's `premature_reset_min_stream_lifetime_seconds`
+/// default). A rapid reset is cheap to the client only while its requests
+/// are cancelled at once: one that holds each request this long before
+/// resetting it can start at most 100 a second on a connection (the stream
+/// limit), and a client that gives up on its own deadline on long polls or
+/// slow answers (a gRPC or browser client) is not an attacker, so its
+/// cancellations must not close the connection and end its other streams.
+pub const PREMATURE_WITHIN: Duration = Duration::from_secs(1);
+
 /// One connection's requests: those answered, those its client cancelled
-/// first, and whether the cancellations went over the bound.
+/// first (within [`PREMATURE_WITHIN`], and later), and whether the
+/// cancellations went over the bound.
 #[derive(Default)]
 pub struct Cancels {
     answered: AtomicU64,
     cancelled: AtomicU64,
+    /// Cancelled after [`PREMATURE_WITHIN`]: ended, not counted cancelled.
+    cancelled_late: AtomicU64,
     over: AtomicBool,
     /// Told once, when the cancellations go over the bound.
     told: Notify,
@@ -48,9 +67,15 @@ impl Cancels {
         self.answered.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn cancelled_late(&self) {
+        self.cancelled_late.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn cancelled(&self) {
         let cancelled = self.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
-        let ended = cancelled + self.answered.load(Ordering::Relaxed);
+        let ended = cancelled
+            + self.answered.load(Ordering::Relaxed)
+            + self.cancelled_late.load(Ordering::Relaxed);
         if too_many(cancelled, ended) && !self.over.swap(true, Ordering::Relaxed) {
             // A permit if the driver is not waiting at this moment.
             self.told.notify_one();
@@ -75,21 +100,26 @@ pub async fn cut(cancels: &Cancels, listener: &str, peer: SocketAddr) {
     cancels.told.notified().await;
     let cancelled = cancels.cancelled.load(Ordering::Relaxed);
     let answered = cancels.answered.load(Ordering::Relaxed);
-    warn!(listener = %listener, peer = %peer, cancelled, answered, "client cancelled most of its requests before their answer (HTTP/2 rapid reset); closing connection");
+    let cancelled_late = cancels.cancelled_late.load(Ordering::Relaxed);
+    warn!(listener = %listener, peer = %peer, cancelled, answered, cancelled_late, "client cancelled most of its requests before their answer (HTTP/2 rapid reset); closing connection");
     metrics::rapid_reset_closed(listener);
 }
 
 /// A request on its way to its answer. Dropped first (hyper dropped the
 /// request's future: the client reset its stream, or the connection
-/// ended), it counts as cancelled.
+/// ended), it counts as cancelled if that came within
+/// [`PREMATURE_WITHIN`] of its start.
 pub struct Unanswered {
     in_flight: Option<InFlight>,
+    started: Instant,
 }
 
 impl Unanswered {
+    /// The request `in_flight`, begun now (hyper has handed it over).
     pub fn new(in_flight: InFlight) -> Unanswered {
         Unanswered {
             in_flight: Some(in_flight),
+            started: Instant::now(),
         }
     }
 
@@ -104,7 +134,11 @@ impl Unanswered {
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if let Some(in_flight) = self.in_flight.take() {
-            in_flight.cancels().cancelled();
+            if self.started.elapsed() < PREMATURE_WITHIN {
+                in_flight.cancels().cancelled();
+            } else {
+                in_flight.cancels().cancelled_late();
+            }
         }
     }
 }

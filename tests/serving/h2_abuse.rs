@@ -368,6 +368,61 @@ async fn h2_client_cancelling_a_few_streams_is_not_cut_off() {
     assert_eq!(w.backend.requests.load(SeqCst), 201);
 }
 
+/// A client that gives up on its own deadline on requests it has waited
+/// on (a gRPC or browser client cancelling its long polls, one with a 5 s
+/// deadline on a slow backend) cancels every one of them, but each after
+/// it has waited over a second: not a rapid reset (Envoy counts a reset as
+/// premature only within `premature_reset_min_stream_lifetime_seconds`,
+/// 1 s). 600 such requests, in rounds of 100 (the stream limit), each
+/// round reset once all of it is at the backend and a second has passed
+/// since: the connection keeps serving, and no rapid reset is counted.
+#[tokio::test]
+async fn h2_client_cancelling_requests_after_a_second_is_not_cut_off() {
+    let (w, mut p, addr) = serve("").await;
+    let admin = p.admin_addr().await;
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
+    for round in 1..=6 {
+        let mut streams = Vec::new();
+        for _ in 0..100 {
+            client = client
+                .ready()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: the connection was ended: {e}"));
+            let (_, stream) = client
+                .send_request(h2_get("/hold", "GET"), true)
+                .unwrap_or_else(|e| panic!("round {round}: the connection was ended: {e}"));
+            streams.push(stream);
+        }
+        wait_until(WAIT, "the round at the backend", || async {
+            w.backend.held.load(SeqCst) == 100
+        })
+        .await;
+        // Each request of the round began at hotproxy before it reached
+        // the backend, so before `seen`: a second after it, every one of
+        // them has waited longer than a second.
+        let seen = tokio::time::Instant::now();
+        tokio::time::sleep_until(seen + Duration::from_secs(1)).await;
+        for stream in &mut streams {
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        wait_until(WAIT, "the round let go upstream", || async {
+            w.backend.held.load(SeqCst) == 0
+        })
+        .await;
+    }
+    client = client.ready().await.expect("the connection keeps serving");
+    let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
+    assert_eq!(resp.status(), 200, "the connection keeps serving");
+    assert!(!conn.is_finished(), "the connection was ended");
+    assert_eq!(w.backend.requests.load(SeqCst), 601);
+    let metrics = metrics_text(admin).await;
+    let closed: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_http2_rapid_reset_closed_total"))
+        .collect();
+    assert!(closed.is_empty(), "{closed:?}");
+}
+
 /// Empty DATA frames cost the sender nine bytes each and the receiver a
 /// frame's work (CVE-2019-9518): a client streaming them on an upload is cut
 /// off with GOAWAY ENHANCE_YOUR_CALM (h2's `too_many_data_frames`, as
