@@ -8,7 +8,9 @@
 //! connection handed back by another request serves it first (the pool's
 //! side of that wait is in [`crate::upstream::endpoint`]). The slots outlive
 //! pool drains (`drain_on_rotation`), because old connections stay open
-//! until their requests end.
+//! until their requests end. An active check that finds every slot taken
+//! opens one connection past them, held by a slot of its own
+//! ([`crate::upstream::endpoint::Endpoint::checkout`]).
 
 use std::sync::Arc;
 use std::time::Duration;

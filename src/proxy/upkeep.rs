@@ -101,7 +101,8 @@ async fn sweep_idle(upstream: std::sync::Weak<Upstream>) {
 }
 
 /// `health.active`: GET `path` on every endpoint each `interval`, over the
-/// upstream's pools and TLS (the same client certificate as requests);
+/// upstream's pools and TLS (the same client certificate as requests; past
+/// `max_connections_per_server` on a connection of its own if need be);
 /// 2xx and 3xx pass. `unhealthy_after` failures in a row take an endpoint
 /// out, `healthy_after` passes bring it back.
 async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth) {
@@ -126,12 +127,16 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 // An unanswered check retires its HTTP/2 connection, as an
                 // unanswered request does: checks find a silent one first.
                 let timed_out = AtomicBool::new(false);
-                // Every connection the endpoint may have is taken: it is
-                // busy, which says nothing of its health (as for passive
-                // health); the check has no verdict. Requests' dials do not
-                // hold it back (`Want::Check`): to a dead endpoint that
-                // still gets traffic they are always in progress, and every
-                // check would end here.
+                // Neither requests' dials nor their slots hold a check back
+                // (`Want::Check`): to a dead endpoint that still gets
+                // traffic dials are always in progress, and to one that
+                // holds every request unanswered its slots are always
+                // taken; every check ended with no verdict, and the
+                // endpoint stayed in service. With every slot taken it
+                // dials one connection of its own past the limit. Only
+                // when that one is taken too (the last check's connection
+                // not closed yet) is the endpoint busy here, which says
+                // nothing of its health: no verdict.
                 let busy = AtomicBool::new(false);
                 let starved = AtomicBool::new(false);
                 // One deadline for both: a check that waited all of it for

@@ -194,6 +194,9 @@ pub struct H1 {
     pub idle_since: Option<Instant>,
     /// The pool generation it was made in (`drain_on_rotation`).
     pub generation: u64,
+    /// An active check's connection past `max_connections_per_server`:
+    /// closed when the check is done, never handed to a request.
+    pub unpooled: bool,
 }
 
 impl H1 {
@@ -207,6 +210,7 @@ impl H1 {
             conn: Some(conn),
             idle_since: None,
             generation,
+            unpooled: false,
         })
     }
 

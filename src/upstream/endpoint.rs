@@ -32,6 +32,9 @@ pub struct Endpoint {
     port: u16,
     dialer: Dialer,
     slots: Slots,
+    /// The one connection an active check may open past `slots` when
+    /// every one of them is taken (see [`Endpoint::checkout`]).
+    check_slot: Slots,
     pub pool: Pool,
 }
 
@@ -71,6 +74,7 @@ impl Endpoint {
             port,
             dialer,
             slots: Slots::new(limits.max_connections_per_server),
+            check_slot: Slots::new(1),
             pool: Pool::new(limits.max_idle_connections, limits.idle_timeout),
         })
     }
@@ -89,7 +93,13 @@ impl Endpoint {
     /// `timeout queue`: with what was left of one counted from the start,
     /// requests queued behind slow handshakes timed out, blamed on the
     /// endpoint. `want`: a retry never takes a pooled connection; a retry
-    /// or a check never waits behind other dials.
+    /// or a check never waits behind other dials. A check that finds every
+    /// server slot taken does not wait for one either: it dials a connection
+    /// of its own past the limit (one per endpoint at a time, closed after
+    /// the check, never pooled), as Envoy's health checker keeps outside the
+    /// circuit breakers. Requests that hold every slot, each waiting out
+    /// `request_timeout` on an endpoint that answers nothing, skipped every
+    /// check, and the endpoint was never taken out of service.
     pub async fn checkout(
         &self,
         want: Want,
@@ -131,7 +141,15 @@ impl Endpoint {
                     queued = true;
                 }
                 Found::Dial(token) => {
-                    let slot = match held.take().map_or_else(|| self.slots.try_take(), Ok) {
+                    let taken = held.take().map_or_else(|| self.slots.try_take(), Ok);
+                    // `own`: the check's connection past the limit. Only
+                    // with that one taken too (rare: it closes with its
+                    // check) does a check wait for a slot like a request.
+                    let (taken, own) = match taken {
+                        Err(_) if want == Want::Check => (self.check_slot.try_take(), true),
+                        taken => (taken, false),
+                    };
+                    let slot = match taken {
                         Ok(slot) => slot,
                         Err(_) => {
                             // Every slot taken: wait for one, or for a
@@ -164,7 +182,7 @@ impl Endpoint {
                     // every request's future kilobytes larger, copied each
                     // time hyper moves it.
                     let full = tokio::time::Instant::now() + self.dialer.connect_timeout;
-                    let leased = Box::pin(self.connect(slot, full.min(until))).await;
+                    let leased = Box::pin(self.connect(slot, full.min(until), own)).await;
                     drop(token);
                     return match leased {
                         // `request_timeout` ended a dial it cut short after
@@ -182,11 +200,14 @@ impl Endpoint {
     }
 
     /// Dial, handshake, and lease the new connection (a new h2 one is
-    /// also shared through the pool).
+    /// also shared through the pool, unless `own`: a check's connection
+    /// past the limit, which nothing else may use and which closes when
+    /// the check lets go of it).
     async fn connect(
         &self,
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
         deadline: tokio::time::Instant,
+        own: bool,
     ) -> Result<Lease, DialError> {
         let generation = self.pool.generation();
         let d: Dialled = self
@@ -207,14 +228,18 @@ impl Endpoint {
             // streams it takes; until then others wait for this dial.
             c.settings_within(deadline).await?;
             let guard = c.try_stream().ok_or(DialError::Refused)?;
-            self.pool.add_h2(c.clone());
+            if !own {
+                self.pool.add_h2(c.clone());
+            }
             return Ok(Lease::H2 {
                 send: c.send,
                 stream: guard,
                 new: true,
             });
         }
-        Ok(Lease::H1(Box::new(H1::handshake(d, generation).await?)))
+        let mut c = H1::handshake(d, generation).await?;
+        c.unpooled = own;
+        Ok(Lease::H1(Box::new(c)))
     }
 
     /// A new HTTP/1.1-only connection for an `Upgrade` request (never
@@ -451,6 +476,45 @@ pub(crate) mod tests {
             Ok(_) => panic!("a connection from a server that never answers"),
         }
     }
+
+    /// Every server slot taken (a request holds the one connection), an
+    /// active check dials a connection of its own past the limit rather
+    /// than wait for one and be skipped: one at a time (a second check
+    /// meanwhile waits, as a request does), closed after the check instead
+    /// of pooled, so requests never have more than the limit.
+    #[tokio::test]
+    async fn an_active_check_gets_one_connection_past_every_slot_taken() {
+        // The kernel's backlog completes the connects; nothing is sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = one_slot(listener.local_addr().unwrap().port());
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        let Ok(Lease::H1(_held)) = endpoint.checkout(Want::Any, until).await else {
+            panic!("the request got no connection");
+        };
+        let check = match endpoint.checkout(Want::Check, until).await {
+            Ok(Lease::H1(c)) => c,
+            Ok(Lease::H2 { .. }) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
+            Err(e) => panic!("the check got no connection of its own: {e}"),
+        };
+        let short = tokio::time::Instant::now() + Duration::from_millis(200);
+        match endpoint.checkout(Want::Check, short).await {
+            Err(DialError::Limit(_)) => {}
+            Err(e) => panic!("not the connection limit: {e}"),
+            Ok(_) => panic!("a second connection past the limit"),
+        }
+        endpoint.pool.put(check);
+        assert_eq!(endpoint.pool.idle(), 0, "the check's connection was pooled");
+        // Closed, its slot is free for the next check.
+        let short = tokio::time::Instant::now() + Duration::from_millis(200);
+        assert!(
+            matches!(
+                endpoint.checkout(Want::Check, short).await,
+                Ok(Lease::H1(_))
+            ),
+            "the next check got no connection of its own"
+        );
+    }
+
     /// Requests that waited for a server slot dial within the dial bound
     /// too (one at a time, the endpoint speaking HTTP/2): the first one
     /// given a slot dials, the second waits for that dial. Both dialled at

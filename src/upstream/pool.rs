@@ -63,7 +63,8 @@ pub enum Want {
     /// An active check: like a request, but never held back by the dial
     /// bound. Behind requests' dials to a dead endpoint, each waiting out
     /// `connect_timeout`, it would wait too and end with no verdict; one
-    /// dial more per check and interval is its price.
+    /// dial more per check and interval is its price. Nor by the slot
+    /// limit (see [`crate::upstream::endpoint::Endpoint::checkout`]).
     Check,
 }
 
@@ -171,9 +172,11 @@ impl Pool {
     }
 
     /// An HTTP/1.1 connection whose response ended: keep it idle, unless
-    /// the pool is full or it was made before a drain.
+    /// the pool is full, it was made before a drain, or it is a check's
+    /// connection past the slot limit (kept, it would be one more than
+    /// `max_connections_per_server` for requests).
     pub fn put(&self, mut c: Box<H1>) {
-        if c.generation != self.generation() {
+        if c.generation != self.generation() || c.unpooled {
             return;
         }
         let now = Instant::now();

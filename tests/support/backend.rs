@@ -21,8 +21,8 @@ pub struct Backend {
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     /// Connections open right now.
     pub open: Arc<std::sync::atomic::AtomicUsize>,
-    /// `/slow` and `/hang` requests being answered right now (arrived, not
-    /// yet replied).
+    /// `/slow` and `/hang` requests (any, while `hang_all`) being answered
+    /// right now (arrived, not yet replied).
     pub slow_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// The accept loop and every connection task, for `kill`.
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
@@ -37,6 +37,9 @@ pub struct Backend {
     /// While true, accepted connections wait before their TLS handshake
     /// (`accepted` counts them): dials in progress, held.
     pub hold_handshakes: tokio::sync::watch::Sender<bool>,
+    /// While true, every request is held as `/hang` is (counted, never
+    /// answered): a backend that completes TLS and then answers nothing.
+    pub hang_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A connection that can fall silent: then it reads, writes and flushes
@@ -269,6 +272,8 @@ impl Backend {
         let bulk_sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let bulk_count = bulk_sent.clone();
         let (hold_handshakes, held) = tokio::sync::watch::channel(false);
+        let hang_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conn_hang_all = hang_all.clone();
         let conn_burst = Arc::new(Burst::new());
         let accept = tokio::spawn(async move {
             loop {
@@ -283,6 +288,7 @@ impl Backend {
                 let slow_count = slow_count.clone();
                 let bulk_count = bulk_count.clone();
                 let burst = conn_burst.clone();
+                let hang_all = conn_hang_all.clone();
                 let mut held = held.clone();
                 let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 conn_silences.lock().unwrap().push(silent.clone());
@@ -313,7 +319,19 @@ impl Backend {
                             let bulk_count = bulk_count.clone();
                             let silent = silent.clone();
                             let burst = burst.clone();
+                            let hang_all = hang_all.clone();
                             async move {
+                                // `/hang` (any request, while `hang_all`):
+                                // counted with `/slow` while being answered,
+                                // and never answered: the count drops only
+                                // when the proxy abandons it.
+                                if req.uri().path() == "/hang"
+                                    || hang_all.load(std::sync::atomic::Ordering::SeqCst)
+                                {
+                                    slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    let _answering = OpenGuard(slow_count.clone());
+                                    std::future::pending::<()>().await;
+                                }
                                 // `…/go-silent`: this connection falls
                                 // silent and the request is never answered.
                                 if req.uri().path().ends_with("/go-silent") {
@@ -353,14 +371,6 @@ impl Backend {
                                     slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                     let _answering = OpenGuard(slow_count.clone());
                                     tokio::time::sleep(Duration::from_secs(2)).await;
-                                }
-                                // `/hang`: counted with `/slow` while being
-                                // answered, and never answered: the count
-                                // drops only when the proxy abandons it.
-                                if req.uri().path() == "/hang" {
-                                    slow_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                    let _answering = OpenGuard(slow_count);
-                                    std::future::pending::<()>().await;
                                 }
                                 // `/burst/N…`: held until N such requests
                                 // wait at once (see `Burst`).
@@ -536,6 +546,7 @@ impl Backend {
             h2_max_streams,
             bulk_sent,
             hold_handshakes,
+            hang_all,
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Active checks: a bounded read of a long body, no verdict on a busy endpoint.
+//! Active checks: a bounded read of a long body, a busy endpoint checked past its connection limit.
 
 use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
 
 use crate::common::*;
 use crate::support::*;
@@ -38,10 +40,13 @@ async fn an_active_check_reads_a_bounded_part_of_a_long_body() {
 
 /// An endpoint whose every connection is taken (a long poll holds the one
 /// `max_connections_per_server` allows) is busy, not failing: an active
-/// check that finds no connection free has no verdict. It counted as a
-/// failed check and took the endpoint out of service while it served.
+/// check is judged on a connection of its own, past the limit, and passes.
+/// It counted as a failed check and took the endpoint out of service while
+/// it served; then it was skipped with no verdict, blind to an endpoint
+/// that stopped answering (below). That connection closes with its check,
+/// not pooled: each check dials anew.
 #[tokio::test]
-async fn an_active_check_on_a_busy_endpoint_has_no_verdict() {
+async fn an_active_check_on_a_busy_endpoint_passes_on_a_connection_of_its_own() {
     let w = world();
     let b = Backend::start_h1("b", &w.backend_pair, None).await;
     let mut p = Proxy::start(&w.scene.one_upstream_config(
@@ -49,25 +54,96 @@ async fn an_active_check_on_a_busy_endpoint_has_no_verdict() {
         b.addr,
         &[
             "max_connections_per_server: 1",
+            // Longer than any wait here: the one connection stays held.
+            "request_timeout: 10m",
             "health: { active: { path: /echo, interval: 100ms, timeout: 300ms, unhealthy_after: 1 } }",
         ],
     ));
     let addr = p.listener_addr("public").await;
-    // The one connection, held by a request the backend never answers.
-    let held = spawn_get(&w, addr, "/hang");
+    let held = hold_the_connection(&w, addr).await;
     let hanging = || b.slow_in_flight.load(Ordering::SeqCst);
     wait_until(WAIT, "the long poll holds the connection", || async {
         hanging() == 1
     })
     .await;
-    p.wait_log("a check while busy", |v| {
-        v["message"] == "active check skipped: every connection to the endpoint is taken"
+    let passed = |p: &Proxy| {
+        p.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "active check" && v["passed"] == true)
+            .count()
+    };
+    let accepted = || b.accepted.load(Ordering::SeqCst);
+    let (passed_then, accepted_then) = (passed(&p), accepted());
+    wait_until(
+        WAIT,
+        "two checks passed past the held connection, each on a new one",
+        || async { passed(&p) >= passed_then + 2 && accepted() >= accepted_then + 2 },
+    )
+    .await;
+    assert_eq!(hanging(), 1, "the long poll lost its connection");
+    let logs = p.logs();
+    for line in [
+        "upstream endpoint failed its active checks; out of service",
+        "active check skipped: every connection to the endpoint is taken",
+    ] {
+        assert!(!logs.iter().any(|l| l.contains(line)), "logged: {line}");
+    }
+    held.abort();
+}
+
+/// A request for `/hang` (never answered) on a connection of its own,
+/// holding an upstream connection for as long as the proxy's
+/// `request_timeout` allows: no client deadline ends it first. Abort the
+/// task to let go.
+async fn hold_the_connection(w: &World, addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    let mut sender = h1_sender(w, addr).await;
+    tokio::spawn(async move {
+        let _ = sender
+            .send_request(h1_request("GET", "/hang", Bytes::new()))
+            .await;
+    })
+}
+
+/// An endpoint that stopped answering (it completes TLS, then holds every
+/// request) while requests hold every connection it may have
+/// (`max_connections_per_server: 1`, here one request that outlives the
+/// test), passive health off: its active checks fail, on a connection of
+/// their own, and take it out of service. Each check found every
+/// connection taken and was skipped, every interval, so the endpoint
+/// stayed in service for as long as requests kept its connections busy.
+#[tokio::test]
+async fn an_endpoint_answering_nothing_fails_its_checks_while_requests_hold_its_connections() {
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &[
+            "max_connections_per_server: 1",
+            // Longer than any wait here: the one connection stays held.
+            "request_timeout: 10m",
+            "health: { passive: { consecutive_failures: 0 }, active: { path: /healthz, interval: 100ms, timeout: 300ms, unhealthy_after: 2 } }",
+        ],
+    ));
+    let addr = p.listener_addr("public").await;
+    p.wait_log("a check passed", |v| {
+        v["message"] == "active check" && v["passed"] == true
     })
     .await;
-    let out = "upstream endpoint failed its active checks; out of service";
-    assert!(
-        !p.logs().iter().any(|l| l.contains(out)),
-        "a busy endpoint was taken out of service"
-    );
+    // The one connection, held by a request the backend never answers.
+    let held = hold_the_connection(&w, addr).await;
+    let hanging = || b.slow_in_flight.load(Ordering::SeqCst);
+    wait_until(WAIT, "the request holds the connection", || async {
+        hanging() == 1
+    })
+    .await;
+    // Only now does the endpoint stop answering: no check before this
+    // point could fail, only one past the held connection.
+    b.hang_all.store(true, Ordering::SeqCst);
+    p.wait_log("the endpoint taken out by its checks", |v| {
+        v["message"] == "upstream endpoint failed its active checks; out of service"
+    })
+    .await;
     held.abort();
 }
