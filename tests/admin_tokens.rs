@@ -249,3 +249,63 @@ async fn a_fifo_in_place_of_the_token_file_is_refused() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// A Secret edited by appending the new token under the old one: the file
+/// holds two lines, a value no `Authorization` header can carry. Taken,
+/// it replaced the running token and every admin client got 401; it is
+/// refused instead, with a warning naming the file and the reason, and
+/// the running token stays.
+#[tokio::test]
+async fn a_two_line_token_file_keeps_the_running_token() {
+    let s = Scene::new();
+    let kubelet = Kubelet::with_mode(&s.path("secret"), 0o440);
+    let (mut p, api) = start(&s, &kubelet).await;
+    assert_eq!(status(api, OLD).await, 200);
+
+    kubelet.write(&[("token", &format!("{OLD}\n{NEW}\n"))], false);
+    p.wait_log("the refused token file's warning", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("admin token file refused"))
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("secret/token") && e.contains("line break"))
+    })
+    .await;
+    assert_eq!(status(api, OLD).await, 200, "the running token was dropped");
+    let logs = p.logs().join("\n");
+    assert!(
+        !logs.contains(OLD) && !logs.contains(NEW),
+        "a token in the log"
+    );
+}
+
+/// A token file an editor saved with a byte-order mark: `check` and `run`
+/// refuse it (exit 1), naming the file and the reason, never the token.
+#[test]
+fn a_token_with_a_byte_order_mark_is_refused_at_startup() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("pki/edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("secret/token"), &format!("\u{feff}{OLD}\n"));
+    let cfg = s.admin_config(
+        "{ events: true, poll_interval: 1h }",
+        "[{ role: editor, token_file: secret/token }]",
+        "pki/edge",
+        "",
+    );
+    for command in ["check", "run"] {
+        let (code, out, err) = run_cli(&[command, "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{command}: {out}{err}");
+        assert!(
+            err.contains("admin.tokens[0].token_file")
+                && err.contains("secret/token")
+                && err.contains("byte-order mark"),
+            "{command}: {err}"
+        );
+        assert!(
+            !err.contains(OLD) && !out.contains(OLD),
+            "{command}: the token in {err}"
+        );
+    }
+}

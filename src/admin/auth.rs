@@ -67,8 +67,9 @@ impl Tokens {
     }
 
     /// Read token `i` again (its file may have changed). A file that is now
-    /// unreadable, empty or not text keeps the running token: a Secret
-    /// caught mid-update must not lock the operator out.
+    /// unreadable, empty, not text or not carriable in a header keeps the
+    /// running token: a Secret caught mid-update, or edited by appending,
+    /// must not lock the operator out.
     pub fn reread(&self, i: usize) {
         let _one_at_a_time = self.rereading.lock().unwrap_or_else(|e| e.into_inner());
         let Some((_, running)) = self.current.load().get(i).cloned() else {
@@ -168,7 +169,8 @@ const PLACEHOLDER: &str = "replace-me";
 const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 
 /// Token `i` of the configuration with its role; an unreadable or empty
-/// source is an error naming the field, never the token.
+/// source, the placeholder, or a token no header can carry is an error
+/// naming the field, never the token.
 fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> {
     let t = &config.tokens[i];
     let (text, place) = match &t.source {
@@ -191,6 +193,13 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
     if token.is_empty() {
         return Err(format!("{place}: the token is empty"));
     }
+    if let Some(what) = uncarriable(token) {
+        return Err(format!(
+            "{place}: the token holds {what}, which no `Authorization: Bearer` \
+             header can carry (every client would be refused); a token is \
+             visible ASCII without spaces, e.g. the output of `openssl rand -hex 32`"
+        ));
+    }
     // The example Secret ships one, and everyone who read the example
     // knows it; the admin listener there binds 0.0.0.0.
     if token.to_ascii_lowercase().contains(PLACEHOLDER) {
@@ -204,6 +213,31 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
         tracing::warn!(source = %place, "admin token is shorter than 16 characters; use a long random one");
     }
     Ok((t.role, Secret::new(token)))
+}
+
+/// What in `token` no `Authorization: Bearer` header can carry, if
+/// anything. A header value is read as text only when it is visible ASCII
+/// (`HeaderValue::to_str`), and the bearer token is one word: a token with
+/// a line break (a Secret edited by appending the new token under the old
+/// one), a UTF-8 BOM (an editor's), a non-ASCII character or a space inside
+/// matches no request, so taking it locks every client out. Never says
+/// where, nor which character: the message must not narrow the token down.
+fn uncarriable(token: &str) -> Option<&'static str> {
+    // The likelier cause first: a BOM or a second line explains the rest.
+    let has = |f: fn(char) -> bool| token.chars().any(f);
+    if has(|c| c == '\u{feff}') {
+        Some("a byte-order mark (U+FEFF)")
+    } else if has(|c| c == '\n' || c == '\r') {
+        Some("a line break (a token is one line)")
+    } else if has(|c| !c.is_ascii()) {
+        Some("a non-ASCII character")
+    } else if has(char::is_whitespace) {
+        Some("whitespace inside")
+    } else if has(|c| c.is_ascii_control()) {
+        Some("a control character")
+    } else {
+        None
+    }
 }
 
 /// Refuse requests whose `Host` (or `:authority`) or `Origin` names anything
@@ -376,6 +410,58 @@ mod tests {
             t.authorize(&bearer("replace-me-with-openssl-rand-hex-32"), &Method::GET)
                 .is_err()
         );
+    }
+
+    /// A token no `Authorization: Bearer` header can carry (hyper reads a
+    /// header value as text only when it is visible ASCII) locks every
+    /// client out: "old\nnew" (a Secret edited by appending), a UTF-8 BOM
+    /// (an editor's), a non-ASCII character, inner whitespace. Refused like
+    /// an empty token wherever it is read, naming the file and the reason,
+    /// never the token; a re-read keeps the running token.
+    #[test]
+    fn a_token_no_header_can_carry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin.token");
+        let config = AdminConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tokens: vec![crate::config::TokenConfig {
+                role: Role::Editor,
+                source: TokenSource::File(file.clone()),
+            }],
+        };
+        let good = "editor-token-0123456789";
+        let bad = [
+            (format!("{good}\nsecond-token-0123456789\n"), "line break"),
+            (format!("\u{feff}{good}\n"), "byte-order mark"),
+            (format!("{good}\u{e9}"), "non-ASCII"),
+            (format!("{good} second-token"), "whitespace"),
+            (format!("{good}\tsecond-token"), "whitespace"),
+            (format!("{good}\u{7}"), "control character"),
+        ];
+        for (token, reason) in &bad {
+            std::fs::write(&file, token).unwrap();
+            let Err(e) = Tokens::load(&config) else {
+                panic!("{token:?} accepted");
+            };
+            assert!(
+                e.starts_with(&format!("admin.tokens[0].token_file {}: ", file.display())),
+                "{e}"
+            );
+            assert!(e.contains(reason), "{token:?}: {e}");
+            assert!(!e.contains(good), "the token in {e}");
+            assert_eq!(Tokens::problems(&config), vec![e]);
+        }
+        std::fs::write(&file, format!("{good}\n")).unwrap();
+        let t = Tokens::load(&config).unwrap();
+        let bearer = |t: &str| headers(&[(header::AUTHORIZATION, &format!("Bearer {t}"))]);
+        for (token, _) in &bad {
+            std::fs::write(&file, token).unwrap();
+            t.reread(0);
+            assert!(
+                t.authorize(&bearer(good), &Method::GET).is_ok(),
+                "{token:?} replaced the running token"
+            );
+        }
     }
 
     #[test]
