@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{Directive, LevelFilter};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -29,12 +30,46 @@ pub fn parse_level(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// `RUST_LOG`'s directives, or why they are refused (naming `RUST_LOG`
+/// and the directive). tracing reads a bare word it does not know as a
+/// target, as for `--log-level`: `RUST_LOG=warning` showed no line at all.
+/// Every bare word must be a level (a target is named `target=level`),
+/// and a directive that does not parse is refused, not skipped.
+fn rust_log_filter(value: &str) -> Result<EnvFilter, String> {
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bare = !part.contains(['=', '[', '{']);
+        if bare && part.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "RUST_LOG: unknown log level `{part}`: a bare word is one of off, error, \
+                 warn, info, debug, trace; name a target as `target=level`"
+            ));
+        }
+        if let Err(e) = part.parse::<Directive>() {
+            return Err(format!(
+                "RUST_LOG: `{part}` is not a tracing directive: {e}"
+            ));
+        }
+    }
+    EnvFilter::try_new(value).map_err(|e| format!("RUST_LOG: {e}"))
+}
+
 /// Install the global subscriber. JSON events are flattened so the fields
 /// (`listener`, `entry`, `upstream`, `path`, `fingerprint`, `error`) sit at
 /// the top level of each line, next to `message`.
-/// `RUST_LOG`, when set, replaces `--log-level` (and the defaults below).
-pub fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
+/// `RUST_LOG`, when set and not empty, replaces `--log-level` (and the
+/// defaults below); one that would not filter as written is an error.
+pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+    let rust_log = match std::env::var("RUST_LOG") {
+        // Empty counts as unset (`RUST_LOG=${RUST_LOG:-}`, an empty env
+        // entry in a pod spec): tracing read it as no directive, all off.
+        Ok(v) if v.trim().is_empty() => None,
+        Ok(v) => Some(rust_log_filter(&v)?),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("RUST_LOG: not UTF-8 text".to_owned());
+        }
+    };
+    let filter = rust_log.unwrap_or_else(|| {
         // rustls warns once per connection about what any client may send
         // (an IP address as SNI, as wrk does): a log flood, not news.
         // notify's inotify backend warns "Unable to remove the path from the
@@ -48,12 +83,11 @@ pub fn init_logging(format: LogFormat, level: &str) {
         // h2 warns at every PING ACK a client sends unasked ("recv PING ack
         // that we never sent"): a 17-byte frame per log line, any client's
         // to send.
-        .or_else(|_| {
-            EnvFilter::try_new(format!(
-                "{level},rustls=error,notify::inotify=error,h2::proto::ping_pong=error"
-            ))
-        })
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        EnvFilter::try_new(format!(
+            "{level},rustls=error,notify::inotify=error,h2::proto::ping_pong=error"
+        ))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -72,6 +106,7 @@ pub fn init_logging(format: LogFormat, level: &str) {
             .with_current_span(false)
             .try_init(),
     };
+    Ok(())
 }
 
 #[cfg(test)]

@@ -89,6 +89,12 @@ fn config_path(flag: Option<PathBuf>) -> PathBuf {
     .unwrap_or_else(|| PathBuf::from("config.yaml"))
 }
 
+/// A `RUST_LOG` refused: exit 2, as clap refuses a bad `--log-level`.
+fn refused_logging(problem: &str) -> ExitCode {
+    hotproxy::errln!("error: {problem}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -97,7 +103,9 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => {
-            init_logging(log_format, &log_level);
+            if let Err(e) = init_logging(log_format, &log_level) {
+                return refused_logging(&e);
+            }
             hotproxy::server::run(&config_path(config))
         }
         Command::Check { config } => hotproxy::check::run(&config_path(config)),
@@ -120,7 +128,9 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => {
-            init_logging(log_format, &log_level);
+            if let Err(e) = init_logging(log_format, &log_level) {
+                return refused_logging(&e);
+            }
             hotproxy::demo::run()
         }
     }

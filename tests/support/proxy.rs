@@ -23,6 +23,14 @@ impl Proxy {
         Proxy::spawn(Command::new(env!("CARGO_BIN_EXE_hotproxy")), config)
     }
 
+    /// Start with `--log-level level` and `env` set (and `RUST_LOG`
+    /// removed unless `env` sets it), for the logging tests.
+    pub fn start_logging(config: &Path, level: &str, env: &[(&str, &str)]) -> Proxy {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hotproxy"));
+        command.env_remove("RUST_LOG").envs(env.iter().copied());
+        Proxy::spawn_at(command, config, level)
+    }
+
     /// Start with at most `nofile` open file descriptors (`ulimit -n`), for
     /// fault tests; `sh` execs the proxy, so `pid()` is the proxy's.
     pub fn start_with_fd_limit(config: &Path, nofile: u32) -> Proxy {
@@ -32,11 +40,15 @@ impl Proxy {
         Proxy::spawn(sh, config)
     }
 
-    fn spawn(mut command: Command, config: &Path) -> Proxy {
+    fn spawn(command: Command, config: &Path) -> Proxy {
+        Proxy::spawn_at(command, config, "debug")
+    }
+
+    fn spawn_at(mut command: Command, config: &Path, level: &str) -> Proxy {
         let mut child = command
             .args(["run", "--config"])
             .arg(config)
-            .args(["--log-format", "json", "--log-level", "debug"])
+            .args(["--log-format", "json", "--log-level", level])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,83 @@
+//! What `--log-level` and `RUST_LOG` let through, on the real process: an
+//! empty `RUST_LOG` is unset, a bad one is refused, the user's directives win.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::*;
+
+/// A proxy's config: listener `public` serving `a.crt` (CA `ca.crt`), no routes.
+fn scene() -> (Scene, std::path::PathBuf) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let cfg = s.public_config("[]", " []");
+    (s, cfg)
+}
+
+/// `RUST_LOG=` (as `RUST_LOG=${RUST_LOG:-}` or an empty env entry of a pod
+/// spec sets it) parsed as no directive at all: every line was off, the
+/// startup and every error included. It counts as unset: `--log-level`.
+#[tokio::test]
+async fn an_empty_rust_log_counts_as_unset() {
+    let (_s, cfg) = scene();
+    for empty in ["", " "] {
+        let mut p = Proxy::start_logging(&cfg, "info", &[("RUST_LOG", empty)]);
+        p.listener_addr("public").await;
+    }
+}
+
+/// `hotproxy run`/`demo` with `RUST_LOG` set: (exit code, stderr).
+fn run_with_rust_log(command: &str, rust_log: &str) -> (i32, String) {
+    let out = output_within_deadline(
+        Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args([command, "--log-level", "info"])
+            // A configuration that does not exist: `run` fails at once if
+            // it gets past the logging, without serving.
+            .env("HOTPROXY_CONFIG", "/nonexistent/hotproxy.yaml")
+            .env("RUST_LOG", rust_log)
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `RUST_LOG=warning` (a typo `--log-level` refuses) made tracing show
+/// only a target named `warning`, no line at all; `RUST_LOG` that does
+/// not parse fell back to `--log-level` without a word. Both are refused
+/// at startup (exit 2, as for `--log-level`), naming RUST_LOG and the part.
+#[test]
+fn a_bad_rust_log_is_refused() {
+    for (rust_log, part) in [
+        ("warning", "warning"),
+        ("info,hotproxy=loud", "hotproxy=loud"),
+        ("hotproxy", "hotproxy"),
+    ] {
+        let (code, err) = run_with_rust_log("run", rust_log);
+        assert_eq!(code, 2, "RUST_LOG={rust_log}: {err}");
+        assert!(
+            err.contains("RUST_LOG") && err.contains(&format!("`{part}`")),
+            "RUST_LOG={rust_log}: {err}"
+        );
+    }
+    let (code, err) = run_with_rust_log("demo", "warning");
+    assert_eq!(code, 2, "demo: {err}");
+    assert!(err.contains("RUST_LOG"), "demo: {err}");
+    // Good directives pass: the run goes on to its configuration.
+    for good in [
+        "warn",
+        "INFO,hotproxy::watch=debug",
+        "hotproxy=trace",
+        "error,",
+    ] {
+        let (code, err) = run_with_rust_log("run", good);
+        assert_eq!(code, 1, "RUST_LOG={good}: {err}");
+        assert!(!err.contains("RUST_LOG"), "RUST_LOG={good}: {err}");
+    }
+}
