@@ -83,8 +83,11 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
         // h2 warns at every PING ACK a client sends unasked ("recv PING ack
         // that we never sent"): a 17-byte frame per log line, any client's
         // to send.
+        // The defaults go first: of two directives for one target tracing
+        // keeps the later, so the user's `rustls=debug` must come after
+        // `rustls=error` to be the one in effect.
         EnvFilter::try_new(format!(
-            "{level},rustls=error,notify::inotify=error,h2::proto::ping_pong=error"
+            "rustls=error,notify::inotify=error,h2::proto::ping_pong=error,{level}"
         ))
         .unwrap_or_else(|_| EnvFilter::new("info"))
     });

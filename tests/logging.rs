@@ -81,3 +81,38 @@ fn a_bad_rust_log_is_refused() {
         assert!(!err.contains("RUST_LOG"), "RUST_LOG={good}: {err}");
     }
 }
+
+/// rustls's lines of one request to `public` on a proxy run with
+/// `--log-level level`: all of them once SIGHUP, sent after the request,
+/// has its line (one process writing stderr in order).
+async fn rustls_lines(cfg: &std::path::Path, level: &str, ca_pem: &str) -> Vec<String> {
+    let mut p = Proxy::start_logging(cfg, level, &[]);
+    let addr = p.listener_addr("public").await;
+    get_h1(addr, "localhost", ca_pem).await.unwrap();
+    p.signal("HUP");
+    p.wait_log("SIGHUP's line after the request", |v| {
+        v["message"] == "SIGHUP: done"
+    })
+    .await;
+    p.logs()
+        .into_iter()
+        .filter(|l| l.contains("\"target\":\"rustls"))
+        .collect()
+}
+
+/// hotproxy's defaults (`rustls=error`) were appended after the user's
+/// directives, and tracing keeps the later of two directives for one
+/// target: `--log-level info,rustls=debug` showed no rustls line. The
+/// user's explicit directive wins now; without one the default stands.
+#[tokio::test]
+async fn an_explicit_directive_overrides_the_defaults() {
+    let (s, cfg) = scene();
+    let ca = std::fs::read_to_string(s.path("ca.crt")).unwrap();
+    let shown = rustls_lines(&cfg, "info,rustls=debug", &ca).await;
+    assert!(
+        shown.iter().any(|l| l.contains("decided upon suite")),
+        "no rustls debug line: {shown:?}"
+    );
+    let hidden = rustls_lines(&cfg, "debug", &ca).await;
+    assert!(hidden.is_empty(), "rustls below error: {hidden:?}");
+}
