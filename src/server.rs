@@ -135,16 +135,31 @@ pub async fn serve(config: Config) -> ExitCode {
     );
     let _ = shutdown_tx.send(true);
     handle.send(Command::Call(Box::new(|r| r.release_sockets())));
-    if tokio::time::timeout(grace, drain.wait_idle())
-        .await
-        .is_err()
-    {
-        warn!(
-            open_connections = drain.open(),
-            "shutdown grace elapsed; closing remaining connections"
-        );
+    // A second SIGTERM/SIGINT ends the drain at once (Caddy, Envoy): an
+    // operator's second Ctrl-C must not wait out the whole grace. What is
+    // cut then is cut as when the grace ends: by `finish`, each request
+    // with its access-log line.
+    tokio::select! {
+        idle = tokio::time::timeout(grace, drain.wait_idle()) => {
+            if idle.is_err() {
+                warn!(
+                    open_connections = drain.open(),
+                    "shutdown grace elapsed; closing remaining connections"
+                );
+            }
+        }
+        _ = term.recv() => second_signal(&drain),
+        _ = int.recv() => second_signal(&drain),
     }
     handle.send(Command::Stop);
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// A termination signal during the drain: say what is cut.
+fn second_signal(drain: &Drain) {
+    warn!(
+        open_connections = drain.open(),
+        "second termination signal; closing remaining connections now"
+    );
 }

@@ -653,6 +653,50 @@ async fn a_request_cut_when_shutdown_grace_ends_has_its_access_log_line() {
     }
 }
 
+/// A second SIGTERM or SIGINT during the drain ends it at once (Caddy,
+/// Envoy): what is still open is cut, each cut request has its access-log
+/// line (`499`) as when `shutdown_grace` ends, and the process exits 0.
+/// The second signal was swallowed: an operator's second Ctrl-C waited
+/// out the whole grace (30 s here).
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let w = world().await;
+    for (first, second) in [("TERM", "TERM"), ("TERM", "INT")] {
+        let hang = "      - { path_prefix: /hang, upstream: echo }";
+        let path = config(&w, "{ mode: none }", hang);
+        let log = w.scene.path(&format!("access-{second}.log"));
+        let logged = format!("access_log: {{ path: {}, format: json }}\n", log.display());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("shutdown_grace"), "the 30 s default applies");
+        write(&path, &(logged + &text));
+        let mut p = Proxy::start(&path);
+        let addr = p.listener_addr("public").await;
+        let held = held_at_backend(&w, addr).await;
+        p.signal(first);
+        p.wait_log("shutdown began", |v| {
+            v["message"] == "shutting down: no new connections, draining open ones"
+        })
+        .await;
+        p.signal(second);
+        assert!(p.wait_exit(WAIT).await.success(), "{first} then {second}");
+        p.wait_log("the cut named", |v| {
+            v["message"] == "second termination signal; closing remaining connections now"
+        })
+        .await;
+        let lines = read_access_log(&log);
+        let seen: Vec<_> = lines.iter().map(|l| (&l["path"], &l["status"])).collect();
+        assert_eq!(seen, [(&"/hang".into(), &499.into())], "{second}");
+        assert!(held.await.unwrap().is_err(), "the request was cut");
+        wait_until(WAIT, "the backend let the request go", || async {
+            w.backend
+                .slow_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+        })
+        .await;
+    }
+}
+
 /// A `--log-level` typo is refused at once, naming the word: tracing would
 /// read `warning` as a target and show no line at all, errors included.
 #[test]
