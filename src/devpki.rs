@@ -63,8 +63,8 @@ fn present(path: &Path) -> bool {
 
 /// The CA of a previous run, or `None` when there was none. A new CA
 /// replaces `ca.crt`, breaking every client that trusts the old one, so
-/// it is made only when neither file is there: half a CA, or an
-/// unreadable one, is an error naming the file.
+/// it is made only when neither file is there: half a CA, an unreadable
+/// one, or a key not of the certificate is an error naming the file(s).
 fn existing_ca(ca_crt: &Path, ca_key: &Path) -> anyhow::Result<Option<Issuer<'static, KeyPair>>> {
     match (present(ca_crt), present(ca_key)) {
         (false, false) => return Ok(None),
@@ -85,9 +85,29 @@ fn existing_ca(ca_crt: &Path, ca_key: &Path) -> anyhow::Result<Option<Issuer<'st
     let (c, k) = (read_pem(ca_crt)?, read_pem(ca_key)?);
     let key = KeyPair::from_pem(&k)
         .with_context(|| format!("{}: not a usable CA key", ca_key.display()))?;
+    // rcgen signs with whatever key it is given: pairs signed by a key
+    // not of `ca.crt` verify against nothing that trusts it, and would
+    // overwrite the working pairs.
+    let public = key.public_key_raw().to_vec();
     let issuer = Issuer::from_ca_cert_pem(&c, key)
         .with_context(|| format!("{}: not a usable CA certificate", ca_crt.display()))?;
+    if certified_key(&c).as_deref() != Some(public.as_slice()) {
+        anyhow::bail!(
+            "{} does not match the CA certificate {}: pairs signed with it would verify against nothing that trusts {} (restore the CA's key, or remove both to start over)",
+            ca_key.display(),
+            ca_crt.display(),
+            ca_crt.display()
+        );
+    }
     Ok(Some(issuer))
+}
+
+/// The public key the first certificate of `pem` certifies (the bits of
+/// its SubjectPublicKeyInfo, as `KeyPair::public_key_raw` gives them).
+fn certified_key(pem: &str) -> Option<Vec<u8>> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.public_key().subject_public_key.data.to_vec())
 }
 
 /// How long the pairs are valid by default: what a public CA issues
@@ -329,7 +349,10 @@ mod tests {
     /// Why `write` refused `dir` (a test failure if it did not).
     fn refused(dir: &Path) -> String {
         match write(dir, &[]) {
-            Ok(_) => panic!("write made a new CA over half of the old one"),
+            Ok(_) => panic!(
+                "write was not refused: it issued pairs over {}",
+                dir.display()
+            ),
             Err(e) => format!("{e:#}"),
         }
     }
@@ -355,6 +378,40 @@ mod tests {
         fs::remove_dir(&ca_key).unwrap();
         fs::remove_file(&ca_crt).unwrap();
         assert!(!write(dir.path(), &[]).unwrap().ca_reused);
+    }
+
+    /// Every file of `dir` and its bytes.
+    fn contents(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut files: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A `ca.key` of another CA beside `ca.crt` (a key copied from the
+    /// wrong directory): the pairs issued with it verify against nothing
+    /// that trusts `ca.crt`, and they overwrote the working ones. Refused,
+    /// naming both files; nothing is written.
+    #[test]
+    fn a_ca_key_not_of_the_ca_certificate_is_refused() {
+        let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write(dir.path(), &[]).unwrap();
+        write(other.path(), &[]).unwrap();
+        let (ca_crt, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        fs::copy(other.path().join("ca.key"), &ca_key).unwrap();
+        let before = contents(dir.path());
+        let e = refused(dir.path());
+        assert!(
+            e.contains(&ca_key.display().to_string()) && e.contains(&ca_crt.display().to_string()),
+            "{e}"
+        );
+        assert!(e.contains("does not match"), "{e}");
+        assert_eq!(contents(dir.path()), before, "files were written");
     }
 
     #[test]
