@@ -1,4 +1,4 @@
-//! What is in front of a listener, at runtime: PROXY sources, trusted proxies, response headers, the HTTPS redirect.
+//! What is in front of a listener, at runtime: PROXY sources, client ranges, trusted proxies, response headers, the HTTPS redirect.
 //!
 //! Built from [`FrontConfig`] by the reloader and loaded once per connection,
 //! like the limits: a change applies to new connections.
@@ -82,6 +82,61 @@ impl Front {
             headers.insert(n.clone(), v.clone());
         }
     }
+}
+
+/// Who the client of a new connection is, before TLS (before HTTP on a
+/// `redirect_https` listener): the source of the PROXY header a
+/// `proxy_protocol.from` peer must send, else the peer. `None`: refused
+/// (PROXY protocol, or outside `allow_from`), counted and logged; the
+/// caller closes it. `deadline`: accept plus `header_read_timeout`.
+pub async fn client_before_tls(
+    live: &Listener,
+    front: &Front,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<SocketAddr> {
+    let from = front.proxy_protocol.as_deref();
+    // A `from` peer names the client in its header: read that first.
+    let vouched = from.is_some_and(|f| proxy_protocol::contains(f, peer.ip()));
+    let client = if vouched {
+        match proxy_protocol::read_header(stream, peer, deadline).await {
+            Ok(client) => client,
+            Err(refused) => return refused_before_tls(live, peer, &refused),
+        }
+    } else {
+        peer
+    };
+    // `allow_from`: like a firewall in front of the listener, before any
+    // TLS work is spent on the client. Anyone outside `from` has its final
+    // address at accept, so this comes before waiting for its first bytes:
+    // a client that sent nothing was held (with its max_connections slot)
+    // until header_read_timeout, only to be refused here.
+    if !front.admits(client.ip()) {
+        metrics::handshake(&live.name, "source_not_allowed");
+        crate::proxy::edge::handshake_refused(live, client, "source_not_allowed");
+        debug!(listener = %live.name, peer = %client, "connection refused before TLS: not in allow_from");
+        return None;
+    }
+    if from.is_some()
+        && !vouched
+        && let Err(refused) = proxy_protocol::refuse_header(stream, deadline).await
+    {
+        return refused_before_tls(live, peer, &refused);
+    }
+    Some(client)
+}
+
+/// Count and log a PROXY protocol refusal.
+fn refused_before_tls(
+    live: &Listener,
+    peer: SocketAddr,
+    refused: &proxy_protocol::Refused,
+) -> Option<SocketAddr> {
+    metrics::handshake(&live.name, refused.reason());
+    crate::proxy::edge::handshake_refused(live, peer, refused.reason());
+    debug!(listener = %live.name, peer = %peer, error = %refused, "connection refused before TLS");
+    None
 }
 
 /// Serve one plain-HTTP connection of a `redirect_https` listener: each

@@ -43,7 +43,7 @@ use crate::proxy::refused_head::protocol_error;
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
-use crate::proxy::{cancels::Unanswered, proxy_protocol, refused_head, request};
+use crate::proxy::{cancels::Unanswered, refused_head, request};
 
 /// Streams an HTTP/2 client may have open at once (nginx: 128; Envoy's
 /// edge guidance: 100).
@@ -416,36 +416,16 @@ async fn connection(
     // connection checked again even if it was checked under the new rules
     // (harmless), never one checked under the old rules that it missed.
     let admitted = listener.admission.borrow().generation;
-    // Before TLS: the PROXY header's client address, or the plain-HTTP
-    // redirect listener (src/proxy/front.rs, src/proxy/proxy_protocol.rs).
+    // A PROXY header and the handshake share the header read budget: a
+    // client that connects and sends nothing must not hold a slot forever.
+    let head_deadline = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
+    // Before TLS: the PROXY header's client address and `allow_from`,
+    // then the plain-HTTP redirect listener (src/proxy/front.rs).
     let front = listener.front.load_full();
-    let peer = match front.proxy_protocol.as_deref() {
-        None => peer,
-        Some(from) => match Box::pin(proxy_protocol::accept(
-            &mut stream,
-            peer,
-            from,
-            limits.header_read_timeout,
-        ))
-        .await
-        {
-            Ok(client) => client,
-            Err(refused) => {
-                metrics::handshake(&listener.name, refused.reason());
-                crate::proxy::edge::handshake_refused(&listener, peer, refused.reason());
-                debug!(listener = %listener.name, peer = %peer, error = %refused, "connection refused before TLS");
-                return;
-            }
-        },
-    };
-    // `allow_from`: like a firewall in front of the listener, before any
-    // TLS work is spent on the client.
-    if !front.admits(peer.ip()) {
-        metrics::handshake(&listener.name, "source_not_allowed");
-        crate::proxy::edge::handshake_refused(&listener, peer, "source_not_allowed");
-        debug!(listener = %listener.name, peer = %peer, "connection refused before TLS: not in allow_from");
+    let client = front::client_before_tls(&listener, &front, &mut stream, peer, head_deadline);
+    let Some(peer) = Box::pin(client).await else {
         return;
-    }
+    };
     if let Some(port) = front.redirect_https {
         let closing = listener.closing.subscribe();
         return Box::pin(front::redirect_connection(
@@ -459,9 +439,6 @@ async fn connection(
         ))
         .await;
     }
-    // The handshake shares the header read budget: a client that connects
-    // and sends nothing must not hold a slot forever.
-    let head_deadline = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
     // A TLS connection starts with a handshake record (0x16); a letter is
     // an HTTP method sent in the clear.
     match tokio::time::timeout_at(head_deadline, first_byte(&stream)).await {

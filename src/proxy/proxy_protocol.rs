@@ -24,6 +24,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// The v2 signature (12 bytes).
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -72,33 +73,34 @@ pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
 
-/// The client address of a new connection on a listener with
-/// `proxy_protocol` on: the source address of the PROXY header a `from`
-/// peer must send, or `peer` itself for anyone else (who must not send
-/// one). Consumes exactly the header's bytes.
-pub async fn accept(
+/// The client address a `proxy_protocol.from` peer names in the PROXY
+/// header it must send, read by `deadline`. Consumes exactly the header's
+/// bytes.
+pub async fn read_header(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    from: &[IpNet],
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<SocketAddr, Refused> {
-    let read = async {
-        if contains(from, peer.ip()) {
-            read_header(stream, peer).await
-        } else if starts_with_header(stream).await? {
-            Err(Refused::NotAllowed)
-        } else {
-            Ok(peer)
-        }
-    };
-    tokio::time::timeout(timeout, read)
+    tokio::time::timeout_at(deadline, read_client(stream, peer))
         .await
         .unwrap_or(Err(Refused::Timeout))
 }
 
+/// For a peer outside `proxy_protocol.from`: refuse it if it starts with
+/// a PROXY header (anyone could claim any address), else leave its first
+/// bytes for TLS (or HTTP). Decided by `deadline`.
+pub async fn refuse_header(stream: &TcpStream, deadline: Instant) -> Result<(), Refused> {
+    match tokio::time::timeout_at(deadline, starts_with_header(stream)).await {
+        Ok(Ok(true)) => Err(Refused::NotAllowed),
+        Ok(Ok(false)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Refused::Timeout),
+    }
+}
+
 /// Whether the first bytes are a PROXY header's, without consuming them.
 /// Looks only as far as needed to tell (`P` may start `POST` on a plain
-/// HTTP listener, so up to `PROXY `).
+/// HTTP listener, so up to `PROXY `); bounded by the caller.
 async fn starts_with_header(stream: &TcpStream) -> Result<bool, Refused> {
     let mut buf = [0u8; 12];
     let mut pause = Duration::from_millis(5);
@@ -123,7 +125,7 @@ async fn starts_with_header(stream: &TcpStream) -> Result<bool, Refused> {
         // A prefix of a signature and nothing more yet: peeking again would
         // return the same bytes at once (the socket stays readable), so give
         // the peer a moment, twice as long each time up to 250 ms (bounded
-        // by the caller's timeout; only a stalling client gets here). A
+        // by the caller's deadline; only a stalling client gets here). A
         // fixed 5 ms was 200 peeks and timer wake-ups a second for each
         // client that sent `\r` and stopped, for all of header_read_timeout.
         tokio::time::sleep(pause).await;
@@ -135,7 +137,7 @@ async fn starts_with_header(stream: &TcpStream) -> Result<bool, Refused> {
 /// The header's source address; an IPv4 client named by its mapped IPv6
 /// form (a dual-stack balancer's `::ffff:10.1.2.3`) is its IPv4 address,
 /// as on a dual-stack socket ([`crate::proxy::accept`]).
-async fn read_header(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Refused> {
+async fn read_client(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Refused> {
     let source = read_source(stream, peer).await?;
     Ok(SocketAddr::new(source.ip().to_canonical(), source.port()))
 }

@@ -33,7 +33,17 @@ pub async fn get_over(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, http::HeaderMap, String)> {
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    get_trusting(tcp, &w.ca, path, headers).await
+}
+
+/// [`get_over`] for a proxy other than the world's: `ca` signed its certificate.
+pub async fn get_trusting(
+    tcp: TcpStream,
+    ca: &TestCa,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, http::HeaderMap, String)> {
+    let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = tokio_rustls::TlsConnector::from(cfg)
         .connect(name, tcp)

@@ -1,8 +1,10 @@
 //! PROXY protocol v1 and v2: the source a `from` peer sends, and every refusal.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::common::*;
 use crate::support::*;
@@ -113,4 +115,82 @@ async fn proxy_protocol_refusals() {
             "{reason} not counted:\n{metrics}"
         );
     }
+}
+
+/// A proxy with one TLS listener, `front`, whose PROXY protocol and client
+/// ranges are `front_yaml` (its upstream refuses connections: a request
+/// that gets through is answered 502), a JSON access log and an admin
+/// listener: the proxy, the listener's and the admin's addresses, the log.
+async fn fronted(
+    scene: &Scene,
+    ca: &TestCa,
+    front_yaml: &str,
+    header_read_timeout: &str,
+) -> (Proxy, SocketAddr, SocketAddr, PathBuf) {
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let log = scene.path("access.log");
+    let config = scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+access_log: {{ path: {log}, format: json }}
+listeners:
+  - name: front
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    {front_yaml}
+    limits: {{ header_read_timeout: {header_read_timeout} }}
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#,
+        log = log.display(),
+    ));
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("front").await;
+    let admin = p.admin_addr().await;
+    (p, addr, admin, log)
+}
+
+/// The proxy closed `tcp` (end of stream or reset) within [`WAIT`].
+async fn closed_by_proxy(mut tcp: TcpStream, what: &str) {
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "{what}: expected the proxy to close the connection, got {closed:?}"
+    );
+}
+
+/// `allow_from` on a PROXY listener (SPEC §7 "Client ranges"): a client
+/// outside both `from` and `allow_from` is closed right after accept. Its
+/// address is final at accept (a header from it would be refused anyway),
+/// so nothing is waited for: it used to be held, and its max_connections
+/// slot with it, until header_read_timeout (60 s here) while the proxy
+/// peeked for a PROXY header. A client outside `from` but inside
+/// `allow_from` still goes through TLS as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_listener_closes_clients_outside_allow_from_at_once() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, admin, _log) = fronted(
+        &scene,
+        &ca,
+        "proxy_protocol: { from: [127.0.0.2/32] }\n    allow_from: [127.0.0.2/32, 127.0.0.3/32]",
+        "60s",
+    )
+    .await;
+    // Connects and sends nothing (a scanner, or a client that waits for
+    // the server to speak first).
+    closed_by_proxy(tcp_from("127.0.0.1", addr).await, "outside allow_from").await;
+    wait_metric(
+        admin,
+        "hotproxy_tls_handshakes_total{listener=\"front\",result=\"source_not_allowed\"} 1",
+        WAIT,
+    )
+    .await;
+    let (status, _, body) = get_trusting(tcp_from("127.0.0.3", addr).await, &ca, "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 502, "{body}");
 }
