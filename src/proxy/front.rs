@@ -118,11 +118,26 @@ pub async fn client_before_tls(
         debug!(listener = %live.name, peer = %client, "connection refused before TLS: not in allow_from");
         return None;
     }
-    if from.is_some()
-        && !vouched
-        && let Err(refused) = proxy_protocol::refuse_header(stream, deadline).await
-    {
-        return refused_before_tls(live, peer, &refused);
+    if from.is_some() && !vouched {
+        match proxy_protocol::refuse_header(stream, deadline).await {
+            Ok(()) => {}
+            // Nothing (or only the start of a signature) by the deadline:
+            // not a PROXY failure but what a listener without PROXY
+            // protocol sees, a TLS handshake timed out (SPEC §5 `timeout`)
+            // or, on the redirect listener, no request (neither counted
+            // nor logged).
+            Err(proxy_protocol::Refused::Timeout) => {
+                if front.redirect_https.is_none() {
+                    metrics::handshake(&live.name, "timeout");
+                    crate::proxy::edge::handshake_refused(live, peer, "timeout");
+                    debug!(listener = %live.name, peer = %peer, "TLS handshake timed out");
+                } else {
+                    debug!(peer = %peer, "redirect connection closed: no request within header_read_timeout");
+                }
+                return None;
+            }
+            Err(refused) => return refused_before_tls(live, peer, &refused),
+        }
     }
     Some(client)
 }

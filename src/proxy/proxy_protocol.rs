@@ -88,7 +88,9 @@ pub async fn read_header(
 
 /// For a peer outside `proxy_protocol.from`: refuse it if it starts with
 /// a PROXY header (anyone could claim any address), else leave its first
-/// bytes for TLS (or HTTP). Decided by `deadline`.
+/// bytes for TLS (or HTTP). Undecided by `deadline`: [`Refused::Timeout`],
+/// which the caller reports as a client that sent nothing, not as a
+/// PROXY failure (the peer was never asked for a header).
 pub async fn refuse_header(stream: &TcpStream, deadline: Instant) -> Result<(), Refused> {
     match tokio::time::timeout_at(deadline, starts_with_header(stream)).await {
         Ok(Ok(true)) => Err(Refused::NotAllowed),

@@ -117,13 +117,21 @@ async fn proxy_protocol_refusals() {
     }
 }
 
-/// A proxy with one TLS listener, `front`, whose PROXY protocol and client
-/// ranges are `front_yaml` (its upstream refuses connections: a request
-/// that gets through is answered 502), a JSON access log and an admin
-/// listener: the proxy, the listener's and the admin's addresses, the log.
+/// What [`fronted`]'s listener serves: TLS, its upstream refusing
+/// connections (a request that gets through is answered 502)...
+const TLS: &str =
+    "tls: { certs: [{ cert_file: a.crt, key_file: a.key }] }\n    routes: [{ upstream: app }]";
+/// ... or the HTTPS redirect.
+const REDIRECT: &str = "redirect_https: {}";
+
+/// A proxy with one listener, `front`, serving `serves` ([`TLS`] or
+/// [`REDIRECT`]), whose PROXY protocol and client ranges are `front_yaml`,
+/// a JSON access log and an admin listener: the proxy, the listener's and
+/// the admin's addresses, the log.
 async fn fronted(
     scene: &Scene,
     ca: &TestCa,
+    serves: &str,
     front_yaml: &str,
     header_read_timeout: &str,
 ) -> (Proxy, SocketAddr, SocketAddr, PathBuf) {
@@ -136,10 +144,9 @@ access_log: {{ path: {log}, format: json }}
 listeners:
   - name: front
     bind: 127.0.0.1:0
-    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    {serves}
     {front_yaml}
     limits: {{ header_read_timeout: {header_read_timeout} }}
-    routes: [{{ upstream: app }}]
 upstreams:
   - name: app
     servers: [http://127.0.0.1:9]
@@ -176,6 +183,7 @@ async fn proxy_protocol_listener_closes_clients_outside_allow_from_at_once() {
     let (_p, addr, admin, _log) = fronted(
         &scene,
         &ca,
+        TLS,
         "proxy_protocol: { from: [127.0.0.2/32] }\n    allow_from: [127.0.0.2/32, 127.0.0.3/32]",
         "60s",
     )
@@ -193,4 +201,45 @@ async fn proxy_protocol_listener_closes_clients_outside_allow_from_at_once() {
         .await
         .unwrap();
     assert_eq!(status, 502, "{body}");
+}
+
+/// A client outside `from` that connects and sends nothing (inside
+/// `allow_from`, so nothing refuses it at accept) is what a listener
+/// without PROXY protocol sees: on a TLS listener a handshake that timed
+/// out (`timeout`, SPEC §5), on the redirect listener a connection that
+/// sent no request (neither counted nor logged). It was counted and
+/// logged as `proxy_protocol_timeout`, a PROXY failure it had nothing to
+/// do with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_outside_from_times_out_as_without_proxy_protocol() {
+    let ranges =
+        "proxy_protocol: { from: [127.0.0.2/32] }\n    allow_from: [127.0.0.2/32, 127.0.0.3/32]";
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, admin, log) = fronted(&scene, &ca, TLS, ranges, "1s").await;
+    closed_by_proxy(tcp_from("127.0.0.3", addr).await, "idle TLS client").await;
+    wait_metric(
+        admin,
+        "hotproxy_tls_handshakes_total{listener=\"front\",result=\"timeout\"} 1",
+        WAIT,
+    )
+    .await;
+    let metrics = metrics_text(admin).await;
+    assert!(!metrics.contains("proxy_protocol_"), "{metrics}");
+    let line = &wait_access_log(&log, 1, WAIT).await[0];
+    assert_eq!(line["authz"], "timeout", "{line}");
+
+    let scene = Scene::new();
+    let (_p, addr, admin, log) = fronted(&scene, &ca, REDIRECT, ranges, "1s").await;
+    closed_by_proxy(tcp_from("127.0.0.3", addr).await, "idle HTTP client").await;
+    // Counted before the close the client saw, had it been.
+    let metrics = metrics_text(admin).await;
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("hotproxy_tls_handshakes_total{"))
+            .all(|l| l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(read_access_log(&log).is_empty());
 }
