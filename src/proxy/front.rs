@@ -149,7 +149,9 @@ fn refused_before_tls(
     refused: &proxy_protocol::Refused,
 ) -> Option<SocketAddr> {
     metrics::handshake(&live.name, refused.reason());
-    crate::proxy::edge::handshake_refused(live, peer, refused.reason());
+    if refused.logged() {
+        crate::proxy::edge::handshake_refused(live, peer, refused.reason());
+    }
     debug!(listener = %live.name, peer = %peer, error = %refused, "connection refused before TLS");
     None
 }

@@ -49,6 +49,10 @@ pub enum Refused {
     Timeout,
     #[error("connection closed before the PROXY protocol header ended")]
     Closed,
+    /// Closed or reset before a byte came: a load balancer's TCP health
+    /// check, counted as [`Refused::Closed`] but logged as no refusal.
+    #[error("connection closed before sending a byte")]
+    Hangup,
     #[error("reading the PROXY protocol header failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -61,8 +65,14 @@ impl Refused {
             Refused::NotAllowed => "proxy_protocol_not_allowed",
             Refused::Malformed(_) => "proxy_protocol_malformed",
             Refused::Timeout => "proxy_protocol_timeout",
-            Refused::Closed | Refused::Io(_) => "proxy_protocol_closed",
+            Refused::Closed | Refused::Hangup | Refused::Io(_) => "proxy_protocol_closed",
         }
+    }
+
+    /// Whether the refusal gets an access-log line: not a health check
+    /// that connects and hangs up (SPEC: as `client_closed`).
+    pub fn logged(&self) -> bool {
+        !matches!(self, Refused::Hangup)
     }
 }
 
@@ -146,8 +156,9 @@ async fn read_client(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketA
 
 async fn read_source(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Refused> {
     let mut first = [0u8; 1];
-    if stream.peek(&mut first).await? == 0 {
-        return Err(Refused::Closed);
+    // Zero bytes, then a FIN or (HAProxy's checks) an RST.
+    if !matches!(stream.peek(&mut first).await, Ok(1)) {
+        return Err(Refused::Hangup);
     }
     let mut buf = Vec::with_capacity(128);
     match first[0] {

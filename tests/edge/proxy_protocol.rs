@@ -243,3 +243,45 @@ async fn an_idle_client_outside_from_times_out_as_without_proxy_protocol() {
     );
     assert!(read_access_log(&log).is_empty());
 }
+
+/// A load balancer's plain TCP health check connects from inside `from`
+/// and hangs up without a byte (a FIN, or HAProxy's RST). As a TCP health
+/// check on any listener (`client_closed`, SPEC §5) it gets no access-log
+/// line; it is still counted (`proxy_protocol_closed`). A header cut part
+/// way stays a refusal with its line. Each check used to write a line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_health_check_gets_no_access_log_line() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, admin, log) = fronted(
+        &scene,
+        &ca,
+        TLS,
+        "proxy_protocol: { from: [127.0.0.2/32] }",
+        "60s",
+    )
+    .await;
+    let closed = |n: u32| {
+        format!(
+            "hotproxy_tls_handshakes_total{{listener=\"front\",result=\"proxy_protocol_closed\"}} {n}"
+        )
+    };
+    drop(tcp_from("127.0.0.2", addr).await);
+    wait_metric(admin, &closed(1), WAIT).await;
+    let check = tcp_from("127.0.0.2", addr).await;
+    check.set_zero_linger().unwrap();
+    drop(check);
+    wait_metric(admin, &closed(2), WAIT).await;
+
+    // Refusal lines are one a minute per client address and reason: had
+    // either check been given one, this one's would be held back.
+    let mut cut = tcp_from("127.0.0.2", addr).await;
+    let cut_from = cut.local_addr().unwrap();
+    cut.write_all(b"PROXY TCP4 203.0.113.7").await.unwrap();
+    cut.shutdown().await.unwrap();
+    closed_by_proxy(cut, "a cut header").await;
+    wait_metric(admin, &closed(3), WAIT).await;
+    let lines = wait_access_log(&log, 1, WAIT).await;
+    assert_eq!(lines[0]["client_addr"], cut_from.to_string(), "{lines:?}");
+    assert_eq!(lines[0]["authz"], "proxy_protocol_closed", "{lines:?}");
+}
