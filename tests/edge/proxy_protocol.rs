@@ -285,3 +285,28 @@ async fn a_balancer_health_check_gets_no_access_log_line() {
     assert_eq!(lines[0]["client_addr"], cut_from.to_string(), "{lines:?}");
     assert_eq!(lines[0]["authz"], "proxy_protocol_closed", "{lines:?}");
 }
+
+/// Client ranges written in IPv4-mapped IPv6 form (`::ffff:127.0.0.2`,
+/// `::ffff:127.0.0.0/104`) match IPv4 peers and PROXY sources: the
+/// balancer at 127.0.0.2 is inside `from` and the client its header names
+/// inside `allow_from`. Both used to match no one (the balancer's header
+/// was refused as from outside `from`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapped_client_ranges_match_ipv4_peers() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, _admin, _log) = fronted(
+        &scene,
+        &ca,
+        TLS,
+        "proxy_protocol: { from: [\"::ffff:127.0.0.2\"] }\n    allow_from: [\"::ffff:127.0.0.0/104\"]",
+        "60s",
+    )
+    .await;
+    let mut tcp = tcp_from("127.0.0.2", addr).await;
+    tcp.write_all(b"PROXY TCP4 127.0.0.9 127.0.0.1 40000 443\r\n")
+        .await
+        .unwrap();
+    let (status, _, body) = get_trusting(tcp, &ca, "/", &[]).await.unwrap();
+    assert_eq!(status, 502, "{body}");
+}

@@ -414,15 +414,16 @@ impl Resolver {
         self.cidrs(at, list)
     }
 
-    /// CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
+    /// CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses: the client
+    /// ranges of `proxy_protocol.from`, `trusted_proxies` and `allow_from`.
     fn cidrs(&mut self, at: &str, list: &[String]) -> Vec<ipnet::IpNet> {
         let mut out = Vec::new();
         for (j, s) in list.iter().enumerate() {
             let s = self.string(&format!("{at}[{j}]"), s);
             match s.parse::<ipnet::IpNet>() {
-                Ok(n) => out.push(n.trunc()),
+                Ok(n) => out.push(unmapped(n.trunc())),
                 Err(_) => match s.parse::<std::net::IpAddr>() {
-                    Ok(ip) => out.push(ip.into()),
+                    Ok(ip) => out.push(unmapped(ip.into())),
                     Err(_) => self.problem(
                         format!("{at}[{j}]"),
                         format!("{s:?} is not a CIDR (10.0.0.0/8) or an IP address"),
@@ -431,6 +432,21 @@ impl Resolver {
             }
         }
         out
+    }
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`, a prefix of 96 or
+/// more) as its IPv4 network (`10.0.0.0/8`). Peers and PROXY sources are
+/// matched by their IPv4 address (`::ffff:10.1.2.3` on a dual-stack socket
+/// is `10.1.2.3`), so the mapped form as written would match no one.
+fn unmapped(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(n) if n.prefix_len() >= 96 => n
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).ok())
+            .map_or(net, ipnet::IpNet::V4),
+        _ => net,
     }
 }
 
@@ -654,6 +670,43 @@ mod front_tests {
         );
         assert_eq!(c.listeners[1].front.redirect_https, Some(443));
         assert!(c.listeners[1].certs.is_empty());
+    }
+
+    /// An IPv4-mapped IPv6 network is read as its IPv4 network, in each
+    /// field that takes client ranges: peers are matched by their IPv4
+    /// address (a dual-stack socket's `::ffff:10.1.2.3` is `10.1.2.3`), so
+    /// the mapped form as written never matched anyone.
+    #[test]
+    fn mapped_networks_are_read_as_ipv4() {
+        let c = parse_str(
+            &with_listener_extra(
+                "    proxy_protocol: { from: [\"::ffff:10.0.0.0/104\", \"::ffff:192.0.2.7\"] }\n    trusted_proxies: [\"::ffff:0:0/96\", \"64:ff9b::/96\"]\n    allow_from: [\"::ffff:10.1.2.3/112\"]\n",
+            )
+            .replace(
+                "routes: [{ upstream: api }]",
+                "routes: [{ upstream: api, allow_from: [\"::ffff:192.0.2.9\"] }]",
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{}", messages(&e)));
+        let l = &c.listeners[0];
+        let shown = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            shown(l.front.proxy_protocol.as_deref().unwrap()),
+            ["10.0.0.0/8", "192.0.2.7/32"]
+        );
+        // NAT64's prefix is IPv6 clients, not mapped ones: kept.
+        assert_eq!(
+            shown(&l.front.trusted_proxies),
+            ["0.0.0.0/0", "64:ff9b::/96"]
+        );
+        assert_eq!(
+            shown(l.front.allow_from.as_deref().unwrap()),
+            ["10.1.0.0/16"]
+        );
+        assert_eq!(
+            shown(l.routes[0].allow_from.as_deref().unwrap()),
+            ["192.0.2.9/32"]
+        );
     }
 
     /// Each bad edge value is an error naming its field.
