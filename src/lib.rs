@@ -73,6 +73,7 @@
 //!   - `stall`: HTTP/2 responses held up by a shut flow-control window, cut after send_timeout.
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout
 //!     and the connection's lifetime.
+//!   - `relay`: a tunnel's byte copy, ended when either side closes (nginx's "upgraded done").
 //!   - `on_read`: a stream calling a hook when bytes are read (a tunnel's idle clock, a redirect head begun).
 //!   - `lifetime`: when a connection (or its tunnel) ends: made with rotated-out material
 //!     (`max_connection_lifetime`), or no longer admitted under rules since changed; `Woken`,

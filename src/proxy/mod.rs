@@ -20,6 +20,7 @@ pub mod path;
 pub mod proxy_protocol;
 pub mod readmit;
 pub mod refused_head;
+pub mod relay;
 pub mod request;
 pub mod request_id;
 pub mod router;

@@ -7,6 +7,12 @@
 //! request is forwarded as an ordinary one (nginx's default; Envoy does the
 //! same for `h2c`).
 //!
+//! A tunnel ends as soon as either side closes, once what that side sent
+//! has been passed on and the other side's writing shut down
+//! ([`crate::proxy::relay`]; nginx's "upgraded done"): a half-open tunnel
+//! would hold its upstream connection (and its server slot) for as long as
+//! the other side stays silent.
+//!
 //! A tunnel keeps the client connection's slot (`max_connections`, the
 //! active-connection gauge, the shutdown drain) until it ends, and ends
 //! after `limits.tunnel_idle_timeout` without a byte in either direction,
@@ -27,13 +33,14 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::debug;
 
 use crate::access_log::tunnel::{Relayed, TunnelLine};
 use crate::proxy::lifetime::Lifetime;
 use crate::proxy::lifetime::Woken;
 use crate::proxy::on_read::OnRead;
+use crate::proxy::relay::{Closed, relay};
 
 /// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
 /// extension point for more protocols: each must be one whose bytes after
@@ -153,13 +160,26 @@ pub fn spawn<H: Send + 'static>(
         };
         let mut client = OnRead::new(client, touch());
         let mut upstream = OnRead::new(TokioIo::new(upstream), touch());
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        let copy = async {
+            let closed = relay(&mut client, &mut upstream).await;
+            if let Ok(Closed::A) = closed {
+                // The client closed first and the upstream has been told:
+                // our close_notify answers the client's (as nginx closes
+                // an upgraded connection), bounded by send_timeout.
+                let _ = client.shutdown().await;
+            }
+            closed
+        };
         tokio::pin!(copy);
         loop {
             let quiet_until = clock.last() + idle_timeout;
             tokio::select! {
-                res = &mut copy => {
-                    debug!(listener = %listener, bytes = ?res.map_err(|e| e.to_string()), "tunnel closed");
+                closed = &mut copy => {
+                    match closed {
+                        Ok(Closed::A) => debug!(listener = %listener, reason = "client_closed", "tunnel closed"),
+                        Ok(Closed::B) => debug!(listener = %listener, reason = "upstream_closed", "tunnel closed"),
+                        Err(e) => debug!(listener = %listener, reason = "error", error = %e, "tunnel closed"),
+                    }
                     return;
                 }
                 over = &mut lifetime_over => {

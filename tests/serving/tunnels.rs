@@ -8,8 +8,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::*;
 use crate::support::*;
 
-/// Send a WebSocket upgrade; return the stream after a `101`.
+/// Send a WebSocket upgrade; return the stream after a `101`, an echo
+/// through it seen.
 async fn websocket(w: &World, addr: SocketAddr) -> Tls {
+    let mut s = upgrade(w, addr).await;
+    echo(&mut s, b"hello").await;
+    s
+}
+
+/// Send a WebSocket upgrade; return the stream once its `101` is read.
+async fn upgrade(w: &World, addr: SocketAddr) -> Tls {
     let mut s = tls(w, addr, &[b"http/1.1"]).await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
@@ -26,7 +34,6 @@ async fn websocket(w: &World, addr: SocketAddr) -> Tls {
     }
     assert!(head.contains("connection: upgrade\r\n"), "{head}");
     assert!(head.contains("upgrade: websocket\r\n"), "{head}");
-    echo(&mut s, b"hello").await;
     s
 }
 
@@ -330,4 +337,122 @@ async fn a_tunnel_cut_at_shutdown_is_logged_once() {
     assert_eq!(ws.len(), 1, "{lines:?}");
     assert_eq!(ws[0]["status"], 101, "{lines:?}");
     assert_eq!(ws[0]["bytes_out"], 5, "{lines:?}");
+}
+
+/// A raw backend that answers a WebSocket upgrade's head with a `101` and
+/// then hands the connection to `then`.
+async fn switching_backend<F, Fut>(then: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let then = std::sync::Arc::new(then);
+    let (addr, _) = raw_backend(move |mut tcp| {
+        let then = then.clone();
+        async move {
+            tcp.set_nodelay(true).unwrap();
+            let mut buf = Vec::new();
+            if read_raw_head(&mut tcp, &mut buf).await.is_none() {
+                return;
+            }
+            let switched = b"HTTP/1.1 101 Switching Protocols\r\n\
+                upgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+            if tcp.write_all(switched).await.is_ok() {
+                then(tcp).await;
+            }
+        }
+    })
+    .await;
+    addr
+}
+
+/// A proxy with the JSON access log in front of `backend` (instead of the
+/// plain backend), `limits` on its listener and `upstream` appended to its
+/// upstream's settings: the listener's address and the log's path.
+async fn serve_raw(
+    w: &World,
+    backend: SocketAddr,
+    limits: &str,
+    upstream: &str,
+) -> (Proxy, SocketAddr, std::path::PathBuf) {
+    let (cfg, log) = logged_config(w, limits);
+    edit_config(&cfg, |text| {
+        text.replace(
+            &format!("servers: [http://{}]", w.backend.addr),
+            &format!("servers: [http://{backend}]{upstream}"),
+        )
+    });
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    (p, addr, log)
+}
+
+/// The one access-log line of the tunnel, once written.
+async fn the_tunnels_line(log: &std::path::Path) -> serde_json::Value {
+    let lines = wait_line(log, "the tunnel's line", |v| v["path"] == "/ws").await;
+    let ws = tunnel_lines(&lines);
+    assert_eq!(ws.len(), 1, "{lines:?}");
+    assert_eq!(ws[0]["status"], 101, "{lines:?}");
+    ws[0].clone()
+}
+
+/// A backend that closes its side of a tunnel ends the tunnel (nginx's
+/// "upgraded done"): what it sent reaches the client, then the client's
+/// connection is closed, the line written, and the upstream connection's
+/// slot freed, though the client says nothing and keeps its side open.
+/// The tunnel used to wait for the client to close too (up to
+/// tunnel_idle_timeout, 1 h), the backend's socket in CLOSE_WAIT holding a
+/// `max_connections_per_server` slot.
+#[tokio::test]
+async fn a_backend_closing_ends_the_tunnel_though_the_client_is_silent() {
+    let w = world().await;
+    let backend = switching_backend(|mut tcp| async move {
+        let _ = tcp.write_all(b"bye!").await;
+    })
+    .await;
+    let one_slot = "\n    max_connections_per_server: 1";
+    let (_p, addr, log) = serve_raw(&w, backend, "", one_slot).await;
+    let mut s = upgrade(&w, addr).await;
+    // Read to the end, and neither write nor close.
+    assert_eq!(read_to_close(&mut s).await, b"bye!");
+    let v = the_tunnels_line(&log).await;
+    assert_eq!(v["bytes_out"], 4, "{v}");
+    assert_eq!(v["bytes_in"], 0, "{v}");
+    // The one upstream connection allowed is free again.
+    let mut again = upgrade(&w, addr).await;
+    assert_eq!(read_to_close(&mut again).await, b"bye!");
+    drop(s);
+}
+
+/// The mirror: a client that closes its side (TLS close_notify) ends the
+/// tunnel though the backend, which sees the close, stays silent and
+/// keeps its side open. The client's connection is closed and the line
+/// written; the tunnel used to wait for the backend.
+#[tokio::test]
+async fn a_client_closing_ends_the_tunnel_though_the_backend_is_silent() {
+    let w = world().await;
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backend = switching_backend(move |mut tcp| {
+        let got_tx = got_tx.clone();
+        async move {
+            let mut got = Vec::new();
+            while read_more(&mut tcp, &mut got).await {}
+            let _ = got_tx.send(got);
+            // Silent, with its side open.
+            std::future::pending::<()>().await;
+            drop(tcp);
+        }
+    })
+    .await;
+    let (_p, addr, log) = serve_raw(&w, backend, "", "").await;
+    let mut s = upgrade(&w, addr).await;
+    s.write_all(b"last words").await.unwrap();
+    s.shutdown().await.unwrap();
+    let got = within_deadline("the backend seeing the close", got_rx.recv()).await;
+    assert_eq!(got.unwrap(), b"last words");
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    let v = the_tunnels_line(&log).await;
+    assert_eq!(v["bytes_in"], 10, "{v}");
+    assert_eq!(v["bytes_out"], 0, "{v}");
 }
