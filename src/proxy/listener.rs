@@ -559,11 +559,11 @@ async fn connection(
         let listener = listener.clone();
         let activity = activity.clone();
         let stalls = stalls.clone();
-        let tunnel = Arc::new(TunnelLimits {
-            idle: limits.tunnel_idle_timeout,
-            lifetime: lifetime.clone(),
-            removed: listener.removed.subscribe(),
-        });
+        let tunnel = Arc::new(TunnelLimits::new(
+            limits,
+            lifetime.clone(),
+            listener.removed.subscribe(),
+        ));
         service_fn(move |mut req: Request<Incoming>| {
             let listener = listener.clone();
             let tunnel = tunnel.clone();

@@ -11,13 +11,22 @@
 //! way that ends first flushes what it holds to the other side and shuts
 //! that side's writing down, and the tunnel is over. Bytes read from the
 //! side still open and not yet written are dropped with it, as nginx's are.
+//!
+//! Writes to the client fail after `send_timeout` without progress
+//! ([`crate::proxy::conn::ClientIo`]); [`SendBound`] bounds those to the
+//! upstream alike, as nginx times an upgraded connection's upstream writes
+//! (`proxy_send_timeout`): an upstream that stops reading but keeps
+//! sending (pings reset the tunnel's idle clock) would otherwise hold the
+//! client's bytes, and the tunnel, for ever.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// Bytes read ahead per way: tokio's `copy_bidirectional` buffer.
 const BUF: usize = 8 * 1024;
@@ -128,6 +137,93 @@ impl Way {
                 return Poll::Ready(Ok(()));
             }
         }
+    }
+}
+
+/// A stream whose writes (and flushes, and shutdown) fail with `TimedOut`
+/// once one has waited `timeout` without progress: a peer that stopped
+/// reading. Progress of any size resets the wait, as nginx re-arms its
+/// send timeouts per write.
+pub struct SendBound<S> {
+    inner: S,
+    timeout: Duration,
+    /// Armed by the first write left waiting, dropped by progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+    /// The error's text: who stopped reading.
+    what: &'static str,
+}
+
+impl<S> SendBound<S> {
+    pub fn new(inner: S, timeout: Duration, what: &'static str) -> SendBound<S> {
+        SendBound {
+            inner,
+            timeout,
+            stalled: None,
+            what,
+        }
+    }
+
+    fn sending<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if res.is_ready() {
+            self.stalled = None;
+            return res;
+        }
+        let timeout = self.timeout;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, self.what))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for SendBound<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for SendBound<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.sending(cx, res)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.sending(cx, res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_flush(cx);
+        self.sending(cx, res)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.sending(cx, res)
     }
 }
 

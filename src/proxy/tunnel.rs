@@ -11,7 +11,8 @@
 //! has been passed on and the other side's writing shut down
 //! ([`crate::proxy::relay`]; nginx's "upgraded done"): a half-open tunnel
 //! would hold its upstream connection (and its server slot) for as long as
-//! the other side stays silent.
+//! the other side stays silent. A write either way that waits the
+//! listener's `send_timeout` ends it too (a side that stopped reading).
 //!
 //! A tunnel keeps the client connection's slot (`max_connections`, the
 //! active-connection gauge, the shutdown drain) until it ends, and ends
@@ -37,10 +38,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::debug;
 
 use crate::access_log::tunnel::{Relayed, TunnelLine};
+use crate::config::Limits;
 use crate::proxy::lifetime::Lifetime;
 use crate::proxy::lifetime::Woken;
 use crate::proxy::on_read::OnRead;
-use crate::proxy::relay::{Closed, relay};
+use crate::proxy::relay::{Closed, SendBound, relay};
 
 /// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
 /// extension point for more protocols: each must be one whose bytes after
@@ -107,11 +109,29 @@ fn tunnelled_tokens(headers: &HeaderMap) -> Vec<String> {
 pub struct TunnelLimits {
     /// `tunnel_idle_timeout`: no byte either way this long.
     pub idle: Duration,
+    /// The listener's `send_timeout`, for writes to the upstream too
+    /// (writes to the client have it from their connection's stream).
+    pub send: Duration,
     /// The client connection's `max_connection_lifetime`.
     pub lifetime: Lifetime,
     /// The listener's `removed`: removed or re-bound by a reload, its
     /// tunnels end (at shutdown they drain with the rest).
     pub removed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl TunnelLimits {
+    pub fn new(
+        limits: &Limits,
+        lifetime: Lifetime,
+        removed: tokio::sync::watch::Receiver<bool>,
+    ) -> TunnelLimits {
+        TunnelLimits {
+            idle: limits.tunnel_idle_timeout,
+            send: limits.send_timeout,
+            lifetime,
+            removed,
+        }
+    }
 }
 
 /// Copy bytes both ways between the client and the upstream once both
@@ -159,7 +179,14 @@ pub fn spawn<H: Send + 'static>(
             relayed,
         };
         let mut client = OnRead::new(client, touch());
-        let mut upstream = OnRead::new(TokioIo::new(upstream), touch());
+        // The upstream has no send timeout of its own (its timeouts are
+        // for reading): the listener's bounds the tunnel's both ways.
+        let upstream = SendBound::new(
+            TokioIo::new(upstream),
+            limits.send,
+            "send_timeout: the upstream stopped reading",
+        );
+        let mut upstream = OnRead::new(upstream, touch());
         let copy = async {
             let closed = relay(&mut client, &mut upstream).await;
             if let Ok(Closed::A) = closed {

@@ -456,3 +456,41 @@ async fn a_client_closing_ends_the_tunnel_though_the_backend_is_silent() {
     assert_eq!(v["bytes_in"], 10, "{v}");
     assert_eq!(v["bytes_out"], 0, "{v}");
 }
+
+/// A backend that stops reading a tunnel while it keeps sending (a ping
+/// every 100 ms, so the tunnel is never idle) has the client's bytes it
+/// does not take bounded by `send_timeout`, as nginx bounds upstream writes
+/// in an upgraded connection with `proxy_send_timeout`: the tunnel ends.
+/// It used to hold them, and the tunnel, for ever.
+#[tokio::test]
+async fn a_backend_that_stops_reading_a_tunnel_is_cut_at_send_timeout() {
+    let w = world().await;
+    let backend = switching_backend(|mut tcp| async move {
+        let mut pings = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            pings.tick().await;
+            if tcp.write_all(b".").await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let (mut p, addr, log) = serve_raw(&w, backend, "send_timeout: 1s", "").await;
+    let (mut from, mut to) = tokio::io::split(upgrade(&w, addr).await);
+    // The client writes until it is blocked, and takes every ping.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'c'; 64 * 1024];
+        while to.write_all(&chunk).await.is_ok() {}
+    });
+    let pings = read_to_close(&mut from).await;
+    assert!(pings.iter().all(|&b| b == b'.'), "{pings:?}");
+    writer.abort();
+    p.wait_log("the tunnel cut", |v| {
+        v["message"] == "tunnel closed"
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("send_timeout"))
+    })
+    .await;
+    the_tunnels_line(&log).await;
+}
