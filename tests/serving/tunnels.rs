@@ -494,3 +494,18 @@ async fn a_backend_that_stops_reading_a_tunnel_is_cut_at_send_timeout() {
     .await;
     the_tunnels_line(&log).await;
 }
+
+/// WebSocket is tunnelled over HTTP/1.1 only: an HTTP/2 connection does
+/// not offer RFC 8441's extended CONNECT (no
+/// `SETTINGS_ENABLE_CONNECT_PROTOCOL`), so a browser opens an HTTP/1.1
+/// connection for its WebSocket, which an `alpn: [h2]` listener refuses
+/// (SPEC §6, `Upgrade`).
+#[tokio::test]
+async fn websocket_is_not_offered_over_http2() {
+    let (w, _p, addr) = serve("").await;
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+    // Answered: the server's SETTINGS, sent first, are in.
+    let resp = h2_request(&mut client, h2_get("/", "GET")).await;
+    assert_eq!(resp.status(), 200);
+    assert!(!client.is_extended_connect_protocol_enabled());
+}
