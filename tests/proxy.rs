@@ -596,6 +596,43 @@ async fn a_shutdown_closes_the_port_while_connections_drain() {
     held.abort();
 }
 
+/// A configuration change during the drain is not applied (nginx does not
+/// reload while shutting down either): a listener renamed on its address
+/// bound the port again, with nobody accepting on it until the process
+/// exited, so clients queued there instead of trying another pod.
+#[tokio::test]
+async fn a_config_change_during_the_drain_is_ignored() {
+    let w = world().await;
+    let hang = "      - { path_prefix: /hang, upstream: echo }";
+    let path = config(&w, "{ mode: none }", hang);
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let held = held_at_backend(&w, addr).await;
+    p.signal("TERM");
+    wait_until(WAIT, "the port refuses new connections", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "  - name: public\n    bind: 127.0.0.1:0",
+        &format!("  - name: renamed\n    bind: \"{addr}\""),
+    );
+    write(&path, &text);
+    let seen = p
+        .wait_log("the change ignored (or applied)", |v| {
+            v["message"] == "shutting down; configuration change ignored"
+                || v["message"] == "configuration reloaded"
+        })
+        .await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the port listens again after: {seen}"
+    );
+    assert_eq!(seen["level"], "INFO");
+    assert!(!held.is_finished(), "the drain is over already");
+    held.abort();
+}
+
 /// A `GET /hang` to the proxy at `addr`, once the backend holds it
 /// (it never answers): the client's task, still waiting.
 async fn held_at_backend(

@@ -47,6 +47,19 @@ impl Reloader {
         retry: bool,
     ) -> Result<ConfigOutcome, String> {
         let path = self.config.file.clone();
+        // Shutting down, the accept loops have stopped and the listening
+        // sockets are let go (`release_sockets`): a listener this reload
+        // added or moved would bind its port again, with nobody accepting
+        // on it until the process exits, and clients would queue there
+        // instead of trying another pod. As nginx, no reload while
+        // shutting down; a queued retry of a rejected one ends too.
+        if *self.shutdown.borrow() {
+            self.config_retry = None;
+            if !std::mem::replace(&mut self.shutdown_ignores_config, true) {
+                info!(target: LOG, path = %path.display(), "shutting down; configuration change ignored");
+            }
+            return Ok(ConfigOutcome::Ignored);
+        }
         // An in-place writer truncates, then writes: a read in between
         // sees an empty or cut file that may still parse (a configuration
         // without its listeners). Wait until the file has been still for a
@@ -684,6 +697,8 @@ pub(super) enum ConfigOutcome {
     Unchanged,
     /// The file is being written; it is read again in a moment.
     Deferred,
+    /// Shutdown has begun: the file is not read.
+    Ignored,
 }
 
 impl ConfigOutcome {
@@ -693,6 +708,7 @@ impl ConfigOutcome {
             ConfigOutcome::Restored => "restored",
             ConfigOutcome::Unchanged => "unchanged",
             ConfigOutcome::Deferred => "deferred until the file is written whole",
+            ConfigOutcome::Ignored => "ignored: shutting down",
         }
     }
 }

@@ -188,6 +188,9 @@ pub struct Reloader {
     /// looks have seen them: whether a file with an mtime in the future is
     /// still being written (see `apply::config_wait`).
     config_seen: Option<((SystemTime, u64), Instant)>,
+    /// Shutdown has begun and a configuration change was ignored (and
+    /// said so, once).
+    shutdown_ignores_config: bool,
     /// The wait before the next retry of a rejected configuration; `None`
     /// while the file is the running configuration.
     config_backoff: Option<Duration>,
@@ -259,6 +262,7 @@ pub fn start(
         config_unsettled_since: None,
         config_seen: None,
         config_backoff: None,
+        shutdown_ignores_config: false,
         store: None,
         refs: BTreeMap::new(),
         views: BTreeMap::new(),
