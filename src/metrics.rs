@@ -4,6 +4,7 @@
 //! functions here, and `/metrics` renders it. Names and labels are the
 //! public contract; extend, never rename.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -438,8 +439,141 @@ impl RouteMetrics {
     }
 }
 
+/// Every `result` of `hotproxy_tls_handshakes_total` (SPEC §5): a removed
+/// listener's series are looked up by it.
+const HANDSHAKE_RESULTS: &[&str] = &[
+    "success",
+    "plain_http",
+    "source_not_allowed",
+    "proxy_protocol_missing",
+    "proxy_protocol_not_allowed",
+    "proxy_protocol_malformed",
+    "proxy_protocol_timeout",
+    "proxy_protocol_closed",
+    "timeout",
+    "client_closed",
+    "no_client_cert",
+    "not_allowed",
+    "unknown_ca",
+    "revoked",
+    "revocation_unknown",
+    "crl_expired",
+    "crl_invalid",
+    "expired",
+    "bad_client_cert",
+    "client_refused_cert",
+    "no_alpn_match",
+    "incompatible",
+    "protocol",
+];
+
+/// Every `reason` of `hotproxy_client_auth_denied_total` (SPEC §5).
+const DENIED_REASONS: &[&str] = &[
+    "not_allowed",
+    "route_not_allowed",
+    "source_not_allowed",
+    "no_client_cert",
+    "unknown_ca",
+    "revoked",
+    "revocation_unknown",
+    "crl_expired",
+    "crl_invalid",
+    "expired",
+    "bad_client_cert",
+];
+
+/// The running listeners of each name: a reload that moves a listener
+/// starts the new one before the old one's connections end, and a name
+/// removed may come back while they drain.
+static LISTENERS: std::sync::Mutex<BTreeMap<String, usize>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// A listener's own series, held by each running listener of that name:
+/// when the last one is gone (removed or renamed by a reload, and its
+/// connections ended) they leave `/metrics`, as a removed entry's do. Not
+/// before: the gauge counts the draining connections down, and a count
+/// made by one of them would bring a series back.
+pub struct ListenerSeries {
+    name: String,
+    /// `hotproxy_connections_active{listener}`, looked up once: the family
+    /// lookup takes a lock that has no place on the accept path.
+    pub connections: Gauge,
+    /// `hotproxy_tls_handshakes_total{listener, result="success"}`, looked
+    /// up once for the same reason (failures, rarer, take the family).
+    pub handshakes_ok: Counter,
+}
+
+impl ListenerSeries {
+    pub fn new(name: &str) -> ListenerSeries {
+        // Counted before the series are made: a last one of this name
+        // going meanwhile does not remove them from under this one.
+        let mut live = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+        *live.entry(name.to_owned()).or_default() += 1;
+        drop(live);
+        let listener = name.to_owned();
+        ListenerSeries {
+            connections: METRICS
+                .connections_active
+                .get_or_create_owned(&ListenerLabels {
+                    listener: listener.clone(),
+                }),
+            handshakes_ok: METRICS
+                .tls_handshakes
+                .get_or_create_owned(&ListenerResultLabels {
+                    listener,
+                    result: "success".to_owned(),
+                }),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for ListenerSeries {
+    fn drop(&mut self) {
+        let mut live = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(n) = live.get_mut(&self.name) else {
+            return;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        live.remove(&self.name);
+        // Under the lock: a listener of this name starting now makes its
+        // series after these are gone.
+        let one = ListenerLabels {
+            listener: self.name.clone(),
+        };
+        METRICS.connections_active.remove(&one);
+        for family in [
+            &METRICS.tls_sni_default,
+            &METRICS.closed_before_request,
+            &METRICS.rapid_reset_closed,
+            &METRICS.accept_errors,
+        ] {
+            family.remove(&one);
+        }
+        for result in HANDSHAKE_RESULTS {
+            METRICS.tls_handshakes.remove(&ListenerResultLabels {
+                listener: self.name.clone(),
+                result: (*result).to_owned(),
+            });
+        }
+        for reason in DENIED_REASONS {
+            METRICS.client_auth_denied.remove(&ListenerReasonLabels {
+                listener: self.name.clone(),
+                reason: (*reason).to_owned(),
+            });
+        }
+    }
+}
+
 /// Count one TLS handshake on a listener; `result` is `success` or a short cause.
 pub fn handshake(listener: &str, result: &str) {
+    debug_assert!(
+        HANDSHAKE_RESULTS.contains(&result),
+        "{result}: add it to HANDSHAKE_RESULTS"
+    );
     METRICS
         .tls_handshakes
         .get_or_create(&ListenerResultLabels {
@@ -453,6 +587,10 @@ pub fn handshake(listener: &str, result: &str) {
 /// failure (`not_allowed`, `unknown_ca`, `revoked`, `expired`,
 /// `no_client_cert`, …) or `route_not_allowed` for a 403.
 pub fn client_auth_denied(listener: &str, reason: &str) {
+    debug_assert!(
+        DENIED_REASONS.contains(&reason),
+        "{reason}: add it to DENIED_REASONS"
+    );
     METRICS
         .client_auth_denied
         .get_or_create(&ListenerReasonLabels {

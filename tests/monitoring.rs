@@ -379,6 +379,83 @@ upstreams:
     );
 }
 
+/// A listener renamed (or removed) by a reload takes its own series out
+/// of `/metrics` once its connections are gone, as a removed entry's go:
+/// they stayed for the life of the process, a dashboard showing a
+/// listener that no longer exists. (The request series, per listener and
+/// upstream, stay as those of a removed upstream do.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_listener_takes_its_series_out_of_metrics() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    let text = r#"
+admin: { bind: "127.0.0.1:0" }
+watch: { debounce: 50ms, poll_interval: 300ms }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - { cert_file: a.crt, key_file: a.key }
+    routes:
+      - { path_prefix: /, upstream: nowhere }
+upstreams:
+  - name: nowhere
+    servers: [http://127.0.0.1:9]
+"#;
+    let config = scene.config(text);
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+    drop(connect(addr, "wrong.example.com", checks_name_later()).await);
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    // Its 400 begins: the refusal is counted (the close lingers).
+    assert!(plain.read(&mut [0; 16]).await.unwrap() > 0);
+    drop(plain);
+    for (series, want) in [
+        (r#"hotproxy_tls_sni_default_total{listener="public"}"#, 1.0),
+        (
+            r#"hotproxy_connections_closed_before_request_total{listener="public"}"#,
+            1.0,
+        ),
+        (
+            r#"hotproxy_tls_handshakes_total{listener="public",result="success"}"#,
+            2.0,
+        ),
+        (
+            r#"hotproxy_tls_handshakes_total{listener="public",result="plain_http"}"#,
+            1.0,
+        ),
+        (r#"hotproxy_connections_active{listener="public"}"#, 0.0),
+    ] {
+        wait_metric(admin_addr, series, want).await;
+    }
+    write(&config, &text.replace("name: public", "name: renamed"));
+    p.wait_log("the rename applied", |v| {
+        v["message"] == "configuration reloaded"
+    })
+    .await;
+    wait_until(WAIT, "listener public's series gone", || async {
+        let body = admin(admin_addr, "GET", "/metrics", None, None, &[])
+            .await
+            .body;
+        !body
+            .lines()
+            .any(|l| l.contains(r#"listener="public""#) && !l.starts_with("hotproxy_http_request"))
+    })
+    .await;
+    wait_metric(
+        admin_addr,
+        r#"hotproxy_connections_active{listener="renamed"}"#,
+        0.0,
+    )
+    .await;
+}
+
 /// `process_*` as every Prometheus exporter has them, read per scrape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_has_the_process_family() {

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::config::{ClientAuthMode, Limits};
 use crate::identity::gate::Gate;
 use crate::material::CertInfo;
-use crate::metrics::{self, METRICS};
+use crate::metrics;
 use crate::proxy::accept::Acceptor;
 use crate::proxy::body::{self, Fault};
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
@@ -167,12 +167,9 @@ pub struct Listener {
     limits_changed: tokio::sync::Notify,
     /// Request ids, client-certificate headers, access log (per request).
     pub edge: ArcSwap<EdgePolicy>,
-    /// `hotproxy_connections_active{listener}`, looked up once: the family
-    /// lookup takes a lock that has no place on the accept path.
-    connections_gauge: prometheus_client::metrics::gauge::Gauge,
-    /// `hotproxy_tls_handshakes_total{listener, result="success"}`, looked
-    /// up once for the same reason (failures, rarer, take the family).
-    handshakes_ok: prometheus_client::metrics::counter::Counter,
+    /// Its own series: the two counted on every connection, and those
+    /// removed once the last listener of its name is gone.
+    series: metrics::ListenerSeries,
     /// The request metrics of requests answered before routing (refused,
     /// 404): upstream `""`.
     pub unrouted: metrics::RouteMetrics,
@@ -200,19 +197,7 @@ impl Listener {
             active: AtomicUsize::new(0),
             limits_changed: tokio::sync::Notify::new(),
             edge: ArcSwap::from_pointee(EdgePolicy::default()),
-            connections_gauge: METRICS
-                .connections_active
-                .get_or_create(&metrics::ListenerLabels {
-                    listener: name.to_owned(),
-                })
-                .clone(),
-            handshakes_ok: METRICS
-                .tls_handshakes
-                .get_or_create(&metrics::ListenerResultLabels {
-                    listener: name.to_owned(),
-                    result: "success".to_owned(),
-                })
-                .clone(),
+            series: metrics::ListenerSeries::new(name),
             unrouted: metrics::RouteMetrics::new(name, ""),
         })
     }
@@ -285,7 +270,7 @@ pub struct Slot {
 impl Slot {
     fn new(listener: Arc<Listener>, permit: OwnedSemaphorePermit, drain: DrainGuard) -> Arc<Slot> {
         listener.active.fetch_add(1, Ordering::Relaxed);
-        listener.connections_gauge.inc();
+        listener.series.connections.inc();
         Arc::new(Slot {
             listener,
             _permit: permit,
@@ -296,7 +281,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.listener.connections_gauge.dec();
+        self.listener.series.connections.dec();
         self.listener.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -492,7 +477,7 @@ async fn connection(
             return;
         }
     };
-    listener.handshakes_ok.inc();
+    listener.series.handshakes_ok.inc();
     let (_, session) = tls_stream.get_ref();
     // Exactly the protocol agreed on: h2, or HTTP/1.1, whose limits apply
     // to every byte (`speaks_h2` says which a client without ALPN gets).
