@@ -47,6 +47,9 @@ impl Reloader {
         retry: bool,
     ) -> Result<ConfigOutcome, String> {
         let path = self.config.file.clone();
+        // A SIGHUP whose read was deferred is answered by the next read:
+        // counted and logged as asked (SPEC §3: every SIGHUP counts).
+        let asked = asked || std::mem::take(&mut self.config_asked);
         // Shutting down, the accept loops have stopped and the listening
         // sockets are let go (`release_sockets`): a listener this reload
         // added or moved would bind its port again, with nobody accepting
@@ -80,6 +83,7 @@ impl Reloader {
             let since = *self.config_unsettled_since.get_or_insert(now);
             if now.duration_since(since) < self.config.watch.settle_timeout {
                 self.config_retry = Some(now + wait);
+                self.config_asked = asked;
                 return Ok(ConfigOutcome::Deferred);
             }
         }
@@ -148,7 +152,7 @@ impl Reloader {
             }
             Err(problem) => {
                 let news = self.last_config_error.as_deref() != Some(&problem);
-                if news || !retry {
+                if news || asked || !retry {
                     count("failure");
                 }
                 if news || asked {

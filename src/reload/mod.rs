@@ -188,6 +188,9 @@ pub struct Reloader {
     /// looks have seen them: whether a file with an mtime in the future is
     /// still being written (see `apply::config_wait`).
     config_seen: Option<((SystemTime, u64), Instant)>,
+    /// A SIGHUP's read of the configuration was deferred: the read that
+    /// follows counts as asked.
+    config_asked: bool,
     /// Shutdown has begun and a configuration change was ignored (and
     /// said so, once).
     shutdown_ignores_config: bool,
@@ -263,6 +266,7 @@ pub fn start(
         config_seen: None,
         config_backoff: None,
         shutdown_ignores_config: false,
+        config_asked: false,
         store: None,
         refs: BTreeMap::new(),
         views: BTreeMap::new(),

@@ -131,3 +131,61 @@ listeners:
         loud.join("\n")
     );
 }
+
+/// A SIGHUP whose read is deferred (the file looks mid-write: here an mtime
+/// ahead, as `cp -p` from a host ahead in time leaves it) counts when the
+/// read is done. The deferred read ran as a retry, not as asked, so an
+/// unchanged file (or one failing as before) was not counted at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_sighup_is_counted() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    // Nothing watched but the watcher's one report after arming.
+    let config = s.config(&edge_yaml(
+        "watch: { events: false, poll_interval: 1h }",
+        "",
+        "",
+        "",
+    ));
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    let set_mtime = |at| {
+        std::fs::File::options()
+            .write(true)
+            .open(&config)
+            .unwrap()
+            .set_modified(at)
+            .unwrap()
+    };
+    set_mtime(ahead);
+    let mut p = Proxy::start(&config);
+    let api = p.admin_addr().await;
+    let again = |p: &Proxy| {
+        p.logs()
+            .iter()
+            .filter(|l| l.contains("\"reading the configuration file again\""))
+            .count()
+    };
+    // That report's look at the file is deferred too, then read: from
+    // here on only SIGHUP looks.
+    wait_until(WAIT, "the watcher's first read", || async {
+        again(&p) == 1
+    })
+    .await;
+    let ok = r#"hotproxy_config_reloads_total{result="success"}"#;
+    assert_eq!(metric(api, ok).await, Some(0.0));
+    set_mtime(ahead + std::time::Duration::from_secs(1));
+    p.signal("HUP");
+    let done = p
+        .wait_log("SIGHUP outcome", |v| v["message"] == "SIGHUP: done")
+        .await;
+    assert_eq!(
+        done["config"], "deferred until the file is written whole",
+        "{done}"
+    );
+    wait_until(WAIT, "the deferred read", || async { again(&p) == 2 }).await;
+    wait_until(WAIT, "the SIGHUP counted", || async move {
+        metric(api, ok).await == Some(1.0)
+    })
+    .await;
+}
