@@ -174,9 +174,21 @@ impl Reloader {
         // An override stays while its listener does and the file's
         // client_auth for it is what it was when the API set it.
         let mut replaced = Vec::new();
+        let mut renamed = Vec::new();
         let mut overrides = self.client_auth_overrides.clone();
         overrides.retain(|name, _| {
             let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
+                // Renamed (a new name on its address): the file's
+                // client_auth of the new name replaces what the operator
+                // set, which must not go unsaid.
+                let bind = self.listeners.get(name).map(|o| o.config.bind);
+                if let Some(to) = new
+                    .listeners
+                    .iter()
+                    .find(|l| Some(l.bind) == bind && !self.listeners.contains_key(&l.name))
+                {
+                    renamed.push((name.clone(), to.name.clone()));
+                }
                 return false;
             };
             let kept = self.client_auth_file.get(name) == Some(&l.client_auth);
@@ -468,6 +480,9 @@ impl Reloader {
         self.listeners = live_listeners;
         for name in replaced {
             info!(target: LOG, listener = %name, "the configuration file's client_auth replaces the one set through the API");
+        }
+        for (from, to) in renamed {
+            warn!(target: LOG, listener = %to, renamed_from = %from, "the configuration file's client_auth replaces the one set through the API");
         }
         self.client_auth_file
             .retain(|name, _| overrides.contains_key(name));

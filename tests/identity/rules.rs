@@ -411,6 +411,49 @@ async fn a_file_edit_of_client_auth_replaces_rules_set_through_the_api() {
     assert_eq!(r.json()["allow"], json!([{"cn": "carol"}]));
 }
 
+/// A listener renamed in the file loses the rules set through the API for
+/// it, and says so: the operator's tightened rules used to vanish without
+/// a line, the renamed listener admitting whom the file's rules admit.
+#[tokio::test]
+async fn a_rename_that_drops_rules_set_through_the_api_says_so() {
+    let AliceAndBob {
+        w,
+        mut p,
+        api,
+        alice_cfg,
+        ..
+    } = alice_and_bob("alice").await;
+    let r = put_client_auth(
+        api,
+        json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let path = w.scene.path("config.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    write(&path, &text.replace("name: partners\n", "name: renamed\n"));
+    p.signal("HUP");
+    let addr = p.listener_addr("renamed").await;
+    p.wait_log("the rename applied", |v| {
+        v["message"] == "configuration reloaded"
+    })
+    .await;
+    // Logged as the reload commits, before its "configuration reloaded".
+    let told = p
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["message"]
+                == "the configuration file's client_auth replaces the one set through the API"
+        })
+        .expect("the dropped API rules are told");
+    assert_eq!(told["level"], "WARN", "{told}");
+    assert_eq!(told["listener"], "renamed", "{told}");
+    assert_eq!(told["renamed_from"], "partners", "{told}");
+    assert_eq!(outcome(addr, alice_cfg, "/").await, Outcome::Status(200));
+}
+
 /// Rules hot-reload with the config file (SIGHUP), for the next handshake.
 #[tokio::test]
 async fn rules_reload_with_the_config() {
