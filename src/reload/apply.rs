@@ -11,7 +11,7 @@ use tracing::{debug, error, info, warn};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
 };
-use super::snapshot::{listener_tls, positions, upstream_tls};
+use super::snapshot::{client_ca, listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
@@ -299,10 +299,18 @@ impl Reloader {
         // 3. Listeners: build snapshots, bind new addresses.
         let mut planned = Vec::new();
         for l in &new.listeners {
-            let client_auth = overrides
-                .get(&l.name)
-                .cloned()
-                .unwrap_or_else(|| l.client_auth.clone());
+            let client_auth = match overrides.get(&l.name) {
+                // The file may no longer name the CA anywhere: say that the
+                // reference is the API's, or the operator looks in the file.
+                Some(c) => match client_ca(c, &entries) {
+                    Ok(_) => c.clone(),
+                    Err(e) => {
+                        problems.push(format!("listener {name}: tls.client_auth.ca (set at runtime through the admin API): {e}; PUT another CA to /api/v1/listeners/{name}/client-auth first, or keep the entry", name = l.name));
+                        continue;
+                    }
+                },
+                None => l.client_auth.clone(),
+            };
             let before = self.rebuilt_over(&l.name, &l.certs, &client_auth);
             let built = match listener_tls(l, &client_auth, &entries, before) {
                 Ok(b) => b,

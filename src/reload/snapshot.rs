@@ -463,7 +463,7 @@ fn keep_dropped(
     }
 }
 
-fn client_ca<'a>(
+pub(super) fn client_ca<'a>(
     client_auth: &ClientAuthConfig,
     entries: &'a BTreeMap<String, Entry>,
 ) -> Result<Option<&'a crate::material::CaBundle>, String> {

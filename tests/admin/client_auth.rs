@@ -192,3 +192,38 @@ upstreams:
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(ops().await, 200);
 }
+
+/// A reload that removes the CA entry the client auth set through the API
+/// names is rejected saying where the reference comes from: the file no
+/// longer names the entry anywhere, and `entry "clients" does not exist`
+/// alone sent the operator looking for it in the file.
+#[tokio::test]
+async fn a_reload_that_removes_the_api_client_ca_names_the_api() {
+    let mut a = Admin::start("").await;
+    let r = a
+        .editor(
+            "PUT",
+            "/api/v1/listeners/public/client-auth",
+            Some(json!({"mode": "require_and_verify", "ca": "clients"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cfg = a.s.path("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let entry = "  - { id: clients, type: ca-bundle, ca_file: clients-ca.crt }\n";
+    assert!(text.contains(entry), "{text}");
+    write(&cfg, &text.replace(entry, ""));
+    a.p.signal("HUP");
+    let rejected =
+        a.p.wait_log("the reload rejected", |v| {
+            v["message"] == "configuration rejected; the running configuration stays"
+        })
+        .await;
+    let error = rejected["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            r#"listener public: tls.client_auth.ca (set at runtime through the admin API): entry "clients" does not exist"#
+        ),
+        "{error}"
+    );
+}
