@@ -122,10 +122,12 @@ pub struct Entry {
     /// The live material was put through the admin API over a definition
     /// that reads files; it stays until the files are read again.
     pub from_api: bool,
-    /// With `from_api`: the content hash of the files when the API replaced
-    /// their material. A re-read that finds the same bytes (a chmod, a
-    /// kubelet swap for another key, a poll) keeps the API's material;
-    /// only files that changed since, or an explicit reload, take over.
+    /// With `from_api`: the state of the files when the API replaced their
+    /// material (`pem::files_state`: their content's hash, or the way they
+    /// failed to read), whatever was served then. A re-read that finds
+    /// them the same (a chmod, a kubelet swap for another key, a poll)
+    /// keeps the API's material; only files that changed since (a
+    /// rollback of broken files too), or an explicit reload, take over.
     pub files_hash: Option<[u8; 32]>,
 }
 

@@ -203,6 +203,33 @@ pub fn read_consistent(source: &EntrySource) -> Result<Raw, MaterialError> {
     })
 }
 
+/// What an entry's files hold now, as a hash a later re-read compares
+/// with (`Entry::files_hash`): their content's, or, when they do not read
+/// (a file missing, unreadable), one standing for that state, so a re-read
+/// that finds them so still sees them unchanged and files that appear are
+/// a change. `None` while a writer is at work (no two reads agree): any
+/// state the files settle in differs.
+pub fn files_state(source: &EntrySource) -> Option<[u8; 32]> {
+    match read_consistent(source) {
+        Ok(raw) => Some(raw.hash),
+        Err(MaterialError::Unsettled { .. }) => None,
+        Err(e) => Some(unreadable_state(&e)),
+    }
+}
+
+/// The `files_state` of files that do not read with `e`. Content hashes
+/// begin with a part's 8-byte big-endian length, never 0xff: the two
+/// cannot collide.
+pub fn unreadable_state(e: &MaterialError) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&[0xff]);
+    ctx.update(e.to_string().as_bytes());
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
 /// Count PEM sections of one kind, and fail on anything malformed: a
 /// half-written file must be an error, never a silently shorter chain.
 pub(super) fn sections(

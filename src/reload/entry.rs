@@ -18,8 +18,9 @@ impl Reloader {
     /// cost, and the start-up re-check and a SIGHUP re-read every entry,
     /// nearly all unchanged), else the parsed material. `Ok(None)` too for
     /// an unknown or inline entry. Over material the API put, "unchanged"
-    /// means the files hold what they held then, unless `take_files` (an
-    /// explicit reload or rotation), which compares with what is served.
+    /// means the files are as they were then (holding the same bytes, or
+    /// failing to read the same way), unless `take_files` (an explicit
+    /// reload or rotation), which compares with what is served.
     fn read_changed(
         &self,
         id: &str,
@@ -28,8 +29,15 @@ impl Reloader {
         let Some(entry) = self.entries.get(id).filter(|e| !e.spec.source.is_inline()) else {
             return Ok(None);
         };
-        let raw = pem::read_consistent(&entry.spec.source)?;
-        let baseline = if entry.from_api && !take_files {
+        let keeps_api = entry.from_api && !take_files;
+        let raw = match pem::read_consistent(&entry.spec.source) {
+            Ok(raw) => raw,
+            Err(e) if keeps_api && entry.files_hash == Some(pem::unreadable_state(&e)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let baseline = if keeps_api {
             entry.files_hash
         } else {
             entry.current.as_ref().map(|c| c.hash)
@@ -156,17 +164,6 @@ impl Reloader {
         }
     }
 
-    /// The admin API put new material over the file-backed entry `id`: the
-    /// API shows it as such until the files are read again.
-    pub fn mark_from_api(&mut self, id: &str) {
-        if let Some(entry) = self.entries.get_mut(id)
-            && !entry.spec.source.is_inline()
-        {
-            entry.from_api = true;
-            self.publish_entry(id);
-        }
-    }
-
     /// A re-read of `id` found the content it serves. When the entry was
     /// failing or waiting for a writer, the good content came back (e.g. a
     /// writer finished): clear that state.
@@ -199,21 +196,32 @@ impl Reloader {
     /// nothing else changes: the caller answers the refusal, and the
     /// entry's reload state, failure count and retries (which are about its
     /// files) are left alone; a retry would re-read the files and replace
-    /// what the API had set before.
+    /// what the API had set before. Over a file-backed entry the material
+    /// then stays until its files change from what they are now: whatever
+    /// they hold (broken or missing files too, which may well be why the
+    /// API was used), not what was served. Compared with the material
+    /// served, files rolled back to it would count as unchanged, and the
+    /// API's material would stay over the files it was only meant to
+    /// bridge.
     pub fn offer(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
-        // What the files held: the material served until now, unless the
-        // API had already replaced it (then what they held back then).
-        let files = self.entries.get(id).and_then(|e| {
-            if e.from_api {
-                e.files_hash
-            } else {
-                e.current.as_ref().map(|c| c.hash)
-            }
-        });
         let changed = self.swap(id, loaded, Instant::now(), false)?;
-        if let Some(entry) = self.entries.get_mut(id) {
-            entry.files_hash = files;
+        if let Some(entry) = self.entries.get_mut(id)
+            && !entry.spec.source.is_inline()
+        {
+            entry.files_hash = pem::files_state(&entry.spec.source);
+            entry.from_api = true;
+            self.publish_entry(id);
         }
+        Ok(changed)
+    }
+
+    /// Swap in `loaded`, read from `id`'s own files for the admin API (a
+    /// PUT naming the paths the entry has): what the files hold, as a
+    /// reload takes it, so not material the API put over them. A build
+    /// failure is answered to the caller, as for [`Reloader::offer`].
+    pub fn offer_own_files(&mut self, id: &str, loaded: Loaded) -> Result<bool, String> {
+        let changed = self.swap(id, loaded, Instant::now(), false)?;
+        self.read_from_files(id);
         Ok(changed)
     }
 

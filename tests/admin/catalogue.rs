@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::*;
-use crate::support::writers::mv_over;
+use crate::support::writers::{Kubelet, mv_over};
 use crate::support::*;
 
 /// Create inline and file entries, read them with ETags, replace with
@@ -469,5 +469,114 @@ async fn a_ca_webpki_refuses_as_an_anchor_is_invalid() {
     assert_eq!(
         a.editor("GET", "/api/v1/certs/twice", None).await.status,
         404
+    );
+}
+
+/// API material stays until the files change *from what they held at the
+/// PUT*, whatever that was. A deploy that left broken files (the entry
+/// failing, the old material kept), then an inline PUT, then the files
+/// rolled back to what was served before: the rollback is a change, so the
+/// files' material is served again. It used to compare with the material
+/// served at the PUT, find the rolled-back files "unchanged" and keep the
+/// API's material. A PUT naming the entry's own files takes them as a
+/// reload does: that material came from the files, not the API.
+#[tokio::test]
+async fn a_rollback_of_files_broken_at_the_put_takes_over() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let old = ca.server_pair(&["localhost"]);
+    let kubelet = Kubelet::new(&s.path("secret"));
+    kubelet.write(
+        &[("tls.crt", &old.cert_pem), ("tls.key", &old.key_pem)],
+        false,
+    );
+    let cfg = s.config(
+        r#"
+watch: { events: true, debounce: 20ms, poll_interval: 1h, settle_timeout: 100ms }
+admin: { bind: 127.0.0.1:0 }
+certs:
+  - { id: edge, type: server-pair, cert_file: secret/tls.crt, key_file: secret/tls.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: edge }]
+"#,
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    p.wait_log("the start-up re-read", |v| {
+        v["message"] == "certificate files re-read: unchanged" && v["entry"] == "edge"
+    })
+    .await;
+
+    // A deploy writes a certificate for another key: refused, the old kept.
+    let stray = ca.server_pair(&["localhost"]);
+    kubelet.write(
+        &[("tls.crt", &stray.cert_pem), ("tls.key", &old.key_pem)],
+        false,
+    );
+    p.wait_log("the broken files refused", |v| {
+        v["message"] == "certificate reload failed; keeping the previous material"
+            && v["entry"] == "edge"
+    })
+    .await;
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        old.fingerprint
+    );
+
+    // The operator puts material inline meanwhile.
+    let interim = ca.server_pair(&["localhost"]);
+    let r = admin(
+        api,
+        "PUT",
+        "/api/v1/certs/edge",
+        None,
+        Some(inline_pair("server-pair", &interim)),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["live_source"], "api", "{}", r.body);
+
+    // The deploy is rolled back: the files changed since the PUT.
+    kubelet.write(
+        &[("tls.crt", &old.cert_pem), ("tls.key", &old.key_pem)],
+        false,
+    );
+    let (ca_pem, want) = (&ca.cert_pem, &old.fingerprint);
+    wait_until(
+        Duration::from_secs(10),
+        "the rolled-back files served",
+        || async move { served_leaf(addr, "localhost", ca_pem).await.ok().as_ref() == Some(want) },
+    )
+    .await;
+    let r = admin(api, "GET", "/api/v1/certs/edge", None, None, &[]).await;
+    assert_eq!(r.json()["live_source"], "file", "{}", r.body);
+    assert_eq!(r.json()["fingerprint_sha256"], old.fingerprint.as_str());
+
+    // Inline material again, then a PUT naming the entry's own files: it
+    // serves what they hold, shown as coming from the files.
+    let r = admin(
+        api,
+        "PUT",
+        "/api/v1/certs/edge",
+        None,
+        Some(inline_pair("server-pair", &interim)),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let own = json!({"type": "server-pair", "source": "file",
+        "cert_file": s.path("secret/tls.crt"), "key_file": s.path("secret/tls.key")});
+    let r = admin(api, "PUT", "/api/v1/certs/edge", None, Some(own), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["live_source"], "file", "{}", r.body);
+    assert_eq!(r.json()["fingerprint_sha256"], old.fingerprint.as_str());
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        old.fingerprint
     );
 }

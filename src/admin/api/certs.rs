@@ -114,8 +114,13 @@ pub(super) fn replace(r: &mut Reloader, spec: EntrySpec, if_match: Option<&str>)
                     "entry {id} is defined in the configuration file; change its paths there (the API can replace its material inline)"
                 )));
             }
-            r.offer(&id, loaded).map_err(bad_request)?;
-            r.mark_from_api(&id);
+            if spec.source.is_inline() {
+                r.offer(&id, loaded).map_err(bad_request)?;
+            } else {
+                // Its own paths (others were refused above): the files'
+                // material, not the API's.
+                r.offer_own_files(&id, loaded).map_err(bad_request)?;
+            }
         }
     }
     info!(entry = %id, "certificate entry replaced");
