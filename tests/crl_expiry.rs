@@ -199,3 +199,39 @@ async fn an_unusable_crl_is_warned_about_by_its_ca_entry_and_file() {
         "{metrics}"
     );
 }
+
+/// A CRL's issuer is escaped as subjects are wherever `check` shows it
+/// (the table's CRL row, the nextUpdate warning): an issuer whose CN holds
+/// a terminal escape, a bell and a newline neither writes them to the
+/// operator's terminal nor forges a line of output. It was printed as
+/// x509-parser wrote it, control bytes and all.
+#[test]
+fn check_escapes_a_crl_issuer() {
+    let cn = "clients\u{1b}]0;owned\u{7}\nwarning: entry forged";
+    let clients = TestCa::new(cn);
+    let soon = OffsetDateTime::now_utc() + time::Duration::days(3);
+    let (_s, cfg) = scene(&clients.crl_until(&[], soon), &clients);
+    let (code, stdout, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for (name, out) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(
+            !out.bytes().any(|b| b.is_ascii_control() && b != b'\n'),
+            "a raw control byte on {name}:\n{out:?}"
+        );
+        assert!(
+            !out.lines().any(|l| l.starts_with("warning: entry forged")),
+            "a forged line on {name}:\n{out}"
+        );
+    }
+    let escaped = r"CN=clients\1B]0\;owned\07\0Awarning: entry forged";
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("clients") && l.contains(" crl "))
+        .unwrap_or_else(|| panic!("no CRL row:\n{stdout}"));
+    assert!(row.contains(&format!("CRL of {escaped}")), "{row}");
+    let warning = stdout
+        .lines()
+        .find(|l| l.starts_with("warning: entry clients: the CRL"))
+        .unwrap_or_else(|| panic!("no CRL warning:\n{stdout}"));
+    assert!(warning.contains(escaped), "{warning}");
+}

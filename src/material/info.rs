@@ -115,6 +115,8 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
 /// What operators see about a certificate revocation list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CrlInfo {
+    /// Escaped as subjects are ([`crate::material::dn::text`]): a CRL's
+    /// issuer is whatever name its signer chose, and `check` prints it.
     pub issuer: String,
     /// Unix seconds.
     pub this_update: i64,
@@ -127,7 +129,7 @@ pub struct CrlInfo {
 pub fn inspect_crl(der: &[u8]) -> Result<CrlInfo, String> {
     let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| e.to_string())?;
     Ok(CrlInfo {
-        issuer: crl.issuer().to_string(),
+        issuer: crate::material::dn::text(crl.issuer()),
         this_update: crl.last_update().timestamp(),
         next_update: crl.next_update().map(|t| t.timestamp()),
     })
