@@ -57,9 +57,7 @@ impl Definition {
     /// error names the field, never its value.
     pub fn into_spec(self, id: &str) -> Result<EntrySpec, String> {
         if !valid_entry_id(id) {
-            return Err(format!(
-                "id {id:?} is invalid: it must match ^[a-z0-9][a-z0-9_-]{{0,63}}$"
-            ));
+            return Err("id: invalid: it must match ^[a-z0-9][a-z0-9_-]{0,63}$".to_owned());
         }
         self.into_existing_spec(id)
     }
@@ -69,12 +67,8 @@ impl Definition {
     /// named by its place (`listeners.public.tls.certs[0]`), which the rule
     /// for new ids refuses.
     pub fn into_existing_spec(self, id: &str) -> Result<EntrySpec, String> {
-        let kind = EntryKind::parse(&self.kind).ok_or_else(|| {
-            format!(
-                "type {:?} is unknown: use server-pair, client-pair or ca-bundle",
-                self.kind
-            )
-        })?;
+        let kind = EntryKind::parse(&self.kind)
+            .ok_or("type: not one of server-pair, client-pair, ca-bundle")?;
         let given = |name: &'static str, present: bool| present.then_some(name);
         let mut fields: Vec<&str> = [
             given("cert_file", self.cert_file.is_some()),
@@ -94,11 +88,7 @@ impl Definition {
             ("file", false) => &["ca_file", "crl_files"],
             ("inline", true) => &["cert_pem", "key_pem"],
             ("inline", false) => &["ca_pem", "crl_pem"],
-            (other, _) => {
-                return Err(format!(
-                    "source {other:?} is unknown: use \"file\" or \"inline\""
-                ));
-            }
+            _ => return Err("source: not one of file, inline".to_owned()),
         };
         fields.retain(|f| !wanted.contains(f));
         if let Some(stray) = fields.first() {

@@ -503,3 +503,74 @@ async fn a_malformed_body_names_the_field() {
     assert_eq!(r.json()["mode"], "none", "{}", r.body);
     assert_eq!(a.editor("GET", "/api/v1/certs/x", None).await.status, 404);
 }
+
+/// A value the API refuses is never repeated in the 400, only its field
+/// and what is allowed: a key PEM pasted into `id`, `type`, `source`, a
+/// PUT's body id, or client auth's `mode` or `ca` came back whole in the
+/// message (Debug-quoted), which a client then logs or shows.
+#[tokio::test]
+async fn a_refused_value_is_not_echoed() {
+    let a = Api::start("").await;
+    a.create(inline_ca("kept", &a.ca)).await;
+    let secret = a.ca.server_pair(&["localhost"]).key_pem;
+    let cert = json!({"id": "x", "type": "ca-bundle", "source": "inline", "ca_pem": a.ca.cert_pem});
+    let with = |field: &str| {
+        let mut body = cert.clone();
+        body[field] = json!(secret);
+        body
+    };
+    // A PUT's body names no id unless the id is what is sent.
+    let put = |field: &str| {
+        let mut body = with(field);
+        if field != "id" {
+            body.as_object_mut().unwrap().remove("id");
+        }
+        body
+    };
+    let client_auth = "/api/v1/listeners/public/client-auth";
+    for (method, path, body, field) in [
+        ("POST", "/api/v1/certs", with("id"), "id"),
+        ("POST", "/api/v1/certs/validate", with("id"), "id"),
+        ("POST", "/api/v1/certs", with("type"), "type"),
+        ("PUT", "/api/v1/certs/kept", put("type"), "type"),
+        ("POST", "/api/v1/certs", with("source"), "source"),
+        ("PUT", "/api/v1/certs/kept", put("source"), "source"),
+        ("PUT", "/api/v1/certs/kept", put("id"), "id"),
+        ("PUT", client_auth, json!({"mode": secret}), "mode"),
+        (
+            "PUT",
+            client_auth,
+            json!({"mode": "require_and_verify", "ca": secret}),
+            "ca",
+        ),
+        (
+            "PUT",
+            client_auth,
+            json!({"mode": "require_and_verify", "ca": {"ref": secret}}),
+            "ca",
+        ),
+    ] {
+        let r = a.editor(method, path, Some(body)).await;
+        assert_eq!(r.status, 400, "{method} {path} {field}: {}", r.body);
+        let m = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            m.starts_with(&format!("{field}: ")),
+            "{method} {path} wants {field}: {m}"
+        );
+        assert!(
+            !r.body.contains("PRIVATE KEY"),
+            "{method} {path} {field}: key marker echoed: {}",
+            r.body
+        );
+        for line in pem_body_lines(&secret) {
+            assert!(
+                !r.body.contains(&line),
+                "{method} {path} {field}: key material echoed: {}",
+                r.body
+            );
+        }
+    }
+    let r = a.editor("GET", client_auth, None).await;
+    assert_eq!(r.json()["mode"], "none", "{}", r.body);
+    assert_eq!(a.editor("GET", "/api/v1/certs/x", None).await.status, 404);
+}

@@ -92,16 +92,15 @@ impl<'de> Deserialize<'de> for CaRef {
 pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Reply {
     let current = r.client_auth(name).ok_or_else(|| no_listener(name))?;
     let mode = ClientAuthMode::parse(&change.mode).ok_or_else(|| {
-        bad_request(format!(
-            "mode {:?} is unknown: use none, request, require_any, verify_if_given or require_and_verify",
-            change.mode
-        ))
+        bad_request(
+            "mode: not one of none, request, require_any, verify_if_given, require_and_verify",
+        )
     })?;
     let ca = match change.ca {
         Some(Some(CaRef(id))) => {
             let (spec, _) = r
                 .entry_spec(&id)
-                .ok_or_else(|| bad_request(format!("ca: no entry {id:?}")))?;
+                .ok_or_else(|| bad_request("ca: no entry has that id"))?;
             if spec.kind != EntryKind::CaBundle {
                 return Err(bad_request(format!(
                     "ca: entry {id} is a {}, not a ca-bundle",

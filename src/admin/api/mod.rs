@@ -149,10 +149,9 @@ async fn route(
             }
             let def: Definition = body(req).await?;
             if def.id.as_deref().is_some_and(|b| b != *id) {
-                return Err(bad_request(format!(
-                    "ids are immutable: the body names {:?}, the path {id:?}",
-                    def.id.unwrap_or_default()
-                )));
+                return Err(bad_request(
+                    "id: not the id in the path; ids are immutable (leave id out of a PUT)",
+                ));
             }
             let id = id.to_string();
             let spec = def.into_existing_spec(&id).map_err(bad_request)?;
