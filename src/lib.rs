@@ -121,6 +121,9 @@
 //!   - `balance`: round robin, least request (power of two choices).
 //!   - `health`: one endpoint's consecutive failures, ejection, back-off.
 //!   - `read_timeout`: the longest wait for the next piece of a response body.
+//!   - `pipe`: hyper's task sending a request body to an HTTP/2 upstream,
+//!     kept with its body and cut when the upstream has answered and takes
+//!     no more of it for `body_read_timeout`.
 //!   - `resolve`: server hostnames to endpoints, one per address, re-resolved
 //!     every `resolve_interval`; a failed lookup keeps the last good set.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).

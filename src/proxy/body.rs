@@ -9,11 +9,12 @@
 //! it to its end ([`BodySent`]): an upstream may answer before it has the
 //! whole body, and until the body is through its connection is still busy.
 //! So is the client's connection ([`BodyInFlight`]): bytes it sends then are
-//! the body, not a next request.
+//! the body, not a next request. An HTTP/2 upstream connection sends it from
+//! a task of hyper's, kept with it to be cut ([`crate::upstream::pipe`]).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::proxy::conn::{Activity, InFlight};
 use crate::proxy::forward::BoxError;
+use crate::upstream::pipe;
 
 /// Begin `req` on its connection's `activity`; the guard ends it with its
 /// response. A request with a body carries one more hold on it (an
@@ -116,15 +118,33 @@ struct State {
     read: AtomicBool,
     /// The last read found nothing: the client owes the next piece.
     waiting: AtomicBool,
+    /// Pieces handed on: whether the body moves at all.
+    moved: AtomicU64,
+    /// The [`ClientBody`] is dropped: whoever sent it is done with it.
+    gone: AtomicBool,
+    /// hyper's task sending it to an HTTP/2 upstream, when it has one.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// `body_read_timeout`: also the longest the body may stand still
+    /// after the response ([`crate::upstream::pipe::watch`]).
+    limit: Duration,
 }
 
 impl State {
-    fn new() -> Arc<State> {
+    fn new(limit: Duration) -> Arc<State> {
         Arc::new(State {
             failed: OnceLock::new(),
             read: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
+            moved: AtomicU64::new(0),
+            gone: AtomicBool::new(false),
+            task: Mutex::new(None),
+            limit,
         })
+    }
+
+    /// The client owes the next piece: its own timer runs.
+    fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) && !self.read.load(Ordering::Relaxed)
     }
 }
 
@@ -140,14 +160,12 @@ impl BodyFault {
     /// Whether the body is waiting on the client right now (its last read
     /// found nothing), rather than on the upstream to take more.
     pub fn waiting(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|s| s.waiting.load(Ordering::Relaxed) && !s.read.load(Ordering::Relaxed))
+        self.0.as_ref().is_some_and(|s| s.waiting())
     }
 }
 
 /// The upstream connection's side of [`ClientBody`]: has its request's
-/// body been read to its end (or had none)?
+/// body been read to its end (or had none)? Does it still move?
 pub struct BodySent(Option<Arc<State>>);
 
 impl BodySent {
@@ -155,6 +173,36 @@ impl BodySent {
         self.0
             .as_ref()
             .is_none_or(|s| s.read.load(Ordering::Relaxed))
+    }
+
+    /// `task`, spawned by hyper, sends this body (unless it is dropped
+    /// already: then `task` is another of hyper's).
+    pub(crate) fn sent_by(&self, task: tokio::task::JoinHandle<()>) {
+        if let Some(s) = &self.0
+            && !s.gone.load(Ordering::Relaxed)
+        {
+            *s.task.lock().expect("body task lock") = Some(task);
+        }
+    }
+
+    /// The task sending this body, taken, and its `body_read_timeout`.
+    pub(crate) fn task(&self) -> Option<(tokio::task::JoinHandle<()>, Duration)> {
+        let s = self.0.as_ref()?;
+        let task = s.task.lock().expect("body task lock").take()?;
+        Some((task, s.limit))
+    }
+
+    /// Pieces handed on so far.
+    pub(crate) fn moved(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |s| s.moved.load(Ordering::Relaxed))
+    }
+
+    /// The client owes the next piece (its `body_read_timeout` runs in
+    /// the body's reads), rather than the upstream taking no more.
+    pub(crate) fn waiting(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.waiting())
     }
 }
 
@@ -164,7 +212,7 @@ impl ClientBody {
     /// declared length over it was refused before). A request without a
     /// body (most GETs) cannot fail and costs no allocation.
     pub fn new(inner: Incoming, read_timeout: Duration, max_bytes: u64) -> (ClientBody, BodyFault) {
-        let state = (!inner.is_end_stream()).then(State::new);
+        let state = (!inner.is_end_stream()).then(|| State::new(read_timeout));
         let fault = BodyFault(state.clone());
         let limits = state
             .is_some()
@@ -192,9 +240,14 @@ impl ClientBody {
         }
     }
 
-    /// A body already read whole: it cannot fail, and can be sent again.
-    pub fn whole(data: Bytes, trailers: Option<HeaderMap>) -> (ClientBody, BodyFault) {
-        let state = State::new();
+    /// A body already read whole: it cannot fail, and can be sent again
+    /// (`read_timeout`: `body_read_timeout`, see [`State`]'s `limit`).
+    pub fn whole(
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+        read_timeout: Duration,
+    ) -> (ClientBody, BodyFault) {
+        let state = State::new(read_timeout);
         if data.is_empty() && trailers.is_none() {
             // Nothing to send: hyper never polls it, and it is through.
             state.read.store(true, Ordering::Relaxed);
@@ -229,7 +282,8 @@ impl ClientBody {
             Source::Streamed(_) => None,
             Source::Whole(whole) => {
                 let Whole { data, trailers } = (**whole).clone();
-                Some(ClientBody::whole(data.unwrap_or_default(), trailers).0)
+                let limit = self.state.as_ref().map_or(Duration::ZERO, |s| s.limit);
+                Some(ClientBody::whole(data.unwrap_or_default(), trailers, limit).0)
             }
         }
     }
@@ -268,6 +322,13 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        // hyper's HTTP/2 client polls a body in its connection's task
+        // before it spawns the task that sends the rest.
+        if let Some(state) = &this.state
+            && pipe::inline()
+        {
+            pipe::polled(BodySent(Some(state.clone())));
+        }
         let inner = match &mut this.source {
             Source::Streamed(inner) => inner,
             Source::Empty => return Poll::Ready(None),
@@ -286,6 +347,7 @@ impl Body for ClientBody {
                 // included.
                 if let Some(state) = &this.state {
                     state.read.store(true, Ordering::Relaxed);
+                    moved(state);
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
@@ -349,6 +411,7 @@ impl Body for ClientBody {
         if let Some(limits) = &mut this.limits {
             limits.progressed();
         }
+        moved(state);
         polled.map_err(Into::into)
     }
 
@@ -369,6 +432,23 @@ impl Body for ClientBody {
             Source::Streamed(inner) => inner.size_hint(),
         }
     }
+}
+
+/// Whoever sends the body is done with it (hyper's task for an HTTP/2
+/// upstream has ended, or dropped it).
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            state.gone.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One more piece handed on (one writer, the body's reader: a load and a
+/// store, not a locked add).
+fn moved(state: &State) {
+    let n = state.moved.load(Ordering::Relaxed);
+    state.moved.store(n.wrapping_add(1), Ordering::Relaxed);
 }
 
 /// One body's `body_read_timeout` and `max_body_bytes`, in one box.

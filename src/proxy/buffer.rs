@@ -40,7 +40,8 @@ pub async fn read_whole(
     match streamed.counted(counted).collect().await {
         Ok(collected) => {
             let trailers = collected.trailers().cloned();
-            Ok(ClientBody::whole(collected.to_bytes(), trailers))
+            let data = collected.to_bytes();
+            Ok(ClientBody::whole(data, trailers, read_timeout))
         }
         Err(e) => Err(fault
             .cause()

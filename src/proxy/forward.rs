@@ -538,6 +538,7 @@ impl Upstream {
                         stream: &stream,
                         timed_out,
                     };
+                    let body = req.body().sent();
                     let sent = send.try_send_request(req).await;
                     // Answered (or failed): no longer the connection's silence.
                     std::mem::forget(unanswered);
@@ -548,9 +549,8 @@ impl Upstream {
                             return Err((Failure::TooManyFields, None));
                         }
                         Ok(resp) => {
-                            return Ok(
-                                resp.map(|b| LeasedBody::h2(b, stream, self.read.clone()).boxed())
-                            );
+                            let read = self.read.clone();
+                            return Ok(resp.map(|b| LeasedBody::h2(b, stream, body, read).boxed()));
                         }
                         Err(mut e) => {
                             // Sent again, and whether to this endpoint too.

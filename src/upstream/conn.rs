@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -315,7 +315,8 @@ impl H2 {
     ) -> Result<H2, DialError> {
         let kill = d.io.killable();
         let settling = d.io.settling();
-        let mut builder = http2::Builder::new(TokioExecutor::new());
+        // tokio's, keeping each request body's sending task (`pipe`).
+        let mut builder = http2::Builder::new(crate::upstream::pipe::Exec);
         builder
             .timer(TokioTimer::new())
             // The same head limit as HTTP/1.1: hyper's HTTP/2 default is
@@ -378,7 +379,7 @@ impl H2 {
                     // Before polling: a read or write from now on wakes us.
                     watch.settling.register(cx);
                 }
-                let polled = conn.as_mut().poll(cx);
+                let polled = crate::upstream::pipe::scope(|| conn.as_mut().poll(cx));
                 if let Some((every, next)) = &mut nudges {
                     let streams = watch.streams.load(Ordering::Acquire);
                     if streams > seen {

@@ -19,6 +19,7 @@ use crate::proxy::body::{BodySent, ClientBody};
 use crate::proxy::forward::BoxError;
 use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::upstream::conn::{DialError, Dialer, Dialled, H1, H2, StreamGuard, upgrade_conn};
+use crate::upstream::pipe;
 use crate::upstream::pool::{Found, Pool, Want};
 use crate::upstream::read_timeout::{ReadTimeout, ReadTimer};
 
@@ -258,11 +259,12 @@ impl Endpoint {
 
 /// An upstream response body that keeps its HTTP/1.1 connection running
 /// (in the client connection's task) and hands it back to the pool when
-/// the body has ended; or that holds its HTTP/2 stream until then.
+/// the body has ended; or that holds its HTTP/2 stream until then, and
+/// after it while the request's body is still sent ([`pipe::watch`]).
 pub struct LeasedBody {
     body: Incoming,
     h1: Option<(Box<H1>, Arc<Endpoint>, BodySent)>,
-    stream: Option<StreamGuard>,
+    h2: Option<(StreamGuard, BodySent)>,
     ended: bool,
     read: ReadTimer,
 }
@@ -280,7 +282,7 @@ impl LeasedBody {
         LeasedBody {
             body,
             h1: Some((c, endpoint, sent)),
-            stream: None,
+            h2: None,
             ended: false,
             read: ReadTimer::new(read),
         }
@@ -293,17 +295,24 @@ impl LeasedBody {
         LeasedBody {
             body,
             h1: None,
-            stream: None,
+            h2: None,
             ended: false,
             read: ReadTimer::new(read),
         }
     }
 
-    pub fn h2(body: Incoming, stream: StreamGuard, read: Arc<ReadTimeout>) -> LeasedBody {
+    /// `sent`: the request's own body, still sent after the response
+    /// when the upstream answered first.
+    pub fn h2(
+        body: Incoming,
+        stream: StreamGuard,
+        sent: BodySent,
+        read: Arc<ReadTimeout>,
+    ) -> LeasedBody {
         LeasedBody {
             body,
             h1: None,
-            stream: Some(stream),
+            h2: Some((stream, sent)),
             ended: false,
             read: ReadTimer::new(read),
         }
@@ -327,7 +336,7 @@ impl Body for LeasedBody {
         match &mut polled {
             Poll::Pending => {
                 if let Err(e) = this.read.poll_wait(cx) {
-                    if let Some(stream) = &this.stream {
+                    if let Some((stream, _)) = &this.h2 {
                         stream.retire();
                     }
                     return Poll::Ready(Some(Err(e)));
@@ -371,6 +380,11 @@ impl Drop for LeasedBody {
             && sent.done()
         {
             endpoint.pool.put(c);
+        }
+        // An HTTP/2 stream is open until the request's body is through
+        // too; one the upstream stops taking is cut.
+        if let Some((stream, sent)) = self.h2.take() {
+            pipe::watch(sent, stream, self.read.upstream());
         }
     }
 }

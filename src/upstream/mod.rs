@@ -12,6 +12,8 @@
 //! - `health`: one endpoint's consecutive failures, ejection, back-off.
 //! - `resolve`: server names to endpoints, re-resolved every `resolve_interval`.
 //! - `read_timeout`: the longest wait for the next piece of a response body.
+//! - `pipe`: hyper's task sending a request body to an HTTP/2 upstream, cut
+//!   when the upstream has answered and takes no more of the body.
 
 pub mod balance;
 pub mod conn;
@@ -19,6 +21,7 @@ pub mod endpoint;
 pub mod health;
 pub mod io;
 pub mod members;
+pub mod pipe;
 pub mod pool;
 pub mod read_timeout;
 pub mod resolve;

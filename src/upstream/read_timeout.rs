@@ -43,6 +43,11 @@ impl ReadTimer {
         }
     }
 
+    /// The upstream's name, for the logs.
+    pub fn upstream(&self) -> &Arc<str> {
+        &self.limit.upstream
+    }
+
     /// A piece of the body arrived.
     pub fn progress(&mut self) {
         self.progress = true;

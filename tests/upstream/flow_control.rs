@@ -313,3 +313,126 @@ upstreams:{}
     let statuses: Vec<_> = lines.iter().map(|l| l["status"].clone()).collect();
     assert_eq!(statuses, [200, 408, 200], "{lines:#?}");
 }
+
+/// An HTTP/2 backend that allows one stream at a time and answers each
+/// request (`200`, `ok`, the response's end) as soon as its head is in,
+/// then neither takes the rest of its body nor resets it: what arrives it
+/// reads but never releases, so the stream's flow-control window never
+/// opens again. Returns its address and, per stream, how it ended: the
+/// reset's reason, the connection closed, or the body's end.
+async fn early_answering_never_reading_h2(
+    w: &World,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (listener, acceptor) = tls_listener(&w.backend_pair, b"h2").await;
+    let addr = listener.local_addr().unwrap();
+    let (ended, ends) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, ended) = (acceptor.clone(), ended.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::Builder::new()
+                    .max_concurrent_streams(1)
+                    .handshake::<_, Bytes>(tls)
+                    .await
+                else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let ok = http::Response::builder()
+                        .header("content-length", "2")
+                        .body(())
+                        .unwrap();
+                    let Ok(mut tx) = respond.send_response(ok, false) else {
+                        continue;
+                    };
+                    let _ = tx.send_data(Bytes::from_static(b"ok"), true);
+                    let ended = ended.clone();
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let end = loop {
+                            match body.data().await {
+                                // Kept unreleased: no WINDOW_UPDATE.
+                                Some(Ok(_)) => {}
+                                Some(Err(e)) => match e.reason() {
+                                    Some(reason) => break format!("reset {reason:?}"),
+                                    None => break format!("closed: {e}"),
+                                },
+                                None => break "the body's end".to_owned(),
+                            }
+                        };
+                        let _ = ended.send(end);
+                    });
+                }
+                let _ = ended.send("connection closed".to_owned());
+            });
+        }
+    });
+    (addr, ends)
+}
+
+/// An HTTP/2 upstream that answers early and then never takes the rest
+/// of the request body (no WINDOW_UPDATE, no RST_STREAM): hyper holds a
+/// piece of the body waiting for window that never opens and reads no
+/// more of it, so `body_read_timeout` never fired, the client's HTTP/1.1
+/// connection stayed busy (no `idle_timeout` either) for good, and the
+/// stream stayed open upstream while the pool counted it gone. Now the
+/// body is cut when it has not moved for `body_read_timeout` after the
+/// response: the stream is reset (`CANCEL`), the client's connection
+/// closes (the rest of its body is not read), and the connection's one
+/// stream serves the next request.
+#[tokio::test]
+async fn an_h2_upstream_that_answers_early_and_never_takes_the_body_is_cut() {
+    let w = world();
+    let (backend, mut ends) = early_answering_never_reading_h2(&w).await;
+    let mut p = Proxy::start(&w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+    limits: {{ body_read_timeout: 1s }}
+upstreams:{}
+"#,
+        backend_upstream("app", &[backend], &["max_connections_per_server: 1"]),
+    )));
+    let addr = p.listener_addr("public").await;
+
+    // A streamed body (over body_buffer_bytes), more of it than one
+    // stream's window (65535) sent, more still to come.
+    let uploading = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
+    let (mut from_proxy, mut to_proxy) = tokio::io::split(uploading);
+    let head = b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 1000000\r\n\r\n";
+    let writer = tokio::spawn(async move {
+        to_proxy.write_all(head).await.unwrap();
+        let _ = to_proxy.write_all(&[b'x'; 200_000]).await;
+        to_proxy
+    });
+    let answer = read_until_end(&mut from_proxy, b"\r\n\r\nok").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    // The client's connection is let go: closed, the body unread.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, from_proxy.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the client's connection is still held by a body the upstream never takes"
+    );
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let end = tokio::time::timeout(WAIT, ends.recv())
+        .await
+        .expect("the upstream stream was never reset")
+        .unwrap();
+    assert_eq!(end, "reset CANCEL");
+    drop(writer);
+
+    // The one connection allowed, with its one stream free, serves on.
+    let r = tokio::time::timeout(WAIT, h1_get(&w, addr, "/next"))
+        .await
+        .expect("the next request got no stream");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+}
