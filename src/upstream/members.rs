@@ -173,30 +173,34 @@ impl Members {
     }
 
     /// `hotproxy_upstream_endpoints{upstream,state}` from the members'
-    /// flags, unless a newer set was published or the upstream is retired.
+    /// flags: this set's, or the newest set's when a newer one was
+    /// published (a request or check still holding this one changed a
+    /// member they share: an ejection, a return to service); nothing once
+    /// the upstream is retired.
     pub fn publish(&self) {
         let p = &self.publishing;
-        // Checked and stored under the lock: an older set passing the check
-        // just before a newer one must not store its members after it.
+        // Checked, stored and counted under the lock: an older set passing
+        // the check just before a newer one must not store its members
+        // after it, nor counts made before a change after those made since.
         let mut in_service = p.ejecting.lock().unwrap_or_else(|p| p.into_inner());
-        if p.retired.load(Ordering::Acquire)
-            || p.newest.fetch_max(self.set, Ordering::AcqRel) > self.set
-        {
+        if p.retired.load(Ordering::Acquire) {
             return;
         }
-        *in_service = Some(self.members.clone());
-        drop(in_service);
-        let unhealthy = self
-            .members
+        let members = if p.newest.fetch_max(self.set, Ordering::AcqRel) > self.set {
+            // A newer set was published, and stored its members.
+            in_service.as_deref().unwrap_or(&self.members)
+        } else {
+            in_service.insert(self.members.clone())
+        };
+        let unhealthy = members
             .iter()
             .filter(|m| m.unhealthy.load(Ordering::Relaxed))
             .count();
-        let ejected = self
-            .members
+        let ejected = members
             .iter()
             .filter(|m| m.out.load(Ordering::Relaxed) && !m.unhealthy.load(Ordering::Relaxed))
             .count();
-        let counts = [self.members.len() - ejected - unhealthy, ejected, unhealthy];
+        let counts = [members.len() - ejected - unhealthy, ejected, unhealthy];
         for (state, n) in STATES.into_iter().zip(counts) {
             METRICS
                 .upstream_endpoints
@@ -363,6 +367,46 @@ mod tests {
         old.failure(0, "test");
         assert!(!a.health.ejected(Instant::now()), "A was ejected");
         assert!(!a.out.load(Ordering::Relaxed), "A counted as ejected");
+    }
+
+    /// A name resolved to {A, B}; a request on A holds that set while
+    /// re-resolution publishes {A, B, C}; then it fails and A is ejected.
+    /// The gauge is the newest set's, with A ejected: publishing through
+    /// the older set was skipped (a newer one had been published), and the
+    /// gauge went on saying 3 healthy, 0 ejected while A was out.
+    #[test]
+    fn an_ejection_through_an_older_set_shows_in_the_gauge() {
+        let passive = PassiveHealth {
+            consecutive_failures: 1,
+            eject_for: std::time::Duration::from_secs(60),
+        };
+        let upstream: Arc<str> = "ejected-through-an-older-set".into();
+        let publishing = Arc::<Publishing>::default();
+        let [a, b, c] = [1, 2, 3].map(|port| Member::new(Arc::new(endpoint(port, false, 1))));
+        let set = |members: Vec<Arc<Member>>| {
+            let (upstream, publishing) = (upstream.clone(), publishing.clone());
+            Members::new(upstream, publishing, members, Balance::default(), passive)
+        };
+        let gauge = |state: &str| {
+            let labels = EndpointStateLabels {
+                upstream: upstream.to_string(),
+                state: state.to_owned(),
+            };
+            METRICS.upstream_endpoints.get_or_create(&labels).get()
+        };
+        let old = set(vec![a.clone(), b.clone()]);
+        old.publish();
+        let current = set(vec![a.clone(), b, c]);
+        current.publish();
+        assert_eq!((gauge("healthy"), gauge("ejected")), (3, 0));
+        old.failure(0, "test");
+        assert!(a.health.ejected(Instant::now()), "A was not ejected");
+        assert_eq!(
+            (gauge("healthy"), gauge("ejected"), gauge("unhealthy")),
+            (2, 1, 0),
+            "the gauge after A's ejection through the older set"
+        );
+        current.forget_gauge();
     }
 
     /// Two endpoints, each failing on a worker of its own at the same
