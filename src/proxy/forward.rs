@@ -11,14 +11,14 @@
 //! written; an HTTP/2 upstream left it unprocessed (`REFUSED_STREAM`, or
 //! past a `GOAWAY`'s last stream id: a server shutting down) and its body
 //! can be sent twice (none, or read whole); or the reused connection
-//! closed before any response byte and the request is idempotent with
+//! closed before a whole response head and the request is idempotent with
 //! such a body (an upstream closing an idle keep-alive connection just as
 //! it is reused).
 //!
 //! Each request picks its endpoint ([`Members`]: balance, passive health).
 //! When it fails where sending it again is safe (a failed connect, a
 //! request never written, one an HTTP/2 upstream left unprocessed, or an
-//! idempotent request with no response byte) it is sent to another
+//! idempotent request with no whole response head) it is sent to another
 //! endpoint (for an HTTP/2 one, instead of a new connection), up to
 //! `retries.attempts` times within `request_timeout`. Only requests
 //! without a body, or with one read whole before forwarding
