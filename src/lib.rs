@@ -123,7 +123,8 @@
 //!   - `read_timeout`: the longest wait for the next piece of a response body.
 //!   - `pipe`: hyper's task sending a request body to an HTTP/2 upstream,
 //!     kept with its body and cut when the upstream has answered and takes
-//!     no more of it for `body_read_timeout`.
+//!     no more of it for `body_read_timeout`, or at once when the response
+//!     failed.
 //!   - `resolve`: server hostnames to endpoints, one per address, re-resolved
 //!     every `resolve_interval`; a failed lookup keeps the last good set.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).

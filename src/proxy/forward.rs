@@ -29,10 +29,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::metrics::{METRICS, UpstreamLabels};
-use crate::upstream::members::Members;
-use crate::upstream::resolve::Resolution;
-
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -45,7 +41,7 @@ use tracing::{debug, warn};
 
 use crate::config::UpstreamConfig;
 use crate::identity::Identity;
-use crate::metrics;
+use crate::metrics::{self, METRICS, UpstreamLabels};
 use crate::proxy::body::{BodyFault, BodyInFlight, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
@@ -56,8 +52,8 @@ use crate::proxy::failure::{
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
-use crate::upstream::pool::Want;
-use crate::upstream::read_timeout::ReadTimeout;
+use crate::upstream::resolve::Resolution;
+use crate::upstream::{members::Members, pipe, pool::Want, read_timeout::ReadTimeout};
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
@@ -545,7 +541,9 @@ impl Upstream {
                     match sent {
                         // hyper's HTTP/1.1 parser holds a response to this
                         // many fields; its HTTP/2 client does not count.
+                        // Any body still sent is cut (pipe::Response).
                         Ok(resp) if resp.headers().len() > MAX_RESPONSE_FIELDS => {
+                            pipe::watch(body, stream, &self.name, pipe::Response::Failed);
                             return Err((Failure::TooManyFields, None));
                         }
                         Ok(resp) => {

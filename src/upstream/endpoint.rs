@@ -266,6 +266,9 @@ pub struct LeasedBody {
     h1: Option<(Box<H1>, Arc<Endpoint>, BodySent)>,
     h2: Option<(StreamGuard, BodySent)>,
     ended: bool,
+    /// Ended by an error (`read_timeout`, the upstream's): the request's
+    /// body, if still sent, is cut at once ([`pipe::watch`]).
+    failed: bool,
     read: ReadTimer,
 }
 
@@ -284,6 +287,7 @@ impl LeasedBody {
             h1: Some((c, endpoint, sent)),
             h2: None,
             ended: false,
+            failed: false,
             read: ReadTimer::new(read),
         }
     }
@@ -297,6 +301,7 @@ impl LeasedBody {
             h1: None,
             h2: None,
             ended: false,
+            failed: false,
             read: ReadTimer::new(read),
         }
     }
@@ -314,6 +319,7 @@ impl LeasedBody {
             h1: None,
             h2: Some((stream, sent)),
             ended: false,
+            failed: false,
             read: ReadTimer::new(read),
         }
     }
@@ -339,10 +345,12 @@ impl Body for LeasedBody {
                     if let Some((stream, _)) = &this.h2 {
                         stream.retire();
                     }
+                    this.failed = true;
                     return Poll::Ready(Some(Err(e)));
                 }
             }
             Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Err(_))) => this.failed = true,
             Poll::Ready(Some(frame)) => {
                 if let Ok(frame) = frame
                     && let Some(t) = frame.trailers_mut()
@@ -382,9 +390,14 @@ impl Drop for LeasedBody {
             endpoint.pool.put(c);
         }
         // An HTTP/2 stream is open until the request's body is through
-        // too; one the upstream stops taking is cut.
+        // too; one the upstream stops taking is cut, and one whose
+        // response failed at once.
         if let Some((stream, sent)) = self.h2.take() {
-            pipe::watch(sent, stream, self.read.upstream());
+            let response = match self.failed {
+                true => pipe::Response::Failed,
+                false => pipe::Response::Over,
+            };
+            pipe::watch(sent, stream, self.read.upstream(), response);
         }
     }
 }

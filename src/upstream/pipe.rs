@@ -18,7 +18,8 @@
 //! `body_read_timeout` is cut: the task is dropped, and with it hyper's
 //! side of the stream (h2 resets it, `CANCEL`) and the client's body (the
 //! client's connection goes on as after any body left unread: HTTP/1.1
-//! closes, HTTP/2 resets that stream).
+//! closes, HTTP/2 resets that stream). After a response that failed the
+//! task is dropped at once.
 //!
 //! Which body a task sends is not in what hyper hands the executor. hyper
 //! polls a body first in the connection's own task and spawns the task
@@ -85,13 +86,30 @@ where
     }
 }
 
+/// How the response to a request whose body hyper may still send ended,
+/// for [`watch`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// Read to its end, or dropped by the client.
+    Over,
+    /// Failed: no piece of its body for `read_timeout` (the connection is
+    /// retired), an error from the upstream, or refused by hotproxy (too
+    /// many header fields, `502`).
+    Failed,
+}
+
 /// A response from an HTTP/2 upstream has ended (or was dropped) while
 /// hyper's task still sends the request's body: keep `stream` counted in
-/// the pool until that task ends, and end it when the body has not moved
-/// for `body_read_timeout` (looked at once each `body_read_timeout`, so
-/// the cut comes between one and two times it) and the client is not the
-/// one that owes the next piece (its own `body_read_timeout` ends that).
-pub fn watch(sent: BodySent, stream: StreamGuard, upstream: &Arc<str>) {
+/// the pool until that task ends. A response that `Failed` ends the task
+/// at once: nobody reads an answer to that body any more, and a retired
+/// connection closes only when its last stream is let go, so a body
+/// waiting for window there held the connection and its server slot
+/// until the cut below, one to two `body_read_timeout`s later. Otherwise
+/// the task is ended when the body has not moved for `body_read_timeout`
+/// (looked at once each `body_read_timeout`, so the cut comes between one
+/// and two times it) and the client is not the one that owes the next
+/// piece (its own `body_read_timeout` ends that).
+pub fn watch(sent: BodySent, stream: StreamGuard, upstream: &Arc<str>, response: Response) {
     let Some((mut task, limit)) = sent.task() else {
         return;
     };
@@ -105,6 +123,12 @@ pub fn watch(sent: BodySent, stream: StreamGuard, upstream: &Arc<str>) {
     runtime.spawn(async move {
         // Counted until the body is through, or cut.
         let _stream = stream;
+        if response == Response::Failed {
+            task.abort();
+            let _ = task.await;
+            debug!(upstream = %upstream, "request body cut: its response failed");
+            return;
+        }
         loop {
             let moved = sent.moved();
             if tokio::time::timeout(limit, &mut task).await.is_ok() {

@@ -314,14 +314,28 @@ upstreams:{}
     assert_eq!(statuses, [200, 408, 200], "{lines:#?}");
 }
 
+/// How [`early_answering_never_reading_h2`] answers a request with a body.
+#[derive(Clone, Copy)]
+enum Early {
+    /// `200`, `ok`, the response's end.
+    Whole,
+    /// A `200` head, then nothing more (the response never ends).
+    HeadOnly,
+    /// A `200` head with this many more fields, then `ok` and the end.
+    Fields(usize),
+}
+
 /// An HTTP/2 backend that allows one stream at a time and answers each
-/// request (`200`, `ok`, the response's end) as soon as its head is in,
-/// then neither takes the rest of its body nor resets it: what arrives it
-/// reads but never releases, so the stream's flow-control window never
-/// opens again. Returns its address and, per stream, how it ended: the
-/// reset's reason, the connection closed, or the body's end.
+/// request as soon as its head is in (one without a body: `200`, `ok`;
+/// one with a body: as `early` says), then neither takes the rest of its
+/// body nor resets it: what arrives it reads but never releases, so the
+/// stream's flow-control window never opens again. Returns its address
+/// and, per stream, how it ended: the reset's reason, the connection
+/// closed, or the body's end; and `connection closed` when a connection
+/// ends.
 async fn early_answering_never_reading_h2(
     w: &World,
+    early: Early,
 ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let (listener, acceptor) = tls_listener(&w.backend_pair, b"h2").await;
     let addr = listener.local_addr().unwrap();
@@ -341,16 +355,29 @@ async fn early_answering_never_reading_h2(
                     return;
                 };
                 while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let ok = http::Response::builder()
-                        .header("content-length", "2")
-                        .body(())
-                        .unwrap();
-                    let Ok(mut tx) = respond.send_response(ok, false) else {
+                    let early = match req.body().is_end_stream() {
+                        true => Early::Whole,
+                        false => early,
+                    };
+                    let mut ok = http::Response::builder();
+                    if let Early::Fields(n) = early {
+                        for i in 0..n {
+                            ok = ok.header(format!("x-field-{i}"), "1");
+                        }
+                    }
+                    if !matches!(early, Early::HeadOnly) {
+                        ok = ok.header("content-length", "2");
+                    }
+                    let Ok(mut tx) = respond.send_response(ok.body(()).unwrap(), false) else {
                         continue;
                     };
-                    let _ = tx.send_data(Bytes::from_static(b"ok"), true);
+                    if !matches!(early, Early::HeadOnly) {
+                        let _ = tx.send_data(Bytes::from_static(b"ok"), true);
+                    }
                     let ended = ended.clone();
                     tokio::spawn(async move {
+                        // Kept: the response of a head-only answer stays open.
+                        let _tx = tx;
                         let mut body = req.into_body();
                         let end = loop {
                             match body.data().await {
@@ -386,7 +413,7 @@ async fn early_answering_never_reading_h2(
 #[tokio::test]
 async fn an_h2_upstream_that_answers_early_and_never_takes_the_body_is_cut() {
     let w = world();
-    let (backend, mut ends) = early_answering_never_reading_h2(&w).await;
+    let (backend, mut ends) = early_answering_never_reading_h2(&w, Early::Whole).await;
     let mut p = Proxy::start(&w.scene.config(&format!(
         r#"
 admin: {{ bind: "127.0.0.1:0" }}
@@ -431,6 +458,129 @@ upstreams:{}
     drop(writer);
 
     // The one connection allowed, with its one stream free, serves on.
+    let r = tokio::time::timeout(WAIT, h1_get(&w, addr, "/next"))
+        .await
+        .expect("the next request got no stream");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+}
+
+/// A proxy in front of `backend` (upstream `app`, one connection allowed,
+/// `settings` more) whose clients' bodies may pause 10 minutes: no cut
+/// seen in a test comes from `body_read_timeout`.
+fn one_connection_proxy(w: &World, backend: SocketAddr, settings: &[&str]) -> Proxy {
+    let mut settings = settings.to_vec();
+    settings.push("max_connections_per_server: 1");
+    Proxy::start(&w.scene.config(&format!(
+        r#"
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+    limits: {{ body_read_timeout: 10m }}
+upstreams:{}
+"#,
+        backend_upstream("app", &[backend], &settings),
+    )))
+}
+
+/// Begin an HTTP/1.1 upload to `addr` of a 1000000-byte body (streamed,
+/// over `body_buffer_bytes`), 200000 bytes of it sent: more than one
+/// HTTP/2 stream's window (65535), more still to come. Returns the
+/// connection's read half and its writer (dropped: the write half goes).
+async fn begin_upload(
+    w: &World,
+    addr: SocketAddr,
+) -> (
+    impl AsyncRead + Unpin,
+    tokio::task::JoinHandle<impl Send + 'static>,
+) {
+    let uploading = connect(addr, "a.example.com", h1_config(w)).await.unwrap();
+    let (from_proxy, mut to_proxy) = tokio::io::split(uploading);
+    let head = b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 1000000\r\n\r\n";
+    let writer = tokio::spawn(async move {
+        to_proxy.write_all(head).await.unwrap();
+        let _ = to_proxy.write_all(&[b'x'; 200_000]).await;
+        to_proxy
+    });
+    (from_proxy, writer)
+}
+
+/// Wait for `what` among how the backend's streams and connections ended.
+async fn ended(ends: &mut tokio::sync::mpsc::UnboundedReceiver<String>, what: &str) {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(end) = ends.recv().await {
+            if end == what {
+                return;
+            }
+            seen.push(end);
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {what:?} at the backend (seen: {seen:?})");
+}
+
+/// An HTTP/2 upstream that sends a response head and then goes silent
+/// while the request's body waits for a window it never opens:
+/// `read_timeout` retires the connection, and it closes at once, as a
+/// retired connection does when its last stream ends. It was held (with
+/// its server slot) until the body had not moved for `body_read_timeout`,
+/// one to two times it, after the response had failed: here 10 minutes.
+#[tokio::test]
+async fn an_h2_upstream_silent_after_its_head_is_closed_though_the_body_waits() {
+    let w = world();
+    let (backend, mut ends) = early_answering_never_reading_h2(&w, Early::HeadOnly).await;
+    let mut p = one_connection_proxy(&w, backend, &["read_timeout: 1s"]);
+    let addr = p.listener_addr("public").await;
+
+    let (mut from_proxy, writer) = begin_upload(&w, addr).await;
+    let answer = read_until_end(&mut from_proxy, b"\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    // read_timeout ends the response; the connection goes with it.
+    ended(&mut ends, "connection closed").await;
+    drop(writer);
+
+    // The one connection allowed is free again.
+    let r = tokio::time::timeout(WAIT, h1_get(&w, addr, "/next"))
+        .await
+        .expect("the next request got no connection");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+}
+
+/// An HTTP/2 upstream answers early with more header fields than a
+/// response may have (`502`), then takes no more of the request's body:
+/// hyper's task sending it is cut at once (the stream reset, `CANCEL`).
+/// It went on waiting for window, unwatched, for good: the stream open
+/// upstream, uncounted in the pool, the backend's one stream taken.
+#[tokio::test]
+async fn a_body_to_an_h2_response_with_too_many_fields_is_cut() {
+    let w = world();
+    let (backend, mut ends) = early_answering_never_reading_h2(&w, Early::Fields(100)).await;
+    let mut p = one_connection_proxy(&w, backend, &[]);
+    let addr = p.listener_addr("public").await;
+
+    let (mut from_proxy, writer) = begin_upload(&w, addr).await;
+    // The head, and the start of its body with it.
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, from_proxy.read(&mut buf))
+            .await
+            .expect("the answer in time")
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
+
+    ended(&mut ends, "reset CANCEL").await;
+    drop(writer);
+
+    // The backend's one stream is free again.
     let r = tokio::time::timeout(WAIT, h1_get(&w, addr, "/next"))
         .await
         .expect("the next request got no stream");
