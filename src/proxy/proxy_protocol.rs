@@ -103,36 +103,40 @@ pub async fn read_header(
 /// PROXY failure (the peer was never asked for a header).
 pub async fn refuse_header(stream: &TcpStream, deadline: Instant) -> Result<(), Refused> {
     match tokio::time::timeout_at(deadline, starts_with_header(stream)).await {
-        Ok(Ok(true)) => Err(Refused::NotAllowed),
-        Ok(Ok(false)) => Ok(()),
-        Ok(Err(e)) => Err(e),
+        Ok(true) => Err(Refused::NotAllowed),
+        Ok(false) => Ok(()),
         Err(_) => Err(Refused::Timeout),
     }
 }
 
 /// Whether the first bytes are a PROXY header's, without consuming them.
 /// Looks only as far as needed to tell (`P` may start `POST` on a plain
-/// HTTP listener, so up to `PROXY `); bounded by the caller.
-async fn starts_with_header(stream: &TcpStream) -> Result<bool, Refused> {
+/// HTTP listener, so up to `PROXY `); bounded by the caller. A peer that
+/// closes or resets first sends no header: TLS (or HTTP) then finds the
+/// connection ended, as on a listener without PROXY protocol (SPEC §7), a
+/// client gone (`client_closed`), not a PROXY failure.
+async fn starts_with_header(stream: &TcpStream) -> bool {
     let mut buf = [0u8; 12];
     let mut pause = Duration::from_millis(5);
     loop {
-        let n = stream.peek(&mut buf).await?;
+        let Ok(n) = stream.peek(&mut buf).await else {
+            return false;
+        };
         if n == 0 {
-            return Ok(false);
+            return false;
         }
         let seen = &buf[..n];
         let sig = match seen[0] {
             b'\r' => V2_SIGNATURE,
             b'P' => V1_PREFIX,
-            _ => return Ok(false),
+            _ => return false,
         };
         let k = n.min(sig.len());
         if seen[..k] != sig[..k] {
-            return Ok(false);
+            return false;
         }
         if k == sig.len() {
-            return Ok(true);
+            return true;
         }
         // A prefix of a signature and nothing more yet: peeking again would
         // return the same bytes at once (the socket stays readable), so give

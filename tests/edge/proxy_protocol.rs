@@ -286,6 +286,49 @@ async fn a_balancer_health_check_gets_no_access_log_line() {
     assert_eq!(lines[0]["authz"], "proxy_protocol_closed", "{lines:?}");
 }
 
+/// A client outside `from` that hangs up before a byte is what a listener
+/// without PROXY protocol sees, a client gone mid-handshake
+/// (`client_closed`, SPEC §5: counted, no access-log line), whether it
+/// resets (RST) or closes (FIN). The reset was a PROXY failure
+/// (`proxy_protocol_closed`, with a line): the peek for a header it was
+/// never asked for failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_outside_from_that_resets_is_client_closed() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (_p, addr, admin, log) = fronted(
+        &scene,
+        &ca,
+        TLS,
+        "proxy_protocol: { from: [127.0.0.2/32] }",
+        "60s",
+    )
+    .await;
+    let closed = |n: u32| {
+        format!("hotproxy_tls_handshakes_total{{listener=\"front\",result=\"client_closed\"}} {n}")
+    };
+    let reset = tcp_from("127.0.0.3", addr).await;
+    reset.set_zero_linger().unwrap();
+    drop(reset);
+    wait_metric(admin, &closed(1), WAIT).await;
+    drop(tcp_from("127.0.0.3", addr).await);
+    wait_metric(admin, &closed(2), WAIT).await;
+    let metrics = metrics_text(admin).await;
+    assert!(!metrics.contains("proxy_protocol_"), "{metrics}");
+
+    // A request's line after them: any line of theirs came before it.
+    let (status, _, body) = get_trusting(tcp_from("127.0.0.3", addr).await, &ca, "/marker", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 502, "{body}");
+    wait_until(WAIT, "the line of GET /marker", || async {
+        read_access_log(&log).iter().any(|l| l["path"] == "/marker")
+    })
+    .await;
+    let lines = read_access_log(&log);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+}
+
 /// Client ranges written in IPv4-mapped IPv6 form (`::ffff:127.0.0.2`,
 /// `::ffff:127.0.0.0/104`) match IPv4 peers and PROXY sources: the
 /// balancer at 127.0.0.2 is inside `from` and the client its header names
