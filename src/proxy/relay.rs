@@ -230,7 +230,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendBound<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// How long a step may take before the test calls it a hang.
+    const WAIT: Duration = Duration::from_secs(10);
 
     /// The first side to close ends the relay, with what it sent delivered
     /// and the other side's reading at its end; the other side, still
@@ -247,10 +251,18 @@ mod tests {
             };
             closer.write_all(b"last words").await.unwrap();
             closer.shutdown().await.unwrap();
+            // Bounded: a relay that waits for the other side fails the
+            // test instead of hanging it.
             let mut got = Vec::new();
-            other.read_to_end(&mut got).await.unwrap();
+            tokio::time::timeout(WAIT, other.read_to_end(&mut got))
+                .await
+                .unwrap_or_else(|_| panic!("{closing:?} closed: the other side never ended"))
+                .unwrap();
             assert_eq!(got, b"last words");
-            assert_eq!(relayed.await.unwrap().unwrap(), closing);
+            let ended = tokio::time::timeout(WAIT, relayed)
+                .await
+                .unwrap_or_else(|_| panic!("{closing:?} closed: the relay did not end"));
+            assert_eq!(ended.unwrap().unwrap(), closing);
         }
     }
 }
