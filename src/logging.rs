@@ -30,18 +30,46 @@ pub fn parse_level(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// The crates whose targets this binary logs under: a bare `RUST_LOG`
+/// word naming one of them (or a module of one, `hotproxy::watch`) is
+/// tracing's "every line of that target" (`RUST_LOG=hotproxy`, the usual
+/// env_logger idiom), not a misspelt level. Any other bare word could only
+/// be a typo (`warning`), which tracing would read as a target that never
+/// logs, showing nothing.
+const LOG_TARGETS: [&str; 8] = [
+    "hotproxy",
+    "rustls",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tokio",
+    "tokio_rustls",
+    "notify",
+];
+
+/// Whether a bare `RUST_LOG` word names a target of [`LOG_TARGETS`].
+fn names_target(word: &str) -> bool {
+    LOG_TARGETS.iter().any(|t| {
+        word.strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
 /// `RUST_LOG`'s directives, or why they are refused (naming `RUST_LOG`
 /// and the directive). tracing reads a bare word it does not know as a
 /// target, as for `--log-level`: `RUST_LOG=warning` showed no line at all.
-/// Every bare word must be a level (a target is named `target=level`),
-/// and a directive that does not parse is refused, not skipped.
+/// Every bare word must be a level or name one of this binary's crates'
+/// targets ([`LOG_TARGETS`]; another target is named `target=level`), and
+/// a directive that does not parse is refused, not skipped.
 fn rust_log_filter(value: &str) -> Result<EnvFilter, String> {
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bare = !part.contains(['=', '[', '{']);
-        if bare && part.parse::<LevelFilter>().is_err() {
+        if bare && part.parse::<LevelFilter>().is_err() && !names_target(part) {
             return Err(format!(
                 "RUST_LOG: unknown log level `{part}`: a bare word is one of off, error, \
-                 warn, info, debug, trace; name a target as `target=level`"
+                 warn, info, debug, trace, or a target of {}; name another target as \
+                 `target=level`",
+                LOG_TARGETS.join(", ")
             ));
         }
         if let Err(e) = part.parse::<Directive>() {

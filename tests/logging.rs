@@ -29,6 +29,25 @@ async fn an_empty_rust_log_counts_as_unset() {
     }
 }
 
+/// `RUST_LOG=hotproxy`, tracing's and env_logger's way to ask for every
+/// line of one crate, was refused with the typos (exit 2): a bare word
+/// that names one of the binary's crates (or a module of one) is that
+/// target at every level. The process runs and logs, hotproxy's debug
+/// lines too.
+#[tokio::test]
+async fn rust_log_naming_a_crate_shows_all_of_its_lines() {
+    let (_s, cfg) = scene();
+    let mut p = Proxy::start_logging(&cfg, "info", &[("RUST_LOG", "hotproxy")]);
+    p.listener_addr("public").await;
+    p.wait_log("a debug line of hotproxy's", |v| {
+        v["level"] == "DEBUG"
+            && v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("hotproxy"))
+    })
+    .await;
+}
+
 /// `hotproxy run`/`demo` with `RUST_LOG` set: (exit code, stderr).
 fn run_with_rust_log(command: &str, rust_log: &str) -> (i32, String) {
     let out = output_within_deadline(
@@ -57,7 +76,9 @@ fn a_bad_rust_log_is_refused() {
     for (rust_log, part) in [
         ("warning", "warning"),
         ("info,hotproxy=loud", "hotproxy=loud"),
-        ("hotproxy", "hotproxy"),
+        // Not one of the binary's crates, nor a module of one.
+        ("hotproxies", "hotproxies"),
+        ("info,hotproxy:watch", "hotproxy:watch"),
     ] {
         let (code, err) = run_with_rust_log("run", rust_log);
         assert_eq!(code, 2, "RUST_LOG={rust_log}: {err}");
@@ -75,6 +96,9 @@ fn a_bad_rust_log_is_refused() {
         "INFO,hotproxy::watch=debug",
         "hotproxy=trace",
         "error,",
+        "hotproxy",
+        "warn,hotproxy::watch,h2",
+        "tokio_rustls",
     ] {
         let (code, err) = run_with_rust_log("run", good);
         assert_eq!(code, 1, "RUST_LOG={good}: {err}");
