@@ -180,8 +180,14 @@ impl Reloader {
             let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
                 // Renamed (a new name on its address): the file's
                 // client_auth of the new name replaces what the operator
-                // set, which must not go unsaid.
-                let bind = self.listeners.get(name).map(|o| o.config.bind);
+                // set, which must not go unsaid. The address is where the
+                // old one listens, as for the socket's hand-over: two
+                // port-0 binds are two ports, no rename.
+                let bind = self
+                    .listeners
+                    .get(name)
+                    .map(|o| o.bound)
+                    .filter(|b| b.port() != 0);
                 if let Some(to) = new
                     .listeners
                     .iter()

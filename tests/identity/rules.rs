@@ -411,14 +411,23 @@ async fn a_file_edit_of_client_auth_replaces_rules_set_through_the_api() {
     assert_eq!(r.json()["allow"], json!([{"cn": "carol"}]));
 }
 
-/// A listener renamed in the file loses the rules set through the API for
-/// it, and says so: the operator's tightened rules used to vanish without
-/// a line, the renamed listener admitting whom the file's rules admit.
-#[tokio::test]
-async fn a_rename_that_drops_rules_set_through_the_api_says_so() {
+/// `partners` (bound at 127.0.0.1:0) with rules set through the API,
+/// then the configuration file's `partners` entry replaced by a listener
+/// `to` bound at `bind`, applied: the proxy, the new listener's address,
+/// alice's client config, and the line that told of dropped API rules.
+async fn replace_partners(
+    to: &str,
+    bind: impl FnOnce(SocketAddr) -> String,
+) -> (
+    Proxy,
+    SocketAddr,
+    Arc<rustls::ClientConfig>,
+    Option<serde_json::Value>,
+) {
     let AliceAndBob {
         w,
         mut p,
+        addr,
         api,
         alice_cfg,
         ..
@@ -431,10 +440,13 @@ async fn a_rename_that_drops_rules_set_through_the_api_says_so() {
     assert_eq!(r.status, 200, "{}", r.body);
     let path = w.scene.path("config.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    write(&path, &text.replace("name: partners\n", "name: renamed\n"));
+    let entry = "name: partners\n    bind: 127.0.0.1:0\n";
+    assert!(text.contains(entry), "{text}");
+    let replaced = format!("name: {to}\n    bind: {}\n", bind(addr));
+    write(&path, &text.replace(entry, &replaced));
     p.signal("HUP");
-    let addr = p.listener_addr("renamed").await;
-    p.wait_log("the rename applied", |v| {
+    let addr = p.listener_addr(to).await;
+    p.wait_log("the change applied", |v| {
         v["message"] == "configuration reloaded"
     })
     .await;
@@ -446,11 +458,32 @@ async fn a_rename_that_drops_rules_set_through_the_api_says_so() {
         .find(|v| {
             v["message"]
                 == "the configuration file's client_auth replaces the one set through the API"
-        })
-        .expect("the dropped API rules are told");
+        });
+    (p, addr, alice_cfg, told)
+}
+
+/// A listener renamed in the file (a new name on the address the old one
+/// listens on) loses the rules set through the API for it, and says so:
+/// the operator's tightened rules used to vanish without a line, the
+/// renamed listener admitting whom the file's rules admit.
+#[tokio::test]
+async fn a_rename_that_drops_rules_set_through_the_api_says_so() {
+    let (_p, addr, alice_cfg, told) = replace_partners("renamed", |a| a.to_string()).await;
+    let told = told.expect("the dropped API rules are told");
     assert_eq!(told["level"], "WARN", "{told}");
     assert_eq!(told["listener"], "renamed", "{told}");
     assert_eq!(told["renamed_from"], "partners", "{told}");
+    assert_eq!(outcome(addr, alice_cfg, "/").await, Outcome::Status(200));
+}
+
+/// A listener removed and another added on a port-0 bind like its own is
+/// no rename (the new one gets a port of its own): no warning names it
+/// `renamed_from` the removed one. Both binds read `127.0.0.1:0`, which
+/// was taken for one address.
+#[tokio::test]
+async fn a_listener_added_on_port_0_renames_none() {
+    let (_p, addr, alice_cfg, told) = replace_partners("other", |_| "127.0.0.1:0".into()).await;
+    assert!(told.is_none(), "{told:?}");
     assert_eq!(outcome(addr, alice_cfg, "/").await, Outcome::Status(200));
 }
 
