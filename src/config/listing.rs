@@ -7,7 +7,7 @@ use std::path::Path;
 /// and the first ones are what to fix first.
 pub const MAX_LISTED: usize = 100;
 
-/// The first [`MAX_LISTED`] of `lines` (each `FILE: LOCATION: MESSAGE`),
+/// The first `MAX_LISTED` of `lines` (each `FILE: LOCATION: MESSAGE`),
 /// then one saying how many more there are.
 pub fn listed(file: &Path, mut lines: Vec<String>) -> Vec<String> {
     let more = lines.len().saturating_sub(MAX_LISTED);

@@ -89,7 +89,7 @@ const SPOOFABLE: [&str; 4] = [
 /// Remove every client-certificate header a client may have sent: the
 /// ones any mode writes, any other `X-Client-Cert-*` (a backend may read a
 /// name we never write, e.g. `X-Client-Cert-CN`), and other proxies'
-/// ([`SPOOFABLE`]).
+/// (`SPOOFABLE`).
 pub fn strip(headers: &mut HeaderMap) {
     // One pass over the names; the common request has none of them, and
     // collecting none allocates nothing.
