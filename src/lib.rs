@@ -71,15 +71,16 @@
 //!   - `refused_head`: heads refused before they became requests (hyper's 400/414/431,
 //!     408 at `header_read_timeout`), counted and logged as requests.
 //!   - `stall`: HTTP/2 responses held up by a shut flow-control window, cut after send_timeout.
-//!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout
-//!     and the connection's lifetime.
+//!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout,
+//!     the connection's lifetime and its route's rules as reloads change them.
 //!   - `relay`: a tunnel's byte copy, ended when either side closes (nginx's "upgraded done").
 //!   - `on_read`: a stream calling a hook when bytes are read (a tunnel's idle clock, a redirect head begun).
 //!   - `lifetime`: when a connection (or its tunnel) ends: made with rotated-out material
 //!     (`max_connection_lifetime`), or no longer admitted under rules since changed; `Woken`,
 //!     the wait for such rarely-ready signals that is polled only when its own wake-up came.
 //!   - `readmit`: an open connection checked again under its listener's changed admission
-//!     rules (chain, `allow`, `allow_from`): kept if still admitted.
+//!     rules (chain, `allow`, `allow_from`), an open tunnel under its listener's changed
+//!     routes (the route's `allow`, `allow_from`): kept if still admitted.
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,

@@ -80,6 +80,31 @@ pub struct RoutePolicy {
     pub allow_from: Option<Arc<[ipnet::IpNet]>>,
 }
 
+impl RoutePolicy {
+    /// Why the route's `allow_from` or `allow` refuse a client (its address
+    /// after PROXY protocol, its verified certificate): the `authz` reason
+    /// and what is refused (`address`, `certificate`); `None` if they let it
+    /// in. Checked for every request, and again for an open tunnel when the
+    /// listener's routes change ([`crate::proxy::readmit::Routed`]).
+    pub fn refuses(&self, ctx: &RequestContext) -> Option<(&'static str, &'static str)> {
+        if let Some(from) = &self.allow_from
+            && !crate::proxy::proxy_protocol::contains(from, ctx.client_addr.ip())
+        {
+            return Some(("source_not_allowed", "address"));
+        }
+        if let Some(allow) = &self.allow {
+            let admitted = ctx
+                .client_cert
+                .as_deref()
+                .is_some_and(|id| allow.permits(id));
+            if !admitted {
+                return Some(("route_not_allowed", "certificate"));
+            }
+        }
+        None
+    }
+}
+
 /// What a response had to do with an upstream, for the access log; set by
 /// the forwarder as a response extension.
 #[derive(Clone, Debug)]
@@ -201,19 +226,8 @@ impl Exchange {
         ctx: &RequestContext,
         req: &mut Request<Incoming>,
     ) -> Option<Response<ResponseBody>> {
-        if let Some(from) = &route.allow_from
-            && !crate::proxy::proxy_protocol::contains(from, ctx.client_addr.ip())
-        {
-            return Some(self.forbidden(ctx, "source_not_allowed", "address"));
-        }
-        if let Some(allow) = &route.allow {
-            let admitted = ctx
-                .client_cert
-                .as_deref()
-                .is_some_and(|id| allow.permits(id));
-            if !admitted {
-                return Some(self.forbidden(ctx, "route_not_allowed", "certificate"));
-            }
+        if let Some((reason, what)) = route.refuses(ctx) {
+            return Some(self.forbidden(ctx, reason, what));
         }
         let mode = route
             .forward_client_cert

@@ -38,7 +38,7 @@ use crate::proxy::forward::{
 };
 use crate::proxy::front::{self, Front};
 use crate::proxy::lifetime::{Admissions, Lifetime};
-use crate::proxy::readmit::Admitted;
+use crate::proxy::readmit::{Admitted, Routed};
 use crate::proxy::refused_head::protocol_error;
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
@@ -146,6 +146,9 @@ pub struct Listener {
     pub generation: watch::Sender<u64>,
     /// Bumped when what the listener admits changed (see [`Listener::readmit`]).
     pub admission: watch::Sender<Admissions>,
+    /// The generation of `router`, bumped when a reload changed the routes
+    /// (see [`Listener::set_router`]): what open tunnels watch.
+    pub routes: watch::Sender<u64>,
     /// Set once its accept loop stops: a reload removed the listener or
     /// bound it elsewhere, or the process is shutting down. Its connections
     /// close as at shutdown (requests in flight may finish within
@@ -191,6 +194,7 @@ impl Listener {
             front: ArcSwap::from_pointee(Front::default()),
             generation: watch::Sender::new(0),
             admission: watch::Sender::new(Admissions::default()),
+            routes: watch::Sender::new(0),
             closing: watch::Sender::new(false),
             removed: watch::Sender::new(false),
             served: ArcSwap::from_pointee(served),
@@ -241,6 +245,23 @@ impl Listener {
                 a.closes_all = a.generation;
             }
         });
+    }
+
+    /// Route requests with `router` from now on. When `changed` (its
+    /// routes' configuration differs from the running one's), open tunnels
+    /// check their route's `allow` and `allow_from` again under it and
+    /// those now refused close ([`crate::proxy::readmit::Routed`]): a
+    /// tunnel makes no request of its own to be checked by. Requests on
+    /// open connections need nothing: each is routed, and checked, anew.
+    pub fn set_router(&self, mut router: Router, changed: bool) {
+        // The reloader is the only writer: no other bump can come between.
+        let generation = *self.routes.borrow() + u64::from(changed);
+        router.generation = generation;
+        // Stored before the bump: a tunnel woken by it checks these routes.
+        self.router.store(Arc::new(router));
+        if changed {
+            self.routes.send_replace(generation);
+        }
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -652,11 +673,12 @@ fn refuse(
 /// Route one request and forward it, recording the request metrics; the
 /// edge duties (request id, route `allow`, client-certificate headers,
 /// access log) are [`Exchange`]'s. A `101` to a tunnelled upgrade starts
-/// the tunnel, which keeps `slot` and writes the request's line when it ends.
+/// the tunnel, which keeps `slot` and writes the request's line when it
+/// ends, and is checked again against its route's rules when the routes change.
 async fn handle(
-    listener: &Listener,
+    listener: &Arc<Listener>,
     mut req: Request<Incoming>,
-    ctx: &RequestContext,
+    ctx: &Arc<RequestContext>,
     slot: &Arc<Slot>,
     tunnel: &TunnelLimits,
 ) -> Response<ResponseBody> {
@@ -679,11 +701,12 @@ async fn handle(
         listener.unrouted.record(421, start.elapsed());
         return exchange.finish(misdirected);
     }
-    let route = {
+    let (route, routes_generation) = {
         let router = listener.router.load();
-        router
+        let route = router
             .matched(request::authority(&req), req.uri().path())
-            .map(|r| r.map(|r| (r.upstream.clone(), r.policy.clone(), r.metrics.clone())))
+            .map(|r| r.map(|r| (r.upstream.clone(), r.policy.clone(), r.metrics.clone())));
+        (route, router.generation)
     };
     let route = match route {
         Ok(route) => route,
@@ -706,8 +729,18 @@ async fn handle(
         let h2 = req.version() == http::Version::HTTP_2;
         return exchange.finish(client_fault(ctx, &upstream.name, &Fault::TooLarge, h2));
     }
-    let client_upgrade =
-        tunnel::is_tunnelled(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = tunnel::is_tunnelled(req.version(), req.headers()).then(|| {
+        // What the tunnel's route is found by again when the routes
+        // change: the request is gone by then.
+        let routed = Routed {
+            listener: listener.clone(),
+            ctx: ctx.clone(),
+            host: request::authority(&req).map(Box::from),
+            path: req.uri().path().into(),
+            generation: routes_generation,
+        };
+        (hyper::upgrade::on(&mut req), routed)
+    });
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
     let mut resp = upstream.forward(req, ctx, max_body).await;
     let mut exchange = forwarding.answered();
@@ -715,7 +748,7 @@ async fn handle(
     exchange.upstream(&upstream.name, head_came.then(|| start.elapsed()));
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match client_upgrade {
-            Some(client) if tunnel::switched_to_tunnelled(resp.headers()) => {
+            Some((client, routed)) if tunnel::switched_to_tunnelled(resp.headers()) => {
                 route_metrics.record(101, start.elapsed());
                 let line = exchange.tunnelled(&mut resp);
                 tunnel::spawn(
@@ -723,6 +756,7 @@ async fn handle(
                     client,
                     hyper::upgrade::on(&mut resp),
                     TunnelLimits::clone(tunnel),
+                    routed,
                     slot.clone(),
                     line,
                 );

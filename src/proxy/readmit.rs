@@ -1,4 +1,4 @@
-//! An open connection's admission, checked again under a listener's changed rules: kept if still admitted.
+//! An open connection's admission (and a tunnel's route rules), checked again under a listener's changed rules: kept if still admitted.
 //!
 //! A change of what a listener admits closed every connection it had
 //! accepted, so a CRL re-issued with a new nextUpdate (hourly, at many
@@ -14,6 +14,13 @@
 //! mode, PROXY protocol, trusted proxies, the names that pick an entry)
 //! closes every connection as before: the reloader marks such a change
 //! (`Admissions::closes_all`).
+//!
+//! A route's own `allow` and `allow_from` are checked per request, so a
+//! connection needs no re-check for them: its next request is. A WebSocket
+//! tunnel makes no next request: when a reload changes the listener's
+//! routes, each open tunnel is checked again ([`Routed`]) against the
+//! route its request takes under the new routes, and closes if that
+//! route's rules refuse its client, or if no route takes it any more.
 
 use std::sync::Arc;
 
@@ -22,6 +29,7 @@ use tracing::debug;
 use crate::config::ClientAuthMode;
 use crate::proxy::forward::RequestContext;
 use crate::proxy::listener::Listener;
+use crate::proxy::router::Router;
 
 /// What one connection was admitted with.
 pub struct Admitted {
@@ -73,6 +81,52 @@ impl Admitted {
             // still lets a client without one in.
             (None, _) => mode == ClientAuthMode::VerifyIfGiven,
             (Some(_), None) => false,
+        }
+    }
+}
+
+/// What a tunnel was let through its route with: its request's host and
+/// path, and its client (address and certificate, as at the upgrade).
+pub struct Routed {
+    pub listener: Arc<Listener>,
+    pub ctx: Arc<RequestContext>,
+    pub host: Option<Box<str>>,
+    pub path: Box<str>,
+    /// The generation of the routes it was let through under.
+    pub generation: u64,
+}
+
+impl Routed {
+    /// Ends when the listener's routes changed since the tunnel's request
+    /// was routed and no longer let its client through (its close is
+    /// logged by the tunnel, with `reason: admission_rules_changed`);
+    /// never before they change. Nothing runs until they do.
+    pub async fn refused(self) {
+        let mut routes = self.listener.routes.subscribe();
+        let mut seen = self.generation;
+        loop {
+            if routes.wait_for(|g| *g != seen).await.is_err() {
+                // The listener gone: `removed` ends the tunnel.
+                return std::future::pending().await;
+            }
+            let router = self.listener.router.load();
+            // Stored before their bump: these are the changed routes (or
+            // later ones, whose own bump then finds them seen).
+            seen = router.generation;
+            if !self.still(&router) {
+                return;
+            }
+            debug!(listener = %self.listener.name, peer = %self.ctx.client_addr, "tunnel still allowed on its route under the changed routes; kept");
+        }
+    }
+
+    /// Whether the route the tunnel's request takes in `router` lets its
+    /// client through, as a request's would be: a request no route takes
+    /// now (or that the routes refuse) is refused.
+    fn still(&self, router: &Router) -> bool {
+        match router.matched(self.host.as_deref(), &self.path) {
+            Ok(Some(route)) => route.policy.refuses(&self.ctx).is_none(),
+            Ok(None) | Err(_) => false,
         }
     }
 }

@@ -32,6 +32,11 @@ pub struct Route {
 /// A listener's routes, bound to live upstreams. Rebuilt on config change.
 pub struct Router {
     routes: Vec<Route>,
+    /// Which of the listener's route configurations this is: bumped when
+    /// the routes change ([`crate::proxy::listener::Listener::set_router`]),
+    /// so a tunnel knows whether the routes it was let through under are
+    /// still the ones in force.
+    pub generation: u64,
 }
 
 impl Router {
@@ -70,7 +75,10 @@ impl Router {
                 })
             })
             .collect();
-        Router { routes }
+        Router {
+            routes,
+            generation: 0,
+        }
     }
 
     /// The upstream for a request to `host` (may carry `:port`) and `path`

@@ -18,7 +18,11 @@
 //! active-connection gauge, the shutdown drain) until it ends, and ends
 //! after `limits.tunnel_idle_timeout` without a byte in either direction,
 //! or, as its connection would, at `max_connection_lifetime` once the
-//! listener's material has rotated ([`crate::proxy::lifetime`]).
+//! listener's material has rotated ([`crate::proxy::lifetime`]), or when
+//! changed admission rules refuse its client: the listener's (as its
+//! connection's) or, the routes changed, its route's `allow` and
+//! `allow_from`, checked per request and so never again for a tunnel
+//! otherwise ([`crate::proxy::readmit::Routed`]).
 //!
 //! The request's access-log line goes with the tunnel and is written when
 //! it ends, however it ends (nginx logs an upgraded connection when it
@@ -39,9 +43,10 @@ use tracing::debug;
 
 use crate::access_log::tunnel::{Relayed, TunnelLine};
 use crate::config::Limits;
-use crate::proxy::lifetime::Lifetime;
 use crate::proxy::lifetime::Woken;
+use crate::proxy::lifetime::{Lifetime, Over};
 use crate::proxy::on_read::OnRead;
+use crate::proxy::readmit::Routed;
 use crate::proxy::relay::{Closed, SendBound, relay};
 
 /// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
@@ -137,12 +142,14 @@ impl TunnelLimits {
 /// Copy bytes both ways between the client and the upstream once both
 /// sides have switched protocols. `hold` (the client connection's slot) is
 /// released when the tunnel ends; `line` (with the access log on) is
-/// submitted just before.
+/// submitted just before. `routed` ends it when changed routes no longer
+/// let its client through.
 pub fn spawn<H: Send + 'static>(
     listener: Arc<str>,
     client: OnUpgrade,
     upstream: OnUpgrade,
     limits: TunnelLimits,
+    routed: Routed,
     hold: H,
     line: Option<TunnelLine>,
 ) {
@@ -159,6 +166,8 @@ pub fn spawn<H: Send + 'static>(
         // copied (`lifetime::Woken`).
         let lifetime_over = Woken::new(limits.lifetime.over());
         tokio::pin!(lifetime_over);
+        let route_refused = Woken::new(routed.refused());
+        tokio::pin!(route_refused);
         let mut removed_rx = limits.removed.clone();
         let removed = Woken::new(removed_rx.wait_for(|r| *r));
         tokio::pin!(removed);
@@ -211,6 +220,11 @@ pub fn spawn<H: Send + 'static>(
                 }
                 over = &mut lifetime_over => {
                     debug!(listener = %listener, reason = over.reason(), "tunnel closed");
+                    return;
+                }
+                () = &mut route_refused => {
+                    // A rules change, as the listener's rules changing is.
+                    debug!(listener = %listener, reason = Over::RulesChanged.reason(), "tunnel closed");
                     return;
                 }
                 _ = &mut removed => {

@@ -448,7 +448,7 @@ impl Reloader {
                         old.resolver = built.resolver;
                     }
                     old.live.edge.store(Arc::new(EdgePolicy::of(&cfg)));
-                    old.live.router.store(Arc::new(router));
+                    old.live.set_router(router, old.config.routes != cfg.routes);
                     old.live.set_limits(cfg.limits.clone());
                     old.live.front.store(Front::new(&cfg.front));
                     old.positions = positions(&cfg);

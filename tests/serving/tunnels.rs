@@ -18,7 +18,11 @@ async fn websocket(w: &World, addr: SocketAddr) -> Tls {
 
 /// Send a WebSocket upgrade; return the stream once its `101` is read.
 async fn upgrade(w: &World, addr: SocketAddr) -> Tls {
-    let mut s = tls(w, addr, &[b"http/1.1"]).await;
+    upgrade_on(tls(w, addr, &[b"http/1.1"]).await).await
+}
+
+/// Send a WebSocket upgrade on `s`; return it once its `101` is read.
+async fn upgrade_on(mut s: Tls) -> Tls {
     s.write_all(
         b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
           sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
@@ -508,4 +512,87 @@ async fn websocket_is_not_offered_over_http2() {
     let resp = h2_request(&mut client, h2_get("/", "GET")).await;
     assert_eq!(resp.status(), 200);
     assert!(!client.is_extended_connect_protocol_enabled());
+}
+
+/// A reload that takes a client out of a route's `allow` closes the
+/// WebSocket tunnel it opened under the old rules (SPEC §3, "Admission
+/// changes close open connections"; §6, Upgrade): the tunnel never makes
+/// another request, so the route's rules, checked once before its `101`,
+/// were never checked again and bob kept talking as long as he liked. Its
+/// access-log line is written as for any tunnel's end; alice, still
+/// allowed, keeps hers.
+#[tokio::test]
+async fn a_reload_taking_a_client_out_of_a_routes_allow_closes_its_tunnel() {
+    let w = world().await;
+    let clients = TestCa::new("clients");
+    write(&w.scene.path("clients-ca.crt"), &clients.cert_pem);
+    let verify = ", client_auth: { mode: require_and_verify, ca: { ca_file: clients-ca.crt } }";
+    let cfg = config(&w, verify, "");
+    let log = w.scene.path("access.log");
+    let route =
+        |allow: &str| format!("routes: [{{ path_prefix: /ws, upstream: plain, allow: {allow} }}]");
+    let both = route("[{ cn: alice }, { cn: bob }]");
+    edit_config(&cfg, |text| {
+        let text = text.replace("routes: [{ upstream: plain }]", &both);
+        format!(
+            "access_log: {{ path: {}, format: json }}\n{text}",
+            log.display()
+        )
+    });
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let tunnel = |cn: &str| {
+        let cfg = client_config(
+            &w.ca.cert_pem,
+            Some(&clients.client_pair(cn)),
+            &[b"http/1.1"],
+        );
+        async move {
+            let mut s = upgrade_on(connect(addr, "a.example.com", cfg).await.unwrap()).await;
+            echo(&mut s, b"hello").await;
+            s
+        }
+    };
+    let mut alice = tunnel("alice").await;
+    let mut bob = tunnel("bob").await;
+
+    // bob taken out of the route's rules.
+    edit_config(&cfg, |text| text.replace(&both, &route("[{ cn: alice }]")));
+    p.signal("HUP");
+    p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    let rest = read_to_close(&mut bob).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    p.wait_log("bob's tunnel closed", |v| {
+        v["message"] == "tunnel closed" && v["reason"] == "admission_rules_changed"
+    })
+    .await;
+    let v = the_tunnels_line(&log).await;
+    assert_eq!(v["bytes_in"], 5, "{v}");
+    assert_eq!(v["bytes_out"], 5, "{v}");
+    // alice's tunnel was checked too, and kept: bytes still cross it.
+    p.wait_log("alice's tunnel kept", |v| {
+        v["message"] == "tunnel still allowed on its route under the changed routes; kept"
+    })
+    .await;
+    echo(&mut alice, b"still here").await;
+    let closed = |p: &Proxy| {
+        p.logs()
+            .iter()
+            .filter(|l| l.contains("\"tunnel closed\""))
+            .count()
+    };
+    assert_eq!(closed(&p), 1, "logged once, bob's only");
+
+    // The route gone: alice's tunnel closes too.
+    edit_config(&cfg, |text| {
+        text.replace(
+            &route("[{ cn: alice }]"),
+            "routes: [{ path_prefix: /other, upstream: plain }]",
+        )
+    });
+    p.signal("HUP");
+    let rest = read_to_close(&mut alice).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    wait_until(WAIT, "alice's tunnel closed", || async { closed(&p) == 2 }).await;
 }
