@@ -430,7 +430,7 @@ pub struct Problem {
 }
 
 impl ConfigError {
-    /// One line per problem, `FILE: LOCATION: MESSAGE`, at most [`listing::MAX_LISTED`].
+    /// One line per problem, `FILE: LOCATION: MESSAGE`, at most `listing::MAX_LISTED`.
     pub fn render(&self) -> String {
         let lines = self.problems.iter();
         let lines =

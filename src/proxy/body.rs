@@ -241,7 +241,7 @@ impl ClientBody {
     }
 
     /// A body already read whole: it cannot fail, and can be sent again
-    /// (`read_timeout`: `body_read_timeout`, see [`State`]'s `limit`).
+    /// (`read_timeout`: `body_read_timeout`, see `State`'s `limit`).
     pub fn whole(
         data: Bytes,
         trailers: Option<HeaderMap>,

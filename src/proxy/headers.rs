@@ -204,8 +204,8 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Whether hotproxy vouches for `name` on a request: a header it replaces
-/// or removes ([`replaced_by_hotproxy`]), `Via` or `X-Request-Id`, or a
-/// look-alike of one with `_` for `-` ([`strip_client_claims`]).
+/// or removes (`replaced_by_hotproxy`), `Via` or `X-Request-Id`, or a
+/// look-alike of one with `_` for `-` (`strip_client_claims`).
 pub fn is_vouched_for(name: &HeaderName) -> bool {
     let n = name.as_str();
     vouched(n) || underscore_lookalike(n)
