@@ -167,7 +167,10 @@ pub fn one_authority<B>(req: &mut Request<B>) -> Result<(), Refused> {
     if hosts.next().is_some() {
         return Err(Refused::DuplicateHost);
     }
-    if host.is_some_and(|h| !valid_authority(h.as_bytes())) {
+    // An empty `Host` names no host (an http URI's host is never empty,
+    // RFC 9110 §4.2.1): it would take a catch-all route and reach the
+    // upstream empty. nginx answers 400.
+    if host.is_some_and(|h| h.is_empty() || !valid_authority(h.as_bytes())) {
         return Err(Refused::InvalidHost);
     }
     let h2 = req.version() == Version::HTTP_2;

@@ -101,6 +101,21 @@ async fn a_host_with_a_malformed_port_is_refused() {
     assert_eq!(w.backend.requests.load(SeqCst), 2);
 }
 
+/// An empty `Host` names no host (RFC 9110 §4.2.1: an http URI's host is
+/// not empty): it took the catch-all route and reached the backend as
+/// `Host:` with nothing after it (an HTTP/2 upstream got a `host` that
+/// disagreed with its `:authority`). 400, as nginx answers, on HTTP/1.0 too.
+#[tokio::test]
+async fn an_empty_host_is_refused() {
+    let w = world().await;
+    let (_p, addr) = guarded_and_catch_all(&w, "host: a.example.com").await;
+    assert_statuses_by_host(&w, addr, &[("", "400"), ("b.example.com", "200")]).await;
+    let reply = h1_exchange(&w, addr, b"GET /x HTTP/1.0\r\nhost:\r\n\r\n").await;
+    assert_eq!(reply.get(9..12), Some("400"), "HTTP/1.0: {reply}");
+    // Only the catch-all request with a host reached the backend.
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}
+
 /// A host is a host name: `a.example.com,` missed the route for
 /// `a.example.com` (and its `allow_from`) and took the catch-all, while the
 /// backend read `a.example.com` out of `Host` and `X-Forwarded-Host`, where
