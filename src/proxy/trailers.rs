@@ -11,7 +11,9 @@
 //! head unless a field's definition allows it; hotproxy drops, in both
 //! directions, the fields no trailer may carry (hop-by-hop, framing,
 //! `Host`), and on a request also every field it vouches for in the head
-//! ([`crate::proxy::headers::is_vouched_for`]), and refuses a client's
+//! ([`crate::proxy::headers::is_vouched_for`]) and every field that decides
+//! the request before its body (credentials, conditions, content format),
+//! and refuses a client's
 //! section of more fields than a head may have. The rest (gRPC's
 //! `grpc-status`, a checksum) passes as sent. nginx, which reads a request
 //! body whole before it forwards it, sends no request trailers at all.
@@ -34,8 +36,36 @@ pub fn clean_request(trailers: &mut HeaderMap) -> Result<(), TooManyTrailers> {
     if trailers.len() > MAX_HEADER_FIELDS {
         return Err(TooManyTrailers);
     }
-    remove_where(trailers, |n| never_a_trailer(n) || is_vouched_for(n));
+    remove_where(trailers, |n| {
+        never_a_trailer(n) || is_vouched_for(n) || decides_the_request(n)
+    });
     Ok(())
+}
+
+/// What a request's head must carry because it decides the request before
+/// its body is read (RFC 9110 §6.5.1: authentication, request modifiers,
+/// content format): a trailer may not carry it, and a backend merging
+/// trailers into the head would read a credential or a condition that no
+/// route rule, limit or log saw.
+fn decides_the_request(name: &HeaderName) -> bool {
+    matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::PROXY_AUTHORIZATION
+            | header::COOKIE
+            | header::EXPECT
+            | header::MAX_FORWARDS
+            | header::RANGE
+            | header::IF_MATCH
+            | header::IF_NONE_MATCH
+            | header::IF_MODIFIED_SINCE
+            | header::IF_UNMODIFIED_SINCE
+            | header::IF_RANGE
+            | header::CACHE_CONTROL
+            | header::CONTENT_TYPE
+            | header::CONTENT_ENCODING
+            | header::CONTENT_RANGE
+    )
 }
 
 /// Drop from an upstream's response trailers what may not follow a body
@@ -65,8 +95,9 @@ pub fn announced(headers: &HeaderMap, message: Message) -> Option<HeaderValue> {
         .take(MAX_HEADER_FIELDS)
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
     for name in listed {
-        let forbidden =
-            never_a_trailer(&name) || (message == Message::Request && is_vouched_for(&name));
+        let forbidden = never_a_trailer(&name)
+            || (message == Message::Request
+                && (is_vouched_for(&name) || decides_the_request(&name)));
         if !forbidden && !names.contains(&name) {
             names.push(name);
         }
@@ -103,6 +134,49 @@ mod tests {
         let mut v: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         v.sort();
         v
+    }
+
+    /// Credentials, request modifiers and content format decide what the
+    /// request is before its body is read (RFC 9110 §6.5.1): a backend
+    /// that merges trailers into the head (Tomcat, for the names it
+    /// allows) would read an `Authorization` no route rule or log saw.
+    #[test]
+    fn request_trailers_carry_no_credentials_or_request_controls() {
+        let forbidden = [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "expect",
+            "max-forwards",
+            "range",
+            "if-match",
+            "if-none-match",
+            "if-modified-since",
+            "if-unmodified-since",
+            "if-range",
+            "cache-control",
+            "content-type",
+            "content-encoding",
+            "content-range",
+        ];
+        let mut t = section(&[&forbidden[..], &["grpc-status", "x-checksum"]].concat());
+        clean_request(&mut t).unwrap();
+        assert_eq!(names(&t), ["grpc-status", "x-checksum"]);
+        let head: HeaderMap = [(
+            header::TRAILER,
+            HeaderValue::from_str(&format!("{}, x-checksum", forbidden.join(", "))).unwrap(),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            announced(&head, Message::Request).unwrap(),
+            "x-checksum",
+            "the announcement keeps only what may follow"
+        );
+        // A response's trailers are the upstream's: left as sent.
+        let mut t = section(&["content-type", "cache-control"]);
+        clean_response(&mut t);
+        assert_eq!(names(&t), ["cache-control", "content-type"]);
     }
 
     #[test]
