@@ -150,3 +150,204 @@ async fn an_h2_upstream_that_never_sends_settings_fails_as_a_dial() {
         .await
         .unwrap();
 }
+
+/// The pod at `backend` goes dark, as a black-holed pod IP does: its
+/// connections close, and connects to its address complete (the kernel's
+/// backlog of this listener, which never accepts) with nothing ever
+/// answering TLS.
+async fn go_dark(backend: &Backend) -> tokio::net::TcpListener {
+    backend.kill();
+    // The same address, once the killed accept loop lets the port go.
+    within_deadline("the pod's port free again", async {
+        loop {
+            match tokio::net::TcpListener::bind(backend.addr).await {
+                Ok(l) => return l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+}
+
+/// `n` GETs at once on one HTTP/2 client connection (their streams reach
+/// the proxy together): each one's status and body.
+async fn h2_burst(addr: std::net::SocketAddr, ca_pem: &str, n: usize) -> Vec<(u16, String)> {
+    let cfg = client_config(ca_pem, None, &[b"h2"]);
+    let tls = connect(addr, "a.example.com", cfg).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let burst = (0..n).map(|i| {
+        let mut send = send.clone();
+        async move {
+            let req = http::Request::get(format!("https://a.example.com/burst-{i}"))
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    });
+    within_deadline("the burst's answers", futures_util::future::join_all(burst)).await
+}
+
+/// An endpoint known to speak HTTP/2 goes dark ([`go_dark`]). The pool
+/// dials such an endpoint one connection at a time, so of a burst one
+/// request dials and the others wait for that dial. When it failed
+/// (`connect_timeout`), one waiter dialled in turn and every other got
+/// `504 connection_limit`, which says `max_connections_per_server`
+/// connections are busy: here none was. Each now gets the dial's cause.
+#[tokio::test]
+async fn requests_waiting_for_a_failed_h2_dial_get_its_cause() {
+    const BURST: usize = 6;
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start("pod", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let cfg = scene.one_upstream_config(
+        "dark",
+        backend.addr,
+        &["connect_timeout: 500ms", "request_timeout: 10s"],
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["version"],
+        "HTTP/2.0",
+        "not HTTP/2 upstream: {}",
+        r.body
+    );
+    let _dark = go_dark(&backend).await;
+    // The closed connection is known closed after this request: it went
+    // on it and failed (then on a new connection), or found it closed and
+    // dialled. Either way it gets no answer.
+    let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+    assert!(matches!(r.status, 502 | 504), "{} {}", r.status, r.body);
+    let timeouts = |m: &str| -> usize {
+        let line = "hotproxy_upstream_errors_total{upstream=\"dark\",reason=\"connect_timeout\"} ";
+        m.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let before = timeouts(&metrics_text(admin_addr).await);
+    let replies = h2_burst(addr, &ca.cert_pem, BURST).await;
+    assert!(
+        replies
+            .iter()
+            .all(|(s, body)| *s == 504 && body.contains("upstream timed out")),
+        "not each the dial's connect_timeout: {replies:?}"
+    );
+    let metrics = metrics_text(admin_addr).await;
+    assert!(
+        !metrics.contains("reason=\"connection_limit\""),
+        "counted as the connection limit:\n{metrics}"
+    );
+    assert_eq!(timeouts(&metrics), before + BURST, "{metrics}");
+    let limit: Vec<String> = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("connection_limit"))
+        .collect();
+    assert!(
+        limit.is_empty(),
+        "logged as the connection limit: {limit:?}"
+    );
+}
+
+/// Two pods, one of which goes dark ([`go_dark`]) after both spoke
+/// HTTP/2. Of a burst, the requests that waited for the dark pod's one
+/// dial are sent to the other pod with that dial's cause, as the dial's
+/// own request is (they used to wait out `connect_timeout` and go as the
+/// connection limit), and only the dial counts against the dark pod's
+/// health: one dial, one verdict.
+#[tokio::test]
+async fn requests_waiting_for_a_failed_dial_go_elsewhere_counted_once() {
+    const BURST: usize = 6;
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let pair = backend_ca.server_pair(&["backend.local"]);
+    let dark = Backend::start("dark", &pair, None).await;
+    let lit = Backend::start_at("127.0.0.2:0".parse().unwrap(), "lit", &pair, None).await;
+    // Three failures in a row eject: the burst's waiters, were they each
+    // counted, would eject the dark pod; its two dials do not.
+    let cfg = scene.public_config(
+        "[{ upstream: two }]",
+        &format!(
+            "\n  - name: two\n    servers: [https://{}, https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n    connect_timeout: 500ms\n    request_timeout: 10s\n    retries: {{ attempts: 1 }}\n    health: {{ passive: {{ consecutive_failures: 3, eject_for: 60s }} }}",
+            dark.addr, lit.addr
+        ),
+    );
+    let mut p = Proxy::start_logging(&cfg, "debug", &[]);
+    let addr = p.listener_addr("public").await;
+    let admin_addr = p.admin_addr().await;
+    // Round robin: one request to each pod, over HTTP/2.
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json()["version"],
+            "HTTP/2.0",
+            "not HTTP/2 upstream: {}",
+            r.body
+        );
+        served.push(r.json()["backend"].as_str().unwrap().to_owned());
+    }
+    served.sort();
+    assert_eq!(served, ["dark", "lit"]);
+    let _dark = go_dark(&dark).await;
+    // One of these goes to the dark pod first and fails there (on its
+    // closed connection or on a dial), one failure; then the closed
+    // connection is known closed. Both are served by the lit pod.
+    for _ in 0..2 {
+        let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Half of the burst's first attempts go to the dark pod: one dials,
+    // the others wait for that dial.
+    let replies = h2_burst(addr, &ca.cert_pem, BURST).await;
+    assert!(
+        replies.iter().all(|(s, _)| *s == 200),
+        "not all served by the lit pod: {replies:?}"
+    );
+    let retried: Vec<serde_json::Value> = p
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "retrying on another endpoint")
+        .collect();
+    assert!(
+        retried.iter().all(|v| v["reason"] != "connection_limit"),
+        "retried as the connection limit: {retried:?}"
+    );
+    let timed_out = retried
+        .iter()
+        .filter(|v| v["reason"] == "connect_timeout")
+        .count();
+    assert!(
+        timed_out >= BURST / 2,
+        "{timed_out} retried as connect_timeout: {retried:?}"
+    );
+    let metrics = metrics_text(admin_addr).await;
+    let ejected = "hotproxy_upstream_endpoints{upstream=\"two\",state=\"ejected\"} 0";
+    assert!(
+        metrics.lines().any(|l| l == ejected),
+        "the waiters counted against the dark pod:\n{metrics}"
+    );
+}

@@ -115,41 +115,54 @@ pub fn local_resources(e: &Failure) -> bool {
     matches!(e, Failure::Dial(DialError::LocalResources(_)))
 }
 
+/// The cause of another request's dial, which this one waited for
+/// ([`DialError::Waited`]): that dial is the endpoint's verdict, not this.
+pub fn waited(e: &Failure) -> bool {
+    matches!(e, Failure::Dial(DialError::Waited(_)))
+}
+
+/// The cause of a failed dial: metric reason, description, status.
+pub fn diagnose_dial(d: &DialError) -> (&'static str, String, StatusCode) {
+    match d {
+        DialError::Limit(limit) => (
+            "connection_limit",
+            limit.to_string(),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+        DialError::Timeout => (
+            "connect_timeout",
+            "connect timed out".into(),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+        DialError::Refused => (
+            "connect_refused",
+            "connection refused".into(),
+            StatusCode::BAD_GATEWAY,
+        ),
+        DialError::Tls(tls) => {
+            let (reason, desc) = crate::tls::client::classify(tls);
+            (reason, desc, StatusCode::BAD_GATEWAY)
+        }
+        // The proxy's own failure, as nginx answers a failed
+        // `socket()`: a 502 would say the upstream failed.
+        DialError::LocalResources(_) => (
+            "local_resources",
+            d.to_string(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        DialError::Io(_) | DialError::ServerName(_) => {
+            ("connect_error", d.to_string(), StatusCode::BAD_GATEWAY)
+        }
+        DialError::Handshake(_) => ("protocol", d.to_string(), StatusCode::BAD_GATEWAY),
+        // A dial this request waited for: that dial's cause.
+        DialError::Waited(w) => (w.reason, d.to_string(), w.status),
+    }
+}
+
 /// The cause of a failed upstream request: metric reason, description, status.
 pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
     match e {
-        Failure::Dial(d) => match d {
-            DialError::Limit(limit) => (
-                "connection_limit",
-                limit.to_string(),
-                StatusCode::GATEWAY_TIMEOUT,
-            ),
-            DialError::Timeout => (
-                "connect_timeout",
-                "connect timed out".into(),
-                StatusCode::GATEWAY_TIMEOUT,
-            ),
-            DialError::Refused => (
-                "connect_refused",
-                "connection refused".into(),
-                StatusCode::BAD_GATEWAY,
-            ),
-            DialError::Tls(tls) => {
-                let (reason, desc) = crate::tls::client::classify(tls);
-                (reason, desc, StatusCode::BAD_GATEWAY)
-            }
-            // The proxy's own failure, as nginx answers a failed
-            // `socket()`: a 502 would say the upstream failed.
-            DialError::LocalResources(_) => (
-                "local_resources",
-                d.to_string(),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            ),
-            DialError::Io(_) | DialError::ServerName(_) => {
-                ("connect_error", d.to_string(), StatusCode::BAD_GATEWAY)
-            }
-            DialError::Handshake(_) => ("protocol", d.to_string(), StatusCode::BAD_GATEWAY),
-        },
+        Failure::Dial(d) => diagnose_dial(d),
         Failure::ConnectionTls(tls) => {
             let (reason, desc) = crate::tls::client::classify(tls);
             (reason, desc, StatusCode::BAD_GATEWAY)

@@ -47,7 +47,7 @@ use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::failure::{
     Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, local_resources,
-    replayable, unprocessed,
+    replayable, unprocessed, waited,
 };
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
@@ -434,13 +434,14 @@ impl Upstream {
     /// a request an HTTP/2 upstream left unprocessed (`REFUSED_STREAM`, or
     /// past a `GOAWAY`'s last stream id: a server shutting a connection
     /// down gracefully), as when it is resent to the same endpoint: five
-    /// of those ejected an endpoint that had done nothing wrong. Nor does
-    /// a connect the proxy could not make for want of its own descriptors
-    /// (`local_resources`): a flood of clients ejected every endpoint.
+    /// of those ejected an endpoint that had done nothing wrong. Nor does a
+    /// connect the proxy could not make for want of its own descriptors
+    /// (`local_resources`): a flood of clients ejected every endpoint. Nor
+    /// a request that got another's dial's cause: that dial counted, once.
     fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
         let (reason, _, status) = diagnose(failure);
-        let not_processed = matches!(failure, Failure::Request(e) if unprocessed(e));
-        if !matches!(reason, "connection_limit" | "local_resources") && !not_processed {
+        let excused = matches!(failure, Failure::Request(e) if unprocessed(e)) || waited(failure);
+        if !matches!(reason, "connection_limit" | "local_resources") && !excused {
             members.failure(i, reason);
         }
         members.answered(i, status.as_u16());

@@ -61,6 +61,24 @@ pub enum DialError {
     ServerName(String),
     #[error("HTTP handshake failed: {0}")]
     Handshake(hyper::Error),
+    /// Another request's dial, which this one waited for, failed or was
+    /// still in progress at this one's deadline: its cause, shared by
+    /// every request that waited. That dial is the endpoint's one verdict;
+    /// this is none (nor the connection limit: no slot was waited for).
+    #[error("{}", .0.description)]
+    Waited(Arc<DialCause>),
+}
+
+/// Why a dial others waited for got no connection, as each of them
+/// reports it (the `DialError` itself is the dialler's, and not `Clone`).
+#[derive(Debug)]
+pub struct DialCause {
+    /// The metric and log reason (`connect_timeout`, `connect_refused`,
+    /// the TLS causes...).
+    pub reason: &'static str,
+    pub description: String,
+    /// `504` for a timeout, `502` for the rest.
+    pub status: http::StatusCode,
 }
 
 /// How new connections to one endpoint are made.

@@ -18,9 +18,11 @@ use crate::config::UpstreamConfig;
 use crate::proxy::body::{BodySent, ClientBody};
 use crate::proxy::forward::BoxError;
 use crate::proxy::slots::{ConnectionLimit, Slots};
-use crate::upstream::conn::{DialError, Dialer, Dialled, H1, H2, StreamGuard, upgrade_conn};
+use crate::upstream::conn::{
+    DialCause, DialError, Dialer, Dialled, H1, H2, StreamGuard, upgrade_conn,
+};
 use crate::upstream::pipe;
-use crate::upstream::pool::{Found, Pool, Want};
+use crate::upstream::pool::{DialWait, Found, Pool, Want};
 use crate::upstream::read_timeout::{ReadTimeout, ReadTimer};
 
 /// One server of an upstream, as its requests are addressed.
@@ -87,9 +89,17 @@ impl Endpoint {
     /// A connection for one request: a stream on a shared h2 connection,
     /// an idle h1 one still open, or a new one. Waiting for a dial slot or a
     /// server slot is bounded by `connect_timeout` and by the request's own
-    /// deadline `until` (then the 504 cause is the connection limit, which
-    /// says nothing about the endpoint's health: a busy endpoint is not a
-    /// failing one). A dial then gets a whole `connect_timeout` of its own
+    /// deadline `until`. Past it, a wait for a server slot is the
+    /// connection limit's 504, which says nothing about the endpoint's
+    /// health: a busy endpoint is not a failing one. A wait for a dial in
+    /// progress is that dial's: the request gets the cause of the dial it
+    /// waited for when that failed (as Envoy fails the requests pending on
+    /// a connection attempt), `connect_timeout` if it was still in progress,
+    /// neither a failure of the endpoint's (the dial is the one verdict).
+    /// Both used to be the connection limit's, though no slot was waited
+    /// for: operators raised `max_connections_per_server` for a dead
+    /// endpoint whose waiters timed out while one after another of them
+    /// dialled in turn, one `connect_timeout` each. A dial then gets a whole `connect_timeout` of its own
     /// from when it starts, as HAProxy's `timeout connect` follows its
     /// `timeout queue`: with what was left of one counted from the start,
     /// requests queued behind slow handshakes timed out, blamed on the
@@ -110,8 +120,10 @@ impl Endpoint {
         let deadline = (tokio::time::Instant::now() + self.dialer.connect_timeout).min(until);
         // Woken from a wait: a stream found then is passed on.
         let mut waited = false;
-        // It waited (for a dial or a slot) before any dial of its own.
-        let mut queued = false;
+        // It waited for a server slot, or for other dials only, before any
+        // dial of its own.
+        let mut queued_for_slot = false;
+        let mut queued_for_dial = false;
         // A server slot waited for, kept until a dial token is had too (or
         // given back with a pooled connection found meanwhile).
         let mut held: Option<Option<tokio::sync::OwnedSemaphorePermit>> = None;
@@ -134,13 +146,14 @@ impl Endpoint {
                         new: false,
                     });
                 }
-                Found::Wait => {
-                    tokio::time::timeout_at(deadline, self.pool.changed())
-                        .await
-                        .map_err(|_| ConnectionLimit)?;
-                    waited = true;
-                    queued = true;
-                }
+                Found::Wait(ticket) => match self.pool.wait_for_dials(ticket, deadline).await {
+                    DialWait::Changed => {
+                        waited = true;
+                        queued_for_dial = true;
+                    }
+                    DialWait::Failed(cause) => return Err(DialError::Waited(cause)),
+                    DialWait::Deadline => return Err(dial_in_progress()),
+                },
                 Found::Dial(token) => {
                     let taken = held.take().map_or_else(|| self.slots.try_take(), Ok);
                     // `own`: the check's connection past the limit. Only
@@ -159,7 +172,7 @@ impl Endpoint {
                             // asked again: the token was given up, and the
                             // dial must keep to the dial bound like any.
                             token.abandon();
-                            queued = true;
+                            queued_for_slot = true;
                             let wait =
                                 deadline.saturating_duration_since(tokio::time::Instant::now());
                             if fresh {
@@ -184,14 +197,25 @@ impl Endpoint {
                     // time hyper moves it.
                     let full = tokio::time::Instant::now() + self.dialer.connect_timeout;
                     let leased = Box::pin(self.connect(slot, full.min(until), own)).await;
-                    drop(token);
+                    // `request_timeout` cut short: no verdict on the endpoint.
+                    let cut = until < full && matches!(leased, Err(DialError::Timeout));
+                    match &leased {
+                        // The proxy's own resources: the waiters try theirs.
+                        Err(DialError::LocalResources(_)) => drop(token),
+                        Err(e) if !cut => token.failed(waiters_cause(e)),
+                        _ => drop(token),
+                    }
                     return match leased {
                         // `request_timeout` ended a dial it cut short after
                         // the request had waited: the request's time was
                         // spent queueing, which says nothing of the
-                        // endpoint (as a wait it ends is the limit's 504).
-                        Err(DialError::Timeout) if queued && until < full => {
+                        // endpoint (as a wait it ends is the limit's 504,
+                        // or a dial's in progress).
+                        Err(DialError::Timeout) if cut && queued_for_slot => {
                             Err(ConnectionLimit.into())
+                        }
+                        Err(DialError::Timeout) if cut && queued_for_dial => {
+                            Err(dial_in_progress())
                         }
                         leased => leased,
                     };
@@ -255,6 +279,26 @@ impl Endpoint {
             .await?;
         upgrade_conn(d).await
     }
+}
+
+/// A failed dial's cause as the requests that waited for it report it.
+fn waiters_cause(e: &DialError) -> DialCause {
+    let (reason, description, status) = crate::proxy::failure::diagnose_dial(e);
+    DialCause {
+        reason,
+        description: format!("{description} (a dial this request waited for)"),
+        status,
+    }
+}
+
+/// A request whose time ran out waiting for a dial still in progress:
+/// its connect timed out, as that dial's will if it gets no further.
+fn dial_in_progress() -> DialError {
+    DialError::Waited(Arc::new(DialCause {
+        reason: "connect_timeout",
+        description: "connect timed out waiting for a connection being dialled".into(),
+        status: http::StatusCode::GATEWAY_TIMEOUT,
+    }))
 }
 
 /// An upstream response body that keeps its HTTP/1.1 connection running
@@ -545,7 +589,9 @@ pub(crate) mod tests {
     /// Requests that waited for a server slot dial within the dial bound
     /// too (one at a time, the endpoint speaking HTTP/2): the first one
     /// given a slot dials, the second waits for that dial. Both dialled at
-    /// once, each without a dial token.
+    /// once, each without a dial token. The second's time runs out with
+    /// that dial in progress: its 504 is the dial's `connect_timeout`, not
+    /// the connection limit (it has its slot).
     #[tokio::test]
     async fn a_request_that_waited_for_a_slot_keeps_to_the_dial_bound() {
         // The kernel's backlog completes the connects; nothing answers.
@@ -563,7 +609,7 @@ pub(crate) mod tests {
         // The first takes its slot and dials (its TLS handshake unanswered).
         assert!((&mut first).now_or_never().is_none(), "the dial ended");
         match second.await {
-            Err(DialError::Limit(_)) => {}
+            Err(DialError::Waited(cause)) if cause.reason == "connect_timeout" => {}
             Err(e) => panic!("the second dialled too, past the dial bound: {e}"),
             Ok(_) => panic!("a connection from a server that never answers"),
         }

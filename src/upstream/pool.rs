@@ -7,7 +7,10 @@
 //! [`MAX_DIALS`] new connections are dialled at once (one, once the
 //! endpoint is known to speak HTTP/2): other requests wait for one of
 //! them, or for a connection handed back, so a cold start never opens
-//! more connections than requests actually in flight.
+//! more connections than requests actually in flight. A dial that fails
+//! with no other in progress fails those waiters with its cause (as Envoy
+//! fails the requests pending on a connection attempt): they waited for
+//! it, and the next dial would only repeat it, one `connect_timeout` each.
 //! `drain_on_rotation` bumps the pool's generation: idle connections made
 //! with the old material are closed now, busy ones when they come back.
 
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::upstream::conn::{H1, H2, StreamGuard};
+use crate::upstream::conn::{DialCause, H1, H2, StreamGuard};
 
 /// New connections dialled concurrently per endpoint.
 pub const MAX_DIALS: usize = 8;
@@ -46,6 +49,10 @@ struct State {
     /// bring room for many requests, so others wait for it instead of
     /// dialling too.
     speaks_h2: bool,
+    /// Dials that failed with none left in progress, and the latest's
+    /// cause: a request that waited since then waited for that dial.
+    failures: u64,
+    cause: Option<Arc<DialCause>>,
 }
 
 /// Who asks the pool for a connection.
@@ -77,8 +84,20 @@ pub enum Found<'a> {
     /// Dial a new connection (counted until the token drops, also when
     /// the request is cancelled mid-dial).
     Dial(DialToken<'a>),
-    /// Wait for [`Pool::changed`], then ask again.
-    Wait,
+    /// Wait for the dials in progress ([`Pool::wait_for_dials`], given
+    /// this ticket), then ask again.
+    Wait(u64),
+}
+
+/// How a wait for the dials in progress ended.
+pub enum DialWait {
+    /// Something changed (a connection handed back, a dial ended, a
+    /// stream free): ask again.
+    Changed,
+    /// The dial waited for failed, with none left in progress.
+    Failed(Arc<DialCause>),
+    /// The deadline passed first.
+    Deadline,
 }
 
 impl Pool {
@@ -102,7 +121,7 @@ impl Pool {
         let mut st = self.state.lock().expect("pool lock");
         if want == Want::Fresh {
             st.dialing += 1;
-            return Found::Dial(DialToken(self, true));
+            return Found::Dial(DialToken::new(self));
         }
         // One left idle past its time is let go: with no handle and no
         // stream left, hyper closes it.
@@ -125,9 +144,9 @@ impl Pool {
         let settling = st.h2.iter().any(|c| !c.settled());
         if (st.dialing < dials && !settling) || want == Want::Check {
             st.dialing += 1;
-            Found::Dial(DialToken(self, true))
+            Found::Dial(DialToken::new(self))
         } else {
-            Found::Wait
+            Found::Wait(st.failures)
         }
     }
 
@@ -139,6 +158,32 @@ impl Pool {
     /// Wait for a connection handed back, a dial ended, or a stream free.
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+
+    /// [`Pool::changed`] for a request the dial bound held back
+    /// (`ticket`: from its [`Found::Wait`]), until `deadline`; or the
+    /// cause of a dial that failed meanwhile, the last in progress.
+    pub async fn wait_for_dials(&self, ticket: u64, deadline: tokio::time::Instant) -> DialWait {
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        // Registered before looking: a failure after the look wakes it
+        // (`notify_waiters` stores no permit for one not yet waiting).
+        changed.as_mut().enable();
+        if let Some(cause) = self.failed_since(ticket) {
+            return DialWait::Failed(cause);
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return DialWait::Deadline;
+        }
+        match self.failed_since(ticket) {
+            Some(cause) => DialWait::Failed(cause),
+            None => DialWait::Changed,
+        }
+    }
+
+    fn failed_since(&self, ticket: u64) -> Option<Arc<DialCause>> {
+        let st = self.state.lock().expect("pool lock");
+        (st.failures != ticket).then(|| st.cause.clone()).flatten()
     }
 
     /// What a full HTTP/2 connection signals when a stream frees up.
@@ -156,8 +201,24 @@ impl Pool {
         self.changed.notify_one();
     }
 
-    fn dial_done(&self, wake: bool) {
-        self.state.lock().expect("pool lock").dialing -= 1;
+    fn dial_done(&self, wake: bool, failed: Option<DialCause>) {
+        let fail_waiters = {
+            let mut st = self.state.lock().expect("pool lock");
+            st.dialing -= 1;
+            // With another dial in progress, the waiters may still get a
+            // connection from it.
+            match failed {
+                Some(cause) if st.dialing == 0 => {
+                    st.failures += 1;
+                    st.cause = Some(Arc::new(cause));
+                    true
+                }
+                _ => false,
+            }
+        };
+        if fail_waiters {
+            self.changed.notify_waiters();
+        }
         if wake {
             self.changed.notify_one();
         }
@@ -258,19 +319,37 @@ impl Pool {
 }
 
 /// One dial in progress; dropping it ends the dial and wakes a waiter.
-pub struct DialToken<'a>(&'a Pool, bool);
+pub struct DialToken<'a> {
+    pool: &'a Pool,
+    wake: bool,
+    failed: Option<DialCause>,
+}
 
-impl DialToken<'_> {
+impl<'a> DialToken<'a> {
+    fn new(pool: &'a Pool) -> DialToken<'a> {
+        DialToken {
+            pool,
+            wake: true,
+            failed: None,
+        }
+    }
+
     /// A dial given up before it began (no server slot free): nothing
     /// changed for the waiters, so none is woken (the caller waits too).
     pub fn abandon(mut self) {
-        self.1 = false;
+        self.wake = false;
+    }
+
+    /// The dial failed, a verdict on the endpoint: the requests waiting
+    /// for it get `cause` when it ends with no other dial in progress.
+    pub fn failed(mut self, cause: DialCause) {
+        self.failed = Some(cause);
     }
 }
 
 impl Drop for DialToken<'_> {
     fn drop(&mut self) {
-        self.0.dial_done(self.1);
+        self.pool.dial_done(self.wake, self.failed.take());
     }
 }
 
