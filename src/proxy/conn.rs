@@ -344,7 +344,8 @@ pub struct Driver<'a> {
     /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
     pub stalls: Option<(&'a Stalls, Duration)>,
     /// A closing connection with nothing in flight that has taken no
-    /// bytes for this long is closed (as a write it leaves waiting fails).
+    /// bytes for this long is closed (as a write it leaves waiting fails),
+    /// and one still closing twice this long after the close began.
     pub send_timeout: Duration,
 }
 
@@ -405,8 +406,16 @@ impl Driver<'_> {
         // is forced once the client has taken nothing for send_timeout, as
         // seen by the looks (at most header_read_timeout apart while
         // closing): `quiet` is since when, and the write count then.
+        // Every write counts, PING answers too, so a client that keeps
+        // pinging (or answers hyper's keep-alive PINGs) would hold the close
+        // open for good: it is also forced `drain` after it began, whatever
+        // crosses (Envoy's drain_timeout). Twice send_timeout: h2 holds at
+        // most 32 KiB of a stream (STREAM_SEND_BUFFER), and a client taking
+        // 16 KiB per send_timeout, the slowest the stall cut lets through
+        // (src/proxy/stall.rs), has drained that by then.
         let mut closing_at = None;
         let mut quiet = (start, self.activity.writes());
+        let drain = header_read.max(self.send_timeout.saturating_mul(2));
         // `also_close` cuts what is still in flight after its grace.
         let mut cut_at: Option<Instant> = None;
         let mut expired = None;
@@ -442,9 +451,10 @@ impl Driver<'_> {
                     if writes != quiet.1 {
                         quiet = (now, writes);
                     }
-                    if closing_at.is_some_and(|at: Instant| now >= at + header_read)
-                        && now >= quiet.0 + self.send_timeout
-                        && self.activity.deadline(header_read, idle).is_some()
+                    if closing_at.is_some_and(|at: Instant| {
+                        now >= at + header_read
+                            && (now >= quiet.0 + self.send_timeout || now >= at + drain)
+                    }) && self.activity.deadline(header_read, idle).is_some()
                     {
                         debug!(listener = %name, peer = %peer, "graceful close timed out; closing connection");
                         return Outcome { by: Ended::ByUs, error: None, expired };
@@ -469,7 +479,8 @@ impl Driver<'_> {
                     let mut next = self.activity.check_at(now, header_read, idle, closing);
                     // Only while still ahead: once past, with a request
                     // still in flight, the regular checks look again.
-                    if let Some(at) = closing_at.map(|at| (at + header_read).max(quiet.0 + self.send_timeout))
+                    if let Some(at) = closing_at
+                        .map(|at| (at + header_read).max(quiet.0 + self.send_timeout).min(at + drain))
                         && at > now
                     {
                         next = next.min(at);

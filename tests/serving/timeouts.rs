@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -35,12 +36,13 @@ async fn client_that_stops_reading_is_cut_by_send_timeout() {
 /// An HTTP/2 client that keeps its connection alive (PINGs answered) but
 /// never opens a stream's flow-control window (initial window 0), with a
 /// `/big` stream open; `open` widens every window; `closed` is signalled
-/// when the connection ends.
+/// when the connection ends; `pings` sends the client's own PINGs.
 struct ShutWindow {
     client: h2::client::SendRequest<Bytes>,
     big: http::Response<h2::RecvStream>,
     open: tokio::sync::oneshot::Sender<()>,
     closed: tokio::sync::oneshot::Receiver<()>,
+    pings: h2::PingPong,
 }
 
 async fn shut_window(w: &World, addr: SocketAddr, path: &str) -> ShutWindow {
@@ -50,6 +52,7 @@ async fn shut_window(w: &World, addr: SocketAddr, path: &str) -> ShutWindow {
         .handshake::<_, Bytes>(tls)
         .await
         .unwrap();
+    let pings = conn.ping_pong().expect("the first ping_pong");
     let (open, open_rx) = tokio::sync::oneshot::channel::<()>();
     let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -70,6 +73,7 @@ async fn shut_window(w: &World, addr: SocketAddr, path: &str) -> ShutWindow {
         big,
         open,
         closed,
+        pings,
     }
 }
 
@@ -149,4 +153,46 @@ async fn h2_connection_with_a_cut_stream_still_closes_when_idle() {
     assert_eq!(w.backend.big_ended.load(SeqCst), 1);
     wait_no_connections(p.admin_addr().await).await;
     drop(s.client);
+}
+
+/// The same for a client that keeps pinging: each PING it sends is
+/// answered, a write to it, and the forced close waited for the client to
+/// take no bytes for `send_timeout`, so a PING a second (or answers to
+/// hyper's keep-alive PINGs) held the connection, its slot and the
+/// stream's buffered bytes for good. The close is now also bounded
+/// absolutely from when it began, whatever control frames cross.
+#[tokio::test]
+async fn h2_connection_with_a_cut_stream_closes_when_idle_despite_pings() {
+    let limits = "send_timeout: 2s, idle_timeout: 1s, header_read_timeout: 1s";
+    let (w, mut p, addr) = serve(limits).await;
+    // `big` and `open` are kept: dropping them resets the stream or
+    // opens its window.
+    let ShutWindow {
+        client,
+        big,
+        open,
+        closed,
+        mut pings,
+    } = shut_window(&w, addr, "/big").await;
+    wait_stream_cut(&mut p).await;
+    // A PING every 300 ms, each awaiting its answer, for at most 30 s.
+    let pinging = tokio::spawn(async move {
+        for _ in 0..100 {
+            if pings.ping(h2::Ping::opaque()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), closed)
+        .await
+        .expect("the client's PINGs held the connection open")
+        .unwrap();
+    pinging.await.unwrap();
+    p.wait_log("forced close", |v| {
+        v["message"] == "graceful close timed out; closing connection"
+    })
+    .await;
+    wait_no_connections(p.admin_addr().await).await;
+    drop((client, big, open));
 }
