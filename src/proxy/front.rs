@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpStream;
@@ -24,6 +24,7 @@ use crate::config::{FrontConfig, Limits};
 use crate::metrics;
 use crate::proxy::edge::Exchange;
 use crate::proxy::forward::{RequestContext, ResponseBody, client_ip_value};
+use crate::proxy::linger::{input_waiting, linger};
 use crate::proxy::listener::Listener;
 use crate::proxy::on_read::OnRead;
 use crate::proxy::proxy_protocol;
@@ -159,7 +160,8 @@ fn refused_before_tls(
 /// Serve one plain-HTTP connection of a `redirect_https` listener: each
 /// request gets `308` to the same host (without its port) and path on
 /// `https://` at `port`. One request per connection, bounded by
-/// `header_read_timeout` plus `send_timeout`. `closing`: the listener's
+/// `header_read_timeout` plus `send_timeout`, then a lingering close
+/// (src/proxy/linger.rs) while the client may still be sending. `closing`: the listener's
 /// (removed by a reload, or shutting down). Each answer, and each head
 /// hyper refused or cut, is counted and logged as on the TLS listeners.
 pub async fn redirect_connection(
@@ -196,10 +198,15 @@ pub async fn redirect_connection(
     // A byte came: a head cut at header_read_timeout was begun (a client
     // that sends nothing is not a request).
     let heard = Arc::new(AtomicBool::new(false));
+    // The request has a body we never read: the client may still be
+    // sending it when we close, so closing must linger.
+    let unread = Arc::new(AtomicBool::new(false));
     let svc = {
         let (name, edge, ctx) = (live.name.clone(), edge.clone(), ctx.clone());
+        let unread = unread.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
             asked.store(true, Ordering::Relaxed);
+            unread.store(!req.body().is_end_stream(), Ordering::Relaxed);
             let start = Instant::now();
             let exchange = Exchange::begin(&edge, &ctx, &mut req, start);
             let mut resp = redirect(req, port);
@@ -213,7 +220,7 @@ pub async fn redirect_connection(
         let heard = heard.clone();
         OnRead::new(stream, move || heard.store(true, Ordering::Relaxed))
     };
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // As on the TLS listeners: hyper answers 431 when a request head
@@ -239,15 +246,14 @@ pub async fn redirect_connection(
     // then was answered with the removed listener's settings, and held
     // the shutdown drain as long.
     let exchange = async {
-        tokio::pin!(conn);
         tokio::select! {
-            ended = conn.as_mut() => return Some(ended),
+            ended = &mut conn => return Some(ended),
             _ = closing.wait_for(|c| *c) => {}
         }
         if !answering.load(Ordering::Relaxed) {
             return None;
         }
-        Some(conn.await)
+        Some((&mut conn).await)
     };
     let ended = match tokio::time::timeout(bound, exchange).await {
         Ok(Some(ended)) => ended,
@@ -276,6 +282,14 @@ pub async fn redirect_connection(
             let took = accepted.elapsed();
             refused_head::record(&live.unrouted, &edge, &ctx, status, took);
         }
+    }
+    // Answered (or refused), and counted: close as the TLS listeners do, lingering
+    // while the client may still be sending (a body we never read, or
+    // anything more), so it reads the 308 that tells it to send again
+    // over https instead of the reset that unread input would cause.
+    let mut io = conn.into_parts().io.into_inner();
+    if unread.load(Ordering::Relaxed) || input_waiting(&mut io) {
+        linger(io, false).await;
     }
 }
 

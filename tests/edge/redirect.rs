@@ -230,3 +230,58 @@ listeners:
     .await;
     drop(scene);
 }
+
+/// A `POST` whose body the redirect listener never reads still gets its
+/// `308` (the answer that tells the client to send it again over https):
+/// the listener closes its side, then reads and discards what the client
+/// still sends (bounded, as on the TLS listeners), so a client that goes
+/// on uploading until it sees the answer reads the `308` and the end of
+/// the stream. It used to drop the socket with the body unread: the
+/// kernel's reset made the client's next write fail ("connection reset",
+/// "broken pipe") before it had seen the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_of_an_unread_upload_is_not_reset() {
+    let w = world().await;
+    const BODY: usize = 8 << 20;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Small: the client's writes wait on the listener, not on its buffer.
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    let mut tcp = socket.connect(w.http).await.unwrap();
+    let head =
+        format!("POST /upload HTTP/1.1\r\nHost: example.com\r\nContent-Length: {BODY}\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // As curl does: upload in chunks, looking for an answer between them;
+    // an answer before the body is sent ends the upload.
+    let chunk = vec![b'x'; 16 * 1024];
+    let (mut sent, mut out) = (0, Vec::new());
+    let mut buf = vec![0u8; 4096];
+    while sent < BODY && !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        loop {
+            match tcp.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading: {e}; read {:?}", String::from_utf8_lossy(&out)),
+            }
+        }
+        let n = chunk.len().min(BODY - sent);
+        if let Err(e) = tcp.write_all(&chunk[..n]).await {
+            panic!(
+                "uploading after {sent} bytes: {e}; read {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        sent += n;
+    }
+    let read = tokio::time::timeout(WAIT, tcp.read_to_end(&mut out))
+        .await
+        .expect("the redirect listener closes after its answer");
+    let r = String::from_utf8_lossy(&out);
+    read.unwrap_or_else(|e| panic!("the answer was reset ({e}); read: {r:?}"));
+    assert!(r.starts_with("HTTP/1.1 308"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("\r\nlocation: https://example.com:8443/upload\r\n"),
+        "{r}"
+    );
+}
