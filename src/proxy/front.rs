@@ -17,7 +17,6 @@ use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tracing::debug;
 
 use crate::config::{FrontConfig, Limits};
@@ -160,9 +159,10 @@ fn refused_before_tls(
 /// Serve one plain-HTTP connection of a `redirect_https` listener: each
 /// request gets `308` to the same host (without its port) and path on
 /// `https://` at `port`. One request per connection, bounded by
-/// `header_read_timeout` plus `send_timeout`, then a lingering close
-/// (src/proxy/linger.rs) while the client may still be sending. `closing`: the listener's
-/// (removed by a reload, or shutting down). Each answer, and each head
+/// `header_read_timeout` plus `send_timeout` from `accepted` (the PROXY
+/// header included), then a lingering close (src/proxy/linger.rs) while
+/// the client may still be sending. The listener closing (removed by a
+/// reload, or shutting down) closes it. Each answer, and each head
 /// hyper refused or cut, is counted and logged as on the TLS listeners.
 pub async fn redirect_connection(
     live: Arc<Listener>,
@@ -171,9 +171,21 @@ pub async fn redirect_connection(
     front: Arc<Front>,
     limits: &Limits,
     port: u16,
-    mut closing: watch::Receiver<bool>,
+    accepted: Instant,
 ) {
-    let accepted = Instant::now();
+    let mut closing = live.closing.subscribe();
+    // The budget counts from accept, shared with the PROXY header read
+    // before this (SPEC: one request per connection, bounded by
+    // header_read_timeout): starting hyper's timer here gave a client that
+    // sent its PROXY header late up to twice that for its head.
+    let head_deadline = accepted + limits.header_read_timeout;
+    let Some(head_budget) = head_deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+    else {
+        debug!(peer = %peer, "redirect connection closed: no request within header_read_timeout");
+        return;
+    };
     let edge = live.edge.load_full();
     // What the access log takes from a connection: plain HTTP has no
     // SNI, TLS version or certificate, so those fields stay empty.
@@ -222,7 +234,7 @@ pub async fn redirect_connection(
     };
     let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(head_budget)
         // As on the TLS listeners: hyper answers 431 when a request head
         // exceeds this; its read buffer cannot be under 8 KiB, so that
         // alone would let a head of up to 8 KiB through any lower limit.
@@ -235,7 +247,7 @@ pub async fn redirect_connection(
     // write timer, so a client that never reads the answer (once the
     // kernel's buffers are full) would hold the connection and its
     // max_connections slot for ever; this bounds the whole exchange.
-    let bound = limits.header_read_timeout + limits.send_timeout;
+    let bound = tokio::time::Instant::from_std(head_deadline + limits.send_timeout);
     // The listener closing (a reload removed it, or shutdown) closes its
     // connections, as the TLS listeners' do: one still waiting for its
     // head (or for the rest of it) is closed at once; one answering
@@ -255,7 +267,7 @@ pub async fn redirect_connection(
         }
         Some((&mut conn).await)
     };
-    let ended = match tokio::time::timeout(bound, exchange).await {
+    let ended = match tokio::time::timeout_at(bound, exchange).await {
         Ok(Some(ended)) => ended,
         Ok(None) => {
             debug!(peer = %peer, "redirect connection closed: the listener is closing");

@@ -433,7 +433,6 @@ async fn connection(
         return;
     };
     if let Some(port) = front.redirect_https {
-        let closing = listener.closing.subscribe();
         return Box::pin(front::redirect_connection(
             listener.clone(),
             stream,
@@ -441,7 +440,7 @@ async fn connection(
             front,
             limits,
             port,
-            closing,
+            accepted,
         ))
         .await;
     }
