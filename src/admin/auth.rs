@@ -303,6 +303,20 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// An admin config with one editor token read from `admin.token` in
+    /// `dir` (not written yet), and that file's path.
+    fn editor_token_file(dir: &std::path::Path) -> (std::path::PathBuf, AdminConfig) {
+        let file = dir.join("admin.token");
+        let config = AdminConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tokens: vec![crate::config::TokenConfig {
+                role: Role::Editor,
+                source: TokenSource::File(file.clone()),
+            }],
+        };
+        (file, config)
+    }
+
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -369,14 +383,7 @@ mod tests {
     #[test]
     fn the_example_placeholder_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("admin.token");
-        let config = AdminConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            tokens: vec![crate::config::TokenConfig {
-                role: Role::Editor,
-                source: TokenSource::File(file.clone()),
-            }],
-        };
+        let (file, config) = editor_token_file(dir.path());
         for placeholder in [
             "replace-me-with-openssl-rand-hex-32\n",
             "REPLACE-ME-0123456789abcdef",
@@ -421,14 +428,7 @@ mod tests {
     #[test]
     fn a_token_no_header_can_carry_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("admin.token");
-        let config = AdminConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            tokens: vec![crate::config::TokenConfig {
-                role: Role::Editor,
-                source: TokenSource::File(file.clone()),
-            }],
-        };
+        let (file, config) = editor_token_file(dir.path());
         let good = "editor-token-0123456789";
         let bad = [
             (format!("{good}\nsecond-token-0123456789\n"), "line break"),
