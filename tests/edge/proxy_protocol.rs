@@ -159,6 +159,39 @@ upstreams:
     (p, addr, admin, log)
 }
 
+/// A [`fronted`] proxy serving [`TLS`], with the scene and CA it lives on.
+/// Fields drop in order: the proxy stops before its scene goes.
+struct Front {
+    _proxy: Proxy,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+    ca: TestCa,
+    _scene: Scene,
+}
+
+/// A fresh scene and edge CA with a [`fronted`] [`TLS`] listener whose
+/// PROXY protocol and client ranges are `front_yaml`, and a
+/// header_read_timeout (60 s) these tests never reach.
+async fn tls_front(front_yaml: &str) -> Front {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let (proxy, addr, admin, log) = fronted(&scene, &ca, TLS, front_yaml, "60s").await;
+    Front {
+        _proxy: proxy,
+        addr,
+        admin,
+        log,
+        ca,
+        _scene: scene,
+    }
+}
+
+/// The line of `front`'s `hotproxy_tls_handshakes_total` for `result`, at `n`.
+fn handshakes(result: &str, n: u32) -> String {
+    format!("hotproxy_tls_handshakes_total{{listener=\"front\",result=\"{result}\"}} {n}")
+}
+
 /// The proxy closed `tcp` (end of stream or reset) within [`WAIT`].
 async fn closed_by_proxy(mut tcp: TcpStream, what: &str) {
     let mut buf = [0u8; 16];
@@ -178,26 +211,15 @@ async fn closed_by_proxy(mut tcp: TcpStream, what: &str) {
 /// `allow_from` still goes through TLS as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_listener_closes_clients_outside_allow_from_at_once() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let (_p, addr, admin, _log) = fronted(
-        &scene,
-        &ca,
-        TLS,
+    let f = tls_front(
         "proxy_protocol: { from: [127.0.0.2/32] }\n    allow_from: [127.0.0.2/32, 127.0.0.3/32]",
-        "60s",
     )
     .await;
     // Connects and sends nothing (a scanner, or a client that waits for
     // the server to speak first).
-    closed_by_proxy(tcp_from("127.0.0.1", addr).await, "outside allow_from").await;
-    wait_metric(
-        admin,
-        "hotproxy_tls_handshakes_total{listener=\"front\",result=\"source_not_allowed\"} 1",
-        WAIT,
-    )
-    .await;
-    let (status, _, body) = get_trusting(tcp_from("127.0.0.3", addr).await, &ca, "/", &[])
+    closed_by_proxy(tcp_from("127.0.0.1", f.addr).await, "outside allow_from").await;
+    wait_metric(f.admin, &handshakes("source_not_allowed", 1), WAIT).await;
+    let (status, _, body) = get_trusting(tcp_from("127.0.0.3", f.addr).await, &f.ca, "/", &[])
         .await
         .unwrap();
     assert_eq!(status, 502, "{body}");
@@ -218,12 +240,7 @@ async fn an_idle_client_outside_from_times_out_as_without_proxy_protocol() {
     let ca = TestCa::new("edge CA");
     let (_p, addr, admin, log) = fronted(&scene, &ca, TLS, ranges, "1s").await;
     closed_by_proxy(tcp_from("127.0.0.3", addr).await, "idle TLS client").await;
-    wait_metric(
-        admin,
-        "hotproxy_tls_handshakes_total{listener=\"front\",result=\"timeout\"} 1",
-        WAIT,
-    )
-    .await;
+    wait_metric(admin, &handshakes("timeout", 1), WAIT).await;
     let metrics = metrics_text(admin).await;
     assert!(!metrics.contains("proxy_protocol_"), "{metrics}");
     let line = &wait_access_log(&log, 1, WAIT).await[0];
@@ -278,21 +295,9 @@ async fn only_the_marker(log: &std::path::Path) {
 /// way stays a refusal with its line. Each check used to write a line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balancer_health_check_gets_no_access_log_line() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let (_p, addr, admin, log) = fronted(
-        &scene,
-        &ca,
-        TLS,
-        "proxy_protocol: { from: [127.0.0.2/32] }",
-        "60s",
-    )
-    .await;
-    let closed = |n: u32| {
-        format!(
-            "hotproxy_tls_handshakes_total{{listener=\"front\",result=\"proxy_protocol_closed\"}} {n}"
-        )
-    };
+    let f = tls_front("proxy_protocol: { from: [127.0.0.2/32] }").await;
+    let (addr, admin) = (f.addr, f.admin);
+    let closed = |n| handshakes("proxy_protocol_closed", n);
     drop(tcp_from("127.0.0.2", addr).await);
     wait_metric(admin, &closed(1), WAIT).await;
     let check = tcp_from("127.0.0.2", addr).await;
@@ -308,7 +313,7 @@ async fn a_balancer_health_check_gets_no_access_log_line() {
     cut.shutdown().await.unwrap();
     closed_by_proxy(cut, "a cut header").await;
     wait_metric(admin, &closed(3), WAIT).await;
-    let lines = wait_access_log(&log, 1, WAIT).await;
+    let lines = wait_access_log(&f.log, 1, WAIT).await;
     assert_eq!(lines[0]["client_addr"], cut_from.to_string(), "{lines:?}");
     assert_eq!(lines[0]["authz"], "proxy_protocol_closed", "{lines:?}");
 }
@@ -321,19 +326,9 @@ async fn a_balancer_health_check_gets_no_access_log_line() {
 /// never asked for failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_outside_from_that_resets_is_client_closed() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let (_p, addr, admin, log) = fronted(
-        &scene,
-        &ca,
-        TLS,
-        "proxy_protocol: { from: [127.0.0.2/32] }",
-        "60s",
-    )
-    .await;
-    let closed = |n: u32| {
-        format!("hotproxy_tls_handshakes_total{{listener=\"front\",result=\"client_closed\"}} {n}")
-    };
+    let f = tls_front("proxy_protocol: { from: [127.0.0.2/32] }").await;
+    let (addr, admin) = (f.addr, f.admin);
+    let closed = |n| handshakes("client_closed", n);
     let reset = tcp_from("127.0.0.3", addr).await;
     reset.set_zero_linger().unwrap();
     drop(reset);
@@ -344,11 +339,11 @@ async fn a_client_outside_from_that_resets_is_client_closed() {
     assert!(!metrics.contains("proxy_protocol_"), "{metrics}");
 
     // A request's line after them: any line of theirs came before it.
-    let (status, _, body) = get_trusting(tcp_from("127.0.0.3", addr).await, &ca, "/marker", &[])
+    let (status, _, body) = get_trusting(tcp_from("127.0.0.3", addr).await, &f.ca, "/marker", &[])
         .await
         .unwrap();
     assert_eq!(status, 502, "{body}");
-    only_the_marker(&log).await;
+    only_the_marker(&f.log).await;
 }
 
 /// Client ranges written in IPv4-mapped IPv6 form (`::ffff:127.0.0.2`,
@@ -358,21 +353,15 @@ async fn a_client_outside_from_that_resets_is_client_closed() {
 /// was refused as from outside `from`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mapped_client_ranges_match_ipv4_peers() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let (_p, addr, _admin, _log) = fronted(
-        &scene,
-        &ca,
-        TLS,
+    let f = tls_front(
         "proxy_protocol: { from: [\"::ffff:127.0.0.2\"] }\n    allow_from: [\"::ffff:127.0.0.0/104\"]",
-        "60s",
     )
     .await;
-    let mut tcp = tcp_from("127.0.0.2", addr).await;
+    let mut tcp = tcp_from("127.0.0.2", f.addr).await;
     tcp.write_all(b"PROXY TCP4 127.0.0.9 127.0.0.1 40000 443\r\n")
         .await
         .unwrap();
-    let (status, _, body) = get_trusting(tcp, &ca, "/", &[]).await.unwrap();
+    let (status, _, body) = get_trusting(tcp, &f.ca, "/", &[]).await.unwrap();
     assert_eq!(status, 502, "{body}");
 }
 
