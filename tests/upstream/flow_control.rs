@@ -414,31 +414,12 @@ async fn early_answering_never_reading_h2(
 async fn an_h2_upstream_that_answers_early_and_never_takes_the_body_is_cut() {
     let w = world();
     let (backend, mut ends) = early_answering_never_reading_h2(&w, Early::Whole).await;
-    let mut p = Proxy::start(&w.scene.config(&format!(
-        r#"
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
-    routes: [{{ upstream: app }}]
-    limits: {{ body_read_timeout: 1s }}
-upstreams:{}
-"#,
-        backend_upstream("app", &[backend], &["max_connections_per_server: 1"]),
-    )));
+    let mut p = proxy_cutting_bodies_after(&w, backend, "1s", &[]);
     let addr = p.listener_addr("public").await;
 
     // A streamed body (over body_buffer_bytes), more of it than one
     // stream's window (65535) sent, more still to come.
-    let uploading = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
-    let (mut from_proxy, mut to_proxy) = tokio::io::split(uploading);
-    let head = b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 1000000\r\n\r\n";
-    let writer = tokio::spawn(async move {
-        to_proxy.write_all(head).await.unwrap();
-        let _ = to_proxy.write_all(&[b'x'; 200_000]).await;
-        to_proxy
-    });
+    let (mut from_proxy, writer) = begin_upload(&w, addr).await;
     let answer = read_until_end(&mut from_proxy, b"\r\n\r\nok").await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 
@@ -458,16 +439,24 @@ upstreams:{}
     drop(writer);
 
     // The one connection allowed, with its one stream free, serves on.
-    let r = tokio::time::timeout(WAIT, h1_get(&w, addr, "/next"))
-        .await
-        .expect("the next request got no stream");
-    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    next_is_served(&w, addr, "stream").await;
 }
 
 /// A proxy in front of `backend` (upstream `app`, one connection allowed,
 /// `settings` more) whose clients' bodies may pause 10 minutes: no cut
 /// seen in a test comes from `body_read_timeout`.
 fn one_connection_proxy(w: &World, backend: SocketAddr, settings: &[&str]) -> Proxy {
+    proxy_cutting_bodies_after(w, backend, "10m", settings)
+}
+
+/// A proxy in front of `backend` (upstream `app`, one connection allowed,
+/// `settings` more) whose clients' bodies may pause `body_read_timeout`.
+fn proxy_cutting_bodies_after(
+    w: &World,
+    backend: SocketAddr,
+    body_read_timeout: &str,
+    settings: &[&str],
+) -> Proxy {
     let mut settings = settings.to_vec();
     settings.push("max_connections_per_server: 1");
     Proxy::start(&w.scene.config(&format!(
@@ -478,7 +467,7 @@ listeners:
     bind: 127.0.0.1:0
     tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
     routes: [{{ upstream: app }}]
-    limits: {{ body_read_timeout: 10m }}
+    limits: {{ body_read_timeout: {body_read_timeout} }}
 upstreams:{}
 "#,
         backend_upstream("app", &[backend], &settings),
@@ -507,6 +496,38 @@ async fn begin_upload(
     (from_proxy, writer)
 }
 
+/// An upload begun ([`begin_upload`]) through a [`one_connection_proxy`]
+/// (`settings` more) to an [`early_answering_never_reading_h2`] backend
+/// answering as `early`: the proxy, its address, the upload's read half
+/// and writer, and how the backend's streams and connections end.
+async fn upload_to_early_h2(
+    w: &World,
+    early: Early,
+    settings: &[&str],
+) -> (
+    Proxy,
+    SocketAddr,
+    impl AsyncRead + Unpin,
+    tokio::task::JoinHandle<impl Send + 'static>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (backend, ends) = early_answering_never_reading_h2(w, early).await;
+    let mut p = one_connection_proxy(w, backend, settings);
+    let addr = p.listener_addr("public").await;
+    let (from_proxy, writer) = begin_upload(w, addr).await;
+    (p, addr, from_proxy, writer, ends)
+}
+
+/// The proxy at `addr` serves a next request (`200`, `ok`) in time: the
+/// backend's one connection, or its one stream, is free again. Else
+/// panics that the request got no `what`.
+async fn next_is_served(w: &World, addr: SocketAddr, what: &str) {
+    let r = tokio::time::timeout(WAIT, h1_get(w, addr, "/next"))
+        .await
+        .unwrap_or_else(|_| panic!("the next request got no {what}"));
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+}
+
 /// Wait for `what` among how the backend's streams and connections ended.
 async fn ended(ends: &mut tokio::sync::mpsc::UnboundedReceiver<String>, what: &str) {
     let mut seen = Vec::new();
@@ -531,11 +552,8 @@ async fn ended(ends: &mut tokio::sync::mpsc::UnboundedReceiver<String>, what: &s
 #[tokio::test]
 async fn an_h2_upstream_silent_after_its_head_is_closed_though_the_body_waits() {
     let w = world();
-    let (backend, mut ends) = early_answering_never_reading_h2(&w, Early::HeadOnly).await;
-    let mut p = one_connection_proxy(&w, backend, &["read_timeout: 1s"]);
-    let addr = p.listener_addr("public").await;
-
-    let (mut from_proxy, writer) = begin_upload(&w, addr).await;
+    let (_p, addr, mut from_proxy, writer, mut ends) =
+        upload_to_early_h2(&w, Early::HeadOnly, &["read_timeout: 1s"]).await;
     let answer = read_until_end(&mut from_proxy, b"\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 
@@ -544,10 +562,7 @@ async fn an_h2_upstream_silent_after_its_head_is_closed_though_the_body_waits() 
     drop(writer);
 
     // The one connection allowed is free again.
-    let r = tokio::time::timeout(WAIT, h1_get(&w, addr, "/next"))
-        .await
-        .expect("the next request got no connection");
-    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    next_is_served(&w, addr, "connection").await;
 }
 
 /// An HTTP/2 upstream answers early with more header fields than a
@@ -558,11 +573,8 @@ async fn an_h2_upstream_silent_after_its_head_is_closed_though_the_body_waits() 
 #[tokio::test]
 async fn a_body_to_an_h2_response_with_too_many_fields_is_cut() {
     let w = world();
-    let (backend, mut ends) = early_answering_never_reading_h2(&w, Early::Fields(100)).await;
-    let mut p = one_connection_proxy(&w, backend, &[]);
-    let addr = p.listener_addr("public").await;
-
-    let (mut from_proxy, writer) = begin_upload(&w, addr).await;
+    let (_p, addr, mut from_proxy, writer, mut ends) =
+        upload_to_early_h2(&w, Early::Fields(100), &[]).await;
     // The head, and the start of its body with it.
     let mut answer = Vec::new();
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -581,8 +593,5 @@ async fn a_body_to_an_h2_response_with_too_many_fields_is_cut() {
     drop(writer);
 
     // The backend's one stream is free again.
-    let r = tokio::time::timeout(WAIT, h1_get(&w, addr, "/next"))
-        .await
-        .expect("the next request got no stream");
-    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    next_is_served(&w, addr, "stream").await;
 }
