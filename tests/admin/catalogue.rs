@@ -384,36 +384,15 @@ async fn api_material_survives_a_reread_of_unchanged_files() {
     let ca = TestCa::new("ca");
     let edge = ca.server_pair(&["localhost"]);
     s.pair("edge", &edge);
-    let cfg = s.config(
-        r#"
-watch: { events: true, debounce: 20ms, poll_interval: 1h }
-admin: { bind: 127.0.0.1:0 }
-certs:
-  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{ ref: edge }]
-"#,
-    );
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
-    let api = p.admin_addr().await;
-    p.wait_log("the start-up re-read", |v| {
-        v["message"] == "certificate files re-read: unchanged" && v["entry"] == "edge"
-    })
-    .await;
-    let interim = ca.server_pair(&["localhost"]);
-    let r = admin(
-        api,
-        "PUT",
-        "/api/v1/certs/edge",
-        None,
-        Some(inline_pair("server-pair", &interim)),
-        &[],
+    let (mut p, addr, api) = watched_edge(
+        &s,
+        "{ events: true, debounce: 20ms, poll_interval: 1h }",
+        "edge.crt",
+        "edge.key",
     )
     .await;
+    let interim = ca.server_pair(&["localhost"]);
+    let r = put_inline(api, &interim).await;
     assert_eq!(r.status, 200, "{}", r.body);
     // The same bytes again, through a new inode: the watcher re-reads.
     mv_over(&s.path("edge.crt"), &edge.cert_pem);
@@ -443,6 +422,52 @@ listeners:
     .await;
     let r = admin(api, "GET", "/api/v1/certs/edge", None, None, &[]).await;
     assert_eq!(r.json()["live_source"], "file", "{}", r.body);
+}
+
+/// A proxy on `s` whose one listener serves the server-pair entry `edge`
+/// read from `cert_file` and `key_file`, the files watched as `watch`
+/// says, once its start-up re-read of them is logged: the proxy, the
+/// listener's and the admin API's addresses.
+async fn watched_edge(
+    s: &Scene,
+    watch: &str,
+    cert_file: &str,
+    key_file: &str,
+) -> (Proxy, std::net::SocketAddr, std::net::SocketAddr) {
+    let cfg = s.config(&format!(
+        r#"
+watch: {watch}
+admin: {{ bind: 127.0.0.1:0 }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: {cert_file}, key_file: {key_file} }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: edge }}]
+"#,
+    ));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    p.wait_log("the start-up re-read", |v| {
+        v["message"] == "certificate files re-read: unchanged" && v["entry"] == "edge"
+    })
+    .await;
+    (p, addr, api)
+}
+
+/// `PUT /api/v1/certs/edge` with `pair` inline, through the admin API at `api`.
+async fn put_inline(api: std::net::SocketAddr, pair: &TestPair) -> AdminReply {
+    admin(
+        api,
+        "PUT",
+        "/api/v1/certs/edge",
+        None,
+        Some(inline_pair("server-pair", pair)),
+        &[],
+    )
+    .await
 }
 
 /// A CA certificate webpki refuses as a trust anchor (basicConstraints
@@ -490,25 +515,12 @@ async fn a_rollback_of_files_broken_at_the_put_takes_over() {
         &[("tls.crt", &old.cert_pem), ("tls.key", &old.key_pem)],
         false,
     );
-    let cfg = s.config(
-        r#"
-watch: { events: true, debounce: 20ms, poll_interval: 1h, settle_timeout: 100ms }
-admin: { bind: 127.0.0.1:0 }
-certs:
-  - { id: edge, type: server-pair, cert_file: secret/tls.crt, key_file: secret/tls.key }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{ ref: edge }]
-"#,
-    );
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
-    let api = p.admin_addr().await;
-    p.wait_log("the start-up re-read", |v| {
-        v["message"] == "certificate files re-read: unchanged" && v["entry"] == "edge"
-    })
+    let (mut p, addr, api) = watched_edge(
+        &s,
+        "{ events: true, debounce: 20ms, poll_interval: 1h, settle_timeout: 100ms }",
+        "secret/tls.crt",
+        "secret/tls.key",
+    )
     .await;
 
     // A deploy writes a certificate for another key: refused, the old kept.
@@ -529,15 +541,7 @@ listeners:
 
     // The operator puts material inline meanwhile.
     let interim = ca.server_pair(&["localhost"]);
-    let r = admin(
-        api,
-        "PUT",
-        "/api/v1/certs/edge",
-        None,
-        Some(inline_pair("server-pair", &interim)),
-        &[],
-    )
-    .await;
+    let r = put_inline(api, &interim).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["live_source"], "api", "{}", r.body);
 
@@ -559,15 +563,7 @@ listeners:
 
     // Inline material again, then a PUT naming the entry's own files: it
     // serves what they hold, shown as coming from the files.
-    let r = admin(
-        api,
-        "PUT",
-        "/api/v1/certs/edge",
-        None,
-        Some(inline_pair("server-pair", &interim)),
-        &[],
-    )
-    .await;
+    let r = put_inline(api, &interim).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let own = json!({"type": "server-pair", "source": "file",
         "cert_file": s.path("secret/tls.crt"), "key_file": s.path("secret/tls.key")});
