@@ -30,6 +30,30 @@ async fn start_watching(s: &Scene, kubelet: &Kubelet, watch: &str) -> (Proxy, So
     (p, api)
 }
 
+/// Wait for the warning that refuses the token file, naming
+/// `secret/token` and, in its error, `reason`.
+async fn token_file_refused(p: &mut Proxy, reason: &str) {
+    p.wait_log("the refused token file's warning", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("admin token file refused"))
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("secret/token") && e.contains(reason))
+    })
+    .await;
+}
+
+/// Neither token appears anywhere in the proxy's log.
+#[track_caller]
+fn no_token_in_the_log(p: &Proxy) {
+    let logs = p.logs().join("\n");
+    assert!(
+        !logs.contains(OLD) && !logs.contains(NEW),
+        "a token in the log"
+    );
+}
+
 async fn status(api: SocketAddr, token: &str) -> u16 {
     admin(api, "GET", "/api/v1/certs", Some(token), None, &[])
         .await
@@ -52,11 +76,7 @@ async fn rotated_token_file_replaces_the_token() {
     })
     .await;
     assert_eq!(status(api, OLD).await, 401, "the leaked token still works");
-    let logs = p.logs().join("\n");
-    assert!(
-        !logs.contains(OLD) && !logs.contains(NEW),
-        "a token in the log"
-    );
+    no_token_in_the_log(&p);
 }
 
 /// A token file that becomes empty keeps the running token, with a warning
@@ -69,15 +89,7 @@ async fn empty_token_file_keeps_the_running_token() {
     assert_eq!(status(api, OLD).await, 200);
 
     kubelet.write(&[("token", "\n")], false);
-    p.wait_log("the refused token file's warning", |v| {
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("admin token file refused"))
-            && v["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("secret/token") && e.contains("empty"))
-    })
-    .await;
+    token_file_refused(&mut p, "empty").await;
     assert_eq!(status(api, OLD).await, 200, "the running token was dropped");
 
     kubelet.write(&[("token", NEW)], false);
@@ -86,11 +98,7 @@ async fn empty_token_file_keeps_the_running_token() {
     })
     .await;
     assert_eq!(status(api, OLD).await, 401);
-    let logs = p.logs().join("\n");
-    assert!(
-        !logs.contains(OLD) && !logs.contains(NEW),
-        "a token in the log"
-    );
+    no_token_in_the_log(&p);
 }
 
 /// With nothing watching (no events, no poll), SIGHUP re-reads the token
@@ -263,21 +271,9 @@ async fn a_two_line_token_file_keeps_the_running_token() {
     assert_eq!(status(api, OLD).await, 200);
 
     kubelet.write(&[("token", &format!("{OLD}\n{NEW}\n"))], false);
-    p.wait_log("the refused token file's warning", |v| {
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("admin token file refused"))
-            && v["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("secret/token") && e.contains("line break"))
-    })
-    .await;
+    token_file_refused(&mut p, "line break").await;
     assert_eq!(status(api, OLD).await, 200, "the running token was dropped");
-    let logs = p.logs().join("\n");
-    assert!(
-        !logs.contains(OLD) && !logs.contains(NEW),
-        "a token in the log"
-    );
+    no_token_in_the_log(&p);
 }
 
 /// A token file an editor saved with a byte-order mark: `check` and `run`
