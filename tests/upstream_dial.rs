@@ -19,6 +19,17 @@ const HANDSHAKE_DELAY: Duration = Duration::from_millis(1200);
 /// while the requests queued behind the first dials dial their own.
 const HOLD: Duration = Duration::from_secs(2);
 
+/// A scene holding the edge pair `a` (for `a.example.com`) and
+/// `backend-ca.crt`: the scene, the edge CA and the backend CA.
+fn scene_with_cas() -> (Scene, TestCa, TestCa) {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    (scene, ca, backend_ca)
+}
+
 /// An HTTPS backend (`backend.local`, HTTP/1.1) that waits
 /// [`HANDSHAKE_DELAY`] before each handshake and answers every request
 /// `200` after [`HOLD`].
@@ -61,11 +72,7 @@ async fn slow_backend(pair: &TestPair) -> std::net::SocketAddr {
 /// connect a full `timeout connect`; so does each dial here now.
 #[tokio::test]
 async fn a_dial_after_a_wait_gets_a_whole_connect_timeout() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("backend CA");
-    scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let (scene, ca, backend_ca) = scene_with_cas();
     let backend = slow_backend(&backend_ca.server_pair(&["backend.local"])).await;
     let timeout = format!("connect_timeout: {}s", CONNECT_TIMEOUT.as_secs());
     let cfg = scene.one_upstream_config("slow", backend, &[&timeout]);
@@ -104,11 +111,7 @@ async fn a_dial_after_a_wait_gets_a_whole_connect_timeout() {
 #[tokio::test]
 async fn an_h2_upstream_that_never_sends_settings_fails_as_a_dial() {
     use tokio::io::AsyncReadExt;
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("backend CA");
-    scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let (scene, ca, backend_ca) = scene_with_cas();
     let (listener, acceptor) =
         tls_listener(&backend_ca.server_pair(&["backend.local"]), b"h2").await;
     let backend = listener.local_addr().unwrap();
@@ -208,11 +211,7 @@ async fn h2_burst(addr: std::net::SocketAddr, ca_pem: &str, n: usize) -> Vec<(u1
 #[tokio::test]
 async fn requests_waiting_for_a_failed_h2_dial_get_its_cause() {
     const BURST: usize = 6;
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("backend CA");
-    scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let (scene, ca, backend_ca) = scene_with_cas();
     let backend = Backend::start("pod", &backend_ca.server_pair(&["backend.local"]), None).await;
     let cfg = scene.one_upstream_config(
         "dark",
@@ -276,11 +275,7 @@ async fn requests_waiting_for_a_failed_h2_dial_get_its_cause() {
 #[tokio::test]
 async fn requests_waiting_for_a_failed_dial_go_elsewhere_counted_once() {
     const BURST: usize = 6;
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("backend CA");
-    scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let (scene, ca, backend_ca) = scene_with_cas();
     let pair = backend_ca.server_pair(&["backend.local"]);
     let dark = Backend::start("dark", &pair, None).await;
     let lit = Backend::start_at("127.0.0.2:0".parse().unwrap(), "lit", &pair, None).await;
