@@ -202,6 +202,20 @@ async fn h2_burst(addr: std::net::SocketAddr, ca_pem: &str, n: usize) -> Vec<(u1
     within_deadline("the burst's answers", futures_util::future::join_all(burst)).await
 }
 
+/// A GET through the proxy at `addr`, answered `200` over HTTP/2 upstream:
+/// the reply.
+async fn served_over_h2(addr: std::net::SocketAddr, ca_pem: &str) -> Reply {
+    let r = get_h1(addr, "a.example.com", ca_pem).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["version"],
+        "HTTP/2.0",
+        "not HTTP/2 upstream: {}",
+        r.body
+    );
+    r
+}
+
 /// An endpoint known to speak HTTP/2 goes dark ([`go_dark`]). The pool
 /// dials such an endpoint one connection at a time, so of a burst one
 /// request dials and the others wait for that dial. When it failed
@@ -221,14 +235,7 @@ async fn requests_waiting_for_a_failed_h2_dial_get_its_cause() {
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("public").await;
     let admin_addr = p.admin_addr().await;
-    let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        r.json()["version"],
-        "HTTP/2.0",
-        "not HTTP/2 upstream: {}",
-        r.body
-    );
+    served_over_h2(addr, &ca.cert_pem).await;
     let _dark = go_dark(&backend).await;
     // The closed connection is known closed after this request: it went
     // on it and failed (then on a new connection), or found it closed and
@@ -294,14 +301,7 @@ async fn requests_waiting_for_a_failed_dial_go_elsewhere_counted_once() {
     // Round robin: one request to each pod, over HTTP/2.
     let mut served = Vec::new();
     for _ in 0..2 {
-        let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(
-            r.json()["version"],
-            "HTTP/2.0",
-            "not HTTP/2 upstream: {}",
-            r.body
-        );
+        let r = served_over_h2(addr, &ca.cert_pem).await;
         served.push(r.json()["backend"].as_str().unwrap().to_owned());
     }
     served.sort();
