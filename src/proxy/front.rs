@@ -230,7 +230,7 @@ pub async fn redirect_connection(
     };
     let stream = {
         let heard = heard.clone();
-        OnRead::new(stream, move || heard.store(true, Ordering::Relaxed))
+        OnRead::new(stream, move |_| heard.store(true, Ordering::Relaxed))
     };
     let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -1,24 +1,45 @@
-//! A stream that calls a hook whenever bytes are read from it: a tunnel's idle clock, a redirect head begun.
+//! A stream that calls hooks with the bytes read from it and written to it: a tunnel's idle clock and byte counts, a redirect head begun.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// `inner`, with `on_read` called after each read that brought bytes
-/// (not at end of stream, not on an error). Writes pass straight through.
-pub struct OnRead<S, F> {
+/// No hook for writes.
+fn ignore(_: usize) {}
+
+/// `inner`, with `on_read(n)` called after each read that brought `n`
+/// bytes (not at end of stream, not on an error) and `on_write(n)` after
+/// each write that took `n`.
+pub struct OnRead<S, R, W = fn(usize)> {
     inner: S,
-    on_read: F,
+    on_read: R,
+    on_write: W,
 }
 
-impl<S, F: Fn()> OnRead<S, F> {
-    pub fn new(inner: S, on_read: F) -> Self {
-        OnRead { inner, on_read }
+impl<S, R: Fn(usize)> OnRead<S, R> {
+    /// Reads hooked; writes pass straight through.
+    pub fn new(inner: S, on_read: R) -> Self {
+        OnRead {
+            inner,
+            on_read,
+            on_write: ignore,
+        }
     }
 }
 
-impl<S: AsyncRead + Unpin, F: Fn() + Unpin> AsyncRead for OnRead<S, F> {
+impl<S, R: Fn(usize), W: Fn(usize)> OnRead<S, R, W> {
+    /// Reads and writes hooked.
+    pub fn both(inner: S, on_read: R, on_write: W) -> Self {
+        OnRead {
+            inner,
+            on_read,
+            on_write,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin, R: Fn(usize) + Unpin, W: Unpin> AsyncRead for OnRead<S, R, W> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -26,20 +47,25 @@ impl<S: AsyncRead + Unpin, F: Fn() + Unpin> AsyncRead for OnRead<S, F> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            (self.on_read)();
+        let n = buf.filled().len() - before;
+        if matches!(res, Poll::Ready(Ok(()))) && n > 0 {
+            (self.on_read)(n);
         }
         res
     }
 }
 
-impl<S: AsyncWrite + Unpin, F: Unpin> AsyncWrite for OnRead<S, F> {
+impl<S: AsyncWrite + Unpin, R: Unpin, W: Fn(usize) + Unpin> AsyncWrite for OnRead<S, R, W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            (self.on_write)(n);
+        }
+        res
     }
 
     fn poll_write_vectored(
@@ -47,7 +73,11 @@ impl<S: AsyncWrite + Unpin, F: Unpin> AsyncWrite for OnRead<S, F> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            (self.on_write)(n);
+        }
+        res
     }
 
     fn is_write_vectored(&self) -> bool {

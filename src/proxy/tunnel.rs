@@ -29,19 +29,17 @@
 //! closes): `101`, the bytes relayed each way, the whole tunnel's duration
 //! ([`crate::access_log::tunnel`]).
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
-use crate::access_log::tunnel::{Relayed, TunnelLine};
+use crate::access_log::tunnel::TunnelLine;
 use crate::config::Limits;
 use crate::proxy::lifetime::Woken;
 use crate::proxy::lifetime::{Lifetime, Over};
@@ -179,15 +177,21 @@ pub fn spawn<H: Send + 'static>(
             }
         };
         let clock = Arc::new(Clock::new());
-        let touch = || {
-            let clock = clock.clone();
-            move || clock.touch()
+        // The client's side counts what it read and was written for the
+        // access log (written, not read from the upstream: what a cut
+        // tunnel still held was never sent); either side's reads wind the
+        // idle clock.
+        let mut client = {
+            let (clock, written) = (clock.clone(), relayed.clone());
+            OnRead::both(
+                TokioIo::new(client),
+                move |n| {
+                    relayed.read(n);
+                    clock.touch();
+                },
+                move |n| written.written(n),
+            )
         };
-        let client = Counted {
-            inner: TokioIo::new(client),
-            relayed,
-        };
-        let mut client = OnRead::new(client, touch());
         // The upstream has no send timeout of its own (its timeouts are
         // for reading): the listener's bounds the tunnel's both ways.
         let upstream = SendBound::new(
@@ -195,7 +199,10 @@ pub fn spawn<H: Send + 'static>(
             limits.send,
             "send_timeout: the upstream stopped reading",
         );
-        let mut upstream = OnRead::new(upstream, touch());
+        let mut upstream = {
+            let clock = clock.clone();
+            OnRead::new(upstream, move |_| clock.touch())
+        };
         let copy = async {
             let closed = relay(&mut client, &mut upstream).await;
             if let Ok(Closed::A) = closed {
@@ -240,65 +247,6 @@ pub fn spawn<H: Send + 'static>(
             }
         }
     });
-}
-
-/// The client's side of a tunnel, counting the bytes read from it and
-/// written to it for the access log (written, not read from the upstream:
-/// what a cut tunnel still held was never sent).
-struct Counted<S> {
-    inner: S,
-    relayed: Arc<Relayed>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.relayed.read(buf.filled().len() - before);
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            self.relayed.written(n);
-        }
-        res
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            self.relayed.written(n);
-        }
-        res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// When a byte last crossed the tunnel, either way.
