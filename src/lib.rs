@@ -74,7 +74,7 @@
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout,
 //!     the connection's lifetime and its route's rules as reloads change them.
 //!   - `relay`: a tunnel's byte copy, ended when either side closes (nginx's "upgraded done").
-//!   - `on_read`: a stream calling a hook when bytes are read (a tunnel's idle clock, a redirect head begun).
+//!   - `on_read`: a stream calling hooks with the bytes read from it and written to it (a tunnel's idle clock and byte counts, a redirect head begun).
 //!   - `lifetime`: when a connection (or its tunnel) ends: made with rotated-out material
 //!     (`max_connection_lifetime`), or no longer admitted under rules since changed; `Woken`,
 //!     the wait for such rarely-ready signals that is polled only when its own wake-up came.
