@@ -224,8 +224,10 @@ impl Upstream {
             let read = Box::pin(buffer::read_whole(body, ctx.body_read_timeout, counted));
             match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(whole)) => {
-                    // hyper answered the client's `100-continue` when the
-                    // body was first read; the upstream gets it whole.
+                    // hyper answered an HTTP/1.1 client's `100-continue`
+                    // when the body was first read (its HTTP/2 server sends
+                    // no 1xx: such a client sends after its own wait); the
+                    // upstream gets the body whole.
                     parts.headers.remove(header::EXPECT);
                     whole
                 }
