@@ -358,7 +358,16 @@ impl H2 {
             // calls). A count above zero is then the server's, which is
             // how the watcher below knows they are in; the price is that
             // round trip, once per new connection.
-            .initial_max_send_streams(0);
+            .initial_max_send_streams(0)
+            // No cap on the streams h2 resets itself for what the server
+            // sent (a head over the limit above, DATA not matching
+            // content-length): each is that one request's 502. hyper's
+            // 1024 a connection is a server's defence against clients
+            // (MadeYouReset); here it closed the shared connection with
+            // GOAWAY, failing every other stream on it. A client resets
+            // only streams it opened itself, as Envoy's and Go's
+            // upstream sides, which keep no such count.
+            .max_local_error_reset_streams(None);
         if let Some(k) = keepalive {
             // hyper pings only when nothing was read for `interval`, and
             // (`keep_alive_while_idle` false) only with requests in flight:

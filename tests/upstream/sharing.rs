@@ -1,4 +1,4 @@
-//! Shared HTTP/2 upstream connections: stream limits, cold bursts, waiting for a free stream.
+//! Shared HTTP/2 upstream connections: stream limits, cold bursts, waiting for a free stream, streams reset for bad answers.
 
 use std::sync::atomic::Ordering;
 
@@ -173,6 +173,55 @@ async fn a_cold_burst_keeps_to_the_servers_stream_limit() {
         }
     }
     assert_eq!(statuses, [200; 30]);
+}
+
+/// Streams hotproxy's h2 resets itself because of what the upstream sent
+/// (here a response head over 64 KiB: that request's `502`, SPEC §6) do
+/// not add up to the end of the connection they share. h2 counted every
+/// one and, past hyper's 1024 on a connection, sent GOAWAY
+/// (`ENHANCE_YOUR_CALM`) and closed it: the streams in flight on it
+/// failed with it, and the next request needed a new connection.
+#[tokio::test]
+async fn streams_reset_for_bad_responses_do_not_close_the_shared_h2_connection() {
+    let w = world();
+    let (b, _proxy, addr) = behind_proxy(&w, &["max_connections_per_server: 1"]).await;
+    // A call kept open across the whole run (its request body goes on),
+    // echoed back piece by piece.
+    let mut client = h2_to(&w, addr).await;
+    let req = http::Request::post("https://a.example.com/echo")
+        .body(())
+        .unwrap();
+    client = client.ready().await.unwrap();
+    let (resp, mut tx) = client.send_request(req, false).unwrap();
+    tx.send_data(Bytes::from_static(b"one"), false).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .expect("the call's response head")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut rx = resp.into_body();
+    echoed(&mut rx, "one").await;
+    // More bad answers than hyper's 1024 on that upstream connection (the
+    // only one allowed), 50 at a time: each is that request's 502.
+    let mut bad = h2_to(&w, addr).await;
+    for batch in 0..21 {
+        let paths = (0..50).map(|_| "/fat-head/70000".to_owned());
+        let sent = send_all(&mut bad, paths).await;
+        assert_eq!(statuses(sent).await, [502; 50], "batch {batch}");
+    }
+    // The call goes on, and ends, on the connection it began on.
+    tx.send_data(Bytes::from_static(b"two"), true).unwrap();
+    echoed(&mut rx, "two").await;
+    while let Some(piece) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
+        assert!(piece.unwrap().is_empty(), "the call went on after its end");
+    }
+    let trailers = tokio::time::timeout(WAIT, rx.trailers()).await.unwrap();
+    assert!(trailers.is_ok(), "the call ended badly: {trailers:?}");
+    // A good request is served on that same connection.
+    let r = h1_get(&w, addr, "/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["connection"], 0);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
 
 /// Read `message` from an echoed response body.
