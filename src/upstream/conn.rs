@@ -8,9 +8,9 @@
 //! out polls it once, which is what notices an upstream that closed it.
 //! An HTTP/2 connection is shared: its connection future runs in a task of
 //! its own and requests use clones of its `SendRequest`, at most
-//! [`H2_MAX_STREAMS`] at a time (fewer if the server says so; none until
-//! the server's SETTINGS are in, which the dial waits for), and is let
-//! go after `idle_timeout` without one. One whose request goes unanswered is
+//! [`H2_MAX_STREAMS`] at a time (fewer if the server says so, none while
+//! it allows none; none until the server's SETTINGS are in, which the dial
+//! waits for), and is let go after `idle_timeout` without one. One whose request goes unanswered is
 //! retired ([`StreamGuard::retire`]): a silent peer is not shared further.
 
 use std::future::Future;
@@ -39,6 +39,13 @@ use crate::upstream::io::{Kill, MaybeTls, Settling, UpstreamIo};
 /// the pool opens another, unless the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
 /// is lower.
 pub const H2_MAX_STREAMS: usize = 100;
+
+/// What hyper reports as the server's stream limit until the server's first
+/// SETTINGS are in: a value no server can set (the setting is 32 bits; h2
+/// takes one that omits it as `usize::MAX`), so that any other, zero too,
+/// is the server's. On a 32-bit target a server setting exactly
+/// `u32::MAX - 1` would read as not in yet (its dial times out).
+const SETTINGS_NOT_IN: usize = usize::MAX - 1;
 
 /// Why no upstream connection could be had: the 502/504's cause.
 #[derive(Debug, thiserror::Error)]
@@ -302,7 +309,7 @@ struct H2Shared {
     /// Requests in flight on it (until their response bodies end).
     streams: AtomicUsize,
     /// How many it may carry: [`H2_MAX_STREAMS`], or fewer if the server
-    /// says so. hyper would queue the rest on this connection, one behind
+    /// says so (none while it allows none). hyper would queue the rest on this connection, one behind
     /// the other, where another connection serves them at once. One (the
     /// request that opened it) until the server's SETTINGS are in.
     max_streams: AtomicUsize,
@@ -351,14 +358,18 @@ impl H2 {
             .initial_connection_window_size(stream_window * H2_MAX_STREAMS as u32)
             // No stream until the server's SETTINGS say how many it takes
             // (RFC 9113 §5.1.2: its limit holds from its first frame, a
-            // round trip after ours). With hyper's default of 100, every
-            // request shared onto a new connection was sent at once, and a
-            // server allowing fewer refused the rest (`REFUSED_STREAM`): a
-            // `502` for each whose body could not be sent twice (gRPC
-            // calls). A count above zero is then the server's, which is
-            // how the watcher below knows they are in; the price is that
-            // round trip, once per new connection.
-            .initial_max_send_streams(0)
+            // round trip after ours): the dial waits for them before it
+            // sends its request, and other requests wait for the dial. With
+            // hyper's default of 100, every request shared onto a new
+            // connection was sent at once, and a server allowing fewer
+            // refused the rest (`REFUSED_STREAM`): a `502` for each whose
+            // body could not be sent twice (gRPC calls). Any count but this
+            // one is then the server's, which is how the watcher below knows
+            // they are in (a zero too: it used to be the initial count, so a
+            // server allowing no stream was never settled, and its dial
+            // ended as `connect_timeout`); the price is that round trip,
+            // once per new connection.
+            .initial_max_send_streams(SETTINGS_NOT_IN)
             // No cap on the streams h2 resets itself for what the server
             // sent (a head over the limit above, DATA not matching
             // content-length): each is that one request's 502. hyper's
@@ -402,10 +413,9 @@ impl H2 {
             let ended = std::future::poll_fn(|cx| {
                 // Only this task settles it, so this holds for the whole poll.
                 let settled = watch.settling.is_settled();
-                if !settled {
-                    // Before polling: a read or write from now on wakes us.
-                    watch.settling.register(cx);
-                }
+                // Before polling: until settled a read or write from now on
+                // wakes us, and after it each SETTINGS frame h2 has applied.
+                watch.settling.register(cx);
                 let polled = crate::upstream::pipe::scope(|| conn.as_mut().poll(cx));
                 if let Some((every, next)) = &mut nudges {
                     let streams = watch.streams.load(Ordering::Acquire);
@@ -421,16 +431,24 @@ impl H2 {
                 }
                 // The server's SETTINGS_MAX_CONCURRENT_STREAMS, which it may
                 // change at any time; read each time a request is handed
-                // over, and at each read and write until its first SETTINGS.
+                // over, at each read and write until its first SETTINGS, and
+                // after each later SETTINGS frame.
                 let now = conn.current_max_send_streams();
-                if !settled && now == 0 {
-                    // Not in yet (or a server allowing none so far).
+                if !settled && now == SETTINGS_NOT_IN {
                     return polled;
                 }
-                // A zero later (no new stream for now) is taken as one: hyper
-                // queues behind it rather than the pool dialling without end.
-                let max = now.clamp(1, H2_MAX_STREAMS);
+                // Zero (RFC 9113 §6.5.2: for short durations, a server
+                // draining, say) is a limit reached like any other, not a
+                // special case: the pool hands it no new request, and dials
+                // another connection if it may. It used to be taken as one,
+                // so the next request was handed to hyper, which held it
+                // unsent until the server allowed a stream again, and it
+                // waited out `request_timeout`.
+                let max = now.min(H2_MAX_STREAMS);
                 let before = watch.max_streams.swap(max, Ordering::AcqRel);
+                if max == 0 && before != 0 {
+                    tracing::debug!("upstream h2 connection takes no new stream: the server's SETTINGS_MAX_CONCURRENT_STREAMS is 0");
+                }
                 let newly = !settled;
                 if newly {
                     // After the limit: a request that sees it settled must
@@ -498,6 +516,25 @@ impl H2 {
         self.shared.streams.load(Ordering::Acquire) == 0
             && clock().saturating_sub(self.shared.idle_since.load(Ordering::Acquire))
                 >= timeout.as_nanos() as u64
+    }
+
+    /// The stream of the request that dialled it, its SETTINGS in. A
+    /// server that allows none fails the dial (`connect_error`), and the
+    /// connection is closed: nothing can be sent on it, and the requests
+    /// waiting for the dial would wait out `connect_timeout` for a stream
+    /// the server may never allow (RFC 9113 §6.5.2: a server that does not
+    /// wish to accept requests should close the connection instead).
+    pub fn first_stream(&self) -> Result<StreamGuard, DialError> {
+        if let Some(guard) = self.try_stream() {
+            return Ok(guard);
+        }
+        if self.shared.max_streams.load(Ordering::Acquire) > 0 {
+            return Err(DialError::Refused);
+        }
+        self.shared.kill.kill();
+        Err(DialError::Io(std::io::Error::other(
+            "the server's HTTP/2 SETTINGS allow no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)",
+        )))
     }
 
     /// Take a stream if it has room; the guard gives it back.

@@ -252,7 +252,7 @@ impl Endpoint {
             // Shared (and used) once the server's SETTINGS say how many
             // streams it takes; until then others wait for this dial.
             c.settings_within(deadline).await?;
-            let guard = c.try_stream().ok_or(DialError::Refused)?;
+            let guard = c.first_stream()?;
             if !own {
                 self.pool.add_h2(c.clone());
             }

@@ -1,4 +1,8 @@
 //! The bytes of one upstream connection: plain or TLS, its server slot, and a switch that closes it from outside its task (and tells what its TLS failed on).
+//!
+//! On an HTTP/2 connection they also tell the task watching it when the
+//! server's SETTINGS are in, and when a later SETTINGS frame has been
+//! applied ([`Settling`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,19 +83,135 @@ impl AsyncWrite for MaybeTls {
 /// (`max_connections_per_server`), freed when the connection closes —
 /// also when it ends as an upgraded tunnel.
 pub struct UpstreamIo {
-    io: TokioIo<MaybeTls>,
+    io: TokioIo<Framed>,
     _slot: Option<OwnedSemaphorePermit>,
     /// Set for an HTTP/2 connection, whose I/O hyper drives in a task of
     /// its own that hotproxy cannot reach otherwise.
     kill: Option<Arc<Kill>>,
-    /// Set for an HTTP/2 connection until its server's SETTINGS are in.
+    /// Set for an HTTP/2 connection: wakes its watcher at each read and
+    /// write until the server's SETTINGS are in.
     settling: Option<Arc<Settling>>,
+}
+
+/// The stream and, on an HTTP/2 connection, where the server's SETTINGS
+/// frames end in what is read from it ([`SettingsFrames`]).
+struct Framed {
+    io: MaybeTls,
+    frames: Option<SettingsFrames>,
+}
+
+impl AsyncRead for Framed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let Some(frames) = &mut this.frames else {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        };
+        frames.reading();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            frames.read(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Framed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Follows the frames an HTTP/2 server sends (nine bytes of header, then
+/// the payload whose length it gives) to tell the connection's watcher when
+/// h2 has applied a SETTINGS frame after the first: a server may lower its
+/// stream limit at any time, to zero too, and the watcher otherwise looks
+/// only when a request is handed over, which is too late for that request
+/// (hyper holds it unsent until the server allows a stream again). h2
+/// acknowledges and applies a SETTINGS frame before it decodes the next
+/// frame, so its first read after the one that completed that frame comes
+/// after it was applied: that read wakes the watcher.
+#[derive(Default)]
+struct SettingsFrames {
+    settling: Arc<Settling>,
+    /// The frame header being read, and how much of it is in.
+    head: [u8; 9],
+    have: usize,
+    /// The current frame's payload bytes still to come.
+    left: usize,
+    /// The current frame is a SETTINGS frame (not an acknowledgement).
+    settings: bool,
+    /// A SETTINGS frame was read whole: wake the watcher at the next read.
+    applied: bool,
+}
+
+impl SettingsFrames {
+    /// h2 reads on: any SETTINGS frame read whole before is applied.
+    fn reading(&mut self) {
+        if std::mem::take(&mut self.applied) {
+            self.settling.applied();
+        }
+    }
+
+    /// The next `bytes` the server sent.
+    fn read(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                self.left -= n;
+                bytes = &bytes[n..];
+            } else {
+                let n = (self.head.len() - self.have).min(bytes.len());
+                self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &bytes[n..];
+                if self.have < self.head.len() {
+                    return;
+                }
+                self.have = 0;
+                let [l0, l1, l2, kind, flags, ..] = self.head;
+                self.left = u32::from_be_bytes([0, l0, l1, l2]) as usize;
+                self.settings = kind == 4 && flags & 1 == 0;
+            }
+            if self.left == 0 && std::mem::take(&mut self.settings) {
+                self.applied = true;
+            }
+        }
+    }
 }
 
 impl UpstreamIo {
     pub fn new(io: MaybeTls, slot: Option<OwnedSemaphorePermit>) -> UpstreamIo {
         UpstreamIo {
-            io: TokioIo::new(io),
+            io: TokioIo::new(Framed { io, frames: None }),
             _slot: slot,
             kill: None,
             settling: None,
@@ -99,9 +219,15 @@ impl UpstreamIo {
     }
 
     /// From now on each read and write wakes whoever waits on the
-    /// returned [`Settling`], until it is settled.
+    /// returned [`Settling`], until it is settled; and after that, each
+    /// read that follows a SETTINGS frame.
     pub fn settling(&mut self) -> Arc<Settling> {
-        self.settling.get_or_insert_with(Arc::default).clone()
+        let settling = self.settling.get_or_insert_with(Arc::default).clone();
+        self.io.inner_mut().frames = Some(SettingsFrames {
+            settling: settling.clone(),
+            ..SettingsFrames::default()
+        });
+        settling
     }
 
     /// From now on the connection can be closed with `kill`.
@@ -149,7 +275,7 @@ impl UpstreamIo {
         let Some(kill) = &self.kill else {
             return;
         };
-        let MaybeTls::Tls(tls) = self.io.inner_mut() else {
+        let MaybeTls::Tls(tls) = &mut self.io.inner_mut().io else {
             return;
         };
         // Killed: our own close, nothing to learn.
@@ -231,10 +357,12 @@ impl Kill {
 }
 
 /// Wakes the task watching a new HTTP/2 connection at each of its reads and
-/// writes until the server's SETTINGS are in. hyper reads them in a task of
-/// its own and tells nobody; the watcher asks after each. Writes count too:
-/// h2 applies the SETTINGS after the read that brought them, before the
-/// write of their acknowledgement, so a look after that write sees them.
+/// writes until the server's SETTINGS are in, and after that once h2 has
+/// applied each later SETTINGS frame ([`SettingsFrames`]). hyper reads them
+/// in a task of its own and tells nobody; the watcher asks after each.
+/// Writes count too: h2 applies the SETTINGS after the read that brought
+/// them, before the write of their acknowledgement, so a look after that
+/// write sees them.
 ///
 /// Its flag is the only record of whether the SETTINGS are in: the I/O
 /// reads it (in hyper's task) to stop the wake-ups, the watcher to know
@@ -252,12 +380,19 @@ pub struct Settling {
 }
 
 impl Settling {
-    /// Wake the task polling with `cx` at the next read or write.
+    /// Wake the task polling with `cx` at the next read or write (until
+    /// settled), or SETTINGS frame applied.
     pub fn register(&self, cx: &Context<'_>) {
         self.waker.register(cx.waker());
     }
 
-    /// The SETTINGS are in: no more wake-ups. Release: whoever sees it
+    /// h2 has applied a SETTINGS frame: the watcher looks at it.
+    fn applied(&self) {
+        self.waker.wake();
+    }
+
+    /// The SETTINGS are in: no more wake-ups at each read and write (only
+    /// after each later SETTINGS frame). Release: whoever sees it
     /// settled sees what the watcher stored before (the stream limit).
     pub fn settle(&self) {
         self.settled.store(true, Ordering::Release);
@@ -338,5 +473,50 @@ impl hyper::rt::Write for UpstreamIo {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_shutdown(cx);
         this.guard(cx, polled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame header: payload length, type, flags, stream 0.
+    fn head(len: u32, kind: u8, flags: u8) -> Vec<u8> {
+        let l = len.to_be_bytes();
+        vec![l[1], l[2], l[3], kind, flags, 0, 0, 0, 0]
+    }
+
+    /// However the reads split the server's frames, a SETTINGS frame is
+    /// found once read whole, not before; an acknowledgement is not one,
+    /// nor a payload that looks like one.
+    #[test]
+    fn a_settings_frame_is_found_whole_however_reads_split_it() {
+        // DATA whose payload is a SETTINGS header, a SETTINGS ACK, then a
+        // SETTINGS frame with one setting (MAX_CONCURRENT_STREAMS = 0).
+        let mut bytes = head(9, 0, 0);
+        bytes.extend(head(6, 4, 0));
+        bytes.extend(head(0, 4, 1));
+        bytes.extend(head(6, 4, 0));
+        bytes.extend([0, 3, 0, 0, 0, 0]);
+        let whole = bytes.len();
+        // And an empty SETTINGS frame, found at its header's last byte.
+        bytes.extend(head(0, 4, 0));
+        for size in 1..=bytes.len() {
+            let mut frames = SettingsFrames::default();
+            let mut found = Vec::new();
+            for (i, chunk) in bytes.chunks(size).enumerate() {
+                frames.read(chunk);
+                if std::mem::take(&mut frames.applied) {
+                    found.push(((i + 1) * size).min(bytes.len()));
+                }
+            }
+            let at = |end: usize| end.div_ceil(size) * size;
+            let want: Vec<usize> = if at(whole) >= bytes.len() {
+                vec![bytes.len()]
+            } else {
+                vec![at(whole), bytes.len()]
+            };
+            assert_eq!(found, want, "reads of {size} bytes");
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::common::*;
 use crate::support::*;
 
 /// One HTTP/2 frame: length, type, flags, stream id, payload.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = (payload.len() as u32).to_be_bytes();
     let mut f = vec![len[1], len[2], len[3], kind, flags];
     f.extend_from_slice(&stream.to_be_bytes());
@@ -28,7 +28,9 @@ fn goaway(last: u32) -> Vec<u8> {
 
 /// The next frame's type, flags and stream id (its payload read and let
 /// go); `None` when the connection ends.
-async fn next_frame<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<(u8, u8, u32)> {
+pub(crate) async fn next_frame<S: tokio::io::AsyncRead + Unpin>(
+    io: &mut S,
+) -> Option<(u8, u8, u32)> {
     let mut head = [0u8; 9];
     io.read_exact(&mut head).await.ok()?;
     let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
@@ -39,14 +41,14 @@ async fn next_frame<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<(u8, 
 }
 
 /// A connection to a raw HTTP/2 backend, past its preface.
-type H2Conn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+pub(crate) type H2Conn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 /// A raw HTTP/2 backend serving `pair` (ALPN `h2`): each connection it
 /// accepts is numbered (from 0) and, once its TLS handshake is done and
 /// the client's connection preface read, sent `settings` (the server's
 /// first SETTINGS frame) and handed with its number to `serve`, on a task
 /// of its own. Returns its address and its accepted connections.
-async fn raw_h2<F, Fut>(
+pub(crate) async fn raw_h2<F, Fut>(
     pair: &TestPair,
     settings: Vec<u8>,
     serve: F,
@@ -293,124 +295,4 @@ async fn a_new_h2_connection_closed_on_a_request_is_not_retried_on_its_endpoint(
         1,
         "the request reached the backend again"
     );
-}
-
-/// SETTINGS with SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = `max`.
-fn max_streams(max: u32) -> Vec<u8> {
-    let mut payload = vec![0, 3];
-    payload.extend_from_slice(&max.to_be_bytes());
-    h2_frame(4, 0, 0, &payload)
-}
-
-/// What [`goaway_while_opening`]'s first connection went through, for the
-/// test to wait on and steer.
-#[derive(Default)]
-struct Opening {
-    /// The client applied `SETTINGS_MAX_CONCURRENT_STREAMS = 0`.
-    closed: tokio::sync::Notify,
-    /// Let it open the stream, and say `GOAWAY` with it.
-    go: tokio::sync::Notify,
-    /// Requests' HEADERS read on that connection.
-    requests: AtomicUsize,
-}
-
-/// A raw HTTP/2 backend that says `GOAWAY(NO_ERROR)` while a request waits
-/// for its stream to open. Each connection allows one stream and answers
-/// each request `200`, body `connection N`; the first, after its first
-/// answer, allows none (`SETTINGS_MAX_CONCURRENT_STREAMS = 0`: the client
-/// keeps the next request's stream waiting) and, told to go, allows one
-/// again with `GOAWAY` (last stream id 3, that next request's) in the same
-/// write: the client reads both before it writes, then opens the stream
-/// (writes its HEADERS) on a connection going away. Returns its address,
-/// its accepted connections and the first's [`Opening`].
-async fn goaway_while_opening(pair: &TestPair) -> (SocketAddr, Arc<AtomicUsize>, Arc<Opening>) {
-    let opening = Arc::new(Opening::default());
-    let first = opening.clone();
-    let (addr, accepted) = raw_h2(pair, max_streams(1), move |mut tls, n| {
-        let first = first.clone();
-        async move {
-            // Acknowledgements of our SETTINGS: the second is of the
-            // one allowing no stream.
-            let mut acks = 0;
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                match kind {
-                    4 if flags & 1 == 0 => {
-                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                    }
-                    4 => {
-                        acks += 1;
-                        if n == 0 && acks == 2 {
-                            first.closed.notify_one();
-                            first.go.notified().await;
-                            let out = [max_streams(1), goaway(3)].concat();
-                            let _ = tls.write_all(&out).await;
-                        }
-                    }
-                    // A request: `:status: 200` (HPACK static index 8)
-                    // and a body naming the connection; on the first
-                    // connection, only the first is answered.
-                    1 => {
-                        if n == 0 && first.requests.fetch_add(1, Ordering::SeqCst) > 0 {
-                            continue;
-                        }
-                        let body = format!("connection {n}");
-                        let mut out = [
-                            h2_frame(1, 4, stream, &[0x88]),
-                            h2_frame(0, 1, stream, body.as_bytes()),
-                        ]
-                        .concat();
-                        if n == 0 {
-                            out.extend(max_streams(0));
-                        }
-                        let _ = tls.write_all(&out).await;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    })
-    .await;
-    (addr, accepted, opening)
-}
-
-/// hyper's HTTP/2 client holds a request whose stream waits to open (the
-/// server's stream limit reached) and, when a `GOAWAY` is read before it
-/// looks again, drops it with the connection's dispatch task: "dispatch
-/// task is gone", neither a refusal nor a closed connection. An idempotent
-/// request so dropped (its HEADERS perhaps sent) goes again like one whose
-/// connection closed before the response: here on a new connection, the
-/// one it was on being shared. It was a `502` when an HTTP/2 upstream shut
-/// a busy connection down gracefully.
-#[tokio::test]
-async fn a_request_dropped_by_an_h2_connection_going_away_while_opening_is_sent_again() {
-    let w = world();
-    let (backend, accepted, opening) = goaway_while_opening(&w.backend_pair).await;
-    let (p, addr) = proxy_for(&w, backend).await;
-    let mut send = h1_sender(&w, addr).await;
-    let (status, got) = exchange(&mut send, h1_request("GET", "/x", "")).await;
-    assert_eq!((status, &got[..]), (200, &b"connection 0"[..]));
-    // The connection now takes no new stream, which the proxy does not
-    // count (a limit of zero is taken as one): the next request is
-    // handed to hyper on it, and waits there for its stream.
-    opening.closed.notified().await;
-    let next = tokio::spawn(async move { exchange(&mut send, h1_request("GET", "/x", "")).await });
-    // Nothing says when hyper has taken the request in (no frame, no log:
-    // its stream waits), so this gives it that long. Were the `GOAWAY`
-    // read first, the request would find the connection closed and take
-    // a new one, a `200` with or without the fix, never a false failure.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    opening.go.notify_one();
-    let (status, got) = next.await.unwrap();
-    let said = p
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("upstream") || l.contains("retry"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert_eq!(
-        (status, String::from_utf8_lossy(&got).as_ref()),
-        (200, "connection 1"),
-        "{said}"
-    );
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

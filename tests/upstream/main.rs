@@ -1,5 +1,6 @@
 //! The upstream pool's failure modes: connections the upstream closes while
-//! pooled, requests lost on a reused connection, dial storms, shared h2.
+//! pooled, requests lost on a reused connection, dial storms, shared h2,
+//! h2 servers that allow no stream.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -14,3 +15,4 @@ mod pool;
 mod reloads;
 mod sharing;
 mod timeouts;
+mod zero_streams;
