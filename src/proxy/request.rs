@@ -277,10 +277,17 @@ fn without_root_dot(authority: &str) -> Option<String> {
 
 /// `host [":" port]` as RFC 3986 §3.2 spells it: an IP literal in
 /// brackets or a reg-name (no userinfo, path or whitespace), then at most
-/// one `:` and a port of digits alone; and no empty label (`a..b`), which
-/// names no host (nginx answers 400 too). An empty value is allowed (RFC
-/// 9112 §3.2: a target without an authority), an empty host with a port
-/// is not.
+/// one `:` and a port of digits alone; and no empty label (`a..b`,
+/// `.a.example`, `.` alone), which names no host (nginx answers 400 too);
+/// one trailing dot is the root's, as in `a.example.`. An empty value is
+/// allowed (RFC 9112 §3.2: a target without an authority), an empty host
+/// with a port is not.
+///
+/// `.public.example` was let through: the per-name entry lookup
+/// ([`crate::tls::per_name::PerName::position_of_host`]) read it as one
+/// label under `*.public.example`, so no 421, while the router's wildcard
+/// wants a non-empty label and sent it to a host-less route, under the
+/// client auth of the public name's entry.
 ///
 /// A reg-name is a host name: letters, digits, `-`, `.` and `_` (RFC
 /// 3986 would allow sub-delimiters and `%` too). `admin.example,` missed
@@ -322,6 +329,7 @@ fn valid_authority(b: &[u8]) -> bool {
         }
     };
     port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
+        && host.first() != Some(&b'.')
         && !host.windows(2).any(|w| w == b"..")
         && host
             .iter()
@@ -373,6 +381,19 @@ mod tests {
         assert_eq!(without_root_dot("."), None);
         assert!(!valid_authority(b"a..test"));
         assert!(!valid_authority(b"a.test..:443"));
+        assert!(!valid_authority(b".a.test"));
+        assert!(!valid_authority(b".a.test.:443"));
+        assert!(!valid_authority(b"."));
+        assert!(!valid_authority(b".:443"));
+        assert!(valid_authority(b"a.test.:443"));
+        assert_eq!(
+            prepared(req(Version::HTTP_11, "/x", &[".a.test"])),
+            Err(Refused::InvalidHost)
+        );
+        assert_eq!(
+            prepared(req(Version::HTTP_2, "https://.a.test/x", &[])),
+            Err(Refused::InvalidHost)
+        );
         assert!(valid_authority(b"[::1]:443"));
         assert_eq!(
             prepared(req(Version::HTTP_11, "http://b.test./x", &["a.test"])),

@@ -205,3 +205,124 @@ async fn reload_between_accept_and_client_hello_is_one_snapshot() {
         ),
     }
 }
+
+/// A `Host` or `:authority` with an empty label (`.public.example`, `.`)
+/// names no host: 400 before routing, on HTTP/1.1 and HTTP/2. The entry
+/// lookup read `.public.example` as one label under `*.public.example`, so
+/// no 421, while the router's wildcard wants a non-empty label and sent
+/// the request to the host-less route: a client without a certificate on
+/// the public name reached the internal upstream, whose entry requires one.
+#[tokio::test]
+async fn a_host_with_an_empty_label_is_refused() {
+    let w = world().await;
+    w.scene
+        .pair("internal", &w.edge_ca.server_pair(&["internal.example"]));
+    w.scene
+        .pair("public", &w.edge_ca.server_pair(&["*.public.example"]));
+    let pub_ca = TestCa::new("public backend CA");
+    write(&w.scene.path("pub-ca.crt"), &pub_ca.cert_pem);
+    let public = Backend::start("pub", &pub_ca.server_pair(&["backend.local"]), None).await;
+    let path = w.scene.config(&format!(
+        r#"
+runtime: {{ worker_threads: 1 }}
+admin: {{ bind: 127.0.0.1:0 }}
+certs:
+  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
+listeners:
+  - name: mixed
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - cert_file: internal.crt
+          key_file: internal.key
+          client_auth: {{ mode: require_and_verify, ca: {{ ref: partners-ca }} }}
+        - cert_file: public.crt
+          key_file: public.key
+          client_auth: {{ mode: none }}
+      client_auth: {{ mode: none }}
+    routes:
+      - {{ host: "*.public.example", upstream: pub }}
+      - {{ upstream: internal }}
+upstreams:
+  - name: internal
+    servers: [https://{internal}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+  - name: pub
+    servers: [https://{public}]
+    tls: {{ ca: {{ ca_file: pub-ca.crt }}, server_name: backend.local }}
+"#,
+        internal = w.backend.addr,
+        public = public.addr,
+    ));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("mixed").await;
+    for h2 in [false, true] {
+        for (host, status, backend) in [
+            ("www.public.example", 200, Some("pub")),
+            ("internal.example", 421, None),
+            (".public.example", 400, None),
+            (".public.example.", 400, None),
+            (".public.example:443", 400, None),
+            (".", 400, None),
+        ] {
+            let (got, body) = exchange(&w, addr, "www.public.example", host, h2).await;
+            let what = format!("h2 {h2}, host {host:?}: {body}");
+            assert_eq!(got, status, "{what}");
+            if let Some(backend) = backend {
+                let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(seen["backend"], backend, "{what}");
+            }
+        }
+    }
+    // The internal upstream was never reached.
+    assert_eq!(
+        w.backend.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+/// `GET /` for `host` (in `Host` on HTTP/1.1, `:authority` on HTTP/2) on a
+/// fresh connection made to `sni` without a client certificate: the
+/// status and the body.
+async fn exchange(
+    w: &World,
+    addr: std::net::SocketAddr,
+    sni: &str,
+    host: &str,
+    h2: bool,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
+    let tls = connect(addr, sni, client_config(&w.edge_ca.cert_pem, None, &[alpn]))
+        .await
+        .unwrap();
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let req = if h2 {
+        http::Request::get(format!("https://{host}/"))
+    } else {
+        http::Request::get("/").header("host", host)
+    }
+    .body(http_body_util::Empty::<bytes::Bytes>::new())
+    .unwrap();
+    let resp = within_deadline(format!("GET / for {host:?}"), async {
+        if h2 {
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        }
+    })
+    .await;
+    let status = resp.status().as_u16();
+    let body = within_deadline("the body", resp.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
