@@ -398,7 +398,7 @@ impl Upstream {
             };
             tried.push(i);
             // None when the endpoints in service are all tried: a retry
-            // never goes to one out of service while another is in.
+            // never goes to one out of service, but in panic mode.
             let Some(next) = members.pick(&tried) else {
                 return Err(failure);
             };

@@ -1,8 +1,10 @@
 //! Choosing an endpoint per request: round robin, or least request by the power of two choices.
 //!
-//! Only endpoints in service are candidates, for a retry too; when every
-//! endpoint is out (ejected or unhealthy) all of them are (panic mode, as
-//! Envoy: better a request to a doubtful endpoint than none). Least request compares the requests in flight of
+//! Only endpoints in service are candidates, for a retry too; when fewer
+//! than half are in service (the others ejected or unhealthy) all of them
+//! are (panic mode, as Envoy's at its default `healthy_panic_threshold`,
+//! 50 %: rather than pile the load of all on the few left, spread it over
+//! doubtful endpoints). Least request compares the requests in flight of
 //! two random candidates and takes the less busy (Mitzenmacher's "power of
 //! two choices": nearly the spread of scanning all, without a herd on the
 //! one that looked idlest). Round robin gives retries a rotation of their
@@ -73,15 +75,23 @@ impl OutOfService {
     }
 }
 
+/// Panic mode: fewer than half of the `n` endpoints in service (Envoy's
+/// `healthy_panic_threshold` at its default, 50 %); so with none in service
+/// too, and never with one of two.
+fn panic(n: usize, out: &OutOfService) -> bool {
+    let in_service = (0..n).filter(|&i| !out.contains(i)).count();
+    in_service * 2 < n
+}
+
 impl Picker {
     /// The index of the endpoint for the next request among `n`, never one
     /// in `tried` (a retry goes elsewhere). Only endpoints in service (not
-    /// `ejected`, which covers active checks too) are candidates; when none
-    /// of the `n` is in service, every untried one is (panic mode). So a
-    /// retry never goes to an endpoint out of service while one is in
-    /// service: `None` when those are all tried (nginx's "no live
-    /// upstreams"), or when `n == 0`. `in_flight(i)` is endpoint `i`'s
-    /// requests in flight.
+    /// `ejected`, which covers active checks too) are candidates; when
+    /// fewer than half of the `n` are in service, every untried one is
+    /// (panic mode, see `panic`). Otherwise a retry never goes to an endpoint
+    /// out of service: `None` when those in service are all tried (nginx's
+    /// "no live upstreams"), or when `n == 0`. `in_flight(i)` is endpoint
+    /// `i`'s requests in flight.
     pub fn pick(
         &self,
         balance: Balance,
@@ -95,7 +105,7 @@ impl Picker {
         let out = OutOfService::read(n, ejected);
         let fresh = |i: usize| !tried.contains(&i);
         let in_service = |i: usize| fresh(i) && !out.contains(i);
-        let panic = (0..n).all(|i| out.contains(i));
+        let panic = panic(n, &out);
         let eligible: &dyn Fn(usize) -> bool = if panic { &fresh } else { &in_service };
         let count = (0..n).filter(|&i| eligible(i)).count();
         let nth = |k: usize| (0..n).filter(|&i| eligible(i)).nth(k);
@@ -132,7 +142,7 @@ impl Picker {
     ) -> bool {
         let out = OutOfService::read(n, ejected);
         let fresh = |i: usize| i != current && !tried.contains(&i);
-        let panic = (0..n).all(|i| out.contains(i));
+        let panic = panic(n, &out);
         (0..n).any(|i| fresh(i) && (panic || !out.contains(i)))
     }
 }
@@ -206,15 +216,41 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_never_goes_to_an_endpoint_out_of_service_while_one_is_in() {
+    fn a_retry_never_goes_to_an_endpoint_out_of_service_while_half_are_in() {
         let p = Picker::default();
         for balance in [Balance::RoundRobin, Balance::LeastRequest] {
-            // 0 is in service and failed; 1 and 2 are out: no retry.
-            assert_eq!(p.pick(balance, 3, |i| i > 0, &[0], |_| 0), None);
-            // 1 is in service and untried: the retry goes there.
+            // 0 is in service and failed; 1 is out: no retry.
+            assert_eq!(p.pick(balance, 2, |i| i > 0, &[0], |_| 0), None);
+            // Of four, 0 and 1 in service, 0 failed: the retry goes to 1,
+            // and nowhere once 1 failed too.
             for _ in 0..20 {
-                assert_eq!(p.pick(balance, 3, |i| i == 2, &[0], |_| 0), Some(1));
+                assert_eq!(p.pick(balance, 4, |i| i > 1, &[0], |_| 0), Some(1));
+                assert!(!p.another(4, |i| i > 1, &[0], 1));
             }
+            assert_eq!(p.pick(balance, 4, |i| i > 1, &[0, 1], |_| 0), None);
+        }
+    }
+
+    #[test]
+    fn below_half_in_service_every_endpoint_is_a_candidate() {
+        // One of three, one of four in service: panic mode, all serve in
+        // turn. (Two of four, one of two: not yet, see above.)
+        for n in [3, 4] {
+            let p = Picker::default();
+            let mut counts = vec![0usize; n];
+            for _ in 0..12 * n {
+                counts[p
+                    .pick(Balance::RoundRobin, n, |i| i > 0, &[], |_| 0)
+                    .unwrap()] += 1;
+            }
+            assert_eq!(counts, vec![12; n], "one in service of {n}");
+            // A retry goes to one it has not tried, out of service or not.
+            assert_eq!(
+                p.pick(Balance::RoundRobin, n, |i| i > 0, &[0, 1], |_| 0)
+                    .map(|i| i > 1),
+                Some(true)
+            );
+            assert!(p.another(n, |i| i > 0, &[0], 1));
         }
     }
 

@@ -6,8 +6,9 @@
 //! detection: `base_ejection_time` times the ejection count). A request it
 //! serves well after coming back resets the count of failures; the back-off
 //! decays once it has stayed in for as long as its last ejection lasted.
-//! Whether an endpoint may be ejected at all (never the last healthy one)
-//! is the caller's decision: it knows the other endpoints.
+//! Whether an endpoint may be ejected at all (never the last one in
+//! service, nor one past half of them ejected) is the caller's decision: it
+//! knows the other endpoints.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};

@@ -3,9 +3,11 @@
 //! Requests are balanced per request ([`crate::upstream::balance`]), never
 //! per connection, so every endpoint gets its share whatever the pools
 //! hold. Passive health ([`crate::upstream::health`]) ejects an endpoint
-//! after consecutive failures, but never the last one in service (panic
-//! mode: with all of them out, all of them serve). An ejected endpoint
-//! receives no request until its ejection ends.
+//! after consecutive failures, but never the last one in service, nor more
+//! than half of them (Envoy's `max_ejection_percent` at 50): with fewer
+//! than half in service, all of them serve (panic mode, see
+//! [`crate::upstream::balance`]). An ejected endpoint receives no request
+//! until its ejection ends, unless in panic mode.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -279,7 +281,11 @@ impl Members {
     }
 
     /// A connect error, reset, or 502/503/504 from the server: may eject
-    /// the member, never the last one in service.
+    /// the member, never the last one in service, nor one past half of
+    /// them ejected (Envoy's `max_ejection_percent`, here 50: with every
+    /// endpoint failing at once, a shared database down, each used to be
+    /// ejected in turn until the last took all the traffic). Passive
+    /// health alone so never brings an upstream below its panic threshold.
     pub fn failure(&self, i: usize, cause: &str) {
         let now = Instant::now();
         let m = &self.members[i];
@@ -293,14 +299,19 @@ impl Members {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let in_service = ejecting.as_deref().unwrap_or(&self.members);
-        let others_in = in_service
-            .iter()
-            .filter(|o| {
-                !Arc::ptr_eq(o, m) && !o.health.ejected(now) && !o.unhealthy.load(Ordering::Relaxed)
-            })
+        let others = || in_service.iter().filter(|o| !Arc::ptr_eq(o, m));
+        let others_in = others()
+            .filter(|o| !o.health.ejected(now) && !o.unhealthy.load(Ordering::Relaxed))
             .count();
         if others_in == 0 {
             warn!(upstream = %self.upstream, endpoint = %m.label, cause, "upstream endpoint failing, but it is the last one in service: not ejected");
+            return;
+        }
+        // Counted as Envoy does: ejections only (not active checks' verdicts),
+        // this one included, against every endpoint.
+        let ejected = others().filter(|o| o.health.ejected(now)).count() + 1;
+        if ejected * 2 > in_service.len() {
+            warn!(upstream = %self.upstream, endpoint = %m.label, cause, "upstream endpoint failing, but half the endpoints are ejected already: not ejected");
             return;
         }
         let d = m.health.eject(now, &self.passive);
@@ -407,6 +418,42 @@ mod tests {
             "the gauge after A's ejection through the older set"
         );
         current.forget_gauge();
+    }
+
+    /// Every endpoint failing (a database they share is down): passive
+    /// health ejects half of them at most, the last one never. Each used to
+    /// be ejected in turn until one was left, taking all the traffic.
+    #[test]
+    fn passive_health_ejects_at_most_half() {
+        let passive = PassiveHealth {
+            consecutive_failures: 1,
+            eject_for: std::time::Duration::from_secs(60),
+        };
+        for (n, most) in [(1, 0), (2, 1), (3, 1), (4, 2), (5, 2)] {
+            let members = Members::new(
+                "at-most-half".into(),
+                Arc::default(),
+                (0..n)
+                    .map(|port| Member::new(Arc::new(endpoint(port + 1, false, 1))))
+                    .collect(),
+                Balance::default(),
+                passive,
+            );
+            members.publish();
+            for round in 0..3 {
+                for i in 0..n as usize {
+                    members.failure(i, "test");
+                }
+                let now = Instant::now();
+                let out = members
+                    .members
+                    .iter()
+                    .filter(|m| m.health.ejected(now))
+                    .count();
+                assert_eq!(out, most, "{n} endpoints, round {round}");
+            }
+            members.forget_gauge();
+        }
     }
 
     /// Two endpoints, each failing on a worker of its own at the same

@@ -1,7 +1,7 @@
 //! Issue 16, endpoints: per-request balancing (round robin, least request) over pods on
 //! 127.0.0.1/.2/.3, passive health (a killed pod ejected, no client request failing thanks to
-//! retries, re-admitted once back), an HTTP/2 pod refusing streams (sent elsewhere), and their
-//! metrics.
+//! retries, re-admitted once back; at most half ejected, panic mode below half in service), an
+//! HTTP/2 pod refusing streams (sent elsewhere), and their metrics.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -11,6 +11,7 @@ mod common;
 // The tests, by theme.
 mod health;
 mod names;
+mod panic;
 mod refusing;
 mod retries;
 mod series;

@@ -195,7 +195,8 @@ async fn refused_streams_are_sent_to_another_endpoint() {
 }
 
 /// SPEC: an endpoint out of service receives no request, and panic mode
-/// is for when none is in service. So when the one endpoint in service
+/// is for when fewer than half are in service (one of two is half). So
+/// when the one endpoint in service
 /// fails, the request is not retried on the one out of service (nginx's
 /// "no live upstreams"): the client gets the failure, and the unhealthy
 /// pod sees nothing but its check.

@@ -40,6 +40,9 @@ pub struct Backend {
     /// While true, every request is held as `/hang` is (counted, never
     /// answered): a backend that completes TLS and then answers nothing.
     pub hang_all: Arc<std::sync::atomic::AtomicBool>,
+    /// While not 0, the status of every answer (its body as usual, naming
+    /// the backend): a pod whose shared database is down answers `503`.
+    pub answer_status: Arc<std::sync::atomic::AtomicU16>,
 }
 
 /// A connection that can fall silent: then it reads, writes and flushes
@@ -274,6 +277,8 @@ impl Backend {
         let (hold_handshakes, held) = tokio::sync::watch::channel(false);
         let hang_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conn_hang_all = hang_all.clone();
+        let answer_status = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let conn_answer_status = answer_status.clone();
         let conn_burst = Arc::new(Burst::new());
         let accept = tokio::spawn(async move {
             loop {
@@ -289,6 +294,7 @@ impl Backend {
                 let bulk_count = bulk_count.clone();
                 let burst = conn_burst.clone();
                 let hang_all = conn_hang_all.clone();
+                let answer_status = conn_answer_status.clone();
                 let mut held = held.clone();
                 let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 conn_silences.lock().unwrap().push(silent.clone());
@@ -320,6 +326,7 @@ impl Backend {
                             let silent = silent.clone();
                             let burst = burst.clone();
                             let hang_all = hang_all.clone();
+                            let answer_status = answer_status.clone();
                             async move {
                                 // `/hang` (any request, while `hang_all`):
                                 // counted with `/slow` while being answered,
@@ -515,6 +522,12 @@ impl Backend {
                                     resp.headers_mut()
                                         .append("x-many", http::HeaderValue::from(i));
                                 }
+                                let status =
+                                    answer_status.load(std::sync::atomic::Ordering::SeqCst);
+                                if status != 0 {
+                                    *resp.status_mut() =
+                                        http::StatusCode::from_u16(status).unwrap();
+                                }
                                 Ok::<_, std::convert::Infallible>(resp)
                             }
                         },
@@ -547,6 +560,7 @@ impl Backend {
             bulk_sent,
             hold_handshakes,
             hang_all,
+            answer_status,
         }
     }
 }
