@@ -136,6 +136,18 @@ pub async fn client_before_tls(
                 }
                 return None;
             }
+            // Only the start of a signature, then a FIN: a client gone
+            // before its handshake, as one that closes before a byte
+            // (SPEC §5 `client_closed`: counted, no line) or, on the
+            // redirect listener, one that sent no request (neither counted
+            // nor logged). It was held until header_read_timeout.
+            Err(proxy_protocol::Refused::Gone) => {
+                if front.redirect_https.is_none() {
+                    metrics::handshake(&live.name, "client_closed");
+                }
+                debug!(listener = %live.name, peer = %peer, "connection closed after only the start of a PROXY signature");
+                return None;
+            }
             Err(refused) => return refused_before_tls(live, peer, &refused),
         }
     }

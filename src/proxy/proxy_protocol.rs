@@ -18,11 +18,12 @@
 //!
 //! The whole read is bounded by the listener's `header_read_timeout`.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
 
 use ipnet::IpNet;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -53,6 +54,12 @@ pub enum Refused {
     /// check, counted as [`Refused::Closed`] but logged as no refusal.
     #[error("connection closed before sending a byte")]
     Hangup,
+    /// A peer outside `from` closed after only the start of a signature
+    /// (`PRO`, `\r\n`): a client gone before its handshake, counted as
+    /// `client_closed` with no access-log line, as one that closes before
+    /// a byte (SPEC §7).
+    #[error("connection closed after only the start of a PROXY signature")]
+    Gone,
     #[error("reading the PROXY protocol header failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -66,13 +73,15 @@ impl Refused {
             Refused::Malformed(_) => "proxy_protocol_malformed",
             Refused::Timeout => "proxy_protocol_timeout",
             Refused::Closed | Refused::Hangup | Refused::Io(_) => "proxy_protocol_closed",
+            // Not a PROXY failure: the peer was never asked for a header.
+            Refused::Gone => "client_closed",
         }
     }
 
     /// Whether the refusal gets an access-log line: not a health check
     /// that connects and hangs up (SPEC: as `client_closed`).
     pub fn logged(&self) -> bool {
-        !matches!(self, Refused::Hangup)
+        !matches!(self, Refused::Hangup | Refused::Gone)
     }
 }
 
@@ -100,13 +109,28 @@ pub async fn read_header(
 /// a PROXY header (anyone could claim any address), else leave its first
 /// bytes for TLS (or HTTP). Undecided by `deadline`: [`Refused::Timeout`],
 /// which the caller reports as a client that sent nothing, not as a
-/// PROXY failure (the peer was never asked for a header).
+/// PROXY failure (the peer was never asked for a header). Closed after
+/// only the start of a signature: [`Refused::Gone`], a client gone.
 pub async fn refuse_header(stream: &TcpStream, deadline: Instant) -> Result<(), Refused> {
     match tokio::time::timeout_at(deadline, starts_with_header(stream)).await {
-        Ok(true) => Err(Refused::NotAllowed),
-        Ok(false) => Ok(()),
+        Ok(Start::Header) => Err(Refused::NotAllowed),
+        Ok(Start::Other) => Ok(()),
+        Ok(Start::Gone) => Err(Refused::Gone),
         Err(_) => Err(Refused::Timeout),
     }
+}
+
+/// How a peer outside `from` starts.
+#[derive(Debug, PartialEq)]
+enum Start {
+    /// With a PROXY signature.
+    Header,
+    /// With anything else, or nothing (closed or reset before a byte: TLS,
+    /// or HTTP, then finds the connection ended).
+    Other,
+    /// With the start of a signature, then its end of stream: it can send
+    /// nothing more, so nothing will tell.
+    Gone,
 }
 
 /// Whether the first bytes are a PROXY header's, without consuming them.
@@ -114,39 +138,61 @@ pub async fn refuse_header(stream: &TcpStream, deadline: Instant) -> Result<(), 
 /// HTTP listener, so up to `PROXY `); bounded by the caller. A peer that
 /// closes or resets first sends no header: TLS (or HTTP) then finds the
 /// connection ended, as on a listener without PROXY protocol (SPEC §7), a
-/// client gone (`client_closed`), not a PROXY failure.
-async fn starts_with_header(stream: &TcpStream) -> bool {
+/// client gone (`client_closed`), not a PROXY failure. One that closes
+/// after the start of a signature is gone too ([`Start::Gone`]).
+async fn starts_with_header(stream: &TcpStream) -> Start {
     let mut buf = [0u8; 12];
-    let mut pause = Duration::from_millis(5);
     loop {
-        let Ok(n) = stream.peek(&mut buf).await else {
-            return false;
+        // What the socket says of the peer's side is taken before the
+        // peek: a FIN it reports came after every byte the peek sees.
+        let Ok(ready) = stream.ready(Interest::READABLE).await else {
+            return Start::Other;
         };
-        if n == 0 {
-            return false;
+        // A prefix of a signature and nothing more yet: a peek would
+        // return the same bytes at once (the socket stays readable), and
+        // the FIN that follows them never shows in a peek. So the peek
+        // runs in `try_io`: undecided, it clears the readiness it was
+        // given (an event after that, more bytes or the FIN, is kept), and
+        // the next wait is for the peer to send or close. It used to sleep
+        // and peek again until header_read_timeout, even after a FIN.
+        let seen = stream.try_io(Interest::READABLE, || {
+            let mut peeked = ReadBuf::new(&mut buf);
+            let mut cx = Context::from_waker(Waker::noop());
+            match stream.poll_peek(&mut cx, &mut peeked) {
+                Poll::Ready(Ok(_)) => {
+                    decide(peeked.filled()).ok_or(io::ErrorKind::WouldBlock.into())
+                }
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        });
+        match seen {
+            Ok(start) => return start,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if ready.is_read_closed() {
+                    return Start::Gone;
+                }
+            }
+            // Reset: TLS (or HTTP) finds it ended.
+            Err(_) => return Start::Other,
         }
-        let seen = &buf[..n];
-        let sig = match seen[0] {
-            b'\r' => V2_SIGNATURE,
-            b'P' => V1_PREFIX,
-            _ => return false,
-        };
-        let k = n.min(sig.len());
-        if seen[..k] != sig[..k] {
-            return false;
-        }
-        if k == sig.len() {
-            return true;
-        }
-        // A prefix of a signature and nothing more yet: peeking again would
-        // return the same bytes at once (the socket stays readable), so give
-        // the peer a moment, twice as long each time up to 250 ms (bounded
-        // by the caller's deadline; only a stalling client gets here). A
-        // fixed 5 ms was 200 peeks and timer wake-ups a second for each
-        // client that sent `\r` and stopped, for all of header_read_timeout.
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
     }
+}
+
+/// What the bytes `seen` so far say, `None` while they are the start of a
+/// signature.
+fn decide(seen: &[u8]) -> Option<Start> {
+    let sig = match seen.first() {
+        None => return Some(Start::Other),
+        Some(b'\r') => V2_SIGNATURE,
+        Some(b'P') => V1_PREFIX,
+        Some(_) => return Some(Start::Other),
+    };
+    let k = seen.len().min(sig.len());
+    if seen[..k] != sig[..k] {
+        return Some(Start::Other);
+    }
+    (k == sig.len()).then_some(Start::Header)
 }
 
 /// Read a v1 or v2 header, exactly, and return its source address.
@@ -251,6 +297,17 @@ async fn read_upto(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decide_waits_only_on_the_start_of_a_signature() {
+        assert_eq!(decide(b""), Some(Start::Other));
+        assert_eq!(decide(b"PRO"), None);
+        assert_eq!(decide(b"\r\n\r\n"), None);
+        assert_eq!(decide(b"PROXY "), Some(Start::Header));
+        assert_eq!(decide(V2_SIGNATURE), Some(Start::Header));
+        assert_eq!(decide(b"POST"), Some(Start::Other));
+        assert_eq!(decide(b"\x16\x03\x01"), Some(Start::Other));
+    }
 
     #[test]
     fn contains_maps_ipv4_in_ipv6() {

@@ -346,6 +346,67 @@ async fn a_client_outside_from_that_resets_is_client_closed() {
     only_the_marker(&f.log).await;
 }
 
+/// A client outside `from` that sends only the start of a PROXY signature
+/// (`PRO`, `\r\n\r\n`) and then closes (FIN) can send nothing more: it
+/// is closed at once, a client gone before its handshake as one that
+/// closes before a byte (`client_closed`, SPEC §5 and §7: counted, no
+/// access-log line); on the redirect listener, a connection without a
+/// request (neither counted nor logged). The peek for the rest of the
+/// signature kept returning the same bytes and never saw the FIN: the
+/// connection, and its max_connections slot, was held until
+/// header_read_timeout (60 s here, far past [`WAIT`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_outside_from_that_closes_mid_signature_is_client_closed() {
+    let from = "proxy_protocol: { from: [127.0.0.2/32] }";
+    let f = tls_front(from).await;
+    let starts: [&[u8]; 2] = [b"PRO", b"\r\n\r\n"];
+    for (n, start) in (1..).zip(starts) {
+        let mut tcp = tcp_from("127.0.0.1", f.addr).await;
+        tcp.write_all(start).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        closed_by_proxy(tcp, &format!("{start:?} then FIN")).await;
+        wait_metric(f.admin, &handshakes("client_closed", n), WAIT).await;
+    }
+    let metrics = metrics_text(f.admin).await;
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_tls_handshakes_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert_eq!(counted, [handshakes("client_closed", 2)], "{metrics}");
+    let (status, _, body) =
+        get_trusting(tcp_from("127.0.0.1", f.addr).await, &f.ca, "/marker", &[])
+            .await
+            .unwrap();
+    assert_eq!(status, 502, "{body}");
+    only_the_marker(&f.log).await;
+
+    let scene = Scene::new();
+    let (_p, addr, admin, log) = fronted(&scene, &f.ca, REDIRECT, from, "60s").await;
+    for start in starts {
+        let mut tcp = tcp_from("127.0.0.1", addr).await;
+        tcp.write_all(start).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        closed_by_proxy(tcp, &format!("{start:?} then FIN, redirect")).await;
+    }
+    let metrics = metrics_text(admin).await;
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("hotproxy_tls_handshakes_total{"))
+            .all(|l| l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let mut marker = tcp_from("127.0.0.1", addr).await;
+    marker
+        .write_all(b"GET /marker HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut marker).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+    only_the_marker(&log).await;
+}
+
 /// Client ranges written in IPv4-mapped IPv6 form (`::ffff:127.0.0.2`,
 /// `::ffff:127.0.0.0/104`) match IPv4 peers and PROXY sources: the
 /// balancer at 127.0.0.2 is inside `from` and the client its header names
