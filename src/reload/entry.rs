@@ -52,17 +52,6 @@ impl Reloader {
         }))
     }
 
-    /// Whether `id`'s files would load now, without applying them: a
-    /// rotation that applies all of its entries or none checks each first.
-    pub fn loads(&self, id: &str) -> Result<(), String> {
-        if !self.entries.contains_key(id) {
-            return Err(format!("no entry {id:?}"));
-        }
-        self.read_changed(id, true)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    }
-
     /// Re-read one entry's files; swap it in if its content changed and is
     /// valid. Returns the problem when the material is refused (the old
     /// material stays) or `Ok(false)` when nothing changed. `take_files`
@@ -76,9 +65,52 @@ impl Reloader {
         if entry.spec.source.is_inline() {
             return Ok(false);
         }
-        let keeps_api = entry.from_api && !take_files;
         let started = Instant::now();
         let loaded = self.read_changed(id, take_files);
+        self.apply_read(id, take_files, loaded, started)
+    }
+
+    /// Rotate `ids` from their files, all or none (SPEC §4): each entry's
+    /// files are read once. When any does not load, its refusal is
+    /// recorded and nothing is applied; the answer holds those entries
+    /// alone. Else each is applied from the bytes read then, as
+    /// [`Reloader::reload_entry`] with `take_files` applies them: never
+    /// read again, so a file rewritten in between cannot be refused after
+    /// others were applied (the checked files used to be read anew to be
+    /// applied). Unknown and inline entries are skipped; an entry listed
+    /// twice is read once.
+    pub fn rotate(&mut self, ids: &[String]) -> Vec<(String, Result<bool, String>)> {
+        let mut read = Vec::with_capacity(ids.len());
+        for id in ids {
+            let file_backed = self
+                .entries
+                .get(id)
+                .is_some_and(|e| !e.spec.source.is_inline());
+            if file_backed && !read.iter().any(|(seen, _, _)| seen == id) {
+                read.push((id.clone(), Instant::now(), self.read_changed(id, true)));
+            }
+        }
+        if read.iter().any(|(_, _, r)| r.is_err()) {
+            read.retain(|(_, _, r)| r.is_err());
+        }
+        read.into_iter()
+            .map(|(id, started, r)| {
+                let outcome = self.apply_read(&id, true, r, started);
+                (id, outcome)
+            })
+            .collect()
+    }
+
+    /// Apply what [`Reloader::read_changed`] found in `id`'s files, read
+    /// from `started`.
+    fn apply_read(
+        &mut self,
+        id: &str,
+        take_files: bool,
+        loaded: Result<Option<Loaded>, pem::MaterialError>,
+        started: Instant,
+    ) -> Result<bool, String> {
+        let keeps_api = self.entries.get(id).is_some_and(|e| e.from_api) && !take_files;
         match loaded {
             Ok(None) if keeps_api => {
                 debug!(target: LOG, entry = %id, "certificate files re-read: unchanged since the API replaced their material; it stays");

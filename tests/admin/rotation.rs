@@ -1,5 +1,8 @@
 //! Rotation through the API, and a listener rotation with one bad pair that changes nothing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::json;
 
 use crate::common::*;
@@ -68,6 +71,122 @@ listeners:
             "{sni} changed"
         );
     }
+}
+
+/// A listener's rotation applies the very files it checked, read once
+/// (SPEC §4). While `two`'s certificate is swapped over and over between
+/// its own and one its key does not match, `one` gets a new pair before
+/// each rotation: a rotation either applies it (200) or leaves `one` as
+/// it was (422), as a real TLS handshake sees. The files used to be
+/// checked, then read again to be applied: `two` checked good and read
+/// bad the second time left `one`'s new pair served under a 422 that said
+/// the previous material stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_rotation_applies_the_files_it_checked() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (one, two) = (
+        ca.server_pair(&["one.localhost"]),
+        ca.server_pair(&["two.localhost"]),
+    );
+    s.pair("one", &one);
+    s.pair("two", &two);
+    write(&s.path("editor.token"), &format!("{EDITOR}\n"));
+    let cfg = s.config(
+        r#"
+watch: { events: false, poll_interval: 1h }
+admin:
+  bind: 127.0.0.1:0
+  tokens: [{ role: editor, token_file: editor.token }]
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ cert_file: one.crt, key_file: one.key }, { cert_file: two.crt, key_file: two.key }]
+"#,
+    );
+    let mut p = Proxy::start(&cfg);
+    let (addr, api) = (p.listener_addr("public").await, p.admin_addr().await);
+    for n in 0..2 {
+        p.wait_log("the start-up re-read", move |v| {
+            v["message"] == "certificate files re-read: unchanged"
+                && v["entry"] == format!("listeners.public.tls.certs[{n}]")
+        })
+        .await;
+    }
+    // two.crt: its own certificate, then one its key does not match, and
+    // again, until the rotations are done.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (stop, crt) = (stop.clone(), s.path("two.crt"));
+        let stray = ca.server_pair(&["two.localhost"]).cert_pem;
+        let own = two.cert_pem.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                mv_over(&crt, &stray);
+                mv_over(&crt, &own);
+            }
+        })
+    };
+    let renewals = [
+        ca.server_pair(&["one.localhost"]),
+        ca.server_pair(&["one.localhost"]),
+    ];
+    let mut served = one.fingerprint.clone();
+    let (mut applied, mut refused) = (0, 0);
+    for i in 0.. {
+        assert!(
+            i < 2000,
+            "{applied} rotations applied and {refused} refused in {i}: two.crt's swaps should give both"
+        );
+        // One's files change at each rotation.
+        let next = renewals.iter().find(|r| r.fingerprint != served).unwrap();
+        renew(&s, "one", next);
+        let r = admin(
+            api,
+            "POST",
+            "/api/v1/listeners/public/rotate",
+            Some(EDITOR),
+            None,
+            &[],
+        )
+        .await;
+        let now = served_leaf(addr, "one.localhost", &ca.cert_pem)
+            .await
+            .unwrap();
+        match r.status {
+            200 => {
+                assert_eq!(
+                    now, next.fingerprint,
+                    "rotation {i} answered 200: {}",
+                    r.body
+                );
+                applied += 1;
+            }
+            422 => {
+                assert_eq!(
+                    now, served,
+                    "rotation {i} answered 422 but applied one: {}",
+                    r.body
+                );
+                refused += 1;
+            }
+            status => panic!("rotation {i}: {status} {}", r.body),
+        }
+        assert_eq!(
+            served_leaf(addr, "two.localhost", &ca.cert_pem)
+                .await
+                .unwrap(),
+            two.fingerprint,
+            "rotation {i}"
+        );
+        served = now;
+        if applied >= 1 && refused >= 30 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
 }
 
 /// A rotation through the API is what the next TLS client sees; invalid

@@ -215,13 +215,23 @@ pub(super) fn reload_one(r: &mut Reloader, id: &str) -> Reply {
 /// Re-read file-backed `ids`; inline ones are skipped. Always 200 with
 /// what changed and what failed (failures keep their old material).
 pub(super) fn reload_many(r: &mut Reloader, ids: Vec<String>) -> Reply {
-    let mut entries = Vec::new();
-    let mut failed = Vec::new();
+    let mut results = Vec::with_capacity(ids.len());
     for id in ids {
         if r.entry_spec(&id).is_none_or(|(s, _)| s.source.is_inline()) {
             continue;
         }
         let result = r.reload_entry(&id, true);
+        results.push((id, result));
+    }
+    Ok((StatusCode::OK, outcomes(r, results), None))
+}
+
+/// What became of each entry re-read: `entries` (its result and the
+/// fingerprint it serves now) and the ids of the `failed` ones.
+pub(super) fn outcomes(r: &Reloader, results: Vec<(String, Result<bool, String>)>) -> Value {
+    let mut entries = Vec::new();
+    let mut failed = Vec::new();
+    for (id, result) in results {
         let fingerprint = r.entry_view(&id).and_then(|v| v.fingerprint_sha256);
         match result {
             Ok(changed) => entries.push(json!({
@@ -237,11 +247,7 @@ pub(super) fn reload_many(r: &mut Reloader, ids: Vec<String>) -> Reply {
             }
         }
     }
-    Ok((
-        StatusCode::OK,
-        json!({ "entries": entries, "failed": failed }),
-        None,
-    ))
+    json!({ "entries": entries, "failed": failed })
 }
 
 /// Validation reports metadata only; bookkeeping fields mean nothing there.

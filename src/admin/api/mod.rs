@@ -226,16 +226,11 @@ async fn route(
                 let ids = r
                     .listener_entries(&name)
                     .ok_or_else(|| no_listener(&name))?;
-                // All or nothing (SPEC §4): every pair is checked before
-                // any is applied, so one bad pair leaves the others as
-                // they were too. Only the bad ones are re-read for real,
-                // to record and report their refusal.
-                let bad: Vec<String> = ids
-                    .iter()
-                    .filter(|id| r.loads(id).is_err())
-                    .cloned()
-                    .collect();
-                let (status, body, _) = reload_many(r, if bad.is_empty() { ids } else { bad })?;
+                // All or nothing (SPEC §4): every pair is read, once,
+                // before any is applied, so one bad pair leaves the others
+                // as they were too; the answer then names the bad ones.
+                let results = r.rotate(&ids);
+                let body = certs::outcomes(r, results);
                 if body["failed"].as_array().is_some_and(|f| !f.is_empty()) {
                     let mut p = problem(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -247,7 +242,7 @@ async fn route(
                     return Err(p);
                 }
                 Ok((
-                    status,
+                    StatusCode::OK,
                     json!({ "listener": name, "entries": body["entries"] }),
                     None,
                 ))
