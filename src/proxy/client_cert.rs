@@ -86,10 +86,19 @@ const SPOOFABLE: [&str; 4] = [
     "x-forwarded-tls-client-cert",
 ];
 
+/// Whole names of client-certificate headers hotproxy never writes but
+/// frameworks take as the verified certificate when their proxy is
+/// trusted: the bare `X-Client-Cert` (ASP.NET Core's
+/// `CertificateForwarding` default, base64 DER), `X-SSL-Cert` (the nginx
+/// recipe in ASP.NET's docs) and `X-ARR-ClientCert` (IIS ARR, Azure App
+/// Service). A certificate is public: a client's copy of someone else's
+/// would make it that someone to such a backend.
+const TRUSTED_ELSEWHERE: [&str; 3] = ["x-client-cert", "x-ssl-cert", "x-arr-clientcert"];
+
 /// Remove every client-certificate header a client may have sent: the
 /// ones any mode writes, any other `X-Client-Cert-*` (a backend may read a
-/// name we never write, e.g. `X-Client-Cert-CN`), and other proxies'
-/// (`SPOOFABLE`).
+/// name we never write, e.g. `X-Client-Cert-CN`), other proxies'
+/// (`SPOOFABLE`) and other frameworks' (`TRUSTED_ELSEWHERE`).
 pub fn strip(headers: &mut HeaderMap) {
     // One pass over the names; the common request has none of them, and
     // collecting none allocates nothing.
@@ -108,7 +117,9 @@ pub fn is_identity_header(n: &str) -> bool {
     // Every request's every name passes here: the first byte settles most.
     match n.as_bytes().first() {
         Some(b'x' | b's') => {
-            SPOOFABLE.iter().any(|p| n.starts_with(p)) || n == X_FORWARDED_CLIENT_CERT.as_str()
+            SPOOFABLE.iter().any(|p| n.starts_with(p))
+                || n == X_FORWARDED_CLIENT_CERT.as_str()
+                || TRUSTED_ELSEWHERE.contains(&n)
         }
         Some(b'c') => n == CLIENT_CERT.as_str() || n == CLIENT_CERT_CHAIN.as_str(),
         _ => false,
@@ -366,12 +377,27 @@ mod tests {
             "ssl-client-subject-dn",
             "x-forwarded-tls-client-cert-info",
             "x-ssl-client-dn",
+            "x-client-cert",
+            "x-ssl-cert",
+            "x-arr-clientcert",
         ] {
             h.append(n, HeaderValue::from_static("spoofed"));
             h.append(n, HeaderValue::from_static("spoofed twice"));
         }
         h.insert("accept", HeaderValue::from_static("*/*"));
         h
+    }
+
+    /// Other frameworks' names are removed whole; a longer name that only
+    /// begins as one is the application's.
+    #[test]
+    fn other_frameworks_names_are_identity_headers() {
+        for n in TRUSTED_ELSEWHERE {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in ["x-client-certainty", "x-ssl-certified", "x-arr-clientcerts"] {
+            assert!(!is_identity_header(n), "{n}");
+        }
     }
 
     /// Each mode that sends something has its own slot in the identity's

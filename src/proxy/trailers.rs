@@ -196,6 +196,8 @@ mod tests {
             "ssl-client-verify",
             "x-client-cert-subject",
             "x_client_cert_subject",
+            "x-client-cert",
+            "x_arr_clientcert",
             "client-cert",
             "x-forwarded-client-cert",
             "api_key",

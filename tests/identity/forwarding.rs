@@ -389,3 +389,90 @@ async fn underscore_lookalikes_of_stripped_headers_are_removed() {
     }
     drop(p);
 }
+
+/// Client-certificate headers hotproxy never writes but backends trust:
+/// the bare `X-Client-Cert` (ASP.NET Core's `CertificateForwarding`
+/// default, base64 DER), `X-SSL-Cert` (the nginx recipe in ASP.NET's docs)
+/// and `X-ARR-ClientCert` (IIS ARR, Azure App Service). A client sending
+/// someone else's public certificate in one would be that someone to such
+/// a backend, so neither it nor its `_` look-alike reaches the backend, in
+/// any mode, with or without a certificate, in the head or in trailers.
+#[tokio::test]
+async fn other_frameworks_client_cert_headers_are_removed() {
+    let w = world().await;
+    let client = w.pki.client("billing", None, &[]);
+    // The victim's certificate is public; its key stays with the victim.
+    let victim = w.pki.client("admin", None, &[]);
+    let der = base64::engine::general_purpose::STANDARD.encode(&victim.pair.der);
+    let leaf = victim
+        .pair
+        .cert_pem
+        .split_inclusive("-----END CERTIFICATE-----\n");
+    let pem = leaf.take(1).collect::<String>().replace('\n', "%0A");
+    let forged: [(&str, &str); 6] = [
+        ("x-client-cert", &der),
+        ("X_Client_Cert", &der),
+        ("x-ssl-cert", &pem),
+        ("x_ssl_cert", &pem),
+        ("x-arr-clientcert", &der),
+        ("X_ARR_ClientCert", &der),
+    ];
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
+      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }
+      - { path_prefix: /none, upstream: app, forward_client_cert: none }
+      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }"#;
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let mut trailer = String::from("x-checksum: crc32c=1\r\n");
+    for (name, value) in forged {
+        trailer.push_str(&format!("{name}: {value}\r\n"));
+    }
+    for (who, cfg) in [
+        ("with a certificate", cfg_for(&w, Some(&client))),
+        ("without", cfg_for(&w, None)),
+    ] {
+        for path in ["/api", "/rfc9440", "/xfcc", "/none", "/nginx"] {
+            let h = seen(addr, cfg.clone(), path, &forged).await;
+            for (name, _) in forged {
+                let lower = name.to_ascii_lowercase();
+                assert!(
+                    h.get(&lower).is_none(),
+                    "{path} {who}: {name} reached the backend: {h}"
+                );
+            }
+            let upload = format!(
+                "POST {path}/upload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n{trailer}\r\n"
+            );
+            let got = raw(addr, cfg.clone(), &upload).await;
+            assert_eq!(got["body_bytes"], 4, "{path} {who}: {got}");
+            assert_eq!(
+                got["trailers"],
+                serde_json::json!({ "x-checksum": "crc32c=1" }),
+                "{path} {who}"
+            );
+        }
+    }
+    drop(p);
+}
+
+/// One raw HTTP/1.1 request on a fresh connection; what the backend saw.
+async fn raw(
+    addr: std::net::SocketAddr,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+    request: &str,
+) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = connect(addr, "localhost", cfg).await.unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out))
+        .await
+        .expect("the proxy answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 200 "), "{text}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
