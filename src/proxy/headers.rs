@@ -24,7 +24,7 @@ use crate::proxy::trailers;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static CLAIMS_ORIGIN: [&str; 3] = ["x-real-ip", "x-original-url", "x-rewrite-url"];
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -238,12 +238,14 @@ fn replaced_by_hotproxy(n: &str) -> bool {
 /// ASP.NET and Spring take `X-Forwarded-Prefix` as the path base, Rack
 /// reads `X-Forwarded-Scheme` and `X-Forwarded-Ssl`, others `-Uri`,
 /// `-Method`, `-Server`; Traefik's `forwardedheaders` removes the family
-/// from untrusted peers too. Every name of every request passes here (a
-/// [`HeaderName`] is lowercase): the first byte settles most.
+/// from untrusted peers too. So are `X-Original-URL` and `X-Rewrite-URL`,
+/// the path IIS URL Rewrite, ASP.NET and older Symfony and Zend serve in
+/// place of the request's (CVE-2018-14773). Every name of every request
+/// passes here (a [`HeaderName`] is lowercase): the first byte settles most.
 #[inline]
 fn claims_origin(n: &str) -> bool {
     match n.as_bytes().first() {
-        Some(b'x') => n.starts_with("x-forwarded-") || n == X_REAL_IP.as_str(),
+        Some(b'x') => n.starts_with("x-forwarded-") || CLAIMS_ORIGIN.contains(&n),
         Some(b'f') => n == FORWARDED.as_str(),
         _ => false,
     }

@@ -191,6 +191,7 @@ mod tests {
             "te",
             "x-forwarded-for",
             "forwarded",
+            "x-original-url",
             "via",
             "x-request-id",
             "ssl-client-verify",

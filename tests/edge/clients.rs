@@ -154,6 +154,61 @@ async fn untrusted_peers_send_no_x_forwarded_header_of_any_name() {
     }
 }
 
+/// `X-Original-URL` and `X-Rewrite-URL` are the path to IIS URL Rewrite,
+/// ASP.NET and older Symfony and Zend (CVE-2018-14773), as `-Uri` and
+/// `-Prefix` are to others: `GET /api/public/x` with `X-Original-URL:
+/// /api/admin/x` would be routed by hotproxy (and its `allow` rules) as
+/// one path and served by the application as another. From a client that
+/// is not a trusted proxy they are removed, with their `_` look-alikes; a
+/// trusted proxy's pass, as its `X-Forwarded-Uri` does; request trailers
+/// carry none of them from anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_peers_send_no_original_url() {
+    let w = world().await;
+    let rewritten = [
+        ("x-original-url", "/api/admin/x"),
+        ("x-rewrite-url", "/api/admin/x"),
+    ];
+    let lookalikes = ["x_original_url", "x-rewrite_url"];
+    let mut request =
+        String::from("GET /api/public/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in rewritten {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("X_Original_URL: /api/admin/x\r\nX-Rewrite_URL: /api/admin/x\r\n\r\n");
+
+    let from_client = raw_over(tcp_from("127.0.0.1", w.public).await, &w, &request).await;
+    let h = &from_client["headers"];
+    for name in rewritten.map(|(n, _)| n).iter().chain(&lookalikes) {
+        assert!(h.get(*name).is_none(), "{name} passed: {from_client}");
+    }
+    assert_eq!(from_client["path"], "/api/public/x", "{from_client}");
+
+    let from_proxy = raw_over(tcp_from("127.0.0.3", w.public).await, &w, &request).await;
+    let h = &from_proxy["headers"];
+    for (name, value) in rewritten {
+        assert_eq!(h[name], value, "{from_proxy}");
+    }
+    for name in lookalikes {
+        assert!(h.get(name).is_none(), "{name} passed: {from_proxy}");
+    }
+
+    let upload = "POST /api/upload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n\
+                  4\r\nabcd\r\n0\r\n\
+                  x-checksum: crc32c=1\r\nx-original-url: /api/admin/x\r\n\
+                  x-rewrite-url: /api/admin/x\r\nx_original_url: /api/admin/x\r\n\r\n";
+    for from in ["127.0.0.1", "127.0.0.3"] {
+        let seen = raw_over(tcp_from(from, w.public).await, &w, upload).await;
+        assert_eq!(seen["body_bytes"], 4, "{seen}");
+        assert_eq!(
+            seen["trailers"],
+            serde_json::json!({ "x-checksum": "crc32c=1" }),
+            "from {from}"
+        );
+    }
+}
+
 /// `allow_from` (ingress-nginx's `whitelist-source-range`): a client
 /// outside the listener's ranges is closed before TLS, counted and logged
 /// as a refused handshake; inside them, a route's own `allow_from` narrows
