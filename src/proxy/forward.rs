@@ -225,9 +225,7 @@ impl Upstream {
             match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(whole)) => {
                     // hyper answered an HTTP/1.1 client's `100-continue`
-                    // when the body was first read (its HTTP/2 server sends
-                    // no 1xx: such a client sends after its own wait); the
-                    // upstream gets the body whole.
+                    // (SPEC: no 1xx over HTTP/2); the body goes whole.
                     parts.headers.remove(header::EXPECT);
                     whole
                 }
