@@ -140,6 +140,12 @@ impl ReadProblem {
     pub fn is_not_found(&self) -> bool {
         matches!(self, ReadProblem::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
     }
+
+    /// Whether the system refused the read (EACCES, EPERM): the file, or a
+    /// directory on its path, is not open to this process's user.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, ReadProblem::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+    }
 }
 
 /// Read all of the regular file at `path` (symlinks followed), refusing

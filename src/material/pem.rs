@@ -34,6 +34,12 @@ pub enum MaterialError {
     Missing { origin: String },
     #[error("{origin}: cannot read: {reason}")]
     Unreadable { origin: String, reason: String },
+    /// The system refused the read (EACCES, EPERM), said as `Unreadable`
+    /// is. An installer leaves this for a moment: `install -o USER -m
+    /// MODE` creates the file its own user's, mode 0600, writes it, and
+    /// only then changes its owner and mode.
+    #[error("{origin}: cannot read: {reason}")]
+    Denied { origin: String, reason: String },
     #[error("{origin}: file is empty")]
     Empty { origin: String },
     #[error("{origin}: no PEM certificate found")]
@@ -81,12 +87,14 @@ pub enum MaterialError {
 impl MaterialError {
     /// True for problems a writer in the middle of its work produces for a
     /// moment (a certbot relink leaves a link missing, or an old cert with a
-    /// new key; a `cp` leaves a truncated file): the reloader waits
+    /// new key; a `cp` leaves a truncated file; an `install -o -m` a file
+    /// the proxy's user may not read yet): the reloader waits
     /// `settle_timeout` before calling these a failure.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
             MaterialError::Missing { .. }
+                | MaterialError::Denied { .. }
                 | MaterialError::KeyMismatch { .. }
                 | MaterialError::Unsettled { .. }
                 | MaterialError::Empty { .. }
@@ -163,6 +171,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>, MaterialError> {
         let origin = path.display().to_string();
         if e.problem.is_not_found() {
             MaterialError::Missing { origin }
+        } else if e.problem.is_permission_denied() {
+            MaterialError::Denied {
+                origin,
+                reason: e.problem.to_string(),
+            }
         } else {
             MaterialError::Unreadable {
                 origin,

@@ -9,5 +9,6 @@ mod common;
 mod config_file;
 mod listeners;
 mod material;
+mod midway;
 mod rotations;
 mod sans;

@@ -40,6 +40,22 @@ impl Proxy {
         Proxy::spawn(sh, config)
     }
 
+    /// Start as the unprivileged user `uid` (group `gid`, no supplementary
+    /// groups), as the proxy is deployed, from a copy of the binary in
+    /// `dir` and with `dir` as the working directory: the build's own
+    /// directories may be closed to that user. The test itself keeps its
+    /// user (root, which reads any file) to write files as root does.
+    pub fn start_as(config: &Path, dir: &Path, uid: u32, gid: u32) -> Proxy {
+        use std::os::unix::process::CommandExt;
+        let bin = dir.join("hotproxy");
+        if std::fs::hard_link(env!("CARGO_BIN_EXE_hotproxy"), &bin).is_err() {
+            std::fs::copy(env!("CARGO_BIN_EXE_hotproxy"), &bin).unwrap();
+        }
+        let mut command = Command::new(bin);
+        command.current_dir(dir).uid(uid).gid(gid);
+        Proxy::spawn(command, config)
+    }
+
     fn spawn(command: Command, config: &Path) -> Proxy {
         Proxy::spawn_at(command, config, "debug")
     }

@@ -1,0 +1,125 @@
+//! Writers caught mid-way: a file installed root-only for a moment, waited on, never a failure.
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+
+use crate::common::*;
+use crate::support::writers::mv_over;
+use crate::support::*;
+
+/// `nobody`'s user and group ids, which the proxy runs as when the test
+/// runs as root.
+const NOBODY: u32 = 65534;
+
+/// The scene `s` with the pair `edge` (`old`), the admin API and the
+/// listener `public` serving `edge`, a settle_timeout far longer than any
+/// test here waits (so only a proxy that counts a writer's moment as a
+/// failure at once does), opened to other users.
+fn edge_scene(s: &Scene, old: &TestPair) -> std::path::PathBuf {
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    s.pair("edge", old);
+    s.admin_config(
+        "{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 60s }",
+        "[]",
+        "edge",
+        "",
+    )
+}
+
+/// The value of the metrics series `series` (name and labels), if shown.
+async fn metric(api: SocketAddr, series: &str) -> Option<f64> {
+    metrics_text(api).await.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// The entry `edge` was never counted or shown as failing, in the log, the
+/// failure counter (what the README's alert watches) and the gauge.
+async fn assert_no_failure(p: &Proxy, api: SocketAddr, what: &str) {
+    assert!(
+        !p.logs()
+            .iter()
+            .any(|l| l.contains("certificate reload failed")),
+        "{what} counted as a failure"
+    );
+    let failures = metric(
+        api,
+        r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#,
+    )
+    .await;
+    assert!(
+        failures.is_none_or(|n| n == 0.0),
+        "{what}: {failures:?} failures counted"
+    );
+    let failing = metric(api, r#"hotproxy_cert_reload_failing{entry="edge"}"#).await;
+    assert!(
+        failing.is_none_or(|n| n == 0.0),
+        "{what}: failing gauge {failing:?}"
+    );
+}
+
+/// Whether `edge`'s `last_reload` (pending or failed) names `problem`.
+async fn last_reload_names(api: SocketAddr, problem: &str) -> bool {
+    let entry = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
+        .await
+        .json();
+    let last = &entry["last_reload"];
+    [&last["reason"], &last["error"]]
+        .iter()
+        .any(|v| v.as_str().is_some_and(|t| t.contains(problem)))
+}
+
+/// `install -o hotproxy -m 0640 new.key edge.key` (GNU install) unlinks
+/// the file, creates it owned by whoever runs install, mode 0600, writes
+/// it and closes it, and only then changes its owner and mode. The proxy,
+/// running as another user, reads it in between: permission denied. That
+/// is a writer at work, waited on as a missing file is (the old pair
+/// serves meanwhile), not a failure counted at once and alerted on while
+/// the next event loads the file. As root the test installs the file as
+/// root and runs the proxy as `nobody` (root reads any file); as another
+/// user, it installs the file with no permission at all, which its owner
+/// does not read either.
+#[tokio::test]
+async fn a_file_installed_unreadable_for_a_moment_is_waited_on() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let old = ca.server_pair(&["localhost"]);
+    let config = edge_scene(&s, &old);
+    let root = fs::metadata("/proc/self").unwrap().uid() == 0;
+    let mut p = match root {
+        true => Proxy::start_as(&config, s.dir.path(), NOBODY, NOBODY),
+        false => Proxy::start(&config),
+    };
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &old.fingerprint).await;
+
+    let new = ca.server_pair(&["localhost"]);
+    let key = s.path("edge.key");
+    fs::remove_file(&key).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if root { 0o600 } else { 0o000 })
+        .open(&key)
+        .unwrap();
+    f.write_all(new.key_pem.as_bytes()).unwrap();
+    drop(f);
+    let unreadable = format!("{}: cannot read", key.display());
+    wait_until(WAIT, "the proxy read the key it may not read", || async {
+        last_reload_names(api, &unreadable).await
+    })
+    .await;
+    // install's last steps: the owner (the proxy's user), then the mode.
+    if root {
+        std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    mv_over(&s.path("edge.crt"), &new.cert_pem);
+    until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
+    assert_no_failure(&p, api, "a key unreadable while installed").await;
+}
