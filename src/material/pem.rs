@@ -42,10 +42,13 @@ pub enum MaterialError {
     Denied { origin: String, reason: String },
     #[error("{origin}: file is empty")]
     Empty { origin: String },
+    /// `text_only`: the file holds text and no BEGIN line at all (see
+    /// `text_only()`), waited on; else it is whole and holds no certificate.
     #[error("{origin}: no PEM certificate found")]
-    NoCertificate { origin: String },
+    NoCertificate { origin: String, text_only: bool },
+    /// `text_only` as for [`MaterialError::NoCertificate`].
     #[error("{origin}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)")]
-    NoKey { origin: String },
+    NoKey { origin: String, text_only: bool },
     #[error("{origin}: malformed PEM: {reason}")]
     BadPem { origin: String, reason: String },
     #[error("{origin}: invalid certificate: {reason}")]
@@ -88,13 +91,22 @@ impl MaterialError {
     /// True for problems a writer in the middle of its work produces for a
     /// moment (a certbot relink leaves a link missing, or an old cert with a
     /// new key; a `cp` leaves a truncated file; an `install -o -m` a file
-    /// the proxy's user may not read yet): the reloader waits
-    /// `settle_timeout` before calling these a failure.
+    /// the proxy's user may not read yet; `openssl x509 -text > FILE` the
+    /// text before the PEM): the reloader waits `settle_timeout` before
+    /// calling these a failure.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
             MaterialError::Missing { .. }
                 | MaterialError::Denied { .. }
+                | MaterialError::NoCertificate {
+                    text_only: true,
+                    ..
+                }
+                | MaterialError::NoKey {
+                    text_only: true,
+                    ..
+                }
                 | MaterialError::KeyMismatch { .. }
                 | MaterialError::Unsettled { .. }
                 | MaterialError::Empty { .. }
@@ -456,6 +468,7 @@ pub(super) fn certificates(
     if ders.is_empty() {
         return Err(MaterialError::NoCertificate {
             origin: origin.into(),
+            text_only: text_only(bytes),
         });
     }
     Ok((ders, infos))
@@ -480,7 +493,21 @@ fn private_key(origin: &str, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, Mat
     }
     key.ok_or_else(|| MaterialError::NoKey {
         origin: origin.into(),
+        text_only: text_only(bytes),
     })
+}
+
+/// Whether `bytes` are text with no BEGIN line (yet): what a writer that
+/// writes text before the PEM leaves until it gets there (`openssl x509
+/// -text`'s certificate as text, `openssl pkcs12`'s "Bag Attributes"
+/// lines), so a file that may still be changing. Not a binary file (a DER
+/// certificate, where PEM was meant), which no writer of PEM leaves on
+/// the way: its control bytes (tags, lengths) tell it from text.
+fn text_only(bytes: &[u8]) -> bool {
+    !bytes.windows(11).any(|w| w == b"-----BEGIN ")
+        && bytes
+            .iter()
+            .all(|&b| (b >= 0x20 && b != 0x7f) || b"\t\n\r".contains(&b))
 }
 
 /// Parse and validate raw bytes as `kind`: pairs need a certificate chain

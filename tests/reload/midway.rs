@@ -1,9 +1,12 @@
-//! Writers caught mid-way: a file installed root-only for a moment, waited on, never a failure.
+//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM; waited on, never a failure.
 
 use std::fs;
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use crate::common::*;
 use crate::support::writers::mv_over;
@@ -122,4 +125,93 @@ async fn a_file_installed_unreadable_for_a_moment_is_waited_on() {
     mv_over(&s.path("edge.crt"), &new.cert_pem);
     until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
     assert_no_failure(&p, api, "a key unreadable while installed").await;
+}
+
+/// What `openssl ARGS` prints (stdout), run in `dir`.
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = output_within_deadline(
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Write `text` over `path` in place (truncated, same inode) as a writer
+/// that takes its time does: what comes before the first BEGIN line, then,
+/// once `seen` (the proxy has read that much), the rest.
+async fn write_lead_in_first<F: Future<Output = bool>>(
+    path: &Path,
+    text: &str,
+    seen: impl FnMut() -> F,
+) {
+    let at = text.find("-----BEGIN ").expect("a BEGIN line");
+    assert!(
+        !text[..at].trim().is_empty(),
+        "text before the PEM:\n{text}"
+    );
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    f.write_all(&text.as_bytes()[..at]).unwrap();
+    wait_until(
+        WAIT,
+        &format!("the proxy read {} without its PEM", path.display()),
+        seen,
+    )
+    .await;
+    f.write_all(&text.as_bytes()[at..]).unwrap();
+}
+
+/// `openssl x509 -in new.crt -text > edge.crt` writes the certificate as
+/// text before its PEM, `openssl pkcs12 -nocerts -nodes > edge.key`
+/// (`-nokeys` too) "Bag Attributes" lines before the key's: read between
+/// the two, a file holds text and no BEGIN line. That is a writer at
+/// work, waited on as a file cut short in its PEM is, not a failure
+/// ("no PEM certificate found") counted and alerted on at once while the
+/// rest is on its way. Each file is written in place in two steps, the
+/// second once the proxy is seen to have read the first.
+#[tokio::test]
+async fn a_file_written_text_first_is_waited_on() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let old = ca.server_pair(&["localhost"]);
+    let config = edge_scene(&s, &old);
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &old.fingerprint).await;
+
+    let new = ca.server_pair(&["localhost"]);
+    s.pair("new", &new);
+    let cert_text = openssl(s.dir.path(), &["x509", "-in", "new.crt", "-text"]);
+    openssl(
+        s.dir.path(),
+        &[
+            "pkcs12", "-export", "-in", "new.crt", "-inkey", "new.key", "-passout", "pass:t",
+            "-out", "new.p12",
+        ],
+    );
+    let key_text = openssl(
+        s.dir.path(),
+        &[
+            "pkcs12", "-in", "new.p12", "-nocerts", "-nodes", "-passin", "pass:t",
+        ],
+    );
+    let (crt, key) = (s.path("edge.crt"), s.path("edge.key"));
+    let no_cert = format!("{}: no PEM certificate found", crt.display());
+    write_lead_in_first(&crt, &cert_text, || last_reload_names(api, &no_cert)).await;
+    let no_key = format!("{}: no PEM private key found", key.display());
+    write_lead_in_first(&key, &key_text, || last_reload_names(api, &no_key)).await;
+    until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
+    assert_no_failure(&p, api, "a file written text first").await;
 }

@@ -87,6 +87,56 @@ fn sections_hotproxy_does_not_read() {
     assert!(e.to_string().contains("section `?`"), "{e}");
 }
 
+/// A file of text and no BEGIN line yet (`openssl x509 -text > FILE`
+/// read before it reaches the PEM, `openssl pkcs12`'s "Bag Attributes"
+/// lines) is a writer at work, waited on; a file that holds PEM but not
+/// what it should, or binary bytes (a DER certificate where PEM was
+/// meant), is whole, refused at once. Each said as before.
+#[test]
+fn text_before_the_pem_is_waited_on() {
+    let d = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    let (cert, key) = (pair.cert.pem(), pair.signing_key.serialize_pem());
+    let bags = "Bag Attributes\n    localKeyID: 01 00 00 00 \nsubject=CN = a.test\n";
+    let text = "Certificate:\n    Data:\n        Version: 3 (0x2)\n\tSerial Number: 5 (0x5)\r\n";
+    for lead_in in [bags, text, "Key Attributes: <No Attributes>\n-----BEG"] {
+        let e = load_pair(&d, lead_in, &key).unwrap_err();
+        assert!(
+            e.to_string().ends_with("tls.crt: no PEM certificate found"),
+            "{e}"
+        );
+        assert!(e.is_transient(), "{e}");
+        let e = load_pair(&d, &cert, lead_in).unwrap_err();
+        assert!(
+            e.to_string().contains("tls.key: no PEM private key found"),
+            "{e}"
+        );
+        assert!(e.is_transient(), "{e}");
+    }
+    for (cert, key) in [(&key, &key), (&cert, &cert)] {
+        let e = load_pair(&d, cert, key).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                MaterialError::NoCertificate { .. } | MaterialError::NoKey { .. }
+            ),
+            "{e}"
+        );
+        assert!(!e.is_transient(), "{e}");
+    }
+    std::fs::write(d.path().join("der.crt"), pair.cert.der()).unwrap();
+    let source = EntrySource::PairFiles {
+        cert_file: d.path().join("der.crt"),
+        key_file: d.path().join("tls.key"),
+    };
+    let e = load(EntryKind::ServerPair, &source).unwrap_err();
+    assert!(
+        e.to_string().ends_with("der.crt: no PEM certificate found"),
+        "{e}"
+    );
+    assert!(!e.is_transient(), "{e}");
+}
+
 /// A key encrypted the old way (`openssl ec -aes256` writes `EC
 /// PRIVATE KEY` with `Proc-Type: 4,ENCRYPTED` and `DEK-Info:` headers)
 /// is refused at once, as `ENCRYPTED PRIVATE KEY` is: its headers
