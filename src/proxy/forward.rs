@@ -15,15 +15,8 @@
 //! such a body (an upstream closing an idle keep-alive connection just as
 //! it is reused).
 //!
-//! Each request picks its endpoint ([`Members`]: balance, passive health).
-//! When it fails where sending it again is safe (a failed connect, a
-//! request never written, one an HTTP/2 upstream left unprocessed, or an
-//! idempotent request with no whole response head) it is sent to another
-//! endpoint (for an HTTP/2 one, instead of a new connection), up to
-//! `retries.attempts` times within `request_timeout`. Only requests
-//! without a body, or with one read whole before forwarding
-//! ([`crate::proxy::buffer`]), are replayed: a streamed body is never
-//! buffered to be sent twice.
+//! Which endpoint each attempt goes to, and when another one is tried, is
+//! [`crate::proxy::attempts`]'.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,13 +34,14 @@ use tracing::{debug, warn};
 
 use crate::config::UpstreamConfig;
 use crate::identity::Identity;
-use crate::metrics::{self, METRICS, UpstreamLabels};
-use crate::proxy::body::{BodyFault, BodyInFlight, ClientBody, Fault};
+use crate::metrics;
+use crate::proxy::attempts::Attempt;
+use crate::proxy::body::{BodyInFlight, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::failure::{
-    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, local_resources,
-    replayable, unprocessed, waited,
+    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, replayable,
+    unprocessed,
 };
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
@@ -102,17 +96,6 @@ pub fn client_ip_value(addr: SocketAddr) -> HeaderValue {
     // reference-counted block; doing it here keeps it off the first request.
     drop(v.clone());
     v
-}
-
-/// What the attempts of one request share.
-struct Attempt<'a> {
-    /// The endpoint of the latest attempt, for the logs.
-    last: &'a AtomicUsize,
-    /// Set when `request_timeout` ends the attempt in flight.
-    timed_out: &'a AtomicBool,
-    /// The request's deadline (`request_timeout`): no wait for a
-    /// connection lasts past it.
-    until: tokio::time::Instant,
 }
 
 /// One configured upstream: its endpoints and TLS snapshot.
@@ -334,119 +317,6 @@ impl Upstream {
         resp
     }
 
-    /// Send `req` to endpoints picked per attempt; to another one when the
-    /// failed attempt lost nothing (see the module doc).
-    async fn send_balanced(
-        &self,
-        members: &Members,
-        mut req: Request<ClientBody>,
-        path: PathAndQuery,
-        attempt: Attempt<'_>,
-        body_fault: &BodyFault,
-    ) -> Result<Response<ResponseBody>, Failure> {
-        let Attempt {
-            last,
-            timed_out,
-            until,
-        } = attempt;
-        // Allocated only when a retry happens.
-        let mut tried: Vec<usize> = Vec::new();
-        let others = members.members.len() > 1 && self.config.retries > 0;
-        let mut picked = members
-            .pick(&[])
-            .expect("an endpoint: the set is not empty");
-        loop {
-            let (i, _in_flight) = picked;
-            last.store(i, Ordering::Relaxed);
-            let endpoint = &members.members[i].endpoint;
-            let may_retry = others
-                && tried.len() < self.config.retries as usize
-                && tried.len() + 1 < members.members.len();
-            // Read at a failure only: health moves, and asking costs a
-            // look at every member's.
-            let elsewhere = || may_retry && members.another(&tried, i);
-            let (failure, again) = match self
-                .send(
-                    endpoint,
-                    req,
-                    path.clone(),
-                    may_retry,
-                    &elsewhere,
-                    timed_out,
-                    until,
-                    false,
-                )
-                .await
-            {
-                Ok(resp) => {
-                    self.answered(members, i, switch_checked(&resp, false));
-                    return Ok(resp);
-                }
-                // The client broke its own body: not the endpoint's fault,
-                // and nothing to send again.
-                Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
-                Err(failed) => failed,
-            };
-            self.answered_failure(members, i, &failure);
-            // Past the request's deadline nothing more is sent (the
-            // attempt ended there, waiting for a connection).
-            let Some(again) = again.filter(|_| may_retry && tokio::time::Instant::now() < until)
-            else {
-                return Err(failure);
-            };
-            tried.push(i);
-            // None when the endpoints in service are all tried: a retry
-            // never goes to one out of service, but in panic mode.
-            let Some(next) = members.pick(&tried) else {
-                return Err(failure);
-            };
-            self.retrying(endpoint, &failure);
-            req = again;
-            picked = next;
-        }
-    }
-
-    /// A failed attempt is sent to another endpoint: said and counted.
-    fn retrying(&self, endpoint: &Endpoint, failure: &Failure) {
-        let (reason, _, _) = diagnose(failure);
-        debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
-        METRICS
-            .upstream_retries
-            .get_or_create(&UpstreamLabels {
-                upstream: self.name.to_string(),
-            })
-            .inc();
-    }
-
-    /// Passive health and per-endpoint counts for an answered request
-    /// (`status` as [`switch_checked`] has it).
-    fn answered(&self, members: &Members, i: usize, status: StatusCode) {
-        if matches!(status.as_u16(), 502..=504) {
-            members.failure(i, "status");
-        } else {
-            members.success(i);
-        }
-        members.answered(i, status.as_u16());
-    }
-
-    /// Passive health and per-endpoint counts for a failed request. A full
-    /// connection limit says nothing about the endpoint's health; nor does
-    /// a request an HTTP/2 upstream left unprocessed (`REFUSED_STREAM`, or
-    /// past a `GOAWAY`'s last stream id: a server shutting a connection
-    /// down gracefully), as when it is resent to the same endpoint: five
-    /// of those ejected an endpoint that had done nothing wrong. Nor does a
-    /// connect the proxy could not make for want of its own descriptors
-    /// (`local_resources`): a flood of clients ejected every endpoint. Nor
-    /// a request that got another's dial's cause: that dial counted, once.
-    fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
-        let (reason, _, status) = diagnose(failure);
-        let excused = matches!(failure, Failure::Request(e) if unprocessed(e)) || waited(failure);
-        if !matches!(reason, "connection_limit" | "local_resources") && !excused {
-            members.failure(i, reason);
-        }
-        members.answered(i, status.as_u16());
-    }
-
     /// Send `req` on a leased connection; once more on a new connection
     /// when the first attempt provably lost nothing (see the module doc).
     /// On failure the request comes back when sending it elsewhere is safe
@@ -626,46 +496,6 @@ impl Upstream {
         }
     }
 
-    /// An `Upgrade` request, on a new HTTP/1.1 connection of its own.
-    /// A connect that fails is tried on another endpoint, as for any
-    /// request (SPEC: Retries); once sent, an upgrade is never repeated.
-    /// `last` ends as the endpoint of the last attempt.
-    async fn send_upgrade(
-        &self,
-        members: &Members,
-        mut req: Request<ClientBody>,
-        path: PathAndQuery,
-        last: &AtomicUsize,
-        until: tokio::time::Instant,
-    ) -> Result<Response<Incoming>, Failure> {
-        let mut tried: Vec<usize> = Vec::new();
-        let mut picked = members
-            .pick(&[])
-            .expect("an endpoint: the set is not empty");
-        loop {
-            let (i, _in_flight) = picked;
-            last.store(i, Ordering::Relaxed);
-            let endpoint = &members.members[i].endpoint;
-            let failure = match endpoint.upgrade_connection().await {
-                Ok(mut send) => {
-                    *req.uri_mut() = Uri::from(path);
-                    return send.send_request(req).await.map_err(Failure::Request);
-                }
-                Err(e) => Failure::Dial(e),
-            };
-            let more = !local_resources(&failure)
-                && tried.len() < self.config.retries as usize
-                && tokio::time::Instant::now() < until;
-            tried.push(i);
-            let Some(next) = more.then(|| members.pick(&tried)).flatten() else {
-                return Err(failure);
-            };
-            self.answered_failure(members, i, &failure);
-            self.retrying(endpoint, &failure);
-            picked = next;
-        }
-    }
-
     /// Map a failure to 502/504, count it and log its cause once.
     fn failed(&self, endpoint: &Endpoint, e: &Failure) -> Response<ResponseBody> {
         let (reason, description, status) = diagnose(e);
@@ -686,7 +516,7 @@ impl Upstream {
 /// tunnelled, is refused before the client sees it (502, `protocol`), so
 /// it is the endpoint's 502 and a failure for passive health, as any
 /// malformed answer is; it used to count as a success and as a `101`.
-fn switch_checked<B>(resp: &Response<B>, upgrade: bool) -> StatusCode {
+pub(super) fn switch_checked<B>(resp: &Response<B>, upgrade: bool) -> StatusCode {
     let status = resp.status();
     if status == StatusCode::SWITCHING_PROTOCOLS
         && !(upgrade && crate::proxy::tunnel::switched_to_tunnelled(resp.headers()))

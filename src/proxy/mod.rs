@@ -1,6 +1,7 @@
 //! Serving: accept loops, routing, forwarding.
 
 pub mod accept;
+pub mod attempts;
 pub mod body;
 pub mod buffer;
 pub mod cancels;

@@ -1,0 +1,192 @@
+//! The attempts of one request: the endpoint each goes to, another one when the last lost nothing, and what each outcome counts for.
+//!
+//! Each request picks its endpoint ([`Members`]: balance, passive health).
+//! When it fails where sending it again is safe (a failed connect, a
+//! request never written, one an HTTP/2 upstream left unprocessed, or an
+//! idempotent request with no whole response head) it is sent to another
+//! endpoint (for an HTTP/2 one, instead of a new connection), up to
+//! `retries.attempts` times within `request_timeout`. Only requests
+//! without a body, or with one read whole before forwarding
+//! ([`crate::proxy::buffer`]), are replayed: a streamed body is never
+//! buffered to be sent twice. Each attempt on its endpoint is
+//! [`crate::proxy::forward`]'s.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use crate::metrics::{METRICS, UpstreamLabels};
+use crate::proxy::body::{BodyFault, ClientBody};
+use crate::proxy::failure::{Failure, diagnose, local_resources, unprocessed, waited};
+use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
+use crate::upstream::endpoint::Endpoint;
+use crate::upstream::members::Members;
+
+/// What the attempts of one request share.
+pub(super) struct Attempt<'a> {
+    /// The endpoint of the latest attempt, for the logs.
+    pub last: &'a AtomicUsize,
+    /// Set when `request_timeout` ends the attempt in flight.
+    pub timed_out: &'a AtomicBool,
+    /// The request's deadline (`request_timeout`): no wait for a
+    /// connection lasts past it.
+    pub until: tokio::time::Instant,
+}
+
+impl Upstream {
+    /// Send `req` to endpoints picked per attempt; to another one when the
+    /// failed attempt lost nothing (see the module doc).
+    pub(super) async fn send_balanced(
+        &self,
+        members: &Members,
+        mut req: Request<ClientBody>,
+        path: PathAndQuery,
+        attempt: Attempt<'_>,
+        body_fault: &BodyFault,
+    ) -> Result<Response<ResponseBody>, Failure> {
+        let Attempt {
+            last,
+            timed_out,
+            until,
+        } = attempt;
+        // Allocated only when a retry happens.
+        let mut tried: Vec<usize> = Vec::new();
+        let others = members.members.len() > 1 && self.config.retries > 0;
+        let mut picked = members
+            .pick(&[])
+            .expect("an endpoint: the set is not empty");
+        loop {
+            let (i, _in_flight) = picked;
+            last.store(i, Ordering::Relaxed);
+            let endpoint = &members.members[i].endpoint;
+            let may_retry = others
+                && tried.len() < self.config.retries as usize
+                && tried.len() + 1 < members.members.len();
+            // Read at a failure only: health moves, and asking costs a
+            // look at every member's.
+            let elsewhere = || may_retry && members.another(&tried, i);
+            let (failure, again) = match self
+                .send(
+                    endpoint,
+                    req,
+                    path.clone(),
+                    may_retry,
+                    &elsewhere,
+                    timed_out,
+                    until,
+                    false,
+                )
+                .await
+            {
+                Ok(resp) => {
+                    self.answered(members, i, switch_checked(&resp, false));
+                    return Ok(resp);
+                }
+                // The client broke its own body: not the endpoint's fault,
+                // and nothing to send again.
+                Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
+                Err(failed) => failed,
+            };
+            self.answered_failure(members, i, &failure);
+            // Past the request's deadline nothing more is sent (the
+            // attempt ended there, waiting for a connection).
+            let Some(again) = again.filter(|_| may_retry && tokio::time::Instant::now() < until)
+            else {
+                return Err(failure);
+            };
+            tried.push(i);
+            // None when the endpoints in service are all tried: a retry
+            // never goes to one out of service, but in panic mode.
+            let Some(next) = members.pick(&tried) else {
+                return Err(failure);
+            };
+            self.retrying(endpoint, &failure);
+            req = again;
+            picked = next;
+        }
+    }
+
+    /// A failed attempt is sent to another endpoint: said and counted.
+    fn retrying(&self, endpoint: &Endpoint, failure: &Failure) {
+        let (reason, _, _) = diagnose(failure);
+        debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
+        METRICS
+            .upstream_retries
+            .get_or_create(&UpstreamLabels {
+                upstream: self.name.to_string(),
+            })
+            .inc();
+    }
+
+    /// Passive health and per-endpoint counts for an answered request
+    /// (`status` as [`switch_checked`] has it).
+    pub(super) fn answered(&self, members: &Members, i: usize, status: StatusCode) {
+        if matches!(status.as_u16(), 502..=504) {
+            members.failure(i, "status");
+        } else {
+            members.success(i);
+        }
+        members.answered(i, status.as_u16());
+    }
+
+    /// Passive health and per-endpoint counts for a failed request. A full
+    /// connection limit says nothing about the endpoint's health; nor does
+    /// a request an HTTP/2 upstream left unprocessed (`REFUSED_STREAM`, or
+    /// past a `GOAWAY`'s last stream id: a server shutting a connection
+    /// down gracefully), as when it is resent to the same endpoint: five
+    /// of those ejected an endpoint that had done nothing wrong. Nor does a
+    /// connect the proxy could not make for want of its own descriptors
+    /// (`local_resources`): a flood of clients ejected every endpoint. Nor
+    /// a request that got another's dial's cause: that dial counted, once.
+    pub(super) fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
+        let (reason, _, status) = diagnose(failure);
+        let excused = matches!(failure, Failure::Request(e) if unprocessed(e)) || waited(failure);
+        if !matches!(reason, "connection_limit" | "local_resources") && !excused {
+            members.failure(i, reason);
+        }
+        members.answered(i, status.as_u16());
+    }
+
+    /// An `Upgrade` request, on a new HTTP/1.1 connection of its own.
+    /// A connect that fails is tried on another endpoint, as for any
+    /// request (SPEC: Retries); once sent, an upgrade is never repeated.
+    /// `last` ends as the endpoint of the last attempt.
+    pub(super) async fn send_upgrade(
+        &self,
+        members: &Members,
+        mut req: Request<ClientBody>,
+        path: PathAndQuery,
+        last: &AtomicUsize,
+        until: tokio::time::Instant,
+    ) -> Result<Response<Incoming>, Failure> {
+        let mut tried: Vec<usize> = Vec::new();
+        let mut picked = members
+            .pick(&[])
+            .expect("an endpoint: the set is not empty");
+        loop {
+            let (i, _in_flight) = picked;
+            last.store(i, Ordering::Relaxed);
+            let endpoint = &members.members[i].endpoint;
+            let failure = match endpoint.upgrade_connection().await {
+                Ok(mut send) => {
+                    *req.uri_mut() = Uri::from(path);
+                    return send.send_request(req).await.map_err(Failure::Request);
+                }
+                Err(e) => Failure::Dial(e),
+            };
+            let more = !local_resources(&failure)
+                && tried.len() < self.config.retries as usize
+                && tokio::time::Instant::now() < until;
+            tried.push(i);
+            let Some(next) = more.then(|| members.pick(&tried)).flatten() else {
+                return Err(failure);
+            };
+            self.answered_failure(members, i, &failure);
+            self.retrying(endpoint, &failure);
+            picked = next;
+        }
+    }
+}
