@@ -8,10 +8,13 @@
 //! `retries.attempts` times within `request_timeout`. Only requests
 //! without a body, or with one read whole before forwarding
 //! ([`crate::proxy::buffer`]), are replayed: a streamed body is never
-//! buffered to be sent twice. Each attempt on its endpoint is
+//! buffered to be sent twice. A retry picks from the upstream's endpoints
+//! as they are then, which re-resolution may have changed since the
+//! request began. Each attempt on its endpoint is
 //! [`crate::proxy::forward`]'s.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
@@ -23,17 +26,52 @@ use crate::proxy::body::{BodyFault, ClientBody};
 use crate::proxy::failure::{Failure, diagnose, local_resources, unprocessed, waited};
 use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
 use crate::upstream::endpoint::Endpoint;
-use crate::upstream::members::Members;
+use crate::upstream::members::{InFlight, Members};
 
 /// What the attempts of one request share.
 pub(super) struct Attempt<'a> {
     /// The endpoint of the latest attempt, for the logs.
-    pub last: &'a AtomicUsize,
+    pub last: &'a Latest,
     /// Set when `request_timeout` ends the attempt in flight.
     pub timed_out: &'a AtomicBool,
     /// The request's deadline (`request_timeout`): no wait for a
     /// connection lasts past it.
     pub until: tokio::time::Instant,
+}
+
+/// A retry's endpoint: its position in the set picked from, and its
+/// request in flight counted there.
+type Retry = (usize, InFlight<'static>);
+
+/// Where a request's latest attempt went: for its logs, and for passive
+/// health when `request_timeout` ends it.
+#[derive(Default)]
+pub(super) struct Latest {
+    /// The endpoint's position in `moved`'s set, or else in the set the
+    /// request started with.
+    i: AtomicUsize,
+    /// The set a retry picked from when re-resolution had replaced the
+    /// request's first one; locked only then.
+    moved: Mutex<Option<Arc<Members>>>,
+}
+
+impl Latest {
+    fn picked(&self, i: usize) {
+        self.i.store(i, Ordering::Relaxed);
+    }
+
+    /// The set and position of the latest attempt yet.
+    pub fn so_far(&self, first: &Arc<Members>) -> (Arc<Members>, usize) {
+        let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let set = moved.unwrap_or_else(|| first.clone());
+        (set, self.i.load(Ordering::Relaxed))
+    }
+
+    /// The set and position of the latest attempt, once they are all done.
+    pub fn done(self, first: Arc<Members>) -> (Arc<Members>, usize) {
+        let moved = self.moved.into_inner().unwrap_or_else(|p| p.into_inner());
+        (moved.unwrap_or(first), self.i.into_inner())
+    }
 }
 
 impl Upstream {
@@ -52,22 +90,23 @@ impl Upstream {
             timed_out,
             until,
         } = attempt;
-        // Allocated only when a retry happens.
+        // Allocated only when a retry happens: positions in `set`.
         let mut tried: Vec<usize> = Vec::new();
-        let others = members.members.len() > 1 && self.config.retries > 0;
+        let mut retried = 0;
+        // The set a retry picked from, when it was not `members`.
+        let mut newer: Option<Arc<Members>> = None;
         let mut picked = members
             .pick(&[])
             .expect("an endpoint: the set is not empty");
         loop {
+            let set = newer.as_deref().unwrap_or(members);
             let (i, _in_flight) = picked;
-            last.store(i, Ordering::Relaxed);
-            let endpoint = &members.members[i].endpoint;
-            let may_retry = others
-                && tried.len() < self.config.retries as usize
-                && tried.len() + 1 < members.members.len();
+            last.picked(i);
+            let endpoint = &set.members[i].endpoint;
+            let may_retry = retried < self.config.retries && tried.len() + 1 < set.members.len();
             // Read at a failure only: health moves, and asking costs a
             // look at every member's.
-            let elsewhere = || may_retry && members.another(&tried, i);
+            let elsewhere = || may_retry && set.another(&tried, i);
             let (failure, again) = match self
                 .send(
                     endpoint,
@@ -82,7 +121,7 @@ impl Upstream {
                 .await
             {
                 Ok(resp) => {
-                    self.answered(members, i, switch_checked(&resp, false));
+                    self.answered(set, i, switch_checked(&resp, false));
                     return Ok(resp);
                 }
                 // The client broke its own body: not the endpoint's fault,
@@ -90,7 +129,7 @@ impl Upstream {
                 Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
                 Err(failed) => failed,
             };
-            self.answered_failure(members, i, &failure);
+            self.answered_failure(set, i, &failure);
             // Past the request's deadline nothing more is sent (the
             // attempt ended there, waiting for a connection).
             let Some(again) = again.filter(|_| may_retry && tokio::time::Instant::now() < until)
@@ -98,15 +137,40 @@ impl Upstream {
                 return Err(failure);
             };
             tried.push(i);
-            // None when the endpoints in service are all tried: a retry
-            // never goes to one out of service, but in panic mode.
-            let Some(next) = members.pick(&tried) else {
+            retried += 1;
+            let Some((moved, next)) = self.retry_pick(set, &mut tried, last) else {
                 return Err(failure);
             };
             self.retrying(endpoint, &failure);
             req = again;
             picked = next;
+            newer = moved.or(newer);
         }
+    }
+
+    /// A retry's endpoint, picked from the upstream's endpoints now:
+    /// re-resolution may have replaced `set`, the one the failed attempt
+    /// picked from, since. A retry from `set` went to an address dropped
+    /// meanwhile (a pod leaving, its pool drained), and never to one added.
+    /// `tried` (positions in `set`) becomes the positions of the same
+    /// endpoints in the set picked from, returned when that is not `set`.
+    /// None when the endpoints in service are all tried: a retry never goes
+    /// to one out of service while another is in.
+    fn retry_pick(
+        &self,
+        set: &Members,
+        tried: &mut Vec<usize>,
+        last: &Latest,
+    ) -> Option<(Option<Arc<Members>>, Retry)> {
+        let now = self.members.load_full();
+        if std::ptr::eq(&*now, set) {
+            return Some((None, set.pick_held(tried)?));
+        }
+        *tried = now.tried_of(set, tried);
+        let (i, in_flight) = now.pick_held(tried)?;
+        *last.moved.lock().unwrap_or_else(|p| p.into_inner()) = Some(now.clone());
+        last.picked(i);
+        Some((Some(now), (i, in_flight)))
     }
 
     /// A failed attempt is sent to another endpoint: said and counted.
@@ -159,17 +223,20 @@ impl Upstream {
         members: &Members,
         mut req: Request<ClientBody>,
         path: PathAndQuery,
-        last: &AtomicUsize,
+        last: &Latest,
         until: tokio::time::Instant,
     ) -> Result<Response<Incoming>, Failure> {
         let mut tried: Vec<usize> = Vec::new();
+        let mut retried = 0;
+        let mut newer: Option<Arc<Members>> = None;
         let mut picked = members
             .pick(&[])
             .expect("an endpoint: the set is not empty");
         loop {
+            let set = newer.as_deref().unwrap_or(members);
             let (i, _in_flight) = picked;
-            last.store(i, Ordering::Relaxed);
-            let endpoint = &members.members[i].endpoint;
+            last.picked(i);
+            let endpoint = &set.members[i].endpoint;
             let failure = match endpoint.upgrade_connection().await {
                 Ok(mut send) => {
                     *req.uri_mut() = Uri::from(path);
@@ -178,15 +245,18 @@ impl Upstream {
                 Err(e) => Failure::Dial(e),
             };
             let more = !local_resources(&failure)
-                && tried.len() < self.config.retries as usize
+                && retried < self.config.retries
                 && tokio::time::Instant::now() < until;
             tried.push(i);
-            let Some(next) = more.then(|| members.pick(&tried)).flatten() else {
+            retried += 1;
+            let next = more.then(|| self.retry_pick(set, &mut tried, last));
+            let Some((moved, next)) = next.flatten() else {
                 return Err(failure);
             };
-            self.answered_failure(members, i, &failure);
+            self.answered_failure(set, i, &failure);
             self.retrying(endpoint, &failure);
             picked = next;
+            newer = moved.or(newer);
         }
     }
 }

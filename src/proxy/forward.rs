@@ -20,7 +20,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 use crate::config::UpstreamConfig;
 use crate::identity::Identity;
 use crate::metrics;
-use crate::proxy::attempts::Attempt;
+use crate::proxy::attempts::{Attempt, Latest};
 use crate::proxy::body::{BodyInFlight, ClientBody, Fault};
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
@@ -107,7 +107,8 @@ pub struct Upstream {
     /// The snapshot new connections handshake with; swapped by the reloader.
     tls: Arc<ArcSwap<ClientConfig>>,
     /// The endpoints now; replaced when a re-resolution changes them
-    /// (requests in flight keep the set they started with).
+    /// (a request in flight keeps the set it started with; its retries
+    /// pick from the set current then).
     pub(super) members: ArcSwap<Members>,
     pub(super) resolution: Resolution,
     /// Its background tasks (re-resolution, active checks) run.
@@ -226,7 +227,7 @@ impl Upstream {
         };
         let req = Request::from_parts(parts, body);
         // The endpoint of the latest attempt, for the logs.
-        let last = AtomicUsize::new(0);
+        let last = Latest::default();
         // Set when `request_timeout` ends the attempt in flight, before it
         // is dropped: its HTTP/2 connection is retired (`Unanswered`).
         let timed_out = AtomicBool::new(false);
@@ -239,11 +240,11 @@ impl Upstream {
                 if upgrade {
                     // Boxed: rare, and its dial would grow every request's future.
                     let r = Box::pin(self.send_upgrade(&members, req, path, &last, deadline)).await;
-                    let i = last.load(Ordering::Relaxed);
+                    let (set, i) = last.so_far(&members);
                     match &r {
-                        Ok(resp) => self.answered(&members, i, switch_checked(resp, true)),
+                        Ok(resp) => self.answered(&set, i, switch_checked(resp, true)),
                         Err(_) if body_fault.cause().is_some() => {}
-                        Err(e) => self.answered_failure(&members, i, e),
+                        Err(e) => self.answered_failure(&set, i, e),
                     }
                     // Answered without a switch (a 200, 403 or 426 with a
                     // body): bounded by read_timeout like any response body.
@@ -267,7 +268,8 @@ impl Upstream {
             r
             // The attempt in flight is dropped here, seeing `timed_out`.
         };
-        let endpoint = &members.members[last.load(Ordering::Relaxed)].endpoint;
+        let (members, i) = last.done(members);
+        let endpoint = &members.members[i].endpoint;
         let answered = matches!(result, Ok(Ok(_)));
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
@@ -288,7 +290,6 @@ impl Upstream {
                 // A timeout is the endpoint's failure for passive health,
                 // as a reset or a 504 from it is (nginx's max_fails counts
                 // timeouts too); a hung endpoint is ejected like a dead one.
-                let i = last.load(Ordering::Relaxed);
                 members.failure(i, "timeout");
                 members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
                 metrics::upstream_error(&self.name, "timeout");

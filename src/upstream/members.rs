@@ -90,11 +90,22 @@ pub struct Members {
 }
 
 /// A request in flight on a member (least_request reads the count).
-pub struct InFlight<'a>(&'a Member);
+pub struct InFlight<'a>(Counted<'a>);
+
+/// The member an [`InFlight`] counts on: borrowed from the set a request
+/// started with, or held (a retry's pick, from whatever set is current).
+enum Counted<'a> {
+    Borrowed(&'a Member),
+    Held(Arc<Member>),
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let m = match &self.0 {
+            Counted::Borrowed(m) => m,
+            Counted::Held(m) => &**m,
+        };
+        m.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -217,6 +228,19 @@ impl Members {
     /// The member for the next request, not one of `tried` (a retry goes
     /// elsewhere), with its in-flight count taken.
     pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight<'_>)> {
+        let i = self.pick_index(tried)?;
+        Some((i, InFlight(Counted::Borrowed(&self.members[i]))))
+    }
+
+    /// [`Members::pick`] with an in-flight count that holds its member,
+    /// not this set: a retry's pick, from the set current then, which its
+    /// request does not hold otherwise.
+    pub fn pick_held(&self, tried: &[usize]) -> Option<(usize, InFlight<'static>)> {
+        let i = self.pick_index(tried)?;
+        Some((i, InFlight(Counted::Held(self.members[i].clone()))))
+    }
+
+    fn pick_index(&self, tried: &[usize]) -> Option<usize> {
         let now = Instant::now();
         let i = self.picker.pick(
             self.balance,
@@ -225,9 +249,21 @@ impl Members {
             tried,
             |i| self.members[i].in_flight.load(Ordering::Relaxed),
         )?;
-        let m = &self.members[i];
-        m.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some((i, InFlight(m)))
+        self.members[i].in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(i)
+    }
+
+    /// The positions here of `other`'s members at `tried`: the same
+    /// server at the same address (a set re-resolution made after
+    /// `other` keeps those members, or has them no more).
+    pub fn tried_of(&self, other: &Members, tried: &[usize]) -> Vec<usize> {
+        let same = |m: &Member, o: &Member| m.label == o.label && m.endpoint.url == o.endpoint.url;
+        (0..self.members.len())
+            .filter(|&i| {
+                let m = &self.members[i];
+                tried.iter().any(|&t| same(m, &other.members[t]))
+            })
+            .collect()
     }
 
     /// Whether a retry of a request that failed on `current` would find

@@ -231,3 +231,61 @@ async fn an_upstream_edited_while_its_name_does_not_resolve_keeps_its_addresses(
         assert_eq!(answer, (200, Some("pod".into())), "request {i}");
     }
 }
+
+/// A retry picks from the endpoints as they are when it is sent, not as
+/// they were when the request started. The name resolves to pods A and B;
+/// a request's dial is held at one of them (X) while re-resolution
+/// replaces the other (Y) by pod C; then X dies and the dial fails. The
+/// retry went to Y, removed from the name meanwhile (its pool drained, a
+/// terminating pod), because the request kept the set it started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_picks_from_the_endpoints_re_resolution_left() {
+    let name = format!("retry-set-{}.hotproxy.test", std::process::id());
+    let (mut w, pods, hosts) = named_pods(&name, &["pod-a", "pod-b", "pod-c"]).await;
+    let [a, b, c] = [&pods[0], &pods[1], &pods[2]];
+    for pod in [a, b] {
+        pod.hold_handshakes.send_replace(true);
+    }
+    hosts.set(&["127.0.0.2", "127.0.0.3"]);
+    let endpoint = b.addr.to_string();
+    w.proxy
+        .wait_log("pod-b added", |v| {
+            v["message"] == "upstream endpoint added" && v["endpoint"] == endpoint
+        })
+        .await;
+
+    // No request went before: this one dials, and its handshake is held.
+    let mut send = client(&w).await;
+    let request = tokio::spawn(async move { get_pod(&mut send, "/").await });
+    let accepted = |pod: &Backend| pod.accepted.load(SeqCst);
+    wait_until(WAIT, "the request's dial reaches a pod", || async {
+        accepted(a) + accepted(b) == 1
+    })
+    .await;
+    let (x, y) = if accepted(a) == 1 { (a, b) } else { (b, a) };
+
+    // Y leaves the name, C joins it; X keeps the held dial. New requests
+    // (held at X or Y, as the first, until C is in) show when the new set
+    // is the upstream's: one reaches C.
+    hosts.set(&[&x.addr.ip().to_string(), "127.0.0.4"]);
+    let probes = std::sync::Mutex::new(Vec::new());
+    wait_until(WAIT, "a new request reaches pod-c", || async {
+        let mut send = client(&w).await;
+        let probe = tokio::spawn(async move { get_pod(&mut send, "/").await });
+        probes.lock().unwrap().push(probe);
+        accepted(c) > 0
+    })
+    .await;
+    y.hold_handshakes.send_replace(false);
+    x.kill();
+
+    let (status, pod) = within_deadline("the retried request", request)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(pod.as_deref(), Some("pod-c"), "the retry's endpoint");
+    for probe in probes.into_inner().unwrap() {
+        probe.abort();
+    }
+    drop(hosts);
+}
