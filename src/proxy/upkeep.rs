@@ -1,7 +1,8 @@
 //! An upstream's life outside any one request: put in service, kept fresh (names re-resolved, idle connections swept, active checks), retired.
 //!
 //! The background tasks hold the upstream weakly: they end once the
-//! reloader and every request in flight have let go of it.
+//! reloader and every request in flight have let go of it; re-resolution
+//! and active checks end as soon as it is retired.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,13 +105,20 @@ async fn sweep_idle(upstream: std::sync::Weak<Upstream>) {
 /// upstream's pools and TLS (the same client certificate as requests; past
 /// `max_connections_per_server` on a connection of its own if need be);
 /// 2xx and 3xx pass. `unhealthy_after` failures in a row take an endpoint
-/// out, `healthy_after` passes bring it back.
+/// out, `healthy_after` passes bring it back. The checks end when the
+/// upstream is retired (replaced or removed by a reload), as re-resolution
+/// does: a request in flight may hold it for up to `request_timeout`, and
+/// its checks went on beside its successor's, on connections pooled again
+/// after the drain, their verdicts logged under the same name.
 async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth) {
     let mut tick = tokio::time::interval(active.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(u) = upstream.upgrade() else { return };
+        if u.resolution.publishing.retired() {
+            return;
+        }
         let members = u.members.load_full();
         let (u, members, active) = (&u, &members, &active);
         let checks = members.members.iter().map(|m| {
@@ -175,6 +183,10 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 }
                 if starved.load(Ordering::Acquire) {
                     debug!(upstream = %u.name, endpoint = %m.label, "active check skipped: the proxy is out of descriptors");
+                    return;
+                }
+                // Retired while it ran: its successor's checks judge.
+                if u.resolution.publishing.retired() {
                     return;
                 }
                 members.checked(m, passed, active);

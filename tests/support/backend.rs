@@ -43,6 +43,8 @@ pub struct Backend {
     /// While not 0, the status of every answer (its body as usual, naming
     /// the backend): a pod whose shared database is down answers `503`.
     pub answer_status: Arc<std::sync::atomic::AtomicU16>,
+    /// Requests received so far, by path.
+    paths: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 /// A connection that can fall silent: then it reads, writes and flushes
@@ -210,6 +212,11 @@ impl Backend {
         }
     }
 
+    /// How many requests for `path` have arrived so far.
+    pub fn requests_for(&self, path: &str) -> usize {
+        self.paths.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
     /// Every connection open now falls silent (see [`Silenceable`]); new
     /// ones are served. A request for `…/go-silent` silences its own.
     pub fn go_silent(&self) {
@@ -280,6 +287,8 @@ impl Backend {
         let answer_status = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let conn_answer_status = answer_status.clone();
         let conn_burst = Arc::new(Burst::new());
+        let paths = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let conn_paths = paths.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -295,6 +304,7 @@ impl Backend {
                 let burst = conn_burst.clone();
                 let hang_all = conn_hang_all.clone();
                 let answer_status = conn_answer_status.clone();
+                let paths = conn_paths.clone();
                 let mut held = held.clone();
                 let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 conn_silences.lock().unwrap().push(silent.clone());
@@ -327,6 +337,11 @@ impl Backend {
                             let burst = burst.clone();
                             let hang_all = hang_all.clone();
                             let answer_status = answer_status.clone();
+                            *paths
+                                .lock()
+                                .unwrap()
+                                .entry(req.uri().path().to_owned())
+                                .or_insert(0) += 1;
                             async move {
                                 // `/hang` (any request, while `hang_all`):
                                 // counted with `/slow` while being answered,
@@ -561,6 +576,7 @@ impl Backend {
             hold_handshakes,
             hang_all,
             answer_status,
+            paths,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Upstreams edited or removed by a reload: their idle connections and endpoint gauges.
+//! Upstreams edited or removed by a reload: their idle connections, endpoint gauges and active checks.
 
 use std::sync::atomic::Ordering;
 
@@ -84,6 +84,52 @@ async fn an_edited_upstream_closes_its_idle_connections() {
         b.open.load(SeqCst) == 1
     })
     .await;
+    hanging.abort();
+}
+
+/// An upstream replaced by an edit stops its active checks at once, also
+/// while a request still holds it. They went on every `interval` beside
+/// its successor's for as long as such a request lasted (up to
+/// `request_timeout`): every endpoint got both sets' checks, and the old
+/// set's verdicts were logged under the same upstream name.
+#[tokio::test]
+async fn an_edited_upstream_stops_its_active_checks() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let checking = |path: &str| {
+        let check =
+            format!("health: {{ active: {{ path: {path}, interval: 100ms, timeout: 200ms }} }}");
+        w.scene
+            .one_upstream_config("app", b.addr, &["request_timeout: 10m", &check])
+    };
+    let config = checking("/old-check");
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let (old, new) = (
+        || b.requests_for("/old-check"),
+        || b.requests_for("/new-check"),
+    );
+    wait_until(WAIT, "the first check", || async { old() > 0 }).await;
+    // A request that holds the old upstream through the edit.
+    let hanging = spawn_get(&w, addr, "/hang");
+    wait_until(WAIT, "the hanging request at the backend", || async {
+        b.slow_in_flight.load(SeqCst) == 1
+    })
+    .await;
+    assert_eq!(checking("/new-check"), config);
+    reload(&mut p, "the edit").await;
+    // Past an old check that was under way at the edit (its `timeout` is
+    // two of the new checks' intervals).
+    wait_until(WAIT, "three new checks", || async { new() >= 3 }).await;
+    let old_then = old();
+    wait_until(WAIT, "five more new checks", || async { new() >= 8 }).await;
+    assert_eq!(old(), old_then, "checks of the replaced upstream");
+    assert_eq!(
+        b.slow_in_flight.load(SeqCst),
+        1,
+        "the request lost its hold"
+    );
     hanging.abort();
 }
 
