@@ -176,7 +176,7 @@ impl Upstream {
     /// A failed attempt is sent to another endpoint: said and counted.
     fn retrying(&self, endpoint: &Endpoint, failure: &Failure) {
         let (reason, _, _) = diagnose(failure);
-        debug!(upstream = %self.name, server = %endpoint.url, reason, "retrying on another endpoint");
+        debug!(upstream = %self.name, server = %endpoint.dialled_url, reason, "retrying on another endpoint");
         METRICS
             .upstream_retries
             .get_or_create(&UpstreamLabels {

@@ -293,14 +293,14 @@ impl Upstream {
                 members.failure(i, "timeout");
                 members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
                 metrics::upstream_error(&self.name, "timeout");
-                warn!(upstream = %self.name, server = %endpoint.url, reason = "timeout", error = "no response within request_timeout", "upstream request failed");
+                warn!(upstream = %self.name, server = %endpoint.dialled_url, reason = "timeout", error = "no response within request_timeout", "upstream request failed");
                 error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
         };
         // The access log names the endpoint of the latest attempt.
         if crate::access_log::enabled() {
             resp.extensions_mut()
-                .insert(UpstreamAddr(endpoint.url.clone()));
+                .insert(UpstreamAddr(endpoint.dialled_url.clone()));
             // Only a head the upstream sent has an upstream time; our own
             // 502/504 for a failed or timed-out attempt does not.
             if answered {
@@ -451,7 +451,7 @@ impl Upstream {
                                 // with none, a new connection to this one,
                                 // once: the endpoint may be restarting.
                                 Some(again) if here && tls.is_none() && !fresh && !elsewhere() => {
-                                    debug!(upstream = %self.name, server = %endpoint.url, error = %e, "request not processed; retrying on a new connection");
+                                    debug!(upstream = %self.name, server = %endpoint.dialled_url, error = %e, "request not processed; retrying on a new connection");
                                     req = again;
                                     fresh = true;
                                     continue;
@@ -477,7 +477,7 @@ impl Upstream {
                 return Err((Failure::Request(err.into_error()), again));
             }
             if let Some(unsent) = err.take_message() {
-                debug!(upstream = %self.name, server = %endpoint.url, error = %err.error(), "request not sent; retrying on a new connection");
+                debug!(upstream = %self.name, server = %endpoint.dialled_url, error = %err.error(), "request not sent; retrying on a new connection");
                 req = unsent;
             } else if let Some(copy) = copy
                 && closed_before_response(err.error())
@@ -488,7 +488,7 @@ impl Upstream {
                     // another may take it (the copy is kept for that).
                     return Err((Failure::Request(err.into_error()), Some(copy)));
                 }
-                debug!(upstream = %self.name, server = %endpoint.url, error = %err.error(), "reused connection closed; retrying on a new connection");
+                debug!(upstream = %self.name, server = %endpoint.dialled_url, error = %err.error(), "reused connection closed; retrying on a new connection");
                 req = copy;
             } else {
                 return Err((Failure::Request(err.into_error()), None));
@@ -501,7 +501,7 @@ impl Upstream {
     fn failed(&self, endpoint: &Endpoint, e: &Failure) -> Response<ResponseBody> {
         let (reason, description, status) = diagnose(e);
         metrics::upstream_error(&self.name, reason);
-        warn!(upstream = %self.name, server = %endpoint.url, reason, error = %description, "upstream request failed");
+        warn!(upstream = %self.name, server = %endpoint.dialled_url, reason, error = %description, "upstream request failed");
         let msg = match (reason, status) {
             ("connection_limit", _) => "no upstream connection free",
             ("local_resources", _) => "proxy out of resources to connect upstream",

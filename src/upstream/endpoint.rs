@@ -27,8 +27,15 @@ use crate::upstream::read_timeout::{ReadTimeout, ReadTimer};
 
 /// One server of an upstream, as its requests are addressed.
 pub struct Endpoint {
-    /// The URL as configured (logs, the access log's upstream).
+    /// The URL as configured: with the address, which server's endpoint
+    /// this is.
     pub url: Arc<str>,
+    /// `url` with the address dialled in place of a name resolved to it
+    /// (`https://10.0.0.5:8443`), as the logs and the access log's
+    /// `upstream_addr` name the endpoint: every address of a headless
+    /// Service's name had the same URL there. `url` itself for a server
+    /// given by IP, or a name dialled as such.
+    pub dialled_url: Arc<str>,
     pub scheme: Scheme,
     pub authority: Authority,
     host: String,
@@ -54,6 +61,25 @@ pub enum Lease {
     },
 }
 
+/// `url` with `host` in place of its own host, where they differ (a name
+/// resolved to the address `host`).
+fn dialled_url(url: &str, host: &str) -> Arc<str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    // A configured IPv6 host is bracketed: an address, never resolved.
+    let end = rest.find([':', '/']).unwrap_or(rest.len());
+    if rest.starts_with('[') || &rest[..end] == host {
+        return url.into();
+    }
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    format!("{scheme}://{host}{}", &rest[end..]).into()
+}
+
 impl Endpoint {
     pub fn new(
         url: String,
@@ -70,6 +96,7 @@ impl Endpoint {
             format!("{host}:{port}")
         };
         Some(Endpoint {
+            dialled_url: dialled_url(&url, &host),
             url: url.into(),
             scheme: if https { Scheme::HTTPS } else { Scheme::HTTP },
             authority: authority.parse().ok()?,
@@ -452,6 +479,28 @@ pub(crate) mod tests {
     use crate::config::{UpstreamConfig, UpstreamTls};
     use futures_util::FutureExt;
     use std::time::Duration;
+
+    /// A name resolved to an address is logged as that address in the
+    /// URL's form; a server given by IP, or a name dialled as such, as
+    /// configured.
+    #[test]
+    fn the_dialled_url_puts_the_address_in_place_of_a_resolved_name() {
+        let cases = [
+            ("https://app.svc:8443", "10.0.0.5", "https://10.0.0.5:8443"),
+            ("http://app.svc/", "10.0.0.5", "http://10.0.0.5/"),
+            ("https://app.svc", "fd00::5", "https://[fd00::5]"),
+            ("https://app.svc:8443", "app.svc", "https://app.svc:8443"),
+            ("https://10.0.0.5:8443", "10.0.0.5", "https://10.0.0.5:8443"),
+            (
+                "https://[fd00::5]:8443",
+                "fd00::5",
+                "https://[fd00::5]:8443",
+            ),
+        ];
+        for (url, host, want) in cases {
+            assert_eq!(&*dialled_url(url, host), want, "{url} dialled at {host}");
+        }
+    }
 
     /// A plain-HTTP endpoint at `port` with one server slot.
     fn one_slot(port: u16) -> Endpoint {

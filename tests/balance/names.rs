@@ -289,3 +289,45 @@ async fn a_retry_picks_from_the_endpoints_re_resolution_left() {
     }
     drop(hosts);
 }
+
+/// The access log's `upstream_addr` and the failure log's `server` name
+/// the address a named server was dialled at, in the configured URL's
+/// form (`https://127.0.0.2:PORT`). They named the configured URL, the
+/// same for every address of the name: a 502 could not be traced to a pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_name_the_address_a_named_server_was_dialled_at() {
+    let name = format!("logged-{}.hotproxy.test", std::process::id());
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let hosts = HostsEntry::new(&name, &["127.0.0.2"]);
+    let log = p.scene.path("access.log");
+    let settings = format!(
+        "{}\naccess_log: {{ path: {}, format: json }}\n",
+        named_app(&name, pod.addr.port(), ""),
+        log.display()
+    );
+    let mut w = p.serve("[{ upstream: app }]", &settings, Vec::new()).await;
+    let dialled = format!("https://{}", pod.addr);
+    let mut send = client(&w).await;
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+    pod.kill();
+    assert_eq!(get_pod(&mut send, "/").await.0, 502);
+    let lines = wait_access_log(&log, 2, WAIT).await;
+    let addrs: Vec<_> = lines
+        .iter()
+        .map(|l| (l["status"].clone(), l["upstream_addr"].clone()))
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            (200.into(), dialled.clone().into()),
+            (502.into(), dialled.clone().into())
+        ]
+    );
+    let failed = w
+        .proxy
+        .wait_log("the failure", |v| v["message"] == "upstream request failed")
+        .await;
+    assert_eq!(failed["server"], dialled.as_str(), "{failed}");
+    drop(hosts);
+}
