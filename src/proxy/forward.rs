@@ -117,8 +117,8 @@ pub struct Upstream {
 
 impl Upstream {
     /// The upstream of `config`; `previous`, the running upstream it
-    /// replaces after an edit, lends the addresses its names last resolved
-    /// to when a lookup now fails.
+    /// replaces after an edit, lends its endpoints' health where their
+    /// address stays, and its names' last addresses for a failed lookup.
     pub fn new(
         config: UpstreamConfig,
         tls: Arc<ClientConfig>,
@@ -134,7 +134,7 @@ impl Upstream {
         };
         let name: Arc<str> = config.name.as_str().into();
         let resolution = Resolution::new(name.clone(), config.clone(), dialer);
-        let members = ArcSwap::from_pointee(resolution.initial(previous.map(|p| &p.resolution)));
+        let members = resolution.initial(previous.map(|p| (&p.resolution, p.members.load_full())));
         let read = Arc::new(ReadTimeout {
             timeout: config.read_timeout,
             upstream: name.clone(),
@@ -144,7 +144,7 @@ impl Upstream {
             read,
             config,
             tls,
-            members,
+            members: ArcSwap::from_pointee(members),
             resolution,
             started: AtomicBool::new(false),
         })

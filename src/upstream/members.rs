@@ -7,7 +7,9 @@
 //! than half of them (Envoy's `max_ejection_percent` at 50): with fewer
 //! than half in service, all of them serve (panic mode, see
 //! [`crate::upstream::balance`]). An ejected endpoint receives no request
-//! until its ejection ends, unless in panic mode.
+//! until its ejection ends, unless in panic mode. An edit that replaces
+//! the upstream hands each endpoint's health to the member at its address
+//! in the new set ([`Member::succeeding`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,16 +33,28 @@ pub struct Member {
     pub label: String,
     /// `hotproxy_upstream_requests_total` of this member, by status.
     answered: crate::metrics::CodeCounters,
-    health: Health,
-    in_flight: AtomicUsize,
-    /// Currently counted as ejected in the gauge.
+    /// Its passive health: shared with the member at its address (same
+    /// server, same `host:port`) in the upstream an edit replaces, as long
+    /// as passive health stays on ([`Member::succeeding`]). The ejection,
+    /// its back-off and the failures so far are the endpoint's, not one
+    /// configuration's.
+    health: Arc<Health>,
+    /// Counted as ejected in this set's gauge (each upstream its own).
     out: AtomicBool,
+    checks: Arc<Checks>,
+    in_flight: AtomicUsize,
+    /// Its series were removed ([`Member::forget_requests`]).
+    gone: AtomicBool,
+}
+
+/// What an endpoint's active checks said of it. Shared as its passive
+/// health is, as long as active checks stay configured.
+#[derive(Default)]
+struct Checks {
     /// Out by active checks (`health.active`).
     unhealthy: AtomicBool,
     /// Active checks passed (positive) or failed (negative) in a row.
     streak: std::sync::atomic::AtomicI32,
-    /// Its series were removed ([`Member::forget_requests`]).
-    gone: AtomicBool,
 }
 
 /// Which of an upstream's endpoint sets may write its gauge: the newest
@@ -126,15 +140,48 @@ impl Member {
     }
 
     pub fn new(endpoint: Arc<Endpoint>) -> Arc<Member> {
+        Self::with(endpoint, Arc::default(), Arc::default())
+    }
+
+    /// The member of `endpoint` in the upstream an edit puts in service,
+    /// where `from` was the member at its address in the one it replaces:
+    /// it shares `from`'s passive health (an ejection, its back-off, the
+    /// failures so far) while `passive` health is on, and the verdict of
+    /// its checks while `active` checks are configured; otherwise it
+    /// starts in service, as a new endpoint does. Its pool is its own.
+    /// An edit (a server added, a `read_timeout` changed) used to put an
+    /// ejected endpoint back in rotation at once.
+    pub fn succeeding(
+        endpoint: Arc<Endpoint>,
+        from: &Member,
+        passive: bool,
+        active: bool,
+    ) -> Arc<Member> {
+        let health = if passive {
+            from.health.clone()
+        } else {
+            Arc::default()
+        };
+        let checks = if active {
+            from.checks.clone()
+        } else {
+            Arc::default()
+        };
+        let member = Self::with(endpoint, health, checks);
+        let out = member.health.ejected(Instant::now());
+        member.out.store(out, Ordering::Relaxed);
+        member
+    }
+
+    fn with(endpoint: Arc<Endpoint>, health: Arc<Health>, checks: Arc<Checks>) -> Arc<Member> {
         Arc::new(Member {
             label: endpoint.authority.to_string(),
             endpoint,
             answered: Default::default(),
-            health: Health::default(),
-            in_flight: AtomicUsize::new(0),
+            health,
             out: AtomicBool::new(false),
-            unhealthy: AtomicBool::new(false),
-            streak: std::sync::atomic::AtomicI32::new(0),
+            checks,
+            in_flight: AtomicUsize::new(0),
             gone: AtomicBool::new(false),
         })
     }
@@ -207,11 +254,13 @@ impl Members {
         };
         let unhealthy = members
             .iter()
-            .filter(|m| m.unhealthy.load(Ordering::Relaxed))
+            .filter(|m| m.checks.unhealthy.load(Ordering::Relaxed))
             .count();
         let ejected = members
             .iter()
-            .filter(|m| m.out.load(Ordering::Relaxed) && !m.unhealthy.load(Ordering::Relaxed))
+            .filter(|m| {
+                m.out.load(Ordering::Relaxed) && !m.checks.unhealthy.load(Ordering::Relaxed)
+            })
             .count();
         let counts = [members.len() - ejected - unhealthy, ejected, unhealthy];
         for (state, n) in STATES.into_iter().zip(counts) {
@@ -274,14 +323,26 @@ impl Members {
             .another(self.members.len(), |i| self.ejected(i, now), tried, current)
     }
 
-    /// Whether member `i` is out at `now`; an ejection that ran out puts
-    /// it back (logged and counted once).
+    /// Whether member `i` is out at `now`. An ejection that ran out puts
+    /// it back (logged and counted once) through the set in service only:
+    /// a retired set (its upstream replaced by an edit) shares the
+    /// member's health with its successor, which logs it. An ejection this
+    /// set's gauge does not count yet is counted now: one made through the
+    /// set an edit replaces, after this one was built and before that one
+    /// was retired (its gauge written no more).
     fn ejected(&self, i: usize, now: Instant) -> bool {
         let m = &self.members[i];
-        if m.unhealthy.load(Ordering::Relaxed) || m.health.ejected(now) {
+        if m.checks.unhealthy.load(Ordering::Relaxed) {
             return true;
         }
-        if m.out.swap(false, Ordering::Relaxed) {
+        let out = m.out.load(Ordering::Relaxed);
+        if m.health.ejected(now) {
+            if !out && !m.out.swap(true, Ordering::Relaxed) {
+                self.publish();
+            }
+            return true;
+        }
+        if out && !self.publishing.retired() && m.out.swap(false, Ordering::Relaxed) {
             info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint back in service");
             self.publish();
         }
@@ -328,6 +389,14 @@ impl Members {
         if m.health.failure(now, &self.passive) != Verdict::Failing {
             return;
         }
+        // A request of the upstream an edit replaced: the failure counts
+        // (the health is the endpoint's, shared with the successor), but
+        // only the set in service ejects, against its own endpoints: the
+        // next failure through it does. Half of a retired set's endpoints
+        // may be all of its successor's.
+        if self.publishing.retired() {
+            return;
+        }
         // Rare (an endpoint reaching its threshold), so a plain lock.
         let ejecting = self
             .publishing
@@ -337,7 +406,7 @@ impl Members {
         let in_service = ejecting.as_deref().unwrap_or(&self.members);
         let others = || in_service.iter().filter(|o| !Arc::ptr_eq(o, m));
         let others_in = others()
-            .filter(|o| !o.health.ejected(now) && !o.unhealthy.load(Ordering::Relaxed))
+            .filter(|o| !o.health.ejected(now) && !o.checks.unhealthy.load(Ordering::Relaxed))
             .count();
         if others_in == 0 {
             warn!(upstream = %self.upstream, endpoint = %m.label, cause, "upstream endpoint failing, but it is the last one in service: not ejected");
@@ -357,23 +426,28 @@ impl Members {
         self.publish();
     }
 
-    /// The result of one active check of member `m`.
+    /// The result of one active check of member `m`; none from a retired
+    /// set (a check still in flight as an edit replaced its upstream: the
+    /// successor's checks, with its settings, decide).
     pub fn checked(&self, m: &Member, passed: bool, active: &ActiveHealth) {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.publishing.retired() {
+            return;
+        }
         let streak = if passed {
-            m.streak.fetch_max(0, Relaxed).max(0) + 1
+            m.checks.streak.fetch_max(0, Relaxed).max(0) + 1
         } else {
-            m.streak.fetch_min(0, Relaxed).min(0) - 1
+            m.checks.streak.fetch_min(0, Relaxed).min(0) - 1
         };
-        m.streak.store(streak, Relaxed);
+        m.checks.streak.store(streak, Relaxed);
         debug!(upstream = %self.upstream, endpoint = %m.label, passed, "active check");
-        let was = m.unhealthy.load(Relaxed);
+        let was = m.checks.unhealthy.load(Relaxed);
         if !was && streak <= -(active.unhealthy_after as i32) {
-            m.unhealthy.store(true, Relaxed);
+            m.checks.unhealthy.store(true, Relaxed);
             warn!(upstream = %self.upstream, endpoint = %m.label, path = %active.path, "upstream endpoint failed its active checks; out of service");
             self.publish();
         } else if was && streak >= active.healthy_after as i32 {
-            m.unhealthy.store(false, Relaxed);
+            m.checks.unhealthy.store(false, Relaxed);
             info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint passed its active checks; back in service");
             self.publish();
         }
@@ -454,6 +528,77 @@ mod tests {
             "the gauge after A's ejection through the older set"
         );
         current.forget_gauge();
+    }
+
+    /// An edit replaced {A, B, C, D} by {A, B, C, E} (a server swapped).
+    /// A, ejected before, is ejected in the new set, counted so in its
+    /// gauge, and its back-off goes on (its next ejection twice as long);
+    /// with passive health turned off it would start in service. B failing
+    /// through the retired set (a request of the old upstream) counts but
+    /// ejects nothing (that set would have: half of its endpoints); its
+    /// next failure through the set in service ejects it. C ejected where
+    /// the new set's gauge was not told (through the old set as it was
+    /// retired) is counted there at the next pick.
+    #[test]
+    fn an_edit_carries_ejections_and_their_back_off() {
+        let passive = PassiveHealth {
+            consecutive_failures: 2,
+            eject_for: std::time::Duration::from_secs(60),
+        };
+        let upstream: Arc<str> = "carried-over-an-edit".into();
+        let gauge = |state: &str| {
+            let labels = EndpointStateLabels {
+                upstream: upstream.to_string(),
+                state: state.to_owned(),
+            };
+            METRICS.upstream_endpoints.get_or_create(&labels).get()
+        };
+        let set = |publishing: &Arc<Publishing>, members| {
+            let (upstream, publishing) = (upstream.clone(), publishing.clone());
+            Members::new(upstream, publishing, members, Balance::default(), passive)
+        };
+        let [a, b, c, d, e] = [1, 2, 3, 4, 5].map(|port| Arc::new(endpoint(port, false, 1)));
+        let replaced = Arc::<Publishing>::default();
+        let old = set(
+            &replaced,
+            [&a, &b, &c, &d].map(|x| Member::new(x.clone())).to_vec(),
+        );
+        old.publish();
+        old.failure(0, "test");
+        old.failure(0, "test");
+        let was = |i: usize| &old.members[i];
+        assert!(was(0).health.ejected(Instant::now()));
+        let off = Member::succeeding(a.clone(), was(0), false, true);
+        assert!(!off.health.ejected(Instant::now()), "passive off");
+        let new = set(
+            &Arc::default(),
+            vec![
+                Member::succeeding(a, was(0), true, true),
+                Member::succeeding(b, was(1), true, true),
+                Member::succeeding(c, was(2), true, true),
+                Member::new(e),
+            ],
+        );
+        new.publish();
+        replaced.retire();
+        assert!(new.ejected(0, Instant::now()), "A back in service");
+        assert_eq!((gauge("healthy"), gauge("ejected")), (3, 1));
+        old.failure(1, "test");
+        old.failure(1, "test");
+        assert!(
+            !new.ejected(1, Instant::now()),
+            "B ejected by a retired set"
+        );
+        new.failure(1, "test");
+        assert!(new.ejected(1, Instant::now()), "B not ejected");
+        assert_eq!((gauge("healthy"), gauge("ejected")), (2, 2));
+        let again = new.members[0].health.eject(Instant::now(), &passive);
+        assert_eq!(again, passive.eject_for * 2, "A's back-off");
+        was(2).health.eject(Instant::now(), &passive);
+        assert_eq!(gauge("ejected"), 2, "C's ejection counted before a pick");
+        assert!(new.ejected(2, Instant::now()), "C in service");
+        assert_eq!((gauge("healthy"), gauge("ejected")), (1, 3));
+        new.forget_gauge();
     }
 
     /// Every endpoint failing (a database they share is down): passive

@@ -97,10 +97,12 @@ impl Resolution {
     /// most 5 s (`LOOKUP_TIMEOUT`). A lookup that fails keeps what `previous` (the
     /// upstream this one replaces, after an edit) had for the same
     /// `host:port`, as a failed re-resolution keeps the last good set; a
-    /// name with neither is one endpoint dialled by name.
-    pub fn initial(&self, previous: Option<&Resolution>) -> Members {
+    /// name with neither is one endpoint dialled by name. An endpoint at
+    /// the address of one of that upstream's endpoints (same server, same
+    /// `host:port`) carries its health over ([`Member::succeeding`]).
+    pub fn initial(&self, previous: Option<(&Resolution, Arc<Members>)>) -> Members {
         if self.has_names() {
-            let kept = previous.map(|p| p.last_by_server());
+            let kept = previous.as_ref().map(|(p, _)| p.last_by_server());
             // All names at once: one slow name does not add to another's wait.
             let lookups: Vec<_> = self
                 .config
@@ -127,7 +129,8 @@ impl Resolution {
                 });
             }
         }
-        self.members(&[])
+        let replaced = previous.as_ref().map_or(&[][..], |(_, m)| &m.members[..]);
+        self.members(&[], replaced)
     }
 
     /// Per server with good addresses: its host, port and those addresses.
@@ -177,7 +180,7 @@ impl Resolution {
                 changed = true;
             }
         }
-        changed.then(|| self.members(&current.members))
+        changed.then(|| self.members(&current.members, &[]))
     }
 
     /// The set for the last good addresses, keeping the members (pool,
@@ -185,7 +188,9 @@ impl Resolution {
     /// and drains the pools of those gone. A member is one server's
     /// address: two names resolving to one address are two members, each
     /// dialled with its own name, as they are when not resolved here.
-    fn members(&self, previous: &[Arc<Member>]) -> Members {
+    /// A new member at the address of one of `replaced` (the upstream an
+    /// edit replaces) carries that one's health over, not its pool.
+    fn members(&self, previous: &[Arc<Member>], replaced: &[Arc<Member>]) -> Members {
         let same = |m: &Member, url: &str, label: &str| &*m.endpoint.url == url && m.label == label;
         let last = self.last.lock().expect("resolution lock").clone();
         let mut members: Vec<Arc<Member>> = Vec::new();
@@ -223,7 +228,15 @@ impl Resolution {
                 if !previous.is_empty() {
                     info!(upstream = %self.upstream, endpoint = %label, "upstream endpoint added");
                 }
-                members.push(Member::new(Arc::new(endpoint)));
+                let endpoint = Arc::new(endpoint);
+                members.push(match replaced.iter().find(|m| same(m, &s.url, &label)) {
+                    Some(from) => {
+                        let health = &self.config.health;
+                        let passive = health.passive.consecutive_failures > 0;
+                        Member::succeeding(endpoint, from, passive, health.active.is_some())
+                    }
+                    None => Member::new(endpoint),
+                });
             }
         }
         for gone in previous

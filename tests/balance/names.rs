@@ -208,8 +208,8 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 }
 
-/// Editing an upstream rebuilds it (new pools and health), and its names
-/// are resolved again. A lookup that fails then keeps the addresses the
+/// Editing an upstream rebuilds it (new pools; its endpoints' health
+/// carries over, see `edits`), and its names are resolved again. A lookup that fails then keeps the addresses the
 /// running upstream had for that name, as a failed re-resolution does. It
 /// used to start from nothing and dial the name itself: every request a
 /// 502 until DNS came back, for an edit as small as a `read_timeout`.

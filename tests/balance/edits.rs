@@ -1,0 +1,198 @@
+//! An edit of an upstream (a server added, `read_timeout` changed) keeps the health of the endpoints that stay.
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Upstream `app` (round robin) over the pods at `addrs`, with `settings`
+/// lines, as [`Scene::public_config`]'s upstreams.
+fn app(addrs: &[std::net::SocketAddr], settings: &str) -> String {
+    let servers: Vec<String> = addrs.iter().map(|a| format!("https://{a}")).collect();
+    upstream(
+        "app",
+        &servers.join(", "),
+        &format!("    balance: round_robin\n{settings}"),
+    )
+}
+
+/// The `hotproxy_upstream_endpoints` line of upstream `app` in `state`.
+fn endpoints(state: &str, n: usize) -> String {
+    format!("hotproxy_upstream_endpoints{{upstream=\"app\",state=\"{state}\"}} {n}")
+}
+
+/// Wait until the gauge says `n` endpoints of `app` are in `state` (an
+/// ejection or a verdict is logged just before the gauge changes).
+async fn wait_gauge(w: &World, state: &str, n: usize) {
+    let want = endpoints(state, n);
+    wait_until(WAIT, &want, || async { metrics(w).await.contains(&want) }).await;
+}
+
+/// Pods A, B and C on 127.0.0.2/.3/.4 (`podA` answering every request
+/// `503`), the proxy routing everything to upstream `app` over A and B
+/// (with `settings` lines); C is there for an edit to add.
+async fn a_failing_beside_b(settings: &str) -> World {
+    let p = Pods::new();
+    let mut pods = Vec::new();
+    for (ip, label) in [
+        ("127.0.0.2", "podA"),
+        ("127.0.0.3", "podB"),
+        ("127.0.0.4", "podC"),
+    ] {
+        pods.push(p.pod_at(ip, label).await);
+    }
+    pods[0].answer_status.store(503, SeqCst);
+    let upstreams = app(&[pods[0].addr, pods[1].addr], settings);
+    p.serve("[{ upstream: app }]", &upstreams, pods).await
+}
+
+/// Apply `upstreams` as the configuration file's and wait until it is
+/// the `n`th configuration reloaded, naming upstream `app` as changed.
+async fn edit(w: &mut World, upstreams: &str, n: usize) {
+    w.scene.public_config("[{ upstream: app }]", upstreams);
+    let what = format!("configuration reload {n}");
+    wait_until(WAIT, &what, || async {
+        let reloaded: Vec<serde_json::Value> = w
+            .proxy
+            .logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "configuration reloaded")
+            .collect();
+        if let Some(r) = reloaded.get(n - 1) {
+            assert_eq!(r["changes"], "upstreams changed: app", "reload {n}");
+        }
+        reloaded.len() >= n
+    })
+    .await;
+}
+
+/// `n` GETs on one kept-open connection, each answered `200` by a pod
+/// other than podA: podA (out of service) got none of them.
+async fn none_to_a(w: &World, n: usize, when: &str) {
+    let mut send = client(w).await;
+    for i in 0..n {
+        let (status, pod) = get_pod(&mut send, "/").await;
+        assert_eq!(
+            (status, pod.as_deref() == Some("podA")),
+            (200, false),
+            "request {i} {when}: podA is out of service"
+        );
+    }
+}
+
+/// A ejected by passive health (an hour); then the operator adds server C,
+/// and later changes `read_timeout`. Each edit replaces the upstream, and
+/// its new endpoints used to start healthy: A was back in rotation at once
+/// (the gauge said 0 ejected) and took a third of the requests, each a
+/// `503` to a client, until it had failed `consecutive_failures` times
+/// again. A stays out, and the gauge says so, as a re-resolution that
+/// keeps an address keeps its health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_keeps_an_ejected_endpoint_out() {
+    let health = "    health: { passive: { consecutive_failures: 2, eject_for: 1h } }\n    retries: { attempts: 0 }\n";
+    let mut w = a_failing_beside_b(health).await;
+    let [a, b, c] = [0, 1, 2].map(|i| w.pods[i].addr);
+    // Round robin over A and B: A's second failure is the third request.
+    let mut send = client(&w).await;
+    let answers: Vec<u16> = {
+        let mut s = Vec::new();
+        for _ in 0..4 {
+            s.push(get_pod(&mut send, "/").await.0);
+        }
+        s
+    };
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 503).count(),
+        2,
+        "{answers:?}"
+    );
+    let ejected = w
+        .proxy
+        .wait_log("A ejected", |v| {
+            v["message"] == "upstream endpoint ejected" && v["upstream"] == "app"
+        })
+        .await;
+    assert_eq!(ejected["endpoint"], a.to_string());
+    wait_gauge(&w, "ejected", 1).await;
+
+    // The operator adds server C.
+    edit(&mut w, &app(&[a, b, c], health), 1).await;
+    let m = metrics(&w).await;
+    assert_has(&m, &endpoints("ejected", 1));
+    assert_has(&m, &endpoints("healthy", 2));
+    none_to_a(&w, 12, "after C was added").await;
+
+    // Then changes `read_timeout`.
+    let slower = format!("{health}    read_timeout: 45s\n");
+    edit(&mut w, &app(&[a, b, c], &slower), 2).await;
+    let m = metrics(&w).await;
+    assert_has(&m, &endpoints("ejected", 1));
+    assert_has(&m, &endpoints("healthy", 2));
+    none_to_a(&w, 12, "after read_timeout changed").await;
+    assert!(
+        !w.proxy
+            .logs()
+            .iter()
+            .any(|l| l.contains("upstream endpoint back in service")),
+        "A came back"
+    );
+
+    // Passive health turned off: nothing keeps A out any more.
+    let off =
+        "    health: { passive: { consecutive_failures: 0 } }\n    retries: { attempts: 0 }\n";
+    edit(&mut w, &app(&[a, b, c], off), 3).await;
+    assert_has(&metrics(&w).await, &endpoints("healthy", 3));
+    let mut send = client(&w).await;
+    let mut a_answered = 0;
+    for _ in 0..3 {
+        a_answered += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
+    }
+    assert_eq!(a_answered, 1, "round robin over three, passive health off");
+}
+
+/// A out of service by active checks; then the operator adds server C and
+/// makes the checks hourly. The new upstream's endpoints used to start
+/// healthy: A took its share of requests (`503`s) until its checks failed
+/// `unhealthy_after` times again, here an hour. Its verdict carries over;
+/// with the checks removed by a later edit, nothing could bring A back,
+/// and it is in service again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_keeps_an_unhealthy_endpoint_out() {
+    let checks = |interval: &str| {
+        format!(
+            "    health:\n      passive: {{ consecutive_failures: 0 }}\n      active: {{ path: /healthz, interval: {interval}, timeout: 1s, healthy_after: 2, unhealthy_after: 2 }}\n    retries: {{ attempts: 0 }}\n"
+        )
+    };
+    let mut w = a_failing_beside_b(&checks("100ms")).await;
+    let [a, b, c] = [0, 1, 2].map(|i| w.pods[i].addr);
+    let out = w
+        .proxy
+        .wait_log("A out by its checks", |v| {
+            v["message"] == "upstream endpoint failed its active checks; out of service"
+                && v["upstream"] == "app"
+        })
+        .await;
+    assert_eq!(out["endpoint"], a.to_string());
+    wait_gauge(&w, "unhealthy", 1).await;
+
+    edit(&mut w, &app(&[a, b, c], &checks("1h")), 1).await;
+    let m = metrics(&w).await;
+    assert_has(&m, &endpoints("unhealthy", 1));
+    assert_has(&m, &endpoints("healthy", 2));
+    none_to_a(&w, 12, "after C was added").await;
+
+    let off =
+        "    health: { passive: { consecutive_failures: 0 } }\n    retries: { attempts: 0 }\n";
+    edit(&mut w, &app(&[a, b, c], off), 2).await;
+    assert_has(&metrics(&w).await, &endpoints("healthy", 3));
+    let mut send = client(&w).await;
+    let mut a_answered = 0;
+    for _ in 0..3 {
+        a_answered += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
+    }
+    assert_eq!(
+        a_answered, 1,
+        "round robin over three, active checks removed"
+    );
+}
