@@ -136,6 +136,8 @@ pub struct Metrics {
     pub upstream_requests: Family<EndpointRequestLabels, Counter>,
     /// Requests sent again to another endpoint.
     pub upstream_retries: Family<UpstreamLabels, Counter>,
+    /// Requests sent again on a new connection to the same endpoint.
+    pub upstream_resends: Family<UpstreamLabels, Counter>,
     registry: Registry,
 }
 
@@ -167,6 +169,7 @@ impl Metrics {
             upstream_endpoints: Family::default(),
             upstream_requests: Family::default(),
             upstream_retries: Family::default(),
+            upstream_resends: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -233,6 +236,11 @@ impl Metrics {
             "hotproxy_upstream_retries",
             "Upstream requests sent again to another endpoint",
             m.upstream_retries.clone(),
+        );
+        registry.register(
+            "hotproxy_upstream_resends",
+            "Upstream requests sent again on a new connection to the same endpoint: not written, left unprocessed, or idempotent on a reused connection closed before the response",
+            m.upstream_resends.clone(),
         );
         registry.register(
             "hotproxy_client_auth_denied",
@@ -318,6 +326,16 @@ pub fn upstream_error(upstream: &str, reason: &str) {
             reason: reason.to_owned(),
         })
         .inc();
+}
+
+/// Count one request sent again on a new connection to the endpoint it
+/// was sent to (a reused connection closed before answering it, and the
+/// like: SPEC, Upstream connection pool).
+pub fn upstream_resend(upstream: &str) {
+    let labels = UpstreamLabels {
+        upstream: upstream.to_owned(),
+    };
+    METRICS.upstream_resends.get_or_create(&labels).inc();
 }
 
 /// Record one answered request.

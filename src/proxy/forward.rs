@@ -13,7 +13,8 @@
 //! can be sent twice (none, or read whole); or the reused connection
 //! closed before a whole response head and the request is idempotent with
 //! such a body (an upstream closing an idle keep-alive connection just as
-//! it is reused).
+//! it is reused). It is counted (`hotproxy_upstream_resends_total`) and is
+//! no retry: `retries.attempts: 0` leaves it on.
 //!
 //! Which endpoint each attempt goes to, and when another one is tried, is
 //! [`crate::proxy::attempts`]'.
@@ -451,7 +452,9 @@ impl Upstream {
                                 // with none, a new connection to this one,
                                 // once: the endpoint may be restarting.
                                 Some(again) if here && tls.is_none() && !fresh && !elsewhere() => {
-                                    debug!(upstream = %self.name, server = %endpoint.dialled_url, error = %e, "request not processed; retrying on a new connection");
+                                    let what =
+                                        "request not processed; retrying on a new connection";
+                                    self.resending(endpoint, check, &e, what);
                                     req = again;
                                     fresh = true;
                                     continue;
@@ -476,9 +479,9 @@ impl Upstream {
                 };
                 return Err((Failure::Request(err.into_error()), again));
             }
-            if let Some(unsent) = err.take_message() {
-                debug!(upstream = %self.name, server = %endpoint.dialled_url, error = %err.error(), "request not sent; retrying on a new connection");
+            let what = if let Some(unsent) = err.take_message() {
                 req = unsent;
+                "request not sent; retrying on a new connection"
             } else if let Some(copy) = copy
                 && closed_before_response(err.error())
             {
@@ -488,12 +491,22 @@ impl Upstream {
                     // another may take it (the copy is kept for that).
                     return Err((Failure::Request(err.into_error()), Some(copy)));
                 }
-                debug!(upstream = %self.name, server = %endpoint.dialled_url, error = %err.error(), "reused connection closed; retrying on a new connection");
                 req = copy;
+                "reused connection closed; retrying on a new connection"
             } else {
                 return Err((Failure::Request(err.into_error()), None));
-            }
+            };
+            self.resending(endpoint, check, err.error(), what);
             fresh = true;
+        }
+    }
+
+    /// A request is sent again on a new connection to the same endpoint
+    /// (see the module doc): said, and counted unless it is a `check`.
+    fn resending(&self, endpoint: &Endpoint, check: bool, error: &hyper::Error, what: &str) {
+        debug!(upstream = %self.name, server = %endpoint.dialled_url, %error, "{what}");
+        if !check {
+            metrics::upstream_resend(&self.name);
         }
     }
 

@@ -166,12 +166,14 @@ async fn going_away(pair: &TestPair, cue: Option<Arc<Cue>>) -> (SocketAddr, Arc<
 /// stream is past the last stream id: a pod shutting down gracefully under
 /// load) is sent again on a new connection, whatever its method, when its
 /// body can be sent twice. With one endpoint (a Service's ClusterIP), it
-/// was a `502` on every rolling restart.
+/// was a `502` on every rolling restart. Each time is counted in
+/// `hotproxy_upstream_resends_total` (it used to be seen nowhere).
 #[tokio::test]
 async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
     let w = world();
     let (backend, accepted) = going_away(&w.backend_pair, None).await;
     let (mut p, addr) = proxy_for(&w, backend).await;
+    let admin = p.admin_addr().await;
     let mut send = h1_sender(&w, addr).await;
     for (method, body, expect) in [
         ("GET", "", "connection 0"),
@@ -183,6 +185,10 @@ async fn a_request_an_h2_goaway_left_unprocessed_is_sent_again() {
         assert_eq!((status, &got[..]), (200, expect.as_bytes()), "{method}");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // Counted before it went again, so before its answer came.
+    let resent = "hotproxy_upstream_resends_total{upstream=\"app\"} 1";
+    let m = metrics_text(admin).await;
+    assert!(m.lines().any(|l| l == resent), "{m}");
     // A body streamed, not read whole (over body_buffer_bytes), cannot be
     // sent twice: a 502 that says why.
     let req = h1_request("POST", "/x", vec![b'x'; 20_000]);

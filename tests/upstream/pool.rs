@@ -162,6 +162,44 @@ async fn request_lost_on_a_reused_connection_is_retried_only_when_safe() {
     .await;
 }
 
+/// A request sent again on a new connection to its endpoint (the upstream
+/// closed the reused keep-alive connection it was written on) is counted
+/// in `hotproxy_upstream_resends_total`, with `retries.attempts: 0` too:
+/// that turns off retries on other endpoints, not this resend. It used to
+/// show only in a debug line: not a retry, and one answer in the
+/// per-endpoint counts, so operators could not see how often a backend's
+/// keep-alive timeout raced hotproxy's requests.
+#[tokio::test]
+async fn a_request_sent_again_on_a_new_connection_is_counted() {
+    let w = world();
+    let b = scripted(&w.backend_pair, Script::DropSecondRequest).await;
+    let extra = ["retries: { attempts: 0 }"];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", b.addr, &extra));
+    let (addr, admin) = (p.listener_addr("public").await, p.admin_addr().await);
+    for _ in 0..2 {
+        // The second reuses connection 1, which drops it: sent again on 2.
+        assert_eq!(send(addr, &w, "GET", "").await, (200, "request 1".into()));
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
+    // Counted before it was sent again, so before its answer came.
+    let m = metrics_text(admin).await;
+    let line = |prefix: &str| m.lines().find(|l| l.starts_with(prefix)).map(str::to_owned);
+    let resends = line("hotproxy_upstream_resends_total{upstream=\"app\"} ");
+    assert_eq!(
+        resends.as_deref(),
+        Some("hotproxy_upstream_resends_total{upstream=\"app\"} 1"),
+        "{m}"
+    );
+    // Not a retry on another endpoint; one answer for the endpoint.
+    assert_eq!(line("hotproxy_upstream_retries_total"), None, "{m}");
+    let answered = format!(
+        "hotproxy_upstream_requests_total{{upstream=\"app\",endpoint=\"{}\",code=\"200\"}} 2",
+        b.addr
+    );
+    assert!(m.lines().any(|l| l == answered), "{m}");
+}
+
 /// A cold pool under concurrent load opens at most one upstream
 /// connection per request in flight (hyper-util's pool raced new dials
 /// against returning connections and kept the extras).
