@@ -523,15 +523,22 @@ impl H2 {
     /// connection is closed: nothing can be sent on it, and the requests
     /// waiting for the dial would wait out `connect_timeout` for a stream
     /// the server may never allow (RFC 9113 §6.5.2: a server that does not
-    /// wish to accept requests should close the connection instead).
+    /// wish to accept requests should close the connection instead). So
+    /// does one whose connection ended right after its SETTINGS (a
+    /// `GOAWAY` with them, a close): TCP and TLS succeeded, so it is no
+    /// `connect_refused`, which it used to be.
     pub fn first_stream(&self) -> Result<StreamGuard, DialError> {
         if let Some(guard) = self.try_stream() {
             return Ok(guard);
         }
-        if self.shared.max_streams.load(Ordering::Acquire) > 0 {
-            return Err(DialError::Refused);
-        }
         self.shared.kill.kill();
+        if self.shared.max_streams.load(Ordering::Acquire) > 0 {
+            // Not full (no other request has it yet): ended.
+            return Err(DialError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "HTTP/2 connection ended right after the server's SETTINGS (a GOAWAY or a close), before any request",
+            )));
+        }
         Err(DialError::Io(std::io::Error::other(
             "the server's HTTP/2 SETTINGS allow no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)",
         )))

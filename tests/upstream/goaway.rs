@@ -20,7 +20,7 @@ pub(crate) fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<
 }
 
 /// `GOAWAY(NO_ERROR)` naming `last` as the last stream processed.
-fn goaway(last: u32) -> Vec<u8> {
+pub(crate) fn goaway(last: u32) -> Vec<u8> {
     let mut payload = last.to_be_bytes().to_vec();
     payload.extend_from_slice(&0u32.to_be_bytes());
     h2_frame(7, 0, 0, &payload)

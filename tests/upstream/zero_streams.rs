@@ -1,4 +1,4 @@
-//! An HTTP/2 server that allows no stream (`SETTINGS_MAX_CONCURRENT_STREAMS` 0), from the start or later.
+//! An HTTP/2 server that allows no stream (`SETTINGS_MAX_CONCURRENT_STREAMS` 0, or a `GOAWAY` with its SETTINGS), from the start or later.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::goaway::{h2_frame, next_frame, raw_h2};
+use crate::goaway::{goaway, h2_frame, next_frame, raw_h2};
 use crate::support::*;
 
 /// SETTINGS with SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = `max`.
@@ -152,4 +152,52 @@ async fn an_h2_connection_whose_server_allows_no_more_streams_gets_no_new_reques
     }
     assert_eq!(seen.on_first.load(Ordering::SeqCst), 1);
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// An HTTP/2 server that sends `GOAWAY` (last stream 0) with its first
+/// SETTINGS, taking no request on the connection (one shutting down as it
+/// accepts), fails the dial as `connect_error`, saying the connection
+/// ended right after those SETTINGS; each request waiting for that dial
+/// gets the same cause. TCP and TLS had succeeded, yet it was
+/// `connect_refused` ("connection refused"), which sends an operator
+/// looking for a server that is not listening.
+#[tokio::test]
+async fn an_h2_server_going_away_with_its_settings_fails_the_dial_as_connect_error() {
+    let w = world();
+    let first = [h2_frame(4, 0, 0, &[]), goaway(0)].concat();
+    let (backend, accepted, seen) = zero_streams(&w.backend_pair, first, false).await;
+    let (p, addr) = proxy_for(&w, backend).await;
+    // One, then three at once: the pool now knows the endpoint speaks
+    // HTTP/2 and dials for one at a time; those that come meanwhile wait
+    // for that dial and get its cause.
+    let (status, body) = send(addr, &w, "GET", "").await;
+    assert_eq!((status, body.as_str()), (502, "upstream unavailable\n"));
+    let (a, b, c) = tokio::join!(
+        send(addr, &w, "GET", ""),
+        send(addr, &w, "GET", ""),
+        send(addr, &w, "GET", "")
+    );
+    for (status, body) in [a, b, c] {
+        assert_eq!((status, body.as_str()), (502, "upstream unavailable\n"));
+    }
+    // One line per request, logged before its 502 went out.
+    let failed = || {
+        p.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "upstream request failed")
+            .collect::<Vec<_>>()
+    };
+    wait_until(WAIT, "four failures logged", || async {
+        failed().len() == 4
+    })
+    .await;
+    for v in failed() {
+        assert_eq!(v["reason"], "connect_error", "{v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains("right after the server's SETTINGS"), "{v}");
+    }
+    // No request reached it; every connection was closed.
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
+    seen.closed(accepted.load(Ordering::SeqCst)).await;
 }
