@@ -113,6 +113,9 @@ pub struct Metrics {
     pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// 1 once the configuration file loaded (startup) or reloaded, 0 while
+    /// the file on disk is rejected and the previous configuration runs.
+    pub config_last_reload_successful: Gauge,
     /// Clients refused for who they are (issue 15): handshake or route.
     pub client_auth_denied: Family<ListenerReasonLabels, Counter>,
     /// Access-log lines dropped because the writer lagged or could not
@@ -157,6 +160,7 @@ impl Metrics {
             ),
             upstream_errors: Family::default(),
             config_reloads: Family::default(),
+            config_last_reload_successful: Gauge::default(),
             client_auth_denied: Family::default(),
             access_log_dropped: Counter::default(),
             cert_reload_pending: Family::default(),
@@ -221,6 +225,11 @@ impl Metrics {
             "hotproxy_config_reloads",
             "Configuration file reloads by result",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "hotproxy_config_last_reload_successful",
+            "1 if the configuration file's last load or reload applied (or found it unchanged), 0 while the file is rejected and the previous configuration runs",
+            m.config_last_reload_successful.clone(),
         );
         registry.register(
             "hotproxy_upstream_endpoints",

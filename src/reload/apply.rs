@@ -124,6 +124,11 @@ impl Reloader {
         if result.is_ok() {
             self.config_backoff = None;
         }
+        // Not a counter's news: 0 for as long as the file is rejected,
+        // retries that fail the same way included (SPEC §5).
+        METRICS
+            .config_last_reload_successful
+            .set(i64::from(result.is_ok()));
         match result {
             Ok(None) => {
                 // The file is the running configuration. After a rejected

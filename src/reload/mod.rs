@@ -273,6 +273,7 @@ pub fn start(
         admin_tokens: None,
     };
     reloader.apply_config(config.clone(), true)?;
+    crate::metrics::METRICS.config_last_reload_successful.set(1);
     if let Some(store_config) = &config.store {
         let (store, stored) = Store::open(store_config)?;
         for spec in stored {

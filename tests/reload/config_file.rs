@@ -183,3 +183,49 @@ async fn a_config_file_with_a_future_mtime_is_applied() {
         .unwrap();
     until_served(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
 }
+
+/// `hotproxy_config_last_reload_successful` is 1 after startup, 0 for as
+/// long as the file on disk is rejected (a retry that fails the same way
+/// counts nothing more, so the failure counter alone cannot say it still
+/// is), and 1 again once the file applies or the running one is put back.
+#[tokio::test]
+async fn the_last_reload_gauge_is_0_while_the_file_is_rejected() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (_, b) = pairs_a_and_b(&s, &ca);
+    let config = |stem: &str| {
+        base_config(
+            &format!("{stem}.crt"),
+            &format!("{stem}.key"),
+            "\nadmin: { bind: \"127.0.0.1:0\" }",
+        )
+    };
+    let broken = |stem: &str| config(stem).replace("debounce: 50ms", "debounse: 50ms");
+    let cfg = s.config(&config("a"));
+    let (mut p, addr) = serve(&cfg).await;
+    let admin = p.admin_addr().await;
+    let gauge = |v: u8| format!("hotproxy_config_last_reload_successful {v}");
+    wait_metric(admin, &gauge(1), WAIT).await;
+    write(&cfg, &broken("b"));
+    wait_metric(admin, &gauge(0), WAIT).await;
+    // Read again (SIGHUP) and rejected the same way: still 0.
+    p.signal("HUP");
+    p.wait_log("SIGHUP rejected", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGHUP: done"))
+            && v["config"] == "rejected"
+    })
+    .await;
+    let metrics = metrics_text(admin).await;
+    assert!(metrics.lines().any(|l| l == gauge(0)), "{metrics}");
+    // The running configuration put back: restored, 1.
+    write(&cfg, &config("a"));
+    wait_metric(admin, &gauge(1), WAIT).await;
+    // Rejected again, then a good new file: applied, 1.
+    write(&cfg, &broken("b"));
+    wait_metric(admin, &gauge(0), WAIT).await;
+    write(&cfg, &config("b"));
+    wait_metric(admin, &gauge(1), WAIT).await;
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+}
