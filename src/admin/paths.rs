@@ -39,17 +39,7 @@ pub fn roots(config: &Config) -> Vec<PathBuf> {
 /// refusal, naming the field (and the path the caller gave, which tells
 /// them nothing new) but never whether it exists.
 pub fn check(source: &EntrySource, roots: &[PathBuf]) -> Result<(), String> {
-    let fields: Vec<(&str, &Path)> = match source {
-        EntrySource::PairFiles {
-            cert_file,
-            key_file,
-        } => vec![("cert_file", cert_file), ("key_file", key_file)],
-        EntrySource::CaFiles { ca_file, crl_files } => std::iter::once(("ca_file", &**ca_file))
-            .chain(crl_files.iter().map(|p| ("crl_files", &**p)))
-            .collect(),
-        EntrySource::PairInline { .. } | EntrySource::CaInline { .. } => Vec::new(),
-    };
-    for (field, path) in fields {
+    for (field, path) in fields(source) {
         if !within(path, roots) {
             return Err(format!(
                 "field {field}: {} is not under store.file_roots; the admin API may only name files in those directories",
@@ -58,6 +48,30 @@ pub fn check(source: &EntrySource, roots: &[PathBuf]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The files `source` names that are not under one of `roots` (none for
+/// inline material): what a PUT of it would be refused for.
+pub fn outside<'a>(source: &'a EntrySource, roots: &[PathBuf]) -> Vec<&'a Path> {
+    fields(source)
+        .into_iter()
+        .map(|(_, path)| path)
+        .filter(|path| !within(path, roots))
+        .collect()
+}
+
+/// The files `source` names, each with the field that names it.
+fn fields(source: &EntrySource) -> Vec<(&'static str, &Path)> {
+    match source {
+        EntrySource::PairFiles {
+            cert_file,
+            key_file,
+        } => vec![("cert_file", cert_file), ("key_file", key_file)],
+        EntrySource::CaFiles { ca_file, crl_files } => std::iter::once(("ca_file", &**ca_file))
+            .chain(crl_files.iter().map(|p| ("crl_files", &**p)))
+            .collect(),
+        EntrySource::PairInline { .. } | EntrySource::CaInline { .. } => Vec::new(),
+    }
 }
 
 /// `path` with `.` dropped and each `..` taking the component before it.

@@ -1,11 +1,13 @@
 //! The catalogue queries and mutations the admin API runs on the reloader thread.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tracing::warn;
 
 use super::entry::{State, forget_entry_metrics, record_success, set_state, warn_validity};
 use super::{LOG, Reloader};
+use crate::admin::paths;
 use crate::config::{self, ClientAuthConfig, EntrySpec};
 use crate::material::catalogue::{Entry, EntryView, Origin, Reference, ReloadResult};
 use crate::material::pem;
@@ -100,6 +102,31 @@ impl Reloader {
         }
         self.entries.insert(spec.id.clone(), entry);
         Ok(())
+    }
+
+    /// Warn about each entry created through the API whose files are
+    /// outside the roots the admin API may name now (SPEC §4). Narrowing
+    /// them refuses a PUT of the entry and nothing else: it was named when
+    /// the roots allowed it, and listeners or upstreams may use it, so it
+    /// is kept, served and re-read until deleted, and the operator is told.
+    /// `before`: the roots of the configuration a reload replaced (only a
+    /// file they held is news), `None` at startup.
+    pub(super) fn warn_outside_roots(&self, before: Option<&[PathBuf]>) {
+        let roots = paths::roots(&self.config);
+        for (id, e) in self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.origin == Origin::Store)
+        {
+            let files = paths::outside(&e.spec.source, &roots);
+            if files.is_empty()
+                || before.is_some_and(|b| paths::outside(&e.spec.source, b) == files)
+            {
+                continue;
+            }
+            let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            warn!(target: LOG, entry = %id, files = %files.join(", "), "entry created through the admin API names files outside store.file_roots; it is kept and served, a PUT to it is refused, DELETE it to drop it");
+        }
     }
 
     /// A listener's client authentication as it runs now (runtime

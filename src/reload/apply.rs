@@ -111,7 +111,10 @@ impl Reloader {
                 }
                 let changes = super::changes::describe(&self.config, &new);
                 let restart = super::changes::at_next_restart(&self.config, &new);
-                self.apply_config(new, false).map(|_| Some((changes, restart)))
+                let roots = crate::admin::paths::roots(&self.config);
+                self.apply_config(new, false)?;
+                self.warn_outside_roots(Some(&roots));
+                Ok(Some((changes, restart)))
             });
         let count = |result: &str| {
             METRICS

@@ -282,6 +282,7 @@ pub fn start(
         reloader.store = Some(store);
         reloader.rewatch();
         reloader.publish();
+        reloader.warn_outside_roots(None);
     }
     let (tx, rx) = mpsc::channel();
     let forward = tx.clone();

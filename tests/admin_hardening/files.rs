@@ -187,6 +187,65 @@ async fn a_stored_entry_put_with_its_own_paths_is_held_to_the_current_roots() {
     assert_eq!(std::fs::read(a.s.path("data/store.json")).unwrap(), stored);
 }
 
+/// Narrowing `store.file_roots` revokes nothing but the PUT: a stored
+/// entry whose files are now outside them is kept (served, watched,
+/// re-read) and a warning names it, with its id and files (never their
+/// content), on the reload that narrows the roots and at each startup.
+/// Before, nothing said so, and a restart restored it in silence.
+#[tokio::test]
+async fn a_stored_entry_left_outside_narrowed_roots_is_warned_about() {
+    let mut a = Api::with_store(
+        "{ path: data/store.json, key_file: keys/store.key, file_roots: [old, both] }",
+        "",
+    )
+    .await;
+    let (old, both) = (a.s.path("old/ca.crt"), a.s.path("both/ca.crt"));
+    write(&old, &a.ca.cert_pem);
+    write(&both, &a.ca.cert_pem);
+    a.create(ca_file("stored", &old)).await;
+    a.create(ca_file("inside", &both)).await;
+    let outside = |id: &'static str| {
+        move |v: &serde_json::Value| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("outside store.file_roots"))
+                && v["entry"] == id
+        }
+    };
+    let warned = |p: &Proxy, id: &'static str| {
+        p.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| outside(id)(&v))
+    };
+    assert!(!warned(&a.p, "stored"), "warned too early");
+    let cfg = a.s.path("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    write(
+        &cfg,
+        &text.replace("file_roots: [old, both]", "file_roots: [new, both]"),
+    );
+    a.p.signal("HUP");
+    let told =
+        a.p.wait_log("the reload's warning", outside("stored"))
+            .await;
+    assert_eq!(told["level"], "WARN", "{told}");
+    assert_eq!(told["files"], old.display().to_string(), "{told}");
+    a.p.wait_log("the reload", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert!(!warned(&a.p, "inside"), "inside both roots");
+    // Kept: still there, still loaded.
+    let r = a.editor("GET", "/api/v1/certs/stored", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["last_reload"]["result"], "success", "{}", r.body);
+    // A restart restores it, and says so again.
+    a.restart().await;
+    a.p.wait_log("the startup warning", outside("stored")).await;
+    assert!(!warned(&a.p, "inside"), "inside both roots");
+    let r = a.editor("GET", "/api/v1/certs/stored", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// A ca-bundle's `crl_files` hold at most 64 files, each once. A body
 /// naming one file tens of thousands of times (under 1 MiB of JSON) had
 /// every read of the entry open it that many times and hold two copies of
