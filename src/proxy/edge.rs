@@ -110,6 +110,17 @@ impl RoutePolicy {
 #[derive(Clone, Debug)]
 pub struct UpstreamAddr(pub Arc<str>);
 
+impl UpstreamAddr {
+    /// `to`, which hotproxy answers instead of `from`, with `from`'s
+    /// address: the access log's `upstream_addr` beside its `upstream_ms`.
+    pub fn carried<B, C>(mut from: Response<B>, mut to: Response<C>) -> Response<C> {
+        if let Some(addr) = from.extensions_mut().remove::<UpstreamAddr>() {
+            to.extensions_mut().insert(addr);
+        }
+        to
+    }
+}
+
 /// Set by the forwarder on a response whose head came from the upstream:
 /// the access log's `upstream_ms` is "until the upstream's response head",
 /// which hotproxy's own answers (a client body fault, a failed or

@@ -32,7 +32,7 @@ use crate::proxy::accept::Acceptor;
 use crate::proxy::body::{self, Fault};
 use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
 use crate::proxy::drain::{Drain, DrainGuard};
-use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAnswered};
+use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::forward::{
     RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
 };
@@ -766,7 +766,9 @@ async fn handle(
             _ => {
                 metrics::upstream_error(&upstream.name, "protocol");
                 warn!(upstream = %upstream.name, reason = "protocol", error = "101 Switching Protocols to a protocol that was not requested", "upstream request failed");
-                resp = error_response(StatusCode::BAD_GATEWAY, "upstream unavailable");
+                // The 502 is the endpoint's: its line names it too.
+                let refused = error_response(StatusCode::BAD_GATEWAY, "upstream unavailable");
+                resp = UpstreamAddr::carried(resp, refused);
             }
         }
     }

@@ -174,10 +174,12 @@ async fn h2c_upgrade_is_not_tunnelled() {
 /// A `101` to a request that asked for no upgrade is refused (502 to the
 /// client), and it is the endpoint's 502: a failure for passive health and
 /// `code="502"` in its request counts. It used to be counted as an
-/// answered `101`, a success, while the client got a 502.
+/// answered `101`, a success, while the client got a 502. Its access-log
+/// line names the endpoint whose head came (`upstream_addr` with
+/// `upstream_ms`): it had `upstream_ms` but `upstream_addr` null.
 #[tokio::test]
 async fn an_unrequested_switch_is_the_endpoints_failure() {
-    let (w, mut p, addr) = serve("").await;
+    let (w, mut p, addr, log) = serve_logged("").await;
     let admin = p.admin_addr().await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     s.write_all(b"GET /switch HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
@@ -195,6 +197,16 @@ async fn an_unrequested_switch_is_the_endpoints_failure() {
     };
     assert!(counted("502"), "{m}");
     assert!(!counted("101"), "{m}");
+    let lines = wait_line(&log, "the switch's line", |v| v["path"] == "/switch").await;
+    let v = lines.iter().find(|v| v["path"] == "/switch").unwrap();
+    assert_eq!(v["status"], 502, "{v}");
+    assert_eq!(v["upstream"], "plain", "{v}");
+    assert!(v["upstream_ms"].is_number(), "{v}");
+    assert_eq!(
+        v["upstream_addr"],
+        format!("http://{}", w.backend.addr),
+        "{v}"
+    );
 }
 
 /// A tunnel with no byte either way for tunnel_idle_timeout is closed and
