@@ -283,7 +283,7 @@ impl Metrics {
         );
         registry.register(
             "hotproxy_tls_sni_default",
-            "Handshakes whose SNI matched no configured name and got the listener's default certificate",
+            "ClientHellos (one per connection) whose SNI matched no configured name and got the listener's default certificate, whether or not the handshake then completed",
             m.tls_sni_default.clone(),
         );
         registry.register(
@@ -627,8 +627,8 @@ pub fn client_auth_denied(listener: &str, reason: &str) {
         .inc();
 }
 
-/// Count one handshake whose SNI matched no configured name (it got the
-/// listener's default certificate).
+/// Count one connection whose ClientHello's SNI matched no configured name
+/// (it got the listener's default certificate), at the ClientHello.
 pub fn sni_default(listener: &str) {
     METRICS
         .tls_sni_default
