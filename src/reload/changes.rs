@@ -1,6 +1,6 @@
 //! What a configuration reload changed, for the log line that confirms it.
 
-use crate::config::Config;
+use crate::config::{Config, FrontConfig, ListenerConfig};
 
 /// `listeners added: a; listeners changed: public (routes, tls); upstreams
 /// removed: old; entries changed: edge; settings changed: watch, access_log`, or
@@ -13,29 +13,7 @@ pub(super) fn describe(old: &Config, new: &Config) -> String {
         &old.listeners,
         &new.listeners,
         |l| &l.name,
-        |a, b| {
-            let mut what = Vec::new();
-            if a.bind != b.bind {
-                what.push("bind");
-            }
-            if a.routes != b.routes {
-                what.push("routes");
-            }
-            if a.certs != b.certs
-                || a.client_auth != b.client_auth
-                || a.alpn != b.alpn
-                || a.min_version != b.min_version
-            {
-                what.push("tls");
-            }
-            if a.limits != b.limits {
-                what.push("limits");
-            }
-            if what.is_empty() && a != b {
-                what.push("settings");
-            }
-            what
-        },
+        listener_changes,
     );
     named(
         &mut parts,
@@ -78,6 +56,59 @@ pub(super) fn describe(old: &Config, new: &Config) -> String {
     } else {
         parts.join("; ")
     }
+}
+
+/// What changed in a listener, by kind, in the configuration's words: every
+/// kind that did, so an admission change (which closes the listener's
+/// connections) is not hidden behind a change of its routes. Every field is
+/// named here: a new one does not compile until it is told.
+fn listener_changes(a: &ListenerConfig, b: &ListenerConfig) -> Vec<&'static str> {
+    let ListenerConfig {
+        name: _,
+        bind,
+        certs,
+        client_auth,
+        alpn,
+        min_version,
+        routes,
+        limits,
+        forward_client_cert,
+        request_id,
+        access_log,
+        front,
+    } = a;
+    let FrontConfig {
+        proxy_protocol,
+        trusted_proxies,
+        allow_from,
+        response_headers,
+        redirect_https,
+    } = front;
+    let f = &b.front;
+    let tls = *certs != b.certs
+        || *client_auth != b.client_auth
+        || *alpn != b.alpn
+        || *min_version != b.min_version;
+    [
+        ("bind", *bind != b.bind),
+        ("routes", *routes != b.routes),
+        ("tls", tls),
+        ("limits", *limits != b.limits),
+        (
+            "forward_client_cert",
+            *forward_client_cert != b.forward_client_cert,
+        ),
+        ("request_id", *request_id != b.request_id),
+        ("access_log", *access_log != b.access_log),
+        ("proxy_protocol", *proxy_protocol != f.proxy_protocol),
+        ("trusted_proxies", *trusted_proxies != f.trusted_proxies),
+        ("allow_from", *allow_from != f.allow_from),
+        ("response_headers", *response_headers != f.response_headers),
+        ("redirect_https", *redirect_https != f.redirect_https),
+    ]
+    .into_iter()
+    .filter_map(|(kind, changed)| changed.then_some(kind))
+    .collect()
 }
 
 /// The settings a reload changed that are read once, at startup: the
@@ -197,6 +228,32 @@ mod tests {
             "{CERTS}access_log: {{ path: stdout }}\nlisteners:\n  - {{ name: public, bind: 127.0.0.1:0, {TLS}, routes: [ {{ path_prefix: /, upstream: a }} ] }}\n  - {{ name: gone, bind: 127.0.0.1:0, {TLS} }}\nupstreams:\n  - {{ name: a, servers: [http://127.0.0.1:1] }}\n",
         ));
         assert_eq!(describe(&old, &logged), "settings changed: access_log");
+        // Each kind of listener change is named, beside the others: an
+        // admission change (which closes the listener's connections) was
+        // hidden behind its routes' change.
+        let listener = |public: &str| {
+            parse(&format!(
+                "{CERTS}listeners:\n  - {{ name: public, bind: 127.0.0.1:0, {TLS}, {public} }}\n  - {{ name: gone, bind: 127.0.0.1:0, {TLS} }}\nupstreams:\n  - {{ name: a, servers: [http://127.0.0.1:1] }}\n",
+            ))
+        };
+        let edge = listener(
+            "routes: [ { path_prefix: /api, upstream: a } ], access_log: false, \
+             proxy_protocol: { from: [10.0.0.1/32] }, allow_from: [10.0.0.0/8]",
+        );
+        assert_eq!(
+            describe(&old, &edge),
+            "listeners changed: public (routes, access_log, proxy_protocol, allow_from)"
+        );
+        let fronted = listener(
+            "routes: [ { path_prefix: /, upstream: a } ], trusted_proxies: [10.0.0.0/8], \
+             response_headers: { set: { x-served-by: edge } }, request_id: { trust_client: false }, \
+             forward_client_cert: rfc9440",
+        );
+        assert_eq!(
+            describe(&old, &fronted),
+            "listeners changed: public (forward_client_cert, request_id, trusted_proxies, \
+             response_headers)"
+        );
         assert_eq!(at_next_restart(&old, &new), ["watch.debounce"]);
         assert!(at_next_restart(&old, &old).is_empty());
     }
