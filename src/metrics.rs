@@ -419,31 +419,53 @@ impl CodeCounters {
 }
 
 /// `hotproxy_http_requests_total` and `hotproxy_http_request_duration_seconds`
-/// of one (listener, upstream) pair, resolved once when a listener's routes
-/// are built: recording a request then takes no family lock and builds no
-/// label strings (each status code's counter is looked up on its first use).
+/// of one (listener, upstream) pair, resolved once: recording a request then
+/// takes no family lock and builds no label strings (each status code's
+/// counter is looked up on its first use).
 pub struct RouteMetrics {
     listener: String,
     upstream: String,
-    duration: Histogram,
+    duration: std::sync::OnceLock<Histogram>,
     codes: CodeCounters,
 }
 
 impl RouteMetrics {
+    /// The pair's metrics, its duration series in `/metrics` at once.
     pub fn new(listener: &str, upstream: &str) -> RouteMetrics {
-        let duration = METRICS
-            .http_request_duration
-            .get_or_create(&RouteLabels {
-                listener: listener.to_owned(),
-                upstream: upstream.to_owned(),
-            })
-            .clone();
+        let m = RouteMetrics::deferred(listener, upstream);
+        m.register();
+        m
+    }
+
+    /// The pair's metrics for a configuration being planned: nothing is
+    /// registered until [`RouteMetrics::register`] (when it commits) or
+    /// a first request, so a configuration rejected later leaves no series
+    /// of a listener that never ran.
+    pub fn deferred(listener: &str, upstream: &str) -> RouteMetrics {
         RouteMetrics {
             listener: listener.to_owned(),
             upstream: upstream.to_owned(),
-            duration,
+            duration: std::sync::OnceLock::new(),
             codes: CodeCounters::default(),
         }
+    }
+
+    /// Put the pair's duration series in `/metrics` (at zero until a
+    /// request is counted): once the configuration it was made for runs.
+    pub fn register(&self) {
+        self.duration();
+    }
+
+    fn duration(&self) -> &Histogram {
+        self.duration.get_or_init(|| {
+            METRICS
+                .http_request_duration
+                .get_or_create(&RouteLabels {
+                    listener: self.listener.clone(),
+                    upstream: self.upstream.clone(),
+                })
+                .clone()
+        })
     }
 
     /// Record one answered request.
@@ -462,7 +484,7 @@ impl RouteMetrics {
             return request(&self.listener, &self.upstream, code, elapsed);
         };
         counter.inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        self.duration().observe(elapsed.as_secs_f64());
     }
 }
 

@@ -64,7 +64,7 @@ impl Router {
                         .path_prefix
                         .as_deref()
                         .map(|p| path::decoded(p).into_owned().into()),
-                    metrics: Arc::new(RouteMetrics::new(listener, &upstream.name)),
+                    metrics: Arc::new(RouteMetrics::deferred(listener, &upstream.name)),
                     upstream,
                     policy: Arc::new(RoutePolicy {
                         allow: r.allow.clone(),
@@ -78,6 +78,14 @@ impl Router {
         Router {
             routes,
             generation: 0,
+        }
+    }
+
+    /// Put the routes' request series in `/metrics`: the configuration
+    /// they were built for is committed (see [`RouteMetrics::register`]).
+    pub fn register_metrics(&self) {
+        for r in &self.routes {
+            r.metrics.register();
         }
     }
 

@@ -441,6 +441,7 @@ impl Reloader {
         let mut live_listeners = BTreeMap::new();
         for (cfg, built, router, socket) in planned {
             let admits = built.admits;
+            router.register_metrics();
             let live = match (socket, self.listeners.remove(&cfg.name)) {
                 (None, Some(mut old)) => {
                     if old.key != built.key {

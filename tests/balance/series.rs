@@ -62,6 +62,44 @@ async fn a_rejected_edit_leaves_the_endpoint_gauge_alone() {
     assert_eq!(get_pod(&mut client(&w).await, "/rr").await.0, 200);
 }
 
+/// A configuration edit that is rejected registers no series: its new
+/// listener's request series, made while its routes were built (before
+/// its bind failed), stayed in `/metrics` for as long as the process ran,
+/// a zero histogram of a listener that never served. The same listener
+/// applied has its series from the reload on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_edit_leaves_no_series_behind() {
+    let mut w = world("").await;
+    let busy = "listener=\"busy\"";
+    assert!(!metrics(&w).await.contains(busy));
+    let with_busy = |bind: &str| {
+        format!(
+            "{RR_AND_LR}\n{}",
+            listener_yaml("busy", bind, "[{ upstream: rr }]")
+        )
+    };
+    let upstreams = rr_and_lr(&w.pods, &w.pods, "");
+    // On the admin's address: it cannot bind.
+    w.scene
+        .public_config(&with_busy(&w.admin.to_string()), &upstreams);
+    w.proxy
+        .wait_log("the rejection", |v| {
+            v["message"] == "configuration rejected; the running configuration stays"
+        })
+        .await;
+    let m = metrics(&w).await;
+    assert!(!m.lines().any(|l| l.contains(busy)), "{m}");
+    // Applied: its series are there before its first request.
+    w.scene.public_config(&with_busy("127.0.0.1:0"), &upstreams);
+    let reloaded = w.wait_reloaded("the listener added").await;
+    let changes = reloaded["changes"].as_str().unwrap();
+    assert!(changes.starts_with("listeners added: busy;"), "{reloaded}");
+    assert_has(
+        &metrics(&w).await,
+        "hotproxy_http_request_duration_seconds_count{listener=\"busy\",upstream=\"rr\"} 0",
+    );
+}
+
 /// Two servers of one upstream at one address (two names of one pod)
 /// share its per-endpoint series: the `endpoint` label is the address. They
 /// stay while either server is configured and go with the last one. Each
