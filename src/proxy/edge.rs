@@ -334,7 +334,9 @@ impl Exchange {
 }
 
 /// nginx's "client closed request": what a request whose client went away
-/// before its response head is counted and logged as.
+/// before its response head is counted and logged as; so is one hotproxy
+/// cuts itself before its head (a graceful close's `shutdown_grace` out,
+/// a rapid reset), which has no mark of its own (SPEC §2, access log).
 pub const CLIENT_GONE: u16 = 499;
 
 /// An [`Exchange`] while its request is with the upstream. If the client

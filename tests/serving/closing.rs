@@ -166,6 +166,46 @@ async fn a_stream_on_rotated_out_material_is_cut_after_shutdown_grace() {
     wait_bodies_released(&w, 1).await;
 }
 
+/// A request hotproxy cuts itself before its response head came is logged
+/// and counted as one whose client went away: `499` (SPEC §2, the access
+/// log). Here `max_connection_lifetime` after a rotation: `/hold`, never
+/// answered, is still in flight `shutdown_grace` after the graceful close
+/// began.
+#[tokio::test]
+async fn a_request_hotproxy_cuts_before_its_head_is_499() {
+    let w = world().await;
+    let (cfg, log) = logged_config(&w, "max_connection_lifetime: 1s");
+    edit_config(&cfg, one_second_grace);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let port = local_port(&s);
+    s.write_all(b"GET /hold HTTP/1.1\r\nhost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until(WAIT, "the request held upstream", || async {
+        w.backend.held.load(SeqCst) == 1
+    })
+    .await;
+    rotate_certificate(&w, &mut p).await;
+    wait_in_flight_cut(&mut p, port).await;
+    assert!(read_to_close(&mut s).await.is_empty(), "an answer came");
+    wait_until(WAIT, "the line of GET /hold", || async {
+        read_access_log(&log).iter().any(|v| v["path"] == "/hold")
+    })
+    .await;
+    let lines = read_access_log(&log);
+    let v = lines.iter().find(|v| v["path"] == "/hold").unwrap();
+    assert_eq!(v["status"], 499, "{v}");
+    assert_eq!(v["upstream"], "plain", "{v}");
+    assert!(v["upstream_ms"].is_null(), "{v}");
+    let m = metrics_text(admin).await;
+    let counted =
+        r#"hotproxy_http_requests_total{listener="public",upstream="plain",code="499"} 1"#;
+    assert!(m.lines().any(|l| l == counted), "{m}");
+}
+
 /// An HTTP/2 connection closed gracefully for idleness waits on its
 /// client: h2 takes new streams until the client acknowledges the PING
 /// sent with the first `GOAWAY`. A client that never does, and opens a
