@@ -111,6 +111,7 @@
 //!     client-certificate headers, the access-log line.
 //!   - `client_cert`: `forward_client_cert` modes and their header encoders.
 //!   - `request_id`: `X-Request-Id` keep/generate, the `traceparent` trace id.
+//!   - `date`: the `date` of a response to an HTTP/2 client, never indexed by HPACK.
 //! - `upstream`: upstream connections on hyper's conn API.
 //!   - `endpoint`: one server address: its pool and slots, leasing a
 //!     connection to a request and getting it back when the response ends.

@@ -586,6 +586,10 @@ async fn connection(
             Box::into_pin(Box::write(Box::new_uninit(), async move {
                 let mut resp = handle(&listener, req, &ctx, &slot, &tunnel).await;
                 front.set_response_headers(resp.headers_mut());
+                if is_h2 {
+                    // No date in HPACK's table for each encode to walk.
+                    crate::proxy::date::never_indexed(resp.headers_mut());
+                }
                 if head {
                     // A response to HEAD has no content (RFC 9110 §9.3.2),
                     // whatever the upstream or an error page would send:

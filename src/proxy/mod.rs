@@ -7,6 +7,7 @@ pub mod buffer;
 pub mod cancels;
 pub mod client_cert;
 pub mod conn;
+pub mod date;
 pub mod drain;
 pub mod edge;
 pub mod failure;

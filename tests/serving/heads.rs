@@ -1,4 +1,4 @@
-//! Request heads: their timeouts, 431 and other refusals, plain HTTP, framing, field count.
+//! Request heads: their timeouts, 431 and other refusals, plain HTTP, framing, field count; HTTP/2's date.
 
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -444,4 +444,98 @@ async fn h2_cookie_crumbs_count_as_one_field() {
     let admin = p.admin_addr().await;
     let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="431"} 1"#;
     wait_metric(admin, line, WAIT).await;
+}
+
+/// Every response to an HTTP/2 client sends `date` as a never-indexed
+/// literal with the static table's name (RFC 7541 §6.2.3: `0x1f 0x12`),
+/// the upstream's date and hotproxy's own alike: h2's encoder indexed each
+/// new date (one a second) and walked all those its table held, comparing
+/// each, on every response. A forwarded GET, hotproxy's own `405` to a
+/// TRACE (a date hyper would add, indexed), and a forwarded GET again.
+#[tokio::test]
+async fn h2_date_is_never_indexed() {
+    let (w, _p, addr) = serve("").await;
+    // TRACE https://a.example.com/api: `:method` (name 2) as a literal.
+    let mut trace = vec![0x02, 5];
+    trace.extend_from_slice(b"TRACE");
+    trace.extend_from_slice(&hpack_get("/api")[1..]);
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    s.write_all(&[PREFACE, EMPTY_SETTINGS].concat())
+        .await
+        .unwrap();
+    for (i, block) in [hpack_get("/api"), trace, hpack_get("/api")]
+        .iter()
+        .enumerate()
+    {
+        let stream = 1 + 2 * i as u32;
+        s.write_all(&h2_frame(HEADERS, 0x5, stream, block))
+            .await
+            .unwrap();
+        let got = loop {
+            let (kind, flags, id, payload) = next_frame(&mut s).await;
+            assert_ne!(kind, GOAWAY, "closed before response {i}");
+            if kind == HEADERS && id == stream {
+                assert_ne!(flags & 0x4, 0, "a head in one frame");
+                break payload;
+            }
+        };
+        let fields = hpack_fields(&got);
+        // `:status 200` is the static table's 8; a 405 is a literal.
+        assert_eq!(fields[0] == (0x80, 8), i != 1, "response {i}: {got:02x?}");
+        assert!(
+            fields.contains(&(0x10, 33)),
+            "response {i}: no never-indexed date: {got:02x?}"
+        );
+    }
+}
+
+/// The fields of an HPACK block, decoded no further than needed: each
+/// one's representation (0x80 indexed, 0x40 literal with incremental
+/// indexing, 0x10 never indexed, 0 not indexed) and its index (of the
+/// field, or of its name; 0: a literal name).
+fn hpack_fields(mut b: &[u8]) -> Vec<(u8, usize)> {
+    fn int(b: &mut &[u8], prefix: u32) -> usize {
+        let max = (1usize << prefix) - 1;
+        let mut n = usize::from(b[0]) & max;
+        *b = &b[1..];
+        if n == max {
+            let mut shift = 0;
+            loop {
+                let byte = b[0];
+                *b = &b[1..];
+                n += usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        n
+    }
+    fn skip_string(b: &mut &[u8]) {
+        let len = int(b, 7);
+        *b = &b[len..];
+    }
+    let mut fields = Vec::new();
+    while !b.is_empty() {
+        let (kind, prefix) = match b[0] {
+            0x80.. => (0x80, 7),
+            0x40.. => (0x40, 6),
+            0x20.. => {
+                int(&mut b, 5); // a dynamic table size update
+                continue;
+            }
+            0x10.. => (0x10, 4),
+            _ => (0, 4),
+        };
+        let index = int(&mut b, prefix);
+        if kind != 0x80 {
+            if index == 0 {
+                skip_string(&mut b);
+            }
+            skip_string(&mut b);
+        }
+        fields.push((kind, index));
+    }
+    fields
 }
