@@ -587,8 +587,7 @@ async fn connection(
                 let mut resp = handle(&listener, req, &ctx, &slot, &tunnel).await;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
-                    // No date in HPACK's table for each encode to walk.
-                    crate::proxy::date::never_indexed(resp.headers_mut());
+                    crate::proxy::date::never_indexed(resp.headers_mut()); // no HPACK walk
                 }
                 if head {
                     // A response to HEAD has no content (RFC 9110 §9.3.2),
