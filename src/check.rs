@@ -29,7 +29,8 @@ pub fn days_left(not_after: i64) -> i64 {
 /// Parse the configuration, load every entry, apply the checks `run` makes
 /// at startup (admin tokens and exposure, the store, listener and upstream
 /// TLS built by the proxy's own builders), print a table and
-/// every problem. Exit 0 only when there is no problem at all. Creates and
+/// every problem. Exit 0 only when there is no problem at all (an unused
+/// entry whose files do not load is a warning, as in `run`). Creates and
 /// changes nothing.
 pub fn run(path: &Path) -> ExitCode {
     // Every problem in one run, like `nginx -t`: the configuration's (each
@@ -85,12 +86,20 @@ pub fn run(path: &Path) -> ExitCode {
                 loaded.insert(spec.id.clone(), entry);
             }
             Err(e) => {
-                problems.push(format!(
+                let line = format!(
                     "entry {} ({}, {}): {e}",
                     spec.id,
                     spec.kind.as_str(),
                     used_by(refs.get(&spec.id))
-                ));
+                );
+                // As `run` does: only a referenced entry refuses to start;
+                // an unused one is warned about ("unused entry has no
+                // usable material") and waits for its files.
+                if refs.contains_key(&spec.id) {
+                    problems.push(line);
+                } else {
+                    warnings.push(format!("{line} (`run` starts without it)"));
+                }
                 rows.push([
                     spec.id.clone(),
                     spec.kind.as_str().to_owned(),

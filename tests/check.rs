@@ -626,3 +626,39 @@ upstreams:
     assert_ne!(code, 0, "{err}");
     assert!(refused(&err), "{err}");
 }
+
+/// `run` starts with a spare entry nothing references whose files do not
+/// load, warning "unused entry has no usable material"; `check` agrees:
+/// a warning naming the entry, exit 0. Before, it was a problem (exit 1),
+/// so `check` failed a configuration `run` starts. A referenced entry
+/// that does not load still fails it.
+#[test]
+fn an_unused_entry_that_does_not_load_is_a_warning() {
+    let (s, cfg) = scene(ADMIN, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "certs:\n",
+        "certs:\n  - { id: spare, type: ca-bundle, ca_file: missing.crt }\n",
+    );
+    write(&cfg, &text);
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    let warning = out
+        .lines()
+        .find(|l| l.starts_with("warning: entry spare (ca-bundle, unused)"))
+        .unwrap_or_else(|| panic!("no warning naming spare in:\n{out}"));
+    assert!(warning.contains("missing.crt"), "{warning}");
+    assert!(out.contains("is valid"), "{out}");
+    // Referenced (as the listener's client CA), the same entry fails it.
+    let text = text.replace(
+        "      certs: [{ ref: edge }]\n",
+        "      certs: [{ ref: edge }]\n      client_auth: { mode: require_and_verify, ca: { ref: spare } }\n",
+    );
+    write(&cfg, &text);
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("entry spare (ca-bundle, used by listener public"),
+        "{err}"
+    );
+    drop(s);
+}

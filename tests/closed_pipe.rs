@@ -80,7 +80,8 @@ fn a_failing_command_into_a_closed_pipe_still_exits_1() {
     let scene = Scene::new();
     let ca = TestCa::new("pipe CA");
     scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    // Parses, prints a table, then fails: the second entry's files are missing.
+    // Parses, prints a table, then fails: the second entry's files are
+    // missing, and a listener uses it (an unused one is only a warning).
     let config = scene.config(
         r#"
 certs:
@@ -90,7 +91,7 @@ listeners:
   - name: public
     bind: 127.0.0.1:0
     tls:
-      certs: [{ ref: a }]
+      certs: [{ ref: a }, { ref: gone }]
 "#,
     );
     let config = config.to_str().unwrap();
