@@ -1,7 +1,8 @@
 //! `hotproxy demo`: dev PKI, a built-in mTLS echo backend, and the proxy.
 //!
 //! Runs the top-level `config.yaml` unchanged: creates the dev PKI it names
-//! (`demo-pki/`) when missing, starts an echo backend on the `echo`
+//! (`demo-pki/`) when missing (re-issues its pairs, same CA, when one has
+//! expired or expires within 7 days), starts an echo backend on the `echo`
 //! upstream's address that *requires* a client certificate from the dev CA
 //! and answers with the one it saw, then serves the proxy in front of it.
 
@@ -54,6 +55,17 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
         crate::outln!("created a throwaway dev PKI in {}", pki.display());
+    } else if let Some(why) = expiring(&pki) {
+        // The pairs last 90 days: a demo run again after that served an
+        // expired certificate, and its backend refused the proxy's.
+        if let Err(e) = crate::devpki::write(&pki, &[]) {
+            crate::errln!("cannot re-issue the demo PKI in {}: {e:#}", pki.display());
+            return ExitCode::FAILURE;
+        }
+        crate::outln!(
+            "{why}: re-issued the demo's server and client pairs in {} (kept its CA)",
+            pki.display()
+        );
     }
     let Some(backend) = config
         .upstreams
@@ -85,6 +97,36 @@ pub fn run() -> ExitCode {
     });
     crate::server::finish(rt);
     code
+}
+
+/// How close to its expiry a demo pair is issued again: a demo started
+/// then would stop working while it is being tried.
+const RENEW_DAYS: i64 = 7;
+
+/// Why the demo's pairs must be issued again (`server.crt expired on …`,
+/// `client.crt expires on …`), or `None` while both are good for
+/// [`RENEW_DAYS`] more. A file that cannot be read is left to startup,
+/// which names its problem: it is not replaced.
+fn expiring(pki: &Path) -> Option<String> {
+    let now = crate::material::catalogue::unix(std::time::SystemTime::now());
+    let reasons: Vec<String> = ["server.crt", "client.crt"]
+        .into_iter()
+        .filter_map(|name| {
+            let leaf = crate::material::pem::certificates_in(&pki.join(name))
+                .ok()?
+                .into_iter()
+                .next()?;
+            let when = crate::check::date(leaf.not_after);
+            if leaf.not_after <= now {
+                Some(format!("{name} expired on {when}"))
+            } else if leaf.not_after - now < RENEW_DAYS * 86_400 {
+                Some(format!("{name} expires on {when}"))
+            } else {
+                None
+            }
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join(", "))
 }
 
 fn print_instructions(config: &Config, pki: &Path) {

@@ -1,8 +1,10 @@
-//! `hotproxy demo` takes `--log-level` and `--log-format` like `run`.
+//! `hotproxy demo` takes `--log-level` and `--log-format` like `run`, and
+//! re-issues its dev PKI's pairs when they expire.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,59 +23,100 @@ impl Drop for Child {
     }
 }
 
-#[tokio::test]
-async fn demo_logs_at_the_level_it_is_given() {
-    let scene = Scene::new();
-    // The demo reads ./config.yaml: a copy of the shipped one's shape on
-    // ephemeral ports (the echo backend too, so nothing collides).
-    scene.config(
+/// The demo's `./config.yaml`: the shipped one's shape, its listener on
+/// an ephemeral port and its echo backend at `echo`.
+fn demo_config(scene: &Scene, echo: &str) {
+    scene.config(&format!(
         r#"
 listeners:
   - name: public
     bind: 127.0.0.1:0
     tls:
       certs:
-        - { cert_file: demo-pki/server.crt, key_file: demo-pki/server.key }
+        - {{ cert_file: demo-pki/server.crt, key_file: demo-pki/server.key }}
     routes:
-      - { path_prefix: /, upstream: echo }
+      - {{ path_prefix: /, upstream: echo }}
 upstreams:
   - name: echo
-    servers: [https://127.0.0.1:0]
+    servers: [https://{echo}]
     tls:
-      ca: { ca_file: demo-pki/ca.crt }
-      client_cert: { cert_file: demo-pki/client.crt, key_file: demo-pki/client.key }
-"#,
-    );
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_hotproxy"))
-            .args(["demo", "--log-format", "json", "--log-level", "debug"])
-            .current_dir(scene.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let lines = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
-    let sink = lines.clone();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[demo] {line}");
-            // --log-format json: every line is a JSON event.
-            let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
-            sink.lock().unwrap().push(v);
+      ca: {{ ca_file: demo-pki/ca.crt }}
+      client_cert: {{ cert_file: demo-pki/client.crt, key_file: demo-pki/client.key }}
+"#
+    ));
+}
+
+/// A running `hotproxy demo` (killed when dropped), with its stdout lines
+/// and its JSON log lines as they come.
+struct Demo {
+    _child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Demo {
+    /// `hotproxy demo --log-format json ARGS` in the scene's directory.
+    fn start(scene: &Scene, args: &[&str]) -> Demo {
+        let mut child = Child(
+            Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+                .args(["demo", "--log-format", "json"])
+                .args(args)
+                .current_dir(scene.dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let logs = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+        let sink = logs.clone();
+        let stderr = child.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[demo] {line}");
+                // --log-format json: every line is a JSON event.
+                let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
+                sink.lock().unwrap().push(v);
+            }
+        });
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = stdout.clone();
+        let out = child.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                println!("[demo stdout] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Demo {
+            _child: child,
+            stdout,
+            logs,
         }
-    });
-    let find = |pred: &dyn Fn(&serde_json::Value) -> bool| {
-        lines.lock().unwrap().iter().find(|v| pred(v)).cloned()
-    };
-    let listening = |v: &serde_json::Value| v["message"] == "listening";
-    wait_until(WAIT, "the demo listening", || async {
-        find(&listening).is_some()
-    })
-    .await;
-    let listening = find(&listening).unwrap();
-    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    }
+
+    fn find(&self, pred: &dyn Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        self.logs.lock().unwrap().iter().find(|v| pred(v)).cloned()
+    }
+
+    /// The proxy's listening address, once it logs it.
+    async fn listening(&self) -> std::net::SocketAddr {
+        let listening = |v: &serde_json::Value| v["message"] == "listening";
+        wait_until(WAIT, "the demo listening", || async {
+            self.find(&listening).is_some()
+        })
+        .await;
+        let listening = self.find(&listening).unwrap();
+        listening["addr"].as_str().unwrap().parse().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn demo_logs_at_the_level_it_is_given() {
+    let scene = Scene::new();
+    // Ephemeral ports (the echo backend too, so nothing collides).
+    demo_config(&scene, "127.0.0.1:0");
+    let demo = Demo::start(&scene, &["--log-level", "debug"]);
+    let addr = demo.listening().await;
     // A handshake failure is logged at debug only: seen because of
     // --log-level debug. The line of this connection, by its port (startup
     // logs debug lines of its own, which would prove nothing).
@@ -81,11 +124,118 @@ upstreams:
     let peer = dropped.local_addr().unwrap().to_string();
     drop(dropped);
     wait_until(WAIT, "a debug line at --log-level debug", || async {
-        find(&|v| v["level"] == "DEBUG" && v["peer"] == peer.as_str()).is_some()
+        demo.find(&|v| v["level"] == "DEBUG" && v["peer"] == peer.as_str())
+            .is_some()
     })
     .await;
     assert!(
-        lines.lock().unwrap().iter().all(|v| !v.is_null()),
+        demo.logs.lock().unwrap().iter().all(|v| !v.is_null()),
         "every line is JSON"
+    );
+}
+
+/// A leaf signed by the dev CA in `pki`, valid until `not_after`, written
+/// over `STEM.crt` / `STEM.key`.
+fn reissue_until(pki: &Path, stem: &str, server: bool, not_after: time::OffsetDateTime) {
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt"), ca_key).unwrap();
+    let names: Vec<String> = if server {
+        vec!["localhost".into(), "127.0.0.1".into()]
+    } else {
+        Vec::new()
+    };
+    let mut p = rcgen::CertificateParams::new(names).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("old demo {stem}"));
+    p.extended_key_usages = vec![if server {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    p.not_before = not_after - time::Duration::days(90);
+    p.not_after = not_after;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    write(&pki.join(format!("{stem}.key")), &key.serialize_pem());
+    write(&pki.join(format!("{stem}.crt")), &cert.pem());
+}
+
+/// The fingerprint of the certificate in `path`.
+fn file_fingerprint(path: &Path) -> String {
+    fingerprint(certs(&std::fs::read_to_string(path).unwrap())[0].as_ref())
+}
+
+/// The demo's dev PKI is made once; its pairs last 90 days. It made them
+/// again only when one was missing, so 90 days after the first run the
+/// demo served an expired certificate and its echo backend refused the
+/// proxy's expired client certificate. Now a pair that expired, or
+/// expires within 7 days, is issued again from the same CA, and the demo
+/// says why; the request the demo suggests goes through.
+#[tokio::test]
+async fn demo_reissues_pairs_that_expired_or_are_about_to() {
+    let scene = Scene::new();
+    let (_, out, err) = run_cli(&[
+        "certs",
+        "dev-pki",
+        "--out",
+        scene.path("demo-pki").to_str().unwrap(),
+    ]);
+    assert!(scene.path("demo-pki/ca.crt").exists(), "{out}{err}");
+    let pki = scene.path("demo-pki");
+    let now = time::OffsetDateTime::now_utc();
+    reissue_until(&pki, "server", true, now - time::Duration::days(1));
+    reissue_until(&pki, "client", false, now + time::Duration::days(2));
+    let (old_server, old_client) = (
+        file_fingerprint(&pki.join("server.crt")),
+        file_fingerprint(&pki.join("client.crt")),
+    );
+    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    // The echo backend's port must be known for the proxy to reach it:
+    // one the system just handed out, free again.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    demo_config(&scene, &echo.to_string());
+    let demo = Demo::start(&scene, &[]);
+    let addr = demo.listening().await;
+    let reply = get(
+        addr,
+        "localhost",
+        client_config(&ca, None, &[b"http/1.1"]),
+        false,
+        "/hello",
+        &[],
+    )
+    .await
+    .expect("the demo's request over TLS, verified against the demo CA");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Served: the new server pair; the backend saw the new client pair.
+    let (server, client) = (
+        file_fingerprint(&pki.join("server.crt")),
+        file_fingerprint(&pki.join("client.crt")),
+    );
+    assert_ne!(server, old_server, "server pair not re-issued");
+    assert_ne!(client, old_client, "client pair not re-issued");
+    assert_eq!(reply.leaf, server);
+    assert_eq!(
+        reply.json()["proxy_client_certificate"]["fingerprint_sha256"],
+        client.as_str()
+    );
+    assert_eq!(
+        std::fs::read_to_string(pki.join("ca.crt")).unwrap(),
+        ca,
+        "the demo CA was replaced"
+    );
+    // And it said why, naming both files.
+    let stdout = demo.stdout.lock().unwrap().join("\n");
+    let said = stdout
+        .lines()
+        .find(|l| l.contains("re-issued"))
+        .unwrap_or_else(|| panic!("no re-issue line in:\n{stdout}"));
+    assert!(
+        said.contains("server.crt expired on") && said.contains("client.crt expires on"),
+        "{said}"
     );
 }
