@@ -188,6 +188,69 @@ fn every_alert_queries_exported_metrics_has_a_test_and_a_runbook() {
     }
 }
 
+/// The value of `label` in a series selector (`name{a="x",label="v"}`).
+fn series_label<'a>(series: &'a str, label: &str) -> Option<&'a str> {
+    let inside = series.split_once('{')?.1;
+    inside.split(',').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == label).then(|| v.trim().trim_end_matches('}').trim_matches('"'))
+    })
+}
+
+/// Whether `value` is one the code gives `label`: an entry's `type` is
+/// its configuration spelling (`server-pair`); `result` and `reason`
+/// values are string literals of src/.
+fn emitted(label: &str, value: &str, src: &str) -> bool {
+    match label {
+        "type" => hotproxy::config::EntryKind::parse(value).is_some(),
+        _ => src.contains(&format!("\"{value}\"")),
+    }
+}
+
+/// The promtool tests feed series labelled as `/metrics` labels them, and
+/// expect alerts with those labels: a test with made-up values (`type`
+/// `server_pair` for `server-pair`) passes while proving nothing about
+/// the series the alerts will see.
+#[test]
+fn the_promtool_tests_use_the_label_values_the_code_emits() {
+    let src = sources();
+    let tests: serde_json::Value = serde_saphyr::from_str(RULE_TESTS).expect("test is YAML");
+    let mut checked = 0;
+    for t in tests["tests"].as_array().unwrap() {
+        for input in t["input_series"].as_array().into_iter().flatten() {
+            let series = input["series"].as_str().expect("series");
+            for label in ["type", "result", "reason"] {
+                if let Some(value) = series_label(series, label) {
+                    assert!(
+                        emitted(label, value, &src),
+                        "{label}=\"{value}\" is never emitted: {series}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        for case in t["alert_rule_test"].as_array().into_iter().flatten() {
+            for alert in case["exp_alerts"].as_array().into_iter().flatten() {
+                for label in ["type", "result", "reason"] {
+                    if let Some(value) = alert["exp_labels"][label].as_str() {
+                        assert!(
+                            emitted(label, value, &src),
+                            "expected alert label {label}: {value} is never emitted"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 4, "the checker found the series' labels");
+    assert_eq!(
+        series_label(r#"m{entry="e",type="server-pair",pod="p"}"#, "type"),
+        Some("server-pair")
+    );
+    assert!(!emitted("type", "server_pair", &src));
+}
+
 /// The checkers above are not vacuous.
 #[test]
 fn the_query_checker_bites() {
