@@ -1,29 +1,53 @@
 //! h2spec (the HTTP/2 conformance suite, v2.6.0) against a real listener: every case must pass.
 //!
-//! The binary is `shared/tools/h2spec` beside the clone (CI) or beside any
-//! ancestor directory (a git worktree); a missing binary fails the test.
+//! The binary is the one the `H2SPEC` environment variable names, else
+//! `shared/tools/h2spec` beside the clone (CI) or beside any ancestor
+//! directory (a git worktree); a missing binary fails the test.
 
 mod support;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::*;
 
-/// `shared/tools/h2spec` next to the clone or one of its ancestors.
-fn h2spec() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+/// Where to get it, for the failure message.
+const WHERE: &str = "set H2SPEC=/path/to/h2spec, or put the binary at shared/tools/h2spec beside the clone or one of its parents (h2spec v2.6.0, a static binary from https://github.com/summerwind/h2spec/releases)";
+
+/// The h2spec binary: `h2spec_env` (the value of `H2SPEC`) when set, else
+/// `shared/tools/h2spec` next to `manifest` or one of its ancestors.
+fn find_h2spec(h2spec_env: Option<OsString>, manifest: &Path) -> Result<PathBuf, String> {
+    if let Some(path) = h2spec_env.filter(|p| !p.is_empty()).map(PathBuf::from) {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "h2spec not found: H2SPEC names {}, which is not a file; {WHERE}",
+                path.display()
+            ))
+        };
+    }
     manifest
         .ancestors()
         .skip(1)
         .map(|dir| dir.join("shared/tools/h2spec"))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "h2spec not found: expected shared/tools/h2spec beside {} or one of its parents",
+        .ok_or_else(|| {
+            format!(
+                "h2spec not found (needed by this test, which fails without it): H2SPEC is not set and there is no shared/tools/h2spec beside {} or one of its parents; {WHERE}",
                 manifest.display()
             )
         })
+}
+
+/// The binary this run uses; panics saying where to put it.
+fn h2spec() -> PathBuf {
+    find_h2spec(
+        std::env::var_os("H2SPEC"),
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// All 146 cases pass with `alpn: [h2, http/1.1]` in front of an h2 backend.
@@ -80,4 +104,39 @@ upstreams:
             .join("\n")
     );
     assert!(out.status.success(), "{stdout}");
+}
+
+/// Where the binary is looked for: `H2SPEC` when set (and then only
+/// there), else `shared/tools/h2spec` beside an ancestor; missing, the
+/// message says both ways, and the failure stays a failure (a skip would
+/// be a test that cannot fail).
+#[test]
+fn h2spec_is_found_by_h2spec_or_beside_the_clone() {
+    let dir = tempfile::tempdir().unwrap();
+    let clone = dir.path().join("work/hotproxy");
+    std::fs::create_dir_all(&clone).unwrap();
+    // Neither: both ways named.
+    let e = find_h2spec(None, &clone).unwrap_err();
+    assert!(
+        e.contains("H2SPEC") && e.contains("shared/tools/h2spec"),
+        "{e}"
+    );
+    // Beside an ancestor (a worktree under the clone's parent).
+    let tools = dir.path().join("work/shared/tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    write(&tools.join("h2spec"), "");
+    assert_eq!(find_h2spec(None, &clone).unwrap(), tools.join("h2spec"));
+    // H2SPEC wins, and names a file or fails naming it.
+    let own = dir.path().join("bin/h2spec");
+    write(&own, "");
+    assert_eq!(
+        find_h2spec(Some(own.clone().into_os_string()), &clone).unwrap(),
+        own
+    );
+    let gone = dir.path().join("nowhere/h2spec");
+    let e = find_h2spec(Some(gone.clone().into_os_string()), &clone).unwrap_err();
+    assert!(
+        e.contains("H2SPEC") && e.contains(&gone.display().to_string()),
+        "{e}"
+    );
 }
