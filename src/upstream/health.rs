@@ -8,7 +8,9 @@
 //! decays once it has stayed in for as long as its last ejection lasted.
 //! Whether an endpoint may be ejected at all (never the last one in
 //! service, nor one past half of them ejected) is the caller's decision: it
-//! knows the other endpoints.
+//! knows the other endpoints. A refused ejection (`kept`) starts the count
+//! again, as an ejection does: the next attempt comes after as many
+//! failures more, not with each one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
@@ -89,6 +91,14 @@ impl Health {
         }
     }
 
+    /// Its ejection refused (the last one in service, or half of them
+    /// ejected already): the count of failures starts again, so the next
+    /// attempt, and the caller's log line, come `consecutive_failures`
+    /// failures later, not with every failure while the others stay out.
+    pub fn kept(&self) {
+        self.state.lock().expect("health lock").failures = 0;
+    }
+
     /// Take it out of service; returns for how long.
     pub fn eject(&self, now: Instant, p: &Passive) -> Duration {
         let mut s = self.state.lock().expect("health lock");
@@ -139,6 +149,22 @@ mod tests {
         }
         assert_eq!(h.failure(t2, &P), Verdict::Failing);
         assert_eq!(h.eject(t2, &P), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_refused_ejection_counts_again_from_zero() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            assert_eq!(h.failure(t0, &P), Verdict::Healthy);
+        }
+        assert_eq!(h.failure(t0, &P), Verdict::Failing);
+        h.kept();
+        for _ in 0..2 {
+            assert_eq!(h.failure(t0, &P), Verdict::Healthy);
+        }
+        assert_eq!(h.failure(t0, &P), Verdict::Failing);
+        assert!(!h.ejected(t0));
     }
 
     #[test]

@@ -195,6 +195,26 @@ pub async fn get_pod(
     .await
 }
 
+/// Every line the proxy has logged so far: a connection closed before
+/// its TLS handshake is logged (at debug) after all of them, and waited
+/// for by its port.
+pub async fn logged_so_far(w: &mut World) -> Vec<String> {
+    let marker = within_deadline(
+        format!("TCP connect to {}", w.public),
+        tokio::net::TcpStream::connect(w.public),
+    )
+    .await
+    .unwrap();
+    let peer = marker.local_addr().unwrap().to_string();
+    drop(marker);
+    w.proxy
+        .wait_log("the marker connection's debug line", |v| {
+            v["level"] == "DEBUG" && v["peer"] == peer.as_str()
+        })
+        .await;
+    w.proxy.logs()
+}
+
 /// `m` (the metrics text) holds `want`.
 pub fn assert_has(m: &str, want: &str) {
     assert!(m.contains(want), "{want} missing:\n{m}");

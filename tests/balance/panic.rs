@@ -5,26 +5,26 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use crate::common::*;
 
-/// Four pods on 127.0.0.2 to .5 (`pod0` to `pod3`), each answering with
-/// `status` (0: as usual), behind upstream `four` (round robin, with
-/// `settings` lines), which every request is routed to.
-async fn four_pods(status: [u16; 4], settings: &str) -> World {
+/// Pods on 127.0.0.2 onwards (`pod0`, `pod1`, ...), one for each item
+/// of `status`, each answering with its item (0: as usual), behind
+/// upstream `app` (round robin, with `settings` lines), which every
+/// request is routed to.
+async fn pods(status: &[u16], settings: &str) -> World {
     let p = Pods::new();
     let mut pods = Vec::new();
-    for (i, ip) in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
-        .into_iter()
-        .enumerate()
-    {
-        let pod = p.pod_at(ip, &format!("pod{i}")).await;
-        pod.answer_status.store(status[i], SeqCst);
+    for (i, &status) in status.iter().enumerate() {
+        let pod = p
+            .pod_at(&format!("127.0.0.{}", i + 2), &format!("pod{i}"))
+            .await;
+        pod.answer_status.store(status, SeqCst);
         pods.push(pod);
     }
-    let four = upstream(
-        "four",
+    let app = upstream(
+        "app",
         &servers(&pods),
         &format!("    balance: round_robin\n{settings}"),
     );
-    p.serve("[{ upstream: four }]", &four, pods).await
+    p.serve("[{ upstream: app }]", &app, pods).await
 }
 
 /// `n` GETs in a row on one kept-open connection: how many each pod
@@ -40,9 +40,27 @@ async fn answered_by(w: &World, n: usize, status: u16) -> BTreeMap<String, usize
     by
 }
 
-/// The `hotproxy_upstream_endpoints` line of upstream `four` in `state`.
+/// The `hotproxy_upstream_endpoints` line of upstream `app` in `state`.
 fn endpoints(state: &str, n: usize) -> String {
-    format!("hotproxy_upstream_endpoints{{upstream=\"four\",state=\"{state}\"}} {n}")
+    format!("hotproxy_upstream_endpoints{{upstream=\"app\",state=\"{state}\"}} {n}")
+}
+
+/// Logged when an ejection is refused for the limit of half.
+const HALF_OUT: &str =
+    "upstream endpoint failing, but half the endpoints are ejected already: not ejected";
+
+/// Logged when an ejection is refused for the last endpoint in service.
+const LAST_IN: &str = "upstream endpoint failing, but it is the last one in service: not ejected";
+
+/// How many `message` lines the proxy has logged about upstream `app` so
+/// far (all of them: waited for through a marker line logged after).
+async fn lines_so_far(w: &mut World, message: &str) -> usize {
+    logged_so_far(w)
+        .await
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message && v["upstream"] == "app")
+        .count()
 }
 
 /// A shared database down: all four pods answer 503. Passive health ejects
@@ -52,8 +70,8 @@ fn endpoints(state: &str, n: usize) -> String {
 /// doubled each time they came back and failed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_health_ejects_at_most_half_the_endpoints() {
-    let w = four_pods(
-        [503; 4],
+    let mut w = pods(
+        &[503; 4],
         "    health: { passive: { consecutive_failures: 5, eject_for: 1h } }\n",
     )
     .await;
@@ -73,17 +91,60 @@ async fn passive_health_ejects_at_most_half_the_endpoints() {
     );
     let m = metrics(&w).await;
     assert_has(&m, &endpoints("ejected", 2));
-    let logged = w.proxy.logs();
-    let kept = logged
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| {
-            v["message"]
-                == "upstream endpoint failing, but half the endpoints are ejected already: not ejected"
-                && v["upstream"] == "four"
-        })
-        .count();
-    assert!(kept > 0, "no ejection refused for the limit:\n{logged:#?}");
+    assert!(
+        lines_so_far(&mut w, HALF_OUT).await > 0,
+        "no ejection refused for the limit"
+    );
+}
+
+/// An ejection refused for the limit of half starts the count of failures
+/// again: each of the two pods left in service logs the refusal once
+/// every `consecutive_failures` (5) failures, 8 lines for 40 requests. The
+/// count used to stay at the threshold after a refusal, so every further
+/// failure took the upstream's ejection lock and logged the line: four
+/// pods answering 503 at 2,000 requests a second logged about 1,000 lines
+/// a second for as long as the outage lasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_the_limit_is_logged_once_per_consecutive_failures() {
+    let mut w = pods(
+        &[503; 4],
+        "    health: { passive: { consecutive_failures: 5, eject_for: 1h } }\n",
+    )
+    .await;
+    // Two ejected, then the other two refused, each at its fifth failure.
+    answered_by(&w, 20, 503).await;
+    assert_eq!(lines_so_far(&mut w, HALF_OUT).await, 2);
+    let then = answered_by(&w, 40, 503).await;
+    assert_eq!(then.values().collect::<Vec<_>>(), [&20, &20], "{then:?}");
+    assert_eq!(
+        lines_so_far(&mut w, HALF_OUT).await - 2,
+        40 / 5,
+        "refusals logged for 40 failures, 5 in a row to each"
+    );
+    assert_has(&metrics(&w).await, &endpoints("ejected", 2));
+}
+
+/// The same for the last endpoint in service: of two pods answering 503,
+/// one is ejected; the other is refused its ejection once every
+/// `consecutive_failures` failures, not on each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_the_last_in_service_is_logged_once_per_consecutive_failures() {
+    let mut w = pods(
+        &[503; 2],
+        "    health: { passive: { consecutive_failures: 5, eject_for: 1h } }\n",
+    )
+    .await;
+    // pod0 ejected at its fifth failure, then pod1 refused at its fifth.
+    answered_by(&w, 10, 503).await;
+    assert_eq!(lines_so_far(&mut w, LAST_IN).await, 1);
+    let then = answered_by(&w, 20, 503).await;
+    assert_eq!(then.values().collect::<Vec<_>>(), [&20], "{then:?}");
+    assert_eq!(
+        lines_so_far(&mut w, LAST_IN).await - 1,
+        20 / 5,
+        "refusals logged for 20 failures in a row"
+    );
+    assert_has(&metrics(&w).await, &endpoints("ejected", 1));
 }
 
 /// Three of four pods fail their active checks: one in four in service,
@@ -92,8 +153,8 @@ async fn passive_health_ejects_at_most_half_the_endpoints() {
 /// only with none in service: the one pod left took every request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_half_in_service_requests_go_to_every_endpoint() {
-    let mut w = four_pods(
-        [503, 503, 503, 0],
+    let mut w = pods(
+        &[503, 503, 503, 0],
         "    health:\n      passive: { consecutive_failures: 0 }\n      \
          active: { path: /healthz, interval: 100ms, timeout: 5s, healthy_after: 1, unhealthy_after: 1 }\n",
     )
