@@ -10,7 +10,9 @@
 //! ([`crate::proxy::buffer`]), are replayed: a streamed body is never
 //! buffered to be sent twice. A retry picks from the upstream's endpoints
 //! as they are then, which re-resolution may have changed since the
-//! request began. Each attempt on its endpoint is
+//! request began; whether one would take it (else an HTTP/2 request left
+//! unprocessed goes again to its own endpoint) is asked of the same set.
+//! Each attempt on its endpoint is
 //! [`crate::proxy::forward`]'s.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -106,7 +108,7 @@ impl Upstream {
             let may_retry = retried < self.config.retries && tried.len() + 1 < set.members.len();
             // Read at a failure only: health moves, and asking costs a
             // look at every member's.
-            let elsewhere = || may_retry && set.another(&tried, i);
+            let elsewhere = || may_retry && self.elsewhere(set, &tried, i);
             let (failure, again) = match self
                 .send(
                     endpoint,
@@ -171,6 +173,21 @@ impl Upstream {
         *last.moved.lock().unwrap_or_else(|p| p.into_inner()) = Some(now.clone());
         last.picked(i);
         Some((Some(now), (i, in_flight)))
+    }
+
+    /// Whether a retry of a request that failed on member `i` of `set`
+    /// (having tried `tried` there) would find another endpoint, asked of
+    /// the set [`Upstream::retry_pick`] picks from: the upstream's now.
+    /// Asked of `set`, an endpoint re-resolution had dropped meanwhile
+    /// counted: an HTTP/2 stream refused was not sent again on a new
+    /// connection to its endpoint, and the retry found none (a `502` for a
+    /// request never processed).
+    fn elsewhere(&self, set: &Members, tried: &[usize], i: usize) -> bool {
+        let now = self.members.load();
+        if std::ptr::eq(&**now, set) {
+            return set.another(tried, i);
+        }
+        now.another_after(set, tried, i)
     }
 
     /// A failed attempt is sent to another endpoint: said and counted.

@@ -323,6 +323,20 @@ impl Members {
             .another(self.members.len(), |i| self.ejected(i, now), tried, current)
     }
 
+    /// [`Members::another`] for a request that began on `other`, a set of
+    /// this upstream before re-resolution made this one: `tried` and
+    /// `current` are positions there, found here by server and address
+    /// (or gone).
+    pub fn another_after(&self, other: &Members, tried: &[usize], current: usize) -> bool {
+        let mut tried = self.tried_of(other, tried);
+        tried.extend(self.tried_of(other, &[current]));
+        let n = self.members.len();
+        let now = Instant::now();
+        // Every endpoint tried is in `tried`: no current one besides (`n`
+        // is past the last).
+        self.picker.another(n, |i| self.ejected(i, now), &tried, n)
+    }
+
     /// Whether member `i` is out at `now`. An ejection that ran out puts
     /// it back (logged and counted once) through the set in service only:
     /// a retired set (its upstream replaced by an edit) shares the
@@ -494,6 +508,39 @@ mod tests {
         old.failure(0, "test");
         assert!(!a.health.ejected(Instant::now()), "A was ejected");
         assert!(!a.out.load(Ordering::Relaxed), "A counted as ejected");
+    }
+
+    /// A name resolved to {A, B}, then re-resolution dropped B. A request
+    /// that began on {A, B} and failed on A would find another endpoint
+    /// there (B), but none in the set a retry picks from: only A, tried.
+    /// With C added instead, C would take it.
+    #[test]
+    fn another_endpoint_is_judged_in_the_set_after_re_resolution() {
+        let passive = PassiveHealth {
+            consecutive_failures: 1,
+            eject_for: std::time::Duration::from_secs(60),
+        };
+        let [a, b, c] = [1, 2, 3].map(|port| Member::new(Arc::new(endpoint(port, false, 1))));
+        let set = |members: Vec<Arc<Member>>| {
+            let upstream = "another-after-re-resolution".into();
+            Members::new(
+                upstream,
+                Arc::default(),
+                members,
+                Balance::default(),
+                passive,
+            )
+        };
+        let first = set(vec![a.clone(), b.clone()]);
+        assert!(first.another(&[], 0), "B, in the first set");
+        let without_b = set(vec![a.clone()]);
+        assert!(!without_b.another_after(&first, &[], 0), "only A, tried");
+        let with_c = set(vec![a.clone(), c]);
+        assert!(with_c.another_after(&first, &[], 0), "C, added");
+        // A set of the same endpoints (re-resolved in another order, say):
+        // B tried already, then A failed, none is left.
+        let again = set(vec![b, a]);
+        assert!(!again.another_after(&first, &[1], 0), "A and B, both tried");
     }
 
     /// A name resolved to {A, B}; a request on A holds that set while

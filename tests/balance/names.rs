@@ -1,6 +1,7 @@
 //! Servers named in /etc/hosts: re-resolution, changing addresses, failed lookups.
 
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -287,6 +288,146 @@ async fn a_retry_picks_from_the_endpoints_re_resolution_left() {
     for probe in probes.into_inner().unwrap() {
         probe.abort();
     }
+    drop(hosts);
+}
+
+/// An HTTP/2 pod at `at` (`ip:port`) that holds the first stream it is
+/// sent until `release` is notified, then refuses it (`REFUSED_STREAM`:
+/// not processed), and answers every other one `{"backend":"label"}`.
+struct HoldingPod {
+    addr: std::net::SocketAddr,
+    /// Streams held: 0, then 1.
+    held: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl HoldingPod {
+    async fn start(pair: &TestPair, at: &str, label: &'static str) -> HoldingPod {
+        let (listener, acceptor) = tls_listener_at(at, pair, b"h2").await;
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (first, go) = (held.clone(), release.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, first, go) = (acceptor.clone(), first.clone(), go.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    // Accepting drives the connection: the reset goes out.
+                    while let Some(Ok((_, mut respond))) = conn.accept().await {
+                        if first.compare_exchange(0, 1, SeqCst, SeqCst).is_ok() {
+                            let go = go.clone();
+                            tokio::spawn(async move {
+                                go.notified().await;
+                                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            });
+                            continue;
+                        }
+                        let body = Bytes::from(format!(r#"{{"backend":"{label}"}}"#));
+                        if let Ok(mut stream) =
+                            respond.send_response(http::Response::new(()), false)
+                        {
+                            let _ = stream.send_data(body, true);
+                        }
+                    }
+                });
+            }
+        });
+        HoldingPod {
+            addr,
+            held,
+            release,
+        }
+    }
+}
+
+/// A request an HTTP/2 endpoint refused (not processed) is sent again on a
+/// new connection to it when no other endpoint would take it, judged by
+/// the endpoints a retry picks from: the upstream's as they are then. The
+/// name resolves to pods X (HTTP/2, holding its first stream) and Y; while
+/// a request is held at X, re-resolution drops Y; then X refuses it. It
+/// was judged by the request's first set, where Y still was: no resend,
+/// and the retry found none but X, tried already, in {X}: a `502` for a
+/// request X never processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_goes_again_to_its_endpoint_when_re_resolution_left_no_other() {
+    let name = format!("refused-alone-{}.hotproxy.test", std::process::id());
+    let p = Pods::new();
+    let x = HoldingPod::start(&p.pair, "127.0.0.2:0", "pod-x").await;
+    let port = x.addr.port();
+    let at_y = format!("127.0.0.3:{port}").parse().unwrap();
+    let _y = Backend::start_at(at_y, "pod-y", &p.pair, Some(&p.backend_ca.cert_pem)).await;
+    let hosts = HostsEntry::new(&name, &["127.0.0.2", "127.0.0.3"]);
+    let settings = "    balance: round_robin\n    retries: { attempts: 1 }\n";
+    let app = named_app(&name, port, settings);
+    let mut w = p.serve("[{ upstream: app }]", &app, Vec::new()).await;
+
+    // Requests one at a time until one is held at X: round robin sends
+    // every other one there; Y answers the others.
+    let held = || x.held.load(SeqCst) == 1;
+    let mut request = None;
+    for _ in 0..4 {
+        let mut send = client(&w).await;
+        let sent = tokio::spawn(async move { get_pod(&mut send, "/").await });
+        wait_until(
+            WAIT,
+            "a request answered by pod-y or held at pod-x",
+            || async { sent.is_finished() || held() },
+        )
+        .await;
+        if held() {
+            request = Some(sent);
+            break;
+        }
+        assert_eq!(sent.await.unwrap(), (200, Some("pod-y".into())));
+    }
+    let request = request.expect("a request held at pod-x");
+
+    // Y leaves the name. The set without it is the upstream's once two
+    // requests in a row go to X (round robin over X and Y alternates).
+    hosts.set(&["127.0.0.2"]);
+    let y_label = at_y.to_string();
+    w.proxy
+        .wait_log("pod-y removed", |v| {
+            v["message"] == "upstream endpoint removed; draining its pool"
+                && v["endpoint"] == y_label.as_str()
+        })
+        .await;
+    let mut send = client(&w).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut to_x_in_a_row = 0;
+    while to_x_in_a_row < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod-y still takes requests"
+        );
+        let (status, pod) = get_pod(&mut send, "/").await;
+        assert_eq!(status, 200);
+        to_x_in_a_row = if pod.as_deref() == Some("pod-x") {
+            to_x_in_a_row + 1
+        } else {
+            0
+        };
+    }
+
+    x.release.notify_one();
+    let answer = within_deadline("the refused request", request)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        (200, Some("pod-x".into())),
+        "the refused request, sent again on a new connection to pod-x"
+    );
+    assert_has(
+        &metrics(&w).await,
+        "hotproxy_upstream_resends_total{upstream=\"app\"} 1",
+    );
     drop(hosts);
 }
 

@@ -587,12 +587,22 @@ pub async fn tls_listener(
     pair: &TestPair,
     alpn: &[u8],
 ) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
+    tls_listener_at("127.0.0.1:0", pair, alpn).await
+}
+
+/// [`tls_listener`] bound at `at` (`127.0.0.2:0`, or a port that pods on
+/// other addresses share for one name).
+pub async fn tls_listener_at(
+    at: &str,
+    pair: &TestPair,
+    alpn: &[u8],
+) -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor) {
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs(&pair.cert_pem), key(&pair.key_pem))
         .unwrap();
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(at).await.unwrap();
     (listener, acceptor)
 }
