@@ -28,6 +28,7 @@
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
 //!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file.
+//!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest.
 //!   - `keys`: a private key's kind and size, named when hotproxy cannot sign with it.
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
 //!   - `dn`: distinguished names as ASCII text (ours, and OpenSSL's RFC 2253 form that nginx and Envoy send), values escaped.

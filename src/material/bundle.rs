@@ -1,15 +1,16 @@
-//! A CA bundle's parse: its certificates and each CRL file's CRLs, as webpki will use them.
+//! A CA bundle's parse: its certificates and each CRL file's CRLs, as webpki will use them (the newest of an issuer's).
 
 use rustls_pki_types::CertificateRevocationListDer;
 use rustls_pki_types::pem::SectionKind;
 
+use super::crls::{Crl, newest};
 use super::pem::{MaterialError, certificates, sections};
 use super::{CaBundle, Material};
 
 /// The CA certificates of `parts[0]` (named `names[0]`) and the CRLs of
 /// each further part: at least one certificate, and at least one CRL in
 /// each CRL source, each parsed as webpki will parse it (the
-/// certificates as trust anchors).
+/// certificates as trust anchors); of an issuer's CRLs, the newest.
 pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, MaterialError> {
     let (roots, certs) = certificates(&names[0], &parts[0])?;
     // What verifies peers is webpki, which takes each certificate as a
@@ -50,7 +51,10 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
                     reason: format!("not usable to check revocation: {e:?}"),
                 }
             })?;
-            crls.push(CertificateRevocationListDer::from(der));
+            crls.push(Crl {
+                origin: origin.clone(),
+                der,
+            });
             found += 1;
         }
         if found == 0 {
@@ -61,10 +65,16 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
         }
         crl_counts.push(found);
     }
+    let mut notes = Vec::new();
+    let crls = newest(crls, &mut notes)
+        .into_iter()
+        .map(|c| CertificateRevocationListDer::from(c.der))
+        .collect();
     Ok(Material::Ca(CaBundle {
         roots,
         crls,
         certs,
         crl_counts,
+        notes,
     }))
 }

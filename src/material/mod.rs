@@ -2,6 +2,7 @@
 
 mod bundle;
 pub mod catalogue;
+mod crls;
 pub mod dn;
 pub mod info;
 pub mod keys;
@@ -46,13 +47,32 @@ pub struct Pair {
 #[derive(Clone, Debug)]
 pub struct CaBundle {
     pub roots: Vec<CertificateDer<'static>>,
+    /// Of each issuer's CRLs (one scope), the newest only: webpki checks
+    /// a certificate against the first CRL of its issuer it is given.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
-    /// How many of `crls` each CRL source held, in source order: a
-    /// re-read source that holds fewer than served may be a writer
-    /// half-way through it (see the reloader's `cut_short`).
+    /// How many CRLs each CRL source held (superseded ones too), in
+    /// source order: a re-read source that holds fewer than served may be
+    /// a writer half-way through it (see the reloader's `cut_short`).
     pub crl_counts: Vec<usize>,
     /// Metadata of each CA certificate, in file order.
     pub certs: Vec<CertInfo>,
+    /// CRLs superseded.
+    pub notes: Vec<Note>,
+}
+
+/// What loaded material does less than it may seem to: logged at each
+/// load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A CRL of the same issuer (name and key identifier) and scope as a
+    /// newer one of the bundle, which is used instead.
+    SupersededCrl {
+        file: String,
+        issuer: String,
+        this_update: i64,
+        by_file: String,
+        by_this_update: i64,
+    },
 }
 
 impl CaBundle {
@@ -83,6 +103,14 @@ impl Loaded {
         match &self.material {
             Material::Ca(c) => Some(c),
             Material::Pair(_) => None,
+        }
+    }
+
+    /// What the material does less than it may seem to.
+    pub fn notes(&self) -> &[Note] {
+        match &self.material {
+            Material::Pair(_) => &[],
+            Material::Ca(c) => &c.notes,
         }
     }
 

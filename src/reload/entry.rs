@@ -9,7 +9,7 @@ use super::{LOG, Reloader};
 use crate::config::EntrySpec;
 use crate::material::catalogue::{ReloadResult, unix};
 use crate::material::info::rfc3339;
-use crate::material::{Loaded, Material, pem};
+use crate::material::{Loaded, Material, Note, pem};
 use crate::metrics::{self, METRICS};
 
 impl Reloader {
@@ -485,8 +485,10 @@ pub(super) fn set_state(id: &str, state: State) {
         .set(i64::from(state == State::Failing));
 }
 
-/// Expired, not-yet-valid and rolled-back certificates load, loudly.
+/// Expired, not-yet-valid and rolled-back certificates load, loudly; so
+/// does material that does less than it may seem to (its notes).
 pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>) {
+    log_notes(id, loaded);
     let now = unix(SystemTime::now());
     if let Some(next_update) = loaded.ca().and_then(|ca| ca.crl_next_update())
         && next_update <= now
@@ -504,6 +506,23 @@ pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>
         && loaded.not_after() < prev.not_after()
     {
         warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = %rfc3339(loaded.not_after()), not_after_unix = loaded.not_after(), previous_not_after = %rfc3339(prev.not_after()), "new certificate expires earlier than the one it replaces");
+    }
+}
+
+/// The notes of `id`'s material, each with the file it is about.
+fn log_notes(id: &str, loaded: &Loaded) {
+    for note in loaded.notes() {
+        match note {
+            Note::SupersededCrl {
+                file,
+                issuer,
+                this_update,
+                by_file,
+                by_this_update,
+            } => {
+                info!(target: LOG, entry = %id, file = %file, issuer = %issuer, this_update = %rfc3339(*this_update), by_file = %by_file, by_this_update = %rfc3339(*by_this_update), "CRL superseded by a newer one of the same issuer: not used");
+            }
+        }
     }
 }
 

@@ -126,6 +126,63 @@ async fn an_upstream_crl_refuses_a_revoked_backend() {
     }
 }
 
+/// Two CRLs of the upstream's CA, the older listed first: the newer
+/// decides, with and without `verify_names`. A backend revoked only by
+/// the newer was reached: webpki takes the first CRL of the issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_upstream_crl_decides() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let mesh = TestCa::new("mesh CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let revoked_pair = mesh.server_pair(&["backend.local"]);
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    write(&scene.path("mesh-ca.crt"), &mesh.cert_pem);
+    write(
+        &scene.path("old.crl"),
+        &mesh.crl_of(&[], now - 2 * day, now + day, 1),
+    );
+    let new = mesh.crl_of(
+        &[revoked_pair.serial],
+        now - time::Duration::minutes(1),
+        now + day,
+        2,
+    );
+    write(&scene.path("new.crl"), &new);
+    let revoked = Backend::start("revoked", &revoked_pair, None).await;
+    let good = Backend::start("good", &mesh.server_pair(&["backend.local"]), None).await;
+    let names = "\n      verify_names: [backend.local]";
+    let upstreams = [
+        crl_upstream("revoked", &revoked, "old.crl, new.crl", ""),
+        crl_upstream("revoked-names", &revoked, "old.crl, new.crl", names),
+        crl_upstream("good", &good, "old.crl, new.crl", ""),
+        crl_upstream("good-names", &good, "old.crl, new.crl", names),
+    ]
+    .concat();
+    let names = ["revoked", "revoked-names", "good", "good-names"];
+    let mut p = start_routing_to(&scene, &names, &upstreams);
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    for (upstream, status) in [
+        ("revoked", 502),
+        ("revoked-names", 502),
+        ("good", 200),
+        ("good-names", 200),
+    ] {
+        let path = format!("/{upstream}/x");
+        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, status, "{upstream}: {}", reply.body);
+        if status == 502 {
+            let log = refusal_logged(&mut p, upstream).await;
+            let said = log["error"].as_str().unwrap_or_default();
+            assert!(said.contains("revoked"), "{upstream}: {log}");
+        }
+    }
+}
+
 /// A CRL in an upstream's `tls.ca` that cannot be used (one under the CA's
 /// name signed by another key) refuses the backend as `crl_invalid`, the
 /// listener side's word for the same fault, with and without

@@ -22,6 +22,8 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// A test certificate authority, generated at runtime.
 pub struct TestCa {
     pub cert_pem: String,
+    /// The CA certificate's serial (what a CRL of its issuer revokes).
+    pub serial: u64,
     issuer: Issuer<'static, KeyPair>,
     next_serial: Mutex<u64>,
 }
@@ -48,12 +50,48 @@ impl TestCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         p.key_identifier_method = KeyIdMethod::Sha256;
+        // Random, as rcgen's default, but known: a CRL may revoke it.
+        let mut bytes = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut bytes).unwrap();
+        let serial = u64::from_be_bytes(bytes) >> 1;
+        p.serial_number = Some(SerialNumber::from(serial));
         let cert = p.self_signed(&key).unwrap();
         TestCa {
             cert_pem: cert.pem(),
+            serial,
             issuer: Issuer::new(p, key),
             next_serial: Mutex::new(1000),
         }
+    }
+
+    /// An intermediate CA named `name` issued by this CA (`cert_pem`
+    /// holds its certificate alone).
+    pub fn intermediate(&self, name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        let serial = self.take_serial();
+        p.serial_number = Some(SerialNumber::from(serial));
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            serial,
+            issuer: Issuer::new(p, key),
+            next_serial: Mutex::new(1000),
+        }
+    }
+
+    fn take_serial(&self) -> u64 {
+        let mut s = self.next_serial.lock().unwrap();
+        *s += 1;
+        *s
     }
 
     fn issue(
@@ -74,11 +112,7 @@ impl TestCa {
         }
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![usage];
-        let serial = {
-            let mut s = self.next_serial.lock().unwrap();
-            *s += 1;
-            *s
-        };
+        let serial = self.take_serial();
         p.serial_number = Some(SerialNumber::from(serial));
         if expired {
             p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
@@ -138,11 +172,7 @@ impl TestCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let serial = {
-            let mut s = self.next_serial.lock().unwrap();
-            *s += 1;
-            *s
-        };
+        let serial = self.take_serial();
         p.serial_number = Some(SerialNumber::from(serial));
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         TestPair {
@@ -168,16 +198,42 @@ impl TestCa {
     /// past for a stale CRL); issued a week before that, or a minute ago.
     pub fn crl_until(&self, revoked: &[&TestPair], next_update: time::OffsetDateTime) -> String {
         let now = time::OffsetDateTime::now_utc();
+        let serials: Vec<u64> = revoked.iter().map(|p| p.serial).collect();
+        let this_update =
+            (next_update - time::Duration::days(7)).min(now - time::Duration::minutes(1));
+        self.crl_of(&serials, this_update, next_update, 1)
+    }
+
+    /// A CRL revoking the certificates of `serials` (CA certificates too),
+    /// issued a minute ago, valid for a day.
+    pub fn crl_of_serials(&self, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let (this_update, next_update) = (
+            now - time::Duration::minutes(1),
+            now + time::Duration::days(1),
+        );
+        self.crl_of(serials, this_update, next_update, 1)
+    }
+
+    /// CRL number `number` revoking the certificates of `serials`, issued
+    /// at `this_update`, valid until `next_update`.
+    pub fn crl_of(
+        &self,
+        serials: &[u64],
+        this_update: time::OffsetDateTime,
+        next_update: time::OffsetDateTime,
+        number: u64,
+    ) -> String {
+        let now = time::OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: (next_update - time::Duration::days(7))
-                .min(now - time::Duration::minutes(1)),
+            this_update,
             next_update,
-            crl_number: SerialNumber::from(1u64),
+            crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
-            revoked_certs: revoked
+            revoked_certs: serials
                 .iter()
-                .map(|p| RevokedCertParams {
-                    serial_number: SerialNumber::from(p.serial),
+                .map(|&serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
                     revocation_time: now - time::Duration::minutes(1),
                     reason_code: None,
                     invalidity_date: None,
