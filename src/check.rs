@@ -197,9 +197,15 @@ pub fn run(path: &Path) -> ExitCode {
     }
 }
 
-/// The table rows of one loaded entry; an expired certificate is a warning.
+/// The table rows of one loaded entry; an expired certificate, and what
+/// the material does less than it may seem to, are warnings.
 fn entry_rows(spec: &EntrySpec, l: &Loaded, warnings: &mut Vec<String>) -> Vec<[String; 7]> {
     let mut rows = Vec::new();
+    // What loads but does less than it may seem to (a CA certificate
+    // revoked or unchecked), as the proxy logs it at load.
+    for note in l.notes().iter().filter(|n| n.is_warning()) {
+        warnings.push(format!("entry {}: {note}", spec.id));
+    }
     for info in infos(l) {
         let days = days_left(info.not_after);
         if days < 0 {

@@ -1,5 +1,7 @@
 //! A CA bundle's CRLs per issuer: the newest of an issuer's CRLs decides,
-//! however they are listed.
+//! however they are listed, and a CA certificate of the bundle revoked by
+//! its issuer's CRL is no trust anchor; one whose issuer gives no CRL is
+//! warned about.
 
 mod support;
 
@@ -120,5 +122,143 @@ async fn the_newest_crl_of_an_issuer_decides() {
             .iter()
             .any(|l| l.contains("CRL is past its nextUpdate")),
         "the superseded stale CRL was warned about as in use"
+    );
+}
+
+/// A client of an issuing CA, with its chain (leaf and issuing CA).
+fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
+    let mut pair = issuing.client_pair(cn);
+    pair.cert_pem.push_str(&issuing.cert_pem);
+    pair
+}
+
+/// `ca_file` holding the root and its issuing CAs ("ca-chain.pem", as
+/// Vault and step-ca hand it out), with the root's CRL revoking one of
+/// them: that CA's clients are refused, with or without their chain, and
+/// the other's are let in. Every certificate of the bundle was a trust
+/// anchor, whose own revocation webpki never checks: the revoked CA's
+/// clients got in. The CA taken out is named in a warning.
+#[tokio::test]
+async fn an_issuing_ca_revoked_by_its_root_is_no_trust_anchor() {
+    let s = Scene::new();
+    let root = TestCa::new("partners root");
+    let revoked = root.intermediate("issuing CA 1");
+    let kept = root.intermediate("issuing CA 2");
+    write(
+        &s.path("ca-chain.pem"),
+        &format!("{}{}{}", root.cert_pem, revoked.cert_pem, kept.cert_pem),
+    );
+    write(&s.path("root.crl"), &root.crl_of_serials(&[revoked.serial]));
+    write(&s.path("issuing-1.crl"), &revoked.crl(&[]));
+    write(&s.path("issuing-2.crl"), &kept.crl(&[]));
+    let cfg = scene(
+        &s,
+        &[(
+            "partners",
+            "ca-chain.pem",
+            "root.crl, issuing-1.crl, issuing-2.crl",
+        )],
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let with_chain = client_of(&revoked, "chained");
+    let leaf_only = revoked.client_pair("leaf only");
+    assert!(
+        !admitted(&s, addr, &with_chain).await,
+        "a client of the revoked issuing CA got in with its chain"
+    );
+    assert!(
+        !admitted(&s, addr, &leaf_only).await,
+        "a client of the revoked issuing CA got in without its chain"
+    );
+    // Refused as revoked (its chain checked against the root's CRL), and
+    // as of an unknown CA without its chain.
+    for reason in ["revoked", "unknown_ca"] {
+        p.wait_log(reason, |v| {
+            v["message"] == "TLS handshake failed" && v["reason"] == reason
+        })
+        .await;
+    }
+    assert!(admitted(&s, addr, &client_of(&kept, "good")).await);
+    assert!(admitted(&s, addr, &kept.client_pair("good, leaf only")).await);
+    let warning = p
+        .wait_log("the revoked CA's warning", |v| {
+            v["entry"] == "partners"
+                && v["level"] == "WARN"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("CA certificate is revoked"))
+        })
+        .await;
+    assert_eq!(warning["subject"], "CN=issuing CA 1", "{warning}");
+    assert_eq!(
+        warning["crl_file"],
+        s.path("root.crl").display().to_string().as_str()
+    );
+}
+
+/// An issuing CA in the bundle with its root, where no CRL of the root is
+/// given: its own revocation cannot be checked (it is a trust anchor), and
+/// a warning says so, naming the entry and the CA, when it loads and in
+/// `check`; a bundle holding the root's CRL, or the root alone, gets none.
+#[tokio::test]
+async fn an_issuing_ca_whose_revocation_is_unchecked_is_warned_about() {
+    let s = Scene::new();
+    let root = TestCa::new("partners root");
+    let issuing = root.intermediate("issuing CA");
+    write(
+        &s.path("ca-chain.pem"),
+        &format!("{}{}", root.cert_pem, issuing.cert_pem),
+    );
+    write(&s.path("root.crt"), &root.cert_pem);
+    write(&s.path("root.crl"), &root.crl(&[]));
+    write(&s.path("issuing.crl"), &issuing.crl(&[]));
+    let cfg = scene(
+        &s,
+        &[
+            ("unchecked", "ca-chain.pem", "issuing.crl"),
+            ("checked", "ca-chain.pem", "root.crl, issuing.crl"),
+            ("roots-only", "root.crt", "root.crl, issuing.crl"),
+        ],
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("unchecked").await;
+    // Still admitted: the warning is about what is not checked.
+    assert!(admitted(&s, addr, &client_of(&issuing, "alice")).await);
+    let warning = p
+        .wait_log("the unchecked CA's warning", |v| {
+            v["entry"] == "unchecked"
+                && v["level"] == "WARN"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("its revocation is not checked"))
+        })
+        .await;
+    assert_eq!(warning["subject"], "CN=issuing CA", "{warning}");
+    assert_eq!(
+        warning["file"],
+        s.path("ca-chain.pem").display().to_string().as_str()
+    );
+    p.listener_addr("checked").await;
+    p.listener_addr("roots-only").await;
+    let others = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("its revocation is not checked"))
+        .filter(|l| !l.contains("\"entry\":\"unchecked\""))
+        .collect::<Vec<_>>();
+    assert!(others.is_empty(), "{others:?}");
+    // `check` lists it among its warnings, for that entry alone.
+    let (code, stdout, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("its revocation is not checked"))
+        .collect();
+    assert_eq!(listed.len(), 1, "{stdout}");
+    assert!(
+        listed[0].starts_with("warning: entry unchecked: ")
+            && listed[0].contains("(CN=issuing CA)"),
+        "{stdout}"
     );
 }

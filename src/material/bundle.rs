@@ -1,16 +1,17 @@
-//! A CA bundle's parse: its certificates and each CRL file's CRLs, as webpki will use them (the newest of an issuer's).
+//! A CA bundle's parse: its certificates and each CRL file's CRLs, as webpki will use them (the newest of an issuer's; no revoked CA as an anchor).
 
 use rustls_pki_types::CertificateRevocationListDer;
 use rustls_pki_types::pem::SectionKind;
 
-use super::crls::{Crl, newest};
+use super::crls::{Crl, newest, revoked_cas};
 use super::pem::{MaterialError, certificates, sections};
 use super::{CaBundle, Material};
 
 /// The CA certificates of `parts[0]` (named `names[0]`) and the CRLs of
 /// each further part: at least one certificate, and at least one CRL in
 /// each CRL source, each parsed as webpki will parse it (the
-/// certificates as trust anchors); of an issuer's CRLs, the newest.
+/// certificates as trust anchors); of an issuer's CRLs, the newest; a
+/// CA certificate they revoke is no trust anchor.
 pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, MaterialError> {
     let (roots, certs) = certificates(&names[0], &parts[0])?;
     // What verifies peers is webpki, which takes each certificate as a
@@ -66,12 +67,15 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
         crl_counts.push(found);
     }
     let mut notes = Vec::new();
-    let crls = newest(crls, &mut notes)
+    let crls = newest(crls, &mut notes);
+    let revoked = revoked_cas(&names[0], &roots, &certs, &crls, &mut notes);
+    let crls = crls
         .into_iter()
         .map(|c| CertificateRevocationListDer::from(c.der))
         .collect();
     Ok(Material::Ca(CaBundle {
         roots,
+        revoked,
         crls,
         certs,
         crl_counts,

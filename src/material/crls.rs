@@ -1,13 +1,15 @@
-//! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest only.
+//! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest only; the bundle's CA certificates they revoke.
 
 use std::collections::HashMap;
 
+use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::Note;
-use super::info::inspect_crl;
+use super::der::signed_by;
+use super::info::{CertInfo, inspect_crl};
 
 /// One CRL of the bundle and the file it came from.
 pub(super) struct Crl {
@@ -104,11 +106,147 @@ pub(super) fn newest(crls: Vec<Crl>, notes: &mut Vec<Note>) -> Vec<Crl> {
         .collect()
 }
 
+/// Whether `issuer` may sign CRLs: no key usage, or one with cRLSign.
+fn signs_crls(issuer: &X509Certificate<'_>) -> bool {
+    match issuer.key_usage() {
+        Ok(None) => true,
+        Ok(Some(ku)) => ku.value.crl_sign(),
+        Err(_) => false,
+    }
+}
+
+/// The positions of the bundle's certificates (`roots`, from `origin`,
+/// described by `infos`) that are no trust anchors: a CA certificate
+/// issued by another of the bundle, and revoked by a CRL of `crls` whose
+/// signature that issuer's key verifies; then, until none is left, one
+/// whose issuers in the bundle are all such. webpki takes every anchor as
+/// it is and never checks its revocation, so an issuing CA listed with
+/// its root ("ca-chain.pem") let its clients in after the root revoked
+/// it; without it among the anchors, a client that sends it has it
+/// checked against the root's CRL, and one that does not is refused
+/// (unknown issuer). A CA certificate issued by another of the bundle
+/// that has no usable CRL in it is noted as unchecked, when the bundle
+/// has CRLs at all (without, no revocation is checked).
+pub(super) fn revoked_cas(
+    origin: &str,
+    roots: &[impl AsRef<[u8]>],
+    infos: &[CertInfo],
+    crls: &[Crl],
+    notes: &mut Vec<Note>,
+) -> Vec<usize> {
+    if crls.is_empty() {
+        return Vec::new();
+    }
+    let certs: Vec<Option<X509Certificate<'_>>> = roots
+        .iter()
+        .map(|d| X509Certificate::from_der(d.as_ref()).ok().map(|(_, c)| c))
+        .collect();
+    let parsed_crls: Vec<Option<CertificateRevocationList<'_>>> = crls
+        .iter()
+        .map(|c| {
+            CertificateRevocationList::from_der(&c.der)
+                .ok()
+                .map(|(_, l)| l)
+        })
+        .collect();
+    // Each not self-issued certificate's issuers in the bundle: the ones
+    // under its issuer's name whose key verifies its signature.
+    let issuers: Vec<Vec<usize>> = certs
+        .iter()
+        .enumerate()
+        .map(|(i, cert)| {
+            let Some(cert) = cert else { return Vec::new() };
+            if cert.issuer().as_raw() == cert.subject().as_raw() {
+                return Vec::new();
+            }
+            certs
+                .iter()
+                .enumerate()
+                .filter(|&(j, c)| {
+                    c.as_ref().is_some_and(|c| {
+                        j != i
+                            && c.subject().as_raw() == cert.issuer().as_raw()
+                            && signed_by(roots[i].as_ref(), c.public_key().raw)
+                    })
+                })
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect();
+    // Why each position is out: the revoked CA's subject and the CRL's file.
+    let mut out: Vec<Option<(String, String)>> = vec![None; certs.len()];
+    let mut unchecked = Vec::new();
+    for (i, cert) in certs.iter().enumerate() {
+        let Some(cert) = cert else { continue };
+        let mut usable = false;
+        for &j in &issuers[i] {
+            let Some(issuer) = certs[j].as_ref().filter(|c| signs_crls(c)) else {
+                continue;
+            };
+            for (k, crl) in parsed_crls.iter().enumerate() {
+                let Some(crl) = crl else { continue };
+                if crl.issuer().as_raw() != issuer.subject().as_raw()
+                    || !signed_by(&crls[k].der, issuer.public_key().raw)
+                {
+                    continue;
+                }
+                usable = true;
+                let serial = cert.raw_serial();
+                if crl
+                    .iter_revoked_certificates()
+                    .any(|r| r.raw_serial() == serial)
+                {
+                    out[i] = Some((infos[i].subject.clone(), crls[k].origin.clone()));
+                }
+            }
+        }
+        if !usable && let Some(&j) = issuers[i].first() {
+            unchecked.push((i, j));
+        }
+    }
+    // A CA issued only by CAs that are out is out too: its chain holds a
+    // revoked certificate.
+    loop {
+        let next = (0..certs.len()).find(|&i| {
+            out[i].is_none()
+                && !issuers[i].is_empty()
+                && issuers[i].iter().all(|&j| out[j].is_some())
+        });
+        let Some(i) = next else { break };
+        out[i] = out[issuers[i][0]].clone();
+    }
+    for (i, j) in unchecked {
+        if out[i].is_none() {
+            notes.push(Note::UncheckedCa {
+                file: origin.to_owned(),
+                position: i + 1,
+                subject: infos[i].subject.clone(),
+                issuer: infos[j].subject.clone(),
+            });
+        }
+    }
+    let mut revoked = Vec::new();
+    for (i, why) in out.into_iter().enumerate() {
+        let Some((subject, crl_file)) = why else {
+            continue;
+        };
+        notes.push(Note::RevokedCa {
+            file: origin.to_owned(),
+            position: i + 1,
+            subject: infos[i].subject.clone(),
+            revoked: subject,
+            crl_file,
+        });
+        revoked.push(i);
+    }
+    revoked
+}
+
 #[cfg(test)]
 mod tests {
     use rcgen::{
         BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
-        KeyIdMethod, KeyPair, SerialNumber,
+        KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
     };
     use time::{Duration, OffsetDateTime};
 
@@ -123,13 +261,32 @@ mod tests {
 
     /// A CRL of `issuer` issued `days_ago`, numbered `number`, from `file`.
     fn crl(issuer: &Issuer<'_, KeyPair>, days_ago: i64, number: u64, file: &str) -> Crl {
+        revoking(issuer, days_ago, number, file, &[])
+    }
+
+    /// The same, revoking the certificates of `serials`.
+    fn revoking(
+        issuer: &Issuer<'_, KeyPair>,
+        days_ago: i64,
+        number: u64,
+        file: &str,
+        serials: &[u64],
+    ) -> Crl {
         let this_update = OffsetDateTime::now_utc() - Duration::days(days_ago);
         let params = CertificateRevocationListParams {
             this_update,
             next_update: this_update + Duration::days(30),
             crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
-            revoked_certs: Vec::new(),
+            revoked_certs: serials
+                .iter()
+                .map(|&s| RevokedCertParams {
+                    serial_number: SerialNumber::from(s),
+                    revocation_time: this_update,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
             key_identifier_method: KeyIdMethod::Sha256,
         };
         Crl {
@@ -160,8 +317,11 @@ mod tests {
         assert_eq!(files(&kept), ["b", "a-new"]);
         let superseded: Vec<(&str, &str)> = notes
             .iter()
-            .map(|n| match n {
-                Note::SupersededCrl { file, by_file, .. } => (file.as_str(), by_file.as_str()),
+            .filter_map(|n| match n {
+                Note::SupersededCrl { file, by_file, .. } => {
+                    Some((file.as_str(), by_file.as_str()))
+                }
+                _ => None,
             })
             .collect();
         assert_eq!(superseded, [("a-old", "a-new"), ("a-mid", "a-new")]);
@@ -204,5 +364,82 @@ mod tests {
         );
         assert_eq!(files(&kept), ["old key", "new key"]);
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    /// A CA `cn` with serial `serial`, issued by `by` (self-signed
+    /// without): its certificate's DER and the issuer it makes.
+    fn ca_cert(
+        cn: &str,
+        serial: u64,
+        by: Option<&Issuer<'_, KeyPair>>,
+    ) -> (Vec<u8>, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.serial_number = Some(SerialNumber::from(serial));
+        let cert = match by {
+            Some(by) => p.signed_by(&key, by).unwrap(),
+            None => p.self_signed(&key).unwrap(),
+        };
+        (cert.der().to_vec(), Issuer::new(p, key))
+    }
+
+    fn out(ders: &[&[u8]], crls: &[Crl]) -> (Vec<usize>, Vec<Note>) {
+        let infos: Vec<CertInfo> = ders
+            .iter()
+            .map(|d| super::super::info::inspect(d).unwrap())
+            .collect();
+        let mut notes = Vec::new();
+        let revoked = revoked_cas("bundle", ders, &infos, crls, &mut notes);
+        (revoked, notes)
+    }
+
+    /// root -> A -> B, all in the bundle: the root's CRL revokes A, so A
+    /// is out, and B (issued by A alone) with it; the root stays.
+    #[test]
+    fn a_revoked_ca_and_what_it_issued_are_no_anchors() {
+        let (root, root_ca) = ca_cert("root", 1, None);
+        let (a, a_ca) = ca_cert("A", 2, Some(&root_ca));
+        let (b, b_ca) = ca_cert("B", 3, Some(&a_ca));
+        let crls = [
+            revoking(&root_ca, 0, 1, "root.crl", &[2]),
+            crl(&a_ca, 0, 1, "a.crl"),
+            crl(&b_ca, 0, 1, "b.crl"),
+        ];
+        let (revoked, notes) = out(&[&root, &a, &b], &crls);
+        assert_eq!(revoked, [1, 2]);
+        for (note, subject) in notes.iter().zip(["CN=A", "CN=B"]) {
+            let Note::RevokedCa {
+                subject: s,
+                revoked,
+                crl_file,
+                ..
+            } = note
+            else {
+                panic!("{note:?}");
+            };
+            assert_eq!((s.as_str(), revoked.as_str()), (subject, "CN=A"));
+            assert_eq!(crl_file, "root.crl");
+        }
+    }
+
+    /// A CRL under the root's name signed by another key revokes nothing:
+    /// A stays an anchor, and is noted unchecked (no usable CRL of its
+    /// issuer); without any CRL in the bundle nothing is said.
+    #[test]
+    fn only_a_crl_the_issuer_signed_revokes() {
+        let (root, root_ca) = ca_cert("root", 1, None);
+        let (a, _) = ca_cert("A", 2, Some(&root_ca));
+        let (_, imposter) = ca_cert("root", 1, None);
+        let forged = [revoking(&imposter, 0, 1, "forged.crl", &[2])];
+        let (revoked, notes) = out(&[&root, &a], &forged);
+        assert!(revoked.is_empty());
+        assert!(
+            matches!(&notes[..], [Note::UncheckedCa { subject, issuer, position: 2, .. }]
+                if subject == "CN=A" && issuer == "CN=root"),
+            "{notes:?}"
+        );
+        assert_eq!(out(&[&root, &a], &[]), (Vec::new(), Vec::new()));
     }
 }

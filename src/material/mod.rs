@@ -3,6 +3,7 @@
 mod bundle;
 pub mod catalogue;
 mod crls;
+mod der;
 pub mod dn;
 pub mod info;
 pub mod keys;
@@ -46,7 +47,13 @@ pub struct Pair {
 /// Trust anchors and revocation lists.
 #[derive(Clone, Debug)]
 pub struct CaBundle {
+    /// Every certificate of the bundle, in file order; the trust anchors
+    /// are [`anchors`](Self::anchors).
     pub roots: Vec<CertificateDer<'static>>,
+    /// Positions in `roots` of the CA certificates revoked by a CRL of
+    /// their issuer in the bundle (or issued by one that is): no trust
+    /// anchors, as webpki never checks an anchor's revocation.
+    pub revoked: Vec<usize>,
     /// Of each issuer's CRLs (one scope), the newest only: webpki checks
     /// a certificate against the first CRL of its issuer it is given.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
@@ -56,12 +63,12 @@ pub struct CaBundle {
     pub crl_counts: Vec<usize>,
     /// Metadata of each CA certificate, in file order.
     pub certs: Vec<CertInfo>,
-    /// CRLs superseded.
+    /// CRLs superseded, CA certificates revoked or unchecked.
     pub notes: Vec<Note>,
 }
 
 /// What loaded material does less than it may seem to: logged at each
-/// load.
+/// load, and the warnings listed by `check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
     /// A CRL of the same issuer (name and key identifier) and scope as a
@@ -73,9 +80,79 @@ pub enum Note {
         by_file: String,
         by_this_update: i64,
     },
+    /// A CA certificate (`position` from 1 in `file`) revoked by a CRL of
+    /// its issuer in the bundle, or issued by `revoked`, which is: not a
+    /// trust anchor.
+    RevokedCa {
+        file: String,
+        position: usize,
+        subject: String,
+        revoked: String,
+        crl_file: String,
+    },
+    /// A CA certificate issued by `issuer`, another of the bundle, which
+    /// has no usable CRL in it: a trust anchor whose own revocation is not
+    /// checked.
+    UncheckedCa {
+        file: String,
+        position: usize,
+        subject: String,
+        issuer: String,
+    },
+}
+
+impl Note {
+    /// Worth a warning (a superseded CRL is what an appended file means).
+    pub fn is_warning(&self) -> bool {
+        !matches!(self, Note::SupersededCrl { .. })
+    }
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::SupersededCrl {
+                file,
+                issuer,
+                by_file,
+                ..
+            } => write!(
+                f,
+                "{file}: a CRL of {issuer} is superseded by a newer one ({by_file}) and not used"
+            ),
+            Note::RevokedCa {
+                file,
+                position,
+                subject,
+                revoked,
+                crl_file,
+            } => write!(
+                f,
+                "{file}: certificate {position} ({subject}) is not a trust anchor: {revoked} is revoked by {crl_file}"
+            ),
+            Note::UncheckedCa {
+                file,
+                position,
+                subject,
+                issuer,
+            } => write!(
+                f,
+                "{file}: certificate {position} ({subject}) is issued by {issuer}, whose CRL is not given: its revocation is not checked (list only root CAs in ca_file and let clients send the intermediate, or add the CRL of its issuer)"
+            ),
+        }
+    }
 }
 
 impl CaBundle {
+    /// The trust anchors: the certificates of the bundle not revoked.
+    pub fn anchors(&self) -> impl Iterator<Item = &CertificateDer<'static>> {
+        self.roots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.revoked.contains(i))
+            .map(|(_, c)| c)
+    }
+
     /// Metadata of each CRL, in order (unparseable ones were refused at load).
     pub fn crl_infos(&self) -> Vec<info::CrlInfo> {
         self.crls

@@ -522,6 +522,23 @@ fn log_notes(id: &str, loaded: &Loaded) {
             } => {
                 info!(target: LOG, entry = %id, file = %file, issuer = %issuer, this_update = %rfc3339(*this_update), by_file = %by_file, by_this_update = %rfc3339(*by_this_update), "CRL superseded by a newer one of the same issuer: not used");
             }
+            Note::RevokedCa {
+                file,
+                position,
+                subject,
+                revoked,
+                crl_file,
+            } => {
+                warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, revoked = %revoked, crl_file = %crl_file, "CA certificate is revoked by a CRL of its issuer in the bundle (or issued by one that is): not a trust anchor");
+            }
+            Note::UncheckedCa {
+                file,
+                position,
+                subject,
+                issuer,
+            } => {
+                warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, issuer = %issuer, "CA certificate is issued by another of the bundle whose CRL is not given: its revocation is not checked (list only root CAs in ca_file and let clients send the intermediate, or add the CRL of its issuer)");
+            }
         }
     }
 }

@@ -52,8 +52,9 @@ pub fn build(
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = match ca {
         Some(ca) => {
+            // Without the CA certificates the bundle's CRLs revoke.
             let mut roots = RootCertStore::empty();
-            for r in &ca.roots {
+            for r in ca.anchors() {
                 roots.add(r.clone()).map_err(|e| {
                     TlsError::Build(format!("CA certificate not usable as a trust anchor: {e}"))
                 })?;

@@ -404,8 +404,10 @@ fn client_verifier(
                     mode.as_str()
                 ))
             })?;
+            // A CA certificate of the bundle revoked by its issuer's CRL is
+            // no anchor (webpki never checks an anchor's revocation).
             let mut roots = RootCertStore::empty();
-            for root in &ca.roots {
+            for root in ca.anchors() {
                 roots.add(root.clone()).map_err(|e| {
                     TlsError::Build(format!("CA certificate not usable as a trust anchor: {e}"))
                 })?;

@@ -1,0 +1,129 @@
+//! DER read where x509-parser and webpki leave it raw: a signature checked as webpki checks it.
+
+const BIT_STRING: u8 = 0x03;
+const SEQUENCE: u8 = 0x30;
+
+/// An element read: its tag, its contents, the whole element (tag and
+/// length included) and what follows it.
+type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// The element at the start of `input`. `None` for a high tag number, an
+/// indefinite or over-long length, or one past the end.
+fn element(input: &[u8]) -> Option<Element<'_>> {
+    let (&tag, rest) = input.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        let len = bytes.iter().fold(0usize, |l, &b| (l << 8) | usize::from(b));
+        (len, rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (contents, rest) = rest.split_at(len);
+    let whole = &input[..input.len() - rest.len()];
+    Some((tag, contents, whole, rest))
+}
+
+/// The contents of a BIT STRING without unused bits (a key, a signature).
+fn whole_bytes(bits: &[u8]) -> Option<&[u8]> {
+    match bits.split_first()? {
+        (0, bytes) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// Whether `signed` (a certificate or a CRL: the signed part, its
+/// signature algorithm and its signature) is signed by the key of `spki`
+/// (a SubjectPublicKeyInfo), with one of the algorithms rustls verifies
+/// peers with, matched on both algorithm identifiers as webpki matches
+/// them.
+pub(super) fn signed_by(signed: &[u8], spki: &[u8]) -> bool {
+    let verify = || -> Option<bool> {
+        let (SEQUENCE, body, _, []) = element(signed)? else {
+            return None;
+        };
+        let (SEQUENCE, _, tbs, rest) = element(body)? else {
+            return None;
+        };
+        let (SEQUENCE, signature_alg, _, rest) = element(rest)? else {
+            return None;
+        };
+        let (BIT_STRING, signature, _, []) = element(rest)? else {
+            return None;
+        };
+        let (SEQUENCE, spki, _, []) = element(spki)? else {
+            return None;
+        };
+        let (SEQUENCE, key_alg, _, rest) = element(spki)? else {
+            return None;
+        };
+        let (BIT_STRING, key, _, []) = element(rest)? else {
+            return None;
+        };
+        let (signature, key) = (whole_bytes(signature)?, whole_bytes(key)?);
+        let provider = crate::tls::provider::get();
+        Some(
+            provider
+                .signature_verification_algorithms
+                .all
+                .iter()
+                .filter(|a| {
+                    a.signature_alg_id().as_ref() == signature_alg
+                        && a.public_key_alg_id().as_ref() == key_alg
+                })
+                .any(|a| a.verify_signature(key, tbs, signature).is_ok()),
+        )
+    };
+    verify().unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_short_long_and_past_the_end() {
+        assert_eq!(
+            element(&[0x02, 0x01, 0x05, 0xff]),
+            Some((0x02, &[0x05][..], &[0x02, 0x01, 0x05][..], &[0xff][..]))
+        );
+        let mut long = vec![0x04, 0x81, 0x80];
+        long.extend([7; 0x80]);
+        let (_, contents, _, rest) = element(&long).unwrap();
+        assert_eq!((contents.len(), rest.len()), (0x80, 0));
+        assert_eq!(element(&[0x04, 0x02, 0x00]), None);
+        assert_eq!(element(&[0x04, 0x80]), None);
+        assert_eq!(element(&[0x1f, 0x01, 0x00]), None);
+    }
+
+    #[test]
+    fn a_signature_is_checked_against_the_signer_s_key_only() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, PublicKeyData};
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_spki = ca_key.subject_public_key_info();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = CertificateParams::new(vec!["a.test".to_owned()])
+            .unwrap()
+            .signed_by(&KeyPair::generate().unwrap(), &issuer)
+            .unwrap();
+        let other = KeyPair::generate().unwrap();
+        assert!(signed_by(leaf.der(), &ca_spki));
+        assert!(!signed_by(leaf.der(), &other.subject_public_key_info()));
+        let mut tampered = leaf.der().to_vec();
+        let at = tampered.len() / 2;
+        tampered[at] ^= 1;
+        assert!(!signed_by(&tampered, &ca_spki));
+    }
+}
