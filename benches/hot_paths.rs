@@ -43,6 +43,7 @@ fn pairs(n: usize) -> Vec<Pair> {
                 fingerprint_sha256: String::new(),
                 is_ca: false,
             },
+            notes: Vec::new(),
         })
         .collect()
 }

@@ -30,7 +30,7 @@
 //!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file.
 //!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest;
 //!     the bundle's CA certificates they revoke (no trust anchors).
-//!   - `der`: DER read by hand: a signature checked as webpki checks it.
+//!   - `der`: DER read by hand: a signature checked as webpki checks it, Must-Staple.
 //!   - `keys`: a private key's kind and size, named when hotproxy cannot sign with it.
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
 //!   - `dn`: distinguished names as ASCII text (ours, and OpenSSL's RFC 2253 form that nginx and Envoy send), values escaped.

@@ -1,5 +1,6 @@
-//! DER read where x509-parser and webpki leave it raw: a signature checked as webpki checks it.
+//! DER read where x509-parser and webpki leave it raw: a signature checked as webpki checks it, the TLS Feature extension.
 
+const INTEGER: u8 = 0x02;
 const BIT_STRING: u8 = 0x03;
 const SEQUENCE: u8 = 0x30;
 
@@ -87,6 +88,34 @@ pub(super) fn signed_by(signed: &[u8], spki: &[u8]) -> bool {
     verify().unwrap_or(false)
 }
 
+/// Whether the certificate `der` requires OCSP stapling (Must-Staple): a
+/// TLS Feature extension (1.3.6.1.5.5.7.1.24) that asks for
+/// `status_request`, as `certbot --must-staple` writes it.
+pub(super) fn must_staple(der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    cert.extensions()
+        .iter()
+        .any(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.24" && asks_status_request(e.value))
+}
+
+/// Whether a TLS Feature extension's value (RFC 7633: a SEQUENCE of
+/// INTEGERs) asks for `status_request` (5).
+fn asks_status_request(value: &[u8]) -> bool {
+    let Some((SEQUENCE, mut features, _, _)) = element(value) else {
+        return false;
+    };
+    while let Some((tag, contents, _, rest)) = element(features) {
+        if tag == INTEGER && contents == [5] {
+            return true;
+        }
+        features = rest;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +133,18 @@ mod tests {
         assert_eq!(element(&[0x04, 0x02, 0x00]), None);
         assert_eq!(element(&[0x04, 0x80]), None);
         assert_eq!(element(&[0x1f, 0x01, 0x00]), None);
+    }
+
+    #[test]
+    fn status_request_among_the_features() {
+        assert!(asks_status_request(&[0x30, 0x03, 0x02, 0x01, 0x05]));
+        assert!(asks_status_request(&[
+            0x30, 0x06, 0x02, 0x01, 0x11, 0x02, 0x01, 0x05
+        ]));
+        // status_request_v2 (17) alone is not Must-Staple as browsers read it.
+        assert!(!asks_status_request(&[0x30, 0x03, 0x02, 0x01, 0x11]));
+        assert!(!asks_status_request(&[0x30, 0x00]));
+        assert!(!asks_status_request(&[]));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Pair {
     pub key: Arc<CertifiedKey>,
     /// Metadata of the leaf.
     pub leaf: CertInfo,
+    /// What it does less than it may seem to (Must-Staple).
+    pub notes: Vec<Note>,
 }
 
 /// Trust anchors and revocation lists.
@@ -99,6 +101,9 @@ pub enum Note {
         subject: String,
         issuer: String,
     },
+    /// A served certificate that requires OCSP stapling (TLS Feature
+    /// `status_request`), which hotproxy does not do.
+    MustStaple { file: String, subject: String },
 }
 
 impl Note {
@@ -138,6 +143,10 @@ impl std::fmt::Display for Note {
             } => write!(
                 f,
                 "{file}: certificate {position} ({subject}) is issued by {issuer}, whose CRL is not given: its revocation is not checked (list only root CAs in ca_file and let clients send the intermediate, or add the CRL of its issuer)"
+            ),
+            Note::MustStaple { file, subject } => write!(
+                f,
+                "{file}: certificate {subject} requires OCSP stapling (Must-Staple), which hotproxy does not do: clients that enforce it (Firefox) refuse it"
             ),
         }
     }
@@ -186,7 +195,7 @@ impl Loaded {
     /// What the material does less than it may seem to.
     pub fn notes(&self) -> &[Note] {
         match &self.material {
-            Material::Pair(_) => &[],
+            Material::Pair(p) => &p.notes,
             Material::Ca(c) => &c.notes,
         }
     }

@@ -553,9 +553,20 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
                 });
             }
         }
+        let leaf = infos.into_iter().next().expect("at least one certificate");
+        // hotproxy staples no OCSP response: a served certificate that
+        // requires one is refused by the clients that enforce it.
+        let mut notes = Vec::new();
+        if kind == EntryKind::ServerPair && super::der::must_staple(&certified.cert[0]) {
+            notes.push(super::Note::MustStaple {
+                file: names[0].clone(),
+                subject: leaf.subject.clone(),
+            });
+        }
         Ok(Material::Pair(Pair {
             key: Arc::new(certified),
-            leaf: infos.into_iter().next().expect("at least one certificate"),
+            leaf,
+            notes,
         }))
     } else {
         super::bundle::parse(&names, &raw.parts)

@@ -1,4 +1,4 @@
-//! Certificate entries over reloads: removed, redefined, unused, first loaded by a reload.
+//! Certificate entries over reloads: removed, redefined, unused, first loaded by a reload; Must-Staple warned about.
 
 use crate::common::*;
 use crate::support::*;
@@ -258,4 +258,50 @@ store: { path: data/store.json, key_file: data/store.key }",
         v["message"] == "certificate is expired (loaded anyway)" && v["entry"] == "created"
     })
     .await;
+}
+
+/// A served certificate that requires OCSP stapling (Must-Staple), which
+/// hotproxy does not do, loads with a warning naming the entry and its
+/// file, and `check` lists it: it was served without a staple, silently,
+/// and clients that enforce it (Firefox) refuse it. A certificate without
+/// it gets no such warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_must_staple_certificate_is_warned_about() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    s.pair("stapled", &ca.must_staple_server_pair(&["stapled.example"]));
+    let entry =
+        "  - { id: stapled, type: server-pair, cert_file: stapled.crt, key_file: stapled.key }";
+    let config = s.config(&edge_yaml("", entry, ", { ref: stapled }", ""));
+    let mut p = Proxy::start(&config);
+    p.listener_addr("public").await;
+    let warning = p
+        .wait_log("the Must-Staple warning", |v| {
+            v["level"] == "WARN"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("certificate requires OCSP stapling"))
+        })
+        .await;
+    assert_eq!(warning["entry"], "stapled", "{warning}");
+    let file = s.path("stapled.crt").display().to_string();
+    assert_eq!(warning["file"], file.as_str(), "{warning}");
+    let said = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("requires OCSP stapling"))
+        .count();
+    assert_eq!(said, 1, "only the stapled entry is warned about");
+    let (code, stdout, stderr) = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("OCSP stapling"))
+        .collect();
+    assert_eq!(listed.len(), 1, "{stdout}");
+    assert!(
+        listed[0].starts_with("warning: entry stapled: "),
+        "{stdout}"
+    );
 }

@@ -64,6 +64,19 @@ impl TestCa {
         }
     }
 
+    /// A server pair whose certificate requires OCSP stapling: the TLS
+    /// Feature extension (RFC 7633) with `status_request`, as `certbot
+    /// --must-staple` asks for.
+    pub fn must_staple_server_pair(&self, names: &[&str]) -> TestPair {
+        // id-pe-tlsfeature: SEQUENCE { INTEGER 5 }.
+        let feature = rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 5, 5, 7, 1, 24],
+            vec![0x30, 0x03, 0x02, 0x01, 0x05],
+        );
+        let usage = ExtendedKeyUsagePurpose::ServerAuth;
+        self.issue_with(names[0], names, usage, false, &[], vec![feature])
+    }
+
     /// An intermediate CA named `name` issued by this CA (`cert_pem`
     /// holds its certificate alone).
     pub fn intermediate(&self, name: &str) -> TestCa {
@@ -102,6 +115,18 @@ impl TestCa {
         expired: bool,
         uris: &[&str],
     ) -> TestPair {
+        self.issue_with(cn, names, usage, expired, uris, Vec::new())
+    }
+
+    fn issue_with(
+        &self,
+        cn: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        expired: bool,
+        uris: &[&str],
+        extensions: Vec<rcgen::CustomExtension>,
+    ) -> TestPair {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
@@ -112,6 +137,7 @@ impl TestCa {
         }
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![usage];
+        p.custom_extensions = extensions;
         let serial = self.take_serial();
         p.serial_number = Some(SerialNumber::from(serial));
         if expired {
