@@ -2,9 +2,10 @@
 //!
 //! Runs the top-level `config.yaml` unchanged: creates the dev PKI it names
 //! (`demo-pki/`) when missing (re-issues its pairs, same CA, when one has
-//! expired or expires within 7 days), starts an echo backend on the `echo`
-//! upstream's address that *requires* a client certificate from the dev CA
-//! and answers with the one it saw, then serves the proxy in front of it.
+//! expired or expires within 7 days; the server pair for the names it had),
+//! starts an echo backend on the `echo` upstream's address that *requires*
+//! a client certificate from the dev CA and answers with the one it saw,
+//! then serves the proxy in front of it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,12 +59,18 @@ pub fn run() -> ExitCode {
     } else if let Some(why) = expiring(&pki) {
         // The pairs last 90 days: a demo run again after that served an
         // expired certificate, and its backend refused the proxy's.
-        if let Err(e) = crate::devpki::write(&pki, &[]) {
+        let names = server_names(&pki);
+        let shown = if names.is_empty() {
+            "localhost, 127.0.0.1".to_string()
+        } else {
+            names.join(", ")
+        };
+        if let Err(e) = crate::devpki::write(&pki, &names) {
             crate::errln!("cannot re-issue the demo PKI in {}: {e:#}", pki.display());
             return ExitCode::FAILURE;
         }
         crate::outln!(
-            "{why}: re-issued the demo's server and client pairs in {} (kept its CA)",
+            "{why}: re-issued the demo's server pair (for {shown}) and client pair in {} (kept its CA)",
             pki.display()
         );
     }
@@ -127,6 +134,29 @@ fn expiring(pki: &Path) -> Option<String> {
         })
         .collect();
     (!reasons.is_empty()).then(|| reasons.join(", "))
+}
+
+/// The DNS names and IP addresses the current `server.crt` is for, in
+/// its order: what a re-issued server pair keeps, so one rotated with
+/// `certs dev-pki --name myhost.test` is not issued again for `localhost`.
+/// Empty (the dev PKI's defaults then) when the file cannot be read or
+/// names nothing `certs dev-pki` would accept.
+fn server_names(pki: &Path) -> Vec<String> {
+    let Some(leaf) = crate::material::pem::certificates_in(&pki.join("server.crt"))
+        .ok()
+        .and_then(|certs| certs.into_iter().next())
+    else {
+        return Vec::new();
+    };
+    // `sans` also holds URIs and emails: keep the DNS names and the IPs.
+    leaf.sans
+        .into_iter()
+        .filter(|san| {
+            leaf.dns_names.contains(&san.to_ascii_lowercase())
+                || san.parse::<std::net::IpAddr>().is_ok()
+        })
+        .filter(|san| crate::devpki::check_name(san).is_ok())
+        .collect()
 }
 
 fn print_instructions(config: &Config, pki: &Path) {

@@ -134,17 +134,15 @@ async fn demo_logs_at_the_level_it_is_given() {
     );
 }
 
-/// A leaf signed by the dev CA in `pki`, valid until `not_after`, written
-/// over `STEM.crt` / `STEM.key`.
-fn reissue_until(pki: &Path, stem: &str, server: bool, not_after: time::OffsetDateTime) {
+/// A leaf signed by the dev CA in `pki` for `names` (a server's; none
+/// for a client), valid until `not_after`, written over `STEM.crt` /
+/// `STEM.key`.
+fn reissue_until(pki: &Path, stem: &str, names: &[&str], not_after: time::OffsetDateTime) {
+    let server = !names.is_empty();
     let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
     let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt"), ca_key).unwrap();
-    let names: Vec<String> = if server {
-        vec!["localhost".into(), "127.0.0.1".into()]
-    } else {
-        Vec::new()
-    };
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut p = rcgen::CertificateParams::new(names).unwrap();
     p.distinguished_name
         .push(rcgen::DnType::CommonName, format!("old demo {stem}"));
@@ -184,8 +182,13 @@ async fn demo_reissues_pairs_that_expired_or_are_about_to() {
     assert!(scene.path("demo-pki/ca.crt").exists(), "{out}{err}");
     let pki = scene.path("demo-pki");
     let now = time::OffsetDateTime::now_utc();
-    reissue_until(&pki, "server", true, now - time::Duration::days(1));
-    reissue_until(&pki, "client", false, now + time::Duration::days(2));
+    reissue_until(
+        &pki,
+        "server",
+        &["localhost", "127.0.0.1"],
+        now - time::Duration::days(1),
+    );
+    reissue_until(&pki, "client", &[], now + time::Duration::days(2));
     let (old_server, old_client) = (
         file_fingerprint(&pki.join("server.crt")),
         file_fingerprint(&pki.join("client.crt")),
@@ -236,6 +239,88 @@ async fn demo_reissues_pairs_that_expired_or_are_about_to() {
         .unwrap_or_else(|| panic!("no re-issue line in:\n{stdout}"));
     assert!(
         said.contains("server.crt expired on") && said.contains("client.crt expires on"),
+        "{said}"
+    );
+}
+
+/// The SANs of the certificate in `path`.
+fn file_sans(path: &Path) -> Vec<String> {
+    let der = certs(&std::fs::read_to_string(path).unwrap())[0].clone();
+    hotproxy::material::info::inspect(der.as_ref())
+        .unwrap()
+        .sans
+}
+
+/// The demo re-issued an expiring server pair for `localhost` and
+/// `127.0.0.1` whatever names it carried: after a rotation with the
+/// demo's own hint and `--name myhost.test`, the next start near expiry
+/// silently served a certificate `myhost.test` no longer verified
+/// against. Now the new pair carries the names of the one it replaces,
+/// and the demo says which.
+#[tokio::test]
+async fn demo_reissues_an_expiring_server_pair_for_the_names_it_carried() {
+    let scene = Scene::new();
+    let pki = scene.path("demo-pki");
+    let (_, out, err) = run_cli(&[
+        "certs",
+        "dev-pki",
+        "--out",
+        pki.to_str().unwrap(),
+        "--name",
+        "myhost.test",
+        "--name",
+        "127.0.0.1",
+    ]);
+    assert!(pki.join("ca.crt").exists(), "{out}{err}");
+    let now = time::OffsetDateTime::now_utc();
+    reissue_until(
+        &pki,
+        "server",
+        &["myhost.test", "127.0.0.1"],
+        now + time::Duration::days(3),
+    );
+    let old_server = file_fingerprint(&pki.join("server.crt"));
+    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let echo = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    demo_config(&scene, &echo.to_string());
+    // (127.0.0.1 too: the demo's proxy verifies its echo backend, which
+    // serves `server.crt`, as the upstream URL's host.)
+    let demo = Demo::start(&scene, &[]);
+    let addr = demo.listening().await;
+    let server = file_fingerprint(&pki.join("server.crt"));
+    assert_ne!(server, old_server, "server pair not re-issued");
+    assert_eq!(
+        file_sans(&pki.join("server.crt")),
+        ["myhost.test", "127.0.0.1"],
+        "the new server pair lost the names of the one it replaced"
+    );
+    // Served, and verified for the name it was issued for.
+    let reply = get(
+        addr,
+        "myhost.test",
+        client_config(&ca, None, &[b"http/1.1"]),
+        false,
+        "/hello",
+        &[],
+    )
+    .await
+    .expect("a request to myhost.test, verified against the demo CA");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.leaf, server);
+    let reissued = || {
+        let lines = demo.stdout.lock().unwrap();
+        lines.iter().find(|l| l.contains("re-issued")).cloned()
+    };
+    wait_until(WAIT, "the demo's re-issue line", || async {
+        reissued().is_some()
+    })
+    .await;
+    let said = reissued().unwrap();
+    assert!(
+        said.contains("server.crt expires on") && said.contains("myhost.test, 127.0.0.1"),
         "{said}"
     );
 }
