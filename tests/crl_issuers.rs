@@ -125,6 +125,41 @@ async fn the_newest_crl_of_an_issuer_decides() {
     );
 }
 
+/// Two CRLs of one CA whose authority key identifiers differ (one tool
+/// writes none, as `openssl ca -gencrl` by default, another one: easy-rsa,
+/// step-ca, Vault; rcgen always writes one, so a different one stands in),
+/// the older listed first. webpki finds an issuer's CRL by name (and
+/// issuing distribution point) alone, so the newer decides: a client it
+/// alone revokes is refused. Grouped by key identifier too, both were
+/// kept and the older, first, decided: the client got in.
+#[tokio::test]
+async fn the_newest_crl_decides_whatever_its_key_identifier() {
+    let s = Scene::new();
+    let clients = TestCa::new("clients");
+    let alice = clients.client_pair("alice");
+    let mallory = clients.client_pair("mallory");
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::days(7);
+    let old = clients.crl_of(&[], now - Duration::days(2), until, 1);
+    let new = clients.crl_keyed(
+        &[mallory.serial],
+        now - Duration::minutes(1),
+        until,
+        2,
+        rcgen::KeyIdMethod::PreSpecified(vec![0x5a; 20]),
+    );
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    write(&s.path("clients.crl"), &format!("{old}{new}"));
+    let cfg = scene(&s, &[("keyed", "clients.crt", "clients.crl")]);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("keyed").await;
+    assert!(
+        !admitted(&s, addr, &mallory).await,
+        "a client the newer CRL revokes got in"
+    );
+    assert!(admitted(&s, addr, &alice).await);
+}
+
 /// A client of an issuing CA, with its chain (leaf and issuing CA).
 fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
     let mut pair = issuing.client_pair(cn);

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
@@ -17,13 +16,15 @@ pub(super) struct Crl {
     pub der: Vec<u8>,
 }
 
-/// What tells whose CRL it is and what it covers: the issuer's name, its
-/// key identifier when given, the issuing distribution point when given
-/// (a CRL partitioned by scope is one of several, all needed).
+/// What webpki finds a certificate's CRL by: the issuer's name and the
+/// issuing distribution point when given (a CRL partitioned by scope is
+/// one of several, all needed). Not the authority key identifier, which
+/// webpki never reads: two CRLs of one issuer, one with and one without
+/// (`openssl ca -gencrl` writes none by default, easy-rsa or step-ca
+/// one), are of one scope, and only the first listed would be read.
 #[derive(PartialEq, Eq, Hash)]
 struct Scope {
     issuer: Vec<u8>,
-    key_id: Option<Vec<u8>>,
     distribution_point: Option<Vec<u8>>,
 }
 
@@ -32,19 +33,11 @@ type Age = (i64, Option<Vec<u8>>);
 
 fn scope_and_age(der: &[u8]) -> Option<(Scope, Age)> {
     let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
-    let mut key_id = None;
-    let mut distribution_point = None;
-    for ext in crl.extensions() {
-        match ext.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                key_id = aki.key_identifier.as_ref().map(|k| k.0.to_vec());
-            }
-            _ if ext.oid.to_id_string() == "2.5.29.28" => {
-                distribution_point = Some(ext.value.to_vec());
-            }
-            _ => {}
-        }
-    }
+    let distribution_point = crl
+        .extensions()
+        .iter()
+        .find(|ext| ext.oid.to_id_string() == "2.5.29.28")
+        .map(|ext| ext.value.to_vec());
     // Big-endian magnitude with as many bytes: compares as the number.
     let number = crl.crl_number().map(|n| {
         let bytes = n.to_bytes_be();
@@ -54,7 +47,6 @@ fn scope_and_age(der: &[u8]) -> Option<(Scope, Age)> {
     });
     let scope = Scope {
         issuer: crl.issuer().as_raw().to_vec(),
-        key_id,
         distribution_point,
     };
     Some((scope, (crl.last_update().timestamp(), number)))
@@ -347,9 +339,11 @@ mod tests {
     }
 
     /// Two CAs under one name with different keys (a key rollover): their
-    /// CRLs differ by key identifier, and both are kept.
+    /// CRLs differ by key identifier only, which webpki never reads (it
+    /// would read the first listed for the clients of both keys): the
+    /// newer is kept.
     #[test]
-    fn one_name_two_keys_keeps_both() {
+    fn one_name_two_keys_keeps_the_newest() {
         let mut old_key = CertificateParams::new(Vec::<String>::new()).unwrap();
         old_key.distinguished_name.push(DnType::CommonName, "a");
         old_key.key_identifier_method = KeyIdMethod::Sha256;
@@ -362,8 +356,12 @@ mod tests {
             vec![crl(&old_ca, 5, 1, "old key"), crl(&new_ca, 1, 1, "new key")],
             &mut notes,
         );
-        assert_eq!(files(&kept), ["old key", "new key"]);
-        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(files(&kept), ["new key"]);
+        assert!(
+            matches!(&notes[..], [Note::SupersededCrl { file, by_file, .. }]
+                if file == "old key" && by_file == "new key"),
+            "{notes:?}"
+        );
     }
 
     /// A CA `cn` with serial `serial`, issued by `by` (self-signed

@@ -250,6 +250,25 @@ impl TestCa {
         next_update: time::OffsetDateTime,
         number: u64,
     ) -> String {
+        self.crl_keyed(
+            serials,
+            this_update,
+            next_update,
+            number,
+            KeyIdMethod::Sha256,
+        )
+    }
+
+    /// The same, its authority key identifier made by `key_id` (another
+    /// tool's method, or a stand-in for none: rcgen always writes one).
+    pub fn crl_keyed(
+        &self,
+        serials: &[u64],
+        this_update: time::OffsetDateTime,
+        next_update: time::OffsetDateTime,
+        number: u64,
+        key_id: KeyIdMethod,
+    ) -> String {
         let now = time::OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
             this_update,
@@ -265,7 +284,7 @@ impl TestCa {
                     invalidity_date: None,
                 })
                 .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
+            key_identifier_method: key_id,
         };
         params.signed_by(&self.issuer).unwrap().pem().unwrap()
     }
