@@ -160,6 +160,61 @@ async fn the_newest_crl_decides_whatever_its_key_identifier() {
     assert!(admitted(&s, addr, &alice).await);
 }
 
+/// A CRL of a CA, then a newer one under its name that no CA of the bundle
+/// signed (forged, corrupt, fetched over plain HTTP), or one of the CA
+/// whose thisUpdate is in the future: the first decides, as OpenSSL ranks
+/// CRLs. A client it revokes is refused and one it does not is let in;
+/// the other is warned about. The newer decided: behind the forged one
+/// every client of the CA was refused (its signature fails), behind the
+/// future-dated one the revoked client got in.
+#[tokio::test]
+async fn a_crl_no_ca_of_the_bundle_signed_or_not_yet_issued_does_not_decide() {
+    let s = Scene::new();
+    let clients = TestCa::new("clients");
+    let imposter = TestCa::new("clients");
+    let alice = clients.client_pair("alice");
+    let mallory = clients.client_pair("mallory");
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::days(7);
+    let good = clients.crl_of(&[mallory.serial], now - Duration::hours(1), until, 1);
+    let forged = imposter.crl_of(&[], now - Duration::minutes(1), until, 2);
+    let future = clients.crl_of(&[], now + Duration::days(1), until, 3);
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    write(&s.path("good.crl"), &good);
+    write(&s.path("forged.crl"), &forged);
+    write(&s.path("future.crl"), &future);
+    let cfg = scene(
+        &s,
+        &[
+            ("forged", "clients.crt", "good.crl, forged.crl"),
+            ("future", "clients.crt", "good.crl, future.crl"),
+        ],
+    );
+    let mut p = Proxy::start(&cfg);
+    for listener in ["forged", "future"] {
+        let addr = p.listener_addr(listener).await;
+        assert!(
+            admitted(&s, addr, &alice).await,
+            "{listener}: a client the good CRL does not revoke was refused"
+        );
+        assert!(
+            !admitted(&s, addr, &mallory).await,
+            "{listener}: a client the good CRL revokes got in"
+        );
+        let file = s.path(&format!("{listener}.crl")).display().to_string();
+        let warning = p
+            .wait_log("the CRL not used", |v| {
+                v["entry"] == listener
+                    && v["level"] == "WARN"
+                    && v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("CRL not used"))
+            })
+            .await;
+        assert_eq!(warning["file"], file.as_str(), "{warning}");
+    }
+}
+
 /// A client of an issuing CA, with its chain (leaf and issuing CA).
 fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
     let mut pair = issuing.client_pair(cn);

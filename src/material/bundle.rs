@@ -67,7 +67,7 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
         crl_counts.push(found);
     }
     let mut notes = Vec::new();
-    let crls = newest(crls, &mut notes);
+    let crls = newest(crls, &roots, &mut notes);
     let revoked = revoked_cas(&names[0], &roots, &certs, &crls, &mut notes);
     let crls = crls
         .into_iter()

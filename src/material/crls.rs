@@ -1,4 +1,4 @@
-//! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest only; the bundle's CA certificates they revoke.
+//! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest (of those a CA of the bundle signed) only; the bundle's CA certificates they revoke.
 
 use std::collections::HashMap;
 
@@ -31,8 +31,20 @@ struct Scope {
 /// The order of CRLs of one scope: thisUpdate, then the CRL number.
 type Age = (i64, Option<Vec<u8>>);
 
-fn scope_and_age(der: &[u8]) -> Option<(Scope, Age)> {
+/// How a CRL ranks among its scope's: signed by a CA of the bundle, then
+/// issued already (thisUpdate not in the future), then its age.
+type Rank = (bool, bool, Age);
+
+/// `der`'s scope and rank, `cas` the bundle's certificates, `now` in Unix
+/// seconds.
+fn scope_and_rank(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<(Scope, Rank)> {
     let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+    let verified = cas.iter().any(|ca| {
+        ca.subject().as_raw() == crl.issuer().as_raw()
+            && signs_crls(ca)
+            && signed_by(der, ca.public_key().raw)
+    });
+    let this_update = crl.last_update().timestamp();
     let distribution_point = crl
         .extensions()
         .iter()
@@ -49,7 +61,7 @@ fn scope_and_age(der: &[u8]) -> Option<(Scope, Age)> {
         issuer: crl.issuer().as_raw().to_vec(),
         distribution_point,
     };
-    Some((scope, (crl.last_update().timestamp(), number)))
+    Some((scope, (verified, this_update <= now, (this_update, number))))
 }
 
 /// Of the CRLs of each scope (one issuer), the one issued last: the
@@ -58,11 +70,24 @@ fn scope_and_age(der: &[u8]) -> Option<(Scope, Age)> {
 /// of its issuer it is given, so an older CRL listed first (`crl_files:
 /// [old, new]`, `cat new.crl >> crl.pem`) would decide: a certificate
 /// revoked since would pass, and every one would fail once the older is
-/// past its nextUpdate. The others are noted as superseded; the kept
-/// ones stay in file order.
-pub(super) fn newest(crls: Vec<Crl>, notes: &mut Vec<Note>) -> Vec<Crl> {
-    let facts: Vec<Option<(Scope, Age)>> = crls.iter().map(|c| scope_and_age(&c.der)).collect();
-    let mut best: HashMap<&Scope, (usize, &Age)> = HashMap::new();
+/// past its nextUpdate. Only among those a CA of the bundle (`cas`)
+/// signed and issued already, when there are: one under the issuer's
+/// name no CA of the bundle signed (forged, corrupt, fetched over plain
+/// HTTP) would have every certificate of the issuer refused, one dated
+/// in the future would decide before its time (OpenSSL too ranks the
+/// CRLs valid now first). The others are noted as superseded, or as not
+/// used when newer; the kept ones stay in file order.
+pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<Note>) -> Vec<Crl> {
+    let cas: Vec<X509Certificate<'_>> = cas
+        .iter()
+        .filter_map(|d| X509Certificate::from_der(d.as_ref()).ok().map(|(_, c)| c))
+        .collect();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let facts: Vec<Option<(Scope, Rank)>> = crls
+        .iter()
+        .map(|c| scope_and_rank(&c.der, &cas, now))
+        .collect();
+    let mut best: HashMap<&Scope, (usize, &Rank)> = HashMap::new();
     for (i, (scope, age)) in facts
         .iter()
         .enumerate()
@@ -75,8 +100,10 @@ pub(super) fn newest(crls: Vec<Crl>, notes: &mut Vec<Note>) -> Vec<Crl> {
     }
     let mut kept = vec![true; crls.len()];
     for (i, fact) in facts.iter().enumerate() {
-        let Some((scope, _)) = fact else { continue };
-        let by = best[scope].0;
+        let Some((scope, (verified, issued, age))) = fact else {
+            continue;
+        };
+        let (by, (_, _, by_age)) = best[scope];
         if by == i {
             continue;
         }
@@ -84,6 +111,21 @@ pub(super) fn newest(crls: Vec<Crl>, notes: &mut Vec<Note>) -> Vec<Crl> {
         let (Ok(old), Ok(new)) = (inspect_crl(&crls[i].der), inspect_crl(&crls[by].der)) else {
             continue;
         };
+        if age > by_age {
+            let why = if *verified {
+                debug_assert!(!issued);
+                "its thisUpdate is in the future"
+            } else {
+                "no CA certificate of the bundle under its issuer's name verifies its signature"
+            };
+            notes.push(Note::UnusedCrl {
+                file: crls[i].origin.clone(),
+                issuer: old.issuer,
+                why: why.to_owned(),
+                by_file: crls[by].origin.clone(),
+            });
+            continue;
+        }
         notes.push(Note::SupersededCrl {
             file: crls[i].origin.clone(),
             issuer: old.issuer,
@@ -304,6 +346,7 @@ mod tests {
                 crl(&a, 1, 3, "a-new"),
                 crl(&a, 3, 2, "a-mid"),
             ],
+            &[] as &[Vec<u8>],
             &mut notes,
         );
         assert_eq!(files(&kept), ["b", "a-new"]);
@@ -327,6 +370,7 @@ mod tests {
         let mut notes = Vec::new();
         let kept = newest(
             vec![crl(&a, 1, 7, "seven"), crl(&a, 1, 9, "nine")],
+            &[] as &[Vec<u8>],
             &mut notes,
         );
         assert_eq!(files(&kept), ["nine"]);
@@ -335,7 +379,10 @@ mod tests {
             origin: "again".into(),
             der: same.der.clone(),
         };
-        assert_eq!(files(&newest(vec![same, again], &mut notes)), ["first"]);
+        assert_eq!(
+            files(&newest(vec![same, again], &[] as &[Vec<u8>], &mut notes)),
+            ["first"]
+        );
     }
 
     /// Two CAs under one name with different keys (a key rollover): their
@@ -354,6 +401,7 @@ mod tests {
         let mut notes = Vec::new();
         let kept = newest(
             vec![crl(&old_ca, 5, 1, "old key"), crl(&new_ca, 1, 1, "new key")],
+            &[] as &[Vec<u8>],
             &mut notes,
         );
         assert_eq!(files(&kept), ["new key"]);

@@ -73,14 +73,23 @@ pub struct CaBundle {
 /// load, and the warnings listed by `check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
-    /// A CRL of the same issuer (name and key identifier) and scope as a
-    /// newer one of the bundle, which is used instead.
+    /// A CRL of the same issuer (name) and scope as a newer one of the
+    /// bundle, which is used instead.
     SupersededCrl {
         file: String,
         issuer: String,
         this_update: i64,
         by_file: String,
         by_this_update: i64,
+    },
+    /// A CRL of the same issuer and scope as an older one of the bundle,
+    /// used instead because this one is not: `why` (no CA of the bundle
+    /// signed it, or its thisUpdate is in the future).
+    UnusedCrl {
+        file: String,
+        issuer: String,
+        why: String,
+        by_file: String,
     },
     /// A CA certificate (`position` from 1 in `file`) revoked by a CRL of
     /// its issuer in the bundle, or issued by `revoked`, which is: not a
@@ -124,6 +133,15 @@ impl std::fmt::Display for Note {
             } => write!(
                 f,
                 "{file}: a CRL of {issuer} is superseded by a newer one ({by_file}) and not used"
+            ),
+            Note::UnusedCrl {
+                file,
+                issuer,
+                why,
+                by_file,
+            } => write!(
+                f,
+                "{file}: a CRL of {issuer} is not used ({why}): an older one ({by_file}) is"
             ),
             Note::RevokedCa {
                 file,

@@ -522,6 +522,14 @@ fn log_notes(id: &str, loaded: &Loaded) {
             } => {
                 info!(target: LOG, entry = %id, file = %file, issuer = %issuer, this_update = %rfc3339(*this_update), by_file = %by_file, by_this_update = %rfc3339(*by_this_update), "CRL superseded by a newer one of the same issuer: not used");
             }
+            Note::UnusedCrl {
+                file,
+                issuer,
+                why,
+                by_file,
+            } => {
+                warn!(target: LOG, entry = %id, file = %file, issuer = %issuer, why = %why, by_file = %by_file, "CRL not used, though the newest of its issuer: an older one is used instead");
+            }
             Note::RevokedCa {
                 file,
                 position,
