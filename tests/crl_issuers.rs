@@ -1,6 +1,6 @@
 //! A CA bundle's CRLs per issuer: the newest of an issuer's CRLs decides,
 //! however they are listed, and a CA certificate of the bundle revoked by
-//! its issuer's CRL is no trust anchor; one whose issuer gives no CRL is
+//! its issuer's CRL is no trust anchor; one whose issuer gives no CRL it verifies is
 //! warned about.
 
 mod support;
@@ -351,4 +351,42 @@ async fn an_issuing_ca_whose_revocation_is_unchecked_is_warned_about() {
             && listed[0].contains("(CN=issuing CA)"),
         "{stdout}"
     );
+}
+
+/// The same with a CRL under the root's name that the root did not sign:
+/// the warning, logged and in `check`, says no CRL of the root is given
+/// that its key verifies, not that none is (one of that name is there). It said "whose
+/// CRL is not given", false for the one who gave it.
+#[tokio::test]
+async fn an_unchecked_ca_whose_issuers_crl_is_unusable_is_warned_about_truly() {
+    let s = Scene::new();
+    let root = TestCa::new("partners root");
+    let imposter = TestCa::new("partners root");
+    let issuing = root.intermediate("issuing CA");
+    write(
+        &s.path("ca-chain.pem"),
+        &format!("{}{}", root.cert_pem, issuing.cert_pem),
+    );
+    write(&s.path("root.crl"), &imposter.crl(&[]));
+    write(&s.path("issuing.crl"), &issuing.crl(&[]));
+    let cfg = scene(&s, &[("unusable", "ca-chain.pem", "root.crl, issuing.crl")]);
+    let mut p = Proxy::start(&cfg);
+    let warning = p
+        .wait_log("the unchecked CA's warning", |v| {
+            v["entry"] == "unusable"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("its revocation is not checked"))
+        })
+        .await;
+    let wording = "no CRL of that issuer is given that its key verifies";
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains(wording), "{message}");
+    let (code, stdout, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("its revocation is not checked"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains(wording), "{line}");
 }

@@ -160,7 +160,7 @@ impl std::fmt::Display for Note {
                 issuer,
             } => write!(
                 f,
-                "{file}: certificate {position} ({subject}) is issued by {issuer}, whose CRL is not given: its revocation is not checked (list only root CAs in ca_file and let clients send the intermediate, or add the CRL of its issuer)"
+                "{file}: certificate {position} ({subject}) is issued by {issuer}, and no CRL of that issuer is given that its key verifies (none, or one signed by another key, with an algorithm not supported, or by a CA without cRLSign): its revocation is not checked (list only root CAs in ca_file and let clients send the intermediate, or add the CRL of its issuer)"
             ),
             Note::MustStaple { file, subject } => write!(
                 f,

@@ -545,7 +545,7 @@ fn log_notes(id: &str, loaded: &Loaded) {
                 subject,
                 issuer,
             } => {
-                warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, issuer = %issuer, "CA certificate is issued by another of the bundle whose CRL is not given: its revocation is not checked (list only root CAs in ca_file and let clients send the intermediate, or add the CRL of its issuer)");
+                warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, issuer = %issuer, "CA certificate is issued by another of the bundle, and no CRL of that issuer is given that its key verifies (none, or one signed by another key, with an algorithm not supported, or by a CA without cRLSign): its revocation is not checked (list only root CAs in ca_file and let clients send the intermediate, or add the CRL of its issuer)");
             }
             Note::MustStaple { file, subject } => {
                 warn!(target: LOG, entry = %id, file = %file, subject = %subject, "certificate requires OCSP stapling (Must-Staple), which hotproxy does not do: clients that enforce it (Firefox) refuse it; get one without --must-staple");
