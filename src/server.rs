@@ -138,18 +138,33 @@ pub async fn serve(config: Config) -> ExitCode {
     // A second SIGTERM/SIGINT ends the drain at once (Caddy, Envoy): an
     // operator's second Ctrl-C must not wait out the whole grace. What is
     // cut then is cut as when the grace ends: by `finish`, each request
-    // with its access-log line.
-    tokio::select! {
-        idle = tokio::time::timeout(grace, drain.wait_idle()) => {
-            if idle.is_err() {
+    // with its access-log line. SIGHUP and SIGUSR1 are still answered
+    // while it lasts: logrotate's SIGUSR1 must reopen the access log the
+    // drain's lines go to, and a SIGHUP gets its "SIGHUP: done" line (the
+    // reloader ignores the configuration then, and re-reads certificate
+    // files for the connections that drain). Unanswered, both were
+    // swallowed: the drain's lines went to the rotated file.
+    let idle = drain.wait_idle();
+    let grace_ends = tokio::time::sleep(grace);
+    tokio::pin!(idle, grace_ends);
+    loop {
+        tokio::select! {
+            // As a timeout would: the drain's end first, then the grace's.
+            biased;
+            _ = &mut idle => break,
+            _ = &mut grace_ends => {
                 warn!(
                     open_connections = drain.open(),
                     "shutdown grace elapsed; closing remaining connections"
                 );
+                break;
             }
+            _ = term.recv() => break second_signal(&drain),
+            _ = int.recv() => break second_signal(&drain),
+            // The admin listener has stopped: its token files are not re-read.
+            _ = hup.recv() => handle.send(Command::ReloadAll),
+            _ = usr1.recv() => crate::access_log::reopen(),
         }
-        _ = term.recv() => second_signal(&drain),
-        _ = int.recv() => second_signal(&drain),
     }
     handle.send(Command::Stop);
     info!("stopped");
