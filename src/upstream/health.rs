@@ -76,15 +76,21 @@ impl Health {
         }
     }
 
-    /// A connect error, reset, or 502/503/504 from the server.
+    /// A connect error, reset, or 502/503/504 from the server. Not
+    /// counted while passive health is off (`consecutive_failures: 0`):
+    /// an edit that turns it on carries the count over, and failures
+    /// from while it was off would eject at the first one after.
     pub fn failure(&self, now: Instant, p: &Passive) -> Verdict {
+        if p.consecutive_failures == 0 {
+            return Verdict::Healthy;
+        }
         let mut s = self.state.lock().expect("health lock");
         if s.ejected_until.is_some_and(|until| now < until) {
             // Requests sent before the ejection finishing badly.
             return Verdict::Healthy;
         }
         s.failures += 1;
-        if p.consecutive_failures > 0 && s.failures >= p.consecutive_failures {
+        if s.failures >= p.consecutive_failures {
             Verdict::Failing
         } else {
             Verdict::Healthy

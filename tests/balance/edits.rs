@@ -196,3 +196,57 @@ async fn an_edit_keeps_an_unhealthy_endpoint_out() {
         "round robin over three, active checks removed"
     );
 }
+
+/// A answering `503` while passive health is off; then a reload turns it
+/// on (`consecutive_failures: 3`). Failures were counted while it was off
+/// and carried over the edit: A's first `503` after it was its fifth in a
+/// row, and ejected it at once. Nothing was counted while passive health
+/// was off, so A keeps its share of requests until it has failed three
+/// times in a row under the new setting, and only then is it ejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_passive_health_on_counts_failures_from_then() {
+    let off =
+        "    health: { passive: { consecutive_failures: 0 } }\n    retries: { attempts: 0 }\n";
+    let mut w = a_failing_beside_b(off).await;
+    let [a, b] = [0, 1].map(|i| w.pods[i].addr);
+    // Round robin over A and B, both in service: A answers every other.
+    let mut send = client(&w).await;
+    let mut failed = 0;
+    for _ in 0..8 {
+        failed += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
+    }
+    assert_eq!(failed, 4, "passive health off: A keeps its share");
+
+    let on = "    health: { passive: { consecutive_failures: 3, eject_for: 1h } }\n    retries: { attempts: 0 }\n";
+    edit(&mut w, &app(&[a, b], on), 1).await;
+    assert_has(&metrics(&w).await, &endpoints("healthy", 2));
+    // Three rounds of two requests: A in service for each (its failures
+    // under the new setting are 0, 1 and 2 before them), so one of each
+    // pair is A's `503`; its third failure ejects it.
+    let mut send = client(&w).await;
+    for round in 1..=3 {
+        let mut a_answered = 0;
+        for _ in 0..2 {
+            let (status, pod) = get_pod(&mut send, "/").await;
+            if pod.as_deref() == Some("podA") {
+                assert_eq!(status, 503);
+                a_answered += 1;
+            }
+        }
+        assert_eq!(
+            a_answered,
+            1,
+            "round {round}: A, with {} failures since passive health came on, is in service",
+            round - 1
+        );
+    }
+    let ejected = w
+        .proxy
+        .wait_log("A ejected", |v| {
+            v["message"] == "upstream endpoint ejected" && v["upstream"] == "app"
+        })
+        .await;
+    assert_eq!(ejected["endpoint"], a.to_string());
+    wait_gauge(&w, "ejected", 1).await;
+    none_to_a(&w, 6, "after three failures in a row").await;
+}
