@@ -396,7 +396,9 @@ impl Members {
     /// them ejected (Envoy's `max_ejection_percent`, here 50: with every
     /// endpoint failing at once, a shared database down, each used to be
     /// ejected in turn until the last took all the traffic). Passive
-    /// health alone so never brings an upstream below its panic threshold.
+    /// health alone so never brings an upstream below its panic threshold
+    /// while its endpoints stay; a re-resolution or an edit that drops
+    /// some in service can (the ejections of the others run on).
     pub fn failure(&self, i: usize, cause: &str) {
         let now = Instant::now();
         let m = &self.members[i];
