@@ -4,7 +4,7 @@ use rustls_pki_types::CertificateRevocationListDer;
 use rustls_pki_types::pem::SectionKind;
 
 use super::crls::{Crl, newest, revoked_cas};
-use super::pem::{MaterialError, certificates, sections};
+use super::pem::{MaterialError, certificates, sections, text_only};
 use super::{CaBundle, Material};
 
 /// The CA certificates of `parts[0]` (named `names[0]`) and the CRLs of
@@ -59,9 +59,12 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
             found += 1;
         }
         if found == 0 {
-            return Err(MaterialError::BadCrl {
+            // Text and no BEGIN line yet (`openssl crl -text > FILE` read
+            // before it reaches the PEM) is waited on, as for a
+            // certificate file; PEM of other sections, or DER, is not.
+            return Err(MaterialError::NoCrl {
                 origin: origin.clone(),
-                reason: "no X509 CRL section found".into(),
+                text_only: text_only(bytes),
             });
         }
         crl_counts.push(found);

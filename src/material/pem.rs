@@ -71,6 +71,11 @@ pub enum MaterialError {
     },
     #[error("{origin}: invalid CRL: {reason}")]
     BadCrl { origin: String, reason: String },
+    /// A CRL file with no `X509 CRL` section; `text_only` as for
+    /// [`MaterialError::NoCertificate`] (`openssl crl -text` writes the
+    /// CRL as text before its PEM).
+    #[error("{origin}: invalid CRL: no X509 CRL section found")]
+    NoCrl { origin: String, text_only: bool },
     #[error("{origin}: kept changing while being read; no two consecutive reads agreed")]
     Unsettled { origin: String },
     /// PEM no writer leaves for a moment (a byte-order mark, an indented
@@ -91,9 +96,9 @@ impl MaterialError {
     /// True for problems a writer in the middle of its work produces for a
     /// moment (a certbot relink leaves a link missing, or an old cert with a
     /// new key; a `cp` leaves a truncated file; an `install -o -m` a file
-    /// the proxy's user may not read yet; `openssl x509 -text > FILE` the
-    /// text before the PEM): the reloader waits `settle_timeout` before
-    /// calling these a failure.
+    /// the proxy's user may not read yet; `openssl x509 -text > FILE` or
+    /// `openssl crl -text > FILE` the text before the PEM): the reloader
+    /// waits `settle_timeout` before calling these a failure.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -104,6 +109,10 @@ impl MaterialError {
                     ..
                 }
                 | MaterialError::NoKey {
+                    text_only: true,
+                    ..
+                }
+                | MaterialError::NoCrl {
                     text_only: true,
                     ..
                 }
@@ -499,11 +508,12 @@ fn private_key(origin: &str, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, Mat
 
 /// Whether `bytes` are text with no BEGIN line (yet): what a writer that
 /// writes text before the PEM leaves until it gets there (`openssl x509
-/// -text`'s certificate as text, `openssl pkcs12`'s "Bag Attributes"
-/// lines), so a file that may still be changing. Not a binary file (a DER
-/// certificate, where PEM was meant), which no writer of PEM leaves on
-/// the way: its control bytes (tags, lengths) tell it from text.
-fn text_only(bytes: &[u8]) -> bool {
+/// -text`'s certificate or `openssl crl -text`'s CRL as text, `openssl
+/// pkcs12`'s "Bag Attributes" lines), so a file that may still be
+/// changing. Not a binary file (a DER certificate or CRL, where PEM was
+/// meant), which no writer of PEM leaves on the way: its control bytes
+/// (tags, lengths) tell it from text.
+pub(super) fn text_only(bytes: &[u8]) -> bool {
     !bytes.windows(11).any(|w| w == b"-----BEGIN ")
         && bytes
             .iter()

@@ -1,4 +1,4 @@
-//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM; waited on, never a failure.
+//! Writers caught mid-way: a file installed root-only for a moment, text before the PEM (a CRL's too); waited on, never a failure.
 
 use std::fs;
 use std::future::Future;
@@ -40,9 +40,9 @@ async fn metric(api: SocketAddr, series: &str) -> Option<f64> {
     })
 }
 
-/// The entry `edge` was never counted or shown as failing, in the log, the
-/// failure counter (what the README's alert watches) and the gauge.
-async fn assert_no_failure(p: &Proxy, api: SocketAddr, what: &str) {
+/// The entry `entry` was never counted or shown as failing, in the log,
+/// the failure counter (what the README's alert watches) and the gauge.
+async fn assert_no_failure(p: &Proxy, api: SocketAddr, entry: &str, what: &str) {
     assert!(
         !p.logs()
             .iter()
@@ -51,25 +51,28 @@ async fn assert_no_failure(p: &Proxy, api: SocketAddr, what: &str) {
     );
     let failures = metric(
         api,
-        r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#,
+        &format!(r#"hotproxy_cert_reloads_total{{entry="{entry}",result="failure"}}"#),
     )
     .await;
     assert!(
         failures.is_none_or(|n| n == 0.0),
         "{what}: {failures:?} failures counted"
     );
-    let failing = metric(api, r#"hotproxy_cert_reload_failing{entry="edge"}"#).await;
+    let failing = metric(
+        api,
+        &format!(r#"hotproxy_cert_reload_failing{{entry="{entry}"}}"#),
+    )
+    .await;
     assert!(
         failing.is_none_or(|n| n == 0.0),
         "{what}: failing gauge {failing:?}"
     );
 }
 
-/// Whether `edge`'s `last_reload` (pending or failed) names `problem`.
-async fn last_reload_names(api: SocketAddr, problem: &str) -> bool {
-    let entry = admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
-        .await
-        .json();
+/// Whether `entry`'s `last_reload` (pending or failed) names `problem`.
+async fn last_reload_names(api: SocketAddr, entry: &str, problem: &str) -> bool {
+    let path = format!("/api/v1/certs/{entry}");
+    let entry = admin(api, "GET", &path, None, None, &[]).await.json();
     let last = &entry["last_reload"];
     [&last["reason"], &last["error"]]
         .iter()
@@ -114,7 +117,7 @@ async fn a_file_installed_unreadable_for_a_moment_is_waited_on() {
     drop(f);
     let unreadable = format!("{}: cannot read", key.display());
     wait_until(WAIT, "the proxy read the key it may not read", || async {
-        last_reload_names(api, &unreadable).await
+        last_reload_names(api, "edge", &unreadable).await
     })
     .await;
     // install's last steps: the owner (the proxy's user), then the mode.
@@ -124,7 +127,7 @@ async fn a_file_installed_unreadable_for_a_moment_is_waited_on() {
     fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
     mv_over(&s.path("edge.crt"), &new.cert_pem);
     until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
-    assert_no_failure(&p, api, "a key unreadable while installed").await;
+    assert_no_failure(&p, api, "edge", "a key unreadable while installed").await;
 }
 
 /// What `openssl ARGS` prints (stdout), run in `dir`.
@@ -144,14 +147,10 @@ fn openssl(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Write `text` over `path` in place (truncated, same inode) as a writer
-/// that takes its time does: what comes before the first BEGIN line, then,
-/// once `seen` (the proxy has read that much), the rest.
-async fn write_lead_in_first<F: Future<Output = bool>>(
-    path: &Path,
-    text: &str,
-    seen: impl FnMut() -> F,
-) {
+/// Write over `path` in place (truncated, same inode) what of `text`
+/// comes before its first BEGIN line, as a writer of text before the PEM
+/// does first: the file, still open, and the rest to write to it.
+fn write_lead_in<'t>(path: &Path, text: &'t str) -> (fs::File, &'t str) {
     let at = text.find("-----BEGIN ").expect("a BEGIN line");
     assert!(
         !text[..at].trim().is_empty(),
@@ -163,13 +162,25 @@ async fn write_lead_in_first<F: Future<Output = bool>>(
         .open(path)
         .unwrap();
     f.write_all(&text.as_bytes()[..at]).unwrap();
+    (f, &text[at..])
+}
+
+/// Write `text` over `path` in place as a writer that takes its time
+/// does: what comes before the first BEGIN line, then, once `seen` (the
+/// proxy has read that much), the rest.
+async fn write_lead_in_first<F: Future<Output = bool>>(
+    path: &Path,
+    text: &str,
+    seen: impl FnMut() -> F,
+) {
+    let (mut f, rest) = write_lead_in(path, text);
     wait_until(
         WAIT,
         &format!("the proxy read {} without its PEM", path.display()),
         seen,
     )
     .await;
-    f.write_all(&text.as_bytes()[at..]).unwrap();
+    f.write_all(rest.as_bytes()).unwrap();
 }
 
 /// `openssl x509 -in new.crt -text > edge.crt` writes the certificate as
@@ -209,9 +220,90 @@ async fn a_file_written_text_first_is_waited_on() {
     );
     let (crt, key) = (s.path("edge.crt"), s.path("edge.key"));
     let no_cert = format!("{}: no PEM certificate found", crt.display());
-    write_lead_in_first(&crt, &cert_text, || last_reload_names(api, &no_cert)).await;
+    write_lead_in_first(&crt, &cert_text, || {
+        last_reload_names(api, "edge", &no_cert)
+    })
+    .await;
     let no_key = format!("{}: no PEM private key found", key.display());
-    write_lead_in_first(&key, &key_text, || last_reload_names(api, &no_key)).await;
+    write_lead_in_first(&key, &key_text, || last_reload_names(api, "edge", &no_key)).await;
     until_served(addr, "localhost", &ca.cert_pem, &new.fingerprint).await;
-    assert_no_failure(&p, api, "a file written text first").await;
+    assert_no_failure(&p, api, "edge", "a file written text first").await;
+}
+
+/// Whether `client` completes a handshake and a request on a new
+/// connection to `addr` (TLS 1.3: a refused client certificate surfaces
+/// on the first read).
+async fn admits(addr: SocketAddr, ca: &TestCa, client: &TestPair) -> bool {
+    let cfg = client_config(&ca.cert_pem, Some(client), &[b"http/1.1"]);
+    let Ok(tls) = connect(addr, "localhost", cfg).await else {
+        return false;
+    };
+    let (mut send, _conn) = keep_open_h1(tls).await;
+    send.send_request(get_localhost()).await.is_ok()
+}
+
+/// `openssl crl -in new.crl -text > clients.crl` writes the CRL as text
+/// before its PEM: read between the two, the CRL file holds text and no
+/// BEGIN line, as a certificate file `openssl x509 -text` writes does.
+/// That was refused at once ("invalid CRL: no X509 CRL section found"),
+/// a failure counted and alerted on while the rest was on its way; it is
+/// waited on now, as for the certificate file, the old CRL enforced
+/// meanwhile (alice, whom it revokes, stays refused; bob is admitted).
+/// The whole file, text before the PEM, is then applied: bob, whom the
+/// new CRL revokes too, is refused.
+#[tokio::test]
+async fn a_crl_file_written_text_first_is_waited_on() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    let crl = s.path("clients.crl");
+    write(&crl, &clients.crl(&[&alice]));
+    let config = s.config(
+        r#"
+admin: { bind: "127.0.0.1:0" }
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 60s }
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+  - { id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [clients.crl] }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [ { ref: edge } ]
+      client_auth: { mode: require_and_verify, ca: { ref: clients } }
+    routes: []
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    assert!(!admits(addr, &ca, &alice).await, "alice is revoked");
+    assert!(admits(addr, &ca, &bob).await, "bob is not revoked");
+
+    write(&s.path("new.crl"), &clients.crl(&[&alice, &bob]));
+    let crl_text = openssl(s.dir.path(), &["crl", "-in", "new.crl", "-text"]);
+    let (mut f, rest) = write_lead_in(&crl, &crl_text);
+    let no_crl = format!("{}: invalid CRL: no X509 CRL section found", crl.display());
+    wait_until(WAIT, "the proxy read the CRL file without its PEM", || {
+        last_reload_names(api, "clients", &no_crl)
+    })
+    .await;
+    let entry = admin(api, "GET", "/api/v1/certs/clients", None, None, &[])
+        .await
+        .json();
+    assert_eq!(entry["last_reload"]["result"], "pending", "{entry}");
+    assert!(!admits(addr, &ca, &alice).await, "alice admitted meanwhile");
+    assert!(admits(addr, &ca, &bob).await, "bob refused meanwhile");
+
+    f.write_all(rest.as_bytes()).unwrap();
+    drop(f);
+    wait_until(WAIT, "the new CRL applied (bob refused)", || async {
+        !admits(addr, &ca, &bob).await
+    })
+    .await;
+    assert!(!admits(addr, &ca, &alice).await, "alice admitted");
+    assert_no_failure(&p, api, "clients", "a CRL file written text first").await;
 }

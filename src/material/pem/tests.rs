@@ -337,6 +337,47 @@ fn a_crl_webpki_refuses_is_refused_at_load() {
     assert!(e.to_string().contains("inline crl_pem"), "{e}");
 }
 
+/// A CRL file of text and no BEGIN line yet (`openssl crl -text > FILE`
+/// read before it reaches the PEM) is a writer at work, waited on as a
+/// certificate file is; text before a whole CRL's PEM is read as for
+/// certificates. A CRL file that holds PEM but no CRL, or binary bytes (a
+/// DER CRL, where PEM was meant), is whole, refused at once. Each said as
+/// before.
+#[test]
+fn text_before_a_crl_s_pem_is_waited_on() {
+    let d = tempfile::tempdir().unwrap();
+    let (ca, crl) = ca_and_crl();
+    let ca_file = d.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let crl_file = d.path().join("ca.crl");
+    let load_with = |bytes: &[u8]| {
+        std::fs::write(&crl_file, bytes).unwrap();
+        let source = EntrySource::CaFiles {
+            ca_file: ca_file.clone(),
+            crl_files: vec![crl_file.clone()],
+        };
+        load(EntryKind::CaBundle, &source)
+    };
+    let text = "Certificate Revocation List (CRL):\n        Version 2 (0x1)\n\tSignature Algorithm: ecdsa-with-SHA256\r\n";
+    let no_crl = format!(
+        "{}: invalid CRL: no X509 CRL section found",
+        crl_file.display()
+    );
+    for lead_in in [text, "Revoked Certificates:\n-----BEG"] {
+        let e = load_with(lead_in.as_bytes()).unwrap_err();
+        assert_eq!(e.to_string(), no_crl);
+        assert!(e.is_transient(), "{e}");
+    }
+    let loaded = load_with(format!("{text}{crl}").as_bytes()).unwrap();
+    assert_eq!(loaded.ca().expect("a CA bundle").crls.len(), 1);
+    let der = CertificateRevocationListDer::from_pem_slice(crl.as_bytes()).unwrap();
+    for whole in [ca.as_bytes(), der.as_ref()] {
+        let e = load_with(whole).unwrap_err();
+        assert_eq!(e.to_string(), no_crl);
+        assert!(!e.is_transient(), "{e}");
+    }
+}
+
 /// A CA file above `MAX_PEM_FILE` is refused before it is loaded.
 #[test]
 fn an_oversize_ca_file_is_refused() {
