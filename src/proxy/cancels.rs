@@ -12,7 +12,12 @@
 //! cancellation at the earliest), is closed at once: everything it still
 //! has in flight upstream is let go with it. A browser that navigates away
 //! from a few requests, or a gRPC client whose deadlines cut some calls,
-//! stays far from it. As Envoy's, only a request cancelled within
+//! stays far from it. Only a request forwarded upstream counts as answered:
+//! one hotproxy answers itself (a `404` for a host no route serves, a
+//! `400`, `403`, `413` or `421`) costs the client a few bytes and the
+//! upstream nothing, and counted, a client asking for a few more of them
+//! than the upstream requests it resets would never be closed.
+//! As Envoy's, only a request cancelled within
 //! [`PREMATURE_WITHIN`] of its start counts as cancelled: one the client
 //! gave up on after waiting longer (a long poll it cancels on its own
 //! timeout, a deadline on a slow backend) counts only among the ended, as
@@ -48,11 +53,13 @@ pub const COUNTED_FROM: u64 = 500;
 /// cancellations must not close the connection and end its other streams.
 pub const PREMATURE_WITHIN: Duration = Duration::from_secs(1);
 
-/// One connection's requests: those answered, those its client cancelled
-/// first (within [`PREMATURE_WITHIN`], and later), and whether the
-/// cancellations went over the bound.
+/// One connection's requests: those answered (forwarded upstream), those
+/// its client cancelled first (within [`PREMATURE_WITHIN`], and later),
+/// and whether the cancellations went over the bound.
 #[derive(Default)]
 pub struct Cancels {
+    /// Forwarded upstream and answered: answered by hotproxy itself, a
+    /// request is not counted.
     answered: AtomicU64,
     cancelled: AtomicU64,
     /// Cancelled after [`PREMATURE_WITHIN`]: ended, not counted cancelled.
@@ -108,10 +115,12 @@ pub async fn cut(cancels: &Cancels, listener: &str, peer: SocketAddr) {
 /// A request on its way to its answer. Dropped first (hyper dropped the
 /// request's future: the client reset its stream, or the connection
 /// ended), it counts as cancelled if that came within
-/// [`PREMATURE_WITHIN`] of its start.
+/// [`PREMATURE_WITHIN`] of its start. Answered, it counts as answered only
+/// if it was forwarded upstream.
 pub struct Unanswered {
     in_flight: Option<InFlight>,
     started: Instant,
+    forwarded: bool,
 }
 
 impl Unanswered {
@@ -120,13 +129,22 @@ impl Unanswered {
         Unanswered {
             in_flight: Some(in_flight),
             started: Instant::now(),
+            forwarded: false,
         }
+    }
+
+    /// The request is handed to its upstream: its answer, whatever it is
+    /// (the upstream's, or hotproxy's when the upstream fails), counts.
+    pub fn forwarded(&mut self) {
+        self.forwarded = true;
     }
 
     /// The answer came: the request stays in flight while its body is sent.
     pub fn answered(mut self) -> InFlight {
         let in_flight = self.in_flight.take().expect("taken only here or on drop");
-        in_flight.cancels().answered();
+        if self.forwarded {
+            in_flight.cancels().answered();
+        }
         in_flight
     }
 }

@@ -575,16 +575,15 @@ async fn connection(
             let ctx = ctx.clone();
             let slot = slot.clone();
             let front = front.clone();
-            let in_flight = Unanswered::new(body::begin(&activity, &mut req));
+            let mut in_flight = Unanswered::new(body::begin(&activity, &mut req));
             let head = req.method() == Method::HEAD;
             let stalls = stalls.clone();
-            // Boxed: the request's future is kilobytes (routing,
-            // forwarding, the upstream exchange), and hyper moves what the
-            // service returns (HTTP/2 into a task of its own) several times.
-            // Written into an allocation made first: `Box::pin` built it on
-            // the stack and copied all of it (some 5 KB) into the box.
+            // Boxed: the request's future is kilobytes (routing, forwarding, the upstream
+            // exchange), and hyper moves what the service returns (HTTP/2 into a task of its
+            // own) several times. Written into an allocation made first: `Box::pin` built it
+            // on the stack and copied all of it (some 5 KB) into the box.
             Box::into_pin(Box::write(Box::new_uninit(), async move {
-                let mut resp = handle(&listener, req, &ctx, &slot, &tunnel).await;
+                let mut resp = handle(&listener, req, &ctx, &slot, &tunnel, &mut in_flight).await;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
                     crate::proxy::date::never_indexed(resp.headers_mut()); // no HPACK walk
@@ -672,10 +671,9 @@ fn refuse(
     exchange.finish(refused.response())
 }
 
-/// Route one request and forward it, recording the request metrics; the
-/// edge duties (request id, route `allow`, client-certificate headers,
-/// access log) are [`Exchange`]'s. A `101` to a tunnelled upgrade starts
-/// the tunnel, which keeps `slot` and writes the request's line when it
+/// Route one request and forward it (telling `in_flight`), recording its metrics; the edge duties
+/// (request id, route `allow`, client-certificate headers, access log) are [`Exchange`]'s. A `101`
+/// to a tunnelled upgrade starts the tunnel, which keeps `slot`, writes the request's line when it
 /// ends, and is checked again against its route's rules when the routes change.
 async fn handle(
     listener: &Arc<Listener>,
@@ -683,6 +681,7 @@ async fn handle(
     ctx: &Arc<RequestContext>,
     slot: &Arc<Slot>,
     tunnel: &TunnelLimits,
+    in_flight: &mut Unanswered,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     // Counted as received, before anything is removed or added.
@@ -744,6 +743,7 @@ async fn handle(
         (hyper::upgrade::on(&mut req), routed)
     });
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
+    in_flight.forwarded(); // only now does its answer count against cancellations
     let mut resp = upstream.forward(req, ctx, max_body).await;
     let mut exchange = forwarding.answered();
     let head_came = resp.extensions().get::<UpstreamAnswered>().is_some();

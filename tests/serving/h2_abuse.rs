@@ -423,6 +423,171 @@ async fn h2_client_cancelling_requests_after_a_second_is_not_cut_off() {
     assert!(closed.is_empty(), "{closed:?}");
 }
 
+/// A proxy whose listener `public` routes `a.example.com` alone to the
+/// plain backend: hotproxy answers a request for any other host `404`
+/// itself, at no cost to the backend.
+async fn serve_one_host() -> (World, Proxy, SocketAddr) {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ host: a.example.com, upstream: plain }]",
+        &plain_upstream(&w),
+    ));
+    let addr = p.listener_addr("public").await;
+    (w, p, addr)
+}
+
+/// `GET https://b.example.com/x`: a host no route of [`serve_one_host`] serves.
+fn unrouted_get() -> http::Request<()> {
+    http::Request::builder()
+        .uri("https://b.example.com/x")
+        .body(())
+        .unwrap()
+}
+
+/// `n` requests for a host no route serves, sent together, each answered
+/// `404` by hotproxy (awaited: counted by it before the next step); `Err`
+/// once the connection is ended.
+async fn unrouted(client: &mut h2::client::SendRequest<Bytes>, n: usize) -> Result<(), h2::Error> {
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
+        answers.push(client.send_request(unrouted_get(), true)?.0);
+    }
+    for answer in answers {
+        let resp = tokio::time::timeout(WAIT, answer)
+            .await
+            .expect("an answer in time")?;
+        assert_eq!(resp.status(), 404);
+        let mut body = resp.into_body();
+        while let Some(data) = tokio::time::timeout(WAIT, body.data()).await.unwrap() {
+            data?;
+        }
+    }
+    Ok(())
+}
+
+/// Rapid reset padded with requests hotproxy answers itself: in each
+/// round, 200 requests for a host no route serves (`404`, answered at
+/// once and at no cost upstream), then 100 requests that go upstream (to
+/// one the backend never answers), reset once the backend has them all.
+/// Were the `404`s counted among the answered, two answered for each
+/// cancelled would keep the cancellations under half for good, and the
+/// 10 rounds would start 1,000 upstream requests, each abandoned at once.
+/// Only requests forwarded upstream count: the connection is ended at the
+/// 250th cancellation (in the third round, so at most 300 requests reach
+/// the backend), its held upstream requests are let go, and the warning
+/// counts none answered.
+#[tokio::test]
+async fn h2_rapid_reset_padded_with_local_answers_is_cut_off() {
+    let (w, mut p, addr) = serve_one_host().await;
+    let admin = p.admin_addr().await;
+    let s = tls(&w, addr, &[b"h2"]).await;
+    let port = local_port(&s);
+    let (client, conn) = h2::client::handshake(s).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // One answer first: the client has the server's SETTINGS (its limit
+    // of 100 streams) before it sends them by the hundred.
+    unrouted(&mut client, 1).await.unwrap();
+    'rounds: for _ in 0..10 {
+        if unrouted(&mut client, 200).await.is_err() {
+            break;
+        }
+        let mut streams = Vec::new();
+        for _ in 0..100 {
+            if std::future::poll_fn(|cx| client.poll_ready(cx))
+                .await
+                .is_err()
+            {
+                break 'rounds;
+            }
+            let Ok((_, stream)) = client.send_request(h2_get("/hold", "GET"), true) else {
+                break 'rounds;
+            };
+            streams.push(stream);
+        }
+        // The resets go once every request of the round is upstream.
+        wait_until(WAIT, "the round at the backend, or the end", || async {
+            conn.is_finished() || w.backend.held.load(SeqCst) == 100
+        })
+        .await;
+        for stream in &mut streams {
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        wait_until(WAIT, "the round let go upstream", || async {
+            w.backend.held.load(SeqCst) == 0
+        })
+        .await;
+    }
+    let reached = w.backend.requests.load(SeqCst);
+    assert!(
+        reached <= 300,
+        "{reached} reset streams reached the backend"
+    );
+    let _ = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection is ended");
+    let warned = p
+        .wait_log("the rapid-reset warning", |v| {
+            v["level"] == "WARN"
+                && peer_is(v, port)
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("rapid reset"))
+        })
+        .await;
+    // Counted when the driver woke: a few more of the round may be in.
+    assert_eq!(warned["answered"], 0, "{warned}");
+    assert!(
+        warned["cancelled"].as_u64().is_some_and(|n| n >= 250),
+        "{warned}"
+    );
+    let closed = "hotproxy_http2_rapid_reset_closed_total{listener=\"public\"} 1";
+    wait_metric(admin, closed, WAIT).await;
+}
+
+/// A well-behaved client that asks for hosts no route serves as often as
+/// for the served one (a `404` for every `200`), and cancels a few
+/// requests the backend has (10 of 400): its `404`s count neither as
+/// cancelled nor as answered, and it stays far from the bound: the
+/// connection keeps serving and no rapid reset is counted.
+#[tokio::test]
+async fn h2_client_mixing_404s_and_a_few_cancels_is_not_cut_off() {
+    let (w, mut p, addr) = serve_one_host().await;
+    let admin = p.admin_addr().await;
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
+    for i in 1..=400 {
+        if i % 40 == 0 {
+            let (_, mut stream) = client.send_request(h2_get("/hold", "GET"), true).unwrap();
+            wait_until(WAIT, "the request at the backend", || async {
+                w.backend.held.load(SeqCst) == 1
+            })
+            .await;
+            stream.send_reset(h2::Reason::CANCEL);
+            wait_until(WAIT, "the request let go upstream", || async {
+                w.backend.held.load(SeqCst) == 0
+            })
+            .await;
+        } else if i % 2 == 0 {
+            unrouted(&mut client, 1).await.expect("a 404");
+        } else {
+            let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
+            assert_eq!(resp.status(), 200);
+        }
+        client = client.ready().await.expect("the connection keeps serving");
+    }
+    let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
+    assert_eq!(resp.status(), 200, "the connection keeps serving");
+    assert!(!conn.is_finished(), "the connection was ended");
+    assert_eq!(w.backend.requests.load(SeqCst), 211);
+    let metrics = metrics_text(admin).await;
+    let closed: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_http2_rapid_reset_closed_total"))
+        .collect();
+    assert!(closed.is_empty(), "{closed:?}");
+}
+
 /// Empty DATA frames cost the sender nine bytes each and the receiver a
 /// frame's work (CVE-2019-9518): a client streaming them on an upload is cut
 /// off with GOAWAY ENHANCE_YOUR_CALM (h2's `too_many_data_frames`, as
