@@ -10,8 +10,10 @@
 //! ([`crate::proxy::buffer`]), are replayed: a streamed body is never
 //! buffered to be sent twice. A retry picks from the upstream's endpoints
 //! as they are then, which re-resolution may have changed since the
-//! request began; whether one would take it (else an HTTP/2 request left
-//! unprocessed goes again to its own endpoint) is asked of the same set.
+//! request began (one it added may take a retry of a request that began
+//! on the only endpoint); whether one would take it (else an HTTP/2
+//! request left unprocessed goes again to its own endpoint) is asked of
+//! the same set.
 //! Each attempt on its endpoint is
 //! [`crate::proxy::forward`]'s.
 
@@ -105,7 +107,13 @@ impl Upstream {
             let (i, _in_flight) = picked;
             last.picked(i);
             let endpoint = &set.members[i].endpoint;
-            let may_retry = retried < self.config.retries && tried.len() + 1 < set.members.len();
+            // Whether another endpoint may take the request is judged at
+            // its failure, by the endpoints then (`retry_pick`): one
+            // re-resolution adds meanwhile may, also beside a request's
+            // only endpoint. Judged by `set` here, a request that began on
+            // a name's one address was never retried. A copy of the
+            // request is kept while a retry is allowed at all.
+            let may_retry = retried < self.config.retries;
             // Read at a failure only: health moves, and asking costs a
             // look at every member's.
             let elsewhere = || may_retry && self.elsewhere(set, &tried, i);

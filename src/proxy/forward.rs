@@ -322,8 +322,10 @@ impl Upstream {
     /// Send `req` on a leased connection; once more on a new connection
     /// when the first attempt provably lost nothing (see the module doc).
     /// On failure the request comes back when sending it elsewhere is safe
-    /// (`may_retry`: worth keeping a copy of a bodyless request's head;
-    /// `elsewhere`: another endpoint would take it now). `check`: an
+    /// (`may_retry`: `retries` allow another attempt, so a copy of a
+    /// request that can be replayed is worth keeping: re-resolution may add
+    /// an endpoint while it is in flight; `elsewhere`: another endpoint
+    /// would take it now). `check`: an
     /// active check, which never waits behind other dials.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send(

@@ -291,6 +291,55 @@ async fn a_retry_picks_from_the_endpoints_re_resolution_left() {
     drop(hosts);
 }
 
+/// A retry may go to an endpoint re-resolution added while its request
+/// was in flight, also when the request began with the name's only
+/// address. The name resolves to pod A alone; a request's dial is held at
+/// A while re-resolution adds pod B; then A dies and the dial fails. The
+/// request was judged by the set it began with, where A was the only
+/// endpoint: not retried, a `502` beside a pod in service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_an_endpoint_re_resolution_added() {
+    let name = format!("retry-added-{}.hotproxy.test", std::process::id());
+    let (w, pods, hosts) = named_pods(&name, &["pod-a", "pod-b"]).await;
+    let [a, b] = [&pods[0], &pods[1]];
+    a.hold_handshakes.send_replace(true);
+    let accepted = |pod: &Backend| pod.accepted.load(SeqCst);
+
+    // No request went before: this one dials A, and its handshake is held.
+    let mut send = client(&w).await;
+    let request = tokio::spawn(async move { get_pod(&mut send, "/").await });
+    wait_until(WAIT, "the request's dial reaches pod-a", || async {
+        accepted(a) == 1
+    })
+    .await;
+
+    // B joins the name. New requests (held at A, as the first, until B is
+    // in) show when the new set is the upstream's: one reaches B.
+    hosts.set(&["127.0.0.2", "127.0.0.3"]);
+    let probes = std::sync::Mutex::new(Vec::new());
+    wait_until(WAIT, "a new request reaches pod-b", || async {
+        let mut send = client(&w).await;
+        let probe = tokio::spawn(async move { get_pod(&mut send, "/").await });
+        probes.lock().unwrap().push(probe);
+        accepted(b) > 0
+    })
+    .await;
+    a.kill();
+
+    let (status, pod) = within_deadline("the retried request", request)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, pod.as_deref()),
+        (200, Some("pod-b")),
+        "the request, retried on the endpoint added while it was in flight"
+    );
+    for probe in probes.into_inner().unwrap() {
+        probe.abort();
+    }
+    drop(hosts);
+}
+
 /// An HTTP/2 pod at `at` (`ip:port`) that holds the first stream it is
 /// sent until `release` is notified, then refuses it (`REFUSED_STREAM`:
 /// not processed), and answers every other one `{"backend":"label"}`.
