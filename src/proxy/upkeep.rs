@@ -79,7 +79,12 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
             return;
         }
         let current = u.members.load_full();
-        if let Some(next) = u.resolution.refresh(&current).await {
+        // Retired meanwhile (past `refresh`'s own check, which drops an
+        // answer that comes after): its requests still in flight keep
+        // the endpoints it had when retired, their pools drained.
+        if let Some(next) = u.resolution.refresh(&current).await
+            && !u.resolution.publishing.retired()
+        {
             next.publish();
             u.members.store(Arc::new(next));
         }

@@ -7,14 +7,16 @@
 //! connections close now, busy ones when their requests end (requests in
 //! flight hold the endpoint). A failed lookup keeps the last good set,
 //! logged once per failure streak and counted
-//! (`hotproxy_upstream_errors_total{reason="resolve"}`). An IP server is one
-//! endpoint, never resolved.
+//! (`hotproxy_upstream_errors_total{reason="resolve"}`). A lookup still
+//! pending when a reload retires the upstream comes to nothing: neither
+//! logged nor counted nor stored. An IP server is one endpoint, never
+//! resolved.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::UpstreamConfig;
 use crate::metrics;
@@ -158,6 +160,15 @@ impl Resolution {
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("lookup timed out".to_owned()),
             };
+            // Retired while the lookup was pending (a reload replaced or
+            // removed the upstream): its successor resolves for itself.
+            // The answer was logged, counted and stored as this one's
+            // endpoints: `endpoint added` for an upstream no longer
+            // configured, a failure counted twice under its name.
+            if self.publishing.retired() {
+                debug!(upstream = %self.upstream, server = %s.url, "upstream retired while its names were resolved again; the answer is dropped");
+                return None;
+            }
             let found = match found {
                 Ok(f) if !f.is_empty() => f,
                 other => {

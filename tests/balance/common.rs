@@ -57,8 +57,19 @@ impl Pods {
     /// The proxy on `Scene::public_config(routes, upstreams)`, its
     /// listener `public` and admin addresses known; `pods` go in the world.
     pub async fn serve(self, routes: &str, upstreams: &str, pods: Vec<Backend>) -> World {
+        self.serve_with(routes, upstreams, pods, Proxy::start).await
+    }
+
+    /// [`Pods::serve`], the proxy started on its configuration by `start`.
+    pub async fn serve_with(
+        self,
+        routes: &str,
+        upstreams: &str,
+        pods: Vec<Backend>,
+        start: impl FnOnce(&std::path::Path) -> Proxy,
+    ) -> World {
         let config = self.scene.public_config(routes, upstreams);
-        let mut proxy = Proxy::start(&config);
+        let mut proxy = start(&config);
         let public = proxy.listener_addr("public").await;
         let admin = proxy.admin_addr().await;
         World {

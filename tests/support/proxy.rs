@@ -40,6 +40,21 @@ impl Proxy {
         Proxy::spawn(sh, config)
     }
 
+    /// Start in a mount namespace of its own where `resolv_conf` is
+    /// `/etc/resolv.conf`: its DNS lookups of names not in `/etc/hosts` go
+    /// to the name server that file names (a test's, on loopback), and no
+    /// other process's do. `unshare` and `sh` exec the proxy, so `pid()` is
+    /// the proxy's. Needs root, as the /etc/hosts tests do.
+    pub fn start_with_resolv_conf(config: &Path, resolv_conf: &Path) -> Proxy {
+        let mut unshare = Command::new("unshare");
+        unshare
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
+            .arg(resolv_conf)
+            .arg(env!("CARGO_BIN_EXE_hotproxy"));
+        Proxy::spawn(unshare, config)
+    }
+
     /// Start as the unprivileged user `uid` (group `gid`, no supplementary
     /// groups), as the proxy is deployed, from a copy of the binary in
     /// `dir` and with `dir` as the working directory: the build's own

@@ -1,0 +1,218 @@
+//! Names a test's own DNS server answers (the proxy in a mount namespace with its resolv.conf): a re-resolution a reload overtakes.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+
+use crate::common::*;
+use crate::support::*;
+
+/// A DNS server on a loopback address of its own, port 53 (resolv.conf
+/// names no port). Every name's `A` query gets the addresses it is set to
+/// (any other type none); while held, queries wait unanswered until
+/// [`NameServer::release`]. Only the proxy asks it
+/// ([`Proxy::start_with_resolv_conf`]): nothing leaves the machine.
+struct NameServer {
+    ip: Ipv4Addr,
+    socket: Arc<UdpSocket>,
+    state: Arc<Mutex<Answering>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Answering {
+    ips: Vec<Ipv4Addr>,
+    hold: bool,
+    /// Queries held unanswered, and who asked.
+    held: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+impl NameServer {
+    async fn start(ips: &[&str]) -> NameServer {
+        // One address per test process: another checkout's tests may run
+        // one too.
+        let pid = std::process::id();
+        let mut bound = None;
+        for k in 0..64 {
+            let n = pid.wrapping_add(k);
+            let ip = Ipv4Addr::new(127, 53, (n >> 8) as u8, (n % 250 + 1) as u8);
+            if let Ok(socket) = UdpSocket::bind((ip, 53)).await {
+                bound = Some((ip, socket));
+                break;
+            }
+        }
+        let (ip, socket) = bound.expect("a loopback address with port 53 free");
+        let socket = Arc::new(socket);
+        let state = Arc::new(Mutex::new(Answering {
+            ips: parse(ips),
+            hold: false,
+            held: Vec::new(),
+        }));
+        let (s, st) = (socket.clone(), state.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let query = buf[..n].to_vec();
+                let reply = {
+                    let mut st = st.lock().unwrap();
+                    if st.hold {
+                        st.held.push((query, from));
+                        continue;
+                    }
+                    answer(&query, &st.ips)
+                };
+                if let Some(reply) = reply {
+                    let _ = s.send_to(&reply, from).await;
+                }
+            }
+        });
+        NameServer {
+            ip,
+            socket,
+            state,
+            task,
+        }
+    }
+
+    /// A resolv.conf naming this server alone, asked once per query (no
+    /// retransmission to count as another).
+    fn resolv_conf(&self) -> String {
+        format!("nameserver {}\noptions timeout:30 attempts:1\n", self.ip)
+    }
+
+    /// From now on queries wait unanswered.
+    fn hold(&self) {
+        self.state.lock().unwrap().hold = true;
+    }
+
+    /// How many queries wait unanswered.
+    fn held(&self) -> usize {
+        self.state.lock().unwrap().held.len()
+    }
+
+    /// Answer the queries held, and every one from now on, with `ips`.
+    async fn release(&self, ips: &[&str]) {
+        let (held, ips) = {
+            let mut st = self.state.lock().unwrap();
+            st.hold = false;
+            st.ips = parse(ips);
+            (std::mem::take(&mut st.held), st.ips.clone())
+        };
+        for (query, from) in held {
+            if let Some(reply) = answer(&query, &ips) {
+                self.socket.send_to(&reply, from).await.unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn parse(ips: &[&str]) -> Vec<Ipv4Addr> {
+    ips.iter().map(|ip| ip.parse().unwrap()).collect()
+}
+
+/// The response to `query` (RFC 1035 §4.1): its question, and for an `A`
+/// query one record per address of `ips`; none for a malformed query.
+fn answer(query: &[u8], ips: &[Ipv4Addr]) -> Option<Vec<u8>> {
+    // The question: labels up to the root's empty one, type, class.
+    let mut end = 12;
+    loop {
+        let len = usize::from(*query.get(end)?);
+        end += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let qtype = u16::from_be_bytes([*query.get(end)?, *query.get(end + 1)?]);
+    let question = query.get(12..end + 4)?;
+    let records: &[Ipv4Addr] = if qtype == 1 { ips } else { &[] };
+    let mut reply = query[..2].to_vec();
+    // A response, recursion desired and available, no error; one question.
+    reply.extend_from_slice(&[0x81, 0x80, 0, 1]);
+    reply.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    for ip in records {
+        // The question's name (a pointer to offset 12), A, IN, TTL 0.
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
+        reply.extend_from_slice(&ip.octets());
+    }
+    Some(reply)
+}
+
+/// What a re-resolution of an upstream retired meanwhile logs instead of
+/// its outcome.
+const DROPPED: &str = "upstream retired while its names were resolved again; the answer is dropped";
+
+/// An upstream a reload removes while its re-resolution waits for a
+/// lookup: the answer that comes after is dropped. It was applied to the
+/// removed upstream, logged under its name (`upstream endpoint added` and
+/// `removed` for an upstream no longer configured, or a failed lookup's
+/// warning, counted in `hotproxy_upstream_errors_total`) and stored as
+/// its endpoints, where retries of its requests still in flight picked.
+/// The lookup waits at most `resolve_interval` (5 s at most): the reload
+/// is applied well within that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_resolution_a_reload_overtakes_is_dropped() {
+    let name = format!("overtaken-{}.hotproxy.test", std::process::id());
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let app = upstream(
+        "app",
+        &format!("https://{name}:{port}"),
+        "    resolve_interval: 5s\n",
+    );
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p
+        .serve_with("[{ upstream: app }]", &app, Vec::new(), start)
+        .await;
+    // The name, answered by the test's server.
+    assert_eq!(
+        get_pod(&mut client(&w).await, "/").await,
+        (200, Some("pod".into()))
+    );
+
+    dns.hold();
+    wait_until(WAIT, "the re-resolution's lookup", || async {
+        dns.held() > 0
+    })
+    .await;
+    let other = upstream("other", &format!("https://{}", pod.addr), "");
+    w.scene.public_config("[{ upstream: other }]", &other);
+    let reloaded = w.wait_reloaded("app removed").await;
+    let changes = reloaded["changes"].as_str().unwrap_or("");
+    assert!(changes.contains("upstreams removed: app"), "{reloaded}");
+
+    // A new address: applied, the removed upstream would log it added.
+    dns.release(&["127.0.0.3"]).await;
+    let outcome = w
+        .proxy
+        .wait_log("the re-resolution's outcome", |v| {
+            v["upstream"] == "app"
+                && [
+                    DROPPED,
+                    "upstream endpoint added",
+                    "upstream DNS lookup failed; keeping the last good addresses",
+                ]
+                .contains(&v["message"].as_str().unwrap_or(""))
+        })
+        .await;
+    assert_eq!(
+        outcome["message"], DROPPED,
+        "the removed upstream's re-resolution went on: {outcome}"
+    );
+    assert_eq!(
+        get_pod(&mut client(&w).await, "/").await,
+        (200, Some("pod".into())),
+        "served by the upstream the reload put in service"
+    );
+}
