@@ -33,6 +33,15 @@ impl<'a> Line<'a> {
         self.indent + after_dash + 1
     }
 
+    /// How a hint names the line: `key`, or, for a line without a key,
+    /// not by its text: that may be a key or token pasted into the file.
+    fn named(&self) -> String {
+        match self.key() {
+            Some(k) => format!("`{k}`"),
+            None => "a line without `key:`".to_owned(),
+        }
+    }
+
     fn describe(&self) -> String {
         match self.key() {
             Some(k) => format!("`{k}:` on line {}", self.number),
@@ -91,10 +100,10 @@ pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
             _ => (here, after?),
         };
         format!(
-            "line {}: `{}` is indented deeper than {}, whose value is already given on its line; \
+            "line {}: {} is indented deeper than {}, whose value is already given on its line; \
              indent it like `{}` (column {}) if it is a setting of its own",
             this.number,
-            this.key().unwrap_or(this.text.trim()),
+            this.named(),
             prev.describe(),
             prev.key().unwrap_or("the line above"),
             prev.key_column(),
@@ -114,9 +123,9 @@ pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
             .min_by_key(|l| l.indent.abs_diff(here.indent))?;
         let list = message.contains("'-'");
         format!(
-            "line {}: `{}` at column {} lines up with nothing above; {} starts at column {}{}",
+            "line {}: {} at column {} lines up with nothing above; {} starts at column {}{}",
             here.number,
-            here.key().unwrap_or(here.text.trim()),
+            here.named(),
             here.indent + 1,
             sibling.describe(),
             sibling.indent + 1,
@@ -227,6 +236,32 @@ mod tests {
             got.contains("line 3: `tokens` at column 2 lines up with nothing above; `bind:` on line 2 starts at column 3"),
             "{got}"
         );
+    }
+
+    /// A line without a key is named by its number, not its text: it may
+    /// be a private key or token pasted on the line of a path field.
+    #[test]
+    fn a_line_without_a_key_is_not_quoted() {
+        let pasted = "c2VjcmV0LWJvZHktbGluZS1vZi1hLXBhc3RlZC1rZXk";
+        let src = format!("certs:\n  - id: web\n    key_file: x\n   {pasted}\n");
+        let got = explain(
+            "while parsing a block mapping, did not find expected key",
+            4,
+            &src,
+        )
+        .unwrap();
+        assert!(
+            got.contains("line 4: a line without `key:` at column 4 lines up with nothing above"),
+            "{got}"
+        );
+        assert!(!got.contains(pasted), "{got}");
+        let src = format!("watch:\n  debounce: 100ms\n    {pasted} x: y\n");
+        let got = explain("mapping values are not allowed in this context", 3, &src).unwrap();
+        assert!(
+            got.contains("line 3: a line without `key:` is indented deeper than `debounce:`"),
+            "{got}"
+        );
+        assert!(!got.contains(pasted), "{got}");
     }
 
     #[test]
