@@ -10,5 +10,6 @@ mod config_file;
 mod listeners;
 mod material;
 mod midway;
+mod pasted;
 mod rotations;
 mod sans;

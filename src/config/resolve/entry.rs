@@ -9,7 +9,13 @@ use crate::config::{
 };
 
 impl Resolver {
-    pub(super) fn named_entry(&mut self, i: usize, e: &raw::Entry) -> Option<EntrySpec> {
+    /// The kind and source of `certs[i]`; the source is `None` when a path
+    /// of it was refused (the entry is known to `ref:`s but not loaded).
+    pub(super) fn named_entry(
+        &mut self,
+        i: usize,
+        e: &raw::Entry,
+    ) -> Option<(EntryKind, Option<EntrySource>)> {
         let at = format!("certs[{i}]");
         if !valid_entry_id(&e.id) {
             self.problem(
@@ -42,10 +48,16 @@ impl Resolver {
                     );
                 }
                 match (&e.cert_file, &e.key_file) {
-                    (Some(c), Some(k)) => EntrySource::PairFiles {
-                        cert_file: self.path(&format!("{at}.cert_file"), c),
-                        key_file: self.path(&format!("{at}.key_file"), k),
-                    },
+                    (Some(c), Some(k)) => {
+                        let cert_file = self.path_of(&format!("{at}.cert_file"), Some(&e.id), c);
+                        let key_file = self.path_of(&format!("{at}.key_file"), Some(&e.id), k);
+                        cert_file.zip(key_file).map(|(cert_file, key_file)| {
+                            EntrySource::PairFiles {
+                                cert_file,
+                                key_file,
+                            }
+                        })
+                    }
                     _ => {
                         self.problem(
                             &at,
@@ -66,28 +78,38 @@ impl Resolver {
                     self.problem(&at, "a ca-bundle needs ca_file");
                     return None;
                 };
-                let ca_file = self.path(&format!("{at}.ca_file"), ca);
-                let crl_files = self.crl_files(&at, e.crl_files.as_deref());
-                EntrySource::CaFiles { ca_file, crl_files }
+                let ca_file = self.path_of(&format!("{at}.ca_file"), Some(&e.id), ca);
+                let crl_files = self.crl_files(&at, Some(&e.id), e.crl_files.as_deref());
+                ca_file
+                    .zip(crl_files)
+                    .map(|(ca_file, crl_files)| EntrySource::CaFiles { ca_file, crl_files })
             }
         };
-        Some(EntrySpec {
-            id: e.id.clone(),
-            kind,
-            source,
-            anonymous: false,
-        })
+        Some((kind, source))
     }
 
-    /// The `crl_files` of the ca-bundle at `at`, as paths; a list too long
-    /// or naming a file twice is a problem (SPEC §2).
-    fn crl_files(&mut self, at: &str, list: Option<&[String]>) -> Vec<PathBuf> {
+    /// The `crl_files` of the ca-bundle at `at` (named `entry`), as paths;
+    /// a list too long or naming a file twice is a problem (SPEC §2).
+    /// `None` when a path of it was refused.
+    fn crl_files(
+        &mut self,
+        at: &str,
+        entry: Option<&str>,
+        list: Option<&[String]>,
+    ) -> Option<Vec<PathBuf>> {
         let at = format!("{at}.crl_files");
-        let crl_files = self.paths(&at, list);
+        let crl_files: Vec<Option<PathBuf>> = list
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(j, p)| self.path_of(&format!("{at}[{j}]"), entry, p))
+            .collect();
+        // Judged only when every path is one: the problem names a path.
+        let crl_files: Vec<PathBuf> = crl_files.into_iter().collect::<Option<_>>()?;
         if let Some(problem) = crl_files_problem(&crl_files) {
             self.problem(at, problem);
         }
-        crl_files
+        Some(crl_files)
     }
 
     /// A `ref:` to a named entry of kind `want`, or `None` after recording why not.
@@ -125,16 +147,20 @@ impl Resolver {
         match (&c.reference, &c.cert_file, &c.key_file) {
             (Some(r), None, None) => self.reference(&format!("{at}.ref"), r, want, named),
             (None, Some(cert), Some(key)) => {
-                let source = EntrySource::PairFiles {
-                    cert_file: self.path(&format!("{at}.cert_file"), cert),
-                    key_file: self.path(&format!("{at}.key_file"), key),
-                };
-                anonymous.push(EntrySpec {
-                    id: place.clone(),
-                    kind: want,
-                    source,
-                    anonymous: true,
-                });
+                let cert_file = self.path(&format!("{at}.cert_file"), cert);
+                let key_file = self.path(&format!("{at}.key_file"), key);
+                // A refused path: the place is named, nothing is loaded.
+                if let (Some(cert_file), Some(key_file)) = (cert_file, key_file) {
+                    anonymous.push(EntrySpec {
+                        id: place.clone(),
+                        kind: want,
+                        source: EntrySource::PairFiles {
+                            cert_file,
+                            key_file,
+                        },
+                        anonymous: true,
+                    });
+                }
                 Some(place)
             }
             (Some(_), _, _) => {
@@ -172,13 +198,16 @@ impl Resolver {
             }
             (None, Some(f), false) => {
                 let ca_file = self.path(&format!("{at}.ca_file"), f);
-                let crl_files = self.crl_files(at, c.crl_files.as_deref());
-                anonymous.push(EntrySpec {
-                    id: place.clone(),
-                    kind: EntryKind::CaBundle,
-                    source: EntrySource::CaFiles { ca_file, crl_files },
-                    anonymous: true,
-                });
+                let crl_files = self.crl_files(at, None, c.crl_files.as_deref());
+                // A refused path: the place is named, nothing is loaded.
+                if let (Some(ca_file), Some(crl_files)) = (ca_file, crl_files) {
+                    anonymous.push(EntrySpec {
+                        id: place.clone(),
+                        kind: EntryKind::CaBundle,
+                        source: EntrySource::CaFiles { ca_file, crl_files },
+                        anonymous: true,
+                    });
+                }
                 Some(UpstreamCa::Entry(place))
             }
             (None, None, true) if allow_system => Some(UpstreamCa::System),

@@ -11,7 +11,7 @@ mod hosts;
 mod listener;
 mod upstream;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,8 +22,8 @@ use super::duration::parse_duration;
 const MAX_WORKER_THREADS: usize = 1024;
 use super::raw;
 use super::{
-    AdminConfig, Config, EntryKind, Problem, Role, RuntimeConfig, StoreConfig, TokenConfig,
-    TokenSource, WatchConfig,
+    AdminConfig, Config, EntryKind, EntrySpec, Problem, Role, RuntimeConfig, StoreConfig,
+    TokenConfig, TokenSource, WatchConfig,
 };
 
 /// Named entries by id, for resolving `ref:`s.
@@ -60,17 +60,40 @@ impl Resolver {
         s.to_owned()
     }
 
-    fn path(&mut self, at: &str, s: &str) -> PathBuf {
+    /// A path field, resolved against the file's directory; `None` (after
+    /// recording why) when the value is not a path but content pasted in
+    /// its place (a key, a certificate, a token): every place a path is
+    /// shown (`check`, a rejected reload, the admin API) would show it.
+    fn path(&mut self, at: &str, s: &str) -> Option<PathBuf> {
+        self.path_of(at, None, s)
+    }
+
+    /// [`Self::path`] of a field of the named entry `entry`, which the
+    /// problem names too.
+    fn path_of(&mut self, at: &str, entry: Option<&str>, s: &str) -> Option<PathBuf> {
         let s = self.string(at, s);
+        if let Some(why) = not_a_path(&s) {
+            // Never the value: it is likely a private key or a token.
+            let whose = entry
+                .map(|id| format!("entry {id:?}: "))
+                .unwrap_or_default();
+            self.problem(
+                at,
+                format!(
+                    "{whose}{why}; give the path of the file that holds it (the value is not shown)"
+                ),
+            );
+            return None;
+        }
         if s.is_empty() {
             self.problem(at, "empty path");
         }
         let p = PathBuf::from(s);
-        if p.is_absolute() {
+        Some(if p.is_absolute() {
             p
         } else {
             self.base.join(p)
-        }
+        })
     }
 
     fn duration(&mut self, at: &str, s: Option<&String>, default: Duration) -> Duration {
@@ -139,13 +162,19 @@ impl Resolver {
             },
         };
         let admin = raw.admin.as_ref().map(|a| self.admin(a));
-        let store = raw.store.as_ref().map(|s| StoreConfig {
-            path: self.path("store.path", &s.path),
-            key_file: self.path("store.key_file", &s.key_file),
-            file_roots: s
-                .file_roots
-                .as_ref()
-                .map(|roots| self.paths("store.file_roots", Some(roots.as_slice()))),
+        // A store with a refused path is left out (`check` opens the store).
+        let store = raw.store.as_ref().and_then(|s| {
+            let path = self.path("store.path", &s.path);
+            let key_file = self.path("store.key_file", &s.key_file);
+            let file_roots = match &s.file_roots {
+                Some(roots) => Some(self.paths("store.file_roots", Some(roots.as_slice()))?),
+                None => None,
+            };
+            Some(StoreConfig {
+                path: path?,
+                key_file: key_file?,
+                file_roots,
+            })
         });
         let watch = match &raw.watch {
             Some(w) => {
@@ -168,34 +197,42 @@ impl Resolver {
             None => WatchConfig::default(),
         };
         // A relative access-log path resolves like every other path.
-        let access_log = raw
-            .access_log
-            .as_ref()
-            .map(|a| crate::access_log::AccessLogConfig {
+        let access_log = raw.access_log.as_ref().and_then(|a| {
+            Some(crate::access_log::AccessLogConfig {
                 path: if a.path == "stdout" {
                     a.path.clone()
                 } else {
-                    self.path("access_log.path", &a.path).display().to_string()
+                    self.path("access_log.path", &a.path)?.display().to_string()
                 },
                 format: a.format,
-            });
+            })
+        });
 
         let mut entries = Vec::new();
         // Hashed, not scanned: a catalogue may hold 10,000 entries.
-        let mut ids = HashSet::new();
+        let mut named = Named::new();
         for (i, e) in raw.certs.iter().enumerate() {
-            if let Some(spec) = self.named_entry(i, e) {
-                if !ids.insert(spec.id.clone()) {
-                    self.problem(
-                        format!("certs[{i}].id"),
-                        format!("duplicate entry id {:?}", spec.id),
-                    );
-                    continue;
-                }
-                entries.push(spec);
+            let Some((kind, source)) = self.named_entry(i, e) else {
+                continue;
+            };
+            if named.contains_key(&e.id) {
+                self.problem(
+                    format!("certs[{i}].id"),
+                    format!("duplicate entry id {:?}", e.id),
+                );
+                continue;
+            }
+            named.insert(e.id.clone(), kind);
+            // One with a refused path is known to `ref:`s, and not loaded.
+            if let Some(source) = source {
+                entries.push(EntrySpec {
+                    id: e.id.clone(),
+                    kind,
+                    source,
+                    anonymous: false,
+                });
             }
         }
-        let named: Named = entries.iter().map(|e| (e.id.clone(), e.kind)).collect();
         let mut anonymous = Vec::new();
 
         let mut upstream_names = Vec::new();
@@ -270,7 +307,11 @@ impl Resolver {
                 }
             };
             let source = match (&t.token_file, &t.token_env) {
-                (Some(f), None) => TokenSource::File(self.path(&format!("{at}.token_file"), f)),
+                (Some(f), None) => match self.path(&format!("{at}.token_file"), f) {
+                    Some(path) => TokenSource::File(path),
+                    // Refused (a token pasted in): nothing to read.
+                    None => continue,
+                },
                 (None, Some(e)) => TokenSource::Env(e.clone()),
                 _ => {
                     self.problem(&at, "exactly one of token_file or token_env is needed");
@@ -282,12 +323,28 @@ impl Resolver {
         AdminConfig { bind, tokens }
     }
 
-    fn paths(&mut self, at: &str, list: Option<&[String]>) -> Vec<PathBuf> {
-        list.unwrap_or_default()
+    /// Each path of a list; `None` when any is refused (each refusal recorded).
+    fn paths(&mut self, at: &str, list: Option<&[String]>) -> Option<Vec<PathBuf>> {
+        let paths: Vec<Option<PathBuf>> = list
+            .unwrap_or_default()
             .iter()
             .enumerate()
             .map(|(j, p)| self.path(&format!("{at}[{j}]"), p))
-            .collect()
+            .collect();
+        paths.into_iter().collect()
+    }
+}
+
+/// Why a path field's value is content pasted in place of a path, if it
+/// is: a PEM block, or a line break or NUL, which no file name an operator
+/// writes holds (a key or token pasted as a YAML block scalar ends in one).
+fn not_a_path(s: &str) -> Option<&'static str> {
+    if s.contains("-----BEGIN") {
+        Some("looks like PEM content (a pasted certificate or key), not a path")
+    } else if s.contains(['\r', '\n', '\0']) {
+        Some("holds a line break or NUL: pasted content (a key or token?), not a path")
+    } else {
+        None
     }
 }
 
@@ -303,6 +360,66 @@ mod tests {
         assert!(m.contains("runtime.worker_threads"), "{m}");
         let most = format!("runtime: {{ worker_threads: 1024 }}\n{MINIMAL}");
         assert_eq!(parse_str(&most).unwrap().runtime.worker_threads, 1024);
+    }
+
+    /// A key or token pasted into any path field is refused at that field
+    /// (and entry), shown in no problem, and in nothing that resolved:
+    /// `check` loads the entries, the store and the token files of that.
+    #[test]
+    fn content_pasted_for_a_path_is_refused_unseen() {
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        // YAML double-quoted text: Rust's escapes of a PEM's characters are YAML's.
+        let pasted = format!("{key:?}");
+        let token = "\"t0ken-a1b2c3\\n\"";
+        let text = MINIMAL
+            .replace("key_file: pki/server.key", &format!("key_file: {pasted}"))
+            .replace(
+                "ca_file: pki/ca.crt",
+                &format!("ca_file: pki/ca.crt\n    crl_files: [pki/ca.crl, {pasted}]"),
+            )
+            .replace(
+                "client_cert: { ref: client }",
+                &format!("client_cert: {{ cert_file: pki/c.crt, key_file: {pasted} }}"),
+            )
+            .replace("ca: { ref: ca }", "ca: { ca_file: \"pki/ca\\r.crt\" }");
+        let text = format!(
+            "admin: {{ bind: 127.0.0.1:9901, tokens: [{{ role: viewer, token_file: {token} }}] }}\n\
+             store: {{ path: \"data/s\\0.json\", key_file: {pasted}, file_roots: [{pasted}] }}\n\
+             access_log: {{ path: {pasted} }}\n{text}"
+        );
+        let (config, problems) =
+            crate::config::parse_all(&text, std::path::Path::new("/etc/h/c.yaml"));
+        let m: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.location, p.message))
+            .collect();
+        let m = m.join("\n");
+        let pem = "looks like PEM content (a pasted certificate or key), not a path";
+        let newline = "holds a line break or NUL: pasted content (a key or token?), not a path";
+        for want in [
+            format!("certs[0].key_file: entry \"edge\": {pem}"),
+            format!("certs[1].crl_files[1]: entry \"ca\": {pem}"),
+            format!("upstreams[0].tls.client_cert.key_file: {pem}"),
+            format!("upstreams[0].tls.ca.ca_file: {newline}"),
+            format!("admin.tokens[0].token_file: {newline}"),
+            format!("store.path: {newline}"),
+            format!("store.key_file: {pem}"),
+            format!("store.file_roots[0]: {pem}"),
+            format!("access_log.path: {pem}"),
+        ] {
+            assert!(m.contains(&want), "want {want:?} in\n{m}");
+        }
+        assert_eq!(problems.len(), 9, "{m}");
+        assert!(!m.contains("BEGIN") && !m.contains("t0ken"), "{m}");
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!m.contains(line), "{m}");
+        }
+        // Nothing that resolved holds one: what `check` goes on to read.
+        let config = config.unwrap();
+        let ids: Vec<&str> = config.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["client"]);
+        assert!(config.admin.unwrap().tokens.is_empty());
+        assert!(config.store.is_none() && config.access_log.is_none());
     }
 
     /// Every problem is listed, not just the first.

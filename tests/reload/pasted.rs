@@ -1,0 +1,157 @@
+//! A key or token pasted where a path goes: refused by field, never shown (check, run, reload, admin API).
+
+use crate::common::*;
+use crate::support::*;
+
+/// `pem` as a YAML block scalar (`|`) under a key indented `indent` spaces:
+/// how an operator pastes a key file's content.
+fn block(pem: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent + 2);
+    let lines: Vec<String> = pem.lines().map(|l| format!("{pad}{l}")).collect();
+    format!("|\n{}", lines.join("\n"))
+}
+
+/// What a leak of `key_pem` (or of `token`) anywhere in `text` would
+/// contain: a PEM marker, a body line of the key, the token. `what` names
+/// the text in the panic.
+fn assert_nothing_pasted_in(what: &str, text: &str, key_pem: &str, token: &str) {
+    assert!(!text.contains("BEGIN"), "{what} shows a PEM marker: {text}");
+    for line in pem_body_lines(key_pem) {
+        assert!(!text.contains(&line), "{what} shows the key: {text}");
+    }
+    assert!(!text.contains(token), "{what} shows the token: {text}");
+}
+
+/// The entry `spare` (unused) with its key pasted into `key_file`, the
+/// admin token pasted into `token_file` (`token: None`: a token file of
+/// the scene), a listener `public` serving `a.crt` / `a.key`.
+fn config(key_pem: Option<&str>, token: Option<&str>) -> String {
+    let key_file = key_pem.map_or("spare.key".to_owned(), |k| block(k, 4));
+    let token_file = token.map_or("viewer.token".to_owned(), |t| format!("\"{t}\\n\""));
+    base_config(
+        "a.crt",
+        "a.key",
+        &format!(
+            r#"admin:
+  bind: "127.0.0.1:0"
+  tokens:
+    - role: viewer
+      token_file: {token_file}
+certs:
+  - id: spare
+    type: server-pair
+    cert_file: spare.crt
+    key_file: {key_file}"#
+        ),
+    )
+}
+
+/// `check` and `run` refuse a key pasted into `key_file` and a token into
+/// `token_file`, each named by its field (and entry), neither shown; so
+/// does a paste YAML cannot read at all (its lines indented as nothing
+/// above), whose indentation hint named the first body line by its text.
+#[test]
+fn check_and_run_refuse_a_pasted_key_or_token_without_showing_it() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, spare) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["spare.localhost"]),
+    );
+    s.pair("a", &a);
+    s.pair("spare", &spare);
+    let token = format!("viewer-{}", &spare.fingerprint[..32]);
+    write(&s.path("viewer.token"), &format!("{token}\n"));
+    let cfg = s.config(&config(None, None));
+    let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "the files are valid: {out}{err}");
+
+    s.config(&config(Some(&spare.key_pem), Some(&token)));
+    let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    let all = format!("{out}{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        err.contains(
+            "certs[0].key_file: entry \"spare\": looks like PEM content (a pasted certificate or key), not a path"
+        ),
+        "{all}"
+    );
+    assert!(
+        err.contains("admin.tokens[0].token_file: holds a line break or NUL"),
+        "{all}"
+    );
+    assert_nothing_pasted_in("check", &all, &spare.key_pem, &token);
+    let (code, out, err) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+    let all = format!("{out}{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(all.contains("certs[0].key_file: entry \"spare\""), "{all}");
+    assert_nothing_pasted_in("run", &all, &spare.key_pem, &token);
+
+    // Pasted on the line of `key_file:`, the rest indented by three: not
+    // YAML. The hint names the line, not its text.
+    let first = spare.key_pem.lines().next().unwrap();
+    let rest: Vec<String> = spare
+        .key_pem
+        .lines()
+        .skip(1)
+        .map(|l| format!("   {l}"))
+        .collect();
+    let broken = config(None, None).replace(
+        "key_file: spare.key",
+        &format!("key_file: {first}\n{}", rest.join("\n")),
+    );
+    s.config(&broken);
+    let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    let all = format!("{out}{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(all.contains("a line without `key:` at column 4"), "{all}");
+    assert_nothing_pasted_in("the YAML hint", &all, &spare.key_pem, &token);
+}
+
+/// A live edit pasting a key into an unused entry's `key_file` is rejected
+/// whole, naming the field and entry: before, it applied (an unused entry
+/// that does not load is only a warning), and the key was in that warning,
+/// in the entry's `paths` and `last_reload.error` on the admin API.
+#[tokio::test]
+async fn a_reload_with_a_pasted_key_is_rejected_without_showing_it() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, spare) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["spare.localhost"]),
+    );
+    s.pair("a", &a);
+    s.pair("spare", &spare);
+    let token = format!("viewer-{}", &spare.fingerprint[..32]);
+    write(&s.path("viewer.token"), &format!("{token}\n"));
+    let cfg = s.config(&config(None, None));
+    let (mut p, addr) = serve(&cfg).await;
+    let api = p.admin_addr().await;
+
+    write(&cfg, &config(Some(&spare.key_pem), None));
+    let outcome = p
+        .wait_log("the edit rejected or applied", |v| {
+            v["message"] == "configuration reloaded"
+                || v["message"] == "configuration rejected; the running configuration stays"
+        })
+        .await;
+    assert!(
+        rejected("certs[0].key_file: entry \"spare\": looks like PEM content")(&outcome),
+        "{outcome}"
+    );
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    for path in ["/api/v1/certs", "/api/v1/certs/spare"] {
+        let r = admin(api, "GET", path, Some(&token), None, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_nothing_pasted_in(path, &r.body, &spare.key_pem, &token);
+    }
+    let spare_entry = admin(api, "GET", "/api/v1/certs/spare", Some(&token), None, &[])
+        .await
+        .json();
+    assert_eq!(
+        spare_entry["paths"][1],
+        s.path("spare.key").display().to_string(),
+        "the running definition stays"
+    );
+    assert_nothing_pasted_in("the log", &p.logs().join("\n"), &spare.key_pem, &token);
+}
