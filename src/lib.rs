@@ -28,7 +28,7 @@
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
 //!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file.
-//!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest;
+//!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first;
 //!     the bundle's CA certificates they revoke (no trust anchors).
 //!   - `der`: DER read by hand: a signature checked as webpki checks it, Must-Staple.
 //!   - `keys`: a private key's kind and size, named when hotproxy cannot sign with it.

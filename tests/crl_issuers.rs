@@ -160,6 +160,62 @@ async fn the_newest_crl_decides_whatever_its_key_identifier() {
     assert!(admitted(&s, addr, &alice).await);
 }
 
+/// A full CRL of a CA (no issuing distribution point) and a newer one of
+/// one scope (end-entity certificates, an issuing distribution point), the
+/// full one listed first, in two files or appended in one. They are of two
+/// scopes, so both are used; for a client certificate both cover, the
+/// newer decides: a client it alone revokes is refused, one it does not
+/// is let in. Both were kept in file order and webpki reads the first CRL
+/// that covers the certificate: the older full one let the client in.
+#[tokio::test]
+async fn a_newer_crl_of_one_scope_decides_over_an_older_full_one() {
+    let s = Scene::new();
+    let clients = TestCa::new("clients");
+    let alice = clients.client_pair("alice");
+    let mallory = clients.client_pair("mallory");
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::days(7);
+    let full = clients.crl_of(&[], now - Duration::days(2), until, 1);
+    let uri = "http://crl.example/clients-users.crl";
+    let scoped = clients.crl_scoped(&[mallory.serial], now - Duration::minutes(1), until, 2, uri);
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    write(&s.path("full.crl"), &full);
+    write(&s.path("scoped.crl"), &scoped);
+    write(&s.path("appended.crl"), &format!("{full}{scoped}"));
+    let cfg = scene(
+        &s,
+        &[
+            ("two-files", "clients.crt", "full.crl, scoped.crl"),
+            ("one-file", "clients.crt", "appended.crl"),
+        ],
+    );
+    let mut p = Proxy::start(&cfg);
+    let api = p.admin_addr().await;
+    for listener in ["two-files", "one-file"] {
+        let addr = p.listener_addr(listener).await;
+        assert!(
+            !admitted(&s, addr, &mallory).await,
+            "{listener}: a client the newer scoped CRL revokes got in"
+        );
+        assert!(
+            admitted(&s, addr, &alice).await,
+            "{listener}: a client no CRL revokes was refused"
+        );
+        // Both are in use: neither is superseded.
+        let entry = admin(
+            api,
+            "GET",
+            &format!("/api/v1/certs/{listener}"),
+            None,
+            None,
+            &[],
+        )
+        .await
+        .json();
+        assert_eq!(entry["crl_count"], 2, "{entry}");
+    }
+}
+
 /// A CRL of a CA, then a newer one under its name that no CA of the bundle
 /// signed (forged, corrupt, fetched over plain HTTP), or one of the CA
 /// whose thisUpdate is in the future: the first decides, as OpenSSL ranks

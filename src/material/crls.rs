@@ -1,4 +1,4 @@
-//! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest (of those a CA of the bundle signed) only; the bundle's CA certificates they revoke.
+//! A CA bundle's CRLs as webpki is given them: per issuer and scope the newest (of those a CA of the bundle signed) only, newest first; the bundle's CA certificates they revoke.
 
 use std::collections::HashMap;
 
@@ -76,7 +76,8 @@ fn scope_and_rank(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<(
 /// HTTP) would have every certificate of the issuer refused, one dated
 /// in the future would decide before its time (OpenSSL too ranks the
 /// CRLs valid now first). The others are noted as superseded, or as not
-/// used when newer; the kept ones stay in file order.
+/// used when newer. The kept ones come ranked so, the newest first (the
+/// first listed among equals).
 pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<Note>) -> Vec<Crl> {
     let cas: Vec<X509Certificate<'_>> = cas
         .iter()
@@ -134,10 +135,19 @@ pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<N
             by_this_update: new.this_update,
         });
     }
-    crls.into_iter()
+    // Newest first: webpki reads the first CRL that covers a certificate,
+    // and CRLs of one issuer and two scopes may both cover it (one without
+    // an issuing distribution point covers every certificate of its
+    // issuer): the newest decides, not the one listed first.
+    let mut kept: Vec<(Option<&Rank>, Crl)> = facts
+        .iter()
+        .map(|f| f.as_ref().map(|(_, rank)| rank))
+        .zip(crls)
         .zip(kept)
         .filter_map(|(c, k)| k.then_some(c))
-        .collect()
+        .collect();
+    kept.sort_by(|(a, _), (b, _)| b.cmp(a));
+    kept.into_iter().map(|(_, c)| c).collect()
 }
 
 /// Whether `issuer` may sign CRLs: no key usage, or one with cRLSign.
@@ -334,9 +344,9 @@ mod tests {
     }
 
     /// Per issuer the newest, whatever the order; another issuer's CRL is
-    /// kept however old; the kept ones stay in file order.
+    /// kept however old; the kept ones come newest first.
     #[test]
-    fn the_newest_of_each_issuer_is_kept_in_file_order() {
+    fn the_newest_of_each_issuer_is_kept_newest_first() {
         let (a, b) = (ca("a"), ca("b"));
         let mut notes = Vec::new();
         let kept = newest(
@@ -349,7 +359,7 @@ mod tests {
             &[] as &[Vec<u8>],
             &mut notes,
         );
-        assert_eq!(files(&kept), ["b", "a-new"]);
+        assert_eq!(files(&kept), ["a-new", "b"]);
         let superseded: Vec<(&str, &str)> = notes
             .iter()
             .filter_map(|n| match n {

@@ -56,8 +56,9 @@ pub struct CaBundle {
     /// their issuer in the bundle (or issued by one that is): no trust
     /// anchors, as webpki never checks an anchor's revocation.
     pub revoked: Vec<usize>,
-    /// Of each issuer's CRLs (one scope), the newest only: webpki checks
-    /// a certificate against the first CRL of its issuer it is given.
+    /// Of each issuer's CRLs (one scope), the newest only, newest first:
+    /// webpki checks a certificate against the first CRL of its issuer
+    /// it is given that covers it.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// How many CRLs each CRL source held (superseded ones too), in
     /// source order: a re-read source that holds fewer than served may be

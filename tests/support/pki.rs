@@ -269,12 +269,53 @@ impl TestCa {
         number: u64,
         key_id: KeyIdMethod,
     ) -> String {
+        self.crl_params(serials, this_update, next_update, number, key_id, None)
+    }
+
+    /// The same as [`TestCa::crl_of`], of one scope: an issuing
+    /// distribution point `uri` for end-entity certificates only (a
+    /// partitioned CRL, authoritative for a client certificate that names
+    /// no distribution point or this one).
+    pub fn crl_scoped(
+        &self,
+        serials: &[u64],
+        this_update: time::OffsetDateTime,
+        next_update: time::OffsetDateTime,
+        number: u64,
+        uri: &str,
+    ) -> String {
+        let scope = rcgen::CrlIssuingDistributionPoint {
+            distribution_point: rcgen::CrlDistributionPoint {
+                uris: vec![uri.to_owned()],
+            },
+            scope: Some(rcgen::CrlScope::UserCertsOnly),
+        };
+        let key_id = KeyIdMethod::Sha256;
+        self.crl_params(
+            serials,
+            this_update,
+            next_update,
+            number,
+            key_id,
+            Some(scope),
+        )
+    }
+
+    fn crl_params(
+        &self,
+        serials: &[u64],
+        this_update: time::OffsetDateTime,
+        next_update: time::OffsetDateTime,
+        number: u64,
+        key_id: KeyIdMethod,
+        scope: Option<rcgen::CrlIssuingDistributionPoint>,
+    ) -> String {
         let now = time::OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
             this_update,
             next_update,
             crl_number: SerialNumber::from(number),
-            issuing_distribution_point: None,
+            issuing_distribution_point: scope,
             revoked_certs: serials
                 .iter()
                 .map(|&serial| RevokedCertParams {
