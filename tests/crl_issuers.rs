@@ -216,6 +216,67 @@ async fn a_newer_crl_of_one_scope_decides_over_an_older_full_one() {
     }
 }
 
+/// A key rollover under one CA name: both CA certificates in the bundle,
+/// each key's CRL in its own file. The verifier finds a certificate's CRL
+/// by issuer name, so one CRL serves the clients of both keys: the newer
+/// (the new key's), and the old key's clients are refused (its signature
+/// is not their issuer's). The old key's CRL is warned about, naming its
+/// file, its issuer and the CRL used. It was an info line, as for a CRL
+/// the same key replaced, while the old key's clients were refused.
+#[tokio::test]
+async fn a_crl_of_another_key_of_the_issuer_set_aside_is_warned_about() {
+    let s = Scene::new();
+    let old_key = TestCa::new("clients");
+    let new_key = TestCa::new("clients");
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::days(7);
+    write(
+        &s.path("clients.crt"),
+        &format!("{}{}", old_key.cert_pem, new_key.cert_pem),
+    );
+    write(
+        &s.path("old-key.crl"),
+        &old_key.crl_of(&[], now - Duration::days(2), until, 7),
+    );
+    write(
+        &s.path("new-key.crl"),
+        &new_key.crl_of(&[], now - Duration::minutes(1), until, 1),
+    );
+    let cfg = scene(
+        &s,
+        &[("rollover", "clients.crt", "old-key.crl, new-key.crl")],
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("rollover").await;
+    assert!(admitted(&s, addr, &new_key.client_pair("new")).await);
+    assert!(
+        !admitted(&s, addr, &old_key.client_pair("old")).await,
+        "a client of the old key got in: its CRL is used after all"
+    );
+    p.wait_log("the old key's client refused", |v| {
+        v["message"] == "TLS handshake failed" && v["reason"] == "crl_invalid"
+    })
+    .await;
+    let warning = p
+        .wait_log("the other key's CRL warned about", |v| {
+            v["entry"] == "rollover"
+                && v["level"] == "WARN"
+                && v["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("old-key.crl"))
+        })
+        .await;
+    assert_eq!(warning["issuer"], "CN=clients", "{warning}");
+    assert_eq!(
+        warning["by_file"],
+        s.path("new-key.crl").display().to_string().as_str(),
+        "{warning}"
+    );
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains("another key"), "{message}");
+    assert!(!warning.to_string().contains("-----BEGIN"), "{warning}");
+}
+
 /// A CRL of a CA, then a newer one under its name that no CA of the bundle
 /// signed (forged, corrupt, fetched over plain HTTP), or one of the CA
 /// whose thisUpdate is in the future: the first decides, as OpenSSL ranks

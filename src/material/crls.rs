@@ -35,15 +35,27 @@ type Age = (i64, Option<Vec<u8>>);
 /// issued already (thisUpdate not in the future), then its age.
 type Rank = (bool, bool, Age);
 
-/// `der`'s scope and rank, `cas` the bundle's certificates, `now` in Unix
-/// seconds.
-fn scope_and_rank(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<(Scope, Rank)> {
+/// What a CRL is ranked by among its scope's.
+struct Fact {
+    scope: Scope,
+    rank: Rank,
+    /// The CA certificates of the bundle (positions) whose key verifies it.
+    signers: Vec<usize>,
+}
+
+/// `der`'s scope, rank and signers, `cas` the bundle's certificates, `now`
+/// in Unix seconds.
+fn fact(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<Fact> {
     let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
-    let verified = cas.iter().any(|ca| {
-        ca.subject().as_raw() == crl.issuer().as_raw()
-            && signs_crls(ca)
-            && signed_by(der, ca.public_key().raw)
-    });
+    let signers: Vec<usize> = (0..cas.len())
+        .filter(|&i| {
+            let ca = &cas[i];
+            ca.subject().as_raw() == crl.issuer().as_raw()
+                && signs_crls(ca)
+                && signed_by(der, ca.public_key().raw)
+        })
+        .collect();
+    let verified = !signers.is_empty();
     let this_update = crl.last_update().timestamp();
     let distribution_point = crl
         .extensions()
@@ -61,7 +73,11 @@ fn scope_and_rank(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<(
         issuer: crl.issuer().as_raw().to_vec(),
         distribution_point,
     };
-    Some((scope, (verified, this_update <= now, (this_update, number))))
+    Some(Fact {
+        scope,
+        rank: (verified, this_update <= now, (this_update, number)),
+        signers,
+    })
 }
 
 /// Of the CRLs of each scope (one issuer), the one issued last: the
@@ -75,8 +91,10 @@ fn scope_and_rank(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<(
 /// name no CA of the bundle signed (forged, corrupt, fetched over plain
 /// HTTP) would have every certificate of the issuer refused, one dated
 /// in the future would decide before its time (OpenSSL too ranks the
-/// CRLs valid now first). The others are noted as superseded, or as not
-/// used when newer. The kept ones come ranked so, the newest first (the
+/// CRLs valid now first). The others are noted as superseded (warned
+/// about when another key of the issuer signed it: webpki reads the kept
+/// one for the clients of that key too, and refuses them), or as not used
+/// when newer. The kept ones come ranked so, the newest first (the
 /// first listed among equals).
 pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<Note>) -> Vec<Crl> {
     let cas: Vec<X509Certificate<'_>> = cas
@@ -84,24 +102,23 @@ pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<N
         .filter_map(|d| X509Certificate::from_der(d.as_ref()).ok().map(|(_, c)| c))
         .collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let facts: Vec<Option<(Scope, Rank)>> = crls
-        .iter()
-        .map(|c| scope_and_rank(&c.der, &cas, now))
-        .collect();
+    let facts: Vec<Option<Fact>> = crls.iter().map(|c| fact(&c.der, &cas, now)).collect();
     let mut best: HashMap<&Scope, (usize, &Rank)> = HashMap::new();
-    for (i, (scope, age)) in facts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| f.as_ref().map(|(s, a)| (i, (s, a))))
-    {
-        let newer = best.get(scope).is_none_or(|(_, kept)| age > *kept);
+    for (i, f) in facts.iter().enumerate() {
+        let Some(f) = f else { continue };
+        let newer = best.get(&f.scope).is_none_or(|(_, kept)| f.rank > **kept);
         if newer {
-            best.insert(scope, (i, age));
+            best.insert(&f.scope, (i, &f.rank));
         }
     }
     let mut kept = vec![true; crls.len()];
-    for (i, fact) in facts.iter().enumerate() {
-        let Some((scope, (verified, issued, age))) = fact else {
+    for (i, f) in facts.iter().enumerate() {
+        let Some(Fact {
+            scope,
+            rank: (verified, issued, age),
+            signers,
+        }) = f
+        else {
             continue;
         };
         let (by, (_, _, by_age)) = best[scope];
@@ -127,6 +144,19 @@ pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<N
             });
             continue;
         }
+        // Verified, so the one kept is too (it ranks first): by another
+        // key when no signer of this one verifies that one.
+        let by_signers = facts[by].as_ref().map_or(&[][..], |f| &f.signers[..]);
+        if *verified && !signers.iter().any(|s| by_signers.contains(s)) {
+            notes.push(Note::CrlOfAnotherKey {
+                file: crls[i].origin.clone(),
+                issuer: old.issuer,
+                this_update: old.this_update,
+                by_file: crls[by].origin.clone(),
+                by_this_update: new.this_update,
+            });
+            continue;
+        }
         notes.push(Note::SupersededCrl {
             file: crls[i].origin.clone(),
             issuer: old.issuer,
@@ -141,7 +171,7 @@ pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<N
     // issuer): the newest decides, not the one listed first.
     let mut kept: Vec<(Option<&Rank>, Crl)> = facts
         .iter()
-        .map(|f| f.as_ref().map(|(_, rank)| rank))
+        .map(|f| f.as_ref().map(|f| &f.rank))
         .zip(crls)
         .zip(kept)
         .filter_map(|(c, k)| k.then_some(c))
@@ -420,6 +450,35 @@ mod tests {
                 if file == "old key" && by_file == "new key"),
             "{notes:?}"
         );
+    }
+
+    /// Both CA certificates of a key rollover in the bundle: the CRL of
+    /// the other key than the newest's is told apart (a warning), one the
+    /// same key replaced is superseded as usual.
+    #[test]
+    fn a_crl_of_another_key_is_told_from_one_the_same_key_replaced() {
+        let (old_der, old_ca) = ca_cert("a", 1, None);
+        let (new_der, new_ca) = ca_cert("a", 2, None);
+        let mut notes = Vec::new();
+        let kept = newest(
+            vec![
+                crl(&old_ca, 5, 9, "old key"),
+                crl(&new_ca, 3, 1, "new key"),
+                crl(&new_ca, 1, 2, "new key again"),
+            ],
+            &[old_der, new_der],
+            &mut notes,
+        );
+        assert_eq!(files(&kept), ["new key again"]);
+        assert!(
+            matches!(&notes[..], [
+                Note::CrlOfAnotherKey { file: other, by_file: by_other, .. },
+                Note::SupersededCrl { file: same, by_file: by_same, .. },
+            ] if other == "old key" && by_other == "new key again"
+                && same == "new key" && by_same == "new key again"),
+            "{notes:?}"
+        );
+        assert!(notes[0].is_warning() && !notes[1].is_warning());
     }
 
     /// A CA `cn` with serial `serial`, issued by `by` (self-signed

@@ -83,6 +83,18 @@ pub enum Note {
         by_file: String,
         by_this_update: i64,
     },
+    /// A CRL of the same issuer (name) and scope as a newer one of the
+    /// bundle, which is used instead, signed by another key of the issuer
+    /// (a CA certificate of the bundle under its name; a key rollover): the
+    /// clients of this one's key are checked against the newer one, whose
+    /// signature their issuer's key does not verify, and refused.
+    CrlOfAnotherKey {
+        file: String,
+        issuer: String,
+        this_update: i64,
+        by_file: String,
+        by_this_update: i64,
+    },
     /// A CRL of the same issuer and scope as an older one of the bundle,
     /// used instead because this one is not: `why` (no CA of the bundle
     /// signed it, or its thisUpdate is in the future).
@@ -134,6 +146,15 @@ impl std::fmt::Display for Note {
             } => write!(
                 f,
                 "{file}: a CRL of {issuer} is superseded by a newer one ({by_file}) and not used"
+            ),
+            Note::CrlOfAnotherKey {
+                file,
+                issuer,
+                by_file,
+                ..
+            } => write!(
+                f,
+                "{file}: a CRL of {issuer} signed by another key than the newer one used ({by_file}) is not used: clients whose issuer certificate has that key are refused (crl_invalid), as one CRL serves an issuer name"
             ),
             Note::UnusedCrl {
                 file,

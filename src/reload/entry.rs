@@ -522,6 +522,15 @@ fn log_notes(id: &str, loaded: &Loaded) {
             } => {
                 info!(target: LOG, entry = %id, file = %file, issuer = %issuer, this_update = %rfc3339(*this_update), by_file = %by_file, by_this_update = %rfc3339(*by_this_update), "CRL superseded by a newer one of the same issuer: not used");
             }
+            Note::CrlOfAnotherKey {
+                file,
+                issuer,
+                this_update,
+                by_file,
+                by_this_update,
+            } => {
+                warn!(target: LOG, entry = %id, file = %file, issuer = %issuer, this_update = %rfc3339(*this_update), by_file = %by_file, by_this_update = %rfc3339(*by_this_update), "CRL signed by another key of its issuer than the newer one used: not used, and clients whose issuer certificate has that key are refused (crl_invalid: one CRL serves an issuer name)");
+            }
             Note::UnusedCrl {
                 file,
                 issuer,
