@@ -27,7 +27,8 @@
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.
 //!   - `pem`: read + parse + validate an entry's files (consistent re-read, key match).
-//!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file.
+//!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file;
+//!     its CRLs chosen again once one dated in the future is issued.
 //!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first;
 //!     the bundle's CA certificates they revoke (no trust anchors).
 //!   - `der`: DER read by hand: a signature checked as webpki checks it, Must-Staple.

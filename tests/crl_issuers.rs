@@ -332,6 +332,69 @@ async fn a_crl_no_ca_of_the_bundle_signed_or_not_yet_issued_does_not_decide() {
     }
 }
 
+/// A CRL of a CA dated a few seconds ahead, newer than the one in use:
+/// set aside at load, and taken once its thisUpdate comes, with no change
+/// to the files: a client it revokes is refused from then on, one it does
+/// not is still let in, and an info line says the CRLs were chosen again.
+/// It was set aside until the files changed: the revoked client kept
+/// getting in.
+#[tokio::test]
+async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
+    let s = Scene::new();
+    let clients = TestCa::new("clients");
+    let alice = clients.client_pair("alice");
+    let mallory = clients.client_pair("mallory");
+    let now = OffsetDateTime::now_utc();
+    let until = now + Duration::days(7);
+    // Whole seconds, as a CRL holds its dates.
+    let issued = now.replace_nanosecond(0).unwrap() + Duration::seconds(10);
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    write(
+        &s.path("current.crl"),
+        &clients.crl_of(&[], now - Duration::hours(1), until, 1),
+    );
+    write(
+        &s.path("next.crl"),
+        &clients.crl_of(&[mallory.serial], issued, until, 2),
+    );
+    let cfg = scene(&s, &[("ahead", "clients.crt", "current.crl, next.crl")]);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("ahead").await;
+    // Set aside at load, as not issued yet.
+    let warning = p
+        .wait_log("the CRL set aside", |v| {
+            v["entry"] == "ahead"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("CRL not used"))
+        })
+        .await;
+    assert!(
+        warning["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("in the future")),
+        "{warning}"
+    );
+    // Nothing to await but the clock: its thisUpdate.
+    let ahead = issued - OffsetDateTime::now_utc();
+    tokio::time::sleep(ahead.try_into().unwrap_or_default()).await;
+    wait_until(
+        CLIENT_DEADLINE,
+        "the client the CRL now issued revokes refused",
+        || async { !admitted(&s, addr, &mallory).await },
+    )
+    .await;
+    assert!(admitted(&s, addr, &alice).await);
+    p.wait_log("the CRLs chosen again", |v| {
+        v["entry"] == "ahead"
+            && v["level"] == "INFO"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("chosen again"))
+    })
+    .await;
+}
+
 /// A client of an issuing CA, with its chain (leaf and issuing CA).
 fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
     let mut pair = issuing.client_pair(cn);

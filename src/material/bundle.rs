@@ -1,11 +1,27 @@
-//! A CA bundle's parse: its certificates and each CRL file's CRLs, as webpki will use them (the newest of an issuer's; no revoked CA as an anchor).
+//! A CA bundle's parse: its certificates and each CRL file's CRLs, as webpki will use them (the newest of an issuer's issued; no revoked CA as an anchor), chosen again once one dated ahead is issued.
 
-use rustls_pki_types::CertificateRevocationListDer;
+use std::sync::Arc;
+
 use rustls_pki_types::pem::SectionKind;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
-use super::crls::{Crl, newest, revoked_cas};
+use super::crls::{Crl, newest, next_issued, revoked_cas};
+use super::info::CertInfo;
 use super::pem::{MaterialError, certificates, sections, text_only};
 use super::{CaBundle, Material};
+
+/// What a bundle's CRLs are chosen from again once one dated in the future
+/// is issued: all of them, with their files, and the certificates' file.
+pub(super) struct Pending {
+    origin: String,
+    crls: Vec<Crl>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pending {{ {} CRLs }}", self.crls.len())
+    }
+}
 
 /// The CA certificates of `parts[0]` (named `names[0]`) and the CRLs of
 /// each further part: at least one certificate, and at least one CRL in
@@ -69,19 +85,170 @@ pub(super) fn parse(names: &[String], parts: &[Vec<u8>]) -> Result<Material, Mat
         }
         crl_counts.push(found);
     }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let origin = names[0].clone();
+    Ok(Material::Ca(choose(
+        origin, roots, certs, crls, crl_counts, now,
+    )))
+}
+
+/// The bundle of `roots` (from `origin`, described by `certs`) with the
+/// CRLs of `crls` webpki is given as of `now` (Unix seconds): of an
+/// issuer's, the newest issued, and so on ([`newest`]). While one is dated
+/// after `now`, all are kept to choose from again then.
+fn choose(
+    origin: String,
+    roots: Vec<CertificateDer<'static>>,
+    certs: Vec<CertInfo>,
+    crls: Vec<Crl>,
+    crl_counts: Vec<usize>,
+    now: i64,
+) -> CaBundle {
+    let crl_due = next_issued(&crls, now);
+    let pending = crl_due.map(|_| {
+        Arc::new(Pending {
+            origin: origin.clone(),
+            crls: crls.clone(),
+        })
+    });
     let mut notes = Vec::new();
-    let crls = newest(crls, &roots, &mut notes);
-    let revoked = revoked_cas(&names[0], &roots, &certs, &crls, &mut notes);
+    let crls = newest(crls, &roots, now, &mut notes);
+    let revoked = revoked_cas(&origin, &roots, &certs, &crls, &mut notes);
     let crls = crls
         .into_iter()
         .map(|c| CertificateRevocationListDer::from(c.der))
         .collect();
-    Ok(Material::Ca(CaBundle {
+    CaBundle {
         roots,
         revoked,
         crls,
         certs,
         crl_counts,
         notes,
-    }))
+        crl_due,
+        pending,
+        rechosen: 0,
+    }
+}
+
+impl CaBundle {
+    /// The bundle with its CRLs chosen again as of `now` (Unix seconds),
+    /// once [`crl_due`](Self::crl_due) has come: a CRL set aside as not
+    /// issued yet may be the newest issued now. `None` before then, or
+    /// without one. [`rechosen`](Self::rechosen) counts the choices that
+    /// changed the CRLs in use.
+    pub fn chosen_again(&self, now: i64) -> Option<CaBundle> {
+        let pending = self.pending.as_ref()?;
+        if self.crl_due.is_none_or(|due| due > now) {
+            return None;
+        }
+        let mut again = choose(
+            pending.origin.clone(),
+            self.roots.clone(),
+            self.certs.clone(),
+            pending.crls.clone(),
+            self.crl_counts.clone(),
+            now,
+        );
+        let changed = again.crls != self.crls || again.revoked != self.revoked;
+        again.rechosen = self.rechosen.wrapping_add(u32::from(changed));
+        Some(again)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+    };
+    use time::{Duration, OffsetDateTime};
+
+    use super::*;
+
+    /// A self-signed CA `cn`: its certificate's DER and the issuer it makes.
+    fn ca(cn: &str) -> (CertificateDer<'static>, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap();
+        (cert.der().clone(), Issuer::new(p, key))
+    }
+
+    /// A CRL of `issuer` issued at `this_update` revoking serial 5 when
+    /// `revokes`, from `file`.
+    fn crl(
+        issuer: &Issuer<'_, KeyPair>,
+        this_update: OffsetDateTime,
+        revokes: bool,
+        file: &str,
+    ) -> Crl {
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update: this_update + Duration::days(30),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revokes
+                .then(|| RevokedCertParams {
+                    serial_number: SerialNumber::from(5u64),
+                    revocation_time: this_update,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .into_iter()
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Crl {
+            origin: file.to_owned(),
+            der: params.signed_by(issuer).unwrap().der().to_vec(),
+        }
+    }
+
+    /// A CRL dated after the load is set aside then, and chosen once its
+    /// thisUpdate comes (not a second before); then nothing is pending.
+    /// One dated later still that would not be chosen (no CA of the
+    /// bundle signed it) makes a choice again that changes nothing.
+    #[test]
+    fn a_crl_dated_ahead_is_chosen_when_it_is_issued() {
+        let (root, issuer) = ca("a");
+        let (_, imposter) = ca("a");
+        let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let (ahead, later) = (t0 + Duration::seconds(100), t0 + Duration::seconds(200));
+        let crls = vec![
+            crl(&issuer, t0 - Duration::hours(1), false, "current"),
+            crl(&issuer, ahead, true, "ahead"),
+            crl(&imposter, later, false, "forged"),
+        ];
+        let certs = vec![super::super::info::inspect(&root).unwrap()];
+        let bundle = choose(
+            "ca".into(),
+            vec![root],
+            certs,
+            crls.clone(),
+            vec![3],
+            t0.unix_timestamp(),
+        );
+        let in_use = |b: &CaBundle| -> Vec<String> {
+            b.crls
+                .iter()
+                .map(|c| {
+                    let at = crls.iter().position(|x| x.der == c.as_ref()).unwrap();
+                    crls[at].origin.clone()
+                })
+                .collect()
+        };
+        assert_eq!(in_use(&bundle), ["current"]);
+        assert_eq!(bundle.crl_due, Some(ahead.unix_timestamp()));
+        assert!(bundle.chosen_again(ahead.unix_timestamp() - 1).is_none());
+        let again = bundle.chosen_again(ahead.unix_timestamp()).unwrap();
+        assert_eq!(in_use(&again), ["ahead"]);
+        assert_eq!(again.rechosen, 1);
+        assert_eq!(again.crl_due, Some(later.unix_timestamp()));
+        let still = again.chosen_again(later.unix_timestamp()).unwrap();
+        assert_eq!(in_use(&still), ["ahead"]);
+        assert_eq!((still.rechosen, still.crl_due), (1, None));
+        assert!(still.pending.is_none() && still.chosen_again(i64::MAX).is_none());
+    }
 }

@@ -306,7 +306,7 @@ fn etag(entry: &Entry) -> String {
         p.hash(&mut h);
     }
     if let Some(l) = &entry.current {
-        l.hash.hash(&mut h);
+        l.key().hash(&mut h);
     }
     format!("\"{:016x}\"", h.finish())
 }

@@ -11,6 +11,7 @@ use super::der::signed_by;
 use super::info::{CertInfo, inspect_crl};
 
 /// One CRL of the bundle and the file it came from.
+#[derive(Clone)]
 pub(super) struct Crl {
     pub origin: String,
     pub der: Vec<u8>,
@@ -91,17 +92,22 @@ fn fact(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<Fact> {
 /// name no CA of the bundle signed (forged, corrupt, fetched over plain
 /// HTTP) would have every certificate of the issuer refused, one dated
 /// in the future would decide before its time (OpenSSL too ranks the
-/// CRLs valid now first). The others are noted as superseded (warned
+/// CRLs valid now first; `now` in Unix seconds; it is chosen once issued,
+/// at [`next_issued`]). The others are noted as superseded (warned
 /// about when another key of the issuer signed it: webpki reads the kept
 /// one for the clients of that key too, and refuses them), or as not used
 /// when newer. The kept ones come ranked so, the newest first (the
 /// first listed among equals).
-pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<Note>) -> Vec<Crl> {
+pub(super) fn newest(
+    crls: Vec<Crl>,
+    cas: &[impl AsRef<[u8]>],
+    now: i64,
+    notes: &mut Vec<Note>,
+) -> Vec<Crl> {
     let cas: Vec<X509Certificate<'_>> = cas
         .iter()
         .filter_map(|d| X509Certificate::from_der(d.as_ref()).ok().map(|(_, c)| c))
         .collect();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let facts: Vec<Option<Fact>> = crls.iter().map(|c| fact(&c.der, &cas, now)).collect();
     let mut best: HashMap<&Scope, (usize, &Rank)> = HashMap::new();
     for (i, f) in facts.iter().enumerate() {
@@ -178,6 +184,16 @@ pub(super) fn newest(crls: Vec<Crl>, cas: &[impl AsRef<[u8]>], notes: &mut Vec<N
         .collect();
     kept.sort_by(|(a, _), (b, _)| b.cmp(a));
     kept.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The earliest thisUpdate of `crls` after `now` (Unix seconds): then a
+/// CRL set aside as not issued yet is, and [`newest`] may choose another.
+pub(super) fn next_issued(crls: &[Crl], now: i64) -> Option<i64> {
+    crls.iter()
+        .filter_map(|c| CertificateRevocationList::from_der(&c.der).ok())
+        .map(|(_, crl)| crl.last_update().timestamp())
+        .filter(|&t| t > now)
+        .min()
 }
 
 /// Whether `issuer` may sign CRLs: no key usage, or one with cRLSign.
@@ -369,6 +385,10 @@ mod tests {
         }
     }
 
+    fn now() -> i64 {
+        OffsetDateTime::now_utc().unix_timestamp()
+    }
+
     fn files(crls: &[Crl]) -> Vec<&str> {
         crls.iter().map(|c| c.origin.as_str()).collect()
     }
@@ -387,6 +407,7 @@ mod tests {
                 crl(&a, 3, 2, "a-mid"),
             ],
             &[] as &[Vec<u8>],
+            now(),
             &mut notes,
         );
         assert_eq!(files(&kept), ["a-new", "b"]);
@@ -411,6 +432,7 @@ mod tests {
         let kept = newest(
             vec![crl(&a, 1, 7, "seven"), crl(&a, 1, 9, "nine")],
             &[] as &[Vec<u8>],
+            now(),
             &mut notes,
         );
         assert_eq!(files(&kept), ["nine"]);
@@ -420,7 +442,12 @@ mod tests {
             der: same.der.clone(),
         };
         assert_eq!(
-            files(&newest(vec![same, again], &[] as &[Vec<u8>], &mut notes)),
+            files(&newest(
+                vec![same, again],
+                &[] as &[Vec<u8>],
+                now(),
+                &mut notes
+            )),
             ["first"]
         );
     }
@@ -442,6 +469,7 @@ mod tests {
         let kept = newest(
             vec![crl(&old_ca, 5, 1, "old key"), crl(&new_ca, 1, 1, "new key")],
             &[] as &[Vec<u8>],
+            now(),
             &mut notes,
         );
         assert_eq!(files(&kept), ["new key"]);
@@ -467,6 +495,7 @@ mod tests {
                 crl(&new_ca, 1, 2, "new key again"),
             ],
             &[old_der, new_der],
+            now(),
             &mut notes,
         );
         assert_eq!(files(&kept), ["new key again"]);

@@ -68,6 +68,16 @@ pub struct CaBundle {
     pub certs: Vec<CertInfo>,
     /// CRLs superseded, CA certificates revoked or unchecked.
     pub notes: Vec<Note>,
+    /// The earliest thisUpdate in the future (Unix seconds) of the
+    /// bundle's CRLs, those not used too: then the CRLs in use are chosen
+    /// again ([`CaBundle::chosen_again`]), as one set aside as not issued
+    /// yet may be the newest issued.
+    pub crl_due: Option<i64>,
+    /// What they are chosen from again, while `crl_due` is set.
+    pending: Option<Arc<bundle::Pending>>,
+    /// How many times choosing them again changed the CRLs in use since
+    /// the files were read: in [`Loaded::key`], as the files' hash stays.
+    pub rechosen: u32,
 }
 
 /// What loaded material does less than it may seem to: logged at each
@@ -218,6 +228,20 @@ impl CaBundle {
 }
 
 impl Loaded {
+    /// What snapshots and the API's ETag are keyed by: the sources' hash,
+    /// and for a CA bundle how many times its CRLs in use changed since
+    /// they were read (a CRL dated in the future became issued), which
+    /// changes what is verified and not the files.
+    pub fn key(&self) -> [u8; 32] {
+        let mut key = self.hash;
+        if let Some(ca) = self.ca() {
+            for (k, r) in key.iter_mut().zip(ca.rechosen.to_be_bytes()) {
+                *k ^= r;
+            }
+        }
+        key
+    }
+
     pub fn pair(&self) -> Option<&Pair> {
         match &self.material {
             Material::Pair(p) => Some(p),

@@ -1,13 +1,13 @@
 //! One entry's reload: re-read, offer, refuse, retry with back-off; its logs and metrics.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
 use super::{LOG, Reloader};
 use crate::config::EntrySpec;
-use crate::material::catalogue::{ReloadResult, unix};
+use crate::material::catalogue::{Entry, ReloadResult, unix};
 use crate::material::info::rfc3339;
 use crate::material::{Loaded, Material, Note, pem};
 use crate::metrics::{self, METRICS};
@@ -313,6 +313,7 @@ impl Reloader {
             deadline: None,
         });
         self.retries.remove(id);
+        self.crl_retries.remove(id);
         set_state(id, State::Settled);
         record_success(&entry.spec, &loaded);
         warn_validity(id, &loaded, previous.as_deref());
@@ -322,6 +323,94 @@ impl Reloader {
             info!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, subject = %p.subject, not_after = %rfc3339(p.not_after), not_after_unix = p.not_after, reload_ms, "certificate reloaded");
         }
         Ok(true)
+    }
+
+    /// When the CRLs of a CA bundle served are next to be chosen again:
+    /// the earliest `crl_due` (a CRL dated in the future becomes issued),
+    /// or a retry of a choice refused.
+    pub(super) fn next_crl_choice(&self) -> Option<Instant> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.entries
+            .iter()
+            .filter_map(|(id, e)| self.crl_choice_at(id, e, now, wall))
+            .min()
+    }
+
+    /// When `entry`'s CRLs are to be chosen again, `now` being `wall`.
+    fn crl_choice_at(
+        &self,
+        id: &str,
+        entry: &Entry,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<Instant> {
+        let due = entry.current.as_ref()?.ca()?.crl_due?;
+        if let Some(&retry) = self.crl_retries.get(id) {
+            return Some(retry);
+        }
+        let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(due).unwrap_or(0));
+        Some(now + at.duration_since(wall).unwrap_or_default())
+    }
+
+    /// Choose the CRLs of each CA bundle whose `crl_due` came again: a CRL
+    /// set aside as not issued yet, with no change to the files, is
+    /// issued now and may be the newest of its issuer, used from now on.
+    pub(super) fn choose_crls_again(&mut self) {
+        let entries = &self.entries;
+        self.crl_retries.retain(|id, _| entries.contains_key(id));
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let due: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(id, e)| {
+                self.crl_choice_at(id, e, now, wall)
+                    .is_some_and(|at| at <= now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.choose_again(&id, unix(wall));
+        }
+    }
+
+    /// `id`'s CRLs chosen again as of `now` (Unix seconds); where the
+    /// CRLs in use change, the listeners and upstreams verifying against
+    /// them are rebuilt (connections they no longer admit close). Refused
+    /// by one, the CRLs in use stay, and the choice is made again later.
+    fn choose_again(&mut self, id: &str, now: i64) {
+        let Some(current) = self.entries.get(id).and_then(|e| e.current.clone()) else {
+            return;
+        };
+        let Some(ca) = current.ca() else { return };
+        let Some(bundle) = ca.chosen_again(now) else {
+            return;
+        };
+        let changed = bundle.rechosen != ca.rechosen;
+        let loaded = Arc::new(Loaded {
+            material: Material::Ca(bundle),
+            hash: current.hash,
+            loaded_at: current.loaded_at,
+        });
+        let entry = self.entries.get_mut(id).expect("present");
+        let previous = entry.current.replace(loaded.clone());
+        if changed {
+            match self.plan_entry_change(id, previous.as_deref()) {
+                Ok(changes) => self.commit_material(changes),
+                Err(problem) => {
+                    self.entries.get_mut(id).expect("present").current = previous;
+                    let retry = Duration::from_secs(30);
+                    warn!(target: LOG, entry = %id, error = %problem, retry_s = retry.as_secs(), "a CRL set aside as not issued yet is issued now, but the CRLs chosen again are refused: the ones in use stay");
+                    self.crl_retries
+                        .insert(id.to_owned(), Instant::now() + retry);
+                    return;
+                }
+            }
+            info!(target: LOG, entry = %id, "a CRL set aside as not issued yet is issued now: the CRLs in use are chosen again");
+            log_notes(id, &loaded);
+            metrics::crl_next_update(id, loaded.ca().and_then(|ca| ca.crl_next_update()));
+            self.publish_entry(id);
+        }
+        self.crl_retries.remove(id);
     }
 
     /// Material for `id` was refused: keep the old, count, log once per

@@ -174,6 +174,9 @@ pub struct Reloader {
     client_auth_file: BTreeMap<String, ClientAuthConfig>,
     /// Entries to retry, and when.
     retries: BTreeMap<String, Instant>,
+    /// CA bundles whose CRLs, chosen again at their `crl_due`, were
+    /// refused by a listener or upstream, and when to choose again.
+    crl_retries: BTreeMap<String, Instant>,
     watcher: Watcher,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -256,6 +259,7 @@ pub fn start(
         client_auth_overrides: BTreeMap::new(),
         client_auth_file: BTreeMap::new(),
         retries: BTreeMap::new(),
+        crl_retries: BTreeMap::new(),
         watcher,
         shared: shared.clone(),
         shutdown,
@@ -307,6 +311,8 @@ impl Reloader {
                 .retries
                 .values()
                 .chain(self.config_retry.iter())
+                .copied()
+                .chain(self.next_crl_choice())
                 .min()
                 .map(|at| at.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(3600));
@@ -375,6 +381,7 @@ impl Reloader {
             self.retries.remove(&id);
             let _ = self.reload_entry(&id, false);
         }
+        self.choose_crls_again();
     }
 
     /// The configuration in force.

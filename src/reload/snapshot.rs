@@ -120,7 +120,7 @@ fn hash_of(entries: &BTreeMap<String, Entry>, id: &str) -> Option<[u8; 32]> {
     entries
         .get(id)
         .and_then(|e| e.current.as_ref())
-        .map(|x| x.hash)
+        .map(|x| x.key())
 }
 
 /// Fingerprint of everything a listener's snapshot is built from: a term
