@@ -163,13 +163,21 @@ pub(super) struct Admits {
 /// admits close ([`crate::proxy::lifetime`]); when its `fixed` part
 /// changes — the client-auth modes, the names that pick an entry, PROXY
 /// protocol, trusted proxies: what a connection recorded at accept depends
-/// on — they all close. The certificates served are not in it: a rotation
-/// keeps connections.
+/// on — they all close. The names that pick an entry are those `resolver`
+/// (the snapshot's) gives it, its certificate's SANs included: a renewal
+/// that moves a name to another entry changes them, and a connection's
+/// `421` check judges a request's host by the entries of its handshake.
+/// The certificates served are not in it: a rotation that keeps the
+/// names keeps connections.
 fn admission_key(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
+    resolver: &SniResolver,
 ) -> Admits {
+    // Name -> entry, as the snapshot's resolver has them (none without
+    // per-entry client auth: one config for all names).
+    let mut picks: Vec<(String, usize)> = Vec::new();
     let mut fixed = DefaultHasher::new();
     client_auth.mode.as_str().hash(&mut fixed);
     if has_per_name(l) {
@@ -177,6 +185,9 @@ fn admission_key(
             let mode = c.client_auth.as_ref().map(|a| a.mode.as_str());
             (&c.entry, &c.server_names, mode).hash(&mut fixed);
         }
+        picks.extend(resolver.owned());
+        picks.sort_unstable();
+        picks.hash(&mut fixed);
     }
     l.front.proxy_protocol.hash(&mut fixed);
     l.front.trusted_proxies.hash(&mut fixed);
@@ -195,6 +206,7 @@ fn admission_key(
         for c in &l.certs {
             (&c.entry, &c.server_names).hash(&mut h);
         }
+        picks.hash(&mut h);
     }
     l.front.allow_from.hash(&mut h);
     l.front.proxy_protocol.hash(&mut h);
@@ -559,6 +571,7 @@ pub(super) fn listener_tls(
     } else {
         None
     };
+    let admits = admission_key(l, client_auth, entries, &resolver);
     Ok(BuiltListener {
         tls,
         mode: client_auth.mode,
@@ -566,7 +579,7 @@ pub(super) fn listener_tls(
         served,
         resolver,
         key: listener_key(l, client_auth, entries),
-        admits: admission_key(l, client_auth, entries),
+        admits,
         per_name,
     })
 }
@@ -661,6 +674,7 @@ fn listener_tls_after(
     }
     debug_assert_eq!(key, listener_key(&l.config, client_auth, entries));
     let (tls, gate) = server_config(&l.config, client_auth, entries, &resolver)?;
+    let admits = admission_key(&l.config, client_auth, entries, &resolver);
     Ok(Some(BuiltListener {
         tls,
         mode: client_auth.mode,
@@ -668,7 +682,7 @@ fn listener_tls_after(
         served,
         resolver,
         key,
-        admits: admission_key(&l.config, client_auth, entries),
+        admits,
         per_name: None,
     }))
 }

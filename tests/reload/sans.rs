@@ -400,3 +400,46 @@ async fn a_renewal_adding_a_name_the_default_pair_answered_keeps_its_client_auth
     })
     .await;
 }
+
+/// A renewal that moves a host to a stricter entry closes the connections
+/// the listener accepted before. new.test fell to the default entry
+/// (public.test, client_auth none); admin.test's certificate (its entry
+/// requires a verified client certificate) is renewed to name new.test
+/// too, so new.test is admin's now. A client without a certificate that
+/// had a keep-alive connection open with SNI public.test went on sending
+/// `Host: new.test` on it and was served: the 421 check judged the host
+/// by the entries' names as they were at its handshake. A renewal that
+/// keeps the names keeps the connection.
+#[tokio::test]
+async fn a_renewal_moving_a_name_to_a_stricter_entry_closes_open_connections() {
+    let verify = "{ mode: require_and_verify, ca: { ref: ca } }";
+    let w = routed(&["public.test"], &["admin.test"], "{ mode: none }", verify).await;
+    let tls = connect(w.addr, "public.test", checks_name_later())
+        .await
+        .unwrap();
+    let (mut send, conn) = keep_open_h1(tls).await;
+    let new_test = || {
+        http::Request::get("/")
+            .header("host", "new.test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let served = send.send_request(new_test()).await.unwrap().status();
+    assert_eq!(served, 200, "new.test is the default entry's");
+
+    // Renewed for the same names: the connection serves on.
+    w.renew("b", &["admin.test"]).await;
+    let served = send.send_request(new_test()).await.unwrap().status();
+    assert_eq!(served, 200, "new.test is still the default entry's");
+
+    // Renewed to name new.test: a new connection needs a certificate for
+    // it, and the open one closes.
+    w.renew("b", &["admin.test", "new.test"]).await;
+    w.refused_without_cert("new.test").await;
+    within_deadline("the connection opened before the renewal closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let after = send.send_request(new_test()).await;
+    assert!(after.is_err(), "served after the renewal: {after:?}");
+}
