@@ -160,6 +160,131 @@ async fn per_name_client_auth_and_421() {
     );
 }
 
+/// An SNI with a final `.` (`admin.example.`, as a client sends for a
+/// fully qualified name: rustls clients drop it, OpenSSL's and others do
+/// not) selects the entry of the name without it: its certificate and its
+/// client auth, and it is no SNI miss. rustls keeps the dot of a received
+/// SNI, so `admin.example.` matched no entry: the default pair was served
+/// under the default entry's client auth (none), and it was counted in
+/// `hotproxy_tls_sni_default_total`. SPEC §2 compares server names as SNI
+/// is: case and a final `.` do not matter.
+#[tokio::test]
+async fn an_sni_with_a_final_dot_selects_its_names_entry() {
+    let w = world().await;
+    let public = w.edge_ca.server_pair(&["public.example"]);
+    let admin = w.edge_ca.server_pair(&["admin.example", "*.ops.example"]);
+    w.scene.pair("public", &public);
+    w.scene.pair("admin", &admin);
+    let path = w.scene.config(&mixed(
+        &w,
+        "          client_auth: { mode: require_and_verify, ca: { ref: partners-ca } }",
+        "{ mode: none }",
+    ));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("mixed").await;
+    let admin_addr = p.admin_addr().await;
+    let (to_admin, to_public) = (
+        (admin.fingerprint.as_str(), true),
+        (public.fingerprint.as_str(), false),
+    );
+    for (sni, want) in [
+        ("admin.example", to_admin),
+        ("admin.example.", to_admin),
+        ("Admin.Example.", to_admin),
+        ("x.ops.example.", to_admin),
+        ("public.example.", to_public),
+        ("nobody.example.", to_public),
+    ] {
+        let got = tls12_server_flight(addr, sni).await;
+        assert_eq!((got.0.as_str(), got.1), want, "SNI {sni:?}");
+    }
+    // Only the name no entry answers went to the default pair.
+    let line = r#"hotproxy_tls_sni_default_total{listener="mixed"} 1"#;
+    let metrics = metrics_text(admin_addr).await;
+    let counted: Vec<&str> = (metrics.lines())
+        .filter(|l| l.starts_with("hotproxy_tls_sni_default_total{"))
+        .collect();
+    assert_eq!(counted, [line]);
+}
+
+/// The server's first flight to a TLS 1.2 ClientHello carrying `sni` as
+/// given (a rustls client drops a final `.`), read in the clear: the
+/// fingerprint of the leaf it serves, and whether it asks for a client
+/// certificate (a CertificateRequest).
+async fn tls12_server_flight(addr: std::net::SocketAddr, sni: &str) -> (String, bool) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&tls12_client_hello(sni)).await.unwrap();
+    let read = async {
+        let (mut handshake, mut leaf, mut asks) = (Vec::new(), None, false);
+        loop {
+            let mut head = [0u8; 5];
+            tcp.read_exact(&mut head).await.unwrap();
+            let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
+            tcp.read_exact(&mut body).await.unwrap();
+            assert_eq!(head[0], 22, "SNI {sni:?}: not a handshake record: {body:?}");
+            handshake.extend_from_slice(&body);
+            while handshake.len() >= 4 {
+                let len = usize::from(handshake[1]) << 16
+                    | usize::from(handshake[2]) << 8
+                    | usize::from(handshake[3]);
+                if handshake.len() < 4 + len {
+                    break;
+                }
+                let msg: Vec<u8> = handshake.drain(..4 + len).collect();
+                match msg[0] {
+                    // Certificate: a 3-byte list length, then the leaf's.
+                    11 => {
+                        let n = usize::from(msg[7]) << 16
+                            | usize::from(msg[8]) << 8
+                            | usize::from(msg[9]);
+                        leaf = Some(fingerprint(&msg[10..10 + n]));
+                    }
+                    13 => asks = true,
+                    // ServerHelloDone: the end of the server's flight.
+                    14 => return (leaf.expect("a Certificate message"), asks),
+                    _ => {}
+                }
+            }
+        }
+    };
+    within_deadline(format!("the server's flight for SNI {sni:?}"), read).await
+}
+
+/// A TLS 1.2 ClientHello naming `sni` byte for byte: ECDHE suites,
+/// x25519 and P-256, ECDSA and RSA signatures, extended master secret.
+fn tls12_client_hello(sni: &str) -> Vec<u8> {
+    fn with_len(len_bytes: usize, body: &[u8]) -> Vec<u8> {
+        let mut out = body.len().to_be_bytes()[8 - len_bytes..].to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+    let ext = |kind: u16, data: &[u8]| [&kind.to_be_bytes()[..], &with_len(2, data)].concat();
+    let name = [&[0u8][..], &with_len(2, sni.as_bytes())].concat();
+    let extensions = [
+        ext(0x0000, &with_len(2, &name)),
+        ext(0x000a, &with_len(2, &[0x00, 0x1d, 0x00, 0x17])),
+        ext(0x000b, &[1, 0]),
+        ext(0x000d, &with_len(2, &[0x04, 0x03, 0x08, 0x04, 0x04, 0x01])),
+        ext(0x0017, &[]),
+        ext(0xff01, &[0]),
+    ]
+    .concat();
+    let suites = [
+        0xc0, 0x2b, 0xc0, 0x2c, 0xcc, 0xa9, 0xc0, 0x2f, 0xc0, 0x30, 0xcc, 0xa8,
+    ];
+    let hello = [
+        &[0x03, 0x03][..],
+        &[7u8; 32],
+        &[0],
+        &with_len(2, &suites),
+        &[1, 0],
+        &with_len(2, &extensions),
+    ]
+    .concat();
+    let handshake = [&[1u8][..], &with_len(3, &hello)].concat();
+    [&[22u8, 0x03, 0x01][..], &with_len(2, &handshake)].concat()
+}
+
 /// A connection accepted before a reload and shaking hands after it gets
 /// the new configuration as a whole: here the admin entry's own
 /// `require_and_verify` became listener-wide, so a client without a
