@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::config::{ClientAuthConfig, Config, EntryKind, EntrySource, EntrySpec, UpstreamCa};
 use crate::material::info::rfc3339;
+use crate::material::pem::Step;
 use crate::material::{CertInfo, Loaded};
 
 /// Where an entry was defined.
@@ -108,11 +109,13 @@ pub struct Entry {
     /// The last good material: what snapshots are built from.
     pub current: Option<Arc<Loaded>>,
     pub last_reload: Option<ReloadResult>,
-    /// Since when the entry has been refused for transient problems (a
-    /// writer mid-way) in this wait: failures count only after
-    /// `settle_timeout`. Cleared when material is served or the wait ends
-    /// in a failure, so the next writer's wait starts at its first read.
-    pub unsettled_since: Option<Instant>,
+    /// The wait in progress on a writer mid-way: since when the entry has
+    /// been refused for the step of the writer it is refused for now, a
+    /// transient problem: failures count only after `settle_timeout`. A
+    /// problem of another step starts a wait of its own. Cleared when
+    /// material is served or the wait ends in a failure, so the next
+    /// writer's wait starts at its first read.
+    pub unsettled: Option<(Instant, Step)>,
     /// Consecutive failures, for retry backoff.
     pub failures: u32,
     /// The last problem logged, so each distinct problem is logged once.
@@ -138,7 +141,7 @@ impl Entry {
             origin,
             current: None,
             last_reload: None,
-            unsettled_since: None,
+            unsettled: None,
             failures: 0,
             last_logged: None,
             retry_pending: false,

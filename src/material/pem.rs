@@ -100,28 +100,52 @@ impl MaterialError {
     /// `openssl crl -text > FILE` the text before the PEM): the reloader
     /// waits `settle_timeout` before calling these a failure.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            MaterialError::Missing { .. }
-                | MaterialError::Denied { .. }
-                | MaterialError::NoCertificate {
-                    text_only: true,
-                    ..
-                }
-                | MaterialError::NoKey {
-                    text_only: true,
-                    ..
-                }
-                | MaterialError::NoCrl {
-                    text_only: true,
-                    ..
-                }
-                | MaterialError::KeyMismatch { .. }
-                | MaterialError::Unsettled { .. }
-                | MaterialError::Empty { .. }
-                | MaterialError::BadPem { .. }
-        )
+        self.step().is_some()
     }
+
+    /// The step of a writer's work this problem is, for a transient one
+    /// ([`MaterialError::is_transient`]); `None` for the others.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            MaterialError::Missing { .. } => Some(Step::Missing),
+            MaterialError::Denied { .. } => Some(Step::Denied),
+            MaterialError::KeyMismatch { .. } => Some(Step::Mismatch),
+            MaterialError::NoCertificate {
+                text_only: true, ..
+            }
+            | MaterialError::NoKey {
+                text_only: true, ..
+            }
+            | MaterialError::NoCrl {
+                text_only: true, ..
+            }
+            | MaterialError::Unsettled { .. }
+            | MaterialError::Empty { .. }
+            | MaterialError::BadPem { .. } => Some(Step::Partial),
+            _ => None,
+        }
+    }
+}
+
+/// A step of a writer's work that leaves an entry's files not loading
+/// for a moment. Each is waited on for a `settle_timeout` of its own, from
+/// the first read that finds it: a writer's next step (a certificate back
+/// before its key, a leaf before its chain) is not counted against the
+/// wait of the step before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A file not there (removed, a link relinked).
+    Missing,
+    /// A file the proxy may not read yet (`install -o USER -m MODE`).
+    Denied,
+    /// A file being written: empty, cut inside a PEM section, text before
+    /// its PEM, or changing while read.
+    Partial,
+    /// A certificate and a key of different generations.
+    Mismatch,
+    /// A file with fewer certificates or CRLs than are served from it (a
+    /// chain or bundle written in steps).
+    Cut,
 }
 
 /// Where each source is, for error messages: the path, or `inline cert_pem`.

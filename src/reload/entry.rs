@@ -9,6 +9,7 @@ use super::{LOG, Reloader};
 use crate::config::EntrySpec;
 use crate::material::catalogue::{Entry, ReloadResult, unix};
 use crate::material::info::rfc3339;
+use crate::material::pem::Step;
 use crate::material::{Loaded, Material, Note, pem};
 use crate::metrics::{self, METRICS};
 
@@ -125,7 +126,7 @@ impl Reloader {
             }
             Ok(Some(loaded)) => {
                 if !take_files && let Some(problem) = self.cut_short(id, &loaded) {
-                    self.refused(id, &problem, true);
+                    self.refused(id, &problem, Some(Step::Cut));
                     return Err(problem);
                 }
                 let changed = self.offer_since(id, loaded, started)?;
@@ -134,7 +135,7 @@ impl Reloader {
             }
             Err(e) => {
                 let message = e.to_string();
-                self.refused(id, &message, e.is_transient());
+                self.refused(id, &message, e.step());
                 Err(message)
             }
         }
@@ -153,16 +154,19 @@ impl Reloader {
     /// the count is compared, as for chains: a bundle written anew in steps
     /// matches nothing served at its first step either. A file that stays
     /// shorter for `settle_timeout` is meant (a CA taken out): `None` then,
-    /// and it is applied.
+    /// and it is applied. That wait is its own: one the entry is in for
+    /// another step of the writer (a new key before its certificate) does
+    /// not shorten it.
     fn cut_short(&self, id: &str, loaded: &Loaded) -> Option<String> {
         let entry = self.entries.get(id)?;
         let cut = Cut::find(&entry.current.as_ref()?.material, &loaded.material)?;
         let settle = self.config.watch.settle_timeout;
         let file = pem::origins(&entry.spec.source).swap_remove(cut.source);
-        if entry
-            .unsettled_since
-            .is_some_and(|since| since.elapsed() >= settle)
-        {
+        let since = match entry.unsettled {
+            Some((since, Step::Cut)) => since,
+            _ => Instant::now(),
+        };
+        if since.elapsed() >= settle {
             if cut.crls || loaded.ca().is_some() {
                 warn!(target: LOG, entry = %id, file = %file, read = cut.read, served = cut.served, "CA bundle holds fewer certificates or CRLs than the one it replaces; applying it after settle_timeout");
             } else {
@@ -207,14 +211,14 @@ impl Reloader {
             .last_reload
             .as_ref()
             .is_some_and(|r| r.result != "success")
-            || entry.unsettled_since.is_some();
+            || entry.unsettled.is_some();
         if !recovering {
             return;
         }
         if entry.last_logged.is_some() {
             info!(target: LOG, entry = %id, "certificate material is valid again; still serving it");
         }
-        entry.unsettled_since = None;
+        entry.unsettled = None;
         entry.failures = 0;
         entry.last_logged = None;
         entry.last_reload = ReloadResult::success();
@@ -296,14 +300,14 @@ impl Reloader {
             Err(problem) => {
                 self.entries.get_mut(id).expect("present").current = previous;
                 if from_files {
-                    self.refused(id, &problem, false);
+                    self.refused(id, &problem, None);
                 }
                 return Err(problem);
             }
         };
         self.commit_material(changes);
         let entry = self.entries.get_mut(id).expect("present");
-        entry.unsettled_since = None;
+        entry.unsettled = None;
         entry.failures = 0;
         entry.last_logged = None;
         entry.last_reload = Some(ReloadResult {
@@ -415,9 +419,10 @@ impl Reloader {
 
     /// Material for `id` was refused: keep the old, count, log once per
     /// distinct problem, schedule a retry. Transient problems (a writer
-    /// half-way) are only waited on until `settle_timeout`, counted from
-    /// the first of them since the entry was last served or failing.
-    pub(super) fn refused(&mut self, id: &str, problem: &str, transient: bool) {
+    /// half-way, `step` says at which step) are only waited on until
+    /// `settle_timeout`, counted from the first read of their step since
+    /// the entry was last served or failing.
+    pub(super) fn refused(&mut self, id: &str, problem: &str, step: Option<Step>) {
         let settle = self.config.watch.settle_timeout;
         let Some(entry) = self.entries.get_mut(id) else {
             return;
@@ -432,8 +437,19 @@ impl Reloader {
             .last_reload
             .as_ref()
             .is_some_and(|r| r.result == "failure" && r.error.as_deref() == Some(problem));
-        if transient && !still_failing {
-            let since = *entry.unsettled_since.get_or_insert(now);
+        if let Some(step) = step
+            && !still_failing
+        {
+            // A problem of another step than the one waited on (the
+            // certificate back before its key, a leaf before its chain) is
+            // the writer's next step, waited on from now: counted from the
+            // step before, one read just before that wait ran out was a
+            // failure, or a chain cut short served, at once.
+            let started = !entry.unsettled.is_some_and(|(_, on)| on == step);
+            if started {
+                entry.unsettled = Some((now, step));
+            }
+            let since = entry.unsettled.map_or(now, |(since, _)| since);
             let waited = now.duration_since(since);
             if waited < settle {
                 let retry = Duration::from_millis(100).min(settle);
@@ -449,10 +465,12 @@ impl Reloader {
                     .last_reload
                     .as_ref()
                     .is_none_or(|r| r.error.as_deref() != Some(problem));
-                if newly || reason_changed {
+                if newly || reason_changed || started {
                     let deadline = SystemTime::now() + (settle - waited);
                     entry.last_reload = ReloadResult::pending(problem.to_owned(), deadline);
-                    if newly {
+                    // Said again for a wait of its own: its deadline is
+                    // later than the one said before.
+                    if newly || started {
                         info!(target: LOG, entry = %id, reason = %problem, deadline = %rfc3339(unix(deadline)), settle_timeout_ms = settle.as_millis() as u64, "certificate files changed but do not load yet; waiting for the writer to finish");
                         set_state(id, State::Pending);
                     } else {
@@ -464,7 +482,7 @@ impl Reloader {
             }
         }
         // The wait for a writer is over: a later one starts its own.
-        entry.unsettled_since = None;
+        entry.unsettled = None;
         entry.failures = entry.failures.saturating_add(1);
         entry.last_reload = ReloadResult::failure(problem.to_owned());
         set_state(id, State::Failing);

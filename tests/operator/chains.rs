@@ -1,4 +1,4 @@
-//! Chains written in steps: never served cut, shortened on purpose, cut after a failure.
+//! Chains written in steps: never served cut, shortened on purpose, cut after a failure or mid-wait.
 
 use std::net::SocketAddr;
 
@@ -199,4 +199,184 @@ async fn a_chain_cut_after_a_failure_is_waited_for_anew() {
     );
 
     chain_completed(&s, &ca, addr, &next).await;
+}
+
+/// SIGSTOP the proxy and await it stopped (every thread of it); `change`
+/// then edits its files, and it is let go on (SIGCONT) once `settle` has
+/// passed since `seen`, when the wait in progress was seen started: its
+/// first read after that comes with that wait's settle_timeout over, what
+/// a writer's next step just before the deadline meets, without a race.
+async fn frozen_until_settled(
+    p: &Proxy,
+    seen: tokio::time::Instant,
+    settle: std::time::Duration,
+    change: impl FnOnce(),
+) {
+    let pid = p.pid();
+    p.signal("STOP");
+    wait_until(WAIT, "the proxy stopped", || async move {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                    matches!(rest.trim_start().chars().next(), Some('T' | 't'))
+                })
+            })
+        })
+    })
+    .await;
+    change();
+    // A clock condition, not a guess: the proxy cannot move while stopped.
+    tokio::time::sleep_until(seen + settle).await;
+    p.signal("CONT");
+}
+
+/// The JSON log lines so far.
+fn events(p: &Proxy) -> Vec<serde_json::Value> {
+    p.logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+const WAITS: &str =
+    "certificate files changed but do not load yet; waiting for the writer to finish";
+const FAILED: &str = "certificate reload failed; keeping the previous material";
+
+/// A chain cut short while the entry waits on another problem (a new key
+/// written before its certificate, `cp leaf.key tls.key; cat leaf.crt >
+/// tls.crt; cat chain >> tls.crt`) waits for a settle_timeout of its own.
+/// It used to inherit what was left of the key's wait: the leaf-only file
+/// read at the end of that wait was served at once, without its chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_cut_while_waiting_on_its_key_is_waited_for_anew() {
+    let settle = std::time::Duration::from_secs(1);
+    let Chained {
+        s,
+        ca,
+        mut p,
+        addr,
+        api,
+        ..
+    } = chained("1s").await;
+
+    let next = ca.server_pair(&["localhost"]);
+    support::writers::mv_over(&s.path("edge.key"), &next.key_pem);
+    wait_until(
+        WAIT,
+        "the key that does not match yet waited on",
+        || async move {
+            let last = last_reload(api).await;
+            last["result"] == "pending"
+                && last["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("does not match"))
+        },
+    )
+    .await;
+    let seen = tokio::time::Instant::now();
+    frozen_until_settled(&p, seen, settle, || {
+        support::writers::mv_over(&s.path("edge.crt"), &next.cert_pem)
+    })
+    .await;
+
+    let waits = |v: &serde_json::Value| {
+        v["message"] == WAITS
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("1 certificate(s) where 2 are served"))
+    };
+    let serves_cut = |v: &serde_json::Value| {
+        v["message"]
+            == "certificate chain is shorter than the one it replaces; serving it after settle_timeout"
+    };
+    p.wait_log("the leaf-only file looked at", |v| {
+        waits(v) || serves_cut(v)
+    })
+    .await;
+    let events = events(&p);
+    assert!(
+        !events.iter().any(|v| v["message"] == FAILED),
+        "the key's wait ended before the proxy was stopped: nothing was tested"
+    );
+    let waited = events.iter().position(waits);
+    let served = events.iter().position(serves_cut);
+    assert!(
+        waited.is_some_and(|w| served.is_none_or(|s| w < s)),
+        "the leaf without its chain was served at the end of the key's wait"
+    );
+
+    chain_completed(&s, &ca, addr, &next).await;
+}
+
+/// A certificate written back just before the wait on its missing file
+/// runs out, its key following (`rm tls.crt`, then `cp new.crt tls.crt;
+/// cp new.key tls.key`), is waited on anew: the certificate without its
+/// key is another step of the writer. It used to inherit what was left of
+/// the missing file's wait, and a failure was logged ("certificate reload
+/// failed") for a write that was only half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_back_before_its_key_is_waited_for_anew() {
+    let settle = std::time::Duration::from_secs(1);
+    let Chained {
+        s,
+        ca,
+        mut p,
+        addr,
+        api,
+        ..
+    } = chained("1s").await;
+
+    std::fs::remove_file(s.path("edge.crt")).unwrap();
+    wait_until(WAIT, "the missing file waited on", || async move {
+        let last = last_reload(api).await;
+        last["result"] == "pending"
+            && last["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("file not found"))
+    })
+    .await;
+    let seen = tokio::time::Instant::now();
+    let next = ca.server_pair(&["localhost"]);
+    let chain = next.cert_pem.clone() + &ca.cert_pem;
+    frozen_until_settled(&p, seen, settle, || {
+        support::writers::mv_over(&s.path("edge.crt"), &chain)
+    })
+    .await;
+
+    let waits = |v: &serde_json::Value| {
+        v["message"] == WAITS
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("does not match"))
+    };
+    let failed = |v: &serde_json::Value| v["message"] == FAILED;
+    p.wait_log("the certificate without its key looked at", |v| {
+        waits(v) || failed(v)
+    })
+    .await;
+    let events = events(&p);
+    assert!(
+        !events.iter().any(|v| failed(v)
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("file not found"))),
+        "the missing file's wait ended before the proxy was stopped: nothing was tested"
+    );
+    let waited = events.iter().position(waits);
+    let failure = events.iter().position(failed);
+    assert!(
+        waited.is_some_and(|w| failure.is_none_or(|f| w < f)),
+        "the certificate without its key failed at the end of the missing file's wait"
+    );
+
+    support::writers::mv_over(&s.path("edge.key"), &next.key_pem);
+    let (leaf, ca_pem) = (next.fingerprint.clone(), ca.cert_pem.clone());
+    wait_until(WAIT, "the new pair served", || {
+        let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
+        async move { served_chain(addr, &ca_pem).await == (leaf, 2) }
+    })
+    .await;
 }
