@@ -336,31 +336,42 @@ impl Reloader {
 
     /// SIGHUP: re-read the configuration and every file, then say how it
     /// went in one line (the operator who sent it waits for that line).
+    /// Files that do not load yet and are waited on (a writer half-way)
+    /// are pending, not refused: the line stays INFO for them.
     fn reload_all(&mut self) {
         info!(target: LOG, "SIGHUP: re-reading the configuration and every certificate file");
         let config = self.reload_config_for(true, false);
         let ids: Vec<String> = self.entries.keys().cloned().collect();
-        let (mut changed, mut refused) = (0usize, 0usize);
+        let (mut changed, mut refused, mut pending) = (0usize, 0usize, 0usize);
         for id in &ids {
             // A re-read, not a rotation: material the API put over files
             // that did not change stays (SPEC §4).
             match self.reload_entry(id, false) {
                 Ok(true) => changed += 1,
                 Ok(false) => {}
+                Err(_) if self.is_pending(id) => pending += 1,
                 Err(_) => refused += 1,
             }
         }
         match config {
             Ok(outcome) if refused == 0 => {
-                info!(target: LOG, config = outcome.as_str(), entries = ids.len(), entries_changed = changed, entries_refused = refused, "SIGHUP: done");
+                info!(target: LOG, config = outcome.as_str(), entries = ids.len(), entries_changed = changed, entries_refused = refused, entries_pending = pending, "SIGHUP: done");
             }
             Ok(outcome) => {
-                warn!(target: LOG, config = outcome.as_str(), entries = ids.len(), entries_changed = changed, entries_refused = refused, "SIGHUP: done; some certificate files were refused (see above)");
+                warn!(target: LOG, config = outcome.as_str(), entries = ids.len(), entries_changed = changed, entries_refused = refused, entries_pending = pending, "SIGHUP: done; some certificate files were refused (see above)");
             }
             Err(_) => {
-                warn!(target: LOG, config = "rejected", entries = ids.len(), entries_changed = changed, entries_refused = refused, "SIGHUP: done; the configuration was rejected (see above), the running one stays");
+                warn!(target: LOG, config = "rejected", entries = ids.len(), entries_changed = changed, entries_refused = refused, entries_pending = pending, "SIGHUP: done; the configuration was rejected (see above), the running one stays");
             }
         }
+    }
+
+    /// Whether `id`'s files, refused, are waited on (a writer half-way).
+    fn is_pending(&self, id: &str) -> bool {
+        self.entries
+            .get(id)
+            .and_then(|e| e.last_reload.as_ref())
+            .is_some_and(|r| r.result == "pending")
     }
 
     fn run_due_retries(&mut self) {

@@ -39,6 +39,7 @@ upstreams:
         .await;
     assert_eq!(done["config"], "unchanged", "{done}");
     assert_eq!(done["entries_refused"], 0, "{done}");
+    assert_eq!(done["entries_pending"], 0, "{done}");
     assert_eq!(done["level"], "INFO");
     assert_eq!(metric(api, ok).await, Some(1.0));
 
@@ -75,6 +76,40 @@ upstreams:
         metric(api, ok).await == Some(3.0)
     })
     .await;
+}
+
+/// A SIGHUP while a writer is half-way (a new key written, its
+/// certificate not yet) counts the entry as pending, not refused, and its
+/// line stays INFO: it used to say "some certificate files were refused"
+/// (WARN, `entries_refused` 1) for files the API showed as waited on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_mid_write_counts_the_entry_pending_not_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    // A long settle_timeout: the wait outlasts the test.
+    let (_config, mut p, api) = watched(&s, &ca, "1h").await;
+    let next = ca.server_pair(&["localhost"]);
+    support::writers::mv_over(&s.path("edge.key"), &next.key_pem);
+    wait_until(
+        WAIT,
+        "the key that does not match yet waited on",
+        || async move { last_reload(api).await["result"] == "pending" },
+    )
+    .await;
+
+    p.signal("HUP");
+    let done = p
+        .wait_log("SIGHUP outcome", |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("SIGHUP: done"))
+        })
+        .await;
+    assert_eq!(done["message"], "SIGHUP: done", "{done}");
+    assert_eq!(done["level"], "INFO", "{done}");
+    assert_eq!(done["entries_refused"], 0, "{done}");
+    assert_eq!(done["entries_pending"], 1, "{done}");
+    assert_eq!(last_reload(api).await["result"], "pending");
 }
 
 /// A kubelet Secret swap is routine: it logs nothing above INFO (before,
