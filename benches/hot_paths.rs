@@ -295,6 +295,7 @@ fn headers(c: &mut Criterion) {
         client_cert: None,
         tls_sni: None,
         served_from: std::sync::Arc::new(hotproxy::tls::server::SniResolver::none()),
+        served: None,
         trusted_proxy: false,
         tls_version: None,
         resumed: false,

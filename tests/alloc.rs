@@ -67,6 +67,7 @@ fn common_request_path_allocations() {
         client_cert: None,
         tls_sni: None,
         served_from: Arc::new(hotproxy::tls::server::SniResolver::none()),
+        served: None,
         trusted_proxy: false,
         tls_version: None,
         resumed: false,

@@ -243,7 +243,10 @@ impl Exchange {
         let mode = route
             .forward_client_cert
             .unwrap_or(edge.forward_client_cert);
-        let served = || ctx.served_from.served_uris(ctx.tls_sni.as_deref());
+        let served = || {
+            ctx.served_from
+                .served_uris(ctx.served, ctx.tls_sni.as_deref())
+        };
         client_cert::apply(req.headers_mut(), mode, ctx.client_cert.as_deref(), &served);
         None
     }

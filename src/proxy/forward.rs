@@ -64,8 +64,11 @@ pub struct RequestContext {
     pub client_cert: Option<Arc<Identity>>,
     pub tls_sni: Option<Arc<str>>,
     /// The pairs the connection's listener (or entry) served it from:
-    /// with `tls_sni`, which certificate it got (XFCC's `By`).
+    /// with `served`, else `tls_sni`, which certificate it got (XFCC's `By`).
     pub served_from: Arc<crate::tls::server::SniResolver>,
+    /// The position in `served_from` of the pair its handshake chose
+    /// (`None`: not known; the one `tls_sni` selects first).
+    pub served: Option<usize>,
     /// The client is one of the listener's `trusted_proxies`: its
     /// forwarding headers are kept and extended (issue 16).
     pub trusted_proxy: bool,

@@ -207,6 +207,7 @@ pub async fn redirect_connection(
         client_cert: None,
         tls_sni: None,
         served_from: live.tls.load().resolver.clone(),
+        served: None,
         trusted_proxy: false,
         tls_version: None,
         resumed: false,

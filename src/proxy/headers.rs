@@ -489,6 +489,7 @@ mod tests {
             client_cert: None,
             tls_sni: None,
             served_from: std::sync::Arc::new(crate::tls::server::SniResolver::none()),
+            served: None,
             trusted_proxy: false,
             tls_version: None,
             resumed: false,

@@ -477,9 +477,9 @@ async fn connection(
             stream,
         )
         .await
-        .map(|(s, at)| (Box::new(s), at))
+        .map(|a| (Box::new(a.tls), a.entry, a.served))
     });
-    let (tls_stream, entry) = match tokio::time::timeout_at(head_deadline, accept).await {
+    let (tls_stream, entry, served) = match tokio::time::timeout_at(head_deadline, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             // Per connection and triggered by any client: debug, not info.
@@ -520,6 +520,7 @@ async fn connection(
         client_cert,
         tls_sni: session.server_name().map(Arc::from),
         served_from: per_name.as_ref().map_or(resolver, |p| p.resolver.clone()),
+        served,
         trusted_proxy: front.trusts(peer.ip()),
         tls_version: session.protocol_version().map(|v| match v {
             rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",

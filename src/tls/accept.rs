@@ -1,4 +1,4 @@
-//! The listener handshake: the ClientHello read first, a name no pair answers counted once per handshake, then the config.
+//! The listener handshake: the ClientHello read first, a name no pair answers counted once per handshake, then the config; which pair was served is noted.
 //!
 //! A client asking for a name no pair answers gets the default pair, and
 //! with TLS 1.3 it may refuse it only after the server's side of the
@@ -20,32 +20,49 @@ use tokio_rustls::server::TlsStream;
 use crate::tls::per_name::PerName;
 use crate::tls::server::SniResolver;
 
+/// A finished listener handshake.
+pub struct Accepted {
+    pub tls: TlsStream<TcpStream>,
+    /// With per-entry client auth, the position of the entry whose config
+    /// it shook hands under.
+    pub entry: Option<usize>,
+    /// The position of the pair the config's resolver served (one of
+    /// several for the name: the first the client can use).
+    pub served: Option<usize>,
+}
+
 /// Read the ClientHello, note a name `resolver` does not answer, and
 /// finish the handshake with `config`, or with the config of the entry the
-/// SNI selects when the listener has per-entry client auth. Returns the
-/// stream and, with `per_name`, the entry's position.
+/// SNI selects when the listener has per-entry client auth.
 pub async fn accept(
     listener: &str,
     resolver: &SniResolver,
     config: &Arc<ServerConfig>,
     per_name: Option<&PerName>,
     stream: TcpStream,
-) -> std::io::Result<(TlsStream<TcpStream>, Option<usize>)> {
+) -> std::io::Result<Accepted> {
     let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
     let at = {
         let hello = start.client_hello();
         let sni = hello.server_name();
         note_sni(listener, resolver, sni);
         // No SNI, or a name no entry answers, selects the default (first)
-        // entry, exactly as certificate selection does.
+        // entry, exactly as certificate selection does. Of several entries
+        // for the name, the first: all have its client_auth (`shadowed`).
         per_name.map(|p| p.resolver.position_or_default(sni))
     };
     let config = match (per_name, at) {
         (Some(p), Some(at)) => p.configs[at].clone(),
         _ => config.clone(),
     };
-    let tls = start.into_stream(config).await?;
-    Ok((tls, at))
+    // The certificate is chosen as rustls takes the ClientHello, before
+    // `into_stream` returns.
+    let (handshake, served) = crate::tls::server::noting_choice(|| start.into_stream(config));
+    Ok(Accepted {
+        tls: handshake.await?,
+        entry: at,
+        served,
+    })
 }
 
 /// At most one "SNI matched no certificate" line per this many seconds

@@ -1,5 +1,6 @@
 //! Listener `ServerConfig`: SNI resolution over several pairs, the five client-auth modes.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -133,7 +134,12 @@ pub fn answerer(names: &[&[String]], name: &str) -> usize {
 }
 
 /// Picks a certificate by SNI in O(1): exact names, then `*.suffix`
-/// wildcards (one label), then the default (first) pair.
+/// wildcards (one label), then the default (first) pair. Several pairs may
+/// answer one name (an ECDSA and an RSA certificate, as nginx's two
+/// `ssl_certificate` lines): the client gets the first of them, in the
+/// listener's order, whose key can sign with a signature scheme its
+/// ClientHello offers, else the first of them (which it then refuses, as
+/// with one pair).
 ///
 /// Names map to a pair's position and the keys sit in a vector, so a
 /// rotation that keeps a pair's names derives the next resolver by
@@ -162,12 +168,33 @@ fn served_uris(key: &CertifiedKey) -> ServedUris {
         .collect()
 }
 
-/// Name -> position of the pair that answers it.
+/// Name -> positions of the pairs that answer it, in the listener's
+/// order: the first is the one whose client_auth applies ([`shadowed`]
+/// keeps the others' the same).
 #[derive(Debug)]
 struct SniNames {
-    exact: HashMap<Box<str>, usize>,
+    exact: HashMap<Box<str>, Box<[usize]>>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Box<str>, usize>,
+    wildcard: HashMap<Box<str>, Box<[usize]>>,
+}
+
+thread_local! {
+    /// The position of the pair the last [`SniResolver::resolve`] on this
+    /// thread chose, for [`noting_choice`].
+    static CHOSEN: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Runs `start`, which hands a ClientHello to rustls, and returns what it
+/// returned with the position of the pair an [`SniResolver`] chose for it
+/// meanwhile (`None`: no resolver was asked). rustls tells nobody which
+/// certificate it served, and the choice depends on the signature schemes
+/// rustls passes the resolver (narrowed to the suites both sides have), so
+/// the resolver notes it: `start` must resolve on this thread, as
+/// `StartHandshake::into_stream` does before it returns.
+pub fn noting_choice<R>(start: impl FnOnce() -> R) -> (R, Option<usize>) {
+    CHOSEN.set(None);
+    let r = start();
+    (r, CHOSEN.take())
 }
 
 impl SniResolver {
@@ -189,22 +216,34 @@ impl SniResolver {
         if pairs.is_empty() {
             return None;
         }
-        let mut exact = HashMap::with_capacity(pairs.len());
-        let mut wildcard = HashMap::new();
+        let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::with_capacity(pairs.len());
+        let mut wildcard: HashMap<Box<str>, Vec<usize>> = HashMap::new();
         for (i, p) in pairs.iter().enumerate() {
             for name in p.names() {
                 let name = name.to_ascii_lowercase();
-                // Earlier pairs win: the first listed is the operator's preference.
-                match name.strip_prefix("*.") {
+                // In the listener's order: the first listed is the
+                // operator's preference.
+                let at = match name.strip_prefix("*.") {
                     Some(suffix) => wildcard.entry(suffix.into()),
                     None => exact.entry(name.into_boxed_str()),
                 }
-                .or_insert(i);
+                .or_default();
+                if at.last() != Some(&i) {
+                    at.push(i);
+                }
             }
         }
+        let boxed = |m: HashMap<Box<str>, Vec<usize>>| {
+            m.into_iter()
+                .map(|(name, at)| (name, at.into_boxed_slice()))
+                .collect()
+        };
         let keys: Vec<Arc<CertifiedKey>> = pairs.iter().map(|p| p.pair.key.clone()).collect();
         Some(SniResolver {
-            names: Arc::new(SniNames { exact, wildcard }),
+            names: Arc::new(SniNames {
+                exact: boxed(exact),
+                wildcard: boxed(wildcard),
+            }),
             uri_sans: keys.iter().map(|k| served_uris(k)).collect(),
             keys,
         })
@@ -230,38 +269,64 @@ impl SniResolver {
 
     /// The position of the pair this resolver gives `name` (as
     /// [`name_key`] has it; `*.x` for a wildcard) to, if any: who answered
-    /// a name before a rebuild.
+    /// a name before a rebuild. Of several pairs answering it, the first,
+    /// whose client_auth applies.
     pub fn owner(&self, name: &str) -> Option<usize> {
         match name.strip_prefix("*.") {
             Some(suffix) => self.names.wildcard.get(suffix),
             None => self.names.exact.get(name),
         }
-        .copied()
+        .map(|at| at[0])
     }
 
     /// Every name this resolver gives a pair, with the pair's position, as
     /// [`owner`](Self::owner) takes them (`*.x` for a wildcard).
     pub fn owned(&self) -> impl Iterator<Item = (String, usize)> + '_ {
-        let exact = self.names.exact.iter().map(|(n, &i)| (n.to_string(), i));
-        let wildcard = (self.names.wildcard.iter()).map(|(s, &i)| (format!("*.{s}"), i));
+        let exact = self
+            .names
+            .exact
+            .iter()
+            .map(|(n, at)| (n.to_string(), at[0]));
+        let wildcard = (self.names.wildcard.iter()).map(|(s, at)| (format!("*.{s}"), at[0]));
         exact.chain(wildcard)
     }
 
-    /// The URI SANs of the pair that answered `sni` (XFCC's `By`).
-    pub fn served_uris(&self, sni: Option<&str>) -> ServedUris {
+    /// The URI SANs of the pair a connection was served (XFCC's `By`):
+    /// the one at `served`, as [`noting_choice`] noted it, else the one
+    /// that answers `sni`.
+    pub fn served_uris(&self, served: Option<usize>, sni: Option<&str>) -> ServedUris {
         self.uri_sans
-            .get(self.position_or_default(sni))
+            .get(served.unwrap_or_else(|| self.position_or_default(sni)))
             .cloned()
             .unwrap_or_else(|| Arc::from([]))
     }
 
-    /// The pair for `sni` (already lowercase as rustls hands it over).
+    /// The pair for `sni` (already lowercase as rustls hands it over), for
+    /// a client that can use any: the first that answers it.
     pub fn resolve_name(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
         &self.keys[self.position_or_default(sni)]
     }
 
+    /// The position of the pair a client asking for `sni` (lowercase) and
+    /// offering the signature `schemes` gets: of the pairs that answer the
+    /// name (exact, else through the wildcard; else the default pair), the
+    /// first whose key can sign with one of `schemes`, else the first.
+    pub fn choose(&self, sni: Option<&str>, schemes: &[SignatureScheme]) -> usize {
+        match sni.and_then(|name| self.answering(name)) {
+            None => 0,
+            // One pair (the common case): nothing to weigh.
+            Some(&[at]) => at,
+            Some(all) => all
+                .iter()
+                .copied()
+                .find(|&at| self.keys[at].key.choose_scheme(schemes).is_some())
+                .unwrap_or(all[0]),
+        }
+    }
+
     /// Position in the listener's `certs` of the pair answering `sni`
-    /// (lowercase); the default (0) when none does (or no SNI).
+    /// (lowercase), the first of several; the default (0) when none does
+    /// (or no SNI). Its client_auth applies to the name.
     pub fn position_or_default(&self, sni: Option<&str>) -> usize {
         sni.and_then(|name| self.position(name)).unwrap_or(0)
     }
@@ -269,11 +334,17 @@ impl SniResolver {
     /// Whether a pair answers `name` (lowercase), not the default for want
     /// of one.
     pub fn answers(&self, name: &str) -> bool {
-        self.position(name).is_some()
+        self.answering(name).is_some()
     }
 
-    /// The position of the pair that answers `name`, if one does.
+    /// The position of the (first) pair that answers `name`, if one does.
     fn position(&self, name: &str) -> Option<usize> {
+        self.answering(name).map(|at| at[0])
+    }
+
+    /// The positions of the pairs that answer `name`, if any does: those
+    /// naming it exactly, else those whose `*.` wildcard covers it.
+    fn answering(&self, name: &str) -> Option<&[usize]> {
         let names = &self.names;
         names
             .exact
@@ -282,7 +353,7 @@ impl SniResolver {
                 let (_, suffix) = name.split_once('.')?;
                 names.wildcard.get(suffix)
             })
-            .copied()
+            .map(|at| &at[..])
     }
 }
 
@@ -291,7 +362,9 @@ impl ResolvesServerCert for SniResolver {
         if self.keys.is_empty() {
             return None;
         }
-        Some(self.resolve_name(hello.server_name()).clone())
+        let at = self.choose(hello.server_name(), hello.signature_schemes());
+        CHOSEN.set(Some(at));
+        Some(self.keys[at].clone())
     }
 }
 
@@ -584,6 +657,79 @@ mod tests {
         assert_eq!(answerer(&lists, "*.admin.test"), 1);
         assert_eq!(answerer(&lists, "*.test"), 0);
         assert_eq!(answerer(&lists, "c.test"), 0);
+    }
+
+    /// A pair answering `names` with a fresh key of `alg` (rcgen, at
+    /// runtime).
+    fn pair(alg: &'static rcgen::SignatureAlgorithm, names: &[&str]) -> Pair {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let signing = (crate::tls::provider::get().key_provider)
+            .load_private_key(der.into())
+            .unwrap();
+        let leaf = crate::material::CertInfo {
+            subject: String::new(),
+            issuer: String::new(),
+            sans: Vec::new(),
+            dns_names: names.iter().map(|n| n.to_string()).collect(),
+            serial: String::new(),
+            not_before: 0,
+            not_after: 0,
+            fingerprint_sha256: String::new(),
+            is_ca: false,
+        };
+        Pair {
+            key: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)),
+            leaf,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Of the pairs answering a name (those naming it exactly, else those
+    /// whose wildcard covers it), a client gets the first whose key can
+    /// sign with a scheme it offers, else the first; its client_auth is
+    /// the first's. Other names get the default pair.
+    #[test]
+    fn of_the_pairs_for_a_name_the_first_the_client_can_use_answers() {
+        let pairs = [
+            pair(&rcgen::PKCS_ECDSA_P256_SHA256, &["a.test", "x.test"]),
+            pair(&rcgen::PKCS_ED25519, &["a.test", "*.test"]),
+            pair(&rcgen::PKCS_ECDSA_P256_SHA256, &["*.test"]),
+        ];
+        let served: Vec<ServedPair<'_>> = (pairs.iter())
+            .map(|pair| ServedPair {
+                entry: "e",
+                pair,
+                server_names: None,
+            })
+            .collect();
+        let r = SniResolver::new(&served).unwrap();
+        let (ecdsa, ed25519) = (
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+            SignatureScheme::ED25519,
+        );
+        let rsa = SignatureScheme::RSA_PSS_SHA256;
+        for (sni, schemes, want) in [
+            (Some("a.test"), &[ecdsa, ed25519][..], 0),
+            (Some("a.test"), &[ed25519], 1),
+            (Some("a.test"), &[rsa], 0),
+            (Some("b.test"), &[ed25519, ecdsa], 1),
+            (Some("b.test"), &[ecdsa], 2),
+            // Named exactly by pair 0 alone: the wildcard pairs are not
+            // weighed (their client_auth may differ).
+            (Some("x.test"), &[ed25519], 0),
+            (Some("other.example"), &[ed25519], 0),
+            (None, &[ed25519], 0),
+        ] {
+            assert_eq!(r.choose(sni, schemes), want, "{sni:?} {schemes:?}");
+        }
+        assert_eq!(r.position_or_default(Some("a.test")), 0);
+        assert_eq!(r.position_or_default(Some("b.test")), 1);
+        assert_eq!(r.owner("*.test"), Some(1));
     }
 
     fn io(e: rustls::Error) -> std::io::Error {

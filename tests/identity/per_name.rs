@@ -451,3 +451,89 @@ async fn exchange(
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Two entries for one name, ECDSA then RSA, under the same `client_auth`:
+/// a client offering only RSA signature schemes is served the RSA entry's
+/// certificate, under that `client_auth` (refused without a certificate),
+/// and XFCC's `By` names the certificate each client was served. Two such
+/// entries with different `client_auth` are still refused: which of them
+/// a client gets depends on what it can verify, not on its name.
+#[tokio::test]
+async fn ecdsa_and_rsa_entries_for_one_name_share_its_client_auth() {
+    use rustls::SignatureScheme as S;
+    let w = world().await;
+    let ecdsa = w
+        .edge_ca
+        .server_pair_with_uris(&["localhost"], &["spiffe://edge/ecdsa"]);
+    w.scene.pair("ec", &ecdsa);
+    let rsa = w
+        .edge_ca
+        .rsa_server_pair(&["localhost"], &["spiffe://edge/rsa"]);
+    w.scene.pair("rsa", &rsa);
+    let verify = "{ mode: require_and_verify, ca: { ref: partners-ca } }";
+    let dual = |rsa_auth: &str| {
+        format!(
+            r#"
+runtime: {{ worker_threads: 1 }}
+admin: {{ bind: 127.0.0.1:0 }}
+certs:
+  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
+listeners:
+  - name: dual
+    bind: 127.0.0.1:0
+    forward_client_cert: xfcc
+    tls:
+      certs:
+        - {{ cert_file: ec.crt, key_file: ec.key, client_auth: {verify} }}
+        - {{ cert_file: rsa.crt, key_file: rsa.key, client_auth: {rsa_auth} }}
+      client_auth: {{ mode: none }}
+    routes: [{{ upstream: app }}]
+upstreams:
+  - name: app
+    servers: [https://{backend}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
+"#,
+            backend = w.backend.addr
+        )
+    };
+    let path = w.scene.config(&dual(verify));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("dual").await;
+    let ops = w.pki.client("ops", None, &[]);
+    let rsa_only = [S::RSA_PSS_SHA256, S::RSA_PKCS1_SHA256];
+    let tls13 = &rustls::version::TLS13;
+    let rsa_client = |c| client_config_offering(&w.edge_ca.cert_pem, &rsa_only, tls13, c);
+    for (who, cfg, by) in [
+        (
+            "a default client",
+            cfg_for(&w, Some(&ops)),
+            "spiffe://edge/ecdsa",
+        ),
+        (
+            "an RSA-only client",
+            rsa_client(Some(&ops.pair)),
+            "spiffe://edge/rsa",
+        ),
+    ] {
+        let h = seen(addr, cfg, "/", &[]).await;
+        let xfcc = h["x-forwarded-client-cert"].as_str().unwrap();
+        let by_part = xfcc.split(";Hash=").next();
+        assert_eq!(by_part, Some(&*format!("By={by}")), "{who}");
+    }
+    assert_eq!(
+        outcome(addr, rsa_client(None), "/").await,
+        Outcome::Refused(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        )),
+        "the RSA entry's client_auth applies"
+    );
+    drop(p);
+    let path = w.scene.config(&dual("{ mode: none }"));
+    let (code, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    let text = format!("{out}{err}");
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("answers \"localhost\", which tls.certs[0] (entry"),
+        "{text}"
+    );
+}

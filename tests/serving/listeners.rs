@@ -1,4 +1,4 @@
-//! What a listener agrees to serve: ALPN, cipher order, the admin listener's cap.
+//! What a listener agrees to serve: ALPN, cipher order, which of a name's pairs, the admin listener's cap.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -357,4 +357,73 @@ async fn redirect_listener_answers_are_logged() {
         m.contains("hotproxy_http_requests_total{listener=\"http\",upstream=\"\",code=\"308\"} 1"),
         "{m}"
     );
+}
+
+/// Two pairs for one name, ECDSA then RSA, as nginx serves two
+/// `ssl_certificate` lines: each client gets the first pair it can verify.
+/// A client offering only RSA signature schemes (old Java, embedded
+/// stacks) gets the RSA pair, over TLS 1.3 and 1.2, and resumes its
+/// session; a default client gets the ECDSA pair; a client that can verify
+/// neither is refused as with one pair (`incompatible`). The name is
+/// answered either way: no SNI miss is counted.
+#[tokio::test]
+async fn a_name_with_ecdsa_and_rsa_pairs_serves_each_client_one_it_can_verify() {
+    use rustls::SignatureScheme as S;
+    let w = world().await;
+    let ecdsa = w.ca.server_pair(&["a.example.com"]);
+    let rsa = w.ca.rsa_server_pair(&["a.example.com"], &[]);
+    w.scene.pair("a", &ecdsa);
+    w.scene.pair("a-rsa", &rsa);
+    let path = config(&w, "", "");
+    edit_config(&path, |text| {
+        let first = "{ cert_file: a.crt, key_file: a.key }";
+        let both = format!("{first}, {{ cert_file: a-rsa.crt, key_file: a-rsa.key }}");
+        text.replacen(first, &both, 1)
+    });
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    // The leaf served, after a request on the connection (which also
+    // reads a TLS 1.3 session ticket), and how the handshake went.
+    let served = |cfg: Arc<rustls::ClientConfig>| async move {
+        let mut tls = connect(addr, "a.example.com", cfg).await?;
+        let leaf = fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref());
+        let kind = tls.get_ref().1.handshake_kind();
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+            .await?;
+        let reply = read_to_close(&mut tls).await;
+        assert!(reply.starts_with(b"HTTP/1.1 200 "), "{reply:?}");
+        std::io::Result::Ok((leaf, kind))
+    };
+    let default = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let (leaf, _) = served(default).await.unwrap();
+    assert_eq!(
+        leaf, ecdsa.fingerprint,
+        "a default client gets the first pair"
+    );
+    let rsa_only = [
+        S::RSA_PSS_SHA256,
+        S::RSA_PSS_SHA384,
+        S::RSA_PSS_SHA512,
+        S::RSA_PKCS1_SHA256,
+        S::RSA_PKCS1_SHA384,
+        S::RSA_PKCS1_SHA512,
+    ];
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let cfg = client_config_offering(&w.ca.cert_pem, &rsa_only, version, None);
+        for kind in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
+            let what = format!("an RSA-only {:?} client, {kind:?}", version.version);
+            let got = served(cfg.clone()).await;
+            let (leaf, got_kind) = got.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(leaf, rsa.fingerprint, "{what}: not the RSA pair");
+            assert_eq!(got_kind, Some(kind), "{what}");
+        }
+    }
+    let neither =
+        client_config_offering(&w.ca.cert_pem, &[S::ED25519], &rustls::version::TLS13, None);
+    assert!(connect(addr, "a.example.com", neither).await.is_err());
+    let line = "hotproxy_tls_handshakes_total{listener=\"public\",result=\"incompatible\"} 1";
+    wait_metric(admin, line, WAIT).await;
+    let m = metrics_text(admin).await;
+    assert!(!m.contains("hotproxy_tls_sni_default_total{"), "{m}");
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::ServerName;
 
 use super::pki::{certs, key};
@@ -32,13 +33,93 @@ pub fn client_config(
     Arc::new(cfg)
 }
 
+/// A client trusting `ca_pem` that offers only `schemes` in its
+/// `signature_algorithms` (rustls offers what its certificate verifier
+/// supports), over TLS `version` alone, presenting `client` if given: an
+/// RSA-only client, as old Java or embedded ones are.
+pub fn client_config_offering(
+    ca_pem: &str,
+    schemes: &[rustls::SignatureScheme],
+    version: &'static rustls::SupportedProtocolVersion,
+    client: Option<&TestPair>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca_pem) {
+        roots.add(c).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let verifier = Offering {
+        inner,
+        schemes: schemes.to_vec(),
+    };
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut cfg = match client {
+        Some(p) => b
+            .with_client_auth_cert(certs(&p.cert_pem), key(&p.key_pem))
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// WebPKI verification that supports (so offers) only `schemes`.
+#[derive(Debug)]
+struct Offering {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    schemes: Vec<rustls::SignatureScheme>,
+}
+
+impl ServerCertVerifier for Offering {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.schemes.clone()
+    }
+}
+
 /// A client that completes the handshake whatever certificate it gets and
 /// judges the name afterwards, as curl (OpenSSL) does (or never, as an
 /// attacker does).
 #[derive(Debug)]
 struct CheckNameLater(Arc<rustls::crypto::CryptoProvider>);
 
-impl rustls::client::danger::ServerCertVerifier for CheckNameLater {
+impl ServerCertVerifier for CheckNameLater {
     fn verify_server_cert(
         &self,
         _: &rustls::pki_types::CertificateDer<'_>,

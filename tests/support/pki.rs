@@ -128,6 +128,20 @@ impl TestCa {
         extensions: Vec<rcgen::CustomExtension>,
     ) -> TestPair {
         let key = KeyPair::generate().unwrap();
+        self.issue_keyed(key, cn, names, usage, expired, uris, extensions)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn issue_keyed(
+        &self,
+        key: KeyPair,
+        cn: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        expired: bool,
+        uris: &[&str],
+        extensions: Vec<rcgen::CustomExtension>,
+    ) -> TestPair {
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
         for u in uris {
@@ -184,6 +198,14 @@ impl TestCa {
             false,
             uris,
         )
+    }
+
+    /// A server pair with a 2048-bit RSA key (every other pair's is ECDSA
+    /// P-256), named by DNS `names` and URI `uris`: the RSA half of a name
+    /// served with an ECDSA and an RSA certificate.
+    pub fn rsa_server_pair(&self, names: &[&str], uris: &[&str]) -> TestPair {
+        let usage = ExtendedKeyUsagePurpose::ServerAuth;
+        self.issue_keyed(rsa_key(), names[0], names, usage, false, uris, Vec::new())
     }
 
     /// A SPIFFE X.509-SVID: a server pair named only by the URI SAN `id`
@@ -332,6 +354,16 @@ impl TestCa {
 }
 
 /// Every certificate in a PEM text.
+/// A fresh 2048-bit RSA key (aws-lc-rs generates it: rcgen's ring
+/// backend cannot).
+fn rsa_key() -> KeyPair {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let der: Pkcs8V1Der<'static> = key.as_der().unwrap();
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_ref().to_vec());
+    KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256).unwrap()
+}
+
 pub fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .map(|c| c.unwrap())
