@@ -30,7 +30,7 @@ pub struct Identity {
     pub uri_sans: Vec<String>,
     /// Email (rfc822Name) SANs.
     pub email_sans: Vec<String>,
-    /// Serial number, lowercase hex.
+    /// Serial number as OpenSSL prints it ([`info::serial_text`]): `8A31`.
     pub serial: String,
     /// SHA-256 of the leaf DER, lowercase hex without separators.
     pub fingerprint_sha256: String,
@@ -82,7 +82,7 @@ impl Identity {
             dns_sans: Vec::new(),
             uri_sans: Vec::new(),
             email_sans: Vec::new(),
-            serial: info::hex(cert.raw_serial()),
+            serial: info::serial_text(cert.raw_serial()),
             fingerprint_sha256: info::fingerprint(leaf),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),

@@ -18,7 +18,7 @@ pub struct CertInfo {
     pub sans: Vec<String>,
     /// The DNS SANs only (lowercase): what SNI selection matches.
     pub dns_names: Vec<String>,
-    /// Hex, lowercase, no separators.
+    /// As OpenSSL prints it ([`serial_text`]): `8A310FC2`.
     pub serial: String,
     /// Unix seconds.
     pub not_before: i64,
@@ -104,7 +104,7 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
         issuer: crate::material::dn::text(cert.issuer()),
         sans,
         dns_names,
-        serial: hex(cert.raw_serial()),
+        serial: serial_text(cert.raw_serial()),
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         fingerprint_sha256: fingerprint(der),
@@ -164,6 +164,45 @@ fn ip_text(b: &[u8]) -> String {
     }
 }
 
+/// A certificate serial (the DER INTEGER's content bytes) as nginx's
+/// `$ssl_client_serial` and `openssl x509 -serial` print it: uppercase hex
+/// of the number, without the 0x00 DER puts before a positive number whose
+/// top bit is set (`00 8a 31` is `8A31`); a negative serial, which RFC 5280
+/// forbids but some CAs issued, is `-` and its magnitude, as OpenSSL
+/// writes it.
+pub fn serial_text(der: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let push = |out: &mut String, b: u8| {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    };
+    let mut out = String::with_capacity(der.len() * 2 + 1);
+    match der {
+        [first, ..] if first & 0x80 != 0 => {
+            // Two's complement: the magnitude is !x + 1.
+            let mut magnitude: Vec<u8> = der.iter().map(|b| !b).collect();
+            for b in magnitude.iter_mut().rev() {
+                let (sum, carry) = b.overflowing_add(1);
+                *b = sum;
+                if !carry {
+                    break;
+                }
+            }
+            let start = magnitude
+                .iter()
+                .position(|&b| b != 0)
+                .unwrap_or(magnitude.len() - 1);
+            out.push('-');
+            for &b in &magnitude[start..] {
+                push(&mut out, b);
+            }
+        }
+        [0, next, ..] if next & 0x80 != 0 => der[1..].iter().for_each(|&b| push(&mut out, b)),
+        _ => der.iter().for_each(|&b| push(&mut out, b)),
+    }
+    out
+}
+
 /// Lowercase hex without separators.
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = vec![0; bytes.len() * 2];
@@ -188,6 +227,33 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The serial as OpenSSL prints it: DER's sign byte of a positive
+    /// number whose top bit is set is not part of it, other bytes are.
+    #[test]
+    fn serials_read_as_openssl_prints_them() {
+        use super::serial_text;
+        assert_eq!(serial_text(&[0x00, 0x8a, 0x31]), "8A31");
+        assert_eq!(serial_text(&[0x7f, 0x0a]), "7F0A");
+        assert_eq!(serial_text(&[0x00]), "00");
+        assert_eq!(serial_text(&[0x05]), "05");
+        assert_eq!(serial_text(&[0x01, 0x00]), "0100");
+        assert_eq!(serial_text(&[0xff]), "-01");
+        assert_eq!(serial_text(&[0x80]), "-80");
+        assert_eq!(serial_text(&[0xff, 0x7f]), "-81");
+        assert_eq!(serial_text(&[0xfe, 0x00]), "-0200");
+    }
+
+    /// `inspect` (the admin API, `certs inspect`, `check`) reads a
+    /// certificate's serial as the upstream header does.
+    #[test]
+    fn inspect_reads_a_top_bit_serial_without_its_sign_byte() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).unwrap();
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x8a, 0x31, 0x0f]));
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(super::inspect(cert.der()).unwrap().serial, "8A310F");
+    }
+
     #[test]
     fn hex_is_lowercase_and_zero_padded() {
         assert_eq!(super::hex(&[0x00, 0xab, 0x7f, 0x10]), "00ab7f10");

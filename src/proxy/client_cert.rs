@@ -350,7 +350,7 @@ mod tests {
             dns_sans: vec!["a.example".into(), "b.example".into()],
             uri_sans: vec!["spiffe://td/ns/prod/sa/billing".into()],
             email_sans: vec![],
-            serial: "0a1b".into(),
+            serial: "0A1B".into(),
             fingerprint_sha256: "ab".repeat(32),
             not_before: 0,
             not_after: 1_800_000_000,
@@ -487,7 +487,7 @@ mod tests {
         );
         assert_eq!(h["x-client-cert-dns-sans"], "a.example, b.example");
         assert_eq!(h["x-client-cert-issuer"], "CN=partners CA");
-        assert_eq!(h["x-client-cert-serial"], "0a1b");
+        assert_eq!(h["x-client-cert-serial"], "0A1B");
         assert_eq!(h["x-client-cert-not-after"], "2027-01-15T08:00:00Z");
     }
 

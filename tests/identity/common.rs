@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -64,10 +64,28 @@ impl Pki {
 
     /// A client certificate with this subject.
     pub fn client_named(&self, dn: DistinguishedName, sans: &[SanType]) -> Client {
+        self.issue(dn, sans, None)
+    }
+
+    /// A client certificate with the common name `cn` and this serial
+    /// (big-endian magnitude; DER adds a 0x00 when its top bit is set).
+    pub fn client_with_serial(&self, cn: &str, serial: &[u8]) -> Client {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        self.issue(dn, &[], Some(SerialNumber::from_slice(serial)))
+    }
+
+    fn issue(
+        &self,
+        dn: DistinguishedName,
+        sans: &[SanType],
+        serial: Option<SerialNumber>,
+    ) -> Client {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name = dn;
         p.subject_alt_names = sans.to_vec();
+        p.serial_number = serial;
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         Client {

@@ -242,6 +242,46 @@ async fn forward_client_cert_modes() {
     drop(p);
 }
 
+/// A serial whose top bit is set (half of random serials) is DER-encoded
+/// with a leading 0x00 that is not part of the number: the backend is told
+/// the serial as nginx's `$ssl_client_serial` and `openssl x509 -serial`
+/// print it (uppercase hex, no sign byte), so a deny list exported with
+/// OpenSSL matches; `certs inspect` prints the same text.
+#[tokio::test]
+async fn a_serial_with_its_top_bit_set_is_sent_as_openssl_prints_it() {
+    let w = world().await;
+    let serial = [0x8a, 0x31, 0x0f, 0xc2, 0x5e, 0x77, 0x01, 0xd4];
+    let client = w.pki.client_with_serial("billing", &serial);
+    let expected: String = serial.iter().map(|b| format!("{b:02X}")).collect();
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let mut p = Proxy::start(&config(
+        &w,
+        auth,
+        "    forward_client_cert: headers",
+        "",
+        "",
+    ));
+    let addr = p.listener_addr("partners").await;
+    let h = seen(addr, cfg_for(&w, Some(&client)), "/api", &[]).await;
+    assert_eq!(h["x-client-cert-serial"], expected.as_str(), "{h}");
+
+    let pem = w.scene.path("billing.crt");
+    write(&pem, &client.pair.cert_pem);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        .args(["certs", "inspect"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let first = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("serial:"))
+        .map(str::trim);
+    assert_eq!(first, Some(expected.as_str()), "{text}");
+    drop(p);
+}
+
 fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
