@@ -153,6 +153,8 @@
 //!   - `tunnel`: a tunnelled request's line, written when the tunnel ends, with the bytes relayed.
 //!   - `writer`: the writer thread: batched writes, lines it cannot write dropped
 //!     and counted, reopen on SIGUSR1.
+//!   - `tests`: the module's tests: real FIFOs and files, queue bounds, writers
+//!     replaced and shut down.
 //! - `metrics`: the metric names of SPEC §5.
 //! - `process_metrics`: `process_*` (CPU, memory, fds, start time) from `/proc`, per scrape.
 //! - `server`: `hotproxy run`: runtime, reloader, admin listener, signals, drain.

@@ -9,9 +9,10 @@
 //! request is seen between any two lines, not only when the queue is empty.
 //! No open waits for a FIFO reader: a writer replaced by a reload, or shut
 //! down, is told when to give up ([`Stop`]) and drops what it could not
-//! write by then; a writer replacing one of the same path writes only once
-//! that one has ended, so their batches never interleave in a pipe, but
-//! opens a FIFO before, so its reader sees no end of file in between.
+//! write by then; a writer of a path writes only once every earlier writer
+//! of that path still draining has ended ([`Ended`]), so their batches never
+//! interleave in a pipe, but opens a FIFO before, so its reader sees no end
+//! of file in between.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -19,7 +20,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -64,14 +65,49 @@ fn open_fifo_if_read(path: &str) -> std::io::Result<File> {
 }
 
 /// The queue, the reopen flag, the stop deadline, the thread of a started
-/// writer, and what tells that it ended (its sender drops with the thread).
+/// writer, and what tells that it ended.
 type Started = (
     SyncSender<Msg>,
     Arc<AtomicBool>,
     Arc<Stop>,
     std::thread::JoinHandle<()>,
-    std::sync::mpsc::Receiver<()>,
+    Arc<Ended>,
 );
+
+/// Set when a writer thread has ended (its file closed: every line written,
+/// or it gave up), even by a panic. A later writer of its path waits for
+/// it before writing, and shutdown waits for it; any number may wait.
+#[derive(Default)]
+pub(super) struct Ended {
+    ended: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Ended {
+    pub(super) fn is_set(&self) -> bool {
+        *self.ended.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the writer has ended, waiting at most `limit` for it.
+    pub(super) fn wait(&self, limit: Duration) -> bool {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let (ended, _) = self
+            .changed
+            .wait_timeout_while(ended, limit, |e| !*e)
+            .unwrap_or_else(|e| e.into_inner());
+        *ended
+    }
+}
+
+/// Sets its [`Ended`] when dropped: last of the writer thread's locals.
+struct SetOnDrop(Arc<Ended>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        *self.0.ended.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.0.changed.notify_all();
+    }
+}
 
 /// When a writer that is no longer the running one (replaced by a reload,
 /// or shut down) gives up: what it has not written by then is dropped and
@@ -125,13 +161,14 @@ pub(super) fn preview(path: &str) -> Result<(), String> {
 }
 
 /// Open the sink (an error here is a config error; a FIFO is opened by
-/// the thread) and start the thread. `after`: what tells that the writer
-/// this one replaces on the same path has ended; this one writes nothing
-/// before (taken from it only once the sink opened).
+/// the thread) and start the thread. `after`: the earlier writers of the
+/// same path that may still be writing (the one this one replaces, ones
+/// replaced or removed by earlier reloads still draining); this one writes
+/// nothing before every one of them has ended.
 pub(super) fn spawn(
     config: AccessLogConfig,
     queued: Arc<AtomicUsize>,
-    after: Option<&std::sync::Mutex<Receiver<()>>>,
+    after: Vec<Arc<Ended>>,
 ) -> Result<Started, String> {
     let sink = if is_fifo(&config.path) {
         None
@@ -143,19 +180,16 @@ pub(super) fn spawn(
     let flag = reopen.clone();
     let stop = Arc::new(Stop::default());
     let stopped = stop.clone();
-    let after = after.map(|m| {
-        let mut done = m.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *done, std::sync::mpsc::channel().1)
-    });
-    let (ended, done) = std::sync::mpsc::channel::<()>();
+    let ended = Arc::new(Ended::default());
+    let on_exit = SetOnDrop(ended.clone());
     let thread = std::thread::Builder::new()
         .name("access-log".into())
         .spawn(move || {
-            let _ended = ended;
-            run(config, sink, rx, flag, queued, &stopped, after);
+            let _on_exit = on_exit;
+            run(config, sink, rx, flag, queued, &stopped, &after);
         })
         .map_err(|e| format!("access_log: cannot start the writer thread: {e}"))?;
-    Ok((tx, reopen, stop, thread, done))
+    Ok((tx, reopen, stop, thread, ended))
 }
 
 fn run(
@@ -165,15 +199,16 @@ fn run(
     reopen: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
     stop: &Stop,
-    after: Option<Receiver<()>>,
+    after: &[Arc<Ended>],
 ) {
     // A line taken off the queue no longer counts against QUEUE_BYTES.
     let taken = |line: &Line| queued.fetch_sub(line.large_bytes(), Ordering::Relaxed);
     let mut w = Writer::new(config.path, config.format, sink);
-    // Hand over in order: the writer this one replaces drains its queue
-    // into the same path first. Two writers on one pipe would interleave
-    // batches over PIPE_BUF mid-line (pipe(7)). Lines queue meanwhile.
-    if let Some(after) = after {
+    // Hand over in order: the writers this one comes after drain their
+    // queues into the same path first. Two writers on one pipe would
+    // interleave batches over PIPE_BUF mid-line (pipe(7)). Lines queue
+    // meanwhile.
+    if !after.is_empty() {
         // A FIFO is opened before the replaced writer closes it: had no
         // writer held it open for a moment, the shipper's read would end
         // (EOF), and it closed the pipe, or its next read raced the lines
@@ -184,9 +219,11 @@ fn run(
         {
             w.file = Some(f);
         }
-        while let Err(RecvTimeoutError::Timeout) = after.recv_timeout(RETRY) {
-            if stop.due() {
-                return give_up(&mut w, &rx, taken);
+        for earlier in after {
+            while !earlier.wait(RETRY) {
+                if stop.due() {
+                    return give_up(&mut w, &rx, taken);
+                }
             }
         }
     }

@@ -1,0 +1,524 @@
+//! The access log's tests: real FIFOs and files, the queue's bounds, writers replaced and shut down.
+
+use super::*;
+use std::io::BufRead;
+
+fn refusal(n: u16) -> Line {
+    Line::Refusal(RefusalLine {
+        ts: SystemTime::now(),
+        listener: "l".into(),
+        client_addr: SocketAddr::from(([127, 0, 0, 1], n)),
+        reason: "unknown_ca",
+    })
+}
+
+/// The tests here configure the one access log: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// An access log to a FIFO nobody reads yet (a stalled log shipper);
+/// configuring must not wait for a reader.
+fn stalled_fifo(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let fifo = dir.path().join("access.fifo");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo");
+    let config = AccessLogConfig {
+        path: fifo.display().to_string(),
+        format: LogFormat::Json,
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done_tx.send(configure(Some(&config))).unwrap());
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("configure waited for a FIFO reader")
+        .unwrap();
+    fifo
+}
+
+/// Every line `fifo` gets from now until the log is shut down.
+fn read_all(fifo: std::path::PathBuf) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&fifo).unwrap();
+        std::io::BufReader::new(f).lines().count()
+    })
+}
+
+/// A FIFO nobody reads (a stalled log shipper): configuring does not
+/// wait for a reader, submitting never blocks, what does not fit the
+/// queue is dropped and counted; once a reader comes, every queued line
+/// arrives, and shutdown writes them all before it returns.
+#[test]
+fn stalled_fifo_drops_and_counts_never_blocks() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(&dir);
+    let dropped_before = METRICS.access_log_dropped.get();
+    let extra = 25;
+    for i in 0..QUEUE + extra {
+        submit(refusal(i as u16));
+    }
+    // The writer holds at most one line outside the queue.
+    let dropped = METRICS.access_log_dropped.get() - dropped_before;
+    assert!(
+        (extra as u64 - 1..=extra as u64).contains(&dropped),
+        "dropped {dropped}"
+    );
+    // A reader arrives: everything queued is written.
+    let reader = read_all(fifo);
+    shutdown();
+    let lines = reader.join().unwrap();
+    assert_eq!(lines as u64, (QUEUE + extra) as u64 - dropped);
+    assert!(!enabled());
+}
+
+/// A FIFO nobody ever reads (the log shipper is down) leaves the
+/// writer blocked in `open`: shutdown gives up on it after its limit
+/// instead of joining it forever (SIGTERM hung until kubelet killed the
+/// pod).
+#[test]
+fn shutdown_does_not_wait_forever_for_a_fifo_reader() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let _fifo = stalled_fifo(&dir);
+    submit(refusal(1));
+    crate::fsutil::test_support::within_bounded_time("shutdown", || {
+        shutdown_within(Duration::from_millis(200))
+    });
+    assert!(!enabled());
+}
+
+/// Long request lines are bounded by bytes, not only by count: behind
+/// a stalled reader, lines with 64 KiB paths fill `QUEUE_BYTES` (256 of
+/// them) and the rest are dropped and counted, where 16,384 of them
+/// (a gigabyte) used to wait. Short lines still fill the line queue.
+#[test]
+fn long_lines_are_bounded_by_bytes() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(&dir);
+    let dropped_before = METRICS.access_log_dropped.get();
+    let long = |_| {
+        let mut line = format::tests::line();
+        line.path = format!("/{}", "p".repeat(64 * 1024 - 1)).into();
+        Line::Request(Box::new(line))
+    };
+    let sent = 1000;
+    (0..sent).map(long).for_each(submit);
+    let dropped = METRICS.access_log_dropped.get() - dropped_before;
+    let fit = QUEUE_BYTES / (64 * 1024 + "api.example".len() + "curl \"8\"".len());
+    // The writer may hold one line outside the queue.
+    assert!(
+        (sent - fit - 1..=sent - fit).contains(&(dropped as usize)),
+        "dropped {dropped} of {sent}"
+    );
+    let reader = read_all(fifo);
+    shutdown();
+    assert_eq!(reader.join().unwrap(), sent - dropped as usize);
+}
+
+/// Lines of clients with large certificates are bounded by bytes too:
+/// behind a stalled reader, lines each from another connection whose
+/// certificate has a 64 KiB subject fill `QUEUE_BYTES` and the rest are
+/// dropped and counted, where all of them used to wait, uncounted. A
+/// line holds what it logs of the certificate, not the identity with
+/// its chain (here 60 KiB), which it used to pin too.
+#[test]
+fn lines_with_large_client_identities_are_bounded_by_bytes() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(&dir);
+    let dropped_before = METRICS.access_log_dropped.get();
+    let large = |i: usize| {
+        let id = Arc::new(Identity {
+            subject: format!("CN={i:04}{}", "x".repeat(64 * 1024)),
+            issuer: "CN=ca".into(),
+            cn: vec![],
+            ou: vec![],
+            dns_sans: vec![],
+            uri_sans: vec![format!("spiffe://td/sa/{i:04}")],
+            email_sans: vec![],
+            serial: "01".into(),
+            fingerprint_sha256: "ab".repeat(32),
+            not_before: 0,
+            not_after: 0,
+            chain: vec![vec![0u8; 60 * 1024].into()],
+            forwarded: Default::default(),
+            logged: Default::default(),
+        });
+        let mut line = format::tests::line();
+        line.identity = Some(LoggedIdentity::of(&id));
+        // The connection's identity (and its chain) is the
+        // connection's alone: the line holds none of it.
+        assert_eq!(Arc::strong_count(&id), 1);
+        Line::Request(Box::new(line))
+    };
+    // What each line holds: its certificate's subject, URI SAN and
+    // fingerprint, and the request's host, path and user agent.
+    let each = "CN=0000".len() + 64 * 1024 + "spiffe://td/sa/0000".len() + 64;
+    let each = each + "api.example".len() + "/v1/%22x%22".len() + "curl \"8\"".len();
+    let sent = 600;
+    (0..sent).map(large).for_each(submit);
+    let dropped = METRICS.access_log_dropped.get() - dropped_before;
+    let fit = QUEUE_BYTES / each;
+    // The writer may hold one line outside the queue.
+    assert!(
+        (sent - fit - 1..=sent - fit).contains(&(dropped as usize)),
+        "dropped {dropped} of {sent}, {fit} fit"
+    );
+    let reader = read_all(fifo);
+    shutdown();
+    assert_eq!(reader.join().unwrap(), sent - dropped as usize);
+}
+
+/// Wait, bounded, until `done` holds (the writer thread says nothing
+/// when it has dropped a line but the counter).
+fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::yield_now();
+    }
+}
+
+/// A line the writer cannot write is dropped and counted: `/dev/full`
+/// fails every write (`ENOSPC`, a full disk). They were kept in a
+/// `BufWriter` whose failed flushes nobody looked at, and lost uncounted.
+#[test]
+fn lines_that_cannot_be_written_are_dropped_and_counted() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let before = METRICS.access_log_dropped.get();
+    let config = AccessLogConfig {
+        path: "/dev/full".into(),
+        format: LogFormat::Json,
+    };
+    configure(Some(&config)).unwrap();
+    let sent = 500;
+    (0..sent).map(refusal).for_each(submit);
+    // Shutdown returns when the writer has taken (and tried) them all.
+    shutdown();
+    assert_eq!(METRICS.access_log_dropped.get() - before, sent as u64);
+}
+
+/// A FIFO whose reader left (`EPIPE`: a log shipper restarting): the
+/// lines are dropped and counted, and once a reader opens it again it
+/// gets lines again, without a SIGUSR1. Every line is either read or
+/// counted.
+#[test]
+fn a_fifo_whose_reader_left_drops_and_counts_then_is_reopened() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(&dir);
+    // A first reader takes a line, and leaves.
+    let mut first = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    submit(refusal(1));
+    let mut line = String::new();
+    first.read_line(&mut line).unwrap();
+    assert!(line.contains("unknown_ca"), "{line}");
+    drop(first);
+    // No reader: dropped and counted, every one.
+    let before = METRICS.access_log_dropped.get();
+    let sent = 50;
+    (0..sent).map(refusal).for_each(submit);
+    until("the lines without a reader counted as dropped", || {
+        METRICS.access_log_dropped.get() - before == sent as u64
+    });
+    // A reader again (the shipper restarted): lines arrive.
+    let (got_tx, got) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        let mut n = 0;
+        for l in std::io::BufReader::new(f).lines() {
+            assert!(l.unwrap().ends_with('}'), "a whole line");
+            n += 1;
+            let _ = got_tx.send(());
+        }
+        n
+    });
+    let before = METRICS.access_log_dropped.get();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut submitted = 0u64;
+    loop {
+        submit(refusal(2));
+        submitted += 1;
+        if got.recv_timeout(Duration::from_millis(20)).is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line reached the new reader"
+        );
+    }
+    shutdown();
+    let read = reader.join().unwrap();
+    assert!(read >= 1);
+    let dropped = METRICS.access_log_dropped.get() - before;
+    assert_eq!(read + dropped, submitted, "read {read}, dropped {dropped}");
+}
+
+/// SIGUSR1 under sustained load: the queue never empties, and the
+/// reopen is still done between two lines, where it waited for an
+/// empty queue and every queued line went to the rotated file. The
+/// queue is full before the writer writes a line, and a reader that
+/// reads nothing keeps it in the middle of it until the reopen is asked.
+#[test]
+fn reopen_is_done_while_the_queue_never_empties() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(&dir);
+    let dropped_before = METRICS.access_log_dropped.get();
+    (0..QUEUE).map(|i| refusal(i as u16)).for_each(submit);
+    assert_eq!(METRICS.access_log_dropped.get(), dropped_before);
+    // The writer opens, takes lines, and waits in a write once the
+    // pipe is full: a line read means it is in the queue's middle.
+    let mut old = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let mut line = String::new();
+    old.read_line(&mut line).unwrap();
+    // logrotate: move it, then SIGUSR1.
+    std::fs::rename(&fifo, dir.path().join("access.fifo.1")).unwrap();
+    reopen();
+    // The moved FIFO gets what was written before; the writer closes
+    // it when it reopens.
+    let to_old = 1 + old.lines().count();
+    shutdown();
+    let to_new = std::fs::read_to_string(&fifo).unwrap().lines().count();
+    assert_eq!(to_old + to_new, QUEUE, "{to_old} + {to_new}");
+    assert!(to_new > 0, "every queued line went to the rotated file");
+}
+
+/// Threads of this process named `access-log` (writers, old and new).
+fn writer_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "access-log")
+        .count()
+}
+
+/// Wait until `done` holds, polling; fails after 30 s.
+fn until_polled(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A reload that changes the access log while its FIFO has no reader
+/// (the log shipper is down): the replaced writer ends, dropping and
+/// counting its queue, where it waited in `open(2)` forever with its
+/// thread and up to 16,384 lines, reload after reload, and a reader
+/// coming hours later got those old lines first.
+#[test]
+fn a_writer_replaced_while_its_fifo_has_no_reader_ends() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let base = writer_threads();
+    let fifo = stalled_fifo(&dir);
+    let before = METRICS.access_log_dropped.get();
+    (0..100).map(refusal).for_each(submit);
+    let combined = AccessLogConfig {
+        path: fifo.display().to_string(),
+        format: LogFormat::Combined,
+    };
+    configure(Some(&combined)).unwrap();
+    // The new writer waits for the old one to end before it starts
+    // (one writer per FIFO at a time), so one thread alone proves
+    // nothing: the old one's count of dropped lines does.
+    until_polled("the replaced writer dropped its queue", || {
+        METRICS.access_log_dropped.get() - before >= 100
+    });
+    until_polled("the replaced writer ended", || writer_threads() == base + 1);
+    assert_eq!(METRICS.access_log_dropped.get() - before, 100);
+    // A reader now gets the new writer's lines, none of the old ones.
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    submit(refusal(7));
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    shutdown();
+    assert_eq!(writer_threads(), base);
+}
+
+/// A reload that changes the format but not the FIFO: the old writer
+/// drains its queue into the pipe before the new one writes a line.
+/// Both wrote at once, and batches over PIPE_BUF (`pipe(7)`) were
+/// spliced mid-line: the shipper got broken JSON. Here both writers
+/// have a full pipe and a queue behind it before the reader reads on.
+#[test]
+fn a_format_change_on_a_fifo_hands_over_in_order() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(&dir);
+    let before = METRICS.access_log_dropped.get();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let each = 4000;
+    (0..each).map(|i| refusal(i as u16)).for_each(submit);
+    // The writer opened and wrote: the pipe fills, and it waits.
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let combined = AccessLogConfig {
+        path: fifo.display().to_string(),
+        format: LogFormat::Combined,
+    };
+    configure(Some(&combined)).unwrap();
+    (0..each).map(|i| refusal(i as u16)).for_each(submit);
+    let rest = std::thread::spawn(move || {
+        let lines: Vec<String> = reader.lines().map(Result::unwrap).collect();
+        lines
+    });
+    shutdown();
+    let mut lines = vec![first.trim_end().to_owned()];
+    lines.extend(rest.join().unwrap());
+    assert_json_then_combined(&lines);
+    // The reader never saw an end of file at the hand-over (the new
+    // writer opened the FIFO before the old one closed it): it read
+    // every line, none was dropped.
+    let dropped = METRICS.access_log_dropped.get() - before;
+    assert_eq!((lines.len() as u64, dropped), (2 * each as u64, 0));
+}
+
+/// Every line whole, the JSON ones (the old writer's) all before the
+/// combined ones (the new writer's).
+fn assert_json_then_combined(lines: &[String]) {
+    let mut combined_seen = false;
+    for line in lines {
+        if line.starts_with('{') {
+            assert!(!combined_seen, "a JSON line after a combined one: {line}");
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{e}: {line}"));
+        } else {
+            combined_seen = true;
+            assert!(
+                line.starts_with("127.0.0.1 - - [") && !line.contains('{'),
+                "{line}"
+            );
+        }
+    }
+}
+
+/// What `reader` reads to its end (every writer closed), taken within 30 s.
+fn read_rest(reader: impl BufRead + Send + 'static) -> impl FnOnce() -> Vec<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(reader.lines().map(Result::unwrap).collect::<Vec<_>>());
+    });
+    move || {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the reader got no end of file")
+    }
+}
+
+/// A reload that removes the access log, then one that puts the same FIFO
+/// back while the removed writer still drains its queue into it (its 5 s):
+/// the new writer waits for it. It looked only at the running writer,
+/// which was none, and wrote at once: batches over PIPE_BUF from both were
+/// spliced mid-line in the pipe.
+#[test]
+fn an_access_log_removed_then_restored_on_a_fifo_hands_over_in_order() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = stalled_fifo(&dir);
+    let before = METRICS.access_log_dropped.get();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let each = 4000;
+    (0..each).map(|i| refusal(i as u16)).for_each(submit);
+    // The writer opened and wrote: the pipe fills, and it waits.
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    configure(None).unwrap();
+    let combined = AccessLogConfig {
+        path: fifo.display().to_string(),
+        format: LogFormat::Combined,
+    };
+    configure(Some(&combined)).unwrap();
+    (0..each).map(|i| refusal(i as u16)).for_each(submit);
+    let rest = read_rest(reader);
+    shutdown();
+    let mut lines = vec![first.trim_end().to_owned()];
+    lines.extend(rest());
+    assert_json_then_combined(&lines);
+    let dropped = METRICS.access_log_dropped.get() - before;
+    assert_eq!((lines.len() as u64, dropped), (2 * each as u64, 0));
+}
+
+/// SIGTERM soon after a reload moved the access log to another path:
+/// shutdown waits for the replaced writer too (within its 5 s), so every
+/// line it held reaches the old path before the process exits. It waited
+/// only for the running writer, and the old one's lines were lost with the
+/// process, not even counted as dropped.
+#[test]
+fn shutdown_after_a_path_change_waits_for_the_old_writer() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let base = writer_threads();
+    let fifo = stalled_fifo(&dir);
+    let before = METRICS.access_log_dropped.get();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let each = 4000;
+    (0..each).map(|i| refusal(i as u16)).for_each(submit);
+    // The writer opened and wrote: the pipe fills, and it waits.
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let file = dir.path().join("access.log");
+    let moved = AccessLogConfig {
+        path: file.display().to_string(),
+        format: LogFormat::Json,
+    };
+    configure(Some(&moved)).unwrap();
+    (0..each).map(|i| refusal(i as u16)).for_each(submit);
+    // The FIFO's reader reads on only once shutdown has ended the new
+    // writer: the old one then still holds nearly all its lines.
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let rest = read_rest(std::io::BufReader::new(GatedRead {
+        go: Some(go),
+        inner: reader,
+    }));
+    let watcher = std::thread::spawn(move || {
+        until_polled("the new writer ended", || writer_threads() <= base + 1);
+        let _ = go_tx.send(());
+    });
+    shutdown();
+    // The process would exit now: no writer may be left.
+    assert_eq!(writer_threads(), base, "shutdown left a writer running");
+    watcher.join().unwrap();
+    let mut old = vec![first.trim_end().to_owned()];
+    old.extend(rest());
+    let new = std::fs::read_to_string(&file).unwrap();
+    let dropped = METRICS.access_log_dropped.get() - before;
+    assert_eq!(
+        (old.len(), new.lines().count(), dropped),
+        (each, each, 0),
+        "lines in the old FIFO, in the new file, dropped"
+    );
+}
+
+/// A reader that reads nothing before `go` says so (or is dropped).
+struct GatedRead<R> {
+    go: Option<std::sync::mpsc::Receiver<()>>,
+    inner: R,
+}
+
+impl<R: std::io::Read> std::io::Read for GatedRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(go) = self.go.take() {
+            let _ = go.recv();
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// A refusal line held back only by a full rate limit counts as dropped.
+#[test]
+fn refusals_past_a_full_rate_limit_are_counted() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let limit = RateLimit::new(Duration::from_secs(60));
+    let full = (0..).take_while(|i| limit.first_in_window(format!("k{i}")));
+    assert_eq!(full.count(), 10_000);
+    let before = METRICS.access_log_dropped.get();
+    assert!(!refusal_admitted(&limit, "new".into()));
+    assert!(METRICS.access_log_dropped.get() > before, "not counted");
+}
