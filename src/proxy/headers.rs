@@ -536,8 +536,7 @@ mod tests {
         ] {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
-        // The client takes trailers, as hotproxy does: the upstream may
-        // send them.
+        // The client takes trailers, as hotproxy does: the upstream may send them.
         assert_eq!(h["te"], "trailers");
         assert_eq!(h["host"], "app.example.com");
         // Not a trusted proxy: its X-Forwarded-For is replaced.

@@ -346,8 +346,7 @@ pub async fn serve(
             _ = shutdown_rx.wait_for(|s| *s) => break,
         };
         if owed > 0 {
-            // A connection under the old, higher limit ended: its permit
-            // goes to the lower one.
+            // A connection under the old, higher limit ended: its permit goes to the lower one.
             permit.forget();
             owed -= 1;
             continue;
