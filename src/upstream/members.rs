@@ -406,7 +406,8 @@ impl Members {
             return;
         }
         // A request of the upstream an edit replaced: the failure counts
-        // (the health is the endpoint's, shared with the successor), but
+        // under this set's settings (the health is the endpoint's, shared
+        // with the successor while its passive health is on too), but
         // only the set in service ejects, against its own endpoints: the
         // next failure through it does. Half of a retired set's endpoints
         // may be all of its successor's.

@@ -250,3 +250,64 @@ async fn turning_passive_health_on_counts_failures_from_then() {
     wait_gauge(&w, "ejected", 1).await;
     none_to_a(&w, 6, "after three failures in a row").await;
 }
+
+/// A fails four times under `consecutive_failures: 5` (one short of an
+/// ejection); an edit turns passive health off and A keeps failing; a
+/// later edit turns it on with `consecutive_failures: 3`. Had A's four
+/// failures carried over the edits, its first `503` after the last one
+/// would eject it. Turning passive health off starts A's health afresh,
+/// and nothing is counted while it is off, so A keeps its share until it
+/// has failed three times in a row under the new setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_before_passive_health_went_off_do_not_count_once_it_is_on() {
+    let five = "    health: { passive: { consecutive_failures: 5, eject_for: 1h } }\n    retries: { attempts: 0 }\n";
+    let mut w = a_failing_beside_b(five).await;
+    let [a, b] = [0, 1].map(|i| w.pods[i].addr);
+    let mut send = client(&w).await;
+    let mut failed = 0;
+    for _ in 0..8 {
+        failed += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
+    }
+    assert_eq!(failed, 4, "A's share, four failures in a row");
+    assert_has(&metrics(&w).await, &endpoints("healthy", 2));
+
+    let off =
+        "    health: { passive: { consecutive_failures: 0 } }\n    retries: { attempts: 0 }\n";
+    edit(&mut w, &app(&[a, b], off), 1).await;
+    let mut send = client(&w).await;
+    let mut failed = 0;
+    for _ in 0..4 {
+        failed += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
+    }
+    assert_eq!(failed, 2, "passive health off: A keeps its share");
+
+    let three = "    health: { passive: { consecutive_failures: 3, eject_for: 1h } }\n    retries: { attempts: 0 }\n";
+    edit(&mut w, &app(&[a, b], three), 2).await;
+    assert_has(&metrics(&w).await, &endpoints("healthy", 2));
+    let mut send = client(&w).await;
+    for round in 1..=3 {
+        let mut a_answered = 0;
+        for _ in 0..2 {
+            let (status, pod) = get_pod(&mut send, "/").await;
+            if pod.as_deref() == Some("podA") {
+                assert_eq!(status, 503);
+                a_answered += 1;
+            }
+        }
+        assert_eq!(
+            a_answered,
+            1,
+            "round {round}: A, with {} failures since passive health came back on, is in service",
+            round - 1
+        );
+    }
+    let ejected = w
+        .proxy
+        .wait_log("A ejected", |v| {
+            v["message"] == "upstream endpoint ejected" && v["upstream"] == "app"
+        })
+        .await;
+    assert_eq!(ejected["endpoint"], a.to_string());
+    wait_gauge(&w, "ejected", 1).await;
+    none_to_a(&w, 6, "after three failures in a row").await;
+}
