@@ -167,17 +167,24 @@ pub(super) struct Admits {
 /// (the snapshot's) gives it, its certificate's SANs included: a renewal
 /// that moves a name to another entry changes them, and a connection's
 /// `421` check judges a request's host by the entries of its handshake.
-/// The certificates served are not in it: a rotation that keeps the
-/// names keeps connections.
+/// A name the default entry (or a wildcard's) answers anyway picks
+/// nothing ([`SniResolver::picks`]): renewing the default entry for a
+/// host no other entry answers moves no name. The certificates served are not in it: a
+/// rotation that keeps each name with its entry keeps connections.
 fn admission_key(
     l: &ListenerConfig,
     client_auth: &ClientAuthConfig,
     entries: &BTreeMap<String, Entry>,
     resolver: &SniResolver,
 ) -> Admits {
-    // Name -> entry, as the snapshot's resolver has them (none without
-    // per-entry client auth: one config for all names).
-    let mut picks: Vec<(String, usize)> = Vec::new();
+    // Name -> entry, as the snapshot's resolver has them, less what a
+    // name gets without picking (the default entry, a wildcard's): none
+    // without per-entry client auth, one config for all names.
+    let picks = if has_per_name(l) {
+        resolver.picks()
+    } else {
+        Vec::new()
+    };
     let mut fixed = DefaultHasher::new();
     client_auth.mode.as_str().hash(&mut fixed);
     if has_per_name(l) {
@@ -185,8 +192,6 @@ fn admission_key(
             let mode = c.client_auth.as_ref().map(|a| a.mode.as_str());
             (&c.entry, &c.server_names, mode).hash(&mut fixed);
         }
-        picks.extend(resolver.owned());
-        picks.sort_unstable();
         picks.hash(&mut fixed);
     }
     l.front.proxy_protocol.hash(&mut fixed);

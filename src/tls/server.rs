@@ -291,6 +291,26 @@ impl SniResolver {
         exact.chain(wildcard)
     }
 
+    /// The names that pick a pair other than the one they would get
+    /// without their own entry here (for an exact name, the pair of the
+    /// wildcard covering it, else the default, 0; for a wildcard, the
+    /// default), with its position, sorted: two resolvers with the same
+    /// picks give every name the same
+    /// [`position_or_default`](Self::position_or_default).
+    pub fn picks(&self) -> Vec<(String, usize)> {
+        let wildcard = |suffix: &str| self.names.wildcard.get(suffix).map_or(0, |at| at[0]);
+        let exact = (self.names.exact.iter()).filter_map(|(name, at)| {
+            let otherwise = name.split_once('.').map_or(0, |(_, s)| wildcard(s));
+            (at[0] != otherwise).then(|| (name.to_string(), at[0]))
+        });
+        let wildcards = (self.names.wildcard.iter())
+            .filter(|(_, at)| at[0] != 0)
+            .map(|(s, at)| (format!("*.{s}"), at[0]));
+        let mut picks: Vec<_> = exact.chain(wildcards).collect();
+        picks.sort_unstable();
+        picks
+    }
+
     /// The URI SANs of the pair a connection was served (XFCC's `By`):
     /// the one at `served`, as [`noting_choice`] noted it, else the one
     /// that answers `sni`.
@@ -730,6 +750,28 @@ mod tests {
         assert_eq!(r.position_or_default(Some("a.test")), 0);
         assert_eq!(r.position_or_default(Some("b.test")), 1);
         assert_eq!(r.owner("*.test"), Some(1));
+    }
+
+    /// A name's own entry counts only when it picks another pair than
+    /// the wildcard covering it, or the default, would give it.
+    #[test]
+    fn picks_leave_out_names_that_get_their_pair_anyway() {
+        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+        let pairs = [
+            pair(alg, &["a.test", "x.b.test", "*.c.test"]),
+            pair(alg, &["*.b.test", "y.b.test", "d.test"]),
+        ];
+        let served: Vec<ServedPair<'_>> = (pairs.iter())
+            .map(|pair| ServedPair {
+                entry: "e",
+                pair,
+                server_names: None,
+            })
+            .collect();
+        let picks = SniResolver::new(&served).unwrap().picks();
+        let want = [("*.b.test", 1), ("d.test", 1), ("x.b.test", 0)];
+        let want: Vec<_> = want.iter().map(|&(n, at)| (n.to_string(), at)).collect();
+        assert_eq!(picks, want);
     }
 
     fn io(e: rustls::Error) -> std::io::Error {

@@ -443,3 +443,78 @@ async fn a_renewal_moving_a_name_to_a_stricter_entry_closes_open_connections() {
     let after = send.send_request(new_test()).await;
     assert!(after.is_err(), "served after the renewal: {after:?}");
 }
+
+/// `GET /` with `Host: host`, to send on a kept-open connection.
+fn get_host(host: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::get("/")
+        .header("host", host)
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// A renewal of the default entry's certificate that adds a SAN or drops
+/// one (certbot --expand) leaves every name with its entry: extra.test
+/// fell to the default entry before and is its by name after. Open
+/// connections serve on. The admission key counted the names the default
+/// entry named, as if they picked it, so such a renewal closed every open
+/// connection of the listener.
+#[tokio::test]
+async fn a_renewal_of_the_default_entry_for_other_names_keeps_open_connections() {
+    let verify = "{ mode: require_and_verify, ca: { ref: ca } }";
+    let mut w = routed(&["public.test"], &["admin.test"], "{ mode: none }", verify).await;
+    let tls = connect(w.addr, "public.test", checks_name_later())
+        .await
+        .unwrap();
+    let (mut send, conn) = keep_open_h1(tls).await;
+    let served = send.send_request(get_host("extra.test")).await.unwrap();
+    assert_eq!(served.status(), 200, "extra.test is the default entry's");
+
+    for names in [&["public.test", "extra.test"][..], &["public.test"]] {
+        let renewed = w.renew("a", names).await;
+        // Logged once the listener's new rules are stored and its
+        // connections told of any change.
+        w.p.wait_log("the renewal", |v| {
+            v["message"] == "certificate reloaded"
+                && v["fingerprint"] == renewed.fingerprint.as_str()
+        })
+        .await;
+        let changed = (w.p.logs().into_iter()).find(|l| l.contains("admission rules changed"));
+        assert_eq!(changed, None, "renewed for {names:?}");
+        for host in ["public.test", "extra.test"] {
+            let served = send.send_request(get_host(host)).await;
+            let status = served.map(|r| r.status());
+            assert_eq!(
+                status.ok(),
+                Some(http::StatusCode::OK),
+                "{host} after the renewal for {names:?}"
+            );
+        }
+    }
+    assert!(!conn.is_finished());
+}
+
+/// A renewal that drops a SAN from an entry whose client_auth is the
+/// default entry's moves the name to the default entry: the connections
+/// the listener accepted before close, as a move to another entry does.
+/// (Under another client_auth the name stays with its entry:
+/// `a_renewal_dropping_a_name_keeps_its_client_auth`.) A connection made
+/// to public.test kept judging m.test by the entries of its handshake and
+/// answered it 421, while a new one serves it.
+#[tokio::test]
+async fn a_renewal_moving_a_name_to_the_default_entry_closes_open_connections() {
+    let none = "{ mode: none }";
+    let w = routed(&["public.test"], &["admin.test", "m.test"], none, none).await;
+    let tls = connect(w.addr, "public.test", checks_name_later())
+        .await
+        .unwrap();
+    let (mut send, conn) = keep_open_h1(tls).await;
+    let misdirected = send.send_request(get_host("m.test")).await.unwrap();
+    assert_eq!(misdirected.status(), 421, "m.test is admin's entry's");
+
+    w.renew("b", &["admin.test"]).await;
+    within_deadline("the connection opened before the renewal closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.get("m.test", None).await.unwrap().status, 200);
+}
