@@ -337,7 +337,10 @@ async fn a_crl_no_ca_of_the_bundle_signed_or_not_yet_issued_does_not_decide() {
 /// to the files: a client it revokes is refused from then on, one it does
 /// not is still let in, and an info line says the CRLs were chosen again.
 /// It was set aside until the files changed: the revoked client kept
-/// getting in.
+/// getting in. A change of the files after that choice applies too: a CRL
+/// revoking the other client refuses it (and a third gets in). The listener's snapshot key was
+/// adjusted by the files' hash alone, not with the choice counted in: the
+/// reloader's thread panicked (debug builds) and nothing reloaded again.
 #[tokio::test]
 async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
     let s = Scene::new();
@@ -393,6 +396,22 @@ async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
                 .is_some_and(|m| m.contains("chosen again"))
     })
     .await;
+    // The files change after that choice: a newer CRL revokes alice too.
+    let later = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    support::writers::mv_over(
+        &s.path("next.crl"),
+        &clients.crl_of(&[mallory.serial, alice.serial], later, until, 3),
+    );
+    wait_until(
+        CLIENT_DEADLINE,
+        "alice refused once a CRL written after the choice revokes her",
+        || async { !admitted(&s, addr, &alice).await },
+    )
+    .await;
+    assert!(!admitted(&s, addr, &mallory).await);
+    // Refused by that CRL, not by a proxy gone: one it does not revoke gets in.
+    let bob = clients.client_pair("bob");
+    assert!(admitted(&s, addr, &bob).await);
 }
 
 /// A client of an issuing CA, with its chain (leaf and issuing CA).

@@ -116,6 +116,8 @@ fn loaded<'a>(entries: &'a BTreeMap<String, Entry>, id: &str) -> Result<&'a Arc<
         .ok_or_else(|| format!("entry {id:?} has no usable material"))
 }
 
+/// What snapshots are keyed by for entry `id`: its material's
+/// [`Loaded::key`] (the files' hash, and a CA bundle's CRL choices).
 fn hash_of(entries: &BTreeMap<String, Entry>, id: &str) -> Option<[u8; 32]> {
     entries
         .get(id)
@@ -636,8 +638,10 @@ fn listener_tls_after(
             .certs
             .iter()
             .any(|c| c.client_auth.as_ref().and_then(|a| a.ca.as_deref()) == Some(id));
+    // Keys, not the files' hashes: a CA bundle's CRLs chosen again change
+    // the key and not the hash, and the listener's key was summed from it.
     let now = hash_of(entries, id);
-    if (at.is_empty() && !is_ca && !is_entry_ca) || previous.map(|p| p.hash) == now {
+    if (at.is_empty() && !is_ca && !is_entry_ca) || previous.map(Loaded::key) == now {
         return Ok(None);
     }
     let Some(previous) = previous else {
@@ -667,14 +671,14 @@ fn listener_tls_after(
             let c = &l.config.certs[i];
             served[i] = served_cert(c, pair);
             key = key
-                .wrapping_sub(pair_term(i, c, Some(previous.hash)))
+                .wrapping_sub(pair_term(i, c, Some(previous.key())))
                 .wrapping_add(pair_term(i, c, now));
         }
         (Arc::new(l.resolver.with_key(at, &pair.key)), served)
     };
     if is_ca {
         key = key
-            .wrapping_sub(settings_term(&l.config, client_auth, Some(previous.hash)))
+            .wrapping_sub(settings_term(&l.config, client_auth, Some(previous.key())))
             .wrapping_add(settings_term(&l.config, client_auth, now));
     }
     debug_assert_eq!(key, listener_key(&l.config, client_auth, entries));
