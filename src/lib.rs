@@ -65,6 +65,8 @@
 //!   - `changes`: what a config reload changed, for the line that confirms it.
 //!   - `rebind`: binding a new address beside an overlapping one a listener gives up.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
+//!   - `tests`: the reloader's state driven by calls on real files, its thread
+//!     not started (a CA bundle's CRLs chosen again).
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!   - `conn`: a connection's bytes: head/idle timing, send timeout; the driver.

@@ -49,6 +49,8 @@ impl Reloader {
         match self.plan_entry_change(&spec.id, was.as_deref()) {
             Ok(changes) => {
                 self.commit_material(changes);
+                // A retry of a choice of CRLs was about the material replaced.
+                self.crl_retries.remove(&spec.id);
                 let e = &self.entries[&spec.id];
                 if let Some(l) = &e.current {
                     record_success(&e.spec, l);

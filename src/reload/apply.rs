@@ -390,6 +390,7 @@ impl Reloader {
         for (id, kind) in removed_entries {
             forget_entry_metrics(&id, kind);
             self.retries.remove(&id);
+            self.crl_retries.remove(&id);
         }
         for (id, e) in &entries {
             let old = self.entries.get(id);
@@ -400,6 +401,8 @@ impl Reloader {
             if old.is_some_and(|old| old.spec == e.spec) && !first_load {
                 continue;
             }
+            // A retry of a choice of CRLs was about the material replaced.
+            self.crl_retries.remove(id);
             // Redefined: what was reported of the old definition goes
             // (under its type, if that changed), and a new definition
             // whose files do not load says so.

@@ -381,7 +381,11 @@ impl Reloader {
     /// CRLs in use change, the listeners and upstreams verifying against
     /// them are rebuilt (connections they no longer admit close). Refused
     /// by one, the CRLs in use stay, and the choice is made again later.
+    /// A retry of a choice refused is made here, whatever comes of it: one
+    /// left over material whose `crl_due` has not come (replaced since)
+    /// was a time gone by, waited on with no wait until `crl_due`.
     fn choose_again(&mut self, id: &str, now: i64) {
+        self.crl_retries.remove(id);
         let Some(current) = self.entries.get(id).and_then(|e| e.current.clone()) else {
             return;
         };
@@ -414,7 +418,6 @@ impl Reloader {
             metrics::crl_next_update(id, loaded.ca().and_then(|ca| ca.crl_next_update()));
             self.publish_entry(id);
         }
-        self.crl_retries.remove(id);
     }
 
     /// Material for `id` was refused: keep the old, count, log once per

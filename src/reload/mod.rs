@@ -24,6 +24,8 @@ mod changes;
 mod entry;
 mod rebind;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -240,42 +242,8 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
     drain: Arc<Drain>,
 ) -> Result<Handle, String> {
-    let (watcher, mut events) = {
-        let _enter = rt.enter();
-        Watcher::start(config.watch.clone())
-    };
-    let shared = Arc::new(Shared {
-        entries: ArcSwap::from_pointee(BTreeMap::new()),
-        listeners: ArcSwap::from_pointee(BTreeMap::new()),
-        config: ArcSwap::from_pointee(config.clone()),
-        ready: AtomicBool::new(false),
-    });
-    let mut reloader = Reloader {
-        rt: rt.clone(),
-        config: Arc::new(config.clone()),
-        entries: BTreeMap::new(),
-        listeners: BTreeMap::new(),
-        upstreams: BTreeMap::new(),
-        client_auth_overrides: BTreeMap::new(),
-        client_auth_file: BTreeMap::new(),
-        retries: BTreeMap::new(),
-        crl_retries: BTreeMap::new(),
-        watcher,
-        shared: shared.clone(),
-        shutdown,
-        drain,
-        last_config_error: None,
-        config_retry: None,
-        config_unsettled_since: None,
-        config_seen: None,
-        config_backoff: None,
-        shutdown_ignores_config: false,
-        config_asked: false,
-        store: None,
-        refs: BTreeMap::new(),
-        views: BTreeMap::new(),
-        admin_tokens: None,
-    };
+    let (mut reloader, mut events) = Reloader::new(&config, rt.clone(), shutdown, drain);
+    let shared = reloader.shared.clone();
     reloader.apply_config(config.clone(), true)?;
     crate::metrics::METRICS.config_last_reload_successful.set(1);
     if let Some(store_config) = &config.store {
@@ -305,6 +273,54 @@ pub fn start(
 }
 
 impl Reloader {
+    /// A reloader of nothing yet (no entry, listener or upstream) for
+    /// `config`, and its watcher's events; [`Reloader::apply_config`]
+    /// brings in the configuration.
+    fn new(
+        config: &Config,
+        rt: tokio::runtime::Handle,
+        shutdown: watch::Receiver<bool>,
+        drain: Arc<Drain>,
+    ) -> (Reloader, tokio::sync::mpsc::UnboundedReceiver<Subject>) {
+        let (watcher, events) = {
+            let _enter = rt.enter();
+            Watcher::start(config.watch.clone())
+        };
+        let shared = Arc::new(Shared {
+            entries: ArcSwap::from_pointee(BTreeMap::new()),
+            listeners: ArcSwap::from_pointee(BTreeMap::new()),
+            config: ArcSwap::from_pointee(config.clone()),
+            ready: AtomicBool::new(false),
+        });
+        let reloader = Reloader {
+            rt,
+            config: Arc::new(config.clone()),
+            entries: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            upstreams: BTreeMap::new(),
+            client_auth_overrides: BTreeMap::new(),
+            client_auth_file: BTreeMap::new(),
+            retries: BTreeMap::new(),
+            crl_retries: BTreeMap::new(),
+            watcher,
+            shared: shared.clone(),
+            shutdown,
+            drain,
+            last_config_error: None,
+            config_retry: None,
+            config_unsettled_since: None,
+            config_seen: None,
+            config_backoff: None,
+            shutdown_ignores_config: false,
+            config_asked: false,
+            store: None,
+            refs: BTreeMap::new(),
+            views: BTreeMap::new(),
+            admin_tokens: None,
+        };
+        (reloader, events)
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         loop {
             let timeout = self

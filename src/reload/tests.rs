@@ -1,0 +1,141 @@
+//! The reloader's state driven by calls on the test's thread: a CA bundle's CRLs chosen again, on real files.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+    KeyIdMethod, KeyPair, SerialNumber,
+};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::Reloader;
+use crate::config::{self, Config};
+use crate::material::catalogue::Origin;
+use crate::proxy::drain::Drain;
+
+/// A directory holding a CA (`clients.crt`), a CRL of it issued an hour
+/// ago (`now.crl`) and one dated a day ahead (`ahead.crl`), and a runtime
+/// for the reloader's watcher.
+struct Scene {
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    _shutdown: watch::Sender<bool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "clients");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("clients.crt"), cert.pem()).unwrap();
+        let issuer = Issuer::new(p, key);
+        let now = OffsetDateTime::now_utc();
+        for (file, this_update, number) in [
+            ("now.crl", now - time::Duration::hours(1), 1u64),
+            ("ahead.crl", now + time::Duration::days(1), 2),
+        ] {
+            let crl = CertificateRevocationListParams {
+                this_update,
+                next_update: this_update + time::Duration::days(30),
+                crl_number: SerialNumber::from(number),
+                issuing_distribution_point: None,
+                revoked_certs: Vec::new(),
+                key_identifier_method: KeyIdMethod::Sha256,
+            };
+            let pem = crl.signed_by(&issuer).unwrap().pem().unwrap();
+            std::fs::write(dir.path().join(file), pem).unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, shutdown) = watch::channel(false);
+        Scene {
+            dir,
+            rt,
+            _shutdown: tx,
+            shutdown,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A configuration of the ca-bundle entry `clients` with `crl_files`
+    /// (a YAML list's items).
+    fn config(&self, crl_files: &str) -> Config {
+        let yaml = format!(
+            "certs:\n  - {{ id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [{crl_files}] }}\nlisteners: []\n"
+        );
+        config::parse(&yaml, &self.path().join("config.yaml")).unwrap()
+    }
+
+    /// A reloader serving `config`, its thread not started: the test calls
+    /// what the thread would.
+    fn reloader(&self, config: Config) -> Reloader {
+        let drain = Arc::new(Drain::new(Duration::from_secs(1)));
+        let (mut r, _events) = Reloader::new(
+            &config,
+            self.rt.handle().clone(),
+            self.shutdown.clone(),
+            drain,
+        );
+        r.apply_config(config, true).unwrap();
+        r
+    }
+}
+
+/// A time gone by.
+fn gone_by() -> Instant {
+    Instant::now().checked_sub(Duration::from_secs(1)).unwrap()
+}
+
+/// Whether the reloader's next choice of CRLs is yet to come: it waits for
+/// it. At a time gone by it would not wait at all (`recv_timeout(0)`).
+fn waits(r: &Reloader) -> bool {
+    r.next_crl_choice().is_some_and(|at| at > Instant::now())
+}
+
+/// A retry of a choice of CRLs refused (a listener or an upstream would
+/// not build on them) is of the material it was refused for: once it is
+/// made, or that material is replaced (an entry of the store put through
+/// the API, an entry redefined by a configuration reload), the CRLs are
+/// next chosen at their `crl_due`. The retry stayed: its time gone by
+/// over material whose `crl_due` had not come, the choice was made again
+/// and again with no wait, the reloader's thread busy until `crl_due`.
+#[test]
+fn a_crl_retry_goes_with_the_material_it_was_for() {
+    let s = Scene::new();
+    let mut r = s.reloader(s.config("now.crl, ahead.crl"));
+    assert!(waits(&r), "a CRL dated a day ahead is waited on");
+    // Its time come, over material whose crl_due has not.
+    r.crl_retries.insert("clients".into(), gone_by());
+    r.choose_crls_again();
+    assert!(waits(&r), "a retry made is still waited on");
+    // An entry of the store put again through the API.
+    let mut spec = r.entry_spec("clients").unwrap().0.clone();
+    spec.id = "stored".into();
+    r.put_entry(spec.clone(), Origin::Store).unwrap();
+    r.crl_retries.insert("stored".into(), gone_by());
+    r.put_entry(spec, Origin::Store).unwrap();
+    assert!(
+        waits(&r),
+        "a retry of material the API replaced is waited on"
+    );
+    // The entry redefined by a configuration reload.
+    r.crl_retries.insert("clients".into(), gone_by());
+    r.apply_config(s.config("ahead.crl, now.crl"), false)
+        .unwrap();
+    assert!(
+        waits(&r),
+        "a retry of a redefined entry's material is waited on"
+    );
+}
