@@ -13,6 +13,11 @@ use crate::material::pem::Step;
 use crate::material::{Loaded, Material, Note, pem};
 use crate::metrics::{self, METRICS};
 
+/// How long the wait for a CRL dated ahead lasts at most before the wall
+/// clock is read again ([`Reloader::crl_choice_at`]): a step of the clock
+/// delays its choice that long at most.
+pub(super) const CRL_DUE_LOOK: Duration = Duration::from_secs(60);
+
 impl Reloader {
     /// Read `id`'s files: `None` when they hold the bytes served now (the
     /// parse, a signing key and every certificate, is most of a re-read's
@@ -340,8 +345,11 @@ impl Reloader {
             .min()
     }
 
-    /// When `entry`'s CRLs are to be chosen again, `now` being `wall`.
-    fn crl_choice_at(
+    /// When `entry`'s CRLs are to be chosen again, `now` being `wall`: at
+    /// `crl_due` by the wall clock, looked at again at least every
+    /// [`CRL_DUE_LOOK`], as a wait on the monotonic clock does not follow
+    /// a step of the wall clock (NTP at boot, a VM resumed).
+    pub(super) fn crl_choice_at(
         &self,
         id: &str,
         entry: &Entry,
@@ -353,7 +361,8 @@ impl Reloader {
             return Some(retry);
         }
         let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(due).unwrap_or(0));
-        Some(now + at.duration_since(wall).unwrap_or_default())
+        let wait = at.duration_since(wall).unwrap_or_default();
+        Some(now + wait.min(CRL_DUE_LOOK))
     }
 
     /// Choose the CRLs of each CA bundle whose `crl_due` came again: a CRL

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::Reloader;
+use super::entry::CRL_DUE_LOOK;
 use crate::config::{self, Config};
 use crate::material::catalogue::Origin;
 use crate::proxy::drain::Drain;
@@ -138,4 +139,35 @@ fn a_crl_retry_goes_with_the_material_it_was_for() {
         waits(&r),
         "a retry of a redefined entry's material is waited on"
     );
+}
+
+/// A CRL dated a day ahead is waited on a minute at most, and the wall
+/// clock read again then: once it says the CRL's thisUpdate has come
+/// (stepped there, by NTP at boot or a VM resumed), the choice is due. The
+/// whole wait was taken at once on the monotonic clock, which a step of
+/// the wall clock does not move: the choice came as late as the step.
+#[test]
+fn a_crl_dated_ahead_is_waited_on_a_minute_at_most() {
+    let s = Scene::new();
+    let r = s.reloader(s.config("now.crl, ahead.crl"));
+    let before = Instant::now();
+    let at = r.next_crl_choice().expect("a CRL dated a day ahead");
+    assert!(
+        at <= Instant::now() + CRL_DUE_LOOK,
+        "waits {:?} for a CRL dated a day ahead",
+        at - before
+    );
+    // Read again, the wall clock says its thisUpdate has come: due now.
+    let entry = &r.entries["clients"];
+    let due = entry
+        .current
+        .as_ref()
+        .unwrap()
+        .ca()
+        .unwrap()
+        .crl_due
+        .unwrap();
+    let stepped = UNIX_EPOCH + Duration::from_secs(u64::try_from(due).unwrap());
+    let now = Instant::now();
+    assert_eq!(r.crl_choice_at("clients", entry, now, stepped), Some(now));
 }
