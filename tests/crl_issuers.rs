@@ -338,9 +338,15 @@ async fn a_crl_no_ca_of_the_bundle_signed_or_not_yet_issued_does_not_decide() {
 /// not is still let in, and an info line says the CRLs were chosen again.
 /// It was set aside until the files changed: the revoked client kept
 /// getting in. A change of the files after that choice applies too: a CRL
-/// revoking the other client refuses it (and a third gets in). The listener's snapshot key was
-/// adjusted by the files' hash alone, not with the choice counted in: the
-/// reloader's thread panicked (debug builds) and nothing reloaded again.
+/// revoking the other client refuses it (and a third gets in). The listener's
+/// snapshot key was adjusted by the files' hash alone, not with the choice
+/// counted in: the reloader's thread panicked (debug builds) and nothing
+/// reloaded again.
+///
+/// Whether the CRL was still ahead when the proxy read it is read back
+/// (the nextUpdate gauge names the CRL in use, each of its own): when the
+/// read came after its thisUpdate (a slow start), it is written again,
+/// dated further ahead, so that a slow machine takes longer, never fails.
 #[tokio::test]
 async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
     let s = Scene::new();
@@ -349,21 +355,64 @@ async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
     let mallory = clients.client_pair("mallory");
     let now = OffsetDateTime::now_utc();
     let until = now + Duration::days(7);
-    // Whole seconds, as a CRL holds its dates.
-    let issued = now.replace_nanosecond(0).unwrap() + Duration::seconds(10);
     write(&s.path("clients.crt"), &clients.cert_pem);
     write(
         &s.path("current.crl"),
         &clients.crl_of(&[], now - Duration::hours(1), until, 1),
     );
-    write(
-        &s.path("next.crl"),
-        &clients.crl_of(&[mallory.serial], issued, until, 2),
-    );
     let cfg = scene(&s, &[("ahead", "clients.crt", "current.crl, next.crl")]);
-    let mut p = Proxy::start(&cfg);
+    let mut proxy = None;
+    let mut set_aside = None;
+    for attempt in 0..4 {
+        // Whole seconds, as a CRL holds its dates; each its own nextUpdate.
+        let lead = Duration::seconds(5 << attempt);
+        let issued = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + lead;
+        let its_until = until + Duration::days(attempt + 1);
+        let next = clients.crl_of(&[mallory.serial], issued, its_until, 2);
+        let p = match proxy.as_mut() {
+            None => {
+                write(&s.path("next.crl"), &next);
+                proxy.insert(Proxy::start(&cfg))
+            }
+            Some(p) => {
+                support::writers::mv_over(&s.path("next.crl"), &next);
+                p
+            }
+        };
+        let api = p.admin_addr().await;
+        let gauge = |t: OffsetDateTime| {
+            format!(
+                r#"hotproxy_crl_next_update_timestamp_seconds{{entry="ahead"}} {}"#,
+                t.unix_timestamp()
+            )
+        };
+        let (aside, taken) = (gauge(until), gauge(its_until));
+        // Read when the gauge names one of the two.
+        let deadline = tokio::time::Instant::now() + CLIENT_DEADLINE;
+        let was_ahead = loop {
+            let metrics = metrics_text(api).await;
+            if metrics.lines().any(|l| l == aside) {
+                break true;
+            }
+            if metrics.lines().any(|l| l == taken) {
+                break false;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "next.crl of attempt {attempt} never read:\n{metrics}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        if was_ahead {
+            set_aside = Some(issued);
+            break;
+        }
+    }
+    let (Some(mut p), Some(issued)) = (proxy, set_aside) else {
+        panic!("next.crl was never read before its thisUpdate, 40 s ahead at last");
+    };
     let addr = p.listener_addr("ahead").await;
-    // Set aside at load, as not issued yet.
+    // Set aside as not issued yet.
     let warning = p
         .wait_log("the CRL set aside", |v| {
             v["entry"] == "ahead"
