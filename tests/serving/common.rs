@@ -556,3 +556,32 @@ pub async fn read_raw_head(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -
         }
     }
 }
+
+/// An HTTP/2 client of the proxy at `addr`, ready for a first request,
+/// and the task driving its connection: for tests that look at how the
+/// connection ended (a `GOAWAY`), which `h2_client` leaves to itself.
+pub async fn h2_with_conn(
+    w: &World,
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let (client, conn) = h2::client::handshake(tls(w, addr, &[b"h2"]).await)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    (client.ready().await.unwrap(), conn)
+}
+
+/// The driver task `conn` of an h2 crate client's connection ends with
+/// the server's `GOAWAY` `ENHANCE_YOUR_CALM`: cut off as abusive.
+pub async fn ended_calm_h2(conn: tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    let ended = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    let e = ended.expect_err("ended by the server");
+    assert!(e.is_go_away(), "{e}");
+    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
+}

@@ -13,6 +13,7 @@ mod common;
 mod bodies;
 mod closing;
 mod h2_abuse;
+mod h2_resets;
 mod heads;
 mod listeners;
 mod routing;

@@ -1,0 +1,392 @@
+//! HTTP/2 rapid reset (CVE-2023-44487): the requests a client cancels, counted per connection, and what counts against them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use crate::support::*;
+
+/// A client that opens streams and resets each at once (rapid reset,
+/// CVE-2023-44487) is sent `GOAWAY` (`ENHANCE_YOUR_CALM`) long before its
+/// 2000 streams are through, and few of them reach the backend.
+#[tokio::test]
+async fn h2_rapid_reset_is_cut_off() {
+    let (w, _p, addr) = serve("").await;
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
+    for _ in 0..2000 {
+        let Ok(ready) = client.ready().await else {
+            break;
+        };
+        client = ready;
+        let Ok((_, mut stream)) = client.send_request(h2_get("/x", "GET"), true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    ended_calm_h2(conn).await;
+    let reached = w.backend.requests.load(SeqCst);
+    assert!(reached < 200, "{reached} reset streams reached the backend");
+}
+
+/// Rapid reset with each reset sent just after its request was taken
+/// (CVE-2023-44487 in the form h2's own count misses: it counts only
+/// streams reset before hyper accepted them, and a reset stream frees its
+/// place under the 100-stream limit at once). One connection, in rounds of
+/// 100 streams on a request the backend never answers (an expensive one),
+/// each round reset once the backend has all of its requests: hotproxy
+/// ends the connection long before the 10,000 are through, lets go of the
+/// upstream requests it still held, and says so (a warning naming the
+/// client, a metric).
+#[tokio::test]
+async fn h2_rapid_reset_after_the_request_went_upstream_is_cut_off() {
+    let (w, mut p, addr) = serve("").await;
+    let admin = p.admin_addr().await;
+    let s = tls(&w, addr, &[b"h2"]).await;
+    let port = local_port(&s);
+    let (mut from, mut to) = tokio::io::split(s);
+    // What the server sends until the connection ends (a GOAWAY, or the
+    // end of the stream).
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let _ = from.read_to_end(&mut got).await;
+        got
+    });
+    to.write_all(&[PREFACE, EMPTY_SETTINGS].concat())
+        .await
+        .unwrap();
+    let block = hpack_get("/hold");
+    for round in 0..100u32 {
+        let ids: Vec<u32> = (0..100).map(|i| 1 + 200 * round + 2 * i).collect();
+        let opens: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| h2_frame(HEADERS, 0x5, id, &block))
+            .collect();
+        if to.write_all(&opens).await.is_err() {
+            break;
+        }
+        // The resets go once every request of the round is upstream:
+        // awaited, not guessed with a pause.
+        let upstream = 100 * (round as usize + 1);
+        wait_until(WAIT, "the round at the backend, or the end", || async {
+            reader.is_finished() || w.backend.requests.load(SeqCst) >= upstream
+        })
+        .await;
+        if reader.is_finished() {
+            break;
+        }
+        // RST_STREAM, CANCEL (8).
+        let resets: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| h2_frame(RST_STREAM, 0, id, &8u32.to_be_bytes()))
+            .collect();
+        if to.write_all(&resets).await.is_err() {
+            break;
+        }
+    }
+    let reached = w.backend.requests.load(SeqCst);
+    assert!(
+        reached < 2000,
+        "{reached} reset streams reached the backend"
+    );
+    tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the connection is ended")
+        .unwrap();
+    wait_until(WAIT, "the held upstream requests released", || async {
+        w.backend.held.load(SeqCst) == 0
+    })
+    .await;
+    p.wait_log("the rapid-reset warning", |v| {
+        v["level"] == "WARN"
+            && peer_is(v, port)
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("rapid reset"))
+    })
+    .await;
+    let closed = "hotproxy_http2_rapid_reset_closed_total{listener=\"public\"} 1";
+    wait_metric(admin, closed, WAIT).await;
+}
+
+/// A browser-like HTTP/2 client cancels a few of its requests while the
+/// backend has them (navigating away: 10 of 200): its connection keeps
+/// serving, and each cancelled request is let go upstream.
+#[tokio::test]
+async fn h2_client_cancelling_a_few_streams_is_not_cut_off() {
+    let (w, _p, addr) = serve("").await;
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
+    for i in 1..=200 {
+        if i % 20 == 0 {
+            let (_, mut stream) = client.send_request(h2_get("/hold", "GET"), true).unwrap();
+            wait_until(WAIT, "the request at the backend", || async {
+                w.backend.held.load(SeqCst) == 1
+            })
+            .await;
+            stream.send_reset(h2::Reason::CANCEL);
+            wait_until(WAIT, "the request let go upstream", || async {
+                w.backend.held.load(SeqCst) == 0
+            })
+            .await;
+        } else {
+            let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
+            assert_eq!(resp.status(), 200);
+        }
+        client = client.ready().await.expect("the connection keeps serving");
+    }
+    let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
+    assert_eq!(resp.status(), 200, "the connection keeps serving");
+    assert!(!conn.is_finished(), "the connection was ended");
+    assert_eq!(w.backend.requests.load(SeqCst), 201);
+}
+
+/// A client that gives up on its own deadline on requests it has waited
+/// on (a gRPC or browser client cancelling its long polls, one with a 5 s
+/// deadline on a slow backend) cancels every one of them, but each after
+/// it has waited over a second: not a rapid reset (Envoy counts a reset as
+/// premature only within `premature_reset_min_stream_lifetime_seconds`,
+/// 1 s). 600 such requests, in rounds of 100 (the stream limit), each
+/// round reset once all of it is at the backend and a second has passed
+/// since: the connection keeps serving, and no rapid reset is counted.
+#[tokio::test]
+async fn h2_client_cancelling_requests_after_a_second_is_not_cut_off() {
+    let (w, mut p, addr) = serve("").await;
+    let admin = p.admin_addr().await;
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
+    for round in 1..=6 {
+        let mut streams = Vec::new();
+        for _ in 0..100 {
+            client = client
+                .ready()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: the connection was ended: {e}"));
+            let (_, stream) = client
+                .send_request(h2_get("/hold", "GET"), true)
+                .unwrap_or_else(|e| panic!("round {round}: the connection was ended: {e}"));
+            streams.push(stream);
+        }
+        wait_until(WAIT, "the round at the backend", || async {
+            w.backend.held.load(SeqCst) == 100
+        })
+        .await;
+        // Each request of the round began at hotproxy before it reached
+        // the backend, so before `seen`: a second after it, every one of
+        // them has waited longer than a second.
+        let seen = tokio::time::Instant::now();
+        tokio::time::sleep_until(seen + Duration::from_secs(1)).await;
+        for stream in &mut streams {
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        wait_until(WAIT, "the round let go upstream", || async {
+            w.backend.held.load(SeqCst) == 0
+        })
+        .await;
+    }
+    client = client.ready().await.expect("the connection keeps serving");
+    let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
+    assert_eq!(resp.status(), 200, "the connection keeps serving");
+    assert!(!conn.is_finished(), "the connection was ended");
+    assert_eq!(w.backend.requests.load(SeqCst), 601);
+    let metrics = metrics_text(admin).await;
+    let closed: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_http2_rapid_reset_closed_total"))
+        .collect();
+    assert!(closed.is_empty(), "{closed:?}");
+}
+
+/// A proxy whose listener `public` routes `a.example.com` alone to the
+/// plain backend: hotproxy answers a request for any other host `404`
+/// itself, at no cost to the backend.
+async fn serve_one_host() -> (World, Proxy, SocketAddr) {
+    let w = world().await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ host: a.example.com, upstream: plain }]",
+        &plain_upstream(&w),
+    ));
+    let addr = p.listener_addr("public").await;
+    (w, p, addr)
+}
+
+/// `GET https://b.example.com/x`: a host no route of [`serve_one_host`] serves.
+fn unrouted_get() -> http::Request<()> {
+    http::Request::builder()
+        .uri("https://b.example.com/x")
+        .body(())
+        .unwrap()
+}
+
+/// `n` requests for a host no route serves, sent together, each answered
+/// `404` by hotproxy (awaited: counted by it before the next step); `Err`
+/// once the connection is ended.
+async fn unrouted(client: &mut h2::client::SendRequest<Bytes>, n: usize) -> Result<(), h2::Error> {
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
+        answers.push(client.send_request(unrouted_get(), true)?.0);
+    }
+    for answer in answers {
+        let resp = tokio::time::timeout(WAIT, answer)
+            .await
+            .expect("an answer in time")?;
+        assert_eq!(resp.status(), 404);
+        let mut body = resp.into_body();
+        while let Some(data) = tokio::time::timeout(WAIT, body.data()).await.unwrap() {
+            data?;
+        }
+    }
+    Ok(())
+}
+
+/// What a padded rapid reset pads its resets with: requests hotproxy
+/// answers itself, never contacting the backend.
+#[derive(Clone, Copy)]
+enum Pad {
+    /// For a host no route serves: `404`.
+    Unrouted,
+}
+
+/// `n` requests of `pad`, sent together, each answered (awaited: counted
+/// by hotproxy before the next step); `Err` once the connection is ended.
+async fn pad(
+    client: &mut h2::client::SendRequest<Bytes>,
+    pad: Pad,
+    n: usize,
+) -> Result<(), h2::Error> {
+    match pad {
+        Pad::Unrouted => unrouted(client, n).await,
+    }
+}
+
+/// How many upstream requests a round of [`padded_rapid_reset`] resets:
+/// few, so that each is reset well within `PREMATURE_WITHIN` (1 s) of its
+/// start even on a slow machine (a round of 100 waited for its last to
+/// reach the backend, and its first ones counted as cancelled late).
+const ROUND: usize = 10;
+
+/// Rapid reset padded with `kind`: in each round, twice [`ROUND`] pads,
+/// then [`ROUND`] requests that go upstream (to one the backend never
+/// answers), reset once the backend has them all; until the connection is
+/// ended, or 100 rounds (1,000 upstream requests started and abandoned).
+/// Were the pads counted among the answered, two for each cancelled would
+/// keep the cancellations under half for good. Then it checks that the
+/// connection was cut by the guard, with what the guard guarantees
+/// whatever the machine's pace: the warning counts none answered and at
+/// least 250 cancelled (within 1 s of their start), and at most twice as
+/// many requests as that reached the backend (those cancelled later count
+/// among the ended), beside the last round's.
+async fn padded_rapid_reset(kind: Pad) {
+    let (w, mut p, addr) = serve_one_host().await;
+    let admin = p.admin_addr().await;
+    let s = tls(&w, addr, &[b"h2"]).await;
+    let port = local_port(&s);
+    let (client, conn) = h2::client::handshake(s).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    'rounds: for _ in 0..100 {
+        if pad(&mut client, kind, 2 * ROUND).await.is_err() {
+            break;
+        }
+        let mut streams = Vec::new();
+        for _ in 0..ROUND {
+            if std::future::poll_fn(|cx| client.poll_ready(cx))
+                .await
+                .is_err()
+            {
+                break 'rounds;
+            }
+            let Ok((_, stream)) = client.send_request(h2_get("/hold", "GET"), true) else {
+                break 'rounds;
+            };
+            streams.push(stream);
+        }
+        // The resets go once every request of the round is upstream.
+        wait_until(WAIT, "the round at the backend, or the end", || async {
+            conn.is_finished() || w.backend.held.load(SeqCst) == ROUND
+        })
+        .await;
+        for stream in &mut streams {
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        wait_until(WAIT, "the round let go upstream", || async {
+            w.backend.held.load(SeqCst) == 0
+        })
+        .await;
+    }
+    let _ = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection is ended");
+    let warned = p
+        .wait_log("the rapid-reset warning", |v| {
+            v["level"] == "WARN"
+                && peer_is(v, port)
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("rapid reset"))
+        })
+        .await;
+    // Counted when the driver woke: a few more of the round may be in.
+    assert_eq!(warned["answered"], 0, "{warned}");
+    let cancelled = warned["cancelled"].as_u64().unwrap() as usize;
+    assert!(cancelled >= 250, "{warned}");
+    let reached = w.backend.requests.load(SeqCst);
+    assert!(
+        reached <= 2 * cancelled + ROUND,
+        "{reached} reset streams reached the backend: {warned}"
+    );
+    let closed = "hotproxy_http2_rapid_reset_closed_total{listener=\"public\"} 1";
+    wait_metric(admin, closed, WAIT).await;
+}
+
+/// Rapid reset padded with requests for a host no route serves (`404`,
+/// answered at once and at no cost upstream): only requests forwarded
+/// upstream count as answered, so the connection is cut all the same.
+#[tokio::test]
+async fn h2_rapid_reset_padded_with_local_answers_is_cut_off() {
+    padded_rapid_reset(Pad::Unrouted).await;
+}
+
+/// A well-behaved client that asks for hosts no route serves as often as
+/// for the served one (a `404` for every `200`), and cancels a few
+/// requests the backend has (10 of 400): its `404`s count neither as
+/// cancelled nor as answered, and it stays far from the bound: the
+/// connection keeps serving and no rapid reset is counted.
+#[tokio::test]
+async fn h2_client_mixing_404s_and_a_few_cancels_is_not_cut_off() {
+    let (w, mut p, addr) = serve_one_host().await;
+    let admin = p.admin_addr().await;
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
+    for i in 1..=400 {
+        if i % 40 == 0 {
+            let (_, mut stream) = client.send_request(h2_get("/hold", "GET"), true).unwrap();
+            wait_until(WAIT, "the request at the backend", || async {
+                w.backend.held.load(SeqCst) == 1
+            })
+            .await;
+            stream.send_reset(h2::Reason::CANCEL);
+            wait_until(WAIT, "the request let go upstream", || async {
+                w.backend.held.load(SeqCst) == 0
+            })
+            .await;
+        } else if i % 2 == 0 {
+            unrouted(&mut client, 1).await.expect("a 404");
+        } else {
+            let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
+            assert_eq!(resp.status(), 200);
+        }
+        client = client.ready().await.expect("the connection keeps serving");
+    }
+    let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
+    assert_eq!(resp.status(), 200, "the connection keeps serving");
+    assert!(!conn.is_finished(), "the connection was ended");
+    assert_eq!(w.backend.requests.load(SeqCst), 211);
+    let metrics = metrics_text(admin).await;
+    let closed: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_http2_rapid_reset_closed_total"))
+        .collect();
+    assert!(closed.is_empty(), "{closed:?}");
+}
