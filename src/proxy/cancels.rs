@@ -12,11 +12,13 @@
 //! cancellation at the earliest), is closed at once: everything it still
 //! has in flight upstream is let go with it. A browser that navigates away
 //! from a few requests, or a gRPC client whose deadlines cut some calls,
-//! stays far from it. Only a request forwarded upstream counts as answered:
-//! one hotproxy answers itself (a `404` for a host no route serves, a
-//! `400`, `403`, `413` or `421`) costs the client a few bytes and the
-//! upstream nothing, and counted, a client asking for a few more of them
-//! than the upstream requests it resets would never be closed.
+//! stays far from it. Only a request handed to an endpoint counts as
+//! answered: one hotproxy answers itself (a `404` for a host no route
+//! serves, a `400`, `403`, `413` or `421`, a `400` for a small body that
+//! broke while it was read whole, before any endpoint) costs the client a
+//! few bytes and the upstream nothing, and counted, a client asking for a
+//! few more of them than the upstream requests it resets would never be
+//! closed.
 //! As Envoy's, only a request cancelled within
 //! [`PREMATURE_WITHIN`] of its start counts as cancelled: one the client
 //! gave up on after waiting longer (a long poll it cancels on its own
@@ -133,8 +135,9 @@ impl Unanswered {
         }
     }
 
-    /// The request is handed to its upstream: its answer, whatever it is
-    /// (the upstream's, or hotproxy's when the upstream fails), counts.
+    /// The request is handed to an endpoint (a small body read whole
+    /// first has arrived): its answer, whatever it is (the upstream's, or
+    /// hotproxy's when the upstream or a streamed body fails), counts.
     pub fn forwarded(&mut self) {
         self.forwarded = true;
     }

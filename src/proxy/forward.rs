@@ -170,12 +170,14 @@ impl Upstream {
     /// Forward one request and return the upstream's response, or a
     /// 502/504 describing why there is none. `max_body`: the route's
     /// `max_body_bytes` (0: no limit); a declared length over it was
-    /// answered `413` before.
+    /// answered `413` before. `in_flight` is told once the request is
+    /// handed to an endpoint, not for an answer given before.
     pub async fn forward(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         ctx: &RequestContext,
         max_body: u64,
+        in_flight: &mut crate::proxy::cancels::Unanswered,
     ) -> Response<ResponseBody> {
         let members = self.members.load_full();
         if members.is_empty() {
@@ -230,6 +232,10 @@ impl Upstream {
             (body.counted(counted).reading(reading), fault)
         };
         let req = Request::from_parts(parts, body);
+        // Only from here does its answer count against the client's
+        // cancellations: a body read whole that broke or stalled was
+        // answered above, without an endpoint (SPEC §6, rapid reset).
+        in_flight.forwarded();
         // The endpoint of the latest attempt, for the logs.
         let last = Latest::default();
         // Set when `request_timeout` ends the attempt in flight, before it

@@ -671,7 +671,7 @@ fn refuse(
     exchange.finish(refused.response())
 }
 
-/// Route one request and forward it (telling `in_flight`), recording its metrics; the edge duties
+/// Route one request and forward it (`in_flight` told at an endpoint), with its metrics; the edge duties
 /// (request id, route `allow`, client-certificate headers, access log) are [`Exchange`]'s. A `101`
 /// to a tunnelled upgrade starts the tunnel, which keeps `slot`, writes the request's line when it
 /// ends, and is checked again against its route's rules when the routes change.
@@ -743,8 +743,7 @@ async fn handle(
         (hyper::upgrade::on(&mut req), routed)
     });
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
-    in_flight.forwarded(); // only now does its answer count against cancellations
-    let mut resp = upstream.forward(req, ctx, max_body).await;
+    let mut resp = upstream.forward(req, ctx, max_body, in_flight).await;
     let mut exchange = forwarding.answered();
     let head_came = resp.extensions().get::<UpstreamAnswered>().is_some();
     exchange.upstream(&upstream.name, head_came.then(|| start.elapsed()));
