@@ -29,6 +29,7 @@ use crate::metrics::{METRICS, UpstreamLabels};
 use crate::proxy::body::{BodyFault, ClientBody};
 use crate::proxy::failure::{Failure, diagnose, local_resources, unprocessed, waited};
 use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
+use crate::proxy::framing;
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::members::{InFlight, Members};
 
@@ -265,7 +266,13 @@ impl Upstream {
             let failure = match endpoint.upgrade_connection().await {
                 Ok(mut send) => {
                     *req.uri_mut() = Uri::from(path);
-                    return send.send_request(req).await.map_err(Failure::Request);
+                    // Refused as any response is (`Upstream::send`); the
+                    // connection closes with `send`.
+                    let resp = send.send_request(req).await.map_err(Failure::Request)?;
+                    return match framing::refused(&resp) {
+                        Some(why) => Err(Failure::Framing(why)),
+                        None => Ok(resp),
+                    };
                 }
                 Err(e) => Failure::Dial(e),
             };

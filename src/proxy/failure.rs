@@ -23,6 +23,9 @@ pub enum Failure {
     /// An HTTP/2 response of more than [`MAX_RESPONSE_FIELDS`] header
     /// fields (hyper's HTTP/1.1 parser refuses one itself).
     TooManyFields,
+    /// An HTTP/1.1 response whose length a client could read otherwise
+    /// than hyper did ([`crate::proxy::framing`]): why.
+    Framing(&'static str),
 }
 
 /// Safe to send twice (RFC 9110 §9.2.2) and nothing streamed to send again.
@@ -172,6 +175,7 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
             format!("upstream response has more than {MAX_RESPONSE_FIELDS} header fields"),
             StatusCode::BAD_GATEWAY,
         ),
+        Failure::Framing(why) => ("protocol", (*why).into(), StatusCode::BAD_GATEWAY),
         // hyper's only client timeout: `http2_keepalive` closed the
         // connection under the request.
         Failure::Request(e) if e.is_timeout() => (

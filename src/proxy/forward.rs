@@ -44,6 +44,7 @@ use crate::proxy::failure::{
     Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, replayable,
     unprocessed,
 };
+use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
@@ -386,6 +387,12 @@ impl Upstream {
                     }
                     let sent = req.body().sent();
                     match c.send(req).await {
+                        // Not forwarded, and its connection (whose next
+                        // bytes may be this body's rest) closed, not pooled.
+                        Ok(resp) if let Some(why) = framing::refused(&resp) => {
+                            drop((resp, c));
+                            return Err((Failure::Framing(why), None));
+                        }
                         Ok(resp) => {
                             return Ok(resp.map(|b| {
                                 LeasedBody::h1(b, c, endpoint.clone(), sent, self.read.clone())

@@ -12,6 +12,7 @@ pub mod drain;
 pub mod edge;
 pub mod failure;
 pub mod forward;
+pub mod framing;
 pub mod front;
 pub mod headers;
 pub mod lifetime;

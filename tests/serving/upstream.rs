@@ -167,3 +167,69 @@ async fn bytes_after_a_response_are_never_served_to_the_next_request() {
         drop(p);
     }
 }
+
+/// An HTTP/1.1 response whose length the client could read otherwise than
+/// hyper did is a `502` (`reason="protocol"`), as nginx's "upstream sent
+/// "Content-Length" and "Transfer-Encoding" headers at the same time" and
+/// "unknown "Transfer-Encoding"": `Content-Length` beside
+/// `Transfer-Encoding` (hyper decodes the chunks; the client, the
+/// transfer coding stripped, would read 5 bytes of 10 and take the rest
+/// as the next response), or a transfer coding other than `chunked` (its
+/// coding applied to the body, with nothing saying so). The connection is
+/// not used again: the next request gets a new one, and its answer.
+#[tokio::test]
+async fn response_with_ambiguous_length_is_502_and_its_connection_dropped() {
+    let w = world().await;
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    const BOTH: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n";
+    const GZIP: &[u8] =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\nnot really gzip";
+    const GZIP_CHUNKED: &[u8] =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    for bad in [BOTH, GZIP, GZIP_CHUNKED] {
+        // `bad` to the first and third request it gets, on any connection;
+        // `HELLO` to the others.
+        let served = Arc::new(AtomicUsize::new(0));
+        let (backend, accepted) = raw_backend(move |mut tcp| {
+            let served = served.clone();
+            async move {
+                let mut buf = Vec::new();
+                while let Some(end) = read_raw_head(&mut tcp, &mut buf).await {
+                    buf.drain(..end);
+                    let answer = match served.fetch_add(1, SeqCst) {
+                        0 | 2 => bad,
+                        _ => HELLO,
+                    };
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        let mut p = Proxy::start(&w.scene.public_config(
+            "[{ upstream: raw }]",
+            &format!("\n  - name: raw\n    servers: [http://{backend}]"),
+        ));
+        let addr = p.listener_addr("public").await;
+        let what = String::from_utf8_lossy(bad);
+        let reply = h1_exchange(&w, addr, GET_THEN_CLOSE).await;
+        assert!(reply.starts_with("HTTP/1.1 502 "), "{what}: {reply}");
+        let reply = h1_exchange(&w, addr, GET_THEN_CLOSE).await;
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{what}: {reply}");
+        assert!(reply.ends_with("\r\n\r\nhello"), "{what}: {reply}");
+        assert_eq!(accepted.load(SeqCst), 2, "{what}: a connection reused");
+        // An `Upgrade` request answered without a switch, alike.
+        const UPGRADE: &[u8] = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        s.write_all(UPGRADE).await.unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 502 "), "{what}: {head}");
+        let m = metrics_text(p.admin_addr().await).await;
+        assert!(
+            m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 2"#),
+            "{what}: {m}"
+        );
+        drop(p);
+    }
+}

@@ -1,0 +1,91 @@
+//! An upstream response's length as a client would read it: a response hyper's client accepts but a client could read otherwise is refused (502).
+//!
+//! hyper's HTTP/1.1 client reads a response with both `Content-Length` and
+//! `Transfer-Encoding` by its chunks (RFC 9112 §6.3) and keeps both fields;
+//! one whose last transfer coding is not `chunked` it reads to the
+//! connection's end, that coding still applied. Forwarded, the transfer
+//! coding removed as hop-by-hop, the client is told a length the body does
+//! not have (the rest read as the next response on its connection), or gets
+//! a coded body with nothing saying so. nginx answers both with a 502
+//! ("upstream sent "Content-Length" and "Transfer-Encoding" headers at the
+//! same time", "upstream sent unknown "Transfer-Encoding""), and so does
+//! hotproxy: [`refused`], as [`crate::proxy::failure::Failure::Framing`].
+
+use http::{HeaderMap, Response, Version, header};
+
+/// Why a response must not reach the client as the upstream framed it;
+/// `None` when it may.
+pub fn refused<B>(resp: &Response<B>) -> Option<&'static str> {
+    let headers = resp.headers();
+    if resp.version() < Version::HTTP_2 && headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Some("upstream sent both Content-Length and Transfer-Encoding");
+        }
+        if !chunked_once(headers) {
+            return Some("upstream sent a Transfer-Encoding other than chunked");
+        }
+    }
+    None
+}
+
+/// The response's transfer codings are `chunked`, once (nginx's one
+/// accepted value): a coding before it (`gzip, chunked`) would stay on the
+/// body hyper decodes, unsaid.
+fn chunked_once(headers: &HeaderMap) -> bool {
+    let mut codings = 0;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return false;
+            }
+            codings += 1;
+        }
+    }
+    codings == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(version: Version, fields: &[(&str, &str)]) -> Response<()> {
+        let mut resp = Response::new(());
+        *resp.version_mut() = version;
+        for (name, value) in fields {
+            resp.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        resp
+    }
+
+    #[test]
+    fn transfer_coding_must_be_chunked_once_and_alone() {
+        let h1 = Version::HTTP_11;
+        for ok in [
+            &[][..],
+            &[("content-length", "5")],
+            &[("transfer-encoding", "chunked")],
+            &[("transfer-encoding", "Chunked")],
+        ] {
+            assert_eq!(refused(&response(h1, ok)), None, "{ok:?}");
+        }
+        for bad in [
+            &[("transfer-encoding", "chunked"), ("content-length", "5")][..],
+            &[("transfer-encoding", "gzip")],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[("transfer-encoding", "chunked, chunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[("transfer-encoding", "identity")],
+        ] {
+            assert!(refused(&response(h1, bad)).is_some(), "{bad:?}");
+        }
+    }
+}
