@@ -106,7 +106,8 @@
 //!   - `forward`: forwarding one request over an endpoint's pool, retry when
 //!     nothing was lost, the 400/408 answers for a client's broken body.
 //!   - `framing`: an upstream HTTP/1.1 response a client could read otherwise than hyper
-//!     did (`Content-Length` beside `Transfer-Encoding`, a coding not `chunked`): a 502.
+//!     did (`Content-Length` beside `Transfer-Encoding`, a coding not `chunked`) or any with
+//!     more than one `Content-Length`: a 502; none on a 1xx or 204.
 //!   - `attempts`: a request's attempts: the endpoint each goes to, another
 //!     one when the last lost nothing, what each outcome counts for.
 //!   - `upkeep`: an upstream's life outside any one request: put in

@@ -23,8 +23,9 @@ pub enum Failure {
     /// An HTTP/2 response of more than [`MAX_RESPONSE_FIELDS`] header
     /// fields (hyper's HTTP/1.1 parser refuses one itself).
     TooManyFields,
-    /// An HTTP/1.1 response whose length a client could read otherwise
-    /// than hyper did ([`crate::proxy::framing`]): why.
+    /// A response whose length a client could read otherwise than hyper
+    /// did, or with more than one `Content-Length`
+    /// ([`crate::proxy::framing`]): why.
     Framing(&'static str),
 }
 

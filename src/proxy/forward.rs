@@ -318,6 +318,7 @@ impl Upstream {
                 resp.extensions_mut().insert(UpstreamAnswered);
             }
         }
+        framing::unsent_length(resp.status(), resp.headers_mut());
         // The listener checks the switch and runs the tunnel
         // (proxy::tunnel): Upgrade stays, with `Connection: upgrade`; the
         // backend's other hop-by-hop fields go, as from any response.
@@ -436,6 +437,10 @@ impl Upstream {
                         Ok(resp) if resp.headers().len() > MAX_RESPONSE_FIELDS => {
                             pipe::watch(body, stream, &self.name, pipe::Response::Failed);
                             return Err((Failure::TooManyFields, None));
+                        }
+                        Ok(resp) if let Some(why) = framing::refused(&resp) => {
+                            pipe::watch(body, stream, &self.name, pipe::Response::Failed);
+                            return Err((Failure::Framing(why), None));
                         }
                         Ok(resp) => {
                             let read = self.read.clone();

@@ -10,13 +10,23 @@
 //! ("upstream sent "Content-Length" and "Transfer-Encoding" headers at the
 //! same time", "upstream sent unknown "Transfer-Encoding""), and so does
 //! hotproxy: [`refused`], as [`crate::proxy::failure::Failure::Framing`].
+//!
+//! `Content-Length` reaches a client once, or not at all where it may not
+//! be (RFC 9110 §8.6): hyper's client takes it twice, or as a list (`5,
+//! 5`), when the values agree, and h2's reads the first of several; nghttp2
+//! resets such a stream and llhttp refuses the response. nginx answers a
+//! duplicate with a 502 ("upstream sent duplicate header line"), as
+//! [`refused`] does, and removes it from a `204` ([`unsent_length`]).
 
-use http::{HeaderMap, Response, Version, header};
+use http::{HeaderMap, Response, StatusCode, Version, header};
 
 /// Why a response must not reach the client as the upstream framed it;
 /// `None` when it may.
 pub fn refused<B>(resp: &Response<B>) -> Option<&'static str> {
     let headers = resp.headers();
+    if lengths(headers) > 1 {
+        return Some("upstream sent more than one Content-Length");
+    }
     if resp.version() < Version::HTTP_2 && headers.contains_key(header::TRANSFER_ENCODING) {
         if headers.contains_key(header::CONTENT_LENGTH) {
             return Some("upstream sent both Content-Length and Transfer-Encoding");
@@ -26,6 +36,26 @@ pub fn refused<B>(resp: &Response<B>) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// How many `Content-Length` values: fields, and items of a list in one.
+fn lengths(headers: &HeaderMap) -> usize {
+    headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .map(|v| match v.to_str() {
+            Ok(v) => v.split(',').filter(|n| !n.trim().is_empty()).count(),
+            Err(_) => 1,
+        })
+        .sum()
+}
+
+/// A `1xx` or `204` has no body, and a sender must not give it a
+/// `Content-Length` (RFC 9110 §8.6): a backend's is removed.
+pub fn unsent_length(status: StatusCode, headers: &mut HeaderMap) {
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        headers.remove(header::CONTENT_LENGTH);
+    }
 }
 
 /// The response's transfer codings are `chunked`, once (nginx's one
@@ -86,6 +116,35 @@ mod tests {
             &[("transfer-encoding", "identity")],
         ] {
             assert!(refused(&response(h1, bad)).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn content_length_once_on_either_protocol() {
+        for version in [Version::HTTP_11, Version::HTTP_2] {
+            let once = response(version, &[("content-length", "5")]);
+            assert_eq!(refused(&once), None, "{version:?}");
+            for bad in [
+                &[("content-length", "5"), ("content-length", "5")][..],
+                &[("content-length", "5, 5")],
+                &[("content-length", "5,5")],
+            ] {
+                assert!(refused(&response(version, bad)).is_some(), "{bad:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_length_on_a_1xx_or_204() {
+        for (status, kept) in [(204, false), (101, false), (200, true), (304, true)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
+            unsent_length(StatusCode::from_u16(status).unwrap(), &mut headers);
+            assert_eq!(
+                headers.contains_key(header::CONTENT_LENGTH),
+                kept,
+                "{status}"
+            );
         }
     }
 }

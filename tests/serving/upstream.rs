@@ -233,3 +233,62 @@ async fn response_with_ambiguous_length_is_502_and_its_connection_dropped() {
         drop(p);
     }
 }
+
+/// `Content-Length` reaches a client once, and never on a `204`: a
+/// backend's duplicate (`5` twice, or `5, 5` on one line, which hyper's
+/// client accepts as they agree) is a `502` as nginx answers it ("upstream
+/// sent duplicate header line"), where an HTTP/2 client (nghttp2) would
+/// reset the stream and llhttp refuse the response; a `204`'s is removed
+/// (it has no body; nginx clears it too).
+#[tokio::test]
+async fn duplicate_content_length_is_502_and_a_204_has_none() {
+    let w = world().await;
+    // Answers by the request's path: `/twice`, `/list`, `/204`, else `hello`.
+    let (backend, _) = raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        while let Some(end) = read_raw_head(&mut tcp, &mut buf).await {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            let answer: &[u8] = match head.split(' ').nth(1) {
+                Some("/twice") => {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello"
+                }
+                Some("/list") => b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello",
+                Some("/204") => b"HTTP/1.1 204 No Content\r\ncontent-length: 12\r\n\r\n",
+                _ => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            };
+            if tcp.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: raw }]",
+        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
+    ));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+    let lengths = |resp: &http::Response<h2::RecvStream>| {
+        let all = resp.headers().get_all(http::header::CONTENT_LENGTH);
+        all.iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    for path in ["/twice", "/list"] {
+        let resp = h2_request(&mut client, h2_get(path, "GET")).await;
+        assert_eq!(resp.status(), 502, "{path}");
+    }
+    let resp = h2_request(&mut client, h2_get("/204", "GET")).await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(lengths(&resp), Vec::<String>::new());
+    let mut resp = h2_request(&mut client, h2_get("/hello", "GET")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(lengths(&resp), ["5"]);
+    assert_eq!(h2_body(resp.body_mut()).await, b"hello");
+    let m = metrics_text(p.admin_addr().await).await;
+    assert!(
+        m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 2"#),
+        "{m}"
+    );
+}
