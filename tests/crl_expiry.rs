@@ -192,12 +192,21 @@ async fn an_unusable_crl_is_warned_about_by_its_ca_entry_and_file() {
     assert!(files.contains(&crl_path), "{warning}");
     let message = warning["message"].as_str().unwrap_or_default();
     assert!(message.contains("\"clients\""), "{warning}");
-    let metrics = admin(api, "GET", "/metrics", None, None, &[]).await.body;
-    assert!(
-        metrics
-            .contains(r#"hotproxy_tls_handshakes_total{listener="strict",result="crl_invalid"}"#),
-        "{metrics}"
-    );
+    // The verifier warns during the handshake; the connection's task
+    // counts the failed handshake after it, a moment later under load.
+    wait_until(
+        CLIENT_DEADLINE,
+        "the handshake counted as crl_invalid",
+        || async {
+            admin(api, "GET", "/metrics", None, None, &[])
+                .await
+                .body
+                .contains(
+                    r#"hotproxy_tls_handshakes_total{listener="strict",result="crl_invalid"}"#,
+                )
+        },
+    )
+    .await;
 }
 
 /// A CRL's issuer is escaped as subjects are wherever `check` shows it
