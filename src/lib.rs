@@ -95,7 +95,8 @@
 //!     request (`Host`), the normalised path.
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).
 //!   - `router`: host / path-prefix -> upstream.
-//!   - `headers`: the header policy: hop-by-hop, forwarding headers, identity.
+//!   - `headers`: the header policy: forwarding headers, identity, and `hop`'s.
+//!   - `hop`: hop-by-hop headers (and those `Connection` names), removed at each hop.
 //!   - `trailers`: fields after a body: none a trailer may not carry, and on a
 //!     request none `headers` sets or strips, and no more than a head's 100.
 //!   - `body`: the client's request body, remembering whether the client broke it,

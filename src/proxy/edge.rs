@@ -142,13 +142,17 @@ type LineAndBody = (Box<RequestLine>, Option<Arc<AtomicU64>>);
 impl Exchange {
     /// Settle the request id and, when the access log is on, note what the
     /// log line needs from the request head and start counting its body.
+    /// `client_id`: the request may carry an `X-Request-Id` (false: it
+    /// has none, and none is looked for).
     pub fn begin(
         edge: &EdgePolicy,
         ctx: &RequestContext,
         req: &mut Request<Incoming>,
         started: Instant,
+        client_id: bool,
     ) -> Exchange {
-        let request_id = request_id::settle(req.headers_mut(), edge.request_id.trust_client);
+        let trusted = edge.request_id.trust_client && client_id;
+        let request_id = request_id::settle(req.headers_mut(), trusted);
         let log = (edge.access_log && access_log::enabled()).then(|| {
             let h = req.headers();
             let combined = access_log::combined();

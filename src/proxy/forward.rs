@@ -172,20 +172,24 @@ impl Upstream {
     /// 502/504 describing why there is none. `max_body`: the route's
     /// `max_body_bytes` (0: no limit); a declared length over it was
     /// answered `413` before. `in_flight` is told once the request is
-    /// handed to an endpoint, not for an answer given before.
+    /// handed to an endpoint, not for an answer given before. `upgrade`:
+    /// the request asks for an upgrade hotproxy tunnels
+    /// ([`crate::proxy::tunnel::is_tunnelled`], which the caller has read
+    /// already); any other `Upgrade` is stripped as hop-by-hop and the
+    /// request forwarded as an ordinary one.
     pub async fn forward(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         ctx: &RequestContext,
         max_body: u64,
         in_flight: &mut crate::proxy::cancels::Unanswered,
+        upgrade: bool,
     ) -> Response<ResponseBody> {
         let members = self.members.load_full();
         if members.is_empty() {
             metrics::upstream_error(&self.name, "no_servers");
             return error_response(StatusCode::BAD_GATEWAY, "upstream has no servers");
         }
-        let upgrade = is_upgrade(&req);
         let h2_client = req.version() == Version::HTTP_2;
         rewrite_request_headers(req.headers_mut(), ctx, h2_client, upgrade);
         if upgrade {
@@ -214,21 +218,12 @@ impl Upstream {
             // read would grow every request's future.
             let read = Box::pin(buffer::read_whole(body, ctx.body_read_timeout, counted));
             match tokio::time::timeout_at(deadline, read).await {
-                Ok(Ok(whole)) => {
-                    // hyper answered an HTTP/1.1 client's `100-continue`
-                    // (SPEC: no 1xx over HTTP/2); the body goes whole.
-                    parts.headers.remove(header::EXPECT);
-                    whole
-                }
+                // `Expect` went with the rewrite: the body goes whole.
+                Ok(Ok(whole)) => whole,
                 Ok(Err(fault)) => return client_fault(ctx, &self.name, &fault, h2_client),
                 Err(_) => return client_fault(ctx, &self.name, &Fault::Stalled, h2_client),
             }
         } else {
-            // hyper answers the client's `100-continue` once the body is
-            // first polled; a backend told to expect one too could answer
-            // 417, or a final status expecting no body, after the client
-            // was told to send it (SPEC: answered, never forwarded).
-            parts.headers.remove(header::EXPECT);
             let (body, fault) = ClientBody::new(body, ctx.body_read_timeout, max_body);
             (body.counted(counted).reading(reading), fault)
         };
@@ -657,10 +652,4 @@ pub fn error_response(status: StatusCode, msg: &str) -> Response<ResponseBody> {
         HeaderValue::from_static("nosniff"),
     );
     resp
-}
-
-/// An upgrade hotproxy tunnels (see `proxy::tunnel`); any other `Upgrade`
-/// is stripped as hop-by-hop and the request forwarded as an ordinary one.
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    crate::proxy::tunnel::is_tunnelled(req.version(), req.headers())
 }

@@ -233,7 +233,7 @@ pub async fn redirect_connection(
             asked.store(true, Ordering::Relaxed);
             unread.store(!req.body().is_end_stream(), Ordering::Relaxed);
             let start = Instant::now();
-            let exchange = Exchange::begin(&edge, &ctx, &mut req, start);
+            let exchange = Exchange::begin(&edge, &ctx, &mut req, start, true);
             let mut resp = redirect(req, port);
             front.set_response_headers(resp.headers_mut());
             metrics::request(&name, "", resp.status().as_u16(), start.elapsed());

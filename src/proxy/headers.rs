@@ -1,4 +1,4 @@
-//! The header policy between client and upstream: hop-by-hop, forwarding, identity.
+//! The header policy between client and upstream: forwarding, identity, and hop-by-hop ([`crate::proxy::hop`]).
 //!
 //! hotproxy sets `X-Forwarded-For` (the client's values joined, then the
 //! client address), `X-Forwarded-Proto`, `X-Forwarded-Host` (the authority
@@ -19,189 +19,18 @@ use std::fmt::Write as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::proxy::forward::RequestContext;
-use crate::proxy::trailers;
+pub use crate::proxy::hop::{Message, is_hop_by_hop, strip_connection_nominated, strip_hop_by_hop};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static CLAIMS_ORIGIN: [&str; 3] = ["x-real-ip", "x-original-url", "x-rewrite-url"];
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 // Consts, checked when compiled: a `from_static` at run time checks each
 // byte of every request's value again.
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
 const VIA_H1: HeaderValue = HeaderValue::from_static("1.1 hotproxy");
 const VIA_H2: HeaderValue = HeaderValue::from_static("2 hotproxy");
-
-/// Which message a header section heads: what it keeps of `TE` and
-/// `Trailer` differs.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Message {
-    Request,
-    Response,
-}
-
-/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in
-/// `Connection`. `keep_upgrade` keeps `Connection: upgrade` + `Upgrade`.
-/// `Host` is never removed, whatever `Connection` names: it is the
-/// authority the request was routed on, and without it the upstream would
-/// pick its default virtual host (hyper's client does not add one).
-///
-/// Two survive in part, as in Go's reverse proxy: a request's `TE:
-/// trailers` (the client takes trailers, and so does hotproxy: gRPC
-/// backends need to be told), and the `Trailer` announcement, cut to the
-/// names a trailer may carry ([`trailers::announced`]). Over HTTP/1.1
-/// hyper writes only the trailer fields a head announced, so without it an
-/// HTTP/1.1 peer would get none.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, message: Message) {
-    // One pass over the names first: most messages carry none of these
-    // or only `Connection`, and the pass is far cheaper than hashing and
-    // probing for each of the nine names.
-    let present = headers
-        .keys()
-        .filter_map(hop_by_hop)
-        .fold(0u16, |seen, i| seen | 1 << i);
-    // Read before `Connection`'s nominees go: a client sending `TE` must
-    // name it there too (RFC 9110 §10.1.4).
-    let te_trailers =
-        message == Message::Request && present & (1 << TE_AT) != 0 && takes_trailers(headers);
-    let trailer = if present & (1 << TRAILER_AT) != 0 {
-        trailers::announced(headers, message)
-    } else {
-        None
-    };
-    if present & 1 != 0 {
-        strip_connection_nominated(headers);
-    }
-    // An upgrade keeps `Upgrade` (and gets `Connection: upgrade` back).
-    let removed = if keep_upgrade {
-        present & !(1 << 8)
-    } else {
-        present
-    };
-    for (i, n) in HOP_BY_HOP.iter().enumerate() {
-        if removed & (1 << i) != 0 {
-            headers.remove(*n);
-        }
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if let Some(names) = trailer {
-        headers.insert(header::TRAILER, names);
-    }
-}
-
-/// A `TE` that lists `trailers` (`TE: trailers, deflate;q=0.5` does).
-fn takes_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-}
-
-/// Remove the headers a `Connection` header names (RFC 9110 §7.6.1), but
-/// never `Host`, and keep only `Connection`'s own options (`close`,
-/// `keep-alive`, `upgrade`, and `te`, whose header [`strip_hop_by_hop`]
-/// cuts to `trailers`), so that a later pass removes nothing more. On a
-/// request this runs first, before hotproxy adds anything: a client naming
-/// `X-Request-Id` or a client-certificate header in `Connection` must not
-/// strip what the proxy tells the upstream.
-pub fn strip_connection_nominated(headers: &mut HeaderMap) {
-    // `close`, `keep-alive` and `upgrade` (what nearly every `Connection`
-    // says) are skipped without building a name: the common message costs
-    // no allocation here.
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|t| !t.is_empty() && !is_option(t))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        // The framing headers say how the body was read: hyper already read
-        // it by them, and the checks on them (`request::prepare`) run after
-        // this, so naming them must not remove them first.
-        .filter(|n| {
-            !matches!(
-                *n,
-                header::HOST
-                    | header::CONNECTION
-                    | header::TRANSFER_ENCODING
-                    | header::CONTENT_LENGTH
-            )
-        })
-        .collect();
-    if named.is_empty() {
-        return;
-    }
-    for n in named {
-        headers.remove(n);
-    }
-    let options: Vec<&str> = connection_tokens(headers)
-        .filter(|t| is_option(t))
-        .collect();
-    match HeaderValue::from_str(&options.join(", ")) {
-        Ok(v) if !options.is_empty() => {
-            headers.insert(header::CONNECTION, v);
-        }
-        _ => {
-            headers.remove(header::CONNECTION);
-        }
-    }
-}
-
-/// Every token of every `Connection` header, trimmed.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-}
-
-/// A `Connection` option of its own rather than a header's name. `TE` is
-/// kept as one: hop-by-hop anyway, it is left for [`strip_hop_by_hop`] to
-/// cut to `trailers`, and a client sending it must name it here.
-fn is_option(token: &str) -> bool {
-    ["close", "keep-alive", "upgrade", "te"]
-        .iter()
-        .any(|k| token.eq_ignore_ascii_case(k))
-}
-
-/// The hop-by-hop headers (RFC 9110 §7.6.1) and `Upgrade`; a bit per
-/// position records which are present (`Connection` first, `Upgrade` last).
-static HOP_BY_HOP: [&HeaderName; 9] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::PROXY_AUTHENTICATE,
-    &header::PROXY_AUTHORIZATION,
-    &header::TE,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-];
-
-/// `TE`'s and `Trailer`'s positions in [`HOP_BY_HOP`].
-const TE_AT: usize = 5;
-const TRAILER_AT: usize = 6;
-
-/// `name`'s position in [`HOP_BY_HOP`], if it is one. Inlined: it runs
-/// for every header name of every request and response, and once
-/// [`is_hop_by_hop`] also called it, the compiler stopped inlining it into
-/// [`strip_hop_by_hop`] (about 250 instructions a request, counted).
-#[inline(always)]
-fn hop_by_hop(name: &HeaderName) -> Option<u16> {
-    HOP_BY_HOP.iter().position(|n| *n == name).map(|i| i as u16)
-}
-
-/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1, with `Upgrade`).
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    hop_by_hop(name).is_some()
-}
 
 /// Whether hotproxy vouches for `name` on a request: a header it replaces
 /// or removes (`replaced_by_hotproxy`), `Via` or `X-Request-Id`, or a
@@ -222,7 +51,7 @@ fn vouched(n: &str) -> bool {
 /// A name with `_` that reads, `_` as `-`, as one hotproxy vouches for
 /// ([`vouched`]): `X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`.
 fn underscore_lookalike(n: &str) -> bool {
-    n.contains('_') && vouched(&n.replace('_', "-"))
+    n.as_bytes().contains(&b'_') && vouched(&n.replace('_', "-"))
 }
 
 /// A forwarding header ([`claims_origin`]) or a client-certificate header
@@ -317,6 +146,8 @@ fn strip_client_claims(headers: &mut HeaderMap, trusted: bool) -> Seen {
             seen.via = true;
         } else if name == header::COOKIE {
             seen.cookies = seen.cookies.saturating_add(1);
+        } else if name == header::EXPECT {
+            seen.expect = true;
         }
     }
     if dropped {
@@ -336,6 +167,7 @@ struct Seen {
     /// `Cookie` fields, counted up to 255.
     cookies: u8,
     host: Option<HeaderValue>,
+    expect: bool,
 }
 
 /// Whether the client's own forwarding headers are believed: only from
@@ -359,6 +191,15 @@ pub fn rewrite_request_headers(
     let seen = strip_client_claims(headers, trusted);
     if h2_client && seen.cookies > 1 {
         join_cookies(headers);
+    }
+    // `Expect` is answered, never forwarded (SPEC): hyper answers an
+    // HTTP/1.1 client's `100-continue` once its body is first read (a
+    // small body is read whole before any upstream is chosen); a backend
+    // told to expect one too could answer 417, or a final status
+    // expecting no body, after the client was told to send it. (No 1xx
+    // over HTTP/2.)
+    if seen.expect {
+        headers.remove(header::EXPECT);
     }
     // The common request has no X-Forwarded-For of its own: the
     // connection's preformatted value is shared, nothing is allocated.
@@ -644,156 +485,5 @@ mod tests {
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
         assert!(!h.contains_key("x-forwarded-host"));
-    }
-
-    /// The one-pass check must still find every hop-by-hop header, in any
-    /// mix, and an upgrade must keep its `Upgrade`.
-    #[test]
-    fn strips_each_hop_by_hop_header() {
-        let names = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "proxy-authenticate",
-            "proxy-authorization",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-        ];
-        for name in names {
-            let mut h = HeaderMap::new();
-            h.insert("host", HeaderValue::from_static("a.test"));
-            h.insert("accept", HeaderValue::from_static("*/*"));
-            // A `Trailer` naming only what no trailer may carry goes too.
-            h.insert(name, HeaderValue::from_static("content-length"));
-            strip_hop_by_hop(&mut h, false, Message::Request);
-            assert!(!h.contains_key(name), "{name} kept");
-            assert_eq!(h.len(), 2, "{name}: {h:?}");
-        }
-        let mut h = HeaderMap::new();
-        for name in names {
-            h.insert(name, HeaderValue::from_static("content-length"));
-        }
-        h.insert(
-            "connection",
-            HeaderValue::from_static("x-secret, Host, close"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("host", HeaderValue::from_static("a.test"));
-        strip_hop_by_hop(&mut h, false, Message::Request);
-        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["host"]);
-
-        let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("Upgrade, keep-alive"),
-        );
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        strip_hop_by_hop(&mut h, true, Message::Request);
-        assert_eq!(h["upgrade"], "websocket");
-        assert_eq!(h["connection"], "upgrade");
-        assert!(!h.contains_key("keep-alive"));
-
-        // Nothing to strip: nothing changes.
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("a.test"));
-        h.insert("x-custom", HeaderValue::from_static("1"));
-        let before = h.clone();
-        strip_hop_by_hop(&mut h, false, Message::Response);
-        assert_eq!(h, before);
-    }
-
-    #[test]
-    fn connection_nominated_headers_go_first_and_once() {
-        let mut h = HeaderMap::new();
-        h.append("connection", HeaderValue::from_static("close, x-a, Host"));
-        h.append("connection", HeaderValue::from_static("Upgrade, x-b"));
-        for name in ["host", "x-a", "x-b", "upgrade"] {
-            h.insert(name, HeaderValue::from_static("1"));
-        }
-        strip_connection_nominated(&mut h);
-        assert!(!h.contains_key("x-a") && !h.contains_key("x-b"), "{h:?}");
-        assert_eq!(h["host"], "1");
-        assert_eq!(h["upgrade"], "1");
-        // Only the options are left: what the proxy adds later survives
-        // the hop-by-hop pass at forwarding.
-        assert_eq!(h["connection"], "close, Upgrade");
-        h.insert("x-a", HeaderValue::from_static("added by the proxy"));
-        strip_hop_by_hop(&mut h, false, Message::Response);
-        assert_eq!(h["x-a"], "added by the proxy");
-
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("x-a"));
-        h.insert("x-a", HeaderValue::from_static("1"));
-        strip_connection_nominated(&mut h);
-        assert!(h.is_empty(), "{h:?}");
-
-        // `TE` stays for the hop-by-hop pass, which keeps only `trailers`.
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("TE, close"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        strip_connection_nominated(&mut h);
-        assert_eq!(h["te"], "trailers");
-        assert_eq!(h["connection"], "TE, close");
-    }
-
-    /// A request's `TE: trailers` (however listed) survives, a response's
-    /// `TE` never does; `Trailer` keeps only the names a trailer may carry,
-    /// each once.
-    #[test]
-    fn te_trailers_and_the_trailer_announcement_survive_cut_down() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("TE"));
-        h.insert("te", HeaderValue::from_static("deflate;q=0.5, Trailers"));
-        h.append(
-            "trailer",
-            HeaderValue::from_static("X-Checksum, ssl-client-verify, content-length"),
-        );
-        h.append(
-            "trailer",
-            HeaderValue::from_static("x-checksum, x_forwarded_for, te, not a name, grpc-status"),
-        );
-        strip_hop_by_hop(&mut h, false, Message::Request);
-        assert_eq!(h["te"], "trailers");
-        assert_eq!(h["trailer"], "x-checksum, grpc-status");
-        assert!(!h.contains_key("connection"), "{h:?}");
-
-        // `TE` without `trailers` goes whole.
-        let mut h = HeaderMap::new();
-        h.insert("te", HeaderValue::from_static("gzip"));
-        strip_hop_by_hop(&mut h, false, Message::Request);
-        assert!(h.is_empty(), "{h:?}");
-
-        // A response's trailers may name what a request's may not.
-        let mut h = HeaderMap::new();
-        h.insert("te", HeaderValue::from_static("trailers"));
-        h.insert(
-            "trailer",
-            HeaderValue::from_static("grpc-status, x-request-id, connection"),
-        );
-        strip_hop_by_hop(&mut h, false, Message::Response);
-        assert!(!h.contains_key("te"), "{h:?}");
-        assert_eq!(h["trailer"], "grpc-status, x-request-id");
-    }
-
-    /// A `Trailer` of thousands of names is cut to a section's 100; only
-    /// the first 100 listed are looked at, repeats of one name included.
-    #[test]
-    fn a_huge_trailer_announcement_is_cut_to_a_sections_size() {
-        let names: Vec<String> = (0..20_000).map(|i| format!("x{i}")).collect();
-        let mut h = HeaderMap::new();
-        h.insert("trailer", HeaderValue::from_str(&names.join(",")).unwrap());
-        strip_hop_by_hop(&mut h, false, Message::Request);
-        let kept = h["trailer"].to_str().unwrap().split(", ").count();
-        assert_eq!(kept, crate::proxy::request::MAX_HEADER_FIELDS);
-
-        let repeats = ["x-a"; 150].join(",") + ",x-late";
-        let mut h = HeaderMap::new();
-        h.insert("trailer", HeaderValue::from_str(&repeats).unwrap());
-        strip_hop_by_hop(&mut h, false, Message::Request);
-        assert_eq!(h["trailer"], "x-a");
     }
 }

@@ -686,11 +686,9 @@ async fn handle(
     let start = Instant::now();
     // Counted as received, before anything is removed or added.
     let crowded = request::crowded(&req);
-    if req.headers().contains_key(http::header::CONNECTION) {
-        crate::proxy::headers::strip_connection_nominated(req.headers_mut());
-    }
+    let named = request::Named::first_pass(req.headers_mut());
     let edge = listener.edge.load();
-    let mut exchange = Exchange::begin(&edge, ctx, &mut req, start);
+    let mut exchange = Exchange::begin(&edge, ctx, &mut req, start, named.request_id);
     let prepared = match crowded {
         true => Err(request::Refused::TooManyHeaders),
         false => request::prepare(&mut req),
@@ -730,7 +728,7 @@ async fn handle(
         let h2 = req.version() == http::Version::HTTP_2;
         return exchange.finish(client_fault(ctx, &upstream.name, &Fault::TooLarge, h2));
     }
-    let client_upgrade = tunnel::is_tunnelled(req.version(), req.headers()).then(|| {
+    let client_upgrade = named.tunnelled(&req).then(|| {
         // What the tunnel's route is found by again when the routes
         // change: the request is gone by then.
         let routed = Routed {
@@ -743,7 +741,10 @@ async fn handle(
         (hyper::upgrade::on(&mut req), routed)
     });
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
-    let mut resp = upstream.forward(req, ctx, max_body, in_flight).await;
+    let upgrade = client_upgrade.is_some();
+    let mut resp = upstream
+        .forward(req, ctx, max_body, in_flight, upgrade)
+        .await;
     let mut exchange = forwarding.answered();
     let head_came = resp.extensions().get::<UpstreamAnswered>().is_some();
     exchange.upstream(&upstream.name, head_came.then(|| start.elapsed()));

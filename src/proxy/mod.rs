@@ -15,6 +15,7 @@ pub mod forward;
 pub mod framing;
 pub mod front;
 pub mod headers;
+pub mod hop;
 pub mod lifetime;
 pub mod linger;
 pub mod listener;

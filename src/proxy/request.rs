@@ -101,6 +101,45 @@ impl Refused {
     }
 }
 
+/// Which of the names asked about before routing a request carries, found
+/// in one pass over its names (a hash and a probe each otherwise): most
+/// requests carry none of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Named {
+    /// `Connection`: the headers it names go first.
+    pub connection: bool,
+    /// `Upgrade`: [`crate::proxy::tunnel::is_tunnelled`] may say yes. A
+    /// `Connection` naming it keeps it (an option, not a field name).
+    pub upgrade: bool,
+    /// `X-Request-Id`: a client's id may be kept. (A `Connection` naming
+    /// it removed it: then it is looked for and not found.)
+    pub request_id: bool,
+}
+
+impl Named {
+    /// The names a request carries, and the headers its `Connection`
+    /// names removed: first, before hotproxy adds anything
+    /// ([`crate::proxy::headers::strip_connection_nominated`]).
+    pub fn first_pass(headers: &mut http::HeaderMap) -> Named {
+        let mut named = Named::default();
+        for name in headers.keys() {
+            named.connection |= *name == header::CONNECTION;
+            named.upgrade |= *name == header::UPGRADE;
+            named.request_id |= *name == crate::proxy::request_id::X_REQUEST_ID;
+        }
+        if named.connection {
+            crate::proxy::headers::strip_connection_nominated(headers);
+        }
+        named
+    }
+
+    /// Whether `req` asks for an upgrade hotproxy tunnels
+    /// ([`crate::proxy::tunnel::is_tunnelled`]); without `Upgrade`, no.
+    pub fn tunnelled<B>(&self, req: &Request<B>) -> bool {
+        self.upgrade && crate::proxy::tunnel::is_tunnelled(req.version(), req.headers())
+    }
+}
+
 /// Check `req` and bring it to the one form routing and forwarding use:
 /// `Host` set to the request's authority (an absolute-form target or h2
 /// `:authority` wins over a client's `Host`), the path normalised.
@@ -183,7 +222,12 @@ pub fn one_authority<B>(req: &mut Request<B>) -> Result<(), Refused> {
         // (RFC 9112 §3.2.3); there is no path to route on.
         return Err(Refused::AuthorityForm);
     }
-    if let Some(authority) = req.uri().authority() {
+    // One spelling of the host: a fully qualified name's trailing dot is
+    // dropped (as nginx does), so `admin.example.` cannot miss the route
+    // (and `allow`) of `admin.example`; an IPv6 literal is written as a
+    // route's `host` is. Without a target authority the `Host` read above
+    // is the one that stays, and is not looked up again.
+    let respelled = if let Some(authority) = req.uri().authority() {
         let target = authority.as_str();
         if !valid_authority(target.as_bytes()) {
             return Err(Refused::InvalidHost);
@@ -200,14 +244,11 @@ pub fn one_authority<B>(req: &mut Request<B>) -> Result<(), Refused> {
             let value = HeaderValue::from_str(target).map_err(|_| Refused::InvalidHost)?;
             req.headers_mut().insert(header::HOST, value);
         }
-    }
-    // One spelling of the host: a fully qualified name's trailing dot is
-    // dropped (as nginx does), so `admin.example.` cannot miss the route
-    // (and `allow`) of `admin.example`; an IPv6 literal is written as a
-    // route's `host` is.
-    if let Some(h) = req.headers().get(header::HOST)
-        && let Some(fixed) = h.to_str().ok().and_then(without_root_dot)
-    {
+        req.headers().get(header::HOST).and_then(respelled)
+    } else {
+        host.and_then(respelled)
+    };
+    if let Some(fixed) = respelled {
         let value = HeaderValue::from_str(&fixed).map_err(|_| Refused::InvalidHost)?;
         req.headers_mut().insert(header::HOST, value);
     }
@@ -254,6 +295,11 @@ pub fn authority<B>(req: &Request<B>) -> Option<&str> {
         .and_then(|h| h.to_str().ok())
 }
 
+/// [`without_root_dot`] of a `Host` value.
+fn respelled(host: &HeaderValue) -> Option<String> {
+    host.to_str().ok().and_then(without_root_dot)
+}
+
 /// `authority` without the trailing dot of its host (`a.example.:443` is
 /// `a.example:443`), or with its IPv6 literal in the one form a route's
 /// `host` is stored in (`[2001:DB8:0:0::10]` is `[2001:db8::10]`, so it
@@ -264,8 +310,12 @@ fn without_root_dot(authority: &str) -> Option<String> {
         let canonical = ip.parse::<std::net::Ipv6Addr>().ok()?.to_string();
         return (canonical != ip).then(|| format!("[{canonical}]{port}"));
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+    // The port is short: found from the end, byte by byte.
+    let b = authority.as_bytes();
+    let (host, port) = match b.iter().rposition(|&c| c == b':') {
+        Some(i) if b[i + 1..].iter().all(u8::is_ascii_digit) => {
+            (&authority[..i], Some(&authority[i + 1..]))
+        }
         _ => (authority, None),
     };
     let bare = host.strip_suffix('.').filter(|b| !b.is_empty())?;
@@ -328,12 +378,21 @@ fn valid_authority(b: &[u8]) -> bool {
             None => (b, None),
         }
     };
-    port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
-        && host.first() != Some(&b'.')
-        && !host.windows(2).any(|w| w == b"..")
-        && host
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+    if !port.is_none_or(|p| p.iter().all(u8::is_ascii_digit)) {
+        return false;
+    }
+    // One pass: the characters, and no label empty (a `.` first, or
+    // after another).
+    let mut after_dot = true;
+    host.iter().all(|&c| {
+        let ok = match c {
+            b'.' => !after_dot,
+            b'-' | b'_' => true,
+            _ => c.is_ascii_alphanumeric(),
+        };
+        after_dot = c == b'.';
+        ok
+    })
 }
 
 #[cfg(test)]
@@ -356,6 +415,24 @@ mod tests {
             authority(&r).map(Into::into),
             r.uri().path_and_query().unwrap().to_string(),
         ))
+    }
+
+    /// The first pass notes what it finds, and takes out what
+    /// `Connection` names before anything else reads the request.
+    #[test]
+    fn the_first_pass_notes_the_names_and_strips_the_nominated() {
+        let mut h = http::HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a.test"));
+        assert_eq!(Named::first_pass(&mut h), Named::default());
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        h.insert("connection", HeaderValue::from_static("Upgrade, x-b"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        let named = Named::first_pass(&mut h);
+        assert!(named.connection && named.upgrade && named.request_id);
+        assert!(!h.contains_key("x-b") && h.contains_key("upgrade"), "{h:?}");
+        let r = req(Version::HTTP_11, "/", &["a.test"]);
+        assert!(!named.tunnelled(&r) && !Named::default().tunnelled(&r));
     }
 
     #[test]
