@@ -53,6 +53,25 @@ async fn admitted(s: &Scene, addr: std::net::SocketAddr, client: &TestPair) -> b
     }
 }
 
+/// At `addr` (`what` in the messages), `revoked` is refused and `kept`
+/// admitted: the CRL that should decide did.
+async fn decides(
+    s: &Scene,
+    addr: std::net::SocketAddr,
+    what: &str,
+    revoked: &TestPair,
+    kept: &TestPair,
+) {
+    assert!(
+        !admitted(s, addr, revoked).await,
+        "{what}: a client the deciding CRL revokes got in"
+    );
+    assert!(
+        admitted(s, addr, kept).await,
+        "{what}: a client the deciding CRL does not revoke was refused"
+    );
+}
+
 /// Two CRLs of one CA, the older listed first: in two files
 /// (`crl_files: [old, new]`), or in one (`cat new.crl >> clients.crl`).
 /// The newer decides: a client it alone revokes is refused, and one it
@@ -86,14 +105,7 @@ async fn the_newest_crl_of_an_issuer_decides() {
     let api = p.admin_addr().await;
     for listener in ["two-files", "one-file"] {
         let addr = p.listener_addr(listener).await;
-        assert!(
-            !admitted(&s, addr, &mallory).await,
-            "{listener}: a client the newer CRL revokes got in"
-        );
-        assert!(
-            admitted(&s, addr, &alice).await,
-            "{listener}: a client no CRL revokes was refused"
-        );
+        decides(&s, addr, listener, &mallory, &alice).await;
     }
     // The older CRL is named as replaced, with its file.
     let old = s.path("old.crl").display().to_string();
@@ -153,11 +165,7 @@ async fn the_newest_crl_decides_whatever_its_key_identifier() {
     let cfg = scene(&s, &[("keyed", "clients.crt", "clients.crl")]);
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("keyed").await;
-    assert!(
-        !admitted(&s, addr, &mallory).await,
-        "a client the newer CRL revokes got in"
-    );
-    assert!(admitted(&s, addr, &alice).await);
+    decides(&s, addr, "keyed", &mallory, &alice).await;
 }
 
 /// A full CRL of a CA (no issuing distribution point) and a newer one of
@@ -193,14 +201,7 @@ async fn a_newer_crl_of_one_scope_decides_over_an_older_full_one() {
     let api = p.admin_addr().await;
     for listener in ["two-files", "one-file"] {
         let addr = p.listener_addr(listener).await;
-        assert!(
-            !admitted(&s, addr, &mallory).await,
-            "{listener}: a client the newer scoped CRL revokes got in"
-        );
-        assert!(
-            admitted(&s, addr, &alice).await,
-            "{listener}: a client no CRL revokes was refused"
-        );
+        decides(&s, addr, listener, &mallory, &alice).await;
         // Both are in use: neither is superseded.
         let entry = admin(
             api,
@@ -310,14 +311,7 @@ async fn a_crl_no_ca_of_the_bundle_signed_or_not_yet_issued_does_not_decide() {
     let mut p = Proxy::start(&cfg);
     for listener in ["forged", "future"] {
         let addr = p.listener_addr(listener).await;
-        assert!(
-            admitted(&s, addr, &alice).await,
-            "{listener}: a client the good CRL does not revoke was refused"
-        );
-        assert!(
-            !admitted(&s, addr, &mallory).await,
-            "{listener}: a client the good CRL revokes got in"
-        );
+        decides(&s, addr, listener, &mallory, &alice).await;
         let file = s.path(&format!("{listener}.crl")).display().to_string();
         let warning = p
             .wait_log("the CRL not used", |v| {
