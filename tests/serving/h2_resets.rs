@@ -137,9 +137,7 @@ async fn h2_client_cancelling_a_few_streams_is_not_cut_off() {
         }
         client = client.ready().await.expect("the connection keeps serving");
     }
-    let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
-    assert_eq!(resp.status(), 200, "the connection keeps serving");
-    assert!(!conn.is_finished(), "the connection was ended");
+    still_serving(&mut client, &conn).await;
     assert_eq!(w.backend.requests.load(SeqCst), 201);
 }
 
@@ -177,18 +175,10 @@ async fn h2_client_cancelling_requests_after_a_second_is_not_cut_off() {
         // them has waited longer than a second.
         let seen = tokio::time::Instant::now();
         tokio::time::sleep_until(seen + Duration::from_secs(1)).await;
-        for stream in &mut streams {
-            stream.send_reset(h2::Reason::CANCEL);
-        }
-        wait_until(WAIT, "the round let go upstream", || async {
-            w.backend.held.load(SeqCst) == 0
-        })
-        .await;
+        cancel_round(&mut streams, &w.backend).await;
     }
     client = client.ready().await.expect("the connection keeps serving");
-    let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
-    assert_eq!(resp.status(), 200, "the connection keeps serving");
-    assert!(!conn.is_finished(), "the connection was ended");
+    still_serving(&mut client, &conn).await;
     assert_eq!(w.backend.requests.load(SeqCst), 601);
     let metrics = metrics_text(admin).await;
     let closed: Vec<_> = metrics
@@ -355,13 +345,7 @@ async fn padded_rapid_reset(kind: Pad) {
             conn.is_finished() || w.backend.held.load(SeqCst) == ROUND
         })
         .await;
-        for stream in &mut streams {
-            stream.send_reset(h2::Reason::CANCEL);
-        }
-        wait_until(WAIT, "the round let go upstream", || async {
-            w.backend.held.load(SeqCst) == 0
-        })
-        .await;
+        cancel_round(&mut streams, &w.backend).await;
     }
     let _ = tokio::time::timeout(WAIT, conn)
         .await
@@ -458,18 +442,10 @@ async fn h2_client_with_404s_502s_and_cancels_under_half_is_not_cut_off() {
             w.backend.held.load(SeqCst) == 10
         })
         .await;
-        for stream in &mut streams {
-            stream.send_reset(h2::Reason::CANCEL);
-        }
-        wait_until(WAIT, "the round let go upstream", || async {
-            w.backend.held.load(SeqCst) == 0
-        })
-        .await;
+        cancel_round(&mut streams, &w.backend).await;
     }
     client = client.ready().await.expect("the connection keeps serving");
-    let resp = h2_request(&mut client, h2_get("/x", "GET")).await;
-    assert_eq!(resp.status(), 200, "the connection keeps serving");
-    assert!(!conn.is_finished(), "the connection was ended");
+    still_serving(&mut client, &conn).await;
     assert_eq!(w.backend.requests.load(SeqCst), 261);
     // Each 502 was for a request the endpoint took.
     assert!(taken.load(SeqCst) >= 312, "{taken:?}");
@@ -479,4 +455,26 @@ async fn h2_client_with_404s_502s_and_cancels_under_half_is_not_cut_off() {
         .filter(|l| l.starts_with("hotproxy_http2_rapid_reset_closed_total"))
         .collect();
     assert!(closed.is_empty(), "{closed:?}");
+}
+
+/// Every stream of a round reset, and each request it held let go
+/// upstream.
+async fn cancel_round(streams: &mut [h2::SendStream<Bytes>], backend: &PlainBackend) {
+    for stream in streams {
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    wait_until(WAIT, "the round let go upstream", || async {
+        backend.held.load(SeqCst) == 0
+    })
+    .await;
+}
+
+/// The connection was not cut: it answers one more request.
+async fn still_serving(
+    client: &mut h2::client::SendRequest<Bytes>,
+    conn: &tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let resp = h2_request(client, h2_get("/x", "GET")).await;
+    assert_eq!(resp.status(), 200, "the connection keeps serving");
+    assert!(!conn.is_finished(), "the connection was ended");
 }
