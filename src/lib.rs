@@ -40,7 +40,8 @@
 //!   - `store`: API-created entries persisted encrypted (AES-256-GCM), atomic
 //!     writes; the request/stored entry definition; a read-only preview for `check`.
 //! - `tls`: rustls configurations built from material.
-//!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes).
+//!   - `server`: listener `ServerConfig` (SNI resolver, client-auth modes); its
+//!     unit tests in `server/tests.rs`.
 //!   - `accept`: the listener handshake: the ClientHello read first, an SNI miss counted once, then the config.
 //!   - `per_name`: client auth per certificate entry: a config per entry, chosen by SNI.
 //!   - `client`: upstream `ClientConfig` (CA bundle or system roots, client pair).

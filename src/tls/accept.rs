@@ -48,7 +48,9 @@ pub async fn accept(
         note_sni(listener, resolver, sni);
         // No SNI, or a name no entry answers, selects the default (first)
         // entry, exactly as certificate selection does. Of several entries
-        // for the name, the first: all have its client_auth (`shadowed`).
+        // for the name (or, so selected, for one of the default's names),
+        // the first: all have its client_auth (`shadowed`), whichever of
+        // them the resolver serves.
         per_name.map(|p| p.resolver.position_or_default(sni))
     };
     let config = match (per_name, at) {

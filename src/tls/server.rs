@@ -139,7 +139,9 @@ pub fn answerer(names: &[&[String]], name: &str) -> usize {
 /// `ssl_certificate` lines): the client gets the first of them, in the
 /// listener's order, whose key can sign with a signature scheme its
 /// ClientHello offers, else the first of them (which it then refuses, as
-/// with one pair).
+/// with one pair). A client without SNI, or with a name no pair answers,
+/// chooses so among the default pair and the pairs that answer one of its
+/// names.
 ///
 /// Names map to a pair's position and the keys sit in a vector, so a
 /// rotation that keeps a pair's names derives the next resolver by
@@ -176,6 +178,12 @@ struct SniNames {
     exact: HashMap<Box<str>, Box<[usize]>>,
     /// Keyed by the suffix after `*.`.
     wildcard: HashMap<Box<str>, Box<[usize]>>,
+    /// What a client without SNI (or with a name no pair answers) chooses
+    /// from: the default pair (0), then every later pair answering one of
+    /// the default pair's names, in order (nginx's default server with its
+    /// `ssl_certificate` lines). Each has the default's client_auth
+    /// ([`shadowed`] keeps a name's pairs' equal). Empty without pairs.
+    default: Box<[usize]>,
 }
 
 thread_local! {
@@ -206,6 +214,7 @@ impl SniResolver {
             names: Arc::new(SniNames {
                 exact: HashMap::new(),
                 wildcard: HashMap::new(),
+                default: Box::new([]),
             }),
             keys: Vec::new(),
             uri_sans: Vec::new(),
@@ -233,6 +242,16 @@ impl SniResolver {
                 }
             }
         }
+        // The pairs sharing a name with the default, in the listener's
+        // order (each name's list is, and the default is first in any).
+        let mut default: Vec<usize> = (exact.values().chain(wildcard.values()))
+            .filter(|at| at[0] == 0)
+            .flatten()
+            .copied()
+            .collect();
+        default.push(0);
+        default.sort_unstable();
+        default.dedup();
         let boxed = |m: HashMap<Box<str>, Vec<usize>>| {
             m.into_iter()
                 .map(|(name, at)| (name, at.into_boxed_slice()))
@@ -243,6 +262,7 @@ impl SniResolver {
             names: Arc::new(SniNames {
                 exact: boxed(exact),
                 wildcard: boxed(wildcard),
+                default: default.into_boxed_slice(),
             }),
             uri_sans: keys.iter().map(|k| served_uris(k)).collect(),
             keys,
@@ -329,18 +349,24 @@ impl SniResolver {
 
     /// The position of the pair a client asking for `sni` (lowercase) and
     /// offering the signature `schemes` gets: of the pairs that answer the
-    /// name (exact, else through the wildcard; else the default pair), the
-    /// first whose key can sign with one of `schemes`, else the first.
+    /// name (exact, else through the wildcard; without SNI or with a name
+    /// none answers, the default pair and those answering one of its
+    /// names), the first whose key can sign with one of `schemes`, else the
+    /// first.
     pub fn choose(&self, sni: Option<&str>, schemes: &[SignatureScheme]) -> usize {
-        match sni.and_then(|name| self.answering(name)) {
-            None => 0,
+        let all = sni
+            .and_then(|name| self.answering(name))
+            .unwrap_or(&self.names.default);
+        match all {
             // One pair (the common case): nothing to weigh.
-            Some(&[at]) => at,
-            Some(all) => all
+            &[at] => at,
+            // Only a resolver without pairs (which never resolves) has none.
+            [] => 0,
+            &[first, ..] => all
                 .iter()
                 .copied()
                 .find(|&at| self.keys[at].key.choose_scheme(schemes).is_some())
-                .unwrap_or(all[0]),
+                .unwrap_or(first),
         }
     }
 
@@ -636,161 +662,4 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|n| n.to_string()).collect()
-    }
-
-    #[test]
-    fn a_later_pair_answering_an_earlier_name_with_other_client_auth_is_found() {
-        let edge = names(&["localhost", "*.example.com"]);
-        let admin = names(&["LocalHost."]);
-        let (none, verify) = ("none", "require_and_verify");
-        assert_eq!(
-            shadowed(&[&edge, &admin], &[&none, &verify]),
-            Some(Shadowed {
-                name: "localhost".into(),
-                earlier: 0,
-                later: 1
-            })
-        );
-        // The same policy: whichever pair answers, the client meets it.
-        assert_eq!(shadowed(&[&edge, &admin], &[&none, &none]), None);
-        // Exact and wildcard names are looked up apart: no shadowing.
-        let apex = names(&["example.com", "a.example.com"]);
-        assert_eq!(shadowed(&[&edge, &apex], &[&none, &verify]), None);
-    }
-
-    /// Who answers a name a pair no longer lists: exact first, then the
-    /// wildcard one label up, else the default; as the resolver picks.
-    #[test]
-    fn the_answerer_of_a_name_is_the_resolvers_pick() {
-        let edge = names(&["a.test"]);
-        let admin = names(&["*.admin.test", "B.test."]);
-        let ops = names(&["b.test", "x.admin.test"]);
-        let lists: [&[String]; 3] = [&edge, &admin, &ops];
-        assert_eq!(answerer(&lists, "b.test"), 1);
-        assert_eq!(answerer(&lists, "x.admin.test"), 2);
-        assert_eq!(answerer(&lists, "y.admin.test"), 1);
-        assert_eq!(answerer(&lists, "*.admin.test"), 1);
-        assert_eq!(answerer(&lists, "*.test"), 0);
-        assert_eq!(answerer(&lists, "c.test"), 0);
-    }
-
-    /// A pair answering `names` with a fresh key of `alg` (rcgen, at
-    /// runtime).
-    fn pair(alg: &'static rcgen::SignatureAlgorithm, names: &[&str]) -> Pair {
-        let key = rcgen::KeyPair::generate_for(alg).unwrap();
-        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
-        let signing = (crate::tls::provider::get().key_provider)
-            .load_private_key(der.into())
-            .unwrap();
-        let leaf = crate::material::CertInfo {
-            subject: String::new(),
-            issuer: String::new(),
-            sans: Vec::new(),
-            dns_names: names.iter().map(|n| n.to_string()).collect(),
-            serial: String::new(),
-            not_before: 0,
-            not_after: 0,
-            fingerprint_sha256: String::new(),
-            is_ca: false,
-        };
-        Pair {
-            key: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)),
-            leaf,
-            notes: Vec::new(),
-        }
-    }
-
-    /// Of the pairs answering a name (those naming it exactly, else those
-    /// whose wildcard covers it), a client gets the first whose key can
-    /// sign with a scheme it offers, else the first; its client_auth is
-    /// the first's. Other names get the default pair.
-    #[test]
-    fn of_the_pairs_for_a_name_the_first_the_client_can_use_answers() {
-        let pairs = [
-            pair(&rcgen::PKCS_ECDSA_P256_SHA256, &["a.test", "x.test"]),
-            pair(&rcgen::PKCS_ED25519, &["a.test", "*.test"]),
-            pair(&rcgen::PKCS_ECDSA_P256_SHA256, &["*.test"]),
-        ];
-        let served: Vec<ServedPair<'_>> = (pairs.iter())
-            .map(|pair| ServedPair {
-                entry: "e",
-                pair,
-                server_names: None,
-            })
-            .collect();
-        let r = SniResolver::new(&served).unwrap();
-        let (ecdsa, ed25519) = (
-            SignatureScheme::ECDSA_NISTP256_SHA256,
-            SignatureScheme::ED25519,
-        );
-        let rsa = SignatureScheme::RSA_PSS_SHA256;
-        for (sni, schemes, want) in [
-            (Some("a.test"), &[ecdsa, ed25519][..], 0),
-            (Some("a.test"), &[ed25519], 1),
-            (Some("a.test"), &[rsa], 0),
-            (Some("b.test"), &[ed25519, ecdsa], 1),
-            (Some("b.test"), &[ecdsa], 2),
-            // Named exactly by pair 0 alone: the wildcard pairs are not
-            // weighed (their client_auth may differ).
-            (Some("x.test"), &[ed25519], 0),
-            (Some("other.example"), &[ed25519], 0),
-            (None, &[ed25519], 0),
-        ] {
-            assert_eq!(r.choose(sni, schemes), want, "{sni:?} {schemes:?}");
-        }
-        assert_eq!(r.position_or_default(Some("a.test")), 0);
-        assert_eq!(r.position_or_default(Some("b.test")), 1);
-        assert_eq!(r.owner("*.test"), Some(1));
-    }
-
-    /// A name's own entry counts only when it picks another pair than
-    /// the wildcard covering it, or the default, would give it.
-    #[test]
-    fn picks_leave_out_names_that_get_their_pair_anyway() {
-        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
-        let pairs = [
-            pair(alg, &["a.test", "x.b.test", "*.c.test"]),
-            pair(alg, &["*.b.test", "y.b.test", "d.test"]),
-        ];
-        let served: Vec<ServedPair<'_>> = (pairs.iter())
-            .map(|pair| ServedPair {
-                entry: "e",
-                pair,
-                server_names: None,
-            })
-            .collect();
-        let picks = SniResolver::new(&served).unwrap().picks();
-        let want = [("*.b.test", 1), ("d.test", 1), ("x.b.test", 0)];
-        let want: Vec<_> = want.iter().map(|&(n, at)| (n.to_string(), at)).collect();
-        assert_eq!(picks, want);
-    }
-
-    fn io(e: rustls::Error) -> std::io::Error {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-    }
-
-    /// A CRL webpki rejects is its own result, not `protocol`.
-    #[test]
-    fn unusable_crl_is_crl_invalid() {
-        use rustls::CertRevocationListError as C;
-        for e in [C::BadSignature, C::IssuerInvalidForCrl, C::InvalidCrlNumber] {
-            assert_eq!(
-                handshake_failure(&io(rustls::Error::InvalidCertRevocationList(e))),
-                "crl_invalid"
-            );
-        }
-        assert_eq!(
-            handshake_failure(&io(rustls::Error::HandshakeNotComplete)),
-            "protocol"
-        );
-    }
-}
+mod tests;

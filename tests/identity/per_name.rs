@@ -455,7 +455,8 @@ async fn exchange(
 /// Two entries for one name, ECDSA then RSA, under the same `client_auth`:
 /// a client offering only RSA signature schemes is served the RSA entry's
 /// certificate, under that `client_auth` (refused without a certificate),
-/// and XFCC's `By` names the certificate each client was served. Two such
+/// and XFCC's `By` names the certificate each client was served, with SNI
+/// or without (the default entry's names, then the same choice). Two such
 /// entries with different `client_auth` are still refused: which of them
 /// a client gets depends on what it can verify, not on its name.
 #[tokio::test]
@@ -514,6 +515,11 @@ upstreams:
             rsa_client(Some(&ops.pair)),
             "spiffe://edge/rsa",
         ),
+        (
+            "an RSA-only client without SNI",
+            without_sni(&rsa_client(Some(&ops.pair))),
+            "spiffe://edge/rsa",
+        ),
     ] {
         let h = seen(addr, cfg, "/", &[]).await;
         let xfcc = h["x-forwarded-client-cert"].as_str().unwrap();
@@ -526,6 +532,13 @@ upstreams:
             rustls::AlertDescription::CertificateRequired,
         )),
         "the RSA entry's client_auth applies"
+    );
+    assert_eq!(
+        outcome(addr, without_sni(&rsa_client(None)), "/").await,
+        Outcome::Refused(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        )),
+        "without SNI too"
     );
     drop(p);
     let path = w.scene.config(&dual("{ mode: none }"));

@@ -427,3 +427,59 @@ async fn a_name_with_ecdsa_and_rsa_pairs_serves_each_client_one_it_can_verify() 
     let m = metrics_text(admin).await;
     assert!(!m.contains("hotproxy_tls_sni_default_total{"), "{m}");
 }
+
+/// A client that sends no SNI (one connecting to an IP address) gets the
+/// default pair's names, and of the pairs answering them the first it can
+/// verify, as nginx chooses among the default server's `ssl_certificate`
+/// lines: an RSA-only client gets the RSA pair listed after the default
+/// ECDSA one, over TLS 1.3 and 1.2, not an RSA pair for another name
+/// listed before it; a default client gets the ECDSA pair. No SNI is no
+/// SNI miss.
+#[tokio::test]
+async fn a_client_without_sni_gets_the_default_names_pair_it_can_verify() {
+    use rustls::SignatureScheme as S;
+    let w = world().await;
+    let ecdsa = w.ca.server_pair(&["a.example.com"]);
+    let other = w.ca.rsa_server_pair(&["b.example.com"], &[]);
+    let rsa = w.ca.rsa_server_pair(&["a.example.com"], &[]);
+    w.scene.pair("a", &ecdsa);
+    w.scene.pair("b-rsa", &other);
+    w.scene.pair("a-rsa", &rsa);
+    let path = config(&w, "", "");
+    edit_config(&path, |text| {
+        let first = "{ cert_file: a.crt, key_file: a.key }";
+        let all = format!(
+            "{first}, {{ cert_file: b-rsa.crt, key_file: b-rsa.key }}, {{ cert_file: a-rsa.crt, key_file: a-rsa.key }}"
+        );
+        text.replacen(first, &all, 1)
+    });
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    // The leaf served to a client sending no SNI, after a request on the
+    // connection.
+    let served = |cfg: Arc<rustls::ClientConfig>| async move {
+        let mut tls = connect(addr, "a.example.com", without_sni(&cfg)).await?;
+        let leaf = fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref());
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+            .await?;
+        let reply = read_to_close(&mut tls).await;
+        assert!(reply.starts_with(b"HTTP/1.1 200 "), "{reply:?}");
+        std::io::Result::Ok(leaf)
+    };
+    let default = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let leaf = served(default).await.unwrap();
+    assert_eq!(leaf, ecdsa.fingerprint, "a default client, no SNI");
+    let rsa_only = [S::RSA_PSS_SHA256, S::RSA_PKCS1_SHA256];
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let what = format!("an RSA-only {:?} client without SNI", version.version);
+        let cfg = client_config_offering(&w.ca.cert_pem, &rsa_only, version, None);
+        let leaf = served(cfg).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            leaf, rsa.fingerprint,
+            "{what}: not the default names' RSA pair"
+        );
+    }
+    let m = metrics_text(admin).await;
+    assert!(!m.contains("hotproxy_tls_sni_default_total{"), "{m}");
+}

@@ -73,6 +73,14 @@ pub fn client_config_offering(
     Arc::new(cfg)
 }
 
+/// `cfg` sending no SNI (as a client connecting to an IP address does):
+/// it still checks the certificate for the name it connects with.
+pub fn without_sni(cfg: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    let mut cfg = cfg.clone();
+    cfg.enable_sni = false;
+    Arc::new(cfg)
+}
+
 /// WebPKI verification that supports (so offers) only `schemes`.
 #[derive(Debug)]
 struct Offering {
