@@ -281,16 +281,22 @@ impl Glob {
 }
 
 /// A URI SAN a `uri_san` rule can judge: no `.` or `..` path segment, no
-/// `%`, `;` or `\`, no query or fragment. A SPIFFE ID never has them (its
+/// `%`, `;` or `\`, no query or fragment, and nothing but printable ASCII
+/// (no control byte, space or DEL). A SPIFFE ID never has them (its
 /// segments are `[A-Za-z0-9._-]`, dot segments excluded); in a certificate
 /// they can only come from a CA that signs what it is asked, and a backend
 /// that resolves `spiffe://td/ns/prod/../admin`, decodes `%2e%2e`, drops
 /// `;` parameters and resolves what is left (`..;` is `..` to Tomcat and
 /// Jetty, as `proxy::path` refuses it in request paths) or reads `\` as
-/// `/` would read another identity than the rule matched.
+/// `/` would read another identity than the rule matched. So would one
+/// that parses it as WHATWG URL parsers do (Node's `new URL`, Python's
+/// `urlsplit`, Rust's `url`): they remove every tab, CR and LF first, so
+/// `ops/.\t./admin` is `ops/../admin` to them, and `ns/admin` once
+/// resolved.
 fn plain_uri(value: &str) -> bool {
     let path = value.split_once("://").map_or(value, |(_, rest)| rest);
-    !value.contains(['%', '?', '#', ';', '\\'])
+    value.bytes().all(|b| b.is_ascii_graphic())
+        && !value.contains(['%', '?', '#', ';', '\\'])
         && !path.split('/').skip(1).any(|seg| seg == "." || seg == "..")
 }
 
@@ -422,8 +428,8 @@ mod tests {
     }
 
     /// A URI SAN no SPIFFE ID could be matches no `uri_san` rule: dot
-    /// segments, escapes, a query or fragment, `;` parameters (`..;`) and
-    /// backslashes.
+    /// segments, escapes, a query or fragment, `;` parameters (`..;`),
+    /// backslashes, and bytes that are not printable ASCII.
     #[test]
     fn dot_segments_and_escapes_match_no_uri_rule() {
         let g = Glob::new("spiffe://td/ns/prod/**", Kind::Uri).unwrap();
@@ -441,6 +447,15 @@ mod tests {
             // A backend reading `\` as `/` climbs out of `prod`.
             "spiffe://td/ns/prod/..\\admin",
             "spiffe://td/ns/prod/sa\\web",
+            // WHATWG URL parsers remove tabs and line breaks: `..` again.
+            "spiffe://td/ns/prod/.\t./admin",
+            "spiffe://td/ns/prod/.\n./admin",
+            "spiffe://td/ns/prod/.\r./admin",
+            // No SPIFFE ID holds a control byte, a space, DEL or non-ASCII.
+            "spiffe://td/ns/prod/sa/web\u{0}",
+            "spiffe://td/ns/prod/sa/a b",
+            "spiffe://td/ns/prod/sa/web\u{7f}",
+            "spiffe://td/ns/prod/sa/w\u{e9}b",
         ] {
             assert!(!g.matches(v), "{v}");
         }

@@ -79,6 +79,14 @@ async fn allow_matrix() {
         None,
         &[uri("spiffe://cluster.local/ns/ops/../../admin")],
     );
+    // Nor one with a tab or line break in a segment: WHATWG URL parsers
+    // (Node's `new URL`, Python's `urlsplit`, Rust's `url`) remove them,
+    // then read `.\t.` as `..`: spiffe://cluster.local/ns/admin.
+    let tabbed = pki.client(
+        "tabbed",
+        None,
+        &[uri("spiffe://cluster.local/ns/ops/.\t./admin")],
+    );
     let pinned = pki.client("pinned", None, &[]);
     let stranger = pki.client("nobody", None, &[]);
     // Colons and upper case are ignored in fingerprints.
@@ -99,7 +107,7 @@ async fn allow_matrix() {
     let addr = p.listener_addr("partners").await;
     let api = p.admin_addr().await;
 
-    let cases: [(&str, Option<&Client>, &str, Outcome); 13] = [
+    let cases: [(&str, Option<&Client>, &str, Outcome); 14] = [
         ("uri_san glob", Some(&prod), "/api", Outcome::Status(200)),
         (
             "uri_san * spans one segment",
@@ -130,6 +138,12 @@ async fn allow_matrix() {
         (
             "a dot segment matches no uri_san",
             Some(&climber),
+            "/admin",
+            DENIED,
+        ),
+        (
+            "a tab in a dot segment matches no uri_san",
+            Some(&tabbed),
             "/admin",
             DENIED,
         ),
@@ -195,7 +209,7 @@ async fn allow_matrix() {
         )
         .await,
         // The matrix's refusals, the stranger's second, and the later one.
-        7.0
+        8.0
     );
     assert_eq!(
         metric(
