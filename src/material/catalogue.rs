@@ -101,6 +101,26 @@ impl ReloadResult {
     }
 }
 
+/// A wait on a writer mid-way: its files changed and do not load yet.
+#[derive(Clone, Copy, Debug)]
+pub struct Unsettled {
+    /// The first read that found the files not loading (since the entry
+    /// last served what they hold, or a wait ended in a failure): past
+    /// [`Step::KINDS`] × `settle_timeout` from there the files are refused,
+    /// however the writer's steps change.
+    pub first: Instant,
+    /// Since when the entry has been refused for the step of the writer it
+    /// is refused for now, a transient problem: failures count only after
+    /// `settle_timeout`. A problem of another step starts a wait of its
+    /// own.
+    pub since: Instant,
+    pub step: Step,
+    /// Refused for not settling within the bound from `first`: the writer
+    /// is still at work, and its later steps are refused too (said once),
+    /// until the files load or stay on one step for `settle_timeout`.
+    pub refused: bool,
+}
+
 /// One entry with its live material and reload bookkeeping.
 #[derive(Clone)]
 pub struct Entry {
@@ -109,13 +129,10 @@ pub struct Entry {
     /// The last good material: what snapshots are built from.
     pub current: Option<Arc<Loaded>>,
     pub last_reload: Option<ReloadResult>,
-    /// The wait in progress on a writer mid-way: since when the entry has
-    /// been refused for the step of the writer it is refused for now, a
-    /// transient problem: failures count only after `settle_timeout`. A
-    /// problem of another step starts a wait of its own. Cleared when
-    /// material is served or the wait ends in a failure, so the next
-    /// writer's wait starts at its first read.
-    pub unsettled: Option<(Instant, Step)>,
+    /// The wait in progress on a writer mid-way. Cleared when material is
+    /// served or the wait ends in a failure, so the next writer's wait
+    /// starts at its first read.
+    pub unsettled: Option<Unsettled>,
     /// Consecutive failures, for retry backoff.
     pub failures: u32,
     /// The last problem logged, so each distinct problem is logged once.

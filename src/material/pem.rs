@@ -148,6 +148,17 @@ pub enum Step {
     Cut,
 }
 
+impl Step {
+    /// How many kinds of step there are (the variants above). Each step
+    /// lasts less than `settle_timeout` (else its wait ends), so files
+    /// still not settled `KINDS` × `settle_timeout` after they first
+    /// changed have been through more steps than there are kinds: the
+    /// writer went back to a kind of step it had left (a leaf without its
+    /// chain, a certificate without its key, the leaf again ...). They are
+    /// refused then (SPEC §3).
+    pub const KINDS: u32 = 5;
+}
+
 /// Where each source is, for error messages: the path, or `inline cert_pem`.
 pub fn origins(source: &EntrySource) -> Vec<String> {
     match source {

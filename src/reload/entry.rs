@@ -7,7 +7,7 @@ use tracing::{debug, info, warn};
 
 use super::{LOG, Reloader};
 use crate::config::EntrySpec;
-use crate::material::catalogue::{Entry, ReloadResult, unix};
+use crate::material::catalogue::{Entry, ReloadResult, Unsettled, unix};
 use crate::material::info::rfc3339;
 use crate::material::pem::Step;
 use crate::material::{Loaded, Material, Note, pem};
@@ -168,7 +168,7 @@ impl Reloader {
         let settle = self.config.watch.settle_timeout;
         let file = pem::origins(&entry.spec.source).swap_remove(cut.source);
         let since = match entry.unsettled {
-            Some((since, Step::Cut)) => since,
+            Some(u) if u.step == Step::Cut => u.since,
             _ => Instant::now(),
         };
         if since.elapsed() >= settle {
@@ -433,9 +433,11 @@ impl Reloader {
     /// distinct problem, schedule a retry. Transient problems (a writer
     /// half-way, `step` says at which step) are only waited on until
     /// `settle_timeout`, counted from the first read of their step since
-    /// the entry was last served or failing.
+    /// the entry was last served or failing, and while the files have not
+    /// been unsettled for [`Step::KINDS`] × `settle_timeout` in all.
     pub(super) fn refused(&mut self, id: &str, problem: &str, step: Option<Step>) {
         let settle = self.config.watch.settle_timeout;
+        let bound = settle.saturating_mul(Step::KINDS);
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
@@ -457,12 +459,41 @@ impl Reloader {
             // the writer's next step, waited on from now: counted from the
             // step before, one read just before that wait ran out was a
             // failure, or a chain cut short served, at once.
-            let started = !entry.unsettled.is_some_and(|(_, on)| on == step);
+            let started = entry.unsettled.is_none_or(|u| u.step != step);
+            let unsettled = entry.unsettled.get_or_insert(Unsettled {
+                first: now,
+                since: now,
+                step,
+                refused: false,
+            });
             if started {
-                entry.unsettled = Some((now, step));
+                unsettled.since = now;
+                unsettled.step = step;
             }
-            let since = entry.unsettled.map_or(now, |(since, _)| since);
-            let waited = now.duration_since(since);
+            let waited = now.duration_since(unsettled.since);
+            let unsettled_for = now.duration_since(unsettled.first);
+            if waited < settle && unsettled_for >= bound {
+                // Every step within its own wait, and still not settled:
+                // the writer went back to a step it had left (a leaf
+                // without its chain, a certificate without its key, the
+                // leaf again...), and each change would start a wait anew
+                // for as long as it goes on. Refused, said once; its later
+                // steps too, until the files load or stay on one step for
+                // settle_timeout (then served if meant, a chain cut short,
+                // or a failure as any, and the next writer waits anew).
+                let newly = !unsettled.refused;
+                unsettled.refused = true;
+                let error = format!(
+                    "{problem} (not settled {bound:?} after the files first changed, {} × settle_timeout: a writer going back and forth between states that do not load?)",
+                    Step::KINDS
+                );
+                if !newly {
+                    debug!(target: LOG, entry = %id, error = %error, "certificate files still not settled; still refused");
+                }
+                let step_over = settle - waited;
+                self.failed(id, error, newly, Some(step_over));
+                return;
+            }
             if waited < settle {
                 let retry = Duration::from_millis(100).min(settle);
                 self.retries.insert(id.to_owned(), now + retry);
@@ -478,7 +509,10 @@ impl Reloader {
                     .as_ref()
                     .is_none_or(|r| r.error.as_deref() != Some(problem));
                 if newly || reason_changed || started {
-                    let deadline = SystemTime::now() + (settle - waited);
+                    // The step's own wait, or the bound on them all if
+                    // that comes first.
+                    let left = (settle - waited).min(bound - unsettled_for);
+                    let deadline = SystemTime::now() + left;
                     entry.last_reload = ReloadResult::pending(problem.to_owned(), deadline);
                     // Said again for a wait of its own: its deadline is
                     // later than the one said before.
@@ -495,12 +529,23 @@ impl Reloader {
         }
         // The wait for a writer is over: a later one starts its own.
         entry.unsettled = None;
+        self.failed(id, problem.to_owned(), true, None);
+    }
+
+    /// `id`'s files are refused for `error`: failing, counted, logged once
+    /// per distinct error (when `say`), and read again after a back-off,
+    /// or sooner, after `until`, when something is due then (a step's own
+    /// wait over).
+    fn failed(&mut self, id: &str, error: String, say: bool, until: Option<Duration>) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
         entry.failures = entry.failures.saturating_add(1);
-        entry.last_reload = ReloadResult::failure(problem.to_owned());
+        entry.last_reload = ReloadResult::failure(error.clone());
         set_state(id, State::Failing);
-        if entry.last_logged.as_deref() != Some(problem) {
-            warn!(target: LOG, entry = %id, error = %problem, "certificate reload failed; keeping the previous material");
-            entry.last_logged = Some(problem.to_owned());
+        if say && entry.last_logged.as_deref() != Some(error.as_str()) {
+            warn!(target: LOG, entry = %id, error = %error, "certificate reload failed; keeping the previous material");
+            entry.last_logged = Some(error);
         }
         METRICS
             .cert_reloads
@@ -512,7 +557,8 @@ impl Reloader {
         let backoff = Duration::from_millis(500)
             .saturating_mul(1u32 << entry.failures.min(6))
             .min(Duration::from_secs(30));
-        self.retries.insert(id.to_owned(), now + backoff);
+        let retry = until.map_or(backoff, |u| u.min(backoff));
+        self.retries.insert(id.to_owned(), Instant::now() + retry);
         self.publish_entry(id);
     }
 }

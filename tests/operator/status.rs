@@ -1,6 +1,7 @@
-//! What the API says: RFC 3339 times, a change pending at once, failures and the failing gauge.
+//! What the API says: RFC 3339 times, a change pending at once, failures and the failing gauge, a writer that never settles refused.
 
 use crate::common::*;
+use crate::support;
 use crate::support::*;
 
 /// `unix` as GNU date formats it in UTC: an implementation independent of ours.
@@ -162,4 +163,163 @@ async fn a_rejected_configuration_leaves_the_failing_gauge() {
     })
     .await;
     assert_eq!(metric(api, failing).await, Some(1.0));
+}
+
+/// The leaf the listener at `addr` serves for `localhost`.
+async fn served_leaf(addr: std::net::SocketAddr, ca: &str) -> String {
+    let tls = connect(addr, "localhost", client_config(ca, None, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+}
+
+/// `edge`'s `last_reload`: its result, and the reason or error it names.
+async fn result_and_problem(api: std::net::SocketAddr) -> (String, String) {
+    let last = last_reload(api).await;
+    let problem = last["reason"].as_str().or(last["error"].as_str());
+    (
+        last["result"].as_str().unwrap_or_default().to_owned(),
+        problem.unwrap_or_default().to_owned(),
+    )
+}
+
+/// `edge`'s `last_reload` as first seen naming `problem` (awaited).
+async fn read_as(api: std::net::SocketAddr, problem: &str) -> (String, String) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (result, named) = result_and_problem(api).await;
+        if named.contains(problem) {
+            return (result, named);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {problem} (last: {result}: {named})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A writer that keeps flipping the files between two states that do not
+/// load, each another step of a writer (the certificate removed; one
+/// written back that is not the key's), each change starting a
+/// settle_timeout of its own, is refused once the files have not settled
+/// for 5 × settle_timeout since they first changed: a failure naming the
+/// file, logged once, counted and shown, the old pair served on, and the
+/// files read again as they change. Such an entry used to stay pending for
+/// as long as the writer went on, and the operator was never told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_never_settle_are_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let first = ca.server_pair(&["localhost"]);
+    s.pair("edge", &first);
+    let mut p = Proxy::start(&s.config(&edge_yaml(
+        "watch: { debounce: 20ms, poll_interval: 200ms, settle_timeout: 1s }",
+        "",
+        "",
+        "",
+    )));
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let (next, other) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["localhost"]),
+    );
+    let missing = "edge.crt: file not found";
+    let mismatch = "edge.key: private key does not match the certificate";
+    let crt = s.path("edge.crt");
+    let flip = |n: usize| {
+        if n.is_multiple_of(2) {
+            std::fs::remove_file(&crt).unwrap();
+            missing
+        } else {
+            support::writers::mv_over(&crt, &other.cert_pem);
+            mismatch
+        }
+    };
+    // Each change awaited read (its problem shown), before the next.
+    let read = |problem: &'static str| read_as(api, problem);
+    let bound = "5 × settle_timeout";
+    let failed = |p: &Proxy, refusal: bool| {
+        p.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v["message"] == "certificate reload failed; keeping the previous material"
+                    && v["level"] == "WARN"
+                    && v["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(bound) == refusal)
+            })
+            .count()
+    };
+
+    support::writers::mv_over(&s.path("edge.key"), &next.key_pem);
+    read(mismatch).await;
+    let started = tokio::time::Instant::now();
+    let mut flips = 0;
+    let error = loop {
+        let (result, problem) = read(flip(flips)).await;
+        flips += 1;
+        if result == "failure" && problem.contains(bound) {
+            break problem;
+        }
+        // A step's own wait may run out (a failure without the bound)
+        // when the test or the proxy is held up for settle_timeout: the
+        // flips go on, and the next one is a writer's step waited on anew.
+        assert!(
+            started.elapsed() < WAIT + std::time::Duration::from_secs(5),
+            "not refused after {flips} flips over {:?}: {result}: {problem}",
+            started.elapsed()
+        );
+    };
+    assert!(error.contains("edge."), "the file is not named: {error}");
+
+    // The same writer going on stays refused, said once; each change is
+    // read as it comes.
+    for _ in 0..2 {
+        let (result, problem) = read(flip(flips)).await;
+        flips += 1;
+        if result != "failure" {
+            assert!(
+                failed(&p, false) > 0,
+                "a step of the writer refused is waited on again: {result}: {problem}"
+            );
+            break;
+        }
+    }
+    assert_eq!(failed(&p, true), 1, "the refusal is not logged once");
+    assert_eq!(
+        served_leaf(addr, &ca.cert_pem).await,
+        first.fingerprint,
+        "the old pair is not what is served"
+    );
+    let failing = r#"hotproxy_cert_reload_failing{entry="edge"}"#;
+    let pending = r#"hotproxy_cert_reload_pending{entry="edge"}"#;
+    let failures = r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#;
+    assert_eq!(metric(api, failing).await, Some(1.0));
+    assert_eq!(metric(api, pending).await, Some(0.0));
+    assert!(metric(api, failures).await.is_some_and(|n| n >= 1.0));
+
+    // Files that load are served at once, and the next writer's step is
+    // waited for again.
+    support::writers::mv_over(&crt, &next.cert_pem);
+    let (leaf, ca_pem) = (next.fingerprint.clone(), ca.cert_pem.clone());
+    wait_until(WAIT, "the pair that loads served", || {
+        let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
+        async move { served_leaf(addr, &ca_pem).await == leaf }
+    })
+    .await;
+    assert_eq!(metric(api, failing).await, Some(0.0));
+    let later = ca.server_pair(&["localhost"]);
+    support::writers::mv_over(&s.path("edge.key"), &later.key_pem);
+    let (result, _) = read(mismatch).await;
+    assert_eq!(result, "pending");
+    support::writers::mv_over(&crt, &later.cert_pem);
+    let (leaf, ca_pem) = (later.fingerprint.clone(), ca.cert_pem.clone());
+    wait_until(WAIT, "the next pair served", || {
+        let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
+        async move { served_leaf(addr, &ca_pem).await == leaf }
+    })
+    .await;
 }
