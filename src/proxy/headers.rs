@@ -148,6 +148,8 @@ fn strip_client_claims(headers: &mut HeaderMap, trusted: bool) -> Seen {
             seen.cookies = seen.cookies.saturating_add(1);
         } else if name == header::EXPECT {
             seen.expect = true;
+        } else if name == header::CONTENT_LENGTH {
+            seen.lengths = seen.lengths.saturating_add(1);
         }
     }
     if dropped {
@@ -168,6 +170,8 @@ struct Seen {
     cookies: u8,
     host: Option<HeaderValue>,
     expect: bool,
+    /// `Content-Length` fields, counted up to 255.
+    lengths: u8,
 }
 
 /// Whether the client's own forwarding headers are believed: only from
@@ -200,6 +204,18 @@ pub fn rewrite_request_headers(
     // over HTTP/2.)
     if seen.expect {
         headers.remove(header::EXPECT);
+    }
+    // One `Content-Length` (RFC 9110 §8.6: a proxy must not forward a
+    // length field that is not one number). h2 takes an HTTP/2 client's
+    // field repeated when every value is the same number (it resets the
+    // stream otherwise) and keeps them all; hyper's HTTP/1.1 server keeps
+    // one. Forwarded twice, nghttp2 and Netty reset the stream (a 502
+    // counted against the endpoint, which any client could cause) and
+    // Node's parser answers 400.
+    if seen.lengths > 1
+        && let Some(first) = headers.get(header::CONTENT_LENGTH).cloned()
+    {
+        headers.insert(header::CONTENT_LENGTH, first);
     }
     // The common request has no X-Forwarded-For of its own: the
     // connection's preformatted value is shared, nothing is allocated.

@@ -123,3 +123,118 @@ async fn upstream_response_fields_are_limited_on_both_protocols() {
         }
     }
 }
+
+/// An HTTP/2 client's `content-length` sent twice with one value (h2
+/// accepts it, refusing only values that differ) reaches the upstream once,
+/// over HTTP/1.1 and HTTP/2 alike, as hyper already forwards an HTTP/1.1
+/// client's (RFC 9110 §8.6: a proxy must not forward a length field that
+/// is not one number). Forwarded twice, an HTTP/2 upstream on nghttp2 or
+/// Netty reset the stream, a `502` counted against the endpoint (any
+/// client could eject healthy endpoints with it), and Node's HTTP/1.1
+/// parser answered `400`. The HTTP/1.1 upstream is a raw one: hyper's
+/// server would fold the two lines into one before a test could see them.
+#[tokio::test]
+async fn an_h2_clients_repeated_content_length_is_forwarded_once() {
+    let w = world().await;
+    let (h1_addr, heads) = head_recorder(&w.backend_pair).await;
+    let h1 = format!(
+        r#"
+  - name: h1
+    servers: [https://{h1_addr}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
+    );
+    let path = w.scene.public_config(
+        r#"
+      - { path_prefix: /h1/, upstream: h1 }
+      - { upstream: pub }"#,
+        &[h1, upstream("pub", &w.pub_backend, "")].concat(),
+    );
+    let (_p, addr) = serve(&path).await;
+    for path in ["/h1/upload", "/upload"] {
+        let mut client = h2_to(&w, addr).await;
+        let req = http::Request::post(format!("https://a.example.com{path}"))
+            .header("content-length", "5")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(b"hello"), true)
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            data.extend_from_slice(&chunk.unwrap());
+        }
+        if path == "/upload" {
+            let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert_eq!(seen["version"], "HTTP/2.0", "{seen}");
+            assert!(
+                seen["repeated"].get("content-length").is_none(),
+                "content-length forwarded more than once: {seen}"
+            );
+            assert_eq!(seen["headers"]["content-length"], "5", "{seen}");
+            assert_eq!(seen["body"], "hello", "{seen}");
+        } else {
+            let heads = heads.lock().unwrap();
+            assert_eq!(heads.len(), 1, "{heads:?}");
+            let lengths: Vec<&str> = heads[0]
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+                .collect();
+            assert_eq!(lengths, ["content-length: 5"], "{}", heads[0]);
+        }
+    }
+}
+
+/// A raw HTTP/1.1 backend serving `pair` that records each request's head
+/// as it came (one request per connection), reads a 5-byte body and
+/// answers `200`: its address, and the heads.
+async fn head_recorder(
+    pair: &TestPair,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (listener, acceptor) = tls_listener(pair, b"http/1.1").await;
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let heads = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, heads) = (acceptor.clone(), heads.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                };
+                while got.len() < head_end + 5 {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&got[..head_end]).into_owned());
+                let resp = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, seen)
+}
