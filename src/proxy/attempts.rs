@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use tracing::debug;
 
@@ -266,6 +266,15 @@ impl Upstream {
             let failure = match endpoint.upgrade_connection().await {
                 Ok(mut send) => {
                     *req.uri_mut() = Uri::from(path);
+                    // As on any HTTP/1.1 attempt (`Upstream::send`): hyper
+                    // frames a GET body of unknown length as none, and the
+                    // body of an upgrade request was dropped unseen.
+                    if req.body().unknown_length() {
+                        req.headers_mut().insert(
+                            header::TRANSFER_ENCODING,
+                            HeaderValue::from_static("chunked"),
+                        );
+                    }
                     // Refused as any response is (`Upstream::send`); the
                     // connection closes with `send`.
                     let resp = send.send_request(req).await.map_err(Failure::Request)?;

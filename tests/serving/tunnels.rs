@@ -608,3 +608,62 @@ async fn a_reload_taking_a_client_out_of_a_routes_allow_closes_its_tunnel() {
     assert!(rest.is_empty(), "{rest:?}");
     wait_until(WAIT, "alice's tunnel closed", || async { closed(&p) == 2 }).await;
 }
+
+/// An upgrade request's body of unknown length (chunked) reaches the
+/// upstream chunked, before the switch, as any request's does (SPEC §6: to
+/// an HTTP/1.1 upstream such a body goes chunked whatever the method).
+/// hyper's client frames a `GET` body of unknown length as none: the
+/// upstream got a bare upgrade request and the body was dropped unseen.
+#[tokio::test]
+async fn an_upgrade_requests_chunked_body_reaches_the_upstream() {
+    let w = world().await;
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (backend, _) = raw_backend(move |mut tcp| {
+        let seen = seen_tx.clone();
+        async move {
+            let mut buf = Vec::new();
+            let Some(end) = read_raw_head(&mut tcp, &mut buf).await else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            // A chunked body is read to its end before the switch.
+            if head.contains("transfer-encoding: chunked") {
+                while !buf[end..].ends_with(b"0\r\n\r\n") {
+                    if !read_more(&mut tcp, &mut buf).await {
+                        return;
+                    }
+                }
+            }
+            let _ = seen.send(String::from_utf8_lossy(&buf).into_owned());
+            let switched = b"HTTP/1.1 101 Switching Protocols\r\n\
+                upgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+            if tcp.write_all(switched).await.is_ok() {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        }
+    })
+    .await;
+    let (_p, addr, _log) = serve_raw(&w, backend, "", "").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let got = within_deadline("the upgrade request at the backend", seen_rx.recv())
+        .await
+        .unwrap();
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .lines()
+            .any(|l| l == "transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert_eq!(body, "5\r\nhello\r\n0\r\n\r\n", "{got}");
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo(&mut s, b"ping").await;
+}
