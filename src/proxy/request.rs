@@ -144,14 +144,20 @@ impl Named {
 /// `Host` set to the request's authority (an absolute-form target or h2
 /// `:authority` wins over a client's `Host`), the path normalised.
 pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused> {
-    if req.method() == Method::CONNECT {
+    // In any case: a method is case-sensitive (RFC 9110 §9.1), but some
+    // backends read it without case (Jetty 9.4's default compliance makes
+    // `trace` TRACE; Django and Werkzeug upper-case it), so `trace` would
+    // reach them as the method refused here. nginx refuses any lowercase
+    // method. A method's length settles most requests.
+    let method = req.method().as_str();
+    if method.eq_ignore_ascii_case(Method::CONNECT.as_str()) {
         return Err(Refused::Connect);
     }
     // TRACE echoes the request as the upstream received it: the headers
     // hotproxy adds (client certificate, forwarding, request id) would be
     // reflected to the client, and to script on a page (cross-site
     // tracing). Refused as nginx does.
-    if req.method() == Method::TRACE {
+    if method.eq_ignore_ascii_case(Method::TRACE.as_str()) {
         return Err(Refused::Trace);
     }
     // A request hyper knows to be empty has no transfer coding (chunked

@@ -233,3 +233,36 @@ async fn path_recorder(
     });
     (addr, seen)
 }
+
+/// `TRACE` and `CONNECT` are refused in any case: a method is
+/// case-sensitive (RFC 9110 §9.1), but some backends read it without case
+/// (Jetty 9.4's default compliance, RFC7230_LEGACY, makes `trace` TRACE,
+/// which a servlet answers by echoing the request; Django and Werkzeug
+/// upper-case it), so `trace` reached them as the TRACE hotproxy refuses,
+/// and its echo reflected the headers hotproxy adds. nginx answers any
+/// lowercase method 400. Over HTTP/1.1 and HTTP/2 alike.
+#[tokio::test]
+async fn trace_and_connect_in_any_case_are_405() {
+    let w = world().await;
+    let (_p, addr) = serve(&config(&w, "")).await;
+    for request in [
+        &b"trace /pub/x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"[..],
+        b"Trace /x HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+        b"connect /x HTTP/1.1\r\nHost: b.example.com\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw(&w, addr, request).await;
+        assert_eq!(r.status, 405, "{}", String::from_utf8_lossy(request));
+    }
+    let mut client = h2_to(&w, addr).await;
+    let trace = http::Request::builder()
+        .method("trace")
+        .uri("https://a.example.com/pub/x")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(trace, true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 405);
+    for backend in [&w.b, &w.other, &w.pub_backend] {
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 0);
+    }
+}
