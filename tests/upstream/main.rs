@@ -11,6 +11,7 @@ mod common;
 mod flow_control;
 mod goaway;
 mod health;
+mod lengths;
 mod pool;
 mod reloads;
 mod sharing;

@@ -1,0 +1,153 @@
+//! An HTTP/2 upstream's `content-length`: sent twice, or not matching its DATA.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use crate::common::*;
+use crate::support::*;
+
+/// An HTTP/2 backend that answers by path, each with `content-length: 5`
+/// (`/twice`: and `6` in a second field; `/agree`: `5` again) and then:
+/// `/twice`, `/agree`, `/ok`: `hello`; `/short`: `hel`; `/long`: `hello world` in one DATA frame;
+/// `/long-split`: `hello`, then ` world` in a second frame. Its address.
+async fn length_liar(pair: &TestPair) -> SocketAddr {
+    let (listener, acceptor) = tls_listener(pair, b"h2").await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let path = req.uri().path().to_owned();
+                    let mut head = http::Response::builder().header("content-length", "5");
+                    match path.as_str() {
+                        "/twice" => head = head.header("content-length", "6"),
+                        "/agree" => head = head.header("content-length", "5"),
+                        _ => {}
+                    }
+                    let pieces: &[&[u8]] = match path.as_str() {
+                        "/short" => &[b"hel"],
+                        "/long" => &[b"hello world"],
+                        "/long-split" => &[b"hello", b" world"],
+                        _ => &[b"hello"],
+                    };
+                    let Ok(mut tx) = respond.send_response(head.body(()).unwrap(), false) else {
+                        continue;
+                    };
+                    for (i, piece) in pieces.iter().enumerate() {
+                        let last = i + 1 == pieces.len();
+                        let _ = tx.send_data(Bytes::from_static(piece), last);
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// How an HTTP/2 response that must not end cleanly ends: the body it
+/// brought (none if the stream was reset before its head; hyper's reset
+/// discards a head not yet sent), and the error it ended with.
+async fn cut_h2(resp: h2::client::ResponseFuture) -> (Vec<u8>, h2::Error) {
+    let resp = match tokio::time::timeout(WAIT, resp).await.unwrap() {
+        Ok(resp) => resp,
+        Err(e) => return (Vec::new(), e),
+    };
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, body.data()).await.unwrap() {
+            Some(Ok(data)) => got.extend_from_slice(&data),
+            Some(Err(e)) => return (got, e),
+            None => panic!("a clean end after {got:?}"),
+        }
+    }
+}
+
+/// An HTTP/2 upstream is held to one `content-length`, and to DATA that
+/// matches it, as an HTTP/1.1 one is: two values are a `502` (as nginx's
+/// "duplicate header line"), differing ones (h2 resets such a stream) and
+/// agreeing ones (h2 takes them, and the client would get both) alike. A
+/// body shorter or longer than declared (h2 resets the stream at the DATA
+/// frame that breaks the length) never ends cleanly: an HTTP/2 client's
+/// stream is reset, an HTTP/1.1 client's connection closed, before the
+/// head if it was not sent yet; never a complete-looking response of the
+/// wrong length.
+#[tokio::test]
+async fn an_h2_upstreams_length_must_be_one_and_match_its_data() {
+    let w = world();
+    let backend = length_liar(&w.backend_pair).await;
+    let (mut p, addr) = proxy_for(&w, backend).await;
+
+    // Over HTTP/2.
+    let mut client = h2_to(&w, addr).await;
+    let get = |path: &str| {
+        let req = http::Request::get(format!("https://a.example.com{path}"));
+        req.body(()).unwrap()
+    };
+    for path in ["/twice", "/agree"] {
+        let (resp, _) = client.send_request(get(path), true).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 502, "{path}");
+    }
+    for path in ["/short", "/long", "/long-split"] {
+        let (resp, _) = client.send_request(get(path), true).unwrap();
+        let (got, e) = cut_h2(resp).await;
+        assert!(e.is_reset(), "{path}: {e}");
+        assert!(got.len() <= 5, "{path}: {got:?}");
+    }
+    let (resp, _) = client.send_request(get("/ok"), true).unwrap();
+    let mut resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut got = Vec::new();
+    while let Some(data) = resp.body_mut().data().await {
+        got.extend_from_slice(&data.unwrap());
+    }
+    assert_eq!(got, b"hello");
+
+    // Over HTTP/1.1: a short or long body ends its connection, before the
+    // head if it was not written yet. A body whose first DATA frame holds
+    // the declared length is that length: hyper's server writes no more
+    // and drops the rest unread, as hotproxy takes an HTTP/1.1 upstream's
+    // `Content-Length` over bytes past it; nothing stray reaches the
+    // connection, whose next request gets its own answer.
+    for path in ["/short", "/long", "/long-split"] {
+        let mut sender = h1_sender(&w, addr).await;
+        let sent = sender.send_request(h1_request("GET", path, ""));
+        let resp = match tokio::time::timeout(WAIT, sent).await.unwrap() {
+            Err(e) => {
+                assert!(e.is_incomplete_message(), "{path}: {e}");
+                continue;
+            }
+            Ok(resp) => resp,
+        };
+        assert_eq!(resp.status(), 200, "{path}");
+        let body = resp.into_body().collect().await;
+        let next = sender.send_request(h1_request("GET", "/ok", "")).await;
+        if path == "/long-split" {
+            assert_eq!(body.unwrap().to_bytes(), "hello");
+            let next = next.unwrap().into_body().collect().await;
+            assert_eq!(next.unwrap().to_bytes(), "hello");
+        } else {
+            assert!(body.is_err(), "{path}: {body:?}");
+            assert!(next.is_err(), "{path}: the connection was reused: {next:?}");
+        }
+    }
+
+    let m = metrics_text(p.admin_addr().await).await;
+    // The `502`s alone are upstream errors: the rest failed after their
+    // head, counted as the status the client was sent.
+    assert!(
+        m.contains(r#"hotproxy_upstream_errors_total{upstream="app",reason="protocol"} 2"#),
+        "{m}"
+    );
+}
