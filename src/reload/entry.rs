@@ -18,6 +18,16 @@ use crate::metrics::{self, METRICS};
 /// delays its choice that long at most.
 pub(super) const CRL_DUE_LOOK: Duration = Duration::from_secs(60);
 
+/// How long after a listener or upstream refused the CRLs chosen again
+/// ([`Reloader::choose_again`]) they are chosen again. Only that choice
+/// takes a CRL that came due with no change to the files, so it is tried
+/// until what refused it (elsewhere in that listener's or upstream's
+/// material or settings) is gone; each try rebuilds the verifiers of
+/// everything on the bundle and warns, so not at every wake of the
+/// reloader but as seldom as the longest back-off of a refused entry and
+/// of a rejected configuration (`CONFIG_RETRY_MAX`): 30 s. SPEC §2 says so.
+const CRL_CHOICE_RETRY: Duration = Duration::from_secs(30);
+
 impl Reloader {
     /// Read `id`'s files: `None` when they hold the bytes served now (the
     /// parse, a signing key and every certificate, is most of a re-read's
@@ -415,10 +425,9 @@ impl Reloader {
                 Ok(changes) => self.commit_material(changes),
                 Err(problem) => {
                     self.entries.get_mut(id).expect("present").current = previous;
-                    let retry = Duration::from_secs(30);
-                    warn!(target: LOG, entry = %id, error = %problem, retry_s = retry.as_secs(), "a CRL set aside as not issued yet is issued now, but the CRLs chosen again are refused: the ones in use stay");
+                    warn!(target: LOG, entry = %id, error = %problem, retry_s = CRL_CHOICE_RETRY.as_secs(), "a CRL set aside as not issued yet is issued now, but the CRLs chosen again are refused: the ones in use stay");
                     self.crl_retries
-                        .insert(id.to_owned(), Instant::now() + retry);
+                        .insert(id.to_owned(), Instant::now() + CRL_CHOICE_RETRY);
                     return;
                 }
             }
