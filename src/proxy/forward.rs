@@ -417,6 +417,11 @@ impl Upstream {
                     // a reused one).
                     let copy =
                         ((may_retry || !fresh) && req.body().can_replay()).then(|| copy_of(&req));
+                    // `:authority` alone carries it on the wire, as Envoy
+                    // sends it: nginx answers a `host` field beside it 400
+                    // ("client sent duplicate host header"). Taken off after
+                    // the copy, which another attempt may send over HTTP/1.1.
+                    let host = req.headers_mut().remove(header::HOST);
                     let unanswered = Unanswered {
                         stream: &stream,
                         timed_out,
@@ -444,7 +449,12 @@ impl Upstream {
                         Err(mut e) => {
                             // Sent again, and whether to this endpoint too.
                             let (again, here) = match e.take_message() {
-                                Some(unsent) => (Some(unsent), true),
+                                Some(mut unsent) => {
+                                    if let Some(host) = host {
+                                        unsent.headers_mut().insert(header::HOST, host);
+                                    }
+                                    (Some(unsent), true)
+                                }
                                 None if unprocessed(e.error()) => (copy, true),
                                 // A new connection closed on this very
                                 // request: the endpoint may have failed on
@@ -586,8 +596,9 @@ fn stand_in_host(req: &mut Request<ClientBody>, endpoint: &Endpoint) {
 ///
 /// One authority per request (RFC 9113 §8.3.1): `:authority` is the routed
 /// authority, which `request::prepare` left in `Host`, so an upstream that
-/// routes on `:authority` sees what the client asked for. The endpoint's own
-/// address stands in only when there is no usable `Host` (HTTP/1.0).
+/// routes on `:authority` sees what the client asked for; `Host` itself then
+/// stays off the wire. The endpoint's own address stands in only when there
+/// is no usable `Host` (HTTP/1.0).
 fn absolute(endpoint: &Endpoint, path: &PathAndQuery, headers: &http::HeaderMap) -> Uri {
     let routed = headers
         .get(http::header::HOST)

@@ -385,3 +385,54 @@ async fn streams_an_h2_endpoint_left_unprocessed_do_not_eject_it() {
         "the refusing pod was ejected"
     );
 }
+
+/// A request an HTTP/2 pod refused goes to the other pod, here HTTP/1.1
+/// only, with the `Host` an HTTP/1.1 request needs, though over HTTP/2 the
+/// authority went as `:authority` alone: the client's `Host`, or (an
+/// HTTP/1.0 request without one) the address of the endpoint it goes to,
+/// not the refusing one's. POST bodies are read whole, so it can be sent
+/// twice too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_from_an_h2_endpoint_to_an_h1_one_carries_host() {
+    use tokio::io::AsyncWriteExt;
+    let pods = Pods::new();
+    let bad = RefusingPod::start_as(&pods.pair, Refusal::Every).await;
+    let good = Backend::start_h1_at(
+        "127.0.0.2:0".parse().unwrap(),
+        "good",
+        &pods.pair,
+        Some(&pods.backend_ca.cert_pem),
+    )
+    .await;
+    let two = two(bad.addr, good.addr, "    retries: { attempts: 1 }\n");
+    let w = pods.serve("[{ upstream: two }]", &two, Vec::new()).await;
+    let good_addr = good.addr.to_string();
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            "localhost",
+        ),
+        (
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\
+              Connection: close\r\n\r\nhi",
+            "localhost",
+        ),
+        (b"GET /x HTTP/1.0\r\n\r\n", &good_addr),
+    ];
+    // Round robin over the two: of each pair of requests, one goes to
+    // the refusing pod first.
+    for (request, host) in cases.iter().flat_map(|c| [c, c]) {
+        let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+        let mut tls = connect(w.public, "localhost", cfg).await.unwrap();
+        tls.write_all(request).await.unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned();
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+        assert!(head.contains(" 200 "), "{reply}");
+        let seen: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"));
+        assert_eq!(seen["backend"], "good", "{seen}");
+        assert_eq!(seen["version"], "HTTP/1.1", "{seen}");
+        assert_eq!(seen["headers"]["host"], *host, "{seen}");
+    }
+    assert_eq!(bad.refused.load(SeqCst), cases.len(), "refused once a pair");
+}

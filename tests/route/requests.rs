@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use crate::common::*;
 use crate::support::*;
 
-/// Routing and the upstream's Host agree: an absolute-form target wins over
+/// Routing and the upstream's authority agree: an absolute-form target wins over
 /// `Host` (and replaces it), duplicate or missing `Host` on HTTP/1.1 is
 /// 400, and `X-Forwarded-Host` is always hotproxy's.
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn one_authority_per_request() {
     let host = j["headers"]["host"].as_str().unwrap_or_default();
     assert!(host.starts_with("127.0.0.1:"), "{j}");
 
-    // h2: :authority is routed on and becomes the upstream's Host.
+    // h2: :authority is routed on and is the upstream's `:authority`.
     let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
     let r = get(addr, "b.example.com", cfg, true, "/x", &[])
         .await
@@ -61,15 +61,63 @@ async fn one_authority_per_request() {
     assert_routed_to_b(r.status, &r.body);
 }
 
-/// A 200 from backend `b` whose `Host` and `X-Forwarded-Host` are both
-/// `b.example.com`, whatever the client sent for either.
+/// A 200 from backend `b` (HTTP/2) whose `:authority` and
+/// `X-Forwarded-Host` are both `b.example.com`, whatever the client sent
+/// for either.
 fn assert_routed_to_b(status: u16, body: &str) {
     assert_eq!(status, 200, "{body}");
     let j: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     assert_eq!(j["backend"], "b", "{j}");
-    assert_eq!(j["headers"]["host"], "b.example.com", "{j}");
+    assert_only_authority(&j, "b.example.com");
     assert_eq!(j["headers"]["x-forwarded-host"], "b.example.com", "{j}");
+}
+
+/// What an HTTP/2 backend saw (`seen`) came over HTTP/2 with `authority`
+/// as `:authority` and no `host` field beside it.
+fn assert_only_authority(seen: &serde_json::Value, authority: &str) {
+    assert_eq!(seen["version"], "HTTP/2.0", "{seen}");
+    assert_eq!(seen["authority"], authority, "{seen}");
+    assert!(seen["headers"].get("host").is_none(), "{seen}");
+    assert!(seen["repeated"].get("host").is_none(), "{seen}");
+}
+
+/// Over an HTTP/2 upstream connection the routed authority goes as
+/// `:authority` alone, with no `host` field beside it, as Envoy sends it:
+/// nginx as an HTTP/2 backend answers a request carrying both 400 ("client
+/// sent duplicate host header"), so every request through hotproxy to it
+/// failed. From an HTTP/1.1 client, an HTTP/2 one with or without `host`,
+/// and an HTTP/1.0 one without `Host`, whose `:authority` is the
+/// endpoint's address.
+#[tokio::test]
+async fn an_http2_upstream_gets_the_authority_and_no_host_field() {
+    let w = world().await;
+    let cfg = w
+        .scene
+        .public_config("[{ upstream: b }]", &upstream("b", &w.b, ""));
+    let (_p, addr) = serve(&cfg).await;
+
+    let r = raw(
+        &w,
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: b.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_only_authority(&r.json(), "b.example.com");
+
+    let h2 = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    for headers in [&[][..], &[("host", "b.example.com")]] {
+        let r = get(addr, "b.example.com", h2.clone(), true, "/x", headers)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{headers:?}: {}", r.body);
+        assert_only_authority(&r.json(), "b.example.com");
+    }
+
+    let r = raw(&w, addr, b"GET /x HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_only_authority(&r.json(), &w.b.addr.to_string());
 }
 
 /// `bytes` get a 400 whose body says `why`.

@@ -204,6 +204,16 @@ impl Backend {
         Backend::bound(addr, name, server, client_ca, &[b"h2", b"http/1.1"]).await
     }
 
+    /// [`Backend::start_at`] offering only HTTP/1.1.
+    pub async fn start_h1_at(
+        addr: SocketAddr,
+        name: &str,
+        server: &TestPair,
+        client_ca: Option<&str>,
+    ) -> Backend {
+        Backend::bound(addr, name, server, client_ca, &[b"http/1.1"]).await
+    }
+
     /// Like a pod killed: the socket closes (connects are refused) and
     /// every open connection is reset.
     pub fn kill(&self) {
