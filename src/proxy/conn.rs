@@ -531,7 +531,7 @@ impl Driver<'_> {
 /// An error with its causes ("error writing a body to connection:
 /// send_timeout: the client stopped reading"): hyper's own message alone
 /// does not say why.
-fn causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

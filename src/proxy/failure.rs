@@ -177,65 +177,71 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
             StatusCode::BAD_GATEWAY,
         ),
         Failure::Framing(why) => ("protocol", (*why).into(), StatusCode::BAD_GATEWAY),
-        // hyper's only client timeout: `http2_keepalive` closed the
-        // connection under the request.
-        Failure::Request(e) if e.is_timeout() => (
+        Failure::Request(e) => diagnose_request(e),
+    }
+}
+
+/// The cause of a request (or of its response body) failed by the
+/// upstream on an established connection: metric reason, description,
+/// status.
+pub fn diagnose_request(e: &hyper::Error) -> (&'static str, String, StatusCode) {
+    // hyper's only client timeout: `http2_keepalive` closed the
+    // connection under the request.
+    if e.is_timeout() {
+        return (
             "keepalive_timeout",
             "no answer to an HTTP/2 PING within http2_keepalive.timeout".into(),
             StatusCode::BAD_GATEWAY,
-        ),
-        Failure::Request(e) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-            while let Some(err) = source {
-                if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-                    let (reason, desc) = crate::tls::client::classify(tls);
-                    return (reason, desc, StatusCode::BAD_GATEWAY);
-                }
-                // hyper says only "http2 error".
-                if let Some(h2) = err.downcast_ref::<h2::Error>()
-                    && h2.is_remote()
-                    && let Some(code) = h2.reason()
-                {
-                    let what = if h2.is_go_away() {
-                        "shut the connection down before processing the request: GOAWAY"
-                    } else {
-                        "reset the request: RST_STREAM"
-                    };
-                    return (
-                        "protocol",
-                        format!("the upstream {what} {code:?}"),
-                        StatusCode::BAD_GATEWAY,
-                    );
-                }
-                if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                    if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-                    {
-                        let (reason, desc) = crate::tls::client::classify(tls);
-                        return (reason, desc, StatusCode::BAD_GATEWAY);
-                    }
-                    // Over HTTP/2, h2 keeps an I/O error's cause as text
-                    // only: a TLS alert after a TLS 1.3 handshake (an
-                    // upstream refusing our client certificate) is known
-                    // by rustls's words for it.
-                    if let Some(tls) = io.get_ref().and_then(|i| alert_in_text(&i.to_string())) {
-                        let (reason, desc) = crate::tls::client::classify(&tls);
-                        return (reason, desc, StatusCode::BAD_GATEWAY);
-                    }
-                    return (
-                        "protocol",
-                        format!("upstream connection failed: {io}"),
-                        StatusCode::BAD_GATEWAY,
-                    );
-                }
-                source = err.source();
-            }
-            (
-                "protocol",
-                format!("upstream request failed: {e}"),
-                StatusCode::BAD_GATEWAY,
-            )
-        }
+        );
     }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            let (reason, desc) = crate::tls::client::classify(tls);
+            return (reason, desc, StatusCode::BAD_GATEWAY);
+        }
+        // hyper says only "http2 error".
+        if let Some(h2) = err.downcast_ref::<h2::Error>()
+            && h2.is_remote()
+            && let Some(code) = h2.reason()
+        {
+            let what = if h2.is_go_away() {
+                "shut the connection down before processing the request: GOAWAY"
+            } else {
+                "reset the request: RST_STREAM"
+            };
+            return (
+                "protocol",
+                format!("the upstream {what} {code:?}"),
+                StatusCode::BAD_GATEWAY,
+            );
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                let (reason, desc) = crate::tls::client::classify(tls);
+                return (reason, desc, StatusCode::BAD_GATEWAY);
+            }
+            // Over HTTP/2, h2 keeps an I/O error's cause as text
+            // only: a TLS alert after a TLS 1.3 handshake (an
+            // upstream refusing our client certificate) is known
+            // by rustls's words for it.
+            if let Some(tls) = io.get_ref().and_then(|i| alert_in_text(&i.to_string())) {
+                let (reason, desc) = crate::tls::client::classify(&tls);
+                return (reason, desc, StatusCode::BAD_GATEWAY);
+            }
+            return (
+                "protocol",
+                format!("upstream connection failed: {io}"),
+                StatusCode::BAD_GATEWAY,
+            );
+        }
+        source = err.source();
+    }
+    (
+        "protocol",
+        format!("upstream request failed: {e}"),
+        StatusCode::BAD_GATEWAY,
+    )
 }
 
 /// The alert in rustls's words for it (`received fatal alert:

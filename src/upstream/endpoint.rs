@@ -421,7 +421,12 @@ impl Body for LeasedBody {
                 }
             }
             Poll::Ready(None) => this.ended = true,
-            Poll::Ready(Some(Err(_))) => this.failed = true,
+            Poll::Ready(Some(Err(e))) => {
+                if !this.failed {
+                    this.read.body_failed(e);
+                }
+                this.failed = true;
+            }
             Poll::Ready(Some(frame)) => {
                 if let Ok(frame) = frame
                     && let Some(t) = frame.trailers_mut()

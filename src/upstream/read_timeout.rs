@@ -5,7 +5,9 @@
 //! ever and holds the upstream connection (nginx's `proxy_read_timeout`,
 //! default 60 s, bounds each read the same way). The timer is armed only
 //! when the body has to wait: a body that arrives with its head, as most
-//! do, costs no timer at all.
+//! do, costs no timer at all. A body the upstream breaks instead (a bad
+//! chunk, a close or a reset before its end) is logged and counted here
+//! too.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +53,17 @@ impl ReadTimer {
     /// A piece of the body arrived.
     pub fn progress(&mut self) {
         self.progress = true;
+    }
+
+    /// The upstream broke the body with `e` (a bad chunk size, a close
+    /// before its length, a reset): the response is cut, as after a stall,
+    /// and logged and counted by its cause as a failed request is.
+    pub fn body_failed(&self, e: &hyper::Error) {
+        let (reason, _, _) = crate::proxy::failure::diagnose_request(e);
+        let upstream = &self.limit.upstream;
+        crate::metrics::upstream_error(upstream, reason);
+        let error = crate::proxy::conn::causes(e);
+        warn!(upstream = %upstream, reason, error, "upstream response body failed");
     }
 
     /// The body has nothing yet: wait at most `read_timeout` from the last
