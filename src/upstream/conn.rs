@@ -33,7 +33,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::config::Http2Keepalive;
 use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
-use crate::upstream::io::{Kill, MaybeTls, Settling, UpstreamIo};
+use crate::upstream::io::{HeadWait, Kill, MaybeTls, Settling, UpstreamIo};
 
 /// Streams one shared HTTP/2 upstream connection carries at once before
 /// the pool opens another, unless the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
@@ -222,10 +222,13 @@ pub struct H1 {
     /// An active check's connection past `max_connections_per_server`:
     /// closed when the check is done, never handed to a request.
     pub unpooled: bool,
+    /// What it reads while a request waits for the response head.
+    head: Arc<HeadWait>,
 }
 
 impl H1 {
-    pub async fn handshake(d: Dialled, generation: u64) -> Result<H1, DialError> {
+    pub async fn handshake(mut d: Dialled, generation: u64) -> Result<H1, DialError> {
+        let head = d.io.head_wait();
         let (send, conn) = h1_builder()
             .handshake(d.io)
             .await
@@ -236,6 +239,7 @@ impl H1 {
             idle_since: None,
             generation,
             unpooled: false,
+            head,
         })
     }
 
@@ -275,6 +279,15 @@ impl H1 {
         &mut self,
         req: Request<ClientBody>,
     ) -> Result<Response<Incoming>, TrySendError<Request<ClientBody>>> {
+        /// Stops the count when the head is in, or the wait dropped.
+        struct Counted(Arc<HeadWait>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        self.head.start();
+        let _counted = Counted(self.head.clone());
         let mut fut = std::pin::pin!(self.send.try_send_request(req));
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = fut.as_mut().poll(cx) {

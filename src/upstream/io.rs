@@ -2,11 +2,12 @@
 //!
 //! On an HTTP/2 connection they also tell the task watching it when the
 //! server's SETTINGS are in, and when a later SETTINGS frame has been
-//! applied ([`Settling`]).
+//! applied ([`Settling`]). On an HTTP/1.1 connection, they bound what is
+//! read while a request waits for its response head ([`HeadWait`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
@@ -94,10 +95,78 @@ pub struct UpstreamIo {
 }
 
 /// The stream and, on an HTTP/2 connection, where the server's SETTINGS
-/// frames end in what is read from it ([`SettingsFrames`]).
+/// frames end in what is read from it ([`SettingsFrames`]); on an HTTP/1.1
+/// one, what is read while a request waits for its response head
+/// ([`HeadWait`]).
 struct Framed {
     io: MaybeTls,
     frames: Option<SettingsFrames>,
+    head: Option<Arc<HeadWait>>,
+}
+
+/// What an HTTP/1.1 connection may read while its request waits for the
+/// response head: that head (at most 64 KiB, hyper's read buffer) and
+/// as much again of informational (`1xx`) responses before it. hyper's
+/// client reads and drops every `1xx` it is sent, with no bound: an
+/// upstream sending them without end held the request past
+/// `request_timeout` and its worker thread parsing them, megabytes per
+/// poll. The read that would go past this fails instead: the request
+/// gets its `502`, and the connection is closed.
+pub const HEAD_WAIT_BYTES: usize = 128 * 1024;
+
+/// The bytes an HTTP/1.1 connection has read while its request waits for
+/// the response head, held to [`HEAD_WAIT_BYTES`]. Its reads happen in the
+/// task of the request that holds the connection, which also starts and
+/// stops the count: no other thread looks at it meanwhile.
+pub struct HeadWait(AtomicUsize);
+
+/// [`HeadWait`]'s value while no request waits for a head.
+const NOT_WAITING: usize = usize::MAX;
+
+impl Default for HeadWait {
+    fn default() -> HeadWait {
+        HeadWait(AtomicUsize::new(NOT_WAITING))
+    }
+}
+
+impl HeadWait {
+    /// A request was handed over: count from here.
+    pub fn start(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Its head is in (or the request is over): reads of the body are
+    /// not counted.
+    pub fn stop(&self) {
+        self.0.store(NOT_WAITING, Ordering::Relaxed);
+    }
+}
+
+impl Framed {
+    /// A read while a request waits for its head: counted, and refused
+    /// once [`HEAD_WAIT_BYTES`] are in. Only what precedes the read that
+    /// completes the head counts, and of that at most 64 KiB is the
+    /// head's: more than 64 KiB of informational responses came first.
+    fn read_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        head: &HeadWait,
+        read: usize,
+    ) -> Poll<std::io::Result<()>> {
+        if read >= HEAD_WAIT_BYTES {
+            return Poll::Ready(Err(std::io::Error::other(
+                "the upstream sent more than 64 KiB of informational (1xx) responses before its response",
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let n = buf.filled().len() - before;
+            head.0.store(read + n, Ordering::Relaxed);
+        }
+        polled
+    }
 }
 
 impl AsyncRead for Framed {
@@ -107,6 +176,12 @@ impl AsyncRead for Framed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some(head) = this.head.clone() {
+            let read = head.0.load(Ordering::Relaxed);
+            if read != NOT_WAITING {
+                return this.read_head(cx, buf, &head, read);
+            }
+        }
         let Some(frames) = &mut this.frames else {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         };
@@ -211,7 +286,11 @@ impl SettingsFrames {
 impl UpstreamIo {
     pub fn new(io: MaybeTls, slot: Option<OwnedSemaphorePermit>) -> UpstreamIo {
         UpstreamIo {
-            io: TokioIo::new(Framed { io, frames: None }),
+            io: TokioIo::new(Framed {
+                io,
+                frames: None,
+                head: None,
+            }),
             _slot: slot,
             kill: None,
             settling: None,
@@ -228,6 +307,16 @@ impl UpstreamIo {
             ..SettingsFrames::default()
         });
         settling
+    }
+
+    /// An HTTP/1.1 connection: what it reads while a request waits for
+    /// its head is counted in the returned [`HeadWait`], and bounded.
+    pub fn head_wait(&mut self) -> Arc<HeadWait> {
+        self.io
+            .inner_mut()
+            .head
+            .get_or_insert_with(Arc::default)
+            .clone()
     }
 
     /// From now on the connection can be closed with `kill`.

@@ -357,3 +357,61 @@ async fn upstream_that_breaks_a_body_is_logged_and_counted() {
         "{m}"
     );
 }
+
+/// Informational (`1xx`) responses before the answer are bounded as the
+/// answer's head is: a few (`103 Early Hints`, `100 Continue`) pass, but
+/// an upstream that sends them by the megabyte is a `502` once it has
+/// sent 128 KiB of them (64 KiB are always let through), its connection
+/// closed. hyper's client reads every one it is sent: a backend streaming
+/// them without end held the request past `request_timeout` and kept a
+/// worker thread parsing, stalling other clients' requests for seconds.
+#[tokio::test]
+async fn a_flood_of_informational_responses_is_502() {
+    let w = world().await;
+    const HINT: &[u8] = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n";
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    // `/flood/N` and `/few/N`: N hints (`/flood` in one write), then `HELLO`.
+    let (backend, accepted) = raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        while let Some(end) = read_raw_head(&mut tcp, &mut buf).await {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+            let n: usize = path.rsplit('/').next().unwrap().parse().unwrap();
+            let answer = [HINT.repeat(n), HELLO.to_vec()].concat();
+            if tcp.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: raw }]",
+        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
+    ));
+    let addr = p.listener_addr("public").await;
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+    };
+    // 64 KiB of hints, then the answer.
+    let few = 64 * 1024 / HINT.len();
+    let reply = h1_exchange(&w, addr, get(&format!("/few/{few}")).as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nhello"), "{reply}");
+    // 256 KiB of them.
+    let flood = 4 * few;
+    let reply = h1_exchange(&w, addr, get(&format!("/flood/{flood}")).as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 502 "), "{reply}");
+    p.wait_log("the flood refused", |v| {
+        v["message"] == "upstream request failed"
+            && v["reason"] == "protocol"
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("informational (1xx) responses"))
+    })
+    .await;
+    // The flooded connection is closed: the next request has a new one.
+    let reply = h1_exchange(&w, addr, get("/few/1").as_bytes()).await;
+    assert!(reply.ends_with("\r\n\r\nhello"), "{reply}");
+    assert_eq!(accepted.load(SeqCst), 2);
+}
