@@ -216,6 +216,19 @@ pub fn diagnose_request(e: &hyper::Error) -> (&'static str, String, StatusCode) 
                 StatusCode::BAD_GATEWAY,
             );
         }
+        // What hotproxy's own HTTP/2 refused in what the upstream sent (a
+        // frame it may not send, a header block too large, DATA past its
+        // `content-length`): h2's words and the code it answered with.
+        if let Some(h2) = err.downcast_ref::<h2::Error>()
+            && h2.is_library()
+            && let Some(code) = h2.reason()
+        {
+            return (
+                "protocol",
+                format!("the upstream broke HTTP/2 ({code:?}): {h2}"),
+                StatusCode::BAD_GATEWAY,
+            );
+        }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 let (reason, desc) = crate::tls::client::classify(tls);

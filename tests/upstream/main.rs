@@ -8,6 +8,7 @@ mod support;
 mod common;
 
 // The tests, by theme.
+mod broken_h2;
 mod flow_control;
 mod goaway;
 mod health;

@@ -1,0 +1,57 @@
+//! An HTTP/2 upstream that breaks the protocol: the log says what hotproxy's HTTP/2 refused.
+
+use std::sync::atomic::Ordering;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::goaway::{h2_frame, next_frame, raw_h2};
+
+/// A response that hotproxy's HTTP/2 client refuses as a protocol error
+/// (here a `PUSH_PROMISE`, which it disabled in its SETTINGS: a connection
+/// error, RFC 9113 §8.4) is a `502` whose log line says so, with the
+/// error code: it used to say only "upstream request failed: http2
+/// error", the same for every such break, and nothing an operator could
+/// take to the backend's owners.
+#[tokio::test]
+async fn an_h2_protocol_error_of_the_upstream_is_named_in_the_log() {
+    let w = world();
+    let (backend, accepted) = raw_h2(
+        &w.backend_pair,
+        h2_frame(4, 0, 0, &[]),
+        |mut tls, _| async move {
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                match kind {
+                    // SETTINGS, not an ACK: acknowledge.
+                    4 if flags & 1 == 0 => {
+                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                    }
+                    // A request: a PUSH_PROMISE (END_HEADERS) of stream 2,
+                    // `:method GET` (HPACK static index 2).
+                    1 => {
+                        let mut payload = 2u32.to_be_bytes().to_vec();
+                        payload.push(0x82);
+                        let _ = tls.write_all(&h2_frame(5, 4, stream, &payload)).await;
+                    }
+                    _ => {}
+                }
+            }
+        },
+    )
+    .await;
+    let (mut p, addr) = proxy_for(&w, backend).await;
+    let (status, _) = send(addr, &w, "GET", "").await;
+    assert_eq!(status, 502);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let told = p
+        .wait_log("the 502 logged", |v| {
+            v["message"] == "upstream request failed"
+        })
+        .await;
+    assert_eq!(told["reason"], "protocol", "{told}");
+    let error = told["error"].as_str().unwrap();
+    assert!(
+        error.contains("HTTP/2") && error.contains("PROTOCOL_ERROR"),
+        "{told}"
+    );
+}
