@@ -331,3 +331,51 @@ async fn a_byte_order_mark_or_an_indented_begin_is_refused_at_once() {
         .await
         .unwrap();
 }
+
+/// `POST /certs/validate` reads and parses an entry's files (up to 8 MiB
+/// of them) on the blocking pool. Concurrent calls each held their own
+/// copy and parse at once: 12 of them, over one ~400 KB CRL, grew the
+/// process about twelve times what one does (64 over seven 1 MB CRLs took
+/// it past 1 GB, enough for the OOM killer to end every connection in a
+/// pod). Validations now take their turn: a burst costs what one does.
+#[tokio::test]
+async fn concurrent_validations_cost_what_one_does() {
+    let a = Api::start("").await;
+    let serials: Vec<u64> = (1_000_000..1_010_000).collect();
+    let crl = a.s.path("pki/big.crl");
+    write(&crl, &a.ca.crl_of_serials(&serials));
+    let body = json!({"id": "v", "type": "ca-bundle", "source": "file",
+        "ca_file": a.s.path("pki/ca.crt"), "crl_files": [crl]});
+    let before = peak_kib(a.p.pid());
+    let r = a
+        .editor("POST", "/api/v1/certs/validate", Some(body.clone()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let one = peak_kib(a.p.pid()).saturating_sub(before);
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (api, body) = (a.api, body.clone());
+            tokio::spawn(async move {
+                admin(
+                    api,
+                    "POST",
+                    "/api/v1/certs/validate",
+                    Some(EDITOR),
+                    Some(body),
+                    &[],
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let r = call.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let burst = peak_kib(a.p.pid()).saturating_sub(before);
+    // Room for the allocator's own slack; twelve at once are far above.
+    assert!(
+        burst < 3 * one + 4096,
+        "12 concurrent validations grew hotproxy by {burst} KiB; one grew it by {one} KiB"
+    );
+}

@@ -277,17 +277,26 @@ async fn route(
 /// Read and parse an entry's files on tokio's blocking pool: never on a
 /// worker that serves connections (a slow disk would stall them), never on
 /// the reloader (rotations keep being served). Reads are bounded anyway
-/// (regular files only, size-capped, non-blocking open).
+/// (regular files only, size-capped, non-blocking open). One at a time:
+/// each may hold 8 MiB of files and their parse (a 1 MB CRL parses to
+/// several), so concurrent calls multiplied the process's memory (64 of
+/// them passed 1 GB) and took every core from the workers.
 async fn load_off_workers(spec: EntrySpec) -> Result<Loaded, (StatusCode, Value)> {
-    tokio::task::spawn_blocking(move || pem::load(spec.kind, &spec.source))
-        .await
-        .map_err(|_| {
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "reading the files failed",
-            )
-        })?
-        .map_err(|e| bad_request(e.to_string()))
+    static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    // Held until the blocking read ends, even if this caller goes away.
+    let turn = TURN.acquire().await.expect("semaphore never closed");
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        pem::load(spec.kind, &spec.source)
+    })
+    .await
+    .map_err(|_| {
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reading the files failed",
+        )
+    })?
+    .map_err(|e| bad_request(e.to_string()))
 }
 
 /// Run `f` on the reloader thread (the single writer).
