@@ -235,3 +235,32 @@ async fn the_last_reload_gauge_is_0_while_the_file_is_rejected() {
     wait_metric(admin, &gauge(1), WAIT).await;
     until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
 }
+
+/// One anchor used in many places (a network list every route shares) is
+/// what anchors are for, far below the 50,000 events aliases may replay:
+/// such an edit applies. Over 100 uses of one anchor were refused as
+/// "budget breached: AliasAnchorRatio { aliases: 120, anchors: 1 }", the
+/// YAML parser's default guard against alias bombs, whatever they expanded
+/// to.
+#[tokio::test]
+async fn one_anchor_used_by_many_routes_applies() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = pairs_a_and_b(&s, &ca);
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let (mut p, addr) = serve(&cfg).await;
+    let routes: String = (0..120)
+        .map(|i| format!("      - {{ path_prefix: /r{i}, upstream: api, allow_from: *nets }}\n"))
+        .collect();
+    let shared = format!(
+        "    routes:\n      - {{ path_prefix: /, upstream: api, allow_from: &nets [127.0.0.0/8, 10.0.0.0/8] }}\n{routes}upstreams:\n  - {{ name: api, servers: [\"http://127.0.0.1:9\"] }}"
+    );
+    mv_over(&cfg, &base_config("b.crt", "b.key", &shared));
+    p.wait_log("the reload", |v| {
+        v["message"] == "configuration reloaded"
+            || v["message"] == "configuration rejected; the running configuration stays"
+    })
+    .await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    assert_ne!(a.fingerprint, b.fingerprint);
+}

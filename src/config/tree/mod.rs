@@ -153,6 +153,13 @@ pub const MAX_ALIAS_EVENTS: usize = 50_000;
 pub fn parse(text: &str) -> Result<Node, Syntax> {
     let mut options = serde_saphyr::Options::default();
     options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
+    // What aliases replay is bounded above, whatever the number of uses.
+    // saphyr's ratio guard (more than 100 aliases and ten per anchor)
+    // refused one anchor shared by many routes or upstreams, which
+    // replays a few events each: what anchors are for.
+    if let Some(budget) = options.budget.as_mut() {
+        budget.enforce_alias_anchor_ratio = false;
+    }
     let mut root: Node = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         // saphyr's first line reads "error: line L column C: message";
         // the rest is a source excerpt we don't need in a log line.
