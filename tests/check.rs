@@ -426,6 +426,56 @@ fn an_indentation_slip_is_explained() {
     );
 }
 
+/// What the YAML parser refuses for its own limits is said in words, at
+/// the file and line: a second document (a `---` line, as concatenated or
+/// generated files carry), nesting past its depth, a file of more values
+/// than it reads. They came out as its internals: "multiple YAML documents
+/// detected; use from_str_multiple or from_str_multiple_with_options" (a
+/// Rust function), "budget breached: Depth { depth: 65 }".
+#[test]
+fn the_yaml_parsers_limits_are_explained() {
+    let (_s, cfg) = scene("", "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let lines = text.lines().count();
+    let block: String = (0..70)
+        .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+        .collect();
+    let flow = format!("x: {}{}\n", "[".repeat(300), "]".repeat(300));
+    let values = format!("x: [{}0]\n", "0, ".repeat(250_000));
+    let cases = [
+        (
+            format!("{text}---\n"),
+            lines + 1,
+            "a second YAML document starts here",
+        ),
+        (
+            format!("{block}{text}"),
+            65,
+            "nested more than 64 levels deep",
+        ),
+        (
+            format!("{flow}{text}"),
+            1,
+            "nested more than 64 levels deep",
+        ),
+        (
+            format!("{values}{text}"),
+            1,
+            "holds more than 250000 YAML values",
+        ),
+    ];
+    for (broken, line, want) in cases {
+        std::fs::write(&cfg, broken).unwrap();
+        let (code, out, err) = check(&cfg);
+        assert_eq!(code, 1, "{out}{err}");
+        let at = format!("{}: line {line} ", cfg.display());
+        assert!(err.contains(&at) && err.contains(want), "{want}: {err}");
+        for internal in ["budget", "from_str", "{ ", "recursion limit"] {
+            assert!(!err.contains(internal), "{internal}: {err}");
+        }
+    }
+}
+
 /// A FIFO where the configuration, a token file or the store key should
 /// be: refused at once with the file and why, never blocking `check` (nor
 /// `run`'s startup, which reads them the same way).

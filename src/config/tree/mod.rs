@@ -159,6 +159,8 @@ pub fn parse(text: &str) -> Result<Node, Syntax> {
     // replays a few events each: what anchors are for.
     if let Some(budget) = options.budget.as_mut() {
         budget.enforce_alias_anchor_ratio = false;
+        // One depth for `[[...]]` as for indented blocks, so one message.
+        budget.flow_nesting_limit = budget.max_depth;
     }
     let mut root: Node = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         // saphyr's first line reads "error: line L column C: message";
@@ -176,6 +178,13 @@ pub fn parse(text: &str) -> Result<Node, Syntax> {
                  refused as an alias bomb (write the repeated parts out, or repeat less)"
             ),
             None => first,
+        };
+        let first = match (first.split_once(": "), in_words(&e)) {
+            (Some((loc, msg)), words) if loc.starts_with("line ") => {
+                format!("{loc}: {}", words.as_deref().unwrap_or(msg))
+            }
+            (_, Some(words)) => words,
+            _ => first,
         };
         match first.split_once(": ") {
             Some((loc, msg)) if loc.starts_with("line ") => Syntax {
@@ -198,6 +207,44 @@ pub fn parse(text: &str) -> Result<Node, Syntax> {
     let mut next = 1;
     number(&mut root, &mut next, text);
     Ok(root)
+}
+
+/// The parser's own limits in an operator's words: saphyr says them as
+/// its internals (`budget breached: Depth { depth: 65 }`, a Rust function
+/// to call for a second document). `None` for anything else.
+fn in_words(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let limits = serde_saphyr::Budget::default();
+    let many = |n: usize, what: &str| {
+        format!("more than {n} {what}; refused (a configuration holds a few thousand at most)")
+    };
+    let words = match e.without_snippet() {
+        serde_saphyr::Error::MultipleDocuments { .. } => SECOND_DOCUMENT.to_owned(),
+        serde_saphyr::Error::Budget { breach, .. } => match breach {
+            B::Depth { .. } => too_deep(limits.max_depth),
+            B::Documents { .. } => SECOND_DOCUMENT.to_owned(),
+            B::Nodes { .. } => format!(
+                "holds {}",
+                many(limits.max_nodes, "YAML values (keys, values, list items)")
+            ),
+            B::Events { .. } => format!("holds {}", many(limits.max_events, "YAML events")),
+            B::Anchors { .. } => many(limits.max_anchors, "anchors (`&name`)"),
+            B::Aliases { .. } => many(limits.max_aliases, "aliases (`*name`)"),
+            B::MergeKeys { .. } => many(limits.max_merge_keys, "merge keys (`<<:`)"),
+            _ => "past a limit of the YAML parser; refused".to_owned(),
+        },
+        // The scanner's own depth guard for `[[[...` and `{a: {a: ...`.
+        _ if e.to_string().contains("recursion limit exceeded") => too_deep(limits.max_depth),
+        _ => return None,
+    };
+    Some(words)
+}
+
+const SECOND_DOCUMENT: &str = "a second YAML document starts here (after a `---` line); a \
+    configuration file is one document: remove the `---` line, and what follows it or merge it";
+
+fn too_deep(max: usize) -> String {
+    format!("nested more than {max} levels deep; refused (a configuration nests a few levels)")
 }
 
 fn number(node: &mut Node, next: &mut usize, text: &str) {
