@@ -119,9 +119,14 @@ impl Router {
         Ok(route)
     }
 
-    /// The first route matching `host` and `path`.
+    /// The first route matching `host` and `path`. `*` (`OPTIONS *`, the
+    /// server of `host` itself) is routed as `/` is: by the host's routes
+    /// (a `path_prefix: /` route matches, a longer prefix does not), and
+    /// under that route's rules. No prefix starts `*`: it took the first
+    /// prefix-less route, one set for other hosts (or none, 404).
     fn first(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
+        let path = if path == "*" { "/" } else { path };
         // Compared decoded, as the backend will read it (see
         // [`path::decoded`]); no copy unless the path has a `%`.
         let path = path::decoded(path);
@@ -257,6 +262,34 @@ mod tests {
         ] {
             assert_eq!(name(path).as_deref(), Some(want), "{path}");
         }
+    }
+
+    /// `OPTIONS *` takes the route its host's `/` takes: a `path_prefix:
+    /// /` route of that host, not one with a longer prefix, nor a catch-all
+    /// after them; a host without a route of its own takes the catch-all.
+    #[test]
+    fn asterisk_is_routed_as_the_hosts_root() {
+        let ups = upstreams(&["api", "root", "any"]);
+        let r = Router::new(
+            "public",
+            &[
+                route(Some("a.test"), Some("/api"), "api"),
+                route(Some("a.test"), Some("/"), "root"),
+                route(None, None, "any"),
+            ],
+            &ups,
+        );
+        let name = |h| {
+            r.matched(Some(h), "*")
+                .unwrap()
+                .map(|r| r.upstream.name.to_string())
+        };
+        assert_eq!(name("a.test:443").as_deref(), Some("root"));
+        assert_eq!(name("b.test").as_deref(), Some("any"));
+        let only_prefixes =
+            Router::new("public", &[route(Some("a.test"), Some("/"), "root")], &ups);
+        assert!(only_prefixes.route(Some("a.test"), "*").is_some());
+        assert!(only_prefixes.route(Some("b.test"), "*").is_none());
     }
 
     /// `;` parameters may not pick the route: both readings must agree.

@@ -268,3 +268,51 @@ async fn a_path_without_a_leading_slash_is_refused() {
     }
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
+
+/// `OPTIONS *` asks about the server of its host (RFC 9110 §9.3.7): it
+/// takes the route its host's `/` takes (that host's `path_prefix: /`
+/// route, not one with a longer prefix), under that route's rules, and
+/// reaches the upstream as `*`. It matched no `path_prefix` route, so it
+/// took a route set for other hosts (or got 404 when there was none):
+/// another upstream answered for the host, past its route's `allow_from`.
+#[tokio::test]
+async fn options_asterisk_takes_the_route_of_its_hosts_root() {
+    let w = world().await;
+    // Another upstream, which nothing here should reach but `b`'s request.
+    let (other, other_conns) = raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        if read_raw_head(&mut tcp, &mut buf).await.is_some() {
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nother";
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, answer.as_bytes()).await;
+        }
+    })
+    .await;
+    let upstreams = format!(
+        "{}\n  - name: other\n    servers: [http://{other}]",
+        plain_upstream(&w)
+    );
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ host: a.example.com, path_prefix: /api, upstream: other },
+          { host: a.example.com, path_prefix: /, upstream: plain },
+          { host: g.example.com, path_prefix: /, upstream: plain, allow_from: [10.0.0.0/8] },
+          { upstream: other }]",
+        &upstreams,
+    ));
+    let addr = p.listener_addr("public").await;
+    let options = |host: &str| {
+        format!("OPTIONS * HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").into_bytes()
+    };
+    let reply = h1_exchange(&w, addr, &options("a.example.com")).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    let seen = body_json(&reply);
+    assert_eq!(seen["path"], "*", "{reply:?}");
+    assert_eq!(seen["headers"]["host"], "a.example.com", "{reply:?}");
+    let reply = h1_exchange(&w, addr, &options("g.example.com")).await;
+    assert!(reply.starts_with("HTTP/1.1 403 "), "{reply:?}");
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+    assert_eq!(other_conns.load(SeqCst), 0, "another upstream answered");
+    // A host with no route of its own takes the catch-all, as its `/` would.
+    let reply = h1_exchange(&w, addr, &options("b.example.com")).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    assert!(reply.ends_with("other"), "{reply:?}");
+}
