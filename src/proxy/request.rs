@@ -41,6 +41,8 @@ pub enum Refused {
     AuthorityForm,
     #[error("asterisk-form target without OPTIONS")]
     AsteriskForm,
+    #[error("header field value with leading or trailing whitespace")]
+    PaddedValue,
     /// Read as Tomcat and Jetty read it (`;` parameters dropped), the
     /// path would take another route ([`crate::proxy::router::Router::matched`]).
     #[error("path parameters (';') would change the route")]
@@ -160,13 +162,16 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
     if method.eq_ignore_ascii_case(Method::TRACE.as_str()) {
         return Err(Refused::Trace);
     }
+    let h2 = req.version() == Version::HTTP_2;
+    if h2 && padded(req.headers()) {
+        return Err(Refused::PaddedValue);
+    }
     // A request hyper knows to be empty has no transfer coding (chunked
     // is never known empty): most requests skip the header lookup.
     if !req.body().is_end_stream() {
         transfer_codings(req.headers())?;
     }
     one_authority(req)?;
-    let h2 = req.version() == Version::HTTP_2;
     let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
     if !target.starts_with('/') && target != "*" {
         // `:path: ?x` (h2 takes it): read as `/` for routing, it reached
@@ -199,6 +204,18 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
     }
     .map_err(|_| Refused::Path(PathError::BadPercent))?;
     set_path_and_query(req, path_and_query)
+}
+
+/// Whether a field value starts or ends with SP or HTAB: an HTTP/2
+/// request carrying one is malformed (RFC 9113 §8.2.1). The h2 crate takes
+/// it, and an HTTP/1.1 backend trims that whitespace (RFC 9112 §5.1), so
+/// it would read another value than the one hotproxy's rules and logs saw.
+/// (HTTP/1.1's parser trims it on the way in.) Two bytes a value.
+fn padded(headers: &http::HeaderMap) -> bool {
+    headers.values().any(|v| {
+        let b = v.as_bytes();
+        matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+    })
 }
 
 /// The `Host` checks of [`prepare`] alone (what the `redirect_https`
@@ -659,5 +676,34 @@ mod tests {
             prepared(with(Method::OPTIONS, "*", "a.test")),
             Ok((Some("a.test".into()), "*".into()))
         );
+    }
+
+    /// An HTTP/2 field value with a space or tab at either end is
+    /// malformed (RFC 9113 §8.2.1); inside, or over HTTP/1.1 (whose parser
+    /// trims it), it passes.
+    #[test]
+    fn padded_h2_values_are_malformed() {
+        let with = |version: Version, value: &'static str| {
+            let mut r = req(version, "https://a.test/x", &[]);
+            r.headers_mut()
+                .append("x-a", HeaderValue::from_static("plain"));
+            r.headers_mut()
+                .append("x-a", HeaderValue::from_static(value));
+            prepared(r).map(|_| ())
+        };
+        for value in [" v", "v ", "\tv", "v\t", " ", "\t"] {
+            assert_eq!(
+                with(Version::HTTP_2, value),
+                Err(Refused::PaddedValue),
+                "{value:?}"
+            );
+        }
+        for value in ["v", "a b\tc", ""] {
+            assert_eq!(with(Version::HTTP_2, value), Ok(()), "{value:?}");
+        }
+        let mut r = req(Version::HTTP_11, "/x", &["a.test"]);
+        r.headers_mut()
+            .insert("x-a", HeaderValue::from_static(" v"));
+        assert_eq!(prepared(r).map(|_| ()), Ok(()));
     }
 }

@@ -446,6 +446,43 @@ async fn h2_cookie_crumbs_count_as_one_field() {
     wait_metric(admin, line, WAIT).await;
 }
 
+/// An HTTP/2 field value that starts or ends with a space or a tab makes
+/// the request malformed (RFC 9113 §8.2.1): 400 from hotproxy, before
+/// routing. It was forwarded as sent, and an HTTP/1.1
+/// backend trims such whitespace: it read `v` where hotproxy's rules and
+/// logs saw ` v`. Whitespace inside a value is fine.
+#[tokio::test]
+async fn h2_field_values_padded_with_whitespace_are_malformed() {
+    let (w, mut p, addr) = serve("").await;
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+    for (value, status) in [
+        (" v", 400),
+        ("v ", 400),
+        ("\tv", 400),
+        ("v\t", 400),
+        (" ", 400),
+        ("a b\tc", 200),
+    ] {
+        let req = http::Request::builder()
+            .uri("https://a.example.com/api")
+            .header("x-padded", http::HeaderValue::from_str(value).unwrap())
+            .body(())
+            .unwrap();
+        let resp = h2_request(&mut client, req).await;
+        assert_eq!(resp.status(), status, "{value:?}");
+        if status == 200 {
+            let body = h2_body(&mut resp.into_body()).await;
+            let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(seen["headers"]["x-padded"], value, "{seen}");
+        }
+        client = client.ready().await.unwrap();
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+    let admin = p.admin_addr().await;
+    let line = r#"hotproxy_http_requests_total{listener="public",upstream="",code="400"} 5"#;
+    wait_metric(admin, line, WAIT).await;
+}
+
 /// Every response to an HTTP/2 client sends `date` as a never-indexed
 /// literal with the static table's name (RFC 7541 §6.2.3: `0x1f 0x12`),
 /// the upstream's date and hotproxy's own alike: h2's encoder indexed each
