@@ -59,6 +59,9 @@ pub(super) struct State {
     moved: HashSet<PathBuf>,
     dirty: HashMap<Subject, Due>,
     next_poll: Instant,
+    /// With events on and the poll off, when the watched directories are
+    /// next checked to be the ones their paths name ([`WATCH_CHECK`]).
+    next_watch_check: Instant,
     /// What the poll under way has yet to look at. A poll over 10,000
     /// entries takes a good part of a second; it runs a slice at a time so
     /// that events (a rotation) are handled in between, not after it.
@@ -86,6 +89,7 @@ impl State {
         }
         State {
             next_poll: Instant::now() + poll_interval,
+            next_watch_check: Instant::now() + WATCH_CHECK,
             config,
             poll_interval,
             notify,
@@ -119,6 +123,9 @@ impl State {
             if !self.poll_interval.is_zero() {
                 wake = wake.min(self.next_poll);
             }
+            if self.checks_watches() {
+                wake = wake.min(self.next_watch_check);
+            }
             if !self.polling.is_empty() {
                 // A poll is under way: take in what arrived, then go on.
                 wake = now;
@@ -151,6 +158,10 @@ impl State {
             }
             if !self.polling.is_empty() {
                 self.poll();
+            }
+            if self.checks_watches() && now >= self.next_watch_check {
+                self.check_watches();
+                self.next_watch_check = now + WATCH_CHECK;
             }
             self.fire_due();
         }
@@ -457,6 +468,39 @@ impl State {
         }
     }
 
+    /// Whether [`State::check_watches`] runs: events on and no poll, which
+    /// would otherwise see what it sees, through the files.
+    fn checks_watches(&self) -> bool {
+        self.notify.is_some() && self.poll_interval.is_zero()
+    }
+
+    /// Report the subjects of every watched directory its path no longer
+    /// names: an ancestor was moved (`mv /etc/tls /etc/tls.old`), and
+    /// inotify told only the ancestor's parent, which is not watched; the
+    /// watch went with the old directory. [`State::fire_due`] then places
+    /// it on what the path names now. One stat per watched directory.
+    fn check_watches(&mut self) {
+        let moved: Vec<PathBuf> = self
+            .watched_ids
+            .iter()
+            .filter(|(dir, id)| dir_id(dir) != Some(**id))
+            .map(|(dir, _)| dir.clone())
+            .collect();
+        for dir in moved {
+            debug!(path = %dir.display(), "a watched directory is not the one its path names now; watching that one");
+            let subjects: Vec<Subject> = self
+                .by_dir
+                .get(&dir)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            for s in subjects {
+                self.mark(s, SETTLED.min(self.config.debounce));
+            }
+        }
+    }
+
     /// Look at the next [`POLL_SLICE`] subjects of the poll under way.
     fn poll(&mut self) {
         // CPU time, not time on the clock: on NFS or EFS a stat waits on
@@ -619,6 +663,10 @@ fn next_pass(started: Instant, interval: Duration, busy: Duration, events_work: 
         due
     }
 }
+
+/// How often, with the poll off, the watched directories are checked to be
+/// the ones their paths name: no event says when an ancestor moves.
+const WATCH_CHECK: Duration = Duration::from_secs(2);
 
 /// Subjects one step of a poll looks at: a few milliseconds of stats at
 /// most (a certbot lineage costs ~50µs), the longest an event waits.

@@ -330,3 +330,34 @@ async fn client_ca_and_crl_rotation() {
     })
     .await;
 }
+
+/// With filesystem events alone (`poll_interval: 0s`), a pair whose
+/// directory's parent is replaced (`mv tls tls.old`, then a new `tls/`
+/// written) is served, and so is a later write in the new directory.
+/// inotify tells the watch of `tls/current` nothing when its parent moves
+/// (the watch follows the old inode): the new pair used to stay unserved,
+/// with no warning, for as long as `tls.old` was kept.
+#[tokio::test]
+async fn an_ancestor_replaced_is_served_with_events_alone() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let first = ca.server_pair(&["localhost"]);
+    let put = |tls: &str, pair: &TestPair| {
+        write(&s.path(&format!("{tls}/current/tls.crt")), &pair.cert_pem);
+        write(&s.path(&format!("{tls}/current/tls.key")), &pair.key_pem);
+    };
+    put("tls", &first);
+    let cfg = base_config("tls/current/tls.crt", "tls/current/tls.key", "")
+        .replace("poll_interval: 300ms", "poll_interval: 0s");
+    let (_p, addr) = serve(&s.config(&cfg)).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &first.fingerprint).await;
+    let second = ca.server_pair(&["localhost"]);
+    put("tls.new", &second);
+    std::fs::rename(s.path("tls"), s.path("tls.old")).unwrap();
+    std::fs::rename(s.path("tls.new"), s.path("tls")).unwrap();
+    until_served(addr, "localhost", &ca.cert_pem, &second.fingerprint).await;
+    let third = ca.server_pair(&["localhost"]);
+    mv_over(&s.path("tls/current/tls.key"), &third.key_pem);
+    mv_over(&s.path("tls/current/tls.crt"), &third.cert_pem);
+    until_served(addr, "localhost", &ca.cert_pem, &third.fingerprint).await;
+}
