@@ -149,22 +149,35 @@ impl State {
                     Err(std_mpsc::TryRecvError::Disconnected) => return,
                 };
             }
-            let now = Instant::now();
-            if self.polling.is_empty() && !self.poll_interval.is_zero() && now >= self.next_poll {
-                self.polling = self.subjects.keys().cloned().collect();
-                self.next_poll = now + self.poll_interval;
-                self.pass_started = now;
-                self.pass_busy = Duration::ZERO;
-            }
-            if !self.polling.is_empty() {
-                self.poll();
-            }
-            if self.checks_watches() && now >= self.next_watch_check {
-                self.check_watches();
-                self.next_watch_check = now + WATCH_CHECK;
-            }
-            self.fire_due();
+            self.timers();
         }
+    }
+
+    /// What is due once the messages that arrived are taken in: a poll
+    /// pass or its next slice, the check of the watches, the reports.
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if self.polling.is_empty() && !self.poll_interval.is_zero() && now >= self.next_poll {
+            if self.degraded {
+                // A failure may have ended with no event to say so
+                // (inotify's limit raised, watches given back elsewhere):
+                // each pass tries the failed watches again, so the
+                // degradation (and its gauge) lasts no longer than it does.
+                self.rearm();
+            }
+            self.polling = self.subjects.keys().cloned().collect();
+            self.next_poll = now + self.poll_interval;
+            self.pass_started = now;
+            self.pass_busy = Duration::ZERO;
+        }
+        if !self.polling.is_empty() {
+            self.poll();
+        }
+        if self.checks_watches() && now >= self.next_watch_check {
+            self.check_watches();
+            self.next_watch_check = now + WATCH_CHECK;
+        }
+        self.fire_due();
     }
 
     fn set(&mut self, subjects: Vec<(Subject, Vec<PathBuf>)>) {
@@ -279,6 +292,9 @@ impl State {
         let mut placed = HashSet::new();
         let mut vanished = Vec::new();
         let mut failed = false;
+        // Failures already warned about, tried again: one debug line for
+        // them all (thousands, with inotify's limit spent, at every pass).
+        let mut still_failing = 0usize;
         for dir in missing {
             let id = dir_id(&dir);
             if let Some(other) = id.and_then(|id| self.watched_by_id.get(&id)) {
@@ -327,11 +343,17 @@ impl State {
                     if self.unwatchable.insert(dir.clone()) {
                         warn!(path = %dir.display(), error = %e, "cannot watch directory; relying on polling");
                     } else {
-                        debug!(path = %dir.display(), error = %e, "cannot watch directory yet; still polling");
+                        still_failing += 1;
                     }
                     failed = true;
                 }
             }
+        }
+        if still_failing > 0 {
+            debug!(
+                directories = still_failing,
+                "directories still cannot be watched; still polling"
+            );
         }
         if failed {
             self.set_degraded(true);

@@ -238,6 +238,39 @@ fn degraded_clears_when_the_watches_re_arm() {
     assert!(!state.degraded);
 }
 
+/// A watch that failed is tried again at each poll pass while the
+/// watcher is degraded, though nothing changes on disk: a failure that
+/// ends without an event (inotify's limit raised with `sysctl
+/// fs.inotify.max_user_watches`, as the runbook says, or watches another
+/// process gave back) ends the degradation. Only a report used to try
+/// again, so `hotproxy_watch_degraded` (and its alert) stayed 1, and the
+/// directory was left to the poll, until some certificate next changed.
+#[test]
+fn a_failed_watch_is_tried_again_with_nothing_changed() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("later");
+    // A directory no watch can be placed on (ELOOP), until it is mended.
+    std::os::unix::fs::symlink(&dir, &dir).unwrap();
+    let notify = notify::recommended_watcher(|_| {}).unwrap();
+    let (out, _rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    state.by_dir.insert(dir.clone(), HashSet::new());
+    // Warned about already: the warning's first use, from another thread
+    // than the test that counts it, can race tracing's callsite cache
+    // and leave that test's capture without it.
+    state.unwatchable.insert(dir.clone());
+    state.rearm();
+    assert!(state.degraded);
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    // Nothing is due: the run loop's turn when the next poll pass is.
+    assert!(state.dirty.is_empty());
+    state.next_poll = Instant::now();
+    state.timers();
+    assert!(!state.degraded, "the failed watch was not tried again");
+    assert!(state.watched.contains(&dir));
+}
+
 /// A directory that vanished between being resolved and being watched
 /// (kubelet removes its `..<timestamp>` directory right after a swap) is
 /// routine: its parent's watch sees the removal; nothing is degraded.
