@@ -105,10 +105,14 @@ impl ReloadResult {
 #[derive(Clone, Copy, Debug)]
 pub struct Unsettled {
     /// The first read that found the files not loading (since the entry
-    /// last served what they hold, or a wait ended in a failure): past
-    /// [`Step::KINDS`] × `settle_timeout` from there the files are refused,
-    /// however the writer's steps change.
+    /// last served what they hold, or a wait ended in a failure), or the
+    /// last since then that found them holding more bytes than any before
+    /// (a writer getting on): past [`Step::KINDS`] × `settle_timeout` from
+    /// there the files are refused, however the writer's steps change.
     pub first: Instant,
+    /// The most bytes the files held together at a read since they
+    /// stopped loading ([`crate::material::pem::files_size`]).
+    pub size: u64,
     /// Since when the entry has been refused for the step of the writer it
     /// is refused for now, a transient problem: failures count only after
     /// `settle_timeout`. A problem of another step starts a wait of its

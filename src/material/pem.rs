@@ -152,10 +152,13 @@ impl Step {
     /// How many kinds of step there are (the variants above). Each step
     /// lasts less than `settle_timeout` (else its wait ends), so files
     /// still not settled `KINDS` × `settle_timeout` after they first
-    /// changed have been through more steps than there are kinds: the
-    /// writer went back to a kind of step it had left (a leaf without its
-    /// chain, a certificate without its key, the leaf again ...). They are
-    /// refused then (SPEC §3).
+    /// changed, holding no more than they did then or at a read since,
+    /// have been through more steps than there are kinds without getting
+    /// on: the writer went back to a kind of step it had left (a leaf
+    /// without its chain, a certificate without its key, the leaf again
+    /// ...). They are refused then (SPEC §3). Files that grow (a bundle
+    /// written in place section by section, read cut inside one and at
+    /// its end in turn) count from their last read that held more.
     pub const KINDS: u32 = 5;
 }
 
@@ -284,6 +287,15 @@ pub fn files_state(source: &EntrySource) -> Option<[u8; 32]> {
         Err(MaterialError::Unsettled { .. }) => None,
         Err(e) => Some(unreadable_state(&e)),
     }
+}
+
+/// How many bytes an entry's files hold together now, as `stat` says (a
+/// file not there or not to be looked at counts 0; inline material 0).
+/// Files that hold more than at any read before since they stopped loading
+/// are a writer getting on (SPEC §3).
+pub fn files_size(source: &EntrySource) -> u64 {
+    let size = |p: &&Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    source.paths().iter().map(size).sum()
 }
 
 /// The `files_state` of files that do not read with `e`. Content hashes

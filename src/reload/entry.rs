@@ -443,7 +443,8 @@ impl Reloader {
     /// half-way, `step` says at which step) are only waited on until
     /// `settle_timeout`, counted from the first read of their step since
     /// the entry was last served or failing, and while the files have not
-    /// been unsettled for [`Step::KINDS`] × `settle_timeout` in all.
+    /// been unsettled for [`Step::KINDS`] × `settle_timeout` in all since
+    /// they first changed or last grew.
     pub(super) fn refused(&mut self, id: &str, problem: &str, step: Option<Step>) {
         let settle = self.config.watch.settle_timeout;
         let bound = settle.saturating_mul(Step::KINDS);
@@ -469,9 +470,11 @@ impl Reloader {
             // step before, one read just before that wait ran out was a
             // failure, or a chain cut short served, at once.
             let started = entry.unsettled.is_none_or(|u| u.step != step);
+            let size = pem::files_size(&entry.spec.source);
             let unsettled = entry.unsettled.get_or_insert(Unsettled {
                 first: now,
                 since: now,
+                size,
                 step,
                 refused: false,
             });
@@ -479,21 +482,29 @@ impl Reloader {
                 unsettled.since = now;
                 unsettled.step = step;
             }
+            // More bytes than at any read before: a writer getting on (a
+            // bundle written in place, read cut inside a section and at
+            // its end in turn). The bound counts from here.
+            if size > unsettled.size {
+                unsettled.size = size;
+                unsettled.first = now;
+            }
             let waited = now.duration_since(unsettled.since);
             let unsettled_for = now.duration_since(unsettled.first);
             if waited < settle && unsettled_for >= bound {
-                // Every step within its own wait, and still not settled:
-                // the writer went back to a step it had left (a leaf
-                // without its chain, a certificate without its key, the
-                // leaf again...), and each change would start a wait anew
-                // for as long as it goes on. Refused, said once; its later
-                // steps too, until the files load or stay on one step for
-                // settle_timeout (then served if meant, a chain cut short,
-                // or a failure as any, and the next writer waits anew).
+                // Every step within its own wait, the files no bigger, and
+                // still not settled: the writer went back to a step it had
+                // left (a leaf without its chain, a certificate without its
+                // key, the leaf again...), and each change would start a
+                // wait anew for as long as it goes on. Refused, said once;
+                // its later steps too, until the files load or stay on one
+                // step for settle_timeout (then served if meant, a chain
+                // cut short, or a failure as any, and the next writer waits
+                // anew).
                 let newly = !unsettled.refused;
                 unsettled.refused = true;
                 let error = format!(
-                    "{problem} (not settled {bound:?} after the files first changed, {} × settle_timeout: a writer going back and forth between states that do not load?)",
+                    "{problem} (not settled {bound:?} after the files first changed or last grew, {} × settle_timeout: a writer going back and forth between states that do not load?)",
                     Step::KINDS
                 );
                 if !newly {

@@ -1,4 +1,4 @@
-//! Client CA bundles and CRL files written in steps: never applied cut, shortened on purpose.
+//! Client CA bundles and CRL files written in steps: never applied cut, waited on while they grow, shortened on purpose.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,17 +10,17 @@ use crate::common::*;
 use crate::support::*;
 
 /// A config with the admin API, `watch` settings, the server pair `edge`
-/// and the client CA entry `clients` (clients.crt, its CRLs in
-/// clients.crl), and the listener `public` that requires and verifies
-/// client certificates against it.
-fn verifying_yaml(settle: &str) -> String {
+/// and the client CA entry `clients` (clients.crt, then `crls`: its CRLs
+/// in clients.crl, say), and the listener `public` that requires and
+/// verifies client certificates against it.
+fn verifying_yaml(settle: &str, crls: &str) -> String {
     format!(
         r#"
 admin: {{ bind: "127.0.0.1:0" }}
 watch: {{ debounce: 20ms, poll_interval: 200ms, settle_timeout: {settle} }}
 certs:
   - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
-  - {{ id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [clients.crl] }}
+  - {{ id: clients, type: ca-bundle, ca_file: clients.crt{crls} }}
 listeners:
   - name: public
     bind: 127.0.0.1:0
@@ -59,7 +59,7 @@ async fn verifying(settle: &str) -> Verifying {
         &(one.cert_pem.clone() + &two.cert_pem),
     );
     write(&s.path("clients.crl"), &(one.crl(&[]) + &two.crl(&[])));
-    let config = s.config(&verifying_yaml(settle));
+    let config = s.config(&verifying_yaml(settle, ", crl_files: [clients.crl]"));
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
     let api = p.admin_addr().await;
@@ -263,4 +263,109 @@ async fn a_ca_file_with_an_unusable_anchor_is_refused_naming_it() {
         "{error}"
     );
     v.still_admitted().await;
+}
+
+/// Whether the entry `clients` is waited on (pending) for a problem
+/// naming `reason`; a failure fails the test.
+async fn waited_on_for(api: SocketAddr, reason: &str) -> bool {
+    let last = clients_reload(api).await;
+    assert_ne!(last["result"], "failure", "the writer was refused: {last}");
+    last["result"] == "pending" && last["reason"].as_str().is_some_and(|r| r.contains(reason))
+}
+
+/// A client CA bundle of many CAs rewritten in place by a slow writer
+/// (`curl URL > clients.crt` over a slow link) is read, between its
+/// writes, cut inside a section (being written) and at a section's end
+/// (fewer CAs than served), in turn: each change another step of a
+/// writer, waited on for a settle_timeout of its own. A writer taking
+/// longer in all than 5 × settle_timeout, each step well within its own,
+/// used to be refused as one going back and forth between states that do
+/// not load (a failure, the failing gauge, a warning), though each read
+/// held more of the file than the one before. Now it is waited on to the
+/// end, and the whole new bundle is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_bundle_written_slowly_in_place_is_waited_on_to_the_end() {
+    use std::io::Write;
+    use std::time::Duration;
+    const SECTIONS: usize = 14;
+    let settle = Duration::from_millis(500);
+    // The writer's pace: each step well within its settle_timeout, all of
+    // them past 5 × settle_timeout.
+    let pace = Duration::from_millis(100);
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cas: Vec<TestCa> = (0..SECTIONS)
+        .map(|n| TestCa::new(&format!("clients-{n}")))
+        .collect();
+    let bundle = s.path("clients.crt");
+    write(
+        &bundle,
+        &cas.iter().map(|c| c.cert_pem.as_str()).collect::<String>(),
+    );
+    let mut p = Proxy::start(&s.config(&verifying_yaml(&format!("{}ms", settle.as_millis()), "")));
+    let addr = p.listener_addr("public").await;
+    let api = p.admin_addr().await;
+    let carol = cas[0].client_pair("carol");
+    let (newcomer, dave) = {
+        let c = TestCa::new("clients-new");
+        let dave = c.client_pair("dave");
+        (c, dave)
+    };
+    assert!(admits(addr, &ca, &carol).await, "carol refused");
+    assert!(!admits(addr, &ca, &dave).await, "dave let in before");
+
+    // The same CAs but the last, which the newcomer replaces: as many
+    // sections as served, so none of the writer's steps loads.
+    let mut next: Vec<&str> = cas[..SECTIONS - 1]
+        .iter()
+        .map(|c| c.cert_pem.as_str())
+        .collect();
+    next.push(&newcomer.cert_pem);
+    let mut file = std::fs::File::create(&bundle).unwrap();
+    let started = std::time::Instant::now();
+    for (n, section) in next.iter().enumerate() {
+        let half = section.len() / 2;
+        let cut = half + section[half..].find('\n').unwrap() + 1;
+        let steps = [
+            (&section[..cut], "malformed PEM".to_owned()),
+            (
+                &section[cut..],
+                format!("{} certificate(s) where {SECTIONS} are served", n + 1),
+            ),
+        ];
+        for (bytes, reason) in steps {
+            file.write_all(bytes.as_bytes()).unwrap();
+            if n + 1 == SECTIONS && !reason.contains("malformed") {
+                break;
+            }
+            let reason = &reason;
+            wait_until(WAIT, reason, || waited_on_for(api, reason)).await;
+            tokio::time::sleep(pace).await;
+        }
+    }
+    drop(file);
+    let writing = started.elapsed();
+    assert!(
+        writing > settle * 5,
+        "the writer was done within 5 × settle_timeout ({writing:?}): nothing tested"
+    );
+
+    wait_until(WAIT, "the new bundle applied", || async {
+        clients_reload(api).await["result"] == "success" && admits(addr, &ca, &dave).await
+    })
+    .await;
+    assert!(admits(addr, &ca, &carol).await, "carol refused after");
+    let failures = "hotproxy_cert_reloads_total{entry=\"clients\",result=\"failure\"}";
+    assert_eq!(metric(api, failures).await.unwrap_or(0.0), 0.0);
+    assert_eq!(
+        metric(api, "hotproxy_cert_reload_failing{entry=\"clients\"}").await,
+        Some(0.0)
+    );
+    assert!(
+        !p.logs()
+            .iter()
+            .any(|l| l.contains("certificate reload failed")),
+        "the slow writer counted as a failure"
+    );
 }
