@@ -173,14 +173,17 @@ pub fn take(chain: &[CertificateDer<'_>]) -> Option<Arc<Identity>> {
 }
 
 /// Once per (listener, certificate) per minute: a client retrying in a
-/// loop must not flood the log, but every new identity is seen.
+/// loop must not flood the log, but every new identity is seen. The
+/// subject and SANs are the client's text, given as `&str` so the text
+/// format writes them quoted and escaped (a common name `x fingerprint=…`
+/// must not read as a field of the line), and JSON as plain strings.
 fn log_denied(listener: &str, id: &Identity) {
     if !RECENT_DENIALS.first_in_window(format!("{listener} {}", id.fingerprint_sha256)) {
         return;
     }
     warn!(
         listener = %listener,
-        subject = %id.subject,
+        subject = id.subject.as_str(),
         uri_san = id.uri_sans.first().map(String::as_str).unwrap_or(""),
         dns_san = id.dns_sans.first().map(String::as_str).unwrap_or(""),
         fingerprint = %id.fingerprint_sha256,

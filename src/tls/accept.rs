@@ -78,8 +78,9 @@ fn note_sni(listener: &str, resolver: &SniResolver, sni: Option<&str>) {
     };
     crate::metrics::sni_default(listener);
     if let Some(suppressed) = sni_log_due() {
-        // rustls has checked it is a DNS name: safe to print.
-        tracing::info!(listener = %listener, sni = %name, suppressed, "SNI matched no certificate; served the listener's default certificate");
+        // rustls has checked it is a DNS name; still the client's text,
+        // so a `&str` value: quoted in the text format, as any such value.
+        tracing::info!(listener = %listener, sni = name, suppressed, "SNI matched no certificate; served the listener's default certificate");
     }
 }
 

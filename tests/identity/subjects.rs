@@ -291,3 +291,70 @@ async fn cn_and_ou_rules_read_every_string_type() {
         );
     }
 }
+
+/// A line of the text-format process log split into its `key=value`
+/// fields, as a log reader splits it: at spaces outside double quotes; a
+/// quoted value is unescaped (`\"`, `\\`). Words of the message, with no
+/// `=`, are not fields.
+fn text_fields(line: &str) -> Vec<(String, String)> {
+    let mut tokens = vec![String::new()];
+    let (mut quoted, mut chars) = (false, line.chars());
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => tokens.last_mut().unwrap().extend(chars.next()),
+            '"' => quoted = !quoted,
+            ' ' if !quoted => tokens.push(String::new()),
+            c => tokens.last_mut().unwrap().push(c),
+        }
+    }
+    tokens
+        .iter()
+        .filter_map(|t| t.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// In the text log format, a certificate subject is one quoted value: a
+/// common name `x fingerprint=000…` (a CA that signs what it is asked)
+/// used to be written bare in the "matches no allow rule" warning, so the
+/// line read as having a `fingerprint` field before the real one, and a
+/// reader taking the first took the forged one. JSON was never affected.
+#[tokio::test]
+async fn a_subject_cannot_forge_a_field_of_a_text_log_line() {
+    let w = world().await;
+    let forged = "0".repeat(64);
+    let cn = format!("x fingerprint={forged}");
+    let forger = w.pki.client(&cn, None, &[]);
+    let mut p = Proxy::start_text(&config(&w, &allow_cn("ops"), "", "", ""));
+    let listening = p
+        .wait_line("listening", |l| {
+            l.contains(" listening ") && l.contains("partners")
+        })
+        .await;
+    let fields = text_fields(&listening);
+    let addr = fields
+        .iter()
+        .find(|(k, _)| k == "addr")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert_eq!(outcome(addr, cfg_for(&w, Some(&forger)), "/").await, DENIED);
+    let line = p
+        .wait_line("the refusal", |l| l.contains("matches no allow rule"))
+        .await;
+    let fields = text_fields(&line);
+    let all = |key: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(
+        all("fingerprint"),
+        [forger.pair.fingerprint.as_str()],
+        "{line}"
+    );
+    assert_eq!(all("subject"), [format!("CN={cn}").as_str()], "{line}");
+}

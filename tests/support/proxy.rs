@@ -71,15 +71,26 @@ impl Proxy {
         Proxy::spawn(command, config)
     }
 
+    /// Start with `--log-format text` at debug: [`Proxy::logs`] and
+    /// [`Proxy::wait_line`] read its lines, [`Proxy::wait_log`] none.
+    pub fn start_text(config: &Path) -> Proxy {
+        let command = Command::new(env!("CARGO_BIN_EXE_hotproxy"));
+        Proxy::spawn_as(command, config, "text", "debug")
+    }
+
     fn spawn(command: Command, config: &Path) -> Proxy {
         Proxy::spawn_at(command, config, "debug")
     }
 
-    fn spawn_at(mut command: Command, config: &Path, level: &str) -> Proxy {
+    fn spawn_at(command: Command, config: &Path, level: &str) -> Proxy {
+        Proxy::spawn_as(command, config, "json", level)
+    }
+
+    fn spawn_as(mut command: Command, config: &Path, format: &str, level: &str) -> Proxy {
         let mut child = command
             .args(["run", "--config"])
             .arg(config)
-            .args(["--log-format", "json", "--log-level", level])
+            .args(["--log-format", format, "--log-level", level])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -130,6 +141,25 @@ impl Proxy {
         loop {
             if let Some(v) = self.find(&pred) {
                 return v;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("hotproxy exited ({status}) while waiting for: {what}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for log: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait (bounded) for a log line, as written, matching `pred`.
+    pub async fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self.lines.lock().unwrap().iter().find(|l| pred(l)).cloned();
+            if let Some(line) = found {
+                return line;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("hotproxy exited ({status}) while waiting for: {what}");

@@ -79,7 +79,9 @@ pub async fn serve(
     let changes = method != Method::GET && !validation;
     let reply = route(handle, &method, &segs, &headers, req).await;
     if changes && matches!(&reply, Ok((s, _, _)) if s.is_success()) {
-        info!(method = %method, path = %path, role = ?role, "admin API change applied");
+        // The path is the client's text: a `&str` value, quoted in the
+        // text log format, so it cannot pose as another field.
+        info!(method = method.as_str(), path = path.as_str(), role = ?role, "admin API change applied");
     }
     respond(reply)
 }
