@@ -16,8 +16,27 @@ pub enum RuleError {
         "an allow rule needs at least one of cn, ou, dns_san, uri_san, email_san, fingerprint_sha256"
     )]
     Empty,
-    #[error("{field}: {reason}")]
-    Field { field: &'static str, reason: String },
+    /// A field's pattern refused: `reason` is hotproxy's wording alone,
+    /// the value is apart, so the admin API can say why without it.
+    #[error("{field}: {value:?}: {reason}")]
+    Field {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl RuleError {
+    /// What is wrong with the rule at `place` (`allow[2]`), naming the
+    /// field and not the value given there: the admin API's answer, which
+    /// never repeats a value of a body (a value's redaction there would
+    /// blank the wording's own `**` and `/**` too).
+    pub fn without_value(&self, place: &str) -> String {
+        match self {
+            RuleError::Empty => format!("{place}: {self}"),
+            RuleError::Field { field, reason, .. } => format!("{place}.{field}: {reason}"),
+        }
+    }
 }
 
 /// One rule as written: every present field must match.
@@ -58,20 +77,21 @@ impl TryFrom<RuleSpec> for AllowRule {
     type Error = RuleError;
 
     fn try_from(spec: RuleSpec) -> Result<AllowRule, RuleError> {
+        let refused = |field, value: &str, reason| RuleError::Field {
+            field,
+            value: value.to_owned(),
+            reason,
+        };
         let glob = |field, v: &Option<String>, kind| {
             v.as_deref()
-                .map(|p| Glob::new(p, kind).map_err(|reason| RuleError::Field { field, reason }))
+                .map(|p| Glob::new(p, kind).map_err(|r| refused(field, p, r)))
                 .transpose()
         };
         let fingerprint = spec
             .fingerprint_sha256
             .as_deref()
-            .map(normalise_fingerprint)
-            .transpose()
-            .map_err(|reason| RuleError::Field {
-                field: "fingerprint_sha256",
-                reason,
-            })?;
+            .map(|f| normalise_fingerprint(f).map_err(|r| refused("fingerprint_sha256", f, r)))
+            .transpose()?;
         let rule = AllowRule {
             cn: glob("cn", &spec.cn, Kind::Text)?,
             ou: glob("ou", &spec.ou, Kind::Text)?,
@@ -182,16 +202,14 @@ impl AllowList {
 }
 
 /// `aa:BB:...` -> `aabb...`; must be 32 bytes of hex.
-fn normalise_fingerprint(s: &str) -> Result<String, String> {
+fn normalise_fingerprint(s: &str) -> Result<String, &'static str> {
     let hex: String = s
         .chars()
         .filter(|c| *c != ':')
         .map(|c| c.to_ascii_lowercase())
         .collect();
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "{s:?} is not a SHA-256 fingerprint (64 hex digits; colons and case are ignored)"
-        ));
+        return Err("not a SHA-256 fingerprint (64 hex digits; colons and case are ignored)");
     }
     Ok(hex)
 }
@@ -218,18 +236,17 @@ struct Glob {
 }
 
 impl Glob {
-    fn new(pattern: &str, kind: Kind) -> Result<Glob, String> {
+    /// The glob of `pattern`, or why it is refused (without the pattern).
+    fn new(pattern: &str, kind: Kind) -> Result<Glob, &'static str> {
         if pattern.is_empty() {
-            return Err("empty pattern".into());
+            return Err("empty pattern");
         }
         let (body, any_suffix) = match pattern.strip_suffix("/**") {
             Some(b) if kind == Kind::Uri => (b, true),
             _ => (pattern, false),
         };
         if body.contains("**") {
-            return Err(format!(
-                "{pattern:?}: `**` is only allowed as a final `/**` of a uri_san"
-            ));
+            return Err("`**` is only allowed as a final `/**` of a uri_san");
         }
         let body = match kind {
             Kind::Dns | Kind::Email => body.to_ascii_lowercase(),
@@ -502,6 +519,27 @@ mod tests {
         );
         let e = rule(r#"{"uri_san":"spiffe://x/**/y"}"#).unwrap_err();
         assert!(e.contains("uri_san") && e.contains("/**"), "{e}");
+        // The file's reader is told the value; the API's is not, and the
+        // wording's own `**` and `/**` stay.
+        let spec = RuleSpec {
+            uri_san: Some("spiffe://x/**/y".into()),
+            ..RuleSpec::default()
+        };
+        let e = AllowRule::try_from(spec).unwrap_err();
+        let said = "`**` is only allowed as a final `/**` of a uri_san";
+        assert_eq!(
+            e.to_string(),
+            format!("uri_san: \"spiffe://x/**/y\": {said}")
+        );
+        assert_eq!(
+            e.without_value("allow[3]"),
+            format!("allow[3].uri_san: {said}")
+        );
+        assert!(
+            RuleError::Empty
+                .without_value("allow[0]")
+                .starts_with("allow[0]: an allow rule")
+        );
         let e = rule(r#"{"dns_san":"**.example"}"#).unwrap_err();
         assert!(e.contains("dns_san"), "{e}");
         let e = rule(r#"{"cn":""}"#).unwrap_err();

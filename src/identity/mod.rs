@@ -4,5 +4,5 @@ pub mod allow;
 pub mod gate;
 pub mod record;
 
-pub use allow::{AllowList, AllowRule, RuleError};
+pub use allow::{AllowList, AllowRule, RuleError, RuleSpec};
 pub use record::Identity;

@@ -227,3 +227,32 @@ async fn a_reload_that_removes_the_api_client_ca_names_the_api() {
         "{error}"
     );
 }
+
+/// A rule refused for its shape says why in its own words, with the field
+/// and not the value given: `**` anywhere but at the end of a `uri_san`.
+/// The redaction of values used to blank the wording's own `**` and `/**`
+/// too (`` `…` is only allowed as a final `…` of a uri_san ``). Nothing
+/// changes: the listener keeps its mode.
+#[tokio::test]
+async fn a_malformed_rule_is_explained_without_its_value() {
+    let mut a = Admin::start("").await;
+    let path = "/api/v1/listeners/public/client-auth";
+    let value = "spiffe://secret-trust-domain/**/y";
+    let body =
+        json!({"mode": "require_and_verify", "ca": "clients", "allow": [{"uri_san": value}]});
+    let r = a.editor("PUT", path, Some(body)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        m.contains("allow[0]")
+            && m.contains("uri_san")
+            && m.contains("`**` is only allowed as a final `/**` of a uri_san"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("secret-trust-domain"),
+        "the value repeated: {m}"
+    );
+    let r = a.editor("GET", path, None).await;
+    assert_eq!(r.json()["mode"], "none", "{}", r.body);
+}

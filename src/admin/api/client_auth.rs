@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Reply, bad_request, no_listener, problem};
 use crate::config::{ClientAuthConfig, ClientAuthMode, EntryKind};
+use crate::identity::{AllowRule, RuleSpec};
 use crate::reload::Reloader;
 
 /// `{mode, ca, crl}` of a listener as it runs now.
@@ -42,9 +43,25 @@ pub(super) struct ClientAuthChange {
     #[serde(default)]
     allow_expired_crl: Option<bool>,
     /// Absent: keep the current rules (kept, not applied, while the mode
-    /// does not verify); `null`: no rules; a list: these rules.
+    /// does not verify); `null`: no rules; a list: these rules. Read as
+    /// written and checked by [`checked_rules`], not while the body is
+    /// read: a refused rule's error then never goes through the redaction
+    /// of body values, which blanked its wording's `**` and `/**` too.
     #[serde(default, deserialize_with = "present")]
-    allow: Option<Option<Vec<crate::identity::AllowRule>>>,
+    allow: Option<Option<Vec<RuleSpec>>>,
+}
+
+/// The rules of a PUT, checked: a refused one is named by its place and
+/// field, with why and without the value given (SPEC §5).
+fn checked_rules(specs: Vec<RuleSpec>) -> Result<Vec<AllowRule>, (StatusCode, Value)> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            AllowRule::try_from(spec)
+                .map_err(|e| bad_request(e.without_value(&format!("allow[{i}]"))))
+        })
+        .collect()
 }
 
 /// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
@@ -90,6 +107,13 @@ impl<'de> Deserialize<'de> for CaRef {
 }
 
 pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthChange) -> Reply {
+    // A malformed rule is a malformed body: refused before anything else,
+    // as when the rules were checked while the body was read.
+    let rules = match change.allow {
+        Some(Some(specs)) => Some(Some(checked_rules(specs)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     let current = r.client_auth(name).ok_or_else(|| no_listener(name))?;
     let mode = ClientAuthMode::parse(&change.mode).ok_or_else(|| {
         bad_request(
@@ -125,7 +149,7 @@ pub(super) fn set_client_auth(r: &mut Reloader, name: &str, change: ClientAuthCh
     // Absent keeps the rules whatever the mode, as an absent `ca` keeps the
     // CA: a mode that verifies no one does not apply them, and a later PUT
     // back to a verifying mode must not admit every certificate of the CA.
-    let allow = match change.allow {
+    let allow = match rules {
         None => current.allow,
         Some(None) => None,
         Some(Some(rules)) if rules.is_empty() => {
