@@ -91,7 +91,7 @@
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,
-//!     response headers, the `redirect_https` listener.
+//!     response headers, the `redirect_https` listener, the 400 to plain HTTP on a TLS one.
 //!   - `request`: checks before routing: `CONNECT` and `TRACE` 405, one authority per
 //!     request (`Host`), the normalised path.
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).

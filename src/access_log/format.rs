@@ -139,10 +139,11 @@ impl<'a> JsonLine<'a> {
 }
 
 fn json_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
-    push_json(
-        out,
-        &JsonLine::bare(r.ts, &r.listener, r.client_addr, r.reason),
-    );
+    let line = JsonLine {
+        sni: r.sni.as_deref(),
+        ..JsonLine::bare(r.ts, &r.listener, r.client_addr, r.reason)
+    };
+    push_json(out, &line);
 }
 
 /// No method, host or path: the head did not parse (or never ended).
@@ -382,12 +383,14 @@ pub(super) mod tests {
         let refusal = Line::Refusal(RefusalLine {
             ts: UNIX_EPOCH,
             listener: "p".into(),
+            sni: Some("admin.example".into()),
             client_addr: "10.1.2.3:5555".parse().unwrap(),
             reason: "not_allowed",
         });
         write(&mut out, &refusal, LogFormat::Json);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["authz"], "not_allowed");
+        assert_eq!(v["sni"], "admin.example");
         assert_eq!(v["status"], serde_json::Value::Null);
         out.clear();
         write(&mut out, &refusal, LogFormat::Combined);

@@ -145,6 +145,8 @@ pub struct RequestLine {
 pub struct RefusalLine {
     pub ts: SystemTime,
     pub listener: Arc<str>,
+    /// The name the ClientHello asked for, when the handshake got that far.
+    pub sni: Option<Arc<str>>,
     pub client_addr: SocketAddr,
     pub reason: &'static str,
 }
@@ -391,8 +393,14 @@ pub fn reopen() {
 static REFUSALS: LazyLock<RateLimit> = LazyLock::new(|| RateLimit::new(Duration::from_secs(60)));
 
 /// A refused handshake: one line per (listener, client IP, reason) per
-/// minute, so a client retrying in a loop cannot flood the log.
-pub fn handshake_refused(listener: &Arc<str>, client_addr: SocketAddr, reason: &'static str) {
+/// minute, so a client retrying in a loop cannot flood the log. `sni` is
+/// its ClientHello's, when it got that far.
+pub fn handshake_refused(
+    listener: &Arc<str>,
+    client_addr: SocketAddr,
+    reason: &'static str,
+    sni: Option<Arc<str>>,
+) {
     if !enabled()
         || !refusal_admitted(
             &REFUSALS,
@@ -404,6 +412,7 @@ pub fn handshake_refused(listener: &Arc<str>, client_addr: SocketAddr, reason: &
     submit(Line::Refusal(RefusalLine {
         ts: SystemTime::now(),
         listener: listener.clone(),
+        sni,
         client_addr,
         reason,
     }));

@@ -7,6 +7,7 @@ fn refusal(n: u16) -> Line {
     Line::Refusal(RefusalLine {
         ts: SystemTime::now(),
         listener: "l".into(),
+        sni: None,
         client_addr: SocketAddr::from(([127, 0, 0, 1], n)),
         reason: "unknown_ca",
     })

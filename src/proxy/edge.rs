@@ -424,11 +424,13 @@ fn without_userinfo(authority: &str) -> &str {
 
 /// A refused handshake: counted when client authentication refused it,
 /// and given a (rate-limited) access-log line unless the listener has
-/// `access_log: false`.
+/// `access_log: false`. `sni`: the name its ClientHello asked for, when
+/// it got that far (with client auth per entry, the entry that refused).
 pub fn handshake_refused(
     live: &crate::proxy::listener::Listener,
     peer: std::net::SocketAddr,
     reason: &'static str,
+    sni: Option<Arc<str>>,
 ) {
     let listener = &live.name;
     if matches!(
@@ -448,6 +450,6 @@ pub fn handshake_refused(
     // `access_log: false` covers the listener's refusal lines too, not
     // only its request lines (SPEC: the listener writes no lines).
     if reason != "client_closed" && live.edge.load().access_log {
-        access_log::handshake_refused(listener, peer, reason);
+        access_log::handshake_refused(listener, peer, reason, sni);
     }
 }

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -114,7 +115,7 @@ pub async fn client_before_tls(
     // until header_read_timeout, only to be refused here.
     if !front.admits(client.ip()) {
         metrics::handshake(&live.name, "source_not_allowed");
-        crate::proxy::edge::handshake_refused(live, client, "source_not_allowed");
+        crate::proxy::edge::handshake_refused(live, client, "source_not_allowed", None);
         debug!(listener = %live.name, peer = %client, "connection refused before TLS: not in allow_from");
         return None;
     }
@@ -129,7 +130,7 @@ pub async fn client_before_tls(
             Err(proxy_protocol::Refused::Timeout) => {
                 if front.redirect_https.is_none() {
                     metrics::handshake(&live.name, "timeout");
-                    crate::proxy::edge::handshake_refused(live, peer, "timeout");
+                    crate::proxy::edge::handshake_refused(live, peer, "timeout", None);
                     debug!(listener = %live.name, peer = %peer, "TLS handshake timed out");
                 } else {
                     debug!(peer = %peer, "redirect connection closed: no request within header_read_timeout");
@@ -162,7 +163,7 @@ fn refused_before_tls(
 ) -> Option<SocketAddr> {
     metrics::handshake(&live.name, refused.reason());
     if refused.logged() {
-        crate::proxy::edge::handshake_refused(live, peer, refused.reason());
+        crate::proxy::edge::handshake_refused(live, peer, refused.reason(), None);
     }
     debug!(listener = %live.name, peer = %peer, error = %refused, "connection refused before TLS");
     None
@@ -358,4 +359,30 @@ fn redirect(mut req: Request<Incoming>, port: u16) -> Response<ResponseBody> {
         None => *resp.status_mut() = StatusCode::BAD_REQUEST,
     }
     resp
+}
+
+/// The answer to a plain-HTTP request on a TLS listener (nginx answers the same).
+const PLAIN_HTTP_BODY: &str = "The plain HTTP request was sent to HTTPS port\n";
+
+/// Answer plain HTTP with a 400 the client can read, then close.
+pub(crate) async fn refuse_plain_http(
+    listener: &Listener,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    metrics::handshake(&listener.name, "plain_http");
+    crate::proxy::edge::handshake_refused(listener, peer, "plain_http", None);
+    debug!(listener = %listener.name, peer = %peer, reason = "plain_http", "TLS handshake failed");
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
+        PLAIN_HTTP_BODY.len()
+    );
+    let sent = tokio::time::timeout(
+        listener.settings.load().limits.send_timeout,
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        crate::proxy::linger::linger(stream, false).await;
+    }
 }

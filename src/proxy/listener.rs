@@ -19,7 +19,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
@@ -380,28 +379,6 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
     }
 }
 
-/// The answer to a plain-HTTP request on a TLS listener (nginx answers the same).
-const PLAIN_HTTP_BODY: &str = "The plain HTTP request was sent to HTTPS port\n";
-
-/// Answer plain HTTP with a 400 the client can read, then close.
-async fn refuse_plain_http(listener: &Listener, mut stream: TcpStream, peer: SocketAddr) {
-    metrics::handshake(&listener.name, "plain_http");
-    crate::proxy::edge::handshake_refused(listener, peer, "plain_http");
-    debug!(listener = %listener.name, peer = %peer, reason = "plain_http", "TLS handshake failed");
-    let response = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
-        PLAIN_HTTP_BODY.len()
-    );
-    let sent = tokio::time::timeout(
-        listener.settings.load().limits.send_timeout,
-        stream.write_all(response.as_bytes()),
-    )
-    .await;
-    if matches!(sent, Ok(Ok(()))) {
-        crate::proxy::linger::linger(stream, false).await;
-    }
-}
-
 /// One client connection, from accept to close. Its future is spawned as a
 /// task, and tokio moves a task's future several times on spawn and on
 /// completion: each phase whose future is kilobytes (the handshake, the
@@ -447,12 +424,12 @@ async fn connection(
     // an HTTP method sent in the clear.
     match tokio::time::timeout_at(head_deadline, first_byte(&stream)).await {
         Ok(Some(b)) if b.is_ascii_alphabetic() => {
-            return Box::pin(refuse_plain_http(&listener, stream, peer)).await;
+            return Box::pin(front::refuse_plain_http(&listener, stream, peer)).await;
         }
         Ok(_) => {}
         Err(_) => {
             metrics::handshake(&listener.name, "timeout");
-            crate::proxy::edge::handshake_refused(&listener, peer, "timeout");
+            crate::proxy::edge::handshake_refused(&listener, peer, "timeout", None);
             debug!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
             return;
         }
@@ -467,6 +444,9 @@ async fn connection(
     // With per-entry client auth, the ClientHello picks the config.
     let per_name = handshake.per_name.clone();
     let resolver = handshake.resolver.clone();
+    // The ClientHello's SNI, for the access-log line of a handshake that
+    // fails (or times out) after it.
+    let sni = std::sync::OnceLock::new();
     let accept = Box::pin(async {
         crate::tls::accept::accept(
             &listener.name,
@@ -474,6 +454,7 @@ async fn connection(
             &handshake.config,
             per_name.as_deref(),
             stream,
+            &sni,
         )
         .await
         .map(|a| (Box::new(a.tls), a.entry, a.served))
@@ -485,13 +466,13 @@ async fn connection(
             // The metric label carries the cause at every log level.
             let reason = crate::tls::server::handshake_failure(&e);
             metrics::handshake(&listener.name, reason);
-            crate::proxy::edge::handshake_refused(&listener, peer, reason);
+            crate::proxy::edge::handshake_refused(&listener, peer, reason, sni.get().cloned());
             debug!(listener = %listener.name, peer = %peer, reason, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
             metrics::handshake(&listener.name, "timeout");
-            crate::proxy::edge::handshake_refused(&listener, peer, "timeout");
+            crate::proxy::edge::handshake_refused(&listener, peer, "timeout", sni.get().cloned());
             debug!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
             return;
         }

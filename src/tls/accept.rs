@@ -9,7 +9,7 @@
 //! with a HelloRetryRequest (the client's key share is for a group the
 //! server does not pick first) asked it twice and was counted twice.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::ServerConfig;
 use rustls::server::Acceptor;
@@ -33,18 +33,24 @@ pub struct Accepted {
 
 /// Read the ClientHello, note a name `resolver` does not answer, and
 /// finish the handshake with `config`, or with the config of the entry the
-/// SNI selects when the listener has per-entry client auth.
+/// SNI selects when the listener has per-entry client auth. The hello's
+/// SNI is put in `sni_seen` as soon as it is read: the access-log line of
+/// a handshake that fails or times out after it names it.
 pub async fn accept(
     listener: &str,
     resolver: &SniResolver,
     config: &Arc<ServerConfig>,
     per_name: Option<&PerName>,
     stream: TcpStream,
+    sni_seen: &OnceLock<Arc<str>>,
 ) -> std::io::Result<Accepted> {
     let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
     let at = {
         let hello = start.client_hello();
         let sni = hello.server_name();
+        if let Some(name) = sni {
+            let _ = sni_seen.set(Arc::from(name));
+        }
         note_sni(listener, resolver, sni);
         // No SNI, or a name no entry answers, selects the default (first)
         // entry, exactly as certificate selection does. Of several entries

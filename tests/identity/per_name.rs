@@ -550,3 +550,76 @@ upstreams:
         "{text}"
     );
 }
+
+/// A refused handshake's access-log line names the SNI the ClientHello
+/// asked for: with client auth per entry, that is which entry's policy
+/// refused the client. It was `null` for every refusal. Here: a client no
+/// rule of `admin.example` allows, one refusing the certificate it was
+/// served for `public.example`, and one that sent its ClientHello for
+/// `public.example` on the listener `slow` and nothing more until
+/// `header_read_timeout`. A connection refused before any ClientHello
+/// (plain HTTP) still has none.
+#[tokio::test]
+async fn a_refused_handshake_is_logged_with_its_sni() {
+    let w = mixed_world().await;
+    let intern = w.pki.client("intern", None, &[]);
+    let (log, extra) = json_access_log(&w);
+    let slow = "  - name: slow
+    bind: 127.0.0.1:0
+    limits: { header_read_timeout: 1s }
+    tls:
+      certs: [{ cert_file: public.crt, key_file: public.key }]
+    routes: [{ upstream: app }]
+upstreams:";
+    let text = mixed(
+        &w,
+        "          client_auth:
+            mode: require_and_verify
+            ca: { ref: partners-ca }
+            allow: [{ cn: ops }]",
+        "{ mode: none }",
+    )
+    .replacen("certs:\n", &format!("{extra}\ncerts:\n"), 1)
+    .replace("upstreams:", slow);
+    let mut p = Proxy::start(&w.scene.config(&text));
+    let addr = p.listener_addr("mixed").await;
+    let slow_addr = p.listener_addr("slow").await;
+    let intern_cfg = cfg_for(&w, Some(&intern));
+    let refused = outcome_for(addr, "admin.example", "admin.example", intern_cfg, "/").await;
+    assert_eq!(refused, DENIED);
+    let distrustful = client_config(&w.pki.root_pem, None, &[b"http/1.1"]);
+    assert!(connect(addr, "public.example", distrustful).await.is_err());
+    // A ClientHello alone, then silence: the proxy closes at the timeout.
+    let mut hello = Vec::new();
+    let name = rustls::pki_types::ServerName::try_from("public.example").unwrap();
+    rustls::ClientConnection::new(cfg_for(&w, None), name)
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(slow_addr).await.unwrap();
+    stalled.write_all(&hello).await.unwrap();
+    let mut rest = Vec::new();
+    within_deadline(
+        "the stalled handshake's close",
+        stalled.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    within_deadline("the plain request's answer", plain.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let lines = wait_access_log(&log, 4, CLIENT_DEADLINE).await;
+    let sni = |authz: &str| {
+        let line = lines
+            .iter()
+            .find(|l| l["authz"] == authz)
+            .unwrap_or_else(|| panic!("no {authz} line: {lines:?}"));
+        line["sni"].clone()
+    };
+    assert_eq!(sni("not_allowed"), "admin.example", "{lines:?}");
+    assert_eq!(sni("client_refused_cert"), "public.example", "{lines:?}");
+    assert_eq!(sni("timeout"), "public.example", "{lines:?}");
+    assert_eq!(sni("plain_http"), serde_json::Value::Null, "{lines:?}");
+}
