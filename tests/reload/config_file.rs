@@ -264,3 +264,65 @@ async fn one_anchor_used_by_many_routes_applies() {
     assert_serves(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
     assert_ne!(a.fingerprint, b.fingerprint);
 }
+
+/// A listener or upstream name goes into log lines, metric labels and the
+/// admin API's paths (`/api/v1/listeners/{name}/cert`): one holding a line
+/// break split a text log line (`listener removed ...`) in two, one with a
+/// `/` could never be asked for. `check` refuses such names, naming the
+/// field and showing the name escaped; a reload to one is rejected and the
+/// running configuration stays. A Kubernetes label value passes.
+#[tokio::test]
+async fn names_that_logs_labels_or_paths_cannot_carry_are_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    let upstream = |name: &str| {
+        format!("upstreams:\n  - {{ name: {name}, servers: [\"http://127.0.0.1:9\"] }}")
+    };
+    let listener = |name: &str, upstream_name: &str| {
+        base_config("a.crt", "a.key", &upstream(upstream_name))
+            .replace("- name: public", &format!("- name: {name}"))
+    };
+    let check = |yaml: &str| {
+        let cfg = s.config(yaml);
+        run_cli(&["check", "--config", cfg.to_str().unwrap()])
+    };
+    let (code, out, err) = check(&listener("Edge_1.public-2", "api.v1_B-2"));
+    assert_eq!(code, 0, "a Kubernetes label value is a name: {out}{err}");
+    let (long, long_shown) = ("u".repeat(64), format!("\"{}\"", "u".repeat(64)));
+    for (listener_name, upstream_name, at, shown) in [
+        ("\"pub\\nx\"", "api", "listeners[0].name", "\"pub\\nx\""),
+        (
+            "\"pub\\u0007\"",
+            "api",
+            "listeners[0].name",
+            "\"pub\\u{7}\"",
+        ),
+        ("\"pub x\"", "api", "listeners[0].name", "\"pub x\""),
+        ("public", "api/v1", "upstreams[0].name", "\"api/v1\""),
+        ("public", "\"..\"", "upstreams[0].name", "\"..\""),
+        ("public", "café", "upstreams[0].name", "\"café\""),
+        ("public", &long, "upstreams[0].name", &long_shown),
+    ] {
+        let (code, out, err) = check(&listener(listener_name, upstream_name));
+        assert_eq!(code, 1, "{listener_name} / {upstream_name}: {out}{err}");
+        assert!(
+            err.contains(&format!("{at}: invalid name {shown}")),
+            "{listener_name} / {upstream_name}: {err}"
+        );
+    }
+
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let (mut p, addr) = serve(&cfg).await;
+    write(
+        &cfg,
+        &base_config("a.crt", "a.key", "").replace("- name: public", "- name: \"pub\\nx\""),
+    );
+    p.wait_log("rejected", rejected("listeners[0].name: invalid name"))
+        .await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    assert!(
+        !p.logs().iter().any(|l| l.contains("listener removed")),
+        "the running listener stays"
+    );
+}

@@ -26,6 +26,24 @@ use super::{
     TokenConfig, TokenSource, WatchConfig,
 };
 
+/// The longest listener or upstream name: a Kubernetes label value's.
+const MAX_NAME_LEN: usize = 63;
+
+/// Whether `name` may name a listener or upstream: ASCII letters, digits,
+/// `-`, `_` and `.`, starting with a letter or digit, at most
+/// [`MAX_NAME_LEN`]. A name is written as it is in text log lines (a
+/// control character or a space splits them), and is a segment of admin
+/// API paths (`/` could never be asked for, `..` is resolved away by
+/// clients).
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
 /// Named entries by id, for resolving `ref:`s.
 type Named = HashMap<String, EntryKind>;
 
@@ -243,6 +261,7 @@ impl Resolver {
         let mut seen_listeners = Vec::new();
         for (i, l) in raw.listeners.iter().enumerate() {
             let at = format!("listeners[{i}].name");
+            self.name(at.clone(), &l.name);
             self.unique_name(&mut seen_listeners, at, "listener", &l.name);
             listeners.push(self.listener(i, l, &named, &mut anonymous, &upstream_names));
         }
@@ -250,6 +269,7 @@ impl Resolver {
         let mut seen_upstreams = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {
             let at = format!("upstreams[{i}].name");
+            self.name(at.clone(), &u.name);
             self.unique_name(&mut seen_upstreams, at, "upstream", &u.name);
             upstreams.push(self.upstream(i, u, &named, &mut anonymous));
         }
@@ -279,6 +299,22 @@ impl Resolver {
             entries,
             listeners,
             upstreams,
+        }
+    }
+
+    /// Record a problem when a listener's or upstream's `name` (not empty:
+    /// the callers say that apart) is not [`valid_name`]. Shown escaped
+    /// (`{:?}`): a line break in it must not split this message either.
+    fn name(&mut self, at: String, name: &str) {
+        if !name.is_empty() && !valid_name(name) {
+            self.problem(
+                at,
+                format!(
+                    "invalid name {name:?}: a name is at most {MAX_NAME_LEN} ASCII letters, digits, \
+                     `-`, `_` and `.`, starting with a letter or digit, as a Kubernetes label \
+                     value (it is written in log lines, metric labels and admin API paths)"
+                ),
+            );
         }
     }
 
