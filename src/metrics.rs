@@ -90,6 +90,11 @@ pub struct ListenerReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -133,6 +138,9 @@ pub struct Metrics {
     /// Failed `accept()` calls (EMFILE, ENFILE, ...) per listener; the
     /// admin listener counts as `listener="admin"`.
     pub accept_errors: Family<ListenerLabels, Counter>,
+    /// Admin API requests refused for their token (401), by reason
+    /// (`missing_token`, `invalid_token`).
+    pub admin_auth_failures: Family<ReasonLabels, Counter>,
     /// Endpoints of an upstream by state (`healthy`, `ejected`).
     pub upstream_endpoints: Family<EndpointStateLabels, Gauge>,
     /// Responses (and failures, as the status answered) per endpoint.
@@ -170,6 +178,7 @@ impl Metrics {
             closed_before_request: Family::default(),
             rapid_reset_closed: Family::default(),
             accept_errors: Family::default(),
+            admin_auth_failures: Family::default(),
             upstream_endpoints: Family::default(),
             upstream_requests: Family::default(),
             upstream_retries: Family::default(),
@@ -265,6 +274,11 @@ impl Metrics {
             "hotproxy_accept_errors",
             "Failed accepts of client connections (out of file descriptors, ...) per listener",
             m.accept_errors.clone(),
+        );
+        registry.register(
+            "hotproxy_admin_auth_failures",
+            "Admin API requests refused for a missing or invalid bearer token (401), by reason",
+            m.admin_auth_failures.clone(),
         );
         registry.register(
             "hotproxy_cert_reload_pending",

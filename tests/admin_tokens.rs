@@ -305,3 +305,78 @@ fn a_token_with_a_byte_order_mark_is_refused_at_startup() {
         );
     }
 }
+
+/// A wrong or missing token left no trace: a brute force of the admin API
+/// went unseen. Each refusal (401) is counted by reason; the first of a
+/// client address in a minute is a warning with the address and the path,
+/// never the token, and the rest of that minute's are counted only, so a
+/// brute force cannot flood the log. Another address gets its own line.
+#[tokio::test]
+async fn refused_tokens_are_logged_once_a_minute_per_address_and_counted() {
+    const GUESS: &str = "guessed-token-0f3a9c2e7b5d1486";
+    let s = Scene::new();
+    let kubelet = Kubelet::with_mode(&s.path("secret"), 0o440);
+    let (p, api) = start(&s, &kubelet).await;
+    let before = metrics_text(api).await;
+    let zero = "hotproxy_admin_auth_failures_total{reason=\"invalid_token\"} 0";
+    assert!(before.lines().any(|l| l == zero), "{zero} in:\n{before}");
+    for _ in 0..5 {
+        assert_eq!(status(api, GUESS).await, 401);
+    }
+    let r = admin(api, "GET", "/api/v1/listeners", None, None, &[]).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    // From 127.0.0.2, another client: its own line, written after the
+    // refusals above were answered (the log is written in order).
+    let mut other = tcp_from("127.0.0.2", api).await;
+    let req = format!(
+        "GET /api/v1/certs/edge HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {GUESS}\r\nConnection: close\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut other, req.as_bytes())
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut other).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+
+    let refused = |v: &serde_json::Value| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("admin API request refused"))
+    };
+    let mut p = p;
+    p.wait_log("the other client's line", |v| {
+        refused(v)
+            && v["client_addr"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("127.0.0.2:"))
+    })
+    .await;
+    let lines: Vec<serde_json::Value> = p
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v| refused(v))
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per address: {lines:?}");
+    let first = &lines[0];
+    assert_eq!(first["level"], "WARN", "{first}");
+    assert_eq!(first["path"], "/api/v1/certs", "{first}");
+    assert_eq!(first["reason"], "invalid_token", "{first}");
+    assert!(
+        first["client_addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{first}"
+    );
+    assert_eq!(lines[1]["path"], "/api/v1/certs/edge", "{}", lines[1]);
+    let logs = p.logs().join("\n");
+    assert!(!logs.contains(GUESS), "the presented token in the log");
+    no_token_in_the_log(&p);
+
+    let metrics = metrics_text(api).await;
+    for line in [
+        "hotproxy_admin_auth_failures_total{reason=\"invalid_token\"} 6",
+        "hotproxy_admin_auth_failures_total{reason=\"missing_token\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+}

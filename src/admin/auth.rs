@@ -2,12 +2,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest::{SHA256, digest};
 use http::{HeaderMap, Method, StatusCode, header};
 
 use crate::config::{AdminConfig, Role, TokenSource};
+use crate::identity::gate::RateLimit;
+use crate::metrics::{METRICS, ReasonLabels};
 use crate::secret::Secret;
 
 /// The configured tokens. A token file is read again when it changes (a
@@ -29,6 +33,9 @@ pub struct Tokens {
 pub struct Refusal {
     pub status: StatusCode,
     pub message: String,
+    /// For a token refused (401): the reason counted and logged
+    /// ([`token_refused`]).
+    pub token: Option<&'static str>,
 }
 
 impl Tokens {
@@ -118,20 +125,65 @@ impl Tokens {
                 .ok_or_else(|| Refusal {
                     status: StatusCode::UNAUTHORIZED,
                     message: "missing Authorization: Bearer <token>".into(),
+                    token: Some(MISSING_TOKEN),
                 })?;
             role_of(&tokens, presented).ok_or_else(|| Refusal {
                 status: StatusCode::UNAUTHORIZED,
                 message: "the bearer token is not valid".into(),
+                token: Some(INVALID_TOKEN),
             })?
         };
         if role == Role::Viewer && !matches!(*method, Method::GET | Method::HEAD) {
             return Err(Refusal {
                 status: StatusCode::FORBIDDEN,
                 message: "the viewer role may only read (GET); this needs an editor token".into(),
+                token: None,
             });
         }
         Ok(role)
     }
+}
+
+/// `hotproxy_admin_auth_failures_total{reason}` of a request without a bearer token.
+const MISSING_TOKEN: &str = "missing_token";
+/// `hotproxy_admin_auth_failures_total{reason}` of a token that is none of the configured.
+const INVALID_TOKEN: &str = "invalid_token";
+
+/// The series of `hotproxy_admin_auth_failures_total`, at 0 from the start
+/// of an admin listener with tokens: an alert on its increase sees the
+/// first refusal.
+pub fn count_failures_from_zero() {
+    for reason in [MISSING_TOKEN, INVALID_TOKEN] {
+        // Asking for a series makes it; nothing is counted.
+        let _ = METRICS.admin_auth_failures.get_or_create(&ReasonLabels {
+            reason: reason.into(),
+        });
+    }
+}
+
+static REFUSED_CLIENTS: LazyLock<RateLimit> =
+    LazyLock::new(|| RateLimit::new(Duration::from_secs(60)));
+
+/// A request refused for its token (`reason`, a [`Refusal::token`]): counted
+/// every time, and a warning with the client's address and the path (never
+/// the token) for the first of each client address in a minute, so that a
+/// brute force is seen but cannot flood the log.
+pub fn token_refused(client: SocketAddr, path: &str, reason: &'static str) {
+    METRICS
+        .admin_auth_failures
+        .get_or_create(&ReasonLabels {
+            reason: reason.into(),
+        })
+        .inc();
+    if !REFUSED_CLIENTS.first_in_window(client.ip().to_canonical().to_string()) {
+        return;
+    }
+    tracing::warn!(
+        client_addr = %client,
+        path = %path,
+        reason,
+        "admin API request refused: no valid bearer token (401); further refusals from this address within a minute are counted in hotproxy_admin_auth_failures_total, not logged"
+    );
 }
 
 /// Compare against every token in constant time (over SHA-256 digests,
@@ -257,6 +309,7 @@ pub fn check_host(
         message: format!(
             "{what} is not the admin address {local}; requests through other names are refused"
         ),
+        token: None,
     };
     match host {
         Some(h) if is_admin_address(h, local) => {}

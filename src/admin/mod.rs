@@ -40,6 +40,9 @@ pub async fn start(
         warn!(addr = %config.bind, "{warning}");
     }
     let tokens = Arc::new(auth::Tokens::load(config)?);
+    if !config.tokens.is_empty() {
+        auth::count_failures_from_zero();
+    }
     if !tokens.files().is_empty() {
         // Watched by the reloader's watcher, the process's only one. A
         // second watcher of their own wrote `hotproxy_watch_degraded` over
@@ -139,7 +142,7 @@ async fn accept_loop(
                     let (handle, tokens) = (handle.clone(), tokens.clone());
                     let in_flight = activity.begin(!req.body().is_end_stream());
                     async move {
-                        let resp = route(&handle, &tokens, req, local).await;
+                        let resp = route(&handle, &tokens, req, local, peer).await;
                         Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
                     }
                 })
@@ -207,11 +210,12 @@ async fn route(
     tokens: &auth::Tokens,
     req: Request<Incoming>,
     local: SocketAddr,
+    peer: SocketAddr,
 ) -> Response<AdminBody> {
     if req.method() == Method::HEAD {
-        return without_body(answer(handle, tokens, req, local).await);
+        return without_body(answer(handle, tokens, req, local, peer).await);
     }
-    answer(handle, tokens, req, local).await
+    answer(handle, tokens, req, local, peer).await
 }
 
 /// A HEAD answer: the GET answer's status and headers (with its
@@ -231,10 +235,11 @@ async fn answer(
     tokens: &auth::Tokens,
     req: Request<Incoming>,
     local: SocketAddr,
+    peer: SocketAddr,
 ) -> Response<AdminBody> {
     let path = req.uri().path();
     if path == "/api/v1" || path.starts_with("/api/v1/") {
-        return api::serve(handle, tokens, req, local).await;
+        return api::serve(handle, tokens, req, local, peer).await;
     }
     if declares_too_much(req.headers()) {
         return text(

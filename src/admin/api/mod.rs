@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::AdminBody;
-use super::auth::{Refusal, Tokens, check_host};
+use super::auth::{Refusal, Tokens, check_host, token_refused};
 use super::paths;
 use super::{BODY_READ_TIMEOUT, MAX_BODY, declares_too_much};
 use crate::config::{EntryKind, EntrySpec};
@@ -38,6 +38,7 @@ pub async fn serve(
     tokens: &Tokens,
     req: Request<Incoming>,
     local: SocketAddr,
+    peer: SocketAddr,
 ) -> Response<AdminBody> {
     if let Err(r) = check_host(
         req.headers(),
@@ -48,7 +49,12 @@ pub async fn serve(
     }
     let role = match tokens.authorize(req.headers(), req.method()) {
         Ok(role) => role,
-        Err(r) => return refusal(r),
+        Err(r) => {
+            if let Some(reason) = r.token {
+                token_refused(peer, req.uri().path(), reason);
+            }
+            return refusal(r);
+        }
     };
     // Before routing: the routes that read no body would act first.
     if declares_too_much(req.headers()) {
