@@ -235,9 +235,8 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
             format!("admin.tokens[{i}].token_file {}", p.display()),
         ),
         TokenSource::Env(name) => (
-            std::env::var(name).map_err(|_| {
-                format!("admin.tokens[{i}].token_env: environment variable {name} is not set")
-            })?,
+            crate::config::env::var(name)
+                .map_err(|e| format!("admin.tokens[{i}].token_env: {e}"))?,
             format!("admin.tokens[{i}].token_env {name}"),
         ),
     };

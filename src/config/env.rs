@@ -14,13 +14,23 @@ pub(super) fn expand_env(s: &str) -> Result<String, String> {
             .find('}')
             .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
         let name = &after[..end];
-        let value =
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
-        out.push_str(&value);
+        out.push_str(&var(name)?);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The environment variable `name`, or why not, naming it and never its
+/// value: unset, or set to bytes that are not UTF-8 (which "is not set"
+/// misnamed, sending the operator to look for a missing variable).
+pub(crate) fn var(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|e| match e {
+        std::env::VarError::NotPresent => format!("environment variable {name} is not set"),
+        std::env::VarError::NotUnicode(_) => {
+            format!("environment variable {name} is set but not valid UTF-8")
+        }
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 
 mod crl_files;
 mod duration;
-mod env;
+pub(crate) mod env;
 mod listing;
 pub use listing::listed;
 mod raw;

@@ -1,0 +1,98 @@
+//! `hotproxy check` on inputs that are not what they seem: an environment
+//! value that is not UTF-8, an empty PEM block.
+
+mod support;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::*;
+
+/// `hotproxy check --config cfg` with the variables `env` set:
+/// (exit code, stdout and stderr together).
+fn check_with(cfg: &Path, env: &[(&str, OsString)]) -> (i32, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hotproxy"));
+    command
+        .args(["check", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = output_within_deadline(&mut command);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A scene with the server pair `edge` for localhost and a listener whose
+/// name is `name`; `more` is appended (top-level sections).
+fn scene(name: &str, more: &str) -> (Scene, std::path::PathBuf) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(&format!(
+        r#"
+{more}
+listeners:
+  - name: {name}
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]
+"#
+    ));
+    (s, cfg)
+}
+
+/// A variable that is set, to bytes that are not UTF-8, was reported as
+/// "is not set", sending the operator to look for a missing variable. It
+/// is said to be set but not UTF-8, naming the variable and the field,
+/// never the value; in a config string (`${NAME}`) and as `token_env`.
+#[test]
+fn a_variable_that_is_not_utf8_is_named_as_such() {
+    const NAME: &str = "HOTPROXY_CHECK_INPUTS_NAME";
+    const TOKEN: &str = "HOTPROXY_CHECK_INPUTS_TOKEN";
+    let admin =
+        format!("admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: viewer, token_env: {TOKEN} }}]");
+    let (_s, cfg) = scene(&format!("${{{NAME}}}"), &admin);
+    let good = [
+        (NAME, OsString::from("public")),
+        (TOKEN, OsString::from("viewer-token-8d1f3b5a7c9e2046")),
+    ];
+    let (code, out) = check_with(&cfg, &good);
+    assert_eq!(code, 0, "{out}");
+
+    let not_utf8 = || OsString::from_vec(vec![b'p', 0xff, b'x']);
+    let (code, out) = check_with(&cfg, &[(NAME, not_utf8()), good[1].clone()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "listeners[0].name: environment variable {NAME} is set but not valid UTF-8"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("is not set"), "{out}");
+
+    let (code, out) = check_with(&cfg, &[good[0].clone(), (TOKEN, not_utf8())]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "admin.tokens[0].token_env: environment variable {TOKEN} is set but not valid UTF-8"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("is not set"), "{out}");
+    // Neither the value nor a lossy rendering of it.
+    assert!(
+        !out.contains("p\u{fffd}x") && !out.contains("\\xff"),
+        "{out}"
+    );
+}
