@@ -178,8 +178,22 @@ fn read(path: &Path, limit: u64) -> Result<Vec<u8>, ReadProblem> {
 
 /// The file's length if it is a regular file within `limit`.
 fn check(meta: &fs::Metadata, limit: u64) -> Result<u64, ReadProblem> {
+    if let Some(what) = not_regular(meta) {
+        return Err(ReadProblem::NotRegular(what));
+    }
+    if meta.len() > limit {
+        return Err(ReadProblem::TooLarge { limit });
+    }
+    Ok(meta.len())
+}
+
+/// What the file of `meta` is when it is not a regular file (`a FIFO`,
+/// `a directory`, ...), as [`ReadProblem::NotRegular`] names it. A caller
+/// that checks anything else of a file (its mode) asks this first: a mode
+/// to fix on something that is no file at all sends the operator astray.
+pub fn not_regular(meta: &fs::Metadata) -> Option<&'static str> {
     let kind = meta.file_type();
-    let what = if kind.is_file() {
+    if kind.is_file() {
         None
     } else if kind.is_dir() {
         Some("a directory")
@@ -193,14 +207,7 @@ fn check(meta: &fs::Metadata, limit: u64) -> Result<u64, ReadProblem> {
         Some("a socket")
     } else {
         Some("not a file")
-    };
-    if let Some(what) = what {
-        return Err(ReadProblem::NotRegular(what));
     }
-    if meta.len() > limit {
-        return Err(ReadProblem::TooLarge { limit });
-    }
-    Ok(meta.len())
 }
 
 /// Helpers for tests of readers: make a FIFO, run a read that must not block.

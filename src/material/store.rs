@@ -437,6 +437,14 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("store.key_file {place}: {e}")),
     };
+    // The kind before the mode: a FIFO or directory is not made a key by
+    // a chmod.
+    if let Some(what) = crate::fsutil::not_regular(&meta) {
+        return Err(format!(
+            "store.key_file {place}: {}",
+            crate::fsutil::ReadProblem::NotRegular(what)
+        ));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
