@@ -96,3 +96,41 @@ fn a_variable_that_is_not_utf8_is_named_as_such() {
         "{out}"
     );
 }
+
+/// A BEGIN line followed at once by its END line (a template, a paste
+/// that lost its body) was "invalid certificate: Parsing requires 1
+/// bytes/chars", the DER parser's words for no bytes. It is an empty
+/// block of that label, with the file's name; alone in a file or after a
+/// good certificate, for a certificate or a key.
+#[test]
+fn an_empty_pem_block_is_named() {
+    let (s, cfg) = scene("public", "");
+    let cert = s.path("edge.crt");
+    let key = s.path("edge.key");
+    let good_cert = std::fs::read_to_string(&cert).unwrap();
+    let good_key = std::fs::read_to_string(&key).unwrap();
+    let empty = |label: &str| format!("-----BEGIN {label}-----\n-----END {label}-----\n");
+    for (file, text, label) in [
+        (&cert, empty("CERTIFICATE"), "CERTIFICATE"),
+        (
+            &cert,
+            format!("{good_cert}{}", empty("CERTIFICATE")),
+            "CERTIFICATE",
+        ),
+        (&key, empty("PRIVATE KEY"), "PRIVATE KEY"),
+    ] {
+        write(&cert, &good_cert);
+        write(&key, &good_key);
+        write(file, &text);
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{label}: {out}");
+        assert!(
+            out.contains(&format!(
+                "{}: malformed PEM: empty {label} block",
+                file.display()
+            )),
+            "{label}: {out}"
+        );
+        assert!(!out.contains("Parsing requires"), "{out}");
+    }
+}

@@ -338,6 +338,19 @@ pub(super) fn sections(
     let mut out = Vec::new();
     for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
         match item {
+            // Nothing between BEGIN and END (a template, a paste that lost
+            // its body): no writer leaves one on the way, so refused at
+            // once, by its label, not as the DER parser's "Parsing
+            // requires 1 bytes/chars".
+            Ok((kind, der)) if der.is_empty() => {
+                return Err(MaterialError::BadLayout {
+                    origin: origin.into(),
+                    reason: format!(
+                        "empty {} block (nothing between its BEGIN and END lines)",
+                        label_of(kind)
+                    ),
+                });
+            }
             Ok(s) => out.push(s),
             Err(e) => {
                 return Err(MaterialError::BadPem {
@@ -383,6 +396,20 @@ pub(super) fn sections(
         });
     }
     Ok(out)
+}
+
+/// The label a section of `kind` has in its BEGIN line.
+fn label_of(kind: SectionKind) -> &'static str {
+    match kind {
+        SectionKind::Certificate => "CERTIFICATE",
+        SectionKind::PublicKey => "PUBLIC KEY",
+        SectionKind::RsaPrivateKey => "RSA PRIVATE KEY",
+        SectionKind::PrivateKey => "PRIVATE KEY",
+        SectionKind::EcPrivateKey => "EC PRIVATE KEY",
+        SectionKind::Crl => "X509 CRL",
+        SectionKind::Csr => "CERTIFICATE REQUEST",
+        _ => "PEM",
+    }
 }
 
 /// Why a BEGIN or END line does not start its line, if one does not. The
