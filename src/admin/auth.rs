@@ -302,6 +302,13 @@ pub fn check_host(
     // On a dual-stack `[::]` socket an IPv4 client arrives at
     // `[::ffff:127.0.0.1]`; its Host says 127.0.0.1, as it should.
     let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+    if several_hosts(headers) {
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            message: SEVERAL_HOSTS.into(),
+            token: None,
+        });
+    }
     let host = authority.or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()));
     let refuse = |what: &str| Refusal {
         status: StatusCode::FORBIDDEN,
@@ -326,6 +333,16 @@ pub fn check_host(
         }
     }
     Ok(())
+}
+
+/// The answer to [`several_hosts`].
+pub const SEVERAL_HOSTS: &str = "more than one Host header (RFC 9112 §3.2)";
+
+/// Whether the request has more than one `Host` line: RFC 9112 §3.2's
+/// 400, as nginx answers. Only the first was compared with the admin
+/// address, so `Host: <admin address>` then `Host: evil` passed.
+pub fn several_hosts(headers: &HeaderMap) -> bool {
+    headers.get_all(header::HOST).iter().nth(1).is_some()
 }
 
 /// `host:port` naming `local` itself (or `localhost` for a loopback address).

@@ -241,6 +241,13 @@ async fn answer(
     if path == "/api/v1" || path.starts_with("/api/v1/") {
         return api::serve(handle, tokens, req, local, peer).await;
     }
+    // The API says so in its JSON (`auth::check_host`).
+    if auth::several_hosts(req.headers()) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!("{}\n", auth::SEVERAL_HOSTS),
+        );
+    }
     if declares_too_much(req.headers()) {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -201,3 +201,33 @@ async fn an_api_body_that_never_comes_is_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("did not arrive within 10 s"), "{answer}");
 }
+
+/// Two `Host` lines, the admin address then another name: only the first
+/// was checked, so the request was served as if it named the admin
+/// address. RFC 9112 §3.2 (and nginx) answer 400 to more than one Host
+/// line, on the API and the probes alike; one Host line is served as ever.
+#[tokio::test]
+async fn two_host_lines_are_a_bad_request() {
+    let a = Api::start("").await;
+    for path in ["/api/v1/certs", "/healthz", "/metrics"] {
+        for (first, second) in [
+            (a.api.to_string(), "evil.example".to_owned()),
+            (a.api.to_string(), a.api.to_string()),
+        ] {
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {first}\r\nHost: {second}\r\nAuthorization: Bearer {EDITOR}\r\nConnection: close\r\n\r\n"
+            );
+            let answer = raw(a.api, req.as_bytes()).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400 "),
+                "{path} with Host {first} and {second}: {answer}"
+            );
+        }
+        let one = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {EDITOR}\r\nConnection: close\r\n\r\n",
+            a.api
+        );
+        let answer = raw(a.api, one.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{path}: {answer}");
+    }
+}
