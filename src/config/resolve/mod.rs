@@ -26,8 +26,10 @@ use super::{
     TokenConfig, TokenSource, WatchConfig,
 };
 
-/// The longest listener or upstream name: a Kubernetes label value's.
-const MAX_NAME_LEN: usize = 63;
+/// The longest listener or upstream name: a Kubernetes object name's (a
+/// DNS subdomain), so names generated from namespace, Service and port
+/// (ingress-nginx's `default-my-service-8080`) fit.
+const MAX_NAME_LEN: usize = 253;
 
 /// Whether `name` may name a listener or upstream: ASCII letters, digits,
 /// `-`, `_` and `.`, starting with a letter or digit, at most
