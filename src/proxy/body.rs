@@ -165,7 +165,9 @@ impl BodyFault {
 }
 
 /// The upstream connection's side of [`ClientBody`]: has its request's
-/// body been read to its end (or had none)? Does it still move?
+/// body been read to its end (or had none)? Does it still move? Did the
+/// client break it? (The default: no body.)
+#[derive(Default)]
 pub struct BodySent(Option<Arc<State>>);
 
 impl BodySent {
@@ -173,6 +175,13 @@ impl BodySent {
         self.0
             .as_ref()
             .is_none_or(|s| s.read.load(Ordering::Relaxed))
+    }
+
+    /// The client's fault, if reading its body failed: set before the
+    /// upstream client sees the error, so before the response it abandons
+    /// fails.
+    pub fn fault(&self) -> Option<&Fault> {
+        self.0.as_ref().and_then(|s| s.failed.get())
     }
 
     /// `task`, spawned by hyper, sends this body (unless it is dropped

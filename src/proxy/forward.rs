@@ -244,6 +244,7 @@ impl Upstream {
             // compiler's inlining elsewhere, not through a saved copy.
             let mut sent = std::pin::pin!(async {
                 if upgrade {
+                    let sent = req.body().sent();
                     // Boxed: rare, and its dial would grow every request's future.
                     let r = Box::pin(self.send_upgrade(&members, req, path, &last, deadline)).await;
                     let (set, i) = last.so_far(&members);
@@ -255,7 +256,7 @@ impl Upstream {
                     // Answered without a switch (a 200, 403 or 426 with a
                     // body): bounded by read_timeout like any response body.
                     let read = &self.read;
-                    r.map(|r| r.map(|b| LeasedBody::unpooled(b, read.clone()).boxed()))
+                    r.map(|r| r.map(|b| LeasedBody::unpooled(b, sent, read.clone()).boxed()))
                 } else {
                     let attempt = Attempt {
                         last: &last,

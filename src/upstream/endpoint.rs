@@ -334,8 +334,11 @@ fn dial_in_progress() -> DialError {
 /// after it while the request's body is still sent ([`pipe::watch`]).
 pub struct LeasedBody {
     body: Incoming,
-    h1: Option<(Box<H1>, Arc<Endpoint>, BodySent)>,
-    h2: Option<(StreamGuard, BodySent)>,
+    h1: Option<(Box<H1>, Arc<Endpoint>)>,
+    h2: Option<StreamGuard>,
+    /// The request's own body: whether it is through, and whether the
+    /// client broke it (then a failed response is the client's doing).
+    sent: BodySent,
     ended: bool,
     /// Ended by an error (`read_timeout`, the upstream's): the request's
     /// body, if still sent, is cut at once ([`pipe::watch`]).
@@ -355,8 +358,9 @@ impl LeasedBody {
     ) -> LeasedBody {
         LeasedBody {
             body,
-            h1: Some((c, endpoint, sent)),
+            h1: Some((c, endpoint)),
             h2: None,
+            sent,
             ended: false,
             failed: false,
             read: ReadTimer::new(read),
@@ -364,13 +368,14 @@ impl LeasedBody {
     }
 
     /// A body whose connection runs in a task of its own (an `Upgrade`
-    /// request's, answered without a switch): only `read_timeout` and the
-    /// trailer cleaning apply.
-    pub fn unpooled(body: Incoming, read: Arc<ReadTimeout>) -> LeasedBody {
+    /// request's, answered without a switch): only `read_timeout`, the
+    /// trailer cleaning and the request body's faults apply.
+    pub fn unpooled(body: Incoming, sent: BodySent, read: Arc<ReadTimeout>) -> LeasedBody {
         LeasedBody {
             body,
             h1: None,
             h2: None,
+            sent,
             ended: false,
             failed: false,
             read: ReadTimer::new(read),
@@ -388,7 +393,8 @@ impl LeasedBody {
         LeasedBody {
             body,
             h1: None,
-            h2: Some((stream, sent)),
+            h2: Some(stream),
+            sent,
             ended: false,
             failed: false,
             read: ReadTimer::new(read),
@@ -405,7 +411,7 @@ impl Body for LeasedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some((c, _, _)) = &mut this.h1 {
+        if let Some((c, _)) = &mut this.h1 {
             // The body's bytes arrive only while the connection is polled.
             c.poll_conn(cx);
         }
@@ -413,7 +419,7 @@ impl Body for LeasedBody {
         match &mut polled {
             Poll::Pending => {
                 if let Err(e) = this.read.poll_wait(cx) {
-                    if let Some((stream, _)) = &this.h2 {
+                    if let Some(stream) = &this.h2 {
                         stream.retire();
                     }
                     this.failed = true;
@@ -422,8 +428,11 @@ impl Body for LeasedBody {
             }
             Poll::Ready(None) => this.ended = true,
             Poll::Ready(Some(Err(e))) => {
+                // hyper abandons the upstream request when the client's
+                // body fails (stalled, over max_body_bytes, broken): what
+                // that does to the response is not the upstream's fault.
                 if !this.failed {
-                    this.read.body_failed(e);
+                    this.read.body_failed(e, this.sent.fault());
                 }
                 this.failed = true;
             }
@@ -459,20 +468,21 @@ impl Drop for LeasedBody {
         // upstream sent before the request's body was in. Pooled, that
         // connection would hold the next request behind a client that may
         // never send the rest.
-        if let Some((c, endpoint, sent)) = self.h1.take()
+        if let Some((c, endpoint)) = self.h1.take()
             && (self.ended || self.body.is_end_stream())
-            && sent.done()
+            && self.sent.done()
         {
             endpoint.pool.put(c);
         }
         // An HTTP/2 stream is open until the request's body is through
         // too; one the upstream stops taking is cut, and one whose
         // response failed at once.
-        if let Some((stream, sent)) = self.h2.take() {
+        if let Some(stream) = self.h2.take() {
             let response = match self.failed {
                 true => pipe::Response::Failed,
                 false => pipe::Response::Over,
             };
+            let sent = std::mem::take(&mut self.sent);
             pipe::watch(sent, stream, self.read.upstream(), response);
         }
     }

@@ -7,7 +7,7 @@
 //! when the body has to wait: a body that arrives with its head, as most
 //! do, costs no timer at all. A body the upstream breaks instead (a bad
 //! chunk, a close or a reset before its end) is logged and counted here
-//! too.
+//! too, unless the client's own request body broke first.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +16,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use tracing::warn;
+use tracing::{debug, warn};
 
+use crate::proxy::body::Fault;
 use crate::proxy::forward::BoxError;
 
 /// One upstream's `read_timeout`, shared by its response bodies.
@@ -55,14 +56,23 @@ impl ReadTimer {
         self.progress = true;
     }
 
-    /// The upstream broke the body with `e` (a bad chunk size, a close
-    /// before its length, a reset): the response is cut, as after a stall,
-    /// and logged and counted by its cause as a failed request is.
-    pub fn body_failed(&self, e: &hyper::Error) {
-        let (reason, _, _) = crate::proxy::failure::diagnose_request(e);
+    /// The body failed with `e`: the response is cut, as after a stall.
+    /// If the upstream broke it (a bad chunk size, a close before its
+    /// length, a reset), that is logged and counted by its cause as a
+    /// failed request is. If the client broke its own request body
+    /// first (`client`: it stalled, went over `max_body_bytes`, sent
+    /// trailers refused), hyper abandoned the upstream request for it:
+    /// the client's fault, at debug as [`crate::proxy::forward::client_fault`]
+    /// logs it, never counted against the upstream.
+    pub fn body_failed(&self, e: &hyper::Error, client: Option<&Fault>) {
         let upstream = &self.limit.upstream;
-        crate::metrics::upstream_error(upstream, reason);
         let error = crate::proxy::conn::causes(e);
+        if let Some(fault) = client {
+            debug!(upstream = %upstream, ?fault, error, "upstream response cut: the client's request body failed");
+            return;
+        }
+        let (reason, _, _) = crate::proxy::failure::diagnose_request(e);
+        crate::metrics::upstream_error(upstream, reason);
         warn!(upstream = %upstream, reason, error, "upstream response body failed");
     }
 

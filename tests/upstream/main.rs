@@ -9,6 +9,7 @@ mod common;
 
 // The tests, by theme.
 mod broken_h2;
+mod client_faults;
 mod flow_control;
 mod goaway;
 mod health;
