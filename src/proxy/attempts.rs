@@ -264,7 +264,7 @@ impl Upstream {
             last.picked(i);
             let endpoint = &set.members[i].endpoint;
             let failure = match endpoint.upgrade_connection().await {
-                Ok(mut send) => {
+                Ok((mut send, head)) => {
                     *req.uri_mut() = Uri::from(path);
                     // As on any HTTP/1.1 attempt (`Upstream::send`): hyper
                     // frames a GET body of unknown length as none, and the
@@ -275,9 +275,14 @@ impl Upstream {
                             HeaderValue::from_static("chunked"),
                         );
                     }
+                    // 1xx responses before the answer are bounded as on
+                    // any HTTP/1.1 connection (`H1::send`): counted until
+                    // the head is in.
+                    let counted = head.count();
                     // Refused as any response is (`Upstream::send`); the
                     // connection closes with `send`.
                     let resp = send.send_request(req).await.map_err(Failure::Request)?;
+                    drop(counted);
                     return match framing::refused(&resp) {
                         Some(why) => Err(Failure::Framing(why)),
                         None => Ok(resp),

@@ -279,15 +279,8 @@ impl H1 {
         &mut self,
         req: Request<ClientBody>,
     ) -> Result<Response<Incoming>, TrySendError<Request<ClientBody>>> {
-        /// Stops the count when the head is in, or the wait dropped.
-        struct Counted(Arc<HeadWait>);
-        impl Drop for Counted {
-            fn drop(&mut self) {
-                self.0.stop();
-            }
-        }
-        self.head.start();
-        let _counted = Counted(self.head.clone());
+        // Stopped when the head is in, or the wait dropped.
+        let _counted = self.head.count();
         let mut fut = std::pin::pin!(self.send.try_send_request(req));
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = fut.as_mut().poll(cx) {
@@ -637,8 +630,11 @@ impl Drop for Unanswered<'_> {
 
 /// A connection that will carry an `Upgrade` request: HTTP/1.1 only, its
 /// connection future in a task of its own (it outlives the request as a
-/// tunnel), never pooled.
-pub async fn upgrade_conn(d: Dialled) -> Result<http1::SendRequest<ClientBody>, DialError> {
+/// tunnel), never pooled. What it reads before the response head is
+/// bounded as on a pooled connection: counted while the request holds the
+/// [`HeadWait`]'s count ([`HeadWait::count`]).
+pub async fn upgrade_conn(mut d: Dialled) -> Result<UpgradeConn, DialError> {
+    let head = d.io.head_wait();
     let (send, conn) = h1_builder()
         .handshake(d.io)
         .await
@@ -648,8 +644,12 @@ pub async fn upgrade_conn(d: Dialled) -> Result<http1::SendRequest<ClientBody>, 
             tracing::debug!(error = %e, "upstream upgrade connection ended");
         }
     });
-    Ok(send)
+    Ok((send, head))
 }
+
+/// An `Upgrade` request's connection ([`upgrade_conn`]): its request
+/// handle, and the count of what it reads before the response head.
+pub type UpgradeConn = (http1::SendRequest<ClientBody>, Arc<HeadWait>);
 
 #[cfg(test)]
 mod tests {

@@ -12,14 +12,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 
 use crate::config::UpstreamConfig;
 use crate::proxy::body::{BodySent, ClientBody};
 use crate::proxy::forward::BoxError;
 use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::upstream::conn::{
-    DialCause, DialError, Dialer, Dialled, H1, H2, StreamGuard, upgrade_conn,
+    DialCause, DialError, Dialer, Dialled, H1, H2, StreamGuard, UpgradeConn, upgrade_conn,
 };
 use crate::upstream::pipe;
 use crate::upstream::pool::{DialWait, Found, Pool, Want};
@@ -296,7 +296,7 @@ impl Endpoint {
 
     /// A new HTTP/1.1-only connection for an `Upgrade` request (never
     /// pooled: it becomes the tunnel). It holds a slot like any other.
-    pub async fn upgrade_connection(&self) -> Result<http1::SendRequest<ClientBody>, DialError> {
+    pub async fn upgrade_connection(&self) -> Result<UpgradeConn, DialError> {
         let slot = self.slots.acquire(self.dialer.connect_timeout).await?;
         // A whole connect_timeout after the wait for a slot, as for requests.
         let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;

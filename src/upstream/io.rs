@@ -115,9 +115,13 @@ struct Framed {
 pub const HEAD_WAIT_BYTES: usize = 128 * 1024;
 
 /// The bytes an HTTP/1.1 connection has read while its request waits for
-/// the response head, held to [`HEAD_WAIT_BYTES`]. Its reads happen in the
-/// task of the request that holds the connection, which also starts and
-/// stops the count: no other thread looks at it meanwhile.
+/// the response head, held to [`HEAD_WAIT_BYTES`]. A pooled connection's
+/// reads happen in the task of the request that holds it, which also
+/// starts and stops the count ([`HeadWait::count`]). An `Upgrade`
+/// request's connection is read in a task of its own: the count starts
+/// before the request is handed to hyper, whose channel orders it before
+/// any read of the response, and a read never undoes a stop made
+/// meanwhile (it adds with a compare-exchange).
 pub struct HeadWait(AtomicUsize);
 
 /// [`HeadWait`]'s value while no request waits for a head.
@@ -130,15 +134,21 @@ impl Default for HeadWait {
 }
 
 impl HeadWait {
-    /// A request was handed over: count from here.
-    pub fn start(&self) {
+    /// A request is handed over: count from here until the guard is
+    /// dropped (its head is in, or the wait given up); reads of the body
+    /// are not counted.
+    pub fn count(self: &Arc<HeadWait>) -> HeadCount {
         self.0.store(0, Ordering::Relaxed);
+        HeadCount(self.clone())
     }
+}
 
-    /// Its head is in (or the request is over): reads of the body are
-    /// not counted.
-    pub fn stop(&self) {
-        self.0.store(NOT_WAITING, Ordering::Relaxed);
+/// A request's wait for its response head, counted ([`HeadWait::count`]).
+pub struct HeadCount(Arc<HeadWait>);
+
+impl Drop for HeadCount {
+    fn drop(&mut self) {
+        self.0.0.store(NOT_WAITING, Ordering::Relaxed);
     }
 }
 
@@ -163,7 +173,11 @@ impl Framed {
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             let n = buf.filled().len() - before;
-            head.0.store(read + n, Ordering::Relaxed);
+            // Not over a stop from the request's task (an `Upgrade`'s
+            // connection is read in another).
+            let _ = head
+                .0
+                .compare_exchange(read, read + n, Ordering::Relaxed, Ordering::Relaxed);
         }
         polled
     }

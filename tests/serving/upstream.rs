@@ -415,3 +415,47 @@ async fn a_flood_of_informational_responses_is_502() {
     assert!(reply.ends_with("\r\n\r\nhello"), "{reply}");
     assert_eq!(accepted.load(SeqCst), 2);
 }
+
+/// The same bound holds for an `Upgrade` (WebSocket) request, whose
+/// connection hyper drives in a task of its own: a backend that answers
+/// it with `103 Early Hints` without end is a `502` once 128 KiB of them
+/// are in, not a request held (and a worker parsing) until
+/// `request_timeout`'s `504`.
+#[tokio::test]
+async fn a_flood_of_informational_responses_to_an_upgrade_is_502() {
+    let w = world().await;
+    const HINT: &[u8] = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n";
+    let (backend, _) = raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        if read_raw_head(&mut tcp, &mut buf).await.is_none() {
+            return;
+        }
+        // Until the proxy closes the connection.
+        let hints = HINT.repeat(64);
+        while tcp.write_all(&hints).await.is_ok() {}
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: raw }]",
+        &format!("\n  - name: raw\n    servers: [http://{backend}]\n    request_timeout: 5s"),
+    ));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\n\
+          connection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          sec-websocket-version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
+    p.wait_log("the flood refused", |v| {
+        v["message"] == "upstream request failed"
+            && v["reason"] == "protocol"
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("informational (1xx) responses"))
+    })
+    .await;
+}
