@@ -152,35 +152,35 @@ impl Drop for HeadCount {
     }
 }
 
-impl Framed {
-    /// A read while a request waits for its head: counted, and refused
-    /// once [`HEAD_WAIT_BYTES`] are in. Only what precedes the read that
-    /// completes the head counts, and of that at most 64 KiB is the
-    /// head's: more than 64 KiB of informational responses came first.
-    fn read_head(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-        head: &HeadWait,
-        read: usize,
-    ) -> Poll<std::io::Result<()>> {
-        if read >= HEAD_WAIT_BYTES {
-            return Poll::Ready(Err(std::io::Error::other(
-                "the upstream sent more than 64 KiB of informational (1xx) responses before its response",
-            )));
-        }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let n = buf.filled().len() - before;
-            // Not over a stop from the request's task (an `Upgrade`'s
-            // connection is read in another).
-            let _ = head
-                .0
-                .compare_exchange(read, read + n, Ordering::Relaxed, Ordering::Relaxed);
-        }
-        polled
+/// A read of `io` while a request waits for its head, `read` bytes in so
+/// far: counted in `head`, and refused once [`HEAD_WAIT_BYTES`] are in.
+/// Only what precedes the read that completes the head counts, and of
+/// that at most 64 KiB is the head's: more than 64 KiB of informational
+/// responses came first. (A function of the connection's parts, not of
+/// [`Framed`]: borrowing `head` from it costs no `Arc` clone per read.)
+fn read_head(
+    io: &mut MaybeTls,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    head: &HeadWait,
+    read: usize,
+) -> Poll<std::io::Result<()>> {
+    if read >= HEAD_WAIT_BYTES {
+        return Poll::Ready(Err(std::io::Error::other(
+            "the upstream sent more than 64 KiB of informational (1xx) responses before its response",
+        )));
     }
+    let before = buf.filled().len();
+    let polled = Pin::new(io).poll_read(cx, buf);
+    if let Poll::Ready(Ok(())) = polled {
+        let n = buf.filled().len() - before;
+        // Not over a stop from the request's task (an `Upgrade`'s
+        // connection is read in another).
+        let _ = head
+            .0
+            .compare_exchange(read, read + n, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    polled
 }
 
 impl AsyncRead for Framed {
@@ -190,10 +190,10 @@ impl AsyncRead for Framed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if let Some(head) = this.head.clone() {
+        if let Some(head) = &this.head {
             let read = head.0.load(Ordering::Relaxed);
             if read != NOT_WAITING {
-                return this.read_head(cx, buf, &head, read);
+                return read_head(&mut this.io, cx, buf, head, read);
             }
         }
         let Some(frames) = &mut this.frames else {
