@@ -10,6 +10,7 @@ use http::{Method, Request, StatusCode};
 
 use crate::proxy::body::ClientBody;
 use crate::upstream::conn::{DialError, MAX_RESPONSE_FIELDS};
+use crate::upstream::io::InformationalFlood;
 
 /// Why a forwarded request got no response.
 pub enum Failure {
@@ -241,6 +242,14 @@ pub fn diagnose_request(e: &hyper::Error) -> (&'static str, String, StatusCode) 
             if let Some(tls) = io.get_ref().and_then(|i| alert_in_text(&i.to_string())) {
                 let (reason, desc) = crate::tls::client::classify(&tls);
                 return (reason, desc, StatusCode::BAD_GATEWAY);
+            }
+            // hotproxy's own bound on 1xx responses, in its own words: the
+            // connection did not fail, the upstream flooded it.
+            if let Some(flood) = io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<InformationalFlood>())
+            {
+                return ("protocol", flood.to_string(), StatusCode::BAD_GATEWAY);
             }
             return (
                 "protocol",

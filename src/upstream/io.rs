@@ -152,6 +152,13 @@ impl Drop for HeadCount {
     }
 }
 
+/// The read error of an HTTP/1.1 connection whose upstream went past
+/// [`HEAD_WAIT_BYTES`] before its response head; the failed request is
+/// logged with these words alone ([`crate::proxy::failure::diagnose_request`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent more than 64 KiB of informational (1xx) responses before its response")]
+pub struct InformationalFlood;
+
 /// A read of `io` while a request waits for its head, `read` bytes in so
 /// far: counted in `head`, and refused once [`HEAD_WAIT_BYTES`] are in.
 /// Only what precedes the read that completes the head counts, and of
@@ -166,9 +173,7 @@ fn read_head(
     read: usize,
 ) -> Poll<std::io::Result<()>> {
     if read >= HEAD_WAIT_BYTES {
-        return Poll::Ready(Err(std::io::Error::other(
-            "the upstream sent more than 64 KiB of informational (1xx) responses before its response",
-        )));
+        return Poll::Ready(Err(std::io::Error::other(InformationalFlood)));
     }
     let before = buf.filled().len();
     let polled = Pin::new(io).poll_read(cx, buf);
