@@ -260,15 +260,25 @@ impl H1 {
 
     /// Wait until it can take a request; false if it closed meanwhile
     /// (the upstream closed an idle connection: a FIN already read).
+    /// Ready, the request is to be sent at once ([`H1::send`], in the
+    /// same poll), which drives the connection with the task's waker.
     pub async fn ready(&mut self) -> bool {
         std::future::poll_fn(|cx| {
+            // Looked at with a waker that does nothing: the request sent
+            // next would wake the waker the dispatcher keeps, and this
+            // task's would poll the whole request (and with HTTP/1.1 its
+            // client connection) once more for nothing.
+            if !self.poll_conn(&mut Context::from_waker(std::task::Waker::noop())) {
+                return Poll::Ready(false);
+            }
+            if let Poll::Ready(r) = self.send.poll_ready(cx) {
+                return Poll::Ready(r.is_ok());
+            }
+            // Waiting: the connection must wake this task.
             if !self.poll_conn(cx) {
                 return Poll::Ready(false);
             }
-            match self.send.poll_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                Poll::Pending => Poll::Pending,
-            }
+            self.send.poll_ready(cx).map(|r| r.is_ok())
         })
         .await
     }
@@ -286,15 +296,16 @@ impl H1 {
             if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                 return Poll::Ready(r);
             }
-            if self.poll_conn(cx) {
-                return Poll::Pending;
-            }
-            // Closed, and the dispatcher dropped with it: the request is
-            // answered (an error, or the message itself when it was never
-            // written). An upstream's FIN read while hyper is keep-alive
-            // idle is a clean close to it, which ends the dispatcher
-            // without looking at the request queued meanwhile; only its
-            // drop hands that back.
+            // Driving the connection may read the response head: it is
+            // taken at once, not on the wake-up its answer sends, which
+            // would poll the whole request (and its stream) again.
+            // Closed, the dispatcher is dropped with it: the request is
+            // answered too (an error, or the message itself when it was
+            // never written). An upstream's FIN read while hyper is
+            // keep-alive idle is a clean close to it, which ends the
+            // dispatcher without looking at the request queued meanwhile;
+            // only its drop hands that back.
+            self.poll_conn(cx);
             fut.as_mut().poll(cx)
         })
         .await
