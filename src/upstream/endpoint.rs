@@ -411,11 +411,25 @@ impl Body for LeasedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some((c, _)) = &mut this.h1 {
-            // The body's bytes arrive only while the connection is polled.
-            c.poll_conn(cx);
+        let mut polled = Poll::Pending;
+        match &mut this.h1 {
+            None => polled = Pin::new(&mut this.body).poll_frame(cx),
+            Some((c, _)) => {
+                // The body's bytes arrive only while the connection is
+                // polled. Bytes it has handed over already are taken
+                // without driving it (an idle connection polled looks at
+                // its socket once more); while the request's body is
+                // still sent the connection goes first, as that is where
+                // the request's body moves.
+                if this.sent.done() {
+                    polled = Pin::new(&mut this.body).poll_frame(cx);
+                }
+                if polled.is_pending() {
+                    c.poll_conn(cx);
+                    polled = Pin::new(&mut this.body).poll_frame(cx);
+                }
+            }
         }
-        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
         match &mut polled {
             Poll::Pending => {
                 if let Err(e) = this.read.poll_wait(cx) {
