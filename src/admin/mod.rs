@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod paths;
+pub mod slots;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::warn;
 
 use crate::config::AdminConfig;
@@ -79,9 +80,10 @@ pub fn exposure(config: &AdminConfig) -> Result<Option<&'static str>, String> {
     ))
 }
 
-/// Admin connections open at once; beyond this, clients wait in the
-/// kernel backlog (as on listeners), so a flood of scrapers or a slowloris
-/// cannot take every file descriptor.
+/// Admin connections open at once, so a flood of scrapers or a slowloris
+/// cannot take every file descriptor. Beyond this, a new connection
+/// evicts the one that has waited on its client longest
+/// (src/admin/slots.rs), or waits in the kernel backlog while none has.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Admin connections one client address may hold at once: a client that
 /// opens more is closed at once, so that one (a slowloris, a scraper gone
@@ -105,14 +107,9 @@ async fn accept_loop(
     tokens: Arc<auth::Tokens>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let clients = Arc::new(PerClient::default());
+    let slots = Arc::new(slots::Slots::default());
     let mut acceptor = Acceptor::new("admin");
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
         let (stream, peer) = tokio::select! {
             a = acceptor.accept(&socket) => a,
             _ = shutdown.wait_for(|s| *s) => return,
@@ -120,21 +117,28 @@ async fn accept_loop(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let Some(client) = clients.enter(peer.ip()) else {
-            // Closed at once, its slot freed with the permit.
+        let activity = Activity::new(Instant::now(), true);
+        // Every slot taken: the connection waited on its client longest
+        // makes room (src/admin/slots.rs); the rest wait in the backlog.
+        let slot = tokio::select! {
+            s = slots.take(peer, activity.clone()) => s,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let Some(slot) = slot else {
+            // Closed at once.
             tracing::debug!(peer = %peer, "admin connection refused: this client holds {MAX_CONNECTIONS_PER_CLIENT} already");
             continue;
         };
         let (handle, tokens, shutdown) = (handle.clone(), tokens.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let activity = Activity::new(Instant::now(), true);
-            // The permit goes with the stream, through its lingering close.
+            let conn = slot.conn().clone();
+            // The slot goes with the stream, through its lingering close.
             let io = ClientIo::new(
-                Box::new(stream),
+                Box::new(slots::SlotIo::new(stream, conn.clone())),
                 activity.clone(),
                 true,
                 SEND_TIMEOUT,
-                Box::new((permit, client)),
+                Box::new(slot),
             );
             let svc = {
                 let activity = activity.clone();
@@ -149,7 +153,7 @@ async fn accept_loop(
             };
             // HTTP/1.1 only: probes, Prometheus and curl speak it, and one
             // protocol means one set of limits.
-            let conn = http1::Builder::new()
+            let conn_http = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(None)
                 .max_header_size(64 * 1024)
@@ -166,42 +170,13 @@ async fn accept_loop(
                 stalls: None,
                 send_timeout: SEND_TIMEOUT,
             };
-            driver
-                .run(conn, |c| c.graceful_shutdown(), std::future::pending())
-                .await;
-        });
-    }
-}
-
-/// Admin connections open per client address.
-#[derive(Default)]
-struct PerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One admin connection's place in [`PerClient`], given back when it ends.
-struct ClientPlace(Arc<PerClient>, std::net::IpAddr);
-
-impl PerClient {
-    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientPlace> {
-        let ip = ip.to_canonical();
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_default();
-        if *n >= MAX_CONNECTIONS_PER_CLIENT {
-            return None;
-        }
-        *n += 1;
-        Some(ClientPlace(self.clone(), ip))
-    }
-}
-
-impl Drop for ClientPlace {
-    fn drop(&mut self) {
-        let mut open = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.1);
+            // Evicted: dropped at once, whatever hyper is doing; its
+            // stream fails from then on, so no lingering close holds the slot.
+            tokio::select! {
+                _ = driver.run(conn_http, |c| c.graceful_shutdown(), std::future::pending()) => {}
+                () = conn.evicted() => {}
             }
-        }
+        });
     }
 }
 

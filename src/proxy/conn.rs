@@ -252,6 +252,17 @@ impl Activity {
         }
     }
 
+    /// Since when no request has been in flight (the last one ended, or
+    /// the connection began): the client's turn to send since then. `None`
+    /// while a request is in flight. The admin listener evicts by it
+    /// (src/admin/slots.rs).
+    pub fn quiet_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(self.started + Duration::from_millis(self.last_ms.load(Ordering::SeqCst)))
+    }
+
     /// Whether any request began on this connection.
     pub fn asked(&self) -> bool {
         self.asked.load(Ordering::Relaxed)

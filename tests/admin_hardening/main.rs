@@ -1,6 +1,7 @@
 //! The admin API against hostile input: raw bytes in paths, scheme case,
 //! HEAD, files that are not files, paths outside `store.file_roots`, a
-//! planted temp file, a store directory that cannot be written.
+//! planted temp file, a store directory that cannot be written, clients that hold every
+//! connection.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -11,4 +12,5 @@ mod common;
 mod bodies;
 mod files;
 mod requests;
+mod slots;
 mod store;

@@ -1,0 +1,396 @@
+//! The admin listener's connection slots: 64 in all, 16 per client address, the longest stalled evicted for a newcomer.
+//!
+//! Without eviction, clients that stop reading (or go quiet between
+//! requests) could hold every slot until `send_timeout` or `idle_timeout`
+//! cut them, while kubelet's `/healthz` waited in the backlog: four pods
+//! × 16 connections restarted hotproxy. nginx does the same when its
+//! `worker_connections` run out: it closes the keep-alive connections idle
+//! longest ("worker_connections are not enough, reusing connections").
+//! Here a new connection, when every slot is taken, closes the connection
+//! that has waited on its client longest: blocked writing to a client that
+//! does not read (since the write stopped moving), or with no request in
+//! flight (idle, a head not yet complete, a lingering close: since the
+//! last request ended or the connection began). A request being served
+//! whose writes move is never evicted, so only a client holding a token
+//! (a slow body, a validation waiting its turn) can hold a slot against
+//! a newcomer, and then only within the body and handler bounds.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::proxy::conn::Activity;
+
+use super::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
+
+/// With every slot taken by connections being served, how often the
+/// accept loop looks again for one to evict (a request ending sends no
+/// word); a slot given back ends the wait at once.
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
+
+const NONE: u64 = u64::MAX;
+
+/// Every admin connection open (through its lingering close), by id, and
+/// per client address.
+#[derive(Default)]
+pub struct Slots {
+    state: Mutex<State>,
+    /// A slot was given back.
+    freed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    open: HashMap<u64, Arc<Conn>>,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// What the accept loop knows of one admin connection: how long it has
+/// waited on its client, and how to close it.
+pub struct Conn {
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    began: Instant,
+    /// Milliseconds since `began` when a write to the client stopped
+    /// moving (returned `Pending`); `NONE` while writes move.
+    blocked_ms: AtomicU64,
+    evicted: AtomicBool,
+    /// The connection's task, to drop its connection at once.
+    evict: Notify,
+    /// The last task to use the stream (the connection's, then its
+    /// lingering close), woken to find it evicted.
+    waker: Mutex<Option<Waker>>,
+}
+
+/// One connection's slot and its place among its address's 16; given
+/// back when dropped, after the lingering close.
+pub struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    ip: IpAddr,
+    conn: Arc<Conn>,
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a connection from `ip`, evicting the connection that has
+    /// waited on its client longest while every slot is taken (waiting
+    /// while none may be evicted). `None`: `ip` holds
+    /// [`MAX_CONNECTIONS_PER_CLIENT`] already, the connection is refused.
+    pub async fn take(self: &Arc<Self>, peer: SocketAddr, activity: Arc<Activity>) -> Option<Slot> {
+        let ip = peer.ip().to_canonical();
+        loop {
+            // A slot given back after the look leaves a permit: the wait
+            // below ends at once (an older permit ends it early, and the
+            // loop looks again).
+            let freed = self.freed.notified();
+            {
+                let mut state = self.lock();
+                if state.per_client.get(&ip).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_CLIENT {
+                    return None;
+                }
+                if state.open.len() < MAX_CONNECTIONS {
+                    return Some(state.admit(self, peer, ip, activity));
+                }
+                // One newcomer at a time, so one eviction at a time: the
+                // connection evicted for it frees its slot at once.
+                let pending = state
+                    .open
+                    .values()
+                    .any(|c| c.evicted.load(Ordering::SeqCst));
+                let now = Instant::now();
+                let victim = state
+                    .open
+                    .values()
+                    .filter(|_| !pending)
+                    .filter_map(|c| c.waiting_since(now).map(|since| (since, c)))
+                    .min_by_key(|(since, _)| *since);
+                if let Some((since, victim)) = victim {
+                    tracing::debug!(
+                        peer = %victim.peer,
+                        waited_ms = now.saturating_duration_since(since).as_millis() as u64,
+                        "admin connection evicted: every slot is taken, and it waited on its client longest"
+                    );
+                    victim.evict();
+                }
+            }
+            let _ = tokio::time::timeout(LOOK_AGAIN, freed).await;
+        }
+    }
+}
+
+impl State {
+    fn admit(
+        &mut self,
+        slots: &Arc<Slots>,
+        peer: SocketAddr,
+        ip: IpAddr,
+        activity: Arc<Activity>,
+    ) -> Slot {
+        let id = self.next;
+        self.next += 1;
+        let conn = Arc::new(Conn {
+            peer,
+            activity,
+            began: Instant::now(),
+            blocked_ms: AtomicU64::new(NONE),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
+            waker: Mutex::new(None),
+        });
+        self.open.insert(id, conn.clone());
+        *self.per_client.entry(ip).or_default() += 1;
+        Slot {
+            slots: slots.clone(),
+            id,
+            ip,
+            conn,
+        }
+    }
+}
+
+impl Slot {
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.slots.lock();
+        state.open.remove(&self.id);
+        if let Some(n) = state.per_client.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                state.per_client.remove(&self.ip);
+            }
+        }
+        drop(state);
+        self.slots.freed.notify_one();
+    }
+}
+
+impl Conn {
+    /// Since when the connection has waited on its client: a write stopped
+    /// moving, or no request in flight. `None`: a request is being served
+    /// and its writes move.
+    fn waiting_since(&self, now: Instant) -> Option<Instant> {
+        let blocked = self.blocked_ms.load(Ordering::SeqCst);
+        if blocked != NONE {
+            return Some((self.began + Duration::from_millis(blocked)).min(now));
+        }
+        self.activity.quiet_since()
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::SeqCst);
+        self.evict.notify_one();
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Completes when the accept loop evicts the connection.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+
+    /// Whether evicted; else the task polling now is woken when it is.
+    fn check(&self, cx: &Context<'_>) -> bool {
+        if self.evicted.load(Ordering::SeqCst) {
+            return true;
+        }
+        {
+            let mut waker = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+            match &*waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        // Evicted between the first look and the waker's registration.
+        self.evicted.load(Ordering::SeqCst)
+    }
+}
+
+/// An admin connection's stream: notes when writes stop moving, and fails
+/// every operation once the connection is evicted (its lingering close
+/// too), closing with a reset so the kernel drops what the client left
+/// unread.
+pub struct SlotIo {
+    inner: TcpStream,
+    conn: Arc<Conn>,
+    blocked: bool,
+    reset: bool,
+}
+
+impl SlotIo {
+    pub fn new(inner: TcpStream, conn: Arc<Conn>) -> SlotIo {
+        SlotIo {
+            inner,
+            conn,
+            blocked: false,
+            reset: false,
+        }
+    }
+
+    /// `Some(error)` once evicted.
+    fn evicted(&mut self, cx: &Context<'_>) -> Option<std::io::Error> {
+        if !self.conn.check(cx) {
+            return None;
+        }
+        if !self.reset {
+            self.reset = true;
+            let _ = self.inner.set_zero_linger();
+        }
+        Some(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "evicted: every admin connection was taken, and this one waited on its client longest",
+        ))
+    }
+
+    /// Follow whether writes move.
+    fn wrote<T>(&mut self, res: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        let blocked = res.is_pending();
+        if blocked != self.blocked {
+            self.blocked = blocked;
+            let ms = if blocked {
+                self.conn.began.elapsed().as_millis() as u64
+            } else {
+                NONE
+            };
+            self.conn.blocked_ms.store(ms, Ordering::SeqCst);
+        }
+        res
+    }
+}
+
+impl AsyncRead for SlotIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.evicted(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SlotIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.evicted(cx) {
+            return Poll::Ready(Err(e));
+        }
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(res)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.evicted(cx) {
+            return Poll::Ready(Err(e));
+        }
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.evicted(cx) {
+            return Poll::Ready(Err(e));
+        }
+        let res = Pin::new(&mut this.inner).poll_flush(cx);
+        this.wrote(res)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.evicted(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::linger::{LINGER_TIME, linger};
+
+    fn peer(n: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 1, (n / MAX_CONNECTIONS_PER_CLIENT) as u8], 1))
+    }
+
+    /// A lingering close holds its slot (it holds a descriptor) but is
+    /// evicted first: its reads fail, it ends, the slot is the newcomer's;
+    /// connections with a request in flight keep theirs. The newcomer's
+    /// wait is half the linger: a slot freed by the linger's own end would
+    /// come only after it.
+    #[tokio::test]
+    async fn a_lingering_close_makes_room_and_requests_in_flight_keep_theirs() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, from) = listener.accept().await.unwrap();
+        let slots = Arc::new(Slots::default());
+        let slot = slots
+            .take(from, Activity::new(Instant::now(), true))
+            .await
+            .unwrap();
+        let io = SlotIo::new(stream, slot.conn().clone());
+        // The client neither sends nor closes: the linger waits on it.
+        let lingering = tokio::spawn(async move {
+            linger(io, false).await;
+            drop(slot);
+        });
+        let mut busy = Vec::new();
+        for n in 1..MAX_CONNECTIONS {
+            let activity = Activity::new(Instant::now(), true);
+            let in_flight = activity.begin(false);
+            let slot = slots.take(peer(n), activity).await.unwrap();
+            busy.push((slot, in_flight));
+        }
+        let newcomer = tokio::time::timeout(
+            LINGER_TIME / 2,
+            slots.take(peer(MAX_CONNECTIONS), Activity::new(Instant::now(), true)),
+        )
+        .await
+        .expect("a slot for the newcomer while a lingering close held the last one");
+        assert!(newcomer.is_some());
+        lingering.await.unwrap();
+        assert!(
+            busy.iter()
+                .all(|(s, _)| !s.conn().evicted.load(Ordering::SeqCst)),
+            "a request in flight was evicted"
+        );
+    }
+}
