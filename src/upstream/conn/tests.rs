@@ -1,0 +1,140 @@
+//! Unit tests of upstream connections: an idle HTTP/1.1 connection the upstream closes.
+
+use super::*;
+
+/// Whether the IPv4 socket bound to `local` is in CLOSE_WAIT (its peer's
+/// FIN received), by the kernel's table.
+fn close_wait(local: std::net::SocketAddr) -> bool {
+    let std::net::IpAddr::V4(ip) = local.ip() else {
+        return false;
+    };
+    // Addresses as the kernel prints them: the IPv4 bytes in host
+    // order, then the port, in hex.
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(ip.octets()),
+        local.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.nth(1)?.to_owned(), f.nth(1)?.to_owned()))
+        })
+        .any(|(at, state)| at == want && state == "08")
+}
+
+/// An idle HTTP/1.1 connection the upstream closes (its keep-alive
+/// timeout) after the pool found it ready but before the request is
+/// handed over. A review feared hyper's dispatcher would read the FIN,
+/// end, and leave the request queued with nobody to answer it (`send`
+/// waiting out `request_timeout`, then a 504 counted against the
+/// endpoint). On a connection never used, hyper takes that FIN as an
+/// error and hands the request back unwritten, so it is sent again
+/// elsewhere at once; on a used one it does so only when dropped (the
+/// next test).
+#[tokio::test]
+async fn a_request_queued_on_a_connection_closed_meanwhile_comes_back() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = crate::upstream::pool::tests::h1(&listener).await;
+    let (mut server, client) = listener.accept().await.unwrap();
+    assert!(c.ready().await);
+    // The upstream closes; the kernel shows the FIN in: the client's
+    // socket in CLOSE_WAIT, read from /proc/net/tcp (reading the socket
+    // itself is what the test is about).
+    tokio::io::AsyncWriteExt::shutdown(&mut server)
+        .await
+        .unwrap();
+    drop(server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !close_wait(client) {
+        assert!(Instant::now() < deadline, "the FIN never arrived");
+        tokio::task::yield_now().await;
+    }
+    // A yield lets the runtime poll its IO driver (tokio defers a
+    // yielded task's wake-up until after it), so the socket's readiness
+    // is in: hyper then reads the FIN before it writes. (Before that,
+    // hyper would write the request first and read the FIN after: the
+    // request was sent, and is retried only when idempotent, which
+    // SPEC's retry rules and README's "rare 502 on a POST" cover.)
+    tokio::task::yield_now().await;
+    let req = http::Request::get("/")
+        .body(crate::proxy::body::ClientBody::empty())
+        .unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(5), c.send(req))
+        .await
+        .expect("the request came back");
+    let e = sent.expect_err("nothing answered it");
+    assert!(
+        e.message().is_some(),
+        "the request was never written: {:?}",
+        e.error()
+    );
+}
+/// As above, on a connection that has carried a request: hyper's state
+/// is then keep-alive idle, where the FIN reads as a clean close, not
+/// an error. The dispatcher ends without ever looking at the request
+/// queued meanwhile; only dropping it hands the request back. Kept
+/// alive, `send` waited for an answer that never came.
+#[tokio::test]
+async fn a_request_queued_on_a_used_connection_closed_meanwhile_comes_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = crate::upstream::pool::tests::h1(&listener).await;
+    let (mut server, client) = listener.accept().await.unwrap();
+    // One request, answered keep-alive.
+    let req = http::Request::get("/")
+        .body(crate::proxy::body::ClientBody::empty())
+        .unwrap();
+    let answer = async {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(server.read(&mut b).await.unwrap(), 1, "no request");
+            head.push(b[0]);
+        }
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+    };
+    let (resp, ()) = tokio::join!(c.send(req), answer);
+    let mut body = resp
+        .map_err(|e| e.into_error())
+        .expect("answered")
+        .into_body();
+    // Its (empty) body to the end, driving the connection meanwhile.
+    std::future::poll_fn(|cx| {
+        c.poll_conn(cx);
+        hyper::body::Body::poll_frame(Pin::new(&mut body), cx).map(|f| assert!(f.is_none()))
+    })
+    .await;
+    drop(body);
+    c.idle_since = Some(Instant::now());
+    assert!(c.ready().await, "the used connection is not ready");
+    // The upstream closes it while idle; the FIN is in (CLOSE_WAIT).
+    server.shutdown().await.unwrap();
+    drop(server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !close_wait(client) {
+        assert!(Instant::now() < deadline, "the FIN never arrived");
+        tokio::task::yield_now().await;
+    }
+    // A yield lets the runtime poll its IO driver (tokio defers a
+    // yielded task's wake-up until after it): the socket's read
+    // readiness is in, so hyper reads the FIN before it would write.
+    tokio::task::yield_now().await;
+    let req = http::Request::get("/")
+        .body(crate::proxy::body::ClientBody::empty())
+        .unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(5), c.send(req))
+        .await
+        .expect("the request never came back");
+    let e = sent.expect_err("nothing answered it");
+    assert!(
+        e.message().is_some(),
+        "the request was never written: {:?}",
+        e.error()
+    );
+}
