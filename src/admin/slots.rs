@@ -36,6 +36,12 @@ use super::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
 /// word); a slot given back ends the wait at once.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
+/// How long a write must have stopped moving before its connection may be
+/// evicted: a client not reading for this long is stalled (kubelet's probe
+/// timeout is 1 s by default, and a probe waits this long at most), while a
+/// response read at speed blocks its writes for far less.
+const STALLED: Duration = Duration::from_secs(5);
+
 const NONE: u64 = u64::MAX;
 
 /// Every admin connection open (through its lingering close), by id, and
@@ -184,12 +190,17 @@ impl Drop for Slot {
 
 impl Conn {
     /// Since when the connection has waited on its client: a write stopped
-    /// moving, or no request in flight. `None`: a request is being served
-    /// and its writes move.
+    /// moving for [`STALLED`] at least, or no request in flight. `None`: a
+    /// request is being served and its writes move, or stopped only
+    /// briefly (any response larger than the socket buffer blocks a write
+    /// for a moment, a `/metrics` scrape read at full speed too: without
+    /// the bound, clients without a token keeping their own connections
+    /// fresh could have such a response cut mid-body).
     fn waiting_since(&self, now: Instant) -> Option<Instant> {
         let blocked = self.blocked_ms.load(Ordering::SeqCst);
         if blocked != NONE {
-            return Some((self.began + Duration::from_millis(blocked)).min(now));
+            let since = (self.began + Duration::from_millis(blocked)).min(now);
+            return (now.saturating_duration_since(since) >= STALLED).then_some(since);
         }
         self.activity.quiet_since()
     }
