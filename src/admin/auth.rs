@@ -180,7 +180,7 @@ pub fn token_refused(client: SocketAddr, path: &str, reason: &'static str) {
     }
     tracing::warn!(
         client_addr = %client,
-        path = %path,
+        path = path,
         reason,
         "admin API request refused: no valid bearer token (401); further refusals from this address within a minute are counted in hotproxy_admin_auth_failures_total, not logged"
     );
