@@ -208,14 +208,7 @@ fn a_poll_never_postpones_an_event() {
 /// watch and the poll's CPU cap was lifted).
 #[test]
 fn degraded_clears_when_the_watches_re_arm() {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path().join("later");
-    // A directory no watch can be placed on (ELOOP), until it is mended.
-    std::os::unix::fs::symlink(&dir, &dir).unwrap();
-    let notify = notify::recommended_watcher(|_| {}).unwrap();
-    let (out, _rx) = mpsc::unbounded_channel();
-    let mut state = State::new(cfg(true, 0), Some(notify), out);
-    state.by_dir.insert(dir.clone(), HashSet::new());
+    let (d, dir, mut state, _rx) = unwatchable_dir();
     state.rearm();
     assert!(state.degraded);
     assert!(
@@ -247,14 +240,7 @@ fn degraded_clears_when_the_watches_re_arm() {
 /// directory was left to the poll, until some certificate next changed.
 #[test]
 fn a_failed_watch_is_tried_again_with_nothing_changed() {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path().join("later");
-    // A directory no watch can be placed on (ELOOP), until it is mended.
-    std::os::unix::fs::symlink(&dir, &dir).unwrap();
-    let notify = notify::recommended_watcher(|_| {}).unwrap();
-    let (out, _rx) = mpsc::unbounded_channel();
-    let mut state = State::new(cfg(true, 0), Some(notify), out);
-    state.by_dir.insert(dir.clone(), HashSet::new());
+    let (_d, dir, mut state, _rx) = unwatchable_dir();
     // Warned about already: the warning's first use, from another thread
     // than the test that counts it, can race tracing's callsite cache
     // and leave that test's capture without it.
@@ -490,4 +476,22 @@ fn one_directory_under_two_paths_is_polled_not_lost() {
         state.dirty.clear();
         assert!(!state.degraded, "one path left, still degraded");
     }
+}
+
+/// A state, with events, that needs a directory no watch can be placed
+/// on (ELOOP) until it is mended: a symlink to itself at `later`.
+fn unwatchable_dir() -> (
+    tempfile::TempDir,
+    PathBuf,
+    State,
+    mpsc::UnboundedReceiver<Subject>,
+) {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("later");
+    std::os::unix::fs::symlink(&dir, &dir).unwrap();
+    let notify = notify::recommended_watcher(|_| {}).unwrap();
+    let (out, rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    state.by_dir.insert(dir.clone(), HashSet::new());
+    (d, dir, state, rx)
 }
