@@ -137,29 +137,30 @@ impl Proxy {
         // An upper bound, not an expectation: a debug build opening a
         // 63 MB store (admin_hardening's store tests) on a loaded machine
         // took over 20 s to log `admin listening`.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(v) = self.find(&pred) {
-                return v;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("hotproxy exited ({status}) while waiting for: {what}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for log: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_until(what, Duration::from_secs(60), |p| p.find(&pred))
+            .await
     }
 
     /// Wait (bounded) for a log line, as written, matching `pred`.
     pub async fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_until(what, Duration::from_secs(20), |p| {
+            p.lines.lock().unwrap().iter().find(|l| pred(l)).cloned()
+        })
+        .await
+    }
+
+    /// The one bounded wait for the log: polls `found` until it yields,
+    /// panicking if hotproxy exits first or `limit` passes.
+    async fn wait_until<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        found: impl Fn(&Self) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
         loop {
-            let found = self.lines.lock().unwrap().iter().find(|l| pred(l)).cloned();
-            if let Some(line) = found {
-                return line;
+            if let Some(v) = found(self) {
+                return v;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("hotproxy exited ({status}) while waiting for: {what}");
