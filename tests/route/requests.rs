@@ -185,18 +185,7 @@ async fn connect_and_trace_are_405() {
             .unwrap_or_else(|| panic!("no Allow: {head}"));
         assert!(allow.contains("get") && !allow.contains("trace"), "{allow}");
     }
-    let mut client = h2_to(&w, addr).await;
-    let trace = http::Request::builder()
-        .method("TRACE")
-        .uri("https://a.example.com/pub/x")
-        .body(())
-        .unwrap();
-    let (resp, _) = client.send_request(trace, true).unwrap();
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-    assert_eq!(resp.status(), 405);
-    for backend in [&w.b, &w.other, &w.pub_backend] {
-        assert_eq!(backend.accepted.load(Ordering::SeqCst), 0);
-    }
+    h2_method_is_405_and_no_backend_was_reached(&w, addr, "TRACE").await;
 }
 
 /// An HTTP/2 `:path` starts with `/`, or is `*` for `OPTIONS` (RFC 9113
@@ -301,13 +290,23 @@ async fn trace_and_connect_in_any_case_are_405() {
         let r = raw(&w, addr, request).await;
         assert_eq!(r.status, 405, "{}", String::from_utf8_lossy(request));
     }
-    let mut client = h2_to(&w, addr).await;
-    let trace = http::Request::builder()
-        .method("trace")
+    h2_method_is_405_and_no_backend_was_reached(&w, addr, "trace").await;
+}
+
+/// `method` over HTTP/2 to /pub/x gets 405, and no backend was ever
+/// connected to (by this or any earlier request of the test).
+async fn h2_method_is_405_and_no_backend_was_reached(
+    w: &World,
+    addr: std::net::SocketAddr,
+    method: &str,
+) {
+    let mut client = h2_to(w, addr).await;
+    let request = http::Request::builder()
+        .method(method)
         .uri("https://a.example.com/pub/x")
         .body(())
         .unwrap();
-    let (resp, _) = client.send_request(trace, true).unwrap();
+    let (resp, _) = client.send_request(request, true).unwrap();
     let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
     assert_eq!(resp.status(), 405);
     for backend in [&w.b, &w.other, &w.pub_backend] {
