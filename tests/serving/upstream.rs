@@ -139,11 +139,7 @@ async fn bytes_after_a_response_are_never_served_to_the_next_request() {
         (vec![HELLO, STRAY], true),
     ] {
         let (backend, accepted, late) = scripted_backend(vec![first, vec![NEXT]]).await;
-        let mut p = Proxy::start(&w.scene.public_config(
-            "[{ upstream: raw }]",
-            &format!("\n  - name: raw\n    servers: [http://{backend}]"),
-        ));
-        let addr = p.listener_addr("public").await;
+        let (p, addr) = proxy_to_raw(&w, backend, "").await;
         for i in 0..3 {
             let reply = h1_exchange(&w, addr, GET_THEN_CLOSE).await;
             let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
@@ -190,28 +186,15 @@ async fn response_with_ambiguous_length_is_502_and_its_connection_dropped() {
         // `bad` to the first and third request it gets, on any connection;
         // `HELLO` to the others.
         let served = Arc::new(AtomicUsize::new(0));
-        let (backend, accepted) = raw_backend(move |mut tcp| {
-            let served = served.clone();
-            async move {
-                let mut buf = Vec::new();
-                while let Some(end) = read_raw_head(&mut tcp, &mut buf).await {
-                    buf.drain(..end);
-                    let answer = match served.fetch_add(1, SeqCst) {
-                        0 | 2 => bad,
-                        _ => HELLO,
-                    };
-                    if tcp.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
+        let (backend, accepted) = answering_backend(move |_| {
+            match served.fetch_add(1, SeqCst) {
+                0 | 2 => bad,
+                _ => HELLO,
             }
+            .to_vec()
         })
         .await;
-        let mut p = Proxy::start(&w.scene.public_config(
-            "[{ upstream: raw }]",
-            &format!("\n  - name: raw\n    servers: [http://{backend}]"),
-        ));
-        let addr = p.listener_addr("public").await;
+        let (mut p, addr) = proxy_to_raw(&w, backend, "").await;
         let what = String::from_utf8_lossy(bad);
         let reply = h1_exchange(&w, addr, GET_THEN_CLOSE).await;
         assert!(reply.starts_with("HTTP/1.1 502 "), "{what}: {reply}");
@@ -244,30 +227,19 @@ async fn response_with_ambiguous_length_is_502_and_its_connection_dropped() {
 async fn duplicate_content_length_is_502_and_a_204_has_none() {
     let w = world().await;
     // Answers by the request's path: `/twice`, `/list`, `/204`, else `hello`.
-    let (backend, _) = raw_backend(|mut tcp| async move {
-        let mut buf = Vec::new();
-        while let Some(end) = read_raw_head(&mut tcp, &mut buf).await {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end);
-            let answer: &[u8] = match head.split(' ').nth(1) {
-                Some("/twice") => {
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello"
-                }
-                Some("/list") => b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello",
-                Some("/204") => b"HTTP/1.1 204 No Content\r\ncontent-length: 12\r\n\r\n",
-                _ => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
-            };
-            if tcp.write_all(answer).await.is_err() {
-                return;
+    let (backend, _) = answering_backend(|head| {
+        let answer: &[u8] = match head.split(' ').nth(1) {
+            Some("/twice") => {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello"
             }
-        }
+            Some("/list") => b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello",
+            Some("/204") => b"HTTP/1.1 204 No Content\r\ncontent-length: 12\r\n\r\n",
+            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        };
+        answer.to_vec()
     })
     .await;
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ upstream: raw }]",
-        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
-    ));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = proxy_to_raw(&w, backend, "").await;
     let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
     let lengths = |resp: &http::Response<h2::RecvStream>| {
         let all = resp.headers().get_all(http::header::CONTENT_LENGTH);
@@ -323,11 +295,7 @@ async fn upstream_that_breaks_a_body_is_logged_and_counted() {
         }
     })
     .await;
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ upstream: raw }]",
-        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
-    ));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = proxy_to_raw(&w, backend, "").await;
     let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
     // The stream is reset: before its head, or part way through its body.
     for path in ["/bad-chunk", "/short"] {
@@ -375,25 +343,13 @@ async fn a_flood_of_informational_responses_is_502() {
     const HINT: &[u8] = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n";
     const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
     // `/flood/N` and `/few/N`: N hints (`/flood` in one write), then `HELLO`.
-    let (backend, accepted) = raw_backend(|mut tcp| async move {
-        let mut buf = Vec::new();
-        while let Some(end) = read_raw_head(&mut tcp, &mut buf).await {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end);
-            let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
-            let n: usize = path.rsplit('/').next().unwrap().parse().unwrap();
-            let answer = [HINT.repeat(n), HELLO.to_vec()].concat();
-            if tcp.write_all(&answer).await.is_err() {
-                return;
-            }
-        }
+    let (backend, accepted) = answering_backend(|head| {
+        let path = head.split(' ').nth(1).unwrap_or_default();
+        let n: usize = path.rsplit('/').next().unwrap().parse().unwrap();
+        [HINT.repeat(n), HELLO.to_vec()].concat()
     })
     .await;
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ upstream: raw }]",
-        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
-    ));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = proxy_to_raw(&w, backend, "").await;
     let get = |path: &str| {
         format!("GET {path} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
     };
@@ -437,11 +393,7 @@ async fn a_flood_of_informational_responses_to_an_upgrade_is_502() {
         while tcp.write_all(&hints).await.is_ok() {}
     })
     .await;
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ upstream: raw }]",
-        &format!("\n  - name: raw\n    servers: [http://{backend}]\n    request_timeout: 5s"),
-    ));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = proxy_to_raw(&w, backend, "\n    request_timeout: 5s").await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\n\
@@ -458,4 +410,39 @@ async fn a_flood_of_informational_responses_to_an_upgrade_is_502() {
             && v["error"] == FLOOD_ERROR
     })
     .await;
+}
+
+/// A raw backend that answers each request head, on any connection, with
+/// `answer(head)`, until the client closes or a write fails.
+async fn answering_backend<A>(answer: A) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    A: Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+{
+    let answer = Arc::new(answer);
+    raw_backend(move |mut tcp| {
+        let answer = answer.clone();
+        async move {
+            let mut buf = Vec::new();
+            while let Some(end) = read_raw_head(&mut tcp, &mut buf).await {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                buf.drain(..end);
+                if tcp.write_all(&answer(&head)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// hotproxy serving the public listener from the upstream `raw` (the
+/// backend at `backend`, `extra` appended to its config): it, and the
+/// listener's address.
+async fn proxy_to_raw(w: &World, backend: SocketAddr, extra: &str) -> (Proxy, SocketAddr) {
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: raw }]",
+        &format!("\n  - name: raw\n    servers: [http://{backend}]{extra}"),
+    ));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
 }
