@@ -7,6 +7,15 @@ use serde_json::json;
 use crate::common::*;
 use crate::support::*;
 
+/// The editor's `POST path` with `body`, on a task of its own.
+fn spawn_post(
+    api: std::net::SocketAddr,
+    path: &'static str,
+    body: serde_json::Value,
+) -> tokio::task::JoinHandle<AdminReply> {
+    tokio::spawn(async move { admin(api, "POST", path, Some(EDITOR), Some(body), &[]).await })
+}
+
 fn ca_file(id: &str, path: &std::path::Path) -> serde_json::Value {
     json!({"id": id, "type": "ca-bundle", "source": "file", "ca_file": path})
 }
@@ -21,21 +30,8 @@ async fn fifo_as_ca_file_is_refused_and_rotations_go_on() {
     let fifo = a.s.path("pki/fifo.crt");
     mkfifo(&fifo);
     let (api, body) = (a.api, ca_file("fifo", &fifo));
-    let create = tokio::spawn(async move {
-        admin(api, "POST", "/api/v1/certs", Some(EDITOR), Some(body), &[]).await
-    });
-    let body = ca_file("fifo", &fifo);
-    let validate = tokio::spawn(async move {
-        admin(
-            api,
-            "POST",
-            "/api/v1/certs/validate",
-            Some(EDITOR),
-            Some(body),
-            &[],
-        )
-        .await
-    });
+    let create = spawn_post(api, "/api/v1/certs", body);
+    let validate = spawn_post(api, "/api/v1/certs/validate", ca_file("fifo", &fifo));
     // Meanwhile: rotate `edge` through the API; the new leaf is served.
     let next = a.renew_edge();
     let r = tokio::time::timeout(
@@ -353,20 +349,7 @@ async fn concurrent_validations_cost_what_one_does() {
     assert_eq!(r.status, 200, "{}", r.body);
     let one = peak_kib(a.p.pid()).saturating_sub(before);
     let calls: Vec<_> = (0..12)
-        .map(|_| {
-            let (api, body) = (a.api, body.clone());
-            tokio::spawn(async move {
-                admin(
-                    api,
-                    "POST",
-                    "/api/v1/certs/validate",
-                    Some(EDITOR),
-                    Some(body),
-                    &[],
-                )
-                .await
-            })
-        })
+        .map(|_| spawn_post(a.api, "/api/v1/certs/validate", body.clone()))
         .collect();
     for call in calls {
         let r = call.await.unwrap();
