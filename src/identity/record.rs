@@ -37,7 +37,9 @@ pub struct Identity {
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
-    /// The chain as the client sent it, leaf first.
+    /// The chain as the client sent it, leaf first: what an open
+    /// connection is verified again with. The backend is told only its
+    /// [`Identity::issuing_chain`].
     pub chain: Vec<CertificateDer<'static>>,
     /// What each `forward_client_cert` mode that sends something tells the
     /// backend about this client, encoded on the connection's first request
@@ -50,6 +52,11 @@ pub struct Identity {
     /// only that, not the chain ([`crate::access_log::LoggedIdentity::of`]).
     pub logged: std::sync::OnceLock<std::sync::Arc<crate::access_log::LoggedIdentity>>,
 }
+
+/// The most certificates above the leaf the backend is told of
+/// ([`Identity::issuing_chain`]): webpki builds no path through more
+/// intermediates than this, and a root the client sends along still fits.
+pub const MAX_FORWARDED_ISSUERS: usize = 7;
 
 /// Every value, or none when one is not text: a CN hotproxy cannot read
 /// beside one it can must not make the readable one look like the only
@@ -124,6 +131,49 @@ impl Identity {
             ),
             Err(_) => Default::default(),
         }
+    }
+
+    /// The leaf and the certificates the client sent that it was issued
+    /// through, in order: each the issuer of the one before (its subject
+    /// is that one's issuer, and its key verifies that one's signature),
+    /// up to a self-issued one (a root) or [`MAX_FORWARDED_ISSUERS`].
+    /// What `rfc9440` and `xfcc` forward: any other certificate a client
+    /// pads its Certificate message with (rustls takes up to 64 KiB) is
+    /// left out, so it cannot grow the backend's headers past its limits.
+    /// Only the real issuers' keys signed the certificates above the leaf,
+    /// so what is forwarded is the CA hierarchy's, not the client's choice.
+    /// Parses the chain again: asked once per connection and mode.
+    pub fn issuing_chain(&self) -> Vec<&CertificateDer<'static>> {
+        let Some((leaf, sent)) = self.chain.split_first() else {
+            return Vec::new();
+        };
+        let mut path = vec![leaf];
+        let Ok((_, leaf)) = X509Certificate::from_der(leaf) else {
+            return path;
+        };
+        let parsed: Vec<Option<X509Certificate<'_>>> = sent
+            .iter()
+            .map(|c| X509Certificate::from_der(c).ok().map(|(_, c)| c))
+            .collect();
+        let mut taken = vec![false; sent.len()];
+        let mut current = &leaf;
+        while path.len() <= MAX_FORWARDED_ISSUERS
+            && current.subject().as_raw() != current.issuer().as_raw()
+        {
+            let issuer = parsed.iter().enumerate().find_map(|(i, c)| {
+                let c = c.as_ref().filter(|c| {
+                    !taken[i]
+                        && c.subject().as_raw() == current.issuer().as_raw()
+                        && current.verify_signature(Some(c.public_key())).is_ok()
+                })?;
+                Some((i, c))
+            });
+            let Some((i, issuer)) = issuer else { break };
+            taken[i] = true;
+            path.push(&sent[i]);
+            current = issuer;
+        }
+        path
     }
 
     /// The leaf certificate's DER.

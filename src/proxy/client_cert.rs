@@ -242,13 +242,14 @@ fn write_ingress_nginx(headers: &mut HeaderMap, id: &Identity) {
 }
 
 /// RFC 9440: `Client-Cert: :<base64 DER>:` (an sf-binary Item) and, when
-/// the client sent intermediates, `Client-Cert-Chain` (an sf-list of them,
-/// without the leaf).
+/// the client sent the certificates it was issued through,
+/// `Client-Cert-Chain` (an sf-list of them, without the leaf; others it
+/// sent are left out: [`Identity::issuing_chain`]).
 fn write_rfc9440(headers: &mut HeaderMap, id: &Identity) {
     let leaf = sfv::ItemSerializer::new().bare_item(id.leaf()).finish();
     put(headers, &CLIENT_CERT, &leaf);
     let mut chain = sfv::ListSerializer::new();
-    for c in id.chain.iter().skip(1) {
+    for c in id.issuing_chain().into_iter().skip(1) {
         chain.bare_item(c.as_ref());
     }
     if let Some(chain) = chain.finish() {
@@ -280,7 +281,12 @@ pub fn xfcc(id: &Identity, by: &[Box<str>]) -> String {
         ";Cert=\"{}\"",
         utf8_percent_encode(&pem(id.leaf()), XFCC_PEM)
     );
-    let chain: String = id.chain.iter().map(|c| pem(c.as_ref())).collect();
+    // The leaf and its issuers, not everything the client sent.
+    let chain: String = id
+        .issuing_chain()
+        .into_iter()
+        .map(|c| pem(c.as_ref()))
+        .collect();
     let _ = write!(s, ";Chain=\"{}\"", utf8_percent_encode(&chain, XFCC_PEM));
     // Envoy's form: OpenSSL's RFC 2253 DN in quotes, as it stands. Its
     // `"` and `\` are already escaped, so the quoted string is well formed.
@@ -491,12 +497,45 @@ mod tests {
         assert_eq!(h["x-client-cert-not-after"], "2027-01-15T08:00:00Z");
     }
 
+    /// A CA and a leaf it issued, and a CA that issued nothing of it.
+    fn issued() -> [CertificateDer<'static>; 3] {
+        let ca_params = |cn: &str| {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p
+        };
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params("issuing CA").self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params("issuing CA"), ca_key);
+        let leaf = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
+            .unwrap()
+            .signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer)
+            .unwrap();
+        let other = ca_params("other CA")
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        [leaf.der().clone(), ca.der().clone(), other.der().clone()]
+    }
+
     #[test]
     fn rfc9440_mode() {
         let mut h = HeaderMap::new();
         apply(&mut h, ForwardClientCert::Rfc9440, Some(&id()), &unserved);
         assert_eq!(h["client-cert"], ":AQID+g==:");
-        assert_eq!(h["client-cert-chain"], ":CQkJCQk=:");
+        // Bytes that are no certificate issued the leaf of nothing.
+        assert!(!h.contains_key("client-cert-chain"), "{h:?}");
+        // Only the leaf's issuer is sent, whatever else came with it.
+        let [leaf, ca, other] = issued();
+        let mut padded = id();
+        padded.chain = vec![leaf, other.clone(), ca.clone(), other];
+        let mut h = HeaderMap::new();
+        apply(&mut h, ForwardClientCert::Rfc9440, Some(&padded), &unserved);
+        let b64 = |der: &[u8]| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(der)
+        };
+        assert_eq!(h["client-cert-chain"], format!(":{}:", b64(&ca)).as_str());
         let mut only_leaf = id();
         only_leaf.chain.truncate(1);
         let mut h = HeaderMap::new();

@@ -242,6 +242,78 @@ async fn forward_client_cert_modes() {
     drop(p);
 }
 
+/// A client may pad its Certificate message with certificates that have
+/// nothing to do with its chain (rustls takes up to 64 KiB of them): the
+/// backend is told only the chain its leaf was issued through. Here the
+/// leaf, 40 unrelated CA certificates, one named as the real intermediate
+/// but with another key, the real intermediate, and more padding: the
+/// backend gets the intermediate alone in `Client-Cert-Chain` and the leaf
+/// and intermediate in XFCC's `Chain`, and the requests are served.
+#[tokio::test]
+async fn only_the_issuing_chain_is_forwarded() {
+    let w = world().await;
+    let mut client = w.pki.client("billing", None, &[]);
+    let self_signed_ca = |cn: &str| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+    };
+    let leaf_pem = client
+        .pair
+        .cert_pem
+        .strip_suffix(w.pki.intermediate_pem.as_str())
+        .unwrap()
+        .to_owned();
+    let padding = |from: usize, to: usize| -> String {
+        (from..to)
+            .map(|i| self_signed_ca(&format!("junk {i}")))
+            .collect()
+    };
+    client.pair.cert_pem = format!(
+        "{leaf_pem}{}{}{}{}",
+        padding(0, 20),
+        self_signed_ca("partners issuing CA"),
+        w.pki.intermediate_pem,
+        padding(20, 40),
+    );
+    assert_eq!(certs(&client.pair.cert_pem).len(), 43);
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
+      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }"#;
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let with = cfg_for(&w, Some(&client));
+
+    let h = seen(addr, with.clone(), "/rfc9440", &[]).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let chain: Vec<Vec<u8>> = h["client-cert-chain"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(|item| {
+            let inner = item.trim().strip_prefix(':').unwrap().strip_suffix(':');
+            b64.decode(inner.unwrap()).unwrap()
+        })
+        .collect();
+    assert_eq!(chain, vec![w.pki.intermediate_der.clone()]);
+
+    let h = seen(addr, with.clone(), "/xfcc", &[]).await;
+    let xfcc = h["x-forwarded-client-cert"].as_str().unwrap();
+    let pairs = parse_xfcc(xfcc);
+    let chain = pairs.iter().find(|(k, _)| k == "Chain").unwrap();
+    let pem = percent_encoding::percent_decode_str(&chain.1)
+        .decode_utf8()
+        .unwrap();
+    assert_eq!(
+        pem_certs(&pem),
+        vec![client.pair.der.clone(), w.pki.intermediate_der.clone()]
+    );
+    drop(p);
+}
+
 /// A serial whose top bit is set (half of random serials) is DER-encoded
 /// with a leading 0x00 that is not part of the number: the backend is told
 /// the serial as nginx's `$ssl_client_serial` and `openssl x509 -serial`
