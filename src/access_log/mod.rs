@@ -23,8 +23,8 @@ use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::identity::Identity;
 use crate::identity::gate::{RateLimit, Window};
+use crate::identity::{AllowList, Identity};
 use crate::metrics::METRICS;
 
 /// `access_log:` at the top level of the config.
@@ -76,7 +76,8 @@ const SMALL_LINE: usize = 1024;
 #[derive(Debug, PartialEq, Eq)]
 pub struct LoggedIdentity {
     pub subject: Box<str>,
-    /// The first URI SAN.
+    /// The URI SAN the `allow` rule that admitted the request matched
+    /// (the route's, else the listener's), or else the first.
     pub uri_san: Option<Box<str>>,
     pub fingerprint_sha256: Box<str>,
 }
@@ -93,6 +94,41 @@ impl LoggedIdentity {
                 })
             })
             .clone()
+    }
+
+    /// Settle what the connection's lines say of `id`, admitted by the
+    /// listener's `allow` rules `listener` (if any): the URI SAN those
+    /// rules let it in by, rather than the first, when the certificate
+    /// has several ([`AllowList::admitting_uri_san`]). Called before the
+    /// connection's first line.
+    pub fn settle(id: &Identity, listener: Option<&AllowList>) {
+        if id.uri_sans.len() < 2 {
+            return;
+        }
+        if let Some(san) = listener.and_then(|allow| allow.admitting_uri_san(id)) {
+            let _ = id.logged.set(Arc::new(LoggedIdentity {
+                subject: id.subject.as_str().into(),
+                uri_san: Some(san.into()),
+                fingerprint_sha256: id.fingerprint_sha256.as_str().into(),
+            }));
+        }
+    }
+
+    /// This, naming the URI SAN a route's `allow` rules let `id` in by
+    /// when it has several and that is another than this names; shared
+    /// as it is otherwise.
+    pub fn admitted_by(self: &Arc<Self>, id: &Identity, route: &AllowList) -> Arc<LoggedIdentity> {
+        let san = (id.uri_sans.len() > 1)
+            .then(|| route.admitting_uri_san(id))
+            .flatten();
+        match san {
+            Some(san) if self.uri_san.as_deref() != Some(san) => Arc::new(LoggedIdentity {
+                subject: self.subject.clone(),
+                uri_san: Some(san.into()),
+                fingerprint_sha256: self.fingerprint_sha256.clone(),
+            }),
+            _ => self.clone(),
+        }
     }
 
     /// The bytes it holds beyond its fixed size.

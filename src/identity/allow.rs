@@ -199,6 +199,21 @@ impl AllowList {
     pub fn permits(&self, id: &Identity) -> bool {
         self.rules.iter().any(|r| r.matches(id))
     }
+
+    /// The URI SAN of `id` these rules let it in by: of the first rule
+    /// with a `uri_san` that `id` matches, the first URI SAN that field
+    /// matched. `None` when no such rule matches (the client was let in
+    /// by its CN, OU, other SANs or fingerprint, or not at all).
+    pub fn admitting_uri_san<'a>(&self, id: &'a Identity) -> Option<&'a str> {
+        self.rules
+            .iter()
+            .filter(|r| r.uri_san.is_some() && r.matches(id))
+            .find_map(|r| {
+                let glob = r.uri_san.as_ref()?;
+                id.uri_sans.iter().find(|u| glob.matches(u))
+            })
+            .map(String::as_str)
+    }
 }
 
 /// `aa:BB:...` -> `aabb...`; must be 32 bytes of hex.
@@ -430,6 +445,34 @@ mod tests {
         };
         assert!(!list.permits(&id()));
         assert!(!AllowList::default().permits(&id()));
+    }
+
+    /// The URI SAN a list let a client in by is the one its `uri_san`
+    /// matched, not the certificate's first; none when no `uri_san` rule
+    /// matched.
+    #[test]
+    fn admitting_uri_san_is_the_one_matched() {
+        let mut two = id();
+        two.uri_sans
+            .insert(0, "spiffe://cluster.local/ns/dev/sa/x".into());
+        let list = |rules: &[&str]| AllowList {
+            rules: rules.iter().map(|r| rule(r).unwrap()).collect(),
+        };
+        let prod = r#"{"uri_san":"spiffe://cluster.local/ns/prod/**"}"#;
+        let matched = |rules: &[&str]| list(rules).admitting_uri_san(&two).map(str::to_owned);
+        assert_eq!(matched(&[prod]).as_deref(), Some(two.uri_sans[1].as_str()));
+        // A rule that does not match as a whole does not name one.
+        let prod_ops = r#"{"uri_san":"spiffe://cluster.local/ns/prod/**","ou":"ops"}"#;
+        assert_eq!(matched(&[prod_ops]), None);
+        assert_eq!(matched(&[r#"{"cn":"billing"}"#]), None);
+        assert_eq!(
+            matched(&[
+                r#"{"cn":"billing"}"#,
+                r#"{"uri_san":"spiffe://cluster.local/**"}"#
+            ])
+            .as_deref(),
+            Some("spiffe://cluster.local/ns/dev/sa/x")
+        );
     }
 
     /// A subject with two CNs is read as either by some backend: no `cn`

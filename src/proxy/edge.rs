@@ -244,6 +244,13 @@ impl Exchange {
         if let Some((reason, what)) = route.refuses(ctx) {
             return Some(self.forbidden(ctx, reason, what));
         }
+        // The line names the URI SAN the route's rules let the client in by.
+        if let (Some(allow), Some(id), Some((line, _))) =
+            (&route.allow, ctx.client_cert.as_deref(), &mut self.log)
+            && let Some(logged) = &mut line.identity
+        {
+            *logged = logged.admitted_by(id, allow);
+        }
         let mode = route
             .forward_client_cert
             .unwrap_or(edge.forward_client_cert);

@@ -494,6 +494,14 @@ async fn connection(
     } else {
         None
     };
+    if let Some(id) = &client_cert {
+        // Its lines name the URI SAN the listener's rules let it in by.
+        let gate = match (&per_name, entry) {
+            (Some(p), Some(at)) => p.gates.get(at).and_then(Option::as_ref),
+            _ => handshake.gate.as_ref(),
+        };
+        crate::access_log::LoggedIdentity::settle(id, gate.and_then(|g| g.allow.as_deref()));
+    }
     let ctx = Arc::new(RequestContext {
         listener: listener.name.clone(),
         client_addr: peer,

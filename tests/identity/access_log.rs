@@ -231,6 +231,38 @@ async fn access_log_lines() {
     }
 }
 
+/// A certificate with two URI SANs, only the second of which the
+/// listener's `uri_san` rule matches: the line's `client_uri_san` is that
+/// second one, the identity that let the client in, not the first. A
+/// route whose own rule matches the first SAN logs the first for its
+/// requests: the route's rule is the one that admitted them.
+#[tokio::test]
+async fn the_logged_uri_san_is_the_one_the_rule_matched() {
+    let w = world().await;
+    let (dev, prod) = (
+        "spiffe://cluster.local/ns/dev/sa/billing",
+        "spiffe://cluster.local/ns/prod/sa/billing",
+    );
+    let client = w.pki.client("billing", None, &[uri(dev), uri(prod)]);
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }\n        allow: [{ uri_san: \"spiffe://cluster.local/ns/prod/**\" }]";
+    let routes = "      - { path_prefix: /dev, upstream: app, allow: [{ cn: nobody }, { uri_san: \"spiffe://cluster.local/ns/dev/*/*\" }] }";
+    let (log, extra) = json_access_log(&w);
+    let mut p = Proxy::start(&config(&w, auth, "", routes, &extra));
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, Some(&client));
+    for path in ["/api", "/dev/x"] {
+        assert_eq!(outcome(addr, cfg.clone(), path).await, Outcome::Status(200));
+    }
+    let lines = wait_access_log(&log, 2, Duration::from_secs(10)).await;
+    let logged = |path: &str| {
+        let line = lines.iter().find(|l| l["path"] == path).unwrap();
+        line["client_uri_san"].clone()
+    };
+    assert_eq!(logged("/api"), prod, "{lines:?}");
+    assert_eq!(logged("/dev/x"), dev, "{lines:?}");
+    drop(p);
+}
+
 /// `resumed` and `tls_version` in the access log are the connection's: a
 /// listener without client auth resumes sessions (tickets), and the second
 /// connection of a client that kept its session says so. `bytes_in` is the
