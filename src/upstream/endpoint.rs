@@ -432,7 +432,7 @@ impl Body for LeasedBody {
         }
         match &mut polled {
             Poll::Pending => {
-                if let Err(e) = this.read.poll_wait(cx) {
+                if let Err(e) = this.read.poll_wait(cx, &this.sent) {
                     if let Some(stream) = &this.h2 {
                         stream.retire();
                     }

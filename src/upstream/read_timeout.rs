@@ -5,9 +5,15 @@
 //! ever and holds the upstream connection (nginx's `proxy_read_timeout`,
 //! default 60 s, bounds each read the same way). The timer is armed only
 //! when the body has to wait: a body that arrives with its head, as most
-//! do, costs no timer at all. A body the upstream breaks instead (a bad
-//! chunk, a close or a reset before its end) is logged and counted here
-//! too, unless the client's own request body broke first.
+//! do, costs no timer at all. It is the upstream's silence only while the
+//! request owes it nothing: a response that waits while the client pauses
+//! its own request body (a call whose response streams as its request
+//! does, gRPC's bidirectional shape) is not cut, nor one whose upstream
+//! still takes that body; the client's pause is `body_read_timeout`'s to
+//! bound (nginx runs `proxy_read_timeout` only once the request is sent).
+//! A body the upstream breaks instead (a bad chunk, a close or a reset
+//! before its end) is logged and counted here too, unless the client's own
+//! request body broke first.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +24,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, warn};
 
-use crate::proxy::body::Fault;
+use crate::proxy::body::{BodySent, Fault};
 use crate::proxy::forward::BoxError;
 
 /// One upstream's `read_timeout`, shared by its response bodies.
@@ -35,6 +41,8 @@ pub struct ReadTimer {
     sleep: Option<Pin<Box<Sleep>>>,
     /// A frame arrived since the timer was last set.
     progress: bool,
+    /// Pieces of the request's own body handed on when the timer was set.
+    moved: u64,
 }
 
 impl ReadTimer {
@@ -43,6 +51,7 @@ impl ReadTimer {
             limit,
             sleep: None,
             progress: false,
+            moved: 0,
         }
     }
 
@@ -78,20 +87,43 @@ impl ReadTimer {
 
     /// The body has nothing yet: wait at most `read_timeout` from the last
     /// progress. `Err` once that has passed (logged and counted here).
-    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Result<(), BoxError> {
+    ///
+    /// `request`: the request's own body. When the time is up but a piece
+    /// of it was handed on meanwhile, or the client owes the next one,
+    /// the upstream was not silent of its own accord: the wait starts
+    /// again from now. So a response is cut between one and two
+    /// `read_timeout`s after the last piece of either moved, and never
+    /// while the client is the one that owes the next piece (its own
+    /// `body_read_timeout` runs then). Looked at only when the time is
+    /// up: a body moving costs nothing here.
+    pub fn poll_wait(&mut self, cx: &mut Context<'_>, request: &BodySent) -> Result<(), BoxError> {
         let timeout = self.limit.timeout;
         match &mut self.sleep {
-            None => self.sleep = Some(Box::pin(tokio::time::sleep(timeout))),
-            Some(s) if self.progress => s.as_mut().reset(Instant::now() + timeout),
+            None => {
+                self.sleep = Some(Box::pin(tokio::time::sleep(timeout)));
+                self.moved = request.moved();
+            }
+            Some(s) if self.progress => {
+                s.as_mut().reset(Instant::now() + timeout);
+                self.moved = request.moved();
+            }
             Some(_) => {}
         }
         self.progress = false;
         let sleep = self.sleep.as_mut().expect("armed above");
-        if let Poll::Ready(()) = sleep.as_mut().poll(cx) {
-            let upstream = &self.limit.upstream;
-            crate::metrics::upstream_error(upstream, "read_timeout");
-            warn!(upstream = %upstream, reason = "read_timeout", timeout = ?timeout, "upstream response stalled");
-            return Err(format!("read_timeout: no data from the upstream for {timeout:?}").into());
+        while let Poll::Ready(()) = sleep.as_mut().poll(cx) {
+            let moved = request.moved();
+            if moved == self.moved && !request.waiting() {
+                let upstream = &self.limit.upstream;
+                crate::metrics::upstream_error(upstream, "read_timeout");
+                warn!(upstream = %upstream, reason = "read_timeout", timeout = ?timeout, "upstream response stalled");
+                return Err(
+                    format!("read_timeout: no data from the upstream for {timeout:?}").into(),
+                );
+            }
+            // Polled again by the loop: the new deadline wakes this task.
+            self.moved = moved;
+            sleep.as_mut().reset(Instant::now() + timeout);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! A client's own request-body fault after the upstream has answered: the client's, never the upstream's error.
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 
 use crate::common::*;
 use crate::support::*;
@@ -124,4 +125,243 @@ async fn wait_cut_responses(p: &mut Proxy, n: usize, what: &str) -> Vec<serde_js
     })
     .await;
     seen
+}
+
+/// A client that pauses its own request body longer than the upstream's
+/// `read_timeout` (here 400 ms, under `body_read_timeout`, 3 s) while its
+/// response streams, over HTTP/2 and over HTTP/1.1, to an HTTP/1.1 and to
+/// an HTTP/2 upstream. The upstream echoes what it gets and so has nothing
+/// to send: it waits for the client, which is not the upstream's stall.
+/// The call goes on when the client does; a client that never does is cut
+/// at `body_read_timeout`, its own fault (SPEC: `read_timeout` runs only
+/// while the client owes nothing). It was cut at `read_timeout`, logged
+/// as `upstream response stalled` (warn) and counted as the upstream's
+/// `read_timeout`, with its HTTP/2 connection retired.
+#[tokio::test]
+async fn a_client_pausing_its_body_past_read_timeout_is_not_the_upstreams_stall() {
+    let w = world();
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let h2 = Backend::start("h2", &w.backend_pair, None).await;
+    let listener = listener_yaml(
+        "public",
+        "127.0.0.1:0",
+        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
+    );
+    let mut p = Proxy::start(&w.scene.config(&format!(
+        "admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{listener}\n    \
+         limits: {{ body_read_timeout: 3s }}\nupstreams:{}{}",
+        backend_upstream("h1", &[h1.addr], &["read_timeout: 400ms"]),
+        backend_upstream("h2", &[h2.addr], &["read_timeout: 400ms"]),
+    )));
+    let addr = p.listener_addr("public").await;
+    let mut calls = 0;
+    for client_h2 in [true, false] {
+        for prefix in ["/h1/", "/h2/"] {
+            let what = format!(
+                "{prefix}echo from an HTTP/{} client",
+                if client_h2 { "2" } else { "1.1" }
+            );
+            let mut call = Call::open(&w, addr, &format!("{prefix}echo"), client_h2, b"ping").await;
+            assert_eq!(
+                call.next(&what).await.as_deref(),
+                Ok(&b"ping"[..]),
+                "{what}"
+            );
+            // The client now pauses. A response that starts later on the
+            // same upstream and stalls for real is cut by `read_timeout`:
+            // once that is logged, the pause has lasted longer than it.
+            calls += 1;
+            let path = format!("{prefix}endless");
+            let _probe = read_timeout_passes(&w, addr, &path, &mut p, calls).await;
+            call.send(b"pong");
+            assert_eq!(
+                call.next(&what).await.as_deref(),
+                Ok(&b"pong"[..]),
+                "{what}: the call goes on after the client's pause"
+            );
+            // Then it sends nothing more: cut at `body_read_timeout`, the
+            // client's own fault.
+            let cut = call.next(&what).await;
+            assert!(
+                cut.is_err(),
+                "{what}: a cut response ended cleanly: {cut:?}"
+            );
+            let seen = wait_cut_responses(&mut p, calls, &what).await;
+            let last = &seen[calls - 1];
+            assert_eq!(
+                last["message"], "upstream response cut: the client's request body failed",
+                "{what}: {last}"
+            );
+            assert_eq!(last["fault"], "Stalled", "{what}: {last}");
+        }
+    }
+    // Only the probes' stalls, none of the calls', are the upstreams'.
+    let stalled = p
+        .logs()
+        .iter()
+        .filter(|l| l.contains("upstream response stalled"))
+        .count();
+    assert_eq!(stalled, calls, "{:#?}", p.logs());
+    let m = metrics_text(p.admin_addr().await).await;
+    let mut errors: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_upstream_errors_total{"))
+        .collect();
+    errors.sort_unstable();
+    assert_eq!(
+        errors,
+        [
+            r#"hotproxy_upstream_errors_total{upstream="h1",reason="read_timeout"} 2"#,
+            r#"hotproxy_upstream_errors_total{upstream="h2",reason="read_timeout"} 2"#,
+        ],
+        "{m}"
+    );
+}
+
+/// GET `path` (a response whose body never comes) on a connection of its
+/// own, and wait until its `read_timeout` is logged, the `n`th such line;
+/// the response is returned, still held.
+async fn read_timeout_passes(
+    w: &World,
+    addr: std::net::SocketAddr,
+    path: &str,
+    p: &mut Proxy,
+    n: usize,
+) -> http::Response<h2::RecvStream> {
+    let mut probe = h2_to(w, addr).await;
+    let req = http::Request::get(format!("https://a.example.com{path}"))
+        .body(())
+        .unwrap();
+    probe = probe.ready().await.unwrap();
+    let (resp, _) = probe.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .expect("the probe's head")
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    wait_until(WAIT, &format!("{path}: read_timeout logged"), || {
+        let seen = p
+            .logs()
+            .iter()
+            .filter(|l| l.contains("upstream response stalled"))
+            .count();
+        async move { seen >= n }
+    })
+    .await;
+    resp
+}
+
+/// A POST whose body streams while its response does, from an HTTP/2 or
+/// an HTTP/1.1 (chunked) client.
+enum Call {
+    H2 {
+        tx: h2::SendStream<Bytes>,
+        rx: h2::RecvStream,
+    },
+    H1 {
+        tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+        rx: hyper::body::Incoming,
+    },
+}
+
+impl Call {
+    /// Begin the call to `path` with a `first` piece of its body: its
+    /// response head is in.
+    async fn open(
+        w: &World,
+        addr: std::net::SocketAddr,
+        path: &str,
+        h2: bool,
+        first: &'static [u8],
+    ) -> Call {
+        let uri = format!("https://a.example.com{path}");
+        if h2 {
+            let client = h2_to(w, addr).await;
+            // No `content-length`: the body streams.
+            let req = http::Request::post(uri).body(()).unwrap();
+            let (resp, mut tx) = client
+                .ready()
+                .await
+                .unwrap()
+                .send_request(req, false)
+                .unwrap();
+            tx.send_data(Bytes::from_static(first), false).unwrap();
+            let resp = tokio::time::timeout(WAIT, resp)
+                .await
+                .expect("a head")
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            Call::H2 {
+                tx,
+                rx: resp.into_body(),
+            }
+        } else {
+            let tls = connect(addr, "a.example.com", h1_config(w)).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let (tx, pieces) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+            let body = futures_util::stream::unfold(pieces, |mut pieces| async move {
+                let piece = pieces.recv().await?;
+                Some((
+                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(piece)),
+                    pieces,
+                ))
+            });
+            // Of no declared length: chunked.
+            let req = http::Request::post(path)
+                .header("host", "a.example.com")
+                .body(http_body_util::StreamBody::new(Box::pin(body)))
+                .unwrap();
+            tx.send(Bytes::from_static(first)).unwrap();
+            let resp = tokio::time::timeout(WAIT, send.send_request(req))
+                .await
+                .expect("a head")
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            Call::H1 {
+                tx,
+                rx: resp.into_body(),
+            }
+        }
+    }
+
+    /// Send the next piece of the body (on a call already cut, the next
+    /// read says so).
+    fn send(&mut self, piece: &'static [u8]) {
+        let piece = Bytes::from_static(piece);
+        let sent = match self {
+            Call::H2 { tx, .. } => tx.send_data(piece, false).is_ok(),
+            Call::H1 { tx, .. } => tx.send(piece).is_ok(),
+        };
+        let _ = sent;
+    }
+
+    /// The next piece of the response (within `WAIT`): `Err` once it is
+    /// cut, `Ok` of nothing at its clean end.
+    async fn next(&mut self, what: &str) -> Result<Bytes, String> {
+        let next = async {
+            match self {
+                Call::H2 { rx, .. } => match rx.data().await {
+                    Some(piece) => piece.map_err(|e| e.to_string()),
+                    None => Ok(Bytes::new()),
+                },
+                Call::H1 { rx, .. } => loop {
+                    match rx.frame().await {
+                        Some(Ok(f)) => match f.into_data() {
+                            Ok(piece) => break Ok(piece),
+                            Err(_) => continue,
+                        },
+                        Some(Err(e)) => break Err(e.to_string()),
+                        None => break Ok(Bytes::new()),
+                    }
+                },
+            }
+        };
+        tokio::time::timeout(WAIT, next)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: nothing came"))
+    }
 }
