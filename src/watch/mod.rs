@@ -25,7 +25,7 @@
 //!
 //! - `state`: the watcher thread's state machine: events, debounce, poll
 //!   scheduling, re-arming, reporting due subjects.
-//! - `stat`: reading a path's symlink chain and the stat signature of each link.
+//! - `stat`: reading a path's symlink chain, the stat signature of each link, a directory's identity.
 
 mod stat;
 mod state;
@@ -68,25 +68,24 @@ impl Watcher {
     pub fn start(config: WatchConfig) -> (Watcher, mpsc::UnboundedReceiver<Subject>) {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (tx, rx) = std_mpsc::channel();
-        let notify = if config.events {
-            let events = tx.clone();
-            match notify::recommended_watcher(move |res| {
-                let _ = events.send(Msg::Event(res));
-            }) {
-                Ok(w) => Some(w),
+        let mut notify = None;
+        let mut unavailable = false;
+        if config.events {
+            match events_watcher(&tx) {
+                Ok(w) => notify = Some(w),
                 Err(e) => {
                     // Configured for events but none to be had (inotify
                     // instances exhausted): the watch alert's business.
                     // `events: false` is a choice, not a degradation.
                     warn!(error = %e, "filesystem events unavailable; falling back to polling");
-                    crate::metrics::METRICS.watch_degraded.set(1);
-                    None
+                    unavailable = true;
                 }
             }
-        } else {
-            None
-        };
+        }
         let mut state = State::new(config, notify, out_tx);
+        if unavailable {
+            state.events_unavailable(tx.clone());
+        }
         std::thread::Builder::new()
             .name("hotproxy-watch".into())
             .spawn(move || state.run(rx))
@@ -98,6 +97,14 @@ impl Watcher {
     pub fn set(&self, subjects: Vec<(Subject, Vec<PathBuf>)>) {
         let _ = self.tx.send(Msg::Set(subjects));
     }
+}
+
+/// A filesystem-event watcher (an inotify instance) whose events arrive on `tx`.
+fn events_watcher(tx: &std_mpsc::Sender<Msg>) -> notify::Result<notify::RecommendedWatcher> {
+    let events = tx.clone();
+    notify::recommended_watcher(move |res| {
+        let _ = events.send(Msg::Event(res));
+    })
 }
 
 impl Drop for Watcher {

@@ -167,6 +167,11 @@ fn components(path: &Path) -> Vec<OsString> {
         .collect()
 }
 
+/// The directory `dir` names now: its device and inode.
+pub(super) fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// Time since the newest inode change (content, rename, chmod) in a chain.
 pub(super) fn last_change_ago(sigs: &[Sig]) -> Duration {
     // In i128 nanoseconds: no ctime (seconds in an i64) overflows it.

@@ -10,7 +10,7 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::stat::{Leading, Link, Sig, chains, last_change_ago};
+use super::stat::{Leading, Link, Sig, chains, dir_id, last_change_ago};
 use super::{Msg, Subject};
 use crate::config::WatchConfig;
 
@@ -72,6 +72,11 @@ pub(super) struct State {
     /// Whether a stretched poll period was logged (once, not every pass).
     stretch_logged: bool,
     degraded: bool,
+    /// Set while the filesystem events configured could not be had (no
+    /// inotify instance left): what a new instance sends its events on.
+    /// One is tried at each poll pass and every [`WATCH_CHECK`].
+    events_tx: Option<std_mpsc::Sender<Msg>>,
+    next_events_try: Instant,
 }
 
 impl State {
@@ -108,6 +113,38 @@ impl State {
             pass_busy: Duration::ZERO,
             stretch_logged: false,
             degraded: false,
+            events_tx: None,
+            next_events_try: Instant::now(),
+        }
+    }
+
+    /// Events were configured but no watcher could be had (inotify's
+    /// instance limit spent): degraded, and a new one tried at each poll
+    /// pass, at least every [`WATCH_CHECK`], with `tx` for its events.
+    pub(super) fn events_unavailable(&mut self, tx: std_mpsc::Sender<Msg>) {
+        self.events_tx = Some(tx);
+        self.next_events_try = Instant::now() + self.poll_interval.min(WATCH_CHECK);
+        self.set_degraded(true);
+    }
+
+    /// Try again for the events [`State::events_unavailable`] lacked. One
+    /// `inotify_init1`: the end of what failed it (instances another
+    /// process gave back, `fs.inotify.max_user_instances` raised) has no
+    /// event to say so. Once it works, every directory is watched, and a
+    /// poll pass at once sees what changed while nothing was watched.
+    fn try_events(&mut self) {
+        let Some(tx) = &self.events_tx else {
+            return;
+        };
+        match super::events_watcher(tx) {
+            Ok(w) => {
+                info!("filesystem events available again; watching");
+                self.notify = Some(w);
+                self.events_tx = None;
+                self.rearm();
+                self.next_poll = Instant::now();
+            }
+            Err(e) => debug!(error = %e, "filesystem events still unavailable; still polling"),
         }
     }
 
@@ -125,6 +162,9 @@ impl State {
             }
             if self.checks_watches() {
                 wake = wake.min(self.next_watch_check);
+            }
+            if self.events_tx.is_some() {
+                wake = wake.min(self.next_events_try);
             }
             if !self.polling.is_empty() {
                 // A poll is under way: take in what arrived, then go on.
@@ -157,7 +197,13 @@ impl State {
     /// pass or its next slice, the check of the watches, the reports.
     fn timers(&mut self) {
         let now = Instant::now();
-        if self.polling.is_empty() && !self.poll_interval.is_zero() && now >= self.next_poll {
+        let pass =
+            self.polling.is_empty() && !self.poll_interval.is_zero() && now >= self.next_poll;
+        if self.events_tx.is_some() && (pass || now >= self.next_events_try) {
+            self.next_events_try = now + self.poll_interval.min(WATCH_CHECK);
+            self.try_events();
+        }
+        if pass {
             if self.degraded {
                 // A failure may have ended with no event to say so
                 // (inotify's limit raised, watches given back elsewhere):
@@ -747,12 +793,6 @@ fn forget_id(
     {
         by_id.remove(&id);
     }
-}
-
-/// The directory `dir` names now: its device and inode.
-fn dir_id(dir: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 #[cfg(test)]

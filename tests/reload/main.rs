@@ -7,6 +7,7 @@ mod common;
 
 // The tests, by theme.
 mod config_file;
+mod inotify;
 mod listeners;
 mod material;
 mod midway;
