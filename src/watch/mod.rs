@@ -340,6 +340,26 @@ mod tests {
         expect(&mut rx, &s).await;
     }
 
+    /// A write through another hard link of the watched file, in a
+    /// directory not watched, gives the watched directory no event: the
+    /// poll sees it (SPEC §3 says so, and that `poll_interval: 0` does not).
+    #[tokio::test]
+    async fn a_write_through_another_hard_link_is_seen_by_the_poll() {
+        let d = tempfile::tempdir().unwrap();
+        let (watched, elsewhere) = (d.path().join("certs"), d.path().join("elsewhere"));
+        std::fs::create_dir(&watched).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        let f = watched.join("tls.crt");
+        std::fs::write(&f, "1").unwrap();
+        std::fs::hard_link(&f, elsewhere.join("tls.crt")).unwrap();
+        let (w, mut rx) = Watcher::start(cfg(true, 100));
+        let s = Subject::Entry("e".into());
+        settle(&w, &mut rx, &watched, vec![(s.clone(), vec![f.clone()])]).await;
+        std::fs::write(elsewhere.join("tls.crt"), "22").unwrap();
+        expect(&mut rx, &s).await;
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "22");
+    }
+
     /// A poll over more subjects than one slice still looks at every one.
     #[tokio::test]
     async fn polling_many_subjects() {
