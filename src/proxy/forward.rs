@@ -391,10 +391,10 @@ impl Upstream {
                             return Err((Failure::Framing(why), None));
                         }
                         Ok(resp) => {
-                            return Ok(resp.map(|b| {
-                                LeasedBody::h1(b, c, endpoint.clone(), sent, self.read.clone())
-                                    .boxed()
-                            }));
+                            let (head, b) = resp.into_parts();
+                            let read = self.read.clone();
+                            let body = LeasedBody::h1(b, c, endpoint.clone(), sent, read);
+                            return early(head, body).await;
                         }
                         Err(e) => (e, copy, reused),
                     }
@@ -444,8 +444,9 @@ impl Upstream {
                             return Err((Failure::Framing(why), None));
                         }
                         Ok(resp) => {
+                            let (head, b) = resp.into_parts();
                             let read = self.read.clone();
-                            return Ok(resp.map(|b| LeasedBody::h2(b, stream, body, read).boxed()));
+                            return early(head, LeasedBody::h2(b, stream, body, read)).await;
                         }
                         Err(mut e) => {
                             // Sent again, and whether to this endpoint too.
@@ -551,6 +552,20 @@ impl Upstream {
             _ => "upstream unavailable",
         };
         error_response(status, msg)
+    }
+}
+
+/// The response of `head` and `body`, once what of the body came with the
+/// head is read ([`LeasedBody::read_early`]): a body the upstream broke
+/// there fails the request (a `502` with its cause, nothing sent again),
+/// as none of it has gone to the client yet.
+async fn early(
+    head: http::response::Parts,
+    mut body: LeasedBody,
+) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
+    match body.read_early().await {
+        Ok(()) => Ok(Response::from_parts(head, body.boxed())),
+        Err(e) => Err((Failure::Request(e), None)),
     }
 }
 

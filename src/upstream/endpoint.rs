@@ -25,6 +25,9 @@ use crate::upstream::pipe;
 use crate::upstream::pool::{DialWait, Found, Pool, Want};
 use crate::upstream::read_timeout::{ReadTimeout, ReadTimer};
 
+mod early;
+use early::Early;
+
 /// One server of an upstream, as its requests are addressed.
 pub struct Endpoint {
     /// The URL as configured: with the address, which server's endpoint
@@ -344,6 +347,9 @@ pub struct LeasedBody {
     /// body, if still sent, is cut at once ([`pipe::watch`]).
     failed: bool,
     read: ReadTimer,
+    /// What came with the head, read before the response was handed on
+    /// ([`LeasedBody::read_early`]), and an error held back for one poll.
+    early: Early,
 }
 
 impl LeasedBody {
@@ -364,6 +370,7 @@ impl LeasedBody {
             ended: false,
             failed: false,
             read: ReadTimer::new(read),
+            early: Early::default(),
         }
     }
 
@@ -379,6 +386,7 @@ impl LeasedBody {
             ended: false,
             failed: false,
             read: ReadTimer::new(read),
+            early: Early::default(),
         }
     }
 
@@ -398,19 +406,21 @@ impl LeasedBody {
             ended: false,
             failed: false,
             read: ReadTimer::new(read),
+            early: Early::default(),
         }
     }
 }
 
-impl Body for LeasedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+impl LeasedBody {
+    /// The next frame from the upstream. `early`: read before the response
+    /// is handed on ([`LeasedBody::read_early`]), where a failure is the
+    /// request's (a 502), not logged here as a body's.
+    fn poll_upstream(
+        &mut self,
         cx: &mut Context<'_>,
+        early: bool,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+        let this = self;
         let mut polled = Poll::Pending;
         match &mut this.h1 {
             None => polled = Pin::new(&mut this.body).poll_frame(cx),
@@ -445,7 +455,7 @@ impl Body for LeasedBody {
                 // hyper abandons the upstream request when the client's
                 // body fails (stalled, over max_body_bytes, broken): what
                 // that does to the response is not the upstream's fault.
-                if !this.failed {
+                if !this.failed && !early {
                     this.read.body_failed(e, this.sent.fault());
                 }
                 this.failed = true;
@@ -464,13 +474,44 @@ impl Body for LeasedBody {
         }
         polled.map_err(Into::into)
     }
+}
+
+impl Body for LeasedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(held) = this.early.next() {
+            return Poll::Ready(Some(held));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match this.poll_upstream(cx, false) {
+            // hyper's HTTP/1.1 server drops what it has not written yet
+            // when a body fails: a failure in the poll that got the bytes
+            // before it (or the head) would leave the client none of them,
+            // even no status line. Held back once, the bytes are flushed
+            // first; the client sees the response cut after them.
+            Poll::Ready(Some(Err(e))) => {
+                this.early.hold_back(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            polled => polled,
+        }
+    }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.early.is_empty() && (self.ended || self.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.early.size_hint(self.body.size_hint())
     }
 }
 

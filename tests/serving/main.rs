@@ -11,6 +11,7 @@ mod common;
 
 // The tests, by theme.
 mod bodies;
+mod broken_bodies;
 mod closing;
 mod h2_abuse;
 mod h2_resets;

@@ -1,0 +1,221 @@
+//! An upstream that breaks a response body: at once, with its head (a `502`), or after the head went out (a cut).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::common::*;
+use crate::support::*;
+use crate::upstream::proxy_to_raw;
+
+/// A raw backend answering `200` to each request and breaking its body by
+/// path: `…/bad-chunk` with a chunk size of `zz` after a first chunk
+/// `hello`, `…/short` with a close after the first bytes (`abc` of 1000,
+/// `some` of 100). Under `/later` the break waits until `go` is notified
+/// (the client has the head and the first bytes); otherwise it comes
+/// within the very read that brings the head: one write, the close corked
+/// onto it (`TCP_CORK`: the end of file arrives with the bytes, so the
+/// proxy reads both at once, never one before the other).
+async fn breaking_backend(go: Arc<Notify>) -> SocketAddr {
+    let (addr, _) = raw_backend(move |mut tcp| {
+        let go = go.clone();
+        async move {
+            let mut buf = Vec::new();
+            let Some(end) = read_raw_head(&mut tcp, &mut buf).await else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+            let later = path.starts_with("/later/");
+            let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+            if path.ends_with("/bad-chunk") {
+                let bad: &[u8] = b"zz\r\n";
+                if later {
+                    let _ = tcp.write_all(chunked).await;
+                    go.notified().await;
+                    let _ = tcp.write_all(bad).await;
+                } else {
+                    let _ = tcp.write_all(&[&chunked[..], bad].concat()).await;
+                }
+            } else {
+                let answer: &[u8] = match later {
+                    true => b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nsome",
+                    false => b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nabc",
+                };
+                socket2::SockRef::from(&tcp).set_tcp_cork(!later).unwrap();
+                let _ = tcp.write_all(answer).await;
+                if later {
+                    go.notified().await;
+                }
+                let _ = tcp.shutdown().await;
+            }
+            // Open until the proxy closes it: a bad chunk is refused as
+            // read, and a close is a FIN, never a reset.
+            while read_more(&mut tcp, &mut buf).await {}
+        }
+    })
+    .await;
+    addr
+}
+
+/// The proxy in front of [`breaking_backend`], with a JSON access log: it,
+/// its listener's address, the log's path and the backend's `go`.
+async fn proxy_to_breaking(w: &World) -> (Proxy, SocketAddr, std::path::PathBuf, Arc<Notify>) {
+    let go = Arc::new(Notify::new());
+    let backend = breaking_backend(go.clone()).await;
+    let log = w.scene.path("access.log");
+    let extra = format!("\naccess_log: {{ path: {}, format: json }}", log.display());
+    let (p, addr) = proxy_to_raw(w, backend, &extra).await;
+    (p, addr, log, go)
+}
+
+/// The two breaks and what hyper says of each.
+const BREAKS: [(&str, &str); 2] = [
+    ("/bad-chunk", "Invalid chunk size"),
+    ("/short", "end of file before message length"),
+];
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+}
+
+/// A body the upstream breaks within the very read that brought its head
+/// (a chunk size that is not one; a close after 3 of its 1000 bytes) is a
+/// `502`, logged and counted with its cause as any failed request is: no
+/// byte of the response had gone to the client yet. An HTTP/1.1 client
+/// used to get nothing at all, its connection closed without a status
+/// line, while the access log said `200`; an HTTP/2 client a reset stream.
+#[tokio::test]
+async fn a_body_broken_with_its_head_is_502() {
+    let w = world().await;
+    let (mut p, addr, log, _) = proxy_to_breaking(&w).await;
+    for (path, _) in BREAKS {
+        let reply = h1_exchange(&w, addr, get(path).as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 502 "), "{path}: {reply:?}");
+        let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+        let resp = h2_request(&mut client, h2_get(path, "GET")).await;
+        assert_eq!(resp.status(), 502, "{path} over HTTP/2");
+    }
+    for (path, why) in BREAKS {
+        p.wait_log(why, |v| {
+            v["message"] == "upstream request failed"
+                && v["level"] == "WARN"
+                && v["upstream"] == "raw"
+                && v["reason"] == "protocol"
+                && v["error"].as_str().is_some_and(|e| e.contains(why))
+        })
+        .await;
+        let lines = wait_access_log(&log, 4, WAIT).await;
+        let statuses: Vec<_> = lines
+            .iter()
+            .filter(|v| v["path"] == path)
+            .map(|v| (v["protocol"].clone(), v["status"].clone()))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("HTTP/1.1".into(), 502.into()),
+                ("HTTP/2.0".into(), 502.into())
+            ],
+            "{path}: {lines:?}"
+        );
+    }
+    // Once each: not again as a body that failed.
+    let m = metrics_text(p.admin_addr().await).await;
+    assert!(
+        m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 4"#),
+        "{m}"
+    );
+}
+
+/// Read from `s` until what was read ends with `end`; what was read.
+async fn read_until<S: AsyncRead + Unpin>(s: &mut S, end: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while !out.ends_with(end) {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(WAIT, s.read(&mut b))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&out));
+        out.push(b[0]);
+    }
+    out
+}
+
+/// An upstream that breaks a response part way through its body, after
+/// its head and first bytes reached the client, has the response cut (an
+/// HTTP/1.1 connection closed before the body's end, an HTTP/2 stream
+/// reset), logged and counted as one that stalls is (nginx: "upstream
+/// prematurely closed connection while reading upstream"); the access log
+/// keeps the `200` sent, with the bytes sent before the cut.
+#[tokio::test]
+async fn a_body_broken_after_its_head_is_cut_logged_and_counted() {
+    let w = world().await;
+    let (mut p, addr, log, go) = proxy_to_breaking(&w).await;
+    let firsts: [&[u8]; 2] = [b"5\r\nhello\r\n", b"some"];
+    for ((path, _), first) in BREAKS.into_iter().zip(firsts) {
+        let path = format!("/later{path}");
+        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+        s.write_all(get(&path).as_bytes()).await.unwrap();
+        let head = read_until(&mut s, b"\r\n\r\n").await;
+        assert!(head.starts_with(b"HTTP/1.1 200 "), "{path}");
+        read_until(&mut s, first).await;
+        go.notify_one();
+        let rest = read_to_close(&mut s).await;
+        assert!(
+            rest.is_empty(),
+            "{path}: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+
+        let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+        let resp = h2_request(&mut client, h2_get(&path, "GET")).await;
+        assert_eq!(resp.status(), 200, "{path} over HTTP/2");
+        let mut body = resp.into_body();
+        let got = tokio::time::timeout(WAIT, body.data()).await.unwrap();
+        assert!(matches!(got, Some(Ok(_))), "{path}: {got:?}");
+        go.notify_one();
+        let cut = tokio::time::timeout(WAIT, body.data()).await.unwrap();
+        assert!(matches!(cut, Some(Err(_))), "{path}: {cut:?}");
+    }
+    for (_, why) in BREAKS {
+        p.wait_log(why, |v| {
+            v["message"] == "upstream response body failed"
+                && v["level"] == "WARN"
+                && v["upstream"] == "raw"
+                && v["reason"] == "protocol"
+                && v["error"].as_str().is_some_and(|e| e.contains(why))
+        })
+        .await;
+    }
+    let lines = wait_access_log(&log, 4, WAIT).await;
+    let logged: Vec<_> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["path"].clone(),
+                v["status"].clone(),
+                v["bytes_out"].clone(),
+            )
+        })
+        .collect();
+    let want = |path: &str, n: u64| (path.into(), 200.into(), n.into());
+    assert_eq!(
+        logged,
+        [
+            want("/later/bad-chunk", 5),
+            want("/later/bad-chunk", 5),
+            want("/later/short", 4),
+            want("/later/short", 4),
+        ],
+        "{lines:?}"
+    );
+    let m = metrics_text(p.admin_addr().await).await;
+    assert!(
+        m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 4"#),
+        "{m}"
+    );
+}
