@@ -2,8 +2,9 @@
 //!
 //! On an HTTP/2 connection they also tell the task watching it when the
 //! server's SETTINGS are in, and when a later SETTINGS frame has been
-//! applied ([`Settling`]). On an HTTP/1.1 connection, they bound what is
-//! read while a request waits for its response head ([`HeadWait`]).
+//! applied ([`Settling`]), and bound the header blocks a stream gets
+//! before its body (`1xx` floods). On an HTTP/1.1 connection, they bound
+//! what is read while a request waits for its response head ([`HeadWait`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -205,6 +206,9 @@ impl AsyncRead for Framed {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         };
         frames.reading();
+        if frames.flooded {
+            return Poll::Ready(Err(std::io::Error::other(InformationalFlood)));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
@@ -252,7 +256,8 @@ impl AsyncWrite for Framed {
 /// (hyper holds it unsent until the server allows a stream again). h2
 /// acknowledges and applies a SETTINGS frame before it decodes the next
 /// frame, so its first read after the one that completed that frame comes
-/// after it was applied: that read wakes the watcher.
+/// after it was applied: that read wakes the watcher. The same frame
+/// headers bound a stream's header blocks ([`H2_BLOCK_BYTES`]).
 #[derive(Default)]
 struct SettingsFrames {
     settling: Arc<Settling>,
@@ -265,9 +270,72 @@ struct SettingsFrames {
     settings: bool,
     /// A SETTINGS frame was read whole: wake the watcher at the next read.
     applied: bool,
+    /// Per stream, the bytes of header-block frames (HEADERS and
+    /// CONTINUATION, their frame headers too) since its last DATA frame:
+    /// its informational responses, its head, its trailers. Only streams
+    /// whose last frame was such a block are here, at most
+    /// [`BLOCK_STREAMS`] of them.
+    blocks: std::collections::BTreeMap<u32, usize>,
+    /// A stream went past [`H2_BLOCK_BYTES`]: the next read fails.
+    flooded: bool,
 }
 
+/// What header blocks one HTTP/2 stream may get before its body (or
+/// between DATA frames): 64 KiB of informational (`1xx`) responses always
+/// pass beside a head and trailers of at most 64 KiB each (the
+/// `max_header_list_size` hotproxy announces). h2 (0.4.20) keeps every
+/// `1xx` it reads in the stream's queue, with no bound, and hyper drops
+/// them only as the request polls for its response: an upstream sending
+/// them without end held the request until `request_timeout` while the
+/// connection's task decoded them. Past this the connection's next read
+/// fails, as an HTTP/1.1 connection's does past [`HEAD_WAIT_BYTES`]: its
+/// requests get a `502` and the connection is closed.
+pub const H2_BLOCK_BYTES: usize = 192 * 1024;
+
+/// Streams whose header blocks are followed at once: more than a
+/// connection carries (`H2_MAX_STREAMS`, or a server's lower limit); the
+/// oldest (lowest id) is forgotten first, one whose response the proxy
+/// gave up, reset on its side, with no frame from the server since.
+const BLOCK_STREAMS: usize = 1024;
+
 impl SettingsFrames {
+    /// A frame's header came: count a header block against its stream;
+    /// DATA (the body came), `END_STREAM` and `RST_STREAM` end the count.
+    fn follow(&mut self, kind: u8, flags: u8, stream: u32) {
+        const DATA: u8 = 0;
+        const HEADERS: u8 = 1;
+        const RST_STREAM: u8 = 3;
+        const CONTINUATION: u8 = 9;
+        const END_STREAM: u8 = 1;
+        if stream == 0 {
+            return;
+        }
+        let bytes = self.head.len() + self.left;
+        match kind {
+            HEADERS if flags & END_STREAM != 0 => {
+                self.blocks.remove(&stream);
+            }
+            HEADERS => {
+                let n = self.blocks.entry(stream).or_default();
+                *n += bytes;
+                self.flooded |= *n > H2_BLOCK_BYTES;
+                if self.blocks.len() > BLOCK_STREAMS {
+                    self.blocks.pop_first();
+                }
+            }
+            CONTINUATION => {
+                if let Some(n) = self.blocks.get_mut(&stream) {
+                    *n += bytes;
+                    self.flooded |= *n > H2_BLOCK_BYTES;
+                }
+            }
+            DATA | RST_STREAM => {
+                self.blocks.remove(&stream);
+            }
+            _ => {}
+        }
+    }
+
     /// h2 reads on: any SETTINGS frame read whole before is applied.
     fn reading(&mut self) {
         if std::mem::take(&mut self.applied) {
@@ -291,9 +359,11 @@ impl SettingsFrames {
                     return;
                 }
                 self.have = 0;
-                let [l0, l1, l2, kind, flags, ..] = self.head;
+                let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = self.head;
                 self.left = u32::from_be_bytes([0, l0, l1, l2]) as usize;
                 self.settings = kind == 4 && flags & 1 == 0;
+                let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+                self.follow(kind, flags, stream);
             }
             if self.left == 0 && std::mem::take(&mut self.settings) {
                 self.applied = true;

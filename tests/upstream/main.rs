@@ -13,6 +13,7 @@ mod client_faults;
 mod flow_control;
 mod goaway;
 mod health;
+mod informational;
 mod lengths;
 mod pool;
 mod reloads;
