@@ -1,8 +1,8 @@
 //! An upstream's life outside any one request: put in service, kept fresh (names re-resolved, idle connections swept, active checks), retired.
 //!
 //! The background tasks hold the upstream weakly: they end once the
-//! reloader and every request in flight have let go of it; re-resolution
-//! and active checks end as soon as it is retired.
+//! reloader and every request in flight have let go of it; re-resolution,
+//! active checks and the end of ejections end as soon as it is retired.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +18,7 @@ use crate::proxy::body::ClientBody;
 use crate::proxy::failure::Failure;
 use crate::proxy::forward::{BoxError, ResponseBody, Upstream};
 use crate::upstream::conn::DialError;
+use crate::upstream::members::Publishing;
 
 impl Upstream {
     /// Out of service (replaced by an edit with `successor`, or removed):
@@ -61,6 +62,40 @@ impl Upstream {
             rt.spawn(active_checks(Arc::downgrade(self), active));
         }
         rt.spawn(sweep_idle(Arc::downgrade(self)));
+        rt.spawn(end_ejections(
+            Arc::downgrade(self),
+            self.resolution.publishing.clone(),
+        ));
+    }
+}
+
+/// Put each endpoint back in service as its ejection runs out, also when
+/// no request comes to find it so: logged (`upstream endpoint back in
+/// service`) and the gauge written then, as Envoy's outlier detection
+/// un-ejects on its timer. Sleeps until the next ejection ends, or until
+/// an ejection is made or the upstream retired (`publishing` is told of
+/// both); ends once the upstream is retired or gone.
+async fn end_ejections(upstream: std::sync::Weak<Upstream>, publishing: Arc<Publishing>) {
+    loop {
+        let next = {
+            let Some(u) = upstream.upgrade() else { return };
+            if publishing.retired() {
+                return;
+            }
+            u.members.load().settle_ejections()
+        };
+        // A notice given since (an ejection just made) is kept for this
+        // wait: it returns at once.
+        let told = publishing.ejections.notified();
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = told => {}
+                }
+            }
+            None => told.await,
+        }
     }
 }
 

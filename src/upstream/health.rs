@@ -64,6 +64,14 @@ impl Health {
         until != 0 && nanos(now) < until
     }
 
+    /// When the current (or last) ejection ends, if it ever was ejected.
+    pub fn ejected_until(&self) -> Option<Instant> {
+        match self.until.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(*EPOCH + Duration::from_nanos(n)),
+        }
+    }
+
     /// A request it served (any response but 502/503/504).
     pub fn success(&self, now: Instant) {
         let mut s = self.state.lock().expect("health lock");

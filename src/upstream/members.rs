@@ -77,12 +77,17 @@ pub struct Publishing {
     /// new set, so two members failing at once across the two sets cannot
     /// both be ejected.
     ejecting: std::sync::Mutex<Option<Vec<Arc<Member>>>>,
+    /// Told of each ejection, and of the retirement: wakes the task that
+    /// puts endpoints back in service as their ejections run out
+    /// ([`Members::settle_ejections`]).
+    pub ejections: tokio::sync::Notify,
 }
 
 impl Publishing {
     /// The upstream is out of service: no set of it writes the gauge again.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
+        self.ejections.notify_one();
     }
 
     /// Retired: replaced by an edit or removed.
@@ -363,6 +368,23 @@ impl Members {
         false
     }
 
+    /// Put back in service (logged, and the gauge written) every member
+    /// whose ejection has run out, as a request's pick would; returns when
+    /// the next ejection still running ends. Without it an ejection that
+    /// ran out stayed in the gauge, and unlogged, until a request came.
+    pub fn settle_ejections(&self) -> Option<Instant> {
+        let now = Instant::now();
+        (0..self.members.len())
+            .filter_map(|i| {
+                self.ejected(i, now);
+                self.members[i]
+                    .health
+                    .ejected_until()
+                    .filter(|&until| until > now)
+            })
+            .min()
+    }
+
     /// Count the status a request through member `i` was answered with.
     pub fn answered(&self, i: usize, code: u16) {
         let labels = || EndpointRequestLabels {
@@ -447,6 +469,7 @@ impl Members {
         m.out.store(true, Ordering::Relaxed);
         warn!(upstream = %self.upstream, endpoint = %m.label, cause, eject_for = ?d, "upstream endpoint ejected");
         self.publish();
+        self.publishing.ejections.notify_one();
     }
 
     /// The result of one active check of member `m`; none from a retired

@@ -63,9 +63,9 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
 
     // An ejected endpoint gets no request. Between two scrapes, at the
     // first of which the gauge shows pod1 out, with no "back in service"
-    // logged up to the second (an ejection that ran out is logged, and
-    // the gauge updated, by the first pick that finds it so, before pod1
-    // can be picked), no request may have tried pod1: its per-endpoint
+    // logged up to the second (an ejection that runs out is logged, and
+    // the gauge updated, before pod1 can be picked), no request may have
+    // tried pod1: its per-endpoint
     // counts and `rr`'s retries and errors stay where they were. Were
     // ejection ignored, round robin would send a third of these requests
     // to pod1 first: refused, counted 502 on its endpoint, retried.
@@ -140,6 +140,53 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
     assert_has(
         &m,
         "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"} 3",
+    );
+}
+
+/// An ejection runs out also when no request comes: the endpoint is
+/// logged back in service and the gauge says so once `eject_for` has
+/// passed. Both used to wait for the next request to pick among the
+/// endpoints, so an upstream with no traffic (or whose traffic stopped
+/// with the failures) showed `state="ejected"` for good, and an alert on
+/// it never cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejection_runs_out_without_requests() {
+    let mut w = world(
+        "    health: { passive: { consecutive_failures: 1, eject_for: 200ms } }\n    retries: { attempts: 2 }\n",
+    )
+    .await;
+    let dead = w.pods[1].addr;
+    w.pods[1].kill();
+    let mut send = client(&w).await;
+    // Round robin reaches pod1 within three requests: refused, ejected,
+    // retried on another pod.
+    for i in 0..3 {
+        assert_eq!(get_pod(&mut send, "/rr").await.0, 200, "request {i}");
+    }
+    let ejected = w
+        .proxy
+        .wait_log("ejection", |v| {
+            v["message"] == "upstream endpoint ejected" && v["upstream"] == "rr"
+        })
+        .await;
+    assert_eq!(ejected["endpoint"], dead.to_string());
+    // No request from here on.
+    let back = w
+        .proxy
+        .wait_log("back in service with no request", |v| {
+            v["message"] == "upstream endpoint back in service" && v["upstream"] == "rr"
+        })
+        .await;
+    assert_eq!(back["endpoint"], dead.to_string());
+    wait_until(WAIT, "the gauge back at 3 healthy", || async {
+        metrics(&w)
+            .await
+            .contains("hotproxy_upstream_endpoints{upstream=\"rr\",state=\"healthy\"} 3")
+    })
+    .await;
+    assert_has(
+        &metrics(&w).await,
+        "hotproxy_upstream_endpoints{upstream=\"rr\",state=\"ejected\"} 0",
     );
 }
 
