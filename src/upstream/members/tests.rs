@@ -1,0 +1,258 @@
+//! Unit tests of an upstream's endpoint set: ejections, the gauge, edits and re-resolution.
+
+use super::*;
+use crate::upstream::endpoint::tests::endpoint;
+
+/// A name resolved to {A, B}, then re-resolution dropped B. A request
+/// still holding the old set sees A reach its threshold: A is the last
+/// endpoint in service (B is gone, not in service), so it stays in.
+#[test]
+fn last_endpoint_is_not_ejected_through_a_set_from_before_re_resolution() {
+    let passive = PassiveHealth {
+        consecutive_failures: 1,
+        eject_for: std::time::Duration::from_secs(60),
+    };
+    let publishing = Arc::<Publishing>::default();
+    let a = Member::new(Arc::new(endpoint(1, false, 1)));
+    let b = Member::new(Arc::new(endpoint(2, false, 1)));
+    let set = |members: Vec<Arc<Member>>| {
+        let upstream = "last-in-after-re-resolution".into();
+        Members::new(
+            upstream,
+            publishing.clone(),
+            members,
+            Balance::default(),
+            passive,
+        )
+    };
+    let old = set(vec![a.clone(), b]);
+    old.publish();
+    let current = set(vec![a.clone()]);
+    current.publish();
+    old.failure(0, "test");
+    assert!(!a.health.ejected(Instant::now()), "A was ejected");
+    assert!(!a.out.load(Ordering::Relaxed), "A counted as ejected");
+}
+
+/// A name resolved to {A, B}, then re-resolution dropped B. A request
+/// that began on {A, B} and failed on A would find another endpoint
+/// there (B), but none in the set a retry picks from: only A, tried.
+/// With C added instead, C would take it.
+#[test]
+fn another_endpoint_is_judged_in_the_set_after_re_resolution() {
+    let passive = PassiveHealth {
+        consecutive_failures: 1,
+        eject_for: std::time::Duration::from_secs(60),
+    };
+    let [a, b, c] = [1, 2, 3].map(|port| Member::new(Arc::new(endpoint(port, false, 1))));
+    let set = |members: Vec<Arc<Member>>| {
+        let upstream = "another-after-re-resolution".into();
+        Members::new(
+            upstream,
+            Arc::default(),
+            members,
+            Balance::default(),
+            passive,
+        )
+    };
+    let first = set(vec![a.clone(), b.clone()]);
+    assert!(first.another(&[], 0), "B, in the first set");
+    let without_b = set(vec![a.clone()]);
+    assert!(!without_b.another_after(&first, &[], 0), "only A, tried");
+    let with_c = set(vec![a.clone(), c]);
+    assert!(with_c.another_after(&first, &[], 0), "C, added");
+    // A set of the same endpoints (re-resolved in another order, say):
+    // B tried already, then A failed, none is left.
+    let again = set(vec![b, a]);
+    assert!(!again.another_after(&first, &[1], 0), "A and B, both tried");
+}
+
+/// A name resolved to {A, B}; a request on A holds that set while
+/// re-resolution publishes {A, B, C}; then it fails and A is ejected.
+/// The gauge is the newest set's, with A ejected: publishing through
+/// the older set was skipped (a newer one had been published), and the
+/// gauge went on saying 3 healthy, 0 ejected while A was out.
+#[test]
+fn an_ejection_through_an_older_set_shows_in_the_gauge() {
+    let passive = PassiveHealth {
+        consecutive_failures: 1,
+        eject_for: std::time::Duration::from_secs(60),
+    };
+    let upstream: Arc<str> = "ejected-through-an-older-set".into();
+    let publishing = Arc::<Publishing>::default();
+    let [a, b, c] = [1, 2, 3].map(|port| Member::new(Arc::new(endpoint(port, false, 1))));
+    let set = |members: Vec<Arc<Member>>| {
+        let (upstream, publishing) = (upstream.clone(), publishing.clone());
+        Members::new(upstream, publishing, members, Balance::default(), passive)
+    };
+    let gauge = |state: &str| {
+        let labels = EndpointStateLabels {
+            upstream: upstream.to_string(),
+            state: state.to_owned(),
+        };
+        METRICS.upstream_endpoints.get_or_create(&labels).get()
+    };
+    let old = set(vec![a.clone(), b.clone()]);
+    old.publish();
+    let current = set(vec![a.clone(), b, c]);
+    current.publish();
+    assert_eq!((gauge("healthy"), gauge("ejected")), (3, 0));
+    old.failure(0, "test");
+    assert!(a.health.ejected(Instant::now()), "A was not ejected");
+    assert_eq!(
+        (gauge("healthy"), gauge("ejected"), gauge("unhealthy")),
+        (2, 1, 0),
+        "the gauge after A's ejection through the older set"
+    );
+    current.forget_gauge();
+}
+
+/// An edit replaced {A, B, C, D} by {A, B, C, E} (a server swapped).
+/// A, ejected before, is ejected in the new set, counted so in its
+/// gauge, and its back-off goes on (its next ejection twice as long);
+/// with passive health turned off it would start in service. B failing
+/// through the retired set (a request of the old upstream) counts but
+/// ejects nothing (that set would have: half of its endpoints); its
+/// next failure through the set in service ejects it. C ejected where
+/// the new set's gauge was not told (through the old set as it was
+/// retired) is counted there at the next pick.
+#[test]
+fn an_edit_carries_ejections_and_their_back_off() {
+    let passive = PassiveHealth {
+        consecutive_failures: 2,
+        eject_for: std::time::Duration::from_secs(60),
+    };
+    let upstream: Arc<str> = "carried-over-an-edit".into();
+    let gauge = |state: &str| {
+        let labels = EndpointStateLabels {
+            upstream: upstream.to_string(),
+            state: state.to_owned(),
+        };
+        METRICS.upstream_endpoints.get_or_create(&labels).get()
+    };
+    let set = |publishing: &Arc<Publishing>, members| {
+        let (upstream, publishing) = (upstream.clone(), publishing.clone());
+        Members::new(upstream, publishing, members, Balance::default(), passive)
+    };
+    let [a, b, c, d, e] = [1, 2, 3, 4, 5].map(|port| Arc::new(endpoint(port, false, 1)));
+    let replaced = Arc::<Publishing>::default();
+    let old = set(
+        &replaced,
+        [&a, &b, &c, &d].map(|x| Member::new(x.clone())).to_vec(),
+    );
+    old.publish();
+    old.failure(0, "test");
+    old.failure(0, "test");
+    let was = |i: usize| &old.members[i];
+    assert!(was(0).health.ejected(Instant::now()));
+    let off = Member::succeeding(a.clone(), was(0), false, true);
+    assert!(!off.health.ejected(Instant::now()), "passive off");
+    let new = set(
+        &Arc::default(),
+        vec![
+            Member::succeeding(a, was(0), true, true),
+            Member::succeeding(b, was(1), true, true),
+            Member::succeeding(c, was(2), true, true),
+            Member::new(e),
+        ],
+    );
+    new.publish();
+    replaced.retire();
+    assert!(new.ejected(0, Instant::now()), "A back in service");
+    assert_eq!((gauge("healthy"), gauge("ejected")), (3, 1));
+    old.failure(1, "test");
+    old.failure(1, "test");
+    assert!(
+        !new.ejected(1, Instant::now()),
+        "B ejected by a retired set"
+    );
+    new.failure(1, "test");
+    assert!(new.ejected(1, Instant::now()), "B not ejected");
+    assert_eq!((gauge("healthy"), gauge("ejected")), (2, 2));
+    let again = new.members[0].health.eject(Instant::now(), &passive);
+    assert_eq!(again, passive.eject_for * 2, "A's back-off");
+    was(2).health.eject(Instant::now(), &passive);
+    assert_eq!(gauge("ejected"), 2, "C's ejection counted before a pick");
+    assert!(new.ejected(2, Instant::now()), "C in service");
+    assert_eq!((gauge("healthy"), gauge("ejected")), (1, 3));
+    new.forget_gauge();
+}
+
+/// Every endpoint failing (a database they share is down): passive
+/// health ejects half of them at most, the last one never. Each used to
+/// be ejected in turn until one was left, taking all the traffic.
+#[test]
+fn passive_health_ejects_at_most_half() {
+    let passive = PassiveHealth {
+        consecutive_failures: 1,
+        eject_for: std::time::Duration::from_secs(60),
+    };
+    for (n, most) in [(1, 0), (2, 1), (3, 1), (4, 2), (5, 2)] {
+        let members = Members::new(
+            "at-most-half".into(),
+            Arc::default(),
+            (0..n)
+                .map(|port| Member::new(Arc::new(endpoint(port + 1, false, 1))))
+                .collect(),
+            Balance::default(),
+            passive,
+        );
+        members.publish();
+        for round in 0..3 {
+            for i in 0..n as usize {
+                members.failure(i, "test");
+            }
+            let now = Instant::now();
+            let out = members
+                .members
+                .iter()
+                .filter(|m| m.health.ejected(now))
+                .count();
+            assert_eq!(out, most, "{n} endpoints, round {round}");
+        }
+        members.forget_gauge();
+    }
+}
+
+/// Two endpoints, each failing on a worker of its own at the same
+/// moment: at most one is ejected, never both. Each saw the other in
+/// service before either ejected itself, and both went out. The window
+/// is a few instructions wide and no lock the test could hold spans
+/// it, so the race is run many times.
+#[test]
+fn two_endpoints_failing_at_once_are_not_both_ejected() {
+    let passive = PassiveHealth {
+        consecutive_failures: 1,
+        eject_for: std::time::Duration::from_secs(60),
+    };
+    let endpoints = [
+        Arc::new(endpoint(1, false, 1)),
+        Arc::new(endpoint(2, false, 1)),
+    ];
+    for round in 0..20_000 {
+        let members = Members::new(
+            "ejection-race".into(),
+            Arc::default(),
+            endpoints.iter().cloned().map(Member::new).collect(),
+            Balance::default(),
+            passive,
+        );
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for i in 0..2 {
+                let (members, start) = (&members, &start);
+                s.spawn(move || {
+                    start.wait();
+                    members.failure(i, "test");
+                });
+            }
+        });
+        let now = Instant::now();
+        let out = members
+            .members
+            .iter()
+            .filter(|m| m.health.ejected(now))
+            .count();
+        assert_eq!(out, 1, "round {round}: {out} ejected");
+    }
+}
