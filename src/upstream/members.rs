@@ -351,9 +351,7 @@ impl Members {
     /// was retired (its gauge written no more).
     fn ejected(&self, i: usize, now: Instant) -> bool {
         let m = &self.members[i];
-        if m.checks.unhealthy.load(Ordering::Relaxed) {
-            return true;
-        }
+        let unhealthy = m.checks.unhealthy.load(Ordering::Relaxed);
         let out = m.out.load(Ordering::Relaxed);
         if m.health.ejected(now) {
             if !out && !m.out.swap(true, Ordering::Relaxed) {
@@ -361,11 +359,16 @@ impl Members {
             }
             return true;
         }
+        // Also while out by active checks: an ejection that ran out then
+        // was counted again once the checks passed. Their line says it is
+        // back in service; this one only when nothing else holds it out.
         if out && !self.publishing.retired() && m.out.swap(false, Ordering::Relaxed) {
-            info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint back in service");
+            if !unhealthy {
+                info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint back in service");
+            }
             self.publish();
         }
-        false
+        unhealthy
     }
 
     /// Put back in service (logged, and the gauge written) every member

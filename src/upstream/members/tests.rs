@@ -256,3 +256,52 @@ fn two_endpoints_failing_at_once_are_not_both_ejected() {
         assert_eq!(out, 1, "round {round}: {out} ejected");
     }
 }
+
+/// Out by its active checks, A was ejected too (panic mode sends
+/// requests to endpoints out of service). The ejection ran out while
+/// the checks still held it out; once they pass, the gauge counts it
+/// healthy with no request picking it. The ejection used to be kept
+/// in the gauge until then.
+#[test]
+fn an_ejection_that_ran_out_while_unhealthy_is_not_counted_after() {
+    let passive = PassiveHealth {
+        consecutive_failures: 1,
+        eject_for: std::time::Duration::ZERO,
+    };
+    let active = ActiveHealth {
+        path: "/healthz".into(),
+        interval: std::time::Duration::from_secs(1),
+        timeout: std::time::Duration::from_secs(1),
+        healthy_after: 1,
+        unhealthy_after: 1,
+    };
+    let upstream: Arc<str> = "ejected-while-unhealthy".into();
+    let gauge = |state: &str| {
+        let labels = EndpointStateLabels {
+            upstream: upstream.to_string(),
+            state: state.to_owned(),
+        };
+        METRICS.upstream_endpoints.get_or_create(&labels).get()
+    };
+    let members = Members::new(
+        upstream.clone(),
+        Arc::default(),
+        (1..=3)
+            .map(|port| Member::new(Arc::new(endpoint(port, false, 1))))
+            .collect(),
+        Balance::default(),
+        passive,
+    );
+    members.publish();
+    let a = members.members[0].clone();
+    members.checked(&a, false, &active);
+    members.failure(0, "test");
+    assert!(a.out.load(Ordering::Relaxed), "A was not ejected");
+    assert_eq!(members.settle_ejections(), None, "an ejection still runs");
+    members.checked(&a, true, &active);
+    assert_eq!(
+        (gauge("healthy"), gauge("ejected"), gauge("unhealthy")),
+        (3, 0, 0)
+    );
+    members.forget_gauge();
+}
