@@ -114,7 +114,7 @@
 //!     one when the last lost nothing, what each outcome counts for.
 //!   - `upkeep`: an upstream's life outside any one request: put in
 //!     service, names re-resolved, idle connections swept, active checks,
-//!     retired by a reload.
+//!     ejections ended on time, retired by a reload.
 //!   - `failure`: why a forwarded request got no response (its 502/504 and
 //!     reason), and whether it may be sent again.
 //!   - `slots`: connection slots per upstream server (`max_connections_per_server`).

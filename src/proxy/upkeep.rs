@@ -1,4 +1,4 @@
-//! An upstream's life outside any one request: put in service, kept fresh (names re-resolved, idle connections swept, active checks), retired.
+//! An upstream's life outside any one request: put in service, kept fresh (names re-resolved, idle connections swept, active checks, ejections ended on time), retired.
 //!
 //! The background tasks hold the upstream weakly: they end once the
 //! reloader and every request in flight have let go of it; re-resolution,
