@@ -117,6 +117,44 @@ async fn proxy_protocol_refusals() {
     }
 }
 
+/// A v2 header whose TLVs overrun it, or whose addresses are a UDP
+/// flow's (`DGRAM`), is malformed, as HAProxy refuses both ("invalid
+/// PROXY protocol header"): neither came from a balancer relaying this
+/// TCP connection as the specification says. Both used to be served,
+/// the source they named taken for the client's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_headers_with_overrunning_tlvs_or_udp_addresses_are_malformed() {
+    let w = world().await;
+    let addresses = (
+        "203.0.113.7:40000".parse::<SocketAddr>().unwrap(),
+        "10.0.0.1:443".parse::<SocketAddr>().unwrap(),
+    );
+    // A TLV of 65535 bytes with 3 there, the header's length counting 3.
+    let mut overrun = ppp::v2::Builder::with_addresses(0x21, ppp::v2::Protocol::Stream, addresses)
+        .build()
+        .unwrap();
+    overrun.extend_from_slice(b"\x01\xff\xffabc");
+    let length = u16::from_be_bytes([overrun[14], overrun[15]]) + 6;
+    overrun[14..16].copy_from_slice(&length.to_be_bytes());
+    let udp = ppp::v2::Builder::with_addresses(0x21, ppp::v2::Protocol::Datagram, addresses)
+        .build()
+        .unwrap();
+    for header in [overrun, udp] {
+        let mut tcp = tcp_from("127.0.0.2", w.public).await;
+        tcp.write_all(&header).await.unwrap();
+        refused(tcp, &w).await;
+    }
+    let metrics = admin(w.admin, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    let malformed =
+        "hotproxy_tls_handshakes_total{listener=\"public\",result=\"proxy_protocol_malformed\"} 2";
+    assert!(
+        metrics.contains(malformed),
+        "{malformed} missing:\n{metrics}"
+    );
+}
+
 /// What [`fronted`]'s listener serves: TLS, its upstream refusing
 /// connections (a request that gets through is answered 502)...
 const TLS: &str =
