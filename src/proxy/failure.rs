@@ -74,6 +74,28 @@ pub fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
     copy
 }
 
+/// The method and fields of a request head as hyper's HTTP/1.1 client
+/// writes it (`METHOD target HTTP/1.1`, then `name: value` lines, then an
+/// empty line): what [`crate::upstream::conn::H1::sent_head`] kept.
+pub fn parse_written_head(head: &[u8]) -> Option<(Method, http::HeaderMap)> {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let line = lines.next()?;
+    let method = Method::from_bytes(line.split(|&b| b == b' ').next()?).ok()?;
+    let mut headers = http::HeaderMap::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let value = &line[colon + 1..];
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        headers.append(
+            http::HeaderName::from_bytes(&line[..colon]).ok()?,
+            http::HeaderValue::from_bytes(value).ok()?,
+        );
+    }
+    Some((method, headers))
+}
+
 /// The connection ended before a response came: closed, reset, canceled.
 pub fn closed_before_response(e: &hyper::Error) -> bool {
     // `is_timeout`: closed by `http2_keepalive`, the peer silent.
@@ -291,6 +313,30 @@ fn alert_in_text(text: &str) -> Option<rustls::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head as hyper writes it reads back as the method and fields it
+    /// was written from: repeated fields in order, values byte for byte.
+    #[test]
+    fn a_written_head_reads_back_as_its_method_and_fields() {
+        let head = b"DELETE /items/1?x=%20 HTTP/1.1\r\nhost: a.example.com\r\nx-two: 1\r\nx-two:  two spaces \r\nx-raw: caf\xc3\xa9\r\nx-empty: \r\n\r\n";
+        let (method, headers) = parse_written_head(head).expect("parsed");
+        assert_eq!(method, Method::DELETE);
+        let fields: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("host", &b"a.example.com"[..]),
+                ("x-two", b"1"),
+                ("x-two", b" two spaces "),
+                ("x-raw", "café".as_bytes()),
+                ("x-empty", b""),
+            ]
+        );
+        assert!(parse_written_head(b"GET / HTTP/1.1\r\nno colon\r\n\r\n").is_none());
+    }
 
     #[test]
     fn a_refusal_alert_in_text_is_a_refused_client_certificate() {

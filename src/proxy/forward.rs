@@ -46,7 +46,7 @@ use crate::proxy::failure::{
 };
 use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
-use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
+use crate::upstream::conn::{DialError, Dialer, H1, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 use crate::upstream::resolve::Resolution;
 use crate::upstream::{members::Members, pipe, pool::Want, read_timeout::ReadTimeout};
@@ -371,7 +371,7 @@ impl Upstream {
                     // any when another endpoint may take it.
                     let reused = c.reused();
                     let copy = ((may_retry || (!fresh && reused)) && replayable(&req))
-                        .then(|| copy_of(&req));
+                        .then(|| Kept::of(&req));
                     // hyper's HTTP/1.1 client frames a GET or HEAD body of
                     // unknown length as none: the upstream got a bare GET
                     // and the connection, the body unsent, was closed. Told
@@ -396,7 +396,7 @@ impl Upstream {
                             let body = LeasedBody::h1(b, c, endpoint.clone(), sent, read);
                             return early(head, body).await;
                         }
-                        Err(e) => (e, copy, reused),
+                        Err(e) => (e, copy.and_then(|k| k.request(&c, &path)), reused),
                     }
                 }
                 Lease::H2 {
@@ -582,6 +582,61 @@ pub(super) fn switch_checked<B>(resp: &Response<B>, upgrade: bool) -> StatusCode
         return StatusCode::BAD_GATEWAY;
     }
     status
+}
+
+/// What an HTTP/1.1 attempt keeps to send its request again: hyper takes
+/// the request it writes. A request without a body whose head is small is
+/// sent again from its head as written ([`H1::sent_head`]), which costs no
+/// copy of its fields per request; any other, from a copy taken before.
+enum Kept {
+    Copy(Box<Request<ClientBody>>),
+    Written { version: Version, stand_in: bool },
+}
+
+/// The largest head (its fields' bytes) sent again from what was written:
+/// less than any socket takes in one write, so a head the connection
+/// failed on was written whole.
+const WRITTEN_HEAD_KEPT: usize = 2048;
+
+impl Kept {
+    fn of(req: &Request<ClientBody>) -> Kept {
+        if hyper::body::Body::is_end_stream(req.body()) {
+            let uri = req.uri();
+            let mut size =
+                req.method().as_str().len() + uri.path().len() + uri.query().map_or(0, str::len);
+            for (name, value) in req.headers() {
+                size += name.as_str().len() + value.len() + 4;
+            }
+            if size <= WRITTEN_HEAD_KEPT {
+                return Kept::Written {
+                    version: req.version(),
+                    stand_in: req.extensions().get::<StandInHost>().is_some(),
+                };
+            }
+        }
+        Kept::Copy(Box::new(copy_of(req)))
+    }
+
+    /// The request again; `None` if its head was not written whole (the
+    /// connection failed before all of it was: nothing the upstream could
+    /// have processed, and hyper hands back a request it did not write).
+    fn request(self, c: &H1, path: &PathAndQuery) -> Option<Request<ClientBody>> {
+        let (version, stand_in) = match self {
+            Kept::Copy(req) => return Some(*req),
+            Kept::Written { version, stand_in } => (version, stand_in),
+        };
+        let head = c.sent_head()?;
+        let (method, headers) = crate::proxy::failure::parse_written_head(&head)?;
+        let mut req = Request::new(ClientBody::empty());
+        *req.method_mut() = method;
+        *req.uri_mut() = Uri::from(path.clone());
+        *req.version_mut() = version;
+        *req.headers_mut() = headers;
+        if stand_in {
+            req.extensions_mut().insert(StandInHost);
+        }
+        Some(req)
+    }
 }
 
 /// Marks a `Host` hotproxy wrote in for a request that came without one,

@@ -243,6 +243,12 @@ impl H1 {
         })
     }
 
+    /// The head of the request last sent on it, as written, if all of it
+    /// was ([`HeadWait::sent`]).
+    pub fn sent_head(&self) -> Option<Vec<u8>> {
+        self.head.sent()
+    }
+
     /// Was this connection used before (the upstream may have closed it)?
     pub fn reused(&self) -> bool {
         self.idle_since.is_some()

@@ -7,8 +7,8 @@
 //! what is read while a request waits for its response head ([`HeadWait`]).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
@@ -123,24 +123,82 @@ pub const HEAD_WAIT_BYTES: usize = 128 * 1024;
 /// before the request is handed to hyper, whose channel orders it before
 /// any read of the response, and a read never undoes a stop made
 /// meanwhile (it adds with a compare-exchange).
-pub struct HeadWait(AtomicUsize);
+///
+/// It also keeps the head of the request as written ([`HeadWait::sent`]):
+/// a request hyper has written is gone, and one the upstream may not have
+/// processed is sent again from these bytes ([`crate::proxy::forward`]).
+pub struct HeadWait(AtomicUsize, Mutex<SentHead>);
 
 /// [`HeadWait`]'s value while no request waits for a head.
 const NOT_WAITING: usize = usize::MAX;
 
+/// The bytes written since the last [`HeadWait::count`], up to the end of
+/// the request's head (an empty line; a head with no body is written
+/// alone), and no more than [`SENT_HEAD_KEPT`]: `whole` once the head is
+/// in, `over` once that many bytes came without it.
+#[derive(Default)]
+struct SentHead {
+    bytes: Vec<u8>,
+    whole: bool,
+    over: bool,
+}
+
+/// The most of a request's head kept as written.
+const SENT_HEAD_KEPT: usize = 4096;
+
 impl Default for HeadWait {
     fn default() -> HeadWait {
-        HeadWait(AtomicUsize::new(NOT_WAITING))
+        HeadWait(AtomicUsize::new(NOT_WAITING), Mutex::default())
     }
 }
 
 impl HeadWait {
     /// A request is handed over: count from here until the guard is
     /// dropped (its head is in, or the wait given up); reads of the body
-    /// are not counted.
+    /// are not counted. What is written from here is its head.
     pub fn count(self: &Arc<HeadWait>) -> HeadCount {
+        {
+            let mut sent = self.sent_head();
+            sent.bytes.clear();
+            sent.whole = false;
+            sent.over = false;
+        }
         self.0.store(0, Ordering::Relaxed);
         HeadCount(self.clone())
+    }
+
+    /// The head of the last request handed over, as written, if all of it
+    /// was: request line and fields, up to and with the empty line.
+    pub fn sent(&self) -> Option<Vec<u8>> {
+        let sent = self.sent_head();
+        sent.whole.then(|| sent.bytes.clone())
+    }
+
+    fn sent_head(&self) -> std::sync::MutexGuard<'_, SentHead> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `n` bytes of `bufs` were written: kept until the head is whole.
+    /// Its end is an empty line, the only one in a head, so the bytes in
+    /// are the whole head once they end with one.
+    fn wrote(&self, bufs: &[std::io::IoSlice<'_>], mut n: usize) {
+        if self.0.load(Ordering::Relaxed) == NOT_WAITING {
+            return;
+        }
+        let mut sent = self.sent_head();
+        for buf in bufs {
+            if sent.whole || sent.over || n == 0 {
+                return;
+            }
+            let take = n.min(buf.len());
+            if sent.bytes.len() + take > SENT_HEAD_KEPT {
+                sent.over = true;
+                return;
+            }
+            sent.bytes.extend_from_slice(&buf[..take]);
+            n -= take;
+            sent.whole = sent.bytes.ends_with(b"\r\n\r\n");
+        }
     }
 }
 
@@ -224,7 +282,12 @@ impl AsyncWrite for Framed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let (Some(head), Poll::Ready(Ok(n))) = (&this.head, &polled) {
+            head.wrote(&[std::io::IoSlice::new(buf)], *n);
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -232,7 +295,12 @@ impl AsyncWrite for Framed {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let (Some(head), Poll::Ready(Ok(n))) = (&this.head, &polled) {
+            head.wrote(bufs, *n);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -696,5 +764,45 @@ mod tests {
             };
             assert_eq!(found, want, "reads of {size} bytes");
         }
+    }
+
+    /// However the writes split a head, it is kept whole once its empty
+    /// line is in, and not before; a body written after it is not kept,
+    /// nor what was written before the request was handed over; a head
+    /// past [`SENT_HEAD_KEPT`] is not kept at all.
+    #[test]
+    fn the_head_written_is_kept_whole_however_writes_split_it() {
+        let head = b"GET /a?b HTTP/1.1\r\nhost: a.example.com\r\nx-two: 1\r\nx-two: 2\r\n\r\n";
+        let wait = Arc::new(HeadWait::default());
+        // Not counting: nothing kept.
+        wait.wrote(&[std::io::IoSlice::new(b"stale")], 5);
+        for size in 1..=head.len() {
+            let _counted = wait.count();
+            let chunks: Vec<&[u8]> = head.chunks(size).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                assert!(wait.sent().is_none(), "writes of {size}, before {i}");
+                // Written with a body queued behind, of which nothing went.
+                let bufs = [std::io::IoSlice::new(chunk), std::io::IoSlice::new(b"body")];
+                wait.wrote(&bufs, chunk.len());
+            }
+            assert_eq!(wait.sent().as_deref(), Some(&head[..]), "writes of {size}");
+        }
+        // Head and body in one write: the head alone.
+        let _counted = wait.count();
+        let bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(b"body")];
+        wait.wrote(&bufs, head.len() + 4);
+        assert_eq!(wait.sent().as_deref(), Some(&head[..]));
+        // Half of it written: not whole.
+        let _counted = wait.count();
+        wait.wrote(&bufs, head.len() / 2);
+        assert_eq!(wait.sent(), None);
+        // Too long to keep.
+        let _counted = wait.count();
+        let long = format!(
+            "GET / HTTP/1.1\r\nx: {}\r\n\r\n",
+            "a".repeat(SENT_HEAD_KEPT)
+        );
+        wait.wrote(&[std::io::IoSlice::new(long.as_bytes())], long.len());
+        assert_eq!(wait.sent(), None);
     }
 }
