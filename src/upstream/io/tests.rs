@@ -1,0 +1,83 @@
+//! Tests of the upstream connection I/O wrappers: frame watching, head waits, the written head kept.
+
+use super::*;
+
+/// A frame header: payload length, type, flags, stream 0.
+fn head(len: u32, kind: u8, flags: u8) -> Vec<u8> {
+    let l = len.to_be_bytes();
+    vec![l[1], l[2], l[3], kind, flags, 0, 0, 0, 0]
+}
+
+/// However the reads split the server's frames, a SETTINGS frame is
+/// found once read whole, not before; an acknowledgement is not one,
+/// nor a payload that looks like one.
+#[test]
+fn a_settings_frame_is_found_whole_however_reads_split_it() {
+    // DATA whose payload is a SETTINGS header, a SETTINGS ACK, then a
+    // SETTINGS frame with one setting (MAX_CONCURRENT_STREAMS = 0).
+    let mut bytes = head(9, 0, 0);
+    bytes.extend(head(6, 4, 0));
+    bytes.extend(head(0, 4, 1));
+    bytes.extend(head(6, 4, 0));
+    bytes.extend([0, 3, 0, 0, 0, 0]);
+    let whole = bytes.len();
+    // And an empty SETTINGS frame, found at its header's last byte.
+    bytes.extend(head(0, 4, 0));
+    for size in 1..=bytes.len() {
+        let mut frames = SettingsFrames::default();
+        let mut found = Vec::new();
+        for (i, chunk) in bytes.chunks(size).enumerate() {
+            frames.read(chunk);
+            if std::mem::take(&mut frames.applied) {
+                found.push(((i + 1) * size).min(bytes.len()));
+            }
+        }
+        let at = |end: usize| end.div_ceil(size) * size;
+        let want: Vec<usize> = if at(whole) >= bytes.len() {
+            vec![bytes.len()]
+        } else {
+            vec![at(whole), bytes.len()]
+        };
+        assert_eq!(found, want, "reads of {size} bytes");
+    }
+}
+
+/// However the writes split a head, it is kept whole once its empty
+/// line is in, and not before; a body written after it is not kept,
+/// nor what was written before the request was handed over; a head
+/// past [`SENT_HEAD_KEPT`] is not kept at all.
+#[test]
+fn the_head_written_is_kept_whole_however_writes_split_it() {
+    let head = b"GET /a?b HTTP/1.1\r\nhost: a.example.com\r\nx-two: 1\r\nx-two: 2\r\n\r\n";
+    let wait = Arc::new(HeadWait::default());
+    // Not counting: nothing kept.
+    wait.wrote(&[std::io::IoSlice::new(b"stale")], 5);
+    for size in 1..=head.len() {
+        let _counted = wait.count();
+        let chunks: Vec<&[u8]> = head.chunks(size).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            assert!(wait.sent().is_none(), "writes of {size}, before {i}");
+            // Written with a body queued behind, of which nothing went.
+            let bufs = [std::io::IoSlice::new(chunk), std::io::IoSlice::new(b"body")];
+            wait.wrote(&bufs, chunk.len());
+        }
+        assert_eq!(wait.sent().as_deref(), Some(&head[..]), "writes of {size}");
+    }
+    // Head and body in one write: the head alone.
+    let _counted = wait.count();
+    let bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(b"body")];
+    wait.wrote(&bufs, head.len() + 4);
+    assert_eq!(wait.sent().as_deref(), Some(&head[..]));
+    // Half of it written: not whole.
+    let _counted = wait.count();
+    wait.wrote(&bufs, head.len() / 2);
+    assert_eq!(wait.sent(), None);
+    // Too long to keep.
+    let _counted = wait.count();
+    let long = format!(
+        "GET / HTTP/1.1\r\nx: {}\r\n\r\n",
+        "a".repeat(SENT_HEAD_KEPT)
+    );
+    wait.wrote(&[std::io::IoSlice::new(long.as_bytes())], long.len());
+    assert_eq!(wait.sent(), None);
+}
