@@ -99,6 +99,10 @@ pub enum Fault {
     Stalled,
     /// More than `max_body_bytes` of it.
     TooLarge,
+    /// The client went away part way (its HTTP/1.1 connection closed or
+    /// reset, its HTTP/2 stream or connection reset): a client gone before
+    /// its response, `499`, not a malformed body.
+    Gone,
 }
 
 /// The error the upstream client sees when the client stalls its body.
@@ -392,8 +396,12 @@ impl Body for ClientBody {
             // Set before the upstream client sees the error, so the
             // forwarder reads it once `request()` has failed.
             Poll::Ready(Some(Err(e))) => {
-                let cause = e.source().map_or_else(|| e.to_string(), |s| s.to_string());
-                let _ = state.failed.set(Fault::Malformed(cause));
+                let fault = if went_away(e) {
+                    Fault::Gone
+                } else {
+                    Fault::Malformed(e.source().map_or_else(|| e.to_string(), |s| s.to_string()))
+                };
+                let _ = state.failed.set(fault);
                 this.reading = None;
             }
             Poll::Ready(None) => {
@@ -441,6 +449,35 @@ impl Body for ClientBody {
             Source::Streamed(inner) => inner.size_hint(),
         }
     }
+}
+
+/// Whether reading a client's body failed because the client went away,
+/// not because what it sent was malformed: its HTTP/1.1 connection ended
+/// (closed before the body was complete, or reset), or its peer reset the
+/// HTTP/2 stream or ended the connection. An error hyper or h2 found in
+/// the bytes themselves (a bad chunk, more DATA than `content-length`: a
+/// reset h2 sends itself) is not.
+fn went_away(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_remote() && (h2.is_reset() || h2.is_go_away()) || h2.is_io();
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Whoever sends the body is done with it (hyper's task for an HTTP/2

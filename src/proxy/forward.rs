@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use rustls::ClientConfig;
 use tracing::{debug, warn};
@@ -681,8 +681,9 @@ fn absolute(endpoint: &Endpoint, path: &PathAndQuery, headers: &http::HeaderMap)
     Uri::from_parts(parts).expect("scheme, authority and path are valid")
 }
 
-/// The answer to a request whose body the client broke (400) or stalled
-/// (408, as nginx's `client_body_timeout`). Neither counts against the
+/// The answer to a request whose body the client broke (400), stalled
+/// (408, as nginx's `client_body_timeout`) or left part way (499, logged
+/// and counted; no client reads it). None counts against the
 /// endpoint. An HTTP/1.1 connection closes after it: the rest of the body
 /// is not read.
 pub fn client_fault(
@@ -704,11 +705,25 @@ pub fn client_fault(
             debug!(listener = %ctx.listener, peer = %ctx.client_addr, upstream, "client request body over max_body_bytes");
             body_too_large()
         }
+        Fault::Gone => {
+            debug!(listener = %ctx.listener, peer = %ctx.client_addr, upstream, "client went away during its request body");
+            client_gone()
+        }
     };
     if !h2_client {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp
+}
+
+/// What a client that went away during its request body is counted and
+/// logged as: nginx's `499`, with no body (nobody is there to read one;
+/// the access log's `bytes_out` stays 0).
+fn client_gone() -> Response<ResponseBody> {
+    let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    *resp.status_mut() =
+        StatusCode::from_u16(crate::proxy::edge::CLIENT_GONE).expect("499 is a valid status code");
     resp
 }
 

@@ -382,3 +382,75 @@ async fn client_gone_before_the_response_is_logged_as_499() {
     }
     drop(p);
 }
+
+/// A client that goes away part way through its request body, while the
+/// body streams to the upstream (the HTTP/1.1 connection closed, the
+/// HTTP/2 stream reset with `CANCEL`), is a client gone before its
+/// response: `499` in the line and the count (SPEC §2, the access log),
+/// never the `400` of a malformed body, which it never sent and which no
+/// client received.
+#[tokio::test]
+async fn client_gone_part_way_through_its_body_is_499_not_400() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const WAIT: Duration = Duration::from_secs(20);
+    let w = world().await;
+    let (log, extra) = json_access_log(&w);
+    let mut p = Proxy::start(&config(&w, "        mode: none", "", "", &extra));
+    let addr = p.listener_addr("partners").await;
+    let admin = p.admin_addr().await;
+    let answering = || {
+        wait_until(WAIT, "the backend answering", || async {
+            w.backend.slow_in_flight.load(SeqCst) == 1
+        })
+    };
+    let abandoned = || {
+        wait_until(WAIT, "the upstream request abandoned", || async {
+            w.backend.slow_in_flight.load(SeqCst) == 0
+        })
+    };
+    let gone = |n: usize| async move {
+        let line = format!(
+            "hotproxy_http_requests_total{{listener=\"partners\",upstream=\"app\",code=\"499\"}} {n}"
+        );
+        wait_metric(admin, &line, WAIT).await;
+    };
+
+    // HTTP/1.1: 3 of 100,000 declared bytes (over `body_buffer_bytes`: the
+    // body streams), then the connection closes.
+    let mut s = connect(addr, "localhost", cfg_for(&w, None)).await.unwrap();
+    s.write_all(b"POST /hang HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\nabc")
+        .await
+        .unwrap();
+    answering().await;
+    drop(s);
+    gone(1).await;
+    abandoned().await;
+
+    // HTTP/2: a body without `content-length`, then `RST_STREAM(CANCEL)`.
+    let h2 = client_config(&w.edge_ca.cert_pem, None, &[b"h2"]);
+    let client = h2_client(connect(addr, "localhost", h2).await.unwrap()).await;
+    let req = http::Request::post("https://localhost/hang")
+        .body(())
+        .unwrap();
+    let mut client = client.ready().await.unwrap();
+    let (_resp, mut tx) = client.send_request(req, false).unwrap();
+    tx.send_data(bytes::Bytes::from_static(b"abc"), false)
+        .unwrap();
+    answering().await;
+    tx.send_reset(h2::Reason::CANCEL);
+    gone(2).await;
+    abandoned().await;
+
+    let all = wait_access_log(&log, 2, WAIT).await;
+    assert_eq!(all.len(), 2, "one line per request: {all:?}");
+    for (line, protocol) in all.iter().zip(["HTTP/1.1", "HTTP/2.0"]) {
+        assert_eq!(line["status"], 499, "{line}");
+        assert_eq!(line["protocol"], protocol, "{line}");
+        assert_eq!(line["bytes_in"], 3, "{line}");
+        assert_eq!(line["bytes_out"], 0, "{line}");
+        assert_eq!(line["upstream"], "app", "{line}");
+    }
+    let m = metrics_text(admin).await;
+    assert!(!m.contains("code=\"400\""), "{m}");
+    drop(p);
+}
