@@ -704,7 +704,11 @@ async fn handle(
         listener.unrouted.record(404, start.elapsed());
         return exchange.finish(error_response(StatusCode::NOT_FOUND, "no route"));
     };
+    // A refusal of the route's names its upstream, as its count does
+    // (`upstream="<name>"`); no endpoint, no head: `upstream_addr` and
+    // `upstream_ms` stay `null`.
     if let Some(denied) = exchange.admit(&policy, &edge, ctx, &mut req) {
+        exchange.upstream(&upstream.name, None);
         route_metrics.record(403, start.elapsed());
         return exchange.finish(denied);
     }
@@ -713,6 +717,7 @@ async fn handle(
     // length is counted on its way ([`crate::proxy::body`]).
     let max_body = policy.max_body_bytes.unwrap_or(ctx.max_body_bytes);
     if max_body > 0 && req.body().size_hint().exact().is_some_and(|n| n > max_body) {
+        exchange.upstream(&upstream.name, None);
         route_metrics.record(413, start.elapsed());
         let h2 = req.version() == http::Version::HTTP_2;
         return exchange.finish(client_fault(ctx, &upstream.name, &Fault::TooLarge, h2));

@@ -454,3 +454,62 @@ async fn client_gone_part_way_through_its_body_is_499_not_400() {
     assert!(!m.contains("code=\"400\""), "{m}");
     drop(p);
 }
+
+/// A request a route refuses before anything goes upstream — its `allow`
+/// (`403`), a declared length over its `max_body_bytes` (`413`) — names
+/// the route's upstream in its line, as its count does
+/// (`hotproxy_http_requests_total{upstream="app"}`) and as the line of a
+/// streamed body cut at the same limit does; no endpoint was used, so
+/// `upstream_addr` stays `null`. They were `null`, so a search of the log
+/// by upstream missed what the metrics counted.
+#[tokio::test]
+async fn a_request_a_route_refuses_names_the_routes_upstream() {
+    const WAIT: Duration = Duration::from_secs(20);
+    let w = world().await;
+    let (log, extra) = json_access_log(&w);
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes = "      - { path_prefix: /admin, upstream: app, allow: [{ cn: ops }] }\n      - { path_prefix: /small, upstream: app, max_body_bytes: 10 }";
+    let mut p = Proxy::start(&config(&w, auth, "", routes, &extra));
+    let addr = p.listener_addr("partners").await;
+    let admin = p.admin_addr().await;
+    let r = get(addr, "localhost", cfg_for(&w, None), false, "/admin", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    for (what, head) in [
+        ("declared", "content-length: 100\r\n"),
+        ("streamed", "transfer-encoding: chunked\r\n"),
+    ] {
+        let mut s = connect(addr, "localhost", cfg_for(&w, None)).await.unwrap();
+        let body: &[u8] = if what == "declared" {
+            &[b'x'; 100]
+        } else {
+            b"64\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n0\r\n\r\n"
+        };
+        let head = format!("POST /small HTTP/1.1\r\nhost: localhost\r\n{head}\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let _ = s.write_all(body).await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 413"),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let m = metrics_text(admin).await;
+    for code in ["403", "413"] {
+        assert!(
+            m.contains(&format!("upstream=\"app\",code=\"{code}\"")),
+            "{m}"
+        );
+    }
+    let all = wait_access_log(&log, 3, WAIT).await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    for line in &all {
+        assert_eq!(line["upstream"], "app", "{line}");
+        assert!(line["upstream_addr"].is_null(), "{line}");
+        assert!(line["upstream_ms"].is_null(), "{line}");
+    }
+    drop(p);
+}
