@@ -284,14 +284,15 @@ impl Upstream {
             // stalled: its fault, not the upstream's. Any client can do
             // this, so debug.
             Ok(Err(_)) if let Some(fault) = body_fault.cause() => {
-                return client_fault(ctx, &self.name, fault, h2_client);
+                return sent_to(client_fault(ctx, &self.name, fault, h2_client), endpoint);
             }
             Ok(Err(e)) => self.failed(endpoint, &e),
             // The upstream was still waiting for the client's body: a slow
             // client, not a hung endpoint. Counting it would let any client
             // eject healthy endpoints by stalling a few uploads.
             Err(_) if body_fault.waiting() => {
-                return client_fault(ctx, &self.name, &Fault::Stalled, h2_client);
+                let stalled = client_fault(ctx, &self.name, &Fault::Stalled, h2_client);
+                return sent_to(stalled, endpoint);
             }
             Err(_) => {
                 // A timeout is the endpoint's failure for passive health,
@@ -305,9 +306,8 @@ impl Upstream {
             }
         };
         // The access log names the endpoint of the latest attempt.
+        resp = sent_to(resp, endpoint);
         if crate::access_log::enabled() {
-            resp.extensions_mut()
-                .insert(UpstreamAddr(endpoint.dialled_url.clone()));
             // Only a head the upstream sent has an upstream time; our own
             // 502/504 for a failed or timed-out attempt does not.
             if answered {
@@ -713,6 +713,17 @@ pub fn client_fault(
     if !h2_client {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// `resp`, for a request whose latest attempt went to `endpoint`: the
+/// access log's `upstream_addr` names it, also when hotproxy answers for
+/// the client's body (its `400`, `408`, `413`, `499`).
+fn sent_to(mut resp: Response<ResponseBody>, endpoint: &Endpoint) -> Response<ResponseBody> {
+    if crate::access_log::enabled() {
+        resp.extensions_mut()
+            .insert(UpstreamAddr(endpoint.dialled_url.clone()));
     }
     resp
 }

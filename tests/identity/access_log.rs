@@ -459,8 +459,9 @@ async fn client_gone_part_way_through_its_body_is_499_not_400() {
 /// (`403`), a declared length over its `max_body_bytes` (`413`) — names
 /// the route's upstream in its line, as its count does
 /// (`hotproxy_http_requests_total{upstream="app"}`) and as the line of a
-/// streamed body cut at the same limit does; no endpoint was used, so
-/// `upstream_addr` stays `null`. They were `null`, so a search of the log
+/// streamed body cut at the same limit does; they used no endpoint, so
+/// their `upstream_addr` stays `null` (the streamed one's names the
+/// endpoint its body went to). They were `null`, so a search of the log
 /// by upstream missed what the metrics counted.
 #[tokio::test]
 async fn a_request_a_route_refuses_names_the_routes_upstream() {
@@ -508,7 +509,62 @@ async fn a_request_a_route_refuses_names_the_routes_upstream() {
     assert_eq!(all.len(), 3, "{all:?}");
     for line in &all {
         assert_eq!(line["upstream"], "app", "{line}");
-        assert!(line["upstream_addr"].is_null(), "{line}");
+        assert!(line["upstream_ms"].is_null(), "{line}");
+    }
+    // The 403 and the declared 413 used no endpoint; the streamed body
+    // went to one before it passed the limit.
+    assert!(all[0]["upstream_addr"].is_null(), "{}", all[0]);
+    assert!(all[1]["upstream_addr"].is_null(), "{}", all[1]);
+    assert_eq!(
+        all[2]["upstream_addr"],
+        format!("https://{}", w.backend.addr),
+        "{}",
+        all[2]
+    );
+    drop(p);
+}
+
+/// A request whose body the client broke or stalled after it went to an
+/// endpoint (`400`, `408`) names that endpoint in `upstream_addr`, "the
+/// endpoint of the last attempt" (SPEC §2): which backend a failed upload
+/// was on its way to. `upstream_ms` stays `null` (no head came). It was
+/// `null`: the line of every request hotproxy answered for the client's
+/// body lost its endpoint.
+#[tokio::test]
+async fn a_client_body_fault_names_the_endpoint_it_was_sent_to() {
+    const WAIT: Duration = Duration::from_secs(20);
+    let w = world().await;
+    let (log, extra) = json_access_log(&w);
+    let limits = "    limits: { body_read_timeout: 500ms }";
+    let mut p = Proxy::start(&config(&w, "        mode: none", limits, "", &extra));
+    let addr = p.listener_addr("partners").await;
+    for (status, body) in [("400", &b"zz\r\n"[..]), ("408", &b"3\r\nabc\r\n"[..])] {
+        let mut s = connect(addr, "localhost", cfg_for(&w, None)).await.unwrap();
+        s.write_all(
+            b"POST /hang HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        s.write_all(body).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await;
+        let want = format!("HTTP/1.1 {status}");
+        assert!(
+            got.starts_with(want.as_bytes()),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let all = wait_access_log(&log, 2, WAIT).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    for (line, status) in all.iter().zip([400, 408]) {
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["upstream"], "app", "{line}");
+        assert_eq!(
+            line["upstream_addr"],
+            format!("https://{}", w.backend.addr),
+            "{line}"
+        );
         assert!(line["upstream_ms"].is_null(), "{line}");
     }
     drop(p);
