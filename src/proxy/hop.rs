@@ -6,6 +6,7 @@ use crate::proxy::trailers;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Which message a header section heads: what it keeps of `TE` and
 /// `Trailer` differs.
@@ -30,7 +31,7 @@ pub enum Message {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, message: Message) {
     // One pass over the names first: most messages carry none of these
     // or only `Connection`, and the pass is far cheaper than hashing and
-    // probing for each of the nine names.
+    // probing for each of the ten names.
     // The same pass reads `Connection`: the usual one (`keep-alive`,
     // `close`) names no header, and its tokens are not parsed.
     let mut present = 0u16;
@@ -169,9 +170,12 @@ fn is_option(token: &str) -> bool {
         .any(|k| token.eq_ignore_ascii_case(k))
 }
 
-/// The hop-by-hop headers (RFC 9110 §7.6.1) and `Upgrade`; a bit per
-/// position records which are present (`Connection` first, `Upgrade` last).
-static HOP_BY_HOP: [&HeaderName; 9] = [
+/// The hop-by-hop headers (RFC 9110 §7.6.1), `Upgrade`, and
+/// `HTTP2-Settings`: the h2c upgrade's connection-specific field (RFC 7540
+/// §3.2.1), which hotproxy does not do and the next hop cannot use. A bit
+/// per position records which are present (`Connection` first, `Upgrade`
+/// at 8).
+static HOP_BY_HOP: [&HeaderName; 10] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
@@ -181,6 +185,7 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::TRAILER,
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
+    &HTTP2_SETTINGS,
 ];
 
 /// `TE`'s and `Trailer`'s positions in [`HOP_BY_HOP`].
@@ -194,7 +199,7 @@ const TRAILER_AT: usize = 6;
 #[inline(always)]
 fn hop_by_hop(name: &HeaderName) -> Option<u16> {
     // Told apart by length first: nearly every name is none of them, and
-    // one length check settles it where nine comparisons did.
+    // one length check settles it where ten comparisons did.
     let n = name.as_str();
     let i = match n.len() {
         2 if n == "te" => 5,
@@ -202,6 +207,7 @@ fn hop_by_hop(name: &HeaderName) -> Option<u16> {
         7 if n == "upgrade" => 8,
         10 if n == "connection" => 0,
         10 if n == "keep-alive" => 1,
+        14 if n == "http2-settings" => 9,
         16 if n == "proxy-connection" => 2,
         17 if n == "transfer-encoding" => 7,
         18 if n == "proxy-authenticate" => 3,
@@ -211,7 +217,8 @@ fn hop_by_hop(name: &HeaderName) -> Option<u16> {
     Some(i)
 }
 
-/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1, with `Upgrade`).
+/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1, with `Upgrade` and
+/// `HTTP2-Settings`).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop(name).is_some()
 }
@@ -239,6 +246,9 @@ mod tests {
             "transfer-encodinf",
             "proxy-authenticatf",
             "proxy-authorizatiom",
+            "http2-settingz",
+            "http3-settings",
+            "content-length",
             "host",
             "accept",
             "x-request-id",
@@ -303,6 +313,7 @@ mod tests {
             "trailer",
             "transfer-encoding",
             "upgrade",
+            "http2-settings",
         ];
         for name in names {
             let mut h = HeaderMap::new();

@@ -370,6 +370,45 @@ async fn connection_cannot_strip_what_the_proxy_adds() {
     assert!(h.get("connection").is_none(), "{seen}");
 }
 
+/// `HTTP2-Settings` is the h2c upgrade's connection-specific field (RFC
+/// 7540 §3.2.1), which hotproxy does not do: sent by an HTTP/1.1 client
+/// (with or without `Upgrade: h2c`) or as a plain field by an HTTP/2 one,
+/// it never reaches the upstream, while the fields beside it do.
+#[tokio::test]
+async fn http2_settings_is_not_forwarded() {
+    let (w, _p, addr) = serve("").await;
+    for upgrade in [
+        "",
+        "upgrade: h2c\r\nconnection: Upgrade, HTTP2-Settings\r\n",
+    ] {
+        let request = format!(
+            "GET /api HTTP/1.1\r\nhost: a.example.com\r\n{upgrade}\
+             HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nx-own: mine\r\n\
+             connection: close\r\n\r\n"
+        );
+        let reply = h1_exchange(&w, addr, request.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+        let seen = body_json(&reply);
+        let h = &seen["headers"];
+        assert!(h.get("http2-settings").is_none(), "{upgrade:?}: {seen}");
+        assert_eq!(h["x-own"], "mine", "{seen}");
+    }
+    let mut client = h2_client(tls(&w, addr, &[b"h2"]).await).await;
+    let req = http::Request::builder()
+        .uri("https://a.example.com/api")
+        .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+        .header("x-own", "mine")
+        .body(())
+        .unwrap();
+    let resp = h2_request(&mut client, req).await;
+    assert_eq!(resp.status(), 200);
+    let body = h2_body(&mut resp.into_body()).await;
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(seen["headers"].get("http2-settings").is_none(), "{seen}");
+    assert_eq!(seen["headers"]["x-own"], "mine", "{seen}");
+    assert_eq!(w.backend.requests.load(SeqCst), 3);
+}
+
 /// At most 100 header fields per request, on either protocol (hyper's
 /// HTTP/1.1 parser stops there; Envoy's max_headers_count and HAProxy's
 /// tune.http.maxhdr are the same): 101 get 431 from hotproxy over HTTP/1.1
