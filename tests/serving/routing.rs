@@ -316,3 +316,72 @@ async fn options_asterisk_takes_the_route_of_its_hosts_root() {
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
     assert!(reply.ends_with("other"), "{reply:?}");
 }
+
+/// The access log's `path` is the path as the client sent it (nginx's
+/// `$request_uri`), not the normalised one the upstream gets: over
+/// HTTP/1.1 and HTTP/2, in `json` and `combined` alike, and a path
+/// refused before it was normalised.
+#[tokio::test]
+async fn the_access_log_holds_the_path_as_sent() {
+    /// An HTTP/1.1 `GET /raw/./x?q=1` and an HTTP/2 `GET /raw/%2e/y`: the
+    /// upstream gets `/raw/x` and `/raw/y`.
+    async fn send_both(w: &World, addr: SocketAddr) {
+        let reply = h1_exchange(
+            w,
+            addr,
+            b"GET /raw/./x?q=1 HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+        assert_eq!(body_json(&reply)["path"], "/raw/x", "{reply}");
+        let mut client = h2_client(tls(w, addr, &[b"h2"]).await).await;
+        let req = http::Request::get("https://a.example.com/raw/%2e/y")
+            .body(())
+            .unwrap();
+        let resp = h2_request(&mut client, req).await;
+        assert_eq!(resp.status(), 200);
+        let body = h2_body(&mut resp.into_body()).await;
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["path"], "/raw/y", "{seen}");
+    }
+
+    let (w, _p, addr, log) = serve_logged("").await;
+    send_both(&w, addr).await;
+    // A path refused before it is normalised is logged as sent too.
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"GET /a%2fb HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply:?}");
+    let lines = wait_access_log(&log, 3, WAIT).await;
+    let refused = lines.iter().find(|l| l["status"] == 400);
+    assert_eq!(refused.expect("a 400 line")["path"], "/a%2fb", "{lines:?}");
+    let path_of = |protocol: &str| {
+        let line = lines
+            .iter()
+            .find(|l| l["protocol"] == protocol && l["status"] == 200);
+        line.unwrap_or_else(|| panic!("no {protocol} line: {lines:?}"))["path"].clone()
+    };
+    assert_eq!(path_of("HTTP/1.1"), "/raw/./x");
+    assert_eq!(path_of("HTTP/2.0"), "/raw/%2e/y");
+
+    let w = world().await;
+    let (config, log) = logged_config(&w, "");
+    edit_config(&config, |text| {
+        text.replace("format: json", "format: combined")
+    });
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    send_both(&w, addr).await;
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(WAIT, "2 combined lines", || async {
+        read().lines().count() >= 2
+    })
+    .await;
+    let text = read();
+    assert!(text.contains(r#""GET /raw/./x HTTP/1.1" 200 "#), "{text}");
+    assert!(text.contains(r#""GET /raw/%2e/y HTTP/2.0" 200 "#), "{text}");
+    assert_eq!(w.backend.requests.load(SeqCst), 2);
+}
