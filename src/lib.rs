@@ -112,6 +112,8 @@
 //!     more than one `Content-Length`: a 502; none on a 1xx or 204.
 //!   - `attempts`: a request's attempts: the endpoint each goes to, another
 //!     one when the last lost nothing, what each outcome counts for.
+//!   - `budget`: an upstream's retry budget: its retries to other endpoints in
+//!     flight, bounded by a share of its requests in flight.
 //!   - `upkeep`: an upstream's life outside any one request: put in
 //!     service, names re-resolved, idle connections swept, active checks,
 //!     ejections ended on time, retired by a reload.

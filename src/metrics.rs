@@ -147,6 +147,8 @@ pub struct Metrics {
     pub upstream_requests: Family<EndpointRequestLabels, Counter>,
     /// Requests sent again to another endpoint.
     pub upstream_retries: Family<UpstreamLabels, Counter>,
+    /// Retries to another endpoint the retry budget refused.
+    pub upstream_retry_overflow: Family<UpstreamLabels, Counter>,
     /// Requests sent again on a new connection to the same endpoint.
     pub upstream_resends: Family<UpstreamLabels, Counter>,
     registry: Registry,
@@ -182,6 +184,7 @@ impl Metrics {
             upstream_endpoints: Family::default(),
             upstream_requests: Family::default(),
             upstream_retries: Family::default(),
+            upstream_retry_overflow: Family::default(),
             upstream_resends: Family::default(),
             registry: Registry::default(),
         };
@@ -254,6 +257,11 @@ impl Metrics {
             "hotproxy_upstream_retries",
             "Upstream requests sent again to another endpoint",
             m.upstream_retries.clone(),
+        );
+        registry.register(
+            "hotproxy_upstream_retry_overflow",
+            "Retries to another endpoint the upstream's retry budget refused: the request failed with its attempt's failure",
+            m.upstream_retry_overflow.clone(),
         );
         registry.register(
             "hotproxy_upstream_resends",

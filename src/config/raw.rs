@@ -232,6 +232,8 @@ pub struct ActiveHealth {
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     pub attempts: Option<u32>,
+    pub budget_percent: Option<u32>,
+    pub min_retry_concurrency: Option<u32>,
 }
 
 #[derive(Deserialize)]

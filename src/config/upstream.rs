@@ -35,6 +35,9 @@ pub struct UpstreamConfig {
     pub health: HealthConfig,
     /// `retries.attempts`: further tries on another endpoint where safe.
     pub retries: u32,
+    /// `retries.budget_percent` and `retries.min_retry_concurrency`: how
+    /// many retries may be in flight at once across the upstream's requests.
+    pub retry_budget: RetryBudget,
     /// PINGs on HTTP/2 upstream connections; off unless configured.
     pub http2_keepalive: Option<Http2Keepalive>,
     /// Response bytes one stream of an HTTP/2 upstream connection may have
@@ -69,6 +72,27 @@ pub const MIN_HTTP2_STREAM_WINDOW: u32 = 65_535;
 pub struct Http2Keepalive {
     pub interval: Duration,
     pub timeout: Duration,
+}
+
+/// The retry budget (Envoy's cluster `retry_budget`): a retry to another
+/// endpoint goes only while the upstream's retries in flight are fewer
+/// than `min_concurrency` or `percent` % of its requests in flight,
+/// whichever allows more ([`crate::proxy::budget`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// 0..=100.
+    pub percent: u32,
+    pub min_concurrency: u32,
+}
+
+impl Default for RetryBudget {
+    /// Envoy's defaults: 20 %, at least 3.
+    fn default() -> Self {
+        RetryBudget {
+            percent: 20,
+            min_concurrency: 3,
+        }
+    }
 }
 
 /// `balance`: how each request picks an endpoint.

@@ -13,7 +13,9 @@
 //! request began (one it added may take a retry of a request that began
 //! on the only endpoint); whether one would take it (else an HTTP/2
 //! request left unprocessed goes again to its own endpoint) is asked of
-//! the same set.
+//! the same set. A retry goes only while the upstream's retry budget has
+//! room ([`crate::proxy::budget`]); else the request fails as if its
+//! attempts were spent.
 //! Each attempt on its endpoint is
 //! [`crate::proxy::forward`]'s.
 
@@ -27,6 +29,7 @@ use tracing::debug;
 
 use crate::metrics::{METRICS, UpstreamLabels};
 use crate::proxy::body::{BodyFault, ClientBody};
+use crate::proxy::budget::Slot;
 use crate::proxy::failure::{Failure, diagnose, local_resources, unprocessed, waited};
 use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
 use crate::proxy::framing;
@@ -100,12 +103,16 @@ impl Upstream {
         let mut retried = 0;
         // The set a retry picked from, when it was not `members`.
         let mut newer: Option<Arc<Members>> = None;
-        let mut picked = members
-            .pick(&[])
-            .expect("an endpoint: the set is not empty");
+        // With the retry budget's slot while the attempt is a retry.
+        let mut picked = (
+            members
+                .pick(&[])
+                .expect("an endpoint: the set is not empty"),
+            None::<Slot<'_>>,
+        );
         loop {
             let set = newer.as_deref().unwrap_or(members);
-            let (i, _in_flight) = picked;
+            let ((i, _in_flight), retrying) = picked;
             last.picked(i);
             let endpoint = &set.members[i].endpoint;
             // Whether another endpoint may take the request is judged at
@@ -116,8 +123,11 @@ impl Upstream {
             // request is kept while a retry is allowed at all.
             let may_retry = retried < self.config.retries;
             // Read at a failure only: health moves, and asking costs a
-            // look at every member's.
-            let elsewhere = || may_retry && self.elsewhere(set, &tried, i);
+            // look at every member's. A retry the budget would refuse is
+            // none: an HTTP/2 request left unprocessed goes again to its
+            // own endpoint, as when no other would take it.
+            let own = retrying.is_some();
+            let elsewhere = || may_retry && self.elsewhere(set, &tried, i) && self.budget_open(own);
             let (failure, again) = match self
                 .send(
                     endpoint,
@@ -147,6 +157,11 @@ impl Upstream {
             else {
                 return Err(failure);
             };
+            // The retry that failed is in flight no more.
+            drop(retrying);
+            let Some(slot) = self.retry_slot(set, &tried, i) else {
+                return Err(failure);
+            };
             tried.push(i);
             retried += 1;
             let Some((moved, next)) = self.retry_pick(set, &mut tried, last) else {
@@ -154,7 +169,7 @@ impl Upstream {
             };
             self.retrying(endpoint, &failure);
             req = again;
-            picked = next;
+            picked = (next, Some(slot));
             newer = moved.or(newer);
         }
     }
@@ -197,6 +212,31 @@ impl Upstream {
             return set.another(tried, i);
         }
         now.another_after(set, tried, i)
+    }
+
+    /// The retry budget's slot for a retry of a request that failed on
+    /// member `i` of `set` (having tried `tried` there); none when the
+    /// budget is full, counted when another endpoint would have taken it.
+    fn retry_slot(&self, set: &Members, tried: &[usize], i: usize) -> Option<Slot<'_>> {
+        let requests = self.members.load().in_flight();
+        let slot = self.budget.admit(self.config.retry_budget, requests);
+        if slot.is_none() && self.elsewhere(set, tried, i) {
+            debug!(upstream = %self.name, "retry refused: the retry budget is spent");
+            METRICS
+                .upstream_retry_overflow
+                .get_or_create(&UpstreamLabels {
+                    upstream: self.name.to_string(),
+                })
+                .inc();
+        }
+        slot
+    }
+
+    /// Whether the retry budget would let a retry go now, the request
+    /// holding a slot of it when `own`.
+    fn budget_open(&self, own: bool) -> bool {
+        let requests = self.members.load().in_flight();
+        self.budget.open(self.config.retry_budget, requests, own)
     }
 
     /// A failed attempt is sent to another endpoint: said and counted.
@@ -255,12 +295,16 @@ impl Upstream {
         let mut tried: Vec<usize> = Vec::new();
         let mut retried = 0;
         let mut newer: Option<Arc<Members>> = None;
-        let mut picked = members
-            .pick(&[])
-            .expect("an endpoint: the set is not empty");
+        // With the retry budget's slot while the attempt is a retry.
+        let mut picked = (
+            members
+                .pick(&[])
+                .expect("an endpoint: the set is not empty"),
+            None::<Slot<'_>>,
+        );
         loop {
             let set = newer.as_deref().unwrap_or(members);
-            let (i, _in_flight) = picked;
+            let ((i, _in_flight), retrying) = picked;
             last.picked(i);
             let endpoint = &set.members[i].endpoint;
             let failure = match endpoint.upgrade_connection().await {
@@ -293,15 +337,19 @@ impl Upstream {
             let more = !local_resources(&failure)
                 && retried < self.config.retries
                 && tokio::time::Instant::now() < until;
+            drop(retrying);
+            let slot = more.then(|| self.retry_slot(set, &tried, i)).flatten();
             tried.push(i);
             retried += 1;
-            let next = more.then(|| self.retry_pick(set, &mut tried, last));
+            let next = slot
+                .is_some()
+                .then(|| self.retry_pick(set, &mut tried, last));
             let Some((moved, next)) = next.flatten() else {
                 return Err(failure);
             };
             self.answered_failure(set, i, &failure);
             self.retrying(endpoint, &failure);
-            picked = next;
+            picked = (next, slot);
             newer = moved.or(newer);
         }
     }

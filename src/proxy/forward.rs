@@ -38,6 +38,7 @@ use crate::identity::Identity;
 use crate::metrics;
 use crate::proxy::attempts::{Attempt, Latest};
 use crate::proxy::body::{BodyInFlight, ClientBody, Fault};
+use crate::proxy::budget::Budget;
 use crate::proxy::buffer;
 use crate::proxy::edge::{BytesIn, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::failure::{
@@ -118,12 +119,16 @@ pub struct Upstream {
     pub(super) resolution: Resolution,
     /// Its background tasks (re-resolution, active checks) run.
     pub(super) started: AtomicBool,
+    /// Its retries to other endpoints in flight, shared with the upstream
+    /// an edit replaces: `retries.budget_percent` bounds them together.
+    pub(super) budget: Budget,
 }
 
 impl Upstream {
     /// The upstream of `config`; `previous`, the running upstream it
     /// replaces after an edit, lends its endpoints' health where their
-    /// address stays, and its names' last addresses for a failed lookup.
+    /// address stays, its names' last addresses for a failed lookup, and
+    /// its retries in flight (the retry budget's count).
     pub fn new(
         config: UpstreamConfig,
         tls: Arc<ClientConfig>,
@@ -152,6 +157,7 @@ impl Upstream {
             members: ArcSwap::from_pointee(members),
             resolution,
             started: AtomicBool::new(false),
+            budget: previous.map(|p| p.budget.clone()).unwrap_or_default(),
         })
     }
 

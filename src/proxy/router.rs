@@ -177,6 +177,7 @@ mod tests {
                 balance: Default::default(),
                 health: Default::default(),
                 retries: 0,
+                retry_budget: Default::default(),
                 http2_keepalive: None,
                 http2_stream_window_bytes: crate::config::DEFAULT_HTTP2_STREAM_WINDOW,
             },

@@ -294,6 +294,15 @@ impl Members {
         Some((i, InFlight(Counted::Held(self.members[i].clone()))))
     }
 
+    /// The requests in flight on this set's endpoints: the share a retry
+    /// budget is of ([`crate::proxy::budget`]), read only for a retry.
+    pub fn in_flight(&self) -> usize {
+        self.members
+            .iter()
+            .map(|m| m.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn pick_index(&self, tried: &[usize]) -> Option<usize> {
         let now = Instant::now();
         let i = self.picker.pick(

@@ -9,6 +9,7 @@ mod support;
 mod common;
 
 // The tests, by theme.
+mod budget;
 mod dns;
 mod edits;
 mod health;

@@ -6,7 +6,7 @@ use super::{Named, Resolver};
 use crate::config::raw;
 use crate::config::{
     ActiveHealth, Balance, DEFAULT_HTTP2_STREAM_WINDOW, EntryKind, EntrySpec, HealthConfig,
-    Http2Keepalive, MAX_HTTP2_STREAM_WINDOW, MIN_HTTP2_STREAM_WINDOW, PassiveHealth,
+    Http2Keepalive, MAX_HTTP2_STREAM_WINDOW, MIN_HTTP2_STREAM_WINDOW, PassiveHealth, RetryBudget,
     UpstreamConfig, UpstreamServer, UpstreamTls,
 };
 
@@ -148,11 +148,34 @@ impl Resolver {
             },
             health: self.health(&at, u.health.as_ref()),
             retries: u.retries.as_ref().and_then(|r| r.attempts).unwrap_or(1),
+            retry_budget: self.retry_budget(&at, u.retries.as_ref()),
             http2_keepalive: u
                 .http2_keepalive
                 .as_ref()
                 .map(|k| self.http2_keepalive(&at, k)),
             http2_stream_window_bytes: self.http2_stream_window(&at, u.http2_stream_window_bytes),
+        }
+    }
+
+    /// `retries.budget_percent` (0..=100, default 20) and
+    /// `retries.min_retry_concurrency` (default 3), as Envoy's.
+    fn retry_budget(&mut self, at: &str, r: Option<&raw::Retries>) -> RetryBudget {
+        let d = RetryBudget::default();
+        let Some(r) = r else { return d };
+        let percent = match r.budget_percent {
+            Some(p) if p > 100 => {
+                self.problem(
+                    format!("{at}.retries.budget_percent"),
+                    format!("{p} is over 100 (a percentage of the requests in flight)"),
+                );
+                d.percent
+            }
+            Some(p) => p,
+            None => d.percent,
+        };
+        RetryBudget {
+            percent,
+            min_concurrency: r.min_retry_concurrency.unwrap_or(d.min_concurrency),
         }
     }
 
@@ -313,8 +336,8 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
 mod tests {
     use std::time::Duration;
 
-    use crate::config::Http2Keepalive;
     use crate::config::tests::{MINIMAL, messages, parse_str};
+    use crate::config::{Http2Keepalive, RetryBudget};
 
     /// An empty name passed, and its series landed in upstream="", which
     /// §6 keeps for the requests hotproxy answers itself.
@@ -408,6 +431,48 @@ mod tests {
                 "{refused}: {m}"
             );
         }
+    }
+
+    /// The retry budget is on by default (Envoy's 20 %, at least 3), is
+    /// read beside `attempts`, and a percentage over 100 is refused by name.
+    #[test]
+    fn upstream_retry_budget() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(c.upstreams[0].retry_budget, RetryBudget::default());
+        assert_eq!(
+            (
+                c.upstreams[0].retry_budget.percent,
+                c.upstreams[0].retry_budget.min_concurrency
+            ),
+            (20, 3)
+        );
+        let with = |r: &str| {
+            MINIMAL.replace(
+                "servers: [https://127.0.0.1:9443]",
+                &format!("servers: [https://127.0.0.1:9443]\n    retries: {r}"),
+            )
+        };
+        let c = parse_str(&with("{ attempts: 2 }")).unwrap();
+        assert_eq!(c.upstreams[0].retry_budget, RetryBudget::default());
+        let c = parse_str(&with(
+            "{ attempts: 2, budget_percent: 0, min_retry_concurrency: 1 }",
+        ))
+        .unwrap();
+        let want = RetryBudget {
+            percent: 0,
+            min_concurrency: 1,
+        };
+        assert_eq!(
+            (c.upstreams[0].retries, c.upstreams[0].retry_budget),
+            (2, want)
+        );
+        let c = parse_str(&with("{ budget_percent: 100 }")).unwrap();
+        assert_eq!(c.upstreams[0].retry_budget.percent, 100);
+        let m = messages(&parse_str(&with("{ budget_percent: 101 }")).unwrap_err());
+        assert!(
+            m.contains("upstreams[0].retries.budget_percent") && m.contains("over 100"),
+            "{m}"
+        );
     }
 
     /// An active check's path is one a request can carry: a space (or any

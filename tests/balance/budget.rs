@@ -1,0 +1,140 @@
+//! The retry budget: in an outage, retries to other endpoints bounded across requests, the refused ones counted.
+
+use std::net::SocketAddr;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::common::*;
+use crate::support::*;
+
+/// An attempt a backend holds: dropped, its connection closes unanswered.
+type Held = oneshot::Sender<()>;
+
+/// A backend at `ip` (a free port) that answers nothing: each request head
+/// it reads is handed to `seen`, and its connection closes, unanswered,
+/// when the test drops that handle.
+async fn silent_at(ip: &str, seen: mpsc::UnboundedSender<Held>) -> SocketAddr {
+    let listener = TcpListener::bind(format!("{ip}:0")).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (held, closed) = oneshot::channel();
+                if seen.send(held).is_ok() {
+                    let _ = closed.await;
+                }
+                drop(conn);
+            });
+        }
+    });
+    addr
+}
+
+/// Three silent backends on 127.0.0.2/.3/.4, behind upstream `down`
+/// (`retries`: its map), passive health off so none is ejected.
+async fn outage(retries: &str) -> (World, mpsc::UnboundedReceiver<Held>) {
+    let (seen, attempts) = mpsc::unbounded_channel();
+    let mut servers = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        servers.push(format!("http://{}", silent_at(ip, seen.clone()).await));
+    }
+    let upstream = format!(
+        "\n  - name: down\n    servers: [{}]\n    retries: {retries}\n    \
+         health: {{ passive: {{ consecutive_failures: 0 }} }}\n",
+        servers.join(", ")
+    );
+    let world = Pods::new()
+        .serve("[{ upstream: down }]", &upstream, Vec::new())
+        .await;
+    (world, attempts)
+}
+
+/// The next attempt a backend holds.
+async fn next(attempts: &mut mpsc::UnboundedReceiver<Held>) -> Held {
+    tokio::time::timeout(WAIT, attempts.recv())
+        .await
+        .expect("another attempt")
+        .unwrap()
+}
+
+/// `GET /` from `n` clients at once, each on its own connection.
+fn clients(w: &World, n: usize) -> Vec<tokio::task::JoinHandle<u16>> {
+    (0..n)
+        .map(|_| {
+            let (public, ca) = (w.public, w.ca.cert_pem.clone());
+            tokio::spawn(async move { get_h1(public, "localhost", &ca).await.unwrap().status })
+        })
+        .collect()
+}
+
+/// In a full outage with `budget_percent: 0, min_retry_concurrency: 1`,
+/// one retry is in flight at a time: of `N` requests failing together
+/// (their first attempts closed at once), one is retried and the other
+/// `N - 1` fail with their own failure, counted as overflow; the one
+/// retried goes on to its second retry once its first has failed. The
+/// backends see `N + 2` attempts, not the `3 N` of `attempts: 2` unbounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_retries_within_the_budget() {
+    const N: usize = 6;
+    let retries = "{ attempts: 2, budget_percent: 0, min_retry_concurrency: 1 }";
+    let (w, mut attempts) = outage(retries).await;
+    let replies = clients(&w, N);
+    let mut first = Vec::new();
+    for _ in 0..N {
+        first.push(next(&mut attempts).await);
+    }
+    drop(first);
+    // The retry of one of them holds the budget while the others fail.
+    let overflow = format!(
+        "hotproxy_upstream_retry_overflow_total{{upstream=\"down\"}} {}",
+        N - 1
+    );
+    wait_metric(w.admin, &overflow, WAIT).await;
+    drop(next(&mut attempts).await);
+    // Its first retry failed: the budget is free for its second.
+    drop(next(&mut attempts).await);
+    for reply in replies {
+        assert_eq!(reply.await.unwrap(), 502);
+    }
+    assert!(attempts.try_recv().is_err(), "no attempt beyond N + 2");
+    let metrics = metrics_text(w.admin).await;
+    for line in [
+        "hotproxy_upstream_retries_total{upstream=\"down\"} 2".to_owned(),
+        overflow,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+}
+
+/// With the default budget (20 %, at least 3) a single failing request is
+/// retried as `attempts` says: three attempts, nothing refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_budget_lets_a_lone_request_retry() {
+    let (w, mut attempts) = outage("{ attempts: 2 }").await;
+    let replies = clients(&w, 1);
+    for _ in 0..3 {
+        drop(next(&mut attempts).await);
+    }
+    for reply in replies {
+        assert_eq!(reply.await.unwrap(), 502);
+    }
+    assert!(attempts.try_recv().is_err(), "no attempt beyond 3");
+    let metrics = metrics_text(w.admin).await;
+    let retries = "hotproxy_upstream_retries_total{upstream=\"down\"} 2";
+    assert!(metrics.lines().any(|l| l == retries), "{metrics}");
+    assert!(
+        !metrics.contains("hotproxy_upstream_retry_overflow_total{upstream=\"down\"}"),
+        "{metrics}"
+    );
+}
