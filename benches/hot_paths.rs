@@ -304,6 +304,7 @@ fn headers(c: &mut Criterion) {
         body_buffer_bytes: 16_384,
         max_body_bytes: 0,
         client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
+        hosts: Default::default(),
     };
     let mut base = http::HeaderMap::new();
     base.insert("host", "app.example.com".parse().unwrap());

@@ -12,7 +12,7 @@ use hotproxy::metrics::{METRICS, RouteMetrics};
 use hotproxy::proxy::forward::{RequestContext, client_ip_value};
 use hotproxy::proxy::headers::rewrite_request_headers;
 use hotproxy::proxy::path::normalise;
-use hotproxy::proxy::request::prepare;
+use hotproxy::proxy::request::{HostMemo, prepare};
 
 struct Counting;
 
@@ -64,7 +64,21 @@ fn common_request_path_allocations() {
         .header("accept", "*/*")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
-    assert_eq!(allocations(|| prepare(&mut req).unwrap()), 0);
+    let hosts = HostMemo::default();
+    assert_eq!(allocations(|| prepare(&mut req, &hosts).unwrap()), 0);
+    // An HTTP/2 request names its host in `:authority` alone: the `Host`
+    // made from it is made once per connection, its next requests share it.
+    let h2 = || {
+        http::Request::get("https://app.example.com/api/v1/users")
+            .version(http::Version::HTTP_2)
+            .header("user-agent", "curl/8")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let (mut first, mut next) = (h2(), h2());
+    prepare(&mut first, &hosts).unwrap();
+    assert_eq!(allocations(|| prepare(&mut next, &hosts).unwrap()), 0);
+    assert_eq!(next.headers()["host"], "app.example.com");
     assert_eq!(allocations(|| drop(normalise("/api/v1/users"))), 0);
 
     // Header rewriting: nothing allocated in the common case (header
@@ -86,6 +100,7 @@ fn common_request_path_allocations() {
         body_buffer_bytes: 16_384,
         max_body_bytes: 0,
         client_ip: client_ip_value("10.0.0.1:5555".parse().unwrap()),
+        hosts: Default::default(),
     };
     let mut headers = req.headers().clone();
     headers.reserve(16);

@@ -92,6 +92,9 @@ pub struct RequestContext {
     /// ([`client_ip_value`]), formatted once per connection rather than per
     /// request.
     pub client_ip: HeaderValue,
+    /// The `Host` last made from an HTTP/2 request's `:authority`, shared
+    /// by the connection's next requests ([`crate::proxy::request::prepare`]).
+    pub hosts: crate::proxy::request::HostMemo,
 }
 
 /// `addr`'s IP as a header value, for [`RequestContext::client_ip`].

@@ -217,6 +217,7 @@ pub async fn redirect_connection(
         body_buffer_bytes: limits.body_buffer_bytes,
         max_body_bytes: limits.max_body_bytes,
         client_ip: client_ip_value(peer),
+        hosts: Default::default(),
     });
     // A head was parsed: its 308 is on the way.
     let answering = Arc::new(AtomicBool::new(false));

@@ -355,6 +355,7 @@ mod tests {
             body_buffer_bytes: 16_384,
             max_body_bytes: 0,
             client_ip: client_ip_value("10.1.2.3:5555".parse().unwrap()),
+            hosts: Default::default(),
         }
     }
 

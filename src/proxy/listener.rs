@@ -52,6 +52,11 @@ const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// (Envoy's edge `per_connection_buffer_limit_bytes`: 32 KiB).
 const STREAM_SEND_BUFFER: usize = 32 * 1024;
 
+/// The fields a forwarded request usually gains: `Host` (from HTTP/2's
+/// `:authority`), `X-Request-Id`, `X-Forwarded-For`, `-Proto`, `-Host`
+/// and `Via`.
+const ADDED_FIELDS: usize = 6;
+
 /// Per-listener settings that apply to new connections (limits and the
 /// hyper builders derived from them). One builder per protocol: the one
 /// ALPN agreed on serves the connection, nothing is sniffed.
@@ -80,6 +85,10 @@ impl Settings {
             // that never reads make hotproxy hold over 100 MB.
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .max_send_buf_size(STREAM_SEND_BUFFER)
+            // Every response to an HTTP/2 client leaves the service with a
+            // `date` (`date::never_indexed` adds one where it has none):
+            // hyper's own check would be one more lookup per response.
+            .auto_date_header(false)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             // A client that stops reading does not answer pings either.
             .keep_alive_timeout(limits.send_timeout);
@@ -520,6 +529,7 @@ async fn connection(
         body_buffer_bytes: limits.body_buffer_bytes,
         max_body_bytes: limits.max_body_bytes,
         client_ip: client_ip_value(peer),
+        hosts: Default::default(),
     });
     // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
     // is due within header_read_timeout of accept: a client that connects
@@ -675,12 +685,19 @@ async fn handle(
     let start = Instant::now();
     // Counted as received, before anything is removed or added.
     let crowded = request::crowded(&req);
+    // Room for the fields hotproxy adds, made while h2's map holds the
+    // client's alone: grown later, near full, it rehashes and moves them
+    // all (a short request's is full at its sixth field). hyper's HTTP/1.1
+    // server parses into a map it reuses (the bench's requests never grew it).
+    if req.version() == http::Version::HTTP_2 {
+        req.headers_mut().reserve(ADDED_FIELDS);
+    }
     let named = request::Named::first_pass(req.headers_mut());
     let edge = listener.edge.load();
     let mut exchange = Exchange::begin(&edge, ctx, &mut req, start, named.request_id);
     let prepared = match crowded {
         true => Err(request::Refused::TooManyHeaders),
-        false => request::prepare(&mut req),
+        false => request::prepare(&mut req, &ctx.hosts),
     };
     if let Err(refused) = prepared {
         return refuse(listener, ctx, exchange, refused, start);

@@ -145,7 +145,10 @@ impl Named {
 /// Check `req` and bring it to the one form routing and forwarding use:
 /// `Host` set to the request's authority (an absolute-form target or h2
 /// `:authority` wins over a client's `Host`), the path normalised.
-pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused> {
+pub fn prepare<B: hyper::body::Body>(
+    req: &mut Request<B>,
+    hosts: &HostMemo,
+) -> Result<(), Refused> {
     // In any case: a method is case-sensitive (RFC 9110 §9.1), but some
     // backends read it without case (Jetty 9.4's default compliance makes
     // `trace` TRACE; Django and Werkzeug upper-case it), so `trace` would
@@ -171,7 +174,7 @@ pub fn prepare<B: hyper::body::Body>(req: &mut Request<B>) -> Result<(), Refused
     if !req.body().is_end_stream() {
         transfer_codings(req.headers())?;
     }
-    one_authority(req)?;
+    authority_with(req, hosts)?;
     let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
     if !target.starts_with('/') && target != "*" {
         // `:path: ?x` (h2 takes it): read as `/` for routing, it reached
@@ -224,6 +227,37 @@ fn padded(headers: &http::HeaderMap) -> bool {
 /// one spelling. An authority-form target is refused here too: it names
 /// no path, and no authority a `Host` agrees with.
 pub fn one_authority<B>(req: &mut Request<B>) -> Result<(), Refused> {
+    authority_with(req, &HostMemo::default())
+}
+
+/// The `Host` value a connection's requests last took from their target's
+/// authority (HTTP/2's `:authority`, which carries no `Host`): the next
+/// request naming the same authority, as a connection's requests do,
+/// shares its bytes instead of copying them into an allocation of its own.
+#[derive(Default)]
+pub struct HostMemo(std::sync::Mutex<Option<HeaderValue>>);
+
+impl HostMemo {
+    fn value(&self, authority: &str) -> Result<HeaderValue, Refused> {
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(same) = last
+            .as_ref()
+            .filter(|v| v.as_bytes() == authority.as_bytes())
+        {
+            return Ok(same.clone());
+        }
+        let value = HeaderValue::from_str(authority).map_err(|_| Refused::InvalidHost)?;
+        *last = Some(value.clone());
+        Ok(value)
+    }
+}
+
+/// [`one_authority`], a `Host` made from the target's authority taken from
+/// `memo` when it is the one made last.
+fn authority_with<B>(req: &mut Request<B>, memo: &HostMemo) -> Result<(), Refused> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -249,14 +283,18 @@ pub fn one_authority<B>(req: &mut Request<B>) -> Result<(), Refused> {
     // dropped (as nginx does), so `admin.example.` cannot miss the route
     // (and `allow`) of `admin.example`; an IPv6 literal is written as a
     // route's `host` is. Without a target authority the `Host` read above
-    // is the one that stays, and is not looked up again.
+    // is the one that stays, and is not looked up again; nor is a `Host`
+    // made from the target's authority, which is respelled first and
+    // inserted once.
     let respelled = if let Some(authority) = req.uri().authority() {
         let target = authority.as_str();
         if !valid_authority(target.as_bytes()) {
             return Err(Refused::InvalidHost);
         }
         let same = host.is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(target.as_bytes()));
-        if !same {
+        if same {
+            host.and_then(respelled)
+        } else {
             if h2 && host.is_some() {
                 // RFC 9113 §8.3.1: a Host naming another entity than
                 // :authority makes the request malformed.
@@ -264,10 +302,13 @@ pub fn one_authority<B>(req: &mut Request<B>) -> Result<(), Refused> {
             }
             // RFC 9112 §3.2.2: a proxy replaces Host with the target's
             // authority. (h2 without Host: Host carries :authority.)
-            let value = HeaderValue::from_str(target).map_err(|_| Refused::InvalidHost)?;
-            req.headers_mut().insert(header::HOST, value);
+            let fixed = without_root_dot(target);
+            if fixed.is_none() {
+                let value = memo.value(target)?;
+                req.headers_mut().insert(header::HOST, value);
+            }
+            fixed
         }
-        req.headers().get(header::HOST).and_then(respelled)
     } else {
         host.and_then(respelled)
     };
@@ -433,7 +474,7 @@ mod tests {
     }
 
     fn prepared(mut r: Request<NoBody>) -> Result<(Option<String>, String), Refused> {
-        prepare(&mut r)?;
+        prepare(&mut r, &HostMemo::default())?;
         Ok((
             authority(&r).map(Into::into),
             r.uri().path_and_query().unwrap().to_string(),
