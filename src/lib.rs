@@ -70,6 +70,7 @@
 //!     not started (a CA bundle's CRLs chosen again).
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
+//!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
 //!   - `conn`: a connection's bytes: head/idle timing, send timeout; the driver.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).
 //!   - `cancels`: requests a client cancels before their answer, within 1 s of their
