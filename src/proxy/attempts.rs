@@ -239,10 +239,17 @@ impl Upstream {
         self.budget.open(self.config.retry_budget, requests, own)
     }
 
-    /// A failed attempt is sent to another endpoint: said and counted.
+    /// A failed attempt is sent to another endpoint: said, counted as a
+    /// retry, and its failure counted with its reason as a last attempt's
+    /// is: a retry hid why an endpoint kept failing. Not a request an
+    /// HTTP/2 upstream left unprocessed: sent again to its own endpoint
+    /// instead (no other one to take it), it is a resend, no error.
     fn retrying(&self, endpoint: &Endpoint, failure: &Failure) {
         let (reason, _, _) = diagnose(failure);
         debug!(upstream = %self.name, server = %endpoint.dialled_url, reason, "retrying on another endpoint");
+        if !matches!(failure, Failure::Request(e) if unprocessed(e)) {
+            crate::metrics::upstream_error(&self.name, reason);
+        }
         METRICS
             .upstream_retries
             .get_or_create(&UpstreamLabels {

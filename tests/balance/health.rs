@@ -16,7 +16,7 @@ fn count_rr(lines: &[String], message: &str) -> usize {
 
 /// The metrics lines that move when upstream `rr` tries endpoint `dead`
 /// (refused): that endpoint's requests by status, `rr`'s retries, and
-/// its errors (a request failing for good).
+/// its errors (each failed attempt, retried or not).
 fn tried_lines(m: &str, dead: SocketAddr) -> Vec<String> {
     let endpoint =
         format!("hotproxy_upstream_requests_total{{upstream=\"rr\",endpoint=\"{dead}\",");

@@ -170,6 +170,9 @@ async fn refused_streams_are_sent_to_another_endpoint() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(retries >= 1.0, "no retry counted:\n{m}");
+    // A stream left unprocessed is no upstream error, sent to another
+    // endpoint as when resent to its own (SPEC: hotproxy_upstream_errors_total).
+    assert!(!m.contains("hotproxy_upstream_errors_total{"), "{m}");
 
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let tls = connect(w.proxy.listener_addr("public").await, "localhost", cfg)

@@ -58,3 +58,55 @@ async fn round_robin_stays_even_while_an_endpoint_in_service_fails() {
     let want: HashMap<String, usize> = [("pod1".to_owned(), 150), ("pod2".to_owned(), 150)].into();
     assert_eq!(counts, want);
 }
+
+/// SPEC: `hotproxy_upstream_errors_total` counts every failed attempt with
+/// its reason, also one sent again to another endpoint (as Envoy counts
+/// `upstream_cx_connect_fail` whatever its retry does). With a closed port
+/// on 127.0.0.2 beside a live pod on 127.0.0.3, the refused connects were
+/// counted as retries and as the closed endpoint's `502`s, never as
+/// `connect_refused`: a retry hid why the endpoint kept failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_attempt_counts_its_failure_reason() {
+    let pods = Pods::new();
+    // Nothing listens there once the listener is dropped: refused.
+    let dead = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let live = pods.pod_at("127.0.0.3", "live").await;
+    let servers = format!("https://{dead}, https://{}", live.addr);
+    let settings = "    balance: round_robin\n    retries: { attempts: 1 }\n    \
+                    health: { passive: { consecutive_failures: 0 } }\n";
+    let w = pods
+        .serve(
+            "[{ upstream: two }]",
+            &upstream("two", &servers, settings),
+            vec![live],
+        )
+        .await;
+    let mut send = client(&w).await;
+    // Round robin's turns: the closed port takes the first attempt of
+    // every other request, and each of those is retried on the live pod.
+    for i in 0..4 {
+        assert_eq!(
+            get_pod(&mut send, "/").await,
+            (200, Some("live".into())),
+            "request {i}"
+        );
+    }
+    let m = metrics(&w).await;
+    assert_has(&m, "hotproxy_upstream_retries_total{upstream=\"two\"} 2\n");
+    assert_has(
+        &m,
+        &format!("{}code=\"502\"}} 2\n", requests_series("two", dead)),
+    );
+    let errors: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_upstream_errors_total{"))
+        .collect();
+    assert_eq!(
+        errors,
+        ["hotproxy_upstream_errors_total{upstream=\"two\",reason=\"connect_refused\"} 2"],
+        "{m}"
+    );
+}
