@@ -30,6 +30,7 @@ use tracing::debug;
 use crate::metrics::{METRICS, UpstreamLabels};
 use crate::proxy::body::{BodyFault, ClientBody};
 use crate::proxy::budget::Slot;
+use crate::proxy::edge::Abandoned;
 use crate::proxy::failure::{Failure, diagnose, local_resources, unprocessed, waited};
 use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
 use crate::proxy::framing;
@@ -79,6 +80,26 @@ impl Latest {
     pub fn done(self, first: Arc<Members>) -> (Arc<Members>, usize) {
         let moved = self.moved.into_inner().unwrap_or_else(|p| p.into_inner());
         (moved.unwrap_or(first), self.i.into_inner())
+    }
+}
+
+/// The attempts of a request while in flight: dropped armed (the request's
+/// future dropped with them, its client gone), it tells `abandoned` the
+/// endpoint of the latest attempt.
+pub(super) struct InFlightAt<'a> {
+    pub last: &'a Latest,
+    pub members: &'a Arc<Members>,
+    pub abandoned: &'a Abandoned,
+    pub armed: bool,
+}
+
+impl Drop for InFlightAt<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let (set, i) = self.last.so_far(self.members);
+            self.abandoned
+                .at(set.members[i].endpoint.dialled_url.clone());
+        }
     }
 }
 

@@ -121,6 +121,20 @@ impl UpstreamAddr {
     }
 }
 
+/// The endpoint of the attempt in flight when its request's future was
+/// dropped (the client gone): set by the forwarder only then, as the
+/// attempt is dropped, for the `499` line's `upstream_addr`. Nothing is
+/// stored, nor allocated, for a request that gets its response.
+#[derive(Debug, Default)]
+pub struct Abandoned(std::sync::OnceLock<Arc<str>>);
+
+impl Abandoned {
+    /// The attempt in flight went to `endpoint` (its dialled URL).
+    pub fn at(&self, endpoint: Arc<str>) {
+        let _ = self.0.set(endpoint);
+    }
+}
+
 /// Set by the forwarder on a response whose head came from the upstream:
 /// the access log's `upstream_ms` is "until the upstream's response head",
 /// which hotproxy's own answers (a client body fault, a failed or
@@ -292,16 +306,19 @@ impl Exchange {
             exchange: Some(self),
             metrics,
             upstream,
+            abandoned: Abandoned::default(),
         }
     }
 
-    /// The client went away before the response: the line says `499`.
-    fn gone(self, upstream: &Arc<str>) {
+    /// The client went away before the response: the line says `499`,
+    /// naming the endpoint of the attempt in flight, if one had begun.
+    fn gone(self, upstream: &Arc<str>, abandoned: Abandoned) {
         let Some((mut line, bytes_in)) = self.log else {
             return;
         };
         line.status = CLIENT_GONE;
         line.upstream = Some(upstream.clone());
+        line.upstream_addr = abandoned.0.into_inner();
         line.bytes_in = bytes_in.map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed));
         line.duration = self.started.elapsed();
         access_log::submit(access_log::Line::Request(line));
@@ -361,9 +378,17 @@ pub struct Forwarding<'a> {
     exchange: Option<Exchange>,
     metrics: &'a RouteMetrics,
     upstream: &'a Arc<str>,
+    /// The endpoint of the attempt dropped with the request, if any.
+    abandoned: Abandoned,
 }
 
 impl Forwarding<'_> {
+    /// Where the forwarder says which endpoint an attempt dropped
+    /// unfinished went to.
+    pub fn abandoned(&self) -> &Abandoned {
+        &self.abandoned
+    }
+
     /// The response came: the exchange goes on.
     pub fn answered(mut self) -> Exchange {
         self.exchange.take().expect("taken only here or on drop")
@@ -377,7 +402,7 @@ impl Drop for Forwarding<'_> {
         };
         debug!(upstream = %self.upstream, "client went away before the response");
         self.metrics.record(CLIENT_GONE, exchange.started.elapsed());
-        exchange.gone(self.upstream);
+        exchange.gone(self.upstream, std::mem::take(&mut self.abandoned));
     }
 }
 

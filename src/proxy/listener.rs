@@ -709,7 +709,14 @@ async fn handle(
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
     let upgrade = client_upgrade.is_some();
     let mut resp = upstream
-        .forward(req, ctx, max_body, in_flight, upgrade)
+        .forward(
+            req,
+            ctx,
+            max_body,
+            in_flight,
+            upgrade,
+            forwarding.abandoned(),
+        )
         .await;
     let mut exchange = forwarding.answered();
     let head_came = resp.extensions().get::<UpstreamAnswered>().is_some();

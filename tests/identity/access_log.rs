@@ -314,7 +314,9 @@ async fn access_log_reports_resumption() {
 /// (`CANCEL`) on a connection that lives on. The upstream request is
 /// abandoned with it: the backend's `/hang`, which never ends by itself,
 /// stops being answered (with `/slow`, which ends after 2 s, that held
-/// however the proxy behaved).
+/// however the proxy behaved). The line names the endpoint the request
+/// reached in `upstream_addr` (SPEC: the endpoint of the last attempt); it
+/// was `null`, as if no endpoint had been used.
 #[tokio::test]
 async fn client_gone_before_the_response_is_logged_as_499() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -377,6 +379,8 @@ async fn client_gone_before_the_response_is_logged_as_499() {
         assert_eq!(line["protocol"], protocol, "{line}");
         assert_eq!(line["upstream"], "app", "{line}");
         assert!(line["upstream_ms"].is_null(), "no response head: {line}");
+        let sent_to = format!("https://{}", w.backend.addr);
+        assert_eq!(line["upstream_addr"], sent_to.as_str(), "{line}");
         assert_eq!(line["bytes_out"], 0, "{line}");
         assert!(line["request_id"].is_string(), "{line}");
     }
@@ -449,6 +453,8 @@ async fn client_gone_part_way_through_its_body_is_499_not_400() {
         assert_eq!(line["bytes_in"], 3, "{line}");
         assert_eq!(line["bytes_out"], 0, "{line}");
         assert_eq!(line["upstream"], "app", "{line}");
+        let sent_to = format!("https://{}", w.backend.addr);
+        assert_eq!(line["upstream_addr"], sent_to.as_str(), "{line}");
     }
     let m = metrics_text(admin).await;
     assert!(!m.contains("code=\"400\""), "{m}");
