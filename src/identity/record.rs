@@ -156,22 +156,25 @@ impl Identity {
             .map(|c| X509Certificate::from_der(c).ok().map(|(_, c)| c))
             .collect();
         let mut taken = vec![false; sent.len()];
-        let mut current = &leaf;
+        let (mut current, mut current_der) = (&leaf, path[0]);
         while path.len() <= MAX_FORWARDED_ISSUERS
             && current.subject().as_raw() != current.issuer().as_raw()
         {
+            // The signature checked with the algorithms the handshake
+            // verified the chain with (rustls's provider: P-521, SHA-512,
+            // Ed25519 and RSA-PSS too), not x509-parser's narrower set.
             let issuer = parsed.iter().enumerate().find_map(|(i, c)| {
                 let c = c.as_ref().filter(|c| {
                     !taken[i]
                         && c.subject().as_raw() == current.issuer().as_raw()
-                        && current.verify_signature(Some(c.public_key())).is_ok()
+                        && crate::material::signed_by(current_der, c.public_key().raw)
                 })?;
                 Some((i, c))
             });
             let Some((i, issuer)) = issuer else { break };
             taken[i] = true;
             path.push(&sent[i]);
-            current = issuer;
+            (current, current_der) = (issuer, &sent[i]);
         }
         path
     }

@@ -48,7 +48,7 @@ fn whole_bytes(bits: &[u8]) -> Option<&[u8]> {
 /// (a SubjectPublicKeyInfo), with one of the algorithms rustls verifies
 /// peers with, matched on both algorithm identifiers as webpki matches
 /// them.
-pub(super) fn signed_by(signed: &[u8], spki: &[u8]) -> bool {
+pub(crate) fn signed_by(signed: &[u8], spki: &[u8]) -> bool {
     let verify = || -> Option<bool> {
         let (SEQUENCE, body, _, []) = element(signed)? else {
             return None;

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
+pub(crate) use der::signed_by;
 pub use info::{CertInfo, CrlInfo};
 
 /// Parsed, validated material of one entry: what snapshots are built from.

@@ -314,6 +314,97 @@ async fn only_the_issuing_chain_is_forwarded() {
     drop(p);
 }
 
+/// What the backend is told of the client's chain on `/rfc9440` (the
+/// DERs of `Client-Cert-Chain`, leaf excluded) and on `/xfcc` (the DERs of
+/// XFCC's `Chain`, leaf first), each decoded here.
+async fn forwarded_chains(
+    addr: std::net::SocketAddr,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let h = seen(addr, cfg.clone(), "/rfc9440", &[]).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let rfc9440 = h["client-cert-chain"]
+        .as_str()
+        .unwrap_or("")
+        .split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| {
+            let inner = item.trim().strip_prefix(':').unwrap().strip_suffix(':');
+            b64.decode(inner.unwrap()).unwrap()
+        })
+        .collect();
+    let h = seen(addr, cfg, "/xfcc", &[]).await;
+    let pairs = parse_xfcc(h["x-forwarded-client-cert"].as_str().unwrap());
+    let chain = pairs.iter().find(|(k, _)| k == "Chain").unwrap();
+    let pem = percent_encoding::percent_decode_str(&chain.1)
+        .decode_utf8()
+        .unwrap();
+    (rfc9440, pem_certs(&pem))
+}
+
+/// The routes [`forwarded_chains`] asks.
+const CHAIN_ROUTES: &str = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
+      - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }"#;
+
+/// A CA certificate's parameters, named `cn`.
+fn ca_params(cn: &str) -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    p
+}
+
+/// A client certificate named `cn` issued by `issuer`, its PEM followed by
+/// `intermediates` (PEM) as the client sends them.
+fn client_of(issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, cn: &str, intermediates: &str) -> Client {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, issuer).unwrap();
+    Client {
+        pair: TestPair {
+            cert_pem: format!("{}{intermediates}", cert.pem()),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            fingerprint: fingerprint(cert.der()),
+            serial: 0,
+        },
+    }
+}
+
+/// The handshake accepts every algorithm rustls's aws-lc-rs provider
+/// verifies, P-521 and ECDSA with SHA-512 among them: an intermediate with
+/// a P-521 key, which signs the leaf with ecdsa-with-SHA512, passes the
+/// handshake, and the backend is told of it in `Client-Cert-Chain` and
+/// XFCC's `Chain` as of any other intermediate.
+#[tokio::test]
+async fn an_intermediate_with_a_p521_key_is_forwarded() {
+    let w = world().await;
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let root_pem = ca_params("p521 root").self_signed(&root_key).unwrap().pem();
+    let root = rcgen::Issuer::new(ca_params("p521 root"), root_key);
+    let int_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap();
+    let int = ca_params("p521 issuing CA")
+        .signed_by(&int_key, &root)
+        .unwrap();
+    let int_issuer = rcgen::Issuer::new(ca_params("p521 issuing CA"), int_key);
+    let client = client_of(&int_issuer, "billing", &int.pem());
+    write(&w.scene.path("partners-ca.crt"), &root_pem);
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let mut p = Proxy::start(&config(&w, auth, "", CHAIN_ROUTES, ""));
+    let addr = p.listener_addr("partners").await;
+
+    let (rfc9440, xfcc) = forwarded_chains(addr, cfg_for(&w, Some(&client))).await;
+    assert_eq!(rfc9440, vec![int.der().to_vec()]);
+    assert_eq!(xfcc, vec![client.pair.der.clone(), int.der().to_vec()]);
+    drop(p);
+}
+
 /// A serial whose top bit is set (half of random serials) is DER-encoded
 /// with a leading 0x00 that is not part of the number: the backend is told
 /// the serial as nginx's `$ssl_client_serial` and `openssl x509 -serial`
