@@ -323,6 +323,7 @@ pub(super) mod tests {
                 not_before: 0,
                 not_after: 0,
                 chain: vec![],
+                anchors: Default::default(),
                 forwarded: Default::default(),
                 logged: Default::default(),
             })),

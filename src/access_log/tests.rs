@@ -146,6 +146,7 @@ fn lines_with_large_client_identities_are_bounded_by_bytes() {
             not_before: 0,
             not_after: 0,
             chain: vec![vec![0u8; 60 * 1024].into()],
+            anchors: Default::default(),
             forwarded: Default::default(),
             logged: Default::default(),
         });

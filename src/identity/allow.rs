@@ -388,6 +388,7 @@ mod tests {
             not_before: 0,
             not_after: 1,
             chain: vec![],
+            anchors: Default::default(),
             forwarded: Default::default(),
             logged: Default::default(),
         }

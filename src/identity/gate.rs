@@ -34,6 +34,8 @@ pub struct Gate {
     pub allow: Option<Arc<AllowList>>,
     /// The CA bundle `inner` verifies against, as configured.
     pub ca: CaSource,
+    /// Its trust anchors: each record's [`Identity::anchors`].
+    pub anchors: Arc<[CertificateDer<'static>]>,
 }
 
 /// Where a listener's client CA bundle comes from: what the operator must
@@ -76,8 +78,9 @@ impl ClientCertVerifier for Gate {
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
-        let id = Identity::from_chain(&chain)
+        let mut id = Identity::from_chain(&chain)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        id.anchors = self.anchors.clone();
         if let Some(allow) = &self.allow
             && !allow.permits(&id)
         {
@@ -153,9 +156,11 @@ fn hand_over(id: Arc<Identity>) {
 
 /// The identity record of a connection's verified peer chain: the one the
 /// gate parsed, or (if two connections with the same certificate raced, or
-/// the record was evicted) a fresh parse.
-pub fn take(chain: &[CertificateDer<'_>]) -> Option<Arc<Identity>> {
+/// the record was evicted) a fresh parse. `gate`: the one that verified
+/// it, whose trust anchors the record carries.
+pub fn take(chain: &[CertificateDer<'_>], gate: Option<&Gate>) -> Option<Arc<Identity>> {
     let leaf = chain.first()?;
+    let anchors = gate.map(|g| g.anchors.clone()).unwrap_or_default();
     let handed = HANDOFF
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -163,13 +168,19 @@ pub fn take(chain: &[CertificateDer<'_>]) -> Option<Arc<Identity>> {
         // Keyed by the leaf alone, a record may be another handshake's with
         // the same (public) leaf and other intermediates, one that failed
         // its signature check afterwards: only this very chain is ours.
+        // Or another listener's, verified against other anchors.
         .filter(|id| {
             id.chain
                 .iter()
                 .map(AsRef::as_ref)
                 .eq(chain.iter().map(AsRef::as_ref))
+                && id.anchors == anchors
         });
-    handed.or_else(|| Identity::from_chain(chain).ok().map(Arc::new))
+    handed.or_else(|| {
+        let mut id = Identity::from_chain(chain).ok()?;
+        id.anchors = anchors;
+        Some(Arc::new(id))
+    })
 }
 
 /// Once per (listener, certificate) per minute: a client retrying in a
@@ -323,12 +334,12 @@ mod tests {
             Identity::from_chain(&[leaf.clone(), junk.clone()]).unwrap(),
         ));
         let victim = [leaf.clone()];
-        let id = take(&victim).unwrap();
+        let id = take(&victim, None).unwrap();
         assert_eq!(id.chain, victim, "another handshake's chain was attached");
         // The victim's own record is taken as handed over.
         let own = Arc::new(Identity::from_chain(&[leaf.clone(), junk.clone()]).unwrap());
         hand_over(own.clone());
-        assert!(Arc::ptr_eq(&take(&[leaf, junk]).unwrap(), &own));
+        assert!(Arc::ptr_eq(&take(&[leaf, junk], None).unwrap(), &own));
     }
 
     /// A key is let through once per window; others are independent.

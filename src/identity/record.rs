@@ -41,6 +41,11 @@ pub struct Identity {
     /// connection is verified again with. The backend is told only its
     /// [`Identity::issuing_chain`].
     pub chain: Vec<CertificateDer<'static>>,
+    /// The trust anchors of the listener that verified the chain (its CA
+    /// bundle's, revoked ones left out); empty when none did. Which of
+    /// two cross-signed issuers the backend is told of
+    /// ([`Identity::issuing_chain`]).
+    pub anchors: std::sync::Arc<[CertificateDer<'static>]>,
     /// What each `forward_client_cert` mode that sends something tells the
     /// backend about this client, encoded on the connection's first request
     /// in that mode (a slot per mode: [`crate::proxy::client_cert::apply`]).
@@ -94,6 +99,7 @@ impl Identity {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            anchors: Default::default(),
             forwarded: Default::default(),
             logged: Default::default(),
         };
@@ -137,6 +143,10 @@ impl Identity {
     /// through, in order: each the issuer of the one before (its subject
     /// is that one's issuer, and its key verifies that one's signature),
     /// up to a self-issued one (a root) or [`MAX_FORWARDED_ISSUERS`].
+    /// Of two such issuers (a cross-signed intermediate: one subject and
+    /// key, issued by two roots), the one a trust anchor of
+    /// [`Identity::anchors`] issued (by name and signature) is taken, as
+    /// the handshake's path went through it; otherwise the first sent.
     /// What `rfc9440` and `xfcc` forward: any other certificate a client
     /// pads its Certificate message with (rustls takes up to 64 KiB) is
     /// left out, so it cannot grow the backend's headers past its limits.
@@ -151,10 +161,19 @@ impl Identity {
         let Ok((_, leaf)) = X509Certificate::from_der(leaf) else {
             return path;
         };
-        let parsed: Vec<Option<X509Certificate<'_>>> = sent
-            .iter()
-            .map(|c| X509Certificate::from_der(c).ok().map(|(_, c)| c))
-            .collect();
+        fn parse<'a>(c: &'a CertificateDer<'static>) -> Option<X509Certificate<'a>> {
+            X509Certificate::from_der(c).ok().map(|(_, c)| c)
+        }
+        let parsed: Vec<Option<X509Certificate<'_>>> = sent.iter().map(parse).collect();
+        let anchors: Vec<X509Certificate<'_>> = self.anchors.iter().filter_map(parse).collect();
+        // Whether a trust anchor issued `der` (`c` parsed): its subject is
+        // `c`'s issuer and its key verifies `c`'s signature.
+        let anchor_issued = |c: &X509Certificate<'_>, der: &[u8]| {
+            anchors.iter().any(|a| {
+                a.subject().as_raw() == c.issuer().as_raw()
+                    && crate::material::signed_by(der, a.public_key().raw)
+            })
+        };
         let mut taken = vec![false; sent.len()];
         let (mut current, mut current_der) = (&leaf, path[0]);
         while path.len() <= MAX_FORWARDED_ISSUERS
@@ -163,7 +182,7 @@ impl Identity {
             // The signature checked with the algorithms the handshake
             // verified the chain with (rustls's provider: P-521, SHA-512,
             // Ed25519 and RSA-PSS too), not x509-parser's narrower set.
-            let issuer = parsed.iter().enumerate().find_map(|(i, c)| {
+            let mut issuers = parsed.iter().enumerate().filter_map(|(i, c)| {
                 let c = c.as_ref().filter(|c| {
                     !taken[i]
                         && c.subject().as_raw() == current.issuer().as_raw()
@@ -171,7 +190,13 @@ impl Identity {
                 })?;
                 Some((i, c))
             });
-            let Some((i, issuer)) = issuer else { break };
+            let Some(first) = issuers.next() else { break };
+            let anchored = |&(i, c): &(usize, &X509Certificate<'_>)| anchor_issued(c, &sent[i]);
+            let (i, issuer) = if anchored(&first) {
+                first
+            } else {
+                issuers.find(anchored).unwrap_or(first)
+            };
             taken[i] = true;
             path.push(&sent[i]);
             (current, current_der) = (issuer, &sent[i]);

@@ -364,6 +364,7 @@ mod tests {
                 CertificateDer::from(vec![1u8, 2, 3, 250]),
                 CertificateDer::from(vec![9u8; 5]),
             ],
+            anchors: Default::default(),
             forwarded: Default::default(),
             logged: Default::default(),
         }

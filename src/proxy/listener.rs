@@ -451,19 +451,20 @@ async fn connection(
         (Some(p), Some(at)) => p.modes[at],
         _ => mode,
     };
+    // The gate of the config it shook hands under.
+    let gate = match (&per_name, entry) {
+        (Some(p), Some(at)) => p.gates.get(at).and_then(Option::as_ref),
+        _ => handshake.gate.as_ref(),
+    };
     let client_cert = if mode.verifies() {
         session
             .peer_certificates()
-            .and_then(crate::identity::gate::take)
+            .and_then(|chain| crate::identity::gate::take(chain, gate.map(|g| &**g)))
     } else {
         None
     };
     if let Some(id) = &client_cert {
         // Its lines name the URI SAN the listener's rules let it in by.
-        let gate = match (&per_name, entry) {
-            (Some(p), Some(at)) => p.gates.get(at).and_then(Option::as_ref),
-            _ => handshake.gate.as_ref(),
-        };
         crate::access_log::LoggedIdentity::settle(id, gate.and_then(|g| g.allow.as_deref()));
     }
     let ctx = Arc::new(RequestContext {

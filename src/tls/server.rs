@@ -458,6 +458,10 @@ pub fn build(
                 inner,
                 allow: inputs.allow.cloned(),
                 ca: inputs.client_ca_source.clone().unwrap_or_default(),
+                anchors: inputs
+                    .client_ca
+                    .map(|ca| ca.anchors().cloned().collect())
+                    .unwrap_or_default(),
             });
             gate = Some(g.clone());
             g as Arc<dyn ClientCertVerifier>

@@ -405,6 +405,45 @@ async fn an_intermediate_with_a_p521_key_is_forwarded() {
     drop(p);
 }
 
+/// A cross-signed intermediate: the same subject and key issued by a root
+/// the listener does not trust (`R_old`) and by the one it trusts
+/// (`R_new`), sent in that order. The handshake goes through the copy
+/// `R_new` issued; so does the chain the backend is told of, not the one
+/// sent first, which leads to a root hotproxy does not trust.
+#[tokio::test]
+async fn a_cross_signed_intermediate_is_forwarded_as_issued_by_the_trusted_root() {
+    let w = world().await;
+    let root = |cn: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = ca_params(cn).self_signed(&key).unwrap().pem();
+        (pem, rcgen::Issuer::new(ca_params(cn), key))
+    };
+    let (_, old_root) = root("R_old");
+    let (new_root_pem, new_root) = root("R_new");
+    let int_key = rcgen::KeyPair::generate().unwrap();
+    let by_old = ca_params("cross CA")
+        .signed_by(&int_key, &old_root)
+        .unwrap();
+    let by_new = ca_params("cross CA")
+        .signed_by(&int_key, &new_root)
+        .unwrap();
+    let int = rcgen::Issuer::new(ca_params("cross CA"), int_key);
+    let client = client_of(
+        &int,
+        "billing",
+        &format!("{}{}", by_old.pem(), by_new.pem()),
+    );
+    write(&w.scene.path("partners-ca.crt"), &new_root_pem);
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let mut p = Proxy::start(&config(&w, auth, "", CHAIN_ROUTES, ""));
+    let addr = p.listener_addr("partners").await;
+
+    let (rfc9440, xfcc) = forwarded_chains(addr, cfg_for(&w, Some(&client))).await;
+    assert_eq!(rfc9440, vec![by_new.der().to_vec()]);
+    assert_eq!(xfcc, vec![client.pair.der.clone(), by_new.der().to_vec()]);
+    drop(p);
+}
+
 /// A serial whose top bit is set (half of random serials) is DER-encoded
 /// with a leading 0x00 that is not part of the number: the backend is told
 /// the serial as nginx's `$ssl_client_serial` and `openssl x509 -serial`
