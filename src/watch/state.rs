@@ -52,19 +52,18 @@ pub(super) struct State {
     /// report tries them again, and with thousands (an exhausted inotify
     /// limit) a warning each time would flood the log at every rotation.
     unwatchable: HashSet<PathBuf>,
-    /// Watched directories that were themselves moved or deleted. inotify
-    /// watches an inode, not a path: the watch went with the old directory
-    /// (`mv certs certs.old`) or went away with it, while the path may
-    /// already name a new one. Placed again at the next report.
+    /// Watched directories themselves moved or deleted (inotify watches an
+    /// inode: the watch went with the old one, `mv certs certs.old`, or away
+    /// with it): placed again at the next report, on what the path names now.
     moved: HashSet<PathBuf>,
     dirty: HashMap<Subject, Due>,
     next_poll: Instant,
     /// With events on and the poll off, when the watched directories are
     /// next checked to be the ones their paths name ([`WATCH_CHECK`]).
     next_watch_check: Instant,
-    /// What the poll under way has yet to look at. A poll over 10,000
-    /// entries takes a good part of a second; it runs a slice at a time so
-    /// that events (a rotation) are handled in between, not after it.
+    /// What the poll under way has yet to look at: a pass over 10,000 entries
+    /// takes a good part of a second, so it runs a slice at a time and events
+    /// (a rotation) are handled in between, not after it.
     polling: Vec<Subject>,
     /// When the poll under way began and the time its slices took so far.
     pass_started: Instant,
@@ -72,9 +71,8 @@ pub(super) struct State {
     /// Whether a stretched poll period was logged (once, not every pass).
     stretch_logged: bool,
     degraded: bool,
-    /// Set while the filesystem events configured could not be had (no
-    /// inotify instance left): what a new instance sends its events on.
-    /// One is tried at each poll pass and every [`WATCH_CHECK`].
+    /// While the events configured cannot be had (no inotify instance left):
+    /// what a new one sends on, tried each poll pass and every [`WATCH_CHECK`].
     events_tx: Option<std_mpsc::Sender<Msg>>,
     next_events_try: Instant,
 }
@@ -130,8 +128,9 @@ impl State {
     /// Try again for the events [`State::events_unavailable`] lacked. One
     /// `inotify_init1`: the end of what failed it (instances another
     /// process gave back, `fs.inotify.max_user_instances` raised) has no
-    /// event to say so. Once it works, every directory is watched, and a
-    /// poll pass at once sees what changed while nothing was watched.
+    /// event to say so. Once it works, the poll interval configured is
+    /// back (a watch that fails forces 2s again), every directory is
+    /// watched, and a pass at once sees what changed meanwhile.
     fn try_events(&mut self) {
         let Some(tx) = &self.events_tx else {
             return;
@@ -139,10 +138,12 @@ impl State {
         match super::events_watcher(tx) {
             Ok(w) => {
                 info!("filesystem events available again; watching");
-                self.notify = Some(w);
-                self.events_tx = None;
+                (self.notify, self.events_tx) = (Some(w), None);
+                self.poll_interval = self.config.poll_interval;
                 self.rearm();
-                self.next_poll = Instant::now();
+                self.polling = self.subjects.keys().cloned().collect();
+                (self.pass_started, self.pass_busy) = (Instant::now(), Duration::ZERO);
+                self.next_poll = Instant::now() + self.poll_interval;
             }
             Err(e) => debug!(error = %e, "filesystem events still unavailable; still polling"),
         }
@@ -205,10 +206,9 @@ impl State {
         }
         if pass {
             if self.degraded {
-                // A failure may have ended with no event to say so
-                // (inotify's limit raised, watches given back elsewhere):
-                // each pass tries the failed watches again, so the
-                // degradation (and its gauge) lasts no longer than it does.
+                // A failure may end with no event to say so (inotify's limit
+                // raised, watches given back elsewhere): each pass tries the
+                // failed watches again, so the gauge lasts no longer than it.
                 self.rearm();
             }
             self.polling = self.subjects.keys().cloned().collect();

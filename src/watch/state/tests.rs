@@ -495,3 +495,50 @@ fn unwatchable_dir() -> (
     state.by_dir.insert(dir.clone(), HashSet::new());
     (d, dir, state, rx)
 }
+
+/// With `poll_interval: 0`, the 2s poll forced while no inotify instance
+/// could be had ends once one is: the interval configured is back, the
+/// check of the watches (which needs it 0) runs again, and a pass at once
+/// sees what changed while nothing was watched. A watch that still fails
+/// keeps the 2s poll. Before, the forced poll stayed for good.
+#[test]
+fn the_forced_poll_ends_when_events_come_back() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("tls.crt");
+    std::fs::write(&file, "one").unwrap();
+    let (out, _rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), None, out);
+    let (tx, _events) = std_mpsc::channel();
+    state.events_unavailable(tx);
+    assert_eq!(state.poll_interval, Duration::from_secs(2));
+    let s = Subject::Entry("edge".into());
+    state.set(vec![(s.clone(), vec![file.clone()])]);
+    state.dirty.clear();
+    std::fs::write(&file, "two, while nothing was watched").unwrap();
+    state.next_events_try = Instant::now();
+    state.timers();
+    assert!(state.notify.is_some(), "no inotify instance to be had");
+    assert!(!state.degraded);
+    assert!(
+        state.poll_interval.is_zero(),
+        "still polling every {:?} with events back",
+        state.poll_interval
+    );
+    assert!(state.checks_watches());
+    assert!(
+        state.dirty.contains_key(&s),
+        "the change meanwhile was missed"
+    );
+
+    // A directory that cannot be watched once events are back: still 2s.
+    let (_d2, dir, mut state, _rx2) = unwatchable_dir();
+    let notify = state.notify.take();
+    let (tx, _events) = std_mpsc::channel();
+    state.events_unavailable(tx);
+    drop(notify);
+    state.next_events_try = Instant::now();
+    state.timers();
+    assert!(state.notify.is_some() && state.degraded);
+    assert!(state.watched.is_empty() && state.by_dir.contains_key(&dir));
+    assert_eq!(state.poll_interval, Duration::from_secs(2));
+}
