@@ -8,10 +8,12 @@ use crate::common::*;
 use crate::support::writers::mv_over;
 use crate::support::*;
 
-/// The user the proxy runs as here when the test runs as root: one no
-/// other test uses, so spending its inotify instances (a per-user limit,
-/// `fs.inotify.max_user_instances`) touches no other process.
-const INSTANCES_USER: u32 = 64_217;
+/// The users the proxy runs as here, one per run chosen by process id:
+/// users no other test (and no other run of this one, on the same machine
+/// at the same time) uses, so spending one's inotify instances (a per-user
+/// limit, `fs.inotify.max_user_instances`) touches no other process. Below
+/// 65,534 (`nobody`), within the uid map of a user namespace of 65,536.
+const INSTANCES_USERS: std::ops::Range<u32> = 54_217..64_217;
 
 /// Every inotify instance `uid` may still create, held until dropped.
 /// The kernel counts an instance against the effective user of the thread
@@ -50,6 +52,20 @@ fn spend_inotify_instances(uid: u32) -> Vec<OwnedFd> {
 /// until the next restart: never tried again.
 #[tokio::test]
 async fn the_inotify_instance_is_tried_again_once_the_limit_allows() {
+    // As another user only: spending the instances of the user running
+    // the tests would start the other tests of this binary degraded.
+    if fs::metadata("/proc/self").unwrap().uid() != 0 {
+        // CI runs as root: there, a skipped case would be a test that
+        // cannot fail.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the inotify instance case needs root (another user) and CI must run it"
+        );
+        eprintln!("inotify instance case skipped: running as another user needs root");
+        return;
+    }
+    let span = INSTANCES_USERS.end - INSTANCES_USERS.start;
+    let uid = INSTANCES_USERS.start + std::process::id() % span;
     let s = Scene::new();
     fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let ca = TestCa::new("ca");
@@ -61,17 +77,8 @@ async fn the_inotify_instance_is_tried_again_once_the_limit_allows() {
         "edge",
         "",
     );
-    let root = fs::metadata("/proc/self").unwrap().uid() == 0;
-    let uid = if root {
-        INSTANCES_USER
-    } else {
-        fs::metadata("/proc/self").unwrap().uid()
-    };
     let held = spend_inotify_instances(uid);
-    let mut p = match root {
-        true => Proxy::start_as(&config, s.dir.path(), uid, uid),
-        false => Proxy::start(&config),
-    };
+    let mut p = Proxy::start_as(&config, s.dir.path(), uid, uid);
     let addr = p.listener_addr("public").await;
     let api = p.admin_addr().await;
     wait_metric(api, "hotproxy_watch_degraded 1", WAIT).await;
