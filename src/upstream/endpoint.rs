@@ -455,8 +455,13 @@ impl LeasedBody {
                 // hyper abandons the upstream request when the client's
                 // body fails (stalled, over max_body_bytes, broken): what
                 // that does to the response is not the upstream's fault.
-                if !this.failed && !early {
-                    this.read.body_failed(e, this.sent.fault());
+                if !this.failed
+                    && !early
+                    && this.read.body_failed(e, this.sent.fault())
+                    && let Some(stream) = &this.h2
+                {
+                    // Silent as in a stall: retired as after one.
+                    stream.retire();
                 }
                 this.failed = true;
             }

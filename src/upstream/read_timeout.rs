@@ -10,7 +10,9 @@
 //! its own request body (a call whose response streams as its request
 //! does, gRPC's bidirectional shape) is not cut, nor one whose upstream
 //! still takes that body; the client's pause is `body_read_timeout`'s to
-//! bound (nginx runs `proxy_read_timeout` only once the request is sent).
+//! bound (nginx runs `proxy_read_timeout` only once the request is sent),
+//! though a call it cuts after the response, too, was silent for
+//! `read_timeout` is counted as the upstream's stall as well.
 //! A body the upstream breaks instead (a bad chunk, a close or a reset
 //! before its end) is logged and counted here too, unless the client's own
 //! request body broke first.
@@ -43,6 +45,9 @@ pub struct ReadTimer {
     progress: bool,
     /// Pieces of the request's own body handed on when the timer was set.
     moved: u64,
+    /// When the body last had to wait after a piece (or at all): the
+    /// upstream has owed the next piece since.
+    quiet_since: Option<Instant>,
 }
 
 impl ReadTimer {
@@ -52,6 +57,7 @@ impl ReadTimer {
             sleep: None,
             progress: false,
             moved: 0,
+            quiet_since: None,
         }
     }
 
@@ -72,17 +78,34 @@ impl ReadTimer {
     /// first (`client`: it stalled, went over `max_body_bytes`, sent
     /// trailers refused), hyper abandoned the upstream request for it:
     /// the client's fault, at debug as [`crate::proxy::forward::client_fault`]
-    /// logs it, never counted against the upstream.
-    pub fn body_failed(&self, e: &hyper::Error, client: Option<&Fault>) {
+    /// logs it, never counted against the upstream. Unless the client
+    /// stalled (`body_read_timeout`) while the response, too, had been
+    /// silent for `read_timeout` or more (a call whose upstream hangs
+    /// while the client waits for its answer before sending more): both
+    /// sides' fault, at warn, counted as the upstream's `read_timeout`.
+    /// `true` then: the upstream went silent, its connection is suspect.
+    pub fn body_failed(&self, e: &hyper::Error, client: Option<&Fault>) -> bool {
         let upstream = &self.limit.upstream;
         let error = crate::proxy::conn::causes(e);
-        if let Some(fault) = client {
-            debug!(upstream = %upstream, ?fault, error, "upstream response cut: the client's request body failed");
-            return;
+        let timeout = self.limit.timeout;
+        let silent = self.quiet_since.map(|since| since.elapsed());
+        match (client, silent) {
+            (Some(Fault::Stalled), Some(silent)) if silent >= timeout => {
+                crate::metrics::upstream_error(upstream, "read_timeout");
+                warn!(upstream = %upstream, reason = "read_timeout", timeout = ?timeout, upstream_silent_for = ?silent, "upstream response cut: both sides silent (the client owed its request body past body_read_timeout, the upstream its response past read_timeout)");
+                true
+            }
+            (Some(fault), _) => {
+                debug!(upstream = %upstream, ?fault, error, "upstream response cut: the client's request body failed");
+                false
+            }
+            (None, _) => {
+                let (reason, _, _) = crate::proxy::failure::diagnose_request(e);
+                crate::metrics::upstream_error(upstream, reason);
+                warn!(upstream = %upstream, reason, error, "upstream response body failed");
+                false
+            }
         }
-        let (reason, _, _) = crate::proxy::failure::diagnose_request(e);
-        crate::metrics::upstream_error(upstream, reason);
-        warn!(upstream = %upstream, reason, error, "upstream response body failed");
     }
 
     /// The body has nothing yet: wait at most `read_timeout` from the last
@@ -102,10 +125,13 @@ impl ReadTimer {
             None => {
                 self.sleep = Some(Box::pin(tokio::time::sleep(timeout)));
                 self.moved = request.moved();
+                self.quiet_since = Some(Instant::now());
             }
             Some(s) if self.progress => {
-                s.as_mut().reset(Instant::now() + timeout);
+                let now = Instant::now();
+                s.as_mut().reset(now + timeout);
                 self.moved = request.moved();
+                self.quiet_since = Some(now);
             }
             Some(_) => {}
         }
