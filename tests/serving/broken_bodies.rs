@@ -13,7 +13,7 @@ use crate::upstream::proxy_to_raw;
 /// A raw backend answering `200` to each request and breaking its body by
 /// path: `…/bad-chunk` with a chunk size of `zz` after a first chunk
 /// `hello`, `…/short` with a close after the first bytes (`abc` of 1000,
-/// `some` of 100). Under `/later` the break waits until `go` is notified
+/// `some` of 100; `/big`, below). Under `/later` the break waits until `go` is notified
 /// (the client has the head and the first bytes); otherwise it comes
 /// within the very read that brings the head: one write, the close corked
 /// onto it (`TCP_CORK`: the end of file arrives with the bytes, so the
@@ -30,7 +30,19 @@ async fn breaking_backend(go: Arc<Notify>) -> SocketAddr {
             let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
             let later = path.starts_with("/later/");
             let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
-            if path.ends_with("/bad-chunk") {
+            if path.ends_with("/big") {
+                // 200,000 bytes declared: the first ones, then once `go`
+                // is notified the last ones with the close corked onto
+                // them, so the proxy reads both at once.
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n";
+                let _ = tcp
+                    .write_all(&[&head[..], &[b'x'; BIG_FIRST]].concat())
+                    .await;
+                go.notified().await;
+                socket2::SockRef::from(&tcp).set_tcp_cork(true).unwrap();
+                let _ = tcp.write_all(&[b'y'; BIG_LAST]).await;
+                let _ = tcp.shutdown().await;
+            } else if path.ends_with("/bad-chunk") {
                 let bad: &[u8] = b"zz\r\n";
                 if later {
                     let _ = tcp.write_all(chunked).await;
@@ -218,4 +230,43 @@ async fn a_body_broken_after_its_head_is_cut_logged_and_counted() {
         m.contains(r#"hotproxy_upstream_errors_total{upstream="raw",reason="protocol"} 4"#),
         "{m}"
     );
+}
+
+/// What `/big` sends of its 200,000 bytes: first more than the proxy reads
+/// before it hands a response on (64 KiB), then some more with its close.
+const BIG_FIRST: usize = 70 * 1024;
+const BIG_LAST: usize = 30 * 1024;
+
+/// A body broken by a close that arrives with its last bytes, after the
+/// head and first bytes went out (here more than the 64 KiB read before
+/// the response is handed on): an HTTP/1.1 client gets every byte the
+/// upstream sent, then its connection closed short of the declared
+/// length. hyper's HTTP/1.1 server drops what it has not written yet when
+/// a body fails: the failure, read in the same poll as the last bytes, is
+/// held back one poll so they are flushed first. Returned at once, it
+/// lost them (and with them, on a first read, the head itself).
+#[tokio::test]
+async fn the_bytes_read_with_a_break_reach_the_client_before_the_cut() {
+    let w = world().await;
+    let (mut p, addr, _, go) = proxy_to_breaking(&w).await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    s.write_all(get("/big").as_bytes()).await.unwrap();
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 200 "), "{head:?}");
+    let mut first = vec![0u8; BIG_FIRST];
+    tokio::time::timeout(WAIT, s.read_exact(&mut first))
+        .await
+        .expect("the first bytes in time")
+        .unwrap();
+    go.notify_one();
+    let rest = read_to_close(&mut s).await;
+    assert!(
+        rest.len() == BIG_LAST && rest.iter().all(|b| *b == b'y'),
+        "{} bytes after the first, not the {BIG_LAST} sent with the close",
+        rest.len()
+    );
+    p.wait_log("the break", |v| {
+        v["message"] == "upstream response body failed" && v["upstream"] == "raw"
+    })
+    .await;
 }
