@@ -227,15 +227,16 @@ async fn read_source(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketA
             read_upto(stream, &mut buf, total, |_| false).await?;
             let header = ppp::v2::Header::try_from(buf.as_slice())
                 .map_err(|e| Refused::Malformed(e.to_string()))?;
-            // TLVs are ignored, but must fit the header, and a PROXY
-            // command's addresses must be a stream's: HAProxy refuses
-            // both, and either names no client of this TCP connection.
-            if let Some(Err(e)) = header.tlvs().find(Result::is_err) {
+            // A PROXY command's TLVs are ignored, but must fit the header,
+            // and its addresses must be a stream's: HAProxy refuses both,
+            // and either names no client of this TCP connection. A LOCAL
+            // header (the balancer's own check) names no client: what
+            // follows its command is not read, as HAProxy does not.
+            let proxied = header.command == ppp::v2::Command::Proxy;
+            if proxied && let Some(Err(e)) = header.tlvs().find(Result::is_err) {
                 return Err(Refused::Malformed(format!("v2 TLVs: {e}")));
             }
-            if header.command == ppp::v2::Command::Proxy
-                && header.protocol == ppp::v2::Protocol::Datagram
-            {
+            if proxied && header.protocol == ppp::v2::Protocol::Datagram {
                 return Err(Refused::Malformed(
                     "v2 header for a UDP (DGRAM) flow, not a TCP connection".into(),
                 ));

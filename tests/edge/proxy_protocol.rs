@@ -42,6 +42,9 @@ async fn proxy_protocol_from_allowed_peer() {
         ),
         // LOCAL (the balancer's own check): the peer's address.
         (v2("192.0.2.9:1", "192.0.2.1:443", 0), "127.0.0.2"),
+        // LOCAL whatever follows its addresses (bytes that are no TLVs):
+        // a LOCAL header names no client, so it is not read (HAProxy).
+        (local_with_junk(), "127.0.0.2"),
     ] {
         let mut tcp = tcp_from("127.0.0.2", w.public).await;
         tcp.write_all(&header).await.unwrap();
@@ -55,6 +58,22 @@ async fn proxy_protocol_from_allowed_peer() {
     let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "127.0.0.1");
+}
+
+/// A v2 LOCAL header whose bytes after its addresses are no TLVs: a
+/// TLV announcing 65535 bytes with 3 there.
+fn local_with_junk() -> Vec<u8> {
+    let addresses = (
+        "192.0.2.9:1".parse::<SocketAddr>().unwrap(),
+        "192.0.2.1:443".parse::<SocketAddr>().unwrap(),
+    );
+    let mut header = ppp::v2::Builder::with_addresses(0x20, ppp::v2::Protocol::Stream, addresses)
+        .build()
+        .unwrap();
+    header.extend_from_slice(b"\x01\xff\xffabc");
+    let length = u16::from_be_bytes([header[14], header[15]]) + 6;
+    header[14..16].copy_from_slice(&length.to_be_bytes());
+    header
 }
 
 /// Refused: a header from outside `from` (v1 and v2), no header from a
