@@ -638,9 +638,10 @@ impl Kept {
         Kept::Copy(Box::new(copy_of(req)))
     }
 
-    /// The request again; `None` if its head was not written whole (the
-    /// connection failed before all of it was: nothing the upstream could
-    /// have processed, and hyper hands back a request it did not write).
+    /// The request again, from the head hyper wrote or tried to write (a
+    /// write that failed keeps what it was given, [`H1::sent_head`]: hyper
+    /// hands back no request it has taken); `None` if hyper never began
+    /// to write it (then it hands the request back itself).
     fn request(self, c: &H1, path: &PathAndQuery) -> Option<Request<ClientBody>> {
         let (version, stand_in) = match self {
             Kept::Copy(req) => return Some(*req),

@@ -178,6 +178,20 @@ impl HeadWait {
         self.1.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What a write of `bufs` did: the bytes it took are kept; a write
+    /// that failed keeps all it was given, the rest of the head hyper
+    /// meant to write. hyper hands back no request it has taken, so a
+    /// bodyless request whose first write failed (a connection reset just
+    /// as it was reused) is sent again from these bytes: never written,
+    /// as the SPEC's resend promise says.
+    fn polled(&self, bufs: &[std::io::IoSlice<'_>], polled: &Poll<std::io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) => self.wrote(bufs, *n),
+            Poll::Ready(Err(_)) => self.wrote(bufs, bufs.iter().map(|b| b.len()).sum()),
+            Poll::Pending => {}
+        }
+    }
+
     /// `n` bytes of `bufs` were written: kept until the head is whole.
     /// Its end is an empty line, the only one in a head, so the bytes in
     /// are the whole head once they end with one.
@@ -284,8 +298,8 @@ impl AsyncWrite for Framed {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let (Some(head), Poll::Ready(Ok(n))) = (&this.head, &polled) {
-            head.wrote(&[std::io::IoSlice::new(buf)], *n);
+        if let Some(head) = &this.head {
+            head.polled(&[std::io::IoSlice::new(buf)], &polled);
         }
         polled
     }
@@ -297,8 +311,8 @@ impl AsyncWrite for Framed {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let (Some(head), Poll::Ready(Ok(n))) = (&this.head, &polled) {
-            head.wrote(bufs, *n);
+        if let Some(head) = &this.head {
+            head.polled(bufs, &polled);
         }
         polled
     }

@@ -81,3 +81,27 @@ fn the_head_written_is_kept_whole_however_writes_split_it() {
     wait.wrote(&[std::io::IoSlice::new(long.as_bytes())], long.len());
     assert_eq!(wait.sent(), None);
 }
+
+/// A write that failed keeps the head it was given (after a part an
+/// earlier write took, or all of it), so a bodyless request whose write
+/// failed can be sent again; a write still pending keeps nothing.
+#[test]
+fn a_head_whose_write_failed_is_kept_as_meant() {
+    let head = b"GET /a HTTP/1.1\r\nhost: a.example.com\r\n\r\n";
+    let wait = Arc::new(HeadWait::default());
+    let failed = Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)));
+    for taken in [0, 7] {
+        let _counted = wait.count();
+        if taken > 0 {
+            wait.polled(&[std::io::IoSlice::new(head)], &Poll::Ready(Ok(taken)));
+        }
+        wait.polled(&[std::io::IoSlice::new(&head[taken..])], &Poll::Pending);
+        assert_eq!(wait.sent(), None, "after {taken} taken, then pending");
+        wait.polled(&[std::io::IoSlice::new(&head[taken..])], &failed);
+        assert_eq!(
+            wait.sent().as_deref(),
+            Some(&head[..]),
+            "after {taken} taken"
+        );
+    }
+}
