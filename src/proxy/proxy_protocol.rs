@@ -225,6 +225,13 @@ async fn read_source(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketA
                 )));
             }
             read_upto(stream, &mut buf, total, |_| false).await?;
+            // Version 2, command LOCAL (the balancer's own check): it names
+            // no client, so its family, addresses and TLVs are not read
+            // (HAProxy ignores them too; a `TCP4` LOCAL of length 0 is a
+            // health check ppp would refuse for its missing addresses).
+            if buf[12] == 0x20 {
+                return Ok(peer);
+            }
             let header = ppp::v2::Header::try_from(buf.as_slice())
                 .map_err(|e| Refused::Malformed(e.to_string()))?;
             // A PROXY command's TLVs are ignored, but must fit the header,

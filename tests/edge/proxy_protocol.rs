@@ -45,6 +45,11 @@ async fn proxy_protocol_from_allowed_peer() {
         // LOCAL whatever follows its addresses (bytes that are no TLVs):
         // a LOCAL header names no client, so it is not read (HAProxy).
         (local_with_junk(), "127.0.0.2"),
+        // LOCAL naming TCP4 with no address bytes (length 0).
+        (
+            [&ppp::v2::PROTOCOL_PREFIX[..], b"\x20\x11\x00\x00"].concat(),
+            "127.0.0.2",
+        ),
     ] {
         let mut tcp = tcp_from("127.0.0.2", w.public).await;
         tcp.write_all(&header).await.unwrap();
