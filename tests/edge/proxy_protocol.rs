@@ -47,7 +47,7 @@ async fn proxy_protocol_from_allowed_peer() {
         (local_with_junk(), "127.0.0.2"),
         // LOCAL naming TCP4 with no address bytes (length 0).
         (
-            [&ppp::v2::PROTOCOL_PREFIX[..], b"\x20\x11\x00\x00"].concat(),
+            [ppp::v2::PROTOCOL_PREFIX, b"\x20\x11\x00\x00"].concat(),
             "127.0.0.2",
         ),
     ] {
