@@ -457,7 +457,7 @@ impl LeasedBody {
                 // that does to the response is not the upstream's fault.
                 if !this.failed
                     && !early
-                    && this.read.body_failed(e, this.sent.fault())
+                    && this.read.body_failed(e, &this.sent)
                     && let Some(stream) = &this.h2
                 {
                     // Silent as in a stall: retired as after one.

@@ -12,7 +12,9 @@
 //! still takes that body; the client's pause is `body_read_timeout`'s to
 //! bound (nginx runs `proxy_read_timeout` only once the request is sent),
 //! though a call it cuts after the response, too, was silent for
-//! `read_timeout` is counted as the upstream's stall as well.
+//! `read_timeout` is counted as the upstream's stall as well when a piece
+//! of the request went to the upstream after the response's last piece
+//! (the upstream owed the answer to it).
 //! A body the upstream breaks instead (a bad chunk, a close or a reset
 //! before its end) is logged and counted here too, unless the client's own
 //! request body broke first.
@@ -48,6 +50,10 @@ pub struct ReadTimer {
     /// When the body last had to wait after a piece (or at all): the
     /// upstream has owed the next piece since.
     quiet_since: Option<Instant>,
+    /// Pieces of the request's own body handed on at `quiet_since` (kept,
+    /// unlike `moved`, which the wait's restarts move on): more since, and
+    /// the upstream owes the answer to a piece it was given.
+    quiet_moved: u64,
 }
 
 impl ReadTimer {
@@ -58,6 +64,7 @@ impl ReadTimer {
             progress: false,
             moved: 0,
             quiet_since: None,
+            quiet_moved: 0,
         }
     }
 
@@ -80,17 +87,23 @@ impl ReadTimer {
     /// the client's fault, at debug as [`crate::proxy::forward::client_fault`]
     /// logs it, never counted against the upstream. Unless the client
     /// stalled (`body_read_timeout`) while the response, too, had been
-    /// silent for `read_timeout` or more (a call whose upstream hangs
-    /// while the client waits for its answer before sending more): both
-    /// sides' fault, at warn, counted as the upstream's `read_timeout`.
-    /// `true` then: the upstream went silent, its connection is suspect.
-    pub fn body_failed(&self, e: &hyper::Error, client: Option<&Fault>) -> bool {
+    /// silent for `read_timeout` or more, and a piece of `request` went
+    /// to the upstream after the response's last one (a ping-pong call
+    /// whose upstream hangs while the client waits for the answer to
+    /// that piece before sending more): both sides' fault, at warn,
+    /// counted as the upstream's `read_timeout`. With no piece moved
+    /// since, the upstream owes nothing (it answered all it got, as a
+    /// healthy bidirectional backend waiting for its client does): the
+    /// client's alone. `true` then: the upstream went silent, its
+    /// connection is suspect.
+    pub fn body_failed(&self, e: &hyper::Error, request: &BodySent) -> bool {
         let upstream = &self.limit.upstream;
         let error = crate::proxy::conn::causes(e);
         let timeout = self.limit.timeout;
         let silent = self.quiet_since.map(|since| since.elapsed());
-        match (client, silent) {
-            (Some(Fault::Stalled), Some(silent)) if silent >= timeout => {
+        let owed = request.moved() != self.quiet_moved;
+        match (request.fault(), silent) {
+            (Some(Fault::Stalled), Some(silent)) if silent >= timeout && owed => {
                 crate::metrics::upstream_error(upstream, "read_timeout");
                 warn!(upstream = %upstream, reason = "read_timeout", timeout = ?timeout, upstream_silent_for = ?silent, "upstream response cut: both sides silent (the client owed its request body past body_read_timeout, the upstream its response past read_timeout)");
                 true
@@ -126,12 +139,14 @@ impl ReadTimer {
                 self.sleep = Some(Box::pin(tokio::time::sleep(timeout)));
                 self.moved = request.moved();
                 self.quiet_since = Some(Instant::now());
+                self.quiet_moved = self.moved;
             }
             Some(s) if self.progress => {
                 let now = Instant::now();
                 s.as_mut().reset(now + timeout);
                 self.moved = request.moved();
                 self.quiet_since = Some(now);
+                self.quiet_moved = self.moved;
             }
             Some(_) => {}
         }

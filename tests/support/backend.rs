@@ -384,6 +384,29 @@ impl Backend {
                                     let echo = http_body_util::StreamBody::new(echo).boxed();
                                     return Ok(http::Response::new(echo));
                                 }
+                                // `…/echo-once`: the request body's first
+                                // piece back, then nothing: what comes next
+                                // is taken and never answered (a
+                                // bidirectional backend that hangs).
+                                if req.uri().path().ends_with("/echo-once") {
+                                    let echo = futures_util::stream::unfold(
+                                        Some(req.into_body()),
+                                        |body| async move {
+                                            let mut body = body?;
+                                            let first = body.frame().await?.ok()?;
+                                            tokio::spawn(async move {
+                                                while let Some(Ok(_)) = body.frame().await {}
+                                            });
+                                            Some((Ok(first), None))
+                                        },
+                                    );
+                                    let echo = futures_util::StreamExt::chain(
+                                        echo,
+                                        futures_util::stream::pending(),
+                                    );
+                                    let echo = http_body_util::StreamBody::new(echo).boxed();
+                                    return Ok(http::Response::new(echo));
+                                }
                                 let trailers = req.uri().path().contains("/trailers");
                                 // `…/endless`: the head, then a body that
                                 // never comes.
