@@ -139,7 +139,6 @@ impl State {
             Ok(w) => {
                 info!("filesystem events available again; watching");
                 (self.notify, self.events_tx) = (Some(w), None);
-                self.poll_interval = self.config.poll_interval;
                 self.rearm();
                 self.polling = self.subjects.keys().cloned().collect();
                 (self.pass_started, self.pass_busy) = (Instant::now(), Duration::ZERO);
@@ -419,12 +418,13 @@ impl State {
         for s in gone {
             self.mark(s, SETTLED.min(self.config.debounce));
         }
-        // Every directory a chain needs is watched again (the one that
-        // failed was recreated, or is no longer needed): events work, so
-        // the poll goes back under its CPU cap and re-arms go back to the
-        // directories a change touched.
+        // Every directory a chain needs is watched again: events work, so the
+        // poll goes back under its CPU cap, re-arms to the directories a change
+        // touched, and the interval to the one configured (2s forced on 0).
         if self.degraded && self.by_dir.keys().all(|d| self.watched.contains(d)) {
             self.set_degraded(false);
+            self.poll_interval = self.config.poll_interval;
+            self.next_poll = Instant::now() + self.poll_interval;
             info!(
                 watched = self.watched.len(),
                 "every watched directory has its filesystem watch again; no longer relying on polling"

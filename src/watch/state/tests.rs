@@ -220,6 +220,13 @@ fn degraded_clears_when_the_watches_re_arm() {
     state.rearm();
     assert!(!state.degraded, "re-armed, yet still degraded");
     assert!(state.watched.contains(&dir));
+    // `poll_interval: 0` is back: no forced 2s poll for good, and the
+    // check of the watches (which needs it 0) runs again.
+    assert!(
+        state.poll_interval.is_zero(),
+        "the forced poll outlived the failed watch"
+    );
+    assert!(state.checks_watches());
     // A second, unrelated failure degrades again: the flag tracks now, not history.
     let stuck = d.path().join("stuck");
     std::os::unix::fs::symlink(&stuck, &stuck).unwrap();
