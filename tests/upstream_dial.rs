@@ -278,7 +278,9 @@ async fn requests_waiting_for_a_failed_h2_dial_get_its_cause() {
 /// dial are sent to the other pod with that dial's cause, as the dial's
 /// own request is (they used to wait out `connect_timeout` and go as the
 /// connection limit), and only the dial counts against the dark pod's
-/// health: one dial, one verdict.
+/// health: one dial, one verdict. So too in
+/// `hotproxy_upstream_errors_total`: one `connect_timeout` per dial, not
+/// one per request that waited for it (the count grew with traffic).
 #[tokio::test]
 async fn requests_waiting_for_a_failed_dial_go_elsewhere_counted_once() {
     const BURST: usize = 6;
@@ -306,7 +308,18 @@ async fn requests_waiting_for_a_failed_dial_go_elsewhere_counted_once() {
     }
     served.sort();
     assert_eq!(served, ["dark", "lit"]);
-    let _dark = go_dark(&dark).await;
+    // Each dial to the dark pod is a connect its listener completes:
+    // taken (and held unanswered) to count the dials.
+    let dark_listener = go_dark(&dark).await.into_std().unwrap();
+    dark_listener.set_nonblocking(true).unwrap();
+    let mut held = Vec::new();
+    let mut dials = || {
+        let before = held.len();
+        while let Ok((conn, _)) = dark_listener.accept() {
+            held.push(conn);
+        }
+        held.len() - before
+    };
     // One of these goes to the dark pod first and fails there (on its
     // closed connection or on a dial), one failure; then the closed
     // connection is known closed. Both are served by the lit pod.
@@ -314,12 +327,33 @@ async fn requests_waiting_for_a_failed_dial_go_elsewhere_counted_once() {
         let r = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
     }
+    dials();
+    let counted = |m: &str, series: &str| -> usize {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let timeouts = "hotproxy_upstream_errors_total{upstream=\"two\",reason=\"connect_timeout\"}";
+    let retries = "hotproxy_upstream_retries_total{upstream=\"two\"}";
+    let before = metrics_text(admin_addr).await;
     // Half of the burst's first attempts go to the dark pod: one dials,
     // the others wait for that dial.
     let replies = h2_burst(addr, &ca.cert_pem, BURST).await;
     assert!(
         replies.iter().all(|(s, _)| *s == 200),
         "not all served by the lit pod: {replies:?}"
+    );
+    let after = metrics_text(admin_addr).await;
+    let dialled = dials();
+    let retried_now = counted(&after, retries) - counted(&before, retries);
+    assert!(
+        dialled < retried_now,
+        "no request waited for another's dial: {dialled} dials, {retried_now} retries"
+    );
+    assert_eq!(
+        counted(&after, timeouts) - counted(&before, timeouts),
+        dialled,
+        "not one connect_timeout per dial ({retried_now} retries):\n{after}"
     );
     let retried: Vec<serde_json::Value> = p
         .logs()

@@ -264,11 +264,13 @@ impl Upstream {
     /// retry, and its failure counted with its reason as a last attempt's
     /// is: a retry hid why an endpoint kept failing. Not a request an
     /// HTTP/2 upstream left unprocessed: sent again to its own endpoint
-    /// instead (no other one to take it), it is a resend, no error.
+    /// instead (no other one to take it), it is a resend, no error. Nor
+    /// one that got another request's dial's cause: that dial counted,
+    /// once (a hundred waiting for it counted a hundred).
     fn retrying(&self, endpoint: &Endpoint, failure: &Failure) {
         let (reason, _, _) = diagnose(failure);
         debug!(upstream = %self.name, server = %endpoint.dialled_url, reason, "retrying on another endpoint");
-        if !matches!(failure, Failure::Request(e) if unprocessed(e)) {
+        if !matches!(failure, Failure::Request(e) if unprocessed(e)) && !waited(failure) {
             crate::metrics::upstream_error(&self.name, reason);
         }
         METRICS
