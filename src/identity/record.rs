@@ -152,7 +152,8 @@ impl Identity {
     /// left out, so it cannot grow the backend's headers past its limits.
     /// Only the real issuers' keys signed the certificates above the leaf,
     /// so what is forwarded is the CA hierarchy's, not the client's choice.
-    /// Parses the chain again: asked once per connection and mode.
+    /// Parses the chain again, asked once per connection and mode; the
+    /// trust anchors only when there are two issuers to choose from.
     pub fn issuing_chain(&self) -> Vec<&CertificateDer<'static>> {
         let Some((leaf, sent)) = self.chain.split_first() else {
             return Vec::new();
@@ -165,10 +166,14 @@ impl Identity {
             X509Certificate::from_der(c).ok().map(|(_, c)| c)
         }
         let parsed: Vec<Option<X509Certificate<'_>>> = sent.iter().map(parse).collect();
-        let anchors: Vec<X509Certificate<'_>> = self.anchors.iter().filter_map(parse).collect();
+        // Parsed only when two issuers are sent: the trust anchors may be a
+        // large `client_auth.ca` bundle, and one issuer needs no choosing.
+        let anchors = std::cell::OnceCell::new();
         // Whether a trust anchor issued `der` (`c` parsed): its subject is
         // `c`'s issuer and its key verifies `c`'s signature.
         let anchor_issued = |c: &X509Certificate<'_>, der: &[u8]| {
+            let anchors: &Vec<X509Certificate<'_>> =
+                anchors.get_or_init(|| self.anchors.iter().filter_map(parse).collect());
             anchors.iter().any(|a| {
                 a.subject().as_raw() == c.issuer().as_raw()
                     && crate::material::signed_by(der, a.public_key().raw)
@@ -191,11 +196,15 @@ impl Identity {
                 Some((i, c))
             });
             let Some(first) = issuers.next() else { break };
-            let anchored = |&(i, c): &(usize, &X509Certificate<'_>)| anchor_issued(c, &sent[i]);
-            let (i, issuer) = if anchored(&first) {
-                first
-            } else {
-                issuers.find(anchored).unwrap_or(first)
+            // A second looked for lazily, as the anchors are parsed: a client
+            // padding its chain with copies of its issuer costs one check more.
+            let (i, issuer) = match issuers.next() {
+                None => first,
+                Some(second) => [first, second]
+                    .into_iter()
+                    .chain(issuers)
+                    .find(|&(i, c)| anchor_issued(c, &sent[i]))
+                    .unwrap_or(first),
             };
             taken[i] = true;
             path.push(&sent[i]);
