@@ -467,13 +467,7 @@ fn went_away(e: &hyper::Error) -> bool {
             return h2.is_remote() && (h2.is_reset() || h2.is_go_away()) || h2.is_io();
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
+            return crate::proxy::failure::cut_off(io);
         }
         source = s.source();
     }

@@ -105,17 +105,23 @@ pub fn closed_before_response(e: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
+            return cut_off(io);
         }
         source = err.source();
     }
     false
+}
+
+/// An I/O error that says the peer cut the connection: reset, aborted,
+/// a write to a closed pipe, or an end before the message did.
+pub fn cut_off(io: &std::io::Error) -> bool {
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// hyper's HTTP/2 client dropped the request with its connection's
