@@ -142,21 +142,7 @@ async fn wait_cut_responses(p: &mut Proxy, n: usize, what: &str) -> Vec<serde_js
 /// `read_timeout`, with its HTTP/2 connection retired.
 #[tokio::test]
 async fn a_client_pausing_its_body_past_read_timeout_is_not_the_upstreams_stall() {
-    let w = world();
-    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let h2 = Backend::start("h2", &w.backend_pair, None).await;
-    let listener = listener_yaml(
-        "public",
-        "127.0.0.1:0",
-        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
-    );
-    let mut p = Proxy::start(&w.scene.config(&format!(
-        "admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{listener}\n    \
-         limits: {{ body_read_timeout: 3s }}\nupstreams:{}{}",
-        backend_upstream("h1", &[h1.addr], &["read_timeout: 400ms"]),
-        backend_upstream("h2", &[h2.addr], &["read_timeout: 400ms"]),
-    )));
-    let addr = p.listener_addr("public").await;
+    let (w, _backends, mut p, addr) = streaming("3s").await;
     let mut calls = 0;
     for client_h2 in [true, false] {
         for prefix in ["/h1/", "/h2/"] {
@@ -241,21 +227,7 @@ const BOTH_SILENT: &str = "upstream response cut: both sides silent";
 /// client's alone: see the test above.)
 #[tokio::test]
 async fn a_call_cut_while_both_sides_are_silent_is_the_upstreams_stall_too() {
-    let w = world();
-    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let h2 = Backend::start("h2", &w.backend_pair, None).await;
-    let listener = listener_yaml(
-        "public",
-        "127.0.0.1:0",
-        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
-    );
-    let mut p = Proxy::start(&w.scene.config(&format!(
-        "admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{listener}\n    \
-         limits: {{ body_read_timeout: 2s }}\nupstreams:{}{}",
-        backend_upstream("h1", &[h1.addr], &["read_timeout: 400ms"]),
-        backend_upstream("h2", &[h2.addr], &["read_timeout: 400ms"]),
-    )));
-    let addr = p.listener_addr("public").await;
+    let (w, _backends, mut p, addr) = streaming("2s").await;
     for (n, prefix) in ["/h1/", "/h2/"].into_iter().enumerate() {
         let what = format!("{prefix}echo-once");
         let mut call = Call::open(&w, addr, &what, true, b"ping").await;
@@ -448,4 +420,27 @@ impl Call {
             .await
             .unwrap_or_else(|_| panic!("{what}: nothing came"))
     }
+}
+
+/// A proxy routing `/h1/` to an HTTP/1.1 backend and the rest to an HTTP/2
+/// one, both with `read_timeout: 400ms`, the listener's
+/// `body_read_timeout` as given: the world (its files), the backends, the
+/// proxy and the listener's address.
+async fn streaming(body_read_timeout: &str) -> (World, [Backend; 2], Proxy, std::net::SocketAddr) {
+    let w = world();
+    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
+    let h2 = Backend::start("h2", &w.backend_pair, None).await;
+    let listener = listener_yaml(
+        "public",
+        "127.0.0.1:0",
+        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
+    );
+    let mut p = Proxy::start(&w.scene.config(&format!(
+        "admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{listener}\n    \
+         limits: {{ body_read_timeout: {body_read_timeout} }}\nupstreams:{}{}",
+        backend_upstream("h1", &[h1.addr], &["read_timeout: 400ms"]),
+        backend_upstream("h2", &[h2.addr], &["read_timeout: 400ms"]),
+    )));
+    let addr = p.listener_addr("public").await;
+    (w, [h1, h2], p, addr)
 }
