@@ -62,6 +62,8 @@
 //!     with back-off; its logs and metrics.
 //!   - `apply`: a config field is applied here: config reload and apply,
 //!     listener and upstream start/stop, watches, runtime client auth.
+//!   - `config_file`: when the configuration file may be read (still for a moment,
+//!     not changed by a writer during the read).
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
 //!   - `changes`: what a config reload changed, for the line that confirms it.
 //!   - `rebind`: binding a new address beside an overlapping one a listener gives up.

@@ -3,11 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
+use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
 };
@@ -71,10 +72,11 @@ impl Reloader {
         // symlink swapped in two steps), waited on like a missing entry
         // file before it counts as rejected.
         let now = Instant::now();
-        let wait = match std::fs::metadata(&path) {
+        let checked = std::fs::metadata(&path);
+        let wait = match &checked {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(CONFIG_MISSING_RETRY),
             Err(_) => None,
-            Ok(meta) => self.config_wait(&meta, now),
+            Ok(meta) => self.config_wait(meta, now),
         };
         if let Some(wait) = wait {
             if wait == CONFIG_MISSING_RETRY && self.config_unsettled_since.is_none() {
@@ -87,8 +89,23 @@ impl Reloader {
                 return Ok(ConfigOutcome::Deferred);
             }
         }
+        let read = config::read(&path);
+        // A writer that began between the check above and the read (its
+        // truncate just then) left the read an empty or cut file: the file
+        // is not what was checked, so it is waited on as one still being
+        // written, not rejected (a spurious "configuration rejected").
+        if let Ok(before) = &checked
+            && super::config_file::changed(&path, before)
+        {
+            let since = *self.config_unsettled_since.get_or_insert(now);
+            if now.duration_since(since) < self.config.watch.settle_timeout {
+                self.config_retry = Some(now + CONFIG_QUIET);
+                self.config_asked = asked;
+                return Ok(ConfigOutcome::Deferred);
+            }
+        }
         self.config_unsettled_since = None;
-        let result = config::read(&path)
+        let result = read
             .map_err(|e| e.render())
             .and_then(|(file, text)| {
                 if text.trim().is_empty() {
@@ -758,37 +775,6 @@ impl ConfigOutcome {
     }
 }
 
-const CONFIG_QUIET: Duration = Duration::from_millis(20);
-
-/// How soon a configuration file found missing is looked for again (as a
-/// missing entry file is), until `settle_timeout`.
-const CONFIG_MISSING_RETRY: Duration = Duration::from_millis(100);
-
 /// The first and the longest wait before a rejected configuration is read again.
 const CONFIG_RETRY_FIRST: Duration = Duration::from_secs(1);
 const CONFIG_RETRY_MAX: Duration = Duration::from_secs(30);
-
-impl Reloader {
-    /// How long until the configuration file (`meta`, looked at `now`) has
-    /// been still for `CONFIG_QUIET`; `None` when it has, or when that
-    /// cannot be told. Its mtime says when it last changed, unless it lies
-    /// in the future (a host ahead in time: `rsync -t`, `cp -p`, `tar x`,
-    /// clock skew on a network filesystem): that says nothing about the
-    /// writer, and taken as "just now" it deferred every read until the
-    /// mtime passed or settle_timeout ran out. Then the file is still once
-    /// looks `CONFIG_QUIET` apart have seen the same mtime and size.
-    fn config_wait(&mut self, meta: &std::fs::Metadata, now: Instant) -> Option<Duration> {
-        let modified = meta.modified().ok()?;
-        let seen = (modified, meta.len());
-        let since = match self.config_seen {
-            Some((before, since)) if before == seen => since,
-            _ => now,
-        };
-        self.config_seen = Some((seen, since));
-        let still_for = match SystemTime::now().duration_since(modified) {
-            Ok(age) => age,
-            Err(_) => now.duration_since(since),
-        };
-        CONFIG_QUIET.checked_sub(still_for).filter(|w| !w.is_zero())
-    }
-}

@@ -21,6 +21,7 @@
 mod api;
 mod apply;
 mod changes;
+mod config_file;
 mod entry;
 mod rebind;
 mod snapshot;
