@@ -111,14 +111,7 @@ async fn a_body_broken_with_its_head_is_502() {
         assert_eq!(resp.status(), 502, "{path} over HTTP/2");
     }
     for (path, why) in BREAKS {
-        p.wait_log(why, |v| {
-            v["message"] == "upstream request failed"
-                && v["level"] == "WARN"
-                && v["upstream"] == "raw"
-                && v["reason"] == "protocol"
-                && v["error"].as_str().is_some_and(|e| e.contains(why))
-        })
-        .await;
+        protocol_warning(&mut p, "upstream request failed", why).await;
         let lines = wait_access_log(&log, 4, WAIT).await;
         let statuses: Vec<_> = lines
             .iter()
@@ -194,14 +187,7 @@ async fn a_body_broken_after_its_head_is_cut_logged_and_counted() {
         assert!(matches!(cut, Some(Err(_))), "{path}: {cut:?}");
     }
     for (_, why) in BREAKS {
-        p.wait_log(why, |v| {
-            v["message"] == "upstream response body failed"
-                && v["level"] == "WARN"
-                && v["upstream"] == "raw"
-                && v["reason"] == "protocol"
-                && v["error"].as_str().is_some_and(|e| e.contains(why))
-        })
-        .await;
+        protocol_warning(&mut p, "upstream response body failed", why).await;
     }
     let lines = wait_access_log(&log, 4, WAIT).await;
     let logged: Vec<_> = lines
@@ -267,6 +253,19 @@ async fn the_bytes_read_with_a_break_reach_the_client_before_the_cut() {
     );
     p.wait_log("the break", |v| {
         v["message"] == "upstream response body failed" && v["upstream"] == "raw"
+    })
+    .await;
+}
+
+/// Wait for the warning `message` about upstream `raw`, reason `protocol`,
+/// whose error names `why`.
+async fn protocol_warning(p: &mut Proxy, message: &str, why: &str) {
+    p.wait_log(why, |v| {
+        v["message"] == message
+            && v["level"] == "WARN"
+            && v["upstream"] == "raw"
+            && v["reason"] == "protocol"
+            && v["error"].as_str().is_some_and(|e| e.contains(why))
     })
     .await;
 }

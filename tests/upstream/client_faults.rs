@@ -193,20 +193,7 @@ async fn a_client_pausing_its_body_past_read_timeout_is_not_the_upstreams_stall(
         .filter(|l| l.contains("upstream response stalled"))
         .count();
     assert_eq!(stalled, calls, "{:#?}", p.logs());
-    let m = metrics_text(p.admin_addr().await).await;
-    let mut errors: Vec<&str> = m
-        .lines()
-        .filter(|l| l.starts_with("hotproxy_upstream_errors_total{"))
-        .collect();
-    errors.sort_unstable();
-    assert_eq!(
-        errors,
-        [
-            r#"hotproxy_upstream_errors_total{upstream="h1",reason="read_timeout"} 2"#,
-            r#"hotproxy_upstream_errors_total{upstream="h2",reason="read_timeout"} 2"#,
-        ],
-        "{m}"
-    );
+    assert_read_timeouts_only(&mut p, 2).await;
 }
 
 /// How a response cut when both sides had gone silent is logged.
@@ -249,20 +236,7 @@ async fn a_call_cut_while_both_sides_are_silent_is_the_upstreams_stall_too() {
         assert_eq!(last["level"], "WARN", "{what}: {last}");
         assert_eq!(last["reason"], "read_timeout", "{what}: {last}");
     }
-    let m = metrics_text(p.admin_addr().await).await;
-    let mut errors: Vec<&str> = m
-        .lines()
-        .filter(|l| l.starts_with("hotproxy_upstream_errors_total{"))
-        .collect();
-    errors.sort_unstable();
-    assert_eq!(
-        errors,
-        [
-            r#"hotproxy_upstream_errors_total{upstream="h1",reason="read_timeout"} 1"#,
-            r#"hotproxy_upstream_errors_total{upstream="h2",reason="read_timeout"} 1"#,
-        ],
-        "{m}"
-    );
+    assert_read_timeouts_only(&mut p, 1).await;
     // The HTTP/2 upstream connection the call went silent on is retired.
     wait_until(WAIT, "the h2 upstream connection retired", || {
         let retired = p
@@ -443,4 +417,19 @@ async fn streaming(body_read_timeout: &str) -> (World, [Backend; 2], Proxy, std:
     )));
     let addr = p.listener_addr("public").await;
     (w, [h1, h2], p, addr)
+}
+
+/// The upstream errors counted are `read_timeout`s alone, `n` on each of
+/// the two upstreams ([`streaming`]'s `h1` and `h2`).
+async fn assert_read_timeouts_only(p: &mut Proxy, n: usize) {
+    let m = metrics_text(p.admin_addr().await).await;
+    let mut errors: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("hotproxy_upstream_errors_total{"))
+        .collect();
+    errors.sort_unstable();
+    let want = ["h1", "h2"].map(|u| {
+        format!("hotproxy_upstream_errors_total{{upstream=\"{u}\",reason=\"read_timeout\"}} {n}")
+    });
+    assert_eq!(errors, want, "{m}");
 }
