@@ -623,6 +623,35 @@ pub async fn tls_listener(
     tls_listener_at("127.0.0.1:0", pair, alpn).await
 }
 
+/// A raw HTTP/2 backend over TLS on 127.0.0.1 serving `pair`: every stream
+/// of every connection is handed to `answer`, called on the connection's
+/// task (one that must wait, or keep sending, spawns a task of its own:
+/// the connection is driven by the loop that calls it). Its address.
+pub async fn h2_backend<F>(pair: &TestPair, answer: F) -> SocketAddr
+where
+    F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) + Clone + Send + 'static,
+{
+    let (listener, acceptor) = tls_listener(pair, b"h2").await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    answer(req, respond);
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// [`tls_listener`] bound at `at` (`127.0.0.2:0`, or a port that pods on
 /// other addresses share for one name).
 pub async fn tls_listener_at(

@@ -11,8 +11,6 @@ use crate::support::*;
 /// `200` and `hello`; and `/flood` with hints until its stream or
 /// connection is gone, never a response. Its address.
 async fn hinting_backend(pair: &TestPair) -> SocketAddr {
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
     let hint = || {
         http::Response::builder()
             .status(103)
@@ -20,44 +18,31 @@ async fn hinting_backend(pair: &TestPair) -> SocketAddr {
             .body(())
             .unwrap()
     };
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut conn) = h2::server::handshake(tls).await else {
-                    return;
-                };
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let path = req.uri().path().to_owned();
-                    // Sent from a task of its own: the loop above drives
-                    // the connection that writes them.
-                    tokio::spawn(async move {
-                        if let Some(n) = path.strip_prefix("/few/") {
-                            for _ in 0..n.parse().unwrap() {
-                                respond.send_informational(hint()).unwrap();
-                            }
-                            let head = http::Response::builder().body(()).unwrap();
-                            let mut tx = respond.send_response(head, false).unwrap();
-                            let _ = tx.send_data(Bytes::from_static(b"hello"), true);
-                            return;
-                        }
-                        loop {
-                            for _ in 0..64 {
-                                if respond.send_informational(hint()).is_err() {
-                                    return;
-                                }
-                            }
-                            tokio::task::yield_now().await;
-                        }
-                    });
+    h2_backend(pair, move |req, mut respond| {
+        let path = req.uri().path().to_owned();
+        // Sent from a task of its own: the connection's loop drives the
+        // connection that writes them.
+        tokio::spawn(async move {
+            if let Some(n) = path.strip_prefix("/few/") {
+                for _ in 0..n.parse().unwrap() {
+                    respond.send_informational(hint()).unwrap();
                 }
-            });
-        }
-    });
-    addr
+                let head = http::Response::builder().body(()).unwrap();
+                let mut tx = respond.send_response(head, false).unwrap();
+                let _ = tx.send_data(Bytes::from_static(b"hello"), true);
+                return;
+            }
+            loop {
+                for _ in 0..64 {
+                    if respond.send_informational(hint()).is_err() {
+                        return;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+    })
+    .await
 }
 
 /// Informational responses an HTTP/2 upstream sends before its response

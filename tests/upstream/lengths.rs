@@ -13,44 +13,29 @@ use crate::support::*;
 /// `/twice`, `/agree`, `/ok`: `hello`; `/short`: `hel`; `/long`: `hello world` in one DATA frame;
 /// `/long-split`: `hello`, then ` world` in a second frame. Its address.
 async fn length_liar(pair: &TestPair) -> SocketAddr {
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut conn) = h2::server::handshake(tls).await else {
-                    return;
-                };
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let path = req.uri().path().to_owned();
-                    let mut head = http::Response::builder().header("content-length", "5");
-                    match path.as_str() {
-                        "/twice" => head = head.header("content-length", "6"),
-                        "/agree" => head = head.header("content-length", "5"),
-                        _ => {}
-                    }
-                    let pieces: &[&[u8]] = match path.as_str() {
-                        "/short" => &[b"hel"],
-                        "/long" => &[b"hello world"],
-                        "/long-split" => &[b"hello", b" world"],
-                        _ => &[b"hello"],
-                    };
-                    let Ok(mut tx) = respond.send_response(head.body(()).unwrap(), false) else {
-                        continue;
-                    };
-                    for (i, piece) in pieces.iter().enumerate() {
-                        let last = i + 1 == pieces.len();
-                        let _ = tx.send_data(Bytes::from_static(piece), last);
-                    }
-                }
-            });
+    h2_backend(pair, |req, mut respond| {
+        let path = req.uri().path().to_owned();
+        let mut head = http::Response::builder().header("content-length", "5");
+        match path.as_str() {
+            "/twice" => head = head.header("content-length", "6"),
+            "/agree" => head = head.header("content-length", "5"),
+            _ => {}
         }
-    });
-    addr
+        let pieces: &[&[u8]] = match path.as_str() {
+            "/short" => &[b"hel"],
+            "/long" => &[b"hello world"],
+            "/long-split" => &[b"hello", b" world"],
+            _ => &[b"hello"],
+        };
+        let Ok(mut tx) = respond.send_response(head.body(()).unwrap(), false) else {
+            return;
+        };
+        for (i, piece) in pieces.iter().enumerate() {
+            let last = i + 1 == pieces.len();
+            let _ = tx.send_data(Bytes::from_static(piece), last);
+        }
+    })
+    .await
 }
 
 /// How an HTTP/2 response that must not end cleanly ends: `None` for a
