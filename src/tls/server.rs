@@ -1,14 +1,15 @@
 //! Listener `ServerConfig`: SNI resolution over several pairs, the five client-auth modes.
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{
-    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+    ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
+    ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
 use rustls::{
@@ -414,21 +415,48 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// One ticketer for the whole process, so session tickets stay valid when
-/// a listener's config is rebuilt on rotation.
-fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, TlsError> {
-    static TICKETER: OnceLock<Arc<dyn rustls::server::ProducesTickets>> = OnceLock::new();
-    if let Some(t) = TICKETER.get() {
-        return Ok(t.clone());
+/// A listener's session state: the key its session tickets are sealed
+/// with (TLS 1.3, and TLS 1.2 clients that take tickets) and its session-ID
+/// cache (TLS 1.2 clients that do not). Each listener has its own, as nginx
+/// keys tickets per server block: rustls resumes any session its ticketer
+/// opens or its cache holds whose SNI matches, so a session from another
+/// listener serving the same name would resume here, skipping this
+/// listener's certificate and its own policy (`min_version`, ALPN).
+struct Sessions {
+    ticketer: Arc<dyn ProducesTickets>,
+    cache: Arc<dyn StoresServerSessions>,
+}
+
+/// Listener `name`'s [`Sessions`]: the ones its configs in use hold (a
+/// rotation or reload rebuilds the config while the previous one serves,
+/// so resumption survives it), else new ones. Held weakly: once no config
+/// of the listener is left (removed, or no longer without client auth),
+/// its key goes with them.
+fn sessions(name: &str) -> Result<Sessions, TlsError> {
+    type Held = (Weak<dyn ProducesTickets>, Weak<dyn StoresServerSessions>);
+    static BY_LISTENER: Mutex<BTreeMap<String, Held>> = Mutex::new(BTreeMap::new());
+    let mut held = BY_LISTENER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((t, c)) = held.get(name)
+        && let (Some(ticketer), Some(cache)) = (t.upgrade(), c.upgrade())
+    {
+        return Ok(Sessions { ticketer, cache });
     }
-    let t = rustls::crypto::aws_lc_rs::Ticketer::new()
+    held.retain(|_, (t, _)| t.strong_count() > 0);
+    let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|e| TlsError::Build(format!("ticketer: {e}")))?;
-    Ok(TICKETER.get_or_init(|| t).clone())
+    // rustls's default size for a config's own cache.
+    let cache: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(256);
+    held.insert(
+        name.to_owned(),
+        (Arc::downgrade(&ticketer), Arc::downgrade(&cache)),
+    );
+    Ok(Sessions { ticketer, cache })
 }
 
 /// Build the `ServerConfig` a listener serves new connections with.
-/// Listeners without client auth share the process-wide ticketer so
-/// resumption survives rotations; listeners with client auth get no tickets
+/// Listeners without client auth get their own ticket key and session
+/// cache ([`sessions`]), kept across rotations; listeners with client auth
+/// get no tickets
 /// and no session cache (a resumed session would skip client verification
 /// after a CA or CRL change). With it, in a verifying mode, the config's
 /// client verifier, which open connections are checked against again when
@@ -484,7 +512,9 @@ pub fn build(
         .map(|p| p.as_bytes().to_vec())
         .collect();
     if inputs.mode == ClientAuthMode::None {
-        config.ticketer = ticketer()?;
+        let sessions = sessions(&inputs.listener.name)?;
+        config.ticketer = sessions.ticketer;
+        config.session_storage = sessions.cache;
     } else {
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.send_tls13_tickets = 0;

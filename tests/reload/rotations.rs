@@ -276,3 +276,88 @@ async fn drain_on_rotation_on_and_off() {
         }
     }
 }
+
+/// Sessions are the listener's own. Two listeners without client auth
+/// serving the same name: a session from `public` is not resumed on
+/// `other` (it would skip `other`'s certificate and policy; rustls only
+/// checks the name), over TLS 1.3 tickets, TLS 1.2 tickets and TLS 1.2
+/// session IDs. A session from `public` still resumes on `public` after
+/// its certificate rotated (the rebuilt config keeps the listener's
+/// ticket key and session cache).
+#[tokio::test]
+async fn sessions_resume_only_on_their_own_listener_and_across_its_rotations() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    use rustls::client::{Resumption, Tls12Resumption};
+    use tokio::io::AsyncWriteExt;
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _b) = pairs_a_and_b(&s, &ca);
+    let (mut p, addr) = serve(&s.config(
+        r#"
+watch: { debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ cert_file: a.crt, key_file: a.key }]
+  - name: other
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ cert_file: b.crt, key_file: b.key }]
+"#,
+    ))
+    .await;
+    let other = p.listener_addr("other").await;
+    // How a handshake with `at` went, after a request on the connection
+    // (which also reads a TLS 1.3 session ticket).
+    let kind = |at: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>| async move {
+        let mut tls = connect(at, "localhost", cfg).await.unwrap();
+        let kind = tls.get_ref().1.handshake_kind().unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        read_to_close(&mut tls).await;
+        kind
+    };
+    // A fresh client (its own session cache) of each kind.
+    let clients = || {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let any = provider
+            .signature_verification_algorithms
+            .supported_schemes();
+        let v12 = || client_config_offering(&ca.cert_pem, &any, &rustls::version::TLS12, None);
+        let mut ids = (*v12()).clone();
+        ids.resumption =
+            Resumption::in_memory_sessions(32).tls12_resumption(Tls12Resumption::SessionIdOnly);
+        [
+            (
+                "TLS 1.3 tickets",
+                client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+            ),
+            ("TLS 1.2 tickets", v12()),
+            ("TLS 1.2 session IDs", Arc::new(ids)),
+        ]
+    };
+    for (what, cfg) in clients() {
+        assert_eq!(kind(addr, cfg.clone()).await, Full, "{what}");
+        assert_eq!(
+            kind(addr, cfg.clone()).await,
+            Resumed,
+            "{what}: on its listener"
+        );
+        assert_eq!(kind(other, cfg).await, Full, "{what}: on another listener");
+    }
+    // Sessions from `public`, then its certificate rotated.
+    let before = clients();
+    for (what, cfg) in &before {
+        assert_eq!(kind(addr, cfg.clone()).await, Full, "{what}");
+    }
+    let a2 = ca.server_pair(&["localhost"]);
+    mv_over(&s.path("a.key"), &a2.key_pem);
+    mv_over(&s.path("a.crt"), &a2.cert_pem);
+    until_served(addr, "localhost", &ca.cert_pem, &a2.fingerprint).await;
+    assert_ne!(a.fingerprint, a2.fingerprint);
+    for (what, cfg) in before {
+        assert_eq!(kind(addr, cfg).await, Resumed, "{what}: after a rotation");
+    }
+}
