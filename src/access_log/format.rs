@@ -141,6 +141,8 @@ impl<'a> JsonLine<'a> {
 fn json_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
     let line = JsonLine {
         sni: r.sni.as_deref(),
+        status: r.answered.map(|(status, _)| status),
+        bytes_out: r.answered.map_or(0, |(_, bytes)| bytes),
         ..JsonLine::bare(r.ts, &r.listener, r.client_addr, r.reason)
     };
     push_json(out, &line);
@@ -197,10 +199,13 @@ fn combined_request(out: &mut Vec<u8>, r: &RequestLine) {
     );
 }
 
+/// `000` for a connection closed without an answer, else the status sent
+/// in the clear (plain HTTP's `400`) and its body's bytes.
 fn combined_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
+    let (status, bytes) = r.answered.unwrap_or((0, 0));
     let _ = write!(
         out,
-        "{} - - [{}] \"-\" 000 0 \"-\" \"-\" \"tls: {}\"",
+        "{} - - [{}] \"-\" {status:03} {bytes} \"-\" \"-\" \"tls: {}\"",
         r.client_addr.ip(),
         clf_time(r.ts),
         r.reason
@@ -387,6 +392,7 @@ pub(super) mod tests {
             sni: Some("admin.example".into()),
             client_addr: "10.1.2.3:5555".parse().unwrap(),
             reason: "not_allowed",
+            answered: None,
         });
         write(&mut out, &refusal, LogFormat::Json);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -395,8 +401,36 @@ pub(super) mod tests {
         assert_eq!(v["status"], serde_json::Value::Null);
         out.clear();
         write(&mut out, &refusal, LogFormat::Combined);
-        let out = String::from_utf8(out).unwrap();
-        assert!(out.ends_with("\"tls: not_allowed\""), "{out}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("\"-\" 000 0 \"-\" \"-\" \"tls: not_allowed\""),
+            "{text}"
+        );
+        // Plain HTTP on the TLS port: the 400 it was answered.
+        let plain = Line::Refusal(RefusalLine {
+            sni: None,
+            reason: "plain_http",
+            answered: Some((400, 46)),
+            ..match refusal {
+                Line::Refusal(r) => r,
+                _ => unreachable!(),
+            }
+        });
+        let mut out = Vec::new();
+        write(&mut out, &plain, LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (v["status"].clone(), v["bytes_out"].clone()),
+            (400.into(), 46.into())
+        );
+        assert_eq!(v["protocol"], serde_json::Value::Null);
+        out.clear();
+        write(&mut out, &plain, LogFormat::Combined);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("\"-\" 400 46 \"-\" \"-\" \"tls: plain_http\""),
+            "{text}"
+        );
     }
 
     /// A refused head: its status and reason, no request, as nginx logs one.

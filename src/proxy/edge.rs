@@ -482,6 +482,20 @@ pub fn handshake_refused(
     // `access_log: false` covers the listener's refusal lines too, not
     // only its request lines (SPEC: the listener writes no lines).
     if reason != "client_closed" && live.edge.load().access_log {
-        access_log::handshake_refused(listener, peer, reason, sni);
+        access_log::handshake_refused(listener, peer, reason, sni, None);
+    }
+}
+
+/// Plain HTTP on a TLS listener, answered `400` in the clear with
+/// `body_bytes` of body sent: its (rate-limited) line has that status,
+/// unless the listener has `access_log: false`.
+pub fn plain_http_answered(
+    live: &crate::proxy::listener::Listener,
+    peer: std::net::SocketAddr,
+    body_bytes: u64,
+) {
+    if live.edge.load().access_log {
+        let answered = Some((400, body_bytes));
+        access_log::handshake_refused(&live.name, peer, "plain_http", None, answered);
     }
 }

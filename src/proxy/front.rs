@@ -372,7 +372,6 @@ pub(crate) async fn refuse_plain_http(
     peer: SocketAddr,
 ) {
     metrics::handshake(&listener.name, "plain_http");
-    crate::proxy::edge::handshake_refused(listener, peer, "plain_http", None);
     debug!(listener = %listener.name, peer = %peer, reason = "plain_http", "TLS handshake failed");
     let response = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
@@ -383,7 +382,15 @@ pub(crate) async fn refuse_plain_http(
         stream.write_all(response.as_bytes()),
     )
     .await;
-    if matches!(sent, Ok(Ok(()))) {
+    let sent = matches!(sent, Ok(Ok(())));
+    // Logged with the 400 (nginx logs it so), and its body once sent.
+    let body_bytes = if sent {
+        PLAIN_HTTP_BODY.len() as u64
+    } else {
+        0
+    };
+    crate::proxy::edge::plain_http_answered(listener, peer, body_bytes);
+    if sent {
         crate::proxy::linger::linger(stream, false).await;
     }
 }

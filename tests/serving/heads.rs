@@ -259,6 +259,36 @@ async fn plain_http_on_the_tls_port_gets_400() {
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
 
+/// Plain HTTP trickled a byte at a time gets its `400` on the first byte,
+/// not at header_read_timeout (an hour here): a TLS record never starts
+/// with a letter, so nothing more is waited for. Bytes that are neither
+/// TLS nor HTTP fail the handshake as before (`protocol`, a TLS alert, no
+/// `400`), and a TLS client on the same listener is served.
+#[tokio::test]
+async fn plain_http_is_told_apart_on_its_first_byte() {
+    let (w, mut p, addr) = serve("header_read_timeout: 1h").await;
+    let admin = p.admin_addr().await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"G").await.unwrap();
+    let reply = String::from_utf8(read_to_close(&mut slow).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert!(reply.contains("\r\nconnection: close\r\n"), "{reply}");
+    let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
+    garbage
+        .write_all(&[0x00, 0xff, 0x13, 0x37, 0x0d, 0x0a, 0x20, 0x7f])
+        .await
+        .unwrap();
+    let reply = read_to_close(&mut garbage).await;
+    assert!(!reply.starts_with(b"HTTP/"), "{reply:?}");
+    let line = "hotproxy_tls_handshakes_total{listener=\"public\",result=\"protocol\"} 1";
+    wait_metric(admin, line, WAIT).await;
+    let reply = get_h1(addr, "a.example.com", &w.ca.cert_pem).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let m = metrics_text(admin).await;
+    let plain = "hotproxy_tls_handshakes_total{listener=\"public\",result=\"plain_http\"} 1";
+    assert!(m.contains(plain), "{m}");
+}
+
 /// Request framing a front proxy and a backend could read differently
 /// (request smuggling) is refused before anything reaches the backend, or
 /// made unambiguous: a body with both Content-Length and chunked goes on

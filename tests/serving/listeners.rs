@@ -249,7 +249,9 @@ async fn server_cipher_order_is_preferred() {
 /// Handshakes refused before TLS began get an access-log line like the
 /// other refused handshakes (`authz` the metric's result): a client that
 /// connects and sends nothing (`timeout`, after header_read_timeout) and
-/// plain HTTP on the TLS port (`plain_http`).
+/// plain HTTP on the TLS port (`plain_http`). The plain request's line has
+/// the `400` it was answered, with its body's bytes (as nginx logs it): it
+/// had `status` `null`, as if nothing had been sent.
 #[tokio::test]
 async fn handshakes_refused_before_tls_are_logged() {
     let (_w, _p, addr, log) = serve_logged("header_read_timeout: 1s").await;
@@ -266,12 +268,21 @@ async fn handshakes_refused_before_tls_are_logged() {
     assert!(reply.starts_with(b"HTTP/1.1 400"), "{reply:?}");
     let all = wait_access_log(&log, 2, WAIT).await;
     assert_eq!(all.len(), 2, "{all:?}");
-    for (line, (port, reason)) in all
+    let body = "The plain HTTP request was sent to HTTPS port\n";
+    assert!(reply.ends_with(body.as_bytes()), "{reply:?}");
+    let answered = serde_json::json!([null, 0, 400, body.len()]);
+    for (at, (line, (port, reason))) in all
         .iter()
         .zip([(silent_port, "timeout"), (plain_port, "plain_http")])
+        .enumerate()
     {
         assert_eq!(line["authz"], reason, "{line}");
-        assert!(line["status"].is_null(), "{line}");
+        assert_eq!(line["status"], answered[2 * at], "{line}");
+        assert_eq!(line["bytes_out"], answered[2 * at + 1], "{line}");
+        assert!(
+            line["protocol"].is_null() && line["method"].is_null(),
+            "{line}"
+        );
         assert_eq!(line["listener"], "public", "{line}");
         let client = line["client_addr"].as_str().unwrap();
         assert!(client.ends_with(&format!(":{port}")), "{line}");
