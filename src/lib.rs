@@ -73,7 +73,9 @@
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
-//!   - `conn`: a connection's bytes: head/idle timing, send timeout; the driver.
+//!   - `conn`: a connection's activity: head/idle timing; the driver.
+//!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send
+//!     timeout, the hand-off to a lingering close.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).
 //!   - `cancels`: requests a client cancels before their answer, within 1 s of their
 //!     start; most of them closes an HTTP/2 connection (rapid reset).

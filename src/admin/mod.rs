@@ -24,7 +24,8 @@ use tracing::warn;
 use crate::config::AdminConfig;
 use crate::metrics::METRICS;
 use crate::proxy::accept::Acceptor;
-use crate::proxy::conn::{Activity, ClientIo, Driver, TrackedBody};
+use crate::proxy::client_io::ClientIo;
+use crate::proxy::conn::{Activity, Driver, TrackedBody};
 use crate::reload::Handle;
 
 pub type AdminBody = Full<Bytes>;

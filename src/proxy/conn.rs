@@ -1,4 +1,4 @@
-//! One client connection's bytes: activity for the idle and header timeouts, the send timeout, lingering close.
+//! One client connection's activity for the idle and header timeouts, and the driver that applies them.
 //!
 //! hyper's own HTTP/1 header timer starts whenever it waits for a request
 //! head, including the quiet gap between keep-alive requests, so it would
@@ -10,7 +10,9 @@
 //! The driver is never woken by a request starting or ending (that would
 //! poll the whole connection again, twice per request): it sleeps until
 //! the earliest time any deadline could fall due given what it saw, and
-//! at that time looks again ([`Activity::check_at`]).
+//! at that time looks again ([`Activity::check_at`]). With keep-alive off
+//! (`idle_timeout: 0s`) the idle deadline falls due as the last request in
+//! flight ends, so there that end wakes it ([`Activity::without_keep_alive`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,14 +24,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
-use tokio::time::Sleep;
+use tokio::sync::{Notify, watch};
 use tracing::debug;
 
 use crate::proxy::cancels::{self, Cancels};
 use crate::proxy::lifetime::Woken;
-use crate::proxy::linger::{input_waiting, linger};
 use crate::proxy::stall::Stalls;
 
 const NONE: u64 = u64::MAX;
@@ -99,12 +98,25 @@ pub struct Activity {
     writes: AtomicU64,
     /// Requests answered and cancelled: too many cancelled close it.
     cancels: Cancels,
+    /// Keep-alive off: told when no request is left in flight.
+    idle_again: Option<Notify>,
 }
 
 impl Activity {
     /// `head_pending`: a request is expected from the start (the first
     /// request shares `header_read_timeout` with the handshake).
     pub fn new(started: Instant, head_pending: bool) -> Arc<Activity> {
+        Self::made(started, head_pending, None)
+    }
+
+    /// As [`Activity::new`], for a connection without keep-alive
+    /// (`idle_timeout: 0s`): the end of its last request in flight wakes
+    /// the driver, which closes it then ([`Activity::idle_again`]).
+    pub fn without_keep_alive(started: Instant, head_pending: bool) -> Arc<Activity> {
+        Self::made(started, head_pending, Some(Notify::new()))
+    }
+
+    fn made(started: Instant, head_pending: bool, idle_again: Option<Notify>) -> Arc<Activity> {
         Arc::new(Activity {
             started,
             in_flight: AtomicUsize::new(0),
@@ -117,18 +129,28 @@ impl Activity {
             ends: AtomicU8::new(HEAD_END),
             writes: AtomicU64::new(0),
             cancels: Cancels::default(),
+            idle_again,
         })
+    }
+
+    /// Done when no request is left in flight, on a connection without
+    /// keep-alive; never on another.
+    async fn idle_again(&self) {
+        match &self.idle_again {
+            Some(told) => told.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// A write to the client took bytes. One writer (the connection's
     /// stream), so a load and a store, not a locked add.
-    fn wrote(&self) {
+    pub(crate) fn wrote(&self) {
         let n = self.writes.load(Ordering::Relaxed);
         self.writes.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
     /// The write count, to tell whether the client is still taking bytes.
-    fn writes(&self) -> u64 {
+    pub(crate) fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
 
@@ -156,7 +178,7 @@ impl Activity {
 
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;
     /// behind a request they may be the start of the next one.
-    fn received(&self, bytes: &[u8]) {
+    pub(crate) fn received(&self, bytes: &[u8]) {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             self.pipelined.store(true, Ordering::Relaxed);
             if !self.body.load(Ordering::Relaxed) {
@@ -206,7 +228,7 @@ impl Activity {
     /// connection that never had a request is not settled: its head may be
     /// on the way. A request pipelined in the very read that brought the
     /// last head is not seen: hyper's buffer is its own.)
-    fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0
             && self.head_ms.load(Ordering::SeqCst) == NONE
             && !self.body.load(Ordering::Relaxed)
@@ -234,8 +256,11 @@ impl Activity {
     /// when it is known, else the earliest one a change from now on could
     /// set. A request starting only removes a deadline; one ending sets
     /// `now + idle` or later; a head starting sets `now + header_read` or
-    /// later; so sleeping until the earliest of those misses nothing.
-    /// `closing`: only a stalled head still counts.
+    /// later; so sleeping until the earliest of those misses nothing. An
+    /// `idle` of zero is not slept for (that would be now, again and again,
+    /// for as long as a request runs): the request's end wakes the driver
+    /// ([`Activity::without_keep_alive`]). `closing`: only a stalled head
+    /// still counts.
     pub fn check_at(
         &self,
         now: Instant,
@@ -247,7 +272,7 @@ impl Activity {
             Some((at, Expiry::HeaderRead)) => at,
             Some((at, Expiry::Idle)) if !closing => at.min(now + header_read),
             Some((_, Expiry::Idle)) => now + header_read,
-            None if closing => now + header_read,
+            None if closing || idle.is_zero() => now + header_read,
             None => now + header_read.min(idle),
         }
     }
@@ -297,7 +322,11 @@ impl Drop for InFlight {
             a.heard.store(true, Ordering::Relaxed);
             a.head_ms.store(now, Ordering::SeqCst);
         }
-        a.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if a.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && let Some(told) = &a.idle_again
+        {
+            told.notify_one();
+        }
     }
 }
 
@@ -443,6 +472,8 @@ impl Driver<'_> {
                     return Outcome { by, error, expired };
                 }
                 () = cut.as_mut() => return Outcome { by: Ended::ByUs, error: None, expired },
+                // Keep-alive off: the last request ended, the idle deadline is now.
+                () = self.activity.idle_again() => sleep.as_mut().reset(Instant::now().into()),
                 () = sleep.as_mut() => {
                     let now = Instant::now();
                     if let (Some((stalls, send)), Some(at)) = (self.stalls, next_look)
@@ -551,181 +582,6 @@ pub(crate) fn causes(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// The client's stream as hyper sees it: reports received bytes to
-/// [`Activity`] (HTTP/1), fails writes that make no progress for
-/// `send_timeout` (a client that stopped reading), and on drop hands the
-/// stream to a lingering close unless the client already closed its side.
-pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
-    /// Boxed: a TLS stream is kilobytes, and it moves on every step from
-    /// the handshake to hyper's connection and on to the lingering close.
-    inner: Option<Box<S>>,
-    activity: Arc<Activity>,
-    /// HTTP/1: received bytes start heads and mark pipelining. (HTTP/2
-    /// frames are not requests; only the writes are counted there.)
-    reads: bool,
-    send_timeout: Duration,
-    stalled: Option<Pin<Box<Sleep>>>,
-    eof: bool,
-    /// Our side is closed: hyper's shutdown finished (for TLS, with the
-    /// close_notify alert sent).
-    shut: bool,
-    /// Kept alive by the lingering task (the connection slot).
-    hold: Option<Box<dyn Send + Sync>>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
-    pub fn new(
-        inner: Box<S>,
-        activity: Arc<Activity>,
-        reads: bool,
-        send_timeout: Duration,
-        hold: Box<dyn Send + Sync>,
-    ) -> ClientIo<S> {
-        ClientIo {
-            inner: Some(inner),
-            activity,
-            reads,
-            send_timeout,
-            stalled: None,
-            eof: false,
-            shut: false,
-            hold: Some(hold),
-        }
-    }
-
-    fn io(&mut self) -> Pin<&mut S> {
-        Pin::new(
-            self.inner
-                .as_deref_mut()
-                .expect("stream present until drop"),
-        )
-    }
-
-    /// Map a write attempt: progress resets the send timer, `Pending`
-    /// arms it, and an expired timer turns into `TimedOut`.
-    fn sending<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        res: Poll<std::io::Result<T>>,
-    ) -> Poll<std::io::Result<T>> {
-        match res {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let timeout = self.send_timeout;
-                let timer = self
-                    .stalled
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "send_timeout: the client stopped reading",
-                    )));
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = this.io().poll_read(cx, buf);
-        match res {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                if this.reads {
-                    this.activity.received(&buf.filled()[before..]);
-                }
-            }
-            // End of stream, or a reset / TLS EOF without close_notify:
-            // the client is gone, nothing to linger for.
-            Poll::Ready(_) => this.eof = true,
-            Poll::Pending => {}
-        }
-        res
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let res = this.io().poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.wrote();
-        }
-        this.sending(cx, res)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let res = this.io().poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.wrote();
-        }
-        this.sending(cx, res)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let res = this.io().poll_flush(cx);
-        this.sending(cx, res)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let res = this.io().poll_shutdown(cx);
-        this.shut |= res.is_ready();
-        this.sending(cx, res)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
-    fn drop(&mut self) {
-        let (Some(mut stream), false) = (self.inner.take(), self.eof) else {
-            return;
-        };
-        // Timed out on sending: the client is not reading; nothing to wait for.
-        if self.stalled.as_mut().is_some_and(|t| t.is_elapsed()) {
-            return;
-        }
-        // nginx's `lingering_close on`: linger only when the client may
-        // still be sending. Our side closed cleanly after a request without
-        // a body, and nothing more has arrived: closing now resets nothing,
-        // and saves a task, a timer and a wake-up per closed connection.
-        let settled = self.reads && self.activity.settled();
-        if self.shut && settled && !input_waiting(&mut *stream) {
-            return;
-        }
-        let (hold, shut) = (self.hold.take(), self.shut);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                linger(stream, shut).await;
-                drop(hold);
-            });
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
@@ -28,7 +28,8 @@ use crate::material::CertInfo;
 use crate::metrics;
 use crate::proxy::accept::Acceptor;
 use crate::proxy::body::{self, Fault};
-use crate::proxy::conn::{self, Activity, ClientIo, Driver, TrackedBody};
+use crate::proxy::client_io::ClientIo;
+use crate::proxy::conn::{self, Activity, Driver, TrackedBody};
 use crate::proxy::drain::{Drain, DrainGuard};
 use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::forward::{
@@ -490,7 +491,13 @@ async fn connection(
     // The first request (HTTP/1 head, or HTTP/2 preface and first stream)
     // is due within header_read_timeout of accept: a client that connects
     // and idles or dribbles must not hold a slot for idle_timeout.
-    let activity = Activity::new(accepted, true);
+    // `idle_timeout: 0s` is keep-alive off (nginx's `keepalive_timeout 0`).
+    let keep_alive = !limits.idle_timeout.is_zero();
+    let activity = if keep_alive {
+        Activity::new(accepted, true)
+    } else {
+        Activity::without_keep_alive(accepted, true)
+    };
     let io = ClientIo::new(
         tls_stream,
         activity.clone(),
@@ -542,6 +549,10 @@ async fn connection(
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
                     crate::proxy::date::never_indexed(resp.headers_mut()); // no HPACK walk
+                } else if !keep_alive && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    // hyper closes the connection after a response that says so.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
                 if head {
                     // A response to HEAD has no content (RFC 9110 §9.3.2),

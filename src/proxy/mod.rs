@@ -7,6 +7,7 @@ pub mod budget;
 pub mod buffer;
 pub mod cancels;
 pub mod client_cert;
+pub mod client_io;
 pub mod conn;
 pub mod date;
 pub mod drain;

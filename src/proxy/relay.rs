@@ -13,7 +13,7 @@
 //! side still open and not yet written are dropped with it, as nginx's are.
 //!
 //! Writes to the client fail after `send_timeout` without progress
-//! ([`crate::proxy::conn::ClientIo`]); [`SendBound`] bounds those to the
+//! ([`crate::proxy::client_io::ClientIo`]); [`SendBound`] bounds those to the
 //! upstream alike, as nginx times an upgraded connection's upstream writes
 //! (`proxy_send_timeout`): an upstream that stops reading but keeps
 //! sending (pings reset the tunnel's idle clock) would otherwise hold the

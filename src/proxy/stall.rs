@@ -1,7 +1,7 @@
 //! HTTP/2 responses held up by the client's flow-control window: after `send_timeout` the upstream request is released and the stream reset.
 //!
 //! On HTTP/1.1 a client that stops reading stalls the socket, and
-//! [`ClientIo`](crate::proxy::conn::ClientIo) cuts the connection after
+//! [`ClientIo`](crate::proxy::client_io::ClientIo) cuts the connection after
 //! `send_timeout`. An HTTP/2 client can keep reading the connection (and
 //! answering PINGs) while it never opens one stream's window: hyper then
 //! never polls that stream's body again, so nothing inside the body can

@@ -306,3 +306,68 @@ async fn wait_in_flight_cut(p: &mut Proxy, port: u16) {
     })
     .await;
 }
+
+/// `idle_timeout: 0s` turns keep-alive off (nginx's `keepalive_timeout 0`):
+/// an HTTP/1.1 response says `Connection: close` and the connection closes
+/// after it. The request stays in flight until the client sends its body,
+/// once the backend has it, and is still answered in full. The header read
+/// timeout is longer than the test's wait, so no timer closes it.
+#[tokio::test]
+async fn idle_timeout_zero_closes_h1_after_the_response() {
+    let (w, _p, addr) = serve("idle_timeout: 0s, header_read_timeout: 60s").await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    // Chunked: streamed to the backend (a body of known length this
+    // small would be read whole first).
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: a.example.com\r\ntransfer-encoding: chunked\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    wait_backend_requests(&w, 1).await;
+    s.write_all(b"5\r\nhello\r\n0\r\n\r\n").await.unwrap();
+    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    let (head, _) = reply.split_once("\r\n\r\n").expect("a whole head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("connection: close")),
+        "{head}"
+    );
+    assert_eq!(body_json(&reply)["body_bytes"], 5, "{reply}");
+}
+
+/// The same on HTTP/2: once the streams in flight have been answered (one
+/// held open by its client until the backend has it), the connection is
+/// closed gracefully (`GOAWAY`) at once, not at the next timer
+/// (`header_read_timeout` is longer than the wait).
+#[tokio::test]
+async fn idle_timeout_zero_sends_h2_goaway_after_the_open_streams() {
+    let (w, _p, addr) = serve("idle_timeout: 0s, header_read_timeout: 60s").await;
+    let (mut client, conn) = h2_with_conn(&w, addr).await;
+    let (resp, mut body) = client
+        .send_request(h2_get("/upload", "POST"), false)
+        .unwrap();
+    wait_backend_requests(&w, 1).await;
+    body.send_data(Bytes::from_static(b"hello"), true).unwrap();
+    let mut resp = h2_answer(resp).await;
+    assert_eq!(resp.status(), 200);
+    let seen: serde_json::Value = serde_json::from_slice(&h2_body(resp.body_mut()).await).unwrap();
+    assert_eq!(seen["body_bytes"], 5, "{seen}");
+    let ended = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection closed once its stream was answered")
+        .unwrap();
+    if let Err(e) = ended {
+        assert!(e.is_go_away(), "{e}");
+        assert_eq!(e.reason(), Some(h2::Reason::NO_ERROR), "{e}");
+    }
+}
+
+/// Wait until the plain backend has received `n` requests.
+async fn wait_backend_requests(w: &World, n: usize) {
+    let what = format!("{n} requests at the backend");
+    wait_until(WAIT, &what, || async {
+        w.backend.requests.load(SeqCst) == n
+    })
+    .await;
+}

@@ -1,0 +1,188 @@
+//! The client's stream as hyper sees it: received bytes told to the connection's `Activity`, the send timeout, the hand-off to a lingering close.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::proxy::conn::Activity;
+use crate::proxy::linger::{input_waiting, linger};
+
+/// The client's stream as hyper sees it: reports received bytes to
+/// [`Activity`] (HTTP/1), fails writes that make no progress for
+/// `send_timeout` (a client that stopped reading), and on drop hands the
+/// stream to a lingering close unless the client already closed its side.
+pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    /// Boxed: a TLS stream is kilobytes, and it moves on every step from
+    /// the handshake to hyper's connection and on to the lingering close.
+    inner: Option<Box<S>>,
+    activity: Arc<Activity>,
+    /// HTTP/1: received bytes start heads and mark pipelining. (HTTP/2
+    /// frames are not requests; only the writes are counted there.)
+    reads: bool,
+    send_timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+    eof: bool,
+    /// Our side is closed: hyper's shutdown finished (for TLS, with the
+    /// close_notify alert sent).
+    shut: bool,
+    /// Kept alive by the lingering task (the connection slot).
+    hold: Option<Box<dyn Send + Sync>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
+    pub fn new(
+        inner: Box<S>,
+        activity: Arc<Activity>,
+        reads: bool,
+        send_timeout: Duration,
+        hold: Box<dyn Send + Sync>,
+    ) -> ClientIo<S> {
+        ClientIo {
+            inner: Some(inner),
+            activity,
+            reads,
+            send_timeout,
+            stalled: None,
+            eof: false,
+            shut: false,
+            hold: Some(hold),
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut S> {
+        Pin::new(
+            self.inner
+                .as_deref_mut()
+                .expect("stream present until drop"),
+        )
+    }
+
+    /// Map a write attempt: progress resets the send timer, `Pending`
+    /// arms it, and an expired timer turns into `TimedOut`.
+    fn sending<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match res {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = self.send_timeout;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "send_timeout: the client stopped reading",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = this.io().poll_read(cx, buf);
+        match res {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if this.reads {
+                    this.activity.received(&buf.filled()[before..]);
+                }
+            }
+            // End of stream, or a reset / TLS EOF without close_notify:
+            // the client is gone, nothing to linger for.
+            Poll::Ready(_) => this.eof = true,
+            Poll::Pending => {}
+        }
+        res
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let res = this.io().poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.wrote();
+        }
+        this.sending(cx, res)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let res = this.io().poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.wrote();
+        }
+        this.sending(cx, res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let res = this.io().poll_flush(cx);
+        this.sending(cx, res)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let res = this.io().poll_shutdown(cx);
+        this.shut |= res.is_ready();
+        this.sending(cx, res)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
+    fn drop(&mut self) {
+        let (Some(mut stream), false) = (self.inner.take(), self.eof) else {
+            return;
+        };
+        // Timed out on sending: the client is not reading; nothing to wait for.
+        if self.stalled.as_mut().is_some_and(|t| t.is_elapsed()) {
+            return;
+        }
+        // nginx's `lingering_close on`: linger only when the client may
+        // still be sending. Our side closed cleanly after a request without
+        // a body, and nothing more has arrived: closing now resets nothing,
+        // and saves a task, a timer and a wake-up per closed connection.
+        let settled = self.reads && self.activity.settled();
+        if self.shut && settled && !input_waiting(&mut *stream) {
+            return;
+        }
+        let (hold, shut) = (self.hold.take(), self.shut);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                linger(stream, shut).await;
+                drop(hold);
+            });
+        }
+    }
+}
