@@ -148,7 +148,7 @@
 //!   - `pipe`: hyper's task sending a request body to an HTTP/2 upstream,
 //!     kept with its body and cut when the upstream has answered and takes
 //!     no more of it for `body_read_timeout`, or at once when the response
-//!     failed.
+//!     failed; an `Upgrade` request's own HTTP/1.1 connection task alike.
 //!   - `resolve`: server hostnames to endpoints, one per address, re-resolved
 //!     every `resolve_interval`; a failed lookup keeps the last good set.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).

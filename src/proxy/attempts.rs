@@ -338,7 +338,12 @@ impl Upstream {
             last.picked(i);
             let endpoint = &set.members[i].endpoint;
             let failure = match endpoint.upgrade_connection().await {
-                Ok((mut send, head)) => {
+                Ok((mut send, head, task)) => {
+                    // The connection's task sends the body, also after
+                    // the response head: an upstream that then takes no
+                    // more of it has it cut (`pipe::watch`, once the
+                    // response is over: at once for a `101`).
+                    req.body().sent().sent_by(task);
                     *req.uri_mut() = Uri::from(path);
                     // As on any HTTP/1.1 attempt (`Upstream::send`): hyper
                     // frames a GET body of unknown length as none, and the

@@ -649,24 +649,33 @@ impl Drop for Unanswered<'_> {
 /// connection future in a task of its own (it outlives the request as a
 /// tunnel), never pooled. What it reads before the response head is
 /// bounded as on a pooled connection: counted while the request holds the
-/// [`HeadWait`]'s count ([`HeadWait::count`]).
+/// [`HeadWait`]'s count ([`HeadWait::count`]). That task also sends the
+/// request's body, after the response head too (a `101` before the body
+/// is through: the switch waits for its end): its handle goes with the
+/// body, to be cut when the upstream takes no more of it
+/// ([`crate::upstream::pipe::watch`]).
 pub async fn upgrade_conn(mut d: Dialled) -> Result<UpgradeConn, DialError> {
     let head = d.io.head_wait();
     let (send, conn) = h1_builder()
         .handshake(d.io)
         .await
         .map_err(DialError::Handshake)?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream upgrade connection ended");
         }
     });
-    Ok((send, head))
+    Ok((send, head, task))
 }
 
 /// An `Upgrade` request's connection ([`upgrade_conn`]): its request
-/// handle, and the count of what it reads before the response head.
-pub type UpgradeConn = (http1::SendRequest<ClientBody>, Arc<HeadWait>);
+/// handle, the count of what it reads before the response head, and the
+/// task that runs it.
+pub type UpgradeConn = (
+    http1::SendRequest<ClientBody>,
+    Arc<HeadWait>,
+    tokio::task::JoinHandle<()>,
+);
 
 #[cfg(test)]
 mod tests;

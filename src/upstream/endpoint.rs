@@ -522,6 +522,7 @@ impl Body for LeasedBody {
 
 impl Drop for LeasedBody {
     fn drop(&mut self) {
+        let unpooled = self.h1.is_none() && self.h2.is_none();
         // A body read to its end leaves the connection reusable, once the
         // request's own body is through too. Otherwise it closes with the
         // drop: a response cut short (the client went away), or one the
@@ -537,13 +538,21 @@ impl Drop for LeasedBody {
         // An HTTP/2 stream is open until the request's body is through
         // too; one the upstream stops taking is cut, and one whose
         // response failed at once.
+        let response = match self.failed {
+            true => pipe::Response::Failed,
+            false => pipe::Response::Over,
+        };
         if let Some(stream) = self.h2.take() {
-            let response = match self.failed {
-                true => pipe::Response::Failed,
-                false => pipe::Response::Over,
-            };
             let sent = std::mem::take(&mut self.sent);
             pipe::watch(sent, stream, self.read.upstream(), response);
+        } else if unpooled {
+            // An `Upgrade` request's own connection sends its body from
+            // its task, also after a `101` (the switch waits for the
+            // body's end): cut alike, or an upstream that answered and
+            // stopped reading held the client's connection (and a tunnel
+            // not yet begun) past every timeout.
+            let sent = std::mem::take(&mut self.sent);
+            pipe::watch(sent, (), self.read.upstream(), response);
         }
     }
 }

@@ -12,8 +12,9 @@
 //! - `health`: one endpoint's consecutive failures, ejection, back-off.
 //! - `resolve`: server names to endpoints, re-resolved every `resolve_interval`.
 //! - `read_timeout`: the longest wait for the next piece of a response body.
-//! - `pipe`: hyper's task sending a request body to an HTTP/2 upstream, cut
-//!   when the upstream has answered and takes no more of the body.
+//! - `pipe`: hyper's task sending a request body to an HTTP/2 upstream (or
+//!   an `Upgrade` request's own connection), cut when the upstream has
+//!   answered and takes no more of the body.
 
 pub mod balance;
 pub mod conn;

@@ -33,7 +33,6 @@ use std::sync::Arc;
 use tracing::debug;
 
 use crate::proxy::body::BodySent;
-use crate::upstream::conn::StreamGuard;
 
 thread_local! {
     /// Polling an HTTP/2 connection's hyper client, in its own task.
@@ -100,7 +99,9 @@ pub enum Response {
 
 /// A response from an HTTP/2 upstream has ended (or was dropped) while
 /// hyper's task still sends the request's body: keep `stream` counted in
-/// the pool until that task ends. A response that `Failed` ends the task
+/// the pool until that task ends (an `Upgrade` request's connection, whose
+/// task sends its body as it does: [`crate::upstream::conn::upgrade_conn`],
+/// holds nothing here; its slot goes with the connection). A response that `Failed` ends the task
 /// at once: nobody reads an answer to that body any more, and a retired
 /// connection closes only when its last stream is let go, so a body
 /// waiting for window there held the connection and its server slot
@@ -109,7 +110,12 @@ pub enum Response {
 /// (looked at once each `body_read_timeout`, so the cut comes between one
 /// and two times it) and the client is not the one that owes the next
 /// piece (its own `body_read_timeout` ends that).
-pub fn watch(sent: BodySent, stream: StreamGuard, upstream: &Arc<str>, response: Response) {
+pub fn watch<H: Send + 'static>(
+    sent: BodySent,
+    stream: H,
+    upstream: &Arc<str>,
+    response: Response,
+) {
     let Some((mut task, limit)) = sent.task() else {
         return;
     };

@@ -1,4 +1,4 @@
-//! Upgrade tunnels: slots, lifetime, retried connects, h2c, an unrequested 101, idleness, their access-log lines.
+//! Upgrade tunnels: slots, lifetime, retried connects, h2c, an unrequested 101, idleness, their access-log lines, a body the upstream stops taking.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -666,4 +666,83 @@ async fn an_upgrade_requests_chunked_body_reaches_the_upstream() {
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     echo(&mut s, b"ping").await;
+}
+
+/// Send an upgrade request declaring a body of 1 GiB; return the stream
+/// once the answer's head is read, and the task writing the body until
+/// the connection no longer takes it.
+async fn upgrade_with_endless_body(
+    w: &World,
+    addr: SocketAddr,
+) -> (
+    String,
+    tokio::io::ReadHalf<Tls>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut s = tls(w, addr, &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          content-length: 1073741824\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    let (from, mut to) = tokio::io::split(s);
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'b'; 64 * 1024];
+        while to.write_all(&chunk).await.is_ok() {}
+    });
+    (head, from, writer)
+}
+
+/// An upstream that switches before an upgrade request's body is through
+/// (the switch waits for the body's end) and then takes no more of it has
+/// the body cut once it has not moved for `body_read_timeout`, as an
+/// HTTP/2 upstream that answered early has (SPEC §6): the client's
+/// connection closes and the tunnel's line is written. Nothing bounded
+/// that wait (the tunnel's own timeouts start at the switch, the
+/// request's ended with the head): the connection stayed open for as long
+/// as the upstream kept its side open.
+#[tokio::test]
+async fn a_switch_before_the_body_whose_upstream_stops_reading_it_is_cut() {
+    let w = world().await;
+    let backend = switching_backend(|tcp| async move {
+        // Reads nothing more, and keeps its side open.
+        std::future::pending::<()>().await;
+        drop(tcp);
+    })
+    .await;
+    let (_p, addr, log) = serve_raw(&w, backend, "body_read_timeout: 1s", "").await;
+    let (head, mut from, writer) = upgrade_with_endless_body(&w, addr).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let rest = read_to_close(&mut from).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    writer.abort();
+    the_tunnels_line(&log).await;
+}
+
+/// The same without a switch: an upgrade request answered (a `403`)
+/// before its body is through, by an upstream that then takes no more of
+/// it, has the body cut and the client's connection closed after the
+/// answer. Its connection, the upgrade's own, held the client's for as
+/// long as the upstream kept it open, the client gone or not.
+#[tokio::test]
+async fn an_early_refusal_whose_upstream_stops_reading_the_body_is_cut() {
+    let w = world().await;
+    let (backend, _) = raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        if read_raw_head(&mut tcp, &mut buf).await.is_none() {
+            return;
+        }
+        let refused = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 7\r\n\r\ndenied\n";
+        if tcp.write_all(refused).await.is_ok() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let (_p, addr, _log) = serve_raw(&w, backend, "body_read_timeout: 1s", "").await;
+    let (head, mut from, writer) = upgrade_with_endless_body(&w, addr).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(read_to_close(&mut from).await, b"denied\n");
+    writer.abort();
 }
