@@ -73,7 +73,8 @@
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
-//!   - `conn`: a connection's activity: head/idle timing; the driver.
+//!   - `conn`: a connection's activity: head/idle timing; the driver; its tests in
+//!     `conn/tests.rs`.
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send
 //!     timeout, the hand-off to a lingering close.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).
@@ -83,6 +84,8 @@
 //!   - `refused_head`: heads refused before they became requests (hyper's 400/414/431,
 //!     408 at `header_read_timeout`), counted and logged as requests.
 //!   - `stall`: HTTP/2 responses held up by a shut flow-control window, cut after send_timeout.
+//!   - `written`: HTTP/2: a response body's failure held back until the connection has
+//!     written what its stream had queued, so the stream's reset cannot drop its head.
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout,
 //!     the connection's lifetime and its route's rules as reloads change them.
 //!   - `relay`: a tunnel's byte copy, ended when either side closes (nginx's "upgraded done").

@@ -126,6 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.wrote();
         }
+        this.activity.not_flushed();
         this.sending(cx, res)
     }
 
@@ -139,6 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.wrote();
         }
+        this.activity.not_flushed();
         this.sending(cx, res)
     }
 
@@ -149,12 +151,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let res = this.io().poll_flush(cx);
+        this.activity.flushed(matches!(res, Poll::Ready(Ok(()))));
         this.sending(cx, res)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let res = this.io().poll_shutdown(cx);
+        this.activity.not_flushed();
         this.shut |= res.is_ready();
         this.sending(cx, res)
     }

@@ -30,6 +30,7 @@ use tracing::debug;
 use crate::proxy::cancels::{self, Cancels};
 use crate::proxy::lifetime::Woken;
 use crate::proxy::stall::Stalls;
+use crate::proxy::written::{CloseOnDrop, Polled};
 
 const NONE: u64 = u64::MAX;
 
@@ -96,6 +97,9 @@ pub struct Activity {
     /// holds of the last response after its body ended, and is not forced
     /// while that moves.
     writes: AtomicU64,
+    /// HTTP/2: the last write to the client was a flush that completed
+    /// (`crate::proxy::written`).
+    flushed: AtomicBool,
     /// Requests answered and cancelled: too many cancelled close it.
     cancels: Cancels,
     /// Keep-alive off: told when no request is left in flight.
@@ -128,6 +132,7 @@ impl Activity {
             heard: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
             writes: AtomicU64::new(0),
+            flushed: AtomicBool::new(false),
             cancels: Cancels::default(),
             idle_again,
         })
@@ -152,6 +157,25 @@ impl Activity {
     /// The write count, to tell whether the client is still taking bytes.
     pub(crate) fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes may wait unflushed: a write was made, or a poll of the
+    /// connection begins (after which [`Activity::all_written`] tells of
+    /// that poll's writes alone). HTTP/2 reads this from its connection's
+    /// task, the one task that writes.
+    pub fn not_flushed(&self) {
+        self.flushed.store(false, Ordering::Relaxed);
+    }
+
+    /// A flush of the client's stream completed (`true`), or waits or failed.
+    pub(crate) fn flushed(&self, done: bool) {
+        self.flushed.store(done, Ordering::Relaxed);
+    }
+
+    /// The last write since [`Activity::not_flushed`] was a completed flush:
+    /// all the connection had to send is on the socket.
+    pub fn all_written(&self) -> bool {
+        self.flushed.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -422,6 +446,16 @@ impl Driver<'_> {
     {
         let (name, peer) = (self.name, self.peer);
         tokio::pin!(conn);
+        // HTTP/2: a body's failure waits on the connection's writes.
+        let written = self.stalls.map(|(s, _)| &s.written);
+        let _close = CloseOnDrop(written);
+        if let Some(w) = written {
+            std::future::poll_fn(|cx| {
+                w.driver_is(cx.waker());
+                Poll::Ready(())
+            })
+            .await;
+        }
         // Polled only when their own wake-up came (`lifetime::Woken`):
         // they almost never fire, and the task wakes at every request.
         let also_close = Woken::new(also_close);
@@ -463,7 +497,7 @@ impl Driver<'_> {
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                res = conn.as_mut() => {
+                res = Polled { conn: conn.as_mut(), written, activity: self.activity } => {
                     let error = res.err();
                     if let Some(e) = &error {
                         debug!(listener = %name, peer = %peer, error = %causes(e), "connection ended with error");
@@ -585,57 +619,4 @@ pub(crate) fn causes(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A connection may close without lingering only between requests
-    /// when nothing of the client's can still be on the way.
-    #[test]
-    fn settled_only_when_nothing_may_follow() {
-        let a = Activity::new(Instant::now(), true);
-        assert!(!a.settled(), "no request yet: its head may be on the way");
-        let req = a.begin(false);
-        assert!(!a.settled(), "a request in flight");
-        drop(req);
-        assert!(a.settled(), "a bodyless request answered, nothing since");
-        a.received(b"G");
-        assert!(!a.settled(), "the next head began");
-        drop(a.begin(true));
-        assert!(
-            !a.settled(),
-            "a request with a body, maybe not read to its end"
-        );
-        let req = a.begin(false);
-        a.received(b"GET / HTTP/1.1\r\n\r\n");
-        drop(req);
-        assert!(!a.settled(), "bytes arrived while a request was in flight");
-        drop(a.begin(false));
-        assert!(a.settled(), "each request starts the count afresh");
-    }
-
-    /// Half a head behind a request starts the header clock when the
-    /// request ends; a whole one, or a body, does not.
-    #[test]
-    fn a_pipelined_half_head_begins_when_the_request_ends() {
-        let hr = Duration::from_secs(1);
-        let idle = Duration::from_secs(600);
-        let a = Activity::new(Instant::now(), true);
-        a.received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nX-a: ");
-        drop(a.begin(false));
-        assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
-        assert!(a.head_begun().is_some());
-        a.received(b"b\r\n\r");
-        drop(a.begin(false));
-        assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
-        a.received(b"\n");
-        let req = a.begin(false);
-        a.received(b"GET / HTTP/1.1\r\n\n");
-        drop(req);
-        assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
-        a.received(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
-        let req = a.begin(true);
-        a.received(&[b'x'; 100]);
-        drop(req);
-        assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
-    }
-}
+mod tests;

@@ -35,3 +35,4 @@ pub mod stall;
 pub mod trailers;
 pub mod tunnel;
 pub mod upkeep;
+pub mod written;

@@ -24,7 +24,7 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +32,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::proxy::conn::TrackedBody;
 use crate::proxy::forward::{BoxError as Error, ResponseBody};
+use crate::proxy::written::Written;
 
 const NONE: u64 = u64::MAX;
 
@@ -53,6 +54,9 @@ pub struct Stalls {
     /// marking one costs no clock read.
     looks: AtomicU64,
     bodies: Mutex<Registry>,
+    /// A failed body's error waits on the connection's writes
+    /// (`crate::proxy::written`).
+    pub written: Written,
 }
 
 struct Registry {
@@ -85,6 +89,7 @@ impl Stalls {
                 bodies: Vec::new(),
                 sweep_at: 32,
             }),
+            written: Written::default(),
         })
     }
 
@@ -113,6 +118,7 @@ impl Stalls {
             watched,
             stalls: self.clone(),
             rest: Bytes::new(),
+            failed: None,
         }
     }
 
@@ -165,6 +171,10 @@ pub enum SentBody {
         stalls: Arc<Stalls>,
         /// What is left of a data frame longer than [`PIECE`].
         rest: Bytes,
+        /// The body's failure and its ticket: handed on once the stream's
+        /// frames before it are written ([`Written`]), as h2's reset drops
+        /// what it still holds of the stream, the head too.
+        failed: Option<(Error, u64)>,
     },
 }
 
@@ -182,7 +192,12 @@ impl Body for SentBody {
                 watched,
                 stalls,
                 rest,
+                failed,
             } => {
+                if let Some((_, ticket)) = failed {
+                    ready!(stalls.written.poll_written(*ticket, cx));
+                    return Poll::Ready(failed.take().map(|(e, _)| Err(e)));
+                }
                 let mut body = watched.body();
                 let Some(b) = body.as_mut() else {
                     return Poll::Ready(Some(Err(
@@ -204,6 +219,14 @@ impl Body for SentBody {
                         }
                         Err(f) => f,
                     }))),
+                    Poll::Ready(Some(Err(e))) => {
+                        drop(body);
+                        watched.since.store(NONE, Ordering::Relaxed);
+                        let ticket = stalls.written.ask();
+                        *failed = Some((e, ticket));
+                        ready!(stalls.written.poll_written(ticket, cx));
+                        return Poll::Ready(failed.take().map(|(e, _)| Err(e)));
+                    }
                     other => other,
                 };
                 let since = match &polled {
@@ -223,8 +246,15 @@ impl Body for SentBody {
     fn is_end_stream(&self) -> bool {
         match self {
             SentBody::Plain(b) => b.is_end_stream(),
-            SentBody::Watched { watched, rest, .. } => {
-                rest.is_empty() && watched.body().as_ref().is_some_and(|b| b.is_end_stream())
+            SentBody::Watched {
+                watched,
+                rest,
+                failed,
+                ..
+            } => {
+                rest.is_empty()
+                    && failed.is_none()
+                    && watched.body().as_ref().is_some_and(|b| b.is_end_stream())
             }
         }
     }

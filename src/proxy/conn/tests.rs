@@ -1,0 +1,54 @@
+//! The connection's activity: when it may close without lingering, when a half head begins.
+
+use super::*;
+
+/// A connection may close without lingering only between requests
+/// when nothing of the client's can still be on the way.
+#[test]
+fn settled_only_when_nothing_may_follow() {
+    let a = Activity::new(Instant::now(), true);
+    assert!(!a.settled(), "no request yet: its head may be on the way");
+    let req = a.begin(false);
+    assert!(!a.settled(), "a request in flight");
+    drop(req);
+    assert!(a.settled(), "a bodyless request answered, nothing since");
+    a.received(b"G");
+    assert!(!a.settled(), "the next head began");
+    drop(a.begin(true));
+    assert!(
+        !a.settled(),
+        "a request with a body, maybe not read to its end"
+    );
+    let req = a.begin(false);
+    a.received(b"GET / HTTP/1.1\r\n\r\n");
+    drop(req);
+    assert!(!a.settled(), "bytes arrived while a request was in flight");
+    drop(a.begin(false));
+    assert!(a.settled(), "each request starts the count afresh");
+}
+
+/// Half a head behind a request starts the header clock when the
+/// request ends; a whole one, or a body, does not.
+#[test]
+fn a_pipelined_half_head_begins_when_the_request_ends() {
+    let hr = Duration::from_secs(1);
+    let idle = Duration::from_secs(600);
+    let a = Activity::new(Instant::now(), true);
+    a.received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nX-a: ");
+    drop(a.begin(false));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    assert!(a.head_begun().is_some());
+    a.received(b"b\r\n\r");
+    drop(a.begin(false));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    a.received(b"\n");
+    let req = a.begin(false);
+    a.received(b"GET / HTTP/1.1\r\n\n");
+    drop(req);
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    a.received(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    let req = a.begin(true);
+    a.received(&[b'x'; 100]);
+    drop(req);
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+}
