@@ -359,6 +359,19 @@ pub fn upstream_error(upstream: &str, reason: &str) {
         .inc();
 }
 
+/// Count one reload of the catalogue entry `entry`: `success` (new
+/// material served) or `failure` (its files refused, counted once per
+/// failed material: see `reload::entry`).
+pub fn cert_reload(entry: &str, result: &str) {
+    METRICS
+        .cert_reloads
+        .get_or_create(&EntryResultLabels {
+            entry: entry.to_owned(),
+            result: result.to_owned(),
+        })
+        .inc();
+}
+
 /// Count one request sent again on a new connection to the endpoint it
 /// was sent to (a reused connection closed before answering it, and the
 /// like: SPEC, Upstream connection pool).

@@ -141,6 +141,9 @@ pub struct Entry {
     pub failures: u32,
     /// The last problem logged, so each distinct problem is logged once.
     pub last_logged: Option<String>,
+    /// The last failure counted in `hotproxy_cert_reloads_total`, so a
+    /// back-off retry that fails the same way counts nothing more.
+    pub last_counted: Option<String>,
     /// Whether a retry timer is already pending.
     pub retry_pending: bool,
     /// The live material was put through the admin API over a definition
@@ -165,6 +168,7 @@ impl Entry {
             unsettled: None,
             failures: 0,
             last_logged: None,
+            last_counted: None,
             retry_pending: false,
             from_api: false,
             files_hash: None,

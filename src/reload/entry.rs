@@ -236,6 +236,7 @@ impl Reloader {
         entry.unsettled = None;
         entry.failures = 0;
         entry.last_logged = None;
+        entry.last_counted = None;
         entry.last_reload = ReloadResult::success();
         self.retries.remove(id);
         set_state(id, State::Settled);
@@ -325,6 +326,7 @@ impl Reloader {
         entry.unsettled = None;
         entry.failures = 0;
         entry.last_logged = None;
+        entry.last_counted = None;
         entry.last_reload = Some(ReloadResult {
             time: unix(loaded.loaded_at),
             result: "success",
@@ -552,28 +554,33 @@ impl Reloader {
         self.failed(id, problem.to_owned(), true, None);
     }
 
-    /// `id`'s files are refused for `error`: failing, counted, logged once
-    /// per distinct error (when `say`), and read again after a back-off,
-    /// or sooner, after `until`, when something is due then (a step's own
-    /// wait over).
+    /// `id`'s files are refused for `error`: failing, logged once per
+    /// distinct error (when `say`), counted once per failed material, and
+    /// read again after a back-off, or sooner, after `until`, when
+    /// something is due then (a step's own wait over).
+    ///
+    /// Counted: a read the watcher (the files changed), a SIGHUP or the
+    /// API asked for, or one that fails otherwise than the last counted
+    /// since the entry last loaded. A back-off retry that fails the same
+    /// way, with nothing written, is the same bad material: it used to
+    /// count at each retry (1 s, 3 s, 7 s... after the write), and an alert
+    /// on the counter's increase saw a stream of failures for one write.
     fn failed(&mut self, id: &str, error: String, say: bool, until: Option<Duration>) {
+        let retrying = self.retrying;
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
         entry.failures = entry.failures.saturating_add(1);
         entry.last_reload = ReloadResult::failure(error.clone());
         set_state(id, State::Failing);
+        if !retrying || entry.last_counted.as_deref() != Some(error.as_str()) {
+            metrics::cert_reload(id, "failure");
+            entry.last_counted = Some(error.clone());
+        }
         if say && entry.last_logged.as_deref() != Some(error.as_str()) {
             warn!(target: LOG, entry = %id, error = %error, "certificate reload failed; keeping the previous material");
             entry.last_logged = Some(error);
         }
-        METRICS
-            .cert_reloads
-            .get_or_create(&metrics::EntryResultLabels {
-                entry: id.to_owned(),
-                result: "failure".into(),
-            })
-            .inc();
         let backoff = Duration::from_millis(500)
             .saturating_mul(1u32 << entry.failures.min(6))
             .min(Duration::from_secs(30));
@@ -584,13 +591,7 @@ impl Reloader {
 }
 
 pub(super) fn record_success(spec: &EntrySpec, loaded: &Loaded) {
-    METRICS
-        .cert_reloads
-        .get_or_create(&metrics::EntryResultLabels {
-            entry: spec.id.clone(),
-            result: "success".into(),
-        })
-        .inc();
+    metrics::cert_reload(&spec.id, "success");
     METRICS
         .cert_last_reload
         .get_or_create(&metrics::EntryLabels {

@@ -177,6 +177,9 @@ pub struct Reloader {
     client_auth_file: BTreeMap<String, ClientAuthConfig>,
     /// Entries to retry, and when.
     retries: BTreeMap<String, Instant>,
+    /// A back-off retry's re-read is under way (`run_due_retries`): a
+    /// failure it finds again is not counted again.
+    retrying: bool,
     /// CA bundles whose CRLs, chosen again at their `crl_due`, were
     /// refused by a listener or upstream, and when to choose again.
     crl_retries: BTreeMap<String, Instant>,
@@ -302,6 +305,7 @@ impl Reloader {
             client_auth_overrides: BTreeMap::new(),
             client_auth_file: BTreeMap::new(),
             retries: BTreeMap::new(),
+            retrying: false,
             crl_retries: BTreeMap::new(),
             watcher,
             shared: shared.clone(),
@@ -407,7 +411,9 @@ impl Reloader {
             .collect();
         for id in due {
             self.retries.remove(&id);
+            self.retrying = true;
             let _ = self.reload_entry(&id, false);
+            self.retrying = false;
         }
         self.choose_crls_again();
     }

@@ -1,4 +1,4 @@
-//! Shared here: the wait, the base configuration and the wait for a served leaf.
+//! Shared here: the wait, a metric's value, the base configuration and the wait for a served leaf.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,6 +8,15 @@ use crate::support::writers::Kubelet;
 use crate::support::*;
 
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The value of the metrics series `series` (name and labels), if shown.
+pub async fn metric(api: SocketAddr, series: &str) -> Option<f64> {
+    metrics_text(api).await.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
 
 /// Wait until the leaf served for `sni` has fingerprint `want`.
 pub async fn until_served(addr: std::net::SocketAddr, sni: &str, ca: &str, want: &str) {

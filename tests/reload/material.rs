@@ -361,3 +361,83 @@ async fn an_ancestor_replaced_is_served_with_events_alone() {
     mv_over(&s.path("tls/current/tls.crt"), &third.cert_pem);
     until_served(addr, "localhost", &ca.cert_pem, &third.fingerprint).await;
 }
+
+/// The `last_reload` of the admin API's entry `edge`.
+async fn edge_reload(api: std::net::SocketAddr) -> serde_json::Value {
+    admin(api, "GET", "/api/v1/certs/edge", None, None, &[])
+        .await
+        .json()["last_reload"]
+        .clone()
+}
+
+/// Bytes that are no PEM and no text (`head -c 900 /dev/urandom`), moved
+/// over `path` (written beside it, then renamed, as `mv` does).
+fn mv_garbage_over(path: &std::path::Path) {
+    let garbage: Vec<u8> = (0u32..900)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80)
+        .collect();
+    let tmp = path.with_extension("garbage");
+    std::fs::write(&tmp, garbage).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// One garbage certificate moved over the served one is one failure in
+/// `hotproxy_cert_reloads_total{result="failure"}`, however often its
+/// back-off retries fail the same way with nothing written: each retry
+/// used to count one more, so an alert on the counter's increase fired
+/// for as long as the file stayed, and the count said nothing of how many
+/// bad writes there were. The retries still run and show in `last_reload`;
+/// the next write, even of the same bytes, counts again.
+#[tokio::test]
+async fn a_bad_write_counts_one_failure_over_its_retries() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let good = ca.server_pair(&["localhost"]);
+    s.pair("edge", &good);
+    let cfg = s.admin_config(
+        "{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }",
+        "[]",
+        "edge",
+        "",
+    );
+    let (_p, addr, api) = start_with_admin(&cfg).await;
+    let failures = r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#;
+    assert_eq!(metric(api, failures).await.unwrap_or(0.0), 0.0);
+
+    mv_garbage_over(&s.path("edge.crt"));
+    wait_until(WAIT, "the garbage refused", || async {
+        edge_reload(api).await["result"] == "failure"
+    })
+    .await;
+    // Two retries ran after the refusal: `last_reload.time` (seconds) moves
+    // on at each, the back-off being a second and more.
+    let mut seen = edge_reload(api).await["time_unix"].as_i64().unwrap();
+    for retry in 1..=2 {
+        wait_until(
+            WAIT * 2,
+            &format!("retry {retry} of the garbage"),
+            || async {
+                let last = edge_reload(api).await;
+                last["result"] == "failure" && last["time_unix"].as_i64().unwrap() > seen
+            },
+        )
+        .await;
+        seen = edge_reload(api).await["time_unix"].as_i64().unwrap();
+    }
+    assert_eq!(
+        metric(api, failures).await,
+        Some(1.0),
+        "one bad write, counted once"
+    );
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        good.fingerprint
+    );
+    // A new write is a new bad write, though the bytes and the error are
+    // the same: counted.
+    mv_garbage_over(&s.path("edge.crt"));
+    wait_until(WAIT, "the second bad write counted", || async {
+        metric(api, failures).await == Some(2.0)
+    })
+    .await;
+}

@@ -31,15 +31,6 @@ fn edge_scene(s: &Scene, old: &TestPair) -> std::path::PathBuf {
     )
 }
 
-/// The value of the metrics series `series` (name and labels), if shown.
-async fn metric(api: SocketAddr, series: &str) -> Option<f64> {
-    metrics_text(api).await.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|v| v.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
 /// The entry `entry` was never counted or shown as failing, in the log,
 /// the failure counter (what the README's alert watches) and the gauge.
 async fn assert_no_failure(p: &Proxy, api: SocketAddr, entry: &str, what: &str) {
