@@ -19,5 +19,6 @@ mod heads;
 mod listeners;
 mod routing;
 mod timeouts;
+mod tunnel_edits;
 mod tunnels;
 mod upstream;
