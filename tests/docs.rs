@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::sources;
+use support::*;
 
 const README: &str = include_str!("../README.md");
 
@@ -122,5 +122,141 @@ fn the_checker_bites() {
     assert_eq!(
         label_values(r#"m{entry="edge",result="failure"}"#),
         [("entry", "edge"), ("result", "failure")]
+    );
+}
+
+/// The fenced block (```LANG) that first follows `anchor` in `text`.
+fn block_after<'a>(text: &'a str, anchor: &str, lang: &str) -> &'a str {
+    let rest = &text[text
+        .find(anchor)
+        .unwrap_or_else(|| panic!("README has no `{anchor}`"))..];
+    let fence = format!("```{lang}\n");
+    let start = rest.find(&fence).expect("a fenced block after the anchor") + fence.len();
+    let len = rest[start..].find("\n```").expect("the block ends");
+    &rest[start..start + len]
+}
+
+/// The `hotproxy check` output the README's Troubleshooting section quotes
+/// is what `check` prints for a file with those three problems, at the
+/// path the quoted command names.
+#[test]
+fn readme_check_output_is_what_check_prints() {
+    const POD_PATH: &str = "/etc/hotproxy/config/config.yaml";
+    let command = format!("hotproxy check --config {POD_PATH}`");
+    let quoted = block_after(README, &command, "");
+    let s = Scene::new();
+    s.pair("edge", &TestCa::new("ca").server_pair(&["localhost"]));
+    // Line 3: the misspelt key; line 16: the word for a number; entry
+    // `other` at tls.certs[0] of listener `public`, its file missing.
+    let cfg = s.config(
+        "watch:
+  debounce: 100ms
+  pol_interval: 2s
+certs:
+  - { id: other, type: server-pair, cert_file: /etc/hotproxy/tls/missing.crt, key_file: edge.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - ref: other
+    routes:
+      - upstream: app
+    limits:
+      idle_timeout: 60s
+      max_connections: lots
+upstreams:
+  - { name: app, servers: [\"http://127.0.0.1:1\"] }
+",
+    );
+    let (code, _, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    let printed = stderr.replace(cfg.to_str().unwrap(), POD_PATH);
+    assert_eq!(
+        printed.trim_end(),
+        quoted,
+        "the README's quoted `hotproxy check` output differs from what it prints"
+    );
+
+    // The indentation slip it quotes, up to its `...`.
+    let after = README
+        .split("A YAML indentation slip says which line is off")
+        .nth(1)
+        .expect("the README explains an indentation slip");
+    let from = after
+        .find("indentation problem:")
+        .expect("the quoted indentation message");
+    let slip = &after[from..from + after[from..].find(" ...").expect("it is cut with ...")];
+    let cfg = s.config(
+        "listeners: []
+upstreams: []
+admin:
+  bind: 127.0.0.1:0
+
+
+watch:
+  debounce: 100ms
+      events: true
+",
+    );
+    // Line 9 deeper than `debounce:` on line 8.
+    let (_, _, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        stderr.contains(slip),
+        "check does not say `{slip}`:\n{stderr}"
+    );
+}
+
+/// The `certificate reloaded` JSON line the README's Kubernetes section
+/// quotes has the fields hotproxy writes, no more and no fewer, and is
+/// a line a renewal could write (logged before the leaf expires).
+#[tokio::test]
+async fn readme_reload_log_line_has_the_fields_logged() {
+    let quoted: serde_json::Value = serde_json::from_str(block_after(
+        README,
+        "grep '\"certificate reloaded\"'\n```\n",
+        "json",
+    ))
+    .expect("the quoted line is JSON");
+    assert_eq!(quoted["message"], "certificate reloaded");
+    assert!(
+        quoted["timestamp"].as_str().unwrap() < quoted["not_after"].as_str().unwrap(),
+        "the quoted line logs a renewal whose certificate expired before it: {quoted}"
+    );
+
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let tls = writers::Kubelet::new(&s.path("tls"));
+    let write =
+        |p: &TestPair| tls.write(&[("tls.crt", &p.cert_pem), ("tls.key", &p.key_pem)], false);
+    write(&ca.server_pair(&["hotproxy"]));
+    let cfg = s.config(
+        "certs:
+  - { id: edge, type: server-pair, cert_file: tls/tls.crt, key_file: tls/tls.key }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: { certs: [{ ref: edge }] }
+",
+    );
+    let mut p = Proxy::start(&cfg);
+    p.listener_addr("public").await;
+    let renewed = ca.server_pair(&["hotproxy"]);
+    write(&renewed);
+    let logged = p
+        .wait_log("the renewal's log line", |v| {
+            v["message"] == "certificate reloaded"
+                && v["fingerprint"] == renewed.fingerprint.as_str()
+        })
+        .await;
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&quoted),
+        keys(&logged),
+        "the README's line:\n{quoted}\nwhat hotproxy logs:\n{logged}"
     );
 }
