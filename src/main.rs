@@ -31,7 +31,7 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
-        /// error, warn, info, debug, trace, or tracing directives.
+        /// error, warn, info, debug, trace, off, or tracing directives.
         #[arg(long, default_value = "info", value_parser = hotproxy::logging::parse_level)]
         log_level: String,
     },
@@ -50,7 +50,7 @@ enum Command {
     Demo {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
-        /// As for `run`: error, warn, info, debug, trace, or tracing directives.
+        /// As for `run`: error, warn, info, debug, trace, off, or tracing directives.
         #[arg(long, default_value = "info", value_parser = hotproxy::logging::parse_level)]
         log_level: String,
     },

@@ -260,3 +260,64 @@ listeners:
         "the README's line:\n{quoted}\nwhat hotproxy logs:\n{logged}"
     );
 }
+
+const SPEC: &str = include_str!("../docs/SPEC.md");
+
+/// Each subcommand's `--help` offers what SPEC §1's synopsis gives it:
+/// its flags, and for `--log-level` every level §1 names.
+#[test]
+fn help_offers_what_spec_section_1_names() {
+    let section = SPEC
+        .split("\n## 1. Command line\n")
+        .nth(1)
+        .expect("SPEC has §1")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let synopsis = block_after(section, "", "");
+    for line in synopsis.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], "hotproxy", "{line}");
+        // `hotproxy run [...]`, `hotproxy certs inspect FILE...`.
+        let sub: Vec<&str> = words[1..]
+            .iter()
+            .take_while(|w| {
+                !w.starts_with('-') && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            })
+            .copied()
+            .collect();
+        let mut args = sub.clone();
+        args.push("--help");
+        let (code, help, _) = run_cli(&args);
+        assert_eq!(code, 0, "hotproxy {args:?}");
+        for flag in words.iter().flat_map(|w| {
+            w.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .filter(|f| f.starts_with("--"))
+        }) {
+            assert!(
+                help.contains(flag),
+                "`hotproxy {sub:?} --help` lacks {flag}:\n{help}"
+            );
+        }
+        if line.contains("--log-level") {
+            let levels = section
+                .split("- `--log-level` is ")
+                .nth(1)
+                .and_then(|t| t.split(", or tracing directives").next())
+                .expect("§1 lists the levels");
+            let levels = spans(levels);
+            assert!(levels.len() >= 6, "{levels:?}");
+            let described = help
+                .split("--log-level")
+                .nth(1)
+                .and_then(|t| t.split("\n  -").next())
+                .expect("the flag's own line");
+            for level in levels {
+                assert!(
+                    described.contains(level),
+                    "`hotproxy {sub:?} --help` does not offer --log-level {level}:\n{help}"
+                );
+            }
+        }
+    }
+}
