@@ -426,13 +426,22 @@ async fn connection(
     });
     let (tls_stream, entry, served) = match tokio::time::timeout_at(head_deadline, accept).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(Err(refused)) => {
+            let e = &refused.error;
             // Per connection and triggered by any client: debug, not info.
             // The metric label carries the cause at every log level.
-            let reason = crate::tls::server::handshake_failure(&e);
+            let reason = crate::tls::server::handshake_failure(e);
             metrics::handshake(&listener.name, reason);
             crate::proxy::edge::handshake_refused(&listener, peer, reason, sni.get().cloned());
             debug!(listener = %listener.name, peer = %peer, reason, error = %e, "TLS handshake failed");
+            // A client refused for its certificate may be sending its first
+            // request already (TLS 1.3): close as after an error response,
+            // so it reads the alert, not a reset.
+            if let Some(stream) = refused.stream
+                && crate::tls::server::refused_client_cert(reason)
+            {
+                crate::proxy::linger::linger(stream, false).await;
+            }
             return;
         }
         Err(_) => {

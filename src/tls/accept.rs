@@ -31,6 +31,14 @@ pub struct Accepted {
     pub served: Option<usize>,
 }
 
+/// A failed listener handshake: why, and the connection if the failure
+/// came after the ClientHello (its alert already sent, as far as the
+/// socket took it).
+pub struct Refused {
+    pub error: std::io::Error,
+    pub stream: Option<TcpStream>,
+}
+
 /// Read the ClientHello, note a name `resolver` does not answer, and
 /// finish the handshake with `config`, or with the config of the entry the
 /// SNI selects when the listener has per-entry client auth. The hello's
@@ -43,8 +51,13 @@ pub async fn accept(
     per_name: Option<&PerName>,
     stream: TcpStream,
     sni_seen: &OnceLock<Arc<str>>,
-) -> std::io::Result<Accepted> {
-    let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+) -> Result<Accepted, Refused> {
+    let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
+        .await
+        .map_err(|error| Refused {
+            error,
+            stream: None,
+        })?;
     let at = {
         let hello = start.client_hello();
         let sni = hello.server_name();
@@ -65,12 +78,19 @@ pub async fn accept(
     };
     // The certificate is chosen as rustls takes the ClientHello, before
     // `into_stream` returns.
-    let (handshake, served) = crate::tls::server::noting_choice(|| start.into_stream(config));
-    Ok(Accepted {
-        tls: handshake.await?,
-        entry: at,
-        served,
-    })
+    let (handshake, served) =
+        crate::tls::server::noting_choice(|| start.into_stream(config).into_fallible());
+    match handshake.await {
+        Ok(tls) => Ok(Accepted {
+            tls,
+            entry: at,
+            served,
+        }),
+        Err((error, stream)) => Err(Refused {
+            error,
+            stream: Some(stream),
+        }),
+    }
 }
 
 /// At most one "SNI matched no certificate" line per this many seconds

@@ -695,5 +695,23 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
     }
 }
 
+/// Whether a [`handshake_failure`] reason refuses the client's certificate
+/// (or its absence). The server judges it after the client's last flight,
+/// so over TLS 1.3 the client may already be sending its first request.
+pub fn refused_client_cert(reason: &str) -> bool {
+    matches!(
+        reason,
+        "no_client_cert"
+            | "not_allowed"
+            | "unknown_ca"
+            | "revoked"
+            | "revocation_unknown"
+            | "crl_expired"
+            | "expired"
+            | "bad_client_cert"
+            | "crl_invalid"
+    )
+}
+
 #[cfg(test)]
 mod tests;

@@ -546,3 +546,40 @@ async fn check_names_the_line_of_a_malformed_rule() {
     );
     assert!(text.contains("uri_san"), "{text}");
 }
+
+/// A client the rules refuse, which (as curl over HTTP/2) goes on sending
+/// after its side of the TLS 1.3 handshake ended, reads the `access_denied`
+/// alert and then the end of the connection, never a reset: hotproxy reads
+/// and discards what it still sends, as after an error response. A reset
+/// behind the alert made curl say `(55) getpeername() failed` instead.
+#[tokio::test]
+async fn refused_client_still_sending_reads_the_alert_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let stranger = w.pki.client("nobody", None, &[]);
+    let mut p = Proxy::start(&config(&w, &allow_cn("billing"), "", "", ""));
+    let addr = p.listener_addr("partners").await;
+    let mut tls = connect(addr, "localhost", cfg_for(&w, Some(&stranger)))
+        .await
+        .expect("the client's side of the handshake ends before the refusal");
+    // What curl sends at once over HTTP/2: the preface, SETTINGS, a request.
+    tls.write_all(&[b'P'; 120]).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = [0u8; 256];
+    let refused = tls.read(&mut buf).await.expect_err("refused");
+    assert_eq!(
+        tls_error(&refused),
+        rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)
+    );
+    // The client keeps writing, then reads the end of the connection.
+    let (mut tcp, _) = tls.into_inner();
+    for i in 0..5 {
+        if let Err(e) = tcp.write_all(&[b'P'; 1024]).await {
+            panic!("write {i} after the alert: {e} (the connection was reset)");
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await {
+        Ok(Ok(0)) => {}
+        other => panic!("not the end of the connection after the alert: {other:?}"),
+    }
+}
