@@ -143,6 +143,7 @@ fn json_refusal(out: &mut Vec<u8>, r: &RefusalLine) {
         sni: r.sni.as_deref(),
         status: r.answered.map(|(status, _)| status),
         bytes_out: r.answered.map_or(0, |(_, bytes)| bytes),
+        duration_ms: ms(r.duration),
         ..JsonLine::bare(r.ts, &r.listener, r.client_addr, r.reason)
     };
     push_json(out, &line);
@@ -392,11 +393,13 @@ pub(super) mod tests {
             sni: Some("admin.example".into()),
             client_addr: "10.1.2.3:5555".parse().unwrap(),
             reason: "not_allowed",
+            duration: std::time::Duration::from_micros(2_000_500),
             answered: None,
         });
         write(&mut out, &refusal, LogFormat::Json);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["authz"], "not_allowed");
+        assert_eq!(v["duration_ms"], 2000.5);
         assert_eq!(v["sni"], "admin.example");
         assert_eq!(v["status"], serde_json::Value::Null);
         out.clear();

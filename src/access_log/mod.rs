@@ -185,6 +185,9 @@ pub struct RefusalLine {
     pub sni: Option<Arc<str>>,
     pub client_addr: SocketAddr,
     pub reason: &'static str,
+    /// From accept to the refusal (a timed-out handshake: at least
+    /// `header_read_timeout`).
+    pub duration: Duration,
     /// What hotproxy answered in the clear before closing, if anything:
     /// the status and its body's bytes (plain HTTP on a TLS listener).
     pub answered: Option<(u16, u64)>,
@@ -434,13 +437,15 @@ static REFUSALS: LazyLock<RateLimit> = LazyLock::new(|| RateLimit::new(Duration:
 /// A refused handshake: one line per (listener, client IP, reason) per
 /// minute, so a client retrying in a loop cannot flood the log. `sni` is
 /// its ClientHello's, when it got that far; `answered`, the status and
-/// body bytes sent in the clear (plain HTTP's `400`).
+/// body bytes sent in the clear (plain HTTP's `400`); `accepted`, when
+/// the connection was accepted (its `duration_ms` runs from there).
 pub fn handshake_refused(
     listener: &Arc<str>,
     client_addr: SocketAddr,
     reason: &'static str,
     sni: Option<Arc<str>>,
     answered: Option<(u16, u64)>,
+    accepted: std::time::Instant,
 ) {
     if !enabled()
         || !refusal_admitted(
@@ -456,6 +461,7 @@ pub fn handshake_refused(
         sni,
         client_addr,
         reason,
+        duration: accepted.elapsed(),
         answered,
     }));
 }

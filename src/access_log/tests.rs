@@ -10,6 +10,7 @@ fn refusal(n: u16) -> Line {
         sni: None,
         client_addr: SocketAddr::from(([127, 0, 0, 1], n)),
         reason: "unknown_ca",
+        duration: std::time::Duration::ZERO,
         answered: None,
     })
 }

@@ -458,11 +458,14 @@ fn without_userinfo(authority: &str) -> &str {
 /// and given a (rate-limited) access-log line unless the listener has
 /// `access_log: false`. `sni`: the name its ClientHello asked for, when
 /// it got that far (with client auth per entry, the entry that refused).
+/// `accepted`: when the connection was accepted, where the line's
+/// `duration_ms` starts.
 pub fn handshake_refused(
     live: &crate::proxy::listener::Listener,
     peer: std::net::SocketAddr,
     reason: &'static str,
     sni: Option<Arc<str>>,
+    accepted: std::time::Instant,
 ) {
     let listener = &live.name;
     if matches!(
@@ -482,7 +485,7 @@ pub fn handshake_refused(
     // `access_log: false` covers the listener's refusal lines too, not
     // only its request lines (SPEC: the listener writes no lines).
     if reason != "client_closed" && live.edge.load().access_log {
-        access_log::handshake_refused(listener, peer, reason, sni, None);
+        access_log::handshake_refused(listener, peer, reason, sni, None, accepted);
     }
 }
 
@@ -493,9 +496,10 @@ pub fn plain_http_answered(
     live: &crate::proxy::listener::Listener,
     peer: std::net::SocketAddr,
     body_bytes: u64,
+    accepted: std::time::Instant,
 ) {
     if live.edge.load().access_log {
         let answered = Some((400, body_bytes));
-        access_log::handshake_refused(&live.name, peer, "plain_http", None, answered);
+        access_log::handshake_refused(&live.name, peer, "plain_http", None, answered, accepted);
     }
 }

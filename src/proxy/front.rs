@@ -89,12 +89,14 @@ impl Front {
 /// `redirect_https` listener): the source of the PROXY header a
 /// `proxy_protocol.from` peer must send, else the peer. `None`: refused
 /// (PROXY protocol, or outside `allow_from`), counted and logged; the
-/// caller closes it. `deadline`: accept plus `header_read_timeout`.
+/// caller closes it. `accepted`: when it was accepted (a refusal's line
+/// runs from it); `deadline`: that plus `header_read_timeout`.
 pub async fn client_before_tls(
     live: &Listener,
     front: &Front,
     stream: &mut TcpStream,
     peer: SocketAddr,
+    accepted: std::time::Instant,
     deadline: tokio::time::Instant,
 ) -> Option<SocketAddr> {
     let from = front.proxy_protocol.as_deref();
@@ -103,7 +105,7 @@ pub async fn client_before_tls(
     let client = if vouched {
         match proxy_protocol::read_header(stream, peer, deadline).await {
             Ok(client) => client,
-            Err(refused) => return refused_before_tls(live, peer, &refused),
+            Err(refused) => return refused_before_tls(live, peer, &refused, accepted),
         }
     } else {
         peer
@@ -115,7 +117,7 @@ pub async fn client_before_tls(
     // until header_read_timeout, only to be refused here.
     if !front.admits(client.ip()) {
         metrics::handshake(&live.name, "source_not_allowed");
-        crate::proxy::edge::handshake_refused(live, client, "source_not_allowed", None);
+        crate::proxy::edge::handshake_refused(live, client, "source_not_allowed", None, accepted);
         debug!(listener = %live.name, peer = %client, "connection refused before TLS: not in allow_from");
         return None;
     }
@@ -130,7 +132,7 @@ pub async fn client_before_tls(
             Err(proxy_protocol::Refused::Timeout) => {
                 if front.redirect_https.is_none() {
                     metrics::handshake(&live.name, "timeout");
-                    crate::proxy::edge::handshake_refused(live, peer, "timeout", None);
+                    crate::proxy::edge::handshake_refused(live, peer, "timeout", None, accepted);
                     debug!(listener = %live.name, peer = %peer, "TLS handshake timed out");
                 } else {
                     debug!(peer = %peer, "redirect connection closed: no request within header_read_timeout");
@@ -149,7 +151,7 @@ pub async fn client_before_tls(
                 debug!(listener = %live.name, peer = %peer, "connection closed after only the start of a PROXY signature");
                 return None;
             }
-            Err(refused) => return refused_before_tls(live, peer, &refused),
+            Err(refused) => return refused_before_tls(live, peer, &refused, accepted),
         }
     }
     Some(client)
@@ -160,10 +162,11 @@ fn refused_before_tls(
     live: &Listener,
     peer: SocketAddr,
     refused: &proxy_protocol::Refused,
+    accepted: std::time::Instant,
 ) -> Option<SocketAddr> {
     metrics::handshake(&live.name, refused.reason());
     if refused.logged() {
-        crate::proxy::edge::handshake_refused(live, peer, refused.reason(), None);
+        crate::proxy::edge::handshake_refused(live, peer, refused.reason(), None, accepted);
     }
     debug!(listener = %live.name, peer = %peer, error = %refused, "connection refused before TLS");
     None
@@ -370,6 +373,7 @@ pub(crate) async fn refuse_plain_http(
     listener: &Listener,
     mut stream: TcpStream,
     peer: SocketAddr,
+    accepted: std::time::Instant,
 ) {
     metrics::handshake(&listener.name, "plain_http");
     debug!(listener = %listener.name, peer = %peer, reason = "plain_http", "TLS handshake failed");
@@ -389,7 +393,7 @@ pub(crate) async fn refuse_plain_http(
     } else {
         0
     };
-    crate::proxy::edge::plain_http_answered(listener, peer, body_bytes);
+    crate::proxy::edge::plain_http_answered(listener, peer, body_bytes, accepted);
     if sent {
         crate::proxy::linger::linger(stream, false).await;
     }

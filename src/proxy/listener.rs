@@ -369,7 +369,14 @@ async fn connection(
     // Before TLS: the PROXY header's client address and `allow_from`,
     // then the plain-HTTP redirect listener (src/proxy/front.rs).
     let front = listener.front.load_full();
-    let client = front::client_before_tls(&listener, &front, &mut stream, peer, head_deadline);
+    let client = front::client_before_tls(
+        &listener,
+        &front,
+        &mut stream,
+        peer,
+        accepted,
+        head_deadline,
+    );
     let Some(peer) = Box::pin(client).await else {
         return;
     };
@@ -389,12 +396,12 @@ async fn connection(
     // an HTTP method sent in the clear.
     match tokio::time::timeout_at(head_deadline, first_byte(&stream)).await {
         Ok(Some(b)) if b.is_ascii_alphabetic() => {
-            return Box::pin(front::refuse_plain_http(&listener, stream, peer)).await;
+            return Box::pin(front::refuse_plain_http(&listener, stream, peer, accepted)).await;
         }
         Ok(_) => {}
         Err(_) => {
             metrics::handshake(&listener.name, "timeout");
-            crate::proxy::edge::handshake_refused(&listener, peer, "timeout", None);
+            crate::proxy::edge::handshake_refused(&listener, peer, "timeout", None, accepted);
             debug!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
             return;
         }
@@ -432,7 +439,13 @@ async fn connection(
             // The metric label carries the cause at every log level.
             let reason = crate::tls::server::handshake_failure(e);
             metrics::handshake(&listener.name, reason);
-            crate::proxy::edge::handshake_refused(&listener, peer, reason, sni.get().cloned());
+            crate::proxy::edge::handshake_refused(
+                &listener,
+                peer,
+                reason,
+                sni.get().cloned(),
+                accepted,
+            );
             debug!(listener = %listener.name, peer = %peer, reason, error = %e, "TLS handshake failed");
             // A client refused for its certificate may be sending its first
             // request already (TLS 1.3): close as after an error response,
@@ -446,7 +459,13 @@ async fn connection(
         }
         Err(_) => {
             metrics::handshake(&listener.name, "timeout");
-            crate::proxy::edge::handshake_refused(&listener, peer, "timeout", sni.get().cloned());
+            crate::proxy::edge::handshake_refused(
+                &listener,
+                peer,
+                "timeout",
+                sni.get().cloned(),
+                accepted,
+            );
             debug!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
             return;
         }

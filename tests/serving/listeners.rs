@@ -251,7 +251,8 @@ async fn server_cipher_order_is_preferred() {
 /// connects and sends nothing (`timeout`, after header_read_timeout) and
 /// plain HTTP on the TLS port (`plain_http`). The plain request's line has
 /// the `400` it was answered, with its body's bytes (as nginx logs it): it
-/// had `status` `null`, as if nothing had been sent.
+/// had `status` `null`, as if nothing had been sent. The silent client's
+/// `duration_ms` is the time it was held, not 0.
 #[tokio::test]
 async fn handshakes_refused_before_tls_are_logged() {
     let (_w, _p, addr, log) = serve_logged("header_read_timeout: 1s").await;
@@ -287,6 +288,10 @@ async fn handshakes_refused_before_tls_are_logged() {
         let client = line["client_addr"].as_str().unwrap();
         assert!(client.ends_with(&format!(":{port}")), "{line}");
     }
+    // `duration_ms` runs from accept to the refusal, as on any line: the
+    // silent client was held for the whole header_read_timeout (1 s).
+    let held = all[0]["duration_ms"].as_f64().unwrap();
+    assert!(held >= 1000.0, "{}", all[0]);
 }
 
 /// The `redirect_https` listener writes an access-log line for each
