@@ -18,7 +18,7 @@ use crate::proxy::body::ClientBody;
 use crate::proxy::failure::Failure;
 use crate::proxy::forward::{BoxError, ResponseBody, Upstream};
 use crate::upstream::conn::DialError;
-use crate::upstream::members::Publishing;
+use crate::upstream::members::{CheckFailure, Publishing};
 
 impl Upstream {
     /// Out of service (replaced by an edit with `successor`, or removed):
@@ -198,6 +198,9 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 // One deadline for both: a check that waited all of it for
                 // a connection ends as busy, not as timed out.
                 let until = tokio::time::Instant::now() + active.timeout;
+                // The status received, once a head came: a timeout after
+                // it is the body's.
+                let status = std::sync::OnceLock::new();
                 let probe = async {
                     let resp = match u
                         .send(&m.endpoint, req, pq, false, &|| false, &timed_out, until, true)
@@ -206,24 +209,40 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                         Ok(resp) => resp,
                         Err((Failure::Dial(DialError::Limit(_)), _)) => {
                             busy.store(true, Ordering::Release);
-                            return None;
+                            return Err(failed("busy", None, None));
                         }
                         // The proxy out of descriptors: no verdict either.
                         Err((Failure::Dial(DialError::LocalResources(_)), _)) => {
                             starved.store(true, Ordering::Release);
-                            return None;
+                            return Err(failed("local_resources", None, None));
                         }
-                        Err(_) => return None,
+                        Err((e, _)) => {
+                            let (cause, error, _) = crate::proxy::failure::diagnose(&e);
+                            return Err(failed(cause, None, Some(error)));
+                        }
                     };
-                    let ok = resp.status().is_success() || resp.status().is_redirection();
-                    drain_check_body(resp.into_body()).await.ok()?;
-                    Some(ok)
+                    let code = resp.status();
+                    let _ = status.set(code.as_u16());
+                    let got = Some(code.as_u16());
+                    if let Err(e) = drain_check_body(resp.into_body()).await {
+                        return Err(failed("body_error", got, Some(e.to_string())));
+                    }
+                    if code.is_success() || code.is_redirection() {
+                        Ok(())
+                    } else {
+                        Err(failed("status", got, None))
+                    }
                 };
-                let passed = {
+                let result = {
                     let mut probe = std::pin::pin!(probe);
                     let r = tokio::time::timeout_at(until, probe.as_mut()).await;
                     timed_out.store(r.is_err(), Ordering::Release);
-                    r == Ok(Some(true))
+                    r.unwrap_or_else(|_| {
+                        Err(match status.get() {
+                            None => failed("timeout", None, None),
+                            got => failed("body_timeout", got.copied(), None),
+                        })
+                    })
                 };
                 if busy.load(Ordering::Acquire) {
                     debug!(upstream = %u.name, endpoint = %m.label, "active check skipped: every connection to the endpoint is taken");
@@ -237,16 +256,26 @@ async fn active_checks(upstream: std::sync::Weak<Upstream>, active: ActiveHealth
                 if u.resolution.publishing.retired() {
                     return;
                 }
-                members.checked(m, passed, active);
+                members.checked(m, result, active);
             }
         });
         futures_util::future::join_all(checks).await;
     }
 }
 
-/// What an active check reads of its response's body. The status decides;
-/// the body is read (and dropped) only so that an HTTP/1.1 connection goes
-/// back to the pool. A longer one is cut there: its connection is closed
+/// A failed check's cause, for its log line.
+fn failed(cause: &'static str, status: Option<u16>, error: Option<String>) -> CheckFailure {
+    CheckFailure {
+        cause,
+        status,
+        error,
+    }
+}
+
+/// What an active check reads of its response's body. The status decides,
+/// once the body has ended (or been cut here) within `timeout`: one that
+/// does not end by then fails the check, as in Envoy. The body is read
+/// (and dropped) so that an HTTP/1.1 connection goes back to the pool. A longer one is cut there: its connection is closed
 /// (an HTTP/2 stream reset), and a `/healthz` that streams a report or a
 /// mistaken path on a download costs at most this much per check.
 const CHECK_BODY_BYTES: usize = 64 * 1024;

@@ -23,6 +23,21 @@ use crate::upstream::balance::Picker;
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::health::{Health, Verdict};
 
+/// Why an active check failed, for its log line (Envoy's health-check
+/// event log names the cause too).
+#[derive(Debug)]
+pub struct CheckFailure {
+    /// `status` (not 2xx/3xx), `timeout` (no response head within
+    /// `timeout`), `body_timeout` (the body not finished within it),
+    /// `body_error`, or the request's failure reason as its metric label
+    /// says it (`connect_refused`, `connect_timeout`, a TLS reason, ...).
+    pub cause: &'static str,
+    /// The status received, when a response head came.
+    pub status: Option<u16>,
+    /// A description, for the failures that have one.
+    pub error: Option<String>,
+}
+
 /// The states of `hotproxy_upstream_endpoints`, in the order `publish` counts them.
 const STATES: [&str; 3] = ["healthy", "ejected", "unhealthy"];
 
@@ -484,21 +499,30 @@ impl Members {
         self.publishing.ejections.notify_one();
     }
 
-    /// The result of one active check of member `m`; none from a retired
-    /// set (a check still in flight as an edit replaced its upstream: the
-    /// successor's checks, with its settings, decide).
-    pub fn checked(&self, m: &Member, passed: bool, active: &ActiveHealth) {
+    /// The result of one active check of member `m` (`Err`: why it
+    /// failed); none from a retired set (a check still in flight as an
+    /// edit replaced its upstream: the successor's checks, with its
+    /// settings, decide).
+    pub fn checked(&self, m: &Member, result: Result<(), CheckFailure>, active: &ActiveHealth) {
         use std::sync::atomic::Ordering::Relaxed;
         if self.publishing.retired() {
             return;
         }
+        let passed = result.is_ok();
         let streak = if passed {
             m.checks.streak.fetch_max(0, Relaxed).max(0) + 1
         } else {
             m.checks.streak.fetch_min(0, Relaxed).min(0) - 1
         };
         m.checks.streak.store(streak, Relaxed);
-        debug!(upstream = %self.upstream, endpoint = %m.label, passed, "active check");
+        match &result {
+            Ok(()) => {
+                debug!(upstream = %self.upstream, endpoint = %m.label, passed, "active check")
+            }
+            Err(f) => {
+                debug!(upstream = %self.upstream, endpoint = %m.label, passed, cause = f.cause, status = f.status, error = f.error.as_deref(), "active check");
+            }
+        }
         let was = m.checks.unhealthy.load(Relaxed);
         if !was && streak <= -(active.unhealthy_after as i32) {
             m.checks.unhealthy.store(true, Relaxed);

@@ -147,3 +147,61 @@ async fn an_endpoint_answering_nothing_fails_its_checks_while_requests_hold_its_
     .await;
     held.abort();
 }
+
+/// A failed active check's debug line names why it failed, as Envoy's
+/// health-check event log does: the status received (`503`), no response
+/// within `timeout`, a body not finished within it, the connect refused.
+/// It said only `passed: false`.
+#[tokio::test]
+async fn a_failed_active_check_says_why() {
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let endless = Backend::start_h1("endless", &w.backend_pair, None).await;
+    let check = |path: &str| {
+        format!(
+            "health: {{ passive: {{ consecutive_failures: 0 }}, active: {{ path: {path}, interval: 100ms, timeout: 300ms }} }}"
+        )
+    };
+    let mut p = Proxy::start(
+        &w.scene
+            .one_upstream_config("app", b.addr, &[&check("/healthz")]),
+    );
+    p.listener_addr("public").await;
+    let failed = |endpoint: std::net::SocketAddr, cause: &'static str| {
+        let endpoint = endpoint.to_string();
+        move |v: &serde_json::Value| {
+            v["message"] == "active check"
+                && v["passed"] == false
+                && v["endpoint"] == endpoint.as_str()
+                && v["cause"] == cause
+        }
+    };
+    p.wait_log("a check passed", |v| {
+        v["message"] == "active check" && v["passed"] == true && v["cause"].is_null()
+    })
+    .await;
+    b.answer_status.store(503, Ordering::SeqCst);
+    let line = p
+        .wait_log("a check failed on its 503", failed(b.addr, "status"))
+        .await;
+    assert_eq!(line["status"], 503, "{line}");
+    b.answer_status.store(0, Ordering::SeqCst);
+    b.hang_all.store(true, Ordering::SeqCst);
+    let line = p
+        .wait_log("a check timed out", failed(b.addr, "timeout"))
+        .await;
+    assert!(line["status"].is_null(), "{line}");
+    b.kill();
+    p.wait_log("a check refused", failed(b.addr, "connect_refused"))
+        .await;
+    drop(p);
+    let config = w
+        .scene
+        .one_upstream_config("app", endless.addr, &[&check("/endless")]);
+    let mut p = Proxy::start(&config);
+    p.listener_addr("public").await;
+    let line = p
+        .wait_log("a body not finished", failed(endless.addr, "body_timeout"))
+        .await;
+    assert_eq!(line["status"], 200, "{line}");
+}

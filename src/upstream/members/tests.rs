@@ -294,11 +294,16 @@ fn an_ejection_that_ran_out_while_unhealthy_is_not_counted_after() {
     );
     members.publish();
     let a = members.members[0].clone();
-    members.checked(&a, false, &active);
+    let failure = CheckFailure {
+        cause: "status",
+        status: Some(503),
+        error: None,
+    };
+    members.checked(&a, Err(failure), &active);
     members.failure(0, "test");
     assert!(a.out.load(Ordering::Relaxed), "A was not ejected");
     assert_eq!(members.settle_ejections(), None, "an ejection still runs");
-    members.checked(&a, true, &active);
+    members.checked(&a, Ok(()), &active);
     assert_eq!(
         (gauge("healthy"), gauge("ejected"), gauge("unhealthy")),
         (3, 0, 0)
