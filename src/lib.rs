@@ -51,6 +51,8 @@
 //! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
 //!   the public `Watcher` and `Subject`. One watcher per process, the
 //!   reloader's: the configuration file, the entries' files, the admin token files.
+//!   - `events`: which filesystem events matter, by kind and by path: notify's
+//!     callback drops those for files no chain holds before they wake the thread.
 //!   - `state`: the watcher thread's state machine: events, debounce, poll
 //!     scheduling, re-arming, reporting due subjects (`fire_due`); its tests
 //!     in `state/tests.rs`.

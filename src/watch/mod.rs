@@ -16,17 +16,22 @@
 //! link, a file closed after writing, a removal) only waits `SETTLED`, so
 //! a kubelet swap or a certbot relink is served within milliseconds; a
 //! write still in progress keeps the full debounce. One thread owns all
-//! state; no locks. It stays cheap with 10,000 entries: a poll runs in
+//! state; no locks but one: notify's callback reads which paths matter
+//! (`events`), so that a file no chain holds (an access log beside the
+//! configuration) never wakes the thread. It stays cheap with 10,000 entries: a poll runs in
 //! slices with events handled in between, looks at the directories chains
 //! share once per pass, and a moved chain re-indexes only its own subject.
 //! While events work, a pass that is slow (thousands of entries) is spread
 //! out so the poll stays under 5% of a core.
 
 //!
+//! - `events`: which events matter, by kind and by path (filtered in
+//!   notify's callback).
 //! - `state`: the watcher thread's state machine: events, debounce, poll
 //!   scheduling, re-arming, reporting due subjects.
 //! - `stat`: reading a path's symlink chain, the stat signature of each link, a directory's identity.
 
+mod events;
 mod stat;
 mod state;
 
@@ -70,8 +75,9 @@ impl Watcher {
         let (tx, rx) = std_mpsc::channel();
         let mut notify = None;
         let mut unavailable = false;
+        let relevant = events::Filter::default();
         if config.events {
-            match events_watcher(&tx) {
+            match events_watcher(&tx, &relevant) {
                 Ok(w) => notify = Some(w),
                 Err(e) => {
                     // Configured for events but none to be had (inotify
@@ -83,6 +89,7 @@ impl Watcher {
             }
         }
         let mut state = State::new(config, notify, out_tx);
+        state.share(relevant);
         if unavailable {
             state.events_unavailable(tx.clone());
         }
@@ -99,11 +106,18 @@ impl Watcher {
     }
 }
 
-/// A filesystem-event watcher (an inotify instance) whose events arrive on `tx`.
-fn events_watcher(tx: &std_mpsc::Sender<Msg>) -> notify::Result<notify::RecommendedWatcher> {
+/// A filesystem-event watcher (an inotify instance) whose events arrive on
+/// `tx`, those `relevant` says the watch thread acts on (see [`events`]).
+fn events_watcher(
+    tx: &std_mpsc::Sender<Msg>,
+    relevant: &events::Filter,
+) -> notify::Result<notify::RecommendedWatcher> {
     let events = tx.clone();
+    let relevant = relevant.clone();
     notify::recommended_watcher(move |res| {
-        let _ = events.send(Msg::Event(res));
+        if events::forwarded(&relevant, &res) {
+            let _ = events.send(Msg::Event(res));
+        }
     })
 }
 
@@ -517,5 +531,37 @@ mod tests {
         assert!(may_change_content(&EventKind::Access(AccessKind::Close(
             AccessMode::Write
         ))));
+    }
+
+    /// An access log written into the configuration's directory (watched
+    /// for the configuration file) does not wake the watch thread: notify's
+    /// callback drops events for files no chain holds. Each log batch sent
+    /// the thread an event it then ignored. The watched file's events still
+    /// come through.
+    #[test]
+    fn events_for_files_no_chain_holds_stay_in_the_callback() {
+        use notify::Watcher as _;
+        let d = tempfile::tempdir().unwrap();
+        let (config, log) = (d.path().join("hotproxy.yaml"), d.path().join("access.log"));
+        std::fs::write(&config, "a").unwrap();
+        let relevant = events::Filter::default();
+        relevant
+            .write()
+            .unwrap()
+            .links
+            .insert((d.path().to_path_buf(), "hotproxy.yaml".into()));
+        let (tx, rx) = std_mpsc::channel();
+        let mut notify = events_watcher(&tx, &relevant).unwrap();
+        notify
+            .watch(d.path(), notify::RecursiveMode::NonRecursive)
+            .unwrap();
+        for line in 0..20 {
+            std::fs::write(&log, format!("line {line}\n")).unwrap();
+        }
+        std::fs::write(&config, "b").unwrap();
+        let Ok(Msg::Event(Ok(first))) = rx.recv_timeout(Duration::from_secs(10)) else {
+            panic!("no event for the configuration file");
+        };
+        assert_eq!(first.paths, vec![config], "{first:?}");
     }
 }

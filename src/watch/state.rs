@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+pub(super) use super::events::may_change_content;
+use super::events::{Filter, completes_a_write, refilter};
 use super::stat::{Leading, Link, Sig, chains, dir_id, last_change_ago};
 use super::{Msg, Subject};
 use crate::config::WatchConfig;
@@ -75,6 +77,9 @@ pub(super) struct State {
     /// what a new one sends on, tried each poll pass and every [`WATCH_CHECK`].
     events_tx: Option<std_mpsc::Sender<Msg>>,
     next_events_try: Instant,
+    /// `by_link`'s and `by_dir`'s keys, for notify's callback
+    /// ([`super::events`]): updated before any report that needs them.
+    relevant: Filter,
 }
 
 impl State {
@@ -113,7 +118,15 @@ impl State {
             degraded: false,
             events_tx: None,
             next_events_try: Instant::now(),
+            relevant: Filter::default(),
         }
+    }
+
+    /// The filter notify's callback reads (the one given to
+    /// [`super::events_watcher`]), kept up to date from now on.
+    pub(super) fn share(&mut self, relevant: Filter) {
+        self.relevant = relevant;
+        refilter(&self.relevant, &self.by_link, &self.by_dir, None);
     }
 
     /// Events were configured but no watcher could be had (inotify's
@@ -135,7 +148,7 @@ impl State {
         let Some(tx) = &self.events_tx else {
             return;
         };
-        match super::events_watcher(tx) {
+        match super::events_watcher(tx, &self.relevant) {
             Ok(w) => {
                 info!("filesystem events available again; watching");
                 (self.notify, self.events_tx) = (Some(w), None);
@@ -250,6 +263,8 @@ impl State {
             self.subjects
                 .insert(subject, Tracked { paths, links, sigs });
         }
+        // Before any report: see `super::events`.
+        refilter(&self.relevant, &self.by_link, &self.by_dir, None);
         self.rearm();
     }
 
@@ -683,6 +698,7 @@ impl State {
             }
         }
         let mut leading = Leading::default();
+        let mut moved_links = Vec::new();
         for s in &due {
             self.dirty.remove(s);
             let Some(t) = self.subjects.get_mut(s) else {
@@ -698,9 +714,17 @@ impl State {
                 let old = std::mem::replace(&mut t.links, links.clone());
                 self.unindex(s, &old);
                 self.index(s, &links);
-                touched.extend(old.into_iter().chain(links).map(|(dir, _)| dir));
+                touched.extend(old.iter().chain(&links).map(|(dir, _)| dir.clone()));
+                moved_links.extend(old.into_iter().chain(links));
             }
         }
+        // Before the reports: see `super::events`.
+        refilter(
+            &self.relevant,
+            &self.by_link,
+            &self.by_dir,
+            Some(&moved_links),
+        );
         if !touched.is_empty() || self.degraded {
             // Degraded: a watch that failed (a directory not there yet)
             // is tried again at every report, which the poll brings.
@@ -749,30 +773,6 @@ const SETTLED: Duration = Duration::from_millis(10);
 /// a debounce out again, and a file touched without pause (a chmod or
 /// `touch` loop, a writer appending forever) must still be read.
 pub(super) const HOLD_DEBOUNCES: u32 = 10;
-
-/// Events after which the file's new content is complete: the atomic step of
-/// kubelet, certbot and `mv` (rename, create, remove) and a writer closing
-/// the file. A plain data write may be followed by more writes.
-fn completes_a_write(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Create(_)
-            | EventKind::Remove(_)
-            | EventKind::Modify(ModifyKind::Name(_))
-            | EventKind::Access(AccessKind::Close(AccessMode::Write))
-    )
-}
-
-/// Whether an event can mean new content. Opens, reads and read-only closes
-/// cannot, and must be ignored: our own re-read opens the file, so reacting
-/// to it would re-read forever (and so would any reader of the certificate,
-/// a backup agent, a `cat`).
-pub(super) fn may_change_content(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(access) => *access == AccessKind::Close(AccessMode::Write),
-        _ => true,
-    }
-}
 
 /// CPU time the calling thread (the watcher's) has used, as the kernel's
 /// scheduler counts it (`/proc/thread-self/schedstat`, in nanoseconds).

@@ -33,6 +33,8 @@ fn incremental_reindex_matches_a_full_one() {
     let notify = notify::recommended_watcher(|_| {}).unwrap();
     let (out, mut rx) = mpsc::unbounded_channel();
     let mut state = State::new(cfg(true, 0), Some(notify), out);
+    let relevant = super::super::events::Filter::default();
+    state.share(relevant.clone());
     let subjects = |n: &str, p: PathBuf| (Subject::Entry(n.into()), vec![p]);
     state.set(vec![
         subjects("a", a.join("tls.crt")),
@@ -48,6 +50,14 @@ fn incremental_reindex_matches_a_full_one() {
         fired.insert(s);
     }
     assert!(fired.contains(&Subject::Entry("a".into())));
+    // notify's callback filters by what the index holds after the move.
+    let keys = |r: &super::super::events::Relevant| (r.links.clone(), r.dirs.clone());
+    let filtered = keys(&relevant.read().unwrap());
+    let indexed = (
+        state.by_link.keys().cloned().collect(),
+        state.by_dir.keys().cloned().collect(),
+    );
+    assert_eq!(filtered, indexed);
 
     let (by_link, by_dir) = (state.by_link.clone(), state.by_dir.clone());
     state.by_link.clear();
