@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -18,19 +18,17 @@ use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{debug, info, warn};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, warn};
 
 use crate::config::{ClientAuthMode, Limits};
 use crate::identity::gate::Gate;
 use crate::material::CertInfo;
 use crate::metrics;
-use crate::proxy::accept::Acceptor;
 use crate::proxy::body::{self, Fault};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{self, Activity, Driver, TrackedBody};
-use crate::proxy::drain::{Drain, DrainGuard};
 use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr, UpstreamAnswered};
 use crate::proxy::forward::{
     RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
@@ -44,7 +42,9 @@ use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
 use crate::proxy::{cancels::Unanswered, refused_head, request};
 
+mod serve;
 mod settings;
+pub use serve::{Shutdown, Slot, bind, log_listening, serve};
 pub use settings::Settings;
 
 /// The fields a forwarded request usually gains: `Host` (from HTTP/2's
@@ -236,103 +236,6 @@ impl Listener {
             self.limits_changed.notify_one();
         }
     }
-}
-
-/// Signals every accept loop and connection of the process: `true` = stop
-/// accepting and close connections gracefully.
-pub type Shutdown = watch::Receiver<bool>;
-
-/// One client connection's claim on its listener: a `max_connections`
-/// permit, a place in the shutdown drain and in the active gauges. Shared
-/// by the connection, a tunnel it upgrades to, and its lingering close:
-/// released when the last of them ends.
-pub struct Slot {
-    listener: Arc<Listener>,
-    _permit: OwnedSemaphorePermit,
-    _drain: DrainGuard,
-}
-
-impl Slot {
-    fn new(listener: Arc<Listener>, permit: OwnedSemaphorePermit, drain: DrainGuard) -> Arc<Slot> {
-        listener.active.fetch_add(1, Ordering::Relaxed);
-        listener.series.connections.inc();
-        Arc::new(Slot {
-            listener,
-            _permit: permit,
-            _drain: drain,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.listener.series.connections.dec();
-        self.listener.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Accept connections on `socket` until `stop` or `shutdown` turns true.
-pub async fn serve(
-    listener: Arc<Listener>,
-    socket: TcpListener,
-    mut stop: watch::Receiver<bool>,
-    shutdown: Shutdown,
-    drain: Arc<Drain>,
-) {
-    // max_connections is enforced with a semaphore taken *before* accept, so
-    // excess clients wait in the kernel backlog rather than being reset.
-    // One semaphore for the listener's life: a new limit adds permits, or
-    // takes them back (those in use as their connections end), so the
-    // connections open under the old limit count against the new one.
-    let mut slots_for = listener.settings.load().limits.max_connections;
-    let slots = Arc::new(Semaphore::new(slots_for));
-    // Permits a lowered limit still has to take back from connections open now.
-    let mut owed = 0usize;
-    let mut shutdown_rx = shutdown.clone();
-    let mut acceptor = Acceptor::new(&listener.name);
-    loop {
-        let wanted = listener.settings.load().limits.max_connections;
-        if wanted > slots_for {
-            let more = wanted - slots_for;
-            let repaid = more.min(owed);
-            owed -= repaid;
-            slots.add_permits(more - repaid);
-        } else if wanted < slots_for {
-            let fewer = slots_for - wanted;
-            owed += fewer - slots.forget_permits(fewer);
-        }
-        slots_for = wanted;
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            // A reload changed max_connections: look again.
-            () = listener.limits_changed.notified() => continue,
-            _ = stop.wait_for(|s| *s) => break,
-            _ = shutdown_rx.wait_for(|s| *s) => break,
-        };
-        if owed > 0 {
-            // A connection under the old, higher limit ended: its permit goes to the lower one.
-            permit.forget();
-            owed -= 1;
-            continue;
-        }
-        let (stream, peer) = tokio::select! {
-            // Stopped first: a listener whose socket another took over
-            // (a rename, a port swap) accepts nothing more once told,
-            // where a connection it took would be closed at once.
-            biased;
-            _ = stop.wait_for(|s| *s) => break,
-            _ = shutdown_rx.wait_for(|s| *s) => break,
-            a = acceptor.accept(&socket) => a,
-        };
-        let slot = Slot::new(listener.clone(), permit, drain.enter());
-        tokio::spawn(connection(listener.clone(), stream, peer, slot));
-    }
-    // Removed, re-bound or shutting down: its connections close too.
-    if *stop.borrow() {
-        listener.removed.send_replace(true);
-    }
-    listener.closing.send_replace(true);
-    debug!(listener = %listener.name, "accept loop stopped");
 }
 
 /// What the peeked first byte says about a new connection.
@@ -533,7 +436,7 @@ async fn connection(
         limits.send_timeout,
         Box::new(slot.clone()),
     );
-    let grace = slot._drain.grace();
+    let grace = slot.drain.grace();
     let recheck = Admitted {
         listener: listener.clone(),
         ctx: ctx.clone(),
@@ -790,23 +693,4 @@ async fn handle(
     }
     route_metrics.record(resp.status().as_u16(), start.elapsed());
     exchange.finish(resp)
-}
-
-/// Bind a listener socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-/// Log that a listener is up. Tests and operators read the bound address
-/// from this line (the configuration may say port 0).
-pub fn log_listening(name: &str, addr: SocketAddr) {
-    info!(listener = %name, addr = %addr, "listening");
 }
