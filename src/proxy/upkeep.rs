@@ -54,15 +54,7 @@ impl Upstream {
         if self.started.swap(true, Ordering::Relaxed) {
             return;
         }
-        let members = self.members.load();
-        // Slots carried over from the upstream an edit replaced get the
-        // edited limit, now that this one is in service.
-        for m in &members.members {
-            m.endpoint
-                .limit_slots(self.config.max_connections_per_server);
-        }
-        members.publish();
-        drop(members);
+        self.members.load().publish();
         if self.resolution.has_names() {
             rt.spawn(re_resolve(Arc::downgrade(self)));
         }

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::proxy::slots::Slot;
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -29,6 +28,7 @@ use hyper_util::rt::TokioTimer;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::Http2Keepalive;
 use crate::proxy::body::ClientBody;
@@ -117,7 +117,7 @@ impl Dialer {
         host: &str,
         port: u16,
         https: bool,
-        slot: Option<Slot>,
+        slot: Option<OwnedSemaphorePermit>,
         deadline: tokio::time::Instant,
         h1_only: bool,
     ) -> Result<Dialled, DialError> {

@@ -17,7 +17,7 @@ use hyper::client::conn::http2;
 use crate::config::UpstreamConfig;
 use crate::proxy::body::{BodySent, ClientBody};
 use crate::proxy::forward::BoxError;
-use crate::proxy::slots::{ConnectionLimit, Slot, Slots};
+use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::upstream::conn::{
     DialCause, DialError, Dialer, Dialled, H1, H2, StreamGuard, UpgradeConn, upgrade_conn,
 };
@@ -116,22 +116,6 @@ impl Endpoint {
         self.scheme == Scheme::HTTPS
     }
 
-    /// Count this endpoint's connections in `from`'s slots (the same
-    /// server at the same address, in the upstream an edit replaces):
-    /// its connections still open (tunnels, long streams) and this one's
-    /// share one `max_connections_per_server`. The edited limit applies
-    /// when the upstream goes into service ([`Endpoint::limit_slots`]);
-    /// an edit that is then rejected leaves `from`'s alone.
-    pub fn share_slots(&mut self, from: &Endpoint) {
-        self.slots = from.slots.share();
-    }
-
-    /// `max_connections_per_server` for this endpoint's slots from now on,
-    /// also for the connections of the endpoints sharing them.
-    pub fn limit_slots(&self, max_connections_per_server: usize) {
-        self.slots.limit_to(max_connections_per_server);
-    }
-
     /// A connection for one request: a stream on a shared h2 connection,
     /// an idle h1 one still open, or a new one. Waiting for a dial slot or a
     /// server slot is bounded by `connect_timeout` and by the request's own
@@ -172,7 +156,7 @@ impl Endpoint {
         let mut queued_for_dial = false;
         // A server slot waited for, kept until a dial token is had too (or
         // given back with a pooled connection found meanwhile).
-        let mut held: Option<Slot> = None;
+        let mut held: Option<Option<tokio::sync::OwnedSemaphorePermit>> = None;
         loop {
             match self.pool.find(want) {
                 Found::H1(mut c) => {
@@ -276,21 +260,14 @@ impl Endpoint {
     /// the check lets go of it).
     async fn connect(
         &self,
-        slot: Slot,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
         deadline: tokio::time::Instant,
         own: bool,
     ) -> Result<Lease, DialError> {
         let generation = self.pool.generation();
         let d: Dialled = self
             .dialer
-            .dial(
-                &self.host,
-                self.port,
-                self.https(),
-                Some(slot),
-                deadline,
-                false,
-            )
+            .dial(&self.host, self.port, self.https(), slot, deadline, false)
             .await?;
         self.pool.learned(d.h2);
         if d.h2 {
@@ -328,14 +305,7 @@ impl Endpoint {
         let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;
         let d = self
             .dialer
-            .dial(
-                &self.host,
-                self.port,
-                self.https(),
-                Some(slot),
-                deadline,
-                true,
-            )
+            .dial(&self.host, self.port, self.https(), slot, deadline, true)
             .await?;
         upgrade_conn(d).await
     }

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use crate::proxy::slots::Slot;
 use futures_util::task::AtomicWaker;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// A plain or TLS upstream stream.
 pub enum MaybeTls {
@@ -86,7 +86,7 @@ impl AsyncWrite for MaybeTls {
 /// also when it ends as an upgraded tunnel.
 pub struct UpstreamIo {
     io: TokioIo<Framed>,
-    _slot: Option<Slot>,
+    _slot: Option<OwnedSemaphorePermit>,
     /// Set for an HTTP/2 connection, whose I/O hyper drives in a task of
     /// its own that hotproxy cannot reach otherwise.
     kill: Option<Arc<Kill>>,
@@ -455,7 +455,7 @@ impl SettingsFrames {
 }
 
 impl UpstreamIo {
-    pub fn new(io: MaybeTls, slot: Option<Slot>) -> UpstreamIo {
+    pub fn new(io: MaybeTls, slot: Option<OwnedSemaphorePermit>) -> UpstreamIo {
         UpstreamIo {
             io: TokioIo::new(Framed {
                 io,

@@ -101,8 +101,7 @@ impl Resolution {
     /// `host:port`, as a failed re-resolution keeps the last good set; a
     /// name with neither is one endpoint dialled by name. An endpoint at
     /// the address of one of that upstream's endpoints (same server, same
-    /// `host:port`) carries its health over ([`Member::succeeding`]), and
-    /// its connection slots ([`Endpoint::share_slots`]).
+    /// `host:port`) carries its health over ([`Member::succeeding`]).
     pub fn initial(&self, previous: Option<(&Resolution, Arc<Members>)>) -> Members {
         if self.has_names() {
             let kept = previous.as_ref().map(|(p, _)| p.last_by_server());
@@ -201,8 +200,7 @@ impl Resolution {
     /// address: two names resolving to one address are two members, each
     /// dialled with its own name, as they are when not resolved here.
     /// A new member at the address of one of `replaced` (the upstream an
-    /// edit replaces) carries that one's health and connection slots over,
-    /// not its pool.
+    /// edit replaces) carries that one's health over, not its pool.
     fn members(&self, previous: &[Arc<Member>], replaced: &[Arc<Member>]) -> Members {
         let same = |m: &Member, url: &str, label: &str| &*m.endpoint.url == url && m.label == label;
         let last = self.last.lock().expect("resolution lock").clone();
@@ -233,7 +231,7 @@ impl Resolution {
                 if dialer.server_name.is_none() && is_name(&s.host) {
                     dialer.server_name = Some(s.host.as_str().into());
                 }
-                let Some(mut endpoint) =
+                let Some(endpoint) =
                     Endpoint::new(s.url.clone(), s.https, host, port, dialer, &self.config)
                 else {
                     continue;
@@ -241,12 +239,8 @@ impl Resolution {
                 if !previous.is_empty() {
                     info!(upstream = %self.upstream, endpoint = %label, "upstream endpoint added");
                 }
-                let from = replaced.iter().find(|m| same(m, &s.url, &label));
-                if let Some(from) = from {
-                    endpoint.share_slots(&from.endpoint);
-                }
                 let endpoint = Arc::new(endpoint);
-                members.push(match from {
+                members.push(match replaced.iter().find(|m| same(m, &s.url, &label)) {
                     Some(from) => {
                         let health = &self.config.health;
                         let passive = health.passive.consecutive_failures > 0;

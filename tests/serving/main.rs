@@ -19,6 +19,5 @@ mod heads;
 mod listeners;
 mod routing;
 mod timeouts;
-mod tunnel_edits;
 mod tunnels;
 mod upstream;

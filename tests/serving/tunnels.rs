@@ -17,7 +17,7 @@ async fn websocket(w: &World, addr: SocketAddr) -> Tls {
 }
 
 /// Send a WebSocket upgrade; return the stream once its `101` is read.
-pub(crate) async fn upgrade(w: &World, addr: SocketAddr) -> Tls {
+async fn upgrade(w: &World, addr: SocketAddr) -> Tls {
     upgrade_on(tls(w, addr, &[b"http/1.1"]).await).await
 }
 
@@ -357,7 +357,7 @@ async fn a_tunnel_cut_at_shutdown_is_logged_once() {
 
 /// A raw backend that answers a WebSocket upgrade's head with a `101` and
 /// then hands the connection to `then`.
-pub(crate) async fn switching_backend<F, Fut>(then: F) -> SocketAddr
+async fn switching_backend<F, Fut>(then: F) -> SocketAddr
 where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -385,7 +385,7 @@ where
 /// A proxy with the JSON access log in front of `backend` (instead of the
 /// plain backend), `limits` on its listener and `upstream` appended to its
 /// upstream's settings: the listener's address and the log's path.
-pub(crate) async fn serve_raw(
+async fn serve_raw(
     w: &World,
     backend: SocketAddr,
     limits: &str,
