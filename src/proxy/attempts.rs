@@ -36,6 +36,7 @@ use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
 use crate::proxy::framing;
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::members::{InFlight, Members};
+use crate::upstream::pipe;
 
 /// What the attempts of one request share.
 pub(super) struct Attempt<'a> {
@@ -343,7 +344,8 @@ impl Upstream {
                     // the response head: an upstream that then takes no
                     // more of it has it cut (`pipe::watch`, once the
                     // response is over: at once for a `101`).
-                    req.body().sent().sent_by(task);
+                    let sent = req.body().sent();
+                    sent.sent_by(task);
                     *req.uri_mut() = Uri::from(path);
                     // As on any HTTP/1.1 attempt (`Upstream::send`): hyper
                     // frames a GET body of unknown length as none, and the
@@ -358,14 +360,23 @@ impl Upstream {
                     // any HTTP/1.1 connection (`H1::send`): counted until
                     // the head is in.
                     let counted = head.count();
-                    // Refused as any response is (`Upstream::send`); the
-                    // connection closes with `send`.
-                    let resp = send.send_request(req).await.map_err(Failure::Request)?;
-                    drop(counted);
-                    return match framing::refused(&resp) {
-                        Some(why) => Err(Failure::Framing(why)),
-                        None => Ok(resp),
+                    // Refused as any response is (`Upstream::send`). No
+                    // answer goes on to hold the body's task to be cut
+                    // (`LeasedBody`), and the connection, its request in
+                    // flight, does not close with `send`: cut here at once,
+                    // or the task kept writing the client's body into a
+                    // socket nobody read, the client's connection held
+                    // after its `502`.
+                    let failure = match send.send_request(req).await {
+                        Ok(resp) => match framing::refused(&resp) {
+                            Some(why) => Failure::Framing(why),
+                            None => return Ok(resp),
+                        },
+                        Err(e) => Failure::Request(e),
                     };
+                    drop(counted);
+                    pipe::watch(sent, (), &self.name, pipe::Response::Failed);
+                    return Err(failure);
                 }
                 Err(e) => Failure::Dial(e),
             };

@@ -20,4 +20,5 @@ mod listeners;
 mod routing;
 mod timeouts;
 mod tunnels;
+mod upgrade_answers;
 mod upstream;

@@ -357,7 +357,7 @@ async fn a_tunnel_cut_at_shutdown_is_logged_once() {
 
 /// A raw backend that answers a WebSocket upgrade's head with a `101` and
 /// then hands the connection to `then`.
-async fn switching_backend<F, Fut>(then: F) -> SocketAddr
+pub(super) async fn switching_backend<F, Fut>(then: F) -> SocketAddr
 where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -385,7 +385,7 @@ where
 /// A proxy with the JSON access log in front of `backend` (instead of the
 /// plain backend), `limits` on its listener and `upstream` appended to its
 /// upstream's settings: the listener's address and the log's path.
-async fn serve_raw(
+pub(super) async fn serve_raw(
     w: &World,
     backend: SocketAddr,
     limits: &str,
@@ -671,7 +671,7 @@ async fn an_upgrade_requests_chunked_body_reaches_the_upstream() {
 /// Send an upgrade request declaring a body of 1 GiB; return the stream
 /// once the answer's head is read, and the task writing the body until
 /// the connection no longer takes it.
-async fn upgrade_with_endless_body(
+pub(super) async fn upgrade_with_endless_body(
     w: &World,
     addr: SocketAddr,
 ) -> (

@@ -1,0 +1,37 @@
+//! Upgrade requests whose upstream answers before their body is through, and that hotproxy refuses.
+
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::support::*;
+use crate::tunnels::{serve_raw, upgrade_with_endless_body};
+
+/// An upgrade request answered before its body is through, with a head
+/// hotproxy refuses (`Content-Length` twice: hyper takes equal copies, the
+/// framing check does not), by an upstream that then takes no more of the
+/// body: the client gets a `502` and its connection closes at once, with
+/// `body_read_timeout` an hour. The upgrade connection's task kept writing
+/// the body into the full socket: no response held it to be cut, and the
+/// client's connection stayed busy with its body for as long as the
+/// upstream kept its side open.
+#[tokio::test]
+async fn a_refused_early_answer_to_an_upgrade_cuts_its_body_at_once() {
+    let w = world().await;
+    let (backend, _) = raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        if read_raw_head(&mut tcp, &mut buf).await.is_none() {
+            return;
+        }
+        let refused = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 7\r\n\
+            content-length: 7\r\n\r\ndenied\n";
+        if tcp.write_all(refused).await.is_ok() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let (_p, addr, _log) = serve_raw(&w, backend, "body_read_timeout: 1h", "").await;
+    let (head, mut from, writer) = upgrade_with_endless_body(&w, addr).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    read_to_close(&mut from).await;
+    writer.abort();
+}
