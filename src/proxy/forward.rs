@@ -268,6 +268,11 @@ impl Upstream {
                     // Boxed: rare, and its dial would grow every request's future.
                     let r = Box::pin(self.send_upgrade(&members, req, path, &last, deadline)).await;
                     let (set, i) = last.so_far(&members);
+                    // A switch to a protocol not asked for, which the
+                    // listener answers 502: the body it may still send is
+                    // cut at once when the listener drops the response.
+                    let refused =
+                        matches!(&r, Ok(resp) if switch_checked(resp, true) != resp.status());
                     match &r {
                         Ok(resp) => self.answered(&set, i, switch_checked(resp, true)),
                         Err(_) if body_fault.cause().is_some() => {}
@@ -276,7 +281,13 @@ impl Upstream {
                     // Answered without a switch (a 200, 403 or 426 with a
                     // body): bounded by read_timeout like any response body.
                     let read = &self.read;
-                    r.map(|r| r.map(|b| LeasedBody::unpooled(b, sent, read.clone()).boxed()))
+                    r.map(|r| {
+                        r.map(|b| {
+                            LeasedBody::unpooled(b, sent, read.clone())
+                                .refused(refused)
+                                .boxed()
+                        })
+                    })
                 } else {
                     let attempt = Attempt {
                         last: &last,

@@ -390,6 +390,15 @@ impl LeasedBody {
         }
     }
 
+    /// Whether this response is refused (a `101` nobody asked for,
+    /// answered `502`): then when it is dropped the request's body, if
+    /// still sent, is cut at once, as after a failed one
+    /// ([`pipe::Response::Failed`]).
+    pub fn refused(mut self, refused: bool) -> LeasedBody {
+        self.failed |= refused;
+        self
+    }
+
     /// `sent`: the request's own body, still sent after the response
     /// when the upstream answered first.
     pub fn h2(

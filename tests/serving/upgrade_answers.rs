@@ -35,3 +35,32 @@ async fn a_refused_early_answer_to_an_upgrade_cuts_its_body_at_once() {
     read_to_close(&mut from).await;
     writer.abort();
 }
+
+/// A `101` to a protocol the upgrade request did not ask for (`h2c` for
+/// `websocket`), before the request's body is through, by an upstream
+/// that then takes no more of it: hotproxy refuses the switch with a
+/// `502` and cuts the body at once, the client's connection closed with
+/// `body_read_timeout` an hour. The body was cut only once it had not
+/// moved for one to two `body_read_timeout`s, the client's connection
+/// held after its `502` till then.
+#[tokio::test]
+async fn a_refused_switch_before_the_body_cuts_it_at_once() {
+    let w = world().await;
+    let (backend, _) = raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        if read_raw_head(&mut tcp, &mut buf).await.is_none() {
+            return;
+        }
+        let switched = b"HTTP/1.1 101 Switching Protocols\r\n\
+            upgrade: h2c\r\nconnection: upgrade\r\n\r\n";
+        if tcp.write_all(switched).await.is_ok() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let (_p, addr, _log) = serve_raw(&w, backend, "body_read_timeout: 1h", "").await;
+    let (head, mut from, writer) = upgrade_with_endless_body(&w, addr).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    read_to_close(&mut from).await;
+    writer.abort();
+}
