@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -427,16 +428,21 @@ struct Sessions {
     cache: Arc<dyn StoresServerSessions>,
 }
 
-/// Listener `name`'s [`Sessions`]: the ones its configs in use hold (a
-/// rotation or reload rebuilds the config while the previous one serves,
-/// so resumption survives it), else new ones. Held weakly: once no config
-/// of the listener is left (removed, or no longer without client auth),
-/// its key goes with them.
-fn sessions(name: &str) -> Result<Sessions, TlsError> {
+/// The [`Sessions`] of listener `name` on `bind`: the ones its configs in
+/// use hold (a rotation or reload rebuilds the config while the previous
+/// one serves, so resumption survives it), else new ones. By name and
+/// address: a reload that moves the listener (two swapping ports) starts
+/// new ones, or the sessions made on its old port resumed on its new one,
+/// where another listener of the same name had served them. Held weakly:
+/// once no config of the listener is left (removed, or no longer without
+/// client auth), its key goes with them.
+fn sessions(name: &str, bind: SocketAddr) -> Result<Sessions, TlsError> {
     type Held = (Weak<dyn ProducesTickets>, Weak<dyn StoresServerSessions>);
-    static BY_LISTENER: Mutex<BTreeMap<String, Held>> = Mutex::new(BTreeMap::new());
+    type Listener = (String, SocketAddr);
+    static BY_LISTENER: Mutex<BTreeMap<Listener, Held>> = Mutex::new(BTreeMap::new());
     let mut held = BY_LISTENER.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((t, c)) = held.get(name)
+    let key = (name.to_owned(), bind);
+    if let Some((t, c)) = held.get(&key)
         && let (Some(ticketer), Some(cache)) = (t.upgrade(), c.upgrade())
     {
         return Ok(Sessions { ticketer, cache });
@@ -446,10 +452,7 @@ fn sessions(name: &str) -> Result<Sessions, TlsError> {
         .map_err(|e| TlsError::Build(format!("ticketer: {e}")))?;
     // rustls's default size for a config's own cache.
     let cache: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(256);
-    held.insert(
-        name.to_owned(),
-        (Arc::downgrade(&ticketer), Arc::downgrade(&cache)),
-    );
+    held.insert(key, (Arc::downgrade(&ticketer), Arc::downgrade(&cache)));
     Ok(Sessions { ticketer, cache })
 }
 
@@ -512,7 +515,7 @@ pub fn build(
         .map(|p| p.as_bytes().to_vec())
         .collect();
     if inputs.mode == ClientAuthMode::None {
-        let sessions = sessions(&inputs.listener.name)?;
+        let sessions = sessions(&inputs.listener.name, inputs.listener.bind)?;
         config.ticketer = sessions.ticketer;
         config.session_storage = sessions.cache;
     } else {

@@ -277,6 +277,41 @@ async fn drain_on_rotation_on_and_off() {
     }
 }
 
+/// How a handshake with `at` went, after a request on the connection
+/// (which also reads a TLS 1.3 session ticket).
+async fn kind(at: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> rustls::HandshakeKind {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = connect(at, "localhost", cfg).await.unwrap();
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_to_close(&mut tls).await;
+    kind
+}
+
+/// A fresh client (its own session cache) of each kind of resumption,
+/// trusting `ca`.
+fn session_clients(ca: &TestCa) -> [(&'static str, Arc<rustls::ClientConfig>); 3] {
+    use rustls::client::{Resumption, Tls12Resumption};
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let any = provider
+        .signature_verification_algorithms
+        .supported_schemes();
+    let v12 = || client_config_offering(&ca.cert_pem, &any, &rustls::version::TLS12, None);
+    let mut ids = (*v12()).clone();
+    ids.resumption =
+        Resumption::in_memory_sessions(32).tls12_resumption(Tls12Resumption::SessionIdOnly);
+    [
+        (
+            "TLS 1.3 tickets",
+            client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+        ),
+        ("TLS 1.2 tickets", v12()),
+        ("TLS 1.2 session IDs", Arc::new(ids)),
+    ]
+}
+
 /// Sessions are the listener's own. Two listeners without client auth
 /// serving the same name: a session from `public` is not resumed on
 /// `other` (it would skip `other`'s certificate and policy; rustls only
@@ -287,8 +322,6 @@ async fn drain_on_rotation_on_and_off() {
 #[tokio::test]
 async fn sessions_resume_only_on_their_own_listener_and_across_its_rotations() {
     use rustls::HandshakeKind::{Full, Resumed};
-    use rustls::client::{Resumption, Tls12Resumption};
-    use tokio::io::AsyncWriteExt;
     let s = Scene::new();
     let ca = TestCa::new("ca");
     let (a, _b) = pairs_a_and_b(&s, &ca);
@@ -308,36 +341,7 @@ listeners:
     ))
     .await;
     let other = p.listener_addr("other").await;
-    // How a handshake with `at` went, after a request on the connection
-    // (which also reads a TLS 1.3 session ticket).
-    let kind = |at: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>| async move {
-        let mut tls = connect(at, "localhost", cfg).await.unwrap();
-        let kind = tls.get_ref().1.handshake_kind().unwrap();
-        tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        read_to_close(&mut tls).await;
-        kind
-    };
-    // A fresh client (its own session cache) of each kind.
-    let clients = || {
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let any = provider
-            .signature_verification_algorithms
-            .supported_schemes();
-        let v12 = || client_config_offering(&ca.cert_pem, &any, &rustls::version::TLS12, None);
-        let mut ids = (*v12()).clone();
-        ids.resumption =
-            Resumption::in_memory_sessions(32).tls12_resumption(Tls12Resumption::SessionIdOnly);
-        [
-            (
-                "TLS 1.3 tickets",
-                client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-            ),
-            ("TLS 1.2 tickets", v12()),
-            ("TLS 1.2 session IDs", Arc::new(ids)),
-        ]
-    };
+    let clients = || session_clients(&ca);
     for (what, cfg) in clients() {
         assert_eq!(kind(addr, cfg.clone()).await, Full, "{what}");
         assert_eq!(
@@ -359,5 +363,66 @@ listeners:
     assert_ne!(a.fingerprint, a2.fingerprint);
     for (what, cfg) in before {
         assert_eq!(kind(addr, cfg).await, Resumed, "{what}: after a rotation");
+    }
+}
+
+/// A session is resumed only where it was made, also when a reload moves
+/// listeners: two listeners without client auth serving the same name
+/// swap their ports, and a session made on the first port does not
+/// resume on the second, now served by the listener of the same name
+/// (the session's name and its old listener's name match, its port and
+/// certificate do not). The key went by the listener's name alone, so the
+/// moved listener kept it and resumed its old port's sessions.
+#[tokio::test]
+async fn a_session_does_not_follow_its_listener_to_another_port() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, b) = pairs_a_and_b(&s, &ca);
+    let listeners = |public: u16, other: u16| {
+        format!(
+            r#"
+listeners:
+  - name: public
+    bind: 127.0.0.1:{public}
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+  - name: other
+    bind: 127.0.0.1:{other}
+    tls: {{ certs: [{{ cert_file: b.crt, key_file: b.key }}] }}
+"#
+        )
+    };
+    let cfg = s.config(&listeners(0, 0));
+    let mut p = Proxy::start(&cfg);
+    let (one, two) = (
+        p.listener_addr("public").await,
+        p.listener_addr("other").await,
+    );
+    // Each named with the port it has, then sessions made on `public`.
+    write(&cfg, &listeners(one.port(), two.port()));
+    p.wait_log("ports named", |v| v["message"] == "configuration reloaded")
+        .await;
+    let clients = session_clients(&ca);
+    for (what, cfg) in &clients {
+        assert_eq!(kind(one, cfg.clone()).await, Full, "{what}");
+        assert_eq!(kind(one, cfg.clone()).await, Resumed, "{what}: made");
+    }
+    // The two swap ports: `public` now serves its pair on `two`.
+    write(&cfg, &listeners(two.port(), one.port()));
+    wait_until(WAIT, "the swap served", || async {
+        served_leaf(two, "localhost", &ca.cert_pem)
+            .await
+            .ok()
+            .as_deref()
+            == Some(&*a.fingerprint)
+            && served_leaf(one, "localhost", &ca.cert_pem)
+                .await
+                .ok()
+                .as_deref()
+                == Some(&*b.fingerprint)
+    })
+    .await;
+    for (what, cfg) in clients {
+        assert_eq!(kind(two, cfg).await, Full, "{what}: on another port");
     }
 }
