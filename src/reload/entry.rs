@@ -560,24 +560,24 @@ impl Reloader {
     /// something is due then (a step's own wait over).
     ///
     /// Counted: a read the watcher (the files changed), a SIGHUP or the
-    /// API asked for, or one that fails otherwise than the last counted
-    /// since the entry last loaded. A back-off retry that fails the same
-    /// way, with nothing written, is the same bad material: it used to
-    /// count at each retry (1 s, 3 s, 7 s... after the write), and an alert
-    /// on the counter's increase saw a stream of failures for one write.
+    /// API asked for, one ending a wait (pending: the files changed, so a
+    /// new bad write, also logged, if it fails as the last), or one that
+    /// fails otherwise than the last counted since the entry last loaded.
+    /// A back-off retry failing the same way, nothing written, is not.
     fn failed(&mut self, id: &str, error: String, say: bool, until: Option<Duration>) {
         let retrying = self.retrying;
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
+        let waited = matches!(&entry.last_reload, Some(r) if r.result == "pending");
         entry.failures = entry.failures.saturating_add(1);
         entry.last_reload = ReloadResult::failure(error.clone());
         set_state(id, State::Failing);
-        if !retrying || entry.last_counted.as_deref() != Some(error.as_str()) {
+        if waited || !retrying || entry.last_counted.as_deref() != Some(error.as_str()) {
             metrics::cert_reload(id, "failure");
             entry.last_counted = Some(error.clone());
         }
-        if say && entry.last_logged.as_deref() != Some(error.as_str()) {
+        if say && (waited || entry.last_logged.as_deref() != Some(error.as_str())) {
             warn!(target: LOG, entry = %id, error = %error, "certificate reload failed; keeping the previous material");
             entry.last_logged = Some(error);
         }

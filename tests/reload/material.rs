@@ -441,3 +441,90 @@ async fn a_bad_write_counts_one_failure_over_its_retries() {
     })
     .await;
 }
+
+/// Whether `edge`'s `last_reload` is `result` for a problem naming `what`
+/// (`error` when failed, `reason` when pending).
+async fn edge_reload_is(api: std::net::SocketAddr, result: &str, what: &str) -> bool {
+    let last = edge_reload(api).await;
+    let problem = if result == "pending" {
+        "reason"
+    } else {
+        "error"
+    };
+    last["result"] == result && last[problem].as_str().is_some_and(|p| p.contains(what))
+}
+
+/// A new bad write waited on (a writer's step, pending) counts, and is
+/// logged, when its wait ends in a failure, though the failure is the one
+/// counted and logged last: a key that does not match, the key removed
+/// (waited on as a writer at work), then another key that does not match
+/// written within that wait. Its wait ended on a back-off retry failing
+/// as the last failure counted, so it was neither counted nor logged: the
+/// counter and the log said nothing of the second bad write.
+#[tokio::test]
+async fn a_bad_write_waited_on_counts_though_it_fails_as_the_last() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let good = ca.server_pair(&["localhost"]);
+    s.pair("edge", &good);
+    let cfg = s.admin_config(
+        "{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 3s }",
+        "[]",
+        "edge",
+        "",
+    );
+    let (p, addr, api) = start_with_admin(&cfg).await;
+    let failures = r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#;
+    let key = s.path("edge.key");
+    const MISMATCH: &str = "does not match";
+
+    // The key of another pair: waited on (a relink half-way), then failed.
+    mv_over(&key, &ca.server_pair(&["localhost"]).key_pem);
+    wait_until(WAIT, "the first mismatched key refused", || {
+        edge_reload_is(api, "failure", MISMATCH)
+    })
+    .await;
+    assert_eq!(
+        metric(api, failures).await,
+        Some(1.0),
+        "the first bad write"
+    );
+    // The key removed: a writer at work, waited on...
+    std::fs::remove_file(&key).unwrap();
+    wait_until(WAIT, "the missing key waited on", || {
+        edge_reload_is(api, "pending", "file not found")
+    })
+    .await;
+    // ...which writes another key that does not match within that wait: a
+    // step of its own, waited on, then a failure as the first.
+    mv_over(&key, &ca.server_pair(&["localhost"]).key_pem);
+    wait_until(WAIT, "the second mismatched key waited on", || {
+        edge_reload_is(api, "pending", MISMATCH)
+    })
+    .await;
+    wait_until(WAIT, "the second mismatched key refused", || {
+        edge_reload_is(api, "failure", MISMATCH)
+    })
+    .await;
+    let warned: Vec<String> = p
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("certificate reload failed"))
+        .collect();
+    // The missing key's wait did not run out (a failure of its own, counted
+    // and logged, that would make this test say nothing).
+    assert!(
+        warned.iter().all(|l| l.contains(MISMATCH)),
+        "the missing key failed: {warned:?}"
+    );
+    assert_eq!(
+        metric(api, failures).await,
+        Some(2.0),
+        "the second bad write counted"
+    );
+    assert_eq!(warned.len(), 2, "the second bad write logged: {warned:?}");
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        good.fingerprint
+    );
+}
