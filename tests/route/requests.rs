@@ -246,28 +246,14 @@ async fn path_recorder(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let paths = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, paths) = (acceptor.clone(), paths.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut conn) = h2::server::handshake(tls).await else {
-                    return;
-                };
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
-                    paths.lock().unwrap().push(path.unwrap_or_default());
-                    let _ = respond.send_response(http::Response::new(()), true);
-                }
-            });
-        }
-    });
+    let addr = h2_backend(pair, move |req, mut respond| {
+        let path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+        paths.lock().unwrap().push(path.unwrap_or_default());
+        let _ = respond.send_response(http::Response::new(()), true);
+    })
+    .await;
     (addr, seen)
 }
 
