@@ -63,31 +63,29 @@ struct RefusingPod {
 
 impl RefusingPod {
     async fn start_as(pair: &TestPair, how: Refusal) -> RefusingPod {
-        let (addr, refused) = tls_pod(pair, b"h2", move |tls, count| async move {
-            let Ok(mut conn) = h2::server::handshake(tls).await else {
-                return;
+        let refused = Arc::new(AtomicUsize::new(0));
+        // Streams a `Hang` pod accepted: kept, never answered.
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let count = refused.clone();
+        let addr = h2_backend(pair, move |req, mut respond| {
+            let refuse = match how {
+                Refusal::Every | Refusal::Hang => {
+                    count.fetch_add(1, SeqCst);
+                    true
+                }
+                Refusal::First => {
+                    req.uri().path() != "/healthz"
+                        && count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
+                }
             };
-            let mut held = Vec::new();
-            while let Some(Ok((req, mut respond))) = conn.accept().await {
-                let refuse = match how {
-                    Refusal::Every | Refusal::Hang => {
-                        count.fetch_add(1, SeqCst);
-                        true
-                    }
-                    Refusal::First => {
-                        req.uri().path() != "/healthz"
-                            && count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
-                    }
-                };
-                match (how, refuse) {
-                    (Refusal::Hang, _) => held.push(respond),
-                    (_, true) => respond.send_reset(h2::Reason::REFUSED_STREAM),
-                    (_, false) => {
-                        let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
-                        let resp = http::Response::new(());
-                        if let Ok(mut stream) = respond.send_response(resp, false) {
-                            let _ = stream.send_data(body, true);
-                        }
+            match (how, refuse) {
+                (Refusal::Hang, _) => held.lock().unwrap().push(respond),
+                (_, true) => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                (_, false) => {
+                    let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
+                    let resp = http::Response::new(());
+                    if let Ok(mut stream) = respond.send_response(resp, false) {
+                        let _ = stream.send_data(body, true);
                     }
                 }
             }
