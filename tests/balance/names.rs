@@ -359,41 +359,25 @@ struct HoldingPod {
 
 impl HoldingPod {
     async fn start(pair: &TestPair, at: &str, label: &'static str) -> HoldingPod {
-        let (listener, acceptor) = tls_listener_at(at, pair, b"h2").await;
-        let addr = listener.local_addr().unwrap();
         let held = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(tokio::sync::Notify::new());
         let (first, go) = (held.clone(), release.clone());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, first, go) = (acceptor.clone(), first.clone(), go.clone());
+        let addr = h2_backend_at(at, pair, move |_, mut respond| {
+            if first.compare_exchange(0, 1, SeqCst, SeqCst).is_ok() {
+                // The stream loop drives the connection: the reset goes out.
+                let go = go.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut conn) = h2::server::handshake(tls).await else {
-                        return;
-                    };
-                    // Accepting drives the connection: the reset goes out.
-                    while let Some(Ok((_, mut respond))) = conn.accept().await {
-                        if first.compare_exchange(0, 1, SeqCst, SeqCst).is_ok() {
-                            let go = go.clone();
-                            tokio::spawn(async move {
-                                go.notified().await;
-                                respond.send_reset(h2::Reason::REFUSED_STREAM);
-                            });
-                            continue;
-                        }
-                        let body = Bytes::from(format!(r#"{{"backend":"{label}"}}"#));
-                        if let Ok(mut stream) =
-                            respond.send_response(http::Response::new(()), false)
-                        {
-                            let _ = stream.send_data(body, true);
-                        }
-                    }
+                    go.notified().await;
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
                 });
+                return;
             }
-        });
+            let body = Bytes::from(format!(r#"{{"backend":"{label}"}}"#));
+            if let Ok(mut stream) = respond.send_response(http::Response::new(()), false) {
+                let _ = stream.send_data(body, true);
+            }
+        })
+        .await;
         HoldingPod {
             addr,
             held,

@@ -631,7 +631,16 @@ pub async fn h2_backend<F>(pair: &TestPair, answer: F) -> SocketAddr
 where
     F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) + Clone + Send + 'static,
 {
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
+    h2_backend_at("127.0.0.1:0", pair, answer).await
+}
+
+/// [`h2_backend`] bound at `at` (`127.0.0.2:0`, or a port that pods on
+/// other addresses share for one name).
+pub async fn h2_backend_at<F>(at: &str, pair: &TestPair, answer: F) -> SocketAddr
+where
+    F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) + Clone + Send + 'static,
+{
+    let (listener, acceptor) = tls_listener_at(at, pair, b"h2").await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
