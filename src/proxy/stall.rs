@@ -19,7 +19,8 @@
 //! is released at once; the client's stream ends with `RST_STREAM` when
 //! hyper next polls it (once the client opens its window). A body waiting on
 //! the *upstream* is not stalled: that wait is the upstream timeouts'
-//! business.
+//! business. The same looks bound how long a failed body's error waits on
+//! the connection's writes (`crate::proxy::written`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,8 +125,14 @@ impl Stalls {
 
     /// Look once (every `send_timeout / LOOKS_PER_TIMEOUT`): cut every
     /// body left waiting since more than `LOOKS_PER_TIMEOUT` looks ago,
-    /// so for at least `send_timeout`. Returns how many were cut.
+    /// so for at least `send_timeout`, and let the failures of bodies that
+    /// have waited as long on the connection's writes go
+    /// ([`Written::look`]). Returns how many were cut or let go.
     pub fn look(&self) -> usize {
+        self.cut_stalled() + self.written.look()
+    }
+
+    fn cut_stalled(&self) -> usize {
         let now = self.looks.fetch_add(1, Ordering::Relaxed) + 1;
         let mut due = Vec::new();
         {
@@ -275,6 +282,21 @@ impl Body for SentBody {
                 }
                 hint
             }
+        }
+    }
+}
+
+impl Drop for SentBody {
+    /// A body dropped while its failure waits (the client reset the
+    /// stream, hyper gave it up) takes its waker out of [`Written`].
+    fn drop(&mut self) {
+        if let SentBody::Watched {
+            stalls,
+            failed: Some((_, ticket)),
+            ..
+        } = self
+        {
+            stalls.written.forget(*ticket);
         }
     }
 }

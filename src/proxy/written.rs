@@ -16,11 +16,16 @@
 //! frames before the body was polled, and such a poll takes all of them
 //! that flow control lets go (all of a stream's bytes that hyper sent with
 //! room in its window). The client sees the head and those bytes, then the
-//! reset, as from Envoy or nginx. Nothing waits on a timer: a connection
-//! that cannot write waits on its socket (cut after `send_timeout` by
-//! `ClientIo`), one that ends lets every failure go. Healthy streams never
-//! take a ticket; the driver's poll then costs one atomic load.
+//! reset, as from Envoy or nginx. A connection that cannot write waits on
+//! its socket (cut after `send_timeout` by `ClientIo`), one that ends lets
+//! every failure go. A socket that other streams keep full may never see
+//! a poll end flushed while it moves, so a ticket also goes after as long
+//! as a stalled stream waits ([`Written::look`], on the stall looks: 1 to
+//! 1.5 times `send_timeout`): the reset then drops what the stream still
+//! had queued, as the stall cut does. Healthy streams never take a
+//! ticket; the driver's poll then costs one atomic load.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +33,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use crate::proxy::conn::Activity;
+use crate::proxy::stall::LOOKS_PER_TIMEOUT;
 
 /// One HTTP/2 client connection's tickets.
 #[derive(Default)]
@@ -46,8 +52,13 @@ pub struct Written {
 struct Wakers {
     /// The connection driver's task.
     driver: Option<Waker>,
-    /// The bodies waiting on a ticket.
-    bodies: Vec<Waker>,
+    /// The bodies waiting, each with its ticket: one per failed stream
+    /// (at most one per stream the connection may have open), dropped
+    /// with the body ([`Written::forget`]).
+    bodies: Vec<(u64, Waker)>,
+    /// The last ticket taken at each of the last [`LOOKS_PER_TIMEOUT`]
+    /// looks, oldest first ([`Written::look`]).
+    looked: VecDeque<u64>,
 }
 
 impl Written {
@@ -82,18 +93,62 @@ impl Written {
         activity.not_flushed();
         let polled = conn.poll(cx);
         if activity.all_written() {
-            self.written.store(asked, Ordering::Release);
-            let bodies = std::mem::take(&mut self.wakers().bodies);
-            bodies.into_iter().for_each(Waker::wake);
+            self.see_through(asked);
         }
         polled
+    }
+
+    /// Every ticket up to `ticket` is seen through: their bodies are woken.
+    /// Returns how many bodies were.
+    fn see_through(&self, ticket: u64) -> usize {
+        self.written.fetch_max(ticket, Ordering::AcqRel);
+        let due: Vec<Waker> = {
+            let mut w = self.wakers();
+            let mut due = Vec::new();
+            w.bodies.retain(|(t, body)| {
+                let go = *t <= ticket;
+                if go {
+                    due.push(body.clone());
+                }
+                !go
+            });
+            due
+        };
+        let n = due.len();
+        due.into_iter().for_each(Waker::wake);
+        n
+    }
+
+    /// The driver's stall look (every half `send_timeout`): tickets taken
+    /// before the look [`LOOKS_PER_TIMEOUT`] looks ago, so waiting for at
+    /// least `send_timeout`, are seen through as a stalled stream is cut.
+    /// Returns how many waiting bodies that let go.
+    pub fn look(&self) -> usize {
+        let asked = self.asked.load(Ordering::Acquire);
+        let due = {
+            let mut w = self.wakers();
+            w.looked.push_back(asked);
+            match w.looked.len() > LOOKS_PER_TIMEOUT as usize {
+                true => w.looked.pop_front(),
+                false => None,
+            }
+        };
+        match due {
+            Some(due) if due > self.written.load(Ordering::Acquire) => self.see_through(due),
+            _ => 0,
+        }
     }
 
     /// The connection is no longer polled: every ticket is seen through.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let bodies = std::mem::take(&mut self.wakers().bodies);
-        bodies.into_iter().for_each(Waker::wake);
+        bodies.into_iter().for_each(|(_, body)| body.wake());
+    }
+
+    /// The body holding `ticket` is gone: its waker with it.
+    pub fn forget(&self, ticket: u64) {
+        self.wakers().bodies.retain(|(t, _)| *t != ticket);
     }
 
     /// A body failed: its ticket, for [`Written::poll_written`]. The
@@ -114,13 +169,18 @@ impl Written {
         }
         {
             let mut w = self.wakers();
-            if !w.bodies.iter().any(|b| b.will_wake(cx.waker())) {
-                w.bodies.push(cx.waker().clone());
+            match w.bodies.iter_mut().find(|(t, _)| *t == ticket) {
+                Some((_, body)) if body.will_wake(cx.waker()) => {}
+                Some((_, body)) => body.clone_from(cx.waker()),
+                None => w.bodies.push((ticket, cx.waker().clone())),
             }
         }
         // Again, now that a wake-up cannot be missed.
         match self.seen_through(ticket) {
-            true => Poll::Ready(()),
+            true => {
+                self.forget(ticket);
+                Poll::Ready(())
+            }
             false => Poll::Pending,
         }
     }
@@ -233,5 +293,41 @@ mod tests {
             w.poll_written(third, &mut cx).is_ready(),
             "the connection is gone"
         );
+    }
+
+    /// A ticket no poll sees through (other streams keep the socket full)
+    /// goes at the look [`LOOKS_PER_TIMEOUT`] looks after the first one
+    /// after it was taken, as a stalled stream is cut; a body dropped while
+    /// it waits leaves no waker behind.
+    #[test]
+    fn a_ticket_goes_after_as_many_looks_as_a_stalled_stream() {
+        let w = Written::default();
+        let a = Activity::new(Instant::now(), false);
+        let (body, body_waker) = counter();
+        let mut cx = Context::from_waker(&body_waker);
+        let ticket = w.ask();
+        assert!(w.poll_written(ticket, &mut cx).is_pending());
+        let gone = w.ask();
+        assert!(w.poll_written(gone, &mut cx).is_pending());
+        assert_eq!(w.wakers().bodies.len(), 2);
+        w.forget(gone);
+        assert_eq!(w.wakers().bodies.len(), 1, "the dropped body's waker");
+        for _ in 0..LOOKS_PER_TIMEOUT {
+            assert_eq!(w.look(), 0);
+            poll_conn(&w, &a, false, || {});
+            assert!(w.poll_written(ticket, &mut cx).is_pending());
+        }
+        let later = w.ask();
+        assert!(w.poll_written(later, &mut cx).is_pending());
+        assert_eq!(w.look(), 1, "the first ticket, with its body");
+        assert_eq!(body.0.load(Ordering::Relaxed), 1);
+        assert!(w.poll_written(ticket, &mut cx).is_ready());
+        assert!(w.poll_written(later, &mut cx).is_pending(), "taken since");
+        for _ in 0..LOOKS_PER_TIMEOUT {
+            assert!(w.poll_written(later, &mut cx).is_pending());
+            w.look();
+        }
+        assert!(w.poll_written(later, &mut cx).is_ready());
+        assert!(w.wakers().bodies.is_empty());
     }
 }

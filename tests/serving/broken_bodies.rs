@@ -1,10 +1,13 @@
 //! An upstream that breaks a response body: at once, with its head (a `502`), or after the head went out (a cut).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::Notify;
 
 use crate::common::*;
@@ -14,7 +17,8 @@ use crate::upstream::proxy_to_raw;
 /// A raw backend answering `200` to each request and breaking its body by
 /// path: `…/bad-chunk` with a chunk size of `zz` after a first chunk
 /// `hello`, `…/short` with a close after the first bytes (`abc` of 1000,
-/// `some` of 100; `/big`, below). Under `/later` the break waits until `go` is notified
+/// `some` of 100; `/big`, `/cut` and `/soon`, below; `/down` breaks
+/// nothing: [`DOWN`] bytes). Under `/later` the break waits until `go` is notified
 /// (the client has the head and the first bytes); otherwise it comes
 /// within the very read that brings the head: one write, the close corked
 /// onto it (`TCP_CORK`: the end of file arrives with the bytes, so the
@@ -31,7 +35,20 @@ async fn breaking_backend(go: Arc<Notify>) -> SocketAddr {
             let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
             let later = path.starts_with("/later/");
             let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
-            if path.ends_with("/cut") {
+            if path.ends_with("/down") {
+                // A healthy download, as fast as the proxy takes it; one
+                // request a connection, as for every path here.
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {DOWN}\r\nconnection: close\r\n\r\n"
+                );
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let chunk = [b'd'; 64 * 1024];
+                for _ in 0..DOWN / chunk.len() {
+                    if tcp.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            } else if path.ends_with("/cut") {
                 // More than the proxy reads before it hands the head on,
                 // the close corked onto it: the break comes just after.
                 let head = b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n";
@@ -357,4 +374,166 @@ async fn h2_a_body_broken_after_its_head_was_handed_on_keeps_its_head() {
         };
         assert!(want, "{v}");
     }
+}
+
+/// The downloads [`slow_h2`]'s client runs beside a broken stream: enough
+/// that what the proxy queues for them (32 KiB a stream) overflows the
+/// room the socket to the client has each time it becomes writable.
+const DOWNLOADS: usize = 24;
+
+/// Each `/down` body: all of them, read at [`Slow`]'s pace, take several
+/// times `send_timeout` (1s here) to go through.
+const DOWN: usize = 2 << 20;
+
+/// What [`Slow`] reads per [`TICK`]: about 3 MB/s, over 100 KB/s a
+/// download, far more than the 16 KiB per `send_timeout` below which a
+/// stream is cut.
+const PACE: usize = 32 * 1024;
+const TICK: Duration = Duration::from_millis(10);
+
+/// A client's TCP stream read at most [`PACE`] bytes per [`TICK`], so that
+/// the proxy's socket to it stays full while its streams keep moving.
+struct Slow {
+    tcp: tokio::net::TcpStream,
+    tick: tokio::time::Interval,
+    left: usize,
+}
+
+impl AsyncRead for Slow {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            ready!(this.tick.poll_tick(cx));
+            this.left = PACE;
+        }
+        let mut chunk = [0u8; PACE];
+        let mut part = ReadBuf::new(&mut chunk[..this.left.min(buf.remaining())]);
+        ready!(Pin::new(&mut this.tcp).poll_read(cx, &mut part))?;
+        this.left -= part.filled().len();
+        buf.put_slice(part.filled());
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Slow {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// An HTTP/2 client to `addr` reading through [`Slow`], its windows wide
+/// open. Its small receive buffer and segments (`TCP_MAXSEG`) keep the
+/// proxy's send buffer to it (which Linux sizes from them) near 1 MB
+/// rather than 4.
+async fn slow_h2(w: &World, addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    socket2::SockRef::from(&sock).set_tcp_mss(1000).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slow = Slow { tcp, tick, left: 0 };
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let name = rustls_pki_types::ServerName::try_from("a.example.com").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, slow)
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 30)
+        .initial_connection_window_size(1 << 30)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// A broken stream's reset waits for the connection to write what the
+/// stream had queued, but no longer than a stalled stream waits: with
+/// other streams keeping the client's socket full (downloads to a client
+/// that reads slowly but steadily), no write of the connection ended with
+/// everything flushed, and the reset of a stream whose upstream broke
+/// after its head waited until the downloads were over, holding the
+/// stream (one of the 100 a connection may have) that long. It now goes
+/// between 1 and 1.5 times `send_timeout` after the break at the latest,
+/// while the downloads still run.
+#[tokio::test]
+async fn h2_a_broken_stream_is_reset_within_send_timeout_while_others_fill_the_socket() {
+    let w = world().await;
+    let backend = breaking_backend(Arc::new(Notify::new())).await;
+    let listener = listener_yaml("public", "127.0.0.1:0", "[{ upstream: raw }]");
+    let config = w.scene.config(&format!(
+        "admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{listener}\n    limits: {{ send_timeout: 1s }}\n\
+         upstreams:\n  - name: raw\n    servers: [http://{backend}]\n"
+    ));
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let mut client = slow_h2(&w, addr).await;
+    let asked: Vec<_> = (0..DOWNLOADS)
+        .map(|_| client.send_request(h2_get("/down", "GET"), true).unwrap().0)
+        .collect();
+    let mut downs = Vec::new();
+    for resp in asked {
+        let resp = h2_answer(resp).await;
+        assert_eq!(resp.status(), 200);
+        downs.push(resp.into_body());
+    }
+    let cut = h2_request(&mut client, h2_get("/cut", "GET")).await;
+    assert_eq!(cut.status(), 200, "the head goes before the reset");
+    let mut cut = cut.into_body();
+    let (mut got, mut ended) = ([0; DOWNLOADS], [false; DOWNLOADS]);
+    // The downloads' bytes are taken first: a download's end that came
+    // before the reset is seen before the reset is.
+    let read = std::future::poll_fn(|cx| {
+        loop {
+            let mut moved = false;
+            for (i, d) in downs.iter_mut().enumerate() {
+                if ended[i] {
+                    continue;
+                }
+                match d.poll_data(cx) {
+                    Poll::Ready(Some(data)) => got[i] += data.expect("a download").len(),
+                    Poll::Ready(None) => ended[i] = true,
+                    Poll::Pending => continue,
+                }
+                moved = true;
+            }
+            if moved {
+                continue;
+            }
+            match ready!(cut.poll_data(cx)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(e),
+                None => panic!("the cut stream ended"),
+            }
+        }
+    });
+    // Only against a hang: without the bound the reset came at the
+    // downloads' end.
+    let reset = tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("the cut stream's reset");
+    assert_eq!(reset.reason(), Some(h2::Reason::INTERNAL_ERROR), "{reset}");
+    let over = ended.iter().filter(|e| **e).count();
+    assert_eq!(
+        over, 0,
+        "the reset came once downloads were over ({got:?} of {DOWN} bytes each)"
+    );
 }
