@@ -10,7 +10,11 @@
 //! reloader reads the file after that report), so an event dropped for
 //! want of it came from a change the reloader's read sees; a link leaves
 //! the filter only once no chain holds it, when the thread would ignore
-//! its events too.
+//! its events too. While the thread re-indexes (from its walk of the
+//! chains to the filter's update) the callback forwards everything: a
+//! link that walk reaches for the first time is in no filter yet, and a
+//! change to it then (`ln -sfn /srv/pki/c.crt gen7.crt` right after `ln
+//! -sfn gen7.crt live.crt`) must reach the thread for the chain to follow.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,11 +34,24 @@ pub(super) type Filter = Arc<RwLock<Relevant>>;
 pub(super) struct Relevant {
     pub(super) links: HashSet<Link>,
     pub(super) dirs: HashSet<PathBuf>,
+    /// Set by [`reindexing`] before the thread walks chains, cleared by
+    /// [`refilter`] once `links` and `dirs` hold what that walk found.
+    pub(super) reindexing: bool,
+}
+
+/// The thread is about to walk chains into its index: until [`refilter`],
+/// every event goes through, as a link that walk is first to reach may
+/// change before the filter holds it.
+pub(super) fn reindexing(filter: &Filter) {
+    if let Ok(mut r) = filter.write() {
+        r.reindexing = true;
+    }
 }
 
 /// Whether notify's callback hands `ev` to the watch thread: an error or
 /// an overflow always, an event that cannot change content never, any
-/// other only when one of its paths is in `filter` (or it has none).
+/// other only when one of its paths is in `filter` (or it has none, or
+/// the thread is re-indexing).
 pub(super) fn forwarded(filter: &Filter, ev: &notify::Result<notify::Event>) -> bool {
     let Ok(ev) = ev else {
         return true;
@@ -52,18 +69,20 @@ pub(super) fn forwarded(filter: &Filter, ev: &notify::Result<notify::Event>) -> 
     let Ok(relevant) = filter.read() else {
         return true;
     };
-    ev.paths.iter().any(|path| {
-        relevant.dirs.contains(path)
-            || matches!(
-                (path.parent(), path.file_name()),
-                (Some(dir), Some(name))
-                    if relevant.links.contains(&(dir.to_path_buf(), name.to_os_string()))
-            )
-    })
+    relevant.reindexing
+        || ev.paths.iter().any(|path| {
+            relevant.dirs.contains(path)
+                || matches!(
+                    (path.parent(), path.file_name()),
+                    (Some(dir), Some(name))
+                        if relevant.links.contains(&(dir.to_path_buf(), name.to_os_string()))
+                )
+        })
 }
 
-/// Bring `filter` up to the index (`by_link`, `by_dir`): for the links
-/// `moved` alone (a chain that moved), else for all (a `set`).
+/// Bring `filter` up to the index (`by_link`, `by_dir`), and end the
+/// re-indexing: for the links `moved` alone (a chain that moved), else for
+/// all (a `set`).
 pub(super) fn refilter<S>(
     filter: &Filter,
     by_link: &HashMap<Link, S>,
@@ -74,6 +93,7 @@ pub(super) fn refilter<S>(
     let Ok(mut r) = filter.write() else {
         return;
     };
+    r.reindexing = false;
     let Some(moved) = moved else {
         r.links = by_link.keys().cloned().collect();
         r.dirs = by_dir.keys().cloned().collect();

@@ -1,4 +1,4 @@
-//! Reading a watched path: its symlink chain, link by link, and each link's stat signature.
+//! Reading a watched path: its symlink chain, link by link, and each link's stat signature (and the thread's CPU time, a watch's inode).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -191,6 +191,27 @@ pub(super) fn last_change_ago(sigs: &[Sig]) -> Duration {
         .unwrap_or(0);
     let ago = (now - newest).clamp(0, i128::from(u64::MAX));
     Duration::from_nanos(ago as u64)
+}
+
+/// CPU time the calling thread (the watcher's) has used, as the kernel's
+/// scheduler counts it (`/proc/thread-self/schedstat`, in nanoseconds).
+pub(super) fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// `dir` is no longer watched: its (device, inode) is free for another path.
+pub(super) fn forget_id(
+    ids: &mut HashMap<PathBuf, (u64, u64)>,
+    by_id: &mut HashMap<(u64, u64), PathBuf>,
+    dir: &Path,
+) {
+    if let Some(id) = ids.remove(dir)
+        && by_id.get(&id).is_some_and(|p| p == dir)
+    {
+        by_id.remove(&id);
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub(super) use super::events::may_change_content;
-use super::events::{Filter, completes_a_write, refilter};
-use super::stat::{Leading, Link, Sig, chains, dir_id, last_change_ago};
+use super::events::{Filter, completes_a_write, refilter, reindexing};
+use super::stat::{Leading, Link, Sig, chains, dir_id, forget_id, last_change_ago, thread_cpu};
 use super::{Msg, Subject};
 use crate::config::WatchConfig;
 
@@ -80,6 +80,10 @@ pub(super) struct State {
     /// `by_link`'s and `by_dir`'s keys, for notify's callback
     /// ([`super::events`]): updated before any report that needs them.
     relevant: Filter,
+    /// Run by [`State::fire_due`] between its walk of the chains and the
+    /// filter's update: a test's change landing in that window.
+    #[cfg(test)]
+    after_walk: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl State {
@@ -119,6 +123,8 @@ impl State {
             events_tx: None,
             next_events_try: Instant::now(),
             relevant: Filter::default(),
+            #[cfg(test)]
+            after_walk: None,
         }
     }
 
@@ -244,6 +250,8 @@ impl State {
         self.by_dir.clear();
         let keep: HashSet<&Subject> = subjects.iter().map(|(s, _)| s).collect();
         self.dirty.retain(|s, _| keep.contains(s));
+        // From here to `refilter`, events go through: see `super::events`.
+        reindexing(&self.relevant);
         let mut leading = Leading::default();
         for (subject, paths) in subjects {
             let (links, fresh) = chains(&paths, &mut leading);
@@ -697,6 +705,8 @@ impl State {
                 forget_id(&mut self.watched_ids, &mut self.watched_by_id, dir);
             }
         }
+        // From here to `refilter`, events go through: see `super::events`.
+        reindexing(&self.relevant);
         let mut leading = Leading::default();
         let mut moved_links = Vec::new();
         for s in &due {
@@ -718,13 +728,13 @@ impl State {
                 moved_links.extend(old.into_iter().chain(links));
             }
         }
+        #[cfg(test)]
+        if let Some(hook) = self.after_walk.as_mut() {
+            hook();
+        }
         // Before the reports: see `super::events`.
-        refilter(
-            &self.relevant,
-            &self.by_link,
-            &self.by_dir,
-            Some(&moved_links),
-        );
+        let moved = Some(&moved_links[..]);
+        refilter(&self.relevant, &self.by_link, &self.by_dir, moved);
         if !touched.is_empty() || self.degraded {
             // Degraded: a watch that failed (a directory not there yet)
             // is tried again at every report, which the poll brings.
@@ -773,27 +783,6 @@ const SETTLED: Duration = Duration::from_millis(10);
 /// a debounce out again, and a file touched without pause (a chmod or
 /// `touch` loop, a writer appending forever) must still be read.
 pub(super) const HOLD_DEBOUNCES: u32 = 10;
-
-/// CPU time the calling thread (the watcher's) has used, as the kernel's
-/// scheduler counts it (`/proc/thread-self/schedstat`, in nanoseconds).
-fn thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
-}
-
-/// `dir` is no longer watched: its (device, inode) is free for another path.
-fn forget_id(
-    ids: &mut HashMap<PathBuf, (u64, u64)>,
-    by_id: &mut HashMap<(u64, u64), PathBuf>,
-    dir: &std::path::Path,
-) {
-    if let Some(id) = ids.remove(dir)
-        && by_id.get(&id).is_some_and(|p| p == dir)
-    {
-        by_id.remove(&id);
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -559,3 +559,114 @@ fn the_forced_poll_ends_when_events_come_back() {
     assert!(state.watched.is_empty() && state.by_dir.contains_key(&dir));
     assert_eq!(state.poll_interval, Duration::from_secs(2));
 }
+
+/// `ln -sfn` of `target` at `link`: a new symlink renamed over the old one.
+fn relink(target: &str, link: &std::path::Path) {
+    let tmp = link.with_extension("tmp");
+    std::os::unix::fs::symlink(target, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+/// The events notify forwarded up to a write to `sentinel` (a watched
+/// link), through its close, a write's last event: one inotify instance
+/// delivers in order, so every event of an earlier change has been judged
+/// by the callback by then.
+fn events_through(
+    rx: &std_mpsc::Receiver<crate::watch::Msg>,
+    sentinel: &std::path::Path,
+) -> Vec<notify::Result<notify::Event>> {
+    std::fs::write(sentinel, "again").unwrap();
+    let mut got = Vec::new();
+    loop {
+        let Ok(crate::watch::Msg::Event(ev)) = rx.recv_timeout(Duration::from_secs(10)) else {
+            panic!("no event for the sentinel; got {got:?}");
+        };
+        use notify::event::{AccessKind, AccessMode};
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let last =
+            matches!(&ev, Ok(e) if e.kind == closed && e.paths.iter().any(|p| p == sentinel));
+        got.push(ev);
+        if last {
+            return got;
+        }
+    }
+}
+
+/// Report whatever is marked, now, as the end of its quiet period would.
+fn fire_marked(state: &mut State) {
+    let now = Instant::now();
+    for due in state.dirty.values_mut() {
+        due.at = now;
+    }
+    state.fire_due();
+}
+
+/// A link the walk of a report reaches for the first time, changed
+/// before the filter holds it (`ln -sfn /srv/pki/c.crt gen7.crt` right
+/// after `ln -sfn gen7.crt live.crt`): its event still reaches the
+/// thread, so the chain follows it, and the new directory is watched
+/// (with the poll off, nothing else would ever watch it). The change is
+/// made in that window by a hook, which waits for notify's callback to
+/// have judged its event: the race, forced.
+#[test]
+fn a_link_changed_while_its_chain_is_walked_is_followed() {
+    use std::sync::{Arc, Mutex};
+    let d = tempfile::tempdir().unwrap();
+    let dir = |n: &str| d.path().join(n);
+    for n in ["live", "old6", "old7", "pki"] {
+        std::fs::create_dir(dir(n)).unwrap();
+        std::fs::write(dir(n).join("c.crt"), n).unwrap();
+    }
+    let (live, sentinel) = (dir("live").join("live.crt"), dir("live").join("sentinel"));
+    std::os::unix::fs::symlink("../old6/c.crt", dir("live").join("gen6.crt")).unwrap();
+    std::os::unix::fs::symlink("../old7/c.crt", dir("live").join("gen7.crt")).unwrap();
+    std::os::unix::fs::symlink("gen6.crt", &live).unwrap();
+    std::fs::write(&sentinel, "0").unwrap();
+    let relevant = super::super::events::Filter::default();
+    let (tx, rx) = std_mpsc::channel();
+    let notify = crate::watch::events_watcher(&tx, &relevant).unwrap();
+    let (out, _reports) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    state.share(relevant);
+    let s = Subject::Entry("le".into());
+    state.set(vec![
+        (s.clone(), vec![live.clone()]),
+        (Subject::Entry("sentinel".into()), vec![sentinel.clone()]),
+    ]);
+    fire_marked(&mut state);
+    // The operator points live.crt at gen7.crt...
+    relink("gen7.crt", &live);
+    for ev in events_through(&rx, &sentinel) {
+        state.on_event(ev);
+    }
+    assert!(state.dirty.contains_key(&s), "live.crt's relink was seen");
+    // ...and gen7.crt at /srv/pki just as the report walks the chain.
+    let (rx, seen) = (Arc::new(Mutex::new(rx)), Arc::new(Mutex::new(Vec::new())));
+    let (hook_rx, hook_seen, hook_sentinel) = (rx.clone(), seen.clone(), sentinel.clone());
+    let gen7 = dir("live").join("gen7.crt");
+    state.after_walk = Some(Box::new(move || {
+        relink("../pki/c.crt", &gen7);
+        let got = events_through(&hook_rx.lock().unwrap(), &hook_sentinel);
+        hook_seen.lock().unwrap().extend(got);
+    }));
+    fire_marked(&mut state);
+    state.after_walk = None;
+    for ev in std::mem::take(&mut *seen.lock().unwrap()) {
+        state.on_event(ev);
+    }
+    fire_marked(&mut state);
+    assert!(
+        state.watched.contains(&dir("pki")),
+        "the chain did not follow gen7.crt: {:?}",
+        state.watched
+    );
+    // So a later in-place write there is seen.
+    std::fs::write(dir("pki").join("c.crt"), "renewed").unwrap();
+    let got = events_through(&rx.lock().unwrap(), &sentinel);
+    let pki = dir("pki").join("c.crt");
+    assert!(
+        got.iter()
+            .any(|ev| matches!(ev, Ok(e) if e.paths.contains(&pki))),
+        "{got:?}"
+    );
+}
