@@ -78,7 +78,7 @@ pub(super) struct State {
     events_tx: Option<std_mpsc::Sender<Msg>>,
     next_events_try: Instant,
     /// `by_link`'s and `by_dir`'s keys, for notify's callback
-    /// ([`super::events`]): updated before any report that needs them.
+    /// ([`super::events`]), kept while events are on, before any report.
     relevant: Filter,
     /// Run by [`State::fire_due`] between its walk of the chains and the
     /// filter's update: a test's change landing in that window.
@@ -158,6 +158,8 @@ impl State {
             Ok(w) => {
                 info!("filesystem events available again; watching");
                 (self.notify, self.events_tx) = (Some(w), None);
+                // Kept only while events are on: brought up to the index.
+                refilter(&self.relevant, &self.by_link, &self.by_dir, None);
                 self.rearm();
                 self.polling = self.subjects.keys().cloned().collect();
                 (self.pass_started, self.pass_busy) = (Instant::now(), Duration::ZERO);
@@ -251,7 +253,9 @@ impl State {
         let keep: HashSet<&Subject> = subjects.iter().map(|(s, _)| s).collect();
         self.dirty.retain(|s, _| keep.contains(s));
         // From here to `refilter`, events go through: see `super::events`.
-        reindexing(&self.relevant);
+        if self.notify.is_some() {
+            reindexing(&self.relevant);
+        }
         let mut leading = Leading::default();
         for (subject, paths) in subjects {
             let (links, fresh) = chains(&paths, &mut leading);
@@ -271,8 +275,10 @@ impl State {
             self.subjects
                 .insert(subject, Tracked { paths, links, sigs });
         }
-        // Before any report: see `super::events`.
-        refilter(&self.relevant, &self.by_link, &self.by_dir, None);
+        // Before any report: see `super::events`. With events off, no filter.
+        if self.notify.is_some() {
+            refilter(&self.relevant, &self.by_link, &self.by_dir, None);
+        }
         self.rearm();
     }
 
@@ -706,7 +712,10 @@ impl State {
             }
         }
         // From here to `refilter`, events go through: see `super::events`.
-        reindexing(&self.relevant);
+        let events = self.notify.is_some();
+        if events {
+            reindexing(&self.relevant);
+        }
         let mut leading = Leading::default();
         let mut moved_links = Vec::new();
         for s in &due {
@@ -733,8 +742,10 @@ impl State {
             hook();
         }
         // Before the reports: see `super::events`.
-        let moved = Some(&moved_links[..]);
-        refilter(&self.relevant, &self.by_link, &self.by_dir, moved);
+        if events {
+            let moved = Some(&moved_links[..]);
+            refilter(&self.relevant, &self.by_link, &self.by_dir, moved);
+        }
         if !touched.is_empty() || self.degraded {
             // Degraded: a watch that failed (a directory not there yet)
             // is tried again at every report, which the poll brings.

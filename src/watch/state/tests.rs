@@ -670,3 +670,31 @@ fn a_link_changed_while_its_chain_is_walked_is_followed() {
         "{got:?}"
     );
 }
+
+/// With events off nothing reads the filter, so a reload does not copy
+/// every watched key into it; when events come back after being
+/// unavailable, it is brought up to the index before any watch is placed.
+#[test]
+fn the_filter_is_kept_only_while_events_are_on() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("tls.crt");
+    std::fs::write(&file, "one").unwrap();
+    let (out, _rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), None, out);
+    let relevant = super::super::events::Filter::default();
+    state.share(relevant.clone());
+    let (tx, _events) = std_mpsc::channel();
+    state.events_unavailable(tx);
+    state.set(vec![(Subject::Entry("edge".into()), vec![file])]);
+    assert_eq!(
+        *relevant.read().unwrap(),
+        Default::default(),
+        "kept with events off"
+    );
+    state.try_events();
+    assert!(state.notify.is_some(), "no inotify instance to be had");
+    let r = relevant.read().unwrap();
+    assert_eq!(r.links, state.by_link.keys().cloned().collect());
+    assert_eq!(r.dirs, state.by_dir.keys().cloned().collect());
+    assert!(!r.links.is_empty() && !r.reindexing);
+}
