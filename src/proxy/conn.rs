@@ -513,9 +513,12 @@ impl Driver<'_> {
                     if let (Some((stalls, send)), Some(at)) = (self.stalls, next_look)
                         && now >= at
                     {
-                        let cut = stalls.look();
+                        let (cut, let_go) = stalls.look();
                         if cut > 0 {
                             debug!(listener = %name, peer = %peer, reason = "send_timeout", streams = cut, "response stalled, stream cut");
+                        }
+                        if let_go > 0 {
+                            debug!(listener = %name, peer = %peer, reason = "upstream_body", streams = let_go, "broken stream reset without waiting longer for its writes");
                         }
                         next_look = Some(now + Stalls::interval(send));
                     }

@@ -127,9 +127,11 @@ impl Stalls {
     /// body left waiting since more than `LOOKS_PER_TIMEOUT` looks ago,
     /// so for at least `send_timeout`, and let the failures of bodies that
     /// have waited as long on the connection's writes go
-    /// ([`Written::look`]). Returns how many were cut or let go.
-    pub fn look(&self) -> usize {
-        self.cut_stalled() + self.written.look()
+    /// ([`Written::look`]). Returns how many were cut (stalled) and how
+    /// many let go (broken upstream bodies): their log lines differ, as
+    /// their causes do.
+    pub fn look(&self) -> (usize, usize) {
+        (self.cut_stalled(), self.written.look())
     }
 
     fn cut_stalled(&self) -> usize {
@@ -364,7 +366,7 @@ mod tests {
             got.extend_from_slice(&data);
             // As long as one piece takes to drain: no cut.
             for _ in 0..LOOKS_PER_TIMEOUT {
-                assert_eq!(stalls.look(), 0);
+                assert_eq!(stalls.look(), (0, 0));
             }
             if got.len() < chunk.len() {
                 assert!(!sent.is_end_stream());
@@ -386,14 +388,14 @@ mod tests {
         // Left holding a frame just after the first look: cut one look
         // after the never-polled body.
         let (mut held, open) = watched(&stalls);
-        assert_eq!(stalls.look(), 0);
+        assert_eq!(stalls.look(), (0, 0));
         open.store(true, Ordering::Relaxed);
         assert!(matches!(poll(&mut held), Poll::Ready(Some(Ok(_)))));
-        assert_eq!(stalls.look(), 0);
-        assert_eq!(stalls.look(), 1, "the never-polled body");
-        assert_eq!(stalls.look(), 1, "the body left holding a frame");
+        assert_eq!(stalls.look(), (0, 0));
+        assert_eq!(stalls.look(), (1, 0), "the never-polled body");
+        assert_eq!(stalls.look(), (1, 0), "the body left holding a frame");
         for _ in 0..10 {
-            assert_eq!(stalls.look(), 0, "a body waiting on the upstream");
+            assert_eq!(stalls.look(), (0, 0), "a body waiting on the upstream");
         }
         for cut in [&mut never, &mut held] {
             assert!(matches!(poll(cut), Poll::Ready(Some(Err(_)))));
