@@ -1,10 +1,11 @@
-//! Request heads: their timeouts, 431 and other refusals, plain HTTP, framing, field count; HTTP/2's date.
+//! Request heads: their timeouts, 431 and other refusals, plain HTTP, framing, field count; HTTP/2's date and request id.
 
 use std::sync::atomic::Ordering::SeqCst;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
+use crate::hpack::*;
 use crate::support::*;
 
 /// Half a head is cut after header_read_timeout (counted from its first
@@ -595,53 +596,140 @@ async fn h2_date_is_never_indexed() {
     }
 }
 
-/// The fields of an HPACK block, decoded no further than needed: each
-/// one's representation (0x80 indexed, 0x40 literal with incremental
-/// indexing, 0x10 never indexed, 0 not indexed) and its index (of the
-/// field, or of its name; 0: a literal name).
-fn hpack_fields(mut b: &[u8]) -> Vec<(u8, usize)> {
-    fn int(b: &mut &[u8], prefix: u32) -> usize {
-        let max = (1usize << prefix) - 1;
-        let mut n = usize::from(b[0]) & max;
-        *b = &b[1..];
-        if n == max {
-            let mut shift = 0;
-            loop {
-                let byte = b[0];
-                *b = &b[1..];
-                n += usize::from(byte & 0x7f) << shift;
-                shift += 7;
-                if byte & 0x80 == 0 {
-                    break;
-                }
+/// `x-request-id` reaches an HTTP/2 client as a never-indexed literal
+/// (RFC 7541 §6.2.3: `0x10`, its name a literal), a well-formed id the
+/// client sent (kept) and one hotproxy generated alike, on every response:
+/// an id is used once, and indexing each one only churned h2's table.
+#[tokio::test]
+async fn h2_request_id_is_never_indexed() {
+    let (w, _p, addr) = serve("").await;
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    s.write_all(&[PREFACE, EMPTY_SETTINGS].concat())
+        .await
+        .unwrap();
+    for (i, sent) in [Some("req-42.abc"), None, Some("req-42.abc"), None]
+        .iter()
+        .enumerate()
+    {
+        let stream = 1 + 2 * i as u32;
+        s.write_all(&h2_frame(HEADERS, 0x5, stream, &get_with_id(*sent)))
+            .await
+            .unwrap();
+        let got = loop {
+            let (kind, flags, id, payload) = next_frame(&mut s).await;
+            assert_ne!(kind, GOAWAY, "closed before response {i}");
+            if kind == HEADERS && id == stream {
+                assert_ne!(flags & 0x4, 0, "a head in one frame");
+                break payload;
             }
-        }
-        n
-    }
-    fn skip_string(b: &mut &[u8]) {
-        let len = int(b, 7);
-        *b = &b[len..];
-    }
-    let mut fields = Vec::new();
-    while !b.is_empty() {
-        let (kind, prefix) = match b[0] {
-            0x80.. => (0x80, 7),
-            0x40.. => (0x40, 6),
-            0x20.. => {
-                int(&mut b, 5); // a dynamic table size update
-                continue;
-            }
-            0x10.. => (0x10, 4),
-            _ => (0, 4),
         };
-        let index = int(&mut b, prefix);
-        if kind != 0x80 {
-            if index == 0 {
-                skip_string(&mut b);
-            }
-            skip_string(&mut b);
-        }
-        fields.push((kind, index));
+        assert_id_never_indexed(&got, *sent, &format!("response {i}"));
     }
-    fields
+}
+
+/// The request hotproxy sends an HTTP/2 upstream carries `x-request-id` as
+/// a never-indexed literal too, kept or generated, and so does the
+/// response to the client (whose upstream sent no id).
+#[tokio::test]
+async fn h2_upstream_gets_request_id_never_indexed() {
+    let w = world().await;
+    let backend_ca = TestCa::new("backend CA");
+    write(&w.scene.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let pair = backend_ca.server_pair(&["backend.local"]);
+    let (listener, acceptor) = tls_listener(&pair, b"h2").await;
+    let backend = listener.local_addr().unwrap();
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &[]));
+    let addr = p.listener_addr("public").await;
+    let mut s = tls(&w, addr, &[b"h2"]).await;
+    s.write_all(&[PREFACE, EMPTY_SETTINGS].concat())
+        .await
+        .unwrap();
+    let mut up = None;
+    for (i, sent) in [Some("req-42.abc"), None, Some("req-42.abc"), None]
+        .iter()
+        .enumerate()
+    {
+        let stream = 1 + 2 * i as u32;
+        s.write_all(&h2_frame(HEADERS, 0x5, stream, &get_with_id(*sent)))
+            .await
+            .unwrap();
+        if up.is_none() {
+            let (tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+                .await
+                .expect("hotproxy connects in time")
+                .unwrap();
+            let mut conn = acceptor.accept(tcp).await.unwrap();
+            let mut preface = [0u8; 24];
+            conn.read_exact(&mut preface).await.unwrap();
+            assert_eq!(preface, PREFACE);
+            conn.write_all(EMPTY_SETTINGS).await.unwrap();
+            up = Some(conn);
+        }
+        let conn = up.as_mut().unwrap();
+        let (upstream_stream, block) = loop {
+            let (kind, flags, id, payload) = next_frame(conn).await;
+            assert_ne!(kind, GOAWAY, "upstream closed before request {i}");
+            if kind == SETTINGS && flags & 0x1 == 0 {
+                conn.write_all(&h2_frame(SETTINGS, 0x1, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+            if kind == HEADERS {
+                assert_ne!(flags & 0x4, 0, "a head in one frame");
+                break (id, payload);
+            }
+        };
+        assert_id_never_indexed(&block, *sent, &format!("request {i} upstream"));
+        // `:status 200`, END_STREAM | END_HEADERS.
+        conn.write_all(&h2_frame(HEADERS, 0x5, upstream_stream, &[0x88]))
+            .await
+            .unwrap();
+        let got = loop {
+            let (kind, _, id, payload) = next_frame(&mut s).await;
+            assert_ne!(kind, GOAWAY, "closed before response {i}");
+            if kind == HEADERS && id == stream {
+                break payload;
+            }
+        };
+        assert_eq!(hpack_fields(&got)[0], (0x80, 8), "response {i}: {got:02x?}");
+        assert_id_never_indexed(&got, *sent, &format!("response {i}"));
+    }
+}
+
+/// `GET https://a.example.com/api` with `x-request-id: id` (a literal not
+/// indexed, no Huffman coding) if any.
+fn get_with_id(id: Option<&str>) -> Vec<u8> {
+    let mut block = hpack_get("/api");
+    if let Some(id) = id {
+        block.extend_from_slice(&[0x00, 12]);
+        block.extend_from_slice(b"x-request-id");
+        block.push(id.len() as u8);
+        block.extend_from_slice(id.as_bytes());
+    }
+    block
+}
+
+/// `block` has one `x-request-id`, a never-indexed literal with a literal
+/// name, whose value is `kept` if given (else a generated id: 32 hex digits,
+/// which Huffman-code to 20 to 24 bytes).
+fn assert_id_never_indexed(block: &[u8], kept: Option<&str>, what: &str) {
+    let name = huffman("x-request-id");
+    let ids: Vec<_> = hpack_literals(block)
+        .into_iter()
+        .filter(|f| f.2 == Some(&name[..]))
+        .collect();
+    assert_eq!(ids.len(), 1, "{what}: one x-request-id: {block:02x?}");
+    let (kind, index, _, value) = ids[0];
+    assert_eq!(
+        (kind, index),
+        (0x10, 0),
+        "{what}: not never-indexed: {block:02x?}"
+    );
+    match kept {
+        Some(id) => assert_eq!(value, huffman(id), "{what}: the id kept: {block:02x?}"),
+        None => assert!(
+            (21..=25).contains(&value.len()) && value[0] & 0x80 != 0,
+            "{what}: a generated id: {block:02x?}"
+        ),
+    }
 }

@@ -8,6 +8,7 @@
 mod support;
 
 mod common;
+mod hpack;
 
 // The tests, by theme.
 mod bodies;
