@@ -141,8 +141,10 @@ pub struct Entry {
     pub failures: u32,
     /// The last problem logged, so each distinct problem is logged once.
     pub last_logged: Option<String>,
-    /// The last failure counted in `hotproxy_cert_reloads_total`, so a
-    /// back-off retry that fails the same way counts nothing more.
+    /// The problem of the last failure counted in
+    /// `hotproxy_cert_reloads_total` (without the words of a refusal for
+    /// not settling), so a back-off retry that fails the same way counts
+    /// nothing more.
     pub last_counted: Option<String>,
     /// Whether a retry timer is already pending.
     pub retry_pending: bool,

@@ -513,7 +513,7 @@ impl Reloader {
                     debug!(target: LOG, entry = %id, error = %error, "certificate files still not settled; still refused");
                 }
                 let step_over = settle - waited;
-                self.failed(id, error, newly, Some(step_over));
+                self.failed(id, problem, error, newly, Some(step_over));
                 return;
             }
             if waited < settle {
@@ -551,20 +551,20 @@ impl Reloader {
         }
         // The wait for a writer is over: a later one starts its own.
         entry.unsettled = None;
-        self.failed(id, problem.to_owned(), true, None);
+        self.failed(id, problem, problem.to_owned(), true, None);
     }
 
-    /// `id`'s files are refused for `error`: failing, logged once per
-    /// distinct error (when `say`), counted once per failed material, and
-    /// read again after a back-off, or sooner, after `until`, when
-    /// something is due then (a step's own wait over).
+    /// `id`'s files are refused for `error` (`problem`, and what a refusal
+    /// for not settling adds): failing, logged once per distinct error
+    /// (when `say`), counted once per failed material, and read again
+    /// after a back-off, or sooner, after `at` (a step's own wait over).
     ///
     /// Counted: a read the watcher (the files changed), a SIGHUP or the
     /// API asked for, one ending a wait (pending: the files changed, so a
-    /// new bad write, also logged, if it fails as the last), or one that
-    /// fails otherwise than the last counted since the entry last loaded.
-    /// A back-off retry failing the same way, nothing written, is not.
-    fn failed(&mut self, id: &str, error: String, say: bool, until: Option<Duration>) {
+    /// new bad write, also logged, if it fails as the last), or one whose
+    /// problem is not the last counted since the entry last loaded (such a
+    /// refusal and the failure its step's wait ends in are one bad write).
+    fn failed(&mut self, id: &str, problem: &str, error: String, say: bool, at: Option<Duration>) {
         let retrying = self.retrying;
         let Some(entry) = self.entries.get_mut(id) else {
             return;
@@ -573,9 +573,9 @@ impl Reloader {
         entry.failures = entry.failures.saturating_add(1);
         entry.last_reload = ReloadResult::failure(error.clone());
         set_state(id, State::Failing);
-        if waited || !retrying || entry.last_counted.as_deref() != Some(error.as_str()) {
+        if waited || !retrying || entry.last_counted.as_deref() != Some(problem) {
             metrics::cert_reload(id, "failure");
-            entry.last_counted = Some(error.clone());
+            entry.last_counted = Some(problem.to_owned());
         }
         if say && (waited || entry.last_logged.as_deref() != Some(error.as_str())) {
             warn!(target: LOG, entry = %id, error = %error, "certificate reload failed; keeping the previous material");
@@ -584,7 +584,7 @@ impl Reloader {
         let backoff = Duration::from_millis(500)
             .saturating_mul(1u32 << entry.failures.min(6))
             .min(Duration::from_secs(30));
-        let retry = until.map_or(backoff, |u| u.min(backoff));
+        let retry = at.map_or(backoff, |u| u.min(backoff));
         self.retries.insert(id.to_owned(), Instant::now() + retry);
         self.publish_entry(id);
     }

@@ -14,3 +14,4 @@ mod chains;
 mod entries;
 mod logging;
 mod status;
+mod unsettled;

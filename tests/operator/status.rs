@@ -174,7 +174,7 @@ async fn served_leaf(addr: std::net::SocketAddr, ca: &str) -> String {
 }
 
 /// `edge`'s `last_reload`: its result, and the reason or error it names.
-async fn result_and_problem(api: std::net::SocketAddr) -> (String, String) {
+pub(crate) async fn result_and_problem(api: std::net::SocketAddr) -> (String, String) {
     let last = last_reload(api).await;
     let problem = last["reason"].as_str().or(last["error"].as_str());
     (
@@ -184,7 +184,7 @@ async fn result_and_problem(api: std::net::SocketAddr) -> (String, String) {
 }
 
 /// `edge`'s `last_reload` as first seen naming `problem` (awaited).
-async fn read_as(api: std::net::SocketAddr, problem: &str) -> (String, String) {
+pub(crate) async fn read_as(api: std::net::SocketAddr, problem: &str) -> (String, String) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (result, named) = result_and_problem(api).await;
