@@ -497,13 +497,13 @@ impl Reloader {
                 // Every step within its own wait, the files no bigger, and
                 // still not settled: the writer went back to a step it had
                 // left (a leaf without its chain, a certificate without its
-                // key, the leaf again...), and each change would start a
-                // wait anew for as long as it goes on. Refused, said once;
-                // its later steps too, until the files load or stay on one
-                // step for settle_timeout (then served if meant, a chain
-                // cut short, or a failure as any, and the next writer waits
-                // anew).
-                let newly = !unsettled.refused;
+                // key, the leaf again...), each change starting a wait anew
+                // for as long as it goes on. Refused, said once (and at the
+                // end of a wait after the files grew); its later steps too,
+                // until the files load or stay on one step for settle_timeout
+                // (served if meant, a chain cut short, or a failure as any).
+                let pending = matches!(&entry.last_reload, Some(r) if r.result == "pending");
+                let newly = !unsettled.refused || pending;
                 unsettled.refused = true;
                 let error = format!(
                     "{problem} (not settled {bound:?} after the files first changed or last grew, {} × settle_timeout: a writer going back and forth between states that do not load?)",

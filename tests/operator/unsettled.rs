@@ -120,3 +120,54 @@ async fn a_writer_refused_then_stopped_counts_its_failure_once() {
         "the refused write counted again when its step's wait ended ({logged} failures logged)"
     );
 }
+
+/// Files refused for not settling that then grow are a writer getting on,
+/// waited on anew (pending); when that wait too ends in a refusal for not
+/// settling, it is a new bad write: counted and logged, as any wait that
+/// ends in a failure. It was counted and shown, but not logged (said
+/// once for the writer), so the log said nothing of the second refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_refused_again_after_growing_are_logged_again() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (p, api) = writer_at_work(&s, &ca).await;
+    let other = ca.server_pair(&["localhost"]);
+    let crt = s.path("edge.crt");
+    let mut flips = 0;
+    flip_until_refused(api, &crt, &other.cert_pem, &mut flips).await;
+    wait_until(WAIT, "the refusal logged", || async {
+        warned(&p, true) == 1
+    })
+    .await;
+
+    // The certificate removed (if it is not), then one written that holds
+    // more than any before (not the key's either): the files grew.
+    if crt.exists() {
+        std::fs::remove_file(&crt).unwrap();
+    }
+    read_as(api, MISSING).await;
+    let names = [
+        "localhost",
+        "a-name-the-other-certificates-do-not-have.example",
+    ];
+    let bigger = ca.server_pair(&names);
+    assert!(bigger.cert_pem.len() > other.cert_pem.len());
+    support::writers::mv_over(&crt, &bigger.cert_pem);
+    // Waited on (pending; failed already if the test was held up for
+    // settle_timeout, a wait over that the next one does not follow).
+    wait_until(WAIT, "the grown files read", || async {
+        let (_, problem) = result_and_problem(api).await;
+        problem.contains(MISMATCH) && !problem.contains(BOUND)
+    })
+    .await;
+    let counted = metric(api, FAILURES).await.unwrap();
+
+    // The writer goes back and forth again, no bigger: refused again.
+    let mut flips = 0;
+    flip_until_refused(api, &crt, &bigger.cert_pem, &mut flips).await;
+    wait_until(WAIT, "the second refusal logged", || async {
+        warned(&p, true) == 2
+    })
+    .await;
+    assert!(metric(api, FAILURES).await.unwrap() > counted);
+}
