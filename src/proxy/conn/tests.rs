@@ -52,3 +52,56 @@ fn a_pipelined_half_head_begins_when_the_request_ends() {
     drop(req);
     assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
 }
+
+/// Behind a Content-Length body, what follows the body's end is judged as
+/// a head, in the read that brought the head or a later one; behind a
+/// body of unknown length, or one whose head's end was not seen, nothing
+/// is.
+#[test]
+fn a_half_head_behind_a_sized_body_begins_when_the_request_ends() {
+    let hr = Duration::from_secs(1);
+    let idle = Duration::from_secs(600);
+    let head = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n";
+    let a = Activity::new(Instant::now(), true);
+    // One read: head, body, half the next head.
+    a.received(format!("{head}xxxxxxxxxxGET /a HTTP/1.1\r\n").as_bytes());
+    drop(a.begin_sized(true, Some(10)));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    // The body split over reads, the last bringing the half head.
+    let a = Activity::new(Instant::now(), true);
+    a.received(format!("{head}xxx").as_bytes());
+    let req = a.begin_sized(true, Some(10));
+    a.received(b"xxxx");
+    a.received(b"xxx\r\n\r\nGET /a HTTP/1.1\r\nX-a: b");
+    drop(req);
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    // The body and a whole next head: nothing left half.
+    let a = Activity::new(Instant::now(), true);
+    a.received(format!("{head}xxxxxxxxxxGET /a HTTP/1.1\r\n\r\n").as_bytes());
+    drop(a.begin_sized(true, Some(10)));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    // The body alone, ending mid-line as bodies do.
+    let a = Activity::new(Instant::now(), true);
+    a.received(format!("{head}xxxxxxxxxx").as_bytes());
+    drop(a.begin_sized(true, Some(10)));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    // Unknown length (chunked): all that follows is body.
+    let a = Activity::new(Instant::now(), true);
+    a.received(format!("{head}xxxxxxxxxxGET /a HTTP/1.1\r\n").as_bytes());
+    drop(a.begin_sized(true, None));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    // The head's end before the read's last 64 bytes: not seen, so the
+    // body is taken to run on (the idle bound), never cut short.
+    let a = Activity::new(Instant::now(), true);
+    let body = "x".repeat(100);
+    a.received(format!("{head}{body}GET /a HTTP/1.1\r\n").as_bytes());
+    drop(a.begin_sized(true, Some(100)));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    // Two heads in one read: the second request's head end was taken by
+    // the first to begin, so its body is taken to run on, not cut short.
+    let a = Activity::new(Instant::now(), true);
+    a.received(format!("GET / HTTP/1.1\r\n\r\n{head}xxxxxxxxxxGET /a HTTP/1.1\r\n").as_bytes());
+    drop(a.begin(false));
+    drop(a.begin_sized(true, Some(10)));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+}
