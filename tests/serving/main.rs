@@ -20,6 +20,7 @@ mod heads;
 mod listeners;
 mod routing;
 mod timeouts;
+mod tunnel_reloads;
 mod tunnels;
 mod upgrade_answers;
 mod upstream;

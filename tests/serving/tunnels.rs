@@ -17,7 +17,7 @@ async fn websocket(w: &World, addr: SocketAddr) -> Tls {
 }
 
 /// Send a WebSocket upgrade; return the stream once its `101` is read.
-async fn upgrade(w: &World, addr: SocketAddr) -> Tls {
+pub(super) async fn upgrade(w: &World, addr: SocketAddr) -> Tls {
     upgrade_on(tls(w, addr, &[b"http/1.1"]).await).await
 }
 
@@ -42,7 +42,7 @@ async fn upgrade_on(mut s: Tls) -> Tls {
 }
 
 /// Bytes sent through a tunnel come back from the echoing backend.
-async fn echo(s: &mut Tls, msg: &[u8]) {
+pub(super) async fn echo(s: &mut Tls, msg: &[u8]) {
     s.write_all(msg).await.unwrap();
     let mut back = vec![0u8; msg.len()];
     tokio::time::timeout(WAIT, s.read_exact(&mut back))
@@ -404,7 +404,7 @@ pub(super) async fn serve_raw(
 }
 
 /// The one access-log line of the tunnel, once written.
-async fn the_tunnels_line(log: &std::path::Path) -> serde_json::Value {
+pub(super) async fn the_tunnels_line(log: &std::path::Path) -> serde_json::Value {
     let lines = wait_line(log, "the tunnel's line", |v| v["path"] == "/ws").await;
     let ws = tunnel_lines(&lines);
     assert_eq!(ws.len(), 1, "{lines:?}");
