@@ -145,8 +145,7 @@ async fn accept_loop(
                 let activity = activity.clone();
                 service_fn(move |req: Request<Incoming>| {
                     let (handle, tokens) = (handle.clone(), tokens.clone());
-                    let in_flight = activity
-                        .begin_sized(!req.body().is_end_stream(), req.body().size_hint().exact());
+                    let in_flight = activity.begin(!req.body().is_end_stream());
                     async move {
                         let resp = route(&handle, &tokens, req, local, peer).await;
                         Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))

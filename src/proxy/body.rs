@@ -36,10 +36,10 @@ use crate::upstream::pipe;
 /// connection of its own), and what the client sends after the response
 /// ended is still this request's body, not a next head under
 /// `header_read_timeout` (SPEC: bytes that arrive while a request with a
-/// body runs count as its body, up to a Content-Length body's end).
+/// body runs count as its body).
 pub fn begin(activity: &Arc<Activity>, req: &mut Request<Incoming>) -> InFlight {
     let body = !req.body().is_end_stream();
-    let in_flight = activity.begin_sized(body, req.body().size_hint().exact());
+    let in_flight = activity.begin(body);
     if body {
         req.extensions_mut().insert(BodyInFlight(in_flight.also()));
     }

@@ -89,20 +89,9 @@ pub struct Activity {
     /// anything but `HEAD_END` means bytes of a head not yet complete were
     /// read, which hyper holds in its buffer when they came behind a
     /// request (in the read that brought its head, or while it ran). Bytes
-    /// read while a request with a body runs are its body, and are not
-    /// looked at, up to the body's end where that is known (`body_left`).
+    /// read while a request with a body runs are its body as far as can be
+    /// told here, and are not looked at.
     ends: AtomicU8,
-    /// Bytes read on the connection (HTTP/1), wrapping.
-    read: AtomicU64,
-    /// `read` just after the last head's end `ends` saw (its last
-    /// `HEAD_END`), or `NONE`: taken by the next request to begin, which
-    /// thus knows how many bytes followed its head in hyper's buffer.
-    head_end: AtomicU64,
-    /// Bytes of the running request's body still to be read (its declared
-    /// Content-Length less what came with or after its head), or `NONE`
-    /// where that is not known (chunked, or its head's end not seen):
-    /// bytes read past it are the next head's.
-    body_left: AtomicU64,
     /// Writes to the client that took bytes, counted: a graceful close
     /// with nothing in flight may still be sending what hyper (or h2)
     /// holds of the last response after its body ended, and is not forced
@@ -142,9 +131,6 @@ impl Activity {
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
-            read: AtomicU64::new(0),
-            head_end: AtomicU64::new(NONE),
-            body_left: AtomicU64::new(NONE),
             writes: AtomicU64::new(0),
             flushed: AtomicBool::new(false),
             cancels: Cancels::default(),
@@ -201,35 +187,12 @@ impl Activity {
     /// Dropping the guard ends the request. `body`: the request has a body
     /// (hyper's `is_end_stream()` is false).
     pub fn begin(self: &Arc<Self>, body: bool) -> InFlight {
-        self.begin_sized(body, None)
-    }
-
-    /// As [`Activity::begin`], knowing the body's length (its
-    /// Content-Length): bytes past the body's end are judged as a head,
-    /// also those that came with the head in one read. This needs where
-    /// the head ended, seen among the last `ENDS_WINDOW` bytes of its read;
-    /// else (and for a body of unknown length) all that follows the head
-    /// while the request runs is taken for its body.
-    pub fn begin_sized(self: &Arc<Self>, body: bool, length: Option<u64>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
         self.body.store(body, Ordering::Relaxed);
         self.pipelined.store(false, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
-        let head_end = self.head_end.swap(NONE, Ordering::Relaxed);
-        let mut left = NONE;
-        if let (true, Some(length), false) = (body, length, head_end == NONE) {
-            let after = self.read.load(Ordering::Relaxed).wrapping_sub(head_end);
-            left = length.saturating_sub(after);
-            if after > length {
-                // The next head's bytes follow the body in hyper's buffer;
-                // `ends` judged them (the read's last bytes are theirs).
-                self.body_left.store(0, Ordering::Relaxed);
-                return InFlight(self.clone());
-            }
-        }
-        self.body_left.store(left, Ordering::Relaxed);
         if body {
             // What followed the head in its read is body, not a next head.
             self.ends.store(HEAD_END, Ordering::Relaxed);
@@ -240,59 +203,36 @@ impl Activity {
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;
     /// behind a request they may be the start of the next one.
     pub(crate) fn received(&self, bytes: &[u8]) {
-        let read = self.read.load(Ordering::Relaxed);
-        self.read
-            .store(read.wrapping_add(bytes.len() as u64), Ordering::Relaxed);
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             self.pipelined.store(true, Ordering::Relaxed);
             if !self.body.load(Ordering::Relaxed) {
-                self.scan(read, bytes);
-                return;
-            }
-            // The body's bytes, then (its end known) the next head's.
-            let left = self.body_left.load(Ordering::Relaxed);
-            if left == NONE {
-                return;
-            }
-            let body = left.min(bytes.len() as u64);
-            self.body_left.store(left - body, Ordering::Relaxed);
-            if body < bytes.len() as u64 {
-                self.scan(read.wrapping_add(body), &bytes[body as usize..]);
+                self.scan(bytes);
             }
             return;
         }
-        self.scan(read, bytes);
+        self.scan(bytes);
         self.heard.store(true, Ordering::Relaxed);
         if self.head_ms.load(Ordering::SeqCst) == NONE {
             self.head_ms.store(self.now_ms(), Ordering::SeqCst);
         }
     }
 
-    /// Follow where the bytes read end: inside a head, or at its end
-    /// (and where the last head's end seen was). `from`: `read` before them.
-    fn scan(&self, from: u64, bytes: &[u8]) {
-        let (mut at, from, bytes) = match bytes.len().checked_sub(ENDS_WINDOW) {
-            Some(skip) if skip > 0 => (IN_LINE, from.wrapping_add(skip as u64), &bytes[skip..]),
-            _ => (self.ends.load(Ordering::Relaxed), from, bytes),
+    /// Follow where the bytes read end: inside a head, or at its end.
+    fn scan(&self, bytes: &[u8]) {
+        let (mut at, bytes) = match bytes.len().checked_sub(ENDS_WINDOW) {
+            Some(skip) if skip > 0 => (IN_LINE, &bytes[skip..]),
+            _ => (self.ends.load(Ordering::Relaxed), bytes),
         };
-        let mut end = None;
-        for (i, &b) in bytes.iter().enumerate() {
+        for &b in bytes {
             at = match (at, b) {
-                (LINE_END | LINE_END_CR, b'\n') => {
-                    end = Some(i);
-                    HEAD_END
-                }
-                (HEAD_END, b'\n' | b'\r') => HEAD_END,
+                (LINE_END | LINE_END_CR | HEAD_END, b'\n') => HEAD_END,
                 (IN_LINE, b'\n') => LINE_END,
                 (LINE_END, b'\r') => LINE_END_CR,
+                (HEAD_END, b'\r') => HEAD_END,
                 _ => IN_LINE,
             };
         }
         self.ends.store(at, Ordering::Relaxed);
-        if let Some(i) = end {
-            let end = from.wrapping_add(i as u64 + 1);
-            self.head_end.store(end, Ordering::Relaxed);
-        }
     }
 
     /// A request head has begun arriving and has not been parsed (HTTP/1):

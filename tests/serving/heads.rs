@@ -52,8 +52,7 @@ async fn header_read_and_idle_timeouts() {
 /// Half a head pipelined behind a request is cut at header_read_timeout
 /// and counted and logged as a `408`, not left for idle_timeout: sent in
 /// the same write as the request (hyper holds it unread while the request
-/// runs), also behind a request's Content-Length body, and sent while the
-/// response is still arriving.
+/// runs), and sent while the response is still arriving.
 #[tokio::test]
 async fn pipelined_half_head_gets_header_read_timeout() {
     // idle_timeout far beyond read_to_close's bound: a connection left to
@@ -70,16 +69,6 @@ async fn pipelined_half_head_gets_header_read_timeout() {
     let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
-    // One write: a request with a body, the body, and the next head's half.
-    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    ports.push(local_port(&s));
-    let head = "POST /api HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\n\r\n";
-    s.write_all(format!("{head}xxxxxxxxxx{half}").as_bytes())
-        .await
-        .unwrap();
-    let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
     // The half head while the response (4 MiB) is on its way.
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     ports.push(local_port(&s));
@@ -93,11 +82,11 @@ async fn pipelined_half_head_gets_header_read_timeout() {
     for port in &ports {
         wait_closed_for(&mut p, *port, "header_read_timeout").await;
     }
-    let line = "hotproxy_http_requests_total{listener=\"public\",upstream=\"\",code=\"408\"} 3";
+    let line = "hotproxy_http_requests_total{listener=\"public\",upstream=\"\",code=\"408\"} 2";
     wait_metric(admin, line, WAIT).await;
-    let all = wait_access_log(&log, 6, WAIT).await;
+    let all = wait_access_log(&log, 4, WAIT).await;
     let cut: Vec<_> = all.iter().filter(|l| l["status"] == 408).collect();
-    assert_eq!(cut.len(), 3, "{all:?}");
+    assert_eq!(cut.len(), 2, "{all:?}");
     for (line, port) in cut.iter().zip(&ports) {
         assert_eq!(line["authz"], "header_read_timeout", "{line}");
         let client = line["client_addr"].as_str().unwrap();
