@@ -254,27 +254,26 @@ impl Resolver {
                     ),
                 );
             }
-            let interval = self.duration(
+            let interval = self.positive_duration(
                 &format!("{aat}.interval"),
                 a.interval.as_ref(),
                 Duration::from_secs(5),
             );
-            let timeout = self.duration(
+            let timeout = self.positive_duration(
                 &format!("{aat}.timeout"),
                 a.timeout.as_ref(),
                 Duration::from_secs(1),
             );
-            if interval.is_zero() || timeout.is_zero() {
-                self.problem(aat.clone(), "interval and timeout must be more than 0s");
-            }
-            let healthy_after = a.healthy_after.unwrap_or(2);
-            let unhealthy_after = a.unhealthy_after.unwrap_or(3);
-            if healthy_after == 0 || unhealthy_after == 0 {
-                self.problem(
-                    aat.clone(),
-                    "healthy_after and unhealthy_after must be at least 1",
-                );
-            }
+            // Each refusal names its own field, not only the block.
+            let mut count = |field: &str, n: Option<u32>, default: u32| {
+                let n = n.unwrap_or(default);
+                if n == 0 {
+                    self.problem(format!("{aat}.{field}"), "must be at least 1");
+                }
+                n
+            };
+            let healthy_after = count("healthy_after", a.healthy_after, 2);
+            let unhealthy_after = count("unhealthy_after", a.unhealthy_after, 3);
             out.active = Some(ActiveHealth {
                 path: a.path.clone(),
                 interval,
@@ -497,6 +496,44 @@ mod tests {
                 m.contains("upstreams[0].health.active.path"),
                 "{refused}: {m}"
             );
+        }
+    }
+
+    /// A zero `interval`, `timeout`, `healthy_after` or `unhealthy_after`
+    /// is refused naming that field, not only `health.active`: with all
+    /// four set, the message used to leave the operator to guess which.
+    #[test]
+    fn upstream_active_check_zeroes_name_the_field() {
+        let with = |k: &str, v: &str| {
+            let fields: Vec<String> = [
+                ("interval", "5s"),
+                ("timeout", "1s"),
+                ("healthy_after", "2"),
+                ("unhealthy_after", "3"),
+            ]
+            .iter()
+            .map(|&(f, d)| format!("{f}: {}", if f == k { v } else { d }))
+            .collect();
+            MINIMAL.replace(
+                "servers: [https://127.0.0.1:9443]",
+                &format!(
+                    "servers: [https://127.0.0.1:9443]\n    health: {{ active: {{ path: /h, {} }} }}",
+                    fields.join(", ")
+                ),
+            )
+        };
+        for (k, v, why) in [
+            ("interval", "0s", "more than 0s"),
+            ("timeout", "0ms", "more than 0s"),
+            ("healthy_after", "0", "at least 1"),
+            ("unhealthy_after", "0", "at least 1"),
+        ] {
+            let m = messages(&parse_str(&with(k, v)).unwrap_err());
+            assert!(
+                m.contains(&format!("upstreams[0].health.active.{k}:")) && m.contains(why),
+                "{k}: {m}"
+            );
+            assert_eq!(m.matches("health.active").count(), 1, "{k}: {m}");
         }
     }
 
