@@ -127,10 +127,14 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
 }
 
 /// Close pooled connections idle past `idle_timeout`, every half of it
-/// (so between 1 and 1.5 times it), also on endpoints no request reaches.
+/// (so between 1 and 1.5 times it; at most every 100 ms, see
+/// [`sweep_every`]), also on endpoints no request reaches.
 async fn sweep_idle(upstream: std::sync::Weak<Upstream>) {
     loop {
-        let Some(every) = upstream.upgrade().map(|u| u.config.idle_timeout / 2) else {
+        let Some(every) = upstream
+            .upgrade()
+            .map(|u| sweep_every(u.config.idle_timeout))
+        else {
             return;
         };
         tokio::time::sleep(every).await;
@@ -285,4 +289,47 @@ async fn drain_check_body(mut body: ResponseBody) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// The shortest wait between two idle sweeps of an upstream.
+const MIN_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How often [`sweep_idle`] looks: every half `idle_timeout`, and at most
+/// every [`MIN_SWEEP`]. A tiny `idle_timeout` (`1ms`) made the sweep a
+/// timer firing every millisecond, busy or idle, for as long as the
+/// upstream was configured; its connections are still never reused past
+/// it (the pool checks their age when it hands one out), only closed up
+/// to `MIN_SWEEP` later.
+fn sweep_every(idle_timeout: std::time::Duration) -> std::time::Duration {
+    (idle_timeout / 2).max(MIN_SWEEP)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::sweep_every;
+
+    /// A tiny `idle_timeout` (`1ms`, `1us`: accepted, more than 0s) must
+    /// not make the sweep a timer firing every millisecond for as long as
+    /// the upstream is configured, busy or idle: an idle proxy with such
+    /// an upstream used several percent of a core doing nothing.
+    #[test]
+    fn the_idle_sweep_never_spins() {
+        assert_eq!(
+            sweep_every(Duration::from_secs(90)),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            sweep_every(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
+        for tiny in [
+            Duration::from_nanos(1),
+            Duration::from_micros(1),
+            Duration::from_millis(1),
+        ] {
+            assert_eq!(sweep_every(tiny), super::MIN_SWEEP, "{tiny:?}");
+        }
+    }
 }
