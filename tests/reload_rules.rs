@@ -407,6 +407,46 @@ async fn a_reissued_crl_revoking_nobody_new_keeps_open_connections() {
     kept_and_served(&p, &mut conn).await;
 }
 
+/// With `max_connection_lifetime`, a re-issued CRL that revokes nobody
+/// new is no rotation: an open mTLS connection older than the limit is
+/// re-checked, kept and served on (it used to be closed as made with
+/// "rotated-out material" at every re-issue); a rotation of the served
+/// certificate still closes it, for the lifetime.
+#[tokio::test]
+async fn a_reissued_crl_is_no_rotation_for_max_connection_lifetime() {
+    let (s, ca, clients) = partners_scene(true);
+    let alice = clients.client_pair("alice");
+    // 1ms: the connection is older than that before any reload can come
+    // (the watcher's debounce alone is 50ms).
+    let cfg = s.config(&partners_with_crl("[{ cn: alice }]").replace(
+        "limits: { idle_timeout: 1h }",
+        "limits: { idle_timeout: 1h, max_connection_lifetime: 1ms }",
+    ));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let mut conn = open(addr, &ca.cert_pem, &alice).await;
+
+    let next_update = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    mv_over(&s.path("clients.crl"), &clients.crl_until(&[], next_update));
+    kept_and_served(&p, &mut conn).await;
+    let again = conn.send.send_request(get_to("localhost")).await.unwrap();
+    assert_eq!(again.status(), http::StatusCode::NOT_FOUND);
+    assert!(again.headers().get("connection").is_none(), "{again:?}");
+    assert!(!closed_for(&p, &conn.peer, "max_connection_lifetime"));
+
+    let next = ca.server_pair(&["localhost"]);
+    s.pair("a", &next);
+    within_deadline(format!("{} closed", conn.peer), conn.conn)
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(WAIT, "the close logged with its reason", || {
+        let logged = closed_for(&p, &conn.peer, "max_connection_lifetime");
+        async move { logged }
+    })
+    .await;
+}
+
 /// A CRL that revokes alice closes her open connection; bob's, under the
 /// same listener and CA, is re-checked and serves on.
 #[tokio::test]

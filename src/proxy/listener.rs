@@ -105,8 +105,10 @@ pub struct Listener {
     pub settings: ArcSwap<Settings>,
     /// PROXY protocol, trusted proxies, response headers, redirect (issue 16).
     pub front: ArcSwap<Front>,
-    /// Bumped whenever `tls` is replaced; connections compare it with the
-    /// generation they started with to honour `max_connection_lifetime`.
+    /// Bumped when `tls` is replaced with other served certificates or
+    /// client CA certificates (a rotation: see [`Listener::set_tls`]);
+    /// connections compare it with the generation they started with to
+    /// honour `max_connection_lifetime`.
     pub generation: watch::Sender<u64>,
     /// Bumped when what the listener admits changed (see [`Listener::readmit`]).
     pub admission: watch::Sender<Admissions>,
@@ -171,7 +173,14 @@ impl Listener {
     }
 
     /// Serve new connections with `tls` (whose client verifier is `gate`)
-    /// from now on.
+    /// from now on. When `rotated` (the certificates served or the client
+    /// CA certificates trusted changed), connections made before are made
+    /// with rotated-out material: past `max_connection_lifetime`, they
+    /// close. Any other change (CRLs, `alpn`, `min_version`, the same
+    /// client auth set again) keeps the generation: revocation and the
+    /// admission rules close what they must by checking each connection
+    /// again ([`Listener::readmit`]), not by age.
+    #[allow(clippy::too_many_arguments)]
     pub fn set_tls(
         &self,
         tls: Arc<ServerConfig>,
@@ -180,9 +189,10 @@ impl Listener {
         served: Vec<Arc<ServedCert>>,
         per_name: Option<Arc<crate::tls::per_name::PerName>>,
         resolver: Arc<crate::tls::server::SniResolver>,
+        rotated: bool,
     ) {
         // The reloader is the only writer: no other bump can come between.
-        let generation = *self.generation.borrow() + 1;
+        let generation = *self.generation.borrow() + u64::from(rotated);
         self.tls.store(Arc::new(Handshake {
             config: tls,
             mode,
@@ -192,7 +202,9 @@ impl Listener {
             resolver,
         }));
         self.served.store(Arc::new(served));
-        self.generation.send_replace(generation);
+        if rotated {
+            self.generation.send_replace(generation);
+        }
     }
 
     /// What the listener admits changed (client auth, CA or CRLs,

@@ -472,8 +472,10 @@ impl Reloader {
                             built.served,
                             built.per_name,
                             built.resolver.clone(),
+                            old.rotation != built.rotation,
                         );
                         old.key = built.key;
+                        old.rotation = built.rotation;
                         old.resolver = built.resolver;
                     }
                     old.live.edge.store(Arc::new(EdgePolicy::of(&cfg)));
@@ -510,6 +512,7 @@ impl Reloader {
                     let mut live =
                         self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver);
                     live.admits = admits;
+                    live.rotation = built.rotation;
                     live
                 }
                 (None, None) => unreachable!("a socket is bound for every new listener"),
@@ -577,6 +580,7 @@ impl Reloader {
             key,
             stop,
             resolver,
+            rotation: 0,
             admits: Default::default(),
         }
     }
@@ -655,6 +659,8 @@ impl Reloader {
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;
         l.resolver = built.resolver.clone();
+        let rotated = l.rotation != built.rotation;
+        l.rotation = built.rotation;
         l.live.set_tls(
             built.tls,
             built.mode,
@@ -662,6 +668,7 @@ impl Reloader {
             built.served,
             built.per_name,
             built.resolver,
+            rotated,
         );
         l.readmit(built.admits);
         self.client_auth_file

@@ -123,6 +123,9 @@ struct LiveListener {
     /// that takes over the address in a reload ([`Reloader::handed_over`]).
     socket: Option<std::net::TcpListener>,
     key: u64,
+    /// The certificates it serves and the client CA certificates it
+    /// trusts, as its connections were last told ([`snapshot::rotation_key`]).
+    rotation: u64,
     stop: watch::Sender<bool>,
     /// The live snapshot's resolver: a rotation derives the next one from
     /// it instead of indexing every pair's names again.

@@ -256,3 +256,57 @@ async fn a_malformed_rule_is_explained_without_its_value() {
     let r = a.editor("GET", path, None).await;
     assert_eq!(r.json()["mode"], "none", "{}", r.body);
 }
+
+/// With `max_connection_lifetime`, a client-auth PUT that changes no
+/// client CA certificate is no rotation: the same rules again, then an
+/// `allow` that still admits alice, keep her open connection, older than
+/// the limit, served (awaited: its re-check under the second). It used to
+/// be closed at the first PUT, identical as it was.
+#[tokio::test]
+async fn a_client_auth_put_keeping_the_ca_is_no_rotation() {
+    // 1ms: the connection is older than that before the PUTs come.
+    let mut a = Admin::start_edited("", |config| {
+        config.replace(
+            "    tls:\n      certs: [{ ref: edge }]",
+            "    limits: { max_connection_lifetime: 1ms }\n    tls:\n      certs: [{ ref: edge }]",
+        )
+    })
+    .await;
+    let path = "/api/v1/listeners/public/client-auth";
+    let rules = json!({"mode": "require_and_verify", "ca": {"ref": "clients"}});
+    let r = a.editor("PUT", path, Some(rules.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let alice = a.clients.client_pair("alice");
+    let config = client_config(&a.ca.cert_pem, Some(&alice), &[b"http/1.1"]);
+    let tls = connect(a.addr, "localhost", config).await.unwrap();
+    let peer = tls.get_ref().0.local_addr().unwrap().to_string();
+    let (mut held, held_conn) = keep_open_h1(tls).await;
+    let r = held.send_request(get_localhost()).await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let r = a.editor("PUT", path, Some(rules)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let only_alice =
+        json!({"mode": "require_and_verify", "ca": {"ref": "clients"}, "allow": [{"cn": "alice"}]});
+    let r = a.editor("PUT", path, Some(only_alice)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(
+        CLIENT_DEADLINE,
+        "alice's connection re-checked and kept",
+        || {
+            let kept = a.p.logs().iter().any(|l| {
+                l.contains("\"connection still admitted under the changed rules; kept\"")
+                    && l.contains(&format!("\"peer\":\"{peer}\""))
+            });
+            async move { kept }
+        },
+    )
+    .await;
+    let r = held
+        .send_request(get_localhost())
+        .await
+        .expect("alice's connection served on");
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().get("connection").is_none(), "{r:?}");
+    assert!(!held_conn.is_finished(), "alice's connection closed");
+}

@@ -25,6 +25,12 @@ pub struct Admin {
 
 impl Admin {
     pub async fn start(extra_certs: &str) -> Admin {
+        Self::start_edited(extra_certs, |config| config).await
+    }
+
+    /// [`Admin::start`] with its configuration file's text passed through
+    /// `edit` first.
+    pub async fn start_edited(extra_certs: &str, edit: impl FnOnce(String) -> String) -> Admin {
         let s = Scene::new();
         let ca = TestCa::new("ca");
         let clients = TestCa::new("clients");
@@ -42,6 +48,7 @@ impl Admin {
                  store: {{ path: data/store.json, key_file: data/store.key }}"
             ),
         );
+        write(&cfg, &edit(std::fs::read_to_string(&cfg).unwrap()));
         let (p, addr, api) = start_with_admin(&cfg).await;
         Admin {
             s,
