@@ -447,6 +447,37 @@ async fn a_reissued_crl_is_no_rotation_for_max_connection_lifetime() {
     .await;
 }
 
+/// With `max_connection_lifetime`, a change of the client CA certificates
+/// is a rotation: a CA added to the bundle still admits alice, yet her
+/// connection, older than the limit and made before it, closes for the
+/// lifetime.
+#[tokio::test]
+async fn a_client_ca_change_is_a_rotation_for_max_connection_lifetime() {
+    let (s, ca, clients) = partners_scene(false);
+    let alice = clients.client_pair("alice");
+    // 1ms: the connection is older than that before any reload can come.
+    let cfg = s.config(&partners("[{ cn: alice }]", "[]").replace(
+        "limits: { idle_timeout: 1h }",
+        "limits: { idle_timeout: 1h, max_connection_lifetime: 1ms }",
+    ));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let conn = open(addr, &ca.cert_pem, &alice).await;
+
+    let other = TestCa::new("other");
+    let bundle = format!("{}{}", clients.cert_pem, other.cert_pem);
+    mv_over(&s.path("clients-ca.crt"), &bundle);
+    within_deadline(format!("{} closed", conn.peer), conn.conn)
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(WAIT, "the close logged with its reason", || {
+        let logged = closed_for(&p, &conn.peer, "max_connection_lifetime");
+        async move { logged }
+    })
+    .await;
+}
+
 /// A CRL that revokes alice closes her open connection; bob's, under the
 /// same listener and CA, is re-checked and serves on.
 #[tokio::test]
