@@ -266,10 +266,14 @@ async fn a_malformed_rule_is_explained_without_its_value() {
 async fn a_client_auth_put_keeping_the_ca_is_no_rotation() {
     // 1ms: the connection is older than that before the PUTs come.
     let mut a = Admin::start_edited("", |config| {
-        config.replace(
+        let edited = config.replace(
             "    tls:\n      certs: [{ ref: edge }]",
             "    limits: { max_connection_lifetime: 1ms }\n    tls:\n      certs: [{ ref: edge }]",
-        )
+        );
+        // Without the limit nothing would close the connection, and the
+        // test would pass whatever the PUTs did.
+        assert_ne!(edited, config, "the limit was not put in the template");
+        edited
     })
     .await;
     let path = "/api/v1/listeners/public/client-auth";
