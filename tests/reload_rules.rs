@@ -349,6 +349,32 @@ fn closed_for(p: &Proxy, peer: &str, reason: &str) -> bool {
     })
 }
 
+/// `config` with `max_connection_lifetime: 1ms` on the listener: a
+/// connection is older than that before any reload can come (the
+/// watcher's debounce alone is 50ms).
+fn with_lifetime(config: String) -> String {
+    let edited = config.replace(
+        "limits: { idle_timeout: 1h }",
+        "limits: { idle_timeout: 1h, max_connection_lifetime: 1ms }",
+    );
+    assert_ne!(edited, config, "the limit was not put in the listener");
+    edited
+}
+
+/// Wait until `open` is closed and the close is logged for
+/// `max_connection_lifetime`.
+async fn closed_for_lifetime(p: &Proxy, open: Open) {
+    within_deadline(format!("{} closed", open.peer), open.conn)
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(WAIT, "the close logged with its reason", || {
+        let logged = closed_for(p, &open.peer, "max_connection_lifetime");
+        async move { logged }
+    })
+    .await;
+}
+
 /// Wait until the proxy has re-checked connection `peer` under changed
 /// admission rules and kept it; then it serves a second request.
 async fn kept_and_served(p: &Proxy, open: &mut Open) {
@@ -416,12 +442,7 @@ async fn a_reissued_crl_revoking_nobody_new_keeps_open_connections() {
 async fn a_reissued_crl_is_no_rotation_for_max_connection_lifetime() {
     let (s, ca, clients) = partners_scene(true);
     let alice = clients.client_pair("alice");
-    // 1ms: the connection is older than that before any reload can come
-    // (the watcher's debounce alone is 50ms).
-    let cfg = s.config(&partners_with_crl("[{ cn: alice }]").replace(
-        "limits: { idle_timeout: 1h }",
-        "limits: { idle_timeout: 1h, max_connection_lifetime: 1ms }",
-    ));
+    let cfg = s.config(&with_lifetime(partners_with_crl("[{ cn: alice }]")));
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("partners").await;
     let mut conn = open(addr, &ca.cert_pem, &alice).await;
@@ -436,15 +457,7 @@ async fn a_reissued_crl_is_no_rotation_for_max_connection_lifetime() {
 
     let next = ca.server_pair(&["localhost"]);
     s.pair("a", &next);
-    within_deadline(format!("{} closed", conn.peer), conn.conn)
-        .await
-        .unwrap()
-        .unwrap();
-    wait_until(WAIT, "the close logged with its reason", || {
-        let logged = closed_for(&p, &conn.peer, "max_connection_lifetime");
-        async move { logged }
-    })
-    .await;
+    closed_for_lifetime(&p, conn).await;
 }
 
 /// With `max_connection_lifetime`, a change of the client CA certificates
@@ -455,11 +468,7 @@ async fn a_reissued_crl_is_no_rotation_for_max_connection_lifetime() {
 async fn a_client_ca_change_is_a_rotation_for_max_connection_lifetime() {
     let (s, ca, clients) = partners_scene(false);
     let alice = clients.client_pair("alice");
-    // 1ms: the connection is older than that before any reload can come.
-    let cfg = s.config(&partners("[{ cn: alice }]", "[]").replace(
-        "limits: { idle_timeout: 1h }",
-        "limits: { idle_timeout: 1h, max_connection_lifetime: 1ms }",
-    ));
+    let cfg = s.config(&with_lifetime(partners("[{ cn: alice }]", "[]")));
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("partners").await;
     let conn = open(addr, &ca.cert_pem, &alice).await;
@@ -467,15 +476,7 @@ async fn a_client_ca_change_is_a_rotation_for_max_connection_lifetime() {
     let other = TestCa::new("other");
     let bundle = format!("{}{}", clients.cert_pem, other.cert_pem);
     mv_over(&s.path("clients-ca.crt"), &bundle);
-    within_deadline(format!("{} closed", conn.peer), conn.conn)
-        .await
-        .unwrap()
-        .unwrap();
-    wait_until(WAIT, "the close logged with its reason", || {
-        let logged = closed_for(&p, &conn.peer, "max_connection_lifetime");
-        async move { logged }
-    })
-    .await;
+    closed_for_lifetime(&p, conn).await;
 }
 
 /// A CRL that revokes alice closes her open connection; bob's, under the
