@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::SeqCst;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 use crate::hpack::*;
@@ -578,14 +578,7 @@ async fn h2_date_is_never_indexed() {
         s.write_all(&h2_frame(HEADERS, 0x5, stream, block))
             .await
             .unwrap();
-        let got = loop {
-            let (kind, flags, id, payload) = next_frame(&mut s).await;
-            assert_ne!(kind, GOAWAY, "closed before response {i}");
-            if kind == HEADERS && id == stream {
-                assert_ne!(flags & 0x4, 0, "a head in one frame");
-                break payload;
-            }
-        };
+        let got = response_head(&mut s, stream, i).await;
         let fields = hpack_fields(&got);
         // `:status 200` is the static table's 8; a 405 is a literal.
         assert_eq!(fields[0] == (0x80, 8), i != 1, "response {i}: {got:02x?}");
@@ -593,6 +586,19 @@ async fn h2_date_is_never_indexed() {
             fields.contains(&(0x10, 33)),
             "response {i}: no never-indexed date: {got:02x?}"
         );
+    }
+}
+
+/// The header block of the response to `stream` (the `i`th request), in
+/// one `HEADERS` frame, skipping other frames; a `GOAWAY` first fails.
+async fn response_head<S: AsyncRead + Unpin>(s: &mut S, stream: u32, i: usize) -> Vec<u8> {
+    loop {
+        let (kind, flags, id, payload) = next_frame(s).await;
+        assert_ne!(kind, GOAWAY, "closed before response {i}");
+        if kind == HEADERS && id == stream {
+            assert_ne!(flags & 0x4, 0, "a head in one frame");
+            return payload;
+        }
     }
 }
 
@@ -615,14 +621,7 @@ async fn h2_request_id_is_never_indexed() {
         s.write_all(&h2_frame(HEADERS, 0x5, stream, &get_with_id(*sent)))
             .await
             .unwrap();
-        let got = loop {
-            let (kind, flags, id, payload) = next_frame(&mut s).await;
-            assert_ne!(kind, GOAWAY, "closed before response {i}");
-            if kind == HEADERS && id == stream {
-                assert_ne!(flags & 0x4, 0, "a head in one frame");
-                break payload;
-            }
-        };
+        let got = response_head(&mut s, stream, i).await;
         assert_id_never_indexed(&got, *sent, &format!("response {i}"));
     }
 }
@@ -684,13 +683,7 @@ async fn h2_upstream_gets_request_id_never_indexed() {
         conn.write_all(&h2_frame(HEADERS, 0x5, upstream_stream, &[0x88]))
             .await
             .unwrap();
-        let got = loop {
-            let (kind, _, id, payload) = next_frame(&mut s).await;
-            assert_ne!(kind, GOAWAY, "closed before response {i}");
-            if kind == HEADERS && id == stream {
-                break payload;
-            }
-        };
+        let got = response_head(&mut s, stream, i).await;
         assert_eq!(hpack_fields(&got)[0], (0x80, 8), "response {i}: {got:02x?}");
         assert_id_never_indexed(&got, *sent, &format!("response {i}"));
     }
