@@ -3,6 +3,7 @@
 use crate::common::*;
 use crate::support;
 use crate::support::*;
+use crate::unsettled::{BOUND, warned};
 
 /// `unix` as GNU date formats it in UTC: an implementation independent of ours.
 fn gnu_date(unix: i64) -> String {
@@ -239,20 +240,6 @@ async fn files_that_never_settle_are_refused() {
     };
     // Each change awaited read (its problem shown), before the next.
     let read = |problem: &'static str| read_as(api, problem);
-    let bound = "5 × settle_timeout";
-    let failed = |p: &Proxy, refusal: bool| {
-        p.logs()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| {
-                v["message"] == "certificate reload failed; keeping the previous material"
-                    && v["level"] == "WARN"
-                    && v["error"]
-                        .as_str()
-                        .is_some_and(|e| e.contains(bound) == refusal)
-            })
-            .count()
-    };
 
     support::writers::mv_over(&s.path("edge.key"), &next.key_pem);
     read(mismatch).await;
@@ -261,7 +248,7 @@ async fn files_that_never_settle_are_refused() {
     let error = loop {
         let (result, problem) = read(flip(flips)).await;
         flips += 1;
-        if result == "failure" && problem.contains(bound) {
+        if result == "failure" && problem.contains(BOUND) {
             break problem;
         }
         // A step's own wait may run out (a failure without the bound)
@@ -282,13 +269,13 @@ async fn files_that_never_settle_are_refused() {
         flips += 1;
         if result != "failure" {
             assert!(
-                failed(&p, false) > 0,
+                warned(&p, false) > 0,
                 "a step of the writer refused is waited on again: {result}: {problem}"
             );
             break;
         }
     }
-    assert_eq!(failed(&p, true), 1, "the refusal is not logged once");
+    assert_eq!(warned(&p, true), 1, "the refusal is not logged once");
     assert_eq!(
         served_leaf(addr, &ca.cert_pem).await,
         first.fingerprint,

@@ -10,7 +10,7 @@ use crate::support::*;
 const MISSING: &str = "edge.crt: file not found";
 const MISMATCH: &str = "edge.key: private key does not match the certificate";
 /// What the error of files refused for not settling names.
-const BOUND: &str = "5 × settle_timeout";
+pub(crate) const BOUND: &str = "5 × settle_timeout";
 const FAILURES: &str = r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#;
 
 /// The proxy serving `edge` (a pair from files, watched, settle_timeout 1s)
@@ -66,7 +66,7 @@ async fn flip_until_refused(
 
 /// The warnings that `edge`'s files were refused: those naming the bound
 /// (`refusal`) or the others.
-fn warned(p: &Proxy, refusal: bool) -> usize {
+pub(crate) fn warned(p: &Proxy, refusal: bool) -> usize {
     p.logs()
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
