@@ -29,21 +29,8 @@ enum Fault {
 /// doing, so any client could raise an upstream's error rate at will.
 #[tokio::test]
 async fn a_client_body_fault_after_the_response_is_not_the_upstreams_error() {
-    let w = world();
-    let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
-    let h2 = Backend::start("h2", &w.backend_pair, None).await;
-    let listener = listener_yaml(
-        "public",
-        "127.0.0.1:0",
-        "\n      - { path_prefix: /h1/, upstream: h1 }\n      - { upstream: h2 }",
-    );
-    let mut p = Proxy::start(&w.scene.config(&format!(
-        "admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{listener}\n    \
-         limits: {{ body_read_timeout: 500ms, max_body_bytes: 1000 }}\nupstreams:{}{}",
-        backend_upstream("h1", &[h1.addr], &[]),
-        backend_upstream("h2", &[h2.addr], &[]),
-    )));
-    let addr = p.listener_addr("public").await;
+    let (w, _backends, mut p, addr) =
+        two_backends("body_read_timeout: 500ms, max_body_bytes: 1000", &[]).await;
     let mut client = h2_to(&w, addr).await;
     let mut calls = 0;
     for path in ["/h1/echo", "/h2/echo"] {
@@ -401,6 +388,16 @@ impl Call {
 /// `body_read_timeout` as given: the world (its files), the backends, the
 /// proxy and the listener's address.
 async fn streaming(body_read_timeout: &str) -> (World, [Backend; 2], Proxy, std::net::SocketAddr) {
+    let limits = format!("body_read_timeout: {body_read_timeout}");
+    two_backends(&limits, &["read_timeout: 400ms"]).await
+}
+
+/// A proxy routing `/h1/` to an HTTP/1.1 backend and the rest to an HTTP/2
+/// one, the listener's `limits` and both upstreams' settings as given.
+async fn two_backends(
+    limits: &str,
+    upstream: &[&str],
+) -> (World, [Backend; 2], Proxy, std::net::SocketAddr) {
     let w = world();
     let h1 = Backend::start_h1("h1", &w.backend_pair, None).await;
     let h2 = Backend::start("h2", &w.backend_pair, None).await;
@@ -411,9 +408,9 @@ async fn streaming(body_read_timeout: &str) -> (World, [Backend; 2], Proxy, std:
     );
     let mut p = Proxy::start(&w.scene.config(&format!(
         "admin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{listener}\n    \
-         limits: {{ body_read_timeout: {body_read_timeout} }}\nupstreams:{}{}",
-        backend_upstream("h1", &[h1.addr], &["read_timeout: 400ms"]),
-        backend_upstream("h2", &[h2.addr], &["read_timeout: 400ms"]),
+         limits: {{ {limits} }}\nupstreams:{}{}",
+        backend_upstream("h1", &[h1.addr], upstream),
+        backend_upstream("h2", &[h2.addr], upstream),
     )));
     let addr = p.listener_addr("public").await;
     (w, [h1, h2], p, addr)
