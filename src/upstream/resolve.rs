@@ -10,7 +10,10 @@
 //! (`hotproxy_upstream_errors_total{reason="resolve"}`). A lookup still
 //! pending when a reload retires the upstream comes to nothing: neither
 //! logged nor counted nor stored. An IP server is one endpoint, never
-//! resolved.
+//! resolved. Lookups never overlap: the next re-resolution starts
+//! `resolve_interval` after the last one ended, and one that timed out is
+//! waited for again rather than asked anew, so a tiny interval costs a
+//! busy resolver, never a false failure.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -34,6 +37,10 @@ pub struct Resolution {
     last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
+    /// Per server: a re-resolution's lookup that timed out and has not
+    /// ended yet; the next re-resolution waits for it instead of starting
+    /// another beside it.
+    pending: Mutex<Vec<Option<Lookup>>>,
     /// Shared by every endpoint set this resolution makes.
     pub publishing: Arc<Publishing>,
 }
@@ -43,8 +50,14 @@ fn is_name(host: &str) -> bool {
 }
 
 /// How long a lookup at configuration time may hold the reloader (which
-/// also applies certificate rotations), as a re-resolution's is bounded.
+/// also applies certificate rotations), and how long a re-resolution waits
+/// for each of its lookups, whatever `resolve_interval` is: bounded by the
+/// interval, a 1 ms one timed out most lookups of a working resolver and
+/// logged a failure and a recovery for each.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A re-resolution's lookup of one server's name, on the blocking pool.
+type Lookup = tokio::task::JoinHandle<std::io::Result<Vec<SocketAddr>>>;
 
 /// A blocking lookup on a thread of its own, its answer on the channel
 /// (none when it fails). A lookup past [`LOOKUP_TIMEOUT`] is left to end on
@@ -80,6 +93,7 @@ impl Resolution {
             dialer,
             last: Mutex::new(vec![None; n]),
             failing: Mutex::new(vec![false; n]),
+            pending: Mutex::new((0..n).map(|_| None).collect()),
             publishing: Arc::default(),
         }
     }
@@ -146,19 +160,32 @@ impl Resolution {
             .collect()
     }
 
-    /// Resolve every name again; the new set when it changed.
+    /// Resolve every name again; the new set when it changed. Each lookup
+    /// may take `LOOKUP_TIMEOUT`; one still running then is a failure now
+    /// and is waited for again by the next call, not asked anew.
     pub async fn refresh(&self, current: &Members) -> Option<Members> {
-        let timeout = self.config.resolve_interval.min(Duration::from_secs(5));
         let mut changed = false;
         for (i, s) in self.config.servers.iter().enumerate() {
             if !is_name(&s.host) {
                 continue;
             }
-            let lookup = tokio::net::lookup_host((s.host.as_str(), s.port));
-            let found = match tokio::time::timeout(timeout, lookup).await {
-                Ok(Ok(found)) => Ok(normalise(found.collect())),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("lookup timed out".to_owned()),
+            let pending = self.pending.lock().expect("resolution lock")[i].take();
+            let mut lookup = pending.unwrap_or_else(|| {
+                let (host, port) = (s.host.clone(), s.port);
+                tokio::task::spawn_blocking(move || {
+                    (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map(Iterator::collect)
+                })
+            });
+            let found = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut lookup).await {
+                Ok(Ok(Ok(found))) => Ok(normalise(found)),
+                Ok(Ok(Err(e))) => Err(e.to_string()),
+                Ok(Err(e)) => Err(format!("lookup failed: {e}")),
+                Err(_) => {
+                    self.pending.lock().expect("resolution lock")[i] = Some(lookup);
+                    Err("lookup timed out".to_owned())
+                }
             };
             // Retired while the lookup was pending (a reload replaced or
             // removed the upstream): its successor resolves for itself.

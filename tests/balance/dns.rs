@@ -1,4 +1,4 @@
-//! Names a test's own DNS server answers (the proxy in a mount namespace with its resolv.conf): a re-resolution a reload overtakes.
+//! Names a test's own DNS server answers (the proxy in a mount namespace with its resolv.conf): a re-resolution a reload overtakes, lookups at a tiny `resolve_interval`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,8 @@ struct Answering {
     hold: bool,
     /// Queries held unanswered, and who asked.
     held: Vec<(Vec<u8>, SocketAddr)>,
+    /// How many queries were answered.
+    answered: usize,
 }
 
 impl NameServer {
@@ -47,6 +49,7 @@ impl NameServer {
             ips: parse(ips),
             hold: false,
             held: Vec::new(),
+            answered: 0,
         }));
         let (s, st) = (socket.clone(), state.clone());
         let task = tokio::spawn(async move {
@@ -59,6 +62,7 @@ impl NameServer {
                         st.held.push((query, from));
                         continue;
                     }
+                    st.answered += 1;
                     answer(&query, &st.ips)
                 };
                 if let Some(reply) = reply {
@@ -88,6 +92,21 @@ impl NameServer {
     /// How many queries wait unanswered.
     fn held(&self) -> usize {
         self.state.lock().unwrap().held.len()
+    }
+
+    /// How many queries were answered.
+    fn answered(&self) -> usize {
+        self.state.lock().unwrap().answered
+    }
+
+    /// How many sockets the queries waiting unanswered came from: one
+    /// per lookup (a lookup asks `A` and `AAAA` on one socket).
+    fn held_askers(&self) -> usize {
+        let st = self.state.lock().unwrap();
+        let mut from: Vec<SocketAddr> = st.held.iter().map(|(_, f)| *f).collect();
+        from.sort();
+        from.dedup();
+        from.len()
     }
 
     /// Answer the queries held, and every one from now on, with `ips`.
@@ -155,8 +174,7 @@ const DROPPED: &str = "upstream retired while its names were resolved again; the
 /// `removed` for an upstream no longer configured, or a failed lookup's
 /// warning, counted in `hotproxy_upstream_errors_total`) and stored as
 /// its endpoints, where retries of its requests still in flight picked.
-/// The lookup waits at most `resolve_interval` (5 s at most): the reload
-/// is applied well within that.
+/// The lookup waits at most 5 s: the reload is applied well within that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_resolution_a_reload_overtakes_is_dropped() {
     let name = format!("overtaken-{}.hotproxy.test", std::process::id());
@@ -215,4 +233,129 @@ async fn a_re_resolution_a_reload_overtakes_is_dropped() {
         (200, Some("pod".into())),
         "served by the upstream the reload put in service"
     );
+}
+
+/// `resolve_interval: 1ms` re-resolves names that resolve back to back —
+/// `localhost` (from /etc/hosts) and a name the test's server answers —
+/// and no lookup fails: both endpoints keep serving, nothing is logged or
+/// counted. Each lookup was bounded by the interval: at 1 ms most of those
+/// the server answered timed out, and the log filled with failures and
+/// recoveries of a name that always resolved (`localhost`, answered from
+/// a file in well under 1 ms, rarely did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_resolve_interval_fails_no_lookup() {
+    let name = format!("tiny-{}.hotproxy.test", std::process::id());
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    let p = Pods::new();
+    let local = p.pod_at("127.0.0.1", "local").await;
+    let named = p.pod_at("127.0.0.2", "named").await;
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let tiny = "    resolve_interval: 1ms\n";
+    let upstreams = [
+        upstream(
+            "local",
+            &format!("https://localhost:{}", local.addr.port()),
+            tiny,
+        ),
+        upstream(
+            "named",
+            &format!("https://{name}:{}", named.addr.port()),
+            tiny,
+        ),
+    ]
+    .concat();
+    let routes = "\n      - { path_prefix: /local, upstream: local }\n      - { path_prefix: /named, upstream: named }";
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p
+        .serve_with(routes, &upstreams, vec![local, named], start)
+        .await;
+    // Hundreds of re-resolutions of the name.
+    wait_until(WAIT, "500 queries answered", || async {
+        dns.answered() >= 500
+    })
+    .await;
+    let mut send = client(&w).await;
+    assert_eq!(
+        get_pod(&mut send, "/local").await,
+        (200, Some("local".into()))
+    );
+    assert_eq!(
+        get_pod(&mut send, "/named").await,
+        (200, Some("named".into()))
+    );
+    let failures: Vec<String> = logged_so_far(&mut w)
+        .await
+        .into_iter()
+        .filter(|l| l.contains("upstream DNS lookup"))
+        .collect();
+    assert!(failures.is_empty(), "lookups failed: {failures:?}");
+    let m = metrics(&w).await;
+    assert!(
+        !m.contains("reason=\"resolve\""),
+        "resolve errors counted:\n{m}"
+    );
+}
+
+/// A lookup that does not end (its name server silent) is never joined by
+/// another: it times out after 5 s, whatever `resolve_interval` is, and
+/// the next re-resolution waits for its answer again instead of asking
+/// anew; the endpoint serves on its last good address meanwhile, and once
+/// the server answers, that lookup's answer is the recovery. Lookups timed
+/// out at the interval (1 ms here) and the next began beside the last,
+/// every millisecond: hundreds of lookups waiting on the server at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_times_out_is_waited_for_not_repeated() {
+    let name = format!("silent-{}.hotproxy.test", std::process::id());
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let app = upstream(
+        "app",
+        &format!("https://{name}:{port}"),
+        "    resolve_interval: 1ms\n",
+    );
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p
+        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
+        .await;
+    let mut send = client(&w).await;
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+
+    dns.hold();
+    let errors = "hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"} ";
+    // Two re-resolutions that timed out: 10 s, bounded generously.
+    wait_until(3 * WAIT, "two lookups timed out", || async {
+        metrics(&w).await.lines().any(|l| {
+            l.strip_prefix(errors)
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .is_some_and(|n| n >= 2.0)
+        })
+    })
+    .await;
+    // Served on the last good address meanwhile.
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+    assert_eq!(
+        dns.held_askers(),
+        1,
+        "lookups began beside one still running"
+    );
+    let failed = w
+        .proxy
+        .wait_log("the failure", |v| {
+            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
+        })
+        .await;
+    assert_eq!(failed["error"], "lookup timed out", "{failed}");
+
+    dns.release(&["127.0.0.2"]).await;
+    w.proxy
+        .wait_log("the recovery", |v| {
+            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
+        })
+        .await;
+    assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 }
