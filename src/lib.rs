@@ -67,6 +67,8 @@
 //!   - `config_file`: when the configuration file may be read (still for a moment,
 //!     not changed by a writer during the read).
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
+//!   - `rotation`: what `max_connection_lifetime` counts as a rotation: name by
+//!     name, a certificate no longer served, a client CA certificate no longer trusted.
 //!   - `changes`: what a config reload changed, for the line that confirms it.
 //!   - `rebind`: binding a new address beside an overlapping one a listener gives up.
 //!   - `api`: the catalogue queries and mutations the admin API runs.

@@ -361,6 +361,27 @@ fn with_lifetime(config: String) -> String {
     edited
 }
 
+/// `config` (of [`partners`]) with the listener's `certs` list `certs`.
+fn with_certs(config: String, certs: &str) -> String {
+    let edited = config.replace(
+        "certs: [{ cert_file: a.crt, key_file: a.key }]",
+        &format!("certs: {certs}"),
+    );
+    assert_ne!(edited, config, "the certs were not put in the listener");
+    edited
+}
+
+/// `open` serves another request, with no sign of a close coming
+/// (`Connection: close`), and its close for `max_connection_lifetime` was
+/// never logged: a rotation bumped before what the caller awaited closes
+/// it as that request comes.
+async fn served_on(p: &Proxy, open: &mut Open) {
+    let again = open.send.send_request(get_to(&open.host)).await.unwrap();
+    assert_eq!(again.status(), http::StatusCode::NOT_FOUND);
+    assert!(again.headers().get("connection").is_none(), "{again:?}");
+    assert!(!closed_for(p, &open.peer, "max_connection_lifetime"));
+}
+
 /// Wait until `open` is closed and the close is logged for
 /// `max_connection_lifetime`.
 async fn closed_for_lifetime(p: &Proxy, open: Open) {
@@ -450,32 +471,128 @@ async fn a_reissued_crl_is_no_rotation_for_max_connection_lifetime() {
     let next_update = time::OffsetDateTime::now_utc() + time::Duration::days(2);
     mv_over(&s.path("clients.crl"), &clients.crl_until(&[], next_update));
     kept_and_served(&p, &mut conn).await;
-    let again = conn.send.send_request(get_to("localhost")).await.unwrap();
-    assert_eq!(again.status(), http::StatusCode::NOT_FOUND);
-    assert!(again.headers().get("connection").is_none(), "{again:?}");
-    assert!(!closed_for(&p, &conn.peer, "max_connection_lifetime"));
+    served_on(&p, &mut conn).await;
 
     let next = ca.server_pair(&["localhost"]);
     s.pair("a", &next);
     closed_for_lifetime(&p, conn).await;
 }
 
-/// With `max_connection_lifetime`, a change of the client CA certificates
-/// is a rotation: a CA added to the bundle still admits alice, yet her
-/// connection, older than the limit and made before it, closes for the
-/// lifetime.
+/// With `max_connection_lifetime`, a client CA certificate no longer
+/// trusted is a rotation: the end of a CA rollover (the old CA taken out
+/// of the bundle) still admits alice, whose CA stays, yet her connection,
+/// older than the limit and made while the old CA was trusted, closes for
+/// the lifetime.
 #[tokio::test]
 async fn a_client_ca_change_is_a_rotation_for_max_connection_lifetime() {
     let (s, ca, clients) = partners_scene(false);
+    let other = TestCa::new("other");
+    let bundle = format!("{}{}", clients.cert_pem, other.cert_pem);
+    write(&s.path("clients-ca.crt"), &bundle);
     let alice = clients.client_pair("alice");
     let cfg = s.config(&with_lifetime(partners("[{ cn: alice }]", "[]")));
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("partners").await;
     let conn = open(addr, &ca.cert_pem, &alice).await;
 
+    mv_over(&s.path("clients-ca.crt"), &clients.cert_pem);
+    closed_for_lifetime(&p, conn).await;
+}
+
+/// With `max_connection_lifetime`, a CA certificate added to the client
+/// CA bundle (a CA rollover starting) is no rotation: every certificate
+/// trusted before still is. Alice's connection, older than the limit, is
+/// re-checked, kept and served on (it used to be closed); a rotation of
+/// the served certificate still closes it, for the lifetime.
+#[tokio::test]
+async fn a_client_ca_added_is_no_rotation_for_max_connection_lifetime() {
+    let (s, ca, clients) = partners_scene(false);
+    let alice = clients.client_pair("alice");
+    let cfg = s.config(&with_lifetime(partners("[{ cn: alice }]", "[]")));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let mut conn = open(addr, &ca.cert_pem, &alice).await;
+
     let other = TestCa::new("other");
     let bundle = format!("{}{}", clients.cert_pem, other.cert_pem);
     mv_over(&s.path("clients-ca.crt"), &bundle);
+    kept_and_served(&p, &mut conn).await;
+    served_on(&p, &mut conn).await;
+
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    closed_for_lifetime(&p, conn).await;
+}
+
+/// Listener `partners` with pairs `a` (localhost: the default), `b` and
+/// `c`, each answering the names `names` gives it, in that order.
+fn three_pairs(names: [(&str, &str); 3]) -> String {
+    let certs: Vec<String> = (names.iter())
+        .map(|(stem, names)| {
+            format!("{{ cert_file: {stem}.crt, key_file: {stem}.key, server_names: {names} }}")
+        })
+        .collect();
+    let certs = format!("[{}]", certs.join(", "));
+    with_lifetime(with_certs(partners("[{ cn: alice }]", "[]"), &certs))
+}
+
+/// With `max_connection_lifetime`, a name moved to another pair by
+/// `server_names` is a rotation, though no pair's files changed: a
+/// client asking for it gets another certificate now. A connection made
+/// to it, older than the limit, closes for the lifetime (it used to be
+/// kept for good, with a certificate no longer served for its name).
+#[tokio::test]
+async fn a_name_moved_to_another_pair_is_a_rotation_for_max_connection_lifetime() {
+    let (s, ca, clients) = partners_scene(false);
+    s.pair("b", &ca.server_pair(&["b.example", "moved.example"]));
+    s.pair("c", &ca.server_pair(&["c.example", "moved.example"]));
+    let alice = clients.client_pair("alice");
+    let before = [
+        ("a", "[localhost]"),
+        ("b", "[b.example, moved.example]"),
+        ("c", "[c.example]"),
+    ];
+    let cfg = s.config(&three_pairs(before));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let conn = open_to(addr, "moved.example", &ca.cert_pem, &alice).await;
+
+    let after = [
+        ("a", "[localhost]"),
+        ("b", "[b.example]"),
+        ("c", "[c.example, moved.example]"),
+    ];
+    write(&cfg, &three_pairs(after));
+    reloaded(&mut p, 1).await;
+    closed_for_lifetime(&p, conn).await;
+}
+
+/// With `max_connection_lifetime`, a reorder of `certs` that leaves every
+/// name (and the default) the certificate it had is no rotation: an open
+/// connection older than the limit serves on (it used to be closed); a
+/// name moved afterwards still closes it, for the lifetime.
+#[tokio::test]
+async fn a_reorder_of_certs_is_no_rotation_for_max_connection_lifetime() {
+    let (s, ca, clients) = partners_scene(false);
+    s.pair("b", &ca.server_pair(&["b.example"]));
+    s.pair("c", &ca.server_pair(&["c.example", "b.example"]));
+    let alice = clients.client_pair("alice");
+    let (a, b, c) = (
+        ("a", "[localhost]"),
+        ("b", "[b.example]"),
+        ("c", "[c.example]"),
+    );
+    let cfg = s.config(&three_pairs([a, b, c]));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let mut conn = open_to(addr, "b.example", &ca.cert_pem, &alice).await;
+
+    write(&cfg, &three_pairs([a, c, b]));
+    reloaded(&mut p, 1).await;
+    served_on(&p, &mut conn).await;
+
+    let moved = [a, ("c", "[c.example, b.example]"), ("b", "[b2.example]")];
+    write(&cfg, &three_pairs(moved));
+    reloaded(&mut p, 2).await;
     closed_for_lifetime(&p, conn).await;
 }
 

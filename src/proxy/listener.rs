@@ -173,13 +173,15 @@ impl Listener {
     }
 
     /// Serve new connections with `tls` (whose client verifier is `gate`)
-    /// from now on. When `rotated` (the certificates served or the client
-    /// CA certificates trusted changed), connections made before are made
-    /// with rotated-out material: past `max_connection_lifetime`, they
-    /// close. Any other change (CRLs, `alpn`, `min_version`, the same
-    /// client auth set again) keeps the generation: revocation and the
-    /// admission rules close what they must by checking each connection
-    /// again ([`Listener::readmit`]), not by age.
+    /// from now on. When `rotated` (for some name, a certificate served or
+    /// a client CA certificate trusted is no longer: the reloader's
+    /// `rotation`), connections made before are made with rotated-out
+    /// material: past `max_connection_lifetime`, they close. Any other
+    /// change (CRLs, `alpn`, `min_version`, the same client auth set
+    /// again, a CA added, a reorder that keeps each name's certificate)
+    /// keeps the generation: revocation and the admission rules close what
+    /// they must by checking each connection again ([`Listener::readmit`]),
+    /// not by age.
     #[allow(clippy::too_many_arguments)]
     pub fn set_tls(
         &self,

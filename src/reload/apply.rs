@@ -472,7 +472,7 @@ impl Reloader {
                             built.served,
                             built.per_name,
                             built.resolver.clone(),
-                            old.rotation != built.rotation,
+                            built.rotation.rotated_from(&old.rotation),
                         );
                         old.key = built.key;
                         old.rotation = built.rotation;
@@ -509,10 +509,15 @@ impl Reloader {
                     );
                     live.front.store(Front::new(&cfg.front));
                     live.edge.store(Arc::new(EdgePolicy::of(&cfg)));
-                    let mut live =
-                        self.spawn_listener(cfg.clone(), live, socket, built.key, built.resolver);
+                    let mut live = self.spawn_listener(
+                        cfg.clone(),
+                        live,
+                        socket,
+                        built.key,
+                        built.resolver,
+                        built.rotation,
+                    );
                     live.admits = admits;
-                    live.rotation = built.rotation;
                     live
                 }
                 (None, None) => unreachable!("a socket is bound for every new listener"),
@@ -556,6 +561,7 @@ impl Reloader {
         socket: std::net::TcpListener,
         key: u64,
         resolver: Arc<SniResolver>,
+        rotation: super::rotation::InUse,
     ) -> LiveListener {
         let (stop, stop_rx) = watch::channel(false);
         let bound = socket.local_addr().unwrap_or(config.bind);
@@ -580,7 +586,7 @@ impl Reloader {
             key,
             stop,
             resolver,
-            rotation: 0,
+            rotation,
             admits: Default::default(),
         }
     }
@@ -659,7 +665,7 @@ impl Reloader {
         let l = self.listeners.get_mut(listener).expect("checked");
         l.key = built.key;
         l.resolver = built.resolver.clone();
-        let rotated = l.rotation != built.rotation;
+        let rotated = built.rotation.rotated_from(&l.rotation);
         l.rotation = built.rotation;
         l.live.set_tls(
             built.tls,

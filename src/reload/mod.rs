@@ -24,6 +24,7 @@ mod changes;
 mod config_file;
 mod entry;
 mod rebind;
+mod rotation;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -123,9 +124,10 @@ struct LiveListener {
     /// that takes over the address in a reload ([`Reloader::handed_over`]).
     socket: Option<std::net::TcpListener>,
     key: u64,
-    /// The certificates it serves and the client CA certificates it
-    /// trusts, as its connections were last told ([`snapshot::rotation_key`]).
-    rotation: u64,
+    /// The certificates it serves for each name and the client CA
+    /// certificates it trusts for it, as its connections were last told
+    /// ([`rotation::InUse`]).
+    rotation: rotation::InUse,
     stop: watch::Sender<bool>,
     /// The live snapshot's resolver: a rotation derives the next one from
     /// it instead of indexing every pair's names again.

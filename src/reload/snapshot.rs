@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rustls::{ClientConfig, ServerConfig};
 use tracing::{debug, warn};
 
+use super::rotation::InUse;
 use super::{LOG, LiveListener, Reloader};
 use crate::config::{
     self, ClientAuthConfig, ClientAuthMode, ListenerCert, ListenerConfig, UpstreamCa,
@@ -63,7 +64,7 @@ impl Reloader {
                         built.served,
                         built.per_name,
                         built.resolver.clone(),
-                        l.rotation != built.rotation,
+                        built.rotation.rotated_from(&l.rotation),
                     );
                     l.key = built.key;
                     l.rotation = built.rotation;
@@ -102,9 +103,9 @@ pub(super) struct BuiltListener {
     pub(super) served: Vec<Arc<ServedCert>>,
     pub(super) resolver: Arc<SniResolver>,
     pub(super) key: u64,
-    /// The certificates it serves and the client CA certificates it
-    /// trusts ([`rotation_key`]): when they change, a rotation.
-    pub(super) rotation: u64,
+    /// The certificates it serves for each name and the client CA
+    /// certificates it trusts for it: what a rotation is judged by.
+    pub(super) rotation: InUse,
     /// What the listener admits under it ([`admission_key`]): stored
     /// with it, it closes connections other rules admitted and it does not.
     pub(super) admits: Admits,
@@ -150,39 +151,6 @@ fn listener_key(
             key.wrapping_add(pair_term(i, c, hash_of(entries, &c.entry)))
         })
         .wrapping_add(per_name_term(l, entries))
-}
-
-/// Fingerprint of what `max_connection_lifetime` counts as a rotation of
-/// listener `l`: the certificates it serves (each pair's files, by
-/// position) and the client CA certificates it trusts, listener-wide and
-/// per entry. Not the CAs' CRLs, nor which of them are in use: a CRL
-/// re-issued, revoking someone or no one, closes only the connections it
-/// revokes, each checked again ([`admission_key`]). Nor `alpn`,
-/// `min_version` or `server_names`: new handshakes use them, open
-/// connections were admitted as they are.
-fn rotation_key(
-    l: &ListenerConfig,
-    client_auth: &ClientAuthConfig,
-    entries: &BTreeMap<String, Entry>,
-) -> u64 {
-    let current = |id: &str| entries.get(id).and_then(|e| e.current.as_ref());
-    let mut h = DefaultHasher::new();
-    for c in &l.certs {
-        current(&c.entry)
-            .filter(|x| x.pair().is_some())
-            .map(|x| x.hash)
-            .hash(&mut h);
-    }
-    let policies =
-        std::iter::once(client_auth).chain(l.certs.iter().filter_map(|c| c.client_auth.as_ref()));
-    for policy in policies {
-        let roots = policy.ca.as_deref().and_then(current).and_then(|x| x.ca());
-        for root in roots.iter().flat_map(|ca| &ca.roots) {
-            root.as_ref().hash(&mut h);
-        }
-        roots.is_some().hash(&mut h);
-    }
-    h.finish()
 }
 
 /// Fingerprints of what a listener admits ([`admission_key`]).
@@ -617,6 +585,7 @@ pub(super) fn listener_tls(
         None
     };
     let admits = admission_key(l, client_auth, entries, &resolver);
+    let rotation = InUse::new(l, client_auth, entries, &resolver);
     Ok(BuiltListener {
         tls,
         mode: client_auth.mode,
@@ -624,7 +593,7 @@ pub(super) fn listener_tls(
         served,
         resolver,
         key: listener_key(l, client_auth, entries),
-        rotation: rotation_key(l, client_auth, entries),
+        rotation,
         admits,
         per_name,
     })
@@ -723,6 +692,7 @@ fn listener_tls_after(
     debug_assert_eq!(key, listener_key(&l.config, client_auth, entries));
     let (tls, gate) = server_config(&l.config, client_auth, entries, &resolver)?;
     let admits = admission_key(&l.config, client_auth, entries, &resolver);
+    let rotation = InUse::new(&l.config, client_auth, entries, &resolver);
     Ok(Some(BuiltListener {
         tls,
         mode: client_auth.mode,
@@ -730,7 +700,7 @@ fn listener_tls_after(
         served,
         resolver,
         key,
-        rotation: rotation_key(&l.config, client_auth, entries),
+        rotation,
         admits,
         per_name: None,
     }))

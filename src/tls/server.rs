@@ -333,6 +333,23 @@ impl SniResolver {
         picks
     }
 
+    /// The positions of the pairs a client asking for `name` chooses from
+    /// ([`choose`](Self::choose)): for `*.x`, a name under `x` no pair
+    /// lists exactly; without a name, or for one no pair answers, the
+    /// default's.
+    pub fn candidates(&self, name: Option<&str>) -> &[usize] {
+        let answering = |name: &str| match name.strip_prefix("*.") {
+            Some(suffix) => self.names.wildcard.get(suffix).map(|at| &at[..]),
+            None => self.answering(name),
+        };
+        name.and_then(answering).unwrap_or(&self.names.default)
+    }
+
+    /// The chain and key of the pair at position `at`.
+    pub fn key(&self, at: usize) -> &Arc<CertifiedKey> {
+        &self.keys[at]
+    }
+
     /// The URI SANs of the pair a connection was served (XFCC's `By`):
     /// the one at `served`, as [`noting_choice`] noted it, else the one
     /// that answers `sni`.
