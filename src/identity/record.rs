@@ -150,10 +150,14 @@ impl Identity {
     /// What `rfc9440` and `xfcc` forward: any other certificate a client
     /// pads its Certificate message with (rustls takes up to 64 KiB) is
     /// left out, so it cannot grow the backend's headers past its limits.
-    /// Only the real issuers' keys signed the certificates above the leaf,
-    /// so what is forwarded is the CA hierarchy's, not the client's choice.
+    /// The path is cut after its highest certificate that is a trust
+    /// anchor or that a trust anchor issued (nothing above the leaf when
+    /// none is): a copy of an issuer (its name and key) signed by a key of
+    /// the client's own would otherwise lead on to certificates only the
+    /// client signed. So what is forwarded is the CA hierarchy's, not the
+    /// client's choice.
     /// Parses the chain again, asked once per connection and mode; the
-    /// trust anchors only when there are two issuers to choose from.
+    /// trust anchors only when an issuer was sent.
     pub fn issuing_chain(&self) -> Vec<&CertificateDer<'static>> {
         let Some((leaf, sent)) = self.chain.split_first() else {
             return Vec::new();
@@ -166,8 +170,9 @@ impl Identity {
             X509Certificate::from_der(c).ok().map(|(_, c)| c)
         }
         let parsed: Vec<Option<X509Certificate<'_>>> = sent.iter().map(parse).collect();
-        // Parsed only when two issuers are sent: the trust anchors may be a
-        // large `client_auth.ca` bundle, and one issuer needs no choosing.
+        // Parsed only when the client sent an issuer that is not itself a
+        // trust anchor: the anchors may be a large `client_auth.ca` bundle,
+        // and a leaf sent alone needs none of them.
         let anchors = std::cell::OnceCell::new();
         // Whether a trust anchor issued `der` (`c` parsed): its subject is
         // `c`'s issuer and its key verifies `c`'s signature.
@@ -180,6 +185,8 @@ impl Identity {
             })
         };
         let mut taken = vec![false; sent.len()];
+        // The issuers taken, by their index in `sent`.
+        let mut chosen: Vec<(usize, &X509Certificate<'_>)> = Vec::new();
         let (mut current, mut current_der) = (&leaf, path[0]);
         while path.len() <= MAX_FORWARDED_ISSUERS
             && current.subject().as_raw() != current.issuer().as_raw()
@@ -208,8 +215,23 @@ impl Identity {
             };
             taken[i] = true;
             path.push(&sent[i]);
+            chosen.push((i, issuer));
             (current, current_der) = (issuer, &sent[i]);
         }
+        // A certificate's name and key are anyone's to copy: each one above
+        // was checked against the key of the next, which may be the
+        // client's own. Only what a trust anchor vouches for goes on: the
+        // path up to its highest certificate that is a trust anchor, or
+        // that one issued (its signature is the anchor's); nothing above
+        // the leaf when none is.
+        let vouched = chosen
+            .iter()
+            .rposition(|&(i, c)| {
+                self.anchors.iter().any(|a| a.as_ref() == sent[i].as_ref())
+                    || anchor_issued(c, &sent[i])
+            })
+            .map_or(1, |at| at + 2);
+        path.truncate(vouched);
         path
     }
 

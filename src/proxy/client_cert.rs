@@ -526,10 +526,12 @@ mod tests {
         assert_eq!(h["client-cert"], ":AQID+g==:");
         // Bytes that are no certificate issued the leaf of nothing.
         assert!(!h.contains_key("client-cert-chain"), "{h:?}");
-        // Only the leaf's issuer is sent, whatever else came with it.
+        // Only the leaf's issuer is sent, whatever else came with it (the
+        // issuer is the listener's trust anchor, sent along).
         let [leaf, ca, other] = issued();
         let mut padded = id();
         padded.chain = vec![leaf, other.clone(), ca.clone(), other];
+        padded.anchors = std::sync::Arc::from([ca.clone()]);
         let mut h = HeaderMap::new();
         apply(&mut h, ForwardClientCert::Rfc9440, Some(&padded), &unserved);
         let b64 = |der: &[u8]| {

@@ -444,6 +444,44 @@ async fn a_cross_signed_intermediate_is_forwarded_as_issued_by_the_trusted_root(
     drop(p);
 }
 
+/// A certificate with the issuer's name and public key proves nothing by
+/// itself: anyone can sign one. A client whose leaf the trusted root issued
+/// sends a copy of that root made and signed by a key of its own (naming
+/// some other CA as its issuer), then that CA, self-signed: the handshake
+/// goes to the root the listener trusts, and the backend is told of
+/// neither (no `Client-Cert-Chain`, XFCC's `Chain` the leaf alone), as a
+/// client could otherwise claim any CA hierarchy above its leaf and pad
+/// the headers with certificates only its own keys signed.
+#[tokio::test]
+async fn an_issuer_copy_signed_by_another_key_is_not_forwarded() {
+    let w = world().await;
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let root_pem = ca_params("copied root")
+        .self_signed(&root_key)
+        .unwrap()
+        .pem();
+    let own_key = rcgen::KeyPair::generate().unwrap();
+    let own_root = ca_params("Prod Root").self_signed(&own_key).unwrap();
+    let own = rcgen::Issuer::new(ca_params("Prod Root"), own_key);
+    // The root's subject and key, issued and signed by the client's own CA.
+    let copy = ca_params("copied root").signed_by(&root_key, &own).unwrap();
+    let root = rcgen::Issuer::new(ca_params("copied root"), root_key);
+    let client = client_of(
+        &root,
+        "billing",
+        &format!("{}{}", copy.pem(), own_root.pem()),
+    );
+    write(&w.scene.path("partners-ca.crt"), &root_pem);
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let mut p = Proxy::start(&config(&w, auth, "", CHAIN_ROUTES, ""));
+    let addr = p.listener_addr("partners").await;
+
+    let (rfc9440, xfcc) = forwarded_chains(addr, cfg_for(&w, Some(&client))).await;
+    assert_eq!(rfc9440, Vec::<Vec<u8>>::new());
+    assert_eq!(xfcc, vec![client.pair.der.clone()]);
+    drop(p);
+}
+
 /// A serial whose top bit is set (half of random serials) is DER-encoded
 /// with a leading 0x00 that is not part of the number: the backend is told
 /// the serial as nginx's `$ssl_client_serial` and `openssl x509 -serial`
