@@ -499,11 +499,15 @@ async fn connection(
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                if head {
-                    // A response to HEAD has no content (RFC 9110 §9.3.2),
-                    // whatever the upstream or an error page would send:
-                    // hyper's HTTP/2 server would send it, and an upstream
-                    // h2 stream that does errors and resets the client's.
+                // A response to HEAD has no content (RFC 9110 §9.3.2), nor
+                // has a `204` or `304` (§6.4.1), whatever the upstream or an
+                // error page would send: hyper's HTTP/2 server would send
+                // it (and give a `204` the `content-length` of DATA an
+                // HTTP/2 upstream sent after it), a malformed response
+                // nghttp2's clients reset; an upstream h2 stream that does
+                // errors and resets the client's.
+                let status = resp.status();
+                if head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
                     resp = resp.map(|_| Empty::new().map_err(|never| match never {}).boxed());
                 }
                 let body = resp.map(|b| TrackedBody::new(b, in_flight.answered()));

@@ -143,3 +143,58 @@ async fn an_h2_upstreams_length_must_be_one_and_match_its_data() {
         format!(r#"hotproxy_upstream_errors_total{{upstream="app",reason="protocol"}} {broken}"#);
     assert!(m.contains(&counted), "{counted}: {m}");
 }
+
+/// A `204` or `304` has no content (RFC 9110 §6.4.1), whatever an HTTP/2
+/// upstream sends after its head: an HTTP/2 client gets the head alone,
+/// ended, and a `204` without the `content-length` its DATA would have
+/// been given. Passed on, the DATA made a malformed response (RFC 9113
+/// §8.1.1) that nghttp2's clients (curl) fail with `PROTOCOL_ERROR`; an
+/// HTTP/1.1 client, whose `204` or `304` hyper sends without a body,
+/// already got the head alone.
+#[tokio::test]
+async fn an_h2_upstreams_204_and_304_reach_the_client_without_content() {
+    let w = world();
+    let backend = h2_backend(&w.backend_pair, |req, mut respond| {
+        let mut head = http::Response::builder();
+        head = match req.uri().path() {
+            "/204" => head.status(204).header("content-length", "8"),
+            "/304" => head.status(304).header("etag", "\"x\""),
+            _ => head.status(200),
+        };
+        let Ok(mut tx) = respond.send_response(head.body(()).unwrap(), false) else {
+            return;
+        };
+        let _ = tx.send_data(Bytes::from_static(b"SMUGGLED"), true);
+    })
+    .await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+
+    let mut client = h2_to(&w, addr).await;
+    for (path, status) in [("/204", 204), ("/304", 304)] {
+        let req = http::Request::get(format!("https://a.example.com{path}"));
+        let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+        let mut resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        assert!(
+            !resp.headers().contains_key("content-length") || status == 304,
+            "{path}: {resp:?}"
+        );
+        let mut got = Vec::new();
+        while let Some(data) = tokio::time::timeout(WAIT, resp.body_mut().data())
+            .await
+            .unwrap()
+        {
+            got.extend_from_slice(&data.unwrap_or_else(|e| panic!("{path}: {e}")));
+        }
+        assert!(
+            got.is_empty(),
+            "{path}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // The connection serves on.
+    let req = http::Request::get("https://a.example.com/ok");
+    let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+}
