@@ -158,6 +158,14 @@ async fn accept_loop(
                 .timer(TokioTimer::new())
                 .header_read_timeout(None)
                 .max_header_size(64 * 1024)
+                // A client that closes its sending side once its request is
+                // sent (`nc -N`) is waiting for the answer: without this,
+                // hyper took the FIN for a client gone and dropped the
+                // handler wherever it was, so a change reached the reloader
+                // or not by chance, unanswered and, when applied, without
+                // its audit line. A client really gone costs the rest of
+                // one bounded call, as nothing else is read from it.
+                .half_close(true)
                 .serve_connection(TokioIo::new(io), svc);
             let driver = Driver {
                 name: "admin",

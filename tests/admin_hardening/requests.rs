@@ -231,3 +231,39 @@ async fn two_host_lines_are_a_bad_request() {
         assert!(answer.starts_with("HTTP/1.1 200 "), "{path}: {answer}");
     }
 }
+
+/// A client that closes its sending side once its request is sent (`nc
+/// -N`, a script's `shutdown(SHUT_WR)`) gets its answer, and a change made
+/// so is applied and audited like any other. hyper took the early FIN for
+/// the client leaving and dropped the handler wherever it was: such a
+/// DELETE got no answer at all, and was applied or not by chance (the
+/// handler dropped before or after it reached the reloader), without the
+/// `admin API change applied` line when it was.
+#[tokio::test]
+async fn a_client_that_half_closes_gets_its_answer_and_the_change_is_audited() {
+    let mut a = Api::start("").await;
+    a.create(inline_ca("leaving", &a.ca)).await;
+    let mut tcp = tokio::net::TcpStream::connect(a.api).await.unwrap();
+    let request = format!(
+        "DELETE /api/v1/certs/leaving HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {EDITOR}\r\n\r\n",
+        a.api
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    within_deadline("the DELETE's answer", tcp.read_to_end(&mut reply))
+        .await
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    assert!(reply.contains(r#""deleted": true"#), "{reply}");
+    a.p.wait_log("the DELETE's audit line", |v| {
+        v["message"] == "admin API change applied"
+            && v["method"] == "DELETE"
+            && v["path"] == "/api/v1/certs/leaving"
+            && v["role"] == "Editor"
+    })
+    .await;
+    let gone = a.editor("GET", "/api/v1/certs/leaving", None).await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
+}
