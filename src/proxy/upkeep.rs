@@ -30,9 +30,14 @@ impl Upstream {
         // Before the gauge goes: a request still in flight on it must not
         // write it back (nor, replaced, over its successor's).
         self.resolution.publishing.retire();
+        // Against a re-resolution storing a new set meanwhile: it sees the
+        // retirement, or this sees its set (see `re_resolve`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         let members = self.members.load();
         for m in &members.members {
-            m.endpoint.pool.drain();
+            // For good: a request still in flight that dials here now
+            // closes its connection after its response.
+            m.endpoint.pool.retire();
         }
         match successor {
             None => members.forget(),
@@ -121,7 +126,17 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
             && !u.resolution.publishing.retired()
         {
             next.publish();
-            u.members.store(Arc::new(next));
+            let next = Arc::new(next);
+            u.members.store(next.clone());
+            // Retired between the check and the store: the retirement may
+            // have retired the pools of the set before this one, and a
+            // retry in flight picks from this one (see `retry_pick`).
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if u.resolution.publishing.retired() {
+                for m in &next.members {
+                    m.endpoint.pool.retire();
+                }
+            }
         }
     }
 }

@@ -13,6 +13,9 @@
 //! it, and the next dial would only repeat it, one `connect_timeout` each.
 //! `drain_on_rotation` bumps the pool's generation: idle connections made
 //! with the old material are closed now, busy ones when they come back.
+//! A pool whose endpoint is out of service (its upstream replaced or
+//! removed by a reload, its address dropped by re-resolution) is retired:
+//! drained for good, it keeps no connection handed back or dialled later.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +56,11 @@ struct State {
     /// cause: a request that waited since then waited for that dial.
     failures: u64,
     cause: Option<Arc<DialCause>>,
+    /// [`Pool::retire`]d: every connection handed back or dialled from now
+    /// on closes after its request. Checked under the lock where a
+    /// connection is stored, so none is stored after the retirement took
+    /// what was there.
+    retired: bool,
 }
 
 /// Who asks the pool for a connection.
@@ -227,15 +235,21 @@ impl Pool {
     /// A new shared HTTP/2 connection others may use.
     pub fn add_h2(&self, c: H2) {
         if c.generation == self.generation() {
-            self.state.lock().expect("pool lock").h2.push(c);
+            let mut st = self.state.lock().expect("pool lock");
+            if st.retired {
+                // Not shared: it closes once its own request lets go.
+                return;
+            }
+            st.h2.push(c);
+            drop(st);
             self.changed.notify_one();
         }
     }
 
     /// An HTTP/1.1 connection whose response ended: keep it idle, unless
-    /// the pool is full, it was made before a drain, or it is a check's
-    /// connection past the slot limit (kept, it would be one more than
-    /// `max_connections_per_server` for requests).
+    /// the pool is full or retired, it was made before a drain, or it is a
+    /// check's connection past the slot limit (kept, it would be one more
+    /// than `max_connections_per_server` for requests).
     pub fn put(&self, mut c: Box<H1>) {
         if c.generation != self.generation() || c.unpooled {
             return;
@@ -243,6 +257,11 @@ impl Pool {
         let now = Instant::now();
         c.idle_since = Some(now);
         let mut st = self.state.lock().expect("pool lock");
+        if st.retired {
+            // Closed outside the lock.
+            drop(st);
+            return;
+        }
         // The oldest are at the bottom; those past their time go first, so
         // that they never keep this one, just used, out of a full pool.
         let expired = if st
@@ -273,9 +292,26 @@ impl Pool {
     /// `drain_on_rotation`: close idle connections, stop sharing h2 ones,
     /// refuse busy ones when they come back.
     pub fn drain(&self) {
+        self.drain_as(false);
+    }
+
+    /// The endpoint is out of service (its upstream replaced or removed,
+    /// its address dropped by re-resolution): [`Pool::drain`], and refuse
+    /// every connection from now on, also those dialled after this by a
+    /// request still in flight (the generation it reads when its dial
+    /// starts is the drained one). Those were pooled again, and nothing
+    /// swept them once the upstream was gone: they stayed open (in
+    /// CLOSE_WAIT once the backend closed them) for as long as another
+    /// request held the endpoint.
+    pub fn retire(&self) {
+        self.drain_as(true);
+    }
+
+    fn drain_as(&self, retire: bool) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let (idle, h2) = {
             let mut st = self.state.lock().expect("pool lock");
+            st.retired |= retire;
             (std::mem::take(&mut st.idle), std::mem::take(&mut st.h2))
         };
         // Closed outside the lock.
@@ -390,6 +426,29 @@ pub(crate) mod tests {
             Found::H1(c) => assert!(std::ptr::eq(&*c, fresh_at), "the expired one was kept"),
             _ => panic!("the connection handed back was not kept"),
         }
+    }
+
+    /// A retired pool keeps nothing handed back, also a connection dialled
+    /// after the retirement (which has the pool's generation of then): a
+    /// request in flight of an upstream out of service dialled it.
+    #[tokio::test]
+    async fn a_retired_pool_keeps_no_connection_dialled_after_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(4, Duration::from_secs(60));
+        pool.put(h1(&listener).await);
+        pool.retire();
+        assert_eq!(pool.idle(), 0, "an idle connection kept");
+        let mut dialled = h1(&listener).await;
+        dialled.generation = pool.generation();
+        pool.put(dialled);
+        assert_eq!(pool.idle(), 0, "a connection dialled after it was pooled");
+        // A drain for a rotation is not a retirement: the pool goes on.
+        let rotated = Pool::new(4, Duration::from_secs(60));
+        rotated.drain();
+        let mut dialled = h1(&listener).await;
+        dialled.generation = rotated.generation();
+        rotated.put(dialled);
+        assert_eq!(rotated.idle(), 1, "a drained pool refused a new connection");
     }
 
     /// An idle connection past `idle_timeout` is not handed to a request

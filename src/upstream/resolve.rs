@@ -282,7 +282,9 @@ impl Resolution {
             .filter(|p| !members.iter().any(|m| Arc::ptr_eq(m, p)))
         {
             info!(upstream = %self.upstream, endpoint = %gone.label, "upstream endpoint removed; draining its pool");
-            gone.endpoint.pool.drain();
+            // For good: a request in flight that dials there closes its
+            // connection after its response.
+            gone.endpoint.pool.retire();
             // A retired upstream's series are its successor's too (same
             // labels): only the one in service removes them. Another
             // server's member at the same address shares them too.

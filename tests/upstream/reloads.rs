@@ -77,17 +77,77 @@ async fn an_edited_upstream_closes_its_idle_connections() {
     // ... and, beside it, one idle pooled connection.
     assert_eq!(send(addr, &w, "GET", "").await.0, 200);
     assert_eq!(b.open.load(SeqCst), 2);
-    let edited = std::fs::read_to_string(&config).unwrap().replace(
-        "server_name: backend.local }",
-        "server_name: backend.local }\n    request_timeout: 59s",
-    );
-    write(&config, &edited);
+    edit_app(&config);
     reload(&mut p, "the edit").await;
     wait_until(WAIT, "the old idle connection closed", || async {
         b.open.load(SeqCst) == 1
     })
     .await;
     hanging.abort();
+}
+
+/// A request of an upstream an edit replaced, that dials only after the
+/// edit (its small body was still being read whole), closes that
+/// connection after its response instead of pooling it. The drain had
+/// already bumped the pool's generation, which the dial took for its own:
+/// the connection was pooled, and nothing swept it once the request was
+/// over, for as long as another request held the endpoint (open beside
+/// the successor's connections, in CLOSE_WAIT once the backend closed it).
+#[tokio::test]
+async fn a_replaced_upstream_does_not_pool_a_connection_dialled_after_the_edit() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world();
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let config = w.scene.one_upstream_config("app", b.addr, &[]);
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    // A request that holds the old upstream's endpoint through the edit.
+    let hanging = spawn_get(&w, addr, "/hang");
+    wait_until(WAIT, "the hanging request at the backend", || async {
+        b.slow_in_flight.load(SeqCst) == 1
+    })
+    .await;
+    // A request whose body is read whole before it takes a connection: the
+    // `100 Continue` says the old upstream is reading it.
+    let mut posting = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
+    let head = "POST /x HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n";
+    posting.write_all(head.as_bytes()).await.unwrap();
+    let mut cont = [0u8; 25];
+    within_deadline("100 Continue", posting.read_exact(&mut cont))
+        .await
+        .unwrap();
+    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+    posting.write_all(b"01234").await.unwrap();
+    edit_app(&config);
+    reload(&mut p, "the edit").await;
+    // The rest of the body: the request dials under the old upstream.
+    posting.write_all(b"56789").await.unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut posting).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(b.accepted.load(SeqCst), 2, "not dialled for the request");
+    wait_until(
+        WAIT,
+        "the connection dialled after the edit closed",
+        || async { b.open.load(SeqCst) == 1 },
+    )
+    .await;
+    assert_eq!(
+        b.slow_in_flight.load(SeqCst),
+        1,
+        "the request lost its hold"
+    );
+    hanging.abort();
+}
+
+/// `app`'s entry in `config` edited (its `request_timeout`): a reload
+/// replaces the upstream.
+fn edit_app(config: &std::path::Path) {
+    let edited = std::fs::read_to_string(config).unwrap().replace(
+        "server_name: backend.local }",
+        "server_name: backend.local }\n    request_timeout: 59s",
+    );
+    write(config, &edited);
 }
 
 /// An upstream replaced by an edit stops its active checks at once, also
