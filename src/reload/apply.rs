@@ -440,7 +440,6 @@ impl Reloader {
             if let Some(tls) = new_tls {
                 live.set_tls(tls);
             }
-            live.start_background(&self.rt);
             let config = new
                 .upstreams
                 .iter()
@@ -449,15 +448,9 @@ impl Reloader {
                 .clone();
             live_upstreams.insert(name, LiveUpstream { config, live, key });
         }
-        // Upstreams replaced or removed: their idle connections are closed
-        // now, not when the last request holding them ends (a long poll
-        // can keep an old endpoint, and its pool, for hours).
-        for (name, old) in std::mem::replace(&mut self.upstreams, live_upstreams) {
-            let kept = self.upstreams.get(&name);
-            if kept.is_none_or(|k| !Arc::ptr_eq(&k.live, &old.live)) {
-                old.live.retire(kept.map(|k| &*k.live));
-            }
-        }
+        // The upstreams replaced or removed, retired once no new request
+        // can reach them (see below).
+        let outgoing = std::mem::replace(&mut self.upstreams, live_upstreams);
         let mut live_listeners = BTreeMap::new();
         for (cfg, built, router, socket) in planned {
             let admits = built.admits;
@@ -529,6 +522,23 @@ impl Reloader {
             info!(target: LOG, listener = %name, "listener removed");
         }
         self.listeners = live_listeners;
+        // Upstreams replaced or removed: their idle connections are closed
+        // now, not when the last request holding them ends (a long poll
+        // can keep an old endpoint, and its pool, for hours). Only now that
+        // the routers are the new ones: retired before, a request accepted
+        // meanwhile loaded the old router and went to a drained pool.
+        for (name, old) in outgoing {
+            let kept = self.upstreams.get(&name);
+            if kept.is_none_or(|k| !Arc::ptr_eq(&k.live, &old.live)) {
+                old.live.retire(kept.map(|k| &*k.live));
+            }
+        }
+        // Then put the successors in service: a predecessor not yet
+        // retired could write the endpoints gauge (an ejection, one's end)
+        // over what a successor published first.
+        for u in self.upstreams.values() {
+            u.live.start_background(&self.rt);
+        }
         for name in replaced {
             info!(target: LOG, listener = %name, "the configuration file's client_auth replaces the one set through the API");
         }

@@ -101,6 +101,9 @@ pub struct Publishing {
 impl Publishing {
     /// The upstream is out of service: no set of it writes the gauge again.
     pub fn retire(&self) {
+        // Under the lock `publish` writes the gauge in: one that looked
+        // before has written by now, not over a successor's published next.
+        let _writing = self.ejecting.lock().unwrap_or_else(|p| p.into_inner());
         self.retired.store(true, Ordering::Release);
         self.ejections.notify_one();
     }
