@@ -729,6 +729,35 @@ pub(crate) mod tests {
         );
     }
 
+    /// A request waiting for a dial in progress that is then given up
+    /// (its request found every server slot taken) looks again: here it
+    /// dials itself, a slot having come free. It was not woken, waited out
+    /// `connect_timeout`, and got a `504` for a dial that never was.
+    #[tokio::test]
+    async fn a_request_waiting_for_a_dial_given_up_looks_again() {
+        // The kernel's backlog completes the connects; nothing is sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = one_slot(listener.local_addr().unwrap().port());
+        // One dial at a time (the endpoint spoke HTTP/2), the slot taken.
+        endpoint.pool.learned(true);
+        let taken = endpoint.slots.try_take();
+        // Another request's dial, in progress when this one looks ...
+        let Found::Dial(token) = endpoint.pool.find(Want::Any) else {
+            panic!("no dial");
+        };
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut waiting = Box::pin(endpoint.checkout(Want::Any, until));
+        assert!((&mut waiting).now_or_never().is_none(), "no wait");
+        // ... given up, as that request found no slot free; one is now.
+        token.abandon();
+        drop(taken);
+        match waiting.await {
+            Ok(Lease::H1(_)) => {}
+            Ok(Lease::H2 { .. }) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
+            Err(e) => panic!("the request waited for a dial given up: {e}"),
+        }
+    }
+
     /// Requests that waited for a server slot dial within the dial bound
     /// too (one at a time, the endpoint speaking HTTP/2): the first one
     /// given a slot dials, the second waits for that dial. Both dialled at

@@ -34,6 +34,12 @@ pub struct Pool {
     /// has a stream free again: a waiter may proceed. Shared with the
     /// HTTP/2 connections, which signal the last.
     changed: Arc<Notify>,
+    /// A dial was given up before it began ([`DialToken::abandon`]): the
+    /// requests waiting for the dials in progress look again. Apart from
+    /// `changed`, which requests waiting for a server slot listen to too:
+    /// woken by each other's abandoned dials, they would wake each other
+    /// for as long as they wait.
+    abandoned: Notify,
     max_idle: usize,
     /// `idle_timeout`: an idle connection older than this is not reused.
     idle_timeout: Duration,
@@ -56,6 +62,8 @@ struct State {
     /// cause: a request that waited since then waited for that dial.
     failures: u64,
     cause: Option<Arc<DialCause>>,
+    /// Dials given up before they began.
+    abandons: u64,
     /// [`Pool::retire`]d: every connection handed back or dialled from now
     /// on closes after its request. Checked under the lock where a
     /// connection is stored, so none is stored after the retirement took
@@ -94,7 +102,15 @@ pub enum Found<'a> {
     Dial(DialToken<'a>),
     /// Wait for the dials in progress ([`Pool::wait_for_dials`], given
     /// this ticket), then ask again.
-    Wait(u64),
+    Wait(Ticket),
+}
+
+/// What a request held back by the dial bound had seen of the dials:
+/// those that failed, and those given up, until then.
+#[derive(Clone, Copy)]
+pub struct Ticket {
+    failures: u64,
+    abandons: u64,
 }
 
 /// How a wait for the dials in progress ended.
@@ -113,6 +129,7 @@ impl Pool {
         Pool {
             state: Mutex::new(State::default()),
             changed: Arc::new(Notify::new()),
+            abandoned: Notify::new(),
             max_idle,
             idle_timeout,
             generation: AtomicU64::new(0),
@@ -154,7 +171,10 @@ impl Pool {
             st.dialing += 1;
             Found::Dial(DialToken::new(self))
         } else {
-            Found::Wait(st.failures)
+            Found::Wait(Ticket {
+                failures: st.failures,
+                abandons: st.abandons,
+            })
         }
     }
 
@@ -169,29 +189,48 @@ impl Pool {
     }
 
     /// [`Pool::changed`] for a request the dial bound held back
-    /// (`ticket`: from its [`Found::Wait`]), until `deadline`; or the
-    /// cause of a dial that failed meanwhile, the last in progress.
-    pub async fn wait_for_dials(&self, ticket: u64, deadline: tokio::time::Instant) -> DialWait {
+    /// (`ticket`: from its [`Found::Wait`]), or a dial given up, until
+    /// `deadline`; or the cause of a dial that failed meanwhile, the last
+    /// in progress.
+    pub async fn wait_for_dials(&self, ticket: Ticket, deadline: tokio::time::Instant) -> DialWait {
         let changed = self.changed.notified();
-        tokio::pin!(changed);
-        // Registered before looking: a failure after the look wakes it
-        // (`notify_waiters` stores no permit for one not yet waiting).
+        let abandoned = self.abandoned.notified();
+        tokio::pin!(changed, abandoned);
+        // Registered before looking: a failure or a dial given up after
+        // the look wakes it (`notify_waiters` stores no permit for one not
+        // yet waiting).
         changed.as_mut().enable();
-        if let Some(cause) = self.failed_since(ticket) {
+        abandoned.as_mut().enable();
+        let (failed, given_up) = self.since(ticket);
+        if let Some(cause) = failed {
             return DialWait::Failed(cause);
         }
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+        if given_up {
+            return DialWait::Changed;
+        }
+        let either = async {
+            tokio::select! {
+                () = changed => {}
+                () = abandoned => {}
+            }
+        };
+        if tokio::time::timeout_at(deadline, either).await.is_err() {
             return DialWait::Deadline;
         }
-        match self.failed_since(ticket) {
+        match self.since(ticket).0 {
             Some(cause) => DialWait::Failed(cause),
             None => DialWait::Changed,
         }
     }
 
-    fn failed_since(&self, ticket: u64) -> Option<Arc<DialCause>> {
+    /// The cause of a dial that failed since `ticket`, with none left in
+    /// progress; and whether a dial was given up since.
+    fn since(&self, ticket: Ticket) -> (Option<Arc<DialCause>>, bool) {
         let st = self.state.lock().expect("pool lock");
-        (st.failures != ticket).then(|| st.cause.clone()).flatten()
+        let failed = (st.failures != ticket.failures)
+            .then(|| st.cause.clone())
+            .flatten();
+        (failed, st.abandons != ticket.abandons)
     }
 
     /// What a full HTTP/2 connection signals when a stream frees up.
@@ -213,6 +252,9 @@ impl Pool {
         let fail_waiters = {
             let mut st = self.state.lock().expect("pool lock");
             st.dialing -= 1;
+            if !wake {
+                st.abandons += 1;
+            }
             // With another dial in progress, the waiters may still get a
             // connection from it.
             match failed {
@@ -229,6 +271,13 @@ impl Pool {
         }
         if wake {
             self.changed.notify_one();
+        } else {
+            // Given up: a request that saw it in progress and waits for it
+            // would wait out its deadline, and get the `connect_timeout`
+            // of a dial that never was. Each woken looks again: it may
+            // dial now, or it waits for a slot as this one does (no
+            // longer woken by this: no wake-ups back and forth).
+            self.abandoned.notify_waiters();
         }
     }
 
@@ -370,8 +419,10 @@ impl<'a> DialToken<'a> {
         }
     }
 
-    /// A dial given up before it began (no server slot free): nothing
-    /// changed for the waiters, so none is woken (the caller waits too).
+    /// A dial given up before it began (no server slot free): the
+    /// requests waiting for the dials in progress look again (one may have
+    /// seen this one in progress); none waiting for a slot, nor a later
+    /// one, is woken by it (the caller waits for a slot itself).
     pub fn abandon(mut self) {
         self.wake = false;
     }
@@ -449,6 +500,31 @@ pub(crate) mod tests {
         dialled.generation = rotated.generation();
         rotated.put(dialled);
         assert_eq!(rotated.idle(), 1, "a drained pool refused a new connection");
+    }
+
+    /// A dial given up between a request's look (which saw it in
+    /// progress) and its wait is not missed: the wait ends at once.
+    #[tokio::test]
+    async fn a_dial_given_up_before_the_wait_begins_ends_it() {
+        use futures_util::FutureExt;
+        let pool = Pool::new(4, Duration::from_secs(60));
+        // One dial at a time.
+        pool.learned(true);
+        let Found::Dial(token) = pool.find(Want::Any) else {
+            panic!("no dial");
+        };
+        let Found::Wait(ticket) = pool.find(Want::Any) else {
+            panic!("no wait behind the dial in progress");
+        };
+        token.abandon();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        assert!(
+            matches!(
+                pool.wait_for_dials(ticket, deadline).now_or_never(),
+                Some(DialWait::Changed)
+            ),
+            "the wait goes on for a dial given up"
+        );
     }
 
     /// An idle connection past `idle_timeout` is not handed to a request
