@@ -3,7 +3,10 @@
 //! On an HTTP/2 connection they also tell the task watching it when the
 //! server's SETTINGS are in, and when a later SETTINGS frame has been
 //! applied ([`Settling`]), and bound the header blocks a stream gets
-//! before its body (`1xx` floods). On an HTTP/1.1 connection, they bound
+//! before its body (`1xx` floods), and turn a `RST_STREAM(NO_ERROR)` that
+//! would end a response before its `END_STREAM` into a
+//! `PROTOCOL_ERROR` one (hyper would end the body as if whole). On an
+//! HTTP/1.1 connection, they bound
 //! what is read while a request waits for its response head ([`HeadWait`]).
 
 use std::pin::Pin;
@@ -284,7 +287,7 @@ impl AsyncRead for Framed {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            frames.read(&buf.filled()[before..]);
+            frames.read(&mut buf.filled_mut()[before..]);
         }
         polled
     }
@@ -360,6 +363,36 @@ struct SettingsFrames {
     blocks: std::collections::BTreeMap<u32, usize>,
     /// A stream went past [`H2_BLOCK_BYTES`]: the next read fails.
     flooded: bool,
+    /// Streams whose response has begun (a header block came) and not
+    /// ended (no `END_STREAM` yet, nor a reset): at most
+    /// [`BLOCK_STREAMS`] of them, the oldest forgotten first.
+    responding: std::collections::BTreeSet<u32>,
+    /// The current frame is a `RST_STREAM` of a stream in `responding`:
+    /// how many bytes of its error code are read, and whether all were
+    /// zero ([`truncating_reset`]).
+    reset: Option<(usize, bool)>,
+}
+
+/// The code a `RST_STREAM(NO_ERROR)` that ends a response before its
+/// `END_STREAM` is read as: `PROTOCOL_ERROR`. hyper ends a response body
+/// cleanly at a `NO_ERROR` reset (RFC 9113 §8.1's early answer, which
+/// comes after a complete response), so a server resetting its stream that
+/// way part way through a body of unknown length had the client get a
+/// truncated body as a whole one, where any other reset cuts it.
+const TRUNCATING_RESET_CODE: u8 = 1;
+
+/// Reads `piece`, the next bytes of a `RST_STREAM`'s 4-byte error code
+/// that `reset` follows (bytes read, all zero so far): an all-zero code
+/// (`NO_ERROR`) has its last byte turned into [`TRUNCATING_RESET_CODE`].
+fn truncating_reset(reset: &mut (usize, bool), piece: &mut [u8]) {
+    for b in piece {
+        let (at, zero) = reset;
+        *zero &= *b == 0;
+        if *at == 3 && *zero {
+            *b = TRUNCATING_RESET_CODE;
+        }
+        *at += 1;
+    }
 }
 
 /// What header blocks one HTTP/2 stream may get before its body (or
@@ -396,8 +429,13 @@ impl SettingsFrames {
         match kind {
             HEADERS if flags & END_STREAM != 0 => {
                 self.blocks.remove(&stream);
+                self.responding.remove(&stream);
             }
             HEADERS => {
+                self.responding.insert(stream);
+                if self.responding.len() > BLOCK_STREAMS {
+                    self.responding.pop_first();
+                }
                 let n = self.blocks.entry(stream).or_default();
                 *n += bytes;
                 self.flooded |= *n > H2_BLOCK_BYTES;
@@ -411,8 +449,17 @@ impl SettingsFrames {
                     self.flooded |= *n > H2_BLOCK_BYTES;
                 }
             }
-            DATA | RST_STREAM => {
+            DATA => {
                 self.blocks.remove(&stream);
+                if flags & END_STREAM != 0 {
+                    self.responding.remove(&stream);
+                }
+            }
+            RST_STREAM => {
+                self.blocks.remove(&stream);
+                if self.responding.remove(&stream) && self.left == 4 {
+                    self.reset = Some((0, true));
+                }
             }
             _ => {}
         }
@@ -425,22 +472,28 @@ impl SettingsFrames {
         }
     }
 
-    /// The next `bytes` the server sent.
-    fn read(&mut self, mut bytes: &[u8]) {
+    /// The next `bytes` the server sent (a reset that would end a
+    /// response as if whole rewritten, see [`TRUNCATING_RESET_CODE`]).
+    fn read(&mut self, mut bytes: &mut [u8]) {
         while !bytes.is_empty() {
             if self.left > 0 {
                 let n = self.left.min(bytes.len());
                 self.left -= n;
-                bytes = &bytes[n..];
+                let (payload, rest) = std::mem::take(&mut bytes).split_at_mut(n);
+                if let Some(reset) = &mut self.reset {
+                    truncating_reset(reset, payload);
+                }
+                bytes = rest;
             } else {
                 let n = (self.head.len() - self.have).min(bytes.len());
                 self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
                 self.have += n;
-                bytes = &bytes[n..];
+                bytes = &mut std::mem::take(&mut bytes)[n..];
                 if self.have < self.head.len() {
                     return;
                 }
                 self.have = 0;
+                self.reset = None;
                 let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = self.head;
                 self.left = u32::from_be_bytes([0, l0, l1, l2]) as usize;
                 self.settings = kind == 4 && flags & 1 == 0;

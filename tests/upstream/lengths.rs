@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
+use crate::goaway::{h2_frame, next_frame, raw_h2};
 use crate::support::*;
 
 /// An HTTP/2 backend that answers by path, each with `content-length: 5`
@@ -197,4 +199,59 @@ async fn an_h2_upstreams_204_and_304_reach_the_client_without_content() {
     let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
     let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// An HTTP/2 upstream that resets its stream with `NO_ERROR` part way
+/// through a response of unknown length (no `content-length`) has cut it:
+/// that reset ends a stream cleanly only after the response's `END_STREAM`
+/// (RFC 9113 §8.1, an early answer), and hyper took it for the body's
+/// end, so an HTTP/2 client got the first bytes and `END_STREAM`, an
+/// HTTP/1.1 client the chunked body's last chunk: a truncated response
+/// that looked whole, where any other reset cuts it.
+#[tokio::test]
+async fn a_no_error_reset_part_way_through_a_response_cuts_it() {
+    let w = world();
+    let (backend, _) = raw_h2(
+        &w.backend_pair,
+        h2_frame(4, 0, 0, &[]),
+        |mut tls, _| async move {
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                match kind {
+                    4 if flags & 1 == 0 => {
+                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                    }
+                    // A request: `:status 200` (HPACK static index 8,
+                    // END_HEADERS), a piece of body, `RST_STREAM(NO_ERROR)`.
+                    1 => {
+                        let mut out = h2_frame(1, 4, stream, &[0x88]);
+                        out.extend(h2_frame(0, 0, stream, b"partial"));
+                        out.extend(h2_frame(3, 0, stream, &0u32.to_be_bytes()));
+                        let _ = tls.write_all(&out).await;
+                    }
+                    _ => {}
+                }
+            }
+        },
+    )
+    .await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+
+    let mut client = h2_to(&w, addr).await;
+    let req = http::Request::get("https://a.example.com/")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    if let Some((got, e)) = cut_h2(resp).await {
+        assert!(e.is_reset(), "{e}");
+        assert!(got.len() <= 7, "{got:?}");
+    }
+
+    let mut sender = h1_sender(&w, addr).await;
+    let sent = sender.send_request(h1_request("GET", "/", ""));
+    let resp = tokio::time::timeout(WAIT, sent).await.unwrap().unwrap();
+    if resp.status() != 502 {
+        assert_eq!(resp.status(), 200);
+        let body = tokio::time::timeout(WAIT, resp.into_body().collect()).await;
+        assert!(body.unwrap().is_err(), "a clean end");
+    }
 }

@@ -26,7 +26,7 @@ fn a_settings_frame_is_found_whole_however_reads_split_it() {
     for size in 1..=bytes.len() {
         let mut frames = SettingsFrames::default();
         let mut found = Vec::new();
-        for (i, chunk) in bytes.chunks(size).enumerate() {
+        for (i, chunk) in bytes.clone().chunks_mut(size).enumerate() {
             frames.read(chunk);
             if std::mem::take(&mut frames.applied) {
                 found.push(((i + 1) * size).min(bytes.len()));
@@ -39,6 +39,57 @@ fn a_settings_frame_is_found_whole_however_reads_split_it() {
             vec![at(whole), bytes.len()]
         };
         assert_eq!(found, want, "reads of {size} bytes");
+    }
+}
+
+/// A frame header of `stream`.
+fn on(stream: u32, len: u32, kind: u8, flags: u8) -> Vec<u8> {
+    let mut h = head(len, kind, flags);
+    h[5..].copy_from_slice(&stream.to_be_bytes());
+    h
+}
+
+/// However the reads split them, a `RST_STREAM(NO_ERROR)` of a stream
+/// whose response began and did not end is read as `PROTOCOL_ERROR`
+/// (hyper would end its body cleanly); one after the response's
+/// `END_STREAM` (RFC 9113 §8.1's early answer), one of a stream that had
+/// no response, and any other code are left as sent.
+#[test]
+fn a_no_error_reset_before_the_end_of_a_response_is_read_as_an_error() {
+    let mut bytes = Vec::new();
+    // Stream 1: HEADERS, DATA, RST_STREAM(NO_ERROR): rewritten.
+    bytes.extend(on(1, 1, 1, 4));
+    bytes.push(0x88);
+    bytes.extend(on(1, 2, 0, 0));
+    bytes.extend(b"ok");
+    bytes.extend(on(1, 4, 3, 0));
+    bytes.extend([0, 0, 0, 0]);
+    let first = bytes.len() - 1;
+    // Stream 3: HEADERS, DATA with END_STREAM, RST_STREAM(NO_ERROR): kept.
+    bytes.extend(on(3, 1, 1, 4));
+    bytes.push(0x88);
+    bytes.extend(on(3, 2, 0, 1));
+    bytes.extend(b"ok");
+    bytes.extend(on(3, 4, 3, 0));
+    bytes.extend([0, 0, 0, 0]);
+    // Stream 5: no response, RST_STREAM(NO_ERROR): kept.
+    bytes.extend(on(5, 4, 3, 0));
+    bytes.extend([0, 0, 0, 0]);
+    // Stream 7: HEADERS, RST_STREAM(CANCEL): kept.
+    bytes.extend(on(7, 1, 1, 4));
+    bytes.push(0x88);
+    bytes.extend(on(7, 4, 3, 0));
+    bytes.extend([0, 0, 0, 8]);
+    let mut want = bytes.clone();
+    want[first] = TRUNCATING_RESET_CODE;
+    for size in 1..=bytes.len() {
+        let mut frames = SettingsFrames::default();
+        let mut read = bytes.clone();
+        for chunk in read.chunks_mut(size) {
+            frames.read(chunk);
+        }
+        assert_eq!(read, want, "reads of {size} bytes");
+        assert!(frames.responding.is_empty(), "reads of {size} bytes");
     }
 }
 
