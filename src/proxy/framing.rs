@@ -17,13 +17,23 @@
 //! resets such a stream and llhttp refuses the response. nginx answers a
 //! duplicate with a 502 ("upstream sent duplicate header line"), as
 //! [`refused`] does, and removes it from a `204` ([`unsent_length`]).
+//!
+//! An HTTP/1.1 response head over [`MAX_RESPONSE_HEAD`] is refused too
+//! ([`head_bytes`]): hyper bounds its read buffer only between reads, and
+//! a head that came in one read (a backend writing its whole response at
+//! once) passed at up to twice the bound.
 
 use http::{HeaderMap, Response, StatusCode, Version, header};
+
+use crate::upstream::conn::MAX_RESPONSE_HEAD;
 
 /// Why a response must not reach the client as the upstream framed it;
 /// `None` when it may.
 pub fn refused<B>(resp: &Response<B>) -> Option<&'static str> {
     let headers = resp.headers();
+    if resp.version() < Version::HTTP_2 && head_bytes(resp) > MAX_RESPONSE_HEAD {
+        return Some("upstream response head is over 64 KiB");
+    }
     if lengths(headers) > 1 {
         return Some("upstream sent more than one Content-Length");
     }
@@ -36,6 +46,21 @@ pub fn refused<B>(resp: &Response<B>) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The bytes of an HTTP/1.1 response head as read: the status line
+/// (`HTTP/1.1 200 OK`), each field's `name: value` line, the empty line.
+fn head_bytes<B>(resp: &Response<B>) -> usize {
+    let reason = match resp.extensions().get::<hyper::ext::ReasonPhrase>() {
+        Some(reason) => reason.as_bytes().len(),
+        None => resp.status().canonical_reason().map_or(0, str::len),
+    };
+    let fields: usize = resp
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    "HTTP/1.1 200 \r\n".len() + reason + fields + 2
 }
 
 /// How many `Content-Length` values: fields, and items of a list in one.
@@ -131,6 +156,25 @@ mod tests {
             ] {
                 assert!(refused(&response(version, bad)).is_some(), "{bad:?}");
             }
+        }
+    }
+
+    /// An HTTP/1.1 head is measured as read, and refused past 64 KiB;
+    /// an HTTP/2 one is h2's to bound (its header list size).
+    #[test]
+    fn an_http1_head_over_64_kib_is_refused() {
+        // "HTTP/1.1 200 OK\r\n", "x-fat: …\r\n", "\r\n".
+        let fits = MAX_RESPONSE_HEAD - 17 - 2 - "x-fat: \r\n".len();
+        for (len, version, ok) in [
+            (fits, Version::HTTP_11, true),
+            (fits + 1, Version::HTTP_11, false),
+            (fits + 1, Version::HTTP_10, false),
+            (fits + 1, Version::HTTP_2, true),
+        ] {
+            let fat = "f".repeat(len);
+            let resp = response(version, &[("x-fat", &fat)]);
+            assert_eq!(head_bytes(&resp), MAX_RESPONSE_HEAD - fits + len);
+            assert_eq!(refused(&resp).is_none(), ok, "{len} {version:?}");
         }
     }
 

@@ -186,8 +186,11 @@ pub fn out_of_local_resources(e: &std::io::Error) -> bool {
 }
 
 /// The largest upstream response head, over either protocol (Envoy's
-/// limit is 60 KiB, nginx's 4-8 KiB). A larger one is a `502`.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// limit is 60 KiB, nginx's 4-8 KiB). A larger one is a `502`. hyper's
+/// HTTP/1.1 read buffer is held to it only between reads (one read may
+/// fill the room its buffer grew to, past it): the head is measured once
+/// parsed too ([`crate::proxy::framing::refused`]).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// The most header fields an upstream response may have, over either
 /// protocol (Envoy's and hyper's default; HAProxy's is 101). More is a

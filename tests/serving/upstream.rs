@@ -30,6 +30,52 @@ async fn upstream_response_head_over_64_kib_is_502() {
     );
 }
 
+/// A head over 64 KiB is a 502 however its bytes arrive. hyper holds its
+/// read buffer to 64 KiB only between reads: from a backend that writes
+/// its whole response at once, a read on a fresh connection took a head
+/// of 100 KiB whole, and it reached the client (a reused connection's
+/// buffer refused it: one request in two passed).
+#[tokio::test]
+async fn upstream_response_head_over_64_kib_in_one_write_is_502() {
+    use tokio::io::AsyncReadExt;
+    let w = world().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nx-fat: {}\r\ncontent-length: 3\r\n\r\nfat",
+                    "f".repeat(100_000)
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: raw }]",
+        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
+    ));
+    let addr = p.listener_addr("public").await;
+    let get = b"GET / HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
+    for i in 0..4 {
+        let reply = h1_exchange(&w, addr, get).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 502 "),
+            "request {i}: {}",
+            &reply[..reply.len().min(100)]
+        );
+    }
+}
+
 /// An upstream that stops sending in the middle of a body (a hung backend)
 /// does not leave the client hanging: after `read_timeout` without a byte
 /// the response is cut — the client sees it fail, never a clean end of a
