@@ -347,6 +347,9 @@ impl Upstream {
             }
         }
         framing::unsent_length(resp.status(), resp.headers_mut());
+        // hotproxy's own version (RFC 9110 §6.2): hyper's server wrote an
+        // HTTP/1.0 backend's, and closed an HTTP/1.1 client's connection.
+        *resp.version_mut() = Version::HTTP_11;
         // The listener checks the switch and runs the tunnel
         // (proxy::tunnel): Upgrade stays, with `Connection: upgrade`; the
         // backend's other hop-by-hop fields go, as from any response.

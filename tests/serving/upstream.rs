@@ -76,6 +76,51 @@ async fn upstream_response_head_over_64_kib_in_one_write_is_502() {
     }
 }
 
+/// An HTTP/1.0 backend's response reaches an HTTP/1.1 client as
+/// HTTP/1.1, hotproxy's own version (RFC 9110 §6.2), its connection kept:
+/// hyper's server wrote the upstream's `HTTP/1.0` status line, and closed
+/// the client's connection after each such response (a Python
+/// `http.server` backend cost every request a new TLS handshake).
+#[tokio::test]
+async fn an_http10_backend_is_answered_as_http11_on_a_kept_connection() {
+    use tokio::io::AsyncReadExt;
+    let w = world().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                // Its body ends with its connection.
+                let _ = tcp.write_all(b"HTTP/1.0 200 OK\r\n\r\nlegacy").await;
+            });
+        }
+    });
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: raw }]",
+        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
+    ));
+    let addr = p.listener_addr("public").await;
+    // Two requests on one connection, the second asking for the close.
+    let reply = h1_exchange(
+        &w,
+        addr,
+        b"GET /1 HTTP/1.1\r\nhost: a.example.com\r\n\r\n\
+          GET /2 HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    assert_eq!(reply.matches("HTTP/1.1 200 ").count(), 2, "{reply:?}");
+    assert_eq!(reply.matches("legacy").count(), 2, "{reply:?}");
+}
+
 /// An upstream that stops sending in the middle of a body (a hung backend)
 /// does not leave the client hanging: after `read_timeout` without a byte
 /// the response is cut — the client sees it fail, never a clean end of a
