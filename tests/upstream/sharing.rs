@@ -203,12 +203,18 @@ async fn streams_reset_for_bad_responses_do_not_close_the_shared_h2_connection()
     let mut rx = resp.into_body();
     echoed(&mut rx, "one").await;
     // More bad answers than hyper's 1024 on that upstream connection (the
-    // only one allowed), 50 at a time: each is that request's 502.
+    // only one allowed), 50 at a time: each is that request's 502. The
+    // call sends a piece after each batch and gets it echoed: it goes on
+    // meanwhile, and its body is never idle for `body_read_timeout` on a
+    // machine loaded enough to take a minute over the batches.
     let mut bad = h2_to(&w, addr).await;
     for batch in 0..21 {
         let paths = (0..50).map(|_| "/fat-head/70000".to_owned());
         let sent = send_all(&mut bad, paths).await;
         assert_eq!(statuses(sent).await, [502; 50], "batch {batch}");
+        let piece = format!("batch {batch}");
+        tx.send_data(Bytes::from(piece.clone()), false).unwrap();
+        echoed(&mut rx, &piece).await;
     }
     // The call goes on, and ends, on the connection it began on.
     tx.send_data(Bytes::from_static(b"two"), true).unwrap();
