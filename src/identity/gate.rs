@@ -3,7 +3,10 @@
 //! rustls has one `ClientCertVerifier` per `ServerConfig`; this one wraps
 //! the WebPKI verifier. A certificate that chains to the CA but matches no
 //! rule is refused with `CertificateError::ApplicationVerificationFailure`,
-//! which rustls sends as the `access_denied` alert. The rules live in the
+//! which rustls sends as the `access_denied` alert. Before the rules, a
+//! leaf whose keyUsage does not allow `digitalSignature` is refused
+//! (`InvalidPurpose`, the `unsupported_certificate` alert): webpki ignores
+//! keyUsage, OpenSSL and BoringSSL do not. The rules live in the
 //! `ServerConfig`, so a rule change is a new snapshot and the very next
 //! handshake sees it; listeners with client auth issue no tickets and keep
 //! no session cache (see `tls::server::build`), so no resumed session can
@@ -78,8 +81,18 @@ impl ClientCertVerifier for Gate {
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
-        let mut id = Identity::from_chain(&chain)
+        let (mut id, may_sign) = Identity::from_client_chain(&chain)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if !may_sign {
+            // A keyUsage without digitalSignature (only keyEncipherment,
+            // only keyCertSign): the key may not sign the handshake. OpenSSL
+            // (nginx) and BoringSSL (Envoy) refuse it as an unsuitable
+            // purpose, with the `unsupported_certificate` alert, as this
+            // error is sent; counted as `bad_client_cert`.
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose,
+            ));
+        }
         id.anchors = self.anchors.clone();
         if let Some(allow) = &self.allow
             && !allow.permits(&id)

@@ -70,9 +70,29 @@ fn every(values: impl Iterator<Item = Option<String>>) -> Vec<String> {
     values.collect::<Option<Vec<_>>>().unwrap_or_default()
 }
 
+/// Whether `cert`'s keyUsage lets its key sign (RFC 5280 §4.2.1.3, RFC 8446
+/// §4.4.2.2): no extension allows every use (as OpenSSL reads it); one
+/// present must hold `digitalSignature`. An extension that does not parse,
+/// or appears twice, allows nothing.
+fn may_sign(cert: &X509Certificate<'_>) -> bool {
+    match cert.key_usage() {
+        Ok(None) => true,
+        Ok(Some(ku)) => ku.value.digital_signature(),
+        Err(_) => false,
+    }
+}
+
 impl Identity {
     /// Parse the leaf of `chain` (leaf first, as rustls hands it over).
     pub fn from_chain(chain: &[CertificateDer<'_>]) -> Result<Identity, String> {
+        Self::from_client_chain(chain).map(|(id, _)| id)
+    }
+
+    /// [`Identity::from_chain`], and whether the leaf's key may sign
+    /// ([`may_sign`]): a TLS client proves its key by signing the
+    /// handshake (`CertificateVerify`), which webpki does not check
+    /// against the keyUsage extension. One parse for both, in the handshake.
+    pub fn from_client_chain(chain: &[CertificateDer<'_>]) -> Result<(Identity, bool), String> {
         let leaf = chain.first().ok_or("no certificate")?;
         let (rest, cert) = X509Certificate::from_der(leaf).map_err(|e| e.to_string())?;
         if !rest.is_empty() {
@@ -113,7 +133,7 @@ impl Identity {
                 }
             }
         }
-        Ok(id)
+        Ok((id, may_sign(&cert)))
     }
 
     /// The SPIFFE ID: the first `spiffe://` URI SAN.

@@ -64,7 +64,7 @@ impl Pki {
 
     /// A client certificate with this subject.
     pub fn client_named(&self, dn: DistinguishedName, sans: &[SanType]) -> Client {
-        self.issue(dn, sans, None)
+        self.issue(dn, sans, None, &[])
     }
 
     /// A client certificate with the common name `cn` and this serial
@@ -72,7 +72,15 @@ impl Pki {
     pub fn client_with_serial(&self, cn: &str, serial: &[u8]) -> Client {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
-        self.issue(dn, &[], Some(SerialNumber::from_slice(serial)))
+        self.issue(dn, &[], Some(SerialNumber::from_slice(serial)), &[])
+    }
+
+    /// A client certificate with the common name `cn` and the keyUsage
+    /// `usages` (none: no keyUsage extension at all).
+    pub fn client_with_key_usage(&self, cn: &str, usages: &[KeyUsagePurpose]) -> Client {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        self.issue(dn, &[], None, usages)
     }
 
     fn issue(
@@ -80,12 +88,14 @@ impl Pki {
         dn: DistinguishedName,
         sans: &[SanType],
         serial: Option<SerialNumber>,
+        usages: &[KeyUsagePurpose],
     ) -> Client {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name = dn;
         p.subject_alt_names = sans.to_vec();
         p.serial_number = serial;
+        p.key_usages = usages.to_vec();
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         Client {
