@@ -15,7 +15,9 @@
 //! request left unprocessed goes again to its own endpoint) is asked of
 //! the same set. A retry goes only while the upstream's retry budget has
 //! room ([`crate::proxy::budget`]); else the request fails as if its
-//! attempts were spent.
+//! attempts were spent. For an HTTP/2 request left unprocessed the retry,
+//! its budget slot and its endpoint, is taken as it is decided: it goes
+//! elsewhere or to its own endpoint, never nowhere.
 //! Each attempt on its endpoint is
 //! [`crate::proxy::forward`]'s.
 
@@ -53,6 +55,20 @@ pub(super) struct Attempt<'a> {
 /// request in flight counted there.
 type Retry = (usize, InFlight<'static>);
 
+/// A retry to another endpoint taken at once, when an attempt over HTTP/2
+/// came back unprocessed and [`crate::proxy::forward`] asks whether
+/// another endpoint takes it rather than a new connection to its own.
+struct Reserved<'a> {
+    /// The retry budget's slot; none when the request's own is kept (its
+    /// attempt was a retry: one given back and taken again).
+    slot: Option<Slot<'a>>,
+    /// The set picked from, when not the failed attempt's.
+    moved: Option<Arc<Members>>,
+    next: Retry,
+    /// Positions tried in the set picked from, the failed one's included.
+    tried: Vec<usize>,
+}
+
 /// Where a request's latest attempt went: for its logs, and for passive
 /// health when `request_timeout` ends it.
 #[derive(Default)]
@@ -68,6 +84,15 @@ pub(super) struct Latest {
 impl Latest {
     fn picked(&self, i: usize) {
         self.i.store(i, Ordering::Relaxed);
+    }
+
+    /// A retry picked member `i` of `moved`, when that set (the
+    /// upstream's then) is not the one the request began with.
+    fn moved(&self, moved: &Option<Arc<Members>>, i: usize) {
+        if let Some(now) = moved {
+            *self.moved.lock().unwrap_or_else(|p| p.into_inner()) = Some(now.clone());
+            self.picked(i);
+        }
     }
 
     /// The set and position of the latest attempt yet.
@@ -144,12 +169,23 @@ impl Upstream {
             // a name's one address was never retried. A copy of the
             // request is kept while a retry is allowed at all.
             let may_retry = retried < self.config.retries;
-            // Read at a failure only: health moves, and asking costs a
+            // Asked at a failure only: health moves, and asking costs a
             // look at every member's. A retry the budget would refuse is
             // none: an HTTP/2 request left unprocessed goes again to its
-            // own endpoint, as when no other would take it.
+            // own endpoint, as when no other would take it. The retry is
+            // taken as it is decided, its budget slot and endpoint both:
+            // read there and taken after, another request's retry could
+            // take the last slot (or eject the endpoint) in between, and
+            // this one, resent nowhere, failed with a 502 it never caused.
             let own = retrying.is_some();
-            let elsewhere = || may_retry && self.elsewhere(set, &tried, i) && self.budget_open(own);
+            let reserved = Mutex::new(None);
+            let elsewhere = || {
+                let mut reserved = reserved.lock().unwrap_or_else(|p| p.into_inner());
+                if reserved.is_none() && may_retry {
+                    *reserved = self.reserve(set, &tried, i, own);
+                }
+                reserved.is_some()
+            };
             let (failure, again) = match self
                 .send(
                     endpoint,
@@ -179,16 +215,32 @@ impl Upstream {
             else {
                 return Err(failure);
             };
-            // The retry that failed is in flight no more.
-            drop(retrying);
-            let Some(slot) = self.retry_slot(set, &tried, i) else {
-                return Err(failure);
+            let reserved = reserved.into_inner().unwrap_or_else(|p| p.into_inner());
+            let (slot, moved, next) = match reserved {
+                // Taken when the attempt failed: the request's own slot
+                // kept, or a new one.
+                Some(r) => {
+                    let Some(slot) = r.slot.or(retrying) else {
+                        return Err(failure);
+                    };
+                    tried = r.tried;
+                    (slot, r.moved, r.next)
+                }
+                None => {
+                    // The retry that failed is in flight no more.
+                    drop(retrying);
+                    let Some(slot) = self.retry_slot(set, &tried, i) else {
+                        return Err(failure);
+                    };
+                    tried.push(i);
+                    let Some((moved, next)) = self.retry_pick(set, &mut tried) else {
+                        return Err(failure);
+                    };
+                    (slot, moved, next)
+                }
             };
-            tried.push(i);
             retried += 1;
-            let Some((moved, next)) = self.retry_pick(set, &mut tried, last) else {
-                return Err(failure);
-            };
+            last.moved(&moved, next.0);
             self.retrying(endpoint, &failure);
             req = again;
             picked = (next, Some(slot));
@@ -208,7 +260,6 @@ impl Upstream {
         &self,
         set: &Members,
         tried: &mut Vec<usize>,
-        last: &Latest,
     ) -> Option<(Option<Arc<Members>>, Retry)> {
         let now = self.members.load_full();
         if std::ptr::eq(&*now, set) {
@@ -216,9 +267,38 @@ impl Upstream {
         }
         *tried = now.tried_of(set, tried);
         let (i, in_flight) = now.pick_held(tried)?;
-        *last.moved.lock().unwrap_or_else(|p| p.into_inner()) = Some(now.clone());
-        last.picked(i);
         Some((Some(now), (i, in_flight)))
+    }
+
+    /// The retry of a request left unprocessed on member `i` of `set`
+    /// (having tried `tried` there), taken whole if another endpoint would
+    /// take it and the budget has room: its slot (`own`: the request's
+    /// own, held by its failed attempt, is kept) and its endpoint. None:
+    /// the request goes again to its own endpoint; no overflow is counted,
+    /// as none fails.
+    fn reserve(&self, set: &Members, tried: &[usize], i: usize, own: bool) -> Option<Reserved<'_>> {
+        if !self.elsewhere(set, tried, i) {
+            return None;
+        }
+        let slot = if own {
+            // Given back and taken again: nothing to take from another.
+            if !self.budget_open(true) {
+                return None;
+            }
+            None
+        } else {
+            let requests = self.members.load().in_flight();
+            Some(self.budget.admit(self.config.retry_budget, requests)?)
+        };
+        let mut tried = tried.to_vec();
+        tried.push(i);
+        let (moved, next) = self.retry_pick(set, &mut tried)?;
+        Some(Reserved {
+            slot,
+            moved,
+            next,
+            tried,
+        })
     }
 
     /// Whether a retry of a request that failed on member `i` of `set`
@@ -387,12 +467,11 @@ impl Upstream {
             let slot = more.then(|| self.retry_slot(set, &tried, i)).flatten();
             tried.push(i);
             retried += 1;
-            let next = slot
-                .is_some()
-                .then(|| self.retry_pick(set, &mut tried, last));
+            let next = slot.is_some().then(|| self.retry_pick(set, &mut tried));
             let Some((moved, next)) = next.flatten() else {
                 return Err(failure);
             };
+            last.moved(&moved, next.0);
             self.answered_failure(set, i, &failure);
             self.retrying(endpoint, &failure);
             picked = (next, slot);

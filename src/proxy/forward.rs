@@ -367,7 +367,8 @@ impl Upstream {
     /// (`may_retry`: `retries` allow another attempt, so a copy of a
     /// request that can be replayed is worth keeping: re-resolution may add
     /// an endpoint while it is in flight; `elsewhere`: another endpoint
-    /// would take it now). `check`: an
+    /// takes it, asked at most once, the caller taking that retry as it
+    /// answers). `check`: an
     /// active check, which never waits behind other dials.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send(
