@@ -161,8 +161,9 @@ impl Identity {
 
     /// The leaf and the certificates the client sent that it was issued
     /// through, in order: each the issuer of the one before (its subject
-    /// is that one's issuer, and its key verifies that one's signature),
-    /// up to a self-issued one (a root) or [`MAX_FORWARDED_ISSUERS`].
+    /// is that one's issuer, and its key verifies that one's signature)
+    /// and a CA or a trust anchor, up to a self-issued one (a root) or
+    /// [`MAX_FORWARDED_ISSUERS`].
     /// Of two such issuers (a cross-signed intermediate: one subject and
     /// key, issued by two roots), the one a trust anchor of
     /// [`Identity::anchors`] issued (by name and signature) is taken, as
@@ -204,6 +205,20 @@ impl Identity {
                     && crate::material::signed_by(der, a.public_key().raw)
             })
         };
+        // Whether `c` (`sent[i]`) may issue a certificate: a CA (basic
+        // constraints cA, as webpki requires of every issuer but the trust
+        // anchor; and keyCertSign when it lists key usages, as RFC 5280
+        // does), or a trust anchor itself (a v1 root has no extensions).
+        // Otherwise the client's own leaf, which a trust anchor did issue,
+        // would vouch for whatever the client signs with its key.
+        let may_issue = |i: usize, c: &X509Certificate<'_>| {
+            let ca = matches!(c.basic_constraints(), Ok(Some(b)) if b.value.ca);
+            let signs = match c.key_usage() {
+                Ok(usage) => usage.is_none_or(|u| u.value.key_cert_sign()),
+                Err(_) => false,
+            };
+            (ca && signs) || self.anchors.iter().any(|a| a.as_ref() == sent[i].as_ref())
+        };
         let mut taken = vec![false; sent.len()];
         // The issuers taken, by their index in `sent`.
         let mut chosen: Vec<(usize, &X509Certificate<'_>)> = Vec::new();
@@ -218,6 +233,7 @@ impl Identity {
                 let c = c.as_ref().filter(|c| {
                     !taken[i]
                         && c.subject().as_raw() == current.issuer().as_raw()
+                        && may_issue(i, c)
                         && crate::material::signed_by(current_der, c.public_key().raw)
                 })?;
                 Some((i, c))

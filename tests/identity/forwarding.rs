@@ -482,6 +482,39 @@ async fn an_issuer_copy_signed_by_another_key_is_not_forwarded() {
     drop(p);
 }
 
+/// Only a CA issues: the client's own leaf L (no CA, its key the client's)
+/// cannot vouch for a certificate it signed. The client sends L, then C
+/// (the trusted root's name and key, L's subject as issuer, signed with
+/// L's key), then L again: the handshake goes to the root, and the backend
+/// is told of nothing above the leaf, not a hierarchy C → L.
+#[tokio::test]
+async fn a_leaf_sent_as_an_issuer_is_not_forwarded() {
+    let w = world().await;
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let root_pem = ca_params("leaf root").self_signed(&root_key).unwrap();
+    let root = rcgen::Issuer::new(ca_params("leaf root"), root_key);
+    let mut client = client_of(&root, "billing", "");
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "billing");
+    let own = rcgen::KeyPair::from_pem(&client.pair.key_pem).unwrap();
+    let by_leaf = rcgen::Issuer::new(leaf, own);
+    let c = ca_params("leaf root")
+        .signed_by(root.key(), &by_leaf)
+        .unwrap();
+    let leaf_pem = client.pair.cert_pem.clone();
+    client.pair.cert_pem = format!("{leaf_pem}{}{leaf_pem}", c.pem());
+    write(&w.scene.path("partners-ca.crt"), &root_pem.pem());
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let mut p = Proxy::start(&config(&w, auth, "", CHAIN_ROUTES, ""));
+    let addr = p.listener_addr("partners").await;
+
+    let (rfc9440, xfcc) = forwarded_chains(addr, cfg_for(&w, Some(&client))).await;
+    assert_eq!(rfc9440, Vec::<Vec<u8>>::new());
+    assert_eq!(xfcc, vec![client.pair.der.clone()]);
+    drop(p);
+}
+
 /// A serial whose top bit is set (half of random serials) is DER-encoded
 /// with a leading 0x00 that is not part of the number: the backend is told
 /// the serial as nginx's `$ssl_client_serial` and `openssl x509 -serial`
