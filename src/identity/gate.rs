@@ -38,7 +38,7 @@ pub struct Gate {
     /// The CA bundle `inner` verifies against, as configured.
     pub ca: CaSource,
     /// Its trust anchors: each record's [`Identity::anchors`].
-    pub anchors: Arc<[CertificateDer<'static>]>,
+    pub anchors: Arc<[crate::identity::record::Anchor]>,
 }
 
 /// Where a listener's client CA bundle comes from: what the operator must

@@ -45,7 +45,7 @@ pub struct Identity {
     /// bundle's, revoked ones left out); empty when none did. Which of
     /// two cross-signed issuers the backend is told of
     /// ([`Identity::issuing_chain`]).
-    pub anchors: std::sync::Arc<[CertificateDer<'static>]>,
+    pub anchors: std::sync::Arc<[Anchor]>,
     /// What each `forward_client_cert` mode that sends something tells the
     /// backend about this client, encoded on the connection's first request
     /// in that mode (a slot per mode: [`crate::proxy::client_cert::apply`]).
@@ -56,6 +56,29 @@ pub struct Identity {
     /// connection's first logged line and shared by its lines, which hold
     /// only that, not the chain ([`crate::access_log::LoggedIdentity::of`]).
     pub logged: std::sync::OnceLock<std::sync::Arc<crate::access_log::LoggedIdentity>>,
+}
+
+/// A trust anchor as [`Identity::issuing_chain`] asks it: parsed once, when
+/// the listener's gate is built, not on each connection (a `client_auth.ca`
+/// may be a bundle of a hundred roots).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    /// The certificate as the CA bundle holds it.
+    pub der: CertificateDer<'static>,
+    /// Its subject's DER; empty when it does not parse (it issued nothing).
+    subject: Vec<u8>,
+    /// Its subjectPublicKey's bits.
+    key: Vec<u8>,
+}
+
+impl From<CertificateDer<'static>> for Anchor {
+    fn from(der: CertificateDer<'static>) -> Anchor {
+        let (subject, key) = match X509Certificate::from_der(&der) {
+            Ok((_, c)) => (c.subject().as_raw().to_vec(), c.public_key().raw.to_vec()),
+            Err(_) => Default::default(),
+        };
+        Anchor { der, subject, key }
+    }
 }
 
 /// The most certificates above the leaf the backend is told of
@@ -178,7 +201,7 @@ impl Identity {
     /// client signed. So what is forwarded is the CA hierarchy's, not the
     /// client's choice.
     /// Parses the chain again, asked once per connection and mode; the
-    /// trust anchors only when an issuer was sent.
+    /// trust anchors were parsed with the gate ([`Anchor`]).
     pub fn issuing_chain(&self) -> Vec<&CertificateDer<'static>> {
         let Some((leaf, sent)) = self.chain.split_first() else {
             return Vec::new();
@@ -191,19 +214,19 @@ impl Identity {
             X509Certificate::from_der(c).ok().map(|(_, c)| c)
         }
         let parsed: Vec<Option<X509Certificate<'_>>> = sent.iter().map(parse).collect();
-        // Parsed only when the client sent an issuer that is not itself a
-        // trust anchor: the anchors may be a large `client_auth.ca` bundle,
-        // and a leaf sent alone needs none of them.
-        let anchors = std::cell::OnceCell::new();
         // Whether a trust anchor issued `der` (`c` parsed): its subject is
         // `c`'s issuer and its key verifies `c`'s signature.
         let anchor_issued = |c: &X509Certificate<'_>, der: &[u8]| {
-            let anchors: &Vec<X509Certificate<'_>> =
-                anchors.get_or_init(|| self.anchors.iter().filter_map(parse).collect());
-            anchors.iter().any(|a| {
-                a.subject().as_raw() == c.issuer().as_raw()
-                    && crate::material::signed_by(der, a.public_key().raw)
+            self.anchors.iter().any(|a| {
+                !a.subject.is_empty()
+                    && a.subject == c.issuer().as_raw()
+                    && crate::material::signed_by(der, &a.key)
             })
+        };
+        let is_anchor = |i: usize| {
+            self.anchors
+                .iter()
+                .any(|a| a.der.as_ref() == sent[i].as_ref())
         };
         // Whether `c` (`sent[i]`) may issue a certificate: a CA (basic
         // constraints cA, as webpki requires of every issuer but the trust
@@ -217,7 +240,7 @@ impl Identity {
                 Ok(usage) => usage.is_none_or(|u| u.value.key_cert_sign()),
                 Err(_) => false,
             };
-            (ca && signs) || self.anchors.iter().any(|a| a.as_ref() == sent[i].as_ref())
+            (ca && signs) || is_anchor(i)
         };
         let mut taken = vec![false; sent.len()];
         // The issuers taken, by their index in `sent`.
@@ -239,8 +262,8 @@ impl Identity {
                 Some((i, c))
             });
             let Some(first) = issuers.next() else { break };
-            // A second looked for lazily, as the anchors are parsed: a client
-            // padding its chain with copies of its issuer costs one check more.
+            // A second looked for lazily: a client padding its chain with
+            // copies of its issuer costs one check more.
             let (i, issuer) = match issuers.next() {
                 None => first,
                 Some(second) => [first, second]
@@ -262,10 +285,7 @@ impl Identity {
         // the leaf when none is.
         let vouched = chosen
             .iter()
-            .rposition(|&(i, c)| {
-                self.anchors.iter().any(|a| a.as_ref() == sent[i].as_ref())
-                    || anchor_issued(c, &sent[i])
-            })
+            .rposition(|&(i, c)| is_anchor(i) || anchor_issued(c, &sent[i]))
             .map_or(1, |at| at + 2);
         path.truncate(vouched);
         path

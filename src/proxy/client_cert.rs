@@ -531,7 +531,7 @@ mod tests {
         let [leaf, ca, other] = issued();
         let mut padded = id();
         padded.chain = vec![leaf, other.clone(), ca.clone(), other];
-        padded.anchors = std::sync::Arc::from([ca.clone()]);
+        padded.anchors = std::sync::Arc::from([ca.clone().into()]);
         let mut h = HeaderMap::new();
         apply(&mut h, ForwardClientCert::Rfc9440, Some(&padded), &unserved);
         let b64 = |der: &[u8]| {

@@ -508,7 +508,7 @@ pub fn build(
                 ca: inputs.client_ca_source.clone().unwrap_or_default(),
                 anchors: inputs
                     .client_ca
-                    .map(|ca| ca.anchors().cloned().collect())
+                    .map(|ca| ca.anchors().cloned().map(Into::into).collect())
                     .unwrap_or_default(),
             });
             gate = Some(g.clone());
