@@ -174,6 +174,27 @@ struct Seen {
     lengths: u8,
 }
 
+/// The one `Content-Length` as hotproxy would write it: the decimal
+/// number, no leading zero. hyper's HTTP/1.1 server and h2 take leading
+/// zeros (`0005`, valid per RFC 9110 §8.6) and keep the field as sent:
+/// forwarded so, a backend reading `0005` as octal or refusing it
+/// disagrees with hotproxy on where the body ends (nginx sends its own
+/// length). The common value is already canonical and is left alone.
+fn canonical_length(headers: &mut HeaderMap) {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return;
+    };
+    let digits = value.as_bytes();
+    if digits.len() < 2 || digits[0] != b'0' {
+        return;
+    }
+    // The framing layer read the body by this value: it is all digits.
+    let length = value.to_str().ok().and_then(|n| n.parse::<u64>().ok());
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+}
+
 /// Whether the client's own forwarding headers are believed: only from
 /// the listener's `trusted_proxies` (the address after PROXY protocol).
 fn trusts_forwarding(ctx: &RequestContext) -> bool {
@@ -216,6 +237,9 @@ pub fn rewrite_request_headers(
         && let Some(first) = headers.get(header::CONTENT_LENGTH).cloned()
     {
         headers.insert(header::CONTENT_LENGTH, first);
+    }
+    if seen.lengths > 0 {
+        canonical_length(headers);
     }
     // The common request has no X-Forwarded-For of its own: the
     // connection's preformatted value is shared, nothing is allocated.
@@ -502,5 +526,17 @@ mod tests {
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
         assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    /// A length with leading zeros is forwarded as the number; any other
+    /// is left as it is.
+    #[test]
+    fn content_length_is_forwarded_canonical() {
+        for (sent, forwarded) in [("0005", "5"), ("000", "0"), ("0", "0"), ("120", "120")] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(sent));
+            rewrite_request_headers(&mut h, &ctx(false), false, false);
+            assert_eq!(h[header::CONTENT_LENGTH], forwarded, "{sent}");
+        }
     }
 }

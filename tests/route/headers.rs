@@ -188,9 +188,82 @@ async fn an_h2_clients_repeated_content_length_is_forwarded_once() {
     }
 }
 
+/// A client's `Content-Length` with leading zeros (`0005`, valid per RFC
+/// 9110 §8.6, and accepted by hyper's and h2's parsers) reaches the
+/// upstream as hotproxy would write the length, `5`, from HTTP/1.1 and
+/// HTTP/2 clients, to HTTP/1.1 and HTTP/2 upstreams, as nginx sends its
+/// own `Content-Length`. Forwarded as sent, a backend reading the digits
+/// as octal, or refusing them, disagrees with hotproxy on where the body
+/// ends: a request smuggled on a pooled connection. The HTTP/1.1 upstream
+/// is a raw one, so the test sees the line as written.
+#[tokio::test]
+async fn a_content_length_reaches_the_upstream_in_canonical_form() {
+    let w = world().await;
+    let (h1_addr, heads) = head_recorder(&w.backend_pair).await;
+    let h1 = format!(
+        r#"
+  - name: h1
+    servers: [https://{h1_addr}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
+    );
+    let path = w.scene.public_config(
+        r#"
+      - { path_prefix: /h1/, upstream: h1 }
+      - { upstream: pub }"#,
+        &[h1, upstream("pub", &w.pub_backend, "")].concat(),
+    );
+    let (_p, addr) = serve(&path).await;
+    // From an HTTP/1.1 client.
+    for path in ["/h1/upload", "/upload"] {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: a.example.com\r\nContent-Length: 0005\r\nConnection: close\r\n\r\nhello"
+        );
+        let r = raw(&w, addr, req.as_bytes()).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        if path == "/upload" {
+            let seen = r.json();
+            assert_eq!(seen["headers"]["content-length"], "5", "{seen}");
+            assert_eq!(seen["body"], "hello", "{seen}");
+        }
+    }
+    // From an HTTP/2 client.
+    for path in ["/h1/upload", "/upload"] {
+        let mut client = h2_to(&w, addr).await;
+        let req = http::Request::post(format!("https://a.example.com{path}"))
+            .header("content-length", "0005")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(b"hello"), true)
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            data.extend_from_slice(&chunk.unwrap());
+        }
+        if path == "/upload" {
+            let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert_eq!(seen["version"], "HTTP/2.0", "{seen}");
+            assert_eq!(seen["headers"]["content-length"], "5", "{seen}");
+            assert_eq!(seen["body"], "hello", "{seen}");
+        }
+    }
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for head in heads.iter() {
+        let lengths: Vec<&str> = head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths, ["content-length: 5"], "{head}");
+    }
+}
+
 /// A raw HTTP/1.1 backend serving `pair` that records each request's head
-/// as it came (one request per connection), reads a 5-byte body and
-/// answers `200`: its address, and the heads.
+/// as it came (one request per connection), reads a 5-byte body (none
+/// after a `GET`) and answers `200`: its address, and the heads.
 async fn head_recorder(
     pair: &TestPair,
 ) -> (
@@ -220,7 +293,8 @@ async fn head_recorder(
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 };
-                while got.len() < head_end + 5 {
+                let body = if got.starts_with(b"GET ") { 0 } else { 5 };
+                while got.len() < head_end + body {
                     match tls.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => got.extend_from_slice(&buf[..n]),
