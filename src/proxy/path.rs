@@ -6,10 +6,10 @@
 //! unreserved characters are decoded (`%2e` is `.`, `%61` is `a`; RFC 3986
 //! §6.2.2.2 says they are equivalent), a run of `/` becomes one (`//admin`
 //! is `/admin`, as nginx, Tomcat and Traefik read it), then dot segments
-//! are removed. An encoded `/` or `\` (`%2f`, `%5c`), a raw `\`, a `%` not
-//! followed by two hex digits, or a dot segment with parameters (`..;x`) is
-//! refused: a backend that decodes them would see segments the router
-//! never saw. The common path needs no change and is not copied.
+//! are removed. An encoded `/` or `\` (`%2f`, `%5c`), an encoded NUL
+//! (`%00`), a raw `\`, a `%` not followed by two hex digits, or a dot
+//! segment with parameters (`..;x`) is refused: a backend that decodes them
+//! would see segments, or an end, the router never saw. The common path needs no change and is not copied.
 
 use std::borrow::Cow;
 
@@ -26,6 +26,11 @@ pub enum PathError {
     /// the dot segment, so a backend would climb where routing did not.
     #[error("dot segment with parameters")]
     DotSegmentParams,
+    /// `%00`: a backend decoding the path into a C string, or handing it
+    /// to the filesystem, stops at the NUL (`/x.php%00.png` is its
+    /// `/x.php`); nginx refuses it too.
+    #[error("encoded NUL in the path")]
+    EncodedNul,
     /// An HTTP/2 `:path` such as `?x` or `x` (RFC 9113 §8.3.1: `/`
     /// first, or `*` alone): no path a route or an upstream can read.
     #[error("the path does not start with '/'")]
@@ -55,6 +60,7 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
                 };
                 match byte {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0 => return Err(PathError::EncodedNul),
                     _ if is_unreserved(byte) => decode = true,
                     _ => {}
                 }
@@ -276,6 +282,8 @@ mod tests {
             normalise("/pub/..%5csecret"),
             Err(PathError::EncodedSeparator)
         );
+        assert_eq!(normalise("/%00"), Err(PathError::EncodedNul));
+        assert_eq!(normalise("/x.php%00.png"), Err(PathError::EncodedNul));
         assert_eq!(normalise("/pub\\..\\secret"), Err(PathError::Backslash));
         assert_eq!(normalise("/a%2"), Err(PathError::BadPercent));
         assert_eq!(normalise("/a%zz"), Err(PathError::BadPercent));

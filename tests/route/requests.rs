@@ -238,6 +238,64 @@ async fn a_path_not_starting_with_a_slash_is_400() {
     assert_eq!(*seen.lock().unwrap(), ["/ok?x", "*", "/?x"]);
 }
 
+/// A NUL in the path, percent-encoded (`%00`, any place, over HTTP/1.1
+/// and HTTP/2; a raw NUL the parsers refuse already), is refused with 400
+/// before routing, as nginx refuses it: a backend decoding the path in C
+/// (or a filesystem call) stops at the NUL and acts on a path the route's
+/// rules never saw (`/x.php%00.png` is its `/x.php`). Logged in the access log as
+/// sent, as other refused paths; the upstream gets none of them.
+#[tokio::test]
+async fn an_encoded_nul_in_the_path_is_400() {
+    let w = world().await;
+    let (rec, seen) = path_recorder(&w.backend_pair).await;
+    let upstream = format!(
+        r#"
+  - name: rec
+    servers: [https://{rec}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
+    );
+    let config = w.scene.public_config("[{ upstream: rec }]", &upstream);
+    let log = w.scene.path("access.log");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let access_log = format!("access_log: {{ path: {}, format: json }}\n", log.display());
+    std::fs::write(&config, access_log + &text).unwrap();
+    let (_p, addr) = serve(&config).await;
+    for path in ["/%00", "/a%00b/c", "/x.php%00.png?q=%00"] {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n");
+        let r = raw(&w, addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+    }
+    let mut client = h2_to(&w, addr).await;
+    for (path, status) in [("/h2%00", 400), ("/ok?q=%00", 200)] {
+        let req = http::Request::get(format!("https://a.example.com{path}"))
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+    }
+    // Only the query's `%00` passed: a query is not a path.
+    assert_eq!(*seen.lock().unwrap(), ["/ok?q=%00"]);
+    let lines = wait_access_log(&log, 5, WAIT).await;
+    let refused: Vec<_> = lines
+        .iter()
+        .filter(|l| l["status"] == 400)
+        .map(|l| (l["protocol"].as_str().unwrap(), l["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("HTTP/1.1", "/%00"),
+            ("HTTP/1.1", "/a%00b/c"),
+            ("HTTP/1.1", "/x.php%00.png"),
+            ("HTTP/2.0", "/h2%00"),
+        ],
+        "{lines:?}"
+    );
+}
+
 /// An HTTP/2 backend serving `pair` that answers every request `200` and
 /// records its `:path` as it came: its address, and the paths.
 async fn path_recorder(
