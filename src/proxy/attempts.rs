@@ -427,6 +427,7 @@ impl Upstream {
                     let sent = req.body().sent();
                     sent.sent_by(task);
                     *req.uri_mut() = Uri::from(path);
+                    crate::proxy::hop::name_te(req.headers_mut());
                     // As on any HTTP/1.1 attempt (`Upstream::send`): hyper
                     // frames a GET body of unknown length as none, and the
                     // body of an upgrade request was dropped unseen.

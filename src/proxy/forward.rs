@@ -401,6 +401,7 @@ impl Upstream {
                     // Origin form: the path alone (RFC 9112 §3.2.1).
                     *req.uri_mut() = Uri::from(path.clone());
                     stand_in_host(&mut req, endpoint);
+                    crate::proxy::hop::name_te(req.headers_mut());
                     // The request is copied only where a replay may be
                     // needed: an idempotent one whose body can be sent twice
                     // (none, or read whole), on a reused connection, or on
@@ -459,6 +460,8 @@ impl Upstream {
                     // ("client sent duplicate host header"). Taken off after
                     // the copy, which another attempt may send over HTTP/1.1.
                     let host = req.headers_mut().remove(header::HOST);
+                    // An HTTP/1.1 attempt's `te` (`hop::name_te`), replayed.
+                    req.headers_mut().remove(header::CONNECTION);
                     let unanswered = Unanswered {
                         stream: &stream,
                         timed_out,

@@ -76,6 +76,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, message: Me
     }
 }
 
+/// For an HTTP/1.1 upstream: a request that keeps `TE` (`te: trailers`,
+/// [`strip_hop_by_hop`]) names it in `Connection` too, as a sender of `TE`
+/// must (RFC 9110 §7.6.1, §10.1.4), so an intermediary in front of the
+/// backend drops it as hotproxy dropped the client's. Added to what
+/// `Connection` already says (an upgrade's `upgrade`), never twice: a
+/// replay from the written head has it already. Never for HTTP/2, which
+/// has no `Connection` (hyper's HTTP/2 client, given one, drops the fields
+/// it names, `te` with them).
+pub fn name_te(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::TE)
+        || connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("te"))
+    {
+        return;
+    }
+    let said: Vec<&str> = connection_tokens(headers)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let value = if said.is_empty() {
+        HeaderValue::from_static("te")
+    } else {
+        match HeaderValue::from_str(&format!("{}, te", said.join(", "))) {
+            Ok(v) => v,
+            Err(_) => return,
+        }
+    };
+    headers.insert(header::CONNECTION, value);
+}
+
 /// A `TE` that lists `trailers` (`TE: trailers, deflate;q=0.5` does).
 fn takes_trailers(headers: &HeaderMap) -> bool {
     headers
@@ -449,5 +477,27 @@ mod tests {
         h.insert("trailer", HeaderValue::from_str(&repeats).unwrap());
         strip_hop_by_hop(&mut h, false, Message::Request);
         assert_eq!(h["trailer"], "x-a");
+    }
+
+    /// `te` joins what `Connection` says, once, and only beside `TE`.
+    #[test]
+    fn te_is_named_in_connection() {
+        let named = |connection: Option<&'static str>, te: bool| {
+            let mut h = HeaderMap::new();
+            if let Some(c) = connection {
+                h.insert(header::CONNECTION, HeaderValue::from_static(c));
+            }
+            if te {
+                h.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            name_te(&mut h);
+            h.get(header::CONNECTION)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(named(None, true).as_deref(), Some("te"));
+        assert_eq!(named(Some("upgrade"), true).as_deref(), Some("upgrade, te"));
+        assert_eq!(named(Some("te"), true).as_deref(), Some("te"));
+        assert_eq!(named(None, false), None);
+        assert_eq!(named(Some("upgrade"), false).as_deref(), Some("upgrade"));
     }
 }

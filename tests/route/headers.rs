@@ -261,6 +261,55 @@ async fn a_content_length_reaches_the_upstream_in_canonical_form() {
     }
 }
 
+/// A request's `TE: trailers` reaches an HTTP/1.1 upstream with `te`
+/// named in `Connection`, from HTTP/1.1 and HTTP/2 clients: a sender of
+/// `TE` must list it there (RFC 9110 §7.6.1, §10.1.4), so an intermediary
+/// in front of the backend drops it, as hotproxy drops the client's; it
+/// went without. Kept at all because an HTTP/1.1 backend sends trailers
+/// only when told (hyper's server does). An HTTP/2 upstream gets
+/// `te: trailers` alone (`forwarding_headers_and_te_trailers`: no
+/// `Connection` on HTTP/2, and hyper's HTTP/2 client, given one, drops the
+/// fields it names, `te` with them).
+#[tokio::test]
+async fn te_trailers_is_named_in_connection_to_an_http1_upstream() {
+    let w = world().await;
+    let (h1_addr, heads) = head_recorder(&w.backend_pair).await;
+    let h1 = format!(
+        r#"
+  - name: h1
+    servers: [https://{h1_addr}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
+    );
+    let path = w.scene.public_config("[{ upstream: h1 }]", &h1);
+    let (_p, addr) = serve(&path).await;
+    let get =
+        "GET /x HTTP/1.1\r\nHost: a.example.com\r\nTE: trailers\r\nConnection: TE, close\r\n\r\n";
+    let r = raw(&w, addr, get.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let mut client = h2_to(&w, addr).await;
+    let req = http::Request::get("https://a.example.com/x")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for head in heads.iter() {
+        let fields: Vec<String> = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
+        let field = |name: &str| -> Vec<&str> {
+            fields
+                .iter()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+                .collect()
+        };
+        assert_eq!(field("te"), ["trailers"], "{head}");
+        assert_eq!(field("connection"), ["te"], "{head}");
+    }
+}
+
 /// A raw HTTP/1.1 backend serving `pair` that records each request's head
 /// as it came (one request per connection), reads a 5-byte body (none
 /// after a `GET`) and answers `200`: its address, and the heads.
