@@ -349,6 +349,9 @@ struct H2Shared {
     idle_since: AtomicU64,
     /// It takes no new stream: one of its requests went unanswered.
     retired: AtomicBool,
+    /// Closes when its last stream ends ([`H2::close_when_idle`]): shared
+    /// by a retired pool.
+    close_when_idle: AtomicBool,
     /// Closes it once it is retired and idle.
     kill: Arc<Kill>,
     /// The pool's: wakes a request waiting for a connection when a stream
@@ -424,6 +427,7 @@ impl H2 {
             settling,
             idle_since: AtomicU64::new(clock()),
             retired: AtomicBool::new(false),
+            close_when_idle: AtomicBool::new(false),
             kill,
             freed,
         });
@@ -444,7 +448,7 @@ impl H2 {
                 watch.settling.register(cx);
                 let polled = crate::upstream::pipe::scope(|| conn.as_mut().poll(cx));
                 if let Some((every, next)) = &mut nudges {
-                    let streams = watch.streams.load(Ordering::Acquire);
+                    let streams = watch.open_streams();
                     if streams > seen {
                         watch.kill.nudge();
                     }
@@ -501,9 +505,27 @@ impl H2 {
         })
     }
 
-    /// Can it take new streams (open, not retired)?
+    /// Can it take new streams (open, not retired, not closed at its
+    /// last stream)?
     pub fn usable(&self) -> bool {
-        !self.send.is_closed() && !self.shared.retired.load(Ordering::Acquire)
+        !self.send.is_closed()
+            && !self.shared.retired.load(Ordering::Acquire)
+            && self.shared.streams.load(Ordering::Acquire) & CLOSED == 0
+    }
+
+    /// Shared still, it closes when its last stream ends (now, if it has
+    /// none): the connection of a retired pool, which the requests still
+    /// in flight under its endpoint share, and which nothing sweeps once
+    /// they are over.
+    pub fn close_when_idle(&self) {
+        self.shared.close_when_idle.store(true, Ordering::Release);
+        let idle =
+            self.shared
+                .streams
+                .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+        if idle.is_ok() {
+            self.shared.kill.kill();
+        }
     }
 
     /// The server's SETTINGS are in: it takes as many streams as they say.
@@ -539,7 +561,7 @@ impl H2 {
 
     /// It has had no stream for `timeout` or more.
     pub fn idle_for(&self, timeout: Duration) -> bool {
-        self.shared.streams.load(Ordering::Acquire) == 0
+        self.shared.open_streams() == 0
             && clock().saturating_sub(self.shared.idle_since.load(Ordering::Acquire))
                 >= timeout.as_nanos() as u64
     }
@@ -571,15 +593,35 @@ impl H2 {
     }
 
     /// Take a stream if it has room; the guard gives it back.
+    ///
+    /// Counted only if taken (no count taken back, as a guard's drop
+    /// would, waking a waiter that would probe again, and wake another):
+    /// a stream's last guard that closes the connection sees every stream
+    /// taken before it, and none is taken after it (the count is
+    /// [`CLOSED`] then, more than any limit).
     pub fn try_stream(&self) -> Option<StreamGuard> {
-        let n = self.shared.streams.fetch_add(1, Ordering::AcqRel);
-        if n >= self.shared.max_streams.load(Ordering::Acquire) || !self.usable() {
-            // Not a stream: given back without a guard, whose drop would
-            // wake a waiter that would probe again, and wake another.
-            self.shared.streams.fetch_sub(1, Ordering::AcqRel);
+        if !self.usable() {
             return None;
         }
+        let max = self.shared.max_streams.load(Ordering::Acquire);
+        self.shared
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
         Some(StreamGuard(self.shared.clone()))
+    }
+}
+
+/// The stream count of a connection closed at its last stream: no stream
+/// is taken on it again.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+impl H2Shared {
+    /// Streams in flight on it.
+    fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire) & !CLOSED
     }
 }
 
@@ -609,7 +651,20 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let before = self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        // The last stream of a connection retired, or to close when idle,
+        // closes it in the same step as it counts itself out: a request
+        // taking a stream in between would have it cut by the close.
+        let mut close = false;
+        let before = self
+            .0
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                close = n == 1
+                    && (self.0.retired.load(Ordering::Acquire)
+                        || self.0.close_when_idle.load(Ordering::Acquire));
+                Some(if close { CLOSED } else { n - 1 })
+            })
+            .expect("always counted out");
         // It was full: a request may be waiting for a stream (every slot
         // of `max_connections_per_server` taken, or every dial running).
         if before >= self.0.max_streams.load(Ordering::Acquire) {
@@ -621,7 +676,7 @@ impl Drop for StreamGuard {
         self.0.idle_since.store(clock(), Ordering::Release);
         // Closed, not left to a graceful GOAWAY: a silent peer may never
         // read it, and the connection holds a server slot until it closes.
-        if self.0.retired.load(Ordering::Acquire) {
+        if close {
             self.0.kill.kill();
         }
     }

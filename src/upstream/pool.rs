@@ -15,7 +15,9 @@
 //! with the old material are closed now, busy ones when they come back.
 //! A pool whose endpoint is out of service (its upstream replaced or
 //! removed by a reload, its address dropped by re-resolution) is retired:
-//! drained for good, it keeps no connection handed back or dialled later.
+//! drained for good, it keeps no connection handed back or dialled later
+//! (an HTTP/2 one dialled later is shared by the requests still in flight
+//! there, and closes when its last stream ends).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,10 +66,11 @@ struct State {
     cause: Option<Arc<DialCause>>,
     /// Dials given up before they began.
     abandons: u64,
-    /// [`Pool::retire`]d: every connection handed back or dialled from now
-    /// on closes after its request. Checked under the lock where a
-    /// connection is stored, so none is stored after the retirement took
-    /// what was there.
+    /// [`Pool::retire`]d: every HTTP/1.1 connection handed back or dialled
+    /// from now on closes after its request, and an HTTP/2 one dialled
+    /// from now on when its last stream ends. Checked under the lock where
+    /// a connection is stored, so none is stored as usual after the
+    /// retirement took what was there.
     retired: bool,
 }
 
@@ -281,13 +284,16 @@ impl Pool {
         }
     }
 
-    /// A new shared HTTP/2 connection others may use.
+    /// A new shared HTTP/2 connection others may use. A retired pool's
+    /// is shared too, among the requests still in flight under its
+    /// endpoint (each would dial one of its own, within the slot limit
+    /// and one dial at a time), and closes when its last stream ends.
     pub fn add_h2(&self, c: H2) {
         if c.generation == self.generation() {
             let mut st = self.state.lock().expect("pool lock");
             if st.retired {
-                // Not shared: it closes once its own request lets go.
-                return;
+                // Before it is shared: nothing sweeps this pool.
+                c.close_when_idle();
             }
             st.h2.push(c);
             drop(st);
@@ -348,7 +354,8 @@ impl Pool {
     /// its address dropped by re-resolution): [`Pool::drain`], and refuse
     /// every connection from now on, also those dialled after this by a
     /// request still in flight (the generation it reads when its dial
-    /// starts is the drained one). Those were pooled again, and nothing
+    /// starts is the drained one), save an HTTP/2 one, shared until its
+    /// last stream ends (see [`Pool::add_h2`]). Those were pooled again, and nothing
     /// swept them once the upstream was gone: they stayed open (in
     /// CLOSE_WAIT once the backend closed them) for as long as another
     /// request held the endpoint.

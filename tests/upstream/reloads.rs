@@ -140,6 +140,77 @@ async fn a_replaced_upstream_does_not_pool_a_connection_dialled_after_the_edit()
     hanging.abort();
 }
 
+/// Requests of an upstream an edit replaced that dial only after the edit
+/// share an HTTP/2 connection still, and it closes when the last of them
+/// ends. Such a connection was not shared at all: with
+/// `max_connections_per_server: 1`, the second request waited for the slot
+/// the first one's connection held, and failed `504` after
+/// `connect_timeout` (with the default limits, one connection per request,
+/// dialled one after another).
+#[tokio::test]
+async fn requests_of_a_replaced_upstream_share_an_h2_connection_dialled_after_the_edit() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::AsyncWriteExt;
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let config = w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &["max_connections_per_server: 1", "connect_timeout: 1s"],
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    // Two requests whose bodies are read whole before they take a
+    // connection, half read when the edit comes.
+    let mut held = half_posted(&w, addr, "/hang").await;
+    let mut answered = half_posted(&w, addr, "/x").await;
+    // A third, never sent on, holds the old upstream's endpoint (and its
+    // pool) to the end.
+    let holding = half_posted(&w, addr, "/x").await;
+    edit_app(&config);
+    reload(&mut p, "the edit").await;
+    // The first dials under the old upstream, the one slot; the backend
+    // holds its request.
+    held.write_all(b"56789").await.unwrap();
+    wait_until(WAIT, "the held request at the backend", || async {
+        b.slow_in_flight.load(SeqCst) == 1
+    })
+    .await;
+    answered.write_all(b"56789").await.unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut answered).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(b.accepted.load(SeqCst), 1, "not shared");
+    assert_eq!(b.open.load(SeqCst), 1);
+    // Its last stream ends: the connection closes, though the pool that
+    // shared it is still held.
+    drop(held);
+    wait_until(WAIT, "the shared connection closed", || async {
+        b.open.load(SeqCst) == 0
+    })
+    .await;
+    assert_eq!(b.slow_in_flight.load(SeqCst), 0);
+    drop(holding);
+}
+
+/// A `POST path` of 10 bytes on a new HTTP/1.1 connection to the proxy at
+/// `addr`, its first 5 sent once the `100 Continue` says the proxy reads
+/// it (its upstream chosen).
+async fn half_posted(w: &World, addr: std::net::SocketAddr, path: &str) -> Tls {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = connect(addr, "a.example.com", h1_config(w)).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut cont = [0u8; 25];
+    within_deadline("100 Continue", s.read_exact(&mut cont))
+        .await
+        .unwrap();
+    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"01234").await.unwrap();
+    s
+}
+
 /// `app`'s entry in `config` edited (its `request_timeout`): a reload
 /// replaces the upstream.
 fn edit_app(config: &std::path::Path) {

@@ -1,4 +1,4 @@
-//! Unit tests of upstream connections: an idle HTTP/1.1 connection the upstream closes.
+//! Unit tests of upstream connections: an idle HTTP/1.1 connection the upstream closes, an HTTP/2 one closed at its last stream.
 
 use super::*;
 
@@ -128,4 +128,43 @@ async fn a_request_queued_on_a_used_connection_closed_meanwhile_comes_back() {
     // The upstream closes it while idle; the FIN is in (CLOSE_WAIT).
     close_and_await_the_fin(server, client).await;
     a_request_comes_back_unwritten(&mut c).await;
+}
+
+/// An HTTP/2 connection to close when idle (a retired pool's) is shared
+/// until its last stream ends, then closed at once, and takes no stream
+/// after that: a stream taken as the last one ended would be cut by the
+/// close.
+#[tokio::test]
+async fn an_h2_connection_closed_when_idle_closes_at_its_last_stream_only() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (ended, server_ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (server, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(server).await.unwrap();
+        while let Some(Ok(_)) = conn.accept().await {}
+        let _ = ended.send(());
+    });
+    let d = Dialled {
+        io: UpstreamIo::new(MaybeTls::Plain(tcp), None),
+        h2: true,
+    };
+    let freed = Arc::new(tokio::sync::Notify::new());
+    let c = H2::handshake(d, 0, None, 65_535, freed).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    c.settings_within(deadline).await.unwrap();
+    let first = c.first_stream().unwrap();
+    c.close_when_idle();
+    let second = c.try_stream().expect("shared while a stream is open");
+    drop(first);
+    assert!(c.usable(), "closed with a stream open");
+    drop(second);
+    assert!(!c.usable(), "usable after its last stream");
+    assert!(c.try_stream().is_none(), "a stream after its last one");
+    tokio::time::timeout(Duration::from_secs(10), server_ended)
+        .await
+        .expect("the connection stays open")
+        .unwrap();
 }
