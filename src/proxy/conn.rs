@@ -223,6 +223,17 @@ impl Activity {
             Some(skip) if skip > 0 => (IN_LINE, &bytes[skip..]),
             _ => (self.ends.load(Ordering::Relaxed), bytes),
         };
+        // Any byte but CR and LF leaves the walk `IN_LINE`, whatever came
+        // before it: only the run of CRs and LFs the read ends with is
+        // walked (a head's last bytes, at most a few), not every byte of
+        // the read (about 400 instructions per keep-alive request).
+        let bytes = match bytes.iter().rposition(|&b| b != b'\r' && b != b'\n') {
+            Some(i) => {
+                at = IN_LINE;
+                &bytes[i + 1..]
+            }
+            None => bytes,
+        };
         for &b in bytes {
             at = match (at, b) {
                 (LINE_END | LINE_END_CR | HEAD_END, b'\n') => HEAD_END,
@@ -493,7 +504,11 @@ impl Driver<'_> {
         // `also_close` cuts what is still in flight after its grace.
         let mut cut_at: Option<Instant> = None;
         let mut expired = None;
-        let sleep = tokio::time::sleep_until(check.into());
+        // Woken too: a pending `Sleep` polled refreshes its waker (about
+        // 120 instructions), and the task wakes two or three times a
+        // request; the timer's own wake-up marks it due. Every `reset`
+        // marks it due as well.
+        let sleep = Woken::new(tokio::time::sleep_until(check.into()));
         tokio::pin!(sleep);
         loop {
             tokio::select! {
@@ -507,7 +522,7 @@ impl Driver<'_> {
                 }
                 () = cut.as_mut() => return Outcome { by: Ended::ByUs, error: None, expired },
                 // Keep-alive off: the last request ended, the idle deadline is now.
-                () = self.activity.idle_again() => sleep.as_mut().reset(Instant::now().into()),
+                () = self.activity.idle_again() => sleep.as_mut().inner_mut().reset(Instant::now().into()),
                 () = sleep.as_mut() => {
                     let now = Instant::now();
                     if let (Some((stalls, send)), Some(at)) = (self.stalls, next_look)
@@ -570,7 +585,7 @@ impl Driver<'_> {
                     if let Some(at) = next_look {
                         next = next.min(at);
                     }
-                    sleep.as_mut().reset(next.into());
+                    sleep.as_mut().inner_mut().reset(next.into());
                 }
                 // Shutting down, or the listener is gone: what is still in
                 // flight after the grace is cut (at shutdown the process has
@@ -582,8 +597,8 @@ impl Driver<'_> {
                     let now = Instant::now();
                     let at = now + self.also_close_grace;
                     cut_at = Some(at);
-                    let due = sleep.deadline().into_std().min(at);
-                    sleep.as_mut().reset(due.into());
+                    let due = sleep.inner().deadline().into_std().min(at);
+                    sleep.as_mut().inner_mut().reset(due.into());
                     if !closing {
                         closing = true;
                         closing_at = Some(now);
@@ -594,8 +609,8 @@ impl Driver<'_> {
                     let now = Instant::now();
                     let at = now + self.also_close_grace;
                     cut_at = Some(at);
-                    let due = sleep.deadline().into_std().min(at);
-                    sleep.as_mut().reset(due.into());
+                    let due = sleep.inner().deadline().into_std().min(at);
+                    sleep.as_mut().inner_mut().reset(due.into());
                     if !closing {
                         closing = true;
                         closing_at = Some(now);

@@ -212,6 +212,21 @@ impl<F: Future> Woken<F> {
     }
 }
 
+impl<F> Woken<F> {
+    /// The inner future, to change it (a `Sleep` reset): polled at the
+    /// next poll, whether its own wake-up came or not.
+    pub fn inner_mut(self: Pin<&mut Self>) -> Pin<&mut F> {
+        let this = self.project();
+        this.flag.due.store(true, Ordering::Release);
+        this.inner
+    }
+
+    /// The inner future, to read it.
+    pub fn inner(&self) -> &F {
+        &self.inner
+    }
+}
+
 impl<F: Future> Future for Woken<F> {
     type Output = F::Output;
 

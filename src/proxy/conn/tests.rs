@@ -52,3 +52,42 @@ fn a_pipelined_half_head_begins_when_the_request_ends() {
     drop(req);
     assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
 }
+
+/// Every byte walked, from the state the last read left (what `scan` did
+/// before it walked only the CRs and LFs a read ends with).
+fn walked(from: u8, bytes: &[u8]) -> u8 {
+    let (mut at, bytes) = match bytes.len().checked_sub(ENDS_WINDOW) {
+        Some(skip) if skip > 0 => (IN_LINE, &bytes[skip..]),
+        _ => (from, bytes),
+    };
+    for &b in bytes {
+        at = match (at, b) {
+            (LINE_END | LINE_END_CR | HEAD_END, b'\n') => HEAD_END,
+            (IN_LINE, b'\n') => LINE_END,
+            (LINE_END, b'\r') => LINE_END_CR,
+            (HEAD_END, b'\r') => HEAD_END,
+            _ => IN_LINE,
+        };
+    }
+    at
+}
+
+proptest::proptest! {
+    /// Walking only a read's trailing CRs and LFs ends where walking all
+    /// of it did, read after read.
+    #[test]
+    fn scanning_the_end_of_a_read_is_walking_all_of_it(
+        reads in proptest::collection::vec(
+            proptest::collection::vec(proptest::sample::select(vec![b'a', b'\r', b'\n']), 0..80),
+            1..6,
+        ),
+    ) {
+        let a = Activity::new(Instant::now(), true);
+        let mut want = a.ends.load(Ordering::Relaxed);
+        for read in &reads {
+            a.scan(read);
+            want = walked(want, read);
+            proptest::prop_assert_eq!(a.ends.load(Ordering::Relaxed), want);
+        }
+    }
+}
