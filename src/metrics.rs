@@ -346,9 +346,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// other dial failure: a name that does not resolve, no route to the host),
 /// `connection_limit` (no slot of `max_connections_per_server` free),
 /// `timeout`, `keepalive_timeout`, `read_timeout`, `unknown_ca`,
-/// `name_mismatch`, `expired`, `client_cert_refused`, `crl_invalid`, `tls`,
-/// `protocol`, `no_servers`, and `resolve` (a failed re-resolution, not a
-/// request).
+/// `name_mismatch`, `expired`, `invalid_purpose`, `client_cert_refused`,
+/// `crl_invalid`, `tls`, `protocol`, `no_servers`, and `resolve` (a failed
+/// re-resolution, not a request).
 pub fn upstream_error(upstream: &str, reason: &str) {
     METRICS
         .upstream_errors

@@ -96,8 +96,9 @@ fn every(values: impl Iterator<Item = Option<String>>) -> Vec<String> {
 /// Whether `cert`'s keyUsage lets its key sign (RFC 5280 §4.2.1.3, RFC 8446
 /// §4.4.2.2): no extension allows every use (as OpenSSL reads it); one
 /// present must hold `digitalSignature`. An extension that does not parse,
-/// or appears twice, allows nothing.
-fn may_sign(cert: &X509Certificate<'_>) -> bool {
+/// or appears twice, allows nothing. Upstream certificates are read with
+/// it too (`tls::client`, `tls::names`).
+pub(crate) fn may_sign(cert: &X509Certificate<'_>) -> bool {
     match cert.key_usage() {
         Ok(None) => true,
         Ok(Some(ku)) => ku.value.digital_signature(),

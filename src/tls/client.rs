@@ -2,10 +2,16 @@
 
 use std::sync::{Arc, OnceLock};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tracing::warn;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::material::{CaBundle, Pair};
 use crate::tls::TlsError;
@@ -41,6 +47,83 @@ impl ResolvesClientCert for ClientPair {
     }
 }
 
+/// The refusal of an upstream certificate whose keyUsage does not allow
+/// `digitalSignature` ([`crate::identity::record::may_sign`]): its key may
+/// not sign the handshake (TLS 1.3 `CertificateVerify`, an ECDHE key
+/// exchange, all hotproxy offers), and webpki does not look. nginx
+/// (`proxy_ssl_verify`, OpenSSL's sslserver purpose) and Envoy refuse it;
+/// [`classify`] names it `invalid_purpose`.
+pub(crate) fn key_usage_refusal() -> Error {
+    Error::InvalidCertificate(CertificateError::InvalidPurpose)
+}
+
+/// Whether the leaf `der` may sign, by its keyUsage (one x509-parser
+/// parse). A leaf x509-parser cannot read at all, which webpki verified,
+/// is left to webpki's verdict.
+fn leaf_may_sign(der: &[u8]) -> bool {
+    X509Certificate::from_der(der)
+        .map_or(true, |(_, cert)| crate::identity::record::may_sign(&cert))
+}
+
+/// rustls's WebPKI server verifier (with or without CRLs), then the
+/// leaf's keyUsage: a key that may not sign is refused
+/// ([`key_usage_refusal`]) once the chain and the name are verified.
+#[derive(Debug)]
+struct SigningLeaf(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for SigningLeaf {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let verified = self.0.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if !leaf_may_sign(end_entity.as_ref()) {
+            return Err(key_usage_refusal());
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
+        self.0.root_hint_subjects()
+    }
+}
+
 /// Build the `ClientConfig` for new connections to an upstream.
 /// `ca = None` means the system trust store. ALPN offers h2 and http/1.1.
 /// A non-empty `verify_names` replaces the server-name check with
@@ -68,23 +151,13 @@ pub fn build(
     // nextUpdate (as Envoy's `crl` and nginx's `proxy_ssl_crl`; rustls's
     // default would ignore the date).
     let crls = ca.map_or(&[][..], |ca| &ca.crls[..]);
-    let builder = if verify_names.is_empty() {
-        let provider = crate::tls::provider::get();
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Build(e.to_string()))?;
-        if crls.is_empty() {
-            builder.with_root_certificates(roots)
-        } else {
-            let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                .with_crls(crls.iter().cloned())
-                .enforce_revocation_expiration()
-                .build()
-                .map_err(|e| TlsError::Build(format!("upstream certificate verifier: {e}")))?;
-            builder.with_webpki_verifier(verifier)
-        }
-    } else {
-        let provider = crate::tls::provider::get();
+    let provider = crate::tls::provider::get();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Build(e.to_string()))?;
+    // Every verifier refuses a leaf whose keyUsage forbids signing, after
+    // its own verdict (`SigningLeaf`; `NamesVerifier` itself).
+    let builder = if !verify_names.is_empty() {
         let verifier = NamesVerifier::new(
             roots,
             crls,
@@ -92,11 +165,27 @@ pub fn build(
             provider.signature_verification_algorithms,
         )
         .map_err(TlsError::Build)?;
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Build(e.to_string()))?
+        builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
+    } else if roots.is_empty() {
+        // An empty system store (warned above): rustls's verifier, which
+        // its builder will not make without an anchor, refuses every
+        // certificate as from an unknown CA, before any keyUsage.
+        builder.with_root_certificates(roots)
+    } else {
+        let mut webpki = WebPkiServerVerifier::builder_with_provider(roots, provider);
+        if !crls.is_empty() {
+            webpki = webpki
+                .with_crls(crls.iter().cloned())
+                .enforce_revocation_expiration();
+        }
+        let webpki = webpki
+            .build()
+            .map_err(|e| TlsError::Build(format!("upstream certificate verifier: {e}")))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SigningLeaf(webpki)))
     };
     let mut config = match client {
         Some(pair) => builder.with_client_cert_resolver(Arc::new(ClientPair(pair.key.clone()))),
@@ -122,6 +211,18 @@ pub fn classify(err: &rustls::Error) -> (&'static str, String) {
         E::InvalidCertificate(C::Other(o)) if o.0.downcast_ref::<NameMismatch>().is_some() => {
             ("name_mismatch", o.0.to_string())
         }
+        // Not for a TLS server's key: a keyUsage without digitalSignature
+        // (`SigningLeaf`, `NamesVerifier`), or an extendedKeyUsage without
+        // serverAuth (webpki), OpenSSL's "unsupported certificate purpose".
+        E::InvalidCertificate(C::InvalidPurpose) => (
+            "invalid_purpose",
+            "upstream certificate's keyUsage does not allow digitalSignature: its key may not sign the TLS handshake"
+                .into(),
+        ),
+        E::InvalidCertificate(e @ C::InvalidPurposeContext { .. }) => (
+            "invalid_purpose",
+            format!("upstream certificate is not for a TLS server: {e}"),
+        ),
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
             ("expired", "upstream certificate has expired".into())
         }

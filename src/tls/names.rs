@@ -7,7 +7,8 @@
 //! revocation of every certificate of it on the way; then its SANs against
 //! the accepted names, read with x509-parser because WebPKI knows DNS and
 //! IP names only, while a SPIFFE SVID names its workload by a URI SAN
-//! (`spiffe://td/ns/x/sa/y`). Errors keep rustls's kinds (unknown CA,
+//! (`spiffe://td/ns/x/sa/y`); from the same parse, a keyUsage without
+//! `digitalSignature` is refused, as `tls::client` does without names. Errors keep rustls's kinds (unknown CA,
 //! expired, revoked, an unusable CRL), which `tls::client::classify` reads.
 //! `server_name` is then only the SNI sent.
 
@@ -169,13 +170,17 @@ pub fn uri_sans(der: &[u8]) -> Vec<String> {
     sans(der).1
 }
 
-/// The SANs of a certificate as `DNS:`, `IP:` and `URI:` text, and its URI SANs.
-fn sans(der: &[u8]) -> (Vec<String>, Vec<String>) {
+/// The SANs of a certificate as `DNS:`, `IP:` and `URI:` text, its URI
+/// SANs, and whether its keyUsage lets its key sign
+/// ([`crate::identity::record::may_sign`]): one parse. A certificate that
+/// does not parse has no SANs here, and its keyUsage is left to webpki.
+fn sans(der: &[u8]) -> (Vec<String>, Vec<String>, bool) {
     let mut all = Vec::new();
     let mut uris = Vec::new();
-    if let Ok((_, cert)) = X509Certificate::from_der(der)
-        && let Ok(Some(ext)) = cert.subject_alternative_name()
-    {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return (all, uris, true);
+    };
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
         for name in &ext.value.general_names {
             match name {
                 GeneralName::DNSName(d) => all.push(format!("DNS:{d}")),
@@ -197,7 +202,8 @@ fn sans(der: &[u8]) -> (Vec<String>, Vec<String>) {
             }
         }
     }
-    (all, uris)
+    let may_sign = crate::identity::record::may_sign(&cert);
+    (all, uris, may_sign)
 }
 
 /// WebPKI chain verification (and revocation, with CRLs), then
@@ -355,8 +361,13 @@ impl ServerCertVerifier for NamesVerifier {
     ) -> Result<ServerCertVerified, Error> {
         let cert = ParsedCertificate::try_from(end_entity)?;
         self.verify_chain(&cert, end_entity, intermediates, now)?;
-        let (presented, uris) = sans(end_entity.as_ref());
+        let (presented, uris, may_sign) = sans(end_entity.as_ref());
         if self.accepted.iter().any(|p| p.matches(&cert, &uris)) {
+            // A key its keyUsage forbids to sign the handshake, as
+            // without `verify_names` (`tls::client::SigningLeaf`).
+            if !may_sign {
+                return Err(crate::tls::client::key_usage_refusal());
+            }
             return Ok(ServerCertVerified::assertion());
         }
         Err(Error::InvalidCertificate(CertificateError::Other(

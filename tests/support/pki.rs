@@ -131,6 +131,18 @@ impl TestCa {
         self.issue_keyed(key, cn, names, usage, expired, uris, extensions)
     }
 
+    /// A server pair for `names` whose keyUsage extension holds `usages`
+    /// (every other pair has no keyUsage extension at all).
+    pub fn server_pair_with_key_usages(
+        &self,
+        names: &[&str],
+        usages: &[KeyUsagePurpose],
+    ) -> TestPair {
+        let usage = ExtendedKeyUsagePurpose::ServerAuth;
+        let key = KeyPair::generate().unwrap();
+        self.issue_params(key, names[0], names, usage, false, &[], Vec::new(), usages)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn issue_keyed(
         &self,
@@ -142,6 +154,21 @@ impl TestCa {
         uris: &[&str],
         extensions: Vec<rcgen::CustomExtension>,
     ) -> TestPair {
+        self.issue_params(key, cn, names, usage, expired, uris, extensions, &[])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn issue_params(
+        &self,
+        key: KeyPair,
+        cn: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        expired: bool,
+        uris: &[&str],
+        extensions: Vec<rcgen::CustomExtension>,
+        key_usages: &[KeyUsagePurpose],
+    ) -> TestPair {
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
         for u in uris {
@@ -151,6 +178,7 @@ impl TestCa {
         }
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![usage];
+        p.key_usages = key_usages.to_vec();
         p.custom_extensions = extensions;
         let serial = self.take_serial();
         p.serial_number = Some(SerialNumber::from(serial));

@@ -14,6 +14,7 @@ mod flow_control;
 mod goaway;
 mod health;
 mod informational;
+mod key_usage;
 mod lengths;
 mod pool;
 mod reloads;
