@@ -559,6 +559,14 @@ impl H2 {
         }
     }
 
+    /// It carries no stream now and would take one (a pooled connection
+    /// that is idle, not merely one its server allows none on).
+    pub fn idle_with_room(&self) -> bool {
+        self.shared.streams.load(Ordering::Acquire) == 0
+            && self.shared.max_streams.load(Ordering::Acquire) > 0
+            && self.usable()
+    }
+
     /// It has had no stream for `timeout` or more.
     pub fn idle_for(&self, timeout: Duration) -> bool {
         self.shared.open_streams() == 0

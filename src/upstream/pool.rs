@@ -284,16 +284,28 @@ impl Pool {
         }
     }
 
-    /// A new shared HTTP/2 connection others may use. A retired pool's
-    /// is shared too, among the requests still in flight under its
-    /// endpoint (each would dial one of its own, within the slot limit
-    /// and one dial at a time), and closes when its last stream ends.
+    /// A new shared HTTP/2 connection others may use, unless the pool
+    /// already holds `max_idle_connections` idle ones that take requests
+    /// (at least one): then it closes once its own request lets go. Only a
+    /// request sent again on a new connection ([`Want::Fresh`]) dials past
+    /// such a one; each used to be shared and stay open until
+    /// `idle_timeout`, while the first in the pool (the one that refused
+    /// the stream, say) took every next request: one connection more per
+    /// refusal, until `max_connections_per_server` was full.
+    ///
+    /// A retired pool's is shared too, among the requests still in flight
+    /// under its endpoint (each would dial one of its own, within the slot
+    /// limit and one dial at a time), and closes when its last stream ends.
     pub fn add_h2(&self, c: H2) {
         if c.generation == self.generation() {
             let mut st = self.state.lock().expect("pool lock");
             if st.retired {
                 // Before it is shared: nothing sweeps this pool.
                 c.close_when_idle();
+            }
+            let idle = st.h2.iter().filter(|o| o.idle_with_room()).count();
+            if idle > 0 && idle >= self.max_idle {
+                return;
             }
             st.h2.push(c);
             drop(st);

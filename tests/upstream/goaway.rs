@@ -302,3 +302,88 @@ async fn a_new_h2_connection_closed_on_a_request_is_not_retried_on_its_endpoint(
         "the request reached the backend again"
     );
 }
+
+/// A raw HTTP/2 backend that answers the first request on each connection
+/// (`200`, body `connection N`) and refuses every later one on it
+/// (`RST_STREAM(REFUSED_STREAM)`, the connection left open: a server that
+/// sheds load per connection). Returns its address, and its connections
+/// still open with a signal of each change.
+async fn refusing_after_one(
+    pair: &TestPair,
+) -> (SocketAddr, Arc<(AtomicUsize, tokio::sync::Notify)>) {
+    let open = Arc::new((AtomicUsize::new(0), tokio::sync::Notify::new()));
+    let count = open.clone();
+    let (addr, _) = raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, n| {
+        let count = count.clone();
+        async move {
+            count.0.fetch_add(1, Ordering::SeqCst);
+            let mut answered = false;
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                let out = match kind {
+                    // SETTINGS, not an ACK: acknowledge.
+                    4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
+                    // The first request: `:status: 200` (HPACK static
+                    // index 8) and a body naming the connection.
+                    1 if !answered => {
+                        answered = true;
+                        let body = format!("connection {n}");
+                        [
+                            h2_frame(1, 4, stream, &[0x88]),
+                            h2_frame(0, 1, stream, body.as_bytes()),
+                        ]
+                        .concat()
+                    }
+                    // Any later one: not processed (REFUSED_STREAM, 0x7).
+                    1 => h2_frame(3, 0, stream, &7u32.to_be_bytes()),
+                    _ => continue,
+                };
+                let _ = tls.write_all(&out).await;
+            }
+            count.0.fetch_sub(1, Ordering::SeqCst);
+            count.1.notify_waiters();
+        }
+    })
+    .await;
+    (addr, open)
+}
+
+/// SPEC (Upstream connection pool): a request an HTTP/2 upstream refused
+/// goes again on a new connection, which is shared like any other only
+/// while the pool holds fewer than `max_idle_connections` idle ones;
+/// otherwise it closes once its request ends. Each such connection used
+/// to be shared and stay open until `idle_timeout`, although the refusing
+/// connection, first in the pool, took every next request: one connection
+/// more per refusal, until `max_connections_per_server` was full and
+/// requests got the connection limit's `504`.
+#[tokio::test]
+async fn connections_opened_for_refused_h2_requests_do_not_pile_up() {
+    let w = world();
+    let (backend, open) = refusing_after_one(&w.backend_pair).await;
+    let settings = [
+        "max_idle_connections: 2",
+        "max_connections_per_server: 5",
+        "connect_timeout: 1s",
+    ];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &settings));
+    let addr = p.listener_addr("public").await;
+    let mut send = h1_sender(&w, addr).await;
+    for i in 0..12 {
+        let (status, got) = exchange(&mut send, h1_request("GET", "/x", "")).await;
+        let got = String::from_utf8_lossy(&got);
+        assert_eq!(status, 200, "request {i}: {got}");
+        assert!(got.starts_with("connection "), "request {i}: {got}");
+    }
+    // None in flight: the two idle ones the pool keeps stay open, no more.
+    let settled = tokio::time::timeout(WAIT, async {
+        loop {
+            let changed = open.1.notified();
+            if open.0.load(Ordering::SeqCst) <= 2 {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await;
+    let left = open.0.load(Ordering::SeqCst);
+    assert!(settled.is_ok(), "{left} connections left open");
+}
