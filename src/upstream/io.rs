@@ -5,7 +5,9 @@
 //! applied ([`Settling`]), and bound the header blocks a stream gets
 //! before its body (`1xx` floods), and turn a `RST_STREAM(NO_ERROR)` that
 //! would end a response before its `END_STREAM` into a
-//! `PROTOCOL_ERROR` one (hyper would end the body as if whole). On an
+//! `PROTOCOL_ERROR` one (hyper would end the body as if whole), as
+//! they do the code of a `GOAWAY(NO_ERROR)` that ends such a response
+//! ([`frames`]). On an
 //! HTTP/1.1 connection, they bound
 //! what is read while a request waits for its response head ([`HeadWait`]).
 
@@ -19,6 +21,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+
+mod frames;
+
+pub use frames::H2_BLOCK_BYTES;
+use frames::SettingsFrames;
 
 /// A plain or TLS upstream stream.
 pub enum MaybeTls {
@@ -333,180 +340,6 @@ impl AsyncWrite for Framed {
     }
 }
 
-/// Follows the frames an HTTP/2 server sends (nine bytes of header, then
-/// the payload whose length it gives) to tell the connection's watcher when
-/// h2 has applied a SETTINGS frame after the first: a server may lower its
-/// stream limit at any time, to zero too, and the watcher otherwise looks
-/// only when a request is handed over, which is too late for that request
-/// (hyper holds it unsent until the server allows a stream again). h2
-/// acknowledges and applies a SETTINGS frame before it decodes the next
-/// frame, so its first read after the one that completed that frame comes
-/// after it was applied: that read wakes the watcher. The same frame
-/// headers bound a stream's header blocks ([`H2_BLOCK_BYTES`]).
-#[derive(Default)]
-struct SettingsFrames {
-    settling: Arc<Settling>,
-    /// The frame header being read, and how much of it is in.
-    head: [u8; 9],
-    have: usize,
-    /// The current frame's payload bytes still to come.
-    left: usize,
-    /// The current frame is a SETTINGS frame (not an acknowledgement).
-    settings: bool,
-    /// A SETTINGS frame was read whole: wake the watcher at the next read.
-    applied: bool,
-    /// Per stream, the bytes of header-block frames (HEADERS and
-    /// CONTINUATION, their frame headers too) since its last DATA frame:
-    /// its informational responses, its head, its trailers. Only streams
-    /// whose last frame was such a block are here, at most
-    /// [`BLOCK_STREAMS`] of them.
-    blocks: std::collections::BTreeMap<u32, usize>,
-    /// A stream went past [`H2_BLOCK_BYTES`]: the next read fails.
-    flooded: bool,
-    /// Streams whose response has begun (a header block came) and not
-    /// ended (no `END_STREAM` yet, nor a reset): at most
-    /// [`BLOCK_STREAMS`] of them, the oldest forgotten first.
-    responding: std::collections::BTreeSet<u32>,
-    /// The current frame is a `RST_STREAM` of a stream in `responding`:
-    /// how many bytes of its error code are read, and whether all were
-    /// zero ([`truncating_reset`]).
-    reset: Option<(usize, bool)>,
-}
-
-/// The code a `RST_STREAM(NO_ERROR)` that ends a response before its
-/// `END_STREAM` is read as: `PROTOCOL_ERROR`. hyper ends a response body
-/// cleanly at a `NO_ERROR` reset (RFC 9113 §8.1's early answer, which
-/// comes after a complete response), so a server resetting its stream that
-/// way part way through a body of unknown length had the client get a
-/// truncated body as a whole one, where any other reset cuts it.
-const TRUNCATING_RESET_CODE: u8 = 1;
-
-/// Reads `piece`, the next bytes of a `RST_STREAM`'s 4-byte error code
-/// that `reset` follows (bytes read, all zero so far): an all-zero code
-/// (`NO_ERROR`) has its last byte turned into [`TRUNCATING_RESET_CODE`].
-fn truncating_reset(reset: &mut (usize, bool), piece: &mut [u8]) {
-    for b in piece {
-        let (at, zero) = reset;
-        *zero &= *b == 0;
-        if *at == 3 && *zero {
-            *b = TRUNCATING_RESET_CODE;
-        }
-        *at += 1;
-    }
-}
-
-/// What header blocks one HTTP/2 stream may get before its body (or
-/// between DATA frames): 64 KiB of informational (`1xx`) responses always
-/// pass beside a head and trailers of at most 64 KiB each (the
-/// `max_header_list_size` hotproxy announces). h2 (0.4.20) keeps every
-/// `1xx` it reads in the stream's queue, with no bound, and hyper drops
-/// them only as the request polls for its response: an upstream sending
-/// them without end held the request until `request_timeout` while the
-/// connection's task decoded them. Past this the connection's next read
-/// fails, as an HTTP/1.1 connection's does past [`HEAD_WAIT_BYTES`]: its
-/// requests get a `502` and the connection is closed.
-pub const H2_BLOCK_BYTES: usize = 192 * 1024;
-
-/// Streams whose header blocks are followed at once: more than a
-/// connection carries (`H2_MAX_STREAMS`, or a server's lower limit); the
-/// oldest (lowest id) is forgotten first, one whose response the proxy
-/// gave up, reset on its side, with no frame from the server since.
-const BLOCK_STREAMS: usize = 1024;
-
-impl SettingsFrames {
-    /// A frame's header came: count a header block against its stream;
-    /// DATA (the body came), `END_STREAM` and `RST_STREAM` end the count.
-    fn follow(&mut self, kind: u8, flags: u8, stream: u32) {
-        const DATA: u8 = 0;
-        const HEADERS: u8 = 1;
-        const RST_STREAM: u8 = 3;
-        const CONTINUATION: u8 = 9;
-        const END_STREAM: u8 = 1;
-        if stream == 0 {
-            return;
-        }
-        let bytes = self.head.len() + self.left;
-        match kind {
-            HEADERS if flags & END_STREAM != 0 => {
-                self.blocks.remove(&stream);
-                self.responding.remove(&stream);
-            }
-            HEADERS => {
-                self.responding.insert(stream);
-                if self.responding.len() > BLOCK_STREAMS {
-                    self.responding.pop_first();
-                }
-                let n = self.blocks.entry(stream).or_default();
-                *n += bytes;
-                self.flooded |= *n > H2_BLOCK_BYTES;
-                if self.blocks.len() > BLOCK_STREAMS {
-                    self.blocks.pop_first();
-                }
-            }
-            CONTINUATION => {
-                if let Some(n) = self.blocks.get_mut(&stream) {
-                    *n += bytes;
-                    self.flooded |= *n > H2_BLOCK_BYTES;
-                }
-            }
-            DATA => {
-                self.blocks.remove(&stream);
-                if flags & END_STREAM != 0 {
-                    self.responding.remove(&stream);
-                }
-            }
-            RST_STREAM => {
-                self.blocks.remove(&stream);
-                if self.responding.remove(&stream) && self.left == 4 {
-                    self.reset = Some((0, true));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// h2 reads on: any SETTINGS frame read whole before is applied.
-    fn reading(&mut self) {
-        if std::mem::take(&mut self.applied) {
-            self.settling.applied();
-        }
-    }
-
-    /// The next `bytes` the server sent (a reset that would end a
-    /// response as if whole rewritten, see [`TRUNCATING_RESET_CODE`]).
-    fn read(&mut self, mut bytes: &mut [u8]) {
-        while !bytes.is_empty() {
-            if self.left > 0 {
-                let n = self.left.min(bytes.len());
-                self.left -= n;
-                let (payload, rest) = std::mem::take(&mut bytes).split_at_mut(n);
-                if let Some(reset) = &mut self.reset {
-                    truncating_reset(reset, payload);
-                }
-                bytes = rest;
-            } else {
-                let n = (self.head.len() - self.have).min(bytes.len());
-                self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
-                self.have += n;
-                bytes = &mut std::mem::take(&mut bytes)[n..];
-                if self.have < self.head.len() {
-                    return;
-                }
-                self.have = 0;
-                self.reset = None;
-                let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = self.head;
-                self.left = u32::from_be_bytes([0, l0, l1, l2]) as usize;
-                self.settings = kind == 4 && flags & 1 == 0;
-                let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
-                self.follow(kind, flags, stream);
-            }
-            if self.left == 0 && std::mem::take(&mut self.settings) {
-                self.applied = true;
-            }
-        }
-    }
-}
-
 impl UpstreamIo {
     pub fn new(io: MaybeTls, slot: Option<OwnedSemaphorePermit>) -> UpstreamIo {
         UpstreamIo {
@@ -526,10 +359,7 @@ impl UpstreamIo {
     /// read that follows a SETTINGS frame.
     pub fn settling(&mut self) -> Arc<Settling> {
         let settling = self.settling.get_or_insert_with(Arc::default).clone();
-        self.io.inner_mut().frames = Some(SettingsFrames {
-            settling: settling.clone(),
-            ..SettingsFrames::default()
-        });
+        self.io.inner_mut().frames = Some(SettingsFrames::new(settling.clone()));
         settling
     }
 

@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::goaway::{h2_frame, next_frame, raw_h2};
+use crate::goaway::{goaway, h2_frame, next_frame, raw_h2};
 use crate::support::*;
 
 /// An HTTP/2 backend that answers by path, each with `content-length: 5`
@@ -226,6 +226,61 @@ async fn a_no_error_reset_part_way_through_a_response_cuts_it() {
                         let mut out = h2_frame(1, 4, stream, &[0x88]);
                         out.extend(h2_frame(0, 0, stream, b"partial"));
                         out.extend(h2_frame(3, 0, stream, &0u32.to_be_bytes()));
+                        let _ = tls.write_all(&out).await;
+                    }
+                    _ => {}
+                }
+            }
+        },
+    )
+    .await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+
+    let mut client = h2_to(&w, addr).await;
+    let req = http::Request::get("https://a.example.com/")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    if let Some((got, e)) = cut_h2(resp).await {
+        assert!(e.is_reset(), "{e}");
+        assert!(got.len() <= 7, "{got:?}");
+    }
+
+    let mut sender = h1_sender(&w, addr).await;
+    let sent = sender.send_request(h1_request("GET", "/", ""));
+    let resp = tokio::time::timeout(WAIT, sent).await.unwrap().unwrap();
+    if resp.status() != 502 {
+        assert_eq!(resp.status(), 200);
+        let body = tokio::time::timeout(WAIT, resp.into_body().collect()).await;
+        assert!(body.unwrap().is_err(), "a clean end");
+    }
+}
+
+/// An HTTP/2 upstream that sends `GOAWAY(NO_ERROR)` part way through a
+/// response of unknown length, naming a last stream below that response's,
+/// has cut it as a `NO_ERROR` reset does: h2 ends each stream above the
+/// last one with that `GOAWAY` as its error, whose reason is its code,
+/// and hyper took that for the body's end, so the client got a truncated
+/// response that looked whole (an HTTP/2 client `END_STREAM`, an HTTP/1.1
+/// client the last chunk, the access log a clean `200`).
+#[tokio::test]
+async fn a_no_error_goaway_part_way_through_a_response_cuts_it() {
+    let w = world();
+    let (backend, _) = raw_h2(
+        &w.backend_pair,
+        h2_frame(4, 0, 0, &[]),
+        |mut tls, _| async move {
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                match kind {
+                    4 if flags & 1 == 0 => {
+                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                    }
+                    // A request: `:status 200`, a piece of body, then
+                    // `GOAWAY(NO_ERROR)` with no stream processed.
+                    1 => {
+                        let mut out = h2_frame(1, 4, stream, &[0x88]);
+                        out.extend(h2_frame(0, 0, stream, b"partial"));
+                        out.extend(goaway(0));
                         let _ = tls.write_all(&out).await;
                     }
                     _ => {}

@@ -1,5 +1,6 @@
 //! Tests of the upstream connection I/O wrappers: frame watching, head waits, the written head kept.
 
+use super::frames::TRUNCATING_RESET_CODE;
 use super::*;
 
 /// A frame header: payload length, type, flags, stream 0.

@@ -1,0 +1,242 @@
+//! The HTTP/2 frames an upstream sends, followed by their headers: SETTINGS applied, header-block floods, resets and GOAWAYs that would end a response as if whole.
+
+use std::sync::Arc;
+
+use super::Settling;
+
+/// Follows the frames an HTTP/2 server sends (nine bytes of header, then
+/// the payload whose length it gives) to tell the connection's watcher when
+/// h2 has applied a SETTINGS frame after the first: a server may lower its
+/// stream limit at any time, to zero too, and the watcher otherwise looks
+/// only when a request is handed over, which is too late for that request
+/// (hyper holds it unsent until the server allows a stream again). h2
+/// acknowledges and applies a SETTINGS frame before it decodes the next
+/// frame, so its first read after the one that completed that frame comes
+/// after it was applied: that read wakes the watcher. The same frame
+/// headers bound a stream's header blocks ([`H2_BLOCK_BYTES`]).
+#[derive(Default)]
+pub(super) struct SettingsFrames {
+    settling: Arc<Settling>,
+    /// The frame header being read, and how much of it is in.
+    head: [u8; 9],
+    have: usize,
+    /// The current frame's payload bytes still to come.
+    left: usize,
+    /// The current frame is a SETTINGS frame (not an acknowledgement).
+    settings: bool,
+    /// A SETTINGS frame was read whole: wake the watcher at the next read.
+    pub(super) applied: bool,
+    /// Per stream, the bytes of header-block frames (HEADERS and
+    /// CONTINUATION, their frame headers too) since its last DATA frame:
+    /// its informational responses, its head, its trailers. Only streams
+    /// whose last frame was such a block are here, at most
+    /// [`BLOCK_STREAMS`] of them.
+    blocks: std::collections::BTreeMap<u32, usize>,
+    /// A stream went past [`H2_BLOCK_BYTES`]: the next read fails.
+    pub(super) flooded: bool,
+    /// Streams whose response has begun (a header block came) and not
+    /// ended (no `END_STREAM` yet, nor a reset): at most
+    /// [`BLOCK_STREAMS`] of them, the oldest forgotten first.
+    pub(super) responding: std::collections::BTreeSet<u32>,
+    /// The current frame is a `RST_STREAM` of a stream in `responding`,
+    /// or a `GOAWAY`: its error code followed ([`Cut`]).
+    cut: Option<Cut>,
+}
+
+/// A frame whose `NO_ERROR` code may be rewritten as
+/// [`TRUNCATING_RESET_CODE`]: a `RST_STREAM` of a stream whose response
+/// has begun and not ended, or a `GOAWAY` whose last stream id is below
+/// such a stream. h2 ends each stream above that id with the `GOAWAY`
+/// itself as its error, whose reason is the `GOAWAY`'s code, and hyper
+/// ends a body cleanly at a `NO_ERROR` one as at a reset. Only the code
+/// changes: a request h2 never sent on such a stream still fails as
+/// refused by a remote `GOAWAY`, and is sent again
+/// ([`crate::proxy::failure::unprocessed`] looks at the kind, not the
+/// code).
+#[derive(Default)]
+struct Cut {
+    /// Payload bytes read so far.
+    at: usize,
+    /// Where the code starts in the payload: 0 in a `RST_STREAM`, 4 in a
+    /// `GOAWAY` (after its last stream id).
+    code: usize,
+    /// A `GOAWAY`'s last stream id, as read so far.
+    last: u32,
+    /// A `NO_ERROR` code is rewritten: always for a `RST_STREAM`; for a
+    /// `GOAWAY`, once its last stream id is read, if a stream above it is
+    /// responding.
+    cuts: bool,
+    /// The code's bytes read so far are all zero.
+    zero: bool,
+}
+
+/// The code a `RST_STREAM(NO_ERROR)` (or `GOAWAY(NO_ERROR)`, [`Cut`])
+/// that ends a response before its `END_STREAM` is read as:
+/// `PROTOCOL_ERROR`. hyper ends a response body
+/// cleanly at a `NO_ERROR` reset (RFC 9113 §8.1's early answer, which
+/// comes after a complete response), so a server resetting its stream that
+/// way part way through a body of unknown length had the client get a
+/// truncated body as a whole one, where any other reset cuts it.
+pub(super) const TRUNCATING_RESET_CODE: u8 = 1;
+
+/// What header blocks one HTTP/2 stream may get before its body (or
+/// between DATA frames): 64 KiB of informational (`1xx`) responses always
+/// pass beside a head and trailers of at most 64 KiB each (the
+/// `max_header_list_size` hotproxy announces). h2 (0.4.20) keeps every
+/// `1xx` it reads in the stream's queue, with no bound, and hyper drops
+/// them only as the request polls for its response: an upstream sending
+/// them without end held the request until `request_timeout` while the
+/// connection's task decoded them. Past this the connection's next read
+/// fails, as an HTTP/1.1 connection's does past [`HEAD_WAIT_BYTES`]: its
+/// requests get a `502` and the connection is closed.
+pub const H2_BLOCK_BYTES: usize = 192 * 1024;
+
+/// Streams whose header blocks are followed at once: more than a
+/// connection carries (`H2_MAX_STREAMS`, or a server's lower limit); the
+/// oldest (lowest id) is forgotten first, one whose response the proxy
+/// gave up, reset on its side, with no frame from the server since.
+const BLOCK_STREAMS: usize = 1024;
+
+impl SettingsFrames {
+    /// Frames of a new connection, whose watcher waits on `settling`.
+    pub(super) fn new(settling: Arc<Settling>) -> SettingsFrames {
+        SettingsFrames {
+            settling,
+            ..SettingsFrames::default()
+        }
+    }
+
+    /// A frame's header came: count a header block against its stream;
+    /// DATA (the body came), `END_STREAM` and `RST_STREAM` end the count.
+    fn follow(&mut self, kind: u8, flags: u8, stream: u32) {
+        const DATA: u8 = 0;
+        const HEADERS: u8 = 1;
+        const RST_STREAM: u8 = 3;
+        const GOAWAY: u8 = 7;
+        const CONTINUATION: u8 = 9;
+        const END_STREAM: u8 = 1;
+        if stream == 0 {
+            // Its last stream id and code (8 bytes) first; shorter, h2
+            // fails the connection anyway.
+            if kind == GOAWAY && self.left >= 8 {
+                self.cut = Some(Cut {
+                    code: 4,
+                    zero: true,
+                    ..Cut::default()
+                });
+            }
+            return;
+        }
+        let bytes = self.head.len() + self.left;
+        match kind {
+            HEADERS if flags & END_STREAM != 0 => {
+                self.blocks.remove(&stream);
+                self.responding.remove(&stream);
+            }
+            HEADERS => {
+                self.responding.insert(stream);
+                if self.responding.len() > BLOCK_STREAMS {
+                    self.responding.pop_first();
+                }
+                let n = self.blocks.entry(stream).or_default();
+                *n += bytes;
+                self.flooded |= *n > H2_BLOCK_BYTES;
+                if self.blocks.len() > BLOCK_STREAMS {
+                    self.blocks.pop_first();
+                }
+            }
+            CONTINUATION => {
+                if let Some(n) = self.blocks.get_mut(&stream) {
+                    *n += bytes;
+                    self.flooded |= *n > H2_BLOCK_BYTES;
+                }
+            }
+            DATA => {
+                self.blocks.remove(&stream);
+                if flags & END_STREAM != 0 {
+                    self.responding.remove(&stream);
+                }
+            }
+            RST_STREAM => {
+                self.blocks.remove(&stream);
+                if self.responding.remove(&stream) && self.left == 4 {
+                    self.cut = Some(Cut {
+                        cuts: true,
+                        zero: true,
+                        ..Cut::default()
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// h2 reads on: any SETTINGS frame read whole before is applied.
+    pub(super) fn reading(&mut self) {
+        if std::mem::take(&mut self.applied) {
+            self.settling.applied();
+        }
+    }
+
+    /// Reads `piece`, the next bytes of the payload of the frame [`Cut`]
+    /// follows: an all-zero code (`NO_ERROR`) that cuts has its last byte
+    /// turned into [`TRUNCATING_RESET_CODE`]. The streams above a
+    /// `GOAWAY`'s last stream id end with it: no longer responding.
+    fn cut(&mut self, piece: &mut [u8]) {
+        let SettingsFrames {
+            cut: Some(cut),
+            responding,
+            ..
+        } = self
+        else {
+            return;
+        };
+        for b in piece {
+            if cut.at < cut.code {
+                cut.last = cut.last << 8 | u32::from(*b);
+                if cut.at + 1 == cut.code {
+                    let above = responding.split_off(&((cut.last & 0x7fff_ffff) + 1));
+                    cut.cuts = !above.is_empty();
+                }
+            } else if cut.at < cut.code + 4 {
+                cut.zero &= *b == 0;
+                if cut.at == cut.code + 3 && cut.zero && cut.cuts {
+                    *b = TRUNCATING_RESET_CODE;
+                }
+            }
+            cut.at += 1;
+        }
+    }
+
+    /// The next `bytes` the server sent (a reset or `GOAWAY` that would
+    /// end a response as if whole rewritten, see [`Cut`]).
+    pub(super) fn read(&mut self, mut bytes: &mut [u8]) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                self.left -= n;
+                let (payload, rest) = std::mem::take(&mut bytes).split_at_mut(n);
+                self.cut(payload);
+                bytes = rest;
+            } else {
+                let n = (self.head.len() - self.have).min(bytes.len());
+                self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &mut std::mem::take(&mut bytes)[n..];
+                if self.have < self.head.len() {
+                    return;
+                }
+                self.have = 0;
+                self.cut = None;
+                let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = self.head;
+                self.left = u32::from_be_bytes([0, l0, l1, l2]) as usize;
+                self.settings = kind == 4 && flags & 1 == 0;
+                let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+                self.follow(kind, flags, stream);
+            }
+            if self.left == 0 && std::mem::take(&mut self.settings) {
+                self.applied = true;
+            }
+        }
+    }
+}
