@@ -151,7 +151,8 @@
 //!     that closes a retired HTTP/2 connection from outside hyper's task.
 //!     - `frames`: the HTTP/2 frames an upstream sends, followed by their
 //!       headers: SETTINGS applied, header-block floods, a reset or
-//!       `GOAWAY` with `NO_ERROR` that would end a response as if whole.
+//!       `GOAWAY` with `NO_ERROR` that would end a response as if whole;
+//!       and the streams hotproxy resets itself, from what it writes.
 //!   - `members`: an upstream's endpoints: picking one per request, passive
 //!     health (never ejecting the last), per-endpoint metrics.
 //!   - `balance`: round robin, least request (power of two choices).

@@ -311,6 +311,9 @@ impl AsyncWrite for Framed {
         if let Some(head) = &this.head {
             head.polled(&[std::io::IoSlice::new(buf)], &polled);
         }
+        if let (Some(frames), Poll::Ready(Ok(n))) = (&mut this.frames, &polled) {
+            frames.wrote(&[std::io::IoSlice::new(buf)], *n);
+        }
         polled
     }
 
@@ -323,6 +326,9 @@ impl AsyncWrite for Framed {
         let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         if let Some(head) = &this.head {
             head.polled(bufs, &polled);
+        }
+        if let (Some(frames), Poll::Ready(Ok(n))) = (&mut this.frames, &polled) {
+            frames.wrote(bufs, *n);
         }
         polled
     }

@@ -310,3 +310,76 @@ async fn a_no_error_goaway_part_way_through_a_response_cuts_it() {
         assert!(body.unwrap().is_err(), "a clean end");
     }
 }
+
+/// The streams hotproxy resets itself (each client gone after the head)
+/// are no longer followed as responding: they used to stay, and once 1024
+/// had, they pushed out a live response begun before them, whose
+/// `RST_STREAM(NO_ERROR)` part way then ended it as if whole again.
+#[tokio::test]
+async fn streams_hotproxy_cancels_do_not_push_out_a_live_response() {
+    const CANCELLED: usize = 1024;
+    let w = world();
+    let (backend, _) = raw_h2(
+        &w.backend_pair,
+        h2_frame(4, 0, 0, &[]),
+        |mut tls, _| async move {
+            let mut resets = 0;
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                let out = match kind {
+                    4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
+                    // The first request: `:status 200` and a piece of its
+                    // body; each other one its head alone.
+                    1 if stream == 1 => {
+                        let mut out = h2_frame(1, 4, stream, &[0x88]);
+                        out.extend(h2_frame(0, 0, stream, b"partial"));
+                        out
+                    }
+                    1 => h2_frame(1, 4, stream, &[0x88]),
+                    // hotproxy cancelled them all: the first one reset.
+                    3 if stream != 1 => {
+                        resets += 1;
+                        if resets < CANCELLED {
+                            continue;
+                        }
+                        h2_frame(3, 0, 1, &0u32.to_be_bytes())
+                    }
+                    _ => continue,
+                };
+                let _ = tls.write_all(&out).await;
+            }
+        },
+    )
+    .await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+
+    let mut client = h2_to(&w, addr).await;
+    let req = http::Request::get("https://a.example.com/")
+        .body(())
+        .unwrap();
+    let (first, _) = client.send_request(req, true).unwrap();
+    let first = tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
+    assert_eq!(first.status(), 200);
+    // Fewer than 500 requests a connection: never a rapid reset.
+    for batch in 0..CANCELLED.div_ceil(400) {
+        let mut other = h2_to(&w, addr).await;
+        for _ in batch * 400..CANCELLED.min(batch * 400 + 400) {
+            let req = http::Request::get("https://a.example.com/")
+                .body(())
+                .unwrap();
+            other = other.ready().await.unwrap();
+            let (resp, _) = other.send_request(req, true).unwrap();
+            let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    }
+    let mut body = first.into_body();
+    let mut got = Vec::new();
+    let e = loop {
+        match tokio::time::timeout(WAIT, body.data()).await.unwrap() {
+            Some(Ok(data)) => got.extend_from_slice(&data),
+            Some(Err(e)) => break e,
+            None => panic!("a clean end after {got:?}"),
+        }
+    };
+    assert!(e.is_reset(), "{e}");
+}

@@ -1,4 +1,4 @@
-//! The HTTP/2 frames an upstream sends, followed by their headers: SETTINGS applied, header-block floods, resets and GOAWAYs that would end a response as if whole.
+//! The HTTP/2 frames of an upstream connection, followed by their headers: SETTINGS applied, header-block floods, resets and GOAWAYs that would end a response as if whole, streams hotproxy resets itself.
 
 use std::sync::Arc;
 
@@ -38,10 +38,30 @@ pub(super) struct SettingsFrames {
     /// ended (no `END_STREAM` yet, nor a reset): at most
     /// [`BLOCK_STREAMS`] of them, the oldest forgotten first.
     pub(super) responding: std::collections::BTreeSet<u32>,
+    /// What hotproxy has written ([`Written`]).
+    written: Written,
     /// The current frame is a `RST_STREAM` of a stream in `responding`,
     /// or a `GOAWAY`: its error code followed ([`Cut`]).
     cut: Option<Cut>,
 }
+
+/// The frames hotproxy writes, followed by their headers past the
+/// connection preface: a stream it resets itself (its client went away,
+/// its request body stalled) leaves `responding`. Only the nine bytes of
+/// each frame header are copied; payloads are skipped by their length.
+#[derive(Default)]
+struct Written {
+    /// Bytes of the connection preface written so far.
+    preface: usize,
+    /// The frame header being written, and how much of it is out.
+    head: [u8; 9],
+    have: usize,
+    /// The current frame's payload bytes still to go.
+    left: usize,
+}
+
+/// The client's connection preface, written before any frame.
+const PREFACE: usize = 24;
 
 /// A frame whose `NO_ERROR` code may be rewritten as
 /// [`TRUNCATING_RESET_CODE`]: a `RST_STREAM` of a stream whose response
@@ -205,6 +225,53 @@ impl SettingsFrames {
                 }
             }
             cut.at += 1;
+        }
+    }
+
+    /// `n` bytes of `bufs` were written: a `RST_STREAM` among them ends
+    /// its stream's response here (the server's frames for it, if any
+    /// come, are dropped by h2), else it would stay in `responding` until
+    /// [`BLOCK_STREAMS`] later streams pushed out a live one.
+    pub(super) fn wrote(&mut self, bufs: &[std::io::IoSlice<'_>], mut n: usize) {
+        for buf in bufs {
+            if n == 0 {
+                return;
+            }
+            let take = n.min(buf.len());
+            self.wrote_bytes(&buf[..take]);
+            n -= take;
+        }
+    }
+
+    fn wrote_bytes(&mut self, mut bytes: &[u8]) {
+        const RST_STREAM: u8 = 3;
+        while !bytes.is_empty() {
+            let w = &mut self.written;
+            let n = if w.preface < PREFACE {
+                let n = (PREFACE - w.preface).min(bytes.len());
+                w.preface += n;
+                n
+            } else if w.left > 0 {
+                let n = w.left.min(bytes.len());
+                w.left -= n;
+                n
+            } else {
+                let n = (w.head.len() - w.have).min(bytes.len());
+                w.head[w.have..w.have + n].copy_from_slice(&bytes[..n]);
+                w.have += n;
+                if w.have == w.head.len() {
+                    w.have = 0;
+                    let [l0, l1, l2, kind, _, s0, s1, s2, s3] = w.head;
+                    w.left = u32::from_be_bytes([0, l0, l1, l2]) as usize;
+                    let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+                    if kind == RST_STREAM && stream != 0 {
+                        self.responding.remove(&stream);
+                        self.blocks.remove(&stream);
+                    }
+                }
+                n
+            };
+            bytes = &bytes[n..];
         }
     }
 

@@ -157,3 +157,37 @@ fn a_head_whose_write_failed_is_kept_as_meant() {
         );
     }
 }
+
+/// However writes split them (and however much of a vectored write is
+/// taken), a `RST_STREAM` hotproxy writes takes its stream out of
+/// `responding`; other frames, the preface, and a payload that looks like
+/// a `RST_STREAM` header do not.
+#[test]
+fn a_stream_hotproxy_resets_is_no_longer_responding() {
+    let mut written = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // DATA on stream 3 whose payload is a RST_STREAM header of stream 5.
+    written.extend(on(3, 9, 0, 0));
+    written.extend(on(5, 4, 3, 0));
+    // RST_STREAM(CANCEL) of stream 1, WINDOW_UPDATE of stream 7.
+    written.extend(on(1, 4, 3, 0));
+    written.extend([0, 0, 0, 8]);
+    written.extend(on(7, 4, 8, 0));
+    written.extend([0, 0, 1, 0]);
+    for size in 1..=written.len() {
+        let mut frames = SettingsFrames::default();
+        frames.responding.extend([1, 3, 5, 7]);
+        let chunks: Vec<&[u8]> = written.chunks(size).collect();
+        for chunk in &chunks {
+            // Only the first slice taken, and only part of it.
+            let (a, b) = chunk.split_at(chunk.len() / 2);
+            let bufs = [std::io::IoSlice::new(a), std::io::IoSlice::new(b"junk")];
+            frames.wrote(&bufs, a.len());
+            frames.wrote(
+                &[std::io::IoSlice::new(b), std::io::IoSlice::new(b"x")],
+                b.len(),
+            );
+        }
+        let left: Vec<u32> = frames.responding.iter().copied().collect();
+        assert_eq!(left, [3, 5, 7], "writes of {size} bytes");
+    }
+}
