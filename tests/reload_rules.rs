@@ -523,6 +523,47 @@ async fn a_client_ca_added_is_no_rotation_for_max_connection_lifetime() {
     closed_for_lifetime(&p, conn).await;
 }
 
+/// With `max_connection_lifetime`, a CA certificate taken out of the
+/// client CA bundle of a listener whose mode verifies nothing
+/// (`require_any`, with a `ca`) is no rotation: no handshake checked a
+/// client against it. Alice's connection, older than the limit, serves on
+/// after the listener's TLS is rebuilt (it used to be closed); a rotation
+/// of the served certificate still closes it, for the lifetime.
+#[tokio::test]
+async fn a_client_ca_removed_under_require_any_is_no_rotation_for_max_connection_lifetime() {
+    let (s, ca, clients) = partners_scene(false);
+    let other = TestCa::new("other");
+    let bundle = format!("{}{}", clients.cert_pem, other.cert_pem);
+    write(&s.path("clients-ca.crt"), &bundle);
+    let alice = clients.client_pair("alice");
+    let config = with_lifetime(partners("[{ cn: alice }]", "[]"));
+    let edited = (config.replace("mode: require_and_verify", "mode: require_any"))
+        .replace("        allow: [{ cn: alice }]\n", "");
+    assert!(edited.contains("require_any") && !edited.contains("allow:"));
+    let cfg = s.config(&edited);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let mut conn = open(addr, &ca.cert_pem, &alice).await;
+
+    let rebuilt = || {
+        p.logs()
+            .iter()
+            .filter(|l| l.contains("listener TLS snapshot replaced"))
+            .count()
+    };
+    let before = rebuilt();
+    mv_over(&s.path("clients-ca.crt"), &clients.cert_pem);
+    wait_until(WAIT, "the listener's TLS rebuilt without the CA", || {
+        let done = rebuilt() > before;
+        async move { done }
+    })
+    .await;
+    served_on(&p, &mut conn).await;
+
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    closed_for_lifetime(&p, conn).await;
+}
+
 /// Listener `partners` with pairs `a` (localhost: the default), `b` and
 /// `c`, each answering the names `names` gives it, in that order.
 fn three_pairs(names: [(&str, &str); 3]) -> String {

@@ -7,8 +7,9 @@
 //! fingerprint of the files in order. So a name moved to another pair
 //! (by `server_names`, or a renewal's SANs) is a rotation, though every
 //! pair's files are the same; a CA certificate added to a client CA
-//! bundle (a CA rollover starting), or a reorder of `certs` that leaves
-//! each name what it was served, is none. Computed once per snapshot
+//! bundle (a CA rollover starting), one taken out of a bundle a mode that
+//! verifies nothing names, or a reorder of `certs` that leaves each name
+//! what it was served, is none. Computed once per snapshot
 //! rebuild, never per connection or request.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,8 +29,11 @@ use crate::tls::server::SniResolver;
 pub(super) struct InUse {
     resolver: Arc<SniResolver>,
     /// By position in `certs`: the CA certificates of its client_auth's
-    /// `ca` (its own, else the listener's), sorted; empty without one.
-    trusted: Vec<Arc<[CertificateDer<'static>]>>,
+    /// `ca` (its own, else the listener's), sorted, when its mode verifies
+    /// clients; `None` when it verifies nothing (`none`, `request`,
+    /// `require_any`: a `ca` given there checks no client, so its
+    /// certificates are no material any connection was made with).
+    trusted: Vec<Option<Arc<[CertificateDer<'static>]>>>,
 }
 
 impl InUse {
@@ -41,14 +45,17 @@ impl InUse {
         entries: &BTreeMap<String, Entry>,
         resolver: &Arc<SniResolver>,
     ) -> InUse {
-        let roots = |policy: &ClientAuthConfig| -> Arc<[CertificateDer<'static>]> {
+        let roots = |policy: &ClientAuthConfig| -> Option<Arc<[CertificateDer<'static>]>> {
+            if !policy.mode.verifies() {
+                return None;
+            }
             let bundle = (policy.ca.as_deref())
                 .and_then(|id| entries.get(id))
                 .and_then(|e| e.current.as_ref())
                 .and_then(|x| x.ca());
             let mut roots: Vec<_> = bundle.iter().flat_map(|ca| ca.roots.clone()).collect();
             roots.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
-            roots.into()
+            Some(roots.into())
         };
         let wide = roots(client_auth);
         let trusted = (l.certs.iter())
@@ -74,25 +81,32 @@ impl InUse {
             .any(|name| {
                 let (was, now) = (old.candidates(name), new.candidates(name));
                 !serves_as_before(old, was, new, now)
-                    || !before
-                        .trusted_for(was)
+                    || !(before.trusted_for(was).unwrap_or_default())
                         .iter()
                         .all(|root| self.trusts(now, root))
             })
     }
 
     /// The CA certificates trusted for a name `pairs` answer: those of
-    /// the first's client_auth, which applies to it.
-    fn trusted_for(&self, pairs: &[usize]) -> &[CertificateDer<'static>] {
-        (pairs.first())
-            .and_then(|&at| self.trusted.get(at))
-            .map_or(&[][..], |roots| &roots[..])
+    /// the first's client_auth, which applies to it; `None` when that
+    /// verifies nothing.
+    fn trusted_for(&self, pairs: &[usize]) -> Option<&[CertificateDer<'static>]> {
+        match pairs.first().and_then(|&at| self.trusted.get(at)) {
+            Some(Some(roots)) => Some(&roots[..]),
+            Some(None) => None,
+            None => Some(&[]),
+        }
     }
 
+    /// Whether a connection whose client could have been verified against
+    /// `root` for a name `pairs` answer would be let in now: `root` is
+    /// still trusted for it, or its client_auth verifies nothing.
     fn trusts(&self, pairs: &[usize], root: &CertificateDer<'_>) -> bool {
-        (self.trusted_for(pairs))
-            .binary_search_by(|r| r.as_ref().cmp(root.as_ref()))
-            .is_ok()
+        self.trusted_for(pairs).is_none_or(|roots| {
+            roots
+                .binary_search_by(|r| r.as_ref().cmp(root.as_ref()))
+                .is_ok()
+        })
     }
 }
 
