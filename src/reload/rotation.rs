@@ -9,31 +9,78 @@
 //! pair's files are the same; a CA certificate added to a client CA
 //! bundle (a CA rollover starting), one taken out of a bundle a mode that
 //! verifies nothing names, or a reorder of `certs` that leaves each name
-//! what it was served, is none. Computed once per snapshot
-//! rebuild, never per connection or request.
+//! what it was served, is none. Computed once per snapshot rebuild, never
+//! per connection or request; a rebuild that keeps the name index (one
+//! pair's key replaced) looks only at the names of the pairs whose key or
+//! trust changed, and a CA bundle's certificates are compared only when
+//! the bundle changed, once per rebuild.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::CertificateDer;
 
 use crate::config::{ClientAuthConfig, ListenerConfig};
+use crate::material::Loaded;
 use crate::material::catalogue::Entry;
 use crate::tls::server::SniResolver;
 
 /// What a listener's handshakes use: the pairs that answer each name
-/// (its snapshot's resolver) and the client CA certificates each pair's
+/// (its snapshot's resolver) and the client CA bundle each pair's
 /// client_auth trusts.
 #[derive(Clone)]
 pub(super) struct InUse {
     resolver: Arc<SniResolver>,
-    /// By position in `certs`: the CA certificates of its client_auth's
-    /// `ca` (its own, else the listener's), sorted, when its mode verifies
-    /// clients; `None` when it verifies nothing (`none`, `request`,
-    /// `require_any`: a `ca` given there checks no client, so its
-    /// certificates are no material any connection was made with).
-    trusted: Vec<Option<Arc<[CertificateDer<'static>]>>>,
+    /// The listener-wide client_auth's.
+    wide: Trust,
+    /// By position in `certs`, in order: the entries with a client_auth
+    /// of their own (a handful), and its.
+    own: Vec<(usize, Trust)>,
+}
+
+/// What a client_auth checks a client certificate against.
+#[derive(Clone)]
+enum Trust {
+    /// Nothing: its mode verifies nothing (`none`, `request`,
+    /// `require_any`). A `ca` given there checks no client, so its
+    /// certificates are no material any connection was made with.
+    Unchecked,
+    /// The CA bundle of its `ca` (`None`: none loaded, nothing trusted).
+    Bundle(Option<Arc<Loaded>>),
+}
+
+impl Trust {
+    /// The same material (by identity, not content).
+    fn is(&self, other: &Trust) -> bool {
+        match (self, other) {
+            (Trust::Unchecked, Trust::Unchecked) => true,
+            (Trust::Bundle(a), Trust::Bundle(b)) => match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            },
+            _ => false,
+        }
+    }
+
+    fn identity(&self) -> usize {
+        match self {
+            Trust::Bundle(Some(b)) => Arc::as_ptr(b) as usize,
+            _ => 0,
+        }
+    }
+
+    /// The CA certificates it trusts, sorted (by reference: no bytes copied).
+    fn sorted_roots(&self) -> Vec<&[u8]> {
+        let Trust::Bundle(Some(loaded)) = self else {
+            return Vec::new();
+        };
+        let mut roots: Vec<&[u8]> = (loaded.ca().iter())
+            .flat_map(|ca| ca.roots.iter().map(|r| r.as_ref()))
+            .collect();
+        roots.sort_unstable();
+        roots
+    }
 }
 
 impl InUse {
@@ -45,25 +92,31 @@ impl InUse {
         entries: &BTreeMap<String, Entry>,
         resolver: &Arc<SniResolver>,
     ) -> InUse {
-        let roots = |policy: &ClientAuthConfig| -> Option<Arc<[CertificateDer<'static>]>> {
+        let trust = |policy: &ClientAuthConfig| {
             if !policy.mode.verifies() {
-                return None;
+                return Trust::Unchecked;
             }
             let bundle = (policy.ca.as_deref())
                 .and_then(|id| entries.get(id))
-                .and_then(|e| e.current.as_ref())
-                .and_then(|x| x.ca());
-            let mut roots: Vec<_> = bundle.iter().flat_map(|ca| ca.roots.clone()).collect();
-            roots.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
-            Some(roots.into())
+                .and_then(|e| e.current.clone())
+                .filter(|x| x.ca().is_some());
+            Trust::Bundle(bundle)
         };
-        let wide = roots(client_auth);
-        let trusted = (l.certs.iter())
-            .map(|c| c.client_auth.as_ref().map_or_else(|| wide.clone(), roots))
+        let own = (l.certs.iter().enumerate())
+            .filter_map(|(at, c)| Some((at, trust(c.client_auth.as_ref()?))))
             .collect();
         InUse {
             resolver: resolver.clone(),
-            trusted,
+            wide: trust(client_auth),
+            own,
+        }
+    }
+
+    /// What the client_auth of the pair at `at` trusts.
+    fn trust_at(&self, at: usize) -> &Trust {
+        match self.own.binary_search_by_key(&at, |(i, _)| *i) {
+            Ok(i) => &self.own[i].1,
+            Err(_) => &self.wide,
         }
     }
 
@@ -73,41 +126,81 @@ impl InUse {
     /// certificate trusted for it is not trusted for it now.
     pub(super) fn rotated_from(&self, before: &InUse) -> bool {
         let (old, new) = (&*before.resolver, &*self.resolver);
-        let names: BTreeSet<String> = (old.owned().chain(new.owned()))
-            .map(|(name, _)| name)
-            .collect();
-        std::iter::once(None)
-            .chain(names.iter().map(|n| Some(n.as_str())))
-            .any(|name| {
-                let (was, now) = (old.candidates(name), new.candidates(name));
-                !serves_as_before(old, was, new, now)
-                    || !(before.trusted_for(was).unwrap_or_default())
-                        .iter()
-                        .all(|root| self.trusts(now, root))
+        let kept = Kept::default();
+        let rotated = |was: &[usize], now: &[usize]| {
+            !serves_as_before(old, was, new, now)
+                || !kept.trusts(
+                    first(was).map(|at| before.trust_at(at)),
+                    first(now).map(|at| self.trust_at(at)),
+                )
+        };
+        if new.shares_names(old) {
+            // Each name has the same pairs: only the names of a pair whose
+            // key or trust changed can be served otherwise.
+            let changed: Vec<usize> = (0..new.pairs())
+                .filter(|&at| {
+                    !same(old.key(at), new.key(at))
+                        || !kept.trusts(Some(before.trust_at(at)), Some(self.trust_at(at)))
+                })
+                .collect();
+            let default = old.candidates(None);
+            return (changed.iter().any(|at| default.contains(at)) && rotated(default, default))
+                || (changed.iter().flat_map(|&at| old.listed_by(at))).any(|name| {
+                    let pairs = old.candidates_for(name);
+                    rotated(pairs, pairs)
+                });
+        }
+        let pairs = |name| (old.candidates_for(name), new.candidates_for(name));
+        rotated(old.candidates(None), new.candidates(None))
+            || old.names().any(|name| {
+                let (was, now) = pairs(name);
+                rotated(was, now)
+            })
+            || (new.names().filter(|&name| !old.indexes(name))).any(|name| {
+                let (was, now) = pairs(name);
+                rotated(was, now)
             })
     }
+}
 
-    /// The CA certificates trusted for a name `pairs` answer: those of
-    /// the first's client_auth, which applies to it; `None` when that
-    /// verifies nothing.
-    fn trusted_for(&self, pairs: &[usize]) -> Option<&[CertificateDer<'static>]> {
-        match pairs.first().and_then(|&at| self.trusted.get(at)) {
-            Some(Some(roots)) => Some(&roots[..]),
-            Some(None) => None,
-            None => Some(&[]),
+fn first(pairs: &[usize]) -> Option<usize> {
+    pairs.first().copied()
+}
+
+/// Whether one client CA bundle still trusts each CA certificate another
+/// trusted, each pair of bundles compared once per rebuild however many
+/// names share them.
+#[derive(Default)]
+struct Kept {
+    known: RefCell<Vec<((usize, usize), bool)>>,
+}
+
+impl Kept {
+    /// Whether a client that `was` (for a name: its first pair's; `None`:
+    /// no pair) let in would be let in by `now` as far as the CA
+    /// certificates go: `now` verifies nothing, or trusts every
+    /// certificate `was` trusted (nothing when it verified nothing).
+    fn trusts(&self, was: Option<&Trust>, now: Option<&Trust>) -> bool {
+        let (Some(was), Some(now)) = (was, now) else {
+            return true;
+        };
+        if matches!(was, Trust::Unchecked) || matches!(now, Trust::Unchecked) || was.is(now) {
+            return true;
         }
+        let key = (was.identity(), now.identity());
+        if let Some((_, kept)) = self.known.borrow().iter().find(|(k, _)| *k == key) {
+            return *kept;
+        }
+        let trusted = now.sorted_roots();
+        let kept = (was.sorted_roots().iter()).all(|root| trusted.binary_search(root).is_ok());
+        self.known.borrow_mut().push((key, kept));
+        kept
     }
+}
 
-    /// Whether a connection whose client could have been verified against
-    /// `root` for a name `pairs` answer would be let in now: `root` is
-    /// still trusted for it, or its client_auth verifies nothing.
-    fn trusts(&self, pairs: &[usize], root: &CertificateDer<'_>) -> bool {
-        self.trusted_for(pairs).is_none_or(|roots| {
-            roots
-                .binary_search_by(|r| r.as_ref().cmp(root.as_ref()))
-                .is_ok()
-        })
-    }
+/// The same certificate chain: the same key shared, or one re-read.
+fn same(a: &Arc<CertifiedKey>, b: &Arc<CertifiedKey>) -> bool {
+    Arc::ptr_eq(a, b) || a.cert == b.cert
 }
 
 /// Whether a client that chose among `was` (positions in `old`) gets the
@@ -118,7 +211,6 @@ impl InUse {
 /// only for different key types (ECDSA and RSA), so an order that puts no
 /// new certificate ahead keeps every client's.
 fn serves_as_before(old: &SniResolver, was: &[usize], new: &SniResolver, now: &[usize]) -> bool {
-    let same = |a: &Arc<CertifiedKey>, b: &Arc<CertifiedKey>| Arc::ptr_eq(a, b) || a.cert == b.cert;
     was.iter().enumerate().all(|(i, &w)| {
         let served = old.key(w);
         let Some(j) = now.iter().position(|&n| same(new.key(n), served)) else {

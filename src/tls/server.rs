@@ -160,6 +160,13 @@ pub struct SniResolver {
     uri_sans: Vec<ServedUris>,
 }
 
+/// A name an [`SniResolver`] indexes: exact, or a wildcard by its suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indexed<'a> {
+    Exact(&'a str),
+    Wildcard(&'a str),
+}
+
 /// The URI SANs of the certificate a connection was served.
 pub type ServedUris = Arc<[Box<str>]>;
 
@@ -177,9 +184,12 @@ fn served_uris(key: &CertifiedKey) -> ServedUris {
 /// keeps the others' the same).
 #[derive(Debug)]
 struct SniNames {
-    exact: HashMap<Box<str>, Box<[usize]>>,
+    exact: HashMap<Arc<str>, Box<[usize]>>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Box<str>, Box<[usize]>>,
+    wildcard: HashMap<Arc<str>, Box<[usize]>>,
+    /// By position: the names that pair lists (an exact one the maps'
+    /// string), each once: what a rotation of that pair is judged by.
+    by_pair: Box<[Box<[Arc<str>]>]>,
     /// What a client without SNI (or with a name no pair answers) chooses
     /// from: the default pair (0), then every later pair answering one of
     /// the default pair's names, in order (nginx's default server with its
@@ -216,6 +226,7 @@ impl SniResolver {
             names: Arc::new(SniNames {
                 exact: HashMap::new(),
                 wildcard: HashMap::new(),
+                by_pair: Box::new([]),
                 default: Box::new([]),
             }),
             keys: Vec::new(),
@@ -227,22 +238,29 @@ impl SniResolver {
         if pairs.is_empty() {
             return None;
         }
-        let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::with_capacity(pairs.len());
-        let mut wildcard: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut exact: HashMap<Arc<str>, Vec<usize>> = HashMap::with_capacity(pairs.len());
+        let mut wildcard: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        let mut by_pair = Vec::with_capacity(pairs.len());
         for (i, p) in pairs.iter().enumerate() {
+            let mut listed = Vec::with_capacity(p.names().len());
             for name in p.names() {
                 let name = name.to_ascii_lowercase();
+                let (map, key) = match name.strip_prefix("*.") {
+                    Some(suffix) => (&mut wildcard, suffix),
+                    None => (&mut exact, name.as_str()),
+                };
+                let known = map.get_key_value(key).map(|(k, _)| k.clone());
+                let key: Arc<str> = known.unwrap_or_else(|| key.into());
                 // In the listener's order: the first listed is the
                 // operator's preference.
-                let at = match name.strip_prefix("*.") {
-                    Some(suffix) => wildcard.entry(suffix.into()),
-                    None => exact.entry(name.into_boxed_str()),
-                }
-                .or_default();
+                let at = map.entry(key.clone()).or_default();
                 if at.last() != Some(&i) {
                     at.push(i);
+                    let wild = key.len() < name.len();
+                    listed.push(if wild { name.as_str().into() } else { key });
                 }
             }
+            by_pair.push(listed.into_boxed_slice());
         }
         // The pairs sharing a name with the default, in the listener's
         // order (each name's list is, and the default is first in any).
@@ -254,7 +272,7 @@ impl SniResolver {
         default.push(0);
         default.sort_unstable();
         default.dedup();
-        let boxed = |m: HashMap<Box<str>, Vec<usize>>| {
+        let boxed = |m: HashMap<Arc<str>, Vec<usize>>| {
             m.into_iter()
                 .map(|(name, at)| (name, at.into_boxed_slice()))
                 .collect()
@@ -264,6 +282,7 @@ impl SniResolver {
             names: Arc::new(SniNames {
                 exact: boxed(exact),
                 wildcard: boxed(wildcard),
+                by_pair: by_pair.into_boxed_slice(),
                 default: default.into_boxed_slice(),
             }),
             uri_sans: keys.iter().map(|k| served_uris(k)).collect(),
@@ -343,6 +362,49 @@ impl SniResolver {
             None => self.answering(name),
         };
         name.and_then(answering).unwrap_or(&self.names.default)
+    }
+
+    /// Whether one was derived from the other by [`with_key`](Self::with_key).
+    pub fn shares_names(&self, other: &SniResolver) -> bool {
+        Arc::ptr_eq(&self.names, &other.names)
+    }
+
+    /// How many pairs it holds.
+    pub fn pairs(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Every name it indexes, each once.
+    pub fn names(&self) -> impl Iterator<Item = Indexed<'_>> + '_ {
+        let exact = self.names.exact.keys().map(|n| Indexed::Exact(n));
+        exact.chain(self.names.wildcard.keys().map(|s| Indexed::Wildcard(s)))
+    }
+
+    /// The names the pair at `at` lists, each once.
+    pub fn listed_by(&self, at: usize) -> impl Iterator<Item = Indexed<'_>> + '_ {
+        let wildcard: fn(&str) -> Option<Indexed<'_>> =
+            |n| n.strip_prefix("*.").map(Indexed::Wildcard);
+        let listed = self.names.by_pair.get(at).into_iter().flatten();
+        listed.map(move |n| wildcard(n).unwrap_or(Indexed::Exact(n)))
+    }
+
+    /// Whether it indexes `name` itself.
+    pub fn indexes(&self, name: Indexed<'_>) -> bool {
+        match name {
+            Indexed::Exact(n) => self.names.exact.contains_key(n),
+            Indexed::Wildcard(s) => self.names.wildcard.contains_key(s),
+        }
+    }
+
+    /// [`candidates`](Self::candidates) of a name this resolver or another indexes.
+    pub fn candidates_for(&self, name: Indexed<'_>) -> &[usize] {
+        match name {
+            Indexed::Exact(n) => self.candidates(Some(n)),
+            Indexed::Wildcard(s) => {
+                let at = self.names.wildcard.get(s);
+                at.map_or(&self.names.default, |at| &at[..])
+            }
+        }
     }
 
     /// The chain and key of the pair at position `at`.
