@@ -10,10 +10,12 @@
 //! (`hotproxy_upstream_errors_total{reason="resolve"}`). A lookup still
 //! pending when a reload retires the upstream comes to nothing: neither
 //! logged nor counted nor stored. An IP server is one endpoint, never
-//! resolved. Lookups never overlap: the next re-resolution starts
+//! resolved. A re-resolution's lookups never overlap: the next starts
 //! `resolve_interval` after the last one ended, and one that timed out is
-//! waited for again rather than asked anew, so a tiny interval costs a
-//! busy resolver, never a false failure.
+//! waited for again rather than asked anew (asked anew once it has ended:
+//! its answer was for the re-resolution that gave up on it), so a tiny
+//! interval costs a busy resolver, never a false failure. Configuration-
+//! time lookups still running after 5 s are left to end on their own.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -162,14 +164,20 @@ impl Resolution {
 
     /// Resolve every name again; the new set when it changed. Each lookup
     /// may take `LOOKUP_TIMEOUT`; one still running then is a failure now
-    /// and is waited for again by the next call, not asked anew.
+    /// and is waited for again by the next call, not asked anew, unless it
+    /// has ended by then (its answer is stale: that call asks anew).
     pub async fn refresh(&self, current: &Members) -> Option<Members> {
         let mut changed = false;
         for (i, s) in self.config.servers.iter().enumerate() {
             if !is_name(&s.host) {
                 continue;
             }
-            let pending = self.pending.lock().expect("resolution lock")[i].take();
+            // One that has ended since answered for the re-resolution that
+            // gave up on it (and counted its failure): asked anew, not
+            // taken as this one's answer.
+            let pending = self.pending.lock().expect("resolution lock")[i]
+                .take()
+                .filter(|lookup| !lookup.is_finished());
             let mut lookup = pending.unwrap_or_else(|| {
                 let (host, port) = (s.host.clone(), s.port);
                 tokio::task::spawn_blocking(move || {

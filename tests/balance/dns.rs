@@ -111,11 +111,17 @@ impl NameServer {
 
     /// Answer the queries held, and every one from now on, with `ips`.
     async fn release(&self, ips: &[&str]) {
+        self.release_as(ips, ips).await;
+    }
+
+    /// Answer the queries held with `held`, and every one from now on
+    /// with `then`.
+    async fn release_as(&self, held: &[&str], then: &[&str]) {
         let (held, ips) = {
             let mut st = self.state.lock().unwrap();
             st.hold = false;
-            st.ips = parse(ips);
-            (std::mem::take(&mut st.held), st.ips.clone())
+            st.ips = parse(then);
+            (std::mem::take(&mut st.held), parse(held))
         };
         for (query, from) in held {
             if let Some(reply) = answer(&query, &ips) {
@@ -358,4 +364,58 @@ async fn a_lookup_that_times_out_is_waited_for_not_repeated() {
         })
         .await;
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
+}
+
+/// The value of `hotproxy_upstream_errors_total{upstream="app",reason="resolve"}`.
+async fn resolve_errors(w: &World) -> f64 {
+    let errors = "hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"} ";
+    (metrics(w).await.lines())
+        .find_map(|l| l.strip_prefix(errors)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A lookup that timed out and then ended before the next re-resolution
+/// (its name server answered it late, with no address) is not that
+/// re-resolution's answer: it answered for the one that gave up on it,
+/// which counted the failure. The next asks anew, gets the address and
+/// recovers, with the failure counted once. The late answer was taken as
+/// the next re-resolution's, and its failure counted a second time.
+/// (Its release comes as soon as the timeout is counted, and the next
+/// re-resolution 10 s after: the margin is the test's only assumption.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_lookup_that_ended_since_is_asked_anew() {
+    let name = format!("late-{}.hotproxy.test", std::process::id());
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let app = upstream(
+        "app",
+        &format!("https://{name}:{port}"),
+        "    resolve_interval: 10s\n",
+    );
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p
+        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
+        .await;
+
+    dns.hold();
+    // The first re-resolution (10 s) and its timeout (5 s), bounded generously.
+    wait_until(4 * WAIT, "the lookup timed out", || async {
+        resolve_errors(&w).await >= 1.0
+    })
+    .await;
+    dns.release_as(&[], &["127.0.0.2"]).await;
+    w.proxy
+        .wait_log("the recovery", |v| {
+            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
+        })
+        .await;
+    assert_eq!(resolve_errors(&w).await, 1.0, "the late answer was counted");
+    assert_eq!(
+        get_pod(&mut client(&w).await, "/").await,
+        (200, Some("pod".into()))
+    );
 }
