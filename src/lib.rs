@@ -63,7 +63,9 @@
 //!   - `entry`: one entry's reload happens here: re-read, offer, refuse, retry
 //!     with back-off; its logs and metrics.
 //!   - `apply`: a config field is applied here: config reload and apply,
-//!     listener and upstream start/stop, watches, runtime client auth.
+//!     listener and upstream start/stop, runtime client auth.
+//!   - `watching`: which files the watcher watches for what: the configuration,
+//!     each entry's files, the admin token files.
 //!   - `config_file`: when the configuration file may be read (still for a moment,
 //!     not changed by a writer during the read).
 //!   - `snapshot`: listener and upstream TLS snapshots and the keys of their inputs.
@@ -121,6 +123,8 @@
 //!   - `buffer`: small request bodies read whole before an upstream is chosen.
 //!   - `forward`: forwarding one request over an endpoint's pool, retry when
 //!     nothing was lost, the 400/408 answers for a client's broken body.
+//!   - `kept`: what an HTTP/1.1 attempt keeps to send its request again: the head
+//!     as written, or a copy.
 //!   - `framing`: an upstream HTTP/1.1 response a client could read otherwise than hyper
 //!     did (`Content-Length` beside `Transfer-Encoding`, a coding not `chunked`) or any with
 //!     more than one `Content-Length`: a 502; none on a 1xx or 204.

@@ -47,7 +47,8 @@ use crate::proxy::failure::{
 };
 use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
-use crate::upstream::conn::{DialError, Dialer, H1, MAX_RESPONSE_FIELDS, Unanswered};
+use crate::proxy::kept::Kept;
+use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 use crate::upstream::resolve::Resolution;
 use crate::upstream::{members::Members, pipe, pool::Want, read_timeout::ReadTimeout};
@@ -621,62 +622,6 @@ pub(super) fn switch_checked<B>(resp: &Response<B>, upgrade: bool) -> StatusCode
         return StatusCode::BAD_GATEWAY;
     }
     status
-}
-
-/// What an HTTP/1.1 attempt keeps to send its request again: hyper takes
-/// the request it writes. A request without a body whose head is small is
-/// sent again from its head as written ([`H1::sent_head`]), which costs no
-/// copy of its fields per request; any other, from a copy taken before.
-enum Kept {
-    Copy(Box<Request<ClientBody>>),
-    Written { version: Version, stand_in: bool },
-}
-
-/// The largest head (its fields' bytes) sent again from what was written:
-/// less than any socket takes in one write, so a head the connection
-/// failed on was written whole.
-const WRITTEN_HEAD_KEPT: usize = 2048;
-
-impl Kept {
-    fn of(req: &Request<ClientBody>) -> Kept {
-        if hyper::body::Body::is_end_stream(req.body()) {
-            let uri = req.uri();
-            let mut size =
-                req.method().as_str().len() + uri.path().len() + uri.query().map_or(0, str::len);
-            for (name, value) in req.headers() {
-                size += name.as_str().len() + value.len() + 4;
-            }
-            if size <= WRITTEN_HEAD_KEPT {
-                return Kept::Written {
-                    version: req.version(),
-                    stand_in: req.extensions().get::<StandInHost>().is_some(),
-                };
-            }
-        }
-        Kept::Copy(Box::new(copy_of(req)))
-    }
-
-    /// The request again, from the head hyper wrote or tried to write (a
-    /// write that failed keeps what it was given, [`H1::sent_head`]: hyper
-    /// hands back no request it has taken); `None` if hyper never began
-    /// to write it (then it hands the request back itself).
-    fn request(self, c: &H1, path: &PathAndQuery) -> Option<Request<ClientBody>> {
-        let (version, stand_in) = match self {
-            Kept::Copy(req) => return Some(*req),
-            Kept::Written { version, stand_in } => (version, stand_in),
-        };
-        let head = c.sent_head()?;
-        let (method, headers) = crate::proxy::failure::parse_written_head(&head)?;
-        let mut req = Request::new(ClientBody::empty());
-        *req.method_mut() = method;
-        *req.uri_mut() = Uri::from(path.clone());
-        *req.version_mut() = version;
-        *req.headers_mut() = headers;
-        if stand_in {
-            req.extensions_mut().insert(StandInHost);
-        }
-        Some(req)
-    }
 }
 
 /// Marks a `Host` hotproxy wrote in for a request that came without one,

@@ -24,7 +24,6 @@ use crate::proxy::front::Front;
 use crate::proxy::listener::{self, Handshake, Listener};
 use crate::proxy::router::Router;
 use crate::tls::server::SniResolver;
-use crate::watch::Subject;
 
 impl Reloader {
     /// Re-read the configuration file and apply it if it changed and is valid.
@@ -696,52 +695,6 @@ impl Reloader {
         info!(target: LOG, listener = %listener, "client authentication changed at runtime");
         self.publish();
         Ok(())
-    }
-
-    /// Tell the watcher which files stand behind what.
-    pub(super) fn rewatch(&self) {
-        let mut subjects = vec![(Subject::Config, vec![self.config.file.clone()])];
-        for (id, e) in &self.entries {
-            let paths: Vec<_> = e
-                .spec
-                .source
-                .paths()
-                .iter()
-                .map(|p| p.to_path_buf())
-                .collect();
-            if !paths.is_empty() {
-                subjects.push((Subject::Entry(id.clone()), paths));
-            }
-        }
-        if let Some(tokens) = &self.admin_tokens {
-            subjects.extend(
-                tokens
-                    .files()
-                    .into_iter()
-                    .map(|(i, path)| (Subject::AdminToken(i), vec![path])),
-            );
-        }
-        self.watcher.set(subjects);
-    }
-
-    /// Watch the admin token files beside the catalogue's, with the same
-    /// watcher (one per process: one `hotproxy_watch_degraded`, one
-    /// inotify instance). Newly watched, each is reported once, so a
-    /// change since the admin listener read it is taken too.
-    pub fn watch_admin_tokens(&mut self, tokens: Arc<crate::admin::auth::Tokens>) {
-        self.admin_tokens = Some(tokens);
-        self.rewatch();
-    }
-
-    /// Token file `i` may have changed: re-read it on a blocking-pool
-    /// thread, not this one. A stuck volume (NFS, a remounting kubelet
-    /// volume) must not hold up certificate rotations and API calls; a
-    /// FIFO in the file's place is refused without opening it for a
-    /// writer (`fsutil::read_regular`).
-    pub(super) fn reread_admin_token(&self, i: usize) {
-        if let Some(tokens) = self.admin_tokens.clone() {
-            self.rt.spawn_blocking(move || tokens.reread(i));
-        }
     }
 }
 

@@ -28,6 +28,7 @@ mod rotation;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod watching;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
