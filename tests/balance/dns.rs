@@ -170,6 +170,30 @@ fn answer(query: &[u8], ips: &[Ipv4Addr]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
+/// The proxy with one upstream `app` at `https://{label}-{pid}.hotproxy.test:{port}`,
+/// `resolve_interval: {interval}`, its only pod (`pod`, `w.pods[0]`) on
+/// 127.0.0.2: the name is answered 127.0.0.2 by the returned name server,
+/// the proxy's only one ([`Proxy::start_with_resolv_conf`]).
+async fn app_by_name(label: &str, interval: &str) -> (NameServer, World) {
+    let name = format!("{label}-{}.hotproxy.test", std::process::id());
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let app = upstream(
+        "app",
+        &format!("https://{name}:{port}"),
+        &format!("    resolve_interval: {interval}\n"),
+    );
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let w = p
+        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
+        .await;
+    (dns, w)
+}
+
 /// What a re-resolution of an upstream retired meanwhile logs instead of
 /// its outcome.
 const DROPPED: &str = "upstream retired while its names were resolved again; the answer is dropped";
@@ -183,22 +207,8 @@ const DROPPED: &str = "upstream retired while its names were resolved again; the
 /// The lookup waits at most 5 s: the reload is applied well within that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_resolution_a_reload_overtakes_is_dropped() {
-    let name = format!("overtaken-{}.hotproxy.test", std::process::id());
-    let dns = NameServer::start(&["127.0.0.2"]).await;
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let app = upstream(
-        "app",
-        &format!("https://{name}:{port}"),
-        "    resolve_interval: 5s\n",
-    );
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let mut w = p
-        .serve_with("[{ upstream: app }]", &app, Vec::new(), start)
-        .await;
+    let (dns, mut w) = app_by_name("overtaken", "5s").await;
+    let pod_addr = w.pods[0].addr;
     // The name, answered by the test's server.
     assert_eq!(
         get_pod(&mut client(&w).await, "/").await,
@@ -210,7 +220,7 @@ async fn a_re_resolution_a_reload_overtakes_is_dropped() {
         dns.held() > 0
     })
     .await;
-    let other = upstream("other", &format!("https://{}", pod.addr), "");
+    let other = upstream("other", &format!("https://{pod_addr}"), "");
     w.scene.public_config("[{ upstream: other }]", &other);
     let reloaded = w.wait_reloaded("app removed").await;
     let changes = reloaded["changes"].as_str().unwrap_or("");
@@ -312,34 +322,14 @@ async fn a_tiny_resolve_interval_fails_no_lookup() {
 /// every millisecond: hundreds of lookups waiting on the server at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_that_times_out_is_waited_for_not_repeated() {
-    let name = format!("silent-{}.hotproxy.test", std::process::id());
-    let dns = NameServer::start(&["127.0.0.2"]).await;
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let app = upstream(
-        "app",
-        &format!("https://{name}:{port}"),
-        "    resolve_interval: 1ms\n",
-    );
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let mut w = p
-        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
-        .await;
+    let (dns, mut w) = app_by_name("silent", "1ms").await;
     let mut send = client(&w).await;
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 
     dns.hold();
-    let errors = "hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"} ";
     // Two re-resolutions that timed out: 10 s, bounded generously.
     wait_until(3 * WAIT, "two lookups timed out", || async {
-        metrics(&w).await.lines().any(|l| {
-            l.strip_prefix(errors)
-                .and_then(|n| n.trim().parse::<f64>().ok())
-                .is_some_and(|n| n >= 2.0)
-        })
+        resolve_errors(&w).await >= 2.0
     })
     .await;
     // Served on the last good address meanwhile.
@@ -384,22 +374,7 @@ async fn resolve_errors(w: &World) -> f64 {
 /// re-resolution 10 s after: the margin is the test's only assumption.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_lookup_that_ended_since_is_asked_anew() {
-    let name = format!("late-{}.hotproxy.test", std::process::id());
-    let dns = NameServer::start(&["127.0.0.2"]).await;
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let app = upstream(
-        "app",
-        &format!("https://{name}:{port}"),
-        "    resolve_interval: 10s\n",
-    );
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let mut w = p
-        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
-        .await;
+    let (dns, mut w) = app_by_name("late", "10s").await;
 
     dns.hold();
     // The first re-resolution (10 s) and its timeout (5 s), bounded generously.
