@@ -2,10 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
-use tokio::io::AsyncWriteExt;
-
 use crate::common::*;
-use crate::goaway::{h2_frame, next_frame, raw_h2};
+use crate::goaway::{answering_h2, h2_frame};
 
 /// A response that hotproxy's HTTP/2 client refuses as a protocol error
 /// (here a `PUSH_PROMISE`, which it disabled in its SETTINGS: a connection
@@ -16,28 +14,13 @@ use crate::goaway::{h2_frame, next_frame, raw_h2};
 #[tokio::test]
 async fn an_h2_protocol_error_of_the_upstream_is_named_in_the_log() {
     let w = world();
-    let (backend, accepted) = raw_h2(
-        &w.backend_pair,
-        h2_frame(4, 0, 0, &[]),
-        |mut tls, _| async move {
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                match kind {
-                    // SETTINGS, not an ACK: acknowledge.
-                    4 if flags & 1 == 0 => {
-                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                    }
-                    // A request: a PUSH_PROMISE (END_HEADERS) of stream 2,
-                    // `:method GET` (HPACK static index 2).
-                    1 => {
-                        let mut payload = 2u32.to_be_bytes().to_vec();
-                        payload.push(0x82);
-                        let _ = tls.write_all(&h2_frame(5, 4, stream, &payload)).await;
-                    }
-                    _ => {}
-                }
-            }
-        },
-    )
+    // A request: a PUSH_PROMISE (END_HEADERS) of stream 2, `:method GET`
+    // (HPACK static index 2).
+    let (backend, accepted) = answering_h2(&w.backend_pair, |stream| {
+        let mut payload = 2u32.to_be_bytes().to_vec();
+        payload.push(0x82);
+        h2_frame(5, 4, stream, &payload)
+    })
     .await;
     let (mut p, addr) = proxy_for(&w, backend).await;
     let (status, _) = send(addr, &w, "GET", "").await;

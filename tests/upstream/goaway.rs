@@ -82,6 +82,30 @@ where
     (addr, accepted)
 }
 
+/// A [`raw_h2`] backend (empty SETTINGS) that acknowledges the client's
+/// SETTINGS and answers each request's HEADERS with the bytes `answer`
+/// makes of its stream id. Returns its address and accepted connections.
+pub(crate) async fn answering_h2<A>(pair: &TestPair, answer: A) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    A: Fn(u32) -> Vec<u8> + Copy + Send + Sync + 'static,
+{
+    raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, _| async move {
+        while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+            match kind {
+                // SETTINGS, not an ACK: acknowledge.
+                4 if flags & 1 == 0 => {
+                    let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                }
+                1 => {
+                    let _ = tls.write_all(&answer(stream)).await;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
 /// The test's cue to [`going_away`], and what that backend tells it back.
 #[derive(Default)]
 struct Cue {

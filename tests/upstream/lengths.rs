@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::goaway::{goaway, h2_frame, next_frame, raw_h2};
+use crate::goaway::{answering_h2, goaway, h2_frame, next_frame, raw_h2};
 use crate::support::*;
 
 /// An HTTP/2 backend that answers by path, each with `content-length: 5`
@@ -210,50 +210,7 @@ async fn an_h2_upstreams_204_and_304_reach_the_client_without_content() {
 /// that looked whole, where any other reset cuts it.
 #[tokio::test]
 async fn a_no_error_reset_part_way_through_a_response_cuts_it() {
-    let w = world();
-    let (backend, _) = raw_h2(
-        &w.backend_pair,
-        h2_frame(4, 0, 0, &[]),
-        |mut tls, _| async move {
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                match kind {
-                    4 if flags & 1 == 0 => {
-                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                    }
-                    // A request: `:status 200` (HPACK static index 8,
-                    // END_HEADERS), a piece of body, `RST_STREAM(NO_ERROR)`.
-                    1 => {
-                        let mut out = h2_frame(1, 4, stream, &[0x88]);
-                        out.extend(h2_frame(0, 0, stream, b"partial"));
-                        out.extend(h2_frame(3, 0, stream, &0u32.to_be_bytes()));
-                        let _ = tls.write_all(&out).await;
-                    }
-                    _ => {}
-                }
-            }
-        },
-    )
-    .await;
-    let (_p, addr) = proxy_for(&w, backend).await;
-
-    let mut client = h2_to(&w, addr).await;
-    let req = http::Request::get("https://a.example.com/")
-        .body(())
-        .unwrap();
-    let (resp, _) = client.send_request(req, true).unwrap();
-    if let Some((got, e)) = cut_h2(resp).await {
-        assert!(e.is_reset(), "{e}");
-        assert!(got.len() <= 7, "{got:?}");
-    }
-
-    let mut sender = h1_sender(&w, addr).await;
-    let sent = sender.send_request(h1_request("GET", "/", ""));
-    let resp = tokio::time::timeout(WAIT, sent).await.unwrap().unwrap();
-    if resp.status() != 502 {
-        assert_eq!(resp.status(), 200);
-        let body = tokio::time::timeout(WAIT, resp.into_body().collect()).await;
-        assert!(body.unwrap().is_err(), "a clean end");
-    }
+    assert_cut_part_way_by(|stream| h2_frame(3, 0, stream, &0u32.to_be_bytes())).await;
 }
 
 /// An HTTP/2 upstream that sends `GOAWAY(NO_ERROR)` part way through a
@@ -265,29 +222,23 @@ async fn a_no_error_reset_part_way_through_a_response_cuts_it() {
 /// client the last chunk, the access log a clean `200`).
 #[tokio::test]
 async fn a_no_error_goaway_part_way_through_a_response_cuts_it() {
+    // No stream processed.
+    assert_cut_part_way_by(|_| goaway(0)).await;
+}
+
+/// An HTTP/2 upstream answering each request `:status 200` (HPACK static
+/// index 8, END_HEADERS), a piece of body (`partial`, no `content-length`)
+/// and then what `cut` makes of its stream id: an HTTP/2 client sees the
+/// response reset (after at most those 7 bytes), an HTTP/1.1 client a
+/// `502` or a `200` whose body errs; neither a clean end.
+async fn assert_cut_part_way_by(cut: fn(u32) -> Vec<u8>) {
     let w = world();
-    let (backend, _) = raw_h2(
-        &w.backend_pair,
-        h2_frame(4, 0, 0, &[]),
-        |mut tls, _| async move {
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                match kind {
-                    4 if flags & 1 == 0 => {
-                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                    }
-                    // A request: `:status 200`, a piece of body, then
-                    // `GOAWAY(NO_ERROR)` with no stream processed.
-                    1 => {
-                        let mut out = h2_frame(1, 4, stream, &[0x88]);
-                        out.extend(h2_frame(0, 0, stream, b"partial"));
-                        out.extend(goaway(0));
-                        let _ = tls.write_all(&out).await;
-                    }
-                    _ => {}
-                }
-            }
-        },
-    )
+    let (backend, _) = answering_h2(&w.backend_pair, move |stream| {
+        let mut out = h2_frame(1, 4, stream, &[0x88]);
+        out.extend(h2_frame(0, 0, stream, b"partial"));
+        out.extend(cut(stream));
+        out
+    })
     .await;
     let (_p, addr) = proxy_for(&w, backend).await;
 
