@@ -69,11 +69,7 @@ async fn an_edited_upstream_closes_its_idle_connections() {
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
     // A request that holds the old upstream through the edit ...
-    let hanging = spawn_get(&w, addr, "/hang");
-    wait_until(WAIT, "the hanging request at the backend", || async {
-        b.slow_in_flight.load(SeqCst) == 1
-    })
-    .await;
+    let hanging = hang_at(&w, addr, &b).await;
     // ... and, beside it, one idle pooled connection.
     assert_eq!(send(addr, &w, "GET", "").await.0, 200);
     assert_eq!(b.open.load(SeqCst), 2);
@@ -96,29 +92,17 @@ async fn an_edited_upstream_closes_its_idle_connections() {
 #[tokio::test]
 async fn a_replaced_upstream_does_not_pool_a_connection_dialled_after_the_edit() {
     use std::sync::atomic::Ordering::SeqCst;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let w = world();
     let b = Backend::start_h1("b", &w.backend_pair, None).await;
     let config = w.scene.one_upstream_config("app", b.addr, &[]);
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
     // A request that holds the old upstream's endpoint through the edit.
-    let hanging = spawn_get(&w, addr, "/hang");
-    wait_until(WAIT, "the hanging request at the backend", || async {
-        b.slow_in_flight.load(SeqCst) == 1
-    })
-    .await;
+    let hanging = hang_at(&w, addr, &b).await;
     // A request whose body is read whole before it takes a connection: the
     // `100 Continue` says the old upstream is reading it.
-    let mut posting = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
-    let head = "POST /x HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n";
-    posting.write_all(head.as_bytes()).await.unwrap();
-    let mut cont = [0u8; 25];
-    within_deadline("100 Continue", posting.read_exact(&mut cont))
-        .await
-        .unwrap();
-    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
-    posting.write_all(b"01234").await.unwrap();
+    let mut posting = half_posted(&w, addr, "/x").await;
     edit_app(&config);
     reload(&mut p, "the edit").await;
     // The rest of the body: the request dials under the old upstream.
@@ -132,12 +116,7 @@ async fn a_replaced_upstream_does_not_pool_a_connection_dialled_after_the_edit()
         || async { b.open.load(SeqCst) == 1 },
     )
     .await;
-    assert_eq!(
-        b.slow_in_flight.load(SeqCst),
-        1,
-        "the request lost its hold"
-    );
-    hanging.abort();
+    let_go(&b, hanging);
 }
 
 /// Requests of an upstream an edit replaced that dial only after the edit
@@ -192,6 +171,32 @@ async fn requests_of_a_replaced_upstream_share_an_h2_connection_dialled_after_th
     drop(holding);
 }
 
+/// A `GET /hang` to the proxy at `addr` on a task of its own, once it is
+/// at `b` (which holds it): a request that holds its upstream's endpoint
+/// (and its pool) through an edit.
+async fn hang_at(
+    w: &World,
+    addr: std::net::SocketAddr,
+    b: &Backend,
+) -> tokio::task::JoinHandle<std::io::Result<Reply>> {
+    let hanging = spawn_get(w, addr, "/hang");
+    wait_until(WAIT, "the hanging request at the backend", || async {
+        b.slow_in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    hanging
+}
+
+/// `hanging` ([`hang_at`]) still held at `b` at the end, then let go.
+fn let_go(b: &Backend, hanging: tokio::task::JoinHandle<std::io::Result<Reply>>) {
+    assert_eq!(
+        b.slow_in_flight.load(Ordering::SeqCst),
+        1,
+        "the request lost its hold"
+    );
+    hanging.abort();
+}
+
 /// A `POST path` of 10 bytes on a new HTTP/1.1 connection to the proxy at
 /// `addr`, its first 5 sent once the `100 Continue` says the proxy reads
 /// it (its upstream chosen).
@@ -228,7 +233,6 @@ fn edit_app(config: &std::path::Path) {
 /// set's verdicts were logged under the same upstream name.
 #[tokio::test]
 async fn an_edited_upstream_stops_its_active_checks() {
-    use std::sync::atomic::Ordering::SeqCst;
     let w = world();
     let b = Backend::start_h1("b", &w.backend_pair, None).await;
     let checking = |path: &str| {
@@ -246,11 +250,7 @@ async fn an_edited_upstream_stops_its_active_checks() {
     );
     wait_until(WAIT, "the first check", || async { old() > 0 }).await;
     // A request that holds the old upstream through the edit.
-    let hanging = spawn_get(&w, addr, "/hang");
-    wait_until(WAIT, "the hanging request at the backend", || async {
-        b.slow_in_flight.load(SeqCst) == 1
-    })
-    .await;
+    let hanging = hang_at(&w, addr, &b).await;
     assert_eq!(checking("/new-check"), config);
     reload(&mut p, "the edit").await;
     // Past an old check that was under way at the edit (its `timeout` is
@@ -259,12 +259,7 @@ async fn an_edited_upstream_stops_its_active_checks() {
     let old_then = old();
     wait_until(WAIT, "five more new checks", || async { new() >= 8 }).await;
     assert_eq!(old(), old_then, "checks of the replaced upstream");
-    assert_eq!(
-        b.slow_in_flight.load(SeqCst),
-        1,
-        "the request lost its hold"
-    );
-    hanging.abort();
+    let_go(&b, hanging);
 }
 
 /// An upstream removed by a reload takes its `hotproxy_upstream_endpoints`
