@@ -299,54 +299,10 @@ fn partners_with_crl(allow: &str) -> String {
     )
 }
 
-/// A client's kept-open HTTP/1.1 mTLS connection to `addr`: its sender,
-/// its driver (ends when the proxy closes it) and its local address, the
-/// `peer` the proxy logs for it.
-struct Open {
-    send: hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
-    conn: tokio::task::JoinHandle<hyper::Result<()>>,
-    peer: String,
-    /// Its SNI, sent as `Host` too.
-    host: String,
-}
-
-/// `GET /` with `Host: host`.
-fn get_to(host: &str) -> http::Request<http_body_util::Empty<Bytes>> {
-    http::Request::get("/")
-        .header("host", host)
-        .body(http_body_util::Empty::new())
-        .unwrap()
-}
-
+/// A client's connection to `addr` with SNI `localhost`, presenting
+/// `who` ([`open_served`]).
 async fn open(addr: std::net::SocketAddr, ca_pem: &str, who: &TestPair) -> Open {
-    open_to(addr, "localhost", ca_pem, who).await
-}
-
-/// [`open`] with SNI `sni` (which picks a per-name `certs` entry).
-async fn open_to(addr: std::net::SocketAddr, sni: &str, ca_pem: &str, who: &TestPair) -> Open {
-    let tls = connect(addr, sni, client_config(ca_pem, Some(who), &[b"http/1.1"]))
-        .await
-        .unwrap();
-    let peer = tls.get_ref().0.local_addr().unwrap().to_string();
-    let (mut send, conn) = keep_open_h1(tls).await;
-    let status = send.send_request(get_to(sni)).await.unwrap().status();
-    assert_eq!(status, 404, "{peer} served (no route for /)");
-    let host = sni.to_owned();
-    Open {
-        send,
-        conn,
-        peer,
-        host,
-    }
-}
-
-/// Whether the proxy logged connection `peer`'s close for `reason`.
-fn closed_for(p: &Proxy, peer: &str, reason: &str) -> bool {
-    p.logs().iter().any(|l| {
-        l.contains("\"closing connection")
-            && l.contains(&format!("\"peer\":\"{peer}\""))
-            && l.contains(&format!("\"reason\":\"{reason}\""))
-    })
+    open_served(addr, "localhost", ca_pem, Some(who)).await
 }
 
 /// `config` with `max_connection_lifetime: 1ms` on the listener: a
@@ -369,31 +325,6 @@ fn with_certs(config: String, certs: &str) -> String {
     );
     assert_ne!(edited, config, "the certs were not put in the listener");
     edited
-}
-
-/// `open` serves another request, with no sign of a close coming
-/// (`Connection: close`), and its close for `max_connection_lifetime` was
-/// never logged: a rotation bumped before what the caller awaited closes
-/// it as that request comes.
-async fn served_on(p: &Proxy, open: &mut Open) {
-    let again = open.send.send_request(get_to(&open.host)).await.unwrap();
-    assert_eq!(again.status(), http::StatusCode::NOT_FOUND);
-    assert!(again.headers().get("connection").is_none(), "{again:?}");
-    assert!(!closed_for(p, &open.peer, "max_connection_lifetime"));
-}
-
-/// Wait until `open` is closed and the close is logged for
-/// `max_connection_lifetime`.
-async fn closed_for_lifetime(p: &Proxy, open: Open) {
-    within_deadline(format!("{} closed", open.peer), open.conn)
-        .await
-        .unwrap()
-        .unwrap();
-    wait_until(WAIT, "the close logged with its reason", || {
-        let logged = closed_for(p, &open.peer, "max_connection_lifetime");
-        async move { logged }
-    })
-    .await;
 }
 
 /// Wait until the proxy has re-checked connection `peer` under changed
@@ -424,15 +355,7 @@ async fn kept_and_served(p: &Proxy, open: &mut Open) {
 
 /// Wait until connection `open` is closed for the changed rules.
 async fn closed_for_rules(p: &Proxy, open: Open) {
-    within_deadline(format!("{} closed", open.peer), open.conn)
-        .await
-        .unwrap()
-        .unwrap();
-    wait_until(WAIT, "the close logged with its reason", || {
-        let logged = closed_for(p, &open.peer, "admission_rules_changed");
-        async move { logged }
-    })
-    .await;
+    closed_logged(p, open, "admission_rules_changed").await;
 }
 
 /// A CRL publisher re-issues the CRL (a new nextUpdate, no new
@@ -595,7 +518,7 @@ async fn a_name_moved_to_another_pair_is_a_rotation_for_max_connection_lifetime(
     let cfg = s.config(&three_pairs(before));
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("partners").await;
-    let conn = open_to(addr, "moved.example", &ca.cert_pem, &alice).await;
+    let conn = open_served(addr, "moved.example", &ca.cert_pem, Some(&alice)).await;
 
     let after = [
         ("a", "[localhost]"),
@@ -625,7 +548,7 @@ async fn a_reorder_of_certs_is_no_rotation_for_max_connection_lifetime() {
     let cfg = s.config(&three_pairs([a, b, c]));
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("partners").await;
-    let mut conn = open_to(addr, "b.example", &ca.cert_pem, &alice).await;
+    let mut conn = open_served(addr, "b.example", &ca.cert_pem, Some(&alice)).await;
 
     write(&cfg, &three_pairs([a, c, b]));
     reloaded(&mut p, 1).await;
@@ -718,7 +641,7 @@ listeners:
     let addr = p.listener_addr("partners").await;
     let alices = open(addr, &ca.cert_pem, &alice).await;
     let mut carols = open(addr, &ca.cert_pem, &carol).await;
-    let mut bobs = open_to(addr, "b.example", &ca.cert_pem, &bob).await;
+    let mut bobs = open_served(addr, "b.example", &ca.cert_pem, Some(&bob)).await;
 
     write(&cfg, &config("[{ cn: carol }]"));
     reloaded(&mut p, 1).await;

@@ -4,7 +4,6 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use support::writers::mv_over;
 use support::*;
 
@@ -56,70 +55,6 @@ fn renew(s: &Scene, stem: &str, cert_pem: &str, key_pem: &str) {
     mv_over(&s.path(&format!("{stem}.key")), key_pem);
 }
 
-/// A kept-open HTTP/1.1 connection with SNI (and `Host`) `host`.
-struct Open {
-    send: hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
-    conn: tokio::task::JoinHandle<hyper::Result<()>>,
-    /// Its local address: the `peer` the proxy logs for it.
-    peer: String,
-    host: String,
-}
-
-fn get_to(host: &str) -> http::Request<http_body_util::Empty<Bytes>> {
-    http::Request::get("/")
-        .header("host", host)
-        .body(http_body_util::Empty::new())
-        .unwrap()
-}
-
-/// Open a connection to `addr` with SNI `sni`, served once (404: no route).
-async fn open_to(addr: std::net::SocketAddr, sni: &str, ca_pem: &str) -> Open {
-    let tls = connect(addr, sni, client_config(ca_pem, None, &[b"http/1.1"]))
-        .await
-        .unwrap();
-    let peer = tls.get_ref().0.local_addr().unwrap().to_string();
-    let (mut send, conn) = keep_open_h1(tls).await;
-    let status = send.send_request(get_to(sni)).await.unwrap().status();
-    assert_eq!(status, 404, "{peer} served (no route for /)");
-    Open {
-        send,
-        conn,
-        peer,
-        host: sni.to_owned(),
-    }
-}
-
-/// Whether the proxy logged connection `peer`'s close for `max_connection_lifetime`.
-fn closed_for_lifetime_logged(p: &Proxy, peer: &str) -> bool {
-    p.logs().iter().any(|l| {
-        l.contains("\"closing connection")
-            && l.contains(&format!("\"peer\":\"{peer}\""))
-            && l.contains("\"reason\":\"max_connection_lifetime\"")
-    })
-}
-
-/// Wait until `open` is closed and the close is logged for the lifetime.
-async fn closed_for_lifetime(p: &Proxy, open: Open) {
-    within_deadline(format!("{} closed", open.peer), open.conn)
-        .await
-        .unwrap()
-        .unwrap();
-    wait_until(WAIT, "the close logged with its reason", || {
-        let logged = closed_for_lifetime_logged(p, &open.peer);
-        async move { logged }
-    })
-    .await;
-}
-
-/// `open` serves another request with no sign of a close coming.
-async fn served_on(p: &Proxy, open: &mut Open) {
-    let again = open.send.send_request(get_to(&open.host)).await.unwrap();
-    assert_eq!(again.status(), http::StatusCode::NOT_FOUND);
-    assert!(again.headers().get("connection").is_none(), "{again:?}");
-    assert!(!open.conn.is_finished(), "{} closed", open.peer);
-    assert!(!closed_for_lifetime_logged(p, &open.peer));
-}
-
 /// How many log lines contain `what`.
 fn count(p: &Proxy, what: &str) -> usize {
     p.logs().iter().filter(|l| l.contains(what)).count()
@@ -143,7 +78,7 @@ const REPLACED: &str = "listener TLS snapshot replaced";
 async fn a_second_pair_renewed_closes_its_connections_for_max_connection_lifetime() {
     let (s, ca, mut p) = three_pairs();
     let addr = p.listener_addr("three").await;
-    let conn = open_to(addr, "b.example.com", &ca.cert_pem).await;
+    let conn = open_served(addr, "b.example.com", &ca.cert_pem, None).await;
 
     let next = ca.server_pair(&["b.example.com"]);
     renew(&s, "b", &next.cert_pem, &next.key_pem);
@@ -156,7 +91,7 @@ async fn a_second_pair_renewed_closes_its_connections_for_max_connection_lifetim
 async fn a_wildcard_pair_renewed_closes_its_connections_for_max_connection_lifetime() {
     let (s, ca, mut p) = three_pairs();
     let addr = p.listener_addr("three").await;
-    let conn = open_to(addr, "x.c.example.com", &ca.cert_pem).await;
+    let conn = open_served(addr, "x.c.example.com", &ca.cert_pem, None).await;
 
     let next = ca.server_pair(&["*.c.example.com"]);
     renew(&s, "c", &next.cert_pem, &next.key_pem);
@@ -182,7 +117,7 @@ async fn a_second_pair_rewritten_with_its_certificate_is_no_rotation_for_max_con
     let b = b.unwrap();
     let mut p = Proxy::start(&s.config(CONFIG));
     let addr = p.listener_addr("three").await;
-    let mut conn = open_to(addr, "b.example.com", &ca.cert_pem).await;
+    let mut conn = open_served(addr, "b.example.com", &ca.cert_pem, None).await;
 
     let unchanged = "certificate files re-read: unchanged";
     let before = count(&p, unchanged);

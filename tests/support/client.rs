@@ -10,7 +10,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::ServerName;
 
 use super::pki::{certs, key};
-use super::{TestPair, fingerprint, within_deadline};
+use super::{Proxy, TestPair, fingerprint, wait_until, within_deadline};
 
 /// A TLS client configuration trusting `ca_pem`, optionally presenting `client`.
 pub fn client_config(
@@ -460,4 +460,89 @@ pub async fn tcp_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
     let s = tokio::net::TcpSocket::new_v4().unwrap();
     s.bind(format!("{from}:0").parse().unwrap()).unwrap();
     s.connect(to).await.unwrap()
+}
+
+/// A client's kept-open HTTP/1.1 connection to the proxy ([`open_served`]):
+/// its sender, its driver (ends when the proxy closes it), its local
+/// address (the `peer` the proxy logs for it) and its SNI, sent as `Host`
+/// too.
+pub struct Open {
+    pub send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    pub conn: tokio::task::JoinHandle<hyper::Result<()>>,
+    pub peer: String,
+    pub host: String,
+}
+
+/// `GET /` with `Host: host`.
+pub fn get_to(host: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get("/")
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// A connection to `addr` with SNI `sni` (trusting `ca_pem`, presenting
+/// `who` if any), kept open and served once (404: no route for `/`).
+pub async fn open_served(
+    addr: SocketAddr,
+    sni: &str,
+    ca_pem: &str,
+    who: Option<&TestPair>,
+) -> Open {
+    let tls = connect(addr, sni, client_config(ca_pem, who, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let peer = tls.get_ref().0.local_addr().unwrap().to_string();
+    let (mut send, conn) = keep_open_h1(tls).await;
+    let status = send.send_request(get_to(sni)).await.unwrap().status();
+    assert_eq!(status, 404, "{peer} served (no route for /)");
+    Open {
+        send,
+        conn,
+        peer,
+        host: sni.to_owned(),
+    }
+}
+
+/// Whether the proxy logged connection `peer`'s close for `reason`.
+pub fn closed_for(p: &Proxy, peer: &str, reason: &str) -> bool {
+    p.logs().iter().any(|l| {
+        l.contains("\"closing connection")
+            && l.contains(&format!("\"peer\":\"{peer}\""))
+            && l.contains(&format!("\"reason\":\"{reason}\""))
+    })
+}
+
+/// Wait until `open` is closed and the close is logged for `reason`
+/// (within 10 s).
+pub async fn closed_logged(p: &Proxy, open: Open, reason: &str) {
+    within_deadline(format!("{} closed", open.peer), open.conn)
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the close logged with its reason",
+        || {
+            let logged = closed_for(p, &open.peer, reason);
+            async move { logged }
+        },
+    )
+    .await;
+}
+
+/// [`closed_logged`] for `max_connection_lifetime`.
+pub async fn closed_for_lifetime(p: &Proxy, open: Open) {
+    closed_logged(p, open, "max_connection_lifetime").await;
+}
+
+/// `open` serves another request (404), with no sign of a close coming:
+/// no `Connection: close`, its driver not ended, and its close for
+/// `max_connection_lifetime` never logged.
+pub async fn served_on(p: &Proxy, open: &mut Open) {
+    let again = open.send.send_request(get_to(&open.host)).await.unwrap();
+    assert_eq!(again.status(), http::StatusCode::NOT_FOUND);
+    assert!(again.headers().get("connection").is_none(), "{again:?}");
+    assert!(!open.conn.is_finished(), "{} closed", open.peer);
+    assert!(!closed_for(p, &open.peer, "max_connection_lifetime"));
 }
