@@ -99,9 +99,16 @@ fn every(values: impl Iterator<Item = Option<String>>) -> Vec<String> {
 /// or appears twice, allows nothing. Upstream certificates are read with
 /// it too (`tls::client`, `tls::names`).
 pub(crate) fn may_sign(cert: &X509Certificate<'_>) -> bool {
+    key_usage_allows(cert, KeyUsage::digital_signature)
+}
+
+/// Whether `cert`'s keyUsage allows the use `bit` reads: every use when
+/// the extension is absent, none when it does not parse (or appears
+/// twice). [`may_sign`] and a forwarded chain's issuers (keyCertSign).
+fn key_usage_allows(cert: &X509Certificate<'_>, bit: fn(&KeyUsage) -> bool) -> bool {
     match cert.key_usage() {
         Ok(None) => true,
-        Ok(Some(ku)) => ku.value.digital_signature(),
+        Ok(Some(ku)) => bit(ku.value),
         Err(_) => false,
     }
 }
@@ -237,11 +244,7 @@ impl Identity {
         // would vouch for whatever the client signs with its key.
         let may_issue = |i: usize, c: &X509Certificate<'_>| {
             let ca = matches!(c.basic_constraints(), Ok(Some(b)) if b.value.ca);
-            let signs = match c.key_usage() {
-                Ok(usage) => usage.is_none_or(|u| u.value.key_cert_sign()),
-                Err(_) => false,
-            };
-            (ca && signs) || is_anchor(i)
+            (ca && key_usage_allows(c, KeyUsage::key_cert_sign)) || is_anchor(i)
         };
         let mut taken = vec![false; sent.len()];
         // The issuers taken, by their index in `sent`.
