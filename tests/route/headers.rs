@@ -136,37 +136,9 @@ async fn upstream_response_fields_are_limited_on_both_protocols() {
 #[tokio::test]
 async fn an_h2_clients_repeated_content_length_is_forwarded_once() {
     let w = world().await;
-    let (h1_addr, heads) = head_recorder(&w.backend_pair).await;
-    let h1 = format!(
-        r#"
-  - name: h1
-    servers: [https://{h1_addr}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
-    );
-    let path = w.scene.public_config(
-        r#"
-      - { path_prefix: /h1/, upstream: h1 }
-      - { upstream: pub }"#,
-        &[h1, upstream("pub", &w.pub_backend, "")].concat(),
-    );
-    let (_p, addr) = serve(&path).await;
+    let (_p, addr, heads) = serve_h1_recorder_and_pub(&w).await;
     for path in ["/h1/upload", "/upload"] {
-        let mut client = h2_to(&w, addr).await;
-        let req = http::Request::post(format!("https://a.example.com{path}"))
-            .header("content-length", "5")
-            .header("content-length", "5")
-            .body(())
-            .unwrap();
-        let (resp, mut body) = client.send_request(req, false).unwrap();
-        body.send_data(bytes::Bytes::from_static(b"hello"), true)
-            .unwrap();
-        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        let mut body = resp.into_body();
-        let mut data = Vec::new();
-        while let Some(chunk) = body.data().await {
-            data.extend_from_slice(&chunk.unwrap());
-        }
+        let data = h2_post_hello(&w, addr, path, &["5", "5"]).await;
         if path == "/upload" {
             let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
             assert_eq!(seen["version"], "HTTP/2.0", "{seen}");
@@ -199,20 +171,7 @@ async fn an_h2_clients_repeated_content_length_is_forwarded_once() {
 #[tokio::test]
 async fn a_content_length_reaches_the_upstream_in_canonical_form() {
     let w = world().await;
-    let (h1_addr, heads) = head_recorder(&w.backend_pair).await;
-    let h1 = format!(
-        r#"
-  - name: h1
-    servers: [https://{h1_addr}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
-    );
-    let path = w.scene.public_config(
-        r#"
-      - { path_prefix: /h1/, upstream: h1 }
-      - { upstream: pub }"#,
-        &[h1, upstream("pub", &w.pub_backend, "")].concat(),
-    );
-    let (_p, addr) = serve(&path).await;
+    let (_p, addr, heads) = serve_h1_recorder_and_pub(&w).await;
     // From an HTTP/1.1 client.
     for path in ["/h1/upload", "/upload"] {
         let req = format!(
@@ -228,21 +187,7 @@ async fn a_content_length_reaches_the_upstream_in_canonical_form() {
     }
     // From an HTTP/2 client.
     for path in ["/h1/upload", "/upload"] {
-        let mut client = h2_to(&w, addr).await;
-        let req = http::Request::post(format!("https://a.example.com{path}"))
-            .header("content-length", "0005")
-            .body(())
-            .unwrap();
-        let (resp, mut body) = client.send_request(req, false).unwrap();
-        body.send_data(bytes::Bytes::from_static(b"hello"), true)
-            .unwrap();
-        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        let mut body = resp.into_body();
-        let mut data = Vec::new();
-        while let Some(chunk) = body.data().await {
-            data.extend_from_slice(&chunk.unwrap());
-        }
+        let data = h2_post_hello(&w, addr, path, &["0005"]).await;
         if path == "/upload" {
             let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
             assert_eq!(seen["version"], "HTTP/2.0", "{seen}");
@@ -274,13 +219,9 @@ async fn a_content_length_reaches_the_upstream_in_canonical_form() {
 async fn te_trailers_is_named_in_connection_to_an_http1_upstream() {
     let w = world().await;
     let (h1_addr, heads) = head_recorder(&w.backend_pair).await;
-    let h1 = format!(
-        r#"
-  - name: h1
-    servers: [https://{h1_addr}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
-    );
-    let path = w.scene.public_config("[{ upstream: h1 }]", &h1);
+    let path = w
+        .scene
+        .public_config("[{ upstream: h1 }]", &h1_upstream(h1_addr));
     let (_p, addr) = serve(&path).await;
     let get =
         "GET /x HTTP/1.1\r\nHost: a.example.com\r\nTE: trailers\r\nConnection: TE, close\r\n\r\n";
@@ -308,6 +249,64 @@ async fn te_trailers_is_named_in_connection_to_an_http1_upstream() {
         assert_eq!(field("te"), ["trailers"], "{head}");
         assert_eq!(field("connection"), ["te"], "{head}");
     }
+}
+
+/// `POST path` with the body `hello` from an HTTP/2 client of the proxy at
+/// `addr`, a `content-length` field for each of `lengths`: the response's
+/// body, the response a `200`.
+async fn h2_post_hello(
+    w: &World,
+    addr: std::net::SocketAddr,
+    path: &str,
+    lengths: &[&str],
+) -> Vec<u8> {
+    let mut client = h2_to(w, addr).await;
+    let mut req = http::Request::post(format!("https://a.example.com{path}"));
+    for length in lengths {
+        req = req.header("content-length", *length);
+    }
+    let req = req.body(()).unwrap();
+    let (resp, mut body) = client.send_request(req, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"hello"), true)
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        data.extend_from_slice(&chunk.unwrap());
+    }
+    data
+}
+
+/// The upstream `h1`: the [`head_recorder`] at `addr`, over TLS.
+fn h1_upstream(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+  - name: h1
+    servers: [https://{addr}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
+    )
+}
+
+/// The proxy routing `/h1/` to a [`head_recorder`] (upstream `h1`) and the
+/// rest to the `pub` backend: the proxy, its address, and the heads `h1` saw.
+async fn serve_h1_recorder_and_pub(
+    w: &World,
+) -> (
+    Proxy,
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (h1_addr, heads) = head_recorder(&w.backend_pair).await;
+    let path = w.scene.public_config(
+        r#"
+      - { path_prefix: /h1/, upstream: h1 }
+      - { upstream: pub }"#,
+        &[h1_upstream(h1_addr), upstream("pub", &w.pub_backend, "")].concat(),
+    );
+    let (p, addr) = serve(&path).await;
+    (p, addr, heads)
 }
 
 /// A raw HTTP/1.1 backend serving `pair` that records each request's head
