@@ -200,12 +200,7 @@ async fn connect_and_trace_are_405() {
 async fn a_path_not_starting_with_a_slash_is_400() {
     let w = world().await;
     let (rec, seen) = path_recorder(&w.backend_pair).await;
-    let upstream = format!(
-        r#"
-  - name: rec
-    servers: [https://{rec}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
-    );
+    let upstream = rec_upstream(rec);
     let (_p, addr) = serve(&w.scene.public_config("[{ upstream: rec }]", &upstream)).await;
     let mut client = h2_to(&w, addr).await;
     for (method, path, status) in [
@@ -248,12 +243,7 @@ async fn a_path_not_starting_with_a_slash_is_400() {
 async fn an_encoded_nul_in_the_path_is_400() {
     let w = world().await;
     let (rec, seen) = path_recorder(&w.backend_pair).await;
-    let upstream = format!(
-        r#"
-  - name: rec
-    servers: [https://{rec}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
-    );
+    let upstream = rec_upstream(rec);
     let config = w.scene.public_config("[{ upstream: rec }]", &upstream);
     let log = w.scene.path("access.log");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -294,6 +284,16 @@ async fn an_encoded_nul_in_the_path_is_400() {
         ],
         "{lines:?}"
     );
+}
+
+/// The upstream `rec`: the [`path_recorder`] at `addr`, over TLS.
+fn rec_upstream(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+  - name: rec
+    servers: [https://{addr}]
+    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}"#
+    )
 }
 
 /// An HTTP/2 backend serving `pair` that answers every request `200` and
