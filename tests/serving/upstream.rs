@@ -37,34 +37,12 @@ async fn upstream_response_head_over_64_kib_is_502() {
 /// buffer refused it: one request in two passed).
 #[tokio::test]
 async fn upstream_response_head_over_64_kib_in_one_write_is_502() {
-    use tokio::io::AsyncReadExt;
     let w = world().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nx-fat: {}\r\ncontent-length: 3\r\n\r\nfat",
-                    "f".repeat(100_000)
-                );
-                let _ = tcp.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ upstream: raw }]",
-        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
-    ));
-    let addr = p.listener_addr("public").await;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nx-fat: {}\r\ncontent-length: 3\r\n\r\nfat",
+        "f".repeat(100_000)
+    );
+    let (_p, addr) = serve_one_write_backend(&w, resp.into_bytes()).await;
     let get = b"GET / HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n";
     for i in 0..4 {
         let reply = h1_exchange(&w, addr, get).await;
@@ -83,31 +61,9 @@ async fn upstream_response_head_over_64_kib_in_one_write_is_502() {
 /// `http.server` backend cost every request a new TLS handshake).
 #[tokio::test]
 async fn an_http10_backend_is_answered_as_http11_on_a_kept_connection() {
-    use tokio::io::AsyncReadExt;
     let w = world().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                // Its body ends with its connection.
-                let _ = tcp.write_all(b"HTTP/1.0 200 OK\r\n\r\nlegacy").await;
-            });
-        }
-    });
-    let mut p = Proxy::start(&w.scene.public_config(
-        "[{ upstream: raw }]",
-        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
-    ));
-    let addr = p.listener_addr("public").await;
+    // Its body ends with its connection.
+    let (_p, addr) = serve_one_write_backend(&w, b"HTTP/1.0 200 OK\r\n\r\nlegacy".to_vec()).await;
     // Two requests on one connection, the second asking for the close.
     let reply = h1_exchange(
         &w,
@@ -119,6 +75,35 @@ async fn an_http10_backend_is_answered_as_http11_on_a_kept_connection() {
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
     assert_eq!(reply.matches("HTTP/1.1 200 ").count(), 2, "{reply:?}");
     assert_eq!(reply.matches("legacy").count(), 2, "{reply:?}");
+}
+
+/// A raw HTTP/1.1 backend that reads a request's head (byte by byte:
+/// nothing past it), writes `answer` in one write and closes, and the
+/// proxy routing everything to it (upstream `raw`): the proxy, its address.
+async fn serve_one_write_backend(w: &World, answer: Vec<u8>) -> (Proxy, SocketAddr) {
+    use tokio::io::AsyncReadExt;
+    let answer: Arc<[u8]> = answer.into();
+    let (backend, _) = raw_backend(move |mut tcp| {
+        let answer = answer.clone();
+        async move {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            let _ = tcp.write_all(&answer).await;
+        }
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: raw }]",
+        &format!("\n  - name: raw\n    servers: [http://{backend}]"),
+    ));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
 }
 
 /// An upstream that stops sending in the middle of a body (a hung backend)
