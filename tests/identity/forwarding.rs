@@ -342,6 +342,22 @@ async fn forwarded_chains(
     (rfc9440, pem_certs(&pem))
 }
 
+/// What the backend is told of `client`'s chain (as [`forwarded_chains`])
+/// by the `partners` listener, its client CA `root_pem` alone.
+async fn chains_trusting(
+    w: &World,
+    root_pem: &str,
+    client: &Client,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    write(&w.scene.path("partners-ca.crt"), root_pem);
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let mut p = Proxy::start(&config(w, auth, "", CHAIN_ROUTES, ""));
+    let addr = p.listener_addr("partners").await;
+    let chains = forwarded_chains(addr, cfg_for(w, Some(client))).await;
+    drop(p);
+    chains
+}
+
 /// The routes [`forwarded_chains`] asks.
 const CHAIN_ROUTES: &str = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
       - { path_prefix: /xfcc, upstream: app, forward_client_cert: xfcc }"#;
@@ -394,15 +410,9 @@ async fn an_intermediate_with_a_p521_key_is_forwarded() {
         .unwrap();
     let int_issuer = rcgen::Issuer::new(ca_params("p521 issuing CA"), int_key);
     let client = client_of(&int_issuer, "billing", &int.pem());
-    write(&w.scene.path("partners-ca.crt"), &root_pem);
-    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
-    let mut p = Proxy::start(&config(&w, auth, "", CHAIN_ROUTES, ""));
-    let addr = p.listener_addr("partners").await;
-
-    let (rfc9440, xfcc) = forwarded_chains(addr, cfg_for(&w, Some(&client))).await;
+    let (rfc9440, xfcc) = chains_trusting(&w, &root_pem, &client).await;
     assert_eq!(rfc9440, vec![int.der().to_vec()]);
     assert_eq!(xfcc, vec![client.pair.der.clone(), int.der().to_vec()]);
-    drop(p);
 }
 
 /// A cross-signed intermediate: the same subject and key issued by a root
@@ -433,15 +443,9 @@ async fn a_cross_signed_intermediate_is_forwarded_as_issued_by_the_trusted_root(
         "billing",
         &format!("{}{}", by_old.pem(), by_new.pem()),
     );
-    write(&w.scene.path("partners-ca.crt"), &new_root_pem);
-    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
-    let mut p = Proxy::start(&config(&w, auth, "", CHAIN_ROUTES, ""));
-    let addr = p.listener_addr("partners").await;
-
-    let (rfc9440, xfcc) = forwarded_chains(addr, cfg_for(&w, Some(&client))).await;
+    let (rfc9440, xfcc) = chains_trusting(&w, &new_root_pem, &client).await;
     assert_eq!(rfc9440, vec![by_new.der().to_vec()]);
     assert_eq!(xfcc, vec![client.pair.der.clone(), by_new.der().to_vec()]);
-    drop(p);
 }
 
 /// A certificate with the issuer's name and public key proves nothing by
@@ -471,15 +475,9 @@ async fn an_issuer_copy_signed_by_another_key_is_not_forwarded() {
         "billing",
         &format!("{}{}", copy.pem(), own_root.pem()),
     );
-    write(&w.scene.path("partners-ca.crt"), &root_pem);
-    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
-    let mut p = Proxy::start(&config(&w, auth, "", CHAIN_ROUTES, ""));
-    let addr = p.listener_addr("partners").await;
-
-    let (rfc9440, xfcc) = forwarded_chains(addr, cfg_for(&w, Some(&client))).await;
+    let (rfc9440, xfcc) = chains_trusting(&w, &root_pem, &client).await;
     assert_eq!(rfc9440, Vec::<Vec<u8>>::new());
     assert_eq!(xfcc, vec![client.pair.der.clone()]);
-    drop(p);
 }
 
 /// Only a CA issues: the client's own leaf L (no CA, its key the client's)
@@ -504,15 +502,9 @@ async fn a_leaf_sent_as_an_issuer_is_not_forwarded() {
         .unwrap();
     let leaf_pem = client.pair.cert_pem.clone();
     client.pair.cert_pem = format!("{leaf_pem}{}{leaf_pem}", c.pem());
-    write(&w.scene.path("partners-ca.crt"), &root_pem.pem());
-    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
-    let mut p = Proxy::start(&config(&w, auth, "", CHAIN_ROUTES, ""));
-    let addr = p.listener_addr("partners").await;
-
-    let (rfc9440, xfcc) = forwarded_chains(addr, cfg_for(&w, Some(&client))).await;
+    let (rfc9440, xfcc) = chains_trusting(&w, &root_pem.pem(), &client).await;
     assert_eq!(rfc9440, Vec::<Vec<u8>>::new());
     assert_eq!(xfcc, vec![client.pair.der.clone()]);
-    drop(p);
 }
 
 /// A serial whose top bit is set (half of random serials) is DER-encoded
