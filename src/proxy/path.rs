@@ -9,7 +9,8 @@
 //! are removed. An encoded `/` or `\` (`%2f`, `%5c`), an encoded NUL
 //! (`%00`), a raw `\`, a `%` not followed by two hex digits, or a dot
 //! segment with parameters (`..;x`) is refused: a backend that decodes them
-//! would see segments, or an end, the router never saw. The common path needs no change and is not copied.
+//! would see segments, or an end, the router never saw. The common path
+//! needs no change and is not copied.
 
 use std::borrow::Cow;
 
