@@ -64,10 +64,7 @@ async fn a_request_on_a_removed_upstream_does_not_bring_its_gauge_back() {
 async fn an_edited_upstream_closes_its_idle_connections() {
     use std::sync::atomic::Ordering::SeqCst;
     let w = world();
-    let b = Backend::start_h1("b", &w.backend_pair, None).await;
-    let config = w.scene.one_upstream_config("app", b.addr, &[]);
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
+    let (b, config, mut p, addr) = h1_app(&w).await;
     // A request that holds the old upstream through the edit ...
     let hanging = hang_at(&w, addr, &b).await;
     // ... and, beside it, one idle pooled connection.
@@ -94,10 +91,7 @@ async fn a_replaced_upstream_does_not_pool_a_connection_dialled_after_the_edit()
     use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::AsyncWriteExt;
     let w = world();
-    let b = Backend::start_h1("b", &w.backend_pair, None).await;
-    let config = w.scene.one_upstream_config("app", b.addr, &[]);
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
+    let (b, config, mut p, addr) = h1_app(&w).await;
     // A request that holds the old upstream's endpoint through the edit.
     let hanging = hang_at(&w, addr, &b).await;
     // A request whose body is read whole before it takes a connection: the
@@ -293,4 +287,14 @@ async fn metrics_without_spare(admin: std::net::SocketAddr) -> String {
         "{m}"
     );
     m
+}
+
+/// An HTTP/1.1 backend behind upstream `app`: the backend, the
+/// configuration file (to edit), the proxy and its listener's address.
+async fn h1_app(w: &World) -> (Backend, std::path::PathBuf, Proxy, std::net::SocketAddr) {
+    let b = Backend::start_h1("b", &w.backend_pair, None).await;
+    let config = w.scene.one_upstream_config("app", b.addr, &[]);
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    (b, config, p, addr)
 }
