@@ -128,7 +128,7 @@ impl TestCa {
         extensions: Vec<rcgen::CustomExtension>,
     ) -> TestPair {
         let key = KeyPair::generate().unwrap();
-        self.issue_keyed(key, cn, names, usage, expired, uris, extensions)
+        self.issue_params(key, cn, names, usage, expired, uris, extensions, &[])
     }
 
     /// A server pair for `names` whose keyUsage extension holds `usages`
@@ -141,20 +141,6 @@ impl TestCa {
         let usage = ExtendedKeyUsagePurpose::ServerAuth;
         let key = KeyPair::generate().unwrap();
         self.issue_params(key, names[0], names, usage, false, &[], Vec::new(), usages)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn issue_keyed(
-        &self,
-        key: KeyPair,
-        cn: &str,
-        names: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-        expired: bool,
-        uris: &[&str],
-        extensions: Vec<rcgen::CustomExtension>,
-    ) -> TestPair {
-        self.issue_params(key, cn, names, usage, expired, uris, extensions, &[])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -233,7 +219,16 @@ impl TestCa {
     /// served with an ECDSA and an RSA certificate.
     pub fn rsa_server_pair(&self, names: &[&str], uris: &[&str]) -> TestPair {
         let usage = ExtendedKeyUsagePurpose::ServerAuth;
-        self.issue_keyed(rsa_key(), names[0], names, usage, false, uris, Vec::new())
+        self.issue_params(
+            rsa_key(),
+            names[0],
+            names,
+            usage,
+            false,
+            uris,
+            Vec::new(),
+            &[],
+        )
     }
 
     /// A SPIFFE X.509-SVID: a server pair named only by the URI SAN `id`
