@@ -46,6 +46,18 @@ struct JsonLine<'a> {
     tls_version: Option<&'static str>,
     resumed: bool,
     authz: &'a str,
+    /// Last: added after the others, so a reader of the fields by their
+    /// place finds those where they were.
+    upstream_attempts: Option<Attempts<'a>>,
+}
+
+/// `upstream_attempts`: the endpoints' URLs, a JSON array of strings.
+struct Attempts<'a>(&'a [std::sync::Arc<str>]);
+
+impl Serialize for Attempts<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|a| &**a))
+    }
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -98,6 +110,7 @@ fn json_request(out: &mut Vec<u8>, r: &RequestLine) {
         tls_version: r.tls_version,
         resumed: r.resumed,
         authz: r.authz,
+        upstream_attempts: r.upstream_attempts.as_deref().map(Attempts),
     };
     push_json(out, &line);
 }
@@ -134,6 +147,7 @@ impl<'a> JsonLine<'a> {
             tls_version: None,
             resumed: false,
             authz,
+            upstream_attempts: None,
         }
     }
 }
@@ -343,6 +357,7 @@ pub(super) mod tests {
             duration: Duration::from_micros(1500),
             upstream: Some("app".into()),
             upstream_addr: Some("https://127.0.0.1:9000".into()),
+            upstream_attempts: None,
             upstream_time: Some(Duration::from_millis(1)),
             request_id: http::HeaderValue::from_static("rid-1"),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
@@ -369,8 +384,25 @@ pub(super) mod tests {
             "upstream": "app", "upstream_addr": "https://127.0.0.1:9000", "upstream_ms": 1.0,
             "request_id": "rid-1", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
             "tls_version": "TLSv1.3", "resumed": false, "authz": "allowed",
+            "upstream_attempts": null,
         });
         assert_eq!(v, want);
+    }
+
+    /// A retried request's `upstream_attempts`: each endpoint it tried, in
+    /// order, the last being `upstream_addr`; the field last in the line.
+    #[test]
+    fn json_names_every_attempt_of_a_retried_request() {
+        let mut r = line();
+        let (first, last) = ("https://127.0.0.2:9000", "https://127.0.0.1:9000");
+        r.upstream_attempts = Some([first.into(), last.into()].into());
+        let mut out = Vec::new();
+        write(&mut out, &Line::Request(Box::new(r)), LogFormat::Json);
+        let text = String::from_utf8(out).unwrap();
+        let want = format!(r#""authz":"allowed","upstream_attempts":["{first}","{last}"]}}"#);
+        assert!(text.ends_with(&want), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["upstream_addr"], last);
     }
 
     /// nginx `combined`, with `"` escaped as nginx does; the path without its query.

@@ -61,6 +61,12 @@ pub const QUEUE: usize = 16 * 1024;
 /// with the line bound they hold at most `QUEUE` KiB.
 pub const QUEUE_BYTES: usize = 16 << 20;
 
+/// The most attempts a line names in `upstream_attempts`: of a request
+/// that made more (`retries.attempts` has no ceiling), the first ones and
+/// the last. Each is a shared URL, so a line's list holds at most this
+/// many pointers whatever the configuration.
+pub const MAX_ATTEMPTS_LOGGED: usize = 32;
+
 /// A line holding more variable bytes than this counts against [`QUEUE_BYTES`].
 const SMALL_LINE: usize = 1024;
 
@@ -163,6 +169,10 @@ pub struct RequestLine {
     pub duration: Duration,
     pub upstream: Option<Arc<str>>,
     pub upstream_addr: Option<Arc<str>>,
+    /// Every attempt's endpoint, in order, the last `upstream_addr`'s:
+    /// only for a request sent to more than one endpoint (a retry), at
+    /// most [`MAX_ATTEMPTS_LOGGED`]. The endpoints' own URLs, shared.
+    pub upstream_attempts: Option<Box<[Arc<str>]>>,
     pub upstream_time: Option<Duration>,
     pub request_id: http::HeaderValue,
     pub trace_id: Option<String>,

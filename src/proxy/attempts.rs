@@ -29,10 +29,11 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use tracing::debug;
 
+use crate::access_log::MAX_ATTEMPTS_LOGGED;
 use crate::metrics::{METRICS, UpstreamLabels};
 use crate::proxy::body::{BodyFault, ClientBody};
 use crate::proxy::budget::Slot;
-use crate::proxy::edge::Abandoned;
+use crate::proxy::edge::{Abandoned, UpstreamAddr};
 use crate::proxy::failure::{Failure, diagnose, local_resources, unprocessed, waited};
 use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
 use crate::proxy::framing;
@@ -69,16 +70,27 @@ struct Reserved<'a> {
     tried: Vec<usize>,
 }
 
-/// Where a request's latest attempt went: for its logs, and for passive
-/// health when `request_timeout` ends it.
+/// Where a request's latest attempt went, and the earlier ones: for its
+/// logs, and for passive health when `request_timeout` ends it.
 #[derive(Default)]
 pub(super) struct Latest {
     /// The endpoint's position in `moved`'s set, or else in the set the
     /// request started with.
     i: AtomicUsize,
+    /// Locked only at a retry, and when the request is done.
+    moved: Mutex<Moved>,
+}
+
+/// What a request's retries changed in its [`Latest`].
+#[derive(Default)]
+struct Moved {
     /// The set a retry picked from when re-resolution had replaced the
-    /// request's first one; locked only then.
-    moved: Mutex<Option<Arc<Members>>>,
+    /// request's first one.
+    set: Option<Arc<Members>>,
+    /// The endpoints of the attempts before the latest, in order: for the
+    /// access log's `upstream_attempts`. Empty, never allocated, until a
+    /// retry; at most [`MAX_ATTEMPTS_LOGGED`] less one (the latest).
+    earlier: Vec<Arc<str>>,
 }
 
 impl Latest {
@@ -86,27 +98,51 @@ impl Latest {
         self.i.store(i, Ordering::Relaxed);
     }
 
-    /// A retry picked member `i` of `moved`, when that set (the
-    /// upstream's then) is not the one the request began with.
-    fn moved(&self, moved: &Option<Arc<Members>>, i: usize) {
+    /// The attempt on `from` failed and the request goes to member `i`
+    /// of `moved`, when that set (the upstream's then) is not the one the
+    /// request began with, or else of the set it was on.
+    fn retried(&self, from: &Endpoint, moved: &Option<Arc<Members>>, i: usize) {
+        let mut m = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded whatever `retries.attempts` says: of a request that
+        // made more attempts, the log names the first ones and the last.
+        if m.earlier.len() < MAX_ATTEMPTS_LOGGED - 1 {
+            m.earlier.push(from.dialled_url.clone());
+        }
         if let Some(now) = moved {
-            *self.moved.lock().unwrap_or_else(|p| p.into_inner()) = Some(now.clone());
+            m.set = Some(now.clone());
             self.picked(i);
         }
     }
 
     /// The set and position of the latest attempt yet.
     pub fn so_far(&self, first: &Arc<Members>) -> (Arc<Members>, usize) {
-        let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let set = moved.unwrap_or_else(|| first.clone());
+        let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        let set = moved.set.clone().unwrap_or_else(|| first.clone());
         (set, self.i.load(Ordering::Relaxed))
     }
 
-    /// The set and position of the latest attempt, once they are all done.
-    pub fn done(self, first: Arc<Members>) -> (Arc<Members>, usize) {
+    /// The set and position of the latest attempt, once they are all
+    /// done, and the endpoints of those before it (see [`logged`]).
+    pub fn done(self, first: Arc<Members>) -> (Arc<Members>, usize, Vec<Arc<str>>) {
         let moved = self.moved.into_inner().unwrap_or_else(|p| p.into_inner());
-        (moved.unwrap_or(first), self.i.into_inner())
+        (
+            moved.set.unwrap_or(first),
+            self.i.into_inner(),
+            moved.earlier,
+        )
     }
+}
+
+/// The access log's endpoints of a request whose latest attempt went to
+/// `last`, after attempts on `earlier`: `upstream_addr`, and each
+/// attempt's (`upstream_attempts`) only when there was more than one.
+pub(super) fn logged(last: &Endpoint, mut earlier: Vec<Arc<str>>) -> UpstreamAddr {
+    let addr = last.dialled_url.clone();
+    if earlier.is_empty() {
+        return UpstreamAddr(addr, None);
+    }
+    earlier.push(addr.clone());
+    UpstreamAddr(addr, Some(earlier.into_boxed_slice()))
 }
 
 /// The attempts of a request while in flight: dropped armed (the request's
@@ -123,8 +159,14 @@ impl Drop for InFlightAt<'_> {
     fn drop(&mut self) {
         if self.armed {
             let (set, i) = self.last.so_far(self.members);
-            self.abandoned
-                .at(set.members[i].endpoint.dialled_url.clone());
+            let earlier = self
+                .last
+                .moved
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .earlier
+                .clone();
+            self.abandoned.at(logged(&set.members[i].endpoint, earlier));
         }
     }
 }
@@ -240,7 +282,7 @@ impl Upstream {
                 }
             };
             retried += 1;
-            last.moved(&moved, next.0);
+            last.retried(endpoint, &moved, next.0);
             self.retrying(endpoint, &failure);
             req = again;
             picked = (next, Some(slot));
@@ -472,7 +514,7 @@ impl Upstream {
             let Some((moved, next)) = next.flatten() else {
                 return Err(failure);
             };
-            last.moved(&moved, next.0);
+            last.retried(endpoint, &moved, next.0);
             self.answered_failure(set, i, &failure);
             self.retrying(endpoint, &failure);
             picked = (next, slot);

@@ -106,9 +106,12 @@ impl RoutePolicy {
 }
 
 /// What a response had to do with an upstream, for the access log; set by
-/// the forwarder as a response extension.
+/// the forwarder as a response extension: the endpoint of the last
+/// attempt (`upstream_addr`) and, only for a request sent to more than
+/// one endpoint, each attempt's in order (`upstream_attempts`; none, and
+/// nothing allocated, for a request with one attempt).
 #[derive(Clone, Debug)]
-pub struct UpstreamAddr(pub Arc<str>);
+pub struct UpstreamAddr(pub Arc<str>, pub Option<Box<[Arc<str>]>>);
 
 impl UpstreamAddr {
     /// `to`, which hotproxy answers instead of `from`, with `from`'s
@@ -123,14 +126,16 @@ impl UpstreamAddr {
 
 /// The endpoint of the attempt in flight when its request's future was
 /// dropped (the client gone): set by the forwarder only then, as the
-/// attempt is dropped, for the `499` line's `upstream_addr`. Nothing is
-/// stored, nor allocated, for a request that gets its response.
+/// attempt is dropped, for the `499` line's `upstream_addr` (and
+/// `upstream_attempts`, of a request retried). Nothing is stored, nor
+/// allocated, for a request that gets its response.
 #[derive(Debug, Default)]
-pub struct Abandoned(std::sync::OnceLock<Arc<str>>);
+pub struct Abandoned(std::sync::OnceLock<UpstreamAddr>);
 
 impl Abandoned {
-    /// The attempt in flight went to `endpoint` (its dialled URL).
-    pub fn at(&self, endpoint: Arc<str>) {
+    /// The attempt in flight went to `endpoint` (its dialled URL, with
+    /// every attempt's when there were several).
+    pub fn at(&self, endpoint: UpstreamAddr) {
         let _ = self.0.set(endpoint);
     }
 }
@@ -193,6 +198,7 @@ impl Exchange {
                 duration: Duration::ZERO,
                 upstream: None,
                 upstream_addr: None,
+                upstream_attempts: None,
                 upstream_time: None,
                 request_id: request_id.clone(),
                 trace_id: request_id::trace_id(h).map(str::to_owned),
@@ -318,7 +324,10 @@ impl Exchange {
         };
         line.status = CLIENT_GONE;
         line.upstream = Some(upstream.clone());
-        line.upstream_addr = abandoned.0.into_inner();
+        if let Some(UpstreamAddr(addr, attempts)) = abandoned.0.into_inner() {
+            line.upstream_addr = Some(addr);
+            line.upstream_attempts = attempts;
+        }
         line.bytes_in = bytes_in.map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed));
         line.duration = self.started.elapsed();
         access_log::submit(access_log::Line::Request(line));
@@ -359,7 +368,10 @@ impl Exchange {
             .insert(request_id::X_REQUEST_ID.clone(), self.request_id);
         let (mut line, bytes_in) = self.log?;
         line.status = resp.status().as_u16();
-        line.upstream_addr = resp.extensions().get::<UpstreamAddr>().map(|a| a.0.clone());
+        if let Some(UpstreamAddr(addr, attempts)) = resp.extensions_mut().remove::<UpstreamAddr>() {
+            line.upstream_addr = Some(addr);
+            line.upstream_attempts = attempts;
+        }
         Some((line, bytes_in))
     }
 }

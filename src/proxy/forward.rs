@@ -40,7 +40,7 @@ use crate::proxy::attempts::{Attempt, InFlightAt, Latest};
 use crate::proxy::body::{BodyInFlight, ClientBody, Fault};
 use crate::proxy::budget::Budget;
 use crate::proxy::buffer;
-use crate::proxy::edge::{Abandoned, BytesIn, UpstreamAddr, UpstreamAnswered};
+use crate::proxy::edge::{Abandoned, BytesIn, UpstreamAnswered};
 use crate::proxy::failure::{
     Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, replayable,
     unprocessed,
@@ -308,7 +308,7 @@ impl Upstream {
             r
             // The attempt in flight is dropped here, seeing `timed_out`.
         };
-        let (members, i) = last.done(members);
+        let (members, i, earlier) = last.done(members);
         let endpoint = &members.members[i].endpoint;
         let answered = matches!(result, Ok(Ok(_)));
         let mut resp = match result {
@@ -317,7 +317,11 @@ impl Upstream {
             // stalled: its fault, not the upstream's. Any client can do
             // this, so debug.
             Ok(Err(_)) if let Some(fault) = body_fault.cause() => {
-                return sent_to(client_fault(ctx, &self.name, fault, h2_client), endpoint);
+                return sent_to(
+                    client_fault(ctx, &self.name, fault, h2_client),
+                    endpoint,
+                    earlier,
+                );
             }
             Ok(Err(e)) => self.failed(endpoint, &e),
             // The upstream was still waiting for the client's body: a slow
@@ -325,7 +329,7 @@ impl Upstream {
             // eject healthy endpoints by stalling a few uploads.
             Err(_) if body_fault.waiting() => {
                 let stalled = client_fault(ctx, &self.name, &Fault::Stalled, h2_client);
-                return sent_to(stalled, endpoint);
+                return sent_to(stalled, endpoint, earlier);
             }
             Err(_) => {
                 // A timeout is the endpoint's failure for passive health,
@@ -338,8 +342,9 @@ impl Upstream {
                 error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
         };
-        // The access log names the endpoint of the latest attempt.
-        resp = sent_to(resp, endpoint);
+        // The access log names the endpoint of the latest attempt (and
+        // of each earlier one, of a request retried).
+        resp = sent_to(resp, endpoint, earlier);
         if crate::access_log::enabled() {
             // Only a head the upstream sent has an upstream time; our own
             // 502/504 for a failed or timed-out attempt does not.
@@ -702,13 +707,18 @@ pub fn client_fault(
     resp
 }
 
-/// `resp`, for a request whose latest attempt went to `endpoint`: the
-/// access log's `upstream_addr` names it, also when hotproxy answers for
-/// the client's body (its `400`, `408`, `413`, `499`).
-fn sent_to(mut resp: Response<ResponseBody>, endpoint: &Endpoint) -> Response<ResponseBody> {
+/// `resp`, for a request whose latest attempt went to `endpoint`, after
+/// attempts on `earlier`: the access log's `upstream_addr` names it (and
+/// `upstream_attempts` them all, when there were several), also when
+/// hotproxy answers for the client's body (its `400`, `408`, `413`, `499`).
+fn sent_to(
+    mut resp: Response<ResponseBody>,
+    endpoint: &Endpoint,
+    earlier: Vec<Arc<str>>,
+) -> Response<ResponseBody> {
     if crate::access_log::enabled() {
         resp.extensions_mut()
-            .insert(UpstreamAddr(endpoint.dialled_url.clone()));
+            .insert(crate::proxy::attempts::logged(endpoint, earlier));
     }
     resp
 }

@@ -110,3 +110,86 @@ async fn a_retried_attempt_counts_its_failure_reason() {
         "{m}"
     );
 }
+
+/// SPEC §2, access log: a request retried on another endpoint names every
+/// endpoint it tried, in order, in `upstream_attempts` (its last is the
+/// line's `upstream_addr`, which stays the last attempt's alone); one
+/// attempt leaves it `null`. So do a retried request whose client went
+/// away (`499`) and one that failed everywhere (`502`). With a closed port
+/// on 127.0.0.2 beside a live pod on 127.0.0.3, the retried requests'
+/// lines named only their last endpoint: the refused one they tried first
+/// was nowhere in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_logs_every_endpoint_it_tried() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::AsyncWriteExt;
+    let pods = Pods::new();
+    // Nothing listens there once the listener is dropped: refused.
+    let dead = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let live = pods.pod_at("127.0.0.3", "live").await;
+    let (dead_url, live_url) = (format!("https://{dead}"), format!("https://{}", live.addr));
+    let log = pods.scene.path("access.log");
+    let settings = format!(
+        "{}access_log: {{ path: {}, format: json }}\n",
+        upstream(
+            "two",
+            &format!("{dead_url}, {live_url}"),
+            "    balance: round_robin\n    retries: { attempts: 1 }\n    \
+             health: { passive: { consecutive_failures: 0 } }\n",
+        ),
+        log.display()
+    );
+    let w = pods
+        .serve("[{ upstream: two }]", &settings, vec![live])
+        .await;
+    let mut send = client(&w).await;
+    // Round robin's turns of first attempts: the closed port, the live
+    // pod, and so on; the closed port's are retried on the live pod.
+    for i in 0..2 {
+        assert_eq!(
+            get_pod(&mut send, "/").await,
+            (200, Some("live".into())),
+            "request {i}"
+        );
+    }
+    // The third, retried on the live pod, is held there; its client goes.
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let mut gone = connect(w.public, "localhost", cfg).await.unwrap();
+    gone.write_all(b"GET /hang HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let held = || w.pods[0].slow_in_flight.load(SeqCst);
+    wait_until(WAIT, "the live pod holding /hang", || async { held() == 1 }).await;
+    drop(gone);
+    wait_access_log(&log, 3, WAIT).await;
+    // The fourth goes first to the live pod, now gone, then to the closed
+    // port: refused by both.
+    w.pods[0].kill();
+    assert_eq!(get_pod(&mut send, "/").await.0, 502);
+    let lines = wait_access_log(&log, 4, WAIT).await;
+    let logged: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            let (addr, attempts) = (&l["upstream_addr"], &l["upstream_attempts"]);
+            (
+                l["status"].as_u64().unwrap(),
+                addr.clone(),
+                attempts.clone(),
+            )
+        })
+        .collect();
+    let json = |urls: &[&String]| serde_json::json!(urls);
+    assert_eq!(
+        logged,
+        [
+            (200, live_url.as_str().into(), json(&[&dead_url, &live_url])),
+            (200, live_url.as_str().into(), serde_json::Value::Null),
+            (499, live_url.as_str().into(), json(&[&dead_url, &live_url])),
+            (502, dead_url.as_str().into(), json(&[&live_url, &dead_url])),
+        ],
+        "{lines:?}"
+    );
+}
