@@ -637,6 +637,16 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
                 });
             }
         }
+        if let Some(purpose) = missing_purpose(kind, &certified.cert[0]) {
+            return Err(MaterialError::BadCertificate {
+                origin: names[0].clone(),
+                reason: format!(
+                    "not for a TLS {purpose}: its extendedKeyUsage lacks {purpose}Auth, \
+                     which every TLS peer requires when the extension is there; \
+                     re-issue it with {purpose}Auth"
+                ),
+            });
+        }
         let leaf = infos.into_iter().next().expect("at least one certificate");
         // hotproxy staples no OCSP response: a served certificate that
         // requires one is refused by the clients that enforce it.
@@ -655,6 +665,23 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
     } else {
         super::bundle::parse(&names, &raw.parts)
     }
+}
+
+/// The purpose (`server`, `client`) a pair's leaf is served for and its
+/// extendedKeyUsage leaves out (neither it nor anyExtendedKeyUsage):
+/// webpki, OpenSSL, Go and browsers refuse such a leaf in every handshake,
+/// so loading it would only replace working material with failing
+/// handshakes. `None` without the extension (any purpose), or for a leaf
+/// x509-parser does not read.
+fn missing_purpose(kind: EntryKind, leaf: &[u8]) -> Option<&'static str> {
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    let eku = cert.extended_key_usage().ok()??.value;
+    let (purpose, allowed) = match kind {
+        EntryKind::ServerPair => ("server", eku.server_auth),
+        EntryKind::ClientPair => ("client", eku.client_auth),
+        _ => return None,
+    };
+    (!allowed && !eku.any).then_some(purpose)
 }
 
 /// Whether the key's public key (as SubjectPublicKeyInfo DER) is the

@@ -150,6 +150,44 @@ async fn bad_material_never_wins() {
     }
 }
 
+/// A new pair whose certificate is not for a TLS server (its
+/// extendedKeyUsage is clientAuth alone: a client certificate issued for
+/// the server's names by mistake) never replaces the good one: every
+/// client refuses it (webpki, OpenSSL, Go and browsers require serverAuth
+/// when the extension is there), so serving it would fail every new
+/// handshake. It is refused at once, naming the file and what is missing,
+/// and a good pair written after it is served.
+#[tokio::test]
+async fn a_certificate_not_for_a_server_never_wins() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let kube = Kubelet::new(&s.path("secret"));
+    let good = ca.server_pair(&["localhost"]);
+    write_secret(&kube, &good);
+    let (mut p, addr) =
+        serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", ""))).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &good.fingerprint).await;
+    write_secret(&kube, &ca.client_auth_pair_for(&["localhost"]));
+    let line = p
+        .wait_log("the clientAuth-only certificate refused", |v| {
+            v["message"] == "certificate reload failed; keeping the previous material"
+        })
+        .await;
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("tls.crt") && error.contains("serverAuth"),
+        "the refusal names neither the file nor serverAuth: {line}"
+    );
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        good.fingerprint,
+        "a certificate not for a server replaced good material"
+    );
+    let fresh = ca.server_pair(&["localhost"]);
+    write_secret(&kube, &fresh);
+    until_served(addr, "localhost", &ca.cert_pem, &fresh.fingerprint).await;
+}
+
 /// A pair moved over while something touches the certificate without
 /// pause (a chmod loop every 2 ms: one inotify IN_ATTRIB each) is served
 /// all the same, within ten debounces: each touch used to push the report

@@ -255,6 +255,13 @@ impl TestCa {
         }
     }
 
+    /// A pair for `names` whose extendedKeyUsage is clientAuth alone: what
+    /// a client certificate issued by mistake for a server's names is.
+    pub fn client_auth_pair_for(&self, names: &[&str]) -> TestPair {
+        let usage = ExtendedKeyUsagePurpose::ClientAuth;
+        self.issue(names[0], names, usage, false, &[])
+    }
+
     pub fn client_pair(&self, cn: &str) -> TestPair {
         self.issue(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, false, &[])
     }
