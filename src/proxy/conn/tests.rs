@@ -91,3 +91,64 @@ proptest::proptest! {
         }
     }
 }
+
+/// Behind a body whose end the bytes show (its length after a head whose
+/// end was found, or chunked), what follows it begins the next head: half
+/// a head there is timed by header_read_timeout when the request ends;
+/// the body's own bytes, and blank lines after it, are not.
+#[test]
+fn a_half_head_behind_a_body_begins_when_the_request_ends() {
+    let hr = Duration::from_secs(1);
+    let idle = Duration::from_secs(600);
+    let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+    // The head, its body and half the next head in one read.
+    let a = Activity::new(Instant::now(), true);
+    a.received(&[post.as_slice(), b"abcdeGET / HTTP/1.1\r\nX-a: "].concat());
+    drop(a.begin_framed(Framing::Length(5)));
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    // The body in pieces while the request runs, then half a head; a
+    // body that looks like half a head is still body.
+    let a = Activity::new(Instant::now(), true);
+    a.received(post);
+    let req = a.begin_framed(Framing::Length(5));
+    a.received(b"ab: ");
+    a.received(b"c");
+    drop(req.also());
+    assert_eq!(a.deadline(hr, idle), None, "still in flight");
+    drop(req);
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    // The next request after it, sent whole, then half a head behind its body.
+    a.received(b"\r\n");
+    a.received(post);
+    let req = a.begin_framed(Framing::Length(5));
+    a.received(b"abcd");
+    a.received(b"e\r\nGET / HT");
+    drop(req);
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    // Chunked: its last chunk ends as a head does.
+    let a = Activity::new(Instant::now(), true);
+    a.received(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab");
+    let req = a.begin_framed(Framing::Chunked);
+    a.received(b"c\r\n0\r\n\r\n");
+    drop(req);
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    let req = a.begin_framed(Framing::Chunked);
+    a.received(b"0\r\n\r\nGET / HTTP/1.1\r\n");
+    drop(req);
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+}
+
+/// The end of a head is found across reads, after the blank lines hyper
+/// skips before it, and not inside the body that follows it.
+#[test]
+fn a_head_end_is_found_across_reads() {
+    let a = Activity::new(Instant::now(), true);
+    for read in [
+        &b"\r\n\nPOST / HTTP/1.1\r"[..],
+        b"\nA: b\r\n\r",
+        b"\nxy\r\n\r\n",
+    ] {
+        a.received(read);
+    }
+    assert_eq!(a.head_end.load(Ordering::SeqCst), 28);
+}
