@@ -326,3 +326,35 @@ async fn names_that_logs_labels_or_paths_cannot_carry_are_refused() {
         "the running listener stays"
     );
 }
+
+/// A client-side timeout too small for any client to meet
+/// (`header_read_timeout: 1ms`) is refused by `hotproxy check`, naming the
+/// file and field, and a live edit to it is rejected: the running
+/// configuration keeps serving, its own header_read_timeout unchanged.
+#[tokio::test]
+async fn a_header_read_timeout_below_its_floor_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    let limits = |t: &str| format!("    limits: {{ header_read_timeout: {t} }}");
+    let cfg = s.config(&base_config("a.crt", "a.key", &limits("2s")));
+    let (mut p, addr) = serve(&cfg).await;
+    write(&cfg, &base_config("a.crt", "a.key", &limits("1ms")));
+    let file = format!("{}: line 8: ", cfg.display());
+    let field = format!("{file}listeners[0].limits.header_read_timeout: \"1ms\" is less than 1s");
+    let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    let all = format!("{out}{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(all.contains(&field), "{all}");
+    p.wait_log("rejected", rejected(&field)).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    // A head sent well within the running 2s is still served.
+    let mut c = connect_localhost(addr, &ca.cert_pem).await;
+    c.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    c.read_exact(&mut first).await.unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 "), "{first:?}");
+}

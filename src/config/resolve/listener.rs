@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::hosts::{route_host, server_name, unroutable_prefix};
-use super::{Named, Resolver};
+use super::{
+    BODY_READ_TIMEOUT_FLOOR, HEADER_READ_TIMEOUT_FLOOR, Named, Resolver, SEND_TIMEOUT_FLOOR,
+    TUNNEL_IDLE_TIMEOUT_FLOOR,
+};
 use crate::config::{
     ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, FrontConfig, Limits, ListenerCert,
     ListenerConfig, RouteConfig, TlsVersion, UpstreamCa,
@@ -238,11 +241,11 @@ impl Resolver {
                 }
                 Limits {
                     max_connections: max_connections.clamp(1, MAX_CONNECTIONS),
-                    // Zero would end every connection before its handshake.
-                    header_read_timeout: self.positive_duration(
+                    header_read_timeout: self.floored_duration(
                         &format!("{lat}.header_read_timeout"),
                         x.header_read_timeout.as_ref(),
                         d.header_read_timeout,
+                        HEADER_READ_TIMEOUT_FLOOR,
                     ),
                     idle_timeout: self.duration(
                         &format!("{lat}.idle_timeout"),
@@ -251,22 +254,25 @@ impl Resolver {
                     ),
                     max_header_bytes,
                     max_connection_lifetime: (!lifetime.is_zero()).then_some(lifetime),
-                    send_timeout: self.positive_duration(
+                    send_timeout: self.floored_duration(
                         &format!("{lat}.send_timeout"),
                         x.send_timeout.as_ref(),
                         d.send_timeout,
+                        SEND_TIMEOUT_FLOOR,
                     ),
-                    body_read_timeout: self.positive_duration(
+                    body_read_timeout: self.floored_duration(
                         &format!("{lat}.body_read_timeout"),
                         x.body_read_timeout.as_ref(),
                         d.body_read_timeout,
+                        BODY_READ_TIMEOUT_FLOOR,
                     ),
                     body_buffer_bytes,
                     max_body_bytes: x.max_body_bytes.unwrap_or(d.max_body_bytes),
-                    tunnel_idle_timeout: self.positive_duration(
+                    tunnel_idle_timeout: self.floored_duration(
                         &format!("{lat}.tunnel_idle_timeout"),
                         x.tunnel_idle_timeout.as_ref(),
                         d.tunnel_idle_timeout,
+                        TUNNEL_IDLE_TIMEOUT_FLOOR,
                     ),
                 }
             }
@@ -526,11 +532,46 @@ mod tests {
             "{m}"
         );
         assert!(
-            m.contains("listeners[0].limits.send_timeout") && m.contains("more than 0s"),
+            m.contains("listeners[0].limits.send_timeout: \"0s\" is less than 100ms"),
             "{m}"
         );
         assert!(m.contains("listeners[0].limits.tunnel_idle_timeout"), "{m}");
         assert!(m.contains("listeners[0].limits.body_read_timeout"), "{m}");
+    }
+
+    /// Client-side timeouts so small they would cut every client are
+    /// refused: header_read_timeout under 1s, the others under 100ms.
+    #[test]
+    fn client_timeouts_have_a_floor() {
+        let limits = |l: &str| {
+            MINIMAL.replace(
+                "routes: [{ upstream: api }]",
+                &format!("routes: [{{ upstream: api }}]\n    limits: {{ {l} }}"),
+            )
+        };
+        let low = "header_read_timeout: 999ms, send_timeout: 99ms, body_read_timeout: 1ms, tunnel_idle_timeout: 50ms";
+        let m = messages(&parse_str(&limits(low)).unwrap_err());
+        for (field, floor) in [
+            ("header_read_timeout", "1s"),
+            ("send_timeout", "100ms"),
+            ("body_read_timeout", "100ms"),
+            ("tunnel_idle_timeout", "100ms"),
+        ] {
+            assert!(
+                m.contains(&format!("listeners[0].limits.{field}: "))
+                    && m.contains(&format!("is less than {floor}")),
+                "{field}: {m}"
+            );
+        }
+        let c = parse_str(&limits("header_read_timeout: 1s, send_timeout: 100ms, body_read_timeout: 100ms, tunnel_idle_timeout: 100ms")).unwrap();
+        assert_eq!(
+            c.listeners[0].limits.header_read_timeout,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            c.listeners[0].limits.body_read_timeout,
+            Duration::from_millis(100)
+        );
     }
 
     /// `admin` names the admin listener in logs and metrics.

@@ -20,6 +20,32 @@ use super::duration::parse_duration;
 
 /// The most `runtime.worker_threads`: far more than any host has cores.
 const MAX_WORKER_THREADS: usize = 1024;
+
+/// The least `header_read_timeout`: the TLS handshake and the first head
+/// take a client several round trips, so below this a client far away
+/// (or on a slow link) never gets a request through.
+pub(super) const HEADER_READ_TIMEOUT_FLOOR: (Duration, &str, &str) = (
+    Duration::from_secs(1),
+    "1s",
+    "the TLS handshake and the first request head must arrive within it",
+);
+/// The least `send_timeout`, `body_read_timeout`, `tunnel_idle_timeout`:
+/// each waits for one move of the client's (at least a round trip away).
+pub(super) const SEND_TIMEOUT_FLOOR: (Duration, &str, &str) = (
+    Duration::from_millis(100),
+    "100ms",
+    "a client that takes a round trip to read is cut",
+);
+pub(super) const BODY_READ_TIMEOUT_FLOOR: (Duration, &str, &str) = (
+    Duration::from_millis(100),
+    "100ms",
+    "a client a round trip away cannot send the next piece of its body in time",
+);
+pub(super) const TUNNEL_IDLE_TIMEOUT_FLOOR: (Duration, &str, &str) = (
+    Duration::from_millis(100),
+    "100ms",
+    "a tunnel is cut before either side can answer the other",
+);
 use super::raw;
 use super::{
     AdminConfig, Config, EntryKind, EntrySpec, Problem, Role, RuntimeConfig, StoreConfig,
@@ -134,6 +160,25 @@ impl Resolver {
         let d = self.duration(at, s, default);
         if d.is_zero() {
             self.problem(at, "must be more than 0s");
+            return default;
+        }
+        d
+    }
+
+    /// A duration of at least `floor`: below it the limit would cut every
+    /// client (nginx and Envoy take any value; hotproxy refuses those).
+    /// The default is kept when it is refused.
+    fn floored_duration(
+        &mut self,
+        at: &str,
+        s: Option<&String>,
+        default: Duration,
+        (floor, floor_text, why): (Duration, &str, &str),
+    ) -> Duration {
+        let d = self.duration(at, s, default);
+        if d < floor {
+            let given = s.map_or(String::new(), |s| format!("{s:?} "));
+            self.problem(at, format!("{given}is less than {floor_text}: {why}"));
             return default;
         }
         d
