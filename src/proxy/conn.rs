@@ -57,6 +57,10 @@ const SEEK_TEXT: u8 = 2;
 const SEEK_LINE: u8 = 3;
 const SEEK_SEEN: u8 = 4;
 
+/// The furthest past `mark` a head's end is looked for: the largest
+/// `max_header_bytes`: a tunnel's data is looked through no further.
+const SEEK_MAX: u64 = 1 << 20;
+
 /// How a request's body is framed, as far as the bytes read can follow it
 /// to its end (HTTP/1): where the next request's head begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,7 +319,10 @@ impl Activity {
         }
         if mark != NONE && self.head_end.load(Ordering::SeqCst) == NONE {
             let skip = mark.saturating_sub(start);
-            if skip < bytes.len() as u64 {
+            if start.saturating_sub(mark) > SEEK_MAX {
+                // No head is this long (hyper refuses it): a tunnel's data.
+                self.mark.store(NONE, Ordering::SeqCst);
+            } else if skip < bytes.len() as u64 {
                 self.seek(start + skip, &bytes[skip as usize..]);
             }
         }
