@@ -3,7 +3,8 @@
 //! On an HTTP/2 connection they also tell the task watching it when the
 //! server's SETTINGS are in, and when a later SETTINGS frame has been
 //! applied ([`Settling`]), and bound the header blocks a stream gets
-//! before its body (`1xx` floods), and turn a `RST_STREAM(NO_ERROR)` that
+//! before its body (`1xx` floods), refuse a `101` (no HTTP/2 status),
+//! and turn a `RST_STREAM(NO_ERROR)` that
 //! would end a response before its `END_STREAM` into a
 //! `PROTOCOL_ERROR` one (hyper would end the body as if whole), as
 //! they do the code of a `GOAWAY(NO_ERROR)` that ends such a response

@@ -1,10 +1,12 @@
 //! An HTTP/2 upstream's informational (`1xx`) responses: a few pass, a flood is a `502`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
 use crate::common::*;
+use crate::goaway::{answering_h2, h2_frame};
 use crate::support::*;
 
 /// An HTTP/2 backend answering `/few/N` with N `103 Early Hints`, then
@@ -92,4 +94,46 @@ async fn a_flood_of_informational_responses_over_http2_is_502() {
     let (resp, _) = client.send_request(get("/few/1"), true).unwrap();
     let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// A `101 Switching Protocols` from an HTTP/2 upstream (RFC 9113 §8.6: the
+/// status does not exist in HTTP/2) is a `502` (`protocol`) at once, as
+/// Envoy answers it (nghttp2 resets the stream), not an informational
+/// response hyper drops while the request waits for a final one until
+/// `request_timeout` (here ten minutes). The first comes Huffman-coded and
+/// indexed (as Go's and nghttp2's servers encode it), the second as a
+/// reference to that table entry; the connection serves both.
+#[tokio::test]
+async fn a_101_from_an_http2_upstream_is_502_at_once() {
+    let w = world();
+    // HEADERS (END_HEADERS) and no more: on stream 1, `:status` (static
+    // name 8) with incremental indexing, "101" Huffman-coded; later, the
+    // dynamic table's first entry (index 62).
+    let (backend, accepted) = answering_h2(&w.backend_pair, |stream| {
+        let block: &[u8] = if stream == 1 {
+            &[0x48, 0x82, 0x08, 0x03]
+        } else {
+            &[0xbe]
+        };
+        h2_frame(1, 4, stream, block)
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        backend,
+        &["request_timeout: 10m"],
+    ));
+    let addr = p.listener_addr("public").await;
+    for _ in 0..2 {
+        let mut sender = h1_sender(&w, addr).await;
+        let (status, _) = exchange(&mut sender, h1_request("GET", "/x", "")).await;
+        assert_eq!(status, 502);
+    }
+    let told = p
+        .wait_log("the 101 refused", |v| {
+            v["message"] == "upstream request failed"
+        })
+        .await;
+    assert_eq!(told["reason"], "protocol", "{told}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }

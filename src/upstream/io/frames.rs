@@ -1,4 +1,4 @@
-//! The HTTP/2 frames of an upstream connection, followed by their headers: SETTINGS applied, header-block floods, resets and GOAWAYs that would end a response as if whole, streams hotproxy resets itself.
+//! The HTTP/2 frames of an upstream connection, followed by their headers: SETTINGS applied, header-block floods, `101`s, resets and GOAWAYs that would end a response as if whole, streams hotproxy resets itself.
 
 use std::sync::Arc;
 
@@ -43,7 +43,60 @@ pub(super) struct SettingsFrames {
     /// The current frame is a `RST_STREAM` of a stream in `responding`,
     /// or a `GOAWAY`: its error code followed ([`Cut`]).
     cut: Option<Cut>,
+    /// The first field of the header block being read ([`FirstField`]).
+    first: FirstField,
 }
+
+/// The first field of a header block (HEADERS and its CONTINUATIONs),
+/// followed byte by byte to refuse a `:status` of `101`: RFC 9113 §8.6
+/// has no `101` in HTTP/2, yet h2 (0.4.20) takes it as an informational
+/// response and hyper drops it, so the request waited for a final
+/// response until `request_timeout`; nghttp2 (Envoy) resets the stream.
+/// A literal `:status` (static name index 8, how Go, nghttp2 and h2
+/// encode it) whose value is `101`, raw or Huffman-coded, has its name
+/// index turned into `:method`'s (2, a name of the same length, so the
+/// HPACK table's sizes stay the server's): h2 then finds no `:status`
+/// and resets the stream (`PROTOCOL_ERROR`), a `502` (`protocol`). An
+/// indexed copy of that entry decodes the same. When the name came in an
+/// earlier read than the value (h2 has it already), the value's last
+/// byte is spoiled instead: not a status, h2 fails the connection.
+#[derive(Default)]
+struct FirstField {
+    /// Payload bytes of the current frame still to come.
+    rest: usize,
+    /// The current frame is PADDED and its pad length is next.
+    pad: bool,
+    /// Padding bytes that end the current frame.
+    padding: usize,
+    /// Priority bytes before the current frame's fragment still to skip.
+    skip: usize,
+    step: Step,
+}
+
+/// Where [`FirstField`] is in the header block.
+#[derive(Default, Clone, Copy)]
+enum Step {
+    /// Not looking (no block, or past its first field).
+    #[default]
+    Done,
+    /// At the start of a field (or of a dynamic table size update).
+    Start,
+    /// In a size update's continuation bytes.
+    SizeUpdate,
+    /// A literal `:status` came: its value's length is next. `name` is its
+    /// byte's offset in the piece being read, if it is in it.
+    Length { name: Option<usize> },
+    /// In a value that so far matches `101` (`got` bytes of it).
+    Value {
+        name: Option<usize>,
+        huffman: bool,
+        got: usize,
+    },
+}
+
+/// `101` Huffman-coded (RFC 7541 Appendix B: `1` 00001, `0` 00000, then
+/// one padding bit).
+const HUFFMAN_101: [u8; 2] = [0x08, 0x03];
 
 /// The frames hotproxy writes, followed by their headers past the
 /// connection preface: a stream it resets itself (its client went away,
@@ -135,6 +188,24 @@ impl SettingsFrames {
         const GOAWAY: u8 = 7;
         const CONTINUATION: u8 = 9;
         const END_STREAM: u8 = 1;
+        const PADDED: u8 = 0x8;
+        const PRIORITY: u8 = 0x20;
+        match kind {
+            HEADERS => {
+                self.first = FirstField {
+                    rest: self.left,
+                    pad: flags & PADDED != 0,
+                    skip: if flags & PRIORITY != 0 { 5 } else { 0 },
+                    step: Step::Start,
+                    ..FirstField::default()
+                };
+            }
+            CONTINUATION => {
+                self.first.rest = self.left;
+                self.first.padding = 0;
+            }
+            _ => self.first.step = Step::Done,
+        }
         if stream == 0 {
             // Its last stream id and code (8 bytes) first; shorter, h2
             // fails the connection anyway.
@@ -228,6 +299,85 @@ impl SettingsFrames {
         }
     }
 
+    /// Reads `piece`, the next bytes of a frame's payload, for the first
+    /// field of a header block ([`FirstField`]): a `101` is refused.
+    fn first_field(&mut self, piece: &mut [u8]) {
+        let f = &mut self.first;
+        // A name byte seen in an earlier piece is out of reach.
+        match &mut f.step {
+            Step::Length { name } | Step::Value { name, .. } => *name = None,
+            _ => {}
+        }
+        for i in 0..piece.len() {
+            if matches!(f.step, Step::Done) || f.rest == 0 {
+                return;
+            }
+            f.rest -= 1;
+            let b = piece[i];
+            if std::mem::take(&mut f.pad) {
+                f.padding = usize::from(b);
+                continue;
+            }
+            if f.skip > 0 {
+                f.skip -= 1;
+                continue;
+            }
+            if f.rest < f.padding {
+                continue;
+            }
+            f.step = match f.step {
+                Step::Done => Step::Done,
+                // An indexed field: not a literal `101`.
+                Step::Start if b & 0x80 != 0 => Step::Done,
+                Step::Start if b & 0xe0 == 0x20 && b & 0x1f == 0x1f => Step::SizeUpdate,
+                Step::Start if b & 0xe0 == 0x20 => Step::Start,
+                Step::Start => {
+                    let index = if b & 0x40 != 0 { b & 0x3f } else { b & 0x0f };
+                    if index == 8 {
+                        Step::Length { name: Some(i) }
+                    } else {
+                        Step::Done
+                    }
+                }
+                Step::SizeUpdate if b & 0x80 == 0 => Step::Start,
+                Step::SizeUpdate => Step::SizeUpdate,
+                Step::Length { name } => match b {
+                    0x03 => Step::Value {
+                        name,
+                        huffman: false,
+                        got: 0,
+                    },
+                    0x82 => Step::Value {
+                        name,
+                        huffman: true,
+                        got: 0,
+                    },
+                    _ => Step::Done,
+                },
+                Step::Value { name, huffman, got } => {
+                    let want: &[u8] = if huffman { &HUFFMAN_101 } else { b"101" };
+                    if b != want[got] {
+                        Step::Done
+                    } else if got + 1 < want.len() {
+                        Step::Value {
+                            name,
+                            huffman,
+                            got: got + 1,
+                        }
+                    } else {
+                        match name {
+                            // Index 8 (`:status`) becomes 2 (`:method`).
+                            Some(at) => piece[at] ^= 8 ^ 2,
+                            // `10o` (Huffman) or `10x`.
+                            None => piece[i] = if huffman { 0x0f } else { b'x' },
+                        }
+                        Step::Done
+                    }
+                }
+            };
+        }
+    }
+
     /// `n` bytes of `bufs` were written: a `RST_STREAM` among them ends
     /// its stream's response here (the server's frames for it, if any
     /// come, are dropped by h2), else it would stay in `responding` until
@@ -284,6 +434,7 @@ impl SettingsFrames {
                 self.left -= n;
                 let (payload, rest) = std::mem::take(&mut bytes).split_at_mut(n);
                 self.cut(payload);
+                self.first_field(payload);
                 bytes = rest;
             } else {
                 let n = (self.head.len() - self.have).min(bytes.len());

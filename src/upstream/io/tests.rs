@@ -191,3 +191,46 @@ fn a_stream_hotproxy_resets_is_no_longer_responding() {
         assert_eq!(left, [3, 5, 7], "writes of {size} bytes");
     }
 }
+
+/// A literal `:status: 101` (raw or Huffman-coded, after a PADDED and
+/// PRIORITY frame's prefix or a table size update) has its name turned
+/// into `:method` when its name byte and its value's last byte come in
+/// one read, else its value spoiled; a `101` in the padding, another
+/// status, and the same value under another name are left as sent.
+#[test]
+fn a_literal_101_status_is_refused_however_reads_split_it() {
+    let mut bytes = Vec::new();
+    let mut hits = Vec::new();
+    // Stream 1: PADDED and PRIORITY, `:status: 101` without indexing.
+    bytes.extend(on(1, 1 + 5 + 5 + 5, 1, 4 | 0x8 | 0x20));
+    bytes.extend([5, 0, 0, 0, 0, 16]);
+    hits.push((bytes.len(), bytes.len() + 4, b'x'));
+    bytes.extend([0x08, 0x03, b'1', b'0', b'1']);
+    bytes.extend([0x08, 0x03, b'1', b'0', b'1']);
+    // Stream 3: a size update, then `:status: 101` indexed, Huffman.
+    bytes.extend(on(3, 7, 1, 4));
+    bytes.extend([0x3f, 0xe1, 0x1f]);
+    hits.push((bytes.len(), bytes.len() + 3, 0x0f));
+    bytes.extend([0x48, 0x82, 0x08, 0x03]);
+    // Stream 5: `:status: 100`; stream 7: `:path: 101` (not a status).
+    bytes.extend(on(5, 5, 1, 4));
+    bytes.extend([0x08, 0x03, b'1', b'0', b'0']);
+    bytes.extend(on(7, 5, 1, 4));
+    bytes.extend([0x04, 0x03, b'1', b'0', b'1']);
+    for size in 1..=bytes.len() {
+        let mut want = bytes.clone();
+        for &(name, last, spoiled) in &hits {
+            if name / size == last / size {
+                want[name] ^= 8 ^ 2;
+            } else {
+                want[last] = spoiled;
+            }
+        }
+        let mut frames = SettingsFrames::default();
+        let mut read = bytes.clone();
+        for chunk in read.chunks_mut(size) {
+            frames.read(chunk);
+        }
+        assert_eq!(read, want, "reads of {size} bytes");
+    }
+}
