@@ -502,7 +502,12 @@ impl Upstream {
                                     }
                                     (Some(unsent), true)
                                 }
-                                None if unprocessed(e.error()) => (copy, true),
+                                // Its connection takes no new request
+                                // (`StreamGuard::retire_refused`).
+                                None if unprocessed(e.error()) => {
+                                    stream.retire_refused();
+                                    (copy, true)
+                                }
                                 // A new connection closed on this very
                                 // request: the endpoint may have failed on
                                 // it. Not this one again; another may take

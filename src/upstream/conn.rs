@@ -655,6 +655,20 @@ impl StreamGuard {
             tracing::debug!("upstream h2 connection retired: a request on it went unanswered");
         }
     }
+
+    /// The server refused this stream (`REFUSED_STREAM`) or shut the
+    /// connection down before it (`GOAWAY`): retired as by [`Self::retire`],
+    /// so the new connection its request is sent again on (or the next
+    /// request's) takes the requests that follow. A server refusing every
+    /// stream on a connection it keeps open (a process stuck on it) had
+    /// that connection stay first in the pool: each request refused on it
+    /// and sent again on a new connection of its own, one dial more per
+    /// request, for as long as it stayed open.
+    pub fn retire_refused(&self) {
+        if !self.0.retired.swap(true, Ordering::AcqRel) {
+            tracing::debug!("upstream h2 connection retired: it left a request unprocessed");
+        }
+    }
 }
 
 impl Drop for StreamGuard {

@@ -411,3 +411,48 @@ async fn connections_opened_for_refused_h2_requests_do_not_pile_up() {
     let left = open.0.load(Ordering::SeqCst);
     assert!(settled.is_ok(), "{left} connections left open");
 }
+
+/// A pool whose first HTTP/2 connection refuses every stream
+/// (`REFUSED_STREAM`, the connection left open: a server process stuck
+/// on it, its later connections served) dials once more, for the first
+/// request sent again, and then serves every request on that new
+/// connection: the refusing one takes no new request and closes. It used
+/// to stay first in the pool, every request refused on it and sent again
+/// on a connection of its own: one dial more per request.
+#[tokio::test]
+async fn a_connection_refusing_every_stream_is_not_used_again() {
+    let w = world();
+    // Connection 0 refuses every request; the others answer each, `200`
+    // (`:status` HPACK static index 8) and a body naming the connection.
+    let (backend, accepted) = raw_h2(
+        &w.backend_pair,
+        h2_frame(4, 0, 0, &[]),
+        |mut tls, n| async move {
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                let out = match kind {
+                    4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
+                    1 if n == 0 => h2_frame(3, 0, stream, &7u32.to_be_bytes()),
+                    1 => {
+                        let body = format!("connection {n}");
+                        [
+                            h2_frame(1, 4, stream, &[0x88]),
+                            h2_frame(0, 1, stream, body.as_bytes()),
+                        ]
+                        .concat()
+                    }
+                    _ => continue,
+                };
+                let _ = tls.write_all(&out).await;
+            }
+        },
+    )
+    .await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+    let mut send = h1_sender(&w, addr).await;
+    for i in 0..6 {
+        let (status, got) = exchange(&mut send, h1_request("GET", "/x", "")).await;
+        let got = String::from_utf8_lossy(&got);
+        assert_eq!((status, &*got), (200, "connection 1"), "request {i}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
