@@ -16,8 +16,8 @@
 //! A pool whose endpoint is out of service (its upstream replaced or
 //! removed by a reload, its address dropped by re-resolution) is retired:
 //! drained for good, it keeps no connection handed back or dialled later
-//! (an HTTP/2 one dialled later is shared by the requests still in flight
-//! there, and closes when its last stream ends).
+//! (an HTTP/2 one, pooled or dialled later, is shared by the requests
+//! still in flight there, and closes when its last stream ends).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -367,7 +367,8 @@ impl Pool {
     /// every connection from now on, also those dialled after this by a
     /// request still in flight (the generation it reads when its dial
     /// starts is the drained one), save an HTTP/2 one, shared until its
-    /// last stream ends (see [`Pool::add_h2`]). Those were pooled again, and nothing
+    /// last stream ends (see [`Pool::add_h2`]), as are the HTTP/2 ones
+    /// already pooled. Those were pooled again, and nothing
     /// swept them once the upstream was gone: they stayed open (in
     /// CLOSE_WAIT once the backend closed them) for as long as another
     /// request held the endpoint.
@@ -376,11 +377,26 @@ impl Pool {
     }
 
     fn drain_as(&self, retire: bool) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let (idle, h2) = {
             let mut st = self.state.lock().expect("pool lock");
             st.retired |= retire;
-            (std::mem::take(&mut st.idle), std::mem::take(&mut st.h2))
+            let mut h2 = std::mem::take(&mut st.h2);
+            if retire {
+                // Shared still by the requests in flight under the
+                // endpoint, and closed at its last stream (now, if it has
+                // none), as one dialled after this is ([`Pool::add_h2`]).
+                // Dropped, each such request needed a connection (and a
+                // slot) of its own.
+                for mut c in h2.drain(..) {
+                    c.close_when_idle();
+                    if c.usable() {
+                        c.generation = generation;
+                        st.h2.push(c);
+                    }
+                }
+            }
+            (std::mem::take(&mut st.idle), h2)
         };
         // Closed outside the lock.
         drop(idle);

@@ -165,6 +165,45 @@ async fn requests_of_a_replaced_upstream_share_an_h2_connection_dialled_after_th
     drop(holding);
 }
 
+/// An HTTP/2 connection pooled before an edit replaced its upstream is
+/// still shared by that upstream's requests in flight, and closes when the
+/// last of them ends, as one dialled after the edit is. The retirement
+/// dropped it from the pool: with `max_connections_per_server: 1`, a
+/// request that took its connection after the edit waited for the slot
+/// that connection held, and failed `504` after `connect_timeout`.
+#[tokio::test]
+async fn requests_of_a_replaced_upstream_share_an_h2_connection_pooled_before_the_edit() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::AsyncWriteExt;
+    let w = world();
+    let b = Backend::start("b", &w.backend_pair, None).await;
+    let config = w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &["max_connections_per_server: 1", "connect_timeout: 1s"],
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    // The connection, dialled before the edit; the backend holds its
+    // request.
+    let hanging = hang_at(&w, addr, &b).await;
+    // A request whose body is read whole before it takes a connection,
+    // half read when the edit comes.
+    let mut answered = half_posted(&w, addr, "/x").await;
+    edit_app(&config);
+    reload(&mut p, "the edit").await;
+    answered.write_all(b"56789").await.unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut answered).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(b.accepted.load(SeqCst), 1, "not shared");
+    // Its last stream ends: the connection closes.
+    let_go(&b, hanging);
+    wait_until(WAIT, "the shared connection closed", || async {
+        b.open.load(SeqCst) == 0
+    })
+    .await;
+}
+
 /// A `GET /hang` to the proxy at `addr` on a task of its own, once it is
 /// at `b` (which holds it): a request that holds its upstream's endpoint
 /// (and its pool) through an edit.
