@@ -20,6 +20,8 @@
 //!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
 //!   - `crl_files`: a ca-bundle's CRL file list, bounded and each file once (file and API).
 //!   - `listing`: problems listed to an operator, at most 100 and a count of the rest.
+//!   - `withhold`: what a problem's message may show: no pasted PEM, multi-line or
+//!     `${ENV}` value, at most 300 bytes.
 //!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
 //!     unknown key, wrong type and missing field (check lists them all).
 //!     - `read`: the deserializer over the tree that records a problem and keeps going.

@@ -20,6 +20,8 @@ mod raw;
 mod resolve;
 mod tree;
 mod upstream;
+mod withhold;
+use withhold::Withheld;
 
 pub use crl_files::{MAX_CRL_FILES, crl_files_problem};
 pub use duration::parse_duration;
@@ -491,31 +493,25 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 /// itself is broken): unknown keys, values of the wrong type and missing
 /// fields from reading the YAML tree (`tree`), then what the resolver
 /// finds in the rest (references, durations, addresses, `${ENV}`).
+/// A message never repeats a pasted PEM block, text of several lines or
+/// a value from `${ENV}` ([`withhold`]).
 pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
-    let (config, mut problems) = resolve_all(text, file);
+    let mut withheld = Vec::new();
+    let (config, mut problems) = resolve_all(text, file, &mut withheld);
     for p in &mut problems {
-        shorten(&mut p.message);
+        withhold::withhold(&mut p.message, &withheld);
+        withhold::shorten(&mut p.message);
     }
     (config, problems)
 }
 
-/// A problem's message is a log line: one quoting a huge value (a file of
-/// one 4 MB scalar) is cut after this many bytes.
-const MAX_MESSAGE_BYTES: usize = 300;
-
-fn shorten(message: &mut String) {
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str("… (cut)");
-    }
-}
-
-/// [`parse_all`] before messages are shortened.
-fn resolve_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
+/// [`parse_all`] before messages are withheld and shortened; the values to
+/// withhold are added to `withheld`.
+fn resolve_all(
+    text: &str,
+    file: &Path,
+    withheld: &mut Vec<Withheld>,
+) -> (Option<Config>, Vec<Problem>) {
     let (raw, report) = if text.trim().is_empty() {
         (raw::File::default(), tree::Report::default())
     } else {
@@ -534,7 +530,8 @@ fn resolve_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
             }
         };
         let mut unset = Vec::new();
-        tree::expand_env(&mut root, "", &mut unset);
+        tree::pasted(&root, withheld);
+        tree::expand_env(&mut root, "", &mut unset, withheld);
         match tree::read::<raw::File>(&mut root) {
             (Some(raw), mut report) => {
                 report.problems.extend(unset);

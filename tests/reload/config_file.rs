@@ -291,7 +291,13 @@ async fn names_that_logs_labels_or_paths_cannot_carry_are_refused() {
     assert_eq!(code, 0, "a Kubernetes label value is a name: {out}{err}");
     let (long, long_shown) = ("u".repeat(254), format!("\"{}\"", "u".repeat(254)));
     for (listener_name, upstream_name, at, shown) in [
-        ("\"pub\\nx\"", "api", "listeners[0].name", "\"pub\\nx\""),
+        // A line break: the value is withheld (it may be a pasted key).
+        (
+            "\"pub\\nx\"",
+            "api",
+            "listeners[0].name",
+            "<withheld: text of 2 lines>",
+        ),
         (
             "\"pub\\u0007\"",
             "api",

@@ -155,3 +155,127 @@ async fn a_reload_with_a_pasted_key_is_rejected_without_showing_it() {
     );
     assert_nothing_pasted_in("the log", &p.logs().join("\n"), &spare.key_pem, &token);
 }
+
+/// Configurations with `key_pem` pasted (as a block scalar) into fields
+/// that take a mapping, a number, a choice or a duration, or a duration set
+/// from `${HOTPROXY_TEST_DIR}` (cargo sets it to `/srv/pki`), each with the
+/// fields it fills wrongly: the reader's wrong types, an unknown choice
+/// (which stops the reader) and the resolver's invalid durations apart.
+fn pasted_in_typed_fields(key_pem: &str) -> Vec<(String, Vec<&'static str>)> {
+    let yaml = |certs: &str, limits: &str, forward: &str, timeout: &str, tls: &str| {
+        format!(
+            r#"
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: a.crt, key_file: a.key }}]
+  - name: pasted
+    bind: 127.0.0.1:0
+    tls:
+      certs:
+        - {certs}
+    limits:
+      max_connections: {limits}
+    forward_client_cert: {forward}
+upstreams:
+  - name: app
+    servers: ["http://127.0.0.1:1"]
+    connect_timeout: {timeout}
+    tls:
+      client_cert: {tls}
+  - name: env
+    servers: ["http://127.0.0.1:1"]
+    connect_timeout: "${{HOTPROXY_TEST_DIR}}"
+"#
+        )
+    };
+    let ok = (
+        "{ cert_file: a.crt, key_file: a.key }",
+        "10",
+        "headers",
+        "5s",
+    );
+    let tls = "{ cert_file: a.crt, key_file: a.key }";
+    let (in_list, in_limits) = (block(key_pem, 8), block(key_pem, 6));
+    let in_map = block(key_pem, 4);
+    vec![
+        (
+            yaml(&in_list, &in_limits, ok.2, ok.3, &block(key_pem, 6)),
+            vec![
+                "listeners[1].tls.certs[0]",
+                "listeners[1].limits.max_connections",
+                "upstreams[0].tls.client_cert",
+            ],
+        ),
+        (
+            yaml(ok.0, ok.1, &in_map, ok.3, tls),
+            vec!["listeners[1].forward_client_cert"],
+        ),
+        (
+            yaml(ok.0, ok.1, ok.2, &in_map, tls),
+            vec![
+                "upstreams[0].connect_timeout",
+                "upstreams[1].connect_timeout",
+            ],
+        ),
+    ]
+}
+
+/// `check` refuses a key pasted into a field of another type, and a
+/// duration from an environment variable that is not one, naming each
+/// field and never the value: the wrong-type, unknown-choice and
+/// invalid-duration messages quoted it, line breaks and all.
+#[test]
+fn check_refuses_a_key_pasted_into_a_typed_field_without_showing_it() {
+    assert_eq!(
+        std::env::var("HOTPROXY_TEST_DIR").as_deref(),
+        Ok("/srv/pki")
+    );
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, spare) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["spare.localhost"]),
+    );
+    s.pair("a", &a);
+    for (yaml, fields) in pasted_in_typed_fields(&spare.key_pem) {
+        let cfg = s.config(&yaml);
+        let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+        let all = format!("{out}{err}");
+        assert_eq!(code, 1, "{all}");
+        for field in fields {
+            assert!(err.contains(&format!("{field}:")), "{field}: {all}");
+        }
+        assert!(all.contains("<withheld: "), "{all}");
+        assert_nothing_pasted_in("check", &all, &spare.key_pem, "/srv/pki");
+    }
+}
+
+/// The same edits made live are rejected by field, and neither the key nor
+/// the variable's value is in the log line saying so.
+#[tokio::test]
+async fn a_reload_with_a_key_pasted_into_a_typed_field_does_not_show_it() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, spare) = (
+        ca.server_pair(&["localhost"]),
+        ca.server_pair(&["spare.localhost"]),
+    );
+    s.pair("a", &a);
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let (mut p, addr) = serve(&cfg).await;
+
+    for (yaml, fields) in pasted_in_typed_fields(&spare.key_pem) {
+        let before = p.logs().len();
+        write(&cfg, &yaml);
+        p.wait_log(&format!("the edit rejected naming {fields:?}"), |v| {
+            fields.iter().all(|f| rejected(f)(v))
+        })
+        .await;
+        let logs = p.logs()[before..].join("\n");
+        assert_nothing_pasted_in("the log", &logs, &spare.key_pem, "/srv/pki");
+    }
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    assert_nothing_pasted_in("the log", &p.logs().join("\n"), &spare.key_pem, "/srv/pki");
+}

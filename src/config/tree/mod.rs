@@ -306,11 +306,22 @@ impl Report {
 /// as paths and addresses only (`cn: "${OPS_CN}"` stayed that text, and
 /// matched no client). An unset variable is a problem at its field, whose
 /// value then reads as empty.
-pub fn expand_env(node: &mut Node, path: &str, found: &mut Vec<Found>) {
+///
+/// Each value set from the environment is added to `withheld`: no message
+/// repeats it (it may be a secret the file only names).
+pub fn expand_env(
+    node: &mut Node,
+    path: &str,
+    found: &mut Vec<Found>,
+    withheld: &mut Vec<super::Withheld>,
+) {
     let line = node.line;
     match &mut node.value {
         Value::Str(s) if s.contains("${") => match super::env::expand_env(s) {
-            Ok(v) => *s = v,
+            Ok(v) => {
+                withheld.push(super::Withheld::from_env(&v, s));
+                *s = v;
+            }
             Err(message) => {
                 found.push(Found {
                     line,
@@ -322,7 +333,7 @@ pub fn expand_env(node: &mut Node, path: &str, found: &mut Vec<Found>) {
         },
         Value::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_env(item, &format!("{path}[{i}]"), found);
+                expand_env(item, &format!("{path}[{i}]"), found, withheld);
             }
         }
         Value::Map(entries) => {
@@ -334,9 +345,21 @@ pub fn expand_env(node: &mut Node, path: &str, found: &mut Vec<Found>) {
                     "" => key.clone(),
                     _ => format!("{path}.{key}"),
                 };
-                expand_env(value, &at, found);
+                expand_env(value, &at, found, withheld);
             }
         }
+        _ => {}
+    }
+}
+
+/// Every text value of the tree that no message may repeat: a PEM block
+/// or text of several lines (a key or certificate pasted in), each added
+/// to `withheld`.
+pub fn pasted(node: &Node, withheld: &mut Vec<super::Withheld>) {
+    match &node.value {
+        Value::Str(s) => withheld.extend(super::Withheld::pasted(s)),
+        Value::Seq(items) => items.iter().for_each(|n| pasted(n, withheld)),
+        Value::Map(entries) => entries.iter().for_each(|(_, v)| pasted(v, withheld)),
         _ => {}
     }
 }

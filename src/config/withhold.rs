@@ -1,0 +1,145 @@
+//! What a config problem's message may show: no pasted PEM, multi-line or `${ENV}` value.
+//!
+//! And at most [`MAX_MESSAGE_BYTES`].
+//!
+//! SPEC: private keys and PEM bodies are never logged. A key pasted into a
+//! field of another type (`max_connections: |` and the key) met messages
+//! that quote the value ("expected a whole number, found ...", "unknown
+//! variant ...", "invalid duration ..."), and a value set from the
+//! environment may be a secret the file only names. Such a value is
+//! replaced in every problem's message by what it is
+//! (`<withheld: a PEM block>`); the problem still names the field and line.
+
+/// A value no message may quote, and what to say in its place.
+pub(super) struct Withheld {
+    value: String,
+    what: String,
+}
+
+impl Withheld {
+    /// `text` when it is a PEM block or holds a line break.
+    pub(super) fn pasted(text: &str) -> Option<Withheld> {
+        let what = if text.contains("-----BEGIN") {
+            "a PEM block".to_owned()
+        } else if text.trim().contains(['\n', '\r']) {
+            format!("text of {} lines", text.trim().lines().count())
+        } else {
+            return None;
+        };
+        Some(Withheld {
+            value: text.to_owned(),
+            what,
+        })
+    }
+
+    /// `value`, expanded from `written` (`${NAME}`, ...).
+    pub(super) fn from_env(value: &str, written: &str) -> Withheld {
+        Withheld {
+            value: value.to_owned(),
+            what: format!("the value of {}", written.trim()),
+        }
+    }
+}
+
+/// A value shorter than this is only withheld where a message quotes it
+/// whole (`"..."`, `` `...` ``): as bare text it could be any word.
+const BARE_MIN: usize = 8;
+
+/// `message` with every withheld value replaced by what it is; a message
+/// still quoting a piece of one (a duration's unit, say) is replaced whole.
+pub(super) fn withhold(message: &mut String, withheld: &[Withheld]) {
+    for w in withheld {
+        if w.value.trim().is_empty() {
+            continue;
+        }
+        let label = format!("<withheld: {}>", w.what);
+        for v in [w.value.as_str(), w.value.trim()] {
+            for form in [format!("{v:?}"), format!("`{v}`")] {
+                *message = message.replace(&form, &label);
+            }
+            if v.len() >= BARE_MIN {
+                *message = message.replace(v, &label);
+            }
+        }
+        if quotes_a_piece(message, &w.value) {
+            *message =
+                format!("not valid here; the reason is withheld, as it quotes the value ({label})");
+        }
+    }
+}
+
+/// Whether `message` still shows some of `value`: a PEM marker, or a
+/// quoted (`"..."`) piece of it of 3 characters or more.
+fn quotes_a_piece(message: &str, value: &str) -> bool {
+    if message.contains("-----BEGIN") || message.contains("-----END") {
+        return true;
+    }
+    let escaped = format!("{value:?}");
+    let escaped = &escaped[1..escaped.len() - 1];
+    let mut quoted = message.split('"').skip(1).step_by(2);
+    quoted.any(|piece| piece.len() >= 3 && escaped.contains(piece))
+}
+
+/// A problem's message is a log line: one quoting a huge value (a file of
+/// one 4 MB scalar) is cut after this many bytes.
+const MAX_MESSAGE_BYTES: usize = 300;
+
+pub(super) fn shorten(message: &mut String) {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (cut)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem() -> String {
+        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n".to_owned()
+    }
+
+    /// A pasted block quoted whole (Debug, backticks, trimmed) is named, not shown.
+    #[test]
+    fn a_pasted_block_is_named_not_shown() {
+        let w = [Withheld::pasted(&pem()).unwrap()];
+        for quoted in [
+            format!("expected a whole number, found {:?}", pem()),
+            format!("unknown variant `{}`, expected one of `none`", pem()),
+            format!("invalid duration {:?} (use e.g. 5s)", pem().trim()),
+        ] {
+            let mut m = quoted.clone();
+            withhold(&mut m, &w);
+            assert!(m.contains("<withheld: a PEM block>"), "{m}");
+            assert!(!m.contains("BEGIN") && !m.contains("MIGH"), "{m}");
+        }
+        // A piece of it (the "unit" of a duration): the message goes whole.
+        let mut m = format!("invalid duration unit {:?} in x", &pem()[..40]);
+        withhold(&mut m, &w);
+        assert!(!m.contains("BEGIN") && m.contains("withheld"), "{m}");
+    }
+
+    /// A value from `${NAME}` is named by its variable; one piece of it
+    /// quoted sends the message whole; a short typed value elsewhere stays.
+    #[test]
+    fn an_env_value_is_named_by_its_variable() {
+        let w = [Withheld::from_env("hp_secret_42", "${TOKEN}")];
+        let mut m = "invalid duration \"hp_secret_42\" (use e.g. 5s)".to_owned();
+        withhold(&mut m, &w);
+        assert_eq!(
+            m,
+            "invalid duration <withheld: the value of ${TOKEN}> (use e.g. 5s)"
+        );
+        let mut m = "invalid duration unit \"hp_secret_\" in <x>".to_owned();
+        withhold(&mut m, &w);
+        assert!(!m.contains("hp_secret"), "{m}");
+        let mut m = "expected a whole number, found \"fast\"".to_owned();
+        withhold(&mut m, &w);
+        assert_eq!(m, "expected a whole number, found \"fast\"");
+        assert!(Withheld::pasted("one line").is_none());
+    }
+}
