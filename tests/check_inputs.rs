@@ -1,5 +1,5 @@
 //! `hotproxy check` on inputs that are not what they seem: an environment
-//! value that is not UTF-8, an empty PEM block.
+//! value that is not UTF-8, an empty PEM block, a whole number YAML reads as a float.
 
 mod support;
 
@@ -132,5 +132,28 @@ fn an_empty_pem_block_is_named() {
             "{label}: {out}"
         );
         assert!(!out.contains("Parsing requires"), "{out}");
+    }
+}
+
+/// A whole number out of range or written as a float is quoted as the
+/// file has it, with the reason: it was quoted as parsed, so
+/// `99999999999999999999999` read `100000000000000000000000` and `1e3`
+/// read `1000`, a value the operator never wrote.
+#[test]
+fn a_number_of_the_wrong_kind_is_quoted_as_written() {
+    for (written, why) in [
+        ("99999999999999999999999", "out of range"),
+        ("1e3", "written as a float"),
+        ("2.5", "written as a float"),
+    ] {
+        let (_s, cfg) = scene("public", &format!("runtime:\n  worker_threads: {written}"));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!(
+                "runtime.worker_threads: expected a whole number, found `{written}` ({why})"
+            )),
+            "{out}"
+        );
     }
 }

@@ -57,14 +57,28 @@ impl De<'_> {
         self.record(self.mismatch(expected));
     }
 
-    /// "expected X, found Y" for the node.
+    /// "expected X, found Y" for the node: a scalar YAML typed as the file
+    /// has it (`1e3`, not `1000`), and for a whole number why it is not one.
     fn mismatch(&self, expected: &str) -> String {
+        let written = |parsed: String| self.node.written.clone().unwrap_or(parsed);
         let found = match &self.node.value {
             Value::Null => "nothing".to_owned(),
-            Value::Bool(b) => format!("`{b}`"),
-            Value::Int(n) => format!("`{n}`"),
-            Value::UInt(n) => format!("`{n}`"),
-            Value::Float(n) => format!("`{n}`"),
+            Value::Bool(b) => format!("`{}`", written(b.to_string())),
+            Value::Int(n) => format!("`{}`", written(n.to_string())),
+            Value::UInt(n) => format!("`{}`", written(n.to_string())),
+            Value::Float(n) => {
+                let w = written(n.to_string());
+                let digits = w.trim_start_matches(['-', '+']);
+                let why = if expected != "a whole number" {
+                    ""
+                } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    // YAML reads a whole number past 64 bits as a float.
+                    " (out of range)"
+                } else {
+                    " (written as a float)"
+                };
+                format!("`{w}`{why}")
+            }
             Value::Str(s) => format!("{s:?}"),
             Value::Seq(_) => "a list".to_owned(),
             Value::Map(_) => "a mapping (keys and values)".to_owned(),
