@@ -1,5 +1,6 @@
 //! `hotproxy check` on inputs that are not what they seem: an environment
-//! value that is not UTF-8, an empty PEM block, a whole number YAML reads as a float.
+//! value that is not UTF-8, an empty PEM block, a whole number YAML reads as a float,
+//! a token pasted as a variable or file name.
 
 mod support;
 
@@ -156,4 +157,43 @@ fn a_number_of_the_wrong_kind_is_quoted_as_written() {
             "{out}"
         );
     }
+}
+
+/// A token pasted in place of `token_env`'s variable name or `token_file`'s
+/// path was repeated as "environment variable <token> is not set" and in
+/// the missing file's path. A name or file name that looks like a token
+/// (not a variable's name, or a long run mixing letters and digits) is
+/// withheld, and the message asks whether the token itself was pasted.
+#[test]
+fn a_token_pasted_as_a_variable_or_file_name_is_not_shown() {
+    let token = "hp_9f8e7d6c5b4a39210fedcba987654321";
+    for (field, more) in [
+        ("token_env", format!("token_env: {token}")),
+        ("token_file", format!("token_file: {token}")),
+        (
+            "token_env",
+            "token_env: 0f1e2d3c4b5a69788796a5b4c3d2e1f0".to_owned(),
+        ),
+    ] {
+        let admin = format!("admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: viewer, {more} }}]");
+        let (_s, cfg) = scene("public", &admin);
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&format!("admin.tokens[0].{field}")), "{out}");
+        assert!(out.contains("did you paste the token itself?"), "{out}");
+        assert!(
+            !out.contains(&token[3..]) && !out.contains("0f1e2d3c4b5a"),
+            "{out}"
+        );
+    }
+    // A variable's name is still named.
+    let admin = "admin:\n  bind: 127.0.0.1:0\n  tokens: [{ role: viewer, token_env: HOTPROXY_UNSET_ADMIN_TOKEN }]";
+    let (_s, cfg) = scene("public", admin);
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("environment variable HOTPROXY_UNSET_ADMIN_TOKEN is not set"),
+        "{out}"
+    );
+    assert!(!out.contains("did you paste"), "{out}");
 }

@@ -231,7 +231,15 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
             crate::fsutil::read_regular(p, MAX_TOKEN_FILE_BYTES)
                 .map_err(|e| e.problem.to_string())
                 .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_owned()))
-                .map_err(|e| format!("admin.tokens[{i}].token_file {}: {e}", p.display()))?,
+                .map_err(|e| match p.file_name().and_then(|n| n.to_str()) {
+                    // A token pasted in place of the path: not repeated.
+                    Some(n) if crate::config::env::looks_like_a_token(n) => format!(
+                        "admin.tokens[{i}].token_file: {e}; the file's name looks like a \
+                         token, not a file name (did you paste the token itself?); the \
+                         path is withheld"
+                    ),
+                    _ => format!("admin.tokens[{i}].token_file {}: {e}", p.display()),
+                })?,
             format!("admin.tokens[{i}].token_file {}", p.display()),
         ),
         TokenSource::Env(name) => (

@@ -23,14 +23,39 @@ pub(super) fn expand_env(s: &str) -> Result<String, String> {
 
 /// The environment variable `name`, or why not, naming it and never its
 /// value: unset, or set to bytes that are not UTF-8 (which "is not set"
-/// misnamed, sending the operator to look for a missing variable).
+/// misnamed, sending the operator to look for a missing variable). An
+/// unset `name` that [`looks_like_a_token`] is not repeated.
 pub(crate) fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|e| match e {
+        std::env::VarError::NotPresent if looks_like_a_token(name) => {
+            "no environment variable is set by the name written here, which looks like \
+             a token, not a variable's name (did you paste the token itself?); the name \
+             is withheld"
+                .to_owned()
+        }
         std::env::VarError::NotPresent => format!("environment variable {name} is not set"),
         std::env::VarError::NotUnicode(_) => {
             format!("environment variable {name} is set but not valid UTF-8")
         }
     })
+}
+
+/// Whether `name`, written where a variable's or file's name goes, looks
+/// like a token pasted in its place: it is not a variable's name
+/// (`[A-Za-z_][A-Za-z0-9_]*`, a `.` or `-` allowed for a file name), or a
+/// part of it between `_`, `-` and `.` is a run of 8 or more characters
+/// mixing letters and digits (`hp_9f8e7d6c...`, not `ADMIN_TOKEN_2`).
+pub(crate) fn looks_like_a_token(name: &str) -> bool {
+    let shaped = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    let mixed = name.split(['_', '-', '.']).any(|part| {
+        part.len() >= 8
+            && part.bytes().any(|b| b.is_ascii_digit())
+            && part.bytes().any(|b| b.is_ascii_alphabetic())
+    });
+    !shaped || mixed
 }
 
 #[cfg(test)]
@@ -91,6 +116,27 @@ mod tests {
                 && m.contains("HOTPROXY_UNSET_VARIABLE is not set"),
             "{m}"
         );
+    }
+
+    /// Variable names are named; a token pasted as one is not.
+    #[test]
+    fn a_token_is_not_a_variable_name() {
+        for name in [
+            "ADMIN_TOKEN",
+            "HOTPROXY_CHECK_INPUTS_TOKEN",
+            "token_v2",
+            "SHA256",
+        ] {
+            assert!(!super::looks_like_a_token(name), "{name}");
+        }
+        for token in [
+            "hp_9f8e7d6c5b4a3921",
+            "0f1e2d3c",
+            "a+b/c=",
+            "ghp_AbCdEf123456",
+        ] {
+            assert!(super::looks_like_a_token(token), "{token}");
+        }
     }
 
     fn unsafe_free_set_var() {
