@@ -34,9 +34,15 @@ impl Withheld {
 
     /// `value`, expanded from `written` (`${NAME}`, ...).
     pub(super) fn from_env(value: &str, written: &str) -> Withheld {
+        // The text as written is shown only when it is itself no pasted
+        // block: `${NAME}` inside a pasted key would carry the key here.
+        let what = match Withheld::pasted(written) {
+            Some(_) => "a value set from the environment".to_owned(),
+            None => format!("the value of {}", written.trim()),
+        };
         Withheld {
             value: value.to_owned(),
-            what: format!("the value of {}", written.trim()),
+            what,
         }
     }
 }
@@ -141,5 +147,16 @@ mod tests {
         withhold(&mut m, &w);
         assert_eq!(m, "expected a whole number, found \"fast\"");
         assert!(Withheld::pasted("one line").is_none());
+    }
+
+    /// A pasted block that names a variable too: the label shows neither.
+    #[test]
+    fn a_pasted_block_with_a_variable_is_not_the_label() {
+        let written = format!("${{PORT}}{}", pem());
+        let w = [Withheld::from_env("8443", &written)];
+        let mut m = format!("invalid duration {:?} (use e.g. 5s)", "8443");
+        withhold(&mut m, &w);
+        assert!(!m.contains("BEGIN") && !m.contains("MIGH"), "{m}");
+        assert!(m.contains("a value set from the environment"), "{m}");
     }
 }
