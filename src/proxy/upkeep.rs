@@ -106,8 +106,22 @@ async fn end_ejections(upstream: std::sync::Weak<Upstream>, publishing: Arc<Publ
 
 /// Re-resolve an upstream's server names every `resolve_interval` while it
 /// is configured (the task ends once the reloader and every request have
-/// let go of it).
+/// let go of it). Each name on its own, beside the others: one whose
+/// lookups hang (5 s each) delays no other's fresh addresses. They were
+/// looked up one after another, each waiting for those before it.
 async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
+    let Some(names) = upstream.upgrade().map(|u| u.resolution.names()) else {
+        return;
+    };
+    let each = names
+        .into_iter()
+        .map(|i| re_resolve_name(upstream.clone(), i));
+    futures_util::future::join_all(each).await;
+}
+
+/// Re-resolve server `i`'s name `resolve_interval` after its last lookup
+/// ended, for [`re_resolve`].
+async fn re_resolve_name(upstream: std::sync::Weak<Upstream>, i: usize) {
     loop {
         let Some(interval) = upstream.upgrade().map(|u| u.resolution.interval()) else {
             return;
@@ -118,24 +132,26 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
             // Replaced or removed; a request in flight keeps it alive.
             return;
         }
-        let current = u.members.load_full();
         // Retired meanwhile (past `refresh`'s own check, which drops an
         // answer that comes after): its requests still in flight keep
         // the endpoints it had when retired, their pools drained.
-        if let Some(next) = u.resolution.refresh(&current).await
-            && !u.resolution.publishing.retired()
-        {
-            next.publish();
-            let next = Arc::new(next);
-            u.members.store(next.clone());
-            // Retired between the check and the store: the retirement may
-            // have retired the pools of the set before this one, and a
-            // retry in flight picks from this one (see `retry_pick`).
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if u.resolution.publishing.retired() {
-                for m in &next.members {
-                    m.endpoint.pool.retire();
-                }
+        if !u.resolution.refresh(i).await || u.resolution.publishing.retired() {
+            continue;
+        }
+        // From the set in service now, with no wait before it is stored:
+        // another name's answer may have replaced the one there before
+        // this lookup.
+        let next = u.resolution.next(&u.members.load_full());
+        next.publish();
+        let next = Arc::new(next);
+        u.members.store(next.clone());
+        // Retired between the check and the store: the retirement may
+        // have retired the pools of the set before this one, and a
+        // retry in flight picks from this one (see `retry_pick`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if u.resolution.publishing.retired() {
+            for m in &next.members {
+                m.endpoint.pool.retire();
             }
         }
     }

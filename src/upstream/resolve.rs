@@ -10,8 +10,10 @@
 //! (`hotproxy_upstream_errors_total{reason="resolve"}`). A lookup still
 //! pending when a reload retires the upstream comes to nothing: neither
 //! logged nor counted nor stored. An IP server is one endpoint, never
-//! resolved. A re-resolution's lookups never overlap: the next starts
-//! `resolve_interval` after the last one ended, and one that timed out is
+//! resolved. Each name is re-resolved on its own, beside the others (one
+//! that hangs holds back no other), and a name's lookups never overlap:
+//! its next starts `resolve_interval` after its last ended, and one that
+//! timed out is
 //! waited for again rather than asked anew (asked anew once it has ended:
 //! its answer was for the re-resolution that gave up on it), so a tiny
 //! interval costs a busy resolver, never a false failure. Configuration-
@@ -162,71 +164,87 @@ impl Resolution {
             .collect()
     }
 
-    /// Resolve every name again; the new set when it changed. Each lookup
-    /// may take `LOOKUP_TIMEOUT`; one still running then is a failure now
-    /// and is waited for again by the next call, not asked anew, unless it
-    /// has ended by then (its answer is stale: that call asks anew).
-    pub async fn refresh(&self, current: &Members) -> Option<Members> {
-        let mut changed = false;
-        for (i, s) in self.config.servers.iter().enumerate() {
-            if !is_name(&s.host) {
-                continue;
-            }
-            // One that has ended since answered for the re-resolution that
-            // gave up on it (and counted its failure): asked anew, not
-            // taken as this one's answer.
-            let pending = self.pending.lock().expect("resolution lock")[i]
-                .take()
-                .filter(|lookup| !lookup.is_finished());
-            let mut lookup = pending.unwrap_or_else(|| {
-                let (host, port) = (s.host.clone(), s.port);
-                tokio::task::spawn_blocking(move || {
-                    (host.as_str(), port)
-                        .to_socket_addrs()
-                        .map(Iterator::collect)
-                })
-            });
-            let found = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut lookup).await {
-                Ok(Ok(Ok(found))) => Ok(normalise(found)),
-                Ok(Ok(Err(e))) => Err(e.to_string()),
-                Ok(Err(e)) => Err(format!("lookup failed: {e}")),
-                Err(_) => {
-                    self.pending.lock().expect("resolution lock")[i] = Some(lookup);
-                    Err("lookup timed out".to_owned())
-                }
-            };
-            // Retired while the lookup was pending (a reload replaced or
-            // removed the upstream): its successor resolves for itself.
-            // The answer was logged, counted and stored as this one's
-            // endpoints: `endpoint added` for an upstream no longer
-            // configured, a failure counted twice under its name.
-            if self.publishing.retired() {
-                debug!(upstream = %self.upstream, server = %s.url, "upstream retired while its names were resolved again; the answer is dropped");
-                return None;
-            }
-            let found = match found {
-                Ok(f) if !f.is_empty() => f,
-                other => {
-                    let error = other.err().unwrap_or_else(|| "no addresses".to_owned());
-                    metrics::upstream_error(&self.upstream, "resolve");
-                    let mut failing = self.failing.lock().expect("resolution lock");
-                    if !failing[i] {
-                        failing[i] = true;
-                        warn!(upstream = %self.upstream, server = %s.url, error, "upstream DNS lookup failed; keeping the last good addresses");
-                    }
-                    continue;
-                }
-            };
-            if std::mem::take(&mut self.failing.lock().expect("resolution lock")[i]) {
-                info!(upstream = %self.upstream, server = %s.url, "upstream DNS lookup recovered");
-            }
-            let mut last = self.last.lock().expect("resolution lock");
-            if last[i].as_ref() != Some(&found) {
-                last[i] = Some(found);
-                changed = true;
-            }
+    /// The servers whose names are re-resolved, by index: none with
+    /// `resolve_interval: 0s`.
+    pub fn names(&self) -> Vec<usize> {
+        if self.config.resolve_interval.is_zero() {
+            return Vec::new();
         }
-        changed.then(|| self.members(&current.members, &[]))
+        let servers = self.config.servers.iter().enumerate();
+        servers
+            .filter_map(|(i, s)| is_name(&s.host).then_some(i))
+            .collect()
+    }
+
+    /// Resolve server `i`'s name again; whether its addresses changed
+    /// (then [`Resolution::next`] makes the new set). Each server's name is
+    /// re-resolved on its own, beside the others': one whose lookups hang
+    /// delays no other's. A lookup may take `LOOKUP_TIMEOUT`; one still
+    /// running then is a failure now and is waited for again by the next
+    /// call for that server, not asked anew, unless it has ended by then
+    /// (its answer is stale: that call asks anew).
+    pub async fn refresh(&self, i: usize) -> bool {
+        let s = &self.config.servers[i];
+        // One that has ended since answered for the re-resolution that
+        // gave up on it (and counted its failure): asked anew, not
+        // taken as this one's answer.
+        let pending = self.pending.lock().expect("resolution lock")[i]
+            .take()
+            .filter(|lookup| !lookup.is_finished());
+        let mut lookup = pending.unwrap_or_else(|| {
+            let (host, port) = (s.host.clone(), s.port);
+            tokio::task::spawn_blocking(move || {
+                (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect)
+            })
+        });
+        let found = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut lookup).await {
+            Ok(Ok(Ok(found))) => Ok(normalise(found)),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(e)) => Err(format!("lookup failed: {e}")),
+            Err(_) => {
+                self.pending.lock().expect("resolution lock")[i] = Some(lookup);
+                Err("lookup timed out".to_owned())
+            }
+        };
+        // Retired while the lookup was pending (a reload replaced or
+        // removed the upstream): its successor resolves for itself.
+        // The answer was logged, counted and stored as this one's
+        // endpoints: `endpoint added` for an upstream no longer
+        // configured, a failure counted twice under its name.
+        if self.publishing.retired() {
+            debug!(upstream = %self.upstream, server = %s.url, "upstream retired while its names were resolved again; the answer is dropped");
+            return false;
+        }
+        let found = match found {
+            Ok(f) if !f.is_empty() => f,
+            other => {
+                let error = other.err().unwrap_or_else(|| "no addresses".to_owned());
+                metrics::upstream_error(&self.upstream, "resolve");
+                let mut failing = self.failing.lock().expect("resolution lock");
+                if !failing[i] {
+                    failing[i] = true;
+                    warn!(upstream = %self.upstream, server = %s.url, error, "upstream DNS lookup failed; keeping the last good addresses");
+                }
+                return false;
+            }
+        };
+        if std::mem::take(&mut self.failing.lock().expect("resolution lock")[i]) {
+            info!(upstream = %self.upstream, server = %s.url, "upstream DNS lookup recovered");
+        }
+        let mut last = self.last.lock().expect("resolution lock");
+        if last[i].as_ref() == Some(&found) {
+            return false;
+        }
+        last[i] = Some(found);
+        true
+    }
+
+    /// The set for the addresses now, after [`Resolution::refresh`]
+    /// changed them: `current`'s members where their addresses stay.
+    pub fn next(&self, current: &Members) -> Members {
+        self.members(&current.members, &[])
     }
 
     /// The set for the last good addresses, keeping the members (pool,

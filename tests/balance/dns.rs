@@ -1,4 +1,4 @@
-//! Names a test's own DNS server answers (the proxy in a mount namespace with its resolv.conf): a re-resolution a reload overtakes, lookups at a tiny `resolve_interval`.
+//! Names a test's own DNS server answers (the proxy in a mount namespace with its resolv.conf): a re-resolution a reload overtakes, lookups at a tiny `resolve_interval`, a silent name beside others.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,8 @@ use crate::support::*;
 /// A DNS server on a loopback address of its own, port 53 (resolv.conf
 /// names no port). Every name's `A` query gets the addresses it is set to
 /// (any other type none); while held, queries wait unanswered until
-/// [`NameServer::release`]. Only the proxy asks it
+/// [`NameServer::release`]; so do those for a name held alone
+/// ([`NameServer::hold_name`]), for ever. Only the proxy asks it
 /// ([`Proxy::start_with_resolv_conf`]): nothing leaves the machine.
 struct NameServer {
     ip: Ipv4Addr,
@@ -23,6 +24,8 @@ struct NameServer {
 struct Answering {
     ips: Vec<Ipv4Addr>,
     hold: bool,
+    /// Names whose queries are held whatever `hold` is.
+    held_names: Vec<String>,
     /// Queries held unanswered, and who asked.
     held: Vec<(Vec<u8>, SocketAddr)>,
     /// How many queries were answered.
@@ -48,6 +51,7 @@ impl NameServer {
         let state = Arc::new(Mutex::new(Answering {
             ips: parse(ips),
             hold: false,
+            held_names: Vec::new(),
             held: Vec::new(),
             answered: 0,
         }));
@@ -58,7 +62,8 @@ impl NameServer {
                 let query = buf[..n].to_vec();
                 let reply = {
                     let mut st = st.lock().unwrap();
-                    if st.hold {
+                    let named = qname(&query).is_some_and(|n| st.held_names.contains(&n));
+                    if st.hold || named {
                         st.held.push((query, from));
                         continue;
                     }
@@ -87,6 +92,17 @@ impl NameServer {
     /// From now on queries wait unanswered.
     fn hold(&self) {
         self.state.lock().unwrap().hold = true;
+    }
+
+    /// From now on queries for `name` wait unanswered, for ever.
+    fn hold_name(&self, name: &str) {
+        let name = name.to_ascii_lowercase();
+        self.state.lock().unwrap().held_names.push(name);
+    }
+
+    /// From now on queries answered are answered with `ips`.
+    fn answer_with(&self, ips: &[&str]) {
+        self.state.lock().unwrap().ips = parse(ips);
     }
 
     /// How many queries wait unanswered.
@@ -139,6 +155,20 @@ impl Drop for NameServer {
 
 fn parse(ips: &[&str]) -> Vec<Ipv4Addr> {
     ips.iter().map(|ip| ip.parse().unwrap()).collect()
+}
+
+/// The name `query` asks about, lower case, without the root's dot.
+fn qname(query: &[u8]) -> Option<String> {
+    let mut labels = Vec::new();
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        if len == 0 {
+            return Some(labels.join(".").to_ascii_lowercase());
+        }
+        labels.push(String::from_utf8_lossy(query.get(at + 1..at + 1 + len)?).into_owned());
+        at += 1 + len;
+    }
 }
 
 /// The response to `query` (RFC 1035 §4.1): its question, and for an `A`
@@ -394,3 +424,54 @@ async fn a_timed_out_lookup_that_ended_since_is_asked_anew() {
         (200, Some("pod".into()))
     );
 }
+
+/// An upstream's names are re-resolved each on its own: one that its name
+/// server never answers holds back no other's fresh addresses. They were
+/// looked up one after another, the silent one first: the other's new
+/// address came only after the silent one's lookup timed out (5 s, its
+/// failure logged), once per re-resolution. That margin is the test's
+/// only assumption: the new address is seen well within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_name_holds_back_no_other() {
+    let id = std::process::id();
+    let silent = format!("hanging-{id}.hotproxy.test");
+    let fresh = format!("fresh-{id}.hotproxy.test");
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let app = upstream(
+        "app",
+        &format!("https://{silent}:{port}, https://{fresh}:{port}"),
+        "    resolve_interval: 1ms\n",
+    );
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p
+        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
+        .await;
+
+    dns.hold_name(&silent);
+    wait_until(WAIT, "the silent name's lookup", || async {
+        dns.held() > 0
+    })
+    .await;
+    dns.answer_with(&["127.0.0.3"]);
+    let first = w
+        .proxy
+        .wait_log("the new address, or the silent name's failure", |v| {
+            v["upstream"] == "app"
+                && ["upstream endpoint added", FAILED]
+                    .contains(&v["message"].as_str().unwrap_or(""))
+        })
+        .await;
+    assert_eq!(
+        first["message"], "upstream endpoint added",
+        "the other name waited for the silent one: {first}"
+    );
+    assert_eq!(first["endpoint"], format!("127.0.0.3:{port}"), "{first}");
+}
+
+/// A failed lookup's warning.
+const FAILED: &str = "upstream DNS lookup failed; keeping the last good addresses";
