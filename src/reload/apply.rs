@@ -316,6 +316,9 @@ impl Reloader {
                 ),
                 None => {
                     let previous = self.upstreams.get(&u.name).map(|l| &*l.live);
+                    // Its lookups on the runtime's blocking pool: one still
+                    // running after 5 s is its re-resolution's to wait for.
+                    let _enter = self.rt.enter();
                     let live = Upstream::new(u.clone(), tls, previous);
                     upstreams.insert(u.name.clone(), (live, key, None))
                 }

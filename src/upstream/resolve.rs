@@ -16,8 +16,9 @@
 //! timed out is
 //! waited for again rather than asked anew (asked anew once it has ended:
 //! its answer was for the re-resolution that gave up on it), so a tiny
-//! interval costs a busy resolver, never a false failure. Configuration-
-//! time lookups still running after 5 s are left to end on their own.
+//! interval costs a busy resolver, never a false failure. A lookup made
+//! at configuration time still running after 5 s is the first
+//! re-resolution's to wait for, under the same rule.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -41,9 +42,9 @@ pub struct Resolution {
     last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
-    /// Per server: a re-resolution's lookup that timed out and has not
-    /// ended yet; the next re-resolution waits for it instead of starting
-    /// another beside it.
+    /// Per server: a lookup (a re-resolution's, or the configuration's)
+    /// that timed out and has not ended yet; the next re-resolution waits
+    /// for it instead of starting another beside it.
     pending: Mutex<Vec<Option<Lookup>>>,
     /// Shared by every endpoint set this resolution makes.
     pub publishing: Arc<Publishing>,
@@ -60,25 +61,38 @@ fn is_name(host: &str) -> bool {
 /// logged a failure and a recovery for each.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A re-resolution's lookup of one server's name, on the blocking pool.
+/// A lookup of one server's name, on the blocking pool.
 type Lookup = tokio::task::JoinHandle<std::io::Result<Vec<SocketAddr>>>;
 
-/// A blocking lookup on a thread of its own, its answer on the channel
-/// (none when it fails). A lookup past [`LOOKUP_TIMEOUT`] is left to end on
-/// its own; its answer is dropped.
-fn lookup_blocking(host: &str, port: u16) -> std::sync::mpsc::Receiver<Vec<SocketAddr>> {
+/// A configuration-time lookup: on the blocking pool, its answer also on
+/// the channel (none when it fails) for a blocking wait, and the lookup
+/// itself for the first re-resolution to wait for if that wait times out.
+/// Outside a runtime (where nothing re-resolves) it is on a thread of its
+/// own, left to end on its own past [`LOOKUP_TIMEOUT`].
+fn lookup_blocking(
+    host: &str,
+    port: u16,
+) -> (Option<Lookup>, std::sync::mpsc::Receiver<Vec<SocketAddr>>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let host = host.to_owned();
+    let lookup = move || {
+        let found: std::io::Result<Vec<SocketAddr>> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect);
+        if let Ok(found) = &found {
+            let _ = tx.send(found.clone());
+        }
+        found
+    };
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        return (Some(rt.spawn_blocking(lookup)), rx);
+    }
     let spawned = std::thread::Builder::new()
         .name("hotproxy-lookup".into())
-        .spawn(move || {
-            if let Ok(found) = (host.as_str(), port).to_socket_addrs() {
-                let _ = tx.send(found.collect());
-            }
-        });
+        .spawn(lookup);
     // No thread (a process at its limit): the lookup counts as failed.
     drop(spawned);
-    rx
+    (None, rx)
 }
 
 /// Sorted and without duplicates, so two lookups compare equal.
@@ -114,7 +128,9 @@ impl Resolution {
 
     /// The first set, resolved now (blocking: configuration time, like
     /// nginx resolving its upstreams at start), all names at once, for at
-    /// most 5 s (`LOOKUP_TIMEOUT`). A lookup that fails keeps what `previous` (the
+    /// most 5 s (`LOOKUP_TIMEOUT`); one still running then is the first
+    /// re-resolution's to wait for, not to ask beside (its lookups would
+    /// overlap it). A lookup that fails keeps what `previous` (the
     /// upstream this one replaces, after an edit) had for the same
     /// `host:port`, as a failed re-resolution keeps the last good set; a
     /// name with neither is one endpoint dialled by name. An endpoint at
@@ -133,14 +149,20 @@ impl Resolution {
             // One deadline for all of them, not one each in turn.
             let deadline = std::time::Instant::now() + LOOKUP_TIMEOUT;
             let mut last = self.last.lock().expect("resolution lock");
+            let mut pending = self.pending.lock().expect("resolution lock");
             for ((i, s), lookup) in self.config.servers.iter().enumerate().zip(lookups) {
-                let Some(lookup) = lookup else { continue };
+                let Some((running, answer)) = lookup else {
+                    continue;
+                };
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let found = lookup
-                    .recv_timeout(left)
-                    .ok()
-                    .map(normalise)
-                    .filter(|f| !f.is_empty());
+                let found = match answer.recv_timeout(left) {
+                    Ok(found) => Some(normalise(found)).filter(|f| !f.is_empty()),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        pending[i] = running;
+                        None
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                };
                 last[i] = found.or_else(|| {
                     kept.as_ref()?
                         .iter()

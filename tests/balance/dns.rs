@@ -1,4 +1,4 @@
-//! Names a test's own DNS server answers (the proxy in a mount namespace with its resolv.conf): a re-resolution a reload overtakes, lookups at a tiny `resolve_interval`, a silent name beside others.
+//! Names a test's own DNS server answers (the proxy in a mount namespace with its resolv.conf): a re-resolution a reload overtakes, lookups at a tiny `resolve_interval`, a silent name beside others, at start.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -475,3 +475,52 @@ async fn a_silent_name_holds_back_no_other() {
 
 /// A failed lookup's warning.
 const FAILED: &str = "upstream DNS lookup failed; keeping the last good addresses";
+
+/// A lookup made as the configuration is applied that runs past 5 s (its
+/// name server silent from the start) is waited for by the first
+/// re-resolution, which asks no second beside it; once the server
+/// answers, that lookup's answer is the recovery. It was left to end on
+/// its own, and the re-resolutions (every millisecond here) asked beside
+/// it: two lookups waiting on the server once the first had timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_at_start_past_5s_is_waited_for_not_repeated() {
+    let name = format!("start-{}.hotproxy.test", std::process::id());
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    dns.hold();
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let app = upstream(
+        "app",
+        &format!("https://{name}:{port}"),
+        "    resolve_interval: 1ms\n",
+    );
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p
+        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
+        .await;
+    // The start's lookup (5 s), then the first re-resolution's wait for
+    // it (5 s), bounded generously.
+    wait_until(4 * WAIT, "the first re-resolution timed out", || async {
+        resolve_errors(&w).await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        dns.held_askers(),
+        1,
+        "a re-resolution's lookup began beside the start's"
+    );
+
+    dns.release(&["127.0.0.2"]).await;
+    w.proxy
+        .wait_log("the recovery", |v| {
+            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
+        })
+        .await;
+    assert_eq!(
+        get_pod(&mut client(&w).await, "/").await,
+        (200, Some("pod".into()))
+    );
+}
