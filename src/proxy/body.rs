@@ -25,7 +25,7 @@ use http::{HeaderMap, Request};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::proxy::conn::{Activity, Framing, InFlight};
+use crate::proxy::conn::{Activity, InFlight};
 use crate::proxy::forward::BoxError;
 use crate::upstream::pipe;
 
@@ -35,18 +35,11 @@ use crate::upstream::pipe;
 /// answer before it has the whole body and go on reading it (HTTP/2, or a
 /// connection of its own), and what the client sends after the response
 /// ended is still this request's body, not a next head under
-/// `header_read_timeout`; bytes past the body's end (its length, or a
-/// chunked body's last chunk) are the next head's ([`Framing`]).
+/// `header_read_timeout` (SPEC: bytes that arrive while a request with a
+/// body runs count as its body).
 pub fn begin(activity: &Arc<Activity>, req: &mut Request<Incoming>) -> InFlight {
     let body = !req.body().is_end_stream();
-    // HTTP/1: a body of unknown length there is chunked (a request's
-    // body never runs to the connection's close).
-    let framing = match req.body().size_hint().exact() {
-        _ if !body => Framing::None,
-        Some(n) => Framing::Length(n),
-        None => Framing::Chunked,
-    };
-    let in_flight = activity.begin_framed(framing);
+    let in_flight = activity.begin(body);
     if body {
         req.extensions_mut().insert(BodyInFlight(in_flight.also()));
     }

@@ -47,34 +47,6 @@ const HEAD_END: u8 = 3;
 /// tunnel's data is not walked byte by byte.
 const ENDS_WINDOW: usize = 64;
 
-/// The state [`Activity`]'s `seek` carries between reads: the current
-/// line is empty so far, is a lone CR so far, or has text; and (a flag)
-/// a line with text has ended (so the next empty line ends the head; one
-/// before it is a blank line hyper skips).
-const SEEK_START: u8 = 0;
-const SEEK_CR: u8 = 1;
-const SEEK_TEXT: u8 = 2;
-const SEEK_LINE: u8 = 3;
-const SEEK_SEEN: u8 = 4;
-
-/// The furthest past `mark` a head's end is looked for: the largest
-/// `max_header_bytes`: a tunnel's data is looked through no further.
-const SEEK_MAX: u64 = 1 << 20;
-
-/// How a request's body is framed, as far as the bytes read can follow it
-/// to its end (HTTP/1): where the next request's head begins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// No body.
-    None,
-    /// A body of this many bytes (`Content-Length`).
-    Length(u64),
-    /// A chunked body: it ends as a head does, with an empty line.
-    Chunked,
-    /// A body whose end cannot be told apart from what follows it.
-    Unknown,
-}
-
 /// Why a connection's watchdog closes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expiry {
@@ -116,32 +88,10 @@ pub struct Activity {
     /// Where the bytes that may be heads end (one of `IN_LINE`..`HEAD_END`):
     /// anything but `HEAD_END` means bytes of a head not yet complete were
     /// read, which hyper holds in its buffer when they came behind a
-    /// request (in the read that brought its head, or while it ran). Behind
-    /// a body whose end is known (`msg_end`) only what follows that end
-    /// counts; bytes read while a request with a body of unknown end runs
-    /// are its body as far as can be told here, and are not looked at.
+    /// request (in the read that brought its head, or while it ran). Bytes
+    /// read while a request with a body runs are its body as far as can be
+    /// told here, and are not looked at.
     ends: AtomicU8,
-    /// Reads while a request is in flight are walked for `ends`: it has no
-    /// body, or one whose end the bytes show (chunked, or of known length
-    /// after a head whose end was found).
-    walk: AtomicBool,
-    /// Bytes read so far (HTTP/1).
-    total: AtomicU64,
-    /// Where in those bytes the last one that is neither CR nor LF ends.
-    last_text: AtomicU64,
-    /// Where hyper's buffer was last known to hold nothing but blank lines
-    /// (the connection's start, or the end of a request whose end is
-    /// known): a head read from then on is looked through for its end;
-    /// `NONE` when not known (what hyper holds is its own).
-    mark: AtomicU64,
-    /// The `SEEK_*` state of that look, between reads.
-    seek: AtomicU8,
-    /// Where the head read since `mark` ends, once its empty line came.
-    head_end: AtomicU64,
-    /// Where the request in flight ends (its head's end plus its body's
-    /// length), or `NONE`: bytes that are not line ends after it are the
-    /// next head's.
-    msg_end: AtomicU64,
     /// Writes to the client that took bytes, counted: a graceful close
     /// with nothing in flight may still be sending what hyper (or h2)
     /// holds of the last response after its body ended, and is not forced
@@ -181,13 +131,6 @@ impl Activity {
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
-            walk: AtomicBool::new(true),
-            total: AtomicU64::new(0),
-            last_text: AtomicU64::new(0),
-            mark: AtomicU64::new(0),
-            seek: AtomicU8::new(SEEK_START),
-            head_end: AtomicU64::new(NONE),
-            msg_end: AtomicU64::new(NONE),
             writes: AtomicU64::new(0),
             flushed: AtomicBool::new(false),
             cancels: Cancels::default(),
@@ -244,50 +187,13 @@ impl Activity {
     /// Dropping the guard ends the request. `body`: the request has a body
     /// (hyper's `is_end_stream()` is false).
     pub fn begin(self: &Arc<Self>, body: bool) -> InFlight {
-        self.begin_framed(if body {
-            Framing::Unknown
-        } else {
-            Framing::None
-        })
-    }
-
-    /// As [`Activity::begin`], knowing how the body is framed: bytes read
-    /// behind a body whose end they show may begin the next head, which
-    /// is then timed by `header_read_timeout` (behind one of unknown
-    /// framing they are taken for the body).
-    pub fn begin_framed(self: &Arc<Self>, framing: Framing) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
-        self.body.store(framing != Framing::None, Ordering::Relaxed);
+        self.body.store(body, Ordering::Relaxed);
         self.pipelined.store(false, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
-        // The head's end found is this head's: hyper parsed it from a
-        // buffer that held nothing else since `mark`.
-        let head_end = self.head_end.swap(NONE, Ordering::SeqCst);
-        let msg_end = match framing {
-            Framing::None => head_end,
-            Framing::Length(n) if head_end != NONE => head_end.saturating_add(n),
-            _ => NONE,
-        };
-        self.msg_end.store(msg_end, Ordering::SeqCst);
-        // The next head is looked through from this request's end, unless
-        // bytes past it were read already (not looked through: unknown).
-        let read = self.total.load(Ordering::SeqCst);
-        let mark = if msg_end != NONE && read <= msg_end {
-            msg_end
-        } else {
-            NONE
-        };
-        self.seek.store(SEEK_START, Ordering::Relaxed);
-        self.mark.store(mark, Ordering::SeqCst);
-        let walk = match framing {
-            Framing::None | Framing::Chunked => true,
-            Framing::Length(_) => msg_end != NONE,
-            Framing::Unknown => false,
-        };
-        self.walk.store(walk, Ordering::Relaxed);
-        if !walk {
+        if body {
             // What followed the head in its read is body, not a next head.
             self.ends.store(HEAD_END, Ordering::Relaxed);
         }
@@ -297,38 +203,9 @@ impl Activity {
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;
     /// behind a request they may be the start of the next one.
     pub(crate) fn received(&self, bytes: &[u8]) {
-        let start = self.total.load(Ordering::Relaxed);
-        self.total
-            .store(start + bytes.len() as u64, Ordering::SeqCst);
-        if let Some(i) = bytes.iter().rposition(|&b| b != b'\r' && b != b'\n') {
-            self.last_text.store(start + i as u64 + 1, Ordering::SeqCst);
-        }
-        let idle = self.in_flight.load(Ordering::SeqCst) == 0;
-        let mut mark = self.mark.load(Ordering::SeqCst);
-        if mark == NONE
-            && idle
-            && self.walk.load(Ordering::Relaxed)
-            && self.ends.load(Ordering::Relaxed) == HEAD_END
-        {
-            // No request left, and what hyper holds ends with an empty
-            // line yet is no head (it would have begun): blank lines at
-            // most. The head this read begins is looked through.
-            mark = start;
-            self.seek.store(SEEK_START, Ordering::Relaxed);
-            self.mark.store(mark, Ordering::SeqCst);
-        }
-        if mark != NONE && self.head_end.load(Ordering::SeqCst) == NONE {
-            let skip = mark.saturating_sub(start);
-            if start.saturating_sub(mark) > SEEK_MAX {
-                // No head is this long (hyper refuses it): a tunnel's data.
-                self.mark.store(NONE, Ordering::SeqCst);
-            } else if skip < bytes.len() as u64 {
-                self.seek(start + skip, &bytes[skip as usize..]);
-            }
-        }
-        if !idle {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
             self.pipelined.store(true, Ordering::Relaxed);
-            if self.walk.load(Ordering::Relaxed) {
+            if !self.body.load(Ordering::Relaxed) {
                 self.scan(bytes);
             }
             return;
@@ -367,29 +244,6 @@ impl Activity {
             };
         }
         self.ends.store(at, Ordering::Relaxed);
-    }
-
-    /// Look for the end of the head read since `mark` (its first empty
-    /// line after one with text: hyper skips empty lines before a head),
-    /// `start` being where `bytes` begin in what was read.
-    fn seek(&self, start: u64, bytes: &[u8]) {
-        let mut state = self.seek.load(Ordering::Relaxed);
-        let mut from = 0;
-        for i in memchr::memchr_iter(b'\n', bytes) {
-            let line = seek_line(state & SEEK_LINE, &bytes[from..i]);
-            if line == SEEK_TEXT {
-                state = SEEK_SEEN;
-            } else if state & SEEK_SEEN != 0 {
-                self.head_end.store(start + i as u64 + 1, Ordering::SeqCst);
-                return;
-            } else {
-                state = SEEK_START;
-            }
-            from = i + 1;
-        }
-        let line = seek_line(state & SEEK_LINE, &bytes[from..]);
-        self.seek
-            .store((state & SEEK_SEEN) | line, Ordering::Relaxed);
     }
 
     /// A request head has begun arriving and has not been parsed (HTTP/1):
@@ -475,15 +329,6 @@ impl Activity {
     }
 }
 
-/// The `SEEK_*` state of a line that was `line` before `more` of it.
-fn seek_line(line: u8, more: &[u8]) -> u8 {
-    match (line, more) {
-        (line, []) => line,
-        (SEEK_START, [b'\r']) => SEEK_CR,
-        _ => SEEK_TEXT,
-    }
-}
-
 /// One request in flight; dropped when its response body is done.
 pub struct InFlight(Arc<Activity>);
 
@@ -507,12 +352,8 @@ impl Drop for InFlight {
         // Part of the next head came behind this request and waits in
         // hyper's buffer: that head began, at the latest now, and is held
         // to header_read_timeout (nginx reads a pipelined request under
-        // client_header_timeout), not left idle for idle_timeout. Behind a
-        // request whose end is known, only bytes after that end count: a
-        // body's own bytes (and blank lines after it) do not.
-        let msg_end = a.msg_end.load(Ordering::SeqCst);
-        let after = msg_end == NONE || a.last_text.load(Ordering::SeqCst) > msg_end;
-        if after && a.ends.load(Ordering::Relaxed) != HEAD_END {
+        // client_header_timeout), not left idle for idle_timeout.
+        if a.ends.load(Ordering::Relaxed) != HEAD_END {
             a.heard.store(true, Ordering::Relaxed);
             a.head_ms.store(now, Ordering::SeqCst);
         }

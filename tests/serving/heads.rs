@@ -94,50 +94,6 @@ async fn pipelined_half_head_gets_header_read_timeout() {
     }
 }
 
-/// Half a head pipelined behind a request with a body (of known length,
-/// or chunked) is cut at header_read_timeout as a `408`, not left for
-/// idle_timeout: the body's end tells where the next head begins. Sent in
-/// the same write as the request, and sent while the response is still
-/// arriving.
-#[tokio::test]
-async fn half_head_behind_a_body_gets_header_read_timeout() {
-    // idle_timeout far beyond read_to_close's bound: a connection left to
-    // it fails the test instead of passing late.
-    let (w, mut p, addr) = serve("header_read_timeout: 1s, idle_timeout: 10m").await;
-    let admin = p.admin_addr().await;
-    let half = "GET /api HTTP/1.1\r\nX-a: ";
-    let host = "host: a.example.com";
-    let sized = format!("POST /api HTTP/1.1\r\n{host}\r\ncontent-length: 5\r\n\r\nab: c");
-    let chunked = format!(
-        "POST /api HTTP/1.1\r\n{host}\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-    );
-    let mut ports = Vec::new();
-    for request in [&sized, &chunked] {
-        let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-        ports.push(local_port(&s));
-        s.write_all(format!("{request}{half}").as_bytes())
-            .await
-            .unwrap();
-        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-        assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
-    }
-    // The half head while the response (4 MiB) is on its way.
-    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
-    ports.push(local_port(&s));
-    let big = format!("POST /kib/4096 HTTP/1.1\r\n{host}\r\ncontent-length: 5\r\n\r\nab: c");
-    s.write_all(big.as_bytes()).await.unwrap();
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    s.write_all(half.as_bytes()).await.unwrap();
-    let _ = read_to_close(&mut s).await;
-    for port in &ports {
-        wait_closed_for(&mut p, *port, "header_read_timeout").await;
-    }
-    let line = "hotproxy_http_requests_total{listener=\"public\",upstream=\"\",code=\"408\"} 3";
-    wait_metric(admin, line, WAIT).await;
-}
-
 /// A request head over max_header_bytes is answered 431 and never reaches
 /// the backend, also when the client writes it all before reading.
 #[tokio::test]
