@@ -5,7 +5,8 @@
 //! doubled for each ejection in a row up to 32 times (Envoy's outlier
 //! detection: `base_ejection_time` times the ejection count). A request it
 //! serves well after coming back resets the count of failures; the back-off
-//! decays once it has stayed in for as long as its last ejection lasted.
+//! decays once it has stayed in for as long as its last ejection lasted,
+//! whether or not requests came meanwhile.
 //! Whether an endpoint may be ejected at all (never the last one in
 //! service, nor one past half of them ejected) is the caller's decision: it
 //! knows the other endpoints. A refused ejection (`kept`) starts the count
@@ -30,6 +31,20 @@ struct State {
     /// When the last ejection ended (for the back-off to decay).
     back_since: Option<Instant>,
     last_ejection: Duration,
+}
+
+impl State {
+    /// The back-off starts over once the endpoint has been back in
+    /// service for as long as its last ejection lasted, as Envoy decays
+    /// its ejection multiplier on its timer, whether or not requests came.
+    fn decay(&mut self, now: Instant) {
+        if let Some(back) = self.back_since
+            && now.saturating_duration_since(back) >= self.last_ejection
+        {
+            self.ejections = 0;
+            self.back_since = None;
+        }
+    }
 }
 
 /// One endpoint's passive health.
@@ -76,12 +91,7 @@ impl Health {
     pub fn success(&self, now: Instant) {
         let mut s = self.state.lock().expect("health lock");
         s.failures = 0;
-        if let Some(back) = s.back_since
-            && now.saturating_duration_since(back) >= s.last_ejection
-        {
-            s.ejections = 0;
-            s.back_since = None;
-        }
+        s.decay(now);
     }
 
     /// A connect error, reset, or 502/503/504 from the server. Not
@@ -116,6 +126,9 @@ impl Health {
     /// Take it out of service; returns for how long.
     pub fn eject(&self, now: Instant, p: &Passive) -> Duration {
         let mut s = self.state.lock().expect("health lock");
+        // Back in service for as long as the last ejection, with or
+        // without a request served since: the back-off starts over.
+        s.decay(now);
         let d = p.eject_for * 2u32.pow(s.ejections.min(MAX_DOUBLINGS));
         s.ejections += 1;
         s.failures = 0;
@@ -179,6 +192,21 @@ mod tests {
         }
         assert_eq!(h.failure(t0, &P), Verdict::Failing);
         assert!(!h.ejected(t0));
+    }
+
+    /// Back in service for as long as the last ejection, with no request
+    /// served since: the next ejection is `eject_for` again.
+    #[test]
+    fn back_off_decays_without_a_success() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        assert_eq!(h.eject(t0, &P), Duration::from_secs(10));
+        let t1 = t0 + Duration::from_secs(10 + 10);
+        for _ in 0..2 {
+            assert_eq!(h.failure(t1, &P), Verdict::Healthy);
+        }
+        assert_eq!(h.failure(t1, &P), Verdict::Failing);
+        assert_eq!(h.eject(t1, &P), Duration::from_secs(10));
     }
 
     #[test]

@@ -190,6 +190,67 @@ async fn ejection_runs_out_without_requests() {
     );
 }
 
+/// The back-off decays once the endpoint has stayed in service as long as
+/// its last ejection, whether or not a request came meanwhile (Envoy
+/// decays its ejection multiplier on its timer). It used to decay only
+/// on a request served well after that time: an endpoint back after an
+/// ejection whose first requests, however much later, failed again was
+/// ejected for twice as long, and each such outage, hours apart on a
+/// quiet upstream, doubled it again up to 32 times `eject_for`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_off_decays_without_requests() {
+    let mut w = world(
+        "    health: { passive: { consecutive_failures: 1, eject_for: 200ms } }\n    retries: { attempts: 2 }\n",
+    )
+    .await;
+    let dead = w.pods[1].addr;
+    w.pods[1].kill();
+    let ejected = |v: &serde_json::Value| {
+        v["message"] == "upstream endpoint ejected" && v["upstream"] == "rr"
+    };
+    // Round robin reaches pod1 within three requests: refused, ejected,
+    // retried on another pod.
+    for i in 0..3 {
+        assert_eq!(
+            get_pod(&mut client(&w).await, "/rr").await.0,
+            200,
+            "request {i}"
+        );
+    }
+    let first = w.proxy.wait_log("the first ejection", ejected).await;
+    assert_eq!(first["endpoint"], dead.to_string());
+    assert_eq!(first["eject_for"], "200ms");
+    w.proxy
+        .wait_log("back in service with no request", |v| {
+            v["message"] == "upstream endpoint back in service" && v["upstream"] == "rr"
+        })
+        .await;
+    // In service, with no request, for as long as the last ejection
+    // (nothing to await: time in service is the condition).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = count_rr(&logged_so_far(&mut w).await, "upstream endpoint ejected");
+    for i in 0..3 {
+        assert_eq!(
+            get_pod(&mut client(&w).await, "/rr").await.0,
+            200,
+            "request {i} again"
+        );
+    }
+    wait_until(WAIT, "the second ejection", || async {
+        count_rr(&w.proxy.logs(), "upstream endpoint ejected") > before
+    })
+    .await;
+    let logs = w.proxy.logs();
+    let second = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| ejected(v))
+        .nth(before)
+        .expect("a second ejection");
+    assert_eq!(second["endpoint"], dead.to_string());
+    assert_eq!(second["eject_for"], "200ms", "the back-off did not decay");
+}
+
 /// Active checks over the upstream's mTLS identity (the pods require a
 /// client certificate): a dead pod is taken out without any client
 /// traffic, gets no request, and comes back after `healthy_after` passes.
