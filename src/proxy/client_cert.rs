@@ -76,15 +76,26 @@ pub static SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cer
 /// the proxies its users move from write, which a backend moved behind
 /// hotproxy may still trust: ingress-nginx (`ssl-client-verify: SUCCESS`,
 /// `ssl-client-subject-dn`, `ssl-client-cert`), Traefik
-/// (`X-Forwarded-Tls-Client-Cert`, `-Info`) and the `X-SSL-Client-*` of
-/// nginx and HAProxy recipes. Those proxies always overwrite them; passing
-/// a client's copy would let it claim any identity.
-const SPOOFABLE: [&str; 4] = [
+/// (`X-Forwarded-Tls-Client-Cert`, `-Info`), the `X-SSL-Client-*` of
+/// nginx and HAProxy recipes, and AWS ALB's mTLS headers
+/// (`X-Amzn-Mtls-Clientcert`, `-Leaf`, `-Subject`, `-Issuer`,
+/// `-Serial-Number`, `-Validity`). Those proxies always overwrite them;
+/// passing a client's copy would let it claim any identity.
+const SPOOFABLE: [&str; 5] = [
     "x-client-cert-",
     "ssl-client-",
     "x-ssl-client-",
     "x-forwarded-tls-client-cert",
+    "x-amzn-mtls-clientcert",
 ];
+
+/// Name prefixes of Cloudflare's client-certificate headers: its "Add TLS
+/// client auth headers" Managed Transform (`Cf-Cert-Verified`,
+/// `Cf-Cert-Presented`, `Cf-Cert-Subject-DN`,
+/// `Cf-Cert-Fingerprint-SHA256`, …) and Access's certificate forwarding
+/// (`Cf-Client-Cert-Der-Base64`, `Cf-Client-Cert-Sha256`). Cloudflare
+/// overwrites them; a backend moved from behind it may still trust them.
+const CLOUDFLARE: [&str; 2] = ["cf-cert-", "cf-client-cert-"];
 
 /// Whole names of client-certificate headers hotproxy never writes but
 /// frameworks take as the verified certificate when their proxy is
@@ -97,8 +108,9 @@ const TRUSTED_ELSEWHERE: [&str; 3] = ["x-client-cert", "x-ssl-cert", "x-arr-clie
 
 /// Remove every client-certificate header a client may have sent: the
 /// ones any mode writes, any other `X-Client-Cert-*` (a backend may read a
-/// name we never write, e.g. `X-Client-Cert-CN`), other proxies'
-/// (`SPOOFABLE`) and other frameworks' (`TRUSTED_ELSEWHERE`).
+/// name we never write, e.g. `X-Client-Cert-CN`), other proxies' and load
+/// balancers' (`SPOOFABLE`, `CLOUDFLARE`) and other frameworks'
+/// (`TRUSTED_ELSEWHERE`).
 pub fn strip(headers: &mut HeaderMap) {
     // One pass over the names; the common request has none of them, and
     // collecting none allocates nothing.
@@ -121,7 +133,11 @@ pub fn is_identity_header(n: &str) -> bool {
                 || n == X_FORWARDED_CLIENT_CERT.as_str()
                 || TRUSTED_ELSEWHERE.contains(&n)
         }
-        Some(b'c') => n == CLIENT_CERT.as_str() || n == CLIENT_CERT_CHAIN.as_str(),
+        Some(b'c') => {
+            n == CLIENT_CERT.as_str()
+                || n == CLIENT_CERT_CHAIN.as_str()
+                || (n.starts_with("cf-") && CLOUDFLARE.iter().any(|p| n.starts_with(p)))
+        }
         _ => false,
     }
 }
@@ -387,6 +403,9 @@ mod tests {
             "x-client-cert",
             "x-ssl-cert",
             "x-arr-clientcert",
+            "x-amzn-mtls-clientcert-leaf",
+            "cf-cert-verified",
+            "cf-client-cert-sha256",
         ] {
             h.append(n, HeaderValue::from_static("spoofed"));
             h.append(n, HeaderValue::from_static("spoofed twice"));
@@ -403,6 +422,29 @@ mod tests {
             assert!(is_identity_header(n), "{n}");
         }
         for n in ["x-client-certainty", "x-ssl-certified", "x-arr-clientcerts"] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+    }
+
+    /// The cloud load balancers' families are removed by prefix; their
+    /// other headers (`CF-Ray`, `CF-Connecting-IP`) are not identities.
+    #[test]
+    fn cloud_load_balancers_names_are_identity_headers() {
+        for n in [
+            "x-amzn-mtls-clientcert",
+            "x-amzn-mtls-clientcert-serial-number",
+            "cf-cert-verified",
+            "cf-cert-subject-dn-rfc2253",
+            "cf-client-cert-der-base64",
+        ] {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in [
+            "x-amzn-tls-version",
+            "cf-ray",
+            "cf-connecting-ip",
+            "cf-certainly",
+        ] {
             assert!(!is_identity_header(n), "{n}");
         }
     }

@@ -698,10 +698,14 @@ async fn underscore_lookalikes_of_stripped_headers_are_removed() {
 /// Client-certificate headers hotproxy never writes but backends trust:
 /// the bare `X-Client-Cert` (ASP.NET Core's `CertificateForwarding`
 /// default, base64 DER), `X-SSL-Cert` (the nginx recipe in ASP.NET's docs)
-/// and `X-ARR-ClientCert` (IIS ARR, Azure App Service). A client sending
-/// someone else's public certificate in one would be that someone to such
-/// a backend, so neither it nor its `_` look-alike reaches the backend, in
-/// any mode, with or without a certificate, in the head or in trailers.
+/// and `X-ARR-ClientCert` (IIS ARR, Azure App Service); and those of the
+/// cloud load balancers hotproxy replaces: AWS ALB mTLS
+/// (`X-Amzn-Mtls-Clientcert*`), Cloudflare's TLS client auth Managed
+/// Transform (`Cf-Cert-*`) and Access forwarding (`Cf-Client-Cert-*`). A
+/// client sending someone else's public certificate, or `verified`, in
+/// one would be that someone to such a backend, so neither it nor its `_`
+/// look-alike reaches the backend, in any mode, with or without a
+/// certificate, in the head or in trailers.
 #[tokio::test]
 async fn other_frameworks_client_cert_headers_are_removed() {
     let w = world().await;
@@ -714,13 +718,21 @@ async fn other_frameworks_client_cert_headers_are_removed() {
         .cert_pem
         .split_inclusive("-----END CERTIFICATE-----\n");
     let pem = leaf.take(1).collect::<String>().replace('\n', "%0A");
-    let forged: [(&str, &str); 6] = [
+    let forged: [(&str, &str); 14] = [
         ("x-client-cert", &der),
         ("X_Client_Cert", &der),
         ("x-ssl-cert", &pem),
         ("x_ssl_cert", &pem),
         ("x-arr-clientcert", &der),
         ("X_ARR_ClientCert", &der),
+        ("X-Amzn-Mtls-Clientcert-Leaf", &pem),
+        ("X-Amzn-Mtls-Clientcert-Subject", "CN=admin"),
+        ("X_Amzn_Mtls_Clientcert", &pem),
+        ("Cf-Cert-Verified", "true"),
+        ("Cf-Cert-Presented", "true"),
+        ("Cf-Cert-Subject-DN", "CN=admin"),
+        ("cf_cert_fingerprint_sha256", &victim.pair.fingerprint),
+        ("Cf-Client-Cert-Der-Base64", &der),
     ];
     let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
     let routes = r#"      - { path_prefix: /rfc9440, upstream: app, forward_client_cert: rfc9440 }
