@@ -98,8 +98,35 @@ pub struct ProxyProtocol {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseHeaders {
-    #[serde(default)]
-    pub set: std::collections::BTreeMap<String, String>,
+    /// In file order: a name set twice (in any case) is refused naming
+    /// the earlier entry, where a sorted map kept one by its spelling.
+    #[serde(default, deserialize_with = "in_file_order")]
+    pub set: Vec<(String, String)>,
+}
+
+/// A mapping's entries as written, in order (duplicates kept for the
+/// resolver to refuse).
+fn in_file_order<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, String)>, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Vec<(String, String)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping of header names to values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = a.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+    d.deserialize_map(Entries)
 }
 
 #[derive(Deserialize)]

@@ -12,5 +12,6 @@ mod listeners;
 mod material;
 mod midway;
 mod pasted;
+mod refused;
 mod rotations;
 mod sans;

@@ -379,11 +379,24 @@ impl Resolver {
             front.allow_from = Some(self.allow_from(&format!("{at}.allow_from"), a));
         }
         if let Some(h) = &l.response_headers {
-            for (name, value) in &h.set {
+            for (i, (name, value)) in h.set.iter().enumerate() {
                 let hat = format!("{at}.response_headers.set.{name}");
                 let value = self.string(&hat, value);
                 let n = http::HeaderName::from_bytes(name.as_bytes());
-                if n.is_err() {
+                // Header names are case-insensitive: two spellings are one
+                // header, and which value was sent depended on their sort order.
+                let earlier = h.set[..i]
+                    .iter()
+                    .find(|(e, _)| e.eq_ignore_ascii_case(name));
+                if let Some((earlier, _)) = earlier {
+                    self.problem(
+                        hat,
+                        format!(
+                            "`{name}` is the header `{earlier}` set above (header names are \
+                             case-insensitive): set it once"
+                        ),
+                    );
+                } else if n.is_err() {
                     self.problem(hat, format!("{name:?} is not a valid header name"));
                 } else if http::HeaderValue::from_str(&value).is_err() {
                     self.problem(hat, "not a valid header value (control characters?)");

@@ -1,0 +1,86 @@
+//! What a configuration may not say, refused by `check` and by a live reload while the old one serves.
+
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Listener `public` serving `a.crt`, and `http`, a redirect listener
+/// whose `response_headers.set` is `set` (YAML lines, indented 8).
+fn with_headers(set: &str) -> String {
+    base_config(
+        "a.crt",
+        "a.key",
+        &format!(
+            "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: {{}}\n    response_headers:\n      set:\n{set}"
+        ),
+    )
+}
+
+/// The `Strict-Transport-Security` of the redirect listener's 308.
+async fn hsts(http: SocketAddr) -> String {
+    let mut tcp = TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&read_to_close(&mut tcp).await).into_owned();
+    assert!(head.starts_with("HTTP/1.1 308"), "{head}");
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("strict-transport-security: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no HSTS: {head}"))
+}
+
+/// `hotproxy check` on `cfg`: its exit code and everything it printed.
+fn check(cfg: &std::path::Path) -> (i32, String) {
+    let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    (code, out + &err)
+}
+
+/// One header set twice in two spellings: `check` said valid and the
+/// lowercase one was always sent (a sorted map put it last), whatever the
+/// file's order. Now the later entry is refused, naming the earlier one;
+/// a reload to it is rejected and the old header stays.
+#[tokio::test]
+async fn a_response_header_set_twice_in_two_cases_is_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    pairs_a_and_b(&s, &ca);
+    let cfg = s.config(&with_headers(
+        "        Strict-Transport-Security: \"max-age=31536000\"\n",
+    ));
+    let (mut p, _) = serve(&cfg).await;
+    let http = p.listener_addr("http").await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+
+    let twice = with_headers(
+        "        strict-transport-security: \"max-age=63072000\"\n        Strict-Transport-Security: \"max-age=0\"\n",
+    );
+    let at = twice
+        .lines()
+        .position(|l| l.contains("Strict-Transport-Security: \"max-age=0\""))
+        .unwrap()
+        + 1;
+    let bad = s.path("twice.yaml");
+    write(&bad, &twice);
+    let (code, out) = check(&bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "line {at}: listeners[1].response_headers.set.Strict-Transport-Security: \
+             `Strict-Transport-Security` is the header `strict-transport-security` set above"
+        )),
+        "{out}"
+    );
+
+    write(&cfg, &twice);
+    p.wait_log("rejected", rejected("strict-transport-security"))
+        .await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}
