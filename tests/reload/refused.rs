@@ -84,3 +84,56 @@ async fn a_response_header_set_twice_in_two_cases_is_refused() {
         .await;
     assert_eq!(hsts(http).await, "max-age=31536000");
 }
+
+/// A YAML tag was never looked at: `bind: !custom …` passed `check`, and
+/// `!!binary` text was base64-decoded into the address. Now a tag other
+/// than the core one of the field's type is refused at its line and
+/// field; a reload to such a file is rejected and the old one serves on.
+#[tokio::test]
+async fn a_yaml_tag_other_than_the_fields_core_one_is_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    pairs_a_and_b(&s, &ca);
+    let set = |v: &str| format!("        Strict-Transport-Security: \"{v}\"\n");
+    let cfg = s.config(&with_headers(&set("max-age=31536000")));
+    let (mut p, _) = serve(&cfg).await;
+    let http = p.listener_addr("http").await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+
+    // The core tags of the fields' types are plain YAML: valid.
+    let core = s.path("core.yaml");
+    write(
+        &core,
+        &with_headers(&set("max-age=31536000")).replace(
+            "redirect_https: {}",
+            "redirect_https: !!map { port: !!int 443 }\n    access_log: !!bool true",
+        ),
+    );
+    let (code, out) = check(&core);
+    assert_eq!(code, 0, "{out}");
+
+    // `127.0.0.1:0`, base64: the address either way, the tag refused.
+    let tagged = with_headers(&set("max-age=0"))
+        .replacen("bind: 127.0.0.1:0", "bind: !custom 127.0.0.1:0", 1)
+        .replace("bind: 127.0.0.1:0", "bind: !!binary MTI3LjAuMC4xOjA=");
+    let line = |text: &str| tagged.lines().position(|l| l.contains(text)).unwrap() + 1;
+    let bad = s.path("tagged.yaml");
+    write(&bad, &tagged);
+    let (code, out) = check(&bad);
+    assert_eq!(code, 1, "{out}");
+    for (text, field, tag) in [
+        ("!custom", "listeners[0].bind", "!custom"),
+        ("!!binary", "listeners[1].bind", "!!binary"),
+    ] {
+        let at = line(text);
+        assert!(
+            out.contains(&format!("line {at}: {field}: YAML tag `{tag}` refused")),
+            "{out}"
+        );
+    }
+
+    write(&cfg, &tagged);
+    p.wait_log("rejected", rejected("YAML tag `!!binary` refused"))
+        .await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}

@@ -37,6 +37,10 @@ pub struct Node {
     /// field gets what the operator wrote, not `true`, `1.1` or `644`.
     span: Option<(usize, usize)>,
     written: Option<String>,
+    /// The YAML tag written on the value (`!custom`, or a core tag in full:
+    /// `tag:yaml.org,2002:binary`), for the reader to refuse all but the
+    /// core tag of what the field reads.
+    tag: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -53,12 +57,13 @@ enum Value {
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
-        let s = serde_saphyr::Spanned::<Value>::deserialize(d)?;
+        let s = serde_saphyr::Spanned::<serde_saphyr::Tagged<Value>>::deserialize(d)?;
         // The text is read where the value was written: for an alias
         // (`*v`) that is its anchor's value, not the alias.
         let span = s.defined.span();
+        let serde_saphyr::Tagged(value, tag) = s.value;
         Ok(Node {
-            value: s.value,
+            value,
             line: s.referenced.line() as usize,
             id: 0,
             placeholder: false,
@@ -67,6 +72,7 @@ impl<'de> Deserialize<'de> for Node {
                 .zip(span.byte_len())
                 .map(|(o, l)| (o as usize, l as usize)),
             written: None,
+            tag,
         })
     }
 }
@@ -116,14 +122,17 @@ impl<'de> Deserialize<'de> for Value {
             fn visit_map<A: de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
                 let mut entries = Vec::new();
                 // Keys as written: `on:` is the text "on", not YAML 1.1's `true`.
-                while let Some((k, v)) = a.next_entry::<serde_saphyr::Spanned<String>, Node>()? {
+                type Key = serde_saphyr::Spanned<serde_saphyr::Tagged<String>>;
+                while let Some((k, v)) = a.next_entry::<Key, Node>()? {
+                    let serde_saphyr::Tagged(text, tag) = k.value;
                     let key = Node {
-                        value: Value::Str(k.value),
+                        value: Value::Str(text),
                         line: k.referenced.line() as usize,
                         id: 0,
                         placeholder: false,
                         span: None,
                         written: None,
+                        tag,
                     };
                     entries.push((key, v));
                 }
@@ -153,6 +162,9 @@ pub const MAX_ALIAS_EVENTS: usize = 50_000;
 pub fn parse(text: &str) -> Result<Node, Syntax> {
     let mut options = serde_saphyr::Options::default();
     options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
+    // `!!binary` text is kept as written (not base64-decoded into the
+    // field), for the reader to refuse the tag at its field.
+    options.ignore_binary_tag_for_string = true;
     // What aliases replay is bounded above, whatever the number of uses.
     // saphyr's ratio guard (more than 100 aliases and ten per anchor)
     // refused one anchor shared by many routes or upstreams, which
@@ -466,6 +478,7 @@ fn placeholder(value: Value) -> Node {
         placeholder: true,
         span: None,
         written: None,
+        tag: None,
     }
 }
 
@@ -601,6 +614,50 @@ pub(super) mod tests {
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         let names: Vec<String> = top.unwrap().items.into_iter().map(|i| i.name).collect();
         assert_eq!(names, ["on", "0644", "1.10"]);
+    }
+
+    /// A tag is refused at its field unless it is the core tag of the
+    /// field's type; `!!binary` text stays as written, not decoded.
+    #[test]
+    fn tags_other_than_the_core_one_of_the_field_are_refused() {
+        let (top, report) = run(concat!(
+            "watch: !!map { debounce: !!str 1s }\n",
+            "items:\n",
+            "  - name: !custom a\n",
+            "  - name: !!binary YQ==\n",
+            "  - { name: !!str b, size: !!int 3, enabled: !!bool true }\n",
+            "  - { name: c, size: !!str 4, enabled: !!null }\n",
+            "  - { !k name: e }\n",
+        ));
+        let got: Vec<(usize, &str, &str)> = report
+            .problems
+            .iter()
+            .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
+            .collect();
+        let refused = |tag: &str, fits: &str| {
+            format!(
+                "YAML tag `{tag}` refused: a value here takes no tag, or {fits} (a configuration \
+                 is read as plain YAML)"
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                (3, "items[0].name", refused("!custom", "`!!str`").as_str()),
+                (4, "items[1].name", refused("!!binary", "`!!str`").as_str()),
+                (6, "items[3].size", refused("!!str", "`!!int`").as_str()),
+                (
+                    7,
+                    "items[4].name",
+                    "YAML tag `!k` on a key refused: a key takes no tag, or `!!str`"
+                ),
+            ],
+            "{got:#?}"
+        );
+        let top = top.unwrap();
+        assert_eq!(top.items[1].name, "YQ==");
+        assert_eq!(top.items[2].size, Some(3));
+        assert_eq!(top.items[3].enabled, None);
     }
 
     #[test]

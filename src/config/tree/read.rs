@@ -100,6 +100,28 @@ impl De<'_> {
         }
     }
 
+    /// A YAML tag on the node other than the core one of what the field
+    /// reads (`kinds`: `str`, `int`, ...), recorded: `!custom` was ignored
+    /// and `!!binary` base64-decoded into the field. `!!null` on an empty
+    /// value passes (what it reads as is the field's business).
+    fn tag_fits(&self, kinds: &[&str]) {
+        let Some(tag) = &self.node.tag else {
+            return;
+        };
+        let core = tag.strip_prefix(CORE);
+        let null = core == Some("null") && matches!(self.node.value, Value::Null);
+        if null || core.is_some_and(|c| kinds.contains(&c)) {
+            return;
+        }
+        let fits: Vec<String> = kinds.iter().map(|k| format!("`!!{k}`")).collect();
+        self.record(format!(
+            "YAML tag `{}` refused: a value here takes no tag, or {} (a configuration \
+             is read as plain YAML)",
+            shown_tag(tag),
+            fits.join(" or ")
+        ));
+    }
+
     fn unsigned(&self) -> Option<u64> {
         match &self.node.value {
             Value::UInt(n) => Some(*n),
@@ -120,9 +142,25 @@ impl De<'_> {
     }
 }
 
+/// The namespace of YAML's core tags: `!!str` is `tag:yaml.org,2002:str`.
+const CORE: &str = "tag:yaml.org,2002:";
+
+/// Every core tag: what a value of any type may carry.
+const ANY: &[&str] = &["str", "int", "float", "bool", "null", "seq", "map"];
+
+/// A tag as an operator writes it: `!!binary`, `!custom`, `!<tag:x,2026:y>`.
+fn shown_tag(tag: &str) -> String {
+    match tag.strip_prefix(CORE) {
+        Some(core) => format!("!!{core}"),
+        None if tag.starts_with('!') => tag.to_owned(),
+        None => format!("!<{tag}>"),
+    }
+}
+
 macro_rules! unsigned {
     ($($method:ident),*) => {$(
         fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+            self.tag_fits(&["int"]);
             let n = if self.node.placeholder { Some(0) } else { self.unsigned() };
             let n = n.unwrap_or_else(|| {
                 self.wrong("a whole number");
@@ -136,6 +174,7 @@ macro_rules! unsigned {
 macro_rules! signed {
     ($($method:ident),*) => {$(
         fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+            self.tag_fits(&["int"]);
             let n = match &self.node.value {
                 _ if self.node.placeholder => Some(0),
                 Value::Int(n) => Some(*n),
@@ -156,6 +195,7 @@ impl<'de> Deserializer<'de> for De<'_> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.tag_fits(ANY);
         let r = match &self.node.value {
             Value::Null => v.visit_unit(),
             Value::Bool(b) => v.visit_bool(*b),
@@ -170,6 +210,7 @@ impl<'de> Deserializer<'de> for De<'_> {
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.tag_fits(&["bool"]);
         let b = match &self.node.value {
             Value::Bool(b) => *b,
             _ if self.node.placeholder => false,
@@ -199,6 +240,7 @@ impl<'de> Deserializer<'de> for De<'_> {
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.tag_fits(&["float", "int"]);
         let n = match &self.node.value {
             Value::Float(n) => *n,
             Value::Int(n) => *n as f64,
@@ -217,6 +259,7 @@ impl<'de> Deserializer<'de> for De<'_> {
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.tag_fits(&["str"]);
         let s = if self.node.placeholder {
             String::new()
         } else {
@@ -242,6 +285,7 @@ impl<'de> Deserializer<'de> for De<'_> {
 
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
         if self.node.placeholder || matches!(self.node.value, Value::Null) {
+            self.tag_fits(&["null"]);
             v.visit_none()
         } else {
             v.visit_some(self)
@@ -269,6 +313,7 @@ impl<'de> Deserializer<'de> for De<'_> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.tag_fits(&["seq"]);
         let r = match &self.node.value {
             Value::Seq(items) => v.visit_seq(SeqAcc::new(items, &self)),
             // `certs:` with nothing after it: an empty list.
@@ -297,6 +342,7 @@ impl<'de> Deserializer<'de> for De<'_> {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
+        self.tag_fits(&["map"]);
         let r = match &self.node.value {
             Value::Map(entries) => v.visit_map(MapAcc::new(entries, None, &self)),
             Value::Null => v.visit_map(MapAcc::new(&[], None, &self)),
@@ -316,6 +362,7 @@ impl<'de> Deserializer<'de> for De<'_> {
         fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Error> {
+        self.tag_fits(&["map"]);
         let Value::Map(entries) = &self.node.value else {
             // A section that is not a mapping: said once, then read as an
             // empty one (its required fields silently filled) so the rest
@@ -388,6 +435,7 @@ impl<'de> Deserializer<'de> for De<'_> {
         _: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Error> {
+        self.tag_fits(&["str"]);
         let s = self.text().unwrap_or_default();
         let d: de::value::StrDeserializer<'_, Error> = s.as_str().into_deserializer();
         v.visit_enum(d).map_err(|e| self.fail(e))
@@ -491,6 +539,20 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
             } else {
                 format!("{}.{key}", self.path)
             };
+            // A key is text: `!!str` at most.
+            if let Some(tag) = &k.tag
+                && tag.strip_prefix(CORE) != Some("str")
+                && !k.placeholder
+            {
+                self.rec.borrow_mut().problems.push(Found {
+                    line: k.line,
+                    path: path.clone(),
+                    message: format!(
+                        "YAML tag `{}` on a key refused: a key takes no tag, or `!!str`",
+                        shown_tag(tag)
+                    ),
+                });
+            }
             if let Some(fields) = self.fields
                 && !fields.contains(&key.as_str())
             {
