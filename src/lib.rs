@@ -11,6 +11,8 @@
 //!     (paths, durations, addresses) and runtime, admin, store, watch.
 //!     - `entry`: `certs:`, `ref:`s, direct file fields as anonymous entries.
 //!     - `listener`: bind, TLS (pairs, client auth, ALPN, min version), routes, limits.
+//!     - `front`: PROXY protocol sources, trusted proxies, `allow_from`, response
+//!       headers, the HTTPS redirect.
 //!     - `hosts`: route hosts, path prefixes and `server_names` as the router and
 //!       SNI compare them.
 //!     - `upstream`: server URLs, upstream TLS, timeouts, pool size and idle

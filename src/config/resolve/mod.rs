@@ -7,6 +7,7 @@
 
 mod binds;
 mod entry;
+mod front;
 mod hosts;
 mod listener;
 mod upstream;
