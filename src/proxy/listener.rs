@@ -645,6 +645,10 @@ async fn handle(
         route_metrics.record(403, start.elapsed());
         return exchange.finish(denied);
     }
+    // Not held across the forwarding's awaits: a guard kept there holds
+    // one of arc-swap's few debt slots per thread for the request's
+    // lifetime, and the loads of other requests go on searching past it.
+    drop(edge);
     // A declared length over the limit is refused before anything is
     // sent upstream (nginx's client_max_body_size); a body of unknown
     // length is counted on its way ([`crate::proxy::body`]).
