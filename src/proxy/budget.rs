@@ -19,7 +19,8 @@
 //! Resends on a new connection to the same endpoint (a request never
 //! written, one an HTTP/2 upstream left unprocessed, an idempotent one on a
 //! reused connection closed before its answer) are outside the budget: they
-//! repeat nothing the endpoint processed and are at most one per attempt.
+//! repeat nothing the endpoint processed and are at most two per attempt
+//! (the second for an HTTP/2 request the first left unprocessed too).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

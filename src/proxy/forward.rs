@@ -13,8 +13,10 @@
 //! can be sent twice (none, or read whole); or the reused connection
 //! closed before a whole response head and the request is idempotent with
 //! such a body (an upstream closing an idle keep-alive connection just as
-//! it is reused). It is counted (`hotproxy_upstream_resends_total`) and is
-//! no retry: `retries.attempts: 0` leaves it on.
+//! it is reused). An HTTP/2 request that new connection left unprocessed
+//! too goes once more, on another (`RESENDS`: two at most). Each is
+//! counted (`hotproxy_upstream_resends_total`) and is no retry:
+//! `retries.attempts: 0` leaves it on.
 //!
 //! Which endpoint each attempt goes to, and when another one is tried, is
 //! [`crate::proxy::attempts`]'.
@@ -52,6 +54,15 @@ use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
 use crate::upstream::resolve::Resolution;
 use crate::upstream::{members::Members, pipe, pool::Want, read_timeout::ReadTimeout};
+
+/// New connections one attempt is sent again on, at most: a second only
+/// for a request the first left unprocessed over HTTP/2 (never written,
+/// `REFUSED_STREAM`, past a `GOAWAY`'s last stream id), which the endpoint
+/// never saw. A pod on its way down said so on the new connection too
+/// (its `GOAWAY` after its first answer there, a batch of refused
+/// streams): with the retry budget spent, or no other endpoint, such a
+/// request got a `502`, although no endpoint had processed it.
+const RESENDS: usize = 2;
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
@@ -368,7 +379,8 @@ impl Upstream {
     }
 
     /// Send `req` on a leased connection; once more on a new connection
-    /// when the first attempt provably lost nothing (see the module doc).
+    /// when the first attempt provably lost nothing, and over HTTP/2 once
+    /// again when that one left it unprocessed too (see the module doc).
     /// On failure the request comes back when sending it elsewhere is safe
     /// (`may_retry`: `retries` allow another attempt, so a copy of a
     /// request that can be replayed is worth keeping: re-resolution may add
@@ -388,8 +400,10 @@ impl Upstream {
         until: tokio::time::Instant,
         check: bool,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
-        let mut fresh = false;
+        // New connections this attempt was sent again on (see `RESENDS`).
+        let mut resent = 0;
         loop {
+            let fresh = resent > 0;
             let want = match (fresh, check) {
                 (true, _) => Want::Fresh,
                 (false, true) => Want::Check,
@@ -459,8 +473,8 @@ impl Upstream {
                     // body can be sent twice: kept for another endpoint, or
                     // a new connection to this one (a shared connection is
                     // a reused one).
-                    let copy =
-                        ((may_retry || !fresh) && req.body().can_replay()).then(|| copy_of(&req));
+                    let copy = ((may_retry || resent < RESENDS) && req.body().can_replay())
+                        .then(|| copy_of(&req));
                     // `:authority` alone carries it on the wire, as Envoy
                     // sends it: nginx answers a `host` field beside it 400
                     // ("client sent duplicate host header"). Taken off after
@@ -530,13 +544,21 @@ impl Upstream {
                             match again {
                                 // Another endpoint takes it (send_balanced);
                                 // with none, a new connection to this one,
-                                // once: the endpoint may be restarting.
-                                Some(again) if here && tls.is_none() && !fresh && !elsewhere() => {
+                                // twice at most: the endpoint may be
+                                // restarting, and a new connection to a pod
+                                // on its way down may leave it unprocessed
+                                // too (`RESENDS`).
+                                Some(again)
+                                    if here
+                                        && tls.is_none()
+                                        && resent < RESENDS
+                                        && !elsewhere() =>
+                                {
                                     let what =
                                         "request not processed; retrying on a new connection";
                                     self.resending(endpoint, check, &e, what);
                                     req = again;
-                                    fresh = true;
+                                    resent += 1;
                                     continue;
                                 }
                                 again => {
@@ -577,7 +599,7 @@ impl Upstream {
                 return Err((Failure::Request(err.into_error()), None));
             };
             self.resending(endpoint, check, err.error(), what);
-            fresh = true;
+            resent += 1;
         }
     }
 

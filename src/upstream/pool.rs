@@ -81,8 +81,8 @@ pub enum Want {
     /// dial bound.
     Any,
     /// A retry: a new connection only, not held back by the dial bound
-    /// (SPEC says so). One per attempt at most, so the pool still opens no
-    /// more connections than requests in flight; waiting, it would take
+    /// (SPEC says so). One at a time per attempt (two in all at most), so
+    /// the pool still opens no more connections than requests in flight; waiting, it would take
     /// wake-ups of connections handed back that it cannot use, and be lost
     /// itself behind dials to an endpoint that is restarting.
     Fresh,

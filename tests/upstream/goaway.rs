@@ -456,3 +456,71 @@ async fn a_connection_refusing_every_stream_is_not_used_again() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// A raw HTTP/2 backend on its way down: its connections numbered below
+/// `serving` (from 0) each leave every request unprocessed, the even ones
+/// with `GOAWAY(NO_ERROR)` naming no stream processed (last stream id 0),
+/// the odd ones with `RST_STREAM(REFUSED_STREAM)`; the later ones answer
+/// each (`200`, body `connection N`). Returns its address and its
+/// accepted connections.
+async fn unprocessed_before(pair: &TestPair, serving: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, n| async move {
+        while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+            let out = match kind {
+                // SETTINGS, not an ACK: acknowledge.
+                4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
+                1 if n < serving && n % 2 == 0 => goaway(0),
+                // REFUSED_STREAM: 0x7.
+                1 if n < serving => h2_frame(3, 0, stream, &7u32.to_be_bytes()),
+                // `:status: 200` (HPACK static index 8).
+                1 => {
+                    let body = format!("connection {n}");
+                    [
+                        h2_frame(1, 4, stream, &[0x88]),
+                        h2_frame(0, 1, stream, body.as_bytes()),
+                    ]
+                    .concat()
+                }
+                _ => continue,
+            };
+            let _ = tls.write_all(&out).await;
+        }
+    })
+    .await
+}
+
+/// SPEC (Upstream connection pool): a request that the new connection it
+/// was sent again on left unprocessed too goes once more, on one more new
+/// connection. A pod on its way down says so on the new connection as
+/// well (its `GOAWAY` after its first answer there, a batch of streams it
+/// refuses together): here its first connection says `GOAWAY` and its
+/// second refuses the stream, and the third serves it. With one endpoint
+/// (or the retry budget spent) it used to be a `502` for a request no
+/// endpoint processed: a request was sent again once per attempt.
+#[tokio::test]
+async fn a_request_its_new_connection_left_unprocessed_too_is_sent_once_more() {
+    let w = world();
+    let (backend, accepted) = unprocessed_before(&w.backend_pair, 2).await;
+    let (mut p, addr) = proxy_for(&w, backend).await;
+    let admin = p.admin_addr().await;
+    // A body read whole: it can be sent each time.
+    let (status, body) = send(addr, &w, "POST", "order=1").await;
+    assert_eq!((status, body.as_str()), (200, "connection 2"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    let resent = "hotproxy_upstream_resends_total{upstream=\"app\"} 2";
+    let m = metrics_text(admin).await;
+    assert!(m.lines().any(|l| l == resent), "{m}");
+}
+
+/// ... and never on more than two new connections: an endpoint that
+/// leaves every request unprocessed gets it three times in all, and the
+/// client a `502`.
+#[tokio::test]
+async fn a_request_is_sent_again_on_two_new_connections_at_most() {
+    let w = world();
+    let (backend, accepted) = unprocessed_before(&w.backend_pair, usize::MAX).await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+    let (status, body) = send(addr, &w, "GET", "").await;
+    assert_eq!((status, body.as_str()), (502, "upstream unavailable\n"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
