@@ -11,6 +11,7 @@
 //! - `balance`: round robin, least request (power of two choices).
 //! - `health`: one endpoint's consecutive failures, ejection, back-off.
 //! - `resolve`: server names to endpoints, re-resolved every `resolve_interval`.
+//! - `lookup`: one blocking lookup of a name, shared by all who wait for it.
 //! - `read_timeout`: the longest wait for the next piece of a response body.
 //! - `pipe`: hyper's task sending a request body to an HTTP/2 upstream (or
 //!   an `Upgrade` request's own connection), cut when the upstream has
@@ -21,6 +22,7 @@ pub mod conn;
 pub mod endpoint;
 pub mod health;
 pub mod io;
+pub mod lookup;
 pub mod members;
 pub mod pipe;
 pub mod pool;

@@ -18,9 +18,11 @@
 //! its answer was for the re-resolution that gave up on it), so a tiny
 //! interval costs a busy resolver, never a false failure. A lookup made
 //! at configuration time still running after 5 s is the first
-//! re-resolution's to wait for, under the same rule.
+//! re-resolution's to wait for, under the same rule; an edit's
+//! replacement takes over the lookup of a `host:port` the upstream it
+//! replaces has running ([`Lookup`] is shared by all who wait for it).
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::upstream::conn::Dialer;
 use crate::upstream::endpoint::Endpoint;
+use crate::upstream::lookup::Lookup;
 use crate::upstream::members::{Member, Members, Publishing};
 
 /// An upstream's servers and what their names last resolved to.
@@ -42,10 +45,11 @@ pub struct Resolution {
     last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
-    /// Per server: a lookup (a re-resolution's, or the configuration's)
-    /// that timed out and has not ended yet; the next re-resolution waits
-    /// for it instead of starting another beside it.
-    pending: Mutex<Vec<Option<Lookup>>>,
+    /// Per server: its latest lookup (a re-resolution's, the
+    /// configuration's, or the one an edit took over), running or ended.
+    /// One still running is waited for, never started beside: by the next
+    /// re-resolution once one timed out, and by an edit's replacement.
+    pending: Mutex<Vec<Option<Arc<Lookup>>>>,
     /// Shared by every endpoint set this resolution makes.
     pub publishing: Arc<Publishing>,
 }
@@ -60,40 +64,6 @@ fn is_name(host: &str) -> bool {
 /// interval, a 1 ms one timed out most lookups of a working resolver and
 /// logged a failure and a recovery for each.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A lookup of one server's name, on the blocking pool.
-type Lookup = tokio::task::JoinHandle<std::io::Result<Vec<SocketAddr>>>;
-
-/// A configuration-time lookup: on the blocking pool, its answer also on
-/// the channel (none when it fails) for a blocking wait, and the lookup
-/// itself for the first re-resolution to wait for if that wait times out.
-/// Outside a runtime (where nothing re-resolves) it is on a thread of its
-/// own, left to end on its own past [`LOOKUP_TIMEOUT`].
-fn lookup_blocking(
-    host: &str,
-    port: u16,
-) -> (Option<Lookup>, std::sync::mpsc::Receiver<Vec<SocketAddr>>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let host = host.to_owned();
-    let lookup = move || {
-        let found: std::io::Result<Vec<SocketAddr>> = (host.as_str(), port)
-            .to_socket_addrs()
-            .map(Iterator::collect);
-        if let Ok(found) = &found {
-            let _ = tx.send(found.clone());
-        }
-        found
-    };
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        return (Some(rt.spawn_blocking(lookup)), rx);
-    }
-    let spawned = std::thread::Builder::new()
-        .name("hotproxy-lookup".into())
-        .spawn(lookup);
-    // No thread (a process at its limit): the lookup counts as failed.
-    drop(spawned);
-    (None, rx)
-}
 
 /// Sorted and without duplicates, so two lookups compare equal.
 fn normalise(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
@@ -130,7 +100,10 @@ impl Resolution {
     /// nginx resolving its upstreams at start), all names at once, for at
     /// most 5 s (`LOOKUP_TIMEOUT`); one still running then is the first
     /// re-resolution's to wait for, not to ask beside (its lookups would
-    /// overlap it). A lookup that fails keeps what `previous` (the
+    /// overlap it). A name whose lookup `previous` has running (the same
+    /// `host:port`) takes that lookup over instead of asking beside it:
+    /// each edit added a blocked lookup per name of a hung resolver.
+    /// A lookup that fails keeps what `previous` (the
     /// upstream this one replaces, after an edit) had for the same
     /// `host:port`, as a failed re-resolution keeps the last good set; a
     /// name with neither is one endpoint dialled by name. An endpoint at
@@ -139,30 +112,34 @@ impl Resolution {
     pub fn initial(&self, previous: Option<(&Resolution, Arc<Members>)>) -> Members {
         if self.has_names() {
             let kept = previous.as_ref().map(|(p, _)| p.last_by_server());
-            // All names at once: one slow name does not add to another's wait.
+            // All names at once: one slow name does not add to another's
+            // wait. One whose lookup the replaced upstream has running
+            // takes that over: a lookup beside it would overlap it.
             let lookups: Vec<_> = self
                 .config
                 .servers
                 .iter()
-                .map(|s| is_name(&s.host).then(|| lookup_blocking(&s.host, s.port)))
+                .map(|s| {
+                    is_name(&s.host).then(|| {
+                        let running = previous.as_ref().and_then(|(p, _)| p.running(s));
+                        running.unwrap_or_else(|| Lookup::start(&s.host, s.port))
+                    })
+                })
                 .collect();
             // One deadline for all of them, not one each in turn.
             let deadline = std::time::Instant::now() + LOOKUP_TIMEOUT;
             let mut last = self.last.lock().expect("resolution lock");
             let mut pending = self.pending.lock().expect("resolution lock");
             for ((i, s), lookup) in self.config.servers.iter().enumerate().zip(lookups) {
-                let Some((running, answer)) = lookup else {
+                let Some(lookup) = lookup else {
                     continue;
                 };
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let found = match answer.recv_timeout(left) {
-                    Ok(found) => Some(normalise(found)).filter(|f| !f.is_empty()),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        pending[i] = running;
-                        None
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                let found = match lookup.wait_until(deadline) {
+                    Some(Ok(found)) => Some(normalise(found)).filter(|f| !f.is_empty()),
+                    Some(Err(_)) | None => None,
                 };
+                // Still running: the first re-resolution's to wait for.
+                pending[i] = Some(lookup);
                 last[i] = found.or_else(|| {
                     kept.as_ref()?
                         .iter()
@@ -173,6 +150,16 @@ impl Resolution {
         }
         let replaced = previous.as_ref().map_or(&[][..], |(_, m)| &m.members[..]);
         self.members(&[], replaced)
+    }
+
+    /// The lookup of `server`'s `host:port` still running here, for an
+    /// edit's replacement to take over.
+    fn running(&self, server: &crate::config::UpstreamServer) -> Option<Arc<Lookup>> {
+        let pending = self.pending.lock().expect("resolution lock");
+        let servers = self.config.servers.iter().zip(pending.iter());
+        servers
+            .filter(|(s, _)| s.host == server.host && s.port == server.port)
+            .find_map(|(_, l)| l.clone().filter(|l| !l.ended()))
     }
 
     /// Per server with good addresses: its host, port and those addresses.
@@ -210,25 +197,17 @@ impl Resolution {
         // One that has ended since answered for the re-resolution that
         // gave up on it (and counted its failure): asked anew, not
         // taken as this one's answer.
-        let pending = self.pending.lock().expect("resolution lock")[i]
-            .take()
-            .filter(|lookup| !lookup.is_finished());
-        let mut lookup = pending.unwrap_or_else(|| {
-            let (host, port) = (s.host.clone(), s.port);
-            tokio::task::spawn_blocking(move || {
-                (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect)
-            })
-        });
-        let found = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut lookup).await {
-            Ok(Ok(Ok(found))) => Ok(normalise(found)),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Err(e)) => Err(format!("lookup failed: {e}")),
-            Err(_) => {
-                self.pending.lock().expect("resolution lock")[i] = Some(lookup);
-                Err("lookup timed out".to_owned())
+        let lookup = {
+            let mut pending = self.pending.lock().expect("resolution lock");
+            match pending[i].as_ref().filter(|lookup| !lookup.ended()) {
+                Some(running) => running.clone(),
+                None => pending[i].insert(Lookup::start(&s.host, s.port)).clone(),
             }
+        };
+        let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await {
+            Ok(Ok(found)) => Ok(normalise(found)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("lookup timed out".to_owned()),
         };
         // Retired while the lookup was pending (a reload replaced or
         // removed the upstream): its successor resolves for itself.

@@ -524,3 +524,38 @@ async fn a_lookup_at_start_past_5s_is_waited_for_not_repeated() {
         (200, Some("pod".into()))
     );
 }
+
+/// An edit of an upstream while its name's lookup hangs (its name server
+/// silent) takes that lookup over: the replacement waits for it, as the
+/// upstream it replaces did, and asks no second beside it. The
+/// replacement asked anew for every name: each edit added a lookup
+/// waiting on the server (a blocked thread) beside those still running,
+/// and a name's lookups overlapped. Once the server answers, the lookup
+/// taken over is the replacement's answer and the pod is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_takes_over_the_lookup_it_finds_running() {
+    let (dns, mut w) = app_by_name("edited", "1ms").await;
+    let name = format!("edited-{}.hotproxy.test", std::process::id());
+    let port = w.pods[0].addr.port();
+    dns.hold();
+    wait_until(WAIT, "the re-resolution's lookup", || async {
+        dns.held() > 0
+    })
+    .await;
+    let settings = "    resolve_interval: 1ms\n    read_timeout: 30s\n";
+    let edited = upstream("app", &format!("https://{name}:{port}"), settings);
+    w.scene.public_config("[{ upstream: app }]", &edited);
+    let reloaded = w.wait_reloaded("the edit applied").await;
+    assert_eq!(reloaded["changes"], "upstreams changed: app");
+    assert_eq!(
+        dns.held_askers(),
+        1,
+        "the edit's upstream asked beside the lookup running"
+    );
+
+    dns.release(&["127.0.0.2"]).await;
+    assert_eq!(
+        get_pod(&mut client(&w).await, "/").await,
+        (200, Some("pod".into()))
+    );
+}
