@@ -174,7 +174,7 @@
 //!     every `resolve_interval`; a failed lookup keeps the last good set.
 //!   - `lookup`: one blocking lookup of a server's name, shared by all who
 //!     wait for it (a re-resolution, the next after it timed out, an edit's
-//!     replacement).
+//!     replacement); at most 64 at once in the process, one past that fails.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `slots`: the 64 connections, 16 per client address; when all are

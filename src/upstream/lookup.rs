@@ -1,6 +1,7 @@
-//! One blocking lookup of a server's name, shared by all who wait for it: the re-resolution that started it, the next one after it timed out, an edit's replacement.
+//! One blocking lookup of a server's name, shared by all who wait for it (the re-resolution that started it, the next one after it timed out, an edit's replacement); at most 64 at once in the process.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -19,13 +20,50 @@ pub struct Lookup {
     told: tokio::sync::Notify,
 }
 
+/// Lookups running in the process (see [`MAX_LOOKUPS`]).
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// The most lookups running at once in the process: each holds a thread
+/// until its resolver answers, and on a hung resolver every name held one
+/// of its own (names of every upstream, and each edit's, before those
+/// took over their predecessors' lookups), without bound.
+pub const MAX_LOOKUPS: usize = 64;
+
+/// One of the [`MAX_LOOKUPS`] places, held while a lookup runs.
+struct Permit;
+
+impl Permit {
+    fn take() -> Option<Permit> {
+        let free = |n: usize| (n < MAX_LOOKUPS).then_some(n + 1);
+        RUNNING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, free)
+            .ok()
+            .map(|_| Permit)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Ends its lookup: with the answer once it ran ([`Ending::ran`]), or
-/// failed when dropped before (it never ran, or panicked).
-struct Ending(Option<Arc<Lookup>>);
+/// failed when dropped before (it never ran, or panicked). Its place is
+/// given back first: whoever the end wakes may start another at once.
+struct Ending {
+    lookup: Option<Arc<Lookup>>,
+    permit: Option<Permit>,
+}
 
 impl Ending {
     fn ran(mut self, answer: Answer) {
-        if let Some(lookup) = self.0.take() {
+        self.end(answer);
+    }
+
+    fn end(&mut self, answer: Answer) {
+        drop(self.permit.take());
+        if let Some(lookup) = self.lookup.take() {
             lookup.end(answer);
         }
     }
@@ -33,22 +71,29 @@ impl Ending {
 
 impl Drop for Ending {
     fn drop(&mut self) {
-        if let Some(lookup) = self.0.take() {
-            lookup.end(Err("lookup failed: it did not run to its end".to_owned()));
-        }
+        self.end(Err("lookup failed: it did not run to its end".to_owned()));
     }
 }
 
 impl Lookup {
-    /// Look `host:port` up now, in the background; ended at once (failed)
-    /// when no thread takes it.
+    /// Look `host:port` up now, in the background; ended at once, failed,
+    /// when [`MAX_LOOKUPS`] run already (not queued: the caller's wait is
+    /// bounded, and it asks again next time) or no thread takes it.
     pub fn start(host: &str, port: u16) -> Arc<Lookup> {
         let lookup = Arc::new(Lookup {
             answer: Mutex::new(None),
             ended: Condvar::new(),
             told: tokio::sync::Notify::new(),
         });
-        let ending = Ending(Some(lookup.clone()));
+        let Some(permit) = Permit::take() else {
+            let full = format!("too many lookups running ({MAX_LOOKUPS} at once)");
+            lookup.end(Err(full));
+            return lookup;
+        };
+        let ending = Ending {
+            lookup: Some(lookup.clone()),
+            permit: Some(permit),
+        };
         let host = host.to_owned();
         let run = move || {
             let found = (host.as_str(), port).to_socket_addrs();

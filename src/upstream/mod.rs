@@ -11,7 +11,8 @@
 //! - `balance`: round robin, least request (power of two choices).
 //! - `health`: one endpoint's consecutive failures, ejection, back-off.
 //! - `resolve`: server names to endpoints, re-resolved every `resolve_interval`.
-//! - `lookup`: one blocking lookup of a name, shared by all who wait for it.
+//! - `lookup`: one blocking lookup of a name, shared by all who wait for it;
+//!   at most 64 at once in the process.
 //! - `read_timeout`: the longest wait for the next piece of a response body.
 //! - `pipe`: hyper's task sending a request body to an HTTP/2 upstream (or
 //!   an `Upgrade` request's own connection), cut when the upstream has

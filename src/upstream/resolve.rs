@@ -21,6 +21,8 @@
 //! re-resolution's to wait for, under the same rule; an edit's
 //! replacement takes over the lookup of a `host:port` the upstream it
 //! replaces has running ([`Lookup`] is shared by all who wait for it).
+//! At most 64 lookups run at once in the process; one past that fails at
+//! once, as any failed lookup ([`crate::upstream::lookup::MAX_LOOKUPS`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};

@@ -559,3 +559,48 @@ async fn an_edit_takes_over_the_lookup_it_finds_running() {
         (200, Some("pod".into()))
     );
 }
+
+/// Lookups run at most 64 at once in the process: with 65 names on a
+/// silent name server, 64 lookups wait on it and the 65th name's
+/// re-resolution fails at once (`too many lookups running`), logged and
+/// counted like any failed lookup, its server kept as it was; once the
+/// server answers, the lookups end and that name recovers too. Each name
+/// held a blocked thread of its own, with no bound: 65 lookups waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_run_at_most_64_at_once() {
+    let id = std::process::id();
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    dns.hold();
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let names: Vec<String> = (0..65)
+        .map(|k| format!("https://crowd-{k}-{id}.hotproxy.test:{port}"))
+        .collect();
+    let app = upstream("app", &names.join(", "), "    resolve_interval: 1ms\n");
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p
+        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
+        .await;
+    let failed = w
+        .proxy
+        .wait_log("a failed lookup", |v| v["message"] == FAILED)
+        .await;
+    assert!(
+        dns.held_askers() <= 64,
+        "{} lookups waiting at once",
+        dns.held_askers()
+    );
+    assert_eq!(failed["server"], names[64], "{failed}");
+    let error = failed["error"].as_str().unwrap_or("");
+    assert!(error.contains("too many lookups running"), "{failed}");
+
+    dns.release(&["127.0.0.2"]).await;
+    w.proxy
+        .wait_log("the 65th name's recovery", |v| {
+            v["message"] == "upstream DNS lookup recovered" && v["server"] == names[64]
+        })
+        .await;
+}
