@@ -60,11 +60,14 @@ fn is_name(host: &str) -> bool {
     host.parse::<IpAddr>().is_err()
 }
 
-/// How long a lookup at configuration time may hold the reloader (which
-/// also applies certificate rotations), and how long a re-resolution waits
-/// for each of its lookups, whatever `resolve_interval` is: bounded by the
-/// interval, a 1 ms one timed out most lookups of a working resolver and
-/// logged a failure and a recovery for each.
+/// How long an upstream's lookups at configuration time may hold the
+/// reloader (which also applies certificate rotations), together: the
+/// reload builds upstreams one after another, so each new or edited
+/// upstream whose names hang adds its own 5 s. And how long a
+/// re-resolution waits for each of its lookups, whatever
+/// `resolve_interval` is: bounded by the interval, a 1 ms one timed out
+/// most lookups of a working resolver and logged a failure and a
+/// recovery for each.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sorted and without duplicates, so two lookups compare equal.
@@ -100,11 +103,13 @@ impl Resolution {
 
     /// The first set, resolved now (blocking: configuration time, like
     /// nginx resolving its upstreams at start), all names at once, for at
-    /// most 5 s (`LOOKUP_TIMEOUT`); one still running then is the first
-    /// re-resolution's to wait for, not to ask beside (its lookups would
-    /// overlap it). A name whose lookup `previous` has running (the same
-    /// `host:port`) takes that lookup over instead of asking beside it:
-    /// each edit added a blocked lookup per name of a hung resolver.
+    /// most 5 s (`LOOKUP_TIMEOUT`) for this upstream, on top of any other
+    /// upstream the same reload builds before it; one still running then
+    /// is the first re-resolution's to wait for, not to ask beside (its
+    /// lookups would overlap it). A name whose lookup `previous` has
+    /// running (the same `host:port`) takes that lookup over instead of
+    /// asking beside it: each edit added a blocked lookup per name of a
+    /// hung resolver.
     /// A lookup that fails keeps what `previous` (the
     /// upstream this one replaces, after an edit) had for the same
     /// `host:port`, as a failed re-resolution keeps the last good set; a
