@@ -217,7 +217,8 @@ impl Resolution {
             Err(_) => Err("lookup timed out".to_owned()),
         };
         // Retired while the lookup was pending (a reload replaced or
-        // removed the upstream): its successor resolves for itself.
+        // removed the upstream): its successor resolves for itself (and
+        // has this answer too if it took this lookup over).
         // The answer was logged, counted and stored as this one's
         // endpoints: `endpoint added` for an upstream no longer
         // configured, a failure counted twice under its name.
