@@ -197,3 +197,43 @@ fn a_token_pasted_as_a_variable_or_file_name_is_not_shown() {
     );
     assert!(!out.contains("did you paste"), "{out}");
 }
+
+/// A withheld value was looked for in every problem's message of the
+/// file: a short value set by `${NAME}` turned an unrelated field's
+/// `found "fast"` into `<withheld: ...>`, and a piece of a pasted PEM
+/// body quoted elsewhere (`"slow"`) sent that field's message away whole.
+/// A value is withheld in the problems of its own field (or of a field
+/// naming it); there it still is.
+#[test]
+fn a_withheld_value_is_withheld_at_its_own_field_only() {
+    const SPEED: &str = "HOTPROXY_CHECK_INPUTS_SPEED";
+    let more = format!(
+        "watch:\n  debounce: ${{{SPEED}}}\n  poll_interval: slow\n\
+         runtime:\n  worker_threads: fast\n  shutdown_grace: |\n    \
+         -----BEGIN PRIVATE KEY-----\n    MIGHAgEAslowMBMGByqGSM49fast\n    -----END PRIVATE KEY-----\n"
+    );
+    let (_s, cfg) = scene("public", &more);
+    let (code, out) = check_with(&cfg, &[(SPEED, OsString::from("fast"))]);
+    assert_eq!(code, 1, "{out}");
+    // The unrelated fields' messages as they are.
+    assert!(
+        out.contains("runtime.worker_threads: expected a whole number, found \"fast\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("watch.poll_interval: invalid duration \"slow\""),
+        "{out}"
+    );
+    // The values at their own fields still withheld.
+    assert!(
+        out.contains(&format!(
+            "watch.debounce: invalid duration <withheld: the value of ${{{SPEED}}}>"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("runtime.shutdown_grace: ") && out.contains("<withheld: a PEM block>"),
+        "{out}"
+    );
+    assert!(!out.contains("BEGIN") && !out.contains("MIGH"), "{out}");
+}

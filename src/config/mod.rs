@@ -499,7 +499,7 @@ pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
     let mut withheld = Vec::new();
     let (config, mut problems) = resolve_all(text, file, &mut withheld);
     for p in &mut problems {
-        withhold::withhold(&mut p.message, &withheld);
+        withhold::withhold(&mut p.message, &p.location, &withheld);
         withhold::shorten(&mut p.message);
     }
     (config, problems)
@@ -530,7 +530,7 @@ fn resolve_all(
             }
         };
         let mut unset = Vec::new();
-        tree::pasted(&root, withheld);
+        tree::pasted(&root, "", withheld);
         tree::expand_env(&mut root, "", &mut unset, withheld);
         match tree::read::<raw::File>(&mut root) {
             (Some(raw), mut report) => {

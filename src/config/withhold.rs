@@ -7,18 +7,21 @@
 //! that quote the value ("expected a whole number, found ...", "unknown
 //! variant ...", "invalid duration ..."), and a value set from the
 //! environment may be a secret the file only names. Such a value is
-//! replaced in every problem's message by what it is
-//! (`<withheld: a PEM block>`); the problem still names the field and line.
+//! replaced by what it is (`<withheld: a PEM block>`) in the messages of
+//! the problems that concern its field (see [`Withheld::concerns`]); the
+//! problem still names the field and line.
 
 /// A value no message may quote, and what to say in its place.
 pub(super) struct Withheld {
     value: String,
     what: String,
+    /// The field path the value was written at (`listeners[0].name`).
+    field: String,
 }
 
 impl Withheld {
-    /// `text` when it is a PEM block or holds a line break.
-    pub(super) fn pasted(text: &str) -> Option<Withheld> {
+    /// `text`, written at `field`, when it is a PEM block or holds a line break.
+    pub(super) fn pasted(text: &str, field: &str) -> Option<Withheld> {
         let what = if text.contains("-----BEGIN") {
             "a PEM block".to_owned()
         } else if text.trim().contains(['\n', '\r']) {
@@ -29,21 +32,56 @@ impl Withheld {
         Some(Withheld {
             value: text.to_owned(),
             what,
+            field: field.to_owned(),
         })
     }
 
-    /// `value`, expanded from `written` (`${NAME}`, ...).
-    pub(super) fn from_env(value: &str, written: &str) -> Withheld {
+    /// `value`, expanded from `written` (`${NAME}`, ...) at `field`.
+    pub(super) fn from_env(value: &str, written: &str, field: &str) -> Withheld {
         // The text as written is shown only when it is itself no pasted
         // block: `${NAME}` inside a pasted key would carry the key here.
-        let what = match Withheld::pasted(written) {
+        let what = match Withheld::pasted(written, field) {
             Some(_) => "a value set from the environment".to_owned(),
             None => format!("the value of {}", written.trim()),
         };
         Withheld {
             value: value.to_owned(),
             what,
+            field: field.to_owned(),
         }
+    }
+
+    /// Whether a problem at `field` (`""`: at no field) saying `message`
+    /// may quote this value: one at the value's own field, at a field
+    /// within it or at the section holding it (a listener's problem about
+    /// its names), at no field, or one whose message names the value's
+    /// field (`... overlaps listeners[0].bind (...)`). Matched against
+    /// every problem of the file, a short value (`fast`, a piece of a
+    /// PEM body) mangled the message of an unrelated field that happened
+    /// to quote the same text.
+    fn concerns(&self, field: &str, message: &str) -> bool {
+        within(field, &self.field) || within(&self.field, field) || message.contains(&self.field)
+    }
+}
+
+/// Whether field path `inner` is `outer` or a field within it
+/// (`outer.x`, `outer[0]`); every path is within `""` (the whole file).
+fn within(inner: &str, outer: &str) -> bool {
+    outer.is_empty()
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// The field path of a problem's location (`line 12: listeners[0].name`,
+/// or a resolver's bare path); `""` for one at a line only.
+fn field_of(location: &str) -> &str {
+    match location.strip_prefix("line ") {
+        Some(rest) => rest
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .strip_prefix(": ")
+            .unwrap_or(""),
+        None => location,
     }
 }
 
@@ -51,11 +89,13 @@ impl Withheld {
 /// whole (`"..."`, `` `...` ``): as bare text it could be any word.
 const BARE_MIN: usize = 8;
 
-/// `message` with every withheld value replaced by what it is; a message
-/// still quoting a piece of one (a duration's unit, say) is replaced whole.
-pub(super) fn withhold(message: &mut String, withheld: &[Withheld]) {
+/// `message`, of a problem at `location`, with every withheld value that
+/// concerns it replaced by what it is; a message still quoting a piece of
+/// one (a duration's unit, say) is replaced whole.
+pub(super) fn withhold(message: &mut String, location: &str, withheld: &[Withheld]) {
+    let field = field_of(location);
     for w in withheld {
-        if w.value.trim().is_empty() {
+        if w.value.trim().is_empty() || !w.concerns(field, message) {
             continue;
         }
         let label = format!("<withheld: {}>", w.what);
@@ -112,20 +152,20 @@ mod tests {
     /// A pasted block quoted whole (Debug, backticks, trimmed) is named, not shown.
     #[test]
     fn a_pasted_block_is_named_not_shown() {
-        let w = [Withheld::pasted(&pem()).unwrap()];
+        let w = [Withheld::pasted(&pem(), "a.b").unwrap()];
         for quoted in [
             format!("expected a whole number, found {:?}", pem()),
             format!("unknown variant `{}`, expected one of `none`", pem()),
             format!("invalid duration {:?} (use e.g. 5s)", pem().trim()),
         ] {
             let mut m = quoted.clone();
-            withhold(&mut m, &w);
+            withhold(&mut m, "line 2: a.b", &w);
             assert!(m.contains("<withheld: a PEM block>"), "{m}");
             assert!(!m.contains("BEGIN") && !m.contains("MIGH"), "{m}");
         }
         // A piece of it (the "unit" of a duration): the message goes whole.
         let mut m = format!("invalid duration unit {:?} in x", &pem()[..40]);
-        withhold(&mut m, &w);
+        withhold(&mut m, "line 2: a.b", &w);
         assert!(!m.contains("BEGIN") && m.contains("withheld"), "{m}");
     }
 
@@ -133,30 +173,62 @@ mod tests {
     /// quoted sends the message whole; a short typed value elsewhere stays.
     #[test]
     fn an_env_value_is_named_by_its_variable() {
-        let w = [Withheld::from_env("hp_secret_42", "${TOKEN}")];
+        let w = [Withheld::from_env("hp_secret_42", "${TOKEN}", "a.b")];
         let mut m = "invalid duration \"hp_secret_42\" (use e.g. 5s)".to_owned();
-        withhold(&mut m, &w);
+        withhold(&mut m, "line 2: a.b", &w);
         assert_eq!(
             m,
             "invalid duration <withheld: the value of ${TOKEN}> (use e.g. 5s)"
         );
         let mut m = "invalid duration unit \"hp_secret_\" in <x>".to_owned();
-        withhold(&mut m, &w);
+        withhold(&mut m, "line 2: a.b", &w);
         assert!(!m.contains("hp_secret"), "{m}");
         let mut m = "expected a whole number, found \"fast\"".to_owned();
-        withhold(&mut m, &w);
+        withhold(&mut m, "line 2: a.b", &w);
         assert_eq!(m, "expected a whole number, found \"fast\"");
-        assert!(Withheld::pasted("one line").is_none());
+        assert!(Withheld::pasted("one line", "a.b").is_none());
     }
 
     /// A pasted block that names a variable too: the label shows neither.
     #[test]
     fn a_pasted_block_with_a_variable_is_not_the_label() {
         let written = format!("${{PORT}}{}", pem());
-        let w = [Withheld::from_env("8443", &written)];
+        let w = [Withheld::from_env("8443", &written, "a.b")];
         let mut m = format!("invalid duration {:?} (use e.g. 5s)", "8443");
-        withhold(&mut m, &w);
+        withhold(&mut m, "line 2: a.b", &w);
         assert!(!m.contains("BEGIN") && !m.contains("MIGH"), "{m}");
         assert!(m.contains("a value set from the environment"), "{m}");
+    }
+
+    /// A value is withheld in the problems of its field, of a field within
+    /// it or of its section, of none, and of one naming its field; the
+    /// message of an unrelated field quoting the same text stays.
+    #[test]
+    fn a_value_is_withheld_where_its_field_is_concerned() {
+        let w = [Withheld::from_env("fast", "${SPEED}", "listeners[1].bind")];
+        let label = "<withheld: the value of ${SPEED}>";
+        for (location, message) in [
+            ("line 4: listeners[1].bind", "invalid address \"fast\""),
+            ("listeners[1].bind.port", "invalid address \"fast\""),
+            ("line 2: listeners[1]", "no bind \"fast\""),
+            ("line 2", "found \"fast\""),
+            (
+                "line 9: listeners[2].bind",
+                "\"fast\" is also listeners[1].bind",
+            ),
+        ] {
+            let mut m = message.to_owned();
+            withhold(&mut m, location, &w);
+            assert!(m.contains(label) && !m.contains("fast"), "{location}: {m}");
+        }
+        for location in [
+            "line 7: listeners[10].bind",
+            "listeners[1].binds",
+            "runtime",
+        ] {
+            let mut m = "found \"fast\"".to_owned();
+            withhold(&mut m, location, &w);
+            assert_eq!(m, "found \"fast\"", "{location}");
+        }
     }
 }

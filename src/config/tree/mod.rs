@@ -331,7 +331,7 @@ pub fn expand_env(
     match &mut node.value {
         Value::Str(s) if s.contains("${") => match super::env::expand_env(s) {
             Ok(v) => {
-                withheld.push(super::Withheld::from_env(&v, s));
+                withheld.push(super::Withheld::from_env(&v, s, path));
                 *s = v;
             }
             Err(message) => {
@@ -353,11 +353,7 @@ pub fn expand_env(
                 let Value::Str(key) = &key.value else {
                     continue;
                 };
-                let at = match path {
-                    "" => key.clone(),
-                    _ => format!("{path}.{key}"),
-                };
-                expand_env(value, &at, found, withheld);
+                expand_env(value, &field(path, key), found, withheld);
             }
         }
         _ => {}
@@ -366,13 +362,31 @@ pub fn expand_env(
 
 /// Every text value of the tree that no message may repeat: a PEM block
 /// or text of several lines (a key or certificate pasted in), each added
-/// to `withheld`.
-pub fn pasted(node: &Node, withheld: &mut Vec<super::Withheld>) {
+/// to `withheld` with its field path (`path` is `node`'s).
+pub fn pasted(node: &Node, path: &str, withheld: &mut Vec<super::Withheld>) {
     match &node.value {
-        Value::Str(s) => withheld.extend(super::Withheld::pasted(s)),
-        Value::Seq(items) => items.iter().for_each(|n| pasted(n, withheld)),
-        Value::Map(entries) => entries.iter().for_each(|(_, v)| pasted(v, withheld)),
+        Value::Str(s) => withheld.extend(super::Withheld::pasted(s, path)),
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                pasted(item, &format!("{path}[{i}]"), withheld);
+            }
+        }
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                if let Value::Str(key) = &key.value {
+                    pasted(value, &field(path, key), withheld);
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+/// The path of `key` in the mapping at `path`.
+fn field(path: &str, key: &str) -> String {
+    match path {
+        "" => key.to_owned(),
+        _ => format!("{path}.{key}"),
     }
 }
 
