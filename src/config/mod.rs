@@ -530,7 +530,7 @@ fn resolve_all(
             }
         };
         let mut unset = Vec::new();
-        tree::pasted(&root, "", withheld);
+        tree::pasted(&root, "", text, withheld);
         tree::expand_env(&mut root, "", &mut unset, withheld);
         match tree::read::<raw::File>(&mut root) {
             (Some(raw), mut report) => {

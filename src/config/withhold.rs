@@ -20,12 +20,16 @@ pub(super) struct Withheld {
 }
 
 impl Withheld {
-    /// `text`, written at `field`, when it is a PEM block or holds a line break.
-    pub(super) fn pasted(text: &str, field: &str) -> Option<Withheld> {
+    /// `text`, written at `field`, when it is a PEM block, holds a line
+    /// break or was written as a YAML block scalar (`block`: `|` or `>`,
+    /// how a key or token is pasted, on one line too).
+    pub(super) fn pasted(text: &str, field: &str, block: bool) -> Option<Withheld> {
         let what = if text.contains("-----BEGIN") {
             "a PEM block".to_owned()
         } else if text.trim().contains(['\n', '\r']) {
             format!("text of {} lines", text.trim().lines().count())
+        } else if block {
+            "text of 1 line".to_owned()
         } else {
             return None;
         };
@@ -40,7 +44,7 @@ impl Withheld {
     pub(super) fn from_env(value: &str, written: &str, field: &str) -> Withheld {
         // The text as written is shown only when it is itself no pasted
         // block: `${NAME}` inside a pasted key would carry the key here.
-        let what = match Withheld::pasted(written, field) {
+        let what = match Withheld::pasted(written, field, false) {
             Some(_) => "a value set from the environment".to_owned(),
             None => format!("the value of {}", written.trim()),
         };
@@ -152,7 +156,7 @@ mod tests {
     /// A pasted block quoted whole (Debug, backticks, trimmed) is named, not shown.
     #[test]
     fn a_pasted_block_is_named_not_shown() {
-        let w = [Withheld::pasted(&pem(), "a.b").unwrap()];
+        let w = [Withheld::pasted(&pem(), "a.b", false).unwrap()];
         for quoted in [
             format!("expected a whole number, found {:?}", pem()),
             format!("unknown variant `{}`, expected one of `none`", pem()),
@@ -186,7 +190,7 @@ mod tests {
         let mut m = "expected a whole number, found \"fast\"".to_owned();
         withhold(&mut m, "line 2: a.b", &w);
         assert_eq!(m, "expected a whole number, found \"fast\"");
-        assert!(Withheld::pasted("one line", "a.b").is_none());
+        assert!(Withheld::pasted("one line", "a.b", false).is_none());
     }
 
     /// A pasted block that names a variable too: the label shows neither.

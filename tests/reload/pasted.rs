@@ -279,3 +279,67 @@ async fn a_reload_with_a_key_pasted_into_a_typed_field_does_not_show_it() {
     assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
     assert_nothing_pasted_in("the log", &p.logs().join("\n"), &spare.key_pem, "/srv/pki");
 }
+
+/// A token pasted as a one-line block scalar (`|`, `>`, `|-`) into a
+/// number or duration field, each with that field: only text of several
+/// lines was withheld, and a block of one line reads as that line (and a
+/// line break, or none), so `found "hp_...\n"` showed it.
+fn one_line_blocks(token: &str) -> Vec<(String, &'static str)> {
+    [
+        (
+            format!("runtime:\n  worker_threads: |\n    {token}"),
+            "runtime.worker_threads",
+        ),
+        (
+            format!("runtime:\n  shutdown_grace: >\n    {token}"),
+            "runtime.shutdown_grace",
+        ),
+        (
+            format!(
+                "upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n    \
+                 connect_timeout: |-\n      {token}"
+            ),
+            "upstreams[0].connect_timeout",
+        ),
+    ]
+    .into_iter()
+    .map(|(extra, field)| (base_config("a.crt", "a.key", &extra), field))
+    .collect()
+}
+
+/// `check` and a live edit refuse a token pasted as a one-line block
+/// scalar, naming the field, never the token.
+#[tokio::test]
+async fn a_one_line_block_scalar_is_withheld() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    let token = "hp_7c1d9e0b3a5f42e8b6d0c9a1f3e5b7d9";
+    for (yaml, field) in one_line_blocks(token) {
+        let cfg = s.config(&yaml);
+        let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+        let all = format!("{out}{err}");
+        assert_eq!(code, 1, "{all}");
+        assert!(err.contains(&format!("{field}: ")), "{field}: {all}");
+        assert!(all.contains("<withheld: "), "{all}");
+        assert!(!all.contains(&token[3..]), "check shows the token: {all}");
+    }
+
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let (mut p, addr) = serve(&cfg).await;
+    for (yaml, field) in one_line_blocks(token) {
+        write(&cfg, &yaml);
+        p.wait_log(
+            &format!("the edit rejected naming {field}"),
+            rejected(field),
+        )
+        .await;
+    }
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    let logs = p.logs().join("\n");
+    assert!(
+        !logs.contains(&token[3..]),
+        "the log shows the token: {logs}"
+    );
+}

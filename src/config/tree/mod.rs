@@ -360,21 +360,25 @@ pub fn expand_env(
     }
 }
 
-/// Every text value of the tree that no message may repeat: a PEM block
-/// or text of several lines (a key or certificate pasted in), each added
+/// Every text value of the tree (parsed from `text`) that no message may
+/// repeat: a PEM block, text of several lines or a block scalar (`|`,
+/// `>`) of one line (a key, certificate or token pasted in), each added
 /// to `withheld` with its field path (`path` is `node`'s).
-pub fn pasted(node: &Node, path: &str, withheld: &mut Vec<super::Withheld>) {
+pub fn pasted(node: &Node, path: &str, text: &str, withheld: &mut Vec<super::Withheld>) {
     match &node.value {
-        Value::Str(s) => withheld.extend(super::Withheld::pasted(s, path)),
+        Value::Str(s) => {
+            let block = node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
+            withheld.extend(super::Withheld::pasted(s, path, block));
+        }
         Value::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
-                pasted(item, &format!("{path}[{i}]"), withheld);
+                pasted(item, &format!("{path}[{i}]"), text, withheld);
             }
         }
         Value::Map(entries) => {
             for (key, value) in entries {
                 if let Value::Str(key) = &key.value {
-                    pasted(value, &field(path, key), withheld);
+                    pasted(value, &field(path, key), text, withheld);
                 }
             }
         }
@@ -388,6 +392,30 @@ fn field(path: &str, key: &str) -> String {
         "" => key.to_owned(),
         _ => format!("{path}.{key}"),
     }
+}
+
+/// Whether the scalar whose text starts at byte `at` of `text` is a block
+/// scalar: the text before it ends in a block header, `|` or `>` with an
+/// indentation digit or chomping (`-`, `+`) and a comment maybe. The
+/// node's span starts at the content, on the line after the header.
+fn is_block_scalar(text: &str, at: usize) -> bool {
+    let Some(before) = text.get(..at) else {
+        return false;
+    };
+    let line = before.trim_end().rsplit('\n').next().unwrap_or("");
+    // A comment starts at a `#` after white space.
+    let line = match line.find([' ', '\t']).and_then(|_| {
+        line.char_indices()
+            .find(|&(i, c)| c == '#' && line[..i].ends_with([' ', '\t']))
+    }) {
+        Some((i, _)) => &line[..i],
+        None => line,
+    };
+    let header = line.split_whitespace().last().unwrap_or("");
+    let mut chars = header.chars();
+    matches!(chars.next(), Some('|' | '>'))
+        && header.len() <= 3
+        && chars.all(|c| matches!(c, '-' | '+' | '1'..='9'))
 }
 
 /// Read `root` into `T`, recording every problem instead of stopping at
@@ -672,6 +700,42 @@ pub(super) mod tests {
         assert_eq!(top.items[1].name, "YQ==");
         assert_eq!(top.items[2].size, Some(3));
         assert_eq!(top.items[3].enabled, None);
+    }
+
+    /// The text before a value tells a block scalar (`|`, `>`, with
+    /// chomping, an indentation digit, a comment, after a tag or anchor)
+    /// from a plain or quoted one.
+    #[test]
+    fn a_block_scalar_is_told_by_its_header() {
+        let text = "a: |\n  t1\nb: >- # c\n\n  t2\nc: !!str |2\n  t3\nd: &k >\n  t4\n\
+                    e: plain\nf: \"q|\"\ng: '>'\nh: x # |\ni: [ a, b ]\nj:\n  - |+\n    t5\n";
+        let mut blocks = Vec::new();
+        let mut nodes = vec![parse(text).unwrap()];
+        while let Some(n) = nodes.pop() {
+            match n.value {
+                Value::Map(entries) => nodes.extend(entries.into_iter().rev().map(|(_, v)| v)),
+                Value::Seq(items) => nodes.extend(items.into_iter().rev()),
+                Value::Str(s) => blocks.push((s, is_block_scalar(text, n.span.unwrap().0))),
+                _ => panic!("{n:?}"),
+            }
+        }
+        let got: Vec<(&str, bool)> = blocks.iter().map(|(s, b)| (s.as_str(), *b)).collect();
+        assert_eq!(
+            got,
+            [
+                ("t1\n", true),
+                ("\nt2", true),
+                ("t3\n", true),
+                ("t4\n", true),
+                ("plain", false),
+                ("q|", false),
+                (">", false),
+                ("x", false),
+                ("a", false),
+                ("b", false),
+                ("t5\n", true),
+            ]
+        );
     }
 
     #[test]
