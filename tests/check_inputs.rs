@@ -186,16 +186,40 @@ fn a_token_pasted_as_a_variable_or_file_name_is_not_shown() {
             "{out}"
         );
     }
-    // A variable's name is still named.
-    let admin = "admin:\n  bind: 127.0.0.1:0\n  tokens: [{ role: viewer, token_env: HOTPROXY_UNSET_ADMIN_TOKEN }]";
-    let (_s, cfg) = scene("public", admin);
+    // A token pasted as a directory of the path: the file's name alone
+    // was looked at, and the path was shown.
+    let admin = format!(
+        "admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: viewer, token_file: {token}/viewer.token }}]"
+    );
+    let (_s, cfg) = scene("public", &admin);
     let (code, out) = check_with(&cfg, &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("environment variable HOTPROXY_UNSET_ADMIN_TOKEN is not set"),
-        "{out}"
-    );
-    assert!(!out.contains("did you paste"), "{out}");
+    assert!(out.contains("admin.tokens[0].token_file: "), "{out}");
+    assert!(out.contains("did you paste the token itself?"), "{out}");
+    assert!(!out.contains(&token[3..]), "{out}");
+    // A variable's or file's name with a word of letters and digits
+    // shorter than a token (`K8S2PROD`) is still named.
+    for (more, named) in [
+        (
+            "token_env: HOTPROXY_UNSET_ADMIN_TOKEN",
+            "environment variable HOTPROXY_UNSET_ADMIN_TOKEN is not set",
+        ),
+        (
+            "token_env: HOTPROXY_K8S2PROD_TOKEN",
+            "environment variable HOTPROXY_K8S2PROD_TOKEN is not set",
+        ),
+        (
+            "token_file: k8s2prod/viewer-x509v3.token",
+            "k8s2prod/viewer-x509v3.token: ",
+        ),
+    ] {
+        let admin = format!("admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: viewer, {more} }}]");
+        let (_s, cfg) = scene("public", &admin);
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(named), "{out}");
+        assert!(!out.contains("did you paste"), "{out}");
+    }
 }
 
 /// A withheld value was looked for in every problem's message of the

@@ -231,14 +231,18 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
             crate::fsutil::read_regular(p, MAX_TOKEN_FILE_BYTES)
                 .map_err(|e| e.problem.to_string())
                 .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_owned()))
-                .map_err(|e| match p.file_name().and_then(|n| n.to_str()) {
-                    // A token pasted in place of the path: not repeated.
-                    Some(n) if crate::config::env::looks_like_a_token(n) => format!(
-                        "admin.tokens[{i}].token_file: {e}; the file's name looks like a \
-                         token, not a file name (did you paste the token itself?); the \
-                         path is withheld"
-                    ),
-                    _ => format!("admin.tokens[{i}].token_file {}: {e}", p.display()),
+                .map_err(|e| {
+                    // A token pasted in place of the path, or of a
+                    // directory in it: not repeated.
+                    if crate::config::env::path_looks_like_a_token(p) {
+                        format!(
+                            "admin.tokens[{i}].token_file: {e}; a name in the path looks \
+                             like a token, not a file or directory name (did you paste \
+                             the token itself?); the path is withheld"
+                        )
+                    } else {
+                        format!("admin.tokens[{i}].token_file {}: {e}", p.display())
+                    }
                 })?,
             format!("admin.tokens[{i}].token_file {}", p.display()),
         ),

@@ -43,19 +43,36 @@ pub(crate) fn var(name: &str) -> Result<String, String> {
 /// Whether `name`, written where a variable's or file's name goes, looks
 /// like a token pasted in its place: it is not a variable's name
 /// (`[A-Za-z_][A-Za-z0-9_]*`, a `.` or `-` allowed for a file name), or a
-/// part of it between `_`, `-` and `.` is a run of 8 or more characters
-/// mixing letters and digits (`hp_9f8e7d6c...`, not `ADMIN_TOKEN_2`).
+/// part of it between `_`, `-` and `.` is a run of [`TOKEN_RUN`] or more
+/// characters mixing letters and digits (`hp_9f8e7d6c5b4a3921...`, not
+/// `ADMIN_TOKEN_2` nor `K8S2PROD`).
 pub(crate) fn looks_like_a_token(name: &str) -> bool {
     let shaped = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         && !name.starts_with(|c: char| c.is_ascii_digit());
     let mixed = name.split(['_', '-', '.']).any(|part| {
-        part.len() >= 8
+        part.len() >= TOKEN_RUN
             && part.bytes().any(|b| b.is_ascii_digit())
             && part.bytes().any(|b| b.is_ascii_alphabetic())
     });
     !shaped || mixed
+}
+
+/// The shortest run of letters and digits taken for a token: a token is
+/// 16 characters or more (`openssl rand -hex 16` is 32), while names hold
+/// shorter words that mix them (`K8S2PROD`, `SHA256SUM`, a temporary
+/// directory's `.tmpAbC123`).
+const TOKEN_RUN: usize = 16;
+
+/// Whether a file's path has a part (a directory's name or the file's)
+/// that [`looks_like_a_token`]: a token pasted as, or into, the path.
+/// A part that is not UTF-8 is no token.
+pub(crate) fn path_looks_like_a_token(path: &std::path::Path) -> bool {
+    path.components().any(|c| match c {
+        std::path::Component::Normal(part) => part.to_str().is_some_and(looks_like_a_token),
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -118,7 +135,9 @@ mod tests {
         );
     }
 
-    /// Variable names are named; a token pasted as one is not.
+    /// Variable names are named, a word of 8 to 15 letters and digits in
+    /// one too (`K8S2PROD`, `SHA256SUM`); a token pasted as one is not: a
+    /// run of 16 or more mixing letters and digits, or not a name's shape.
     #[test]
     fn a_token_is_not_a_variable_name() {
         for name in [
@@ -126,14 +145,19 @@ mod tests {
             "HOTPROXY_CHECK_INPUTS_TOKEN",
             "token_v2",
             "SHA256",
+            "K8S2PROD_TOKEN",
+            "SHA256SUM",
+            "admin-k8s2prod.token",
+            "ABCDEFGH1234567",
         ] {
             assert!(!super::looks_like_a_token(name), "{name}");
         }
         for token in [
             "hp_9f8e7d6c5b4a3921",
+            "ABCDEFGH12345678",
             "0f1e2d3c",
             "a+b/c=",
-            "ghp_AbCdEf123456",
+            "ghp_AbCdEf1234567890AbCdEf1234567890AbCd",
         ] {
             assert!(super::looks_like_a_token(token), "{token}");
         }
