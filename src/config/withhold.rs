@@ -78,15 +78,18 @@ fn within(inner: &str, outer: &str) -> bool {
 }
 
 /// The field path of a problem's location (`line 12: listeners[0].name`,
-/// or a resolver's bare path); `""` for one at a line only.
+/// or a resolver's bare path); `""` (the whole file, which every value
+/// concerns) for one at a line only or one that is no field path.
 fn field_of(location: &str) -> &str {
-    match location.strip_prefix("line ") {
+    let field = match location.strip_prefix("line ") {
         Some(rest) => rest
             .trim_start_matches(|c: char| c.is_ascii_digit())
             .strip_prefix(": ")
             .unwrap_or(""),
         None => location,
-    }
+    };
+    let path = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']');
+    if field.chars().all(path) { field } else { "" }
 }
 
 /// A value shorter than this is only withheld where a message quotes it
@@ -216,6 +219,7 @@ mod tests {
             ("listeners[1].bind.port", "invalid address \"fast\""),
             ("line 2: listeners[1]", "no bind \"fast\""),
             ("line 2", "found \"fast\""),
+            ("listener public", "found \"fast\""),
             (
                 "line 9: listeners[2].bind",
                 "\"fast\" is also listeners[1].bind",
