@@ -155,6 +155,8 @@
 //!   - `pool`: idle HTTP/1.1 connections, shared HTTP/2 ones, bounded dials.
 //!   - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles;
 //!     an h2 connection is retired when a request on it goes unanswered.
+//!     - `stream`: one stream of a shared h2 connection: counted out (the
+//!       connection closed at its last one when due), retiring it.
 //!   - `io`: one connection's bytes (plain or TLS), its slot, and the switch
 //!     that closes a retired HTTP/2 connection from outside hyper's task.
 //!     - `frames`: the HTTP/2 frames an upstream sends, followed by their

@@ -332,7 +332,10 @@ pub struct H2 {
 
 /// The state of one shared HTTP/2 connection.
 struct H2Shared {
-    /// Requests in flight on it (until their response bodies end).
+    /// Requests in flight on it (until their response bodies end), with
+    /// the flags [`CLOSE_AT_IDLE`] and [`CLOSED`] in the same word: the one
+    /// compare-and-swap that counts the last stream out, or marks the
+    /// connection to close when idle, sees the other's mark or count.
     streams: AtomicUsize,
     /// How many it may carry: [`H2_MAX_STREAMS`], or fewer if the server
     /// says so (none while it allows none). hyper would queue the rest on this connection, one behind
@@ -349,9 +352,6 @@ struct H2Shared {
     idle_since: AtomicU64,
     /// It takes no new stream: one of its requests went unanswered.
     retired: AtomicBool,
-    /// Closes when its last stream ends ([`H2::close_when_idle`]): shared
-    /// by a retired pool.
-    close_when_idle: AtomicBool,
     /// Closes it once it is retired and idle.
     kill: Arc<Kill>,
     /// The pool's: wakes a request waiting for a connection when a stream
@@ -427,7 +427,6 @@ impl H2 {
             settling,
             idle_since: AtomicU64::new(clock()),
             retired: AtomicBool::new(false),
-            close_when_idle: AtomicBool::new(false),
             kill,
             freed,
         });
@@ -517,13 +516,28 @@ impl H2 {
     /// none): the connection of a retired pool, which the requests still
     /// in flight under its endpoint share, and which nothing sweeps once
     /// they are over.
+    ///
+    /// The mark is a bit of the stream count ([`CLOSE_AT_IDLE`]), set by
+    /// the same SeqCst compare-and-swap that sees the count: either this
+    /// finds no stream and closes it, or the last stream's drop finds the
+    /// mark and does. With the mark a flag of its own, stored before the
+    /// count was looked at, a last stream counted out between the two read
+    /// the flag unset while this read a stream still open: neither closed
+    /// it, and it stayed open for as long as the endpoint was held.
     pub fn close_when_idle(&self) {
-        self.shared.close_when_idle.store(true, Ordering::Release);
-        let idle =
-            self.shared
-                .streams
-                .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire);
-        if idle.is_ok() {
+        let mut close = false;
+        // `None` when it is closed already.
+        let _ = self
+            .shared
+            .streams
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                if n & CLOSED != 0 {
+                    return None;
+                }
+                close = n & COUNT == 0;
+                Some(if close { CLOSED } else { n | CLOSE_AT_IDLE })
+            });
+        if close {
             self.shared.kill.kill();
         }
     }
@@ -562,7 +576,7 @@ impl H2 {
     /// It carries no stream now and would take one (a pooled connection
     /// that is idle, not merely one its server allows none on).
     pub fn idle_with_room(&self) -> bool {
-        self.shared.streams.load(Ordering::Acquire) == 0
+        self.shared.open_streams() == 0
             && self.shared.max_streams.load(Ordering::Acquire) > 0
             && self.usable()
     }
@@ -606,7 +620,7 @@ impl H2 {
     /// would, waking a waiter that would probe again, and wake another):
     /// a stream's last guard that closes the connection sees every stream
     /// taken before it, and none is taken after it (the count is
-    /// [`CLOSED`] then, more than any limit).
+    /// [`CLOSED`] then).
     pub fn try_stream(&self) -> Option<StreamGuard> {
         if !self.usable() {
             return None;
@@ -614,8 +628,8 @@ impl H2 {
         let max = self.shared.max_streams.load(Ordering::Acquire);
         self.shared
             .streams
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n & CLOSED == 0 && n & COUNT < max).then_some(n + 1)
             })
             .ok()?;
         Some(StreamGuard(self.shared.clone()))
@@ -626,81 +640,17 @@ impl H2 {
 /// is taken on it again.
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
+/// A flag of the stream count: the connection closes when its last stream
+/// ends ([`H2::close_when_idle`]); streams are still taken on it until then.
+const CLOSE_AT_IDLE: usize = 1 << (usize::BITS - 2);
+
+/// The stream count's bits that count streams.
+const COUNT: usize = !(CLOSED | CLOSE_AT_IDLE);
+
 impl H2Shared {
     /// Streams in flight on it.
     fn open_streams(&self) -> usize {
-        self.streams.load(Ordering::Acquire) & !CLOSED
-    }
-}
-
-/// One stream of a shared HTTP/2 connection, held until the response ends.
-pub struct StreamGuard(Arc<H2Shared>);
-
-impl StreamGuard {
-    /// The TLS error the stream's connection failed on, if it did.
-    pub fn tls_error(&self) -> Option<&rustls::Error> {
-        self.0.kill.tls_error()
-    }
-
-    /// The connection went silent under this stream (no response head
-    /// within `request_timeout`, no body for `read_timeout`, no answer to
-    /// an active check within its `timeout`): it takes no
-    /// new stream, and closes when its other streams have ended. A node
-    /// that vanished without a reset (a black-holed pod IP) leaves such a
-    /// connection open, and every request shared onto it would wait out
-    /// `request_timeout` until the kernel gives up, about 15 minutes later.
-    /// A backend that is merely slow costs one new connection per timeout.
-    pub fn retire(&self) {
-        if !self.0.retired.swap(true, Ordering::AcqRel) {
-            tracing::debug!("upstream h2 connection retired: a request on it went unanswered");
-        }
-    }
-
-    /// The server refused this stream (`REFUSED_STREAM`) or shut the
-    /// connection down before it (`GOAWAY`): retired as by [`Self::retire`],
-    /// so the new connection its request is sent again on (or the next
-    /// request's) takes the requests that follow. A server refusing every
-    /// stream on a connection it keeps open (a process stuck on it) had
-    /// that connection stay first in the pool: each request refused on it
-    /// and sent again on a new connection of its own, one dial more per
-    /// request, for as long as it stayed open.
-    pub fn retire_refused(&self) {
-        if !self.0.retired.swap(true, Ordering::AcqRel) {
-            tracing::debug!("upstream h2 connection retired: it left a request unprocessed");
-        }
-    }
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        // The last stream of a connection retired, or to close when idle,
-        // closes it in the same step as it counts itself out: a request
-        // taking a stream in between would have it cut by the close.
-        let mut close = false;
-        let before = self
-            .0
-            .streams
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                close = n == 1
-                    && (self.0.retired.load(Ordering::Acquire)
-                        || self.0.close_when_idle.load(Ordering::Acquire));
-                Some(if close { CLOSED } else { n - 1 })
-            })
-            .expect("always counted out");
-        // It was full: a request may be waiting for a stream (every slot
-        // of `max_connections_per_server` taken, or every dial running).
-        if before >= self.0.max_streams.load(Ordering::Acquire) {
-            self.0.freed.notify_one();
-        }
-        if before > 1 {
-            return;
-        }
-        self.0.idle_since.store(clock(), Ordering::Release);
-        // Closed, not left to a graceful GOAWAY: a silent peer may never
-        // read it, and the connection holds a server slot until it closes.
-        if close {
-            self.0.kill.kill();
-        }
+        self.streams.load(Ordering::Acquire) & COUNT
     }
 }
 
@@ -708,21 +658,6 @@ impl Drop for StreamGuard {
 fn clock() -> u64 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// Retires the stream's connection if the attempt is dropped because
-/// `request_timeout` ended it (`timed_out`), not because the client left.
-pub struct Unanswered<'a> {
-    pub stream: &'a StreamGuard,
-    pub timed_out: &'a AtomicBool,
-}
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        if self.timed_out.load(Ordering::Acquire) {
-            self.stream.retire();
-        }
-    }
 }
 
 /// A connection that will carry an `Upgrade` request: HTTP/1.1 only, its
@@ -756,6 +691,10 @@ pub type UpgradeConn = (
     Arc<HeadWait>,
     tokio::task::JoinHandle<()>,
 );
+
+mod stream;
+
+pub use stream::{StreamGuard, Unanswered};
 
 #[cfg(test)]
 mod tests;

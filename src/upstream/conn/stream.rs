@@ -1,0 +1,97 @@
+//! One stream of a shared HTTP/2 upstream connection: its guard, which counts it out (and closes the connection at its last stream when due), and the connection's retirement.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{CLOSE_AT_IDLE, CLOSED, COUNT, H2Shared, clock};
+
+/// One stream of a shared HTTP/2 connection, held until the response ends.
+pub struct StreamGuard(pub(super) Arc<H2Shared>);
+
+impl StreamGuard {
+    /// The TLS error the stream's connection failed on, if it did.
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        self.0.kill.tls_error()
+    }
+
+    /// The connection went silent under this stream (no response head
+    /// within `request_timeout`, no body for `read_timeout`, no answer to
+    /// an active check within its `timeout`): it takes no
+    /// new stream, and closes when its other streams have ended. A node
+    /// that vanished without a reset (a black-holed pod IP) leaves such a
+    /// connection open, and every request shared onto it would wait out
+    /// `request_timeout` until the kernel gives up, about 15 minutes later.
+    /// A backend that is merely slow costs one new connection per timeout.
+    pub fn retire(&self) {
+        if !self.0.retired.swap(true, Ordering::AcqRel) {
+            tracing::debug!("upstream h2 connection retired: a request on it went unanswered");
+        }
+    }
+
+    /// The server refused this stream (`REFUSED_STREAM`) or shut the
+    /// connection down before it (`GOAWAY`): retired as by [`Self::retire`],
+    /// so the new connection its request is sent again on (or the next
+    /// request's) takes the requests that follow. A server refusing every
+    /// stream on a connection it keeps open (a process stuck on it) had
+    /// that connection stay first in the pool: each request refused on it
+    /// and sent again on a new connection of its own, one dial more per
+    /// request, for as long as it stayed open.
+    pub fn retire_refused(&self) {
+        if !self.0.retired.swap(true, Ordering::AcqRel) {
+            tracing::debug!("upstream h2 connection retired: it left a request unprocessed");
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        // The last stream of a connection retired, or to close when idle,
+        // closes it in the same step as it counts itself out: a request
+        // taking a stream in between would have it cut by the close.
+        // The mark to close when idle is in the word counted down, so the
+        // compare-and-swap that counts the last stream out sees it, or
+        // `close_when_idle` sees this stream still counted and leaves the
+        // close to this drop. Retirement is marked by a stream's holder
+        // before that stream lets go: its own drop comes after.
+        let mut close = false;
+        let before = self
+            .0
+            .streams
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                close = n & COUNT == 1
+                    && (n & CLOSE_AT_IDLE != 0 || self.0.retired.load(Ordering::Acquire));
+                Some(if close { CLOSED } else { n - 1 })
+            })
+            .expect("always counted out")
+            & COUNT;
+        // It was full: a request may be waiting for a stream (every slot
+        // of `max_connections_per_server` taken, or every dial running).
+        if before >= self.0.max_streams.load(Ordering::Acquire) {
+            self.0.freed.notify_one();
+        }
+        if before > 1 {
+            return;
+        }
+        self.0.idle_since.store(clock(), Ordering::Release);
+        // Closed, not left to a graceful GOAWAY: a silent peer may never
+        // read it, and the connection holds a server slot until it closes.
+        if close {
+            self.0.kill.kill();
+        }
+    }
+}
+
+/// Retires the stream's connection if the attempt is dropped because
+/// `request_timeout` ended it (`timed_out`), not because the client left.
+pub struct Unanswered<'a> {
+    pub stream: &'a StreamGuard,
+    pub timed_out: &'a AtomicBool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.timed_out.load(Ordering::Acquire) {
+            self.stream.retire();
+        }
+    }
+}
