@@ -59,6 +59,19 @@ pub fn unprocessed(e: &hyper::Error) -> bool {
     false
 }
 
+/// The HTTP/2 upstream reset the stream with `REFUSED_STREAM` (not a
+/// `GOAWAY` that shut the connection down before it).
+pub fn refused_stream(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM) && !h2.is_go_away();
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// A request whose body can be sent twice ([`ClientBody::can_replay`]):
 /// its head and body, to send it again.
 pub fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {

@@ -44,8 +44,8 @@ use crate::proxy::budget::Budget;
 use crate::proxy::buffer;
 use crate::proxy::edge::{Abandoned, BytesIn, UpstreamAnswered};
 use crate::proxy::failure::{
-    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, replayable,
-    unprocessed,
+    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, refused_stream,
+    replayable, unprocessed,
 };
 use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
@@ -490,6 +490,9 @@ impl Upstream {
                     let sent = send.try_send_request(req).await;
                     // Answered (or failed): no longer the connection's silence.
                     std::mem::forget(unanswered);
+                    if sent.is_ok() {
+                        stream.answered();
+                    }
                     match sent {
                         // hyper's HTTP/1.1 parser holds a response to this
                         // many fields; its HTTP/2 client does not count.
@@ -517,9 +520,14 @@ impl Upstream {
                                     (Some(unsent), true)
                                 }
                                 // Its connection takes no new request
-                                // (`StreamGuard::retire_refused`).
+                                // after a GOAWAY, nor after a refusal unless
+                                // it serves others (`StreamGuard::refused`).
                                 None if unprocessed(e.error()) => {
-                                    stream.retire_refused();
+                                    if refused_stream(e.error()) {
+                                        stream.refused();
+                                    } else {
+                                        stream.retire_refused();
+                                    }
                                     (copy, true)
                                 }
                                 // A new connection closed on this very

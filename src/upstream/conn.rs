@@ -352,6 +352,11 @@ struct H2Shared {
     idle_since: AtomicU64,
     /// It takes no new stream: one of its requests went unanswered.
     retired: AtomicBool,
+    /// Responses (heads) it has served.
+    answered: AtomicU64,
+    /// Streams the server refused on it since its last response
+    /// ([`StreamGuard::refused`]).
+    refusals: AtomicUsize,
     /// Closes it once it is retired and idle.
     kill: Arc<Kill>,
     /// The pool's: wakes a request waiting for a connection when a stream
@@ -427,6 +432,8 @@ impl H2 {
             settling,
             idle_since: AtomicU64::new(clock()),
             retired: AtomicBool::new(false),
+            answered: AtomicU64::new(0),
+            refusals: AtomicUsize::new(0),
             kill,
             freed,
         });

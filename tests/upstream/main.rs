@@ -17,6 +17,7 @@ mod informational;
 mod key_usage;
 mod lengths;
 mod pool;
+mod refused;
 mod reloads;
 mod sharing;
 mod timeouts;

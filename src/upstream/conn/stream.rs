@@ -28,17 +28,36 @@ impl StreamGuard {
         }
     }
 
-    /// The server refused this stream (`REFUSED_STREAM`) or shut the
-    /// connection down before it (`GOAWAY`): retired as by [`Self::retire`],
-    /// so the new connection its request is sent again on (or the next
-    /// request's) takes the requests that follow. A server refusing every
-    /// stream on a connection it keeps open (a process stuck on it) had
-    /// that connection stay first in the pool: each request refused on it
-    /// and sent again on a new connection of its own, one dial more per
-    /// request, for as long as it stayed open.
+    /// The server shut the connection down before this stream (`GOAWAY`):
+    /// retired as by [`Self::retire`], so the new connection its request
+    /// is sent again on (or the next request's) takes the requests that
+    /// follow.
     pub fn retire_refused(&self) {
         if !self.0.retired.swap(true, Ordering::AcqRel) {
             tracing::debug!("upstream h2 connection retired: it left a request unprocessed");
+        }
+    }
+
+    /// A response head came on this stream: the connection serves.
+    pub fn answered(&self) {
+        self.0.answered.fetch_add(1, Ordering::AcqRel);
+        self.0.refusals.store(0, Ordering::Release);
+    }
+
+    /// The server refused this stream (`REFUSED_STREAM`): retired as by
+    /// [`Self::retire_refused`] only if the connection never served a
+    /// response, or on a second refusal with no response in between. A
+    /// server refusing every stream on a connection it keeps open (a
+    /// process stuck on it) had that connection stay first in the pool:
+    /// each request refused on it and sent again on a new connection of
+    /// its own, one dial more per request. But one refusal on a connection
+    /// that serves the streams beside it (a server shedding one stream
+    /// under load) retired it too: a new connection for the requests that
+    /// followed, and the old one closed under those still on it.
+    pub fn refused(&self) {
+        let refusals = self.0.refusals.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.0.answered.load(Ordering::Acquire) == 0 || refusals >= 2 {
+            self.retire_refused();
         }
     }
 }
