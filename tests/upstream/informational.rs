@@ -137,3 +137,73 @@ async fn a_101_from_an_http2_upstream_is_502_at_once() {
     assert_eq!(told["reason"], "protocol", "{told}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+/// HEADERS blocks whose first field is `:status: 101` in the other forms
+/// HPACK has for it, each with what later streams on the connection get:
+/// the same, or the dynamic table's first entry where the first was
+/// indexed. What each is, the first block, the later one.
+const STATUS_101_FORMS: [(&str, &[u8], &[u8]); 5] = [
+    (
+        "name 9 (`:status 204`), without indexing",
+        &[0x09, 0x03, b'1', b'0', b'1'],
+        &[0x09, 0x03, b'1', b'0', b'1'],
+    ),
+    (
+        "name 14 (`:status 500`), incremental indexing, Huffman value",
+        &[0x4e, 0x82, 0x08, 0x03],
+        &[0xbe],
+    ),
+    (
+        "name 12 (`:status 400`), never indexed",
+        &[0x1c, 0x03, b'1', b'0', b'1'],
+        &[0x1c, 0x03, b'1', b'0', b'1'],
+    ),
+    (
+        "the literal name `:status`, without indexing",
+        &[
+            0x00, 0x07, b':', b's', b't', b'a', b't', b'u', b's', 0x03, b'1', b'0', b'1',
+        ],
+        &[
+            0x00, 0x07, b':', b's', b't', b'a', b't', b'u', b's', 0x03, b'1', b'0', b'1',
+        ],
+    ),
+    (
+        "the Huffman-coded name `:status`, incremental indexing",
+        &[
+            0x40, 0x85, 0xb8, 0x84, 0x8d, 0x36, 0xa3, 0x03, b'1', b'0', b'1',
+        ],
+        &[0xbe],
+    ),
+];
+
+/// A `101` from an HTTP/2 upstream is a `502` at once whichever HPACK form
+/// carries its `:status`: a name index of the other static `:status`
+/// entries (9 to 14) or the name written out (raw or Huffman-coded), not
+/// only index 8 (`:status 200`), as Go, nghttp2 and h2 encode it. Any
+/// other form slipped past the guard: h2 took the `101` as an
+/// informational response, and the request waited until `request_timeout`
+/// (here ten minutes) for a final one.
+#[tokio::test]
+async fn a_101_in_any_hpack_form_from_an_http2_upstream_is_502_at_once() {
+    for (what, first, later) in STATUS_101_FORMS {
+        let w = world();
+        let (backend, _) = answering_h2(&w.backend_pair, move |stream| {
+            h2_frame(1, 4, stream, if stream == 1 { first } else { later })
+        })
+        .await;
+        let mut p = Proxy::start(&w.scene.one_upstream_config(
+            "app",
+            backend,
+            &["request_timeout: 10m"],
+        ));
+        let addr = p.listener_addr("public").await;
+        for i in 0..2 {
+            let mut sender = h1_sender(&w, addr).await;
+            let req = h1_request("GET", "/x", "");
+            let Ok(resp) = tokio::time::timeout(WAIT, sender.send_request(req)).await else {
+                panic!("{what}: request {i} unanswered, its 101 taken as informational");
+            };
+            assert_eq!(resp.unwrap().status(), 502, "{what}: request {i}");
+        }
+    }
+}

@@ -52,14 +52,19 @@ pub(super) struct SettingsFrames {
 /// has no `101` in HTTP/2, yet h2 (0.4.20) takes it as an informational
 /// response and hyper drops it, so the request waited for a final
 /// response until `request_timeout`; nghttp2 (Envoy) resets the stream.
-/// A literal `:status` (static name index 8, how Go, nghttp2 and h2
-/// encode it) whose value is `101`, raw or Huffman-coded, has its name
-/// index turned into `:method`'s (2, a name of the same length, so the
-/// HPACK table's sizes stay the server's): h2 then finds no `:status`
-/// and resets the stream (`PROTOCOL_ERROR`), a `502` (`protocol`). An
-/// indexed copy of that entry decodes the same. When the name came in an
-/// earlier read than the value (h2 has it already), the value's last
-/// byte is spoiled instead: not a status, h2 fails the connection.
+/// A literal `:status` whose value is `101`, raw or Huffman-coded, in any
+/// form HPACK has (RFC 7541 §6.2: with incremental indexing, without, or
+/// never indexed), is refused. Its name may be a static index: 8
+/// (`:status 200`, how Go, nghttp2 and h2 encode it) or any other
+/// `:status` entry (9 to 14); that index is turned into `:method`'s (2, a
+/// name of the same length, so the HPACK table's sizes stay the server's):
+/// h2 then finds no `:status` and resets the stream (`PROTOCOL_ERROR`), a
+/// `502` (`protocol`). An indexed copy of that entry decodes the same.
+/// When the name came in an earlier read than the value (h2 has it
+/// already), or was written out (`:status`, raw or Huffman-coded), the
+/// value's last byte is spoiled instead: not a status, h2 fails the
+/// connection (an HPACK error, `GOAWAY`), a `502` too. Only the index 8
+/// was looked for, so any other form passed a `101` to h2.
 #[derive(Default)]
 struct FirstField {
     /// Payload bytes of the current frame still to come.
@@ -81,6 +86,10 @@ enum Step {
     Done,
     /// At the start of a field (or of a dynamic table size update).
     Start,
+    /// A literal with a new name came: the name's length is next.
+    NameLength,
+    /// In a name that so far matches `:status` (`got` bytes of it).
+    Name { huffman: bool, got: usize },
     /// In a size update's continuation bytes.
     SizeUpdate,
     /// A literal `:status` came: its value's length is next. `name` is its
@@ -97,6 +106,14 @@ enum Step {
 /// `101` Huffman-coded (RFC 7541 Appendix B: `1` 00001, `0` 00000, then
 /// one padding bit).
 const HUFFMAN_101: [u8; 2] = [0x08, 0x03];
+
+/// `:status` Huffman-coded (RFC 7541 Appendix B: 38 bits, then two
+/// padding bits); its one encoding, as `101`'s is.
+const HUFFMAN_STATUS: [u8; 5] = [0xb8, 0x84, 0x8d, 0x36, 0xa3];
+
+/// The static table's `:status` entries (RFC 7541 Appendix A: `200`,
+/// `204`, `206`, `304`, `400`, `404`, `500`).
+const STATUS_NAMES: std::ops::RangeInclusive<u8> = 8..=14;
 
 /// The frames hotproxy writes, followed by their headers past the
 /// connection preface: a stream it resets itself (its client went away,
@@ -331,16 +348,42 @@ impl SettingsFrames {
                 Step::Start if b & 0x80 != 0 => Step::Done,
                 Step::Start if b & 0xe0 == 0x20 && b & 0x1f == 0x1f => Step::SizeUpdate,
                 Step::Start if b & 0xe0 == 0x20 => Step::Start,
-                Step::Start => {
-                    let index = if b & 0x40 != 0 { b & 0x3f } else { b & 0x0f };
-                    if index == 8 {
-                        Step::Length { name: Some(i) }
-                    } else {
-                        Step::Done
-                    }
-                }
+                // A literal: with incremental indexing (`01`, a 6-bit
+                // name index), else without or never indexed (`0000`,
+                // `0001`, a 4-bit one); index 0 is a new name.
+                Step::Start => match if b & 0x40 != 0 { b & 0x3f } else { b & 0x0f } {
+                    0 => Step::NameLength,
+                    index if STATUS_NAMES.contains(&index) => Step::Length { name: Some(i) },
+                    _ => Step::Done,
+                },
                 Step::SizeUpdate if b & 0x80 == 0 => Step::Start,
                 Step::SizeUpdate => Step::SizeUpdate,
+                // 7 bytes raw, or 5 Huffman-coded (the H bit).
+                Step::NameLength => match b {
+                    0x07 => Step::Name {
+                        huffman: false,
+                        got: 0,
+                    },
+                    0x85 => Step::Name {
+                        huffman: true,
+                        got: 0,
+                    },
+                    _ => Step::Done,
+                },
+                Step::Name { huffman, got } => {
+                    let want: &[u8] = if huffman { &HUFFMAN_STATUS } else { b":status" };
+                    if b != want[got] {
+                        Step::Done
+                    } else if got + 1 < want.len() {
+                        Step::Name {
+                            huffman,
+                            got: got + 1,
+                        }
+                    } else {
+                        // No name index to turn: the value is spoiled.
+                        Step::Length { name: None }
+                    }
+                }
                 Step::Length { name } => match b {
                     0x03 => Step::Value {
                         name,
@@ -366,8 +409,12 @@ impl SettingsFrames {
                         }
                     } else {
                         match name {
-                            // Index 8 (`:status`) becomes 2 (`:method`).
-                            Some(at) => piece[at] ^= 8 ^ 2,
+                            // A `:status` index (8 to 14) becomes 2
+                            // (`:method`), its representation's bits kept.
+                            Some(at) => {
+                                let kind = if piece[at] & 0x40 != 0 { 0xc0 } else { 0xf0 };
+                                piece[at] = piece[at] & kind | 2;
+                            }
                             // `10o` (Huffman) or `10x`.
                             None => piece[i] = if huffman { 0x0f } else { b'x' },
                         }

@@ -234,3 +234,57 @@ fn a_literal_101_status_is_refused_however_reads_split_it() {
         assert_eq!(read, want, "reads of {size} bytes");
     }
 }
+
+/// `:status: 101` as the first field in the other HPACK forms: a name
+/// index of another static `:status` entry (9 to 14, any literal kind)
+/// becomes `:method`'s (2) when its byte and the value's last byte come in
+/// one read, else the value is spoiled; a name written out (raw or
+/// Huffman-coded `:status`) always has its value spoiled. The same field
+/// second in a block, and `:status: 100` under those names, are left.
+#[test]
+fn a_101_status_in_any_hpack_form_is_refused_however_reads_split_it() {
+    // (the block, the name byte's offset if it is rewritten, the value's
+    // last byte's offset, that byte spoiled)
+    let forms: [(&[u8], Option<usize>, usize, u8); 5] = [
+        (&[0x09, 0x03, b'1', b'0', b'1'], Some(0), 4, b'x'),
+        (&[0x4e, 0x82, 0x08, 0x03], Some(0), 3, 0x0f),
+        (&[0x1c, 0x03, b'1', b'0', b'1'], Some(0), 4, b'x'),
+        (b"\x00\x07:status\x03101", None, 12, b'x'),
+        (b"\x40\x85\xb8\x84\x8d\x36\xa3\x03101", None, 10, b'x'),
+    ];
+    let mut bytes = Vec::new();
+    let mut hits = Vec::new();
+    for (stream, (block, name, last, spoiled)) in (1..).step_by(2).zip(forms) {
+        bytes.extend(on(stream, block.len() as u32, 1, 4));
+        let at = bytes.len();
+        hits.push((name.map(|n| at + n), at + last, spoiled));
+        bytes.extend(block);
+    }
+    // Left: second in a block (after `:status: 200`, index 8), and `100`.
+    let left: [&[u8]; 3] = [
+        &[0x88, 0x09, 0x03, b'1', b'0', b'1'],
+        &[0x0e, 0x03, b'1', b'0', b'0'],
+        b"\x00\x07:status\x03100",
+    ];
+    for (stream, block) in (11..).step_by(2).zip(left) {
+        bytes.extend(on(stream, block.len() as u32, 1, 4));
+        bytes.extend(block);
+    }
+    for size in 1..=bytes.len() {
+        let mut want = bytes.clone();
+        for &(name, last, spoiled) in &hits {
+            match name {
+                Some(name) if name / size == last / size => {
+                    want[name] = want[name] & if want[name] & 0x40 != 0 { 0xc0 } else { 0xf0 } | 2;
+                }
+                _ => want[last] = spoiled,
+            }
+        }
+        let mut frames = SettingsFrames::default();
+        let mut read = bytes.clone();
+        for chunk in read.chunks_mut(size) {
+            frames.read(chunk);
+        }
+        assert_eq!(read, want, "reads of {size} bytes");
+    }
+}
