@@ -59,8 +59,13 @@ pub struct Health {
 /// The reference point of `until`.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
+/// `t` as nanoseconds since [`EPOCH`], saturated: an ejection ending past
+/// `u64::MAX` nanoseconds (about 584 years: `eject_for` over 73 years at
+/// its fourth ejection in a row; `876000h` is allowed) ends at `u64::MAX`,
+/// still out of service (`ejected` compares with `<`), where a wrapped
+/// value could end it within hours, or at once.
 fn nanos(t: Instant) -> u64 {
-    t.saturating_duration_since(*EPOCH).as_nanos() as u64
+    u64::try_from(t.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What a failure did.
@@ -207,6 +212,27 @@ mod tests {
         }
         assert_eq!(h.failure(t1, &P), Verdict::Failing);
         assert_eq!(h.eject(t1, &P), Duration::from_secs(10));
+    }
+
+    /// An ejection that ends past what `until` holds in nanoseconds
+    /// (about 584 years) still ejects. `eject_for: 640513h` (73 years)
+    /// doubled three times at its fourth ejection in a row is just over
+    /// 2^64 nanoseconds: wrapped, that ejection ended some eight hours in.
+    #[test]
+    fn an_ejection_past_584_years_still_ejects() {
+        let p = Passive {
+            consecutive_failures: 3,
+            eject_for: Duration::from_secs(640_513 * 3600),
+        };
+        let h = Health::default();
+        let t0 = Instant::now();
+        let day = t0 + Duration::from_secs(24 * 3600);
+        for n in 0..6 {
+            let d = h.eject(t0, &p);
+            assert_eq!(d, p.eject_for * 2u32.pow(n));
+            assert!(h.ejected(day), "ejection {} of {d:?} over in a day", n + 1);
+            assert!(h.ejected_until().is_some_and(|until| until > day));
+        }
     }
 
     #[test]
