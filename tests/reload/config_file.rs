@@ -69,13 +69,13 @@ async fn a_rejected_configuration_is_applied_once_its_files_come() {
     p.signal("HUP");
     p.wait_log("rejected", rejected("new.crt")).await;
     let failures = r#"hotproxy_config_reloads_total{result="failure"}"#;
-    // The key first, then the certificate renamed in whole: a retry in
-    // between still finds only new.crt missing, the same rejection, not
-    // counted again (a key missing after the certificate came would be a
-    // rejection of another kind, counted: seen under load).
-    write(&s.path("new.key"), &new.key_pem);
-    write(&s.path("new.crt.tmp"), &new.cert_pem);
-    std::fs::rename(s.path("new.crt.tmp"), s.path("new.crt")).unwrap();
+    // The key first, then the certificate, each renamed in whole: a retry
+    // in between still finds only new.crt missing, the same rejection, not
+    // counted again (a key missing after the certificate came, or a key
+    // read half written, would be a rejection of another kind, counted:
+    // seen under load).
+    mv_over(&s.path("new.key"), &new.key_pem);
+    mv_over(&s.path("new.crt"), &new.cert_pem);
     until_served(addr, "new.localhost", &ca.cert_pem, &new.fingerprint).await;
     let failed = format!("{failures} 1");
     assert!(
