@@ -637,12 +637,16 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
                 });
             }
         }
-        if let Some(purpose) = missing_purpose(kind, &certified.cert[0]) {
+        if let Some((purpose, any)) = missing_purpose(kind, &certified.cert[0]) {
+            let instead = match any {
+                true => " (anyExtendedKeyUsage does not stand in for it)",
+                false => "",
+            };
             return Err(MaterialError::BadCertificate {
                 origin: names[0].clone(),
                 reason: format!(
-                    "not for a TLS {purpose}: its extendedKeyUsage lacks {purpose}Auth, \
-                     which every TLS peer requires when the extension is there; \
+                    "not for a TLS {purpose}: its extendedKeyUsage lacks {purpose}Auth{instead}, \
+                     which TLS peers require when the extension is there; \
                      re-issue it with {purpose}Auth"
                 ),
             });
@@ -668,20 +672,24 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
 }
 
 /// The purpose (`server`, `client`) a pair's leaf is served for and its
-/// extendedKeyUsage leaves out (neither it nor anyExtendedKeyUsage):
-/// webpki, OpenSSL, Go and browsers refuse such a leaf in every handshake,
-/// so loading it would only replace working material with failing
-/// handshakes. `None` without the extension (any purpose), or for a leaf
-/// x509-parser does not read.
-fn missing_purpose(kind: EntryKind, leaf: &[u8]) -> Option<&'static str> {
+/// extendedKeyUsage leaves out, and whether it holds anyExtendedKeyUsage:
+/// webpki, OpenSSL, Go and browsers refuse a leaf without its purpose in
+/// every handshake, so loading it would only replace working material with
+/// failing handshakes. A server leaf needs serverAuth itself: rustls
+/// (webpki) refuses one with anyExtendedKeyUsage in its place
+/// (`InvalidPurpose`), as OpenSSL does. A client leaf may have
+/// anyExtendedKeyUsage instead of clientAuth: the upstream judges it, and
+/// Go's and Java's servers take it. `None` without the extension (any
+/// purpose), or for a leaf x509-parser does not read.
+fn missing_purpose(kind: EntryKind, leaf: &[u8]) -> Option<(&'static str, bool)> {
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
     let eku = cert.extended_key_usage().ok()??.value;
     let (purpose, allowed) = match kind {
         EntryKind::ServerPair => ("server", eku.server_auth),
-        EntryKind::ClientPair => ("client", eku.client_auth),
+        EntryKind::ClientPair => ("client", eku.client_auth || eku.any),
         _ => return None,
     };
-    (!allowed && !eku.any).then_some(purpose)
+    (!allowed).then_some((purpose, eku.any))
 }
 
 /// Whether the key's public key (as SubjectPublicKeyInfo DER) is the

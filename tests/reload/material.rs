@@ -188,6 +188,39 @@ async fn a_certificate_not_for_a_server_never_wins() {
     until_served(addr, "localhost", &ca.cert_pem, &fresh.fingerprint).await;
 }
 
+/// A new pair whose certificate's extendedKeyUsage holds
+/// anyExtendedKeyUsage alone never replaces the good one either: rustls
+/// refuses it in every handshake (`InvalidPurpose`: webpki requires
+/// serverAuth itself), as OpenSSL does. It is refused at once, naming the
+/// file and serverAuth.
+#[tokio::test]
+async fn a_certificate_for_any_purpose_alone_never_wins() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let kube = Kubelet::new(&s.path("secret"));
+    let good = ca.server_pair(&["localhost"]);
+    write_secret(&kube, &good);
+    let (mut p, addr) =
+        serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", ""))).await;
+    assert_serves(addr, "localhost", &ca.cert_pem, &good.fingerprint).await;
+    write_secret(&kube, &ca.any_purpose_pair_for(&["localhost"]));
+    let line = p
+        .wait_log("the anyExtendedKeyUsage-only certificate refused", |v| {
+            v["message"] == "certificate reload failed; keeping the previous material"
+        })
+        .await;
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("tls.crt") && error.contains("serverAuth"),
+        "the refusal names neither the file nor serverAuth: {line}"
+    );
+    assert_eq!(
+        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
+        good.fingerprint,
+        "a certificate for any purpose alone replaced good material"
+    );
+}
+
 /// A pair moved over while something touches the certificate without
 /// pause (a chmod loop every 2 ms: one inotify IN_ATTRIB each) is served
 /// all the same, within ten debounces: each touch used to push the report

@@ -262,6 +262,13 @@ impl TestCa {
         self.issue(names[0], names, usage, false, &[])
     }
 
+    /// A pair for `names` whose extendedKeyUsage is anyExtendedKeyUsage
+    /// alone.
+    pub fn any_purpose_pair_for(&self, names: &[&str]) -> TestPair {
+        let usage = ExtendedKeyUsagePurpose::Any;
+        self.issue(names[0], names, usage, false, &[])
+    }
+
     pub fn client_pair(&self, cn: &str) -> TestPair {
         self.issue(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, false, &[])
     }
