@@ -6,7 +6,8 @@
 //! detection: `base_ejection_time` times the ejection count). A request it
 //! serves well after coming back resets the count of failures; the back-off
 //! decays once it has stayed in for as long as its last ejection lasted,
-//! whether or not requests came meanwhile.
+//! whether or not requests came meanwhile; time active checks held it out
+//! is not time in: that stay starts again when they put it back.
 //! Whether an endpoint may be ejected at all (never the last one in
 //! service, nor one past half of them ejected) is the caller's decision: it
 //! knows the other endpoints. A refused ejection (`kept`) starts the count
@@ -128,6 +129,22 @@ impl Health {
         self.state.lock().expect("health lock").failures = 0;
     }
 
+    /// Active checks take it out of service at `now`: a back-off its stay
+    /// in service has decayed by then stays decayed.
+    pub fn held_out(&self, now: Instant) {
+        self.state.lock().expect("health lock").decay(now);
+    }
+
+    /// Active checks put it back in service at `now`: time they held it
+    /// out is not time in service, so the stay the back-off decays after
+    /// starts again now (or at the end of an ejection still running).
+    pub fn back_in_service(&self, now: Instant) {
+        let mut s = self.state.lock().expect("health lock");
+        if let Some(back) = s.back_since {
+            s.back_since = Some(back.max(now));
+        }
+    }
+
     /// Take it out of service; returns for how long.
     pub fn eject(&self, now: Instant, p: &Passive) -> Duration {
         let mut s = self.state.lock().expect("health lock");
@@ -233,6 +250,39 @@ mod tests {
             assert!(h.ejected(day), "ejection {} of {d:?} over in a day", n + 1);
             assert!(h.ejected_until().is_some_and(|until| until > day));
         }
+    }
+
+    /// Time held out by active checks is not time in service: the
+    /// back-off decays only after a stay in service as long as the last
+    /// ejection, counted from when the checks put it back.
+    #[test]
+    fn time_held_out_by_active_checks_is_not_in_service() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        assert_eq!(h.eject(t0, &P), Duration::from_secs(10));
+        // Back at t0 + 10 s, held out by active checks from t0 + 11 s to
+        // t0 + 40 s: in service 1 s, then 5 s.
+        h.held_out(t0 + Duration::from_secs(11));
+        let back = t0 + Duration::from_secs(40);
+        h.back_in_service(back);
+        let t1 = back + Duration::from_secs(5);
+        assert_eq!(h.eject(t1, &P), Duration::from_secs(20));
+        // In service as long as that ejection since it ended: decayed.
+        let t2 = t1 + Duration::from_secs(20 + 20);
+        assert_eq!(h.eject(t2, &P), Duration::from_secs(10));
+        // Put back by active checks while still ejected: the ejection's
+        // end still counts.
+        let t3 = t2 + Duration::from_secs(10 + 10);
+        h.held_out(t2 + Duration::from_secs(1));
+        h.back_in_service(t2 + Duration::from_secs(5));
+        assert_eq!(h.eject(t3, &P), Duration::from_secs(10));
+        // In service as long as that ejection before active checks held it
+        // out: decayed then, still after.
+        let t4 = t3 + Duration::from_secs(10 + 10);
+        h.held_out(t4);
+        h.back_in_service(t4 + Duration::from_secs(100));
+        let t5 = t4 + Duration::from_secs(101);
+        assert_eq!(h.eject(t5, &P), Duration::from_secs(10));
     }
 
     #[test]

@@ -529,10 +529,12 @@ impl Members {
         let was = m.checks.unhealthy.load(Relaxed);
         if !was && streak <= -(active.unhealthy_after as i32) {
             m.checks.unhealthy.store(true, Relaxed);
+            m.health.held_out(Instant::now());
             warn!(upstream = %self.upstream, endpoint = %m.label, path = %active.path, "upstream endpoint failed its active checks; out of service");
             self.publish();
         } else if was && streak >= active.healthy_after as i32 {
             m.checks.unhealthy.store(false, Relaxed);
+            m.health.back_in_service(Instant::now());
             info!(upstream = %self.upstream, endpoint = %m.label, "upstream endpoint passed its active checks; back in service");
             self.publish();
         }
