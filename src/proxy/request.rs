@@ -35,6 +35,10 @@ pub enum Refused {
     TransferCoding,
     #[error("chunked applied more than once")]
     ChunkedTwice,
+    /// An upgrade (a WebSocket handshake) with a chunked body: see
+    /// [`prepare`].
+    #[error("Upgrade request with a chunked body")]
+    ChunkedUpgrade,
     #[error("more than {MAX_HEADER_FIELDS} header fields")]
     TooManyHeaders,
     #[error("authority-form target without CONNECT")]
@@ -86,7 +90,10 @@ impl Refused {
     /// The short plain-text answer the client gets.
     pub fn response(self) -> http::Response<ResponseBody> {
         let mut resp = error_response(self.status(), &self.to_string());
-        if matches!(self, Refused::TransferCoding | Refused::ChunkedTwice) {
+        if matches!(
+            self,
+            Refused::TransferCoding | Refused::ChunkedTwice | Refused::ChunkedUpgrade
+        ) {
             // Framing another parser may read otherwise: nothing more is
             // read from this connection (hyper closes after the answer).
             resp.headers_mut()
@@ -173,6 +180,19 @@ pub fn prepare<B: hyper::body::Body>(
     // is never known empty): most requests skip the header lookup.
     if !req.body().is_end_stream() {
         transfer_codings(req.headers())?;
+        // An upgrade hotproxy would tunnel, with a chunked body: a WebSocket
+        // handshake has none (RFC 6455 §4.1: a GET), and such a request may
+        // have carried a `Content-Length` too, which hyper drops unseen
+        // (RFC 9112 §6.3: chunked wins). A front proxy reading that
+        // `Content-Length` would take the end of the body for the start of
+        // the tunnel, or the other way round: whatever follows would reach
+        // the backend as tunnel bytes neither side framed alike. Refused,
+        // the connection closed after the answer.
+        if req.headers().contains_key(header::TRANSFER_ENCODING)
+            && crate::proxy::tunnel::is_tunnelled(req.version(), req.headers())
+        {
+            return Err(Refused::ChunkedUpgrade);
+        }
     }
     authority_with(req, hosts)?;
     let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
