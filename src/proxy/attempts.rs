@@ -34,7 +34,7 @@ use crate::metrics::{METRICS, UpstreamLabels};
 use crate::proxy::body::{BodyFault, ClientBody};
 use crate::proxy::budget::Slot;
 use crate::proxy::edge::{Abandoned, UpstreamAddr};
-use crate::proxy::failure::{Failure, diagnose, local_resources, unprocessed, waited};
+use crate::proxy::failure::{Failure, diagnose, local_resources, never_processed, waited};
 use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
 use crate::proxy::framing;
 use crate::upstream::endpoint::Endpoint;
@@ -386,14 +386,15 @@ impl Upstream {
     /// A failed attempt is sent to another endpoint: said, counted as a
     /// retry, and its failure counted with its reason as a last attempt's
     /// is: a retry hid why an endpoint kept failing. Not a request an
-    /// HTTP/2 upstream left unprocessed: sent again to its own endpoint
-    /// instead (no other one to take it), it is a resend, no error. Nor
+    /// HTTP/2 upstream left unprocessed, or its connection handed back
+    /// unsent: sent again to its own endpoint instead (no other one to
+    /// take it), it is a resend, no error. Nor
     /// one that got another request's dial's cause: that dial counted,
     /// once (a hundred waiting for it counted a hundred).
     fn retrying(&self, endpoint: &Endpoint, failure: &Failure) {
         let (reason, _, _) = diagnose(failure);
         debug!(upstream = %self.name, server = %endpoint.dialled_url, reason, "retrying on another endpoint");
-        if !matches!(failure, Failure::Request(e) if unprocessed(e)) && !waited(failure) {
+        if !never_processed(failure) && !waited(failure) {
             crate::metrics::upstream_error(&self.name, reason);
         }
         METRICS
@@ -419,14 +420,16 @@ impl Upstream {
     /// connection limit says nothing about the endpoint's health; nor does
     /// a request an HTTP/2 upstream left unprocessed (`REFUSED_STREAM`, or
     /// past a `GOAWAY`'s last stream id: a server shutting a connection
-    /// down gracefully), as when it is resent to the same endpoint: five
-    /// of those ejected an endpoint that had done nothing wrong. Nor does a
+    /// down gracefully) or handed back unsent by its connection (that
+    /// `GOAWAY` read as the request was handed over), as when it is resent
+    /// to the same endpoint: five of those ejected an endpoint that had
+    /// done nothing wrong. Nor does a
     /// connect the proxy could not make for want of its own descriptors
     /// (`local_resources`): a flood of clients ejected every endpoint. Nor
     /// a request that got another's dial's cause: that dial counted, once.
     pub(super) fn answered_failure(&self, members: &Members, i: usize, failure: &Failure) {
         let (reason, _, status) = diagnose(failure);
-        let excused = matches!(failure, Failure::Request(e) if unprocessed(e)) || waited(failure);
+        let excused = never_processed(failure) || waited(failure);
         if !matches!(reason, "connection_limit" | "local_resources") && !excused {
             members.failure(i, reason);
         }

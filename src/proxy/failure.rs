@@ -18,6 +18,12 @@ pub enum Failure {
     Dial(DialError),
     /// The request on an established connection.
     Request(hyper::Error),
+    /// An HTTP/2 request its connection handed back never written (hyper:
+    /// "operation was canceled", the request returned): the server's
+    /// `GOAWAY` read while the request was handed over, its connection
+    /// taking no new stream. As a stream the upstream left [`unprocessed`],
+    /// the endpoint never saw it ([`never_processed`]).
+    Unsent(hyper::Error),
     /// The request was dropped (hyper: "operation was canceled", "dispatch task is gone")
     /// by its HTTP/2 connection, whose I/O failed on this TLS error.
     ConnectionTls(rustls::Error),
@@ -70,6 +76,19 @@ pub fn refused_stream(e: &hyper::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+/// The endpoint never saw the attempt: an HTTP/2 stream it left
+/// [`unprocessed`], or a request its connection handed back unsent
+/// ([`Failure::Unsent`]). No failure of the endpoint's: passive health
+/// does not count it, nor `hotproxy_upstream_errors_total` when it goes
+/// on to another endpoint.
+pub fn never_processed(e: &Failure) -> bool {
+    match e {
+        Failure::Unsent(_) => true,
+        Failure::Request(e) => unprocessed(e),
+        _ => false,
+    }
 }
 
 /// A request whose body can be sent twice ([`ClientBody::can_replay`]):
@@ -220,6 +239,12 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
         ),
         Failure::Framing(why) => ("protocol", (*why).into(), StatusCode::BAD_GATEWAY),
         Failure::Request(e) => diagnose_request(e),
+        Failure::Unsent(_) => (
+            "protocol",
+            "the upstream connection closed before the request was sent (the server shutting it down)"
+                .into(),
+            StatusCode::BAD_GATEWAY,
+        ),
     }
 }
 

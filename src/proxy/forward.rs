@@ -512,7 +512,9 @@ impl Upstream {
                         }
                         Err(mut e) => {
                             // Sent again, and whether to this endpoint too.
-                            let (again, here) = match e.take_message() {
+                            let unsent = e.take_message();
+                            let never_written = unsent.is_some();
+                            let (again, here) = match unsent {
                                 Some(mut unsent) => {
                                     if let Some(host) = host {
                                         unsent.headers_mut().insert(header::HOST, host);
@@ -570,8 +572,12 @@ impl Upstream {
                                     continue;
                                 }
                                 again => {
+                                    // Never written: the endpoint never saw
+                                    // it (its `GOAWAY` read as the request
+                                    // was handed over), no failure of its.
                                     let failure = match tls {
                                         Some(tls) => Failure::ConnectionTls(tls),
+                                        None if never_written => Failure::Unsent(e),
                                         None => Failure::Request(e),
                                     };
                                     return Err((failure, again));

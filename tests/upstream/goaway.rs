@@ -524,3 +524,141 @@ async fn a_request_is_sent_again_on_two_new_connections_at_most() {
     assert_eq!((status, body.as_str()), (502, "upstream unavailable\n"));
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
+
+/// What [`draining_after_one`] tells the test, and is told.
+#[derive(Default)]
+struct Draining {
+    /// Its first connection's first request is in, and held.
+    held: tokio::sync::Notify,
+    /// Say `GOAWAY` now.
+    go: tokio::sync::Notify,
+    /// The proxy has read that `GOAWAY` (it acknowledged the `PING` sent
+    /// after it: h2 reads frames in order).
+    read: tokio::sync::Notify,
+    /// Answer the held request now.
+    finish: tokio::sync::Notify,
+}
+
+/// A raw HTTP/2 backend draining its first connection as a pod on its way
+/// down does: it holds that connection's first request (`held`), and when
+/// the test says `go`, says `GOAWAY(NO_ERROR)` naming it the last stream it
+/// will process (it is still answered, when the test says `finish`) and a
+/// `PING` after it, whose acknowledgement it tells the test (`read`).
+/// What the client sends meanwhile waits unread. Its later connections
+/// answer each request (`200`, body `connection N`).
+async fn draining_after_one(pair: &TestPair, cue: Arc<Draining>) -> SocketAddr {
+    let answer = |n: usize, stream: u32| {
+        let body = format!("connection {n}");
+        [
+            h2_frame(1, 4, stream, &[0x88]),
+            h2_frame(0, 1, stream, body.as_bytes()),
+        ]
+        .concat()
+    };
+    let (addr, _) = raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, n| {
+        let cue = cue.clone();
+        async move {
+            // The stream held on the first connection.
+            let mut held = 0;
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                let out = match (kind, n) {
+                    // SETTINGS, not an ACK: acknowledge.
+                    (4, _) if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
+                    (1, 0) => {
+                        held = stream;
+                        cue.held.notify_one();
+                        cue.go.notified().await;
+                        [goaway(stream), h2_frame(6, 0, 0, &[0; 8])].concat()
+                    }
+                    // The PING's ACK.
+                    (6, 0) if flags & 1 == 1 => {
+                        cue.read.notify_one();
+                        cue.finish.notified().await;
+                        answer(0, held)
+                    }
+                    (1, _) => answer(n, stream),
+                    _ => continue,
+                };
+                let _ = tls.write_all(&out).await;
+            }
+        }
+    })
+    .await;
+    addr
+}
+
+/// SPEC (Health, Metrics): a request an HTTP/2 connection hands back never
+/// written (the server's `GOAWAY` read, the connection taking no new
+/// stream, the request handed to it before the proxy saw that) is one the
+/// endpoint never saw: sent to another endpoint, it is no passive-health
+/// failure nor an upstream error of its own. It used to count as a
+/// `protocol` failure: with `consecutive_failures: 1` a pod draining
+/// gracefully was ejected, its next request sent elsewhere.
+///
+/// The `GOAWAY` comes after a request served by the other pod, not at
+/// once: read while hyper's HTTP/2 client was still handing the held
+/// request over, it failed that request with the `GOAWAY` (hyper looks at
+/// the connection's state again after opening the stream), which a test of
+/// a request never written is not about.
+#[tokio::test]
+async fn a_request_never_written_on_a_draining_h2_connection_is_no_failure() {
+    let w = world();
+    let cue = Arc::new(Draining::default());
+    let draining = draining_after_one(&w.backend_pair, cue.clone()).await;
+    let other = Backend::start("b", &w.backend_pair, None).await;
+    let settings = [
+        "balance: round_robin",
+        "health: { passive: { consecutive_failures: 1, eject_for: 60s } }",
+    ];
+    let upstream = backend_upstream("app", &[draining, other.addr], &settings);
+    let mut p = Proxy::start(
+        &w.scene
+            .public_config("\n      - { upstream: app }", &upstream),
+    );
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    // Round robin: the first request goes to the draining pod, and is held.
+    let held = {
+        let mut send = h1_sender(&w, addr).await;
+        tokio::spawn(async move { exchange(&mut send, h1_request("GET", "/x", "")).await })
+    };
+    tokio::time::timeout(WAIT, cue.held.notified())
+        .await
+        .expect("the first request is held");
+    let mut send = h1_sender(&w, addr).await;
+    let mut served_by = Vec::new();
+    for i in 0..4 {
+        if i == 1 {
+            cue.go.notify_one();
+            tokio::time::timeout(WAIT, cue.read.notified())
+                .await
+                .expect("the proxy read the GOAWAY");
+        }
+        let (status, body) = exchange(&mut send, h1_request("GET", "/x", "")).await;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(status, 200, "{body}");
+        served_by.push(if body.contains("\"backend\":\"b\"") {
+            "b".into()
+        } else {
+            body
+        });
+    }
+    // The second went to the draining pod's connection, which took no new
+    // stream, and on to the other pod; the fourth to the draining pod
+    // again, still in service, on a new connection.
+    assert_eq!(served_by, ["b", "b", "b", "connection 1"]);
+    cue.finish.notify_one();
+    let (status, body) = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    assert_eq!((status, &body[..]), (200, &b"connection 0"[..]));
+    let m = metrics_text(admin).await;
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("hotproxy_upstream_errors_total{")),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l == "hotproxy_upstream_endpoints{upstream=\"app\",state=\"ejected\"} 0"),
+        "{m}"
+    );
+}
