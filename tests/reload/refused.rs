@@ -137,3 +137,53 @@ async fn a_yaml_tag_other_than_the_fields_core_one_is_refused() {
         .await;
     assert_eq!(hsts(http).await, "max-age=31536000");
 }
+
+/// `!!null` on text (`max_body_bytes: !!null 1048576`) read as unset:
+/// `check` passed and the listener had no body limit at all. Now the tag
+/// is read only on an empty value (nothing, `~`, `null`); on text it is
+/// refused at its line and field, and a reload to it is rejected.
+#[tokio::test]
+async fn a_null_tag_on_text_is_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    pairs_a_and_b(&s, &ca);
+    let set = |v: &str| format!("        Strict-Transport-Security: \"{v}\"\n");
+    let cfg = s.config(&with_headers(&set("max-age=31536000")));
+    let (mut p, _) = serve(&cfg).await;
+    let http = p.listener_addr("http").await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+
+    let limit = |v: &str| {
+        with_headers(&set("max-age=0")).replace(
+            "redirect_https: {}",
+            &format!("redirect_https: {{}}\n    limits: {{ max_body_bytes: {v} }}"),
+        )
+    };
+    for empty in ["!!null", "!!null ~", "!!null null"] {
+        let ok = s.path("empty.yaml");
+        write(&ok, &limit(empty));
+        let (code, out) = check(&ok);
+        assert_eq!(code, 0, "{empty}: {out}");
+    }
+
+    let text = limit("!!null 1048576");
+    let at = text.lines().position(|l| l.contains("!!null")).unwrap() + 1;
+    let bad = s.path("null.yaml");
+    write(&bad, &text);
+    let (code, out) = check(&bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "line {at}: listeners[1].limits.max_body_bytes: YAML tag `!!null` on `1048576` refused"
+        )),
+        "{out}"
+    );
+
+    write(&cfg, &text);
+    p.wait_log(
+        "rejected",
+        rejected("YAML tag `!!null` on `1048576` refused"),
+    )
+    .await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}

@@ -262,10 +262,15 @@ fn too_deep(max: usize) -> String {
 fn number(node: &mut Node, next: &mut usize, text: &str) {
     node.id = *next;
     *next += 1;
-    if matches!(
-        node.value,
-        Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_)
-    ) {
+    // And `!!null`'s text: what it may be written on is the reader's
+    // business (`!!null 1048576` is not an unset limit).
+    let null_tag = matches!(node.value, Value::Null) && node.tag.is_some();
+    if null_tag
+        || matches!(
+            node.value,
+            Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_)
+        )
+    {
         node.written = node
             .span
             .and_then(|(at, len)| text.get(at..at + len))
@@ -736,6 +741,44 @@ pub(super) mod tests {
                 ("t5\n", true),
             ]
         );
+    }
+
+    /// `!!null` marks an empty value: on text (`size: !!null 3`) it is
+    /// refused at its field, not read as unset; on nothing, `~` or `null`
+    /// it reads as unset.
+    #[test]
+    fn a_null_tag_on_text_is_refused() {
+        let (top, report) = run(concat!(
+            "items:\n",
+            "  - { name: a, size: !!null 1048576 }\n",
+            "  - { name: b, size: !!null \"\" }\n",
+            "  - { name: c, size: !!null, enabled: !!null ~ }\n",
+            "  - { name: d, size: !!null null, enabled: !!null NULL }\n",
+            "watch: { debounce: !!null Null }\n",
+        ));
+        let got: Vec<(usize, &str, &str)> = report
+            .problems
+            .iter()
+            .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
+            .collect();
+        let refused = |text: &str| {
+            format!(
+                "YAML tag `!!null` on `{text}` refused: `!!null` marks an empty value \
+                 (nothing, `~` or `null`); remove the tag or the text"
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                (2, "items[0].size", refused("1048576").as_str()),
+                (3, "items[1].size", refused("\"\"").as_str()),
+            ],
+            "{got:#?}"
+        );
+        let top = top.unwrap();
+        assert_eq!(top.items[2].size, None);
+        assert_eq!(top.items[3].enabled, None);
+        assert_eq!(top.watch.unwrap().debounce, None);
     }
 
     #[test]

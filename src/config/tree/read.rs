@@ -103,14 +103,24 @@ impl De<'_> {
     /// A YAML tag on the node other than the core one of what the field
     /// reads (`kinds`: `str`, `int`, ...), recorded: `!custom` was ignored
     /// and `!!binary` base64-decoded into the field. `!!null` on an empty
-    /// value passes (what it reads as is the field's business).
+    /// value passes (what it reads as is the field's business); on text
+    /// (`!!null 1048576`, which the parser reads as nothing) it is refused.
     fn tag_fits(&self, kinds: &[&str]) {
         let Some(tag) = &self.node.tag else {
             return;
         };
         let core = tag.strip_prefix(CORE);
-        let null = core == Some("null") && matches!(self.node.value, Value::Null);
-        if null || core.is_some_and(|c| kinds.contains(&c)) {
+        if core == Some("null") && matches!(self.node.value, Value::Null) {
+            match self.node.written.as_deref() {
+                None | Some("~" | "null" | "Null" | "NULL") => {}
+                Some(text) => self.record(format!(
+                    "YAML tag `!!null` on `{text}` refused: `!!null` marks an empty value \
+                     (nothing, `~` or `null`); remove the tag or the text"
+                )),
+            }
+            return;
+        }
+        if core.is_some_and(|c| kinds.contains(&c)) {
             return;
         }
         let fits: Vec<String> = kinds.iter().map(|k| format!("`!!{k}`")).collect();
