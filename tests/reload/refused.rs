@@ -187,3 +187,63 @@ async fn a_null_tag_on_text_is_refused() {
     .await;
     assert_eq!(hsts(http).await, "max-age=31536000");
 }
+
+/// A core tag whose text is not of its type (`bind: !!int 127.0.0.1:0`,
+/// `!!bool yes-please`, `!!timestamp`) stopped the parser: one syntax
+/// error for the whole file, no field, the rest unchecked. Now each is a
+/// problem at its line and field, all in one run, like any wrong type.
+#[tokio::test]
+async fn a_core_tag_on_text_not_of_its_type_is_refused_at_its_field() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    pairs_a_and_b(&s, &ca);
+    let set = |v: &str| format!("        Strict-Transport-Security: \"{v}\"\n");
+    let cfg = s.config(&with_headers(&set("max-age=31536000")));
+    let (mut p, _) = serve(&cfg).await;
+    let http = p.listener_addr("http").await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+
+    let mut tagged = with_headers(&set("max-age=0"))
+        .replace("debounce: 50ms", "debounce: !!timestamp 2001-12-14")
+        .replace(
+            "redirect_https: {}",
+            "redirect_https: { port: !!int abc }\n    access_log: !!bool yes-please",
+        );
+    // The second listener's `bind:`.
+    let at = tagged.rfind("bind: ").unwrap();
+    tagged.replace_range(at..at + "bind:".len(), "bind: !!int");
+    let line = |text: &str| tagged.lines().position(|l| l.contains(text)).unwrap() + 1;
+    let bad = s.path("tagged.yaml");
+    write(&bad, &tagged);
+    let (code, out) = check(&bad);
+    assert_eq!(code, 1, "{out}");
+    for (text, field, message) in [
+        (
+            "!!timestamp",
+            "watch.debounce",
+            "YAML tag `!!timestamp` refused",
+        ),
+        ("!!int 127", "listeners[1].bind", "YAML tag `!!int` refused"),
+        (
+            "!!int abc",
+            "listeners[1].redirect_https.port",
+            "expected a whole number, found \"abc\"",
+        ),
+        (
+            "yes-please",
+            "listeners[1].access_log",
+            "expected true or false, found \"yes-please\"",
+        ),
+    ] {
+        let at = line(text);
+        assert!(
+            out.contains(&format!("line {at}: {field}: {message}")),
+            "{out}"
+        );
+    }
+
+    write(&cfg, &tagged);
+    p.wait_log("rejected", rejected("YAML tag `!!int` refused"))
+        .await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}

@@ -20,6 +20,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer};
 
 mod read;
+mod tags;
 use read::De;
 
 /// A YAML value with where it was written.
@@ -125,12 +126,16 @@ impl<'de> Deserialize<'de> for Value {
                 type Key = serde_saphyr::Spanned<serde_saphyr::Tagged<String>>;
                 while let Some((k, v)) = a.next_entry::<Key, Node>()? {
                     let serde_saphyr::Tagged(text, tag) = k.value;
+                    let span = k.defined.span();
                     let key = Node {
                         value: Value::Str(text),
                         line: k.referenced.line() as usize,
                         id: 0,
                         placeholder: false,
-                        span: None,
+                        span: span
+                            .byte_offset()
+                            .zip(span.byte_len())
+                            .map(|(o, l)| (o as usize, l as usize)),
                         written: None,
                         tag,
                     };
@@ -160,6 +165,18 @@ pub const MAX_ALIAS_EVENTS: usize = 50_000;
 
 /// Parse `text` into a tree, or say where its YAML is broken.
 pub fn parse(text: &str) -> Result<Node, Syntax> {
+    let (mut root, lost) = tags::parse(text, saphyr)?;
+    // A tag blanked for the parser and on no node: never dropped.
+    if let Some(b) = lost.into_iter().next() {
+        return Err(b.error);
+    }
+    let mut next = 1;
+    number(&mut root, &mut next, text);
+    Ok(root)
+}
+
+/// `text` as saphyr reads it.
+fn saphyr(text: &str) -> Result<Node, serde_saphyr::Error> {
     let mut options = serde_saphyr::Options::default();
     options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
     // `!!binary` text is kept as written (not base64-decoded into the
@@ -174,51 +191,51 @@ pub fn parse(text: &str) -> Result<Node, Syntax> {
         // One depth for `[[...]]` as for indented blocks, so one message.
         budget.flow_nesting_limit = budget.max_depth;
     }
-    let mut root: Node = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        // saphyr's first line reads "error: line L column C: message";
-        // the rest is a source excerpt we don't need in a log line.
-        let first = e.to_string();
-        let first = first
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("error: ")
-            .to_owned();
-        let first = match first.split_once(": alias replay limit exceeded") {
-            Some((loc, _)) => format!(
-                "{loc}: its aliases expand to more than {MAX_ALIAS_EVENTS} YAML events; \
-                 refused as an alias bomb (write the repeated parts out, or repeat less)"
-            ),
-            None => first,
-        };
-        let first = match (first.split_once(": "), in_words(&e)) {
-            (Some((loc, msg)), words) if loc.starts_with("line ") => {
-                format!("{loc}: {}", words.as_deref().unwrap_or(msg))
-            }
-            (_, Some(words)) => words,
-            _ => first,
-        };
-        match first.split_once(": ") {
-            Some((loc, msg)) if loc.starts_with("line ") => Syntax {
-                line: loc
-                    .trim_start_matches("line ")
-                    .split(' ')
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0),
-                location: loc.to_owned(),
-                message: msg.to_owned(),
-            },
-            _ => Syntax {
-                line: 0,
-                location: "file".into(),
-                message: first,
-            },
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+/// saphyr's error as a [`Syntax`] error, in an operator's words.
+fn syntax(e: &serde_saphyr::Error) -> Syntax {
+    // saphyr's first line reads "error: line L column C: message";
+    // the rest is a source excerpt we don't need in a log line.
+    let first = e.to_string();
+    let first = first
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error: ")
+        .to_owned();
+    let first = match first.split_once(": alias replay limit exceeded") {
+        Some((loc, _)) => format!(
+            "{loc}: its aliases expand to more than {MAX_ALIAS_EVENTS} YAML events; \
+             refused as an alias bomb (write the repeated parts out, or repeat less)"
+        ),
+        None => first,
+    };
+    let first = match (first.split_once(": "), in_words(e)) {
+        (Some((loc, msg)), words) if loc.starts_with("line ") => {
+            format!("{loc}: {}", words.as_deref().unwrap_or(msg))
         }
-    })?;
-    let mut next = 1;
-    number(&mut root, &mut next, text);
-    Ok(root)
+        (_, Some(words)) => words,
+        _ => first,
+    };
+    match first.split_once(": ") {
+        Some((loc, msg)) if loc.starts_with("line ") => Syntax {
+            line: loc
+                .trim_start_matches("line ")
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            location: loc.to_owned(),
+            message: msg.to_owned(),
+        },
+        _ => Syntax {
+            line: 0,
+            location: "file".into(),
+            message: first,
+        },
+    }
 }
 
 /// The parser's own limits in an operator's words: saphyr says them as
@@ -546,28 +563,28 @@ pub(super) mod tests {
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
-    struct Top {
-        watch: Option<Watch>,
+    pub(super) struct Top {
+        pub(super) watch: Option<Watch>,
         #[serde(default)]
-        items: Vec<Item>,
+        pub(super) items: Vec<Item>,
     }
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
-    struct Watch {
-        debounce: Option<String>,
-        poll_interval: Option<String>,
+    pub(super) struct Watch {
+        pub(super) debounce: Option<String>,
+        pub(super) poll_interval: Option<String>,
     }
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
-    struct Item {
-        name: String,
-        size: Option<usize>,
-        enabled: Option<bool>,
+    pub(super) struct Item {
+        pub(super) name: String,
+        pub(super) size: Option<usize>,
+        pub(super) enabled: Option<bool>,
     }
 
-    fn run(text: &str) -> (Option<Top>, Report) {
+    pub(super) fn run(text: &str) -> (Option<Top>, Report) {
         let mut root = parse(text).unwrap();
         read::<Top>(&mut root)
     }

@@ -153,7 +153,7 @@ impl De<'_> {
 }
 
 /// The namespace of YAML's core tags: `!!str` is `tag:yaml.org,2002:str`.
-const CORE: &str = "tag:yaml.org,2002:";
+pub(super) const CORE: &str = "tag:yaml.org,2002:";
 
 /// Every core tag: what a value of any type may carry.
 const ANY: &[&str] = &["str", "int", "float", "bool", "null", "seq", "map"];

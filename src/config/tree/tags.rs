@@ -1,0 +1,199 @@
+//! YAML tags the parser cannot read a node with: blanked, parsed again, put back on the node.
+//!
+//! saphyr reads a scalar by its core tag: `bind: !!int 127.0.0.1:8443`,
+//! `!!bool yes-please`, `!!float abc`, any `!!timestamp`, `!!seq` on
+//! text stop it with one error for the whole file, no field named and the
+//! rest unchecked. So such a tag is blanked out of the text (replaced by a
+//! local tag `!xxxx` of its length: every line, column and byte offset
+//! stays), the text parsed again, and the tag put back on the node
+//! written where it was: the reader then refuses it,
+//! or the value of the wrong type, at its line and field like any other.
+
+use super::read::CORE;
+use super::{Node, Syntax, Value};
+
+/// The most tags blanked in one file: past them, the parser's error stands.
+const MAX_BLANKED: usize = 100;
+
+/// A tag blanked out of the text for the parser.
+pub(super) struct Blanked {
+    /// The byte offset of its node (as the parser's error and the node's
+    /// span give it).
+    pub at: usize,
+    /// As the tree keeps a tag: a core one in full (`tag:yaml.org,2002:int`).
+    tag: String,
+    /// What the parser said of it.
+    pub error: Syntax,
+}
+
+/// `text` as `parse` reads it, a tag it cannot read its node with blanked
+/// and put back on the node; with the blanked tags no node took.
+pub(super) fn parse(
+    text: &str,
+    parse: impl Fn(&str) -> Result<Node, serde_saphyr::Error>,
+) -> Result<(Node, Vec<Blanked>), Syntax> {
+    let mut text = text.to_owned();
+    let mut blanked: Vec<Blanked> = Vec::new();
+    loop {
+        let e = match parse(&text) {
+            Ok(mut root) => {
+                let mut taken = vec![false; blanked.len()];
+                restore(&mut root, &blanked, &mut taken, None);
+                let lost = blanked
+                    .into_iter()
+                    .zip(taken)
+                    .filter(|(_, t)| !t)
+                    .map(|(b, _)| b)
+                    .collect();
+                return Ok((root, lost));
+            }
+            Err(e) => e,
+        };
+        let at = e.location().and_then(|l| l.span().byte_offset());
+        let tag = at.and_then(|at| Some((at as usize, tag_before(&text, at as usize)?)));
+        match tag {
+            Some((at, (start, end))) if blanked.len() < MAX_BLANKED => {
+                blanked.push(Blanked {
+                    at,
+                    tag: resolved(&text[start..end]),
+                    error: super::syntax(&e),
+                });
+                // A local tag of the same length, which saphyr reads any
+                // node with: spaces would move a key's indentation.
+                let local = format!("!{}", "x".repeat(end - start - 1));
+                text.replace_range(start..end, &local);
+            }
+            _ => return Err(super::syntax(&e)),
+        }
+    }
+}
+
+/// The tag written just before byte `at` (after an anchor, if any): its
+/// byte range.
+fn tag_before(text: &str, at: usize) -> Option<(usize, usize)> {
+    let mut end = at;
+    // The tag, or an anchor (`&a !!int x` and `!!int &a x` alike) then it.
+    for _ in 0..2 {
+        let before = text.get(..end)?.trim_end();
+        let start = if before.ends_with('>') {
+            // Verbatim, `!<tag:yaml.org,2002:int>`: it may hold a `,`.
+            before.rfind("!<")?
+        } else {
+            before
+                .char_indices()
+                .rfind(|(_, c)| c.is_whitespace() || matches!(c, '[' | '{' | ','))
+                .map_or(0, |(i, c)| i + c.len_utf8())
+        };
+        let token = &before[start..];
+        if token.starts_with('!') {
+            return Some((start, before.len()));
+        }
+        if !token.starts_with('&') || start == 0 {
+            return None;
+        }
+        end = start;
+    }
+    None
+}
+
+/// A tag as the tree keeps it: `!!int` is `tag:yaml.org,2002:int`.
+fn resolved(written: &str) -> String {
+    if let Some(core) = written.strip_prefix("!!") {
+        format!("{CORE}{core}")
+    } else if let Some(verbatim) = written.strip_prefix("!<") {
+        verbatim.trim_end_matches('>').to_owned()
+    } else {
+        written.to_owned()
+    }
+}
+
+/// Each blanked tag back on the node at its offset (and on every copy an
+/// alias made of it). A block mapping or list starts where its first key
+/// or item does: the tag is the outer node's.
+fn restore(node: &mut Node, blanked: &[Blanked], taken: &mut [bool], outer: Option<usize>) {
+    let at = node.span.map(|(at, _)| at);
+    if let Some(at) = at
+        && outer != Some(at)
+        && let Some(i) = blanked.iter().position(|b| b.at == at)
+    {
+        node.tag = Some(blanked[i].tag.clone());
+        taken[i] = true;
+    }
+    match &mut node.value {
+        Value::Seq(items) => items
+            .iter_mut()
+            .for_each(|n| restore(n, blanked, taken, at)),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            restore(k, blanked, taken, at);
+            restore(v, blanked, taken, at);
+        }),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::run;
+
+    fn refused(tag: &str, fits: &str) -> String {
+        format!(
+            "YAML tag `{tag}` refused: a value here takes no tag, or {fits} (a configuration \
+             is read as plain YAML)"
+        )
+    }
+
+    /// A core tag on text not of its type stopped the parser (one syntax
+    /// error, no field): now it is a problem at its field like any other
+    /// tag or type, every one in the same run, the rest still read.
+    #[test]
+    fn a_core_tag_on_text_not_of_its_type_is_a_problem_at_its_field() {
+        let (top, report) = run(concat!(
+            "watch: { debounce: !!int 127.0.0.1:8443, poll_interval: !!timestamp 2001-12-14 }\n",
+            "items:\n",
+            "  - { name: a, size: !!int abc, enabled: !!bool yes-please }\n",
+            "  - name: &n !!float abc\n",
+            "    size: !!int\n",
+            "      12x\n",
+            "  - { name: !!int [1], size: 3 }\n",
+            "  - name: c\n",
+            "    !!int enabled: true\n",
+            "  - { name: !<tag:yaml.org,2002:bool> d, size: 4 }\n",
+        ));
+        let got: Vec<(usize, &str, &str)> = report
+            .problems
+            .iter()
+            .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "watch.debounce", refused("!!int", "`!!str`").as_str()),
+                (
+                    1,
+                    "watch.poll_interval",
+                    refused("!!timestamp", "`!!str`").as_str()
+                ),
+                (3, "items[0].size", "expected a whole number, found \"abc\""),
+                (
+                    3,
+                    "items[0].enabled",
+                    "expected true or false, found \"yes-please\""
+                ),
+                (4, "items[1].name", refused("!!float", "`!!str`").as_str()),
+                (6, "items[1].size", "expected a whole number, found \"12x\""),
+                (7, "items[2].name", refused("!!int", "`!!str`").as_str()),
+                (7, "items[2].name", "expected text, found a list"),
+                (
+                    9,
+                    "items[3].enabled",
+                    "YAML tag `!!int` on a key refused: a key takes no tag, or `!!str`"
+                ),
+                (10, "items[4].name", refused("!!bool", "`!!str`").as_str()),
+            ],
+            "{got:#?}"
+        );
+        let top = top.unwrap();
+        assert_eq!(top.items[3].enabled, Some(true));
+        assert_eq!(top.items[4].size, Some(4));
+    }
+}
