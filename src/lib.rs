@@ -28,7 +28,8 @@
 //!     unknown key, wrong type and missing field (check lists them all).
 //!     - `read`: the deserializer over the tree that records a problem and keeps going.
 //!     - `tags`: a YAML tag the parser cannot read its node with (`!!int` on an
-//!       address): blanked, parsed again, put back on the node for `read` to refuse.
+//!       address): blanked, parsed again, put back on the node for `read` to refuse;
+//!       a tag on a merge value (`<<: !custom {...}`), which the parser drops.
 //! - `yaml_hint`: YAML syntax errors in an operator's words (indentation slips).
 //! - `secret`: a string type that never prints (keys, tokens).
 //! - `material`: TLS material.

@@ -515,8 +515,8 @@ fn resolve_all(
     let (raw, report) = if text.trim().is_empty() {
         (raw::File::default(), tree::Report::default())
     } else {
-        let mut root = match tree::parse(text) {
-            Ok(root) => root,
+        let (mut root, tagged) = match tree::parse(text) {
+            Ok(parsed) => parsed,
             Err(e) => {
                 let message =
                     crate::yaml_hint::explain(&e.message, e.line, text).unwrap_or(e.message);
@@ -529,7 +529,8 @@ fn resolve_all(
                 );
             }
         };
-        let mut unset = Vec::new();
+        // Tags on merge values, refused where they are written.
+        let mut unset = tagged;
         tree::pasted(&root, "", text, withheld);
         tree::expand_env(&mut root, "", &mut unset, withheld);
         match tree::read::<raw::File>(&mut root) {

@@ -247,3 +247,47 @@ async fn a_core_tag_on_text_not_of_its_type_is_refused_at_its_field() {
         .await;
     assert_eq!(hsts(http).await, "max-age=31536000");
 }
+
+/// A tag on a merge value (`<<: !custom { ... }`) was dropped as the
+/// mapping was merged in: `check` passed. Now it is refused like any
+/// other tag but `!!map`, at its line and `<<` field.
+#[tokio::test]
+async fn a_tag_on_a_merge_value_is_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    pairs_a_and_b(&s, &ca);
+    let set = |v: &str| format!("        Strict-Transport-Security: \"{v}\"\n");
+    let cfg = s.config(&with_headers(&set("max-age=31536000")));
+    let (mut p, _) = serve(&cfg).await;
+    let http = p.listener_addr("http").await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+
+    let merged = |tag: &str| {
+        with_headers(&set("max-age=0")).replace(
+            "redirect_https: {}",
+            &format!("redirect_https:\n      <<: {tag} {{ port: 443 }}"),
+        )
+    };
+    let ok = s.path("map.yaml");
+    write(&ok, &merged("!!map"));
+    let (code, out) = check(&ok);
+    assert_eq!(code, 0, "{out}");
+
+    let text = merged("!custom");
+    let at = text.lines().position(|l| l.contains("!custom")).unwrap() + 1;
+    let bad = s.path("merge.yaml");
+    write(&bad, &text);
+    let (code, out) = check(&bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "line {at}: listeners[1].redirect_https.<<: YAML tag `!custom` refused"
+        )),
+        "{out}"
+    );
+
+    write(&cfg, &text);
+    p.wait_log("rejected", rejected("YAML tag `!custom` refused"))
+        .await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}

@@ -22,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 mod read;
 mod tags;
 use read::De;
+use serde_saphyr::MergeKeyPolicy;
 
 /// A YAML value with where it was written.
 #[derive(Clone, Debug)]
@@ -163,21 +164,41 @@ pub struct Syntax {
 /// with a 256 MiB limit.
 pub const MAX_ALIAS_EVENTS: usize = 50_000;
 
-/// Parse `text` into a tree, or say where its YAML is broken.
-pub fn parse(text: &str) -> Result<Node, Syntax> {
-    let (mut root, lost) = tags::parse(text, saphyr)?;
-    // A tag blanked for the parser and on no node: never dropped.
-    if let Some(b) = lost.into_iter().next() {
+/// Parse `text` into a tree, or say where its YAML is broken; with the
+/// problems of tags the tree cannot show: on a merge value (`<<: !custom
+/// {...}`), which the parser merges into its parent and drops ([`tags`]).
+pub fn parse(text: &str) -> Result<(Node, Vec<Found>), Syntax> {
+    let (mut root, lost) = tags::parse(text, |t| saphyr(t, MergeKeyPolicy::Merge))?;
+    let mut found = Vec::new();
+    if text.contains("<<") {
+        // `<<` as an ordinary key: each merge value, with its tag, where
+        // it is written.
+        let as_written = tags::parse(text, |t| saphyr(t, MergeKeyPolicy::AsOrdinary));
+        let on_merge_values = match &as_written {
+            Ok((tree, _)) => tags::merge_values(tree, text, &mut found),
+            Err(_) => Vec::new(),
+        };
+        // A tag blanked for the parser and on no node must have been on
+        // a merge value, refused above; never dropped.
+        if let Some(b) = lost.into_iter().find(|b| !on_merge_values.contains(&b.at)) {
+            return Err(b.error);
+        }
+    } else if let Some(b) = lost.into_iter().next() {
         return Err(b.error);
     }
     let mut next = 1;
     number(&mut root, &mut next, text);
-    Ok(root)
+    Ok((root, found))
 }
 
-/// `text` as saphyr reads it.
-fn saphyr(text: &str) -> Result<Node, serde_saphyr::Error> {
+/// `text` as saphyr reads it, merge keys (`<<`) as `merge` says.
+fn saphyr(text: &str, merge: MergeKeyPolicy) -> Result<Node, serde_saphyr::Error> {
     let mut options = serde_saphyr::Options::default();
+    options.merge_keys = merge;
+    if merge == MergeKeyPolicy::AsOrdinary {
+        // `<<` twice in one mapping is two merges, not a duplicate key.
+        options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    }
     options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
     // `!!binary` text is kept as written (not base64-decoded into the
     // field), for the reader to refuse the tag at its field.
@@ -585,8 +606,10 @@ pub(super) mod tests {
     }
 
     pub(super) fn run(text: &str) -> (Option<Top>, Report) {
-        let mut root = parse(text).unwrap();
-        read::<Top>(&mut root)
+        let (mut root, found) = parse(text).unwrap();
+        let (top, mut report) = read::<Top>(&mut root);
+        report.problems.extend(found);
+        (top, report)
     }
 
     /// Six levels of anchors, each listing the one before nine times: a
@@ -612,7 +635,7 @@ pub(super) mod tests {
             "{e:?}"
         );
         assert!(e.message.len() < 300, "{e:?}");
-        let root = parse("a: &a [x, y]\nb: [*a, *a, *a]\n").unwrap();
+        let (root, _) = parse("a: &a [x, y]\nb: [*a, *a, *a]\n").unwrap();
         let Value::Map(entries) = root.value else {
             panic!("{root:?}")
         };
@@ -732,7 +755,7 @@ pub(super) mod tests {
         let text = "a: |\n  t1\nb: >- # c\n\n  t2\nc: !!str |2\n  t3\nd: &k >\n  t4\n\
                     e: plain\nf: \"q|\"\ng: '>'\nh: x # |\ni: [ a, b ]\nj:\n  - |+\n    t5\n";
         let mut blocks = Vec::new();
-        let mut nodes = vec![parse(text).unwrap()];
+        let mut nodes = vec![parse(text).unwrap().0];
         while let Some(n) = nodes.pop() {
             match n.value {
                 Value::Map(entries) => nodes.extend(entries.into_iter().rev().map(|(_, v)| v)),

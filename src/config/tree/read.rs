@@ -159,7 +159,7 @@ pub(super) const CORE: &str = "tag:yaml.org,2002:";
 const ANY: &[&str] = &["str", "int", "float", "bool", "null", "seq", "map"];
 
 /// A tag as an operator writes it: `!!binary`, `!custom`, `!<tag:x,2026:y>`.
-fn shown_tag(tag: &str) -> String {
+pub(super) fn shown_tag(tag: &str) -> String {
     match tag.strip_prefix(CORE) {
         Some(core) => format!("!!{core}"),
         None if tag.starts_with('!') => tag.to_owned(),

@@ -1,4 +1,4 @@
-//! YAML tags the parser cannot read a node with: blanked, parsed again, put back on the node.
+//! YAML tags the parser cannot read a node with (blanked, parsed again, put back on the node) and tags on merge values, which it drops.
 //!
 //! saphyr reads a scalar by its core tag: `bind: !!int 127.0.0.1:8443`,
 //! `!!bool yes-please`, `!!float abc`, any `!!timestamp`, `!!seq` on
@@ -8,9 +8,13 @@
 //! stays), the text parsed again, and the tag put back on the node
 //! written where it was: the reader then refuses it,
 //! or the value of the wrong type, at its line and field like any other.
+//!
+//! A merge value's tag (`<<: !custom { ... }`) is dropped as saphyr merges
+//! the mapping into its parent: [`merge_values`] reads the text with `<<`
+//! as an ordinary key to find it.
 
-use super::read::CORE;
-use super::{Node, Syntax, Value};
+use super::read::{CORE, shown_tag};
+use super::{Found, Node, Syntax, Value};
 
 /// The most tags blanked in one file: past them, the parser's error stands.
 const MAX_BLANKED: usize = 100;
@@ -27,7 +31,8 @@ pub(super) struct Blanked {
 }
 
 /// `text` as `parse` reads it, a tag it cannot read its node with blanked
-/// and put back on the node; with the blanked tags no node took.
+/// and put back on the node; with the blanked tags no node took (a merge
+/// value's, merged into its parent).
 pub(super) fn parse(
     text: &str,
     parse: impl Fn(&str) -> Result<Node, serde_saphyr::Error>,
@@ -131,6 +136,85 @@ fn restore(node: &mut Node, blanked: &[Blanked], taken: &mut [bool], outer: Opti
     }
 }
 
+/// In `tree`, read with `<<` as an ordinary key: each tag on a merge value
+/// other than `!!map` (on a list of mappings, `!!seq`, and `!!map` on each)
+/// as a problem at `PATH.<<`; and the byte offsets of the merge values.
+pub(super) fn merge_values(tree: &Node, text: &str, found: &mut Vec<Found>) -> Vec<usize> {
+    let mut at = Vec::new();
+    walk(tree, "", text, found, &mut at);
+    at
+}
+
+fn walk(node: &Node, path: &str, text: &str, found: &mut Vec<Found>, at: &mut Vec<usize>) {
+    match &node.value {
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk(item, &format!("{path}[{i}]"), text, found, at);
+            }
+        }
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                let name = match &key.value {
+                    Value::Str(s) => s.as_str(),
+                    _ => "?",
+                };
+                let here = match path {
+                    "" => name.to_owned(),
+                    _ => format!("{path}.{name}"),
+                };
+                if is_merge_key(key, text) {
+                    merge_value(value, &here, found, at);
+                }
+                walk(value, &here, text, found, at);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `<<` as the parser merges it: plain (not `"<<"`), untagged or `!!merge`.
+fn is_merge_key(key: &Node, text: &str) -> bool {
+    matches!(&key.value, Value::Str(s) if s == "<<")
+        && key
+            .tag
+            .as_deref()
+            .is_none_or(|t| t.strip_prefix(CORE) == Some("merge"))
+        && key
+            .span
+            .and_then(|(at, _)| text.get(at..))
+            .is_some_and(|t| t.starts_with('<'))
+}
+
+fn merge_value(value: &Node, path: &str, found: &mut Vec<Found>, at: &mut Vec<usize>) {
+    let mut refuse = |node: &Node, path: String, fits: &str| {
+        at.extend(node.span.map(|(o, _)| o));
+        let Some(tag) = &node.tag else {
+            return;
+        };
+        if tag.strip_prefix(CORE) == Some(fits) {
+            return;
+        }
+        found.push(Found {
+            line: node.line,
+            path,
+            message: format!(
+                "YAML tag `{}` refused: a value here takes no tag, or `!!{fits}` (a \
+                 configuration is read as plain YAML)",
+                shown_tag(tag)
+            ),
+        });
+    };
+    match &value.value {
+        Value::Seq(items) => {
+            refuse(value, path.to_owned(), "seq");
+            for (i, item) in items.iter().enumerate() {
+                refuse(item, format!("{path}[{i}]"), "map");
+            }
+        }
+        _ => refuse(value, path.to_owned(), "map"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::run;
@@ -195,5 +279,46 @@ mod tests {
         let top = top.unwrap();
         assert_eq!(top.items[3].enabled, Some(true));
         assert_eq!(top.items[4].size, Some(4));
+    }
+
+    /// A merge value's tag was dropped as it was merged: now any but
+    /// `!!map` (`!!seq` on a list, `!!map` on its items) is refused at
+    /// `PATH.<<`; the merge itself still reads.
+    #[test]
+    fn a_tag_on_a_merge_value_is_refused() {
+        let (top, report) = run(concat!(
+            "base: &b { name: b, size: 2 }\n",
+            "items:\n",
+            "  - { <<: !custom { name: a }, size: 1 }\n",
+            "  - <<: !!map { name: c }\n",
+            "  - <<: !!seq [*b, !other { enabled: true }]\n",
+            "  - <<: !!int { name: d }\n",
+            "  - { \"<<\": 1, name: e }\n",
+        ));
+        let got: Vec<(usize, &str, &str)> = report
+            .problems
+            .iter()
+            .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert!(
+            got.contains(&(3, "items[0].<<", refused("!custom", "`!!map`").as_str())),
+            "{got:#?}"
+        );
+        assert!(
+            got.contains(&(5, "items[2].<<[1]", refused("!other", "`!!map`").as_str())),
+            "{got:#?}"
+        );
+        assert!(
+            got.contains(&(6, "items[3].<<", refused("!!int", "`!!map`").as_str())),
+            "{got:#?}"
+        );
+        // `base` and the quoted `"<<"` are unknown keys; nothing else.
+        assert_eq!(got.len(), 5, "{got:#?}");
+        let top = top.unwrap();
+        assert_eq!(top.items[0].name, "a");
+        assert_eq!(top.items[1].name, "c");
+        assert_eq!(top.items[2].name, "b");
+        assert_eq!(top.items[2].enabled, Some(true));
+        assert_eq!(top.items[3].name, "d");
     }
 }
