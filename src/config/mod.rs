@@ -529,8 +529,7 @@ fn resolve_all(
                 );
             }
         };
-        // Tags on merge values, refused where they are written.
-        let mut unset = tagged;
+        let mut unset = tagged; // tags on merge values, refused
         tree::pasted(&root, "", text, withheld);
         tree::expand_env(&mut root, "", &mut unset, withheld);
         match tree::read::<raw::File>(&mut root) {

@@ -783,44 +783,6 @@ pub(super) mod tests {
         );
     }
 
-    /// `!!null` marks an empty value: on text (`size: !!null 3`) it is
-    /// refused at its field, not read as unset; on nothing, `~` or `null`
-    /// it reads as unset.
-    #[test]
-    fn a_null_tag_on_text_is_refused() {
-        let (top, report) = run(concat!(
-            "items:\n",
-            "  - { name: a, size: !!null 1048576 }\n",
-            "  - { name: b, size: !!null \"\" }\n",
-            "  - { name: c, size: !!null, enabled: !!null ~ }\n",
-            "  - { name: d, size: !!null null, enabled: !!null NULL }\n",
-            "watch: { debounce: !!null Null }\n",
-        ));
-        let got: Vec<(usize, &str, &str)> = report
-            .problems
-            .iter()
-            .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
-            .collect();
-        let refused = |text: &str| {
-            format!(
-                "YAML tag `!!null` on `{text}` refused: `!!null` marks an empty value \
-                 (nothing, `~` or `null`); remove the tag or the text"
-            )
-        };
-        assert_eq!(
-            got,
-            [
-                (2, "items[0].size", refused("1048576").as_str()),
-                (3, "items[1].size", refused("\"\"").as_str()),
-            ],
-            "{got:#?}"
-        );
-        let top = top.unwrap();
-        assert_eq!(top.items[2].size, None);
-        assert_eq!(top.items[3].enabled, None);
-        assert_eq!(top.watch.unwrap().debounce, None);
-    }
-
     #[test]
     fn a_clean_file_has_no_problems() {
         let (top, report) =
