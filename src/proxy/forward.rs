@@ -404,8 +404,11 @@ impl Upstream {
         let mut resent = 0;
         loop {
             let fresh = resent > 0;
+            // A check sent again dials as a check does: past the slot
+            // limit if need be (`Want::CheckAgain`).
             let want = match (fresh, check) {
-                (true, _) => Want::Fresh,
+                (true, true) => Want::CheckAgain,
+                (true, false) => Want::Fresh,
                 (false, true) => Want::Check,
                 (false, false) => Want::Any,
             };

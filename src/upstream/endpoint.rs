@@ -146,7 +146,7 @@ impl Endpoint {
         want: Want,
         until: tokio::time::Instant,
     ) -> Result<Lease, DialError> {
-        let fresh = want == Want::Fresh;
+        let fresh = want.fresh();
         let deadline = (tokio::time::Instant::now() + self.dialer.connect_timeout).min(until);
         // Woken from a wait: a stream found then is passed on.
         let mut waited = false;
@@ -155,8 +155,9 @@ impl Endpoint {
         let mut queued_for_slot = false;
         let mut queued_for_dial = false;
         // A server slot waited for, kept until a dial token is had too (or
-        // given back with a pooled connection found meanwhile).
-        let mut held: Option<Option<tokio::sync::OwnedSemaphorePermit>> = None;
+        // given back with a pooled connection found meanwhile); and
+        // whether it is the check's own, past the limit.
+        let mut held: Option<(Option<tokio::sync::OwnedSemaphorePermit>, bool)> = None;
         loop {
             match self.pool.find(want) {
                 Found::H1(mut c) => {
@@ -185,13 +186,15 @@ impl Endpoint {
                     DialWait::Deadline => return Err(dial_in_progress()),
                 },
                 Found::Dial(token) => {
-                    let taken = held.take().map_or_else(|| self.slots.try_take(), Ok);
                     // `own`: the check's connection past the limit. Only
                     // with that one taken too (rare: it closes with its
                     // check) does a check wait for a slot like a request.
-                    let (taken, own) = match taken {
-                        Err(_) if want == Want::Check => (self.check_slot.try_take(), true),
-                        taken => (taken, false),
+                    let (taken, own) = match held.take() {
+                        Some((slot, own)) => (Ok(slot), own),
+                        None => match self.slots.try_take() {
+                            Err(_) if want.check() => (self.check_slot.try_take(), true),
+                            taken => (taken, false),
+                        },
                     };
                     let slot = match taken {
                         Ok(slot) => slot,
@@ -205,18 +208,25 @@ impl Endpoint {
                             queued_for_slot = true;
                             let wait =
                                 deadline.saturating_duration_since(tokio::time::Instant::now());
-                            if fresh {
+                            if want == Want::CheckAgain {
+                                // Its own connection (likely the one that
+                                // left it unprocessed) closes: either slot.
+                                held = Some(tokio::select! {
+                                    slot = self.slots.acquire(wait) => (slot?, false),
+                                    slot = self.check_slot.acquire(wait) => (slot?, true),
+                                });
+                            } else if fresh {
                                 // A retry never takes a pooled connection,
                                 // so it waits for a slot alone: woken by a
                                 // connection handed back, it would take the
                                 // wake-up meant for a request that can use
                                 // it, which then waits out its deadline.
-                                held = Some(self.slots.acquire(wait).await?);
-                                continue;
-                            }
-                            tokio::select! {
-                                slot = self.slots.acquire(wait) => held = Some(slot?),
-                                _ = self.pool.changed() => waited = true,
+                                held = Some((self.slots.acquire(wait).await?, false));
+                            } else {
+                                tokio::select! {
+                                    slot = self.slots.acquire(wait) => held = Some((slot?, false)),
+                                    _ = self.pool.changed() => waited = true,
+                                }
                             }
                             continue;
                         }

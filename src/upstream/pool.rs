@@ -92,6 +92,23 @@ pub enum Want {
     /// dial more per check and interval is its price. Nor by the slot
     /// limit (see [`crate::upstream::endpoint::Endpoint::checkout`]).
     Check,
+    /// An active check sent again (left unprocessed): a new connection
+    /// only, as [`Want::Fresh`], past the slot limit as [`Want::Check`].
+    /// As a retry it waited for a slot, which requests an endpoint leaves
+    /// unanswered hold: every check it refused ended with no verdict.
+    CheckAgain,
+}
+
+impl Want {
+    /// A new connection only, never a pooled or shared one.
+    pub fn fresh(self) -> bool {
+        matches!(self, Want::Fresh | Want::CheckAgain)
+    }
+
+    /// An active check's: past the slot limit if need be.
+    pub fn check(self) -> bool {
+        matches!(self, Want::Check | Want::CheckAgain)
+    }
 }
 
 /// What a request gets from the pool right now.
@@ -147,7 +164,7 @@ impl Pool {
     pub fn find(&self, want: Want) -> Found<'_> {
         let generation = self.generation();
         let mut st = self.state.lock().expect("pool lock");
-        if want == Want::Fresh {
+        if want.fresh() {
             st.dialing += 1;
             return Found::Dial(DialToken::new(self));
         }
@@ -170,7 +187,7 @@ impl Pool {
         // such a dial still: how many streams it brings is unknown.
         let dials = if st.speaks_h2 { 1 } else { MAX_DIALS };
         let settling = st.h2.iter().any(|c| !c.settled());
-        if (st.dialing < dials && !settling) || want == Want::Check {
+        if (st.dialing < dials && !settling) || want.check() {
             st.dialing += 1;
             Found::Dial(DialToken::new(self))
         } else {

@@ -205,3 +205,68 @@ async fn a_failed_active_check_says_why() {
         .await;
     assert_eq!(line["status"], 200, "{line}");
 }
+
+/// An HTTP/2 endpoint that holds every request for `/hang` (a long poll
+/// the one connection `max_connections_per_server: 1` allows carries
+/// here) and, once told, refuses every check (`REFUSED_STREAM`, as a pod
+/// that hangs requests may refuse streams on every connection): each
+/// check is sent again on a new connection, past the limit as a check's
+/// own is, and fails (`protocol`) once the new ones refused it too; the
+/// endpoint is taken out. The check sent again waited for a slot like a
+/// request's, which the long poll held: every check was skipped as
+/// `busy`, and the endpoint stayed in service.
+#[tokio::test]
+async fn a_check_refused_while_requests_hold_every_connection_is_sent_again_past_the_limit() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    let w = world();
+    let refuse = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let (r, h) = (refuse.clone(), held.clone());
+    let backend = h2_backend(&w.backend_pair, move |req, mut respond| {
+        let path = req.uri().path();
+        if path == "/hang" {
+            h.lock().unwrap().push(respond);
+        } else if path == "/healthz" && r.load(Ordering::SeqCst) {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        } else {
+            let head = http::Response::builder().body(()).unwrap();
+            if let Ok(mut tx) = respond.send_response(head, false) {
+                let _ = tx.send_data(Bytes::from_static(b"ok"), true);
+            }
+        }
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        backend,
+        &[
+            "max_connections_per_server: 1",
+            // Longer than any wait here: the one connection stays held.
+            "request_timeout: 10m",
+            "health: { passive: { consecutive_failures: 0 }, active: { path: /healthz, interval: 100ms, timeout: 500ms, unhealthy_after: 2 } }",
+        ],
+    ));
+    let addr = p.listener_addr("public").await;
+    p.wait_log("a check passed", |v| {
+        v["message"] == "active check" && v["passed"] == true
+    })
+    .await;
+    let hold = hold_the_connection(&w, addr).await;
+    wait_until(WAIT, "the long poll holds the connection", || async {
+        held.lock().unwrap().len() == 1
+    })
+    .await;
+    refuse.store(true, Ordering::SeqCst);
+    let line = p
+        .wait_log("a check failed on its refusals", |v| {
+            v["message"] == "active check" && v["passed"] == false
+        })
+        .await;
+    assert_eq!(line["cause"], "protocol", "{line}");
+    p.wait_log("the endpoint taken out by its checks", |v| {
+        v["message"] == "upstream endpoint failed its active checks; out of service"
+    })
+    .await;
+    hold.abort();
+}
