@@ -24,10 +24,10 @@ pub(super) fn expand_env(s: &str) -> Result<String, String> {
 /// The environment variable `name`, or why not, naming it and never its
 /// value: unset, or set to bytes that are not UTF-8 (which "is not set"
 /// misnamed, sending the operator to look for a missing variable). An
-/// unset `name` that [`looks_like_a_token`] is not repeated.
+/// unset `name` that [`name_looks_like_a_token`] is not repeated.
 pub(crate) fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|e| match e {
-        std::env::VarError::NotPresent if looks_like_a_token(name) => {
+        std::env::VarError::NotPresent if name_looks_like_a_token(name) => {
             "no environment variable is set by the name written here, which looks like \
              a token, not a variable's name (did you paste the token itself?); the name \
              is withheld"
@@ -40,39 +40,93 @@ pub(crate) fn var(name: &str) -> Result<String, String> {
     })
 }
 
-/// Whether `name`, written where a variable's or file's name goes, looks
-/// like a token pasted in its place: it is not a variable's name
-/// (`[A-Za-z_][A-Za-z0-9_]*`, a `.` or `-` allowed for a file name), or a
-/// part of it between `_`, `-` and `.` is a run of [`TOKEN_RUN`] or more
-/// characters mixing letters and digits (`hp_9f8e7d6c5b4a3921...`, not
-/// `ADMIN_TOKEN_2` nor `K8S2PROD`).
-pub(crate) fn looks_like_a_token(name: &str) -> bool {
+/// Whether `name`, written where an environment variable's name goes,
+/// looks like a token pasted in its place: it is not a variable's name
+/// (`[A-Za-z_][A-Za-z0-9_]*`: a UUID, `a+b/c=` are not), or a part of it
+/// between `_` is a run of [`TOKEN_RUN`] or more characters mixing
+/// letters and digits (`hp_9f8e7d6c`, not `ADMIN_TOKEN_2`). A name that
+/// holds a short word mixing them (`K8S2PROD_TOKEN`) is withheld too: a
+/// name hidden costs a less helpful message, a token shown is a leak.
+pub(crate) fn name_looks_like_a_token(name: &str) -> bool {
+    let shaped = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    !shaped || name.split('_').any(mixed_run)
+}
+
+/// Whether `name`, written as the name of a token's file (the last part
+/// of its path), looks like a token pasted in its place: it is not a
+/// variable's name with `.` and `-` allowed, a part of it between `_`,
+/// `-` and `.` is a run of [`TOKEN_RUN`] or more characters mixing
+/// letters and digits, or it holds a UUID (8-4-4-4-12 hex digits, whose
+/// groups may each be all letters or all digits).
+pub(crate) fn file_name_looks_like_a_token(name: &str) -> bool {
     let shaped = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         && !name.starts_with(|c: char| c.is_ascii_digit());
-    let mixed = name.split(['_', '-', '.']).any(|part| {
-        part.len() >= TOKEN_RUN
-            && part.bytes().any(|b| b.is_ascii_digit())
-            && part.bytes().any(|b| b.is_ascii_alphabetic())
-    });
-    !shaped || mixed
+    !shaped || name.split(['_', '-', '.']).any(mixed_run) || holds_a_uuid(name)
 }
 
-/// The shortest run of letters and digits taken for a token: a token is
-/// 16 characters or more (`openssl rand -hex 16` is 32), while names hold
-/// shorter words that mix them (`K8S2PROD`, `SHA256SUM`, a temporary
-/// directory's `.tmpAbC123`).
-const TOKEN_RUN: usize = 16;
+/// Whether `part` is a run of [`TOKEN_RUN`] or more characters mixing
+/// letters and digits.
+fn mixed_run(part: &str) -> bool {
+    part.len() >= TOKEN_RUN
+        && part.bytes().any(|b| b.is_ascii_digit())
+        && part.bytes().any(|b| b.is_ascii_alphabetic())
+}
 
-/// Whether a file's path has a part (a directory's name or the file's)
-/// that [`looks_like_a_token`]: a token pasted as, or into, the path.
-/// A part that is not UTF-8 is no token.
-pub(crate) fn path_looks_like_a_token(path: &std::path::Path) -> bool {
-    path.components().any(|c| match c {
-        std::path::Component::Normal(part) => part.to_str().is_some_and(looks_like_a_token),
-        _ => false,
+/// Whether `name` holds five groups of hex digits of 8, 4, 4, 4 and 12
+/// joined by `-` (a UUID), between `_` and `.` or at its ends.
+fn holds_a_uuid(name: &str) -> bool {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    name.split(['_', '.']).any(|part| {
+        let groups: Vec<&str> = part.split('-').collect();
+        groups.windows(GROUPS.len()).any(|w| {
+            w.iter()
+                .zip(GROUPS)
+                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
     })
+}
+
+/// The shortest run of letters and digits taken for a token in a name
+/// (a variable's or a file's): `hp_9f8e7d6c`, `0f1e2d3c`. A shorter word
+/// mixing them (`K8S2PROD`, `SHA256SUM`) is taken for one too.
+const TOKEN_RUN: usize = 8;
+
+/// The shortest run of letters and digits taken for a token in a
+/// directory's name: directories are named by others (a temporary
+/// directory's `.tmpAbC123`, `/var/folders/7k/...`) and hold shorter
+/// words mixing them, while a token is 16 characters or more (`openssl
+/// rand -hex 16` is 32).
+const DIR_TOKEN_RUN: usize = 16;
+
+/// Whether a file's path has a part that looks like a token pasted as, or
+/// into, the path: the file's name by [`file_name_looks_like_a_token`], a
+/// directory's by its shape or a run of [`DIR_TOKEN_RUN`] or more letters
+/// and digits mixing both. A part that is not UTF-8 is no token.
+pub(crate) fn path_looks_like_a_token(path: &std::path::Path) -> bool {
+    let mut parts = path.components().rev();
+    let file = parts.next();
+    let part = |c: Option<std::path::Component>, token: &dyn Fn(&str) -> bool| match c {
+        Some(std::path::Component::Normal(part)) => part.to_str().is_some_and(token),
+        _ => false,
+    };
+    part(file, &file_name_looks_like_a_token)
+        || parts.any(|c| {
+            part(Some(c), &|name: &str| {
+                let shaped = name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                    && !name.starts_with(|c: char| c.is_ascii_digit());
+                !shaped
+                    || name.split(['_', '-', '.']).any(|p| {
+                        p.len() >= DIR_TOKEN_RUN
+                            && p.bytes().any(|b| b.is_ascii_digit())
+                            && p.bytes().any(|b| b.is_ascii_alphabetic())
+                    })
+            })
+        })
 }
 
 #[cfg(test)]
@@ -135,9 +189,10 @@ mod tests {
         );
     }
 
-    /// Variable names are named, a word of 8 to 15 letters and digits in
-    /// one too (`K8S2PROD`, `SHA256SUM`); a token pasted as one is not: a
-    /// run of 16 or more mixing letters and digits, or not a name's shape.
+    /// Variable names are named; a token pasted as one is not: not a
+    /// name's shape (a UUID, base64), or a run of 8 or more mixing letters
+    /// and digits, a short word (`K8S2PROD`) too: a name hidden costs a
+    /// less helpful message, a token shown is a leak.
     #[test]
     fn a_token_is_not_a_variable_name() {
         for name in [
@@ -145,12 +200,9 @@ mod tests {
             "HOTPROXY_CHECK_INPUTS_TOKEN",
             "token_v2",
             "SHA256",
-            "K8S2PROD_TOKEN",
-            "SHA256SUM",
-            "admin-k8s2prod.token",
-            "ABCDEFGH1234567",
+            "ADMIN_TOKEN_20240601",
         ] {
-            assert!(!super::looks_like_a_token(name), "{name}");
+            assert!(!super::name_looks_like_a_token(name), "{name}");
         }
         for token in [
             "hp_9f8e7d6c5b4a3921",
@@ -158,8 +210,41 @@ mod tests {
             "0f1e2d3c",
             "a+b/c=",
             "ghp_AbCdEf1234567890AbCdEf1234567890AbCd",
+            "d3f2a9c1-8b7d-4e6f-9a0b-1c2d3e4f5a6b",
+            "deadbeef-1234-5678-9abc-123456789012",
+            "Xq7Lm2Pz9Rk4",
+            "K8S2PROD_TOKEN",
+            "SHA256SUM",
+            "admin.token",
         ] {
-            assert!(super::looks_like_a_token(token), "{token}");
+            assert!(super::name_looks_like_a_token(token), "{token}");
+        }
+    }
+
+    /// A token file's name is named; one that is, or holds, a token is
+    /// not: not a name's shape, a run of 8 or more mixing letters and
+    /// digits, or a UUID (whose groups may each be all letters or digits).
+    #[test]
+    fn a_token_is_not_a_file_name() {
+        for name in [
+            "admin.token",
+            "viewer-x509v3.token",
+            "token_v2.txt",
+            "ADMIN_TOKEN_20240601",
+        ] {
+            assert!(!super::file_name_looks_like_a_token(name), "{name}");
+        }
+        for token in [
+            "hp_9f8e7d6c5b4a3921",
+            "0f1e2d3c",
+            "Xq7Lm2Pz9Rk4",
+            "admin-k8s2prod.token",
+            "d3f2a9c1-8b7d-4e6f-9a0b-1c2d3e4f5a6b",
+            "deadbeef-1234-5678-9abc-123456789012.token",
+            "admin_deadbeef-abcd-efab-cdef-abcdefabcdef",
+            "a+b=",
+        ] {
+            assert!(super::file_name_looks_like_a_token(token), "{token}");
         }
     }
 
