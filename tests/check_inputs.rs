@@ -235,6 +235,48 @@ fn a_token_pasted_as_a_variable_or_file_name_is_not_shown() {
     }
 }
 
+/// A token file's path was checked whole after it was joined to the
+/// configuration's directory: a config under `/srv/2024-prod`,
+/// `/opt/1password`, `/home/josé` (or a Nix store hash, a macOS temporary
+/// directory) hid a missing file's path and asked whether a token was
+/// pasted. The path is checked as written, a directory's name for a run
+/// of 16 mixing letters and digits only; the path is shown.
+#[test]
+fn a_token_file_in_a_directory_named_oddly_is_shown() {
+    for dir in ["2024-prod", "1password", "josé", "7k"] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        let base = s.path(dir);
+        let pair = ca.server_pair(&["localhost"]);
+        write(&base.join("edge.crt"), &pair.cert_pem);
+        write(&base.join("edge.key"), &pair.key_pem);
+        for (token_file, named) in [
+            ("missing.token".to_owned(), base.join("missing.token")),
+            (
+                format!("../{dir}/missing.token"),
+                base.join(format!("../{dir}/missing.token")),
+            ),
+        ] {
+            let cfg = base.join("config.yaml");
+            write(
+                &cfg,
+                &format!(
+                    "admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: viewer, token_file: \"{token_file}\" }}]\n\
+                     listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      \
+                     certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n"
+                ),
+            );
+            let (code, out) = check_with(&cfg, &[]);
+            assert_eq!(code, 1, "{out}");
+            assert!(
+                out.contains(&format!("admin.tokens[0].token_file {}: ", named.display())),
+                "{dir}: {out}"
+            );
+            assert!(!out.contains("did you paste"), "{dir}: {out}");
+        }
+    }
+}
+
 /// A withheld value was looked for in every problem's message of the
 /// file: a short value set by `${NAME}` turned an unrelated field's
 /// `found "fast"` into `<withheld: ...>`, and a piece of a pasted PEM

@@ -234,7 +234,7 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
                 .map_err(|e| {
                     // A token pasted in place of the path, or of a
                     // directory in it: not repeated.
-                    if crate::config::env::path_looks_like_a_token(p) {
+                    if t.path_withheld {
                         format!(
                             "admin.tokens[{i}].token_file: {e}; a name in the path looks \
                              like a token, not a file or directory name (did you paste \
@@ -244,7 +244,11 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
                         format!("admin.tokens[{i}].token_file {}: {e}", p.display())
                     }
                 })?,
-            format!("admin.tokens[{i}].token_file {}", p.display()),
+            if t.path_withheld {
+                format!("admin.tokens[{i}].token_file")
+            } else {
+                format!("admin.tokens[{i}].token_file {}", p.display())
+            },
         ),
         TokenSource::Env(name) => (
             crate::config::env::var(name)
@@ -393,6 +397,7 @@ mod tests {
             tokens: vec![crate::config::TokenConfig {
                 role: Role::Editor,
                 source: TokenSource::File(file.clone()),
+                path_withheld: false,
             }],
         };
         (file, config)

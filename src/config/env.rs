@@ -101,30 +101,28 @@ const TOKEN_RUN: usize = 8;
 /// rand -hex 16` is 32).
 const DIR_TOKEN_RUN: usize = 16;
 
-/// Whether a file's path has a part that looks like a token pasted as, or
-/// into, the path: the file's name by [`file_name_looks_like_a_token`], a
-/// directory's by its shape or a run of [`DIR_TOKEN_RUN`] or more letters
-/// and digits mixing both. A part that is not UTF-8 is no token.
+/// Whether a file's path, as written, has a part that looks like a token
+/// pasted as, or into, it: the file's name by
+/// [`file_name_looks_like_a_token`], a directory's when a run of
+/// [`DIR_TOKEN_RUN`] or more ASCII letters and digits mixes both (not
+/// `2024-prod`, `1password`, `josé`). A part that is not UTF-8 is no token.
 pub(crate) fn path_looks_like_a_token(path: &std::path::Path) -> bool {
+    fn name(c: std::path::Component<'_>) -> Option<&str> {
+        match c {
+            std::path::Component::Normal(part) => part.to_str(),
+            _ => None,
+        }
+    }
     let mut parts = path.components().rev();
-    let file = parts.next();
-    let part = |c: Option<std::path::Component>, token: &dyn Fn(&str) -> bool| match c {
-        Some(std::path::Component::Normal(part)) => part.to_str().is_some_and(token),
-        _ => false,
-    };
-    part(file, &file_name_looks_like_a_token)
-        || parts.any(|c| {
-            part(Some(c), &|name: &str| {
-                let shaped = name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-                    && !name.starts_with(|c: char| c.is_ascii_digit());
-                !shaped
-                    || name.split(['_', '-', '.']).any(|p| {
-                        p.len() >= DIR_TOKEN_RUN
-                            && p.bytes().any(|b| b.is_ascii_digit())
-                            && p.bytes().any(|b| b.is_ascii_alphabetic())
-                    })
+    parts
+        .next()
+        .and_then(name)
+        .is_some_and(file_name_looks_like_a_token)
+        || parts.filter_map(name).any(|dir| {
+            dir.split(|c: char| !c.is_ascii_alphanumeric()).any(|run| {
+                run.len() >= DIR_TOKEN_RUN
+                    && run.bytes().any(|b| b.is_ascii_digit())
+                    && run.bytes().any(|b| b.is_ascii_alphabetic())
             })
         })
 }
@@ -245,6 +243,31 @@ mod tests {
             "a+b=",
         ] {
             assert!(super::file_name_looks_like_a_token(token), "{token}");
+        }
+    }
+
+    /// A path as written: the file's name by the file name's rules, a
+    /// directory's by a run of 16 mixing letters and digits only.
+    #[test]
+    fn a_token_in_a_path() {
+        for path in [
+            "/srv/2024-prod/admin.token",
+            "/opt/1password/admin.token",
+            "/home/josé/admin.token",
+            "/var/folders/7k/abcd1234xyz_0000gn/T/admin.token",
+            "k8s2prod/viewer-x509v3.token",
+            "../.tmpAbC123/admin.token",
+            "admin.token",
+        ] {
+            assert!(!super::path_looks_like_a_token(Path::new(path)), "{path}");
+        }
+        for path in [
+            "hp_9f8e7d6c5b4a3921/viewer.token",
+            "/run/secrets/0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "/run/secrets/d3f2a9c1-8b7d-4e6f-9a0b-1c2d3e4f5a6b",
+            "secrets/Xq7Lm2Pz9Rk4",
+        ] {
+            assert!(super::path_looks_like_a_token(Path::new(path)), "{path}");
         }
     }
 

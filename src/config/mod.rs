@@ -68,6 +68,10 @@ pub struct AdminConfig {
 pub struct TokenConfig {
     pub role: Role,
     pub source: TokenSource,
+    /// The `token_file` path as written (not joined to the configuration's
+    /// directory) looks like a token pasted as, or into, it: an error
+    /// names the field, never the path.
+    pub path_withheld: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

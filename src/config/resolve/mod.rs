@@ -390,6 +390,12 @@ impl Resolver {
                     Role::Viewer
                 }
             };
+            // The path as written: the configuration's directory, joined to
+            // a relative one, is the operator's machine's (`/srv/2024-prod`,
+            // a Nix store hash), no token pasted in.
+            let path_withheld = t.token_file.as_deref().is_some_and(|f| {
+                crate::config::env::path_looks_like_a_token(std::path::Path::new(f))
+            });
             let source = match (&t.token_file, &t.token_env) {
                 (Some(f), None) => match self.path(&format!("{at}.token_file"), f) {
                     Some(path) => TokenSource::File(path),
@@ -402,7 +408,11 @@ impl Resolver {
                     continue;
                 }
             };
-            tokens.push(TokenConfig { role, source });
+            tokens.push(TokenConfig {
+                role,
+                source,
+                path_withheld,
+            });
         }
         AdminConfig { bind, tokens }
     }
