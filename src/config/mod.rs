@@ -68,9 +68,7 @@ pub struct AdminConfig {
 pub struct TokenConfig {
     pub role: Role,
     pub source: TokenSource,
-    /// The `token_file` path as written (not joined to the configuration's
-    /// directory) looks like a token pasted as, or into, it: an error
-    /// names the field, never the path.
+    /// The `token_file` path as written looks like a token: never shown.
     pub path_withheld: bool,
 }
 
