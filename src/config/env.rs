@@ -187,6 +187,21 @@ mod tests {
         );
     }
 
+    /// A token pasted as a one-line block scalar that also names a
+    /// variable: its label was its text as written (`<withheld: the value
+    /// of hp_7c1d...${NAME}>`), since the block was not known where the
+    /// variable was expanded. It is labelled as set from the environment.
+    #[test]
+    fn a_one_line_block_with_a_variable_is_not_the_label() {
+        let text = format!(
+            "{MINIMAL}runtime:\n  worker_threads: |\n    hp_7c1d9e8f2a3b${{HOTPROXY_TEST_NAME}}\n"
+        );
+        let m = messages(&parse_str(&text).unwrap_err());
+        assert!(m.contains("runtime.worker_threads"), "{m}");
+        assert!(m.contains("a value set from the environment"), "{m}");
+        assert!(!m.contains("7c1d9e8f") && !m.contains("ops"), "{m}");
+    }
+
     /// Variable names are named; a token pasted as one is not: not a
     /// name's shape (a UUID, base64), or a run of 8 or more mixing letters
     /// and digits, a short word (`K8S2PROD`) too: a name hidden costs a

@@ -533,7 +533,7 @@ fn resolve_all(
         };
         let mut unset = tagged; // tags on merge values, refused
         tree::pasted(&root, "", text, withheld);
-        tree::expand_env(&mut root, "", &mut unset, withheld);
+        tree::expand_env(&mut root, "", text, &mut unset, withheld);
         match tree::read::<raw::File>(&mut root) {
             (Some(raw), mut report) => {
                 report.problems.extend(unset);

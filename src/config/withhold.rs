@@ -40,11 +40,13 @@ impl Withheld {
         })
     }
 
-    /// `value`, expanded from `written` (`${NAME}`, ...) at `field`.
-    pub(super) fn from_env(value: &str, written: &str, field: &str) -> Withheld {
+    /// `value`, expanded from `written` (`${NAME}`, ...) at `field`;
+    /// `block`: written as a YAML block scalar.
+    pub(super) fn from_env(value: &str, written: &str, field: &str, block: bool) -> Withheld {
         // The text as written is shown only when it is itself no pasted
-        // block: `${NAME}` inside a pasted key would carry the key here.
-        let what = match Withheld::pasted(written, field, false) {
+        // block: `${NAME}` inside a pasted key, or a token pasted as a
+        // block scalar of one line, would carry it here.
+        let what = match Withheld::pasted(written, field, block) {
             Some(_) => "a value set from the environment".to_owned(),
             None => format!("the value of {}", written.trim()),
         };
@@ -180,7 +182,7 @@ mod tests {
     /// quoted sends the message whole; a short typed value elsewhere stays.
     #[test]
     fn an_env_value_is_named_by_its_variable() {
-        let w = [Withheld::from_env("hp_secret_42", "${TOKEN}", "a.b")];
+        let w = [Withheld::from_env("hp_secret_42", "${TOKEN}", "a.b", false)];
         let mut m = "invalid duration \"hp_secret_42\" (use e.g. 5s)".to_owned();
         withhold(&mut m, "line 2: a.b", &w);
         assert_eq!(
@@ -200,7 +202,7 @@ mod tests {
     #[test]
     fn a_pasted_block_with_a_variable_is_not_the_label() {
         let written = format!("${{PORT}}{}", pem());
-        let w = [Withheld::from_env("8443", &written, "a.b")];
+        let w = [Withheld::from_env("8443", &written, "a.b", false)];
         let mut m = format!("invalid duration {:?} (use e.g. 5s)", "8443");
         withhold(&mut m, "line 2: a.b", &w);
         assert!(!m.contains("BEGIN") && !m.contains("MIGH"), "{m}");
@@ -212,7 +214,12 @@ mod tests {
     /// message of an unrelated field quoting the same text stays.
     #[test]
     fn a_value_is_withheld_where_its_field_is_concerned() {
-        let w = [Withheld::from_env("fast", "${SPEED}", "listeners[1].bind")];
+        let w = [Withheld::from_env(
+            "fast",
+            "${SPEED}",
+            "listeners[1].bind",
+            false,
+        )];
         let label = "<withheld: the value of ${SPEED}>";
         for (location, message) in [
             ("line 4: listeners[1].bind", "invalid address \"fast\""),

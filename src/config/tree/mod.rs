@@ -363,10 +363,13 @@ impl Report {
 /// value then reads as empty.
 ///
 /// Each value set from the environment is added to `withheld`: no message
-/// repeats it (it may be a secret the file only names).
+/// repeats it (it may be a secret the file only names), nor its text as
+/// written when that is a pasted block (a block scalar, of one line too,
+/// read from `text`, which the tree was parsed from).
 pub fn expand_env(
     node: &mut Node,
     path: &str,
+    text: &str,
     found: &mut Vec<Found>,
     withheld: &mut Vec<super::Withheld>,
 ) {
@@ -374,7 +377,8 @@ pub fn expand_env(
     match &mut node.value {
         Value::Str(s) if s.contains("${") => match super::env::expand_env(s) {
             Ok(v) => {
-                withheld.push(super::Withheld::from_env(&v, s, path));
+                let block = node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
+                withheld.push(super::Withheld::from_env(&v, s, path, block));
                 *s = v;
             }
             Err(message) => {
@@ -388,7 +392,7 @@ pub fn expand_env(
         },
         Value::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_env(item, &format!("{path}[{i}]"), found, withheld);
+                expand_env(item, &format!("{path}[{i}]"), text, found, withheld);
             }
         }
         Value::Map(entries) => {
@@ -396,7 +400,7 @@ pub fn expand_env(
                 let Value::Str(key) = &key.value else {
                     continue;
                 };
-                expand_env(value, &field(path, key), found, withheld);
+                expand_env(value, &field(path, key), text, found, withheld);
             }
         }
         _ => {}
