@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotproxy::metrics::{METRICS, RouteMetrics};
-use hotproxy::proxy::forward::{RequestContext, client_ip_value};
+use hotproxy::proxy::forward::RequestContext;
+use hotproxy::proxy::headers::client_ip_value;
 use hotproxy::proxy::headers::rewrite_request_headers;
 use hotproxy::proxy::path::normalise;
 use hotproxy::proxy::request::{HostMemo, prepare};

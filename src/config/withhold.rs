@@ -150,6 +150,30 @@ pub(super) fn shorten(message: &mut String) {
     }
 }
 
+/// Whether the scalar whose text starts at byte `at` of `text` is a block
+/// scalar: the text before it ends in a block header, `|` or `>` with an
+/// indentation digit or chomping (`-`, `+`) and a comment maybe. The
+/// node's span starts at the content, on the line after the header.
+pub(super) fn is_block_scalar(text: &str, at: usize) -> bool {
+    let Some(before) = text.get(..at) else {
+        return false;
+    };
+    let line = before.trim_end().rsplit('\n').next().unwrap_or("");
+    // A comment starts at a `#` after white space.
+    let line = match line.find([' ', '\t']).and_then(|_| {
+        line.char_indices()
+            .find(|&(i, c)| c == '#' && line[..i].ends_with([' ', '\t']))
+    }) {
+        Some((i, _)) => &line[..i],
+        None => line,
+    };
+    let header = line.split_whitespace().last().unwrap_or("");
+    let mut chars = header.chars();
+    matches!(chars.next(), Some('|' | '>'))
+        && header.len() <= 3
+        && chars.all(|c| matches!(c, '-' | '+' | '1'..='9'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

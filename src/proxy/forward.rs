@@ -101,22 +101,12 @@ pub struct RequestContext {
     /// `limits.max_body_bytes` (0: no limit), unless the route sets its own.
     pub max_body_bytes: u64,
     /// `client_addr`'s IP as an `X-Forwarded-For` element
-    /// ([`client_ip_value`]), formatted once per connection rather than per
+    /// ([`crate::proxy::headers::client_ip_value`]), formatted once per connection rather than per
     /// request.
     pub client_ip: HeaderValue,
     /// The `Host` last made from an HTTP/2 request's `:authority`, shared
     /// by the connection's next requests ([`crate::proxy::request::prepare`]).
     pub hosts: crate::proxy::request::HostMemo,
-}
-
-/// `addr`'s IP as a header value, for [`RequestContext::client_ip`].
-pub fn client_ip_value(addr: SocketAddr) -> HeaderValue {
-    let v = HeaderValue::from_str(&addr.ip().to_string())
-        .expect("an IP address is a valid header value");
-    // The first clone of bytes made from a Vec moves them to a shared,
-    // reference-counted block; doing it here keeps it off the first request.
-    drop(v.clone());
-    v
 }
 
 /// One configured upstream: its endpoints and TLS snapshot.

@@ -30,10 +30,9 @@ use crate::proxy::body::{self, Fault};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{self, Activity, Driver, TrackedBody};
 use crate::proxy::edge::{EdgePolicy, Exchange, UpstreamAddr, UpstreamAnswered};
-use crate::proxy::forward::{
-    RequestContext, ResponseBody, client_fault, client_ip_value, error_response,
-};
+use crate::proxy::forward::{RequestContext, ResponseBody, client_fault, error_response};
 use crate::proxy::front::{self, Front};
+use crate::proxy::headers::client_ip_value;
 use crate::proxy::lifetime::{Admissions, Lifetime};
 use crate::proxy::readmit::{Admitted, Routed};
 use crate::proxy::refused_head::protocol_error;
