@@ -177,9 +177,9 @@
 //!     failed; an `Upgrade` request's own HTTP/1.1 connection task alike.
 //!   - `resolve`: server hostnames to endpoints, one per address, re-resolved
 //!     every `resolve_interval`; a failed lookup keeps the last good set.
-//!   - `lookup`: one blocking lookup of a server's name, shared by all who
-//!     wait for it (a re-resolution, the next after it timed out, an edit's
-//!     replacement); at most 64 at once in the process, one past that fails.
+//!   - `lookup`: one blocking lookup of a `host:port`, joined by all in the
+//!     process who ask for it while it runs (re-resolutions, each upstream
+//!     built, a rejected reload's too); at most 64 at once, one past that fails.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `slots`: the 64 connections, 16 per client address; when all are

@@ -1,5 +1,6 @@
-//! One blocking lookup of a server's name, shared by all who wait for it (the re-resolution that started it, the next one after it timed out, an edit's replacement); at most 64 at once in the process.
+//! One blocking lookup of a `host:port`, shared by all in the process who ask for it while it runs (re-resolutions, configuration-time lookups of any upstream, a rejected reload's too); at most 64 at once.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,6 +23,16 @@ pub struct Lookup {
 
 /// Lookups running in the process (see [`MAX_LOOKUPS`]).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// The lookup running for each `host:port`, for [`Lookup::start`] to
+/// join: one process-wide table, so a name's lookups never overlap,
+/// whoever asks (each upstream, each edit's or rejected reload's
+/// replacement, two servers or upstreams naming one `host:port`). An
+/// entry goes as its lookup ends. Shared only with an edit's direct
+/// predecessor, a rejected reload left its lookups running and the next
+/// attempt asked beside them: one blocked lookup per name per attempt on
+/// a hung resolver, until all 64 places were taken.
+static TABLE: Mutex<BTreeMap<(String, u16), Arc<Lookup>>> = Mutex::new(BTreeMap::new());
 
 /// The most lookups running at once in the process: each holds a thread
 /// until its resolver answers, and on a hung resolver every name held one
@@ -52,6 +63,7 @@ impl Drop for Permit {
 /// failed when dropped before (it never ran, or panicked). Its place is
 /// given back first: whoever the end wakes may start another at once.
 struct Ending {
+    key: (String, u16),
     lookup: Option<Arc<Lookup>>,
     permit: Option<Permit>,
 }
@@ -64,6 +76,16 @@ impl Ending {
     fn end(&mut self, answer: Answer) {
         drop(self.permit.take());
         if let Some(lookup) = self.lookup.take() {
+            // Out of the table and ended at once: who asks after joins
+            // no ended lookup (its answer is stale), and who asked before
+            // gets this answer.
+            let mut table = TABLE.lock().expect("lookup table lock");
+            if table
+                .get(&self.key)
+                .is_some_and(|l| Arc::ptr_eq(l, &lookup))
+            {
+                table.remove(&self.key);
+            }
             lookup.end(answer);
         }
     }
@@ -76,10 +98,17 @@ impl Drop for Ending {
 }
 
 impl Lookup {
-    /// Look `host:port` up now, in the background; ended at once, failed,
-    /// when [`MAX_LOOKUPS`] run already (not queued: the caller's wait is
-    /// bounded, and it asks again next time) or no thread takes it.
+    /// The lookup of `host:port` running in the process, or a new one,
+    /// in the background; ended at once, failed, when [`MAX_LOOKUPS`] run
+    /// already (not queued: the caller's wait is bounded, and it asks
+    /// again next time) or no thread takes it. One that has ended is
+    /// never joined: its answer was for those who asked before.
     pub fn start(host: &str, port: u16) -> Arc<Lookup> {
+        let key = (host.to_owned(), port);
+        let mut table = TABLE.lock().expect("lookup table lock");
+        if let Some(running) = table.get(&key) {
+            return running.clone();
+        }
         let lookup = Arc::new(Lookup {
             answer: Mutex::new(None),
             ended: Condvar::new(),
@@ -90,7 +119,12 @@ impl Lookup {
             lookup.end(Err(full));
             return lookup;
         };
+        table.insert(key.clone(), lookup.clone());
+        // Released before the spawn: a task dropped unrun ends (and
+        // leaves the table) in the dropping thread.
+        drop(table);
         let ending = Ending {
+            key,
             lookup: Some(lookup.clone()),
             permit: Some(permit),
         };
@@ -116,11 +150,6 @@ impl Lookup {
         *self.answer.lock().expect("lookup lock") = Some(answer);
         self.ended.notify_all();
         self.told.notify_waiters();
-    }
-
-    /// Whether it has ended (its answer is there).
-    pub fn ended(&self) -> bool {
-        self.answer.lock().expect("lookup lock").is_some()
     }
 
     /// Its answer, waiting (blocking) for it until `deadline` at most.

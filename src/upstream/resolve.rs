@@ -18,9 +18,10 @@
 //! its answer was for the re-resolution that gave up on it), so a tiny
 //! interval costs a busy resolver, never a false failure. A lookup made
 //! at configuration time still running after 5 s is the first
-//! re-resolution's to wait for, under the same rule; an edit's
-//! replacement takes over the lookup of a `host:port` the upstream it
-//! replaces has running ([`Lookup`] is shared by all who wait for it).
+//! re-resolution's to wait for, under the same rule: a [`Lookup`] of a
+//! `host:port` still running is joined by whoever asks for it in the
+//! process (an edit's replacement, a rejected reload's upstream, another
+//! upstream naming it), never started beside.
 //! At most 64 lookups run at once in the process; one past that fails at
 //! once, as any failed lookup ([`crate::upstream::lookup::MAX_LOOKUPS`]).
 
@@ -47,11 +48,6 @@ pub struct Resolution {
     last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
-    /// Per server: its latest lookup (a re-resolution's, the
-    /// configuration's, or the one an edit took over), running or ended.
-    /// One still running is waited for, never started beside: by the next
-    /// re-resolution once one timed out, and by an edit's replacement.
-    pending: Mutex<Vec<Option<Arc<Lookup>>>>,
     /// Shared by every endpoint set this resolution makes.
     pub publishing: Arc<Publishing>,
 }
@@ -86,7 +82,6 @@ impl Resolution {
             dialer,
             last: Mutex::new(vec![None; n]),
             failing: Mutex::new(vec![false; n]),
-            pending: Mutex::new((0..n).map(|_| None).collect()),
             publishing: Arc::default(),
         }
     }
@@ -106,10 +101,10 @@ impl Resolution {
     /// most 5 s (`LOOKUP_TIMEOUT`) for this upstream, on top of any other
     /// upstream the same reload builds before it; one still running then
     /// is the first re-resolution's to wait for, not to ask beside (its
-    /// lookups would overlap it). A name whose lookup `previous` has
-    /// running (the same `host:port`) takes that lookup over instead of
-    /// asking beside it: each edit added a blocked lookup per name of a
-    /// hung resolver.
+    /// lookups would overlap it): [`Lookup::start`] joins the lookup of a
+    /// `host:port` running anywhere in the process (`previous`'s, a
+    /// rejected reload's), and each edit or rejected attempt added a
+    /// blocked lookup per name of a hung resolver.
     /// A lookup that fails keeps what `previous` (the
     /// upstream this one replaces, after an edit) had for the same
     /// `host:port`, as a failed re-resolution keeps the last good set; a
@@ -120,23 +115,17 @@ impl Resolution {
         if self.has_names() {
             let kept = previous.as_ref().map(|(p, _)| p.last_by_server());
             // All names at once: one slow name does not add to another's
-            // wait. One whose lookup the replaced upstream has running
-            // takes that over: a lookup beside it would overlap it.
+            // wait. One whose lookup runs already (the replaced
+            // upstream's, a rejected reload's) joins it.
             let lookups: Vec<_> = self
                 .config
                 .servers
                 .iter()
-                .map(|s| {
-                    is_name(&s.host).then(|| {
-                        let running = previous.as_ref().and_then(|(p, _)| p.running(s));
-                        running.unwrap_or_else(|| Lookup::start(&s.host, s.port))
-                    })
-                })
+                .map(|s| is_name(&s.host).then(|| Lookup::start(&s.host, s.port)))
                 .collect();
             // One deadline for all of them, not one each in turn.
             let deadline = std::time::Instant::now() + LOOKUP_TIMEOUT;
             let mut last = self.last.lock().expect("resolution lock");
-            let mut pending = self.pending.lock().expect("resolution lock");
             for ((i, s), lookup) in self.config.servers.iter().enumerate().zip(lookups) {
                 let Some(lookup) = lookup else {
                     continue;
@@ -145,8 +134,7 @@ impl Resolution {
                     Some(Ok(found)) => Some(normalise(found)).filter(|f| !f.is_empty()),
                     Some(Err(_)) | None => None,
                 };
-                // Still running: the first re-resolution's to wait for.
-                pending[i] = Some(lookup);
+                // Still running: the first re-resolution's to join.
                 last[i] = found.or_else(|| {
                     kept.as_ref()?
                         .iter()
@@ -157,16 +145,6 @@ impl Resolution {
         }
         let replaced = previous.as_ref().map_or(&[][..], |(_, m)| &m.members[..]);
         self.members(&[], replaced)
-    }
-
-    /// The lookup of `server`'s `host:port` still running here, for an
-    /// edit's replacement to take over.
-    fn running(&self, server: &crate::config::UpstreamServer) -> Option<Arc<Lookup>> {
-        let pending = self.pending.lock().expect("resolution lock");
-        let servers = self.config.servers.iter().zip(pending.iter());
-        servers
-            .filter(|(s, _)| s.host == server.host && s.port == server.port)
-            .find_map(|(_, l)| l.clone().filter(|l| !l.ended()))
     }
 
     /// Per server with good addresses: its host, port and those addresses.
@@ -201,16 +179,11 @@ impl Resolution {
     /// (its answer is stale: that call asks anew).
     pub async fn refresh(&self, i: usize) -> bool {
         let s = &self.config.servers[i];
-        // One that has ended since answered for the re-resolution that
-        // gave up on it (and counted its failure): asked anew, not
-        // taken as this one's answer.
-        let lookup = {
-            let mut pending = self.pending.lock().expect("resolution lock");
-            match pending[i].as_ref().filter(|lookup| !lookup.ended()) {
-                Some(running) => running.clone(),
-                None => pending[i].insert(Lookup::start(&s.host, s.port)).clone(),
-            }
-        };
+        // The one still running (the last that timed out, the
+        // configuration's) is joined; one that has ended since answered
+        // for the re-resolution that gave up on it (and counted its
+        // failure): asked anew, not taken as this one's answer.
+        let lookup = Lookup::start(&s.host, s.port);
         let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await {
             Ok(Ok(found)) => Ok(normalise(found)),
             Ok(Err(e)) => Err(e),

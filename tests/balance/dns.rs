@@ -604,3 +604,59 @@ async fn lookups_run_at_most_64_at_once() {
         })
         .await;
 }
+
+/// Rejected reloads that each build the same new upstream (its name's
+/// server silent; the listener part rejected after the upstreams are
+/// built) ask its name once between them: the lookup the first attempt
+/// left running is joined by the next, in the process, not only by an
+/// edit's replacement. Each attempt asked anew beside the lookups of the
+/// attempts before (a blocked thread each), until all 64 places were
+/// taken and every name in the process failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_reloads_ask_a_new_name_once() {
+    let (dns, mut w) = app_by_name("beside", "5s").await;
+    let id = std::process::id();
+    let port = w.pods[0].addr.port();
+    let fresh = format!("rejected-{id}.hotproxy.test");
+    dns.hold_name(&fresh);
+    // A listener on an address taken: rejected once the upstreams are built.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap();
+    let app = upstream(
+        "app",
+        &format!("https://beside-{id}.hotproxy.test:{port}"),
+        "    resolve_interval: 5s\n",
+    );
+    let upstreams = [
+        app,
+        upstream("fresh", &format!("https://{fresh}:{port}"), ""),
+    ]
+    .concat();
+    for k in 0..2 {
+        let listener = format!("taken{k}");
+        w.scene.config(&format!(
+            "\nadmin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{}\n{}\nupstreams:{upstreams}\n",
+            listener_yaml("public", "127.0.0.1:0", "[{ upstream: app }]"),
+            listener_yaml(&listener, &taken.to_string(), "[{ upstream: fresh }]"),
+        ));
+        let rejected = w
+            .proxy
+            .wait_log("the reload rejected", |v| {
+                v["message"] == "configuration rejected; the running configuration stays"
+                    && v["error"].as_str().unwrap_or("").contains(&listener)
+            })
+            .await;
+        assert!(
+            rejected["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cannot bind"),
+            "{rejected}"
+        );
+    }
+    assert_eq!(
+        dns.held_askers(),
+        1,
+        "a rejected reload's lookup of the name was not joined by the next"
+    );
+}
