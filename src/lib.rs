@@ -179,7 +179,7 @@
 //!     every `resolve_interval`; a failed lookup keeps the last good set.
 //!   - `lookup`: one blocking lookup of a `host:port`, joined by all in the
 //!     process who ask for it while it runs (re-resolutions, each upstream
-//!     built, a rejected reload's too); at most 64 at once, one past that fails.
+//!     built, a rejected reload's too, dials by name); at most 64 at once.
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `slots`: the 64 connections, 16 per client address; when all are

@@ -34,6 +34,7 @@ use crate::config::Http2Keepalive;
 use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
 use crate::upstream::io::{HeadWait, Kill, MaybeTls, Settling, UpstreamIo};
+use crate::upstream::lookup::Lookup;
 
 /// Streams one shared HTTP/2 upstream connection carries at once before
 /// the pool opens another, unless the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
@@ -121,7 +122,7 @@ impl Dialer {
         deadline: tokio::time::Instant,
         h1_only: bool,
     ) -> Result<Dialled, DialError> {
-        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect((host, port))).await {
+        let tcp = match tokio::time::timeout_at(deadline, connect(host, port)).await {
             Err(_) => return Err(DialError::Timeout),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 return Err(DialError::Refused);
@@ -171,6 +172,27 @@ impl Dialer {
             h2,
         })
     }
+}
+
+/// TCP to `host:port`: an IP address as it is, a name through its
+/// [`Lookup`] (joined if one runs in the process, counted in the 64), its
+/// addresses tried in turn. Each dial by name ran a lookup of its own on
+/// the blocking pool, outside the 64, and one whose dial timed out left
+/// its thread blocked on a hung resolver: one more per dial. A lookup
+/// refused a place fails the dial as any failed lookup did.
+async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return TcpStream::connect((ip, port)).await;
+    }
+    let addrs = Lookup::start(host, port)
+        .answer()
+        .await
+        .map_err(std::io::Error::other)?;
+    if addrs.is_empty() {
+        let none = format!("no addresses for {host}");
+        return Err(std::io::Error::other(none));
+    }
+    TcpStream::connect(&addrs[..]).await
 }
 
 /// A connect that failed here, in `socket()` or `connect()`, for want of

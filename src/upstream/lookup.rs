@@ -1,4 +1,4 @@
-//! One blocking lookup of a `host:port`, shared by all in the process who ask for it while it runs (re-resolutions, configuration-time lookups of any upstream, a rejected reload's too); at most 64 at once.
+//! One blocking lookup of a `host:port`, shared by all in the process who ask for it while it runs (re-resolutions, configuration-time lookups of any upstream, a rejected reload's too, dials by name); at most 64 at once.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -660,3 +660,36 @@ async fn rejected_reloads_ask_a_new_name_once() {
         "a rejected reload's lookup of the name was not joined by the next"
     );
 }
+
+/// A server dialled by name (`resolve_interval: 0s`) on a silent name
+/// server: each dial times out (`connect_timeout`), its lookup still
+/// running, and the next dial joins that lookup instead of asking beside
+/// it. Each dial ran a lookup of its own on the blocking pool, outside
+/// the 64, and one timed out left its thread blocked: one more per dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_by_name_share_one_lookup() {
+    let name = format!("dialled-{}.hotproxy.test", std::process::id());
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    dns.hold();
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let settings = "    resolve_interval: 0s\n    connect_timeout: 1s\n";
+    let app = upstream("app", &format!("https://{name}:{port}"), settings);
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let w = p
+        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
+        .await;
+    // One after another: concurrent ones would wait for one dial.
+    for _ in 0..3 {
+        let (status, _) = get_pod(&mut client(&w).await, "/").await;
+        assert_eq!(status, 504, "a dial on a silent name server");
+    }
+    assert_eq!(
+        dns.held_askers(),
+        1,
+        "dials by name each asked beside the lookup running"
+    );
+}
