@@ -18,7 +18,9 @@ use crate::proxy::body::ClientBody;
 use crate::proxy::failure::Failure;
 use crate::proxy::forward::{BoxError, ResponseBody, Upstream};
 use crate::upstream::conn::DialError;
+use crate::upstream::lookup::place_freed;
 use crate::upstream::members::{CheckFailure, Publishing};
+use crate::upstream::resolve::{REFUSED_WAIT, Refreshed};
 
 impl Upstream {
     /// Out of service (replaced by an edit with `successor`, or removed):
@@ -122,11 +124,20 @@ async fn re_resolve(upstream: std::sync::Weak<Upstream>) {
 /// Re-resolve server `i`'s name `resolve_interval` after its last lookup
 /// ended, for [`re_resolve`].
 async fn re_resolve_name(upstream: std::sync::Weak<Upstream>, i: usize) {
+    let mut refused = false;
     loop {
         let Some(interval) = upstream.upgrade().map(|u| u.resolution.interval()) else {
             return;
         };
         tokio::time::sleep(interval).await;
+        if std::mem::take(&mut refused) {
+            // Refused a place: at least 1 s in all, unless one frees.
+            let rest = REFUSED_WAIT.saturating_sub(interval);
+            tokio::select! {
+                () = tokio::time::sleep(rest) => {}
+                () = place_freed() => {}
+            }
+        }
         let Some(u) = upstream.upgrade() else { return };
         if u.resolution.publishing.retired() {
             // Replaced or removed; a request in flight keeps it alive.
@@ -135,8 +146,13 @@ async fn re_resolve_name(upstream: std::sync::Weak<Upstream>, i: usize) {
         // Retired meanwhile (past `refresh`'s own check, which drops an
         // answer that comes after): its requests still in flight keep
         // the endpoints it had when retired, their pools drained.
-        if !u.resolution.refresh(i).await || u.resolution.publishing.retired() {
-            continue;
+        match u.resolution.refresh(i).await {
+            Refreshed::Changed if !u.resolution.publishing.retired() => {}
+            Refreshed::Refused => {
+                refused = true;
+                continue;
+            }
+            _ => continue,
         }
         // From the set in service now, with no wait before it is stored:
         // another name's answer may have replaced the one there before

@@ -19,6 +19,17 @@ pub struct Lookup {
     ended: Condvar,
     /// Told when it ends, for an async wait.
     told: tokio::sync::Notify,
+    /// Never started: [`MAX_LOOKUPS`] ran already.
+    refused: bool,
+}
+
+/// Told when a place of the [`MAX_LOOKUPS`] frees, for [`place_freed`].
+static FREED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Once a place of the [`MAX_LOOKUPS`] frees (a lookup ends): for a name
+/// refused one to ask again before its wait after the refusal is over.
+pub async fn place_freed() {
+    FREED.notified().await;
 }
 
 /// Lookups running in the process (see [`MAX_LOOKUPS`]).
@@ -56,6 +67,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         RUNNING.fetch_sub(1, Ordering::AcqRel);
+        FREED.notify_waiters();
     }
 }
 
@@ -109,12 +121,14 @@ impl Lookup {
         if let Some(running) = table.get(&key) {
             return running.clone();
         }
+        let permit = Permit::take();
         let lookup = Arc::new(Lookup {
             answer: Mutex::new(None),
             ended: Condvar::new(),
             told: tokio::sync::Notify::new(),
+            refused: permit.is_none(),
         });
-        let Some(permit) = Permit::take() else {
+        let Some(permit) = permit else {
             let full = format!("too many lookups running ({MAX_LOOKUPS} at once)");
             lookup.end(Err(full));
             return lookup;
@@ -150,6 +164,11 @@ impl Lookup {
         *self.answer.lock().expect("lookup lock") = Some(answer);
         self.ended.notify_all();
         self.told.notify_waiters();
+    }
+
+    /// Whether it was refused a place (it failed at once, never ran).
+    pub fn refused(&self) -> bool {
+        self.refused
     }
 
     /// Its answer, waiting (blocking) for it until `deadline` at most.

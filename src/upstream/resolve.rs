@@ -23,7 +23,9 @@
 //! process (an edit's replacement, a rejected reload's upstream, another
 //! upstream naming it), never started beside.
 //! At most 64 lookups run at once in the process; one past that fails at
-//! once, as any failed lookup ([`crate::upstream::lookup::MAX_LOOKUPS`]).
+//! once, as any failed lookup ([`crate::upstream::lookup::MAX_LOOKUPS`]),
+//! and its name is asked again no sooner than [`REFUSED_WAIT`] after
+//! (unless a place frees).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,24 @@ use crate::upstream::conn::Dialer;
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::lookup::Lookup;
 use crate::upstream::members::{Member, Members, Publishing};
+
+/// What [`Resolution::refresh`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The addresses stay (or the lookup failed, the last good ones kept).
+    Same,
+    /// They changed: [`Resolution::next`] makes the new set.
+    Changed,
+    /// Its lookup was refused a place (64 running): asked again no sooner
+    /// than [`REFUSED_WAIT`] after, whatever `resolve_interval` is.
+    Refused,
+}
+
+/// The least wait after a lookup refused a place before the name is
+/// asked again, unless a place frees sooner (never sooner than
+/// `resolve_interval`): asked every interval, a `1ms` one counted about a
+/// thousand failures a second while 64 lookups hung.
+pub const REFUSED_WAIT: Duration = Duration::from_secs(1);
 
 /// An upstream's servers and what their names last resolved to.
 pub struct Resolution {
@@ -171,19 +191,25 @@ impl Resolution {
     }
 
     /// Resolve server `i`'s name again; whether its addresses changed
-    /// (then [`Resolution::next`] makes the new set). Each server's name is
+    /// (then [`Resolution::next`] makes the new set), or its lookup was
+    /// refused a place. Each server's name is
     /// re-resolved on its own, beside the others': one whose lookups hang
     /// delays no other's. A lookup may take `LOOKUP_TIMEOUT`; one still
     /// running then is a failure now and is waited for again by the next
     /// call for that server, not asked anew, unless it has ended by then
     /// (its answer is stale: that call asks anew).
-    pub async fn refresh(&self, i: usize) -> bool {
+    pub async fn refresh(&self, i: usize) -> Refreshed {
         let s = &self.config.servers[i];
         // The one still running (the last that timed out, the
         // configuration's) is joined; one that has ended since answered
         // for the re-resolution that gave up on it (and counted its
         // failure): asked anew, not taken as this one's answer.
         let lookup = Lookup::start(&s.host, s.port);
+        let failed = if lookup.refused() {
+            Refreshed::Refused
+        } else {
+            Refreshed::Same
+        };
         let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup.answer()).await {
             Ok(Ok(found)) => Ok(normalise(found)),
             Ok(Err(e)) => Err(e),
@@ -197,7 +223,7 @@ impl Resolution {
         // configured, a failure counted twice under its name.
         if self.publishing.retired() {
             debug!(upstream = %self.upstream, server = %s.url, "upstream retired while its names were resolved again; the answer is dropped");
-            return false;
+            return Refreshed::Same;
         }
         let found = match found {
             Ok(f) if !f.is_empty() => f,
@@ -209,7 +235,7 @@ impl Resolution {
                     failing[i] = true;
                     warn!(upstream = %self.upstream, server = %s.url, error, "upstream DNS lookup failed; keeping the last good addresses");
                 }
-                return false;
+                return failed;
             }
         };
         if std::mem::take(&mut self.failing.lock().expect("resolution lock")[i]) {
@@ -217,10 +243,10 @@ impl Resolution {
         }
         let mut last = self.last.lock().expect("resolution lock");
         if last[i].as_ref() == Some(&found) {
-            return false;
+            return Refreshed::Same;
         }
         last[i] = Some(found);
-        true
+        Refreshed::Changed
     }
 
     /// The set for the addresses now, after [`Resolution::refresh`]

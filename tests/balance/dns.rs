@@ -693,3 +693,67 @@ async fn dials_by_name_share_one_lookup() {
         "dials by name each asked beside the lookup running"
     );
 }
+
+/// A name refused a place (64 lookups hang on a silent name server, an
+/// upstream's 64 names) is asked again no sooner than 1 s after, whatever
+/// its `resolve_interval` (1 ms here): its failures counted over a window
+/// the test measures are at most one per second of it, and one more.
+/// It was asked again every interval: hundreds of failures a second.
+/// (The bound is one-sided: a slow machine counts fewer, never more.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_refused_a_place_waits_a_second() {
+    let id = std::process::id();
+    let dns = NameServer::start(&["127.0.0.2"]).await;
+    dns.hold();
+    let p = Pods::new();
+    let pod = p.pod_at("127.0.0.2", "pod").await;
+    let port = pod.addr.port();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let names: Vec<String> = (0..64)
+        .map(|k| format!("https://taking-{k}-{id}.hotproxy.test:{port}"))
+        .collect();
+    let tiny = "    resolve_interval: 1ms\n";
+    // `app` first: its 64 lookups take every place before `late` asks.
+    let upstreams = [
+        upstream("app", &names.join(", "), tiny),
+        upstream(
+            "late",
+            &format!("https://late-{id}.hotproxy.test:{port}"),
+            tiny,
+        ),
+    ]
+    .concat();
+    let routes = "\n      - { path_prefix: /app, upstream: app }\n      - { path_prefix: /late, upstream: late }";
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    let mut w = p.serve_with(routes, &upstreams, vec![pod], start).await;
+    let failed = w
+        .proxy
+        .wait_log("the late name refused", |v| {
+            v["message"] == FAILED && v["upstream"] == "late"
+        })
+        .await;
+    let error = failed["error"].as_str().unwrap_or("");
+    assert!(error.contains("too many lookups running"), "{failed}");
+
+    let began = std::time::Instant::now();
+    let before = errors_of(&w, "late").await;
+    // A window to count in, not a condition to wait for.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let after = errors_of(&w, "late").await;
+    let window = began.elapsed().as_secs_f64();
+    assert!(
+        after - before <= window.ceil() + 1.0,
+        "{} refusals counted in {window:.1} s",
+        after - before
+    );
+}
+
+/// The value of `hotproxy_upstream_errors_total{upstream=NAME,reason="resolve"}`.
+async fn errors_of(w: &World, name: &str) -> f64 {
+    let errors =
+        format!("hotproxy_upstream_errors_total{{upstream=\"{name}\",reason=\"resolve\"}} ");
+    (metrics(w).await.lines())
+        .find_map(|l| l.strip_prefix(errors.as_str())?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
