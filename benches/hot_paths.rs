@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hotproxy::material::{CertInfo, Pair};
-use hotproxy::proxy::forward::{RequestContext, client_ip_value};
+use hotproxy::proxy::forward::RequestContext;
+use hotproxy::proxy::headers::client_ip_value;
 use hotproxy::proxy::headers::rewrite_request_headers;
 use hotproxy::reload::{self, Handle};
 use hotproxy::tls::server::{ServedPair, SniResolver};
