@@ -376,9 +376,14 @@ struct H2Shared {
     retired: AtomicBool,
     /// Responses (heads) it has served.
     answered: AtomicU64,
-    /// Streams the server refused on it since its last response
-    /// ([`StreamGuard::refused`]).
+    /// Streams the server refused on it since its last response on a
+    /// stream opened after a refusal ([`StreamGuard::refused`]).
     refusals: AtomicUsize,
+    /// Streams taken on it so far: the next one's sequence number.
+    opened: AtomicU64,
+    /// `opened` at its last refusal: streams numbered from it on were
+    /// opened after that refusal.
+    refused_at: AtomicU64,
     /// Closes it once it is retired and idle.
     kill: Arc<Kill>,
     /// The pool's: wakes a request waiting for a connection when a stream
@@ -456,6 +461,8 @@ impl H2 {
             retired: AtomicBool::new(false),
             answered: AtomicU64::new(0),
             refusals: AtomicUsize::new(0),
+            opened: AtomicU64::new(0),
+            refused_at: AtomicU64::new(0),
             kill,
             freed,
         });
@@ -661,7 +668,8 @@ impl H2 {
                 (n & CLOSED == 0 && n & COUNT < max).then_some(n + 1)
             })
             .ok()?;
-        Some(StreamGuard(self.shared.clone()))
+        let seq = self.shared.opened.fetch_add(1, Ordering::AcqRel);
+        Some(StreamGuard(self.shared.clone(), seq))
     }
 }
 

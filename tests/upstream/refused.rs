@@ -100,3 +100,124 @@ async fn one_refused_stream_does_not_retire_a_connection_serving_others() {
     assert_eq!(statuses(after).await, [200; HELD]);
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
 }
+
+/// What a [`shedding`] backend's test sees of it.
+#[derive(Default)]
+struct Shed {
+    /// Its accepted connections.
+    accepted: AtomicUsize,
+    /// The `/held/*` streams its first connection holds.
+    held: AtomicUsize,
+    /// Notified as `held` grows.
+    holding: tokio::sync::Notify,
+}
+
+/// An HTTP/2 backend (the h2 crate, over TLS) whose first connection
+/// answers its first request, holds the `/held/*` ones, and refuses every
+/// other (`RST_STREAM(REFUSED_STREAM)`, the connection left open: a server
+/// draining one connection while it finishes its long streams); each
+/// `release` answers its lowest held one. Its later connections answer
+/// every request `200` at once.
+async fn shedding(
+    pair: &TestPair,
+) -> (
+    std::net::SocketAddr,
+    Arc<Shed>,
+    tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    type Held = std::collections::BTreeMap<usize, h2::server::SendResponse<Bytes>>;
+    let (listener, acceptor) = tls_listener(pair, b"h2").await;
+    let addr = listener.local_addr().unwrap();
+    let shed = Arc::new(Shed::default());
+    let (release, mut released) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let held: Arc<std::sync::Mutex<Held>> = Default::default();
+    let answer = |mut respond: h2::server::SendResponse<Bytes>| {
+        let head = http::Response::builder().body(()).unwrap();
+        if let Ok(mut tx) = respond.send_response(head, false) {
+            let _ = tx.send_data(Bytes::from_static(b"ok"), true);
+        }
+    };
+    let holder = held.clone();
+    tokio::spawn(async move {
+        while released.recv().await.is_some() {
+            let first = holder.lock().unwrap().pop_first();
+            if let Some((_, respond)) = first {
+                answer(respond);
+            }
+        }
+    });
+    let s = shed.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let n = s.accepted.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, shed, held) = (acceptor.clone(), s.clone(), held.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                let mut first = true;
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let path = req.uri().path();
+                    if n > 0 || std::mem::take(&mut first) {
+                        answer(respond);
+                    } else if let Some(i) = path.strip_prefix("/held/") {
+                        held.lock().unwrap().insert(i.parse().unwrap(), respond);
+                        shed.held.fetch_add(1, Ordering::SeqCst);
+                        shed.holding.notify_waiters();
+                    } else {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    }
+                }
+            });
+        }
+    });
+    (addr, shed, release)
+}
+
+/// A connection refusing every new stream while it finishes the long
+/// streams opened on it before (a server draining it) is retired at its
+/// second refusal: a response on a stream opened before a refusal does
+/// not show that the connection takes new streams. Any response head
+/// used to clear the count of refusals, so each held stream the server
+/// finished bought it one more refused request: a non-replayable one's
+/// `502`, a replayable one's dial and resend.
+#[tokio::test]
+async fn responses_on_streams_opened_before_a_refusal_do_not_keep_the_connection() {
+    let w = world();
+    let (backend, shed, release) = shedding(&w.backend_pair).await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+    let mut client = h2_to(&w, addr).await;
+    let first = send_all(&mut client, ["/first".to_owned()]).await;
+    assert_eq!(statuses(first).await, [200]);
+    let held = send_all(&mut client, (0..HELD).map(|i| format!("/held/{i}"))).await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let holding = shed.holding.notified();
+            if shed.held.load(Ordering::SeqCst) == HELD {
+                return;
+            }
+            holding.await;
+        }
+    })
+    .await
+    .expect("the held streams at the backend");
+    // Each refused POST, then one held stream finished.
+    let (mut refused, mut bodies) = (0, Vec::new());
+    for held in held {
+        let (resp, body) = post_refused(&mut client).await;
+        bodies.push(body);
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        if resp.status() != 502 {
+            assert_eq!(resp.status(), 200);
+            break;
+        }
+        refused += 1;
+        release.send(()).unwrap();
+        assert_eq!(statuses(vec![held]).await, [200]);
+    }
+    assert_eq!(refused, 2, "POSTs refused on the draining connection");
+    assert_eq!(shed.accepted.load(Ordering::SeqCst), 2);
+}

@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CLOSE_AT_IDLE, CLOSED, COUNT, H2Shared, clock};
 
-/// One stream of a shared HTTP/2 connection, held until the response ends.
-pub struct StreamGuard(pub(super) Arc<H2Shared>);
+/// One stream of a shared HTTP/2 connection, held until the response
+/// ends, with its sequence number on the connection (from 0, in the order
+/// streams were taken).
+pub struct StreamGuard(pub(super) Arc<H2Shared>, pub(super) u64);
 
 impl StreamGuard {
     /// The TLS error the stream's connection failed on, if it did.
@@ -38,15 +40,24 @@ impl StreamGuard {
         }
     }
 
-    /// A response head came on this stream: the connection serves.
+    /// A response head came on this stream: the connection serves. If
+    /// the stream was opened after the last refusal, the connection takes
+    /// new streams again, and its refusals are forgotten. A response on a
+    /// stream opened before it says nothing of that: a server draining a
+    /// connection refuses every new stream while it finishes the old ones.
+    /// Any response used to forget them, so each old stream finished bought
+    /// such a connection one more refused request.
     pub fn answered(&self) {
         self.0.answered.fetch_add(1, Ordering::AcqRel);
-        self.0.refusals.store(0, Ordering::Release);
+        if self.1 >= self.0.refused_at.load(Ordering::Acquire) {
+            self.0.refusals.store(0, Ordering::Release);
+        }
     }
 
     /// The server refused this stream (`REFUSED_STREAM`): retired as by
     /// [`Self::retire_refused`] only if the connection never served a
-    /// response, or on a second refusal with no response in between. A
+    /// response, or on a second refusal with no response in between on a
+    /// stream opened after the first ([`Self::answered`]). A
     /// server refusing every stream on a connection it keeps open (a
     /// process stuck on it) had that connection stay first in the pool:
     /// each request refused on it and sent again on a new connection of
@@ -55,6 +66,8 @@ impl StreamGuard {
     /// under load) retired it too: a new connection for the requests that
     /// followed, and the old one closed under those still on it.
     pub fn refused(&self) {
+        let opened = self.0.opened.load(Ordering::Acquire);
+        self.0.refused_at.fetch_max(opened, Ordering::AcqRel);
         let refusals = self.0.refusals.fetch_add(1, Ordering::AcqRel) + 1;
         if self.0.answered.load(Ordering::Acquire) == 0 || refusals >= 2 {
             self.retire_refused();
