@@ -110,6 +110,8 @@ struct Shed {
     held: AtomicUsize,
     /// Notified as `held` grows.
     holding: tokio::sync::Notify,
+    /// The streams it refused (`REFUSED_STREAM`).
+    refused: AtomicUsize,
 }
 
 /// An HTTP/2 backend (the h2 crate, over TLS) whose first connection
@@ -169,6 +171,7 @@ async fn shedding(
                         shed.holding.notify_waiters();
                     } else {
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        shed.refused.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             });
@@ -220,4 +223,25 @@ async fn responses_on_streams_opened_before_a_refusal_do_not_keep_the_connection
     }
     assert_eq!(refused, 2, "POSTs refused on the draining connection");
     assert_eq!(shed.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A connection that served one response and then refuses every stream
+/// (a server process stuck on it) is retired at its second refusal in a
+/// row: replayable requests each go again on a new connection, and the
+/// refusing one takes none after that.
+#[tokio::test]
+async fn a_second_refusal_in_a_row_retires_a_connection_that_served() {
+    let w = world();
+    let (backend, shed, _release) = shedding(&w.backend_pair).await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+    let mut send = h1_sender(&w, addr).await;
+    for i in 0..6 {
+        let (status, _) = exchange(&mut send, h1_request("GET", "/x", "")).await;
+        assert_eq!(status, 200, "request {i}");
+    }
+    assert!(
+        shed.refused.load(Ordering::SeqCst) <= 2,
+        "{} refused",
+        shed.refused.load(Ordering::SeqCst)
+    );
 }
