@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::goaway::{answering_h2, h2_frame};
+use crate::goaway::{answering_h2, h2_frame, next_frame, raw_h2};
 use crate::support::*;
 
 /// An HTTP/2 backend answering `/few/N` with N `103 Early Hints`, then
@@ -100,9 +101,11 @@ async fn a_flood_of_informational_responses_over_http2_is_502() {
 /// status does not exist in HTTP/2) is a `502` (`protocol`) at once, as
 /// Envoy answers it (nghttp2 resets the stream), not an informational
 /// response hyper drops while the request waits for a final one until
-/// `request_timeout` (here ten minutes). The first comes Huffman-coded and
-/// indexed (as Go's and nghttp2's servers encode it), the second as a
-/// reference to that table entry; the connection serves both.
+/// `request_timeout` (here ten minutes). It comes Huffman-coded and
+/// indexed (as Go's and nghttp2's servers encode it), which fails its
+/// connection (h2's HPACK table keeps no other entry than the server's):
+/// the second request comes on a new connection. A later stream on the
+/// first would get a reference to that table entry.
 #[tokio::test]
 async fn a_101_from_an_http2_upstream_is_502_at_once() {
     let w = world();
@@ -135,7 +138,7 @@ async fn a_101_from_an_http2_upstream_is_502_at_once() {
         })
         .await;
     assert_eq!(told["reason"], "protocol", "{told}");
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 /// HEADERS blocks whose first field is `:status: 101` in the other forms
@@ -206,4 +209,49 @@ async fn a_101_in_any_hpack_form_from_an_http2_upstream_is_502_at_once() {
             assert_eq!(resp.unwrap().status(), 502, "{what}: request {i}");
         }
     }
+}
+
+/// A `:status: 101` with incremental indexing (`0x48`, static name 8)
+/// fails its connection: the entry the server's HPACK table keeps is
+/// `:status: 101`, and h2's must be no other. Its name index used to be
+/// turned into `:method`'s, so h2's table kept `:method: 101`: a later
+/// response naming that entry as its name with a real value (`0x7e`, a
+/// `:status: 200` to the server) was read as a `:method` and got a `502`.
+/// Here the first connection sends that later response; the others
+/// answer `200` (static index 8) and a body.
+#[tokio::test]
+async fn a_101_indexed_by_the_server_leaves_no_other_entry_in_h2s_table() {
+    let w = world();
+    let (backend, accepted) = raw_h2(
+        &w.backend_pair,
+        h2_frame(4, 0, 0, &[]),
+        |mut tls, n| async move {
+            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+                let out = match kind {
+                    4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
+                    1 if n == 0 && stream == 1 => {
+                        h2_frame(1, 4, stream, &[0x48, 0x03, b'1', b'0', b'1'])
+                    }
+                    1 => {
+                        let head: &[u8] = if n == 0 {
+                            &[0x7e, 0x03, b'2', b'0', b'0']
+                        } else {
+                            &[0x88]
+                        };
+                        [h2_frame(1, 4, stream, head), h2_frame(0, 1, stream, b"ok")].concat()
+                    }
+                    _ => continue,
+                };
+                let _ = tls.write_all(&out).await;
+            }
+        },
+    )
+    .await;
+    let (_p, addr) = proxy_for(&w, backend).await;
+    let mut sender = h1_sender(&w, addr).await;
+    let (status, _) = exchange(&mut sender, h1_request("GET", "/x", "")).await;
+    assert_eq!(status, 502, "the 101");
+    let (status, got) = exchange(&mut sender, h1_request("GET", "/x", "")).await;
+    assert_eq!((status, &*got), (200, &b"ok"[..]), "the response after it");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

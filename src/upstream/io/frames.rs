@@ -56,15 +56,17 @@ pub(super) struct SettingsFrames {
 /// form HPACK has (RFC 7541 §6.2: with incremental indexing, without, or
 /// never indexed), is refused. Its name may be a static index: 8
 /// (`:status 200`, how Go, nghttp2 and h2 encode it) or any other
-/// `:status` entry (9 to 14); that index is turned into `:method`'s (2, a
-/// name of the same length, so the HPACK table's sizes stay the server's):
-/// h2 then finds no `:status` and resets the stream (`PROTOCOL_ERROR`), a
-/// `502` (`protocol`). An indexed copy of that entry decodes the same.
-/// When the name came in an earlier read than the value (h2 has it
-/// already), or was written out (`:status`, raw or Huffman-coded), the
-/// value's last byte is spoiled instead: not a status, h2 fails the
-/// connection (an HPACK error, `GOAWAY`), a `502` too. Only the index 8
-/// was looked for, so any other form passed a `101` to h2.
+/// `:status` entry (9 to 14). In a literal not indexed, that index is
+/// turned into `:method`'s (2): h2 then finds no `:status` and resets the
+/// stream (`PROTOCOL_ERROR`), a `502` (`protocol`), the connection kept.
+/// With incremental indexing, or when the name came in an earlier read
+/// than the value (h2 has it already), or was written out (`:status`, raw
+/// or Huffman-coded), the value's last byte is spoiled instead: not a
+/// status, h2 fails the connection (an HPACK error, `GOAWAY`), a `502`
+/// too. An indexed entry's name turned into `:method` had h2's HPACK table
+/// keep `:method: 101` where the server's keeps `:status: 101`: a later
+/// response naming that entry's name with a real status was a `502`. Only
+/// the index 8 was looked for, so any other form passed a `101` to h2.
 #[derive(Default)]
 struct FirstField {
     /// Payload bytes of the current frame still to come.
@@ -409,14 +411,16 @@ impl SettingsFrames {
                         }
                     } else {
                         match name {
-                            // A `:status` index (8 to 14) becomes 2
-                            // (`:method`), its representation's bits kept.
-                            Some(at) => {
-                                let kind = if piece[at] & 0x40 != 0 { 0xc0 } else { 0xf0 };
-                                piece[at] = piece[at] & kind | 2;
+                            // A `:status` index (8 to 14) of a literal
+                            // not indexed becomes 2 (`:method`), its
+                            // representation's bits kept.
+                            Some(at) if piece[at] & 0x40 == 0 => {
+                                piece[at] = piece[at] & 0xf0 | 2;
                             }
-                            // `10o` (Huffman) or `10x`.
-                            None => piece[i] = if huffman { 0x0f } else { b'x' },
+                            // With incremental indexing, h2's table would
+                            // keep `:method: 101` where the server's keeps
+                            // `:status: 101`: `10o` (Huffman) or `10x`.
+                            _ => piece[i] = if huffman { 0x0f } else { b'x' },
                         }
                         Step::Done
                     }
