@@ -255,3 +255,37 @@ async fn a_101_indexed_by_the_server_leaves_no_other_entry_in_h2s_table() {
     assert_eq!((status, &*got), (200, &b"ok"[..]), "the response after it");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// A `:status: 101` with incremental indexing that is not the first
+/// field of its block (after `:status: 200`, static index 8) is refused
+/// too: h2 resets that stream for its second `:status`, but its table
+/// keeps the entry, and a later block naming it (`0xbe`) decoded a `101`,
+/// its request held until `request_timeout` (here ten minutes). Only the
+/// first field of a block was looked at.
+#[tokio::test]
+async fn a_101_indexed_past_the_first_field_of_a_block_is_refused() {
+    let w = world();
+    let (backend, _) = answering_h2(&w.backend_pair, |stream| {
+        let block: &[u8] = if stream == 1 {
+            &[0x88, 0x48, 0x03, b'1', b'0', b'1']
+        } else {
+            &[0xbe]
+        };
+        h2_frame(1, 4, stream, block)
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        backend,
+        &["request_timeout: 10m"],
+    ));
+    let addr = p.listener_addr("public").await;
+    let mut sender = h1_sender(&w, addr).await;
+    for i in 0..2 {
+        let req = h1_request("GET", "/x", "");
+        let Ok(resp) = tokio::time::timeout(WAIT, sender.send_request(req)).await else {
+            panic!("request {i} unanswered, its 101 taken as informational");
+        };
+        assert_eq!(resp.unwrap().status(), 502, "request {i}");
+    }
+}

@@ -43,18 +43,22 @@ pub(super) struct SettingsFrames {
     /// The current frame is a `RST_STREAM` of a stream in `responding`,
     /// or a `GOAWAY`: its error code followed ([`Cut`]).
     cut: Option<Cut>,
-    /// The first field of the header block being read ([`FirstField`]).
-    first: FirstField,
+    /// The fields of the header block being read ([`Fields`]).
+    fields: Fields,
 }
 
-/// The first field of a header block (HEADERS and its CONTINUATIONs),
+/// The fields of a header block (HEADERS and its CONTINUATIONs),
 /// followed byte by byte to refuse a `:status` of `101`: RFC 9113 §8.6
 /// has no `101` in HTTP/2, yet h2 (0.4.20) takes it as an informational
 /// response and hyper drops it, so the request waited for a final
 /// response until `request_timeout`; nghttp2 (Envoy) resets the stream.
 /// A literal `:status` whose value is `101`, raw or Huffman-coded, in any
 /// form HPACK has (RFC 7541 §6.2: with incremental indexing, without, or
-/// never indexed), is refused. Its name may be a static index: 8
+/// never indexed), is refused as the block's first field, and with
+/// incremental indexing anywhere in the block: h2 resets a stream whose
+/// `:status` is not its first field, but its HPACK table keeps the entry,
+/// and a later block naming it decoded a `101`. Only the first field was
+/// looked at. Its name may be a static index: 8
 /// (`:status 200`, how Go, nghttp2 and h2 encode it) or any other
 /// `:status` entry (9 to 14). In a literal not indexed, that index is
 /// turned into `:method`'s (2): h2 then finds no `:status` and resets the
@@ -67,8 +71,9 @@ pub(super) struct SettingsFrames {
 /// keep `:method: 101` where the server's keeps `:status: 101`: a later
 /// response naming that entry's name with a real status was a `502`. Only
 /// the index 8 was looked for, so any other form passed a `101` to h2.
+/// A `:status` name from a dynamic table entry is not followed.
 #[derive(Default)]
-struct FirstField {
+struct Fields {
     /// Payload bytes of the current frame still to come.
     rest: usize,
     /// The current frame is PADDED and its pad length is next.
@@ -77,32 +82,95 @@ struct FirstField {
     padding: usize,
     /// Priority bytes before the current frame's fragment still to skip.
     skip: usize,
+    /// No field of the block has come yet (a size update is none).
+    first: bool,
     step: Step,
 }
 
-/// Where [`FirstField`] is in the header block.
+/// Where [`Fields`] is in the header block.
 #[derive(Default, Clone, Copy)]
 enum Step {
-    /// Not looking (no block, or past its first field).
+    /// Not looking (no block, or one that cannot be followed).
     #[default]
     Done,
     /// At the start of a field (or of a dynamic table size update).
     Start,
-    /// A literal with a new name came: the name's length is next.
-    NameLength,
-    /// In a name that so far matches `:status` (`got` bytes of it).
+    /// In the bytes after a full prefix of an integer (RFC 7541 §5.1):
+    /// its value so far, the shift of the next byte's 7 bits, what it is.
+    Int {
+        value: usize,
+        shift: u32,
+        then: Then,
+    },
+    /// A string's first byte (its H bit and its length's prefix) is next.
+    Str(Str),
+    /// In a string not looked at: bytes left of it, and what follows it.
+    Skip { left: usize, next: Next },
+    /// In a new name that so far matches `:status` (`got` bytes of it).
     Name { huffman: bool, got: usize },
-    /// In a size update's continuation bytes.
-    SizeUpdate,
-    /// A literal `:status` came: its value's length is next. `name` is its
-    /// byte's offset in the piece being read, if it is in it.
-    Length { name: Option<usize> },
-    /// In a value that so far matches `101` (`got` bytes of it).
+    /// In a `:status` value that so far matches `101` (`got` bytes of
+    /// it). `name` is its name index byte's offset in the piece being
+    /// read, if it is in it and is to be turned into `:method`'s.
     Value {
         name: Option<usize>,
         huffman: bool,
         got: usize,
     },
+}
+
+/// What a string is.
+#[derive(Clone, Copy)]
+enum Str {
+    /// A literal's new name; `watch`: it is looked at for `:status`.
+    Name { watch: bool },
+    /// The value of a `:status` looked at (see [`Step::Value`]).
+    Status { name: Option<usize> },
+    /// A value not looked at.
+    Other,
+}
+
+/// What follows a string skipped.
+#[derive(Clone, Copy)]
+enum Next {
+    /// The next field.
+    Field,
+    /// The literal's value, not looked at.
+    Value,
+}
+
+/// What an integer of more than its prefix is.
+#[derive(Clone, Copy)]
+enum Then {
+    /// An index or a size update: the next field follows.
+    Field,
+    /// A literal's name index (past the static `:status` entries): its
+    /// value follows.
+    Value,
+    /// A string's length: that string, skipped, then `Next`.
+    Skip(Next),
+}
+
+impl Step {
+    /// A string of `left` bytes skipped, then `next`.
+    fn skip(left: usize, next: Next) -> Step {
+        match (left, next) {
+            (1.., _) => Step::Skip { left, next },
+            (0, Next::Field) => Step::Start,
+            (0, Next::Value) => Step::Str(Str::Other),
+        }
+    }
+
+    /// A string whose first byte is `b`, skipped, then `next`.
+    fn skip_string(b: u8, next: Next) -> Step {
+        match b & 0x7f {
+            0x7f => Step::Int {
+                value: 0x7f,
+                shift: 0,
+                then: Then::Skip(next),
+            },
+            len => Step::skip(usize::from(len), next),
+        }
+    }
 }
 
 /// `101` Huffman-coded (RFC 7541 Appendix B: `1` 00001, `0` 00000, then
@@ -211,19 +279,20 @@ impl SettingsFrames {
         const PRIORITY: u8 = 0x20;
         match kind {
             HEADERS => {
-                self.first = FirstField {
+                self.fields = Fields {
                     rest: self.left,
                     pad: flags & PADDED != 0,
                     skip: if flags & PRIORITY != 0 { 5 } else { 0 },
+                    first: true,
                     step: Step::Start,
-                    ..FirstField::default()
+                    ..Fields::default()
                 };
             }
             CONTINUATION => {
-                self.first.rest = self.left;
-                self.first.padding = 0;
+                self.fields.rest = self.left;
+                self.fields.padding = 0;
             }
-            _ => self.first.step = Step::Done,
+            _ => self.fields.step = Step::Done,
         }
         if stream == 0 {
             // Its last stream id and code (8 bytes) first; shorter, h2
@@ -318,13 +387,13 @@ impl SettingsFrames {
         }
     }
 
-    /// Reads `piece`, the next bytes of a frame's payload, for the first
-    /// field of a header block ([`FirstField`]): a `101` is refused.
-    fn first_field(&mut self, piece: &mut [u8]) {
-        let f = &mut self.first;
+    /// Reads `piece`, the next bytes of a frame's payload, for the fields
+    /// of a header block ([`Fields`]): a `101` is refused.
+    fn read_fields(&mut self, piece: &mut [u8]) {
+        let f = &mut self.fields;
         // A name byte seen in an earlier piece is out of reach.
         match &mut f.step {
-            Step::Length { name } | Step::Value { name, .. } => *name = None,
+            Step::Str(Str::Status { name }) | Step::Value { name, .. } => *name = None,
             _ => {}
         }
         for i in 0..piece.len() {
@@ -346,36 +415,81 @@ impl SettingsFrames {
             }
             f.step = match f.step {
                 Step::Done => Step::Done,
-                // An indexed field: not a literal `101`.
-                Step::Start if b & 0x80 != 0 => Step::Done,
-                Step::Start if b & 0xe0 == 0x20 && b & 0x1f == 0x1f => Step::SizeUpdate,
-                Step::Start if b & 0xe0 == 0x20 => Step::Start,
+                // An indexed field (7-bit prefix).
+                Step::Start if b & 0x80 != 0 => {
+                    f.first = false;
+                    match b & 0x7f {
+                        0x7f => Step::Int {
+                            value: 0,
+                            shift: 0,
+                            then: Then::Field,
+                        },
+                        _ => Step::Start,
+                    }
+                }
+                // A size update (5-bit prefix).
+                Step::Start if b & 0xe0 == 0x20 => match b & 0x1f {
+                    0x1f => Step::Int {
+                        value: 0,
+                        shift: 0,
+                        then: Then::Field,
+                    },
+                    _ => Step::Start,
+                },
                 // A literal: with incremental indexing (`01`, a 6-bit
                 // name index), else without or never indexed (`0000`,
-                // `0001`, a 4-bit one); index 0 is a new name.
-                Step::Start => match if b & 0x40 != 0 { b & 0x3f } else { b & 0x0f } {
-                    0 => Step::NameLength,
-                    index if STATUS_NAMES.contains(&index) => Step::Length { name: Some(i) },
-                    _ => Step::Done,
-                },
-                Step::SizeUpdate if b & 0x80 == 0 => Step::Start,
-                Step::SizeUpdate => Step::SizeUpdate,
+                // `0001`, a 4-bit one); index 0 is a new name. Looked at
+                // as the block's first field, or when indexed.
+                Step::Start => {
+                    let indexed = b & 0x40 != 0;
+                    let watch = indexed || std::mem::take(&mut f.first);
+                    f.first = false;
+                    let prefix = if indexed { 0x3f } else { 0x0f };
+                    match b & prefix {
+                        0 => Step::Str(Str::Name { watch }),
+                        index if index == prefix => Step::Int {
+                            value: 0,
+                            shift: 0,
+                            then: Then::Value,
+                        },
+                        index if watch && STATUS_NAMES.contains(&index) => Step::Str(Str::Status {
+                            name: (!indexed).then_some(i),
+                        }),
+                        _ => Step::Str(Str::Other),
+                    }
+                }
+                Step::Int { value, shift, then } => {
+                    let value = value + (usize::from(b & 0x7f) << shift);
+                    match (b & 0x80 != 0, then) {
+                        // Past any length h2 takes: it fails first.
+                        (true, _) if shift >= 28 => Step::Done,
+                        (true, then) => Step::Int {
+                            value,
+                            shift: shift + 7,
+                            then,
+                        },
+                        (false, Then::Field) => Step::Start,
+                        (false, Then::Value) => Step::Str(Str::Other),
+                        (false, Then::Skip(next)) => Step::skip(value, next),
+                    }
+                }
+                Step::Skip { left, next } => Step::skip(left - 1, next),
                 // 7 bytes raw, or 5 Huffman-coded (the H bit).
-                Step::NameLength => match b {
-                    0x07 => Step::Name {
-                        huffman: false,
-                        got: 0,
-                    },
-                    0x85 => Step::Name {
-                        huffman: true,
-                        got: 0,
-                    },
-                    _ => Step::Done,
+                Step::Str(Str::Name { watch: true }) if b == 0x07 || b == 0x85 => Step::Name {
+                    huffman: b == 0x85,
+                    got: 0,
                 },
+                Step::Str(Str::Name { .. }) => Step::skip_string(b, Next::Value),
+                Step::Str(Str::Status { name }) if b == 0x03 || b == 0x82 => Step::Value {
+                    name,
+                    huffman: b == 0x82,
+                    got: 0,
+                },
+                Step::Str(_) => Step::skip_string(b, Next::Field),
                 Step::Name { huffman, got } => {
                     let want: &[u8] = if huffman { &HUFFMAN_STATUS } else { b":status" };
                     if b != want[got] {
-                        Step::Done
+                        Step::skip(want.len() - got - 1, Next::Value)
                     } else if got + 1 < want.len() {
                         Step::Name {
                             huffman,
@@ -383,26 +497,13 @@ impl SettingsFrames {
                         }
                     } else {
                         // No name index to turn: the value is spoiled.
-                        Step::Length { name: None }
+                        Step::Str(Str::Status { name: None })
                     }
                 }
-                Step::Length { name } => match b {
-                    0x03 => Step::Value {
-                        name,
-                        huffman: false,
-                        got: 0,
-                    },
-                    0x82 => Step::Value {
-                        name,
-                        huffman: true,
-                        got: 0,
-                    },
-                    _ => Step::Done,
-                },
                 Step::Value { name, huffman, got } => {
                     let want: &[u8] = if huffman { &HUFFMAN_101 } else { b"101" };
                     if b != want[got] {
-                        Step::Done
+                        Step::skip(want.len() - got - 1, Next::Field)
                     } else if got + 1 < want.len() {
                         Step::Value {
                             name,
@@ -414,15 +515,13 @@ impl SettingsFrames {
                             // A `:status` index (8 to 14) of a literal
                             // not indexed becomes 2 (`:method`), its
                             // representation's bits kept.
-                            Some(at) if piece[at] & 0x40 == 0 => {
-                                piece[at] = piece[at] & 0xf0 | 2;
-                            }
+                            Some(at) => piece[at] = piece[at] & 0xf0 | 2,
                             // With incremental indexing, h2's table would
                             // keep `:method: 101` where the server's keeps
                             // `:status: 101`: `10o` (Huffman) or `10x`.
-                            _ => piece[i] = if huffman { 0x0f } else { b'x' },
+                            None => piece[i] = if huffman { 0x0f } else { b'x' },
                         }
-                        Step::Done
+                        Step::Start
                     }
                 }
             };
@@ -485,7 +584,7 @@ impl SettingsFrames {
                 self.left -= n;
                 let (payload, rest) = std::mem::take(&mut bytes).split_at_mut(n);
                 self.cut(payload);
-                self.first_field(payload);
+                self.read_fields(payload);
                 bytes = rest;
             } else {
                 let n = (self.head.len() - self.have).min(bytes.len());

@@ -289,3 +289,30 @@ fn a_101_status_in_any_hpack_form_is_refused_however_reads_split_it() {
         assert_eq!(read, want, "reads of {size} bytes");
     }
 }
+
+/// `:status: 101` with incremental indexing past the first field of a
+/// block (after an indexed `:status: 200`, a multi-byte index, a new name
+/// with a value longer than its length's prefix) has its value spoiled
+/// however reads split the block; `101` under another indexed name, and in
+/// a skipped value, is left.
+#[test]
+fn an_indexed_101_status_past_the_first_field_is_refused_however_reads_split_it() {
+    let mut block = vec![0x88, 0xff, 0x05, 0x40, 0x01, b'a', 0x7f, 0x03];
+    block.extend([b'1'; 130]);
+    block.extend([0x44, 0x03, b'1', b'0', b'1', 0x48, 0x82, 0x08, 0x03]);
+    let mut bytes = on(1, block.len() as u32, 1, 4);
+    bytes.extend(&block);
+    bytes.extend(on(3, 6, 1, 4));
+    bytes.extend([0x88, 0x48, 0x03, b'1', b'0', b'1']);
+    let mut want = bytes.clone();
+    want[9 + block.len() - 1] = 0x0f;
+    *want.last_mut().unwrap() = b'x';
+    for size in 1..=bytes.len() {
+        let mut frames = SettingsFrames::default();
+        let mut read = bytes.clone();
+        for chunk in read.chunks_mut(size) {
+            frames.read(chunk);
+        }
+        assert_eq!(read, want, "reads of {size} bytes");
+    }
+}
