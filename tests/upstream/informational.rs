@@ -144,22 +144,32 @@ async fn a_101_from_an_http2_upstream_is_502_at_once() {
 /// HEADERS blocks whose first field is `:status: 101` in the other forms
 /// HPACK has for it, each with what later streams on the connection get:
 /// the same, or the dynamic table's first entry where the first was
-/// indexed. What each is, the first block, the later one.
-const STATUS_101_FORMS: [(&str, &[u8], &[u8]); 5] = [
+/// indexed. What each is, the first block, the later one, and the
+/// connections two requests take: one for a static name index not
+/// indexed (the name turned into `:method`, its stream reset, the
+/// connection serves the second request the later block), two for the
+/// others (the value spoiled, the connection fails: with incremental
+/// indexing, so that h2's HPACK table keeps no entry the server's does
+/// not). Their later block is then never sent; it stands for what a
+/// connection that survived would get.
+const STATUS_101_FORMS: [(&str, &[u8], &[u8], usize); 5] = [
     (
         "name 9 (`:status 204`), without indexing",
         &[0x09, 0x03, b'1', b'0', b'1'],
         &[0x09, 0x03, b'1', b'0', b'1'],
+        1,
     ),
     (
         "name 14 (`:status 500`), incremental indexing, Huffman value",
         &[0x4e, 0x82, 0x08, 0x03],
         &[0xbe],
+        2,
     ),
     (
         "name 12 (`:status 400`), never indexed",
         &[0x1c, 0x03, b'1', b'0', b'1'],
         &[0x1c, 0x03, b'1', b'0', b'1'],
+        1,
     ),
     (
         "the literal name `:status`, without indexing",
@@ -169,6 +179,7 @@ const STATUS_101_FORMS: [(&str, &[u8], &[u8]); 5] = [
         &[
             0x00, 0x07, b':', b's', b't', b'a', b't', b'u', b's', 0x03, b'1', b'0', b'1',
         ],
+        2,
     ),
     (
         "the Huffman-coded name `:status`, incremental indexing",
@@ -176,6 +187,7 @@ const STATUS_101_FORMS: [(&str, &[u8], &[u8]); 5] = [
             0x40, 0x85, 0xb8, 0x84, 0x8d, 0x36, 0xa3, 0x03, b'1', b'0', b'1',
         ],
         &[0xbe],
+        2,
     ),
 ];
 
@@ -188,9 +200,9 @@ const STATUS_101_FORMS: [(&str, &[u8], &[u8]); 5] = [
 /// (here ten minutes) for a final one.
 #[tokio::test]
 async fn a_101_in_any_hpack_form_from_an_http2_upstream_is_502_at_once() {
-    for (what, first, later) in STATUS_101_FORMS {
+    for (what, first, later, connections) in STATUS_101_FORMS {
         let w = world();
-        let (backend, _) = answering_h2(&w.backend_pair, move |stream| {
+        let (backend, accepted) = answering_h2(&w.backend_pair, move |stream| {
             h2_frame(1, 4, stream, if stream == 1 { first } else { later })
         })
         .await;
@@ -208,6 +220,8 @@ async fn a_101_in_any_hpack_form_from_an_http2_upstream_is_502_at_once() {
             };
             assert_eq!(resp.unwrap().status(), 502, "{what}: request {i}");
         }
+        let dialled = accepted.load(Ordering::SeqCst);
+        assert_eq!(dialled, connections, "{what}: connections");
     }
 }
 
