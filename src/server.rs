@@ -61,6 +61,7 @@ const BLOCKING_AT_EXIT: Duration = Duration::from_secs(1);
 pub fn finish(rt: tokio::runtime::Runtime) {
     // Async tasks are dropped whatever the bound; it only caps the wait
     // for blocking ones, which dropping the runtime waits for unbounded.
+    crate::proxy::drain::cut_all();
     rt.shutdown_timeout(BLOCKING_AT_EXIT);
     crate::access_log::shutdown();
 }

@@ -1,10 +1,28 @@
 //! The process's open client connections, counted so a shutdown can wait for them to end.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+/// Set as the runtime drops what is still running at the end of the drain
+/// ([`crate::server::finish`]): see [`cutting`].
+static CUTTING: AtomicBool = AtomicBool::new(false);
+
+/// The end of the drain has begun: the runtime is dropping its tasks.
+pub fn cut_all() {
+    CUTTING.store(true, Ordering::SeqCst);
+}
+
+/// Whether the runtime is dropping its tasks at the end of the drain. A
+/// request whose upstream connection's task went first (an HTTP/2
+/// connection runs in a task of its own, which another worker may drop
+/// before the request's) sees its upstream fail: it was cut by the
+/// shutdown, and its line says `499` as the others' do, not `502`.
+pub fn cutting() -> bool {
+    CUTTING.load(Ordering::SeqCst)
+}
 
 /// Process-wide count of open client connections, so shutdown can wait for
 /// them to finish.

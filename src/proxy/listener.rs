@@ -682,8 +682,12 @@ async fn handle(
             forwarding.abandoned(),
         )
         .await;
-    let mut exchange = forwarding.answered();
     let head_came = resp.extensions().get::<UpstreamAnswered>().is_some();
+    if !head_came && crate::proxy::drain::cutting() {
+        drop(forwarding); // cut by the shutdown: `499`, as a client gone
+        return resp;
+    }
+    let mut exchange = forwarding.answered();
     exchange.upstream(&upstream.name, head_came.then(|| start.elapsed()));
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match client_upgrade {
