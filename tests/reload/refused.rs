@@ -37,6 +37,25 @@ async fn hsts(http: SocketAddr) -> String {
         .unwrap_or_else(|| panic!("no HSTS: {head}"))
 }
 
+/// `Strict-Transport-Security: v` as a line of `with_headers`' `set`.
+fn hsts_set(v: &str) -> String {
+    format!("        Strict-Transport-Security: \"{v}\"\n")
+}
+
+/// A proxy serving [`with_headers`] with HSTS `max-age=31536000`, seen on
+/// its redirect listener: the scene, the config's path, the proxy and
+/// that listener's address.
+async fn serving() -> (Scene, std::path::PathBuf, Proxy, SocketAddr) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    pairs_a_and_b(&s, &ca);
+    let cfg = s.config(&with_headers(&hsts_set("max-age=31536000")));
+    let (mut p, _) = serve(&cfg).await;
+    let http = p.listener_addr("http").await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+    (s, cfg, p, http)
+}
+
 /// `hotproxy check` on `cfg`: its exit code and everything it printed.
 fn check(cfg: &std::path::Path) -> (i32, String) {
     let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
@@ -49,15 +68,7 @@ fn check(cfg: &std::path::Path) -> (i32, String) {
 /// a reload to it is rejected and the old header stays.
 #[tokio::test]
 async fn a_response_header_set_twice_in_two_cases_is_refused() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    pairs_a_and_b(&s, &ca);
-    let cfg = s.config(&with_headers(
-        "        Strict-Transport-Security: \"max-age=31536000\"\n",
-    ));
-    let (mut p, _) = serve(&cfg).await;
-    let http = p.listener_addr("http").await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    let (s, cfg, mut p, http) = serving().await;
 
     let twice = with_headers(
         "        strict-transport-security: \"max-age=63072000\"\n        Strict-Transport-Security: \"max-age=0\"\n",
@@ -91,14 +102,8 @@ async fn a_response_header_set_twice_in_two_cases_is_refused() {
 /// field; a reload to such a file is rejected and the old one serves on.
 #[tokio::test]
 async fn a_yaml_tag_other_than_the_fields_core_one_is_refused() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    pairs_a_and_b(&s, &ca);
-    let set = |v: &str| format!("        Strict-Transport-Security: \"{v}\"\n");
-    let cfg = s.config(&with_headers(&set("max-age=31536000")));
-    let (mut p, _) = serve(&cfg).await;
-    let http = p.listener_addr("http").await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    let (s, cfg, mut p, http) = serving().await;
+    let set = hsts_set;
 
     // The core tags of the fields' types are plain YAML: valid.
     let core = s.path("core.yaml");
@@ -144,14 +149,8 @@ async fn a_yaml_tag_other_than_the_fields_core_one_is_refused() {
 /// refused at its line and field, and a reload to it is rejected.
 #[tokio::test]
 async fn a_null_tag_on_text_is_refused() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    pairs_a_and_b(&s, &ca);
-    let set = |v: &str| format!("        Strict-Transport-Security: \"{v}\"\n");
-    let cfg = s.config(&with_headers(&set("max-age=31536000")));
-    let (mut p, _) = serve(&cfg).await;
-    let http = p.listener_addr("http").await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    let (s, cfg, mut p, http) = serving().await;
+    let set = hsts_set;
 
     let limit = |v: &str| {
         with_headers(&set("max-age=0")).replace(
@@ -194,14 +193,8 @@ async fn a_null_tag_on_text_is_refused() {
 /// problem at its line and field, all in one run, like any wrong type.
 #[tokio::test]
 async fn a_core_tag_on_text_not_of_its_type_is_refused_at_its_field() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    pairs_a_and_b(&s, &ca);
-    let set = |v: &str| format!("        Strict-Transport-Security: \"{v}\"\n");
-    let cfg = s.config(&with_headers(&set("max-age=31536000")));
-    let (mut p, _) = serve(&cfg).await;
-    let http = p.listener_addr("http").await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    let (s, cfg, mut p, http) = serving().await;
+    let set = hsts_set;
 
     let mut tagged = with_headers(&set("max-age=0"))
         .replace("debounce: 50ms", "debounce: !!timestamp 2001-12-14")
@@ -253,14 +246,8 @@ async fn a_core_tag_on_text_not_of_its_type_is_refused_at_its_field() {
 /// other tag but `!!map`, at its line and `<<` field.
 #[tokio::test]
 async fn a_tag_on_a_merge_value_is_refused() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    pairs_a_and_b(&s, &ca);
-    let set = |v: &str| format!("        Strict-Transport-Security: \"{v}\"\n");
-    let cfg = s.config(&with_headers(&set("max-age=31536000")));
-    let (mut p, _) = serve(&cfg).await;
-    let http = p.listener_addr("http").await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    let (s, cfg, mut p, http) = serving().await;
+    let set = hsts_set;
 
     let merged = |tag: &str| {
         with_headers(&set("max-age=0")).replace(
