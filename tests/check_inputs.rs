@@ -286,10 +286,11 @@ fn a_token_file_in_a_directory_named_oddly_is_shown() {
 #[test]
 fn a_withheld_value_is_withheld_at_its_own_field_only() {
     const SPEED: &str = "HOTPROXY_CHECK_INPUTS_SPEED";
+    const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
     let more = format!(
         "watch:\n  debounce: ${{{SPEED}}}\n  poll_interval: slow\n\
          runtime:\n  worker_threads: fast\n  shutdown_grace: |\n    \
-         -----BEGIN PRIVATE KEY-----\n    MIGHAgEAslowMBMGByqGSM49fast\n    -----END PRIVATE KEY-----\n"
+         -----BEGIN {KEY}-----\n    MIGHAgEAslowMBMGByqGSM49fast\n    -----END {KEY}-----\n"
     );
     let (_s, cfg) = scene("public", &more);
     let (code, out) = check_with(&cfg, &[(SPEED, OsString::from("fast"))]);
