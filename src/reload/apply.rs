@@ -357,6 +357,8 @@ impl Reloader {
                 .listeners
                 .get(&l.name)
                 .filter(|o| o.config.bind == l.bind);
+            // The listener whose overlapping socket this one is bound beside.
+            let mut beside = None;
             let socket = match existing {
                 Some(_) => None,
                 None => match self
@@ -372,7 +374,10 @@ impl Reloader {
                     Err(e) => match (e.kind(), self.overlapping(l, &new)) {
                         (std::io::ErrorKind::AddrInUse, Some((name, at, old))) => {
                             match super::rebind::bind_beside(l.bind, old, &self.rt) {
-                                Ok(s) => Some(s),
+                                Ok(s) => {
+                                    beside = Some(name.to_owned());
+                                    Some(s)
+                                }
                                 Err(e) => {
                                     problems.push(format!("listener {}: cannot bind {}: {e} (listener {name} listens on {at}, which overlaps it, until this reload applies; move it in two reloads, through another port, or restart)", l.name, l.bind));
                                     continue;
@@ -387,7 +392,7 @@ impl Reloader {
                     },
                 },
             };
-            planned.push((l.clone(), built, router, socket));
+            planned.push((l.clone(), built, router, socket, beside));
         }
         if !problems.is_empty() {
             return Err(problems.join("\n"));
@@ -454,7 +459,12 @@ impl Reloader {
         // can reach them (see below).
         let outgoing = std::mem::replace(&mut self.upstreams, live_upstreams);
         let mut live_listeners = BTreeMap::new();
-        for (cfg, built, router, socket) in planned {
+        let mut inherited = self.inherit(
+            planned
+                .iter()
+                .filter_map(|(cfg, .., beside)| Some((cfg.name.clone(), beside.clone()?))),
+        );
+        for (cfg, built, router, socket, _) in planned {
             let admits = built.admits;
             router.register_metrics();
             let live = match (socket, self.listeners.remove(&cfg.name)) {
@@ -511,6 +521,7 @@ impl Reloader {
                         built.key,
                         built.resolver,
                         built.rotation,
+                        inherited.remove(&cfg.name),
                     );
                     live.admits = admits;
                     live
@@ -566,6 +577,7 @@ impl Reloader {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn_listener(
         &self,
         config: ListenerConfig,
@@ -574,6 +586,7 @@ impl Reloader {
         key: u64,
         resolver: Arc<SniResolver>,
         rotation: super::rotation::InUse,
+        inherited: Option<listener::Inherited>,
     ) -> LiveListener {
         let (stop, stop_rx) = watch::channel(false);
         let bound = socket.local_addr().unwrap_or(config.bind);
@@ -588,6 +601,7 @@ impl Reloader {
             stop_rx,
             self.shutdown.clone(),
             self.drain.clone(),
+            inherited,
         ));
         LiveListener {
             positions: positions(&config),

@@ -122,7 +122,8 @@ struct LiveListener {
     live: Arc<Listener>,
     bound: SocketAddr,
     /// Its listening socket, shared with the accept loop, for a listener
-    /// that takes over the address in a reload ([`Reloader::handed_over`]).
+    /// that takes over the address in a reload ([`Reloader::handed_over`]),
+    /// or one bound beside it that serves its queue ([`Reloader::inherit`]).
     socket: Option<std::net::TcpListener>,
     key: u64,
     /// The certificates it serves for each name and the client CA

@@ -1,12 +1,15 @@
 //! Binding a listener's new address while a running listener holds one overlapping it on the same port.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
-use tracing::info;
+use socket2::{SockFilter, SockRef};
+use tracing::{info, warn};
 
 use super::{LOG, Reloader};
 use crate::config::{Config, ListenerConfig};
+use crate::proxy::listener::Inherited;
 
 impl Reloader {
     /// After binding `l.bind` failed with "Address already in use": the
@@ -28,6 +31,32 @@ impl Reloader {
                     .is_none_or(|n| n.bind != old.config.bind)
             })
             .and_then(|(name, old)| Some((name.as_str(), old.bound, old.socket.as_ref()?)))
+    }
+
+    /// As a reload commits: for each new listener bound beside the
+    /// overlapping socket of a running one (new name, old name), that
+    /// socket, which the new listener serves the queue of once the old
+    /// accept loop has stopped, and then closes ([`Inherited`]).
+    pub(super) fn inherit(
+        &mut self,
+        beside: impl IntoIterator<Item = (String, String)>,
+    ) -> BTreeMap<String, Inherited> {
+        let mut inherited = BTreeMap::new();
+        for (new, old) in beside {
+            let Some(old) = self.listeners.get_mut(&old) else {
+                continue;
+            };
+            if let Some(socket) = old.socket.take() {
+                // Not fatal: without it, a client whose SYN comes in the
+                // instant the socket closes is reset, as before.
+                if let Err(e) = refuse_new_connections(&socket) {
+                    warn!(target: LOG, listener = %new, error = %e, "cannot keep new connections off the socket given up");
+                }
+                let stopped = old.live.closing.subscribe();
+                inherited.insert(new, Inherited { socket, stopped });
+            }
+        }
+        inherited
     }
 }
 
@@ -68,4 +97,32 @@ pub(super) fn bind_beside(
 fn reuse_port(l: &std::net::TcpListener, on: bool) -> std::io::Result<()> {
     let fd = OwnedFd::from(l.try_clone()?);
     tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd)).set_reuseport(on)
+}
+
+/// Keep new connections off a listening socket that is about to close,
+/// while those it has queued, and the handshakes it has begun, are still
+/// served: a socket filter drops every SYN (flags `SYN` without `ACK`).
+/// The kernel gives a more specific address its connections for as long
+/// as it listens, so without this one can be queued in the instant between
+/// the last `accept()` and the close, and the close resets it. A client
+/// whose SYN is dropped sends it again (after a second, as for a full
+/// backlog), to whichever socket then has the address.
+fn refuse_new_connections(l: &std::net::TcpListener) -> std::io::Result<()> {
+    // Classic BPF; on a TCP socket it reads the segment from its TCP
+    // header, whose byte 13 holds the flags.
+    const LDB_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    let filter = [
+        SockFilter::new(LDB_ABS, 0, 0, 13),
+        SockFilter::new(AND_K, 0, 0, SYN | ACK),
+        // A SYN alone: on to the drop; anything else: past it.
+        SockFilter::new(JEQ_K, 0, 1, SYN),
+        SockFilter::new(RET_K, 0, 0, 0),
+        SockFilter::new(RET_K, 0, 0, u32::MAX),
+    ];
+    SockRef::from(l).attach_filter(&filter)
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Listener, connection};
 use crate::proxy::accept::Acceptor;
@@ -45,13 +45,28 @@ impl Drop for Slot {
     }
 }
 
-/// Accept connections on `socket` until `stop` or `shutdown` turns true.
+/// The listening socket of a listener that gives up an address this one's
+/// now covers (the same port, one of them the wildcard: a re-bind), with
+/// the signal that its accept loop has stopped. The kernel goes on queueing
+/// connections to it (the more specific address has them) until it closes,
+/// and closing it resets those queued: this listener serves them first.
+pub struct Inherited {
+    pub socket: std::net::TcpListener,
+    /// The old listener's `closing`, set once its accept loop has stopped
+    /// and let go of its descriptor.
+    pub stopped: watch::Receiver<bool>,
+}
+
+/// Accept connections on `socket` until `stop` or `shutdown` turns true;
+/// those still queued on the socket of an old listener this one replaces
+/// too (`inherited`), once that listener's accept loop has stopped.
 pub async fn serve(
     listener: Arc<Listener>,
     socket: TcpListener,
     mut stop: watch::Receiver<bool>,
     shutdown: Shutdown,
     drain: Arc<Drain>,
+    inherited: Option<Inherited>,
 ) {
     // max_connections is enforced with a semaphore taken *before* accept, so
     // excess clients wait in the kernel backlog rather than being reset.
@@ -64,6 +79,10 @@ pub async fn serve(
     let mut owed = 0usize;
     let mut shutdown_rx = shutdown.clone();
     let mut acceptor = Acceptor::new(&listener.name);
+    if let Some(old) = inherited {
+        let (listener, slots, drain) = (listener.clone(), slots.clone(), drain.clone());
+        tokio::spawn(take_over(listener, old, slots, shutdown.clone(), drain));
+    }
     loop {
         let wanted = listener.settings.load().limits.max_connections;
         if wanted > slots_for {
@@ -101,12 +120,76 @@ pub async fn serve(
         let slot = Slot::new(listener.clone(), permit, drain.enter());
         tokio::spawn(connection(listener.clone(), stream, peer, slot));
     }
+    // Let go before saying so: a listener taking over the socket closes it
+    // once it has served its queue, and this descriptor would keep it open.
+    drop(socket);
     // Removed, re-bound or shutting down: its connections close too.
     if *stop.borrow() {
         listener.removed.send_replace(true);
     }
     listener.closing.send_replace(true);
     debug!(listener = %listener.name, "accept loop stopped");
+}
+
+/// Serve every connection queued on `old`'s socket once its accept loop
+/// has stopped, accepting until none is left, then close it: the kernel
+/// resets a connection still queued on a listening socket that closes.
+/// New connections are kept off it (the reloader's SYN filter), so none
+/// comes between the last `accept()` and the close. Each takes a slot of
+/// `slots` (this listener's `max_connections`); the socket stays open
+/// while one is awaited.
+async fn take_over(
+    listener: Arc<Listener>,
+    old: Inherited,
+    slots: Arc<Semaphore>,
+    mut shutdown: Shutdown,
+    drain: Arc<Drain>,
+) {
+    let Inherited {
+        socket,
+        mut stopped,
+    } = old;
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => {}
+        _ = shutdown.wait_for(|s| *s) => return,
+    }
+    let mut served = 0usize;
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        // Non-blocking (the file the old accept loop had): no wait.
+        let (stream, peer) = match socket.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                warn!(listener = %listener.name, error = %e, "accepting what the socket given up queued failed; closing it");
+                break;
+            }
+        };
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream))
+        {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let slot = Slot::new(listener.clone(), permit, drain.enter());
+        tokio::spawn(connection(listener.clone(), stream, peer, slot));
+        served += 1;
+    }
+    drop(socket);
+    debug!(listener = %listener.name, served, "served the queue of the socket given up; closed it");
 }
 
 /// Bind a listener socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).
