@@ -20,6 +20,40 @@ listeners:
     )
 }
 
+/// A proxy whose listener `public` is on `0.0.0.0:P` (P a free port),
+/// serving pair `a` of CA `ca`: the move these tests make starts there.
+struct OnWildcard {
+    s: Scene,
+    ca: TestCa,
+    a: TestPair,
+    port: u16,
+    cfg: std::path::PathBuf,
+    p: Proxy,
+}
+
+async fn on_wildcard() -> OnWildcard {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = s.config(&on(&format!("0.0.0.0:{port}")));
+    let mut p = Proxy::start(&cfg);
+    assert_eq!(p.listener_addr("public").await.port(), port);
+    OnWildcard {
+        s,
+        ca,
+        a,
+        port,
+        cfg,
+        p,
+    }
+}
+
 /// Wait until the proxy has logged `n` successful configuration reloads,
 /// failing at once on a rejected one.
 async fn reloaded(p: &mut Proxy, n: usize) {
@@ -44,18 +78,14 @@ async fn reloaded(p: &mut Proxy, n: usize) {
 /// retry was rejected and the move needed a restart.
 #[tokio::test]
 async fn a_listener_moves_to_an_overlapping_address_on_its_port() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let a = ca.server_pair(&["localhost"]);
-    s.pair("a", &a);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = s.config(&on(&format!("0.0.0.0:{port}")));
-    let mut p = Proxy::start(&cfg);
-    assert_eq!(p.listener_addr("public").await.port(), port);
+    let OnWildcard {
+        s: _s,
+        ca,
+        a,
+        port,
+        cfg,
+        mut p,
+    } = on_wildcard().await;
     let here: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let served = || async {
         assert_eq!(
@@ -90,19 +120,15 @@ async fn a_listener_moves_to_an_overlapping_address_on_its_port() {
 /// closes), and the kernel reset each one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_is_reset_while_a_listener_moves_to_an_overlapping_address() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let a = ca.server_pair(&["localhost"]);
-    s.pair("a", &a);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let OnWildcard {
+        s: _s,
+        ca,
+        a,
+        port,
+        cfg,
+        mut p,
+    } = on_wildcard().await;
     let wildcard = format!("0.0.0.0:{port}");
-    let cfg = s.config(&on(&wildcard));
-    let mut p = Proxy::start(&cfg);
-    assert_eq!(p.listener_addr("public").await.port(), port);
     let here: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
     // Clients, a few in flight at any time, until the moves are done (a
