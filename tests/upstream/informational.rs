@@ -10,6 +10,20 @@ use crate::common::*;
 use crate::goaway::{answering_h2, h2_frame, next_frame, raw_h2};
 use crate::support::*;
 
+/// A proxy whose one upstream, `app`, is `backend`, with a
+/// `request_timeout` of ten minutes (an informational answer taken for
+/// the wait it used to be shows as no answer within the test's wait);
+/// and its address.
+async fn waiting_proxy(w: &World, backend: SocketAddr) -> (Proxy, SocketAddr) {
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        backend,
+        &["request_timeout: 10m"],
+    ));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}
+
 /// An HTTP/2 backend answering `/few/N` with N `103 Early Hints`, then
 /// `200` and `hello`; and `/flood` with hints until its stream or
 /// connection is gone, never a response. Its address.
@@ -60,12 +74,7 @@ async fn hinting_backend(pair: &TestPair) -> SocketAddr {
 async fn a_flood_of_informational_responses_over_http2_is_502() {
     let w = world();
     let backend = hinting_backend(&w.backend_pair).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        backend,
-        &["request_timeout: 10m"],
-    ));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = waiting_proxy(&w, backend).await;
     let mut client = h2_to(&w, addr).await;
     let get = |path: &str| {
         let req = http::Request::get(format!("https://a.example.com{path}"));
@@ -121,12 +130,7 @@ async fn a_101_from_an_http2_upstream_is_502_at_once() {
         h2_frame(1, 4, stream, block)
     })
     .await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        backend,
-        &["request_timeout: 10m"],
-    ));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = waiting_proxy(&w, backend).await;
     for _ in 0..2 {
         let mut sender = h1_sender(&w, addr).await;
         let (status, _) = exchange(&mut sender, h1_request("GET", "/x", "")).await;
@@ -206,12 +210,7 @@ async fn a_101_in_any_hpack_form_from_an_http2_upstream_is_502_at_once() {
             h2_frame(1, 4, stream, if stream == 1 { first } else { later })
         })
         .await;
-        let mut p = Proxy::start(&w.scene.one_upstream_config(
-            "app",
-            backend,
-            &["request_timeout: 10m"],
-        ));
-        let addr = p.listener_addr("public").await;
+        let (_p, addr) = waiting_proxy(&w, backend).await;
         for i in 0..2 {
             let mut sender = h1_sender(&w, addr).await;
             let req = h1_request("GET", "/x", "");
@@ -288,12 +287,7 @@ async fn a_101_indexed_past_the_first_field_of_a_block_is_refused() {
         h2_frame(1, 4, stream, block)
     })
     .await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        backend,
-        &["request_timeout: 10m"],
-    ));
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = waiting_proxy(&w, backend).await;
     let mut sender = h1_sender(&w, addr).await;
     for i in 0..2 {
         let req = h1_request("GET", "/x", "");
