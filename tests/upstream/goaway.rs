@@ -662,3 +662,67 @@ async fn a_request_never_written_on_a_draining_h2_connection_is_no_failure() {
         "{m}"
     );
 }
+
+/// A raw HTTP/2 backend that reads the first request on each connection
+/// whole (its `HEADERS` and body, to `END_STREAM`), then says
+/// `GOAWAY(NO_ERROR)` naming `last` the last stream it processed and ends
+/// the connection unanswered: `close_notify`, then it reads on until the
+/// client closes (so the `GOAWAY` is read, and before the end). Returns
+/// its address and the requests it read.
+async fn goaway_after_first(pair: &TestPair, last: u32) -> (SocketAddr, Arc<AtomicUsize>) {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    let (addr, _) = raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, _| {
+        let count = count.clone();
+        async move {
+            while let Some((kind, flags, _)) = next_frame(&mut tls).await {
+                match kind {
+                    // SETTINGS, not an ACK: acknowledge.
+                    4 if flags & 1 == 0 => {
+                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
+                    }
+                    1 => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+                // HEADERS or DATA with END_STREAM: the request is in.
+                if matches!(kind, 0 | 1) && flags & 1 == 1 {
+                    let _ = tls.write_all(&goaway(last)).await;
+                    let _ = tls.shutdown().await;
+                    while next_frame(&mut tls).await.is_some() {}
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, requests)
+}
+
+/// RFC 9113 §6.8: a stream at or below a `GOAWAY`'s last stream id may
+/// have been processed. A `POST` (its body read whole, so it could be
+/// sent twice) that the backend read, named in its `GOAWAY` (last stream
+/// id 1) and then closed the connection on unanswered is the client's
+/// `502`: the other endpoint never sees it, nor does the first a second
+/// time. With last stream id 0 it was provably not processed: sent to the
+/// other endpoint, and answered.
+#[tokio::test]
+async fn a_post_at_or_below_an_h2_goaway_last_stream_id_is_not_resent() {
+    for (last, status, elsewhere) in [(1, 502, 0), (0, 200, 1)] {
+        let w = world();
+        let (first, requests) = goaway_after_first(&w.backend_pair, last).await;
+        let other = Backend::start("b", &w.backend_pair, None).await;
+        // Round robin: the first request goes to `first`.
+        let upstream = backend_upstream("app", &[first, other.addr], &["balance: round_robin"]);
+        let mut p = Proxy::start(
+            &w.scene
+                .public_config("\n      - { upstream: app }", &upstream),
+        );
+        let addr = p.listener_addr("public").await;
+        let (got, body) = send(addr, &w, "POST", "order=1").await;
+        assert_eq!(got, status, "last stream id {last}: {body}");
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "last stream id {last}");
+        assert_eq!(other.requests_for("/x"), elsewhere, "last stream id {last}");
+    }
+}
