@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::common::*;
-use crate::goaway::{answering_h2, h2_frame};
+use crate::raw_h2::{answering_h2, h2_frame};
 
 /// A response that hotproxy's HTTP/2 client refuses as a protocol error
 /// (here a `PUSH_PROMISE`, which it disabled in its SETTINGS: a connection
@@ -16,7 +16,7 @@ async fn an_h2_protocol_error_of_the_upstream_is_named_in_the_log() {
     let w = world();
     // A request: a PUSH_PROMISE (END_HEADERS) of stream 2, `:method GET`
     // (HPACK static index 2).
-    let (backend, accepted) = answering_h2(&w.backend_pair, |stream| {
+    let (backend, accepted) = answering_h2(&w.backend_pair, |_, stream| {
         let mut payload = 2u32.to_be_bytes().to_vec();
         payload.push(0x82);
         h2_frame(5, 4, stream, &payload)

@@ -1,110 +1,14 @@
 //! An HTTP/2 server shutting down with GOAWAY: unprocessed requests go again, elsewhere.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
+use crate::raw_h2::*;
 use crate::support::*;
-
-/// One HTTP/2 frame: length, type, flags, stream id, payload.
-pub(crate) fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = (payload.len() as u32).to_be_bytes();
-    let mut f = vec![len[1], len[2], len[3], kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// `GOAWAY(NO_ERROR)` naming `last` as the last stream processed.
-pub(crate) fn goaway(last: u32) -> Vec<u8> {
-    let mut payload = last.to_be_bytes().to_vec();
-    payload.extend_from_slice(&0u32.to_be_bytes());
-    h2_frame(7, 0, 0, &payload)
-}
-
-/// The next frame's type, flags and stream id (its payload read and let
-/// go); `None` when the connection ends.
-pub(crate) async fn next_frame<S: tokio::io::AsyncRead + Unpin>(
-    io: &mut S,
-) -> Option<(u8, u8, u32)> {
-    let mut head = [0u8; 9];
-    io.read_exact(&mut head).await.ok()?;
-    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
-    let mut payload = vec![0u8; len];
-    io.read_exact(&mut payload).await.ok()?;
-    Some((head[3], head[4], stream))
-}
-
-/// A connection to a raw HTTP/2 backend, past its preface.
-pub(crate) type H2Conn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-
-/// A raw HTTP/2 backend serving `pair` (ALPN `h2`): each connection it
-/// accepts is numbered (from 0) and, once its TLS handshake is done and
-/// the client's connection preface read, sent `settings` (the server's
-/// first SETTINGS frame) and handed with its number to `serve`, on a task
-/// of its own. Returns its address and its accepted connections.
-pub(crate) async fn raw_h2<F, Fut>(
-    pair: &TestPair,
-    settings: Vec<u8>,
-    serve: F,
-) -> (SocketAddr, Arc<AtomicUsize>)
-where
-    F: Fn(H2Conn, usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let (settings, serve) = (Arc::new(settings), Arc::new(serve));
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, settings, serve) = (acceptor.clone(), settings.clone(), serve.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut preface = [0u8; 24];
-                if tls.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                let _ = tls.write_all(&settings).await;
-                serve(tls, n).await;
-            });
-        }
-    });
-    (addr, accepted)
-}
-
-/// A [`raw_h2`] backend (empty SETTINGS) that acknowledges the client's
-/// SETTINGS and answers each request's HEADERS with the bytes `answer`
-/// makes of its stream id. Returns its address and accepted connections.
-pub(crate) async fn answering_h2<A>(pair: &TestPair, answer: A) -> (SocketAddr, Arc<AtomicUsize>)
-where
-    A: Fn(u32) -> Vec<u8> + Copy + Send + Sync + 'static,
-{
-    raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, _| async move {
-        while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-            match kind {
-                // SETTINGS, not an ACK: acknowledge.
-                4 if flags & 1 == 0 => {
-                    let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                }
-                1 => {
-                    let _ = tls.write_all(&answer(stream)).await;
-                }
-                _ => {}
-            }
-        }
-    })
-    .await
-}
 
 /// The test's cue to [`going_away`], and what that backend tells it back.
 #[derive(Default)]
@@ -139,26 +43,14 @@ impl Cue {
 /// when the client closes a connection. Returns its address and its
 /// accepted connections.
 async fn going_away(pair: &TestPair, cue: Option<Arc<Cue>>) -> (SocketAddr, Arc<AtomicUsize>) {
-    raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, n| {
+    raw_h2(pair, settings(&[]), move |mut tls, n| {
         let cue = cue.clone();
         async move {
             let mut answered: Option<u32> = None;
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+            while let Some((kind, _, stream)) = next_acking(&mut tls).await {
                 match (kind, answered) {
-                    // SETTINGS, not an ACK: acknowledge.
-                    (4, _) if flags & 1 == 0 => {
-                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                    }
-                    // The first request: `:status: 200` (HPACK static
-                    // index 8) and a body naming the connection.
                     (1, None) => {
-                        let body = format!("connection {n}");
-                        let out = [
-                            h2_frame(1, 4, stream, &[0x88]),
-                            h2_frame(0, 1, stream, body.as_bytes()),
-                        ]
-                        .concat();
-                        let _ = tls.write_all(&out).await;
+                        let _ = tls.write_all(&naming(n, stream)).await;
                         answered = Some(stream);
                         // Frames the client sends meanwhile wait
                         // unread; it needs no answer to them.
@@ -284,21 +176,14 @@ async fn after_an_h2_goaway_the_next_request_takes_a_new_connection() {
 async fn crashing_h2(pair: &TestPair) -> (SocketAddr, Arc<AtomicUsize>) {
     let requests = Arc::new(AtomicUsize::new(0));
     let count = requests.clone();
-    let (addr, _) = raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, _| {
+    let (addr, _) = raw_h2(pair, settings(&[]), move |mut tls, _| {
         let count = count.clone();
         async move {
-            while let Some((kind, flags, _)) = next_frame(&mut tls).await {
-                match kind {
-                    // SETTINGS, not an ACK: acknowledge.
-                    4 if flags & 1 == 0 => {
-                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                    }
-                    // A request: the connection is dropped with it.
-                    1 => {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                    _ => {}
+            // A request: the connection is dropped with it.
+            while let Some((kind, _, _)) = next_acking(&mut tls).await {
+                if kind == 1 {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    return;
                 }
             }
         }
@@ -337,31 +222,20 @@ async fn refusing_after_one(
 ) -> (SocketAddr, Arc<(AtomicUsize, tokio::sync::Notify)>) {
     let open = Arc::new((AtomicUsize::new(0), tokio::sync::Notify::new()));
     let count = open.clone();
-    let (addr, _) = raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, n| {
+    let (addr, _) = raw_h2(pair, settings(&[]), move |mut tls, n| {
         let count = count.clone();
         async move {
             count.0.fetch_add(1, Ordering::SeqCst);
             let mut answered = false;
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                let out = match kind {
-                    // SETTINGS, not an ACK: acknowledge.
-                    4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
-                    // The first request: `:status: 200` (HPACK static
-                    // index 8) and a body naming the connection.
-                    1 if !answered => {
-                        answered = true;
-                        let body = format!("connection {n}");
-                        [
-                            h2_frame(1, 4, stream, &[0x88]),
-                            h2_frame(0, 1, stream, body.as_bytes()),
-                        ]
-                        .concat()
-                    }
-                    // Any later one: not processed (REFUSED_STREAM, 0x7).
-                    1 => h2_frame(3, 0, stream, &7u32.to_be_bytes()),
-                    _ => continue,
-                };
-                let _ = tls.write_all(&out).await;
+            while let Some((kind, _, stream)) = next_acking(&mut tls).await {
+                if kind == 1 {
+                    let out = if std::mem::replace(&mut answered, true) {
+                        refused(stream)
+                    } else {
+                        naming(n, stream)
+                    };
+                    let _ = tls.write_all(&out).await;
+                }
             }
             count.0.fetch_sub(1, Ordering::SeqCst);
             count.1.notify_waiters();
@@ -422,30 +296,14 @@ async fn connections_opened_for_refused_h2_requests_do_not_pile_up() {
 #[tokio::test]
 async fn a_connection_refusing_every_stream_is_not_used_again() {
     let w = world();
-    // Connection 0 refuses every request; the others answer each, `200`
-    // (`:status` HPACK static index 8) and a body naming the connection.
-    let (backend, accepted) = raw_h2(
-        &w.backend_pair,
-        h2_frame(4, 0, 0, &[]),
-        |mut tls, n| async move {
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                let out = match kind {
-                    4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
-                    1 if n == 0 => h2_frame(3, 0, stream, &7u32.to_be_bytes()),
-                    1 => {
-                        let body = format!("connection {n}");
-                        [
-                            h2_frame(1, 4, stream, &[0x88]),
-                            h2_frame(0, 1, stream, body.as_bytes()),
-                        ]
-                        .concat()
-                    }
-                    _ => continue,
-                };
-                let _ = tls.write_all(&out).await;
-            }
-        },
-    )
+    // Connection 0 refuses every request; the others answer each.
+    let (backend, accepted) = answering_h2(&w.backend_pair, |n, stream| {
+        if n == 0 {
+            refused(stream)
+        } else {
+            naming(n, stream)
+        }
+    })
     .await;
     let (_p, addr) = proxy_for(&w, backend).await;
     let mut send = h1_sender(&w, addr).await;
@@ -464,26 +322,13 @@ async fn a_connection_refusing_every_stream_is_not_used_again() {
 /// each (`200`, body `connection N`). Returns its address and its
 /// accepted connections.
 async fn unprocessed_before(pair: &TestPair, serving: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-    raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, n| async move {
-        while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-            let out = match kind {
-                // SETTINGS, not an ACK: acknowledge.
-                4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
-                1 if n < serving && n % 2 == 0 => goaway(0),
-                // REFUSED_STREAM: 0x7.
-                1 if n < serving => h2_frame(3, 0, stream, &7u32.to_be_bytes()),
-                // `:status: 200` (HPACK static index 8).
-                1 => {
-                    let body = format!("connection {n}");
-                    [
-                        h2_frame(1, 4, stream, &[0x88]),
-                        h2_frame(0, 1, stream, body.as_bytes()),
-                    ]
-                    .concat()
-                }
-                _ => continue,
-            };
-            let _ = tls.write_all(&out).await;
+    answering_h2(pair, move |n, stream| {
+        if n >= serving {
+            naming(n, stream)
+        } else if n % 2 == 0 {
+            goaway(0)
+        } else {
+            refused(stream)
         }
     })
     .await
@@ -547,23 +392,13 @@ struct Draining {
 /// What the client sends meanwhile waits unread. Its later connections
 /// answer each request (`200`, body `connection N`).
 async fn draining_after_one(pair: &TestPair, cue: Arc<Draining>) -> SocketAddr {
-    let answer = |n: usize, stream: u32| {
-        let body = format!("connection {n}");
-        [
-            h2_frame(1, 4, stream, &[0x88]),
-            h2_frame(0, 1, stream, body.as_bytes()),
-        ]
-        .concat()
-    };
-    let (addr, _) = raw_h2(pair, h2_frame(4, 0, 0, &[]), move |mut tls, n| {
+    let (addr, _) = raw_h2(pair, settings(&[]), move |mut tls, n| {
         let cue = cue.clone();
         async move {
             // The stream held on the first connection.
             let mut held = 0;
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
+            while let Some((kind, flags, stream)) = next_acking(&mut tls).await {
                 let out = match (kind, n) {
-                    // SETTINGS, not an ACK: acknowledge.
-                    (4, _) if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
                     (1, 0) => {
                         held = stream;
                         cue.held.notify_one();
@@ -574,9 +409,9 @@ async fn draining_after_one(pair: &TestPair, cue: Arc<Draining>) -> SocketAddr {
                     (6, 0) if flags & 1 == 1 => {
                         cue.read.notify_one();
                         cue.finish.notified().await;
-                        answer(0, held)
+                        naming(0, held)
                     }
-                    (1, _) => answer(n, stream),
+                    (1, _) => naming(n, stream),
                     _ => continue,
                 };
                 let _ = tls.write_all(&out).await;

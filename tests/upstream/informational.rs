@@ -4,10 +4,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::goaway::{answering_h2, h2_frame, next_frame, raw_h2};
+use crate::raw_h2::*;
 use crate::support::*;
 
 /// A proxy whose one upstream, `app`, is `backend`, with a
@@ -121,7 +120,7 @@ async fn a_101_from_an_http2_upstream_is_502_at_once() {
     // HEADERS (END_HEADERS) and no more: on stream 1, `:status` (static
     // name 8) with incremental indexing, "101" Huffman-coded; later, the
     // dynamic table's first entry (index 62).
-    let (backend, accepted) = answering_h2(&w.backend_pair, |stream| {
+    let (backend, accepted) = answering_h2(&w.backend_pair, |_, stream| {
         let block: &[u8] = if stream == 1 {
             &[0x48, 0x82, 0x08, 0x03]
         } else {
@@ -206,7 +205,7 @@ const STATUS_101_FORMS: [(&str, &[u8], &[u8], usize); 5] = [
 async fn a_101_in_any_hpack_form_from_an_http2_upstream_is_502_at_once() {
     for (what, first, later, connections) in STATUS_101_FORMS {
         let w = world();
-        let (backend, accepted) = answering_h2(&w.backend_pair, move |stream| {
+        let (backend, accepted) = answering_h2(&w.backend_pair, move |_, stream| {
             h2_frame(1, 4, stream, if stream == 1 { first } else { later })
         })
         .await;
@@ -235,30 +234,11 @@ async fn a_101_in_any_hpack_form_from_an_http2_upstream_is_502_at_once() {
 #[tokio::test]
 async fn a_101_indexed_by_the_server_leaves_no_other_entry_in_h2s_table() {
     let w = world();
-    let (backend, accepted) = raw_h2(
-        &w.backend_pair,
-        h2_frame(4, 0, 0, &[]),
-        |mut tls, n| async move {
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                let out = match kind {
-                    4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
-                    1 if n == 0 && stream == 1 => {
-                        h2_frame(1, 4, stream, &[0x48, 0x03, b'1', b'0', b'1'])
-                    }
-                    1 => {
-                        let head: &[u8] = if n == 0 {
-                            &[0x7e, 0x03, b'2', b'0', b'0']
-                        } else {
-                            &[0x88]
-                        };
-                        [h2_frame(1, 4, stream, head), h2_frame(0, 1, stream, b"ok")].concat()
-                    }
-                    _ => continue,
-                };
-                let _ = tls.write_all(&out).await;
-            }
-        },
-    )
+    let (backend, accepted) = answering_h2(&w.backend_pair, |n, stream| match (n, stream) {
+        (0, 1) => h2_frame(1, 4, stream, &[0x48, 0x03, b'1', b'0', b'1']),
+        (0, _) => response(stream, &[0x7e, 0x03, b'2', b'0', b'0'], b"ok"),
+        _ => response(stream, &[0x88], b"ok"),
+    })
     .await;
     let (_p, addr) = proxy_for(&w, backend).await;
     let mut sender = h1_sender(&w, addr).await;
@@ -278,7 +258,7 @@ async fn a_101_indexed_by_the_server_leaves_no_other_entry_in_h2s_table() {
 #[tokio::test]
 async fn a_101_indexed_past_the_first_field_of_a_block_is_refused() {
     let w = world();
-    let (backend, _) = answering_h2(&w.backend_pair, |stream| {
+    let (backend, _) = answering_h2(&w.backend_pair, |_, stream| {
         let block: &[u8] = if stream == 1 {
             &[0x88, 0x48, 0x03, b'1', b'0', b'1']
         } else {

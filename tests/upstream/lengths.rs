@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::goaway::{answering_h2, goaway, h2_frame, next_frame, raw_h2};
+use crate::raw_h2::*;
 use crate::support::*;
 
 /// An HTTP/2 backend that answers by path, each with `content-length: 5`
@@ -210,7 +210,7 @@ async fn an_h2_upstreams_204_and_304_reach_the_client_without_content() {
 /// that looked whole, where any other reset cuts it.
 #[tokio::test]
 async fn a_no_error_reset_part_way_through_a_response_cuts_it() {
-    assert_cut_part_way_by(|stream| h2_frame(3, 0, stream, &0u32.to_be_bytes())).await;
+    assert_cut_part_way_by(|stream| rst_stream(stream, 0)).await;
 }
 
 /// An HTTP/2 upstream that sends `GOAWAY(NO_ERROR)` part way through a
@@ -233,11 +233,8 @@ async fn a_no_error_goaway_part_way_through_a_response_cuts_it() {
 /// `502` or a `200` whose body errs; neither a clean end.
 async fn assert_cut_part_way_by(cut: fn(u32) -> Vec<u8>) {
     let w = world();
-    let (backend, _) = answering_h2(&w.backend_pair, move |stream| {
-        let mut out = h2_frame(1, 4, stream, &[0x88]);
-        out.extend(h2_frame(0, 0, stream, b"partial"));
-        out.extend(cut(stream));
-        out
+    let (backend, _) = answering_h2(&w.backend_pair, move |_, stream| {
+        [begun(stream, b"partial"), cut(stream)].concat()
     })
     .await;
     let (_p, addr) = proxy_for(&w, backend).await;
@@ -270,36 +267,27 @@ async fn assert_cut_part_way_by(cut: fn(u32) -> Vec<u8>) {
 async fn streams_hotproxy_cancels_do_not_push_out_a_live_response() {
     const CANCELLED: usize = 1024;
     let w = world();
-    let (backend, _) = raw_h2(
-        &w.backend_pair,
-        h2_frame(4, 0, 0, &[]),
-        |mut tls, _| async move {
-            let mut resets = 0;
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                let out = match kind {
-                    4 if flags & 1 == 0 => h2_frame(4, 1, 0, &[]),
-                    // The first request: `:status 200` and a piece of its
-                    // body; each other one its head alone.
-                    1 if stream == 1 => {
-                        let mut out = h2_frame(1, 4, stream, &[0x88]);
-                        out.extend(h2_frame(0, 0, stream, b"partial"));
-                        out
+    let (backend, _) = raw_h2(&w.backend_pair, settings(&[]), |mut tls, _| async move {
+        let mut resets = 0;
+        while let Some((kind, _, stream)) = next_acking(&mut tls).await {
+            let out = match kind {
+                // The first request: `:status 200` and a piece of its
+                // body; each other one its head alone.
+                1 if stream == 1 => begun(stream, b"partial"),
+                1 => h2_frame(1, 4, stream, &[0x88]),
+                // hotproxy cancelled them all: the first one reset.
+                3 if stream != 1 => {
+                    resets += 1;
+                    if resets < CANCELLED {
+                        continue;
                     }
-                    1 => h2_frame(1, 4, stream, &[0x88]),
-                    // hotproxy cancelled them all: the first one reset.
-                    3 if stream != 1 => {
-                        resets += 1;
-                        if resets < CANCELLED {
-                            continue;
-                        }
-                        h2_frame(3, 0, 1, &0u32.to_be_bytes())
-                    }
-                    _ => continue,
-                };
-                let _ = tls.write_all(&out).await;
-            }
-        },
-    )
+                    rst_stream(1, 0)
+                }
+                _ => continue,
+            };
+            let _ = tls.write_all(&out).await;
+        }
+    })
     .await;
     let (_p, addr) = proxy_for(&w, backend).await;
 

@@ -17,6 +17,7 @@ mod informational;
 mod key_usage;
 mod lengths;
 mod pool;
+mod raw_h2;
 mod refused;
 mod reloads;
 mod sharing;

@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::goaway::{goaway, h2_frame, next_frame, raw_h2};
+use crate::raw_h2::*;
 use crate::support::*;
 
 /// SETTINGS with SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = `max`.
 fn max_streams(max: u32) -> Vec<u8> {
-    let mut payload = vec![0, 3];
-    payload.extend_from_slice(&max.to_be_bytes());
-    h2_frame(4, 0, 0, &payload)
+    settings(&[(3, max)])
 }
 
 /// What a [`zero_streams`] backend saw.
@@ -59,32 +57,19 @@ async fn zero_streams(
     let (addr, accepted) = raw_h2(pair, first, move |mut tls, n| {
         let seen = told.clone();
         async move {
-            while let Some((kind, flags, stream)) = next_frame(&mut tls).await {
-                match kind {
-                    // SETTINGS, not an ACK: acknowledge.
-                    4 if flags & 1 == 0 => {
-                        let _ = tls.write_all(&h2_frame(4, 1, 0, &[])).await;
-                    }
-                    // A request: `:status: 200` (HPACK static index 8)
-                    // and a body naming the connection.
-                    1 => {
-                        seen.requests.fetch_add(1, Ordering::SeqCst);
-                        if n == 0 {
-                            seen.on_first.fetch_add(1, Ordering::SeqCst);
-                        }
-                        let body = format!("connection {n}");
-                        let mut out = [
-                            h2_frame(1, 4, stream, &[0x88]),
-                            h2_frame(0, 1, stream, body.as_bytes()),
-                        ]
-                        .concat();
-                        if lower && n == 0 {
-                            out.extend(max_streams(0));
-                        }
-                        let _ = tls.write_all(&out).await;
-                    }
-                    _ => {}
+            while let Some((kind, _, stream)) = next_acking(&mut tls).await {
+                if kind != 1 {
+                    continue;
                 }
+                seen.requests.fetch_add(1, Ordering::SeqCst);
+                if n == 0 {
+                    seen.on_first.fetch_add(1, Ordering::SeqCst);
+                }
+                let mut out = naming(n, stream);
+                if lower && n == 0 {
+                    out.extend(max_streams(0));
+                }
+                let _ = tls.write_all(&out).await;
             }
             seen.closed.fetch_add(1, Ordering::SeqCst);
             seen.changed.notify_waiters();
@@ -130,8 +115,7 @@ async fn an_h2_server_whose_first_settings_allow_no_stream_fails_the_dial_at_onc
 #[tokio::test]
 async fn an_h2_connection_whose_server_allows_no_more_streams_gets_no_new_request() {
     let w = world();
-    let (backend, accepted, seen) =
-        zero_streams(&w.backend_pair, h2_frame(4, 0, 0, &[]), true).await;
+    let (backend, accepted, seen) = zero_streams(&w.backend_pair, settings(&[]), true).await;
     let (mut p, addr) = proxy_for(&w, backend).await;
     let mut sender = h1_sender(&w, addr).await;
     let (status, got) = exchange(&mut sender, h1_request("GET", "/x", "")).await;
@@ -164,7 +148,7 @@ async fn an_h2_connection_whose_server_allows_no_more_streams_gets_no_new_reques
 #[tokio::test]
 async fn an_h2_server_going_away_with_its_settings_fails_the_dial_as_connect_error() {
     let w = world();
-    let first = [h2_frame(4, 0, 0, &[]), goaway(0)].concat();
+    let first = [settings(&[]), goaway(0)].concat();
     let (backend, accepted, seen) = zero_streams(&w.backend_pair, first, false).await;
     let (p, addr) = proxy_for(&w, backend).await;
     // One, then three at once: the pool now knows the endpoint speaks
