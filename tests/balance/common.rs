@@ -98,6 +98,16 @@ impl World {
             .wait_log(what, |v| v["message"] == "configuration reloaded")
             .await
     }
+
+    /// Wait for the proxy's `upstream DNS lookup recovered` line for
+    /// `upstream`.
+    pub async fn wait_recovered(&mut self, upstream: &str) -> serde_json::Value {
+        self.proxy
+            .wait_log("the recovery", |v| {
+                v["message"] == "upstream DNS lookup recovered" && v["upstream"] == upstream
+            })
+            .await
+    }
 }
 
 /// The start of the `hotproxy_upstream_requests_total` series of

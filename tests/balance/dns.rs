@@ -110,6 +110,11 @@ impl NameServer {
         self.state.lock().unwrap().held.len()
     }
 
+    /// Wait until a query waits unanswered (`what`: whose).
+    async fn wait_held(&self, what: &str) {
+        wait_until(WAIT, what, || async { self.held() > 0 }).await;
+    }
+
     /// How many queries were answered.
     fn answered(&self) -> usize {
         self.state.lock().unwrap().answered
@@ -200,33 +205,75 @@ fn answer(query: &[u8], ips: &[Ipv4Addr]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
+/// `{label}-PID.hotproxy.test`: a name only this test process asks.
+fn own_name(label: &str) -> String {
+    format!("{label}-{}.hotproxy.test", std::process::id())
+}
+
+/// An upstream's `resolve_interval: 1ms` line.
+const TINY: &str = "    resolve_interval: 1ms\n";
+
+/// The proxy with `routes` to `upstreams` (made of its pods' ports), its
+/// pods at `pods` (an address and a label each), and `dns` its only name
+/// server ([`Proxy::start_with_resolv_conf`]).
+async fn serve_by(
+    dns: &NameServer,
+    pods: &[(&str, &str)],
+    routes: &str,
+    upstreams: impl FnOnce(&[u16]) -> String,
+) -> World {
+    let p = Pods::new();
+    let mut started = Vec::new();
+    for (ip, label) in pods {
+        started.push(p.pod_at(ip, label).await);
+    }
+    let ports: Vec<u16> = started.iter().map(|pod| pod.addr.port()).collect();
+    let resolv_conf = p.scene.path("resolv.conf");
+    write(&resolv_conf, &dns.resolv_conf());
+    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
+    p.serve_with(routes, &upstreams(&ports), started, start)
+        .await
+}
+
+/// The pod of [`app_over`]: `pod` on 127.0.0.2, where `dns` puts names.
+const POD: &[(&str, &str)] = &[("127.0.0.2", "pod")];
+
+/// [`serve_by`] with one pod ([`POD`]) and one upstream, `app`, over
+/// `names` (at the pod's port), with `settings` lines.
+async fn app_over(dns: &NameServer, names: &[&str], settings: &str) -> World {
+    serve_by(dns, POD, "[{ upstream: app }]", |ports| {
+        let servers: Vec<String> = (names.iter())
+            .map(|name| format!("https://{name}:{}", ports[0]))
+            .collect();
+        upstream("app", &servers.join(", "), settings)
+    })
+    .await
+}
+
 /// The proxy with one upstream `app` at `https://{label}-{pid}.hotproxy.test:{port}`,
 /// `resolve_interval: {interval}`, its only pod (`pod`, `w.pods[0]`) on
 /// 127.0.0.2: the name is answered 127.0.0.2 by the returned name server,
 /// the proxy's only one ([`Proxy::start_with_resolv_conf`]).
 async fn app_by_name(label: &str, interval: &str) -> (NameServer, World) {
-    let name = format!("{label}-{}.hotproxy.test", std::process::id());
     let dns = NameServer::start(&["127.0.0.2"]).await;
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let app = upstream(
-        "app",
-        &format!("https://{name}:{port}"),
-        &format!("    resolve_interval: {interval}\n"),
-    );
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let w = p
-        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
-        .await;
+    let settings = format!("    resolve_interval: {interval}\n");
+    let w = app_over(&dns, &[&own_name(label)], &settings).await;
     (dns, w)
+}
+
+/// `pod` answers a GET of `/` on a new connection to the proxy (`what`
+/// says why it should).
+async fn assert_pod_serves(w: &World, what: &str) {
+    let got = get_pod(&mut client(w).await, "/").await;
+    assert_eq!(got, (200, Some("pod".into())), "{what}");
 }
 
 /// What a re-resolution of an upstream retired meanwhile logs instead of
 /// its outcome.
 const DROPPED: &str = "upstream retired while its names were resolved again; the answer is dropped";
+
+/// A failed lookup's warning.
+const FAILED: &str = "upstream DNS lookup failed; keeping the last good addresses";
 
 /// An upstream a reload removes while its re-resolution waits for a
 /// lookup: the answer that comes after is dropped. It was applied to the
@@ -239,17 +286,10 @@ const DROPPED: &str = "upstream retired while its names were resolved again; the
 async fn a_re_resolution_a_reload_overtakes_is_dropped() {
     let (dns, mut w) = app_by_name("overtaken", "5s").await;
     let pod_addr = w.pods[0].addr;
-    // The name, answered by the test's server.
-    assert_eq!(
-        get_pod(&mut client(&w).await, "/").await,
-        (200, Some("pod".into()))
-    );
+    assert_pod_serves(&w, "the name, answered by the test's server").await;
 
     dns.hold();
-    wait_until(WAIT, "the re-resolution's lookup", || async {
-        dns.held() > 0
-    })
-    .await;
+    dns.wait_held("the re-resolution's lookup").await;
     let other = upstream("other", &format!("https://{pod_addr}"), "");
     w.scene.public_config("[{ upstream: other }]", &other);
     let reloaded = w.wait_reloaded("app removed").await;
@@ -262,23 +302,15 @@ async fn a_re_resolution_a_reload_overtakes_is_dropped() {
         .proxy
         .wait_log("the re-resolution's outcome", |v| {
             v["upstream"] == "app"
-                && [
-                    DROPPED,
-                    "upstream endpoint added",
-                    "upstream DNS lookup failed; keeping the last good addresses",
-                ]
-                .contains(&v["message"].as_str().unwrap_or(""))
+                && [DROPPED, "upstream endpoint added", FAILED]
+                    .contains(&v["message"].as_str().unwrap_or(""))
         })
         .await;
     assert_eq!(
         outcome["message"], DROPPED,
         "the removed upstream's re-resolution went on: {outcome}"
     );
-    assert_eq!(
-        get_pod(&mut client(&w).await, "/").await,
-        (200, Some("pod".into())),
-        "served by the upstream the reload put in service"
-    );
+    assert_pod_serves(&w, "served by the upstream the reload put in service").await;
 }
 
 /// `resolve_interval: 1ms` re-resolves names that resolve back to back —
@@ -290,32 +322,18 @@ async fn a_re_resolution_a_reload_overtakes_is_dropped() {
 /// a file in well under 1 ms, rarely did).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tiny_resolve_interval_fails_no_lookup() {
-    let name = format!("tiny-{}.hotproxy.test", std::process::id());
+    let name = own_name("tiny");
     let dns = NameServer::start(&["127.0.0.2"]).await;
-    let p = Pods::new();
-    let local = p.pod_at("127.0.0.1", "local").await;
-    let named = p.pod_at("127.0.0.2", "named").await;
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let tiny = "    resolve_interval: 1ms\n";
-    let upstreams = [
-        upstream(
-            "local",
-            &format!("https://localhost:{}", local.addr.port()),
-            tiny,
-        ),
-        upstream(
-            "named",
-            &format!("https://{name}:{}", named.addr.port()),
-            tiny,
-        ),
-    ]
-    .concat();
+    let pods = [("127.0.0.1", "local"), ("127.0.0.2", "named")];
     let routes = "\n      - { path_prefix: /local, upstream: local }\n      - { path_prefix: /named, upstream: named }";
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let mut w = p
-        .serve_with(routes, &upstreams, vec![local, named], start)
-        .await;
+    let mut w = serve_by(&dns, &pods, routes, |ports| {
+        [
+            upstream("local", &format!("https://localhost:{}", ports[0]), TINY),
+            upstream("named", &format!("https://{name}:{}", ports[1]), TINY),
+        ]
+        .concat()
+    })
+    .await;
     // Hundreds of re-resolutions of the name.
     wait_until(WAIT, "500 queries answered", || async {
         dns.answered() >= 500
@@ -358,10 +376,7 @@ async fn a_lookup_that_times_out_is_waited_for_not_repeated() {
 
     dns.hold();
     // Two re-resolutions that timed out: 10 s, bounded generously.
-    wait_until(3 * WAIT, "two lookups timed out", || async {
-        resolve_errors(&w).await >= 2.0
-    })
-    .await;
+    app_errors_reach(&w, 2.0, 3 * WAIT, "two lookups timed out").await;
     // Served on the last good address meanwhile.
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
     assert_eq!(
@@ -371,27 +386,28 @@ async fn a_lookup_that_times_out_is_waited_for_not_repeated() {
     );
     let failed = w
         .proxy
-        .wait_log("the failure", |v| {
-            v["message"] == "upstream DNS lookup failed; keeping the last good addresses"
-        })
+        .wait_log("the failure", |v| v["message"] == FAILED)
         .await;
     assert_eq!(failed["error"], "lookup timed out", "{failed}");
 
     dns.release(&["127.0.0.2"]).await;
-    w.proxy
-        .wait_log("the recovery", |v| {
-            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
-        })
-        .await;
+    w.wait_recovered("app").await;
     assert_eq!(get_pod(&mut send, "/").await, (200, Some("pod".into())));
 }
 
-/// The value of `hotproxy_upstream_errors_total{upstream="app",reason="resolve"}`.
-async fn resolve_errors(w: &World) -> f64 {
-    let errors = "hotproxy_upstream_errors_total{upstream=\"app\",reason=\"resolve\"} ";
+/// The value of `hotproxy_upstream_errors_total{upstream=NAME,reason="resolve"}`.
+async fn errors_of(w: &World, name: &str) -> f64 {
+    let errors =
+        format!("hotproxy_upstream_errors_total{{upstream=\"{name}\",reason=\"resolve\"}} ");
     (metrics(w).await.lines())
-        .find_map(|l| l.strip_prefix(errors)?.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(errors.as_str())?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Wait, `limit` at most, until [`errors_of`] `app` reaches `n` (`what`:
+/// the failures counted).
+async fn app_errors_reach(w: &World, n: f64, limit: std::time::Duration, what: &str) {
+    wait_until(limit, what, || async { errors_of(w, "app").await >= n }).await;
 }
 
 /// A lookup that timed out and then ended before the next re-resolution
@@ -408,21 +424,12 @@ async fn a_timed_out_lookup_that_ended_since_is_asked_anew() {
 
     dns.hold();
     // The first re-resolution (10 s) and its timeout (5 s), bounded generously.
-    wait_until(4 * WAIT, "the lookup timed out", || async {
-        resolve_errors(&w).await >= 1.0
-    })
-    .await;
+    app_errors_reach(&w, 1.0, 4 * WAIT, "the lookup timed out").await;
     dns.release_as(&[], &["127.0.0.2"]).await;
-    w.proxy
-        .wait_log("the recovery", |v| {
-            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
-        })
-        .await;
-    assert_eq!(resolve_errors(&w).await, 1.0, "the late answer was counted");
-    assert_eq!(
-        get_pod(&mut client(&w).await, "/").await,
-        (200, Some("pod".into()))
-    );
+    w.wait_recovered("app").await;
+    let errors = errors_of(&w, "app").await;
+    assert_eq!(errors, 1.0, "the late answer was counted");
+    assert_pod_serves(&w, "recovered").await;
 }
 
 /// An upstream's names are re-resolved each on its own: one that its name
@@ -433,30 +440,13 @@ async fn a_timed_out_lookup_that_ended_since_is_asked_anew() {
 /// only assumption: the new address is seen well within 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_name_holds_back_no_other() {
-    let id = std::process::id();
-    let silent = format!("hanging-{id}.hotproxy.test");
-    let fresh = format!("fresh-{id}.hotproxy.test");
+    let (silent, fresh) = (own_name("hanging"), own_name("fresh"));
     let dns = NameServer::start(&["127.0.0.2"]).await;
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let app = upstream(
-        "app",
-        &format!("https://{silent}:{port}, https://{fresh}:{port}"),
-        "    resolve_interval: 1ms\n",
-    );
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let mut w = p
-        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
-        .await;
+    let mut w = app_over(&dns, &[&silent, &fresh], TINY).await;
+    let port = w.pods[0].addr.port();
 
     dns.hold_name(&silent);
-    wait_until(WAIT, "the silent name's lookup", || async {
-        dns.held() > 0
-    })
-    .await;
+    dns.wait_held("the silent name's lookup").await;
     dns.answer_with(&["127.0.0.3"]);
     let first = w
         .proxy
@@ -473,9 +463,6 @@ async fn a_silent_name_holds_back_no_other() {
     assert_eq!(first["endpoint"], format!("127.0.0.3:{port}"), "{first}");
 }
 
-/// A failed lookup's warning.
-const FAILED: &str = "upstream DNS lookup failed; keeping the last good addresses";
-
 /// A lookup made as the configuration is applied that runs past 5 s (its
 /// name server silent from the start) is waited for by the first
 /// re-resolution, which asks no second beside it; once the server
@@ -484,29 +471,12 @@ const FAILED: &str = "upstream DNS lookup failed; keeping the last good addresse
 /// it: two lookups waiting on the server once the first had timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_at_start_past_5s_is_waited_for_not_repeated() {
-    let name = format!("start-{}.hotproxy.test", std::process::id());
     let dns = NameServer::start(&["127.0.0.2"]).await;
     dns.hold();
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let app = upstream(
-        "app",
-        &format!("https://{name}:{port}"),
-        "    resolve_interval: 1ms\n",
-    );
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let mut w = p
-        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
-        .await;
+    let mut w = app_over(&dns, &[&own_name("start")], TINY).await;
     // The start's lookup (5 s), then the first re-resolution's wait for
     // it (5 s), bounded generously.
-    wait_until(4 * WAIT, "the first re-resolution timed out", || async {
-        resolve_errors(&w).await >= 1.0
-    })
-    .await;
+    app_errors_reach(&w, 1.0, 4 * WAIT, "the first re-resolution timed out").await;
     assert_eq!(
         dns.held_askers(),
         1,
@@ -514,15 +484,8 @@ async fn a_lookup_at_start_past_5s_is_waited_for_not_repeated() {
     );
 
     dns.release(&["127.0.0.2"]).await;
-    w.proxy
-        .wait_log("the recovery", |v| {
-            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
-        })
-        .await;
-    assert_eq!(
-        get_pod(&mut client(&w).await, "/").await,
-        (200, Some("pod".into()))
-    );
+    w.wait_recovered("app").await;
+    assert_pod_serves(&w, "recovered").await;
 }
 
 /// An edit of an upstream while its name's lookup hangs (its name server
@@ -535,13 +498,10 @@ async fn a_lookup_at_start_past_5s_is_waited_for_not_repeated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_takes_over_the_lookup_it_finds_running() {
     let (dns, mut w) = app_by_name("edited", "1ms").await;
-    let name = format!("edited-{}.hotproxy.test", std::process::id());
+    let name = own_name("edited");
     let port = w.pods[0].addr.port();
     dns.hold();
-    wait_until(WAIT, "the re-resolution's lookup", || async {
-        dns.held() > 0
-    })
-    .await;
+    dns.wait_held("the re-resolution's lookup").await;
     let settings = "    resolve_interval: 1ms\n    read_timeout: 30s\n";
     let edited = upstream("app", &format!("https://{name}:{port}"), settings);
     w.scene.public_config("[{ upstream: app }]", &edited);
@@ -554,10 +514,7 @@ async fn an_edit_takes_over_the_lookup_it_finds_running() {
     );
 
     dns.release(&["127.0.0.2"]).await;
-    assert_eq!(
-        get_pod(&mut client(&w).await, "/").await,
-        (200, Some("pod".into()))
-    );
+    assert_pod_serves(&w, "the lookup taken over answered").await;
 }
 
 /// Lookups run at most 64 at once in the process: with 65 names on a
@@ -568,22 +525,12 @@ async fn an_edit_takes_over_the_lookup_it_finds_running() {
 /// held a blocked thread of its own, with no bound: 65 lookups waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_run_at_most_64_at_once() {
-    let id = std::process::id();
+    let names: Vec<String> = (0..65).map(|k| own_name(&format!("crowd-{k}"))).collect();
     let dns = NameServer::start(&["127.0.0.2"]).await;
     dns.hold();
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let names: Vec<String> = (0..65)
-        .map(|k| format!("https://crowd-{k}-{id}.hotproxy.test:{port}"))
-        .collect();
-    let app = upstream("app", &names.join(", "), "    resolve_interval: 1ms\n");
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let mut w = p
-        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
-        .await;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut w = app_over(&dns, &names, TINY).await;
+    let last = format!("https://{}:{}", names[64], w.pods[0].addr.port());
     let failed = w
         .proxy
         .wait_log("a failed lookup", |v| v["message"] == FAILED)
@@ -593,14 +540,14 @@ async fn lookups_run_at_most_64_at_once() {
         "{} lookups waiting at once",
         dns.held_askers()
     );
-    assert_eq!(failed["server"], names[64], "{failed}");
+    assert_eq!(failed["server"], last, "{failed}");
     let error = failed["error"].as_str().unwrap_or("");
     assert!(error.contains("too many lookups running"), "{failed}");
 
     dns.release(&["127.0.0.2"]).await;
     w.proxy
         .wait_log("the 65th name's recovery", |v| {
-            v["message"] == "upstream DNS lookup recovered" && v["server"] == names[64]
+            v["message"] == "upstream DNS lookup recovered" && v["server"] == last
         })
         .await;
 }
@@ -615,16 +562,15 @@ async fn lookups_run_at_most_64_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_reloads_ask_a_new_name_once() {
     let (dns, mut w) = app_by_name("beside", "5s").await;
-    let id = std::process::id();
     let port = w.pods[0].addr.port();
-    let fresh = format!("rejected-{id}.hotproxy.test");
+    let fresh = own_name("rejected");
     dns.hold_name(&fresh);
     // A listener on an address taken: rejected once the upstreams are built.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap();
     let app = upstream(
         "app",
-        &format!("https://beside-{id}.hotproxy.test:{port}"),
+        &format!("https://{}:{port}", own_name("beside")),
         "    resolve_interval: 5s\n",
     );
     let upstreams = [
@@ -668,20 +614,10 @@ async fn rejected_reloads_ask_a_new_name_once() {
 /// the 64, and one timed out left its thread blocked: one more per dial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dials_by_name_share_one_lookup() {
-    let name = format!("dialled-{}.hotproxy.test", std::process::id());
     let dns = NameServer::start(&["127.0.0.2"]).await;
     dns.hold();
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
     let settings = "    resolve_interval: 0s\n    connect_timeout: 1s\n";
-    let app = upstream("app", &format!("https://{name}:{port}"), settings);
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let w = p
-        .serve_with("[{ upstream: app }]", &app, vec![pod], start)
-        .await;
+    let w = app_over(&dns, &[&own_name("dialled")], settings).await;
     // One after another: concurrent ones would wait for one dial.
     for _ in 0..3 {
         let (status, _) = get_pod(&mut client(&w).await, "/").await;
@@ -702,31 +638,24 @@ async fn dials_by_name_share_one_lookup() {
 /// (The bound is one-sided: a slow machine counts fewer, never more.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_refused_a_place_waits_a_second() {
-    let id = std::process::id();
     let dns = NameServer::start(&["127.0.0.2"]).await;
     dns.hold();
-    let p = Pods::new();
-    let pod = p.pod_at("127.0.0.2", "pod").await;
-    let port = pod.addr.port();
-    let resolv_conf = p.scene.path("resolv.conf");
-    write(&resolv_conf, &dns.resolv_conf());
-    let names: Vec<String> = (0..64)
-        .map(|k| format!("https://taking-{k}-{id}.hotproxy.test:{port}"))
-        .collect();
-    let tiny = "    resolve_interval: 1ms\n";
+    let names: Vec<String> = (0..64).map(|k| own_name(&format!("taking-{k}"))).collect();
+    let late = own_name("late");
     // `app` first: its 64 lookups take every place before `late` asks.
-    let upstreams = [
-        upstream("app", &names.join(", "), tiny),
-        upstream(
-            "late",
-            &format!("https://late-{id}.hotproxy.test:{port}"),
-            tiny,
-        ),
-    ]
-    .concat();
     let routes = "\n      - { path_prefix: /app, upstream: app }\n      - { path_prefix: /late, upstream: late }";
-    let start = |config: &std::path::Path| Proxy::start_with_resolv_conf(config, &resolv_conf);
-    let mut w = p.serve_with(routes, &upstreams, vec![pod], start).await;
+    let mut w = serve_by(&dns, POD, routes, |ports| {
+        let port = ports[0];
+        let servers: Vec<String> = (names.iter())
+            .map(|name| format!("https://{name}:{port}"))
+            .collect();
+        [
+            upstream("app", &servers.join(", "), TINY),
+            upstream("late", &format!("https://{late}:{port}"), TINY),
+        ]
+        .concat()
+    })
+    .await;
     let failed = w
         .proxy
         .wait_log("the late name refused", |v| {
@@ -747,13 +676,4 @@ async fn a_name_refused_a_place_waits_a_second() {
         "{} refusals counted in {window:.1} s",
         after - before
     );
-}
-
-/// The value of `hotproxy_upstream_errors_total{upstream=NAME,reason="resolve"}`.
-async fn errors_of(w: &World, name: &str) -> f64 {
-    let errors =
-        format!("hotproxy_upstream_errors_total{{upstream=\"{name}\",reason=\"resolve\"}} ");
-    (metrics(w).await.lines())
-        .find_map(|l| l.strip_prefix(errors.as_str())?.trim().parse().ok())
-        .unwrap_or(0.0)
 }

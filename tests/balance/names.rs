@@ -201,11 +201,7 @@ async fn failed_lookup_keeps_the_last_good_addresses() {
     );
 
     hosts.set(&["127.0.0.2"]);
-    w.proxy
-        .wait_log("the recovery", |v| {
-            v["message"] == "upstream DNS lookup recovered" && v["upstream"] == "app"
-        })
-        .await;
+    w.wait_recovered("app").await;
     let failures = w
         .proxy
         .logs()
