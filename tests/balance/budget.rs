@@ -195,39 +195,30 @@ impl Batch {
 /// answers as `{"backend":"restarting"}`, and closes that connection
 /// (`GOAWAY`): hundreds of them would fill `max_connections_per_server`.
 async fn refusing_in_batches(pods: &Pods) -> (SocketAddr, Arc<Batch>) {
-    let (listener, acceptor) = tls_listener(&pods.pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
     let batch = Arc::new(Batch::default());
     let state = batch.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, state) = (acceptor.clone(), state.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut conn) = h2::server::handshake(tls).await else {
-                    return;
-                };
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    {
-                        let mut held = state.state.lock().unwrap();
-                        let (seen, held) = &mut *held;
-                        if seen.insert(req.uri().path().to_owned()) {
-                            held.push(respond);
-                            state.changed.notify_waiters();
-                            continue;
-                        }
+    let (addr, _) = h2_conns("127.0.0.1:0", &pods.pair, move |mut conn, _| {
+        let state = state.clone();
+        async move {
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                {
+                    let mut held = state.state.lock().unwrap();
+                    let (seen, held) = &mut *held;
+                    if seen.insert(req.uri().path().to_owned()) {
+                        held.push(respond);
+                        state.changed.notify_waiters();
+                        continue;
                     }
-                    let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
-                    if let Ok(mut stream) = respond.send_response(http::Response::new(()), false) {
-                        let _ = stream.send_data(body, true);
-                    }
-                    conn.graceful_shutdown();
                 }
-            });
+                let body = Bytes::from_static(br#"{"backend":"restarting"}"#);
+                if let Ok(mut stream) = respond.send_response(http::Response::new(()), false) {
+                    let _ = stream.send_data(body, true);
+                }
+                conn.graceful_shutdown();
+            }
         }
-    });
+    })
+    .await;
     (addr, batch)
 }
 

@@ -640,25 +640,55 @@ pub async fn h2_backend_at<F>(at: &str, pair: &TestPair, answer: F) -> SocketAdd
 where
     F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) + Clone + Send + 'static,
 {
+    let (addr, _) = h2_conns(at, pair, move |mut conn, _| {
+        let answer = answer.clone();
+        async move {
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                answer(req, respond);
+            }
+        }
+    })
+    .await;
+    addr
+}
+
+/// A server connection of an [`h2_conns`] backend, past its handshakes.
+pub type H2ServerConn =
+    h2::server::Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Bytes>;
+
+/// An HTTP/2 backend (the h2 crate) over TLS at `at` serving `pair`: each
+/// connection it accepts is numbered (from 0) and, once its TLS and
+/// HTTP/2 handshakes are done, handed with its number to `serve`, on a
+/// task of its own. Its address and its accepted connections.
+pub async fn h2_conns<F, Fut>(
+    at: &str,
+    pair: &TestPair,
+    serve: F,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(H2ServerConn, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let (listener, acceptor) = tls_listener_at(at, pair, b"h2").await;
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (acceptor, serve) = (acceptor.clone(), serve.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                let Ok(conn) = h2::server::handshake(tls).await else {
                     return;
                 };
-                while let Some(Ok((req, respond))) = conn.accept().await {
-                    answer(req, respond);
-                }
+                serve(conn, n).await;
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 /// [`tls_listener`] bound at `at` (`127.0.0.2:0`, or a port that pods on

@@ -17,47 +17,33 @@ const HELD: usize = 8;
 /// connection (`RST_STREAM(REFUSED_STREAM)`, the connection left open).
 /// Returns its address and the connections it accepted.
 async fn refusing_one(pair: &TestPair) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut conn) = h2::server::handshake(tls).await else {
-                    return;
-                };
-                let answer = |mut respond: h2::server::SendResponse<Bytes>| {
-                    let head = http::Response::builder().body(()).unwrap();
-                    if let Ok(mut tx) = respond.send_response(head, false) {
-                        let _ = tx.send_data(Bytes::from_static(b"ok"), true);
-                    }
-                };
-                let (mut held, mut refused, mut released) = (Vec::new(), false, false);
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let path = req.uri().path();
-                    if path == "/refuse" && !refused {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        refused = true;
-                    } else if path.starts_with("/held/") && !released {
-                        held.push(respond);
-                    } else {
-                        answer(respond);
-                    }
-                    if refused && held.len() == HELD {
-                        held.drain(..).for_each(answer);
-                        released = true;
-                    }
-                }
-            });
+    h2_conns("127.0.0.1:0", pair, |mut conn, _| async move {
+        let (mut held, mut refused, mut released) = (Vec::new(), false, false);
+        while let Some(Ok((req, mut respond))) = conn.accept().await {
+            let path = req.uri().path();
+            if path == "/refuse" && !refused {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                refused = true;
+            } else if path.starts_with("/held/") && !released {
+                held.push(respond);
+            } else {
+                ok(respond);
+            }
+            if refused && held.len() == HELD {
+                held.drain(..).for_each(ok);
+                released = true;
+            }
         }
-    });
-    (addr, accepted)
+    })
+    .await
+}
+
+/// Answer `respond`: `200`, body `ok`.
+fn ok(mut respond: h2::server::SendResponse<Bytes>) {
+    let head = http::Response::builder().body(()).unwrap();
+    if let Ok(mut tx) = respond.send_response(head, false) {
+        let _ = tx.send_data(Bytes::from_static(b"ok"), true);
+    }
 }
 
 /// A `POST /refuse` whose body is still streaming (it cannot be sent
@@ -104,8 +90,6 @@ async fn one_refused_stream_does_not_retire_a_connection_serving_others() {
 /// What a [`shedding`] backend's test sees of it.
 #[derive(Default)]
 struct Shed {
-    /// Its accepted connections.
-    accepted: AtomicUsize,
     /// The `/held/*` streams its first connection holds.
     held: AtomicUsize,
     /// Notified as `held` grows.
@@ -119,65 +103,51 @@ struct Shed {
 /// other (`RST_STREAM(REFUSED_STREAM)`, the connection left open: a server
 /// draining one connection while it finishes its long streams); each
 /// `release` answers its lowest held one. Its later connections answer
-/// every request `200` at once.
+/// every request `200` at once. Returns its address, its accepted
+/// connections, what it saw, and `release`.
 async fn shedding(
     pair: &TestPair,
 ) -> (
     std::net::SocketAddr,
+    Arc<AtomicUsize>,
     Arc<Shed>,
     tokio::sync::mpsc::UnboundedSender<()>,
 ) {
     type Held = std::collections::BTreeMap<usize, h2::server::SendResponse<Bytes>>;
-    let (listener, acceptor) = tls_listener(pair, b"h2").await;
-    let addr = listener.local_addr().unwrap();
     let shed = Arc::new(Shed::default());
     let (release, mut released) = tokio::sync::mpsc::unbounded_channel::<()>();
     let held: Arc<std::sync::Mutex<Held>> = Default::default();
-    let answer = |mut respond: h2::server::SendResponse<Bytes>| {
-        let head = http::Response::builder().body(()).unwrap();
-        if let Ok(mut tx) = respond.send_response(head, false) {
-            let _ = tx.send_data(Bytes::from_static(b"ok"), true);
-        }
-    };
     let holder = held.clone();
     tokio::spawn(async move {
         while released.recv().await.is_some() {
             let first = holder.lock().unwrap().pop_first();
             if let Some((_, respond)) = first {
-                answer(respond);
+                ok(respond);
             }
         }
     });
     let s = shed.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let n = s.accepted.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, shed, held) = (acceptor.clone(), s.clone(), held.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut conn) = h2::server::handshake(tls).await else {
-                    return;
-                };
-                let mut first = true;
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let path = req.uri().path();
-                    if n > 0 || std::mem::take(&mut first) {
-                        answer(respond);
-                    } else if let Some(i) = path.strip_prefix("/held/") {
-                        held.lock().unwrap().insert(i.parse().unwrap(), respond);
-                        shed.held.fetch_add(1, Ordering::SeqCst);
-                        shed.holding.notify_waiters();
-                    } else {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        shed.refused.fetch_add(1, Ordering::SeqCst);
-                    }
+    let (addr, accepted) = h2_conns("127.0.0.1:0", pair, move |mut conn, n| {
+        let (shed, held) = (s.clone(), held.clone());
+        async move {
+            let mut first = true;
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                let path = req.uri().path();
+                if n > 0 || std::mem::take(&mut first) {
+                    ok(respond);
+                } else if let Some(i) = path.strip_prefix("/held/") {
+                    held.lock().unwrap().insert(i.parse().unwrap(), respond);
+                    shed.held.fetch_add(1, Ordering::SeqCst);
+                    shed.holding.notify_waiters();
+                } else {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    shed.refused.fetch_add(1, Ordering::SeqCst);
                 }
-            });
+            }
         }
-    });
-    (addr, shed, release)
+    })
+    .await;
+    (addr, accepted, shed, release)
 }
 
 /// A connection refusing every new stream while it finishes the long
@@ -190,7 +160,7 @@ async fn shedding(
 #[tokio::test]
 async fn responses_on_streams_opened_before_a_refusal_do_not_keep_the_connection() {
     let w = world();
-    let (backend, shed, release) = shedding(&w.backend_pair).await;
+    let (backend, accepted, shed, release) = shedding(&w.backend_pair).await;
     let (_p, addr) = proxy_for(&w, backend).await;
     let mut client = h2_to(&w, addr).await;
     let first = send_all(&mut client, ["/first".to_owned()]).await;
@@ -222,7 +192,7 @@ async fn responses_on_streams_opened_before_a_refusal_do_not_keep_the_connection
         assert_eq!(statuses(vec![held]).await, [200]);
     }
     assert_eq!(refused, 2, "POSTs refused on the draining connection");
-    assert_eq!(shed.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 /// A connection that served one response and then refuses every stream
@@ -232,7 +202,7 @@ async fn responses_on_streams_opened_before_a_refusal_do_not_keep_the_connection
 #[tokio::test]
 async fn a_second_refusal_in_a_row_retires_a_connection_that_served() {
     let w = world();
-    let (backend, shed, _release) = shedding(&w.backend_pair).await;
+    let (backend, _, shed, _release) = shedding(&w.backend_pair).await;
     let (_p, addr) = proxy_for(&w, backend).await;
     let mut send = h1_sender(&w, addr).await;
     for i in 0..6 {
