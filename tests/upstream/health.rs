@@ -49,17 +49,8 @@ async fn an_active_check_reads_a_bounded_part_of_a_long_body() {
 async fn an_active_check_on_a_busy_endpoint_passes_on_a_connection_of_its_own() {
     let w = world();
     let b = Backend::start_h1("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        b.addr,
-        &[
-            "max_connections_per_server: 1",
-            // Longer than any wait here: the one connection stays held.
-            "request_timeout: 10m",
-            "health: { active: { path: /echo, interval: 100ms, timeout: 300ms, unhealthy_after: 1 } }",
-        ],
-    ));
-    let addr = p.listener_addr("public").await;
+    let health = "{ active: { path: /echo, interval: 100ms, timeout: 300ms, unhealthy_after: 1 } }";
+    let (p, addr) = one_connection(&w, b.addr, health).await;
     let held = hold_the_connection(&w, addr).await;
     let hanging = || b.slow_in_flight.load(Ordering::SeqCst);
     wait_until(WAIT, "the long poll holds the connection", || async {
@@ -92,6 +83,34 @@ async fn an_active_check_on_a_busy_endpoint_passes_on_a_connection_of_its_own() 
     held.abort();
 }
 
+/// A proxy whose one upstream, `app`, is `backend`, with `health`, one
+/// connection a server (`max_connections_per_server: 1`) and a
+/// `request_timeout` of ten minutes (longer than any wait here: the one
+/// connection stays held); and its address.
+async fn one_connection(
+    w: &World,
+    backend: std::net::SocketAddr,
+    health: &str,
+) -> (Proxy, std::net::SocketAddr) {
+    let settings = [
+        "max_connections_per_server: 1",
+        "request_timeout: 10m",
+        &format!("health: {health}"),
+    ];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &settings));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}
+
+/// `health` with passive checks off and active ones of `/healthz` every
+/// 100 ms, each within `timeout`, two failed in a row taking the endpoint
+/// out of service.
+fn checks_every_100ms(timeout: &str) -> String {
+    format!(
+        "{{ passive: {{ consecutive_failures: 0 }}, active: {{ path: /healthz, interval: 100ms, timeout: {timeout}, unhealthy_after: 2 }} }}"
+    )
+}
+
 /// A request for `/hang` (never answered) on a connection of its own,
 /// holding an upstream connection for as long as the proxy's
 /// `request_timeout` allows: no client deadline ends it first. Abort the
@@ -116,17 +135,7 @@ async fn hold_the_connection(w: &World, addr: std::net::SocketAddr) -> tokio::ta
 async fn an_endpoint_answering_nothing_fails_its_checks_while_requests_hold_its_connections() {
     let w = world();
     let b = Backend::start_h1("b", &w.backend_pair, None).await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        b.addr,
-        &[
-            "max_connections_per_server: 1",
-            // Longer than any wait here: the one connection stays held.
-            "request_timeout: 10m",
-            "health: { passive: { consecutive_failures: 0 }, active: { path: /healthz, interval: 100ms, timeout: 300ms, unhealthy_after: 2 } }",
-        ],
-    ));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = one_connection(&w, b.addr, &checks_every_100ms("300ms")).await;
     p.wait_log("a check passed", |v| {
         v["message"] == "active check" && v["passed"] == true
     })
@@ -237,17 +246,7 @@ async fn a_check_refused_while_requests_hold_every_connection_is_sent_again_past
         }
     })
     .await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        backend,
-        &[
-            "max_connections_per_server: 1",
-            // Longer than any wait here: the one connection stays held.
-            "request_timeout: 10m",
-            "health: { passive: { consecutive_failures: 0 }, active: { path: /healthz, interval: 100ms, timeout: 500ms, unhealthy_after: 2 } }",
-        ],
-    ));
-    let addr = p.listener_addr("public").await;
+    let (mut p, addr) = one_connection(&w, backend, &checks_every_100ms("500ms")).await;
     p.wait_log("a check passed", |v| {
         v["message"] == "active check" && v["passed"] == true
     })
