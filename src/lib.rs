@@ -79,15 +79,16 @@
 //!   - `rotation`: what `max_connection_lifetime` counts as a rotation: name by
 //!     name, a certificate no longer served, a client CA certificate no longer trusted.
 //!   - `changes`: what a config reload changed, for the line that confirms it.
-//!   - `rebind`: binding a new address beside an overlapping one a listener gives up.
+//!   - `rebind`: binding a new address beside an overlapping one a listener gives up;
+//!     a listener stopped, the socket it gives up kept from new connections.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
 //!   - `tests`: the reloader's state driven by calls on real files, its thread
 //!     not started (a CA bundle's CRLs chosen again).
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
-//!     - `serve`: the accept loop (`max_connections` taken before accept) and the `Slot`
-//!       each connection holds.
+//!     - `serve`: the accept loop (`max_connections` taken before accept), the `Slot`
+//!       each connection holds, and the queue of a socket given up served before it closes.
 //!   - `conn`: a connection's activity: head/idle timing; the driver; its tests in
 //!     `conn/tests.rs`.
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send

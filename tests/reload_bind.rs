@@ -1,4 +1,5 @@
-//! Reloads that move a listener to an address overlapping the one it holds (same port).
+//! Reloads that move a listener to an address overlapping the one it holds (same port),
+//! or remove it or move it elsewhere while clients wait in its accept queue.
 
 mod support;
 
@@ -8,16 +9,29 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Listener `public` on `bind`, serving pair `a`.
-fn on(bind: &str) -> String {
+/// A configuration of `listeners` (YAML list items), watched closely.
+fn of(listeners: &str) -> String {
     format!(
         r#"
 watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
 listeners:
-{}
-"#,
-        listener_yaml("public", bind, "[]")
+{listeners}
+"#
     )
+}
+
+/// Listener `public` on `bind`, serving pair `a`.
+fn on(bind: &str) -> String {
+    of(&listener_yaml("public", bind, "[]"))
+}
+
+/// A port of 127.0.0.1 nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A proxy whose listener `public` is on `0.0.0.0:P` (P a free port),
@@ -36,11 +50,7 @@ async fn on_wildcard() -> OnWildcard {
     let ca = TestCa::new("ca");
     let a = ca.server_pair(&["localhost"]);
     s.pair("a", &a);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = s.config(&on(&format!("0.0.0.0:{port}")));
     let mut p = Proxy::start(&cfg);
     assert_eq!(p.listener_addr("public").await.port(), port);
@@ -172,4 +182,108 @@ async fn no_client_is_reset_while_a_listener_moves_to_an_overlapping_address() {
         served_leaf(here, "localhost", &ca.cert_pem).await.unwrap(),
         a.fingerprint
     );
+}
+
+/// Listener `kept` on a port of its own and, on `public` if given,
+/// listener `public` with room for one connection at a time.
+fn one_at_a_time(public: Option<&str>) -> String {
+    let mut listeners = listener_yaml("kept", "127.0.0.1:0", "[]");
+    if let Some(bind) = public {
+        listeners.push('\n');
+        listeners.push_str(&listener_yaml("public", bind, "[]"));
+        listeners.push_str("\n    limits: { max_connections: 1 }");
+    }
+    of(&listeners)
+}
+
+/// How many clients wait in `public`'s accept queue as the reload applies.
+const QUEUED: usize = 6;
+
+/// `public` (on `127.0.0.1:0`, one connection at a time) holds one client
+/// and [`QUEUED`] more wait in its accept queue (their TCP handshakes done
+/// by the kernel, their TLS ClientHellos sent), when a reload removes it
+/// (`moved_to` None) or moves it to `moved_to`: each queued client gets an
+/// HTTP answer (`404`, no route), the one held sees its connection closed
+/// cleanly, and the old socket closes then. It was closed with the queue
+/// in it, and the kernel reset every client there (and served without a
+/// first request's answer, each was closed as the removed listener's
+/// others: no answer either).
+async fn queued_clients_answered(moved_to: Option<&str>) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    let cfg = s.config(&one_at_a_time(Some("127.0.0.1:0")));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+
+    let tls = connect(
+        addr,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, held) = keep_open_h1(tls).await;
+    let answer = within_deadline(
+        "the held client's request",
+        send.send_request(get_localhost()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 404);
+    let queued: Vec<_> = (0..QUEUED)
+        .map(|_| {
+            let ca_pem = ca.cert_pem.clone();
+            tokio::spawn(async move { get_h1(addr, "localhost", &ca_pem).await })
+        })
+        .collect();
+    wait_until(WAIT, "the clients queued on public", || async {
+        accept_queue(addr) == QUEUED
+    })
+    .await;
+
+    writers::mv_over(&cfg, &one_at_a_time(moved_to));
+    reloaded(&mut p, 1).await;
+    for (i, client) in queued.into_iter().enumerate() {
+        let reply = client
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
+        assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
+    }
+    within_deadline("the held client's connection", held)
+        .await
+        .unwrap()
+        .expect("the held client's connection closed cleanly");
+    drop(send);
+    wait_until(
+        WAIT,
+        "the old socket closed once its queue was served",
+        || async { tokio::net::TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
+    if let Some(to) = moved_to {
+        let reply = get_h1(to.parse().unwrap(), "localhost", &ca.cert_pem)
+            .await
+            .expect("served on the new address");
+        assert_eq!(reply.status, 404);
+    }
+}
+
+/// A reload that removes a listener serves the clients waiting in its
+/// accept queue (under its own configuration and `max_connections`), then
+/// closes its socket: none is reset.
+#[tokio::test]
+async fn a_removed_listener_answers_the_clients_in_its_queue() {
+    queued_clients_answered(None).await;
+}
+
+/// As [`a_removed_listener_answers_the_clients_in_its_queue`], for a
+/// listener moved to another port: the old socket's queue is served before
+/// it closes.
+#[tokio::test]
+async fn a_listener_moved_to_another_port_answers_the_clients_in_its_old_queue() {
+    let to = format!("127.0.0.1:{}", free_port());
+    queued_clients_answered(Some(&to)).await;
 }

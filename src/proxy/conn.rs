@@ -416,6 +416,12 @@ pub struct Driver<'a> {
     /// How long requests in flight may still run once `shutdown` or
     /// `also_close` has closed the connection gracefully; then it is cut.
     pub also_close_grace: Duration,
+    /// Accepted once its listener was removed (from the queue of the
+    /// socket it gave up), with keep-alive off: `shutdown` does not close
+    /// it before its first request, which hyper would drop unread, but
+    /// after it, as its last; the cut after `also_close_grace` and
+    /// `header_read_timeout` bound it as any other.
+    pub answer_first: bool,
     /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
     pub stalls: Option<(&'a Stalls, Duration)>,
     /// A closing connection with nothing in flight that has taken no
@@ -599,7 +605,7 @@ impl Driver<'_> {
                     cut_at = Some(at);
                     let due = sleep.inner().deadline().into_std().min(at);
                     sleep.as_mut().inner_mut().reset(due.into());
-                    if !closing {
+                    if !closing && !self.answer_first {
                         closing = true;
                         closing_at = Some(now);
                         graceful(conn.as_mut());

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -43,7 +43,7 @@ use crate::proxy::{cancels::Unanswered, refused_head, request};
 
 mod serve;
 mod settings;
-pub use serve::{Inherited, Shutdown, Slot, bind, log_listening, serve};
+pub use serve::{Inherited, Shutdown, Slot, Stop, bind, log_listening, serve};
 pub use settings::Settings;
 
 /// The fields a forwarded request usually gains: `Host` (from HTTP/2's
@@ -436,7 +436,15 @@ async fn connection(
     // is due within header_read_timeout of accept: a client that connects
     // and idles or dribbles must not hold a slot for idle_timeout.
     // `idle_timeout: 0s` is keep-alive off (nginx's `keepalive_timeout 0`).
-    let keep_alive = !limits.idle_timeout.is_zero();
+    // So it is for a connection its listener's removal came before (one
+    // from the queue of the socket it gave up): its first request is
+    // answered, as its last, then it closes as the listener's others did.
+    let answer_first = *listener.removed.borrow();
+    let idle_timeout = match answer_first {
+        true => Duration::ZERO,
+        false => limits.idle_timeout,
+    };
+    let keep_alive = !idle_timeout.is_zero();
     let activity = if keep_alive {
         Activity::new(accepted, true)
     } else {
@@ -522,9 +530,10 @@ async fn connection(
         peer,
         activity: &activity,
         header_read_timeout: limits.header_read_timeout,
-        idle_timeout: limits.idle_timeout,
+        idle_timeout,
         shutdown: listener.closing.subscribe(),
         also_close_grace: grace,
+        answer_first,
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
         send_timeout: limits.send_timeout,
     };

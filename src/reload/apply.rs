@@ -1,6 +1,6 @@
 //! Applying a configuration: entries, upstreams and listeners planned, bound and started or stopped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,6 +331,8 @@ impl Reloader {
 
         // 3. Listeners: build snapshots, bind new addresses.
         let mut planned = Vec::new();
+        // Running listeners whose socket a new one serves on (a rename, a swap).
+        let mut shared = BTreeSet::new();
         for l in &new.listeners {
             let client_auth = match overrides.get(&l.name) {
                 // The file may no longer name the CA anywhere: say that the
@@ -363,6 +365,10 @@ impl Reloader {
                 Some(_) => None,
                 None => match self
                     .handed_over(l, &new)
+                    .map(|(old, socket)| {
+                        shared.insert(old.to_owned());
+                        socket
+                    })
                     .map_or_else(|| bind_std(l.bind, &self.rt, false), Ok)
                 {
                     Ok(s) => Some(s),
@@ -495,7 +501,7 @@ impl Reloader {
                 }
                 (Some(socket), old) => {
                     if let Some(old) = old {
-                        let _ = old.stop.send(true);
+                        old.stop(shared.contains(&cfg.name));
                         info!(target: LOG, listener = %cfg.name, "listener re-bound; old address closed");
                     }
                     let live = Listener::new(
@@ -531,7 +537,7 @@ impl Reloader {
             live_listeners.insert(cfg.name.clone(), live);
         }
         for (name, old) in std::mem::take(&mut self.listeners) {
-            let _ = old.stop.send(true);
+            old.stop(shared.contains(&name));
             info!(target: LOG, listener = %name, "listener removed");
         }
         self.listeners = live_listeners;
@@ -588,7 +594,7 @@ impl Reloader {
         rotation: super::rotation::InUse,
         inherited: Option<listener::Inherited>,
     ) -> LiveListener {
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(listener::Stop::No);
         let bound = socket.local_addr().unwrap_or(config.bind);
         let shared = socket.try_clone().ok();
         let _enter = self.rt.enter();
@@ -632,12 +638,17 @@ impl Reloader {
     /// ports): `l` serves on that very socket. Binding anew would fail
     /// while it still listens (Linux refuses it even with SO_REUSEADDR),
     /// so a rename or a swap was rejected. Both accept loops share it
-    /// until the old one stops, so no client is refused in between.
-    fn handed_over(&self, l: &ListenerConfig, new: &Config) -> Option<std::net::TcpListener> {
+    /// until the old one stops, so no client is refused in between. With
+    /// the name of the listener that gives it up.
+    fn handed_over<'a>(
+        &'a self,
+        l: &ListenerConfig,
+        new: &Config,
+    ) -> Option<(&'a str, std::net::TcpListener)> {
         if l.bind.port() == 0 {
             return None;
         }
-        let (_, old) = self.listeners.iter().find(|(name, old)| {
+        let (name, old) = self.listeners.iter().find(|(name, old)| {
             old.bound == l.bind
                 && new
                     .listeners
@@ -645,7 +656,7 @@ impl Reloader {
                     .find(|n| n.name == **name)
                     .is_none_or(|n| n.bind != old.config.bind)
         })?;
-        old.socket.as_ref()?.try_clone().ok()
+        Some((name, old.socket.as_ref()?.try_clone().ok()?))
     }
 
     pub(super) fn client_auth_for(&self, name: &str, config: &ListenerConfig) -> ClientAuthConfig {

@@ -123,14 +123,15 @@ struct LiveListener {
     bound: SocketAddr,
     /// Its listening socket, shared with the accept loop, for a listener
     /// that takes over the address in a reload ([`Reloader::handed_over`]),
-    /// or one bound beside it that serves its queue ([`Reloader::inherit`]).
+    /// or one bound beside it that serves its queue ([`Reloader::inherit`]);
+    /// given up, new connections are kept off it ([`LiveListener::stop`]).
     socket: Option<std::net::TcpListener>,
     key: u64,
     /// The certificates it serves for each name and the client CA
     /// certificates it trusts for it, as its connections were last told
     /// ([`rotation::InUse`]).
     rotation: rotation::InUse,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<crate::proxy::listener::Stop>,
     /// The live snapshot's resolver: a rotation derives the next one from
     /// it instead of indexing every pair's names again.
     resolver: Arc<SniResolver>,

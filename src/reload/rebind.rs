@@ -1,4 +1,4 @@
-//! Binding a listener's new address while a running listener holds one overlapping it on the same port.
+//! Listening sockets a reload gives up: bound beside (an overlapping address), handed over, or their queue served before they close.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,9 +7,9 @@ use std::os::fd::OwnedFd;
 use socket2::{SockFilter, SockRef};
 use tracing::{info, warn};
 
-use super::{LOG, Reloader};
+use super::{LOG, LiveListener, Reloader};
 use crate::config::{Config, ListenerConfig};
-use crate::proxy::listener::Inherited;
+use crate::proxy::listener::{Inherited, Stop};
 
 impl Reloader {
     /// After binding `l.bind` failed with "Address already in use": the
@@ -60,6 +60,29 @@ impl Reloader {
     }
 }
 
+impl LiveListener {
+    /// Stop its accept loop: a reload removed it or bound it elsewhere.
+    /// Its socket goes on where a new listener serves on it (`shared`: a
+    /// rename, a port swap) or took it over ([`Reloader::inherit`] took
+    /// it); given up otherwise: new connections are kept off it, and the
+    /// accept loop serves those it has queued before closing it (the
+    /// kernel resets those still queued on a socket that closes).
+    pub(super) fn stop(mut self, shared: bool) {
+        let stop = match self.socket.take() {
+            Some(socket) if !shared => {
+                // Not fatal: without it, a client whose SYN comes in the
+                // instant the socket closes is reset.
+                if let Err(e) = refuse_new_connections(&socket) {
+                    warn!(target: LOG, listener = %self.config.name, error = %e, "cannot keep new connections off the socket given up");
+                }
+                Stop::GivenUp
+            }
+            _ => Stop::HandedOver,
+        };
+        let _ = self.stop.send(stop);
+    }
+}
+
 /// Whether the kernel refuses to bind `b` while `a` listens, however the
 /// sockets are set: the same port, one of them the wildcard.
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
@@ -71,10 +94,9 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
 /// the more specific address have its connections, and the wildcard the
 /// rest), which is taken off again once the new socket listens. The old
 /// listener stops when the reload commits, so the move is live: a client
-/// is served by one or the other throughout (one caught in the old
-/// socket's queue as it closes is reset, as when a listener moves to
-/// another port). Refused as before when the kernel will not (another
-/// user holds the old socket).
+/// is served by one or the other throughout (the new listener serves the
+/// old socket's queue before closing it: [`Reloader::inherit`]). Refused
+/// as before when the kernel will not (another user holds the old socket).
 pub(super) fn bind_beside(
     addr: SocketAddr,
     old: &std::net::TcpListener,

@@ -1,4 +1,4 @@
-//! A listener's accept loop: `max_connections` taken before accept, and the [`Slot`] each connection holds.
+//! A listener's accept loop: `max_connections` taken before accept, the [`Slot`] each connection holds, a given-up socket's queue served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,13 +57,29 @@ pub struct Inherited {
     pub stopped: watch::Receiver<bool>,
 }
 
-/// Accept connections on `socket` until `stop` or `shutdown` turns true;
+/// What the reloader tells a listener's accept loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Accept connections.
+    No,
+    /// Stop at once: the socket goes on with another listener, which
+    /// serves what it has queued (a rename or a port swap serves on it, a
+    /// listener bound beside it takes it over: [`Inherited`]).
+    HandedOver,
+    /// Stop, serve what the socket has queued, then close it: the listener
+    /// is removed or bound elsewhere, and no listener takes its socket
+    /// over. The reloader keeps new connections off it first.
+    GivenUp,
+}
+
+/// Accept connections on `socket` until `stop` or `shutdown` says so;
 /// those still queued on the socket of an old listener this one replaces
 /// too (`inherited`), once that listener's accept loop has stopped.
+/// Given up ([`Stop::GivenUp`]), it serves its own queue before closing.
 pub async fn serve(
     listener: Arc<Listener>,
     socket: TcpListener,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     shutdown: Shutdown,
     drain: Arc<Drain>,
     inherited: Option<Inherited>,
@@ -99,7 +115,7 @@ pub async fn serve(
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
             // A reload changed max_connections: look again.
             () = listener.limits_changed.notified() => continue,
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s != Stop::No) => break,
             _ = shutdown_rx.wait_for(|s| *s) => break,
         };
         if owed > 0 {
@@ -113,31 +129,45 @@ pub async fn serve(
             // (a rename, a port swap) accepts nothing more once told,
             // where a connection it took would be closed at once.
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s != Stop::No) => break,
             _ = shutdown_rx.wait_for(|s| *s) => break,
             a = acceptor.accept(&socket) => a,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
         tokio::spawn(connection(listener.clone(), stream, peer, slot));
     }
+    let stopped = *stop.borrow();
+    // Removed, re-bound or shutting down: its connections close too.
+    if stopped != Stop::No {
+        listener.removed.send_replace(true);
+    }
+    if stopped == Stop::GivenUp && !*shutdown_rx.borrow() {
+        // Its connections close first, letting their slots go to those
+        // queued, which are served as its last and close the same way.
+        listener.closing.send_replace(true);
+        debug!(listener = %listener.name, "accept loop stopped; serving its queue");
+        match socket.into_std() {
+            Ok(socket) => {
+                let served =
+                    serve_queue(&listener, socket, &slots, owed, shutdown_rx, &drain).await;
+                debug!(listener = %listener.name, served, "served the queue of the socket given up; closed it");
+            }
+            Err(e) => {
+                warn!(listener = %listener.name, error = %e, "cannot serve the queue of the socket given up; closing it");
+            }
+        }
+        return;
+    }
     // Let go before saying so: a listener taking over the socket closes it
     // once it has served its queue, and this descriptor would keep it open.
     drop(socket);
-    // Removed, re-bound or shutting down: its connections close too.
-    if *stop.borrow() {
-        listener.removed.send_replace(true);
-    }
     listener.closing.send_replace(true);
     debug!(listener = %listener.name, "accept loop stopped");
 }
 
 /// Serve every connection queued on `old`'s socket once its accept loop
-/// has stopped, accepting until none is left, then close it: the kernel
-/// resets a connection still queued on a listening socket that closes.
-/// New connections are kept off it (the reloader's SYN filter), so none
-/// comes between the last `accept()` and the close. Each takes a slot of
-/// `slots` (this listener's `max_connections`); the socket stays open
-/// while one is awaited.
+/// has stopped ([`serve_queue`]), under this listener's config and
+/// `max_connections` (`slots`), then close it.
 async fn take_over(
     listener: Arc<Listener>,
     old: Inherited,
@@ -153,13 +183,39 @@ async fn take_over(
         _ = stopped.wait_for(|s| *s) => {}
         _ = shutdown.wait_for(|s| *s) => return,
     }
+    let served = serve_queue(&listener, socket, &slots, 0, shutdown, &drain).await;
+    debug!(listener = %listener.name, served, "served the queue of the socket given up; closed it");
+}
+
+/// Accept what a listening socket nobody else accepts on has queued, until
+/// none is left (`WouldBlock`) or shutdown begins, serving each connection
+/// as `listener`'s, then close it (dropped): the kernel resets a connection
+/// still queued on a listening socket that closes. New connections are
+/// kept off it (the reloader's SYN filter), so none comes between the last
+/// `accept()` and the close. Each takes a slot of `slots` (`listener`'s
+/// `max_connections`, `owed` permits of it still to be taken back from a
+/// lowered limit); the socket stays open while one is awaited. Returns
+/// how many it served.
+async fn serve_queue(
+    listener: &Arc<Listener>,
+    socket: std::net::TcpListener,
+    slots: &Arc<Semaphore>,
+    mut owed: usize,
+    mut shutdown: Shutdown,
+    drain: &Arc<Drain>,
+) -> usize {
     let mut served = 0usize;
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        // Non-blocking (the file the old accept loop had): no wait.
+        if owed > 0 {
+            permit.forget();
+            owed -= 1;
+            continue;
+        }
+        // Non-blocking (the file the accept loop had): no wait.
         let (stream, peer) = match socket.accept() {
             Ok(accepted) => accepted,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -189,7 +245,7 @@ async fn take_over(
         served += 1;
     }
     drop(socket);
-    debug!(listener = %listener.name, served, "served the queue of the socket given up; closed it");
+    served
 }
 
 /// Bind a listener socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).
