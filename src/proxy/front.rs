@@ -275,11 +275,15 @@ pub async fn redirect_connection(
     // before any byte of a head, and with keep-alive off not even then.
     // Without this such a connection waited out header_read_timeout,
     // then was answered with the removed listener's settings, and held
-    // the shutdown drain as long.
+    // the shutdown drain as long. One begun once the listener was removed
+    // (from the queue of the socket it gave up) has sent its request with
+    // its connect, and is answered, bounded as always: closed unread, the
+    // kernel would reset it.
+    let removed = *live.removed.borrow();
     let exchange = async {
         tokio::select! {
             ended = &mut conn => return Some(ended),
-            _ = closing.wait_for(|c| *c) => {}
+            _ = closing.wait_for(|c| *c), if !removed => {}
         }
         if !answering.load(Ordering::Relaxed) {
             return None;

@@ -1,4 +1,4 @@
-//! The HTTPS redirect listener: its 308s, its header limit, its removal, and the response headers.
+//! The HTTPS redirect listener: its 308s, its header limit, its removal (its queue answered), and the response headers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -186,25 +186,9 @@ async fn a_removed_redirect_listener_closes_its_connections() {
     let scene = Scene::new();
     let ca = TestCa::new("edge CA");
     scene.pair("a", &ca.server_pair(&["localhost"]));
-    let config = |http: &str| {
-        format!(
-            r#"
-watch: {{ debounce: 50ms, poll_interval: 500ms }}
-admin: {{ bind: "127.0.0.1:0" }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
-    routes: [{{ upstream: app }}]
-{http}upstreams:
-  - name: app
-    servers: [http://127.0.0.1:9]
-"#
-        )
-    };
     // Longer than read_to_close waits: only the removal can close it.
     let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s }\n";
-    let path = scene.config(&config(http));
+    let path = scene.config(&with_http(http));
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("http").await;
     let admin = p.admin_addr().await;
@@ -215,7 +199,7 @@ listeners:
     // Accepted by the listener, not waiting in the kernel's queue.
     let gauge = "hotproxy_connections_active{listener=\"http\"} 2";
     wait_metric(admin, gauge, WAIT).await;
-    scene.config(&config(""));
+    scene.config(&with_http(""));
     p.wait_log("removed", |v| {
         v["message"] == "listener removed" && v["listener"] == "http"
     })
@@ -228,6 +212,77 @@ listeners:
         TcpStream::connect(addr).await.is_err()
     })
     .await;
+    drop(scene);
+}
+
+/// Listener `public` and the lines of `http` (a redirect listener, or none).
+fn with_http(http: &str) -> String {
+    format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 500ms }}
+admin: {{ bind: "127.0.0.1:0" }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: {{ certs: [{{ cert_file: a.crt, key_file: a.key }}] }}
+    routes: [{{ upstream: app }}]
+{http}upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#
+    )
+}
+
+/// Clients waiting in a redirect listener's accept queue (one connection
+/// at a time, one held) when a reload removes it, each with its request
+/// sent, get their `308` and a clean close. Closed with them queued, its
+/// socket had them reset; accepted once the listener was closing, each
+/// was closed at once, as often as not before its request was read,
+/// which the kernel answers with a reset too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_redirect_listener_answers_the_clients_in_its_queue() {
+    const QUEUED: usize = 6;
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s, max_connections: 1 }\n";
+    let path = scene.config(&with_http(http));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("http").await;
+    let admin = p.admin_addr().await;
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    let gauge = "hotproxy_connections_active{listener=\"http\"} 1";
+    wait_metric(admin, gauge, WAIT).await;
+    let mut queued = Vec::new();
+    for i in 0..QUEUED {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET /q{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        queued.push(tcp);
+    }
+    wait_until(WAIT, "the clients queued on http", || async {
+        accept_queue(addr) == QUEUED
+    })
+    .await;
+    scene.config(&with_http(""));
+    p.wait_log("removed", |v| {
+        v["message"] == "listener removed" && v["listener"] == "http"
+    })
+    .await;
+    let got = read_to_close(&mut held).await;
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    for (i, mut tcp) in queued.into_iter().enumerate() {
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, tcp.read_to_end(&mut out))
+            .await
+            .unwrap_or_else(|_| panic!("client {i}: not closed"))
+            .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
+        let head = String::from_utf8_lossy(&out);
+        assert!(
+            head.starts_with("HTTP/1.1 308") && head.contains(&format!("/q{i}\r\n")),
+            "client {i}: {head}"
+        );
+    }
     drop(scene);
 }
 
