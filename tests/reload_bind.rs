@@ -201,14 +201,14 @@ const QUEUED: usize = 6;
 
 /// `public` (on `127.0.0.1:0`, one connection at a time) holds one client
 /// and [`QUEUED`] more wait in its accept queue (their TCP handshakes done
-/// by the kernel, their TLS ClientHellos sent), when a reload removes it
-/// (`moved_to` None) or moves it to `moved_to`: each queued client gets an
+/// by the kernel, their TLS ClientHellos sent, HTTP/2 if `h2`), when a
+/// reload removes it (`moved_to` None) or moves it to `moved_to`: each queued client gets an
 /// HTTP answer (`404`, no route), the one held sees its connection closed
 /// cleanly, and the old socket closes then. It was closed with the queue
 /// in it, and the kernel reset every client there (and served without a
 /// first request's answer, each was closed as the removed listener's
 /// others: no answer either).
-async fn queued_clients_answered(moved_to: Option<&str>) {
+async fn queued_clients_answered(moved_to: Option<&str>, h2: bool) {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     let a = ca.server_pair(&["localhost"]);
@@ -234,8 +234,9 @@ async fn queued_clients_answered(moved_to: Option<&str>) {
     assert_eq!(answer.status(), 404);
     let queued: Vec<_> = (0..QUEUED)
         .map(|_| {
-            let ca_pem = ca.cert_pem.clone();
-            tokio::spawn(async move { get_h1(addr, "localhost", &ca_pem).await })
+            let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+            let cfg = client_config(&ca.cert_pem, None, alpn);
+            tokio::spawn(async move { get(addr, "localhost", cfg, h2, "/", &[]).await })
         })
         .collect();
     wait_until(WAIT, "the clients queued on public", || async {
@@ -276,7 +277,14 @@ async fn queued_clients_answered(moved_to: Option<&str>) {
 /// closes its socket: none is reset.
 #[tokio::test]
 async fn a_removed_listener_answers_the_clients_in_its_queue() {
-    queued_clients_answered(None).await;
+    queued_clients_answered(None, false).await;
+}
+
+/// As [`a_removed_listener_answers_the_clients_in_its_queue`], the clients
+/// speaking HTTP/2: each gets its answer before the `GOAWAY`.
+#[tokio::test]
+async fn a_removed_listener_answers_the_h2_clients_in_its_queue() {
+    queued_clients_answered(None, true).await;
 }
 
 /// As [`a_removed_listener_answers_the_clients_in_its_queue`], for a
@@ -285,5 +293,5 @@ async fn a_removed_listener_answers_the_clients_in_its_queue() {
 #[tokio::test]
 async fn a_listener_moved_to_another_port_answers_the_clients_in_its_old_queue() {
     let to = format!("127.0.0.1:{}", free_port());
-    queued_clients_answered(Some(&to)).await;
+    queued_clients_answered(Some(&to), false).await;
 }
