@@ -428,6 +428,8 @@ mod tests {
 
     /// The cloud load balancers' families are removed by prefix; their
     /// other headers (`CF-Ray`, `CF-Connecting-IP`) are not identities.
+    /// (`CF-Connecting-IP` is a forwarding header, removed from all but a
+    /// trusted proxy in `proxy::headers`, whose own copy passes.)
     #[test]
     fn cloud_load_balancers_names_are_identity_headers() {
         for n in [

@@ -4,8 +4,9 @@
 //! client address), `X-Forwarded-Proto`, `X-Forwarded-Host` (the authority
 //! the request was routed on) and `Via`. The forwarding headers a client
 //! could use to lie about where a request came from or how it reached the
-//! proxy (`Forwarded`, `X-Real-IP` and every `X-Forwarded-*`, such as the
-//! `X-Forwarded-Prefix` frameworks take as the path base) are removed or
+//! proxy (`Forwarded`, `X-Real-IP`, every `X-Forwarded-*`, such as the
+//! `X-Forwarded-Prefix` frameworks take as the path base, and other
+//! proxies' client-address headers such as `CF-Connecting-IP`) are removed or
 //! replaced, unless the client is one of the listener's `trusted_proxies`
 //! (`trusts_forwarding`): then they are kept, and `X-Forwarded-For` and
 //! `Forwarded` extended with the client address. Client-certificate headers are `proxy::client_cert`'s (per
@@ -24,7 +25,20 @@ pub use crate::proxy::hop::{Message, is_hop_by_hop, strip_connection_nominated, 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static CLAIMS_ORIGIN: [&str; 3] = ["x-real-ip", "x-original-url", "x-rewrite-url"];
+/// The [`claims_origin`] names outside the `X-Forwarded-` prefix and
+/// `Forwarded`, by first byte.
+static CLAIMS_ORIGIN_X: [&str; 8] = [
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded",
+    "x-original-forwarded-for",
+    "x-envoy-external-address",
+];
+static CLAIMS_ORIGIN_C: [&str; 2] = ["cf-connecting-ip", "cf-connecting-ipv6"];
+static CLAIMS_ORIGIN_F: [&str; 2] = ["forwarded-for", "fastly-client-ip"];
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 // Consts, checked when compiled: a `from_static` at run time checks each
 // byte of every request's value again.
@@ -63,7 +77,14 @@ fn replaced_by_hotproxy(n: &str) -> bool {
 
 /// A header through which a client would claim where it came from, or how
 /// the request reached the proxy before hotproxy: `Forwarded`, `X-Real-IP`
-/// and every `X-Forwarded-*`. Not only the four hotproxy sets or replaces:
+/// and every `X-Forwarded-*`, and the client-address headers of other
+/// proxies and CDNs that frameworks, rate limiters and logs read as the
+/// client's address: `X-Client-IP`, `X-Cluster-Client-IP`, the bare
+/// `X-Forwarded` and `Forwarded-For`, `X-Original-Forwarded-For`
+/// (ingress-nginx), `X-Envoy-External-Address`, `CF-Connecting-IP` (and
+/// `-IPv6`), `True-Client-IP` (Akamai, Cloudflare), `Fastly-Client-IP`
+/// (express's `request-ip`, Django's `ipware`, Spring's and Rack's
+/// remote-IP lists read these). Not only the four hotproxy sets or replaces:
 /// ASP.NET and Spring take `X-Forwarded-Prefix` as the path base, Rack
 /// reads `X-Forwarded-Scheme` and `X-Forwarded-Ssl`, others `-Uri`,
 /// `-Method`, `-Server`; Traefik's `forwardedheaders` removes the family
@@ -74,8 +95,10 @@ fn replaced_by_hotproxy(n: &str) -> bool {
 #[inline]
 fn claims_origin(n: &str) -> bool {
     match n.as_bytes().first() {
-        Some(b'x') => n.starts_with("x-forwarded-") || CLAIMS_ORIGIN.contains(&n),
-        Some(b'f') => n == FORWARDED.as_str(),
+        Some(b'x') => n.starts_with("x-forwarded-") || CLAIMS_ORIGIN_X.contains(&n),
+        Some(b'f') => n == FORWARDED.as_str() || CLAIMS_ORIGIN_F.contains(&n),
+        Some(b'c') => CLAIMS_ORIGIN_C.contains(&n),
+        Some(b't') => n == "true-client-ip",
         _ => false,
     }
 }

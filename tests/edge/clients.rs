@@ -209,6 +209,51 @@ async fn untrusted_peers_send_no_original_url() {
     }
 }
 
+/// The client-address headers of other proxies and CDNs, which
+/// frameworks and rate limiters read as the client's address (Cloudflare's
+/// `CF-Connecting-IP`, Akamai's `True-Client-IP`, Fastly's, Envoy's, the
+/// bare `X-Forwarded` and `Forwarded-For`, ...), are a trusted proxy's
+/// only: from anyone else they are removed, with their `_` look-alikes,
+/// as `X-Real-IP` is. A trusted proxy's pass, its look-alikes do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_peers_send_no_client_address_of_any_name() {
+    let w = world().await;
+    let claims = [
+        "x-client-ip",
+        "cf-connecting-ip",
+        "cf-connecting-ipv6",
+        "true-client-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-forwarded",
+        "forwarded-for",
+        "x-original-forwarded-for",
+        "x-envoy-external-address",
+    ];
+    let mut request = String::from("GET /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for name in claims {
+        request.push_str(&format!("{name}: 192.0.2.66\r\n"));
+    }
+    request.push_str("CF_Connecting_IP: 192.0.2.66\r\nTrue_Client_IP: 192.0.2.66\r\n\r\n");
+    let lookalikes = ["cf_connecting_ip", "true_client_ip"];
+
+    let from_client = raw_over(tcp_from("127.0.0.1", w.public).await, &w, &request).await;
+    let h = &from_client["headers"];
+    for name in claims.iter().chain(&lookalikes) {
+        assert!(h.get(*name).is_none(), "{name} passed: {from_client}");
+    }
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{from_client}");
+
+    let from_proxy = raw_over(tcp_from("127.0.0.3", w.public).await, &w, &request).await;
+    let h = &from_proxy["headers"];
+    for name in claims {
+        assert_eq!(h[name], "192.0.2.66", "{name}: {from_proxy}");
+    }
+    for name in lookalikes {
+        assert!(h.get(name).is_none(), "{name} passed: {from_proxy}");
+    }
+}
+
 /// `allow_from` (ingress-nginx's `whitelist-source-range`): a client
 /// outside the listener's ranges is closed before TLS, counted and logged
 /// as a refused handshake; inside them, a route's own `allow_from` narrows
