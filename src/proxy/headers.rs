@@ -20,6 +20,7 @@ use std::fmt::Write as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::proxy::forward::RequestContext;
+use crate::proxy::hop::is_hop_by_hop_name;
 pub use crate::proxy::hop::{Message, is_hop_by_hop, strip_connection_nominated, strip_hop_by_hop};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -48,7 +49,8 @@ const VIA_H2: HeaderValue = HeaderValue::from_static("2 hotproxy");
 
 /// Whether hotproxy vouches for `name` on a request: a header it replaces
 /// or removes (`replaced_by_hotproxy`), `Via` or `X-Request-Id`, or a
-/// look-alike of one with `_` for `-` (`strip_client_claims`).
+/// look-alike with `_` for `-` of one, or of a framing or hop-by-hop
+/// header (`strip_client_claims`).
 pub fn is_vouched_for(name: &HeaderName) -> bool {
     let n = name.as_str();
     vouched(n) || underscore_lookalike(n)
@@ -63,9 +65,21 @@ fn vouched(n: &str) -> bool {
 }
 
 /// A name with `_` that reads, `_` as `-`, as one hotproxy vouches for
-/// ([`vouched`]): `X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`.
+/// ([`vouched`]): `X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`;
+/// or as a header that frames the message or speaks for one connection
+/// ([`frames`]): `Transfer_Encoding`, `Content_Length`, `Keep_Alive`.
 fn underscore_lookalike(n: &str) -> bool {
-    n.as_bytes().contains(&b'_') && vouched(&n.replace('_', "-"))
+    n.as_bytes().contains(&b'_') && {
+        let dashed = n.replace('_', "-");
+        vouched(&dashed) || frames(&dashed)
+    }
+}
+
+/// `Content-Length` or a hop-by-hop header ([`is_hop_by_hop`]): how a
+/// message is framed or a connection kept. Those with a `-` have `_`
+/// look-alikes a backend folding `_` into `-` would frame a body by.
+fn frames(n: &str) -> bool {
+    n == header::CONTENT_LENGTH.as_str() || is_hop_by_hop_name(n)
 }
 
 /// A forwarding header ([`claims_origin`]) or a client-certificate header
@@ -129,12 +143,17 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 /// sets, replaces or removes ([`vouched`]): a forwarding header, a
 /// client-certificate header
 /// ([`crate::proxy::client_cert::is_identity_header`]) or `X-Request-Id`
-/// (`Via` has no `-`). CGI, WSGI and PHP servers fold `_` and `-` into one
+/// (`Via` has no `-`); or one that frames the message ([`frames`]):
+/// `Transfer_Encoding`, `Content_Length`, `Keep_Alive`, `Proxy_Connection`.
+/// CGI, WSGI and PHP servers fold `_` and `-` into one
 /// variable (`X_Client_Cert_Subject` and `X-Client-Cert-Subject` are both
 /// `HTTP_X_CLIENT_CERT_SUBJECT`), and Puma before 6.4.3 did for any header
 /// (CVE-2024-45614), so such a look-alike would reach the backend as, or
 /// override, the header hotproxy set: `X_Request_Id` in place of the id
-/// a `trust_client: false` listener generated and logged. The same names
+/// a `trust_client: false` listener generated and logged, or a
+/// `Transfer_Encoding: chunked` the backend frames the body by where
+/// hotproxy read its `Content-Length` (a request smuggled on a pooled
+/// connection). The same names
 /// are what a request's trailers lose ([`is_vouched_for`]). nginx drops
 /// every name with `_` (`underscores_in_headers off`); hotproxy drops only
 /// these, so an application's own `api_key` passes.
@@ -543,6 +562,32 @@ mod tests {
             assert!(is_vouched_for(&HeaderName::from_static(n)), "{n}");
         }
         assert!(!is_vouched_for(&HeaderName::from_static("x-forwardedness")));
+    }
+
+    /// Look-alikes of framing and hop-by-hop names go from every client
+    /// (and from trailers); another name with `_` is the application's.
+    #[test]
+    fn framing_lookalikes_are_vouched_for() {
+        for n in [
+            "transfer_encoding",
+            "content_length",
+            "keep_alive",
+            "proxy_connection",
+            "http2_settings",
+        ] {
+            assert!(is_vouched_for(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in ["api_key", "content_type", "x_custom"] {
+            assert!(!is_vouched_for(&HeaderName::from_static(n)), "{n}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("transfer_encoding", HeaderValue::from_static("chunked"));
+        h.insert("api_key", HeaderValue::from_static("k"));
+        let mut c = ctx(false);
+        c.trusted_proxy = true;
+        rewrite_request_headers(&mut h, &c, true, false);
+        assert!(!h.contains_key("transfer_encoding"));
+        assert_eq!(h["api_key"], "k");
     }
 
     #[test]

@@ -226,9 +226,14 @@ const TRAILER_AT: usize = 6;
 /// [`strip_hop_by_hop`] (about 250 instructions a request, counted).
 #[inline(always)]
 fn hop_by_hop(name: &HeaderName) -> Option<u16> {
+    hop_by_hop_at(name.as_str())
+}
+
+/// [`hop_by_hop`] of a lowercase name as text.
+#[inline(always)]
+fn hop_by_hop_at(n: &str) -> Option<u16> {
     // Told apart by length first: nearly every name is none of them, and
     // one length check settles it where ten comparisons did.
-    let n = name.as_str();
     let i = match n.len() {
         2 if n == "te" => 5,
         7 if n == "trailer" => 6,
@@ -249,6 +254,12 @@ fn hop_by_hop(name: &HeaderName) -> Option<u16> {
 /// `HTTP2-Settings`).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop(name).is_some()
+}
+
+/// [`is_hop_by_hop`] of a lowercase name as text (a look-alike read with
+/// `_` as `-`, [`crate::proxy::headers`]).
+pub fn is_hop_by_hop_name(n: &str) -> bool {
+    hop_by_hop_at(n).is_some()
 }
 
 #[cfg(test)]

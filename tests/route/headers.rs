@@ -251,6 +251,62 @@ async fn te_trailers_is_named_in_connection_to_an_http1_upstream() {
     }
 }
 
+/// A name with `_` that reads, `_` as `-`, as a framing or hop-by-hop
+/// header (`Transfer_Encoding`, `Content_Length`, `Keep_Alive`,
+/// `Proxy_Connection`, ...) never reaches the upstream, from HTTP/1.1 and
+/// HTTP/2 clients alike: a backend that folds `_` into `-` (Puma before
+/// 6.4.3, CGI, WSGI and Rack environments) would frame the body by it,
+/// a request smuggled past hotproxy's reading of it. Another name with
+/// `_` (an application's `api_key`) passes. The upstream is a raw one,
+/// so the test sees the head as written.
+#[tokio::test]
+async fn framing_lookalikes_with_underscores_never_reach_the_upstream() {
+    let w = world().await;
+    let (_p, addr, heads) = serve_h1_recorder_and_pub(&w).await;
+    let lookalikes = [
+        ("Transfer_Encoding", "chunked"),
+        ("Content_Length", "0"),
+        ("Keep_Alive", "timeout=5"),
+        ("Proxy_Connection", "keep-alive"),
+        ("Proxy_Authorization", "Basic Zm9vOmJhcg=="),
+        ("HTTP2_Settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+        ("api_key", "k1"),
+    ];
+    let mut req =
+        String::from("POST /h1/upload HTTP/1.1\r\nHost: a.example.com\r\nContent-Length: 5\r\n");
+    for (name, value) in lookalikes {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\nhello");
+    let r = raw(&w, addr, req.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+
+    let mut client = h2_to(&w, addr).await;
+    let mut post =
+        http::Request::post("https://a.example.com/h1/upload").header("content-length", "5");
+    for (name, value) in lookalikes {
+        post = post.header(name.to_ascii_lowercase(), value);
+    }
+    let (resp, mut body) = client.send_request(post.body(()).unwrap(), false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"hello"), true)
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for head in heads.iter() {
+        let names: Vec<String> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| Some(l.split_once(':')?.0.to_ascii_lowercase()))
+            .collect();
+        let underscored: Vec<&String> = names.iter().filter(|n| n.contains('_')).collect();
+        assert_eq!(underscored, ["api_key"], "{head}");
+        assert!(!names.contains(&"transfer-encoding".to_string()), "{head}");
+    }
+}
+
 /// `POST path` with the body `hello` from an HTTP/2 client of the proxy at
 /// `addr`, a `content-length` field for each of `lengths`: the response's
 /// body, the response a `200`.
