@@ -13,8 +13,10 @@
 //! - a peer outside `from` that starts with a header is refused (else
 //!   anyone could claim any address);
 //! - the header's source address is the client address from then on; a v2
-//!   `LOCAL` command (the balancer's own health check) or a v1 `UNKNOWN`
-//!   keeps the real peer address, as the specification says.
+//!   `LOCAL` command (the balancer's own health check), a v2 `UNSPEC` or
+//!   `UNIX` family, or a v1 `UNKNOWN` keeps the real peer address, as the
+//!   specification says; a v2 family and protocol byte it does not list
+//!   (`0x10`, `0x20`, `0x13`) is refused as malformed.
 //!
 //! The whole read is bounded by the listener's `header_read_timeout`.
 
@@ -36,6 +38,10 @@ const V1_MAX: usize = 107;
 /// A v2 header is 16 bytes plus addresses and TLVs; beyond this (HAProxy's
 /// default buffer) a peer is not a load balancer we want to talk to.
 const V2_MAX: usize = 16 * 1024;
+/// The v2 family and protocol bytes the specification lists (§2.2):
+/// UNSPEC, then STREAM and DGRAM over INET, INET6 and UNIX. Any other
+/// "must be rejected as invalid".
+const V2_FAMILIES: [u8; 7] = [0x00, 0x11, 0x12, 0x21, 0x22, 0x31, 0x32];
 
 /// Why a connection was refused before TLS.
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +238,15 @@ async fn read_source(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketA
             if buf[12] == 0x20 {
                 return Ok(peer);
             }
+            // ppp takes `0x10` (INET, no protocol), `0x20`, `0x01`, `0x30`:
+            // an address with no transport, or a transport with no
+            // address, names no client of this TCP connection.
+            if !V2_FAMILIES.contains(&buf[13]) {
+                return Err(Refused::Malformed(format!(
+                    "v2 family and protocol byte {:#04x}, not one the specification lists",
+                    buf[13]
+                )));
+            }
             let header = ppp::v2::Header::try_from(buf.as_slice())
                 .map_err(|e| Refused::Malformed(e.to_string()))?;
             // A PROXY command's TLVs are ignored, but must fit the header,
@@ -248,11 +263,14 @@ async fn read_source(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketA
                     "v2 header for a UDP (DGRAM) flow, not a TCP connection".into(),
                 ));
             }
-            Ok(match (header.command, header.addresses) {
-                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => {
+            // Only a stream over INET or INET6 (`0x11`, `0x21`) names the
+            // client; UNSPEC and UNIX keep the peer's address, as HAProxy.
+            let stream = proxied && header.protocol == ppp::v2::Protocol::Stream;
+            Ok(match header.addresses {
+                ppp::v2::Addresses::IPv4(a) if stream => {
                     SocketAddr::from((a.source_address, a.source_port))
                 }
-                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => {
+                ppp::v2::Addresses::IPv6(a) if stream => {
                     SocketAddr::from((a.source_address, a.source_port))
                 }
                 // LOCAL (the balancer's own check), UNSPEC, UNIX: the peer.

@@ -179,6 +179,70 @@ async fn v2_headers_with_overrunning_tlvs_or_udp_addresses_are_malformed() {
     );
 }
 
+/// A v2 `PROXY` header's family and protocol byte must be one the
+/// specification lists (§2.2: `0x00`, `0x11`, `0x12`, `0x21`, `0x22`,
+/// `0x31`, `0x32`; any other "must be rejected"): `0x10` (INET with no
+/// protocol), `0x20`, `0x01` and `0x13` are malformed. Only a stream over
+/// INET or INET6 names the client; `UNSPEC` and `UNIX` keep the peer's
+/// address, as HAProxy does. `0x10` and `0x20` used to be served, the
+/// source they named taken for the client's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_family_and_protocol_bytes_outside_the_specification_are_malformed() {
+    let w = world().await;
+    let v4 = (
+        "203.0.113.7:40000".parse::<SocketAddr>().unwrap(),
+        "10.0.0.1:443".parse::<SocketAddr>().unwrap(),
+    );
+    let v6 = (
+        "[2001:db8::7]:40000".parse::<SocketAddr>().unwrap(),
+        "[2001:db8::1]:443".parse::<SocketAddr>().unwrap(),
+    );
+    let with_byte = |addresses: (SocketAddr, SocketAddr), byte: u8| {
+        let mut header =
+            ppp::v2::Builder::with_addresses(0x21, ppp::v2::Protocol::Stream, addresses)
+                .build()
+                .unwrap();
+        header[13] = byte;
+        header
+    };
+    let refused_bytes = [
+        with_byte(v4, 0x10),
+        with_byte(v6, 0x20),
+        with_byte(v4, 0x13),
+        [ppp::v2::PROTOCOL_PREFIX, b"\x21\x01\x00\x00"].concat(),
+    ];
+    for header in &refused_bytes {
+        let mut tcp = tcp_from("127.0.0.2", w.public).await;
+        tcp.write_all(header).await.unwrap();
+        refused(tcp, &w).await;
+    }
+    let metrics = admin(w.admin, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    let malformed = format!(
+        "hotproxy_tls_handshakes_total{{listener=\"public\",result=\"proxy_protocol_malformed\"}} {}",
+        refused_bytes.len()
+    );
+    assert!(
+        metrics.contains(&malformed),
+        "{malformed} missing:\n{metrics}"
+    );
+
+    // UNSPEC and UNIX (a stream, 216 address bytes): the peer's address.
+    let mut unix = [ppp::v2::PROTOCOL_PREFIX, b"\x21\x31\x00\xd8"].concat();
+    unix.resize(unix.len() + 216, b'/');
+    for header in [
+        [ppp::v2::PROTOCOL_PREFIX, b"\x21\x00\x00\x00"].concat(),
+        unix,
+    ] {
+        let mut tcp = tcp_from("127.0.0.2", w.public).await;
+        tcp.write_all(&header).await.unwrap();
+        let (status, _, body) = get_over(tcp, &w, "/api", &[]).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(seen(&body)["headers"]["x-forwarded-for"], "127.0.0.2");
+    }
+}
+
 /// What [`fronted`]'s listener serves: TLS, its upstream refusing
 /// connections (a request that gets through is answered 502)...
 const TLS: &str =
