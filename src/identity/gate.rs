@@ -152,19 +152,77 @@ impl Gate {
     }
 }
 
+/// Records parsed in the handshake, waiting for their connection.
+static HANDOFF: LazyLock<Mutex<Handoff>> = LazyLock::new(|| Mutex::new(Handoff::default()));
+const HANDOFF_MAX: usize = 4096;
+/// What the records may hold in all (with [`record_bytes`]): a client's
+/// usual chain is a few KiB, so thousands of handshakes in flight fit.
+const HANDOFF_MAX_BYTES: usize = 16 * 1024 * 1024;
+
 /// Records parsed in the handshake, waiting for their connection, by leaf
 /// DER. Bounded: a handshake that fails after the certificate check (a bad
-/// signature) leaves its record behind, so the map is cleared when full.
-static HANDOFF: LazyLock<Mutex<HashMap<Vec<u8>, Arc<Identity>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-const HANDOFF_MAX: usize = 4096;
+/// signature, a client gone) leaves its record behind, so the map is
+/// cleared when full, by count ([`HANDOFF_MAX`]) or by the bytes its
+/// records hold ([`HANDOFF_MAX_BYTES`]): a chain may be 64 KiB, so 4096
+/// records alone could hold 256 MiB. A record cleared away costs its
+/// connection a second parse ([`take`]), nothing more.
+#[derive(Default)]
+struct Handoff {
+    records: HashMap<Vec<u8>, Arc<Identity>>,
+    /// [`record_bytes`] of every record.
+    bytes: usize,
+}
+
+impl Handoff {
+    fn insert(&mut self, id: Arc<Identity>) {
+        let size = record_bytes(&id);
+        if size > HANDOFF_MAX_BYTES {
+            return;
+        }
+        if self.records.len() >= HANDOFF_MAX || self.bytes + size > HANDOFF_MAX_BYTES {
+            self.records.clear();
+            self.bytes = 0;
+        }
+        if let Some(old) = self.records.insert(id.leaf().to_vec(), id) {
+            self.bytes = self.bytes.saturating_sub(record_bytes(&old));
+        }
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, leaf: &[u8]) -> Option<Arc<Identity>> {
+        let id = self.records.remove(leaf)?;
+        self.bytes = self.bytes.saturating_sub(record_bytes(&id));
+        Some(id)
+    }
+
+    /// The bytes its records hold, counted again.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        let counted = self.records.values().map(|id| record_bytes(id)).sum();
+        assert_eq!(self.bytes, counted, "the running count drifted");
+        counted
+    }
+}
+
+/// The bytes a record holds: its key (the leaf), its chain and the text
+/// parsed from the leaf.
+fn record_bytes(id: &Identity) -> usize {
+    let texts = |v: &[String]| v.iter().map(String::len).sum::<usize>();
+    id.leaf().len()
+        + id.chain.iter().map(|c| c.len()).sum::<usize>()
+        + id.subject.len()
+        + id.issuer.len()
+        + id.serial.len()
+        + id.fingerprint_sha256.len()
+        + texts(&id.cn)
+        + texts(&id.ou)
+        + texts(&id.dns_sans)
+        + texts(&id.uri_sans)
+        + texts(&id.email_sans)
+}
 
 fn hand_over(id: Arc<Identity>) {
-    let mut map = HANDOFF.lock().unwrap_or_else(|e| e.into_inner());
-    if map.len() >= HANDOFF_MAX {
-        map.clear();
-    }
-    map.insert(id.leaf().to_vec(), id);
+    HANDOFF.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
 }
 
 /// The identity record of a connection's verified peer chain: the one the
@@ -353,6 +411,45 @@ mod tests {
         let own = Arc::new(Identity::from_chain(&[leaf.clone(), junk.clone()]).unwrap());
         hand_over(own.clone());
         assert!(Arc::ptr_eq(&take(&[leaf, junk], None).unwrap(), &own));
+    }
+
+    /// Records left behind by handshakes that failed after the
+    /// certificate check (each up to a 64 KiB chain) are bounded by the
+    /// bytes they hold, not only by their count: 4096 of them held about
+    /// 256 MiB. The newest record is still there to take.
+    #[test]
+    fn the_handoff_is_bounded_in_bytes() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["client.test".to_string()]).unwrap();
+        let leaf = CertificateDer::from(params.self_signed(&key).unwrap().der().to_vec());
+        let mut id = Identity::from_chain(&[leaf]).unwrap();
+        // An intermediate a client may send, as large as a handshake allows.
+        id.chain.push(CertificateDer::from(vec![0x30; 60 * 1024]));
+        let mut handoff = Handoff::default();
+        let mut last = Vec::new();
+        for i in 0u32..(2 * HANDOFF_MAX_BYTES / (60 * 1024)) as u32 {
+            let mut id = id.clone();
+            // Another leaf each (the key), as many clients' would be.
+            let mut der = id.chain[0].to_vec();
+            der.extend_from_slice(&i.to_be_bytes());
+            id.chain[0] = CertificateDer::from(der);
+            last = id.leaf().to_vec();
+            handoff.insert(Arc::new(id));
+            assert!(
+                handoff.bytes() <= HANDOFF_MAX_BYTES,
+                "{} bytes after {i}",
+                handoff.bytes()
+            );
+        }
+        // The same leaf handed over again replaces its record.
+        let again = handoff.records[&last].clone();
+        handoff.insert(again);
+        handoff.bytes();
+        assert!(
+            handoff.remove(&last).is_some(),
+            "the newest record was dropped"
+        );
+        handoff.bytes();
     }
 
     /// A key is let through once per window; others are independent.
