@@ -41,25 +41,65 @@ pub fn begin(activity: &Arc<Activity>, req: &mut Request<Incoming>) -> InFlight 
     let body = !req.body().is_end_stream();
     let in_flight = activity.begin(body);
     if body {
-        req.extensions_mut().insert(BodyInFlight(in_flight.also()));
+        req.extensions_mut().insert(BodyInFlight {
+            hold: in_flight.also(),
+            tells: true,
+        });
     }
     in_flight
 }
 
 /// A request's body still to be read: its connection is busy until this
-/// is dropped, or the body read to its end or failed.
-pub struct BodyInFlight(InFlight);
+/// is dropped, or the body read to its end or failed. Dropped before
+/// that (not [`BodyInFlight::through`]), the body is left unread: hyper
+/// drains its tail after the response, and that read is the body's, not
+/// a next head's (`crate::proxy::conn`'s `UNREAD`).
+pub struct BodyInFlight {
+    hold: InFlight,
+    /// This copy says so when dropped unread (the original; a clone only holds).
+    tells: bool,
+}
+
+impl BodyInFlight {
+    /// The body was read to its end, or failed (hyper reads no more of
+    /// it): nothing is left to drain.
+    pub fn through(mut self) {
+        self.tells = false;
+    }
+
+    /// [`BodyInFlight::through`], for a hold that may be missing.
+    pub fn done(reading: Option<BodyInFlight>) {
+        if let Some(r) = reading {
+            r.through();
+        }
+    }
+}
 
 /// Each copy holds the request (an extension must be `Clone`; one shared
 /// would take an allocation per request).
 impl Clone for BodyInFlight {
     fn clone(&self) -> BodyInFlight {
-        BodyInFlight(self.0.also())
+        BodyInFlight {
+            hold: self.hold.also(),
+            tells: false,
+        }
+    }
+}
+
+impl Drop for BodyInFlight {
+    fn drop(&mut self) {
+        if self.tells {
+            self.hold.body_unread();
+        }
     }
 }
 
 /// A client request body that records why reading it failed.
 pub struct ClientBody {
+    /// The client's connection kept busy while this body is read. First:
+    /// fields drop in order, and dropped unread it must say so before
+    /// `source` lets hyper (maybe on another thread) drain the rest.
+    reading: Option<BodyInFlight>,
     source: Source,
     /// `None` for a request without a body.
     state: Option<Arc<State>>,
@@ -68,8 +108,6 @@ pub struct ClientBody {
     /// `body_read_timeout` and `max_body_bytes`, for a body with content
     /// (boxed: a body is moved several times, and most requests have none).
     limits: Option<Box<BodyLimits>>,
-    /// The client's connection kept busy while this body is read.
-    reading: Option<BodyInFlight>,
 }
 
 /// Where the body's bytes come from.
@@ -402,17 +440,17 @@ impl Body for ClientBody {
                     Fault::Malformed(e.source().map_or_else(|| e.to_string(), |s| s.to_string()))
                 };
                 let _ = state.failed.set(fault);
-                this.reading = None;
+                BodyInFlight::done(this.reading.take());
             }
             Poll::Ready(None) => {
                 state.read.store(true, Ordering::Relaxed);
-                this.reading = None;
+                BodyInFlight::done(this.reading.take());
             }
             // Trailers are the last frame: hyper does not ask again, so
             // waiting for `None` would leave the connection unpooled.
             Poll::Ready(Some(Ok(f))) if f.is_trailers() || inner.is_end_stream() => {
                 state.read.store(true, Ordering::Relaxed);
-                this.reading = None;
+                BodyInFlight::done(this.reading.take());
             }
             Poll::Ready(Some(Ok(_))) => {}
             Poll::Pending => {

@@ -33,6 +33,20 @@ use crate::proxy::stall::Stalls;
 use crate::proxy::written::{CloseOnDrop, Polled};
 
 const NONE: u64 = u64::MAX;
+/// `head_ms` after a request whose body was left unread: no head is being
+/// read, and the next read is that body's tail (below [`NONE`], so a head
+/// begun is `head_ms < DRAIN`).
+const DRAIN: u64 = u64::MAX - 1;
+
+/// What the last request's body is, for [`Activity`]'s `body`: none, one
+/// (read, or being read), or one left unread (dropped before its end):
+/// hyper reads what it can of the rest after the response (its drain), or
+/// closes the connection. The read that drains it is the body's, not a
+/// next head's: the one that comes while `UNREAD`, or with `head_ms` at
+/// [`DRAIN`] once the request has ended.
+const NO_BODY: u8 = 0;
+const BODY: u8 = 1;
+const UNREAD: u8 = 2;
 
 /// Where the HTTP/1 bytes read so far end, for [`Activity`]'s `ends`: in a
 /// line, just after a line's `\n`, after `\n\r`, or just after a head's
@@ -72,13 +86,14 @@ pub struct Activity {
     /// Milliseconds since `started` when the last request ended (or 0).
     last_ms: AtomicU64,
     /// Milliseconds since `started` when the first byte of a request head
-    /// arrived on an idle connection; `NONE` while no head is being read.
+    /// arrived on an idle connection; `NONE` while no head is being read,
+    /// `DRAIN` while none is and the next read is an unread body's tail.
     head_ms: AtomicU64,
     /// A request began (a connection the client closes without one is counted).
     asked: AtomicBool,
     /// The last request came with a body (which may not have been read to
-    /// its end): closing must linger.
-    body: AtomicBool,
+    /// its end): closing must linger. `NO_BODY`, `BODY` or `UNREAD`.
+    body: AtomicU8,
     /// Bytes arrived while the last request was in flight: its body, or a
     /// pipelined request hyper holds unread. Closing must linger.
     pipelined: AtomicBool,
@@ -127,7 +142,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             head_ms: AtomicU64::new(if head_pending { 0 } else { NONE }),
             asked: AtomicBool::new(false),
-            body: AtomicBool::new(false),
+            body: AtomicU8::new(NO_BODY),
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
@@ -189,7 +204,8 @@ impl Activity {
     pub fn begin(self: &Arc<Self>, body: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
-        self.body.store(body, Ordering::Relaxed);
+        self.body
+            .store(if body { BODY } else { NO_BODY }, Ordering::Relaxed);
         self.pipelined.store(false, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
@@ -201,20 +217,43 @@ impl Activity {
     }
 
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;
-    /// behind a request they may be the start of the next one.
+    /// behind a request they may be the start of the next one. The first
+    /// read after a request's body was left unread is hyper's drain of it.
     pub(crate) fn received(&self, bytes: &[u8]) {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             self.pipelined.store(true, Ordering::Relaxed);
-            if !self.body.load(Ordering::Relaxed) {
-                self.scan(bytes);
+            match self.body.load(Ordering::Relaxed) {
+                NO_BODY => self.scan(bytes),
+                BODY => {}
+                // Drained while the response runs: the request's end
+                // leaves no drain due.
+                _ => {
+                    self.body.store(BODY, Ordering::Relaxed);
+                    self.head_ms.store(NONE, Ordering::SeqCst);
+                }
             }
+            return;
+        }
+        let head = self.head_ms.load(Ordering::SeqCst);
+        if head == DRAIN {
+            // The unread body's tail, drained after its response: no head.
+            self.head_ms.store(NONE, Ordering::SeqCst);
             return;
         }
         self.scan(bytes);
         self.heard.store(true, Ordering::Relaxed);
-        if self.head_ms.load(Ordering::SeqCst) == NONE {
+        if head == NONE {
             self.head_ms.store(self.now_ms(), Ordering::SeqCst);
         }
+    }
+
+    /// The request's body was dropped before its end (an upstream that
+    /// failed before taking it, a request refused or answered without
+    /// it): the next read is its tail (see `UNREAD`). Called while the
+    /// request is in flight (by its body's hold).
+    fn unread(&self) {
+        self.body.store(UNREAD, Ordering::Relaxed);
+        self.head_ms.store(DRAIN, Ordering::SeqCst);
     }
 
     /// Follow where the bytes read end: inside a head, or at its end.
@@ -250,7 +289,7 @@ impl Activity {
     /// for how long, or `None` (no byte of one yet, or a request in flight).
     pub fn head_begun(&self) -> Option<Duration> {
         let head = self.head_ms.load(Ordering::SeqCst);
-        (self.heard.load(Ordering::Relaxed) && head != NONE).then(|| {
+        (self.heard.load(Ordering::Relaxed) && head < DRAIN).then(|| {
             self.started
                 .elapsed()
                 .saturating_sub(Duration::from_millis(head))
@@ -266,7 +305,7 @@ impl Activity {
     pub(crate) fn settled(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0
             && self.head_ms.load(Ordering::SeqCst) == NONE
-            && !self.body.load(Ordering::Relaxed)
+            && self.body.load(Ordering::Relaxed) == NO_BODY
             && !self.pipelined.load(Ordering::Relaxed)
     }
 
@@ -277,7 +316,7 @@ impl Activity {
             return None;
         }
         let head = self.head_ms.load(Ordering::SeqCst);
-        if head != NONE {
+        if head < DRAIN {
             return Some((
                 self.started + Duration::from_millis(head) + header_read,
                 Expiry::HeaderRead,
@@ -341,6 +380,12 @@ impl InFlight {
     pub fn also(&self) -> InFlight {
         self.0.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self.0.clone())
+    }
+
+    /// The request's body was dropped before its end: hyper drains its
+    /// tail after the response (`crate::proxy::body::BodyInFlight`).
+    pub(crate) fn body_unread(&self) {
+        self.0.unread();
     }
 }
 

@@ -233,7 +233,11 @@ impl Upstream {
             let read = Box::pin(buffer::read_whole(body, ctx.body_read_timeout, counted));
             match tokio::time::timeout_at(deadline, read).await {
                 // `Expect` went with the rewrite: the body goes whole.
-                Ok(Ok(whole)) => whole,
+                Ok(Ok(whole)) => {
+                    // Read to its end: nothing is left for hyper to drain.
+                    BodyInFlight::done(reading);
+                    whole
+                }
                 Ok(Err(fault)) => return client_fault(ctx, &self.name, &fault, h2_client),
                 Err(_) => return client_fault(ctx, &self.name, &Fault::Stalled, h2_client),
             }

@@ -416,3 +416,60 @@ async fn upload_after_100_continue(w: &World, addr: SocketAddr, body: &[u8]) {
     expecting.read_exact(&mut got).await.unwrap();
     assert_eq!(got, seen.as_bytes());
 }
+
+/// The tail of a request body left unread (its upstream never took it:
+/// the one endpoint accepts TCP and never answers the TLS ClientHello, so
+/// the request fails at `connect_timeout`) is that body's, drained after
+/// the answer: not the first bytes of a next head. The connection is not
+/// cut at `header_read_timeout` for it, no `408` is counted or logged, and
+/// it serves a next request after `header_read_timeout` has passed (SPEC:
+/// bytes that arrive while a request with a body runs count as its body).
+#[tokio::test]
+async fn unread_body_tail_is_not_a_next_head() {
+    let w = world().await;
+    let (silent, dialled) = raw_backend(|mut tcp| async move {
+        let mut buf = Vec::new();
+        while read_more(&mut tcp, &mut buf).await {}
+    })
+    .await;
+    let hr = Duration::from_secs(1);
+    let (path, log) = logged_config(&w, "header_read_timeout: 1s, idle_timeout: 10m");
+    edit_config(&path, |text| {
+        let routes = "routes: [{ path_prefix: /up, upstream: silent }, { upstream: plain }]";
+        let text = text.replace("routes: [{ upstream: plain }]", routes);
+        format!(
+            "{text}  - name: silent\n    servers: [https://{silent}]\n    connect_timeout: 1s\n"
+        )
+    });
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let mut s = tls(&w, addr, &[b"http/1.1"]).await;
+    let head = b"POST /up HTTP/1.1\r\nhost: a.example.com\r\ntransfer-encoding: chunked\r\n\r\n";
+    s.write_all(&[&head[..], b"5\r\nhello\r\n"].concat())
+        .await
+        .unwrap();
+    // The request is on its way upstream: the last chunk comes in a TLS
+    // record of its own, behind the one hyper read ahead.
+    wait_until(WAIT, "the upstream dialled", || async {
+        dialled.load(SeqCst) == 1
+    })
+    .await;
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 50"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // Waiting out header_read_timeout (and as much again) is what is
+    // tested: a head timed from the drained tail would be cut by then.
+    tokio::time::sleep(2 * hr).await;
+    write_for_200(&mut s, b"GET /api HTTP/1.1\r\nhost: a.example.com\r\n\r\n").await;
+    let lines = wait_access_log(&log, 2, WAIT).await;
+    assert!(lines.iter().all(|l| l["status"] != 408), "{lines:?}");
+    let metrics = metrics_text(admin).await;
+    assert!(!metrics.contains("code=\"408\""), "{metrics}");
+    drop(s);
+    drop(p);
+}

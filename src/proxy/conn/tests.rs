@@ -53,6 +53,34 @@ fn a_pipelined_half_head_begins_when_the_request_ends() {
     assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
 }
 
+/// A body dropped before its end: the first read after it is its tail
+/// (hyper's drain), whether it comes after the response or while it
+/// runs; the read after that may start a head again.
+#[test]
+fn an_unread_body_tail_is_no_head() {
+    let hr = Duration::from_secs(1);
+    let idle = Duration::from_secs(600);
+    let a = Activity::new(Instant::now(), true);
+    // Drained after the response.
+    let req = a.begin(true);
+    req.also().body_unread();
+    drop(req);
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    assert!(!a.settled(), "the tail is still to be drained");
+    a.received(b"0\r\n\r\n");
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
+    assert!(a.head_begun().is_none());
+    a.received(b"GET / HTTP/1.1\r\nX-a: ");
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    // Drained while the response runs: nothing is due after it.
+    let req = a.begin(true);
+    req.body_unread();
+    a.received(b"0\r\n\r\n");
+    drop(req);
+    a.received(b"GET / HTTP/1.1\r\nX-a: ");
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+}
+
 /// Every byte walked, from the state the last read left (what `scan` did
 /// before it walked only the CRs and LFs a read ends with).
 fn walked(from: u8, bytes: &[u8]) -> u8 {
