@@ -6,16 +6,18 @@
 # The runtime image has no shell, no package manager and no sleep binary;
 # the Kubernetes manifests account for that (see examples/kubernetes).
 
-FROM rust:1-bookworm AS build
+# rustc pinned: the profile in pgo/ applies to the rustc it was made with
+# (pgo/rustc-version); another builds, without the profile's gain.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # The cache mounts keep the crate registry and the target directory between
 # builds (BuildKit); the binary is copied out of the cached target dir.
-# `dist` is `release` with whole-program LTO (Cargo.toml says what it buys).
+# pgo/build.sh builds `dist` (`release` with whole-program LTO, Cargo.toml
+# says what it buys) optimised with the committed profile pgo/hotproxy.profdata.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --profile dist --locked \
- && cp target/dist/hotproxy /hotproxy
+    cp "$(pgo/build.sh)" /hotproxy
 
 # cc-debian12: glibc and libgcc, which the binary links against, and nothing
 # else. Tag :nonroot runs as uid/gid 65532, the user the Deployment pins.

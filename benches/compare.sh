@@ -4,7 +4,8 @@
 # What it does, all on 127.0.0.1 and bounded in time:
 #   1. installs nginx, haproxy, wrk, h2load (nghttp2-client), openssl, curl and
 #      a C compiler from Debian's packages if any is missing;
-#   2. builds hotproxy (`cargo build --profile dist`, what the image ships) unless HOTPROXY=path is given;
+#   2. builds hotproxy (pgo/build.sh: `--profile dist` with the committed profile, what the image ships)
+#      unless HOTPROXY=path is given;
 #   3. makes a throwaway ECDSA P-256 PKI in a temp dir (CA, proxy server cert,
 #      backend server cert, client cert the proxies present to the backend);
 #   4. starts ONE backend: nginx, one worker, `ssl_verify_client on`, a 100-byte
@@ -243,9 +244,8 @@ if [[ $PIN == 1 ]]; then PROXY_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1); fi
 if [[ -n ${HOTPROXY:-} ]]; then
     [[ -x $HOTPROXY ]] || die "HOTPROXY=$HOTPROXY is not executable"
 else
-    log "cargo build --profile dist"
-    (cd "$ROOT" && cargo build --profile dist --quiet) || die "cargo build failed"
-    HOTPROXY=${CARGO_TARGET_DIR:-$ROOT/target}/dist/hotproxy
+    log "pgo/build.sh (cargo build --profile dist with pgo/hotproxy.profdata)"
+    HOTPROXY=$("$ROOT/pgo/build.sh" --quiet) || die "cargo build failed"
 fi
 HOTPROXY=$(cd "$(dirname "$HOTPROXY")" && pwd)/$(basename "$HOTPROXY")
 

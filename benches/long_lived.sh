@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benches/long_lived.sh — what an HTTP/2 request costs on connections that have lived a while.
 #
-#   benches/long_lived.sh [BIN...]    each binary (default: a `dist` build)
+#   benches/long_lived.sh [BIN...]    each binary (default: pgo/build.sh's, as the image ships)
 #
 # per_request.sh counts over fresh connections, a few seconds old: state that
 # grows with a connection's age (HPACK's dynamic table, a new `date` value a
@@ -19,8 +19,7 @@ HOLD=${HOLD:-75}
 SPAN=${SPAN:-20}
 
 if [[ $# -eq 0 ]]; then
-    cargo build --profile dist >/dev/null 2>&1
-    set -- "${CARGO_TARGET_DIR:-target}/dist/hotproxy"
+    set -- "$(pgo/build.sh --quiet 2>/dev/null)"
 fi
 
 # shellcheck source=benches/setup.sh

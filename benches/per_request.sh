@@ -2,7 +2,7 @@
 # benches/per_request.sh — what one keep-alive request costs hotproxy, in counts
 # that do not move with the load of a shared machine.
 #
-#   benches/per_request.sh [BIN...]         each binary (default: a `dist` build, as the image ships)
+#   benches/per_request.sh [BIN...]         each binary (default: pgo/build.sh's, as the image ships)
 #
 # For each binary and each of h1 (h2load --h1 -c50) and h2 (h2load -c10 -m10),
 # through compare.sh's setup (its PKI, its mTLS nginx backend, hotproxy's config
@@ -38,8 +38,7 @@ need strace strace
 need perf linux-perf
 
 if [[ $# -eq 0 ]]; then
-    cargo build --profile dist >/dev/null 2>&1
-    set -- "${CARGO_TARGET_DIR:-target}/dist/hotproxy"
+    set -- "$(pgo/build.sh --quiet 2>/dev/null)"
 fi
 
 # compare.sh makes the PKI, the backend and the configs; one tiny run, kept.

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# pgo/build.sh — build what the image ships: `--profile dist` optimised with pgo/hotproxy.profdata.
+#
+#   pgo/build.sh [cargo build options...]     prints the binary's path on stdout
+#
+# The profile (made by pgo/regenerate.sh from the benches' keep-alive and
+# handshake loads) tells LLVM which branches and calls are hot: inlining,
+# block layout and cold splitting follow it. It names functions by their
+# symbols, which carry a hash of the rustc version and of the build's
+# target, so it applies only to the rustc in pgo/rustc-version and to a
+# build with an explicit --target (as regenerate.sh's); with another rustc
+# the build still works, unoptimised by the profile, and this says so.
+# Functions changed since the profile was made are built as without one.
+# RUSTFLAGS from the environment are kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
+want=$(cat pgo/rustc-version 2>/dev/null || true)
+have=$(rustc -V)
+if [[ $want != "$have" ]]; then
+    echo "pgo/build.sh: the profile was made with '$want', this is '$have': it will not apply (pgo/regenerate.sh makes one for this rustc)" >&2
+fi
+# -pgo-warn-mismatch=false: functions edited since the profile was made
+# are expected, not worth a warning each.
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PWD/pgo/hotproxy.profdata -Cllvm-args=-pgo-warn-mismatch=false" \
+    cargo build --profile dist --locked --target "$TRIPLE" "$@" >&2
+echo "${CARGO_TARGET_DIR:-$PWD/target}/$TRIPLE/dist/hotproxy"
