@@ -55,6 +55,8 @@
 //!   - `names`: `verify_names` (DNS, URI, `spiffe://td/**`) and their verifier.
 //!   - `provider`: the crypto provider every config is built with (aws-lc-rs,
 //!     AES-128-GCM suites first).
+//!   - `sent`: a TLS stream's socket counting what is written to it, the progress
+//!     of a flush that waits (the send timeouts').
 //! - `watch`: directory watches + stat poll + debounce -> "subject X may have changed";
 //!   the public `Watcher` and `Subject`. One watcher per process, the
 //!   reloader's: the configuration file, the entries' files, the admin token files.

@@ -288,6 +288,13 @@ impl SlotIo {
     }
 }
 
+/// Plain TCP: each write's result says whether it wrote.
+impl crate::tls::sent::Sent for SlotIo {
+    fn sent(&self) -> u64 {
+        0
+    }
+}
+
 impl AsyncRead for SlotIo {
     fn poll_read(
         self: Pin<&mut Self>,

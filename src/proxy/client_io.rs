@@ -11,12 +11,15 @@ use tokio::time::Sleep;
 
 use crate::proxy::conn::Activity;
 use crate::proxy::linger::{input_waiting, linger};
+use crate::tls::sent::Sent;
 
 /// The client's stream as hyper sees it: reports received bytes to
 /// [`Activity`] (HTTP/1), fails writes that make no progress for
 /// `send_timeout` (a client that stopped reading), and on drop hands the
 /// stream to a lingering close unless the client already closed its side.
-pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+/// Progress is what reaches the socket ([`Sent`]): a TLS stream's flush
+/// that wrote some of its records and waits for the rest made some.
+pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> {
     /// Boxed: a TLS stream is kilobytes, and it moves on every step from
     /// the handshake to hyper's connection and on to the lingering close.
     inner: Option<Box<S>>,
@@ -34,7 +37,7 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     hold: Option<Box<dyn Send + Sync>>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> ClientIo<S> {
     pub fn new(
         inner: Box<S>,
         activity: Arc<Activity>,
@@ -62,13 +65,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
         )
     }
 
-    /// Map a write attempt: progress resets the send timer, `Pending`
-    /// arms it, and an expired timer turns into `TimedOut`.
+    /// What the stream has written to its socket, read before a call so
+    /// that [`ClientIo::sending`] can tell whether the call wrote.
+    fn sent(&self) -> u64 {
+        self.inner.as_deref().map_or(0, Sent::sent)
+    }
+
+    /// Map a write attempt: progress (a call that took bytes, or wrote to
+    /// the socket since `sent_before`, even if it waits now) tells
+    /// [`Activity`] and resets the send timer, `Pending` arms it, and an
+    /// expired timer turns into `TimedOut`.
     fn sending<T>(
         &mut self,
         cx: &mut Context<'_>,
+        sent_before: u64,
+        took: bool,
         res: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
+        let wrote = self.sent() != sent_before;
+        if took || wrote {
+            self.activity.wrote();
+        }
         match res {
             Poll::Ready(r) => {
                 self.stalled = None;
@@ -76,6 +93,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
             }
             Poll::Pending => {
                 let timeout = self.send_timeout;
+                if wrote && let Some(timer) = &mut self.stalled {
+                    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
                 let timer = self
                     .stalled
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
@@ -91,7 +111,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -115,19 +135,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> AsyncWrite for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        let before = this.sent();
         let res = this.io().poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.wrote();
-        }
+        let took = matches!(res, Poll::Ready(Ok(n)) if n > 0);
         this.activity.not_flushed();
-        this.sending(cx, res)
+        this.sending(cx, before, took, res)
     }
 
     fn poll_write_vectored(
@@ -136,12 +155,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        let before = this.sent();
         let res = this.io().poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.wrote();
-        }
+        let took = matches!(res, Poll::Ready(Ok(n)) if n > 0);
         this.activity.not_flushed();
-        this.sending(cx, res)
+        this.sending(cx, before, took, res)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -150,21 +168,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let before = this.sent();
         let res = this.io().poll_flush(cx);
         this.activity.flushed(matches!(res, Poll::Ready(Ok(()))));
-        this.sending(cx, res)
+        this.sending(cx, before, false, res)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        let before = this.sent();
         let res = this.io().poll_shutdown(cx);
         this.activity.not_flushed();
         this.shut |= res.is_ready();
-        this.sending(cx, res)
+        this.sending(cx, before, false, res)
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> Drop for ClientIo<S> {
     fn drop(&mut self) {
         let (Some(mut stream), false) = (self.inner.take(), self.eof) else {
             return;

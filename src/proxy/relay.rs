@@ -17,7 +17,9 @@
 //! upstream alike, as nginx times an upgraded connection's upstream writes
 //! (`proxy_send_timeout`): an upstream that stops reading but keeps
 //! sending (pings reset the tunnel's idle clock) would otherwise hold the
-//! client's bytes, and the tunnel, for ever.
+//! client's bytes, and the tunnel, for ever. Progress is what reaches the
+//! socket ([`Sent`]): rustls's last records drain in a flush or shutdown
+//! that waits, write by write.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -25,8 +27,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+use crate::tls::sent::Sent;
 
 /// Bytes read ahead per way: tokio's `copy_bidirectional` buffer.
 const BUF: usize = 8 * 1024;
@@ -143,7 +148,8 @@ impl Way {
 /// A stream whose writes (and flushes, and shutdown) fail with `TimedOut`
 /// once one has waited `timeout` without progress: a peer that stopped
 /// reading. Progress of any size resets the wait, as nginx re-arms its
-/// send timeouts per write.
+/// send timeouts per write: a call that is ready, or one that wrote to
+/// the socket ([`Sent`]) and waits for more.
 pub struct SendBound<S> {
     inner: S,
     timeout: Duration,
@@ -166,13 +172,22 @@ impl<S> SendBound<S> {
     fn sending<T>(
         &mut self,
         cx: &mut Context<'_>,
+        sent_before: u64,
         res: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
+    ) -> Poll<io::Result<T>>
+    where
+        S: Sent,
+    {
         if res.is_ready() {
             self.stalled = None;
             return res;
         }
         let timeout = self.timeout;
+        if self.inner.sent() != sent_before
+            && let Some(timer) = &mut self.stalled
+        {
+            timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
         let timer = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
@@ -193,14 +208,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for SendBound<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for SendBound<S> {
+impl<S: AsyncWrite + Sent + Unpin> AsyncWrite for SendBound<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let before = self.inner.sent();
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.sending(cx, res)
+        self.sending(cx, before, res)
     }
 
     fn poll_write_vectored(
@@ -208,8 +224,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendBound<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let before = self.inner.sent();
         let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.sending(cx, res)
+        self.sending(cx, before, res)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -217,13 +234,80 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendBound<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let before = self.inner.sent();
         let res = Pin::new(&mut self.inner).poll_flush(cx);
-        self.sending(cx, res)
+        self.sending(cx, before, res)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let before = self.inner.sent();
         let res = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.sending(cx, res)
+        self.sending(cx, before, res)
+    }
+}
+
+/// A stream with bytes already read from it in front (an upgrade's
+/// `read_buf`: what came with the `101`), read first.
+pub struct Rewound<S> {
+    ahead: Bytes,
+    inner: S,
+}
+
+impl<S> Rewound<S> {
+    pub fn new(ahead: Bytes, inner: S) -> Rewound<S> {
+        Rewound { ahead, inner }
+    }
+}
+
+impl<S: Sent> Sent for Rewound<S> {
+    fn sent(&self) -> u64 {
+        self.inner.sent()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.ahead.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.ahead.len().min(buf.remaining());
+        buf.put_slice(&self.ahead[..n]);
+        self.ahead.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -45,7 +45,8 @@ use crate::proxy::lifetime::Woken;
 use crate::proxy::lifetime::{Lifetime, Over};
 use crate::proxy::on_read::OnRead;
 use crate::proxy::readmit::Routed;
-use crate::proxy::relay::{Closed, SendBound, relay};
+use crate::proxy::relay::{Closed, Rewound, SendBound, relay};
+use crate::upstream::io::UpstreamIo;
 
 /// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
 /// extension point for more protocols: each must be one whose bytes after
@@ -192,10 +193,20 @@ pub fn spawn<H: Send + 'static>(
                 move |n| written.written(n),
             )
         };
+        // Its own connection's stream, reached below the upgrade: what
+        // rustls writes to the socket counts as progress (`SendBound`).
+        // Always one (`upstream::conn::upgrade_conn`).
+        let upstream = match upstream.downcast::<UpstreamIo>() {
+            Ok(parts) => Rewound::new(parts.read_buf, TokioIo::new(parts.io)),
+            Err(_) => {
+                debug!(listener = %listener, "upgrade failed: not an upstream connection");
+                return;
+            }
+        };
         // The upstream has no send timeout of its own (its timeouts are
         // for reading): the listener's bounds the tunnel's both ways.
         let upstream = SendBound::new(
-            TokioIo::new(upstream),
+            upstream,
             limits.send,
             "send_timeout: the upstream stopped reading",
         );

@@ -18,11 +18,13 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::tls::per_name::PerName;
+use crate::tls::sent::Counted;
 use crate::tls::server::SniResolver;
 
 /// A finished listener handshake.
 pub struct Accepted {
-    pub tls: TlsStream<TcpStream>,
+    /// Over its socket counting what is written (`ClientIo`'s send timeout).
+    pub tls: TlsStream<Counted<TcpStream>>,
     /// With per-entry client auth, the position of the entry whose config
     /// it shook hands under.
     pub entry: Option<usize>,
@@ -52,7 +54,7 @@ pub async fn accept(
     stream: TcpStream,
     sni_seen: &OnceLock<Arc<str>>,
 ) -> Result<Accepted, Refused> {
-    let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
+    let start = LazyConfigAcceptor::new(Acceptor::default(), Counted::new(stream))
         .await
         .map_err(|error| Refused {
             error,
@@ -88,7 +90,7 @@ pub async fn accept(
         }),
         Err((error, stream)) => Err(Refused {
             error,
-            stream: Some(stream),
+            stream: Some(stream.into_inner()),
         }),
     }
 }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod names;
 pub mod per_name;
 pub mod provider;
+pub mod sent;
 pub mod server;
 
 /// Why a snapshot could not be built from otherwise valid material.

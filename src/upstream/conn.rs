@@ -33,6 +33,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::config::Http2Keepalive;
 use crate::proxy::body::ClientBody;
 use crate::proxy::slots::ConnectionLimit;
+use crate::tls::sent::Counted;
 use crate::upstream::io::{HeadWait, Kill, MaybeTls, Settling, UpstreamIo};
 use crate::upstream::lookup::Lookup;
 
@@ -156,7 +157,7 @@ impl Dialer {
         // TCP and never answers must not hold a request (and its slot).
         let tls = tokio::time::timeout_at(
             deadline,
-            tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+            tokio_rustls::TlsConnector::from(config).connect(server_name, Counted::new(tcp)),
         )
         .await
         .map_err(|_| DialError::Timeout)?

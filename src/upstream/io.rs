@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::tls::sent::{Counted, Sent};
+
 mod frames;
 
 pub use frames::H2_BLOCK_BYTES;
@@ -31,7 +33,8 @@ use frames::SettingsFrames;
 /// A plain or TLS upstream stream.
 pub enum MaybeTls {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Over its socket counting what is written (a tunnel's `SendBound`).
+    Tls(Box<tokio_rustls::client::TlsStream<Counted<TcpStream>>>),
 }
 
 impl AsyncRead for MaybeTls {
@@ -344,6 +347,17 @@ impl AsyncWrite for Framed {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// What the connection has written to its socket: a TLS connection's
+/// count; a plain one's writes say themselves whether they wrote.
+impl Sent for UpstreamIo {
+    fn sent(&self) -> u64 {
+        match &self.io.inner().io {
+            MaybeTls::Plain(_) => 0,
+            MaybeTls::Tls(tls) => tls.sent(),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod h2_resets;
 mod heads;
 mod listeners;
 mod routing;
+mod slow_readers;
 mod smuggling;
 mod timeouts;
 mod tunnel_reloads;

@@ -7,6 +7,7 @@
 //! - `proxy`: the proxy process, `hotproxy` subcommands, the scene directory.
 //! - `client`: TLS clients, one GET, admin API requests.
 //! - `admin`: a proxy run through its admin API, its config and start.
+//! - `paced`: a slow but steady reader (4 KiB every 100 ms).
 //!
 //! Everything is re-exported here: test files `use support::*`.
 #![allow(dead_code)]
@@ -14,13 +15,14 @@
 mod admin;
 mod backend;
 mod client;
+mod paced;
 mod pki;
 mod proxy;
 pub mod writers;
 
 // Each test binary uses only some of these: unused there is expected.
 #[allow(unused_imports)]
-pub use {admin::*, backend::*, client::*, pki::*, proxy::*};
+pub use {admin::*, backend::*, client::*, paced::*, pki::*, proxy::*};
 
 use std::future::Future;
 use std::net::SocketAddr;
