@@ -476,6 +476,53 @@ fn the_yaml_parsers_limits_are_explained() {
     }
 }
 
+/// Text repeated by aliases is bounded: one 3 MB scalar through 50,000
+/// aliases (a 3 MB file) was refused as "budget breached: ScalarBytes {
+/// total_scalar_bytes: 69000002 }", and a 1 MiB one through twenty (21 MiB
+/// of text) was read whole, taking 270 MB of memory for a 3 MB file. Both
+/// are refused at the file and line, in words naming the limit (16 MiB,
+/// four times the largest file); a file of a few anchors, aliases and
+/// merge keys still checks.
+#[test]
+fn text_repeated_by_aliases_is_bounded() {
+    let (_s, cfg) = scene("", "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let bomb = |size: usize, uses: usize| {
+        let uses = vec!["*big"; uses].join(", ");
+        format!(
+            "x-big: &big {}
+x-uses: [{uses}]
+{text}",
+            "a".repeat(size)
+        )
+    };
+    for broken in [bomb(3_000_000, 50_000), bomb(1 << 20, 20)] {
+        std::fs::write(&cfg, broken).unwrap();
+        let (code, out, err) = check(&cfg);
+        assert_eq!(code, 1, "{out}{err}");
+        let at = format!("{}: line 2 ", cfg.display());
+        assert!(err.contains(&at), "{err}");
+        assert!(
+            err.contains("its text, with what its aliases repeat, is more than 16777216 bytes"),
+            "{err}"
+        );
+        assert!(err.contains("1 problem(s)"), "{err}");
+        for internal in ["budget", "Bytes {"] {
+            assert!(!err.contains(internal), "{internal}: {err}");
+        }
+    }
+    // A second listener made of the first's parts.
+    let second = "  - { name: second, <<: *at, tls: { certs: [*edge] } }\n";
+    let merged = text
+        .replace("bind: 127.0.0.1:0", "<<: &at { bind: 127.0.0.1:0 }")
+        .replace("certs: [{ ref: edge }]", "certs: [&edge { ref: edge }]")
+        + second;
+    assert_ne!(merged, text);
+    std::fs::write(&cfg, &merged).unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{merged}{out}{err}");
+}
+
 /// A FIFO where the configuration, a token file or the store key should
 /// be: refused at once with the file and why, never blocking `check` (nor
 /// `run`'s startup, which reads them the same way).
@@ -487,6 +534,13 @@ fn fifos_are_refused_without_blocking() {
     let (code, out, err) = check(&fifo);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("not a regular file (a FIFO)"), "{err}");
+    // A device of endless bytes: refused unread, never read to its end.
+    let (code, out, err) = check(Path::new("/dev/zero"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("/dev/zero: file: cannot read: not a regular file (a character device)"),
+        "{err}"
+    );
 
     let token = s.path("editor.token");
     std::fs::remove_file(&token).unwrap();

@@ -278,3 +278,24 @@ async fn a_tag_on_a_merge_value_is_refused() {
         .await;
     assert_eq!(hsts(http).await, "max-age=31536000");
 }
+
+/// One 3 MB scalar through 50,000 aliases (a 3 MB file that reads as
+/// 150 GB of text): the reload is rejected, in words naming the limit,
+/// and the running configuration serves on.
+#[tokio::test]
+async fn text_repeated_by_aliases_past_the_limit_is_rejected() {
+    let (_s, cfg, mut p, http) = serving().await;
+    let uses = vec!["*big"; 50_000].join(", ");
+    let bomb = format!(
+        "x-big: &big {}\nx-uses: [{uses}]\n{}",
+        "a".repeat(3_000_000),
+        with_headers(&hsts_set("max-age=0"))
+    );
+    write(&cfg, &bomb);
+    p.wait_log(
+        "rejected",
+        rejected("its text, with what its aliases repeat, is more than 16777216 bytes"),
+    )
+    .await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}

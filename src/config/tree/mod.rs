@@ -165,6 +165,11 @@ pub struct Syntax {
 /// with a 256 MiB limit.
 pub const MAX_ALIAS_EVENTS: usize = 50_000;
 
+/// The most text one file may read as (every scalar, each time an alias
+/// repeats it): four times the largest file. saphyr's default, 64 MiB,
+/// let a 3 MB file (one scalar, twenty aliases) take 270 MB to read.
+pub const MAX_TEXT_BYTES: usize = 4 * super::MAX_CONFIG_BYTES as usize;
+
 /// Parse `text` into a tree, or say where its YAML is broken; with the
 /// problems of tags the tree cannot show: on a merge value (`<<: !custom
 /// {...}`), which the parser merges into its parent and drops ([`tags`]).
@@ -210,6 +215,8 @@ fn saphyr(text: &str, merge: MergeKeyPolicy) -> Result<Node, serde_saphyr::Error
     // replays a few events each: what anchors are for.
     if let Some(budget) = options.budget.as_mut() {
         budget.enforce_alias_anchor_ratio = false;
+        budget.max_total_scalar_bytes = MAX_TEXT_BYTES;
+        budget.max_recorded_anchor_bytes = MAX_TEXT_BYTES;
         // One depth for `[[...]]` as for indented blocks, so one message.
         budget.flow_nesting_limit = budget.max_depth;
     }
@@ -269,7 +276,14 @@ fn in_words(e: &serde_saphyr::Error) -> Option<String> {
     let many = |n: usize, what: &str| {
         format!("more than {n} {what}; refused (a configuration holds a few thousand at most)")
     };
-    let words = match e.without_snippet() {
+    // Under the excerpt, and the alias the error was met through.
+    let mut e = e;
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = e
+    {
+        e = error;
+    }
+    let words = match e {
         serde_saphyr::Error::MultipleDocuments { .. } => SECOND_DOCUMENT.to_owned(),
         serde_saphyr::Error::Budget { breach, .. } => match breach {
             B::Depth { .. } => too_deep(limits.max_depth),
@@ -282,6 +296,10 @@ fn in_words(e: &serde_saphyr::Error) -> Option<String> {
             B::Anchors { .. } => many(limits.max_anchors, "anchors (`&name`)"),
             B::Aliases { .. } => many(limits.max_aliases, "aliases (`*name`)"),
             B::MergeKeys { .. } => many(limits.max_merge_keys, "merge keys (`<<:`)"),
+            B::ScalarBytes { .. } | B::RecordedAnchorBytes { .. } => format!(
+                "its text, with what its aliases repeat, is more than {MAX_TEXT_BYTES} bytes; \
+                 refused as an alias bomb (write the repeated parts out, or repeat less)"
+            ),
             _ => "past a limit of the YAML parser; refused".to_owned(),
         },
         // The scanner's own depth guard for `[[[...` and `{a: {a: ...`.
