@@ -299,3 +299,57 @@ async fn text_repeated_by_aliases_past_the_limit_is_rejected() {
     .await;
     assert_eq!(hsts(http).await, "max-age=31536000");
 }
+
+/// A tag written through a `%TAG` handle is the tag it names (YAML 1.2
+/// §6.8.2). `!e!int`, `!e!` naming the core prefix `tag:yaml.org,2002:`,
+/// is `!!int` exactly: on a port it applies, on `abc` it is the same
+/// wrong type `!!int abc` is (it was also refused as an unknown tag
+/// `!e!int`). With `!e!` naming another prefix it is an application tag,
+/// refused at its line and field; a reload to it is rejected.
+#[tokio::test]
+async fn a_tag_through_a_tag_directive_is_the_tag_it_names() {
+    let (s, cfg, mut p, http) = serving().await;
+    let file = |prefix: &str, port: &str, hsts: &str| {
+        let body = with_headers(&hsts_set(hsts)).replace(
+            "redirect_https: {}",
+            &format!("redirect_https: {{ port: {port} }}"),
+        );
+        format!("%TAG !e! {prefix}\n---\n{body}")
+    };
+    let core = "tag:yaml.org,2002:";
+    let checked = |name: &str, text: &str| {
+        let path = s.path(name);
+        write(&path, text);
+        let (code, out) = check(&path);
+        (code, out.replace(&path.display().to_string(), "FILE"))
+    };
+    let (code, out) = checked("abc.yaml", &file(core, "!e!int abc", "max-age=0"));
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        (code, out),
+        checked("core.yaml", &file(core, "!!int abc", "max-age=0"))
+    );
+
+    let other = file("tag:example.com,2000:", "!e!int 8443", "max-age=0");
+    let at = other.lines().position(|l| l.contains("!e!int")).unwrap() + 1;
+    let (code, out) = checked("other.yaml", &other);
+    assert_eq!(code, 1, "{out}");
+    let refused = "YAML tag `!<tag:example.com,2000:int>` refused";
+    assert!(
+        out.contains(&format!(
+            "FILE: line {at}: listeners[1].redirect_https.port: {refused}"
+        )),
+        "{out}"
+    );
+    write(&cfg, &other);
+    p.wait_log("rejected", rejected(refused)).await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+
+    let applies = file(core, "!e!int 8443", "max-age=5");
+    let (code, out) = checked("applies.yaml", &applies);
+    assert_eq!(code, 0, "{out}");
+    write(&cfg, &applies);
+    p.wait_log("reloaded", |v| v["message"] == "configuration reloaded")
+        .await;
+    assert_eq!(hsts(http).await, "max-age=5");
+}

@@ -37,6 +37,7 @@ pub(super) fn parse(
     text: &str,
     parse: impl Fn(&str) -> Result<Node, serde_saphyr::Error>,
 ) -> Result<(Node, Vec<Blanked>), Syntax> {
+    let directives = directives(text);
     let mut text = text.to_owned();
     let mut blanked: Vec<Blanked> = Vec::new();
     loop {
@@ -60,7 +61,7 @@ pub(super) fn parse(
             Some((at, (start, end))) if blanked.len() < MAX_BLANKED => {
                 blanked.push(Blanked {
                     at,
-                    tag: resolved(&text[start..end]),
+                    tag: resolved(&text[start..end], &directives),
                     error: super::syntax(&e),
                 });
                 // A local tag of the same length, which saphyr reads any
@@ -101,14 +102,33 @@ fn tag_before(text: &str, at: usize) -> Option<(usize, usize)> {
     None
 }
 
-/// A tag as the tree keeps it: `!!int` is `tag:yaml.org,2002:int`.
-fn resolved(written: &str) -> String {
-    if let Some(core) = written.strip_prefix("!!") {
-        format!("{CORE}{core}")
-    } else if let Some(verbatim) = written.strip_prefix("!<") {
-        verbatim.trim_end_matches('>').to_owned()
-    } else {
-        written.to_owned()
+/// The `%TAG` directives before the document starts: (handle, prefix).
+fn directives(text: &str) -> Vec<(&str, &str)> {
+    let head = text.lines().take_while(|l| !l.starts_with("---"));
+    head.filter_map(|l| {
+        let mut words = l.strip_prefix("%TAG")?.split_whitespace();
+        Some((words.next()?, words.next()?))
+    })
+    .collect()
+}
+
+/// A tag as the tree keeps it, as the parser resolves it (YAML 1.2
+/// §6.8.2): `!!int` is `tag:yaml.org,2002:int`, and so is `!e!int` after
+/// `%TAG !e! tag:yaml.org,2002:`; a local `!name` stays as written.
+fn resolved(written: &str, directives: &[(&str, &str)]) -> String {
+    if let Some(verbatim) = written.strip_prefix("!<") {
+        return verbatim.trim_end_matches('>').to_owned();
+    }
+    // `!!`, a named `!name!`, or else the primary `!`.
+    let handle = match written[1..].find('!') {
+        Some(i) => &written[..i + 2],
+        None => "!",
+    };
+    let suffix = &written[handle.len()..];
+    match directives.iter().rev().find(|(h, _)| *h == handle) {
+        Some((_, prefix)) => format!("{prefix}{suffix}"),
+        None if handle == "!!" => format!("{CORE}{suffix}"),
+        None => written.to_owned(),
     }
 }
 
@@ -279,6 +299,71 @@ mod tests {
         let top = top.unwrap();
         assert_eq!(top.items[3].enabled, Some(true));
         assert_eq!(top.items[4].size, Some(4));
+    }
+
+    /// A tag written through a `%TAG` handle is the tag it names (YAML 1.2
+    /// §6.8.2): a core one (`!e!int` with `!e!` for `tag:yaml.org,2002:`,
+    /// or the primary `!int` with `!` for it) reads exactly as `!!int`,
+    /// also on text not of its type, which the parser stops at; it was
+    /// refused there as the unknown tag `!e!int`. Any other is refused at
+    /// its field and line, as is `!!int` once `%TAG !!` names another
+    /// prefix.
+    #[test]
+    fn a_tag_through_a_tag_directive_is_the_tag_it_names() {
+        let problems = |directive: &str, items: &str| {
+            let (_, report) = run(&format!("{directive}\n---\nitems:\n{items}"));
+            let got: Vec<(usize, String, String)> = report
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.path, p.message))
+                .collect();
+            got
+        };
+        let items = "  - { name: a, size: TAG 3 }\n  - { name: b, size: TAG 12x }\n";
+        let plain = problems("", &items.replace("TAG", "!!int"));
+        let whole = |line: usize| {
+            (
+                line,
+                "items[1].size".to_owned(),
+                "expected a whole number, found \"12x\"".to_owned(),
+            )
+        };
+        assert_eq!(plain, [whole(5)]);
+        for (directive, tag) in [
+            ("%TAG !e! tag:yaml.org,2002:", "!e!int"),
+            ("%TAG ! tag:yaml.org,2002:", "!int"),
+            ("%TAG !e! tag:yaml.org,2002:i", "!e!nt"),
+        ] {
+            assert_eq!(
+                problems(directive, &items.replace("TAG", tag)),
+                [whole(5)],
+                "{directive} {tag}"
+            );
+        }
+        for (directive, tag, shown) in [
+            (
+                "%TAG !e! tag:example.com,2000:",
+                "!e!int",
+                "!<tag:example.com,2000:int>",
+            ),
+            (
+                "%TAG !! tag:example.com,2000:",
+                "!!int",
+                "!<tag:example.com,2000:int>",
+            ),
+        ] {
+            let refused = refused(shown, "`!!int`");
+            let got = problems(directive, &items.replace("TAG", tag));
+            assert_eq!(
+                got,
+                [
+                    (4, "items[0].size".to_owned(), refused.clone()),
+                    (5, "items[1].size".to_owned(), refused.clone()),
+                    whole(5),
+                ],
+                "{directive} {tag}"
+            );
+        }
     }
 
     /// A merge value's tag was dropped as it was merged: now any but
