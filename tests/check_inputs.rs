@@ -317,3 +317,48 @@ fn a_withheld_value_is_withheld_at_its_own_field_only() {
     );
     assert!(!out.contains("BEGIN") && !out.contains("MIGH"), "{out}");
 }
+
+/// A core tag on text not of its type stops the YAML parser, which the
+/// reader gets past a hundred times (blanking each, parsing again); a
+/// file of more, a generated list of upstreams each with
+/// `max_idle_connections: !!int many`, came out as one problem for the
+/// whole file: "line 104 column 43: invalid u64". Each is a problem at
+/// its line and field; the first hundred are listed, then how many more.
+#[test]
+fn more_than_a_hundred_bad_tags_are_each_a_problem_at_their_field() {
+    let upstreams: String = (0..150)
+        .map(|i| {
+            format!(
+                "  - {{ name: u{i}, servers: [\"http://127.0.0.1:9\"], \
+                 max_idle_connections: !!int many{i} }}\n"
+            )
+        })
+        .collect();
+    let (_s, cfg) = scene("public", &format!("upstreams:\n{upstreams}"));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let line = |i: usize| {
+        let at = format!("many{i} ");
+        text.lines().position(|l| l.contains(&at)).unwrap() + 1
+    };
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let file = cfg.display().to_string();
+    for i in [0, 99] {
+        assert!(
+            out.contains(&format!(
+                "{file}: line {}: upstreams[{i}].max_idle_connections: expected a whole \
+                 number, found \"many{i}\"\n",
+                line(i)
+            )),
+            "{i}: {out}"
+        );
+    }
+    assert!(
+        out.contains(&format!("{file}: … and 50 more problem(s), not listed\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("configuration check failed: 150 problem(s)"),
+        "{out}"
+    );
+}

@@ -151,7 +151,7 @@ impl<'de> Deserialize<'de> for Value {
 }
 
 /// A YAML syntax error: 1-based line (0 when unknown) and the parser's words.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Syntax {
     pub line: usize,
     pub location: String,

@@ -13,10 +13,13 @@
 //! the mapping into its parent: [`merge_values`] reads the text with `<<`
 //! as an ordinary key to find it.
 
+use std::collections::{HashMap, HashSet};
+
 use super::read::{CORE, shown_tag};
 use super::{Found, Node, Syntax, Value};
 
-/// The most tags blanked in one file: past them, the parser's error stands.
+/// The most tags blanked one parse at a time: past them, every other
+/// core tag on a scalar is blanked at once (a parse each is quadratic).
 const MAX_BLANKED: usize = 100;
 
 /// A tag blanked out of the text for the parser.
@@ -26,7 +29,8 @@ pub(super) struct Blanked {
     pub at: usize,
     /// As the tree keeps a tag: a core one in full (`tag:yaml.org,2002:int`).
     tag: String,
-    /// What the parser said of it.
+    /// What the parser said of it (past [`MAX_BLANKED`], of the tag it
+    /// stopped at then).
     pub error: Syntax,
 }
 
@@ -40,11 +44,12 @@ pub(super) fn parse(
     let directives = directives(text);
     let mut text = text.to_owned();
     let mut blanked: Vec<Blanked> = Vec::new();
+    let mut bulk = false;
     loop {
         let e = match parse(&text) {
             Ok(mut root) => {
                 let mut taken = vec![false; blanked.len()];
-                restore(&mut root, &blanked, &mut taken, None);
+                restore(&mut root, &blanked, &mut taken);
                 let lost = blanked
                     .into_iter()
                     .zip(taken)
@@ -57,21 +62,56 @@ pub(super) fn parse(
         };
         let at = e.location().and_then(|l| l.span().byte_offset());
         let tag = at.and_then(|at| Some((at as usize, tag_before(&text, at as usize)?)));
+        let blank = |text: &mut String, at, (start, end): (usize, usize), error| {
+            let tag = resolved(&text[start..end], &directives);
+            // A local tag of the same length, which saphyr reads any
+            // node with: spaces would move a key's indentation.
+            let local = format!("!{}", "x".repeat(end - start - 1));
+            text.replace_range(start..end, &local);
+            Blanked { at, tag, error }
+        };
         match tag {
-            Some((at, (start, end))) if blanked.len() < MAX_BLANKED => {
-                blanked.push(Blanked {
-                    at,
-                    tag: resolved(&text[start..end], &directives),
-                    error: super::syntax(&e),
-                });
-                // A local tag of the same length, which saphyr reads any
-                // node with: spaces would move a key's indentation.
-                let local = format!("!{}", "x".repeat(end - start - 1));
-                text.replace_range(start..end, &local);
+            Some((at, range)) if blanked.len() < MAX_BLANKED => {
+                let error = super::syntax(&e);
+                blanked.push(blank(&mut text, at, range, error));
+            }
+            Some((at, range)) if !bulk => {
+                // Past them, every other core tag on a scalar (but
+                // `!!str`, which fits any) is blanked at once, found in
+                // one pass of the parser's events: one parse per tag is
+                // quadratic, and the file was one syntax error. A tag
+                // that would have read its node (`!!int 7`) reads it the
+                // same once put back.
+                bulk = true;
+                let error = super::syntax(&e);
+                for (other, range) in core_scalar_tags(&text, &blanked) {
+                    if other != at {
+                        blanked.push(blank(&mut text, other, range, error.clone()));
+                    }
+                }
+                blanked.push(blank(&mut text, at, range, error));
             }
             _ => return Err(super::syntax(&e)),
         }
     }
+}
+
+/// Each core tag but `!!str` on a scalar of `text` whose node is not in
+/// `blanked`: the node's byte offset and the tag's byte range.
+fn core_scalar_tags(text: &str, blanked: &[Blanked]) -> Vec<(usize, (usize, usize))> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    let done: HashSet<usize> = blanked.iter().map(|b| b.at).collect();
+    let events = Parser::new_from_str(text).map_while(Result::ok);
+    events
+        .filter_map(|(event, span)| match event {
+            Event::Scalar(_, _, _, Some(tag)) if tag.handle() == CORE && tag.suffix() != "str" => {
+                let at = span.start.byte_offset()?;
+                (!done.contains(&at)).then_some(())?;
+                Some((at, tag_before(text, at)?))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The tag written just before byte `at` (after an anchor, if any): its
@@ -135,11 +175,25 @@ fn resolved(written: &str, directives: &[(&str, &str)]) -> String {
 /// Each blanked tag back on the node at its offset (and on every copy an
 /// alias made of it). A block mapping or list starts where its first key
 /// or item does: the tag is the outer node's.
-fn restore(node: &mut Node, blanked: &[Blanked], taken: &mut [bool], outer: Option<usize>) {
+fn restore(node: &mut Node, blanked: &[Blanked], taken: &mut [bool]) {
+    let mut first = HashMap::new();
+    for (i, b) in blanked.iter().enumerate() {
+        first.entry(b.at).or_insert(i);
+    }
+    put_back(node, &first, blanked, taken, None);
+}
+
+fn put_back(
+    node: &mut Node,
+    first: &HashMap<usize, usize>,
+    blanked: &[Blanked],
+    taken: &mut [bool],
+    outer: Option<usize>,
+) {
     let at = node.span.map(|(at, _)| at);
     if let Some(at) = at
         && outer != Some(at)
-        && let Some(i) = blanked.iter().position(|b| b.at == at)
+        && let Some(&i) = first.get(&at)
     {
         node.tag = Some(blanked[i].tag.clone());
         taken[i] = true;
@@ -147,10 +201,10 @@ fn restore(node: &mut Node, blanked: &[Blanked], taken: &mut [bool], outer: Opti
     match &mut node.value {
         Value::Seq(items) => items
             .iter_mut()
-            .for_each(|n| restore(n, blanked, taken, at)),
+            .for_each(|n| put_back(n, first, blanked, taken, at)),
         Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
-            restore(k, blanked, taken, at);
-            restore(v, blanked, taken, at);
+            put_back(k, first, blanked, taken, at);
+            put_back(v, first, blanked, taken, at);
         }),
         _ => {}
     }
@@ -364,6 +418,36 @@ mod tests {
                 "{directive} {tag}"
             );
         }
+    }
+
+    /// Past the hundred tags the parser is run again for, one at a time,
+    /// the rest are blanked at once: each is still a problem at its line
+    /// and field, where the file was one syntax error ("invalid u64"); a
+    /// core tag of the right type after them still reads.
+    #[test]
+    fn past_a_hundred_tags_the_parser_stops_at_each_is_a_problem() {
+        let items: String = (0..150)
+            .map(|i| format!("  - {{ name: &a{i} !!str n{i}, size: !!int many{i} }}\n"))
+            .collect();
+        let text = format!("items:\n{items}  - {{ name: !!str last, size: !!int 7 }}\n");
+        let (top, report) = run(&text);
+        let got: Vec<(usize, &str, &str)> = report
+            .problems
+            .iter()
+            .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), 150, "{got:#?}");
+        for (i, (line, path, message)) in got.into_iter().enumerate() {
+            assert_eq!(line, i + 2);
+            assert_eq!(path, format!("items[{i}].size"));
+            assert_eq!(
+                message,
+                format!("expected a whole number, found \"many{i}\"")
+            );
+        }
+        let top = top.unwrap();
+        assert_eq!(top.items[149].name, "n149");
+        assert_eq!(top.items[150].size, Some(7));
     }
 
     /// A merge value's tag was dropped as it was merged: now any but
