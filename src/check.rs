@@ -365,7 +365,9 @@ fn print_table(rows: &[[String; 7]]) {
         let line: Vec<String> = r
             .iter()
             .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            // Padded by hand: `{c:<w$}` panics on a width past 65,535
+            // (an entry id of 70,000 characters, which `check` refuses).
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
             .collect();
         crate::outln!("{}", line.join("  ").trim_end());
     }

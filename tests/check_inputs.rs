@@ -362,3 +362,19 @@ fn more_than_a_hundred_bad_tags_are_each_a_problem_at_their_field() {
         "{out}"
     );
 }
+
+/// A table cell wider than 65,535 characters (an entry id of 70,000, a
+/// 3 MB scalar through an alias made one) made `check` panic, exit 101:
+/// Rust's `{:<w$}` takes no wider width. It lists the problem and exits 1.
+#[test]
+fn a_very_long_entry_id_is_a_problem_not_a_crash() {
+    let id = "e".repeat(70_000);
+    let (_s, cfg) = scene(
+        "public",
+        &format!("certs:\n  - {{ id: {id}, type: ca-bundle, ca_file: ca.crt }}"),
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{}", &out[..out.len().min(2_000)]);
+    assert!(out.contains("certs[0].id: invalid id"), "{}", &out[..2_000]);
+    assert!(!out.contains("panicked"), "{}", &out[..2_000]);
+}
