@@ -378,3 +378,29 @@ fn a_very_long_entry_id_is_a_problem_not_a_crash() {
     assert!(out.contains("certs[0].id: invalid id"), "{}", &out[..2_000]);
     assert!(!out.contains("panicked"), "{}", &out[..2_000]);
 }
+
+/// A value the problems withhold (text of several lines: a key pasted in
+/// the wrong place) was printed whole by the rest of `check`, which goes
+/// on with what resolved: an entry id in the table and in "entry ...:
+/// file not found", a listener name in the anonymous entry's id and in
+/// "used by listener ...". An invalid id is not loaded; an invalid
+/// listener or upstream name is shown by its place (`listeners[0]`).
+#[test]
+fn a_withheld_name_or_id_is_not_printed_by_the_rest_of_the_check() {
+    let secret = "s3cr3t-line";
+    let (_s, cfg) = scene(
+        &format!("\"pub\\n{secret}\""),
+        &format!(
+            "certs:\n  - {{ id: \"ca\\n{secret}\", type: ca-bundle, ca_file: ca.crt }}\n\
+             upstreams:\n  - {{ name: \"api\\n{secret}\", servers: [\"https://127.0.0.1:9\"], \
+             tls: {{ ca: {{ ca_file: none.crt }} }} }}"
+        ),
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    for field in ["listeners[0].name", "certs[0].id", "upstreams[0].name"] {
+        assert!(out.contains(&format!("{field}: invalid")), "{field}: {out}");
+    }
+    assert!(out.contains("listeners.listeners[0].tls.certs[0]"), "{out}");
+    assert!(!out.contains(secret), "{out}");
+}

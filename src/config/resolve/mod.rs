@@ -82,6 +82,15 @@ struct Resolver {
     problems: Vec<Problem>,
 }
 
+/// An invalid `name` (refused, with the problem withholding it) replaced
+/// by its place: `check`, going on with what resolved, prints names in
+/// entry ids and lines of its own, which must not show a pasted key.
+fn stand_in(name: &mut String, place: impl FnOnce() -> String) {
+    if !name.is_empty() && !valid_name(name) {
+        *name = place();
+    }
+}
+
 /// Resolve `raw` as far as it goes: the configuration (whatever resolved)
 /// and every problem found (`check` loads the files of what resolved).
 pub(super) fn resolve_all(raw: raw::File, file: &Path) -> (Config, Vec<Problem>) {
@@ -212,7 +221,7 @@ impl Resolver {
         n.min(MAX_WORKER_THREADS)
     }
 
-    fn file(&mut self, raw: raw::File, file: &Path) -> Config {
+    fn file(&mut self, mut raw: raw::File, file: &Path) -> Config {
         let runtime = match &raw.runtime {
             Some(r) => RuntimeConfig {
                 worker_threads: self.worker_threads(r.worker_threads.unwrap_or(0)),
@@ -289,8 +298,10 @@ impl Resolver {
                 continue;
             }
             named.insert(e.id.clone(), kind);
-            // One with a refused path is known to `ref:`s, and not loaded.
-            if let Some(source) = source {
+            // One with a refused path is known to `ref:`s, and not loaded;
+            // so is one whose id is refused: `check`, going on with what
+            // resolved, would print it as written (a key pasted there).
+            if let Some(source) = source.filter(|_| crate::config::valid_entry_id(&e.id)) {
                 entries.push(EntrySpec {
                     id: e.id.clone(),
                     kind,
@@ -307,18 +318,20 @@ impl Resolver {
         }
         let mut listeners = Vec::new();
         let mut seen_listeners = Vec::new();
-        for (i, l) in raw.listeners.iter().enumerate() {
+        for (i, l) in raw.listeners.iter_mut().enumerate() {
             let at = format!("listeners[{i}].name");
             self.name(at.clone(), &l.name);
             self.unique_name(&mut seen_listeners, at, "listener", &l.name);
+            stand_in(&mut l.name, || format!("listeners[{i}]"));
             listeners.push(self.listener(i, l, &named, &mut anonymous, &upstream_names));
         }
         let mut upstreams = Vec::new();
         let mut seen_upstreams = Vec::new();
-        for (i, u) in raw.upstreams.iter().enumerate() {
+        for (i, u) in raw.upstreams.iter_mut().enumerate() {
             let at = format!("upstreams[{i}].name");
             self.name(at.clone(), &u.name);
             self.unique_name(&mut seen_upstreams, at, "upstream", &u.name);
+            stand_in(&mut u.name, || format!("upstreams[{i}]"));
             upstreams.push(self.upstream(i, u, &named, &mut anonymous));
         }
         entries.extend(anonymous);
