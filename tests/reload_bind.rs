@@ -295,3 +295,71 @@ async fn a_listener_moved_to_another_port_answers_the_clients_in_its_old_queue()
     let to = format!("127.0.0.1:{}", free_port());
     queued_clients_answered(Some(&to), false).await;
 }
+
+/// `public` at its `max_connections` (held by a client that connected and
+/// sent nothing, within its `header_read_timeout`) with [`QUEUED`] clients
+/// waiting in its accept queue, when a reload removes it: the socket closes
+/// at once, its queue taken (a client connecting then is refused, not left
+/// sending SYNs the socket drops), a second reload adds `public` on the
+/// same address again and it serves there, and each client taken from the
+/// queue is answered once the held one's slot is free. The given-up socket
+/// waited for a slot before each `accept()`, open until the held client's
+/// `header_read_timeout` ended: a client connecting meanwhile hung, and
+/// the second reload was rejected ("address in use").
+#[tokio::test]
+async fn a_removed_listener_at_its_limit_lets_its_address_go_at_once() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    let at_limit = |bind: Option<&str>| {
+        one_at_a_time(bind).replace(
+            "max_connections: 1 }",
+            "max_connections: 1, header_read_timeout: 60s }",
+        )
+    };
+    let cfg = s.config(&at_limit(Some("127.0.0.1:0")));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+
+    // Silent: its slot is held until its header_read_timeout, or it goes.
+    let held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    wait_until(WAIT, "the held client accepted", || async {
+        accept_queue(addr) == 0
+    })
+    .await;
+    let queued: Vec<_> = (0..QUEUED)
+        .map(|_| {
+            let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+            tokio::spawn(async move { get(addr, "localhost", cfg, false, "/", &[]).await })
+        })
+        .collect();
+    wait_until(WAIT, "the clients queued on public", || async {
+        accept_queue(addr) == QUEUED
+    })
+    .await;
+
+    writers::mv_over(&cfg, &at_limit(None));
+    reloaded(&mut p, 1).await;
+    // A check that hangs (a SYN dropped) fails at WAIT.
+    wait_until(WAIT, "a client to the removed listener refused", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+
+    writers::mv_over(&cfg, &at_limit(Some(&addr.to_string())));
+    reloaded(&mut p, 2).await;
+    let reply = get_h1(addr, "localhost", &ca.cert_pem)
+        .await
+        .expect("served on the address again");
+    assert_eq!(reply.status, 404);
+
+    drop(held);
+    for (i, client) in queued.into_iter().enumerate() {
+        let reply = client
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
+        assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
+    }
+}

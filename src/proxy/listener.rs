@@ -264,14 +264,16 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
 /// task, and tokio moves a task's future several times on spawn and on
 /// completion: each phase whose future is kilobytes (the handshake, the
 /// HTTP connection, the rare plain-HTTP answers) is boxed, so what moves is
-/// a few hundred bytes rather than 15 KB.
+/// a few hundred bytes rather than 15 KB. `accepted`: when `accept()`
+/// returned it, which its `header_read_timeout` counts from (a connection
+/// from the queue of a socket given up may wait for its slot after that).
 async fn connection(
     listener: Arc<Listener>,
     mut stream: TcpStream,
     peer: SocketAddr,
     slot: Arc<Slot>,
+    accepted: Instant,
 ) {
-    let accepted = Instant::now();
     let _ = stream.set_nodelay(true);
     let settings = listener.settings.load_full();
     let limits = &settings.limits;

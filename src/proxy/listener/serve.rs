@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -134,7 +135,13 @@ pub async fn serve(
             a = acceptor.accept(&socket) => a,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
-        tokio::spawn(connection(listener.clone(), stream, peer, slot));
+        tokio::spawn(connection(
+            listener.clone(),
+            stream,
+            peer,
+            slot,
+            Instant::now(),
+        ));
     }
     let stopped = *stop.borrow();
     // Removed, re-bound or shutting down: its connections close too.
@@ -150,7 +157,7 @@ pub async fn serve(
             Ok(socket) => {
                 let served =
                     serve_queue(&listener, socket, &slots, owed, shutdown_rx, &drain).await;
-                debug!(listener = %listener.name, served, "served the queue of the socket given up; closed it");
+                debug!(listener = %listener.name, served, "served the queue of the socket given up");
             }
             Err(e) => {
                 warn!(listener = %listener.name, error = %e, "cannot serve the queue of the socket given up; closing it");
@@ -184,18 +191,23 @@ async fn take_over(
         _ = shutdown.wait_for(|s| *s) => return,
     }
     let served = serve_queue(&listener, socket, &slots, 0, shutdown, &drain).await;
-    debug!(listener = %listener.name, served, "served the queue of the socket given up; closed it");
+    debug!(listener = %listener.name, served, "served the queue of the socket given up");
 }
 
 /// Accept what a listening socket nobody else accepts on has queued, until
-/// none is left (`WouldBlock`) or shutdown begins, serving each connection
-/// as `listener`'s, then close it (dropped): the kernel resets a connection
-/// still queued on a listening socket that closes. New connections are
-/// kept off it (the reloader's SYN filter), so none comes between the last
-/// `accept()` and the close. Each takes a slot of `slots` (`listener`'s
-/// `max_connections`, `owed` permits of it still to be taken back from a
-/// lowered limit); the socket stays open while one is awaited. Returns
-/// how many it served.
+/// none is left (`WouldBlock`) or shutdown begins, then close it (dropped):
+/// the kernel resets a connection still queued on a listening socket that
+/// closes. New connections are kept off it (the reloader's SYN filter), so
+/// none comes between the last `accept()` and the close. The whole queue is
+/// taken at once, without waiting for a slot: the socket, which drops every
+/// SYN meanwhile, closes at once, so a client retrying finds the port
+/// closed (or a new listener on it) rather than hanging, and a reload may
+/// bind the address again. Then each connection waits its turn for a slot
+/// of `slots` (`listener`'s `max_connections`, `owed` permits of it still
+/// to be taken back from a lowered limit first), in the order they were
+/// queued, and is served as `listener`'s; one whose `header_read_timeout`
+/// (counted from its accept) passes first is closed unserved, as is every
+/// one still waiting when shutdown begins. Returns how many it served.
 async fn serve_queue(
     listener: &Arc<Listener>,
     socket: std::net::TcpListener,
@@ -204,17 +216,8 @@ async fn serve_queue(
     mut shutdown: Shutdown,
     drain: &Arc<Drain>,
 ) -> usize {
-    let mut served = 0usize;
+    let mut queue = Vec::new();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        if owed > 0 {
-            permit.forget();
-            owed -= 1;
-            continue;
-        }
         // Non-blocking (the file the accept loop had): no wait.
         let (stream, peer) = match socket.accept() {
             Ok(accepted) => accepted,
@@ -240,11 +243,39 @@ async fn serve_queue(
             Err(_) => continue,
         };
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let slot = Slot::new(listener.clone(), permit, drain.enter());
-        tokio::spawn(connection(listener.clone(), stream, peer, slot));
-        served += 1;
+        queue.push((stream, peer, Instant::now()));
     }
     drop(socket);
+    debug!(listener = %listener.name, queued = queue.len(), "took the queue of the socket given up; closed it");
+    let header_read_timeout = listener.settings.load().limits.header_read_timeout;
+    let mut served = 0usize;
+    for (stream, peer, accepted) in queue {
+        let due = tokio::time::Instant::from_std(accepted + header_read_timeout);
+        let permit = loop {
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => return served,
+                p = tokio::time::timeout_at(due, slots.clone().acquire_owned()) => p,
+            };
+            let Ok(permit) = permit else {
+                break None;
+            };
+            let permit = permit.expect("semaphore never closed");
+            if owed == 0 {
+                break Some(permit);
+            }
+            // A connection under the old, higher limit ended: its permit goes to the lower one.
+            permit.forget();
+            owed -= 1;
+        };
+        let Some(permit) = permit else {
+            debug!(listener = %listener.name, peer = %peer, "queued connection closed: no slot within header_read_timeout");
+            continue;
+        };
+        let slot = Slot::new(listener.clone(), permit, drain.enter());
+        tokio::spawn(connection(listener.clone(), stream, peer, slot, accepted));
+        served += 1;
+    }
     served
 }
 
