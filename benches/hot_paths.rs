@@ -168,9 +168,10 @@ fn catalogue(rt: &tokio::runtime::Runtime, pki: &Pki, n: usize) -> Catalogue {
     let handle = reload::start(
         config,
         rt.handle().clone(),
-        shutdown_rx,
+        shutdown_rx.clone(),
         Arc::new(hotproxy::proxy::drain::Drain::new(
             std::time::Duration::from_secs(30),
+            shutdown_rx,
         )),
     )
     .unwrap();

@@ -70,7 +70,10 @@ pub fn finish(rt: tokio::runtime::Runtime) {
 /// the drain after it; [`finish`] ends the rest.
 pub async fn serve(config: Config) -> ExitCode {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let drain = Arc::new(Drain::new(config.runtime.shutdown_grace));
+    let drain = Arc::new(Drain::new(
+        config.runtime.shutdown_grace,
+        shutdown_rx.clone(),
+    ));
     let grace = config.runtime.shutdown_grace;
     let admin = config.admin.clone();
     // Signals first: the reloader logs "listening" as it starts, and a SIGHUP

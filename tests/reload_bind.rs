@@ -363,3 +363,82 @@ async fn a_removed_listener_at_its_limit_lets_its_address_go_at_once() {
         assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
     }
 }
+
+/// SIGTERM while a removed listener serves the clients taken from its
+/// queue, two of them silent (one sent nothing, one shook hands and sent
+/// no request): both close at once and the process exits as soon as
+/// nothing else is open, not when `shutdown_grace` ends. Its listener's
+/// `closing`, set already, was all they watched: the one before TLS waited
+/// out its `header_read_timeout`, the other was not closed before its
+/// request, and the drain held on to both until the grace ended.
+#[tokio::test]
+async fn shutdown_closes_the_silent_clients_a_removed_listener_took_from_its_queue() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    let config = |bind: Option<&str>| {
+        let yaml = one_at_a_time(bind).replace(
+            "max_connections: 1 }",
+            "max_connections: 2, header_read_timeout: 60s }",
+        );
+        format!("runtime: {{ shutdown_grace: 5s }}\n{yaml}")
+    };
+    let cfg = s.config(&config(Some("127.0.0.1:0")));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+
+    // Both slots held by clients idle after a request, which the removal closes.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+        let tls = connect(addr, "localhost", cfg).await.unwrap();
+        let (mut send, conn) = keep_open_h1(tls).await;
+        let answer = within_deadline(
+            "a held client's request",
+            send.send_request(get_localhost()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), 404);
+        held.push((send, conn));
+    }
+    wait_until(WAIT, "both slots taken", || async {
+        accept_queue(addr) == 0
+    })
+    .await;
+    // Queued in this order: the silent one is given its slot first.
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    wait_until(WAIT, "the silent client queued", || async {
+        accept_queue(addr) == 1
+    })
+    .await;
+    let cfg_tls = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let shook_hands = tokio::spawn(async move { connect(addr, "localhost", cfg_tls).await });
+    wait_until(WAIT, "the client shaking hands queued", || async {
+        accept_queue(addr) == 2
+    })
+    .await;
+
+    writers::mv_over(&cfg, &config(None));
+    reloaded(&mut p, 1).await;
+    for (send, conn) in held {
+        within_deadline("a held client's connection", conn)
+            .await
+            .unwrap()
+            .expect("a held client's connection closed cleanly");
+        drop(send);
+    }
+    let _idle = within_deadline("the queued client's handshake", shook_hands)
+        .await
+        .unwrap()
+        .expect("the queued client shook hands");
+
+    p.signal("TERM");
+    assert!(p.wait_exit(WAIT).await.success());
+    let logs = p.logs();
+    assert!(
+        !logs.iter().any(|l| l.contains("shutdown grace elapsed")),
+        "the drain waited for the silent clients: {logs:#?}"
+    );
+}

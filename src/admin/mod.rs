@@ -176,7 +176,7 @@ async fn accept_loop(
                 shutdown,
                 // Nothing else closes an admin connection.
                 also_close_grace: SEND_TIMEOUT,
-                answer_first: false,
+                answer_first: None,
                 stalls: None,
                 send_timeout: SEND_TIMEOUT,
             };

@@ -465,8 +465,10 @@ pub struct Driver<'a> {
     /// socket it gave up), with keep-alive off: `shutdown` does not close
     /// it before its first request, which hyper would drop unread, but
     /// after it, as its last; the cut after `also_close_grace` and
-    /// `header_read_timeout` bound it as any other.
-    pub answer_first: bool,
+    /// `header_read_timeout` bound it as any other. The process's shutdown
+    /// signal, which does close it gracefully at once (before its first
+    /// request: the process is ending).
+    pub answer_first: Option<watch::Receiver<bool>>,
     /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
     pub stalls: Option<(&'a Stalls, Duration)>,
     /// A closing connection with nothing in flight that has taken no
@@ -524,6 +526,15 @@ impl Driver<'_> {
         tokio::pin!(also_close);
         let shutdown = Woken::new(self.shutdown.wait_for(|s| *s));
         tokio::pin!(shutdown);
+        let answer_first = self.answer_first.is_some();
+        let mut process = self.answer_first.take();
+        let quit = Woken::new(async {
+            match &mut process {
+                Some(process) => drop(process.wait_for(|s| *s).await),
+                None => std::future::pending().await,
+            }
+        });
+        tokio::pin!(quit);
         let cut = Woken::new(cancels::cut(&self.activity.cancels, name, peer));
         tokio::pin!(cut);
         let mut closing = false;
@@ -650,11 +661,24 @@ impl Driver<'_> {
                     cut_at = Some(at);
                     let due = sleep.inner().deadline().into_std().min(at);
                     sleep.as_mut().inner_mut().reset(due.into());
-                    if !closing && !self.answer_first {
+                    if !closing && !answer_first {
                         closing = true;
                         closing_at = Some(now);
                         graceful(conn.as_mut());
                     }
+                }
+                // Answered first, as its listener was removed: the
+                // process's shutdown closes it (at once before its
+                // request), as it would any other connection.
+                () = quit.as_mut(), if !closing => {
+                    let now = Instant::now();
+                    let at = cut_at.unwrap_or(now + self.also_close_grace);
+                    cut_at = Some(at);
+                    let due = sleep.inner().deadline().into_std().min(at);
+                    sleep.as_mut().inner_mut().reset(due.into());
+                    closing = true;
+                    closing_at = Some(now);
+                    graceful(conn.as_mut());
                 }
                 _ = also_close.as_mut(), if cut_at.is_none() => {
                     let now = Instant::now();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// Set as the runtime drops what is still running at the end of the drain
 /// ([`crate::server::finish`]): see [`cutting`].
@@ -33,15 +33,25 @@ pub struct Drain {
     /// once their connection is closing, at shutdown or at
     /// `max_connection_lifetime`.
     grace: Duration,
+    /// The process's shutdown signal (`true`: shutting down), for the
+    /// connections their listener's `closing` does not end (accepted from
+    /// the queue of a socket given up: see `Driver::answer_first`).
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Drain {
-    pub fn new(grace: Duration) -> Drain {
+    pub fn new(grace: Duration, shutdown: watch::Receiver<bool>) -> Drain {
         Drain {
             open: AtomicUsize::new(0),
             idle: Notify::new(),
             grace,
+            shutdown,
         }
+    }
+
+    /// The process's shutdown signal.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
     }
 
     /// One more connection open until the guard is dropped.
@@ -73,6 +83,11 @@ impl DrainGuard {
     /// `runtime.shutdown_grace`.
     pub fn grace(&self) -> Duration {
         self.0.grace
+    }
+
+    /// The process's shutdown signal.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.0.shutdown()
     }
 }
 

@@ -26,7 +26,7 @@ use crate::proxy::edge::Exchange;
 use crate::proxy::forward::{RequestContext, ResponseBody};
 use crate::proxy::headers::client_ip_value;
 use crate::proxy::linger::{input_waiting, linger};
-use crate::proxy::listener::Listener;
+use crate::proxy::listener::{Listener, Slot};
 use crate::proxy::on_read::OnRead;
 use crate::proxy::proxy_protocol;
 use crate::proxy::{refused_head, request};
@@ -181,6 +181,7 @@ fn refused_before_tls(
 /// the client may still be sending. The listener closing (removed by a
 /// reload, or shutting down) closes it. Each answer, and each head
 /// hyper refused or cut, is counted and logged as on the TLS listeners.
+#[allow(clippy::too_many_arguments)]
 pub async fn redirect_connection(
     live: Arc<Listener>,
     stream: TcpStream,
@@ -189,8 +190,17 @@ pub async fn redirect_connection(
     limits: &Limits,
     port: u16,
     accepted: Instant,
+    slot: &Slot,
 ) {
-    let mut closing = live.closing.subscribe();
+    // One begun once the listener was removed (from the queue of the
+    // socket it gave up) has sent its request with its connect, and is
+    // answered, bounded as always: closed unread, the kernel would reset
+    // it. The listener's `closing` does not close it, the process's
+    // shutdown does (at once if it has not sent its head yet).
+    let mut closing = match *live.removed.borrow() {
+        true => slot.shutdown(),
+        false => live.closing.subscribe(),
+    };
     // The budget counts from accept, shared with the PROXY header read
     // before this (SPEC: one request per connection, bounded by
     // header_read_timeout): starting hyper's timer here gave a client that
@@ -275,15 +285,11 @@ pub async fn redirect_connection(
     // before any byte of a head, and with keep-alive off not even then.
     // Without this such a connection waited out header_read_timeout,
     // then was answered with the removed listener's settings, and held
-    // the shutdown drain as long. One begun once the listener was removed
-    // (from the queue of the socket it gave up) has sent its request with
-    // its connect, and is answered, bounded as always: closed unread, the
-    // kernel would reset it.
-    let removed = *live.removed.borrow();
+    // the shutdown drain as long.
     let exchange = async {
         tokio::select! {
             ended = &mut conn => return Some(ended),
-            _ = closing.wait_for(|c| *c), if !removed => {}
+            _ = closing.wait_for(|c| *c) => {}
         }
         if !answering.load(Ordering::Relaxed) {
             return None;

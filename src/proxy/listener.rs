@@ -251,6 +251,19 @@ impl Listener {
     }
 }
 
+/// `step`, or `None` if the process shuts down first when `quit` holds
+/// its signal (a connection its listener's removal came before).
+async fn until_quit<T>(quit: &mut Option<Shutdown>, step: impl Future<Output = T>) -> Option<T> {
+    let Some(process) = quit else {
+        return Some(step.await);
+    };
+    tokio::select! {
+        biased;
+        _ = process.wait_for(|s| *s) => None,
+        out = step => Some(out),
+    }
+}
+
 /// What the peeked first byte says about a new connection.
 async fn first_byte(stream: &TcpStream) -> Option<u8> {
     let mut b = [0u8; 1];
@@ -284,6 +297,10 @@ async fn connection(
     // A PROXY header and the handshake share the header read budget: a
     // client that connects and sends nothing must not hold a slot forever.
     let head_deadline = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
+    // From the queue of a socket given up (its listener removed already):
+    // the listener's `closing` does not end it, the process's shutdown
+    // does, at once, before its request as after (see `Driver::answer_first`).
+    let mut quit = listener.removed.borrow().then(|| slot.shutdown());
     // Before TLS: the PROXY header's client address and `allow_from`,
     // then the plain-HTTP redirect listener (src/proxy/front.rs).
     let front = listener.front.load_full();
@@ -295,7 +312,7 @@ async fn connection(
         accepted,
         head_deadline,
     );
-    let Some(peer) = Box::pin(client).await else {
+    let Some(Some(peer)) = until_quit(&mut quit, Box::pin(client)).await else {
         return;
     };
     if let Some(port) = front.redirect_https {
@@ -307,17 +324,20 @@ async fn connection(
             limits,
             port,
             accepted,
+            &slot,
         ))
         .await;
     }
     // A TLS connection starts with a handshake record (0x16); a letter is
     // an HTTP method sent in the clear.
-    match tokio::time::timeout_at(head_deadline, first_byte(&stream)).await {
-        Ok(Some(b)) if b.is_ascii_alphabetic() => {
+    let peeked = tokio::time::timeout_at(head_deadline, first_byte(&stream));
+    match until_quit(&mut quit, peeked).await {
+        None => return,
+        Some(Ok(Some(b))) if b.is_ascii_alphabetic() => {
             return Box::pin(front::refuse_plain_http(&listener, stream, peer, accepted)).await;
         }
-        Ok(_) => {}
-        Err(_) => {
+        Some(Ok(_)) => {}
+        Some(Err(_)) => {
             metrics::handshake(&listener.name, "timeout");
             crate::proxy::edge::handshake_refused(&listener, peer, "timeout", None, accepted);
             debug!(listener = %listener.name, peer = %peer, "TLS handshake timed out");
@@ -349,9 +369,11 @@ async fn connection(
         .await
         .map(|a| (Box::new(a.tls), a.entry, a.served))
     });
-    let (tls_stream, entry, served) = match tokio::time::timeout_at(head_deadline, accept).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(refused)) => {
+    let accept = tokio::time::timeout_at(head_deadline, accept);
+    let (tls_stream, entry, served) = match until_quit(&mut quit, accept).await {
+        None => return,
+        Some(Ok(Ok(s))) => s,
+        Some(Ok(Err(refused))) => {
             let e = &refused.error;
             // Per connection and triggered by any client: debug, not info.
             // The metric label carries the cause at every log level.
@@ -375,7 +397,7 @@ async fn connection(
             }
             return;
         }
-        Err(_) => {
+        Some(Err(_)) => {
             metrics::handshake(&listener.name, "timeout");
             crate::proxy::edge::handshake_refused(
                 &listener,
@@ -442,6 +464,8 @@ async fn connection(
     // from the queue of the socket it gave up): its first request is
     // answered, as its last, then it closes as the listener's others did.
     let answer_first = *listener.removed.borrow();
+    // The process's shutdown closes it instead (`quit` was set if removed before).
+    let process = answer_first.then(|| quit.take().unwrap_or_else(|| slot.shutdown()));
     let idle_timeout = match answer_first {
         true => Duration::ZERO,
         false => limits.idle_timeout,
@@ -535,7 +559,7 @@ async fn connection(
         idle_timeout,
         shutdown: listener.closing.subscribe(),
         also_close_grace: grace,
-        answer_first,
+        answer_first: process,
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
         send_timeout: limits.send_timeout,
     };

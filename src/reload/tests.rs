@@ -82,7 +82,7 @@ impl Scene {
     /// A reloader serving `config`, its thread not started: the test calls
     /// what the thread would.
     fn reloader(&self, config: Config) -> Reloader {
-        let drain = Arc::new(Drain::new(Duration::from_secs(1)));
+        let drain = Arc::new(Drain::new(Duration::from_secs(1), self.shutdown.clone()));
         let (mut r, _events) = Reloader::new(
             &config,
             self.rt.handle().clone(),

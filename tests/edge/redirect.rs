@@ -340,3 +340,57 @@ async fn redirect_of_an_unread_upload_is_not_reset() {
         "{r}"
     );
 }
+
+/// SIGTERM while a removed redirect listener serves the clients taken from
+/// its queue, silent ones (one sent nothing, one half a head): they close
+/// at once and the process exits as soon as nothing else is open, not when
+/// `shutdown_grace` ends. Taken from the queue, a connection did not watch
+/// the listener's `closing` (set already), nor anything else: each waited
+/// out its `header_read_timeout`, and the drain held on to it until the
+/// grace ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_silent_clients_a_removed_redirect_listener_took_from_its_queue() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s, max_connections: 2 }\n";
+    let graced = |http: &str| format!("runtime: {{ shutdown_grace: 5s }}\n{}", with_http(http));
+    let path = scene.config(&graced(http));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("http").await;
+    let admin = p.admin_addr().await;
+    // Held: closed by the removal.
+    let mut held = [
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    let gauge = "hotproxy_connections_active{listener=\"http\"} 2";
+    wait_metric(admin, gauge, WAIT).await;
+    let _idle = TcpStream::connect(addr).await.unwrap();
+    let mut begun = TcpStream::connect(addr).await.unwrap();
+    begun.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    wait_until(WAIT, "the clients queued on http", || async {
+        accept_queue(addr) == 2
+    })
+    .await;
+    scene.config(&graced(""));
+    p.wait_log("removed", |v| {
+        v["message"] == "listener removed" && v["listener"] == "http"
+    })
+    .await;
+    for tcp in &mut held {
+        let got = read_to_close(tcp).await;
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    }
+    // The two queued ones have their slots.
+    wait_metric(admin, gauge, WAIT).await;
+
+    p.signal("TERM");
+    assert!(p.wait_exit(WAIT).await.success());
+    let logs = p.logs();
+    assert!(
+        !logs.iter().any(|l| l.contains("shutdown grace elapsed")),
+        "the drain waited for the silent clients: {logs:#?}"
+    );
+    drop(scene);
+}

@@ -39,6 +39,13 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// The process's shutdown signal.
+    pub fn shutdown(&self) -> Shutdown {
+        self.drain.shutdown()
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.listener.series.connections.dec();
@@ -113,11 +120,13 @@ pub async fn serve(
         }
         slots_for = wanted;
         let permit = tokio::select! {
+            // Shutdown wins over a slot come free at the same time.
+            biased;
+            _ = shutdown_rx.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s != Stop::No) => break,
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
             // A reload changed max_connections: look again.
             () = listener.limits_changed.notified() => continue,
-            _ = stop.wait_for(|s| *s != Stop::No) => break,
-            _ = shutdown_rx.wait_for(|s| *s) => break,
         };
         if owed > 0 {
             // A connection under the old, higher limit ended: its permit goes to the lower one.
@@ -130,8 +139,8 @@ pub async fn serve(
             // (a rename, a port swap) accepts nothing more once told,
             // where a connection it took would be closed at once.
             biased;
-            _ = stop.wait_for(|s| *s != Stop::No) => break,
             _ = shutdown_rx.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s != Stop::No) => break,
             a = acceptor.accept(&socket) => a,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
@@ -217,7 +226,8 @@ async fn serve_queue(
     drain: &Arc<Drain>,
 ) -> usize {
     let mut queue = Vec::new();
-    loop {
+    // Shutdown ends it at once, as it ends every accept.
+    while !*shutdown.borrow() {
         // Non-blocking (the file the accept loop had): no wait.
         let (stream, peer) = match socket.accept() {
             Ok(accepted) => accepted,
