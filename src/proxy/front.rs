@@ -197,7 +197,7 @@ pub async fn redirect_connection(
     // answered, bounded as always: closed unread, the kernel would reset
     // it. The listener's `closing` does not close it, the process's
     // shutdown does (at once if it has not sent its head yet).
-    let mut closing = match *live.removed.borrow() {
+    let mut closing = match live.is_removed() {
         true => slot.shutdown(),
         false => live.closing.subscribe(),
     };

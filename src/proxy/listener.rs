@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -125,7 +125,10 @@ pub struct Listener {
     pub closing: watch::Sender<bool>,
     /// Set when a reload removed the listener or bound it elsewhere (not
     /// at shutdown, when tunnels drain with the rest): its tunnels end.
+    /// Set through [`Listener::set_removed`], read by [`Listener::is_removed`].
     pub removed: watch::Sender<bool>,
+    /// `removed`'s value, read on every connection without the watch's lock.
+    removed_now: AtomicBool,
     /// Metadata of the served pairs, for `GET /api/v1/listeners/{name}/cert`.
     /// Each behind its own `Arc`, so a rotation copies pointers, not metadata.
     pub served: ArcSwap<Vec<Arc<ServedCert>>>,
@@ -162,6 +165,7 @@ impl Listener {
             routes: watch::Sender::new(0),
             closing: watch::Sender::new(false),
             removed: watch::Sender::new(false),
+            removed_now: AtomicBool::new(false),
             served: ArcSwap::from_pointee(served),
             active: AtomicUsize::new(0),
             limits_changed: tokio::sync::Notify::new(),
@@ -241,6 +245,18 @@ impl Listener {
         }
     }
 
+    /// A reload removed the listener or bound it elsewhere: its tunnels
+    /// end, and a connection starting now is one its removal came before.
+    pub fn set_removed(&self) {
+        self.removed_now.store(true, Ordering::Relaxed);
+        self.removed.send_replace(true);
+    }
+
+    /// Whether a reload removed the listener or bound it elsewhere.
+    pub fn is_removed(&self) -> bool {
+        self.removed_now.load(Ordering::Relaxed)
+    }
+
     pub fn set_limits(&self, limits: Limits) {
         if self.settings.load().limits != limits {
             self.settings.store(Settings::new(limits));
@@ -300,7 +316,7 @@ async fn connection(
     // From the queue of a socket given up (its listener removed already):
     // the listener's `closing` does not end it, the process's shutdown
     // does, at once, before its request as after (see `Driver::answer_first`).
-    let mut quit = listener.removed.borrow().then(|| slot.shutdown());
+    let mut quit = listener.is_removed().then(|| slot.shutdown());
     // Before TLS: the PROXY header's client address and `allow_from`,
     // then the plain-HTTP redirect listener (src/proxy/front.rs).
     let front = listener.front.load_full();
@@ -463,7 +479,7 @@ async fn connection(
     // So it is for a connection its listener's removal came before (one
     // from the queue of the socket it gave up): its first request is
     // answered, as its last, then it closes as the listener's others did.
-    let answer_first = *listener.removed.borrow();
+    let answer_first = listener.is_removed();
     // The process's shutdown closes it instead (`quit` was set if removed before).
     let process = answer_first.then(|| quit.take().unwrap_or_else(|| slot.shutdown()));
     let idle_timeout = match answer_first {

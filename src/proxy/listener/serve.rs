@@ -155,7 +155,7 @@ pub async fn serve(
     let stopped = *stop.borrow();
     // Removed, re-bound or shutting down: its connections close too.
     if stopped != Stop::No {
-        listener.removed.send_replace(true);
+        listener.set_removed();
     }
     if stopped == Stop::GivenUp && !*shutdown_rx.borrow() {
         // Its connections close first, letting their slots go to those
