@@ -442,3 +442,70 @@ async fn shutdown_closes_the_silent_clients_a_removed_listener_took_from_its_que
         "the drain waited for the silent clients: {logs:#?}"
     );
 }
+
+/// Out of file descriptors while a removed listener takes its queue: the
+/// accept()s that fail are retried after a pause, as those taken first are
+/// served and close, and every client queued is answered. The first
+/// failure (EMFILE) closed the socket, and the kernel reset every client
+/// still queued on it.
+#[tokio::test]
+async fn a_removed_listener_out_of_descriptors_still_answers_its_whole_queue() {
+    const NOFILE: usize = 64;
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let a = ca.server_pair(&["localhost"]);
+    s.pair("a", &a);
+    let cfg = s.config(&one_at_a_time(Some("127.0.0.1:0")));
+    let mut p = Proxy::start_with_fd_limit(&cfg, NOFILE as u32);
+    let addr = p.listener_addr("public").await;
+
+    let tls = connect(
+        addr,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, held) = keep_open_h1(tls).await;
+    let answer = within_deadline(
+        "the held client's request",
+        send.send_request(get_localhost()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 404);
+    // More than the descriptors left: taking them all runs out.
+    let open = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+        .unwrap()
+        .count();
+    let queued_n = NOFILE.saturating_sub(open) + 8;
+    let queued: Vec<_> = (0..queued_n)
+        .map(|_| {
+            let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+            tokio::spawn(async move { get(addr, "localhost", cfg, false, "/", &[]).await })
+        })
+        .collect();
+    wait_until(WAIT, "the clients queued on public", || async {
+        accept_queue(addr) == queued_n
+    })
+    .await;
+
+    writers::mv_over(&cfg, &one_at_a_time(None));
+    reloaded(&mut p, 1).await;
+    for (i, client) in queued.into_iter().enumerate() {
+        let reply = client
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
+        assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
+    }
+    within_deadline("the held client's connection", held)
+        .await
+        .unwrap()
+        .expect("the held client's connection closed cleanly");
+    drop(send);
+    p.wait_log("an accept() out of descriptors", |v| {
+        v["message"] == "accept failed; backing off" && v["listener"] == "public"
+    })
+    .await;
+}

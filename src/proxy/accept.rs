@@ -75,27 +75,32 @@ impl Acceptor {
                         SocketAddr::new(peer.ip().to_canonical(), peer.port()),
                     );
                 }
-                Err(e) => {
-                    metrics::accept_error(&self.listener);
-                    // A success between failures does not reset the pause
-                    // (at the limit each freed descriptor brings one); a
-                    // quiet RUN_GAP does.
-                    if self.last_retry.is_none_or(|t| t.elapsed() >= RUN_GAP) {
-                        self.backoff = MIN_BACKOFF;
-                    }
-                    let retry_in_ms = self.backoff.as_millis() as u64;
-                    if WARNED.first_in_window(String::new()) {
-                        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
-                        warn!(listener = %self.listener, error = %e, retry_in_ms, suppressed, "accept failed; backing off");
-                    } else {
-                        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-                        debug!(listener = %self.listener, error = %e, retry_in_ms, "accept failed; backing off");
-                    }
-                    tokio::time::sleep(self.backoff).await;
-                    self.last_retry = Some(Instant::now());
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                }
+                Err(e) => self.back_off(&e).await,
             }
         }
+    }
+
+    /// After a failed `accept()`: log and count it, and sleep the pause.
+    /// Also for a socket accepted on without this (the queue of a socket
+    /// given up, `serve_queue`).
+    pub async fn back_off(&mut self, e: &std::io::Error) {
+        metrics::accept_error(&self.listener);
+        // A success between failures does not reset the pause
+        // (at the limit each freed descriptor brings one); a
+        // quiet RUN_GAP does.
+        if self.last_retry.is_none_or(|t| t.elapsed() >= RUN_GAP) {
+            self.backoff = MIN_BACKOFF;
+        }
+        let retry_in_ms = self.backoff.as_millis() as u64;
+        if WARNED.first_in_window(String::new()) {
+            let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+            warn!(listener = %self.listener, error = %e, retry_in_ms, suppressed, "accept failed; backing off");
+        } else {
+            SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+            debug!(listener = %self.listener, error = %e, retry_in_ms, "accept failed; backing off");
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.last_retry = Some(Instant::now());
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 }

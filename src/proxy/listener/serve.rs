@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
@@ -164,9 +164,7 @@ pub async fn serve(
         debug!(listener = %listener.name, "accept loop stopped; serving its queue");
         match socket.into_std() {
             Ok(socket) => {
-                let served =
-                    serve_queue(&listener, socket, &slots, owed, shutdown_rx, &drain).await;
-                debug!(listener = %listener.name, served, "served the queue of the socket given up");
+                serve_queue(&listener, socket, &slots, owed, shutdown_rx, &drain).await;
             }
             Err(e) => {
                 warn!(listener = %listener.name, error = %e, "cannot serve the queue of the socket given up; closing it");
@@ -199,8 +197,7 @@ async fn take_over(
         _ = stopped.wait_for(|s| *s) => {}
         _ = shutdown.wait_for(|s| *s) => return,
     }
-    let served = serve_queue(&listener, socket, &slots, 0, shutdown, &drain).await;
-    debug!(listener = %listener.name, served, "served the queue of the socket given up");
+    serve_queue(&listener, socket, &slots, 0, shutdown, &drain).await;
 }
 
 /// Accept what a listening socket nobody else accepts on has queued, until
@@ -211,21 +208,34 @@ async fn take_over(
 /// taken at once, without waiting for a slot: the socket, which drops every
 /// SYN meanwhile, closes at once, so a client retrying finds the port
 /// closed (or a new listener on it) rather than hanging, and a reload may
-/// bind the address again. Then each connection waits its turn for a slot
-/// of `slots` (`listener`'s `max_connections`, `owed` permits of it still
-/// to be taken back from a lowered limit first), in the order they were
-/// queued, and is served as `listener`'s; one whose `header_read_timeout`
-/// (counted from its accept) passes first is closed unserved, as is every
-/// one still waiting when shutdown begins. Returns how many it served.
+/// bind the address again. Each connection taken waits its turn for a slot
+/// meanwhile ([`hand_out`]).
 async fn serve_queue(
     listener: &Arc<Listener>,
     socket: std::net::TcpListener,
     slots: &Arc<Semaphore>,
-    mut owed: usize,
+    owed: usize,
     mut shutdown: Shutdown,
     drain: &Arc<Drain>,
-) -> usize {
-    let mut queue = Vec::new();
+) {
+    let header_read_timeout = listener.settings.load().limits.header_read_timeout;
+    let (taken, queue) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(hand_out(
+        listener.clone(),
+        queue,
+        slots.clone(),
+        owed,
+        shutdown.clone(),
+        drain.clone(),
+    ));
+    let mut queued = 0usize;
+    // A failed accept() (out of descriptors: EMFILE, ENFILE) is retried
+    // after a pause, as the accept loop does, while those taken before are
+    // served (and, closing, give their descriptors back): closed then, the
+    // socket would reset all those left. For at most header_read_timeout,
+    // what a client queued would be given to be served, then it closes.
+    let mut acceptor = Acceptor::new(&listener.name);
+    let give_up = Instant::now() + header_read_timeout;
     // Shutdown ends it at once, as it ends every accept.
     while !*shutdown.borrow() {
         // Non-blocking (the file the accept loop had): no wait.
@@ -240,9 +250,16 @@ async fn serve_queue(
             {
                 continue;
             }
-            Err(e) => {
-                warn!(listener = %listener.name, error = %e, "accepting what the socket given up queued failed; closing it");
+            Err(e) if Instant::now() >= give_up => {
+                warn!(listener = %listener.name, error = %e, "accepting what the socket given up queued still failed after header_read_timeout; closing it");
                 break;
+            }
+            Err(e) => {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    () = acceptor.back_off(&e) => continue,
+                }
             }
         };
         let stream = match stream
@@ -253,21 +270,47 @@ async fn serve_queue(
             Err(_) => continue,
         };
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        queue.push((stream, peer, Instant::now()));
+        queued += 1;
+        // Gone only if shutdown ended the hand-out: this ends next.
+        let _ = taken.send((stream, peer, Instant::now()));
     }
     drop(socket);
-    debug!(listener = %listener.name, queued = queue.len(), "took the queue of the socket given up; closed it");
+    debug!(listener = %listener.name, queued, "took the queue of the socket given up; closed it");
+}
+
+/// Give each connection taken from the queue of a socket given up
+/// ([`serve_queue`]) a slot of `slots` (`listener`'s `max_connections`,
+/// `owed` permits of it still to be taken back from a lowered limit
+/// first), in the order they were queued, and serve it as `listener`'s;
+/// one whose `header_read_timeout` (counted from its accept) passes first
+/// is closed unserved, as is every one still waiting when shutdown begins.
+async fn hand_out(
+    listener: Arc<Listener>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(TcpStream, SocketAddr, Instant)>,
+    slots: Arc<Semaphore>,
+    mut owed: usize,
+    mut shutdown: Shutdown,
+    drain: Arc<Drain>,
+) {
     let header_read_timeout = listener.settings.load().limits.header_read_timeout;
     let mut served = 0usize;
-    for (stream, peer, accepted) in queue {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            next = queue.recv() => next,
+        };
+        let Some((stream, peer, accepted)) = next else {
+            break;
+        };
         let due = tokio::time::Instant::from_std(accepted + header_read_timeout);
         let permit = loop {
             let permit = tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|s| *s) => return served,
-                p = tokio::time::timeout_at(due, slots.clone().acquire_owned()) => p,
+                _ = shutdown.wait_for(|s| *s) => None,
+                p = tokio::time::timeout_at(due, slots.clone().acquire_owned()) => p.ok(),
             };
-            let Ok(permit) = permit else {
+            let Some(permit) = permit else {
                 break None;
             };
             let permit = permit.expect("semaphore never closed");
@@ -279,14 +322,14 @@ async fn serve_queue(
             owed -= 1;
         };
         let Some(permit) = permit else {
-            debug!(listener = %listener.name, peer = %peer, "queued connection closed: no slot within header_read_timeout");
+            debug!(listener = %listener.name, peer = %peer, "queued connection closed: no slot within header_read_timeout, or shutting down");
             continue;
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
         tokio::spawn(connection(listener.clone(), stream, peer, slot, accepted));
         served += 1;
     }
-    served
+    debug!(listener = %listener.name, served, "served the queue of the socket given up");
 }
 
 /// Bind a listener socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).
