@@ -366,11 +366,12 @@ async fn a_removed_listener_at_its_limit_lets_its_address_go_at_once() {
 
 /// SIGTERM while a removed listener serves the clients taken from its
 /// queue, two of them silent (one sent nothing, one shook hands and sent
-/// no request): both close at once and the process exits as soon as
-/// nothing else is open, not when `shutdown_grace` ends. Its listener's
+/// half a request head): both close at once and the process exits as soon
+/// as nothing else is open, not when `shutdown_grace` ends. Its listener's
 /// `closing`, set already, was all they watched: the one before TLS waited
 /// out its `header_read_timeout`, the other was not closed before its
-/// request, and the drain held on to both until the grace ended.
+/// request (and hyper's graceful close waits for a head begun), and the
+/// drain held on to both until the grace ended.
 #[tokio::test]
 async fn shutdown_closes_the_silent_clients_a_removed_listener_took_from_its_queue() {
     let s = Scene::new();
@@ -382,7 +383,8 @@ async fn shutdown_closes_the_silent_clients_a_removed_listener_took_from_its_que
             "max_connections: 1 }",
             "max_connections: 2, header_read_timeout: 60s }",
         );
-        format!("runtime: {{ shutdown_grace: 5s }}\n{yaml}")
+        // Longer than a lingering close (5 s), which the drain waits for.
+        format!("runtime: {{ shutdown_grace: 20s }}\n{yaml}")
     };
     let cfg = s.config(&config(Some("127.0.0.1:0")));
     let mut p = Proxy::start(&cfg);
@@ -429,13 +431,19 @@ async fn shutdown_closes_the_silent_clients_a_removed_listener_took_from_its_que
             .expect("a held client's connection closed cleanly");
         drop(send);
     }
-    let _idle = within_deadline("the queued client's handshake", shook_hands)
+    let mut begun = within_deadline("the queued client's handshake", shook_hands)
         .await
         .unwrap()
         .expect("the queued client shook hands");
+    tokio::io::AsyncWriteExt::write_all(&mut begun, b"GET / HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::flush(&mut begun).await.unwrap();
 
     p.signal("TERM");
     assert!(p.wait_exit(WAIT).await.success());
+    // Its last line read: the logs are all in.
+    p.wait_log("stopped", |v| v["message"] == "stopped").await;
     let logs = p.logs();
     assert!(
         !logs.iter().any(|l| l.contains("shutdown grace elapsed")),

@@ -668,9 +668,16 @@ impl Driver<'_> {
                     }
                 }
                 // Answered first, as its listener was removed: the
-                // process's shutdown closes it (at once before its
-                // request), as it would any other connection.
+                // process's shutdown closes it, at once before its
+                // request, gracefully after.
                 () = quit.as_mut(), if !closing => {
+                    // No request yet: hyper's graceful close would still
+                    // wait for one (a connection is not idle before its
+                    // first), up to header_read_timeout.
+                    if !self.activity.asked() {
+                        debug!(listener = %name, peer = %peer, "closing connection: shutting down before its first request");
+                        return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
                     let now = Instant::now();
                     let at = cut_at.unwrap_or(now + self.also_close_grace);
                     cut_at = Some(at);

@@ -387,6 +387,8 @@ async fn shutdown_closes_the_silent_clients_a_removed_redirect_listener_took_fro
 
     p.signal("TERM");
     assert!(p.wait_exit(WAIT).await.success());
+    // Its last line read: the logs are all in.
+    p.wait_log("stopped", |v| v["message"] == "stopped").await;
     let logs = p.logs();
     assert!(
         !logs.iter().any(|l| l.contains("shutdown grace elapsed")),
