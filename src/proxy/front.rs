@@ -179,8 +179,12 @@ fn refused_before_tls(
 /// `header_read_timeout` plus `send_timeout` from `accepted` (the PROXY
 /// header included), then a lingering close (src/proxy/linger.rs) while
 /// the client may still be sending. The listener closing (removed by a
-/// reload, or shutting down) closes it. Each answer, and each head
-/// hyper refused or cut, is counted and logged as on the TLS listeners.
+/// reload, or shutting down) closes it, at once unless it is answering;
+/// one begun once the listener was removed (taken from the queue of the
+/// socket it gave up, its request sent with its connect) is answered, and
+/// only the process's shutdown closes it early (`slot`'s). Each answer,
+/// and each head hyper refused or cut, is counted and logged as on the
+/// TLS listeners.
 #[allow(clippy::too_many_arguments)]
 pub async fn redirect_connection(
     live: Arc<Listener>,

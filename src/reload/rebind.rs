@@ -65,8 +65,9 @@ impl LiveListener {
     /// Its socket goes on where a new listener serves on it (`shared`: a
     /// rename, a port swap) or took it over ([`Reloader::inherit`] took
     /// it); given up otherwise: new connections are kept off it, and the
-    /// accept loop serves those it has queued before closing it (the
-    /// kernel resets those still queued on a socket that closes).
+    /// accept loop takes those it has queued before closing it (the
+    /// kernel resets those still queued on a socket that closes), then
+    /// serves them.
     pub(super) fn stop(mut self, shared: bool) {
         let stop = match self.socket.take() {
             Some(socket) if !shared => {

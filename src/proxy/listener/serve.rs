@@ -74,9 +74,10 @@ pub enum Stop {
     /// serves what it has queued (a rename or a port swap serves on it, a
     /// listener bound beside it takes it over: [`Inherited`]).
     HandedOver,
-    /// Stop, serve what the socket has queued, then close it: the listener
-    /// is removed or bound elsewhere, and no listener takes its socket
-    /// over. The reloader keeps new connections off it first.
+    /// Stop, take what the socket has queued, close it, then serve those
+    /// taken: the listener is removed or bound elsewhere, and no listener
+    /// takes its socket over. The reloader keeps new connections off it
+    /// first.
     GivenUp,
 }
 
