@@ -28,7 +28,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// The [`claims_origin`] names outside the `X-Forwarded-` prefix and
 /// `Forwarded`, by first byte.
-static CLAIMS_ORIGIN_X: [&str; 8] = [
+static CLAIMS_ORIGIN_X: [&str; 12] = [
     "x-real-ip",
     "x-original-url",
     "x-rewrite-url",
@@ -37,9 +37,18 @@ static CLAIMS_ORIGIN_X: [&str; 8] = [
     "x-forwarded",
     "x-original-forwarded-for",
     "x-envoy-external-address",
+    "x-appengine-user-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
 ];
-static CLAIMS_ORIGIN_C: [&str; 2] = ["cf-connecting-ip", "cf-connecting-ipv6"];
-static CLAIMS_ORIGIN_F: [&str; 2] = ["forwarded-for", "fastly-client-ip"];
+static CLAIMS_ORIGIN_C: [&str; 4] = [
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "cf-pseudo-ipv4",
+    "client-ip",
+];
+static CLAIMS_ORIGIN_F: [&str; 3] = ["forwarded-for", "fastly-client-ip", "fly-client-ip"];
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 // Consts, checked when compiled: a `from_static` at run time checks each
 // byte of every request's value again.
@@ -96,9 +105,12 @@ fn replaced_by_hotproxy(n: &str) -> bool {
 /// client's address: `X-Client-IP`, `X-Cluster-Client-IP`, the bare
 /// `X-Forwarded` and `Forwarded-For`, `X-Original-Forwarded-For`
 /// (ingress-nginx), `X-Envoy-External-Address`, `CF-Connecting-IP` (and
-/// `-IPv6`), `True-Client-IP` (Akamai, Cloudflare), `Fastly-Client-IP`
-/// (express's `request-ip`, Django's `ipware`, Spring's and Rack's
-/// remote-IP lists read these). Not only the four hotproxy sets or replaces:
+/// `-IPv6`), `True-Client-IP` (Akamai, Cloudflare), `Fastly-Client-IP`,
+/// `Cf-Pseudo-IPv4`, `X-AppEngine-User-IP`, `Fly-Client-IP`,
+/// `DO-Connecting-IP`, and the bare `Client-IP`, `X-Originating-IP`,
+/// `X-Remote-IP` and `X-Remote-Addr` (express's `request-ip`, Django's
+/// `ipware`, Rails' `RemoteIp`, Spring's and Rack's remote-IP lists and
+/// PHP snippets read these). Not only the four hotproxy sets or replaces:
 /// ASP.NET and Spring take `X-Forwarded-Prefix` as the path base, Rack
 /// reads `X-Forwarded-Scheme` and `X-Forwarded-Ssl`, others `-Uri`,
 /// `-Method`, `-Server`; Traefik's `forwardedheaders` removes the family
@@ -113,6 +125,7 @@ fn claims_origin(n: &str) -> bool {
         Some(b'f') => n == FORWARDED.as_str() || CLAIMS_ORIGIN_F.contains(&n),
         Some(b'c') => CLAIMS_ORIGIN_C.contains(&n),
         Some(b't') => n == "true-client-ip",
+        Some(b'd') => n == "do-connecting-ip",
         _ => false,
     }
 }

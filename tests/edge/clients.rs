@@ -212,7 +212,9 @@ async fn untrusted_peers_send_no_original_url() {
 /// The client-address headers of other proxies and CDNs, which
 /// frameworks and rate limiters read as the client's address (Cloudflare's
 /// `CF-Connecting-IP`, Akamai's `True-Client-IP`, Fastly's, Envoy's, the
-/// bare `X-Forwarded` and `Forwarded-For`, ...), are a trusted proxy's
+/// bare `X-Forwarded` and `Forwarded-For`, the `Client-IP` Django's ipware,
+/// Rails' `RemoteIp` and PHP read, App Engine's, Fly's, DigitalOcean's,
+/// `X-Remote-Addr`, ...), are a trusted proxy's
 /// only: from anyone else they are removed, with their `_` look-alikes,
 /// as `X-Real-IP` is. A trusted proxy's pass, its look-alikes do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,13 +231,29 @@ async fn untrusted_peers_send_no_client_address_of_any_name() {
         "forwarded-for",
         "x-original-forwarded-for",
         "x-envoy-external-address",
+        "client-ip",
+        "x-appengine-user-ip",
+        "cf-pseudo-ipv4",
+        "fly-client-ip",
+        "do-connecting-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
     ];
     let mut request = String::from("GET /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for name in claims {
         request.push_str(&format!("{name}: 192.0.2.66\r\n"));
     }
-    request.push_str("CF_Connecting_IP: 192.0.2.66\r\nTrue_Client_IP: 192.0.2.66\r\n\r\n");
-    let lookalikes = ["cf_connecting_ip", "true_client_ip"];
+    request.push_str(
+        "CF_Connecting_IP: 192.0.2.66\r\nTrue_Client_IP: 192.0.2.66\r\n\
+         Client_IP: 192.0.2.66\r\nX_Remote_Addr: 192.0.2.66\r\n\r\n",
+    );
+    let lookalikes = [
+        "cf_connecting_ip",
+        "true_client_ip",
+        "client_ip",
+        "x_remote_addr",
+    ];
 
     let from_client = raw_over(tcp_from("127.0.0.1", w.public).await, &w, &request).await;
     let h = &from_client["headers"];
