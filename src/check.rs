@@ -366,7 +366,7 @@ fn print_table(rows: &[[String; 7]]) {
             .iter()
             .zip(widths)
             // Padded by hand: `{c:<w$}` panics on a width past 65,535
-            // (an entry id of 70,000 characters, which `check` refuses).
+            // (a certificate's SANs joined, which nothing bounds).
             .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
             .collect();
         crate::outln!("{}", line.join("  ").trim_end());
