@@ -83,7 +83,13 @@ fn within(inner: &str, outer: &str) -> bool {
 
 /// The field path of a problem's location (`line 12: listeners[0].name`,
 /// or a resolver's bare path); `""` (the whole file, which every value
-/// concerns) for one at a line only or one that is no field path.
+/// concerns) for one at a line only. A location that is no field path
+/// (`certs[5].bad key`, a key with a space) is cut back to the last whole
+/// path segment before its first other character (`certs[5]`): the values
+/// within it, those under such keys among them, are all it may concern
+/// (and those a message names). `""` when nothing is left (`listener
+/// public`): were that every value, as it was, such a problem repeated
+/// through an alias looked at every value each time.
 fn field_of(location: &str) -> &str {
     let field = match location.strip_prefix("line ") {
         Some(rest) => rest
@@ -92,8 +98,12 @@ fn field_of(location: &str) -> &str {
             .unwrap_or(""),
         None => location,
     };
-    let path = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']');
-    if field.chars().all(path) { field } else { "" }
+    match field.find(|c: char| !is_path(c)) {
+        None => field,
+        Some(end) => field[..end]
+            .rfind(['.', '['])
+            .map_or("", |cut| &field[..cut]),
+    }
 }
 
 /// A value shorter than this is only withheld where a message quotes it
@@ -285,6 +295,30 @@ mod tests {
         );
     }
 
+    /// A problem at a key that is no path (`certs[5].bad key`) looked at
+    /// every withheld value, as one at no field does: an entry with such
+    /// a key and an id of two lines, repeated through an alias 6,000
+    /// times, made `check` and a refused reload take minutes. It is
+    /// matched as one at the entry (`certs[5]`).
+    #[test]
+    fn a_problem_at_a_key_that_is_no_path_looks_only_at_its_entry() {
+        let aliases = vec!["*c"; 2_000].join(", ");
+        let text = format!(
+            "x: &c {{ id: \"a\\nb\", type: ca-bundle, ca_file: ca.crt, \"bad key\": 1 }}\n\
+             certs: [{aliases}]\n"
+        );
+        EXAMINED.with(|n| n.set(0));
+        let e = parse_str(&text).unwrap_err();
+        let examined = EXAMINED.with(|n| n.get());
+        let at_bad_key = e
+            .problems
+            .iter()
+            .filter(|p| p.location.ends_with("].bad key"))
+            .count();
+        assert_eq!(at_bad_key, 2_000, "{}", &e.render()[..2_000]);
+        assert!(examined < 10 * 2_000, "{examined}");
+    }
+
     fn pem() -> String {
         // Its label spelt apart: no key-shaped text in the source.
         let k = "PRIVATE KEY";
@@ -358,6 +392,7 @@ mod tests {
             ("line 4: listeners[1].bind", "invalid address \"fast\""),
             ("listeners[1].bind.port", "invalid address \"fast\""),
             ("line 2: listeners[1]", "no bind \"fast\""),
+            ("line 3: listeners[1].bad key", "found \"fast\""),
             ("line 2", "found \"fast\""),
             ("listener public", "found \"fast\""),
             (
@@ -373,6 +408,7 @@ mod tests {
             "line 7: listeners[10].bind",
             "listeners[1].binds",
             "runtime",
+            "line 3: listeners[2].bad key",
         ] {
             let mut m = "found \"fast\"".to_owned();
             withhold(&mut m, location, &Index::new(&w));
