@@ -121,8 +121,12 @@ pub(super) struct Index<'a> {
     sorted: Vec<(&'a str, usize)>,
     /// The longest field of only path characters.
     longest: usize,
-    /// Values at no field, or at one a message could not name as a path
-    /// (a key with a space): looked at for every problem.
+    /// Values at a field that is no path (`certs[5].bad key`), by its
+    /// path part (`certs[5].bad`): a message naming the field has it as a
+    /// word. Found for a problem within them by `sorted`.
+    by_head: HashMap<&'a str, Vec<usize>>,
+    /// Values at no field, or at one that starts with no path character:
+    /// looked at for every problem.
     always: Vec<usize>,
 }
 
@@ -143,16 +147,18 @@ impl<'a> Index<'a> {
             by_field: HashMap::new(),
             sorted: Vec::new(),
             longest: 0,
+            by_head: HashMap::new(),
             always: Vec::new(),
         };
         for (i, w) in withheld.iter().enumerate() {
             let field = w.field.as_str();
             index.by_field.entry(field).or_default().push(i);
             index.sorted.push((field, i));
-            if field.is_empty() || !field.chars().all(is_path) {
-                index.always.push(i);
-            } else {
-                index.longest = index.longest.max(field.len());
+            match field.find(|c: char| !is_path(c)) {
+                _ if field.is_empty() => index.always.push(i),
+                None => index.longest = index.longest.max(field.len()),
+                Some(0) => index.always.push(i),
+                Some(end) => index.by_head.entry(&field[..end]).or_default().push(i),
             }
         }
         index.sorted.sort_unstable();
@@ -167,11 +173,14 @@ impl<'a> Index<'a> {
             return (0..self.withheld.len()).collect();
         }
         let mut found = self.always.clone();
+        let mut heads: Vec<usize> = Vec::new();
         let mut at = |f: &str| found.extend(self.by_field.get(f).into_iter().flatten());
         enclosing(field).for_each(&mut at);
         for token in message.split(|c| !is_path(c)) {
             enclosing(&token[..token.len().min(self.longest)]).for_each(&mut at);
+            heads.extend(self.by_head.get(token).into_iter().flatten());
         }
+        found.extend(heads);
         let from = self.sorted.partition_point(|(f, _)| *f < field);
         let within_field = self.sorted[from..].iter();
         let within_field = within_field.take_while(|(f, _)| f.starts_with(field));
@@ -317,6 +326,36 @@ mod tests {
             .count();
         assert_eq!(at_bad_key, 2_000, "{}", &e.render()[..2_000]);
         assert!(examined < 10 * 2_000, "{examined}");
+
+        // A value under such a key, withheld: looked at by the problems
+        // within its entry and by those naming its field, not by all.
+        let text = format!(
+            "x: &c {{ id: \"a\\nb\", type: ca-bundle, ca_file: ca.crt, \"bad key\": \"c\\nd\" }}\n\
+             certs: [{aliases}]\n"
+        );
+        EXAMINED.with(|n| n.set(0));
+        let e = parse_str(&text).unwrap_err();
+        let examined = EXAMINED.with(|n| n.get());
+        assert!(e.problems.len() >= 2_000, "{}", &e.render()[..2_000]);
+        assert!(examined < 10 * 2_000, "{examined}");
+        let w = [Withheld::from_env(
+            "fast",
+            "${S}",
+            "certs[5].bad key",
+            false,
+        )];
+        for (location, message) in [
+            ("line 3: certs[5].bad key", "found \"fast\""),
+            ("line 3: certs[5].bad key.x", "found \"fast\""),
+            ("line 3: certs[6].id", "\"fast\" is also certs[5].bad key"),
+        ] {
+            let mut m = message.to_owned();
+            withhold(&mut m, location, &Index::new(&w));
+            assert!(!m.contains("fast"), "{location}: {m}");
+        }
+        let mut m = "found \"fast\"".to_owned();
+        withhold(&mut m, "line 3: certs[6].id", &Index::new(&w));
+        assert_eq!(m, "found \"fast\"");
     }
 
     fn pem() -> String {
