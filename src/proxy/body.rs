@@ -52,8 +52,8 @@ pub fn begin(activity: &Arc<Activity>, req: &mut Request<Incoming>) -> InFlight 
 /// A request's body still to be read: its connection is busy until this
 /// is dropped, or the body read to its end or failed. Dropped before
 /// that (not [`BodyInFlight::through`]), the body is left unread: hyper
-/// drains its tail after the response, and that read is the body's, not
-/// a next head's (`crate::proxy::conn`'s `UNREAD`).
+/// drains its tail, and those reads are the body's, not a next head's
+/// (`crate::proxy::conn`'s `DRAIN`).
 pub struct BodyInFlight {
     hold: InFlight,
     /// This copy says so when dropped unread (the original; a clone only holds).

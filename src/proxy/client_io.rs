@@ -129,6 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> AsyncRead for Cl
             // End of stream, or a reset / TLS EOF without close_notify:
             // the client is gone, nothing to linger for.
             Poll::Ready(_) => this.eof = true,
+            Poll::Pending if this.reads => this.activity.read_waits(),
             Poll::Pending => {}
         }
         res

@@ -33,20 +33,17 @@ use crate::proxy::stall::Stalls;
 use crate::proxy::written::{CloseOnDrop, Polled};
 
 const NONE: u64 = u64::MAX;
-/// `head_ms` after a request whose body was left unread: no head is being
-/// read, and the next read is that body's tail (below [`NONE`], so a head
-/// begun is `head_ms < DRAIN`).
+/// `head_ms` after a request whose body was left unread (dropped before
+/// its end): no head is being read, and the reads that come now are
+/// hyper's drain of that body's tail (below [`NONE`], so a head begun is
+/// `head_ms < DRAIN`). hyper drains in one go what is there of the rest
+/// (none, one read or several, all ready: it takes what its buffer holds
+/// first, and a tail longer than a read in as many reads as it takes), and
+/// gives up at the first read that would wait (closing the connection
+/// after the response). So every read is the tail's until one waits
+/// ([`Activity::read_waits`]); after that, hyper has either drained it
+/// and waits for a head, or reads no more.
 const DRAIN: u64 = u64::MAX - 1;
-
-/// What the last request's body is, for [`Activity`]'s `body`: none, one
-/// (read, or being read), or one left unread (dropped before its end):
-/// hyper reads what it can of the rest after the response (its drain), or
-/// closes the connection. The read that drains it is the body's, not a
-/// next head's: the one that comes while `UNREAD`, or with `head_ms` at
-/// [`DRAIN`] once the request has ended.
-const NO_BODY: u8 = 0;
-const BODY: u8 = 1;
-const UNREAD: u8 = 2;
 
 /// Where the HTTP/1 bytes read so far end, for [`Activity`]'s `ends`: in a
 /// line, just after a line's `\n`, after `\n\r`, or just after a head's
@@ -87,13 +84,13 @@ pub struct Activity {
     last_ms: AtomicU64,
     /// Milliseconds since `started` when the first byte of a request head
     /// arrived on an idle connection; `NONE` while no head is being read,
-    /// `DRAIN` while none is and the next read is an unread body's tail.
+    /// `DRAIN` while none is and reads are an unread body's tail.
     head_ms: AtomicU64,
     /// A request began (a connection the client closes without one is counted).
     asked: AtomicBool,
     /// The last request came with a body (which may not have been read to
-    /// its end): closing must linger. `NO_BODY`, `BODY` or `UNREAD`.
-    body: AtomicU8,
+    /// its end): closing must linger.
+    body: AtomicBool,
     /// Bytes arrived while the last request was in flight: its body, or a
     /// pipelined request hyper holds unread. Closing must linger.
     pipelined: AtomicBool,
@@ -142,7 +139,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             head_ms: AtomicU64::new(if head_pending { 0 } else { NONE }),
             asked: AtomicBool::new(false),
-            body: AtomicU8::new(NO_BODY),
+            body: AtomicBool::new(false),
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
@@ -204,8 +201,7 @@ impl Activity {
     pub fn begin(self: &Arc<Self>, body: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
-        self.body
-            .store(if body { BODY } else { NO_BODY }, Ordering::Relaxed);
+        self.body.store(body, Ordering::Relaxed);
         self.pipelined.store(false, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
@@ -217,27 +213,22 @@ impl Activity {
     }
 
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;
-    /// behind a request they may be the start of the next one. The first
-    /// read after a request's body was left unread is hyper's drain of it.
+    /// behind a request they may be the start of the next one. The reads
+    /// after a request's body was left unread are hyper's drain of it,
+    /// until one waits ([`DRAIN`]).
     pub(crate) fn received(&self, bytes: &[u8]) {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             self.pipelined.store(true, Ordering::Relaxed);
-            match self.body.load(Ordering::Relaxed) {
-                NO_BODY => self.scan(bytes),
-                BODY => {}
-                // Drained while the response runs: the request's end
-                // leaves no drain due.
-                _ => {
-                    self.body.store(BODY, Ordering::Relaxed);
-                    self.head_ms.store(NONE, Ordering::SeqCst);
-                }
+            // Behind a request with a body, bytes are its body (drained
+            // or not: an unread one has a body).
+            if !self.body.load(Ordering::Relaxed) {
+                self.scan(bytes);
             }
             return;
         }
         let head = self.head_ms.load(Ordering::SeqCst);
         if head == DRAIN {
             // The unread body's tail, drained after its response: no head.
-            self.head_ms.store(NONE, Ordering::SeqCst);
             return;
         }
         self.scan(bytes);
@@ -247,12 +238,24 @@ impl Activity {
         }
     }
 
+    /// A read found nothing to read (HTTP/1): hyper's drain of an unread
+    /// body, if one was due, is over ([`DRAIN`]); a read from now on may
+    /// start a head. One load on a read that waits, nothing more unless a
+    /// drain was due.
+    pub(crate) fn read_waits(&self) {
+        if self.head_ms.load(Ordering::SeqCst) == DRAIN {
+            // Not over a head a request's end set meanwhile.
+            let _ = self
+                .head_ms
+                .compare_exchange(DRAIN, NONE, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
     /// The request's body was dropped before its end (an upstream that
     /// failed before taking it, a request refused or answered without
-    /// it): the next read is its tail (see `UNREAD`). Called while the
-    /// request is in flight (by its body's hold).
+    /// it): the reads until one waits are its tail ([`DRAIN`]). Called
+    /// while the request is in flight (by its body's hold).
     fn unread(&self) {
-        self.body.store(UNREAD, Ordering::Relaxed);
         self.head_ms.store(DRAIN, Ordering::SeqCst);
     }
 
@@ -305,7 +308,7 @@ impl Activity {
     pub(crate) fn settled(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0
             && self.head_ms.load(Ordering::SeqCst) == NONE
-            && self.body.load(Ordering::Relaxed) == NO_BODY
+            && !self.body.load(Ordering::Relaxed)
             && !self.pipelined.load(Ordering::Relaxed)
     }
 

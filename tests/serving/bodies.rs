@@ -426,6 +426,23 @@ async fn upload_after_100_continue(w: &World, addr: SocketAddr, body: &[u8]) {
 /// bytes that arrive while a request with a body runs count as its body).
 #[tokio::test]
 async fn unread_body_tail_is_not_a_next_head() {
+    unread_tail_is_drained(b"0\r\n\r\n").await;
+}
+
+/// As [`unread_body_tail_is_not_a_next_head`], with a tail hyper drains
+/// in several reads: a trailer field of 12,000 bytes, more than hyper's
+/// read buffer takes in one read (8 KiB). Every read of it is the body's.
+#[tokio::test]
+async fn unread_body_tail_in_several_reads_is_not_a_next_head() {
+    let tail = format!("0\r\nx-pad: {}\r\n\r\n", "p".repeat(12_000));
+    unread_tail_is_drained(tail.as_bytes()).await;
+}
+
+/// A chunked POST whose upstream never takes its body, `tail` (its last
+/// chunk) sent while the request waits on that upstream: answered `50x`
+/// and kept alive, the tail drained as the body's (see
+/// [`unread_body_tail_is_not_a_next_head`]).
+async fn unread_tail_is_drained(tail: &[u8]) {
     let w = world().await;
     let (silent, dialled) = raw_backend(|mut tcp| async move {
         let mut buf = Vec::new();
@@ -455,7 +472,7 @@ async fn unread_body_tail_is_not_a_next_head() {
         dialled.load(SeqCst) == 1
     })
     .await;
-    s.write_all(b"0\r\n\r\n").await.unwrap();
+    s.write_all(tail).await.unwrap();
     let answer = read_response(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 50"), "{answer}");
     assert!(

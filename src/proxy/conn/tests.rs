@@ -53,32 +53,49 @@ fn a_pipelined_half_head_begins_when_the_request_ends() {
     assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
 }
 
-/// A body dropped before its end: the first read after it is its tail
-/// (hyper's drain), whether it comes after the response or while it
-/// runs; the read after that may start a head again.
+/// A body dropped before its end: the reads after it are its tail
+/// (hyper's drain), however many, whether they come after the response
+/// or while it runs, until one waits; a read after that may start a head
+/// again, also when no read drained anything (hyper held the whole body).
 #[test]
 fn an_unread_body_tail_is_no_head() {
     let hr = Duration::from_secs(1);
     let idle = Duration::from_secs(600);
     let a = Activity::new(Instant::now(), true);
-    // Drained after the response.
+    // Drained after the response, in two reads.
     let req = a.begin(true);
     req.also().body_unread();
     drop(req);
     assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
     assert!(!a.settled(), "the tail is still to be drained");
-    a.received(b"0\r\n\r\n");
+    a.received(b"0\r\nx-pad: ");
+    a.received(b"pad\r\n\r\n");
     assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
     assert!(a.head_begun().is_none());
+    a.read_waits();
     a.received(b"GET / HTTP/1.1\r\nX-a: ");
     assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
     // Drained while the response runs: nothing is due after it.
     let req = a.begin(true);
     req.body_unread();
     a.received(b"0\r\n\r\n");
+    a.read_waits();
     drop(req);
     a.received(b"GET / HTTP/1.1\r\nX-a: ");
     assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    // Nothing to drain (hyper had it all): the first read waits.
+    let req = a.begin(true);
+    req.body_unread();
+    drop(req);
+    a.read_waits();
+    a.received(b"GET / HTTP/1.1\r\nHo");
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::HeaderRead);
+    // A read that waits with no drain due changes nothing.
+    a.received(b"st: a\r\n\r\n");
+    let req = a.begin(false);
+    drop(req);
+    a.read_waits();
+    assert_eq!(a.deadline(hr, idle).unwrap().1, Expiry::Idle);
 }
 
 /// Every byte walked, from the state the last read left (what `scan` did
