@@ -184,6 +184,42 @@ async fn no_client_is_reset_while_a_listener_moves_to_an_overlapping_address() {
     );
 }
 
+/// A client waiting in an accept queue: its GET's reply, once served.
+type Queued = tokio::task::JoinHandle<std::io::Result<Reply>>;
+
+/// `n` clients each GETting `/` over TLS (HTTP/2 if `h2`), returned once
+/// all `n` wait in `addr`'s accept queue (the listener at its limit).
+async fn queue_clients(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    n: usize,
+    h2: bool,
+) -> Vec<Queued> {
+    let queued = (0..n)
+        .map(|_| {
+            let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+            let cfg = client_config(ca_pem, None, alpn);
+            tokio::spawn(async move { get(addr, "localhost", cfg, h2, "/", &[]).await })
+        })
+        .collect();
+    wait_until(WAIT, "the clients queued on public", || async {
+        accept_queue(addr) == n
+    })
+    .await;
+    queued
+}
+
+/// Every queued client got an HTTP answer (`404`, no route), none a reset.
+async fn all_answered(queued: Vec<Queued>) {
+    for (i, client) in queued.into_iter().enumerate() {
+        let reply = client
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
+        assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
+    }
+}
+
 /// Listener `kept` on a port of its own and, on `public` if given,
 /// listener `public` with room for one connection at a time.
 fn one_at_a_time(public: Option<&str>) -> String {
@@ -232,27 +268,11 @@ async fn queued_clients_answered(moved_to: Option<&str>, h2: bool) {
     .await
     .unwrap();
     assert_eq!(answer.status(), 404);
-    let queued: Vec<_> = (0..QUEUED)
-        .map(|_| {
-            let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
-            let cfg = client_config(&ca.cert_pem, None, alpn);
-            tokio::spawn(async move { get(addr, "localhost", cfg, h2, "/", &[]).await })
-        })
-        .collect();
-    wait_until(WAIT, "the clients queued on public", || async {
-        accept_queue(addr) == QUEUED
-    })
-    .await;
+    let queued = queue_clients(addr, &ca.cert_pem, QUEUED, h2).await;
 
     writers::mv_over(&cfg, &one_at_a_time(moved_to));
     reloaded(&mut p, 1).await;
-    for (i, client) in queued.into_iter().enumerate() {
-        let reply = client
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
-        assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
-    }
+    all_answered(queued).await;
     within_deadline("the held client's connection", held)
         .await
         .unwrap()
@@ -328,16 +348,7 @@ async fn a_removed_listener_at_its_limit_lets_its_address_go_at_once() {
         accept_queue(addr) == 0
     })
     .await;
-    let queued: Vec<_> = (0..QUEUED)
-        .map(|_| {
-            let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-            tokio::spawn(async move { get(addr, "localhost", cfg, false, "/", &[]).await })
-        })
-        .collect();
-    wait_until(WAIT, "the clients queued on public", || async {
-        accept_queue(addr) == QUEUED
-    })
-    .await;
+    let queued = queue_clients(addr, &ca.cert_pem, QUEUED, false).await;
 
     writers::mv_over(&cfg, &at_limit(None));
     reloaded(&mut p, 1).await;
@@ -355,13 +366,7 @@ async fn a_removed_listener_at_its_limit_lets_its_address_go_at_once() {
     assert_eq!(reply.status, 404);
 
     drop(held);
-    for (i, client) in queued.into_iter().enumerate() {
-        let reply = client
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
-        assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
-    }
+    all_answered(queued).await;
 }
 
 /// SIGTERM while a removed listener serves the clients taken from its
@@ -487,26 +492,11 @@ async fn a_removed_listener_out_of_descriptors_still_answers_its_whole_queue() {
         .unwrap()
         .count();
     let queued_n = NOFILE.saturating_sub(open) + 8;
-    let queued: Vec<_> = (0..queued_n)
-        .map(|_| {
-            let cfg = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
-            tokio::spawn(async move { get(addr, "localhost", cfg, false, "/", &[]).await })
-        })
-        .collect();
-    wait_until(WAIT, "the clients queued on public", || async {
-        accept_queue(addr) == queued_n
-    })
-    .await;
+    let queued = queue_clients(addr, &ca.cert_pem, queued_n, false).await;
 
     writers::mv_over(&cfg, &one_at_a_time(None));
     reloaded(&mut p, 1).await;
-    for (i, client) in queued.into_iter().enumerate() {
-        let reply = client
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
-        assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
-    }
+    all_answered(queued).await;
     within_deadline("the held client's connection", held)
         .await
         .unwrap()
