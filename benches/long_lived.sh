@@ -19,7 +19,8 @@ HOLD=${HOLD:-75}
 SPAN=${SPAN:-20}
 
 if [[ $# -eq 0 ]]; then
-    set -- "$(pgo/build.sh --quiet 2>/dev/null)"
+    bin=$(pgo/build.sh --quiet) || { echo "pgo/build.sh failed" >&2; exit 1; }
+    set -- "$bin"
 fi
 
 # shellcheck source=benches/setup.sh

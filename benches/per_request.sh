@@ -38,7 +38,8 @@ need strace strace
 need perf linux-perf
 
 if [[ $# -eq 0 ]]; then
-    set -- "$(pgo/build.sh --quiet 2>/dev/null)"
+    bin=$(pgo/build.sh --quiet) || { echo "pgo/build.sh failed" >&2; exit 1; }
+    set -- "$bin"
 fi
 
 # compare.sh makes the PKI, the backend and the configs; one tiny run, kept.
