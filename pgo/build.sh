@@ -20,8 +20,8 @@ have=$(rustc -V)
 if [[ $want != "$have" ]]; then
     echo "pgo/build.sh: the profile was made with '$want', this is '$have': it will not apply (pgo/regenerate.sh makes one for this rustc)" >&2
 fi
-# -pgo-warn-mismatch=false: functions edited since the profile was made
+# -no-pgo-warn-mismatch (LLVM's name for it): functions edited since the profile was made
 # are expected, not worth a warning each.
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PWD/pgo/hotproxy.profdata -Cllvm-args=-pgo-warn-mismatch=false" \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PWD/pgo/hotproxy.profdata -Cllvm-args=-no-pgo-warn-mismatch" \
     cargo build --profile dist --locked --target "$TRIPLE" "$@" >&2
 echo "${CARGO_TARGET_DIR:-$PWD/target}/$TRIPLE/dist/hotproxy"
