@@ -2,6 +2,9 @@
 # pgo/build.sh — build what the image ships: `--profile dist` optimised with pgo/hotproxy.profdata.
 #
 #   pgo/build.sh [cargo build options...]     prints the binary's path on stdout
+#   pgo/build.sh --check                      only asks rustc whether it takes the flags
+#                                             and finds the profile (CI runs this: a build
+#                                             takes minutes, this a second)
 #
 # The profile (made by pgo/regenerate.sh from the benches' keep-alive and
 # handshake loads) tells LLVM which branches and calls are hot: inlining,
@@ -22,6 +25,12 @@ if [[ $want != "$have" ]]; then
 fi
 # -no-pgo-warn-mismatch (LLVM's name for it): functions edited since the profile was made
 # are expected, not worth a warning each.
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PWD/pgo/hotproxy.profdata -Cllvm-args=-no-pgo-warn-mismatch" \
+FLAGS="-Cprofile-use=$PWD/pgo/hotproxy.profdata -Cllvm-args=-no-pgo-warn-mismatch"
+if [[ ${1:-} == --check ]]; then
+    # shellcheck disable=SC2086
+    rustc $FLAGS --target "$TRIPLE" --print cfg >/dev/null
+    exit
+fi
+RUSTFLAGS="${RUSTFLAGS:-} $FLAGS" \
     cargo build --profile dist --locked --target "$TRIPLE" "$@" >&2
 echo "${CARGO_TARGET_DIR:-$PWD/target}/$TRIPLE/dist/hotproxy"
