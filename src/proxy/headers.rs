@@ -12,8 +12,9 @@
 //! `Forwarded` extended with the client address. Client-certificate headers are `proxy::client_cert`'s (per
 //! `forward_client_cert`, spoofed copies always removed). A client's
 //! header whose name reads, `_` as `-`, as one hotproxy sets or replaces
-//! (`X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`) is removed. The
-//! common request needs no string building.
+//! (`X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`), or does after
+//! CGI's `HTTP_` (`HTTP_CLIENT_IP`), is removed. The common request needs
+//! no string building.
 
 use std::fmt::Write as _;
 
@@ -28,7 +29,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// The [`claims_origin`] names outside the `X-Forwarded-` prefix and
 /// `Forwarded`, by first byte.
-static CLAIMS_ORIGIN_X: [&str; 12] = [
+static CLAIMS_ORIGIN_X: [&str; 13] = [
     "x-real-ip",
     "x-original-url",
     "x-rewrite-url",
@@ -41,6 +42,7 @@ static CLAIMS_ORIGIN_X: [&str; 12] = [
     "x-originating-ip",
     "x-remote-ip",
     "x-remote-addr",
+    "x-proxyuser-ip",
 ];
 static CLAIMS_ORIGIN_C: [&str; 4] = [
     "cf-connecting-ip",
@@ -76,12 +78,42 @@ fn vouched(n: &str) -> bool {
 /// A name with `_` that reads, `_` as `-`, as one hotproxy vouches for
 /// ([`vouched`]): `X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`;
 /// or as a header that frames the message or speaks for one connection
-/// ([`frames`]): `Transfer_Encoding`, `Content_Length`, `Keep_Alive`.
+/// ([`frames`]): `Transfer_Encoding`, `Content_Length`, `Keep_Alive`. So
+/// does one so named after a leading `HTTP_`, any case: CGI's name of the
+/// header, which code ported from PHP reads as a header's own name (the
+/// common Java `getIpAddr` helper takes `HTTP_CLIENT_IP` and
+/// `HTTP_X_FORWARDED_FOR` as the client's address).
 fn underscore_lookalike(n: &str) -> bool {
-    n.as_bytes().contains(&b'_') && {
+    // Most names have no `_`: one scan settles them.
+    n.as_bytes().contains(&b'_')
+        && (dashed_is_protected(n) || cgi_unprefixed(n).is_some_and(dashed_is_protected))
+}
+
+/// `n` after a leading `http_` (any case), if there is more.
+fn cgi_unprefixed(n: &str) -> Option<&str> {
+    let prefix = n.as_bytes().get(..5)?;
+    // Five ASCII bytes: the rest starts on a character boundary.
+    (prefix.eq_ignore_ascii_case(b"http_") && n.len() > 5).then(|| &n[5..])
+}
+
+/// Whether `n`, `_` read as `-`, is [`vouched`] or [`frames`]. Spelled
+/// out on the stack: an application's own `_` names (`api_key`) pass
+/// here on every request, and a copy on the heap each time was an
+/// allocation per such name. Every protected name but the prefix families
+/// (`X-Forwarded-*`, `X-Client-Cert-*`, ...) is shorter than the buffer;
+/// a longer name is rare and spelled out on the heap.
+fn dashed_is_protected(n: &str) -> bool {
+    let mut buf = [0u8; 64];
+    let Some(dashed) = buf.get_mut(..n.len()) else {
         let dashed = n.replace('_', "-");
-        vouched(&dashed) || frames(&dashed)
+        return vouched(&dashed) || frames(&dashed);
+    };
+    for (d, &b) in dashed.iter_mut().zip(n.as_bytes()) {
+        *d = if b == b'_' { b'-' } else { b };
     }
+    // A header name is ASCII: this cannot fail.
+    let dashed = std::str::from_utf8(dashed).unwrap_or_default();
+    vouched(dashed) || frames(dashed)
 }
 
 /// `Content-Length` or a hop-by-hop header ([`is_hop_by_hop`]): how a
@@ -110,11 +142,13 @@ fn replaced_by_hotproxy(n: &str) -> bool {
 /// `DO-Connecting-IP`, and the bare `Client-IP`, `X-Originating-IP`,
 /// `X-Remote-IP` and `X-Remote-Addr` (express's `request-ip`, Django's
 /// `ipware`, Rails' `RemoteIp`, Spring's and Rack's remote-IP lists and
-/// PHP snippets read these). Not only the four hotproxy sets or replaces:
-/// ASP.NET and Spring take `X-Forwarded-Prefix` as the path base, Rack
-/// reads `X-Forwarded-Scheme` and `X-Forwarded-Ssl`, others `-Uri`,
-/// `-Method`, `-Server`; Traefik's `forwardedheaders` removes the family
-/// from untrusted peers too. So are `X-Original-URL` and `X-Rewrite-URL`,
+/// PHP snippets read these), Google's `X-ProxyUser-Ip`, and
+/// `Proxy-Client-IP` and WebLogic's `WL-Proxy-Client-IP` (read by the
+/// common Java `getIpAddr` helper). Not only the four hotproxy sets or
+/// replaces: ASP.NET and Spring take `X-Forwarded-Prefix` as the path
+/// base, Rack reads `X-Forwarded-Scheme` and `X-Forwarded-Ssl`, others
+/// `-Uri`, `-Method`, `-Server`; Traefik's `forwardedheaders` removes the
+/// family from untrusted peers too. So are `X-Original-URL` and `X-Rewrite-URL`,
 /// the path IIS URL Rewrite, ASP.NET and older Symfony and Zend serve in
 /// place of the request's (CVE-2018-14773). Every name of every request
 /// passes here (a [`HeaderName`] is lowercase): the first byte settles most.
@@ -126,6 +160,8 @@ fn claims_origin(n: &str) -> bool {
         Some(b'c') => CLAIMS_ORIGIN_C.contains(&n),
         Some(b't') => n == "true-client-ip",
         Some(b'd') => n == "do-connecting-ip",
+        Some(b'p') => n == "proxy-client-ip",
+        Some(b'w') => n == "wl-proxy-client-ip",
         _ => false,
     }
 }
@@ -156,8 +192,10 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 /// sets, replaces or removes ([`vouched`]): a forwarding header, a
 /// client-certificate header
 /// ([`crate::proxy::client_cert::is_identity_header`]) or `X-Request-Id`
-/// (`Via` has no `-`); or one that frames the message ([`frames`]):
-/// `Transfer_Encoding`, `Content_Length`, `Keep_Alive`, `Proxy_Connection`.
+/// (`Via` has no `-`), also after a leading `HTTP_` (CGI's name of the
+/// header: `HTTP_CLIENT_IP`, `HTTP_X_FORWARDED_FOR`, which the common Java
+/// `getIpAddr` helper reads as header names); or one that frames the
+/// message ([`frames`]): `Transfer_Encoding`, `Content_Length`, `Keep_Alive`, `Proxy_Connection`.
 /// CGI, WSGI and PHP servers fold `_` and `-` into one
 /// variable (`X_Client_Cert_Subject` and `X-Client-Cert-Subject` are both
 /// `HTTP_X_CLIENT_CERT_SUBJECT`), and Puma before 6.4.3 did for any header
@@ -601,6 +639,56 @@ mod tests {
         rewrite_request_headers(&mut h, &c, true, false);
         assert!(!h.contains_key("transfer_encoding"));
         assert_eq!(h["api_key"], "k");
+    }
+
+    /// Google's `X-ProxyUser-Ip`, `Proxy-Client-IP` and WebLogic's
+    /// `WL-Proxy-Client-IP` are client-address headers, a trusted proxy's
+    /// only; CGI's names of any header hotproxy vouches for (`HTTP_` then
+    /// the name with `_`, as the Java `getIpAddr` helper reads
+    /// `HTTP_CLIENT_IP`) are look-alikes, removed from every client; an
+    /// application's own names, `HTTP_` or not, pass.
+    #[test]
+    fn java_and_cgi_client_address_names() {
+        let claims = ["x-proxyuser-ip", "proxy-client-ip", "wl-proxy-client-ip"];
+        let lookalikes = [
+            "http_client_ip",
+            "http_x_forwarded_for",
+            "http_x_real_ip",
+            "http_proxy_client_ip",
+            "http_x_request_id",
+            "http_transfer_encoding",
+            "http_client-ip",
+            "wl_proxy_client_ip",
+        ];
+        for trusted in [false, true] {
+            let mut c = ctx(false);
+            c.trusted_proxy = trusted;
+            let mut h = HeaderMap::new();
+            for n in claims.iter().chain(&lookalikes) {
+                h.insert(*n, HeaderValue::from_static("192.0.2.66"));
+            }
+            for n in ["http_user_agent", "http_host", "http_api_key", "http_"] {
+                h.insert(n, HeaderValue::from_static("1"));
+            }
+            rewrite_request_headers(&mut h, &c, false, false);
+            for n in claims {
+                assert_eq!(h.contains_key(n), trusted, "{n}, trusted: {trusted}");
+            }
+            for n in lookalikes {
+                assert!(!h.contains_key(n), "{n}, trusted: {trusted}");
+            }
+            for n in ["http_user_agent", "http_host", "http_api_key", "http_"] {
+                assert_eq!(h[n], "1", "{n}, trusted: {trusted}");
+            }
+        }
+        for n in claims.iter().chain(&lookalikes) {
+            assert!(is_vouched_for(&HeaderName::from_static(n)), "{n}");
+        }
+        // Past the look-alike check's stack buffer, the same answers.
+        let long = format!("http_x_forwarded_{}", "a".repeat(80));
+        assert!(is_vouched_for(&HeaderName::try_from(long).unwrap()));
+        let long = format!("api_{}", "a".repeat(80));
+        assert!(!is_vouched_for(&HeaderName::try_from(long).unwrap()));
     }
 
     #[test]

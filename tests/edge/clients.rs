@@ -210,65 +210,146 @@ async fn untrusted_peers_send_no_original_url() {
 }
 
 /// The client-address headers of other proxies and CDNs, which
+/// frameworks and rate limiters read as the client's address.
+const CLIENT_ADDRESS_CLAIMS: [&str; 21] = [
+    "x-client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "true-client-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded",
+    "forwarded-for",
+    "x-original-forwarded-for",
+    "x-envoy-external-address",
+    "client-ip",
+    "x-appengine-user-ip",
+    "cf-pseudo-ipv4",
+    "fly-client-ip",
+    "do-connecting-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-proxyuser-ip",
+    "proxy-client-ip",
+    "wl-proxy-client-ip",
+];
+
+/// Their `_` look-alikes, and CGI's names of them and of `X-Forwarded-For`
+/// (`HTTP_` then the name with `_`), as a client spells them: headers by
+/// those literal names are what the common Java `getIpAddr` helper reads
+/// after `Proxy-Client-IP` and `WL-Proxy-Client-IP`.
+const CLIENT_ADDRESS_LOOKALIKES: [&str; 8] = [
+    "CF_Connecting_IP",
+    "True_Client_IP",
+    "Client_IP",
+    "X_Remote_Addr",
+    "WL_Proxy_Client_IP",
+    "HTTP_CLIENT_IP",
+    "HTTP_X_FORWARDED_FOR",
+    "Http_X_Real_IP",
+];
+
+/// One HTTP/2 `GET /api` over TLS on `tcp` with `headers`: what the echo
+/// backend saw, from a 200.
+async fn h2_over(tcp: TcpStream, w: &World, headers: &[(String, &str)]) -> serde_json::Value {
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let exchange = async {
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = http::Request::get("https://localhost/api");
+        for (k, v) in headers {
+            req = req.header(k.as_str(), *v);
+        }
+        let body = http_body_util::Empty::<bytes::Bytes>::new();
+        let resp = send.send_request(req.body(body).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        seen(&String::from_utf8_lossy(&body))
+    };
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("the proxy answers over HTTP/2")
+}
+
+/// The client-address headers of other proxies and CDNs, which
 /// frameworks and rate limiters read as the client's address (Cloudflare's
 /// `CF-Connecting-IP`, Akamai's `True-Client-IP`, Fastly's, Envoy's, the
 /// bare `X-Forwarded` and `Forwarded-For`, the `Client-IP` Django's ipware,
 /// Rails' `RemoteIp` and PHP read, App Engine's, Fly's, DigitalOcean's,
-/// `X-Remote-Addr`, ...), are a trusted proxy's
-/// only: from anyone else they are removed, with their `_` look-alikes,
-/// as `X-Real-IP` is. A trusted proxy's pass, its look-alikes do not.
+/// `X-Remote-Addr`, Google's `X-ProxyUser-Ip`, and the `Proxy-Client-IP`
+/// and WebLogic's `WL-Proxy-Client-IP` Java's common `getIpAddr` helper
+/// reads, ...), are a trusted proxy's only: from anyone else they are
+/// removed, over HTTP/1.1 and HTTP/2, with their `_` look-alikes and
+/// CGI-style names (`HTTP_CLIENT_IP`, `HTTP_X_FORWARDED_FOR`, which that
+/// helper reads too), as `X-Real-IP` is. A trusted proxy's pass, its
+/// look-alikes do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_peers_send_no_client_address_of_any_name() {
     let w = world().await;
-    let claims = [
-        "x-client-ip",
-        "cf-connecting-ip",
-        "cf-connecting-ipv6",
-        "true-client-ip",
-        "fastly-client-ip",
-        "x-cluster-client-ip",
-        "x-forwarded",
-        "forwarded-for",
-        "x-original-forwarded-for",
-        "x-envoy-external-address",
-        "client-ip",
-        "x-appengine-user-ip",
-        "cf-pseudo-ipv4",
-        "fly-client-ip",
-        "do-connecting-ip",
-        "x-originating-ip",
-        "x-remote-ip",
-        "x-remote-addr",
-    ];
     let mut request = String::from("GET /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for name in claims {
+    for name in CLIENT_ADDRESS_CLAIMS
+        .iter()
+        .chain(&CLIENT_ADDRESS_LOOKALIKES)
+    {
         request.push_str(&format!("{name}: 192.0.2.66\r\n"));
     }
-    request.push_str(
-        "CF_Connecting_IP: 192.0.2.66\r\nTrue_Client_IP: 192.0.2.66\r\n\
-         Client_IP: 192.0.2.66\r\nX_Remote_Addr: 192.0.2.66\r\n\r\n",
-    );
-    let lookalikes = [
-        "cf_connecting_ip",
-        "true_client_ip",
-        "client_ip",
-        "x_remote_addr",
-    ];
+    request.push_str("\r\n");
+    // HTTP/2 names are lowercase.
+    let fields: Vec<(String, &str)> = CLIENT_ADDRESS_CLAIMS
+        .iter()
+        .chain(&CLIENT_ADDRESS_LOOKALIKES)
+        .map(|n| (n.to_ascii_lowercase(), "192.0.2.66"))
+        .collect();
+    let lookalikes = CLIENT_ADDRESS_LOOKALIKES.map(|n| n.to_ascii_lowercase());
 
-    let from_client = raw_over(tcp_from("127.0.0.1", w.public).await, &w, &request).await;
-    let h = &from_client["headers"];
-    for name in claims.iter().chain(&lookalikes) {
-        assert!(h.get(*name).is_none(), "{name} passed: {from_client}");
-    }
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{from_client}");
+    for h2 in [false, true] {
+        let seen_from = async |peer: &str| {
+            let tcp = tcp_from(peer, w.public).await;
+            if h2 {
+                h2_over(tcp, &w, &fields).await
+            } else {
+                raw_over(tcp, &w, &request).await
+            }
+        };
+        let from_client = seen_from("127.0.0.1").await;
+        let h = &from_client["headers"];
+        for name in CLIENT_ADDRESS_CLAIMS
+            .iter()
+            .chain(&lookalikes.each_ref().map(String::as_str))
+        {
+            assert!(
+                h.get(*name).is_none(),
+                "{name} passed, h2: {h2}: {from_client}"
+            );
+        }
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{from_client}");
 
-    let from_proxy = raw_over(tcp_from("127.0.0.3", w.public).await, &w, &request).await;
-    let h = &from_proxy["headers"];
-    for name in claims {
-        assert_eq!(h[name], "192.0.2.66", "{name}: {from_proxy}");
-    }
-    for name in lookalikes {
-        assert!(h.get(name).is_none(), "{name} passed: {from_proxy}");
+        let from_proxy = seen_from("127.0.0.3").await;
+        let h = &from_proxy["headers"];
+        for name in CLIENT_ADDRESS_CLAIMS {
+            assert_eq!(h[name], "192.0.2.66", "{name}, h2: {h2}: {from_proxy}");
+        }
+        for name in &lookalikes {
+            assert!(
+                h.get(name).is_none(),
+                "{name} passed, h2: {h2}: {from_proxy}"
+            );
+        }
+        assert_eq!(h["x-forwarded-for"], "127.0.0.3", "{from_proxy}");
     }
 }
 
