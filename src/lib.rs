@@ -90,7 +90,8 @@
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
 //!     - `serve`: the accept loop (`max_connections` taken before accept), the `Slot`
-//!       each connection holds, and the queue of a socket given up taken before it closes, then served.
+//!       each connection holds, and the queue of a socket given up taken before it closes, then served
+//!       (each by the listener bound beside it on the address it was queued for, if any).
 //!   - `conn`: a connection's activity: head/idle timing; the driver; its tests in
 //!     `conn/tests.rs`.
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send

@@ -195,29 +195,48 @@ async fn queue_clients(
     n: usize,
     h2: bool,
 ) -> Vec<Queued> {
-    let queued = (0..n)
-        .map(|_| {
+    queue_clients_on(addr, &[addr], ca_pem, n, h2).await
+}
+
+/// As [`queue_clients`], `n` clients to each of `to`, returned once all
+/// wait in the accept queue of the socket listening on `listening` (a
+/// wildcard address covering each of `to`).
+async fn queue_clients_on(
+    listening: std::net::SocketAddr,
+    to: &[std::net::SocketAddr],
+    ca_pem: &str,
+    n: usize,
+    h2: bool,
+) -> Vec<Queued> {
+    let queued = to
+        .iter()
+        .flat_map(|&addr| std::iter::repeat_n(addr, n))
+        .map(|addr| {
             let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
             let cfg = client_config(ca_pem, None, alpn);
             tokio::spawn(async move { get(addr, "localhost", cfg, h2, "/", &[]).await })
         })
         .collect();
     wait_until(WAIT, "the clients queued on public", || async {
-        accept_queue(addr) == n
+        accept_queue(listening) == n * to.len()
     })
     .await;
     queued
 }
 
-/// Every queued client got an HTTP answer (`404`, no route), none a reset.
-async fn all_answered(queued: Vec<Queued>) {
+/// Every queued client got an HTTP answer (`404`, no route), none a
+/// reset: the replies, in the order the clients were queued.
+async fn all_answered(queued: Vec<Queued>) -> Vec<Reply> {
+    let mut replies = Vec::new();
     for (i, client) in queued.into_iter().enumerate() {
         let reply = client
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("client {i}, queued as the reload applied: {e}"));
         assert_eq!(reply.status, 404, "client {i}: {}", reply.body);
+        replies.push(reply);
     }
+    replies
 }
 
 /// Listener `kept` on a port of its own and, on `public` if given,
@@ -506,4 +525,112 @@ async fn a_removed_listener_out_of_descriptors_still_answers_its_whole_queue() {
         v["message"] == "accept failed; backing off" && v["listener"] == "public"
     })
     .await;
+}
+
+/// Listener `name` on `bind`, serving pair `pair` (`{pair}.crt`).
+fn serving(name: &str, bind: &str, pair: &str) -> String {
+    listener_yaml(name, bind, "[]")
+        .replace("a.crt", &format!("{pair}.crt"))
+        .replace("a.key", &format!("{pair}.key"))
+}
+
+/// `public` on `0.0.0.0:P` (pair `p`, one connection at a time, held by a
+/// client) with [`QUEUED`] clients queued for `127.0.0.1:P` and as many
+/// for `127.0.0.2:P`, when a reload replaces it by `a` on `127.0.0.1:P`
+/// (pair `a`) and, if `split`, `b` on `127.0.0.2:P` (pair `b`), both bound
+/// beside the wildcard: each queued client is answered with the
+/// certificate of the listener now on the address it connected to; one no
+/// new listener covers (`127.0.0.2:P` without `b`) as `public`'s own, as a
+/// removed listener answers its queue. `a`, first in the file, took the
+/// wildcard socket over and served every client queued on it with its own
+/// certificate, routes and limits.
+async fn wildcard_replaced_by_specific_addresses(split: bool) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let pairs: Vec<TestPair> = ["p", "a", "b"]
+        .iter()
+        .map(|stem| {
+            let pair = ca.server_pair(&["localhost"]);
+            s.pair(stem, &pair);
+            pair
+        })
+        .collect();
+    let port = free_port();
+    let wildcard: std::net::SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+    let one: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let two: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    let public =
+        serving("public", &wildcard.to_string(), "p") + "\n    limits: { max_connections: 1 }";
+    let cfg = s.config(&of(&public));
+    let mut p = Proxy::start(&cfg);
+    assert_eq!(p.listener_addr("public").await, wildcard);
+
+    let tls = connect(
+        one,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, held) = keep_open_h1(tls).await;
+    let answer = within_deadline(
+        "the held client's request",
+        send.send_request(get_localhost()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 404);
+    let queued = queue_clients_on(wildcard, &[one, two], &ca.cert_pem, QUEUED, false).await;
+
+    let mut split_into = serving("a", &one.to_string(), "a");
+    if split {
+        split_into.push('\n');
+        split_into.push_str(&serving("b", &two.to_string(), "b"));
+    }
+    writers::mv_over(&cfg, &of(&split_into));
+    reloaded(&mut p, 1).await;
+    let replies = all_answered(queued).await;
+    let on_two = if split { &pairs[2] } else { &pairs[0] };
+    for (i, reply) in replies.iter().enumerate() {
+        let (to, want) = if i < QUEUED {
+            (one, &pairs[1])
+        } else {
+            (two, on_two)
+        };
+        assert_eq!(
+            reply.leaf, want.fingerprint,
+            "client {i}, queued for {to}, served another listener's certificate"
+        );
+    }
+    within_deadline("the held client's connection", held)
+        .await
+        .unwrap()
+        .expect("the held client's connection closed cleanly");
+    drop(send);
+    assert_eq!(
+        served_leaf(one, "localhost", &ca.cert_pem).await.unwrap(),
+        pairs[1].fingerprint
+    );
+    if split {
+        assert_eq!(
+            served_leaf(two, "localhost", &ca.cert_pem).await.unwrap(),
+            pairs[2].fingerprint
+        );
+    }
+}
+
+/// A wildcard listener replaced by two on specific addresses of its port
+/// in one reload: the clients queued on the wildcard socket are each
+/// served by the listener on the address they connected to.
+#[tokio::test]
+async fn a_wildcard_split_into_two_listeners_serves_each_queued_client_by_its_address() {
+    wildcard_replaced_by_specific_addresses(true).await;
+}
+
+/// A wildcard listener replaced by one on a specific address of its port:
+/// the clients queued for another address, which no listener covers now,
+/// are answered by the old listener, not served the new one's certificate.
+#[tokio::test]
+async fn a_wildcard_narrowed_answers_the_clients_queued_for_other_addresses_as_removed() {
+    wildcard_replaced_by_specific_addresses(false).await;
 }

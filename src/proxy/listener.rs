@@ -43,7 +43,7 @@ use crate::proxy::{cancels::Unanswered, refused_head, request};
 
 mod serve;
 mod settings;
-pub use serve::{Inherited, Shutdown, Slot, Stop, bind, log_listening, serve};
+pub use serve::{Heir, Inherited, Shutdown, Slot, Stop, bind, log_listening, serve};
 pub use settings::Settings;
 
 /// The fields a forwarded request usually gains: `Host` (from HTTP/2's

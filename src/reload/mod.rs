@@ -122,10 +122,13 @@ struct LiveListener {
     live: Arc<Listener>,
     bound: SocketAddr,
     /// Its listening socket, shared with the accept loop, for a listener
-    /// that takes over the address in a reload ([`Reloader::handed_over`]),
-    /// or one bound beside it that serves its queue ([`Reloader::inherit`]);
+    /// that takes over the address in a reload ([`Reloader::handed_over`]);
     /// given up, new connections are kept off it ([`LiveListener::stop`]).
     socket: Option<std::net::TcpListener>,
+    /// The listeners a reload binds beside its socket, which it gives up:
+    /// where the connections queued on it for their addresses go
+    /// ([`Reloader::inherit`]).
+    heirs: Vec<crate::proxy::listener::Heir>,
     key: u64,
     /// The certificates it serves for each name and the client CA
     /// certificates it trusts for it, as its connections were last told

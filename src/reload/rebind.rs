@@ -1,4 +1,4 @@
-//! Listening sockets a reload gives up: bound beside (an overlapping address), handed over, or their queue served before they close.
+//! Listening sockets a reload gives up: bound beside (an overlapping address), handed over, or their queue served (each by the listener on its address) before they close.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,27 +34,27 @@ impl Reloader {
     }
 
     /// As a reload commits: for each new listener bound beside the
-    /// overlapping socket of a running one (new name, old name), that
-    /// socket, which the new listener serves the queue of once the old
-    /// accept loop has stopped, and then closes ([`Inherited`]).
+    /// overlapping socket of a running one (new name, its address, old
+    /// name), the connections queued on that socket for its address, which
+    /// it serves ([`Inherited`]). The old listener, given up, takes its
+    /// whole queue and sends each connection to the one of them on the
+    /// address it was queued for: a wildcard replaced by two specific
+    /// addresses in one reload (`0.0.0.0:P` by `127.0.0.1:P` and
+    /// `127.0.0.2:P`) has each served by its own, not both by the first.
+    /// One no new listener covers it answers itself, as any listener given
+    /// up answers its queue ([`LiveListener::stop`]).
     pub(super) fn inherit(
         &mut self,
-        beside: impl IntoIterator<Item = (String, String)>,
+        beside: impl IntoIterator<Item = (String, SocketAddr, String)>,
     ) -> BTreeMap<String, Inherited> {
         let mut inherited = BTreeMap::new();
-        for (new, old) in beside {
+        for (new, bind, old) in beside {
             let Some(old) = self.listeners.get_mut(&old) else {
                 continue;
             };
-            if let Some(socket) = old.socket.take() {
-                // Not fatal: without it, a client whose SYN comes in the
-                // instant the socket closes is reset, as before.
-                if let Err(e) = refuse_new_connections(&socket) {
-                    warn!(target: LOG, listener = %new, error = %e, "cannot keep new connections off the socket given up");
-                }
-                let stopped = old.live.closing.subscribe();
-                inherited.insert(new, Inherited { socket, stopped });
-            }
+            let (heir, queue) = Inherited::beside(bind);
+            old.heirs.push(heir);
+            inherited.insert(new, queue);
         }
         inherited
     }
@@ -63,11 +63,12 @@ impl Reloader {
 impl LiveListener {
     /// Stop its accept loop: a reload removed it or bound it elsewhere.
     /// Its socket goes on where a new listener serves on it (`shared`: a
-    /// rename, a port swap) or took it over ([`Reloader::inherit`] took
-    /// it); given up otherwise: new connections are kept off it, and the
-    /// accept loop takes those it has queued before closing it (the
-    /// kernel resets those still queued on a socket that closes), then
-    /// serves them.
+    /// rename, a port swap); given up otherwise: new connections are kept
+    /// off it, and the accept loop takes those it has queued before
+    /// closing it (the kernel resets those still queued on a socket that
+    /// closes), then serves them, or sends each queued for the address of
+    /// a listener bound beside it to that one (its heirs,
+    /// [`Reloader::inherit`]).
     pub(super) fn stop(mut self, shared: bool) {
         let stop = match self.socket.take() {
             Some(socket) if !shared => {
@@ -76,7 +77,7 @@ impl LiveListener {
                 if let Err(e) = refuse_new_connections(&socket) {
                     warn!(target: LOG, listener = %self.config.name, error = %e, "cannot keep new connections off the socket given up");
                 }
-                Stop::GivenUp
+                Stop::GivenUp(std::mem::take(&mut self.heirs))
             }
             _ => Stop::HandedOver,
         };
@@ -95,8 +96,9 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
 /// the more specific address have its connections, and the wildcard the
 /// rest), which is taken off again once the new socket listens. The old
 /// listener stops when the reload commits, so the move is live: a client
-/// is served by one or the other throughout (the new listener serves the
-/// old socket's queue before closing it: [`Reloader::inherit`]). Refused
+/// is served by one or the other throughout (the old listener takes its
+/// socket's queue before closing it, and each new listener serves those
+/// queued for its address: [`Reloader::inherit`]). Refused
 /// as before when the kernel will not (another user holds the old socket).
 pub(super) fn bind_beside(
     addr: SocketAddr,

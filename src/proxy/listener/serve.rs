@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
@@ -53,38 +54,63 @@ impl Drop for Slot {
     }
 }
 
-/// The listening socket of a listener that gives up an address this one's
-/// now covers (the same port, one of them the wildcard: a re-bind), with
-/// the signal that its accept loop has stopped. The kernel goes on queueing
-/// connections to it (the more specific address has them) until it closes,
-/// and closing it resets those queued: this listener serves them first.
+/// A connection taken from the queue of a socket given up: the stream, its
+/// peer, when it was accepted.
+type Taken = (TcpStream, SocketAddr, Instant);
+
+/// Where the connections queued on a socket given up go when they were
+/// queued for the address of a listener bound beside it (the same port,
+/// one of them the wildcard: a re-bind): to that listener, `bind`.
+#[derive(Clone, Debug)]
+pub struct Heir {
+    bind: SocketAddr,
+    queue: UnboundedSender<Taken>,
+}
+
+/// What a listener bound beside the socket of one that gives up an
+/// overlapping address gets of that socket's queue: the connections queued
+/// for its own address. The kernel goes on queueing connections to the old
+/// socket (the more specific address has them) until it closes, and
+/// closing it resets those queued: the old listener takes them all first
+/// and sends each to the listener now on the address it was queued for
+/// ([`Heir`]), and this one serves them as its own.
 pub struct Inherited {
-    pub socket: std::net::TcpListener,
-    /// The old listener's `closing`, set once its accept loop has stopped
-    /// and let go of its descriptor.
-    pub stopped: watch::Receiver<bool>,
+    queue: UnboundedReceiver<Taken>,
+}
+
+impl Inherited {
+    /// For a listener bound to `bind` beside a socket given up: the
+    /// [`Heir`] its old listener sends the connections queued for `bind`
+    /// to, and their queue, which this listener serves.
+    pub fn beside(bind: SocketAddr) -> (Heir, Inherited) {
+        let (queue, taken) = unbounded_channel();
+        (Heir { bind, queue }, Inherited { queue: taken })
+    }
 }
 
 /// What the reloader tells a listener's accept loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Stop {
     /// Accept connections.
     No,
     /// Stop at once: the socket goes on with another listener, which
-    /// serves what it has queued (a rename or a port swap serves on it, a
-    /// listener bound beside it takes it over: [`Inherited`]).
+    /// serves what it has queued (a rename or a port swap serves on it).
     HandedOver,
     /// Stop, take what the socket has queued, close it, then serve those
     /// taken: the listener is removed or bound elsewhere, and no listener
-    /// takes its socket over. The reloader keeps new connections off it
-    /// first.
-    GivenUp,
+    /// serves on its socket. Each connection queued for the address of a
+    /// listener bound beside it (its heirs, as a wildcard is replaced by
+    /// specific addresses of its port, each by its own) goes to that one;
+    /// this one serves the others. The reloader keeps new connections off
+    /// it first.
+    GivenUp(Vec<Heir>),
 }
 
 /// Accept connections on `socket` until `stop` or `shutdown` says so;
-/// those still queued on the socket of an old listener this one replaces
-/// too (`inherited`), once that listener's accept loop has stopped.
-/// Given up ([`Stop::GivenUp`]), it serves its own queue before closing.
+/// those queued for its address on the socket of an old listener it is
+/// bound beside too (`inherited`), as that listener hands them out.
+/// Given up ([`Stop::GivenUp`]), it takes its own queue before closing,
+/// and serves those no listener bound beside it covers.
 pub async fn serve(
     listener: Arc<Listener>,
     socket: TcpListener,
@@ -104,9 +130,17 @@ pub async fn serve(
     let mut owed = 0usize;
     let mut shutdown_rx = shutdown.clone();
     let mut acceptor = Acceptor::new(&listener.name);
-    if let Some(old) = inherited {
-        let (listener, slots, drain) = (listener.clone(), slots.clone(), drain.clone());
-        tokio::spawn(take_over(listener, old, slots, shutdown.clone(), drain));
+    if let Some(Inherited { queue }) = inherited {
+        // Under this listener's config and max_connections; it ends once
+        // the old listener has taken its whole queue (or shutdown begins).
+        tokio::spawn(hand_out(
+            listener.clone(),
+            queue,
+            slots.clone(),
+            0,
+            shutdown.clone(),
+            drain.clone(),
+        ));
     }
     loop {
         let wanted = listener.settings.load().limits.max_connections;
@@ -124,7 +158,7 @@ pub async fn serve(
             // Shutdown wins over a slot come free at the same time.
             biased;
             _ = shutdown_rx.wait_for(|s| *s) => break,
-            _ = stop.wait_for(|s| *s != Stop::No) => break,
+            _ = stop.wait_for(|s| !matches!(s, Stop::No)) => break,
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
             // A reload changed max_connections: look again.
             () = listener.limits_changed.notified() => continue,
@@ -141,7 +175,7 @@ pub async fn serve(
             // where a connection it took would be closed at once.
             biased;
             _ = shutdown_rx.wait_for(|s| *s) => break,
-            _ = stop.wait_for(|s| *s != Stop::No) => break,
+            _ = stop.wait_for(|s| !matches!(s, Stop::No)) => break,
             a = acceptor.accept(&socket) => a,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
@@ -153,19 +187,21 @@ pub async fn serve(
             Instant::now(),
         ));
     }
-    let stopped = *stop.borrow();
+    let stopped = stop.borrow().clone();
     // Removed, re-bound or shutting down: its connections close too.
-    if stopped != Stop::No {
+    if !matches!(stopped, Stop::No) {
         listener.set_removed();
     }
-    if stopped == Stop::GivenUp && !*shutdown_rx.borrow() {
+    if let Stop::GivenUp(heirs) = stopped
+        && !*shutdown_rx.borrow()
+    {
         // Its connections close first, letting their slots go to those
         // queued, which are served as its last and close the same way.
         listener.closing.send_replace(true);
         debug!(listener = %listener.name, "accept loop stopped; serving its queue");
         match socket.into_std() {
             Ok(socket) => {
-                serve_queue(&listener, socket, &slots, owed, shutdown_rx, &drain).await;
+                serve_queue(&listener, socket, &heirs, &slots, owed, shutdown_rx, &drain).await;
             }
             Err(e) => {
                 warn!(listener = %listener.name, error = %e, "cannot serve the queue of the socket given up; closing it");
@@ -173,32 +209,9 @@ pub async fn serve(
         }
         return;
     }
-    // Let go before saying so: a listener taking over the socket closes it
-    // once it has served its queue, and this descriptor would keep it open.
     drop(socket);
     listener.closing.send_replace(true);
     debug!(listener = %listener.name, "accept loop stopped");
-}
-
-/// Serve every connection queued on `old`'s socket once its accept loop
-/// has stopped ([`serve_queue`]), under this listener's config and
-/// `max_connections` (`slots`), then close it.
-async fn take_over(
-    listener: Arc<Listener>,
-    old: Inherited,
-    slots: Arc<Semaphore>,
-    mut shutdown: Shutdown,
-    drain: Arc<Drain>,
-) {
-    let Inherited {
-        socket,
-        mut stopped,
-    } = old;
-    tokio::select! {
-        _ = stopped.wait_for(|s| *s) => {}
-        _ = shutdown.wait_for(|s| *s) => return,
-    }
-    serve_queue(&listener, socket, &slots, 0, shutdown, &drain).await;
 }
 
 /// Accept what a listening socket nobody else accepts on has queued, until
@@ -210,17 +223,20 @@ async fn take_over(
 /// SYN meanwhile, closes at once, so a client retrying finds the port
 /// closed (or a new listener on it) rather than hanging, and a reload may
 /// bind the address again. Each connection taken waits its turn for a slot
-/// meanwhile ([`hand_out`]).
+/// meanwhile ([`hand_out`]): one of the listener bound beside it on the
+/// address it was queued for (`heirs`), which answers it with its own
+/// certificates, routes and limits, else one of this listener's.
 async fn serve_queue(
     listener: &Arc<Listener>,
     socket: std::net::TcpListener,
+    heirs: &[Heir],
     slots: &Arc<Semaphore>,
     owed: usize,
     mut shutdown: Shutdown,
     drain: &Arc<Drain>,
 ) {
     let header_read_timeout = listener.settings.load().limits.header_read_timeout;
-    let (taken, queue) = tokio::sync::mpsc::unbounded_channel();
+    let (taken, queue) = unbounded_channel();
     tokio::spawn(hand_out(
         listener.clone(),
         queue,
@@ -229,7 +245,7 @@ async fn serve_queue(
         shutdown.clone(),
         drain.clone(),
     ));
-    let mut queued = 0usize;
+    let (mut queued, mut handed) = (0usize, 0usize);
     // A failed accept() (out of descriptors: EMFILE, ENFILE) is retried
     // after a pause, as the accept loop does, while those taken before are
     // served (and, closing, give their descriptors back): closed then, the
@@ -272,22 +288,44 @@ async fn serve_queue(
         };
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         queued += 1;
+        let heir = stream.local_addr().ok().and_then(|at| heir_for(heirs, at));
+        let to = match heir {
+            Some(heir) => {
+                handed += 1;
+                &heir.queue
+            }
+            None => &taken,
+        };
         // Gone only if shutdown ended the hand-out: this ends next.
-        let _ = taken.send((stream, peer, Instant::now()));
+        let _ = to.send((stream, peer, Instant::now()));
     }
     drop(socket);
-    debug!(listener = %listener.name, queued, "took the queue of the socket given up; closed it");
+    debug!(listener = %listener.name, queued, handed, "took the queue of the socket given up; closed it");
+}
+
+/// The listener bound beside a socket given up that now has `at`, the
+/// address a connection was queued for on it: bound to that very address,
+/// else to the wildcard of its family on that port (`[::]` takes IPv4 too).
+fn heir_for(heirs: &[Heir], at: SocketAddr) -> Option<&Heir> {
+    let ip = at.ip().to_canonical();
+    let on_port = || heirs.iter().filter(move |h| h.bind.port() == at.port());
+    on_port()
+        .find(|h| h.bind.ip().to_canonical() == ip)
+        .or_else(|| {
+            on_port().find(|h| h.bind.ip().is_unspecified() && (h.bind.is_ipv6() || ip.is_ipv4()))
+        })
 }
 
 /// Give each connection taken from the queue of a socket given up
-/// ([`serve_queue`]) a slot of `slots` (`listener`'s `max_connections`,
+/// ([`serve_queue`]), by its own listener or for one bound beside it,
+/// a slot of `slots` (`listener`'s `max_connections`,
 /// `owed` permits of it still to be taken back from a lowered limit
 /// first), in the order they were queued, and serve it as `listener`'s;
 /// one whose `header_read_timeout` (counted from its accept) passes first
 /// is closed unserved, as is every one still waiting when shutdown begins.
 async fn hand_out(
     listener: Arc<Listener>,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<(TcpStream, SocketAddr, Instant)>,
+    mut queue: UnboundedReceiver<Taken>,
     slots: Arc<Semaphore>,
     mut owed: usize,
     mut shutdown: Shutdown,
