@@ -1,4 +1,5 @@
-//! SIGHUP and SIGUSR1 during the shutdown drain, on the real process: still answered.
+//! The shutdown drain on the real process: SIGHUP and SIGUSR1 still answered, and the
+//! connections with no request yet closed at once, not waited for.
 
 mod support;
 
@@ -79,4 +80,111 @@ async fn sighup_and_sigusr1_are_answered_during_the_drain() {
         "a line in the rotated file"
     );
     assert!(held.await.unwrap().is_err(), "the request was cut");
+}
+
+/// Listener `public` (HTTP/1.1 and HTTP/2) and `proxied` (a PROXY header
+/// from 127.0.0.1 first), both with `header_read_timeout: 60s`, the admin
+/// API, and a `shutdown_grace` of 20 s: longer than the exit waited for.
+fn quiet_clients_config(s: &Scene) -> std::path::PathBuf {
+    let limits = "\n    limits: { header_read_timeout: 60s }";
+    let public = listener_yaml("public", "127.0.0.1:0", "[]") + limits;
+    let proxied = listener_yaml("proxied", "127.0.0.1:0", "[]")
+        + "\n    proxy_protocol: { from: [127.0.0.1/32] }"
+        + limits;
+    s.config(&format!(
+        "runtime: {{ shutdown_grace: 20s }}\nadmin: {{ bind: \"127.0.0.1:0\" }}\nlisteners:\n{public}\n{proxied}\n"
+    ))
+}
+
+/// SIGTERM closes at once every connection of an ordinary TLS listener on
+/// which no request has come yet: one silent since its TCP handshake, one
+/// part way into its ClientHello, one part way into its PROXY header, one
+/// done with TLS (ALPN h2) that sent no preface, one done with TLS
+/// (http/1.1) that sent half a head; the process exits well before the
+/// 20 s grace, the drain not waiting. Only connections from the queue of
+/// a removed listener were closed so: these held the drain until their
+/// `header_read_timeout` (60 s), cut by the grace, and a request
+/// completed meanwhile was served after SIGTERM.
+#[tokio::test]
+async fn shutdown_closes_the_clients_with_no_request_yet_at_once() {
+    use tokio::io::AsyncWriteExt;
+
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let mut p = Proxy::start(&quiet_clients_config(&s));
+    let public = p.listener_addr("public").await;
+    let proxied = p.listener_addr("proxied").await;
+    let admin = p.admin_addr().await;
+
+    let silent = tokio::net::TcpStream::connect(public).await.unwrap();
+    let mut hello = tokio::net::TcpStream::connect(public).await.unwrap();
+    // A handshake record of 256 bytes, a ClientHello: its first byte only.
+    hello
+        .write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01])
+        .await
+        .unwrap();
+    let mut header = tokio::net::TcpStream::connect(proxied).await.unwrap();
+    header.write_all(b"PROXY TCP4 203.0.113.7 ").await.unwrap();
+    let h2 = connect(
+        public,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"h2"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut head = connect(
+        public,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    head.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    head.flush().await.unwrap();
+    // Each accepted, the two TLS ones past their handshake on the proxy's side.
+    let metrics = [
+        "hotproxy_connections_active{listener=\"public\"} 4",
+        "hotproxy_connections_active{listener=\"proxied\"} 1",
+        "hotproxy_tls_handshakes_total{listener=\"public\",result=\"success\"} 2",
+    ];
+    for line in metrics {
+        wait_metric(admin, line, WAIT).await;
+    }
+
+    p.signal("TERM");
+    let closed = |what: &'static str, mut s: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        tokio::spawn(async move {
+            let got = read_to_close(&mut s).await;
+            (what, got)
+        })
+    };
+    let clients = [
+        closed("silent", Box::new(silent)),
+        closed("part of a ClientHello", Box::new(hello)),
+        closed("part of a PROXY header", Box::new(header)),
+        closed("TLS done, no HTTP/2 preface", Box::new(h2)),
+        closed("TLS done, half an HTTP/1.1 head", Box::new(head)),
+    ];
+    assert!(p.wait_exit(WAIT).await.success());
+    for client in clients {
+        let (what, got) = client.await.unwrap();
+        if what.contains("HTTP/1.1") {
+            assert!(
+                got.is_empty(),
+                "{what}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+    }
+    // Its last line read: the logs are all in.
+    p.wait_log("stopped", |v| v["message"] == "stopped").await;
+    let logs = p.logs();
+    assert!(
+        !logs.iter().any(|l| l.contains("shutdown grace elapsed")),
+        "the drain waited for the clients with no request: {logs:#?}"
+    );
 }

@@ -176,7 +176,9 @@ async fn accept_loop(
                 shutdown,
                 // Nothing else closes an admin connection.
                 also_close_grace: SEND_TIMEOUT,
-                answer_first: None,
+                // `shutdown` is the process's own.
+                process: None,
+                answer_first: false,
                 stalls: None,
                 send_timeout: SEND_TIMEOUT,
             };

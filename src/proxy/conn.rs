@@ -464,14 +464,20 @@ pub struct Driver<'a> {
     /// How long requests in flight may still run once `shutdown` or
     /// `also_close` has closed the connection gracefully; then it is cut.
     pub also_close_grace: Duration,
+    /// The process's shutdown signal, when `shutdown` is not it (a
+    /// listener's connections). It closes a connection on which no request
+    /// has begun at once: hyper's graceful close would wait for its first
+    /// request (a connection is not idle before one), up to
+    /// `header_read_timeout`, and the drain with it. One that has had a
+    /// request it closes gracefully, as `shutdown` does.
+    pub process: Option<watch::Receiver<bool>>,
     /// Accepted once its listener was removed (from the queue of the
     /// socket it gave up), with keep-alive off: `shutdown` does not close
     /// it before its first request, which hyper would drop unread, but
     /// after it, as its last; the cut after `also_close_grace` and
-    /// `header_read_timeout` bound it as any other. The process's shutdown
-    /// signal, which does close it gracefully at once (before its first
-    /// request: the process is ending).
-    pub answer_first: Option<watch::Receiver<bool>>,
+    /// `header_read_timeout` bound it as any other. `process` closes it
+    /// (the process is ending).
+    pub answer_first: bool,
     /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
     pub stalls: Option<(&'a Stalls, Duration)>,
     /// A closing connection with nothing in flight that has taken no
@@ -529,8 +535,10 @@ impl Driver<'_> {
         tokio::pin!(also_close);
         let shutdown = Woken::new(self.shutdown.wait_for(|s| *s));
         tokio::pin!(shutdown);
-        let answer_first = self.answer_first.is_some();
-        let mut process = self.answer_first.take();
+        let answer_first = self.answer_first;
+        let mut process = self.process.take();
+        // Set once `quit` is done: a finished future is not polled again.
+        let mut quit_done = false;
         let quit = Woken::new(async {
             match &mut process {
                 Some(process) => drop(process.wait_for(|s| *s).await),
@@ -670,10 +678,13 @@ impl Driver<'_> {
                         graceful(conn.as_mut());
                     }
                 }
-                // Answered first, as its listener was removed: the
-                // process's shutdown closes it, at once before its
-                // request, gracefully after.
-                () = quit.as_mut(), if !closing => {
+                // The process's shutdown: at once before the first
+                // request, gracefully after. Also on a connection its
+                // listener's `closing` (set at shutdown too, maybe seen
+                // first) already closes gracefully: that close would wait
+                // for a first request.
+                () = quit.as_mut(), if !quit_done => {
+                    quit_done = true;
                     // No request yet: hyper's graceful close would still
                     // wait for one (a connection is not idle before its
                     // first), up to header_read_timeout.
@@ -686,9 +697,11 @@ impl Driver<'_> {
                     cut_at = Some(at);
                     let due = sleep.inner().deadline().into_std().min(at);
                     sleep.as_mut().inner_mut().reset(due.into());
-                    closing = true;
-                    closing_at = Some(now);
-                    graceful(conn.as_mut());
+                    if !closing {
+                        closing = true;
+                        closing_at = Some(now);
+                        graceful(conn.as_mut());
+                    }
                 }
                 _ = also_close.as_mut(), if cut_at.is_none() => {
                     let now = Instant::now();

@@ -33,9 +33,9 @@ pub struct Drain {
     /// once their connection is closing, at shutdown or at
     /// `max_connection_lifetime`.
     grace: Duration,
-    /// The process's shutdown signal (`true`: shutting down), for the
-    /// connections their listener's `closing` does not end (accepted from
-    /// the queue of a socket given up: see `Driver::answer_first`).
+    /// The process's shutdown signal (`true`: shutting down): it closes a
+    /// connection before its first request at once, which its listener's
+    /// `closing` does not (see `Driver::process`).
     shutdown: watch::Receiver<bool>,
 }
 

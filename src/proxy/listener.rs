@@ -267,15 +267,11 @@ impl Listener {
     }
 }
 
-/// `step`, or `None` if the process shuts down first when `quit` holds
-/// its signal (a connection its listener's removal came before).
-async fn until_quit<T>(quit: &mut Option<Shutdown>, step: impl Future<Output = T>) -> Option<T> {
-    let Some(process) = quit else {
-        return Some(step.await);
-    };
+/// `step`, or `None` if the process shuts down first (`quit` is its signal).
+async fn until_quit<T>(quit: &mut Shutdown, step: impl Future<Output = T>) -> Option<T> {
     tokio::select! {
         biased;
-        _ = process.wait_for(|s| *s) => None,
+        _ = quit.wait_for(|s| *s) => None,
         out = step => Some(out),
     }
 }
@@ -313,10 +309,14 @@ async fn connection(
     // A PROXY header and the handshake share the header read budget: a
     // client that connects and sends nothing must not hold a slot forever.
     let head_deadline = tokio::time::Instant::from_std(accepted + limits.header_read_timeout);
-    // From the queue of a socket given up (its listener removed already):
-    // the listener's `closing` does not end it, the process's shutdown
-    // does, at once, before its request as after (see `Driver::answer_first`).
-    let mut quit = listener.is_removed().then(|| slot.shutdown());
+    // The process's shutdown ends every step before the first request at
+    // once (the PROXY header, the peek, the handshake; then the driver's
+    // `process`): a client that has sent nothing, or part of a header or
+    // ClientHello, has nothing to finish, and waited for would hold the
+    // drain for its header_read_timeout. A listener's removal does not end
+    // them (its `closing` is not watched here): those it took from its
+    // queue are answered first (see `Driver::answer_first`).
+    let mut quit = slot.shutdown();
     // Before TLS: the PROXY header's client address and `allow_from`,
     // then the plain-HTTP redirect listener (src/proxy/front.rs).
     let front = listener.front.load_full();
@@ -480,8 +480,6 @@ async fn connection(
     // from the queue of the socket it gave up): its first request is
     // answered, as its last, then it closes as the listener's others did.
     let answer_first = listener.is_removed();
-    // The process's shutdown closes it instead (`quit` was set if removed before).
-    let process = answer_first.then(|| quit.take().unwrap_or_else(|| slot.shutdown()));
     let idle_timeout = match answer_first {
         true => Duration::ZERO,
         false => limits.idle_timeout,
@@ -575,7 +573,8 @@ async fn connection(
         idle_timeout,
         shutdown: listener.closing.subscribe(),
         also_close_grace: grace,
-        answer_first: process,
+        process: Some(quit),
+        answer_first,
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
         send_timeout: limits.send_timeout,
     };
