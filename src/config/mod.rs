@@ -533,8 +533,12 @@ fn resolve_all(
             }
         };
         let mut unset = tagged; // tags on merge values, refused
-        tree::pasted(&root, "", text, withheld);
-        tree::expand_env(&mut root, "", text, &mut unset, withheld);
+        // Each alias asks again whether its anchor's value is a block
+        // scalar: the answers are kept while the tree is walked.
+        withhold::remembering(text, || {
+            tree::pasted(&root, "", text, withheld);
+            tree::expand_env(&mut root, "", text, &mut unset, withheld);
+        });
         match tree::read::<raw::File>(&mut root) {
             (Some(raw), mut report) => {
                 report.problems.extend(unset);
