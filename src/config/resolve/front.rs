@@ -1,5 +1,8 @@
 //! A listener's front: PROXY protocol, trusted proxies, `allow_from`, response headers, the HTTPS redirect.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use super::Resolver;
 use crate::config::{FrontConfig, raw};
 
@@ -24,16 +27,24 @@ impl Resolver {
             front.allow_from = Some(self.allow_from(&format!("{at}.allow_from"), a));
         }
         if let Some(h) = &l.response_headers {
-            for (i, (name, value)) in h.set.iter().enumerate() {
+            // Each name's first spelling, by its lower case: looked up,
+            // where searching those above made 5e9 comparisons of 100,000.
+            let mut first: HashMap<String, &str> = HashMap::new();
+            for (name, value) in &h.set {
                 let hat = format!("{at}.response_headers.set.{name}");
                 let value = self.string(&hat, value);
                 let n = http::HeaderName::from_bytes(name.as_bytes());
                 // Header names are case-insensitive: two spellings are one
                 // header, and which value was sent depended on their sort order.
-                let earlier = h.set[..i]
-                    .iter()
-                    .find(|(e, _)| e.eq_ignore_ascii_case(name));
-                if let Some((earlier, _)) = earlier {
+                super::looked_at(1);
+                let earlier = match first.entry(name.to_ascii_lowercase()) {
+                    Entry::Occupied(earlier) => Some(*earlier.get()),
+                    Entry::Vacant(v) => {
+                        v.insert(name);
+                        None
+                    }
+                };
+                if let Some(earlier) = earlier {
                     self.problem(
                         hat,
                         format!(

@@ -1,5 +1,6 @@
 //! A listener: bind, TLS (server pairs, client auth, ALPN, min version), routes, limits.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ impl Resolver {
         l: &raw::Listener,
         named: &Named,
         anonymous: &mut Vec<EntrySpec>,
-        upstreams: &[String],
+        upstreams: &HashSet<String>,
     ) -> ListenerConfig {
         let at = format!("listeners[{i}]");
         if l.name.is_empty() {
@@ -147,6 +148,7 @@ impl Resolver {
         let mut routes = Vec::new();
         for (j, r) in l.routes.iter().enumerate() {
             let rat = format!("{at}.routes[{j}]");
+            super::looked_at(1);
             if !upstreams.contains(&r.upstream) {
                 self.problem(
                     format!("{rat}.upstream"),

@@ -12,7 +12,7 @@ mod hosts;
 mod listener;
 mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -312,12 +312,12 @@ impl Resolver {
         }
         let mut anonymous = Vec::new();
 
-        let mut upstream_names = Vec::new();
-        for u in &raw.upstreams {
-            upstream_names.push(u.name.clone());
-        }
+        // Sets, not lists: each route's upstream and each name is looked
+        // up, where searching a list made 1e9 comparisons of 40,000.
+        let upstream_names: HashSet<String> =
+            raw.upstreams.iter().map(|u| u.name.clone()).collect();
         let mut listeners = Vec::new();
-        let mut seen_listeners = Vec::new();
+        let mut seen_listeners = HashSet::new();
         for (i, l) in raw.listeners.iter_mut().enumerate() {
             let at = format!("listeners[{i}].name");
             self.name(at.clone(), &l.name);
@@ -326,7 +326,7 @@ impl Resolver {
             listeners.push(self.listener(i, l, &named, &mut anonymous, &upstream_names));
         }
         let mut upstreams = Vec::new();
-        let mut seen_upstreams = Vec::new();
+        let mut seen_upstreams = HashSet::new();
         for (i, u) in raw.upstreams.iter_mut().enumerate() {
             let at = format!("upstreams[{i}].name");
             self.name(at.clone(), &u.name);
@@ -380,11 +380,11 @@ impl Resolver {
     }
 
     /// Record a problem when an earlier item of the section already took `name`.
-    fn unique_name(&mut self, seen: &mut Vec<String>, at: String, what: &str, name: &str) {
-        if seen.iter().any(|s| s == name) {
+    fn unique_name(&mut self, seen: &mut HashSet<String>, at: String, what: &str, name: &str) {
+        looked_at(1);
+        if !seen.insert(name.to_owned()) {
             self.problem(at, format!("duplicate {what} name {name:?}"));
         }
-        seen.push(name.to_owned());
     }
 
     fn admin(&mut self, a: &raw::Admin) -> AdminConfig {
@@ -442,6 +442,15 @@ impl Resolver {
     }
 }
 
+/// Counts, in tests, the earlier names, upstreams, binds or headers looked
+/// at to find a duplicate, a route's upstream or an overlap.
+fn looked_at(n: usize) {
+    #[cfg(test)]
+    tests::LOOKED_AT.with(|c| c.set(c.get() + n));
+    #[cfg(not(test))]
+    let _ = n;
+}
+
 /// Why a path field's value is content pasted in place of a path, if it
 /// is: a PEM block, or a line break or NUL, which no file name an operator
 /// writes holds (a key or token pasted as a YAML block scalar ends in one).
@@ -458,6 +467,75 @@ fn not_a_path(s: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use crate::config::tests::{MINIMAL, messages, parse_str};
+
+    thread_local! {
+        /// See [`super::looked_at`].
+        pub(super) static LOOKED_AT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A duplicate listener or upstream name, a route's upstream, a bind
+    /// that overlaps another and a header set twice were each found by
+    /// looking at every earlier one: some 1e9 comparisons for 40,000
+    /// upstreams or 20,000 listeners (15 s of `check` for 40,000
+    /// upstreams in a debug build), in every reload and `check`. Each is
+    /// looked up; every problem is still found, naming the earlier one.
+    #[test]
+    fn what_was_seen_is_looked_up_not_searched() {
+        let n = 2_000;
+        let tls = "tls: { certs: [{ ref: edge }] }";
+        let mut text = String::from(
+            "certs: [{ id: edge, type: server-pair, cert_file: a.crt, key_file: a.key }]\nlisteners:\n",
+        );
+        for i in 0..n {
+            let port = 10_000 + i;
+            text += &format!("  - {{ name: l{i}, bind: 127.0.0.1:{port}, {tls} }}\n");
+        }
+        for i in 0..n {
+            let ip = format!("127.0.{}.{}", i / 250, i % 250 + 1);
+            text += &format!("  - {{ name: m{i}, bind: \"{ip}:443\", {tls} }}\n");
+        }
+        let routes: Vec<String> = (0..=n).map(|i| format!("{{ upstream: u{i} }}")).collect();
+        let headers: Vec<String> = (0..n).map(|i| format!("x-h{i}: v")).collect();
+        text += &format!(
+            "  - {{ name: l0, bind: 0.0.0.0:10001, {tls}, routes: [{}],\n      \
+             response_headers: {{ set: {{ {}, X-H7: w }} }} }}\nupstreams:\n",
+            routes.join(", "),
+            headers.join(", ")
+        );
+        for i in 0..n {
+            text += &format!("  - {{ name: u{i}, servers: [http://127.0.0.1:9] }}\n");
+        }
+        text += "  - { name: u0, servers: [http://127.0.0.1:9] }\n";
+        LOOKED_AT.with(|c| c.set(0));
+        let (_, problems) = crate::config::parse_all(&text, std::path::Path::new("/etc/h/c.yaml"));
+        let looked_at = LOOKED_AT.with(|c| c.get());
+        let m: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.location, p.message))
+            .collect();
+        let m = m.join("\n");
+        let last = 2 * n;
+        for want in [
+            format!("listeners[{last}].name: duplicate listener name \"l0\""),
+            format!("upstreams[{n}].name: duplicate upstream name \"u0\""),
+            format!("listeners[{last}].routes[{n}].upstream: no upstream named \"u{n}\""),
+            format!(
+                "listeners[{last}].bind: 0.0.0.0:10001 overlaps listeners[1].bind \
+                 (127.0.0.1:10001): 0.0.0.0 takes every IPv4 address of port 10001"
+            ),
+            format!(
+                "listeners[{last}].response_headers.set.X-H7: `X-H7` is the header `x-h7` set above"
+            ),
+        ] {
+            assert!(
+                m.contains(&want),
+                "want {want:?} in\n{}",
+                &m[..m.len().min(3_000)]
+            );
+        }
+        // Some 10,000 names, routes, binds and headers: a few looks each.
+        assert!(looked_at < 100_000, "{looked_at}");
+    }
 
     /// 20000 worker threads passed `check` and aborted `run` at startup.
     #[test]
