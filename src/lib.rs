@@ -20,6 +20,8 @@
 //!     - `binds`: listening addresses that overlap on one port (`0.0.0.0` and
 //!       `[::]` included), refused before a bind would fail.
 //!   - `duration`: `250ms`, `1m30s`, ...; `env`: `${NAME}` expansion.
+//!   - `tests`: the file read, parsed and resolved as a whole (FIFOs, syntax,
+//!     aliases, defaults); the `MINIMAL` configuration resolve's tests start from.
 //!   - `crl_files`: a ca-bundle's CRL file list, bounded and each file once (file and API).
 //!   - `listing`: problems listed to an operator, at most 100 and a count of the rest.
 //!   - `withhold`: what a problem's message may show: no pasted PEM, multi-line or
