@@ -161,6 +161,8 @@
 //!     connection to a request and getting it back when the response ends.
 //!     - `early`: what of a response body came with its head, read before
 //!       the head is handed on: a body broken there is a 502.
+//!     - `tests`: its unit tests: leasing under the slot and dial bounds,
+//!       an active check's connection past the limit.
 //!   - `pool`: idle HTTP/1.1 connections, shared HTTP/2 ones, bounded dials.
 //!   - `conn`: dialling (TCP, TLS snapshot, slot) and the h1/h2 handles;
 //!     an h2 connection is retired when a request on it goes unanswered.

@@ -463,7 +463,7 @@ impl Upstream {
             let ((i, _in_flight), retrying) = picked;
             last.picked(i);
             let endpoint = &set.members[i].endpoint;
-            let failure = match endpoint.upgrade_connection().await {
+            let failure = match endpoint.upgrade_connection(until).await {
                 Ok((mut send, head, task)) => {
                     // The connection's task sends the body, also after
                     // the response head: an upstream that then takes no

@@ -13,9 +13,9 @@
 //! ([`crate::upstream::endpoint::Endpoint::checkout`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// No free connection slot within `connect_timeout`: the 504's cause.
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +50,20 @@ impl Slots {
         }
     }
 
-    /// Take a slot, waiting at most `wait`. `Ok(None)` when unlimited.
+    /// Take a slot, waiting until `deadline` at most. `Ok(None)` when
+    /// unlimited. An instant, not a duration: a wait bounded by the
+    /// request's deadline ends on the very timer tick `request_timeout`
+    /// does, so the request gets the connection limit's answer rather than
+    /// the outer timeout's (a `timeout` blamed on the endpoint); a duration
+    /// counted from a moment later could end a tick after it.
     pub async fn acquire(
         &self,
-        wait: Duration,
+        deadline: Instant,
     ) -> Result<Option<OwnedSemaphorePermit>, ConnectionLimit> {
         let Some(sem) = &self.0 else {
             return Ok(None);
         };
-        match tokio::time::timeout(wait, sem.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(deadline, sem.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Some(permit)),
             // The semaphore is never closed; a timeout is the limit.
             _ => Err(ConnectionLimit),
@@ -69,18 +74,20 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn waits_for_a_free_slot_then_gives_up() {
         let slots = Slots::new(1);
-        let held = slots.acquire(Duration::ZERO).await.unwrap();
+        let held = slots.acquire(Instant::now()).await.unwrap();
         assert!(held.is_some());
         assert!(slots.try_take().is_err());
-        assert!(slots.acquire(Duration::from_millis(1)).await.is_err());
+        let soon = Instant::now() + Duration::from_millis(1);
+        assert!(slots.acquire(soon).await.is_err());
         drop(held);
-        assert!(slots.acquire(Duration::ZERO).await.unwrap().is_some());
+        assert!(slots.acquire(Instant::now()).await.unwrap().is_some());
         let unlimited = Slots::new(0);
-        assert!(unlimited.acquire(Duration::ZERO).await.unwrap().is_none());
+        assert!(unlimited.acquire(Instant::now()).await.unwrap().is_none());
         assert!(unlimited.try_take().unwrap().is_none());
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http2;
+use tokio::time::Instant;
 
 use crate::config::UpstreamConfig;
 use crate::proxy::body::{BodySent, ClientBody};
@@ -206,14 +207,12 @@ impl Endpoint {
                             // dial must keep to the dial bound like any.
                             token.abandon();
                             queued_for_slot = true;
-                            let wait =
-                                deadline.saturating_duration_since(tokio::time::Instant::now());
                             if want == Want::CheckAgain {
                                 // Its own connection (likely the one that
                                 // left it unprocessed) closes: either slot.
                                 held = Some(tokio::select! {
-                                    slot = self.slots.acquire(wait) => (slot?, false),
-                                    slot = self.check_slot.acquire(wait) => (slot?, true),
+                                    slot = self.slots.acquire(deadline) => (slot?, false),
+                                    slot = self.check_slot.acquire(deadline) => (slot?, true),
                                 });
                             } else if fresh {
                                 // A retry never takes a pooled connection,
@@ -221,10 +220,10 @@ impl Endpoint {
                                 // connection handed back, it would take the
                                 // wake-up meant for a request that can use
                                 // it, which then waits out its deadline.
-                                held = Some((self.slots.acquire(wait).await?, false));
+                                held = Some((self.slots.acquire(deadline).await?, false));
                             } else {
                                 tokio::select! {
-                                    slot = self.slots.acquire(wait) => held = Some((slot?, false)),
+                                    slot = self.slots.acquire(deadline) => held = Some((slot?, false)),
                                     _ = self.pool.changed() => waited = true,
                                 }
                             }
@@ -308,16 +307,30 @@ impl Endpoint {
     }
 
     /// A new HTTP/1.1-only connection for an `Upgrade` request (never
-    /// pooled: it becomes the tunnel). It holds a slot like any other.
-    pub async fn upgrade_connection(&self) -> Result<UpgradeConn, DialError> {
-        let slot = self.slots.acquire(self.dialer.connect_timeout).await?;
+    /// pooled: it becomes the tunnel). It holds a slot like any other, and
+    /// waits for one and dials as [`Endpoint::checkout`] does, within the
+    /// request's deadline `until` too: `until` ending the wait, or a dial
+    /// after it, is the connection limit's 504, no failure of the
+    /// endpoint's. The wait used to be bounded by `connect_timeout` alone:
+    /// behind open tunnels it outlasted a shorter `request_timeout`, whose
+    /// timeout answered `upstream timed out` and counted it against the
+    /// endpoint, and a few such upgrades ejected a busy, healthy one.
+    pub async fn upgrade_connection(&self, until: Instant) -> Result<UpgradeConn, DialError> {
+        let queue = (Instant::now() + self.dialer.connect_timeout).min(until);
+        let (slot, queued) = match self.slots.try_take() {
+            Ok(slot) => (slot, false),
+            Err(_) => (self.slots.acquire(queue).await?, true),
+        };
         // A whole connect_timeout after the wait for a slot, as for requests.
-        let deadline = tokio::time::Instant::now() + self.dialer.connect_timeout;
-        let d = self
-            .dialer
-            .dial(&self.host, self.port, self.https(), slot, deadline, true)
-            .await?;
-        upgrade_conn(d).await
+        let full = Instant::now() + self.dialer.connect_timeout;
+        let by = full.min(until);
+        match (self.dialer)
+            .dial(&self.host, self.port, self.https(), slot, by, true)
+            .await
+        {
+            Err(DialError::Timeout) if queued && until < full => Err(ConnectionLimit.into()),
+            dialled => upgrade_conn(dialled?).await,
+        }
     }
 }
 
@@ -577,223 +590,4 @@ impl Drop for LeasedBody {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::config::{UpstreamConfig, UpstreamTls};
-    use futures_util::FutureExt;
-    use std::time::Duration;
-
-    /// A name resolved to an address is logged as that address in the
-    /// URL's form; a server given by IP, or a name dialled as such, as
-    /// configured.
-    #[test]
-    fn the_dialled_url_puts_the_address_in_place_of_a_resolved_name() {
-        let cases = [
-            ("https://app.svc:8443", "10.0.0.5", "https://10.0.0.5:8443"),
-            ("http://app.svc/", "10.0.0.5", "http://10.0.0.5/"),
-            ("https://app.svc", "fd00::5", "https://[fd00::5]"),
-            ("https://app.svc:8443", "app.svc", "https://app.svc:8443"),
-            ("https://10.0.0.5:8443", "10.0.0.5", "https://10.0.0.5:8443"),
-            (
-                "https://[fd00::5]:8443",
-                "fd00::5",
-                "https://[fd00::5]:8443",
-            ),
-        ];
-        for (url, host, want) in cases {
-            assert_eq!(&*dialled_url(url, host), want, "{url} dialled at {host}");
-        }
-    }
-
-    /// A plain-HTTP endpoint at `port` with one server slot.
-    fn one_slot(port: u16) -> Endpoint {
-        endpoint(port, false, 1)
-    }
-
-    /// An endpoint at 127.0.0.1:`port` with `slots` server slots.
-    pub(crate) fn endpoint(port: u16, https: bool, slots: usize) -> Endpoint {
-        let limits = UpstreamConfig {
-            name: "api".into(),
-            servers: vec![],
-            tls: UpstreamTls::default(),
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(60),
-            read_timeout: Duration::from_secs(60),
-            max_idle_connections: 4,
-            idle_timeout: Duration::from_secs(60),
-            max_connections_per_server: slots,
-            resolve_interval: Duration::ZERO,
-            balance: Default::default(),
-            health: Default::default(),
-            retries: 0,
-            retry_budget: Default::default(),
-            http2_keepalive: None,
-            http2_stream_window_bytes: crate::config::DEFAULT_HTTP2_STREAM_WINDOW,
-        };
-        let dialer = Dialer {
-            tls: Arc::new(arc_swap::ArcSwap::new(
-                crate::tls::client::build(None, None, &[]).unwrap(),
-            )),
-            server_name: None,
-            connect_timeout: limits.connect_timeout,
-            h2_keepalive: None,
-            h2_stream_window: limits.http2_stream_window_bytes,
-        };
-        let scheme = if https { "https" } else { "http" };
-        let url = format!("{scheme}://127.0.0.1:{port}");
-        Endpoint::new(url, https, "127.0.0.1".into(), port, dialer, &limits).unwrap()
-    }
-
-    /// Every slot taken, a retry (which may not reuse a pooled connection)
-    /// waiting first and an ordinary request second: the connection handed
-    /// back goes to the ordinary request, not to a wake-up the retry
-    /// swallows while it goes on waiting for a slot.
-    #[tokio::test]
-    async fn a_connection_handed_back_serves_the_request_that_can_use_it() {
-        // The kernel's backlog completes the connects; nothing is sent.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = one_slot(listener.local_addr().unwrap().port());
-        let until = tokio::time::Instant::now() + Duration::from_secs(60);
-        let Ok(Lease::H1(held)) = endpoint.checkout(Want::Any, until).await else {
-            panic!("the first request got no connection");
-        };
-        // Each waits, in this order (a waker-less poll registers it).
-        let mut retry = Box::pin(endpoint.checkout(Want::Fresh, until));
-        assert!(
-            (&mut retry).now_or_never().is_none(),
-            "the retry got a slot"
-        );
-        let mut ordinary = Box::pin(endpoint.checkout(Want::Any, until));
-        assert!((&mut ordinary).now_or_never().is_none(), "no wait");
-        endpoint.pool.put(held);
-        match ordinary.await {
-            Ok(Lease::H1(_)) => {}
-            Ok(Lease::H2 { .. }) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
-            Err(e) => panic!("the connection handed back did not reach the waiting request: {e}"),
-        }
-    }
-    /// A dead endpoint that still gets traffic: the dial bound is taken by
-    /// requests' dials, each waiting out `connect_timeout` (here: TLS
-    /// handshakes the server never answers). An active check dials its own
-    /// and fails with it, a verdict; it waited behind them instead, ended
-    /// as the connection limit, and was skipped, every time.
-    #[tokio::test]
-    async fn an_active_check_does_not_wait_behind_requests_dials() {
-        // The kernel's backlog completes the connects; nothing answers.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let endpoint = endpoint(port, true, 2 * crate::upstream::pool::MAX_DIALS);
-        let until = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut dials: Vec<_> = (0..crate::upstream::pool::MAX_DIALS)
-            .map(|_| Box::pin(endpoint.checkout(Want::Any, until)))
-            .collect();
-        for d in &mut dials {
-            assert!(d.now_or_never().is_none(), "a dial ended");
-        }
-        // The bound holds: another request waits.
-        let mut request = Box::pin(endpoint.checkout(Want::Any, until));
-        assert!((&mut request).now_or_never().is_none(), "no wait");
-        let check_until = tokio::time::Instant::now() + Duration::from_millis(200);
-        match endpoint.checkout(Want::Check, check_until).await {
-            Err(DialError::Timeout) => {}
-            Err(e) => panic!("the check has no verdict of its own: {e}"),
-            Ok(_) => panic!("a connection from a server that never answers"),
-        }
-    }
-
-    /// Every server slot taken (a request holds the one connection), an
-    /// active check dials a connection of its own past the limit rather
-    /// than wait for one and be skipped: one at a time (a second check
-    /// meanwhile waits, as a request does), closed after the check instead
-    /// of pooled, so requests never have more than the limit.
-    #[tokio::test]
-    async fn an_active_check_gets_one_connection_past_every_slot_taken() {
-        // The kernel's backlog completes the connects; nothing is sent.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = one_slot(listener.local_addr().unwrap().port());
-        let until = tokio::time::Instant::now() + Duration::from_secs(60);
-        let Ok(Lease::H1(_held)) = endpoint.checkout(Want::Any, until).await else {
-            panic!("the request got no connection");
-        };
-        let check = match endpoint.checkout(Want::Check, until).await {
-            Ok(Lease::H1(c)) => c,
-            Ok(Lease::H2 { .. }) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
-            Err(e) => panic!("the check got no connection of its own: {e}"),
-        };
-        let short = tokio::time::Instant::now() + Duration::from_millis(200);
-        match endpoint.checkout(Want::Check, short).await {
-            Err(DialError::Limit(_)) => {}
-            Err(e) => panic!("not the connection limit: {e}"),
-            Ok(_) => panic!("a second connection past the limit"),
-        }
-        endpoint.pool.put(check);
-        assert_eq!(endpoint.pool.idle(), 0, "the check's connection was pooled");
-        // Closed, its slot is free for the next check.
-        let short = tokio::time::Instant::now() + Duration::from_millis(200);
-        assert!(
-            matches!(
-                endpoint.checkout(Want::Check, short).await,
-                Ok(Lease::H1(_))
-            ),
-            "the next check got no connection of its own"
-        );
-    }
-
-    /// A request waiting for a dial in progress that is then given up
-    /// (its request found every server slot taken) looks again: here it
-    /// dials itself, a slot having come free. It was not woken, waited out
-    /// `connect_timeout`, and got a `504` for a dial that never was.
-    #[tokio::test]
-    async fn a_request_waiting_for_a_dial_given_up_looks_again() {
-        // The kernel's backlog completes the connects; nothing is sent.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = one_slot(listener.local_addr().unwrap().port());
-        // One dial at a time (the endpoint spoke HTTP/2), the slot taken.
-        endpoint.pool.learned(true);
-        let taken = endpoint.slots.try_take();
-        // Another request's dial, in progress when this one looks ...
-        let Found::Dial(token) = endpoint.pool.find(Want::Any) else {
-            panic!("no dial");
-        };
-        let until = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut waiting = Box::pin(endpoint.checkout(Want::Any, until));
-        assert!((&mut waiting).now_or_never().is_none(), "no wait");
-        // ... given up, as that request found no slot free; one is now.
-        token.abandon();
-        drop(taken);
-        match waiting.await {
-            Ok(Lease::H1(_)) => {}
-            Ok(Lease::H2 { .. }) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
-            Err(e) => panic!("the request waited for a dial given up: {e}"),
-        }
-    }
-
-    /// Requests that waited for a server slot dial within the dial bound
-    /// too (one at a time, the endpoint speaking HTTP/2): the first one
-    /// given a slot dials, the second waits for that dial. Both dialled at
-    /// once, each without a dial token. The second's time runs out with
-    /// that dial in progress: its 504 is the dial's `connect_timeout`, not
-    /// the connection limit (it has its slot).
-    #[tokio::test]
-    async fn a_request_that_waited_for_a_slot_keeps_to_the_dial_bound() {
-        // The kernel's backlog completes the connects; nothing answers.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = endpoint(listener.local_addr().unwrap().port(), true, 2);
-        endpoint.pool.learned(true);
-        let taken = [endpoint.slots.try_take(), endpoint.slots.try_take()];
-        let long = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut first = Box::pin(endpoint.checkout(Want::Any, long));
-        assert!((&mut first).now_or_never().is_none(), "no wait for a slot");
-        let short = tokio::time::Instant::now() + Duration::from_millis(200);
-        let mut second = Box::pin(endpoint.checkout(Want::Any, short));
-        assert!((&mut second).now_or_never().is_none(), "no wait for a slot");
-        drop(taken);
-        // The first takes its slot and dials (its TLS handshake unanswered).
-        assert!((&mut first).now_or_never().is_none(), "the dial ended");
-        match second.await {
-            Err(DialError::Waited(cause)) if cause.reason == "connect_timeout" => {}
-            Err(e) => panic!("the second dialled too, past the dial bound: {e}"),
-            Ok(_) => panic!("a connection from a server that never answers"),
-        }
-    }
-}
+pub(crate) mod tests;

@@ -25,4 +25,5 @@ mod timeouts;
 mod tunnel_reloads;
 mod tunnels;
 mod upgrade_answers;
+mod upgrade_slots;
 mod upstream;
