@@ -84,15 +84,16 @@
 //!     name, a certificate no longer served, a client CA certificate no longer trusted.
 //!   - `changes`: what a config reload changed, for the line that confirms it.
 //!   - `rebind`: binding a new address beside an overlapping one a listener gives up;
-//!     a listener stopped, the socket it gives up kept from new connections.
+//!     a listener stopped, its socket handed over or given up.
 //!   - `api`: the catalogue queries and mutations the admin API runs.
-//!   - `tests`: the reloader's state driven by calls on real files, its thread
-//!     not started (a CA bundle's CRLs chosen again).
+//!   - `tests`: the reloader's state driven by calls on real files and sockets, its
+//!     thread not started (a CA bundle's CRLs chosen again, a listener stopped).
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
 //!     - `serve`: the accept loop (`max_connections` taken before accept), the `Slot`
-//!       each connection holds, and the queue of a socket given up taken before it closes, then served
+//!       each connection holds, and a socket given up kept from new connections (a SYN
+//!       filter), its queue taken before it closes, then served
 //!       (each by the listener bound beside it on the address it was queued for, if any).
 //!   - `conn`: a connection's activity: head/idle timing; the driver; its tests in
 //!     `conn/tests.rs`.

@@ -123,7 +123,8 @@ struct LiveListener {
     bound: SocketAddr,
     /// Its listening socket, shared with the accept loop, for a listener
     /// that takes over the address in a reload ([`Reloader::handed_over`]);
-    /// given up, new connections are kept off it ([`LiveListener::stop`]).
+    /// None when its duplicate was refused (at the descriptor limit): the
+    /// listener is still given up when removed ([`LiveListener::stop`]).
     socket: Option<std::net::TcpListener>,
     /// The listeners a reload binds beside its socket, which it gives up:
     /// where the connections queued on it for their addresses go

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
-use socket2::{SockFilter, SockRef};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{LOG, LiveListener, Reloader};
 use crate::config::{Config, ListenerConfig};
@@ -63,23 +62,19 @@ impl Reloader {
 impl LiveListener {
     /// Stop its accept loop: a reload removed it or bound it elsewhere.
     /// Its socket goes on where a new listener serves on it (`shared`: a
-    /// rename, a port swap); given up otherwise: new connections are kept
-    /// off it, and the accept loop takes those it has queued before
+    /// rename, a port swap); given up otherwise, whether or not the
+    /// reloader holds a descriptor of it (`socket`, None when its
+    /// duplicate was refused at the descriptor limit): the accept loop
+    /// keeps new connections off its own, takes those it has queued before
     /// closing it (the kernel resets those still queued on a socket that
     /// closes), then serves them, or sends each queued for the address of
     /// a listener bound beside it to that one (its heirs,
     /// [`Reloader::inherit`]).
     pub(super) fn stop(mut self, shared: bool) {
-        let stop = match self.socket.take() {
-            Some(socket) if !shared => {
-                // Not fatal: without it, a client whose SYN comes in the
-                // instant the socket closes is reset.
-                if let Err(e) = refuse_new_connections(&socket) {
-                    warn!(target: LOG, listener = %self.config.name, error = %e, "cannot keep new connections off the socket given up");
-                }
-                Stop::GivenUp(std::mem::take(&mut self.heirs))
-            }
-            _ => Stop::HandedOver,
+        let stop = if shared {
+            Stop::HandedOver
+        } else {
+            Stop::GivenUp(std::mem::take(&mut self.heirs))
         };
         let _ = self.stop.send(stop);
     }
@@ -122,32 +117,4 @@ pub(super) fn bind_beside(
 fn reuse_port(l: &std::net::TcpListener, on: bool) -> std::io::Result<()> {
     let fd = OwnedFd::from(l.try_clone()?);
     tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd)).set_reuseport(on)
-}
-
-/// Keep new connections off a listening socket that is about to close,
-/// while those it has queued, and the handshakes it has begun, are still
-/// served: a socket filter drops every SYN (flags `SYN` without `ACK`).
-/// The kernel gives a more specific address its connections for as long
-/// as it listens, so without this one can be queued in the instant between
-/// the last `accept()` and the close, and the close resets it. A client
-/// whose SYN is dropped sends it again (after a second, as for a full
-/// backlog), to whichever socket then has the address.
-fn refuse_new_connections(l: &std::net::TcpListener) -> std::io::Result<()> {
-    // Classic BPF; on a TCP socket it reads the segment from its TCP
-    // header, whose byte 13 holds the flags.
-    const LDB_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
-    const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
-    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    const SYN: u32 = 0x02;
-    const ACK: u32 = 0x10;
-    let filter = [
-        SockFilter::new(LDB_ABS, 0, 0, 13),
-        SockFilter::new(AND_K, 0, 0, SYN | ACK),
-        // A SYN alone: on to the drop; anything else: past it.
-        SockFilter::new(JEQ_K, 0, 1, SYN),
-        SockFilter::new(RET_K, 0, 0, 0),
-        SockFilter::new(RET_K, 0, 0, u32::MAX),
-    ];
-    SockRef::from(l).attach_filter(&filter)
 }

@@ -1,4 +1,4 @@
-//! The reloader's state driven by calls on the test's thread: a CA bundle's CRLs chosen again, on real files.
+//! The reloader's state driven by calls on the test's thread, on real files and sockets: a CA bundle's CRLs chosen again, a listener stopped.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +18,10 @@ use crate::material::catalogue::Origin;
 use crate::proxy::drain::Drain;
 
 /// A directory holding a CA (`clients.crt`), a CRL of it issued an hour
-/// ago (`now.crl`) and one dated a day ahead (`ahead.crl`), and a runtime
-/// for the reloader's watcher.
+/// ago (`now.crl`) and one dated a day ahead (`ahead.crl`), a server pair
+/// for `localhost` (`server.crt`, `server.key`), and a runtime for the
+/// reloader's watcher and accept loops, which run only while the test
+/// drives it (`rt.block_on`).
 struct Scene {
     dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
@@ -53,6 +55,13 @@ impl Scene {
             let pem = crl.signed_by(&issuer).unwrap().pem().unwrap();
             std::fs::write(dir.path().join(file), pem).unwrap();
         }
+        let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("server.crt"), server.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("server.key"),
+            server.signing_key.serialize_pem(),
+        )
+        .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -77,6 +86,45 @@ impl Scene {
             "certs:\n  - {{ id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [{crl_files}] }}\nlisteners: []\n"
         );
         config::parse(&yaml, &self.path().join("config.yaml")).unwrap()
+    }
+
+    /// A configuration of TLS listeners named `names`, each on a port of
+    /// its own on 127.0.0.1, with no routes (a request gets 404).
+    fn listeners(&self, names: &[&str]) -> Config {
+        let mut yaml = String::from("listeners:\n");
+        for name in names {
+            yaml.push_str(&format!(
+                "  - {{ name: {name}, bind: 127.0.0.1:0, routes: [], tls: {{ certs: [{{ cert_file: server.crt, key_file: server.key }}] }} }}\n"
+            ));
+        }
+        config::parse(&yaml, &self.path().join("config.yaml")).unwrap()
+    }
+
+    /// The status line of the answer to `GET /` over TLS on `tcp`, a
+    /// connection to one of [`Scene::listeners`].
+    async fn get(&self, tcp: tokio::net::TcpStream) -> std::io::Result<String> {
+        use rustls_pki_types::pem::PemObject;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(self.path().join("server.crt")).unwrap();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider::get())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await?;
+        let answer = String::from_utf8_lossy(&answer);
+        Ok(answer.lines().next().unwrap_or_default().to_owned())
     }
 
     /// A reloader serving `config`, its thread not started: the test calls
@@ -170,4 +218,29 @@ fn a_crl_dated_ahead_is_waited_on_a_minute_at_most() {
     let stepped = UNIX_EPOCH + Duration::from_secs(u64::try_from(due).unwrap());
     let now = Instant::now();
     assert_eq!(r.crl_choice_at("clients", entry, now, stepped), Some(now));
+}
+
+/// A listener whose socket the reloader holds no descriptor of (its
+/// duplicate refused at the descriptor limit as the listener was added),
+/// removed by a reload, answers the client queued on it. Its accept loop was
+/// told the socket was handed over, as if a new listener served on it, and
+/// closed it: the kernel reset the client.
+#[test]
+fn a_removed_listener_the_reloader_holds_no_descriptor_of_answers_its_queue() {
+    let s = Scene::new();
+    let mut r = s.reloader(s.listeners(&["public"]));
+    let addr = r.listeners["public"].bound;
+    // What `spawn_listener` keeps when `try_clone` fails.
+    r.listeners.get_mut("public").unwrap().socket = None;
+    // The runtime is not driven yet, so nothing accepts: the kernel queues
+    // the client once its handshake is done, which `connect` waits for.
+    let queued = std::net::TcpStream::connect(addr).unwrap();
+    queued.set_nonblocking(true).unwrap();
+    r.apply_config(s.listeners(&["other"]), false).unwrap();
+    let answer = s.rt.block_on(async {
+        s.get(tokio::net::TcpStream::from_std(queued).unwrap())
+            .await
+    });
+    let answer = answer.expect("the queued client answered, not reset");
+    assert_eq!(answer, "HTTP/1.1 404 Not Found");
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use socket2::{SockFilter, SockRef};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -101,16 +102,17 @@ pub enum Stop {
     /// serves on its socket. Each connection queued for the address of a
     /// listener bound beside it (its heirs, as a wildcard is replaced by
     /// specific addresses of its port, each by its own) goes to that one;
-    /// this one serves the others. The reloader keeps new connections off
-    /// it first.
+    /// this one serves the others. The accept loop keeps new connections
+    /// off it first (a SYN filter).
     GivenUp(Vec<Heir>),
 }
 
 /// Accept connections on `socket` until `stop` or `shutdown` says so;
 /// those queued for its address on the socket of an old listener it is
 /// bound beside too (`inherited`), as that listener hands them out.
-/// Given up ([`Stop::GivenUp`]), it takes its own queue before closing,
-/// and serves those no listener bound beside it covers.
+/// Given up ([`Stop::GivenUp`]), it keeps new connections off its socket,
+/// takes its own queue before closing it, and serves those no listener
+/// bound beside it covers.
 pub async fn serve(
     listener: Arc<Listener>,
     socket: TcpListener,
@@ -201,6 +203,14 @@ pub async fn serve(
         debug!(listener = %listener.name, "accept loop stopped; serving its queue");
         match socket.into_std() {
             Ok(socket) => {
+                // Here, not by the reloader: it may hold no descriptor of
+                // the socket (its duplicate refused at the descriptor
+                // limit). A SYN queued before this is taken with the rest.
+                // Not fatal: without it, a client whose SYN comes in the
+                // instant the socket closes is reset.
+                if let Err(e) = refuse_new_connections(&socket) {
+                    warn!(listener = %listener.name, error = %e, "cannot keep new connections off the socket given up");
+                }
                 serve_queue(&listener, socket, &heirs, &slots, owed, shutdown_rx, &drain).await;
             }
             Err(e) => {
@@ -217,7 +227,7 @@ pub async fn serve(
 /// Accept what a listening socket nobody else accepts on has queued, until
 /// none is left (`WouldBlock`) or shutdown begins, then close it (dropped):
 /// the kernel resets a connection still queued on a listening socket that
-/// closes. New connections are kept off it (the reloader's SYN filter), so
+/// closes. New connections are kept off it ([`refuse_new_connections`]), so
 /// none comes between the last `accept()` and the close. The whole queue is
 /// taken at once, without waiting for a slot: the socket, which drops every
 /// SYN meanwhile, closes at once, so a client retrying finds the port
@@ -388,4 +398,32 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// from this line (the configuration may say port 0).
 pub fn log_listening(name: &str, addr: SocketAddr) {
     info!(listener = %name, addr = %addr, "listening");
+}
+
+/// Keep new connections off a listening socket that is about to close,
+/// while those it has queued, and the handshakes it has begun, are still
+/// served: a socket filter drops every SYN (flags `SYN` without `ACK`).
+/// The kernel gives a more specific address its connections for as long
+/// as it listens, so without this one can be queued in the instant between
+/// the last `accept()` and the close, and the close resets it. A client
+/// whose SYN is dropped sends it again (after a second, as for a full
+/// backlog), to whichever socket then has the address.
+fn refuse_new_connections(l: &std::net::TcpListener) -> std::io::Result<()> {
+    // Classic BPF; on a TCP socket it reads the segment from its TCP
+    // header, whose byte 13 holds the flags.
+    const LDB_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    let filter = [
+        SockFilter::new(LDB_ABS, 0, 0, 13),
+        SockFilter::new(AND_K, 0, 0, SYN | ACK),
+        // A SYN alone: on to the drop; anything else: past it.
+        SockFilter::new(JEQ_K, 0, 1, SYN),
+        SockFilter::new(RET_K, 0, 0, 0),
+        SockFilter::new(RET_K, 0, 0, u32::MAX),
+    ];
+    SockRef::from(l).attach_filter(&filter)
 }
