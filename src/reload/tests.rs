@@ -244,3 +244,56 @@ fn a_removed_listener_the_reloader_holds_no_descriptor_of_answers_its_queue() {
     let answer = answer.expect("the queued client answered, not reset");
     assert_eq!(answer, "HTTP/1.1 404 Not Found");
 }
+
+/// Log lines written, for a test to read.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reloader gone (its thread panicked, dropping it and every listener's
+/// stop sender with it), a listener goes on accepting: each of two clients
+/// in turn is answered, and an ERROR says once that reloads are no longer
+/// applied. Its accept loop took the closed channel for an order to stop
+/// and closed its socket: the process stayed up serving nothing, with no
+/// line saying why.
+#[test]
+fn a_listener_serves_on_once_the_reloader_is_gone() {
+    let s = Scene::new();
+    let r = s.reloader(s.listeners(&["public"]));
+    let addr = r.listeners["public"].bound;
+    drop(r);
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::ERROR)
+        .finish();
+    // The runtime's one thread is this one: its tasks log here.
+    tracing::subscriber::with_default(subscriber, || {
+        s.rt.block_on(async {
+            for client in ["first", "second"] {
+                let tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("{client} client connecting: {e}"));
+                let answer = s.get(tcp).await;
+                let answer = answer.unwrap_or_else(|e| panic!("{client} client: {e}"));
+                assert_eq!(answer, "HTTP/1.1 404 Not Found", "{client} client");
+            }
+        });
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text.matches("the reloader has stopped").count(),
+        1,
+        "{text}"
+    );
+}

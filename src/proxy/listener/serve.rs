@@ -9,7 +9,7 @@ use socket2::{SockFilter, SockRef};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Listener, connection};
 use crate::proxy::accept::Acceptor;
@@ -132,6 +132,8 @@ pub async fn serve(
     let mut owed = 0usize;
     let mut shutdown_rx = shutdown.clone();
     let mut acceptor = Acceptor::new(&listener.name);
+    // The reloader is gone (its thread panicked): said once, then served on.
+    let mut orphaned = false;
     if let Some(Inherited { queue }) = inherited {
         // Under this listener's config and max_connections; it ends once
         // the old listener has taken its whole queue (or shutdown begins).
@@ -160,7 +162,7 @@ pub async fn serve(
             // Shutdown wins over a slot come free at the same time.
             biased;
             _ = shutdown_rx.wait_for(|s| *s) => break,
-            _ = stop.wait_for(|s| !matches!(s, Stop::No)) => break,
+            () = told_to_stop(&mut stop, &mut orphaned, &listener.name) => break,
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
             // A reload changed max_connections: look again.
             () = listener.limits_changed.notified() => continue,
@@ -177,7 +179,7 @@ pub async fn serve(
             // where a connection it took would be closed at once.
             biased;
             _ = shutdown_rx.wait_for(|s| *s) => break,
-            _ = stop.wait_for(|s| !matches!(s, Stop::No)) => break,
+            () = told_to_stop(&mut stop, &mut orphaned, &listener.name) => break,
             a = acceptor.accept(&socket) => a,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
@@ -222,6 +224,23 @@ pub async fn serve(
     drop(socket);
     listener.closing.send_replace(true);
     debug!(listener = %listener.name, "accept loop stopped");
+}
+
+/// Until the reloader tells the accept loop to stop. Gone without a word
+/// (its sender dropped: the reloader's thread panicked), it never will:
+/// the listener serves on under the configuration it has, said once at
+/// ERROR (`orphaned`), since reloads are no longer applied. Stopping every
+/// listener then left a process up with nothing serving, and no log line
+/// saying why.
+async fn told_to_stop(stop: &mut watch::Receiver<Stop>, orphaned: &mut bool, listener: &str) {
+    if !*orphaned {
+        if stop.wait_for(|s| !matches!(s, Stop::No)).await.is_ok() {
+            return;
+        }
+        *orphaned = true;
+        error!(listener = %listener, "the reloader has stopped; this listener goes on serving its current configuration, but reloads, certificate rotations and admin API changes are no longer applied: restart the process");
+    }
+    std::future::pending().await
 }
 
 /// Accept what a listening socket nobody else accepts on has queued, until
