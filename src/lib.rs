@@ -96,7 +96,7 @@
 //!       filter), its queue taken before it closes, then served
 //!       (each by the listener bound beside it on the address it was queued for, if any).
 //!   - `conn`: a connection's activity: head/idle timing; the driver; its tests in
-//!     `conn/tests.rs`.
+//!     `conn/tests.rs`; `conn/ends.rs` walks the bytes read for where a head ends.
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send
 //!     timeout, the hand-off to a lingering close.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).

@@ -39,7 +39,7 @@ use crate::upstream::pipe;
 /// body runs count as its body).
 pub fn begin(activity: &Arc<Activity>, req: &mut Request<Incoming>) -> InFlight {
     let body = !req.body().is_end_stream();
-    let in_flight = activity.begin(body);
+    let in_flight = activity.begin_with(body, req.body().size_hint().exact());
     if body {
         req.extensions_mut().insert(BodyInFlight {
             hold: in_flight.also(),
@@ -61,9 +61,16 @@ pub struct BodyInFlight {
 }
 
 impl BodyInFlight {
-    /// The body was read to its end, or failed (hyper reads no more of
-    /// it): nothing is left to drain.
+    /// The body was read to its end: nothing is left to drain, and what
+    /// came behind it in its head's read is a next head's.
     pub fn through(mut self) {
+        self.tells = false;
+        self.hold.body_read();
+    }
+
+    /// The body failed (hyper reads no more of it): nothing is left to
+    /// drain, and where it ended is not known.
+    pub fn failed(mut self) {
         self.tells = false;
     }
 
@@ -440,7 +447,9 @@ impl Body for ClientBody {
                     Fault::Malformed(e.source().map_or_else(|| e.to_string(), |s| s.to_string()))
                 };
                 let _ = state.failed.set(fault);
-                BodyInFlight::done(this.reading.take());
+                if let Some(r) = this.reading.take() {
+                    r.failed();
+                }
             }
             Poll::Ready(None) => {
                 state.read.store(true, Ordering::Relaxed);

@@ -32,6 +32,11 @@ use crate::proxy::lifetime::Woken;
 use crate::proxy::stall::Stalls;
 use crate::proxy::written::{CloseOnDrop, Polled};
 
+mod ends;
+#[cfg(test)]
+use ends::{ENDS_WINDOW, IN_LINE, after_head_end, step};
+use ends::{HEAD_END, UNKNOWN, after_head, line_ends, walk};
+
 const NONE: u64 = u64::MAX;
 /// `head_ms` after a request whose body was left unread (dropped before
 /// its end): no head is being read, and the reads that come now are
@@ -44,19 +49,6 @@ const NONE: u64 = u64::MAX;
 /// ([`Activity::read_waits`]); after that, hyper has either drained it
 /// and waits for a head, or reads no more.
 const DRAIN: u64 = u64::MAX - 1;
-
-/// Where the HTTP/1 bytes read so far end, for [`Activity`]'s `ends`: in a
-/// line, just after a line's `\n`, after `\n\r`, or just after a head's
-/// end (an empty line: `\n\n` or `\n\r\n`; a stray line end there is
-/// the blank line hyper skips before a head).
-const IN_LINE: u8 = 0;
-const LINE_END: u8 = 1;
-const LINE_END_CR: u8 = 2;
-const HEAD_END: u8 = 3;
-/// A read longer than this is judged by its last bytes alone (from
-/// `IN_LINE`): enough to hold a head's end and what follows it, and a
-/// tunnel's data is not walked byte by byte.
-const ENDS_WINDOW: usize = 64;
 
 /// Why a connection's watchdog closes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,9 +93,25 @@ pub struct Activity {
     /// anything but `HEAD_END` means bytes of a head not yet complete were
     /// read, which hyper holds in its buffer when they came behind a
     /// request (in the read that brought its head, or while it ran). Bytes
-    /// read while a request with a body runs are its body as far as can be
-    /// told here, and are not looked at.
+    /// read while a request with a body runs are its body as far as its
+    /// declared length goes (`left`), and all of it when it has none.
     ends: AtomicU8,
+    /// Bytes read since the end of the first head seen after the last
+    /// request began (`UNKNOWN`: none seen), never more than truly follow
+    /// it: whether hyper holds more than a body of declared length
+    /// ([`Activity::begin_with`]). Written by the connection's task alone.
+    after_head: AtomicU64,
+    /// Bytes of the last request's body of declared length still to be
+    /// read (`UNKNOWN`: its length or where it began is not known; then
+    /// every byte behind it is its, as far as can be told here). Never
+    /// fewer than truly are: a byte past it is the next head's.
+    left: AtomicU64,
+    /// A body of unknown length (chunked) began in its head's read, which
+    /// did not end at a head's end: `ends` tells of what follows the body
+    /// once the body is read to its end with no read since, not before.
+    held: AtomicBool,
+    /// How many CRs and LFs the bytes walked (`ends`) end with.
+    line_ends: AtomicU64,
     /// Writes to the client that took bytes, counted: a graceful close
     /// with nothing in flight may still be sending what hyper (or h2)
     /// holds of the last response after its body ended, and is not forced
@@ -143,6 +151,10 @@ impl Activity {
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
+            after_head: AtomicU64::new(UNKNOWN),
+            left: AtomicU64::new(0),
+            held: AtomicBool::new(false),
+            line_ends: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             flushed: AtomicBool::new(false),
             cancels: Cancels::default(),
@@ -199,41 +211,103 @@ impl Activity {
     /// Dropping the guard ends the request. `body`: the request has a body
     /// (hyper's `is_end_stream()` is false).
     pub fn begin(self: &Arc<Self>, body: bool) -> InFlight {
+        self.begin_with(body, None)
+    }
+
+    /// As [`Activity::begin`], `length`: the body's declared length, if any
+    /// (`Content-Length`): half a head read past it is timed from the
+    /// request's end, as behind a request without a body.
+    pub fn begin_with(self: &Arc<Self>, body: bool, length: Option<u64>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.asked.store(true, Ordering::Relaxed);
         self.body.store(body, Ordering::Relaxed);
         self.pipelined.store(false, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
         self.head_ms.store(NONE, Ordering::SeqCst);
+        // What followed this head, if known; the next one's end is unseen.
+        let after = self.after_head.load(Ordering::Relaxed);
+        if after != UNKNOWN {
+            self.after_head.store(UNKNOWN, Ordering::Relaxed);
+        }
         if body {
-            // What followed the head in its read is body, not a next head.
-            self.ends.store(HEAD_END, Ordering::Relaxed);
+            // Where the body ends is known once it is read (`held`).
+            let ends = self.ends.load(Ordering::Relaxed);
+            self.held
+                .store(length.is_none() && ends != HEAD_END, Ordering::Relaxed);
+            match length {
+                // More than the body came: what follows it is a next head,
+                // and `ends` says where it ends, unless it is only line
+                // ends (walked after the body's bytes, not a head's).
+                Some(n) if after != UNKNOWN && after > n => {
+                    if after - n <= self.line_ends.load(Ordering::Relaxed) {
+                        self.ends.store(HEAD_END, Ordering::Relaxed);
+                    }
+                    self.left.store(0, Ordering::Relaxed);
+                }
+                // The body, or part of it: no next head yet.
+                Some(n) => {
+                    self.ends.store(HEAD_END, Ordering::Relaxed);
+                    let left = if after == UNKNOWN { UNKNOWN } else { n - after };
+                    self.left.store(left, Ordering::Relaxed);
+                }
+                None => self.left.store(UNKNOWN, Ordering::Relaxed),
+            }
         }
         InFlight(self.clone())
     }
 
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;
-    /// behind a request they may be the start of the next one. The reads
-    /// after a request's body was left unread are hyper's drain of it,
-    /// until one waits ([`DRAIN`]).
-    pub(crate) fn received(&self, bytes: &[u8]) {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
+    /// behind a request they may be the start of the next one. Behind a
+    /// request with a body, and in the reads after that body was left
+    /// unread (hyper's drain of it, until one waits: [`DRAIN`]), they are
+    /// its body, up to its declared length when it has one.
+    pub(crate) fn received(&self, mut bytes: &[u8]) {
+        let busy = self.in_flight.load(Ordering::SeqCst) > 0;
+        if busy {
             self.pipelined.store(true, Ordering::Relaxed);
-            // Behind a request with a body, bytes are its body (drained
-            // or not: an unread one has a body).
-            if !self.body.load(Ordering::Relaxed) {
-                self.scan(bytes);
-            }
-            return;
         }
         let head = self.head_ms.load(Ordering::SeqCst);
-        if head == DRAIN {
-            // The unread body's tail, drained after its response: no head.
+        let past_body = (busy && self.body.load(Ordering::Relaxed)) || head == DRAIN;
+        if past_body {
+            let left = self.left.load(Ordering::Relaxed);
+            match usize::try_from(left) {
+                Ok(n) if n < bytes.len() => {
+                    // The body ends in this read: the rest is a next head's.
+                    self.left.store(0, Ordering::Relaxed);
+                    bytes = &bytes[n..];
+                }
+                _ => {
+                    if left != UNKNOWN {
+                        self.left
+                            .store(left - bytes.len() as u64, Ordering::Relaxed);
+                    } else {
+                        // A read behind a body of unknown length: the
+                        // head's read did not hold all of it, or nothing
+                        // here tells (SPEC: it counts as the body).
+                        self.held.store(false, Ordering::Relaxed);
+                        self.ends.store(HEAD_END, Ordering::Relaxed);
+                    }
+                    return;
+                }
+            }
+        }
+        let from = self.ends.load(Ordering::Relaxed);
+        let at = walk(from, bytes);
+        self.ends.store(at, Ordering::Relaxed);
+        let run = line_ends(self.line_ends.load(Ordering::Relaxed), bytes);
+        self.line_ends.store(run, Ordering::Relaxed);
+        // A head's end is looked for while hyper waits for a head (nothing
+        // but a head's start in its buffer) and where a body ended in the
+        // read (a head starts there), not behind a request without a body
+        // (a tunnel's reads would be walked).
+        let after = self.after_head.load(Ordering::Relaxed);
+        let after = after_head(after, from, at, bytes, !busy || past_body);
+        self.after_head.store(after, Ordering::Relaxed);
+        if busy {
             return;
         }
-        self.scan(bytes);
         self.heard.store(true, Ordering::Relaxed);
-        if head == NONE {
+        if head >= DRAIN {
             self.head_ms.store(self.now_ms(), Ordering::SeqCst);
         }
     }
@@ -254,38 +328,18 @@ impl Activity {
     /// The request's body was dropped before its end (an upstream that
     /// failed before taking it, a request refused or answered without
     /// it): the reads until one waits are its tail ([`DRAIN`]). Called
-    /// while the request is in flight (by its body's hold).
+    /// while the request is in flight (by its body's hold). A body of
+    /// declared length that hyper already holds whole (none of it `left`
+    /// to read) leaves nothing to drain: the next read is a head's.
     fn unread(&self) {
-        self.head_ms.store(DRAIN, Ordering::SeqCst);
-    }
-
-    /// Follow where the bytes read end: inside a head, or at its end.
-    fn scan(&self, bytes: &[u8]) {
-        let (mut at, bytes) = match bytes.len().checked_sub(ENDS_WINDOW) {
-            Some(skip) if skip > 0 => (IN_LINE, &bytes[skip..]),
-            _ => (self.ends.load(Ordering::Relaxed), bytes),
-        };
-        // Any byte but CR and LF leaves the walk `IN_LINE`, whatever came
-        // before it: only the run of CRs and LFs the read ends with is
-        // walked (a head's last bytes, at most a few), not every byte of
-        // the read (about 400 instructions per keep-alive request).
-        let bytes = match bytes.iter().rposition(|&b| b != b'\r' && b != b'\n') {
-            Some(i) => {
-                at = IN_LINE;
-                &bytes[i + 1..]
-            }
-            None => bytes,
-        };
-        for &b in bytes {
-            at = match (at, b) {
-                (LINE_END | LINE_END_CR | HEAD_END, b'\n') => HEAD_END,
-                (IN_LINE, b'\n') => LINE_END,
-                (LINE_END, b'\r') => LINE_END_CR,
-                (HEAD_END, b'\r') => HEAD_END,
-                _ => IN_LINE,
-            };
+        if self.held.load(Ordering::Relaxed) {
+            // Whether the body ended in the head's read is not known.
+            self.held.store(false, Ordering::Relaxed);
+            self.ends.store(HEAD_END, Ordering::Relaxed);
         }
-        self.ends.store(at, Ordering::Relaxed);
+        if self.left.load(Ordering::Relaxed) != 0 {
+            self.head_ms.store(DRAIN, Ordering::SeqCst);
+        }
     }
 
     /// A request head has begun arriving and has not been parsed (HTTP/1):
@@ -390,6 +444,13 @@ impl InFlight {
     pub(crate) fn body_unread(&self) {
         self.0.unread();
     }
+
+    /// The request's body was read to its end (`crate::proxy::body::BodyInFlight::through`):
+    /// one of unknown length that came whole in its head's read (`held`)
+    /// leaves what `ends` says.
+    pub(crate) fn body_read(&self) {
+        self.0.held.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Drop for InFlight {
@@ -401,7 +462,7 @@ impl Drop for InFlight {
         // hyper's buffer: that head began, at the latest now, and is held
         // to header_read_timeout (nginx reads a pipelined request under
         // client_header_timeout), not left idle for idle_timeout.
-        if a.ends.load(Ordering::Relaxed) != HEAD_END {
+        if a.ends.load(Ordering::Relaxed) != HEAD_END && !a.held.load(Ordering::Relaxed) {
             a.heard.store(true, Ordering::Relaxed);
             a.head_ms.store(now, Ordering::SeqCst);
         }

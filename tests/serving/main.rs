@@ -12,6 +12,7 @@ mod hpack;
 
 // The tests, by theme.
 mod bodies;
+mod body_heads;
 mod broken_bodies;
 mod closing;
 mod h2_abuse;
