@@ -132,6 +132,14 @@ fn a_half_head_behind_a_body_begins_when_the_request_ends() {
     a.received(&[&post[..], b"hello"].concat());
     drop(a.begin_with(true, Some(5)));
     assert_eq!(due(&a), Expiry::Idle);
+    // Behind a body ending in a line end, only a stray one (hyper skips
+    // it before the next head): no head, and the next head's end is found.
+    a.received(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\naa\n\r");
+    drop(a.begin_with(true, Some(3)));
+    assert_eq!(due(&a), Expiry::Idle);
+    a.received(&[&b"\n"[..], post, b"hello"].concat());
+    drop(a.begin_with(true, Some(5)));
+    assert_eq!(due(&a), Expiry::Idle);
     // The body's end and the half head in a read while it runs.
     a.received(&[&post[..], b"hel"].concat());
     let req = a.begin_with(true, Some(5));
