@@ -1,6 +1,6 @@
 //! `hotproxy check` on inputs that are not what they seem: an environment
 //! value that is not UTF-8, an empty PEM block, a whole number YAML reads as a float,
-//! a token pasted as a variable or file name.
+//! a token pasted as a variable or file name, a key of a mebibyte.
 
 mod support;
 
@@ -438,4 +438,71 @@ fn a_withheld_name_or_id_is_not_printed_by_the_rest_of_the_check() {
     }
     assert!(out.contains("listeners.listeners[0].tls.certs[0]"), "{out}");
     assert!(!out.contains(secret), "{out}");
+}
+
+/// `hotproxy check --config cfg` with its data segment (the heap) limited
+/// to `mib` MiB (`ulimit -d`; `sh` execs hotproxy): (exit code, or -1 when
+/// killed by a signal, as an abort for want of memory is; everything printed).
+fn check_within_memory(cfg: &Path, mib: u64) -> (i32, String) {
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            &format!("ulimit -d {} && exec \"$0\" \"$@\"", mib * 1024),
+        ])
+        .arg(env!("CARGO_BIN_EXE_hotproxy"))
+        .args(["check", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = output_within_deadline(&mut command);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A value of two lines under an explicit key (`? "..."`, which YAML does
+/// not cap at 1024 characters) of 1 MiB, repeated 49,000 times through an
+/// alias (a 1.2 MB file, within every parser limit): each item's field
+/// path, 1 MiB, was kept to withhold its value, 49 GiB in all, and `check`
+/// (and a reload, the proxy with it) aborted for want of memory. So did
+/// keys under the limit nested fifty deep (a path of 12 KiB per item). A
+/// key over 256 bytes is refused at its mapping's line, its value unread;
+/// nothing under an unknown key is kept: `check` lists the problems in a
+/// quarter of a GiB.
+#[test]
+fn a_huge_key_over_many_items_is_refused_in_bounded_memory() {
+    let items = vec!["*x"; 49_000].join(", ");
+    let huge = format!(
+        "x: &x \"a\\nb\"\n? \"{}\"\n: [{items}]\n",
+        "a".repeat(1 << 20)
+    );
+    let nested: String = (0..50)
+        .map(|i| format!("{{\"{i:03}{}\": ", "b".repeat(247)))
+        .collect();
+    let deep = format!(
+        "x: &x \"a\\nb\"\ndeep: {nested}[{}]{}\n",
+        vec!["*x"; 40_000].join(", "),
+        "}".repeat(50)
+    );
+    for (text, problem) in [
+        (
+            huge,
+            "line 3: a key of 1048576 bytes, more than the 256 a key may have: refused, its value not read",
+        ),
+        (deep, "line 3: deep: unknown key `deep`"),
+    ] {
+        let (_s, cfg) = scene("public", &text);
+        let (code, out) = check_within_memory(&cfg, 256);
+        let head = &out[..out.len().min(2_000)];
+        assert_eq!(code, 1, "{head}");
+        assert!(out.contains(problem), "{head}");
+        assert!(out.contains("line 2: x: unknown key `x`"), "{head}");
+        assert!(out.len() < 10_000, "{head}");
+    }
 }

@@ -532,22 +532,22 @@ fn resolve_all(
                 );
             }
         };
-        let mut unset = tagged; // tags on merge values, refused
+        // Keys over the limit out first: nothing walks under them. Then
+        // what needs a field path, by node, placed as the reader reads it.
+        let mut pending = tree::Pending::default();
+        tree::long_keys(&mut root, &mut pending);
         // Each alias asks again whether its anchor's value is a block
         // scalar: the answers are kept while the tree is walked.
         withhold::remembering(text, || {
-            tree::pasted(&root, "", text, withheld);
-            tree::expand_env(&mut root, "", text, &mut unset, withheld);
+            tree::pasted(&root, text, &mut pending);
+            tree::expand_env(&mut root, text, &mut pending);
         });
-        match tree::read::<raw::File>(&mut root) {
-            (Some(raw), mut report) => {
-                report.problems.extend(unset);
-                (raw, report)
-            }
-            (None, mut report) => {
-                report.problems.extend(unset);
-                return (None, located(&report.problems));
-            }
+        let (raw, mut report) = tree::read::<raw::File>(&mut root, pending.ids());
+        report.problems.extend(tagged); // tags on merge values, refused
+        pending.place(&report.paths, &mut report.problems, withheld);
+        match raw {
+            Some(raw) => (raw, report),
+            None => return (None, located(&report.problems)),
         }
     };
     let mut problems = located(&report.problems);

@@ -60,6 +60,14 @@ impl Withheld {
         }
     }
 
+    /// This value, written at `field` (found before the field's path was known).
+    pub(super) fn at(self, field: &str) -> Withheld {
+        Withheld {
+            field: field.to_owned(),
+            ..self
+        }
+    }
+
     /// Whether a problem at `field` (`""`: at no field) saying `message`
     /// may quote this value: one at the value's own field, at a field
     /// within it or at the section holding it (a listener's problem about

@@ -353,3 +353,40 @@ async fn a_tag_through_a_tag_directive_is_the_tag_it_names() {
         .await;
     assert_eq!(hsts(http).await, "max-age=5");
 }
+
+/// A value of two lines under an explicit key (`? "..."`) of 128 KiB,
+/// repeated 2,000 times through an alias: the reloader kept a 128 KiB
+/// field path per item to withhold the value, a quarter of a GiB (at 1 MiB
+/// and 49,000 items, 49 GiB: the proxy aborted on the edit). A reload to
+/// it is rejected, naming the key's line, within a few MiB, and the old
+/// configuration serves on.
+#[tokio::test]
+async fn a_reload_to_a_huge_key_over_many_items_is_rejected_in_bounded_memory() {
+    let (_s, cfg, mut p, http) = serving().await;
+    let before = peak_kib(p.pid());
+
+    let items = vec!["*x"; 2_000].join(", ");
+    let text = format!(
+        "x: &x \"a\\nb\"\n? \"{}\"\n: [{items}]\n{}",
+        "a".repeat(128 << 10),
+        with_headers(&hsts_set("max-age=0"))
+    );
+    write(&cfg, &text);
+    let event = p
+        .wait_log("rejected", |v| {
+            v["message"] == "configuration rejected; the running configuration stays"
+        })
+        .await;
+    let grown = peak_kib(p.pid()).saturating_sub(before);
+    assert!(grown < 64 << 10, "the reload took {grown} KiB more");
+    let error = event["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "line 2: a key of 131072 bytes, more than the 256 a key may have: refused, its value not read"
+        ),
+        "{}",
+        &error[..error.len().min(2_000)]
+    );
+    assert!(error.len() < 2_000, "{}", &error[..2_000]);
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}

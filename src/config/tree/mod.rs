@@ -13,15 +13,16 @@
 //! struct's field names): a field added there is known here at once.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer};
 
+mod prepare;
 mod read;
 mod tags;
-use super::withhold::is_block_scalar;
+pub use prepare::{MAX_KEY_BYTES, Pending, expand_env, long_keys, pasted};
 use read::De;
 use serde_saphyr::MergeKeyPolicy;
 
@@ -353,11 +354,13 @@ pub struct Found {
     pub message: String,
 }
 
-/// What reading the tree found: the problems, and the line of every field.
+/// What reading the tree found: the problems, the line of every field,
+/// and the path each wanted node was read at ([`Pending`]).
 #[derive(Debug, Default)]
 pub struct Report {
     pub problems: Vec<Found>,
     pub lines: HashMap<String, usize>,
+    pub paths: HashMap<usize, String>,
 }
 
 impl Report {
@@ -374,111 +377,36 @@ impl Report {
     }
 }
 
-/// `${NAME}` in every string value of the tree, from the environment,
-/// before it is read: names, rules, paths and addresses alike (SPEC: "in
-/// a string value"), where the resolver used to expand the fields it read
-/// as paths and addresses only (`cn: "${OPS_CN}"` stayed that text, and
-/// matched no client). An unset variable is a problem at its field, whose
-/// value then reads as empty.
-///
-/// Each value set from the environment is added to `withheld`: no message
-/// repeats it (it may be a secret the file only names), nor its text as
-/// written when that is a pasted block (a block scalar, of one line too,
-/// read from `text`, which the tree was parsed from).
-pub fn expand_env(
-    node: &mut Node,
-    path: &str,
-    text: &str,
-    found: &mut Vec<Found>,
-    withheld: &mut Vec<super::Withheld>,
-) {
-    let line = node.line;
-    match &mut node.value {
-        Value::Str(s) if s.contains("${") => match super::env::expand_env(s) {
-            Ok(v) => {
-                let block = node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
-                withheld.push(super::Withheld::from_env(&v, s, path, block));
-                *s = v;
-            }
-            Err(message) => {
-                found.push(Found {
-                    line,
-                    path: path.to_owned(),
-                    message,
-                });
-                s.clear();
-            }
-        },
-        Value::Seq(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                expand_env(item, &format!("{path}[{i}]"), text, found, withheld);
-            }
-        }
-        Value::Map(entries) => {
-            for (key, value) in entries.iter_mut() {
-                let Value::Str(key) = &key.value else {
-                    continue;
-                };
-                expand_env(value, &field(path, key), text, found, withheld);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Every text value of the tree (parsed from `text`) that no message may
-/// repeat: a PEM block, text of several lines or a block scalar (`|`,
-/// `>`) of one line (a key, certificate or token pasted in), each added
-/// to `withheld` with its field path (`path` is `node`'s).
-pub fn pasted(node: &Node, path: &str, text: &str, withheld: &mut Vec<super::Withheld>) {
-    match &node.value {
-        Value::Str(s) => {
-            let block = node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
-            withheld.extend(super::Withheld::pasted(s, path, block));
-        }
-        Value::Seq(items) => {
-            for (i, item) in items.iter().enumerate() {
-                pasted(item, &format!("{path}[{i}]"), text, withheld);
-            }
-        }
-        Value::Map(entries) => {
-            for (key, value) in entries {
-                if let Value::Str(key) = &key.value {
-                    pasted(value, &field(path, key), text, withheld);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The path of `key` in the mapping at `path`.
-fn field(path: &str, key: &str) -> String {
-    match path {
-        "" => key.to_owned(),
-        _ => format!("{path}.{key}"),
-    }
-}
-
 /// Read `root` into `T`, recording every problem instead of stopping at
 /// the first. `None` when `T` could not be built at all (even with
-/// placeholders); the report says why.
-pub fn read<T: DeserializeOwned>(root: &mut Node) -> (Option<T>, Report) {
+/// placeholders); the report says why. The report has the path of each
+/// node of `wanted` that was read (one under an unknown key never is).
+pub fn read<T: DeserializeOwned>(
+    root: &mut Node,
+    mut wanted: HashSet<usize>,
+) -> (Option<T>, Report) {
     // Problems that led to a fix of the tree: the fixed tree no longer
     // shows them, so they are kept across attempts.
     let mut fixed: Vec<Found> = Vec::new();
     let mut lines = HashMap::new();
+    let mut paths = HashMap::new();
     // Bounded: each attempt fixes at least one node (a list stops at its
     // first broken item, so a catalogue whose every entry misses a field
     // takes one attempt per entry).
     for _ in 0..MAX_ATTEMPTS {
-        let rec = RefCell::new(Rec::default());
+        let rec = RefCell::new(Rec {
+            wanted: std::mem::take(&mut wanted),
+            ..Rec::default()
+        });
+        rec.borrow_mut().read_at(root, "");
         let result = T::deserialize(De {
             node: root,
             path: String::new(),
             rec: &rec,
         });
         let rec = rec.into_inner();
+        wanted = rec.wanted;
+        paths.extend(rec.paths);
         if rec.fixes.is_empty() || result.is_ok() {
             let mut problems = fixed;
             problems.extend(rec.problems);
@@ -488,6 +416,7 @@ pub fn read<T: DeserializeOwned>(root: &mut Node) -> (Option<T>, Report) {
                 Report {
                     problems,
                     lines: rec.lines,
+                    paths,
                 },
             );
         }
@@ -508,6 +437,7 @@ pub fn read<T: DeserializeOwned>(root: &mut Node) -> (Option<T>, Report) {
         Report {
             problems: fixed,
             lines,
+            paths,
         },
     )
 }
@@ -575,11 +505,24 @@ struct Rec {
     problems: Vec<Found>,
     lines: HashMap<String, usize>,
     fixes: Vec<(usize, Fix, Found)>,
+    /// The nodes whose paths are wanted, and those read so far.
+    wanted: HashSet<usize>,
+    paths: HashMap<usize, String>,
+}
+
+impl Rec {
+    /// `node` is read at `path`: kept if its path is wanted.
+    fn read_at(&mut self, node: &Node, path: &str) {
+        if self.wanted.contains(&node.id) {
+            self.paths.entry(node.id).or_insert_with(|| path.to_owned());
+        }
+    }
 }
 
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::config::withhold::is_block_scalar;
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
@@ -606,7 +549,7 @@ pub(super) mod tests {
 
     pub(super) fn run(text: &str) -> (Option<Top>, Report) {
         let (mut root, found) = parse(text).unwrap();
-        let (top, mut report) = read::<Top>(&mut root);
+        let (top, mut report) = read::<Top>(&mut root, HashSet::new());
         report.problems.extend(found);
         (top, report)
     }

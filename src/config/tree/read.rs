@@ -491,7 +491,9 @@ impl<'de> de::SeqAccess<'de> for SeqAcc<'_> {
         let path = format!("{}[{}]", self.path, self.i);
         self.i += 1;
         if !node.placeholder {
-            self.rec.borrow_mut().lines.insert(path.clone(), node.line);
+            let mut rec = self.rec.borrow_mut();
+            rec.lines.insert(path.clone(), node.line);
+            rec.read_at(node, &path);
         }
         seed.deserialize(De {
             node,
@@ -588,6 +590,7 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
             .value
             .take()
             .expect("serde asks for a value after its key");
+        self.rec.borrow_mut().read_at(node, &path);
         seed.deserialize(De {
             node,
             path,

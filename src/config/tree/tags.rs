@@ -215,31 +215,43 @@ fn put_back(
 /// as a problem at `PATH.<<`; and the byte offsets of the merge values.
 pub(super) fn merge_values(tree: &Node, text: &str, found: &mut Vec<Found>) -> Vec<usize> {
     let mut at = Vec::new();
-    walk(tree, "", text, found, &mut at);
+    walk(tree, Some(""), text, found, &mut at);
     at
 }
 
-fn walk(node: &Node, path: &str, text: &str, found: &mut Vec<Found>, at: &mut Vec<usize>) {
+/// A path longer than any field's (of the schema's short keys, a header
+/// name's at most): only under unknown keys, whose problem is the key.
+const MAX_PATH_BYTES: usize = 1024;
+
+/// `path`: `None` under a key refused for its length, or past
+/// [`MAX_PATH_BYTES`], where the merge values' offsets are still taken
+/// but no path is built (one per node, a key of 1 MiB over 49,000 items
+/// copied 49 GiB) and no problem is said.
+fn walk(node: &Node, path: Option<&str>, text: &str, found: &mut Vec<Found>, at: &mut Vec<usize>) {
+    let path = path.filter(|p| p.len() <= MAX_PATH_BYTES);
     match &node.value {
         Value::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
-                walk(item, &format!("{path}[{i}]"), text, found, at);
+                let here = path.map(|p| format!("{p}[{i}]"));
+                walk(item, here.as_deref(), text, found, at);
             }
         }
         Value::Map(entries) => {
             for (key, value) in entries {
                 let name = match &key.value {
-                    Value::Str(s) => s.as_str(),
-                    _ => "?",
+                    Value::Str(s) if s.len() > super::MAX_KEY_BYTES => None,
+                    Value::Str(s) => Some(s.as_str()),
+                    _ => Some("?"),
                 };
-                let here = match path {
-                    "" => name.to_owned(),
-                    _ => format!("{path}.{name}"),
+                let here = match (path, name) {
+                    (Some(""), Some(name)) => Some(name.to_owned()),
+                    (Some(path), Some(name)) => Some(format!("{path}.{name}")),
+                    _ => None,
                 };
                 if is_merge_key(key, text) {
-                    merge_value(value, &here, found, at);
+                    merge_value(value, here.as_deref(), found, at);
                 }
-                walk(value, &here, text, found, at);
+                walk(value, here.as_deref(), text, found, at);
             }
         }
         _ => {}
@@ -259,10 +271,10 @@ fn is_merge_key(key: &Node, text: &str) -> bool {
             .is_some_and(|t| t.starts_with('<'))
 }
 
-fn merge_value(value: &Node, path: &str, found: &mut Vec<Found>, at: &mut Vec<usize>) {
-    let mut refuse = |node: &Node, path: String, fits: &str| {
+fn merge_value(value: &Node, path: Option<&str>, found: &mut Vec<Found>, at: &mut Vec<usize>) {
+    let mut refuse = |node: &Node, path: Option<String>, fits: &str| {
         at.extend(node.span.map(|(o, _)| o));
-        let Some(tag) = &node.tag else {
+        let (Some(tag), Some(path)) = (&node.tag, path) else {
             return;
         };
         if tag.strip_prefix(CORE) == Some(fits) {
@@ -280,12 +292,12 @@ fn merge_value(value: &Node, path: &str, found: &mut Vec<Found>, at: &mut Vec<us
     };
     match &value.value {
         Value::Seq(items) => {
-            refuse(value, path.to_owned(), "seq");
+            refuse(value, path.map(str::to_owned), "seq");
             for (i, item) in items.iter().enumerate() {
-                refuse(item, format!("{path}[{i}]"), "map");
+                refuse(item, path.map(|p| format!("{p}[{i}]")), "map");
             }
         }
-        _ => refuse(value, path.to_owned(), "map"),
+        _ => refuse(value, path.map(str::to_owned), "map"),
     }
 }
 

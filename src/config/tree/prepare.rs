@@ -1,0 +1,187 @@
+//! The tree before it is read: keys over the limit refused, `${NAME}` expanded, pasted values found.
+//!
+//! What is found here is kept by node id, not by field path ([`Pending`]):
+//! the reader ([`super::read`]) gives the path of each node it reads, and
+//! what is at a node it never reads (under an unknown key, in a value of
+//! the wrong type) is dropped, the problem there being that key or value.
+//! Walking every subtree with its path, unknown keys included, kept one
+//! path per list item: a key of 1 MiB over 49,000 aliased items was 49 GiB
+//! and the reloader (and the proxy with it) aborted.
+
+use std::collections::{HashMap, HashSet};
+
+use super::super::Withheld;
+use super::super::withhold::is_block_scalar;
+use super::{Found, Node, Value};
+
+/// The longest key a mapping may have, in bytes: the longest key of the
+/// schema is a few dozen, a response header's name a few dozen more. A
+/// longer one (up to 4 MiB, in an explicit `? "..."` key, which YAML does
+/// not cap at 1024 characters) is refused with its value unread.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Problems and values to withhold found before the tree is read, each at
+/// the id of its node, for the reader to place ([`Pending::place`]).
+#[derive(Default)]
+pub struct Pending {
+    problems: Vec<(usize, Found)>,
+    withheld: Vec<(usize, Withheld)>,
+}
+
+impl Pending {
+    /// The nodes whose paths are wanted.
+    pub fn ids(&self) -> HashSet<usize> {
+        let problems = self.problems.iter().map(|(id, _)| *id);
+        problems
+            .chain(self.withheld.iter().map(|(id, _)| *id))
+            .collect()
+    }
+
+    /// Each problem and withheld value at the path the reader read its node
+    /// at (`paths`, by node id); those at nodes it never read are dropped.
+    pub fn place(
+        self,
+        paths: &HashMap<usize, String>,
+        problems: &mut Vec<Found>,
+        withheld: &mut Vec<Withheld>,
+    ) {
+        for (id, mut found) in self.problems {
+            if let Some(path) = paths.get(&id) {
+                found.path = path.clone();
+                problems.push(found);
+            }
+        }
+        for (id, w) in self.withheld {
+            if let Some(path) = paths.get(&id) {
+                withheld.push(w.at(path));
+            }
+        }
+    }
+}
+
+/// Each key longer than [`MAX_KEY_BYTES`], with its value, taken out of
+/// its mapping: a problem at the mapping, at the key's line.
+pub fn long_keys(node: &mut Node, pending: &mut Pending) {
+    let id = node.id;
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|n| long_keys(n, pending)),
+        Value::Map(entries) => {
+            entries.retain(|(key, _)| {
+                let Value::Str(k) = &key.value else {
+                    return true;
+                };
+                if k.len() <= MAX_KEY_BYTES {
+                    return true;
+                }
+                let message = format!(
+                    "a key of {} bytes, more than the {MAX_KEY_BYTES} a key may have: \
+                     refused, its value not read",
+                    k.len()
+                );
+                let found = Found {
+                    line: key.line,
+                    path: String::new(),
+                    message,
+                };
+                pending.problems.push((id, found));
+                false
+            });
+            entries.iter_mut().for_each(|(_, v)| long_keys(v, pending));
+        }
+        _ => {}
+    }
+}
+
+/// `${NAME}` in every string value of the tree, from the environment,
+/// before it is read: names, rules, paths and addresses alike (SPEC: "in
+/// a string value"), where the resolver used to expand the fields it read
+/// as paths and addresses only (`cn: "${OPS_CN}"` stayed that text, and
+/// matched no client). An unset variable is a problem at its field, whose
+/// value then reads as empty.
+///
+/// Each value set from the environment is withheld: no message repeats it
+/// (it may be a secret the file only names), nor its text as written when
+/// that is a pasted block (a block scalar, of one line too, read from
+/// `text`, which the tree was parsed from).
+pub fn expand_env(node: &mut Node, text: &str, pending: &mut Pending) {
+    let (id, line) = (node.id, node.line);
+    match &mut node.value {
+        Value::Str(s) if s.contains("${") => match super::super::env::expand_env(s) {
+            Ok(v) => {
+                let block = node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
+                let w = Withheld::from_env(&v, s, "", block);
+                pending.withheld.push((id, w));
+                *s = v;
+            }
+            Err(message) => {
+                let path = String::new();
+                let found = Found {
+                    line,
+                    path,
+                    message,
+                };
+                pending.problems.push((id, found));
+                s.clear();
+            }
+        },
+        Value::Seq(items) => items.iter_mut().for_each(|n| expand_env(n, text, pending)),
+        Value::Map(entries) => {
+            for (_, value) in entries.iter_mut() {
+                expand_env(value, text, pending);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every text value of the tree (parsed from `text`) that no message may
+/// repeat: a PEM block, text of several lines or a block scalar (`|`,
+/// `>`) of one line (a key, certificate or token pasted in).
+pub fn pasted(node: &Node, text: &str, pending: &mut Pending) {
+    match &node.value {
+        Value::Str(s) => {
+            let block = node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
+            if let Some(w) = Withheld::pasted(s, "", block) {
+                pending.withheld.push((node.id, w));
+            }
+        }
+        Value::Seq(items) => items.iter().for_each(|n| pasted(n, text, pending)),
+        Value::Map(entries) => entries.iter().for_each(|(_, v)| pasted(v, text, pending)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MAX_KEY_BYTES;
+    use crate::config::tests::parse_str;
+
+    /// A key over the limit is a problem at its mapping, at its line; a
+    /// key at the limit is read (here: unknown). Nothing under either, nor
+    /// under another unknown key, is expanded or withheld: its key is the
+    /// problem.
+    #[test]
+    fn a_long_key_is_refused_at_its_mapping_and_nothing_under_it_is_read() {
+        let (long, fits) = ("k".repeat(MAX_KEY_BYTES + 1), "k".repeat(MAX_KEY_BYTES));
+        let unset = "${HOTPROXY_PREPARE_UNSET}";
+        let text = format!(
+            "listeners:\n  - name: public\n    \"{long}\": {{ x: \"{unset}\" }}\n    \
+             \"{fits}\": {{ x: \"{unset}\" }}\nother: {{ y: \"{unset}\" }}\n"
+        );
+        let e = parse_str(&text).unwrap_err();
+        let r = e.render();
+        assert!(
+            r.contains(
+                "line 3: listeners[0]: a key of 257 bytes, more than the 256 a key may have: \
+                 refused, its value not read"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains(&format!("line 4: listeners[0].{fits}: unknown key")),
+            "{r}"
+        );
+        assert!(r.contains("line 5: other: unknown key `other`"), "{r}");
+        assert!(!r.contains("HOTPROXY_PREPARE_UNSET"), "{r}");
+    }
+}
