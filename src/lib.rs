@@ -30,7 +30,8 @@
 //!     unknown key, wrong type and missing field (check lists them all).
 //!     - `read`: the deserializer over the tree that records a problem and keeps going.
 //!     - `prepare`: the tree before it is read: keys over 256 bytes refused,
-//!       `${NAME}` expanded, pasted values found, each by node for `read` to place.
+//!       `${NAME}` expanded, pasted values found, each by node for `read` to place;
+//!       a key as paths and messages show it (escaped, cut, or withheld).
 //!     - `tags`: a YAML tag the parser cannot read its node with (`!!int` on an
 //!       address): blanked, parsed again, put back on the node for `read` to refuse;
 //!       a tag on a merge value (`<<: !custom {...}`), which the parser drops.

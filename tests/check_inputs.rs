@@ -506,3 +506,46 @@ fn a_huge_key_over_many_items_is_refused_in_bounded_memory() {
         assert!(out.len() < 10_000, "{head}");
     }
 }
+
+/// An unknown key was printed as written, in its problem's location and
+/// message: a terminal escape in it cleared the operator's screen (or
+/// set a window title), a line break started a line of its own, a pasted
+/// key was shown, a key of 200 bytes was 200 bytes twice. A key is shown
+/// escaped as Rust writes a string, its first 64 bytes and `…`; one
+/// holding a line break or `-----BEGIN` is withheld.
+#[test]
+fn an_unknown_key_is_shown_escaped_cut_or_withheld() {
+    const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
+    let long = format!("k{}", "é".repeat(100));
+    let more = format!(
+        "\"evil\\e[2J\\e]0;owned\\a\": 1\n\"two\\nlines\": 1\n\
+         \"-----BEGIN {KEY}-----\\nMIGHAgEAslow\\n-----END {KEY}-----\": 1\n\"{long}\": 1\n"
+    );
+    let (_s, cfg) = scene("public", &more);
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains(['\u{1b}', '\u{7}']), "{out:?}");
+    let evil = "evil\\u{1b}[2J\\u{1b}]0;owned\\u{7}";
+    assert!(
+        out.contains(&format!("line 2: {evil}: unknown key `{evil}`")),
+        "{out}"
+    );
+    let lines = "<withheld key: text of several lines>";
+    assert!(
+        out.contains(&format!("line 3: {lines}: unknown key `{lines}`")),
+        "{out}"
+    );
+    let pem = "<withheld key: a PEM block>";
+    assert!(
+        out.contains(&format!("line 4: {pem}: unknown key `{pem}`")),
+        "{out}"
+    );
+    assert!(!out.contains("BEGIN") && !out.contains("MIGH"), "{out}");
+    assert!(!out.contains("two\nlines"), "{out}");
+    let cut = format!("{}…", &long[..63]);
+    assert!(
+        out.contains(&format!("line 5: {cut}: unknown key `{cut}`")),
+        "{out}"
+    );
+    assert!(!out.contains(&long[..65]), "{out}");
+}

@@ -390,3 +390,38 @@ async fn a_reload_to_a_huge_key_over_many_items_is_rejected_in_bounded_memory() 
     assert!(error.len() < 2_000, "{}", &error[..2_000]);
     assert_eq!(hsts(http).await, "max-age=31536000");
 }
+
+/// An unknown key with a terminal escape, or holding a pasted key, was in
+/// the rejected reload's error as written: a log viewer printed the
+/// escape, and the key was in the log. The key is shown escaped, or
+/// withheld, and the old configuration serves on.
+#[tokio::test]
+async fn a_reload_names_an_unknown_key_escaped_or_withheld() {
+    let (_s, cfg, mut p, http) = serving().await;
+    let label = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
+    let text = format!(
+        "\"evil\\e[2J\": 1\n\"-----BEGIN {label}-----\\nMIGHAgEAslow\\n-----END {label}-----\": 1\n{}",
+        with_headers(&hsts_set("max-age=0"))
+    );
+    write(&cfg, &text);
+    let event = p
+        .wait_log("rejected", |v| {
+            v["message"] == "configuration rejected; the running configuration stays"
+        })
+        .await;
+    let error = event["error"].as_str().unwrap();
+    assert!(
+        error.contains("line 1: evil\\u{1b}[2J: unknown key `evil\\u{1b}[2J`"),
+        "{error}"
+    );
+    assert!(
+        error.contains("line 2: <withheld key: a PEM block>: unknown key"),
+        "{error}"
+    );
+    assert!(!error.contains('\u{1b}'), "{error:?}");
+    assert!(
+        !error.contains("BEGIN") && !error.contains("MIGH"),
+        "{error}"
+    );
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use super::Resolver;
-use crate::config::{FrontConfig, raw};
+use crate::config::{FrontConfig, raw, tree};
 
 impl Resolver {
     /// `proxy_protocol`, `trusted_proxies`, `allow_from`, `response_headers`, `redirect_https`.
@@ -31,7 +31,8 @@ impl Resolver {
             // where searching those above made 5e9 comparisons of 100,000.
             let mut first: HashMap<String, &str> = HashMap::new();
             for (name, value) in &h.set {
-                let hat = format!("{at}.response_headers.set.{name}");
+                // The name as the reader's path has it: escaped, cut.
+                let hat = tree::field(&format!("{at}.response_headers.set"), name);
                 let value = self.string(&hat, value);
                 let n = http::HeaderName::from_bytes(name.as_bytes());
                 // Header names are case-insensitive: two spellings are one
@@ -48,8 +49,10 @@ impl Resolver {
                     self.problem(
                         hat,
                         format!(
-                            "`{name}` is the header `{earlier}` set above (header names are \
-                             case-insensitive): set it once"
+                            "`{}` is the header `{}` set above (header names are \
+                             case-insensitive): set it once",
+                            tree::shown_key(name),
+                            tree::shown_key(earlier)
                         ),
                     );
                 } else if n.is_err() {
@@ -251,6 +254,11 @@ mod front_tests {
                 "    response_headers: { set: { Connection: close } }\n",
                 "listeners[0].response_headers.set.Connection",
             ),
+            // A name with a terminal escape: escaped where it is named.
+            (
+                "    response_headers: { set: { \"bad\\e[2J\": x } }\n",
+                "listeners[0].response_headers.set.bad\\u{1b}[2J: \"bad\\u{1b}[2J\" is",
+            ),
             ("    redirect_https: { port: 443 }\n", "listeners[0].tls"),
             (
                 "    redirect_https: { port: 0 }\n",
@@ -260,6 +268,7 @@ mod front_tests {
             let e = parse_str(&with_listener_extra(extra)).unwrap_err();
             let m = messages(&e);
             assert!(m.contains(field), "{extra}: {m}");
+            assert!(!m.contains('\u{1b}'), "{extra}: {m:?}");
         }
         let bad_names = MINIMAL.replace(
             "      client_cert: { ref: client }\n",

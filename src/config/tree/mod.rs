@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer};
 mod prepare;
 mod read;
 mod tags;
-pub use prepare::{MAX_KEY_BYTES, Pending, expand_env, long_keys, pasted};
+pub use prepare::{MAX_KEY_BYTES, Pending, expand_env, field, long_keys, pasted, shown_key};
 use read::De;
 use serde_saphyr::MergeKeyPolicy;
 

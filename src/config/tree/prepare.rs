@@ -7,7 +7,11 @@
 //! Walking every subtree with its path, unknown keys included, kept one
 //! path per list item: a key of 1 MiB over 49,000 aliased items was 49 GiB
 //! and the reloader (and the proxy with it) aborted.
+//!
+//! And a key as every path and message shows it ([`shown_key`]): escaped,
+//! cut, or withheld when pasted.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use super::super::Withheld;
@@ -19,6 +23,49 @@ use super::{Found, Node, Value};
 /// longer one (up to 4 MiB, in an explicit `? "..."` key, which YAML does
 /// not cap at 1024 characters) is refused with its value unread.
 pub const MAX_KEY_BYTES: usize = 256;
+
+/// The most of a key a location or message shows, in bytes.
+const SHOWN_KEY_BYTES: usize = 64;
+
+/// `key` as a field path or a message shows it: escaped as Rust writes a
+/// string (`\u{1b}`: no terminal escape reaches the operator's screen),
+/// its first 64 bytes and `…`; a key holding `-----BEGIN` or a line break
+/// (a key or certificate pasted in) withheld, as such a value is.
+pub fn shown_key(key: &str) -> Cow<'_, str> {
+    if key.contains("-----BEGIN") {
+        return Cow::Borrowed("<withheld key: a PEM block>");
+    }
+    if key.contains(['\n', '\r']) {
+        return Cow::Borrowed("<withheld key: text of several lines>");
+    }
+    let mut end = key.len().min(SHOWN_KEY_BYTES);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    let as_is = |c: char| matches!(c, '"' | '\'') || c.escape_debug().len() == 1;
+    if end == key.len() && key.chars().all(as_is) {
+        return Cow::Borrowed(key);
+    }
+    let mut shown = String::new();
+    for c in key[..end].chars() {
+        match as_is(c) {
+            true => shown.push(c),
+            false => shown.extend(c.escape_debug()),
+        }
+    }
+    if end < key.len() {
+        shown.push('…');
+    }
+    Cow::Owned(shown)
+}
+
+/// The path of `key` in the mapping at `path`, the key as [`shown_key`].
+pub fn field(path: &str, key: &str) -> String {
+    match path {
+        "" => shown_key(key).into_owned(),
+        _ => format!("{path}.{}", shown_key(key)),
+    }
+}
 
 /// Problems and values to withhold found before the tree is read, each at
 /// the id of its node, for the reader to place ([`Pending::place`]).
@@ -157,7 +204,7 @@ mod tests {
     use crate::config::tests::parse_str;
 
     /// A key over the limit is a problem at its mapping, at its line; a
-    /// key at the limit is read (here: unknown). Nothing under either, nor
+    /// key at the limit is read (here: unknown, and shown cut). Nothing under either, nor
     /// under another unknown key, is expanded or withheld: its key is the
     /// problem.
     #[test]
@@ -177,11 +224,36 @@ mod tests {
             ),
             "{r}"
         );
+        // Shown cut (`…`), as any key past 64 bytes.
         assert!(
-            r.contains(&format!("line 4: listeners[0].{fits}: unknown key")),
+            r.contains(&format!(
+                "line 4: listeners[0].{}…: unknown key",
+                &fits[..64]
+            )),
             "{r}"
         );
         assert!(r.contains("line 5: other: unknown key `other`"), "{r}");
         assert!(!r.contains("HOTPROXY_PREPARE_UNSET"), "{r}");
+    }
+
+    /// A key shown escaped (quotes as they are), cut past 64 bytes at a
+    /// character, or withheld when it holds a line break or a PEM marker.
+    #[test]
+    fn a_key_is_shown_escaped_cut_or_withheld() {
+        use super::shown_key;
+        let long = format!("k{}", "é".repeat(40));
+        for (key, shown) in [
+            ("poll_interval", "poll_interval".to_owned()),
+            ("it's \"x\"", "it's \"x\"".to_owned()),
+            (
+                "a\u{1b}[2J\u{7}\u{202e}\\",
+                "a\\u{1b}[2J\\u{7}\\u{202e}\\\\".to_owned(),
+            ),
+            ("a\nb", "<withheld key: text of several lines>".to_owned()),
+            ("x -----BEGIN y", "<withheld key: a PEM block>".to_owned()),
+            (&long, format!("{}…", &long[..63])),
+        ] {
+            assert_eq!(shown_key(key), shown, "{key:?}");
+        }
     }
 }

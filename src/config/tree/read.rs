@@ -546,11 +546,7 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
                 Value::Bool(b) => b.to_string(),
                 _ => String::from("?"),
             };
-            let path = if self.path.is_empty() {
-                key.clone()
-            } else {
-                format!("{}.{key}", self.path)
-            };
+            let path = super::field(&self.path, &key);
             // A key is text: `!!str` at most.
             if let Some(tag) = &k.tag
                 && tag.strip_prefix(CORE) != Some("str")
@@ -599,7 +595,8 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_> {
     }
 }
 
-/// "unknown key `pol_interval` (did you mean `poll_interval`?; allowed here: ...)".
+/// "unknown key `pol_interval` (did you mean `poll_interval`?; allowed here: ...)",
+/// the key as [`super::shown_key`] shows it.
 fn unknown_key(key: &str, fields: &[&str]) -> String {
     let near = fields
         .iter()
@@ -607,6 +604,7 @@ fn unknown_key(key: &str, fields: &[&str]) -> String {
         .filter(|(d, f)| *d <= 2.max(f.len() / 4))
         .min();
     let allowed = fields.join(", ");
+    let key = super::shown_key(key);
     match near {
         Some((_, f)) => {
             format!("unknown key `{key}` (did you mean `{f}`? allowed here: {allowed})")

@@ -244,8 +244,7 @@ fn walk(node: &Node, path: Option<&str>, text: &str, found: &mut Vec<Found>, at:
                     _ => Some("?"),
                 };
                 let here = match (path, name) {
-                    (Some(""), Some(name)) => Some(name.to_owned()),
-                    (Some(path), Some(name)) => Some(format!("{path}.{name}")),
+                    (Some(path), Some(name)) => Some(super::field(path, name)),
                     _ => None,
                 };
                 if is_merge_key(key, text) {
