@@ -79,14 +79,19 @@ fn vouched(n: &str) -> bool {
 /// ([`vouched`]): `X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`;
 /// or as a header that frames the message or speaks for one connection
 /// ([`frames`]): `Transfer_Encoding`, `Content_Length`, `Keep_Alive`. So
-/// does one so named after a leading `HTTP_`, any case: CGI's name of the
-/// header, which code ported from PHP reads as a header's own name (the
-/// common Java `getIpAddr` helper takes `HTTP_CLIENT_IP` and
-/// `HTTP_X_FORWARDED_FOR` as the client's address).
+/// does one that reads, after a leading `HTTP_` (any case), as one hotproxy
+/// vouches for: CGI's name of the header, which code ported from PHP reads
+/// as a header's own name (the common Java `getIpAddr` helper takes
+/// `HTTP_CLIENT_IP` and `HTTP_X_FORWARDED_FOR` as the client's address);
+/// `HTTP_VIA` too, as hotproxy sets `Via`. Not `HTTP_` then a framing or
+/// hop-by-hop name (`HTTP_Upgrade`, `HTTP_TE`): no backend frames a body
+/// or keeps a connection by one (CGI makes `HTTP_TE` `HTTP_HTTP_TE`), so it
+/// is the application's own and passes.
 fn underscore_lookalike(n: &str) -> bool {
     // Most names have no `_`: one scan settles them.
     n.as_bytes().contains(&b'_')
-        && (dashed_is_protected(n) || cgi_unprefixed(n).is_some_and(dashed_is_protected))
+        && (dashed_is(n, |d| vouched(d) || frames(d))
+            || cgi_unprefixed(n).is_some_and(|rest| dashed_is(rest, vouched)))
 }
 
 /// `n` after a leading `http_` (any case), if there is more.
@@ -96,24 +101,23 @@ fn cgi_unprefixed(n: &str) -> Option<&str> {
     (prefix.eq_ignore_ascii_case(b"http_") && n.len() > 5).then(|| &n[5..])
 }
 
-/// Whether `n`, `_` read as `-`, is [`vouched`] or [`frames`]. Spelled
+/// Whether `n`, `_` read as `-`, is a name `protected` picks. Spelled
 /// out on the stack: an application's own `_` names (`api_key`) pass
 /// here on every request, and a copy on the heap each time was an
 /// allocation per such name. Every protected name but the prefix families
 /// (`X-Forwarded-*`, `X-Client-Cert-*`, ...) is shorter than the buffer;
 /// a longer name is rare and spelled out on the heap.
-fn dashed_is_protected(n: &str) -> bool {
+fn dashed_is(n: &str, protected: impl Fn(&str) -> bool) -> bool {
     let mut buf = [0u8; 64];
     let Some(dashed) = buf.get_mut(..n.len()) else {
-        let dashed = n.replace('_', "-");
-        return vouched(&dashed) || frames(&dashed);
+        return protected(&n.replace('_', "-"));
     };
     for (d, &b) in dashed.iter_mut().zip(n.as_bytes()) {
         *d = if b == b'_' { b'-' } else { b };
     }
     // A header name is ASCII: this cannot fail.
     let dashed = std::str::from_utf8(dashed).unwrap_or_default();
-    vouched(dashed) || frames(dashed)
+    protected(dashed)
 }
 
 /// `Content-Length` or a hop-by-hop header ([`is_hop_by_hop`]): how a
@@ -194,8 +198,10 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 /// ([`crate::proxy::client_cert::is_identity_header`]) or `X-Request-Id`
 /// (`Via` has no `-`), also after a leading `HTTP_` (CGI's name of the
 /// header: `HTTP_CLIENT_IP`, `HTTP_X_FORWARDED_FOR`, which the common Java
-/// `getIpAddr` helper reads as header names); or one that frames the
-/// message ([`frames`]): `Transfer_Encoding`, `Content_Length`, `Keep_Alive`, `Proxy_Connection`.
+/// `getIpAddr` helper reads as header names, and `HTTP_VIA`); or one that
+/// frames the message ([`frames`]): `Transfer_Encoding`, `Content_Length`,
+/// `Keep_Alive`, `Proxy_Connection` (not after `HTTP_`: `HTTP_Upgrade`
+/// is the application's).
 /// CGI, WSGI and PHP servers fold `_` and `-` into one
 /// variable (`X_Client_Cert_Subject` and `X-Client-Cert-Subject` are both
 /// `HTTP_X_CLIENT_CERT_SUBJECT`), and Puma before 6.4.3 did for any header
@@ -645,8 +651,11 @@ mod tests {
     /// `WL-Proxy-Client-IP` are client-address headers, a trusted proxy's
     /// only; CGI's names of any header hotproxy vouches for (`HTTP_` then
     /// the name with `_`, as the Java `getIpAddr` helper reads
-    /// `HTTP_CLIENT_IP`) are look-alikes, removed from every client; an
-    /// application's own names, `HTTP_` or not, pass.
+    /// `HTTP_CLIENT_IP`; `HTTP_VIA`, as hotproxy sets `Via`) are
+    /// look-alikes, removed from every client; an application's own names,
+    /// `HTTP_` or not, pass, and so do `HTTP_` then a framing or hop-by-hop
+    /// name (`HTTP_Upgrade`, `HTTP_TE`): CGI makes `HTTP_TE` `HTTP_HTTP_TE`,
+    /// no backend frames a body or keeps a connection by it.
     #[test]
     fn java_and_cgi_client_address_names() {
         let claims = ["x-proxyuser-ip", "proxy-client-ip", "wl-proxy-client-ip"];
@@ -656,9 +665,24 @@ mod tests {
             "http_x_real_ip",
             "http_proxy_client_ip",
             "http_x_request_id",
-            "http_transfer_encoding",
+            "http_via",
             "http_client-ip",
             "wl_proxy_client_ip",
+        ];
+        let own = [
+            "http_user_agent",
+            "http_host",
+            "http_api_key",
+            "http_",
+            "http_upgrade",
+            "http_te",
+            "http_connection",
+            "http_trailer",
+            "http_keep_alive",
+            "http_content_length",
+            "http_transfer_encoding",
+            "http_proxy_authorization",
+            "http_content-length",
         ];
         for trusted in [false, true] {
             let mut c = ctx(false);
@@ -667,7 +691,7 @@ mod tests {
             for n in claims.iter().chain(&lookalikes) {
                 h.insert(*n, HeaderValue::from_static("192.0.2.66"));
             }
-            for n in ["http_user_agent", "http_host", "http_api_key", "http_"] {
+            for n in own {
                 h.insert(n, HeaderValue::from_static("1"));
             }
             rewrite_request_headers(&mut h, &c, false, false);
@@ -677,12 +701,20 @@ mod tests {
             for n in lookalikes {
                 assert!(!h.contains_key(n), "{n}, trusted: {trusted}");
             }
-            for n in ["http_user_agent", "http_host", "http_api_key", "http_"] {
-                assert_eq!(h[n], "1", "{n}, trusted: {trusted}");
+            for n in own {
+                assert_eq!(
+                    h.get(n).map(|v| v.as_bytes()),
+                    Some(&b"1"[..]),
+                    "{n}, trusted: {trusted}"
+                );
             }
         }
         for n in claims.iter().chain(&lookalikes) {
             assert!(is_vouched_for(&HeaderName::from_static(n)), "{n}");
+        }
+        // Nor are they taken from a request's trailers or its `Trailer`.
+        for n in own {
+            assert!(!is_vouched_for(&HeaderName::from_static(n)), "{n}");
         }
         // Past the look-alike check's stack buffer, the same answers.
         let long = format!("http_x_forwarded_{}", "a".repeat(80));

@@ -353,6 +353,54 @@ async fn untrusted_peers_send_no_client_address_of_any_name() {
     }
 }
 
+/// An application's own `HTTP_` names pass, from any client, over HTTP/1.1
+/// and HTTP/2, even those reading as a framing or hop-by-hop header after
+/// the `HTTP_`: the `HTTP_` rule is for CGI's names of the headers hotproxy
+/// vouches for, and CGI names `HTTP_Upgrade` `HTTP_HTTP_UPGRADE`, which no
+/// backend reads as `Upgrade`. `HTTP_Via` reads as the `Via` hotproxy sets
+/// and goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applications_own_http_names_pass() {
+    let w = world().await;
+    let own = [
+        "HTTP_Upgrade",
+        "HTTP_Connection",
+        "HTTP_TE",
+        "HTTP_Trailer",
+        "HTTP_Keep_Alive",
+        "HTTP_Content_Length",
+        "HTTP_Transfer_Encoding",
+        "HTTP_Proxy_Authorization",
+    ];
+    let mut request = String::from("GET /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for name in own.iter().chain(&["HTTP_Via"]) {
+        request.push_str(&format!("{name}: app\r\n"));
+    }
+    request.push_str("\r\n");
+    let fields: Vec<(String, &str)> = own
+        .iter()
+        .chain(&["HTTP_Via"])
+        .map(|n| (n.to_ascii_lowercase(), "app"))
+        .collect();
+    for h2 in [false, true] {
+        for peer in ["127.0.0.1", "127.0.0.3"] {
+            let tcp = tcp_from(peer, w.public).await;
+            let seen = if h2 {
+                h2_over(tcp, &w, &fields).await
+            } else {
+                raw_over(tcp, &w, &request).await
+            };
+            // The h1 echo backend sees names lowercase.
+            let h = &seen["headers"];
+            for name in own {
+                let name = name.to_ascii_lowercase();
+                assert_eq!(h[&name], "app", "{name}, {peer}, h2: {h2}: {seen}");
+            }
+            assert!(h.get("http_via").is_none(), "{peer}, h2: {h2}: {seen}");
+        }
+    }
+}
+
 /// `allow_from` (ingress-nginx's `whitelist-source-range`): a client
 /// outside the listener's ranges is closed before TLS, counted and logged
 /// as a refused handshake; inside them, a route's own `allow_from` narrows
