@@ -324,15 +324,16 @@ fn follows_a_header(text: &str, at: usize) -> bool {
     // Content that does not start its own line (a flow item, a value
     // after its key) follows no header: only its indentation is read,
     // not the line before it, which a flow line of 250,000 items read
-    // once for each.
+    // once for each. A lone `\r` ends a line too (the YAML parser breaks
+    // lines there): a file with CR-only line ends has no `\n` at all.
     let indented = before.trim_end_matches(' ');
     #[cfg(test)]
     tests::SCANNED.with(|n| n.set(n.get() + before.len() - indented.len() + 1));
-    if !(indented.is_empty() || indented.ends_with('\n')) {
+    if !(indented.is_empty() || indented.ends_with(['\n', '\r'])) {
         return false;
     }
     let header_line = indented.trim_end();
-    let line = match header_line.rfind('\n') {
+    let line = match header_line.rfind(['\n', '\r']) {
         Some(i) => &header_line[i + 1..],
         None => header_line,
     };
@@ -402,6 +403,27 @@ mod tests {
         let once = SCANNED.with(|n| n.get());
         assert!(once > 0 && once < text.len(), "{once}");
         assert!(!is_block_scalar(text, text.find("x\n").unwrap()));
+    }
+
+    /// A lone `\r` ends a line as `\n` does (the YAML parser reads it so):
+    /// a block scalar in a file with CR-only line ends is told by its
+    /// header, which is read back to the `\r` before it, not to the last
+    /// `\n` (none, or lines above).
+    #[test]
+    fn a_block_header_is_told_with_cr_line_ends() {
+        assert!(is_block_scalar("a: |\r  t\r", 7));
+        for text in [
+            "a: |\r  t\r",
+            "a: x\rb: >- # c\r  t\r",
+            "a: x # |\rb: |\r  t\r",
+            "a: x\nb: x # |\rc: |2\r  t\r",
+            "a: |\r\n  t\r\n",
+        ] {
+            assert!(is_block_scalar(text, text.find('t').unwrap()), "{text:?}");
+        }
+        for text in ["a: |\rb:\r  t\r", "a: |\rb: t\r", "a: |\rb: [ t ]\r"] {
+            assert!(!is_block_scalar(text, text.find('t').unwrap()), "{text:?}");
+        }
     }
 
     /// Each problem is matched against the withheld values that concern

@@ -343,3 +343,23 @@ async fn a_one_line_block_scalar_is_withheld() {
         "the log shows the token: {logs}"
     );
 }
+
+/// The same with CR-only line ends (old Mac files; the YAML parser takes a
+/// lone `\r` as a line break): the block's header was looked for back to
+/// a `\n` only, so the token read as a plain value and `check` quoted it.
+#[test]
+fn a_one_line_block_scalar_with_cr_line_ends_is_withheld() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let token = "hp_7c1d9e0b3a5f42e8b6d0c9a1f3e5b7d9";
+    for (yaml, field) in one_line_blocks(token) {
+        let cfg = s.config(&yaml.replace("\r\n", "\n").replace('\n', "\r"));
+        let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+        let all = format!("{out}{err}");
+        assert_eq!(code, 1, "{all}");
+        assert!(err.contains(&format!("{field}: ")), "{field}: {all}");
+        assert!(all.contains("<withheld: text of 1 line>"), "{all}");
+        assert!(!all.contains(&token[3..]), "check shows the token: {all}");
+    }
+}
