@@ -545,6 +545,12 @@ fn serving(name: &str, bind: &str, pair: &str) -> String {
 /// wildcard socket over and served every client queued on it with its own
 /// certificate, routes and limits.
 async fn wildcard_replaced_by_specific_addresses(split: bool) {
+    wildcard_replaced_with_limits(split, "").await;
+}
+
+/// As [`wildcard_replaced_by_specific_addresses`], each new listener with
+/// `limits` (YAML flow mapping items; none if empty).
+async fn wildcard_replaced_with_limits(split: bool, limits: &str) {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     let pairs: Vec<TestPair> = ["p", "a", "b"]
@@ -582,10 +588,18 @@ async fn wildcard_replaced_by_specific_addresses(split: bool) {
     assert_eq!(answer.status(), 404);
     let queued = queue_clients_on(wildcard, &[one, two], &ca.cert_pem, QUEUED, false).await;
 
-    let mut split_into = serving("a", &one.to_string(), "a");
+    let limited = |name: &str, bind: std::net::SocketAddr| {
+        let l = serving(name, &bind.to_string(), name);
+        if limits.is_empty() {
+            l
+        } else {
+            l + &format!("\n    limits: {{ {limits} }}")
+        }
+    };
+    let mut split_into = limited("a", one);
     if split {
         split_into.push('\n');
-        split_into.push_str(&serving("b", &two.to_string(), "b"));
+        split_into.push_str(&limited("b", two));
     }
     writers::mv_over(&cfg, &of(&split_into));
     reloaded(&mut p, 1).await;
@@ -633,4 +647,16 @@ async fn a_wildcard_split_into_two_listeners_serves_each_queued_client_by_its_ad
 #[tokio::test]
 async fn a_wildcard_narrowed_answers_the_clients_queued_for_other_addresses_as_removed() {
     wildcard_replaced_by_specific_addresses(false).await;
+}
+
+/// A wildcard listener replaced by two whose `max_connections` is 1: the
+/// clients queued on the wildcard socket are each served in turn by the
+/// listener on their address. Each new accept loop took its one slot at
+/// once and held it waiting in accept(), so the clients handed over from
+/// the old socket waited for a slot that never came free and were closed
+/// unread at their `header_read_timeout`, which the kernel turned into a
+/// reset (handed-over clients got M-1 of M slots).
+#[tokio::test]
+async fn a_wildcard_split_into_listeners_of_one_slot_serves_each_queued_client() {
+    wildcard_replaced_with_limits(true, "max_connections: 1, header_read_timeout: 3s").await;
 }

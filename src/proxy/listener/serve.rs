@@ -3,12 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Instant;
 
 use socket2::{SockFilter, SockRef};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, error, info, warn};
 
 use super::{Listener, connection};
@@ -134,6 +135,10 @@ pub async fn serve(
     let mut acceptor = Acceptor::new(&listener.name);
     // The reloader is gone (its thread panicked): said once, then served on.
     let mut orphaned = false;
+    // The accept loop holds a slot while it waits in accept(): the hand-out
+    // of clients queued before it (inherited) asks for it back, else they
+    // would get only M-1 of M slots, none with max_connections 1.
+    let wanted_back = inherited.as_ref().map(|_| Arc::new(Notify::new()));
     if let Some(Inherited { queue }) = inherited {
         // Under this listener's config and max_connections; it ends once
         // the old listener has taken its whole queue (or shutdown begins).
@@ -144,6 +149,7 @@ pub async fn serve(
             0,
             shutdown.clone(),
             drain.clone(),
+            wanted_back.clone(),
         ));
     }
     loop {
@@ -180,6 +186,13 @@ pub async fn serve(
             biased;
             _ = shutdown_rx.wait_for(|s| *s) => break,
             () = told_to_stop(&mut stop, &mut orphaned, &listener.name) => break,
+            // A client handed over waits for a slot: this idle one goes
+            // to it (the semaphore serves waiters in order), and this loop
+            // waits its turn for the next.
+            () = asked_back(wanted_back.as_deref()) => {
+                drop(permit);
+                continue;
+            }
             a = acceptor.accept(&socket) => a,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
@@ -243,6 +256,15 @@ async fn told_to_stop(stop: &mut watch::Receiver<Stop>, orphaned: &mut bool, lis
     std::future::pending().await
 }
 
+/// Once the hand-out of the clients a listener inherited asks for the slot
+/// its accept loop holds; never for a listener that inherited none.
+async fn asked_back(wanted_back: Option<&Notify>) {
+    match wanted_back {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Accept what a listening socket nobody else accepts on has queued, until
 /// none is left (`WouldBlock`) or shutdown begins, then close it (dropped):
 /// the kernel resets a connection still queued on a listening socket that
@@ -273,6 +295,7 @@ async fn serve_queue(
         owed,
         shutdown.clone(),
         drain.clone(),
+        None,
     ));
     let (mut queued, mut handed) = (0usize, 0usize);
     // A failed accept() (out of descriptors: EMFILE, ENFILE) is retried
@@ -352,6 +375,9 @@ fn heir_for(heirs: &[Heir], at: SocketAddr) -> Option<&Heir> {
 /// first), in the order they were queued, and serve it as `listener`'s;
 /// one whose `header_read_timeout` (counted from its accept) passes first
 /// is closed unserved, as is every one still waiting when shutdown begins.
+/// Waiting, it asks the accept loop still running on `slots` for the one
+/// it holds idle in accept() (`wanted_back`): these clients were queued
+/// before any it would accept.
 async fn hand_out(
     listener: Arc<Listener>,
     mut queue: UnboundedReceiver<Taken>,
@@ -359,6 +385,7 @@ async fn hand_out(
     mut owed: usize,
     mut shutdown: Shutdown,
     drain: Arc<Drain>,
+    wanted_back: Option<Arc<Notify>>,
 ) {
     let header_read_timeout = listener.settings.load().limits.header_read_timeout;
     let mut served = 0usize;
@@ -373,10 +400,24 @@ async fn hand_out(
         };
         let due = tokio::time::Instant::from_std(accepted + header_read_timeout);
         let permit = loop {
-            let permit = tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => None,
-                p = tokio::time::timeout_at(due, slots.clone().acquire_owned()) => p.ok(),
+            let mut acquire = std::pin::pin!(slots.clone().acquire_owned());
+            let mut at_once = None;
+            if let Some(wanted_back) = &wanted_back {
+                // In line first (a first poll queues the waiter), then ask:
+                // the slot the accept loop drops then comes here, not back
+                // to it.
+                match std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await {
+                    Poll::Ready(p) => at_once = Some(p),
+                    Poll::Pending => wanted_back.notify_one(),
+                }
+            }
+            let permit = match at_once {
+                Some(p) => Some(p),
+                None => tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => None,
+                    p = tokio::time::timeout_at(due, acquire) => p.ok(),
+                },
             };
             let Some(permit) = permit else {
                 break None;
