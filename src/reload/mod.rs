@@ -262,17 +262,29 @@ pub fn start(
     let shared = reloader.shared.clone();
     reloader.apply_config(config.clone(), true)?;
     crate::metrics::METRICS.config_last_reload_successful.set(1);
-    if let Some(store_config) = &config.store {
-        let (store, stored) = Store::open(store_config)?;
-        for spec in stored {
-            reloader.restore_stored(spec, store.path())?;
-        }
-        reloader.store = Some(store);
-        reloader.rewatch();
-        reloader.publish();
-        reloader.warn_outside_roots(None);
+    // The listeners serve from here on: a failure past this point stops
+    // them before returning. Dropped unstopped with the reloader, each took
+    // its thread for gone, said so ("restart the process") and served on.
+    if let Err(problem) = reloader.open_store(&config) {
+        reloader.stop_listeners();
+        return Err(problem);
     }
     let (tx, rx) = mpsc::channel();
+    // The reloader goes to its thread once the thread is up, so that a
+    // thread refused leaves it here to stop the listeners.
+    let (give, take) = mpsc::channel::<Reloader>();
+    let spawned = std::thread::Builder::new()
+        .name("hotproxy-reload".into())
+        .spawn(move || {
+            if let Ok(reloader) = take.recv() {
+                reloader.run(rx);
+            }
+        });
+    if let Err(e) = spawned {
+        reloader.stop_listeners();
+        return Err(format!("cannot start the reloader thread: {e}"));
+    }
+    let _ = give.send(reloader);
     let forward = tx.clone();
     rt.spawn(async move {
         while let Some(subject) = events.recv().await {
@@ -281,14 +293,36 @@ pub fn start(
             }
         }
     });
-    std::thread::Builder::new()
-        .name("hotproxy-reload".into())
-        .spawn(move || reloader.run(rx))
-        .map_err(|e| format!("cannot start the reloader thread: {e}"))?;
     Ok(Handle { tx, shared })
 }
 
 impl Reloader {
+    /// Open `config`'s store, if any, and restore the entries it holds.
+    fn open_store(&mut self, config: &Config) -> Result<(), String> {
+        let Some(store_config) = &config.store else {
+            return Ok(());
+        };
+        let (store, stored) = Store::open(store_config)?;
+        for spec in stored {
+            self.restore_stored(spec, store.path())?;
+        }
+        self.store = Some(store);
+        self.rewatch();
+        self.publish();
+        self.warn_outside_roots(None);
+        Ok(())
+    }
+
+    /// Stop every listener's accept loop and close its socket: the start
+    /// failed after they were spawned and the process ends.
+    fn stop_listeners(&mut self) {
+        for (_, l) in std::mem::take(&mut self.listeners) {
+            // Stopped at once: the clients queued now are reset as the
+            // process exits either way.
+            l.stop(true);
+        }
+    }
+
     /// A reloader of nothing yet (no entry, listener or upstream) for
     /// `config`, and its watcher's events; [`Reloader::apply_config`]
     /// brings in the configuration.

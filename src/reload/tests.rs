@@ -297,3 +297,58 @@ fn a_listener_serves_on_once_the_reloader_is_gone() {
         "{text}"
     );
 }
+
+/// A start that fails once its listeners are up (the store does not open:
+/// its file is corrupt) stops them before it returns: the port refuses
+/// connections, and no listener says the reloader has stopped. Returning
+/// dropped the reloader and every stop sender with it: each accept loop
+/// took that for a reloader thread gone, said so at ERROR ("restart the
+/// process") and served on until the runtime ended.
+#[test]
+fn a_start_failing_at_the_store_stops_its_listeners() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scene::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = s.path().join("store.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let store = s.path().join("store.json");
+    std::fs::write(&store, "not a store").unwrap();
+    let yaml = format!(
+        "store: {{ path: {}, key_file: {} }}\nlisteners:\n  - {{ name: public, bind: 127.0.0.1:{port}, routes: [], tls: {{ certs: [{{ cert_file: server.crt, key_file: server.key }}] }} }}\n",
+        store.display(),
+        key.display()
+    );
+    let config = config::parse(&yaml, &s.path().join("config.yaml")).unwrap();
+    let drain = Arc::new(Drain::new(Duration::from_secs(1), s.shutdown.clone()));
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::ERROR)
+        .finish();
+    // The runtime's one thread is this one: its tasks log here.
+    tracing::subscriber::with_default(subscriber, || {
+        let started = super::start(config, s.rt.handle().clone(), s.shutdown.clone(), drain);
+        let problem = started.err().expect("a corrupt store fails the start");
+        assert!(problem.contains("store"), "{problem}");
+        s.rt.block_on(async {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let closed = async {
+                // Polled: a socket closing has nothing to wait on.
+                while tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), closed)
+                .await
+                .expect("the listener's port closed once the start failed");
+        });
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains("the reloader has stopped"), "{text}");
+}
