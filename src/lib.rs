@@ -98,8 +98,11 @@
 //!       each connection holds, and a socket given up kept from new connections (a SYN
 //!       filter), its queue taken before it closes, then served
 //!       (each by the listener bound beside it on the address it was queued for, if any).
-//!   - `conn`: a connection's activity: head/idle timing; the driver; its tests in
+//!   - `conn`: a connection's activity: head/idle timing; its tests in
 //!     `conn/tests.rs`; `conn/ends.rs` walks the bytes read for where a head ends.
+//!     - `driver`: runs one hyper connection to its end: its idle and header-read
+//!       deadlines, the graceful close at shutdown, a listener's removal or its
+//!       lifetime's end, and the cut after the grace.
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send
 //!     timeout, the hand-off to a lingering close.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).

@@ -1,4 +1,4 @@
-//! One client connection's activity for the idle and header timeouts, and the driver that applies them.
+//! One client connection's activity for the idle and header timeouts; the driver that applies them is `driver.rs`.
 //!
 //! hyper's own HTTP/1 header timer starts whenever it waits for a request
 //! head, including the quiet gap between keep-alive requests, so it would
@@ -14,8 +14,6 @@
 //! (`idle_timeout: 0s`) the idle deadline falls due as the last request in
 //! flight ends, so there that end wakes it ([`Activity::without_keep_alive`]).
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -24,15 +22,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::{Notify, watch};
-use tracing::debug;
+use tokio::sync::Notify;
 
-use crate::proxy::cancels::{self, Cancels};
-use crate::proxy::lifetime::Woken;
-use crate::proxy::stall::Stalls;
-use crate::proxy::written::{CloseOnDrop, Polled};
+use crate::proxy::cancels::Cancels;
 
+mod driver;
 mod ends;
+pub(crate) use driver::causes;
+pub use driver::{Driver, Ended, Outcome};
 #[cfg(test)]
 use ends::{ENDS_WINDOW, IN_LINE, after_head_end, step};
 use ends::{HEAD_END, UNKNOWN, after_head, line_ends, walk};
@@ -508,291 +505,6 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Runs one hyper connection to its end, applying the idle and
-/// header-read timeouts, graceful shutdown, and one more reason to close
-/// gracefully (`max_connection_lifetime` on listeners).
-pub struct Driver<'a> {
-    /// The listener's name, for logs (`admin` for the admin listener).
-    pub name: &'a str,
-    pub peer: SocketAddr,
-    pub activity: &'a Activity,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// Process shutdown (the admin listener), or the listener's `closing`.
-    pub shutdown: watch::Receiver<bool>,
-    /// How long requests in flight may still run once `shutdown` or
-    /// `also_close` has closed the connection gracefully; then it is cut.
-    pub also_close_grace: Duration,
-    /// The process's shutdown signal, when `shutdown` is not it (a
-    /// listener's connections). It closes a connection on which no request
-    /// has begun at once: hyper's graceful close would wait for its first
-    /// request (a connection is not idle before one), up to
-    /// `header_read_timeout`, and the drain with it. One that has had a
-    /// request it closes gracefully, as `shutdown` does.
-    pub process: Option<watch::Receiver<bool>>,
-    /// Accepted once its listener was removed (from the queue of the
-    /// socket it gave up), with keep-alive off: `shutdown` does not close
-    /// it before its first request, which hyper would drop unread, but
-    /// after it, as its last; the cut after `also_close_grace` and
-    /// `header_read_timeout` bound it as any other. `process` closes it
-    /// (the process is ending).
-    pub answer_first: bool,
-    /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
-    pub stalls: Option<(&'a Stalls, Duration)>,
-    /// A closing connection with nothing in flight that has taken no
-    /// bytes for this long is closed (as a write it leaves waiting fails),
-    /// and one still closing twice this long after the close began.
-    pub send_timeout: Duration,
-}
-
-/// How a connection ended.
-pub struct Outcome<E> {
-    pub by: Ended,
-    /// What hyper's connection ended with: on HTTP/1 a head it failed to
-    /// parse (and answered itself, src/proxy/refused_head.rs), a broken
-    /// stream, a protocol error.
-    pub error: Option<E>,
-    /// The deadline the driver closed it for, if any.
-    pub expired: Option<Expiry>,
-}
-
-/// Who ended a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ended {
-    /// The client closed it (or broke it) while we were not closing it.
-    ByClient,
-    /// We closed it: a timeout, shutdown, or `also_close`.
-    ByUs,
-}
-
-impl Driver<'_> {
-    pub async fn run<F, E>(
-        mut self,
-        conn: F,
-        graceful: impl Fn(Pin<&mut F>),
-        also_close: impl Future<Output = ()>,
-    ) -> Outcome<E>
-    where
-        F: Future<Output = Result<(), E>>,
-        E: std::error::Error,
-    {
-        let (name, peer) = (self.name, self.peer);
-        tokio::pin!(conn);
-        // HTTP/2: a body's failure waits on the connection's writes.
-        let written = self.stalls.map(|(s, _)| &s.written);
-        let _close = CloseOnDrop(written);
-        if let Some(w) = written {
-            std::future::poll_fn(|cx| {
-                w.driver_is(cx.waker());
-                Poll::Ready(())
-            })
-            .await;
-        }
-        // Polled only when their own wake-up came (`lifetime::Woken`):
-        // they almost never fire, and the task wakes at every request.
-        let also_close = Woken::new(also_close);
-        tokio::pin!(also_close);
-        let shutdown = Woken::new(self.shutdown.wait_for(|s| *s));
-        tokio::pin!(shutdown);
-        let answer_first = self.answer_first;
-        let mut process = self.process.take();
-        // Set once `quit` is done: a finished future is not polled again.
-        let mut quit_done = false;
-        let quit = Woken::new(async {
-            match &mut process {
-                Some(process) => drop(process.wait_for(|s| *s).await),
-                None => std::future::pending().await,
-            }
-        });
-        tokio::pin!(quit);
-        let cut = Woken::new(cancels::cut(&self.activity.cancels, name, peer));
-        tokio::pin!(cut);
-        let mut closing = false;
-        let (header_read, idle) = (self.header_read_timeout, self.idle_timeout);
-        let start = Instant::now();
-        let mut check = self.activity.check_at(start, header_read, idle, closing);
-        let mut next_look = self.stalls.map(|(_, send)| start + Stalls::interval(send));
-        if let Some(at) = next_look {
-            check = check.min(at);
-        }
-        // Closing gracefully since: an HTTP/2 stream cut for send_timeout
-        // never ends, so a close with nothing in flight is forced after
-        // header_read_timeout, unless the client is still taking the last
-        // response: hyper (h2) holds what it has not written yet after the
-        // body ended, and dropping the connection would drop that tail. It
-        // is forced once the client has taken nothing for send_timeout, as
-        // seen by the looks (at most header_read_timeout apart while
-        // closing): `quiet` is since when, and the write count then.
-        // Every write counts, PING answers too, so a client that keeps
-        // pinging (or answers hyper's keep-alive PINGs) would hold the close
-        // open for good: it is also forced `drain` after it began, whatever
-        // crosses (Envoy's drain_timeout). Twice send_timeout: h2 holds at
-        // most 32 KiB of a stream (STREAM_SEND_BUFFER), and a client taking
-        // 16 KiB per send_timeout, the slowest the stall cut lets through
-        // (src/proxy/stall.rs), has drained that by then.
-        let mut closing_at = None;
-        let mut quiet = (start, self.activity.writes());
-        let drain = header_read.max(self.send_timeout.saturating_mul(2));
-        // `also_close` cuts what is still in flight after its grace.
-        let mut cut_at: Option<Instant> = None;
-        let mut expired = None;
-        // Woken too: a pending `Sleep` polled refreshes its waker (about
-        // 120 instructions), and the task wakes two or three times a
-        // request; the timer's own wake-up marks it due. Every `reset`
-        // marks it due as well.
-        let sleep = Woken::new(tokio::time::sleep_until(check.into()));
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                res = Polled { conn: conn.as_mut(), written, activity: self.activity } => {
-                    let error = res.err();
-                    if let Some(e) = &error {
-                        debug!(listener = %name, peer = %peer, error = %causes(e), "connection ended with error");
-                    }
-                    let by = if closing { Ended::ByUs } else { Ended::ByClient };
-                    return Outcome { by, error, expired };
-                }
-                () = cut.as_mut() => return Outcome { by: Ended::ByUs, error: None, expired },
-                // Keep-alive off: the last request ended, the idle deadline is now.
-                () = self.activity.idle_again() => sleep.as_mut().inner_mut().reset(Instant::now().into()),
-                () = sleep.as_mut() => {
-                    let now = Instant::now();
-                    if let (Some((stalls, send)), Some(at)) = (self.stalls, next_look)
-                        && now >= at
-                    {
-                        let (cut, let_go) = stalls.look();
-                        if cut > 0 {
-                            debug!(listener = %name, peer = %peer, reason = "send_timeout", streams = cut, "response stalled, stream cut");
-                        }
-                        if let_go > 0 {
-                            debug!(listener = %name, peer = %peer, reason = "upstream_body", streams = let_go, "broken stream reset without waiting longer for its writes");
-                        }
-                        next_look = Some(now + Stalls::interval(send));
-                    }
-                    if cut_at.is_some_and(|at| now >= at) {
-                        debug!(listener = %name, peer = %peer, "graceful close timed out with a request in flight; closing connection");
-                        return Outcome { by: Ended::ByUs, error: None, expired };
-                    }
-                    let writes = self.activity.writes();
-                    if writes != quiet.1 {
-                        quiet = (now, writes);
-                    }
-                    if closing_at.is_some_and(|at: Instant| {
-                        now >= at + header_read
-                            && (now >= quiet.0 + self.send_timeout || now >= at + drain)
-                    }) && self.activity.deadline(header_read, idle).is_some()
-                    {
-                        debug!(listener = %name, peer = %peer, "graceful close timed out; closing connection");
-                        return Outcome { by: Ended::ByUs, error: None, expired };
-                    }
-                    let due = self
-                        .activity
-                        .deadline(header_read, idle)
-                        .filter(|(at, why)| *at <= now && (!closing || *why == Expiry::HeaderRead));
-                    if let Some((_, why)) = due {
-                        debug!(listener = %name, peer = %peer, reason = why.reason(), "closing connection");
-                        expired = Some(why);
-                        match why {
-                            // Half a head after header_read_timeout: nothing to finish.
-                            Expiry::HeaderRead => return Outcome { by: Ended::ByUs, error: None, expired },
-                            Expiry::Idle => {
-                                closing = true;
-                                closing_at = Some(now);
-                                graceful(conn.as_mut());
-                            }
-                        }
-                    }
-                    let mut next = self.activity.check_at(now, header_read, idle, closing);
-                    // Only while still ahead: once past, with a request
-                    // still in flight, the regular checks look again.
-                    if let Some(at) = closing_at
-                        .map(|at| (at + header_read).max(quiet.0 + self.send_timeout).min(at + drain))
-                        && at > now
-                    {
-                        next = next.min(at);
-                    }
-                    if let Some(at) = cut_at {
-                        next = next.min(at);
-                    }
-                    if let Some(at) = next_look {
-                        next = next.min(at);
-                    }
-                    sleep.as_mut().inner_mut().reset(next.into());
-                }
-                // Shutting down, or the listener is gone: what is still in
-                // flight after the grace is cut (at shutdown the process has
-                // ended by then). Also on a connection already closing for
-                // idleness: its graceful close waits on the client (h2 takes
-                // new streams until the client acknowledges the GOAWAY's
-                // PING), so only the cut bounds it.
-                _ = shutdown.as_mut(), if cut_at.is_none() => {
-                    let now = Instant::now();
-                    let at = now + self.also_close_grace;
-                    cut_at = Some(at);
-                    let due = sleep.inner().deadline().into_std().min(at);
-                    sleep.as_mut().inner_mut().reset(due.into());
-                    if !closing && !answer_first {
-                        closing = true;
-                        closing_at = Some(now);
-                        graceful(conn.as_mut());
-                    }
-                }
-                // The process's shutdown: at once before the first
-                // request, gracefully after. Also on a connection its
-                // listener's `closing` (set at shutdown too, maybe seen
-                // first) already closes gracefully: that close would wait
-                // for a first request.
-                () = quit.as_mut(), if !quit_done => {
-                    quit_done = true;
-                    // No request yet: hyper's graceful close would still
-                    // wait for one (a connection is not idle before its
-                    // first), up to header_read_timeout.
-                    if !self.activity.asked() {
-                        debug!(listener = %name, peer = %peer, "closing connection: shutting down before its first request");
-                        return Outcome { by: Ended::ByUs, error: None, expired };
-                    }
-                    let now = Instant::now();
-                    let at = cut_at.unwrap_or(now + self.also_close_grace);
-                    cut_at = Some(at);
-                    let due = sleep.inner().deadline().into_std().min(at);
-                    sleep.as_mut().inner_mut().reset(due.into());
-                    if !closing {
-                        closing = true;
-                        closing_at = Some(now);
-                        graceful(conn.as_mut());
-                    }
-                }
-                _ = also_close.as_mut(), if cut_at.is_none() => {
-                    let now = Instant::now();
-                    let at = now + self.also_close_grace;
-                    cut_at = Some(at);
-                    let due = sleep.inner().deadline().into_std().min(at);
-                    sleep.as_mut().inner_mut().reset(due.into());
-                    if !closing {
-                        closing = true;
-                        closing_at = Some(now);
-                        graceful(conn.as_mut());
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An error with its causes ("error writing a body to connection:
-/// send_timeout: the client stopped reading"): hyper's own message alone
-/// does not say why.
-pub(crate) fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
