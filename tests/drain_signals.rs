@@ -367,3 +367,88 @@ async fn shutdown_closes_kept_alive_clients_whose_next_request_has_not_come_at_o
         "the drain waited for the clients with no request: {logs:#?}"
     );
 }
+
+/// SIGTERM closes at once the admin listener's connections whose request
+/// has not come, as a listener's: one silent, one part way into its first
+/// head, one answered once that sent half its next head. Its connections
+/// do not hold the process's exit, but they were left to hyper's graceful
+/// close, which waits for a first head begun: one stayed open through the
+/// drain (a request in flight keeps it going) until its 10 s header read
+/// timeout or the process's end, and a request it completed meanwhile was
+/// answered after the signal. The request in flight still gets its answer.
+#[tokio::test]
+async fn shutdown_closes_the_admin_clients_whose_request_has_not_come_at_once() {
+    use tokio::io::AsyncWriteExt;
+
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let backend_ca = TestCa::new("backend CA");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start("echo", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let mut p = Proxy::start(&kept_alive_config(&s, backend.addr));
+    let public = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+
+    let silent = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let half_peer = half.local_addr().unwrap().to_string();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    let mut kept = tokio::net::TcpStream::connect(admin).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_h1_response(&mut kept).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+
+    // A request in flight (the backend answers `/slow` after 2 s).
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let slow =
+        tokio::spawn(async move { get(public, "localhost", client, false, "/slow", &[]).await });
+    wait_until(WAIT, "the request is at the backend", || async {
+        backend.slow_in_flight.load(SeqCst) == 1
+    })
+    .await;
+
+    p.signal("TERM");
+    let closed = |what: &'static str, mut s: tokio::net::TcpStream| {
+        tokio::spawn(async move {
+            let got = read_to_close(&mut s).await;
+            (what, got)
+        })
+    };
+    let clients = [
+        closed("silent", silent),
+        closed("half a first head", half),
+        closed("half a second head", kept),
+    ];
+    for client in clients {
+        let (what, got) = client.await.unwrap();
+        assert!(
+            got.is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status, 200, "the request in flight was cut: {}", r.body);
+    assert!(p.wait_exit(WAIT).await.success());
+    p.wait_log("stopped", |v| v["message"] == "stopped").await;
+    let logs = p.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("shutting down before its first request")
+                && l.contains("\"listener\":\"admin\"")
+                && l.contains(&format!("\"peer\":\"{half_peer}\""))),
+        "the admin client with half a head was not closed at shutdown: {logs:#?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("shutdown grace elapsed")),
+        "the drain waited: {logs:#?}"
+    );
+}

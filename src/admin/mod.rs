@@ -173,11 +173,13 @@ async fn accept_loop(
                 activity: &activity,
                 header_read_timeout: HEADER_READ_TIMEOUT,
                 idle_timeout: IDLE_TIMEOUT,
-                shutdown,
+                shutdown: shutdown.clone(),
                 // Nothing else closes an admin connection.
                 also_close_grace: SEND_TIMEOUT,
-                // `shutdown` is the process's own.
-                process: None,
+                // `shutdown` is the process's own, but its graceful close
+                // waits for a first head begun: this closes a connection
+                // with no request yet at once, as a listener's.
+                process: Some(shutdown),
                 answer_first: false,
                 stalls: None,
                 send_timeout: SEND_TIMEOUT,

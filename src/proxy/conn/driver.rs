@@ -30,8 +30,8 @@ pub struct Driver<'a> {
     /// How long requests in flight may still run once `shutdown` or
     /// `also_close` has closed the connection gracefully; then it is cut.
     pub also_close_grace: Duration,
-    /// The process's shutdown signal, when `shutdown` is not it (a
-    /// listener's connections). It closes a connection on which no request
+    /// The process's shutdown signal (also when `shutdown` is it, as on
+    /// the admin listener). It closes a connection on which no request
     /// has begun at once: hyper's graceful close would wait for its first
     /// request (a connection is not idle before one), up to
     /// `header_read_timeout`, and the drain with it. One that has had a
