@@ -416,13 +416,6 @@ impl Activity {
         Some(self.started + Duration::from_millis(self.last_ms.load(Ordering::SeqCst)))
     }
 
-    /// Nothing in flight and all written: the last response is on the
-    /// socket and the next request has not come (at most begun), so
-    /// closing now loses nothing the client was sent or promised.
-    pub(crate) fn waits_for_request(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) == 0 && self.all_written()
-    }
-
     /// Whether any request began on this connection.
     pub fn asked(&self) -> bool {
         self.asked.load(Ordering::Relaxed)

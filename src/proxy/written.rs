@@ -191,31 +191,21 @@ impl Written {
 }
 
 /// The connection's future as the driver polls it: through
-/// [`Written::poll_conn`] on HTTP/2. `None` when `let_go` and the
-/// connection waits with nothing in flight and all it had to send written.
+/// [`Written::poll_conn`] on HTTP/2.
 pub struct Polled<'a, F> {
     pub conn: Pin<&'a mut F>,
     pub written: Option<&'a Written>,
     pub activity: &'a Activity,
-    /// Shutting down (HTTP/2): a connection whose next request has not
-    /// come is let go once its GOAWAY is written, not kept until the
-    /// client answers its PING (see `Driver::run`).
-    pub let_go: bool,
 }
 
 impl<F: Future> Future for Polled<'_, F> {
-    type Output = Option<F::Output>;
+    type Output = F::Output;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let polled = match this.written {
+        match this.written {
             Some(w) => w.poll_conn(this.conn.as_mut(), cx, this.activity),
             None => this.conn.as_mut().poll(cx),
-        };
-        match polled {
-            Poll::Ready(out) => Poll::Ready(Some(out)),
-            Poll::Pending if this.let_go && this.activity.waits_for_request() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -138,6 +138,48 @@ async fn a_slow_reader_gets_the_whole_response_through_a_graceful_close() {
     );
 }
 
+/// At shutdown an HTTP/2 connection whose next request has not come is
+/// let go once its GOAWAY is written, but not while h2 still holds the
+/// end of its last response for the client's window: hyper took the body
+/// whole (so it ended, nothing in flight) and h2 holds its last 384 bytes.
+/// The client, reading slowly, gets all of it, then the close.
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_last_response_through_the_shutdown() {
+    let limits = "send_timeout: 30s";
+    let (w, mut p, addr, log) = serve_logged(limits).await;
+    let tls = tls(&w, addr, &[b"h2"]).await;
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(16_000)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let resp = h2_request(&mut client, h2_get("/kib/16", "GET")).await;
+    assert_eq!(resp.status(), 200);
+    // The response has ended on the proxy's side: its line is written.
+    wait_access_log(&log, 1, WAIT).await;
+    p.signal("TERM");
+    p.wait_log("shutdown began", |v| {
+        v["message"] == "shutting down: no new connections, draining open ones"
+    })
+    .await;
+    let mut rx = resp.into_body();
+    let mut got = 0;
+    while let Some(data) = tokio::time::timeout(WAIT, rx.data()).await.unwrap() {
+        let data = data.expect("the response was cut");
+        got += data.len();
+        rx.flow_control().release_capacity(data.len()).unwrap();
+    }
+    assert_eq!(got, 16 * 1024, "the response was cut");
+    tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection closes once the response is sent")
+        .unwrap()
+        .ok();
+    assert!(p.wait_exit(WAIT).await.success());
+}
+
 /// `max_connection_lifetime` bounds a request that never ends (a
 /// server-sent-events stream, a gRPC server stream) on a connection made
 /// with rotated-out material: the graceful close waits for what is in

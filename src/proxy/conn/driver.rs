@@ -35,9 +35,7 @@ pub struct Driver<'a> {
     /// has begun at once: hyper's graceful close would wait for its first
     /// request (a connection is not idle before one), up to
     /// `header_read_timeout`, and the drain with it. One that has had a
-    /// request it closes gracefully, as `shutdown` does; on HTTP/2 it lets
-    /// it go once no stream is in flight and its GOAWAY is written
-    /// (`Polled::let_go`).
+    /// request it closes gracefully, as `shutdown` does.
     pub process: Option<watch::Receiver<bool>>,
     /// Accepted once its listener was removed (from the queue of the
     /// socket it gave up), with keep-alive off: `shutdown` does not close
@@ -107,8 +105,6 @@ impl Driver<'_> {
         let mut process = self.process.take();
         // Set once `quit` is done: a finished future is not polled again.
         let mut quit_done = false;
-        // See `Polled::let_go`.
-        let mut let_go = false;
         let quit = Woken::new(async {
             match &mut process {
                 Some(process) => drop(process.wait_for(|s| *s).await),
@@ -155,11 +151,7 @@ impl Driver<'_> {
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                res = Polled { conn: conn.as_mut(), written, activity: self.activity, let_go } => {
-                    let Some(res) = res else {
-                        debug!(listener = %name, peer = %peer, "closing connection: shutting down before its next request");
-                        return Outcome { by: Ended::ByUs, error: None, expired };
-                    };
+                res = Polled { conn: conn.as_mut(), written, activity: self.activity } => {
                     let error = res.err();
                     if let Some(e) = &error {
                         debug!(listener = %name, peer = %peer, error = %causes(e), "connection ended with error");
@@ -250,8 +242,6 @@ impl Driver<'_> {
                         closing = true;
                         closing_at = Some(now);
                         graceful(conn.as_mut());
-                        // Written once a flush after it completes (`let_go`).
-                        self.activity.not_flushed();
                     }
                 }
                 // The process's shutdown: at once before the first
@@ -277,15 +267,7 @@ impl Driver<'_> {
                         closing = true;
                         closing_at = Some(now);
                         graceful(conn.as_mut());
-                        self.activity.not_flushed();
                     }
-                    // HTTP/2: no more than its GOAWAY once no stream is in
-                    // flight. h2 keeps taking streams until the client
-                    // answers the GOAWAY's PING, and one part way into its
-                    // HEADERS (CONTINUATION to come) may send nothing else:
-                    // it held the drain for header_read_timeout, and a
-                    // request it completed meanwhile was served.
-                    let_go = self.stalls.is_some();
                 }
                 _ = also_close.as_mut(), if cut_at.is_none() => {
                     let now = Instant::now();
