@@ -103,6 +103,8 @@
 //!     - `driver`: runs one hyper connection to its end: its idle and header-read
 //!       deadlines, the graceful close at shutdown, a listener's removal or its
 //!       lifetime's end, and the cut after the grace.
+//!     - `frames`: HTTP/2 frames walked as they are read, for a header block begun
+//!       and not ended (a request part way in, closed at once at shutdown).
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send
 //!     timeout, the hand-off to a lingering close.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).

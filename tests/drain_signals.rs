@@ -231,15 +231,47 @@ async fn read_h1_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String 
     }
 }
 
+/// An HTTP/2 frame's bytes: its 9-byte header, then `payload`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// `GET /` for `localhost`, HPACK-coded from the static table alone.
+const GET_SLASH_BLOCK: &[u8] = b"\x82\x87\x84\x01\x09localhost";
+
+/// Reads HTTP/2 frames from `s` until one on `stream` ends it (END_STREAM).
+async fn h2_read_until_end_of<S: tokio::io::AsyncRead + Unpin>(s: &mut S, stream: u32) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        let on = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        // HEADERS or DATA with END_STREAM.
+        if on == stream && matches!(head[3], 0 | 1) && head[4] & 1 == 1 {
+            return;
+        }
+    }
+}
+
 /// SIGTERM closes at once a kept-alive connection whose next request has
-/// not come: an HTTP/1.1 one answered once that sent half its next head,
-/// and an HTTP/2 one idle between streams (sent GOAWAY, its client answers
-/// the PING). A request in flight still gets its answer; the process
-/// exits well before the 20 s grace. hyper does this itself (an HTTP/1.1
-/// connection between requests is idle to it, half a head or not): a
-/// guard for the rule b2c2695 added, which closes at once only those that
-/// never had a request. (An HTTP/2 client part way into a header block
-/// may not answer the PING: it still holds the drain, see the SPEC.)
+/// not come, as it does one whose first has not (SPEC §1 `run`): an
+/// HTTP/2 one answered once that began its next HEADERS frame and left
+/// its CONTINUATION pending, an HTTP/1.1 one answered once that sent half
+/// its next head, and an HTTP/2 one idle between streams. A request in
+/// flight still gets its answer; the process exits well before the 20 s
+/// grace. The one part way into a header block held the drain past the
+/// grace: hyper's graceful close waits for the client to answer the
+/// GOAWAY's PING, which it may not until its block has ended. (hyper
+/// closes the other two at once itself, guards here: an HTTP/1.1
+/// connection between requests is idle to it, half a head or not, and
+/// h2's client answers the PING.)
 #[tokio::test]
 async fn shutdown_closes_kept_alive_clients_whose_next_request_has_not_come_at_once() {
     use tokio::io::AsyncWriteExt;
@@ -267,6 +299,20 @@ async fn shutdown_closes_kept_alive_clients_whose_next_request_has_not_come_at_o
         .unwrap();
     head.flush().await.unwrap();
 
+    // HTTP/2 by hand: stream 1 answered, stream 3's HEADERS begun.
+    let mut continued = connect(public, "localhost", h1(b"h2")).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(4, 0, 0, &[]));
+    // END_STREAM | END_HEADERS
+    hello.extend(h2_frame(1, 0x5, 1, GET_SLASH_BLOCK));
+    continued.write_all(&hello).await.unwrap();
+    continued.flush().await.unwrap();
+    h2_read_until_end_of(&mut continued, 1).await;
+    // END_STREAM alone: a CONTINUATION frame is to follow.
+    let begun = h2_frame(1, 0x1, 3, &GET_SLASH_BLOCK[..2]);
+    continued.write_all(&begun).await.unwrap();
+    continued.flush().await.unwrap();
+
     // HTTP/2 by the h2 crate, idle after its one stream.
     let tls = connect(public, "localhost", h1(b"h2")).await.unwrap();
     let (mut idle, conn) = h2::client::handshake(tls).await.unwrap();
@@ -285,7 +331,7 @@ async fn shutdown_closes_kept_alive_clients_whose_next_request_has_not_come_at_o
     .await;
     wait_metric(
         admin,
-        "hotproxy_connections_active{listener=\"public\"} 3",
+        "hotproxy_connections_active{listener=\"public\"} 4",
         WAIT,
     )
     .await;
@@ -298,6 +344,7 @@ async fn shutdown_closes_kept_alive_clients_whose_next_request_has_not_come_at_o
         })
     };
     let head = closed("half of a second HTTP/1.1 head", Box::new(head));
+    let continued = closed("HEADERS waiting for its CONTINUATION", Box::new(continued));
     let r = slow.await.unwrap().unwrap();
     assert_eq!(r.status, 200, "the request in flight was cut: {}", r.body);
     assert!(p.wait_exit(WAIT).await.success());
@@ -307,6 +354,7 @@ async fn shutdown_closes_kept_alive_clients_whose_next_request_has_not_come_at_o
         "{what}: {:?}",
         String::from_utf8_lossy(&got)
     );
+    continued.await.unwrap();
     within_deadline("the idle HTTP/2 connection closed", idle_conn)
         .await
         .unwrap()

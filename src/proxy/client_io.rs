@@ -25,7 +25,7 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> {
     inner: Option<Box<S>>,
     activity: Arc<Activity>,
     /// HTTP/1: received bytes start heads and mark pipelining. (HTTP/2
-    /// frames are not requests; only the writes are counted there.)
+    /// frames are not requests: only walked for a header block begun.)
     reads: bool,
     send_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
@@ -124,6 +124,8 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> AsyncRead for Cl
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
                 if this.reads {
                     this.activity.received(&buf.filled()[before..]);
+                } else {
+                    this.activity.received_frames(&buf.filled()[before..]);
                 }
             }
             // End of stream, or a reset / TLS EOF without close_notify:

@@ -28,6 +28,7 @@ use crate::proxy::cancels::Cancels;
 
 mod driver;
 mod ends;
+mod frames;
 pub(crate) use driver::causes;
 pub use driver::{Driver, Ended, Outcome};
 #[cfg(test)]
@@ -86,6 +87,9 @@ pub struct Activity {
     /// Bytes of a request head arrived since the last head was parsed
     /// (HTTP/1): a head timing out now was begun, not merely awaited.
     heard: AtomicBool,
+    /// HTTP/2: the frames read so far, walked (`frames`): whether a header
+    /// block is part way in. Written by the connection's task alone.
+    frames: AtomicU64,
     /// Where the bytes that may be heads end (one of `IN_LINE`..`HEAD_END`):
     /// anything but `HEAD_END` means bytes of a head not yet complete were
     /// read, which hyper holds in its buffer when they came behind a
@@ -147,6 +151,7 @@ impl Activity {
             body: AtomicBool::new(false),
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
+            frames: AtomicU64::new(frames::START),
             ends: AtomicU8::new(HEAD_END),
             after_head: AtomicU64::new(UNKNOWN),
             left: AtomicU64::new(0),
@@ -251,6 +256,19 @@ impl Activity {
             }
         }
         InFlight(self.clone())
+    }
+
+    /// Bytes arrived (HTTP/2): their frames walked for a header block begun.
+    pub(crate) fn received_frames(&self, bytes: &[u8]) {
+        let state = frames::walk(self.frames.load(Ordering::Relaxed), bytes);
+        self.frames.store(state, Ordering::Relaxed);
+    }
+
+    /// HTTP/2: no stream in flight and a header block begun, not ended: a
+    /// request part way in, the only one (see `frames`).
+    pub(crate) fn block_begun(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0
+            && frames::block_begun(self.frames.load(Ordering::Relaxed))
     }
 
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;

@@ -258,6 +258,14 @@ impl Driver<'_> {
                         debug!(listener = %name, peer = %peer, "closing connection: shutting down before its first request");
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
+                    // HTTP/2 part way into a header block, no stream in
+                    // flight: its request has not come, and it may send no
+                    // other frame until it has, so it would never answer
+                    // the GOAWAY's PING that hyper's graceful close waits for.
+                    if self.stalls.is_some() && self.activity.block_begun() {
+                        debug!(listener = %name, peer = %peer, "closing connection: shutting down before its next request");
+                        return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
                     let now = Instant::now();
                     let at = cut_at.unwrap_or(now + self.also_close_grace);
                     cut_at = Some(at);

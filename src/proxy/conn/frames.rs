@@ -1,0 +1,125 @@
+//! HTTP/2 frames walked as they are read, for whether a header block is begun and not ended (a request not come yet).
+//!
+//! At shutdown hyper's graceful close of an HTTP/2 connection waits for the
+//! client to answer the GOAWAY's PING. A client part way into a header
+//! block (HEADERS without END_HEADERS, CONTINUATION to come) may send no
+//! other frame, so it never does, and its request has not come: the
+//! driver closes it at once. Only frame headers are looked at (nine bytes
+//! a frame, payloads skipped), and the state is one word, so a read costs
+//! a few steps per frame and no allocation.
+
+/// The client connection preface, skipped before the first frame.
+const PREFACE: u64 = 24;
+const HEADERS: u64 = 0x1;
+const PUSH_PROMISE: u64 = 0x5;
+const CONTINUATION: u64 = 0x9;
+const END_HEADERS: u64 = 0x4;
+
+// The state's fields: bits 0..24 the frame's length while its header is
+// read, then the payload bytes left; 24..32 its type; 32..40 its flags;
+// bit 40 a header block is open; 54..58 frame-header bytes read (9: in the
+// payload); 58..63 preface bytes left.
+const LEN: u64 = 0xff_ffff;
+const OPEN: u64 = 1 << 40;
+const GOT_AT: u32 = 54;
+const PREFACE_AT: u32 = 58;
+
+/// Nothing read yet: the preface to come.
+pub const START: u64 = PREFACE << PREFACE_AT;
+
+/// `state` after `bytes` are read.
+pub fn walk(state: u64, bytes: &[u8]) -> u64 {
+    let mut preface = state >> PREFACE_AT;
+    let mut got = (state >> GOT_AT) & 0xf;
+    let mut len = state & LEN;
+    let mut kind = (state >> 24) & 0xff;
+    let mut flags = (state >> 32) & 0xff;
+    let mut open = state & OPEN != 0;
+    let skip = preface.min(bytes.len() as u64);
+    preface -= skip;
+    let mut i = skip as usize;
+    while i < bytes.len() {
+        if got == 9 {
+            let n = len.min((bytes.len() - i) as u64);
+            len -= n;
+            i += n as usize;
+            if len == 0 {
+                got = 0;
+            }
+            continue;
+        }
+        let b = u64::from(bytes[i]);
+        i += 1;
+        match got {
+            0 => len = b,
+            1 | 2 => len = len << 8 | b,
+            3 => kind = b,
+            4 => flags = b,
+            _ => {}
+        }
+        got += 1;
+        if got == 9 {
+            if matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION) {
+                open = flags & END_HEADERS == 0;
+            }
+            if len == 0 {
+                got = 0;
+            }
+        }
+    }
+    preface << PREFACE_AT
+        | got << GOT_AT
+        | if open { OPEN } else { 0 }
+        | flags << 32
+        | kind << 24
+        | len
+}
+
+/// A header block is begun and not ended: a HEADERS frame's payload is
+/// part way in, or its END_HEADERS has not come.
+pub fn block_begun(state: u64) -> bool {
+    let got = (state >> GOT_AT) & 0xf;
+    let kind = (state >> 24) & 0xff;
+    state & OPEN != 0 || (got == 9 && matches!(kind, HEADERS | CONTINUATION))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut out = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 1];
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn read(parts: &[&[u8]]) -> u64 {
+        parts.iter().fold(START, |s, p| walk(s, p))
+    }
+
+    #[test]
+    fn a_block_left_for_its_continuation_is_begun() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let settings = frame(4, 0, &[]);
+        let whole = frame(1, 0x5, b"\x82\x87\x84");
+        let begun = frame(1, 0x1, b"\x82");
+        assert!(!block_begun(read(&[preface, &settings, &whole])));
+        assert!(block_begun(read(&[preface, &settings, &whole, &begun])));
+        let ended = frame(9, 0x4, b"\x84");
+        assert!(!block_begun(read(&[preface, &begun, &ended])));
+        // Split anywhere, byte by byte, the same.
+        let all = [&preface[..], &settings, &whole, &begun].concat();
+        let bytes: Vec<&[u8]> = all.chunks(1).collect();
+        assert!(block_begun(read(&bytes)));
+        // A HEADERS frame part way in is begun; a DATA frame's is not.
+        assert!(block_begun(read(&[preface, &whole[..10]])));
+        let data = frame(0, 0x1, b"body");
+        assert!(!block_begun(read(&[preface, &data[..11]])));
+        assert!(!block_begun(read(&[
+            preface,
+            &data,
+            &frame(8, 0, &[0, 0, 1, 0])
+        ])));
+    }
+}
