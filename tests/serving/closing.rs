@@ -138,11 +138,12 @@ async fn a_slow_reader_gets_the_whole_response_through_a_graceful_close() {
     );
 }
 
-/// At shutdown an HTTP/2 connection whose next request has not come is
-/// let go once its GOAWAY is written, but not while h2 still holds the
-/// end of its last response for the client's window: hyper took the body
-/// whole (so it ended, nothing in flight) and h2 holds its last 384 bytes.
-/// The client, reading slowly, gets all of it, then the close.
+/// At shutdown an HTTP/2 connection with no stream in flight is closed
+/// through its GOAWAY, not dropped while h2 still holds the end of its
+/// last response for the client's window: hyper took the body whole (so
+/// it ended, nothing in flight) and h2 holds its last 384 bytes. The
+/// client, reading slowly, gets all of it, then the close. (bee4aa5 let
+/// such a connection go once its GOAWAY was written, cutting that end.)
 #[tokio::test]
 async fn a_slow_reader_gets_the_whole_last_response_through_the_shutdown() {
     let limits = "send_timeout: 30s";
