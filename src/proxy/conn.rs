@@ -254,6 +254,11 @@ impl Activity {
                 }
                 None => self.left.store(UNKNOWN, Ordering::Relaxed),
             }
+        } else {
+            // An earlier body's `held` is not this request's: left set (a
+            // body its reader never reported read, as the admin API's), no
+            // half head behind this request would be timed.
+            self.held.store(false, Ordering::Relaxed);
         }
         InFlight(self.clone())
     }
