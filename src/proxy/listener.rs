@@ -300,6 +300,12 @@ async fn connection(
     accepted: Instant,
 ) {
     let _ = stream.set_nodelay(true);
+    // Whether its listener's removal came before it was accepted (taken
+    // from the queue of the socket given up): read now, not after the
+    // handshake, so that one accepted before the removal and still in its
+    // handshake then closes with no request, as the listener's other open
+    // connections do (SPEC §3), rather than have its first one answered.
+    let answer_first = listener.is_removed();
     let settings = listener.settings.load_full();
     let limits = &settings.limits;
     // Read before any rule is: a change stored after this has the
@@ -479,7 +485,6 @@ async fn connection(
     // So it is for a connection its listener's removal came before (one
     // from the queue of the socket it gave up): its first request is
     // answered, as its last, then it closes as the listener's others did.
-    let answer_first = listener.is_removed();
     let idle_timeout = match answer_first {
         true => Duration::ZERO,
         false => limits.idle_timeout,

@@ -169,3 +169,157 @@ async fn max_connections_changed_by_a_reload_applies_to_a_full_listener() {
         .unwrap()
         .unwrap();
 }
+
+/// What a client reads from `tls` after sending `GET /`, once the proxy
+/// has closed it: nothing, not a response under the removed listener's
+/// routes, TLS and rules.
+async fn closed_unanswered(mut tls: Tls) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    // Closed at once: without a request, EOF (or a reset) comes now, not
+    // after header_read_timeout (1h here).
+    let first = within_deadline(
+        "the removed listener's connection closed",
+        tls.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        buf.is_empty(),
+        "answered before any request: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(first);
+    let _ = tls
+        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let _ = within_deadline("a read after the close", tls.read_to_end(&mut buf)).await;
+    assert!(
+        buf.is_empty(),
+        "served after its listener was removed: {}",
+        String::from_utf8_lossy(&buf)
+    );
+}
+
+fn second_listener(admin: bool) -> String {
+    let admin = if admin {
+        "\nadmin: { bind: \"127.0.0.1:0\" }"
+    } else {
+        ""
+    };
+    format!(
+        "  - name: second\n    bind: 127.0.0.1:0\n    limits: {{ idle_timeout: 1h, header_read_timeout: 1h }}\n    tls:\n      certs: [{{ cert_file: a.crt, key_file: a.key }}]{admin}"
+    )
+}
+
+/// An accepted connection with no request yet closes at once when a
+/// reload removes its listener, as at shutdown (SPEC §3): hyper's graceful
+/// close would wait for its first request and serve it, up to
+/// header_read_timeout later, under the removed listener's routes.
+#[tokio::test]
+async fn a_removed_listeners_connection_without_a_request_closes_at_once() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(&base_config("a.crt", "a.key", &second_listener(false)));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("second").await;
+    let tls = connect_localhost(addr, &ca.cert_pem).await;
+    write(&cfg, &base_config("a.crt", "a.key", ""));
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    closed_unanswered(tls).await;
+}
+
+/// The same for a connection accepted before the removal whose handshake
+/// ends after it: it is not one taken from the queue of the socket given
+/// up (those are answered first), so it closes with no request answered.
+#[tokio::test]
+async fn a_removed_listeners_connection_mid_handshake_closes_without_a_request() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(&base_config("a.crt", "a.key", &second_listener(true)));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("second").await;
+    let admin = p.admin_addr().await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Accepted (not still in the queue): its slot is counted.
+    let gauge = "hotproxy_connections_active{listener=\"second\"} 1";
+    wait_until(WAIT, "the connection accepted", || async {
+        metrics_text(admin).await.lines().any(|l| l == gauge)
+    })
+    .await;
+    write(
+        &cfg,
+        &base_config("a.crt", "a.key", "admin: { bind: \"127.0.0.1:0\" }"),
+    );
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = within_deadline(
+        "the handshake after the removal",
+        tokio_rustls::TlsConnector::from(client_config(&ca.cert_pem, None, &[b"http/1.1"]))
+            .connect(name, tcp),
+    )
+    .await;
+    // Ended in the handshake instead: closed without an answer as well.
+    if let Ok(tls) = tls {
+        closed_unanswered(tls).await;
+    }
+}
+
+/// The same for an HTTP/2 connection that has sent its preface and
+/// SETTINGS but no stream: hyper's graceful close would send a `GOAWAY`
+/// and wait for the client to acknowledge its PING, up to
+/// header_read_timeout; at shutdown it closes at once, and so it does here.
+#[tokio::test]
+async fn a_removed_listeners_h2_connection_without_a_stream_closes_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(&base_config("a.crt", "a.key", &second_listener(false)));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("second").await;
+    let mut tls = connect(
+        addr,
+        "localhost",
+        client_config(&ca.cert_pem, None, &[b"h2"]),
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // Its SETTINGS acknowledged: the proxy has read the preface.
+    let mut buf = Vec::new();
+    within_deadline("the SETTINGS acknowledged", async {
+        loop {
+            let mut at = 0;
+            while buf.len() >= at + 9 {
+                let len = usize::from(buf[at]) << 16
+                    | usize::from(buf[at + 1]) << 8
+                    | usize::from(buf[at + 2]);
+                if buf[at + 3] == 4 && buf[at + 4] & 1 == 1 {
+                    return;
+                }
+                at += 9 + len;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before acknowledging SETTINGS");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    write(&cfg, &base_config("a.crt", "a.key", ""));
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    // Its PING never acknowledged: closed now, not after header_read_timeout.
+    let mut rest = Vec::new();
+    let _ = within_deadline(
+        "the removed listener's connection closed",
+        tls.read_to_end(&mut rest),
+    )
+    .await;
+}

@@ -233,6 +233,17 @@ impl Driver<'_> {
                 // new streams until the client acknowledges the GOAWAY's
                 // PING), so only the cut bounds it.
                 _ = shutdown.as_mut(), if cut_at.is_none() => {
+                    // No request yet, and not one from a removed
+                    // listener's queue: closed at once, as at shutdown
+                    // (`quit`), not left to hyper's graceful close, which
+                    // may wait for a first request and serve it under the
+                    // removed listener's routes and rules. The log line
+                    // is `quit`'s: on the admin listener both are the
+                    // process's signal, and either may be seen first.
+                    if !self.activity.asked() && !answer_first {
+                        debug!(listener = %name, peer = %peer, "closing connection: shutting down before its first request");
+                        return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
                     let now = Instant::now();
                     let at = now + self.also_close_grace;
                     cut_at = Some(at);
