@@ -268,11 +268,14 @@ impl Listener {
 }
 
 /// `step`, or `None` if the process shuts down first (`quit` is its signal).
+/// A step already done wins: a handshake that ended with the client's
+/// request already sent was done before the signal (SPEC §1 drops only a
+/// request completed after it), and dropping it would reset the client.
 async fn until_quit<T>(quit: &mut Shutdown, step: impl Future<Output = T>) -> Option<T> {
     tokio::select! {
         biased;
-        _ = quit.wait_for(|s| *s) => None,
         out = step => Some(out),
+        _ = quit.wait_for(|s| *s) => None,
     }
 }
 
@@ -773,4 +776,14 @@ async fn handle(
     }
     route_metrics.record(resp.status().as_u16(), start.elapsed());
     exchange.finish(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A step already done when the signal is already set is its result.
+    #[tokio::test]
+    async fn a_step_done_when_the_signal_came_is_not_dropped() {
+        let (_tx, mut quit) = tokio::sync::watch::channel(true);
+        assert_eq!(super::until_quit(&mut quit, async { 7 }).await, Some(7));
+    }
 }
