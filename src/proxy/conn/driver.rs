@@ -149,6 +149,22 @@ impl Driver<'_> {
         // marks it due as well.
         let sleep = Woken::new(tokio::time::sleep_until(check.into()));
         tokio::pin!(sleep);
+        // What is in flight is cut at `at` (the timer brought forward to
+        // it), and hyper's graceful close begun if it has not been and
+        // `graceful` allows: the three ways a close from outside starts.
+        macro_rules! cut_by {
+            ($now:expr, $at:expr, $graceful:expr) => {{
+                let at: Instant = $at;
+                cut_at = Some(at);
+                let due = sleep.inner().deadline().into_std().min(at);
+                sleep.as_mut().inner_mut().reset(due.into());
+                if !closing && $graceful {
+                    closing = true;
+                    closing_at = Some($now);
+                    graceful(conn.as_mut());
+                }
+            }};
+        }
         loop {
             tokio::select! {
                 res = Polled { conn: conn.as_mut(), written, activity: self.activity } => {
@@ -245,15 +261,7 @@ impl Driver<'_> {
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let now = Instant::now();
-                    let at = now + self.also_close_grace;
-                    cut_at = Some(at);
-                    let due = sleep.inner().deadline().into_std().min(at);
-                    sleep.as_mut().inner_mut().reset(due.into());
-                    if !closing && !answer_first {
-                        closing = true;
-                        closing_at = Some(now);
-                        graceful(conn.as_mut());
-                    }
+                    cut_by!(now, now + self.also_close_grace, !answer_first);
                 }
                 // The process's shutdown: at once before the first
                 // request, gracefully after. Also on a connection its
@@ -278,27 +286,11 @@ impl Driver<'_> {
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let now = Instant::now();
-                    let at = cut_at.unwrap_or(now + self.also_close_grace);
-                    cut_at = Some(at);
-                    let due = sleep.inner().deadline().into_std().min(at);
-                    sleep.as_mut().inner_mut().reset(due.into());
-                    if !closing {
-                        closing = true;
-                        closing_at = Some(now);
-                        graceful(conn.as_mut());
-                    }
+                    cut_by!(now, cut_at.unwrap_or(now + self.also_close_grace), true);
                 }
                 _ = also_close.as_mut(), if cut_at.is_none() => {
                     let now = Instant::now();
-                    let at = now + self.also_close_grace;
-                    cut_at = Some(at);
-                    let due = sleep.inner().deadline().into_std().min(at);
-                    sleep.as_mut().inner_mut().reset(due.into());
-                    if !closing {
-                        closing = true;
-                        closing_at = Some(now);
-                        graceful(conn.as_mut());
-                    }
+                    cut_by!(now, now + self.also_close_grace, true);
                 }
             }
         }
