@@ -140,6 +140,39 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Log lines a unit test reads back.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `f`'s result, and what was logged at `level` or above on this
+    /// thread while it ran (a current-thread runtime's tasks included).
+    pub(crate) fn logged<T>(level: tracing::Level, f: impl FnOnce() -> T) -> (T, String) {
+        let logs = Capture::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(level)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_level;

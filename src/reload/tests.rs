@@ -245,20 +245,6 @@ fn a_removed_listener_the_reloader_holds_no_descriptor_of_answers_its_queue() {
     assert_eq!(answer, "HTTP/1.1 404 Not Found");
 }
 
-/// Log lines written, for a test to read.
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The reloader gone (its thread panicked, dropping it and every listener's
 /// stop sender with it), a listener goes on accepting: each of two clients
 /// in turn is answered, and an ERROR says once that reloads are no longer
@@ -271,14 +257,8 @@ fn a_listener_serves_on_once_the_reloader_is_gone() {
     let r = s.reloader(s.listeners(&["public"]));
     let addr = r.listeners["public"].bound;
     drop(r);
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::ERROR)
-        .finish();
     // The runtime's one thread is this one: its tasks log here.
-    tracing::subscriber::with_default(subscriber, || {
+    let ((), text) = crate::logging::test_support::logged(tracing::Level::ERROR, || {
         s.rt.block_on(async {
             for client in ["first", "second"] {
                 let tcp = tokio::net::TcpStream::connect(addr)
@@ -290,7 +270,6 @@ fn a_listener_serves_on_once_the_reloader_is_gone() {
             }
         });
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert_eq!(
         text.matches("the reloader has stopped").count(),
         1,
@@ -325,14 +304,8 @@ fn a_start_failing_at_the_store_stops_its_listeners() {
     );
     let config = config::parse(&yaml, &s.path().join("config.yaml")).unwrap();
     let drain = Arc::new(Drain::new(Duration::from_secs(1), s.shutdown.clone()));
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::ERROR)
-        .finish();
     // The runtime's one thread is this one: its tasks log here.
-    tracing::subscriber::with_default(subscriber, || {
+    let ((), text) = crate::logging::test_support::logged(tracing::Level::ERROR, || {
         let started = super::start(config, s.rt.handle().clone(), s.shutdown.clone(), drain);
         let problem = started.err().expect("a corrupt store fails the start");
         assert!(problem.contains("store"), "{problem}");
@@ -349,6 +322,5 @@ fn a_start_failing_at_the_store_stops_its_listeners() {
                 .expect("the listener's port closed once the start failed");
         });
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(!text.contains("the reloader has stopped"), "{text}");
 }

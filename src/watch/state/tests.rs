@@ -113,20 +113,6 @@ fn a_watch_follows_its_path_when_an_ancestor_is_replaced() {
     assert!(event.is_ok(), "{event:?}");
 }
 
-/// Log lines written while a test's subscriber is in force.
-#[derive(Clone, Default)]
-struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// While degraded, every report tries failed watches again; one that
 /// still fails is warned about once, not at every report (with
 /// inotify's limit spent that is thousands of lines per rotation).
@@ -136,13 +122,7 @@ fn a_directory_that_cannot_be_watched_is_warned_about_once() {
     // A directory no watch can be placed on (ELOOP).
     let looped = d.path().join("loop");
     std::os::unix::fs::symlink(&looped, &looped).unwrap();
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let ((), text) = crate::logging::test_support::logged(tracing::Level::WARN, || {
         let notify = notify::recommended_watcher(|_| {}).unwrap();
         let (out, _rx) = mpsc::unbounded_channel();
         let mut state = State::new(cfg(true, 0), Some(notify), out);
@@ -154,7 +134,6 @@ fn a_directory_that_cannot_be_watched_is_warned_about_once() {
             state.fire_due();
         }
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert_eq!(text.matches("cannot watch directory").count(), 1, "{text}");
 }
 
@@ -445,13 +424,7 @@ fn one_directory_under_two_paths_is_polled_not_lost() {
     let (ea, eb) = (Subject::Entry("a".into()), Subject::Entry("b".into()));
     let (fa, fb) = (a.join("tls.crt"), b.join("tls.crt"));
     state.set(vec![(ea.clone(), vec![fa.clone()])]);
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let ((), text) = crate::logging::test_support::logged(tracing::Level::WARN, || {
         // Twice: warned about once.
         for _ in 0..2 {
             state.set(vec![
@@ -460,7 +433,6 @@ fn one_directory_under_two_paths_is_polled_not_lost() {
             ]);
         }
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert_eq!(text.matches("already watched").count(), 1, "{text}");
     assert!(text.contains(&format!("{}", b.display())), "{text}");
     assert!(text.contains(&format!("{}", a.display())), "{text}");
