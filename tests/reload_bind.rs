@@ -184,6 +184,33 @@ async fn no_client_is_reset_while_a_listener_moves_to_an_overlapping_address() {
     );
 }
 
+/// A client on `addr` that sent one request (answered `404`) and keeps
+/// its connection open: the sender and the connection's task.
+async fn held_client(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tls = connect(
+        addr,
+        "localhost",
+        client_config(ca_pem, None, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, held) = keep_open_h1(tls).await;
+    let answer = within_deadline(
+        "the held client's request",
+        send.send_request(get_localhost()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 404);
+    (send, held)
+}
+
 /// A client waiting in an accept queue: its GET's reply, once served.
 type Queued = tokio::task::JoinHandle<std::io::Result<Reply>>;
 
@@ -272,21 +299,7 @@ async fn queued_clients_answered(moved_to: Option<&str>, h2: bool) {
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("public").await;
 
-    let tls = connect(
-        addr,
-        "localhost",
-        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, held) = keep_open_h1(tls).await;
-    let answer = within_deadline(
-        "the held client's request",
-        send.send_request(get_localhost()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(answer.status(), 404);
+    let (send, held) = held_client(addr, &ca.cert_pem).await;
     let queued = queue_clients(addr, &ca.cert_pem, QUEUED, h2).await;
 
     writers::mv_over(&cfg, &one_at_a_time(moved_to));
@@ -491,21 +504,7 @@ async fn a_removed_listener_out_of_descriptors_still_answers_its_whole_queue() {
     let mut p = Proxy::start_with_fd_limit(&cfg, NOFILE as u32);
     let addr = p.listener_addr("public").await;
 
-    let tls = connect(
-        addr,
-        "localhost",
-        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, held) = keep_open_h1(tls).await;
-    let answer = within_deadline(
-        "the held client's request",
-        send.send_request(get_localhost()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(answer.status(), 404);
+    let (send, held) = held_client(addr, &ca.cert_pem).await;
     // More than the descriptors left: taking them all runs out.
     let open = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
         .unwrap()
@@ -571,21 +570,7 @@ async fn wildcard_replaced_with_limits(split: bool, limits: &str) {
     let mut p = Proxy::start(&cfg);
     assert_eq!(p.listener_addr("public").await, wildcard);
 
-    let tls = connect(
-        one,
-        "localhost",
-        client_config(&ca.cert_pem, None, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, held) = keep_open_h1(tls).await;
-    let answer = within_deadline(
-        "the held client's request",
-        send.send_request(get_localhost()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(answer.status(), 404);
+    let (send, held) = held_client(one, &ca.cert_pem).await;
     let queued = queue_clients_on(wildcard, &[one, two], &ca.cert_pem, QUEUED, false).await;
 
     let limited = |name: &str, bind: std::net::SocketAddr| {
