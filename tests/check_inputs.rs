@@ -549,3 +549,43 @@ fn an_unknown_key_is_shown_escaped_cut_or_withheld() {
     );
     assert!(!out.contains(&long[..65]), "{out}");
 }
+
+/// A response header's name that is a pasted key (an Ed25519 key's PEM is
+/// 119 bytes, well under the 256 a key may have) was printed whole by its
+/// "not a valid header name": the location withheld it, the message
+/// quoted it. The name is shown as every key is: here withheld.
+#[test]
+fn a_key_pasted_as_a_header_name_is_not_shown() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap()
+        .serialize_pem();
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    // YAML double-quoted text: Rust's escapes of a PEM's characters are YAML's.
+    let cfg = s.config(&format!(
+        r#"
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]
+    response_headers:
+      set:
+        {key:?}: x
+"#
+    ));
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let pem = "<withheld key: a PEM block>";
+    assert!(
+        out.contains(&format!(
+            "listeners[0].response_headers.set.{pem}: `{pem}` is not a valid header name"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("BEGIN") && !out.contains("END"), "{out}");
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!out.contains(line), "{out}");
+    }
+}

@@ -56,13 +56,19 @@ impl Resolver {
                         ),
                     );
                 } else if n.is_err() {
-                    self.problem(hat, format!("{name:?} is not a valid header name"));
+                    // The name as every key is shown: a key pasted there
+                    // (a PEM block, of 119 bytes for Ed25519) is withheld.
+                    let shown = tree::shown_key(name);
+                    self.problem(hat, format!("`{shown}` is not a valid header name"));
                 } else if http::HeaderValue::from_str(&value).is_err() {
                     self.problem(hat, "not a valid header value (control characters?)");
                 } else if HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
                     self.problem(
                         hat,
-                        format!("{name} is a connection-level header hotproxy manages"),
+                        format!(
+                            "{} is a connection-level header hotproxy manages",
+                            tree::shown_key(name)
+                        ),
                     );
                 } else {
                     front
@@ -257,7 +263,7 @@ mod front_tests {
             // A name with a terminal escape: escaped where it is named.
             (
                 "    response_headers: { set: { \"bad\\e[2J\": x } }\n",
-                "listeners[0].response_headers.set.bad\\u{1b}[2J: \"bad\\u{1b}[2J\" is",
+                "listeners[0].response_headers.set.bad\\u{1b}[2J: `bad\\u{1b}[2J` is",
             ),
             ("    redirect_https: { port: 443 }\n", "listeners[0].tls"),
             (
