@@ -143,11 +143,16 @@ pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
     ))
 }
 
-/// A key set twice in one mapping. The parser's words end with advice
+/// A key set twice in one mapping: `rest` is the key as the config's
+/// reader shows it (`config::tree::shown_key`: escaped, cut, or withheld
+/// when pasted), printed as given. The parser's own words end with advice
 /// for a program that embeds it ("set DuplicateKeyPolicy in Options"),
 /// which an operator cannot act on; it is left out.
 fn duplicate_key(rest: &str, above: &[Line<'_>], here: &Line<'_>) -> String {
-    let key = rest.split(',').next().unwrap_or(rest).trim();
+    let key = rest
+        .strip_suffix(", set DuplicateKeyPolicy in Options if acceptable")
+        .unwrap_or(rest)
+        .trim();
     let column = here.key_column();
     // The first setting: a line of the same mapping (same column) above,
     // before a line of an enclosing one (a smaller column).

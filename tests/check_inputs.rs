@@ -589,3 +589,48 @@ listeners:
         assert!(!out.contains(line), "{out}");
     }
 }
+
+/// A key set twice was quoted from the YAML parser's words, whole: a
+/// pasted key's BEGIN line and body, a bidi override as it is. It is
+/// shown as every key is. A value no variant of its field (an enum) has
+/// was quoted as written, a terminal escape in it included; it is
+/// escaped.
+#[test]
+fn a_key_set_twice_and_an_unknown_variant_are_shown_escaped_or_withheld() {
+    const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
+    let pem = format!("\"-----BEGIN {KEY}-----\\nMIGHAgEAslow\\n-----END {KEY}-----\": 1\n");
+    for (twice, shown) in [
+        (pem, "<withheld key: a PEM block>"),
+        ("\"bidi\\u202Eevil\": 1\n".to_owned(), "bidi\\u{202e}evil"),
+    ] {
+        let (_s, cfg) = scene("public", &format!("{twice}{twice}"));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("(YAML parser: duplicate mapping key: {shown})")),
+            "{out}"
+        );
+        assert!(!out.contains(['\u{202e}', '\u{1b}']), "{out:?}");
+        assert!(!out.contains("BEGIN") && !out.contains("MIGH"), "{out}");
+        assert!(!out.contains("DuplicateKeyPolicy"), "{out}");
+    }
+
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+         tls: { certs: [{ cert_file: edge.crt, key_file: edge.key }] }\n    \
+         forward_client_cert: \"\\e]0;owned\\a\"\n",
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains(['\u{1b}', '\u{7}']), "{out:?}");
+    assert!(
+        out.contains(
+            "listeners[0].forward_client_cert: unknown variant \"\\u{1b}]0;owned\\u{7}\", \
+             expected one of `none`"
+        ),
+        "{out}"
+    );
+}

@@ -285,6 +285,13 @@ fn in_words(e: &serde_saphyr::Error) -> Option<String> {
         e = error;
     }
     let words = match e {
+        // The key as every key is shown ([`shown_key`]): the parser's
+        // words quoted it whole (a pasted key's BEGIN line and body, a
+        // bidi override), and ended with advice for the embedding program.
+        serde_saphyr::Error::DuplicateMappingKey { key, .. } => match key {
+            Some(key) => format!("duplicate mapping key: {}", shown_key(key)),
+            None => "a key set twice in one section; keep one".to_owned(),
+        },
         serde_saphyr::Error::MultipleDocuments { .. } => SECOND_DOCUMENT.to_owned(),
         serde_saphyr::Error::Budget { breach, .. } => match breach {
             B::Depth { .. } => too_deep(limits.max_depth),

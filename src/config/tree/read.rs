@@ -31,6 +31,24 @@ impl de::Error for Error {
             recorded: false,
         }
     }
+
+    /// serde's words, the value shown as other values are: as written
+    /// when plain, else escaped as Rust writes a string (a terminal
+    /// escape never reaches the operator's screen; a pasted block is then
+    /// withheld, and a long one cut, with the whole message).
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Error {
+        let plain = |c: char| matches!(c, '"' | '\'') || c.escape_debug().len() == 1;
+        let shown = match variant.chars().all(plain) {
+            true => format!("`{variant}`"),
+            false => format!("{variant:?}"),
+        };
+        let expected: Vec<String> = expected.iter().map(|v| format!("`{v}`")).collect();
+        let expected = match expected.len() {
+            0 => "there are no variants".to_owned(),
+            _ => format!("expected one of {}", expected.join(", ")),
+        };
+        de::Error::custom(format!("unknown variant {shown}, {expected}"))
+    }
 }
 
 /// A deserializer over one node that records problems and keeps going.
