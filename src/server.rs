@@ -106,6 +106,9 @@ pub async fn serve(config: Config) -> ExitCode {
         match crate::admin::start(&admin, handle.clone(), shutdown_rx.clone()).await {
             Ok((addr, tokens)) => {
                 admin_tokens = Some(tokens);
+                // A reload's listeners may not take it (admin.bind
+                // applies at restart): said before they fail to bind.
+                handle.send(Command::Call(Box::new(move |r| r.set_admin_bound(addr))));
                 info!(addr = %addr, "admin listening");
             }
             Err(problem) => {

@@ -16,6 +16,7 @@ mod duration;
 pub(crate) mod env;
 mod listing;
 pub use listing::listed;
+pub use resolve::on_running_admin;
 mod raw;
 mod resolve;
 mod tree;

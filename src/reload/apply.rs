@@ -125,6 +125,12 @@ impl Reloader {
                 if new == *self.config {
                     return Ok(None);
                 }
+                // Checked against the file's admin.bind by `parse`; the
+                // running one stays until a restart.
+                let on_admin = self.admin_bound.map(|a| config::on_running_admin(&new, a));
+                if let Some(problems) = on_admin.filter(|p| !p.is_empty()) {
+                    return Err(problems.join("\n"));
+                }
                 let changes = super::changes::describe(&self.config, &new);
                 let restart = super::changes::at_next_restart(&self.config, &new);
                 let roots = crate::admin::paths::roots(&self.config);

@@ -227,6 +227,11 @@ pub struct Reloader {
     /// The admin listener's tokens, whose files are watched here too
     /// ([`Reloader::watch_admin_tokens`]).
     admin_tokens: Option<Arc<crate::admin::auth::Tokens>>,
+    /// Where the admin listener listens: the startup configuration's
+    /// `admin.bind`, then the address it bound ([`Reloader::set_admin_bound`]).
+    /// `admin.bind` applies at restart, so a reload's listeners are
+    /// checked against this, not the file's.
+    admin_bound: Option<SocketAddr>,
 }
 
 /// Listener `l`'s TLS built as a start builds it — its `client_auth` and
@@ -297,6 +302,12 @@ pub fn start(
 }
 
 impl Reloader {
+    /// The address the admin listener bound (its port, for `admin.bind`
+    /// port 0): a reload's listeners may not take it.
+    pub fn set_admin_bound(&mut self, addr: SocketAddr) {
+        self.admin_bound = Some(addr);
+    }
+
     /// Open `config`'s store, if any, and restore the entries it holds.
     fn open_store(&mut self, config: &Config) -> Result<(), String> {
         let Some(store_config) = &config.store else {
@@ -368,6 +379,7 @@ impl Reloader {
             refs: BTreeMap::new(),
             views: BTreeMap::new(),
             admin_tokens: None,
+            admin_bound: config.admin.as_ref().map(|a| a.bind),
         };
         (reloader, events)
     }

@@ -425,3 +425,44 @@ async fn a_reload_names_an_unknown_key_escaped_or_withheld() {
     );
     assert_eq!(hsts(http).await, "max-age=31536000");
 }
+
+/// `admin.bind` applies at restart, and `check` compares listeners with
+/// the file's: moving it (here from the port it bound to port 0) and
+/// adding a listener on the port it still listens on passed `check`, then
+/// every reload failed with a bare "Address already in use". The reload
+/// is refused naming the running admin listener's address; the admin
+/// listener and the old configuration serve on.
+#[tokio::test]
+async fn a_listener_on_the_running_admin_address_is_refused() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    let admin_at = |bind: &str| format!("\nadmin: {{ bind: \"{bind}\" }}");
+    let cfg = s.config(&base_config("a.crt", "a.key", &admin_at("127.0.0.1:0")));
+    let (mut p, public) = serve(&cfg).await;
+    let admin = p.admin_addr().await;
+
+    let moved = base_config(
+        "a.crt",
+        "a.key",
+        &format!(
+            "  - name: two\n    bind: {admin}\n    tls:\n      \
+             certs: [{{ cert_file: b.crt, key_file: b.key }}]\n{}",
+            admin_at("127.0.0.2:0")
+        ),
+    );
+    let bad = s.path("moved.yaml");
+    write(&bad, &moved);
+    let (code, out) = check(&bad);
+    assert_eq!(code, 0, "{out}");
+
+    write(&cfg, &moved);
+    let said = format!(
+        "listener two: listeners[1].bind: {admin} is the admin listener's address \
+         (admin.bind changes apply at restart)"
+    );
+    let v = p.wait_log("rejected", rejected(&said)).await;
+    assert!(!v["error"].as_str().unwrap().contains("in use"), "{v}");
+    assert!(metrics_text(admin).await.contains("hotproxy_"));
+    assert_serves(public, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}

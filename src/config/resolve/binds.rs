@@ -80,6 +80,37 @@ pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)
     found
 }
 
+/// For a reload: each listener of `config` whose address overlaps `admin`,
+/// the address the running admin listener is bound to, said as a problem.
+/// `admin.bind` applies at restart, so the file's may have moved on: a
+/// listener on the running one passed `check` (which compares with the
+/// file's) and every reload failed with a bare "Address already in use".
+pub fn on_running_admin(config: &crate::config::Config, admin: SocketAddr) -> Vec<String> {
+    let dual_stack = dual_stack();
+    let on_admin = |bind: SocketAddr| {
+        bind.port() != 0
+            && bind.port() == admin.port()
+            && overlap(admin.ip(), bind.ip(), dual_stack)
+    };
+    let mut found = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        if !on_admin(l.bind) {
+            continue;
+        }
+        let what = match l.bind.ip().to_canonical() == admin.ip().to_canonical() {
+            true => format!("{} is the admin listener's address", l.bind),
+            false => format!("{} overlaps {admin}, the admin listener's address", l.bind),
+        };
+        found.push(format!(
+            "listener {}: listeners[{i}].bind: {what} (admin.bind changes apply at restart); \
+             two listening sockets cannot share it: bind the listener elsewhere, or restart \
+             with the new admin.bind first",
+            l.name
+        ));
+    }
+    found
+}
+
 /// Whether this host's `[::]` sockets also accept IPv4 (Linux's default).
 pub(super) fn dual_stack() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() == "0")

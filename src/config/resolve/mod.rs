@@ -6,6 +6,7 @@
 //! `binds` finds listening addresses that cannot all be bound.
 
 mod binds;
+pub use binds::on_running_admin;
 mod entry;
 mod front;
 mod hosts;
