@@ -14,7 +14,7 @@ use super::entry::{
 };
 use super::snapshot::{client_ca, listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
-use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig};
+use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig, UpstreamConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};
 use crate::material::pem;
 use crate::metrics::{self, METRICS};
@@ -455,16 +455,14 @@ impl Reloader {
         }
         self.entries = entries;
         let mut live_upstreams = BTreeMap::new();
+        // By name: a search of the list for each was 4e8 comparisons for 20,000.
+        let configs: HashMap<&str, &UpstreamConfig> =
+            new.upstreams.iter().map(|u| (u.name.as_str(), u)).collect();
         for (name, (live, key, new_tls)) in upstreams {
             if let Some(tls) = new_tls {
                 live.set_tls(tls);
             }
-            let config = new
-                .upstreams
-                .iter()
-                .find(|u| u.name == name)
-                .expect("planned")
-                .clone();
+            let config = (*configs.get(name.as_str()).expect("planned")).clone();
             live_upstreams.insert(name, LiveUpstream { config, live, key });
         }
         // The upstreams replaced or removed, retired once no new request

@@ -1,5 +1,7 @@
 //! What a configuration reload changed, for the log line that confirms it.
 
+use std::collections::HashMap;
+
 use crate::config::{Config, FrontConfig, ListenerConfig};
 
 /// `listeners added: a; listeners changed: public (routes, tls); upstreams
@@ -161,21 +163,31 @@ fn named<T: PartialEq>(
     name: impl Fn(&T) -> &String,
     detail: impl Fn(&T, &T) -> Vec<&'static str>,
 ) {
-    let find = |list: &'_ [T], n: &String| list.iter().position(|x| name(x) == n);
+    // Each item looked up by name, where searching the other list for
+    // each made 4e8 comparisons for 20,000 upstreams on the reloader thread.
+    fn index<'a, T>(list: &'a [T], name: &impl Fn(&T) -> &String) -> HashMap<&'a str, usize> {
+        let mut at = HashMap::with_capacity(list.len());
+        for (i, x) in list.iter().enumerate() {
+            // The first of a name, as a search found (names are unique).
+            at.entry(name(x).as_str()).or_insert(i);
+        }
+        at
+    }
+    let (in_old, in_new) = (index(old, &name), index(new, &name));
     let added: Vec<&str> = new
         .iter()
-        .filter(|x| find(old, name(x)).is_none())
         .map(|x| name(x).as_str())
+        .filter(|n| !in_old.contains_key(n))
         .collect();
     let removed: Vec<&str> = old
         .iter()
-        .filter(|x| find(new, name(x)).is_none())
         .map(|x| name(x).as_str())
+        .filter(|n| !in_new.contains_key(n))
         .collect();
     let changed: Vec<String> = new
         .iter()
         .filter_map(|b| {
-            let a = &old[find(old, name(b))?];
+            let a = &old[*in_old.get(name(b).as_str())?];
             if a == b {
                 return None;
             }
