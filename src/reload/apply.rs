@@ -12,6 +12,7 @@ use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
 };
+use super::rebind::{Registered, register};
 use super::snapshot::{client_ca, listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig, UpstreamConfig};
@@ -404,6 +405,15 @@ impl Reloader {
                     },
                 },
             };
+            // Registered now: a failure (epoll's ENOMEM, ENOSPC) refuses
+            // the reload; in the commit it panicked, half applied.
+            let socket = match socket.map(|s| register(s, l.bind, &self.rt)).transpose() {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(format!("listener {}: cannot serve {}: {e}", l.name, l.bind));
+                    continue;
+                }
+            };
             planned.push((l.clone(), built, router, socket, beside));
         }
         if !problems.is_empty() {
@@ -591,18 +601,18 @@ impl Reloader {
         &self,
         config: ListenerConfig,
         live: Arc<Listener>,
-        socket: std::net::TcpListener,
+        socket: Registered,
         key: u64,
         resolver: Arc<SniResolver>,
         rotation: super::rotation::InUse,
         inherited: Option<listener::Inherited>,
     ) -> LiveListener {
         let (stop, stop_rx) = watch::channel(listener::Stop::No);
-        let bound = socket.local_addr().unwrap_or(config.bind);
-        let shared = socket.try_clone().ok();
-        let _enter = self.rt.enter();
-        let socket = tokio::net::TcpListener::from_std(socket)
-            .expect("socket is non-blocking and the runtime is entered");
+        let Registered {
+            socket,
+            bound,
+            shared,
+        } = socket;
         listener::log_listening(&config.name, bound);
         self.rt.spawn(listener::serve(
             live.clone(),

@@ -1,4 +1,4 @@
-//! Listening sockets a reload gives up: bound beside (an overlapping address), handed over, or their queue served (each by the listener on its address) before they close.
+//! Listening sockets a reload takes up or gives up: registered while planned, bound beside (an overlapping address), handed over, or their queue served (each by the listener on its address) before they close.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +9,37 @@ use tracing::info;
 use super::{LOG, LiveListener, Reloader};
 use crate::config::{Config, ListenerConfig};
 use crate::proxy::listener::{Inherited, Stop};
+
+/// A new listener's socket, ready for its accept loop: registered with
+/// the runtime's reactor while the reload is planned.
+pub(super) struct Registered {
+    pub socket: tokio::net::TcpListener,
+    /// Its address (the port the system picked, for port 0).
+    pub bound: SocketAddr,
+    /// A descriptor of it kept for a hand-over; `None` when `try_clone`
+    /// failed (its queue is then served by the accept loop alone).
+    pub shared: Option<std::net::TcpListener>,
+}
+
+/// `socket`, bound for `addr`, registered with `rt`'s reactor. Registering
+/// can fail (epoll's ENOMEM, or ENOSPC past `max_user_watches`): while the
+/// reload is planned that refuses it, where the commit ("nothing below can
+/// fail") panicked, leaving the reload half applied and no reloader.
+pub(super) fn register(
+    socket: std::net::TcpListener,
+    addr: SocketAddr,
+    rt: &tokio::runtime::Handle,
+) -> std::io::Result<Registered> {
+    let bound = socket.local_addr().unwrap_or(addr);
+    let shared = socket.try_clone().ok();
+    let _enter = rt.enter();
+    let socket = tokio::net::TcpListener::from_std(socket)?;
+    Ok(Registered {
+        socket,
+        bound,
+        shared,
+    })
+}
 
 impl Reloader {
     /// After binding `l.bind` failed with "Address already in use": the
