@@ -24,6 +24,13 @@ impl<'a> Line<'a> {
         (!key.is_empty() && !key.contains(' ') && !key.starts_with('#')).then_some(key)
     }
 
+    /// The key as a hint shows it: as the config's messages show a key
+    /// (`config::shown_key`: a bidi override or other invisible character
+    /// escaped, a long one cut).
+    fn shown(&self) -> Option<std::borrow::Cow<'a, str>> {
+        self.key().map(crate::config::shown_key)
+    }
+
     /// Column (1-based) where the key starts, past a `- ` list marker.
     fn key_column(&self) -> usize {
         let t = &self.text[self.indent..];
@@ -36,14 +43,14 @@ impl<'a> Line<'a> {
     /// How a hint names the line: `key`, or, for a line without a key,
     /// not by its text: that may be a key or token pasted into the file.
     fn named(&self) -> String {
-        match self.key() {
+        match self.shown() {
             Some(k) => format!("`{k}`"),
             None => "a line without `key:`".to_owned(),
         }
     }
 
     fn describe(&self) -> String {
-        match self.key() {
+        match self.shown() {
             Some(k) => format!("`{k}:` on line {}", self.number),
             None => format!("line {}", self.number),
         }
@@ -91,7 +98,7 @@ pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
             next.number,
             here.describe(),
             next.indent + 1,
-            here.key().unwrap_or("the line above"),
+            here.shown().unwrap_or("the line above".into()),
         )
     } else if message.contains("mapping values are not allowed") {
         // `a: 1` then `   b: 2` deeper: `b: 2` would continue a's value.
@@ -105,7 +112,7 @@ pub fn explain(message: &str, line: usize, source: &str) -> Option<String> {
             this.number,
             this.named(),
             prev.describe(),
-            prev.key().unwrap_or("the line above"),
+            prev.shown().unwrap_or("the line above".into()),
             prev.key_column(),
         )
     } else if message.contains("did not find expected key")
@@ -160,7 +167,7 @@ fn duplicate_key(rest: &str, above: &[Line<'_>], here: &Line<'_>) -> String {
         .iter()
         .rev()
         .take_while(|l| l.key_column() >= column)
-        .find(|l| l.key_column() == column && l.key() == Some(key));
+        .find(|l| l.key_column() == column && l.shown().as_deref() == Some(key));
     match first {
         Some(f) => format!(
             "`{key}:` is set twice in one section, on line {} and again on line {}; \
@@ -267,6 +274,19 @@ mod tests {
             "{got}"
         );
         assert!(!got.contains(pasted), "{got}");
+    }
+
+    /// A key from the source is shown as the config's messages show keys:
+    /// a bidi override (which YAML allows in a plain key) escaped.
+    #[test]
+    fn a_key_from_the_source_is_shown_escaped() {
+        let src = "watch:\n  debounce: 100ms\n    poll\u{202e}x: 2s\n";
+        let got = explain("mapping values are not allowed in this context", 3, src).unwrap();
+        assert!(
+            got.contains("line 3: `poll\\u{202e}x` is indented deeper"),
+            "{got}"
+        );
+        assert!(!got.contains('\u{202e}'), "{got:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub(crate) mod env;
 mod listing;
 pub use listing::listed;
 pub use resolve::on_running_admin;
+pub use tree::shown_key;
 mod raw;
 mod resolve;
 mod tree;
