@@ -53,15 +53,10 @@ async fn admitted(s: &Scene, addr: std::net::SocketAddr, client: &TestPair) -> b
     }
 }
 
-/// At `addr` (`what` in the messages), `revoked` is refused and `kept`
+/// At the listener `what` of `p`, `revoked` is refused and `kept`
 /// admitted: the CRL that should decide did.
-async fn decides(
-    s: &Scene,
-    addr: std::net::SocketAddr,
-    what: &str,
-    revoked: &TestPair,
-    kept: &TestPair,
-) {
+async fn decides(s: &Scene, p: &mut Proxy, what: &str, revoked: &TestPair, kept: &TestPair) {
+    let addr = p.listener_addr(what).await;
     assert!(
         !admitted(s, addr, revoked).await,
         "{what}: a client the deciding CRL revokes got in"
@@ -70,6 +65,56 @@ async fn decides(
         admitted(s, addr, kept).await,
         "{what}: a client the deciding CRL does not revoke was refused"
     );
+}
+
+/// The first warning (`what`, in a timeout) about the entry `entry` whose
+/// message `says`.
+async fn warning(
+    p: &mut Proxy,
+    what: &str,
+    entry: &str,
+    says: impl Fn(&str) -> bool,
+) -> serde_json::Value {
+    p.wait_log(what, |v| v["level"] == "WARN" && about(v, entry, &says))
+        .await
+}
+
+/// Two CRLs of clients.crt listed two ways: `older` then `newer` (each a
+/// file name and its CRL) at the listener `two-files`, and `appended`
+/// written as `appended.crl` at `one-file`. The config's path.
+fn listed_two_ways(
+    s: &Scene,
+    older: (&str, &str),
+    newer: (&str, &str),
+    appended: &str,
+) -> std::path::PathBuf {
+    write(&s.path(older.0), older.1);
+    write(&s.path(newer.0), newer.1);
+    write(&s.path("appended.crl"), appended);
+    let two_files = format!("{}, {}", older.0, newer.0);
+    scene(
+        s,
+        &[
+            ("two-files", "clients.crt", &two_files),
+            ("one-file", "clients.crt", "appended.crl"),
+        ],
+    )
+}
+
+/// Whether the log line `v` is about the entry `entry` and its message `says`.
+fn about(v: &serde_json::Value, entry: &str, says: impl Fn(&str) -> bool) -> bool {
+    v["entry"] == entry && v["message"].as_str().is_some_and(says)
+}
+
+/// The CA `clients`, its certificate written as `clients.crt`; two of its
+/// clients, alice and mallory; and the dates its CRLs are given from: now,
+/// and a week on.
+fn clients(s: &Scene) -> (TestCa, TestPair, TestPair, OffsetDateTime, OffsetDateTime) {
+    let clients = TestCa::new("clients");
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    let (alice, mallory) = (clients.client_pair("alice"), clients.client_pair("mallory"));
+    let now = OffsetDateTime::now_utc();
+    (clients, alice, mallory, now, now + Duration::days(7))
 }
 
 /// Two CRLs of one CA, the older listed first: in two files
@@ -82,39 +127,22 @@ async fn decides(
 #[tokio::test]
 async fn the_newest_crl_of_an_issuer_decides() {
     let s = Scene::new();
-    let clients = TestCa::new("clients");
-    let alice = clients.client_pair("alice");
-    let mallory = clients.client_pair("mallory");
-    let now = OffsetDateTime::now_utc();
+    let (clients, alice, mallory, now, until) = clients(&s);
     let fresh_old = clients.crl_of(&[], now - Duration::days(2), now + Duration::days(1), 1);
     let stale_old = clients.crl_of(&[], now - Duration::days(9), now - Duration::days(2), 1);
-    let until = now + Duration::days(7);
     let new = clients.crl_of(&[mallory.serial], now - Duration::minutes(1), until, 2);
-    write(&s.path("clients.crt"), &clients.cert_pem);
-    write(&s.path("old.crl"), &fresh_old);
-    write(&s.path("new.crl"), &new);
-    write(&s.path("appended.crl"), &format!("{stale_old}{new}"));
-    let cfg = scene(
-        &s,
-        &[
-            ("two-files", "clients.crt", "old.crl, new.crl"),
-            ("one-file", "clients.crt", "appended.crl"),
-        ],
-    );
+    let appended = format!("{stale_old}{new}");
+    let cfg = listed_two_ways(&s, ("old.crl", &fresh_old), ("new.crl", &new), &appended);
     let mut p = Proxy::start(&cfg);
     let api = p.admin_addr().await;
     for listener in ["two-files", "one-file"] {
-        let addr = p.listener_addr(listener).await;
-        decides(&s, addr, listener, &mallory, &alice).await;
+        decides(&s, &mut p, listener, &mallory, &alice).await;
     }
     // The older CRL is named as replaced, with its file.
     let old = s.path("old.crl").display().to_string();
     let note = p
         .wait_log("the superseded CRL", |v| {
-            v["entry"] == "two-files"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("CRL superseded"))
+            about(v, "two-files", |m| m.starts_with("CRL superseded"))
         })
         .await;
     assert_eq!(note["file"], old.as_str(), "{note}");
@@ -147,11 +175,7 @@ async fn the_newest_crl_of_an_issuer_decides() {
 #[tokio::test]
 async fn the_newest_crl_decides_whatever_its_key_identifier() {
     let s = Scene::new();
-    let clients = TestCa::new("clients");
-    let alice = clients.client_pair("alice");
-    let mallory = clients.client_pair("mallory");
-    let now = OffsetDateTime::now_utc();
-    let until = now + Duration::days(7);
+    let (clients, alice, mallory, now, until) = clients(&s);
     let old = clients.crl_of(&[], now - Duration::days(2), until, 1);
     let new = clients.crl_keyed(
         &[mallory.serial],
@@ -160,12 +184,10 @@ async fn the_newest_crl_decides_whatever_its_key_identifier() {
         2,
         rcgen::KeyIdMethod::PreSpecified(vec![0x5a; 20]),
     );
-    write(&s.path("clients.crt"), &clients.cert_pem);
     write(&s.path("clients.crl"), &format!("{old}{new}"));
     let cfg = scene(&s, &[("keyed", "clients.crt", "clients.crl")]);
     let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("keyed").await;
-    decides(&s, addr, "keyed", &mallory, &alice).await;
+    decides(&s, &mut p, "keyed", &mallory, &alice).await;
 }
 
 /// A full CRL of a CA (no issuing distribution point) and a newer one of
@@ -178,30 +200,16 @@ async fn the_newest_crl_decides_whatever_its_key_identifier() {
 #[tokio::test]
 async fn a_newer_crl_of_one_scope_decides_over_an_older_full_one() {
     let s = Scene::new();
-    let clients = TestCa::new("clients");
-    let alice = clients.client_pair("alice");
-    let mallory = clients.client_pair("mallory");
-    let now = OffsetDateTime::now_utc();
-    let until = now + Duration::days(7);
+    let (clients, alice, mallory, now, until) = clients(&s);
     let full = clients.crl_of(&[], now - Duration::days(2), until, 1);
     let uri = "http://crl.example/clients-users.crl";
     let scoped = clients.crl_scoped(&[mallory.serial], now - Duration::minutes(1), until, 2, uri);
-    write(&s.path("clients.crt"), &clients.cert_pem);
-    write(&s.path("full.crl"), &full);
-    write(&s.path("scoped.crl"), &scoped);
-    write(&s.path("appended.crl"), &format!("{full}{scoped}"));
-    let cfg = scene(
-        &s,
-        &[
-            ("two-files", "clients.crt", "full.crl, scoped.crl"),
-            ("one-file", "clients.crt", "appended.crl"),
-        ],
-    );
+    let appended = format!("{full}{scoped}");
+    let cfg = listed_two_ways(&s, ("full.crl", &full), ("scoped.crl", &scoped), &appended);
     let mut p = Proxy::start(&cfg);
     let api = p.admin_addr().await;
     for listener in ["two-files", "one-file"] {
-        let addr = p.listener_addr(listener).await;
-        decides(&s, addr, listener, &mallory, &alice).await;
+        decides(&s, &mut p, listener, &mallory, &alice).await;
         // Both are in use: neither is superseded.
         let entry = admin(
             api,
@@ -288,16 +296,11 @@ async fn a_crl_of_another_key_of_the_issuer_set_aside_is_warned_about() {
 #[tokio::test]
 async fn a_crl_no_ca_of_the_bundle_signed_or_not_yet_issued_does_not_decide() {
     let s = Scene::new();
-    let clients = TestCa::new("clients");
+    let (clients, alice, mallory, now, until) = clients(&s);
     let imposter = TestCa::new("clients");
-    let alice = clients.client_pair("alice");
-    let mallory = clients.client_pair("mallory");
-    let now = OffsetDateTime::now_utc();
-    let until = now + Duration::days(7);
     let good = clients.crl_of(&[mallory.serial], now - Duration::hours(1), until, 1);
     let forged = imposter.crl_of(&[], now - Duration::minutes(1), until, 2);
     let future = clients.crl_of(&[], now + Duration::days(1), until, 3);
-    write(&s.path("clients.crt"), &clients.cert_pem);
     write(&s.path("good.crl"), &good);
     write(&s.path("forged.crl"), &forged);
     write(&s.path("future.crl"), &future);
@@ -310,18 +313,12 @@ async fn a_crl_no_ca_of_the_bundle_signed_or_not_yet_issued_does_not_decide() {
     );
     let mut p = Proxy::start(&cfg);
     for listener in ["forged", "future"] {
-        let addr = p.listener_addr(listener).await;
-        decides(&s, addr, listener, &mallory, &alice).await;
+        decides(&s, &mut p, listener, &mallory, &alice).await;
         let file = s.path(&format!("{listener}.crl")).display().to_string();
-        let warning = p
-            .wait_log("the CRL not used", |v| {
-                v["entry"] == listener
-                    && v["level"] == "WARN"
-                    && v["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("CRL not used"))
-            })
-            .await;
+        let warning = warning(&mut p, "the CRL not used", listener, |m| {
+            m.starts_with("CRL not used")
+        })
+        .await;
         assert_eq!(warning["file"], file.as_str(), "{warning}");
     }
 }
@@ -344,12 +341,7 @@ async fn a_crl_no_ca_of_the_bundle_signed_or_not_yet_issued_does_not_decide() {
 #[tokio::test]
 async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
     let s = Scene::new();
-    let clients = TestCa::new("clients");
-    let alice = clients.client_pair("alice");
-    let mallory = clients.client_pair("mallory");
-    let now = OffsetDateTime::now_utc();
-    let until = now + Duration::days(7);
-    write(&s.path("clients.crt"), &clients.cert_pem);
+    let (clients, alice, mallory, now, until) = clients(&s);
     write(
         &s.path("current.crl"),
         &clients.crl_of(&[], now - Duration::hours(1), until, 1),
@@ -409,10 +401,7 @@ async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
     // Set aside as not issued yet.
     let warning = p
         .wait_log("the CRL set aside", |v| {
-            v["entry"] == "ahead"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("CRL not used"))
+            about(v, "ahead", |m| m.starts_with("CRL not used"))
         })
         .await;
     assert!(
@@ -432,11 +421,7 @@ async fn a_crl_set_aside_as_not_issued_yet_is_used_once_it_is() {
     .await;
     assert!(admitted(&s, addr, &alice).await);
     p.wait_log("the CRLs chosen again", |v| {
-        v["entry"] == "ahead"
-            && v["level"] == "INFO"
-            && v["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("chosen again"))
+        v["level"] == "INFO" && about(v, "ahead", |m| m.contains("chosen again"))
     })
     .await;
     // The files change after that choice: a newer CRL revokes alice too.
@@ -513,15 +498,10 @@ async fn an_issuing_ca_revoked_by_its_root_is_no_trust_anchor() {
     }
     assert!(admitted(&s, addr, &client_of(&kept, "good")).await);
     assert!(admitted(&s, addr, &kept.client_pair("good, leaf only")).await);
-    let warning = p
-        .wait_log("the revoked CA's warning", |v| {
-            v["entry"] == "partners"
-                && v["level"] == "WARN"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("CA certificate is revoked"))
-        })
-        .await;
+    let warning = warning(&mut p, "the revoked CA's warning", "partners", |m| {
+        m.starts_with("CA certificate is revoked")
+    })
+    .await;
     assert_eq!(warning["subject"], "CN=issuing CA 1", "{warning}");
     assert_eq!(
         warning["crl_file"],
@@ -557,15 +537,10 @@ async fn an_issuing_ca_whose_revocation_is_unchecked_is_warned_about() {
     let addr = p.listener_addr("unchecked").await;
     // Still admitted: the warning is about what is not checked.
     assert!(admitted(&s, addr, &client_of(&issuing, "alice")).await);
-    let warning = p
-        .wait_log("the unchecked CA's warning", |v| {
-            v["entry"] == "unchecked"
-                && v["level"] == "WARN"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("its revocation is not checked"))
-        })
-        .await;
+    let warning = warning(&mut p, "the unchecked CA's warning", "unchecked", |m| {
+        m.contains("its revocation is not checked")
+    })
+    .await;
     assert_eq!(warning["subject"], "CN=issuing CA", "{warning}");
     assert_eq!(
         warning["file"],
@@ -615,10 +590,9 @@ async fn an_unchecked_ca_whose_issuers_crl_is_unusable_is_warned_about_truly() {
     let mut p = Proxy::start(&cfg);
     let warning = p
         .wait_log("the unchecked CA's warning", |v| {
-            v["entry"] == "unusable"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("its revocation is not checked"))
+            about(v, "unusable", |m| {
+                m.contains("its revocation is not checked")
+            })
         })
         .await;
     let wording = "no CRL of that issuer is given that its key verifies";
