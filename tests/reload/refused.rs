@@ -56,10 +56,52 @@ async fn serving() -> (Scene, std::path::PathBuf, Proxy, SocketAddr) {
     (s, cfg, p, http)
 }
 
-/// `hotproxy check` on `cfg`: its exit code and everything it printed.
-fn check(cfg: &std::path::Path) -> (i32, String) {
-    let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+/// `hotproxy check` on `text`, written as `name` in the scene: its exit
+/// code and everything it printed.
+fn check(s: &Scene, name: &str, text: &str) -> (i32, String) {
+    let path = s.path(name);
+    write(&path, text);
+    let (code, out, err) = run_cli(&["check", "--config", path.to_str().unwrap()]);
     (code, out + &err)
+}
+
+/// `check` on `text` (as `name`) fails, and says each of `problems`
+/// (`(on, field, message)`) as `line N: field: message`, N the line of
+/// `text` that first holds `on`.
+fn refused_by_check(s: &Scene, name: &str, text: &str, problems: &[(&str, &str, &str)]) {
+    let (code, out) = check(s, name, text);
+    assert_eq!(code, 1, "{out}");
+    for (on, field, message) in problems {
+        let at = text.lines().position(|l| l.contains(on)).unwrap() + 1;
+        assert!(
+            out.contains(&format!("line {at}: {field}: {message}")),
+            "{out}"
+        );
+    }
+}
+
+/// `text` written over `cfg`, the config `p` serves: the reload is
+/// rejected with `why` in its error, and the redirect listener `http`
+/// still sends the HSTS it did.
+async fn rejected_on_reload(
+    p: &mut Proxy,
+    cfg: &std::path::Path,
+    http: SocketAddr,
+    text: &str,
+    why: &str,
+) {
+    write(cfg, text);
+    p.wait_log("rejected", rejected(why)).await;
+    assert_eq!(hsts(http).await, "max-age=31536000");
+}
+
+/// `text` written over `cfg`, the config `p` serves: the error of the
+/// reload, rejected (for whatever reason: `check` on the file is not
+/// asked).
+async fn reload_error(p: &mut Proxy, cfg: &std::path::Path, text: &str) -> String {
+    write(cfg, text);
+    let event = p.wait_log("rejected", rejected("")).await;
+    event["error"].as_str().unwrap().to_owned()
 }
 
 /// One header set twice in two spellings: `check` said valid and the
@@ -73,27 +115,18 @@ async fn a_response_header_set_twice_in_two_cases_is_refused() {
     let twice = with_headers(
         "        strict-transport-security: \"max-age=63072000\"\n        Strict-Transport-Security: \"max-age=0\"\n",
     );
-    let at = twice
-        .lines()
-        .position(|l| l.contains("Strict-Transport-Security: \"max-age=0\""))
-        .unwrap()
-        + 1;
-    let bad = s.path("twice.yaml");
-    write(&bad, &twice);
-    let (code, out) = check(&bad);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!(
-            "line {at}: listeners[1].response_headers.set.Strict-Transport-Security: \
-             `Strict-Transport-Security` is the header `strict-transport-security` set above"
-        )),
-        "{out}"
+    refused_by_check(
+        &s,
+        "twice.yaml",
+        &twice,
+        &[(
+            "Strict-Transport-Security: \"max-age=0\"",
+            "listeners[1].response_headers.set.Strict-Transport-Security",
+            "`Strict-Transport-Security` is the header `strict-transport-security` set above",
+        )],
     );
 
-    write(&cfg, &twice);
-    p.wait_log("rejected", rejected("strict-transport-security"))
-        .await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    rejected_on_reload(&mut p, &cfg, http, &twice, "strict-transport-security").await;
 }
 
 /// A YAML tag was never looked at: `bind: !custom …` passed `check`, and
@@ -106,41 +139,33 @@ async fn a_yaml_tag_other_than_the_fields_core_one_is_refused() {
     let set = hsts_set;
 
     // The core tags of the fields' types are plain YAML: valid.
-    let core = s.path("core.yaml");
-    write(
-        &core,
-        &with_headers(&set("max-age=31536000")).replace(
-            "redirect_https: {}",
-            "redirect_https: !!map { port: !!int 443 }\n    access_log: !!bool true",
-        ),
+    let core = with_headers(&set("max-age=31536000")).replace(
+        "redirect_https: {}",
+        "redirect_https: !!map { port: !!int 443 }\n    access_log: !!bool true",
     );
-    let (code, out) = check(&core);
+    let (code, out) = check(&s, "core.yaml", &core);
     assert_eq!(code, 0, "{out}");
 
     // `127.0.0.1:0`, base64: the address either way, the tag refused.
     let tagged = with_headers(&set("max-age=0"))
         .replacen("bind: 127.0.0.1:0", "bind: !custom 127.0.0.1:0", 1)
         .replace("bind: 127.0.0.1:0", "bind: !!binary MTI3LjAuMC4xOjA=");
-    let line = |text: &str| tagged.lines().position(|l| l.contains(text)).unwrap() + 1;
-    let bad = s.path("tagged.yaml");
-    write(&bad, &tagged);
-    let (code, out) = check(&bad);
-    assert_eq!(code, 1, "{out}");
-    for (text, field, tag) in [
-        ("!custom", "listeners[0].bind", "!custom"),
-        ("!!binary", "listeners[1].bind", "!!binary"),
-    ] {
-        let at = line(text);
-        assert!(
-            out.contains(&format!("line {at}: {field}: YAML tag `{tag}` refused")),
-            "{out}"
-        );
-    }
+    refused_by_check(
+        &s,
+        "tagged.yaml",
+        &tagged,
+        &[
+            ("!custom", "listeners[0].bind", "YAML tag `!custom` refused"),
+            (
+                "!!binary",
+                "listeners[1].bind",
+                "YAML tag `!!binary` refused",
+            ),
+        ],
+    );
 
-    write(&cfg, &tagged);
-    p.wait_log("rejected", rejected("YAML tag `!!binary` refused"))
-        .await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    let why = "YAML tag `!!binary` refused";
+    rejected_on_reload(&mut p, &cfg, http, &tagged, why).await;
 }
 
 /// `!!null` on text (`max_body_bytes: !!null 1048576`) read as unset:
@@ -159,32 +184,16 @@ async fn a_null_tag_on_text_is_refused() {
         )
     };
     for empty in ["!!null", "!!null ~", "!!null null"] {
-        let ok = s.path("empty.yaml");
-        write(&ok, &limit(empty));
-        let (code, out) = check(&ok);
+        let (code, out) = check(&s, "empty.yaml", &limit(empty));
         assert_eq!(code, 0, "{empty}: {out}");
     }
 
     let text = limit("!!null 1048576");
-    let at = text.lines().position(|l| l.contains("!!null")).unwrap() + 1;
-    let bad = s.path("null.yaml");
-    write(&bad, &text);
-    let (code, out) = check(&bad);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!(
-            "line {at}: listeners[1].limits.max_body_bytes: YAML tag `!!null` on `1048576` refused"
-        )),
-        "{out}"
-    );
+    let refused = "YAML tag `!!null` on `1048576` refused";
+    let field = "listeners[1].limits.max_body_bytes";
+    refused_by_check(&s, "null.yaml", &text, &[("!!null", field, refused)]);
 
-    write(&cfg, &text);
-    p.wait_log(
-        "rejected",
-        rejected("YAML tag `!!null` on `1048576` refused"),
-    )
-    .await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    rejected_on_reload(&mut p, &cfg, http, &text, refused).await;
 }
 
 /// A core tag whose text is not of its type (`bind: !!int 127.0.0.1:0`,
@@ -205,40 +214,31 @@ async fn a_core_tag_on_text_not_of_its_type_is_refused_at_its_field() {
     // The second listener's `bind:`.
     let at = tagged.rfind("bind: ").unwrap();
     tagged.replace_range(at..at + "bind:".len(), "bind: !!int");
-    let line = |text: &str| tagged.lines().position(|l| l.contains(text)).unwrap() + 1;
-    let bad = s.path("tagged.yaml");
-    write(&bad, &tagged);
-    let (code, out) = check(&bad);
-    assert_eq!(code, 1, "{out}");
-    for (text, field, message) in [
-        (
-            "!!timestamp",
-            "watch.debounce",
-            "YAML tag `!!timestamp` refused",
-        ),
-        ("!!int 127", "listeners[1].bind", "YAML tag `!!int` refused"),
-        (
-            "!!int abc",
-            "listeners[1].redirect_https.port",
-            "expected a whole number, found \"abc\"",
-        ),
-        (
-            "yes-please",
-            "listeners[1].access_log",
-            "expected true or false, found \"yes-please\"",
-        ),
-    ] {
-        let at = line(text);
-        assert!(
-            out.contains(&format!("line {at}: {field}: {message}")),
-            "{out}"
-        );
-    }
+    refused_by_check(
+        &s,
+        "tagged.yaml",
+        &tagged,
+        &[
+            (
+                "!!timestamp",
+                "watch.debounce",
+                "YAML tag `!!timestamp` refused",
+            ),
+            ("!!int 127", "listeners[1].bind", "YAML tag `!!int` refused"),
+            (
+                "!!int abc",
+                "listeners[1].redirect_https.port",
+                "expected a whole number, found \"abc\"",
+            ),
+            (
+                "yes-please",
+                "listeners[1].access_log",
+                "expected true or false, found \"yes-please\"",
+            ),
+        ],
+    );
 
-    write(&cfg, &tagged);
-    p.wait_log("rejected", rejected("YAML tag `!!int` refused"))
-        .await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    rejected_on_reload(&mut p, &cfg, http, &tagged, "YAML tag `!!int` refused").await;
 }
 
 /// A tag on a merge value (`<<: !custom { ... }`) was dropped as the
@@ -255,28 +255,15 @@ async fn a_tag_on_a_merge_value_is_refused() {
             &format!("redirect_https:\n      <<: {tag} {{ port: 443 }}"),
         )
     };
-    let ok = s.path("map.yaml");
-    write(&ok, &merged("!!map"));
-    let (code, out) = check(&ok);
+    let (code, out) = check(&s, "map.yaml", &merged("!!map"));
     assert_eq!(code, 0, "{out}");
 
     let text = merged("!custom");
-    let at = text.lines().position(|l| l.contains("!custom")).unwrap() + 1;
-    let bad = s.path("merge.yaml");
-    write(&bad, &text);
-    let (code, out) = check(&bad);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!(
-            "line {at}: listeners[1].redirect_https.<<: YAML tag `!custom` refused"
-        )),
-        "{out}"
-    );
+    let refused = "YAML tag `!custom` refused";
+    let field = "listeners[1].redirect_https.<<";
+    refused_by_check(&s, "merge.yaml", &text, &[("!custom", field, refused)]);
 
-    write(&cfg, &text);
-    p.wait_log("rejected", rejected("YAML tag `!custom` refused"))
-        .await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    rejected_on_reload(&mut p, &cfg, http, &text, refused).await;
 }
 
 /// One 3 MB scalar through 50,000 aliases (a 3 MB file that reads as
@@ -291,13 +278,8 @@ async fn text_repeated_by_aliases_past_the_limit_is_rejected() {
         "a".repeat(3_000_000),
         with_headers(&hsts_set("max-age=0"))
     );
-    write(&cfg, &bomb);
-    p.wait_log(
-        "rejected",
-        rejected("its text, with what its aliases repeat, is more than 16777216 bytes"),
-    )
-    .await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    let why = "its text, with what its aliases repeat, is more than 16777216 bytes";
+    rejected_on_reload(&mut p, &cfg, http, &bomb, why).await;
 }
 
 /// A tag written through a `%TAG` handle is the tag it names (YAML 1.2
@@ -318,10 +300,11 @@ async fn a_tag_through_a_tag_directive_is_the_tag_it_names() {
     };
     let core = "tag:yaml.org,2002:";
     let checked = |name: &str, text: &str| {
-        let path = s.path(name);
-        write(&path, text);
-        let (code, out) = check(&path);
-        (code, out.replace(&path.display().to_string(), "FILE"))
+        let (code, out) = check(&s, name, text);
+        (
+            code,
+            out.replace(&s.path(name).display().to_string(), "FILE"),
+        )
     };
     let (code, out) = checked("abc.yaml", &file(core, "!e!int abc", "max-age=0"));
     assert_eq!(code, 1, "{out}");
@@ -341,9 +324,7 @@ async fn a_tag_through_a_tag_directive_is_the_tag_it_names() {
         )),
         "{out}"
     );
-    write(&cfg, &other);
-    p.wait_log("rejected", rejected(refused)).await;
-    assert_eq!(hsts(http).await, "max-age=31536000");
+    rejected_on_reload(&mut p, &cfg, http, &other, refused).await;
 
     let applies = file(core, "!e!int 8443", "max-age=5");
     let (code, out) = checked("applies.yaml", &applies);
@@ -371,15 +352,9 @@ async fn a_reload_to_a_huge_key_over_many_items_is_rejected_in_bounded_memory() 
         "a".repeat(128 << 10),
         with_headers(&hsts_set("max-age=0"))
     );
-    write(&cfg, &text);
-    let event = p
-        .wait_log("rejected", |v| {
-            v["message"] == "configuration rejected; the running configuration stays"
-        })
-        .await;
+    let error = reload_error(&mut p, &cfg, &text).await;
     let grown = peak_kib(p.pid()).saturating_sub(before);
     assert!(grown < 64 << 10, "the reload took {grown} KiB more");
-    let error = event["error"].as_str().unwrap();
     assert!(
         error.contains(
             "line 2: a key of 131072 bytes, more than the 256 a key may have: refused, its value not read"
@@ -403,13 +378,7 @@ async fn a_reload_names_an_unknown_key_escaped_or_withheld() {
         "\"evil\\e[2J\": 1\n\"-----BEGIN {label}-----\\nMIGHAgEAslow\\n-----END {label}-----\": 1\n{}",
         with_headers(&hsts_set("max-age=0"))
     );
-    write(&cfg, &text);
-    let event = p
-        .wait_log("rejected", |v| {
-            v["message"] == "configuration rejected; the running configuration stays"
-        })
-        .await;
-    let error = event["error"].as_str().unwrap();
+    let error = reload_error(&mut p, &cfg, &text).await;
     assert!(
         error.contains("line 1: evil\\u{1b}[2J: unknown key `evil\\u{1b}[2J`"),
         "{error}"
