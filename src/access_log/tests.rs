@@ -2,6 +2,7 @@
 
 use super::*;
 use std::io::BufRead;
+use std::path::{Path, PathBuf};
 
 fn refusal(n: u16) -> Line {
     Line::Refusal(RefusalLine {
@@ -17,6 +18,25 @@ fn refusal(n: u16) -> Line {
 
 /// The tests here configure the one access log: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// This test's turn at the one access log.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The access log configured to `path` in `format`.
+fn configure_to(path: &Path, format: LogFormat) {
+    let config = AccessLogConfig {
+        path: path.display().to_string(),
+        format,
+    };
+    configure(Some(&config)).unwrap();
+}
+
+/// Lines dropped and counted since the count was `before`.
+fn dropped_since(before: u64) -> u64 {
+    METRICS.access_log_dropped.get() - before
+}
 
 /// An access log to a FIFO nobody reads yet (a stalled log shipper);
 /// configuring must not wait for a reader.
@@ -41,6 +61,54 @@ fn stalled_fifo(dir: &tempfile::TempDir) -> std::path::PathBuf {
     fifo
 }
 
+/// A test's access log to a [`stalled_fifo`] in its own directory, taken
+/// in its turn, with what it started from: the `access-log` threads
+/// before it and the count of dropped lines once it was configured.
+struct Stalled {
+    _one: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    threads_before: usize,
+    fifo: PathBuf,
+    dropped_before: u64,
+}
+
+impl Stalled {
+    fn new() -> Self {
+        let one = one_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let threads_before = writer_threads();
+        let fifo = stalled_fifo(&dir);
+        Stalled {
+            _one: one,
+            dir,
+            threads_before,
+            fifo,
+            dropped_before: METRICS.access_log_dropped.get(),
+        }
+    }
+
+    /// Lines dropped and counted since it was configured.
+    fn dropped(&self) -> u64 {
+        dropped_since(self.dropped_before)
+    }
+
+    /// A reader of the FIFO, opened now.
+    fn reader(&self) -> std::io::BufReader<std::fs::File> {
+        std::io::BufReader::new(std::fs::File::open(&self.fifo).unwrap())
+    }
+
+    /// A reader opened, then `each` refusals: the writer opens and writes
+    /// until the pipe is full, and waits. The reader, and the first line
+    /// it read (the writer has written).
+    fn filled(&self, each: usize) -> (std::io::BufReader<std::fs::File>, String) {
+        let mut reader = self.reader();
+        (0..each).map(|i| refusal(i as u16)).for_each(submit);
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        (reader, first)
+    }
+}
+
 /// Every line `fifo` gets from now until the log is shut down.
 fn read_all(fifo: std::path::PathBuf) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
@@ -49,30 +117,33 @@ fn read_all(fifo: std::path::PathBuf) -> std::thread::JoinHandle<usize> {
     })
 }
 
+/// A reader comes to the stalled FIFO, and the log is shut down: the
+/// number of lines it read.
+fn read_after_shutdown(log: &Stalled) -> usize {
+    let reader = read_all(log.fifo.clone());
+    shutdown();
+    reader.join().unwrap()
+}
+
 /// A FIFO nobody reads (a stalled log shipper): configuring does not
 /// wait for a reader, submitting never blocks, what does not fit the
 /// queue is dropped and counted; once a reader comes, every queued line
 /// arrives, and shutdown writes them all before it returns.
 #[test]
 fn stalled_fifo_drops_and_counts_never_blocks() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = stalled_fifo(&dir);
-    let dropped_before = METRICS.access_log_dropped.get();
+    let log = Stalled::new();
     let extra = 25;
     for i in 0..QUEUE + extra {
         submit(refusal(i as u16));
     }
     // The writer holds at most one line outside the queue.
-    let dropped = METRICS.access_log_dropped.get() - dropped_before;
+    let dropped = log.dropped();
     assert!(
         (extra as u64 - 1..=extra as u64).contains(&dropped),
         "dropped {dropped}"
     );
     // A reader arrives: everything queued is written.
-    let reader = read_all(fifo);
-    shutdown();
-    let lines = reader.join().unwrap();
+    let lines = read_after_shutdown(&log);
     assert_eq!(lines as u64, (QUEUE + extra) as u64 - dropped);
     assert!(!enabled());
 }
@@ -83,14 +154,26 @@ fn stalled_fifo_drops_and_counts_never_blocks() {
 /// pod).
 #[test]
 fn shutdown_does_not_wait_forever_for_a_fifo_reader() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let _fifo = stalled_fifo(&dir);
+    let _log = Stalled::new();
     submit(refusal(1));
     crate::fsutil::test_support::within_bounded_time("shutdown", || {
         shutdown_within(Duration::from_millis(200))
     });
     assert!(!enabled());
+}
+
+/// Behind the stalled FIFO `log`, `sent` lines made by `line`, of which
+/// `fit` fit `QUEUE_BYTES`: the rest are dropped and counted (the writer
+/// may hold one line outside the queue), and a reader then gets every
+/// line not dropped.
+fn bounded_by_bytes(log: &Stalled, sent: usize, fit: usize, line: impl FnMut(usize) -> Line) {
+    (0..sent).map(line).for_each(submit);
+    let dropped = log.dropped();
+    assert!(
+        (sent - fit - 1..=sent - fit).contains(&(dropped as usize)),
+        "dropped {dropped} of {sent}, {fit} fit"
+    );
+    assert_eq!(read_after_shutdown(log), sent - dropped as usize);
 }
 
 /// Long request lines are bounded by bytes, not only by count: behind
@@ -99,27 +182,14 @@ fn shutdown_does_not_wait_forever_for_a_fifo_reader() {
 /// (a gigabyte) used to wait. Short lines still fill the line queue.
 #[test]
 fn long_lines_are_bounded_by_bytes() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = stalled_fifo(&dir);
-    let dropped_before = METRICS.access_log_dropped.get();
+    let log = Stalled::new();
     let long = |_| {
         let mut line = format::tests::line();
         line.path = format!("/{}", "p".repeat(64 * 1024 - 1)).into();
         Line::Request(Box::new(line))
     };
-    let sent = 1000;
-    (0..sent).map(long).for_each(submit);
-    let dropped = METRICS.access_log_dropped.get() - dropped_before;
     let fit = QUEUE_BYTES / (64 * 1024 + "api.example".len() + "curl \"8\"".len());
-    // The writer may hold one line outside the queue.
-    assert!(
-        (sent - fit - 1..=sent - fit).contains(&(dropped as usize)),
-        "dropped {dropped} of {sent}"
-    );
-    let reader = read_all(fifo);
-    shutdown();
-    assert_eq!(reader.join().unwrap(), sent - dropped as usize);
+    bounded_by_bytes(&log, 1000, fit, long);
 }
 
 /// Lines of clients with large certificates are bounded by bytes too:
@@ -130,10 +200,7 @@ fn long_lines_are_bounded_by_bytes() {
 /// its chain (here 60 KiB), which it used to pin too.
 #[test]
 fn lines_with_large_client_identities_are_bounded_by_bytes() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = stalled_fifo(&dir);
-    let dropped_before = METRICS.access_log_dropped.get();
+    let log = Stalled::new();
     let large = |i: usize| {
         let id = Arc::new(Identity {
             subject: format!("CN={i:04}{}", "x".repeat(64 * 1024)),
@@ -163,18 +230,7 @@ fn lines_with_large_client_identities_are_bounded_by_bytes() {
     // fingerprint, and the request's host, path and user agent.
     let each = "CN=0000".len() + 64 * 1024 + "spiffe://td/sa/0000".len() + 64;
     let each = each + "api.example".len() + "/v1/%22x%22".len() + "curl \"8\"".len();
-    let sent = 600;
-    (0..sent).map(large).for_each(submit);
-    let dropped = METRICS.access_log_dropped.get() - dropped_before;
-    let fit = QUEUE_BYTES / each;
-    // The writer may hold one line outside the queue.
-    assert!(
-        (sent - fit - 1..=sent - fit).contains(&(dropped as usize)),
-        "dropped {dropped} of {sent}, {fit} fit"
-    );
-    let reader = read_all(fifo);
-    shutdown();
-    assert_eq!(reader.join().unwrap(), sent - dropped as usize);
+    bounded_by_bytes(&log, 600, QUEUE_BYTES / each, large);
 }
 
 /// Wait, bounded, until `done` holds (the writer thread says nothing
@@ -192,18 +248,14 @@ fn until(what: &str, done: impl Fn() -> bool) {
 /// `BufWriter` whose failed flushes nobody looked at, and lost uncounted.
 #[test]
 fn lines_that_cannot_be_written_are_dropped_and_counted() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let before = METRICS.access_log_dropped.get();
-    let config = AccessLogConfig {
-        path: "/dev/full".into(),
-        format: LogFormat::Json,
-    };
-    configure(Some(&config)).unwrap();
+    configure_to(Path::new("/dev/full"), LogFormat::Json);
     let sent = 500;
     (0..sent).map(refusal).for_each(submit);
     // Shutdown returns when the writer has taken (and tried) them all.
     shutdown();
-    assert_eq!(METRICS.access_log_dropped.get() - before, sent as u64);
+    assert_eq!(dropped_since(before), sent as u64);
 }
 
 /// A FIFO whose reader left (`EPIPE`: a log shipper restarting): the
@@ -212,11 +264,9 @@ fn lines_that_cannot_be_written_are_dropped_and_counted() {
 /// counted.
 #[test]
 fn a_fifo_whose_reader_left_drops_and_counts_then_is_reopened() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = stalled_fifo(&dir);
+    let log = Stalled::new();
     // A first reader takes a line, and leaves.
-    let mut first = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let mut first = log.reader();
     submit(refusal(1));
     let mut line = String::new();
     first.read_line(&mut line).unwrap();
@@ -227,11 +277,11 @@ fn a_fifo_whose_reader_left_drops_and_counts_then_is_reopened() {
     let sent = 50;
     (0..sent).map(refusal).for_each(submit);
     until("the lines without a reader counted as dropped", || {
-        METRICS.access_log_dropped.get() - before == sent as u64
+        dropped_since(before) == sent as u64
     });
     // A reader again (the shipper restarted): lines arrive.
     let (got_tx, got) = std::sync::mpsc::channel();
-    let path = fifo.clone();
+    let path = log.fifo.clone();
     let reader = std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap();
         let mut n = 0;
@@ -259,7 +309,7 @@ fn a_fifo_whose_reader_left_drops_and_counts_then_is_reopened() {
     shutdown();
     let read = reader.join().unwrap();
     assert!(read >= 1);
-    let dropped = METRICS.access_log_dropped.get() - before;
+    let dropped = dropped_since(before);
     assert_eq!(read + dropped, submitted, "read {read}, dropped {dropped}");
 }
 
@@ -270,25 +320,23 @@ fn a_fifo_whose_reader_left_drops_and_counts_then_is_reopened() {
 /// reads nothing keeps it in the middle of it until the reopen is asked.
 #[test]
 fn reopen_is_done_while_the_queue_never_empties() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = stalled_fifo(&dir);
-    let dropped_before = METRICS.access_log_dropped.get();
+    let log = Stalled::new();
+    let fifo = &log.fifo;
     (0..QUEUE).map(|i| refusal(i as u16)).for_each(submit);
-    assert_eq!(METRICS.access_log_dropped.get(), dropped_before);
+    assert_eq!(log.dropped(), 0);
     // The writer opens, takes lines, and waits in a write once the
     // pipe is full: a line read means it is in the queue's middle.
-    let mut old = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let mut old = log.reader();
     let mut line = String::new();
     old.read_line(&mut line).unwrap();
     // logrotate: move it, then SIGUSR1.
-    std::fs::rename(&fifo, dir.path().join("access.fifo.1")).unwrap();
+    std::fs::rename(fifo, log.dir.path().join("access.fifo.1")).unwrap();
     reopen();
     // The moved FIFO gets what was written before; the writer closes
     // it when it reopens.
     let to_old = 1 + old.lines().count();
     shutdown();
-    let to_new = std::fs::read_to_string(&fifo).unwrap().lines().count();
+    let to_new = std::fs::read_to_string(fifo).unwrap().lines().count();
     assert_eq!(to_old + to_new, QUEUE, "{to_old} + {to_new}");
     assert!(to_new > 0, "every queued line went to the rotated file");
 }
@@ -318,27 +366,20 @@ fn until_polled(what: &str, done: impl Fn() -> bool) {
 /// coming hours later got those old lines first.
 #[test]
 fn a_writer_replaced_while_its_fifo_has_no_reader_ends() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let base = writer_threads();
-    let fifo = stalled_fifo(&dir);
-    let before = METRICS.access_log_dropped.get();
+    let log = Stalled::new();
+    let base = log.threads_before;
     (0..100).map(refusal).for_each(submit);
-    let combined = AccessLogConfig {
-        path: fifo.display().to_string(),
-        format: LogFormat::Combined,
-    };
-    configure(Some(&combined)).unwrap();
+    configure_to(&log.fifo, LogFormat::Combined);
     // The new writer waits for the old one to end before it starts
     // (one writer per FIFO at a time), so one thread alone proves
     // nothing: the old one's count of dropped lines does.
     until_polled("the replaced writer dropped its queue", || {
-        METRICS.access_log_dropped.get() - before >= 100
+        log.dropped() >= 100
     });
     until_polled("the replaced writer ended", || writer_threads() == base + 1);
-    assert_eq!(METRICS.access_log_dropped.get() - before, 100);
+    assert_eq!(log.dropped(), 100);
     // A reader now gets the new writer's lines, none of the old ones.
-    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let mut reader = log.reader();
     submit(refusal(7));
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
@@ -354,21 +395,10 @@ fn a_writer_replaced_while_its_fifo_has_no_reader_ends() {
 /// have a full pipe and a queue behind it before the reader reads on.
 #[test]
 fn a_format_change_on_a_fifo_hands_over_in_order() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = stalled_fifo(&dir);
-    let before = METRICS.access_log_dropped.get();
-    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let log = Stalled::new();
     let each = 4000;
-    (0..each).map(|i| refusal(i as u16)).for_each(submit);
-    // The writer opened and wrote: the pipe fills, and it waits.
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
-    let combined = AccessLogConfig {
-        path: fifo.display().to_string(),
-        format: LogFormat::Combined,
-    };
-    configure(Some(&combined)).unwrap();
+    let (reader, first) = log.filled(each);
+    configure_to(&log.fifo, LogFormat::Combined);
     (0..each).map(|i| refusal(i as u16)).for_each(submit);
     let rest = std::thread::spawn(move || {
         let lines: Vec<String> = reader.lines().map(Result::unwrap).collect();
@@ -381,8 +411,7 @@ fn a_format_change_on_a_fifo_hands_over_in_order() {
     // The reader never saw an end of file at the hand-over (the new
     // writer opened the FIFO before the old one closed it): it read
     // every line, none was dropped.
-    let dropped = METRICS.access_log_dropped.get() - before;
-    assert_eq!((lines.len() as u64, dropped), (2 * each as u64, 0));
+    assert_eq!((lines.len() as u64, log.dropped()), (2 * each as u64, 0));
 }
 
 /// Every line whole, the JSON ones (the old writer's) all before the
@@ -423,30 +452,18 @@ fn read_rest(reader: impl BufRead + Send + 'static) -> impl FnOnce() -> Vec<Stri
 /// spliced mid-line in the pipe.
 #[test]
 fn an_access_log_removed_then_restored_on_a_fifo_hands_over_in_order() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = stalled_fifo(&dir);
-    let before = METRICS.access_log_dropped.get();
-    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let log = Stalled::new();
     let each = 4000;
-    (0..each).map(|i| refusal(i as u16)).for_each(submit);
-    // The writer opened and wrote: the pipe fills, and it waits.
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
+    let (reader, first) = log.filled(each);
     configure(None).unwrap();
-    let combined = AccessLogConfig {
-        path: fifo.display().to_string(),
-        format: LogFormat::Combined,
-    };
-    configure(Some(&combined)).unwrap();
+    configure_to(&log.fifo, LogFormat::Combined);
     (0..each).map(|i| refusal(i as u16)).for_each(submit);
     let rest = read_rest(reader);
     shutdown();
     let mut lines = vec![first.trim_end().to_owned()];
     lines.extend(rest());
     assert_json_then_combined(&lines);
-    let dropped = METRICS.access_log_dropped.get() - before;
-    assert_eq!((lines.len() as u64, dropped), (2 * each as u64, 0));
+    assert_eq!((lines.len() as u64, log.dropped()), (2 * each as u64, 0));
 }
 
 /// SIGTERM soon after a reload moved the access log to another path:
@@ -456,23 +473,12 @@ fn an_access_log_removed_then_restored_on_a_fifo_hands_over_in_order() {
 /// process, not even counted as dropped.
 #[test]
 fn shutdown_after_a_path_change_waits_for_the_old_writer() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let base = writer_threads();
-    let fifo = stalled_fifo(&dir);
-    let before = METRICS.access_log_dropped.get();
-    let mut reader = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+    let log = Stalled::new();
+    let base = log.threads_before;
     let each = 4000;
-    (0..each).map(|i| refusal(i as u16)).for_each(submit);
-    // The writer opened and wrote: the pipe fills, and it waits.
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
-    let file = dir.path().join("access.log");
-    let moved = AccessLogConfig {
-        path: file.display().to_string(),
-        format: LogFormat::Json,
-    };
-    configure(Some(&moved)).unwrap();
+    let (reader, first) = log.filled(each);
+    let file = log.dir.path().join("access.log");
+    configure_to(&file, LogFormat::Json);
     (0..each).map(|i| refusal(i as u16)).for_each(submit);
     // The FIFO's reader reads on only once shutdown has ended the new
     // writer: the old one then still holds nearly all its lines.
@@ -494,9 +500,8 @@ fn shutdown_after_a_path_change_waits_for_the_old_writer() {
     let mut old = vec![first.trim_end().to_owned()];
     old.extend(rest());
     let new = std::fs::read_to_string(&file).unwrap();
-    let dropped = METRICS.access_log_dropped.get() - before;
     assert_eq!(
-        (old.len(), new.lines().count(), dropped),
+        (old.len(), new.lines().count(), log.dropped()),
         (each, each, 0),
         "lines in the old FIFO, in the new file, dropped"
     );
@@ -520,7 +525,7 @@ impl<R: std::io::Read> std::io::Read for GatedRead<R> {
 /// A refusal line held back only by a full rate limit counts as dropped.
 #[test]
 fn refusals_past_a_full_rate_limit_are_counted() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let limit = RateLimit::new(Duration::from_secs(60));
     let full = (0..).take_while(|i| limit.first_in_window(format!("k{i}")));
     assert_eq!(full.count(), 10_000);
