@@ -81,6 +81,68 @@ async fn none_to_a(w: &World, n: usize, when: &str) {
     }
 }
 
+/// `settings` lines with passive health ejecting an endpoint for an hour
+/// after `consecutive_failures` in a row (off where 0), and no retries.
+fn passive(consecutive_failures: usize) -> String {
+    let eject_for = if consecutive_failures == 0 {
+        ""
+    } else {
+        ", eject_for: 1h"
+    };
+    format!(
+        "    health: {{ passive: {{ consecutive_failures: {consecutive_failures}{eject_for} }} }}\n    retries: {{ attempts: 0 }}\n"
+    )
+}
+
+/// How many of `n` GETs on one kept-open connection podA answered, with
+/// its `503`.
+async fn answered_by_a(w: &World, n: usize) -> usize {
+    let mut send = client(w).await;
+    let mut a_answered = 0;
+    for _ in 0..n {
+        a_answered += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
+    }
+    a_answered
+}
+
+/// podA (at `a`) ejected: logged, and in the gauge.
+async fn a_ejected(w: &mut World, a: std::net::SocketAddr) {
+    let ejected = w
+        .proxy
+        .wait_log("A ejected", |v| {
+            v["message"] == "upstream endpoint ejected" && v["upstream"] == "app"
+        })
+        .await;
+    assert_eq!(ejected["endpoint"], a.to_string());
+    wait_gauge(w, "ejected", 1).await;
+}
+
+/// With passive health just on at `consecutive_failures: 3`, podA (at
+/// `a`) keeps its share for three rounds of two requests (its failures
+/// `since` it came on are 0, 1 and 2 before them), so one of each pair is
+/// its `503`; its third failure ejects it, and it gets no more requests.
+async fn a_in_service_for_three_failures(w: &mut World, a: std::net::SocketAddr, since: &str) {
+    let mut send = client(w).await;
+    for round in 1..=3 {
+        let mut a_answered = 0;
+        for _ in 0..2 {
+            let (status, pod) = get_pod(&mut send, "/").await;
+            if pod.as_deref() == Some("podA") {
+                assert_eq!(status, 503);
+                a_answered += 1;
+            }
+        }
+        assert_eq!(
+            a_answered,
+            1,
+            "round {round}: A, with {} failures since passive health {since}, is in service",
+            round - 1
+        );
+    }
+    a_ejected(w, a).await;
+    none_to_a(w, 6, "after three failures in a row").await;
+}
+
 /// A ejected by passive health (an hour); then the operator adds server C,
 /// and later changes `read_timeout`. Each edit replaces the upstream, and
 /// its new endpoints used to start healthy: A was back in rotation at once
@@ -90,8 +152,8 @@ async fn none_to_a(w: &World, n: usize, when: &str) {
 /// keeps an address keeps its health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_keeps_an_ejected_endpoint_out() {
-    let health = "    health: { passive: { consecutive_failures: 2, eject_for: 1h } }\n    retries: { attempts: 0 }\n";
-    let mut w = a_failing_beside_b(health).await;
+    let health = passive(2);
+    let mut w = a_failing_beside_b(&health).await;
     let [a, b, c] = [0, 1, 2].map(|i| w.pods[i].addr);
     // Round robin over A and B: A's second failure is the third request.
     let mut send = client(&w).await;
@@ -107,17 +169,10 @@ async fn an_edit_keeps_an_ejected_endpoint_out() {
         2,
         "{answers:?}"
     );
-    let ejected = w
-        .proxy
-        .wait_log("A ejected", |v| {
-            v["message"] == "upstream endpoint ejected" && v["upstream"] == "app"
-        })
-        .await;
-    assert_eq!(ejected["endpoint"], a.to_string());
-    wait_gauge(&w, "ejected", 1).await;
+    a_ejected(&mut w, a).await;
 
     // The operator adds server C.
-    edit(&mut w, &app(&[a, b, c], health), 1).await;
+    edit(&mut w, &app(&[a, b, c], &health), 1).await;
     let m = metrics(&w).await;
     assert_has(&m, &endpoints("ejected", 1));
     assert_has(&m, &endpoints("healthy", 2));
@@ -139,15 +194,9 @@ async fn an_edit_keeps_an_ejected_endpoint_out() {
     );
 
     // Passive health turned off: nothing keeps A out any more.
-    let off =
-        "    health: { passive: { consecutive_failures: 0 } }\n    retries: { attempts: 0 }\n";
-    edit(&mut w, &app(&[a, b, c], off), 3).await;
+    edit(&mut w, &app(&[a, b, c], &passive(0)), 3).await;
     assert_has(&metrics(&w).await, &endpoints("healthy", 3));
-    let mut send = client(&w).await;
-    let mut a_answered = 0;
-    for _ in 0..3 {
-        a_answered += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
-    }
+    let a_answered = answered_by_a(&w, 3).await;
     assert_eq!(a_answered, 1, "round robin over three, passive health off");
 }
 
@@ -182,15 +231,9 @@ async fn an_edit_keeps_an_unhealthy_endpoint_out() {
     assert_has(&m, &endpoints("healthy", 2));
     none_to_a(&w, 12, "after C was added").await;
 
-    let off =
-        "    health: { passive: { consecutive_failures: 0 } }\n    retries: { attempts: 0 }\n";
-    edit(&mut w, &app(&[a, b, c], off), 2).await;
+    edit(&mut w, &app(&[a, b, c], &passive(0)), 2).await;
     assert_has(&metrics(&w).await, &endpoints("healthy", 3));
-    let mut send = client(&w).await;
-    let mut a_answered = 0;
-    for _ in 0..3 {
-        a_answered += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
-    }
+    let a_answered = answered_by_a(&w, 3).await;
     assert_eq!(
         a_answered, 1,
         "round robin over three, active checks removed"
@@ -205,50 +248,15 @@ async fn an_edit_keeps_an_unhealthy_endpoint_out() {
 /// times in a row under the new setting, and only then is it ejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turning_passive_health_on_counts_failures_from_then() {
-    let off =
-        "    health: { passive: { consecutive_failures: 0 } }\n    retries: { attempts: 0 }\n";
-    let mut w = a_failing_beside_b(off).await;
+    let mut w = a_failing_beside_b(&passive(0)).await;
     let [a, b] = [0, 1].map(|i| w.pods[i].addr);
     // Round robin over A and B, both in service: A answers every other.
-    let mut send = client(&w).await;
-    let mut failed = 0;
-    for _ in 0..8 {
-        failed += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
-    }
+    let failed = answered_by_a(&w, 8).await;
     assert_eq!(failed, 4, "passive health off: A keeps its share");
 
-    let on = "    health: { passive: { consecutive_failures: 3, eject_for: 1h } }\n    retries: { attempts: 0 }\n";
-    edit(&mut w, &app(&[a, b], on), 1).await;
+    edit(&mut w, &app(&[a, b], &passive(3)), 1).await;
     assert_has(&metrics(&w).await, &endpoints("healthy", 2));
-    // Three rounds of two requests: A in service for each (its failures
-    // under the new setting are 0, 1 and 2 before them), so one of each
-    // pair is A's `503`; its third failure ejects it.
-    let mut send = client(&w).await;
-    for round in 1..=3 {
-        let mut a_answered = 0;
-        for _ in 0..2 {
-            let (status, pod) = get_pod(&mut send, "/").await;
-            if pod.as_deref() == Some("podA") {
-                assert_eq!(status, 503);
-                a_answered += 1;
-            }
-        }
-        assert_eq!(
-            a_answered,
-            1,
-            "round {round}: A, with {} failures since passive health came on, is in service",
-            round - 1
-        );
-    }
-    let ejected = w
-        .proxy
-        .wait_log("A ejected", |v| {
-            v["message"] == "upstream endpoint ejected" && v["upstream"] == "app"
-        })
-        .await;
-    assert_eq!(ejected["endpoint"], a.to_string());
-    wait_gauge(&w, "ejected", 1).await;
-    none_to_a(&w, 6, "after three failures in a row").await;
+    a_in_service_for_three_failures(&mut w, a, "came on").await;
 }
 
 /// A fails four times under `consecutive_failures: 5` (one short of an
@@ -260,54 +268,17 @@ async fn turning_passive_health_on_counts_failures_from_then() {
 /// has failed three times in a row under the new setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_before_passive_health_went_off_do_not_count_once_it_is_on() {
-    let five = "    health: { passive: { consecutive_failures: 5, eject_for: 1h } }\n    retries: { attempts: 0 }\n";
-    let mut w = a_failing_beside_b(five).await;
+    let mut w = a_failing_beside_b(&passive(5)).await;
     let [a, b] = [0, 1].map(|i| w.pods[i].addr);
-    let mut send = client(&w).await;
-    let mut failed = 0;
-    for _ in 0..8 {
-        failed += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
-    }
+    let failed = answered_by_a(&w, 8).await;
     assert_eq!(failed, 4, "A's share, four failures in a row");
     assert_has(&metrics(&w).await, &endpoints("healthy", 2));
 
-    let off =
-        "    health: { passive: { consecutive_failures: 0 } }\n    retries: { attempts: 0 }\n";
-    edit(&mut w, &app(&[a, b], off), 1).await;
-    let mut send = client(&w).await;
-    let mut failed = 0;
-    for _ in 0..4 {
-        failed += usize::from(get_pod(&mut send, "/").await == (503, Some("podA".into())));
-    }
+    edit(&mut w, &app(&[a, b], &passive(0)), 1).await;
+    let failed = answered_by_a(&w, 4).await;
     assert_eq!(failed, 2, "passive health off: A keeps its share");
 
-    let three = "    health: { passive: { consecutive_failures: 3, eject_for: 1h } }\n    retries: { attempts: 0 }\n";
-    edit(&mut w, &app(&[a, b], three), 2).await;
+    edit(&mut w, &app(&[a, b], &passive(3)), 2).await;
     assert_has(&metrics(&w).await, &endpoints("healthy", 2));
-    let mut send = client(&w).await;
-    for round in 1..=3 {
-        let mut a_answered = 0;
-        for _ in 0..2 {
-            let (status, pod) = get_pod(&mut send, "/").await;
-            if pod.as_deref() == Some("podA") {
-                assert_eq!(status, 503);
-                a_answered += 1;
-            }
-        }
-        assert_eq!(
-            a_answered,
-            1,
-            "round {round}: A, with {} failures since passive health came back on, is in service",
-            round - 1
-        );
-    }
-    let ejected = w
-        .proxy
-        .wait_log("A ejected", |v| {
-            v["message"] == "upstream endpoint ejected" && v["upstream"] == "app"
-        })
-        .await;
-    assert_eq!(ejected["endpoint"], a.to_string());
-    wait_gauge(&w, "ejected", 1).await;
-    none_to_a(&w, 6, "after three failures in a row").await;
+    a_in_service_for_three_failures(&mut w, a, "came back on").await;
 }
