@@ -6,21 +6,72 @@ use crate::common::*;
 use crate::support::writers::{Certbot, Kubelet, cp_in_place, mv_over, slow_write};
 use crate::support::*;
 
+/// A proxy serving `good`, a pair for localhost, from a kubelet Secret
+/// (`secret/`) of the scene.
+struct SecretServed {
+    _s: Scene,
+    ca: TestCa,
+    kube: Kubelet,
+    good: TestPair,
+    p: Proxy,
+    addr: std::net::SocketAddr,
+}
+
+impl SecretServed {
+    async fn start() -> Self {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        let (kube, good) = localhost_secret(&s, &ca);
+        let (p, addr) =
+            serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", ""))).await;
+        assert_serves(addr, "localhost", &ca.cert_pem, &good.fingerprint).await;
+        SecretServed {
+            _s: s,
+            ca,
+            kube,
+            good,
+            p,
+            addr,
+        }
+    }
+
+    /// `pair` (`kind`: what its extendedKeyUsage holds alone) written to
+    /// the Secret is refused at once, naming the file and serverAuth, and
+    /// the good pair is still served (else `described` replaced it).
+    async fn refuses_as_not_for_a_server(&mut self, pair: &TestPair, kind: &str, described: &str) {
+        write_secret(&self.kube, pair);
+        let line = self
+            .p
+            .wait_log(&format!("the {kind}-only certificate refused"), |v| {
+                v["message"] == "certificate reload failed; keeping the previous material"
+            })
+            .await;
+        let error = line["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("tls.crt") && error.contains("serverAuth"),
+            "the refusal names neither the file nor serverAuth: {line}"
+        );
+        assert_eq!(
+            served_leaf(self.addr, "localhost", &self.ca.cert_pem)
+                .await
+                .unwrap(),
+            self.good.fingerprint,
+            "{described} replaced good material"
+        );
+    }
+}
+
 /// A kubelet Secret update (both orderings) is served on the next handshake.
 #[tokio::test]
 async fn kubelet_secret_swap() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let (kube, first) = localhost_secret(&s, &ca);
-    let (_p, addr) = serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", ""))).await;
-    assert_serves(addr, "localhost", &ca.cert_pem, &first.fingerprint).await;
+    let SecretServed { ca, kube, addr, .. } = &SecretServed::start().await;
     for legacy in [false, true, false] {
         let next = ca.server_pair(&["localhost"]);
         kube.write(
             &[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)],
             legacy,
         );
-        until_served(addr, "localhost", &ca.cert_pem, &next.fingerprint).await;
+        until_served(*addr, "localhost", &ca.cert_pem, &next.fingerprint).await;
     }
 }
 
@@ -159,33 +210,13 @@ async fn bad_material_never_wins() {
 /// and a good pair written after it is served.
 #[tokio::test]
 async fn a_certificate_not_for_a_server_never_wins() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let kube = Kubelet::new(&s.path("secret"));
-    let good = ca.server_pair(&["localhost"]);
-    write_secret(&kube, &good);
-    let (mut p, addr) =
-        serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", ""))).await;
-    assert_serves(addr, "localhost", &ca.cert_pem, &good.fingerprint).await;
-    write_secret(&kube, &ca.client_auth_pair_for(&["localhost"]));
-    let line = p
-        .wait_log("the clientAuth-only certificate refused", |v| {
-            v["message"] == "certificate reload failed; keeping the previous material"
-        })
+    let mut e = SecretServed::start().await;
+    let client_auth = e.ca.client_auth_pair_for(&["localhost"]);
+    e.refuses_as_not_for_a_server(&client_auth, "clientAuth", "a certificate not for a server")
         .await;
-    let error = line["error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains("tls.crt") && error.contains("serverAuth"),
-        "the refusal names neither the file nor serverAuth: {line}"
-    );
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        good.fingerprint,
-        "a certificate not for a server replaced good material"
-    );
-    let fresh = ca.server_pair(&["localhost"]);
-    write_secret(&kube, &fresh);
-    until_served(addr, "localhost", &ca.cert_pem, &fresh.fingerprint).await;
+    let fresh = e.ca.server_pair(&["localhost"]);
+    write_secret(&e.kube, &fresh);
+    until_served(e.addr, "localhost", &e.ca.cert_pem, &fresh.fingerprint).await;
 }
 
 /// A new pair whose certificate's extendedKeyUsage holds
@@ -195,30 +226,11 @@ async fn a_certificate_not_for_a_server_never_wins() {
 /// file and serverAuth.
 #[tokio::test]
 async fn a_certificate_for_any_purpose_alone_never_wins() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let kube = Kubelet::new(&s.path("secret"));
-    let good = ca.server_pair(&["localhost"]);
-    write_secret(&kube, &good);
-    let (mut p, addr) =
-        serve(&s.config(&base_config("secret/tls.crt", "secret/tls.key", ""))).await;
-    assert_serves(addr, "localhost", &ca.cert_pem, &good.fingerprint).await;
-    write_secret(&kube, &ca.any_purpose_pair_for(&["localhost"]));
-    let line = p
-        .wait_log("the anyExtendedKeyUsage-only certificate refused", |v| {
-            v["message"] == "certificate reload failed; keeping the previous material"
-        })
+    let mut e = SecretServed::start().await;
+    let any_purpose = e.ca.any_purpose_pair_for(&["localhost"]);
+    let described = "a certificate for any purpose alone";
+    e.refuses_as_not_for_a_server(&any_purpose, "anyExtendedKeyUsage", described)
         .await;
-    let error = line["error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains("tls.crt") && error.contains("serverAuth"),
-        "the refusal names neither the file nor serverAuth: {line}"
-    );
-    assert_eq!(
-        served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
-        good.fingerprint,
-        "a certificate for any purpose alone replaced good material"
-    );
 }
 
 /// A pair moved over while something touches the certificate without
@@ -452,6 +464,31 @@ fn mv_garbage_over(path: &std::path::Path) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The count of `edge`'s failed reloads.
+const FAILURES: &str = r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#;
+
+/// A proxy serving `good`, a pair for localhost, as entry `edge` (watched
+/// with `settle_timeout`), with its admin API: the scene, the CA, `good`,
+/// and the proxy with its listener's and its admin API's addresses.
+async fn edge_with_admin(
+    settle_timeout: &str,
+) -> (
+    Scene,
+    TestCa,
+    TestPair,
+    (Proxy, std::net::SocketAddr, std::net::SocketAddr),
+) {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let good = ca.server_pair(&["localhost"]);
+    s.pair("edge", &good);
+    let watch =
+        format!("{{ debounce: 50ms, poll_interval: 300ms, settle_timeout: {settle_timeout} }}");
+    let cfg = s.admin_config(&watch, "[]", "edge", "");
+    let proxy = start_with_admin(&cfg).await;
+    (s, ca, good, proxy)
+}
+
 /// One garbage certificate moved over the served one is one failure in
 /// `hotproxy_cert_reloads_total{result="failure"}`, however often its
 /// back-off retries fail the same way with nothing written: each retry
@@ -461,19 +498,8 @@ fn mv_garbage_over(path: &std::path::Path) {
 /// the next write, even of the same bytes, counts again.
 #[tokio::test]
 async fn a_bad_write_counts_one_failure_over_its_retries() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let good = ca.server_pair(&["localhost"]);
-    s.pair("edge", &good);
-    let cfg = s.admin_config(
-        "{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }",
-        "[]",
-        "edge",
-        "",
-    );
-    let (_p, addr, api) = start_with_admin(&cfg).await;
-    let failures = r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#;
-    assert_eq!(metric(api, failures).await.unwrap_or(0.0), 0.0);
+    let (s, ca, good, (_p, addr, api)) = edge_with_admin("2s").await;
+    assert_eq!(metric(api, FAILURES).await.unwrap_or(0.0), 0.0);
 
     mv_garbage_over(&s.path("edge.crt"));
     wait_until(WAIT, "the garbage refused", || async {
@@ -496,7 +522,7 @@ async fn a_bad_write_counts_one_failure_over_its_retries() {
         seen = edge_reload(api).await["time_unix"].as_i64().unwrap();
     }
     assert_eq!(
-        metric(api, failures).await,
+        metric(api, FAILURES).await,
         Some(1.0),
         "one bad write, counted once"
     );
@@ -508,7 +534,7 @@ async fn a_bad_write_counts_one_failure_over_its_retries() {
     // the same: counted.
     mv_garbage_over(&s.path("edge.crt"));
     wait_until(WAIT, "the second bad write counted", || async {
-        metric(api, failures).await == Some(2.0)
+        metric(api, FAILURES).await == Some(2.0)
     })
     .await;
 }
@@ -534,18 +560,7 @@ async fn edge_reload_is(api: std::net::SocketAddr, result: &str, what: &str) -> 
 /// counter and the log said nothing of the second bad write.
 #[tokio::test]
 async fn a_bad_write_waited_on_counts_though_it_fails_as_the_last() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let good = ca.server_pair(&["localhost"]);
-    s.pair("edge", &good);
-    let cfg = s.admin_config(
-        "{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 3s }",
-        "[]",
-        "edge",
-        "",
-    );
-    let (p, addr, api) = start_with_admin(&cfg).await;
-    let failures = r#"hotproxy_cert_reloads_total{entry="edge",result="failure"}"#;
+    let (s, ca, good, (p, addr, api)) = edge_with_admin("3s").await;
     let key = s.path("edge.key");
     const MISMATCH: &str = "does not match";
 
@@ -556,7 +571,7 @@ async fn a_bad_write_waited_on_counts_though_it_fails_as_the_last() {
     })
     .await;
     assert_eq!(
-        metric(api, failures).await,
+        metric(api, FAILURES).await,
         Some(1.0),
         "the first bad write"
     );
@@ -589,7 +604,7 @@ async fn a_bad_write_waited_on_counts_though_it_fails_as_the_last() {
         "the missing key failed: {warned:?}"
     );
     assert_eq!(
-        metric(api, failures).await,
+        metric(api, FAILURES).await,
         Some(2.0),
         "the second bad write counted"
     );
