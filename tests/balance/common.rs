@@ -236,6 +236,18 @@ pub async fn logged_so_far(w: &mut World) -> Vec<String> {
     w.proxy.logs()
 }
 
+/// Wait (`what`, in a timeout) until an endpoint of `upstream` is logged
+/// as ejected: `endpoint`.
+pub async fn logged_ejected(w: &mut World, what: &str, upstream: &str, endpoint: SocketAddr) {
+    let ejected = w
+        .proxy
+        .wait_log(what, |v| {
+            v["message"] == "upstream endpoint ejected" && v["upstream"] == upstream
+        })
+        .await;
+    assert_eq!(ejected["endpoint"], endpoint.to_string());
+}
+
 /// `m` (the metrics text) holds `want`.
 pub fn assert_has(m: &str, want: &str) {
     assert!(m.contains(want), "{want} missing:\n{m}");

@@ -107,13 +107,7 @@ async fn answered_by_a(w: &World, n: usize) -> usize {
 
 /// podA (at `a`) ejected: logged, and in the gauge.
 async fn a_ejected(w: &mut World, a: std::net::SocketAddr) {
-    let ejected = w
-        .proxy
-        .wait_log("A ejected", |v| {
-            v["message"] == "upstream endpoint ejected" && v["upstream"] == "app"
-        })
-        .await;
-    assert_eq!(ejected["endpoint"], a.to_string());
+    logged_ejected(w, "A ejected", "app", a).await;
     wait_gauge(w, "ejected", 1).await;
 }
 

@@ -51,13 +51,7 @@ async fn killed_endpoint_ejected_retried_and_readmitted() {
         assert_eq!(status, 200, "request {i} failed after the kill");
         assert!(pod.is_some(), "request {i} answered by no pod");
     }
-    let ejected = w
-        .proxy
-        .wait_log("ejection", |v| {
-            v["message"] == "upstream endpoint ejected" && v["upstream"] == "rr"
-        })
-        .await;
-    assert_eq!(ejected["endpoint"], dead.to_string());
+    logged_ejected(&mut w, "ejection", "rr", dead).await;
     let m = metrics(&w).await;
     assert_has(&m, "hotproxy_upstream_retries_total{upstream=\"rr\"}");
 
@@ -163,13 +157,7 @@ async fn ejection_runs_out_without_requests() {
     for i in 0..3 {
         assert_eq!(get_pod(&mut send, "/rr").await.0, 200, "request {i}");
     }
-    let ejected = w
-        .proxy
-        .wait_log("ejection", |v| {
-            v["message"] == "upstream endpoint ejected" && v["upstream"] == "rr"
-        })
-        .await;
-    assert_eq!(ejected["endpoint"], dead.to_string());
+    logged_ejected(&mut w, "ejection", "rr", dead).await;
     // No request from here on.
     let back = w
         .proxy
