@@ -420,9 +420,7 @@ async fn a_listener_on_the_running_admin_address_is_refused() {
             admin_at("127.0.0.2:0")
         ),
     );
-    let bad = s.path("moved.yaml");
-    write(&bad, &moved);
-    let (code, out) = check(&bad);
+    let (code, out) = check(&s, "moved.yaml", &moved);
     assert_eq!(code, 0, "{out}");
 
     write(&cfg, &moved);
