@@ -299,18 +299,9 @@ async fn wait_metric(admin_addr: std::net::SocketAddr, series: &str, want: f64) 
     .await;
 }
 
-/// The README's name-mismatch row: a TLS 1.3 client that refuses the name
-/// after the handshake shows as a successful handshake, an SNI that got
-/// the default certificate (counted and logged with the name), and a
-/// connection closed before its first request. A client that asks for a
-/// name the listener has, and sends a request, moves neither counter.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_name_mismatch_shows_as_sni_default_and_a_close_before_any_request() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    let config = scene.config(
-        r#"
+/// Listener `public` serving a.example.com for an upstream that is down,
+/// and the admin API.
+const PUBLIC: &str = r#"
 admin: { bind: "127.0.0.1:0" }
 listeners:
   - name: public
@@ -323,20 +314,61 @@ listeners:
 upstreams:
   - name: nowhere
     servers: [http://127.0.0.1:9]
-    connect_timeout: 1s
-"#,
-    );
+"#;
+
+const SNI_DEFAULT: &str = r#"hotproxy_tls_sni_default_total{listener="public"}"#;
+const CLOSED_BEFORE_REQUEST: &str =
+    r#"hotproxy_connections_closed_before_request_total{listener="public"}"#;
+const HANDSHAKES_OK: &str = r#"hotproxy_tls_handshakes_total{listener="public",result="success"}"#;
+
+/// The proxy running a configuration of [`PUBLIC`]'s listener, its edge
+/// CA (a.example.com's issuer), and the listener's and admin API's addresses.
+struct Public {
+    _scene: Scene,
+    config: std::path::PathBuf,
+    ca: TestCa,
+    p: Proxy,
+    addr: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
+}
+
+/// [`Public`] with the configuration `text`.
+async fn public(text: &str) -> Public {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["a.example.com"]));
+    let config = scene.config(text);
     let mut p = Proxy::start(&config);
     let addr = p.listener_addr("public").await;
     let admin_addr = p.admin_addr().await;
+    Public {
+        _scene: scene,
+        config,
+        ca,
+        p,
+        addr,
+        admin_addr,
+    }
+}
+
+/// The README's name-mismatch row: a TLS 1.3 client that refuses the name
+/// after the handshake shows as a successful handshake, an SNI that got
+/// the default certificate (counted and logged with the name), and a
+/// connection closed before its first request. A client that asks for a
+/// name the listener has, and sends a request, moves neither counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_mismatch_shows_as_sni_default_and_a_close_before_any_request() {
+    let mut w = public(&format!("{PUBLIC}    connect_timeout: 1s\n")).await;
 
     // A good client first: it asks, so it is neither an SNI miss nor an early close.
-    let reply = get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+    let reply = get_h1(w.addr, "a.example.com", &w.ca.cert_pem)
+        .await
+        .unwrap();
     assert!(reply.status >= 400, "an answer (the upstream is down)");
 
     // curl https://wrong.example.com: handshake done, then the name is
     // judged wrong and the connection closed without a request.
-    let tls = connect(addr, "wrong.example.com", checks_name_later())
+    let tls = connect(w.addr, "wrong.example.com", checks_name_later())
         .await
         .expect("the server completes its side of the handshake");
     assert_eq!(
@@ -345,27 +377,16 @@ upstreams:
     );
     drop(tls);
 
-    wait_metric(
-        admin_addr,
-        r#"hotproxy_connections_closed_before_request_total{listener="public"}"#,
-        1.0,
-    )
-    .await;
-    wait_metric(
-        admin_addr,
-        r#"hotproxy_tls_sni_default_total{listener="public"}"#,
-        1.0,
-    )
-    .await;
     // What the server cannot see: the refusal itself. Both handshakes succeeded.
-    wait_metric(
-        admin_addr,
-        r#"hotproxy_tls_handshakes_total{listener="public",result="success"}"#,
-        2.0,
-    )
-    .await;
-    let line = p
-        .wait_log("SNI miss logged", |v| {
+    for (series, want) in [
+        (CLOSED_BEFORE_REQUEST, 1.0),
+        (SNI_DEFAULT, 1.0),
+        (HANDSHAKES_OK, 2.0),
+    ] {
+        wait_metric(w.admin_addr, series, want).await;
+    }
+    let line =
+        w.p.wait_log("SNI miss logged", |v| {
             v["message"] == "SNI matched no certificate; served the listener's default certificate"
         })
         .await;
@@ -386,32 +407,11 @@ upstreams:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_retry_is_one_sni_miss() {
     use rustls::crypto::aws_lc_rs::kx_group;
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    let config = scene.config(
-        r#"
-admin: { bind: "127.0.0.1:0" }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - { cert_file: a.crt, key_file: a.key }
-    routes:
-      - { path_prefix: /, upstream: nowhere }
-upstreams:
-  - name: nowhere
-    servers: [http://127.0.0.1:9]
-"#,
-    );
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
-    let admin_addr = p.admin_addr().await;
+    let w = public(PUBLIC).await;
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![kx_group::MLKEM1024, kx_group::SECP384R1];
     let tls = connect(
-        addr,
+        w.addr,
         "wrong.example.com",
         checks_name_later_with(provider, None),
     )
@@ -425,18 +425,9 @@ upstreams:
     );
     drop(tls);
     // Counted when the server's side is done, after both ClientHellos.
-    wait_metric(
-        admin_addr,
-        r#"hotproxy_tls_handshakes_total{listener="public",result="success"}"#,
-        1.0,
-    )
-    .await;
+    wait_metric(w.admin_addr, HANDSHAKES_OK, 1.0).await;
     assert_eq!(
-        metric(
-            admin_addr,
-            r#"hotproxy_tls_sni_default_total{listener="public"}"#
-        )
-        .await,
+        metric(w.admin_addr, SNI_DEFAULT).await,
         Some(1.0),
         "one handshake, one SNI miss"
     );
@@ -450,29 +441,10 @@ upstreams:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renamed_listener_takes_its_series_out_of_metrics() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["a.example.com"]));
-    let text = r#"
-admin: { bind: "127.0.0.1:0" }
-watch: { debounce: 50ms, poll_interval: 300ms }
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - { cert_file: a.crt, key_file: a.key }
-    routes:
-      - { path_prefix: /, upstream: nowhere }
-upstreams:
-  - name: nowhere
-    servers: [http://127.0.0.1:9]
-"#;
-    let config = scene.config(text);
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
-    let admin_addr = p.admin_addr().await;
-    get_h1(addr, "a.example.com", &ca.cert_pem).await.unwrap();
+    let text = format!("watch: {{ debounce: 50ms, poll_interval: 300ms }}{PUBLIC}");
+    let mut w = public(&text).await;
+    let (addr, admin_addr) = (w.addr, w.admin_addr);
+    get_h1(addr, "a.example.com", &w.ca.cert_pem).await.unwrap();
     drop(connect(addr, "wrong.example.com", checks_name_later()).await);
     let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
     plain.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -480,15 +452,9 @@ upstreams:
     assert!(plain.read(&mut [0; 16]).await.unwrap() > 0);
     drop(plain);
     for (series, want) in [
-        (r#"hotproxy_tls_sni_default_total{listener="public"}"#, 1.0),
-        (
-            r#"hotproxy_connections_closed_before_request_total{listener="public"}"#,
-            1.0,
-        ),
-        (
-            r#"hotproxy_tls_handshakes_total{listener="public",result="success"}"#,
-            2.0,
-        ),
+        (SNI_DEFAULT, 1.0),
+        (CLOSED_BEFORE_REQUEST, 1.0),
+        (HANDSHAKES_OK, 2.0),
         (
             r#"hotproxy_tls_handshakes_total{listener="public",result="plain_http"}"#,
             1.0,
@@ -497,8 +463,8 @@ upstreams:
     ] {
         wait_metric(admin_addr, series, want).await;
     }
-    write(&config, &text.replace("name: public", "name: renamed"));
-    p.wait_log("the rename applied", |v| {
+    write(&w.config, &text.replace("name: public", "name: renamed"));
+    w.p.wait_log("the rename applied", |v| {
         v["message"] == "configuration reloaded"
     })
     .await;
