@@ -9,11 +9,23 @@ use crate::common::*;
 use crate::support::writers::mv_over;
 use crate::support::*;
 
-/// A listener's rotation is all or nothing (SPEC §4): with one pair's new
-/// files good and the other's key not matching, neither changes (the good
-/// one used to go live while the answer said the previous material stays).
-#[tokio::test]
-async fn a_listener_rotation_with_one_bad_pair_changes_nothing() {
+/// Listener `public` serving pairs `one` (one.localhost) and `two`
+/// (two.localhost), an editor token, nothing watched: only the API
+/// rotates.
+struct OneAndTwo {
+    s: Scene,
+    ca: TestCa,
+    one: TestPair,
+    two: TestPair,
+    _proxy: Proxy,
+    addr: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+}
+
+/// [`OneAndTwo`] started, the watcher's first report (files read at
+/// start, then watched) handled: the rotation alone may apply what is
+/// written next.
+async fn one_and_two() -> OneAndTwo {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     let (one, two) = (
@@ -38,8 +50,6 @@ listeners:
     );
     let mut p = Proxy::start(&cfg);
     let (addr, api) = (p.listener_addr("public").await, p.admin_addr().await);
-    // The watcher's first report (files read at start, then watched) is
-    // handled: the rotation alone may apply what is written next.
     for n in 0..2 {
         p.wait_log("the start-up re-read", move |v| {
             v["message"] == "certificate files re-read: unchanged"
@@ -47,14 +57,20 @@ listeners:
         })
         .await;
     }
-    // one: a good renewal; two: a key that is not its certificate's.
-    let renewed = ca.server_pair(&["one.localhost"]);
-    renew(&s, "one", &renewed);
-    mv_over(
-        &s.path("two.key"),
-        &ca.server_pair(&["two.localhost"]).key_pem,
-    );
-    let r = admin(
+    OneAndTwo {
+        s,
+        ca,
+        one,
+        two,
+        _proxy: p,
+        addr,
+        api,
+    }
+}
+
+/// `POST /api/v1/listeners/public/rotate` as the editor.
+async fn rotate_public(api: std::net::SocketAddr) -> AdminReply {
+    admin(
         api,
         "POST",
         "/api/v1/listeners/public/rotate",
@@ -62,9 +78,29 @@ listeners:
         None,
         &[],
     )
-    .await;
+    .await
+}
+
+/// A listener's rotation is all or nothing (SPEC §4): with one pair's new
+/// files good and the other's key not matching, neither changes (the good
+/// one used to go live while the answer said the previous material stays).
+#[tokio::test]
+async fn a_listener_rotation_with_one_bad_pair_changes_nothing() {
+    let w = one_and_two().await;
+    let OneAndTwo {
+        s, ca, one, two, ..
+    } = &w;
+    let (addr, api) = (w.addr, w.api);
+    // one: a good renewal; two: a key that is not its certificate's.
+    let renewed = ca.server_pair(&["one.localhost"]);
+    renew(s, "one", &renewed);
+    mv_over(
+        &s.path("two.key"),
+        &ca.server_pair(&["two.localhost"]).key_pem,
+    );
+    let r = rotate_public(api).await;
     assert_eq!(r.status, 422, "{}", r.body);
-    for (sni, pair) in [("one.localhost", &one), ("two.localhost", &two)] {
+    for (sni, pair) in [("one.localhost", one), ("two.localhost", two)] {
         assert_eq!(
             served_leaf(addr, sni, &ca.cert_pem).await.unwrap(),
             pair.fingerprint,
@@ -83,37 +119,11 @@ listeners:
 /// the previous material stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_rotation_applies_the_files_it_checked() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let (one, two) = (
-        ca.server_pair(&["one.localhost"]),
-        ca.server_pair(&["two.localhost"]),
-    );
-    s.pair("one", &one);
-    s.pair("two", &two);
-    write(&s.path("editor.token"), &format!("{EDITOR}\n"));
-    let cfg = s.config(
-        r#"
-watch: { events: false, poll_interval: 1h }
-admin:
-  bind: 127.0.0.1:0
-  tokens: [{ role: editor, token_file: editor.token }]
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs: [{ cert_file: one.crt, key_file: one.key }, { cert_file: two.crt, key_file: two.key }]
-"#,
-    );
-    let mut p = Proxy::start(&cfg);
-    let (addr, api) = (p.listener_addr("public").await, p.admin_addr().await);
-    for n in 0..2 {
-        p.wait_log("the start-up re-read", move |v| {
-            v["message"] == "certificate files re-read: unchanged"
-                && v["entry"] == format!("listeners.public.tls.certs[{n}]")
-        })
-        .await;
-    }
+    let w = one_and_two().await;
+    let OneAndTwo {
+        s, ca, one, two, ..
+    } = &w;
+    let (addr, api) = (w.addr, w.api);
     // two.crt: its own certificate, then one its key does not match, and
     // again, until the rotations are done.
     let stop = Arc::new(AtomicBool::new(false));
@@ -141,16 +151,8 @@ listeners:
         );
         // One's files change at each rotation.
         let next = renewals.iter().find(|r| r.fingerprint != served).unwrap();
-        renew(&s, "one", next);
-        let r = admin(
-            api,
-            "POST",
-            "/api/v1/listeners/public/rotate",
-            Some(EDITOR),
-            None,
-            &[],
-        )
-        .await;
+        renew(s, "one", next);
+        let r = rotate_public(api).await;
         let now = served_leaf(addr, "one.localhost", &ca.cert_pem)
             .await
             .unwrap();
