@@ -356,7 +356,44 @@ impl Routed {
         until_served(self.addr, names[0], &self.ca.cert_pem, &pair.fingerprint).await;
         pair
     }
+
+    /// `host`, refused without a client certificate and verified with
+    /// one, stays so, with the leaf it was served, across the renewal of
+    /// entry `renewed.0` for the names `renewed.1`; the renewal warns that
+    /// entry `kept_by` keeps it.
+    async fn renewal_keeps_with(&mut self, host: &str, renewed: (&str, &[&str]), kept_by: &str) {
+        let leaf = self.get(host, Some(&self.client)).await.unwrap().leaf;
+        self.refused_without_cert(host).await;
+
+        self.renew(renewed.0, renewed.1).await;
+
+        self.refused_without_cert(host).await;
+        self.verified(host, &leaf).await;
+        self.p
+            .wait_log("the kept name warned about", |v| {
+                v["level"] == "WARN" && v["name"] == host && v["kept_by"] == kept_by
+            })
+            .await;
+    }
+
+    /// A connection to `sni` (certificate names checked later), kept open.
+    async fn keep_open(&self, sni: &str) -> (Sender, tokio::task::JoinHandle<hyper::Result<()>>) {
+        let tls = connect(self.addr, sni, checks_name_later()).await.unwrap();
+        keep_open_h1(tls).await
+    }
 }
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// A kept-open connection's driver `conn` ends: the proxy closed it.
+async fn closed_by_the_renewal(conn: tokio::task::JoinHandle<hyper::Result<()>>) {
+    within_deadline("the connection opened before the renewal closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+const VERIFY: &str = "{ mode: require_and_verify, ca: { ref: ca } }";
 
 /// A renewal that adds an exact SAN under another pair's wildcard (a's
 /// certificate, client_auth none, now names x.b.test, which b answers as
@@ -366,19 +403,9 @@ impl Routed {
 /// backend as x.b.test.
 #[tokio::test]
 async fn a_renewal_adding_a_name_under_another_pairs_wildcard_keeps_its_client_auth() {
-    let verify = "{ mode: require_and_verify, ca: { ref: ca } }";
-    let mut w = routed(&["a.test"], &["*.b.test"], "{ mode: none }", verify).await;
-    let b_leaf = w.get("x.b.test", Some(&w.client)).await.unwrap().leaf;
-    w.refused_without_cert("x.b.test").await;
-
-    w.renew("a", &["a.test", "x.b.test"]).await;
-
-    w.refused_without_cert("x.b.test").await;
-    w.verified("x.b.test", &b_leaf).await;
-    w.p.wait_log("the kept name warned about", |v| {
-        v["level"] == "WARN" && v["name"] == "x.b.test" && v["kept_by"] == "b"
-    })
-    .await;
+    let mut w = routed(&["a.test"], &["*.b.test"], "{ mode: none }", VERIFY).await;
+    w.renewal_keeps_with("x.b.test", ("a", &["a.test", "x.b.test"]), "b")
+        .await;
 }
 
 /// A renewal that adds a SAN no pair named to a pair whose client_auth is
@@ -386,19 +413,9 @@ async fn a_renewal_adding_a_name_under_another_pairs_wildcard_keeps_its_client_a
 /// client certificate, leaves the name with the default pair.
 #[tokio::test]
 async fn a_renewal_adding_a_name_the_default_pair_answered_keeps_its_client_auth() {
-    let verify = "{ mode: require_and_verify, ca: { ref: ca } }";
-    let mut w = routed(&["a.test"], &["b.test"], verify, "{ mode: none }").await;
-    let a_leaf = w.get("n.test", Some(&w.client)).await.unwrap().leaf;
-    w.refused_without_cert("n.test").await;
-
-    w.renew("b", &["b.test", "n.test"]).await;
-
-    w.refused_without_cert("n.test").await;
-    w.verified("n.test", &a_leaf).await;
-    w.p.wait_log("the kept name warned about", |v| {
-        v["level"] == "WARN" && v["name"] == "n.test" && v["kept_by"] == "a"
-    })
-    .await;
+    let mut w = routed(&["a.test"], &["b.test"], VERIFY, "{ mode: none }").await;
+    w.renewal_keeps_with("n.test", ("b", &["b.test", "n.test"]), "a")
+        .await;
 }
 
 /// A renewal that moves a host to a stricter entry closes the connections
@@ -412,18 +429,9 @@ async fn a_renewal_adding_a_name_the_default_pair_answered_keeps_its_client_auth
 /// keeps the names keeps the connection.
 #[tokio::test]
 async fn a_renewal_moving_a_name_to_a_stricter_entry_closes_open_connections() {
-    let verify = "{ mode: require_and_verify, ca: { ref: ca } }";
-    let w = routed(&["public.test"], &["admin.test"], "{ mode: none }", verify).await;
-    let tls = connect(w.addr, "public.test", checks_name_later())
-        .await
-        .unwrap();
-    let (mut send, conn) = keep_open_h1(tls).await;
-    let new_test = || {
-        http::Request::get("/")
-            .header("host", "new.test")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap()
-    };
+    let w = routed(&["public.test"], &["admin.test"], "{ mode: none }", VERIFY).await;
+    let (mut send, conn) = w.keep_open("public.test").await;
+    let new_test = || get_to("new.test");
     let served = send.send_request(new_test()).await.unwrap().status();
     assert_eq!(served, 200, "new.test is the default entry's");
 
@@ -436,20 +444,9 @@ async fn a_renewal_moving_a_name_to_a_stricter_entry_closes_open_connections() {
     // it, and the open one closes.
     w.renew("b", &["admin.test", "new.test"]).await;
     w.refused_without_cert("new.test").await;
-    within_deadline("the connection opened before the renewal closed", conn)
-        .await
-        .unwrap()
-        .unwrap();
+    closed_by_the_renewal(conn).await;
     let after = send.send_request(new_test()).await;
     assert!(after.is_err(), "served after the renewal: {after:?}");
-}
-
-/// `GET /` with `Host: host`, to send on a kept-open connection.
-fn get_host(host: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
-    http::Request::get("/")
-        .header("host", host)
-        .body(http_body_util::Empty::new())
-        .unwrap()
 }
 
 /// A renewal of the default entry's certificate that adds a SAN or drops
@@ -460,13 +457,9 @@ fn get_host(host: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
 /// connection of the listener.
 #[tokio::test]
 async fn a_renewal_of_the_default_entry_for_other_names_keeps_open_connections() {
-    let verify = "{ mode: require_and_verify, ca: { ref: ca } }";
-    let mut w = routed(&["public.test"], &["admin.test"], "{ mode: none }", verify).await;
-    let tls = connect(w.addr, "public.test", checks_name_later())
-        .await
-        .unwrap();
-    let (mut send, conn) = keep_open_h1(tls).await;
-    let served = send.send_request(get_host("extra.test")).await.unwrap();
+    let mut w = routed(&["public.test"], &["admin.test"], "{ mode: none }", VERIFY).await;
+    let (mut send, conn) = w.keep_open("public.test").await;
+    let served = send.send_request(get_to("extra.test")).await.unwrap();
     assert_eq!(served.status(), 200, "extra.test is the default entry's");
 
     for names in [&["public.test", "extra.test"][..], &["public.test"]] {
@@ -481,7 +474,7 @@ async fn a_renewal_of_the_default_entry_for_other_names_keeps_open_connections()
         let changed = (w.p.logs().into_iter()).find(|l| l.contains("admission rules changed"));
         assert_eq!(changed, None, "renewed for {names:?}");
         for host in ["public.test", "extra.test"] {
-            let served = send.send_request(get_host(host)).await;
+            let served = send.send_request(get_to(host)).await;
             let status = served.map(|r| r.status());
             assert_eq!(
                 status.ok(),
@@ -504,17 +497,11 @@ async fn a_renewal_of_the_default_entry_for_other_names_keeps_open_connections()
 async fn a_renewal_moving_a_name_to_the_default_entry_closes_open_connections() {
     let none = "{ mode: none }";
     let w = routed(&["public.test"], &["admin.test", "m.test"], none, none).await;
-    let tls = connect(w.addr, "public.test", checks_name_later())
-        .await
-        .unwrap();
-    let (mut send, conn) = keep_open_h1(tls).await;
-    let misdirected = send.send_request(get_host("m.test")).await.unwrap();
+    let (mut send, conn) = w.keep_open("public.test").await;
+    let misdirected = send.send_request(get_to("m.test")).await.unwrap();
     assert_eq!(misdirected.status(), 421, "m.test is admin's entry's");
 
     w.renew("b", &["admin.test"]).await;
-    within_deadline("the connection opened before the renewal closed", conn)
-        .await
-        .unwrap()
-        .unwrap();
+    closed_by_the_renewal(conn).await;
     assert_eq!(w.get("m.test", None).await.unwrap().status, 200);
 }
