@@ -186,18 +186,16 @@ fn kept_alive_config(s: &Scene, backend: std::net::SocketAddr) -> std::path::Pat
     ))
 }
 
-/// The proxy running [`kept_alive_config`] (its edge CA `ca`, its
-/// backend `backend`), and its listener's and admin API's addresses.
-struct KeptAlive {
-    _scene: Scene,
-    ca: TestCa,
-    backend: Backend,
-    p: Proxy,
-    public: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-}
-
-async fn kept_alive() -> KeptAlive {
+/// The proxy running [`kept_alive_config`]: its scene, its edge CA, its
+/// backend, the proxy, and its listener's and admin API's addresses.
+async fn kept_alive() -> (
+    Scene,
+    TestCa,
+    Backend,
+    Proxy,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     let backend_ca = TestCa::new("backend CA");
@@ -207,14 +205,7 @@ async fn kept_alive() -> KeptAlive {
     let mut p = Proxy::start(&kept_alive_config(&s, backend.addr));
     let public = p.listener_addr("public").await;
     let admin = p.admin_addr().await;
-    KeptAlive {
-        _scene: s,
-        ca,
-        backend,
-        p,
-        public,
-        admin,
-    }
+    (s, ca, backend, p, public, admin)
 }
 
 /// `GET path` over HTTP/1.1 to `addr` (trusting `ca_pem`), spawned, once
@@ -331,14 +322,7 @@ async fn h2_read_until_end_of<S: tokio::io::AsyncRead + Unpin>(s: &mut S, stream
 async fn shutdown_closes_kept_alive_clients_whose_next_request_has_not_come_at_once() {
     use tokio::io::AsyncWriteExt;
 
-    let KeptAlive {
-        _scene,
-        ca,
-        backend,
-        mut p,
-        public,
-        admin,
-    } = kept_alive().await;
+    let (_scene, ca, backend, mut p, public, admin) = kept_alive().await;
     let h1 = |protocol: &'static [u8]| client_config(&ca.cert_pem, None, &[protocol]);
 
     // HTTP/1.1: answered once, then half of the next head.
@@ -416,14 +400,7 @@ async fn shutdown_closes_kept_alive_clients_whose_next_request_has_not_come_at_o
 async fn shutdown_closes_the_admin_clients_whose_request_has_not_come_at_once() {
     use tokio::io::AsyncWriteExt;
 
-    let KeptAlive {
-        _scene,
-        ca,
-        backend,
-        mut p,
-        public,
-        admin,
-    } = kept_alive().await;
+    let (_scene, ca, backend, mut p, public, admin) = kept_alive().await;
 
     let silent = tokio::net::TcpStream::connect(admin).await.unwrap();
     let mut half = tokio::net::TcpStream::connect(admin).await.unwrap();
