@@ -75,6 +75,37 @@ fn check(cfg: &Path) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
+/// [`check`], which must refuse `cfg` (exit 1): its stdout and stderr.
+#[track_caller]
+fn check_fails(cfg: &Path) -> (String, String) {
+    let (code, out, err) = check(cfg);
+    assert_eq!(code, 1, "{out}{err}");
+    (out, err)
+}
+
+/// [`check_fails`], its stderr saying each of `wants`: its stdout and stderr.
+#[track_caller]
+fn check_fails_saying(cfg: &Path, wants: &[&str]) -> (String, String) {
+    let (out, err) = check_fails(cfg);
+    for want in wants {
+        assert!(err.contains(want), "{err}");
+    }
+    (out, err)
+}
+
+/// [`check`], which must pass `cfg` (exit 0): its stdout and stderr.
+#[track_caller]
+fn check_passes(cfg: &Path) -> (String, String) {
+    let (code, out, err) = check(cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    (out, err)
+}
+
+/// `cfg`'s text passed through `change`, written back.
+fn edit(cfg: &Path, change: impl FnOnce(&str) -> String) {
+    write(cfg, &change(&std::fs::read_to_string(cfg).unwrap()));
+}
+
 fn store_config(s: &Scene) -> StoreConfig {
     StoreConfig {
         path: s.path("data/store.json"),
@@ -108,8 +139,7 @@ fn seal_store(s: &Scene) {
 #[test]
 fn an_access_log_run_cannot_open_fails_the_check() {
     let (s, cfg) = scene(ADMIN, "access_log: { path: logs/access.log }");
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
+    let (_, err) = check_fails(&cfg);
     let dir = s.path("logs");
     assert!(
         err.contains("access_log.path")
@@ -118,8 +148,7 @@ fn an_access_log_run_cannot_open_fails_the_check() {
     );
     assert!(!dir.exists(), "check created the directory");
     let (s, cfg) = scene(ADMIN, "access_log: { path: stdout }");
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 0, "{out}{err}");
+    check_passes(&cfg);
     drop(s);
 }
 
@@ -129,8 +158,7 @@ fn an_access_log_run_cannot_open_fails_the_check() {
 #[test]
 fn valid_config_passes_and_creates_no_store_key() {
     let (s, cfg) = scene(ADMIN, STORE);
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 0, "{out}{err}");
+    let (out, _) = check_passes(&cfg);
     assert!(out.contains("is valid"), "{out}");
     let key = s.path("data/store.key");
     assert!(
@@ -154,8 +182,7 @@ fn valid_config_with_a_sealed_store() {
     let (s, cfg) = scene(ADMIN, STORE);
     seal_store(&s);
     let before = std::fs::read(s.path("data/store.json")).unwrap();
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 0, "{out}{err}");
+    let (out, _) = check_passes(&cfg);
     assert!(
         out.lines()
             .any(|l| l.starts_with("stored ") && l.contains("api-client")),
@@ -175,11 +202,9 @@ fn valid_config_with_a_sealed_store() {
 fn a_broken_entry_names_its_users() {
     let (s, cfg) = scene(ADMIN, "");
     write(&s.path("edge.key"), "not a key\n");
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("entry edge (server-pair, used by listener public (tls.certs[0])):"),
-        "{err}"
+    check_fails_saying(
+        &cfg,
+        &["entry edge (server-pair, used by listener public (tls.certs[0])):"],
     );
 }
 
@@ -190,16 +215,13 @@ fn a_broken_entry_names_its_users() {
 #[test]
 fn a_verify_name_with_a_port_is_refused() {
     let (_s, cfg) = scene(ADMIN, "");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(
-        "upstreams:\n  - name: app\n    servers: [\"https://127.0.0.1:8443\"]\n    tls: { ca: { system: true }, verify_names: [backend.local:8443] }\n",
-    );
-    write(&cfg, &text);
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("upstreams[0].tls.verify_names[0]") && err.contains("remove \":8443\""),
-        "{err}"
+    edit(&cfg, |text| {
+        text.to_owned()
+            + "upstreams:\n  - name: app\n    servers: [\"https://127.0.0.1:8443\"]\n    tls: { ca: { system: true }, verify_names: [backend.local:8443] }\n"
+    });
+    check_fails_saying(
+        &cfg,
+        &["upstreams[0].tls.verify_names[0]", "remove \":8443\""],
     );
 }
 
@@ -208,15 +230,13 @@ fn a_verify_name_with_a_port_is_refused() {
 fn unset_token_env_fails() {
     let admin = ADMIN.replace(VIEWER_ENV, UNSET_ENV);
     let (_s, cfg) = scene(&admin, "");
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains(&format!(
-            "admin.tokens[1].token_env: environment variable {UNSET_ENV} is not set"
-        )),
-        "{err}"
+    check_fails_saying(
+        &cfg,
+        &[
+            &format!("admin.tokens[1].token_env: environment variable {UNSET_ENV} is not set"),
+            "1 problem(s)",
+        ],
     );
-    assert!(err.contains("1 problem(s)"), "{err}");
 }
 
 /// A missing `token_file` names the field and the file; with an unset
@@ -227,17 +247,17 @@ fn missing_token_file_fails() {
         .replace("editor.token", "nowhere.token")
         .replace(VIEWER_ENV, UNSET_ENV);
     let (s, cfg) = scene(&admin, "");
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains(&format!(
-            "admin.tokens[0].token_file {}: ",
-            s.path("nowhere.token").display()
-        )),
-        "{err}"
+    check_fails_saying(
+        &cfg,
+        &[
+            &format!(
+                "admin.tokens[0].token_file {}: ",
+                s.path("nowhere.token").display()
+            ),
+            "admin.tokens[1].token_env",
+            "2 problem(s)",
+        ],
     );
-    assert!(err.contains("admin.tokens[1].token_env"), "{err}");
-    assert!(err.contains("2 problem(s)"), "{err}");
 }
 
 /// The token shipped in examples/kubernetes is public: a token file that
@@ -247,8 +267,7 @@ fn the_example_placeholder_token_fails() {
     let placeholder = "replace-me-with-openssl-rand-hex-32";
     let (s, cfg) = scene(ADMIN, "");
     write(&s.path("editor.token"), &format!("{placeholder}\n"));
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
+    let (out, err) = check_fails(&cfg);
     assert!(
         err.contains(&format!(
             "admin.tokens[0].token_file {}: ",
@@ -267,16 +286,13 @@ fn the_example_placeholder_token_fails() {
 #[test]
 fn public_admin_without_tokens_fails() {
     let (_s, cfg) = scene("admin: { bind: \"0.0.0.0:9901\" }", "");
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("admin.bind 0.0.0.0:9901 is not a loopback address and admin.tokens is empty"),
-        "{err}"
+    check_fails_saying(
+        &cfg,
+        &["admin.bind 0.0.0.0:9901 is not a loopback address and admin.tokens is empty"],
     );
     // On loopback the same section passes, with the warning `run` logs.
     let (_s, cfg) = scene("admin: { bind: \"127.0.0.1:9901\" }", "");
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 0, "{out}{err}");
+    let (out, _) = check_passes(&cfg);
     assert!(out.contains("warning: admin.bind 127.0.0.1:9901: admin API has no tokens"));
 }
 
@@ -287,14 +303,12 @@ fn loose_store_key_fails() {
     seal_store(&s);
     let key = s.path("data/store.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains(&format!(
+    check_fails_saying(
+        &cfg,
+        &[&format!(
             "store.key_file {} has mode 0644: it must be readable by its owner only",
             key.display()
-        )),
-        "{err}"
+        )],
     );
     // Reported, not repaired.
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
@@ -311,14 +325,12 @@ fn wrong_store_key_fails() {
     let mut other = std::fs::read(&key).unwrap();
     other[0] ^= 1;
     std::fs::write(&key, &other).unwrap();
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains(&format!(
+    check_fails_saying(
+        &cfg,
+        &[&format!(
             "store {} cannot be decrypted: wrong store.key_file",
             s.path("data/store.json").display()
-        )),
-        "{err}"
+        )],
     );
 }
 
@@ -328,17 +340,13 @@ fn wrong_store_key_fails() {
 fn stored_id_clash_fails() {
     let (s, cfg) = scene(ADMIN, STORE);
     seal_store(&s);
-    let yaml = std::fs::read_to_string(&cfg).unwrap().replace(
-        "listeners:",
-        "  - { id: stored, type: server-pair, cert_file: edge.crt, key_file: edge.key }\nlisteners:",
-    );
-    write(&cfg, &yaml);
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("entry stored is defined both in") && err.contains("store.json"),
-        "{err}"
-    );
+    edit(&cfg, |yaml| {
+        yaml.replace(
+            "listeners:",
+            "  - { id: stored, type: server-pair, cert_file: edge.crt, key_file: edge.key }\nlisteners:",
+        )
+    });
+    check_fails_saying(&cfg, &["entry stored is defined both in", "store.json"]);
 }
 
 /// A copy broken four ways (two key typos, a value of the wrong type, a
@@ -373,8 +381,7 @@ listeners:
       max_connections: lots
 "#,
     );
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
+    let (out, err) = check_fails(&cfg);
     let file = cfg.display().to_string();
     for want in [
         format!(
@@ -412,17 +419,14 @@ fn an_indentation_slip_is_explained() {
     );
     assert_ne!(broken, text);
     std::fs::write(&cfg, broken).unwrap();
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("indentation problem: line")
-            && err.contains("indented deeper than `name:`")
-            && err.contains("indent it like `name`"),
-        "{err}"
-    );
-    assert!(
-        err.contains("(YAML parser: comment intercepting the multiline text)"),
-        "{err}"
+    check_fails_saying(
+        &cfg,
+        &[
+            "indentation problem: line",
+            "indented deeper than `name:`",
+            "indent it like `name`",
+            "(YAML parser: comment intercepting the multiline text)",
+        ],
     );
 }
 
@@ -466,8 +470,7 @@ fn the_yaml_parsers_limits_are_explained() {
     ];
     for (broken, line, want) in cases {
         std::fs::write(&cfg, broken).unwrap();
-        let (code, out, err) = check(&cfg);
-        assert_eq!(code, 1, "{out}{err}");
+        let (_, err) = check_fails(&cfg);
         let at = format!("{}: line {line} ", cfg.display());
         assert!(err.contains(&at) && err.contains(want), "{want}: {err}");
         for internal in ["budget", "from_str", "{ ", "recursion limit"] {
@@ -498,8 +501,7 @@ x-uses: [{uses}]
     };
     for broken in [bomb(3_000_000, 50_000), bomb(1 << 20, 20)] {
         std::fs::write(&cfg, broken).unwrap();
-        let (code, out, err) = check(&cfg);
-        assert_eq!(code, 1, "{out}{err}");
+        let (_, err) = check_fails(&cfg);
         let at = format!("{}: line 2 ", cfg.display());
         assert!(err.contains(&at), "{err}");
         assert!(
@@ -531,28 +533,22 @@ fn fifos_are_refused_without_blocking() {
     let (s, cfg) = scene(ADMIN, STORE);
     let fifo = s.path("fifo.yaml");
     mkfifo(&fifo);
-    let (code, out, err) = check(&fifo);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("not a regular file (a FIFO)"), "{err}");
+    check_fails_saying(&fifo, &["not a regular file (a FIFO)"]);
     // A device of endless bytes: refused unread, never read to its end.
-    let (code, out, err) = check(Path::new("/dev/zero"));
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("/dev/zero: file: cannot read: not a regular file (a character device)"),
-        "{err}"
+    check_fails_saying(
+        Path::new("/dev/zero"),
+        &["/dev/zero: file: cannot read: not a regular file (a character device)"],
     );
 
     let token = s.path("editor.token");
     std::fs::remove_file(&token).unwrap();
     mkfifo(&token);
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains(&format!(
+    check_fails_saying(
+        &cfg,
+        &[&format!(
             "admin.tokens[0].token_file {}: not a regular file (a FIFO)",
             token.display()
-        )),
-        "{err}"
+        )],
     );
     std::fs::remove_file(&token).unwrap();
     write(&token, &format!("{EDITOR}\n"));
@@ -609,12 +605,7 @@ listeners:
           client_auth: { mode: require_and_verify, ca: { ref: ca } }
 "#,
     );
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("tls.certs[1]") && err.contains("\"edge\"") && err.contains("\"localhost\""),
-        "{err}"
-    );
+    check_fails_saying(&cfg, &["tls.certs[1]", "\"edge\"", "\"localhost\""]);
 }
 
 /// `hotproxy SUBCOMMAND` in `dir` with `HOTPROXY_CONFIG` set to `value`:
@@ -693,8 +684,7 @@ listeners:
 "#,
     );
     let refused = |err: &str| err.contains("entry bad-ca") && err.contains(ANCHOR_REFUSED);
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
+    let (_, err) = check_fails(&cfg);
     assert!(refused(&err), "{err}");
     assert!(
         err.contains("used by listener public (tls.certs[1].client_auth.ca)"),
@@ -731,8 +721,7 @@ upstreams:
 "#,
     );
     let refused = |err: &str| err.contains("entry bad-ca") && err.contains(ANCHOR_REFUSED);
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
+    let (_, err) = check_fails(&cfg);
     assert!(refused(&err), "{err}");
     assert!(err.contains("used by upstream api (tls.ca)"), "{err}");
     // The proxy agrees: it refuses to start, with the same words.
@@ -749,13 +738,13 @@ upstreams:
 #[test]
 fn an_unused_entry_that_does_not_load_is_a_warning() {
     let (s, cfg) = scene(ADMIN, "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "certs:\n",
-        "certs:\n  - { id: spare, type: ca-bundle, ca_file: missing.crt }\n",
-    );
-    write(&cfg, &text);
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 0, "{out}{err}");
+    edit(&cfg, |text| {
+        text.replace(
+            "certs:\n",
+            "certs:\n  - { id: spare, type: ca-bundle, ca_file: missing.crt }\n",
+        )
+    });
+    let (out, _) = check_passes(&cfg);
     let warning = out
         .lines()
         .find(|l| l.starts_with("warning: entry spare (ca-bundle, unused)"))
@@ -763,16 +752,12 @@ fn an_unused_entry_that_does_not_load_is_a_warning() {
     assert!(warning.contains("missing.crt"), "{warning}");
     assert!(out.contains("is valid"), "{out}");
     // Referenced (as the listener's client CA), the same entry fails it.
-    let text = text.replace(
-        "      certs: [{ ref: edge }]\n",
-        "      certs: [{ ref: edge }]\n      client_auth: { mode: require_and_verify, ca: { ref: spare } }\n",
-    );
-    write(&cfg, &text);
-    let (code, out, err) = check(&cfg);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("entry spare (ca-bundle, used by listener public"),
-        "{err}"
-    );
+    edit(&cfg, |text| {
+        text.replace(
+            "      certs: [{ ref: edge }]\n",
+            "      certs: [{ ref: edge }]\n      client_auth: { mode: require_and_verify, ca: { ref: spare } }\n",
+        )
+    });
+    check_fails_saying(&cfg, &["entry spare (ca-bundle, used by listener public"]);
     drop(s);
 }
