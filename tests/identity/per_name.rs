@@ -1,7 +1,5 @@
 //! Client auth per certificate entry, chosen by SNI, with 421 and one snapshot across a reload.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
@@ -20,17 +18,30 @@ async fn mixed_world() -> World {
     w
 }
 
+/// The top of the listeners' configurations here: one worker thread, the
+/// admin API, the partners' CA as an entry; `listeners:` follow.
+const PARTNERS_HEAD: &str = "runtime: { worker_threads: 1 }
+admin: { bind: 127.0.0.1:0 }
+certs:
+  - { id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }
+listeners:
+";
+
+/// `upstreams:` with `app`, the world's backend.
+fn app_upstream(w: &World) -> String {
+    format!(
+        "upstreams:\n  - name: app\n    servers: [https://{}]\n    \
+         tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n",
+        w.backend.addr
+    )
+}
+
 /// A config with one listener `mixed` serving `public`, then `admin` with
 /// `admin_auth` under its entry, and `listener_auth` as its client_auth.
 fn mixed(w: &World, admin_auth: &str, listener_auth: &str) -> String {
     format!(
         r#"
-runtime: {{ worker_threads: 1 }}
-admin: {{ bind: 127.0.0.1:0 }}
-certs:
-  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
-listeners:
-  - name: mixed
+{PARTNERS_HEAD}  - name: mixed
     bind: 127.0.0.1:0
     tls:
       certs:
@@ -40,14 +51,25 @@ listeners:
 {admin_auth}
       client_auth: {listener_auth}
     routes: [{{ upstream: app }}]
-upstreams:
-  - name: app
-    servers: [https://{backend}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
-"#,
-        backend = w.backend.addr
+{app}"#,
+        app = app_upstream(w)
     )
 }
+
+/// An `admin_auth` for [`mixed`]: a verified client certificate of CN ops.
+const ALLOW_OPS: &str = "          client_auth:
+            mode: require_and_verify
+            ca: { ref: partners-ca }
+            allow: [{ cn: ops }]";
+
+/// An `admin_auth` for [`mixed`]: a verified client certificate.
+const VERIFY_PARTNERS: &str =
+    "          client_auth: { mode: require_and_verify, ca: { ref: partners-ca } }";
+
+/// What a client without a certificate gets where one is required.
+const CERT_REQUIRED: Outcome = Outcome::Refused(rustls::Error::AlertReceived(
+    rustls::AlertDescription::CertificateRequired,
+));
 
 /// Client auth per certificate entry (crt-list style): the policy is chosen
 /// by SNI; a `Host` belonging to another entry than the SNI selected gets
@@ -55,109 +77,46 @@ upstreams:
 #[tokio::test]
 async fn per_name_client_auth_and_421() {
     let w = mixed_world().await;
-    let ops = w.pki.client("ops", None, &[]);
-    let intern = w.pki.client("intern", None, &[]);
-    let path = w.scene.config(&mixed(
-        &w,
-        "          client_auth:
-            mode: require_and_verify
-            ca: { ref: partners-ca }
-            allow: [{ cn: ops }]",
-        "{ mode: none }",
-    ));
+    let path = w.scene.config(&mixed(&w, ALLOW_OPS, "{ mode: none }"));
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("mixed").await;
     let anon = cfg_for(&w, None);
-    let ops_cfg = cfg_for(&w, Some(&ops));
-    let intern_cfg = cfg_for(&w, Some(&intern));
-    let cases: [(&str, &str, &str, &Arc<rustls::ClientConfig>, Outcome); 7] = [
-        (
-            "public, no cert",
-            "public.example",
-            "public.example",
-            &anon,
-            Outcome::Status(200),
-        ),
-        (
-            "public SNI, admin Host",
-            "public.example",
-            "admin.example",
-            &anon,
-            Outcome::Status(421),
-        ),
-        (
-            "public SNI, admin Host with a port",
-            "public.example",
-            "ADMIN.example:443",
-            &ops_cfg,
-            Outcome::Status(421),
-        ),
-        (
-            "admin with an allowed cert",
-            "admin.example",
-            "admin.example",
-            &ops_cfg,
-            Outcome::Status(200),
-        ),
-        (
-            "admin SNI, public Host",
-            "admin.example",
-            "public.example",
-            &ops_cfg,
-            Outcome::Status(421),
-        ),
-        (
-            "admin with a cert no rule allows",
-            "admin.example",
-            "admin.example",
-            &intern_cfg,
-            DENIED,
-        ),
-        (
-            "admin without a cert",
-            "admin.example",
-            "admin.example",
-            &anon,
-            Outcome::Refused(rustls::Error::AlertReceived(
-                rustls::AlertDescription::CertificateRequired,
-            )),
-        ),
+    let ops = cfg_for(&w, Some(&w.pki.client("ops", None, &[])));
+    let intern = cfg_for(&w, Some(&w.pki.client("intern", None, &[])));
+    let (ok, misdirected) = (Outcome::Status(200), Outcome::Status(421));
+    // One case a line: what, SNI, Host, client, outcome.
+    #[rustfmt::skip]
+    let cases = [
+        ("public, no cert", "public.example", "public.example", &anon, &ok),
+        ("public SNI, admin Host", "public.example", "admin.example", &anon, &misdirected),
+        ("public SNI, admin Host with a port", "public.example", "ADMIN.example:443", &ops, &misdirected),
+        ("admin with an allowed cert", "admin.example", "admin.example", &ops, &ok),
+        ("admin SNI, public Host", "admin.example", "public.example", &ops, &misdirected),
+        ("admin with a cert no rule allows", "admin.example", "admin.example", &intern, &DENIED),
+        ("admin without a cert", "admin.example", "admin.example", &anon, &CERT_REQUIRED),
     ];
     for (what, sni, host, cfg, want) in cases {
         assert_eq!(
-            outcome_for(addr, sni, host, (*cfg).clone(), "/").await,
+            &outcome_for(addr, sni, host, (*cfg).clone(), "/").await,
             want,
             "{what}"
         );
     }
     // What the backend is told follows the entry: the admin entry verifies.
-    let r = get(addr, "admin.example", ops_cfg.clone(), false, "/", &[])
+    let r = get(addr, "admin.example", ops.clone(), false, "/", &[])
         .await
         .unwrap();
     assert_eq!(r.json()["headers"]["x-client-cert-subject"], "CN=ops");
-    let r = get(addr, "public.example", ops_cfg.clone(), false, "/", &[])
+    let r = get(addr, "public.example", ops, false, "/", &[])
         .await
         .unwrap();
     assert!(r.json()["headers"].get("x-client-cert-subject").is_none());
     // No SNI: the default entry's policy (no client auth), its names only.
-    let mut no_sni = (*client_config(&w.edge_ca.cert_pem, None, &[b"http/1.1"])).clone();
-    no_sni.enable_sni = false;
-    let no_sni = Arc::new(no_sni);
-    assert_eq!(
-        outcome_for(
-            addr,
-            "public.example",
-            "public.example",
-            no_sni.clone(),
-            "/"
-        )
-        .await,
-        Outcome::Status(200)
-    );
-    assert_eq!(
-        outcome_for(addr, "public.example", "admin.example", no_sni, "/").await,
-        Outcome::Status(421)
-    );
+    let no_sni = without_sni(&anon);
+    for (host, want) in [("public.example", ok), ("admin.example", misdirected)] {
+        let got = outcome_for(addr, "public.example", host, no_sni.clone(), "/").await;
+        assert_eq!(got, want, "no SNI, {host} Host");
+    }
 }
 
 /// An SNI with a final `.` (`admin.example.`, as a client sends for a
@@ -175,11 +134,9 @@ async fn an_sni_with_a_final_dot_selects_its_names_entry() {
     let admin = w.edge_ca.server_pair(&["admin.example", "*.ops.example"]);
     w.scene.pair("public", &public);
     w.scene.pair("admin", &admin);
-    let path = w.scene.config(&mixed(
-        &w,
-        "          client_auth: { mode: require_and_verify, ca: { ref: partners-ca } }",
-        "{ mode: none }",
-    ));
+    let path = w
+        .scene
+        .config(&mixed(&w, VERIFY_PARTNERS, "{ mode: none }"));
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("mixed").await;
     let admin_addr = p.admin_addr().await;
@@ -294,11 +251,9 @@ fn tls12_client_hello(sni: &str) -> Vec<u8> {
 #[tokio::test]
 async fn reload_between_accept_and_client_hello_is_one_snapshot() {
     let w = mixed_world().await;
-    let path = w.scene.config(&mixed(
-        &w,
-        "          client_auth: { mode: require_and_verify, ca: { ref: partners-ca } }",
-        "{ mode: none }",
-    ));
+    let path = w
+        .scene
+        .config(&mixed(&w, VERIFY_PARTNERS, "{ mode: none }"));
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("mixed").await;
     // Accepted now; the ClientHello follows the reload.
@@ -324,10 +279,7 @@ async fn reload_between_accept_and_client_hello_is_one_snapshot() {
     };
     match within_deadline("the held connection's request", got).await {
         Ok(text) => panic!("served without a client certificate: {text:?}"),
-        Err(e) => assert_eq!(
-            tls_error(&e),
-            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)
-        ),
+        Err(e) => assert_eq!(Outcome::Refused(tls_error(&e)), CERT_REQUIRED),
     }
 }
 
@@ -349,12 +301,7 @@ async fn a_host_with_an_empty_label_is_refused() {
     let public = Backend::start("pub", &pub_ca.server_pair(&["backend.local"]), None).await;
     let path = w.scene.config(&format!(
         r#"
-runtime: {{ worker_threads: 1 }}
-admin: {{ bind: 127.0.0.1:0 }}
-certs:
-  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
-listeners:
-  - name: mixed
+{PARTNERS_HEAD}  - name: mixed
     bind: 127.0.0.1:0
     tls:
       certs:
@@ -475,12 +422,7 @@ async fn ecdsa_and_rsa_entries_for_one_name_share_its_client_auth() {
     let dual = |rsa_auth: &str| {
         format!(
             r#"
-runtime: {{ worker_threads: 1 }}
-admin: {{ bind: 127.0.0.1:0 }}
-certs:
-  - {{ id: partners-ca, type: ca-bundle, ca_file: partners-ca.crt }}
-listeners:
-  - name: dual
+{PARTNERS_HEAD}  - name: dual
     bind: 127.0.0.1:0
     forward_client_cert: xfcc
     tls:
@@ -489,12 +431,8 @@ listeners:
         - {{ cert_file: rsa.crt, key_file: rsa.key, client_auth: {rsa_auth} }}
       client_auth: {{ mode: none }}
     routes: [{{ upstream: app }}]
-upstreams:
-  - name: app
-    servers: [https://{backend}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
-"#,
-            backend = w.backend.addr
+{app}"#,
+            app = app_upstream(&w)
         )
     };
     let path = w.scene.config(&dual(verify));
@@ -528,16 +466,12 @@ upstreams:
     }
     assert_eq!(
         outcome(addr, rsa_client(None), "/").await,
-        Outcome::Refused(rustls::Error::AlertReceived(
-            rustls::AlertDescription::CertificateRequired,
-        )),
+        CERT_REQUIRED,
         "the RSA entry's client_auth applies"
     );
     assert_eq!(
         outcome(addr, without_sni(&rsa_client(None)), "/").await,
-        Outcome::Refused(rustls::Error::AlertReceived(
-            rustls::AlertDescription::CertificateRequired,
-        )),
+        CERT_REQUIRED,
         "without SNI too"
     );
     drop(p);
@@ -571,16 +505,9 @@ async fn a_refused_handshake_is_logged_with_its_sni() {
       certs: [{ cert_file: public.crt, key_file: public.key }]
     routes: [{ upstream: app }]
 upstreams:";
-    let text = mixed(
-        &w,
-        "          client_auth:
-            mode: require_and_verify
-            ca: { ref: partners-ca }
-            allow: [{ cn: ops }]",
-        "{ mode: none }",
-    )
-    .replacen("certs:\n", &format!("{extra}\ncerts:\n"), 1)
-    .replace("upstreams:", slow);
+    let text = mixed(&w, ALLOW_OPS, "{ mode: none }")
+        .replacen("certs:\n", &format!("{extra}\ncerts:\n"), 1)
+        .replace("upstreams:", slow);
     let mut p = Proxy::start(&w.scene.config(&text));
     let addr = p.listener_addr("mixed").await;
     let slow_addr = p.listener_addr("slow").await;
