@@ -18,19 +18,8 @@ pub fn client_config(
     client: Option<&TestPair>,
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in certs(ca_pem) {
-        roots.add(c).unwrap();
-    }
-    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let mut cfg = match client {
-        Some(p) => b
-            .with_client_auth_cert(certs(&p.cert_pem), key(&p.key_pem))
-            .unwrap(),
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(cfg)
+    let b = rustls::ClientConfig::builder().with_root_certificates(roots(ca_pem));
+    finish(b, client, alpn)
 }
 
 /// A client trusting `ca_pem` that offers only `schemes` in its
@@ -43,19 +32,16 @@ pub fn client_config_offering(
     version: &'static rustls::SupportedProtocolVersion,
     client: Option<&TestPair>,
 ) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in certs(ca_pem) {
-        roots.add(c).unwrap();
-    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots(ca_pem)),
         provider.clone(),
     )
     .build()
     .unwrap();
-    let verifier = Offering {
-        inner,
+    let verifier = Verifier {
+        webpki: Some(webpki),
+        algorithms: provider.signature_verification_algorithms,
         schemes: schemes.to_vec(),
     };
     let b = rustls::ClientConfig::builder_with_provider(provider)
@@ -63,14 +49,7 @@ pub fn client_config_offering(
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
-    let mut cfg = match client {
-        Some(p) => b
-            .with_client_auth_cert(certs(&p.cert_pem), key(&p.key_pem))
-            .unwrap(),
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    finish(b, client, &[b"http/1.1"])
 }
 
 /// `cfg` sending no SNI (as a client connecting to an IP address does):
@@ -81,14 +60,44 @@ pub fn without_sni(cfg: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-/// WebPKI verification that supports (so offers) only `schemes`.
+/// The roots of a client trusting the certificates of `ca_pem`.
+fn roots(ca_pem: &str) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca_pem) {
+        roots.add(c).unwrap();
+    }
+    roots
+}
+
+/// The configuration `b` builds, presenting `client` if given, offering `alpn`.
+fn finish(
+    b: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    client: Option<&TestPair>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut cfg = match client {
+        Some(p) => b
+            .with_client_auth_cert(certs(&p.cert_pem), key(&p.key_pem))
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+/// A test client's own server certificate verifier, offering (so
+/// supporting) only `schemes`: WebPKI's verification (`webpki`), or none
+/// at all, a client that completes the handshake whatever certificate it
+/// gets and judges the name afterwards, as curl (OpenSSL) does (or never,
+/// as an attacker does). Handshake signatures are checked either way.
 #[derive(Debug)]
-struct Offering {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+struct Verifier {
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
     schemes: Vec<rustls::SignatureScheme>,
 }
 
-impl ServerCertVerifier for Offering {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &rustls::pki_types::CertificateDer<'_>,
@@ -97,8 +106,12 @@ impl ServerCertVerifier for Offering {
         ocsp: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        match &self.webpki {
+            Some(webpki) => {
+                webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            }
+            None => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
     }
     fn verify_tls12_signature(
         &self,
@@ -106,7 +119,7 @@ impl ServerCertVerifier for Offering {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -114,58 +127,10 @@ impl ServerCertVerifier for Offering {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.schemes.clone()
-    }
-}
-
-/// A client that completes the handshake whatever certificate it gets and
-/// judges the name afterwards, as curl (OpenSSL) does (or never, as an
-/// attacker does).
-#[derive(Debug)]
-struct CheckNameLater(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for CheckNameLater {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -179,20 +144,18 @@ pub fn checks_name_later_with(
     provider: rustls::crypto::CryptoProvider,
     client: Option<&TestPair>,
 ) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(provider);
-    let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let algorithms = provider.signature_verification_algorithms;
+    let verifier = Verifier {
+        webpki: None,
+        algorithms,
+        schemes: algorithms.supported_schemes(),
+    };
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(CheckNameLater(provider)));
-    let mut cfg = match client {
-        Some(p) => b
-            .with_client_auth_cert(certs(&p.cert_pem), key(&p.key_pem))
-            .unwrap(),
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    finish(b, client, &[b"http/1.1"])
 }
 
 pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
@@ -281,51 +244,43 @@ pub async fn get(
     let version = if h2 { "HTTP/2" } else { "HTTP/1.1" };
     within_deadline(
         format!("{version} GET {path} to {addr} (SNI {sni})"),
-        get_unbounded(addr, sni, cfg, h2, path, headers),
+        async move {
+            let tls = connect(addr, sni, cfg).await?;
+            let leaf = fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref());
+            let io = TokioIo::new(tls);
+            let mut req = http::Request::builder().uri(format!("https://{sni}{path}"));
+            if !h2 {
+                req = req.uri(path).header("host", sni);
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(Empty::<Bytes>::new()).unwrap();
+            let to_io = |e: hyper::Error| std::io::Error::other(e);
+            let resp = if h2 {
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .map_err(to_io)?;
+                tokio::spawn(conn);
+                send.send_request(req).await.map_err(to_io)?
+            } else {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(to_io)?;
+                tokio::spawn(conn);
+                send.send_request(req).await.map_err(to_io)?
+            };
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.map_err(to_io)?.to_bytes();
+            Ok(Reply {
+                status,
+                body: String::from_utf8_lossy(&body).into(),
+                leaf,
+            })
+        },
     )
     .await
-}
-
-async fn get_unbounded(
-    addr: SocketAddr,
-    sni: &str,
-    cfg: Arc<rustls::ClientConfig>,
-    h2: bool,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<Reply> {
-    let tls = connect(addr, sni, cfg).await?;
-    let leaf = fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref());
-    let io = TokioIo::new(tls);
-    let mut req = http::Request::builder().uri(format!("https://{sni}{path}"));
-    if !h2 {
-        req = req.uri(path).header("host", sni);
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Empty::<Bytes>::new()).unwrap();
-    let to_io = |e: hyper::Error| std::io::Error::other(e);
-    let resp = if h2 {
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(to_io)?;
-        tokio::spawn(conn);
-        send.send_request(req).await.map_err(to_io)?
-    } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(to_io)?;
-        tokio::spawn(conn);
-        send.send_request(req).await.map_err(to_io)?
-    };
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map_err(to_io)?.to_bytes();
-    Ok(Reply {
-        status,
-        body: String::from_utf8_lossy(&body).into(),
-        leaf,
-    })
 }
 
 /// One admin API answer.
@@ -353,52 +308,40 @@ pub async fn admin(
     body: Option<serde_json::Value>,
     headers: &[(&str, &str)],
 ) -> AdminReply {
-    within_deadline(
-        format!("admin {method} {path} to {addr}"),
-        admin_unbounded(addr, method, path, token, body, headers),
-    )
-    .await
-}
-
-async fn admin_unbounded(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<serde_json::Value>,
-    headers: &[(&str, &str)],
-) -> AdminReply {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = http::Request::builder().method(method).uri(path);
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req = req.header("host", addr.to_string());
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Full::new(Bytes::from(v.to_string()))
+    within_deadline(format!("admin {method} {path} to {addr}"), async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = http::Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header("host", addr.to_string());
         }
-        None => Full::new(Bytes::new()),
-    };
-    let resp = send.send_request(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    AdminReply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into(),
-    }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let resp = send.send_request(req.body(body).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        AdminReply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into(),
+        }
+    })
+    .await
 }
 
 /// The `/metrics` text from the admin listener.
