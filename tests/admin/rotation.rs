@@ -87,9 +87,7 @@ async fn rotate_public(api: std::net::SocketAddr) -> AdminReply {
 #[tokio::test]
 async fn a_listener_rotation_with_one_bad_pair_changes_nothing() {
     let w = one_and_two().await;
-    let OneAndTwo {
-        s, ca, one, two, ..
-    } = &w;
+    let (s, ca, one, two) = (&w.s, &w.ca, &w.one, &w.two);
     let (addr, api) = (w.addr, w.api);
     // one: a good renewal; two: a key that is not its certificate's.
     let renewed = ca.server_pair(&["one.localhost"]);
@@ -120,9 +118,7 @@ async fn a_listener_rotation_with_one_bad_pair_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_rotation_applies_the_files_it_checked() {
     let w = one_and_two().await;
-    let OneAndTwo {
-        s, ca, one, two, ..
-    } = &w;
+    let (s, ca, one, two) = (&w.s, &w.ca, &w.one, &w.two);
     let (addr, api) = (w.addr, w.api);
     // two.crt: its own certificate, then one its key does not match, and
     // again, until the rotations are done.
