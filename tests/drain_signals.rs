@@ -20,12 +20,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// the SIGHUP had no line at all.
 #[tokio::test]
 async fn sighup_and_sigusr1_are_answered_during_the_drain() {
-    let s = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("backend CA");
-    s.pair("a", &ca.server_pair(&["localhost"]));
-    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
-    let backend = Backend::start("echo", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let (s, ca, backend) = scene_with_backend("echo").await;
     let cfg = s.one_upstream_config("echo", backend.addr, &[]);
     let log = s.path("access.log");
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -196,12 +191,7 @@ async fn kept_alive() -> (
     std::net::SocketAddr,
     std::net::SocketAddr,
 ) {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let backend_ca = TestCa::new("backend CA");
-    s.pair("a", &ca.server_pair(&["localhost"]));
-    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
-    let backend = Backend::start("echo", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let (s, ca, backend) = scene_with_backend("echo").await;
     let mut p = Proxy::start(&kept_alive_config(&s, backend.addr));
     let public = p.listener_addr("public").await;
     let admin = p.admin_addr().await;

@@ -436,12 +436,7 @@ async fn allow_from_listener_and_route() {
 async fn ipv4_clients_of_a_dual_stack_listener_keep_their_address() {
     std::net::TcpListener::bind("[::]:0")
         .expect("this test needs IPv6 on the host: a dual-stack [::] socket");
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    let backend_ca = TestCa::new("backend CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
-    write(&scene.path("backend-ca.crt"), &backend_ca.cert_pem);
-    let backend = Backend::start("app", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let (scene, ca, backend) = scene_with_backend("app").await;
     let log = scene.path("access.log");
     let config = scene.config(&format!(
         r#"

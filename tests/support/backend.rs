@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::pki::{certs, key};
-use super::{TestPair, fingerprint};
+use super::{Scene, TestCa, TestPair, fingerprint, write};
 
 /// An HTTPS echo backend that (optionally) requires a client certificate
 /// from `client_ca` and answers JSON: the client certificate it saw, the
@@ -181,6 +181,19 @@ impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// A scene with pair `a` (localhost, of a new edge CA) and the backend
+/// CA's certificate as `backend-ca.crt`, and backend `name` (backend.local,
+/// of that CA) started: the scene, the edge CA and the backend.
+pub async fn scene_with_backend(name: &str) -> (Scene, TestCa, Backend) {
+    let s = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start(name, &backend_ca.server_pair(&["backend.local"]), None).await;
+    (s, ca, backend)
 }
 
 impl Backend {
