@@ -6,6 +6,42 @@ use crate::common::*;
 use crate::support::writers::{Kubelet, mv_over};
 use crate::support::*;
 
+/// A configuration of listener `public` with entries a (a.crt, a.key),
+/// b (`b_files`) and ca (ca.crt, a CA bundle), watched: `admin` (YAML
+/// lines, or none) before the entries, `tls` (the listener's
+/// `tls.certs` lines on, to the end of the file) after `tls:`.
+fn public_a_and_b(admin: &str, b_files: &str, tls: &str) -> String {
+    format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+{admin}certs:
+  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
+  - {{ id: b, type: server-pair, {b_files} }}
+  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+{tls}"#
+    )
+}
+
+/// [`public_a_and_b`]'s `tls.certs`: a, then b requiring a verified
+/// client certificate.
+const B_VERIFIED: &str = "      certs:
+        - { ref: a }
+        - ref: b
+          client_auth: { mode: require_and_verify, ca: { ref: ca } }
+";
+
+/// `upstreams:` with `name`, the backend at `addr`.
+fn upstream(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "upstreams:\n  - name: {name}\n    servers: [https://{addr}]\n    \
+         tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n"
+    )
+}
+
 /// Listener `public` with pair a (a.test) and pair b (b.test, whose
 /// client_auth requires a client certificate), served.
 struct AAndB {
@@ -30,24 +66,8 @@ async fn a_and_b(admin: &str, files: &[(&str, &str)]) -> AAndB {
     for (name, text) in files {
         write(&s.path(name), text);
     }
-    let (p, addr) = serve(&s.config(&format!(
-        r#"
-watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
-{admin}certs:
-  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
-  - {{ id: b, type: server-pair, cert_file: b.crt, key_file: b.key }}
-  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ ref: a }}
-        - ref: b
-          client_auth: {{ mode: require_and_verify, ca: {{ ref: ca }} }}
-"#
-    )))
-    .await;
+    let b_files = "cert_file: b.crt, key_file: b.key";
+    let (p, addr) = serve(&s.config(&public_a_and_b(admin, b_files, B_VERIFIED))).await;
     let client = ca.client_pair("client");
     AAndB {
         s,
@@ -176,30 +196,13 @@ async fn a_renewal_dropping_a_name_keeps_its_client_auth() {
     let b = ca.server_pair(&["b.test"]);
     write_secret(&secret, &b);
     let config = |min_version: &str| {
-        s.config(&format!(
-            r#"
-watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
-certs:
-  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
-  - {{ id: b, type: server-pair, cert_file: b/tls.crt, key_file: b/tls.key }}
-  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ ref: a }}
-        - ref: b
-          client_auth: {{ mode: require_and_verify, ca: {{ ref: ca }} }}
-      min_version: "{min_version}"
-    routes: [{{ host: b.test, upstream: b }}]
-upstreams:
-  - name: b
-    servers: [https://{}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
-"#,
-            backend.addr
-        ))
+        let tls = format!(
+            "{B_VERIFIED}      min_version: \"{min_version}\"\n    \
+             routes: [{{ host: b.test, upstream: b }}]\n{}",
+            upstream("b", backend.addr)
+        );
+        let b_files = "cert_file: b/tls.crt, key_file: b/tls.key";
+        s.config(&public_a_and_b("", b_files, &tls))
     };
     let (mut p, addr) = serve(&config("1.2")).await;
     let client = ca.client_pair("client");
@@ -272,29 +275,13 @@ async fn routed(a_names: &[&str], b_names: &[&str], a_auth: &str, b_auth: &str) 
     write(&s.path("ca.crt"), &ca.cert_pem);
     s.pair("a", &ca.server_pair(a_names));
     s.pair("b", &ca.server_pair(b_names));
-    let (p, addr) = serve(&s.config(&format!(
-        r#"
-watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
-certs:
-  - {{ id: a, type: server-pair, cert_file: a.crt, key_file: a.key }}
-  - {{ id: b, type: server-pair, cert_file: b.crt, key_file: b.key }}
-  - {{ id: ca, type: ca-bundle, ca_file: ca.crt }}
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certs:
-        - {{ ref: a, client_auth: {a_auth} }}
-        - {{ ref: b, client_auth: {b_auth} }}
-    routes: [{{ upstream: app }}]
-upstreams:
-  - name: app
-    servers: [https://{}]
-    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}
-"#,
-        backend.addr
-    )))
-    .await;
+    let tls = format!(
+        "      certs:\n        - {{ ref: a, client_auth: {a_auth} }}\n        \
+         - {{ ref: b, client_auth: {b_auth} }}\n    routes: [{{ upstream: app }}]\n{}",
+        upstream("app", backend.addr)
+    );
+    let b_files = "cert_file: b.crt, key_file: b.key";
+    let (p, addr) = serve(&s.config(&public_a_and_b("", b_files, &tls))).await;
     let client = ca.client_pair("client");
     Routed {
         s,
