@@ -102,7 +102,8 @@
 //!     `conn/tests.rs`; `conn/ends.rs` walks the bytes read for where a head ends.
 //!     - `driver`: runs one hyper connection to its end: its idle and header-read
 //!       deadlines, the graceful close at shutdown, a listener's removal or its
-//!       lifetime's end, and the cut after the grace.
+//!       lifetime's end, and the cut after the grace; its tests, on real TLS
+//!       connections over loopback, in `conn/driver/tests.rs`.
 //!     - `frames`: HTTP/2 frames walked as they are read, for a header block begun
 //!       and not ended (a request part way in, closed at once at shutdown).
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send

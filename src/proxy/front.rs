@@ -292,6 +292,9 @@ pub async fn redirect_connection(
     // the shutdown drain as long.
     let exchange = async {
         tokio::select! {
+            // The connection first: a head already read is parsed, and
+            // its 308 begun, before a `closing` set already is looked at.
+            biased;
             ended = &mut conn => return Some(ended),
             _ = closing.wait_for(|c| *c) => {}
         }

@@ -167,6 +167,14 @@ impl Driver<'_> {
         }
         loop {
             tokio::select! {
+                // The connection first, the rest are wake-ups: a request
+                // already read (with the handshake's last flight, say) is
+                // parsed, and begun, before a signal that is set already
+                // is looked at (SPEC §1 drops only a request completed
+                // after it). In random order, a signal's branch came
+                // first in most orders and closed it as one with no
+                // request yet.
+                biased;
                 res = Polled { conn: conn.as_mut(), written, activity: self.activity } => {
                     let error = res.err();
                     if let Some(e) = &error {
@@ -310,3 +318,6 @@ pub(crate) fn causes(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! The driver on real TLS connections over loopback: what a close from outside that is already due does to the bytes a client has sent.
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio_rustls::server::TlsStream;
+
+use super::{Driver, Ended, Outcome};
+use crate::proxy::conn::Activity;
+
+/// Long enough never to fall due in a test: only the signals close.
+const LONG: Duration = Duration::from_secs(60);
+
+/// A TLS 1.3 server config for `localhost` (self-signed), and a client
+/// config that trusts it.
+fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let der = pair.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.signing_key.serialize_der()));
+    let provider = crate::tls::provider::get();
+    let tls13 = &[&rustls::version::TLS13];
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(tls13)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(tls13)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+/// A client (a thread of its own) that sends `first` in the same write
+/// as its handshake's last flight (its Finished), then `later`, once the
+/// server tells it to (`go`), then reads all it is sent until the close.
+/// Returns the server's end once the handshake is done there and `first`
+/// is on its socket.
+async fn client_sending(
+    first: &'static [u8],
+    later: Option<(oneshot::Receiver<()>, &'static [u8])>,
+) -> (
+    TlsStream<TcpStream>,
+    SocketAddr,
+    std::thread::JoinHandle<Vec<u8>>,
+) {
+    let (server, client) = configs();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (sent, written) = oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        let mut tls =
+            rustls::ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
+        // Held until the handshake ends, then sent with its Finished.
+        tls.writer().write_all(first).unwrap();
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(LONG)).unwrap();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp).unwrap();
+        }
+        while tls.wants_write() {
+            tls.write_tls(&mut tcp).unwrap();
+        }
+        sent.send(()).unwrap();
+        let mut stream = rustls::StreamOwned::new(tls, tcp);
+        if let Some((go, bytes)) = later {
+            let _ = go.blocking_recv();
+            // The server may have closed already: what it sent is read below.
+            let _ = stream.write_all(bytes);
+        }
+        let mut got = Vec::new();
+        // A close without close_notify ends it with an error: what came
+        // before it is kept.
+        let _ = stream.read_to_end(&mut got);
+        got
+    });
+    let (tcp, peer) = listener.accept().await.unwrap();
+    let tls = tokio_rustls::TlsAcceptor::from(server)
+        .accept(tcp)
+        .await
+        .unwrap();
+    written.await.unwrap();
+    (tls, peer, thread)
+}
+
+/// Signals for a driver: the listener's `closing` and the process's shutdown.
+struct Signals {
+    closing: watch::Sender<bool>,
+    process: watch::Sender<bool>,
+}
+
+impl Signals {
+    fn new(closing: bool, process: bool) -> Signals {
+        Signals {
+            closing: watch::channel(closing).0,
+            process: watch::channel(process).0,
+        }
+    }
+}
+
+/// Runs an HTTP/1.1 connection on `tls` under a driver watching
+/// `signals` (and `also_close`), each request answered `200 ok`: how it
+/// ended.
+async fn drive_h1(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    signals: &Signals,
+    also_close: impl std::future::Future<Output = ()>,
+) -> Outcome<hyper::Error> {
+    let activity = Activity::new(Instant::now(), true);
+    let svc = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |_req: Request<Incoming>| {
+            let begun = activity.begin(false);
+            async move {
+                drop(begun);
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
+    let driver = Driver {
+        name: "test",
+        peer,
+        activity: &activity,
+        header_read_timeout: LONG,
+        idle_timeout: LONG,
+        shutdown: signals.closing.subscribe(),
+        also_close_grace: LONG,
+        process: Some(signals.process.subscribe()),
+        answer_first: false,
+        stalls: None,
+        send_timeout: LONG,
+    };
+    driver
+        .run(conn, |c| c.graceful_shutdown(), also_close)
+        .await
+}
+
+/// A request that came in the same write as the client's TLS Finished
+/// is served when the shutdown (the listener's `closing` and the
+/// process's signal) is already set as the driver starts: it was sent
+/// before the signal (SPEC §1 drops a request completed after it). The
+/// driver's first `select!` picked its branches in random order, and in
+/// five orders of seven a signal's branch ran before hyper had parsed the
+/// head waiting in its buffer: no request yet, closed at once.
+#[tokio::test]
+async fn a_request_sent_with_the_handshake_is_served_when_the_signal_is_already_set() {
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for (i, (closing, process)) in [(true, true), (true, false), (false, true)]
+        .into_iter()
+        .cycle()
+        .take(21)
+        .enumerate()
+    {
+        let (tls, peer, client) = client_sending(GET, None).await;
+        let signals = Signals::new(closing, process);
+        let outcome = drive_h1(tls, peer, &signals, std::future::pending()).await;
+        let got = client.join().unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+            "try {i} (closing {closing}, process {process}): {got:?}"
+        );
+        assert_eq!(outcome.by, Ended::ByUs);
+    }
+}
