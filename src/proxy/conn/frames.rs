@@ -75,12 +75,14 @@ pub fn walk(state: u64, bytes: &[u8]) -> u64 {
         | len
 }
 
-/// A header block is begun and not ended: a HEADERS frame's payload is
-/// part way in, or its END_HEADERS has not come.
+/// A header block is begun and not ended: a HEADERS (or CONTINUATION)
+/// frame is part way in, its header included once its type is (four
+/// bytes: before that `kind` is the last frame's), or its END_HEADERS has
+/// not come.
 pub fn block_begun(state: u64) -> bool {
     let got = (state >> GOT_AT) & 0xf;
     let kind = (state >> 24) & 0xff;
-    state & OPEN != 0 || (got == 9 && matches!(kind, HEADERS | CONTINUATION))
+    state & OPEN != 0 || (got >= 4 && matches!(kind, HEADERS | CONTINUATION))
 }
 
 #[cfg(test)]
@@ -121,5 +123,36 @@ mod tests {
             &data,
             &frame(8, 0, &[0, 0, 1, 0])
         ])));
+    }
+
+    /// A HEADERS or CONTINUATION frame whose header is read in part is a
+    /// block begun once its type is in (its fourth byte), as one whose
+    /// payload is (SPEC §1): the client is part way into a header block.
+    /// Before that byte, or for another type, it is not.
+    #[test]
+    fn a_headers_frame_header_read_in_part_is_a_block_begun() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let settings = frame(4, 0, &[]);
+        let answered = frame(1, 0x5, b"\x82\x87\x84");
+        let next = frame(1, 0x5, b"\x82\x87\x84");
+        for got in 1..9 {
+            let state = read(&[preface, &settings, &answered, &next[..got]]);
+            assert_eq!(
+                block_begun(state),
+                got >= 4,
+                "{got} bytes of the frame header"
+            );
+        }
+        let open = frame(1, 0x1, b"\x82");
+        let continued = frame(9, 0x4, b"\x84");
+        for got in 4..9 {
+            let state = read(&[preface, &open, &continued[..got]]);
+            assert!(block_begun(state), "{got} bytes of a CONTINUATION header");
+        }
+        let ping = frame(6, 0, &[0; 8]);
+        for got in 1..9 {
+            let state = read(&[preface, &answered, &ping[..got]]);
+            assert!(!block_begun(state), "{got} bytes of a PING header");
+        }
     }
 }
