@@ -195,13 +195,16 @@ pub async fn redirect_connection(
     port: u16,
     accepted: Instant,
     slot: &Slot,
+    answer_first: bool,
 ) {
     // One begun once the listener was removed (from the queue of the
-    // socket it gave up) has sent its request with its connect, and is
-    // answered, bounded as always: closed unread, the kernel would reset
-    // it. The listener's `closing` does not close it, the process's
-    // shutdown does (at once if it has not sent its head yet).
-    let mut closing = match live.is_removed() {
+    // socket it gave up, `answer_first`, told at accept) has sent its
+    // request with its connect, and is answered, bounded as always:
+    // closed unread, the kernel would reset it. The listener's `closing`
+    // does not close it, the process's shutdown does (at once if it has
+    // not sent its head yet). Read here, once its PROXY header had come,
+    // one accepted before the removal was taken for such a one.
+    let mut closing = match answer_first {
         true => slot.shutdown(),
         false => live.closing.subscribe(),
     };

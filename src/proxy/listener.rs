@@ -295,20 +295,21 @@ async fn first_byte(stream: &TcpStream) -> Option<u8> {
 /// a few hundred bytes rather than 15 KB. `accepted`: when `accept()`
 /// returned it, which its `header_read_timeout` counts from (a connection
 /// from the queue of a socket given up may wait for its slot after that).
+/// `answer_first`: its listener's removal came before it was accepted (it
+/// was taken from the queue of the socket given up), told by the caller
+/// at accept: read when the task starts, a removal between the accept and
+/// then made one accepted before it a queued client, its first request
+/// answered, where the listener's other open connections with none yet
+/// close at once (SPEC §3).
 async fn connection(
     listener: Arc<Listener>,
     mut stream: TcpStream,
     peer: SocketAddr,
     slot: Arc<Slot>,
     accepted: Instant,
+    answer_first: bool,
 ) {
     let _ = stream.set_nodelay(true);
-    // Whether its listener's removal came before it was accepted (taken
-    // from the queue of the socket given up): read now, not after the
-    // handshake, so that one accepted before the removal and still in its
-    // handshake then closes with no request, as the listener's other open
-    // connections do (SPEC §3), rather than have its first one answered.
-    let answer_first = listener.is_removed();
     let settings = listener.settings.load_full();
     let limits = &settings.limits;
     // Read before any rule is: a change stored after this has the
@@ -350,6 +351,7 @@ async fn connection(
             port,
             accepted,
             &slot,
+            answer_first,
         ))
         .await;
     }

@@ -215,6 +215,39 @@ async fn a_removed_redirect_listener_closes_its_connections() {
     drop(scene);
 }
 
+/// A redirect listener's connection accepted before a reload removes
+/// the listener, part way into its PROXY header then, is closed once
+/// the header's end comes, its late request unanswered (SPEC §3: one
+/// accepted before the reload with no request yet closes at once). The
+/// removal was read after the PROXY header: it took such a connection
+/// for one the removed listener took from its queue, to be answered,
+/// and held it for its `header_read_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_redirect_listener_closes_one_accepted_before_it_with_its_proxy_header_late() {
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    scene.pair("a", &ca.server_pair(&["localhost"]));
+    // Longer than read_to_close waits: only the removal can close it.
+    let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    proxy_protocol: { from: [127.0.0.1/32] }\n    limits: { header_read_timeout: 300s }\n";
+    let path = scene.config(&with_http(http));
+    let mut p = Proxy::start(&path);
+    let addr = p.listener_addr("http").await;
+    let admin = p.admin_addr().await;
+    let mut late = TcpStream::connect(addr).await.unwrap();
+    late.write_all(b"PROXY TCP4 203.0.113.7 ").await.unwrap();
+    let gauge = "hotproxy_connections_active{listener=\"http\"} 1";
+    wait_metric(admin, gauge, WAIT).await;
+    scene.config(&with_http(""));
+    p.wait_log("removed", |v| {
+        v["message"] == "listener removed" && v["listener"] == "http"
+    })
+    .await;
+    late.write_all(b"127.0.0.1 40000 80\r\n").await.unwrap();
+    let got = read_to_close(&mut late).await;
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    drop(scene);
+}
+
 /// Listener `public` and the lines of `http` (a redirect listener, or none).
 fn with_http(http: &str) -> String {
     format!(

@@ -196,12 +196,14 @@ pub async fn serve(
             a = acceptor.accept(&socket) => a,
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
+        // Accepted before any removal: the loop has not stopped.
         tokio::spawn(connection(
             listener.clone(),
             stream,
             peer,
             slot,
             Instant::now(),
+            false,
         ));
     }
     let stopped = stop.borrow().clone();
@@ -435,7 +437,17 @@ async fn hand_out(
             continue;
         };
         let slot = Slot::new(listener.clone(), permit, drain.enter());
-        tokio::spawn(connection(listener.clone(), stream, peer, slot, accepted));
+        // Taken from the queue of a socket given up (its listener
+        // removed), or inherited by a listener bound beside one.
+        let answer_first = listener.is_removed();
+        tokio::spawn(connection(
+            listener.clone(),
+            stream,
+            peer,
+            slot,
+            accepted,
+            answer_first,
+        ));
         served += 1;
     }
     debug!(listener = %listener.name, served, "served the queue of the socket given up");
