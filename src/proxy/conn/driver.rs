@@ -103,8 +103,10 @@ impl Driver<'_> {
         tokio::pin!(shutdown);
         let answer_first = self.answer_first;
         let mut process = self.process.take();
-        // Set once `quit` is done: a finished future is not polled again.
-        let mut quit_done = false;
+        // Set once `quit`, `shutdown`, `also_close` are done: a finished
+        // future is not polled again.
+        let (mut quit_done, mut shutdown_done, mut also_done) = (false, false, false);
+        let h2 = self.stalls.is_some();
         let quit = Woken::new(async {
             match &mut process {
                 Some(process) => drop(process.wait_for(|s| *s).await),
@@ -154,7 +156,8 @@ impl Driver<'_> {
         // `graceful` allows: the three ways a close from outside starts.
         macro_rules! cut_by {
             ($now:expr, $at:expr, $graceful:expr) => {{
-                let at: Instant = $at;
+                // The earliest cut of the closes begun.
+                let at: Instant = cut_at.map_or($at, |c| c.min($at));
                 cut_at = Some(at);
                 let due = sleep.inner().deadline().into_std().min(at);
                 sleep.as_mut().inner_mut().reset(due.into());
@@ -253,55 +256,74 @@ impl Driver<'_> {
                 // Shutting down, or the listener is gone: what is still in
                 // flight after the grace is cut (at shutdown the process has
                 // ended by then). Also on a connection already closing for
-                // idleness: its graceful close waits on the client (h2 takes
-                // new streams until the client acknowledges the GOAWAY's
-                // PING), so only the cut bounds it.
-                _ = shutdown.as_mut(), if cut_at.is_none() => {
-                    // No request yet, and not one from a removed
-                    // listener's queue: closed at once, as at shutdown
-                    // (`quit`), not left to hyper's graceful close, which
-                    // may wait for a first request and serve it under the
-                    // removed listener's routes and rules. The log line
-                    // is `quit`'s: on the admin listener both are the
+                // idleness or `also_close`: its graceful close waits on the
+                // client (h2 takes new streams until the client
+                // acknowledges the GOAWAY's PING), so only the cut bounds it.
+                _ = shutdown.as_mut(), if !shutdown_done => {
+                    shutdown_done = true;
+                    // Nothing begun, and not one from a removed listener's
+                    // queue: closed at once, as at shutdown (`quit`), not
+                    // left to hyper's graceful close, which may wait for a
+                    // first request and serve it under the removed
+                    // listener's routes and rules. The log line is
+                    // `quit`'s: on the admin listener both are the
                     // process's signal, and either may be seen first.
-                    if !self.activity.asked() && !answer_first {
-                        debug!(listener = %name, peer = %peer, "closing connection: shutting down before its first request");
+                    if !answer_first && let Some(when) = unbegun(self.activity, h2) {
+                        debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let now = Instant::now();
                     cut_by!(now, now + self.also_close_grace, !answer_first);
                 }
-                // The process's shutdown: at once before the first
-                // request, gracefully after. Also on a connection its
-                // listener's `closing` (set at shutdown too, maybe seen
-                // first) already closes gracefully: that close would wait
-                // for a first request.
+                // The process's shutdown: at once with nothing begun,
+                // gracefully after. Also on a connection its listener's
+                // `closing` (set at shutdown too, maybe seen first) already
+                // closes gracefully: that close would wait for a first
+                // request.
                 () = quit.as_mut(), if !quit_done => {
                     quit_done = true;
-                    // No request yet: hyper's graceful close would still
-                    // wait for one (a connection is not idle before its
-                    // first), up to header_read_timeout.
-                    if !self.activity.asked() {
-                        debug!(listener = %name, peer = %peer, "closing connection: shutting down before its first request");
-                        return Outcome { by: Ended::ByUs, error: None, expired };
-                    }
-                    // HTTP/2 part way into a header block, no stream in
-                    // flight: its request has not come, and it may send no
-                    // other frame until it has, so it would never answer
-                    // the GOAWAY's PING that hyper's graceful close waits for.
-                    if self.stalls.is_some() && self.activity.block_begun() {
-                        debug!(listener = %name, peer = %peer, "closing connection: shutting down before its next request");
+                    if let Some(when) = unbegun(self.activity, h2) {
+                        debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let now = Instant::now();
-                    cut_by!(now, cut_at.unwrap_or(now + self.also_close_grace), true);
+                    cut_by!(now, now + self.also_close_grace, true);
                 }
-                _ = also_close.as_mut(), if cut_at.is_none() => {
+                // Its lifetime is over (rotated-out material, admission
+                // rules changed): at once with nothing begun, as at
+                // shutdown. hyper's graceful close would serve a first
+                // HTTP/1.1 head already part read (it closes only with
+                // its read buffer empty), and on HTTP/2 accept streams
+                // until its PING is answered: a revoked client's request.
+                _ = also_close.as_mut(), if !also_done => {
+                    also_done = true;
+                    if let Some(when) = unbegun(self.activity, h2) {
+                        debug!(listener = %name, peer = %peer, "closing connection at once: {when}");
+                        return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
                     let now = Instant::now();
                     cut_by!(now, now + self.also_close_grace, true);
                 }
             }
         }
+    }
+}
+
+/// Why a connection closing is closed at once rather than gracefully,
+/// or `None`: it has nothing begun to finish. No request yet: hyper's
+/// graceful close would still wait for one (a connection is not idle
+/// before its first), up to header_read_timeout, and serve it. HTTP/2
+/// (`h2`) part way into a header block with no stream in flight: its
+/// request has not come, and it may send no other frame until it has,
+/// so it would never answer the GOAWAY's PING that hyper's graceful
+/// close waits for.
+fn unbegun(activity: &Activity, h2: bool) -> Option<&'static str> {
+    if !activity.asked() {
+        Some("before its first request")
+    } else if h2 && activity.block_begun() {
+        Some("before its next request")
+    } else {
+        None
     }
 }
 

@@ -180,3 +180,26 @@ async fn a_request_sent_with_the_handshake_is_served_when_the_signal_is_already_
         assert_eq!(outcome.by, Ended::ByUs);
     }
 }
+
+/// A connection its admission rules no longer admit (`also_close`: a
+/// CRL revoking its client, `allow_from`, client auth changed), part
+/// way into its first HTTP/1.1 head, is closed at once, and the rest of
+/// its head, sent after, is not served. `also_close` only asked hyper
+/// for a graceful close, which closes an HTTP/1.1 connection only while
+/// its read buffer is empty: the revoked client's head, completed, was
+/// answered.
+#[tokio::test]
+async fn a_connection_no_longer_admitted_with_half_a_first_head_is_closed_at_once() {
+    let (go, told) = oneshot::channel();
+    let later = Some((told, &b"st: localhost\r\n\r\n"[..]));
+    let (tls, peer, client) = client_sending(b"GET / HTTP/1.1\r\nHo", later).await;
+    let signals = Signals::new(false, false);
+    // Fires at the driver's first look; the client sends the rest then.
+    let revoked = async move {
+        let _ = go.send(());
+    };
+    let outcome = drive_h1(tls, peer, &signals, revoked).await;
+    let got = client.join().unwrap();
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(outcome.by, Ended::ByUs);
+}
