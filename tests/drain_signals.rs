@@ -437,3 +437,109 @@ async fn shutdown_closes_the_admin_clients_whose_request_has_not_come_at_once() 
         "the admin client with half a head was not closed at shutdown: {logs:#?}"
     );
 }
+
+/// Reads HTTP/2 frames from `s` until one of type `kind`: its payload.
+async fn h2_read_until_kind<S: tokio::io::AsyncRead + Unpin>(s: &mut S, kind: u8) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        if head[3] == kind {
+            return payload;
+        }
+    }
+}
+
+/// The DATA sent on `stream` of `s`, read until the stream ends.
+async fn h2_read_body_of<S: tokio::io::AsyncRead + Unpin>(s: &mut S, stream: u32) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut body = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.unwrap_or_else(|e| {
+            panic!("closed before stream {stream} ended ({e}); its body so far {body:?}")
+        });
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        let on = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        if on != stream {
+            continue;
+        }
+        match head[3] {
+            0 => body.extend_from_slice(&payload),
+            1 => {}
+            3 => panic!("stream {stream} reset: {payload:?}"),
+            _ => continue,
+        }
+        if head[4] & 1 == 1 {
+            return body;
+        }
+    }
+}
+
+/// An HTTP/2 client that never answers the shutdown `GOAWAY`'s PING
+/// (h2 takes new streams until it does) and opens a stream
+/// `header_read_timeout` after it got the `GOAWAY` (one sent after the
+/// close began, not one in transit) is answered `503` ("connection
+/// closing"), its request not sent upstream (SPEC §1), and the process
+/// exits once nothing else is in flight, not at the end of
+/// `shutdown_grace`. The stream was forwarded, and such a client could
+/// keep the drain going for the whole grace.
+#[tokio::test]
+async fn shutdown_does_not_forward_a_stream_opened_after_the_goaway() {
+    use tokio::io::AsyncWriteExt;
+
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let backend_ca = TestCa::new("backend CA");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start("echo", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let cfg = kept_alive_config(&s, backend.addr);
+    // In flight while it drains: nothing is forced closed before the
+    // late stream comes (send_timeout 5s), the grace longer than waited.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "header_read_timeout: 60s",
+            "header_read_timeout: 1s, send_timeout: 5s",
+        )
+        .replace("shutdown_grace: 20s", "shutdown_grace: 60s");
+    write(&cfg, &text);
+    let mut p = Proxy::start(&cfg);
+    let public = p.listener_addr("public").await;
+
+    // Stream 1 answered (404), by hand: no PING is ever answered.
+    let h2 = client_config(&ca.cert_pem, None, &[b"h2"]);
+    let mut tls = connect(public, "localhost", h2).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(4, 0, 0, &[]));
+    hello.extend(h2_frame(1, 0x5, 1, GET_SLASH_BLOCK));
+    tls.write_all(&hello).await.unwrap();
+    tls.flush().await.unwrap();
+    h2_read_until_end_of(&mut tls, 1).await;
+
+    p.signal("TERM");
+    h2_read_until_kind(&mut tls, 7).await;
+    // Sent once the close is header_read_timeout old: not in transit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // GET /slow for localhost, HPACK-coded from the static table alone.
+    let slow = b"\x82\x87\x04\x05/slow\x01\x09localhost";
+    tls.write_all(&h2_frame(1, 0x5, 3, slow)).await.unwrap();
+    tls.flush().await.unwrap();
+    let body = h2_read_body_of(&mut tls, 3).await;
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("connection closing"), "{body}");
+    assert_eq!(backend.requests_for("/slow"), 0, "forwarded upstream");
+    assert!(p.wait_exit(Duration::from_secs(30)).await.success());
+    p.wait_log("stopped", |v| v["message"] == "stopped").await;
+    let logs = p.logs();
+    assert!(
+        !logs.iter().any(|l| l.contains("shutdown grace elapsed")),
+        "the drain waited for the late stream's client: {logs:#?}"
+    );
+}

@@ -164,6 +164,7 @@ impl Driver<'_> {
                 if !closing && $graceful {
                     closing = true;
                     closing_at = Some($now);
+                    self.activity.close_began($now + header_read);
                     graceful(conn.as_mut());
                 }
             }};
@@ -232,6 +233,7 @@ impl Driver<'_> {
                             Expiry::Idle => {
                                 closing = true;
                                 closing_at = Some(now);
+                                self.activity.close_began(now + header_read);
                                 graceful(conn.as_mut());
                             }
                         }
