@@ -203,3 +203,58 @@ async fn a_connection_no_longer_admitted_with_half_a_first_head_is_closed_at_onc
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     assert_eq!(outcome.by, Ended::ByUs);
 }
+
+/// As [`a_connection_no_longer_admitted_with_half_a_first_head_is_closed_at_once`],
+/// on HTTP/2: a client that has sent its preface and SETTINGS but no
+/// stream when `also_close` fires is closed at once, and the stream it
+/// opens after is not answered. hyper's graceful close sent `GOAWAY`
+/// (2^31-1) and a PING, and took the stream, sent before the client
+/// answered the PING: the revoked client's request was served.
+#[tokio::test]
+async fn an_h2_connection_no_longer_admitted_before_its_first_stream_is_closed_at_once() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: GET https://localhost/.
+    const GET: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
+    let (go, told) = oneshot::channel();
+    let (tls, peer, client) = client_sending(PREFACE, Some((told, GET))).await;
+    let activity = Activity::new(Instant::now(), true);
+    let svc = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |_req: Request<Incoming>| {
+            let begun = activity.begin(false);
+            async move {
+                drop(begun);
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        })
+    };
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), svc);
+    let signals = Signals::new(false, false);
+    let driver = Driver {
+        name: "test",
+        peer,
+        activity: &activity,
+        header_read_timeout: LONG,
+        idle_timeout: LONG,
+        shutdown: signals.closing.subscribe(),
+        also_close_grace: LONG,
+        process: Some(signals.process.subscribe()),
+        answer_first: false,
+        stalls: None,
+        send_timeout: LONG,
+    };
+    let revoked = async move {
+        let _ = go.send(());
+    };
+    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let got = client.join().unwrap();
+    // The frames sent: no HEADERS (type 1), no answer to stream 1.
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        assert_ne!(got[at + 3], 1, "stream 1 answered: {got:?}");
+        at += 9 + len;
+    }
+    assert_eq!(outcome.by, Ended::ByUs);
+}
