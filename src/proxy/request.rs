@@ -233,8 +233,9 @@ pub fn prepare<B: hyper::body::Body>(
 /// request carrying one is malformed (RFC 9113 §8.2.1). The h2 crate takes
 /// it, and an HTTP/1.1 backend trims that whitespace (RFC 9112 §5.1), so
 /// it would read another value than the one hotproxy's rules and logs saw.
-/// (HTTP/1.1's parser trims it on the way in.) Two bytes a value.
-fn padded(headers: &http::HeaderMap) -> bool {
+/// (HTTP/1.1's parser trims it on the way in.) Two bytes a value. Trailers
+/// too ([`crate::proxy::trailers::clean_request`]).
+pub(crate) fn padded(headers: &http::HeaderMap) -> bool {
     headers.values().any(|v| {
         let b = v.as_bytes();
         matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))

@@ -14,27 +14,39 @@
 //! ([`crate::proxy::headers::is_vouched_for`]) and every field that decides
 //! the request before its body (credentials, conditions, content format),
 //! and refuses a client's
-//! section of more fields than a head may have. The rest (gRPC's
+//! section of more fields than a head may have, or with a value padded
+//! with whitespace (malformed on HTTP/2, as in a head). The rest (gRPC's
 //! `grpc-status`, a checksum) passes as sent. nginx, which reads a request
 //! body whole before it forwards it, sends no request trailers at all.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::proxy::headers::{Message, is_hop_by_hop, is_vouched_for, remove_where};
-use crate::proxy::request::MAX_HEADER_FIELDS;
+use crate::proxy::request::{MAX_HEADER_FIELDS, padded};
 
-/// A client's trailer section with more fields than a head may have.
+/// A client's trailer section refused as its head would be.
 #[derive(Debug, thiserror::Error)]
-#[error("more than {MAX_HEADER_FIELDS} trailer fields")]
-pub struct TooManyTrailers;
+pub enum BadTrailers {
+    #[error("more than {MAX_HEADER_FIELDS} trailer fields")]
+    TooMany,
+    #[error("trailer field value with leading or trailing whitespace")]
+    Padded,
+}
 
 /// Check a client's request trailers and drop what may not follow a body.
 /// A section of more than [`MAX_HEADER_FIELDS`] fields is refused, as a
 /// head is: hyper's HTTP/1.1 parser holds trailers to that count, and an
 /// HTTP/2 one is held here, so the limit is the same on both protocols.
-pub fn clean_request(trailers: &mut HeaderMap) -> Result<(), TooManyTrailers> {
+/// So is one with a value that starts or ends with SP or HTAB: malformed
+/// on HTTP/2 (RFC 9113 §8.2.1), where an upstream holding to the RFC
+/// refuses the request (a failure counted against its endpoint) and an
+/// HTTP/1.1 one trims it. (HTTP/1.1's parser trims it on the way in.)
+pub fn clean_request(trailers: &mut HeaderMap) -> Result<(), BadTrailers> {
     if trailers.len() > MAX_HEADER_FIELDS {
-        return Err(TooManyTrailers);
+        return Err(BadTrailers::TooMany);
+    }
+    if padded(trailers) {
+        return Err(BadTrailers::Padded);
     }
     remove_where(trailers, |n| {
         never_a_trailer(n) || is_vouched_for(n) || decides_the_request(n)
@@ -205,6 +217,23 @@ mod tests {
         ]);
         clean_request(&mut t).unwrap();
         assert_eq!(names(&t), ["api_key", "grpc-status", "x-checksum"]);
+    }
+
+    #[test]
+    fn request_trailer_values_padded_with_whitespace_are_refused() {
+        for v in [" x", "x ", "\tx", "x\t", " "] {
+            let mut t: HeaderMap = [(header::ETAG, HeaderValue::from_str(v).unwrap())]
+                .into_iter()
+                .collect();
+            assert!(
+                matches!(clean_request(&mut t), Err(BadTrailers::Padded)),
+                "{v:?}"
+            );
+        }
+        let mut t: HeaderMap = [(header::ETAG, HeaderValue::from_static("a b\tc"))]
+            .into_iter()
+            .collect();
+        clean_request(&mut t).unwrap();
     }
 
     #[test]

@@ -104,6 +104,52 @@ async fn trailers_carry_nothing_the_head_would_not() {
     }
 }
 
+/// An HTTP/2 trailer value that starts or ends with a space or a tab makes
+/// the request malformed (RFC 9113 §8.2.1), as it does in the head: the
+/// client's `400` (`malformed request body`). It reached the upstream as
+/// sent, and an HTTP/2 upstream that holds to the RFC refused the request:
+/// a `502` counted against its endpoint. Whitespace inside a value passes.
+#[tokio::test]
+async fn h2_trailer_values_padded_with_whitespace_are_malformed() {
+    let w = world().await;
+    let (_p, addr) = serve(&config(&w, "")).await;
+    let mut client = h2_to(&w, addr).await;
+    for value in ["crc32c=1 ", " crc32c=1", "crc32c=1\t", "\tcrc32c=1", " "] {
+        let req = http::Request::post("https://a.example.com/pub/upload")
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        let (resp, mut stream) = client.send_request(req, false).unwrap();
+        stream
+            .send_data(bytes::Bytes::from_static(b"abcd"), false)
+            .unwrap();
+        let trailers: http::HeaderMap = [(
+            http::HeaderName::from_static("x-checksum"),
+            http::HeaderValue::from_str(value).unwrap(),
+        )]
+        .into_iter()
+        .collect();
+        stream.send_trailers(trailers).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(Ok(chunk)) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let data = String::from_utf8_lossy(&data);
+        assert_eq!(status, 400, "{value:?}: {data}");
+        assert!(data.contains("malformed request body"), "{value:?}: {data}");
+    }
+    let req = http::Request::post("https://a.example.com/pub/upload")
+        .body(())
+        .unwrap();
+    client = client.ready().await.unwrap();
+    let (seen, _) = h2_upload(&mut client, req, &[("x-checksum", "a b\tc")]).await;
+    assert_eq!(seen["trailers"]["x-checksum"], "a b\tc", "{seen}");
+}
+
 /// Trailers an application announces (`Trailer`) pass over HTTP/1.1 as
 /// over HTTP/2, cut as the head is: a client's chunked upload ends with an
 /// `x-checksum` that reaches an HTTP/1.1 backend and an `ssl-client-verify`
