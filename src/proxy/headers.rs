@@ -313,7 +313,7 @@ pub fn rewrite_request_headers(
     // Not from a trusted proxy, nothing a client says about where it came
     // from survives: what hotproxy sets below replaces it.
     let seen = strip_client_claims(headers, trusted);
-    if h2_client && seen.cookies > 1 {
+    if h2_client && seen.cookies > 0 {
         join_cookies(headers);
     }
     // `Expect` is answered, never forwarded (SPEC): hyper answers an
@@ -387,22 +387,28 @@ pub fn rewrite_request_headers(
 /// do, so HPACK can index each); before an HTTP/1.1 hop they must be one
 /// header joined with `; ` (RFC 9113 §8.2.3), and many applications read
 /// only the first `Cookie` line. Joined for an HTTP/2 upstream too, which
-/// reads either form, as nginx and Envoy do.
+/// reads either form, as nginx and Envoy do. Empty fields are skipped
+/// (joined in, the header ended in `; `, a trailing space an HTTP/2
+/// upstream refuses as malformed); only empty ones, no `cookie` is sent.
 fn join_cookies(headers: &mut HeaderMap) {
     let mut values = headers.get_all(header::COOKIE).iter();
-    if values.next().is_none() || values.next().is_none() {
-        return;
+    match (values.next(), values.next()) {
+        (None, _) => return,
+        (Some(one), None) if !one.is_empty() => return,
+        _ => {}
     }
     let values = headers.get_all(header::COOKIE);
     let len: usize = values.iter().map(|v| v.len() + 2).sum();
     let mut out = Vec::with_capacity(len);
-    for v in values {
+    for v in values.iter().filter(|v| !v.is_empty()) {
         if !out.is_empty() {
             out.extend_from_slice(b"; ");
         }
         out.extend_from_slice(v.as_bytes());
     }
-    if let Ok(joined) = HeaderValue::from_maybe_shared(bytes::Bytes::from(out)) {
+    if out.is_empty() {
+        headers.remove(header::COOKIE);
+    } else if let Ok(joined) = HeaderValue::from_maybe_shared(bytes::Bytes::from(out)) {
         headers.insert(header::COOKIE, joined);
     }
 }
