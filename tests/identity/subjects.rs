@@ -358,3 +358,25 @@ async fn a_subject_cannot_forge_a_field_of_a_text_log_line() {
     );
     assert_eq!(all("subject"), [format!("CN={cn}").as_str()], "{line}");
 }
+
+/// A client certificate whose subject ends in a space (`CN=trail `)
+/// reaches the backend with that space written `\20` in
+/// `X-Client-Cert-Subject` and `ssl-client-subject-dn`: OpenSSL's `\ `
+/// ended the header value, which an HTTP/1.1 backend trims to a broken
+/// escape and an HTTP/2 one refuses as malformed (RFC 9113 §8.2.1).
+#[tokio::test]
+async fn a_subject_ending_in_a_space_reaches_the_backend_whole() {
+    let w = world().await;
+    let client = w.pki.client("trail ", None, &[]);
+    let auth = "        mode: verify_if_given\n        ca: { ref: partners-ca }";
+    let routes =
+        "      - { path_prefix: /nginx, upstream: app, forward_client_cert: ingress_nginx }";
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    let cfg = cfg_for(&w, Some(&client));
+    let h = seen(addr, cfg.clone(), "/api", &[]).await;
+    assert_eq!(h["x-client-cert-subject"], r"CN=trail\20", "{h}");
+    let h = seen(addr, cfg, "/nginx", &[]).await;
+    assert_eq!(h["ssl-client-subject-dn"], r"CN=trail\20", "{h}");
+    drop(p);
+}

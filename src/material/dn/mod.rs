@@ -5,9 +5,10 @@
 //!   with `, ` (` + ` within a multi-valued RDN), x509-parser's short names;
 //!   a value that is not text (no string type, or bytes not valid in its
 //!   type) is `#` and the hex of its DER, as RFC 4514 §2.4 says.
-//! - [`rfc2253`], byte for byte what OpenSSL's `X509_NAME_print_ex` with
-//!   `XN_FLAG_RFC2253` writes: nginx's `$ssl_client_s_dn` (ingress-nginx's
-//!   `ssl-client-subject-dn`) and Envoy's XFCC `Subject`.
+//! - [`rfc2253`], byte for byte (but for a space ending the name, below)
+//!   what OpenSSL's `X509_NAME_print_ex` with `XN_FLAG_RFC2253` writes:
+//!   nginx's `$ssl_client_s_dn` (ingress-nginx's `ssl-client-subject-dn`)
+//!   and Envoy's XFCC `Subject`.
 //!
 //! Values are escaped as RFC 4514 §2.4 says: a client certificate whose
 //! common name is `evil, OU=admins` is `CN=evil\, OU=admins`, never a
@@ -15,6 +16,8 @@
 //! every byte of a non-ASCII character are written `\XX` (`zoë` is
 //! `zo\C3\AB`), as OpenSSL does; an HTTP header cannot carry them raw, and
 //! a name that was dropped for it would leave the backend without one.
+//! A space that ends the name, and so the header value, is `\20`, not
+//! OpenSSL's `\ `, which a backend trims or refuses.
 
 mod short_names;
 
@@ -51,7 +54,7 @@ pub fn text(name: &X509Name<'_>) -> String {
             }
         }
     }
-    out
+    space_ended(out)
 }
 
 /// `name` as OpenSSL's `X509_NAME_print_ex(…, XN_FLAG_RFC2253)` writes it,
@@ -95,6 +98,20 @@ pub fn rfc2253(name: &X509Name<'_>) -> String {
                 hex_into(&mut out, &value.to_der_vec().unwrap_or_default());
             }
         }
+    }
+    space_ended(out)
+}
+
+/// `out` with a final escaped space (`\ `, a value's trailing space at the
+/// end of the name) written `\20` (RFC 4514 §2.4 allows either): the
+/// name ends a header value, and a backend would trim `\ ` to a lone
+/// `\` (HTTP/1.1) or refuse it (HTTP/2, RFC 9113 §8.2.1). The only
+/// departure from OpenSSL's text. (A space is never the last byte
+/// otherwise: a value's last space is escaped.)
+fn space_ended(mut out: String) -> String {
+    if out.ends_with(' ') {
+        out.pop();
+        out.push_str("20");
     }
     out
 }
@@ -171,7 +188,8 @@ fn hex_into(out: &mut String, bytes: &[u8]) {
 /// Append `value` escaped (RFC 4514 §2.4, as OpenSSL's `ESC_2253`,
 /// `ESC_CTRL` and `ESC_MSB` do it): `"` `+` `,` `;` `<` `>` `\` with a
 /// backslash, so are a leading space or `#` and a trailing space; control
-/// characters and each UTF-8 byte of a non-ASCII character as `\XX`.
+/// characters and each UTF-8 byte of a non-ASCII character as `\XX`. (A
+/// space that ends the whole name is `\20`: [`space_ended`].)
 fn escape_into(out: &mut String, value: &str) {
     let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
@@ -236,7 +254,7 @@ mod tests {
         for (value, escaped) in [
             ("evil, OU=admins", r"evil\, OU=admins"),
             (r#"a+b;c<d>e"f\g"#, r#"a\+b\;c\<d\>e\"f\\g"#),
-            ("#lead and trail ", r"\#lead and trail\ "),
+            ("#lead and trail ", r"\#lead and trail\20"),
             (" x\ny\u{7f}", r"\ x\0Ay\7F"),
             ("zoë", r"zo\C3\AB"),
         ] {
@@ -244,6 +262,23 @@ mod tests {
             assert_eq!(ours, format!("CN={escaped}"));
             assert_eq!(nginx, format!("CN={escaped}"));
         }
+    }
+
+    /// A space that ends the name (so the header value) is `\20`: `\ `
+    /// there is trimmed by an HTTP/1.1 backend to a lone `\`, and refused
+    /// by an HTTP/2 one (RFC 9113 §8.2.1). One inside the name stays `\ `,
+    /// as OpenSSL writes it.
+    #[test]
+    fn a_space_ending_the_name_is_hex() {
+        let (ours, _, nginx) = subject(&[
+            (DnType::OrganizationalUnitName, utf8("ou ")),
+            (DnType::CommonName, utf8("cn ")),
+        ]);
+        assert_eq!(ours, r"OU=ou\ , CN=cn\20");
+        assert_eq!(nginx, r"CN=cn\ ,OU=ou\20");
+        let (ours, _, nginx) = subject(&[(DnType::CommonName, utf8(" "))]);
+        assert_eq!(ours, r"CN=\20");
+        assert_eq!(nginx, r"CN=\20");
     }
 
     /// BMP and Universal strings are text; a value that is no string is hex
