@@ -553,6 +553,62 @@ async fn h2_field_values_padded_with_whitespace_are_malformed() {
     wait_metric(admin, line, WAIT).await;
 }
 
+/// An HTTP/2 `:path` holds to an HTTP/1.1 target's limit, 65,534 bytes:
+/// one byte more and the h2 crate resets the stream (`PROTOCOL_ERROR`; the
+/// `http` crate, since 1.4, builds no path over that), so it never reaches
+/// hotproxy or an upstream, where an HTTP/1.1 client's gets hyper's `414`.
+/// Pinned here: without that limit a target an HTTP/1.1 client cannot
+/// send would reach the upstream from an HTTP/2 one (the header list may
+/// be 1 MiB), and an HTTP/1.1 upstream would refuse it.
+#[tokio::test]
+async fn h2_targets_over_65534_bytes_never_reach_the_upstream() {
+    let (w, _p, addr) = serve("max_header_bytes: 1048576").await;
+    for len in [65_534usize, 65_535, 200_000] {
+        // `GET https://a.example.com/aaa…`, `:path` a literal whose
+        // length is an HPACK integer (RFC 7541 §5.1), in 16 KB frames.
+        let mut block = vec![0x82, 0x87, 0x04, 0x7f];
+        let mut n = len - 127;
+        while n >= 128 {
+            block.push((n % 128) as u8 | 0x80);
+            n /= 128;
+        }
+        block.push(n as u8);
+        block.push(b'/');
+        block.resize(block.len() + len - 1, b'a');
+        block.extend_from_slice(&[0x01, 13]);
+        block.extend_from_slice(b"a.example.com");
+        let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+        let pieces: Vec<&[u8]> = block.chunks(16_000).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            let end_headers = if i + 1 == pieces.len() { 0x4 } else { 0 };
+            let (kind, flags) = match i {
+                0 => (HEADERS, 0x1 | end_headers),
+                _ => (CONTINUATION, end_headers),
+            };
+            out.extend(h2_frame(kind, flags, 1, piece));
+        }
+        let mut s = tls(&w, addr, &[b"h2"]).await;
+        s.write_all(&out).await.unwrap();
+        let (kind, payload) = loop {
+            let (kind, _, id, payload) = next_frame(&mut s).await;
+            assert_ne!(kind, GOAWAY, "a {len}-byte target closed the connection");
+            if id == 1 {
+                break (kind, payload);
+            }
+        };
+        match len {
+            // `:status 200` (static index 8).
+            65_534 => assert_eq!((kind, payload[0]), (HEADERS, 0x88), "{len}"),
+            _ => assert_eq!(
+                (kind, &payload[..]),
+                (RST_STREAM, &[0, 0, 0, 1][..]),
+                "{len}"
+            ),
+        }
+    }
+    assert_eq!(w.backend.requests.load(SeqCst), 1);
+}
+
 /// Every response to an HTTP/2 client sends `date` as a never-indexed
 /// literal with the static table's name (RFC 7541 §6.2.3: `0x1f 0x12`),
 /// the upstream's date and hotproxy's own alike: h2's encoder indexed each
