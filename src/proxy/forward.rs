@@ -14,7 +14,9 @@
 //! closed before a whole response head and the request is idempotent with
 //! such a body (an upstream closing an idle keep-alive connection just as
 //! it is reused). An HTTP/2 request that new connection left unprocessed
-//! too goes once more, on another (`RESENDS`: two at most). Each is
+//! too goes once more, on another (`RESENDS`: two at most). One refused
+//! (`REFUSED_STREAM`) on a connection that still takes streams goes on
+//! any connection instead, that one included. Each is
 //! counted (`hotproxy_upstream_resends_total`) and is no retry:
 //! `retries.attempts: 0` leaves it on.
 //!
@@ -396,8 +398,15 @@ impl Upstream {
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
         // New connections this attempt was sent again on (see `RESENDS`).
         let mut resent = 0;
+        // The last attempt was refused (`REFUSED_STREAM`) on an HTTP/2
+        // connection that still takes streams: sent again on any
+        // connection, that one included. A new one only, it waited for a
+        // slot the pooled connection kept (all of them with
+        // `max_connections_per_server: 1`), `connect_timeout` long, and
+        // got the connection limit's `504`, processed nowhere.
+        let mut on_any = false;
         loop {
-            let fresh = resent > 0;
+            let fresh = resent > 0 && !std::mem::take(&mut on_any);
             // A check sent again dials as a check does: past the slot
             // limit if need be (`Want::CheckAgain`).
             let want = match (fresh, check) {
@@ -511,6 +520,7 @@ impl Upstream {
                             // Sent again, and whether to this endpoint too.
                             let unsent = e.take_message();
                             let never_written = unsent.is_some();
+                            let mut serving = false;
                             let (again, here) = match unsent {
                                 Some(mut unsent) => {
                                     if let Some(host) = host {
@@ -523,7 +533,7 @@ impl Upstream {
                                 // it serves others (`StreamGuard::refused`).
                                 None if unprocessed(e.error()) => {
                                     if refused_stream(e.error()) {
-                                        stream.refused();
+                                        serving = stream.refused();
                                     } else {
                                         stream.retire_refused();
                                     }
@@ -561,11 +571,15 @@ impl Upstream {
                                         && resent < RESENDS
                                         && !elsewhere() =>
                                 {
-                                    let what =
-                                        "request not processed; retrying on a new connection";
+                                    let what = if serving {
+                                        "request not processed; retrying on any connection"
+                                    } else {
+                                        "request not processed; retrying on a new connection"
+                                    };
                                     self.resending(endpoint, check, &e, what);
                                     req = again;
                                     resent += 1;
+                                    on_any = serving;
                                     continue;
                                 }
                                 again => {

@@ -215,3 +215,42 @@ async fn a_second_refusal_in_a_row_retires_a_connection_that_served() {
         shed.refused.load(Ordering::SeqCst)
     );
 }
+
+/// SPEC (Upstream connection pool): a GET refused (`REFUSED_STREAM`) on a
+/// connection that has served and keeps serving is sent again on any
+/// connection, that one included. With `max_connections_per_server: 1`
+/// (suggested for HTTP/2) its resend wanted a new connection only: it
+/// waited the whole `connect_timeout` for the one slot, which the pooled
+/// connection kept, and the client got `504` `no upstream connection free`
+/// for a request the server never processed. `connect_timeout` is far
+/// longer than the test's own wait ([`WAIT`]).
+#[tokio::test]
+async fn a_refused_stream_is_sent_again_on_its_connection_when_no_slot_is_free() {
+    let w = world();
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (backend, accepted) = h2_conns("127.0.0.1:0", &w.backend_pair, move |mut conn, _| {
+        let refused = refused.clone();
+        async move {
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                if req.uri().path() == "/refuse" && !refused.swap(true, Ordering::SeqCst) {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                } else {
+                    ok(respond);
+                }
+            }
+        }
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        backend,
+        &["max_connections_per_server: 1", "connect_timeout: 30s"],
+    ));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(&w, addr).await;
+    let first = send_all(&mut client, ["/first".to_owned()]).await;
+    assert_eq!(statuses(first).await, [200]);
+    let again = send_all(&mut client, ["/refuse".to_owned()]).await;
+    assert_eq!(statuses(again).await, [200], "the refused GET, sent again");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
+}

@@ -65,13 +65,18 @@ impl StreamGuard {
     /// that serves the streams beside it (a server shedding one stream
     /// under load) retired it too: a new connection for the requests that
     /// followed, and the old one closed under those still on it.
-    pub fn refused(&self) {
+    ///
+    /// Whether the connection still takes new streams (not retired, by
+    /// this refusal or before it): the refused request may then go again
+    /// on any connection, this one included.
+    pub fn refused(&self) -> bool {
         let opened = self.0.opened.load(Ordering::Acquire);
         self.0.refused_at.fetch_max(opened, Ordering::AcqRel);
         let refusals = self.0.refusals.fetch_add(1, Ordering::AcqRel) + 1;
         if self.0.answered.load(Ordering::Acquire) == 0 || refusals >= 2 {
             self.retire_refused();
         }
+        !self.0.retired.load(Ordering::Acquire)
     }
 }
 
