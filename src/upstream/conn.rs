@@ -275,6 +275,15 @@ impl H1 {
         self.head.sent()
     }
 
+    /// Closed, its server slot kept for a new connection: a request sent
+    /// again on a new connection found every slot taken, this idle one's
+    /// too ([`crate::upstream::endpoint::Endpoint::checkout`]). `None` if
+    /// it holds none (no limit), or closed already (its slot freed then).
+    pub fn into_slot(self) -> Option<OwnedSemaphorePermit> {
+        let mut io = self.conn?.into_parts().io;
+        io.take_slot()
+    }
+
     /// Was this connection used before (the upstream may have closed it)?
     pub fn reused(&self) -> bool {
         self.idle_since.is_some()

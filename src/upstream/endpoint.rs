@@ -220,6 +220,19 @@ impl Endpoint {
                                 // connection handed back, it would take the
                                 // wake-up meant for a request that can use
                                 // it, which then waits out its deadline.
+                                // An idle pooled connection gives its slot
+                                // first (closed for it): none is given back
+                                // otherwise before `idle_timeout`, and the
+                                // retry waited out `connect_timeout` for the
+                                // connection limit's 504 (every slot held by
+                                // idle connections, the one it failed on
+                                // freed to a request waiting for it).
+                                if let Some(idle) = self.pool.take_oldest_idle() {
+                                    // Closed already: its slot is free now.
+                                    held = idle.into_slot().map(|slot| (Some(slot), false));
+                                    continue;
+                                }
+                                self.pool.close_an_idle_h2();
                                 held = Some((self.slots.acquire(deadline).await?, false));
                             } else {
                                 tokio::select! {

@@ -100,7 +100,7 @@ impl AsyncWrite for MaybeTls {
 /// also when it ends as an upgraded tunnel.
 pub struct UpstreamIo {
     io: TokioIo<Framed>,
-    _slot: Option<OwnedSemaphorePermit>,
+    slot: Option<OwnedSemaphorePermit>,
     /// Set for an HTTP/2 connection, whose I/O hyper drives in a task of
     /// its own that hotproxy cannot reach otherwise.
     kill: Option<Arc<Kill>>,
@@ -362,6 +362,12 @@ impl Sent for UpstreamIo {
 }
 
 impl UpstreamIo {
+    /// Its server slot, taken out: it goes with the connection closed
+    /// for it ([`crate::upstream::conn::H1::into_slot`]).
+    pub fn take_slot(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.slot.take()
+    }
+
     pub fn new(io: MaybeTls, slot: Option<OwnedSemaphorePermit>) -> UpstreamIo {
         UpstreamIo {
             io: TokioIo::new(Framed {
@@ -369,7 +375,7 @@ impl UpstreamIo {
                 frames: None,
                 head: None,
             }),
-            _slot: slot,
+            slot,
             kill: None,
             settling: None,
         }

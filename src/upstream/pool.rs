@@ -373,6 +373,33 @@ impl Pool {
         }
     }
 
+    /// Every server slot is taken and a request sent again on a new
+    /// connection ([`Want::Fresh`]) needs one: the oldest idle HTTP/1.1
+    /// connection, taken out to be closed for its slot
+    /// ([`H1::into_slot`]). Only such a request waits for a slot alone
+    /// (see [`crate::upstream::endpoint::Endpoint::checkout`]), and idle
+    /// connections give none back until `idle_timeout`.
+    pub fn take_oldest_idle(&self) -> Option<Box<H1>> {
+        let mut st = self.state.lock().expect("pool lock");
+        (!st.idle.is_empty()).then(|| st.idle.remove(0))
+    }
+
+    /// As [`Pool::take_oldest_idle`], for an HTTP/2 endpoint: one pooled
+    /// connection without a stream is let go, closed at once (at its last
+    /// stream, if one opened meanwhile), and its slot goes to whoever
+    /// waits for one first. False if there is none.
+    pub fn close_an_idle_h2(&self) -> bool {
+        let c = {
+            let mut st = self.state.lock().expect("pool lock");
+            let Some(i) = st.h2.iter().position(|c| c.idle_for(Duration::ZERO)) else {
+                return false;
+            };
+            st.h2.remove(i)
+        };
+        c.close_when_idle();
+        true
+    }
+
     /// `drain_on_rotation`: close idle connections, stop sharing h2 ones,
     /// refuse busy ones when they come back.
     pub fn drain(&self) {

@@ -34,11 +34,16 @@ fn one_slot(port: u16) -> Endpoint {
 
 /// An endpoint at 127.0.0.1:`port` with `slots` server slots.
 pub(crate) fn endpoint(port: u16, https: bool, slots: usize) -> Endpoint {
+    endpoint_timed(port, https, slots, Duration::from_secs(2))
+}
+
+/// [`endpoint`], with `connect_timeout`.
+fn endpoint_timed(port: u16, https: bool, slots: usize, connect_timeout: Duration) -> Endpoint {
     let limits = UpstreamConfig {
         name: "api".into(),
         servers: vec![],
         tls: UpstreamTls::default(),
-        connect_timeout: Duration::from_secs(2),
+        connect_timeout,
         request_timeout: Duration::from_secs(60),
         read_timeout: Duration::from_secs(60),
         max_idle_connections: 4,
@@ -217,4 +222,34 @@ async fn a_request_that_waited_for_a_slot_keeps_to_the_dial_bound() {
         Err(e) => panic!("the second dialled too, past the dial bound: {e}"),
         Ok(_) => panic!("a connection from a server that never answers"),
     }
+}
+
+/// A request sent again on a new connection (here: its reused one
+/// closed before the response head) finds every server slot taken, one
+/// by an idle pooled connection, the other by a request that took the
+/// slot the closed connection freed. It takes the idle one's slot (that
+/// connection closed) and dials. It waited for a slot instead, which no
+/// idle connection gives back: the whole `connect_timeout` (30 s here,
+/// far beyond this test's wait), then the connection limit's `504`.
+#[tokio::test]
+async fn a_resend_takes_the_slot_of_an_idle_connection_when_none_is_free() {
+    // The kernel's backlog completes the connects; nothing is sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let endpoint = endpoint_timed(port, false, 2, Duration::from_secs(30));
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let Ok(Lease::H1(idle)) = endpoint.checkout(Want::Any, until).await else {
+        panic!("the first request got no connection");
+    };
+    endpoint.pool.put(idle);
+    assert_eq!(endpoint.pool.idle(), 1);
+    let _taken = endpoint.slots.try_take().expect("the other slot");
+    let resend = endpoint.checkout(Want::Fresh, until);
+    match tokio::time::timeout(Duration::from_secs(5), resend).await {
+        Ok(Ok(Lease::H1(c))) => assert!(!c.reused(), "a pooled connection"),
+        Ok(Ok(Lease::H2 { .. })) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
+        Ok(Err(e)) => panic!("the resend got no connection: {e}"),
+        Err(_) => panic!("the resend waited for a slot the idle connection held"),
+    }
+    assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
 }
