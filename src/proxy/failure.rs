@@ -18,6 +18,13 @@ pub enum Failure {
     Dial(DialError),
     /// The request on an established connection.
     Request(hyper::Error),
+    /// The response's head came, then its body failed where it came with
+    /// the head ([`crate::upstream::endpoint::LeasedBody::read_early`]):
+    /// processed, whatever the error's code says. An HTTP/2 server that
+    /// sent `HEADERS` and then `RST_STREAM(REFUSED_STREAM)` was judged
+    /// by the code alone, [`never_processed`], and passive health never
+    /// counted it.
+    AfterHead(hyper::Error),
     /// An HTTP/2 request its connection handed back never written (hyper:
     /// "operation was canceled", the request returned): the server's
     /// `GOAWAY` read while the request was handed over, its connection
@@ -79,8 +86,9 @@ pub fn refused_stream(e: &hyper::Error) -> bool {
 }
 
 /// The endpoint never saw the attempt: an HTTP/2 stream it left
-/// [`unprocessed`], or a request its connection handed back unsent
-/// ([`Failure::Unsent`]). No failure of the endpoint's: passive health
+/// [`unprocessed`] before any response head (not one that failed after
+/// its head, [`Failure::AfterHead`]), or a request its connection handed
+/// back unsent ([`Failure::Unsent`]). No failure of the endpoint's: passive health
 /// does not count it, nor `hotproxy_upstream_errors_total` when it goes
 /// on to another endpoint.
 pub fn never_processed(e: &Failure) -> bool {
@@ -238,7 +246,7 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
             StatusCode::BAD_GATEWAY,
         ),
         Failure::Framing(why) => ("protocol", (*why).into(), StatusCode::BAD_GATEWAY),
-        Failure::Request(e) => diagnose_request(e),
+        Failure::Request(e) | Failure::AfterHead(e) => diagnose_request(e),
         Failure::Unsent(_) => (
             "protocol",
             "the upstream connection closed before the request was sent (the server shutting it down)"

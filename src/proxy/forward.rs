@@ -655,14 +655,15 @@ impl Upstream {
 /// The response of `head` and `body`, once what of the body came with the
 /// head is read ([`LeasedBody::read_early`]): a body the upstream broke
 /// there fails the request (a `502` with its cause, nothing sent again),
-/// as none of it has gone to the client yet.
+/// as none of it has gone to the client yet. The head came: processed,
+/// whatever the error's code ([`Failure::AfterHead`]).
 async fn early(
     head: http::response::Parts,
     mut body: LeasedBody,
 ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
     match body.read_early().await {
         Ok(()) => Ok(Response::from_parts(head, body.boxed())),
-        Err(e) => Err((Failure::Request(e), None)),
+        Err(e) => Err((Failure::AfterHead(e), None)),
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 
 use crate::common::*;
+use crate::raw_h2::{answering_h2, h2_frame, refused, response};
 use crate::support::*;
 
 /// Requests held open together at the backend while it refuses one more.
@@ -253,4 +254,42 @@ async fn a_refused_stream_is_sent_again_on_its_connection_when_no_slot_is_free()
     let again = send_all(&mut client, ["/refuse".to_owned()]).await;
     assert_eq!(statuses(again).await, [200], "the refused GET, sent again");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
+}
+
+/// SPEC (Health): a failure after the response head arrived counts as
+/// processed, whatever its code. An HTTP/2 backend that answers every
+/// request `200` and resets the stream with `REFUSED_STREAM` right after
+/// (in the same read) fails each request, `502`; judged by its reset
+/// code alone, each was "never processed" and passive health never
+/// counted it: such a backend stayed in service beside a healthy one.
+#[tokio::test]
+async fn a_refusal_after_the_response_head_counts_against_the_endpoint() {
+    let w = world();
+    // HEADERS `:status: 200` (HPACK static index 8), then the reset, in
+    // one write (the h2 crate drops HEADERS still queued at a reset).
+    let (bad, _) = answering_h2(&w.backend_pair, |_, stream| {
+        [h2_frame(1, 4, stream, &[0x88]), refused(stream)].concat()
+    })
+    .await;
+    let (good, _) = answering_h2(&w.backend_pair, |_, stream| {
+        response(stream, &[0x88], b"ok")
+    })
+    .await;
+    let health = "health: { passive: { consecutive_failures: 2, eject_for: 60s } }";
+    let mut p = Proxy::start(&w.scene.public_config(
+        "[{ upstream: app }]",
+        &backend_upstream("app", &[bad, good], &[health]),
+    ));
+    let addr = p.listener_addr("public").await;
+    // Round robin: two of them to the failing endpoint.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(h1_get(&w, addr, "/x").await.status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 502, 502]);
+    let ejected = p
+        .wait_log("ejection", |v| v["message"] == "upstream endpoint ejected")
+        .await;
+    assert_eq!(ejected["endpoint"], bad.to_string());
 }
