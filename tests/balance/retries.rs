@@ -193,3 +193,60 @@ async fn a_retried_request_logs_every_endpoint_it_tried() {
         "{lines:?}"
     );
 }
+
+/// SPEC (Retries): an attempt whose endpoint has no connection free
+/// (every `max_connections_per_server` slot held, none handed back within
+/// `connect_timeout`) goes to another endpoint, as nginx skips a server
+/// at its `max_conns`: counted in `hotproxy_upstream_retries_total` and
+/// as `hotproxy_upstream_errors_total{reason="connection_limit"}`, the
+/// client answered by the other endpoint. Here a request the full pod
+/// holds (it answers none) takes its one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_with_no_connection_free_is_skipped_for_another() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let pods = Pods::new();
+    let ca = Some(pods.backend_ca.cert_pem.as_str());
+    let at = |ip: &str| format!("{ip}:0").parse().unwrap();
+    let full = Backend::start_h1_at(at("127.0.0.2"), "full", &pods.pair, ca).await;
+    let free = Backend::start_h1_at(at("127.0.0.3"), "free", &pods.pair, ca).await;
+    full.hang_all.store(true, SeqCst);
+    let held = full.slow_in_flight.clone();
+    let servers = format!("https://{}, https://{}", full.addr, free.addr);
+    let settings = "    balance: round_robin\n    retries: { attempts: 1 }\n    \
+                    max_connections_per_server: 1\n    connect_timeout: 300ms\n";
+    let w = pods
+        .serve(
+            "[{ upstream: two }]",
+            &upstream("two", &servers, settings),
+            vec![full, free],
+        )
+        .await;
+    // Round robin's turns: within two requests one is held at the full pod.
+    let mut hanging = Vec::new();
+    for _ in 0..2 {
+        let mut send = client(&w).await;
+        let mut get = tokio::spawn(async move { get_pod(&mut send, "/").await });
+        tokio::select! {
+            answered = &mut get => assert_eq!(answered.unwrap(), (200, Some("free".into()))),
+            () = wait_until(WAIT, "a request held", || async { held.load(SeqCst) == 1 }) => {
+                hanging.push(get);
+                break;
+            }
+        }
+    }
+    assert_eq!(hanging.len(), 1, "no request held at the full pod");
+    let mut send = client(&w).await;
+    for i in 0..2 {
+        assert_eq!(
+            get_pod(&mut send, "/").await,
+            (200, Some("free".into())),
+            "request {i}"
+        );
+    }
+    let m = metrics(&w).await;
+    assert_has(&m, "hotproxy_upstream_retries_total{upstream=\"two\"} 1\n");
+    assert_has(
+        &m,
+        "hotproxy_upstream_errors_total{upstream=\"two\",reason=\"connection_limit\"} 1\n",
+    );
+}
