@@ -6,10 +6,13 @@
 //! one; and only with a body that can be sent twice (none, or one read
 //! whole).
 
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 
 use crate::proxy::body::ClientBody;
+use crate::proxy::forward::ResponseBody;
 use crate::upstream::conn::{DialError, MAX_RESPONSE_FIELDS};
+use crate::upstream::endpoint::LeasedBody;
 use crate::upstream::io::InformationalFlood;
 
 /// Why a forwarded request got no response.
@@ -96,6 +99,21 @@ pub fn never_processed(e: &Failure) -> bool {
         Failure::Unsent(_) => true,
         Failure::Request(e) => unprocessed(e),
         _ => false,
+    }
+}
+
+/// The response of `head` and `body`, once what of the body came with the
+/// head is read ([`LeasedBody::read_early`]): a body the upstream broke
+/// there fails the request (a `502` with its cause, nothing sent again),
+/// as none of it has gone to the client yet. The head came: processed,
+/// whatever the error's code ([`Failure::AfterHead`]).
+pub async fn early(
+    head: http::response::Parts,
+    mut body: LeasedBody,
+) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
+    match body.read_early().await {
+        Ok(()) => Ok(Response::from_parts(head, body.boxed())),
+        Err(e) => Err((Failure::AfterHead(e), None)),
     }
 }
 

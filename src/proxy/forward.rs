@@ -46,8 +46,8 @@ use crate::proxy::budget::Budget;
 use crate::proxy::buffer;
 use crate::proxy::edge::{Abandoned, BytesIn, UpstreamAnswered};
 use crate::proxy::failure::{
-    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, idempotent, refused_stream,
-    replayable, unprocessed,
+    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, early, idempotent,
+    refused_stream, replayable, unprocessed,
 };
 use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
@@ -649,21 +649,6 @@ impl Upstream {
             _ => "upstream unavailable",
         };
         error_response(status, msg)
-    }
-}
-
-/// The response of `head` and `body`, once what of the body came with the
-/// head is read ([`LeasedBody::read_early`]): a body the upstream broke
-/// there fails the request (a `502` with its cause, nothing sent again),
-/// as none of it has gone to the client yet. The head came: processed,
-/// whatever the error's code ([`Failure::AfterHead`]).
-async fn early(
-    head: http::response::Parts,
-    mut body: LeasedBody,
-) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
-    match body.read_early().await {
-        Ok(()) => Ok(Response::from_parts(head, body.boxed())),
-        Err(e) => Err((Failure::AfterHead(e), None)),
     }
 }
 
