@@ -142,12 +142,6 @@ impl Unanswered {
         self.forwarded = true;
     }
 
-    /// The request began once its connection had been closing too long
-    /// to be one still in transit (`InFlight::after_close`).
-    pub fn after_close(&self) -> bool {
-        self.in_flight.as_ref().is_some_and(InFlight::after_close)
-    }
-
     /// The answer came: the request stays in flight while its body is sent.
     pub fn answered(mut self) -> InFlight {
         let in_flight = self.in_flight.take().expect("taken only here or on drop");

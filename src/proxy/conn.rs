@@ -125,11 +125,6 @@ pub struct Activity {
     cancels: Cancels,
     /// Keep-alive off: told when no request is left in flight.
     idle_again: Option<Notify>,
-    /// Milliseconds since `started` from which a request beginning is
-    /// refused, not served (`NONE`: never): `header_read_timeout` after
-    /// the connection's graceful close began, when one still in transit
-    /// as the client got the `GOAWAY` has come ([`Activity::close_began`]).
-    refused_from: AtomicU64,
 }
 
 impl Activity {
@@ -166,7 +161,6 @@ impl Activity {
             flushed: AtomicBool::new(false),
             cancels: Cancels::default(),
             idle_again,
-            refused_from: AtomicU64::new(NONE),
         })
     }
 
@@ -445,17 +439,6 @@ impl Activity {
         Some(self.started + Duration::from_millis(self.last_ms.load(Ordering::SeqCst)))
     }
 
-    /// The connection's graceful close began: a request that begins from
-    /// `refuse_at` on was sent after the client got the close (HTTP/2's
-    /// `GOAWAY`, whose PING a client may never answer, h2 taking its new
-    /// streams meanwhile), and is refused ([`InFlight::after_close`]).
-    pub(crate) fn close_began(&self, refuse_at: Instant) {
-        let ms = refuse_at
-            .saturating_duration_since(self.started)
-            .as_millis() as u64;
-        self.refused_from.fetch_min(ms, Ordering::Relaxed);
-    }
-
     /// Whether any request began on this connection.
     pub fn asked(&self) -> bool {
         self.asked.load(Ordering::Relaxed)
@@ -468,13 +451,6 @@ pub struct InFlight(Arc<Activity>);
 impl InFlight {
     pub fn cancels(&self) -> &Cancels {
         &self.0.cancels
-    }
-
-    /// The request began once its connection had been closing for its
-    /// `header_read_timeout` ([`Activity::close_began`]): it is answered
-    /// `503`, not served (SPEC §1).
-    pub(crate) fn after_close(&self) -> bool {
-        self.0.now_ms() >= self.0.refused_from.load(Ordering::Relaxed)
     }
 
     /// One more hold on the same request: it runs until every hold is dropped.

@@ -670,12 +670,6 @@ async fn handle(
     let named = request::Named::first_pass(req.headers_mut());
     let edge = listener.edge.load();
     let mut exchange = Exchange::begin(&edge, ctx, &mut req, start, named.request_id);
-    if in_flight.after_close() {
-        // Sent once its connection was closing (SPEC §1): not forwarded.
-        listener.unrouted.record(503, start.elapsed());
-        let msg = "connection closing: send the request again on a new connection";
-        return exchange.finish(error_response(StatusCode::SERVICE_UNAVAILABLE, msg));
-    }
     let prepared = match crowded {
         true => Err(request::Refused::TooManyHeaders),
         false => request::prepare(&mut req, &ctx.hosts),

@@ -164,7 +164,6 @@ impl Driver<'_> {
                 if !closing && $graceful {
                     closing = true;
                     closing_at = Some($now);
-                    self.activity.close_began($now + header_read);
                     graceful(conn.as_mut());
                 }
             }};
@@ -233,7 +232,6 @@ impl Driver<'_> {
                             Expiry::Idle => {
                                 closing = true;
                                 closing_at = Some(now);
-                                self.activity.close_began(now + header_read);
                                 graceful(conn.as_mut());
                             }
                         }
