@@ -99,6 +99,24 @@ async fn client_sending(
 }
 
 /// Signals for a driver: the listener's `closing` and the process's shutdown.
+/// A driver of a plain listener (no stalls, nothing from a queue) whose
+/// timeouts are all `LONG`, watching `signals`.
+fn test_driver<'a>(activity: &'a Activity, peer: SocketAddr, signals: &Signals) -> Driver<'a> {
+    Driver {
+        name: "test",
+        peer,
+        activity,
+        header_read_timeout: LONG,
+        idle_timeout: LONG,
+        shutdown: signals.closing.subscribe(),
+        also_close_grace: LONG,
+        process: Some(signals.process.subscribe()),
+        answer_first: false,
+        stalls: None,
+        send_timeout: LONG,
+    }
+}
+
 struct Signals {
     closing: watch::Sender<bool>,
     process: watch::Sender<bool>,
@@ -134,19 +152,7 @@ async fn drive_h1(
         })
     };
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
-    let driver = Driver {
-        name: "test",
-        peer,
-        activity: &activity,
-        header_read_timeout: LONG,
-        idle_timeout: LONG,
-        shutdown: signals.closing.subscribe(),
-        also_close_grace: LONG,
-        process: Some(signals.process.subscribe()),
-        answer_first: false,
-        stalls: None,
-        send_timeout: LONG,
-    };
+    let driver = test_driver(&activity, peer, signals);
     driver
         .run(conn, |c| c.graceful_shutdown(), also_close)
         .await
@@ -231,19 +237,7 @@ async fn an_h2_connection_no_longer_admitted_before_its_first_stream_is_closed_a
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(TokioIo::new(tls), svc);
     let signals = Signals::new(false, false);
-    let driver = Driver {
-        name: "test",
-        peer,
-        activity: &activity,
-        header_read_timeout: LONG,
-        idle_timeout: LONG,
-        shutdown: signals.closing.subscribe(),
-        also_close_grace: LONG,
-        process: Some(signals.process.subscribe()),
-        answer_first: false,
-        stalls: None,
-        send_timeout: LONG,
-    };
+    let driver = test_driver(&activity, peer, &signals);
     let revoked = async move {
         let _ = go.send(());
     };
