@@ -634,3 +634,37 @@ fn a_key_set_twice_and_an_unknown_variant_are_shown_escaped_or_withheld() {
         "{out}"
     );
 }
+
+/// A value `!!null` does not fit was quoted as written: a key pasted under
+/// `!!null |` was printed whole, and a tag spelt with `%1B` (which the
+/// parser decodes) put ESC and a bidi override on the operator's screen.
+/// Both are shown as a key is: withheld, or escaped and cut.
+#[test]
+fn text_under_a_tag_it_does_not_take_is_withheld_or_escaped() {
+    const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
+    for (debounce, says) in [
+        (
+            format!(
+                "!!null |\n    -----BEGIN {KEY}-----\n    MIGHAgEAslow\n    -----END {KEY}-----\n"
+            ),
+            "YAML tag `!!null` on `<withheld value: a PEM block>` refused".to_owned(),
+        ),
+        (
+            "!a%1B%5D0;owned%07%E2%80%AE 5s\n".to_owned(),
+            "YAML tag `!a\\u{1b}]0;owned\\u{7}\\u{202e}` refused".to_owned(),
+        ),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let cfg = s.config(&format!(
+            "watch:\n  debounce: {debounce}listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+             tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n"
+        ));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&says), "{out}");
+        assert!(!out.contains(['\u{202e}', '\u{1b}', '\u{7}']), "{out:?}");
+        assert!(!out.contains("BEGIN") && !out.contains("MIGH"), "{out}");
+    }
+}

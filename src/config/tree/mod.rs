@@ -22,7 +22,9 @@ use serde::{Deserialize, Deserializer};
 mod prepare;
 mod read;
 mod tags;
-pub use prepare::{MAX_KEY_BYTES, Pending, expand_env, field, long_keys, pasted, shown_key};
+pub use prepare::{
+    MAX_KEY_BYTES, Pending, expand_env, field, long_keys, pasted, shown_key, shown_written,
+};
 use read::De;
 use serde_saphyr::MergeKeyPolicy;
 

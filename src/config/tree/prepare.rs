@@ -32,11 +32,21 @@ const SHOWN_KEY_BYTES: usize = 64;
 /// its first 64 bytes and `…`; a key holding `-----BEGIN` or a line break
 /// (a key or certificate pasted in) withheld, as such a value is.
 pub fn shown_key(key: &str) -> Cow<'_, str> {
+    shown(key, "key")
+}
+
+/// Text a value was written as (after a tag it does not take, say), shown
+/// as [`shown_key`] shows a key: it is not withheld as a string value is.
+pub fn shown_written(text: &str) -> Cow<'_, str> {
+    shown(text, "value")
+}
+
+fn shown<'a>(key: &'a str, what: &str) -> Cow<'a, str> {
     if key.contains("-----BEGIN") {
-        return Cow::Borrowed("<withheld key: a PEM block>");
+        return Cow::Owned(format!("<withheld {what}: a PEM block>"));
     }
     if key.contains(['\n', '\r']) {
-        return Cow::Borrowed("<withheld key: text of several lines>");
+        return Cow::Owned(format!("<withheld {what}: text of several lines>"));
     }
     let mut end = key.len().min(SHOWN_KEY_BYTES);
     while !key.is_char_boundary(end) {

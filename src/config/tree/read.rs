@@ -132,8 +132,9 @@ impl De<'_> {
             match self.node.written.as_deref() {
                 None | Some("~" | "null" | "Null" | "NULL") => {}
                 Some(text) => self.record(format!(
-                    "YAML tag `!!null` on `{text}` refused: `!!null` marks an empty value \
-                     (nothing, `~` or `null`); remove the tag or the text"
+                    "YAML tag `!!null` on `{}` refused: `!!null` marks an empty value \
+                     (nothing, `~` or `null`); remove the tag or the text",
+                    super::shown_written(text)
                 )),
             }
             return;
@@ -176,12 +177,14 @@ pub(super) const CORE: &str = "tag:yaml.org,2002:";
 /// Every core tag: what a value of any type may carry.
 const ANY: &[&str] = &["str", "int", "float", "bool", "null", "seq", "map"];
 
-/// A tag as an operator writes it: `!!binary`, `!custom`, `!<tag:x,2026:y>`.
+/// A tag as an operator writes it: `!!binary`, `!custom`, `!<tag:x,2026:y>`;
+/// escaped and cut as a key is (the parser decodes `%1B` in a tag to ESC).
 pub(super) fn shown_tag(tag: &str) -> String {
-    match tag.strip_prefix(CORE) {
+    let shown = super::shown_key(tag);
+    match shown.strip_prefix(CORE) {
         Some(core) => format!("!!{core}"),
-        None if tag.starts_with('!') => tag.to_owned(),
-        None => format!("!<{tag}>"),
+        None if shown.starts_with('!') => shown.into_owned(),
+        None => format!("!<{shown}>"),
     }
 }
 
