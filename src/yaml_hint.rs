@@ -162,11 +162,15 @@ fn duplicate_key(rest: &str, above: &[Line<'_>], here: &Line<'_>) -> String {
         .trim();
     let column = here.key_column();
     // The first setting: a line of the same mapping (same column) above,
-    // before a line of an enclosing one (a smaller column).
+    // before a line of an enclosing one (a smaller column). Not looked for
+    // when the key is cut or withheld: another key of the same first 64
+    // bytes would be named as the first.
+    let whole = !key.ends_with('…') && !key.starts_with("<withheld");
     let first = above
         .iter()
         .rev()
         .take_while(|l| l.key_column() >= column)
+        .filter(|_| whole)
         .find(|l| l.key_column() == column && l.shown().as_deref() == Some(key));
     match first {
         Some(f) => format!(
@@ -185,6 +189,20 @@ fn duplicate_key(rest: &str, above: &[Line<'_>], here: &Line<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two keys of the same first 64 bytes above a repeat of the first:
+    /// the second was named as the first setting (its shown key, cut,
+    /// matched); a cut key names the repeat's line alone.
+    #[test]
+    fn a_cut_key_set_twice_names_no_wrong_line() {
+        let long = "k".repeat(70);
+        let src = format!("watch:\n  {long}x: 1\n  {long}y: 1\n  {long}x: 2\n");
+        // As config::tree::shown_key shows it: the first 64 bytes and `…`.
+        let shown = format!("{}…", &long[..64]);
+        let said = explain(&format!("duplicate mapping key: {shown}"), 4, &src).unwrap();
+        assert!(!said.contains("on line 3 and again"), "{said}");
+        assert!(said.contains("on line 4 is set twice"), "{said}");
+    }
 
     #[test]
     fn a_key_set_twice() {
