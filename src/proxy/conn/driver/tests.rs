@@ -1,6 +1,7 @@
 //! The driver on real TLS connections over loopback: what a close from outside that is already due does to the bytes a client has sent.
 
 use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,18 @@ async fn client_sending(
 }
 
 /// Signals for a driver: the listener's `closing` and the process's shutdown.
+/// A service answering `ok` to every request, each begun and ended on
+/// `activity` as the proxy's handler does.
+fn answering_ok(
+    activity: &Arc<Activity>,
+) -> impl Fn(Request<Incoming>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> + Clone {
+    let activity = activity.clone();
+    move |_req| {
+        drop(activity.begin(false));
+        ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
+    }
+}
+
 /// A driver of a plain listener (no stalls, nothing from a queue) whose
 /// timeouts are all `LONG`, watching `signals`.
 fn test_driver<'a>(activity: &'a Activity, peer: SocketAddr, signals: &Signals) -> Driver<'a> {
@@ -141,16 +154,7 @@ async fn drive_h1(
     also_close: impl std::future::Future<Output = ()>,
 ) -> Outcome<hyper::Error> {
     let activity = Activity::new(Instant::now(), true);
-    let svc = {
-        let activity = activity.clone();
-        hyper::service::service_fn(move |_req: Request<Incoming>| {
-            let begun = activity.begin(false);
-            async move {
-                drop(begun);
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-            }
-        })
-    };
+    let svc = hyper::service::service_fn(answering_ok(&activity));
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
     let driver = test_driver(&activity, peer, signals);
     driver
@@ -224,16 +228,7 @@ async fn an_h2_connection_no_longer_admitted_before_its_first_stream_is_closed_a
     let (go, told) = oneshot::channel();
     let (tls, peer, client) = client_sending(PREFACE, Some((told, GET))).await;
     let activity = Activity::new(Instant::now(), true);
-    let svc = {
-        let activity = activity.clone();
-        hyper::service::service_fn(move |_req: Request<Incoming>| {
-            let begun = activity.begin(false);
-            async move {
-                drop(begun);
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-            }
-        })
-    };
+    let svc = hyper::service::service_fn(answering_ok(&activity));
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(TokioIo::new(tls), svc);
     let signals = Signals::new(false, false);
