@@ -387,17 +387,16 @@ impl Pool {
     /// As [`Pool::take_oldest_idle`], for an HTTP/2 endpoint: one pooled
     /// connection without a stream is let go, closed at once (at its last
     /// stream, if one opened meanwhile), and its slot goes to whoever
-    /// waits for one first. False if there is none.
-    pub fn close_an_idle_h2(&self) -> bool {
+    /// waits for one first. Nothing happens if there is none.
+    pub fn close_an_idle_h2(&self) {
         let c = {
             let mut st = self.state.lock().expect("pool lock");
             let Some(i) = st.h2.iter().position(|c| c.idle_for(Duration::ZERO)) else {
-                return false;
+                return;
             };
             st.h2.remove(i)
         };
         c.close_when_idle();
-        true
     }
 
     /// `drain_on_rotation`: close idle connections, stop sharing h2 ones,
