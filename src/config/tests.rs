@@ -190,3 +190,46 @@ fn many_entries_missing_a_field_are_each_named() {
         assert!(named(&p, i), "certs[{i}]: {p:?}");
     }
 }
+
+/// An unknown value of a plain enum field long enough to fill the 300
+/// bytes: the message still fits them and names what is allowed, the
+/// value cut instead of the list (it once went past them, the list cut
+/// off with `… (cut)`). A pasted block there is still named, not shown,
+/// with the list.
+#[test]
+fn a_long_unknown_variant_is_cut_not_the_allowed_values() {
+    let fcc = |value: &str| {
+        MINIMAL.replace(
+            "    routes: [{ upstream: api }]\n",
+            &format!("    routes: [{{ upstream: api }}]\n    forward_client_cert: {value}\n"),
+        )
+    };
+    let k = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
+    let body = "MIGHAgEAMBMGByqGSM49".repeat(16);
+    let pasted = format!("|\n      -----BEGIN {k}-----\n      {body}\n      -----END {k}-----");
+    for (value, shown) in [
+        ("x".repeat(400), "`xxx"),
+        (format!("\"\\e{}\"", "z".repeat(400)), "\"\\u{1b}zzz"),
+        (pasted, "<withheld: a PEM block>"),
+    ] {
+        let e = parse_str(&fcc(&value)).unwrap_err();
+        let [p] = &e.problems[..] else {
+            panic!("{:?}", e.problems)
+        };
+        let m = &p.message;
+        assert!(m.len() <= 300, "{} bytes: {m}", m.len());
+        assert!(
+            p.location.ends_with("listeners[0].forward_client_cert"),
+            "{p:?}"
+        );
+        assert!(m.starts_with(&format!("unknown variant {shown}")), "{m}");
+        assert!(
+            m.ends_with(", expected one of `none`, `headers`, `rfc9440`, `xfcc`, `ingress_nginx`"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("(cut)") && !m.contains("MIGH") && !m.contains("BEGIN"),
+            "{m}"
+        );
+    }
+}
