@@ -86,6 +86,9 @@
 //!   - `rotation`: what `max_connection_lifetime` counts as a rotation: name by
 //!     name, a certificate no longer served, a client CA certificate no longer trusted.
 //!   - `changes`: what a config reload changed, for the line that confirms it.
+//!   - `handover`: the socket a new listener serves on: its own kept, one a
+//!     running listener gives up (a rename, a swap), bound anew, or beside an
+//!     overlapping one; running listeners indexed by address once per reload.
 //!   - `rebind`: binding a new address beside an overlapping one a listener gives up;
 //!     a listener stopped, its socket handed over or given up.
 //!   - `api`: the catalogue queries and mutations the admin API runs.

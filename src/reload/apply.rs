@@ -12,7 +12,8 @@ use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
 };
-use super::rebind::{Registered, register};
+use super::handover::Givers;
+use super::rebind::Registered;
 use super::snapshot::{client_ca, listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig, UpstreamConfig};
@@ -340,6 +341,7 @@ impl Reloader {
         let mut planned = Vec::new();
         // Running listeners whose socket a new one serves on (a rename, a swap).
         let mut shared = BTreeSet::new();
+        let givers = Givers::new(&self.listeners, &new);
         for l in &new.listeners {
             let client_auth = match overrides.get(&l.name) {
                 // The file may no longer name the CA anywhere: say that the
@@ -362,55 +364,10 @@ impl Reloader {
                 }
             };
             let router = Router::new(&l.name, &l.routes, &by_name);
-            let existing = self
-                .listeners
-                .get(&l.name)
-                .filter(|o| o.config.bind == l.bind);
-            // The listener whose overlapping socket this one is bound beside.
-            let mut beside = None;
-            let socket = match existing {
-                Some(_) => None,
-                None => match self
-                    .handed_over(l, &new)
-                    .map(|(old, socket)| {
-                        shared.insert(old.to_owned());
-                        socket
-                    })
-                    .map_or_else(|| bind_std(l.bind, &self.rt, false), Ok)
-                {
-                    Ok(s) => Some(s),
-                    // A running listener moving off an overlapping address
-                    // on this port (0.0.0.0:P to 127.0.0.1:P) holds it
-                    // until the commit: bind beside it. (A later problem
-                    // drops this socket, and a client it queued meanwhile
-                    // is reset: the rest of planning is all that is left.)
-                    Err(e) => match (e.kind(), self.overlapping(l, &new)) {
-                        (std::io::ErrorKind::AddrInUse, Some((name, at, old))) => {
-                            match super::rebind::bind_beside(l.bind, old, &self.rt) {
-                                Ok(s) => {
-                                    beside = Some(name.to_owned());
-                                    Some(s)
-                                }
-                                Err(e) => {
-                                    problems.push(format!("listener {}: cannot bind {}: {e} (listener {name} listens on {at}, which overlaps it, until this reload applies; move it in two reloads, through another port, or restart)", l.name, l.bind));
-                                    continue;
-                                }
-                            }
-                        }
-                        _ => {
-                            problems
-                                .push(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
-                            continue;
-                        }
-                    },
-                },
-            };
-            // Registered now: a failure (epoll's ENOMEM, ENOSPC) refuses
-            // the reload; in the commit it panicked, half applied.
-            let socket = match socket.map(|s| register(s, l.bind, &self.rt)).transpose() {
+            let (socket, beside) = match self.socket_for(l, &givers, &mut shared) {
                 Ok(s) => s,
                 Err(e) => {
-                    problems.push(format!("listener {}: cannot serve {}: {e}", l.name, l.bind));
+                    problems.push(e);
                     continue;
                 }
             };
@@ -645,32 +602,6 @@ impl Reloader {
         for l in self.listeners.values_mut() {
             l.socket = None;
         }
-    }
-
-    /// The socket of a running listener that gives up `l.bind` in the
-    /// configuration `new` (renamed, or moving elsewhere, as when two swap
-    /// ports): `l` serves on that very socket. Binding anew would fail
-    /// while it still listens (Linux refuses it even with SO_REUSEADDR),
-    /// so a rename or a swap was rejected. Both accept loops share it
-    /// until the old one stops, so no client is refused in between. With
-    /// the name of the listener that gives it up.
-    fn handed_over<'a>(
-        &'a self,
-        l: &ListenerConfig,
-        new: &Config,
-    ) -> Option<(&'a str, std::net::TcpListener)> {
-        if l.bind.port() == 0 {
-            return None;
-        }
-        let (name, old) = self.listeners.iter().find(|(name, old)| {
-            old.bound == l.bind
-                && new
-                    .listeners
-                    .iter()
-                    .find(|n| n.name == **name)
-                    .is_none_or(|n| n.bind != old.config.bind)
-        })?;
-        Some((name, old.socket.as_ref()?.try_clone().ok()?))
     }
 
     pub(super) fn client_auth_for(&self, name: &str, config: &ListenerConfig) -> ClientAuthConfig {

@@ -23,6 +23,7 @@ mod apply;
 mod changes;
 mod config_file;
 mod entry;
+mod handover;
 mod rebind;
 mod rotation;
 mod snapshot;
@@ -122,7 +123,7 @@ struct LiveListener {
     live: Arc<Listener>,
     bound: SocketAddr,
     /// Its listening socket, shared with the accept loop, for a listener
-    /// that takes over the address in a reload ([`Reloader::handed_over`]);
+    /// that takes over the address in a reload ([`handover::Givers`]);
     /// None when its duplicate was refused (at the descriptor limit): the
     /// listener is still given up when removed ([`LiveListener::stop`]).
     socket: Option<std::net::TcpListener>,

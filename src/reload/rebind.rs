@@ -7,7 +7,6 @@ use std::os::fd::OwnedFd;
 use tracing::info;
 
 use super::{LOG, LiveListener, Reloader};
-use crate::config::{Config, ListenerConfig};
 use crate::proxy::listener::{Inherited, Stop};
 
 /// A new listener's socket, ready for its accept loop: registered with
@@ -42,27 +41,6 @@ pub(super) fn register(
 }
 
 impl Reloader {
-    /// After binding `l.bind` failed with "Address already in use": the
-    /// running listener that gives up its address in `new` and holds one
-    /// overlapping it on the same port (`0.0.0.0:P` and `127.0.0.1:P`, or
-    /// `[::]:P`), with its name and address.
-    pub(super) fn overlapping(
-        &self,
-        l: &ListenerConfig,
-        new: &Config,
-    ) -> Option<(&str, SocketAddr, &std::net::TcpListener)> {
-        self.listeners
-            .iter()
-            .filter(|(_, old)| overlaps(old.bound, l.bind))
-            .find(|(name, old)| {
-                new.listeners
-                    .iter()
-                    .find(|n| n.name == **name)
-                    .is_none_or(|n| n.bind != old.config.bind)
-            })
-            .and_then(|(name, old)| Some((name.as_str(), old.bound, old.socket.as_ref()?)))
-    }
-
     /// As a reload commits: for each new listener bound beside the
     /// overlapping socket of a running one (new name, its address, old
     /// name), the connections queued on that socket for its address, which
@@ -109,12 +87,6 @@ impl LiveListener {
         };
         let _ = self.stop.send(stop);
     }
-}
-
-/// Whether the kernel refuses to bind `b` while `a` listens, however the
-/// sockets are set: the same port, one of them the wildcard.
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a != b && (a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Bind `addr` while `old`, a listening socket on an overlapping address,
