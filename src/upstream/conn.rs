@@ -36,6 +36,7 @@ use crate::proxy::slots::ConnectionLimit;
 use crate::tls::sent::Counted;
 use crate::upstream::io::{HeadWait, Kill, MaybeTls, Settling, UpstreamIo};
 use crate::upstream::lookup::Lookup;
+use crate::upstream::pool::Wakes;
 
 /// Streams one shared HTTP/2 upstream connection carries at once before
 /// the pool opens another, unless the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
@@ -397,8 +398,9 @@ struct H2Shared {
     /// Closes it once it is retired and idle.
     kill: Arc<Kill>,
     /// The pool's: wakes a request waiting for a connection when a stream
-    /// of this one ends while it was full.
-    freed: Arc<tokio::sync::Notify>,
+    /// of this one ends while it was full, and a resend waiting for a
+    /// server slot when its last stream ends.
+    wakes: Arc<Wakes>,
 }
 
 impl H2 {
@@ -407,7 +409,7 @@ impl H2 {
         generation: u64,
         keepalive: Option<Http2Keepalive>,
         stream_window: u32,
-        freed: Arc<tokio::sync::Notify>,
+        wakes: Arc<Wakes>,
     ) -> Result<H2, DialError> {
         let kill = d.io.killable();
         let settling = d.io.settling();
@@ -474,7 +476,7 @@ impl H2 {
             opened: AtomicU64::new(0),
             refused_at: AtomicU64::new(0),
             kill,
-            freed,
+            wakes,
         });
         let watch = shared.clone();
         // See `Kill::nudge`: after a poll that may have handed a request
@@ -533,7 +535,7 @@ impl H2 {
                 if newly || max > before {
                     // A request waiting for this connection (or room on it)
                     // looks again, and passes it on.
-                    watch.freed.notify_one();
+                    watch.wakes.freed();
                 }
                 polled
             })

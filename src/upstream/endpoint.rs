@@ -206,6 +206,9 @@ impl Endpoint {
                             // asked again: the token was given up, and the
                             // dial must keep to the dial bound like any.
                             token.abandon();
+                            if !queued_for_slot {
+                                tracing::debug!(server = %self.dialled_url, "every connection to the server is busy (max_connections_per_server): waiting for one");
+                            }
                             queued_for_slot = true;
                             if want == Want::CheckAgain {
                                 // Its own connection (likely the one that
@@ -216,8 +219,8 @@ impl Endpoint {
                                 });
                             } else if fresh {
                                 // A retry never takes a pooled connection,
-                                // so it waits for a slot alone: woken by a
-                                // connection handed back, it would take the
+                                // so it is not woken as requests are by a
+                                // connection handed back: it would take the
                                 // wake-up meant for a request that can use
                                 // it, which then waits out its deadline.
                                 // An idle pooled connection gives its slot
@@ -233,7 +236,18 @@ impl Endpoint {
                                     continue;
                                 }
                                 self.pool.close_an_idle_h2();
-                                held = Some((self.slots.acquire(deadline).await?, false));
+                                // Else it waits for a slot, or for a
+                                // connection gone idle meanwhile (a wake-up
+                                // of its own), whose slot it then takes as
+                                // above. Woken by a slot freed alone, it
+                                // missed the busy connection handed back
+                                // idle, which frees its slot only at
+                                // `idle_timeout`: the whole
+                                // `connect_timeout`, then the 504.
+                                tokio::select! {
+                                    slot = self.slots.acquire(deadline) => held = Some((slot?, false)),
+                                    () = self.pool.went_idle() => {}
+                                }
                             } else {
                                 tokio::select! {
                                     slot = self.slots.acquire(deadline) => held = Some((slot?, false)),
@@ -298,7 +312,7 @@ impl Endpoint {
                 generation,
                 self.dialer.h2_keepalive,
                 self.dialer.h2_stream_window,
-                self.pool.notifier(),
+                self.pool.wakes(),
             )
             .await?;
             // Shared (and used) once the server's SETTINGS say how many

@@ -32,10 +32,9 @@ pub const MAX_DIALS: usize = 8;
 
 pub struct Pool {
     state: Mutex<State>,
-    /// A connection came back, a dial ended, or a full HTTP/2 connection
-    /// has a stream free again: a waiter may proceed. Shared with the
-    /// HTTP/2 connections, which signal the last.
-    changed: Arc<Notify>,
+    /// What wakes the requests waiting on the pool; shared with the
+    /// HTTP/2 connections, whose streams signal it too.
+    wakes: Arc<Wakes>,
     /// A dial was given up before it began ([`DialToken::abandon`]): the
     /// requests waiting for the dials in progress look again. Apart from
     /// `changed`, which requests waiting for a server slot listen to too:
@@ -46,6 +45,38 @@ pub struct Pool {
     /// `idle_timeout`: an idle connection older than this is not reused.
     idle_timeout: Duration,
     generation: AtomicU64,
+}
+
+/// A pool's wake-ups, one per kind of waiter.
+#[derive(Default)]
+pub struct Wakes {
+    /// A connection came back, a dial ended, or a full HTTP/2 connection
+    /// has a stream free again: a request that may take any connection
+    /// proceeds.
+    changed: Notify,
+    /// A connection went idle (an HTTP/1.1 one kept in the pool, an
+    /// HTTP/2 one whose last stream ended): a request sent again on a new
+    /// connection ([`Want::Fresh`]) that waits for a server slot takes
+    /// its slot. Apart from `changed`, whose wake-up it would take from a
+    /// request that can use the connection itself; without it, it was
+    /// woken only by a slot freed, which an idle connection keeps until
+    /// `idle_timeout`: it waited out `connect_timeout` for the connection
+    /// limit's 504.
+    went_idle: Notify,
+}
+
+impl Wakes {
+    /// A stream freed on a full HTTP/2 connection, or room on a new one.
+    pub fn freed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// A connection went idle: one resend waiting for a slot looks again
+    /// (a permit when none waits: the next one looks once more for
+    /// nothing, never misses one).
+    pub fn went_idle(&self) {
+        self.went_idle.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -148,7 +179,7 @@ impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             state: Mutex::new(State::default()),
-            changed: Arc::new(Notify::new()),
+            wakes: Arc::default(),
             abandoned: Notify::new(),
             max_idle,
             idle_timeout,
@@ -205,7 +236,13 @@ impl Pool {
 
     /// Wait for a connection handed back, a dial ended, or a stream free.
     pub async fn changed(&self) {
-        self.changed.notified().await
+        self.wakes.changed.notified().await
+    }
+
+    /// Wait for a connection gone idle, whose slot a resend waiting for
+    /// one takes ([`Pool::take_oldest_idle`], [`Pool::close_an_idle_h2`]).
+    pub async fn went_idle(&self) {
+        self.wakes.went_idle.notified().await
     }
 
     /// [`Pool::changed`] for a request the dial bound held back
@@ -213,7 +250,7 @@ impl Pool {
     /// `deadline`; or the cause of a dial that failed meanwhile, the last
     /// in progress.
     pub async fn wait_for_dials(&self, ticket: Ticket, deadline: tokio::time::Instant) -> DialWait {
-        let changed = self.changed.notified();
+        let changed = self.wakes.changed.notified();
         let abandoned = self.abandoned.notified();
         tokio::pin!(changed, abandoned);
         // Registered before looking: a failure or a dial given up after
@@ -253,9 +290,10 @@ impl Pool {
         (failed, st.abandons != ticket.abandons)
     }
 
-    /// What a full HTTP/2 connection signals when a stream frees up.
-    pub fn notifier(&self) -> Arc<Notify> {
-        self.changed.clone()
+    /// What an HTTP/2 connection signals when a stream frees up on it
+    /// full, or its last stream ends.
+    pub fn wakes(&self) -> Arc<Wakes> {
+        self.wakes.clone()
     }
 
     /// A waiter got a stream on a shared HTTP/2 connection: the next may
@@ -265,7 +303,7 @@ impl Pool {
     /// wake-up per waiter, none lost to a waiter not yet registered: each
     /// is a stored permit when nobody waits).
     pub fn pass_on(&self) {
-        self.changed.notify_one();
+        self.wakes.changed.notify_one();
     }
 
     fn dial_done(&self, wake: bool, failed: Option<DialCause>) {
@@ -287,10 +325,10 @@ impl Pool {
             }
         };
         if fail_waiters {
-            self.changed.notify_waiters();
+            self.wakes.changed.notify_waiters();
         }
         if wake {
-            self.changed.notify_one();
+            self.wakes.changed.notify_one();
         } else {
             // Given up: a request that saw it in progress and waits for it
             // would wait out its deadline, and get the `connect_timeout`
@@ -326,7 +364,7 @@ impl Pool {
             }
             st.h2.push(c);
             drop(st);
-            self.changed.notify_one();
+            self.wakes.changed.notify_one();
         }
     }
 
@@ -369,16 +407,19 @@ impl Pool {
         // Closed outside the lock.
         drop::<Vec<Box<H1>>>(expired);
         if kept {
-            self.changed.notify_one();
+            self.wakes.changed.notify_one();
+            self.wakes.went_idle();
         }
     }
 
     /// Every server slot is taken and a request sent again on a new
     /// connection ([`Want::Fresh`]) needs one: the oldest idle HTTP/1.1
     /// connection, taken out to be closed for its slot
-    /// ([`H1::into_slot`]). Only such a request waits for a slot alone
-    /// (see [`crate::upstream::endpoint::Endpoint::checkout`]), and idle
-    /// connections give none back until `idle_timeout`.
+    /// ([`H1::into_slot`]), now or when one goes idle while it waits
+    /// ([`Pool::went_idle`]). Only such a request cannot take the
+    /// connection itself (see
+    /// [`crate::upstream::endpoint::Endpoint::checkout`]), and idle
+    /// connections give no slot back until `idle_timeout`.
     pub fn take_oldest_idle(&self) -> Option<Box<H1>> {
         let mut st = self.state.lock().expect("pool lock");
         (!st.idle.is_empty()).then(|| st.idle.remove(0))

@@ -353,3 +353,72 @@ async fn idle_upstream_connections_are_not_reused_after_idle_timeout() {
     assert_eq!(h1.accepted.load(Ordering::SeqCst), 2);
     assert_eq!(h2.accepted.load(Ordering::SeqCst), 2);
 }
+
+/// SPEC (Upstream connection limit): a request that finds the one
+/// connection `max_connections_per_server: 1` allows busy (a slow request
+/// on it) waits for it, and takes it when it comes back to the pool: it
+/// is answered on that connection, none other dialled, long before
+/// `connect_timeout` (30 s, beyond the client's own deadline) would give
+/// it the connection limit's `504`. The backend is another pod's address.
+#[tokio::test]
+async fn a_request_waiting_for_a_slot_takes_the_connection_handed_back() {
+    let w = world();
+    let (listener, acceptor) = tls_listener_at("127.0.0.2:0", &w.backend_pair, b"http/1.1").await;
+    let backend = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    // `/hold` is answered once released; each request's path is reported.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (reached, mut reaching) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, released, reached) =
+                (acceptor.clone(), released.clone(), reached.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (mut released, reached) = (released.clone(), reached.clone());
+                        async move {
+                            let _ = reached.send(req.uri().path().to_owned());
+                            if req.uri().path() == "/hold" {
+                                let _ = released.wait_for(|r| *r).await;
+                            }
+                            let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
+                            Ok::<_, std::convert::Infallible>(http::Response::new(ok))
+                        }
+                    });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    let config = w.scene.one_upstream_config(
+        "app",
+        backend,
+        &["max_connections_per_server: 1", "connect_timeout: 30s"],
+    );
+    let mut p = Proxy::start_logging(&config, "debug", &[]);
+    let addr = p.listener_addr("public").await;
+    let first = spawn_get(&w, addr, "/hold");
+    assert_eq!(reaching.recv().await.as_deref(), Some("/hold"));
+    let second = spawn_get(&w, addr, "/next");
+    p.wait_log("the second request waiting for the connection", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("every connection to the server is busy"))
+    })
+    .await;
+    release.send(true).unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(reaching.recv().await.as_deref(), Some("/next"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
+}

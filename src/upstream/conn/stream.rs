@@ -104,7 +104,7 @@ impl Drop for StreamGuard {
         // It was full: a request may be waiting for a stream (every slot
         // of `max_connections_per_server` taken, or every dial running).
         if before >= self.0.max_streams.load(Ordering::Acquire) {
-            self.0.freed.notify_one();
+            self.0.wakes.freed();
         }
         if before > 1 {
             return;
@@ -114,6 +114,9 @@ impl Drop for StreamGuard {
         // read it, and the connection holds a server slot until it closes.
         if close {
             self.0.kill.kill();
+        } else {
+            // Idle now: a resend waiting for a server slot may take its.
+            self.0.wakes.went_idle();
         }
     }
 }

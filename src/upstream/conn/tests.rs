@@ -151,8 +151,8 @@ async fn an_h2_connection_closed_when_idle_closes_at_its_last_stream_only() {
         io: UpstreamIo::new(MaybeTls::Plain(tcp), None),
         h2: true,
     };
-    let freed = Arc::new(tokio::sync::Notify::new());
-    let c = H2::handshake(d, 0, None, 65_535, freed).await.unwrap();
+    let wakes = Arc::default();
+    let c = H2::handshake(d, 0, None, 65_535, wakes).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     c.settings_within(deadline).await.unwrap();
     let first = c.first_stream().unwrap();

@@ -253,3 +253,30 @@ async fn a_resend_takes_the_slot_of_an_idle_connection_when_none_is_free() {
     }
     assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
 }
+
+/// A request sent again on a new connection waits for a server slot,
+/// every one held by a busy connection (the one `max_connections_per_server:
+/// 1` allows). That connection is then handed back idle: the resend takes
+/// its slot (closed for it) and dials. It was not woken by it, and waited
+/// for a slot that the idle connection keeps until `idle_timeout`: the
+/// whole `connect_timeout` (30 s here), then the connection limit's `504`.
+#[tokio::test]
+async fn a_resend_waiting_for_a_slot_takes_a_connection_handed_back_idle() {
+    // The kernel's backlog completes the connects; nothing is sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let endpoint = endpoint_timed(port, false, 1, Duration::from_secs(30));
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let Ok(Lease::H1(busy)) = endpoint.checkout(Want::Any, until).await else {
+        panic!("the first request got no connection");
+    };
+    let mut resend = Box::pin(endpoint.checkout(Want::Fresh, until));
+    assert!((&mut resend).now_or_never().is_none(), "no wait for a slot");
+    endpoint.pool.put(busy);
+    match resend.await {
+        Ok(Lease::H1(c)) => assert!(!c.reused(), "a pooled connection"),
+        Ok(Lease::H2 { .. }) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
+        Err(e) => panic!("the resend missed the connection handed back: {e}"),
+    }
+    assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
+}
