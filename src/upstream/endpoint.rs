@@ -342,11 +342,34 @@ impl Endpoint {
     /// behind open tunnels it outlasted a shorter `request_timeout`, whose
     /// timeout answered `upstream timed out` and counted it against the
     /// endpoint, and a few such upgrades ejected a busy, healthy one.
+    ///
+    /// As a request sent again on a new connection does, it takes the slot
+    /// of an idle pooled connection (closed for it) when none is free, at
+    /// once or when one goes idle while it waits: idle connections give
+    /// their slots back only at `idle_timeout`, and an upgrade behind them
+    /// (the one connection `max_connections_per_server: 1` allows, used by
+    /// an ordinary request a moment before) waited out `connect_timeout`
+    /// for the connection limit's 504.
     pub async fn upgrade_connection(&self, until: Instant) -> Result<UpgradeConn, DialError> {
         let queue = (Instant::now() + self.dialer.connect_timeout).min(until);
-        let (slot, queued) = match self.slots.try_take() {
-            Ok(slot) => (slot, false),
-            Err(_) => (self.slots.acquire(queue).await?, true),
+        let mut queued = false;
+        let slot = loop {
+            if let Ok(slot) = self.slots.try_take() {
+                break slot;
+            }
+            if let Some(idle) = self.pool.take_oldest_idle() {
+                // `None`: it had closed already, its slot freed then.
+                if let Some(slot) = idle.into_slot() {
+                    break Some(slot);
+                }
+                continue;
+            }
+            self.pool.close_an_idle_h2();
+            queued = true;
+            tokio::select! {
+                slot = self.slots.acquire(queue) => break slot?,
+                () = self.pool.went_idle() => {}
+            }
         };
         // A whole connect_timeout after the wait for a slot, as for requests.
         let full = Instant::now() + self.dialer.connect_timeout;

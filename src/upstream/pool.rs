@@ -56,8 +56,8 @@ pub struct Wakes {
     changed: Notify,
     /// A connection went idle (an HTTP/1.1 one kept in the pool, an
     /// HTTP/2 one whose last stream ended): a request sent again on a new
-    /// connection ([`Want::Fresh`]) that waits for a server slot takes
-    /// its slot. Apart from `changed`, whose wake-up it would take from a
+    /// connection ([`Want::Fresh`]), or an `Upgrade` request, that waits
+    /// for a server slot takes its slot. Apart from `changed`, whose wake-up it would take from a
     /// request that can use the connection itself; without it, it was
     /// woken only by a slot freed, which an idle connection keeps until
     /// `idle_timeout`: it waited out `connect_timeout` for the connection
@@ -71,7 +71,7 @@ impl Wakes {
         self.changed.notify_one();
     }
 
-    /// A connection went idle: one resend waiting for a slot looks again
+    /// A connection went idle: one resend (or upgrade) waiting for a slot looks again
     /// (a permit when none waits: the next one looks once more for
     /// nothing, never misses one).
     pub fn went_idle(&self) {
@@ -416,10 +416,11 @@ impl Pool {
     /// connection ([`Want::Fresh`]) needs one: the oldest idle HTTP/1.1
     /// connection, taken out to be closed for its slot
     /// ([`H1::into_slot`]), now or when one goes idle while it waits
-    /// ([`Pool::went_idle`]). Only such a request cannot take the
-    /// connection itself (see
-    /// [`crate::upstream::endpoint::Endpoint::checkout`]), and idle
-    /// connections give no slot back until `idle_timeout`.
+    /// ([`Pool::went_idle`]); an `Upgrade` request's too. Only such
+    /// requests cannot take the connection itself (see
+    /// [`crate::upstream::endpoint::Endpoint::checkout`] and
+    /// [`crate::upstream::endpoint::Endpoint::upgrade_connection`]), and
+    /// idle connections give no slot back until `idle_timeout`.
     pub fn take_oldest_idle(&self) -> Option<Box<H1>> {
         let mut st = self.state.lock().expect("pool lock");
         (!st.idle.is_empty()).then(|| st.idle.remove(0))

@@ -85,3 +85,49 @@ async fn an_upgrade_queued_for_a_slot_past_request_timeout_is_the_connection_lim
         p.logs()
     );
 }
+
+/// SPEC (Upstream connection limit): the one connection
+/// `max_connections_per_server` allows has served an ordinary request and
+/// sits idle in the pool; an `Upgrade` request, which takes no pooled
+/// connection, takes its slot (that connection closed) and is switched.
+/// It waited for a slot the idle connection gives back only at
+/// `idle_timeout`: the whole `connect_timeout` (30 s, past the client's
+/// own deadline), then the connection limit's `504`.
+#[tokio::test]
+async fn an_upgrade_takes_the_slot_of_an_idle_pooled_connection() {
+    let w = world().await;
+    // Answers ordinary requests on a kept-alive connection; switches and
+    // echoes on an upgrade.
+    let (backend, accepted) = raw_backend(|mut tcp| async move {
+        tcp.set_nodelay(true).unwrap();
+        let mut buf = Vec::new();
+        while let Some(end) = read_raw_head(&mut tcp, &mut buf).await {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            buf.drain(..end);
+            if head.contains("upgrade: websocket") {
+                let switched = b"HTTP/1.1 101 Switching Protocols\r\n\
+                    upgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+                if tcp.write_all(switched).await.is_ok() {
+                    let (mut from, mut to) = tcp.into_split();
+                    let _ = tokio::io::copy(&mut from, &mut to).await;
+                }
+                return;
+            }
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if tcp.write_all(ok).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let upstream = "\n    max_connections_per_server: 1\n    connect_timeout: 30s";
+    let (_p, addr, _log) = serve_raw(&w, backend, "", upstream).await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let r = get(addr, "a.example.com", cfg, false, "/x", &[])
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    let mut tunnel = upgrade(&w, addr).await;
+    echo(&mut tunnel, b"switched").await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "connections dialled");
+}

@@ -280,3 +280,43 @@ async fn a_resend_waiting_for_a_slot_takes_a_connection_handed_back_idle() {
     }
     assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
 }
+
+/// An `Upgrade` request (which takes no pooled connection: its own becomes
+/// the tunnel) finds the one server slot held by an idle pooled
+/// connection, and later by a busy one that then goes idle: each time it
+/// takes that connection's slot (closed for it) and dials. It waited for
+/// a slot instead, which an idle connection gives back only at
+/// `idle_timeout`: the whole `connect_timeout` (30 s here), then the
+/// connection limit's `504`.
+#[tokio::test]
+async fn an_upgrade_takes_the_slot_of_an_idle_connection() {
+    // The kernel's backlog completes the connects; nothing is sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let endpoint = endpoint_timed(port, false, 1, Duration::from_secs(30));
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let Ok(Lease::H1(idle)) = endpoint.checkout(Want::Any, until).await else {
+        panic!("the first request got no connection");
+    };
+    endpoint.pool.put(idle);
+    let tunnel = match endpoint.upgrade_connection(until).await {
+        Ok(tunnel) => tunnel,
+        Err(e) => panic!("the upgrade waited for the idle connection's slot: {e}"),
+    };
+    assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
+    drop(tunnel);
+    // Busy when the upgrade comes, idle while it waits.
+    let Ok(Lease::H1(busy)) = endpoint.checkout(Want::Any, until).await else {
+        panic!("the next request got no connection");
+    };
+    let mut upgrade = Box::pin(endpoint.upgrade_connection(until));
+    assert!(
+        (&mut upgrade).now_or_never().is_none(),
+        "no wait for a slot"
+    );
+    endpoint.pool.put(busy);
+    if let Err(e) = upgrade.await {
+        panic!("the upgrade missed the connection handed back: {e}");
+    }
+    assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
+}
