@@ -6,17 +6,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::proxy::conn::Activity;
-use crate::proxy::linger::{input_waiting, linger};
+use crate::proxy::linger::{LINGER_TIME, input_waiting, linger};
 use crate::tls::sent::Sent;
 
 /// The client's stream as hyper sees it: reports received bytes to
 /// [`Activity`] (HTTP/1), fails writes that make no progress for
 /// `send_timeout` (a client that stopped reading), and on drop hands the
-/// stream to a lingering close unless the client already closed its side.
+/// stream to a lingering close unless the client already closed its side
+/// (an HTTP/2 one the driver closed at once sends `GOAWAY` first).
 /// Progress is what reaches the socket ([`Sent`]): a TLS stream's flush
 /// that wrote some of its records and waits for the rest made some.
 pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> {
@@ -205,8 +206,17 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> Drop for ClientI
             return;
         }
         let (hold, shut) = (self.hold.take(), self.shut);
+        // HTTP/2 closed at once by the driver: a GOAWAY first (RFC 9113
+        // §6.8). rustls takes it whole (its buffer was flushed), so the
+        // write does not wait on the client; bounded all the same.
+        let goaway = (!self.reads && !shut)
+            .then(|| self.activity.goaway())
+            .flatten();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
+                if let Some(frame) = goaway {
+                    let _ = tokio::time::timeout(LINGER_TIME, stream.write_all(&frame)).await;
+                }
                 linger(stream, shut).await;
                 drop(hold);
             });

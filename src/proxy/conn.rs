@@ -90,6 +90,12 @@ pub struct Activity {
     /// HTTP/2: the frames read so far, walked (`frames`): whether a header
     /// block is part way in. Written by the connection's task alone.
     frames: AtomicU64,
+    /// HTTP/2: the stream ids the walk of `frames` keeps (the last header
+    /// block ended). Written by the connection's task alone.
+    frame_ids: AtomicU64,
+    /// The driver closed the connection at once, with nothing begun
+    /// (`driver::unbegun`): HTTP/2 sends `GOAWAY` before the close.
+    at_once: AtomicBool,
     /// Where the bytes that may be heads end (one of `IN_LINE`..`HEAD_END`):
     /// anything but `HEAD_END` means bytes of a head not yet complete were
     /// read, which hyper holds in its buffer when they came behind a
@@ -152,6 +158,8 @@ impl Activity {
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
             frames: AtomicU64::new(frames::START),
+            frame_ids: AtomicU64::new(0),
+            at_once: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
             after_head: AtomicU64::new(UNKNOWN),
             left: AtomicU64::new(0),
@@ -265,8 +273,29 @@ impl Activity {
 
     /// Bytes arrived (HTTP/2): their frames walked for a header block begun.
     pub(crate) fn received_frames(&self, bytes: &[u8]) {
-        let state = frames::walk(self.frames.load(Ordering::Relaxed), bytes);
+        let (state, ids) = frames::walk(
+            self.frames.load(Ordering::Relaxed),
+            self.frame_ids.load(Ordering::Relaxed),
+            bytes,
+        );
         self.frames.store(state, Ordering::Relaxed);
+        self.frame_ids.store(ids, Ordering::Relaxed);
+    }
+
+    /// HTTP/2: the `GOAWAY` (`NO_ERROR`) for a close at once, if the
+    /// driver made one: its last stream id is that of the last header
+    /// block ended (0 before the first request). `None` when the close
+    /// was not at once, or when a frame of ours may be part written (the
+    /// last write was not a completed flush): the frame would land in
+    /// its middle.
+    pub(crate) fn goaway(&self) -> Option<[u8; 17]> {
+        (self.at_once.load(Ordering::Relaxed) && self.all_written())
+            .then(|| frames::goaway(frames::last_block(self.frame_ids.load(Ordering::Relaxed))))
+    }
+
+    /// The driver closes the connection at once (see [`Activity::goaway`]).
+    pub(crate) fn closed_at_once(&self) {
+        self.at_once.store(true, Ordering::Relaxed);
     }
 
     /// HTTP/2: no stream in flight and a header block begun, not ended: a

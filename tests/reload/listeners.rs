@@ -271,7 +271,10 @@ async fn a_removed_listeners_connection_mid_handshake_closes_without_a_request()
 /// The same for an HTTP/2 connection that has sent its preface and
 /// SETTINGS but no stream: hyper's graceful close would send a `GOAWAY`
 /// and wait for the client to acknowledge its PING, up to
-/// header_read_timeout; at shutdown it closes at once, and so it does here.
+/// header_read_timeout; at shutdown it closes at once, and so it does here,
+/// with a `GOAWAY` first (RFC 9113 §6.8), `NO_ERROR`, its last stream 0:
+/// no stream was processed, the client may retry anything on a new
+/// connection. The close at once sent none.
 #[tokio::test]
 async fn a_removed_listeners_h2_connection_without_a_stream_closes_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -322,4 +325,6 @@ async fn a_removed_listeners_h2_connection_without_a_stream_closes_at_once() {
         tls.read_to_end(&mut rest),
     )
     .await;
+    buf.extend_from_slice(&rest);
+    assert_eq!(h2_goaway(&buf), Some((0, 0)), "{buf:?}");
 }

@@ -376,6 +376,23 @@ pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8
     }
 }
 
+/// The `GOAWAY` among the HTTP/2 frames `bytes` hold (whole frames from
+/// a frame's start; a part frame at the end is left): its last stream id
+/// and error code, or `None` when there is none.
+pub fn h2_goaway(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        let payload = bytes.get(at + 9..at + 9 + len)?;
+        if bytes[at + 3] == 7 && len >= 8 {
+            let word = |i: usize| u32::from_be_bytes(payload[i..i + 4].try_into().unwrap());
+            return Some((word(0) & 0x7fff_ffff, word(4)));
+        }
+        at += 9 + len;
+    }
+    None
+}
+
 /// An HTTP/2 client over `tls`, its connection driven by a task of its
 /// own, ready for a first request (panics if that takes longer than
 /// `CLIENT_DEADLINE`).

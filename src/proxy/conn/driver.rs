@@ -270,6 +270,7 @@ impl Driver<'_> {
                     // process's signal, and either may be seen first.
                     if !answer_first && let Some(when) = unbegun(self.activity, h2) {
                         debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
+                        self.activity.closed_at_once();
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let now = Instant::now();
@@ -284,6 +285,7 @@ impl Driver<'_> {
                     quit_done = true;
                     if let Some(when) = unbegun(self.activity, h2) {
                         debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
+                        self.activity.closed_at_once();
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let now = Instant::now();
@@ -299,6 +301,7 @@ impl Driver<'_> {
                     also_done = true;
                     if let Some(when) = unbegun(self.activity, h2) {
                         debug!(listener = %name, peer = %peer, "closing connection at once: {when}");
+                        self.activity.closed_at_once();
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let now = Instant::now();
@@ -316,7 +319,8 @@ impl Driver<'_> {
 /// (`h2`) part way into a header block with no stream in flight: its
 /// request has not come, and it may send no other frame until it has,
 /// so it would never answer the GOAWAY's PING that hyper's graceful
-/// close waits for.
+/// close waits for. Such a close of an HTTP/2 connection sends a `GOAWAY`
+/// of its own ([`Activity::goaway`], written by `ClientIo` as it closes).
 fn unbegun(activity: &Activity, h2: bool) -> Option<&'static str> {
     if !activity.asked() {
         Some("before its first request")

@@ -5,8 +5,9 @@
 //! block (HEADERS without END_HEADERS, CONTINUATION to come) may send no
 //! other frame, so it never does, and its request has not come: the
 //! driver closes it at once. Only frame headers are looked at (nine bytes
-//! a frame, payloads skipped), and the state is one word, so a read costs
-//! a few steps per frame and no allocation.
+//! a frame, payloads skipped), and the state is two words (the second the
+//! stream ids: the `GOAWAY` such a close sends names the last block
+//! ended), so a read costs a few steps per frame and no allocation.
 
 /// The client connection preface, skipped before the first frame.
 const PREFACE: u64 = 24;
@@ -27,8 +28,13 @@ const PREFACE_AT: u32 = 58;
 /// Nothing read yet: the preface to come.
 pub const START: u64 = PREFACE << PREFACE_AT;
 
-/// `state` after `bytes` are read.
-pub fn walk(state: u64, bytes: &[u8]) -> u64 {
+// The stream ids' word: bits 0..32 the stream id of the frame whose
+// header is read (its bytes 5..9 shifted in), 32..64 the highest stream
+// id of a header block ended (0: none).
+const ID: u64 = 0xffff_ffff;
+
+/// `state` and `ids` after `bytes` are read.
+pub fn walk(state: u64, mut ids: u64, bytes: &[u8]) -> (u64, u64) {
     let mut preface = state >> PREFACE_AT;
     let mut got = (state >> GOT_AT) & 0xf;
     let mut len = state & LEN;
@@ -55,24 +61,42 @@ pub fn walk(state: u64, bytes: &[u8]) -> u64 {
             1 | 2 => len = len << 8 | b,
             3 => kind = b,
             4 => flags = b,
-            _ => {}
+            _ => ids = ids & !ID | (ids << 8 | b) & ID,
         }
         got += 1;
         if got == 9 {
             if matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION) {
                 open = flags & END_HEADERS == 0;
+                if !open && kind != PUSH_PROMISE {
+                    let id = ids & 0x7fff_ffff;
+                    ids = (ids >> 32).max(id) << 32 | ids & ID;
+                }
             }
             if len == 0 {
                 got = 0;
             }
         }
     }
-    preface << PREFACE_AT
+    let state = preface << PREFACE_AT
         | got << GOT_AT
         | if open { OPEN } else { 0 }
         | flags << 32
         | kind << 24
-        | len
+        | len;
+    (state, ids)
+}
+
+/// The highest stream id of a header block ended (a request come), from
+/// the walk's `ids`: 0 when none has.
+pub fn last_block(ids: u64) -> u32 {
+    (ids >> 32) as u32
+}
+
+/// A `GOAWAY` frame, `NO_ERROR`, naming `last` the last stream processed.
+pub fn goaway(last: u32) -> [u8; 17] {
+    let mut frame = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    frame[9..13].copy_from_slice(&(last & 0x7fff_ffff).to_be_bytes());
+    frame
 }
 
 /// A header block is begun and not ended: a HEADERS (or CONTINUATION)
@@ -90,14 +114,19 @@ mod tests {
     use super::*;
 
     fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        frame_on(kind, flags, 1, payload)
+    }
+
+    fn frame_on(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let len = (payload.len() as u32).to_be_bytes();
-        let mut out = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 1];
+        let mut out = vec![len[1], len[2], len[3], kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
         out.extend_from_slice(payload);
         out
     }
 
     fn read(parts: &[&[u8]]) -> u64 {
-        parts.iter().fold(START, |s, p| walk(s, p))
+        parts.iter().fold(START, |s, p| walk(s, 0, p).0)
     }
 
     #[test]
@@ -154,5 +183,39 @@ mod tests {
             let state = read(&[preface, &answered, &ping[..got]]);
             assert!(!block_begun(state), "{got} bytes of a PING header");
         }
+    }
+
+    /// The last stream named as processed is that of the last header
+    /// block ended, whatever frames come between, read in any pieces: a
+    /// block begun and not ended is not one, a trailers block on an
+    /// earlier stream does not lower it.
+    #[test]
+    fn the_last_block_ended_names_its_stream() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let all = [
+            &preface[..],
+            &frame_on(4, 0, 0, &[]),
+            &frame_on(1, 0x4, 1, b"\x82\x87\x84"),
+            &frame_on(0, 0, 1, b"body"),
+            &frame_on(1, 0x1, 3, b"\x82"),
+            &frame_on(9, 0x4, 3, b"\x84"),
+            &frame_on(1, 0x5, 1, b"\x40"),
+            &frame_on(8, 0, 0, &[0, 0, 1, 0]),
+            &frame_on(1, 0x1, 5, b"\x82"),
+        ]
+        .concat();
+        for size in [1, 2, 5, 9, 64] {
+            let ids = all
+                .chunks(size)
+                .fold((START, 0), |(s, ids), p| walk(s, ids, p))
+                .1;
+            assert_eq!(last_block(ids), 3, "read {size} bytes at a time");
+        }
+        let first = [&preface[..], &frame_on(4, 0, 0, &[])].concat();
+        assert_eq!(last_block(walk(START, 0, &first).1), 0);
+        assert_eq!(
+            goaway(3),
+            [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0]
+        );
     }
 }
