@@ -277,6 +277,71 @@ async fn a_removed_listeners_connection_mid_handshake_closes_without_a_request()
 /// connection. The close at once sent none.
 #[tokio::test]
 async fn a_removed_listeners_h2_connection_without_a_stream_closes_at_once() {
+    use tokio::io::AsyncReadExt;
+    let (_s, mut p, cfg, mut tls, mut buf) = h2_settings_acknowledged(&[]).await;
+    write(&cfg, &base_config("a.crt", "a.key", ""));
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    // Its PING never acknowledged: closed now, not after header_read_timeout.
+    let mut rest = Vec::new();
+    let _ = within_deadline(
+        "the removed listener's connection closed",
+        tls.read_to_end(&mut rest),
+    )
+    .await;
+    buf.extend_from_slice(&rest);
+    assert_eq!(h2_goaway(&buf), Some((0, 0)), "{buf:?}");
+}
+
+/// One part way into its first stream's HEADERS frame (half its block
+/// sent with the preface) is closed at once as well (SPEC §1: its first
+/// request has not come), after a `GOAWAY` with last stream 0, and the
+/// block completed after that is not answered. Until now only the frame
+/// walk's unit test (`frames::block_begun`) covered this close.
+#[tokio::test]
+async fn a_removed_listeners_h2_connection_half_way_into_its_first_headers_closes_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: GET https://localhost/.
+    const GET: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
+    let (half, rest_of_it) = GET.split_at(12);
+    let (_s, mut p, cfg, mut tls, mut buf) = h2_settings_acknowledged(half).await;
+    write(&cfg, &base_config("a.crt", "a.key", ""));
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    within_deadline("the GOAWAY", async {
+        while h2_goaway(&buf).is_none() {
+            let mut chunk = [0u8; 4096];
+            let n = tls.read(&mut chunk).await.unwrap_or(0);
+            assert!(n > 0, "closed with no GOAWAY: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert_eq!(h2_goaway(&buf), Some((0, 0)), "{buf:?}");
+    // The rest of the block, now: the connection is closed, not answered.
+    let _ = tls.write_all(rest_of_it).await;
+    let _ = tls.flush().await;
+    let mut rest = Vec::new();
+    let _ = within_deadline(
+        "the removed listener's connection closed",
+        tls.read_to_end(&mut rest),
+    )
+    .await;
+    buf.extend_from_slice(&rest);
+    let mut at = 0;
+    while at + 9 <= buf.len() {
+        let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
+        assert_ne!(buf[at + 3], 1, "stream 1 answered: {buf:?}");
+        at += 9 + len;
+    }
+}
+
+/// A proxy with the listener `second`, and an HTTP/2 client connected to
+/// it that has sent its preface and SETTINGS, then `more`, and read the
+/// acknowledgement of its SETTINGS (the proxy has read them, and `more`
+/// with them: one write): the scene, the proxy, its config file, the
+/// stream and the bytes read from it.
+async fn h2_settings_acknowledged(more: &[u8]) -> (Scene, Proxy, std::path::PathBuf, Tls, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = Scene::new();
     let ca = TestCa::new("ca");
@@ -291,9 +356,9 @@ async fn a_removed_listeners_h2_connection_without_a_stream_closes_at_once() {
     )
     .await
     .unwrap();
-    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".to_vec();
+    hello.extend_from_slice(more);
+    tls.write_all(&hello).await.unwrap();
     // Its SETTINGS acknowledged: the proxy has read the preface.
     let mut buf = Vec::new();
     within_deadline("the SETTINGS acknowledged", async {
@@ -315,16 +380,5 @@ async fn a_removed_listeners_h2_connection_without_a_stream_closes_at_once() {
         }
     })
     .await;
-    write(&cfg, &base_config("a.crt", "a.key", ""));
-    p.wait_log("removed", |v| v["message"] == "listener removed")
-        .await;
-    // Its PING never acknowledged: closed now, not after header_read_timeout.
-    let mut rest = Vec::new();
-    let _ = within_deadline(
-        "the removed listener's connection closed",
-        tls.read_to_end(&mut rest),
-    )
-    .await;
-    buf.extend_from_slice(&rest);
-    assert_eq!(h2_goaway(&buf), Some((0, 0)), "{buf:?}");
+    (s, p, cfg, tls, buf)
 }

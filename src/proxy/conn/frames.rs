@@ -44,6 +44,14 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8]) -> (u64, u64) {
     let skip = preface.min(bytes.len() as u64);
     preface -= skip;
     let mut i = skip as usize;
+    // A frame read whole: one that ends a header block names its stream
+    // (not at its header: its payload, the block's end, is still to come).
+    let ended = |ids: u64, kind: u64, flags: u64| match kind {
+        HEADERS | CONTINUATION if flags & END_HEADERS != 0 => {
+            (ids >> 32).max(ids & 0x7fff_ffff) << 32 | ids & ID
+        }
+        _ => ids,
+    };
     while i < bytes.len() {
         if got == 9 {
             let n = len.min((bytes.len() - i) as u64);
@@ -51,6 +59,7 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8]) -> (u64, u64) {
             i += n as usize;
             if len == 0 {
                 got = 0;
+                ids = ended(ids, kind, flags);
             }
             continue;
         }
@@ -67,13 +76,10 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8]) -> (u64, u64) {
         if got == 9 {
             if matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION) {
                 open = flags & END_HEADERS == 0;
-                if !open && kind != PUSH_PROMISE {
-                    let id = ids & 0x7fff_ffff;
-                    ids = (ids >> 32).max(id) << 32 | ids & ID;
-                }
             }
             if len == 0 {
                 got = 0;
+                ids = ended(ids, kind, flags);
             }
         }
     }
@@ -213,6 +219,15 @@ mod tests {
         }
         let first = [&preface[..], &frame_on(4, 0, 0, &[])].concat();
         assert_eq!(last_block(walk(START, 0, &first).1), 0);
+        // A block's last frame read in part (its END_HEADERS in, not all
+        // its payload) has not ended it.
+        let whole = frame_on(1, 0x5, 1, b"\x82\x87\x84");
+        for got in 1..whole.len() {
+            let ids = walk(START, 0, &[&first[..], &whole[..got]].concat()).1;
+            assert_eq!(last_block(ids), 0, "{got} bytes of the HEADERS frame");
+        }
+        let ids = walk(START, 0, &[&first[..], &whole].concat()).1;
+        assert_eq!(last_block(ids), 1);
         assert_eq!(
             goaway(3),
             [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0]
