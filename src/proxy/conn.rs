@@ -129,6 +129,10 @@ pub struct Activity {
     flushed: AtomicBool,
     /// Requests answered and cancelled: too many cancelled close it.
     cancels: Cancels,
+    /// HTTP/2, closing gracefully: the client has had the `GOAWAY`'s PING
+    /// long enough to answer it, and new streams are refused
+    /// (`REFUSED_STREAM`) rather than served. Set by the driver.
+    refusing: AtomicBool,
     /// Keep-alive off: told when no request is left in flight.
     idle_again: Option<Notify>,
 }
@@ -168,6 +172,7 @@ impl Activity {
             writes: AtomicU64::new(0),
             flushed: AtomicBool::new(false),
             cancels: Cancels::default(),
+            refusing: AtomicBool::new(false),
             idle_again,
         })
     }
@@ -210,6 +215,16 @@ impl Activity {
     /// all the connection had to send is on the socket.
     pub fn all_written(&self) -> bool {
         self.flushed.load(Ordering::Relaxed)
+    }
+
+    /// New streams are refused from now on (HTTP/2, closing gracefully).
+    pub(crate) fn refuse_new_streams(&self) {
+        self.refusing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a new stream is to be refused, not served.
+    pub fn refuses(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {

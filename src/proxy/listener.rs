@@ -5,7 +5,6 @@
 //! request (routes). A connection keeps the `ServerConfig` it shook hands
 //! with for its whole life: that is "open connections keep their certificate".
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -539,7 +538,9 @@ async fn connection(
             let ctx = ctx.clone();
             let slot = slot.clone();
             let front = front.clone();
-            let mut in_flight = Unanswered::new(body::begin(&activity, &mut req));
+            // HTTP/2, closing, its PING unanswered in time: refused, not begun.
+            let refused = activity.refuses();
+            let in_flight = (!refused).then(|| Unanswered::new(body::begin(&activity, &mut req)));
             let head = req.method() == Method::HEAD;
             let stalls = stalls.clone();
             // Boxed: the request's future is kilobytes (routing, forwarding, the upstream
@@ -547,6 +548,11 @@ async fn connection(
             // own) several times. Written into an allocation made first: `Box::pin` built it
             // on the stack and copied all of it (some 5 KB) into the box.
             Box::into_pin(Box::write(Box::new_uninit(), async move {
+                // hyper resets the stream with the reason of the h2 error
+                // among the service error's causes; the connection goes on.
+                let Some(mut in_flight) = in_flight else {
+                    return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
+                };
                 let mut resp = handle(&listener, req, &ctx, &slot, &tunnel, &mut in_flight).await;
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
@@ -568,7 +574,7 @@ async fn connection(
                     resp = resp.map(|_| Empty::new().map_err(|never| match never {}).boxed());
                 }
                 let body = resp.map(|b| TrackedBody::new(b, in_flight.answered()));
-                Ok::<_, Infallible>(match &stalls {
+                Ok::<_, h2::Error>(match &stalls {
                     Some(s) => body.map(|b| s.watch(b)),
                     None => body.map(SentBody::Plain),
                 })

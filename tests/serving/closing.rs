@@ -414,3 +414,101 @@ async fn wait_backend_requests(w: &World, n: usize) {
     })
     .await;
 }
+
+/// An HTTP/2 connection closing gracefully (here for idleness) whose
+/// client never acknowledges the `GOAWAY`'s PING: h2 takes its new streams
+/// until it does, and each was served, for as long as the close lasted.
+/// Once the client has had the PING `header_read_timeout`, a new stream is
+/// refused (`RST_STREAM` `REFUSED_STREAM`, which a client may retry on
+/// another connection), while the stream already in flight is served to
+/// its end.
+#[tokio::test]
+async fn an_h2_client_that_never_answers_the_close_ping_has_new_streams_refused() {
+    const DATA: u8 = 0;
+    const REFUSED_STREAM: u32 = 7;
+    let limits = "idle_timeout: 1s, header_read_timeout: 1s";
+    let (w, mut p, addr) = serve(limits).await;
+    let mut s = h2_raw_request(&w, addr, &hpack_get("/api")).await;
+    let port = local_port(&s);
+    // Room for every answer this test reads (it never updates the window).
+    s.write_all(&h2_frame(
+        WINDOW_UPDATE,
+        0,
+        0,
+        &0x7fff_0000u32.to_be_bytes(),
+    ))
+    .await
+    .unwrap();
+    // The answer, then (idle_timeout) the graceful close's GOAWAY, whose
+    // PING this client never acknowledges.
+    while next_frame(&mut s).await.0 != GOAWAY {}
+    // GET /kib/128 on stream 3: the first 64 KiB less a byte come (the
+    // stream's window), the rest waits for a WINDOW_UPDATE: a stream in
+    // flight.
+    s.write_all(&h2_frame(HEADERS, 0x5, 3, &hpack_get("/kib/128")))
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < 65535 {
+        if let (DATA, _, 3, body) = next_frame(&mut s).await {
+            got += body.len();
+        }
+    }
+    // New streams, one at a time, a tenth of a second apart, until one is
+    // refused (served for at most 20 s: the close has no end of its own
+    // while stream 3 is in flight).
+    let mut refused = None;
+    'streams: for id in (5..405).step_by(2) {
+        s.write_all(&h2_frame(HEADERS, 0x5, id, &hpack_get("/api")))
+            .await
+            .unwrap();
+        loop {
+            let (kind, flags, stream, payload) = next_frame(&mut s).await;
+            if stream != id {
+                continue;
+            }
+            if kind == RST_STREAM {
+                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                assert_eq!(code, REFUSED_STREAM, "stream {id} reset");
+                refused = Some(id);
+                break 'streams;
+            }
+            if flags & 0x1 != 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused.expect("new streams served 20 s into the close, none refused");
+    p.wait_log("the refusal", |v| {
+        v["message"] == "closing connection: PING unanswered; refusing new streams"
+            && peer_is(v, port)
+    })
+    .await;
+    // Stream 3, begun before, is still served: the rest of its body.
+    s.write_all(&h2_frame(WINDOW_UPDATE, 0, 3, &0x20000u32.to_be_bytes()))
+        .await
+        .unwrap();
+    loop {
+        let (kind, flags, stream, payload) = next_frame(&mut s).await;
+        if stream == 3 {
+            assert_ne!(
+                kind, RST_STREAM,
+                "stream 3 reset after stream {refused} was refused"
+            );
+            if kind == DATA {
+                got += payload.len();
+            }
+            if flags & 0x1 != 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(got, 128 * 1024);
+    // The refused stream never reached the upstream: streams 1, 3 and
+    // those served before it did.
+    assert_eq!(
+        w.backend.requests.load(SeqCst),
+        (refused as usize - 5) / 2 + 2
+    );
+}

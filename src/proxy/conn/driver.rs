@@ -142,6 +142,14 @@ impl Driver<'_> {
         let mut closing_at = None;
         let mut quiet = (start, self.activity.writes());
         let drain = header_read.max(self.send_timeout.saturating_mul(2));
+        // HTTP/2, closing gracefully: when all the connection had to write
+        // was first seen on the socket since the close began, the PING
+        // sent with the `GOAWAY` with it (a slow reader with DATA queued
+        // ahead of it has not had it yet). header_read_timeout later the
+        // client has had time to answer it: h2 would go on taking its new
+        // streams until it does, so they are refused (REFUSED_STREAM,
+        // retryable elsewhere) and the streams in flight served.
+        let mut ping_out: Option<Instant> = None;
         // `also_close` cuts what is still in flight after its grace.
         let mut cut_at: Option<Instant> = None;
         let mut expired = None;
@@ -165,6 +173,11 @@ impl Driver<'_> {
                     closing = true;
                     closing_at = Some($now);
                     graceful(conn.as_mut());
+                    // A look for the PING's going out (`ping_out`).
+                    if h2 {
+                        let due = sleep.inner().deadline().into_std().min($now + header_read);
+                        sleep.as_mut().inner_mut().reset(due.into());
+                    }
                 }
             }};
         }
@@ -207,6 +220,15 @@ impl Driver<'_> {
                         debug!(listener = %name, peer = %peer, "graceful close timed out with a request in flight; closing connection");
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
+                    if h2 && closing_at.is_some() && !self.activity.refuses() {
+                        if ping_out.is_none() && self.activity.all_written() {
+                            ping_out = Some(now);
+                        }
+                        if ping_out.is_some_and(|at| now >= at + header_read) {
+                            debug!(listener = %name, peer = %peer, "closing connection: PING unanswered; refusing new streams");
+                            self.activity.refuse_new_streams();
+                        }
+                    }
                     let writes = self.activity.writes();
                     if writes != quiet.1 {
                         quiet = (now, writes);
@@ -247,6 +269,11 @@ impl Driver<'_> {
                     }
                     if let Some(at) = cut_at {
                         next = next.min(at);
+                    }
+                    // Until refusing: a look every header_read_timeout
+                    // for the PING's going out, then one when it is due.
+                    if h2 && closing_at.is_some() && !self.activity.refuses() {
+                        next = next.min(ping_out.unwrap_or(now) + header_read);
                     }
                     if let Some(at) = next_look {
                         next = next.min(at);
