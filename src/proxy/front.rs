@@ -202,8 +202,16 @@ pub async fn redirect_connection(
     // request with its connect, and is answered, bounded as always:
     // closed unread, the kernel would reset it. The listener's `closing`
     // does not close it, the process's shutdown does (at once if it has
-    // not sent its head yet). Read here, once its PROXY header had come,
-    // one accepted before the removal was taken for such a one.
+    // not sent its head yet). One accepted before the removal is closed
+    // here if the removal came first, before a byte of its head is read:
+    // its PROXY header's end may come in one segment with its request,
+    // which the exchange below, polling the connection before `closing`,
+    // would read and answer under the removed listener's settings (SPEC
+    // §3: its late first request unanswered).
+    if !answer_first && *live.closing.borrow() {
+        debug!(peer = %peer, "redirect connection closed: the listener was removed before its request");
+        return;
+    }
     let mut closing = match answer_first {
         true => slot.shutdown(),
         false => live.closing.subscribe(),

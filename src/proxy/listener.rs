@@ -324,7 +324,8 @@ async fn connection(
     // ClientHello, has nothing to finish, and waited for would hold the
     // drain for its header_read_timeout. A listener's removal does not end
     // them (its `closing` is not watched here): those it took from its
-    // queue are answered first (see `Driver::answer_first`).
+    // queue are answered first (see `Driver::answer_first`); others close
+    // once the handshake ends (below).
     let mut quit = slot.shutdown();
     // Before TLS: the PROXY header's client address and `allow_from`,
     // then the plain-HTTP redirect listener (src/proxy/front.rs).
@@ -437,6 +438,13 @@ async fn connection(
         }
     };
     listener.series.handshakes_ok.inc();
+    // Its listener removed meanwhile (not one from its queue): closed before
+    // any HTTP is read, its late first request unanswered (SPEC §3). Sent
+    // with its Finished (TLS 1.3), the driver would read and serve it.
+    if !answer_first && *listener.closing.borrow() {
+        debug!(listener = %listener.name, peer = %peer, "closing connection: its listener was removed during its TLS handshake");
+        return;
+    }
     let (_, session) = tls_stream.get_ref();
     // Exactly the protocol agreed on: h2, or HTTP/1.1, whose limits apply
     // to every byte (`speaks_h2` says which a client without ALPN gets).

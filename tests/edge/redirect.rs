@@ -221,7 +221,9 @@ async fn a_removed_redirect_listener_closes_its_connections() {
 /// accepted before the reload with no request yet closes at once). The
 /// removal was read after the PROXY header: it took such a connection
 /// for one the removed listener took from its queue, to be answered,
-/// and held it for its `header_read_timeout`.
+/// and held it for its `header_read_timeout`. So is one whose request
+/// comes in the same segment as its header's end: the exchange, polling
+/// the connection before `closing`, read that request and answered it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_redirect_listener_closes_one_accepted_before_it_with_its_proxy_header_late() {
     let scene = Scene::new();
@@ -235,7 +237,9 @@ async fn a_removed_redirect_listener_closes_one_accepted_before_it_with_its_prox
     let admin = p.admin_addr().await;
     let mut late = TcpStream::connect(addr).await.unwrap();
     late.write_all(b"PROXY TCP4 203.0.113.7 ").await.unwrap();
-    let gauge = "hotproxy_connections_active{listener=\"http\"} 1";
+    let mut asking = TcpStream::connect(addr).await.unwrap();
+    asking.write_all(b"PROXY TCP4 203.0.113.8 ").await.unwrap();
+    let gauge = "hotproxy_connections_active{listener=\"http\"} 2";
     wait_metric(admin, gauge, WAIT).await;
     scene.config(&with_http(""));
     p.wait_log("removed", |v| {
@@ -244,6 +248,13 @@ async fn a_removed_redirect_listener_closes_one_accepted_before_it_with_its_prox
     .await;
     late.write_all(b"127.0.0.1 40000 80\r\n").await.unwrap();
     let got = read_to_close(&mut late).await;
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    // One write: the header's end and the request, one segment.
+    asking
+        .write_all(b"127.0.0.1 40001 80\r\nGET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut asking).await;
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     drop(scene);
 }

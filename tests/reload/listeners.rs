@@ -268,6 +268,80 @@ async fn a_removed_listeners_connection_mid_handshake_closes_without_a_request()
     }
 }
 
+/// As [`a_removed_listeners_connection_mid_handshake_closes_without_a_request`],
+/// with the client's first request sent right behind its Finished, in the
+/// same write (TLS 1.3, as curl does): the proxy closes it once the
+/// handshake ends, unanswered, and the removed listener's upstream never
+/// sees it. The driver, polling the connection before the listener's
+/// `closing`, took the request from its buffer and served it.
+#[tokio::test]
+async fn a_removed_listeners_connection_mid_handshake_leaves_a_request_sent_with_its_finished_unanswered()
+ {
+    use std::io::{Read, Write};
+    let (s, ca, backend) = scene_with_backend("b").await;
+    let second = format!(
+        "{}\n    routes: [{{ upstream: b }}]\nupstreams:\n  - name: b\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\nadmin: {{ bind: \"127.0.0.1:0\" }}",
+        second_listener(false),
+        backend.addr
+    );
+    let cfg = s.config(&base_config("a.crt", "a.key", &second));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("second").await;
+    let admin = p.admin_addr().await;
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let gauge = "hotproxy_connections_active{listener=\"second\"} 1";
+    wait_until(WAIT, "the connection accepted", || async {
+        metrics_text(admin).await.lines().any(|l| l == gauge)
+    })
+    .await;
+    write(
+        &cfg,
+        &base_config("a.crt", "a.key", "admin: { bind: \"127.0.0.1:0\" }"),
+    );
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let (got, ended) = tokio::task::spawn_blocking(move || {
+        let mut tls =
+            rustls::ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
+        // Held until the handshake ends, then sent with its Finished.
+        tls.writer()
+            .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .unwrap();
+        tcp.set_read_timeout(Some(CLIENT_DEADLINE)).unwrap();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp).unwrap();
+        }
+        while tls.wants_write() {
+            tls.write_tls(&mut tcp).unwrap();
+        }
+        let mut stream = rustls::StreamOwned::new(tls, tcp);
+        let mut got = Vec::new();
+        // Closed without close_notify, or reset: an error, what came
+        // before it kept.
+        let ended = stream.read_to_end(&mut got);
+        (got, ended)
+    })
+    .await
+    .unwrap();
+    // Closed, not held open until the read gave up.
+    if let Err(e) = &ended {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "not closed: {e}"
+        );
+    }
+    assert!(
+        got.is_empty(),
+        "served after its listener was removed: {}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(backend.requests_for("/"), 0);
+}
+
 /// The same for an HTTP/2 connection that has sent its preface and
 /// SETTINGS but no stream: hyper's graceful close would send a `GOAWAY`
 /// and wait for the client to acknowledge its PING, up to

@@ -168,7 +168,12 @@ async fn drive_h1(
 /// before the signal (SPEC §1 drops a request completed after it). The
 /// driver's first `select!` picked its branches in random order, and in
 /// five orders of seven a signal's branch ran before hyper had parsed the
-/// head waiting in its buffer: no request yet, closed at once.
+/// head waiting in its buffer: no request yet, closed at once. The
+/// driver alone, its signal set after the handshake ended: in the proxy,
+/// a listener's `closing` set already when the handshake ends closes the
+/// connection before the driver starts (`connection`, SPEC §3), so here
+/// it stands for a removal between the handshake's end and the driver's
+/// first poll, once the request had come.
 #[tokio::test]
 async fn a_request_sent_with_the_handshake_is_served_when_the_signal_is_already_set() {
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
