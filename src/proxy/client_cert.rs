@@ -321,9 +321,14 @@ pub fn xfcc(id: &Identity, by: &[Box<str>]) -> String {
 /// does not look at a client's SANs) is percent-encoded, as the `headers`
 /// mode's SAN lists do: no header can carry one, and the whole header
 /// used to be dropped for it, leaving the backend no identity at all.
+/// One holding a space is quoted too: a SAN ending in one, last in the
+/// header, was trimmed by an HTTP/1.1 backend (another identity) and
+/// refused by an HTTP/2 one. Quoting is Envoy's only escape for these
+/// values; percent-encoding it would make `%20` ambiguous (`%` is sent
+/// as it is, as Envoy does).
 fn value(v: &str) -> String {
     let v: std::borrow::Cow<'_, str> = utf8_percent_encode(v, CONTROLS).into();
-    if v.contains([',', ';', '=', '"']) {
+    if v.contains([',', ';', '=', '"', ' ']) {
         quoted(&v)
     } else {
         v.into_owned()
@@ -630,5 +635,18 @@ mod tests {
         let x = xfcc(&id, &[]);
         assert!(x.contains(";URI=urn:x%0Ay%7F;"), "{x}");
         assert!(http::HeaderValue::from_str(&x).is_ok());
+    }
+
+    /// A SAN ending in a space, last in the element, ended the header with
+    /// it: an HTTP/1.1 backend trims it (another identity), an HTTP/2 one
+    /// refuses the request. Quoted, as Envoy escapes values, it is kept.
+    #[test]
+    fn xfcc_value_with_a_space_is_quoted() {
+        let mut id = id();
+        id.dns_sans = vec!["a.example".into(), "api.example ".into()];
+        let x = xfcc(&id, &[]);
+        assert!(x.ends_with(";DNS=a.example;DNS=\"api.example \""), "{x}");
+        assert_eq!(value("urn:a b"), "\"urn:a b\"");
+        assert_eq!(value("spiffe://td/ns/a"), "spiffe://td/ns/a");
     }
 }
