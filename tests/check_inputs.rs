@@ -628,7 +628,7 @@ fn a_key_set_twice_and_an_unknown_variant_are_shown_escaped_or_withheld() {
     assert!(!out.contains(['\u{1b}', '\u{7}']), "{out:?}");
     assert!(
         out.contains(
-            "listeners[0].forward_client_cert: unknown variant \"\\u{1b}]0;owned\\u{7}\", \
+            "listeners[0].forward_client_cert: unknown variant `\\u{1b}]0;owned\\u{7}`, \
              expected one of `none`"
         ),
         "{out}"
@@ -638,33 +638,76 @@ fn a_key_set_twice_and_an_unknown_variant_are_shown_escaped_or_withheld() {
 /// A value `!!null` does not fit was quoted as written: a key pasted under
 /// `!!null |` was printed whole, and a tag spelt with `%1B` (which the
 /// parser decodes) put ESC and a bidi override on the operator's screen.
-/// Both are shown as a key is: withheld, or escaped and cut.
+/// Both are shown as a key is: withheld, or escaped and cut. On an enum
+/// field (`access_log.format`) the pasted key was printed whole a second
+/// time, by "unknown variant": it is not read as the field's value.
 #[test]
 fn text_under_a_tag_it_does_not_take_is_withheld_or_escaped() {
     const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
-    for (debounce, says) in [
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap()
+        .serialize_pem();
+    let indented: String = key.lines().map(|l| format!("    {l}\n")).collect();
+    let pem_refused = "YAML tag `!!null` on `<withheld value: a PEM block>` refused";
+    for (section, says, body) in [
         (
             format!(
-                "!!null |\n    -----BEGIN {KEY}-----\n    MIGHAgEAslow\n    -----END {KEY}-----\n"
+                "watch:\n  debounce: !!null |\n    -----BEGIN {KEY}-----\n    MIGHAgEAslow\n    \
+                 -----END {KEY}-----\n"
             ),
-            "YAML tag `!!null` on `<withheld value: a PEM block>` refused".to_owned(),
+            pem_refused.to_owned(),
+            "MIGHAgEAslow".to_owned(),
         ),
         (
-            "!a%1B%5D0;owned%07%E2%80%AE 5s\n".to_owned(),
+            "watch:\n  debounce: !a%1B%5D0;owned%07%E2%80%AE 5s\n".to_owned(),
             "YAML tag `!a\\u{1b}]0;owned\\u{7}\\u{202e}` refused".to_owned(),
+            "\u{1b}".to_owned(),
+        ),
+        (
+            format!("access_log:\n  path: stdout\n  format: !!null |\n{indented}"),
+            format!("access_log.format: {pem_refused}"),
+            key.lines().nth(1).unwrap().to_owned(),
         ),
     ] {
         let s = Scene::new();
         let ca = TestCa::new("ca");
         s.pair("edge", &ca.server_pair(&["localhost"]));
         let cfg = s.config(&format!(
-            "watch:\n  debounce: {debounce}listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+            "{section}listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
              tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n"
         ));
         let (code, out) = check_with(&cfg, &[]);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains(&says), "{out}");
         assert!(!out.contains(['\u{202e}', '\u{1b}', '\u{7}']), "{out:?}");
-        assert!(!out.contains("BEGIN") && !out.contains("MIGH"), "{out}");
+        assert!(!out.contains("BEGIN") && !out.contains("END"), "{out}");
+        assert!(!out.contains(&body), "{out}");
     }
+}
+
+/// A value no variant of its enum field has, of 300 bytes on one line,
+/// was printed whole. It is shown as a key is: its first 64 bytes and
+/// `…`, the field and the values it takes named.
+#[test]
+fn a_long_unknown_variant_is_shown_cut() {
+    let long = "v".repeat(300);
+    let (_s, cfg) = scene(
+        "public",
+        &format!("access_log:\n  path: stdout\n  format: {long}\n"),
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("access_log.format"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.len() <= 300, "{} bytes: {line}", line.len());
+    assert!(
+        line.contains(&format!(
+            "unknown variant `{}…`, expected one of `json`, `combined`",
+            &long[..64]
+        )),
+        "{out}"
+    );
+    assert!(!out.contains(&long[..65]), "{out}");
 }
