@@ -149,7 +149,8 @@ pub struct Metrics {
     pub upstream_retries: Family<UpstreamLabels, Counter>,
     /// Retries to another endpoint the retry budget refused.
     pub upstream_retry_overflow: Family<UpstreamLabels, Counter>,
-    /// Requests sent again on a new connection to the same endpoint.
+    /// Requests sent again to the same endpoint: on a new connection, or
+    /// (refused on a connection that still serves) on any connection.
     pub upstream_resends: Family<UpstreamLabels, Counter>,
     registry: Registry,
 }
@@ -265,7 +266,7 @@ impl Metrics {
         );
         registry.register(
             "hotproxy_upstream_resends",
-            "Upstream requests sent again on a new connection to the same endpoint: not written, left unprocessed, or idempotent on a reused connection closed before the response",
+            "Upstream requests sent again to the same endpoint, on a new connection or (REFUSED_STREAM on a connection that still serves) on any: not written, left unprocessed, or idempotent on a reused connection closed before the response",
             m.upstream_resends.clone(),
         );
         registry.register(
@@ -372,9 +373,10 @@ pub fn cert_reload(entry: &str, result: &str) {
         .inc();
 }
 
-/// Count one request sent again on a new connection to the endpoint it
-/// was sent to (a reused connection closed before answering it, and the
-/// like: SPEC, Upstream connection pool).
+/// Count one request sent again (on a new connection, or on any after a
+/// refusal on one that still serves) to the endpoint it was sent to (a
+/// reused connection closed before answering it, and the like: SPEC,
+/// Upstream connection pool).
 pub fn upstream_resend(upstream: &str) {
     let labels = UpstreamLabels {
         upstream: upstream.to_owned(),

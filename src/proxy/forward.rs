@@ -533,7 +533,9 @@ impl Upstream {
                                 // it serves others (`StreamGuard::refused`).
                                 None if unprocessed(e.error()) => {
                                     if refused_stream(e.error()) {
-                                        serving = stream.refused();
+                                        let last_slot = resent > 0 && !fresh;
+                                        let last_slot = last_slot && !endpoint.slot_free();
+                                        serving = stream.refused(last_slot);
                                     } else {
                                         stream.retire_refused();
                                     }

@@ -50,6 +50,13 @@ impl Slots {
         }
     }
 
+    /// Whether a slot is free now (always, when unlimited).
+    pub fn free(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|sem| sem.available_permits() > 0)
+    }
+
     /// Take a slot, waiting until `deadline` at most. `Ok(None)` when
     /// unlimited. An instant, not a duration: a wait bounded by the
     /// request's deadline ends on the very timer tick `request_timeout`

@@ -113,6 +113,12 @@ impl Endpoint {
         })
     }
 
+    /// Whether a new connection may be dialled now: a server slot
+    /// (`max_connections_per_server`) is free.
+    pub fn slot_free(&self) -> bool {
+        self.slots.free()
+    }
+
     fn https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }

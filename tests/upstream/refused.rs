@@ -293,3 +293,59 @@ async fn a_refusal_after_the_response_head_counts_against_the_endpoint() {
         .await;
     assert_eq!(ejected["endpoint"], bad.to_string());
 }
+
+/// SPEC (Upstream connection pool): with `max_connections_per_server: 1`
+/// and a long stream open on the one connection, a GET refused there and
+/// refused again when sent again on it (a server still shedding) had that
+/// second refusal retire the connection, which kept the one slot until
+/// its long stream ended: the GET's third send, and every request after
+/// it, waited out `connect_timeout` (far longer than [`WAIT`]) for the
+/// connection limit's `504`. Holding the only slot, the connection stays
+/// shared: the GET goes a third time on it, and the requests after it too.
+#[tokio::test]
+async fn a_refused_resend_does_not_retire_the_connection_holding_the_only_slot() {
+    let w = world();
+    let (sent, long_held) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (s, held) = (sent.clone(), long_held.clone());
+    let (backend, accepted) = h2_conns("127.0.0.1:0", &w.backend_pair, move |mut conn, _| {
+        let (sent, held) = (s.clone(), held.clone());
+        async move {
+            let mut long = Vec::new();
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                match req.uri().path() {
+                    "/long" => {
+                        long.push(respond);
+                        held.notify_one();
+                    }
+                    "/refuse" if sent.fetch_add(1, Ordering::SeqCst) < 2 => {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM)
+                    }
+                    _ => ok(respond),
+                }
+            }
+        }
+    })
+    .await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        backend,
+        &["max_connections_per_server: 1", "connect_timeout: 30s"],
+    ));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(&w, addr).await;
+    let first = send_all(&mut client, ["/first".to_owned()]).await;
+    assert_eq!(statuses(first).await, [200]);
+    let _long = send_all(&mut client, ["/long".to_owned()]).await;
+    tokio::time::timeout(WAIT, long_held.notified())
+        .await
+        .expect("the long stream at the backend");
+    let refused = send_all(&mut client, ["/refuse".to_owned()]).await;
+    assert_eq!(statuses(refused).await, [200], "the GET, sent a third time");
+    assert_eq!(sent.load(Ordering::SeqCst), 3, "sends of the refused GET");
+    let after = send_all(&mut client, (0..4).map(|i| format!("/after/{i}"))).await;
+    assert_eq!(statuses(after).await, [200; 4]);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
+}

@@ -69,10 +69,20 @@ impl StreamGuard {
     /// Whether the connection still takes new streams (not retired, by
     /// this refusal or before it): the refused request may then go again
     /// on any connection, this one included.
-    pub fn refused(&self) -> bool {
+    ///
+    /// `resent_in_last_slot`: the request was refused once already and
+    /// sent again with no server slot free for a new connection. That
+    /// refusal does not count toward a second: retired, the connection
+    /// kept the only slot until its long streams ended, and the request's
+    /// next send, and every request after it, waited out `connect_timeout`
+    /// for the connection limit's `504`.
+    pub fn refused(&self, resent_in_last_slot: bool) -> bool {
         let opened = self.0.opened.load(Ordering::Acquire);
         self.0.refused_at.fetch_max(opened, Ordering::AcqRel);
-        let refusals = self.0.refusals.fetch_add(1, Ordering::AcqRel) + 1;
+        let refusals = match resent_in_last_slot {
+            true => self.0.refusals.load(Ordering::Acquire),
+            false => self.0.refusals.fetch_add(1, Ordering::AcqRel) + 1,
+        };
         if self.0.answered.load(Ordering::Acquire) == 0 || refusals >= 2 {
             self.retire_refused();
         }
