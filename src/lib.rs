@@ -97,6 +97,8 @@
 //! - `proxy`: serving.
 //!   - `listener`: accept loop, limits, TLS handshake, hyper server (h1 or h2, as ALPN agreed).
 //!     - `settings`: a listener's limits and the hyper h1/h2 server builders made from them.
+//!     - `handshake`: the TLS snapshot new connections handshake with (one value,
+//!       swapped as one) and the server pairs it serves.
 //!     - `serve`: the accept loop (`max_connections` taken before accept), the `Slot`
 //!       each connection holds, and a socket given up kept from new connections (a SYN
 //!       filter), its queue taken before it closes, then served
