@@ -646,28 +646,6 @@ async fn a_wildcard_split_into_listeners_of_one_slot_serves_each_queued_client()
     wildcard_replaced_with_limits(true, "max_connections: 1, header_read_timeout: 3s").await;
 }
 
-/// One HTTP/2 frame: its 9-byte header and `payload`.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = (payload.len() as u32).to_be_bytes();
-    let mut out = vec![len[1], len[2], len[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// The next HTTP/2 frame `s` receives: its type, flags, stream id and payload.
-async fn next_frame(s: &mut Tls) -> (u8, u8, u32, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
-    let mut head = [0u8; 9];
-    within_deadline("a frame", s.read_exact(&mut head))
-        .await
-        .expect("a frame, not the end");
-    let mut payload = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
-    s.read_exact(&mut payload).await.unwrap();
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-    (head[3], head[4], stream, payload)
-}
-
 /// An HTTP/2 client a removed listener took from its queue, answered once
 /// and sent `GOAWAY` (keep-alive off), that never acknowledges the
 /// `GOAWAY`'s PING and goes on opening streams: once it has had the PING
@@ -676,12 +654,11 @@ async fn next_frame(s: &mut Tls) -> (u8, u8, u32, Vec<u8>) {
 /// the connection.
 #[tokio::test]
 async fn a_removed_listeners_queued_h2_client_has_new_streams_refused_after_its_goaway() {
+    use support::h2raw::{self, frame, next_frame};
     use tokio::io::AsyncWriteExt;
     const HEADERS: u8 = 1;
-    const RST_STREAM: u8 = 3;
     const GOAWAY: u8 = 7;
     const WINDOW_UPDATE: u8 = 8;
-    const REFUSED_STREAM: u32 = 7;
     let s = Scene::new();
     let ca = TestCa::new("ca");
     let a = ca.server_pair(&["localhost"]);
@@ -721,27 +698,9 @@ async fn a_removed_listeners_queued_h2_client_has_new_streams_refused_after_its_
     // Its answer, and the GOAWAY (with the PING it never answers).
     while next_frame(&mut c).await.0 != GOAWAY {}
     // New streams, a tenth of a second apart, until one is refused.
-    let mut refused = None;
-    'streams: for id in (3..403).step_by(2) {
-        c.write_all(&frame(HEADERS, 0x5, id, &get)).await.unwrap();
-        loop {
-            let (kind, flags, stream, payload) = next_frame(&mut c).await;
-            if stream != id {
-                continue;
-            }
-            if kind == RST_STREAM {
-                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                assert_eq!(code, REFUSED_STREAM, "stream {id} reset");
-                refused = Some(id);
-                break 'streams;
-            }
-            if flags & 0x1 != 0 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    refused.expect("the removed listener served new streams 20 s after its GOAWAY");
+    h2raw::streams_until_refused(&mut c, 3, &get)
+        .await
+        .expect("the removed listener served new streams 20 s after its GOAWAY");
     within_deadline("the held client's connection", held)
         .await
         .unwrap()

@@ -425,7 +425,6 @@ async fn wait_backend_requests(w: &World, n: usize) {
 #[tokio::test]
 async fn an_h2_client_that_never_answers_the_close_ping_has_new_streams_refused() {
     const DATA: u8 = 0;
-    const REFUSED_STREAM: u32 = 7;
     let limits = "idle_timeout: 1s, header_read_timeout: 1s";
     let (w, mut p, addr) = serve(limits).await;
     let mut s = h2_raw_request(&w, addr, &hpack_get("/api")).await;
@@ -457,29 +456,9 @@ async fn an_h2_client_that_never_answers_the_close_ping_has_new_streams_refused(
     // New streams, one at a time, a tenth of a second apart, until one is
     // refused (served for at most 20 s: the close has no end of its own
     // while stream 3 is in flight).
-    let mut refused = None;
-    'streams: for id in (5..405).step_by(2) {
-        s.write_all(&h2_frame(HEADERS, 0x5, id, &hpack_get("/api")))
-            .await
-            .unwrap();
-        loop {
-            let (kind, flags, stream, payload) = next_frame(&mut s).await;
-            if stream != id {
-                continue;
-            }
-            if kind == RST_STREAM {
-                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                assert_eq!(code, REFUSED_STREAM, "stream {id} reset");
-                refused = Some(id);
-                break 'streams;
-            }
-            if flags & 0x1 != 0 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let refused = refused.expect("new streams served 20 s into the close, none refused");
+    let refused = crate::support::h2raw::streams_until_refused(&mut s, 5, &hpack_get("/api"))
+        .await
+        .expect("new streams served 20 s into the close, none refused");
     p.wait_log("the refusal", |v| {
         v["message"] == "closing connection: PING unanswered; refusing new streams"
             && peer_is(v, port)

@@ -8,6 +8,7 @@
 //! - `client`: TLS clients, one GET, admin API requests.
 //! - `admin`: a proxy run through its admin API, its config and start.
 //! - `paced`: a slow but steady reader (4 KiB every 100 ms).
+//! - `h2raw`: a raw HTTP/2 client's frames (as `support::h2raw::…`, not re-exported).
 //!
 //! Everything is re-exported here: test files `use support::*`.
 #![allow(dead_code)]
@@ -15,6 +16,7 @@
 mod admin;
 mod backend;
 mod client;
+pub mod h2raw;
 mod paced;
 mod pki;
 mod proxy;

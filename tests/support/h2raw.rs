@@ -1,0 +1,67 @@
+//! A raw HTTP/2 client's frames: one written, the next read, new streams opened until one is refused.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::within_deadline;
+
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const REFUSED_STREAM: u32 = 7;
+const END_STREAM: u8 = 0x1;
+
+/// One HTTP/2 frame: its 9-byte header and `payload`.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The next HTTP/2 frame `s` receives: its type, flags, stream id and payload.
+pub async fn next_frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32, Vec<u8>) {
+    let mut head = [0u8; 9];
+    within_deadline("a frame", s.read_exact(&mut head))
+        .await
+        .expect("a frame, not the end");
+    let mut payload = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+    s.read_exact(&mut payload).await.unwrap();
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    (head[3], head[4], stream, payload)
+}
+
+/// Open streams `first`, `first + 2`, … (at most 200), each the request
+/// `block` (one HEADERS frame, END_STREAM) a tenth of a second after the
+/// last was answered, until one is reset; that one's id. A reset other
+/// than `REFUSED_STREAM` fails the test. Frames of other streams are read
+/// past. `None`: all 200 were served (20 s and more).
+pub async fn streams_until_refused<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    first: u32,
+    block: &[u8],
+) -> Option<u32> {
+    for id in (first..first + 400).step_by(2) {
+        s.write_all(&frame(HEADERS, 0x5, id, block)).await.unwrap();
+        loop {
+            let (kind, flags, stream, payload) = next_frame(s).await;
+            if stream != id {
+                continue;
+            }
+            if kind == RST_STREAM {
+                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                assert_eq!(code, REFUSED_STREAM, "stream {id} reset");
+                return Some(id);
+            }
+            if flags & END_STREAM != 0 {
+                break;
+            }
+        }
+        // Pacing, not a wait for a condition: the refusal comes when the
+        // close's PING has gone unanswered for `header_read_timeout`, and
+        // only a new stream shows it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
