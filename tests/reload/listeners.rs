@@ -244,17 +244,7 @@ async fn a_removed_listeners_connection_mid_handshake_closes_without_a_request()
     let admin = p.admin_addr().await;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     // Accepted (not still in the queue): its slot is counted.
-    let gauge = "hotproxy_connections_active{listener=\"second\"} 1";
-    wait_until(WAIT, "the connection accepted", || async {
-        metrics_text(admin).await.lines().any(|l| l == gauge)
-    })
-    .await;
-    write(
-        &cfg,
-        &base_config("a.crt", "a.key", "admin: { bind: \"127.0.0.1:0\" }"),
-    );
-    p.wait_log("removed", |v| v["message"] == "listener removed")
-        .await;
+    accepted_then_removed(&mut p, admin, &cfg).await;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = within_deadline(
         "the handshake after the removal",
@@ -289,17 +279,7 @@ async fn a_removed_listeners_connection_mid_handshake_leaves_a_request_sent_with
     let addr = p.listener_addr("second").await;
     let admin = p.admin_addr().await;
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    let gauge = "hotproxy_connections_active{listener=\"second\"} 1";
-    wait_until(WAIT, "the connection accepted", || async {
-        metrics_text(admin).await.lines().any(|l| l == gauge)
-    })
-    .await;
-    write(
-        &cfg,
-        &base_config("a.crt", "a.key", "admin: { bind: \"127.0.0.1:0\" }"),
-    );
-    p.wait_log("removed", |v| v["message"] == "listener removed")
-        .await;
+    accepted_then_removed(&mut p, admin, &cfg).await;
     let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
     let (got, ended) = tokio::task::spawn_blocking(move || {
         let mut tls =
@@ -455,4 +435,20 @@ async fn h2_settings_acknowledged(more: &[u8]) -> (Scene, Proxy, std::path::Path
     })
     .await;
     (s, p, cfg, tls, buf)
+}
+
+/// Once listener `second` counts one connection accepted, the
+/// configuration rewritten without it and its removal logged.
+async fn accepted_then_removed(p: &mut Proxy, admin: std::net::SocketAddr, cfg: &std::path::Path) {
+    let gauge = "hotproxy_connections_active{listener=\"second\"} 1";
+    wait_until(WAIT, "the connection accepted", || async {
+        metrics_text(admin).await.lines().any(|l| l == gauge)
+    })
+    .await;
+    write(
+        cfg,
+        &base_config("a.crt", "a.key", "admin: { bind: \"127.0.0.1:0\" }"),
+    );
+    p.wait_log("removed", |v| v["message"] == "listener removed")
+        .await;
 }
