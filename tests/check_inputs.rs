@@ -682,6 +682,8 @@ fn text_under_a_tag_it_does_not_take_is_withheld_or_escaped() {
         assert!(!out.contains(['\u{202e}', '\u{1b}', '\u{7}']), "{out:?}");
         assert!(!out.contains("BEGIN") && !out.contains("END"), "{out}");
         assert!(!out.contains(&body), "{out}");
+        // The tag's refusal is the one problem: no empty "unknown variant".
+        assert!(!out.contains("unknown variant"), "{out}");
     }
 }
 

@@ -469,7 +469,16 @@ impl<'de> Deserializer<'de> for De<'_> {
         _: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Error> {
+        let before = self.rec.borrow().problems.len();
         self.tag_fits(&["str"]);
+        if matches!(self.node.value, Value::Null) && self.rec.borrow().problems.len() > before {
+            // Text under a `!!null` tag, refused by tag_fits: the field has
+            // no value to name, and "unknown variant ``" would add nothing.
+            return Err(Error {
+                message: "refused tag".to_owned(),
+                recorded: true,
+            });
+        }
         let s = self.text().unwrap_or_default();
         let d: de::value::StrDeserializer<'_, Error> = s.as_str().into_deserializer();
         v.visit_enum(d).map_err(|e| self.fail(e))
