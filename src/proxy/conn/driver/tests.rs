@@ -99,7 +99,6 @@ async fn client_sending(
     (tls, peer, thread)
 }
 
-/// Signals for a driver: the listener's `closing` and the process's shutdown.
 /// A service answering `ok` to every request, each begun and ended on
 /// `activity` as the proxy's handler does.
 fn answering_ok(
@@ -130,6 +129,7 @@ fn test_driver<'a>(activity: &'a Activity, peer: SocketAddr, signals: &Signals) 
     }
 }
 
+/// Signals for a driver: the listener's `closing` and the process's shutdown.
 struct Signals {
     closing: watch::Sender<bool>,
     process: watch::Sender<bool>,
