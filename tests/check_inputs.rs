@@ -628,7 +628,7 @@ fn a_key_set_twice_and_an_unknown_variant_are_shown_escaped_or_withheld() {
     assert!(!out.contains(['\u{1b}', '\u{7}']), "{out:?}");
     assert!(
         out.contains(
-            "listeners[0].forward_client_cert: unknown variant `\\u{1b}]0;owned\\u{7}`, \
+            "listeners[0].forward_client_cert: unknown variant \"\\u{1b}]0;owned\\u{7}\", \
              expected one of `none`"
         ),
         "{out}"
@@ -688,8 +688,8 @@ fn text_under_a_tag_it_does_not_take_is_withheld_or_escaped() {
 }
 
 /// A value no variant of its enum field has, of 300 bytes on one line,
-/// was printed whole. It is shown as a key is: its first 64 bytes and
-/// `…`, the field and the values it takes named.
+/// was printed whole, past the 300 bytes a message may have. It is cut so
+/// that the message keeps the field and the values it takes.
 #[test]
 fn a_long_unknown_variant_is_shown_cut() {
     let long = "v".repeat(300);
@@ -699,17 +699,34 @@ fn a_long_unknown_variant_is_shown_cut() {
     );
     let (code, out) = check_with(&cfg, &[]);
     assert_eq!(code, 1, "{out}");
-    let line = out
+    let message = out
         .lines()
-        .find(|l| l.contains("access_log.format"))
+        .find_map(|l| l.split_once("access_log.format: ").map(|(_, m)| m))
         .unwrap_or_else(|| panic!("{out}"));
-    assert!(line.len() <= 300, "{} bytes: {line}", line.len());
+    assert!(message.len() <= 300, "{} bytes: {message}", message.len());
+    assert!(message.starts_with("unknown variant `vvv"), "{out}");
     assert!(
-        line.contains(&format!(
-            "unknown variant `{}…`, expected one of `json`, `combined`",
-            &long[..64]
-        )),
+        message.ends_with("…`, expected one of `json`, `combined`"),
         "{out}"
     );
-    assert!(!out.contains(&long[..65]), "{out}");
+    assert!(!out.contains(&long), "{out}");
+}
+
+/// A long value no variant has, set from the environment (it may be a
+/// secret the file only names), is withheld whole, not shown cut: a cut
+/// piece is not the value, and was once shown (its first 64 bytes).
+#[test]
+fn a_long_unknown_variant_from_the_environment_is_withheld() {
+    let secret = format!("hp_{}", "7c1d9e0b".repeat(12));
+    let (_s, cfg) = scene(
+        "public",
+        "access_log:\n  path: stdout\n  format: ${HP_FORMAT}\n",
+    );
+    let (code, out) = check_with(&cfg, &[("HP_FORMAT", OsString::from(&secret))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("access_log.format: unknown variant <withheld: the value of ${HP_FORMAT}>"),
+        "{out}"
+    );
+    assert!(!out.contains(&secret[..12]), "{out}");
 }

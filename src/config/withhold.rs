@@ -221,6 +221,7 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
         for v in [w.value.as_str(), w.value.trim()] {
             for form in [format!("{v:?}"), format!("`{v}`")] {
                 *message = message.replace(&form, &label);
+                replace_cut(message, &form, &label);
             }
             if v.len() >= BARE_MIN {
                 *message = message.replace(v, &label);
@@ -247,7 +248,83 @@ fn quotes_a_piece(message: &str, value: &str) -> bool {
 
 /// A problem's message is a log line: one quoting a huge value (a file of
 /// one 4 MB scalar) is cut after this many bytes.
-const MAX_MESSAGE_BYTES: usize = 300;
+pub(super) const MAX_MESSAGE_BYTES: usize = 300;
+
+/// What ends a value [`quoted`] cut, before its closing quote.
+const CUT: &str = "…";
+
+/// `value` as a message quotes it: as written, in backticks, when plain,
+/// else escaped as Rust writes a string; in at most `room` bytes, past
+/// which it is cut after a whole character (escape) and ends in `…`
+/// before its closing quote. [`withhold`] knows such a piece of a value
+/// it withholds.
+pub(super) fn quoted(value: &str, room: usize) -> String {
+    let plain = |c: char| matches!(c, '"' | '\'') || c.escape_debug().len() == 1;
+    let escaped = !value.chars().all(plain);
+    let whole = match escaped {
+        false => format!("`{value}`"),
+        true => format!("{value:?}"),
+    };
+    if whole.len() <= room {
+        return whole;
+    }
+    let quote = if escaped { '"' } else { '`' };
+    let room = room.saturating_sub(2 * quote.len_utf8() + CUT.len());
+    let mut shown = String::from(quote);
+    let mut buf = [0; 4];
+    for c in value.chars() {
+        let c: &str = c.encode_utf8(&mut buf);
+        let piece = match escaped {
+            false => c.to_owned(),
+            // As `{value:?}` escapes it: one character's escape.
+            true => {
+                let d = format!("{c:?}");
+                d[1..d.len() - 1].to_owned()
+            }
+        };
+        if shown.len() - 1 + piece.len() > room {
+            break;
+        }
+        shown.push_str(&piece);
+    }
+    shown.push_str(CUT);
+    shown.push(quote);
+    shown
+}
+
+/// `message` with each piece of `form` (a quoted value) that [`quoted`]
+/// cut replaced by `label`: its opening quote and at least three
+/// characters, then `…` and the closing quote.
+fn replace_cut(message: &mut String, form: &str, label: &str) {
+    let Some(quote) = form.chars().next().filter(|q| matches!(q, '"' | '`')) else {
+        return;
+    };
+    let stem = &form[..form.len() - 1];
+    let end_mark = format!("{CUT}{quote}");
+    let Some((head, _)) = stem.char_indices().nth(4) else {
+        return;
+    };
+    let mut from = 0;
+    while let Some(at) = message[from..].find(&stem[..head]) {
+        let start = from + at;
+        let rest = &message[start..];
+        let mut same = rest
+            .bytes()
+            .zip(stem.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        while !rest.is_char_boundary(same) {
+            same -= 1;
+        }
+        if same < stem.len() && rest[same..].starts_with(&end_mark) {
+            message.replace_range(start..start + same + end_mark.len(), label);
+            from = start + label.len();
+        } else {
+            // Past the opening quote, one byte.
+            from = start + 1;
+        }
+    }
+}
 
 pub(super) fn shorten(message: &mut String) {
     if message.len() > MAX_MESSAGE_BYTES {
@@ -637,5 +714,30 @@ mod tests {
             withhold(&mut m, location, &Index::new(&w));
             assert_eq!(m, "found \"fast\"", "{location}");
         }
+    }
+
+    /// A long value is cut after a whole character or escape, `…` before
+    /// its closing quote; a value withheld is named in place of such a
+    /// piece of it as of the whole, where its field is concerned.
+    #[test]
+    fn a_cut_value_is_named_as_the_whole_is() {
+        assert_eq!(quoted("faster", 8), "`faster`");
+        assert_eq!(quoted("faster", 7), "`fa…`");
+        assert_eq!(quoted("\u{1b}\"xy", 12), "\"\\u{1b}\\\"xy\"");
+        assert_eq!(quoted("\u{1b}\"xy", 11), "\"\\u{1b}…\"");
+        assert_eq!(quoted("\u{1b}\"xy", 10), "\"…\"");
+        let secret = "hp_secret_42".repeat(30);
+        let w = [Withheld::from_env(&secret, "${TOKEN}", "a.b", false)];
+        let said = format!(
+            "unknown variant {}, expected one of `a`",
+            quoted(&secret, 100)
+        );
+        let mut m = said.clone();
+        withhold(&mut m, "line 2: a.b", &Index::new(&w));
+        let label = "<withheld: the value of ${TOKEN}>";
+        assert_eq!(m, format!("unknown variant {label}, expected one of `a`"));
+        let mut m = said.clone();
+        withhold(&mut m, "line 2: c", &Index::new(&w));
+        assert_eq!(m, said);
     }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Deserializer;
 use serde::de::{self, IntoDeserializer, Visitor};
 
+use super::super::withhold::{MAX_MESSAGE_BYTES, quoted};
 use super::{Fix, Found, Node, Rec, Value};
 
 /// The error [`De`] hands serde: `recorded` once it is in the report, so
@@ -32,17 +33,21 @@ impl de::Error for Error {
         }
     }
 
-    /// serde's words, the value shown as a key is ([`super::shown_written`]):
-    /// escaped as Rust writes a string (a terminal escape never reaches
-    /// the operator's screen), its first 64 bytes and `…`, withheld when
-    /// it holds a line break or `-----BEGIN` (a key pasted in).
+    /// serde's words, the value shown as other values are: as written
+    /// when plain, else escaped as Rust writes a string (a terminal
+    /// escape never reaches the operator's screen; a pasted block or a
+    /// `${NAME}` value is then withheld, cut or whole). A long value is cut
+    /// so that the message fits [`MAX_MESSAGE_BYTES`] with the values
+    /// allowed, which the operator needs: cut whole, as it was, their list
+    /// went.
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Error {
-        let shown = format!("`{}`", super::shown_written(variant));
         let expected: Vec<String> = expected.iter().map(|v| format!("`{v}`")).collect();
         let expected = match expected.len() {
             0 => "there are no variants".to_owned(),
             _ => format!("expected one of {}", expected.join(", ")),
         };
+        let words = "unknown variant , ".len() + expected.len();
+        let shown = quoted(variant, MAX_MESSAGE_BYTES.saturating_sub(words));
         de::Error::custom(format!("unknown variant {shown}, {expected}"))
     }
 }
