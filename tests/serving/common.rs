@@ -430,20 +430,6 @@ pub fn closes_port(v: &serde_json::Value, port: u16) -> bool {
     v["message"] == "closing connection" && peer_is(v, port)
 }
 
-/// The next HTTP/2 frame `s` receives: its type, flags, stream id and payload.
-pub async fn next_frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32, Vec<u8>) {
-    let mut head = [0u8; 9];
-    tokio::time::timeout(WAIT, s.read_exact(&mut head))
-        .await
-        .expect("a frame in time")
-        .expect("a frame, not the end");
-    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).await.unwrap();
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-    (head[3], head[4], stream, payload)
-}
-
 pub fn h2_get(path: &str, method: &str) -> http::Request<()> {
     http::Request::builder()
         .method(method)
@@ -452,14 +438,8 @@ pub fn h2_get(path: &str, method: &str) -> http::Request<()> {
         .unwrap()
 }
 
-/// One HTTP/2 frame: its 9-byte header and `payload`.
-pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = (payload.len() as u32).to_be_bytes();
-    let mut frame = vec![len[1], len[2], len[3], kind, flags];
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
+/// A raw HTTP/2 client's frames, as every raw test writes and reads them.
+pub use crate::support::h2raw::{frame as h2_frame, next_frame};
 
 /// Wait until the listener `public` has no connection open.
 pub async fn wait_no_connections(admin: SocketAddr) {
