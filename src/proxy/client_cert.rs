@@ -325,10 +325,13 @@ pub fn xfcc(id: &Identity, by: &[Box<str>]) -> String {
 /// header, was trimmed by an HTTP/1.1 backend (another identity) and
 /// refused by an HTTP/2 one. Quoting is Envoy's only escape for these
 /// values; percent-encoding it would make `%20` ambiguous (`%` is sent
-/// as it is, as Envoy does).
+/// as it is, as Envoy does). One holding a `\` is quoted as well, so a
+/// backslash only ever stands inside a quoted string, where `\\` is its
+/// one reading: bare, `URI=urn:a\;DNS=x` read by a parser that takes `\`
+/// as an escape was the single value `urn:a;DNS=x`.
 fn value(v: &str) -> String {
     let v: std::borrow::Cow<'_, str> = utf8_percent_encode(v, CONTROLS).into();
-    if v.contains([',', ';', '=', '"', ' ']) {
+    if v.contains([',', ';', '=', '"', ' ', '\\']) {
         quoted(&v)
     } else {
         v.into_owned()
@@ -648,5 +651,14 @@ mod tests {
         assert!(x.ends_with(";DNS=a.example;DNS=\"api.example \""), "{x}");
         assert_eq!(value("urn:a b"), "\"urn:a b\"");
         assert_eq!(value("spiffe://td/ns/a"), "spiffe://td/ns/a");
+    }
+
+    #[test]
+    fn xfcc_value_with_a_backslash_is_quoted() {
+        let mut id = id();
+        id.uri_sans = vec!["urn:a\\".into()];
+        id.dns_sans = vec!["x".into()];
+        let x = xfcc(&id, &[]);
+        assert!(x.ends_with(";URI=\"urn:a\\\\\";DNS=x"), "{x}");
     }
 }
