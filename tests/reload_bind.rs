@@ -707,3 +707,85 @@ async fn a_removed_listeners_queued_h2_client_has_new_streams_refused_after_its_
         .expect("the held client's connection closed cleanly");
     drop(send);
 }
+
+/// An HTTP/2 client a removed listener took from its queue that always
+/// keeps a stream open (calls to `/echo` whose request bodies go on, each
+/// next one opened and echoed before the last ends): it is sent `GOAWAY`
+/// as soon as its first stream has begun, and the calls it opened are
+/// served to their end. Keep-alive off, it was sent `GOAWAY` only once no
+/// stream was open, so it never was, and was served, new streams and all,
+/// until `shutdown_grace` cut it.
+#[tokio::test]
+async fn a_removed_listeners_queued_h2_client_never_idle_is_sent_goaway_at_once() {
+    use support::h2raw::{frame, post_block, preface, until_on};
+    use tokio::io::AsyncWriteExt;
+    const DATA: u8 = 0;
+    let (s, ca, backend) = scene_with_backend("b").await;
+    let route = "routes: [{ path_prefix: /echo, upstream: b }]";
+    let limits = "max_connections: 1, header_read_timeout: 1s }";
+    let tls = "{ ca: { ca_file: backend-ca.crt }, server_name: backend.local }";
+    let b = format!(
+        "{{ name: b, servers: [\"https://{}\"], tls: {tls} }}",
+        backend.addr
+    );
+    let config = |bind: Option<&str>| {
+        let yaml = one_at_a_time(bind).replace("routes: []", route);
+        let yaml = yaml.replace("max_connections: 1 }", limits);
+        format!("runtime: {{ shutdown_grace: 30s }}\n{yaml}\nupstreams: [{b}]\n")
+    };
+    let cfg = s.config(&config(Some("127.0.0.1:0")));
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+
+    let (send, held) = held_client(addr, &ca.cert_pem).await;
+    let tls = client_config(&ca.cert_pem, None, &[b"h2"]);
+    let queued = tokio::spawn(async move { connect(addr, "localhost", tls).await });
+    wait_until(WAIT, "the h2 client queued", || async {
+        accept_queue(addr) == 1
+    })
+    .await;
+    writers::mv_over(&cfg, &config(None));
+    reloaded(&mut p, 1).await;
+    let mut c = within_deadline("the queued client's handshake", queued)
+        .await
+        .unwrap()
+        .expect("the queued client shook hands");
+    c.write_all(&preface()).await.unwrap();
+    let call = post_block("/echo");
+    let echoed = |kind: u8, _: u8, payload: &[u8]| kind == DATA && payload == b"x";
+    let ended = |_: u8, flags: u8, _: &[u8]| flags & 1 != 0;
+    // Calls 1, 3, 5…, a tenth of a second apart, each one's piece echoed
+    // before the one before it ends (its end echoed too), until a GOAWAY.
+    let mut open = Vec::new();
+    let calls = async {
+        for id in (1u32..).step_by(2) {
+            let mut out = frame(1, 0x4, id, &call);
+            out.extend(frame(DATA, 0, id, b"x"));
+            c.write_all(&out).await.unwrap();
+            open.push(id);
+            let mut goaway = until_on(&mut c, id, echoed).await;
+            if open.len() > 1 {
+                let last = open.remove(0);
+                c.write_all(&frame(DATA, 1, last, b"")).await.unwrap();
+                goaway |= until_on(&mut c, last, ended).await;
+            }
+            if goaway {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), calls)
+        .await
+        .expect("no GOAWAY 5 s into the calls (shutdown_grace: 30 s)");
+    // The calls in flight at the GOAWAY still end, their ends echoed.
+    for id in open {
+        c.write_all(&frame(DATA, 1, id, b"")).await.unwrap();
+        until_on(&mut c, id, ended).await;
+    }
+    within_deadline("the held client's connection", held)
+        .await
+        .unwrap()
+        .expect("the held client's connection closed cleanly");
+    drop(send);
+}

@@ -1,4 +1,4 @@
-//! A raw HTTP/2 client's frames: one written, the next read, new streams opened until one is refused.
+//! A raw HTTP/2 client's frames: one written, the next read, those up to one on a stream, new streams opened until one is refused.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use super::within_deadline;
 
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
+const GOAWAY: u8 = 7;
 const REFUSED_STREAM: u32 = 7;
 const END_STREAM: u8 = 0x1;
 
@@ -30,6 +31,44 @@ pub async fn next_frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32, Vec<u8
     s.read_exact(&mut payload).await.unwrap();
     let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
     (head[3], head[4], stream, payload)
+}
+
+/// What a client sends first: the preface, empty SETTINGS, and a
+/// connection window opened wide (room for every answer, never updated).
+pub fn preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    out.extend(frame(8, 0, 0, &0x7fff_0000u32.to_be_bytes()));
+    out
+}
+
+/// The header block of `POST https://localhost{path}` (`path` shorter
+/// than 127 bytes), not indexed: a request whose body may follow.
+pub fn post_block(path: &str) -> Vec<u8> {
+    let mut block = vec![0x83, 0x87, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    block
+}
+
+/// Read frames until one on stream `id` that `done` takes (given its
+/// type, flags and payload); whether a `GOAWAY` came meanwhile. A reset
+/// of any stream fails the test; other frames are read past.
+pub async fn until_on<S: AsyncRead + Unpin>(
+    s: &mut S,
+    id: u32,
+    done: impl Fn(u8, u8, &[u8]) -> bool,
+) -> bool {
+    let mut goaway = false;
+    loop {
+        let (kind, flags, stream, payload) = next_frame(s).await;
+        assert_ne!(kind, RST_STREAM, "stream {stream} reset: {payload:?}");
+        goaway |= kind == GOAWAY;
+        if stream == id && done(kind, flags, &payload) {
+            return goaway;
+        }
+    }
 }
 
 /// Open streams `first`, `first + 2`, … (at most 200), each the request

@@ -40,7 +40,9 @@ pub struct Driver<'a> {
     /// Accepted once its listener was removed (from the queue of the
     /// socket it gave up), with keep-alive off: `shutdown` does not close
     /// it before its first request, which hyper would drop unread, but
-    /// after it, as its last; the cut after `also_close_grace` and
+    /// after it, as its last (HTTP/1.1), or gracefully as soon as it has
+    /// begun (HTTP/2: the streams opened by then are served to their
+    /// end); the cut after `also_close_grace` and
     /// `header_read_timeout` bound it as any other. `process` closes it
     /// (the process is ending).
     pub answer_first: bool,
@@ -101,7 +103,7 @@ impl Driver<'_> {
         tokio::pin!(also_close);
         let shutdown = Woken::new(self.shutdown.wait_for(|s| *s));
         tokio::pin!(shutdown);
-        let answer_first = self.answer_first;
+        let (answer_first, activity) = (self.answer_first, self.activity);
         let mut process = self.process.take();
         // Set once `quit`, `shutdown`, `also_close` are done: a finished
         // future is not polled again.
@@ -302,6 +304,20 @@ impl Driver<'_> {
                     }
                     let now = Instant::now();
                     cut_by!(now, now + self.also_close_grace, !answer_first);
+                }
+                // One from a removed listener's queue, on HTTP/2: its
+                // graceful close begins as soon as its first stream has,
+                // not once no stream is left open (keep-alive off), which
+                // a client always keeping one open never gets to: the
+                // streams in flight are served to their end, and new ones
+                // refused as on any closing connection. Looked at on every
+                // wake-up of the task, and the conn, polled first in the
+                // same pass, begins that stream.
+                () = std::future::poll_fn(|_| {
+                    if activity.asked() { Poll::Ready(()) } else { Poll::Pending }
+                }), if answer_first && h2 && shutdown_done && !closing => {
+                    let now = Instant::now();
+                    cut_by!(now, now + self.also_close_grace, true);
                 }
                 // The process's shutdown: at once with nothing begun,
                 // gracefully after. Also on a connection its listener's
