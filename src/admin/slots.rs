@@ -288,6 +288,12 @@ impl SlotIo {
     }
 }
 
+impl crate::proxy::client_io::Unread for SlotIo {
+    fn unread(&self) -> bool {
+        crate::proxy::client_io::bytes_waiting(&self.inner)
+    }
+}
+
 /// Plain TCP: each write's result says whether it wrote.
 impl crate::tls::sent::Sent for SlotIo {
     fn sent(&self) -> u64 {

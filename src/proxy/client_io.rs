@@ -1,6 +1,8 @@
-//! The client's stream as hyper sees it: received bytes told to the connection's `Activity`, the send timeout, the hand-off to a lingering close.
+//! The client's stream as hyper sees it: received bytes told to the connection's `Activity`, the send timeout, a look at the socket for bytes unread, the hand-off to a lingering close.
 
 use std::future::Future;
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,6 +15,27 @@ use crate::proxy::conn::Activity;
 use crate::proxy::linger::{LINGER_TIME, input_waiting, linger};
 use crate::tls::sent::Sent;
 
+/// A stream that can tell whether its socket holds bytes it has not read.
+pub trait Unread {
+    /// Bytes the client sent wait in the socket's receive buffer, looked
+    /// at without taking them (`MSG_PEEK`): a system call, whatever the
+    /// runtime last knew of the socket's readiness.
+    fn unread(&self) -> bool;
+}
+
+/// Whether `socket` has a byte to read, left there; end of stream and
+/// errors (nothing yet on a non-blocking socket) are none.
+pub fn bytes_waiting(socket: &impl AsFd) -> bool {
+    let mut byte = [MaybeUninit::<u8>::uninit()];
+    matches!(socket2::SockRef::from(socket).peek(&mut byte), Ok(n) if n > 0)
+}
+
+impl<S: AsFd> Unread for tokio_rustls::server::TlsStream<S> {
+    fn unread(&self) -> bool {
+        bytes_waiting(self.get_ref().0)
+    }
+}
+
 /// The client's stream as hyper sees it: reports received bytes to
 /// [`Activity`] (HTTP/1), fails writes that make no progress for
 /// `send_timeout` (a client that stopped reading), and on drop hands the
@@ -20,7 +43,7 @@ use crate::tls::sent::Sent;
 /// (an HTTP/2 one the driver closed at once sends `GOAWAY` first).
 /// Progress is what reaches the socket ([`Sent`]): a TLS stream's flush
 /// that wrote some of its records and waits for the rest made some.
-pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> {
+pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> {
     /// Boxed: a TLS stream is kilobytes, and it moves on every step from
     /// the handshake to hyper's connection and on to the lingering close.
     inner: Option<Box<S>>,
@@ -38,7 +61,7 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> {
     hold: Option<Box<dyn Send + Sync>>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientIo<S> {
     pub fn new(
         inner: Box<S>,
         activity: Arc<Activity>,
@@ -112,7 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> ClientIo<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -133,13 +156,23 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> AsyncRead for Cl
             // the client is gone, nothing to linger for.
             Poll::Ready(_) => this.eof = true,
             Poll::Pending if this.reads => this.activity.read_waits(),
+            // HTTP/2, the driver about to close at once as nothing has
+            // begun: did the client send more? TLS has no plaintext left
+            // (its read waits only then), so that is on the socket, in
+            // records whose content cannot be known unread: any byte.
+            Poll::Pending if this.activity.looking() => {
+                let unread = this.inner.as_deref().is_some_and(Unread::unread);
+                this.activity.looked(unread);
+            }
             Poll::Pending => {}
         }
         res
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> AsyncWrite for ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncWrite
+    for ClientIo<S>
+{
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -188,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> AsyncWrite for C
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Sent + Unpin + Send + 'static> Drop for ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> Drop for ClientIo<S> {
     fn drop(&mut self) {
         let (Some(mut stream), false) = (self.inner.take(), self.eof) else {
             return;

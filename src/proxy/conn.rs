@@ -36,6 +36,11 @@ use ends::{ENDS_WINDOW, IN_LINE, after_head_end, step};
 use ends::{HEAD_END, UNKNOWN, after_head, line_ends, walk};
 
 const NONE: u64 = u64::MAX;
+// `Activity::look`'s states.
+const IDLE: u8 = 0;
+const LOOK: u8 = 1;
+const UNREAD: u8 = 2;
+const NOTHING: u8 = 3;
 /// `head_ms` after a request whose body was left unread (dropped before
 /// its end): no head is being read, and the reads that come now are
 /// hyper's drain of that body's tail (below [`NONE`], so a head begun is
@@ -96,6 +101,10 @@ pub struct Activity {
     /// The driver closed the connection at once, with nothing begun
     /// (`driver::unbegun`): HTTP/2 sends `GOAWAY` before the close.
     at_once: AtomicBool,
+    /// HTTP/2: the driver, about to close at once, asked the stream to
+    /// look at its socket for bytes not read yet (`LOOK`), and what the
+    /// look found (`UNREAD`, `NOTHING`); `IDLE` otherwise.
+    look: AtomicU8,
     /// Where the bytes that may be heads end (one of `IN_LINE`..`HEAD_END`):
     /// anything but `HEAD_END` means bytes of a head not yet complete were
     /// read, which hyper holds in its buffer when they came behind a
@@ -164,6 +173,7 @@ impl Activity {
             frames: AtomicU64::new(frames::START),
             frame_ids: AtomicU64::new(0),
             at_once: AtomicBool::new(false),
+            look: AtomicU8::new(IDLE),
             ends: AtomicU8::new(HEAD_END),
             after_head: AtomicU64::new(UNKNOWN),
             left: AtomicU64::new(0),
@@ -311,6 +321,30 @@ impl Activity {
     /// The driver closes the connection at once (see [`Activity::goaway`]).
     pub(crate) fn closed_at_once(&self) {
         self.at_once.store(true, Ordering::Relaxed);
+    }
+
+    /// HTTP/2: the stream is to look at its socket for bytes the client
+    /// sent that are not read yet, at its next read that waits
+    /// ([`Activity::looking`]); the driver polls the connection then.
+    pub(crate) fn look_for_unread(&self) {
+        self.look.store(LOOK, Ordering::Relaxed);
+    }
+
+    /// Whether a look for unread bytes is asked for.
+    pub(crate) fn looking(&self) -> bool {
+        self.look.load(Ordering::Relaxed) == LOOK
+    }
+
+    /// What the look found: bytes on the socket not read yet (`unread`).
+    pub(crate) fn looked(&self, unread: bool) {
+        self.look
+            .store(if unread { UNREAD } else { NOTHING }, Ordering::Relaxed);
+    }
+
+    /// The look asked for found bytes not read yet; `false` when it found
+    /// none or was not made (no read waited). The look is over.
+    pub(crate) fn found_unread(&self) -> bool {
+        self.look.swap(IDLE, Ordering::Relaxed) == UNREAD
     }
 
     /// HTTP/2: no stream in flight and a header block begun, not ended: a

@@ -101,7 +101,10 @@ impl Driver<'_> {
         // they almost never fire, and the task wakes at every request.
         let also_close = Woken::new(also_close);
         tokio::pin!(also_close);
-        let shutdown = Woken::new(self.shutdown.wait_for(|s| *s));
+        // What `wait_for` returns borrows the channel (a lock): dropped
+        // here, not held over the branch's look at the connection.
+        let closing_rx = &mut self.shutdown;
+        let shutdown = Woken::new(async move { drop(closing_rx.wait_for(|s| *s).await) });
         tokio::pin!(shutdown);
         let (answer_first, activity) = (self.answer_first, self.activity);
         let mut process = self.process.take();
@@ -183,6 +186,49 @@ impl Driver<'_> {
                 }
             }};
         }
+        // The connection's end: how it came, and why.
+        macro_rules! ended {
+            ($res:expr) => {{
+                let error = $res.err();
+                if let Some(e) = &error {
+                    debug!(listener = %name, peer = %peer, error = %causes(e), "connection ended with error");
+                }
+                let by = if closing { Ended::ByUs } else { Ended::ByClient };
+                return Outcome { by, error, expired };
+            }};
+        }
+        // `unbegun`, for a close from outside. HTTP/2 with nothing begun
+        // as far as hyper has read: the client may have sent its request
+        // before the signal, on the socket still, unread (the runtime
+        // has not polled for I/O since it came, or h2 was writing). The
+        // stream looks (`MSG_PEEK`) in one poll of the connection made now
+        // (`Activity::look_for_unread`); bytes there may hold a request
+        // (TLS records, not known before they are read), so the close is
+        // graceful, as for one begun: hyper reads them and serves what
+        // they hold, and the graceful close's bounds hold (the first
+        // request's header_read_timeout, the checks above, the cut).
+        macro_rules! at_once {
+            () => {{
+                match unbegun(self.activity, h2) {
+                    Some(_) if h2 => {
+                        self.activity.look_for_unread();
+                        let mut polled = Polled { conn: conn.as_mut(), written, activity: self.activity };
+                        if let Poll::Ready(res) =
+                            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut polled).poll(cx))).await
+                        {
+                            ended!(res)
+                        }
+                        if self.activity.found_unread() {
+                            debug!(listener = %name, peer = %peer, "bytes unread at the close; closing gracefully");
+                            None
+                        } else {
+                            unbegun(self.activity, h2)
+                        }
+                    }
+                    when => when,
+                }
+            }};
+        }
         loop {
             tokio::select! {
                 // The connection first, the rest are wake-ups: a request
@@ -193,14 +239,7 @@ impl Driver<'_> {
                 // first in most orders and closed it as one with no
                 // request yet.
                 biased;
-                res = Polled { conn: conn.as_mut(), written, activity: self.activity } => {
-                    let error = res.err();
-                    if let Some(e) = &error {
-                        debug!(listener = %name, peer = %peer, error = %causes(e), "connection ended with error");
-                    }
-                    let by = if closing { Ended::ByUs } else { Ended::ByClient };
-                    return Outcome { by, error, expired };
-                }
+                res = Polled { conn: conn.as_mut(), written, activity: self.activity } => ended!(res),
                 () = cut.as_mut() => return Outcome { by: Ended::ByUs, error: None, expired },
                 // Keep-alive off: the last request ended, the idle deadline is now.
                 () = self.activity.idle_again() => sleep.as_mut().inner_mut().reset(Instant::now().into()),
@@ -288,7 +327,7 @@ impl Driver<'_> {
                 // idleness or `also_close`: its graceful close waits on the
                 // client (h2 takes new streams until the client
                 // acknowledges the GOAWAY's PING), so only the cut bounds it.
-                _ = shutdown.as_mut(), if !shutdown_done => {
+                () = shutdown.as_mut(), if !shutdown_done => {
                     shutdown_done = true;
                     // Nothing begun, and not one from a removed listener's
                     // queue: closed at once, as at shutdown (`quit`), not
@@ -297,7 +336,7 @@ impl Driver<'_> {
                     // listener's routes and rules. The log line is
                     // `quit`'s: on the admin listener both are the
                     // process's signal, and either may be seen first.
-                    if !answer_first && let Some(when) = unbegun(self.activity, h2) {
+                    if !answer_first && let Some(when) = at_once!() {
                         debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
                         self.activity.closed_at_once();
                         return Outcome { by: Ended::ByUs, error: None, expired };
@@ -326,7 +365,7 @@ impl Driver<'_> {
                 // request.
                 () = quit.as_mut(), if !quit_done => {
                     quit_done = true;
-                    if let Some(when) = unbegun(self.activity, h2) {
+                    if let Some(when) = at_once!() {
                         debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
                         self.activity.closed_at_once();
                         return Outcome { by: Ended::ByUs, error: None, expired };
@@ -342,7 +381,7 @@ impl Driver<'_> {
                 // until its PING is answered: a revoked client's request.
                 _ = also_close.as_mut(), if !also_done => {
                     also_done = true;
-                    if let Some(when) = unbegun(self.activity, h2) {
+                    if let Some(when) = at_once!() {
                         debug!(listener = %name, peer = %peer, "closing connection at once: {when}");
                         self.activity.closed_at_once();
                         return Outcome { by: Ended::ByUs, error: None, expired };

@@ -18,7 +18,10 @@ use tokio::sync::{oneshot, watch};
 use tokio_rustls::server::TlsStream;
 
 use super::{Driver, Ended, Outcome};
+use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::Activity;
+use crate::proxy::stall::Stalls;
+use crate::tls::sent::Counted;
 
 /// Long enough never to fall due in a test: only the signals close.
 const LONG: Duration = Duration::from_secs(60);
@@ -47,16 +50,33 @@ fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
     (Arc::new(server), Arc::new(client))
 }
 
+/// What a client sends after its handshake: `bytes` in one write once
+/// the server tells it to (`go`); `sent` is told once they are written.
+struct Later {
+    go: oneshot::Receiver<()>,
+    bytes: &'static [u8],
+    sent: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Later {
+    fn on(go: oneshot::Receiver<()>, bytes: &'static [u8]) -> Option<Later> {
+        Some(Later {
+            go,
+            bytes,
+            sent: None,
+        })
+    }
+}
+
 /// A client (a thread of its own) that sends `first` in the same write
-/// as its handshake's last flight (its Finished), then `later`, once the
-/// server tells it to (`go`), then reads all it is sent until the close.
-/// Returns the server's end once the handshake is done there and `first`
-/// is on its socket.
+/// as its handshake's last flight (its Finished), then `later`, then
+/// reads all it is sent until the close. Returns the server's end once
+/// the handshake is done there and `first` is on its socket.
 async fn client_sending(
     first: &'static [u8],
-    later: Option<(oneshot::Receiver<()>, &'static [u8])>,
+    later: Option<Later>,
 ) -> (
-    TlsStream<TcpStream>,
+    TlsStream<Counted<TcpStream>>,
     SocketAddr,
     std::thread::JoinHandle<Vec<u8>>,
 ) {
@@ -79,10 +99,14 @@ async fn client_sending(
         }
         sent.send(()).unwrap();
         let mut stream = rustls::StreamOwned::new(tls, tcp);
-        if let Some((go, bytes)) = later {
-            let _ = go.blocking_recv();
+        if let Some(later) = later {
+            let _ = later.go.blocking_recv();
             // The server may have closed already: what it sent is read below.
-            let _ = stream.write_all(bytes);
+            let _ = stream.write_all(later.bytes);
+            let _ = stream.flush();
+            if let Some(sent) = later.sent {
+                let _ = sent.send(());
+            }
         }
         let mut got = Vec::new();
         // A close without close_notify ends it with an error: what came
@@ -92,7 +116,7 @@ async fn client_sending(
     });
     let (tcp, peer) = listener.accept().await.unwrap();
     let tls = tokio_rustls::TlsAcceptor::from(server)
-        .accept(tcp)
+        .accept(Counted::new(tcp))
         .await
         .unwrap();
     written.await.unwrap();
@@ -110,6 +134,11 @@ fn answering_ok(
         ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
     }
 }
+
+/// The HTTP/2 client preface and an empty SETTINGS frame.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+/// HEADERS on stream 1, END_STREAM | END_HEADERS: GET https://localhost/.
+const GET: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
 
 /// A driver of a plain listener (no stalls, nothing from a queue) whose
 /// timeouts are all `LONG`, watching `signals`.
@@ -148,7 +177,7 @@ impl Signals {
 /// `signals` (and `also_close`), each request answered `200 ok`: how it
 /// ended.
 async fn drive_h1(
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<Counted<TcpStream>>,
     peer: SocketAddr,
     signals: &Signals,
     also_close: impl std::future::Future<Output = ()>,
@@ -206,7 +235,7 @@ async fn a_request_sent_with_the_handshake_is_served_when_the_signal_is_already_
 #[tokio::test]
 async fn a_connection_no_longer_admitted_with_half_a_first_head_is_closed_at_once() {
     let (go, told) = oneshot::channel();
-    let later = Some((told, &b"st: localhost\r\n\r\n"[..]));
+    let later = Later::on(told, b"st: localhost\r\n\r\n");
     let (tls, peer, client) = client_sending(b"GET / HTTP/1.1\r\nHo", later).await;
     let signals = Signals::new(false, false);
     // Fires at the driver's first look; the client sends the rest then.
@@ -227,11 +256,8 @@ async fn a_connection_no_longer_admitted_with_half_a_first_head_is_closed_at_onc
 /// answered the PING: the revoked client's request was served.
 #[tokio::test]
 async fn an_h2_connection_no_longer_admitted_before_its_first_stream_is_closed_at_once() {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-    // HEADERS on stream 1, END_STREAM | END_HEADERS: GET https://localhost/.
-    const GET: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
     let (go, told) = oneshot::channel();
-    let (tls, peer, client) = client_sending(PREFACE, Some((told, GET))).await;
+    let (tls, peer, client) = client_sending(PREFACE, Later::on(told, GET)).await;
     let activity = Activity::new(Instant::now(), true);
     let svc = hyper::service::service_fn(answering_ok(&activity));
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -250,5 +276,77 @@ async fn an_h2_connection_no_longer_admitted_before_its_first_stream_is_closed_a
         assert_ne!(got[at + 3], 1, "stream 1 answered: {got:?}");
         at += 9 + len;
     }
+    assert_eq!(outcome.by, Ended::ByUs);
+}
+
+/// The HTTP/2 frames in `got` (a server's bytes): type, stream, payload.
+fn frames(got: &[u8]) -> Vec<(u8, u32, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        let stream = u32::from_be_bytes([got[at + 5], got[at + 6], got[at + 7], got[at + 8]]);
+        let end = (at + 9 + len).min(got.len());
+        out.push((got[at + 3], stream & 0x7fff_ffff, &got[at + 9..end]));
+        at += 9 + len;
+    }
+    out
+}
+
+/// An HTTP/2 client whose preface, SETTINGS and first HEADERS
+/// (END_STREAM) came in one write before `also_close` fired, whole on
+/// the server's socket but not read yet (the runtime had not polled for
+/// I/O since they arrived: the signal fires within the same poll), is
+/// served as one whose request had begun: `HEADERS` `:status 200` on
+/// stream 1. The driver saw no request and closed it at once, as one
+/// that had sent nothing, with a `GOAWAY` naming no stream processed.
+#[tokio::test]
+async fn an_h2_request_unread_on_the_socket_at_the_signal_is_served() {
+    const ALL: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00\
+        \x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
+    assert_eq!(ALL, [PREFACE, GET].concat());
+    let (go, told) = oneshot::channel();
+    let (sent, written) = std::sync::mpsc::channel();
+    let later = Some(Later {
+        go: told,
+        bytes: ALL,
+        sent: Some(sent),
+    });
+    let (tls, peer, client) = client_sending(b"", later).await;
+    let activity = Activity::new(Instant::now(), true);
+    let stalls = Stalls::new();
+    let io = ClientIo::new(Box::new(tls), activity.clone(), false, LONG, Box::new(()));
+    let svc = hyper::service::service_fn(answering_ok(&activity));
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc);
+    let signals = Signals::new(false, false);
+    // The graceful close ends soon: the client never answers its PING.
+    let short = Duration::from_millis(500);
+    let driver = Driver {
+        stalls: Some((&*stalls, LONG)),
+        header_read_timeout: short,
+        send_timeout: short,
+        ..test_driver(&activity, peer, &signals)
+    };
+    // Fires at the driver's first look, once the client's bytes are on
+    // the socket: the runtime's one thread waits for them here, and the
+    // driver looks at this signal before the runtime polls for I/O again.
+    let revoked = async move {
+        let _ = go.send(());
+        written.recv().unwrap();
+    };
+    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    let frames = frames(&got);
+    let kinds: Vec<_> = frames.iter().map(|f| (f.0, f.1)).collect();
+    // `:status 200` is the static table's entry 8: 0x88.
+    assert!(
+        frames
+            .iter()
+            .any(|&(kind, stream, block)| kind == 1 && stream == 1 && block.first() == Some(&0x88)),
+        "no :status 200 on stream 1; frames (type, stream): {kinds:?}"
+    );
     assert_eq!(outcome.by, Ended::ByUs);
 }
