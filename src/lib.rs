@@ -88,7 +88,9 @@
 //!   - `changes`: what a config reload changed, for the line that confirms it.
 //!   - `handover`: the socket a new listener serves on: its own kept, one a
 //!     running listener gives up (a rename, a swap), bound anew, or beside an
-//!     overlapping one; running listeners indexed by address once per reload.
+//!     overlapping one; running listeners indexed by address, and the new ones by
+//!     name and address (the overrides set through the API kept or renamed), once
+//!     per reload.
 //!   - `rebind`: binding a new address beside an overlapping one a listener gives up;
 //!     a listener stopped, its socket handed over or given up.
 //!   - `api`: the catalogue queries and mutations the admin API runs.

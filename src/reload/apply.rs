@@ -12,7 +12,7 @@ use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
 };
-use super::handover::Givers;
+use super::handover::{Givers, NewListeners};
 use super::rebind::Registered;
 use super::snapshot::{client_ca, listener_tls, positions, upstream_tls};
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
@@ -208,24 +208,18 @@ impl Reloader {
         let mut replaced = Vec::new();
         let mut renamed = Vec::new();
         let mut overrides = self.client_auth_overrides.clone();
+        // By name and address, once: a search of the new listeners for each override.
+        let listed = NewListeners::new(&new, |name| self.listeners.contains_key(name));
         overrides.retain(|name, _| {
-            let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
+            let Some(l) = listed.named(name) else {
                 // Renamed (a new name on its address): the file's
                 // client_auth of the new name replaces what the operator
                 // set, which must not go unsaid. The address is where the
                 // old one listens, as for the socket's hand-over: two
                 // port-0 binds are two ports, no rename.
-                let bind = self
-                    .listeners
-                    .get(name)
-                    .map(|o| o.bound)
-                    .filter(|b| b.port() != 0);
-                if let Some(to) = new
-                    .listeners
-                    .iter()
-                    .find(|l| Some(l.bind) == bind && !self.listeners.contains_key(&l.name))
-                {
-                    renamed.push((name.clone(), to.name.clone()));
+                let bound = self.listeners.get(name).map(|o| o.bound);
+                if let Some(to) = bound.and_then(|b| listed.renamed_to(b)) {
+                    renamed.push((name.clone(), to.to_owned()));
                 }
                 return false;
             };
@@ -244,7 +238,7 @@ impl Reloader {
         // it on purpose, and the file's client_auth was not touched, so
         // neither side may silently change how the listener admits clients.
         for (name, client_auth) in &overrides {
-            let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
+            let Some(l) = listed.named(name) else {
                 continue;
             };
             if let Some(route) = l.stranded_route_allow(client_auth) {
@@ -341,7 +335,7 @@ impl Reloader {
         let mut planned = Vec::new();
         // Running listeners whose socket a new one serves on (a rename, a swap).
         let mut shared = BTreeSet::new();
-        let givers = Givers::new(&self.listeners, &new);
+        let givers = Givers::new(&self.listeners, &listed);
         for l in &new.listeners {
             let client_auth = match overrides.get(&l.name) {
                 // The file may no longer name the CA anywhere: say that the
