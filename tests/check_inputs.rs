@@ -1,6 +1,6 @@
 //! `hotproxy check` on inputs that are not what they seem: an environment
 //! value that is not UTF-8, an empty PEM block, a whole number YAML reads as a float,
-//! a token pasted as a variable or file name, a key of a mebibyte.
+//! a token pasted as a variable or file name, a key of a mebibyte, a long value of the wrong type.
 
 mod support;
 
@@ -728,5 +728,60 @@ fn a_long_unknown_variant_from_the_environment_is_withheld() {
         out.contains("access_log.format: unknown variant <withheld: the value of ${HP_FORMAT}>"),
         "{out}"
     );
+    assert!(!out.contains(&secret[..12]), "{out}");
+}
+
+/// Text where a number, `true` or `false`, or a mapping goes was quoted
+/// whole in "expected ..., found ...": a 500-byte value filled the
+/// message to its 300-byte cut, and so did a number of 300 digits. Each
+/// is shown as a key is: escaped, its first 64 bytes and `…`. A key
+/// pasted there on one line, and a long value set by `${NAME}`, are
+/// still withheld whole, never a piece of them shown.
+#[test]
+fn a_long_value_of_the_wrong_type_is_shown_cut() {
+    const LONG: &str = "HOTPROXY_CHECK_INPUTS_LONG";
+    let digits = "0123456789".repeat(50);
+    // `\e` in YAML: ESC, shown `\u{1b}`.
+    let long = format!("x\\e[2J{digits}");
+    let key = TestCa::new("other").server_pair(&["spare"]).key_pem;
+    let secret = format!("hp_{}", "5e1f9a0c".repeat(50));
+    let more = format!(
+        "watch:\n  events: \"{long}\"\nstore: \"{long}\"\n\
+         runtime:\n  worker_threads: \"{}\"\n\
+         upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n    \
+         max_idle_connections: \"${{{LONG}}}\"\n    max_connections_per_server: {}\n",
+        key.replace('\n', "\\n"),
+        "1".repeat(300),
+    );
+    let (_s, cfg) = scene("public", &more);
+    let (code, out) = check_with(&cfg, &[(LONG, OsString::from(&secret))]);
+    assert_eq!(code, 1, "{out}");
+    // 5 bytes before the digits: `x`, ESC, `[2J`.
+    let shown = format!("\"x\\u{{1b}}[2J{}…\"", &digits[..59]);
+    for want in [
+        format!("watch.events: expected true or false, found {shown}\n"),
+        format!("store: expected a mapping (keys and values), found {shown}\n"),
+        format!(
+            "upstreams[0].max_connections_per_server: expected a whole number, \
+             found `{}…` (out of range)\n",
+            "1".repeat(64)
+        ),
+        "runtime.worker_threads: expected a whole number, found <withheld: a PEM block>\n"
+            .to_owned(),
+        format!(
+            "upstreams[0].max_idle_connections: expected a whole number, \
+             found <withheld: the value of ${{{LONG}}}>\n"
+        ),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(
+        !out.contains(&digits[..60]) && !out.contains(&"1".repeat(65)),
+        "{out}"
+    );
+    assert!(!out.contains("BEGIN") && !out.contains("(cut)"), "{out}");
+    for line in pem_body_lines(&key) {
+        assert!(!out.contains(&line), "check shows the key: {out}");
+    }
     assert!(!out.contains(&secret[..12]), "{out}");
 }

@@ -292,6 +292,30 @@ pub(super) fn quoted(value: &str, room: usize) -> String {
     shown
 }
 
+/// The most of a value of the wrong type a message shows, in bytes: as
+/// much as of a key.
+const SHOWN_VALUE_BYTES: usize = 64;
+
+/// Text found where another type goes, as "expected X, found ..." shows
+/// it: escaped as Rust writes a string, quotes and all (`"fast"`), its
+/// first 64 bytes (at a character) and `…` before the closing quote, as
+/// a key is shown. Quoted whole, a 500-byte value filled the message up
+/// to its 300-byte cut. [`withhold`] knows such a piece of a value it
+/// withholds, as of one [`quoted`] cut.
+pub(super) fn found_text(value: &str) -> String {
+    let mut end = value.len().min(SHOWN_VALUE_BYTES);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end == value.len() {
+        return format!("{value:?}");
+    }
+    // The escape of a prefix is a prefix of the whole's escape: each
+    // character is escaped on its own.
+    let piece = format!("{:?}", &value[..end]);
+    format!("{}{CUT}\"", &piece[..piece.len() - 1])
+}
+
 /// `message` with each piece of `form` (a quoted value) that [`quoted`]
 /// cut replaced by `label`: its opening quote and at least three
 /// characters, then `…` and the closing quote.
@@ -739,5 +763,22 @@ mod tests {
         let mut m = said.clone();
         withhold(&mut m, "line 2: c", &Index::new(&w));
         assert_eq!(m, said);
+    }
+
+    /// Text of the wrong type is quoted as before, cut after 64 bytes at a
+    /// character or escape, `…` before its closing quote; a value withheld
+    /// is named in place of such a piece of it.
+    #[test]
+    fn found_text_is_cut_as_a_key_is() {
+        assert_eq!(found_text("it's \"x\""), "\"it's \\\"x\\\"\"");
+        let long = format!("{}é", "a".repeat(63));
+        assert_eq!(found_text(&long), format!("\"{}…\"", "a".repeat(63)));
+        let esc = "\u{1b}".repeat(70);
+        assert_eq!(found_text(&esc), format!("\"{}…\"", "\\u{1b}".repeat(64)));
+        let secret = "hp_secret_42".repeat(30);
+        let w = [Withheld::from_env(&secret, "${TOKEN}", "a.b", false)];
+        let mut m = format!("expected text, found {}", found_text(&secret));
+        withhold(&mut m, "line 2: a.b", &Index::new(&w));
+        assert_eq!(m, "expected text, found <withheld: the value of ${TOKEN}>");
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Deserializer;
 use serde::de::{self, IntoDeserializer, Visitor};
 
-use super::super::withhold::{MAX_MESSAGE_BYTES, quoted};
+use super::super::withhold::{MAX_MESSAGE_BYTES, found_text, quoted};
 use super::{Fix, Found, Node, Rec, Value};
 
 /// The error [`De`] hands serde: `recorded` once it is in the report, so
@@ -77,14 +77,17 @@ impl De<'_> {
     }
 
     /// "expected X, found Y" for the node: a scalar YAML typed as the file
-    /// has it (`1e3`, not `1000`), and for a whole number why it is not one.
+    /// has it (`1e3`, not `1000`), and for a whole number why it is not one;
+    /// text or a scalar as written cut after 64 bytes, as a key is shown.
     fn mismatch(&self, expected: &str) -> String {
         let written = |parsed: String| self.node.written.clone().unwrap_or(parsed);
+        // As written, escaped and cut as a key is (`1111…` of 500 digits).
+        let shown = |w: &str| format!("`{}`", super::shown_written(w));
         let found = match &self.node.value {
             Value::Null => "nothing".to_owned(),
-            Value::Bool(b) => format!("`{}`", written(b.to_string())),
-            Value::Int(n) => format!("`{}`", written(n.to_string())),
-            Value::UInt(n) => format!("`{}`", written(n.to_string())),
+            Value::Bool(b) => shown(&written(b.to_string())),
+            Value::Int(n) => shown(&written(n.to_string())),
+            Value::UInt(n) => shown(&written(n.to_string())),
             Value::Float(n) => {
                 let w = written(n.to_string());
                 let digits = w.trim_start_matches(['-', '+']);
@@ -96,9 +99,9 @@ impl De<'_> {
                 } else {
                     " (written as a float)"
                 };
-                format!("`{w}`{why}")
+                format!("{}{why}", shown(&w))
             }
-            Value::Str(s) => format!("{s:?}"),
+            Value::Str(s) => found_text(s),
             Value::Seq(_) => "a list".to_owned(),
             Value::Map(_) => "a mapping (keys and values)".to_owned(),
         };
