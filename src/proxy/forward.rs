@@ -533,9 +533,7 @@ impl Upstream {
                                 // it serves others (`StreamGuard::refused`).
                                 None if unprocessed(e.error()) => {
                                     if refused_stream(e.error()) {
-                                        let last_slot = resent > 0 && !fresh;
-                                        let last_slot = last_slot && !endpoint.slot_free();
-                                        serving = stream.refused(last_slot);
+                                        serving = stream.refused(!endpoint.slot_free());
                                     } else {
                                         stream.retire_refused();
                                     }

@@ -202,9 +202,27 @@ async fn responses_on_streams_opened_before_a_refusal_do_not_keep_the_connection
 /// refusing one takes none after that.
 #[tokio::test]
 async fn a_second_refusal_in_a_row_retires_a_connection_that_served() {
+    second_refusal_in_a_row_retires(&[]).await;
+}
+
+/// As above with `max_connections_per_server: 1`: no slot is free for a
+/// new connection, but the refusing connection, with no other stream open
+/// on it, still counts its refusals, and retired it closes at once and
+/// gives its slot to the new one. A refusal of a resend there used not to
+/// count (a refused resend's exemption with no slot free): the GET was
+/// refused three times on it, `502`.
+#[tokio::test]
+async fn a_second_refusal_in_a_row_retires_the_connection_holding_the_only_slot() {
+    second_refusal_in_a_row_retires(&["max_connections_per_server: 1"]).await;
+}
+
+/// GETs one after the other behind a [`shedding`] backend (upstream
+/// settings `extra`): each answered, at most two refused in all.
+async fn second_refusal_in_a_row_retires(extra: &[&str]) {
     let w = world();
     let (backend, _, shed, _release) = shedding(&w.backend_pair).await;
-    let (_p, addr) = proxy_for(&w, backend).await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, extra));
+    let addr = p.listener_addr("public").await;
     let mut send = h1_sender(&w, addr).await;
     for i in 0..6 {
         let (status, _) = exchange(&mut send, h1_request("GET", "/x", "")).await;
@@ -215,6 +233,24 @@ async fn a_second_refusal_in_a_row_retires_a_connection_that_served() {
         "{} refused",
         shed.refused.load(Ordering::SeqCst)
     );
+}
+
+/// A proxy to `backend` with `max_connections_per_server: 1` and
+/// `connect_timeout`, and an HTTP/2 client of it whose first GET
+/// (`/first`) was answered: the one upstream connection has served.
+async fn one_slot(
+    w: &World,
+    backend: std::net::SocketAddr,
+    connect_timeout: &str,
+) -> (Proxy, h2::client::SendRequest<Bytes>) {
+    let connect_timeout = format!("connect_timeout: {connect_timeout}");
+    let extra = ["max_connections_per_server: 1", &connect_timeout];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &extra));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(w, addr).await;
+    let first = send_all(&mut client, ["/first".to_owned()]).await;
+    assert_eq!(statuses(first).await, [200]);
+    (p, client)
 }
 
 /// SPEC (Upstream connection pool): a GET refused (`REFUSED_STREAM`) on a
@@ -242,15 +278,7 @@ async fn a_refused_stream_is_sent_again_on_its_connection_when_no_slot_is_free()
         }
     })
     .await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        backend,
-        &["max_connections_per_server: 1", "connect_timeout: 30s"],
-    ));
-    let addr = p.listener_addr("public").await;
-    let mut client = h2_to(&w, addr).await;
-    let first = send_all(&mut client, ["/first".to_owned()]).await;
-    assert_eq!(statuses(first).await, [200]);
+    let (_p, mut client) = one_slot(&w, backend, "30s").await;
     let again = send_all(&mut client, ["/refuse".to_owned()]).await;
     assert_eq!(statuses(again).await, [200], "the refused GET, sent again");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
@@ -329,15 +357,7 @@ async fn a_refused_resend_does_not_retire_the_connection_holding_the_only_slot()
         }
     })
     .await;
-    let mut p = Proxy::start(&w.scene.one_upstream_config(
-        "app",
-        backend,
-        &["max_connections_per_server: 1", "connect_timeout: 30s"],
-    ));
-    let addr = p.listener_addr("public").await;
-    let mut client = h2_to(&w, addr).await;
-    let first = send_all(&mut client, ["/first".to_owned()]).await;
-    assert_eq!(statuses(first).await, [200]);
+    let (_p, mut client) = one_slot(&w, backend, "30s").await;
     let _long = send_all(&mut client, ["/long".to_owned()]).await;
     tokio::time::timeout(WAIT, long_held.notified())
         .await
@@ -347,5 +367,62 @@ async fn a_refused_resend_does_not_retire_the_connection_holding_the_only_slot()
     assert_eq!(sent.load(Ordering::SeqCst), 3, "sends of the refused GET");
     let after = send_all(&mut client, (0..4).map(|i| format!("/after/{i}"))).await;
     assert_eq!(statuses(after).await, [200; 4]);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
+}
+
+/// SPEC (Upstream connection pool): with `max_connections_per_server: 1`
+/// and a long stream open on the one connection, two GETs refused there
+/// together (`REFUSED_STREAM`, a server shedding streams under load) were
+/// each a first send, so the second refusal counted and retired the
+/// connection, which kept the one slot until its long stream ended: both
+/// GETs' resends, and every request after them, waited out
+/// `connect_timeout` for the connection limit's `504`. With no slot free
+/// and other streams open on it, no refusal retires a connection that
+/// serves: both GETs go again on it, and the requests after them too.
+#[tokio::test]
+async fn refusals_of_two_requests_do_not_retire_the_connection_holding_the_only_slot() {
+    let w = world();
+    let long_held = Arc::new(tokio::sync::Notify::new());
+    let held = long_held.clone();
+    let (backend, accepted) = h2_conns("127.0.0.1:0", &w.backend_pair, move |mut conn, _| {
+        let held = held.clone();
+        async move {
+            // The first two `/refuse/*` streams, refused together once
+            // both are in.
+            let (mut long, mut refusing, mut refused) = (Vec::new(), Vec::new(), false);
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                let path = req.uri().path();
+                if path == "/long" {
+                    long.push(respond);
+                    held.notify_one();
+                } else if path.starts_with("/refuse/") && !refused {
+                    refusing.push(respond);
+                    if refusing.len() == 2 {
+                        for mut respond in refusing.drain(..) {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        }
+                        refused = true;
+                    }
+                } else {
+                    ok(respond);
+                }
+            }
+        }
+    })
+    .await;
+    // Shorter than `WAIT`: a request waiting for the slot gets its `504`.
+    let (_p, mut client) = one_slot(&w, backend, "4s").await;
+    let _long = send_all(&mut client, ["/long".to_owned()]).await;
+    tokio::time::timeout(WAIT, long_held.notified())
+        .await
+        .expect("the long stream at the backend");
+    let refused = send_all(
+        &mut client,
+        ["/refuse/a".to_owned(), "/refuse/b".to_owned()],
+    )
+    .await;
+    assert_eq!(statuses(refused).await, [200, 200], "the refused GETs");
+    let after = send_all(&mut client, ["/after".to_owned()]).await;
+    assert_eq!(statuses(after).await, [200], "a request after them");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
 }

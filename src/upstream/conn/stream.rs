@@ -70,16 +70,21 @@ impl StreamGuard {
     /// this refusal or before it): the refused request may then go again
     /// on any connection, this one included.
     ///
-    /// `resent_in_last_slot`: the request was refused once already and
-    /// sent again with no server slot free for a new connection. That
-    /// refusal does not count toward a second: retired, the connection
-    /// kept the only slot until its long streams ended, and the request's
-    /// next send, and every request after it, waited out `connect_timeout`
-    /// for the connection limit's `504`.
-    pub fn refused(&self, resent_in_last_slot: bool) -> bool {
+    /// `no_slot_free`: no server slot is free for a new connection
+    /// (`max_connections_per_server`). A refusal then does not count
+    /// toward a second while other streams are open on the connection,
+    /// whether the request was sent before or not: retired, the
+    /// connection kept its slot (the only one, with a limit of 1) until
+    /// those streams ended, and the refused requests' next sends, and
+    /// every request after them, waited out `connect_timeout` for the
+    /// connection limit's `504`. Only a resend's refusal was spared so:
+    /// two requests refused together still retired it. With no other
+    /// stream open it counts: retired, the connection closes as this
+    /// stream ends, and its slot goes to the new one.
+    pub fn refused(&self, no_slot_free: bool) -> bool {
         let opened = self.0.opened.load(Ordering::Acquire);
         self.0.refused_at.fetch_max(opened, Ordering::AcqRel);
-        let refusals = match resent_in_last_slot {
+        let refusals = match no_slot_free && self.0.open_streams() > 1 {
             true => self.0.refusals.load(Ordering::Acquire),
             false => self.0.refusals.fetch_add(1, Ordering::AcqRel) + 1,
         };
