@@ -212,6 +212,26 @@ impl Endpoint {
                             // asked again: the token was given up, and the
                             // dial must keep to the dial bound like any.
                             token.abandon();
+                            // A retry, which never takes a pooled
+                            // connection, takes an idle one's slot first
+                            // (closed for it): none is given back
+                            // otherwise before `idle_timeout`, and the
+                            // retry waited out `connect_timeout` for the
+                            // connection limit's 504 (every slot held by
+                            // idle connections, the one it failed on
+                            // freed to a request waiting for it).
+                            if want == Want::Fresh
+                                && let Some(idle) = self.pool.take_oldest_idle()
+                            {
+                                // Closed already: its slot is free now.
+                                held = idle.into_slot().map(|slot| (Some(slot), false));
+                                continue;
+                            }
+                            // It waits now, and only now says so: marked
+                            // before that look, a retry that took an idle
+                            // connection's slot at once, its dial then cut
+                            // short by `request_timeout`, was answered as
+                            // the connection limit, a wait it never had.
                             if !queued_for_slot {
                                 tracing::debug!(server = %self.dialled_url, "every connection to the server is busy (max_connections_per_server): waiting for one");
                             }
@@ -229,18 +249,6 @@ impl Endpoint {
                                 // connection handed back: it would take the
                                 // wake-up meant for a request that can use
                                 // it, which then waits out its deadline.
-                                // An idle pooled connection gives its slot
-                                // first (closed for it): none is given back
-                                // otherwise before `idle_timeout`, and the
-                                // retry waited out `connect_timeout` for the
-                                // connection limit's 504 (every slot held by
-                                // idle connections, the one it failed on
-                                // freed to a request waiting for it).
-                                if let Some(idle) = self.pool.take_oldest_idle() {
-                                    // Closed already: its slot is free now.
-                                    held = idle.into_slot().map(|slot| (Some(slot), false));
-                                    continue;
-                                }
                                 self.pool.close_an_idle_h2();
                                 // Else it waits for a slot, or for a
                                 // connection gone idle meanwhile (a wake-up

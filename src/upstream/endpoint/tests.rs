@@ -224,6 +224,21 @@ async fn a_request_that_waited_for_a_slot_keeps_to_the_dial_bound() {
     }
 }
 
+/// A plain-HTTP endpoint at 127.0.0.1:`port` with two server slots
+/// (`connect_timeout` 30 s), both taken: one by an idle pooled
+/// connection, the other by the slot returned.
+async fn idle_and_taken(port: u16) -> (Endpoint, Option<tokio::sync::OwnedSemaphorePermit>) {
+    let endpoint = endpoint_timed(port, false, 2, Duration::from_secs(30));
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let Ok(Lease::H1(idle)) = endpoint.checkout(Want::Any, until).await else {
+        panic!("the first request got no connection");
+    };
+    endpoint.pool.put(idle);
+    assert_eq!(endpoint.pool.idle(), 1);
+    let taken = endpoint.slots.try_take().expect("the other slot");
+    (endpoint, taken)
+}
+
 /// A request sent again on a new connection (here: its reused one
 /// closed before the response head) finds every server slot taken, one
 /// by an idle pooled connection, the other by a request that took the
@@ -235,21 +250,38 @@ async fn a_request_that_waited_for_a_slot_keeps_to_the_dial_bound() {
 async fn a_resend_takes_the_slot_of_an_idle_connection_when_none_is_free() {
     // The kernel's backlog completes the connects; nothing is sent.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let endpoint = endpoint_timed(port, false, 2, Duration::from_secs(30));
+    let (endpoint, _taken) = idle_and_taken(listener.local_addr().unwrap().port()).await;
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    let Ok(Lease::H1(idle)) = endpoint.checkout(Want::Any, until).await else {
-        panic!("the first request got no connection");
-    };
-    endpoint.pool.put(idle);
-    assert_eq!(endpoint.pool.idle(), 1);
-    let _taken = endpoint.slots.try_take().expect("the other slot");
     let resend = endpoint.checkout(Want::Fresh, until);
     match tokio::time::timeout(Duration::from_secs(5), resend).await {
         Ok(Ok(Lease::H1(c))) => assert!(!c.reused(), "a pooled connection"),
         Ok(Ok(Lease::H2 { .. })) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
         Ok(Err(e)) => panic!("the resend got no connection: {e}"),
         Err(_) => panic!("the resend waited for a slot the idle connection held"),
+    }
+    assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
+}
+
+/// A request sent again on a new connection finds every server slot
+/// taken, one by an idle pooled connection: it takes that one's slot at
+/// once and dials, having waited for nothing. `request_timeout` cutting
+/// that dial short (here: a SYN the full accept queue drops) is the dial's
+/// timeout. It was the connection limit (`504` `no upstream connection
+/// free`, reason `connection_limit`): the resend was marked as waiting for
+/// a slot (and logged so) before it looked for an idle connection.
+#[tokio::test]
+async fn a_resend_that_took_an_idle_connections_slot_waited_for_none() {
+    // Backlog 0: the pooled connection, never accepted, fills the accept
+    // queue, and the kernel drops the resend's SYN.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let (endpoint, _taken) = idle_and_taken(listener.local_addr().unwrap().port()).await;
+    let short = tokio::time::Instant::now() + Duration::from_millis(300);
+    match endpoint.checkout(Want::Fresh, short).await {
+        Err(DialError::Timeout) => {}
+        Err(e) => panic!("not the dial's own timeout: {e}"),
+        Ok(_) => panic!("a connection through a full accept queue"),
     }
     assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
 }
