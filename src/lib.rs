@@ -105,6 +105,9 @@
 //!       each connection holds, and a socket given up kept from new connections (a SYN
 //!       filter), its queue taken before it closes, then served
 //!       (each by the listener bound beside it on the address it was queued for, if any).
+//!     - `unanswered`: a connection closed right after its TLS handshake, none of its
+//!       HTTP read (its listener removed during it): HTTP/2's preface and `GOAWAY`
+//!       first, then a lingering close (no reset).
 //!   - `conn`: a connection's activity: head/idle timing; its tests in
 //!     `conn/tests.rs`; `conn/ends.rs` walks the bytes read for where a head ends.
 //!     - `driver`: runs one hyper connection to its end: its idle and header-read

@@ -28,7 +28,7 @@ use crate::proxy::cancels::Cancels;
 
 mod driver;
 mod ends;
-mod frames;
+pub(crate) mod frames;
 pub(crate) use driver::causes;
 pub use driver::{Driver, Ended, Outcome};
 #[cfg(test)]

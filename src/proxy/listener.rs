@@ -42,6 +42,7 @@ use crate::proxy::{cancels::Unanswered, refused_head, request};
 mod handshake;
 mod serve;
 mod settings;
+mod unanswered;
 pub use handshake::{Handshake, ServedCert};
 pub use serve::{Heir, Inherited, Shutdown, Slot, Stop, bind, log_listening, serve};
 pub use settings::Settings;
@@ -397,17 +398,20 @@ async fn connection(
         }
     };
     listener.series.handshakes_ok.inc();
+    // Exactly the protocol agreed on: h2, or HTTP/1.1, whose limits apply
+    // to every byte (`speaks_h2` says which a client without ALPN gets).
+    let is_h2 =
+        crate::tls::server::speaks_h2(&handshake.config, tls_stream.get_ref().1.alpn_protocol());
     // Its listener removed meanwhile (not one from its queue): closed before
     // any HTTP is read, its late first request unanswered (SPEC §3). Sent
     // with its Finished (TLS 1.3), the driver would read and serve it.
+    // Closed as at shutdown: HTTP/2's `GOAWAY` first, and no reset.
     if !answer_first && *listener.closing.borrow() {
         debug!(listener = %listener.name, peer = %peer, "closing connection: its listener was removed during its TLS handshake");
+        unanswered::close(tls_stream, is_h2).await;
         return;
     }
     let (_, session) = tls_stream.get_ref();
-    // Exactly the protocol agreed on: h2, or HTTP/1.1, whose limits apply
-    // to every byte (`speaks_h2` says which a client without ALPN gets).
-    let is_h2 = crate::tls::server::speaks_h2(&handshake.config, session.alpn_protocol());
     // The mode of the config it shook hands under.
     let mode = match (&per_name, entry) {
         (Some(p), Some(at)) => p.modes[at],

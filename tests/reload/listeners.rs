@@ -263,10 +263,58 @@ async fn a_removed_listeners_connection_mid_handshake_closes_without_a_request()
 /// same write (TLS 1.3, as curl does): the proxy closes it once the
 /// handshake ends, unanswered, and the removed listener's upstream never
 /// sees it. The driver, polling the connection before the listener's
-/// `closing`, took the request from its buffer and served it.
+/// `closing`, took the request from its buffer and served it. The close
+/// is a clean one (`close_notify`, the request read and discarded), not
+/// the stream dropped, which reset a request come after the handshake's
+/// last read.
 #[tokio::test]
 async fn a_removed_listeners_connection_mid_handshake_leaves_a_request_sent_with_its_finished_unanswered()
  {
+    let get = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    let (got, ended, requests) = sent_with_its_finished_once_removed(b"http/1.1", get).await;
+    assert!(ended.is_ok(), "not a clean close: {ended:?}");
+    assert!(
+        got.is_empty(),
+        "served after its listener was removed: {}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(requests, 0);
+}
+
+/// The same on HTTP/2 (ALPN h2), its preface and first stream behind its
+/// Finished: it is sent what a close at once at shutdown sends (SPEC §1),
+/// the server's preface (an empty SETTINGS, the first frame) and a
+/// `GOAWAY`, `NO_ERROR`, last stream 0 (nothing processed: it may send
+/// its request again on a new connection), then a clean end. The stream
+/// was dropped: no `GOAWAY`, no `close_notify`.
+#[tokio::test]
+async fn a_removed_listeners_h2_connection_mid_handshake_is_sent_goaway_then_closed_cleanly() {
+    let (got, ended, requests) = sent_with_its_finished_once_removed(b"h2", H2_GET).await;
+    assert!(ended.is_ok(), "not a clean close: {ended:?}, after {got:?}");
+    assert_eq!(got.get(..9), Some(&b"\0\0\0\x04\0\0\0\0\0"[..]), "{got:?}");
+    assert_eq!(h2_goaway(&got), Some((0, 0)), "{got:?}");
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        assert_ne!(got[at + 3], 1, "stream 1 answered: {got:?}");
+        at += 9 + len;
+    }
+    assert_eq!(requests, 0);
+}
+
+/// HTTP/2's client preface, an empty SETTINGS and a HEADERS frame on
+/// stream 1 ending its block and stream: `GET https://localhost/`.
+const H2_GET: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0\x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
+
+/// A client of listener `second` (routed to a backend), accepted, that
+/// starts its TLS handshake (ALPN `alpn`) once a reload has removed the
+/// listener and its `closing` is set, `first` sent behind its Finished:
+/// what it read until the close, how its read ended (an error: closed
+/// without close_notify, or reset), and the requests the backend saw.
+async fn sent_with_its_finished_once_removed(
+    alpn: &'static [u8],
+    first: &'static [u8],
+) -> (Vec<u8>, std::io::Result<usize>, usize) {
     use std::io::{Read, Write};
     let (s, ca, backend) = scene_with_backend("b").await;
     let second = format!(
@@ -275,19 +323,25 @@ async fn a_removed_listeners_connection_mid_handshake_leaves_a_request_sent_with
         backend.addr
     );
     let cfg = s.config(&base_config("a.crt", "a.key", &second));
-    let mut p = Proxy::start(&cfg);
+    let mut p = Proxy::start_logging(&cfg, "debug", &[]);
     let addr = p.listener_addr("second").await;
     let admin = p.admin_addr().await;
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     accepted_then_removed(&mut p, admin, &cfg).await;
-    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    // Logged once its `closing` is set: the handshake ends after it.
+    p.wait_log("the accept loop stopped", |v| {
+        v["listener"] == "second"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("accept loop stopped"))
+    })
+    .await;
+    let client = client_config(&ca.cert_pem, None, &[alpn]);
     let (got, ended) = tokio::task::spawn_blocking(move || {
         let mut tls =
             rustls::ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
         // Held until the handshake ends, then sent with its Finished.
-        tls.writer()
-            .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
-            .unwrap();
+        tls.writer().write_all(first).unwrap();
         tcp.set_read_timeout(Some(CLIENT_DEADLINE)).unwrap();
         while tls.is_handshaking() {
             tls.complete_io(&mut tcp).unwrap();
@@ -297,29 +351,12 @@ async fn a_removed_listeners_connection_mid_handshake_leaves_a_request_sent_with
         }
         let mut stream = rustls::StreamOwned::new(tls, tcp);
         let mut got = Vec::new();
-        // Closed without close_notify, or reset: an error, what came
-        // before it kept.
         let ended = stream.read_to_end(&mut got);
         (got, ended)
     })
     .await
     .unwrap();
-    // Closed, not held open until the read gave up.
-    if let Err(e) = &ended {
-        assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "not closed: {e}"
-        );
-    }
-    assert!(
-        got.is_empty(),
-        "served after its listener was removed: {}",
-        String::from_utf8_lossy(&got)
-    );
-    assert_eq!(backend.requests_for("/"), 0);
+    (got, ended, backend.requests_for("/"))
 }
 
 /// The same for an HTTP/2 connection that has sent its preface and
