@@ -491,3 +491,39 @@ async fn an_h2_client_that_never_answers_the_close_ping_has_new_streams_refused(
         (refused as usize - 5) / 2 + 2
     );
 }
+
+/// The refusal comes `header_read_timeout` after the `GOAWAY`'s PING went
+/// out, as SPEC §1 says, not up to twice that: the driver noted the PING
+/// out only at its next look, `header_read_timeout` after the close began
+/// (or at a stall look, every half `send_timeout`), and a stream opened
+/// 1.5 times `header_read_timeout` after the `GOAWAY` came was still
+/// served. One opened as the `GOAWAY` comes is served.
+#[tokio::test]
+async fn new_streams_are_refused_header_read_timeout_after_the_close_ping_went_out() {
+    use crate::support::h2raw::refused;
+    const HEADER_READ: Duration = Duration::from_secs(2);
+    // send_timeout long: no stall look during the test.
+    let limits = "idle_timeout: 1s, header_read_timeout: 2s, send_timeout: 60s";
+    let (w, mut p, addr) = serve(limits).await;
+    let mut s = h2_raw_request(&w, addr, &hpack_get("/api")).await;
+    let port = local_port(&s);
+    // The answer, then (idle_timeout) the graceful close's GOAWAY, whose
+    // PING (out with it) this client never acknowledges.
+    while next_frame(&mut s).await.0 != GOAWAY {}
+    let goaway = tokio::time::Instant::now();
+    assert!(
+        !refused(&mut s, 3, &hpack_get("/api")).await,
+        "a stream opened as the GOAWAY came was refused"
+    );
+    tokio::time::sleep_until(goaway + HEADER_READ * 3 / 2).await;
+    assert!(
+        refused(&mut s, 5, &hpack_get("/api")).await,
+        "a stream opened 1.5 x header_read_timeout after the GOAWAY was served"
+    );
+    p.wait_log("the refusal", |v| {
+        v["message"] == "closing connection: PING unanswered; refusing new streams"
+            && peer_is(v, port)
+    })
+    .await;
+    assert_eq!(w.backend.requests.load(SeqCst), 2, "streams 1 and 3");
+}

@@ -1,4 +1,4 @@
-//! A raw HTTP/2 client's frames: one written, the next read, those up to one on a stream, new streams opened until one is refused.
+//! A raw HTTP/2 client's frames: one written, the next read, those up to one on a stream, a new stream opened (refused or answered), new streams opened until one is refused.
 
 use std::time::Duration;
 
@@ -71,6 +71,28 @@ pub async fn until_on<S: AsyncRead + Unpin>(
     }
 }
 
+/// Open stream `id` on `s`, the request `block` (one HEADERS frame,
+/// END_STREAM): whether it was refused (`RST_STREAM` `REFUSED_STREAM`)
+/// rather than answered to its end. Another reset fails the test; frames
+/// of other streams are read past.
+pub async fn refused<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, id: u32, block: &[u8]) -> bool {
+    s.write_all(&frame(HEADERS, 0x5, id, block)).await.unwrap();
+    loop {
+        let (kind, flags, stream, payload) = next_frame(s).await;
+        if stream != id {
+            continue;
+        }
+        if kind == RST_STREAM {
+            let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+            assert_eq!(code, REFUSED_STREAM, "stream {id} reset");
+            return true;
+        }
+        if flags & END_STREAM != 0 {
+            return false;
+        }
+    }
+}
+
 /// Open streams `first`, `first + 2`, … (at most 200), each the request
 /// `block` (one HEADERS frame, END_STREAM) a tenth of a second after the
 /// last was answered, until one is reset; that one's id. A reset other
@@ -82,20 +104,8 @@ pub async fn streams_until_refused<S: AsyncRead + AsyncWrite + Unpin>(
     block: &[u8],
 ) -> Option<u32> {
     for id in (first..first + 400).step_by(2) {
-        s.write_all(&frame(HEADERS, 0x5, id, block)).await.unwrap();
-        loop {
-            let (kind, flags, stream, payload) = next_frame(s).await;
-            if stream != id {
-                continue;
-            }
-            if kind == RST_STREAM {
-                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                assert_eq!(code, REFUSED_STREAM, "stream {id} reset");
-                return Some(id);
-            }
-            if flags & END_STREAM != 0 {
-                break;
-            }
+        if refused(s, id, block).await {
+            return Some(id);
         }
         // Pacing, not a wait for a condition: the refusal comes when the
         // close's PING has gone unanswered for `header_read_timeout`, and

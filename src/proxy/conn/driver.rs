@@ -150,8 +150,11 @@ impl Driver<'_> {
         // HTTP/2, closing gracefully: when all the connection had to write
         // was first seen on the socket since the close began, the PING
         // sent with the `GOAWAY` with it (a slow reader with DATA queued
-        // ahead of it has not had it yet). header_read_timeout later the
-        // client has had time to answer it: h2 would go on taking its new
+        // ahead of it has not had it yet): seen by the first poll of the
+        // connection after the close began that ends with its writes
+        // flushed (`Turn::PingOut`), not at a later look, which would add
+        // up to header_read_timeout. header_read_timeout later the client
+        // has had time to answer it: h2 would go on taking its new
         // streams until it does, so they are refused (REFUSED_STREAM,
         // retryable elsewhere) and the streams in flight served.
         let mut ping_out: Option<Instant> = None;
@@ -178,11 +181,6 @@ impl Driver<'_> {
                     closing = true;
                     closing_at = Some($now);
                     graceful(conn.as_mut());
-                    // A look for the PING's going out (`ping_out`).
-                    if h2 {
-                        let due = sleep.inner().deadline().into_std().min($now + header_read);
-                        sleep.as_mut().inner_mut().reset(due.into());
-                    }
                 }
             }};
         }
@@ -239,7 +237,21 @@ impl Driver<'_> {
                 // first in most orders and closed it as one with no
                 // request yet.
                 biased;
-                res = Polled { conn: conn.as_mut(), written, activity: self.activity } => ended!(res),
+                turn = turn(
+                    Polled { conn: conn.as_mut(), written, activity: self.activity },
+                    h2 && closing_at.is_some() && ping_out.is_none(),
+                ) => match turn {
+                    Turn::Ended(res) => ended!(res),
+                    // The PING is out: new streams are refused
+                    // header_read_timeout from now (a look then).
+                    Turn::PingOut => {
+                        let now = Instant::now();
+                        ping_out = Some(now);
+                        let due = sleep.inner().deadline().into_std().min(now + header_read);
+                        sleep.as_mut().inner_mut().reset(due.into());
+                        continue;
+                    }
+                },
                 () = cut.as_mut() => return Outcome { by: Ended::ByUs, error: None, expired },
                 // Keep-alive off: the last request ended, the idle deadline is now.
                 () = self.activity.idle_again() => sleep.as_mut().inner_mut().reset(Instant::now().into()),
@@ -261,14 +273,9 @@ impl Driver<'_> {
                         debug!(listener = %name, peer = %peer, "graceful close timed out with a request in flight; closing connection");
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
-                    if h2 && closing_at.is_some() && !self.activity.refuses() {
-                        if ping_out.is_none() && self.activity.all_written() {
-                            ping_out = Some(now);
-                        }
-                        if ping_out.is_some_and(|at| now >= at + header_read) {
-                            debug!(listener = %name, peer = %peer, "closing connection: PING unanswered; refusing new streams");
-                            self.activity.refuse_new_streams();
-                        }
+                    if ping_out.is_some_and(|at| now >= at + header_read) && !self.activity.refuses() {
+                        debug!(listener = %name, peer = %peer, "closing connection: PING unanswered; refusing new streams");
+                        self.activity.refuse_new_streams();
                     }
                     let writes = self.activity.writes();
                     if writes != quiet.1 {
@@ -311,10 +318,11 @@ impl Driver<'_> {
                     if let Some(at) = cut_at {
                         next = next.min(at);
                     }
-                    // Until refusing: a look every header_read_timeout
-                    // for the PING's going out, then one when it is due.
-                    if h2 && closing_at.is_some() && !self.activity.refuses() {
-                        next = next.min(ping_out.unwrap_or(now) + header_read);
+                    // Until refusing: a look when the refusal is due.
+                    if let Some(at) = ping_out
+                        && !self.activity.refuses()
+                    {
+                        next = next.min(at + header_read);
                     }
                     if let Some(at) = next_look {
                         next = next.min(at);
@@ -392,6 +400,27 @@ impl Driver<'_> {
             }
         }
     }
+}
+
+/// What a poll of the connection came to: its end, or (HTTP/2, closing
+/// gracefully, the PING awaited) all it had to write on the socket, the
+/// `GOAWAY`'s PING with it.
+enum Turn<T> {
+    Ended(T),
+    PingOut,
+}
+
+/// Poll `conn` to its end; with `ping_awaited`, done also when a poll that
+/// leaves it pending ends with its writes flushed ([`Activity::all_written`]).
+fn turn<F: Future>(
+    mut conn: Polled<'_, F>,
+    ping_awaited: bool,
+) -> impl Future<Output = Turn<F::Output>> {
+    std::future::poll_fn(move |cx| match Pin::new(&mut conn).poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Turn::Ended(out)),
+        Poll::Pending if ping_awaited && conn.activity.all_written() => Poll::Ready(Turn::PingOut),
+        Poll::Pending => Poll::Pending,
+    })
 }
 
 /// Why a connection closing is closed at once rather than gracefully,
