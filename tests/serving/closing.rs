@@ -527,3 +527,44 @@ async fn new_streams_are_refused_header_read_timeout_after_the_close_ping_went_o
     .await;
     assert_eq!(w.backend.requests.load(SeqCst), 2, "streams 1 and 3");
 }
+
+/// The `GOAWAY` of a close at once names the last header block the client
+/// completed, also one no request came of: a header list over
+/// `max_header_bytes` is answered `431` by the HTTP/2 layer itself, the
+/// service never sees it, so at SIGTERM the connection is closed at once
+/// as one whose first request has not come, and its `GOAWAY` names stream
+/// 1 (RFC 9113 §6.8: the highest stream the sender may have acted on; it
+/// answered that one), not 0, which would tell the client that stream 1,
+/// answered, was not processed and may be sent again.
+#[tokio::test]
+async fn an_at_once_goaway_names_a_stream_answered_431_before_any_request() {
+    let (w, mut p, addr) = serve("max_header_bytes: 1024").await;
+    // GET https://a.example.com/api with a 3,000-byte x-big (literal,
+    // incremental indexing): over the limit, within four times it.
+    let mut block = hpack_get("/api");
+    block.extend_from_slice(&[0x40, 5]);
+    block.extend_from_slice(b"x-big");
+    block.extend_from_slice(&[0x7f, 0xb9, 0x16]); // length 3,000
+    block.extend(std::iter::repeat_n(b'v', 3000));
+    let mut s = h2_raw_request(&w, addr, &block).await;
+    let port = local_port(&s);
+    loop {
+        let (kind, flags, stream, payload) = next_frame(&mut s).await;
+        assert_ne!(kind, GOAWAY, "{payload:?}");
+        if kind == HEADERS && stream == 1 {
+            // `:status: 431` as h2 encodes it; END_STREAM.
+            assert_eq!(payload, [0x48, 0x83, 0x69, 0x90, 0xff]);
+            assert_eq!(flags & 0x1, 0x1, "the stream ends with the 431");
+            break;
+        }
+    }
+    p.signal("TERM");
+    let got = read_to_close(&mut s).await;
+    assert_eq!(h2_goaway(&got), Some((1, 0)), "{got:?}");
+    p.wait_log("the close at once", |v| {
+        v["message"] == "closing connection: shutting down before its first request"
+            && peer_is(v, port)
+    })
+    .await;
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
