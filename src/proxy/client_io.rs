@@ -182,6 +182,9 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncWr
         let before = this.sent();
         let res = this.io().poll_write(cx, buf);
         let took = matches!(res, Poll::Ready(Ok(n)) if n > 0);
+        if let (Poll::Ready(Ok(n)), false) = (&res, this.reads) {
+            this.activity.sent_frames(&buf[..*n]);
+        }
         this.activity.not_flushed();
         this.sending(cx, before, took, res)
     }
@@ -195,6 +198,17 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncWr
         let before = this.sent();
         let res = this.io().poll_write_vectored(cx, bufs);
         let took = matches!(res, Poll::Ready(Ok(n)) if n > 0);
+        if let (Poll::Ready(Ok(n)), false) = (&res, this.reads) {
+            let mut left = *n;
+            for b in bufs {
+                if left == 0 {
+                    break;
+                }
+                let part = &b[..b.len().min(left)];
+                this.activity.sent_frames(part);
+                left -= part.len();
+            }
+        }
         this.activity.not_flushed();
         this.sending(cx, before, took, res)
     }

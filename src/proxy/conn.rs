@@ -98,6 +98,15 @@ pub struct Activity {
     /// HTTP/2: the stream ids the walk of `frames` keeps (the last header
     /// block ended). Written by the connection's task alone.
     frame_ids: AtomicU64,
+    /// HTTP/2: response bodies whose end hyper was handed with data (h2
+    /// sends it as a DATA frame with END_STREAM), counted by their
+    /// streams' tasks ([`TrackedBody::ended_on_data`]).
+    handed_ends: AtomicU64,
+    /// HTTP/2: our frames written so far, walked (`frames::walk_out`), and
+    /// the DATA frames with END_STREAM among them. Written by the
+    /// connection's task alone.
+    out_frames: AtomicU64,
+    sent_ends: AtomicU64,
     /// The driver closed the connection at once, with nothing begun
     /// (`driver::unbegun`): HTTP/2 sends `GOAWAY` before the close.
     at_once: AtomicBool,
@@ -172,6 +181,9 @@ impl Activity {
             heard: AtomicBool::new(false),
             frames: AtomicU64::new(frames::START),
             frame_ids: AtomicU64::new(0),
+            handed_ends: AtomicU64::new(0),
+            out_frames: AtomicU64::new(0),
+            sent_ends: AtomicU64::new(0),
             at_once: AtomicBool::new(false),
             look: AtomicU8::new(IDLE),
             ends: AtomicU8::new(HEAD_END),
@@ -307,6 +319,29 @@ impl Activity {
         self.frame_ids.store(ids, Ordering::Relaxed);
     }
 
+    /// Bytes were written (HTTP/2): our frames walked for the DATA frames
+    /// that end their stream.
+    pub(crate) fn sent_frames(&self, bytes: &[u8]) {
+        let (state, ends) = frames::walk_out(self.out_frames.load(Ordering::Relaxed), bytes);
+        self.out_frames.store(state, Ordering::Relaxed);
+        if ends > 0 {
+            let n = self.sent_ends.load(Ordering::Relaxed);
+            self.sent_ends.store(n + ends, Ordering::Relaxed);
+        }
+    }
+
+    /// HTTP/2: what the streams had to send may not all be on the socket:
+    /// the end of a response body handed to h2 is not written yet (h2
+    /// holds it for the client's flow-control window, or behind other
+    /// frames), or the last write was not a completed flush. A stream the
+    /// client reset with its end still held never has it written: its
+    /// connection counts as holding one from then on (it closes
+    /// gracefully, bounded as any such close).
+    fn unsent(&self) -> bool {
+        self.handed_ends.load(Ordering::Relaxed) != self.sent_ends.load(Ordering::Relaxed)
+            || !self.all_written()
+    }
+
     /// HTTP/2: the `GOAWAY` (`NO_ERROR`) for a close at once, if the
     /// driver made one: its last stream id is that of the last header
     /// block ended (0 before the first request). `None` when the close
@@ -348,10 +383,13 @@ impl Activity {
     }
 
     /// HTTP/2: no stream in flight and a header block begun, not ended: a
-    /// request part way in, the only one (see `frames`).
+    /// request part way in, the only one (see `frames`). Not while the end
+    /// of a response is still to be written ([`Activity::unsent`]): its
+    /// stream has not ended, and SPEC §1 sends it.
     pub(crate) fn block_begun(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0
             && frames::block_begun(self.frames.load(Ordering::Relaxed))
+            && !self.unsent()
     }
 
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;
@@ -585,6 +623,13 @@ impl<B> TrackedBody<B> {
             inner,
             _in_flight: in_flight,
         }
+    }
+
+    /// HTTP/2: the body's end is handed to hyper with data, which h2
+    /// writes as a DATA frame with END_STREAM (see [`Activity::block_begun`]).
+    pub(crate) fn ended_on_data(&self) {
+        let a = &self._in_flight.0;
+        a.handed_ends.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -568,3 +568,55 @@ async fn an_at_once_goaway_names_a_stream_answered_431_before_any_request() {
     .await;
     assert_eq!(w.backend.requests.load(SeqCst), 0);
 }
+
+/// SIGTERM on an HTTP/2 connection part way into its next header block
+/// while h2 still holds the end of the last response for the client's
+/// flow-control window: that body has ended on our side (nothing in
+/// flight), its stream has not. SPEC §1: the end of a response held for
+/// the window is still sent. The client may send no frame but the
+/// block's CONTINUATION before it opens the window, and does once the
+/// GOAWAY comes; then it opens the window and gets the rest. (It was
+/// closed at once, as with nothing in flight: GOAWAY naming stream 1,
+/// the response's last byte never sent.)
+#[tokio::test]
+async fn the_end_of_a_response_held_for_the_window_outlives_a_shutdown_mid_header_block() {
+    const DATA: u8 = 0;
+    const PING: u8 = 6;
+    let (w, p, addr, log) = serve_logged("").await;
+    // GET /kib/64: 65,536 bytes, one more than the client's windows.
+    let mut s = h2_raw_request(&w, addr, &hpack_get("/kib/64")).await;
+    let mut got = 0;
+    while got < 65535 {
+        if let (DATA, _, 1, body) = next_frame(&mut s).await {
+            got += body.len();
+        }
+    }
+    // The body has ended on the proxy's side: its line is written.
+    wait_access_log(&log, 1, WAIT).await;
+    // A PING, then stream 3's HEADERS with its CONTINUATION to come, in
+    // one write: the PING's answer says both were read.
+    let block = hpack_get("/api");
+    let mut out = h2_frame(PING, 0, 0, b"barrier!");
+    out.extend(h2_frame(HEADERS, 0x1, 3, &block[..3]));
+    s.write_all(&out).await.unwrap();
+    while next_frame(&mut s).await != (PING, 0x1, 0, b"barrier!".to_vec()) {}
+    p.signal("TERM");
+    while next_frame(&mut s).await.0 != GOAWAY {}
+    let mut out = h2_frame(CONTINUATION, 0x4, 3, &block[3..]);
+    out.extend(h2_frame(WINDOW_UPDATE, 0, 0, &0x10000u32.to_be_bytes()));
+    out.extend(h2_frame(WINDOW_UPDATE, 0, 1, &0x10000u32.to_be_bytes()));
+    s.write_all(&out).await.unwrap();
+    loop {
+        let (kind, flags, stream, payload) = next_frame(&mut s).await;
+        if stream == 1 {
+            assert_ne!(kind, RST_STREAM, "stream 1 reset");
+            if kind == DATA {
+                got += payload.len();
+            }
+            if flags & 0x1 != 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(got, 64 * 1024, "the response was cut");
+}

@@ -1,4 +1,4 @@
-//! HTTP/2 frames walked as they are read, for whether a header block is begun and not ended (a request not come yet).
+//! HTTP/2 frames walked as they are read, for whether a header block is begun and not ended (a request not come yet), and as they are written, for the streams they end.
 //!
 //! At shutdown hyper's graceful close of an HTTP/2 connection waits for the
 //! client to answer the GOAWAY's PING. A client part way into a header
@@ -113,6 +113,53 @@ pub fn block_begun(state: u64) -> bool {
     let got = (state >> GOT_AT) & 0xf;
     let kind = (state >> 24) & 0xff;
     state & OPEN != 0 || (got >= 4 && matches!(kind, HEADERS | CONTINUATION))
+}
+
+const DATA: u64 = 0x0;
+const END_STREAM: u64 = 0x1;
+
+/// Our frames, walked as they are written (from 0, the first frame's
+/// start: a server sends no preface): the state after `bytes`, and how
+/// many DATA frames among them that end their stream (END_STREAM) were
+/// written whole, so the end of a response body hyper handed to h2 is
+/// known to have left it. The state's fields are those of [`walk`]'s.
+pub fn walk_out(state: u64, bytes: &[u8]) -> (u64, u64) {
+    let mut got = (state >> GOT_AT) & 0xf;
+    let mut len = state & LEN;
+    let mut kind = (state >> 24) & 0xff;
+    let mut flags = (state >> 32) & 0xff;
+    let mut ends = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if got < 9 {
+            let b = u64::from(bytes[i]);
+            i += 1;
+            match got {
+                0 => len = b,
+                1 | 2 => len = len << 8 | b,
+                3 => kind = b,
+                4 => flags = b,
+                _ => {}
+            }
+            got += 1;
+            if got < 9 || len > 0 {
+                continue;
+            }
+        } else {
+            let n = len.min((bytes.len() - i) as u64);
+            len -= n;
+            i += n as usize;
+            if len > 0 {
+                continue;
+            }
+        }
+        // A frame written whole.
+        got = 0;
+        if kind == DATA && flags & END_STREAM != 0 {
+            ends += 1;
+        }
+    }
+    (got << GOT_AT | flags << 32 | kind << 24 | len, ends)
 }
 
 #[cfg(test)]
@@ -232,5 +279,38 @@ mod tests {
             goaway(3),
             [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0]
         );
+    }
+
+    /// A DATA frame with END_STREAM is counted once written whole, in
+    /// whatever pieces: not at its header, not a HEADERS frame's
+    /// END_STREAM, not a DATA frame without it.
+    #[test]
+    fn written_data_frames_that_end_their_stream_are_counted_whole() {
+        let all = [
+            &frame_on(4, 0, 0, &[0, 3, 0, 0, 0, 100])[..],
+            &frame_on(1, 0x4, 1, b"\x88"),
+            &frame_on(0, 0, 1, &[b'x'; 300]),
+            &frame_on(0, 0x1, 1, b"end"),
+            &frame_on(1, 0x5, 3, b"\x88"),
+            &frame_on(0, 0x1, 5, &[]),
+        ]
+        .concat();
+        for size in [1, 2, 5, 9, 64, 1000] {
+            let ends: u64 = all
+                .chunks(size)
+                .scan(0, |s, p| {
+                    let (state, ends) = walk_out(*s, p);
+                    *s = state;
+                    Some(ends)
+                })
+                .sum();
+            assert_eq!(ends, 2, "written {size} bytes at a time");
+        }
+        let last = frame_on(0, 0x1, 1, b"end");
+        for got in 0..last.len() {
+            assert_eq!(walk_out(0, &last[..got]).1, 0, "{got} bytes of it");
+        }
+        let (state, ends) = walk_out(0, &last[..10]);
+        assert_eq!((ends, walk_out(state, &last[10..]).1), (0, 1));
     }
 }
