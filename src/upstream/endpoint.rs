@@ -249,18 +249,15 @@ impl Endpoint {
                                 // connection handed back: it would take the
                                 // wake-up meant for a request that can use
                                 // it, which then waits out its deadline.
-                                self.pool.close_an_idle_h2();
-                                // Else it waits for a slot, or for a
-                                // connection gone idle meanwhile (a wake-up
-                                // of its own), whose slot it then takes as
-                                // above. Woken by a slot freed alone, it
-                                // missed the busy connection handed back
-                                // idle, which frees its slot only at
-                                // `idle_timeout`: the whole
-                                // `connect_timeout`, then the 504.
-                                tokio::select! {
-                                    slot = self.slots.acquire(deadline) => held = Some((slot?, false)),
-                                    () = self.pool.went_idle() => {}
+                                // An idle pooled connection gives its slot
+                                // first ([`Endpoint::idle_slot`]): the retry
+                                // waited out `connect_timeout` for the
+                                // connection limit's 504 (every slot held by
+                                // idle connections, the one it failed on
+                                // freed to a request waiting for it).
+                                let idle = self.idle_slot(deadline, &mut queued_for_slot);
+                                if let IdleSlot::Slot(slot) = idle.await? {
+                                    held = Some((slot, false));
                                 }
                             } else {
                                 tokio::select! {
@@ -371,18 +368,8 @@ impl Endpoint {
             if let Ok(slot) = self.slots.try_take() {
                 break slot;
             }
-            if let Some(idle) = self.pool.take_oldest_idle() {
-                // `None`: it had closed already, its slot freed then.
-                if let Some(slot) = idle.into_slot() {
-                    break Some(slot);
-                }
-                continue;
-            }
-            self.pool.close_an_idle_h2();
-            queued = true;
-            tokio::select! {
-                slot = self.slots.acquire(queue) => break slot?,
-                () = self.pool.went_idle() => {}
+            if let IdleSlot::Slot(slot) = self.idle_slot(queue, &mut queued).await? {
+                break slot;
             }
         };
         // A whole connect_timeout after the wait for a slot, as for requests.
@@ -396,6 +383,47 @@ impl Endpoint {
             dialled => upgrade_conn(dialled?).await,
         }
     }
+
+    /// Every server slot taken, for a request that can take no pooled
+    /// connection itself (one sent again on a new connection, an `Upgrade`
+    /// request): the slot of the oldest idle HTTP/1.1 connection, closed
+    /// for it; none is given back otherwise before `idle_timeout`. Else an
+    /// idle HTTP/2 connection is closed, and it waits until `deadline` for
+    /// a slot (`queued` set), or for a connection gone idle meanwhile (a
+    /// wake-up of its own, [`crate::upstream::pool::Pool::went_idle`]),
+    /// whose slot it then takes as above when it looks again. Woken by a
+    /// slot freed alone, it missed a busy connection handed back idle,
+    /// which frees its slot only at `idle_timeout`: the whole
+    /// `connect_timeout`, then the connection limit's 504.
+    async fn idle_slot(
+        &self,
+        deadline: Instant,
+        queued: &mut bool,
+    ) -> Result<IdleSlot, ConnectionLimit> {
+        if let Some(idle) = self.pool.take_oldest_idle() {
+            // `None`: it had closed already, its slot freed then.
+            return Ok(match idle.into_slot() {
+                Some(slot) => IdleSlot::Slot(Some(slot)),
+                None => IdleSlot::Again,
+            });
+        }
+        self.pool.close_an_idle_h2();
+        *queued = true;
+        tokio::select! {
+            slot = self.slots.acquire(deadline) => Ok(IdleSlot::Slot(slot?)),
+            () = self.pool.went_idle() => Ok(IdleSlot::Again),
+        }
+    }
+}
+
+/// What [`Endpoint::idle_slot`] got.
+enum IdleSlot {
+    /// A server slot: an idle pooled connection's (closed for it), or one
+    /// freed while it waited.
+    Slot(Option<tokio::sync::OwnedSemaphorePermit>),
+    /// Nothing yet; look again: the idle connection taken had closed
+    /// already (its slot freed then), or one went idle while it waited.
+    Again,
 }
 
 /// A failed dial's cause as the requests that waited for it report it.
