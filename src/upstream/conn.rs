@@ -401,6 +401,9 @@ struct H2Shared {
     /// of this one ends while it was full, and a resend waiting for a
     /// server slot when its last stream ends.
     wakes: Arc<Wakes>,
+    /// Its server slot, kept out of its I/O: freed when its task ends, or
+    /// handed over when it is closed for it ([`H2::close_for_slot`]).
+    slot: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl H2 {
@@ -413,6 +416,7 @@ impl H2 {
     ) -> Result<H2, DialError> {
         let kill = d.io.killable();
         let settling = d.io.settling();
+        let slot = std::sync::Mutex::new(d.io.take_slot());
         // tokio's, keeping each request body's sending task (`pipe`).
         let mut builder = http2::Builder::new(crate::upstream::pipe::Exec);
         builder
@@ -477,6 +481,7 @@ impl H2 {
             refused_at: AtomicU64::new(0),
             kill,
             wakes,
+            slot,
         });
         let watch = shared.clone();
         // See `Kill::nudge`: after a poll that may have handed a request
@@ -486,7 +491,7 @@ impl H2 {
         let mut nudges = keepalive.map(|k| (k.interval, Box::pin(tokio::time::sleep(k.interval))));
         let mut seen = 0;
         tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
+            let mut conn = Box::pin(conn);
             let ended = std::future::poll_fn(|cx| {
                 // Only this task settles it, so this holds for the whole poll.
                 let settled = watch.settling.is_settled();
@@ -540,6 +545,9 @@ impl H2 {
                 polled
             })
             .await;
+            // Its socket closed, then its slot freed (unless handed over).
+            drop(conn);
+            drop(watch.slot.lock().expect("slot lock").take());
             watch.settling.ended();
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
@@ -563,7 +571,7 @@ impl H2 {
     /// Shared still, it closes when its last stream ends (now, if it has
     /// none): the connection of a retired pool, which the requests still
     /// in flight under its endpoint share, and which nothing sweeps once
-    /// they are over.
+    /// they are over. Whether it closed now, with no stream.
     ///
     /// The mark is a bit of the stream count ([`CLOSE_AT_IDLE`]), set by
     /// the same SeqCst compare-and-swap that sees the count: either this
@@ -572,7 +580,7 @@ impl H2 {
     /// count was looked at, a last stream counted out between the two read
     /// the flag unset while this read a stream still open: neither closed
     /// it, and it stayed open for as long as the endpoint was held.
-    pub fn close_when_idle(&self) {
+    pub fn close_when_idle(&self) -> bool {
         let mut close = false;
         // `None` when it is closed already.
         let _ = self
@@ -588,6 +596,21 @@ impl H2 {
         if close {
             self.shared.kill.kill();
         }
+        close
+    }
+
+    /// Closed now if it carries no stream ([`H2::close_when_idle`], which
+    /// says whether it did), its server slot handed over for a new
+    /// connection at once, as [`H1::into_slot`] does: freed only when the
+    /// connection's task had ended, it was not free yet to a request woken
+    /// meanwhile, which closed another idle connection for the same need.
+    /// `None`: a stream opened on it meanwhile (it closes at its last), it
+    /// ended already (its slot freed then), or it holds none.
+    pub fn close_for_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if !self.close_when_idle() {
+            return None;
+        }
+        self.shared.slot.lock().expect("slot lock").take()
     }
 
     /// The server's SETTINGS are in: it takes as many streams as they say.

@@ -387,14 +387,15 @@ impl Endpoint {
     /// Every server slot taken, for a request that can take no pooled
     /// connection itself (one sent again on a new connection, an `Upgrade`
     /// request): the slot of the oldest idle HTTP/1.1 connection, closed
-    /// for it; none is given back otherwise before `idle_timeout`. Else an
-    /// idle HTTP/2 connection is closed, and it waits until `deadline` for
-    /// a slot (`queued` set), or for a connection gone idle meanwhile (a
-    /// wake-up of its own, [`crate::upstream::pool::Pool::went_idle`]),
-    /// whose slot it then takes as above when it looks again. Woken by a
-    /// slot freed alone, it missed a busy connection handed back idle,
-    /// which frees its slot only at `idle_timeout`: the whole
-    /// `connect_timeout`, then the connection limit's 504.
+    /// for it; none is given back otherwise before `idle_timeout`. Else
+    /// that of an idle HTTP/2 connection, closed for it likewise. Else it
+    /// waits until `deadline` for a slot (`queued` set), or for a
+    /// connection gone idle meanwhile (a wake-up of its own,
+    /// [`crate::upstream::pool::Pool::went_idle`]), whose slot it then
+    /// takes as above when it looks again. Woken by a slot freed alone, it
+    /// missed a busy connection handed back idle, which frees its slot
+    /// only at `idle_timeout`: the whole `connect_timeout`, then the
+    /// connection limit's 504.
     async fn idle_slot(
         &self,
         deadline: Instant,
@@ -407,7 +408,11 @@ impl Endpoint {
                 None => IdleSlot::Again,
             });
         }
-        self.pool.close_an_idle_h2();
+        // Its slot at once, not when its task has ended: a wake-up before
+        // that found no slot free yet, and closed a second one.
+        if let Some(slot) = self.pool.close_an_idle_h2() {
+            return Ok(IdleSlot::Slot(Some(slot)));
+        }
         *queued = true;
         tokio::select! {
             slot = self.slots.acquire(deadline) => Ok(IdleSlot::Slot(slot?)),

@@ -363,7 +363,8 @@ impl Sent for UpstreamIo {
 
 impl UpstreamIo {
     /// Its server slot, taken out: it goes with the connection closed
-    /// for it ([`crate::upstream::conn::H1::into_slot`]).
+    /// for it ([`crate::upstream::conn::H1::into_slot`]), or an HTTP/2
+    /// connection keeps it apart, to hand it over when it is closed for it.
     pub fn take_slot(&mut self) -> Option<OwnedSemaphorePermit> {
         self.slot.take()
     }

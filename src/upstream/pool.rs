@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::upstream::conn::{DialCause, H1, H2, StreamGuard};
 
@@ -427,18 +427,17 @@ impl Pool {
     }
 
     /// As [`Pool::take_oldest_idle`], for an HTTP/2 endpoint: one pooled
-    /// connection without a stream is let go, closed at once (at its last
-    /// stream, if one opened meanwhile), and its slot goes to whoever
-    /// waits for one first. Nothing happens if there is none.
-    pub fn close_an_idle_h2(&self) {
+    /// connection without a stream is let go, closed at once, its slot
+    /// handed to the caller ([`H2::close_for_slot`]). `None` if there is
+    /// none, or it is not closed at once (a stream opened on it meanwhile:
+    /// it closes at its last, its slot going to whoever waits for one).
+    pub fn close_an_idle_h2(&self) -> Option<OwnedSemaphorePermit> {
         let c = {
             let mut st = self.state.lock().expect("pool lock");
-            let Some(i) = st.h2.iter().position(|c| c.idle_for(Duration::ZERO)) else {
-                return;
-            };
+            let i = st.h2.iter().position(|c| c.idle_for(Duration::ZERO))?;
             st.h2.remove(i)
         };
-        c.close_when_idle();
+        c.close_for_slot()
     }
 
     /// `drain_on_rotation`: close idle connections, stop sharing h2 ones,

@@ -422,3 +422,60 @@ async fn a_request_waiting_for_a_slot_takes_the_connection_handed_back() {
     assert_eq!(reaching.recv().await.as_deref(), Some("/next"));
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
 }
+
+/// SPEC (Upstream connection limit): both slots of
+/// `max_connections_per_server: 2` held by idle HTTP/2 connections (two
+/// requests at once, one stream each is all the server allows), an
+/// `Upgrade` request closes one of them for its slot, and only one: the
+/// other stays pooled and serves the next request. The connection closed
+/// for it used to give its slot back only when its task ended; a wake-up
+/// meanwhile (a connection gone idle before, with no one waiting then)
+/// found no slot free yet, and it closed the second one too. One worker
+/// thread: that task cannot end between the two looks. The backend is
+/// another pod's address.
+#[tokio::test]
+async fn an_upgrade_closes_one_idle_h2_connection_for_its_slot_not_two() {
+    let w = world();
+    let at = "127.0.0.2:0".parse().unwrap();
+    let b = Backend::start_at(at, "b", &w.backend_pair, None).await;
+    b.h2_max_streams.store(1, Ordering::SeqCst);
+    let config = w.scene.one_upstream_config(
+        "app",
+        b.addr,
+        &["max_connections_per_server: 2", "connect_timeout: 30s"],
+    );
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let config = w
+        .scene
+        .config(&format!("runtime: {{ worker_threads: 1 }}\n{yaml}"));
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    // The server's limit of one stream is known before the two at once.
+    assert_eq!(h1_get(&w, addr, "/").await.json()["connection"], 0);
+    let burst: Vec<_> = (0..2).map(|_| spawn_get(&w, addr, "/burst/2")).collect();
+    for t in burst {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2, "two connections");
+    // Answered without a switch: the backend serves it as a plain GET.
+    let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
+    let r = get(addr, "a.example.com", h1_config(&w), false, "/ws", &upgrade)
+        .await
+        .unwrap();
+    assert_eq!((r.status, &r.json()["version"]), (200, &"HTTP/1.1".into()));
+    // The upgrade's own connection and one HTTP/2 connection close.
+    wait_until(WAIT, "the closes", || async {
+        b.open.load(Ordering::SeqCst) <= 1
+    })
+    .await;
+    let r = h1_get(&w, addr, "/next").await;
+    let connection = r.json()["connection"].as_u64();
+    assert!(
+        matches!(connection, Some(0 | 1)),
+        "the next request was not served by the HTTP/2 connection left idle: \
+         connection {connection:?}, {} dialled",
+        b.accepted.load(Ordering::SeqCst)
+    );
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 3, "connections dialled");
+}
