@@ -401,6 +401,16 @@ impl Endpoint {
         deadline: Instant,
         queued: &mut bool,
     ) -> Result<IdleSlot, ConnectionLimit> {
+        // Registered before it looks: a connection that goes idle after
+        // the look wakes it, or another waiter (one each; a wake-up it
+        // got and leaves unused is passed on when this is dropped, as
+        // tokio's `Notified` does). Registered after, two going idle in
+        // between were one stored wake-up, and of two requests in that
+        // gap one waited for a slot the other connection kept until
+        // `idle_timeout`.
+        let went_idle = self.pool.went_idle();
+        tokio::pin!(went_idle);
+        went_idle.as_mut().enable();
         if let Some(idle) = self.pool.take_oldest_idle() {
             // `None`: it had closed already, its slot freed then.
             return Ok(match idle.into_slot() {
@@ -416,7 +426,7 @@ impl Endpoint {
         *queued = true;
         tokio::select! {
             slot = self.slots.acquire(deadline) => Ok(IdleSlot::Slot(slot?)),
-            () = self.pool.went_idle() => Ok(IdleSlot::Again),
+            () = went_idle => Ok(IdleSlot::Again),
         }
     }
 }

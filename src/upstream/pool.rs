@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::upstream::conn::{DialCause, H1, H2, StreamGuard};
@@ -240,9 +241,11 @@ impl Pool {
     }
 
     /// Wait for a connection gone idle, whose slot a resend waiting for
-    /// one takes ([`Pool::take_oldest_idle`], [`Pool::close_an_idle_h2`]).
-    pub async fn went_idle(&self) {
-        self.wakes.went_idle.notified().await
+    /// one takes ([`Pool::take_oldest_idle`], [`Pool::close_an_idle_h2`]):
+    /// enabled ([`Notified::enable`]) before those looks, so that one
+    /// going idle after them wakes a waiter.
+    pub fn went_idle(&self) -> Notified<'_> {
+        self.wakes.went_idle.notified()
     }
 
     /// [`Pool::changed`] for a request the dial bound held back
