@@ -232,10 +232,15 @@ impl Endpoint {
                             // connection's slot at once, its dial then cut
                             // short by `request_timeout`, was answered as
                             // the connection limit, a wait it never had.
-                            if !queued_for_slot {
-                                tracing::debug!(server = %self.dialled_url, "every connection to the server is busy (max_connections_per_server): waiting for one");
+                            // A resend is marked in `idle_slot`, where it
+                            // waits: an idle HTTP/2 connection's slot may
+                            // be had there at once.
+                            if want != Want::Fresh {
+                                if !queued_for_slot {
+                                    self.busy();
+                                }
+                                queued_for_slot = true;
                             }
-                            queued_for_slot = true;
                             if want == Want::CheckAgain {
                                 // Its own connection (likely the one that
                                 // left it unprocessed) closes: either slot.
@@ -384,6 +389,11 @@ impl Endpoint {
         }
     }
 
+    /// Logged once per request, as it starts to wait for a slot.
+    fn busy(&self) {
+        tracing::debug!(server = %self.dialled_url, "every connection to the server is busy (max_connections_per_server): waiting for one");
+    }
+
     /// Every server slot taken, for a request that can take no pooled
     /// connection itself (one sent again on a new connection, an `Upgrade`
     /// request): the slot of the oldest idle HTTP/1.1 connection, closed
@@ -422,6 +432,9 @@ impl Endpoint {
         // that found no slot free yet, and closed a second one.
         if let Some(slot) = self.pool.close_an_idle_h2() {
             return Ok(IdleSlot::Slot(Some(slot)));
+        }
+        if !*queued {
+            self.busy();
         }
         *queued = true;
         tokio::select! {
