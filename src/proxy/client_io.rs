@@ -155,16 +155,19 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncRe
             // End of stream, or a reset / TLS EOF without close_notify:
             // the client is gone, nothing to linger for.
             Poll::Ready(_) => this.eof = true,
-            Poll::Pending if this.reads => this.activity.read_waits(),
-            // HTTP/2, the driver about to close at once as nothing has
-            // begun: did the client send more? TLS has no plaintext left
-            // (its read waits only then), so that is on the socket, in
-            // records whose content cannot be known unread: any byte.
-            Poll::Pending if this.activity.looking() => {
-                let unread = this.inner.as_deref().is_some_and(Unread::unread);
-                this.activity.looked(unread);
+            Poll::Pending => {
+                if this.reads {
+                    this.activity.read_waits();
+                }
+                // The driver about to close at once as nothing has begun:
+                // did the client send more? TLS has no plaintext left (its
+                // read waits only then), so that is on the socket, in
+                // records whose content cannot be known unread: any byte.
+                if this.activity.looking() {
+                    let unread = this.inner.as_deref().is_some_and(Unread::unread);
+                    this.activity.looked(unread);
+                }
             }
-            Poll::Pending => {}
         }
         res
     }

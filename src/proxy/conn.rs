@@ -110,7 +110,7 @@ pub struct Activity {
     /// The driver closed the connection at once, with nothing begun
     /// (`driver::unbegun`): HTTP/2 sends `GOAWAY` before the close.
     at_once: AtomicBool,
-    /// HTTP/2: the driver, about to close at once, asked the stream to
+    /// The driver, about to close at once, asked the stream to
     /// look at its socket for bytes not read yet (`LOOK`), and what the
     /// look found (`UNREAD`, `NOTHING`); `IDLE` otherwise.
     look: AtomicU8,
@@ -358,7 +358,7 @@ impl Activity {
         self.at_once.store(true, Ordering::Relaxed);
     }
 
-    /// HTTP/2: the stream is to look at its socket for bytes the client
+    /// The stream is to look at its socket for bytes the client
     /// sent that are not read yet, at its next read that waits
     /// ([`Activity::looking`]); the driver polls the connection then.
     pub(crate) fn look_for_unread(&self) {

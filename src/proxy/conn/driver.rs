@@ -122,6 +122,12 @@ impl Driver<'_> {
         let cut = Woken::new(cancels::cut(&self.activity.cancels, name, peer));
         tokio::pin!(cut);
         let mut closing = false;
+        // HTTP/1.1, closing from outside, bytes found unread before its
+        // first request (`at_once!`): hyper's graceful close would close
+        // it at once, its read buffer empty, so it is asked for once the
+        // request has begun (its response says `Connection: close` if not
+        // written already), and the bytes are read meanwhile.
+        let mut first_then_close = false;
         let (header_read, idle) = (self.header_read_timeout, self.idle_timeout);
         let start = Instant::now();
         let mut check = self.activity.check_at(start, header_read, idle, closing);
@@ -177,7 +183,7 @@ impl Driver<'_> {
                 cut_at = Some(at);
                 let due = sleep.inner().deadline().into_std().min(at);
                 sleep.as_mut().inner_mut().reset(due.into());
-                if !closing && $graceful {
+                if !closing && $graceful && !first_then_close {
                     closing = true;
                     closing_at = Some($now);
                     graceful(conn.as_mut());
@@ -191,24 +197,28 @@ impl Driver<'_> {
                 if let Some(e) = &error {
                     debug!(listener = %name, peer = %peer, error = %causes(e), "connection ended with error");
                 }
-                let by = if closing { Ended::ByUs } else { Ended::ByClient };
+                let by = if closing || first_then_close { Ended::ByUs } else { Ended::ByClient };
                 return Outcome { by, error, expired };
             }};
         }
-        // `unbegun`, for a close from outside. HTTP/2 with nothing begun
-        // as far as hyper has read: the client may have sent its request
-        // before the signal, on the socket still, unread (the runtime
-        // has not polled for I/O since it came, or h2 was writing). The
-        // stream looks (`MSG_PEEK`) in one poll of the connection made now
-        // (`Activity::look_for_unread`); bytes there may hold a request
-        // (TLS records, not known before they are read), so the close is
-        // graceful, as for one begun: hyper reads them and serves what
-        // they hold, and the graceful close's bounds hold (the first
-        // request's header_read_timeout, the checks above, the cut).
+        // `unbegun`, for a close from outside. Nothing begun as far as
+        // hyper has read: the client may have sent its request (an
+        // HTTP/1.1 head, HTTP/2 frames) before the signal, on the socket
+        // still, unread (the runtime has not polled for I/O since it
+        // came, or h2 was writing). The stream looks (`MSG_PEEK`) in one
+        // poll of the connection made now (`Activity::look_for_unread`);
+        // bytes there may hold a request (TLS records, not known before
+        // they are read), so the close is graceful, as for one begun:
+        // hyper reads them and serves what
+        // they hold (HTTP/1.1: `first_then_close`), and the graceful
+        // close's bounds hold (the first request's header_read_timeout,
+        // the checks above, the cut).
         macro_rules! at_once {
             () => {{
                 match unbegun(self.activity, h2) {
-                    Some(_) if h2 => {
+                    // Found so at an earlier signal: still to be read.
+                    Some(_) if first_then_close => None,
+                    Some(_) => {
                         self.activity.look_for_unread();
                         let mut polled = Polled { conn: conn.as_mut(), written, activity: self.activity };
                         if let Poll::Ready(res) =
@@ -218,6 +228,7 @@ impl Driver<'_> {
                         }
                         if self.activity.found_unread() {
                             debug!(listener = %name, peer = %peer, "bytes unread at the close; closing gracefully");
+                            first_then_close = !h2 && !self.activity.asked();
                             None
                         } else {
                             unbegun(self.activity, h2)
@@ -359,10 +370,13 @@ impl Driver<'_> {
                 // streams in flight are served to their end, and new ones
                 // refused as on any closing connection. Looked at on every
                 // wake-up of the task, and the conn, polled first in the
-                // same pass, begins that stream.
+                // same pass, begins that stream. So too an HTTP/1.1 one
+                // whose bytes unread at a close were its first request
+                // (`first_then_close`).
                 () = std::future::poll_fn(|_| {
                     if activity.asked() { Poll::Ready(()) } else { Poll::Pending }
-                }), if answer_first && h2 && shutdown_done && !closing => {
+                }), if (answer_first && h2 && shutdown_done || first_then_close) && !closing => {
+                    first_then_close = false;
                     let now = Instant::now();
                     cut_by!(now, now + self.also_close_grace, true);
                 }

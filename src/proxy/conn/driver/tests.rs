@@ -19,7 +19,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::{Driver, Ended, Outcome};
 use crate::proxy::client_io::ClientIo;
-use crate::proxy::conn::Activity;
+use crate::proxy::conn::{Activity, Expiry};
 use crate::proxy::stall::Stalls;
 use crate::tls::sent::Counted;
 
@@ -52,10 +52,12 @@ fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
 
 /// What a client sends after its handshake: `bytes` in one write once
 /// the server tells it to (`go`); `sent` is told once they are written.
+/// Then `trickle`, a byte every 20 ms, until a write fails.
 struct Later {
     go: oneshot::Receiver<()>,
     bytes: &'static [u8],
     sent: Option<std::sync::mpsc::Sender<()>>,
+    trickle: &'static [u8],
 }
 
 impl Later {
@@ -64,6 +66,7 @@ impl Later {
             go,
             bytes,
             sent: None,
+            trickle: b"",
         })
     }
 }
@@ -106,6 +109,16 @@ async fn client_sending(
             let _ = stream.flush();
             if let Some(sent) = later.sent {
                 let _ = sent.send(());
+            }
+            for byte in later.trickle {
+                std::thread::sleep(Duration::from_millis(20));
+                if stream
+                    .write_all(&[*byte])
+                    .and_then(|()| stream.flush())
+                    .is_err()
+                {
+                    break;
+                }
             }
         }
         let mut got = Vec::new();
@@ -311,6 +324,7 @@ async fn an_h2_request_unread_on_the_socket_at_the_signal_is_served() {
         go: told,
         bytes: ALL,
         sent: Some(sent),
+        trickle: b"",
     });
     let (tls, peer, client) = client_sending(b"", later).await;
     let activity = Activity::new(Instant::now(), true);
@@ -349,4 +363,101 @@ async fn an_h2_request_unread_on_the_socket_at_the_signal_is_served() {
         "no :status 200 on stream 1; frames (type, stream): {kinds:?}"
     );
     assert_eq!(outcome.by, Ended::ByUs);
+}
+
+/// As [`an_h2_request_unread_on_the_socket_at_the_signal_is_served`], on
+/// HTTP/1.1: a whole first head written just before `also_close` fires,
+/// on the server's socket but not read yet, is answered (`200`,
+/// `Connection: close`) rather than closed unanswered as a connection
+/// with no request yet. The answer waits once, as a proxied one does
+/// (on its upstream): the close, asked for once the request has begun,
+/// comes before the response head is written.
+#[tokio::test]
+async fn an_h1_request_unread_on_the_socket_at_the_signal_is_served() {
+    let (go, told) = oneshot::channel();
+    let (sent, written) = std::sync::mpsc::channel();
+    let later = Some(Later {
+        go: told,
+        bytes: b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        sent: Some(sent),
+        trickle: b"",
+    });
+    let (tls, peer, client) = client_sending(b"", later).await;
+    let activity = Activity::new(Instant::now(), true);
+    let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
+    let answering = activity.clone();
+    let svc = hyper::service::service_fn(move |_req| {
+        let in_flight = answering.begin(false);
+        async move {
+            tokio::task::yield_now().await;
+            drop(in_flight);
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    let signals = Signals::new(false, false);
+    let driver = test_driver(&activity, peer, &signals);
+    // As in the HTTP/2 test: the bytes are on the socket when the driver
+    // first looks at this signal, before the runtime polls for I/O again.
+    let revoked = async move {
+        let _ = go.send(());
+        written.recv().unwrap();
+    };
+    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(
+        got.starts_with("http/1.1 200")
+            && got.contains("\r\nconnection: close\r\n")
+            && got.ends_with("ok"),
+        "{got:?}"
+    );
+    assert_eq!(outcome.by, Ended::ByUs);
+}
+
+/// As [`an_h1_request_unread_on_the_socket_at_the_signal_is_served`], the
+/// bytes unread at the signal the first of a head the client then
+/// trickles, a byte every 20 ms, never ending it: the close, graceful
+/// for them, is still bounded by the first request's
+/// `header_read_timeout` from the accept, not held open by the trickle.
+#[tokio::test]
+async fn an_h1_head_trickled_after_the_signal_is_closed_at_header_read_timeout() {
+    const TRICKLE: &[u8] = b"ET / HTTP/1.1\r\nX-Trickle: \
+        aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let (go, told) = oneshot::channel();
+    let (sent, written) = std::sync::mpsc::channel();
+    let later = Some(Later {
+        go: told,
+        bytes: b"G",
+        sent: Some(sent),
+        trickle: TRICKLE,
+    });
+    let (tls, peer, client) = client_sending(b"", later).await;
+    let accepted = Instant::now();
+    let activity = Activity::new(accepted, true);
+    let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
+    let svc = hyper::service::service_fn(answering_ok(&activity));
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    let signals = Signals::new(false, false);
+    let header_read = Duration::from_millis(500);
+    let driver = Driver {
+        header_read_timeout: header_read,
+        ..test_driver(&activity, peer, &signals)
+    };
+    let revoked = async move {
+        let _ = go.send(());
+        written.recv().unwrap();
+    };
+    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let took = accepted.elapsed();
+    // The trickle alone would last over two seconds.
+    assert!(took >= header_read && took < header_read * 3, "{took:?}");
+    assert_eq!(outcome.expired, Some(Expiry::HeaderRead));
+    assert_eq!(outcome.by, Ended::ByUs);
+    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
 }
