@@ -1,6 +1,7 @@
 //! `hotproxy check` on inputs that are not what they seem: an environment
 //! value that is not UTF-8, an empty PEM block, a whole number YAML reads as a float,
-//! a token pasted as a variable or file name, a key of a mebibyte, a long value of the wrong type.
+//! a token pasted as a variable or file name, a key of a mebibyte, a long value of the wrong type
+//! or one the resolver refuses.
 
 mod support;
 
@@ -783,5 +784,112 @@ fn a_long_value_of_the_wrong_type_is_shown_cut() {
     for line in pem_body_lines(&key) {
         assert!(!out.contains(&line), "check shows the key: {out}");
     }
+    assert!(!out.contains(&secret[..12]), "{out}");
+}
+
+/// A value the resolver refuses (an address, a server URL, a route's
+/// host, a duration, a CRL path listed twice) was quoted whole in its
+/// message, limited only by the message's 300-byte cut, and some pieces
+/// of one (a host's port, the host of a server URL with credentials, a
+/// path) raw: a terminal escape reached the screen. Each is shown as a
+/// key is: escaped, its first 64 bytes and `…`; the problem still names
+/// its line and field, and a long value set by `${NAME}` is withheld
+/// whole, never a piece of it shown, cut or not (a port, a URL's host).
+#[test]
+fn a_long_value_the_resolver_refuses_is_shown_cut_and_escaped() {
+    const LONG: &str = "HOTPROXY_CHECK_INPUTS_BIND";
+    const HOST: &str = "HOTPROXY_CHECK_INPUTS_HOST";
+    const CRL: &str = "HOTPROXY_CHECK_INPUTS_CRL";
+    const URL: &str = "HOTPROXY_CHECK_INPUTS_URL";
+    let digits = "0123456789".repeat(50);
+    // `\e` in YAML: ESC, shown `\u{1b}`.
+    let long = format!("x\\e[2J{digits}");
+    let secret = format!("hp_{}", "5e1f9a0c".repeat(50));
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let text = format!(
+        "watch:\n  debounce: \"{long}\"\n\
+         certs:\n  - {{ id: a, type: ca-bundle, ca_file: ca.crt, crl_files: [\"${{{CRL}}}\", \"${{{CRL}}}\"] }}\n  \
+         - {{ id: b, type: ca-bundle, ca_file: ca.crt, crl_files: [\"/{long}\", \"/{long}\"] }}\n\
+         admin:\n  bind: \"${{{LONG}}}\"\n\
+         upstreams:\n  - name: app\n    servers:\n      - \"http://user@{long}\"\n      \
+         - \"{long}\"\n      - \"${{{URL}}}\"\n\
+         listeners:\n  - name: public\n    bind: \"{long}\"\n    \
+         tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n    \
+         routes: [{{ upstream: app, host: \"a:{long}\" }}, {{ upstream: app, host: \"${{{HOST}}}\" }}]\n"
+    );
+    let line = |key: &str| 1 + text.lines().position(|l| l.contains(key)).unwrap();
+    let cfg = s.config(&text);
+    let env = [
+        (LONG, OsString::from(&secret)),
+        (HOST, OsString::from(format!("a:{secret}"))),
+        (CRL, OsString::from(format!("/run/{secret}.crl"))),
+        (URL, OsString::from(format!("http://user@{secret}"))),
+    ];
+    let (code, out) = check_with(&cfg, &env);
+    assert_eq!(code, 1, "{out}");
+    // 5 bytes before the digits: `x`, ESC, `[2J`.
+    let shown = |before: &str| {
+        let room = 64 - before.len() - 5;
+        format!("\"{before}x\\u{{1b}}[2J{}…\"", &digits[..room])
+    };
+    for want in [
+        format!(
+            "line {}: watch.debounce: invalid duration {} (use e.g. 250ms, 5s, 2m, 1h)\n",
+            line("debounce"),
+            shown("")
+        ),
+        format!(
+            "line {}: admin.bind: <withheld: the value of ${{{LONG}}}> is not an address \
+             like 0.0.0.0:8443 or [::]:8443\n",
+            line("bind: \"${")
+        ),
+        format!(
+            "line {}: upstreams[0].servers[0]: {}: credentials in a server URL are not sent \
+             upstream and would be logged; remove the part before @\n",
+            line("user@"),
+            shown("http://…@")
+        ),
+        format!(
+            "line {}: upstreams[0].servers[1]: {} must start with http:// or https://\n",
+            line("      - \"x"),
+            shown("")
+        ),
+        format!(
+            "line {}: listeners[0].bind: {} is not an address like 0.0.0.0:8443 or [::]:8443\n",
+            line("bind: \"x"),
+            shown("")
+        ),
+        format!(
+            "line {}: listeners[0].routes[0].host: {}: a route's host is matched without the \
+             port: remove {}\n",
+            line("host:"),
+            shown("a:"),
+            shown(":")
+        ),
+        // A path is shown bare, as a key is.
+        format!(
+            "certs[1].crl_files: {} is listed twice\n",
+            shown("/").trim_matches('"')
+        ),
+        // A piece of a value set by `${{NAME}}`, even cut: none shown.
+        format!(
+            "listeners[0].routes[1].host: not valid here; the reason is withheld, as it \
+             quotes the value (<withheld: the value of ${{{HOST}}}>)\n"
+        ),
+        format!("certs[0].crl_files: <withheld: the value of ${{{CRL}}}> is listed twice\n"),
+        format!(
+            "upstreams[0].servers[2]: not valid here; the reason is withheld, as it \
+             quotes the value (<withheld: the value of ${{{URL}}}>)\n"
+        ),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        !out.contains(&digits[..60]) && !out.contains("(cut)"),
+        "{out}"
+    );
     assert!(!out.contains(&secret[..12]), "{out}");
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::tree::shown_written;
+
 /// The most CRL files one ca-bundle lists. A CA hierarchy publishes a CRL
 /// per issuing CA, a handful at most; every re-read of the entry opens
 /// each file (twice: two reads must agree), so a list of thousands held
@@ -18,8 +20,10 @@ pub fn crl_files_problem(crl_files: &[PathBuf]) -> Option<String> {
         ));
     }
     let mut seen = std::collections::HashSet::new();
-    crl_files
-        .iter()
-        .find(|p| !seen.insert(*p))
-        .map(|p| format!("{} is listed twice", p.display()))
+    crl_files.iter().find(|p| !seen.insert(*p)).map(|p| {
+        format!(
+            "{} is listed twice",
+            shown_written(&p.display().to_string())
+        )
+    })
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::found_text as shown;
+
 /// The longest duration accepted: 100 years (876000h), longer than any
 /// timeout can mean. Beyond it a typo such as `99999999999999999999h` would
 /// overflow `Duration` while parsing, or `Instant + timeout` on every
@@ -25,12 +27,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!(
-                "invalid duration {s:?} (use e.g. 250ms, 5s, 2m, 1h)"
+                "invalid duration {} (use e.g. 250ms, 5s, 2m, 1h)",
+                shown(s)
             ));
         }
         let value: f64 = rest[..digits]
             .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
+            .map_err(|_| format!("invalid duration {}", shown(s)))?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
@@ -43,14 +46,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" => value * 60.0,
             "h" => value * 3600.0,
             "us" => value / 1_000_000.0,
-            "" => return Err(format!("duration {s:?} needs a unit (ms, s, m, h)")),
+            "" => return Err(format!("duration {} needs a unit (ms, s, m, h)", shown(s))),
             _ => {
                 return Err(format!(
-                    "invalid duration unit {unit:?} in {s:?} (use ms, s, m, h)"
+                    "invalid duration unit {} in {} (use ms, s, m, h)",
+                    shown(unit),
+                    shown(s)
                 ));
             }
         };
-        let too_long = || format!("duration {s:?} is too long (at most 876000h, 100 years)");
+        let too_long = || {
+            format!(
+                "duration {} is too long (at most 876000h, 100 years)",
+                shown(s)
+            )
+        };
         // Checked before converting: from_secs_f64 panics past u64 seconds.
         if secs > MAX_DURATION.as_secs_f64() {
             return Err(too_long());

@@ -1,5 +1,7 @@
 //! `${NAME}` in config strings: replaced by the environment variable NAME.
 
+use super::tree::shown_written;
+
 /// Replace `${NAME}` with the environment variable NAME.
 pub(super) fn expand_env(s: &str) -> Result<String, String> {
     if !s.contains("${") {
@@ -12,7 +14,7 @@ pub(super) fn expand_env(s: &str) -> Result<String, String> {
         let after = &rest[start + 2..];
         let end = after
             .find('}')
-            .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
+            .ok_or_else(|| format!("unterminated ${{ in {}", super::found_text(s)))?;
         let name = &after[..end];
         out.push_str(&var(name)?);
         rest = &after[end + 1..];
@@ -33,9 +35,14 @@ pub(crate) fn var(name: &str) -> Result<String, String> {
              is withheld"
                 .to_owned()
         }
-        std::env::VarError::NotPresent => format!("environment variable {name} is not set"),
+        std::env::VarError::NotPresent => {
+            format!("environment variable {} is not set", shown_written(name))
+        }
         std::env::VarError::NotUnicode(_) => {
-            format!("environment variable {name} is set but not valid UTF-8")
+            format!(
+                "environment variable {} is set but not valid UTF-8",
+                shown_written(name)
+            )
         }
     })
 }

@@ -24,6 +24,7 @@ mod tree;
 mod upstream;
 mod withhold;
 use withhold::Withheld;
+pub(crate) use withhold::found_text;
 
 pub use crl_files::{MAX_CRL_FILES, crl_files_problem};
 pub use duration::parse_duration;
@@ -256,10 +257,12 @@ impl ListenerConfig {
             .iter()
             .enumerate()
             .find(|(_, r)| r.allow.is_some())?;
+        // As written, escaped and cut as a value is in a problem.
+        let shown = |v: Option<&str>, none| tree::shown_written(v.unwrap_or(none)).into_owned();
         Some(format!(
             "routes[{j}].allow (host {}, path_prefix {})",
-            route.host.as_deref().unwrap_or("any"),
-            route.path_prefix.as_deref().unwrap_or("/"),
+            shown(route.host.as_deref(), "any"),
+            shown(route.path_prefix.as_deref(), "/"),
         ))
     }
 }

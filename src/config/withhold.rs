@@ -225,6 +225,11 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
             }
             if v.len() >= BARE_MIN {
                 *message = message.replace(v, &label);
+                // Cut bare, as a path is shown (`/run/hp_…`).
+                let bare = super::tree::shown_written(v);
+                if bare.ends_with(CUT) {
+                    *message = message.replace(&*bare, &label);
+                }
             }
         }
         if quotes_a_piece(message, &w.value) {
@@ -234,8 +239,9 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
     }
 }
 
-/// Whether `message` still shows some of `value`: a PEM marker, or a
-/// quoted (`"..."`) piece of it of 3 characters or more.
+/// Whether `message` still shows some of `value`: a PEM marker, a quoted
+/// (`"..."`) piece of it of 3 characters or more, cut (`"x…"`, a host's
+/// port; `"http://…@x"`) or not, or its start cut bare (`/srv/ab…`).
 fn quotes_a_piece(message: &str, value: &str) -> bool {
     if message.contains("-----BEGIN") || message.contains("-----END") {
         return true;
@@ -243,7 +249,12 @@ fn quotes_a_piece(message: &str, value: &str) -> bool {
     let escaped = format!("{value:?}");
     let escaped = &escaped[1..escaped.len() - 1];
     let mut quoted = message.split('"').skip(1).step_by(2);
-    quoted.any(|piece| piece.len() >= 3 && escaped.contains(piece))
+    let bare = super::tree::shown_written(value);
+    let bare = bare.strip_suffix(CUT).unwrap_or(&bare);
+    let starts = || (BARE_MIN..=bare.len()).filter_map(|k| bare.get(..k));
+    let bare_cut = |(at, _)| starts().any(|b| message[..at].ends_with(b));
+    quoted.any(|q| q.split(CUT).any(|p| p.len() >= 3 && escaped.contains(p)))
+        || message.match_indices(CUT).any(bare_cut)
 }
 
 /// A problem's message is a log line: one quoting a huge value (a file of
@@ -292,17 +303,17 @@ pub(super) fn quoted(value: &str, room: usize) -> String {
     shown
 }
 
-/// The most of a value of the wrong type a message shows, in bytes: as
-/// much as of a key.
+/// The most of a value a message shows, in bytes: as much as of a key.
 const SHOWN_VALUE_BYTES: usize = 64;
 
-/// Text found where another type goes, as "expected X, found ..." shows
-/// it: escaped as Rust writes a string, quotes and all (`"fast"`), its
-/// first 64 bytes (at a character) and `…` before the closing quote, as
-/// a key is shown. Quoted whole, a 500-byte value filled the message up
-/// to its 300-byte cut. [`withhold`] knows such a piece of a value it
+/// Text the operator wrote, as a problem's message quotes it (found
+/// where another type goes, an address, a host, a duration the resolver
+/// refuses): escaped as Rust writes a string, quotes and all (`"fast"`),
+/// its first 64 bytes (at a character) and `…` before the closing quote,
+/// as a key is shown. Quoted whole, a 500-byte value filled the message
+/// up to its 300-byte cut. [`withhold`] knows such a piece of a value it
 /// withholds, as of one [`quoted`] cut.
-pub(super) fn found_text(value: &str) -> String {
+pub(crate) fn found_text(value: &str) -> String {
     let mut end = value.len().min(SHOWN_VALUE_BYTES);
     while !value.is_char_boundary(end) {
         end -= 1;

@@ -25,6 +25,9 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName,
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+// A value as a configuration problem quotes it: escaped, cut after 64 bytes.
+use crate::config::found_text as shown;
+
 /// One accepted name of `verify_names`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamePattern {
@@ -44,7 +47,7 @@ impl NamePattern {
         if s.parse::<IpAddr>().is_ok() || !s.contains(':') {
             return ServerName::try_from(s.to_owned())
                 .map(NamePattern::Server)
-                .map_err(|_| format!("{s:?} is not a DNS name, IP address or URI"));
+                .map_err(|_| format!("{} is not a DNS name, IP address or URI", shown(s)));
         }
         let Some((scheme, rest)) = s.split_once(':') else {
             unreachable!("contains ':'")
@@ -54,7 +57,7 @@ impl NamePattern {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
         if !scheme_ok || rest.is_empty() || s.chars().any(|c| c.is_whitespace()) {
-            return Err(format!("{s:?} is not a DNS name, IP address or URI"));
+            return Err(format!("{} is not a DNS name, IP address or URI", shown(s)));
         }
         // `backend.local:8443` reads as a URI of scheme `backend.local`,
         // which no certificate names: every request would fail
@@ -63,7 +66,8 @@ impl NamePattern {
         let port = rest.split('/').next().unwrap_or_default();
         if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!(
-                "{s:?}: a certificate's names are matched without the port: remove \":{port}\""
+                "{}: a certificate's names are matched without the port: remove \":{port}\"",
+                shown(s)
             ));
         }
         if !scheme.eq_ignore_ascii_case("spiffe") {
@@ -105,7 +109,7 @@ impl fmt::Display for NamePattern {
 /// letters, digits, `.`, `-`, `_`; a path of non-empty segments that are
 /// not `.` or `..`. `spiffe://td/**` is the whole trust domain.
 fn spiffe(s: &str, rest: &str) -> Result<NamePattern, String> {
-    let bad = |why: &str| Err(format!("{s:?} is not a SPIFFE ID: {why}"));
+    let bad = |why: &str| Err(format!("{} is not a SPIFFE ID: {why}", shown(s)));
     let Some(rest) = rest.strip_prefix("//") else {
         return bad("expected spiffe://trust-domain/path");
     };

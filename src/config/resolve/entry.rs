@@ -1,6 +1,6 @@
 //! Catalogue entries: `certs:` items, `ref:`s to them, and direct file fields made anonymous entries.
 
-use super::{Named, Resolver};
+use super::{Named, Resolver, shown};
 use crate::config::raw;
 use std::path::PathBuf;
 
@@ -21,8 +21,8 @@ impl Resolver {
             self.problem(
                 format!("{at}.id"),
                 format!(
-                    "invalid id {:?}: must match ^[a-z0-9][a-z0-9_-]{{0,63}}$",
-                    e.id
+                    "invalid id {}: must match ^[a-z0-9][a-z0-9_-]{{0,63}}$",
+                    shown(&e.id)
                 ),
             );
         }
@@ -30,8 +30,8 @@ impl Resolver {
             self.problem(
                 format!("{at}.type"),
                 format!(
-                    "unknown type {:?} (server-pair | client-pair | ca-bundle)",
-                    e.kind
+                    "unknown type {} (server-pair | client-pair | ca-bundle)",
+                    shown(&e.kind)
                 ),
             );
             return None;
@@ -120,7 +120,8 @@ impl Resolver {
                 self.problem(
                     at,
                     format!(
-                        "entry {id:?} is a {}, a {} is needed here",
+                        "entry {} is a {}, a {} is needed here",
+                        shown(id),
                         kind.as_str(),
                         want.as_str()
                     ),
@@ -128,7 +129,7 @@ impl Resolver {
                 None
             }
             None => {
-                self.problem(at, format!("no entry {id:?} in certs"));
+                self.problem(at, format!("no entry {} in certs", shown(id)));
                 None
             }
         }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use super::Resolver;
+use super::{Resolver, shown};
 use crate::config::{FrontConfig, raw, tree};
 
 impl Resolver {
@@ -110,7 +110,7 @@ impl Resolver {
                     Ok(ip) => out.push(unmapped(ip.into())),
                     Err(_) => self.problem(
                         format!("{at}[{j}]"),
-                        format!("{s:?} is not a CIDR (10.0.0.0/8) or an IP address"),
+                        format!("{} is not a CIDR (10.0.0.0/8) or an IP address", shown(&s)),
                     ),
                 },
             }

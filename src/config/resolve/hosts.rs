@@ -1,5 +1,7 @@
 //! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match.
 
+use super::shown;
+
 /// Why no request could match `prefix`: routes see a request's path
 /// normalised ([`crate::proxy::path::normalise`]: `%61` decoded, runs of
 /// `/` merged, dot segments removed), so a prefix that normalisation would
@@ -12,14 +14,20 @@
 pub(super) fn unroutable_prefix(prefix: &str) -> Option<String> {
     if prefix.contains(';') {
         return Some(format!(
-            "{prefix:?}: `;` starts path parameters, and a request whose route \
-             depends on them is refused (400); route on the path without them"
+            "{}: `;` starts path parameters, and a request whose route \
+             depends on them is refused (400); route on the path without them",
+            shown(prefix)
         ));
     }
     match crate::proxy::path::normalise(prefix) {
-        Err(e) => Some(format!("{prefix:?}: no request path is routed with {e}")),
+        Err(e) => Some(format!(
+            "{}: no request path is routed with {e}",
+            shown(prefix)
+        )),
         Ok(n) if n != prefix => Some(format!(
-            "{prefix:?}: requests are routed on their normalised path, so write {n:?}"
+            "{}: requests are routed on their normalised path, so write {}",
+            shown(prefix),
+            shown(&n)
         )),
         Ok(_) => None,
     }
@@ -45,8 +53,9 @@ pub(super) fn server_name(h: &str) -> Result<String, String> {
     let name = host_pattern(h, "a server name")?;
     if name.parse::<std::net::IpAddr>().is_ok() {
         return Err(format!(
-            "{h:?}: clients never send an IP address as the server name (SNI); \
-             a client connecting by address gets the listener's first pair"
+            "{}: clients never send an IP address as the server name (SNI); \
+             a client connecting by address gets the listener's first pair",
+            shown(h)
         ));
     }
     Ok(name)
@@ -60,18 +69,22 @@ fn host_pattern(h: &str, what: &str) -> Result<String, String> {
         return Ok(ip.to_string());
     }
     if lower.contains("://") {
-        return Err(format!("{h:?}: a host name, not a URL"));
+        return Err(format!("{}: a host name, not a URL", shown(h)));
     }
-    if let Some((_, port)) = lower.rsplit_once(':') {
+    // The port as written (`h` and `lower` are alike byte for byte).
+    if let Some(port) = lower.rfind(':').map(|at| &h[at..]) {
         return Err(format!(
-            "{h:?}: {what} is matched without the port: remove \":{port}\""
+            "{}: {what} is matched without the port: remove {}",
+            shown(h),
+            shown(port)
         ));
     }
     let name = lower.strip_suffix('.').unwrap_or(&lower);
     let labels = name.strip_prefix("*.").unwrap_or(name);
     if labels.contains('*') {
         return Err(format!(
-            "{h:?}: `*` only as the whole first label (\"*.example.com\", one label)"
+            "{}: `*` only as the whole first label (\"*.example.com\", one label)",
+            shown(h)
         ));
     }
     let label_ok = |l: &str| {
@@ -82,7 +95,8 @@ fn host_pattern(h: &str, what: &str) -> Result<String, String> {
     };
     if !labels.split('.').all(label_ok) {
         return Err(format!(
-            "{h:?}: not a host name (labels of letters, digits, `-`) or an IP address"
+            "{}: not a host name (labels of letters, digits, `-`) or an IP address",
+            shown(h)
         ));
     }
     Ok(name.to_owned())

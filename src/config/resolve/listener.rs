@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::hosts::{route_host, server_name, unroutable_prefix};
 use super::{
     BODY_READ_TIMEOUT_FLOOR, HEADER_READ_TIMEOUT_FLOOR, Named, Resolver, SEND_TIMEOUT_FLOOR,
-    TUNNEL_IDLE_TIMEOUT_FLOOR,
+    TUNNEL_IDLE_TIMEOUT_FLOOR, shown,
 };
 use crate::config::{
     ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, Limits, ListenerCert, ListenerConfig,
@@ -119,7 +119,7 @@ impl Resolver {
                         if p != "h2" && p != "http/1.1" {
                             self.problem(
                                 format!("{at}.tls.alpn"),
-                                format!("unsupported protocol {p:?} (h2 | http/1.1)"),
+                                format!("unsupported protocol {} (h2 | http/1.1)", shown(p)),
                             );
                         }
                     }
@@ -133,7 +133,7 @@ impl Resolver {
                     Some("1.3") => min_version = TlsVersion::V13,
                     Some(v) => self.problem(
                         format!("{at}.tls.min_version"),
-                        format!("unsupported version {v:?} (\"1.2\" | \"1.3\")"),
+                        format!("unsupported version {} (\"1.2\" | \"1.3\")", shown(v)),
                     ),
                 }
             }
@@ -152,14 +152,14 @@ impl Resolver {
             if !upstreams.contains(&r.upstream) {
                 self.problem(
                     format!("{rat}.upstream"),
-                    format!("no upstream named {:?}", r.upstream),
+                    format!("no upstream named {}", shown(&r.upstream)),
                 );
             }
             if let Some(p) = &r.path_prefix {
                 if !p.starts_with('/') {
                     self.problem(
                         format!("{rat}.path_prefix"),
-                        format!("{p:?} must start with /"),
+                        format!("{} must start with /", shown(p)),
                     );
                 } else if let Some(why) = unroutable_prefix(p) {
                     self.problem(format!("{rat}.path_prefix"), why);
@@ -315,7 +315,7 @@ impl Resolver {
                 Some(mode) => client_auth.mode = mode,
                 None => self.problem(
                     format!("{cat}.mode"),
-                    format!("unknown mode {m:?} (none | request | require_any | verify_if_given | require_and_verify)"),
+                    format!("unknown mode {} (none | request | require_any | verify_if_given | require_and_verify)", shown(m)),
                 ),
             }
         }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::duration::parse_duration;
+use super::found_text as shown;
 
 /// The most `runtime.worker_threads`: far more than any host has cores.
 const MAX_WORKER_THREADS: usize = 1024;
@@ -132,7 +133,7 @@ impl Resolver {
         if let Some(why) = not_a_path(&s) {
             // Never the value: it is likely a private key or a token.
             let whose = entry
-                .map(|id| format!("entry {id:?}: "))
+                .map(|id| format!("entry {}: ", shown(id)))
                 .unwrap_or_default();
             self.problem(
                 at,
@@ -188,7 +189,7 @@ impl Resolver {
     ) -> Duration {
         let d = self.duration(at, s, default);
         if d < floor {
-            let given = s.map_or(String::new(), |s| format!("{s:?} "));
+            let given = s.map_or(String::new(), |s| format!("{} ", shown(s)));
             self.problem(at, format!("{given}is less than {floor_text}: {why}"));
             return default;
         }
@@ -202,7 +203,10 @@ impl Resolver {
             Err(_) => {
                 self.problem(
                     at,
-                    format!("{s:?} is not an address like 0.0.0.0:8443 or [::]:8443"),
+                    format!(
+                        "{} is not an address like 0.0.0.0:8443 or [::]:8443",
+                        shown(&s)
+                    ),
                 );
                 SocketAddr::from(([0, 0, 0, 0], 0))
             }
@@ -294,7 +298,7 @@ impl Resolver {
             if named.contains_key(&e.id) {
                 self.problem(
                     format!("certs[{i}].id"),
-                    format!("duplicate entry id {:?}", e.id),
+                    format!("duplicate entry id {}", shown(&e.id)),
                 );
                 continue;
             }
@@ -372,9 +376,10 @@ impl Resolver {
             self.problem(
                 at,
                 format!(
-                    "invalid name {name:?}: a name is at most {MAX_NAME_LEN} ASCII letters, digits, \
+                    "invalid name {}: a name is at most {MAX_NAME_LEN} ASCII letters, digits, \
                      `-`, `_` and `.`, starting with a letter or digit, as a Kubernetes label \
-                     value (it is written in log lines, metric labels and admin API paths)"
+                     value (it is written in log lines, metric labels and admin API paths)",
+                    shown(name)
                 ),
             );
         }
@@ -384,7 +389,7 @@ impl Resolver {
     fn unique_name(&mut self, seen: &mut HashSet<String>, at: String, what: &str, name: &str) {
         looked_at(1);
         if !seen.insert(name.to_owned()) {
-            self.problem(at, format!("duplicate {what} name {name:?}"));
+            self.problem(at, format!("duplicate {what} name {}", shown(name)));
         }
     }
 
@@ -399,7 +404,7 @@ impl Resolver {
                 other => {
                     self.problem(
                         format!("{at}.role"),
-                        format!("unknown role {other:?} (viewer | editor)"),
+                        format!("unknown role {} (viewer | editor)", shown(other)),
                     );
                     Role::Viewer
                 }

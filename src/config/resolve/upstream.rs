@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Named, Resolver};
+use super::{Named, Resolver, shown};
 use crate::config::raw;
 use crate::config::{
     ActiveHealth, Balance, DEFAULT_HTTP2_STREAM_WINDOW, EntryKind, EntrySpec, HealthConfig,
@@ -75,7 +75,7 @@ impl Resolver {
                 if rustls_pki_types::ServerName::try_from(n.as_str()).is_err() {
                     self.problem(
                         format!("{tat}.server_name"),
-                        format!("{n:?} is not a DNS name or IP address"),
+                        format!("{} is not a DNS name or IP address", shown(&n)),
                     );
                 }
                 tls.server_name = Some(n);
@@ -141,7 +141,7 @@ impl Resolver {
                 Some(b) => {
                     self.problem(
                         format!("{at}.balance"),
-                        format!("unknown balance {b:?} (least_request | round_robin)"),
+                        format!("unknown balance {} (least_request | round_robin)", shown(b)),
                     );
                     Balance::RoundRobin
                 }
@@ -241,7 +241,7 @@ impl Resolver {
             if !a.path.starts_with('/') {
                 self.problem(
                     format!("{aat}.path"),
-                    format!("{:?} must start with /", a.path),
+                    format!("{} must start with /", shown(&a.path)),
                 );
             } else if http::uri::PathAndQuery::try_from(a.path.as_str()).is_err() {
                 // A space, `<`, `"` or a control character: the check's
@@ -249,8 +249,8 @@ impl Resolver {
                 self.problem(
                     format!("{aat}.path"),
                     format!(
-                        "{:?} is not a request path (percent-encode spaces and other characters a URI cannot hold)",
-                        a.path
+                        "{} is not a request path (percent-encode spaces and other characters a URI cannot hold)",
+                        shown(&a.path)
                     ),
                 );
             }
@@ -293,7 +293,10 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(format!("{url:?} must start with http:// or https://"));
+        return Err(format!(
+            "{} must start with http:// or https://",
+            shown(url)
+        ));
     };
     let authority = rest.trim_end_matches('/');
     if let Some((_, host)) = authority
@@ -306,17 +309,19 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
         // repeated here either.
         let scheme = if https { "https" } else { "http" };
         return Err(format!(
-            "\"{scheme}://…@{host}\": credentials in a server URL are not sent upstream and would be logged; remove the part before @"
+            "{}: credentials in a server URL are not sent upstream and would be logged; remove the part before @",
+            shown(&format!("{scheme}://…@{host}"))
         ));
     }
     if authority.is_empty() || authority.contains('/') {
         return Err(format!(
-            "{url:?} must be scheme://host[:port] without a path"
+            "{} must be scheme://host[:port] without a path",
+            shown(url)
         ));
     }
     let uri: http::uri::Authority = authority
         .parse()
-        .map_err(|_| format!("{url:?} has an invalid host or port"))?;
+        .map_err(|_| format!("{} has an invalid host or port", shown(url)))?;
     let host = uri
         .host()
         .trim_start_matches('[')
