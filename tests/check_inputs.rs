@@ -641,7 +641,9 @@ fn a_key_set_twice_and_an_unknown_variant_are_shown_escaped_or_withheld() {
 /// parser decodes) put ESC and a bidi override on the operator's screen.
 /// Both are shown as a key is: withheld, or escaped and cut. On an enum
 /// field (`access_log.format`) the pasted key was printed whole a second
-/// time, by "unknown variant": it is not read as the field's value.
+/// time, by "unknown variant": it is not read as the field's value. A
+/// token pasted on one line below `!!null |` (short, or past the 64 bytes
+/// a shown value keeps) was printed as written: it is withheld whole.
 #[test]
 fn text_under_a_tag_it_does_not_take_is_withheld_or_escaped() {
     const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
@@ -650,6 +652,11 @@ fn text_under_a_tag_it_does_not_take_is_withheld_or_escaped() {
         .serialize_pem();
     let indented: String = key.lines().map(|l| format!("    {l}\n")).collect();
     let pem_refused = "YAML tag `!!null` on `<withheld value: a PEM block>` refused";
+    let line_refused = "YAML tag `!!null` on `<withheld value: text of 1 line>` refused";
+    // Tokens pasted on one line below `!!null |`: the parser's span starts
+    // at the token, so its text was the token itself, shown up to 64 bytes.
+    let token = "hp_9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+    let long_token = format!("hp_{}", "5b4a3928".repeat(12));
     for (section, says, body) in [
         (
             format!(
@@ -668,6 +675,16 @@ fn text_under_a_tag_it_does_not_take_is_withheld_or_escaped() {
             format!("access_log:\n  path: stdout\n  format: !!null |\n{indented}"),
             format!("access_log.format: {pem_refused}"),
             key.lines().nth(1).unwrap().to_owned(),
+        ),
+        (
+            format!("watch:\n  debounce: !!null |\n    {token}\n"),
+            format!("watch.debounce: {line_refused}"),
+            token[..8].to_owned(),
+        ),
+        (
+            format!("access_log:\n  path: stdout\n  format: !!null >-\n    {long_token}\n"),
+            format!("access_log.format: {line_refused}"),
+            long_token[..8].to_owned(),
         ),
     ] {
         let s = Scene::new();

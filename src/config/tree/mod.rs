@@ -22,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 mod prepare;
 mod read;
 mod tags;
+use super::withhold::is_block_scalar;
 pub use prepare::{
     MAX_KEY_BYTES, Pending, expand_env, field, long_keys, pasted, shown_key, shown_written,
 };
@@ -43,6 +44,10 @@ pub struct Node {
     /// field gets what the operator wrote, not `true`, `1.1` or `644`.
     span: Option<(usize, usize)>,
     written: Option<String>,
+    /// Of a `!!null` node with text: that text was written as a block
+    /// scalar (`|`, `>`; a token pasted on one line below it too), so no
+    /// message shows it ([`shown_written`]).
+    block: bool,
     /// The YAML tag written on the value (`!custom`, or a core tag in full:
     /// `tag:yaml.org,2002:binary`), for the reader to refuse all but the
     /// core tag of what the field reads.
@@ -78,6 +83,7 @@ impl<'de> Deserialize<'de> for Node {
                 .zip(span.byte_len())
                 .map(|(o, l)| (o as usize, l as usize)),
             written: None,
+            block: false,
             tag,
         })
     }
@@ -142,6 +148,7 @@ impl<'de> Deserialize<'de> for Value {
                             .zip(span.byte_len())
                             .map(|(o, l)| (o as usize, l as usize)),
                         written: None,
+                        block: false,
                         tag,
                     };
                     entries.push((key, v));
@@ -196,7 +203,8 @@ pub fn parse(text: &str) -> Result<(Node, Vec<Found>), Syntax> {
         return Err(b.error);
     }
     let mut next = 1;
-    number(&mut root, &mut next, text);
+    // An alias (`*v`) carries its anchor's place: asked once per place.
+    super::withhold::remembering(text, || number(&mut root, &mut next, text));
     Ok((root, found))
 }
 
@@ -343,6 +351,11 @@ fn number(node: &mut Node, next: &mut usize, text: &str) {
             .and_then(|(at, len)| text.get(at..at + len))
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty());
+        // The parser's span of a block scalar starts at its text, on the
+        // line below the header: the header is looked for before it.
+        node.block = null_tag
+            && node.written.is_some()
+            && node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
     }
     match &mut node.value {
         Value::Seq(items) => items.iter_mut().for_each(|n| number(n, next, text)),
@@ -501,6 +514,7 @@ fn placeholder(value: Value) -> Node {
         placeholder: true,
         span: None,
         written: None,
+        block: false,
         tag: None,
     }
 }

@@ -36,8 +36,14 @@ pub fn shown_key(key: &str) -> Cow<'_, str> {
 }
 
 /// Text a value was written as (after a tag it does not take, say), shown
-/// as [`shown_key`] shows a key: it is not withheld as a string value is.
-pub fn shown_written(text: &str) -> Cow<'_, str> {
+/// as [`shown_key`] shows a key; written as a block scalar (`block`: `|`
+/// or `>`), withheld on one line too, as a string value so written is
+/// ([`pasted`]): a token pasted below the header, whole, not cut at 64
+/// bytes.
+pub fn shown_written(text: &str, block: bool) -> Cow<'_, str> {
+    if block && !text.contains("-----BEGIN") && !text.contains(['\n', '\r']) {
+        return Cow::Borrowed("<withheld value: text of 1 line>");
+    }
     shown(text, "value")
 }
 

@@ -145,7 +145,7 @@ impl De<'_> {
                 Some(text) => self.record(format!(
                     "YAML tag `!!null` on `{}` refused: `!!null` marks an empty value \
                      (nothing, `~` or `null`); remove the tag or the text",
-                    super::shown_written(text)
+                    super::shown_written(text, self.node.block)
                 )),
             }
             return;
