@@ -35,16 +35,20 @@ pub fn shown_key(key: &str) -> Cow<'_, str> {
     shown(key, "key")
 }
 
-/// Text a value was written as (after a tag it does not take, say), shown
-/// as [`shown_key`] shows a key; written as a block scalar (`block`: `|`
-/// or `>`), withheld on one line too, as a string value so written is
-/// ([`pasted`]): a token pasted below the header, whole, not cut at 64
-/// bytes.
-pub fn shown_written(text: &str, block: bool) -> Cow<'_, str> {
+/// Text a value was written as, shown as [`shown_key`] shows a key.
+pub fn shown_written(text: &str) -> Cow<'_, str> {
+    shown(text, "value")
+}
+
+/// Text written after a tag it does not take, shown as [`shown_written`]
+/// shows it; written as a block scalar (`block`: `|` or `>`), withheld on
+/// one line too, as a string value so written is ([`pasted`]): a token
+/// pasted below the header, whole, not cut at 64 bytes.
+pub fn shown_under_tag(text: &str, block: bool) -> Cow<'_, str> {
     if block && !text.contains("-----BEGIN") && !text.contains(['\n', '\r']) {
         return Cow::Borrowed("<withheld value: text of 1 line>");
     }
-    shown(text, "value")
+    shown_written(text)
 }
 
 fn shown<'a>(key: &'a str, what: &str) -> Cow<'a, str> {

@@ -145,7 +145,7 @@ impl De<'_> {
                 Some(text) => self.record(format!(
                     "YAML tag `!!null` on `{}` refused: `!!null` marks an empty value \
                      (nothing, `~` or `null`); remove the tag or the text",
-                    super::shown_written(text, self.node.block)
+                    super::shown_under_tag(text, self.node.block)
                 )),
             }
             return;
@@ -471,24 +471,42 @@ impl<'de> Deserializer<'de> for De<'_> {
         }
     }
 
+    /// An enum of unit variants, named as written. A value no variant has
+    /// is recorded and the field read as its first variant, as a value of
+    /// the wrong type is read as empty: the error serde's derived reader
+    /// passed up stopped the read, and the problems after the field (an
+    /// unknown key, a bad address the resolver finds) went unreported.
+    /// Whether it has one is asked of `variants` before the visitor is
+    /// handed the text (it takes the visitor whole, and fails): an enum
+    /// read here has no `alias` nor `other`, which `variants` does not list.
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         _: &'static str,
-        _: &'static [&'static str],
+        variants: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Error> {
         let before = self.rec.borrow().problems.len();
         self.tag_fits(&["str"]);
-        if matches!(self.node.value, Value::Null) && self.rec.borrow().problems.len() > before {
+        let text = self.text().unwrap_or_default();
+        let first = variants.first().copied();
+        let s = match first {
+            Some(first) if self.node.placeholder => first,
             // Text under a `!!null` tag, refused by tag_fits: the field has
             // no value to name, and "unknown variant ``" would add nothing.
-            return Err(Error {
-                message: "refused tag".to_owned(),
-                recorded: true,
-            });
-        }
-        let s = self.text().unwrap_or_default();
-        let d: de::value::StrDeserializer<'_, Error> = s.as_str().into_deserializer();
+            Some(first)
+                if matches!(self.node.value, Value::Null)
+                    && self.rec.borrow().problems.len() > before =>
+            {
+                first
+            }
+            Some(first) if !variants.contains(&text.as_str()) => {
+                let e: Error = de::Error::unknown_variant(&text, variants);
+                self.record(e.message);
+                first
+            }
+            _ => text.as_str(),
+        };
+        let d: de::value::StrDeserializer<'_, Error> = s.into_deserializer();
         v.visit_enum(d).map_err(|e| self.fail(e))
     }
 

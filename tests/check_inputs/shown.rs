@@ -1,0 +1,451 @@
+//! How `check` shows what the operator wrote: keys, tags, enum values and refused values escaped, cut or withheld.
+
+use super::*;
+
+/// An unknown key was printed as written, in its problem's location and
+/// message: a terminal escape in it cleared the operator's screen (or
+/// set a window title), a line break started a line of its own, a pasted
+/// key was shown, a key of 200 bytes was 200 bytes twice. A key is shown
+/// escaped as Rust writes a string, its first 64 bytes and `…`; one
+/// holding a line break or `-----BEGIN` is withheld.
+#[test]
+fn an_unknown_key_is_shown_escaped_cut_or_withheld() {
+    const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
+    let long = format!("k{}", "é".repeat(100));
+    let more = format!(
+        "\"evil\\e[2J\\e]0;owned\\a\": 1\n\"two\\nlines\": 1\n\
+         \"-----BEGIN {KEY}-----\\nMIGHAgEAslow\\n-----END {KEY}-----\": 1\n\"{long}\": 1\n"
+    );
+    let (_s, cfg) = scene("public", &more);
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains(['\u{1b}', '\u{7}']), "{out:?}");
+    let evil = "evil\\u{1b}[2J\\u{1b}]0;owned\\u{7}";
+    assert!(
+        out.contains(&format!("line 2: {evil}: unknown key `{evil}`")),
+        "{out}"
+    );
+    let lines = "<withheld key: text of several lines>";
+    assert!(
+        out.contains(&format!("line 3: {lines}: unknown key `{lines}`")),
+        "{out}"
+    );
+    let pem = "<withheld key: a PEM block>";
+    assert!(
+        out.contains(&format!("line 4: {pem}: unknown key `{pem}`")),
+        "{out}"
+    );
+    assert!(!out.contains("BEGIN") && !out.contains("MIGH"), "{out}");
+    assert!(!out.contains("two\nlines"), "{out}");
+    let cut = format!("{}…", &long[..63]);
+    assert!(
+        out.contains(&format!("line 5: {cut}: unknown key `{cut}`")),
+        "{out}"
+    );
+    assert!(!out.contains(&long[..65]), "{out}");
+}
+
+/// A response header's name that is a pasted key (an Ed25519 key's PEM is
+/// 119 bytes, well under the 256 a key may have) was printed whole by its
+/// "not a valid header name": the location withheld it, the message
+/// quoted it. The name is shown as every key is: here withheld.
+#[test]
+fn a_key_pasted_as_a_header_name_is_not_shown() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap()
+        .serialize_pem();
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    // YAML double-quoted text: Rust's escapes of a PEM's characters are YAML's.
+    let cfg = s.config(&format!(
+        r#"
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]
+    response_headers:
+      set:
+        {key:?}: x
+"#
+    ));
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let pem = "<withheld key: a PEM block>";
+    assert!(
+        out.contains(&format!(
+            "listeners[0].response_headers.set.{pem}: `{pem}` is not a valid header name"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("BEGIN") && !out.contains("END"), "{out}");
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!out.contains(line), "{out}");
+    }
+}
+
+/// A key set twice was quoted from the YAML parser's words, whole: a
+/// pasted key's BEGIN line and body, a bidi override as it is. It is
+/// shown as every key is. A value no variant of its field (an enum) has
+/// was quoted as written, a terminal escape in it included; it is
+/// escaped.
+#[test]
+fn a_key_set_twice_and_an_unknown_variant_are_shown_escaped_or_withheld() {
+    const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
+    let pem = format!("\"-----BEGIN {KEY}-----\\nMIGHAgEAslow\\n-----END {KEY}-----\": 1\n");
+    for (twice, shown) in [
+        (pem, "<withheld key: a PEM block>"),
+        ("\"bidi\\u202Eevil\": 1\n".to_owned(), "bidi\\u{202e}evil"),
+    ] {
+        let (_s, cfg) = scene("public", &format!("{twice}{twice}"));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("(YAML parser: duplicate mapping key: {shown})")),
+            "{out}"
+        );
+        assert!(!out.contains(['\u{202e}', '\u{1b}']), "{out:?}");
+        assert!(!out.contains("BEGIN") && !out.contains("MIGH"), "{out}");
+        assert!(!out.contains("DuplicateKeyPolicy"), "{out}");
+    }
+
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+         tls: { certs: [{ cert_file: edge.crt, key_file: edge.key }] }\n    \
+         forward_client_cert: \"\\e]0;owned\\a\"\n",
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains(['\u{1b}', '\u{7}']), "{out:?}");
+    assert!(
+        out.contains(
+            "listeners[0].forward_client_cert: unknown variant \"\\u{1b}]0;owned\\u{7}\", \
+             expected one of `none`"
+        ),
+        "{out}"
+    );
+}
+
+/// A value `!!null` does not fit was quoted as written: a key pasted under
+/// `!!null |` was printed whole, and a tag spelt with `%1B` (which the
+/// parser decodes) put ESC and a bidi override on the operator's screen.
+/// Both are shown as a key is: withheld, or escaped and cut. On an enum
+/// field (`access_log.format`) the pasted key was printed whole a second
+/// time, by "unknown variant": it is not read as the field's value. A
+/// token pasted on one line below `!!null |` (short, or past the 64 bytes
+/// a shown value keeps) was printed as written: it is withheld whole.
+#[test]
+fn text_under_a_tag_it_does_not_take_is_withheld_or_escaped() {
+    const KEY: &str = "PRIVATE KEY"; // spelt apart: no key-shaped text in the source
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap()
+        .serialize_pem();
+    let indented: String = key.lines().map(|l| format!("    {l}\n")).collect();
+    let pem_refused = "YAML tag `!!null` on `<withheld value: a PEM block>` refused";
+    let line_refused = "YAML tag `!!null` on `<withheld value: text of 1 line>` refused";
+    // Tokens pasted on one line below `!!null |`: the parser's span starts
+    // at the token, so its text was the token itself, shown up to 64 bytes.
+    let token = "hp_9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+    let long_token = format!("hp_{}", "5b4a3928".repeat(12));
+    for (section, says, body) in [
+        (
+            format!(
+                "watch:\n  debounce: !!null |\n    -----BEGIN {KEY}-----\n    MIGHAgEAslow\n    \
+                 -----END {KEY}-----\n"
+            ),
+            pem_refused.to_owned(),
+            "MIGHAgEAslow".to_owned(),
+        ),
+        (
+            "watch:\n  debounce: !a%1B%5D0;owned%07%E2%80%AE 5s\n".to_owned(),
+            "YAML tag `!a\\u{1b}]0;owned\\u{7}\\u{202e}` refused".to_owned(),
+            "\u{1b}".to_owned(),
+        ),
+        (
+            format!("access_log:\n  path: stdout\n  format: !!null |\n{indented}"),
+            format!("access_log.format: {pem_refused}"),
+            key.lines().nth(1).unwrap().to_owned(),
+        ),
+        (
+            format!("watch:\n  debounce: !!null |\n    {token}\n"),
+            format!("watch.debounce: {line_refused}"),
+            token[..8].to_owned(),
+        ),
+        (
+            format!("access_log:\n  path: stdout\n  format: !!null >-\n    {long_token}\n"),
+            format!("access_log.format: {line_refused}"),
+            long_token[..8].to_owned(),
+        ),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let cfg = s.config(&format!(
+            "{section}listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+             tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n"
+        ));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&says), "{out}");
+        assert!(!out.contains(['\u{202e}', '\u{1b}', '\u{7}']), "{out:?}");
+        assert!(!out.contains("BEGIN") && !out.contains("END"), "{out}");
+        assert!(!out.contains(&body), "{out}");
+        // The tag's refusal is the one problem: no empty "unknown variant".
+        assert!(!out.contains("unknown variant"), "{out}");
+    }
+}
+
+/// A value no variant of its enum field has, of 300 bytes on one line,
+/// was printed whole, past the 300 bytes a message may have. It is cut so
+/// that the message keeps the field and the values it takes.
+#[test]
+fn a_long_unknown_variant_is_shown_cut() {
+    let long = "v".repeat(300);
+    let (_s, cfg) = scene(
+        "public",
+        &format!("access_log:\n  path: stdout\n  format: {long}\n"),
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let message = out
+        .lines()
+        .find_map(|l| l.split_once("access_log.format: ").map(|(_, m)| m))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(message.len() <= 300, "{} bytes: {message}", message.len());
+    assert!(message.starts_with("unknown variant `vvv"), "{out}");
+    assert!(
+        message.ends_with("…`, expected one of `json`, `combined`"),
+        "{out}"
+    );
+    assert!(!out.contains(&long), "{out}");
+}
+
+/// A long value no variant has, set from the environment (it may be a
+/// secret the file only names), is withheld whole, not shown cut: a cut
+/// piece is not the value, and was once shown (its first 64 bytes).
+#[test]
+fn a_long_unknown_variant_from_the_environment_is_withheld() {
+    let secret = format!("hp_{}", "7c1d9e0b".repeat(12));
+    let (_s, cfg) = scene(
+        "public",
+        "access_log:\n  path: stdout\n  format: ${HP_FORMAT}\n",
+    );
+    let (code, out) = check_with(&cfg, &[("HP_FORMAT", OsString::from(&secret))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("access_log.format: unknown variant <withheld: the value of ${HP_FORMAT}>"),
+        "{out}"
+    );
+    assert!(!out.contains(&secret[..12]), "{out}");
+}
+
+/// Text where a number, `true` or `false`, or a mapping goes was quoted
+/// whole in "expected ..., found ...": a 500-byte value filled the
+/// message to its 300-byte cut, and so did a number of 300 digits. Each
+/// is shown as a key is: escaped, its first 64 bytes and `…`. A key
+/// pasted there on one line, and a long value set by `${NAME}`, are
+/// still withheld whole, never a piece of them shown.
+#[test]
+fn a_long_value_of_the_wrong_type_is_shown_cut() {
+    const LONG: &str = "HOTPROXY_CHECK_INPUTS_LONG";
+    let digits = "0123456789".repeat(50);
+    // `\e` in YAML: ESC, shown `\u{1b}`.
+    let long = format!("x\\e[2J{digits}");
+    let key = TestCa::new("other").server_pair(&["spare"]).key_pem;
+    let secret = format!("hp_{}", "5e1f9a0c".repeat(50));
+    let more = format!(
+        "watch:\n  events: \"{long}\"\nstore: \"{long}\"\n\
+         runtime:\n  worker_threads: \"{}\"\n\
+         upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n    \
+         max_idle_connections: \"${{{LONG}}}\"\n    max_connections_per_server: {}\n",
+        key.replace('\n', "\\n"),
+        "1".repeat(300),
+    );
+    let (_s, cfg) = scene("public", &more);
+    let (code, out) = check_with(&cfg, &[(LONG, OsString::from(&secret))]);
+    assert_eq!(code, 1, "{out}");
+    // 5 bytes before the digits: `x`, ESC, `[2J`.
+    let shown = format!("\"x\\u{{1b}}[2J{}…\"", &digits[..59]);
+    for want in [
+        format!("watch.events: expected true or false, found {shown}\n"),
+        format!("store: expected a mapping (keys and values), found {shown}\n"),
+        format!(
+            "upstreams[0].max_connections_per_server: expected a whole number, \
+             found `{}…` (out of range)\n",
+            "1".repeat(64)
+        ),
+        "runtime.worker_threads: expected a whole number, found <withheld: a PEM block>\n"
+            .to_owned(),
+        format!(
+            "upstreams[0].max_idle_connections: expected a whole number, \
+             found <withheld: the value of ${{{LONG}}}>\n"
+        ),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(
+        !out.contains(&digits[..60]) && !out.contains(&"1".repeat(65)),
+        "{out}"
+    );
+    assert!(!out.contains("BEGIN") && !out.contains("(cut)"), "{out}");
+    for line in pem_body_lines(&key) {
+        assert!(!out.contains(&line), "check shows the key: {out}");
+    }
+    assert!(!out.contains(&secret[..12]), "{out}");
+}
+
+/// A value the resolver refuses (an address, a server URL, a route's
+/// host, a duration, a CRL path listed twice) was quoted whole in its
+/// message, limited only by the message's 300-byte cut, and some pieces
+/// of one (a host's port, the host of a server URL with credentials, a
+/// path) raw: a terminal escape reached the screen. Each is shown as a
+/// key is: escaped, its first 64 bytes and `…`; the problem still names
+/// its line and field, and a long value set by `${NAME}` is withheld
+/// whole, never a piece of it shown, cut or not (a port, a URL's host).
+#[test]
+fn a_long_value_the_resolver_refuses_is_shown_cut_and_escaped() {
+    const LONG: &str = "HOTPROXY_CHECK_INPUTS_BIND";
+    const HOST: &str = "HOTPROXY_CHECK_INPUTS_HOST";
+    const CRL: &str = "HOTPROXY_CHECK_INPUTS_CRL";
+    const URL: &str = "HOTPROXY_CHECK_INPUTS_URL";
+    let digits = "0123456789".repeat(50);
+    // `\e` in YAML: ESC, shown `\u{1b}`.
+    let long = format!("x\\e[2J{digits}");
+    let secret = format!("hp_{}", "5e1f9a0c".repeat(50));
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let text = format!(
+        "watch:\n  debounce: \"{long}\"\n\
+         certs:\n  - {{ id: a, type: ca-bundle, ca_file: ca.crt, crl_files: [\"${{{CRL}}}\", \"${{{CRL}}}\"] }}\n  \
+         - {{ id: b, type: ca-bundle, ca_file: ca.crt, crl_files: [\"/{long}\", \"/{long}\"] }}\n\
+         admin:\n  bind: \"${{{LONG}}}\"\n\
+         upstreams:\n  - name: app\n    servers:\n      - \"http://user@{long}\"\n      \
+         - \"{long}\"\n      - \"${{{URL}}}\"\n\
+         listeners:\n  - name: public\n    bind: \"{long}\"\n    \
+         tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n    \
+         routes: [{{ upstream: app, host: \"a:{long}\" }}, {{ upstream: app, host: \"${{{HOST}}}\" }}]\n"
+    );
+    let line = |key: &str| 1 + text.lines().position(|l| l.contains(key)).unwrap();
+    let cfg = s.config(&text);
+    let env = [
+        (LONG, OsString::from(&secret)),
+        (HOST, OsString::from(format!("a:{secret}"))),
+        (CRL, OsString::from(format!("/run/{secret}.crl"))),
+        (URL, OsString::from(format!("http://user@{secret}"))),
+    ];
+    let (code, out) = check_with(&cfg, &env);
+    assert_eq!(code, 1, "{out}");
+    // 5 bytes before the digits: `x`, ESC, `[2J`.
+    let shown = |before: &str| {
+        let room = 64 - before.len() - 5;
+        format!("\"{before}x\\u{{1b}}[2J{}…\"", &digits[..room])
+    };
+    for want in [
+        format!(
+            "line {}: watch.debounce: invalid duration {} (use e.g. 250ms, 5s, 2m, 1h)\n",
+            line("debounce"),
+            shown("")
+        ),
+        format!(
+            "line {}: admin.bind: <withheld: the value of ${{{LONG}}}> is not an address \
+             like 0.0.0.0:8443 or [::]:8443\n",
+            line("bind: \"${")
+        ),
+        format!(
+            "line {}: upstreams[0].servers[0]: {}: credentials in a server URL are not sent \
+             upstream and would be logged; remove the part before @\n",
+            line("user@"),
+            shown("http://…@")
+        ),
+        format!(
+            "line {}: upstreams[0].servers[1]: {} must start with http:// or https://\n",
+            line("      - \"x"),
+            shown("")
+        ),
+        format!(
+            "line {}: listeners[0].bind: {} is not an address like 0.0.0.0:8443 or [::]:8443\n",
+            line("bind: \"x"),
+            shown("")
+        ),
+        format!(
+            "line {}: listeners[0].routes[0].host: {}: a route's host is matched without the \
+             port: remove {}\n",
+            line("host:"),
+            shown("a:"),
+            shown(":")
+        ),
+        // A path is shown bare, as a key is.
+        format!(
+            "certs[1].crl_files: {} is listed twice\n",
+            shown("/").trim_matches('"')
+        ),
+        // A piece of a value set by `${{NAME}}`, even cut: none shown.
+        format!(
+            "listeners[0].routes[1].host: not valid here; the reason is withheld, as it \
+             quotes the value (<withheld: the value of ${{{HOST}}}>)\n"
+        ),
+        format!("certs[0].crl_files: <withheld: the value of ${{{CRL}}}> is listed twice\n"),
+        format!(
+            "upstreams[0].servers[2]: not valid here; the reason is withheld, as it \
+             quotes the value (<withheld: the value of ${{{URL}}}>)\n"
+        ),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        !out.contains(&digits[..60]) && !out.contains("(cut)"),
+        "{out}"
+    );
+    assert!(!out.contains(&secret[..12]), "{out}");
+}
+
+/// A value no variant of an enum field has (`format: bogus`), or text
+/// under `!!null` there, stopped the read: serde's derived reader passed
+/// the error up, nothing after it was read and the resolver never ran, so
+/// a bad listener address and an unknown key later in the file went
+/// unreported ("every problem of the file in one pass"). The field is
+/// refused and the read goes on.
+#[test]
+fn a_bad_enum_value_does_not_hide_the_problems_after_it() {
+    for (format, says) in [
+        (
+            "bogus",
+            "line 3: access_log.format: unknown variant `bogus`, expected one of `json`, \
+             `combined`",
+        ),
+        (
+            "!!null json",
+            "line 3: access_log.format: YAML tag `!!null` on `json` refused",
+        ),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let cfg = s.config(&format!(
+            "access_log:\n  path: stdout\n  format: {format}\nlisteners:\n  - name: public\n    \
+             forward_client_cert: sideways\n    bind: nonsense\n    \
+             tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n    \
+             colour: red\n"
+        ));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        for said in [
+            says,
+            "line 6: listeners[0].forward_client_cert: unknown variant `sideways`",
+            "line 7: listeners[0].bind: ",
+            "line 9: listeners[0].colour: unknown key `colour`",
+        ] {
+            assert!(out.contains(said), "{said}: {out}");
+        }
+        assert!(
+            out.contains("configuration check failed: 4 problem(s)"),
+            "{out}"
+        );
+    }
+}
