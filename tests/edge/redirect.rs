@@ -183,15 +183,10 @@ async fn redirect_listener_holds_max_header_bytes() {
 /// long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_redirect_listener_closes_its_connections() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
     // Longer than read_to_close waits: only the removal can close it.
     let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s }\n";
-    let path = scene.config(&with_http(http));
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("http").await;
-    let admin = p.admin_addr().await;
+    let mut run = Redirecting::start(&with_http(http)).await;
+    let (addr, admin) = (run.addr, run.admin);
     // One that has sent nothing yet, one half a head.
     let mut idle = TcpStream::connect(addr).await.unwrap();
     let mut begun = TcpStream::connect(addr).await.unwrap();
@@ -199,20 +194,15 @@ async fn a_removed_redirect_listener_closes_its_connections() {
     // Accepted by the listener, not waiting in the kernel's queue.
     let gauge = "hotproxy_connections_active{listener=\"http\"} 2";
     wait_metric(admin, gauge, WAIT).await;
-    scene.config(&with_http(""));
-    p.wait_log("removed", |v| {
-        v["message"] == "listener removed" && v["listener"] == "http"
-    })
-    .await;
+    run.remove(&with_http("")).await;
     for held in [&mut idle, &mut begun] {
-        let got = read_to_close(held).await;
-        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+        assert_closed_unanswered(held).await;
     }
     wait_until(WAIT, "the removed listener's port refuses", || async {
         TcpStream::connect(addr).await.is_err()
     })
     .await;
-    drop(scene);
+    drop(run);
 }
 
 /// A redirect listener's connection accepted before a reload removes
@@ -226,37 +216,70 @@ async fn a_removed_redirect_listener_closes_its_connections() {
 /// the connection before `closing`, read that request and answered it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_redirect_listener_closes_one_accepted_before_it_with_its_proxy_header_late() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
     // Longer than read_to_close waits: only the removal can close it.
     let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    proxy_protocol: { from: [127.0.0.1/32] }\n    limits: { header_read_timeout: 300s }\n";
-    let path = scene.config(&with_http(http));
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("http").await;
-    let admin = p.admin_addr().await;
+    let mut run = Redirecting::start(&with_http(http)).await;
+    let (addr, admin) = (run.addr, run.admin);
     let mut late = TcpStream::connect(addr).await.unwrap();
     late.write_all(b"PROXY TCP4 203.0.113.7 ").await.unwrap();
     let mut asking = TcpStream::connect(addr).await.unwrap();
     asking.write_all(b"PROXY TCP4 203.0.113.8 ").await.unwrap();
     let gauge = "hotproxy_connections_active{listener=\"http\"} 2";
     wait_metric(admin, gauge, WAIT).await;
-    scene.config(&with_http(""));
-    p.wait_log("removed", |v| {
-        v["message"] == "listener removed" && v["listener"] == "http"
-    })
-    .await;
+    run.remove(&with_http("")).await;
     late.write_all(b"127.0.0.1 40000 80\r\n").await.unwrap();
-    let got = read_to_close(&mut late).await;
-    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert_closed_unanswered(&mut late).await;
     // One write: the header's end and the request, one segment.
     asking
         .write_all(b"127.0.0.1 40001 80\r\nGET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    let got = read_to_close(&mut asking).await;
+    assert_closed_unanswered(&mut asking).await;
+    drop(run);
+}
+
+/// A proxy run from a config with the redirect listener `http`: the
+/// scene its files are in, the process, `http`'s and the admin address.
+struct Redirecting {
+    scene: Scene,
+    p: Proxy,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Redirecting {
+    /// Starts the proxy on `config` (its `public` listener's pair written).
+    async fn start(config: &str) -> Redirecting {
+        let scene = Scene::new();
+        let ca = TestCa::new("edge CA");
+        scene.pair("a", &ca.server_pair(&["localhost"]));
+        let mut p = Proxy::start(&scene.config(config));
+        let addr = p.listener_addr("http").await;
+        let admin = p.admin_addr().await;
+        Redirecting {
+            scene,
+            p,
+            addr,
+            admin,
+        }
+    }
+
+    /// Writes `config`, one without `http`, and waits for the reload to
+    /// remove the listener.
+    async fn remove(&mut self, config: &str) {
+        self.scene.config(config);
+        self.p
+            .wait_log("removed", |v| {
+                v["message"] == "listener removed" && v["listener"] == "http"
+            })
+            .await;
+    }
+}
+
+/// The connection is closed with nothing sent on it: no answer.
+async fn assert_closed_unanswered(tcp: &mut TcpStream) {
+    let got = read_to_close(tcp).await;
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
-    drop(scene);
 }
 
 /// Listener `public` and the lines of `http` (a redirect listener, or none).
@@ -286,14 +309,9 @@ listeners:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_redirect_listener_answers_the_clients_in_its_queue() {
     const QUEUED: usize = 6;
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
     let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s, max_connections: 1 }\n";
-    let path = scene.config(&with_http(http));
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("http").await;
-    let admin = p.admin_addr().await;
+    let mut run = Redirecting::start(&with_http(http)).await;
+    let (addr, admin) = (run.addr, run.admin);
     let mut held = TcpStream::connect(addr).await.unwrap();
     let gauge = "hotproxy_connections_active{listener=\"http\"} 1";
     wait_metric(admin, gauge, WAIT).await;
@@ -308,13 +326,8 @@ async fn a_removed_redirect_listener_answers_the_clients_in_its_queue() {
         accept_queue(addr) == QUEUED
     })
     .await;
-    scene.config(&with_http(""));
-    p.wait_log("removed", |v| {
-        v["message"] == "listener removed" && v["listener"] == "http"
-    })
-    .await;
-    let got = read_to_close(&mut held).await;
-    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    run.remove(&with_http("")).await;
+    assert_closed_unanswered(&mut held).await;
     for (i, mut tcp) in queued.into_iter().enumerate() {
         let mut out = Vec::new();
         tokio::time::timeout(WAIT, tcp.read_to_end(&mut out))
@@ -327,7 +340,7 @@ async fn a_removed_redirect_listener_answers_the_clients_in_its_queue() {
             "client {i}: {head}"
         );
     }
-    drop(scene);
+    drop(run);
 }
 
 /// A `POST` whose body the redirect listener never reads still gets its
@@ -394,15 +407,10 @@ async fn redirect_of_an_unread_upload_is_not_reset() {
 /// grace ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_the_silent_clients_a_removed_redirect_listener_took_from_its_queue() {
-    let scene = Scene::new();
-    let ca = TestCa::new("edge CA");
-    scene.pair("a", &ca.server_pair(&["localhost"]));
     let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s, max_connections: 2 }\n";
     let graced = |http: &str| format!("runtime: {{ shutdown_grace: 5s }}\n{}", with_http(http));
-    let path = scene.config(&graced(http));
-    let mut p = Proxy::start(&path);
-    let addr = p.listener_addr("http").await;
-    let admin = p.admin_addr().await;
+    let mut run = Redirecting::start(&graced(http)).await;
+    let (addr, admin) = (run.addr, run.admin);
     // Held: closed by the removal.
     let mut held = [
         TcpStream::connect(addr).await.unwrap(),
@@ -417,26 +425,23 @@ async fn shutdown_closes_the_silent_clients_a_removed_redirect_listener_took_fro
         accept_queue(addr) == 2
     })
     .await;
-    scene.config(&graced(""));
-    p.wait_log("removed", |v| {
-        v["message"] == "listener removed" && v["listener"] == "http"
-    })
-    .await;
+    run.remove(&graced("")).await;
     for tcp in &mut held {
-        let got = read_to_close(tcp).await;
-        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+        assert_closed_unanswered(tcp).await;
     }
     // The two queued ones have their slots.
     wait_metric(admin, gauge, WAIT).await;
 
-    p.signal("TERM");
-    assert!(p.wait_exit(WAIT).await.success());
+    run.p.signal("TERM");
+    assert!(run.p.wait_exit(WAIT).await.success());
     // Its last line read: the logs are all in.
-    p.wait_log("stopped", |v| v["message"] == "stopped").await;
-    let logs = p.logs();
+    run.p
+        .wait_log("stopped", |v| v["message"] == "stopped")
+        .await;
+    let logs = run.p.logs();
     assert!(
         !logs.iter().any(|l| l.contains("shutdown grace elapsed")),
         "the drain waited for the silent clients: {logs:#?}"
     );
-    drop(scene);
+    drop(run);
 }
