@@ -99,6 +99,18 @@ upstreams:
     ))
 }
 
+/// A route (`extra_listener` lines) to the backend, which never answers it.
+const HANG: &str = "      - { path_prefix: /hang, upstream: echo }";
+
+/// Rewrites the config file at `path`, each `(from, to)` replaced in turn.
+fn edit(path: &std::path::Path, replace: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for (from, to) in replace {
+        text = text.replace(from, to);
+    }
+    write(path, &text);
+}
+
 /// Each SNI gets its certificate; no SNI match gets the first (default).
 #[tokio::test]
 async fn sni_selects_certificate() {
@@ -218,28 +230,13 @@ async fn error_statuses() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "{ mode: none }", ""));
     let addr = p.listener_addr("public").await;
-    let cfg = || client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
-    assert_eq!(
-        get(addr, "a.example.com", cfg(), false, "/nothing", &[])
+    for (path, status) in [("/nothing", 404), ("/down", 502), ("/slow", 504)] {
+        let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+        let r = get(addr, "a.example.com", cfg, false, path, &[])
             .await
-            .unwrap()
-            .status,
-        404
-    );
-    assert_eq!(
-        get(addr, "a.example.com", cfg(), false, "/down", &[])
-            .await
-            .unwrap()
-            .status,
-        502
-    );
-    assert_eq!(
-        get(addr, "a.example.com", cfg(), false, "/slow", &[])
-            .await
-            .unwrap()
-            .status,
-        504
-    );
+            .unwrap();
+        assert_eq!(r.status, status, "{path}");
+    }
     p.wait_log("502 cause logged", |v| {
         v["message"] == "upstream request failed" && v["reason"] == "connect_refused"
     })
@@ -261,14 +258,16 @@ async fn an_h2_upstream_refusing_our_client_certificate_is_client_cert_refused()
         "upstreams:\n  - name: bare\n    servers: [https://{}]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n",
         w.backend.addr
     );
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(
-            "      - { path_prefix: /down, upstream: down }\n",
-            "      - { path_prefix: /down, upstream: down }\n      - { path_prefix: /bare, upstream: bare }\n",
-        )
-        .replace("upstreams:\n", &bare);
-    write(&path, &text);
+    edit(
+        &path,
+        &[
+            (
+                "      - { path_prefix: /down, upstream: down }\n",
+                "      - { path_prefix: /down, upstream: down }\n      - { path_prefix: /bare, upstream: bare }\n",
+            ),
+            ("upstreams:\n", &bare),
+        ],
+    );
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("public").await;
     let admin = p.admin_addr().await;
@@ -387,11 +386,13 @@ async fn client_auth_modes() {
 async fn limits() {
     let w = world().await;
     let cfg_path = config(&w, "{ mode: none }", "");
-    let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
-        "      - { path_prefix: /slow, upstream: slow }",
-        "      - { path_prefix: /slow, upstream: slow }\n    limits: { max_header_bytes: 8192, max_connections: 1 }",
+    edit(
+        &cfg_path,
+        &[(
+            "      - { path_prefix: /slow, upstream: slow }",
+            "      - { path_prefix: /slow, upstream: slow }\n    limits: { max_header_bytes: 8192, max_connections: 1 }",
+        )],
     );
-    write(&cfg_path, &text);
     let mut p = Proxy::start(&cfg_path);
     let addr = p.listener_addr("public").await;
     let big = "x".repeat(20_000);
@@ -521,12 +522,13 @@ async fn a_reload_names_the_settings_that_wait_for_a_restart() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "{ mode: none }", ""));
     let admin = p.admin_addr().await;
-    let cfg = w.scene.path("config.yaml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("debounce: 50ms", "debounce: 1s")
-        .replace("bind: \"127.0.0.1:0\" }", "bind: \"127.0.0.2:0\" }");
-    write(&cfg, &text);
+    edit(
+        &w.scene.path("config.yaml"),
+        &[
+            ("debounce: 50ms", "debounce: 1s"),
+            ("bind: \"127.0.0.1:0\" }", "bind: \"127.0.0.2:0\" }"),
+        ],
+    );
     let told = p
         .wait_log("the restart warning", |v| {
             v["message"] == "these settings apply at the next restart; their running values stay"
@@ -544,11 +546,10 @@ async fn graceful_shutdown() {
     let w = world().await;
     let mut p = Proxy::start(&config(&w, "{ mode: none }", ""));
     let addr = p.listener_addr("public").await;
-    let cfg = w.scene.path("config.yaml");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("request_timeout: 300ms", "request_timeout: 10s");
-    write(&cfg, &text);
+    edit(
+        &w.scene.path("config.yaml"),
+        &[("request_timeout: 300ms", "request_timeout: 10s")],
+    );
     p.wait_log("config reloaded", |v| {
         v["message"] == "configuration reloaded"
     })
@@ -578,16 +579,12 @@ async fn graceful_shutdown() {
 #[tokio::test]
 async fn a_shutdown_closes_the_port_while_connections_drain() {
     let w = world().await;
-    let hang = "      - { path_prefix: /hang, upstream: echo }";
-    let mut p = Proxy::start(&config(&w, "{ mode: none }", hang));
+    let mut p = Proxy::start(&config(&w, "{ mode: none }", HANG));
     let addr = p.listener_addr("public").await;
     // A request the backend never answers keeps the drain going (30 s).
     let held = held_at_backend(&w, addr).await;
     p.signal("TERM");
-    p.wait_log("shutdown began", |v| {
-        v["message"] == "shutting down: no new connections, draining open ones"
-    })
-    .await;
+    shutdown_began(&mut p).await;
     wait_until(WAIT, "the port refuses new connections", || async {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
@@ -603,8 +600,7 @@ async fn a_shutdown_closes_the_port_while_connections_drain() {
 #[tokio::test]
 async fn a_config_change_during_the_drain_is_ignored() {
     let w = world().await;
-    let hang = "      - { path_prefix: /hang, upstream: echo }";
-    let path = config(&w, "{ mode: none }", hang);
+    let path = config(&w, "{ mode: none }", HANG);
     let mut p = Proxy::start(&path);
     let addr = p.listener_addr("public").await;
     let held = held_at_backend(&w, addr).await;
@@ -613,11 +609,13 @@ async fn a_config_change_during_the_drain_is_ignored() {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
     .await;
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "  - name: public\n    bind: 127.0.0.1:0",
-        &format!("  - name: renamed\n    bind: \"{addr}\""),
+    edit(
+        &path,
+        &[(
+            "  - name: public\n    bind: 127.0.0.1:0",
+            &format!("  - name: renamed\n    bind: \"{addr}\""),
+        )],
     );
-    write(&path, &text);
     let seen = p
         .wait_log("the change ignored (or applied)", |v| {
             v["message"] == "shutting down; configuration change ignored"
@@ -633,6 +631,49 @@ async fn a_config_change_during_the_drain_is_ignored() {
     held.abort();
 }
 
+/// Waits for the proxy's log that its shutdown began.
+async fn shutdown_began(p: &mut Proxy) {
+    p.wait_log("shutdown began", |v| {
+        v["message"] == "shutting down: no new connections, draining open ones"
+    })
+    .await;
+}
+
+/// The config with route `HANG`, its access log (JSON) written to `log`.
+fn hang_config_logging_to(w: &World, log: &std::path::Path) -> std::path::PathBuf {
+    let path = config(w, "{ mode: none }", HANG);
+    let logged = format!("access_log: {{ path: {}, format: json }}\n", log.display());
+    let text = std::fs::read_to_string(&path).unwrap();
+    write(&path, &(logged + &text));
+    path
+}
+
+/// The request `held` (from `held_at_backend`) was cut as the process
+/// exited: its access-log line in `log` is its only one, `499`, the
+/// client saw an error, and the backend let the request go.
+async fn assert_cut_with_499(
+    w: &World,
+    log: &std::path::Path,
+    held: tokio::task::JoinHandle<std::io::Result<Reply>>,
+    what: &str,
+) {
+    let lines = read_access_log(log);
+    let seen: Vec<_> = lines.iter().map(|l| (&l["path"], &l["status"])).collect();
+    assert_eq!(seen, [(&"/hang".into(), &499.into())], "{what}");
+    assert!(held.await.unwrap().is_err(), "the request was cut");
+    backend_holds(w, 0, "the backend let the request go").await;
+}
+
+/// Waits until the backend holds `n` requests it does not answer.
+async fn backend_holds(w: &World, n: usize, what: &str) {
+    let holds = || {
+        w.backend
+            .slow_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    wait_until(WAIT, what, || async { holds() == n }).await;
+}
+
 /// A `GET /hang` to the proxy at `addr`, once the backend holds it
 /// (it never answers): the client's task, still waiting.
 async fn held_at_backend(
@@ -642,13 +683,7 @@ async fn held_at_backend(
     let client = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let held =
         tokio::spawn(async move { get(addr, "a.example.com", client, false, "/hang", &[]).await });
-    wait_until(WAIT, "the request is at the backend", || async {
-        w.backend
-            .slow_in_flight
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 1
-    })
-    .await;
+    backend_holds(w, 1, "the request is at the backend").await;
     held
 }
 
@@ -661,32 +696,22 @@ async fn held_at_backend(
 async fn a_request_cut_when_shutdown_grace_ends_has_its_access_log_line() {
     let w = world().await;
     for workers in ["1", "2"] {
-        let hang = "      - { path_prefix: /hang, upstream: echo }";
-        let path = config(&w, "{ mode: none }", hang);
         let log = w.scene.path(&format!("access-{workers}.log"));
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            "runtime: { worker_threads: 1 }",
-            &format!("runtime: {{ worker_threads: {workers}, shutdown_grace: 1s }}"),
+        let path = hang_config_logging_to(&w, &log);
+        edit(
+            &path,
+            &[(
+                "runtime: { worker_threads: 1 }",
+                &format!("runtime: {{ worker_threads: {workers}, shutdown_grace: 1s }}"),
+            )],
         );
-        let logged = format!("access_log: {{ path: {}, format: json }}\n", log.display());
-        write(&path, &(logged + &text));
         let mut p = Proxy::start(&path);
         let addr = p.listener_addr("public").await;
         // A request the backend never answers outlasts the grace.
         let held = held_at_backend(&w, addr).await;
         p.signal("TERM");
         assert!(p.wait_exit(WAIT).await.success(), "{workers} workers");
-        let lines = read_access_log(&log);
-        let seen: Vec<_> = lines.iter().map(|l| (&l["path"], &l["status"])).collect();
-        assert_eq!(seen, [(&"/hang".into(), &499.into())], "{workers} workers");
-        assert!(held.await.unwrap().is_err(), "the request was cut");
-        wait_until(WAIT, "the backend let the request go", || async {
-            w.backend
-                .slow_in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 0
-        })
-        .await;
+        assert_cut_with_499(&w, &log, held, &format!("{workers} workers")).await;
     }
 }
 
@@ -699,38 +724,22 @@ async fn a_request_cut_when_shutdown_grace_ends_has_its_access_log_line() {
 async fn a_second_signal_ends_the_drain_at_once() {
     let w = world().await;
     for (first, second) in [("TERM", "TERM"), ("TERM", "INT")] {
-        let hang = "      - { path_prefix: /hang, upstream: echo }";
-        let path = config(&w, "{ mode: none }", hang);
         let log = w.scene.path(&format!("access-{second}.log"));
-        let logged = format!("access_log: {{ path: {}, format: json }}\n", log.display());
+        let path = hang_config_logging_to(&w, &log);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("shutdown_grace"), "the 30 s default applies");
-        write(&path, &(logged + &text));
         let mut p = Proxy::start(&path);
         let addr = p.listener_addr("public").await;
         let held = held_at_backend(&w, addr).await;
         p.signal(first);
-        p.wait_log("shutdown began", |v| {
-            v["message"] == "shutting down: no new connections, draining open ones"
-        })
-        .await;
+        shutdown_began(&mut p).await;
         p.signal(second);
         assert!(p.wait_exit(WAIT).await.success(), "{first} then {second}");
         p.wait_log("the cut named", |v| {
             v["message"] == "second termination signal; closing remaining connections now"
         })
         .await;
-        let lines = read_access_log(&log);
-        let seen: Vec<_> = lines.iter().map(|l| (&l["path"], &l["status"])).collect();
-        assert_eq!(seen, [(&"/hang".into(), &499.into())], "{second}");
-        assert!(held.await.unwrap().is_err(), "the request was cut");
-        wait_until(WAIT, "the backend let the request go", || async {
-            w.backend
-                .slow_in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 0
-        })
-        .await;
+        assert_cut_with_499(&w, &log, held, second).await;
     }
 }
 
