@@ -16,13 +16,15 @@ use crate::support::*;
 async fn proxy_protocol_from_allowed_peer() {
     let w = world().await;
     let v2 = |src: &str, dst: &str, command: u8| {
-        let src: SocketAddr = src.parse().unwrap();
-        let dst: SocketAddr = dst.parse().unwrap();
-        ppp::v2::Builder::with_addresses(0x20 | command, ppp::v2::Protocol::Stream, (src, dst))
-            .write_tlv(ppp::v2::Type::NoOp, b"pad")
-            .unwrap()
-            .build()
-            .unwrap()
+        ppp::v2::Builder::with_addresses(
+            0x20 | command,
+            ppp::v2::Protocol::Stream,
+            addresses(src, dst),
+        )
+        .write_tlv(ppp::v2::Type::NoOp, b"pad")
+        .unwrap()
+        .build()
+        .unwrap()
     };
     // (header from 127.0.0.2, the X-Forwarded-For the backend sees)
     for (header, client) in [
@@ -68,17 +70,51 @@ async fn proxy_protocol_from_allowed_peer() {
 /// A v2 LOCAL header whose bytes after its addresses are no TLVs: a
 /// TLV announcing 65535 bytes with 3 there.
 fn local_with_junk() -> Vec<u8> {
-    let addresses = (
-        "192.0.2.9:1".parse::<SocketAddr>().unwrap(),
-        "192.0.2.1:443".parse::<SocketAddr>().unwrap(),
-    );
-    let mut header = ppp::v2::Builder::with_addresses(0x20, ppp::v2::Protocol::Stream, addresses)
+    let local = addresses("192.0.2.9:1", "192.0.2.1:443");
+    with_overrunning_tlv(v2(0x20, ppp::v2::Protocol::Stream, local))
+}
+
+/// `src` and `dst` parsed, a v2 header's addresses.
+fn addresses(src: &str, dst: &str) -> (SocketAddr, SocketAddr) {
+    (src.parse().unwrap(), dst.parse().unwrap())
+}
+
+/// A v2 header with no TLV: `command` (`0x20` LOCAL, `0x21` PROXY), then
+/// `protocol` over `addresses`' family.
+fn v2(command: u8, protocol: ppp::v2::Protocol, addresses: (SocketAddr, SocketAddr)) -> Vec<u8> {
+    ppp::v2::Builder::with_addresses(command, protocol, addresses)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// `header` followed by a TLV announcing 65535 bytes with 3 there, the
+/// header's length counting the 6 bytes sent.
+fn with_overrunning_tlv(mut header: Vec<u8>) -> Vec<u8> {
     header.extend_from_slice(b"\x01\xff\xffabc");
     let length = u16::from_be_bytes([header[14], header[15]]) + 6;
     header[14..16].copy_from_slice(&length.to_be_bytes());
     header
+}
+
+/// Each of `headers`, sent by the balancer (127.0.0.2, inside `from`), is
+/// refused, and `proxy_protocol_malformed` counts them all.
+async fn refused_as_malformed(w: &World, headers: &[Vec<u8>]) {
+    for header in headers {
+        let mut tcp = tcp_from("127.0.0.2", w.public).await;
+        tcp.write_all(header).await.unwrap();
+        refused(tcp, w).await;
+    }
+    let metrics = admin(w.admin, "GET", "/metrics", None, None, &[])
+        .await
+        .body;
+    let malformed = format!(
+        "hotproxy_tls_handshakes_total{{listener=\"public\",result=\"proxy_protocol_malformed\"}} {}",
+        headers.len()
+    );
+    assert!(
+        metrics.contains(&malformed),
+        "{malformed} missing:\n{metrics}"
+    );
 }
 
 /// Refused: a header from outside `from` (v1 and v2), no header from a
@@ -149,34 +185,10 @@ async fn proxy_protocol_refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_headers_with_overrunning_tlvs_or_udp_addresses_are_malformed() {
     let w = world().await;
-    let addresses = (
-        "203.0.113.7:40000".parse::<SocketAddr>().unwrap(),
-        "10.0.0.1:443".parse::<SocketAddr>().unwrap(),
-    );
-    // A TLV of 65535 bytes with 3 there, the header's length counting 3.
-    let mut overrun = ppp::v2::Builder::with_addresses(0x21, ppp::v2::Protocol::Stream, addresses)
-        .build()
-        .unwrap();
-    overrun.extend_from_slice(b"\x01\xff\xffabc");
-    let length = u16::from_be_bytes([overrun[14], overrun[15]]) + 6;
-    overrun[14..16].copy_from_slice(&length.to_be_bytes());
-    let udp = ppp::v2::Builder::with_addresses(0x21, ppp::v2::Protocol::Datagram, addresses)
-        .build()
-        .unwrap();
-    for header in [overrun, udp] {
-        let mut tcp = tcp_from("127.0.0.2", w.public).await;
-        tcp.write_all(&header).await.unwrap();
-        refused(tcp, &w).await;
-    }
-    let metrics = admin(w.admin, "GET", "/metrics", None, None, &[])
-        .await
-        .body;
-    let malformed =
-        "hotproxy_tls_handshakes_total{listener=\"public\",result=\"proxy_protocol_malformed\"} 2";
-    assert!(
-        metrics.contains(malformed),
-        "{malformed} missing:\n{metrics}"
-    );
+    let v4 = addresses("203.0.113.7:40000", "10.0.0.1:443");
+    let overrun = with_overrunning_tlv(v2(0x21, ppp::v2::Protocol::Stream, v4));
+    let udp = v2(0x21, ppp::v2::Protocol::Datagram, v4);
+    refused_as_malformed(&w, &[overrun, udp]).await;
 }
 
 /// A v2 `PROXY` header's family and protocol byte must be one the
@@ -189,19 +201,10 @@ async fn v2_headers_with_overrunning_tlvs_or_udp_addresses_are_malformed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_family_and_protocol_bytes_outside_the_specification_are_malformed() {
     let w = world().await;
-    let v4 = (
-        "203.0.113.7:40000".parse::<SocketAddr>().unwrap(),
-        "10.0.0.1:443".parse::<SocketAddr>().unwrap(),
-    );
-    let v6 = (
-        "[2001:db8::7]:40000".parse::<SocketAddr>().unwrap(),
-        "[2001:db8::1]:443".parse::<SocketAddr>().unwrap(),
-    );
+    let v4 = addresses("203.0.113.7:40000", "10.0.0.1:443");
+    let v6 = addresses("[2001:db8::7]:40000", "[2001:db8::1]:443");
     let with_byte = |addresses: (SocketAddr, SocketAddr), byte: u8| {
-        let mut header =
-            ppp::v2::Builder::with_addresses(0x21, ppp::v2::Protocol::Stream, addresses)
-                .build()
-                .unwrap();
+        let mut header = v2(0x21, ppp::v2::Protocol::Stream, addresses);
         header[13] = byte;
         header
     };
@@ -211,22 +214,7 @@ async fn v2_family_and_protocol_bytes_outside_the_specification_are_malformed() 
         with_byte(v4, 0x13),
         [ppp::v2::PROTOCOL_PREFIX, b"\x21\x01\x00\x00"].concat(),
     ];
-    for header in &refused_bytes {
-        let mut tcp = tcp_from("127.0.0.2", w.public).await;
-        tcp.write_all(header).await.unwrap();
-        refused(tcp, &w).await;
-    }
-    let metrics = admin(w.admin, "GET", "/metrics", None, None, &[])
-        .await
-        .body;
-    let malformed = format!(
-        "hotproxy_tls_handshakes_total{{listener=\"public\",result=\"proxy_protocol_malformed\"}} {}",
-        refused_bytes.len()
-    );
-    assert!(
-        metrics.contains(&malformed),
-        "{malformed} missing:\n{metrics}"
-    );
+    refused_as_malformed(&w, &refused_bytes).await;
 
     // UNSPEC and UNIX (a stream, 216 address bytes): the peer's address.
     let mut unix = [ppp::v2::PROTOCOL_PREFIX, b"\x21\x31\x00\xd8"].concat();
@@ -375,7 +363,20 @@ async fn an_idle_client_outside_from_times_out_as_without_proxy_protocol() {
     let scene = Scene::new();
     let (_p, addr, admin, log) = fronted(&scene, &ca, REDIRECT, ranges, "1s").await;
     closed_by_proxy(tcp_from("127.0.0.3", addr).await, "idle HTTP client").await;
-    // Counted before the close the client saw, had it been.
+    // Counted before the close the client saw, had it been; and the log
+    // is written behind the connections: a request's 308 after the idle
+    // client, its line awaited, has any line of the idle one's before it.
+    redirect_counted_and_logged_nothing(admin, tcp_from("127.0.0.3", addr).await, &log).await;
+}
+
+/// A redirect listener's connections so far were neither counted (no
+/// handshake result above 0 at `admin`) nor logged: a `GET /marker` on
+/// `marker` gets its `308`, and its line is the only one in `log`.
+async fn redirect_counted_and_logged_nothing(
+    admin: SocketAddr,
+    mut marker: TcpStream,
+    log: &std::path::Path,
+) {
     let metrics = metrics_text(admin).await;
     assert!(
         metrics
@@ -384,10 +385,6 @@ async fn an_idle_client_outside_from_times_out_as_without_proxy_protocol() {
             .all(|l| l.ends_with(" 0")),
         "{metrics}"
     );
-    // The log is written behind the connections: a request's 308 after
-    // the idle client, its line awaited, has any line of the idle one's
-    // written before it.
-    let mut marker = tcp_from("127.0.0.3", addr).await;
     marker
         .write_all(b"GET /marker HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
         .await
@@ -399,7 +396,7 @@ async fn an_idle_client_outside_from_times_out_as_without_proxy_protocol() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
-    only_the_marker(&log).await;
+    only_the_marker(log).await;
 }
 
 /// Wait for the access-log line of `GET /marker`, sent after what a test
@@ -487,10 +484,7 @@ async fn a_client_outside_from_that_closes_mid_signature_is_client_closed() {
     let f = tls_front(from).await;
     let starts: [&[u8]; 2] = [b"PRO", b"\r\n\r\n"];
     for (n, start) in (1..).zip(starts) {
-        let mut tcp = tcp_from("127.0.0.1", f.addr).await;
-        tcp.write_all(start).await.unwrap();
-        tcp.shutdown().await.unwrap();
-        closed_by_proxy(tcp, &format!("{start:?} then FIN")).await;
+        start_then_fin(f.addr, start, "").await;
         wait_metric(f.admin, &handshakes("client_closed", n), WAIT).await;
     }
     let metrics = metrics_text(f.admin).await;
@@ -509,28 +503,18 @@ async fn a_client_outside_from_that_closes_mid_signature_is_client_closed() {
     let scene = Scene::new();
     let (_p, addr, admin, log) = fronted(&scene, &f.ca, REDIRECT, from, "60s").await;
     for start in starts {
-        let mut tcp = tcp_from("127.0.0.1", addr).await;
-        tcp.write_all(start).await.unwrap();
-        tcp.shutdown().await.unwrap();
-        closed_by_proxy(tcp, &format!("{start:?} then FIN, redirect")).await;
+        start_then_fin(addr, start, ", redirect").await;
     }
-    let metrics = metrics_text(admin).await;
-    assert!(
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("hotproxy_tls_handshakes_total{"))
-            .all(|l| l.ends_with(" 0")),
-        "{metrics}"
-    );
-    let mut marker = tcp_from("127.0.0.1", addr).await;
-    marker
-        .write_all(b"GET /marker HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut marker).await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
-    only_the_marker(&log).await;
+    redirect_counted_and_logged_nothing(admin, tcp_from("127.0.0.1", addr).await, &log).await;
+}
+
+/// A client outside `from` (127.0.0.1) sends `start` to `addr`, then a
+/// FIN: the proxy closes the connection (`what` ends the failure's name).
+async fn start_then_fin(addr: SocketAddr, start: &[u8], what: &str) {
+    let mut tcp = tcp_from("127.0.0.1", addr).await;
+    tcp.write_all(start).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    closed_by_proxy(tcp, &format!("{start:?} then FIN{what}")).await;
 }
 
 /// Client ranges written in IPv4-mapped IPv6 form (`::ffff:127.0.0.2`,
