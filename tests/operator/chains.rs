@@ -64,12 +64,54 @@ async fn chain_completed(s: &Scene, ca: &TestCa, addr: SocketAddr, next: &TestPa
         .unwrap();
     f.write_all(ca.cert_pem.as_bytes()).unwrap();
     drop(f);
+    serves_whole(addr, ca, next, "the whole renewed chain served").await;
+}
+
+/// Waits until the listener at `addr` serves `next` with its chain (`ca`).
+async fn serves_whole(addr: SocketAddr, ca: &TestCa, next: &TestPair, what: &str) {
     let (leaf, ca_pem) = (next.fingerprint.clone(), ca.cert_pem.clone());
-    wait_until(WAIT, "the whole renewed chain served", || {
+    wait_until(WAIT, what, || {
         let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
         async move { served_chain(addr, &ca_pem).await == (leaf, 2) }
     })
     .await;
+}
+
+/// The entry's last reload is `pending`, its reason naming `why`.
+async fn pending_on(api: SocketAddr, why: &str) -> bool {
+    let last = last_reload(api).await;
+    last["result"] == "pending" && last["reason"].as_str().is_some_and(|r| r.contains(why))
+}
+
+/// A log event: the proxy waits for the writer, the reason naming `why`.
+fn waits_for(why: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
+    move |v| v["message"] == WAITS && v["reason"].as_str().is_some_and(|r| r.contains(why))
+}
+
+/// A log event: the proxy serves a chain shorter than the one it replaces.
+fn serves_cut(v: &serde_json::Value) -> bool {
+    v["message"]
+        == "certificate chain is shorter than the one it replaces; serving it after settle_timeout"
+}
+
+/// Waits for the log event (`looked_at`) of `waits` or of `instead`; then
+/// `tested` checks the events so far (that the test's race was not lost),
+/// and the proxy must have logged `waits` before any `instead`: `why`
+/// otherwise.
+async fn waited_first(
+    p: &mut Proxy,
+    looked_at: &str,
+    waits: impl Fn(&serde_json::Value) -> bool,
+    instead: impl Fn(&serde_json::Value) -> bool,
+    tested: impl FnOnce(&[serde_json::Value]),
+    why: &str,
+) {
+    p.wait_log(looked_at, |v| waits(v) || instead(v)).await;
+    let events = events(p);
+    tested(&events);
+    let waited = events.iter().position(&waits);
+    let other = events.iter().position(&instead);
+    assert!(waited.is_some_and(|w| other.is_none_or(|o| w < o)), "{why}");
 }
 
 /// A renewal written in place in two steps (`cat leaf > edge.crt; cat
@@ -97,9 +139,7 @@ async fn a_chain_written_in_two_steps_is_not_served_cut() {
         let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
         async move {
             let last = last_reload(api).await;
-            last["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("1 certificate(s) where 2 are served"))
+            last["reason"].as_str().is_some_and(|r| r.contains(CUT))
                 || served_chain(addr, &ca_pem).await.0 == leaf
         }
     })
@@ -171,32 +211,15 @@ async fn a_chain_cut_after_a_failure_is_waited_for_anew() {
     let next = ca.server_pair(&["localhost"]);
     write(&s.path("edge.key"), &next.key_pem);
     support::writers::mv_over(&s.path("edge.crt"), &next.cert_pem);
-    let waits = |v: &serde_json::Value| {
-        v["message"]
-            == "certificate files changed but do not load yet; waiting for the writer to finish"
-            && v["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("1 certificate(s) where 2 are served"))
-    };
-    let serves_cut = |v: &serde_json::Value| {
-        v["message"]
-            == "certificate chain is shorter than the one it replaces; serving it after settle_timeout"
-    };
-    p.wait_log("the leaf-only file looked at", |v| {
-        waits(v) || serves_cut(v)
-    })
+    waited_first(
+        &mut p,
+        "the leaf-only file looked at",
+        waits_for(CUT),
+        serves_cut,
+        |_| {},
+        "the leaf without its chain was served without waiting for the writer",
+    )
     .await;
-    let events: Vec<serde_json::Value> = p
-        .logs()
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let waited = events.iter().position(waits);
-    let served = events.iter().position(serves_cut);
-    assert!(
-        waited.is_some_and(|w| served.is_none_or(|s| w < s)),
-        "the leaf without its chain was served without waiting for the writer"
-    );
 
     chain_completed(&s, &ca, addr, &next).await;
 }
@@ -244,6 +267,8 @@ fn events(p: &Proxy) -> Vec<serde_json::Value> {
 const WAITS: &str =
     "certificate files changed but do not load yet; waiting for the writer to finish";
 const FAILED: &str = "certificate reload failed; keeping the previous material";
+/// The reason a leaf-only file, the chain served being 2 long, is waited on.
+const CUT: &str = "1 certificate(s) where 2 are served";
 
 /// A chain cut short while the entry waits on another problem (a new key
 /// written before its certificate, `cp leaf.key tls.key; cat leaf.crt >
@@ -264,17 +289,9 @@ async fn a_chain_cut_while_waiting_on_its_key_is_waited_for_anew() {
 
     let next = ca.server_pair(&["localhost"]);
     support::writers::mv_over(&s.path("edge.key"), &next.key_pem);
-    wait_until(
-        WAIT,
-        "the key that does not match yet waited on",
-        || async move {
-            let last = last_reload(api).await;
-            last["result"] == "pending"
-                && last["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("does not match"))
-        },
-    )
+    wait_until(WAIT, "the key that does not match yet waited on", || {
+        pending_on(api, "does not match")
+    })
     .await;
     let seen = tokio::time::Instant::now();
     frozen_until_settled(&p, seen, settle, || {
@@ -282,31 +299,20 @@ async fn a_chain_cut_while_waiting_on_its_key_is_waited_for_anew() {
     })
     .await;
 
-    let waits = |v: &serde_json::Value| {
-        v["message"] == WAITS
-            && v["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("1 certificate(s) where 2 are served"))
-    };
-    let serves_cut = |v: &serde_json::Value| {
-        v["message"]
-            == "certificate chain is shorter than the one it replaces; serving it after settle_timeout"
-    };
-    p.wait_log("the leaf-only file looked at", |v| {
-        waits(v) || serves_cut(v)
-    })
+    waited_first(
+        &mut p,
+        "the leaf-only file looked at",
+        waits_for(CUT),
+        serves_cut,
+        |events| {
+            assert!(
+                !events.iter().any(|v| v["message"] == FAILED),
+                "the key's wait ended before the proxy was stopped: nothing was tested"
+            )
+        },
+        "the leaf without its chain was served at the end of the key's wait",
+    )
     .await;
-    let events = events(&p);
-    assert!(
-        !events.iter().any(|v| v["message"] == FAILED),
-        "the key's wait ended before the proxy was stopped: nothing was tested"
-    );
-    let waited = events.iter().position(waits);
-    let served = events.iter().position(serves_cut);
-    assert!(
-        waited.is_some_and(|w| served.is_none_or(|s| w < s)),
-        "the leaf without its chain was served at the end of the key's wait"
-    );
 
     chain_completed(&s, &ca, addr, &next).await;
 }
@@ -330,12 +336,8 @@ async fn a_certificate_back_before_its_key_is_waited_for_anew() {
     } = chained("1s").await;
 
     std::fs::remove_file(s.path("edge.crt")).unwrap();
-    wait_until(WAIT, "the missing file waited on", || async move {
-        let last = last_reload(api).await;
-        last["result"] == "pending"
-            && last["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("file not found"))
+    wait_until(WAIT, "the missing file waited on", || {
+        pending_on(api, "file not found")
     })
     .await;
     let seen = tokio::time::Instant::now();
@@ -346,37 +348,25 @@ async fn a_certificate_back_before_its_key_is_waited_for_anew() {
     })
     .await;
 
-    let waits = |v: &serde_json::Value| {
-        v["message"] == WAITS
-            && v["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("does not match"))
-    };
     let failed = |v: &serde_json::Value| v["message"] == FAILED;
-    p.wait_log("the certificate without its key looked at", |v| {
-        waits(v) || failed(v)
-    })
+    waited_first(
+        &mut p,
+        "the certificate without its key looked at",
+        waits_for("does not match"),
+        failed,
+        |events| {
+            assert!(
+                !events.iter().any(|v| failed(v)
+                    && v["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("file not found"))),
+                "the missing file's wait ended before the proxy was stopped: nothing was tested"
+            )
+        },
+        "the certificate without its key failed at the end of the missing file's wait",
+    )
     .await;
-    let events = events(&p);
-    assert!(
-        !events.iter().any(|v| failed(v)
-            && v["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("file not found"))),
-        "the missing file's wait ended before the proxy was stopped: nothing was tested"
-    );
-    let waited = events.iter().position(waits);
-    let failure = events.iter().position(failed);
-    assert!(
-        waited.is_some_and(|w| failure.is_none_or(|f| w < f)),
-        "the certificate without its key failed at the end of the missing file's wait"
-    );
 
     support::writers::mv_over(&s.path("edge.key"), &next.key_pem);
-    let (leaf, ca_pem) = (next.fingerprint.clone(), ca.cert_pem.clone());
-    wait_until(WAIT, "the new pair served", || {
-        let (leaf, ca_pem) = (leaf.clone(), ca_pem.clone());
-        async move { served_chain(addr, &ca_pem).await == (leaf, 2) }
-    })
-    .await;
+    serves_whole(addr, &ca, &next, "the new pair served").await;
 }
