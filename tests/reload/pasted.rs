@@ -46,12 +46,16 @@ certs:
     )
 }
 
-/// `check` and `run` refuse a key pasted into `key_file` and a token into
-/// `token_file`, each named by its field (and entry), neither shown; so
-/// does a paste YAML cannot read at all (its lines indented as nothing
-/// above), whose indentation hint named the first body line by its text.
-#[test]
-fn check_and_run_refuse_a_pasted_key_or_token_without_showing_it() {
+/// A scene with the pairs `a` (listener `public`'s, for `localhost`) and
+/// `spare` written, their CA.
+struct Pasted {
+    s: Scene,
+    ca: TestCa,
+    a: TestPair,
+    spare: TestPair,
+}
+
+fn pasted() -> Pasted {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     let (a, spare) = (
@@ -60,16 +64,38 @@ fn check_and_run_refuse_a_pasted_key_or_token_without_showing_it() {
     );
     s.pair("a", &a);
     s.pair("spare", &spare);
+    Pasted { s, ca, a, spare }
+}
+
+/// The viewer's token (unique to `spare`), written to `viewer.token`.
+fn viewer_token(s: &Scene, spare: &TestPair) -> String {
     let token = format!("viewer-{}", &spare.fingerprint[..32]);
     write(&s.path("viewer.token"), &format!("{token}\n"));
+    token
+}
+
+/// `hotproxy COMMAND --config cfg` exits 1: its stderr, and all it wrote.
+fn refused_by(command: &str, cfg: &std::path::Path) -> (String, String) {
+    let (code, out, err) = run_cli(&[command, "--config", cfg.to_str().unwrap()]);
+    let all = format!("{out}{err}");
+    assert_eq!(code, 1, "{all}");
+    (err, all)
+}
+
+/// `check` and `run` refuse a key pasted into `key_file` and a token into
+/// `token_file`, each named by its field (and entry), neither shown; so
+/// does a paste YAML cannot read at all (its lines indented as nothing
+/// above), whose indentation hint named the first body line by its text.
+#[test]
+fn check_and_run_refuse_a_pasted_key_or_token_without_showing_it() {
+    let Pasted { s, spare, .. } = pasted();
+    let token = viewer_token(&s, &spare);
     let cfg = s.config(&config(None, None));
     let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "the files are valid: {out}{err}");
 
     s.config(&config(Some(&spare.key_pem), Some(&token)));
-    let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
-    let all = format!("{out}{err}");
-    assert_eq!(code, 1, "{all}");
+    let (err, all) = refused_by("check", &cfg);
     assert!(
         err.contains(
             "certs[0].key_file: entry \"spare\": looks like PEM content (a pasted certificate or key), not a path"
@@ -81,9 +107,7 @@ fn check_and_run_refuse_a_pasted_key_or_token_without_showing_it() {
         "{all}"
     );
     assert_nothing_pasted_in("check", &all, &spare.key_pem, &token);
-    let (code, out, err) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
-    let all = format!("{out}{err}");
-    assert_eq!(code, 1, "{all}");
+    let (_, all) = refused_by("run", &cfg);
     assert!(all.contains("certs[0].key_file: entry \"spare\""), "{all}");
     assert_nothing_pasted_in("run", &all, &spare.key_pem, &token);
 
@@ -101,9 +125,7 @@ fn check_and_run_refuse_a_pasted_key_or_token_without_showing_it() {
         &format!("key_file: {first}\n{}", rest.join("\n")),
     );
     s.config(&broken);
-    let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
-    let all = format!("{out}{err}");
-    assert_eq!(code, 1, "{all}");
+    let (_, all) = refused_by("check", &cfg);
     assert!(all.contains("a line without `key:` at column 4"), "{all}");
     assert_nothing_pasted_in("the YAML hint", &all, &spare.key_pem, &token);
 }
@@ -114,16 +136,8 @@ fn check_and_run_refuse_a_pasted_key_or_token_without_showing_it() {
 /// in the entry's `paths` and `last_reload.error` on the admin API.
 #[tokio::test]
 async fn a_reload_with_a_pasted_key_is_rejected_without_showing_it() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let (a, spare) = (
-        ca.server_pair(&["localhost"]),
-        ca.server_pair(&["spare.localhost"]),
-    );
-    s.pair("a", &a);
-    s.pair("spare", &spare);
-    let token = format!("viewer-{}", &spare.fingerprint[..32]);
-    write(&s.path("viewer.token"), &format!("{token}\n"));
+    let Pasted { s, ca, a, spare } = pasted();
+    let token = viewer_token(&s, &spare);
     let cfg = s.config(&config(None, None));
     let (mut p, addr) = serve(&cfg).await;
     let api = p.admin_addr().await;
@@ -232,18 +246,10 @@ fn check_refuses_a_key_pasted_into_a_typed_field_without_showing_it() {
         std::env::var("HOTPROXY_TEST_DIR").as_deref(),
         Ok("/srv/pki")
     );
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let (a, spare) = (
-        ca.server_pair(&["localhost"]),
-        ca.server_pair(&["spare.localhost"]),
-    );
-    s.pair("a", &a);
+    let Pasted { s, spare, .. } = pasted();
     for (yaml, fields) in pasted_in_typed_fields(&spare.key_pem) {
         let cfg = s.config(&yaml);
-        let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
-        let all = format!("{out}{err}");
-        assert_eq!(code, 1, "{all}");
+        let (err, all) = refused_by("check", &cfg);
         for field in fields {
             assert!(err.contains(&format!("{field}:")), "{field}: {all}");
         }
@@ -256,13 +262,7 @@ fn check_refuses_a_key_pasted_into_a_typed_field_without_showing_it() {
 /// the variable's value is in the log line saying so.
 #[tokio::test]
 async fn a_reload_with_a_key_pasted_into_a_typed_field_does_not_show_it() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let (a, spare) = (
-        ca.server_pair(&["localhost"]),
-        ca.server_pair(&["spare.localhost"]),
-    );
-    s.pair("a", &a);
+    let Pasted { s, ca, a, spare } = pasted();
     let cfg = s.config(&base_config("a.crt", "a.key", ""));
     let (mut p, addr) = serve(&cfg).await;
 
@@ -311,16 +311,11 @@ fn one_line_blocks(token: &str) -> Vec<(String, &'static str)> {
 /// scalar, naming the field, never the token.
 #[tokio::test]
 async fn a_one_line_block_scalar_is_withheld() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    let a = ca.server_pair(&["localhost"]);
-    s.pair("a", &a);
+    let Pasted { s, ca, a, .. } = pasted();
     let token = "hp_7c1d9e0b3a5f42e8b6d0c9a1f3e5b7d9";
     for (yaml, field) in one_line_blocks(token) {
         let cfg = s.config(&yaml);
-        let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
-        let all = format!("{out}{err}");
-        assert_eq!(code, 1, "{all}");
+        let (err, all) = refused_by("check", &cfg);
         assert!(err.contains(&format!("{field}: ")), "{field}: {all}");
         assert!(all.contains("<withheld: "), "{all}");
         assert!(!all.contains(&token[3..]), "check shows the token: {all}");
@@ -349,15 +344,11 @@ async fn a_one_line_block_scalar_is_withheld() {
 /// a `\n` only, so the token read as a plain value and `check` quoted it.
 #[test]
 fn a_one_line_block_scalar_with_cr_line_ends_is_withheld() {
-    let s = Scene::new();
-    let ca = TestCa::new("ca");
-    s.pair("a", &ca.server_pair(&["localhost"]));
+    let Pasted { s, .. } = pasted();
     let token = "hp_7c1d9e0b3a5f42e8b6d0c9a1f3e5b7d9";
     for (yaml, field) in one_line_blocks(token) {
         let cfg = s.config(&yaml.replace("\r\n", "\n").replace('\n', "\r"));
-        let (code, out, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
-        let all = format!("{out}{err}");
-        assert_eq!(code, 1, "{all}");
+        let (err, all) = refused_by("check", &cfg);
         assert!(err.contains(&format!("{field}: ")), "{field}: {all}");
         assert!(all.contains("<withheld: text of 1 line>"), "{all}");
         assert!(!all.contains(&token[3..]), "check shows the token: {all}");
