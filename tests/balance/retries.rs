@@ -5,6 +5,35 @@ use std::collections::HashMap;
 use crate::common::*;
 use crate::support::*;
 
+/// An upstream's settings: round robin, one retry, passive health off
+/// (a failing endpoint stays in service).
+const IN_TURN_RETRIED_ONCE: &str = "    balance: round_robin\n    retries: { attempts: 1 }\n    \
+                                    health: { passive: { consecutive_failures: 0 } }\n";
+
+/// A port on `ip` nothing listens on once its listener is dropped:
+/// connects to it are refused.
+fn closed_port(ip: &str) -> std::net::SocketAddr {
+    std::net::TcpListener::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `n` requests in turn on `send`, each answered `200` by the pod `pod`.
+async fn answered_by(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    n: usize,
+    pod: &str,
+) {
+    for i in 0..n {
+        assert_eq!(
+            get_pod(send, "/").await,
+            (200, Some(pod.into())),
+            "request {i}"
+        );
+    }
+}
+
 /// Round robin keeps its turns while one endpoint fails but stays in
 /// service (passive health off): the failing endpoint gets its turn of
 /// first attempts, and its requests, each retried once, are spread evenly
@@ -20,10 +49,7 @@ async fn round_robin_stays_even_while_an_endpoint_in_service_fails() {
         pair,
     } = Pods::new();
     // Nothing listens there: every connect to it is refused (and retried).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = closed_port("127.0.0.1");
     let mut pods = Vec::new();
     for (name, ip) in [("pod1", "127.0.0.2"), ("pod2", "127.0.0.3")] {
         let at = format!("{ip}:0").parse().unwrap();
@@ -37,8 +63,7 @@ async fn round_robin_stays_even_while_an_endpoint_in_service_fails() {
                 "https://{dead}, https://{}, https://{}",
                 pods[0].addr, pods[1].addr
             ),
-            "    balance: round_robin\n    retries: { attempts: 1 }\n    \
-             health: { passive: { consecutive_failures: 0 } }\n",
+            IN_TURN_RETRIED_ONCE,
         ),
     );
     let mut proxy = Proxy::start(&config);
@@ -68,32 +93,20 @@ async fn round_robin_stays_even_while_an_endpoint_in_service_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_attempt_counts_its_failure_reason() {
     let pods = Pods::new();
-    // Nothing listens there once the listener is dropped: refused.
-    let dead = std::net::TcpListener::bind("127.0.0.2:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = closed_port("127.0.0.2");
     let live = pods.pod_at("127.0.0.3", "live").await;
     let servers = format!("https://{dead}, https://{}", live.addr);
-    let settings = "    balance: round_robin\n    retries: { attempts: 1 }\n    \
-                    health: { passive: { consecutive_failures: 0 } }\n";
     let w = pods
         .serve(
             "[{ upstream: two }]",
-            &upstream("two", &servers, settings),
+            &upstream("two", &servers, IN_TURN_RETRIED_ONCE),
             vec![live],
         )
         .await;
     let mut send = client(&w).await;
     // Round robin's turns: the closed port takes the first attempt of
     // every other request, and each of those is retried on the live pod.
-    for i in 0..4 {
-        assert_eq!(
-            get_pod(&mut send, "/").await,
-            (200, Some("live".into())),
-            "request {i}"
-        );
-    }
+    answered_by(&mut send, 4, "live").await;
     let m = metrics(&w).await;
     assert_has(&m, "hotproxy_upstream_retries_total{upstream=\"two\"} 2\n");
     assert_has(
@@ -124,11 +137,7 @@ async fn a_retried_request_logs_every_endpoint_it_tried() {
     use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::AsyncWriteExt;
     let pods = Pods::new();
-    // Nothing listens there once the listener is dropped: refused.
-    let dead = std::net::TcpListener::bind("127.0.0.2:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = closed_port("127.0.0.2");
     let live = pods.pod_at("127.0.0.3", "live").await;
     let (dead_url, live_url) = (format!("https://{dead}"), format!("https://{}", live.addr));
     let log = pods.scene.path("access.log");
@@ -137,8 +146,7 @@ async fn a_retried_request_logs_every_endpoint_it_tried() {
         upstream(
             "two",
             &format!("{dead_url}, {live_url}"),
-            "    balance: round_robin\n    retries: { attempts: 1 }\n    \
-             health: { passive: { consecutive_failures: 0 } }\n",
+            IN_TURN_RETRIED_ONCE,
         ),
         log.display()
     );
@@ -148,13 +156,7 @@ async fn a_retried_request_logs_every_endpoint_it_tried() {
     let mut send = client(&w).await;
     // Round robin's turns of first attempts: the closed port, the live
     // pod, and so on; the closed port's are retried on the live pod.
-    for i in 0..2 {
-        assert_eq!(
-            get_pod(&mut send, "/").await,
-            (200, Some("live".into())),
-            "request {i}"
-        );
-    }
+    answered_by(&mut send, 2, "live").await;
     // The third, retried on the live pod, is held there; its client goes.
     let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
     let mut gone = connect(w.public, "localhost", cfg).await.unwrap();
@@ -236,13 +238,7 @@ async fn an_endpoint_with_no_connection_free_is_skipped_for_another() {
     }
     assert_eq!(hanging.len(), 1, "no request held at the full pod");
     let mut send = client(&w).await;
-    for i in 0..2 {
-        assert_eq!(
-            get_pod(&mut send, "/").await,
-            (200, Some("free".into())),
-            "request {i}"
-        );
-    }
+    answered_by(&mut send, 2, "free").await;
     let m = metrics(&w).await;
     assert_has(&m, "hotproxy_upstream_retries_total{upstream=\"two\"} 1\n");
     assert_has(
