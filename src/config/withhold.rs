@@ -303,28 +303,21 @@ pub(super) fn quoted(value: &str, room: usize) -> String {
     shown
 }
 
-/// The most of a value a message shows, in bytes: as much as of a key.
-const SHOWN_VALUE_BYTES: usize = 64;
-
 /// Text the operator wrote, as a problem's message quotes it (found
 /// where another type goes, an address, a host, a duration the resolver
 /// refuses): escaped as Rust writes a string, quotes and all (`"fast"`),
-/// its first 64 bytes (at a character) and `…` before the closing quote,
-/// as a key is shown. Quoted whole, a 500-byte value filled the message
-/// up to its 300-byte cut. [`withhold`] knows such a piece of a value it
-/// withholds, as of one [`quoted`] cut.
+/// its first 64 bytes so escaped (whole escapes) and `…` before the
+/// closing quote, as a key is shown. Quoted whole, a 500-byte value
+/// filled the message up to its 300-byte cut. [`withhold`] knows such a
+/// piece of a value it withholds, as of one [`quoted`] cut.
 pub(crate) fn found_text(value: &str) -> String {
-    let mut end = value.len().min(SHOWN_VALUE_BYTES);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    if end == value.len() {
-        return format!("{value:?}");
-    }
-    // The escape of a prefix is a prefix of the whole's escape: each
-    // character is escaped on its own.
-    let piece = format!("{:?}", &value[..end]);
-    format!("{}{CUT}\"", &piece[..piece.len() - 1])
+    // As `{value:?}` escapes it: one character's escape.
+    let escape = |c: char, shown: &mut String| {
+        let mut buf = [0; 4];
+        let d = format!("{:?}", &*c.encode_utf8(&mut buf));
+        shown.push_str(&d[1..d.len() - 1]);
+    };
+    format!("\"{}\"", super::tree::cut_escaped(value, escape))
 }
 
 /// `message` with each piece of `form` (a quoted value) that [`quoted`]
@@ -785,7 +778,8 @@ mod tests {
         let long = format!("{}é", "a".repeat(63));
         assert_eq!(found_text(&long), format!("\"{}…\"", "a".repeat(63)));
         let esc = "\u{1b}".repeat(70);
-        assert_eq!(found_text(&esc), format!("\"{}…\"", "\\u{1b}".repeat(64)));
+        // 64 bytes as shown, not as written: 10 escapes of 6 bytes.
+        assert_eq!(found_text(&esc), format!("\"{}…\"", "\\u{1b}".repeat(10)));
         let secret = "hp_secret_42".repeat(30);
         let w = [Withheld::from_env(&secret, "${TOKEN}", "a.b", false)];
         let mut m = format!("expected text, found {}", found_text(&secret));

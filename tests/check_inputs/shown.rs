@@ -268,8 +268,8 @@ fn a_long_value_of_the_wrong_type_is_shown_cut() {
     let (_s, cfg) = scene("public", &more);
     let (code, out) = check_with(&cfg, &[(LONG, OsString::from(&secret))]);
     assert_eq!(code, 1, "{out}");
-    // 5 bytes before the digits: `x`, ESC, `[2J`.
-    let shown = format!("\"x\\u{{1b}}[2J{}…\"", &digits[..59]);
+    // 10 bytes shown before the digits: `x`, ESC (`\u{1b}`), `[2J`.
+    let shown = format!("\"x\\u{{1b}}[2J{}…\"", &digits[..54]);
     for want in [
         format!("watch.events: expected true or false, found {shown}\n"),
         format!("store: expected a mapping (keys and values), found {shown}\n"),
@@ -296,6 +296,33 @@ fn a_long_value_of_the_wrong_type_is_shown_cut() {
         assert!(!out.contains(&line), "check shows the key: {out}");
     }
     assert!(!out.contains(&secret[..12]), "{out}");
+}
+
+/// A value of the wrong type, and a key, were cut after 64 bytes as
+/// written, then escaped: 70 ESC bytes were shown as 64 `\u{1b}`, 384
+/// bytes, and the message ran into its 300-byte cut (`… (cut)`) again.
+/// Each is cut on what it shows: at most 64 bytes of whole escapes, `…`.
+#[test]
+fn a_value_or_key_of_control_bytes_is_cut_on_what_it_shows() {
+    // `\e` in YAML: ESC, shown `\u{1b}` (6 bytes: 10 fit in 64).
+    let esc = "\\e".repeat(70);
+    let more = format!(
+        "watch:\n  events: \"{esc}\"\nruntime:\n  worker_threads: \"{esc}\"\n\"{esc}\": 1\n"
+    );
+    let (_s, cfg) = scene("public", &more);
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let shown = format!("{}…", "\\u{1b}".repeat(10));
+    // `more` starts on line 2.
+    for want in [
+        format!("line 3: watch.events: expected true or false, found \"{shown}\"\n"),
+        format!("line 5: runtime.worker_threads: expected a whole number, found \"{shown}\"\n"),
+        format!("line 6: {shown}: unknown key `{shown}` (allowed here: "),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(!out.contains("(cut)") && !out.contains('\u{1b}'), "{out:?}");
+    assert!(!out.contains(&"\\u{1b}".repeat(11)), "{out}");
 }
 
 /// A value the resolver refuses (an address, a server URL, a route's
@@ -340,9 +367,9 @@ fn a_long_value_the_resolver_refuses_is_shown_cut_and_escaped() {
     ];
     let (code, out) = check_with(&cfg, &env);
     assert_eq!(code, 1, "{out}");
-    // 5 bytes before the digits: `x`, ESC, `[2J`.
+    // 10 bytes shown before the digits: `x`, ESC (`\u{1b}`), `[2J`.
     let shown = |before: &str| {
-        let room = 64 - before.len() - 5;
+        let room = 64 - before.len() - 10;
         format!("\"{before}x\\u{{1b}}[2J{}…\"", &digits[..room])
     };
     for want in [

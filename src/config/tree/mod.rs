@@ -24,8 +24,8 @@ mod read;
 mod tags;
 use super::withhold::is_block_scalar;
 pub use prepare::{
-    MAX_KEY_BYTES, Pending, expand_env, field, long_keys, pasted, shown_key, shown_under_tag,
-    shown_written,
+    MAX_KEY_BYTES, Pending, cut_escaped, expand_env, field, long_keys, pasted, shown_key,
+    shown_under_tag, shown_written,
 };
 use read::De;
 use serde_saphyr::MergeKeyPolicy;

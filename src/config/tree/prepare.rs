@@ -29,8 +29,9 @@ const SHOWN_KEY_BYTES: usize = 64;
 
 /// `key` as a field path or a message shows it: escaped as Rust writes a
 /// string (`\u{1b}`: no terminal escape reaches the operator's screen),
-/// its first 64 bytes and `…`; a key holding `-----BEGIN` or a line break
-/// (a key or certificate pasted in) withheld, as such a value is.
+/// its first 64 bytes so escaped and `…` ([`cut_escaped`]); a key
+/// holding `-----BEGIN` or a line break (a key or certificate pasted in)
+/// withheld, as such a value is.
 pub fn shown_key(key: &str) -> Cow<'_, str> {
     shown(key, "key")
 }
@@ -58,25 +59,32 @@ fn shown<'a>(key: &'a str, what: &str) -> Cow<'a, str> {
     if key.contains(['\n', '\r']) {
         return Cow::Owned(format!("<withheld {what}: text of several lines>"));
     }
-    let mut end = key.len().min(SHOWN_KEY_BYTES);
-    while !key.is_char_boundary(end) {
-        end -= 1;
-    }
     let as_is = |c: char| matches!(c, '"' | '\'') || c.escape_debug().len() == 1;
-    if end == key.len() && key.chars().all(as_is) {
+    if key.len() <= SHOWN_KEY_BYTES && key.chars().all(as_is) {
         return Cow::Borrowed(key);
     }
-    let mut shown = String::new();
-    for c in key[..end].chars() {
-        match as_is(c) {
-            true => shown.push(c),
-            false => shown.extend(c.escape_debug()),
+    Cow::Owned(cut_escaped(key, |c, shown| match as_is(c) {
+        true => shown.push(c),
+        false => shown.extend(c.escape_debug()),
+    }))
+}
+
+/// `text` with each character escaped by `escape`, cut after 64 bytes of
+/// that (between two escapes) and `…` when some is left out: cut before
+/// it was escaped, 70 ESC bytes were 64 `\u{1b}`, 384 bytes, and the
+/// message showing them ran into its 300-byte cut.
+pub fn cut_escaped(text: &str, escape: impl Fn(char, &mut String)) -> String {
+    let (mut shown, mut one) = (String::new(), String::new());
+    for c in text.chars() {
+        one.clear();
+        escape(c, &mut one);
+        if shown.len() + one.len() > SHOWN_KEY_BYTES {
+            shown.push('…');
+            break;
         }
+        shown.push_str(&one);
     }
-    if end < key.len() {
-        shown.push('…');
-    }
-    Cow::Owned(shown)
+    shown
 }
 
 /// The path of `key` in the mapping at `path`, the key as [`shown_key`].
