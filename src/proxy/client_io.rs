@@ -1,4 +1,4 @@
-//! The client's stream as hyper sees it: received bytes told to the connection's `Activity`, the send timeout, a look at the socket for bytes unread, the hand-off to a lingering close.
+//! The client's stream as hyper sees it: received bytes told to the connection's `Activity`, the send timeout, a look at the socket for bytes unread (HTTP/2: read then), the hand-off to a lingering close.
 
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -21,6 +21,20 @@ pub trait Unread {
     /// at without taking them (`MSG_PEEK`): a system call, whatever the
     /// runtime last knew of the socket's readiness.
     fn unread(&self) -> bool;
+
+    /// How many bytes [`Unread::unread`] found: all of them where the
+    /// stream can read them itself ([`Unread::pull`]), else 1 or 0.
+    fn queued(&self) -> usize {
+        usize::from(self.unread())
+    }
+
+    /// Read what waits on the socket, at most `most` bytes, into the
+    /// stream's own buffer, so that the next read returns it whatever the
+    /// runtime knows of the socket's readiness: how many bytes it took.
+    /// None where the stream cannot (the default).
+    fn pull(&mut self, _most: usize) -> usize {
+        0
+    }
 }
 
 /// Whether `socket` has a byte to read, left there; end of stream and
@@ -33,6 +47,52 @@ pub fn bytes_waiting(socket: &impl AsFd) -> bool {
 impl<S: AsFd> Unread for tokio_rustls::server::TlsStream<S> {
     fn unread(&self) -> bool {
         bytes_waiting(self.get_ref().0)
+    }
+
+    fn queued(&self) -> usize {
+        match rustix::io::ioctl_fionread(self.get_ref().0) {
+            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Err(_) => usize::from(self.unread()),
+        }
+    }
+
+    /// The records on the socket read and decrypted by rustls here: the
+    /// socket is non-blocking, so a read finding nothing ends it, as does
+    /// rustls' plaintext buffer full (hyper reads it first) or an error
+    /// (the next read meets it again and returns it).
+    fn pull(&mut self, most: usize) -> usize {
+        let (io, session) = self.get_mut();
+        let socket = socket2::SockRef::from(&*io);
+        let mut from = Capped {
+            socket: &socket,
+            left: most,
+        };
+        let mut took = 0;
+        while from.left > 0 {
+            match session.read_tls(&mut from) {
+                Ok(n) if n > 0 => took += n,
+                _ => break,
+            }
+            if session.process_new_packets().is_err() {
+                break;
+            }
+        }
+        took
+    }
+}
+
+/// A socket read no further than `left` bytes.
+struct Capped<'a> {
+    socket: &'a socket2::Socket,
+    left: usize,
+}
+
+impl std::io::Read for Capped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let most = buf.len().min(self.left);
+        let n = std::io::Read::read(&mut &*self.socket, &mut buf[..most])?;
+        self.left -= n;
+        Ok(n)
     }
 }
 
@@ -59,6 +119,9 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + '
     shut: bool,
     /// Kept alive by the lingering task (the connection slot).
     hold: Option<Box<dyn Send + Sync>>,
+    /// HTTP/2, the driver's look: bytes still to read of those the look
+    /// found on the socket ([`Unread::pull`]).
+    to_pull: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientIo<S> {
@@ -78,6 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
             eof: false,
             shut: false,
             hold: Some(hold),
+            to_pull: 0,
         }
     }
 
@@ -143,33 +207,58 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncRe
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let res = this.io().poll_read(cx, buf);
-        match res {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                if this.reads {
-                    this.activity.received(&buf.filled()[before..]);
-                } else {
-                    this.activity.received_frames(&buf.filled()[before..]);
+        loop {
+            let res = this.io().poll_read(cx, buf);
+            match res {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                    if this.reads {
+                        this.activity.received(&buf.filled()[before..]);
+                    } else {
+                        this.activity.received_frames(&buf.filled()[before..]);
+                    }
+                }
+                // End of stream, or a reset / TLS EOF without close_notify:
+                // the client is gone, nothing to linger for.
+                Poll::Ready(_) => this.eof = true,
+                Poll::Pending => {
+                    if this.reads {
+                        this.activity.read_waits();
+                    }
+                    // The driver about to close at once as nothing has
+                    // begun: did the client send more? TLS has no
+                    // plaintext left (its read waits only then), so that
+                    // is on the socket, in records whose content cannot
+                    // be known unread: any byte.
+                    if this.activity.looking() {
+                        let queued = this.inner.as_deref().map_or(0, Unread::queued);
+                        this.activity.looked(queued > 0);
+                        // HTTP/2: read now, in the look's poll, so that
+                        // the driver decides on what they began (streams
+                        // refused beyond, or nothing and closed at once);
+                        // no more than were there at the look.
+                        if !this.reads {
+                            this.to_pull = queued;
+                        }
+                    }
+                    if this.to_pull > 0 && this.activity.found_any() {
+                        let inner = this
+                            .inner
+                            .as_deref_mut()
+                            .expect("stream present until drop");
+                        let took = inner.pull(this.to_pull);
+                        this.to_pull = if took > 0 {
+                            this.to_pull.saturating_sub(took)
+                        } else {
+                            0
+                        };
+                        if took > 0 {
+                            continue;
+                        }
+                    }
                 }
             }
-            // End of stream, or a reset / TLS EOF without close_notify:
-            // the client is gone, nothing to linger for.
-            Poll::Ready(_) => this.eof = true,
-            Poll::Pending => {
-                if this.reads {
-                    this.activity.read_waits();
-                }
-                // The driver about to close at once as nothing has begun:
-                // did the client send more? TLS has no plaintext left (its
-                // read waits only then), so that is on the socket, in
-                // records whose content cannot be known unread: any byte.
-                if this.activity.looking() {
-                    let unread = this.inner.as_deref().is_some_and(Unread::unread);
-                    this.activity.looked(unread);
-                }
-            }
+            return res;
         }
-        res
     }
 }
 

@@ -376,6 +376,12 @@ impl Activity {
             .store(if unread { UNREAD } else { NOTHING }, Ordering::Relaxed);
     }
 
+    /// The look found bytes and the driver has not taken its answer yet:
+    /// the stream reads them meanwhile (HTTP/2, `ClientIo`).
+    pub(crate) fn found_any(&self) -> bool {
+        self.look.load(Ordering::Relaxed) == UNREAD
+    }
+
     /// The look asked for found bytes not read yet; `false` when it found
     /// none or was not made (no read waited). The look is over.
     pub(crate) fn found_unread(&self) -> bool {

@@ -206,13 +206,19 @@ impl Driver<'_> {
         // HTTP/1.1 head, HTTP/2 frames) before the signal, on the socket
         // still, unread (the runtime has not polled for I/O since it
         // came, or h2 was writing). The stream looks (`MSG_PEEK`) in one
-        // poll of the connection made now (`Activity::look_for_unread`);
-        // bytes there may hold a request (TLS records, not known before
-        // they are read), so the close is graceful, as for one begun:
-        // hyper reads them and serves what
-        // they hold (HTTP/1.1: `first_then_close`), and the graceful
-        // close's bounds hold (the first request's header_read_timeout,
-        // the checks above, the cut).
+        // poll of the connection made now (`Activity::look_for_unread`).
+        // HTTP/2: it reads what it found there in that poll (no more:
+        // only what came before the signal), and hyper with it, so the
+        // driver decides on what those bytes began: nothing (frames that
+        // start no stream) closes at once as before; a stream begun is
+        // served, the close graceful, and every stream opened after it
+        // refused (`REFUSED_STREAM`), as SPEC §1 drops a request
+        // completed after the signal. HTTP/1.1: bytes found may hold a
+        // request (TLS records, not known before they are read), so the
+        // close is graceful, for that one request alone
+        // (`first_then_close`, its response says `Connection: close`),
+        // and the graceful close's bounds hold (the first request's
+        // header_read_timeout, the checks above, the cut).
         macro_rules! at_once {
             () => {{
                 match unbegun(self.activity, h2) {
@@ -226,12 +232,25 @@ impl Driver<'_> {
                         {
                             ended!(res)
                         }
-                        if self.activity.found_unread() {
-                            debug!(listener = %name, peer = %peer, "bytes unread at the close; closing gracefully");
-                            first_then_close = !h2 && !self.activity.asked();
-                            None
-                        } else {
-                            unbegun(self.activity, h2)
+                        let found = self.activity.found_unread();
+                        match unbegun(self.activity, h2) {
+                            // HTTP/2: read in the look's poll, they began
+                            // streams (served), and any opened from now on,
+                            // after the signal, is refused.
+                            None if found && h2 => {
+                                debug!(listener = %name, peer = %peer, "bytes unread at the close began a request; closing gracefully, refusing new streams");
+                                self.activity.refuse_new_streams();
+                                None
+                            }
+                            Some(_) if found && !h2 => {
+                                debug!(listener = %name, peer = %peer, "bytes unread at the close; closing gracefully");
+                                first_then_close = !self.activity.asked();
+                                None
+                            }
+                            // Nothing found, or HTTP/2 frames that began
+                            // no request (WINDOW_UPDATE, PING, SETTINGS,
+                            // half a header block): at once.
+                            when => when,
                         }
                     }
                     when => when,

@@ -52,12 +52,15 @@ fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
 
 /// What a client sends after its handshake: `bytes` in one write once
 /// the server tells it to (`go`); `sent` is told once they are written.
-/// Then `trickle`, a byte every 20 ms, until a write fails.
+/// Then `trickle`, a byte every 20 ms, until a write fails; or, if not
+/// empty, `after_goaway` once a `GOAWAY` has come (HTTP/2: sent after the
+/// server's close began).
 struct Later {
     go: oneshot::Receiver<()>,
     bytes: &'static [u8],
     sent: Option<std::sync::mpsc::Sender<()>>,
     trickle: &'static [u8],
+    after_goaway: &'static [u8],
 }
 
 impl Later {
@@ -67,6 +70,7 @@ impl Later {
             bytes,
             sent: None,
             trickle: b"",
+            after_goaway: b"",
         })
     }
 }
@@ -102,6 +106,7 @@ async fn client_sending(
         }
         sent.send(()).unwrap();
         let mut stream = rustls::StreamOwned::new(tls, tcp);
+        let mut got = Vec::new();
         if let Some(later) = later {
             let _ = later.go.blocking_recv();
             // The server may have closed already: what it sent is read below.
@@ -120,8 +125,18 @@ async fn client_sending(
                     break;
                 }
             }
+            if !later.after_goaway.is_empty() {
+                let mut buf = [0; 4096];
+                while !frames(&got).iter().any(|f| f.0 == GOAWAY) {
+                    match stream.read(&mut buf) {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+                let _ = stream.write_all(later.after_goaway);
+                let _ = stream.flush();
+            }
         }
-        let mut got = Vec::new();
         // A close without close_notify ends it with an error: what came
         // before it is kept.
         let _ = stream.read_to_end(&mut got);
@@ -147,6 +162,11 @@ fn answering_ok(
         ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
     }
 }
+
+/// HTTP/2 frame types.
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const GOAWAY: u8 = 0x7;
 
 /// The HTTP/2 client preface and an empty SETTINGS frame.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -325,6 +345,7 @@ async fn an_h2_request_unread_on_the_socket_at_the_signal_is_served() {
         bytes: ALL,
         sent: Some(sent),
         trickle: b"",
+        after_goaway: b"",
     });
     let (tls, peer, client) = client_sending(b"", later).await;
     let activity = Activity::new(Instant::now(), true);
@@ -381,6 +402,7 @@ async fn an_h1_request_unread_on_the_socket_at_the_signal_is_served() {
         bytes: b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
         sent: Some(sent),
         trickle: b"",
+        after_goaway: b"",
     });
     let (tls, peer, client) = client_sending(b"", later).await;
     let activity = Activity::new(Instant::now(), true);
@@ -433,6 +455,7 @@ async fn an_h1_head_trickled_after_the_signal_is_closed_at_header_read_timeout()
         bytes: b"G",
         sent: Some(sent),
         trickle: TRICKLE,
+        after_goaway: b"",
     });
     let (tls, peer, client) = client_sending(b"", later).await;
     let accepted = Instant::now();
@@ -460,4 +483,121 @@ async fn an_h1_head_trickled_after_the_signal_is_closed_at_header_read_timeout()
         .await
         .unwrap();
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+}
+
+/// HEADERS on stream 3, as [`GET`] on stream 1 (its HPACK adds nothing
+/// to the table: the same block serves again).
+const GET3: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x03\x82\x87\x84\x01\x09localhost";
+
+/// As the proxy's service (src/proxy/listener.rs): a stream opened once
+/// `Activity::refuses` is reset `REFUSED_STREAM`, any other answered `ok`.
+fn answering_unless_refused(
+    activity: &Arc<Activity>,
+) -> impl Fn(Request<Incoming>) -> Ready<Result<Response<Full<Bytes>>, h2::Error>> + Clone {
+    let activity = activity.clone();
+    move |_req| {
+        if activity.refuses() {
+            return ready(Err(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        }
+        drop(activity.begin(false));
+        ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
+    }
+}
+
+/// An HTTP/2 client that sends `first` with its handshake, `bytes` in
+/// one write on the server's socket unread as `also_close` fires (as in
+/// [`an_h2_request_unread_on_the_socket_at_the_signal_is_served`]), and
+/// `after` once a `GOAWAY` has come: how the connection ended, and the
+/// frames it was sent.
+async fn h2_closed_with_bytes_unread(
+    first: &'static [u8],
+    bytes: &'static [u8],
+    after: &'static [u8],
+) -> (Outcome<hyper::Error>, Vec<u8>) {
+    let (go, told) = oneshot::channel();
+    let (sent, written) = std::sync::mpsc::channel();
+    let later = Some(Later {
+        go: told,
+        bytes,
+        sent: Some(sent),
+        trickle: b"",
+        after_goaway: after,
+    });
+    let (tls, peer, client) = client_sending(first, later).await;
+    let activity = Activity::new(Instant::now(), true);
+    let stalls = Stalls::new();
+    let io = ClientIo::new(Box::new(tls), activity.clone(), false, LONG, Box::new(()));
+    let svc = hyper::service::service_fn(answering_unless_refused(&activity));
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc);
+    let signals = Signals::new(false, false);
+    // A graceful close ends soon: the client never answers its PING.
+    let short = Duration::from_millis(500);
+    let driver = Driver {
+        stalls: Some((&*stalls, LONG)),
+        header_read_timeout: short,
+        send_timeout: short,
+        ..test_driver(&activity, peer, &signals)
+    };
+    let revoked = async move {
+        let _ = go.send(());
+        written.recv().unwrap();
+    };
+    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    (outcome, got)
+}
+
+/// An HTTP/2 client with no stream yet whose bytes unread at the signal
+/// (`also_close`: its certificate revoked, say) are WINDOW_UPDATE frames
+/// alone is closed at once (`GOAWAY`), and the stream it opens once it
+/// has that `GOAWAY` is not answered. Any byte unread made the close
+/// graceful, and hyper's graceful close took new streams until its PING
+/// was answered: the request, sent after the signal, was served.
+#[tokio::test]
+async fn an_h2_client_with_only_window_updates_unread_at_the_signal_is_closed_at_once() {
+    const WINDOW_UPDATE: &[u8] = b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x01";
+    let flood: &'static [u8] = WINDOW_UPDATE.repeat(200).leak();
+    let (outcome, got) = h2_closed_with_bytes_unread(PREFACE, flood, GET).await;
+    let frames = frames(&got);
+    let kinds: Vec<_> = frames.iter().map(|f| (f.0, f.1)).collect();
+    assert!(kinds.contains(&(GOAWAY, 0)), "no GOAWAY: {kinds:?}");
+    assert!(
+        !frames.iter().any(|f| f.0 == HEADERS),
+        "a stream answered; frames (type, stream): {kinds:?}"
+    );
+    assert_eq!(outcome.by, Ended::ByUs);
+}
+
+/// An HTTP/2 client whose first HEADERS is unread on the socket at the
+/// signal has that stream served, and the stream it opens once it has
+/// the graceful close's `GOAWAY`, after the signal, refused
+/// (`RST_STREAM` `REFUSED_STREAM`), not served: any byte unread made the
+/// close graceful with no other bound than hyper's, which took new
+/// streams until its PING was answered.
+#[tokio::test]
+async fn an_h2_stream_opened_after_the_signal_is_refused_when_one_unread_at_it_is_served() {
+    let (outcome, got) = h2_closed_with_bytes_unread(PREFACE, GET, GET3).await;
+    let frames = frames(&got);
+    let kinds: Vec<_> = frames.iter().map(|f| (f.0, f.1)).collect();
+    // `:status 200` is the static table's entry 8: 0x88.
+    assert!(
+        frames.iter().any(|&(kind, stream, block)| kind == HEADERS
+            && stream == 1
+            && block.first() == Some(&0x88)),
+        "no :status 200 on stream 1; frames (type, stream): {kinds:?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|&(kind, stream, code)| kind == RST_STREAM && stream == 3 && code == [0, 0, 0, 7]),
+        "stream 3 not refused; frames (type, stream): {kinds:?}"
+    );
+    assert!(
+        !frames.iter().any(|f| f.0 == HEADERS && f.1 == 3),
+        "stream 3 answered; frames (type, stream): {kinds:?}"
+    );
+    assert_eq!(outcome.by, Ended::ByUs);
 }
