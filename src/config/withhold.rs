@@ -225,9 +225,9 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
             }
             if v.len() >= BARE_MIN {
                 *message = message.replace(v, &label);
-                // Cut bare, as a path is shown (`/run/hp_…`).
+                // Escaped or cut bare, as a path is shown (`/run/hp_…`).
                 let bare = super::tree::shown_written(v);
-                if bare.ends_with(CUT) {
+                if *bare != *v && !bare.starts_with("<withheld ") {
                     *message = message.replace(&*bare, &label);
                 }
             }

@@ -476,3 +476,32 @@ fn a_bad_enum_value_does_not_hide_the_problems_after_it() {
         );
     }
 }
+
+/// A `${NAME}` value shown escaped but not cut (a CRL path of 17 bytes
+/// holding a tab, listed twice: `/run/s\tecret.pem is listed twice`) was
+/// printed: the withholding looked for the value as it is (a raw tab) and
+/// for the escaped form only when cut (`…`). The escaped form is withheld
+/// too.
+#[test]
+fn a_value_from_the_environment_shown_escaped_is_withheld() {
+    const CRL: &str = "HOTPROXY_CHECK_INPUTS_TAB_CRL";
+    let (_s, cfg) = scene(
+        "public",
+        &format!(
+            "certs:\n  - {{ id: a, type: ca-bundle, ca_file: edge.crt, \
+             crl_files: [\"${{{CRL}}}\", \"${{{CRL}}}\"] }}\n"
+        ),
+    );
+    let (code, out) = check_with(&cfg, &[(CRL, OsString::from("/run/s\tecret.pem"))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "certs[0].crl_files: <withheld: the value of ${{{CRL}}}> is listed twice\n"
+        )),
+        "{out}"
+    );
+    // The entry's load warning shows the path as resolved (SPEC §2): the
+    // problems do not.
+    let mut problems = out.lines().filter(|l| l.contains("crl_files"));
+    assert!(problems.all(|l| !l.contains("ecret")), "{out}");
+}
