@@ -505,3 +505,26 @@ fn a_value_from_the_environment_shown_escaped_is_withheld() {
     let mut problems = out.lines().filter(|l| l.contains("crl_files"));
     assert!(problems.all(|l| !l.contains("ecret")), "{out}");
 }
+
+/// A server URL whose password holds a `/` (`https://user:pa/ss@host`)
+/// was cut at the `/` before `@` was looked for: no credentials were
+/// found, and "must be scheme://host[:port] without a path" printed the
+/// URL, password and all. The credentials are found in the whole text
+/// after the scheme and not repeated.
+#[test]
+fn credentials_holding_a_slash_in_a_server_url_are_not_shown() {
+    let (_s, cfg) = scene(
+        "public",
+        "upstreams:\n  - name: app\n    servers: [\"https://user:pa/ss@10.0.0.1\"]\n",
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "upstreams[0].servers[0]: \"https://…@10.0.0.1\": credentials in a server URL \
+             are not sent upstream and would be logged; remove the part before @\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("pa/ss") && !out.contains("user:pa"), "{out}");
+}

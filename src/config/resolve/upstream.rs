@@ -299,11 +299,9 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
         ));
     };
     let authority = rest.trim_end_matches('/');
-    if let Some((_, host)) = authority
-        .split_once('/')
-        .map_or(authority, |(a, _)| a)
-        .rsplit_once('@')
-    {
+    // `@` anywhere after the scheme, a path's included: a password may
+    // hold a `/` (`user:pa/ss@host`), and cut there it was shown whole.
+    if let Some((_, host)) = authority.rsplit_once('@') {
         // Never sent (hotproxy adds no Authorization upstream), and the URL
         // is in every log line about the server: the credentials are not
         // repeated here either.
