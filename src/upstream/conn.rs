@@ -28,7 +28,7 @@ use hyper_util::rt::TokioTimer;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::config::Http2Keepalive;
 use crate::proxy::body::ClientBody;
@@ -401,10 +401,17 @@ struct H2Shared {
     /// of this one ends while it was full, and a resend waiting for a
     /// server slot when its last stream ends.
     wakes: Arc<Wakes>,
-    /// Its server slot, kept out of its I/O: freed when its task ends, or
-    /// handed over when it is closed for it ([`H2::close_for_slot`]).
-    slot: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    /// Its server slot, kept out of its I/O, freed when its task ends
+    /// (after its socket closed); and where to send it then instead, if
+    /// it was closed for it ([`H2::close_for_slot`]).
+    slot: std::sync::Mutex<HeldSlot>,
 }
+
+/// An HTTP/2 connection's server slot, and who it goes to ([`H2Shared`]).
+type HeldSlot = (
+    Option<OwnedSemaphorePermit>,
+    Option<oneshot::Sender<OwnedSemaphorePermit>>,
+);
 
 impl H2 {
     pub async fn handshake(
@@ -416,7 +423,8 @@ impl H2 {
     ) -> Result<H2, DialError> {
         let kill = d.io.killable();
         let settling = d.io.settling();
-        let slot = std::sync::Mutex::new(d.io.take_slot());
+        let slot = std::sync::Mutex::new((d.io.take_slot(), None));
+        let closed = d.io.closed();
         // tokio's, keeping each request body's sending task (`pipe`).
         let mut builder = http2::Builder::new(crate::upstream::pipe::Exec);
         builder
@@ -545,9 +553,14 @@ impl H2 {
                 polled
             })
             .await;
-            // Its socket closed, then its slot freed (unless handed over).
+            // Its socket closed (by hyper's own task, which has ended), then
+            // its slot freed, or sent to whoever closed it for it.
             drop(conn);
-            drop(watch.slot.lock().expect("slot lock").take());
+            let _ = closed.await;
+            let held = std::mem::take(&mut *watch.slot.lock().expect("slot lock"));
+            if let (Some(slot), Some(to)) = held {
+                let _ = to.send(slot);
+            }
             watch.settling.ended();
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
@@ -600,17 +613,23 @@ impl H2 {
     }
 
     /// Closed now if it carries no stream ([`H2::close_when_idle`], which
-    /// says whether it did), its server slot handed over for a new
-    /// connection at once, as [`H1::into_slot`] does: freed only when the
-    /// connection's task had ended, it was not free yet to a request woken
-    /// meanwhile, which closed another idle connection for the same need.
+    /// says whether it did), its server slot sent for a new connection
+    /// once its socket is closed (its task, killed, ends at once), as
+    /// [`H1::into_slot`] gives it: to the caller, not to whoever waits for
+    /// a slot (a request woken before then closed another idle connection
+    /// for the same need). Handed over as it was only told to close, the
+    /// new connection reached the server while this one was still open.
     /// `None`: a stream opened on it meanwhile (it closes at its last), it
     /// ended already (its slot freed then), or it holds none.
-    pub fn close_for_slot(&self) -> Option<OwnedSemaphorePermit> {
+    pub fn close_for_slot(&self) -> Option<oneshot::Receiver<OwnedSemaphorePermit>> {
         if !self.close_when_idle() {
             return None;
         }
-        self.shared.slot.lock().expect("slot lock").take()
+        let mut held = self.shared.slot.lock().expect("slot lock");
+        held.0.as_ref()?;
+        let (to, slot) = oneshot::channel();
+        held.1 = Some(to);
+        Some(slot)
     }
 
     /// The server's SETTINGS are in: it takes as many streams as they say.

@@ -398,7 +398,8 @@ impl Endpoint {
     /// connection itself (one sent again on a new connection, an `Upgrade`
     /// request): the slot of the oldest idle HTTP/1.1 connection, closed
     /// for it; none is given back otherwise before `idle_timeout`. Else
-    /// that of an idle HTTP/2 connection, closed for it likewise. Else it
+    /// that of an idle HTTP/2 connection, closed for it likewise, once its
+    /// socket is closed (until `deadline`, the connection limit). Else it
     /// waits until `deadline` for a slot (`queued` set), or for a
     /// connection gone idle meanwhile (a wake-up of its own,
     /// [`crate::upstream::pool::Pool::went_idle`]), whose slot it then
@@ -428,10 +429,17 @@ impl Endpoint {
                 None => IdleSlot::Again,
             });
         }
-        // Its slot at once, not when its task has ended: a wake-up before
-        // that found no slot free yet, and closed a second one.
-        if let Some(slot) = self.pool.close_an_idle_h2() {
-            return Ok(IdleSlot::Slot(Some(slot)));
+        // Its slot for this request, not freed to whoever waits: a wake-up
+        // before it came found none free yet, and closed a second one. Only
+        // once its socket is closed: the new connection would be one past
+        // the limit while it is open.
+        if let Some(closing) = self.pool.close_an_idle_h2() {
+            return match tokio::time::timeout_at(deadline, closing).await {
+                Ok(Ok(slot)) => Ok(IdleSlot::Slot(Some(slot))),
+                // Its task was dropped, and its slot freed with it.
+                Ok(Err(_)) => Ok(IdleSlot::Again),
+                Err(_) => Err(ConnectionLimit),
+            };
         }
         if !*queued {
             self.busy();

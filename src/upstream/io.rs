@@ -107,6 +107,8 @@ pub struct UpstreamIo {
     /// Set for an HTTP/2 connection: wakes its watcher at each read and
     /// write until the server's SETTINGS are in.
     settling: Option<Arc<Settling>>,
+    /// Dropped after `io` (a field before it): says its socket is closed.
+    closed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The stream and, on an HTTP/2 connection, where the server's SETTINGS
@@ -379,7 +381,16 @@ impl UpstreamIo {
             slot,
             kill: None,
             settling: None,
+            closed: None,
         }
+    }
+
+    /// Ends once this is dropped, its socket closed: hyper's HTTP/2 client
+    /// drops it in a task of its own, not the connection's.
+    pub fn closed(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        let (closed, rx) = tokio::sync::oneshot::channel();
+        self.closed = Some(closed);
+        rx
     }
 
     /// From now on each read and write wakes whoever waits on the

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::futures::Notified;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 
 use crate::upstream::conn::{DialCause, H1, H2, StreamGuard};
 
@@ -431,10 +431,11 @@ impl Pool {
 
     /// As [`Pool::take_oldest_idle`], for an HTTP/2 endpoint: one pooled
     /// connection without a stream is let go, closed at once, its slot
-    /// handed to the caller ([`H2::close_for_slot`]). `None` if there is
-    /// none, or it is not closed at once (a stream opened on it meanwhile:
-    /// it closes at its last, its slot going to whoever waits for one).
-    pub fn close_an_idle_h2(&self) -> Option<OwnedSemaphorePermit> {
+    /// sent to the caller once its socket is ([`H2::close_for_slot`]).
+    /// `None` if there is none, or it is not closed at once (a stream
+    /// opened on it meanwhile: it closes at its last, its slot going to
+    /// whoever waits for one).
+    pub fn close_an_idle_h2(&self) -> Option<oneshot::Receiver<OwnedSemaphorePermit>> {
         let c = {
             let mut st = self.state.lock().expect("pool lock");
             let i = st.h2.iter().position(|c| c.idle_for(Duration::ZERO))?;
