@@ -528,3 +528,34 @@ fn credentials_holding_a_slash_in_a_server_url_are_not_shown() {
     );
     assert!(!out.contains("pa/ss") && !out.contains("user:pa"), "{out}");
 }
+
+/// A server URL whose scheme is neither http:// nor https://
+/// (`ftp://user:pass@host`) was refused by "must start with http:// or
+/// https://", which printed it whole, password and all: the credentials
+/// rule came after the scheme's. Credentials are looked for first, in any
+/// scheme, and not repeated.
+#[test]
+fn credentials_in_a_server_url_of_another_scheme_are_not_shown() {
+    let (_s, cfg) = scene(
+        "public",
+        "upstreams:\n  - name: app\n    servers: [\"ftp://user:pass@host\", \"user:pass@host\"]\n",
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let said = "credentials in a server URL are not sent upstream and would be logged; \
+                remove the part before @\n";
+    assert!(
+        out.contains(&format!(
+            "upstreams[0].servers[0]: \"ftp://…@host\": {said}"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("upstreams[0].servers[1]: \"…@host\": {said}")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("user:pass") && !out.contains("pass@"),
+        "{out}"
+    );
+}

@@ -288,6 +288,26 @@ impl Resolver {
 
 /// `https://host:port` or `http://host[:port]` (default ports 443 / 80).
 fn parse_server(url: &str) -> Result<UpstreamServer, String> {
+    // Credentials first, whatever the scheme: a URL refused for its
+    // scheme (`ftp://user:pass@host`, `user:pass@host`) was shown whole.
+    let scheme = url.split_once("://").filter(|(s, _)| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let rest = scheme.map_or(url, |(_, r)| r);
+    // `@` anywhere after the scheme, a path's included: a password may
+    // hold a `/` (`user:pa/ss@host`), and cut there it was shown whole.
+    if let Some((_, host)) = rest.trim_end_matches('/').rsplit_once('@') {
+        // Never sent (hotproxy adds no Authorization upstream), and the URL
+        // is in every log line about the server: the credentials are not
+        // repeated here either.
+        let scheme = scheme.map_or(String::new(), |(s, _)| format!("{s}://"));
+        return Err(format!(
+            "{}: credentials in a server URL are not sent upstream and would be logged; remove the part before @",
+            shown(&format!("{scheme}…@{host}"))
+        ));
+    }
     let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
@@ -299,18 +319,6 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
         ));
     };
     let authority = rest.trim_end_matches('/');
-    // `@` anywhere after the scheme, a path's included: a password may
-    // hold a `/` (`user:pa/ss@host`), and cut there it was shown whole.
-    if let Some((_, host)) = authority.rsplit_once('@') {
-        // Never sent (hotproxy adds no Authorization upstream), and the URL
-        // is in every log line about the server: the credentials are not
-        // repeated here either.
-        let scheme = if https { "https" } else { "http" };
-        return Err(format!(
-            "{}: credentials in a server URL are not sent upstream and would be logged; remove the part before @",
-            shown(&format!("{scheme}://…@{host}"))
-        ));
-    }
     if authority.is_empty() || authority.contains('/') {
         return Err(format!(
             "{} must be scheme://host[:port] without a path",
