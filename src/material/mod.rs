@@ -19,6 +19,27 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 pub(crate) use der::signed_by;
 pub use info::{CertInfo, CrlInfo};
 
+/// A material file's path as its messages show it (`<path>: file not
+/// found`): whole, so the operator can find the file, and escaped as
+/// Rust writes a string where it must be (control and bidi characters,
+/// `\\`), as every shown value is: one set from `${NAME}` holding an
+/// ESC reached the terminal as is. An ordinary path is shown as it is.
+pub fn shown_path(path: &std::path::Path) -> String {
+    let path = path.display().to_string();
+    let as_is = |c: char| matches!(c, '"' | '\'') || c.escape_debug().len() == 1;
+    if path.chars().all(as_is) {
+        return path;
+    }
+    let mut shown = String::with_capacity(path.len() + 8);
+    for c in path.chars() {
+        match as_is(c) {
+            true => shown.push(c),
+            false => shown.extend(c.escape_debug()),
+        }
+    }
+    shown
+}
+
 /// Parsed, validated material of one entry: what snapshots are built from.
 #[derive(Clone, Debug)]
 pub struct Loaded {

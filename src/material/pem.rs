@@ -173,11 +173,7 @@ pub fn origins(source: &EntrySource) -> Vec<String> {
             }
             v
         }
-        files => files
-            .paths()
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
+        files => files.paths().iter().map(|p| super::shown_path(p)).collect(),
     }
 }
 
@@ -202,7 +198,7 @@ fn read_once(source: &EntrySource) -> Result<Vec<Vec<u8>>, MaterialError> {
                 total += bytes.len() as u64;
                 if total > MAX_ENTRY_BYTES {
                     return Err(MaterialError::Unreadable {
-                        origin: path.display().to_string(),
+                        origin: super::shown_path(path),
                         reason: format!(
                             "the entry's files together pass the {MAX_ENTRY_BYTES}-byte limit"
                         ),
@@ -227,7 +223,7 @@ pub const MAX_ENTRY_BYTES: u64 = 8 << 20;
 
 fn read_file(path: &Path) -> Result<Vec<u8>, MaterialError> {
     crate::fsutil::read_regular(path, MAX_PEM_FILE).map_err(|e| {
-        let origin = path.display().to_string();
+        let origin = super::shown_path(path);
         if e.problem.is_not_found() {
             MaterialError::Missing { origin }
         } else if e.problem.is_permission_denied() {
@@ -716,7 +712,7 @@ pub fn load(kind: EntryKind, source: &EntrySource) -> Result<Loaded, MaterialErr
 /// Every certificate in a PEM file (for `certs inspect`).
 pub fn certificates_in(path: &Path) -> Result<Vec<CertInfo>, MaterialError> {
     let bytes = read_file(path)?;
-    certificates(&path.display().to_string(), &bytes).map(|(_, infos)| infos)
+    certificates(&super::shown_path(path), &bytes).map(|(_, infos)| infos)
 }
 
 #[cfg(test)]

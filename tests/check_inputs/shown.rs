@@ -559,3 +559,32 @@ fn credentials_in_a_server_url_of_another_scheme_are_not_shown() {
         "{out}"
     );
 }
+
+/// A material file's path was written raw in its load messages (`entry a
+/// (ca-bundle, unused): <path>: file not found`): a path set from
+/// `${NAME}` holding a terminal escape reached the terminal as is. The
+/// path is shown whole, its control characters escaped as Rust writes a
+/// string; an ordinary path as it is.
+#[test]
+fn a_material_path_is_shown_escaped_in_its_load_messages() {
+    const CRL: &str = "HOTPROXY_CHECK_INPUTS_ESC_CRL";
+    let (s, cfg) = scene(
+        "public",
+        &format!(
+            "certs:\n  - {{ id: a, type: ca-bundle, ca_file: edge.crt, \
+             crl_files: [\"${{{CRL}}}\"] }}\n  - {{ id: b, type: ca-bundle, \
+             ca_file: plain.crt }}\n"
+        ),
+    );
+    let (_, out) = check_with(&cfg, &[(CRL, OsString::from("/run/a\x1b[2J\tb.pem"))]);
+    assert!(!out.contains(['\u{1b}', '\t']), "{out:?}");
+    assert!(
+        out.contains("/run/a\\u{1b}[2J\\tb.pem: file not found"),
+        "{out}"
+    );
+    let plain = s.path("plain.crt");
+    assert!(
+        out.contains(&format!("{}: file not found", plain.display())),
+        "{out}"
+    );
+}
