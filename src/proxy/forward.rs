@@ -533,7 +533,9 @@ impl Upstream {
                                 // it serves others (`StreamGuard::refused`).
                                 None if unprocessed(e.error()) => {
                                     if refused_stream(e.error()) {
-                                        serving = stream.refused(!endpoint.slot_free());
+                                        let stay =
+                                            !endpoint.slot_free() && !endpoint.room_beside(&stream);
+                                        serving = stream.refused(stay);
                                     } else {
                                         stream.retire_refused();
                                     }

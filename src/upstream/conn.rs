@@ -395,6 +395,11 @@ struct H2Shared {
     /// `opened` at its last refusal: streams numbered from it on were
     /// opened after that refusal.
     refused_at: AtomicU64,
+    /// Its run of refusals, which begins at a refusal and ends at a
+    /// response on a stream opened after the last: the run's number in the
+    /// high half (odd while one lasts), and in the low half the streams
+    /// opened in that run still open ([`StreamGuard::refused`]).
+    runs: AtomicU64,
     /// Closes it once it is retired and idle.
     kill: Arc<Kill>,
     /// The pool's: wakes a request waiting for a connection when a stream
@@ -487,6 +492,7 @@ impl H2 {
             refusals: AtomicUsize::new(0),
             opened: AtomicU64::new(0),
             refused_at: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
             kill,
             wakes,
             slot,
@@ -723,7 +729,8 @@ impl H2 {
             })
             .ok()?;
         let seq = self.shared.opened.fetch_add(1, Ordering::AcqRel);
-        Some(StreamGuard(self.shared.clone(), seq))
+        let run = self.shared.runs.fetch_add(1, Ordering::AcqRel) >> 32;
+        Some(StreamGuard(self.shared.clone(), seq, run))
     }
 }
 

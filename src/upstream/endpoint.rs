@@ -119,6 +119,12 @@ impl Endpoint {
         self.slots.free()
     }
 
+    /// Whether a pooled HTTP/2 connection other than `stream`'s takes a
+    /// new stream now ([`Pool::room_beside`]).
+    pub fn room_beside(&self, stream: &StreamGuard) -> bool {
+        self.pool.room_beside(stream)
+    }
+
     fn https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }

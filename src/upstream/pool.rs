@@ -429,6 +429,17 @@ impl Pool {
         (!st.idle.is_empty()).then(|| st.idle.remove(0))
     }
 
+    /// Whether a pooled HTTP/2 connection other than `stream`'s takes a
+    /// new stream now: a request refused on that one has another to go to
+    /// without a new connection ([`StreamGuard::refused`]).
+    pub fn room_beside(&self, stream: &StreamGuard) -> bool {
+        let generation = self.generation();
+        let st = self.state.lock().expect("pool lock");
+        st.h2
+            .iter()
+            .any(|c| c.generation == generation && !c.carries(stream) && c.has_room())
+    }
+
     /// As [`Pool::take_oldest_idle`], for an HTTP/2 endpoint: one pooled
     /// connection without a stream is let go, closed at once, its slot
     /// sent to the caller once its socket is ([`H2::close_for_slot`]).

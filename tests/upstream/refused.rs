@@ -4,9 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::raw_h2::{answering_h2, h2_frame, refused, response};
+use crate::raw_h2::{
+    answering_h2, h2_frame, naming, next_acking, raw_h2, refused, response, settings,
+};
 use crate::support::*;
 
 /// Requests held open together at the backend while it refuses one more.
@@ -425,4 +428,97 @@ async fn refusals_of_two_requests_do_not_retire_the_connection_holding_the_only_
     let after = send_all(&mut client, ["/after".to_owned()]).await;
     assert_eq!(statuses(after).await, [200], "a request after them");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
+}
+
+/// What a [`stuck_after_first`] backend's test sees of it.
+#[derive(Default)]
+struct Stuck {
+    /// Its first connection holds its first request.
+    holding: tokio::sync::Notify,
+    /// Its first connection now takes up to 100 streams (the raised
+    /// limit's SETTINGS acknowledged), and refuses each.
+    raised: tokio::sync::Notify,
+    /// The streams it refused (`REFUSED_STREAM`).
+    refused: AtomicUsize,
+}
+
+/// A raw HTTP/2 backend whose first connection (A) allows one stream at
+/// a time (SETTINGS_MAX_CONCURRENT_STREAMS 1) and holds its first request
+/// until its second connection (B) has answered one, so that B is
+/// dialled beside it; then A answers it, allows 100 streams, and refuses
+/// every stream after (`RST_STREAM(REFUSED_STREAM)`, never a `GOAWAY`: a
+/// server process stuck on it). Its later connections allow 100 streams
+/// at once and answer every request `200`. Returns its address, its accepted connections
+/// and what it saw.
+async fn stuck_after_first(
+    pair: &TestPair,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<Stuck>) {
+    let (stuck, b_answered) = (
+        Arc::new(Stuck::default()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let s = stuck.clone();
+    let (addr, accepted) = raw_h2(pair, settings(&[(3, 1)]), move |mut tls, n| {
+        let (stuck, b_answered) = (s.clone(), b_answered.clone());
+        async move {
+            if n > 0 {
+                let _ = tls.write_all(&settings(&[(3, 100)])).await;
+            }
+            let mut answered = false;
+            while let Some((kind, flags, stream)) = next_acking(&mut tls).await {
+                if n > 0 && kind == 1 {
+                    let _ = tls.write_all(&naming(n, stream)).await;
+                    b_answered.notify_one();
+                } else if n > 0 || kind == 4 && flags & 1 == 1 && !answered {
+                    // B's other frames; A's acknowledgement of its first SETTINGS.
+                } else if kind == 4 && flags & 1 == 1 {
+                    stuck.raised.notify_one();
+                } else if kind == 1 && !std::mem::replace(&mut answered, true) {
+                    stuck.holding.notify_one();
+                    b_answered.notified().await;
+                    let out = [naming(0, stream), settings(&[(3, 100)])].concat();
+                    let _ = tls.write_all(&out).await;
+                } else if kind == 1 {
+                    let _ = tls.write_all(&refused(stream)).await;
+                    stuck.refused.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    })
+    .await;
+    (addr, accepted, stuck)
+}
+
+/// SPEC (Upstream connection pool): with `max_connections_per_server: 2`
+/// and both slots held, by A (first in the pool) and a healthy B, A's
+/// server answers once and then refuses every stream without a `GOAWAY`.
+/// GETs eight at a time each saw the others' streams (and resends) open
+/// on A as its refusal came, so no refusal counted toward retiring A,
+/// each resend went to A again (the first connection with room), and
+/// every GET was refused three times, `502`, B unused. With room on B,
+/// A's refusals count: it is retired, and the GETs are answered on B.
+#[tokio::test]
+async fn concurrent_refusals_retire_a_stuck_connection_when_no_slot_is_free() {
+    let w = world();
+    let (backend, accepted, stuck) = stuck_after_first(&w.backend_pair).await;
+    let extra = ["max_connections_per_server: 2"];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &extra));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(&w, addr).await;
+    // `/first` held on A (full at one stream): `/second` dials B.
+    let mut first = send_all(&mut client, ["/first".to_owned()]).await;
+    tokio::time::timeout(WAIT, stuck.holding.notified())
+        .await
+        .expect("`/first` held on A");
+    first.extend(send_all(&mut client, ["/second".to_owned()]).await);
+    assert_eq!(statuses(first).await, [200, 200]);
+    tokio::time::timeout(WAIT, stuck.raised.notified())
+        .await
+        .expect("A's raised stream limit acknowledged");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "A and B dialled");
+    for round in 0..3 {
+        let gets = send_all(&mut client, (0..HELD).map(|i| format!("/get/{round}/{i}"))).await;
+        assert_eq!(statuses(gets).await, [200; HELD], "round {round}");
+    }
+    assert!(stuck.refused.load(Ordering::SeqCst) > 0, "A refused none");
 }

@@ -7,8 +7,27 @@ use super::{CLOSE_AT_IDLE, CLOSED, COUNT, H2Shared, clock};
 
 /// One stream of a shared HTTP/2 connection, held until the response
 /// ends, with its sequence number on the connection (from 0, in the order
-/// streams were taken).
-pub struct StreamGuard(pub(super) Arc<H2Shared>, pub(super) u64);
+/// streams were taken) and the number of the connection's run of
+/// refusals it was opened in (`H2Shared::runs`).
+pub struct StreamGuard(pub(super) Arc<H2Shared>, pub(super) u64, pub(super) u64);
+
+/// The low half of `H2Shared::runs`: the streams opened in the run still open.
+const IN_RUN: u64 = u32::MAX as u64;
+
+impl super::H2 {
+    /// Whether `stream` is one of its streams.
+    pub fn carries(&self, stream: &StreamGuard) -> bool {
+        Arc::ptr_eq(&self.shared, &stream.0)
+    }
+
+    /// Whether it takes a new stream now, as [`Self::try_stream`] would.
+    pub fn has_room(&self) -> bool {
+        let n = self.shared.streams.load(Ordering::Acquire);
+        self.usable()
+            && n & CLOSED == 0
+            && n & COUNT < self.shared.max_streams.load(Ordering::Acquire)
+    }
+}
 
 impl StreamGuard {
     /// The TLS error the stream's connection failed on, if it did.
@@ -51,7 +70,32 @@ impl StreamGuard {
         self.0.answered.fetch_add(1, Ordering::AcqRel);
         if self.1 >= self.0.refused_at.load(Ordering::Acquire) {
             self.0.refusals.store(0, Ordering::Release);
+            self.next_run(1);
         }
+    }
+
+    /// Begins a run of refusals (`odd` 0) unless one lasts, or ends the
+    /// one that lasts (`odd` 1). A new run counts none of the streams
+    /// open as its own: they were opened before it.
+    fn next_run(&self, odd: u64) {
+        let _ = self
+            .0
+            .runs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                ((w >> 32) % 2 == odd).then_some(((w >> 32) + 1) << 32)
+            });
+    }
+
+    /// Whether a stream opened before the connection's run of refusals
+    /// began (before its first refusal since it last took new streams) is
+    /// still open, other than this one. Both counts move apart, each
+    /// toward too many such streams, never too few: a stream is counted
+    /// open before it is counted in the run, and out of the run before
+    /// it is counted out.
+    fn shielded(&self) -> bool {
+        let w = self.0.runs.load(Ordering::Acquire);
+        let before = self.0.open_streams().saturating_sub((w & IN_RUN) as usize);
+        before > usize::from(self.2 != w >> 32)
     }
 
     /// The server refused this stream (`REFUSED_STREAM`): retired as by
@@ -70,21 +114,26 @@ impl StreamGuard {
     /// this refusal or before it): the refused request may then go again
     /// on any connection, this one included.
     ///
-    /// `no_slot_free`: no server slot is free for a new connection
-    /// (`max_connections_per_server`). A refusal then does not count
-    /// toward a second while other streams are open on the connection,
-    /// whether the request was sent before or not: retired, the
-    /// connection kept its slot (the only one, with a limit of 1) until
-    /// those streams ended, and the refused requests' next sends, and
-    /// every request after them, waited out `connect_timeout` for the
-    /// connection limit's `504`. Only a resend's refusal was spared so:
-    /// two requests refused together still retired it. With no other
-    /// stream open it counts: retired, the connection closes as this
-    /// stream ends, and its slot goes to the new one.
-    pub fn refused(&self, no_slot_free: bool) -> bool {
+    /// `stay`: no server slot is free for a new connection
+    /// (`max_connections_per_server`), and no other pooled connection has
+    /// room for a stream: the refused requests can go nowhere else. A
+    /// refusal then does not count toward a second while a stream opened
+    /// before the connection's first refusal (since it last took new
+    /// streams) is still open beside it, whether the request was sent
+    /// before or not: retired, the connection kept its slot (the only one,
+    /// with a limit of 1) until that stream ended, and the refused
+    /// requests' next sends, and every request after them, waited out
+    /// `connect_timeout` for the connection limit's `504`. Streams opened
+    /// since that first refusal do not spare it: a server stuck on the
+    /// connection refuses them too, and with requests coming at once each
+    /// refusal saw the others (and their resends) open, so none counted,
+    /// and every request was refused three times, `502`. With another
+    /// connection's room, or a slot free, every refusal counts.
+    pub fn refused(&self, stay: bool) -> bool {
         let opened = self.0.opened.load(Ordering::Acquire);
         self.0.refused_at.fetch_max(opened, Ordering::AcqRel);
-        let refusals = match no_slot_free && self.0.open_streams() > 1 {
+        self.next_run(0);
+        let refusals = match stay && self.shielded() {
             true => self.0.refusals.load(Ordering::Acquire),
             false => self.0.refusals.fetch_add(1, Ordering::AcqRel) + 1,
         };
@@ -105,6 +154,14 @@ impl Drop for StreamGuard {
         // `close_when_idle` sees this stream still counted and leaves the
         // close to this drop. Retirement is marked by a stream's holder
         // before that stream lets go: its own drop comes after.
+        // Out of its run of refusals first (`Self::shielded`).
+        let run = self.2;
+        let _ = self
+            .0
+            .runs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w >> 32 == run).then_some(w - 1)
+            });
         let mut close = false;
         let before = self
             .0
