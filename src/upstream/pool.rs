@@ -445,11 +445,17 @@ impl Pool {
     /// sent to the caller once its socket is ([`H2::close_for_slot`]).
     /// `None` if there is none, or it is not closed at once (a stream
     /// opened on it meanwhile: it closes at its last, its slot going to
-    /// whoever waits for one).
+    /// whoever waits for one). One that takes no new stream is passed
+    /// over: with no stream left it has closed already (retired, at its
+    /// last stream), and its slot was freed then. Taken, it used to close
+    /// nothing for the caller, a resend woken by a connection gone idle,
+    /// which waited out `connect_timeout` beside that idle one for the
+    /// limit's `504`.
     pub fn close_an_idle_h2(&self) -> Option<oneshot::Receiver<OwnedSemaphorePermit>> {
         let c = {
             let mut st = self.state.lock().expect("pool lock");
-            let i = st.h2.iter().position(|c| c.idle_for(Duration::ZERO))?;
+            let idle = |c: &H2| c.usable() && c.idle_for(Duration::ZERO);
+            let i = st.h2.iter().position(idle)?;
             st.h2.remove(i)
         };
         c.close_for_slot()

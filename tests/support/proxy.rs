@@ -141,6 +141,23 @@ impl Proxy {
             .await
     }
 
+    /// Wait (bounded) for `n` log events matching `pred`.
+    pub async fn wait_logs(
+        &mut self,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        self.wait_until(what, Duration::from_secs(60), |p| {
+            let lines = p.lines.lock().unwrap();
+            let parsed = lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+            (parsed.filter(|v| pred(v)).count() >= n).then_some(())
+        })
+        .await
+    }
+
     /// Wait (bounded) for a log line, as written, matching `pred`.
     pub async fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         self.wait_until(what, Duration::from_secs(20), |p| {

@@ -522,3 +522,95 @@ async fn concurrent_refusals_retire_a_stuck_connection_when_no_slot_is_free() {
     }
     assert!(stuck.refused.load(Ordering::SeqCst) > 0, "A refused none");
 }
+
+/// A raw HTTP/2 backend whose first connection holds its first request
+/// until `release` says, and refuses the next two together once both are
+/// in (`RST_STREAM(REFUSED_STREAM)`: it never served a response, so the
+/// first refusal retires it); its later connections answer every request
+/// `200` at once. Returns its address and `release`.
+async fn refusing_two_beside_a_held_one(
+    pair: &TestPair,
+) -> (std::net::SocketAddr, Arc<tokio::sync::Notify>) {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = release.clone();
+    let (addr, _) = raw_h2(pair, settings(&[]), move |mut tls, n| {
+        let release = r.clone();
+        async move {
+            let (mut held, mut refusing) = (None, Vec::new());
+            while let Some((kind, _, stream)) = next_acking(&mut tls).await {
+                if kind != 1 {
+                    continue;
+                }
+                if n > 0 {
+                    let _ = tls.write_all(&naming(n, stream)).await;
+                } else if held.is_none() {
+                    held = Some(stream);
+                } else {
+                    refusing.push(stream);
+                    if refusing.len() == 2 {
+                        let out: Vec<u8> = refusing.drain(..).flat_map(refused).collect();
+                        let _ = tls.write_all(&out).await;
+                        release.notified().await;
+                        let _ = tls.write_all(&naming(0, held.unwrap())).await;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    (addr, release)
+}
+
+/// With `max_connections_per_server: 1`, two GETs refused on a retired
+/// connection (held open by a long stream) each wait for its slot to be
+/// sent again on a new one. When the long stream ends, the retired
+/// connection closes, and the first resend's new connection serves it and
+/// goes idle: the second resend, woken, takes that idle connection's slot
+/// (closed for it). It used to take the closed connection, still in the
+/// pool, for it: no slot came of it, its wake-up was spent, and it waited
+/// out `connect_timeout` (far longer than [`WAIT`]) for the connection
+/// limit's `504` beside an idle connection.
+#[tokio::test]
+async fn a_resend_waiting_for_the_only_slot_is_not_stalled_by_a_closed_connection() {
+    let w = world();
+    let (backend, release) = refusing_two_beside_a_held_one(&w.backend_pair).await;
+    let extra = ["max_connections_per_server: 1", "connect_timeout: 30s"];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &extra));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(&w, addr).await;
+    let long = send_all(&mut client, ["/long".to_owned()]).await;
+    let refused = send_all(&mut client, ["/a".to_owned(), "/b".to_owned()]).await;
+    p.wait_logs("both resends waiting for the slot", 2, |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("every connection to the server is busy"))
+    })
+    .await;
+    release.notify_one();
+    assert_eq!(statuses(long).await, [200]);
+    assert_eq!(statuses(refused).await, [200, 200], "the refused GETs");
+}
+
+/// As [`concurrent_refusals_retire_a_stuck_connection_when_no_slot_is_free`]
+/// with `max_connections_per_server: 1`, the stuck connection alone: its
+/// refusals count once the streams opened before its first one are gone
+/// (those GETs may have been refused three times by then, `502`), and
+/// retired it gives its slot to a new connection. It used never to be
+/// retired: every GET of every round was refused three times, `502`.
+#[tokio::test]
+async fn concurrent_refusals_retire_a_stuck_connection_holding_the_only_slot() {
+    let w = world();
+    let (backend, _) = answering_h2(&w.backend_pair, |n, stream| match (n, stream) {
+        (0, 1) | (1.., _) => naming(n, stream),
+        _ => refused(stream),
+    })
+    .await;
+    let (_p, mut client) = one_slot(&w, backend, "30s").await;
+    for round in 0..3 {
+        let gets = send_all(&mut client, (0..HELD).map(|i| format!("/get/{round}/{i}"))).await;
+        let statuses = statuses(gets).await;
+        if round > 0 {
+            assert_eq!(statuses, [200; HELD], "round {round}");
+        }
+    }
+}
