@@ -18,6 +18,7 @@ mod listing;
 pub use listing::listed;
 pub use resolve::on_running_admin;
 pub use tree::shown_key;
+mod bare;
 mod raw;
 mod resolve;
 mod tree;

@@ -20,6 +20,8 @@ pub(super) struct Withheld {
     what: String,
     /// The field path the value was written at (`listeners[0].name`).
     field: String,
+    /// Set from the environment (`${NAME}`): withheld bare at any length.
+    env: bool,
 }
 
 impl Withheld {
@@ -40,6 +42,7 @@ impl Withheld {
             value: text.to_owned(),
             what,
             field: field.to_owned(),
+            env: false,
         })
     }
 
@@ -57,6 +60,7 @@ impl Withheld {
             value: value.to_owned(),
             what,
             field: field.to_owned(),
+            env: true,
         }
     }
 
@@ -120,8 +124,10 @@ fn field_of(location: &str) -> &str {
     }
 }
 
-/// A value shorter than this is only withheld where a message quotes it
-/// whole (`"..."`, `` `...` ``): as bare text it could be any word.
+/// A pasted value shorter than this is only withheld where a message
+/// quotes it whole (`"..."`, `` `...` ``): as bare text it could be any
+/// word. One from the environment is withheld bare too, as a word
+/// (`/c.pem is listed twice`): the problems it concerns are few.
 const BARE_MIN: usize = 8;
 
 /// The withheld values by field, so that a problem is matched against
@@ -223,13 +229,17 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
                 *message = message.replace(&form, &label);
                 replace_cut(message, &form, &label);
             }
-            if v.len() >= BARE_MIN {
-                *message = message.replace(v, &label);
-                // Escaped or cut bare, as a path is shown (`/run/hp_…`).
-                let bare = super::tree::shown_written(v);
-                if *bare != *v && !bare.starts_with("<withheld ") {
-                    *message = message.replace(&*bare, &label);
-                }
+            // A short pasted piece could be any word; a short value from
+            // the environment is replaced where it stands as one.
+            let short = v.len() < BARE_MIN;
+            if short && !w.env {
+                continue;
+            }
+            super::bare::replace(message, v, &label, short);
+            // Escaped or cut bare, as a path is shown (`/run/hp_…`).
+            let bare = super::tree::shown_written(v);
+            if *bare != *v && !bare.starts_with("<withheld ") {
+                super::bare::replace(message, &bare, &label, short);
             }
         }
         if quotes_a_piece(message, &w.value) {

@@ -506,6 +506,37 @@ fn a_value_from_the_environment_shown_escaped_is_withheld() {
     assert!(problems.all(|l| !l.contains("ecret")), "{out}");
 }
 
+/// A `${NAME}` value shorter than 8 bytes was withheld only where a
+/// message quoted it (`"..."`, `` `...` ``): shown bare, as a CRL path
+/// listed twice is, `/c.pem is listed twice` printed it, plain or
+/// escaped (`/s\tx`). It is named by its variable at any length.
+#[test]
+fn a_short_value_from_the_environment_shown_bare_is_withheld() {
+    const CRL: &str = "HOTPROXY_CHECK_INPUTS_SHORT_CRL";
+    for (value, shown) in [("/c.pem", "/c.pem"), ("/s\tx", "/s\\tx")] {
+        let (_s, cfg) = scene(
+            "public",
+            &format!(
+                "certs:\n  - {{ id: a, type: ca-bundle, ca_file: edge.crt, \
+                 crl_files: [\"${{{CRL}}}\", \"${{{CRL}}}\"] }}\n"
+            ),
+        );
+        let (code, out) = check_with(&cfg, &[(CRL, OsString::from(value))]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!(
+                "certs[0].crl_files: <withheld: the value of ${{{CRL}}}> is listed twice\n"
+            )),
+            "{out}"
+        );
+        let mut problems = out.lines().filter(|l| l.contains("crl_files"));
+        assert!(
+            problems.all(|l| !l.contains(shown) && !l.contains(value)),
+            "{out}"
+        );
+    }
+}
+
 /// A server URL whose password holds a `/` (`https://user:pa/ss@host`)
 /// was cut at the `/` before `@` was looked for: no credentials were
 /// found, and "must be scheme://host[:port] without a path" printed the

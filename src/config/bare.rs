@@ -1,0 +1,101 @@
+//! A withheld value where a message shows it bare (unquoted): replaced outside the labels already there.
+
+/// `message` with each bare occurrence of `shown` (a withheld value, as
+/// written or as a message escapes it) replaced by `label`, none inside a
+/// label (`<withheld: the value of ${NAME}>`: a value `value` or `e` is
+/// no part of it). `word`: only where it stands as a word, not within a
+/// longer one (a short value, `/c.pem`, `ab`: `ab` in `absent` is no
+/// showing of it).
+pub(super) fn replace(message: &mut String, shown: &str, label: &str, word: bool) {
+    if shown.is_empty() {
+        return;
+    }
+    let labels = labels(message, label);
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let starts_word = shown.chars().next().is_some_and(is_word);
+    let ends_word = shown.chars().next_back().is_some_and(is_word);
+    let mut out = String::with_capacity(message.len());
+    let (mut kept, mut from) = (0, 0);
+    while let Some(at) = message[from..].find(shown) {
+        let (start, end) = (from + at, from + at + shown.len());
+        let in_label = labels.iter().any(|&(s, e)| start < e && s < end);
+        let before = message[..start].chars().next_back();
+        let after = message[end..].chars().next();
+        let joined = word
+            && (starts_word && before.is_some_and(is_word)
+                || ends_word && after.is_some_and(is_word));
+        if in_label || joined {
+            // Past this match's first character.
+            from = start + message[start..].chars().next().map_or(1, char::len_utf8);
+            continue;
+        }
+        out.push_str(&message[kept..start]);
+        out.push_str(label);
+        (kept, from) = (end, end);
+    }
+    if kept > 0 {
+        out.push_str(&message[kept..]);
+        *message = out;
+    }
+}
+
+/// The byte ranges of the labels in `message`: each `<withheld` to its
+/// `>`, or to the end of `label` where it is that (whose variable's name
+/// may hold a `>`).
+fn labels(message: &str, label: &str) -> Vec<(usize, usize)> {
+    let spans = message.match_indices("<withheld").map(|(at, _)| {
+        let close = message[at..]
+            .find('>')
+            .map_or(message.len(), |e| at + e + 1);
+        match message[at..].starts_with(label) {
+            true => (at, close.max(at + label.len())),
+            false => (at, close),
+        }
+    });
+    spans.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LABEL: &str = "<withheld: the value of ${V}>";
+
+    fn replaced(message: &str, shown: &str, word: bool) -> String {
+        let mut m = message.to_owned();
+        replace(&mut m, shown, LABEL, word);
+        m
+    }
+
+    /// A short value is replaced where it stands as a word, whatever is
+    /// around it that is no word character; not within a longer word.
+    #[test]
+    fn a_short_value_is_replaced_as_a_word() {
+        let said = replaced("/c.pem is listed twice", "/c.pem", true);
+        assert_eq!(said, format!("{LABEL} is listed twice"));
+        let said = replaced("ab in absent, (ab) and ab", "ab", true);
+        assert_eq!(said, format!("{LABEL} in absent, ({LABEL}) and {LABEL}"));
+        let said = replaced("/s\\tx/s\\tx", "/s\\tx", true);
+        assert_eq!(said, format!("{LABEL}{LABEL}"));
+        assert_eq!(replaced("absent", "ab", true), "absent");
+        assert_eq!(replaced("absent", "ab", false), format!("{LABEL}sent"));
+    }
+
+    /// No label is mangled: a value that is a piece of one (`value`, `e`,
+    /// `withheld`) is replaced only outside them.
+    #[test]
+    fn no_label_is_replaced_into() {
+        for shown in ["value", "e", "withheld", "V", "${V}>"] {
+            for word in [true, false] {
+                let m = format!("{LABEL}; {shown} <withheld: a PEM block>");
+                let said = replaced(&m, shown, word);
+                let want = format!("{LABEL}; {LABEL} <withheld: a PEM block>");
+                assert_eq!(said, want, "{shown:?} {word}");
+            }
+        }
+        let odd = "<withheld: the value of ${A}>b>";
+        let mut m = format!("{odd} is b");
+        replace(&mut m, "b", odd, true);
+        assert_eq!(m, format!("{odd} is {odd}"));
+    }
+}
