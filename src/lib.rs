@@ -118,7 +118,8 @@
 //!       connections over loopback, in `conn/driver/tests.rs`.
 //!     - `frames`: HTTP/2 frames walked as they are read, for a header block begun
 //!       and not ended (a request part way in, closed at once at shutdown), and
-//!       as they are written, for the responses' ends that left h2.
+//!       as they are written, for the responses begun whose end has not
+//!       left h2.
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send
 //!     timeout, the hand-off to a lingering close.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).

@@ -15,8 +15,8 @@
 //! flight ends, so there that end wakes it ([`Activity::without_keep_alive`]).
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -98,15 +98,17 @@ pub struct Activity {
     /// HTTP/2: the stream ids the walk of `frames` keeps (the last header
     /// block ended). Written by the connection's task alone.
     frame_ids: AtomicU64,
-    /// HTTP/2: response bodies whose end hyper was handed with data (h2
-    /// sends it as a DATA frame with END_STREAM), counted by their
-    /// streams' tasks ([`TrackedBody::ended_on_data`]).
-    handed_ends: AtomicU64,
-    /// HTTP/2: our frames written so far, walked (`frames::walk_out`), and
-    /// the DATA frames with END_STREAM among them. Written by the
-    /// connection's task alone.
+    /// HTTP/2: our frames written so far, walked (`frames::walk_out`),
+    /// and the stream id of the one whose header is written. Written by
+    /// the connection's task alone.
     out_frames: AtomicU64,
-    sent_ends: AtomicU64,
+    out_id: AtomicU32,
+    /// HTTP/2: the streams whose response our frames began and did not
+    /// end yet (END_STREAM not written, no RST_STREAM written): h2
+    /// may hold their end for the client's flow-control window, or
+    /// behind other frames. Locked by the connection's task as a response
+    /// begins or ends, and by the driver at a close.
+    open: Mutex<frames::Open>,
     /// The driver closed the connection at once, with nothing begun
     /// (`driver::unbegun`): HTTP/2 sends `GOAWAY` before the close.
     at_once: AtomicBool,
@@ -181,9 +183,9 @@ impl Activity {
             heard: AtomicBool::new(false),
             frames: AtomicU64::new(frames::START),
             frame_ids: AtomicU64::new(0),
-            handed_ends: AtomicU64::new(0),
             out_frames: AtomicU64::new(0),
-            sent_ends: AtomicU64::new(0),
+            out_id: AtomicU32::new(0),
+            open: Mutex::new(frames::Open::default()),
             at_once: AtomicBool::new(false),
             look: AtomicU8::new(IDLE),
             ends: AtomicU8::new(HEAD_END),
@@ -319,27 +321,34 @@ impl Activity {
         self.frame_ids.store(ids, Ordering::Relaxed);
     }
 
-    /// Bytes were written (HTTP/2): our frames walked for the DATA frames
-    /// that end their stream.
+    /// Bytes were written (HTTP/2): our frames walked for the streams
+    /// they begin and end. The lock is taken at those frames alone (a
+    /// few per response), not at every write.
     pub(crate) fn sent_frames(&self, bytes: &[u8]) {
-        let (state, ends) = frames::walk_out(self.out_frames.load(Ordering::Relaxed), bytes);
+        let (state, id) = frames::walk_out(
+            self.out_frames.load(Ordering::Relaxed),
+            self.out_id.load(Ordering::Relaxed),
+            bytes,
+            |step| self.open_streams().apply(step),
+        );
         self.out_frames.store(state, Ordering::Relaxed);
-        if ends > 0 {
-            let n = self.sent_ends.load(Ordering::Relaxed);
-            self.sent_ends.store(n + ends, Ordering::Relaxed);
-        }
+        self.out_id.store(id, Ordering::Relaxed);
+    }
+
+    fn open_streams(&self) -> std::sync::MutexGuard<'_, frames::Open> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// HTTP/2: what the streams had to send may not all be on the socket:
-    /// the end of a response body handed to h2 is not written yet (h2
-    /// holds it for the client's flow-control window, or behind other
-    /// frames), or the last write was not a completed flush. A stream the
-    /// client reset with its end still held never has it written: its
-    /// connection counts as holding one from then on (it closes
-    /// gracefully, bounded as any such close).
+    /// a response begun has not had its end written (END_STREAM, on its
+    /// last DATA frame or its trailers: h2 holds it for the client's
+    /// flow-control window, or behind other frames), or the last write
+    /// was not a completed flush. A stream we reset has nothing left to
+    /// send; one the client reset with its end still held never has it
+    /// written: its connection counts as holding one from then on (it
+    /// closes gracefully, bounded as any such close).
     fn unsent(&self) -> bool {
-        self.handed_ends.load(Ordering::Relaxed) != self.sent_ends.load(Ordering::Relaxed)
-            || !self.all_written()
+        !self.open_streams().is_empty() || !self.all_written()
     }
 
     /// HTTP/2: the `GOAWAY` (`NO_ERROR`) for a close at once, if the
@@ -629,13 +638,6 @@ impl<B> TrackedBody<B> {
             inner,
             _in_flight: in_flight,
         }
-    }
-
-    /// HTTP/2: the body's end is handed to hyper with data, which h2
-    /// writes as a DATA frame with END_STREAM (see [`Activity::block_begun`]).
-    pub(crate) fn ended_on_data(&self) {
-        let a = &self._in_flight.0;
-        a.handed_ends.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -238,22 +238,6 @@ impl Body for SentBody {
                     }
                     other => other,
                 };
-                // The end handed on with data (or after it: hyper then
-                // sends an empty DATA frame), which h2 writes as a DATA
-                // frame with END_STREAM: counted until it is written
-                // (`Activity::block_begun`). Trailers end it otherwise.
-                let ended = match &polled {
-                    Poll::Ready(Some(Ok(f))) => {
-                        f.is_data()
-                            && rest.is_empty()
-                            && body.as_ref().is_some_and(|b| b.is_end_stream())
-                    }
-                    Poll::Ready(None) => true,
-                    _ => false,
-                };
-                if ended && let Some(b) = body.as_ref() {
-                    b.ended_on_data();
-                }
                 let since = match &polled {
                     // hyper holds a frame until the window lets it go: the
                     // last one too, with the body (and the upstream request

@@ -620,3 +620,103 @@ async fn the_end_of_a_response_held_for_the_window_outlives_a_shutdown_mid_heade
     }
     assert_eq!(got, 64 * 1024, "the response was cut");
 }
+
+/// SIGTERM on an HTTP/2 connection part way into its next header block
+/// while h2 holds a response's last DATA for the client's window with its
+/// trailers (gRPC's `grpc-status`) behind it: that body has ended on our
+/// side, its stream has not, and SPEC §1 still sends both. Ninety-nine
+/// answers of 32 KiB the client does not read yet (its receive buffer
+/// small) fill the socket, so the
+/// `/trailers` answer (1 KiB, then trailers) waits in h2; then the client
+/// shrinks the stream windows (SETTINGS_INITIAL_WINDOW_SIZE 8; the fillers
+/// had theirs opened further), which holds that DATA for the window, and
+/// begins stream 201's header block. It reads the fillers to their ends,
+/// SIGTERM, then the CONTINUATION and a WINDOW_UPDATE: the DATA and the
+/// trailers come. (It was closed at once: an end on trailers was never
+/// counted as one still to send.)
+#[tokio::test]
+async fn trailers_held_behind_the_window_outlive_a_shutdown_mid_header_block() {
+    const DATA: u8 = 0;
+    const PING: u8 = 6;
+    const FILLERS: u32 = 99;
+    let (w, p, addr, log) = serve_logged("").await;
+    // A small receive buffer: the proxy's socket fills sooner.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(addr).await.unwrap();
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(cfg);
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(h2_frame(WINDOW_UPDATE, 0, 0, &0x7fff_0000u32.to_be_bytes()));
+    for id in (1..2 * FILLERS).step_by(2) {
+        out.extend(h2_frame(HEADERS, 0x5, id, &hpack_get("/kib/32")));
+        out.extend(h2_frame(WINDOW_UPDATE, 0, id, &65535u32.to_be_bytes()));
+    }
+    s.write_all(&out).await.unwrap();
+    wait_access_log(&log, FILLERS as usize, WAIT).await;
+    let trailed = 2 * FILLERS + 1;
+    let mut block = hpack_get("/trailers");
+    block.extend_from_slice(b"\x00\x02te\x08trailers");
+    s.write_all(&h2_frame(HEADERS, 0x5, trailed, &block))
+        .await
+        .unwrap();
+    wait_access_log(&log, FILLERS as usize + 1, WAIT).await;
+    // Windows 8 bytes (the fillers' 65,543), a PING, then the next
+    // HEADERS with its CONTINUATION to come, in one write.
+    let next = hpack_get("/api");
+    let mut out = h2_frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 8]);
+    out.extend(h2_frame(PING, 0, 0, b"barrier!"));
+    out.extend(h2_frame(HEADERS, 0x1, trailed + 2, &next[..3]));
+    s.write_all(&out).await.unwrap();
+    let (mut ended, mut pinged, mut got, mut heads) = (0, false, 0, 0);
+    while ended < FILLERS || !pinged {
+        let (kind, flags, stream, payload) = next_frame(&mut s).await;
+        assert_ne!(kind, RST_STREAM, "stream {stream} reset");
+        match (kind, stream) {
+            (PING, 0) => pinged |= payload == b"barrier!",
+            (DATA, id) if id == trailed => got += payload.len(),
+            (HEADERS, id) if id == trailed => heads += 1,
+            (DATA, _) if flags & 0x1 != 0 => ended += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        got < 1024,
+        "the DATA was held for the window: {got} bytes came"
+    );
+    p.signal("TERM");
+    loop {
+        match next_frame(&mut s).await {
+            (GOAWAY, ..) => break,
+            (DATA, _, id, payload) if id == trailed => got += payload.len(),
+            (HEADERS, _, id, _) if id == trailed => heads += 1,
+            _ => {}
+        }
+    }
+    let mut out = h2_frame(CONTINUATION, 0x4, trailed + 2, &next[3..]);
+    out.extend(h2_frame(
+        WINDOW_UPDATE,
+        0,
+        trailed,
+        &0x10000u32.to_be_bytes(),
+    ));
+    s.write_all(&out).await.unwrap();
+    loop {
+        let (kind, flags, stream, payload) = next_frame(&mut s).await;
+        if stream == trailed {
+            assert_ne!(kind, RST_STREAM, "the trailed stream reset");
+            match kind {
+                DATA => got += payload.len(),
+                HEADERS => heads += 1,
+                _ => {}
+            }
+            if flags & 0x1 != 0 {
+                assert_eq!(kind, HEADERS, "ended by its trailers");
+                break;
+            }
+        }
+    }
+    assert_eq!((got, heads), (1024, 2), "the DATA, then the trailers");
+}

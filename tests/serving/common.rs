@@ -20,7 +20,8 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Inf
 
 /// A plain-HTTP/1.1 backend: answers `101` to *any* `Upgrade` (as a naive
 /// backend would, so the proxy alone decides what is tunnelled) and then
-/// echoes bytes; streams an endless body on `/big`; n KiB on `/kib/n`; sends one chunk and
+/// echoes bytes; streams an endless body on `/big`; n KiB on `/kib/n`; a KiB and trailers
+/// (`grpc-status`) on `/trailers`; sends one chunk and
 /// then nothing on `/stall`; a head of about N bytes on `/fat-head/N`;
 /// reads the whole request body on `/upload` and
 /// answers its length (and any `Expect`); never answers `/hold` (an
@@ -178,6 +179,21 @@ fn answer(
         // n KiB of known length.
         let n: usize = n.parse().unwrap();
         return http::Response::new(Full::new(Bytes::from(vec![b'k'; n * 1024])).boxed());
+    }
+    if req.uri().path() == "/trailers" {
+        // A KiB, then trailers as a gRPC answer ends (announced: hyper
+        // sends them to a client that sent `TE: trailers`).
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames = [
+            Ok(Frame::data(Bytes::from(vec![b't'; 1024]))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+        return http::Response::builder()
+            .header("trailer", "grpc-status")
+            .body(body)
+            .unwrap();
     }
     if req.uri().path() == "/big" {
         let guard = Ended(ended);

@@ -1,4 +1,4 @@
-//! HTTP/2 frames walked as they are read, for whether a header block is begun and not ended (a request not come yet), and as they are written, for the streams they end.
+//! HTTP/2 frames walked as they are read, for whether a header block is begun and not ended (a request not come yet), and as they are written, for the streams whose response has not ended.
 //!
 //! At shutdown hyper's graceful close of an HTTP/2 connection waits for the
 //! client to answer the GOAWAY's PING. A client part way into a header
@@ -8,6 +8,13 @@
 //! a frame, payloads skipped), and the state is two words (the second the
 //! stream ids: the `GOAWAY` such a close sends names the last block
 //! ended), so a read costs a few steps per frame and no allocation.
+//!
+//! That close waits, though, while a response begun (HEADERS written
+//! without END_STREAM) has not had its end written (END_STREAM, on its
+//! last DATA frame or on its trailers): h2 may hold it for the client's
+//! flow-control window after the body ended on our side. Our frames are
+//! walked as they are written for the streams they open and end ([`Open`],
+//! a few ids inline); a RST_STREAM we write ends one too.
 
 /// The client connection preface, skipped before the first frame.
 const PREFACE: u64 = 24;
@@ -116,19 +123,29 @@ pub fn block_begun(state: u64) -> bool {
 }
 
 const DATA: u64 = 0x0;
+const RST_STREAM: u64 = 0x3;
 const END_STREAM: u64 = 0x1;
 
+/// What a frame walked whole does to the streams our responses keep open:
+/// `Opened` (HEADERS without END_STREAM: a response begun, its end to
+/// come), `Over` (a DATA or HEADERS frame with END_STREAM written, the
+/// end left; or a RST_STREAM either way: nothing more is sent on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Opened(u32),
+    Over(u32),
+}
+
 /// Our frames, walked as they are written (from 0, the first frame's
-/// start: a server sends no preface): the state after `bytes`, and how
-/// many DATA frames among them that end their stream (END_STREAM) were
-/// written whole, so the end of a response body hyper handed to h2 is
-/// known to have left it. The state's fields are those of [`walk`]'s.
-pub fn walk_out(state: u64, bytes: &[u8]) -> (u64, u64) {
+/// start: a server sends no preface): `state` and `id` (the stream id of
+/// the frame whose header is written) after `bytes`, with `seen` told of
+/// each frame written whole that opens or ends a stream ([`Stream`]).
+/// The state's fields are those of [`walk`]'s.
+pub fn walk_out(state: u64, mut id: u32, bytes: &[u8], mut seen: impl FnMut(Stream)) -> (u64, u32) {
     let mut got = (state >> GOT_AT) & 0xf;
     let mut len = state & LEN;
     let mut kind = (state >> 24) & 0xff;
     let mut flags = (state >> 32) & 0xff;
-    let mut ends = 0;
     let mut i = 0;
     while i < bytes.len() {
         if got < 9 {
@@ -139,7 +156,7 @@ pub fn walk_out(state: u64, bytes: &[u8]) -> (u64, u64) {
                 1 | 2 => len = len << 8 | b,
                 3 => kind = b,
                 4 => flags = b,
-                _ => {}
+                _ => id = (id << 8 | b as u32) & 0x7fff_ffff,
             }
             got += 1;
             if got < 9 || len > 0 {
@@ -155,11 +172,69 @@ pub fn walk_out(state: u64, bytes: &[u8]) -> (u64, u64) {
         }
         // A frame written whole.
         got = 0;
-        if kind == DATA && flags & END_STREAM != 0 {
-            ends += 1;
+        match kind {
+            DATA | HEADERS if flags & END_STREAM != 0 => seen(Stream::Over(id)),
+            HEADERS => seen(Stream::Opened(id)),
+            RST_STREAM => seen(Stream::Over(id)),
+            _ => {}
         }
     }
-    (got << GOT_AT | flags << 32 | kind << 24 | len, ends)
+    (got << GOT_AT | flags << 32 | kind << 24 | len, id)
+}
+
+/// How many open streams [`Open`] keeps without allocating: more than a
+/// connection usually has in flight at once.
+const FEW: usize = 16;
+
+/// The streams our frames opened and have not ended (nor either side
+/// reset): a response whose end is still to be written. Never more than
+/// `max_concurrent_streams`, and usually a few: kept inline, spilling to
+/// the heap only past [`FEW`].
+#[derive(Debug, Default)]
+pub struct Open {
+    few: [u32; FEW],
+    n: usize,
+    more: Vec<u32>,
+}
+
+impl Open {
+    /// Apply what the walk saw.
+    pub fn apply(&mut self, step: Stream) {
+        match step {
+            Stream::Opened(id) => self.insert(id),
+            Stream::Over(id) => self.remove(id),
+        }
+    }
+
+    fn insert(&mut self, id: u32) {
+        if self.few[..self.n].contains(&id) || self.more.contains(&id) {
+            return;
+        }
+        if self.n < FEW {
+            self.few[self.n] = id;
+            self.n += 1;
+        } else {
+            self.more.push(id);
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(at) = self.few[..self.n].iter().position(|&o| o == id) {
+            self.n -= 1;
+            self.few[at] = self.few[self.n];
+            if let Some(spilled) = self.more.pop() {
+                self.few[self.n] = spilled;
+                self.n += 1;
+            }
+        } else if let Some(at) = self.more.iter().position(|&o| o == id) {
+            self.more.swap_remove(at);
+        }
+    }
+
+    /// No stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
 }
 
 #[cfg(test)]
@@ -281,36 +356,68 @@ mod tests {
         );
     }
 
-    /// A DATA frame with END_STREAM is counted once written whole, in
-    /// whatever pieces: not at its header, not a HEADERS frame's
-    /// END_STREAM, not a DATA frame without it.
+    /// Our streams open at a HEADERS frame without END_STREAM and end at
+    /// a DATA or HEADERS (trailers) frame with it, or a RST_STREAM, each
+    /// once written whole, in whatever pieces; a frame of another stream
+    /// or another type leaves them as they are.
     #[test]
-    fn written_data_frames_that_end_their_stream_are_counted_whole() {
+    fn written_frames_open_and_end_their_streams_once_written_whole() {
         let all = [
             &frame_on(4, 0, 0, &[0, 3, 0, 0, 0, 100])[..],
             &frame_on(1, 0x4, 1, b"\x88"),
+            &frame_on(1, 0x4, 3, b"\x88"),
+            &frame_on(1, 0x4, 0x105, b"\x88"),
             &frame_on(0, 0, 1, &[b'x'; 300]),
             &frame_on(0, 0x1, 1, b"end"),
-            &frame_on(1, 0x5, 3, b"\x88"),
-            &frame_on(0, 0x1, 5, &[]),
+            &frame_on(1, 0x5, 0x105, b"trailers"),
+            &frame_on(1, 0x5, 7, b"\x88"),
+            &frame_on(0, 0x1, 9, &[]),
         ]
         .concat();
+        let steps = [
+            Stream::Opened(1),
+            Stream::Opened(3),
+            Stream::Opened(0x105),
+            Stream::Over(1),
+            Stream::Over(0x105),
+            Stream::Over(7),
+            Stream::Over(9),
+        ];
         for size in [1, 2, 5, 9, 64, 1000] {
-            let ends: u64 = all
-                .chunks(size)
-                .scan(0, |s, p| {
-                    let (state, ends) = walk_out(*s, p);
-                    *s = state;
-                    Some(ends)
+            let mut seen = Vec::new();
+            let mut open = Open::default();
+            all.chunks(size).fold((0, 0), |(s, id), p| {
+                walk_out(s, id, p, |step| {
+                    seen.push(step);
+                    open.apply(step);
                 })
-                .sum();
-            assert_eq!(ends, 2, "written {size} bytes at a time");
+            });
+            assert_eq!(seen, steps, "written {size} bytes at a time");
+            assert!(!open.is_empty(), "stream 3 is open");
+            open.apply(Stream::Over(3));
+            assert!(open.is_empty());
         }
         let last = frame_on(0, 0x1, 1, b"end");
         for got in 0..last.len() {
-            assert_eq!(walk_out(0, &last[..got]).1, 0, "{got} bytes of it");
+            let mut seen = 0;
+            walk_out(0, 0, &last[..got], |_| seen += 1);
+            assert_eq!(seen, 0, "{got} bytes of it");
         }
-        let (state, ends) = walk_out(0, &last[..10]);
-        assert_eq!((ends, walk_out(state, &last[10..]).1), (0, 1));
+    }
+
+    /// Streams past the inline few spill and come back.
+    #[test]
+    fn open_streams_past_the_inline_few_are_kept() {
+        let mut open = Open::default();
+        for id in (1..=2 * FEW as u32 + 1).step_by(2) {
+            open.apply(Stream::Opened(id));
+            open.apply(Stream::Opened(id));
+        }
+        for id in (1..=2 * FEW as u32 + 1).step_by(2) {
+            assert!(!open.is_empty(), "{id} left");
+            open.apply(Stream::Over(id));
+            open.apply(Stream::Over(id));
+        }
+        assert!(open.is_empty());
     }
 }
