@@ -104,7 +104,7 @@ pub struct Activity {
     out_frames: AtomicU64,
     out_id: AtomicU32,
     /// HTTP/2: the streams whose response our frames began and did not
-    /// end yet (END_STREAM not written, no RST_STREAM written): h2
+    /// end yet (END_STREAM not written, no RST_STREAM either way): h2
     /// may hold their end for the client's flow-control window, or
     /// behind other frames. Locked by the connection's task as a response
     /// begins or ends, and by the driver at a close.
@@ -310,12 +310,14 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// Bytes arrived (HTTP/2): their frames walked for a header block begun.
+    /// Bytes arrived (HTTP/2): their frames walked for a header block
+    /// begun, and for the client's RST_STREAM: its stream is over.
     pub(crate) fn received_frames(&self, bytes: &[u8]) {
         let (state, ids) = frames::walk(
             self.frames.load(Ordering::Relaxed),
             self.frame_ids.load(Ordering::Relaxed),
             bytes,
+            |id| self.open_streams().apply(frames::Stream::Over(id)),
         );
         self.frames.store(state, Ordering::Relaxed);
         self.frame_ids.store(ids, Ordering::Relaxed);
@@ -343,10 +345,10 @@ impl Activity {
     /// a response begun has not had its end written (END_STREAM, on its
     /// last DATA frame or its trailers: h2 holds it for the client's
     /// flow-control window, or behind other frames), or the last write
-    /// was not a completed flush. A stream we reset has nothing left to
-    /// send; one the client reset with its end still held never has it
-    /// written: its connection counts as holding one from then on (it
-    /// closes gracefully, bounded as any such close).
+    /// was not a completed flush. A stream reset, by the client or by
+    /// us, has nothing left to send. (A response head already in h2's
+    /// write buffer when the client's reset is read, written after it,
+    /// would still count as begun: the close is then graceful, bounded.)
     fn unsent(&self) -> bool {
         !self.open_streams().is_empty() || !self.all_written()
     }

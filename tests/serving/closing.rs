@@ -621,6 +621,45 @@ async fn the_end_of_a_response_held_for_the_window_outlives_a_shutdown_mid_heade
     assert_eq!(got, 64 * 1024, "the response was cut");
 }
 
+/// A stream the client resets while h2 holds its response's end for the
+/// window never has that end written, and is over: at SIGTERM, with
+/// nothing in flight and the next header block begun, the connection is
+/// closed at once (SPEC §1), its `GOAWAY` naming stream 1. (The reset
+/// stream was counted as an end still held, for good: the close was
+/// graceful, its PING never answered, the connection kept until
+/// `header_read_timeout`.)
+#[tokio::test]
+async fn a_reset_stream_whose_end_was_held_does_not_hold_off_a_close_at_once() {
+    const DATA: u8 = 0;
+    const PING: u8 = 6;
+    let (w, mut p, addr, log) = serve_logged("header_read_timeout: 60s").await;
+    let mut s = h2_raw_request(&w, addr, &hpack_get("/kib/64")).await;
+    let port = local_port(&s);
+    let mut got = 0;
+    while got < 65535 {
+        if let (DATA, _, 1, body) = next_frame(&mut s).await {
+            got += body.len();
+        }
+    }
+    wait_access_log(&log, 1, WAIT).await;
+    // Stream 1 reset (CANCEL), a PING, then stream 3's HEADERS with its
+    // CONTINUATION to come, in one write.
+    let block = hpack_get("/api");
+    let mut out = h2_frame(RST_STREAM, 0, 1, &8u32.to_be_bytes());
+    out.extend(h2_frame(PING, 0, 0, b"barrier!"));
+    out.extend(h2_frame(HEADERS, 0x1, 3, &block[..3]));
+    s.write_all(&out).await.unwrap();
+    while next_frame(&mut s).await != (PING, 0x1, 0, b"barrier!".to_vec()) {}
+    p.signal("TERM");
+    let got = read_to_close(&mut s).await;
+    assert_eq!(h2_goaway(&got), Some((1, 0)), "{got:?}");
+    p.wait_log("the close at once", |v| {
+        v["message"] == "closing connection: shutting down before its next request"
+            && peer_is(v, port)
+    })
+    .await;
+}
+
 /// SIGTERM on an HTTP/2 connection part way into its next header block
 /// while h2 holds a response's last DATA for the client's window with its
 /// trailers (gRPC's `grpc-status`) behind it: that body has ended on our

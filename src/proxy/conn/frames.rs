@@ -14,7 +14,7 @@
 //! last DATA frame or on its trailers): h2 may hold it for the client's
 //! flow-control window after the body ended on our side. Our frames are
 //! walked as they are written for the streams they open and end ([`Open`],
-//! a few ids inline); a RST_STREAM we write ends one too.
+//! a few ids inline); a RST_STREAM, ours or the client's, ends one too.
 
 /// The client connection preface, skipped before the first frame.
 const PREFACE: u64 = 24;
@@ -40,8 +40,9 @@ pub const START: u64 = PREFACE << PREFACE_AT;
 // id of a header block ended (0: none).
 const ID: u64 = 0xffff_ffff;
 
-/// `state` and `ids` after `bytes` are read.
-pub fn walk(state: u64, mut ids: u64, bytes: &[u8]) -> (u64, u64) {
+/// `state` and `ids` after `bytes` are read; `reset` is told the stream
+/// id of each RST_STREAM frame read whole (the client's: its stream ends).
+pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) -> (u64, u64) {
     let mut preface = state >> PREFACE_AT;
     let mut got = (state >> GOT_AT) & 0xf;
     let mut len = state & LEN;
@@ -67,6 +68,9 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8]) -> (u64, u64) {
             if len == 0 {
                 got = 0;
                 ids = ended(ids, kind, flags);
+                if let Some(id) = reset_id(ids, kind) {
+                    reset(id);
+                }
             }
             continue;
         }
@@ -87,6 +91,9 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8]) -> (u64, u64) {
             if len == 0 {
                 got = 0;
                 ids = ended(ids, kind, flags);
+                if let Some(id) = reset_id(ids, kind) {
+                    reset(id);
+                }
             }
         }
     }
@@ -182,6 +189,12 @@ pub fn walk_out(state: u64, mut id: u32, bytes: &[u8], mut seen: impl FnMut(Stre
     (got << GOT_AT | flags << 32 | kind << 24 | len, id)
 }
 
+/// A RST_STREAM frame read whole, from the walk of the client's frames:
+/// its stream id (the `ids` after it), `None` for another frame.
+fn reset_id(ids: u64, kind: u64) -> Option<u32> {
+    (kind == RST_STREAM).then_some((ids & 0x7fff_ffff) as u32)
+}
+
 /// How many open streams [`Open`] keeps without allocating: more than a
 /// connection usually has in flight at once.
 const FEW: usize = 16;
@@ -254,7 +267,7 @@ mod tests {
     }
 
     fn read(parts: &[&[u8]]) -> u64 {
-        parts.iter().fold(START, |s, p| walk(s, 0, p).0)
+        parts.iter().fold(START, |s, p| walk(s, 0, p, |_| {}).0)
     }
 
     #[test]
@@ -335,20 +348,20 @@ mod tests {
         for size in [1, 2, 5, 9, 64] {
             let ids = all
                 .chunks(size)
-                .fold((START, 0), |(s, ids), p| walk(s, ids, p))
+                .fold((START, 0), |(s, ids), p| walk(s, ids, p, |_| {}))
                 .1;
             assert_eq!(last_block(ids), 3, "read {size} bytes at a time");
         }
         let first = [&preface[..], &frame_on(4, 0, 0, &[])].concat();
-        assert_eq!(last_block(walk(START, 0, &first).1), 0);
+        assert_eq!(last_block(walk(START, 0, &first, |_| {}).1), 0);
         // A block's last frame read in part (its END_HEADERS in, not all
         // its payload) has not ended it.
         let whole = frame_on(1, 0x5, 1, b"\x82\x87\x84");
         for got in 1..whole.len() {
-            let ids = walk(START, 0, &[&first[..], &whole[..got]].concat()).1;
+            let ids = walk(START, 0, &[&first[..], &whole[..got]].concat(), |_| {}).1;
             assert_eq!(last_block(ids), 0, "{got} bytes of the HEADERS frame");
         }
-        let ids = walk(START, 0, &[&first[..], &whole].concat()).1;
+        let ids = walk(START, 0, &[&first[..], &whole].concat(), |_| {}).1;
         assert_eq!(last_block(ids), 1);
         assert_eq!(
             goaway(3),
@@ -402,6 +415,26 @@ mod tests {
             let mut seen = 0;
             walk_out(0, 0, &last[..got], |_| seen += 1);
             assert_eq!(seen, 0, "{got} bytes of it");
+        }
+    }
+
+    /// A client's RST_STREAM read whole names its stream, whatever came
+    /// before it.
+    #[test]
+    fn a_client_reset_read_whole_names_its_stream() {
+        let all = [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            &frame_on(1, 0x5, 1, b"\x82"),
+            &frame_on(3, 0, 1, &[0, 0, 0, 8]),
+            &frame_on(3, 0, 0x10003, &[0, 0, 0, 8]),
+        ]
+        .concat();
+        for size in [1, 4, 9, 1000] {
+            let mut resets = Vec::new();
+            all.chunks(size).fold((START, 0), |(s, ids), p| {
+                walk(s, ids, p, |id| resets.push(id))
+            });
+            assert_eq!(resets, [1, 0x10003], "read {size} bytes at a time");
         }
     }
 
