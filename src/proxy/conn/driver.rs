@@ -234,10 +234,13 @@ impl Driver<'_> {
                         }
                         let found = self.activity.found_unread();
                         match unbegun(self.activity, h2) {
-                            // HTTP/2: read in the look's poll, they began
+                            // HTTP/2: what the look's poll read began
                             // streams (served), and any opened from now on,
-                            // after the signal, is refused.
-                            None if found && h2 => {
+                            // after the signal, is refused. Whatever the
+                            // look found: that poll may have read the
+                            // bytes itself before the look (the runtime
+                            // saw them readable), the count then 0.
+                            None if h2 => {
                                 debug!(listener = %name, peer = %peer, "bytes unread at the close began a request; closing gracefully, refusing new streams");
                                 self.activity.refuse_new_streams();
                                 None
