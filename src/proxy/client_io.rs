@@ -1,4 +1,4 @@
-//! The client's stream as hyper sees it: received bytes told to the connection's `Activity`, the send timeout, a look at the socket for bytes unread (HTTP/2: read then), the hand-off to a lingering close.
+//! The client's stream as hyper sees it: received bytes told to the connection's `Activity`, the send timeout, a look at the socket for bytes unread, read then, the hand-off to a lingering close.
 
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -119,8 +119,8 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + '
     shut: bool,
     /// Kept alive by the lingering task (the connection slot).
     hold: Option<Box<dyn Send + Sync>>,
-    /// HTTP/2, the driver's look: bytes still to read of those the look
-    /// found on the socket ([`Unread::pull`]).
+    /// The driver's look: bytes still to read of those the look found on
+    /// the socket ([`Unread::pull`]).
     to_pull: usize,
 }
 
@@ -212,6 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncRe
             match res {
                 Poll::Ready(Ok(())) if buf.filled().len() > before => {
                     if this.reads {
+                        this.activity.read_in_look(&buf.filled()[before..]);
                         this.activity.received(&buf.filled()[before..]);
                     } else {
                         this.activity.received_frames(&buf.filled()[before..]);
@@ -228,17 +229,15 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncRe
                     // begun: did the client send more? TLS has no
                     // plaintext left (its read waits only then), so that
                     // is on the socket, in records whose content cannot
-                    // be known unread: any byte.
+                    // be known unread: read now, in the look's poll, so
+                    // that the driver decides on what they began (HTTP/2:
+                    // streams, refused beyond; HTTP/1: a head's byte), or
+                    // nothing and closed at once; no more than were there
+                    // at the look.
                     if this.activity.looking() {
                         let queued = this.inner.as_deref().map_or(0, Unread::queued);
                         this.activity.looked(queued > 0);
-                        // HTTP/2: read now, in the look's poll, so that
-                        // the driver decides on what they began (streams
-                        // refused beyond, or nothing and closed at once);
-                        // no more than were there at the look.
-                        if !this.reads {
-                            this.to_pull = queued;
-                        }
+                        this.to_pull = queued;
                     }
                     if this.to_pull > 0 && this.activity.found_any() {
                         let inner = this

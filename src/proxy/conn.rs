@@ -116,6 +116,9 @@ pub struct Activity {
     /// look at its socket for bytes not read yet (`LOOK`), and what the
     /// look found (`UNREAD`, `NOTHING`); `IDLE` otherwise.
     look: AtomicU8,
+    /// HTTP/1: a byte other than CR and LF (a head's, not the empty lines
+    /// hyper skips before one) was read during the look's poll.
+    look_read_head: AtomicBool,
     /// Where the bytes that may be heads end (one of `IN_LINE`..`HEAD_END`):
     /// anything but `HEAD_END` means bytes of a head not yet complete were
     /// read, which hyper holds in its buffer when they came behind a
@@ -188,6 +191,7 @@ impl Activity {
             open: Mutex::new(frames::Open::default()),
             at_once: AtomicBool::new(false),
             look: AtomicU8::new(IDLE),
+            look_read_head: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
             after_head: AtomicU64::new(UNKNOWN),
             left: AtomicU64::new(0),
@@ -397,6 +401,23 @@ impl Activity {
     /// none or was not made (no read waited). The look is over.
     pub(crate) fn found_unread(&self) -> bool {
         self.look.swap(IDLE, Ordering::Relaxed) == UNREAD
+    }
+
+    /// HTTP/1: `bytes` were read; during a look (asked for, made, its
+    /// answer not taken yet), note whether they hold a head's byte, not
+    /// CR or LF alone.
+    pub(crate) fn read_in_look(&self, bytes: &[u8]) {
+        if self.look.load(Ordering::Relaxed) != IDLE
+            && bytes.iter().any(|b| !matches!(b, b'\r' | b'\n'))
+        {
+            self.look_read_head.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// HTTP/1: the look's poll read a byte of a head ([`Activity::read_in_look`]);
+    /// cleared.
+    pub(crate) fn look_read_head(&self) -> bool {
+        self.look_read_head.swap(false, Ordering::Relaxed)
     }
 
     /// HTTP/2: no stream in flight and a header block begun, not ended: a

@@ -122,8 +122,8 @@ impl Driver<'_> {
         let cut = Woken::new(cancels::cut(&self.activity.cancels, name, peer));
         tokio::pin!(cut);
         let mut closing = false;
-        // HTTP/1.1, closing from outside, bytes found unread before its
-        // first request (`at_once!`): hyper's graceful close would close
+        // HTTP/1.1, closing from outside, bytes unread before its first
+        // request that held a head's byte (`at_once!`): hyper's graceful close would close
         // it at once, its read buffer empty, so it is asked for once the
         // request has begun (its response says `Connection: close` if not
         // written already), and the bytes are read meanwhile.
@@ -205,17 +205,17 @@ impl Driver<'_> {
         // hyper has read: the client may have sent its request (an
         // HTTP/1.1 head, HTTP/2 frames) before the signal, on the socket
         // still, unread (the runtime has not polled for I/O since it
-        // came, or h2 was writing). The stream looks (`MSG_PEEK`) in one
-        // poll of the connection made now (`Activity::look_for_unread`).
-        // HTTP/2: it reads what it found there in that poll (no more:
-        // only what came before the signal), and hyper with it, so the
-        // driver decides on what those bytes began: nothing (frames that
-        // start no stream) closes at once as before; a stream begun is
-        // served, the close graceful, and every stream opened after it
-        // refused (`REFUSED_STREAM`), as SPEC §1 drops a request
-        // completed after the signal. HTTP/1.1: bytes found may hold a
-        // request (TLS records, not known before they are read), so the
-        // close is graceful, for that one request alone
+        // came, or h2 was writing). The stream looks (`FIONREAD`) in one
+        // poll of the connection made now (`Activity::look_for_unread`)
+        // and reads what it found there in that poll (no more: only what
+        // came before the signal), and hyper with it, so the driver
+        // decides on what those bytes began: nothing (HTTP/2 frames that
+        // start no stream, HTTP/1.1 empty lines, a record still arriving)
+        // closes at once as before. HTTP/2: a stream begun is served, the
+        // close graceful, and every stream opened after it refused
+        // (`REFUSED_STREAM`), as SPEC §1 drops a request completed after
+        // the signal. HTTP/1.1: a head begun (a byte not CR or LF) makes
+        // the close graceful, for that one request alone
         // (`first_then_close`, its response says `Connection: close`),
         // and the graceful close's bounds hold (the first request's
         // header_read_timeout, the checks above, the cut).
@@ -232,7 +232,8 @@ impl Driver<'_> {
                         {
                             ended!(res)
                         }
-                        let found = self.activity.found_unread();
+                        self.activity.found_unread();
+                        let head = self.activity.look_read_head();
                         match unbegun(self.activity, h2) {
                             // HTTP/2: what the look's poll read began
                             // streams (served), and any opened from now on,
@@ -245,8 +246,10 @@ impl Driver<'_> {
                                 self.activity.refuse_new_streams();
                                 None
                             }
-                            Some(_) if found && !h2 => {
-                                debug!(listener = %name, peer = %peer, "bytes unread at the close; closing gracefully");
+                            // HTTP/1.1: the look's poll read a head's
+                            // byte (not the empty lines hyper skips).
+                            Some(_) if !h2 && head => {
+                                debug!(listener = %name, peer = %peer, "bytes unread at the close began a request; closing gracefully");
                                 first_then_close = !self.activity.asked();
                                 None
                             }

@@ -485,6 +485,42 @@ async fn an_h1_head_trickled_after_the_signal_is_closed_at_header_read_timeout()
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
 }
 
+/// HTTP/1.1: an empty line (`\r\n`, which hyper skips before a head)
+/// unread at the signal begins no request: the connection is closed at
+/// once, and the head the client then sends, a byte every 20 ms after
+/// the signal, is not answered. Any byte unread made the close graceful,
+/// and the first request completed within header_read_timeout was
+/// served, all of it sent after the signal.
+#[tokio::test]
+async fn an_h1_empty_line_unread_at_the_signal_is_closed_at_once() {
+    let (go, told) = oneshot::channel();
+    let (sent, written) = std::sync::mpsc::channel();
+    let later = Some(Later {
+        go: told,
+        bytes: b"\r\n",
+        sent: Some(sent),
+        trickle: b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        after_goaway: b"",
+    });
+    let (tls, peer, client) = client_sending(b"", later).await;
+    let activity = Activity::new(Instant::now(), true);
+    let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
+    let svc = hyper::service::service_fn(answering_ok(&activity));
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    let signals = Signals::new(false, false);
+    let driver = test_driver(&activity, peer, &signals);
+    let revoked = async move {
+        let _ = go.send(());
+        written.recv().unwrap();
+    };
+    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    assert_eq!(outcome.by, Ended::ByUs);
+    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+}
+
 /// HEADERS on stream 3, as [`GET`] on stream 1 (its HPACK adds nothing
 /// to the table: the same block serves again).
 const GET3: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x03\x82\x87\x84\x01\x09localhost";
