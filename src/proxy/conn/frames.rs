@@ -40,6 +40,21 @@ pub const START: u64 = PREFACE << PREFACE_AT;
 // id of a header block ended (0: none).
 const ID: u64 = 0xffff_ffff;
 
+/// The frame header's byte `b`, its `got`th (0..9), into the length, type
+/// or flags it belongs to; `false` for the stream id's bytes (5..9), which
+/// each walk keeps in its own way. Both walks take it a byte at a time.
+#[inline]
+fn header_byte(got: u64, b: u64, len: &mut u64, kind: &mut u64, flags: &mut u64) -> bool {
+    match got {
+        0 => *len = b,
+        1 | 2 => *len = *len << 8 | b,
+        3 => *kind = b,
+        4 => *flags = b,
+        _ => return false,
+    }
+    true
+}
+
 /// `state` and `ids` after `bytes` are read; `reset` is told the stream
 /// id of each RST_STREAM frame read whole (the client's: its stream ends).
 pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) -> (u64, u64) {
@@ -76,12 +91,8 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) 
         }
         let b = u64::from(bytes[i]);
         i += 1;
-        match got {
-            0 => len = b,
-            1 | 2 => len = len << 8 | b,
-            3 => kind = b,
-            4 => flags = b,
-            _ => ids = ids & !ID | (ids << 8 | b) & ID,
+        if !header_byte(got, b, &mut len, &mut kind, &mut flags) {
+            ids = ids & !ID | (ids << 8 | b) & ID;
         }
         got += 1;
         if got == 9 {
@@ -158,12 +169,8 @@ pub fn walk_out(state: u64, mut id: u32, bytes: &[u8], mut seen: impl FnMut(Stre
         if got < 9 {
             let b = u64::from(bytes[i]);
             i += 1;
-            match got {
-                0 => len = b,
-                1 | 2 => len = len << 8 | b,
-                3 => kind = b,
-                4 => flags = b,
-                _ => id = (id << 8 | b as u32) & 0x7fff_ffff,
+            if !header_byte(got, b, &mut len, &mut kind, &mut flags) {
+                id = (id << 8 | b as u32) & 0x7fff_ffff;
             }
             got += 1;
             if got < 9 || len > 0 {
