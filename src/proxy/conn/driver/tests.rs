@@ -151,6 +151,55 @@ async fn client_sending(
     (tls, peer, thread)
 }
 
+/// A client that sends `first` with its handshake, then `bytes` in one
+/// write (then `trickle` and `after_goaway`, as [`Later`]'s) that is on
+/// the server's socket, unread, as `revoked` fires: the runtime's one
+/// thread waits in `revoked` until the client has written them, so a
+/// driver that has it as `also_close` looks at it before the runtime
+/// polls for I/O again.
+struct Unread<F> {
+    tls: TlsStream<Counted<TcpStream>>,
+    peer: SocketAddr,
+    client: std::thread::JoinHandle<Vec<u8>>,
+    revoked: F,
+}
+
+async fn unread_at_signal(
+    first: &'static [u8],
+    bytes: &'static [u8],
+    trickle: &'static [u8],
+    after_goaway: &'static [u8],
+) -> Unread<impl std::future::Future<Output = ()>> {
+    let (go, told) = oneshot::channel();
+    let (sent, written) = std::sync::mpsc::channel();
+    let later = Some(Later {
+        go: told,
+        bytes,
+        sent: Some(sent),
+        trickle,
+        after_goaway,
+    });
+    let (tls, peer, client) = client_sending(first, later).await;
+    let revoked = async move {
+        let _ = go.send(());
+        written.recv().unwrap();
+    };
+    Unread {
+        tls,
+        peer,
+        client,
+        revoked,
+    }
+}
+
+/// All the client read until the close, its thread joined off the
+/// runtime's one thread.
+async fn received(client: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap()
+}
+
 /// A service answering `ok` to every request, each begun and ended on
 /// `activity` as the proxy's handler does.
 fn answering_ok(
@@ -326,6 +375,14 @@ fn frames(got: &[u8]) -> Vec<(u8, u32, &[u8])> {
     out
 }
 
+/// Whether `frames` answer `stream` `:status 200`: a HEADERS frame on it
+/// whose block begins with the static table's entry 8 (0x88).
+fn ok_on(frames: &[(u8, u32, &[u8])], stream: u32) -> bool {
+    frames
+        .iter()
+        .any(|&(kind, on, block)| kind == HEADERS && on == stream && block.first() == Some(&0x88))
+}
+
 /// An HTTP/2 client whose preface, SETTINGS and first HEADERS
 /// (END_STREAM) came in one write before `also_close` fired, whole on
 /// the server's socket but not read yet (the runtime had not polled for
@@ -338,74 +395,35 @@ async fn an_h2_request_unread_on_the_socket_at_the_signal_is_served() {
     const ALL: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00\
         \x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
     assert_eq!(ALL, [PREFACE, GET].concat());
-    let (go, told) = oneshot::channel();
-    let (sent, written) = std::sync::mpsc::channel();
-    let later = Some(Later {
-        go: told,
-        bytes: ALL,
-        sent: Some(sent),
-        trickle: b"",
-        after_goaway: b"",
-    });
-    let (tls, peer, client) = client_sending(b"", later).await;
-    let activity = Activity::new(Instant::now(), true);
-    let stalls = Stalls::new();
-    let io = ClientIo::new(Box::new(tls), activity.clone(), false, LONG, Box::new(()));
-    let svc = hyper::service::service_fn(answering_ok(&activity));
-    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), svc);
-    let signals = Signals::new(false, false);
-    // The graceful close ends soon: the client never answers its PING.
-    let short = Duration::from_millis(500);
-    let driver = Driver {
-        stalls: Some((&*stalls, LONG)),
-        header_read_timeout: short,
-        send_timeout: short,
-        ..test_driver(&activity, peer, &signals)
-    };
-    // Fires at the driver's first look, once the client's bytes are on
-    // the socket: the runtime's one thread waits for them here, and the
-    // driver looks at this signal before the runtime polls for I/O again.
-    let revoked = async move {
-        let _ = go.send(());
-        written.recv().unwrap();
-    };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
-    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
-        .await
-        .unwrap();
+    let (outcome, got) = h2_closed_with_bytes_unread(b"", ALL, b"").await;
     let frames = frames(&got);
     let kinds: Vec<_> = frames.iter().map(|f| (f.0, f.1)).collect();
-    // `:status 200` is the static table's entry 8: 0x88.
     assert!(
-        frames
-            .iter()
-            .any(|&(kind, stream, block)| kind == 1 && stream == 1 && block.first() == Some(&0x88)),
+        ok_on(&frames, 1),
         "no :status 200 on stream 1; frames (type, stream): {kinds:?}"
     );
     assert_eq!(outcome.by, Ended::ByUs);
 }
 
-/// As [`an_h2_request_unread_on_the_socket_at_the_signal_is_served`], on
-/// HTTP/1.1: a whole first head written just before `also_close` fires,
-/// on the server's socket but not read yet, is answered (`200`,
-/// `Connection: close`) rather than closed unanswered as a connection
-/// with no request yet. The answer waits once, as a proxied one does
-/// (on its upstream): the close, asked for once the request has begun,
-/// comes before the response head is written.
-#[tokio::test]
-async fn an_h1_request_unread_on_the_socket_at_the_signal_is_served() {
-    let (go, told) = oneshot::channel();
-    let (sent, written) = std::sync::mpsc::channel();
-    let later = Some(Later {
-        go: told,
-        bytes: b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        sent: Some(sent),
-        trickle: b"",
-        after_goaway: b"",
-    });
-    let (tls, peer, client) = client_sending(b"", later).await;
-    let activity = Activity::new(Instant::now(), true);
+/// An HTTP/1.1 client whose `bytes` are on the server's socket unread as
+/// `also_close` fires, then `trickle` (as [`Later`]'s), under a driver
+/// whose `header_read_timeout` is `header_read`: how the connection
+/// ended, how long from the accept, and what the client was sent. Each
+/// request is answered `ok` once the service has waited once, as a
+/// proxied one does on its upstream.
+async fn h1_closed_with_bytes_unread(
+    bytes: &'static [u8],
+    trickle: &'static [u8],
+    header_read: Duration,
+) -> (Outcome<hyper::Error>, Duration, Vec<u8>) {
+    let Unread {
+        tls,
+        peer,
+        client,
+        revoked,
+    } = unread_at_signal(b"", bytes, trickle, b"").await;
+    let accepted = Instant::now();
+    let activity = Activity::new(accepted, true);
     let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
     let answering = activity.clone();
     let svc = hyper::service::service_fn(move |_req| {
@@ -418,17 +436,26 @@ async fn an_h1_request_unread_on_the_socket_at_the_signal_is_served() {
     });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
     let signals = Signals::new(false, false);
-    let driver = test_driver(&activity, peer, &signals);
-    // As in the HTTP/2 test: the bytes are on the socket when the driver
-    // first looks at this signal, before the runtime polls for I/O again.
-    let revoked = async move {
-        let _ = go.send(());
-        written.recv().unwrap();
+    let driver = Driver {
+        header_read_timeout: header_read,
+        ..test_driver(&activity, peer, &signals)
     };
     let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
-    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
-        .await
-        .unwrap();
+    let took = accepted.elapsed();
+    (outcome, took, received(client).await)
+}
+
+/// As [`an_h2_request_unread_on_the_socket_at_the_signal_is_served`], on
+/// HTTP/1.1: a whole first head written just before `also_close` fires,
+/// on the server's socket but not read yet, is answered (`200`,
+/// `Connection: close`) rather than closed unanswered as a connection
+/// with no request yet. The answer waits once, as a proxied one does
+/// (on its upstream): the close, asked for once the request has begun,
+/// comes before the response head is written.
+#[tokio::test]
+async fn an_h1_request_unread_on_the_socket_at_the_signal_is_served() {
+    let head = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let (outcome, _, got) = h1_closed_with_bytes_unread(head, b"", LONG).await;
     let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
     assert!(
         got.starts_with("http/1.1 200")
@@ -448,40 +475,12 @@ async fn an_h1_request_unread_on_the_socket_at_the_signal_is_served() {
 async fn an_h1_head_trickled_after_the_signal_is_closed_at_header_read_timeout() {
     const TRICKLE: &[u8] = b"ET / HTTP/1.1\r\nX-Trickle: \
         aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let (go, told) = oneshot::channel();
-    let (sent, written) = std::sync::mpsc::channel();
-    let later = Some(Later {
-        go: told,
-        bytes: b"G",
-        sent: Some(sent),
-        trickle: TRICKLE,
-        after_goaway: b"",
-    });
-    let (tls, peer, client) = client_sending(b"", later).await;
-    let accepted = Instant::now();
-    let activity = Activity::new(accepted, true);
-    let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
-    let svc = hyper::service::service_fn(answering_ok(&activity));
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
-    let signals = Signals::new(false, false);
     let header_read = Duration::from_millis(500);
-    let driver = Driver {
-        header_read_timeout: header_read,
-        ..test_driver(&activity, peer, &signals)
-    };
-    let revoked = async move {
-        let _ = go.send(());
-        written.recv().unwrap();
-    };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
-    let took = accepted.elapsed();
+    let (outcome, took, got) = h1_closed_with_bytes_unread(b"G", TRICKLE, header_read).await;
     // The trickle alone would last over two seconds.
     assert!(took >= header_read && took < header_read * 3, "{took:?}");
     assert_eq!(outcome.expired, Some(Expiry::HeaderRead));
     assert_eq!(outcome.by, Ended::ByUs);
-    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
-        .await
-        .unwrap();
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
 }
 
@@ -493,31 +492,9 @@ async fn an_h1_head_trickled_after_the_signal_is_closed_at_header_read_timeout()
 /// served, all of it sent after the signal.
 #[tokio::test]
 async fn an_h1_empty_line_unread_at_the_signal_is_closed_at_once() {
-    let (go, told) = oneshot::channel();
-    let (sent, written) = std::sync::mpsc::channel();
-    let later = Some(Later {
-        go: told,
-        bytes: b"\r\n",
-        sent: Some(sent),
-        trickle: b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        after_goaway: b"",
-    });
-    let (tls, peer, client) = client_sending(b"", later).await;
-    let activity = Activity::new(Instant::now(), true);
-    let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
-    let svc = hyper::service::service_fn(answering_ok(&activity));
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
-    let signals = Signals::new(false, false);
-    let driver = test_driver(&activity, peer, &signals);
-    let revoked = async move {
-        let _ = go.send(());
-        written.recv().unwrap();
-    };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let head = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let (outcome, _, got) = h1_closed_with_bytes_unread(b"\r\n", head, LONG).await;
     assert_eq!(outcome.by, Ended::ByUs);
-    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
-        .await
-        .unwrap();
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
 }
 
@@ -550,16 +527,12 @@ async fn h2_closed_with_bytes_unread(
     bytes: &'static [u8],
     after: &'static [u8],
 ) -> (Outcome<hyper::Error>, Vec<u8>) {
-    let (go, told) = oneshot::channel();
-    let (sent, written) = std::sync::mpsc::channel();
-    let later = Some(Later {
-        go: told,
-        bytes,
-        sent: Some(sent),
-        trickle: b"",
-        after_goaway: after,
-    });
-    let (tls, peer, client) = client_sending(first, later).await;
+    let Unread {
+        tls,
+        peer,
+        client,
+        revoked,
+    } = unread_at_signal(first, bytes, b"", after).await;
     let activity = Activity::new(Instant::now(), true);
     let stalls = Stalls::new();
     let io = ClientIo::new(Box::new(tls), activity.clone(), false, LONG, Box::new(()));
@@ -575,14 +548,8 @@ async fn h2_closed_with_bytes_unread(
         send_timeout: short,
         ..test_driver(&activity, peer, &signals)
     };
-    let revoked = async move {
-        let _ = go.send(());
-        written.recv().unwrap();
-    };
     let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
-    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
-        .await
-        .unwrap();
+    let got = received(client).await;
     (outcome, got)
 }
 
@@ -618,11 +585,8 @@ async fn an_h2_stream_opened_after_the_signal_is_refused_when_one_unread_at_it_i
     let (outcome, got) = h2_closed_with_bytes_unread(PREFACE, GET, GET3).await;
     let frames = frames(&got);
     let kinds: Vec<_> = frames.iter().map(|f| (f.0, f.1)).collect();
-    // `:status 200` is the static table's entry 8: 0x88.
     assert!(
-        frames.iter().any(|&(kind, stream, block)| kind == HEADERS
-            && stream == 1
-            && block.first() == Some(&0x88)),
+        ok_on(&frames, 1),
         "no :status 200 on stream 1; frames (type, stream): {kinds:?}"
     );
     assert!(
