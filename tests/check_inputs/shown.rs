@@ -416,7 +416,7 @@ fn a_long_value_the_resolver_refuses_is_shown_cut_and_escaped() {
             "listeners[0].routes[1].host: not valid here; the reason is withheld, as it \
              quotes the value (<withheld: the value of ${{{HOST}}}>)\n"
         ),
-        format!("certs[0].crl_files: <withheld: the value of ${{{CRL}}}> is listed twice\n"),
+        withheld_listed_twice(CRL),
         format!(
             "upstreams[0].servers[2]: not valid here; the reason is withheld, as it \
              quotes the value (<withheld: the value of ${{{URL}}}>)\n"
@@ -477,6 +477,29 @@ fn a_bad_enum_value_does_not_hide_the_problems_after_it() {
     }
 }
 
+/// `check` on a scene whose first `certs` entry, CA bundle `a`
+/// (`edge.crt`), lists `${var}` `times` times as its `crl_files`, `more`
+/// (further entries) after it, with `var` set to `value`: the scene, the
+/// exit code and the output.
+fn check_crl_from_env(var: &str, times: usize, more: &str, value: &str) -> (Scene, i32, String) {
+    let crls = vec![format!("\"${{{var}}}\""); times].join(", ");
+    let (s, cfg) = scene(
+        "public",
+        &format!(
+            "certs:\n  - {{ id: a, type: ca-bundle, ca_file: edge.crt, \
+             crl_files: [{crls}] }}\n{more}"
+        ),
+    );
+    let (code, out) = check_with(&cfg, &[(var, OsString::from(value))]);
+    (s, code, out)
+}
+
+/// The problem of [`check_crl_from_env`]'s `a` listing `${var}` twice,
+/// its value withheld.
+fn withheld_listed_twice(var: &str) -> String {
+    format!("certs[0].crl_files: <withheld: the value of ${{{var}}}> is listed twice\n")
+}
+
 /// A `${NAME}` value shown escaped but not cut (a CRL path of 17 bytes
 /// holding a tab, listed twice: `/run/s\tecret.pem is listed twice`) was
 /// printed: the withholding looked for the value as it is (a raw tab) and
@@ -485,21 +508,9 @@ fn a_bad_enum_value_does_not_hide_the_problems_after_it() {
 #[test]
 fn a_value_from_the_environment_shown_escaped_is_withheld() {
     const CRL: &str = "HOTPROXY_CHECK_INPUTS_TAB_CRL";
-    let (_s, cfg) = scene(
-        "public",
-        &format!(
-            "certs:\n  - {{ id: a, type: ca-bundle, ca_file: edge.crt, \
-             crl_files: [\"${{{CRL}}}\", \"${{{CRL}}}\"] }}\n"
-        ),
-    );
-    let (code, out) = check_with(&cfg, &[(CRL, OsString::from("/run/s\tecret.pem"))]);
+    let (_s, code, out) = check_crl_from_env(CRL, 2, "", "/run/s\tecret.pem");
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!(
-            "certs[0].crl_files: <withheld: the value of ${{{CRL}}}> is listed twice\n"
-        )),
-        "{out}"
-    );
+    assert!(out.contains(&withheld_listed_twice(CRL)), "{out}");
     // The entry's load warning shows the path as resolved (SPEC §2): the
     // problems do not.
     let mut problems = out.lines().filter(|l| l.contains("crl_files"));
@@ -514,21 +525,9 @@ fn a_value_from_the_environment_shown_escaped_is_withheld() {
 fn a_short_value_from_the_environment_shown_bare_is_withheld() {
     const CRL: &str = "HOTPROXY_CHECK_INPUTS_SHORT_CRL";
     for (value, shown) in [("/c.pem", "/c.pem"), ("/s\tx", "/s\\tx")] {
-        let (_s, cfg) = scene(
-            "public",
-            &format!(
-                "certs:\n  - {{ id: a, type: ca-bundle, ca_file: edge.crt, \
-                 crl_files: [\"${{{CRL}}}\", \"${{{CRL}}}\"] }}\n"
-            ),
-        );
-        let (code, out) = check_with(&cfg, &[(CRL, OsString::from(value))]);
+        let (_s, code, out) = check_crl_from_env(CRL, 2, "", value);
         assert_eq!(code, 1, "{out}");
-        assert!(
-            out.contains(&format!(
-                "certs[0].crl_files: <withheld: the value of ${{{CRL}}}> is listed twice\n"
-            )),
-            "{out}"
-        );
+        assert!(out.contains(&withheld_listed_twice(CRL)), "{out}");
         let mut problems = out.lines().filter(|l| l.contains("crl_files"));
         assert!(
             problems.all(|l| !l.contains(shown) && !l.contains(value)),
@@ -599,15 +598,8 @@ fn credentials_in_a_server_url_of_another_scheme_are_not_shown() {
 #[test]
 fn a_material_path_is_shown_escaped_in_its_load_messages() {
     const CRL: &str = "HOTPROXY_CHECK_INPUTS_ESC_CRL";
-    let (s, cfg) = scene(
-        "public",
-        &format!(
-            "certs:\n  - {{ id: a, type: ca-bundle, ca_file: edge.crt, \
-             crl_files: [\"${{{CRL}}}\"] }}\n  - {{ id: b, type: ca-bundle, \
-             ca_file: plain.crt }}\n"
-        ),
-    );
-    let (_, out) = check_with(&cfg, &[(CRL, OsString::from("/run/a\x1b[2J\tb.pem"))]);
+    let more = "  - { id: b, type: ca-bundle, ca_file: plain.crt }\n";
+    let (s, _, out) = check_crl_from_env(CRL, 1, more, "/run/a\x1b[2J\tb.pem");
     assert!(!out.contains(['\u{1b}', '\t']), "{out:?}");
     assert!(
         out.contains("/run/a\\u{1b}[2J\\tb.pem: file not found"),
