@@ -423,6 +423,37 @@ async fn a_request_waiting_for_a_slot_takes_the_connection_handed_back() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
 }
 
+/// A proxy of one worker thread (a connection's task cannot run between
+/// two looks of another) whose upstream `app`, one server at `server`,
+/// has `max_connections_per_server: max` and a dial bounded by 30 s: the
+/// proxy and its `public` listener's address.
+async fn one_thread_proxy(
+    w: &World,
+    server: std::net::SocketAddr,
+    max: usize,
+) -> (Proxy, std::net::SocketAddr) {
+    let limit = format!("max_connections_per_server: {max}");
+    let config = w
+        .scene
+        .one_upstream_config("app", server, &[&limit, "connect_timeout: 30s"]);
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let config = w
+        .scene
+        .config(&format!("runtime: {{ worker_threads: 1 }}\n{yaml}"));
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}
+
+/// An HTTP/1.1 `GET /ws` asking to switch to `websocket`, through the
+/// proxy at `addr`.
+async fn upgrade_get(w: &World, addr: std::net::SocketAddr) -> Reply {
+    let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
+    get(addr, "a.example.com", h1_config(w), false, "/ws", &upgrade)
+        .await
+        .unwrap()
+}
+
 /// SPEC (Upstream connection limit): both slots of
 /// `max_connections_per_server: 2` held by idle HTTP/2 connections (two
 /// requests at once, one stream each is all the server allows), an
@@ -439,17 +470,7 @@ async fn an_upgrade_closes_one_idle_h2_connection_for_its_slot_not_two() {
     let at = "127.0.0.2:0".parse().unwrap();
     let b = Backend::start_at(at, "b", &w.backend_pair, None).await;
     b.h2_max_streams.store(1, Ordering::SeqCst);
-    let config = w.scene.one_upstream_config(
-        "app",
-        b.addr,
-        &["max_connections_per_server: 2", "connect_timeout: 30s"],
-    );
-    let yaml = std::fs::read_to_string(&config).unwrap();
-    let config = w
-        .scene
-        .config(&format!("runtime: {{ worker_threads: 1 }}\n{yaml}"));
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = one_thread_proxy(&w, b.addr, 2).await;
     // The server's limit of one stream is known before the two at once.
     assert_eq!(h1_get(&w, addr, "/").await.json()["connection"], 0);
     let burst: Vec<_> = (0..2).map(|_| spawn_get(&w, addr, "/burst/2")).collect();
@@ -459,10 +480,7 @@ async fn an_upgrade_closes_one_idle_h2_connection_for_its_slot_not_two() {
     }
     assert_eq!(b.accepted.load(Ordering::SeqCst), 2, "two connections");
     // Answered without a switch: the backend serves it as a plain GET.
-    let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
-    let r = get(addr, "a.example.com", h1_config(&w), false, "/ws", &upgrade)
-        .await
-        .unwrap();
+    let r = upgrade_get(&w, addr).await;
     assert_eq!((r.status, &r.json()["version"]), (200, &"HTTP/1.1".into()));
     // The upgrade's own connection and one HTTP/2 connection close.
     wait_until(WAIT, "the closes", || async {
@@ -596,23 +614,10 @@ impl Witness {
 async fn an_idle_h2_connection_closed_for_a_slot_is_closed_before_the_dial() {
     let w = world();
     let b = watched_backend(&w.backend_pair).await;
-    let config = w.scene.one_upstream_config(
-        "app",
-        b.addr,
-        &["max_connections_per_server: 1", "connect_timeout: 30s"],
-    );
-    let yaml = std::fs::read_to_string(&config).unwrap();
-    let config = w
-        .scene
-        .config(&format!("runtime: {{ worker_threads: 1 }}\n{yaml}"));
-    let mut p = Proxy::start(&config);
-    let addr = p.listener_addr("public").await;
+    let (_p, addr) = one_thread_proxy(&w, b.addr, 1).await;
     let r = h1_get(&w, addr, "/").await;
     assert_eq!((r.status, r.body.as_str()), (200, "HTTP/2.0"));
-    let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
-    let r = get(addr, "a.example.com", h1_config(&w), false, "/ws", &upgrade)
-        .await
-        .unwrap();
+    let r = upgrade_get(&w, addr).await;
     assert_eq!((r.status, r.body.as_str()), (200, "HTTP/1.1"));
     let seen = b.open_at_accept.lock().unwrap().clone();
     assert_eq!(
