@@ -547,7 +547,6 @@ async fn an_at_once_goaway_names_a_stream_answered_431_before_any_request() {
     block.extend_from_slice(&[0x7f, 0xb9, 0x16]); // length 3,000
     block.extend(std::iter::repeat_n(b'v', 3000));
     let mut s = h2_raw_request(&w, addr, &block).await;
-    let port = local_port(&s);
     loop {
         let (kind, flags, stream, payload) = next_frame(&mut s).await;
         assert_ne!(kind, GOAWAY, "{payload:?}");
@@ -558,15 +557,54 @@ async fn an_at_once_goaway_names_a_stream_answered_431_before_any_request() {
             break;
         }
     }
+    term_closes_at_once(&mut p, &mut s, "first").await;
+    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// SIGTERM, then the connection `s` closed at once: its `GOAWAY` names
+/// stream 1, no error, and the log says it was closed before its `which`
+/// (`first` or `next`) request.
+async fn term_closes_at_once(p: &mut Proxy, s: &mut Tls, which: &str) {
+    let port = local_port(s);
     p.signal("TERM");
-    let got = read_to_close(&mut s).await;
+    let got = read_to_close(s).await;
     assert_eq!(h2_goaway(&got), Some((1, 0)), "{got:?}");
+    let said = format!("closing connection: shutting down before its {which} request");
     p.wait_log("the close at once", |v| {
-        v["message"] == "closing connection: shutting down before its first request"
-            && peer_is(v, port)
+        v["message"] == said.as_str() && peer_is(v, port)
     })
     .await;
-    assert_eq!(w.backend.requests.load(SeqCst), 0);
+}
+
+/// An HTTP/2 `GET /kib/64` (65,536 bytes, one more than the client's
+/// windows) read up to its window: 65,535 bytes of DATA on stream 1,
+/// the last byte held in h2, the body ended on the proxy's side (its
+/// access-log line written). The connection, and the bytes read.
+async fn held_for_the_window(
+    w: &World,
+    addr: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> (Tls, usize) {
+    let mut s = h2_raw_request(w, addr, &hpack_get("/kib/64")).await;
+    let mut got = 0;
+    while got < 65535 {
+        if let (0, _, 1, body) = next_frame(&mut s).await {
+            got += body.len();
+        }
+    }
+    wait_access_log(log, 1, WAIT).await;
+    (s, got)
+}
+
+/// `first` (frames, or none), a PING, then `stream`'s HEADERS, the first
+/// three bytes of `block`, its CONTINUATION to come, in one write; back
+/// once the PING's answer says all were read.
+async fn begin_block_behind_a_ping(s: &mut Tls, mut first: Vec<u8>, stream: u32, block: &[u8]) {
+    const PING: u8 = 6;
+    first.extend(h2_frame(PING, 0, 0, b"barrier!"));
+    first.extend(h2_frame(HEADERS, 0x1, stream, &block[..3]));
+    s.write_all(&first).await.unwrap();
+    while next_frame(s).await != (PING, 0x1, 0, b"barrier!".to_vec()) {}
 }
 
 /// SIGTERM on an HTTP/2 connection part way into its next header block
@@ -581,25 +619,10 @@ async fn an_at_once_goaway_names_a_stream_answered_431_before_any_request() {
 #[tokio::test]
 async fn the_end_of_a_response_held_for_the_window_outlives_a_shutdown_mid_header_block() {
     const DATA: u8 = 0;
-    const PING: u8 = 6;
     let (w, p, addr, log) = serve_logged("").await;
-    // GET /kib/64: 65,536 bytes, one more than the client's windows.
-    let mut s = h2_raw_request(&w, addr, &hpack_get("/kib/64")).await;
-    let mut got = 0;
-    while got < 65535 {
-        if let (DATA, _, 1, body) = next_frame(&mut s).await {
-            got += body.len();
-        }
-    }
-    // The body has ended on the proxy's side: its line is written.
-    wait_access_log(&log, 1, WAIT).await;
-    // A PING, then stream 3's HEADERS with its CONTINUATION to come, in
-    // one write: the PING's answer says both were read.
+    let (mut s, mut got) = held_for_the_window(&w, addr, &log).await;
     let block = hpack_get("/api");
-    let mut out = h2_frame(PING, 0, 0, b"barrier!");
-    out.extend(h2_frame(HEADERS, 0x1, 3, &block[..3]));
-    s.write_all(&out).await.unwrap();
-    while next_frame(&mut s).await != (PING, 0x1, 0, b"barrier!".to_vec()) {}
+    begin_block_behind_a_ping(&mut s, Vec::new(), 3, &block).await;
     p.signal("TERM");
     while next_frame(&mut s).await.0 != GOAWAY {}
     let mut out = h2_frame(CONTINUATION, 0x4, 3, &block[3..]);
@@ -630,34 +653,12 @@ async fn the_end_of_a_response_held_for_the_window_outlives_a_shutdown_mid_heade
 /// `header_read_timeout`.)
 #[tokio::test]
 async fn a_reset_stream_whose_end_was_held_does_not_hold_off_a_close_at_once() {
-    const DATA: u8 = 0;
-    const PING: u8 = 6;
     let (w, mut p, addr, log) = serve_logged("header_read_timeout: 60s").await;
-    let mut s = h2_raw_request(&w, addr, &hpack_get("/kib/64")).await;
-    let port = local_port(&s);
-    let mut got = 0;
-    while got < 65535 {
-        if let (DATA, _, 1, body) = next_frame(&mut s).await {
-            got += body.len();
-        }
-    }
-    wait_access_log(&log, 1, WAIT).await;
-    // Stream 1 reset (CANCEL), a PING, then stream 3's HEADERS with its
-    // CONTINUATION to come, in one write.
-    let block = hpack_get("/api");
-    let mut out = h2_frame(RST_STREAM, 0, 1, &8u32.to_be_bytes());
-    out.extend(h2_frame(PING, 0, 0, b"barrier!"));
-    out.extend(h2_frame(HEADERS, 0x1, 3, &block[..3]));
-    s.write_all(&out).await.unwrap();
-    while next_frame(&mut s).await != (PING, 0x1, 0, b"barrier!".to_vec()) {}
-    p.signal("TERM");
-    let got = read_to_close(&mut s).await;
-    assert_eq!(h2_goaway(&got), Some((1, 0)), "{got:?}");
-    p.wait_log("the close at once", |v| {
-        v["message"] == "closing connection: shutting down before its next request"
-            && peer_is(v, port)
-    })
-    .await;
+    let (mut s, _) = held_for_the_window(&w, addr, &log).await;
+    // Stream 1 reset (CANCEL) first.
+    let reset = h2_frame(RST_STREAM, 0, 1, &8u32.to_be_bytes());
+    begin_block_behind_a_ping(&mut s, reset, 3, &hpack_get("/api")).await;
+    term_closes_at_once(&mut p, &mut s, "next").await;
 }
 
 /// SIGTERM on an HTTP/2 connection part way into its next header block
