@@ -211,6 +211,38 @@ async fn held_client(
     (send, held)
 }
 
+/// The listener `public` (one connection at a time) holding a client
+/// (`held_client`) and, queued behind it, an HTTP/2 client, when the
+/// configuration becomes `moved` (the listener removed or bound
+/// elsewhere): the held client's sender and task, and the queued client's
+/// TLS stream, its handshake done with the listener taken from the queue.
+async fn h2_queued_at_removal(
+    p: &mut Proxy,
+    cfg: &std::path::Path,
+    moved: &str,
+    ca_pem: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+    Tls,
+) {
+    let addr = p.listener_addr("public").await;
+    let (send, held) = held_client(addr, ca_pem).await;
+    let tls = client_config(ca_pem, None, &[b"h2"]);
+    let queued = tokio::spawn(async move { connect(addr, "localhost", tls).await });
+    wait_until(WAIT, "the h2 client queued", || async {
+        accept_queue(addr) == 1
+    })
+    .await;
+    writers::mv_over(cfg, moved);
+    reloaded(p, 1).await;
+    let c = within_deadline("the queued client's handshake", queued)
+        .await
+        .unwrap()
+        .expect("the queued client shook hands");
+    (send, held, c)
+}
+
 /// A client waiting in an accept queue: its GET's reply, once served.
 type Queued = tokio::task::JoinHandle<std::io::Result<Reply>>;
 
@@ -672,21 +704,7 @@ async fn a_removed_listeners_queued_h2_client_has_new_streams_refused_after_its_
     };
     let cfg = s.config(&config(Some("127.0.0.1:0")));
     let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
-
-    let (send, held) = held_client(addr, &ca.cert_pem).await;
-    let tls = client_config(&ca.cert_pem, None, &[b"h2"]);
-    let queued = tokio::spawn(async move { connect(addr, "localhost", tls).await });
-    wait_until(WAIT, "the h2 client queued", || async {
-        accept_queue(addr) == 1
-    })
-    .await;
-    writers::mv_over(&cfg, &config(None));
-    reloaded(&mut p, 1).await;
-    let mut c = within_deadline("the queued client's handshake", queued)
-        .await
-        .unwrap()
-        .expect("the queued client shook hands");
+    let (send, held, mut c) = h2_queued_at_removal(&mut p, &cfg, &config(None), &ca.cert_pem).await;
     // GET https://localhost/ (`:path /` is static entry 4).
     let get = [&[0x82, 0x87, 0x84, 0x01, 9][..], b"localhost"].concat();
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
@@ -735,21 +753,7 @@ async fn a_removed_listeners_queued_h2_client_never_idle_is_sent_goaway_at_once(
     };
     let cfg = s.config(&config(Some("127.0.0.1:0")));
     let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("public").await;
-
-    let (send, held) = held_client(addr, &ca.cert_pem).await;
-    let tls = client_config(&ca.cert_pem, None, &[b"h2"]);
-    let queued = tokio::spawn(async move { connect(addr, "localhost", tls).await });
-    wait_until(WAIT, "the h2 client queued", || async {
-        accept_queue(addr) == 1
-    })
-    .await;
-    writers::mv_over(&cfg, &config(None));
-    reloaded(&mut p, 1).await;
-    let mut c = within_deadline("the queued client's handshake", queued)
-        .await
-        .unwrap()
-        .expect("the queued client shook hands");
+    let (send, held, mut c) = h2_queued_at_removal(&mut p, &cfg, &config(None), &ca.cert_pem).await;
     c.write_all(&preface()).await.unwrap();
     let call = post_block("/echo");
     let echoed = |kind: u8, _: u8, payload: &[u8]| kind == DATA && payload == b"x";
