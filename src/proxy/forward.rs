@@ -16,9 +16,9 @@
 //! it is reused). An HTTP/2 request that new connection left unprocessed
 //! too goes once more, on another (`RESENDS`: two at most). One refused
 //! (`REFUSED_STREAM`) on a connection that still takes streams goes on
-//! any connection instead, that one included. Each is
-//! counted (`hotproxy_upstream_resends_total`) and is no retry:
-//! `retries.attempts: 0` leaves it on.
+//! any connection instead, that one included (twice at most, then on new
+//! ones). Each is counted (`hotproxy_upstream_resends_total`) and is no
+//! retry: `retries.attempts: 0` leaves it on.
 //!
 //! Which endpoint each attempt goes to, and when another one is tried, is
 //! [`crate::proxy::attempts`]'.
@@ -63,7 +63,9 @@ use crate::upstream::{members::Members, pipe, pool::Want, read_timeout::ReadTime
 /// never saw. A pod on its way down said so on the new connection too
 /// (its `GOAWAY` after its first answer there, a batch of refused
 /// streams): with the retry budget spent, or no other endpoint, such a
-/// request got a `502`, although no endpoint had processed it.
+/// request got a `502`, although no endpoint had processed it. Sends on
+/// any connection (refused on one that still serves) are bounded apart:
+/// a burst refused by a stuck connection spent these there, a `502`.
 const RESENDS: usize = 2;
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -396,17 +398,12 @@ impl Upstream {
         until: tokio::time::Instant,
         check: bool,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
-        // New connections this attempt was sent again on (see `RESENDS`).
-        let mut resent = 0;
-        // The last attempt was refused (`REFUSED_STREAM`) on an HTTP/2
-        // connection that still takes streams: sent again on any
-        // connection, that one included. A new one only, it waited for a
-        // slot the pooled connection kept (all of them with
-        // `max_connections_per_server: 1`), `connect_timeout` long, and
-        // got the connection limit's `504`, processed nowhere.
-        let mut on_any = false;
+        // Sends again (`RESENDS`) on a new connection, and on any (that one
+        // included) of a request refused where it still serves: a new one
+        // only waited out `connect_timeout` for the slot the pooled ones
+        // kept, the limit's `504`. `fresh`: this send is on a new one.
+        let (mut resent, mut on_any_resent, mut fresh) = (0, 0, false);
         loop {
-            let fresh = resent > 0 && !std::mem::take(&mut on_any);
             // A check sent again dials as a check does: past the slot
             // limit if need be (`Want::CheckAgain`).
             let want = match (fresh, check) {
@@ -479,8 +476,8 @@ impl Upstream {
                     // body can be sent twice: kept for another endpoint, or
                     // a new connection to this one (a shared connection is
                     // a reused one).
-                    let copy = ((may_retry || resent < RESENDS) && req.body().can_replay())
-                        .then(|| copy_of(&req));
+                    let more = may_retry || resent.min(on_any_resent) < RESENDS;
+                    let copy = (more && req.body().can_replay()).then(|| copy_of(&req));
                     // `:authority` alone carries it on the wire, as Envoy
                     // sends it: nginx answers a `host` field beside it 400
                     // ("client sent duplicate host header"). Taken off after
@@ -560,6 +557,7 @@ impl Upstream {
                             // was canceled", "dispatch task is gone"); a new
                             // connection to the same endpoint fails alike.
                             let tls = stream.tls_error().cloned();
+                            let on_any = serving && on_any_resent < RESENDS;
                             match again {
                                 // Another endpoint takes it (send_balanced);
                                 // with none, a new connection to this one,
@@ -570,18 +568,19 @@ impl Upstream {
                                 Some(again)
                                     if here
                                         && tls.is_none()
-                                        && resent < RESENDS
+                                        && (on_any || resent < RESENDS)
                                         && !elsewhere() =>
                                 {
-                                    let what = if serving {
+                                    let what = if on_any {
                                         "request not processed; retrying on any connection"
                                     } else {
                                         "request not processed; retrying on a new connection"
                                     };
                                     self.resending(endpoint, check, &e, what);
                                     req = again;
-                                    resent += 1;
-                                    on_any = serving;
+                                    on_any_resent += usize::from(on_any);
+                                    resent += usize::from(!on_any);
+                                    fresh = !on_any;
                                     continue;
                                 }
                                 again => {
@@ -627,6 +626,7 @@ impl Upstream {
             };
             self.resending(endpoint, check, err.error(), what);
             resent += 1;
+            fresh = true;
         }
     }
 
