@@ -119,7 +119,8 @@
 //!     - `frames`: HTTP/2 frames walked as they are read, for a header block begun
 //!       and not ended (a request part way in, closed at once at shutdown), and
 //!       as they are written, for the responses begun whose end has not
-//!       left h2 (nor their stream been reset).
+//!       left h2 (nor their stream been reset, before or after their head
+//!       was written).
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send
 //!     timeout, the hand-off to a lingering close.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).

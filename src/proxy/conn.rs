@@ -321,7 +321,7 @@ impl Activity {
             self.frames.load(Ordering::Relaxed),
             self.frame_ids.load(Ordering::Relaxed),
             bytes,
-            |id| self.open_streams().apply(frames::Stream::Over(id)),
+            |id| self.open_streams().apply(frames::Stream::Reset(id)),
         );
         self.frames.store(state, Ordering::Relaxed);
         self.frame_ids.store(ids, Ordering::Relaxed);
@@ -350,9 +350,8 @@ impl Activity {
     /// last DATA frame or its trailers: h2 holds it for the client's
     /// flow-control window, or behind other frames), or the last write
     /// was not a completed flush. A stream reset, by the client or by
-    /// us, has nothing left to send. (A response head already in h2's
-    /// write buffer when the client's reset is read, written after it,
-    /// would still count as begun: the close is then graceful, bounded.)
+    /// us, has nothing left to send, its response head included when h2
+    /// writes that after the client's reset was read ([`frames::Stream::Reset`]).
     fn unsent(&self) -> bool {
         !self.open_streams().is_empty() || !self.all_written()
     }

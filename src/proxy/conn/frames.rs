@@ -15,6 +15,10 @@
 //! flow-control window after the body ended on our side. Our frames are
 //! walked as they are written for the streams they open and end ([`Open`],
 //! a few ids inline); a RST_STREAM, ours or the client's, ends one too.
+//! The client's may be read before the HEADERS it ends is written (h2
+//! put that frame in its write buffer, the socket full, before it read
+//! the reset; it drops only the frames still queued on the stream): such
+//! a HEADERS, written after, begins nothing ([`Stream::Reset`]).
 
 /// The client connection preface, skipped before the first frame.
 const PREFACE: u64 = 24;
@@ -145,13 +149,16 @@ const RST_STREAM: u64 = 0x3;
 const END_STREAM: u64 = 0x1;
 
 /// What a frame walked whole does to the streams our responses keep open:
-/// `Opened` (HEADERS without END_STREAM: a response begun, its end to
-/// come), `Over` (a DATA or HEADERS frame with END_STREAM written, the
-/// end left; or a RST_STREAM either way: nothing more is sent on it).
+/// `Opened` (HEADERS without END_STREAM written: a response begun, its
+/// end to come), `Over` (a DATA or HEADERS frame with END_STREAM written,
+/// the end left; or our RST_STREAM: nothing more is sent on it), `Reset`
+/// (the client's RST_STREAM read: over too, and a HEADERS of that stream
+/// written after it begins nothing, whichever of the two came first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
     Opened(u32),
     Over(u32),
+    Reset(u32),
 }
 
 /// Our frames, walked as they are written (from 0, the first frame's
@@ -209,20 +216,44 @@ const FEW: usize = 16;
 /// The streams our frames opened and have not ended (nor either side
 /// reset): a response whose end is still to be written. Never more than
 /// `max_concurrent_streams`, and usually a few: kept inline, spilling to
-/// the heap only past [`FEW`].
+/// the heap only past [`FEW`]. With them, the last [`FEW`] streams the
+/// client reset before their HEADERS was written: one h2 still writes
+/// begins nothing (a reset stream sends no end). Older ones are let go:
+/// a HEADERS h2 still holds behind more resets than that, read while its
+/// socket stays full, counts as begun (the close is then graceful,
+/// bounded as any).
 #[derive(Debug, Default)]
 pub struct Open {
     few: [u32; FEW],
     n: usize,
     more: Vec<u32>,
+    /// Streams the client reset, none of our HEADERS written on them
+    /// yet (0: a free slot); `reset_at` the slot the next one takes.
+    reset: [u32; FEW],
+    reset_at: usize,
 }
 
 impl Open {
     /// Apply what the walk saw.
     pub fn apply(&mut self, step: Stream) {
         match step {
-            Stream::Opened(id) => self.insert(id),
-            Stream::Over(id) => self.remove(id),
+            Stream::Opened(id) => {
+                if let Some(slot) = self.reset.iter_mut().find(|r| **r == id && id != 0) {
+                    // Reset before this HEADERS was written: not begun.
+                    *slot = 0;
+                } else {
+                    self.insert(id);
+                }
+            }
+            Stream::Over(id) => {
+                self.remove(id);
+            }
+            Stream::Reset(id) => {
+                if !self.remove(id) && id != 0 && !self.reset.contains(&id) {
+                    self.reset[self.reset_at] = id;
+                    self.reset_at = (self.reset_at + 1) % FEW;
+                }
+            }
         }
     }
 
@@ -238,7 +269,8 @@ impl Open {
         }
     }
 
-    fn remove(&mut self, id: u32) {
+    /// Whether `id` was open.
+    fn remove(&mut self, id: u32) -> bool {
         if let Some(at) = self.few[..self.n].iter().position(|&o| o == id) {
             self.n -= 1;
             self.few[at] = self.few[self.n];
@@ -248,7 +280,10 @@ impl Open {
             }
         } else if let Some(at) = self.more.iter().position(|&o| o == id) {
             self.more.swap_remove(at);
+        } else {
+            return false;
         }
+        true
     }
 
     /// No stream is open.
@@ -443,6 +478,47 @@ mod tests {
             });
             assert_eq!(resets, [1, 0x10003], "read {size} bytes at a time");
         }
+    }
+
+    /// The client's reset may be read before the HEADERS of its stream is
+    /// written (h2 held that frame in its write buffer): that HEADERS,
+    /// walked as written, begins nothing, as one written before the reset
+    /// is ended by it. The last few resets are kept, older ones let go.
+    #[test]
+    fn a_headers_written_after_the_clients_reset_begins_nothing() {
+        let head = frame_on(1, 0x4, 3, b"\x88");
+        let write = |open: &mut Open| {
+            walk_out(0, 0, &head, |step| open.apply(step));
+        };
+        let mut open = Open::default();
+        open.apply(Stream::Reset(3));
+        write(&mut open);
+        assert!(open.is_empty(), "begun after its reset");
+        let mut open = Open::default();
+        write(&mut open);
+        assert!(!open.is_empty());
+        open.apply(Stream::Reset(3));
+        assert!(open.is_empty(), "reset after it began");
+        // A reset stream's slot is freed by its HEADERS; another stream's
+        // HEADERS still begins it.
+        let mut open = Open::default();
+        open.apply(Stream::Reset(3));
+        open.apply(Stream::Opened(3));
+        open.apply(Stream::Opened(5));
+        assert!(!open.is_empty(), "stream 5 begun");
+        open.apply(Stream::Over(5));
+        assert!(open.is_empty());
+        // Past the few kept, the oldest reset is let go.
+        let mut open = Open::default();
+        for id in (1..=2 * FEW as u32 + 1).step_by(2) {
+            open.apply(Stream::Reset(id));
+        }
+        for id in (3..=2 * FEW as u32 + 1).step_by(2) {
+            open.apply(Stream::Opened(id));
+        }
+        assert!(open.is_empty(), "the last {FEW} resets kept");
+        open.apply(Stream::Opened(1));
+        assert!(!open.is_empty(), "the oldest let go");
     }
 
     /// Streams past the inline few spill and come back.

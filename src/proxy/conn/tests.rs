@@ -370,3 +370,46 @@ fn a_request_without_a_body_does_not_inherit_an_earlier_body_held() {
     drop(a.begin(false));
     assert_eq!(due(&a), Expiry::HeaderRead);
 }
+
+/// An HTTP/2 frame: its header (length, `kind`, `flags`, `stream`), then `payload`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// HTTP/2: h2 may write a response's HEADERS after the client's
+/// RST_STREAM on that stream was read (it put the frame in its write
+/// buffer, the socket full, before it read the reset, and drops only
+/// the frames still queued on the stream). That response is over all
+/// the same: with nothing in flight and the next header block begun,
+/// nothing is left unsent, and the close is at once, whichever of the
+/// reset and the HEADERS came first. (Written after, the HEADERS kept
+/// the stream counted begun for good: the close was graceful.)
+#[test]
+fn a_response_head_written_after_the_clients_reset_is_not_begun() {
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    for reset_first in [true, false] {
+        let a = Activity::new(Instant::now(), true);
+        let mut read = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        read.extend(h2_frame(4, 0, 0, &[]));
+        read.extend(h2_frame(HEADERS, 0x5, 1, b"\x82\x87\x84"));
+        a.received_frames(&read);
+        drop(a.begin(false));
+        let head = h2_frame(HEADERS, 0x4, 1, b"\x88");
+        let reset = h2_frame(RST_STREAM, 0, 1, &8u32.to_be_bytes());
+        if reset_first {
+            a.received_frames(&reset);
+            a.sent_frames(&head);
+        } else {
+            a.sent_frames(&head);
+            a.received_frames(&reset);
+        }
+        a.flushed(true);
+        a.received_frames(&h2_frame(HEADERS, 0x1, 3, b"\x82"));
+        assert!(a.block_begun(), "reset first: {reset_first}");
+    }
+}
