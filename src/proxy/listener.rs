@@ -45,7 +45,7 @@ mod settings;
 mod unanswered;
 pub use handshake::{Handshake, ServedCert};
 pub use serve::{Heir, Inherited, Shutdown, Slot, Stop, bind, log_listening, serve};
-pub use settings::Settings;
+pub use settings::{MAX_CONCURRENT_STREAMS, Settings};
 
 /// The fields a forwarded request usually gains: `Host` (from HTTP/2's
 /// `:authority`), `X-Request-Id`, `X-Forwarded-For`, `-Proto`, `-Host`

@@ -20,6 +20,8 @@
 //! the reset; it drops only the frames still queued on the stream): such
 //! a HEADERS, written after, begins nothing ([`Stream::Reset`]).
 
+use crate::proxy::listener::MAX_CONCURRENT_STREAMS;
+
 /// The client connection preface, skipped before the first frame.
 const PREFACE: u64 = 24;
 const HEADERS: u64 = 0x1;
@@ -213,15 +215,20 @@ fn reset_id(ids: u64, kind: u64) -> Option<u32> {
 /// connection usually has in flight at once.
 const FEW: usize = 16;
 
+/// The most streams [`Open`] keeps: twice what h2 lets a client have open
+/// at once, as h2 counts a stream closed once our end is queued, before
+/// the walk sees it written.
+const MOST_OPEN: usize = 2 * MAX_CONCURRENT_STREAMS as usize;
+
 /// The streams our frames opened and have not ended (nor either side
 /// reset): a response whose end is still to be written. Never more than
-/// `max_concurrent_streams`, and usually a few: kept inline, spilling to
+/// [`MOST_OPEN`] (the oldest let go past it), usually a few: kept inline, spilling to
 /// the heap only past [`FEW`]. With them, the last [`FEW`] streams the
 /// client reset before their HEADERS was written: one h2 still writes
 /// begins nothing (a reset stream sends no end). Older ones are let go:
 /// a HEADERS h2 still holds behind more resets than that, read while its
 /// socket stays full, counts as begun (the close is then graceful,
-/// bounded as any).
+/// bounded as any) until the set is full and it is the oldest.
 #[derive(Debug, Default)]
 pub struct Open {
     few: [u32; FEW],
@@ -260,6 +267,16 @@ impl Open {
     fn insert(&mut self, id: u32) {
         if self.few[..self.n].contains(&id) || self.more.contains(&id) {
             return;
+        }
+        if self.n + self.more.len() >= MOST_OPEN {
+            // More than h2 lets be open at once: some were reset by the
+            // client before h2 wrote their HEADERS, behind more resets
+            // than are kept. Stream ids only grow, so the lowest is the
+            // oldest: let it go rather than grow for good.
+            let oldest = self.few[..self.n].iter().chain(&self.more).min().copied();
+            if let Some(oldest) = oldest {
+                self.remove(oldest);
+            }
         }
         if self.n < FEW {
             self.few[self.n] = id;
@@ -535,5 +552,28 @@ mod tests {
             open.apply(Stream::Over(id));
         }
         assert!(open.is_empty());
+    }
+
+    /// Never more kept open than h2 lets a client have streams (twice): a stream
+    /// whose HEADERS h2 wrote after more resets than are kept counts as
+    /// begun, and rounds of that must not grow the set (nor its walk per
+    /// response) for as long as the connection lives: the oldest goes.
+    #[test]
+    fn the_open_set_never_holds_more_than_the_streams_allowed() {
+        let mut open = Open::default();
+        let most = MOST_OPEN;
+        for id in (1..=20 * most as u32).step_by(2) {
+            open.apply(Stream::Opened(id));
+            assert!(
+                open.n + open.more.len() <= most,
+                "{} kept",
+                open.n + open.more.len()
+            );
+        }
+        // The newest are the ones kept.
+        let last = 20 * most as u32 - 1;
+        open.apply(Stream::Over(last));
+        assert!(!open.more.contains(&last) && !open.few[..open.n].contains(&last));
+        assert_eq!(open.n + open.more.len(), most - 1);
     }
 }

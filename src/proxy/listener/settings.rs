@@ -10,7 +10,7 @@ use crate::config::Limits;
 
 /// Streams an HTTP/2 client may have open at once (nginx: 128; Envoy's
 /// edge guidance: 100).
-const MAX_CONCURRENT_STREAMS: u32 = 100;
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Response bytes an HTTP/2 stream queues beyond what the client has taken
 /// (Envoy's edge `per_connection_buffer_limit_bytes`: 32 KiB).
