@@ -11,6 +11,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::{Config, EntrySource};
+use crate::material::shown_path;
 
 /// The directories API-supplied paths must be under: `store.file_roots`
 /// when set, else every directory the configuration file's own entries
@@ -35,15 +36,30 @@ pub fn roots(config: &Config) -> Vec<PathBuf> {
     dirs
 }
 
+/// The longest path the API takes, in bytes: Linux's `PATH_MAX`, the
+/// longest any call opens. A longer one (a body may hold 1 MiB of it)
+/// names no file, and a refusal repeating it whole would be that long.
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// `Ok` when every file `source` names is under one of `roots`; else the
 /// refusal, naming the field (and the path the caller gave, which tells
-/// them nothing new) but never whether it exists.
+/// them nothing new) but never whether it exists. The path is shown as a
+/// material path is in its load messages ([`shown_path`]): whole and
+/// escaped, so one holding a terminal escape does not reach the admin
+/// client's terminal as is; one over [`MAX_PATH_BYTES`] is refused by its
+/// length, not repeated, wherever it points.
 pub fn check(source: &EntrySource, roots: &[PathBuf]) -> Result<(), String> {
     for (field, path) in fields(source) {
+        let bytes = path.as_os_str().len();
+        if bytes > MAX_PATH_BYTES {
+            return Err(format!(
+                "field {field}: a path of {bytes} bytes is longer than any the system opens ({MAX_PATH_BYTES} bytes)"
+            ));
+        }
         if !within(path, roots) {
             return Err(format!(
                 "field {field}: {} is not under store.file_roots; the admin API may only name files in those directories",
-                path.display()
+                shown_path(path)
             ));
         }
     }

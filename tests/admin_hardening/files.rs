@@ -362,3 +362,71 @@ async fn concurrent_validations_cost_what_one_does() {
         "12 concurrent validations grew hotproxy by {burst} KiB; one grew it by {one} KiB"
     );
 }
+
+/// The refusal of a path outside `store.file_roots` repeats the path the
+/// caller gave: raw, a path holding a terminal escape (ESC, a line break,
+/// a bidi override) reached the admin client's terminal (`jq -r
+/// .message`) as is. It is shown as a material path is in its load
+/// messages: whole, escaped as Rust writes a string. A path longer than
+/// any the system opens (over 4096 bytes, up to the 1 MiB body) is refused
+/// for that, by its length, not repeated.
+#[tokio::test]
+async fn a_refused_path_is_shown_escaped_and_a_huge_one_by_its_length() {
+    let a = Api::start("").await;
+    let path = "/etc/a\x1b[2J\r\nb\u{202e}.crt";
+    let shown = "/etc/a\\u{1b}[2J\\r\\nb\\u{202e}.crt";
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs",
+            Some(json!({"id": "esc", "type": "ca-bundle", "source": "file", "ca_file": path})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(!m.contains(['\x1b', '\r', '\n', '\u{202e}']), "{m:?}");
+    assert!(
+        m.starts_with(&format!("field ca_file: {shown} is not under")),
+        "{m}"
+    );
+    // A PUT of an entry that exists, with a key file outside the roots.
+    a.create(ca_file("inside", &a.s.path("pki/ca.crt"))).await;
+    let r = a
+        .editor(
+            "PUT",
+            "/api/v1/certs/inside",
+            Some(json!({"type": "ca-bundle", "source": "file",
+            "ca_file": a.s.path("pki/ca.crt"), "crl_files": [path]})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        m.starts_with(&format!("field crl_files: {shown} is not under")),
+        "{m}"
+    );
+    // Under a root or not, a path of 5000 bytes is refused by its length.
+    let long = format!("{}/{}", a.s.path("pki").display(), "x".repeat(5000));
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs/validate",
+            Some(json!({"type": "ca-bundle", "source": "file", "ca_file": long})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(!m.contains("xxxx"), "{m}");
+    assert!(
+        m.contains(&format!("field ca_file: a path of {} bytes", long.len())) && m.contains("4096"),
+        "{m}"
+    );
+    // Nor did any log line carry it.
+    for line in a.p.logs() {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert!(
+            !v.to_string().contains("\\u001b") && !line.contains('\x1b'),
+            "{line}"
+        );
+    }
+}
