@@ -385,8 +385,12 @@ pub fn inspect(files: &[PathBuf]) -> ExitCode {
     for (f, result) in read {
         match result {
             Ok(certs) => {
+                // As the file's load messages show it: a name holding an
+                // ESC or a line break is escaped, not written to the
+                // terminal as is.
+                let shown = crate::material::shown_path(f);
                 for (i, c) in certs.iter().enumerate() {
-                    crate::outln!("{} [{}]", f.display(), i);
+                    crate::outln!("{shown} [{i}]");
                     crate::outln!("  subject:     {}", c.subject);
                     crate::outln!("  issuer:      {}", c.issuer);
                     crate::outln!("  SANs:        {}", c.sans.join(", "));

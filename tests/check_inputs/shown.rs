@@ -611,3 +611,35 @@ fn a_material_path_is_shown_escaped_in_its_load_messages() {
         "{out}"
     );
 }
+
+/// `certs inspect` headed each certificate with its file's path written
+/// raw (`<path> [0]`): a file named with an ESC or a line break wrote a
+/// terminal escape, or a line of its own, to the operator's terminal. The
+/// header shows the path as its load messages do: whole, escaped as Rust
+/// writes a string; an ordinary path as it is.
+#[test]
+fn certs_inspect_shows_the_file_escaped_in_its_header() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let odd = s.path("a\x1b[2J\nb.crt");
+    write(&odd, &ca.cert_pem);
+    let plain = s.path("plain.crt");
+    write(&plain, &ca.cert_pem);
+    let out = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        .args(["certs", "inspect"])
+        .arg(&odd)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    let dir = s.path("").display().to_string();
+    let shown = format!("{}a\\u{{1b}}[2J\\nb.crt [0]", dir);
+    assert_eq!(text.lines().next(), Some(shown.as_str()), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == format!("{} [0]", plain.display())),
+        "{text}"
+    );
+}
