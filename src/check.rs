@@ -304,7 +304,7 @@ fn startup(
         Ok(Preview::CreatesKey) => {
             notes.push(format!(
                 "store.key_file {} does not exist: `hotproxy run` will create it (mode 0600); back it up with the store",
-                store.key_file.display()
+                crate::material::shown_path(&store.key_file)
             ));
             0
         }
@@ -323,7 +323,7 @@ fn startup(
                         "stored entry {} ({}, in {}): {e}",
                         spec.id,
                         spec.kind.as_str(),
-                        store.path.display()
+                        crate::material::shown_path(&store.path)
                     )),
                 }
             }

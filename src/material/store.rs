@@ -18,6 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
+use super::shown_path;
 use crate::config::{
     EntryKind, EntrySource, EntrySpec, StoreConfig, crl_files_problem, valid_entry_id,
 };
@@ -298,7 +299,7 @@ impl Store {
     }
 
     fn read(&self) -> Result<Vec<EntrySpec>, String> {
-        let place = self.path.display();
+        let place = shown_path(&self.path);
         // A regular file only: a FIFO in its place must not block startup.
         let bytes = match crate::fsutil::read_regular(&self.path, MAX_STORE_BYTES) {
             Ok(b) => b,
@@ -359,30 +360,39 @@ impl Store {
         if body.len() as u64 > MAX_STORE_BYTES {
             return Err(SaveError::TooLarge(format!(
                 "store {} would be {} bytes, over the {MAX_STORE_BYTES}-byte limit start-up reads",
-                self.path.display(),
+                shown_path(&self.path),
                 body.len()
             )));
         }
         // A store.path that is a symlink (to a file on a persistent
         // volume) stays one: the file it leads to is replaced, beside it.
         // Renamed over the link itself, it would leave that file stale.
+        // The system's errors name the files they are about (the temp
+        // file, a link followed) with `display`: escaped whole, as a path.
+        let said = |e: String| shown_path(Path::new(&e));
         let target = crate::fsutil::follow_links(&self.path).map_err(|e| {
             SaveError::Write(format!(
-                "store {}: cannot follow its symlink: {e}",
-                self.path.display()
+                "store {}: cannot follow its symlink: {}",
+                shown_path(&self.path),
+                said(e.to_string())
             ))
         })?;
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).map_err(|e| {
                 SaveError::Write(format!(
                     "store {}: cannot create {}: {e}",
-                    self.path.display(),
-                    dir.display()
+                    shown_path(&self.path),
+                    shown_path(dir)
                 ))
             })?;
         }
-        crate::fsutil::write_atomic(&target, &body, 0o600)
-            .map_err(|e| SaveError::Write(format!("store {}: {e:#}", self.path.display())))
+        crate::fsutil::write_atomic(&target, &body, 0o600).map_err(|e| {
+            SaveError::Write(format!(
+                "store {}: {}",
+                shown_path(&self.path),
+                said(format!("{e:#}"))
+            ))
+        })
     }
 }
 
@@ -409,8 +419,8 @@ impl std::fmt::Display for SaveError {
 pub fn id_clash(id: &str, config_file: &Path, store: &Path) -> String {
     format!(
         "entry {id} is defined both in {} and in the store {}: ids are unique; remove one",
-        config_file.display(),
-        store.display()
+        shown_path(config_file),
+        shown_path(store)
     )
 }
 
@@ -421,8 +431,8 @@ fn existing_key(config: &StoreConfig) -> Result<Option<[u8; 32]>, String> {
     if key.is_none() && config.path.exists() {
         return Err(format!(
             "store.key_file {} is missing but the store {} exists: restore the key (a new one could not decrypt it)",
-            config.key_file.display(),
-            config.path.display()
+            shown_path(&config.key_file),
+            shown_path(&config.path)
         ));
     }
     Ok(key)
@@ -431,7 +441,7 @@ fn existing_key(config: &StoreConfig) -> Result<Option<[u8; 32]>, String> {
 /// Read the 32-byte key; None when the file does not exist. A key readable
 /// by group or others is refused: it unlocks every stored key.
 fn read_key(path: &Path) -> Result<Option<[u8; 32]>, String> {
-    let place = path.display();
+    let place = shown_path(path);
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -464,7 +474,7 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, String> {
 
 /// Create a new random key file (0600), refusing to replace an existing one.
 fn create_key(path: &Path) -> Result<[u8; 32], String> {
-    let place = path.display();
+    let place = shown_path(path);
     let mut key = [0u8; 32];
     aws_lc_rs::rand::fill(&mut key).map_err(|_| "no system randomness".to_owned())?;
     if let Some(dir) = path.parent() {

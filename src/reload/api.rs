@@ -126,7 +126,10 @@ impl Reloader {
             {
                 continue;
             }
-            let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            let files: Vec<String> = files
+                .iter()
+                .map(|f| crate::material::shown_path(f))
+                .collect();
             warn!(target: LOG, entry = %id, files = %files.join(", "), "entry created through the admin API names files outside store.file_roots; it is kept and served, a PUT to it is refused, DELETE it to drop it");
         }
     }

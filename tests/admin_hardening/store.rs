@@ -343,3 +343,46 @@ async fn client_auth_ca_null_releases_the_ca() {
     assert_eq!(r.json()["mode"], "require_and_verify", "{}", r.body);
     assert_eq!(r.json()["ca"], "clients", "{}", r.body);
 }
+
+/// A stored entry's files are the caller's text: the warning naming one
+/// left outside narrowed roots wrote its path raw (`files`), so one
+/// holding an ESC reached the log (and the terminal showing it) as is.
+/// It is escaped there, whole, as a material path is in its load
+/// messages; the API's JSON keeps the real path (JSON escapes it).
+#[tokio::test]
+async fn a_stored_path_is_shown_escaped_in_the_narrowed_roots_warning() {
+    let mut a = Api::with_store(
+        "{ path: data/store.json, key_file: keys/store.key, file_roots: [old] }",
+        "",
+    )
+    .await;
+    let odd = a.s.path("old/a\x1b[2J\tb.crt");
+    write(&odd, &a.ca.cert_pem);
+    let body = json!({"id": "odd", "type": "ca-bundle", "source": "file", "ca_file": odd});
+    a.create(body).await;
+    let r = a.editor("GET", "/api/v1/certs/odd", None).await;
+    assert_eq!(
+        r.json()["paths"][0],
+        odd.display().to_string(),
+        "{}",
+        r.body
+    );
+    let cfg = a.s.path("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    write(
+        &cfg,
+        &text.replace("file_roots: [old]", "file_roots: [new]"),
+    );
+    a.p.signal("HUP");
+    let told =
+        a.p.wait_log("the reload's warning", |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("outside store.file_roots"))
+        })
+        .await;
+    let files = told["files"].as_str().unwrap();
+    assert!(!files.contains(['\x1b', '\t']), "{told}");
+    let dir = a.s.path("old").display().to_string();
+    assert_eq!(files, format!("{dir}/a\\u{{1b}}[2J\\tb.crt"), "{told}");
+}

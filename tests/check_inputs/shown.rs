@@ -643,3 +643,31 @@ fn certs_inspect_shows_the_file_escaped_in_its_header() {
         "{text}"
     );
 }
+
+/// The store's own paths (`store.path`, `store.key_file`) were written raw
+/// in the messages naming them: one set with an ESC (`"\e"` in YAML, or
+/// from `${NAME}`) reached the operator's terminal as is. They are shown
+/// as a material path is: whole, escaped as Rust writes a string.
+#[test]
+fn the_store_paths_are_shown_escaped_in_their_messages() {
+    let store = "store: { path: \"data/s\\e[2J.json\", key_file: \"keys/k\\e[2J.key\" }\n";
+    let (s, cfg) = scene("public", store);
+    // No key yet: `run` would create it, and check notes so.
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    let key = format!("{}k\\u{{1b}}[2J.key", s.path("keys/").display());
+    assert!(
+        out.contains(&format!("store.key_file {key} does not exist")),
+        "{out}"
+    );
+    // A key others may read: refused, naming it.
+    write(&s.path("keys/k\x1b[2J.key"), &"k".repeat(32));
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains(&format!("store.key_file {key} has mode 0644")),
+        "{out}"
+    );
+}
