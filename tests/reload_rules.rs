@@ -283,7 +283,7 @@ upstreams:
         .find(|l| l.contains("\"configuration rejected"))
         .unwrap_or_else(|| panic!("reload not refused:\n{}", logs.join("\n")));
     assert!(
-        rejected.contains("listener public: routes[0].allow")
+        rejected.contains("listener public: listeners[0].routes[0].allow")
             && rejected.contains("admin API (mode none)")
             && rejected.contains(path),
         "{rejected}"

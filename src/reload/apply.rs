@@ -241,9 +241,13 @@ impl Reloader {
             let Some(l) = listed.named(name) else {
                 continue;
             };
-            if let Some(route) = l.stranded_route_allow(client_auth) {
+            if let Some(m) = l.stranded_route_allow(client_auth) {
+                // By place alone, as the PUT's 409 names it: the route's
+                // values may be `${NAME}` values.
+                let n = new.listeners.iter().position(|x| std::ptr::eq(x, l));
+                let n = n.expect("a listener of the new configuration");
                 problems.push(format!(
-                    "listener {name}: {route} needs a verified identity, but the client auth set through the admin API (mode {}) verifies no client certificate, and it stays while the file's client_auth of the listener is unchanged: every request to that route would get 403; PUT a verifying mode to /api/v1/listeners/{name}/client-auth first, or change the listener's client_auth in the file (which ends the API's), or remove the route's allow",
+                    "listener {name}: listeners[{n}].routes[{m}].allow needs a verified identity, but the client auth set through the admin API (mode {}) verifies no client certificate, and it stays while the file's client_auth of the listener is unchanged: every request to that route would get 403; PUT a verifying mode to /api/v1/listeners/{name}/client-auth first, or change the listener's client_auth in the file (which ends the API's), or remove the route's allow",
                     client_auth.mode.as_str()
                 ));
             }

@@ -193,6 +193,66 @@ upstreams:
     assert_eq!(ops().await, 200);
 }
 
+/// The 409 of a client-auth PUT that would strand a route `allow` named
+/// the route by its host and path_prefix, as resolved: a value the file
+/// set from `${NAME}` (it may be a secret the file only names) was
+/// repeated to the admin client. The route is named by place alone
+/// (`listeners[N].routes[M].allow`), with none of its values, its rules'
+/// included.
+#[tokio::test]
+async fn a_stranded_route_allow_is_named_by_place_without_its_values() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let clients = TestCa::new("clients");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("clients-ca.crt"), &clients.cert_pem);
+    let cfg = s.config(
+        r#"
+watch: { events: false, poll_interval: 1h }
+admin: { bind: 127.0.0.1:0 }
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+  - { id: clients, type: ca-bundle, ca_file: clients-ca.crt }
+listeners:
+  - name: other
+    bind: 127.0.0.1:0
+    tls: { certs: [{ ref: edge }] }
+    routes: [{ upstream: app }]
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: edge }]
+      client_auth: { mode: require_and_verify, ca: { ref: clients } }
+    routes:
+      - { path_prefix: /open, upstream: app }
+      - { host: "${HOTPROXY_T_HOST}", path_prefix: "${HOTPROXY_T_PREFIX}", upstream: app, allow: [{ cn: "${HOTPROXY_T_ID}" }] }
+upstreams:
+  - { name: app, servers: ["http://127.0.0.1:9"] }
+"#,
+    );
+    let secrets = [
+        ("HOTPROXY_T_HOST", "hidden-4f1c.example"),
+        ("HOTPROXY_T_PREFIX", "/ops-7d2e9a"),
+        ("HOTPROXY_T_ID", "billing-5b8c31"),
+    ];
+    let mut p = Proxy::start_logging(&cfg, "info", &secrets);
+    let api = p.admin_addr().await;
+    let path = "/api/v1/listeners/public/client-auth";
+    let r = admin(api, "PUT", path, None, Some(json!({ "mode": "none" })), &[]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        m.starts_with("listener public: listeners[1].routes[1].allow needs a verified identity"),
+        "{m}"
+    );
+    for (_, secret) in secrets {
+        assert!(!r.body.contains(secret), "{secret}: {}", r.body);
+        assert!(!p.logs().iter().any(|l| l.contains(secret)), "{secret}");
+    }
+    let r = admin(api, "GET", path, None, None, &[]).await;
+    assert_eq!(r.json()["mode"], "require_and_verify", "{}", r.body);
+}
+
 /// A reload that removes the CA entry the client auth set through the API
 /// names is rejected saying where the reference comes from: the file no
 /// longer names the entry anywhere, and `entry "clients" does not exist`

@@ -189,16 +189,19 @@ fn stranded_route_allow(
     name: &str,
     next: &ClientAuthConfig,
 ) -> Result<(), (StatusCode, Value)> {
-    let Some(l) = r.config().listeners.iter().find(|l| l.name == name) else {
+    let listeners = &r.config().listeners;
+    let Some((n, l)) = listeners.iter().enumerate().find(|(_, l)| l.name == name) else {
         return Ok(());
     };
-    let Some(route) = l.stranded_route_allow(next) else {
+    let Some(m) = l.stranded_route_allow(next) else {
         return Ok(());
     };
+    // By place alone: the route's host, path_prefix and rules may be
+    // `${NAME}` values, which the resolved configuration cannot tell.
     Err(problem(
         StatusCode::CONFLICT,
         format!(
-            "listener {name}: {route} needs a verified identity, and mode {} verifies no client certificate: every request to that route would get 403; use mode verify_if_given or require_and_verify, or remove the route's allow from the configuration file",
+            "listener {name}: listeners[{n}].routes[{m}].allow needs a verified identity, and mode {} verifies no client certificate: every request to that route would get 403; use mode verify_if_given or require_and_verify, or remove the route's allow from the configuration file",
             next.mode.as_str()
         ),
     ))
