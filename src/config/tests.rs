@@ -233,3 +233,68 @@ fn a_long_unknown_variant_is_cut_not_the_allowed_values() {
         );
     }
 }
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Unit {
+    A,
+    B,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Tagged {
+    A,
+    B,
+}
+
+#[derive(serde::Deserialize)]
+struct Enums {
+    u: Option<Unit>,
+    #[serde(default)]
+    n: Vec<Unit>,
+    t: Option<Tagged>,
+}
+
+/// A list, a mapping or nothing for an enum, unit or tagged, was
+/// "unknown variant ``": it is said what was found, once, at the field
+/// (the tag's, for a tagged enum). Configuration fields are unit enums
+/// (`access_log.format`); a tagged one reads its tag as text.
+#[test]
+fn an_enum_given_a_list_or_mapping_says_what_was_found() {
+    let (mut got, mut last) = (Vec::new(), None);
+    for text in [
+        "u: [a]\n",
+        "u: { a: 1 }\n",
+        "n: [~, a]\n",
+        "t: { kind: [a] }\n",
+        "t: { kind: { a: 1 } }\n",
+        "t: { kind: c }\n",
+        "u: b\nt: { kind: a }\n",
+    ] {
+        let (mut root, _) = super::tree::parse(text).unwrap();
+        let (top, report) = super::tree::read::<Enums>(&mut root, Default::default());
+        last = top;
+        let said = report.problems.iter();
+        got.push(
+            said.map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let one_of = "expected one of `a`, `b`";
+    assert_eq!(
+        got,
+        [
+            vec![format!("u: {one_of}, found a list")],
+            vec![format!("u: {one_of}, found a mapping (keys and values)")],
+            vec![format!("n[0]: {one_of}, found nothing")],
+            vec!["t.kind: expected text, found a list".to_owned()],
+            vec!["t.kind: expected text, found a mapping (keys and values)".to_owned()],
+            vec![format!("t.kind: unknown variant `c`, {one_of}")],
+            vec![],
+        ]
+    );
+    let last = last.unwrap();
+    assert!(matches!(last.u, Some(Unit::B)) && last.n.is_empty());
+    assert!(matches!(last.t, Some(Tagged::A)));
+}

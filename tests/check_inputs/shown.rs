@@ -671,3 +671,52 @@ fn the_store_paths_are_shown_escaped_in_their_messages() {
         "{out}"
     );
 }
+
+/// A list, a mapping or nothing where an enum field's value goes
+/// (`format: [json]`, `forward_client_cert: {none: 1}`) was "unknown
+/// variant ``": an empty name, as if the value were empty text. It is
+/// said as every value of the wrong type is: what the field takes and
+/// what was found, at the field's line; a text field (`client_auth.mode`)
+/// given a list says the same.
+#[test]
+fn a_list_or_mapping_for_an_enum_field_says_what_was_found() {
+    let fcc = "expected one of `none`, `headers`, `rfc9440`, `xfcc`, `ingress_nginx`";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(
+        "access_log:\n  path: stdout\n  format: [json, combined]\n\
+         listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+         tls:\n      certs: [{ cert_file: edge.crt, key_file: edge.key }]\n      \
+         client_auth: { mode: [a, b], ca: { ca_file: edge.crt } }\n    \
+         forward_client_cert: { none: 1 }\n    \
+         routes:\n      - { upstream: app, forward_client_cert: [xfcc] }\n\
+         upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n",
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "line 3: access_log.format: expected one of `json`, `combined`, found a list\n".to_owned(),
+        "line 9: listeners[0].tls.client_auth.mode: expected text, found a list\n".to_owned(),
+        format!(
+            "line 10: listeners[0].forward_client_cert: {fcc}, \
+             found a mapping (keys and values)\n"
+        ),
+        format!("line 12: listeners[0].routes[0].forward_client_cert: {fcc}, found a list\n"),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(!out.contains("unknown variant"), "{out}");
+
+    // Nothing where a field with a default takes an enum: "found nothing".
+    let (_s, cfg) = scene("public", "access_log:\n  path: stdout\n  format:\n");
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "line 4: access_log.format: expected one of `json`, `combined`, found nothing\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("unknown variant"), "{out}");
+}

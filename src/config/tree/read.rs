@@ -41,15 +41,20 @@ impl de::Error for Error {
     /// allowed, which the operator needs: cut whole, as it was, their list
     /// went.
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Error {
-        let expected: Vec<String> = expected.iter().map(|v| format!("`{v}`")).collect();
-        let expected = match expected.len() {
-            0 => "there are no variants".to_owned(),
-            _ => format!("expected one of {}", expected.join(", ")),
+        let expected = match expected {
+            [] => "there are no variants".to_owned(),
+            _ => format!("expected {}", one_of(expected)),
         };
         let words = "unknown variant , ".len() + expected.len();
         let shown = quoted(variant, MAX_MESSAGE_BYTES.saturating_sub(words));
         de::Error::custom(format!("unknown variant {shown}, {expected}"))
     }
+}
+
+/// "one of `a`, `b`": the values an enum field takes.
+fn one_of(variants: &[&str]) -> String {
+    let each: Vec<String> = variants.iter().map(|v| format!("`{v}`")).collect();
+    format!("one of {}", each.join(", "))
 }
 
 /// A deserializer over one node that records problems and keeps going.
@@ -302,13 +307,18 @@ impl<'de> Deserializer<'de> for De<'_> {
 
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Error> {
         self.tag_fits(&["str"]);
-        let s = if self.node.placeholder {
-            String::new()
-        } else {
-            self.text().unwrap_or_else(|| {
-                self.wrong("text");
-                String::new()
-            })
+        let text = match self.node.placeholder {
+            true => Some(String::new()),
+            false => self.text(),
+        };
+        let Some(s) = text else {
+            self.wrong("text");
+            // Read as empty: what its visitor says of that (an enum's tag,
+            // "unknown variant ``") is no news, the type was said.
+            return v.visit_str("").map_err(|e| Error {
+                recorded: true,
+                ..e
+            });
         };
         v.visit_str(&s).map_err(|e| self.fail(e))
     }
@@ -497,6 +507,15 @@ impl<'de> Deserializer<'de> for De<'_> {
                 if matches!(self.node.value, Value::Null)
                     && self.rec.borrow().problems.len() > before =>
             {
+                first
+            }
+            // A list, a mapping or nothing has no name to quote: said as
+            // a value of the wrong type is ("unknown variant ``", as it was,
+            // named an empty text).
+            Some(first)
+                if matches!(self.node.value, Value::Seq(_) | Value::Map(_) | Value::Null) =>
+            {
+                self.wrong(&one_of(variants));
                 first
             }
             Some(first) if !variants.contains(&text.as_str()) => {
