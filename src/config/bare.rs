@@ -39,6 +39,22 @@ pub(super) fn replace(message: &mut String, shown: &str, label: &str, word: bool
     }
 }
 
+/// `message` with each label in it `<withheld>`: what it shows of the
+/// values. A label's own text (what was written, cut: `${A}${B}…`,
+/// `/srv/x…` before `${NAME}`) is no piece of a value it shows.
+pub(super) fn outside_labels(message: &str, label: &str) -> String {
+    let (mut out, mut kept) = (String::with_capacity(message.len()), 0);
+    for (start, end) in labels(message, label) {
+        if start >= kept {
+            out.push_str(&message[kept..start]);
+            out.push_str("<withheld>");
+        }
+        kept = kept.max(end);
+    }
+    out.push_str(&message[kept..]);
+    out
+}
+
 /// The byte ranges of the labels in `message`: each `<withheld` to its
 /// `>`, or to the end of `label` where it is that (whose variable's name
 /// may hold a `>`).
@@ -97,5 +113,15 @@ mod tests {
         let mut m = format!("{odd} is b");
         replace(&mut m, "b", odd, true);
         assert_eq!(m, format!("{odd} is {odd}"));
+    }
+
+    /// What a message shows outside its labels: each label `<withheld>`,
+    /// one whose variable's name holds a `>` whole.
+    #[test]
+    fn outside_labels_is_the_message_without_them() {
+        let odd = "<withheld: the value of ${A}>b>";
+        let m = format!("x {LABEL}; y {odd} <withheld: a PEM block> z…");
+        let said = outside_labels(&m, odd);
+        assert_eq!(said, "x <withheld>; y <withheld> <withheld> z…");
     }
 }

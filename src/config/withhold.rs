@@ -46,15 +46,15 @@ impl Withheld {
         })
     }
 
-    /// `value`, expanded from `written` (`${NAME}`, ...) at `field`;
-    /// `block`: written as a YAML block scalar.
+    /// `value`, expanded from `written` (`${NAME}`) at `field`; `block`: a block scalar.
     pub(super) fn from_env(value: &str, written: &str, field: &str, block: bool) -> Withheld {
-        // The text as written is shown only when it is itself no pasted
-        // block: `${NAME}` inside a pasted key, or a token pasted as a
-        // block scalar of one line, would carry it here.
+        // The text as written is shown (escaped and cut, as every value is)
+        // only when it is itself no pasted block: `${NAME}` inside a pasted
+        // key, or a token pasted as a block scalar of one line, would carry it.
+        let shown = super::tree::shown_written(written.trim());
         let what = match Withheld::pasted(written, field, block) {
             Some(_) => "a value set from the environment".to_owned(),
-            None => format!("the value of {}", written.trim()),
+            None => format!("the value of {shown}"),
         };
         Withheld {
             value: value.to_owned(),
@@ -242,7 +242,7 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
                 super::bare::replace(message, &bare, &label, short);
             }
         }
-        if quotes_a_piece(message, &w.value) {
+        if quotes_a_piece(&super::bare::outside_labels(message, &label), &w.value) {
             *message =
                 format!("not valid here; the reason is withheld, as it quotes the value ({label})");
         }

@@ -720,3 +720,64 @@ fn a_list_or_mapping_for_an_enum_field_says_what_was_found() {
     );
     assert!(!out.contains("unknown variant"), "{out}");
 }
+
+/// The label naming a value set from the environment (`<withheld: the
+/// value of ${NAME}>`) showed the text the value was written as whole and
+/// raw: 300 `${NAME}`s ran the message into its 300-byte cut (`… (cut)`),
+/// a variable's name of 10 KB too, and an ESC written before `${NAME}`
+/// reached the screen. That text is shown as every value is: escaped,
+/// its first 64 bytes as escaped and `…`; a short label is as it was.
+#[test]
+fn a_withheld_label_shows_what_was_written_escaped_and_cut() {
+    const PART: &str = "HOTPROXY_CHECK_INPUTS_PART";
+    let part = format!("${{{PART}}}");
+    let many = part.repeat(300);
+    let name = format!("HOTPROXY_{}", "N".repeat(10_000));
+    // Written text of 64 bytes and more before `${NAME}`: the label, cut,
+    // shows a piece of it, as written, which is not the value.
+    let prefix = format!("/{}/", "d".repeat(70));
+    // `\e` in YAML: ESC, shown `\u{1b}`.
+    let more = format!(
+        "watch:\n  events: \"{many}\"\n  debounce: \"\\e[2J{part}\"\n  \
+         poll_interval: \"{part}\"\n  settle_timeout: \"{prefix}{part}\"\n\
+         runtime:\n  worker_threads: \"${{{name}}}\"\n"
+    );
+    let (_s, cfg) = scene("public", &more);
+    let env = [
+        (PART, OsString::from("xy")),
+        (name.as_str(), OsString::from("many")),
+    ];
+    let (code, out) = check_with(&cfg, &env);
+    assert_eq!(code, 1, "{out}");
+    let label = |shown: &str| format!("<withheld: the value of {shown}>");
+    // `more` starts on line 2.
+    for want in [
+        format!(
+            "line 3: watch.events: expected true or false, found {}\n",
+            label(&format!("{}…", &many[..64]))
+        ),
+        format!(
+            "line 4: watch.debounce: invalid duration {} (use e.g. 250ms, 5s, 2m, 1h)\n",
+            label(&format!("\\u{{1b}}[2J{part}"))
+        ),
+        format!(
+            "line 5: watch.poll_interval: invalid duration {} (use e.g. 250ms, 5s, 2m, 1h)\n",
+            label(&part)
+        ),
+        format!(
+            "line 6: watch.settle_timeout: invalid duration {} (use e.g. 250ms, 5s, 2m, 1h)\n",
+            label(&format!("{}…", &prefix[..64]))
+        ),
+        format!(
+            "line 8: runtime.worker_threads: expected a whole number, found {}\n",
+            label(&format!("{}…", &format!("${{{name}}}")[..64]))
+        ),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(!out.contains('\u{1b}') && !out.contains("(cut)"), "{out:?}");
+    assert!(
+        !out.contains(&many[..65]) && !out.contains(&name[..64]),
+        "{out}"
+    );
+}
