@@ -17,8 +17,11 @@ pub enum RuleError {
     )]
     Empty,
     /// A field's pattern refused: `reason` is hotproxy's wording alone,
-    /// the value is apart, so the admin API can say why without it.
-    #[error("{field}: {value:?}: {reason}")]
+    /// the value is apart, so the admin API can say why without it. The
+    /// file's reader is shown the value as every refused value is
+    /// (escaped, its first 64 bytes and `…`): quoted whole, 200 bytes ran
+    /// the message into its 300-byte cut and the reason went.
+    #[error("{field}: {}: {reason}", crate::config::found_text(value))]
     Field {
         field: &'static str,
         value: String,

@@ -781,3 +781,49 @@ fn a_withheld_label_shows_what_was_written_escaped_and_cut() {
         "{out}"
     );
 }
+
+/// An allow rule's pattern or fingerprint that is refused was quoted
+/// whole in its message (escaped, not cut): 200 bytes of it ran the
+/// message into its 300-byte cut (`… (cut)`) and the reason went. It is
+/// shown as every refused value is: its first 64 bytes as escaped and
+/// `…`, the reason whole; one set by `${NAME}` is withheld whole.
+#[test]
+fn a_refused_allow_rule_value_is_shown_cut() {
+    const CN: &str = "HOTPROXY_CHECK_INPUTS_CN";
+    let long = "a".repeat(200);
+    let secret = format!("x**{}", "5e1f9a0c".repeat(25));
+    let not_hex = "not a SHA-256 fingerprint (64 hex digits; colons and case are ignored)";
+    let star = "`**` is only allowed as a final `/**` of a uri_san";
+    // `\e` in YAML: ESC, shown `\u{1b}` (6 bytes: 58 of `a` fit after it).
+    let cut = format!("\"\\u{{1b}}{}…\"", &long[..58]);
+    for (rule, says) in [
+        (
+            format!("fingerprint_sha256: \"\\e{long}\""),
+            format!("fingerprint_sha256: {cut}: {not_hex}"),
+        ),
+        (format!("cn: \"\\e{long}**\""), format!("cn: {cut}: {star}")),
+        (
+            format!("cn: \"${{{CN}}}\""),
+            format!("cn: <withheld: the value of ${{{CN}}}>: {star}"),
+        ),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let cfg = s.config(&format!(
+            "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+             tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n    \
+             routes: [{{ upstream: app, allow: [{{ {rule} }}] }}]\n\
+             upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n"
+        ));
+        let (code, out) = check_with(&cfg, &[(CN, OsString::from(&secret))]);
+        assert_eq!(code, 1, "{out}");
+        let want = format!("line 5: listeners[0].routes[0].allow[0]: {says}\n");
+        assert!(out.contains(&want), "{want}: {out}");
+        assert!(!out.contains('\u{1b}') && !out.contains("(cut)"), "{out:?}");
+        assert!(
+            !out.contains(&long[..59]) && !out.contains(&secret[..12]),
+            "{out}"
+        );
+    }
+}
