@@ -35,6 +35,14 @@ pub trait Unread {
     fn pull(&mut self, _most: usize) -> usize {
         0
     }
+
+    /// Read into `buf` what the stream already holds, taken from its
+    /// socket earlier (TLS: plaintext rustls decrypted, [`Unread::pull`]'s
+    /// too), never reading the socket: `None` when it holds nothing (the
+    /// default), else the read's result (TLS: an end seen, clean or not).
+    fn read_held(&mut self, _buf: &mut ReadBuf<'_>) -> Option<std::io::Result<()>> {
+        None
+    }
 }
 
 /// Whether `socket` has a byte to read, left there; end of stream and
@@ -79,6 +87,21 @@ impl<S: AsFd> Unread for tokio_rustls::server::TlsStream<S> {
         }
         took
     }
+
+    /// rustls' plaintext alone (tokio-rustls' own read would go on to the
+    /// socket, as far as its buffer allows, whenever the runtime last
+    /// found it readable).
+    fn read_held(&mut self, buf: &mut ReadBuf<'_>) -> Option<std::io::Result<()>> {
+        let (_, session) = self.get_mut();
+        match std::io::Read::read(&mut session.reader(), buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                Some(Ok(()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 /// A socket read no further than `left` bytes.
@@ -120,7 +143,8 @@ pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + '
     /// Kept alive by the lingering task (the connection slot).
     hold: Option<Box<dyn Send + Sync>>,
     /// The driver's look: bytes still to read of those the look found on
-    /// the socket ([`Unread::pull`]).
+    /// the socket ([`Unread::pull`]), the most read from it until the
+    /// driver decides (`ClientIo::read_in_look`).
     to_pull: usize,
 }
 
@@ -143,6 +167,77 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
             hold: Some(hold),
             to_pull: 0,
         }
+    }
+
+    /// Bytes read, told to [`Activity`]: HTTP/1 heads, HTTP/2 frames.
+    fn received(&self, bytes: &[u8]) {
+        if self.reads {
+            self.activity.received(bytes);
+        } else {
+            self.activity.received_frames(bytes);
+        }
+    }
+
+    /// A read while the driver, about to close at once as nothing has
+    /// begun, looks for bytes the client sent before the signal
+    /// ([`Activity::look_for_unread`]), until it decides on what they
+    /// began ([`Activity::found_unread`]). The first such read counts
+    /// what waits on the socket (`FIONREAD`): TLS records, whose content
+    /// cannot be known unread. Then every read takes what the stream
+    /// holds already, else pulls ([`Unread::pull`]) at most what is left
+    /// of that count into it, so that the driver decides on what those
+    /// bytes began (HTTP/2: streams, refused beyond; HTTP/1: a head's
+    /// byte), or nothing and closed at once; never the socket's own
+    /// read, which takes whatever has come by then, bytes sent after the
+    /// signal too, whenever the runtime has found the socket readable
+    /// (on a multi-threaded one, another worker's reactor may do so at
+    /// any time). Past the count it waits, its socket not polled: it
+    /// wakes its task, to be read again once the driver has decided
+    /// (the connection is being closed either way).
+    fn read_in_look(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let inner = self
+            .inner
+            .as_deref_mut()
+            .expect("stream present until drop");
+        if self.activity.looking() {
+            let queued = inner.queued();
+            self.activity.looked(queued > 0);
+            self.to_pull = queued;
+        }
+        let before = buf.filled().len();
+        loop {
+            if let Some(res) = inner.read_held(buf) {
+                match &res {
+                    Ok(()) if buf.filled().len() > before => {
+                        let got = &buf.filled()[before..];
+                        if self.reads {
+                            self.activity.read_in_look(got);
+                        }
+                        self.received(got);
+                    }
+                    _ => self.eof = true,
+                }
+                return Poll::Ready(res);
+            }
+            if self.to_pull == 0 {
+                break;
+            }
+            let took = inner.pull(self.to_pull);
+            if took == 0 {
+                self.to_pull = 0;
+                break;
+            }
+            self.to_pull = self.to_pull.saturating_sub(took);
+        }
+        if self.reads {
+            self.activity.read_waits();
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn io(&mut self) -> Pin<&mut S> {
@@ -206,58 +301,27 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> AsyncRe
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        // The driver's look, from its count to its decision: no read past
+        // the count. Otherwise this one load.
+        if this.activity.in_look() {
+            return this.read_in_look(cx, buf);
+        }
         let before = buf.filled().len();
-        loop {
-            let res = this.io().poll_read(cx, buf);
-            match res {
-                Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                    if this.reads {
-                        this.activity.read_in_look(&buf.filled()[before..]);
-                        this.activity.received(&buf.filled()[before..]);
-                    } else {
-                        this.activity.received_frames(&buf.filled()[before..]);
-                    }
-                }
-                // End of stream, or a reset / TLS EOF without close_notify:
-                // the client is gone, nothing to linger for.
-                Poll::Ready(_) => this.eof = true,
-                Poll::Pending => {
-                    if this.reads {
-                        this.activity.read_waits();
-                    }
-                    // The driver about to close at once as nothing has
-                    // begun: did the client send more? TLS has no
-                    // plaintext left (its read waits only then), so that
-                    // is on the socket, in records whose content cannot
-                    // be known unread: read now, in the look's poll, so
-                    // that the driver decides on what they began (HTTP/2:
-                    // streams, refused beyond; HTTP/1: a head's byte), or
-                    // nothing and closed at once; no more than were there
-                    // at the look.
-                    if this.activity.looking() {
-                        let queued = this.inner.as_deref().map_or(0, Unread::queued);
-                        this.activity.looked(queued > 0);
-                        this.to_pull = queued;
-                    }
-                    if this.to_pull > 0 && this.activity.found_any() {
-                        let inner = this
-                            .inner
-                            .as_deref_mut()
-                            .expect("stream present until drop");
-                        let took = inner.pull(this.to_pull);
-                        this.to_pull = if took > 0 {
-                            this.to_pull.saturating_sub(took)
-                        } else {
-                            0
-                        };
-                        if took > 0 {
-                            continue;
-                        }
-                    }
+        let res = this.io().poll_read(cx, buf);
+        match res {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.received(&buf.filled()[before..]);
+            }
+            // End of stream, or a reset / TLS EOF without close_notify:
+            // the client is gone, nothing to linger for.
+            Poll::Ready(_) => this.eof = true,
+            Poll::Pending => {
+                if this.reads {
+                    this.activity.read_waits();
                 }
             }
-            return res;
         }
+        res
     }
 }
 

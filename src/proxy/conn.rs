@@ -390,10 +390,10 @@ impl Activity {
             .store(if unread { UNREAD } else { NOTHING }, Ordering::Relaxed);
     }
 
-    /// The look found bytes and the driver has not taken its answer yet:
-    /// the stream reads them meanwhile (HTTP/2, `ClientIo`).
-    pub(crate) fn found_any(&self) -> bool {
-        self.look.load(Ordering::Relaxed) == UNREAD
+    /// A look is asked for, or made and its answer not taken yet: the
+    /// stream reads no more than the look found (`ClientIo`).
+    pub(crate) fn in_look(&self) -> bool {
+        self.look.load(Ordering::Relaxed) != IDLE
     }
 
     /// The look asked for found bytes not read yet; `false` when it found

@@ -208,7 +208,9 @@ impl Driver<'_> {
         // came, or h2 was writing). The stream looks (`FIONREAD`) in one
         // poll of the connection made now (`Activity::look_for_unread`)
         // and reads what it found there in that poll (no more: only what
-        // came before the signal), and hyper with it, so the driver
+        // came before the signal; not the socket itself, which another
+        // worker's reactor may have found readable since, until the
+        // driver has decided), and hyper with it, so the driver
         // decides on what those bytes began: nothing (HTTP/2 frames that
         // start no stream, HTTP/1.1 empty lines, a record still arriving)
         // closes at once as before. HTTP/2: a stream begun is served, the
@@ -238,9 +240,9 @@ impl Driver<'_> {
                             // HTTP/2: what the look's poll read began
                             // streams (served), and any opened from now on,
                             // after the signal, is refused. Whatever the
-                            // look found: that poll may have read the
-                            // bytes itself before the look (the runtime
-                            // saw them readable), the count then 0.
+                            // look found: that poll may have read
+                            // plaintext rustls held already, the count
+                            // then 0.
                             None if h2 => {
                                 debug!(listener = %name, peer = %peer, "bytes unread at the close began a request; closing gracefully, refusing new streams");
                                 self.activity.refuse_new_streams();
