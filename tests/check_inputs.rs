@@ -510,3 +510,6 @@ fn a_huge_key_over_many_items_is_refused_in_bounded_memory() {
 
 #[path = "check_inputs/shown.rs"]
 mod shown;
+
+#[path = "check_inputs/paths.rs"]
+mod paths;
