@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::proxy::client_io::Unread;
 use crate::proxy::conn::Activity;
 
 use super::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
@@ -245,7 +246,15 @@ pub struct SlotIo {
     conn: Arc<Conn>,
     blocked: bool,
     reset: bool,
+    /// What [`Unread::pull`] read from the socket at a close from outside,
+    /// and how much of it the reads since have returned.
+    pulled: Vec<u8>,
+    served: usize,
 }
+
+/// The most one [`Unread::pull`] reads: the bytes a look found are read in
+/// as many pulls as they take, each once the last is served.
+const PULL: usize = 4 * 1024;
 
 impl SlotIo {
     pub fn new(inner: TcpStream, conn: Arc<Conn>) -> SlotIo {
@@ -254,6 +263,8 @@ impl SlotIo {
             conn,
             blocked: false,
             reset: false,
+            pulled: Vec::new(),
+            served: 0,
         }
     }
 
@@ -288,9 +299,31 @@ impl SlotIo {
     }
 }
 
-impl crate::proxy::client_io::Unread for SlotIo {
+impl Unread for SlotIo {
     fn unread(&self) -> bool {
         crate::proxy::client_io::bytes_waiting(&self.inner)
+    }
+
+    fn queued(&self) -> usize {
+        match rustix::io::ioctl_fionread(&self.inner) {
+            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Err(_) => usize::from(self.unread()),
+        }
+    }
+
+    /// Read from the socket itself (it is non-blocking), not through the
+    /// runtime, which may not know it readable yet: the next reads return
+    /// what it took first.
+    fn pull(&mut self, most: usize) -> usize {
+        if self.served < self.pulled.len() {
+            return 0;
+        }
+        self.pulled.resize(most.min(PULL), 0);
+        self.served = 0;
+        let socket = socket2::SockRef::from(&self.inner);
+        let n = std::io::Read::read(&mut &*socket, &mut self.pulled).unwrap_or(0);
+        self.pulled.truncate(n);
+        n
     }
 }
 
@@ -310,6 +343,12 @@ impl AsyncRead for SlotIo {
         let this = self.get_mut();
         if let Some(e) = this.evicted(cx) {
             return Poll::Ready(Err(e));
+        }
+        if this.served < this.pulled.len() {
+            let n = buf.remaining().min(this.pulled.len() - this.served);
+            buf.put_slice(&this.pulled[this.served..this.served + n]);
+            this.served += n;
+            return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
     }
@@ -367,6 +406,8 @@ impl AsyncWrite for SlotIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::client_io::ClientIo;
+    use crate::proxy::conn::{Driver, Ended};
     use crate::proxy::linger::{LINGER_TIME, linger};
 
     fn peer(n: usize) -> SocketAddr {
@@ -416,5 +457,96 @@ mod tests {
                 .all(|(s, _)| !s.conn().evicted.load(Ordering::SeqCst)),
             "a request in flight was evicted"
         );
+    }
+
+    /// An admin connection whose `GET /metrics` is on its socket, unread,
+    /// when the process's shutdown (SIGTERM) comes is answered, and then
+    /// closed: the bytes sent before the signal began a request (SPEC §1).
+    /// The look at the close found them (one byte, as far as it could
+    /// tell) but could not read them: the admin stream took none (plain
+    /// TCP had no `pull`), so no head's byte was read and the connection
+    /// was closed at once, the request dropped unanswered. The client
+    /// writes, and the signal is set, within one poll of the runtime's one
+    /// thread, the driver's next: the runtime has not seen the socket
+    /// readable when the driver looks.
+    #[tokio::test]
+    async fn a_request_unread_at_the_shutdown_is_answered() {
+        use std::io::{Read, Write};
+        const LONG: Duration = Duration::from_secs(60);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go, told) = std::sync::mpsc::channel::<()>();
+        let (sent, written) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(LONG)).unwrap();
+            told.recv().unwrap();
+            tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            sent.send(()).unwrap();
+            let mut got = Vec::new();
+            let _ = tcp.read_to_end(&mut got);
+            got
+        });
+        let (stream, peer) = listener.accept().await.unwrap();
+        let slots = Arc::new(Slots::default());
+        let activity = Activity::new(Instant::now(), true);
+        let slot = slots.take(peer, activity.clone()).await.unwrap();
+        let io = SlotIo::new(stream, slot.conn().clone());
+        let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
+        let answering = activity.clone();
+        let svc = hyper::service::service_fn(move |_req| {
+            let in_flight = answering.begin(false);
+            async move {
+                drop(in_flight);
+                let body = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        let driver = Driver {
+            name: "admin",
+            peer,
+            activity: &activity,
+            header_read_timeout: LONG,
+            idle_timeout: LONG,
+            shutdown: rx.clone(),
+            also_close_grace: LONG,
+            process: Some(rx),
+            answer_first: false,
+            stalls: None,
+            send_timeout: LONG,
+        };
+        let mut run =
+            std::pin::pin!(driver.run(conn, |c| c.graceful_shutdown(), std::future::pending()));
+        let mut polls = 0;
+        let outcome = std::future::poll_fn(|cx| {
+            // The driver's first poll left hyper waiting to read; before
+            // its second, the request is on the socket and the signal set.
+            if polls == 1 {
+                go.send(()).unwrap();
+                written.recv().unwrap();
+                shutdown.send_replace(true);
+            }
+            polls += 1;
+            let out = run.as_mut().poll(cx);
+            if polls == 1 {
+                cx.waker().wake_by_ref();
+            }
+            out
+        })
+        .await;
+        let got = tokio::task::spawn_blocking(move || client.join().unwrap())
+            .await
+            .unwrap();
+        let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(
+            got.starts_with("http/1.1 200") && got.ends_with("ok"),
+            "{got:?}"
+        );
+        assert_eq!(outcome.by, Ended::ByUs);
     }
 }
