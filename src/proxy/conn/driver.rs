@@ -123,10 +123,12 @@ impl Driver<'_> {
         tokio::pin!(cut);
         let mut closing = false;
         // HTTP/1.1, closing from outside, bytes unread before its first
-        // request that held a head's byte (`at_once!`): hyper's graceful close would close
-        // it at once, its read buffer empty, so it is asked for once the
-        // request has begun (its response says `Connection: close` if not
-        // written already), and the bytes are read meanwhile.
+        // request that held a head's byte (`at_once!`): read by hyper in
+        // the look's poll, they are in its read buffer, so its graceful
+        // close, asked for at once, serves that one request (it closes at
+        // once only with the buffer empty): the response says
+        // `Connection: close`, and nothing behind it is read. A later
+        // close from outside does not look again.
         let mut first_then_close = false;
         let (header_read, idle) = (self.header_read_timeout, self.idle_timeout);
         let start = Instant::now();
@@ -183,7 +185,7 @@ impl Driver<'_> {
                 cut_at = Some(at);
                 let due = sleep.inner().deadline().into_std().min(at);
                 sleep.as_mut().inner_mut().reset(due.into());
-                if !closing && $graceful && !first_then_close {
+                if !closing && $graceful {
                     closing = true;
                     closing_at = Some($now);
                     graceful(conn.as_mut());
@@ -397,13 +399,10 @@ impl Driver<'_> {
                 // streams in flight are served to their end, and new ones
                 // refused as on any closing connection. Looked at on every
                 // wake-up of the task, and the conn, polled first in the
-                // same pass, begins that stream. So too an HTTP/1.1 one
-                // whose bytes unread at a close were its first request
-                // (`first_then_close`).
+                // same pass, begins that stream.
                 () = std::future::poll_fn(|_| {
                     if activity.asked() { Poll::Ready(()) } else { Poll::Pending }
-                }), if (answer_first && h2 && shutdown_done || first_then_close) && !closing => {
-                    first_then_close = false;
+                }), if answer_first && h2 && shutdown_done && !closing => {
                     let now = Instant::now();
                     cut_by!(now, now + self.also_close_grace, true);
                 }
