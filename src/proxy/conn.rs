@@ -116,8 +116,9 @@ pub struct Activity {
     /// look at its socket for bytes not read yet (`LOOK`), and what the
     /// look found (`UNREAD`, `NOTHING`); `IDLE` otherwise.
     look: AtomicU8,
-    /// HTTP/1: a byte other than CR and LF (a head's, not the empty lines
-    /// hyper skips before one) was read during the look's poll.
+    /// HTTP/1: a head's byte was read during the look's poll: one other
+    /// than CR and LF (not the empty lines hyper skips before a head), or
+    /// any going on from a head begun before it.
     look_read_head: AtomicBool,
     /// Where the bytes that may be heads end (one of `IN_LINE`..`HEAD_END`):
     /// anything but `HEAD_END` means bytes of a head not yet complete were
@@ -403,11 +404,13 @@ impl Activity {
     }
 
     /// HTTP/1: `bytes` were read; during a look (asked for, made, its
-    /// answer not taken yet), note whether they hold a head's byte, not
-    /// CR or LF alone.
+    /// answer not taken yet), note whether they hold a head's byte: not
+    /// CR or LF alone, unless they go on from a head begun (walked to
+    /// `ends`, not yet with them), whose line ends they are.
     pub(crate) fn read_in_look(&self, bytes: &[u8]) {
         if self.look.load(Ordering::Relaxed) != IDLE
-            && bytes.iter().any(|b| !matches!(b, b'\r' | b'\n'))
+            && (self.ends.load(Ordering::Relaxed) != HEAD_END
+                || bytes.iter().any(|b| !matches!(b, b'\r' | b'\n')))
         {
             self.look_read_head.store(true, Ordering::Relaxed);
         }

@@ -218,7 +218,8 @@ impl Driver<'_> {
         // closes at once as before. HTTP/2: a stream begun is served, the
         // close graceful, and every stream opened after it refused
         // (`REFUSED_STREAM`), as SPEC §1 drops a request completed after
-        // the signal. HTTP/1.1: a head begun (a byte not CR or LF) makes
+        // the signal. HTTP/1.1: a head begun (a byte not CR or LF, or
+        // any going on from a head begun before) makes
         // the close graceful, for that one request alone
         // (`first_then_close`, its response says `Connection: close`),
         // and the graceful close's bounds hold (the first request's

@@ -741,3 +741,22 @@ async fn an_h1_request_pipelined_behind_the_first_and_last_is_not_served() {
     assert_eq!(got.matches("http/1.1 ").count(), 1, "{got:?}");
     assert_eq!(outcome.by, Ended::ByUs);
 }
+
+/// HTTP/1.1: the line end unread at the signal that goes on from a head
+/// read before it (`GET / HTTP/1.1` read, its `\r\n` unread) is a byte of
+/// that head, as a letter would be: the close is graceful for it, and the
+/// head, completed after the signal, answered (`Connection: close`). It
+/// was taken for an empty line before a head, and the connection closed
+/// at once.
+#[tokio::test]
+async fn an_h1_line_end_unread_at_the_signal_goes_on_from_the_head_begun() {
+    let head = b"Host: localhost\r\n\r\n";
+    let (outcome, got) = h1_answered_at_once(b"GET / HTTP/1.1", b"\r\n", head, false).await;
+    assert!(
+        got.starts_with("http/1.1 200")
+            && got.contains("\r\nconnection: close\r\n")
+            && got.ends_with("ok"),
+        "{got:?}"
+    );
+    assert_eq!(outcome.by, Ended::ByUs);
+}
