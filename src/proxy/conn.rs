@@ -422,6 +422,12 @@ impl Activity {
         self.look_read_head.swap(false, Ordering::Relaxed)
     }
 
+    /// HTTP/2: the highest stream id of a header block the client ended
+    /// (0 before the first): higher once it opens a stream.
+    pub(crate) fn last_block(&self) -> u32 {
+        frames::last_block(self.frame_ids.load(Ordering::Relaxed))
+    }
+
     /// HTTP/2: no stream in flight and a header block begun, not ended: a
     /// request part way in, the only one (see `frames`). Not while the end
     /// of a response is still to be written ([`Activity::unsent`]): its

@@ -229,7 +229,10 @@ impl Driver<'_> {
                 match unbegun(self.activity, h2) {
                     // Found so at an earlier signal: still to be read.
                     Some(_) if first_then_close => None,
-                    Some(_) => {
+                    Some(why) => {
+                        // Whether the look's poll began a request: the
+                        // first, or (HTTP/2) a stream opened.
+                        let before = (self.activity.asked(), self.activity.last_block());
                         self.activity.look_for_unread();
                         let mut polled = Polled { conn: conn.as_mut(), written, activity: self.activity };
                         if let Poll::Ready(res) =
@@ -239,6 +242,7 @@ impl Driver<'_> {
                         }
                         self.activity.found_unread();
                         let head = self.activity.look_read_head();
+                        let began = (self.activity.asked(), self.activity.last_block()) != before;
                         match unbegun(self.activity, h2) {
                             // HTTP/2: what the look's poll read began
                             // streams (served), and any opened from now on,
@@ -246,11 +250,18 @@ impl Driver<'_> {
                             // look found: that poll may have read
                             // plaintext rustls held already, the count
                             // then 0.
-                            None if h2 => {
+                            None if h2 && began => {
                                 debug!(listener = %name, peer = %peer, "bytes unread at the close began a request; closing gracefully, refusing new streams");
                                 self.activity.refuse_new_streams();
                                 None
                             }
+                            // HTTP/2, no stream opened: what the look read
+                            // was answered (a PING, or a GOAWAY for a frame
+                            // other than the CONTINUATION due), and the
+                            // answer is not all out (a client not reading),
+                            // which alone keeps `unbegun` from saying so:
+                            // at once, as before the look.
+                            None if h2 => Some(why),
                             // HTTP/1.1: the look's poll read a head's
                             // byte (not the empty lines hyper skips).
                             Some(_) if !h2 && head => {
@@ -499,3 +510,5 @@ pub(crate) fn causes(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unsent_tests;

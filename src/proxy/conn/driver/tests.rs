@@ -24,11 +24,11 @@ use crate::proxy::stall::Stalls;
 use crate::tls::sent::Counted;
 
 /// Long enough never to fall due in a test: only the signals close.
-const LONG: Duration = Duration::from_secs(60);
+pub(super) const LONG: Duration = Duration::from_secs(60);
 
 /// A TLS 1.3 server config for `localhost` (self-signed), and a client
 /// config that trusts it.
-fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+pub(super) fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
     let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let der = pair.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.signing_key.serialize_der()));
@@ -213,7 +213,7 @@ async fn unread_at_signal(
 
 /// All the client read until the close, its thread joined off the
 /// runtime's one thread.
-async fn received(client: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
+pub(super) async fn received(client: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
     tokio::task::spawn_blocking(move || client.join().unwrap())
         .await
         .unwrap()
@@ -237,13 +237,18 @@ const RST_STREAM: u8 = 0x3;
 const GOAWAY: u8 = 0x7;
 
 /// The HTTP/2 client preface and an empty SETTINGS frame.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+pub(super) const PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 /// HEADERS on stream 1, END_STREAM | END_HEADERS: GET https://localhost/.
-const GET: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
+pub(super) const GET: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x01\x82\x87\x84\x01\x09localhost";
 
 /// A driver of a plain listener (no stalls, nothing from a queue) whose
 /// timeouts are all `LONG`, watching `signals`.
-fn test_driver<'a>(activity: &'a Activity, peer: SocketAddr, signals: &Signals) -> Driver<'a> {
+pub(super) fn test_driver<'a>(
+    activity: &'a Activity,
+    peer: SocketAddr,
+    signals: &Signals,
+) -> Driver<'a> {
     Driver {
         name: "test",
         peer,
@@ -260,13 +265,13 @@ fn test_driver<'a>(activity: &'a Activity, peer: SocketAddr, signals: &Signals) 
 }
 
 /// Signals for a driver: the listener's `closing` and the process's shutdown.
-struct Signals {
+pub(super) struct Signals {
     closing: watch::Sender<bool>,
     process: watch::Sender<bool>,
 }
 
 impl Signals {
-    fn new(closing: bool, process: bool) -> Signals {
+    pub(super) fn new(closing: bool, process: bool) -> Signals {
         Signals {
             closing: watch::channel(closing).0,
             process: watch::channel(process).0,
@@ -580,7 +585,7 @@ const GET3: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x03\x82\x87\x84\x01\x09lo
 
 /// As the proxy's service (src/proxy/listener.rs): a stream opened once
 /// `Activity::refuses` is reset `REFUSED_STREAM`, any other answered `ok`.
-fn answering_unless_refused(
+pub(super) fn answering_unless_refused(
     activity: &Arc<Activity>,
 ) -> impl Fn(Request<Incoming>) -> Ready<Result<Response<Full<Bytes>>, h2::Error>> + Clone {
     let activity = activity.clone();
