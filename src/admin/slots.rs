@@ -325,6 +325,18 @@ impl Unread for SlotIo {
         self.pulled.truncate(n);
         n
     }
+
+    /// What [`Unread::pull`] took and no read has returned yet.
+    fn read_held(&mut self, buf: &mut ReadBuf<'_>) -> Option<std::io::Result<()>> {
+        let held = &self.pulled[self.served..];
+        if held.is_empty() {
+            return None;
+        }
+        let n = buf.remaining().min(held.len());
+        buf.put_slice(&held[..n]);
+        self.served += n;
+        Some(Ok(()))
+    }
 }
 
 /// Plain TCP: each write's result says whether it wrote.
@@ -344,11 +356,8 @@ impl AsyncRead for SlotIo {
         if let Some(e) = this.evicted(cx) {
             return Poll::Ready(Err(e));
         }
-        if this.served < this.pulled.len() {
-            let n = buf.remaining().min(this.pulled.len() - this.served);
-            buf.put_slice(&this.pulled[this.served..this.served + n]);
-            this.served += n;
-            return Poll::Ready(Ok(()));
+        if let Some(res) = this.read_held(buf) {
+            return Poll::Ready(res);
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
     }

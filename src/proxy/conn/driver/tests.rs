@@ -702,7 +702,7 @@ async fn h1_answered_at_once(
         peer,
         client,
         revoked,
-    } = unread_at_signal(first, bytes, trickle, b"").await;
+    } = unread_at_signal(first, bytes, trickle, None, b"").await;
     let socket = tls.get_ref().0.as_fd().try_clone_to_owned().unwrap();
     let activity = Activity::new(Instant::now(), true);
     let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
