@@ -509,6 +509,8 @@ pub(crate) fn causes(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
+mod readable_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod unsent_tests;

@@ -52,24 +52,15 @@ pub(super) fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>
 
 /// What a client sends after its handshake: `bytes` in one write once
 /// the server tells it to (`go`); `sent` is told once they are written.
-/// Then `trickle`, a byte every 20 ms, until a write fails; then `cue`'s
-/// bytes when it comes; or, if not empty, `after_goaway` once a `GOAWAY`
-/// has come (HTTP/2: sent after the server's close began).
+/// Then `trickle`, a byte every 20 ms, until a write fails; or, if not
+/// empty, `after_goaway` once a `GOAWAY` has come (HTTP/2: sent after the
+/// server's close began).
 struct Later {
     go: oneshot::Receiver<()>,
     bytes: &'static [u8],
     sent: Option<std::sync::mpsc::Sender<()>>,
     trickle: &'static [u8],
-    cue: Option<Cue>,
     after_goaway: &'static [u8],
-}
-
-/// Bytes a client writes when the server tells it to (`go`), telling
-/// `sent` once they are written.
-struct Cue {
-    go: std::sync::mpsc::Receiver<()>,
-    bytes: &'static [u8],
-    sent: std::sync::mpsc::Sender<()>,
 }
 
 impl Later {
@@ -79,7 +70,6 @@ impl Later {
             bytes,
             sent: None,
             trickle: b"",
-            cue: None,
             after_goaway: b"",
         })
     }
@@ -135,13 +125,6 @@ async fn client_sending(
                     break;
                 }
             }
-            if let Some(cue) = later.cue
-                && cue.go.recv().is_ok()
-            {
-                let _ = stream.write_all(cue.bytes);
-                let _ = stream.flush();
-                let _ = cue.sent.send(());
-            }
             if !later.after_goaway.is_empty() {
                 let mut buf = [0; 4096];
                 while !frames(&got).iter().any(|f| f.0 == GOAWAY) {
@@ -185,7 +168,6 @@ async fn unread_at_signal(
     first: &'static [u8],
     bytes: &'static [u8],
     trickle: &'static [u8],
-    cue: Option<Cue>,
     after_goaway: &'static [u8],
 ) -> Unread<impl std::future::Future<Output = ()>> {
     let (go, told) = oneshot::channel();
@@ -195,7 +177,6 @@ async fn unread_at_signal(
         bytes,
         sent: Some(sent),
         trickle,
-        cue,
         after_goaway,
     });
     let (tls, peer, client) = client_sending(first, later).await;
@@ -445,7 +426,7 @@ async fn h1_closed_with_bytes_unread(
         peer,
         client,
         revoked,
-    } = unread_at_signal(b"", bytes, trickle, None, b"").await;
+    } = unread_at_signal(b"", bytes, trickle, b"").await;
     let accepted = Instant::now();
     let activity = Activity::new(accepted, true);
     let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
@@ -522,63 +503,6 @@ async fn an_h1_empty_line_unread_at_the_signal_is_closed_at_once() {
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
 }
 
-/// HTTP/1.1 on a multi-threaded runtime: a request waiting on the
-/// socket at the signal is served, read in the look's poll, and the one
-/// the client pipelines behind it after the signal, while that poll still
-/// runs (the first answered in it, hyper reading on for a next head), is
-/// not read there: the connection closes after the first response.
-/// tokio-rustls read the socket itself in the look's poll whenever the
-/// runtime had found it readable (another worker's reactor, at any
-/// time): it took the second request, which was served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h1_request_sent_after_the_signal_is_not_read_in_the_looks_poll() {
-    const FIRST: &[u8] = b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    const NEXT: &[u8] = b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    let (go, cued) = std::sync::mpsc::channel();
-    let (sent, written) = std::sync::mpsc::channel();
-    let cue = Cue {
-        go: cued,
-        bytes: NEXT,
-        sent,
-    };
-    let Unread {
-        tls,
-        peer,
-        client,
-        revoked,
-    } = unread_at_signal(b"", FIRST, b"", Some(cue), b"").await;
-    let activity = Activity::new(Instant::now(), true);
-    let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
-    let answering = activity.clone();
-    let cue = std::sync::Mutex::new(Some((go, written)));
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        drop(answering.begin(false));
-        // The first request, in the look's poll: the client sends the
-        // next one now, and the runtime's other worker, parked on the
-        // reactor, finds the socket readable (not to be awaited from
-        // here: the socket is hyper's, the readiness tokio's).
-        if let Some((go, written)) = cue.lock().unwrap().take() {
-            let _ = go.send(());
-            let _ = written.recv();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let path = Bytes::from(req.uri().path().to_owned());
-        ready(Ok::<_, Infallible>(Response::new(Full::new(path))))
-    });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
-    let signals = Signals::new(false, false);
-    let driver = test_driver(&activity, peer, &signals);
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
-    let got = received(client).await;
-    let got = String::from_utf8_lossy(&got);
-    assert!(
-        got.starts_with("HTTP/1.1 200") && got.ends_with("/first"),
-        "{got:?}"
-    );
-    assert_eq!(got.matches("HTTP/1.1").count(), 1, "{got:?}");
-    assert_eq!(outcome.by, Ended::ByUs);
-}
-
 /// HEADERS on stream 3, as [`GET`] on stream 1 (its HPACK adds nothing
 /// to the table: the same block serves again).
 const GET3: &[u8] = b"\x00\x00\x0e\x01\x05\x00\x00\x00\x03\x82\x87\x84\x01\x09localhost";
@@ -613,7 +537,7 @@ async fn h2_closed_with_bytes_unread(
         peer,
         client,
         revoked,
-    } = unread_at_signal(first, bytes, b"", None, after).await;
+    } = unread_at_signal(first, bytes, b"", after).await;
     let activity = Activity::new(Instant::now(), true);
     let stalls = Stalls::new();
     let io = ClientIo::new(Box::new(tls), activity.clone(), false, LONG, Box::new(()));
@@ -702,7 +626,7 @@ async fn h1_answered_at_once(
         peer,
         client,
         revoked,
-    } = unread_at_signal(first, bytes, trickle, None, b"").await;
+    } = unread_at_signal(first, bytes, trickle, b"").await;
     let socket = tls.get_ref().0.as_fd().try_clone_to_owned().unwrap();
     let activity = Activity::new(Instant::now(), true);
     let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
