@@ -52,7 +52,7 @@ pub fn run(path: &Path) -> ExitCode {
     let Some(config) = config else {
         let lines = config_problems
             .iter()
-            .map(|p| format!("{}: {p}", file.display()));
+            .map(|p| format!("{}: {p}", crate::material::shown_path(&file)));
         for line in config::listed(&file, lines.collect()) {
             crate::errln!("{line}");
         }
@@ -179,7 +179,7 @@ pub fn run(path: &Path) -> ExitCode {
         };
         crate::outln!(
             "configuration {} is valid: {} entries{from_store}, {} listeners, {} upstreams",
-            config.file.display(),
+            crate::material::shown_path(&config.file),
             config.entries.len() + stored,
             config.listeners.len(),
             config.upstreams.len()
@@ -188,7 +188,7 @@ pub fn run(path: &Path) -> ExitCode {
     } else {
         let lines = problems
             .iter()
-            .map(|p| format!("{}: {p}", config.file.display()));
+            .map(|p| format!("{}: {p}", crate::material::shown_path(&config.file)));
         for line in config::listed(&config.file, lines.collect()) {
             crate::errln!("{line}");
         }

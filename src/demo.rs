@@ -24,7 +24,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{self, Config};
-use crate::material::info;
+use crate::material::{info, shown_path};
 
 /// The configuration the demo runs: `./config.yaml`, else the one next to
 /// the crate's manifest (so `cargo run -- demo` works from any directory).
@@ -52,10 +52,10 @@ pub fn run() -> ExitCode {
         .join("demo-pki");
     if !pki.join("server.crt").exists() || !pki.join("client.crt").exists() {
         if let Err(e) = crate::devpki::write(&pki, &[]) {
-            crate::errln!("cannot create the demo PKI in {}: {e:#}", pki.display());
+            crate::errln!("cannot create the demo PKI in {}: {e:#}", shown_path(&pki));
             return ExitCode::FAILURE;
         }
-        crate::outln!("created a throwaway dev PKI in {}", pki.display());
+        crate::outln!("created a throwaway dev PKI in {}", shown_path(&pki));
     } else if let Some(why) = expiring(&pki) {
         // The pairs last 90 days: a demo run again after that served an
         // expired certificate, and its backend refused the proxy's.
@@ -66,12 +66,15 @@ pub fn run() -> ExitCode {
             names.join(", ")
         };
         if let Err(e) = crate::devpki::write(&pki, &names) {
-            crate::errln!("cannot re-issue the demo PKI in {}: {e:#}", pki.display());
+            crate::errln!(
+                "cannot re-issue the demo PKI in {}: {e:#}",
+                shown_path(&pki)
+            );
             return ExitCode::FAILURE;
         }
         crate::outln!(
             "{why}: re-issued the demo's server pair (for {shown}) and client pair in {} (kept its CA)",
-            pki.display()
+            shown_path(&pki)
         );
     }
     let Some(backend) = config
@@ -83,7 +86,7 @@ pub fn run() -> ExitCode {
     else {
         crate::errln!(
             "{}: the demo needs an upstream named `echo` with an IP:port server",
-            path.display()
+            shown_path(&path)
         );
         return ExitCode::FAILURE;
     };
@@ -197,7 +200,7 @@ fn print_instructions(config: &Config, pki: &Path) {
 /// An HTTPS echo server that requires a client certificate from the dev CA.
 async fn start_echo_backend(addr: SocketAddr, pki: &Path) -> Result<(), String> {
     let read = |name: &str| {
-        std::fs::read(pki.join(name)).map_err(|e| format!("{}: {e}", pki.join(name).display()))
+        std::fs::read(pki.join(name)).map_err(|e| format!("{}: {e}", shown_path(&pki.join(name))))
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read("server.crt")?)
         .collect::<Result<_, _>>()

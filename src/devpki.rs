@@ -14,8 +14,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
-use crate::fsutil::{read_regular, write_atomic};
-use crate::material::{info, pem};
+use crate::fsutil::read_regular;
+use crate::material::{info, pem, shown_path};
 
 /// What `write` produced.
 pub struct DevPki {
@@ -27,7 +27,7 @@ pub struct DevPki {
 
 impl fmt::Display for DevPki {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.dir.display();
+        let d = shown_path(&self.dir);
         writeln!(
             f,
             "{} CA in {d}/ca.crt",
@@ -50,10 +50,21 @@ impl fmt::Display for DevPki {
     }
 }
 
-/// A PEM file of a previous run; unreadable is an error naming it.
+/// A PEM file of a previous run; unreadable is an error naming it. Every
+/// path here is shown as a material path is ([`shown_path`]): whole,
+/// escaped as Rust writes a string (an ESC in `--out` never reaches the
+/// terminal as is); the file helpers' own errors name paths raw.
 fn read_pem(path: &Path) -> anyhow::Result<String> {
-    let bytes = read_regular(path, pem::MAX_PEM_FILE)?;
-    String::from_utf8(bytes).with_context(|| format!("{}: not a PEM file", path.display()))
+    let bytes = read_regular(path, pem::MAX_PEM_FILE)
+        .map_err(|e| anyhow::anyhow!("{}: {}", shown_path(path), e.problem))?;
+    String::from_utf8(bytes).with_context(|| format!("{}: not a PEM file", shown_path(path)))
+}
+
+/// [`crate::fsutil::write_atomic`], its error (naming the file, or the
+/// temp file beside it, raw) shown escaped whole, as the store does.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    crate::fsutil::write_atomic(path, bytes, mode)
+        .map_err(|e| anyhow::anyhow!("{}", shown_path(Path::new(&format!("{e:#}")))))
 }
 
 /// Whether anything is at `path` (a dangling link too: it is not absent).
@@ -76,27 +87,27 @@ fn existing_ca(ca_crt: &Path, ca_key: &Path) -> anyhow::Result<Option<Issuer<'st
             };
             anyhow::bail!(
                 "{} is missing but {} exists: a new CA would replace the one clients trust (restore it, or remove both to start over)",
-                missing.display(),
-                there.display()
+                shown_path(missing),
+                shown_path(there)
             );
         }
         (true, true) => {}
     }
     let (c, k) = (read_pem(ca_crt)?, read_pem(ca_key)?);
     let key = KeyPair::from_pem(&k)
-        .with_context(|| format!("{}: not a usable CA key", ca_key.display()))?;
+        .with_context(|| format!("{}: not a usable CA key", shown_path(ca_key)))?;
     // rcgen signs with whatever key it is given: pairs signed by a key
     // not of `ca.crt` verify against nothing that trusts it, and would
     // overwrite the working pairs.
     let public = key.public_key_raw().to_vec();
     let issuer = Issuer::from_ca_cert_pem(&c, key)
-        .with_context(|| format!("{}: not a usable CA certificate", ca_crt.display()))?;
+        .with_context(|| format!("{}: not a usable CA certificate", shown_path(ca_crt)))?;
     if certified_key(&c).as_deref() != Some(public.as_slice()) {
         anyhow::bail!(
             "{} does not match the CA certificate {}: pairs signed with it would verify against nothing that trusts {} (restore the CA's key, or remove both to start over)",
-            ca_key.display(),
-            ca_crt.display(),
-            ca_crt.display()
+            shown_path(ca_key),
+            shown_path(ca_crt),
+            shown_path(ca_crt)
         );
     }
     Ok(Some(issuer))
@@ -162,7 +173,7 @@ pub fn write_for(out: &Path, names: &[String], days: u32) -> anyhow::Result<DevP
         check_name(name).map_err(anyhow::Error::msg)?;
     }
     let validity = Validity::days(days);
-    fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    fs::create_dir_all(out).with_context(|| format!("cannot create {}", shown_path(out)))?;
     let ca_crt = out.join("ca.crt");
     let ca_key = out.join("ca.key");
     let existing = existing_ca(&ca_crt, &ca_key)?;

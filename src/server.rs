@@ -18,7 +18,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     let config = match config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            error!(path = %config_path.display(), error = %e.render(), "invalid configuration");
+            error!(path = %crate::material::shown_path(config_path), error = %e.render(), "invalid configuration");
             crate::errln!("{}", e.render());
             return ExitCode::FAILURE;
         }

@@ -11,6 +11,7 @@ use http::{HeaderMap, Method, StatusCode, header};
 
 use crate::config::{AdminConfig, Role, TokenSource};
 use crate::identity::gate::RateLimit;
+use crate::material::shown_path;
 use crate::metrics::{METRICS, ReasonLabels};
 use crate::secret::Secret;
 
@@ -241,13 +242,13 @@ fn read_token(config: &AdminConfig, i: usize) -> Result<(Role, Secret), String> 
                              the token itself?); the path is withheld"
                         )
                     } else {
-                        format!("admin.tokens[{i}].token_file {}: {e}", p.display())
+                        format!("admin.tokens[{i}].token_file {}: {e}", shown_path(p))
                     }
                 })?,
             if t.path_withheld {
                 format!("admin.tokens[{i}].token_file")
             } else {
-                format!("admin.tokens[{i}].token_file {}", p.display())
+                format!("admin.tokens[{i}].token_file {}", shown_path(p))
             },
         ),
         TokenSource::Env(name) => (

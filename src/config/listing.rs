@@ -15,7 +15,7 @@ pub fn listed(file: &Path, mut lines: Vec<String>) -> Vec<String> {
         lines.truncate(MAX_LISTED);
         lines.push(format!(
             "{}: … and {more} more problem(s), not listed",
-            file.display()
+            crate::material::shown_path(file)
         ));
     }
     lines

@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::material::shown_path;
 use crate::secret::Secret;
 
 /// A checked configuration. Produced only by [`load`] / [`parse`].
@@ -436,7 +437,7 @@ impl ConfigError {
     pub fn render(&self) -> String {
         let lines = self.problems.iter();
         let lines =
-            lines.map(|p| format!("{}: {}: {}", self.file.display(), p.location, p.message));
+            lines.map(|p| format!("{}: {}: {}", shown_path(&self.file), p.location, p.message));
         listed(&self.file, lines.collect()).join("\n")
     }
 }

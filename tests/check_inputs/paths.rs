@@ -1,4 +1,4 @@
-//! How `check` and `certs inspect` show the paths the configuration names: whole, escaped as Rust writes a string.
+//! How `check`, `certs inspect` and `certs dev-pki` show the paths of files they read: whole, escaped as Rust writes a string.
 
 use super::shown::check_crl_from_env;
 use super::*;
@@ -81,6 +81,113 @@ fn the_store_paths_are_shown_escaped_in_their_messages() {
     assert!(!out.contains('\u{1b}'), "{out:?}");
     assert!(
         out.contains(&format!("store.key_file {key} has mode 0644")),
+        "{out}"
+    );
+}
+
+/// `admin.tokens[i].token_file`'s path was written raw in its messages:
+/// one set from `${NAME}` (or `"\e"` in YAML) with an ESC in a directory's
+/// name reached the operator's terminal as is. It is shown as a material
+/// path is: whole, escaped as Rust writes a string.
+#[test]
+fn a_token_file_path_is_shown_escaped() {
+    const TF: &str = "HOTPROXY_CHECK_INPUTS_TOKEN_FILE";
+    let admin = format!(
+        "admin:\n  bind: 127.0.0.1:0\n  tokens: [{{ role: viewer, token_file: \"${{{TF}}}\" }}]"
+    );
+    let (s, cfg) = scene("public", &admin);
+    let dir = s.path("a\x1b[2J");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shown = format!("{}a\\u{{1b}}[2J/token", s.path("").display());
+    let token = dir.join("token");
+    // Missing: the read's error.
+    let (code, out) = check_with(&cfg, &[(TF, token.clone().into_os_string())]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains(&format!("admin.tokens[0].token_file {shown}: ")),
+        "{out}"
+    );
+    // Empty: the token's own problem, naming the file.
+    write(&token, "\n");
+    let (code, out) = check_with(&cfg, &[(TF, token.into_os_string())]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains(&format!(
+            "admin.tokens[0].token_file {shown}: the token is empty"
+        )),
+        "{out}"
+    );
+}
+
+/// The configuration file's own path was written raw before each of its
+/// problems (`FILE: line 3: ...`) and in `check`'s verdict: a file in a
+/// directory named with an ESC or a line break wrote a terminal escape,
+/// or a line of its own. It is shown as a material path is.
+#[test]
+fn the_configuration_files_path_is_shown_escaped() {
+    let (s, cfg) = scene("public", "");
+    let dir = s.path("c\x1b[2J\nd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let moved = dir.join("config.yaml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("edge.crt", "../edge.crt")
+        .replace("edge.key", "../edge.key");
+    write(&moved, &text);
+    let shown = format!("{}c\\u{{1b}}[2J\\nd/config.yaml", s.path("").display());
+    let (code, out) = check_with(&moved, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains(&format!("configuration {shown} is valid")),
+        "{out}"
+    );
+    write(&moved, &format!("{text}colour: red\n"));
+    let (code, out) = check_with(&moved, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains(&format!("\n{shown}: line ")) || out.starts_with(&format!("{shown}: line ")),
+        "{out}"
+    );
+}
+
+/// `certs dev-pki` wrote its directory's path raw, and the file helpers'
+/// errors it passed on (`DIR/ca.crt: not a regular file`) too: a
+/// directory named with an ESC reached the terminal as is. Each path is
+/// shown as a material path is.
+#[test]
+fn dev_pki_shows_its_paths_escaped() {
+    let s = Scene::new();
+    let out_dir = s.path("p\x1b[2J");
+    let dev_pki = |dir: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(["certs", "dev-pki", "--out"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let shown = format!("{}p\\u{{1b}}[2J", s.path("").display());
+    let (ok, out) = dev_pki(&out_dir);
+    assert!(ok, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains(&format!("{shown}/server.crt")), "{out}");
+    // A CA certificate that is a directory: the helper's refusal.
+    std::fs::remove_file(out_dir.join("ca.crt")).unwrap();
+    std::fs::create_dir(out_dir.join("ca.crt")).unwrap();
+    let (ok, out) = dev_pki(&out_dir);
+    assert!(!ok, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains(&format!("{shown}/ca.crt: not a regular file (a directory)")),
         "{out}"
     );
 }
