@@ -508,6 +508,41 @@ fn a_huge_key_over_many_items_is_refused_in_bounded_memory() {
     }
 }
 
+/// A refused allow rule stopped the file's read: serde's reader passed
+/// its error up, and nothing after it was read nor resolved. A bad rule
+/// under a listener's `client_auth` hid a bad route rule after it (and an
+/// unknown key after that): "1 problem(s)". Each refused rule is now a
+/// problem at its line and place, and the rest is still checked.
+#[test]
+fn a_refused_allow_rule_does_not_hide_the_problems_after_it() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    let cfg = s.config(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+         tls:\n      certs: [{ cert_file: edge.crt, key_file: edge.key }]\n      \
+         client_auth:\n        mode: require_and_verify\n        ca: { ca_file: ca.crt }\n        \
+         allow: [{ cn: ops }, { cn: \"a**\" }]\n    \
+         routes: [{ upstream: app, allow: [{ fingerprint_sha256: zz }] }]\n    \
+         colour: red\n\
+         upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n",
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    for said in [
+        "line 9: listeners[0].tls.client_auth.allow[1]: cn: \"a**\": `**` is only allowed",
+        "line 10: listeners[0].routes[0].allow[0]: fingerprint_sha256: \"zz\": not a SHA-256",
+        "line 11: listeners[0].colour: unknown key `colour`",
+    ] {
+        assert!(out.contains(said), "{said}: {out}");
+    }
+    assert!(
+        out.contains("configuration check failed: 3 problem(s)"),
+        "{out}"
+    );
+}
+
 #[path = "check_inputs/shown.rs"]
 mod shown;
 

@@ -162,8 +162,9 @@ pub struct CertRef {
 pub struct ClientAuth {
     pub mode: Option<String>,
     pub ca: Option<CaRef>,
-    /// Malformed rules fail while the YAML is read: the error has the line.
-    pub allow: Option<Vec<crate::identity::AllowRule>>,
+    /// As written: each rule is checked by the resolver, a malformed one a
+    /// problem at its place and line, and the rest of the file still read.
+    pub allow: Option<Vec<crate::identity::RuleSpec>>,
     pub allow_expired_crl: Option<bool>,
 }
 
@@ -183,7 +184,7 @@ pub struct Route {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,
-    pub allow: Option<Vec<crate::identity::AllowRule>>,
+    pub allow: Option<Vec<crate::identity::RuleSpec>>,
     pub forward_client_cert: Option<crate::proxy::client_cert::ForwardClientCert>,
     pub max_body_bytes: Option<u64>,
     pub allow_from: Option<Vec<String>>,

@@ -60,9 +60,11 @@ pub struct RuleSpec {
     pub fingerprint_sha256: Option<String>,
 }
 
-/// A checked rule. Deserializes from (and serializes to) its [`RuleSpec`];
-/// the check runs while the rule's own mapping is read, so a malformed rule
-/// fails with that rule's line and path (`allow[2]`), not its list's.
+/// A checked rule. Deserializes from (and serializes to) its [`RuleSpec`],
+/// checked as it is read. The configuration reads the spec and checks it
+/// in the resolver (`TryFrom`), as the admin API does: a malformed rule is
+/// a problem at its place (`allow[2]`) and line, and the rest of the file
+/// is still read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(into = "RuleSpec")]
 pub struct AllowRule {

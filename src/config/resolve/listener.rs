@@ -14,7 +14,7 @@ use crate::config::{
     RouteConfig, TlsVersion, UpstreamCa,
 };
 use crate::config::{raw, verifies_somewhere};
-use crate::identity::{AllowList, AllowRule};
+use crate::identity::{AllowList, AllowRule, RuleSpec};
 
 /// The most connections a listener may allow at once: far beyond any
 /// file-descriptor limit, and within what its semaphore can count.
@@ -347,8 +347,11 @@ impl Resolver {
         client_auth
     }
 
-    /// `allow:` rules (each already checked while the YAML was read).
-    fn allow(&mut self, at: &str, rules: Option<&Vec<AllowRule>>) -> Option<Arc<AllowList>> {
+    /// `allow:` rules, each checked here: a malformed one is a problem at
+    /// its place (`allow[2]`, the line its mapping starts on) and left out.
+    /// Checked while the YAML was read, its error stopped the read, and
+    /// every problem after it in the file went unreported.
+    fn allow(&mut self, at: &str, rules: Option<&Vec<RuleSpec>>) -> Option<Arc<AllowList>> {
         let rules = rules?;
         if rules.is_empty() {
             self.problem(
@@ -356,9 +359,14 @@ impl Resolver {
                 "an empty allow list would refuse every client: remove the key to let every verified client in",
             );
         }
-        Some(Arc::new(AllowList {
-            rules: rules.clone(),
-        }))
+        let mut checked = Vec::with_capacity(rules.len());
+        for (i, spec) in rules.iter().enumerate() {
+            match AllowRule::try_from(spec.clone()) {
+                Ok(rule) => checked.push(rule),
+                Err(e) => self.problem(format!("{at}[{i}]"), e.to_string()),
+            }
+        }
+        Some(Arc::new(AllowList { rules: checked }))
     }
 }
 
