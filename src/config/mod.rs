@@ -16,7 +16,6 @@ mod duration;
 pub(crate) mod env;
 mod listing;
 pub use listing::listed;
-pub use resolve::on_running_admin;
 pub use tree::shown_key;
 mod bare;
 mod raw;
@@ -505,6 +504,29 @@ pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
         withhold::shorten(&mut p.message);
     }
     (config, problems)
+}
+
+/// For a reload: each listener of `config`, read from `text`, on `admin`,
+/// the address the running admin listener is bound to, said as a problem
+/// (`listener NAME: listeners[i].bind: ...`), a value set by `${NAME}`
+/// withheld from it as from every problem of the file: the check runs
+/// after [`parse`], whose withheld values are gone, so they are found
+/// again (only when there is something to say).
+pub fn on_running_admin(text: &str, config: &Config, admin: SocketAddr) -> Vec<String> {
+    let found = resolve::on_running_admin(config, admin);
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let mut withheld = Vec::new();
+    let _ = resolve_all(text, &config.file, &mut withheld);
+    let withheld = withhold::Index::new(&withheld);
+    found
+        .into_iter()
+        .map(|(name, mut p)| {
+            withhold::withhold(&mut p.message, &p.location, &withheld);
+            format!("listener {name}: {}: {}", p.location, p.message)
+        })
+        .collect()
 }
 
 /// [`parse_all`] before messages are withheld and shortened; the values to

@@ -131,7 +131,7 @@ impl Reloader {
                 }
                 // Checked against the file's admin.bind by `parse`; the
                 // running one stays until a restart.
-                let on_admin = self.admin_bound.map(|a| config::on_running_admin(&new, a));
+                let on_admin = self.admin_bound.map(|a| config::on_running_admin(&text, &new, a));
                 if let Some(problems) = on_admin.filter(|p| !p.is_empty()) {
                     return Err(problems.join("\n"));
                 }

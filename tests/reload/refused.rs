@@ -433,3 +433,46 @@ async fn a_listener_on_the_running_admin_address_is_refused() {
     assert!(metrics_text(admin).await.contains("hotproxy_"));
     assert_serves(public, "localhost", &ca.cert_pem, &a.fingerprint).await;
 }
+
+/// The same refusal for a listener whose `bind` is set from `${NAME}`:
+/// the problem showed the address, which every other problem withholds
+/// (SPEC §2: a value set by `${NAME}` may be a secret the file only
+/// names). The reload's check against the running admin listener ran
+/// after the file's problems were withheld, and was not. It names the
+/// variable in the value's place, as the others do.
+#[tokio::test]
+async fn a_listener_bind_from_the_environment_on_the_admin_address_is_withheld() {
+    const B: &str = "HOTPROXY_TEST_LISTENER_BIND";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    // A port of the system's choosing, let go for the admin listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let admin_at = |bind: &str| format!("\nadmin: {{ bind: \"{bind}\" }}");
+    let cfg = s.config(&base_config("a.crt", "a.key", &admin_at(&admin)));
+    let mut p = Proxy::start_logging(&cfg, "info", &[(B, &admin)]);
+    let public = p.listener_addr("public").await;
+    assert_eq!(p.admin_addr().await.to_string(), admin);
+
+    let moved = base_config(
+        "a.crt",
+        "a.key",
+        &format!(
+            "  - name: two\n    bind: \"${{{B}}}\"\n    tls:\n      \
+             certs: [{{ cert_file: b.crt, key_file: b.key }}]\n{}",
+            admin_at("127.0.0.2:0")
+        ),
+    );
+    write(&cfg, &moved);
+    let said = format!(
+        "listener two: listeners[1].bind: <withheld: the value of ${{{B}}}> is the admin \
+         listener's address (admin.bind changes apply at restart)"
+    );
+    let v = p.wait_log("rejected", rejected(&said)).await;
+    assert!(!v["error"].as_str().unwrap().contains(&admin), "{v}");
+    assert_serves(public, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}

@@ -81,11 +81,17 @@ pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)
 }
 
 /// For a reload: each listener of `config` whose address overlaps `admin`,
-/// the address the running admin listener is bound to, said as a problem.
-/// `admin.bind` applies at restart, so the file's may have moved on: a
-/// listener on the running one passed `check` (which compares with the
-/// file's) and every reload failed with a bare "Address already in use".
-pub fn on_running_admin(config: &crate::config::Config, admin: SocketAddr) -> Vec<String> {
+/// the address the running admin listener is bound to, said as a problem
+/// at its `bind` (with the listener's name), whose message shows the
+/// address as written: `config::on_running_admin` withholds a `${NAME}`
+/// value from it. `admin.bind` applies at restart, so the file's may have
+/// moved on: a listener on the running one passed `check` (which compares
+/// with the file's) and every reload failed with a bare "Address already
+/// in use".
+pub fn on_running_admin(
+    config: &crate::config::Config,
+    admin: SocketAddr,
+) -> Vec<(String, crate::config::Problem)> {
     let dual_stack = dual_stack();
     let on_admin = |bind: SocketAddr| {
         bind.port() != 0
@@ -101,12 +107,14 @@ pub fn on_running_admin(config: &crate::config::Config, admin: SocketAddr) -> Ve
             true => format!("{} is the admin listener's address", l.bind),
             false => format!("{} overlaps {admin}, the admin listener's address", l.bind),
         };
-        found.push(format!(
-            "listener {}: listeners[{i}].bind: {what} (admin.bind changes apply at restart); \
-             two listening sockets cannot share it: bind the listener elsewhere, or restart \
-             with the new admin.bind first",
-            l.name
-        ));
+        let problem = crate::config::Problem {
+            location: format!("listeners[{i}].bind"),
+            message: format!(
+                "{what} (admin.bind changes apply at restart); two listening sockets cannot \
+                 share it: bind the listener elsewhere, or restart with the new admin.bind first"
+            ),
+        };
+        found.push((l.name.clone(), problem));
     }
     found
 }
