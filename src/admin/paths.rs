@@ -36,10 +36,11 @@ pub fn roots(config: &Config) -> Vec<PathBuf> {
     dirs
 }
 
-/// The longest path the API takes, in bytes: Linux's `PATH_MAX`, the
-/// longest any call opens. A longer one (a body may hold 1 MiB of it)
+/// The longest path the API takes, in bytes: Linux's `PATH_MAX` (4096)
+/// counts the terminating NUL, so 4095 is the longest any call opens (one
+/// of 4096 is `ENAMETOOLONG`). A longer one (a body may hold 1 MiB of it)
 /// names no file, and a refusal repeating it whole would be that long.
-pub const MAX_PATH_BYTES: usize = 4096;
+pub const MAX_PATH_BYTES: usize = 4095;
 
 /// `Ok` when every file `source` names is under one of `roots`; else the
 /// refusal, naming the field (and the path the caller gave, which tells
@@ -53,7 +54,7 @@ pub fn check(source: &EntrySource, roots: &[PathBuf]) -> Result<(), String> {
         let bytes = path.as_os_str().len();
         if bytes > MAX_PATH_BYTES {
             return Err(format!(
-                "field {field}: a path of {bytes} bytes is longer than any the system opens ({MAX_PATH_BYTES} bytes)"
+                "field {field}: a path of {bytes} bytes is longer than any the system opens (at most {MAX_PATH_BYTES} bytes)"
             ));
         }
         if !within(path, roots) {

@@ -368,7 +368,7 @@ async fn concurrent_validations_cost_what_one_does() {
 /// a bidi override) reached the admin client's terminal (`jq -r
 /// .message`) as is. It is shown as a material path is in its load
 /// messages: whole, escaped as Rust writes a string. A path longer than
-/// any the system opens (over 4096 bytes, up to the 1 MiB body) is refused
+/// any the system opens (over 4095 bytes, up to the 1 MiB body) is refused
 /// for that, by its length, not repeated.
 #[tokio::test]
 async fn a_refused_path_is_shown_escaped_and_a_huge_one_by_its_length() {
@@ -418,7 +418,7 @@ async fn a_refused_path_is_shown_escaped_and_a_huge_one_by_its_length() {
     let m = r.json()["message"].as_str().unwrap().to_owned();
     assert!(!m.contains("xxxx"), "{m}");
     assert!(
-        m.contains(&format!("field ca_file: a path of {} bytes", long.len())) && m.contains("4096"),
+        m.contains(&format!("field ca_file: a path of {} bytes", long.len())) && m.contains("4095"),
         "{m}"
     );
     // Nor did any log line carry it.
@@ -429,4 +429,37 @@ async fn a_refused_path_is_shown_escaped_and_a_huge_one_by_its_length() {
             "{line}"
         );
     }
+}
+
+/// A path of exactly 4096 bytes passed the length rule, but `PATH_MAX`
+/// counts the terminating NUL: Linux refuses it (`ENAMETOOLONG`), and the
+/// 400 then repeated the whole path. The longest path taken is 4095
+/// bytes; one of 4096 is refused by its length, not repeated.
+#[tokio::test]
+async fn a_path_of_4096_bytes_is_refused_by_its_length() {
+    let a = Api::start("").await;
+    let dir = a.s.path("pki").display().to_string();
+    // Components of 200 bytes (under NAME_MAX), the whole 4096 bytes.
+    let mut long = dir.clone();
+    while 4096 - long.len() > 250 {
+        long.push('/');
+        long.push_str(&"y".repeat(200));
+    }
+    long.push('/');
+    long.push_str(&"y".repeat(4096 - long.len()));
+    assert_eq!(long.len(), 4096);
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs/validate",
+            Some(json!({"type": "ca-bundle", "source": "file", "ca_file": long})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(!m.contains("yyyy"), "{m}");
+    assert!(
+        m.contains("field ca_file: a path of 4096 bytes") && m.contains("4095 bytes"),
+        "{m}"
+    );
 }
