@@ -458,7 +458,8 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, String> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
-            "store.key_file {place} has mode {mode:04o}: it must be readable by its owner only (chmod 600 {place})"
+            "store.key_file {place} has mode {mode:04o}: it must be readable by its owner only (chmod 600 {})",
+            shell_word(path, &place)
         ));
     }
     // A regular file only, and small: the size check below names it.
@@ -470,6 +471,23 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, String> {
             b.len()
         )
     })
+}
+
+/// `path` as a shell reads it back, for a command to paste: bare when it
+/// is made of plain characters, in single quotes when it holds a space, a
+/// quote or another character a shell reads, and `the file` when `shown`
+/// (what the message shows) is escaped: an escaped path (`a\tb.key`)
+/// pasted names another file, and a raw one would carry the control
+/// character to the terminal.
+fn shell_word(path: &Path, shown: &str) -> String {
+    if path.as_os_str().as_encoded_bytes() != shown.as_bytes() {
+        return "the file".to_owned();
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
+    if !shown.is_empty() && shown.chars().all(plain) {
+        return shown.to_owned();
+    }
+    format!("'{}'", shown.replace('\'', "'\\''"))
 }
 
 /// Create a new random key file (0600), refusing to replace an existing one.

@@ -191,3 +191,29 @@ fn dev_pki_shows_its_paths_escaped() {
         "{out}"
     );
 }
+
+/// A key others may read was refused with a command to paste (`chmod 600
+/// PATH`) holding the path as shown, escaped: `chmod 600 /keys/a\tb.key`
+/// in a shell names another file. The command is given only as the shell
+/// reads it back: bare for a path of plain characters, in single quotes
+/// for one with a space or a quote, and left out (`chmod 600 the file`)
+/// for one the message shows escaped.
+#[test]
+fn the_chmod_for_a_key_names_the_file_as_a_shell_reads_it() {
+    for (name, chmod) in [
+        ("k\tb.key", "(chmod 600 the file)".to_owned()),
+        ("k b'c.key", "(chmod 600 '{dir}k b'\\''c.key')".to_owned()),
+        ("k-b.key", "(chmod 600 {dir}k-b.key)".to_owned()),
+    ] {
+        let yaml = name.replace('\t', "\\t");
+        let store = format!("store: {{ path: data/s.json, key_file: \"keys/{yaml}\" }}\n");
+        let (s, cfg) = scene("public", &store);
+        write(&s.path(&format!("keys/{name}")), &"k".repeat(32));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        let dir = s.path("keys/").display().to_string();
+        let chmod = chmod.replace("{dir}", &dir);
+        assert!(out.contains("has mode 0644"), "{out}");
+        assert!(out.contains(&chmod), "{name:?}: {out}");
+    }
+}
