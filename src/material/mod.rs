@@ -23,18 +23,27 @@ pub use info::{CertInfo, CrlInfo};
 /// found`): whole, so the operator can find the file, and escaped as
 /// Rust writes a string where it must be (control and bidi characters,
 /// `\\`), as every shown value is: one set from `${NAME}` holding an
-/// ESC reached the terminal as is. An ordinary path is shown as it is.
+/// ESC reached the terminal as is. A byte that is not UTF-8 is `\xE9`,
+/// as Rust writes an `OsStr`: two paths differing only there were both
+/// shown with U+FFFD. An ordinary path is shown as it is.
 pub fn shown_path(path: &std::path::Path) -> String {
-    let path = path.display().to_string();
+    let bytes = path.as_os_str().as_encoded_bytes();
     let as_is = |c: char| matches!(c, '"' | '\'') || c.escape_debug().len() == 1;
-    if path.chars().all(as_is) {
-        return path;
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && text.chars().all(as_is)
+    {
+        return text.to_owned();
     }
-    let mut shown = String::with_capacity(path.len() + 8);
-    for c in path.chars() {
-        match as_is(c) {
-            true => shown.push(c),
-            false => shown.extend(c.escape_debug()),
+    let mut shown = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match as_is(c) {
+                true => shown.push(c),
+                false => shown.extend(c.escape_debug()),
+            }
+        }
+        for b in chunk.invalid() {
+            shown.push_str(&format!("\\x{b:02X}"));
         }
     }
     shown

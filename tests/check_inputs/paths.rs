@@ -217,3 +217,41 @@ fn the_chmod_for_a_key_names_the_file_as_a_shell_reads_it() {
         assert!(out.contains(&chmod), "{name:?}: {out}");
     }
 }
+
+/// A path's bytes that are not UTF-8 were shown as U+FFFD (`caf�.crt`):
+/// `certs inspect` of `caf\xe9.crt` and `caf\xe8.crt` headed both alike,
+/// and the operator could not tell which file was which, nor name either.
+/// Each such byte is shown as `\xE9`, as Rust writes an `OsStr`.
+#[test]
+fn a_path_that_is_not_utf8_is_shown_byte_by_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let dir = s.path("");
+    let named = |b: u8| {
+        dir.join(std::ffi::OsStr::from_bytes(&[
+            b'c', b'a', b'f', b, b'.', b'c', b'r', b't',
+        ]))
+    };
+    write(&named(0xe9), &ca.cert_pem);
+    write(&named(0xe8), &ca.cert_pem);
+    let out = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        .args(["certs", "inspect"])
+        .arg(named(0xe9))
+        .arg(named(0xe8))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains('\u{fffd}'), "{text}");
+    let headers: Vec<&str> = text.lines().filter(|l| l.ends_with(" [0]")).collect();
+    let dir = dir.display();
+    assert_eq!(
+        headers,
+        [
+            format!("{dir}caf\\xE9.crt [0]"),
+            format!("{dir}caf\\xE8.crt [0]")
+        ],
+        "{text}"
+    );
+}
