@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::{self, Config, EntrySpec};
 use crate::material::catalogue::{Entry, Origin, references, unix};
 use crate::material::store::{Preview, Store, id_clash};
-use crate::material::{CertInfo, Loaded, pem};
+use crate::material::{CertInfo, Loaded, pem, shown_path};
 
 /// A date as `2026-11-23T10:00:00Z`.
 pub fn date(unix_secs: i64) -> String {
@@ -52,7 +52,7 @@ pub fn run(path: &Path) -> ExitCode {
     let Some(config) = config else {
         let lines = config_problems
             .iter()
-            .map(|p| format!("{}: {p}", crate::material::shown_path(&file)));
+            .map(|p| format!("{}: {p}", shown_path(&file)));
         for line in config::listed(&file, lines.collect()) {
             crate::errln!("{line}");
         }
@@ -179,7 +179,7 @@ pub fn run(path: &Path) -> ExitCode {
         };
         crate::outln!(
             "configuration {} is valid: {} entries{from_store}, {} listeners, {} upstreams",
-            crate::material::shown_path(&config.file),
+            shown_path(&config.file),
             config.entries.len() + stored,
             config.listeners.len(),
             config.upstreams.len()
@@ -188,7 +188,7 @@ pub fn run(path: &Path) -> ExitCode {
     } else {
         let lines = problems
             .iter()
-            .map(|p| format!("{}: {p}", crate::material::shown_path(&config.file)));
+            .map(|p| format!("{}: {p}", shown_path(&config.file)));
         for line in config::listed(&config.file, lines.collect()) {
             crate::errln!("{line}");
         }

@@ -395,7 +395,7 @@ fn shutdown_within(limit: Duration) {
                 let _ = t.join();
             }
         } else {
-            warn!(path = %d.path, waited_ms = waited.as_millis() as u64, "access log writer still blocked at shutdown (a FIFO without a reader?); exiting without the lines it holds");
+            warn!(path = %writer::shown(&d.path), waited_ms = waited.as_millis() as u64, "access log writer still blocked at shutdown (a FIFO without a reader?); exiting without the lines it holds");
         }
     }
 }

@@ -134,12 +134,17 @@ fn is_fifo(path: &str) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
+/// `path` as messages and log lines show it: escaped, whole (SPEC §2).
+pub(super) fn shown(path: &str) -> String {
+    crate::material::shown_path(std::path::Path::new(path))
+}
+
 /// What `hotproxy check` can tell without creating anything: whether
 /// [`spawn`] would open `path`. An existing file must open for appending
 /// (opened, not written); a new one needs its directory. stdout and a FIFO
 /// (opened by the writer thread) pass.
 pub(super) fn preview(path: &str) -> Result<(), String> {
-    let problem = |e: &dyn std::fmt::Display| format!("access_log.path {path}: {e}");
+    let problem = |e: &dyn std::fmt::Display| format!("access_log.path {}: {e}", shown(path));
     if path == "stdout" || is_fifo(path) {
         return Ok(());
     }
@@ -154,7 +159,7 @@ pub(super) fn preview(path: &str) -> Result<(), String> {
     match p.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) if !dir.is_dir() => Err(problem(&format_args!(
             "its directory {} does not exist",
-            dir.display()
+            crate::material::shown_path(dir)
         ))),
         _ => Ok(()),
     }
@@ -173,7 +178,10 @@ pub(super) fn spawn(
     let sink = if is_fifo(&config.path) {
         None
     } else {
-        Some(open(&config.path).map_err(|e| format!("access_log.path {}: {e}", config.path))?)
+        Some(
+            open(&config.path)
+                .map_err(|e| format!("access_log.path {}: {e}", shown(&config.path)))?,
+        )
     };
     let (tx, rx) = sync_channel(QUEUE);
     let reopen = Arc::new(AtomicBool::new(false));
@@ -228,7 +236,7 @@ fn run(
         }
     }
     if w.file.is_none() {
-        info!(path = %w.path, "access log is a FIFO: waiting for a reader");
+        info!(path = %shown(&w.path), "access log is a FIFO: waiting for a reader");
         // Lines queue (then drop and count) until a reader comes. Polled,
         // never a blocking open: a writer waiting in open(2) could not
         // see that it was replaced or shut down, and kept its queue (hours
@@ -236,14 +244,14 @@ fn run(
         loop {
             match open_fifo_if_read(&w.path) {
                 Ok(f) => {
-                    info!(path = %w.path, "access log FIFO has a reader: opened");
+                    info!(path = %shown(&w.path), "access log FIFO has a reader: opened");
                     w.file = Some(f);
                     break;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
                 Err(e) => {
                     // Lines are dropped and counted until it opens.
-                    error!(path = %w.path, error = %e, "cannot open the access log");
+                    error!(path = %shown(&w.path), error = %e, "cannot open the access log");
                     break;
                 }
             }
@@ -320,7 +328,7 @@ fn give_up(w: &mut Writer, rx: &Receiver<Msg>, taken: impl Fn(&Line) -> usize) {
         }
     }
     w.dropped(lost);
-    warn!(path = %w.path, lines_dropped = w.unreported, "access log writer replaced or stopped before it could write its lines (a FIFO without a reader?): dropped");
+    warn!(path = %shown(&w.path), lines_dropped = w.unreported, "access log writer replaced or stopped before it could write its lines (a FIFO without a reader?): dropped");
 }
 
 /// The open access log and the lines not yet written to it.
@@ -435,7 +443,7 @@ impl Writer {
             .reported_at
             .is_none_or(|t| now.duration_since(t) >= REPORT_EVERY)
         {
-            error!(path = %self.path, error = %e, lines_dropped = self.unreported, "cannot write the access log: lines dropped (logged at most every 10 s)");
+            error!(path = %shown(&self.path), error = %e, lines_dropped = self.unreported, "cannot write the access log: lines dropped (logged at most every 10 s)");
             self.unreported = 0;
             self.reported_at = Some(now);
         }
@@ -455,7 +463,7 @@ impl Writer {
         }
         match open_fifo_if_read(&self.path) {
             Ok(f) => {
-                info!(path = %self.path, lines_dropped = self.unreported, "access log FIFO has a reader again: reopened");
+                info!(path = %shown(&self.path), lines_dropped = self.unreported, "access log FIFO has a reader again: reopened");
                 self.unreported = 0;
                 self.file = Some(f);
                 self.fifo = true;
@@ -486,9 +494,9 @@ impl Writer {
                 }
                 self.file = Some(f);
                 self.fifo = fifo;
-                info!(path = %self.path, "access log reopened");
+                info!(path = %shown(&self.path), "access log reopened");
             }
-            Err(e) => error!(path = %self.path, error = %e, "cannot reopen the access log"),
+            Err(e) => error!(path = %shown(&self.path), error = %e, "cannot reopen the access log"),
         }
     }
 }

@@ -34,7 +34,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::material::shown_path;
 use crate::secret::Secret;
 
 /// A checked configuration. Produced only by [`load`] / [`parse`].
@@ -434,9 +433,9 @@ pub struct Problem {
 impl ConfigError {
     /// One line per problem, `FILE: LOCATION: MESSAGE`, at most `listing::MAX_LISTED`.
     pub fn render(&self) -> String {
+        let shown = crate::material::shown_path(&self.file);
         let lines = self.problems.iter();
-        let lines =
-            lines.map(|p| format!("{}: {}: {}", shown_path(&self.file), p.location, p.message));
+        let lines = lines.map(|p| format!("{}: {}: {}", shown, p.location, p.message));
         listed(&self.file, lines.collect()).join("\n")
     }
 }

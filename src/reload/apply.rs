@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::material::shown_path;
 
 use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET};
 use super::entry::{
@@ -51,6 +50,8 @@ impl Reloader {
         retry: bool,
     ) -> Result<ConfigOutcome, String> {
         let path = self.config.file.clone();
+        // As every message shows a path: escaped, whole (SPEC §2).
+        let shown = crate::material::shown_path(&path);
         // A SIGHUP whose read was deferred is answered by the next read:
         // counted and logged as asked (SPEC §3: every SIGHUP counts).
         let asked = asked || std::mem::take(&mut self.config_asked);
@@ -63,7 +64,7 @@ impl Reloader {
         if *self.shutdown.borrow() {
             self.config_retry = None;
             if !std::mem::replace(&mut self.shutdown_ignores_config, true) {
-                info!(target: LOG, path = %shown_path(&path), "shutting down; configuration change ignored");
+                info!(target: LOG, path = %shown, "shutting down; configuration change ignored");
             }
             return Ok(ConfigOutcome::Ignored);
         }
@@ -83,7 +84,7 @@ impl Reloader {
         };
         if let Some(wait) = wait {
             if wait == CONFIG_MISSING_RETRY && self.config_unsettled_since.is_none() {
-                debug!(target: LOG, path = %shown_path(&path), settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration file missing; waiting for the writer until settle_timeout");
+                debug!(target: LOG, path = %shown, settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration file missing; waiting for the writer until settle_timeout");
             }
             let since = *self.config_unsettled_since.get_or_insert(now);
             if now.duration_since(since) < self.config.watch.settle_timeout {
@@ -114,7 +115,7 @@ impl Reloader {
                 if text.trim().is_empty() {
                     return Err(format!(
                         "{}: the file is empty; the running configuration stays (write the new one whole)",
-                        shown_path(&path)
+                        shown
                     ));
                 }
                 let new = config::parse(&text, &file).map_err(|e| e.render())?;
@@ -123,7 +124,7 @@ impl Reloader {
                     // stopping every listener is what SIGTERM is for.
                     return Err(format!(
                         "{}: the new configuration has no listeners; the running configuration stays",
-                        shown_path(&path)
+                        shown
                     ));
                 }
                 if new == *self.config {
@@ -166,7 +167,7 @@ impl Reloader {
                 let restored = self.last_config_error.take().is_some();
                 if restored {
                     count("success");
-                    info!(target: LOG, path = %shown_path(&path), "configuration restored: the file matches the running configuration again");
+                    info!(target: LOG, path = %shown, "configuration restored: the file matches the running configuration again");
                     Ok(ConfigOutcome::Restored)
                 } else if asked {
                     count("success");
@@ -178,9 +179,9 @@ impl Reloader {
             Ok(Some((changes, restart))) => {
                 self.last_config_error = None;
                 count("success");
-                info!(target: LOG, path = %shown_path(&path), changes = %changes, "configuration reloaded");
+                info!(target: LOG, path = %shown, changes = %changes, "configuration reloaded");
                 if !restart.is_empty() {
-                    warn!(target: LOG, path = %shown_path(&path), settings = %restart.join(", "), "these settings apply at the next restart; their running values stay");
+                    warn!(target: LOG, path = %shown, settings = %restart.join(", "), "these settings apply at the next restart; their running values stay");
                 }
                 Ok(ConfigOutcome::Applied)
             }
@@ -190,7 +191,7 @@ impl Reloader {
                     count("failure");
                 }
                 if news || asked {
-                    error!(target: LOG, path = %shown_path(&path), error = %problem, "configuration rejected; the running configuration stays");
+                    error!(target: LOG, path = %shown, error = %problem, "configuration rejected; the running configuration stays");
                     self.last_config_error = Some(problem.clone());
                 }
                 let backoff = self

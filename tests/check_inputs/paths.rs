@@ -255,3 +255,52 @@ fn a_path_that_is_not_utf8_is_shown_byte_by_byte() {
         "{text}"
     );
 }
+
+/// The configuration file's own path and `access_log.path` were written
+/// raw: `check --config $'a\e[2J.yaml'` headed each problem with the
+/// path's ESC (`/tmp/a<ESC>[2J.yaml: entry x ...`), and an access log in
+/// a directory named with one wrote it in `check`'s and `run`'s errors.
+/// Both are shown as a material path is: whole, escaped.
+#[test]
+fn the_config_file_and_access_log_paths_are_shown_escaped() {
+    let (s, cfg) = scene("public", "");
+    let odd = s.path("a\x1b[2J.yaml");
+    std::fs::rename(&cfg, &odd).unwrap();
+    let shown = format!("{}a\\u{{1b}}[2J.yaml", s.path("").display());
+    // Valid: named in the line saying so.
+    let (code, out) = check_with(&odd, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains(&format!("configuration {shown} is valid")),
+        "{out}"
+    );
+    // A problem of the file: each line headed with the path escaped.
+    let text = std::fs::read_to_string(&odd).unwrap();
+    write(&odd, &format!("bogus: 1\n{text}"));
+    let (code, out) = check_with(&odd, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains(&format!("{shown}: ")), "{out}");
+    // An access log in a directory that does not exist, named with an ESC.
+    let log = "access_log: { path: \"no\\e[2J/access.log\" }\n";
+    write(&odd, &format!("{log}{text}"));
+    let (code, out) = check_with(&odd, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    let dir = format!("{}no\\u{{1b}}[2J", s.path("").display());
+    assert!(
+        out.contains(&format!(
+            "access_log.path {dir}/access.log: its directory {dir} does not exist"
+        )),
+        "{out}"
+    );
+    let (code, stdout, stderr) = run_cli(&["run", "--config", odd.to_str().unwrap()]);
+    let out = format!("{stdout}{stderr}");
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        out.contains(&format!("access_log.path {dir}/access.log: ")),
+        "{out}"
+    );
+}
