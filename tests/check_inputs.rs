@@ -548,3 +548,6 @@ mod shown;
 
 #[path = "check_inputs/paths.rs"]
 mod paths;
+
+#[path = "check_inputs/withheld.rs"]
+mod withheld;

@@ -1,5 +1,7 @@
 //! A withheld value where a message shows it bare (unquoted): replaced outside the labels already there.
 
+use super::withhold::{BARE_MIN, CUT};
+
 /// `message` with each bare occurrence of `shown` (a withheld value, as
 /// written or as a message escapes it) replaced by `label`, none inside a
 /// label (`<withheld: the value of ${NAME}>`: a value `value` or `e` is
@@ -69,6 +71,24 @@ fn labels(message: &str, label: &str) -> Vec<(usize, usize)> {
         }
     });
     spans.collect()
+}
+
+/// Whether `message` still shows some of `value`: a PEM marker, a quoted
+/// (`"..."`) piece of it of 3 characters or more, cut (`"x…"`, a host's
+/// port; `"http://…@x"`) or not, or its start cut bare (`/srv/ab…`).
+pub(super) fn quotes_a_piece(message: &str, value: &str) -> bool {
+    if message.contains("-----BEGIN") || message.contains("-----END") {
+        return true;
+    }
+    let escaped = format!("{value:?}");
+    let escaped = &escaped[1..escaped.len() - 1];
+    let mut quoted = message.split('"').skip(1).step_by(2);
+    let bare = super::tree::shown_written(value);
+    let bare = bare.strip_suffix(CUT).unwrap_or(&bare);
+    let starts = || (BARE_MIN..=bare.len()).filter_map(|k| bare.get(..k));
+    let bare_cut = |(at, _)| starts().any(|b| message[..at].ends_with(b));
+    quoted.any(|q| q.split(CUT).any(|p| p.len() >= 3 && escaped.contains(p)))
+        || message.match_indices(CUT).any(bare_cut)
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub(super) struct Withheld {
     field: String,
     /// Set from the environment (`${NAME}`): withheld bare at any length.
     env: bool,
+    /// The value as a route's `path_prefix` is compared, when that differs
+    /// (`/a//b`, `/%61`): its problem shows this form too (SPEC §2).
+    normalised: Option<String>,
 }
 
 impl Withheld {
@@ -43,6 +46,7 @@ impl Withheld {
             what,
             field: field.to_owned(),
             env: false,
+            normalised: None,
         })
     }
 
@@ -56,11 +60,14 @@ impl Withheld {
             Some(_) => "a value set from the environment".to_owned(),
             None => format!("the value of {shown}"),
         };
+        let normalised = crate::proxy::path::normalise(value).ok();
+        let normalised = normalised.filter(|n| value.starts_with('/') && *n != value);
         Withheld {
             value: value.to_owned(),
             what,
             field: field.to_owned(),
             env: true,
+            normalised: normalised.map(String::from),
         }
     }
 
@@ -128,7 +135,7 @@ fn field_of(location: &str) -> &str {
 /// quotes it whole (`"..."`, `` `...` ``): as bare text it could be any
 /// word. One from the environment is withheld bare too, as a word
 /// (`/c.pem is listed twice`): the problems it concerns are few.
-const BARE_MIN: usize = 8;
+pub(super) const BARE_MIN: usize = 8;
 
 /// The withheld values by field, so that a problem is matched against
 /// those that may concern it ([`Withheld::concerns`]), not every one: a
@@ -224,7 +231,11 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
             continue;
         }
         let label = format!("<withheld: {}>", w.what);
-        for v in [w.value.as_str(), w.value.trim()] {
+        let normalised = w.normalised.as_deref();
+        for v in [Some(w.value.as_str()), Some(w.value.trim()), normalised]
+            .into_iter()
+            .flatten()
+        {
             for form in [format!("{v:?}"), format!("`{v}`")] {
                 *message = message.replace(&form, &label);
                 replace_cut(message, &form, &label);
@@ -242,29 +253,12 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
                 super::bare::replace(message, &bare, &label, short);
             }
         }
-        if quotes_a_piece(&super::bare::outside_labels(message, &label), &w.value) {
+        let outside = super::bare::outside_labels(message, &label);
+        if super::bare::quotes_a_piece(&outside, &w.value) {
             *message =
                 format!("not valid here; the reason is withheld, as it quotes the value ({label})");
         }
     }
-}
-
-/// Whether `message` still shows some of `value`: a PEM marker, a quoted
-/// (`"..."`) piece of it of 3 characters or more, cut (`"x…"`, a host's
-/// port; `"http://…@x"`) or not, or its start cut bare (`/srv/ab…`).
-fn quotes_a_piece(message: &str, value: &str) -> bool {
-    if message.contains("-----BEGIN") || message.contains("-----END") {
-        return true;
-    }
-    let escaped = format!("{value:?}");
-    let escaped = &escaped[1..escaped.len() - 1];
-    let mut quoted = message.split('"').skip(1).step_by(2);
-    let bare = super::tree::shown_written(value);
-    let bare = bare.strip_suffix(CUT).unwrap_or(&bare);
-    let starts = || (BARE_MIN..=bare.len()).filter_map(|k| bare.get(..k));
-    let bare_cut = |(at, _)| starts().any(|b| message[..at].ends_with(b));
-    quoted.any(|q| q.split(CUT).any(|p| p.len() >= 3 && escaped.contains(p)))
-        || message.match_indices(CUT).any(bare_cut)
 }
 
 /// A problem's message is a log line: one quoting a huge value (a file of
@@ -272,7 +266,7 @@ fn quotes_a_piece(message: &str, value: &str) -> bool {
 pub(super) const MAX_MESSAGE_BYTES: usize = 300;
 
 /// What ends a value [`quoted`] cut, before its closing quote.
-const CUT: &str = "…";
+pub(super) const CUT: &str = "…";
 
 /// `value` as a message quotes it: as written, in backticks, when plain,
 /// else escaped as Rust writes a string; in at most `room` bytes, past
