@@ -571,7 +571,8 @@ fn resolve_all(
         }
     };
     let mut problems = located(&report.problems);
-    let (config, resolved) = resolve::resolve_all(raw, file);
+    let (config, resolved, paths) = resolve::resolve_all(raw, file);
+    withheld.iter_mut().for_each(|w| w.resolved(&paths));
     // At or within a field the tree reported (read as empty): nothing new.
     let reported: std::collections::HashSet<&str> =
         report.problems.iter().map(|t| t.path.as_str()).collect();

@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 /// A value no message may quote, and what to say in its place.
 pub(super) struct Withheld {
@@ -25,6 +26,9 @@ pub(super) struct Withheld {
     /// The value as a route's `path_prefix` is compared, when that differs
     /// (`/a//b`, `/%61`): its problem shows this form too (SPEC §2).
     normalised: Option<String>,
+    /// At a path field: the path it resolved to, as a message shows it bare
+    /// (`/etc/hp/ca.crl is listed twice`), withheld there whole only.
+    path: Option<String>,
 }
 
 impl Withheld {
@@ -47,6 +51,7 @@ impl Withheld {
             field: field.to_owned(),
             env: false,
             normalised: None,
+            path: None,
         })
     }
 
@@ -68,6 +73,17 @@ impl Withheld {
             field: field.to_owned(),
             env: true,
             normalised: normalised.map(String::from),
+            path: None,
+        }
+    }
+
+    /// Known as a path, when its field is one of `paths` (each path field
+    /// as it resolved, against the file's directory): a path written in
+    /// the file (`/old/ca.crl`) is no showing of a value `ca.crl`.
+    pub(super) fn resolved(&mut self, paths: &HashMap<String, PathBuf>) {
+        if let Some(p) = paths.get(&self.field) {
+            let shown = super::tree::shown_written(&p.display().to_string()).into_owned();
+            self.path = Some(shown);
         }
     }
 
@@ -231,6 +247,9 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
             continue;
         }
         let label = format!("<withheld: {}>", w.what);
+        if let Some(path) = &w.path {
+            super::bare::replace(message, path, &label, true);
+        }
         let normalised = w.normalised.as_deref();
         for v in [Some(w.value.as_str()), Some(w.value.trim()), normalised]
             .into_iter()
@@ -243,7 +262,8 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
             // A short pasted piece could be any word; a short value from
             // the environment is replaced where it stands as one.
             let short = v.len() < BARE_MIN;
-            if short && !w.env {
+            // A path is shown bare as it resolved, whole (above).
+            if (short && !w.env) || w.path.is_some() {
                 continue;
             }
             super::bare::replace(message, v, &label, short);

@@ -45,3 +45,40 @@ fn a_normalised_path_prefix_from_the_environment_is_withheld() {
         assert!(!out.contains("s3cr3t") && !out.contains("3cr3t"), "{out}");
     }
 }
+
+/// A CRL path written in the file, listed twice beside a `${NAME}` one
+/// whose value is its last part (`ca.crl`), was shown as
+/// `/old/<withheld: ...> is listed twice`: the path as written was
+/// labelled as the variable's value. The value is matched against the
+/// path it resolved to, shown whole; one listed twice from `${NAME}` is
+/// still withheld, relative or not.
+#[test]
+fn a_path_written_in_the_file_is_not_labelled_as_a_value() {
+    const CRL: &str = "HOTPROXY_CHECK_INPUTS_REL_CRL";
+    let crl = format!("\"${{{CRL}}}\"");
+    for (list, want) in [
+        (
+            format!("[{crl}, \"/old/ca.crl\", \"/old/ca.crl\"]"),
+            "certs[0].crl_files: /old/ca.crl is listed twice\n".to_owned(),
+        ),
+        (
+            format!("[{crl}, {crl}]"),
+            format!("certs[0].crl_files: <withheld: the value of ${{{CRL}}}> is listed twice\n"),
+        ),
+    ] {
+        let (_s, cfg) = scene(
+            "public",
+            &format!(
+                "certs:\n  - {{ id: a, type: ca-bundle, ca_file: edge.crt, crl_files: {list} }}\n"
+            ),
+        );
+        let (code, out) = check_with(&cfg, &[(CRL, OsString::from("ca.crl"))]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&want), "{want}: {out}");
+        let twice = out.lines().filter(|l| l.contains("listed twice"));
+        assert!(twice.clone().count() == 1, "{out}");
+        if list.matches(&crl).count() == 2 {
+            assert!(twice.clone().all(|l| !l.contains("ca.crl")), "{out}");
+        }
+    }
+}

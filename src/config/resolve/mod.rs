@@ -82,6 +82,8 @@ type Named = HashMap<String, EntryKind>;
 struct Resolver {
     base: PathBuf,
     problems: Vec<Problem>,
+    /// Each path field read, by its field path, as it resolved.
+    paths: HashMap<String, PathBuf>,
 }
 
 /// An invalid `name` (refused, with the problem withholding it) replaced
@@ -93,15 +95,21 @@ fn stand_in(name: &mut String, place: impl FnOnce() -> String) {
     }
 }
 
-/// Resolve `raw` as far as it goes: the configuration (whatever resolved)
-/// and every problem found (`check` loads the files of what resolved).
-pub(super) fn resolve_all(raw: raw::File, file: &Path) -> (Config, Vec<Problem>) {
+/// Resolve `raw` as far as it goes: the configuration (whatever resolved),
+/// every problem found (`check` loads the files of what resolved) and
+/// each path field as it resolved (a problem shows a path so: a value
+/// from `${NAME}` is withheld there whole).
+pub(super) fn resolve_all(
+    raw: raw::File,
+    file: &Path,
+) -> (Config, Vec<Problem>, HashMap<String, PathBuf>) {
     let mut r = Resolver {
         base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         problems: Vec::new(),
+        paths: HashMap::new(),
     };
     let config = r.file(raw, file);
-    (config, r.problems)
+    (config, r.problems, r.paths)
 }
 
 impl Resolver {
@@ -147,11 +155,13 @@ impl Resolver {
             self.problem(at, "empty path");
         }
         let p = PathBuf::from(s);
-        Some(if p.is_absolute() {
+        let p = if p.is_absolute() {
             p
         } else {
             self.base.join(p)
-        })
+        };
+        self.paths.insert(at.to_owned(), p.clone());
+        Some(p)
     }
 
     fn duration(&mut self, at: &str, s: Option<&String>, default: Duration) -> Duration {
