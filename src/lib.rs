@@ -27,7 +27,7 @@
 //!   - `withhold`: what a problem's message may show: no pasted PEM, multi-line or
 //!     `${ENV}` value, at most 300 bytes.
 //!   - `bare`: a withheld value a message shows bare (unquoted) replaced, outside
-//!     the labels already there; a short `${ENV}` value where it stands as a word.
+//!     the labels already there; a short `${ENV}` value where it stands as a token.
 //!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
 //!     unknown key, wrong type and missing field (check lists them all).
 //!     - `read`: the deserializer over the tree that records a problem and keeps going.

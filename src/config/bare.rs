@@ -5,27 +5,33 @@ use super::withhold::{BARE_MIN, CUT};
 /// `message` with each bare occurrence of `shown` (a withheld value, as
 /// written or as a message escapes it) replaced by `label`, none inside a
 /// label (`<withheld: the value of ${NAME}>`: a value `value` or `e` is
-/// no part of it). `word`: only where it stands as a word, not within a
-/// longer one (a short value, `/c.pem`, `ab`: `ab` in `absent` is no
-/// showing of it).
+/// no part of it). `word`: only where it stands as a token of its own
+/// (a short value, `/c.pem`, `ca`, `1`): after the message's start, white
+/// space, a quote, a backtick or an opening bracket, before its end, white
+/// space, a quote, a backtick, a closing bracket, `,`, `;`, `:` or a `.`
+/// ending a sentence; never within a longer word or value (`absent`,
+/// `ca-bundle`, `"1.2"`, `/old/ca.crl`), which would read as garbled.
 pub(super) fn replace(message: &mut String, shown: &str, label: &str, word: bool) {
     if shown.is_empty() {
         return;
     }
     let labels = labels(message, label);
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let starts_word = shown.chars().next().is_some_and(is_word);
-    let ends_word = shown.chars().next_back().is_some_and(is_word);
+    let quote = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`');
+    let opens = |c: Option<char>| c.is_none_or(|c| quote(c) || matches!(c, '(' | '['));
+    let closes = |rest: &str| {
+        let mut after = rest.chars();
+        match after.next() {
+            Some('.') => after.next().is_none_or(char::is_whitespace),
+            c => c.is_none_or(|c| quote(c) || matches!(c, ')' | ']' | ',' | ';' | ':')),
+        }
+    };
     let mut out = String::with_capacity(message.len());
     let (mut kept, mut from) = (0, 0);
     while let Some(at) = message[from..].find(shown) {
         let (start, end) = (from + at, from + at + shown.len());
         let in_label = labels.iter().any(|&(s, e)| start < e && s < end);
         let before = message[..start].chars().next_back();
-        let after = message[end..].chars().next();
-        let joined = word
-            && (starts_word && before.is_some_and(is_word)
-                || ends_word && after.is_some_and(is_word));
+        let joined = word && !(opens(before) && closes(&message[end..]));
         if in_label || joined {
             // Past this match's first character.
             from = start + message[start..].chars().next().map_or(1, char::len_utf8);
@@ -103,18 +109,29 @@ mod tests {
         m
     }
 
-    /// A short value is replaced where it stands as a word, whatever is
-    /// around it that is no word character; not within a longer word.
+    /// A short value is replaced where it stands as a token of its own,
+    /// not within a longer word or value (`ca-bundle`, `"1.2"`, a path).
     #[test]
-    fn a_short_value_is_replaced_as_a_word() {
+    fn a_short_value_is_replaced_as_a_token() {
         let said = replaced("/c.pem is listed twice", "/c.pem", true);
         assert_eq!(said, format!("{LABEL} is listed twice"));
         let said = replaced("ab in absent, (ab) and ab", "ab", true);
         assert_eq!(said, format!("{LABEL} in absent, ({LABEL}) and {LABEL}"));
-        let said = replaced("/s\\tx/s\\tx", "/s\\tx", true);
-        assert_eq!(said, format!("{LABEL}{LABEL}"));
+        let said = replaced("/s\\tx, `/s\\tx`: is /s\\tx.", "/s\\tx", true);
+        assert_eq!(said, format!("{LABEL}, `{LABEL}`: is {LABEL}."));
         assert_eq!(replaced("absent", "ab", true), "absent");
         assert_eq!(replaced("absent", "ab", false), format!("{LABEL}sent"));
+        for kept in [
+            "type ca-bundle",
+            "(\"1.2\" | \"1.3\")",
+            "/old/ca.crl is listed twice",
+            "1.2",
+            "x1",
+        ] {
+            for value in ["ca", "1", "ca.crl"] {
+                assert_eq!(replaced(kept, value, true), kept, "{value}");
+            }
+        }
     }
 
     /// No label is mangled: a value that is a piece of one (`value`, `e`,

@@ -149,7 +149,7 @@ fn field_of(location: &str) -> &str {
 
 /// A pasted value shorter than this is only withheld where a message
 /// quotes it whole (`"..."`, `` `...` ``): as bare text it could be any
-/// word. One from the environment is withheld bare too, as a word
+/// word. One from the environment is withheld bare too, as a token
 /// (`/c.pem is listed twice`): the problems it concerns are few.
 pub(super) const BARE_MIN: usize = 8;
 

@@ -46,6 +46,43 @@ fn a_normalised_path_prefix_from_the_environment_is_withheld() {
     }
 }
 
+/// A short `${NAME}` value was replaced wherever it stood after a
+/// character that is no letter: within the values a message allows
+/// (`ca` in `ca-bundle`, `1` in `"1.2"`), which read as garbled. It is
+/// replaced where it stands as a token of its own, only.
+#[test]
+fn a_short_value_from_the_environment_is_withheld_only_as_a_token() {
+    const KIND: &str = "HOTPROXY_CHECK_INPUTS_KIND";
+    const TLS_MIN: &str = "HOTPROXY_CHECK_INPUTS_TLS_MIN";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(&format!(
+        "certs:\n  - {{ id: k, type: \"${{{KIND}}}\", ca_file: edge.crt }}\n\
+         listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+         tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n      \
+         min_version: \"${{{TLS_MIN}}}\"\n"
+    ));
+    let env = [(KIND, OsString::from("ca")), (TLS_MIN, OsString::from("1"))];
+    let (code, out) = check_with(&cfg, &env);
+    assert_eq!(code, 1, "{out}");
+    let kind = format!("<withheld: the value of ${{{KIND}}}>");
+    assert!(
+        out.contains(&format!(
+            "certs[0].type: unknown type {kind} (server-pair | client-pair | ca-bundle)\n"
+        )),
+        "{out}"
+    );
+    let min = format!("<withheld: the value of ${{{TLS_MIN}}}>");
+    let line = out
+        .lines()
+        .find(|l| l.contains("tls.min_version"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(&min), "{out}");
+    assert!(line.contains("1.2") && line.contains("1.3"), "{out}");
+    assert!(!line.contains(&format!("{min}.")), "{out}");
+}
+
 /// A CRL path written in the file, listed twice beside a `${NAME}` one
 /// whose value is its last part (`ca.crl`), was shown as
 /// `/old/<withheld: ...> is listed twice`: the path as written was
