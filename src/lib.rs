@@ -26,8 +26,9 @@
 //!   - `listing`: problems listed to an operator, at most 100 and a count of the rest.
 //!   - `withhold`: what a problem's message may show: no pasted PEM, multi-line or
 //!     `${ENV}` value, at most 300 bytes.
-//!   - `bare`: a withheld value a message shows bare (unquoted) replaced, outside
-//!     the labels already there; a short `${ENV}` value where it stands as a token.
+//!   - `bare`: a withheld value a message shows bare, cut or in a quoted piece
+//!     replaced, outside the labels already there; a short `${ENV}` value where
+//!     it stands as a token.
 //!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
 //!     unknown key, wrong type and missing field (check lists them all).
 //!     - `read`: the deserializer over the tree that records a problem and keeps going.

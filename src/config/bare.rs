@@ -1,4 +1,4 @@
-//! A withheld value where a message shows it bare (unquoted): replaced outside the labels already there.
+//! A withheld value where a message shows it bare, cut or in a quoted piece: replaced outside the labels already there.
 
 use super::withhold::{BARE_MIN, CUT};
 
@@ -79,6 +79,74 @@ fn labels(message: &str, label: &str) -> Vec<(usize, usize)> {
     spans.collect()
 }
 
+/// `message` with each quoted piece (`"..."`, outside the labels) made
+/// only of pieces of `value`, as a message shows it cut (`"http://…@host"`,
+/// a server URL's credentials left out; `":80…"`), replaced by `label`:
+/// the reason around it stays. A piece holding other text too is left
+/// for [`quotes_a_piece`], which withholds the message whole.
+pub(super) fn replace_quoted_pieces(message: &mut String, value: &str, label: &str) {
+    let escaped = format!("{value:?}");
+    let escaped = &escaped[1..escaped.len() - 1];
+    let labels = labels(message, label);
+    let quotes: Vec<usize> = message
+        .match_indices('"')
+        .map(|(at, _)| at)
+        .filter(|&at| !labels.iter().any(|&(s, e)| s <= at && at < e))
+        .collect();
+    let mut out = String::with_capacity(message.len());
+    let mut kept = 0;
+    for pair in quotes.chunks_exact(2) {
+        let (open, close) = (pair[0], pair[1]);
+        let mut parts = message[open + 1..close]
+            .split(CUT)
+            .filter(|p| !p.is_empty());
+        let ours = parts.clone().all(|p| escaped.contains(p));
+        if ours && parts.any(|p| p.len() >= 3) {
+            out.push_str(&message[kept..open]);
+            out.push_str(label);
+            kept = close + 1;
+        }
+    }
+    if kept > 0 {
+        out.push_str(&message[kept..]);
+        *message = out;
+    }
+}
+
+/// `message` with each piece of `form` (a quoted value) that [`super::withhold::quoted`]
+/// cut replaced by `label`: its opening quote and at least three
+/// characters, then `…` and the closing quote.
+pub(super) fn replace_cut(message: &mut String, form: &str, label: &str) {
+    let Some(quote) = form.chars().next().filter(|q| matches!(q, '"' | '`')) else {
+        return;
+    };
+    let stem = &form[..form.len() - 1];
+    let end_mark = format!("{CUT}{quote}");
+    let Some((head, _)) = stem.char_indices().nth(4) else {
+        return;
+    };
+    let mut from = 0;
+    while let Some(at) = message[from..].find(&stem[..head]) {
+        let start = from + at;
+        let rest = &message[start..];
+        let mut same = rest
+            .bytes()
+            .zip(stem.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        while !rest.is_char_boundary(same) {
+            same -= 1;
+        }
+        if same < stem.len() && rest[same..].starts_with(&end_mark) {
+            message.replace_range(start..start + same + end_mark.len(), label);
+            from = start + label.len();
+        } else {
+            // Past the opening quote, one byte.
+            from = start + 1;
+        }
+    }
+}
+
 /// Whether `message` still shows some of `value`: a PEM marker, a quoted
 /// (`"..."`) piece of it of 3 characters or more, cut (`"x…"`, a host's
 /// port; `"http://…@x"`) or not, or its start cut bare (`/srv/ab…`).
@@ -131,6 +199,21 @@ mod tests {
             for value in ["ca", "1", "ca.crl"] {
                 assert_eq!(replaced(kept, value, true), kept, "{value}");
             }
+        }
+    }
+
+    /// A quoted piece made only of pieces of the value is named, the
+    /// reason around it kept; one holding other text too is left.
+    #[test]
+    fn a_quoted_piece_of_only_the_value_is_named() {
+        let value = "http://u:pw@h.example:80";
+        let mut m = "\"http://…@h.example:80\": credentials; remove \":\"".to_owned();
+        replace_quoted_pieces(&mut m, value, LABEL);
+        assert_eq!(m, format!("{LABEL}: credentials; remove \":\""));
+        for kept in ["\"http://…@other.host\": x", "\"ab\" and \"zzz…\""] {
+            let mut m = kept.to_owned();
+            replace_quoted_pieces(&mut m, value, LABEL);
+            assert_eq!(m, kept);
         }
     }
 

@@ -257,7 +257,7 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
         {
             for form in [format!("{v:?}"), format!("`{v}`")] {
                 *message = message.replace(&form, &label);
-                replace_cut(message, &form, &label);
+                super::bare::replace_cut(message, &form, &label);
             }
             // A short pasted piece could be any word; a short value from
             // the environment is replaced where it stands as one.
@@ -273,6 +273,9 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
                 super::bare::replace(message, &bare, &label, short);
             }
         }
+        // A quoted piece of only the value's pieces (`"http://…@host"`)
+        // is the value shown cut: named, and the reason kept.
+        super::bare::replace_quoted_pieces(message, &w.value, &label);
         let outside = super::bare::outside_labels(message, &label);
         if super::bare::quotes_a_piece(&outside, &w.value) {
             *message =
@@ -342,40 +345,6 @@ pub(crate) fn found_text(value: &str) -> String {
         shown.push_str(&d[1..d.len() - 1]);
     };
     format!("\"{}\"", super::tree::cut_escaped(value, escape))
-}
-
-/// `message` with each piece of `form` (a quoted value) that [`quoted`]
-/// cut replaced by `label`: its opening quote and at least three
-/// characters, then `…` and the closing quote.
-fn replace_cut(message: &mut String, form: &str, label: &str) {
-    let Some(quote) = form.chars().next().filter(|q| matches!(q, '"' | '`')) else {
-        return;
-    };
-    let stem = &form[..form.len() - 1];
-    let end_mark = format!("{CUT}{quote}");
-    let Some((head, _)) = stem.char_indices().nth(4) else {
-        return;
-    };
-    let mut from = 0;
-    while let Some(at) = message[from..].find(&stem[..head]) {
-        let start = from + at;
-        let rest = &message[start..];
-        let mut same = rest
-            .bytes()
-            .zip(stem.bytes())
-            .take_while(|(a, b)| a == b)
-            .count();
-        while !rest.is_char_boundary(same) {
-            same -= 1;
-        }
-        if same < stem.len() && rest[same..].starts_with(&end_mark) {
-            message.replace_range(start..start + same + end_mark.len(), label);
-            from = start + label.len();
-        } else {
-            // Past the opening quote, one byte.
-            from = start + 1;
-        }
-    }
 }
 
 pub(super) fn shorten(message: &mut String) {

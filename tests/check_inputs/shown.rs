@@ -367,6 +367,7 @@ fn a_long_value_the_resolver_refuses_is_shown_cut_and_escaped() {
     ];
     let (code, out) = check_with(&cfg, &env);
     assert_eq!(code, 1, "{out}");
+    let host = format!("<withheld: the value of ${{{HOST}}}>");
     // 10 bytes shown before the digits: `x`, ESC (`\u{1b}`), `[2J`.
     let shown = |before: &str| {
         let room = 64 - before.len() - 10;
@@ -411,15 +412,16 @@ fn a_long_value_the_resolver_refuses_is_shown_cut_and_escaped() {
             "certs[1].crl_files: {} is listed twice\n",
             shown("/").trim_matches('"')
         ),
-        // A piece of a value set by `${{NAME}}`, even cut: none shown.
+        // A piece of a value set by `${{NAME}}`, even cut: none shown;
+        // a quoted piece of only its pieces is named, the reason kept.
         format!(
-            "listeners[0].routes[1].host: not valid here; the reason is withheld, as it \
-             quotes the value (<withheld: the value of ${{{HOST}}}>)\n"
+            "listeners[0].routes[1].host: {host}: a route's host is matched without the \
+             port: remove {host}\n"
         ),
         withheld_listed_twice(CRL),
         format!(
-            "upstreams[0].servers[2]: not valid here; the reason is withheld, as it \
-             quotes the value (<withheld: the value of ${{{URL}}}>)\n"
+            "upstreams[0].servers[2]: <withheld: the value of ${{{URL}}}>: credentials in a \
+             server URL are not sent upstream and would be logged; remove the part before @\n"
         ),
     ] {
         assert!(out.contains(&want), "{want}: {out}");

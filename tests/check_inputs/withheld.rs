@@ -119,3 +119,28 @@ fn a_path_written_in_the_file_is_not_labelled_as_a_value() {
         }
     }
 }
+
+/// A server URL set by `${NAME}` with credentials in it lost its reason:
+/// the message quoted the URL cut (`"http://…@host"`), a piece of the
+/// value, and was withheld whole ("not valid here; the reason is
+/// withheld"), hiding what was wrong. The quoted piece alone is replaced
+/// by the label; the reason stays, and no piece of the value is shown.
+#[test]
+fn a_server_url_from_the_environment_keeps_its_reason() {
+    const URL: &str = "HOTPROXY_CHECK_INPUTS_BACKEND_URL";
+    let value = "http://user:pa55w0rd@backend.internal:8080";
+    let env = [(URL, OsString::from(value))];
+    let (code, out) = check_route("", &format!("[\"${{{URL}}}\"]"), &env);
+    assert_eq!(code, 1, "{out}");
+    let label = format!("<withheld: the value of ${{{URL}}}>");
+    assert!(
+        out.contains(&format!(
+            "upstreams[0].servers[0]: {label}: credentials in a server URL are not sent \
+             upstream and would be logged; remove the part before @\n"
+        )),
+        "{out}"
+    );
+    for piece in ["pa55w0rd", "user", "backend.internal", "http://…"] {
+        assert!(!out.contains(piece), "{piece}: {out}");
+    }
+}
