@@ -1,4 +1,4 @@
-//! The listener handshake: the ClientHello read first, a name no pair answers counted once per handshake, then the config; which pair was served is noted.
+//! The listener handshake: the ClientHello read first, a name no pair answers counted once per handshake, then the config (one session ticket for a client resuming); which pair was served is noted.
 //!
 //! A client asking for a name no pair answers gets the default pair, and
 //! with TLS 1.3 it may refuse it only after the server's side of the
@@ -9,13 +9,16 @@
 //! with a HelloRetryRequest (the client's key share is for a group the
 //! server does not pick first) asked it twice and was counted twice.
 
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use rustls::ServerConfig;
 use rustls::server::Acceptor;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, StartHandshake};
 
 use crate::tls::per_name::PerName;
 use crate::tls::sent::Counted;
@@ -54,12 +57,14 @@ pub async fn accept(
     stream: TcpStream,
     sni_seen: &OnceLock<Arc<str>>,
 ) -> Result<Accepted, Refused> {
-    let start = LazyConfigAcceptor::new(Acceptor::default(), Counted::new(stream))
+    let start = LazyConfigAcceptor::new(Acceptor::default(), Hello::new(Counted::new(stream)))
         .await
         .map_err(|error| Refused {
             error,
             stream: None,
         })?;
+    let resuming = offers_psk(&start.io.seen);
+    let start = StartHandshake::from_parts(start.accepted, start.io.inner);
     let at = {
         let hello = start.client_hello();
         let sni = hello.server_name();
@@ -78,6 +83,7 @@ pub async fn accept(
         (Some(p), Some(at)) => p.configs[at].clone(),
         _ => config.clone(),
     };
+    let config = if resuming { one_ticket(config) } else { config };
     // The certificate is chosen as rustls takes the ClientHello, before
     // `into_stream` returns.
     let (handshake, served) =
@@ -137,5 +143,177 @@ fn sni_log_due() -> Option<u64> {
     } else {
         SUPPRESSED.fetch_add(1, Ordering::Relaxed);
         None
+    }
+}
+
+/// `config` sending one TLS 1.3 session ticket instead of its several: for
+/// a client offering a session to resume, which has one ticket fewer after
+/// this handshake and gets this one in its place (OpenSSL's, so nginx's,
+/// one ticket after a resumption). A ticket costs a sealing and a record;
+/// a client opening several connections at once fills its store from its
+/// full handshakes, which keep rustls's two.
+fn one_ticket(config: Arc<ServerConfig>) -> Arc<ServerConfig> {
+    if config.send_tls13_tickets <= 1 {
+        return config;
+    }
+    let mut one = (*config).clone();
+    one.send_tls13_tickets = 1;
+    Arc::new(one)
+}
+
+/// At most this much of what the client sends first is kept to look at:
+/// one TLS record, which a ClientHello fills only with many key shares.
+const HELLO_BYTES: usize = 5 + (1 << 14);
+
+/// The socket while the ClientHello is read, keeping a copy of what it
+/// reads (up to [`HELLO_BYTES`]): rustls's `ClientHello` does not tell
+/// whether the client offers a session to resume.
+struct Hello<S> {
+    inner: S,
+    seen: Vec<u8>,
+}
+
+impl<S> Hello<S> {
+    fn new(inner: S) -> Hello<S> {
+        Hello {
+            inner,
+            seen: Vec::new(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Hello<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let room = HELLO_BYTES.saturating_sub(this.seen.len());
+        let new = &buf.filled()[before..];
+        this.seen.extend_from_slice(&new[..new.len().min(room)]);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Hello<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Whether `bytes`, the first a client sent, hold a ClientHello in its
+/// first record offering a session to resume (a `pre_shared_key`
+/// extension, RFC 8446 §4.2.11). Anything else, a ClientHello split
+/// across records among it, reads as no.
+fn offers_psk(bytes: &[u8]) -> bool {
+    const HANDSHAKE: u8 = 22;
+    const CLIENT_HELLO: u8 = 1;
+    const PRE_SHARED_KEY: u16 = 41;
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n)?;
+        *b = rest;
+        Some(head)
+    }
+    fn len(b: &mut &[u8], width: usize) -> Option<usize> {
+        Some(
+            take(b, width)?
+                .iter()
+                .fold(0, |n, &x| n << 8 | usize::from(x)),
+        )
+    }
+    let found = || -> Option<bool> {
+        let mut b = bytes;
+        let header = take(&mut b, 3)?;
+        if header[0] != HANDSHAKE {
+            return Some(false);
+        }
+        let record = len(&mut b, 2)?;
+        let mut b = take(&mut b, record)?;
+        if take(&mut b, 1)?[0] != CLIENT_HELLO {
+            return Some(false);
+        }
+        let body = len(&mut b, 3)?;
+        let mut b = take(&mut b, body)?;
+        take(&mut b, 2 + 32)?; // legacy_version, random
+        for width in [1, 2, 1] {
+            // session ID, cipher suites, compression methods
+            let n = len(&mut b, width)?;
+            take(&mut b, n)?;
+        }
+        let n = len(&mut b, 2)?;
+        let mut exts = take(&mut b, n)?;
+        while !exts.is_empty() {
+            let kind = len(&mut exts, 2)?;
+            let n = len(&mut exts, 2)?;
+            take(&mut exts, n)?;
+            if kind == usize::from(PRE_SHARED_KEY) {
+                return Some(true);
+            }
+        }
+        Some(false)
+    };
+    found().unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offers_psk;
+
+    /// A ClientHello record with these extensions (type, data).
+    fn hello(exts: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut e = Vec::new();
+        for (kind, data) in exts {
+            e.extend_from_slice(&kind.to_be_bytes());
+            e.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            e.extend_from_slice(data);
+        }
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&[32]);
+        body.extend_from_slice(&[9; 32]);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(e.len() as u16).to_be_bytes());
+        body.extend_from_slice(&e);
+        let mut hs = vec![1, 0];
+        hs.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        hs.extend_from_slice(&body);
+        let mut rec = vec![22, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    #[test]
+    fn a_pre_shared_key_extension_is_an_offer_to_resume() {
+        assert!(offers_psk(&hello(&[
+            (0, b"abc"),
+            (45, &[1, 1]),
+            (41, &[0; 40])
+        ])));
+        assert!(!offers_psk(&hello(&[(0, b"abc"), (45, &[1, 1])])));
+        assert!(!offers_psk(&hello(&[])));
+        // Cut short anywhere, or not a handshake: no.
+        let full = hello(&[(0, b"abc"), (41, &[0; 40])]);
+        for n in 0..full.len() {
+            assert!(!offers_psk(&full[..n]), "{n}");
+        }
+        let mut alert = full.clone();
+        alert[0] = 21;
+        assert!(!offers_psk(&alert));
     }
 }

@@ -479,3 +479,84 @@ async fn a_client_without_sni_gets_the_default_names_pair_it_can_verify() {
     let m = metrics_text(admin).await;
     assert!(!m.contains("hotproxy_tls_sni_default_total{"), "{m}");
 }
+
+/// TLS 1.3 session tickets as OpenSSL (so nginx) sends them: two after a
+/// full handshake, one after a resumed one. A client resuming holds one
+/// ticket fewer and gets one back, so it resumes again, and again; a
+/// ticket more would only cost the server a sealing and a record per
+/// resumed connection.
+#[tokio::test]
+async fn a_resumed_handshake_gets_one_session_ticket_and_resumes_again() {
+    use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A session store counting the TLS 1.3 tickets it is given.
+    #[derive(Debug)]
+    struct Counting(ClientSessionMemoryCache, AtomicUsize);
+    impl ClientSessionStore for Counting {
+        fn set_kx_hint(&self, n: rustls::pki_types::ServerName<'static>, g: rustls::NamedGroup) {
+            self.0.set_kx_hint(n, g)
+        }
+        fn kx_hint(&self, n: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+            self.0.kx_hint(n)
+        }
+        fn set_tls12_session(
+            &self,
+            n: rustls::pki_types::ServerName<'static>,
+            v: rustls::client::Tls12ClientSessionValue,
+        ) {
+            self.0.set_tls12_session(n, v)
+        }
+        fn tls12_session(
+            &self,
+            n: &rustls::pki_types::ServerName<'_>,
+        ) -> Option<rustls::client::Tls12ClientSessionValue> {
+            self.0.tls12_session(n)
+        }
+        fn remove_tls12_session(&self, n: &rustls::pki_types::ServerName<'static>) {
+            self.0.remove_tls12_session(n)
+        }
+        fn insert_tls13_ticket(
+            &self,
+            n: rustls::pki_types::ServerName<'static>,
+            v: rustls::client::Tls13ClientSessionValue,
+        ) {
+            self.1.fetch_add(1, SeqCst);
+            self.0.insert_tls13_ticket(n, v)
+        }
+        fn take_tls13_ticket(
+            &self,
+            n: &rustls::pki_types::ServerName<'static>,
+        ) -> Option<rustls::client::Tls13ClientSessionValue> {
+            self.0.take_tls13_ticket(n)
+        }
+    }
+
+    let (w, _p, addr) = serve("").await;
+    let store = Arc::new(Counting(
+        ClientSessionMemoryCache::new(16),
+        AtomicUsize::new(0),
+    ));
+    let mut cfg = (*client_config(&w.ca.cert_pem, None, &[b"http/1.1"])).clone();
+    cfg.resumption = Resumption::store(store.clone());
+    let cfg = Arc::new(cfg);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let before = store.1.load(SeqCst);
+        let mut tls = connect(addr, "a.example.com", cfg.clone()).await.unwrap();
+        let kind = tls.get_ref().1.handshake_kind().unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: a.example.com\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // Read to the close: the tickets come before the response.
+        let reply = read_to_close(&mut tls).await;
+        assert!(reply.starts_with(b"HTTP/1.1 200 "), "{reply:?}");
+        got.push((kind, store.1.load(SeqCst) - before));
+    }
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(
+        got,
+        [(Full, 2), (Resumed, 1), (Resumed, 1), (Resumed, 1)],
+        "(handshake, tickets received) per connection"
+    );
+}
