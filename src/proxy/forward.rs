@@ -401,8 +401,9 @@ impl Upstream {
         // Sends again (`RESENDS`) on a new connection, and on any (that one
         // included) of a request refused where it still serves: a new one
         // only waited out `connect_timeout` for the slot the pooled ones
-        // kept, the limit's `504`. `fresh`: this send is on a new one.
-        let (mut resent, mut on_any_resent, mut fresh) = (0, 0, false);
+        // kept, the limit's `504`. `fresh`: this send is on a new one;
+        // `skip`: a connection it does not take (`Endpoint::refused`).
+        let (mut resent, mut on_any_resent, mut fresh, mut skip) = (0, 0, false, None);
         loop {
             // A check sent again dials as a check does: past the slot
             // limit if need be (`Want::CheckAgain`).
@@ -412,7 +413,7 @@ impl Upstream {
                 (false, true) => Want::Check,
                 (false, false) => Want::Any,
             };
-            let lease = match endpoint.checkout(want, until).await {
+            let lease = match endpoint.checkout(want, skip.take().as_ref(), until).await {
                 Ok(lease) => lease,
                 // Out of descriptors here: another endpoint fails alike.
                 Err(e @ DialError::LocalResources(_)) => return Err((Failure::Dial(e), None)),
@@ -517,7 +518,7 @@ impl Upstream {
                             // Sent again, and whether to this endpoint too.
                             let unsent = e.take_message();
                             let never_written = unsent.is_some();
-                            let mut serving = false;
+                            let (mut serving, mut beside) = (false, None);
                             let (again, here) = match unsent {
                                 Some(mut unsent) => {
                                     if let Some(host) = host {
@@ -530,9 +531,7 @@ impl Upstream {
                                 // it serves others (`StreamGuard::refused`).
                                 None if unprocessed(e.error()) => {
                                     if refused_stream(e.error()) {
-                                        let stay =
-                                            !endpoint.slot_free() && !endpoint.room_beside(&stream);
-                                        serving = stream.refused(stay);
+                                        (serving, beside) = endpoint.refused(&stream);
                                     } else {
                                         stream.retire_refused();
                                     }
@@ -557,7 +556,7 @@ impl Upstream {
                             // was canceled", "dispatch task is gone"); a new
                             // connection to the same endpoint fails alike.
                             let tls = stream.tls_error().cloned();
-                            let on_any = serving && on_any_resent < RESENDS;
+                            let on_any = (serving || beside.is_some()) && on_any_resent < RESENDS;
                             match again {
                                 // Another endpoint takes it (send_balanced);
                                 // with none, a new connection to this one,
@@ -581,6 +580,7 @@ impl Upstream {
                                     on_any_resent += usize::from(on_any);
                                     resent += usize::from(!on_any);
                                     fresh = !on_any;
+                                    skip = beside.filter(|_| on_any);
                                     continue;
                                 }
                                 again => {

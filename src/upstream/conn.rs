@@ -792,7 +792,7 @@ pub type UpgradeConn = (
 
 mod stream;
 
-pub use stream::{StreamGuard, Unanswered};
+pub use stream::{Refuser, StreamGuard, Unanswered};
 
 #[cfg(test)]
 mod tests;

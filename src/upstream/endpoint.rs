@@ -20,7 +20,7 @@ use crate::proxy::body::{BodySent, ClientBody};
 use crate::proxy::forward::BoxError;
 use crate::proxy::slots::{ConnectionLimit, Slots};
 use crate::upstream::conn::{
-    DialCause, DialError, Dialer, Dialled, H1, H2, StreamGuard, UpgradeConn, upgrade_conn,
+    DialCause, DialError, Dialer, Dialled, H1, H2, Refuser, StreamGuard, UpgradeConn, upgrade_conn,
 };
 use crate::upstream::pipe;
 use crate::upstream::pool::{DialWait, Found, Pool, Want};
@@ -119,10 +119,20 @@ impl Endpoint {
         self.slots.free()
     }
 
-    /// Whether a pooled HTTP/2 connection other than `stream`'s takes a
-    /// new stream now ([`Pool::room_beside`]).
-    pub fn room_beside(&self, stream: &StreamGuard) -> bool {
-        self.pool.room_beside(stream)
+    /// `stream` was refused (`REFUSED_STREAM`): whether its connection
+    /// still takes new streams ([`StreamGuard::refused`], told to stay
+    /// when no slot is free and no other pooled connection has room,
+    /// [`Pool::room_beside`]); and, when another had room, that connection
+    /// for the request's next send to skip ([`Pool::find`]), retired or
+    /// not. Sent on any connection, the request went back to it (the
+    /// first in the pool with room), which refused it again: retired, its
+    /// next send wanted a new connection, and waited out `connect_timeout`
+    /// for a slot (the refusing connection kept its own while its long
+    /// streams lasted) for the limit's `504`, the other's room unused.
+    pub fn refused(&self, stream: &StreamGuard) -> (bool, Option<Refuser>) {
+        let beside = self.pool.room_beside(stream);
+        let serving = stream.refused(!beside && !self.slot_free());
+        (serving, beside.then(|| stream.refuser()))
     }
 
     fn https(&self) -> bool {
@@ -153,10 +163,12 @@ impl Endpoint {
     /// the check, never pooled), as Envoy's health checker keeps outside the
     /// circuit breakers. Requests that hold every slot, each waiting out
     /// `request_timeout` on an endpoint that answers nothing, skipped every
-    /// check, and the endpoint was never taken out of service.
+    /// check, and the endpoint was never taken out of service. `skip`: a
+    /// shared connection not to take ([`Endpoint::refused`]).
     pub async fn checkout(
         &self,
         want: Want,
+        skip: Option<&Refuser>,
         until: tokio::time::Instant,
     ) -> Result<Lease, DialError> {
         let fresh = want.fresh();
@@ -172,7 +184,7 @@ impl Endpoint {
         // whether it is the check's own, past the limit.
         let mut held: Option<(Option<tokio::sync::OwnedSemaphorePermit>, bool)> = None;
         loop {
-            match self.pool.find(want) {
+            match self.pool.find(want, skip) {
                 Found::H1(mut c) => {
                     if c.ready().await {
                         return Ok(Lease::H1(c));

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 
-use crate::upstream::conn::{DialCause, H1, H2, StreamGuard};
+use crate::upstream::conn::{DialCause, H1, H2, Refuser, StreamGuard};
 
 /// New connections dialled concurrently per endpoint.
 pub const MAX_DIALS: usize = 8;
@@ -192,8 +192,10 @@ impl Pool {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// A connection for one request, or one check (see [`Want`]).
-    pub fn find(&self, want: Want) -> Found<'_> {
+    /// A connection for one request, or one check (see [`Want`]); never
+    /// the shared one `skip` names (it refused the request's last send
+    /// while another had room: taken again, it refused it again).
+    pub fn find(&self, want: Want, skip: Option<&Refuser>) -> Found<'_> {
         let generation = self.generation();
         let mut st = self.state.lock().expect("pool lock");
         if want.fresh() {
@@ -204,7 +206,13 @@ impl Pool {
         // stream left, hyper closes it.
         st.h2
             .retain(|c| c.generation == generation && c.usable() && !c.idle_for(self.idle_timeout));
-        if let Some((c, guard)) = st.h2.iter().find_map(|c| Some((c, c.try_stream()?))) {
+        let other = |c: &&H2| skip.is_none_or(|s| !c.is(s));
+        if let Some((c, guard)) = st
+            .h2
+            .iter()
+            .filter(other)
+            .find_map(|c| Some((c, c.try_stream()?)))
+        {
             return Found::H2(c.clone(), guard);
         }
         while let Some(c) = st.idle.pop() {
@@ -613,7 +621,7 @@ pub(crate) mod tests {
         let fresh_at: *const H1 = &*fresh;
         pool.put(fresh);
         assert_eq!(pool.idle(), 1);
-        match pool.find(Want::Any) {
+        match pool.find(Want::Any, None) {
             Found::H1(c) => assert!(std::ptr::eq(&*c, fresh_at), "the expired one was kept"),
             _ => panic!("the connection handed back was not kept"),
         }
@@ -650,10 +658,10 @@ pub(crate) mod tests {
         let pool = Pool::new(4, Duration::from_secs(60));
         // One dial at a time.
         pool.learned(true);
-        let Found::Dial(token) = pool.find(Want::Any) else {
+        let Found::Dial(token) = pool.find(Want::Any, None) else {
             panic!("no dial");
         };
-        let Found::Wait(ticket) = pool.find(Want::Any) else {
+        let Found::Wait(ticket) = pool.find(Want::Any, None) else {
             panic!("no wait behind the dial in progress");
         };
         token.abandon();
@@ -677,13 +685,13 @@ pub(crate) mod tests {
         let timeout = Duration::from_secs(60);
         let pool = Pool::new(4, timeout);
         pool.put(h1(&listener).await);
-        match pool.find(Want::Any) {
+        match pool.find(Want::Any, None) {
             Found::H1(c) => pool.put(c),
             _ => panic!("a connection within its time was not reused"),
         }
         pool.state.lock().unwrap().idle[0].idle_since = Some(Instant::now() - 2 * timeout);
         assert!(
-            matches!(pool.find(Want::Any), Found::Dial(_)),
+            matches!(pool.find(Want::Any, None), Found::Dial(_)),
             "the expired connection was handed out"
         );
     }

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
 use crate::raw_h2::{
-    answering_h2, h2_frame, naming, next_acking, raw_h2, refused, response, settings,
+    answering_h2, begun, h2_frame, naming, next_acking, raw_h2, refused, response, settings,
 };
 use crate::support::*;
 
@@ -448,10 +448,13 @@ struct Stuck {
 /// dialled beside it; then A answers it, allows 100 streams, and refuses
 /// every stream after (`RST_STREAM(REFUSED_STREAM)`, never a `GOAWAY`: a
 /// server process stuck on it). Its later connections allow 100 streams
-/// at once and answer every request `200`. Returns its address, its accepted connections
+/// at once and answer every request `200`. `long`: A's answer is a head
+/// whose body never ends, and B's first stream is held, never answered
+/// (both stay busy). Returns its address, its accepted connections
 /// and what it saw.
 async fn stuck_after_first(
     pair: &TestPair,
+    long: bool,
 ) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<Stuck>) {
     let (stuck, b_answered) = (
         Arc::new(Stuck::default()),
@@ -467,7 +470,9 @@ async fn stuck_after_first(
             let mut answered = false;
             while let Some((kind, flags, stream)) = next_acking(&mut tls).await {
                 if n > 0 && kind == 1 {
-                    let _ = tls.write_all(&naming(n, stream)).await;
+                    if !(long && stream == 1) {
+                        let _ = tls.write_all(&naming(n, stream)).await;
+                    }
                     b_answered.notify_one();
                 } else if n > 0 || kind == 4 && flags & 1 == 1 && !answered {
                     // B's other frames; A's acknowledgement of its first SETTINGS.
@@ -476,7 +481,12 @@ async fn stuck_after_first(
                 } else if kind == 1 && !std::mem::replace(&mut answered, true) {
                     stuck.holding.notify_one();
                     b_answered.notified().await;
-                    let out = [naming(0, stream), settings(&[(3, 100)])].concat();
+                    let head = if long {
+                        begun(stream, b"")
+                    } else {
+                        naming(0, stream)
+                    };
+                    let out = [head, settings(&[(3, 100)])].concat();
                     let _ = tls.write_all(&out).await;
                 } else if kind == 1 {
                     let _ = tls.write_all(&refused(stream)).await;
@@ -500,7 +510,7 @@ async fn stuck_after_first(
 #[tokio::test]
 async fn concurrent_refusals_retire_a_stuck_connection_when_no_slot_is_free() {
     let w = world();
-    let (backend, accepted, stuck) = stuck_after_first(&w.backend_pair).await;
+    let (backend, accepted, stuck) = stuck_after_first(&w.backend_pair, false).await;
     let extra = ["max_connections_per_server: 2"];
     let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &extra));
     let addr = p.listener_addr("public").await;
@@ -644,4 +654,40 @@ async fn the_first_burst_refused_by_a_stuck_connection_holding_the_only_slot_is_
         let gets = send_all(&mut client, (0..HELD).map(|i| format!("/get/{i}"))).await;
         assert_eq!(statuses(gets).await, [200; HELD], "run {run}");
     }
+}
+
+/// SPEC (Upstream connection pool): with `max_connections_per_server: 2`,
+/// A (first in the pool) holds a long stream and refuses every new one
+/// (no `GOAWAY`); B holds a stream and has room. A GET refused on A was
+/// sent again on any connection: A again, the first with room, whose
+/// second refusal retired it; then on a new connection, for which no
+/// slot was free (A keeps its slot until its long stream ends, B is
+/// busy): `connect_timeout`, and the connection limit's `504`, though B
+/// had room all along. The send after a refusal while another connection
+/// has room skips the refusing one: B answers it.
+#[tokio::test]
+async fn a_refused_get_goes_to_the_other_connection_with_room() {
+    let w = world();
+    let (backend, accepted, stuck) = stuck_after_first(&w.backend_pair, true).await;
+    let extra = ["max_connections_per_server: 2", "connect_timeout: 3s"];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &extra));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(&w, addr).await;
+    // `/long` on A (full at one stream): `/held` dials B, which holds it.
+    let long = send_all(&mut client, ["/long".to_owned()]).await;
+    tokio::time::timeout(WAIT, stuck.holding.notified())
+        .await
+        .expect("`/long` held on A");
+    let _held = send_all(&mut client, ["/held".to_owned()]).await;
+    assert_eq!(statuses(long).await, [200], "`/long`'s head");
+    tokio::time::timeout(WAIT, stuck.raised.notified())
+        .await
+        .expect("A's raised stream limit acknowledged");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "A and B dialled");
+    let get = send_all(&mut client, ["/get".to_owned()]).await;
+    let mut get = heads(get).await.remove(0);
+    assert_eq!(get.status(), 200, "the refused GET");
+    let body = tokio::time::timeout(WAIT, get.body_mut().data()).await;
+    assert_eq!(&body.unwrap().unwrap().unwrap()[..], b"connection 1");
+    assert_eq!(stuck.refused.load(Ordering::SeqCst), 1, "refusals on A");
 }

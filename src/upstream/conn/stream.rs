@@ -1,7 +1,7 @@
 //! One stream of a shared HTTP/2 upstream connection: its guard, which counts it out (and closes the connection at its last stream when due), and the connection's retirement.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use super::{CLOSE_AT_IDLE, CLOSED, COUNT, H2Shared, clock};
 
@@ -11,6 +11,11 @@ use super::{CLOSE_AT_IDLE, CLOSED, COUNT, H2Shared, clock};
 /// refusals it was opened in (`H2Shared::runs`).
 pub struct StreamGuard(pub(super) Arc<H2Shared>, pub(super) u64, pub(super) u64);
 
+/// The connection that refused a request while another had room: the
+/// request's next send skips it ([`crate::upstream::pool::Pool::find`]).
+/// Not the connection itself: held, it keeps none open.
+pub struct Refuser(Weak<H2Shared>);
+
 /// The low half of `H2Shared::runs`: the streams opened in the run still open.
 const IN_RUN: u64 = u32::MAX as u64;
 
@@ -18,6 +23,11 @@ impl super::H2 {
     /// Whether `stream` is one of its streams.
     pub fn carries(&self, stream: &StreamGuard) -> bool {
         Arc::ptr_eq(&self.shared, &stream.0)
+    }
+
+    /// Whether it is the connection `refuser` names.
+    pub fn is(&self, refuser: &Refuser) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.shared), refuser.0.as_ptr())
     }
 
     /// Whether it takes a new stream now, as [`Self::try_stream`] would.
@@ -33,6 +43,11 @@ impl StreamGuard {
     /// The TLS error the stream's connection failed on, if it did.
     pub fn tls_error(&self) -> Option<&rustls::Error> {
         self.0.kill.tls_error()
+    }
+
+    /// The stream's connection, for a request refused on it to skip.
+    pub fn refuser(&self) -> Refuser {
+        Refuser(Arc::downgrade(&self.0))
     }
 
     /// The connection went silent under this stream (no response head
