@@ -729,7 +729,7 @@ impl H2 {
             })
             .ok()?;
         let seq = self.shared.opened.fetch_add(1, Ordering::AcqRel);
-        let run = self.shared.runs.fetch_add(1, Ordering::AcqRel) >> 32;
+        let run = stream::run_of_new(&self.shared);
         Some(StreamGuard(self.shared.clone(), seq, run))
     }
 }

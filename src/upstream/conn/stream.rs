@@ -19,6 +19,23 @@ pub struct Refuser(Weak<H2Shared>);
 /// The low half of `H2Shared::runs`: the streams opened in the run still open.
 const IN_RUN: u64 = u32::MAX as u64;
 
+/// The number of the run of refusals (`H2Shared::runs`) a stream taken
+/// now is opened in, the stream counted in it if one is under way (an odd
+/// number). With none (a connection that never refused, the hot path) a
+/// load alone: every stream's take and drop were a read-modify-write of
+/// `runs` under the pool lock. A run begun between the load and the take
+/// counts the stream as opened before it ([`StreamGuard::shielded`]),
+/// which leans toward sparing the connection, as that count does anyway.
+pub(super) fn run_of_new(shared: &H2Shared) -> u64 {
+    let run = shared.runs.load(Ordering::Acquire) >> 32;
+    if run % 2 == 0 {
+        return run;
+    }
+    // If that run ended meanwhile, the stream is counted in the even one
+    // after it, whose count the next run clears, never counted out (`Drop`).
+    shared.runs.fetch_add(1, Ordering::AcqRel) >> 32
+}
+
 impl super::H2 {
     /// Whether `stream` is one of its streams.
     pub fn carries(&self, stream: &StreamGuard) -> bool {
@@ -169,14 +186,17 @@ impl Drop for StreamGuard {
         // `close_when_idle` sees this stream still counted and leaves the
         // close to this drop. Retirement is marked by a stream's holder
         // before that stream lets go: its own drop comes after.
-        // Out of its run of refusals first (`Self::shielded`).
+        // Out of its run of refusals first (`Self::shielded`), if it was
+        // counted in one (an odd run: `run_of_new`).
         let run = self.2;
-        let _ = self
-            .0
-            .runs
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                (w >> 32 == run).then_some(w - 1)
-            });
+        if run % 2 == 1 {
+            let _ = self
+                .0
+                .runs
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                    (w >> 32 == run).then_some(w - 1)
+                });
+        }
         let mut close = false;
         let before = self
             .0
