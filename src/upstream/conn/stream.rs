@@ -28,7 +28,7 @@ const IN_RUN: u64 = u32::MAX as u64;
 /// which leans toward sparing the connection, as that count does anyway.
 pub(super) fn run_of_new(shared: &H2Shared) -> u64 {
     let run = shared.runs.load(Ordering::Acquire) >> 32;
-    if run % 2 == 0 {
+    if run.is_multiple_of(2) {
         return run;
     }
     // If that run ended meanwhile, the stream is counted in the even one
