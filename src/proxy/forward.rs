@@ -53,7 +53,7 @@ use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::kept::Kept;
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
-use crate::upstream::endpoint::{Endpoint, Lease, LeasedBody};
+use crate::upstream::endpoint::{Earlier, Endpoint, Lease, LeasedBody};
 use crate::upstream::resolve::Resolution;
 use crate::upstream::{members::Members, pipe, pool::Want, read_timeout::ReadTimeout};
 
@@ -402,8 +402,9 @@ impl Upstream {
         // included) of a request refused where it still serves: a new one
         // only waited out `connect_timeout` for the slot the pooled ones
         // kept, the limit's `504`. `fresh`: this send is on a new one;
-        // `skip`: a connection it does not take (`Endpoint::refused`).
-        let (mut resent, mut on_any_resent, mut fresh, mut skip) = (0, 0, false, None);
+        // `earlier`: what the sends before it leave to it (`Earlier`).
+        let (mut resent, mut on_any_resent, mut fresh) = (0, 0, false);
+        let mut earlier = Earlier::default();
         loop {
             // A check sent again dials as a check does: past the slot
             // limit if need be (`Want::CheckAgain`).
@@ -413,7 +414,7 @@ impl Upstream {
                 (false, true) => Want::Check,
                 (false, false) => Want::Any,
             };
-            let lease = match endpoint.checkout(want, skip.take().as_ref(), until).await {
+            let lease = match endpoint.checkout(want, &mut earlier, until).await {
                 Ok(lease) => lease,
                 // Out of descriptors here: another endpoint fails alike.
                 Err(e @ DialError::LocalResources(_)) => return Err((Failure::Dial(e), None)),
@@ -580,7 +581,7 @@ impl Upstream {
                                     on_any_resent += usize::from(on_any);
                                     resent += usize::from(!on_any);
                                     fresh = !on_any;
-                                    skip = beside.filter(|_| on_any);
+                                    earlier.skip = beside.filter(|_| on_any);
                                     continue;
                                 }
                                 again => {

@@ -163,12 +163,12 @@ impl Endpoint {
     /// the check, never pooled), as Envoy's health checker keeps outside the
     /// circuit breakers. Requests that hold every slot, each waiting out
     /// `request_timeout` on an endpoint that answers nothing, skipped every
-    /// check, and the endpoint was never taken out of service. `skip`: a
-    /// shared connection not to take ([`Endpoint::refused`]).
+    /// check, and the endpoint was never taken out of service. `earlier`:
+    /// what the request's sends before this one leave to it ([`Earlier`]).
     pub async fn checkout(
         &self,
         want: Want,
-        skip: Option<&Refuser>,
+        earlier: &mut Earlier,
         until: tokio::time::Instant,
     ) -> Result<Lease, DialError> {
         let fresh = want.fresh();
@@ -183,8 +183,9 @@ impl Endpoint {
         // given back with a pooled connection found meanwhile); and
         // whether it is the check's own, past the limit.
         let mut held: Option<(Option<tokio::sync::OwnedSemaphorePermit>, bool)> = None;
+        let skip = earlier.skip.take();
         loop {
-            match self.pool.find(want, skip) {
+            match self.pool.find(want, skip.as_ref()) {
                 Found::H1(mut c) => {
                     if c.ready().await {
                         return Ok(Lease::H1(c));
@@ -254,9 +255,7 @@ impl Endpoint {
                             // waits: an idle HTTP/2 connection's slot may
                             // be had there at once.
                             if want != Want::Fresh {
-                                if !queued_for_slot {
-                                    self.busy();
-                                }
+                                self.busy(&mut earlier.said_busy);
                                 queued_for_slot = true;
                             }
                             if want == Want::CheckAgain {
@@ -278,7 +277,8 @@ impl Endpoint {
                                 // connection limit's 504 (every slot held by
                                 // idle connections, the one it failed on
                                 // freed to a request waiting for it).
-                                let idle = self.idle_slot(deadline, &mut queued_for_slot);
+                                let said = &mut earlier.said_busy;
+                                let idle = self.idle_slot(deadline, &mut queued_for_slot, said);
                                 if let IdleSlot::Slot(slot) = idle.await? {
                                     held = Some((slot, false));
                                 }
@@ -386,12 +386,12 @@ impl Endpoint {
     /// for the connection limit's 504.
     pub async fn upgrade_connection(&self, until: Instant) -> Result<UpgradeConn, DialError> {
         let queue = (Instant::now() + self.dialer.connect_timeout).min(until);
-        let mut queued = false;
+        let (mut queued, mut said) = (false, false);
         let slot = loop {
             if let Ok(slot) = self.slots.try_take() {
                 break slot;
             }
-            if let IdleSlot::Slot(slot) = self.idle_slot(queue, &mut queued).await? {
+            if let IdleSlot::Slot(slot) = self.idle_slot(queue, &mut queued, &mut said).await? {
                 break slot;
             }
         };
@@ -407,8 +407,12 @@ impl Endpoint {
         }
     }
 
-    /// Logged once per request, as it starts to wait for a slot.
-    fn busy(&self) {
+    /// Logged once per request, as it starts to wait for a slot (`said`:
+    /// it did, in this send or one before it).
+    fn busy(&self, said: &mut bool) {
+        if std::mem::replace(said, true) {
+            return;
+        }
         tracing::debug!(server = %self.dialled_url, "every connection to the server is busy (max_connections_per_server): waiting for one");
     }
 
@@ -418,7 +422,8 @@ impl Endpoint {
     /// for it; none is given back otherwise before `idle_timeout`. Else
     /// that of an idle HTTP/2 connection, closed for it likewise, once its
     /// socket is closed (until `deadline`, the connection limit). Else it
-    /// waits until `deadline` for a slot (`queued` set), or for a
+    /// waits until `deadline` for a slot (`queued` set, and logged unless
+    /// `said`), or for a
     /// connection gone idle meanwhile (a wake-up of its own,
     /// [`crate::upstream::pool::Pool::went_idle`]), whose slot it then
     /// takes as above when it looks again. Woken by a slot freed alone, it
@@ -429,6 +434,7 @@ impl Endpoint {
         &self,
         deadline: Instant,
         queued: &mut bool,
+        said: &mut bool,
     ) -> Result<IdleSlot, ConnectionLimit> {
         // Registered before it looks: a connection that goes idle after
         // the look wakes it, or another waiter (one each; a wake-up it
@@ -459,15 +465,26 @@ impl Endpoint {
                 Err(_) => Err(ConnectionLimit),
             };
         }
-        if !*queued {
-            self.busy();
-        }
+        self.busy(said);
         *queued = true;
         tokio::select! {
             slot = self.slots.acquire(deadline) => Ok(IdleSlot::Slot(slot?)),
             () = went_idle => Ok(IdleSlot::Again),
         }
     }
+}
+
+/// What a request's sends to an endpoint before this one leave to it
+/// ([`Endpoint::checkout`]).
+#[derive(Default)]
+pub struct Earlier {
+    /// A shared connection this send does not take ([`Endpoint::refused`]).
+    pub skip: Option<Refuser>,
+    /// One of them waited for a server slot, and said so: said once per
+    /// request (SPEC), not once per send (a GET that waited for the slot,
+    /// was refused on the connection it got, and waited again for its
+    /// resend's was logged as waiting twice).
+    said_busy: bool,
 }
 
 /// What [`Endpoint::idle_slot`] got.

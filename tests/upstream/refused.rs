@@ -590,6 +590,7 @@ async fn a_resend_waiting_for_the_only_slot_is_not_stalled_by_a_closed_connectio
     let mut client = h2_to(&w, addr).await;
     let long = send_all(&mut client, ["/long".to_owned()]).await;
     let refused = send_all(&mut client, ["/a".to_owned(), "/b".to_owned()]).await;
+    // One log per request (its first wait): here each one's resend's.
     p.wait_logs("both resends waiting for the slot", 2, |v| {
         v["message"]
             .as_str()
@@ -690,4 +691,74 @@ async fn a_refused_get_goes_to_the_other_connection_with_room() {
     let body = tokio::time::timeout(WAIT, get.body_mut().data()).await;
     assert_eq!(&body.unwrap().unwrap().unwrap()[..], b"connection 1");
     assert_eq!(stuck.refused.load(Ordering::SeqCst), 1, "refusals on A");
+}
+
+/// SPEC (Upstream connection limit): `every connection to the server is
+/// busy` is logged once per request. With `max_connections_per_server: 1`,
+/// the one connection allows one stream, held by `/long`: a GET waits for
+/// the slot (said once); the server then allows more, and refuses the GET
+/// on it (never having answered: retired), whose resend on a new
+/// connection waits for the slot again until `/long` ends. That second
+/// wait was logged too: once per send, not per request.
+#[tokio::test]
+async fn a_request_waiting_for_a_slot_in_two_sends_is_said_busy_once() {
+    let w = world();
+    let (raise, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (r, l) = (raise.clone(), release.clone());
+    let (backend, _) = raw_h2(&w.backend_pair, settings(&[(3, 1)]), move |mut tls, n| {
+        let (raise, release) = (r.clone(), l.clone());
+        async move {
+            if n > 0 {
+                let _ = tls.write_all(&settings(&[(3, 100)])).await;
+            }
+            let mut long = None;
+            while let Some((kind, _, stream)) = next_acking(&mut tls).await {
+                if kind != 1 {
+                    continue;
+                }
+                if n > 0 {
+                    let _ = tls.write_all(&naming(n, stream)).await;
+                } else if long.is_none() {
+                    long = Some(stream);
+                    raise.notified().await;
+                    let _ = tls.write_all(&settings(&[(3, 100)])).await;
+                } else {
+                    let _ = tls.write_all(&refused(stream)).await;
+                    release.notified().await;
+                    let _ = tls.write_all(&naming(0, long.unwrap())).await;
+                }
+            }
+        }
+    })
+    .await;
+    let extra = ["max_connections_per_server: 1", "connect_timeout: 30s"];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &extra));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(&w, addr).await;
+    let busy = |v: &serde_json::Value| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("every connection to the server is busy"))
+    };
+    let long = send_all(&mut client, ["/long".to_owned()]).await;
+    let get = send_all(&mut client, ["/get".to_owned()]).await;
+    p.wait_logs("the GET waiting for the slot", 1, busy).await;
+    raise.notify_one();
+    // Logged in the same step as its resend's wait begins (if it is).
+    p.wait_log("the GET refused", |v| {
+        v["message"] == "request not processed; retrying on a new connection"
+    })
+    .await;
+    release.notify_one();
+    assert_eq!(statuses(long).await, [200]);
+    assert_eq!(statuses(get).await, [200], "the GET, on a new connection");
+    let parsed = p
+        .logs()
+        .into_iter()
+        .filter_map(|l| serde_json::from_str(&l).ok());
+    let said = parsed.filter(|v: &serde_json::Value| busy(v)).count();
+    assert_eq!(said, 1, "`busy` logs of one request");
 }

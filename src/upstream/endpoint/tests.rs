@@ -5,6 +5,15 @@ use crate::config::{UpstreamConfig, UpstreamTls};
 use futures_util::FutureExt;
 use std::time::Duration;
 
+/// [`Endpoint::checkout`] for a request's first send.
+async fn checkout(
+    e: &Endpoint,
+    want: Want,
+    until: tokio::time::Instant,
+) -> Result<Lease, DialError> {
+    e.checkout(want, &mut Earlier::default(), until).await
+}
+
 /// A name resolved to an address is logged as that address in the
 /// URL's form; a server given by IP, or a name dialled as such, as
 /// configured.
@@ -81,16 +90,16 @@ async fn a_connection_handed_back_serves_the_request_that_can_use_it() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = one_slot(listener.local_addr().unwrap().port());
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    let Ok(Lease::H1(held)) = endpoint.checkout(Want::Any, None, until).await else {
+    let Ok(Lease::H1(held)) = checkout(&endpoint, Want::Any, until).await else {
         panic!("the first request got no connection");
     };
     // Each waits, in this order (a waker-less poll registers it).
-    let mut retry = Box::pin(endpoint.checkout(Want::Fresh, None, until));
+    let mut retry = Box::pin(checkout(&endpoint, Want::Fresh, until));
     assert!(
         (&mut retry).now_or_never().is_none(),
         "the retry got a slot"
     );
-    let mut ordinary = Box::pin(endpoint.checkout(Want::Any, None, until));
+    let mut ordinary = Box::pin(checkout(&endpoint, Want::Any, until));
     assert!((&mut ordinary).now_or_never().is_none(), "no wait");
     endpoint.pool.put(held);
     match ordinary.await {
@@ -112,16 +121,16 @@ async fn an_active_check_does_not_wait_behind_requests_dials() {
     let endpoint = endpoint(port, true, 2 * crate::upstream::pool::MAX_DIALS);
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut dials: Vec<_> = (0..crate::upstream::pool::MAX_DIALS)
-        .map(|_| Box::pin(endpoint.checkout(Want::Any, None, until)))
+        .map(|_| Box::pin(checkout(&endpoint, Want::Any, until)))
         .collect();
     for d in &mut dials {
         assert!(d.now_or_never().is_none(), "a dial ended");
     }
     // The bound holds: another request waits.
-    let mut request = Box::pin(endpoint.checkout(Want::Any, None, until));
+    let mut request = Box::pin(checkout(&endpoint, Want::Any, until));
     assert!((&mut request).now_or_never().is_none(), "no wait");
     let check_until = tokio::time::Instant::now() + Duration::from_millis(200);
-    match endpoint.checkout(Want::Check, None, check_until).await {
+    match checkout(&endpoint, Want::Check, check_until).await {
         Err(DialError::Timeout) => {}
         Err(e) => panic!("the check has no verdict of its own: {e}"),
         Ok(_) => panic!("a connection from a server that never answers"),
@@ -139,16 +148,16 @@ async fn an_active_check_gets_one_connection_past_every_slot_taken() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = one_slot(listener.local_addr().unwrap().port());
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    let Ok(Lease::H1(_held)) = endpoint.checkout(Want::Any, None, until).await else {
+    let Ok(Lease::H1(_held)) = checkout(&endpoint, Want::Any, until).await else {
         panic!("the request got no connection");
     };
-    let check = match endpoint.checkout(Want::Check, None, until).await {
+    let check = match checkout(&endpoint, Want::Check, until).await {
         Ok(Lease::H1(c)) => c,
         Ok(Lease::H2 { .. }) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
         Err(e) => panic!("the check got no connection of its own: {e}"),
     };
     let short = tokio::time::Instant::now() + Duration::from_millis(200);
-    match endpoint.checkout(Want::Check, None, short).await {
+    match checkout(&endpoint, Want::Check, short).await {
         Err(DialError::Limit(_)) => {}
         Err(e) => panic!("not the connection limit: {e}"),
         Ok(_) => panic!("a second connection past the limit"),
@@ -159,7 +168,7 @@ async fn an_active_check_gets_one_connection_past_every_slot_taken() {
     let short = tokio::time::Instant::now() + Duration::from_millis(200);
     assert!(
         matches!(
-            endpoint.checkout(Want::Check, None, short).await,
+            checkout(&endpoint, Want::Check, short).await,
             Ok(Lease::H1(_))
         ),
         "the next check got no connection of its own"
@@ -183,7 +192,7 @@ async fn a_request_waiting_for_a_dial_given_up_looks_again() {
         panic!("no dial");
     };
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut waiting = Box::pin(endpoint.checkout(Want::Any, None, until));
+    let mut waiting = Box::pin(checkout(&endpoint, Want::Any, until));
     assert!((&mut waiting).now_or_never().is_none(), "no wait");
     // ... given up, as that request found no slot free; one is now.
     token.abandon();
@@ -209,10 +218,10 @@ async fn a_request_that_waited_for_a_slot_keeps_to_the_dial_bound() {
     endpoint.pool.learned(true);
     let taken = [endpoint.slots.try_take(), endpoint.slots.try_take()];
     let long = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut first = Box::pin(endpoint.checkout(Want::Any, None, long));
+    let mut first = Box::pin(checkout(&endpoint, Want::Any, long));
     assert!((&mut first).now_or_never().is_none(), "no wait for a slot");
     let short = tokio::time::Instant::now() + Duration::from_millis(200);
-    let mut second = Box::pin(endpoint.checkout(Want::Any, None, short));
+    let mut second = Box::pin(checkout(&endpoint, Want::Any, short));
     assert!((&mut second).now_or_never().is_none(), "no wait for a slot");
     drop(taken);
     // The first takes its slot and dials (its TLS handshake unanswered).
@@ -230,7 +239,7 @@ async fn a_request_that_waited_for_a_slot_keeps_to_the_dial_bound() {
 async fn idle_and_taken(port: u16) -> (Endpoint, Option<tokio::sync::OwnedSemaphorePermit>) {
     let endpoint = endpoint_timed(port, false, 2, Duration::from_secs(30));
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    let Ok(Lease::H1(idle)) = endpoint.checkout(Want::Any, None, until).await else {
+    let Ok(Lease::H1(idle)) = checkout(&endpoint, Want::Any, until).await else {
         panic!("the first request got no connection");
     };
     endpoint.pool.put(idle);
@@ -252,7 +261,7 @@ async fn a_resend_takes_the_slot_of_an_idle_connection_when_none_is_free() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (endpoint, _taken) = idle_and_taken(listener.local_addr().unwrap().port()).await;
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    let resend = endpoint.checkout(Want::Fresh, None, until);
+    let resend = checkout(&endpoint, Want::Fresh, until);
     match tokio::time::timeout(Duration::from_secs(5), resend).await {
         Ok(Ok(Lease::H1(c))) => assert!(!c.reused(), "a pooled connection"),
         Ok(Ok(Lease::H2 { .. })) => panic!("an HTTP/2 stream from an HTTP/1.1 listener"),
@@ -278,7 +287,7 @@ async fn a_resend_that_took_an_idle_connections_slot_waited_for_none() {
     let listener = socket.listen(0).unwrap();
     let (endpoint, _taken) = idle_and_taken(listener.local_addr().unwrap().port()).await;
     let short = tokio::time::Instant::now() + Duration::from_millis(300);
-    match endpoint.checkout(Want::Fresh, None, short).await {
+    match checkout(&endpoint, Want::Fresh, short).await {
         Err(DialError::Timeout) => {}
         Err(e) => panic!("not the dial's own timeout: {e}"),
         Ok(_) => panic!("a connection through a full accept queue"),
@@ -299,10 +308,10 @@ async fn a_resend_waiting_for_a_slot_takes_a_connection_handed_back_idle() {
     let port = listener.local_addr().unwrap().port();
     let endpoint = endpoint_timed(port, false, 1, Duration::from_secs(30));
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    let Ok(Lease::H1(busy)) = endpoint.checkout(Want::Any, None, until).await else {
+    let Ok(Lease::H1(busy)) = checkout(&endpoint, Want::Any, until).await else {
         panic!("the first request got no connection");
     };
-    let mut resend = Box::pin(endpoint.checkout(Want::Fresh, None, until));
+    let mut resend = Box::pin(checkout(&endpoint, Want::Fresh, until));
     assert!((&mut resend).now_or_never().is_none(), "no wait for a slot");
     endpoint.pool.put(busy);
     match resend.await {
@@ -327,7 +336,7 @@ async fn an_upgrade_takes_the_slot_of_an_idle_connection() {
     let port = listener.local_addr().unwrap().port();
     let endpoint = endpoint_timed(port, false, 1, Duration::from_secs(30));
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    let Ok(Lease::H1(idle)) = endpoint.checkout(Want::Any, None, until).await else {
+    let Ok(Lease::H1(idle)) = checkout(&endpoint, Want::Any, until).await else {
         panic!("the first request got no connection");
     };
     endpoint.pool.put(idle);
@@ -338,7 +347,7 @@ async fn an_upgrade_takes_the_slot_of_an_idle_connection() {
     assert_eq!(endpoint.pool.idle(), 0, "the idle connection kept");
     drop(tunnel);
     // Busy when the upgrade comes, idle while it waits.
-    let Ok(Lease::H1(busy)) = endpoint.checkout(Want::Any, None, until).await else {
+    let Ok(Lease::H1(busy)) = checkout(&endpoint, Want::Any, until).await else {
         panic!("the next request got no connection");
     };
     let mut upgrade = Box::pin(endpoint.upgrade_connection(until));
