@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-
 use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET};
 use super::entry::{
     State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
