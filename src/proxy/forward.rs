@@ -17,8 +17,8 @@
 //! too goes once more, on another (`RESENDS`: two at most). One refused
 //! (`REFUSED_STREAM`) on a connection that still takes streams goes on
 //! any connection instead, that one included (twice at most, then on new
-//! ones). Each is counted (`hotproxy_upstream_resends_total`) and is no
-//! retry: `retries.attempts: 0` leaves it on.
+//! ones, unless it holds their slot: `Endpoint::refused`). Each is counted
+//! (`hotproxy_upstream_resends_total`) and is no retry: `retries.attempts: 0` leaves it on.
 //!
 //! Which endpoint each attempt goes to, and when another one is tried, is
 //! [`crate::proxy::attempts`]'.
@@ -519,7 +519,7 @@ impl Upstream {
                             // Sent again, and whether to this endpoint too.
                             let unsent = e.take_message();
                             let never_written = unsent.is_some();
-                            let (mut serving, mut beside) = (false, None);
+                            let (mut serving, mut beside, mut held) = (false, None, false);
                             let (again, here) = match unsent {
                                 Some(mut unsent) => {
                                     if let Some(host) = host {
@@ -532,7 +532,7 @@ impl Upstream {
                                 // it serves others (`StreamGuard::refused`).
                                 None if unprocessed(e.error()) => {
                                     if refused_stream(e.error()) {
-                                        (serving, beside) = endpoint.refused(&stream);
+                                        (serving, beside, held) = endpoint.refused(&stream);
                                     } else {
                                         stream.retire_refused();
                                     }
@@ -559,16 +559,15 @@ impl Upstream {
                             let tls = stream.tls_error().cloned();
                             let on_any = (serving || beside.is_some()) && on_any_resent < RESENDS;
                             match again {
-                                // Another endpoint takes it (send_balanced);
-                                // with none, a new connection to this one,
-                                // twice at most: the endpoint may be
-                                // restarting, and a new connection to a pod
-                                // on its way down may leave it unprocessed
-                                // too (`RESENDS`).
+                                // Another endpoint takes it (send_balanced); with none,
+                                // a new connection to this one, twice at most: the
+                                // endpoint may be restarting, and a new connection to a
+                                // pod on its way down may leave it unprocessed too
+                                // (`RESENDS`); none while the refusing one holds its slot.
                                 Some(again)
                                     if here
                                         && tls.is_none()
-                                        && (on_any || resent < RESENDS)
+                                        && (on_any || (resent < RESENDS && !held))
                                         && !elsewhere() =>
                                 {
                                     let what = if on_any {

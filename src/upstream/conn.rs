@@ -392,13 +392,13 @@ struct H2Shared {
     refusals: AtomicUsize,
     /// Streams taken on it so far: the next one's sequence number.
     opened: AtomicU64,
-    /// `opened` at its last refusal: streams numbered from it on were
-    /// opened after that refusal.
+    /// `opened` at its last refusal: streams numbered from it on came after it.
     refused_at: AtomicU64,
-    /// Its run of refusals, which begins at a refusal and ends at a
-    /// response on a stream opened after the last: the run's number in the
-    /// high half (odd while one lasts), and in the low half the streams
-    /// opened in that run still open ([`StreamGuard::refused`]).
+    /// Its open streams with no response head yet ([`StreamGuard::others_awaiting`]).
+    awaiting: AtomicUsize,
+    /// Its run of refusals, which begins at a refusal and ends at a response on a
+    /// stream opened after the last: the run's number in the high half (odd while
+    /// one lasts), and in the low half the streams opened in that run still open.
     runs: AtomicU64,
     /// Closes it once it is retired and idle.
     kill: Arc<Kill>,
@@ -493,6 +493,7 @@ impl H2 {
             opened: AtomicU64::new(0),
             refused_at: AtomicU64::new(0),
             runs: AtomicU64::new(0),
+            awaiting: AtomicUsize::new(0),
             kill,
             wakes,
             slot,
@@ -730,7 +731,7 @@ impl H2 {
             .ok()?;
         let seq = self.shared.opened.fetch_add(1, Ordering::AcqRel);
         let run = stream::run_of_new(&self.shared);
-        Some(StreamGuard(self.shared.clone(), seq, run))
+        Some(StreamGuard::new(self.shared.clone(), seq, run))
     }
 }
 

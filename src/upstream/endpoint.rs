@@ -129,10 +129,19 @@ impl Endpoint {
     /// next send wanted a new connection, and waited out `connect_timeout`
     /// for a slot (the refusing connection kept its own while its long
     /// streams lasted) for the limit's `504`, the other's room unused.
-    pub fn refused(&self, stream: &StreamGuard) -> (bool, Option<Refuser>) {
+    /// Third, whether it holds the slot a new connection would need for as
+    /// long as its long streams last: it serves, was told to stay, and no
+    /// other stream on it waits for its head ([`StreamGuard::others_awaiting`]).
+    /// A request it refused once more than it may be sent again on any
+    /// connection then goes to no new one: it waited out `connect_timeout`
+    /// for the connection limit's `504`, which named the wrong cause; it
+    /// gets the refusal's `502` at once (or another endpoint takes it).
+    pub fn refused(&self, stream: &StreamGuard) -> (bool, Option<Refuser>, bool) {
         let beside = self.pool.room_beside(stream);
-        let serving = stream.refused(!beside && !self.slot_free());
-        (serving, beside.then(|| stream.refuser()))
+        let stay = !beside && !self.slot_free();
+        let serving = stream.refused(stay);
+        let held = serving && stay && !stream.others_awaiting();
+        (serving, beside.then(|| stream.refuser()), held)
     }
 
     fn https(&self) -> bool {

@@ -336,22 +336,40 @@ async fn a_refusal_after_the_response_head_counts_against_the_endpoint() {
 #[tokio::test]
 async fn a_refused_resend_does_not_retire_the_connection_holding_the_only_slot() {
     let w = world();
-    let (sent, long_held) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let (s, held) = (sent.clone(), long_held.clone());
-    let (backend, accepted) = h2_conns("127.0.0.1:0", &w.backend_pair, move |mut conn, _| {
-        let (sent, held) = (s.clone(), held.clone());
+    let (backend, accepted, sent) = refusing_beside_long(&w.backend_pair, 2).await;
+    let (_p, mut client) = one_slot(&w, backend, "30s").await;
+    let _long = long_held(&mut client, &sent).await;
+    let refused = send_all(&mut client, ["/refuse".to_owned()]).await;
+    assert_eq!(statuses(refused).await, [200], "the GET, sent a third time");
+    assert_eq!(sent.0.load(Ordering::SeqCst), 3, "sends of the refused GET");
+    let after = send_all(&mut client, (0..4).map(|i| format!("/after/{i}"))).await;
+    assert_eq!(statuses(after).await, [200; 4]);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
+}
+
+/// A backend's `/refuse` sends, and a wake-up when it holds `/long`.
+type Sends = Arc<(AtomicUsize, tokio::sync::Notify)>;
+
+/// An HTTP/2 backend (h2, over TLS): `/long` answered, its body never ended;
+/// the first `refusals` sends of `/refuse` refused (`REFUSED_STREAM`); others `200`.
+async fn refusing_beside_long(
+    pair: &TestPair,
+    refusals: usize,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Sends) {
+    let sent: Sends = Default::default();
+    let s = sent.clone();
+    let (backend, accepted) = h2_conns("127.0.0.1:0", pair, move |mut conn, _| {
+        let sent = s.clone();
         async move {
             let mut long = Vec::new();
             while let Some(Ok((req, mut respond))) = conn.accept().await {
                 match req.uri().path() {
                     "/long" => {
-                        long.push(respond);
-                        held.notify_one();
+                        let head = http::Response::new(());
+                        long.push(respond.send_response(head, false).unwrap());
+                        sent.1.notify_one();
                     }
-                    "/refuse" if sent.fetch_add(1, Ordering::SeqCst) < 2 => {
+                    "/refuse" if sent.0.fetch_add(1, Ordering::SeqCst) < refusals => {
                         respond.send_reset(h2::Reason::REFUSED_STREAM)
                     }
                     _ => ok(respond),
@@ -360,17 +378,34 @@ async fn a_refused_resend_does_not_retire_the_connection_holding_the_only_slot()
         }
     })
     .await;
-    let (_p, mut client) = one_slot(&w, backend, "30s").await;
-    let _long = send_all(&mut client, ["/long".to_owned()]).await;
-    tokio::time::timeout(WAIT, long_held.notified())
-        .await
-        .expect("the long stream at the backend");
+    (backend, accepted, sent)
+}
+
+/// `/long` sent on `to`, held at a [`refusing_beside_long`] backend.
+async fn long_held(to: &mut h2::client::SendRequest<Bytes>, sent: &Sends) -> impl Sized + use<> {
+    let long = send_all(to, ["/long".to_owned()]).await;
+    let held = tokio::time::timeout(WAIT, sent.1.notified()).await;
+    held.map(|_| long).expect("the long stream at the backend")
+}
+
+/// SPEC (Upstream connection pool): limit 1, a GET refused thrice on the one
+/// connection, spared by a long stream, gets the refusal's `502` at once. Its
+/// fourth send waited out `connect_timeout` for that connection's slot: `504`.
+#[tokio::test]
+async fn a_get_refused_three_times_beside_a_long_stream_holding_the_only_slot_is_a_502() {
+    let w = world();
+    let (backend, accepted, sent) = refusing_beside_long(&w.backend_pair, usize::MAX).await;
+    let (mut p, mut client) = one_slot(&w, backend, "8s").await;
+    let _long = long_held(&mut client, &sent).await;
     let refused = send_all(&mut client, ["/refuse".to_owned()]).await;
-    assert_eq!(statuses(refused).await, [200], "the GET, sent a third time");
-    assert_eq!(sent.load(Ordering::SeqCst), 3, "sends of the refused GET");
-    let after = send_all(&mut client, (0..4).map(|i| format!("/after/{i}"))).await;
-    assert_eq!(statuses(after).await, [200; 4]);
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections dialled");
+    let half = std::time::Duration::from_secs(4); // connect_timeout / 2: a bound
+    let answer = tokio::time::timeout(half, statuses(refused)).await;
+    assert_eq!(answer.expect("an answer before connect_timeout"), [502]);
+    let log = p.wait_log("failure", |v| v["message"] == "upstream request failed");
+    assert_eq!(log.await["reason"], "protocol", "the refusal's");
+    let sends = sent.0.load(Ordering::SeqCst);
+    let counts = (sends, accepted.load(Ordering::SeqCst));
+    assert_eq!(counts, (3, 1), "the GET's sends, connections dialled");
 }
 
 /// SPEC (Upstream connection pool): with `max_connections_per_server: 1`

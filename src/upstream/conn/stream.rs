@@ -8,8 +8,14 @@ use super::{CLOSE_AT_IDLE, CLOSED, COUNT, H2Shared, clock};
 /// One stream of a shared HTTP/2 connection, held until the response
 /// ends, with its sequence number on the connection (from 0, in the order
 /// streams were taken) and the number of the connection's run of
-/// refusals it was opened in (`H2Shared::runs`).
-pub struct StreamGuard(pub(super) Arc<H2Shared>, pub(super) u64, pub(super) u64);
+/// refusals it was opened in (`H2Shared::runs`), and whether its response
+/// head came (counted out of `H2Shared::awaiting`).
+pub struct StreamGuard(
+    pub(super) Arc<H2Shared>,
+    pub(super) u64,
+    pub(super) u64,
+    pub(super) AtomicBool,
+);
 
 /// The connection that refused a request while another had room: the
 /// request's next send skips it ([`crate::upstream::pool::Pool::find`]).
@@ -57,6 +63,12 @@ impl super::H2 {
 }
 
 impl StreamGuard {
+    /// Stream `seq` of `shared`, opened in run `run`, awaiting its head.
+    pub(super) fn new(shared: Arc<H2Shared>, seq: u64, run: u64) -> StreamGuard {
+        shared.awaiting.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(shared, seq, run, AtomicBool::new(false))
+    }
+
     /// The TLS error the stream's connection failed on, if it did.
     pub fn tls_error(&self) -> Option<&rustls::Error> {
         self.0.kill.tls_error()
@@ -100,6 +112,9 @@ impl StreamGuard {
     /// such a connection one more refused request.
     pub fn answered(&self) {
         self.0.answered.fetch_add(1, Ordering::AcqRel);
+        if !self.3.swap(true, Ordering::AcqRel) {
+            self.0.awaiting.fetch_sub(1, Ordering::AcqRel);
+        }
         if self.1 >= self.0.refused_at.load(Ordering::Acquire) {
             self.0.refusals.store(0, Ordering::Release);
             self.next_run(1);
@@ -174,6 +189,16 @@ impl StreamGuard {
         }
         !self.0.retired.load(Ordering::Acquire)
     }
+
+    /// Whether another stream of its connection still waits for its
+    /// response head: one of them may yet be refused, count, and retire
+    /// the connection (its slot then freed), as a burst of requests refused
+    /// by a stuck connection is. Streams that have their heads (an SSE or
+    /// gRPC stream, a download) hold the connection for as long as they last.
+    pub fn others_awaiting(&self) -> bool {
+        let own = usize::from(!self.3.load(Ordering::Acquire));
+        self.0.awaiting.load(Ordering::Acquire) > own
+    }
 }
 
 impl Drop for StreamGuard {
@@ -188,6 +213,9 @@ impl Drop for StreamGuard {
         // before that stream lets go: its own drop comes after.
         // Out of its run of refusals first (`Self::shielded`), if it was
         // counted in one (an odd run: `run_of_new`).
+        if !self.3.load(Ordering::Acquire) {
+            self.0.awaiting.fetch_sub(1, Ordering::AcqRel);
+        }
         let run = self.2;
         if run % 2 == 1 {
             let _ = self
