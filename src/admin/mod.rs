@@ -142,12 +142,13 @@ async fn accept_loop(
                 Box::new(slot),
             );
             let svc = {
-                let activity = activity.clone();
+                let (activity, shutdown) = (activity.clone(), shutdown.clone());
                 service_fn(move |req: Request<Incoming>| {
-                    let (handle, tokens) = (handle.clone(), tokens.clone());
+                    let (handle, tokens, shutdown) =
+                        (handle.clone(), tokens.clone(), shutdown.clone());
                     let in_flight = activity.begin(!req.body().is_end_stream());
                     async move {
-                        let resp = route(&handle, &tokens, req, local, peer).await;
+                        let resp = route(&handle, &tokens, &shutdown, req, local, peer).await;
                         Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
                     }
                 })
@@ -197,14 +198,15 @@ async fn accept_loop(
 async fn route(
     handle: &Handle,
     tokens: &auth::Tokens,
+    shutdown: &watch::Receiver<bool>,
     req: Request<Incoming>,
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Response<AdminBody> {
     if req.method() == Method::HEAD {
-        return without_body(answer(handle, tokens, req, local, peer).await);
+        return without_body(answer(handle, tokens, shutdown, req, local, peer).await);
     }
-    answer(handle, tokens, req, local, peer).await
+    answer(handle, tokens, shutdown, req, local, peer).await
 }
 
 /// A HEAD answer: the GET answer's status and headers (with its
@@ -219,16 +221,19 @@ fn without_body(resp: Response<AdminBody>) -> Response<AdminBody> {
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
+/// `shutdown`: the API refuses calls once it is true; the probes and
+/// /metrics answer as ever.
 async fn answer(
     handle: &Handle,
     tokens: &auth::Tokens,
+    shutdown: &watch::Receiver<bool>,
     req: Request<Incoming>,
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Response<AdminBody> {
     let path = req.uri().path();
     if path == "/api/v1" || path.starts_with("/api/v1/") {
-        return api::serve(handle, tokens, req, local, peer).await;
+        return api::serve(handle, tokens, shutdown, req, local, peer).await;
     }
     // The API says so in its JSON (`auth::check_host`).
     if auth::several_hosts(req.headers()) {

@@ -11,3 +11,4 @@ mod catalogue;
 mod client_auth;
 mod roles;
 mod rotation;
+mod shutdown;

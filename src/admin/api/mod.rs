@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tracing::info;
 
 use super::AdminBody;
@@ -32,10 +33,12 @@ use client_auth::{ClientAuthChange, client_auth_view, set_client_auth};
 /// A JSON error or success, built on the reloader thread or here.
 pub(super) type Reply = Result<(StatusCode, Value, Option<String>), (StatusCode, Value)>;
 
-/// Serve one /api/v1 request: Host/Origin, token and role first.
+/// Serve one /api/v1 request: Host/Origin, token and role first, then
+/// refused while the process shuts down (`shutdown`).
 pub async fn serve(
     handle: &Handle,
     tokens: &Tokens,
+    shutdown: &watch::Receiver<bool>,
     req: Request<Incoming>,
     local: SocketAddr,
     peer: SocketAddr,
@@ -56,6 +59,15 @@ pub async fn serve(
             return refusal(r);
         }
     };
+    // SPEC §4: a call made while the process shuts down is not carried
+    // out. The admin listener still answers the few requests whose bytes
+    // were waiting at SIGTERM, or were in flight then: a change among them
+    // was applied during the drain (a client-auth PUT closing draining
+    // connections), though nothing else is (§1). `call` checks again
+    // where a change is made, for a body that came after the signal.
+    if *shutdown.borrow() {
+        return respond(Err(shutting_down()));
+    }
     // Before routing: the routes that read no body would act first.
     if declares_too_much(req.headers()) {
         return respond(Err(too_large()));
@@ -307,14 +319,24 @@ async fn load_off_workers(spec: EntrySpec) -> Result<Loaded, (StatusCode, Value)
     .map_err(|e| bad_request(e.to_string()))
 }
 
-/// Run `f` on the reloader thread (the single writer).
+/// Run `f` on the reloader thread (the single writer), unless shutdown
+/// has begun by then: judged there, where the change would be made, so a
+/// call whose body came after SIGTERM, or that waited its turn behind
+/// another until then, changes nothing either.
 async fn call(handle: &Handle, f: impl FnOnce(&mut Reloader) -> Reply + Send + 'static) -> Reply {
-    handle.call(f).await.unwrap_or_else(|| {
-        Err(problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the proxy is shutting down",
-        ))
-    })
+    handle
+        .call(move |r| (!r.shutting_down()).then(|| f(r)))
+        .await
+        .flatten()
+        .unwrap_or_else(|| Err(shutting_down()))
+}
+
+/// SPEC §4's answer to any call made once shutdown has begun.
+fn shutting_down() -> (StatusCode, Value) {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the proxy is shutting down",
+    )
 }
 
 /// Read a JSON body of at most [`MAX_BODY`] bytes, all of it within

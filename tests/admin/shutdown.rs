@@ -1,0 +1,194 @@
+//! API calls during the shutdown drain: answered `503`, never applied.
+
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::common::*;
+use crate::support::*;
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The bytes waiting unread in the proxy's end of `client`'s connection
+/// to `server` (IPv4): Linux's `/proc/net/tcp` gives an established
+/// socket's receive queue as its `rx_queue`.
+fn unread_by_proxy(server: SocketAddr, client: SocketAddr) -> usize {
+    let hex = |a: SocketAddr| {
+        let SocketAddr::V4(v4) = a else {
+            panic!("/proc/net/tcp is IPv4 only: {a}");
+        };
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        )
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let queues: Vec<usize> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && f[1] == local && f[2] == remote)
+        .map(|f| {
+            let rx = f[4].split_once(':').expect("tx_queue:rx_queue").1;
+            usize::from_str_radix(rx, 16).unwrap()
+        })
+        .collect();
+    match queues[..] {
+        [n] => n,
+        _ => panic!("{} sockets {server} <- {client}", queues.len()),
+    }
+}
+
+/// A kept-alive admin connection whose change (its head and first body
+/// byte) is in flight at SIGTERM: the head of `method path` with the
+/// editor token and the length of `body`, then `{`, read by the proxy
+/// before this returns (nothing left unread on its side: the head read in
+/// the same read is parsed, so its request is in flight).
+async fn change_in_flight(api: SocketAddr, method: &str, path: &str, body: &str) -> TcpStream {
+    let mut c = TcpStream::connect(api).await.unwrap();
+    // Kept alive: a first request answered on it.
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_h1_response(&mut c).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {EDITOR}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let me = c.local_addr().unwrap();
+    wait_until(WAIT, "the proxy has read the head", || async {
+        unread_by_proxy(api, me) == 0
+    })
+    .await;
+    c
+}
+
+/// One HTTP/1.1 response read from `s`: its head and a body of the
+/// `content-length` it declares.
+async fn read_h1_response(s: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    within_deadline("an admin response", async {
+        let mut got = Vec::new();
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if got.len() >= end + 4 + length {
+                    return String::from_utf8_lossy(&got).into_owned();
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+}
+
+/// SPEC §4: a call made while the process shuts down gets `503` (`the
+/// proxy is shutting down`), and §1: nothing is applied while it drains.
+/// While a request the backend holds keeps the drain going, two
+/// kept-alive admin connections each have a change in flight at
+/// SIGTERM (its head read, its body not yet sent): a client-auth PUT and
+/// the creation of a stored entry. Their bodies come after the signal.
+/// Both were applied during the drain and answered 200 and 201 (the
+/// client-auth change even closing the draining connections it no
+/// longer admitted, the entry persisted for the next start).
+#[tokio::test]
+async fn api_changes_during_the_drain_are_refused_and_not_applied() {
+    // A request the backend never answers keeps the drain going.
+    let (elsewhere, _, backend) = scene_with_backend("echo").await;
+    let backend_ca = elsewhere.path("backend-ca.crt");
+    let mut a = Admin::start_edited("", |config| {
+        config
+            + &format!(
+                "    routes: [{{ path_prefix: /hang, upstream: echo }}]\nupstreams:\n  - name: echo\n    \
+                 servers: [https://{}]\n    tls: {{ ca: {{ ca_file: {} }}, server_name: backend.local }}\n",
+                backend.addr,
+                backend_ca.display()
+            )
+    })
+    .await;
+    let api = a.api;
+    let client = client_config(&a.ca.cert_pem, None, &[b"http/1.1"]);
+    let addr = a.addr;
+    let _held =
+        tokio::spawn(async move { get(addr, "localhost", client, false, "/hang", &[]).await });
+    wait_until(WAIT, "the backend holds a request", || async {
+        backend
+            .slow_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    let r = a
+        .editor("GET", "/api/v1/listeners/public/client-auth", None)
+        .await;
+    assert_eq!(r.json()["mode"], "none");
+
+    let auth = r#""mode": "require_and_verify", "ca": "clients"}"#;
+    let auth_body = format!("{{{auth}");
+    let mut put = change_in_flight(
+        api,
+        "PUT",
+        "/api/v1/listeners/public/client-auth",
+        &auth_body,
+    )
+    .await;
+    let created = inline_ca("late", &a.clients).to_string();
+    let mut post = change_in_flight(api, "POST", "/api/v1/certs", &created).await;
+
+    a.p.signal("TERM");
+    // The shutdown has begun once the admin listener no longer accepts.
+    wait_until(WAIT, "the admin listener is closed", || async {
+        TcpStream::connect(api).await.is_err()
+    })
+    .await;
+    put.write_all(auth.as_bytes()).await.unwrap();
+    post.write_all(&created.as_bytes()[1..]).await.unwrap();
+    for (what, c) in [("client-auth PUT", &mut put), ("POST /certs", &mut post)] {
+        let got = read_h1_response(c).await;
+        assert!(got.starts_with("HTTP/1.1 503"), "{what}: {got}");
+        assert!(got.contains("the proxy is shutting down"), "{what}: {got}");
+    }
+    // A second SIGTERM ends the drain (SPEC §1).
+    a.p.signal("TERM");
+    assert!(a.p.wait_exit(WAIT).await.success());
+    let logs = a.p.logs();
+    for applied in [
+        "client authentication changed at runtime",
+        "certificate entry created",
+        "admin API change applied",
+    ] {
+        assert!(
+            !logs.iter().any(|l| l.contains(applied)),
+            "{applied}: {logs:#?}"
+        );
+    }
+
+    // Nothing was persisted: the next start has no entry `late`.
+    let (p, _, api) = start_with_admin(&a.s.path("config.yaml")).await;
+    a.p = p;
+    a.api = api;
+    assert_eq!(
+        a.editor("GET", "/api/v1/certs/late", None).await.status,
+        404
+    );
+    assert_eq!(
+        a.editor("GET", "/api/v1/listeners/public/client-auth", None)
+            .await
+            .json()["mode"],
+        "none"
+    );
+    a.assert_nothing_leaked(&[]);
+}
