@@ -23,8 +23,10 @@ pub(super) struct Withheld {
     field: String,
     /// Set from the environment (`${NAME}`): withheld bare at any length.
     env: bool,
-    /// The value as a route's `path_prefix` is compared, when that differs
-    /// (`/a//b`, `/%61`): its problem shows this form too (SPEC §2).
+    /// The value as the resolver reads it, when that is written otherwise:
+    /// a route's `path_prefix` as compared (`/a//b`, `/%61`), an address
+    /// as parsed (`127.0.0.1:08443` is `127.0.0.1:8443`): its problem
+    /// shows this form too (SPEC §2).
     normalised: Option<String>,
     /// At a path field: the path it resolved to, as a message shows it bare
     /// (`/etc/hp/ca.crl is listed twice`), withheld there whole only.
@@ -65,14 +67,12 @@ impl Withheld {
             Some(_) => "a value set from the environment".to_owned(),
             None => format!("the value of {shown}"),
         };
-        let normalised = crate::proxy::path::normalise(value).ok();
-        let normalised = normalised.filter(|n| value.starts_with('/') && *n != value);
         Withheld {
             value: value.to_owned(),
             what,
             field: field.to_owned(),
             env: true,
-            normalised: normalised.map(String::from),
+            normalised: read_as(value),
             path: None,
         }
     }
@@ -106,6 +106,19 @@ impl Withheld {
     fn concerns(&self, field: &str, message: &str) -> bool {
         within(field, &self.field) || within(&self.field, field) || message.contains(&self.field)
     }
+}
+
+/// `value` as the resolver reads and a message shows it, when that is
+/// written otherwise: a path prefix normalised, or an address parsed (a
+/// listening address is shown as its `SocketAddr`: a port's leading zeros
+/// dropped, an IPv6 address lowercased and shortened).
+fn read_as(value: &str) -> Option<String> {
+    let read = match value.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.to_string(),
+        Err(_) if value.starts_with('/') => crate::proxy::path::normalise(value).ok()?.into(),
+        Err(_) => return None,
+    };
+    (read != value).then_some(read)
 }
 
 /// Whether field path `inner` is `outer` or a field within it

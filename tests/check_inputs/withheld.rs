@@ -144,3 +144,52 @@ fn a_server_url_from_the_environment_keeps_its_reason() {
         assert!(!out.contains(piece), "{piece}: {out}");
     }
 }
+
+/// A `bind` set by `${NAME}` whose address is written otherwise than it
+/// is shown (`127.0.0.1:08443`, `[::FFFF:127.0.0.1]:8443`) was printed by
+/// the problem of two listeners on one address: it shows the address as
+/// parsed (`127.0.0.1:8443`), which is no piece of the value as written,
+/// and only that was withheld. The parsed form is withheld as the value
+/// is, beside a listener's own field and in another's message naming it.
+#[test]
+fn a_bind_from_the_environment_is_withheld_as_parsed() {
+    const BIND: &str = "HOTPROXY_CHECK_INPUTS_BIND";
+    let label = format!("<withheld: the value of ${{{BIND}}}>");
+    let from_env = format!("\"${{{BIND}}}\"");
+    for (value, binds, want, parsed) in [
+        (
+            "127.0.0.1:08443",
+            [from_env.as_str(), "0.0.0.0:8443"],
+            format!(
+                "listeners[1].bind: 0.0.0.0:8443 overlaps listeners[0].bind ({label}): 0.0.0.0 \
+                 takes every IPv4 address of port 8443; two listening sockets cannot share it\n"
+            ),
+            "127.0.0.1:8443",
+        ),
+        (
+            "[::FFFF:127.0.0.1]:8443",
+            ["127.0.0.1:8443", from_env.as_str()],
+            format!(
+                "listeners[1].bind: {label} is also listeners[0].bind; two listening sockets \
+                 cannot share it\n"
+            ),
+            "::ffff:127.0.0.1",
+        ),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let listener = |i: usize| {
+            format!(
+                "  - name: l{i}\n    bind: {}\n    \
+                 tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n",
+                binds[i]
+            )
+        };
+        let cfg = s.config(&format!("listeners:\n{}{}", listener(0), listener(1)));
+        let (code, out) = check_with(&cfg, &[(BIND, OsString::from(value))]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&want), "{value}: {want}: {out}");
+        assert!(!out.contains(parsed) && !out.contains(value), "{out}");
+    }
+}
