@@ -543,6 +543,75 @@ fn a_refused_allow_rule_does_not_hide_the_problems_after_it() {
     );
 }
 
+/// One mistake in an allow rule was two problems: what the reader found
+/// at a field (a list where a pattern goes, an unset variable, an unknown
+/// key) and then, the field read as empty, what the rule's check said of
+/// that emptiness (`cn: "": empty pattern`, `an allow rule needs at least
+/// one of ...`). The reader's problem, naming the entry and the field, is
+/// the one said; a second mistake in the same rule is still its own.
+#[test]
+fn a_mistake_in_an_allow_rule_is_one_problem() {
+    const UNSET: &str = "HOTPROXY_CHECK_INPUTS_UNSET_CN";
+    let at = "listeners[0].tls.client_auth.allow[0]";
+    for (rule, said, also) in [
+        (
+            "{ cn: [ops] }",
+            format!("{at}.cn: expected text, found a list"),
+            None,
+        ),
+        (
+            "{ cn: \"${HOTPROXY_CHECK_INPUTS_UNSET_CN}\" }",
+            format!("{at}.cn: environment variable {UNSET} is not set"),
+            None,
+        ),
+        (
+            "{ fingerprint_sha256: \"${HOTPROXY_CHECK_INPUTS_UNSET_CN}\" }",
+            format!("{at}.fingerprint_sha256: environment variable {UNSET} is not set"),
+            None,
+        ),
+        (
+            "{ subject: ops }",
+            format!("{at}.subject: unknown key `subject`"),
+            None,
+        ),
+        (
+            "{ subject: ops, cn: \"a**\" }",
+            format!("{at}.subject: unknown key `subject`"),
+            Some(format!("{at}: cn: \"a**\": `**` is only allowed")),
+        ),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        write(&s.path("ca.crt"), &ca.cert_pem);
+        let cfg = s.config(&format!(
+            "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+             tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n      \
+             client_auth:\n        mode: require_and_verify\n        ca: {{ ca_file: ca.crt }}\n        \
+             allow: [{rule}]\n"
+        ));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        let problems: Vec<&str> = out.lines().filter(|l| l.contains(at)).collect();
+        assert!(
+            problems[0].contains(&format!("line 9: {said}")),
+            "{rule}: {out}"
+        );
+        match &also {
+            None => assert_eq!(problems.len(), 1, "{rule}: {out}"),
+            Some(also) => {
+                assert_eq!(problems.len(), 2, "{rule}: {out}");
+                assert!(problems[1].contains(also.as_str()), "{rule}: {out}");
+            }
+        }
+        let n = 1 + usize::from(also.is_some());
+        assert!(
+            out.contains(&format!("configuration check failed: {n} problem(s)")),
+            "{rule}: {out}"
+        );
+    }
+}
+
 #[path = "check_inputs/shown.rs"]
 mod shown;
 

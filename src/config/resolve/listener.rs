@@ -14,7 +14,7 @@ use crate::config::{
     RouteConfig, TlsVersion, UpstreamCa,
 };
 use crate::config::{raw, verifies_somewhere};
-use crate::identity::{AllowList, AllowRule, RuleSpec};
+use crate::identity::{AllowList, AllowRule, RuleError, RuleSpec};
 
 /// The most connections a listener may allow at once: far beyond any
 /// file-descriptor limit, and within what its semaphore can count.
@@ -350,7 +350,10 @@ impl Resolver {
     /// `allow:` rules, each checked here: a malformed one is a problem at
     /// its place (`allow[2]`, the line its mapping starts on) and left out.
     /// Checked while the YAML was read, its error stopped the read, and
-    /// every problem after it in the file went unreported.
+    /// every problem after it in the file went unreported. A rule found
+    /// empty where reading it found a problem (a list where `cn` goes, an
+    /// unset `${NAME}`, an unknown key and no other) is left out without
+    /// another: one mistake, one problem.
     fn allow(&mut self, at: &str, rules: Option<&Vec<RuleSpec>>) -> Option<Arc<AllowList>> {
         let rules = rules?;
         if rules.is_empty() {
@@ -361,9 +364,20 @@ impl Resolver {
         }
         let mut checked = Vec::with_capacity(rules.len());
         for (i, spec) in rules.iter().enumerate() {
+            let place = format!("{at}[{i}]");
             match AllowRule::try_from(spec.clone()) {
                 Ok(rule) => checked.push(rule),
-                Err(e) => self.problem(format!("{at}[{i}]"), e.to_string()),
+                Err(e) => {
+                    let read_as_empty = match &e {
+                        RuleError::Empty => self.unread_within(&place),
+                        RuleError::Field { field, .. } => {
+                            self.unread_within(&format!("{place}.{field}"))
+                        }
+                    };
+                    if !read_as_empty {
+                        self.problem(place, e.to_string());
+                    }
+                }
             }
         }
         Some(Arc::new(AllowList { rules: checked }))

@@ -13,7 +13,7 @@ mod hosts;
 mod listener;
 mod upstream;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -84,6 +84,10 @@ struct Resolver {
     problems: Vec<Problem>,
     /// Each path field read, by its field path, as it resolved.
     paths: HashMap<String, PathBuf>,
+    /// The fields (and keys) reading the YAML found a problem at, each
+    /// read as empty: a problem of the resolver's about such emptiness
+    /// would say the same mistake twice.
+    unread: BTreeSet<String>,
 }
 
 /// An invalid `name` (refused, with the problem withholding it) replaced
@@ -98,15 +102,18 @@ fn stand_in(name: &mut String, place: impl FnOnce() -> String) {
 /// Resolve `raw` as far as it goes: the configuration (whatever resolved),
 /// every problem found (`check` loads the files of what resolved) and
 /// each path field as it resolved (a problem shows a path so: a value
-/// from `${NAME}` is withheld there whole).
+/// from `${NAME}` is withheld there whole). `unread`: the field paths
+/// reading the YAML found a problem at.
 pub(super) fn resolve_all(
     raw: raw::File,
     file: &Path,
+    unread: BTreeSet<String>,
 ) -> (Config, Vec<Problem>, HashMap<String, PathBuf>) {
     let mut r = Resolver {
         base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         problems: Vec::new(),
         paths: HashMap::new(),
+        unread,
     };
     let config = r.file(raw, file);
     (config, r.problems, r.paths)
@@ -118,6 +125,13 @@ impl Resolver {
             location: location.into(),
             message: message.into(),
         });
+    }
+
+    /// Whether reading the YAML found a problem at `field` or within it.
+    fn unread_within(&self, field: &str) -> bool {
+        let from = self.unread.range(field.to_owned()..);
+        let mut starting = from.map_while(|f| f.strip_prefix(field));
+        starting.any(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
     }
 
     /// A string field as written (`${NAME}` was expanded in the tree, for
