@@ -115,17 +115,17 @@ pub(super) fn replace_quoted_pieces(message: &mut String, value: &str, label: &s
 
 /// `message` with each piece of `form` (a quoted value) that [`super::withhold::quoted`]
 /// cut replaced by `label`: its opening quote and at least three
-/// characters, then `…` and the closing quote.
-pub(super) fn replace_cut(message: &mut String, form: &str, label: &str) {
+/// characters, then `…` and the closing quote. Whether there was one.
+pub(super) fn replace_cut(message: &mut String, form: &str, label: &str) -> bool {
     let Some(quote) = form.chars().next().filter(|q| matches!(q, '"' | '`')) else {
-        return;
+        return false;
     };
     let stem = &form[..form.len() - 1];
     let end_mark = format!("{CUT}{quote}");
     let Some((head, _)) = stem.char_indices().nth(4) else {
-        return;
+        return false;
     };
-    let mut from = 0;
+    let (mut from, mut found) = (0, false);
     while let Some(at) = message[from..].find(&stem[..head]) {
         let start = from + at;
         let rest = &message[start..];
@@ -139,12 +139,13 @@ pub(super) fn replace_cut(message: &mut String, form: &str, label: &str) {
         }
         if same < stem.len() && rest[same..].starts_with(&end_mark) {
             message.replace_range(start..start + same + end_mark.len(), label);
-            from = start + label.len();
+            (from, found) = (start + label.len(), true);
         } else {
             // Past the opening quote, one byte.
             from = start + 1;
         }
     }
+    found
 }
 
 /// Whether `message` still shows some of `value`: a PEM marker, a quoted

@@ -162,8 +162,8 @@ fn field_of(location: &str) -> &str {
 
 /// A pasted value shorter than this is only withheld where a message
 /// quotes it whole (`"..."`, `` `...` ``): as bare text it could be any
-/// word. One from the environment is withheld bare too, as a token
-/// (`/c.pem is listed twice`): the problems it concerns are few.
+/// word. One from the environment is withheld bare too, as a token, in
+/// problems of its own field not quoting it (`[::]:80 is also ...`).
 pub(super) const BARE_MIN: usize = 8;
 
 /// The withheld values by field, so that a problem is matched against
@@ -263,20 +263,24 @@ pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
         if let Some(path) = &w.path {
             super::bare::replace(message, path, &label, true);
         }
-        let normalised = w.normalised.as_deref();
-        for v in [Some(w.value.as_str()), Some(w.value.trim()), normalised]
-            .into_iter()
-            .flatten()
-        {
+        let forms = [Some(w.value.as_str()), Some(w.value.trim())];
+        let forms = forms.into_iter().chain([w.normalised.as_deref()]).flatten();
+        let mut quoted = false;
+        for v in forms.clone() {
             for form in [format!("{v:?}"), format!("`{v}`")] {
+                quoted |= message.contains(&form);
                 *message = message.replace(&form, &label);
-                super::bare::replace_cut(message, &form, &label);
+                quoted |= super::bare::replace_cut(message, &form, &label);
             }
-            // A short pasted piece could be any word; a short value from
-            // the environment is replaced where it stands as one.
+        }
+        // A short value could be any word: one from the environment is
+        // looked for bare only in its own field's problem not quoting it
+        // (else the word is the message's own: `64 hex digits`).
+        let own = !quoted && (within(field, &w.field) || message.contains(&w.field));
+        for v in forms {
             let short = v.len() < BARE_MIN;
             // A path is shown bare as it resolved, whole (above).
-            if (short && !w.env) || w.path.is_some() {
+            if (short && !(w.env && own)) || w.path.is_some() {
                 continue;
             }
             super::bare::replace(message, v, &label, short);

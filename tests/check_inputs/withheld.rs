@@ -193,3 +193,54 @@ fn a_bind_from_the_environment_is_withheld_as_parsed() {
         assert!(!out.contains(parsed) && !out.contains(value), "{out}");
     }
 }
+
+/// A short `${NAME}` value that is also a word of the message (`mode`,
+/// `hex`) was labelled where the message's own word stood: `unknown
+/// <withheld> <withheld> (none | ...)`, `64 <withheld> digits`, and so in
+/// a rule's problem about another field of it. A short value is replaced
+/// at its place only: where the message quotes it, or, shown bare, as a
+/// token in a problem of its own field (or one naming it).
+#[test]
+fn a_short_value_from_the_environment_leaves_the_message_s_own_words() {
+    const V: &str = "HOTPROXY_CHECK_INPUTS_WORD";
+    let label = format!("<withheld: the value of ${{{V}}}>");
+    let var = format!("\"${{{V}}}\"");
+    let not_hex = "not a SHA-256 fingerprint (64 hex digits; colons and case are ignored)";
+    let at = "listeners[0].tls.client_auth";
+    for (value, mode, rule, want) in [
+        (
+            "mode",
+            var.as_str(),
+            "{ cn: ops }".to_owned(),
+            format!(
+                "{at}.mode: unknown mode {label} (none | request | require_any | \
+                 verify_if_given | require_and_verify)\n"
+            ),
+        ),
+        (
+            "hex",
+            "require_and_verify",
+            format!("{{ fingerprint_sha256: {var} }}"),
+            format!("{at}.allow[0]: fingerprint_sha256: {label}: {not_hex}\n"),
+        ),
+        (
+            "hex",
+            "require_and_verify",
+            format!("{{ cn: {var}, fingerprint_sha256: zz }}"),
+            format!("{at}.allow[0]: fingerprint_sha256: \"zz\": {not_hex}\n"),
+        ),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        write(&s.path("ca.crt"), &ca.cert_pem);
+        let cfg = s.config(&format!(
+            "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+             tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n      \
+             client_auth: {{ mode: {mode}, ca: {{ ca_file: ca.crt }}, allow: [{rule}] }}\n"
+        ));
+        let (code, out) = check_with(&cfg, &[(V, OsString::from(value))]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&want), "{rule}: {want}: {out}");
+    }
+}
