@@ -6,6 +6,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::common::*;
+use crate::support::writers::Kubelet;
 use crate::support::*;
 
 /// Listener `public` serving `a.crt`, and `http`, a redirect listener
@@ -475,4 +476,95 @@ async fn a_listener_bind_from_the_environment_on_the_admin_address_is_withheld()
     let v = p.wait_log("rejected", rejected(&said)).await;
     assert!(!v["error"].as_str().unwrap().contains(&admin), "{v}");
     assert_serves(public, "localhost", &ca.cert_pem, &a.fingerprint).await;
+}
+
+/// A reload written as kubelet writes a ConfigMap (`..data` swapped)
+/// refused for a listener's `bind` set from `${NAME}` and written
+/// otherwise than it is shown (`127.0.0.1:0PORT`): beside another
+/// listener on its port, then on the running admin listener's address.
+/// Each refusal is logged with the variable named in the address's place
+/// (as parsed, `127.0.0.1:PORT`, it was shown), and the running
+/// configuration serves on, its admin listener too.
+#[tokio::test]
+async fn a_reload_refused_for_a_bind_from_the_environment_withholds_it_as_parsed() {
+    const PUBLIC: &str = "HOTPROXY_TEST_PUBLIC_BIND";
+    const TWO: &str = "HOTPROXY_TEST_TWO_BIND";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    // Ports of the system's choosing, let go for the proxy to bind.
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (port, admin_port) = (free(), free());
+    let (bound, admin) = (
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{admin_port}"),
+    );
+    let file = |stem: &str| s.path(stem).display().to_string();
+    // Listener `public` on `${PUBLIC}`, `more` listeners, admin on `admin`.
+    let config = |more: &str, admin: &str| {
+        let public = format!("bind: \"${{{PUBLIC}}}\"");
+        let text = base_config(&file("a.crt"), &file("a.key"), more);
+        let text = text.replacen("bind: 127.0.0.1:0", &public, 1);
+        format!("{text}admin: {{ bind: \"{admin}\" }}\n")
+    };
+    let two = |bind: &str| {
+        format!(
+            "  - name: two\n    bind: \"{bind}\"\n    tls:\n      \
+             certs: [{{ cert_file: {}, key_file: {} }}]\n",
+            file("b.crt"),
+            file("b.key")
+        )
+    };
+    let kube = Kubelet::new(&s.path("configmap"));
+    kube.write(&[("config.yaml", &config("", &admin))], false);
+    let cfg = s.path("configmap/config.yaml");
+    let env = [
+        (PUBLIC, format!("127.0.0.1:0{port}")),
+        (TWO, format!("127.0.0.1:0{admin_port}")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut p = Proxy::start_logging(&cfg, "info", &env);
+    let public = p.listener_addr("public").await;
+    assert_eq!(public.to_string(), bound);
+    assert_eq!(p.admin_addr().await.to_string(), admin);
+
+    let label = |name: &str| format!("<withheld: the value of ${{{name}}}>");
+    kube.write(
+        &[(
+            "config.yaml",
+            &config(&two(&format!("0.0.0.0:{port}")), &admin),
+        )],
+        false,
+    );
+    let said = format!(
+        "listeners[1].bind: 0.0.0.0:{port} overlaps listeners[0].bind ({}): 0.0.0.0 takes \
+         every IPv4 address of port {port}; two listening sockets cannot share it",
+        label(PUBLIC)
+    );
+    let v = p.wait_log("rejected beside public", rejected(&said)).await;
+    assert!(!v["error"].as_str().unwrap().contains(&bound), "{v}");
+    assert_serves(public, "localhost", &ca.cert_pem, &a.fingerprint).await;
+
+    // The file's admin.bind moved away: the running one stays until a restart.
+    let moved = config(&two(&format!("${{{TWO}}}")), "127.0.0.2:0");
+    kube.write(&[("config.yaml", &moved)], false);
+    let said = format!(
+        "listener two: listeners[1].bind: {} is the admin listener's address",
+        label(TWO)
+    );
+    let v = p
+        .wait_log("rejected on the admin address", rejected(&said))
+        .await;
+    assert!(!v["error"].as_str().unwrap().contains(&admin), "{v}");
+    assert_serves(public, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    let admin: SocketAddr = admin.parse().unwrap();
+    assert!(metrics_text(admin).await.contains("hotproxy_"));
+    let reloaded = p
+        .logs()
+        .iter()
+        .any(|l| l.contains("\"configuration reloaded"));
+    assert!(!reloaded, "{:?}", p.logs());
 }
