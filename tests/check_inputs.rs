@@ -612,6 +612,40 @@ fn a_mistake_in_an_allow_rule_is_one_problem() {
     }
 }
 
+/// An IPv4-mapped wildcard (`[::ffff:0.0.0.0]:8443`) overlaps an IPv4
+/// address on its port, and was found to, but the problem said the other
+/// address took every one (`127.0.0.1 takes every IPv4 address`), or the
+/// mapped one every IPv6 address too: the wildcard was told by its written
+/// form. It is told as the address it maps, and named as written.
+#[test]
+fn an_ipv4_mapped_wildcard_is_the_one_that_takes_every_address() {
+    let mapped = "[::ffff:0.0.0.0]:8443";
+    for (first, second) in [(mapped, "127.0.0.1:8443"), ("127.0.0.1:8443", mapped)] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let listener = |name: &str, bind: &str| {
+            format!(
+                "  - name: {name}\n    bind: \"{bind}\"\n    \
+                 tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n"
+            )
+        };
+        let cfg = s.config(&format!(
+            "listeners:\n{}{}",
+            listener("a", first),
+            listener("b", second)
+        ));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        let want = format!(
+            "listeners[1].bind: {second} overlaps listeners[0].bind ({first}): \
+             ::ffff:0.0.0.0 takes every IPv4 address of port 8443; two listening sockets \
+             cannot share it\n"
+        );
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+}
+
 #[path = "check_inputs/shown.rs"]
 mod shown;
 

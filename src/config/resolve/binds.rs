@@ -53,12 +53,14 @@ pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)
         let why = if earlier.addr.ip().to_canonical() == b.addr.ip().to_canonical() {
             format!("{} is also {}", b.addr, earlier.at)
         } else {
-            let wide = if earlier.addr.ip().is_unspecified() {
+            // Told as the address it maps: `::ffff:0.0.0.0` takes every
+            // IPv4 address, and is named as written.
+            let wide = if earlier.addr.ip().to_canonical().is_unspecified() {
                 earlier
             } else {
                 b
             };
-            let takes = match wide.addr.ip() {
+            let takes = match wide.addr.ip().to_canonical() {
                 IpAddr::V4(_) => "every IPv4 address",
                 IpAddr::V6(_) if dual_stack => "every IPv6 and IPv4 address (dual-stack)",
                 IpAddr::V6(_) => "every IPv6 address",
