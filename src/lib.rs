@@ -118,8 +118,10 @@
 //!       lifetime's end, and the cut after the grace; its tests, on real TLS
 //!       connections over loopback, in `conn/driver/tests.rs`, those on an
 //!       HTTP/2 connection whose socket's send buffer is full in
-//!       `conn/driver/unsent_tests.rs`, and the one whose socket every read
-//!       tries, as if always found readable, in `conn/driver/readable_tests.rs`.
+//!       `conn/driver/unsent_tests.rs`, the one whose socket every read
+//!       tries, as if always found readable, in `conn/driver/readable_tests.rs`,
+//!       and those on a request the look's own poll begins in
+//!       `conn/driver/look_tests.rs`.
 //!     - `frames`: HTTP/2 frames walked as they are read, for a header block begun
 //!       and not ended (a request part way in, closed at once at shutdown), and
 //!       as they are written, for the responses begun whose end has not

@@ -147,8 +147,11 @@ async fn accept_loop(
                     let (handle, tokens, shutdown) =
                         (handle.clone(), tokens.clone(), shutdown.clone());
                     let in_flight = activity.begin(!req.body().is_end_stream());
+                    // The look at the shutdown found it: the last (SPEC §1).
+                    let last = activity.answers_last();
                     async move {
-                        let resp = route(&handle, &tokens, &shutdown, req, local, peer).await;
+                        let mut resp = route(&handle, &tokens, &shutdown, req, local, peer).await;
+                        say_last(&mut resp, last);
                         Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
                     }
                 })
@@ -192,6 +195,18 @@ async fn accept_loop(
                 () = conn.evicted() => {}
             }
         });
+    }
+}
+
+/// `Connection: close` on the connection's last response (`last`: the
+/// look at the shutdown found its request, SPEC §1): hyper closes the
+/// connection after a response that says so.
+fn say_last<B>(resp: &mut Response<B>, last: bool) {
+    if last {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
 }
 

@@ -469,8 +469,11 @@ mod tests {
     }
 
     /// An admin connection whose `GET /metrics` is on its socket, unread,
-    /// when the process's shutdown (SIGTERM) comes is answered, and then
-    /// closed: the bytes sent before the signal began a request (SPEC §1).
+    /// when the process's shutdown (SIGTERM) comes is answered, as its
+    /// last (`Connection: close`), and then closed: the bytes sent before
+    /// the signal began a request (SPEC §1). Answered within the look's
+    /// own poll, that response had gone out keep-alive: the close came
+    /// only after it.
     /// The look at the close found them (one byte, as far as it could
     /// tell) but could not read them: the admin stream took none (plain
     /// TCP had no `pull`), so no head's byte was read and the connection
@@ -504,12 +507,16 @@ mod tests {
         let io = SlotIo::new(stream, slot.conn().clone());
         let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
         let answering = activity.clone();
+        // As the admin listener's service: the last response says so.
         let svc = hyper::service::service_fn(move |_req| {
             let in_flight = answering.begin(false);
+            let last = answering.answers_last();
             async move {
                 drop(in_flight);
                 let body = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                let mut resp = hyper::Response::new(body);
+                super::super::say_last(&mut resp, last);
+                Ok::<_, std::convert::Infallible>(resp)
             }
         });
         let conn = hyper::server::conn::http1::Builder::new()
@@ -553,7 +560,9 @@ mod tests {
             .unwrap();
         let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
         assert!(
-            got.starts_with("http/1.1 200") && got.ends_with("ok"),
+            got.starts_with("http/1.1 200")
+                && got.contains("\r\nconnection: close\r\n")
+                && got.ends_with("ok"),
             "{got:?}"
         );
         assert_eq!(outcome.by, Ended::ByUs);

@@ -120,6 +120,13 @@ pub struct Activity {
     /// than CR and LF (not the empty lines hyper skips before a head), or
     /// any going on from a head begun before it.
     look_read_head: AtomicBool,
+    /// HTTP/1.1: the driver looked for bytes unread at a close from
+    /// outside before the first request: any request served from then on
+    /// is the connection's last, its response says `Connection: close`
+    /// (SPEC §1), also one answered within the look's own poll, before
+    /// hyper's graceful close could be asked for. Read by the services as
+    /// a request comes (`Activity::answers_last`).
+    answers_last: AtomicBool,
     /// Where the bytes that may be heads end (one of `IN_LINE`..`HEAD_END`):
     /// anything but `HEAD_END` means bytes of a head not yet complete were
     /// read, which hyper holds in its buffer when they came behind a
@@ -193,6 +200,7 @@ impl Activity {
             at_once: AtomicBool::new(false),
             look: AtomicU8::new(IDLE),
             look_read_head: AtomicBool::new(false),
+            answers_last: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
             after_head: AtomicU64::new(UNKNOWN),
             left: AtomicU64::new(0),
@@ -426,6 +434,22 @@ impl Activity {
     /// (0 before the first): higher once it opens a stream.
     pub(crate) fn last_block(&self) -> u32 {
         frames::last_block(self.frame_ids.load(Ordering::Relaxed))
+    }
+
+    /// HTTP/1.1: the driver, about to look for bytes unread at a close
+    /// from outside (no request yet), makes the request they may begin
+    /// the last: set before the look's poll, in which hyper may read that
+    /// request and write its answer.
+    pub(crate) fn answer_last(&self) {
+        self.answers_last.store(true, Ordering::Relaxed);
+    }
+
+    /// HTTP/1.1: a request that comes now is the connection's last: its
+    /// response must say `Connection: close`, after which hyper closes
+    /// the connection. Read by the service as it takes the request: the
+    /// driver sets it, if at all, before the first.
+    pub fn answers_last(&self) -> bool {
+        self.answers_last.load(Ordering::Relaxed)
     }
 
     /// HTTP/2: no stream in flight and a header block begun, not ended: a

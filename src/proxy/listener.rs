@@ -512,6 +512,9 @@ async fn connection(
             // HTTP/2, closing, its PING unanswered in time: refused, not begun.
             let refused = activity.refuses();
             let in_flight = (!refused).then(|| Unanswered::new(body::begin(&activity, &mut req)));
+            // HTTP/1.1: the connection's last request (keep-alive off, or
+            // the look at a close from outside found it: SPEC §1).
+            let last = !keep_alive || activity.answers_last();
             let head = req.method() == Method::HEAD;
             let stalls = stalls.clone();
             // Boxed: the request's future is kilobytes (routing, forwarding, the upstream
@@ -528,7 +531,7 @@ async fn connection(
                 front.set_response_headers(resp.headers_mut());
                 if is_h2 {
                     crate::proxy::date::never_indexed(resp.headers_mut()); // no HPACK walk
-                } else if !keep_alive && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                } else if last && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                     // hyper closes the connection after a response that says so.
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));

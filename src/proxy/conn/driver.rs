@@ -122,14 +122,6 @@ impl Driver<'_> {
         let cut = Woken::new(cancels::cut(&self.activity.cancels, name, peer));
         tokio::pin!(cut);
         let mut closing = false;
-        // HTTP/1.1, closing from outside, bytes unread before its first
-        // request that held a head's byte (`at_once!`): read by hyper in
-        // the look's poll, they are in its read buffer, so its graceful
-        // close, asked for at once, serves that one request (it closes at
-        // once only with the buffer empty): the response says
-        // `Connection: close`, and nothing behind it is read. A later
-        // close from outside does not look again.
-        let mut first_then_close = false;
         let (header_read, idle) = (self.header_read_timeout, self.idle_timeout);
         let start = Instant::now();
         let mut check = self.activity.check_at(start, header_read, idle, closing);
@@ -199,7 +191,14 @@ impl Driver<'_> {
                 if let Some(e) = &error {
                     debug!(listener = %name, peer = %peer, error = %causes(e), "connection ended with error");
                 }
-                let by = if closing || first_then_close { Ended::ByUs } else { Ended::ByClient };
+                // Also a request the look's poll answered as the last
+                // (`Activity::answers_last`), hyper closing after it in
+                // that very poll.
+                let by = if closing || (activity.answers_last() && activity.asked()) {
+                    Ended::ByUs
+                } else {
+                    Ended::ByClient
+                };
                 return Outcome { by, error, expired };
             }};
         }
@@ -220,19 +219,26 @@ impl Driver<'_> {
         // (`REFUSED_STREAM`), as SPEC §1 drops a request completed after
         // the signal. HTTP/1.1: a head begun (a byte not CR or LF, or
         // any going on from a head begun before) makes
-        // the close graceful, for that one request alone
-        // (`first_then_close`, its response says `Connection: close`),
-        // and the graceful close's bounds hold (the first request's
-        // header_read_timeout, the checks above, the cut).
+        // the close graceful, for that one request alone, and the
+        // graceful close's bounds hold (the first request's
+        // header_read_timeout, the checks above, the cut). That request
+        // is the connection's last (`Activity::answer_last`, asked before
+        // the poll: hyper may read it whole and answer it in that poll,
+        // before its graceful close can be asked for): its response says
+        // `Connection: close`, and nothing behind it is read. A later
+        // close from outside does not look again.
         macro_rules! at_once {
             () => {{
                 match unbegun(self.activity, h2) {
                     // Found so at an earlier signal: still to be read.
-                    Some(_) if first_then_close => None,
+                    Some(_) if !h2 && self.activity.answers_last() => None,
                     Some(why) => {
                         // Whether the look's poll began a request: the
                         // first, or (HTTP/2) a stream opened.
                         let before = (self.activity.asked(), self.activity.last_block());
+                        if !h2 {
+                            self.activity.answer_last();
+                        }
                         self.activity.look_for_unread();
                         let mut polled = Polled { conn: conn.as_mut(), written, activity: self.activity };
                         if let Poll::Ready(res) =
@@ -266,7 +272,6 @@ impl Driver<'_> {
                             // byte (not the empty lines hyper skips).
                             Some(_) if !h2 && head => {
                                 debug!(listener = %name, peer = %peer, "bytes unread at the close began a request; closing gracefully");
-                                first_then_close = !self.activity.asked();
                                 None
                             }
                             // Nothing found, or HTTP/2 frames that began
@@ -508,6 +513,8 @@ pub(crate) fn causes(e: &dyn std::error::Error) -> String {
     out
 }
 
+#[cfg(test)]
+mod look_tests;
 #[cfg(test)]
 mod readable_tests;
 #[cfg(test)]

@@ -157,14 +157,14 @@ async fn client_sending(
 /// thread waits in `revoked` until the client has written them, so a
 /// driver that has it as `also_close` looks at it before the runtime
 /// polls for I/O again.
-struct Unread<F> {
-    tls: TlsStream<Counted<TcpStream>>,
-    peer: SocketAddr,
-    client: std::thread::JoinHandle<Vec<u8>>,
-    revoked: F,
+pub(super) struct Unread<F> {
+    pub(super) tls: TlsStream<Counted<TcpStream>>,
+    pub(super) peer: SocketAddr,
+    pub(super) client: std::thread::JoinHandle<Vec<u8>>,
+    pub(super) revoked: F,
 }
 
-async fn unread_at_signal(
+pub(super) async fn unread_at_signal(
     first: &'static [u8],
     bytes: &'static [u8],
     trickle: &'static [u8],
@@ -201,21 +201,36 @@ pub(super) async fn received(client: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8
 }
 
 /// A service answering `ok` to every request, each begun and ended on
-/// `activity` as the proxy's handler does.
+/// `activity` as the proxy's handler does, and (HTTP/1.1) `Connection:
+/// close` on the last, as its listeners and the admin listener do.
 fn answering_ok(
     activity: &Arc<Activity>,
 ) -> impl Fn(Request<Incoming>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> + Clone {
     let activity = activity.clone();
     move |_req| {
         drop(activity.begin(false));
-        ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
+        ready(Ok(ok(&activity)))
     }
+}
+
+/// `200 ok`, saying `Connection: close` when `activity` makes it the
+/// connection's last ([`Activity::answers_last`]), as the proxy's
+/// services do.
+pub(super) fn ok(activity: &Activity) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+    if activity.answers_last() {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }
 
 /// HTTP/2 frame types.
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
-const GOAWAY: u8 = 0x7;
+pub(super) const GOAWAY: u8 = 0x7;
 
 /// The HTTP/2 client preface and an empty SETTINGS frame.
 pub(super) const PREFACE: &[u8] =
@@ -367,7 +382,7 @@ async fn an_h2_connection_no_longer_admitted_before_its_first_stream_is_closed_a
 }
 
 /// The HTTP/2 frames in `got` (a server's bytes): type, stream, payload.
-fn frames(got: &[u8]) -> Vec<(u8, u32, &[u8])> {
+pub(super) fn frames(got: &[u8]) -> Vec<(u8, u32, &[u8])> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 9 <= got.len() {
@@ -382,7 +397,7 @@ fn frames(got: &[u8]) -> Vec<(u8, u32, &[u8])> {
 
 /// Whether `frames` answer `stream` `:status 200`: a HEADERS frame on it
 /// whose block begins with the static table's entry 8 (0x88).
-fn ok_on(frames: &[(u8, u32, &[u8])], stream: u32) -> bool {
+pub(super) fn ok_on(frames: &[(u8, u32, &[u8])], stream: u32) -> bool {
     frames
         .iter()
         .any(|&(kind, on, block)| kind == HEADERS && on == stream && block.first() == Some(&0x88))
@@ -433,10 +448,11 @@ async fn h1_closed_with_bytes_unread(
     let answering = activity.clone();
     let svc = hyper::service::service_fn(move |_req| {
         let in_flight = answering.begin(false);
+        let resp = ok(&answering);
         async move {
             tokio::task::yield_now().await;
             drop(in_flight);
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            Ok::<_, Infallible>(resp)
         }
     });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
@@ -614,7 +630,7 @@ async fn an_h2_stream_opened_after_the_signal_is_refused_when_one_unread_at_it_i
 /// sent. With `piled`, the runtime's one thread is held once the look is
 /// over until all of `trickle` is on the socket, so that hyper reads it
 /// in one go: requests the client pipelined after the signal.
-async fn h1_answered_at_once(
+pub(super) async fn h1_answered_at_once(
     first: &'static [u8],
     bytes: &'static [u8],
     trickle: &'static [u8],
