@@ -81,8 +81,11 @@ pub struct Activity {
     /// arrived on an idle connection; `NONE` while no head is being read,
     /// `DRAIN` while none is and reads are an unread body's tail.
     head_ms: AtomicU64,
-    /// A request began (a connection the client closes without one is counted).
-    asked: AtomicBool,
+    /// Requests begun: heads parsed, HTTP/2 streams the service took (a
+    /// header block h2 refused itself is none). Whether any began (a
+    /// connection the client closes without one is counted), and whether
+    /// one began in the driver's look. Written by the connection's task.
+    begun: AtomicU64,
     /// The last request came with a body (which may not have been read to
     /// its end): closing must linger.
     body: AtomicBool,
@@ -188,7 +191,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             head_ms: AtomicU64::new(if head_pending { 0 } else { NONE }),
-            asked: AtomicBool::new(false),
+            begun: AtomicU64::new(0),
             body: AtomicBool::new(false),
             pipelined: AtomicBool::new(false),
             heard: AtomicBool::new(false),
@@ -281,7 +284,7 @@ impl Activity {
     /// request's end, as behind a request without a body.
     pub fn begin_with(self: &Arc<Self>, body: bool, length: Option<u64>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.asked.store(true, Ordering::Relaxed);
+        self.begun.fetch_add(1, Ordering::Relaxed);
         self.body.store(body, Ordering::Relaxed);
         self.pipelined.store(false, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
@@ -428,12 +431,6 @@ impl Activity {
     /// cleared.
     pub(crate) fn look_read_head(&self) -> bool {
         self.look_read_head.swap(false, Ordering::Relaxed)
-    }
-
-    /// HTTP/2: the highest stream id of a header block the client ended
-    /// (0 before the first): higher once it opens a stream.
-    pub(crate) fn last_block(&self) -> u32 {
-        frames::last_block(self.frame_ids.load(Ordering::Relaxed))
     }
 
     /// HTTP/1.1: the driver, about to look for bytes unread at a close
@@ -627,7 +624,13 @@ impl Activity {
 
     /// Whether any request began on this connection.
     pub fn asked(&self) -> bool {
-        self.asked.load(Ordering::Relaxed)
+        self.begun() > 0
+    }
+
+    /// How many requests began on this connection (HTTP/2: streams the
+    /// service took), for whether one began meanwhile.
+    pub(crate) fn begun(&self) -> u64 {
+        self.begun.load(Ordering::Relaxed)
     }
 }
 

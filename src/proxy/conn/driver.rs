@@ -234,8 +234,10 @@ impl Driver<'_> {
                     Some(_) if !h2 && self.activity.answers_last() => None,
                     Some(why) => {
                         // Whether the look's poll began a request: the
-                        // first, or (HTTP/2) a stream opened.
-                        let before = (self.activity.asked(), self.activity.last_block());
+                        // first, or (HTTP/2) a stream the service took;
+                        // not a header block h2 refused itself (malformed,
+                        // over the stream limit), which also ends a block.
+                        let before = self.activity.begun();
                         if !h2 {
                             self.activity.answer_last();
                         }
@@ -248,7 +250,7 @@ impl Driver<'_> {
                         }
                         self.activity.found_unread();
                         let head = self.activity.look_read_head();
-                        let began = (self.activity.asked(), self.activity.last_block()) != before;
+                        let began = self.activity.begun() != before;
                         match unbegun(self.activity, h2) {
                             // HTTP/2: what the look's poll read began
                             // streams (served), and any opened from now on,
