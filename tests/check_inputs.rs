@@ -654,3 +654,6 @@ mod paths;
 
 #[path = "check_inputs/withheld.rs"]
 mod withheld;
+
+#[path = "check_inputs/servers.rs"]
+mod servers;

@@ -333,13 +333,47 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // The parse above takes any port text (`:99999`, `:abc`, `:`, text
+    // after an IPv6 address's `]`) and has no port for it: the default was
+    // dialled instead. nginx refuses such a URL ("invalid port in upstream").
+    let port = match port_text(authority) {
+        None => {
+            if https {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                return Err(format!(
+                    "{} has an invalid port (a port is 1-65535)",
+                    shown(url)
+                ));
+            }
+        },
+    };
     Ok(UpstreamServer {
         url: url.to_owned(),
         https,
         host,
         port,
     })
+}
+
+/// The text after the host of `authority` (a parsed `host[:port]`), when
+/// there is any: the port's, `""` for a bare `:`. For an IPv6 address it is
+/// all after the `]`, which is the port only when it follows a `:`.
+fn port_text(authority: &str) -> Option<&str> {
+    match authority.rfind(']') {
+        Some(end) => {
+            let after = &authority[end + 1..];
+            // `[::1]x:80`: the text after `]` as a whole, refused as a port.
+            (!after.is_empty()).then(|| after.strip_prefix(':').unwrap_or(after))
+        }
+        None => authority.rsplit_once(':').map(|(_, port)| port),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,86 @@
+//! How `check` reads an upstream's server URLs: a port that is no port is refused, the URL shown as it is elsewhere.
+
+use super::*;
+
+/// `check` of a listener `public` and an upstream `app` with `servers`
+/// (a YAML list as written), the variables `env` set.
+fn check_servers(servers: &str, env: &[(&str, OsString)]) -> (i32, String) {
+    let (_s, cfg) = scene(
+        "public",
+        &format!("upstreams:\n  - name: app\n    servers: {servers}\n"),
+    );
+    check_with(&cfg, env)
+}
+
+/// A server URL whose port was no port (`:84433`, `:99999`, `:0`,
+/// `:abc`, `:` with none after it) or with text between an IPv6
+/// address's `]` and its port passed `check`, and the server was dialled
+/// at 443 or 80 (`[::1]x:80` at [::1]:80, the `x` dropped). nginx refuses
+/// them ("invalid port in upstream"): so does hotproxy, naming the server
+/// and quoting its URL; a port of 1 to 65535, or none, is read.
+#[test]
+fn a_server_url_with_an_invalid_port_is_refused() {
+    for url in [
+        "https://backend.local:84433",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+        "http://127.0.0.1:abc",
+        "http://127.0.0.1:",
+        "http://127.0.0.1:+80",
+        "http://[::1]x:80",
+        "http://[::1]:",
+    ] {
+        let (code, out) = check_servers(&format!("[\"http://127.0.0.1:1\", \"{url}\"]"), &[]);
+        assert_eq!(code, 1, "{url}: {out}");
+        assert!(
+            out.contains(&format!(
+                "upstreams[0].servers[1]: \"{url}\" has an invalid port (a port is 1-65535)\n"
+            )),
+            "{url}: {out}"
+        );
+        assert!(!out.contains("servers[0]"), "{url}: {out}");
+    }
+    for url in [
+        "https://backend.local:65535",
+        "http://127.0.0.1:1",
+        "http://[::1]:8080",
+        "http://[::1]",
+        "https://backend.local/",
+    ] {
+        let (code, out) = check_servers(&format!("[\"{url}\"]"), &[]);
+        assert_eq!(code, 0, "{url}: {out}");
+    }
+}
+
+/// The URL of a server refused for its port is shown as such URLs are:
+/// escaped and cut (`"…"` after 64 bytes), and, set from `${NAME}`,
+/// withheld with the reason kept.
+#[test]
+fn a_server_url_refused_for_its_port_is_shown_as_urls_are() {
+    let long = format!("http://{}.local:99999", "b".repeat(80));
+    let (code, out) = check_servers(&format!("[\"{long}\"]"), &[]);
+    assert_eq!(code, 1, "{out}");
+    let cut = format!("\"http://{}…\"", "b".repeat(57));
+    assert!(
+        out.contains(&format!(
+            "upstreams[0].servers[0]: {cut} has an invalid port (a port is 1-65535)\n"
+        )),
+        "{out}"
+    );
+
+    const URL: &str = "HOTPROXY_CHECK_INPUTS_PORT_URL";
+    let env = [(URL, OsString::from("http://backend.internal:70000"))];
+    let (code, out) = check_servers(&format!("[\"${{{URL}}}\"]"), &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "upstreams[0].servers[0]: <withheld: the value of ${{{URL}}}> has an invalid \
+             port (a port is 1-65535)\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        !out.contains("backend.internal") && !out.contains("70000"),
+        "{out}"
+    );
+}
