@@ -535,8 +535,9 @@ fn resolve_all(
     file: &Path,
     withheld: &mut Vec<Withheld>,
 ) -> (Option<Config>, Vec<Problem>) {
-    let (raw, report) = if text.trim().is_empty() {
-        (raw::File::default(), tree::Report::default())
+    let (raw, report, blocks) = if text.trim().is_empty() {
+        let none = Default::default();
+        (raw::File::default(), tree::Report::default(), none)
     } else {
         let (mut root, tagged) = match tree::parse(text) {
             Ok(parsed) => parsed,
@@ -564,15 +565,15 @@ fn resolve_all(
         });
         let (raw, mut report) = tree::read::<raw::File>(&mut root, pending.ids());
         report.problems.extend(tagged); // tags on merge values, refused
-        pending.place(&report.paths, &mut report.problems, withheld);
+        let blocks = pending.place(&report.paths, &mut report.problems, withheld);
         match raw {
-            Some(raw) => (raw, report),
+            Some(raw) => (raw, report, blocks),
             None => return (None, located(&report.problems)),
         }
     };
     let mut problems = located(&report.problems);
     let unread = report.problems.iter().map(|t| t.path.clone()).collect();
-    let (config, resolved, paths) = resolve::resolve_all(raw, file, unread);
+    let (config, resolved, paths) = resolve::resolve_all(raw, file, unread, blocks);
     withheld.iter_mut().for_each(|w| w.resolved(&paths));
     // At or within a field the tree reported (read as empty): nothing new.
     let reported: std::collections::HashSet<&str> =

@@ -304,3 +304,105 @@ fn the_config_file_and_access_log_paths_are_shown_escaped() {
         "{out}"
     );
 }
+
+/// A configuration with every path field, each `value` unless `field` is
+/// that field (then `pasted`, a YAML block scalar's header and the
+/// content below it, indented from `pad` spaces).
+fn every_path_field(field: &str, pasted: &dyn Fn(usize) -> String) -> String {
+    let v = |f: &str, value: &str, pad: usize| {
+        if f == field {
+            pasted(pad)
+        } else {
+            value.to_owned()
+        }
+    };
+    format!(
+        "admin:\n  bind: 127.0.0.1:0\n  tokens:\n    - role: viewer\n      token_file: {}\n\
+         store:\n  path: {}\n  key_file: {}\n  file_roots:\n    - {}\n\
+         access_log:\n  path: {}\n\
+         certs:\n  - id: spare\n    type: server-pair\n    cert_file: {}\n    key_file: {}\n\
+         \x20 - id: bundle\n    type: ca-bundle\n    ca_file: {}\n    crl_files:\n      - {}\n\
+         listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      certs:\n\
+         \x20       - cert_file: {}\n          key_file: {}\n\
+         upstreams:\n  - name: app\n    servers: [\"https://127.0.0.1:1\"]\n    tls:\n      \
+         ca:\n        ca_file: {}\n",
+        v("admin.tokens[0].token_file", "viewer.token", 8),
+        v("store.path", "data/store.json", 4),
+        v("store.key_file", "keys/store.key", 4),
+        v("store.file_roots[0]", "pki", 6),
+        v("access_log.path", "access.log", 4),
+        v("certs[0].cert_file", "edge.crt", 6),
+        v("certs[0].key_file", "edge.key", 6),
+        v("certs[1].ca_file", "ca.crt", 6),
+        v("certs[1].crl_files[0]", "ca.crl", 8),
+        v("listeners[0].tls.certs[0].cert_file", "edge.crt", 12),
+        v("listeners[0].tls.certs[0].key_file", "edge.key", 12),
+        v("upstreams[0].tls.ca.ca_file", "ca.crt", 10),
+    )
+}
+
+/// A key or token pasted into a path field as a block scalar of one line
+/// (`|-` and a line, or `>-` and two, which YAML folds into one) holds
+/// no line break, and was taken for a path: `check` said "<path>: file
+/// not found", the whole key in the path. Every path field written as a
+/// block scalar is refused as pasted content, naming the field (and
+/// entry), never the value; nothing is opened.
+#[test]
+fn a_path_field_written_as_a_block_scalar_is_refused_unshown() {
+    let (s, _) = scene("public", "");
+    let ca = TestCa::new("ca");
+    write(&s.path("ca.crt"), &ca.cert_pem);
+    write(&s.path("ca.crl"), &ca.crl(&[]));
+    write(&s.path("viewer.token"), "viewer-token-8d1f3b5a7c9e2046\n");
+    std::fs::create_dir_all(s.path("pki")).unwrap();
+    let cfg = s.path("config.yaml");
+    write(&cfg, &every_path_field("", &|_| String::new()));
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+
+    let lines = [
+        "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgs3cr3t",
+        "Zm9sZGVkIGludG8gb25lIGxpbmUgYnkgWUFNTA",
+    ];
+    let folded = |pad: usize| {
+        let pad = " ".repeat(pad);
+        format!(">-\n{pad}{}\n{pad}{}", lines[0], lines[1])
+    };
+    let one = |pad: usize| format!("|-\n{}{}", " ".repeat(pad), lines[0]);
+    for field in [
+        "admin.tokens[0].token_file",
+        "store.path",
+        "store.key_file",
+        "store.file_roots[0]",
+        "access_log.path",
+        "certs[0].cert_file",
+        "certs[0].key_file",
+        "certs[1].ca_file",
+        "certs[1].crl_files[0]",
+        "listeners[0].tls.certs[0].cert_file",
+        "listeners[0].tls.certs[0].key_file",
+        "upstreams[0].tls.ca.ca_file",
+    ] {
+        let entry = match field {
+            "certs[0].cert_file" | "certs[0].key_file" => "entry \"spare\": ",
+            "certs[1].ca_file" | "certs[1].crl_files[0]" => "entry \"bundle\": ",
+            _ => "",
+        };
+        for pasted in [&folded as &dyn Fn(usize) -> String, &one] {
+            write(&cfg, &every_path_field(field, pasted));
+            let (code, out) = check_with(&cfg, &[]);
+            assert_eq!(code, 1, "{field}: {out}");
+            assert!(
+                out.contains(&format!(
+                    "{field}: {entry}written as a block scalar (| or >): pasted content \
+                     (a key or token?), not a path; give the path of the file that holds \
+                     it (the value is not shown)\n"
+                )),
+                "{field}: {out}"
+            );
+            for piece in [&lines[0][8..30], &lines[1][..20]] {
+                assert!(!out.contains(piece), "{field}: {out}");
+            }
+        }
+    }
+}

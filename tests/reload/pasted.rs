@@ -354,3 +354,57 @@ fn a_one_line_block_scalar_with_cr_line_ends_is_withheld() {
         assert!(!all.contains(&token[3..]), "check shows the token: {all}");
     }
 }
+
+/// The configuration of [`config`] with the key's first two body lines
+/// folded into `key_file` (`>-`: YAML reads them as one line) and the
+/// token below `token_file: |-`: block scalars of one line, no line break
+/// in either value.
+fn folded_into_paths(key_pem: &str, token: &str) -> String {
+    let body = pem_body_lines(key_pem);
+    config(None, None)
+        .replace(
+            "key_file: spare.key",
+            &format!("key_file: >-\n      {}\n      {}", body[0], body[1]),
+        )
+        .replace(
+            "token_file: viewer.token",
+            &format!("token_file: |-\n        {token}"),
+        )
+}
+
+/// A key folded onto one line, or a token below `|-`, in a path field held
+/// no line break and was taken for a path: `run` and a reload said
+/// "<path>: file not found" with the key in the path (an unused entry's
+/// failure only a warning: the edit applied). Both refuse it as pasted
+/// content, naming the fields, never the value; the running
+/// configuration stays.
+#[tokio::test]
+async fn run_and_a_reload_refuse_a_path_written_as_a_block_scalar() {
+    let Pasted { s, ca, a, spare } = pasted();
+    let token = viewer_token(&s, &spare);
+    let cfg = s.config(&folded_into_paths(&spare.key_pem, &token));
+    let said = [
+        "certs[0].key_file: entry \"spare\": written as a block scalar (| or >): pasted content",
+        "admin.tokens[0].token_file: written as a block scalar (| or >): pasted content",
+    ];
+    let (err, all) = refused_by("run", &cfg);
+    for said in said {
+        assert!(err.contains(said), "{said}: {all}");
+    }
+    assert_nothing_pasted_in("run", &all, &spare.key_pem, &token);
+
+    s.config(&config(None, None));
+    let (mut p, addr) = serve(&cfg).await;
+    write(&cfg, &folded_into_paths(&spare.key_pem, &token));
+    let outcome = p
+        .wait_log("the edit rejected or applied", |v| {
+            v["message"] == "configuration reloaded"
+                || v["message"] == "configuration rejected; the running configuration stays"
+        })
+        .await;
+    for said in said {
+        assert!(rejected(said)(&outcome), "{said}: {outcome}");
+    }
+    assert_serves(addr, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    assert_nothing_pasted_in("the log", &p.logs().join("\n"), &spare.key_pem, &token);
+}

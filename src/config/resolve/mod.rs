@@ -88,6 +88,8 @@ struct Resolver {
     /// read as empty: a problem of the resolver's about such emptiness
     /// would say the same mistake twice.
     unread: BTreeSet<String>,
+    /// The field paths of the values written as block scalars (`|`, `>`).
+    blocks: HashSet<String>,
 }
 
 /// An invalid `name` (refused, with the problem withholding it) replaced
@@ -103,17 +105,20 @@ fn stand_in(name: &mut String, place: impl FnOnce() -> String) {
 /// every problem found (`check` loads the files of what resolved) and
 /// each path field as it resolved (a problem shows a path so: a value
 /// from `${NAME}` is withheld there whole). `unread`: the field paths
-/// reading the YAML found a problem at.
+/// reading the YAML found a problem at. `blocks`: the field paths of the
+/// values written as block scalars, which no path field takes.
 pub(super) fn resolve_all(
     raw: raw::File,
     file: &Path,
     unread: BTreeSet<String>,
+    blocks: HashSet<String>,
 ) -> (Config, Vec<Problem>, HashMap<String, PathBuf>) {
     let mut r = Resolver {
         base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         problems: Vec::new(),
         paths: HashMap::new(),
         unread,
+        blocks,
     };
     let config = r.file(raw, file);
     (config, r.problems, r.paths)
@@ -152,7 +157,13 @@ impl Resolver {
     /// problem names too.
     fn path_of(&mut self, at: &str, entry: Option<&str>, s: &str) -> Option<PathBuf> {
         let s = self.string(at, s);
-        if let Some(why) = not_a_path(&s) {
+        // A key or token folded to one line (`key_file: >-` and its
+        // lines, `|-` and one) holds no line break: it is told by how it
+        // was written, as the problems' withholding tells it (SPEC §2).
+        let block = self.blocks.contains(at).then_some(
+            "written as a block scalar (| or >): pasted content (a key or token?), not a path",
+        );
+        if let Some(why) = not_a_path(&s).or(block) {
             // Never the value: it is likely a private key or a token.
             let whose = entry
                 .map(|id| format!("entry {}: ", shown(id)))

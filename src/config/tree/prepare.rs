@@ -101,6 +101,9 @@ pub fn field(path: &str, key: &str) -> String {
 pub struct Pending {
     problems: Vec<(usize, Found)>,
     withheld: Vec<(usize, Withheld)>,
+    /// The text values written as block scalars (`|`, `>`): at a path
+    /// field, content pasted in place of a path (a key folded to one line).
+    blocks: Vec<usize>,
 }
 
 impl Pending {
@@ -109,17 +112,19 @@ impl Pending {
         let problems = self.problems.iter().map(|(id, _)| *id);
         problems
             .chain(self.withheld.iter().map(|(id, _)| *id))
+            .chain(self.blocks.iter().copied())
             .collect()
     }
 
     /// Each problem and withheld value at the path the reader read its node
     /// at (`paths`, by node id); those at nodes it never read are dropped.
+    /// Returned: the field paths of the values written as block scalars.
     pub fn place(
         self,
         paths: &HashMap<usize, String>,
         problems: &mut Vec<Found>,
         withheld: &mut Vec<Withheld>,
-    ) {
+    ) -> HashSet<String> {
         for (id, mut found) in self.problems {
             if let Some(path) = paths.get(&id) {
                 found.path = path.clone();
@@ -131,6 +136,8 @@ impl Pending {
                 withheld.push(w.at(path));
             }
         }
+        let blocks = self.blocks.iter().filter_map(|id| paths.get(id));
+        blocks.cloned().collect()
     }
 }
 
@@ -211,11 +218,15 @@ pub fn expand_env(node: &mut Node, text: &str, pending: &mut Pending) {
 
 /// Every text value of the tree (parsed from `text`) that no message may
 /// repeat: a PEM block, text of several lines or a block scalar (`|`,
-/// `>`) of one line (a key, certificate or token pasted in).
+/// `>`) of one line (a key, certificate or token pasted in). Each block
+/// scalar is noted too: a path field refuses one ([`Pending::place`]).
 pub fn pasted(node: &Node, text: &str, pending: &mut Pending) {
     match &node.value {
         Value::Str(s) => {
             let block = node.span.is_some_and(|(at, _)| is_block_scalar(text, at));
+            if block {
+                pending.blocks.push(node.id);
+            }
             if let Some(w) = Withheld::pasted(s, "", block) {
                 pending.withheld.push((node.id, w));
             }
