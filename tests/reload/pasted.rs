@@ -1,6 +1,7 @@
 //! A key or token pasted where a path goes: refused by field, never shown (check, run, reload, admin API).
 
 use crate::common::*;
+use crate::support::writers::mv_over;
 use crate::support::*;
 
 /// `pem` as a YAML block scalar (`|`) under a key indented `indent` spaces:
@@ -395,7 +396,8 @@ async fn run_and_a_reload_refuse_a_path_written_as_a_block_scalar() {
 
     s.config(&config(None, None));
     let (mut p, addr) = serve(&cfg).await;
-    write(&cfg, &folded_into_paths(&spare.key_pem, &token));
+    // Renamed over: the first outcome is this edit's, never a half-written file's.
+    mv_over(&cfg, &folded_into_paths(&spare.key_pem, &token));
     let outcome = p
         .wait_log("the edit rejected or applied", |v| {
             v["message"] == "configuration reloaded"
