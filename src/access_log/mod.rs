@@ -14,6 +14,7 @@ pub mod tunnel;
 mod writer;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -27,15 +28,19 @@ use crate::identity::gate::{RateLimit, Window};
 use crate::identity::{AllowList, Identity};
 use crate::metrics::METRICS;
 
-/// `access_log:` at the top level of the config.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// `access_log:` at the top level of the config, checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AccessLogConfig {
-    /// `stdout`, or a file (appended to, created 0640 if missing).
-    pub path: String,
-    #[serde(default)]
+    /// `stdout` (written so, [`STDOUT`]), or a file (appended to, created
+    /// 0640 if missing). A path, not text: a name that is not UTF-8 (a
+    /// legal Linux file name, or a directory the configuration lives in)
+    /// made text lost its bytes and sent the lines to another file.
+    pub path: PathBuf,
     pub format: LogFormat,
 }
+
+/// The `access_log.path` that means the process's stdout, not a file.
+pub const STDOUT: &str = "stdout";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -271,7 +276,7 @@ struct Running {
 /// A writer that is no longer the running one (replaced or removed by a
 /// reload) and may still be writing its queue, until its deadline.
 struct Draining {
-    path: String,
+    path: PathBuf,
     ended: Arc<writer::Ended>,
     thread: Option<std::thread::JoinHandle<()>>,
 }

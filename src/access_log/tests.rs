@@ -27,7 +27,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// The access log configured to `path` in `format`.
 fn configure_to(path: &Path, format: LogFormat) {
     let config = AccessLogConfig {
-        path: path.display().to_string(),
+        path: path.to_path_buf(),
         format,
     };
     configure(Some(&config)).unwrap();
@@ -49,7 +49,7 @@ fn stalled_fifo(dir: &tempfile::TempDir) -> std::path::PathBuf {
         .success();
     assert!(ok, "mkfifo");
     let config = AccessLogConfig {
-        path: fifo.display().to_string(),
+        path: fifo.clone(),
         format: LogFormat::Json,
     };
     let (done_tx, done_rx) = std::sync::mpsc::channel();

@@ -18,6 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::{AccessLogConfig, Line, LogFormat, Msg, QUEUE, format};
+use super::{AccessLogConfig, Line, LogFormat, Msg, QUEUE, STDOUT, format};
 use crate::metrics::METRICS;
 
 /// Open `path` for appending (created 0640 if missing), or stdout. Lines
@@ -33,8 +34,8 @@ use crate::metrics::METRICS;
 /// (nor std's buffered stdout: fd 1 is duplicated): after a failed write
 /// one keeps the bytes to write them later, and which lines were lost could
 /// not be told.
-fn open(path: &str) -> std::io::Result<File> {
-    if path == "stdout" {
+fn open(path: &Path) -> std::io::Result<File> {
+    if path == Path::new(STDOUT) {
         return std::io::stdout()
             .as_fd()
             .try_clone_to_owned()
@@ -53,7 +54,7 @@ fn open(path: &str) -> std::io::Result<File> {
 /// wait for a slow reader rather than fail with `EAGAIN`. A second,
 /// blocking open would wait in `open(2)` for the next reader if this one
 /// left in between: the writer stuck, SIGUSR1 unseen, lines queued late.
-fn open_fifo_if_read(path: &str) -> std::io::Result<File> {
+fn open_fifo_if_read(path: &Path) -> std::io::Result<File> {
     use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
     let file = OpenOptions::new()
         .append(true)
@@ -129,26 +130,26 @@ impl Stop {
 /// Whether `path` is a FIFO (a log shipper reading a named pipe): opening
 /// one for writing waits for a reader, so it is opened by the writer
 /// thread, never by the reloader.
-fn is_fifo(path: &str) -> bool {
+fn is_fifo(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
 /// `path` as messages and log lines show it: escaped, whole (SPEC §2).
-pub(super) fn shown(path: &str) -> String {
-    crate::material::shown_path(std::path::Path::new(path))
+pub(super) fn shown(path: &Path) -> String {
+    crate::material::shown_path(path)
 }
 
 /// What `hotproxy check` can tell without creating anything: whether
 /// [`spawn`] would open `path`. An existing file must open for appending
 /// (opened, not written); a new one needs its directory. stdout and a FIFO
 /// (opened by the writer thread) pass.
-pub(super) fn preview(path: &str) -> Result<(), String> {
+pub(super) fn preview(path: &Path) -> Result<(), String> {
     let problem = |e: &dyn std::fmt::Display| format!("access_log.path {}: {e}", shown(path));
-    if path == "stdout" || is_fifo(path) {
+    if path == Path::new(STDOUT) || is_fifo(path) {
         return Ok(());
     }
-    let p = std::path::Path::new(path);
+    let p = path;
     if p.exists() {
         return OpenOptions::new()
             .append(true)
@@ -333,7 +334,7 @@ fn give_up(w: &mut Writer, rx: &Receiver<Msg>, taken: impl Fn(&Line) -> usize) {
 
 /// The open access log and the lines not yet written to it.
 struct Writer {
-    path: String,
+    path: PathBuf,
     format: LogFormat,
     /// `None`: a FIFO with no reader (it left, or the first open failed):
     /// lines are dropped and counted until one is there.
@@ -355,7 +356,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(path: String, format: LogFormat, file: Option<File>) -> Writer {
+    fn new(path: PathBuf, format: LogFormat, file: Option<File>) -> Writer {
         let fifo = is_fifo(&path);
         Writer {
             path,
@@ -533,7 +534,7 @@ mod tests {
     #[test]
     fn a_torn_line_survives_a_reopen_of_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log").display().to_string();
+        let path = dir.path().join("access.log");
         let mut w = Writer::new(path.clone(), LogFormat::Json, Some(open(&path).unwrap()));
         w.file.as_mut().unwrap().write_all(b"{\"half\":").unwrap();
         w.torn = true;
@@ -546,7 +547,7 @@ mod tests {
         w.buf.extend_from_slice(b"{\"cut\":");
         w.flush();
         w.torn = true;
-        std::fs::rename(&path, format!("{path}.1")).unwrap();
+        std::fs::rename(&path, path.with_extension("log.1")).unwrap();
         w.reopen();
         w.buf.extend_from_slice(b"{\"new\":1}\n");
         w.flush();

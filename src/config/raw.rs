@@ -9,13 +9,22 @@ pub struct File {
     pub admin: Option<Admin>,
     pub store: Option<Store>,
     pub watch: Option<Watch>,
-    pub access_log: Option<crate::access_log::AccessLogConfig>,
+    pub access_log: Option<AccessLog>,
     #[serde(default)]
     pub certs: Vec<Entry>,
     #[serde(default)]
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub upstreams: Vec<Upstream>,
+}
+
+/// `access_log:` as written; checked into [`crate::access_log::AccessLogConfig`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    pub path: String,
+    #[serde(default)]
+    pub format: crate::access_log::LogFormat,
 }
 
 #[derive(Deserialize)]

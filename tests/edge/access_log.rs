@@ -1,4 +1,4 @@
-//! What a request's access-log line shows of the bytes a client sent: header bytes escaped, never hidden.
+//! What a request's access-log line shows of the bytes a client sent (escaped, never hidden), and the file it goes to.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -97,4 +97,57 @@ async fn connect_logs_its_authority() {
     assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
     let line = &wait_access_log(&log, 1, WAIT).await[0];
     assert_eq!(line["path"], "b.example.com:443", "{line}");
+}
+
+/// A configuration in a directory whose name is not UTF-8 (a legal Linux
+/// file name), with a relative `access_log.path`: the lines go to the log
+/// in that very directory. The path was kept as text, its byte 0xFF made
+/// U+FFFD: the lines went to a sibling directory spelt so, when there was
+/// one, and startup was refused when there was not.
+#[tokio::test]
+async fn a_log_path_that_is_not_utf8_is_written_as_configured() {
+    use std::os::unix::ffi::OsStrExt;
+    let scene = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let dir = scene
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"conf-\xff"));
+    // The name `display()` made of it: where the lines must not go.
+    let lossy = scene.path("conf-\u{FFFD}");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::create_dir(&lossy).unwrap();
+    let pair = ca.server_pair(&["localhost"]);
+    write(&dir.join("a.crt"), &pair.cert_pem);
+    write(&dir.join("a.key"), &pair.key_pem);
+    let config = dir.join("config.yaml");
+    write(
+        &config,
+        r#"
+access_log: { path: access.log, format: json }
+listeners:
+  - name: public
+    bind: 127.0.0.1:0
+    tls: { certs: [{ cert_file: a.crt, key_file: a.key }] }
+    routes: [{ upstream: app }]
+upstreams:
+  - name: app
+    servers: [http://127.0.0.1:9]
+"#,
+    );
+    let mut p = Proxy::start(&config);
+    let addr = p.listener_addr("public").await;
+    let reply = send(
+        addr,
+        &ca,
+        b"GET /logged HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    let line = &wait_access_log(&dir.join("access.log"), 1, WAIT).await[0];
+    assert_eq!(line["path"], "/logged", "{line}");
+    assert!(
+        std::fs::read_dir(&lossy).unwrap().next().is_none(),
+        "nothing written beside it, under the name made lossy"
+    );
 }

@@ -314,10 +314,13 @@ impl Resolver {
         // A relative access-log path resolves like every other path.
         let access_log = raw.access_log.as_ref().and_then(|a| {
             Some(crate::access_log::AccessLogConfig {
-                path: if a.path == "stdout" {
-                    a.path.clone()
+                // A path end to end: `display()` made one that is not
+                // UTF-8 (the configuration's own directory, say) text with
+                // U+FFFD in it, another file than the one configured.
+                path: if a.path == crate::access_log::STDOUT {
+                    PathBuf::from(&a.path)
                 } else {
-                    self.path("access_log.path", &a.path)?.display().to_string()
+                    self.path("access_log.path", &a.path)?
                 },
                 format: a.format,
             })
