@@ -25,6 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{self, Config};
 use crate::material::{info, shown_path};
+use crate::shell::shell_word;
 
 /// The configuration the demo runs: `./config.yaml`, else the one next to
 /// the crate's manifest (so `cargo run -- demo` works from any directory).
@@ -168,33 +169,45 @@ fn print_instructions(config: &Config, pki: &Path) {
         .first()
         .map(|l| l.bind.port())
         .unwrap_or(8443);
-    let pki = pki.display();
     let admin = config
         .admin
         .as_ref()
         .map(|a| a.bind.to_string())
         .unwrap_or_else(|| "127.0.0.1:9901".into());
-    let lines = [
+    crate::outln!("{}", instructions(port, pki, &admin).join("\n"));
+}
+
+/// What the demo tells the operator, the commands to paste included.
+/// Every path and address in a command is a [`shell_word`]: a PKI
+/// directory named `my pki`, `it's` or `$(id)` was pasted as other words,
+/// or ran what it named; an IPv6 admin address's `[...]` was a glob.
+fn instructions(port: u16, pki: &Path, admin: &str) -> Vec<String> {
+    let file = |name: &str| shell_word(&pki.join(name)).into_owned();
+    let (ca, cert, key) = (file("ca.crt"), file("client.crt"), file("client.key"));
+    let url = shell_word(&format!("https://localhost:{port}/hello")).into_owned();
+    let metrics = shell_word(&format!("http://{admin}/metrics")).into_owned();
+    let connect = shell_word(&format!("localhost:{port}")).into_owned();
+    vec![
         String::new(),
         format!("hotproxy demo: https://localhost:{port} -> mTLS echo backend"),
         String::new(),
         "  try it (the backend reports the client certificate hotproxy presented):".into(),
-        format!("    curl --cacert {pki}/ca.crt https://localhost:{port}/hello"),
+        format!("    curl --cacert {ca} {url}"),
         "  with your own client certificate (verified, passed upstream as X-Client-Cert-*):".into(),
-        format!(
-            "    curl --cacert {pki}/ca.crt --cert {pki}/client.crt --key {pki}/client.key https://localhost:{port}/hello"
-        ),
+        format!("    curl --cacert {ca} --cert {cert} --key {key} {url}"),
         String::new(),
         "  rotate the certificates while it runs, then watch the served fingerprint change:".into(),
-        format!("    cargo run --release -- certs dev-pki --out {pki}"),
         format!(
-            "    openssl s_client -connect localhost:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+            "    cargo run --release -- certs dev-pki --out {}",
+            shell_word(pki)
         ),
-        format!("    curl -s http://{admin}/metrics | grep hotproxy_cert_reloads"),
+        format!(
+            "    openssl s_client -connect {connect} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ),
+        format!("    curl -s {metrics} | grep hotproxy_cert_reloads"),
         String::new(),
         "  Ctrl-C stops it.".into(),
-    ];
-    crate::outln!("{}", lines.join("\n"));
+    ]
 }
 
 /// An HTTPS echo server that requires a client certificate from the dev CA.

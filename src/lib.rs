@@ -250,6 +250,8 @@
 //! - `fsutil`: atomic writes and bounded, regular-file-only reads (store, dev PKI, PEM).
 //! - `logging`: tracing to stderr, text or JSON.
 //! - `stdio`: `outln!`/`errln!`: command output that ends quietly on a closed pipe.
+//! - `shell`: a word quoted for a POSIX shell (`shlex.quote`; `$'\xHH'` for control
+//!   bytes and bytes not UTF-8), for the commands printed for an operator to paste.
 //! - `demo`: `hotproxy demo`.
 #![forbid(unsafe_code)]
 
@@ -269,6 +271,7 @@ pub mod proxy;
 pub mod reload;
 pub mod secret;
 pub mod server;
+pub mod shell;
 pub mod stdio;
 pub mod tls;
 pub mod upstream;

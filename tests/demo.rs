@@ -26,7 +26,12 @@ impl Drop for Child {
 /// The demo's `./config.yaml`: the shipped one's shape, its listener on
 /// an ephemeral port and its echo backend at `echo`.
 fn demo_config(scene: &Scene, echo: &str) {
-    scene.config(&format!(
+    scene.config(&demo_yaml(echo));
+}
+
+/// The demo's configuration, its echo backend at `echo`.
+fn demo_yaml(echo: &str) -> String {
+    format!(
         r#"
 listeners:
   - name: public
@@ -43,7 +48,7 @@ upstreams:
       ca: {{ ca_file: demo-pki/ca.crt }}
       client_cert: {{ cert_file: demo-pki/client.crt, key_file: demo-pki/client.key }}
 "#
-    ));
+    )
 }
 
 /// A running `hotproxy demo` (killed when dropped), with its stdout lines
@@ -57,11 +62,16 @@ struct Demo {
 impl Demo {
     /// `hotproxy demo --log-format json ARGS` in the scene's directory.
     fn start(scene: &Scene, args: &[&str]) -> Demo {
+        Demo::start_in(scene.dir.path(), args)
+    }
+
+    /// `hotproxy demo --log-format json ARGS` in `dir`.
+    fn start_in(dir: &Path, args: &[&str]) -> Demo {
         let mut child = Child(
             Command::new(env!("CARGO_BIN_EXE_hotproxy"))
                 .args(["demo", "--log-format", "json"])
                 .args(args)
-                .current_dir(scene.dir.path())
+                .current_dir(dir)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -323,4 +333,86 @@ async fn demo_reissues_an_expiring_server_pair_for_the_names_it_carried() {
         said.contains("server.crt expires on") && said.contains("myhost.test, 127.0.0.1"),
         "{said}"
     );
+}
+
+/// The words `sh` reads in `line` (a command, no pipe), as `printf`
+/// prints them back one a line.
+fn sh_words(line: &str) -> Vec<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '%s\\n' {line}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sh refused {line}: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The commands the demo prints for the operator to paste name its dev
+/// PKI as a shell reads it back, each path one word. A directory named
+/// `it's a "$HOME" `id` dir` was printed as it is: pasted, the quote
+/// left the command unfinished, or the words split at its spaces, `$HOME`
+/// expanded and `id` ran.
+#[tokio::test]
+async fn demo_commands_paste_as_the_paths_they_name() {
+    let scene = Scene::new();
+    let dir = scene.path("it's a \"$HOME\" `id` dir");
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir.join("config.yaml"), &demo_yaml("127.0.0.1:0"));
+    let demo = Demo::start_in(&dir, &[]);
+    demo.listening().await;
+    // As the demo names it: the configuration's directory, absolute.
+    let pki = std::fs::canonicalize(&dir).unwrap().join("demo-pki");
+    let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
+    // The lines printed that start with `start` (leading spaces cut).
+    let printed = |start: &str| {
+        let lines = demo.stdout.lock().unwrap();
+        let lines = lines.iter().map(|l| l.trim_start());
+        lines
+            .filter(|l| l.starts_with(start))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    wait_until(WAIT, "the demo's commands", || async {
+        !printed("cargo run").is_empty()
+    })
+    .await;
+    let curls = printed("curl --cacert");
+    assert_eq!(curls.len(), 2, "{curls:?}");
+    let curl = sh_words(&curls[0]);
+    assert_eq!(curl.len(), 4, "{curl:?}");
+    assert_eq!(curl[..3], ["curl", "--cacert", &file("ca.crt")]);
+    assert!(curl[3].starts_with("https://localhost:"), "{curl:?}");
+    let with_cert = sh_words(&curls[1]);
+    assert_eq!(with_cert.len(), 8, "{with_cert:?}");
+    assert_eq!(
+        with_cert[..7],
+        [
+            "curl",
+            "--cacert",
+            &file("ca.crt"),
+            "--cert",
+            &file("client.crt"),
+            "--key",
+            &file("client.key")
+        ]
+    );
+    assert_eq!(
+        sh_words(&printed("cargo run")[0]),
+        [
+            "cargo",
+            "run",
+            "--release",
+            "--",
+            "certs",
+            "dev-pki",
+            "--out",
+            pki.to_str().unwrap()
+        ]
+    );
+    // And the files it names are the demo's.
+    assert!(Path::new(&file("ca.crt")).is_file());
 }
