@@ -14,7 +14,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
-use crate::fsutil::read_regular;
+use crate::fsutil::{read_regular, write_atomic};
 use crate::material::{info, pem, shown_path};
 
 /// What `write` produced.
@@ -53,18 +53,11 @@ impl fmt::Display for DevPki {
 /// A PEM file of a previous run; unreadable is an error naming it. Every
 /// path here is shown as a material path is ([`shown_path`]): whole,
 /// escaped as Rust writes a string (an ESC in `--out` never reaches the
-/// terminal as is); the file helpers' own errors name paths raw.
+/// terminal as is), as the file helpers' own errors show them.
 fn read_pem(path: &Path) -> anyhow::Result<String> {
     let bytes = read_regular(path, pem::MAX_PEM_FILE)
         .map_err(|e| anyhow::anyhow!("{}: {}", shown_path(path), e.problem))?;
     String::from_utf8(bytes).with_context(|| format!("{}: not a PEM file", shown_path(path)))
-}
-
-/// [`crate::fsutil::write_atomic`], its error (naming the file, or the
-/// temp file beside it, raw) shown escaped whole, as the store does.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    crate::fsutil::write_atomic(path, bytes, mode)
-        .map_err(|e| anyhow::anyhow!("{}", shown_path(Path::new(&format!("{e:#}")))))
 }
 
 /// Whether anything is at `path` (a dangling link too: it is not absent).

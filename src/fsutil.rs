@@ -11,6 +11,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+// Every path in an error here is shown as a material path is: whole,
+// escaped, a byte that is not UTF-8 as `\xFF`. `display()` made such a
+// byte U+FFFD, and callers escaping the message afterwards could not
+// get it back: `certs dev-pki` and the store named another file.
+use crate::material::shown_path;
+
 /// Write `bytes` to a temp file next to `path`, fsync, rename over `path`,
 /// fsync the directory: a crash leaves the old or the new file, never a torn
 /// one. The file has exactly `mode` before a byte is written.
@@ -27,11 +33,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
     let written = (|| -> anyhow::Result<()> {
         // The umask may have narrowed `mode` at creation; never widened it.
         f.set_permissions(fs::Permissions::from_mode(mode))
-            .with_context(|| format!("cannot set the mode of {}", tmp.display()))?;
+            .with_context(|| format!("cannot set the mode of {}", shown_path(&tmp)))?;
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+            .with_context(|| format!("cannot write {}", shown_path(&tmp)))?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", shown_path(path)))
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
@@ -70,7 +76,7 @@ pub fn follow_links(path: &Path) -> std::io::Result<PathBuf> {
     }
     Err(std::io::Error::other(format!(
         "more than {MAX_LINKS} symlinks from {}",
-        path.display()
+        shown_path(path)
     )))
 }
 
@@ -99,7 +105,7 @@ fn create_temp(dir: &Path, path: &Path) -> anyhow::Result<(PathBuf, fs::File)> {
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!(
                     "cannot create a temporary file in {}",
-                    dir.display()
+                    shown_path(dir)
                 )));
             }
         }
@@ -107,14 +113,14 @@ fn create_temp(dir: &Path, path: &Path) -> anyhow::Result<(PathBuf, fs::File)> {
     Err(
         anyhow::Error::new(last.expect("the loop ran")).context(format!(
             "cannot create a temporary file in {}",
-            dir.display()
+            shown_path(dir)
         )),
     )
 }
 
 /// A file that [`read_regular`] would not read, with the path it named.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {problem}", path.display())]
+#[error("{}: {problem}", shown_path(path))]
 pub struct ReadError {
     pub path: PathBuf,
     pub problem: ReadProblem,

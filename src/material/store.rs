@@ -367,14 +367,13 @@ impl Store {
         // A store.path that is a symlink (to a file on a persistent
         // volume) stays one: the file it leads to is replaced, beside it.
         // Renamed over the link itself, it would leave that file stale.
-        // The system's errors name the files they are about (the temp
-        // file, a link followed) with `display`: escaped whole, as a path.
-        let said = |e: String| shown_path(Path::new(&e));
+        // The file helpers' errors name the files they are about (the
+        // temp file, a link followed) escaped, as `shown_path` does.
         let target = crate::fsutil::follow_links(&self.path).map_err(|e| {
             SaveError::Write(format!(
                 "store {}: cannot follow its symlink: {}",
                 shown_path(&self.path),
-                said(e.to_string())
+                e
             ))
         })?;
         if let Some(dir) = target.parent() {
@@ -386,13 +385,8 @@ impl Store {
                 ))
             })?;
         }
-        crate::fsutil::write_atomic(&target, &body, 0o600).map_err(|e| {
-            SaveError::Write(format!(
-                "store {}: {}",
-                shown_path(&self.path),
-                said(format!("{e:#}"))
-            ))
-        })
+        crate::fsutil::write_atomic(&target, &body, 0o600)
+            .map_err(|e| SaveError::Write(format!("store {}: {e:#}", shown_path(&self.path))))
     }
 }
 

@@ -192,6 +192,32 @@ fn dev_pki_shows_its_paths_escaped() {
     );
 }
 
+/// The file helpers' errors `certs dev-pki` passes on (`cannot replace
+/// DIR/server.crt: Is a directory`) named the path with `display()`: a
+/// byte that is not UTF-8 was U+FFFD before the message was escaped, and
+/// the operator was told of a directory that does not exist. It is shown
+/// as `\xFF`, as every other message shows it.
+#[test]
+fn dev_pki_shows_a_path_that_is_not_utf8_byte_by_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scene::new();
+    let out_dir = s.dir.path().join(std::ffi::OsStr::from_bytes(b"p\x1b\xff"));
+    std::fs::create_dir_all(out_dir.join("server.crt")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        .args(["certs", "dev-pki", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!out.stderr.contains(&0x1b), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    let shown = format!("{}p\\u{{1b}}\\xFF", s.path("").display());
+    assert!(
+        err.contains(&format!("cannot replace {shown}/server.crt: ")),
+        "{err}"
+    );
+}
+
 /// A key others may read was refused with a command to paste (`chmod 600
 /// PATH`) holding the path as shown, escaped: `chmod 600 /keys/a\tb.key`
 /// in a shell names another file. The command is given only as the shell
