@@ -376,7 +376,7 @@ impl State {
                 // (every event for `other`'s files lost) and unwatching
                 // either path would end it for both.
                 if self.unwatchable.insert(dir.clone()) {
-                    warn!(path = %dir.display(), same_as = %other.display(), "directory is already watched under another path (a bind mount, or one volume mounted twice), and filesystem events name one path only; relying on polling for this one");
+                    warn!(path = %crate::material::shown_path(&dir), same_as = %crate::material::shown_path(other), "directory is already watched under another path (a bind mount, or one volume mounted twice), and filesystem events name one path only; relying on polling for this one");
                 }
                 failed = true;
                 continue;
@@ -411,11 +411,11 @@ impl State {
                         if !told {
                             vanished.push(dir.clone());
                         }
-                        debug!(path = %dir.display(), parent_watched = told, "directory vanished before it could be watched; re-arming from its parent");
+                        debug!(path = %crate::material::shown_path(&dir), parent_watched = told, "directory vanished before it could be watched; re-arming from its parent");
                         continue;
                     }
                     if self.unwatchable.insert(dir.clone()) {
-                        warn!(path = %dir.display(), error = %e, "cannot watch directory; relying on polling");
+                        warn!(path = %crate::material::shown_path(&dir), error = %e, "cannot watch directory; relying on polling");
                     } else {
                         still_failing += 1;
                     }
@@ -584,7 +584,7 @@ impl State {
             .map(|(dir, _)| dir.clone())
             .collect();
         for dir in moved {
-            debug!(path = %dir.display(), "a watched directory is not the one its path names now; watching that one");
+            debug!(path = %crate::material::shown_path(&dir), "a watched directory is not the one its path names now; watching that one");
             let subjects: Vec<Subject> = self
                 .by_dir
                 .get(&dir)

@@ -137,6 +137,53 @@ fn a_directory_that_cannot_be_watched_is_warned_about_once() {
     assert_eq!(text.matches("cannot watch directory").count(), 1, "{text}");
 }
 
+/// The warning names the directory as every other line names a path
+/// (`shown_path`): its `path` was written with `display()`, a byte that is
+/// not UTF-8 as U+FFFD, the name of a directory that is not there.
+#[test]
+fn a_directory_that_cannot_be_watched_is_named_byte_by_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let looped = d.path().join(std::ffi::OsStr::from_bytes(b"loop\x1b\xff"));
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    let ((), text) = crate::logging::test_support::logged(tracing::Level::WARN, || {
+        let notify = notify::recommended_watcher(|_| {}).unwrap();
+        let (out, _rx) = mpsc::unbounded_channel();
+        let mut state = State::new(cfg(true, 0), Some(notify), out);
+        let s = Subject::Entry("e".into());
+        state.set(vec![(s, vec![looped.join("tls.crt")])]);
+    });
+    let text = without_colours(&text);
+    let shown = format!("{}/loop\\u{{1b}}\\xFF", d.path().display());
+    assert!(text.contains("cannot watch directory"), "{text}");
+    assert!(text.contains(&format!(" path={shown} ")), "{text}");
+    assert!(!text.contains(['\u{fffd}', '\u{1b}']), "{text:?}");
+}
+
+/// `text` without the SGR sequences (`ESC [ 2 m`) the log's colours are:
+/// any ESC left was written by what a line shows.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\u{1b}[") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let params = after
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b';');
+        let len = params.count();
+        match after[len..].strip_prefix('m') {
+            Some(next) => rest = next,
+            None => {
+                out.push('\u{1b}');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The poll's cost is the CPU it uses: time a stat spends waiting (a
 /// network filesystem) is not counted, so it does not stretch the next
 /// pass. A thread that sleeps uses none.
