@@ -15,31 +15,42 @@ use time::OffsetDateTime;
 /// (`allow_expired_crl: true`). Routes are absent: a request that passes
 /// the handshake gets 404, one that does not gets no answer.
 fn scene(crl: &str, clients: &TestCa) -> (Scene, std::path::PathBuf) {
+    scene_with(crl, clients, "clients.crl", "clients.crl")
+}
+
+/// [`scene`], its CRL at `crl_file` (relative to the scene), written in
+/// the configuration as `written` (YAML, double-quoted).
+fn scene_with(
+    crl: &str,
+    clients: &TestCa,
+    crl_file: &str,
+    written: &str,
+) -> (Scene, std::path::PathBuf) {
     let s = Scene::new();
     let ca = TestCa::new("ca");
     s.pair("edge", &ca.server_pair(&["localhost"]));
     write(&s.path("ca.crt"), &ca.cert_pem);
     write(&s.path("clients.crt"), &clients.cert_pem);
-    write(&s.path("clients.crl"), crl);
-    let cfg = s.config(
+    write(&s.path(crl_file), crl);
+    let cfg = s.config(&format!(
         r#"
-admin: { bind: 127.0.0.1:0 }
+admin: {{ bind: 127.0.0.1:0 }}
 certs:
-  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
-  - { id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [clients.crl] }
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+  - {{ id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: ["{written}"] }}
 listeners:
   - name: strict
     bind: 127.0.0.1:0
     tls:
-      certs: [{ ref: edge }]
-      client_auth: { mode: require_and_verify, ca: { ref: clients } }
+      certs: [{{ ref: edge }}]
+      client_auth: {{ mode: require_and_verify, ca: {{ ref: clients }} }}
   - name: lenient
     bind: 127.0.0.1:0
     tls:
-      certs: [{ ref: edge }]
-      client_auth: { mode: require_and_verify, ca: { ref: clients }, allow_expired_crl: true }
+      certs: [{{ ref: edge }}]
+      client_auth: {{ mode: require_and_verify, ca: {{ ref: clients }}, allow_expired_crl: true }}
 "#,
-    );
+    ));
     (s, cfg)
 }
 
@@ -207,6 +218,35 @@ async fn an_unusable_crl_is_warned_about_by_its_ca_entry_and_file() {
         },
     )
     .await;
+}
+
+/// The unusable CRL's warning names its file as every other line names
+/// a path (`shown_path`): its `crl_files` field was written with
+/// `display()`, an ESC in the file's directory raw (in the text log, on
+/// the operator's terminal).
+#[tokio::test]
+async fn an_unusable_crls_file_is_named_escaped() {
+    let clients = TestCa::new("clients");
+    let imposter = TestCa::new("clients");
+    let alice = clients.client_pair("alice");
+    let (s, cfg) = scene_with(
+        &imposter.crl(&[]),
+        &clients,
+        "c\x1b[2J/clients.crl",
+        "c\\e[2J/clients.crl",
+    );
+    let ca = std::fs::read_to_string(s.path("ca.crt")).unwrap();
+    let mut p = Proxy::start(&cfg);
+    let strict = p.listener_addr("strict").await;
+    assert!(status(strict, &ca, &alice).await.is_err());
+    let warning = p
+        .wait_log("the unusable CRL's warning", |v| {
+            v["reason"] == "crl_invalid" && v["listener"] == "strict" && v["level"] == "WARN"
+        })
+        .await;
+    let files = warning["crl_files"].as_str().unwrap_or_default();
+    let shown = format!("{}c\\u{{1b}}[2J/clients.crl", s.path("").display());
+    assert_eq!(files, shown, "{warning}");
 }
 
 /// A CRL's issuer is escaped as subjects are wherever `check` shows it

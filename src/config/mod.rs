@@ -201,10 +201,19 @@ impl EntrySource {
     /// A ca-bundle's CRLs as configured: their paths, or `inline` for an
     /// inline `crl_pem`; empty without CRLs.
     pub fn crl_sources(&self) -> Vec<String> {
+        self.crl_sources_as(|p| p.display().to_string())
+    }
+
+    /// [`Self::crl_sources`] as log lines name them: each path escaped
+    /// ([`crate::material::shown_path`]), as every other path a line names;
+    /// `display()` wrote an ESC in one raw to the operator's terminal.
+    pub fn crl_sources_shown(&self) -> Vec<String> {
+        self.crl_sources_as(crate::material::shown_path)
+    }
+
+    fn crl_sources_as(&self, show: impl Fn(&Path) -> String) -> Vec<String> {
         match self {
-            EntrySource::CaFiles { crl_files, .. } => {
-                crl_files.iter().map(|p| p.display().to_string()).collect()
-            }
+            EntrySource::CaFiles { crl_files, .. } => crl_files.iter().map(|p| show(p)).collect(),
             EntrySource::CaInline {
                 crl_pem: Some(_), ..
             } => vec!["inline".into()],

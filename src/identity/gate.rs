@@ -47,7 +47,8 @@ pub struct Gate {
 pub struct CaSource {
     /// The catalogue entry (type ca-bundle).
     pub entry: Arc<str>,
-    /// Its CRL files as configured (`inline` for inline PEM).
+    /// Its CRL files as configured (`inline` for inline PEM), escaped as
+    /// log lines show a path.
     pub crl_files: Arc<[String]>,
 }
 

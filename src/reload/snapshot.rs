@@ -617,7 +617,7 @@ fn server_config(
             entry: id.into(),
             crl_files: entries
                 .get(id)
-                .map(|e| e.spec.source.crl_sources())
+                .map(|e| e.spec.source.crl_sources_shown())
                 .unwrap_or_default()
                 .into(),
         }),
