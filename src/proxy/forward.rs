@@ -532,7 +532,7 @@ impl Upstream {
                                 // it serves others (`StreamGuard::refused`).
                                 None if unprocessed(e.error()) => {
                                     if refused_stream(e.error()) {
-                                        (serving, beside, held) = endpoint.refused(&stream);
+                                        (serving, beside, held) = endpoint.refused(&stream, check);
                                     } else {
                                         stream.retire_refused();
                                     }
@@ -563,7 +563,8 @@ impl Upstream {
                                 // a new connection to this one, twice at most: the
                                 // endpoint may be restarting, and a new connection to a
                                 // pod on its way down may leave it unprocessed too
-                                // (`RESENDS`); none while the refusing one holds its slot.
+                                // (`RESENDS`); none while the refusing one holds its slot,
+                                // save a check's own past the limit.
                                 Some(again)
                                     if here
                                         && tls.is_none()

@@ -136,11 +136,14 @@ impl Endpoint {
     /// connection then goes to no new one: it waited out `connect_timeout`
     /// for the connection limit's `504`, which named the wrong cause; it
     /// gets the refusal's `502` at once (or another endpoint takes it).
-    pub fn refused(&self, stream: &StreamGuard) -> (bool, Option<Refuser>, bool) {
+    /// Never for a `check`: it dials one of its own past the limit
+    /// (`check_slot`); held, it failed at its third refusal, and an
+    /// endpoint that answered on every other connection was taken out.
+    pub fn refused(&self, stream: &StreamGuard, check: bool) -> (bool, Option<Refuser>, bool) {
         let beside = self.pool.room_beside(stream);
         let stay = !beside && !self.slot_free();
         let serving = stream.refused(stay);
-        let held = serving && stay && !stream.others_awaiting();
+        let held = !check && serving && stay && !stream.others_awaiting();
         (serving, beside.then(|| stream.refuser()), held)
     }
 

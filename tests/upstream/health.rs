@@ -269,3 +269,92 @@ async fn a_check_refused_while_requests_hold_every_connection_is_sent_again_past
     .await;
     hold.abort();
 }
+
+/// What a [`long_then_refusing`] backend saw: checks answered, streams
+/// refused, and a wake-up when a connection holds `/long`.
+#[derive(Default)]
+struct LongSeen {
+    answered: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicUsize,
+    long: tokio::sync::Notify,
+}
+
+/// An HTTP/2 backend (h2, over TLS) each of whose connections answers
+/// every request `200` until it is sent `/long`, which it answers with a
+/// head and a body that never ends; from then on it refuses every new
+/// stream on that connection (`REFUSED_STREAM`, never a `GOAWAY`: a
+/// server stuck on the connection its long stream keeps). Its other
+/// connections still answer.
+async fn long_then_refusing(pair: &TestPair) -> (std::net::SocketAddr, std::sync::Arc<LongSeen>) {
+    let seen = std::sync::Arc::new(LongSeen::default());
+    let s = seen.clone();
+    let (addr, _) = h2_conns("127.0.0.1:0", pair, move |mut conn, _| {
+        let seen = s.clone();
+        async move {
+            let mut long = Vec::new();
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                if req.uri().path() == "/long" {
+                    let head = http::Response::new(());
+                    long.push(respond.send_response(head, false).unwrap());
+                    seen.long.notify_one();
+                } else if !long.is_empty() {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    seen.refused.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    let head = http::Response::new(());
+                    if let Ok(mut tx) = respond.send_response(head, false) {
+                        let _ = tx.send_data(Bytes::from_static(b"ok"), true);
+                    }
+                    seen.answered.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+/// SPEC (Health): a check refused (`REFUSED_STREAM`) on the one pooled
+/// connection (`max_connections_per_server: 1`), whose long stream keeps
+/// it and its slot, is sent again on a connection of its own past the
+/// limit, and passes there. Since a request refused thrice by such a
+/// connection gets the refusal's `502` at once, the check was failed
+/// (`protocol`) at its third refusal without that connection: every check
+/// failed, and a healthy endpoint was taken out of service.
+#[tokio::test]
+async fn a_check_refused_by_the_connection_holding_the_only_slot_passes_on_its_own() {
+    let w = world();
+    let (backend, seen) = long_then_refusing(&w.backend_pair).await;
+    let (mut p, addr) = one_connection(&w, backend, &checks_every_100ms("2s")).await;
+    p.wait_log("a check passed", |v| {
+        v["message"] == "active check" && v["passed"] == true
+    })
+    .await;
+    let mut client = h2_to(&w, addr).await;
+    let _long = send_all(&mut client, ["/long".to_owned()]).await;
+    tokio::time::timeout(WAIT, seen.long.notified())
+        .await
+        .expect("the long stream at the backend");
+    let answered = seen.answered.load(Ordering::SeqCst);
+    // More checks than `unhealthy_after`, each refused on the pooled
+    // connection first.
+    wait_until(WAIT, "three checks refused, then answered", || async {
+        seen.refused.load(Ordering::SeqCst) >= 3
+            && seen.answered.load(Ordering::SeqCst) >= answered + 3
+    })
+    .await;
+    let admin = p.admin_addr().await;
+    let healthy = "hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1";
+    assert!(
+        metrics_text(admin).await.lines().any(|l| l == healthy),
+        "the endpoint in service"
+    );
+    let logs = p.logs();
+    let out = "upstream endpoint failed its active checks; out of service";
+    assert!(!logs.iter().any(|l| l.contains(out)), "logged: {out}");
+    let failed = logs.iter().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|v| v["message"] == "active check" && v["passed"] == false)
+    });
+    assert!(!failed, "a check failed");
+}
