@@ -49,6 +49,9 @@ pub struct Endpoint {
     /// The one connection an active check may open past `slots` when
     /// every one of them is taken (see [`Endpoint::checkout`]).
     check_slot: Slots,
+    /// `max_connections_per_server: 1`: a connection's slot is every slot,
+    /// and one that keeps it keeps any new connection out.
+    one_slot: bool,
     pub pool: Pool,
 }
 
@@ -109,6 +112,7 @@ impl Endpoint {
             dialer,
             slots: Slots::new(limits.max_connections_per_server),
             check_slot: Slots::new(1),
+            one_slot: limits.max_connections_per_server == 1,
             pool: Pool::new(limits.max_idle_connections, limits.idle_timeout),
         })
     }
@@ -139,11 +143,15 @@ impl Endpoint {
     /// Never for a `check`: it dials one of its own past the limit
     /// (`check_slot`); held, it failed at its third refusal, and an
     /// endpoint that answered on every other connection was taken out.
+    /// Only with one slot (`one_slot`): with more, another may be about to
+    /// come free (a connection draining after a `GOAWAY`, a dial under way
+    /// whose connection goes idle, a tunnel closing), and the request that
+    /// waited for it got a `200`; held, it got the `502` at once.
     pub fn refused(&self, stream: &StreamGuard, check: bool) -> (bool, Option<Refuser>, bool) {
         let beside = self.pool.room_beside(stream);
         let stay = !beside && !self.slot_free();
         let serving = stream.refused(stay);
-        let held = !check && serving && stay && !stream.others_awaiting();
+        let held = self.one_slot && !check && serving && stay && !stream.others_awaiting();
         (serving, beside.then(|| stream.refuser()), held)
     }
 

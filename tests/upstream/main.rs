@@ -19,6 +19,7 @@ mod lengths;
 mod pool;
 mod raw_h2;
 mod refused;
+mod refused_slots;
 mod reloads;
 mod sharing;
 mod timeouts;
