@@ -14,9 +14,9 @@
 //! closed before a whole response head and the request is idempotent with
 //! such a body (an upstream closing an idle keep-alive connection just as
 //! it is reused). An HTTP/2 request that new connection left unprocessed
-//! too goes once more, on another (`RESENDS`: two at most). One refused
-//! (`REFUSED_STREAM`) on a connection that still takes streams goes on
-//! any connection instead, that one included (twice at most, then on new
+//! too goes once more, on another (`RESENDS`: two at most). One refused (`REFUSED_STREAM`)
+//! on a connection that still takes streams goes on any connection instead, that one
+//! included (twice at most, thrice with room on another and no slot free; then on new
 //! ones, unless it holds their slot: `Endpoint::refused`). Each is counted
 //! (`hotproxy_upstream_resends_total`) and is no retry: `retries.attempts: 0` leaves it on.
 //!
@@ -551,20 +551,21 @@ impl Upstream {
                                 }
                             };
                             let e = e.into_error();
-                            // A connection that failed on TLS (our client
-                            // certificate refused) is the cause, whatever
-                            // hyper says of the request it dropped ("operation
-                            // was canceled", "dispatch task is gone"); a new
-                            // connection to the same endpoint fails alike.
+                            // A connection that failed on TLS (our client certificate
+                            // refused) is the cause, whatever hyper says of the request it
+                            // dropped ("operation was canceled", "dispatch task is gone");
+                            // a new connection to the same endpoint fails alike.
                             let tls = stream.tls_error().cloned();
-                            let on_any = (serving || beside.is_some()) && on_any_resent < RESENDS;
+                            // Thrice with room on another, no slot free (the limit's `504`).
+                            let room = usize::from(beside.is_some() && !endpoint.slot_free());
+                            let on_any =
+                                (serving || beside.is_some()) && on_any_resent < RESENDS + room;
                             match again {
-                                // Another endpoint takes it (send_balanced); with none,
-                                // a new connection to this one, twice at most: the
-                                // endpoint may be restarting, and a new connection to a
-                                // pod on its way down may leave it unprocessed too
-                                // (`RESENDS`); none while the refusing one holds its slot,
-                                // save a check's own past the limit.
+                                // Another endpoint takes it (send_balanced); with none, a new
+                                // connection to this one, twice at most: the endpoint may be
+                                // restarting, and a new connection to a pod on its way down may
+                                // leave it unprocessed too (`RESENDS`); none while the refusing
+                                // one holds its slot, save a check's own past the limit.
                                 Some(again)
                                     if here
                                         && tls.is_none()
@@ -585,9 +586,8 @@ impl Upstream {
                                     continue;
                                 }
                                 again => {
-                                    // Never written: the endpoint never saw
-                                    // it (its `GOAWAY` read as the request
-                                    // was handed over), no failure of its.
+                                    // Never written: the endpoint never saw it (its `GOAWAY`
+                                    // read as the request was handed over), no failure of its.
                                     let failure = match tls {
                                         Some(tls) => Failure::ConnectionTls(tls),
                                         None if never_written => Failure::Unsent(e),

@@ -136,3 +136,102 @@ async fn a_get_refused_thrice_waits_for_a_slot_another_connection_holds() {
         assert_eq!(&body.unwrap().unwrap().unwrap()[..], connection.as_bytes());
     }
 }
+
+/// What an [`alternately_refusing`] backend's test sees of it, and its cue.
+#[derive(Default)]
+struct Both {
+    /// A holds its first request (full at one stream).
+    holding: tokio::sync::Notify,
+    /// B answered its first request: A may go on.
+    b_long: tokio::sync::Notify,
+    /// A's raised stream limit acknowledged.
+    raised: tokio::sync::Notify,
+    /// The streams each refused: A's, then B's.
+    refused: [AtomicUsize; 2],
+}
+
+/// A raw HTTP/2 backend whose first two connections each answer their
+/// first request with a head whose body never ends (a long stream that
+/// keeps the connection, and its slot). A allows one stream at a time
+/// until B has answered, then 100, and refuses every stream after; B
+/// refuses its second stream and answers the rest. Later connections
+/// answer at once. Answers name their connection. Returns its address and
+/// what it sees.
+async fn alternately_refusing(pair: &TestPair) -> (std::net::SocketAddr, Arc<Both>) {
+    let both = Arc::new(Both::default());
+    let s = both.clone();
+    let (addr, _) = raw_h2(pair, Vec::new(), move |mut tls, n| {
+        let both = s.clone();
+        async move {
+            let limit = if n == 0 { 1 } else { 100 };
+            let _ = tls.write_all(&settings(&[(3, limit)])).await;
+            let (mut streams, mut raised) = (0, false);
+            while let Some((kind, flags, stream)) = next_acking(&mut tls).await {
+                if kind == 4 && flags & 1 == 1 && raised {
+                    both.raised.notify_one();
+                    raised = false;
+                }
+                if kind != 1 {
+                    continue;
+                }
+                streams += 1;
+                let out = match (n, streams) {
+                    (0, 1) => {
+                        both.holding.notify_one();
+                        both.b_long.notified().await;
+                        raised = true;
+                        [begun(stream, b""), settings(&[(3, 100)])].concat()
+                    }
+                    (1, 1) => {
+                        both.b_long.notify_one();
+                        begun(stream, b"")
+                    }
+                    (0, _) | (1, 2) => {
+                        both.refused[n].fetch_add(1, Ordering::SeqCst);
+                        refused(stream)
+                    }
+                    _ => naming(n, stream),
+                };
+                let _ = tls.write_all(&out).await;
+            }
+        }
+    })
+    .await;
+    (addr, both)
+}
+
+/// SPEC (Upstream connection pool): with `max_connections_per_server: 2`,
+/// A and B each carry a long stream (both slots held). A GET refused on
+/// A goes to B (room there), refused on B goes to A again, whose second
+/// refusal retires it: its two sends on any connection spent, it wanted
+/// a new connection, for which no slot comes free while the long streams
+/// last, and waited out `connect_timeout` (far longer than [`WAIT`]) for
+/// the connection limit's `504`, B's room unused. With another
+/// connection's room beside a retired refuser and no slot free, it is
+/// sent once more on any connection: B answers it.
+#[tokio::test]
+async fn a_get_refused_by_both_connections_goes_once_more_to_the_one_with_room() {
+    let w = world();
+    let (backend, both) = alternately_refusing(&w.backend_pair).await;
+    let extra = ["max_connections_per_server: 2", "connect_timeout: 30s"];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &extra));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(&w, addr).await;
+    // `/long/a` on A (full at one stream): `/long/b` dials B. Both kept.
+    let long_a = send_all(&mut client, ["/long/a".to_owned()]).await;
+    tokio::time::timeout(WAIT, both.holding.notified())
+        .await
+        .expect("`/long/a` held on A");
+    let long_b = send_all(&mut client, ["/long/b".to_owned()]).await;
+    let _long = heads(long_a.into_iter().chain(long_b).collect()).await;
+    tokio::time::timeout(WAIT, both.raised.notified())
+        .await
+        .expect("A's raised stream limit acknowledged");
+    let get = send_all(&mut client, ["/get".to_owned()]).await;
+    let mut get = heads(get).await.remove(0);
+    assert_eq!(get.status(), 200, "the GET refused on A, B and A");
+    let body = tokio::time::timeout(WAIT, get.body_mut().data()).await;
+    assert_eq!(&body.unwrap().unwrap().unwrap()[..], b"connection 1");
+    let refused = both.refused.each_ref().map(|r| r.load(Ordering::SeqCst));
+    assert_eq!(refused, [2, 1], "refusals on A and B");
+}
