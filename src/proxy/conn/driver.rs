@@ -288,14 +288,75 @@ impl Driver<'_> {
         }
         loop {
             tokio::select! {
-                // The connection first, the rest are wake-ups: a request
-                // already read (with the handshake's last flight, say) is
-                // parsed, and begun, before a signal that is set already
-                // is looked at (SPEC §1 drops only a request completed
-                // after it). In random order, a signal's branch came
-                // first in most orders and closed it as one with no
-                // request yet.
+                // The close signals first: polled only when their own
+                // wake-up came (`Woken`), one load each otherwise. One set
+                // already is looked at before the connection is polled
+                // again: that poll, the look not asked for, reads the
+                // socket as far as hyper's buffer goes, whatever came
+                // after the signal too (the runtime found the socket
+                // readable: on a multi-threaded one, another worker's
+                // reactor, at any time), and hyper begins the requests it
+                // holds, each then served as one begun before the signal
+                // (SPEC §1: bytes sent after it decide nothing). A request
+                // already read (with the handshake's last flight, say)
+                // is read by the look, which takes what rustls holds, and
+                // begun there.
                 biased;
+                // Shutting down, or the listener is gone: what is still in
+                // flight after the grace is cut (at shutdown the process has
+                // ended by then). Also on a connection already closing for
+                // idleness or `also_close`: its graceful close waits on the
+                // client (h2 takes new streams until the client
+                // acknowledges the GOAWAY's PING), so only the cut bounds it.
+                () = shutdown.as_mut(), if !shutdown_done => {
+                    shutdown_done = true;
+                    // Nothing begun, and not one from a removed listener's
+                    // queue: closed at once, as at shutdown (`quit`), not
+                    // left to hyper's graceful close, which may wait for a
+                    // first request and serve it under the removed
+                    // listener's routes and rules. The log line is
+                    // `quit`'s: on the admin listener both are the
+                    // process's signal, and either may be seen first.
+                    if !answer_first && let Some(when) = at_once!() {
+                        debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
+                        self.activity.closed_at_once();
+                        return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
+                    let now = Instant::now();
+                    cut_by!(now, now + self.also_close_grace, !answer_first);
+                }
+                // The process's shutdown: at once with nothing begun,
+                // gracefully after. Also on a connection its listener's
+                // `closing` (set at shutdown too, maybe seen first) already
+                // closes gracefully: that close would wait for a first
+                // request.
+                () = quit.as_mut(), if !quit_done => {
+                    quit_done = true;
+                    if let Some(when) = at_once!() {
+                        debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
+                        self.activity.closed_at_once();
+                        return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
+                    let now = Instant::now();
+                    cut_by!(now, now + self.also_close_grace, true);
+                }
+                // Its lifetime is over (rotated-out material, admission
+                // rules changed): at once with nothing begun, as at
+                // shutdown. hyper's graceful close would serve a first
+                // HTTP/1.1 head already part read (it closes only with
+                // its read buffer empty), and on HTTP/2 accept streams
+                // until its PING is answered: a revoked client's request.
+                _ = also_close.as_mut(), if !also_done => {
+                    also_done = true;
+                    if let Some(when) = at_once!() {
+                        debug!(listener = %name, peer = %peer, "closing connection at once: {when}");
+                        self.activity.closed_at_once();
+                        return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
+                    let now = Instant::now();
+                    cut_by!(now, now + self.also_close_grace, true);
+                }
+                // The connection, then the rest, wake-ups too.
                 turn = turn(
                     Polled { conn: conn.as_mut(), written, activity: self.activity },
                     h2 && closing_at.is_some() && ping_out.is_none(),
@@ -388,29 +449,6 @@ impl Driver<'_> {
                     }
                     sleep.as_mut().inner_mut().reset(next.into());
                 }
-                // Shutting down, or the listener is gone: what is still in
-                // flight after the grace is cut (at shutdown the process has
-                // ended by then). Also on a connection already closing for
-                // idleness or `also_close`: its graceful close waits on the
-                // client (h2 takes new streams until the client
-                // acknowledges the GOAWAY's PING), so only the cut bounds it.
-                () = shutdown.as_mut(), if !shutdown_done => {
-                    shutdown_done = true;
-                    // Nothing begun, and not one from a removed listener's
-                    // queue: closed at once, as at shutdown (`quit`), not
-                    // left to hyper's graceful close, which may wait for a
-                    // first request and serve it under the removed
-                    // listener's routes and rules. The log line is
-                    // `quit`'s: on the admin listener both are the
-                    // process's signal, and either may be seen first.
-                    if !answer_first && let Some(when) = at_once!() {
-                        debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
-                        self.activity.closed_at_once();
-                        return Outcome { by: Ended::ByUs, error: None, expired };
-                    }
-                    let now = Instant::now();
-                    cut_by!(now, now + self.also_close_grace, !answer_first);
-                }
                 // One from a removed listener's queue, on HTTP/2: its
                 // graceful close begins as soon as its first stream has,
                 // not once no stream is left open (keep-alive off), which
@@ -422,37 +460,6 @@ impl Driver<'_> {
                 () = std::future::poll_fn(|_| {
                     if activity.asked() { Poll::Ready(()) } else { Poll::Pending }
                 }), if answer_first && h2 && shutdown_done && !closing => {
-                    let now = Instant::now();
-                    cut_by!(now, now + self.also_close_grace, true);
-                }
-                // The process's shutdown: at once with nothing begun,
-                // gracefully after. Also on a connection its listener's
-                // `closing` (set at shutdown too, maybe seen first) already
-                // closes gracefully: that close would wait for a first
-                // request.
-                () = quit.as_mut(), if !quit_done => {
-                    quit_done = true;
-                    if let Some(when) = at_once!() {
-                        debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
-                        self.activity.closed_at_once();
-                        return Outcome { by: Ended::ByUs, error: None, expired };
-                    }
-                    let now = Instant::now();
-                    cut_by!(now, now + self.also_close_grace, true);
-                }
-                // Its lifetime is over (rotated-out material, admission
-                // rules changed): at once with nothing begun, as at
-                // shutdown. hyper's graceful close would serve a first
-                // HTTP/1.1 head already part read (it closes only with
-                // its read buffer empty), and on HTTP/2 accept streams
-                // until its PING is answered: a revoked client's request.
-                _ = also_close.as_mut(), if !also_done => {
-                    also_done = true;
-                    if let Some(when) = at_once!() {
-                        debug!(listener = %name, peer = %peer, "closing connection at once: {when}");
-                        self.activity.closed_at_once();
-                        return Outcome { by: Ended::ByUs, error: None, expired };
-                    }
                     let now = Instant::now();
                     cut_by!(now, now + self.also_close_grace, true);
                 }

@@ -1,7 +1,7 @@
 //! The driver on a real TLS connection over loopback whose socket every read tries, as if always found readable: the look at a close from outside reads no further than its count.
 
 use std::convert::Infallible;
-use std::future::ready;
+use std::future::{Future, ready};
 use std::io::{Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -100,6 +100,42 @@ fn wait_for_bytes(socket: &OwnedFd) {
 /// does): it took the second request, which was served.
 #[tokio::test]
 async fn an_h1_request_sent_after_the_signal_is_not_read_in_the_looks_poll() {
+    let got = first_then_next(false).await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("/first"),
+        "{got:?}"
+    );
+    assert_eq!(got.matches("HTTP/1.1").count(), 1, "{got:?}");
+}
+
+/// As [`an_h1_request_sent_after_the_signal_is_not_read_in_the_looks_poll`],
+/// the signal set while the driver's task waits, its wake-up run later
+/// (as a listener's `closing`, the process's shutdown, an admission
+/// change reach a connection from another task): the client's first
+/// request is served, and the one it sends after the signal, while the
+/// first is answered, is not read. The driver's first poll after the
+/// wake-up polled the connection before the signal (`biased;`), the look
+/// not asked for yet: hyper read the first request, uncapped, answered
+/// it, and read the next one, sent after the signal, in that same poll;
+/// the signal, looked at then, found a request begun and closed
+/// gracefully: both were served.
+#[tokio::test]
+async fn an_h1_request_sent_after_a_signal_set_while_the_driver_waits_is_not_read() {
+    let got = first_then_next(true).await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("/first"),
+        "{got:?}"
+    );
+    assert_eq!(got.matches("HTTP/1.1").count(), 1, "{got:?}");
+}
+
+/// A client's `GET /first` on the socket as `also_close` fires; its
+/// service cues `GET /next` and holds the runtime's thread until it is
+/// on the socket: what the client received by the close. With
+/// `set_while_waiting`, `also_close` is fired by another task, once
+/// `/first` is on the socket, while the driver's task waits; else it
+/// fires in the driver's own poll of it.
+async fn first_then_next(set_while_waiting: bool) -> String {
     const FIRST: &[u8] = b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n";
     const NEXT: &[u8] = b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let (server, client) = configs();
@@ -138,9 +174,19 @@ async fn an_h1_request_sent_after_the_signal_is_not_read_in_the_looks_poll() {
     let on_socket = socket.try_clone().unwrap();
     // The runtime's one thread held until FIRST is on the socket: the
     // look counts it.
-    let revoked = async move {
+    let fire = move || {
         go.send(()).unwrap();
         wait_for_bytes(&socket);
+    };
+    let revoked: Pin<Box<dyn Future<Output = ()>>> = if set_while_waiting {
+        let (set, was_set) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            fire();
+            set.send(()).unwrap();
+        });
+        Box::pin(async move { was_set.await.unwrap() })
+    } else {
+        Box::pin(async move { fire() })
     };
     let activity = Activity::new(Instant::now(), true);
     let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
@@ -162,12 +208,7 @@ async fn an_h1_request_sent_after_the_signal_is_not_read_in_the_looks_poll() {
     let signals = Signals::new(false, false);
     let driver = test_driver(&activity, peer, &signals);
     let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
-    let got = received(client).await;
-    let got = String::from_utf8_lossy(&got);
-    assert!(
-        got.starts_with("HTTP/1.1 200") && got.ends_with("/first"),
-        "{got:?}"
-    );
-    assert_eq!(got.matches("HTTP/1.1").count(), 1, "{got:?}");
     assert_eq!(outcome.by, Ended::ByUs);
+    let got = received(client).await;
+    String::from_utf8_lossy(&got).into_owned()
 }
