@@ -449,6 +449,12 @@ impl Activity {
         self.answers_last.load(Ordering::Relaxed)
     }
 
+    /// HTTP/1: the look under way has read a byte of a head; left set
+    /// (the stream reads no more in the look: `ClientIo::read_in_look`).
+    pub(crate) fn head_in_look(&self) -> bool {
+        self.look_read_head.load(Ordering::Relaxed)
+    }
+
     /// HTTP/2: no stream in flight and a header block begun, not ended: a
     /// request part way in, the only one (see `frames`). Not while the end
     /// of a response is still to be written ([`Activity::unsent`]): its

@@ -687,6 +687,26 @@ async fn an_h1_request_pipelined_behind_the_first_and_last_is_not_served() {
     assert_eq!(outcome.by, Ended::ByUs);
 }
 
+/// HTTP/1.1: two requests pipelined, both unread at the signal, the
+/// first answered as soon as it is read (as the proxy answers a `404` or
+/// a redirect itself): the first is the connection's last, answered
+/// `Connection: close`, and the second is not read. Both came in the
+/// bytes the look's poll read; hyper answered the first keep-alive in
+/// that poll and went on to the second from its buffer, before the
+/// close was asked of it: both were served.
+#[tokio::test]
+async fn an_h1_request_pipelined_behind_the_first_both_unread_at_the_signal_is_not_served() {
+    const BOTH: &[u8] =
+        b"GET /nope HTTP/1.1\r\nHost: localhost\r\n\r\nGET /real HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let (outcome, got) = h1_answered_at_once(b"", BOTH, b"", false).await;
+    assert!(
+        got.starts_with("http/1.1 200") && got.contains("\r\nconnection: close\r\n"),
+        "{got:?}"
+    );
+    assert_eq!(got.matches("http/1.1 ").count(), 1, "{got:?}");
+    assert_eq!(outcome.by, Ended::ByUs);
+}
+
 /// HTTP/1.1: the line end unread at the signal that goes on from a head
 /// read before it (`GET / HTTP/1.1` read, its `\r\n` unread) is a byte of
 /// that head, as a letter would be: the close is graceful for it, and the
