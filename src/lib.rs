@@ -29,6 +29,8 @@
 //!   - `bare`: a withheld value a message shows bare, cut or in a quoted piece
 //!     replaced, outside the labels already there; a short `${ENV}` value where
 //!     it stands as a token.
+//!   - `block_scalar`: whether a text value was written as a YAML block scalar
+//!     (`|`, `>`: a pasted key or token), read back from the file's text.
 //!   - `tree`: the YAML as a tree with lines, read into `raw` recording every
 //!     unknown key, wrong type and missing field (check lists them all).
 //!     - `read`: the deserializer over the tree that records a problem and keeps going.

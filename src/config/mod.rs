@@ -18,6 +18,7 @@ mod listing;
 pub use listing::listed;
 pub use tree::shown_key;
 mod bare;
+mod block_scalar;
 mod raw;
 mod resolve;
 mod tree;
@@ -568,7 +569,7 @@ fn resolve_all(
         tree::long_keys(&mut root, &mut pending);
         // Each alias asks again whether its anchor's value is a block
         // scalar: the answers are kept while the tree is walked.
-        withhold::remembering(text, || {
+        block_scalar::remembering(text, || {
             tree::pasted(&root, text, &mut pending);
             tree::expand_env(&mut root, text, &mut pending);
         });

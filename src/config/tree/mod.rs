@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer};
 mod prepare;
 mod read;
 mod tags;
-use super::withhold::is_block_scalar;
+use super::block_scalar::is_block_scalar;
 pub use prepare::{
     MAX_KEY_BYTES, Pending, cut_escaped, expand_env, field, long_keys, pasted, shown_key,
     shown_under_tag, shown_written,
@@ -205,7 +205,7 @@ pub fn parse(text: &str) -> Result<(Node, Vec<Found>), Syntax> {
     }
     let mut next = 1;
     // An alias (`*v`) carries its anchor's place: asked once per place.
-    super::withhold::remembering(text, || number(&mut root, &mut next, text));
+    super::block_scalar::remembering(text, || number(&mut root, &mut next, text));
     Ok((root, found))
 }
 
@@ -546,7 +546,7 @@ impl Rec {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::config::withhold::is_block_scalar;
+    use crate::config::block_scalar::is_block_scalar;
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use super::super::Withheld;
-use super::super::withhold::is_block_scalar;
+use super::super::block_scalar::is_block_scalar;
 use super::{Found, Node, Value};
 
 /// The longest key a mapping may have, in bytes: the longest key of the
