@@ -24,8 +24,8 @@ pub(super) struct Withheld {
     env: bool,
     /// The value as the resolver reads it, when that is written otherwise:
     /// a route's `path_prefix` as compared (`/a//b`, `/%61`), an address
-    /// as parsed (`127.0.0.1:08443` is `127.0.0.1:8443`): its problem
-    /// shows this form too (SPEC §2).
+    /// as parsed (`127.0.0.1:08443` is `127.0.0.1:8443`), a number as read
+    /// (`0003001` is `3001`): its problem shows this form too (SPEC §2).
     normalised: Option<String>,
     /// At a path field: the path it resolved to, as a message shows it bare
     /// (`/etc/hp/ca.crl is listed twice`), withheld there whole only.
@@ -51,7 +51,8 @@ impl Withheld {
             what,
             field: field.to_owned(),
             env: false,
-            normalised: None,
+            // A number pasted as a block scalar is read, and shown, too.
+            normalised: read_as(text),
             path: None,
         })
     }
@@ -108,14 +109,22 @@ impl Withheld {
 }
 
 /// `value` as the resolver reads and a message shows it, when that is
-/// written otherwise: a path prefix normalised, or an address parsed (a
+/// written otherwise: a path prefix normalised, an address parsed (a
 /// listening address is shown as its `SocketAddr`: a port's leading zeros
-/// dropped, an IPv6 address lowercased and shortened).
+/// dropped, an IPv6 address lowercased and shortened), or a whole number
+/// read as the tree's reader reads one from text (`0003001` is `3001`,
+/// `+8888888888` is `8888888888`), as a bound check (`3001 is more than
+/// 1024`) or the type's own (``integer `99999`, expected u16``) shows it.
 fn read_as(value: &str) -> Option<String> {
+    let number = value.trim();
     let read = match value.parse::<std::net::SocketAddr>() {
         Ok(addr) => addr.to_string(),
         Err(_) if value.starts_with('/') => crate::proxy::path::normalise(value).ok()?.into(),
-        Err(_) => return None,
+        Err(_) => match (number.parse::<u64>(), number.parse::<i64>()) {
+            (Ok(n), _) => n.to_string(),
+            (_, Ok(n)) => n.to_string(),
+            _ => return None,
+        },
     };
     (read != value).then_some(read)
 }
@@ -543,6 +552,29 @@ mod tests {
         withhold(&mut m, "line 2: a.b", &Index::new(&w));
         assert_eq!(m, "expected a whole number, found \"fast\"");
         assert!(Withheld::pasted("one line", "a.b", false).is_none());
+    }
+
+    /// A number is withheld as read too (`0003001` is shown `3001`), set
+    /// from the environment or pasted as a block scalar; a number as
+    /// written is left alone elsewhere.
+    #[test]
+    fn a_number_is_withheld_as_read() {
+        let w = [
+            Withheld::from_env("0003001", "${W}", "a.w", false),
+            Withheld::pasted("+8888888888\n", "a.m", true).unwrap(),
+        ];
+        let index = Index::new(&w);
+        let mut m = "3001 is more than 1024".to_owned();
+        withhold(&mut m, "line 2: a.w", &index);
+        assert_eq!(m, "<withheld: the value of ${W}> is more than 1024");
+        let mut m = "8888888888 is more than 1073741824".to_owned();
+        withhold(&mut m, "line 3: a.m", &index);
+        assert_eq!(m, "<withheld: text of 1 line> is more than 1073741824");
+        let mut m = "3001 is more than 1024".to_owned();
+        withhold(&mut m, "line 4: a.x", &index);
+        assert_eq!(m, "3001 is more than 1024");
+        assert_eq!(read_as("-007"), Some("-7".to_owned()));
+        assert_eq!(read_as("3001"), None);
     }
 
     /// A pasted block that names a variable too: the label shows neither.

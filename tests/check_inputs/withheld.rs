@@ -244,3 +244,100 @@ fn a_short_value_from_the_environment_leaves_the_message_s_own_words() {
         assert!(out.contains(&want), "{rule}: {want}: {out}");
     }
 }
+
+/// A number set by `${NAME}` and written otherwise than it reads
+/// (`0003001`, `+8888888888`) was printed by its field's bound check,
+/// which shows the number as read (`3001 is more than 1024`), no piece of
+/// the value as written, which alone was withheld; and by the type's own
+/// check (`integer `99999`, expected u16`). The number as read is
+/// withheld as the value is, for every numeric field alike.
+#[test]
+fn a_number_from_the_environment_is_withheld_as_read() {
+    let var = |name: &str| format!("\"${{HOTPROXY_CHECK_INPUTS_{name}}}\"");
+    let label = |name: &str| format!("<withheld: the value of ${{HOTPROXY_CHECK_INPUTS_{name}}}>");
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, OsString)> {
+        let pairs = pairs.iter();
+        pairs
+            .map(|(n, v)| (format!("HOTPROXY_CHECK_INPUTS_{n}"), OsString::from(v)))
+            .collect()
+    };
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(&format!(
+        "runtime: {{ worker_threads: {} }}\n\
+         upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n    \
+         retries: {{ budget_percent: {} }}\n\
+         listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+         limits: {{ max_connections: {}, max_header_bytes: {}, body_buffer_bytes: {} }}\n    \
+         tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n    \
+         routes: [{{ upstream: app }}]\n",
+        var("W"),
+        var("BP"),
+        var("MC"),
+        var("MH"),
+        var("BB"),
+    ));
+    let set = env(&[
+        ("W", "0003001"),
+        ("BP", "+000417"),
+        ("MC", "+8888888888"),
+        ("MH", "0000777"),
+        ("BB", "077777777777"),
+    ]);
+    let set: Vec<(&str, OsString)> = set.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let (code, out) = check_with(&cfg, &set);
+    assert_eq!(code, 1, "{out}");
+    let lat = "listeners[0].limits";
+    for want in [
+        format!(
+            "runtime.worker_threads: {} is more than 1024 (0 = one per CPU core)\n",
+            label("W")
+        ),
+        format!(
+            "upstreams[0].retries.budget_percent: {} is over 100 (a percentage of the \
+             requests in flight)\n",
+            label("BP")
+        ),
+        format!(
+            "{lat}.max_connections: {} is more than the 1073741824 a listener can hold\n",
+            label("MC")
+        ),
+        format!(
+            "{lat}.max_header_bytes: {} is less than the 1024 bytes of an ordinary request \
+             head (every request would get 431)\n",
+            label("MH")
+        ),
+        format!(
+            "{lat}.body_buffer_bytes: {} is more than 67108864: every request in flight may \
+             hold this much memory (larger bodies are streamed)\n",
+            label("BB")
+        ),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    for read in ["3001", "417", "8888888888", "777", "77777777777"] {
+        let problems = out
+            .lines()
+            .filter(|l| l.contains(" problem") || l.contains(": line "));
+        assert!(problems.clone().all(|l| !l.contains(read)), "{read}: {out}");
+    }
+
+    // Past the field's type: the type's own message shows the number read.
+    let s = Scene::new();
+    let cfg = s.config(&format!(
+        "listeners:\n  - name: plain\n    bind: 127.0.0.1:0\n    \
+         redirect_https: {{ port: {} }}\n",
+        var("PORT")
+    ));
+    let set = env(&[("PORT", "099999")]);
+    let set: Vec<(&str, OsString)> = set.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let (code, out) = check_with(&cfg, &set);
+    assert_eq!(code, 1, "{out}");
+    let want = format!(
+        "listeners[0].redirect_https.port: invalid value: integer {}, expected u16\n",
+        label("PORT")
+    );
+    assert!(out.contains(&want), "{want}: {out}");
+    assert!(!out.contains("99999"), "{out}");
+}
