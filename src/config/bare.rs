@@ -47,6 +47,47 @@ pub(super) fn replace(message: &mut String, shown: &str, label: &str, word: bool
     }
 }
 
+/// The values `tls.min_version` allows, as its problem lists them.
+pub(super) const TLS_VERSIONS: &str = "(\"1.2\" | \"1.3\")";
+
+/// The wildcard a route's `host` or a `server_names` entry allows, as its
+/// problem shows it.
+pub(super) const WILDCARD: &str = "(\"*.example.com\", one label)";
+
+/// What messages allow, quoted in their own words: a value may hold one
+/// (`TLSv1.2` holds `1.2`, `*.*.example.com` holds `*.example.com`), or
+/// be one once trimmed (` 1.3`), yet it is the message's, never a piece
+/// of the value. Replaced, the list read `(<withheld…> | "1.3")`, and
+/// which entry was replaced told what the value held.
+const ALLOWED: [&str; 2] = [TLS_VERSIONS, WILDCARD];
+
+/// What stands for `ALLOWED[i]` while values are withheld: a label, so
+/// nothing is replaced within it (`<withheld: ...>` is left alone) and
+/// it shows no piece of a value.
+fn set_aside(i: usize) -> String {
+    format!("<withheld allowed {i}>")
+}
+
+/// `message` with each list of allowed values in it set aside, while
+/// values are withheld from it; [`put_back_allowed`] restores them.
+pub(super) fn set_aside_allowed(message: &mut String) {
+    for (i, allowed) in ALLOWED.iter().enumerate() {
+        if message.contains(allowed) {
+            *message = message.replace(allowed, &set_aside(i));
+        }
+    }
+}
+
+/// `message` with the lists [`set_aside_allowed`] set aside put back.
+pub(super) fn put_back_allowed(message: &mut String) {
+    for (i, allowed) in ALLOWED.iter().enumerate() {
+        let aside = set_aside(i);
+        if message.contains(&aside) {
+            *message = message.replace(&aside, allowed);
+        }
+    }
+}
+
 /// `message` with each label in it `<withheld>`: what it shows of the
 /// values. A label's own text (what was written, cut: `${A}${B}…`,
 /// `/srv/x…` before `${NAME}`) is no piece of a value it shows.

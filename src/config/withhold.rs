@@ -257,9 +257,18 @@ impl<'a> Index<'a> {
 
 /// `message`, of a problem at `location`, with every withheld value that
 /// concerns it replaced by what it is; a message still quoting a piece of
-/// one (a duration's unit, say) is replaced whole.
+/// one (a duration's unit, say) is replaced whole. What the message
+/// allows (`("1.2" | "1.3")`) is its own: never replaced, a value holding
+/// it or not.
 pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
     let field = field_of(location);
+    super::bare::set_aside_allowed(message);
+    withhold_values(message, field, index);
+    super::bare::put_back_allowed(message);
+}
+
+/// [`withhold`], once what the message allows is set aside.
+fn withhold_values(message: &mut String, field: &str, index: &Index) {
     for i in index.candidates(field, message) {
         let w = &index.withheld[i];
         #[cfg(test)]

@@ -341,3 +341,54 @@ fn a_number_from_the_environment_is_withheld_as_read() {
     assert!(out.contains(&want), "{want}: {out}");
     assert!(!out.contains("99999"), "{out}");
 }
+
+/// A `${NAME}` value holding one of the values a message allows
+/// (`TLSv1.2` holds `1.2`, `*.*.example.com` the hint's `*.example.com`)
+/// had that allowed value replaced by its label, as a piece of it: the
+/// list read `(<withheld…> | "1.3")`, and which one was replaced told
+/// what the value held. What a message allows is shown as is.
+#[test]
+fn the_values_a_message_allows_are_shown_as_they_are() {
+    const MIN: &str = "HOTPROXY_CHECK_INPUTS_ALLOWED_MIN";
+    const HOST: &str = "HOTPROXY_CHECK_INPUTS_ALLOWED_HOST";
+    let (min, host) = (
+        format!("<withheld: the value of ${{{MIN}}}>"),
+        format!("<withheld: the value of ${{{HOST}}}>"),
+    );
+    for (tls_min, host_value) in [
+        ("TLSv1.2", "*.*.example.com"),
+        (" 1.3", "*.example.com.*"),
+        ("1.3.", "a*.example.com"),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        let cfg = s.config(&format!(
+            "upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n\
+             listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+             tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n      \
+             min_version: \"${{{MIN}}}\"\n    \
+             routes: [{{ upstream: app, host: \"${{{HOST}}}\" }}]\n"
+        ));
+        let env = [
+            (MIN, OsString::from(tls_min)),
+            (HOST, OsString::from(host_value)),
+        ];
+        let (code, out) = check_with(&cfg, &env);
+        assert_eq!(code, 1, "{out}");
+        for want in [
+            format!(
+                "listeners[0].tls.min_version: unsupported version {min} (\"1.2\" | \"1.3\")\n"
+            ),
+            format!(
+                "listeners[0].routes[0].host: {host}: `*` only as the whole first label \
+                 (\"*.example.com\", one label)\n"
+            ),
+        ] {
+            assert!(
+                out.contains(&want),
+                "{tls_min:?} {host_value:?}: {want}: {out}"
+            );
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Route hosts, path prefixes and `server_names` as the router and SNI compare them, refused where no request could match.
 
 use super::shown;
+use crate::config::bare::WILDCARD;
 
 /// Why no request could match `prefix`: routes see a request's path
 /// normalised ([`crate::proxy::path::normalise`]: `%61` decoded, runs of
@@ -83,7 +84,7 @@ fn host_pattern(h: &str, what: &str) -> Result<String, String> {
     let labels = name.strip_prefix("*.").unwrap_or(name);
     if labels.contains('*') {
         return Err(format!(
-            "{}: `*` only as the whole first label (\"*.example.com\", one label)",
+            "{}: `*` only as the whole first label {WILDCARD}",
             shown(h)
         ));
     }

@@ -9,6 +9,7 @@ use super::{
     BODY_READ_TIMEOUT_FLOOR, HEADER_READ_TIMEOUT_FLOOR, Named, Resolver, SEND_TIMEOUT_FLOOR,
     TUNNEL_IDLE_TIMEOUT_FLOOR, shown,
 };
+use crate::config::bare::TLS_VERSIONS;
 use crate::config::{
     ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, Limits, ListenerCert, ListenerConfig,
     RouteConfig, TlsVersion, UpstreamCa,
@@ -133,7 +134,7 @@ impl Resolver {
                     Some("1.3") => min_version = TlsVersion::V13,
                     Some(v) => self.problem(
                         format!("{at}.tls.min_version"),
-                        format!("unsupported version {} (\"1.2\" | \"1.3\")", shown(v)),
+                        format!("unsupported version {} {TLS_VERSIONS}", shown(v)),
                     ),
                 }
             }
