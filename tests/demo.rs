@@ -51,6 +51,13 @@ upstreams:
     )
 }
 
+/// An address for the echo backend: a port the system just handed out,
+/// free again.
+fn free_echo() -> String {
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    echo.local_addr().unwrap().to_string()
+}
+
 /// A running `hotproxy demo` (killed when dropped), with its stdout lines
 /// and its JSON log lines as they come.
 struct Demo {
@@ -123,8 +130,9 @@ impl Demo {
 #[tokio::test]
 async fn demo_logs_at_the_level_it_is_given() {
     let scene = Scene::new();
-    // Ephemeral ports (the echo backend too, so nothing collides).
-    demo_config(&scene, "127.0.0.1:0");
+    // An ephemeral listener; the echo backend on a port the system just
+    // handed out, free again (port 0 is no server's port: refused).
+    demo_config(&scene, &free_echo());
     let demo = Demo::start(&scene, &["--log-level", "debug"]);
     let addr = demo.listening().await;
     // A handshake failure is logged at debug only: seen because of
@@ -361,7 +369,7 @@ async fn demo_commands_paste_as_the_paths_they_name() {
     let scene = Scene::new();
     let dir = scene.path("it's a \"$HOME\" `id` dir");
     std::fs::create_dir(&dir).unwrap();
-    write(&dir.join("config.yaml"), &demo_yaml("127.0.0.1:0"));
+    write(&dir.join("config.yaml"), &demo_yaml(&free_echo()));
     let demo = Demo::start_in(&dir, &[]);
     demo.listening().await;
     // As the demo names it: the configuration's directory, absolute.
