@@ -284,7 +284,11 @@ impl Activity {
     /// request's end, as behind a request without a body.
     pub fn begin_with(self: &Arc<Self>, body: bool, length: Option<u64>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.begun.fetch_add(1, Ordering::Relaxed);
+        // Written by the connection's task alone (the service runs in its
+        // poll, h1 and h2): a plain add, not a locked read-modify-write,
+        // on every request.
+        let begun = self.begun.load(Ordering::Relaxed);
+        self.begun.store(begun + 1, Ordering::Relaxed);
         self.body.store(body, Ordering::Relaxed);
         self.pipelined.store(false, Ordering::Relaxed);
         self.heard.store(false, Ordering::Relaxed);
