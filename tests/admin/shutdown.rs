@@ -95,6 +95,41 @@ async fn read_h1_response(s: &mut TcpStream) -> String {
     .await
 }
 
+/// An `Admin` whose listener `public` routes `/hang` to a backend that
+/// never answers, with such a request held there: the shutdown drain it
+/// keeps going lasts until a second SIGTERM. Also the held request's
+/// task, and the backend and its scene, to keep.
+async fn drain_held() -> (
+    Admin,
+    tokio::task::JoinHandle<std::io::Result<Reply>>,
+    (Scene, Backend),
+) {
+    let (elsewhere, _, backend) = scene_with_backend("echo").await;
+    let backend_ca = elsewhere.path("backend-ca.crt");
+    let a = Admin::start_edited("", |config| {
+        config
+            + &format!(
+                "    routes: [{{ path_prefix: /hang, upstream: echo }}]\nupstreams:\n  - name: echo\n    \
+                 servers: [https://{}]\n    tls: {{ ca: {{ ca_file: {} }}, server_name: backend.local }}\n",
+                backend.addr,
+                backend_ca.display()
+            )
+    })
+    .await;
+    let client = client_config(&a.ca.cert_pem, None, &[b"http/1.1"]);
+    let addr = a.addr;
+    let held =
+        tokio::spawn(async move { get(addr, "localhost", client, false, "/hang", &[]).await });
+    wait_until(WAIT, "the backend holds a request", || async {
+        backend
+            .slow_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    (a, held, (elsewhere, backend))
+}
+
 /// SPEC §4: a call made while the process shuts down gets `503` (`the
 /// proxy is shutting down`), and §1: nothing is applied while it drains.
 /// While a request the backend holds keeps the drain going, two
@@ -106,31 +141,8 @@ async fn read_h1_response(s: &mut TcpStream) -> String {
 /// longer admitted, the entry persisted for the next start).
 #[tokio::test]
 async fn api_changes_during_the_drain_are_refused_and_not_applied() {
-    // A request the backend never answers keeps the drain going.
-    let (elsewhere, _, backend) = scene_with_backend("echo").await;
-    let backend_ca = elsewhere.path("backend-ca.crt");
-    let mut a = Admin::start_edited("", |config| {
-        config
-            + &format!(
-                "    routes: [{{ path_prefix: /hang, upstream: echo }}]\nupstreams:\n  - name: echo\n    \
-                 servers: [https://{}]\n    tls: {{ ca: {{ ca_file: {} }}, server_name: backend.local }}\n",
-                backend.addr,
-                backend_ca.display()
-            )
-    })
-    .await;
+    let (mut a, _held, _backend) = drain_held().await;
     let api = a.api;
-    let client = client_config(&a.ca.cert_pem, None, &[b"http/1.1"]);
-    let addr = a.addr;
-    let _held =
-        tokio::spawn(async move { get(addr, "localhost", client, false, "/hang", &[]).await });
-    wait_until(WAIT, "the backend holds a request", || async {
-        backend
-            .slow_in_flight
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 1
-    })
-    .await;
     let r = a
         .editor("GET", "/api/v1/listeners/public/client-auth", None)
         .await;
@@ -191,4 +203,109 @@ async fn api_changes_during_the_drain_are_refused_and_not_applied() {
         "none"
     );
     a.assert_nothing_leaked(&[]);
+}
+
+/// SPEC §4: once SIGTERM has come no call is carried out, a read
+/// included: a validation is a read. With the drain held, two kept-alive
+/// admin connections have a call in flight at SIGTERM (head read, body
+/// sent after): a validation of a pair in files, and a POST /certs whose
+/// body is refused (no `type`). The validation went on during the drain:
+/// its files read and parsed on the blocking pool and answered 200; the
+/// POST was answered 400, its body judged before `call` looked at the
+/// shutdown. Both are 503 now, and the pair's files are not opened: the
+/// test watches their directory (inotify's opens), and its own open of a
+/// third file there, after the answers, marks where the proxy's would be.
+#[tokio::test]
+async fn a_validation_during_the_drain_reads_nothing() {
+    use notify::event::{AccessKind, EventKind};
+    use notify::{RecursiveMode, Watcher};
+
+    let (mut a, _held, _backend) = drain_held().await;
+    let api = a.api;
+    let dir = a.s.path("late");
+    let spare = a.ca.server_pair(&["spare.local"]);
+    write(&dir.join("spare.crt"), &spare.cert_pem);
+    write(&dir.join("spare.key"), &spare.key_pem);
+    write(&dir.join("mark"), "");
+    let validated = serde_json::json!({"type": "server-pair", "source": "file",
+        "cert_file": dir.join("spare.crt"), "key_file": dir.join("spare.key")})
+    .to_string();
+    // Before the signal it is valid: the 503 below is for the shutdown.
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs/validate",
+            Some(serde_json::from_str(&validated).unwrap()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let (tx, mut opened) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if let Ok(e) = e
+            && matches!(e.kind, EventKind::Access(AccessKind::Open(_)))
+        {
+            let _ = tx.send(e.paths);
+        }
+    })
+    .unwrap();
+    watcher.watch(&dir, RecursiveMode::NonRecursive).unwrap();
+
+    let mut validate = change_in_flight(api, "POST", "/api/v1/certs/validate", &validated).await;
+    let refused = r#"{"id": "late"}"#;
+    let mut post = change_in_flight(api, "POST", "/api/v1/certs", refused).await;
+    // An idle kept-alive connection: closed once the shutdown has begun.
+    let mut idle = TcpStream::connect(api).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_h1_response(&mut idle).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    a.p.signal("TERM");
+    let mut rest = Vec::new();
+    within_deadline("the idle admin connection's close", async {
+        use tokio::io::AsyncReadExt;
+        idle.read_to_end(&mut rest).await
+    })
+    .await
+    .ok();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    validate
+        .write_all(&validated.as_bytes()[1..])
+        .await
+        .unwrap();
+    post.write_all(&refused.as_bytes()[1..]).await.unwrap();
+    let answers = [
+        ("validation", read_h1_response(&mut validate).await),
+        ("refused POST /certs", read_h1_response(&mut post).await),
+    ];
+
+    // Opens come in order: any of the pair's precedes the mark's.
+    std::fs::File::open(dir.join("mark")).unwrap();
+    let mut pair_opened = Vec::new();
+    loop {
+        let paths = within_deadline("the mark's open event", opened.recv())
+            .await
+            .expect("the watcher runs");
+        if paths.iter().any(|p| p.ends_with("mark")) {
+            break;
+        }
+        pair_opened.extend(
+            paths
+                .into_iter()
+                .filter(|p| p.starts_with(&dir) && p != &dir),
+        );
+    }
+    assert!(
+        pair_opened.is_empty(),
+        "read during the drain: {pair_opened:?}; answers: {answers:#?}"
+    );
+    for (what, got) in &answers {
+        assert!(got.starts_with("HTTP/1.1 503"), "{what}: {got}");
+        assert!(got.contains("the proxy is shutting down"), "{what}: {got}");
+    }
+    a.p.signal("TERM");
+    assert!(a.p.wait_exit(WAIT).await.success());
+    a.assert_nothing_leaked(&[&spare.key_pem]);
 }

@@ -63,10 +63,12 @@ pub async fn serve(
     // out. The admin listener still answers the few requests whose bytes
     // were waiting at SIGTERM, or were in flight then: a change among them
     // was applied during the drain (a client-auth PUT closing draining
-    // connections), though nothing else is (§1). `call` checks again
-    // where a change is made, for a body that came after the signal.
-    if *shutdown.borrow() {
-        return respond(Err(shutting_down()));
+    // connections), though nothing else is (§1). Checked again once a
+    // body is read ([`body`]), once a validation's turn comes
+    // ([`load_off_workers`]) and where a change is made ([`call`]), for
+    // a call whose body came after the signal or that waited until then.
+    if let Err(refused) = not_shutting_down(shutdown) {
+        return respond(Err(refused));
     }
     // Before routing: the routes that read no body would act first.
     if declares_too_much(req.headers()) {
@@ -95,7 +97,7 @@ pub async fn serve(
     // `validate` is a change like any other.
     let validation = method == Method::POST && segs == ["certs", "validate"];
     let changes = method != Method::GET && !validation;
-    let reply = route(handle, &method, &segs, &headers, req).await;
+    let reply = route(handle, shutdown, &method, &segs, &headers, req).await;
     if changes && matches!(&reply, Ok((s, _, _)) if s.is_success()) {
         // The path is the client's text: a `&str` value, quoted in the
         // text log format, so it cannot pose as another field.
@@ -106,6 +108,7 @@ pub async fn serve(
 
 async fn route(
     handle: &Handle,
+    shutdown: &watch::Receiver<bool>,
     method: &Method,
     segs: &[&str],
     headers: &HeaderMap,
@@ -133,7 +136,7 @@ async fn route(
             ))
         }
         (&Method::POST, ["certs"]) => {
-            let def: Definition = body(req).await?;
+            let def: Definition = body(req, shutdown).await?;
             let Some(id) = def.id.clone() else {
                 return Err(problem(StatusCode::BAD_REQUEST, "field id is required"));
             };
@@ -143,12 +146,12 @@ async fn route(
             call(handle, move |r| create(r, spec)).await
         }
         (&Method::POST, ["certs", "validate"]) => {
-            let def: Definition = body(req).await?;
+            let def: Definition = body(req, shutdown).await?;
             let id = def.id.clone().unwrap_or_else(|| "validate".into());
             let spec = def.into_spec(&id).map_err(bad_request)?;
             paths::check(&spec.source, &paths::roots(&handle.shared.config.load()))
                 .map_err(bad_request)?;
-            let loaded = load_off_workers(spec.clone()).await?;
+            let loaded = load_off_workers(spec.clone(), shutdown).await?;
             let mut entry = Entry::new(spec, Origin::Store);
             entry.current = Some(std::sync::Arc::new(loaded));
             let mut view = json!(EntryView::of(&entry, Vec::new()));
@@ -167,7 +170,7 @@ async fn route(
             if !handle.shared.entries.load().contains_key(*id) {
                 return Err(no_entry(id));
             }
-            let def: Definition = body(req).await?;
+            let def: Definition = body(req, shutdown).await?;
             if def.id.as_deref().is_some_and(|b| b != *id) {
                 return Err(bad_request(
                     "id: not the id in the path; ids are immutable (leave id out of a PUT)",
@@ -277,7 +280,7 @@ async fn route(
             .await
         }
         (&Method::PUT, ["listeners", name, "client-auth"]) => {
-            let change: ClientAuthChange = body(req).await?;
+            let change: ClientAuthChange = body(req, shutdown).await?;
             let name = name.to_string();
             call(handle, move |r| set_client_auth(r, &name, change)).await
         }
@@ -300,11 +303,18 @@ async fn route(
 /// (regular files only, size-capped, non-blocking open). One at a time:
 /// each may hold 8 MiB of files and their parse (a 1 MB CRL parses to
 /// several), so concurrent calls multiplied the process's memory (64 of
-/// them passed 1 GB) and took every core from the workers.
-async fn load_off_workers(spec: EntrySpec) -> Result<Loaded, (StatusCode, Value)> {
+/// them passed 1 GB) and took every core from the workers. A call whose
+/// turn comes once shutdown has begun reads nothing (SPEC §4).
+async fn load_off_workers(
+    spec: EntrySpec,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Loaded, (StatusCode, Value)> {
     static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     // Held until the blocking read ends, even if this caller goes away.
     let turn = TURN.acquire().await.expect("semaphore never closed");
+    // Queued behind another validation when SIGTERM came: released
+    // unused, rather than reading up to 8 MiB during the drain.
+    not_shutting_down(shutdown)?;
     tokio::task::spawn_blocking(move || {
         let _turn = turn;
         pem::load(spec.kind, &spec.source)
@@ -331,6 +341,15 @@ async fn call(handle: &Handle, f: impl FnOnce(&mut Reloader) -> Reply + Send + '
         .unwrap_or_else(|| Err(shutting_down()))
 }
 
+/// `Err` with SPEC §4's 503 once shutdown has begun: a call that gets
+/// this far then is not carried out, a read included.
+fn not_shutting_down(shutdown: &watch::Receiver<bool>) -> Result<(), (StatusCode, Value)> {
+    if *shutdown.borrow() {
+        return Err(shutting_down());
+    }
+    Ok(())
+}
+
 /// SPEC §4's answer to any call made once shutdown has begun.
 fn shutting_down() -> (StatusCode, Value) {
     problem(
@@ -342,11 +361,17 @@ fn shutting_down() -> (StatusCode, Value) {
 /// Read a JSON body of at most [`MAX_BODY`] bytes, all of it within
 /// [`BODY_READ_TIMEOUT`]: a client that announces a body and sends none
 /// must not hold one of the admin listener's few connections for ever.
+/// A body that came once shutdown had begun is not looked at: its call
+/// gets the 503 (SPEC §4), whatever the body, and nothing is done with it
+/// (a validation read and parsed the files it names during the drain).
 async fn body<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
+    shutdown: &watch::Receiver<bool>,
 ) -> Result<T, (StatusCode, Value)> {
     let read = Limited::new(req.into_body(), MAX_BODY).collect();
-    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, read).await;
+    not_shutting_down(shutdown)?;
+    let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         Ok(Err(_)) => return Err(bad_request("the request body could not be read")),
