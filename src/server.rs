@@ -168,7 +168,8 @@ pub async fn serve(config: Config) -> ExitCode {
             }
             _ = term.recv() => break second_signal(&drain),
             _ = int.recv() => break second_signal(&drain),
-            // The admin listener has stopped: its token files are not re-read.
+            // The admin API refuses every call now: its token files are
+            // not re-read.
             _ = hup.recv() => handle.send(Command::ReloadAll),
             _ = usr1.recv() => crate::access_log::reopen(),
         }

@@ -102,29 +102,35 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client that stops reading a response is disconnected after this.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Accepts until the process exits, the shutdown drain included: kubelet,
+/// a load balancer and Prometheus keep being answered while the proxy
+/// drains (`/readyz` says `draining`, `/healthz` stays `200`), where a
+/// closed port failed the liveness probe too. The admin connections do
+/// not hold the exit (the drain counts the listeners' alone).
 async fn accept_loop(
     socket: tokio::net::TcpListener,
     handle: Handle,
     tokens: Arc<auth::Tokens>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(slots::Slots::default());
     let mut acceptor = Acceptor::new("admin");
     loop {
-        let (stream, peer) = tokio::select! {
-            a = acceptor.accept(&socket) => a,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
+        let (stream, peer) = acceptor.accept(&socket).await;
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let activity = Activity::new(Instant::now(), true);
+        // Accepted once the shutdown has begun: a probe or a scrape, its
+        // one request answered as its last (SPEC §1). Those open at the
+        // signal close as a listener's do.
+        let draining = *shutdown.borrow();
+        let activity = match draining {
+            false => Activity::new(Instant::now(), true),
+            true => Activity::without_keep_alive(Instant::now(), true),
+        };
         // Every slot taken: the connection waited on its client longest
         // makes room (src/admin/slots.rs); the rest wait in the backlog.
-        let slot = tokio::select! {
-            s = slots.take(peer, activity.clone()) => s,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
+        let slot = slots.take(peer, activity.clone()).await;
         let Some(slot) = slot else {
             // Closed at once.
             tracing::debug!(peer = %peer, "admin connection refused: this client holds {MAX_CONNECTIONS_PER_CLIENT} already");
@@ -147,8 +153,9 @@ async fn accept_loop(
                     let (handle, tokens, shutdown) =
                         (handle.clone(), tokens.clone(), shutdown.clone());
                     let in_flight = activity.begin(!req.body().is_end_stream());
-                    // The look at the shutdown found it: the last (SPEC §1).
-                    let last = activity.answers_last();
+                    // Accepted during the drain, or the look at the
+                    // shutdown found it: the last (SPEC §1).
+                    let last = draining || activity.answers_last();
                     async move {
                         let mut resp = route(&handle, &tokens, &shutdown, req, local, peer).await;
                         say_last(&mut resp, last);
@@ -176,15 +183,22 @@ async fn accept_loop(
                 peer,
                 activity: &activity,
                 header_read_timeout: HEADER_READ_TIMEOUT,
-                idle_timeout: IDLE_TIMEOUT,
+                // Accepted during the drain: keep-alive off, closed once
+                // its first request is answered.
+                idle_timeout: if draining {
+                    Duration::ZERO
+                } else {
+                    IDLE_TIMEOUT
+                },
                 shutdown: shutdown.clone(),
                 // Nothing else closes an admin connection.
                 also_close_grace: SEND_TIMEOUT,
                 // `shutdown` is the process's own, but its graceful close
                 // waits for a first head begun: this closes a connection
-                // with no request yet at once, as a listener's.
-                process: Some(shutdown),
-                answer_first: false,
+                // with no request yet at once, as a listener's. Not one
+                // accepted during the drain: it is there to be answered.
+                process: (!draining).then_some(shutdown),
+                answer_first: draining,
                 stalls: None,
                 send_timeout: SEND_TIMEOUT,
             };
@@ -199,8 +213,9 @@ async fn accept_loop(
 }
 
 /// `Connection: close` on the connection's last response (`last`: the
-/// look at the shutdown found its request, SPEC §1): hyper closes the
-/// connection after a response that says so.
+/// look at the shutdown found its request, or the connection was accepted
+/// during the drain, SPEC §1): hyper closes the connection after a
+/// response that says so.
 fn say_last<B>(resp: &mut Response<B>, last: bool) {
     if last {
         resp.headers_mut().insert(
@@ -236,8 +251,8 @@ fn without_body(resp: Response<AdminBody>) -> Response<AdminBody> {
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-/// `shutdown`: the API refuses calls once it is true; the probes and
-/// /metrics answer as ever.
+/// `shutdown`: the API refuses calls once it is true, and `/readyz` says
+/// `draining`; `/healthz` and /metrics answer as ever.
 async fn answer(
     handle: &Handle,
     tokens: &auth::Tokens,
@@ -269,8 +284,15 @@ async fn answer(
     };
     match (method, path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        // Not ready from the shutdown's start to the exit (Kubernetes,
+        // Envoy's `/ready`, Traefik's ping say so while draining), so
+        // endpoint controllers and load balancers stop sending new
+        // connections; `/healthz` stays `200`: a failed liveness probe
+        // would have kubelet kill the pod mid-drain.
         (&Method::GET, "/readyz") => {
-            if handle.shared.ready.load(Ordering::SeqCst) {
+            if *shutdown.borrow() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if handle.shared.ready.load(Ordering::SeqCst) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -1,4 +1,4 @@
-//! API calls during the shutdown drain: answered `503`, never applied.
+//! The admin listener during the shutdown drain: API calls answered `503` and never applied, probes answered.
 
 use std::net::SocketAddr;
 
@@ -130,6 +130,26 @@ async fn drain_held() -> (
     (a, held, (elsewhere, backend))
 }
 
+/// `GET path` on a new admin connection: the response as read, or empty
+/// when the connection is refused or closed unanswered.
+async fn probe(api: SocketAddr, path: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut c) = TcpStream::connect(api).await else {
+        return String::new();
+    };
+    let get = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    if c.write_all(get.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut got = Vec::new();
+    // Read to the close: a probe answered during the drain is its
+    // connection's last.
+    within_deadline("an admin probe's answer and close", c.read_to_end(&mut got))
+        .await
+        .ok();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// SPEC §4: a call made while the process shuts down gets `503` (`the
 /// proxy is shutting down`), and §1: nothing is applied while it drains.
 /// While a request the backend holds keeps the drain going, two
@@ -161,9 +181,9 @@ async fn api_changes_during_the_drain_are_refused_and_not_applied() {
     let mut post = change_in_flight(api, "POST", "/api/v1/certs", &created).await;
 
     a.p.signal("TERM");
-    // The shutdown has begun once the admin listener no longer accepts.
-    wait_until(WAIT, "the admin listener is closed", || async {
-        TcpStream::connect(api).await.is_err()
+    // The shutdown has begun once a probe is told so.
+    wait_until(WAIT, "/readyz says draining", || async {
+        probe(api, "/readyz").await.starts_with("HTTP/1.1 503")
     })
     .await;
     put.write_all(auth.as_bytes()).await.unwrap();
@@ -308,4 +328,61 @@ async fn a_validation_during_the_drain_reads_nothing() {
     a.p.signal("TERM");
     assert!(a.p.wait_exit(WAIT).await.success());
     a.assert_nothing_leaked(&[&spare.key_pem]);
+}
+
+/// SPEC §4: from the moment the shutdown begins until the process exits,
+/// `/readyz` answers `503` (`draining`), so that endpoint controllers and
+/// load balancers stop sending new connections (Kubernetes, Envoy's
+/// `/ready`, Traefik's ping all do so), while `/healthz` stays `200`: a
+/// failed liveness probe would have kubelet kill the pod mid-drain. The
+/// admin listener closed at SIGTERM, so every probe during the drain
+/// failed, liveness included; and an answer to a request on a connection
+/// still open said `ready`. With the drain held, a kept-alive connection
+/// answered `ready` before the signal is closed at it (idle, SPEC §1);
+/// new connections then get `draining`, `ok` and the metrics, each as its
+/// connection's last answer.
+#[tokio::test]
+async fn probes_during_the_drain_say_draining_and_alive() {
+    let (mut a, held, _backend) = drain_held().await;
+    let api = a.api;
+    let mut kept = TcpStream::connect(api).await.unwrap();
+    kept.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let before = read_h1_response(&mut kept).await;
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    assert!(before.ends_with("\r\n\r\nready\n"), "{before}");
+
+    a.p.signal("TERM");
+    // The shutdown has begun once the kept-alive connection is closed.
+    let mut rest = Vec::new();
+    within_deadline("the kept-alive connection's close", async {
+        use tokio::io::AsyncReadExt;
+        kept.read_to_end(&mut rest).await
+    })
+    .await
+    .ok();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    for (path, status, body) in [
+        ("/readyz", "503", "\r\n\r\ndraining\n"),
+        ("/healthz", "200", "\r\n\r\nok\n"),
+        ("/metrics", "200", "# EOF\n"),
+        ("/readyz", "503", "\r\n\r\ndraining\n"),
+    ] {
+        let got = probe(api, path).await;
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {got:?}"
+        );
+        assert!(got.ends_with(body), "{path}: {got:?}");
+        assert!(
+            got.to_lowercase().contains("\r\nconnection: close\r\n"),
+            "{path}: {got:?}"
+        );
+    }
+    assert!(!held.is_finished(), "the drain is over already");
+    // A second SIGTERM ends the drain (SPEC §1).
+    a.p.signal("TERM");
+    assert!(a.p.wait_exit(WAIT).await.success());
 }

@@ -44,7 +44,9 @@ pub struct Driver<'a> {
     /// begun (HTTP/2: the streams opened by then are served to their
     /// end); the cut after `also_close_grace` and
     /// `header_read_timeout` bound it as any other. `process` closes it
-    /// (the process is ending).
+    /// (the process is ending). So too one the admin listener accepts
+    /// during the shutdown drain (a probe), with `shutdown` set already
+    /// and no `process`.
     pub answer_first: bool,
     /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
     pub stalls: Option<(&'a Stalls, Duration)>,
