@@ -43,6 +43,17 @@ pub trait Unread {
     fn read_held(&mut self, _buf: &mut ReadBuf<'_>) -> Option<std::io::Result<()>> {
         None
     }
+
+    /// What [`Unread::read_held`] would read, looked at and left held:
+    /// its first part (TLS: a record's plaintext), `None` when it holds
+    /// nothing (the default), an empty part at a clean end, an error at
+    /// another. [`Unread::consume_held`] takes what of it was read.
+    fn peek_held(&mut self) -> Option<std::io::Result<&[u8]>> {
+        None
+    }
+
+    /// The first `n` bytes of the part [`Unread::peek_held`] returned are read.
+    fn consume_held(&mut self, _n: usize) {}
 }
 
 /// Whether `socket` has a byte to read, left there; end of stream and
@@ -102,6 +113,19 @@ impl<S: AsFd> Unread for tokio_rustls::server::TlsStream<S> {
             Err(e) => Some(Err(e)),
         }
     }
+
+    fn peek_held(&mut self) -> Option<std::io::Result<&[u8]>> {
+        let (_, session) = self.get_mut();
+        match session.reader().into_first_chunk() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            res => Some(res),
+        }
+    }
+
+    fn consume_held(&mut self, n: usize) {
+        let (_, session) = self.get_mut();
+        std::io::BufRead::consume(&mut session.reader(), n);
+    }
 }
 
 /// A socket read no further than `left` bytes.
@@ -117,6 +141,43 @@ impl std::io::Read for Capped<'_> {
         self.left -= n;
         Ok(n)
     }
+}
+
+/// What a read in the driver's look took of what the stream holds
+/// (HTTP/1, [`held_run`]).
+enum Held {
+    /// Nothing held.
+    Nothing,
+    /// Line ends alone (the empty lines hyper skips before a head): more
+    /// held may follow them in the same read.
+    LineEnds,
+    /// Up to a head's first byte and with it: the last of the look.
+    Head,
+    /// The stream's end (clean: `Ok`), met with nothing taken.
+    End(std::io::Result<()>),
+}
+
+/// Takes into `buf` the first part of what `inner` holds, as far as
+/// hyper may have it in the look: CR and LF before a head, up to and
+/// with the head's first byte ([`Activity::head_byte_at`]), or as much
+/// as fits.
+fn held_run<S: Unread>(inner: &mut S, activity: &Activity, buf: &mut ReadBuf<'_>) -> Held {
+    let (n, head) = match inner.peek_held() {
+        None => return Held::Nothing,
+        Some(Ok([])) => return Held::End(Ok(())),
+        Some(Err(e)) => return Held::End(Err(e)),
+        Some(Ok(part)) => {
+            let room = buf.remaining();
+            let (n, head) = match activity.head_byte_at(part) {
+                Some(at) if at < room => (at + 1, true),
+                _ => (part.len().min(room), false),
+            };
+            buf.put_slice(&part[..n]);
+            (n, head)
+        }
+    };
+    inner.consume_held(n);
+    if head { Held::Head } else { Held::LineEnds }
 }
 
 /// The client's stream as hyper sees it: reports received bytes to
@@ -193,14 +254,20 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
     /// (on a multi-threaded one, another worker's reactor may do so at
     /// any time). Past the count it waits, its socket not polled: it
     /// wakes its task, to be read again once the driver has decided
-    /// (the connection is being closed either way). HTTP/1: a byte a
-    /// read, and none after a head's first: hyper holds no whole head
-    /// before the driver has asked its graceful close, so the first
-    /// request is answered `Connection: close` and one pipelined
+    /// (the connection is being closed either way). HTTP/1: none after
+    /// a head's first byte: hyper holds part of the first head, never a
+    /// whole one, before the driver has asked its graceful close, so the
+    /// first request is answered `Connection: close` and one pipelined
     /// behind it in the same bytes is not read (hyper would answer a
     /// first request ready at once, the proxy's own `404` say,
     /// keep-alive, and go on to the next from its buffer, all in the
-    /// look's poll).
+    /// look's poll). The empty lines before that byte come with it, in
+    /// as few reads as hyper's buffer allows ([`held_run`]), not a byte
+    /// a read: hyper parses its whole buffer again after every read,
+    /// those lines too (httparse skips them anew each time), and never
+    /// waits between reads that find bytes: a byte a read cost the
+    /// square of the run (up to `max_header_bytes` of it), all in the
+    /// look's one poll, the runtime's worker held meanwhile.
     fn read_in_look(
         &mut self,
         cx: &mut Context<'_>,
@@ -216,32 +283,25 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
             self.to_pull = queued;
         }
         let before = buf.filled().len();
+        // The stream's end, or what HTTP/2's read took (returned).
+        let mut end = None;
         loop {
-            if self.reads && self.activity.head_in_look() {
-                break;
-            }
-            let held = if self.reads {
-                let mut byte = [0; 1];
-                let room = buf.remaining().min(1);
-                let mut one = ReadBuf::new(&mut byte[..room]);
-                let held = inner.read_held(&mut one);
-                buf.put_slice(one.filled());
-                held
-            } else {
-                inner.read_held(buf)
-            };
-            if let Some(res) = held {
-                match &res {
-                    Ok(()) if buf.filled().len() > before => {
-                        let got = &buf.filled()[before..];
-                        if self.reads {
-                            self.activity.read_in_look(got);
-                        }
-                        self.received(got);
-                    }
-                    _ => self.eof = true,
+            if self.reads {
+                if self.activity.head_in_look() || buf.remaining() == 0 {
+                    break;
                 }
-                return Poll::Ready(res);
+                match held_run(inner, &self.activity, buf) {
+                    Held::LineEnds => continue,
+                    Held::Head => break,
+                    Held::End(res) => {
+                        end = Some(res);
+                        break;
+                    }
+                    Held::Nothing => {}
+                }
+            } else if let Some(res) = inner.read_held(buf) {
+                end = Some(res);
+                break;
             }
             if self.to_pull == 0 {
                 break;
@@ -252,6 +312,20 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
                 break;
             }
             self.to_pull = self.to_pull.saturating_sub(took);
+        }
+        // Bytes read are returned; an end met after them is met again by
+        // the next read.
+        if buf.filled().len() > before {
+            let got = &buf.filled()[before..];
+            if self.reads {
+                self.activity.read_in_look(got);
+            }
+            self.received(got);
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(res) = end {
+            self.eof = true;
+            return Poll::Ready(res);
         }
         if self.reads {
             self.activity.read_waits();

@@ -123,6 +123,9 @@ pub struct Activity {
     /// than CR and LF (not the empty lines hyper skips before a head), or
     /// any going on from a head begun before it.
     look_read_head: AtomicBool,
+    /// The reads of HTTP/1 bytes the looks handed hyper, counted.
+    #[cfg(test)]
+    look_reads: AtomicU64,
     /// HTTP/1.1: the driver looked for bytes unread at a close from
     /// outside before the first request: any request served from then on
     /// is the connection's last, its response says `Connection: close`
@@ -203,6 +206,8 @@ impl Activity {
             at_once: AtomicBool::new(false),
             look: AtomicU8::new(IDLE),
             look_read_head: AtomicBool::new(false),
+            #[cfg(test)]
+            look_reads: AtomicU64::new(0),
             answers_last: AtomicBool::new(false),
             ends: AtomicU8::new(HEAD_END),
             after_head: AtomicU64::new(UNKNOWN),
@@ -423,12 +428,25 @@ impl Activity {
     /// CR or LF alone, unless they go on from a head begun (walked to
     /// `ends`, not yet with them), whose line ends they are.
     pub(crate) fn read_in_look(&self, bytes: &[u8]) {
-        if self.look.load(Ordering::Relaxed) != IDLE
-            && (self.ends.load(Ordering::Relaxed) != HEAD_END
-                || bytes.iter().any(|b| !matches!(b, b'\r' | b'\n')))
-        {
-            self.look_read_head.store(true, Ordering::Relaxed);
+        if self.look.load(Ordering::Relaxed) != IDLE {
+            #[cfg(test)]
+            self.look_reads.fetch_add(1, Ordering::Relaxed);
+            if self.head_byte_at(bytes).is_some() {
+                self.look_read_head.store(true, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// HTTP/1: where in `bytes`, read next, a head's first byte is: the
+    /// first byte not CR or LF, or the very first when a head has begun
+    /// (a line end goes on from it). A run of CR and LF leaves the walk
+    /// where it was before a head (`HEAD_END`), so what this says of a
+    /// read holds for each part of it.
+    pub(crate) fn head_byte_at(&self, bytes: &[u8]) -> Option<usize> {
+        if self.ends.load(Ordering::Relaxed) != HEAD_END {
+            return (!bytes.is_empty()).then_some(0);
+        }
+        bytes.iter().position(|b| !matches!(b, b'\r' | b'\n'))
     }
 
     /// HTTP/1: the look's poll read a byte of a head ([`Activity::read_in_look`]);

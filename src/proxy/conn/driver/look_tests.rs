@@ -1,14 +1,16 @@
 //! The driver on real TLS connections over loopback: what the look at a close from outside decides when its own poll begins a request.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::tests::{
-    GET, GOAWAY, LONG, PREFACE, Signals, Unread, answering_unless_refused, frames,
+    GET, GOAWAY, LONG, PREFACE, Signals, Unread, answering_ok, answering_unless_refused, frames,
     h1_answered_at_once, ok_on, received, test_driver, unread_at_signal,
 };
-use super::{Driver, Ended};
+use super::{Driver, Ended, Outcome};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::Activity;
 use crate::proxy::stall::Stalls;
@@ -110,4 +112,80 @@ async fn an_h2_block_the_look_completes_and_h2_refuses_closes_at_once() {
         "closed gracefully; frames: {kinds:?}"
     );
     assert_eq!(outcome.by, Ended::ByUs);
+}
+
+/// HTTP/1.1: a long run of empty lines, 64 KiB of it read before the
+/// signal (held in hyper's buffer), 16 KiB unread at it, with a head
+/// behind it or not, is handed to hyper in a few reads in the look, not
+/// a byte a read (16,385 reads). hyper parses its whole buffer again
+/// after every read (httparse skipping those lines anew) and never
+/// waits between reads that find bytes: a byte a read held the
+/// runtime's worker, in the one poll, for the square of the run (over
+/// 10⁹ bytes skipped here). The client sees what it did: the request
+/// whose head follows the run answered as the last (`Connection:
+/// close`), and without a head nothing, the connection closed at once.
+#[tokio::test]
+async fn an_h1_run_of_empty_lines_at_the_signal_is_handed_over_in_a_few_reads() {
+    const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    // 64 KiB held; 16 KiB unread, which the socket's receive queue
+    // takes whole (the look reads no more than that queue holds).
+    let held: &'static [u8] = b"\r\n".repeat(32 * 1024).leak();
+    let lines: &'static [u8] = b"\r\n".repeat(8 * 1024).leak();
+    let with_head: &'static [u8] = [lines, HEAD].concat().leak();
+    for (unread, answered) in [(with_head, true), (lines, false)] {
+        let (activity, outcome, got) = h1_lines_held(held, unread).await;
+        let reads = activity.look_reads.load(Ordering::Relaxed);
+        assert!(reads <= 16, "{reads} reads in the look (head {answered})");
+        if answered {
+            assert!(
+                got.starts_with("http/1.1 200")
+                    && got.contains("\r\nconnection: close\r\n")
+                    && got.ends_with("ok"),
+                "{got:?}"
+            );
+            assert_eq!(got.matches("http/1.1 ").count(), 1, "{got:?}");
+        } else {
+            assert!(got.is_empty(), "{got:?}");
+        }
+        assert_eq!(outcome.by, Ended::ByUs);
+    }
+}
+
+/// An HTTP/1.1 client that sends `held` with its handshake, all of it
+/// read by hyper before the signal (`also_close`), then `unread`, on the
+/// socket unread as the signal fires: its activity, how the connection
+/// ended, and what the client was sent.
+async fn h1_lines_held(
+    held: &'static [u8],
+    unread: &'static [u8],
+) -> (Arc<Activity>, Outcome<hyper::Error>, String) {
+    let Unread {
+        tls,
+        peer,
+        client,
+        revoked,
+    } = unread_at_signal(held, unread, b"", b"").await;
+    let activity = Activity::new(Instant::now(), true);
+    let io = ClientIo::new(Box::new(tls), activity.clone(), true, LONG, Box::new(()));
+    let svc = hyper::service::service_fn(answering_ok(&activity));
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+    let signals = Signals::new(false, false);
+    // The signal once hyper has read all of `held` (only line ends: their
+    // count).
+    let watched = activity.clone();
+    let revoked = async move {
+        let mut tries = 0;
+        while watched.line_ends.load(Ordering::Relaxed) < held.len() as u64 {
+            tries += 1;
+            assert!(tries < 10_000, "the lines sent first never read");
+            tokio::task::yield_now().await;
+        }
+        revoked.await;
+    };
+    let outcome = test_driver(&activity, peer, &signals)
+        .run(conn, |c| c.graceful_shutdown(), revoked)
+        .await;
+    let got = received(client).await;
+    let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    (activity, outcome, got)
 }

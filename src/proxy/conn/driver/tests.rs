@@ -203,7 +203,7 @@ pub(super) async fn received(client: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8
 /// A service answering `ok` to every request, each begun and ended on
 /// `activity` as the proxy's handler does, and (HTTP/1.1) `Connection:
 /// close` on the last, as its listeners and the admin listener do.
-fn answering_ok(
+pub(super) fn answering_ok(
     activity: &Arc<Activity>,
 ) -> impl Fn(Request<Incoming>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> + Clone {
     let activity = activity.clone();
