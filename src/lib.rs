@@ -171,6 +171,8 @@
 //!     nothing was lost, the 400/408 answers for a client's broken body.
 //!   - `kept`: what an HTTP/1.1 attempt keeps to send its request again: the head
 //!     as written, or a copy.
+//!   - `resends`: how often one attempt sends its request again to its own
+//!     endpoint: on new connections, and on any (a refused stream).
 //!   - `framing`: an upstream HTTP/1.1 response a client could read otherwise than hyper
 //!     did (`Content-Length` beside `Transfer-Encoding`, a coding not `chunked`) or any with
 //!     more than one `Content-Length`: a 502; none on a 1xx or 204.

@@ -14,7 +14,7 @@
 //! closed before a whole response head and the request is idempotent with
 //! such a body (an upstream closing an idle keep-alive connection just as
 //! it is reused). An HTTP/2 request that new connection left unprocessed
-//! too goes once more, on another (`RESENDS`: two at most). One refused (`REFUSED_STREAM`)
+//! too goes once more, on another (two at most: `resends`). One refused (`REFUSED_STREAM`)
 //! on a connection that still takes streams goes on any connection instead, that one
 //! included (twice at most, thrice with room on another and no slot free; then on new
 //! ones, unless it holds their slot: `Endpoint::refused`). Each is counted
@@ -52,21 +52,11 @@ use crate::proxy::failure::{
 use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::kept::Kept;
+use crate::proxy::resends::Resends;
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Earlier, Endpoint, Lease, LeasedBody};
 use crate::upstream::resolve::Resolution;
 use crate::upstream::{members::Members, pipe, pool::Want, read_timeout::ReadTimeout};
-
-/// New connections one attempt is sent again on, at most: a second only
-/// for a request the first left unprocessed over HTTP/2 (never written,
-/// `REFUSED_STREAM`, past a `GOAWAY`'s last stream id), which the endpoint
-/// never saw. A pod on its way down said so on the new connection too
-/// (its `GOAWAY` after its first answer there, a batch of refused
-/// streams): with the retry budget spent, or no other endpoint, such a
-/// request got a `502`, although no endpoint had processed it. Sends on
-/// any connection (refused on one that still serves) are bounded apart:
-/// a burst refused by a stuck connection spent these there, a `502`.
-const RESENDS: usize = 2;
 
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
@@ -398,12 +388,12 @@ impl Upstream {
         until: tokio::time::Instant,
         check: bool,
     ) -> Result<Response<ResponseBody>, (Failure, Option<Request<ClientBody>>)> {
-        // Sends again (`RESENDS`) on a new connection, and on any (that one
+        // Sends again (`Resends`) on a new connection, and on any (that one
         // included) of a request refused where it still serves: a new one
         // only waited out `connect_timeout` for the slot the pooled ones
         // kept, the limit's `504`. `fresh`: this send is on a new one;
         // `earlier`: what the sends before it leave to it (`Earlier`).
-        let (mut resent, mut on_any_resent, mut fresh) = (0, 0, false);
+        let (mut resends, mut fresh) = (Resends::default(), false);
         let mut earlier = Earlier::default();
         loop {
             // A check sent again dials as a check does: past the slot
@@ -478,7 +468,7 @@ impl Upstream {
                     // body can be sent twice: kept for another endpoint, or
                     // a new connection to this one (a shared connection is
                     // a reused one).
-                    let more = may_retry || resent.min(on_any_resent) < RESENDS;
+                    let more = may_retry || resends.more();
                     let copy = (more && req.body().can_replay()).then(|| copy_of(&req));
                     // `:authority` alone carries it on the wire, as Envoy
                     // sends it: nginx answers a `host` field beside it 400
@@ -557,19 +547,18 @@ impl Upstream {
                             // a new connection to the same endpoint fails alike.
                             let tls = stream.tls_error().cloned();
                             // Thrice with room on another, no slot free (the limit's `504`).
-                            let room = usize::from(beside.is_some() && !endpoint.slot_free());
-                            let on_any =
-                                (serving || beside.is_some()) && on_any_resent < RESENDS + room;
+                            let room = beside.is_some() && !endpoint.slot_free();
+                            let on_any = resends.on_any(serving, beside.is_some(), room);
                             match again {
                                 // Another endpoint takes it (send_balanced); with none, a new
                                 // connection to this one, twice at most: the endpoint may be
                                 // restarting, and a new connection to a pod on its way down may
-                                // leave it unprocessed too (`RESENDS`); none while the refusing
+                                // leave it unprocessed too (`Resends`); none while the refusing
                                 // one holds its slot, save a check's own past the limit.
                                 Some(again)
                                     if here
                                         && tls.is_none()
-                                        && (on_any || (resent < RESENDS && !held))
+                                        && (on_any || resends.on_new(held))
                                         && !elsewhere() =>
                                 {
                                     let what = if on_any {
@@ -579,8 +568,7 @@ impl Upstream {
                                     };
                                     self.resending(endpoint, check, &e, what);
                                     req = again;
-                                    on_any_resent += usize::from(on_any);
-                                    resent += usize::from(!on_any);
+                                    resends.count(on_any);
                                     fresh = !on_any;
                                     earlier.skip = beside.filter(|_| on_any);
                                     continue;
@@ -626,7 +614,7 @@ impl Upstream {
                 return Err((Failure::Request(err.into_error()), None));
             };
             self.resending(endpoint, check, err.error(), what);
-            resent += 1;
+            resends.count(false);
             fresh = true;
         }
     }

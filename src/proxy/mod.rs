@@ -30,6 +30,7 @@ pub mod refused_head;
 pub mod relay;
 pub mod request;
 pub mod request_id;
+pub mod resends;
 pub mod router;
 pub mod slots;
 pub mod stall;
