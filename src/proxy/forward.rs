@@ -17,7 +17,7 @@
 //! too goes once more, on another (two at most: `resends`). One refused (`REFUSED_STREAM`)
 //! on a connection that still takes streams goes on any connection instead, that one
 //! included (twice at most, thrice with room on another and no slot free; then on new
-//! ones, unless it holds their slot: `Endpoint::refused`). Each is counted
+//! ones, unless it holds their slot: `Endpoint::refused`), five sends in all. Each is counted
 //! (`hotproxy_upstream_resends_total`) and is no retry: `retries.attempts: 0` leaves it on.
 //!
 //! Which endpoint each attempt goes to, and when another one is tried, is

@@ -11,6 +11,12 @@
 /// a burst refused by a stuck connection spent these there, a `502`.
 const RESENDS: usize = 2;
 
+/// Sends again to one endpoint in all, at most (five sends): a third on
+/// any connection counts against those on new ones. Counted apart only,
+/// a request refused on A, B, A (retired) and B again (the third, beside
+/// B's room) went on two new connections more, refused there too: six.
+const IN_ALL: usize = 2 * RESENDS;
+
 /// One attempt's sends again to its endpoint so far (see
 /// [`crate::proxy::forward`]), counted apart: on a new connection, and on
 /// any connection (a request refused, `REFUSED_STREAM`, where it still
@@ -27,7 +33,7 @@ impl Resends {
     /// Whether the request may still be sent again to its endpoint: a
     /// copy of it is worth keeping.
     pub(super) fn more(&self) -> bool {
-        self.new.min(self.any) < RESENDS
+        self.new.min(self.any) < RESENDS && self.new + self.any < IN_ALL
     }
 
     /// Whether a refused request goes again on any connection: its own
@@ -36,14 +42,20 @@ impl Resends {
     /// new connection only waited out `connect_timeout` for the slot the
     /// pooled ones kept, the limit's `504`.
     pub(super) fn on_any(&self, serving: bool, beside: bool, room: bool) -> bool {
-        (serving || beside) && self.any < RESENDS + usize::from(room)
+        (serving || beside) && self.any < RESENDS + usize::from(room) && self.in_all()
     }
 
     /// Whether the request goes again on a new connection: twice at most
     /// (`RESENDS`), none while the refusing connection holds the slot it
-    /// would need (`held`, `Endpoint::refused`).
+    /// would need (`held`, `Endpoint::refused`); once after a third send
+    /// on any connection (`IN_ALL`).
     pub(super) fn on_new(&self, held: bool) -> bool {
-        self.new < RESENDS && !held
+        self.new < RESENDS && !held && self.in_all()
+    }
+
+    /// Whether any send again is left of the `IN_ALL`.
+    fn in_all(&self) -> bool {
+        self.new + self.any < IN_ALL
     }
 
     /// One send again more: on any connection (`on_any`), or on a new one.

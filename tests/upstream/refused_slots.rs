@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::raw_h2::{begun, naming, next_acking, raw_h2, refused, settings};
+use crate::raw_h2::{begun, h2_frame, naming, next_acking, raw_h2, refused, settings};
 use crate::support::*;
 
 /// What a [`long_beside_a_slow_dial`] backend's test sees of it, and its cues.
@@ -234,4 +234,107 @@ async fn a_get_refused_by_both_connections_goes_once_more_to_the_one_with_room()
     assert_eq!(&body.unwrap().unwrap().unwrap()[..], b"connection 1");
     let refused = both.refused.each_ref().map(|r| r.load(Ordering::SeqCst));
     assert_eq!(refused, [2, 1], "refusals on A and B");
+}
+
+/// What a [`refusing_beside_long_streams`] backend's test sees of it, and its cues.
+#[derive(Default)]
+struct Sends {
+    /// A holds its first request (full at one stream).
+    holding: tokio::sync::Notify,
+    /// B answered its first request: A may go on.
+    b_long: tokio::sync::Notify,
+    /// A's raised stream limit acknowledged.
+    raised: tokio::sync::Notify,
+    /// B refused twice: A ends its long stream.
+    b_refused: tokio::sync::Notify,
+    /// The streams refused, on every connection: the GET's sends.
+    refused: AtomicUsize,
+}
+
+/// A raw HTTP/2 backend whose first two connections each answer their
+/// first request with a head whose body goes on (a long stream that keeps
+/// the connection, and its slot) and refuse every stream after. A allows
+/// one stream at a time until B has answered, then 100; at its second
+/// refusal it ends its long stream, once B has refused twice. Later
+/// connections refuse every stream. Returns its address and what it sees.
+async fn refusing_beside_long_streams(pair: &TestPair) -> (std::net::SocketAddr, Arc<Sends>) {
+    let sends = Arc::new(Sends::default());
+    let s = sends.clone();
+    let (addr, _) = raw_h2(pair, Vec::new(), move |mut tls, n| {
+        let sends = s.clone();
+        async move {
+            let limit = if n == 0 { 1 } else { 100 };
+            let _ = tls.write_all(&settings(&[(3, limit)])).await;
+            let (mut streams, mut raised, mut long) = (0, false, 0);
+            while let Some((kind, flags, stream)) = next_acking(&mut tls).await {
+                if kind == 4 && flags & 1 == 1 && raised {
+                    sends.raised.notify_one();
+                    raised = false;
+                }
+                if kind != 1 {
+                    continue;
+                }
+                streams += 1;
+                if n < 2 && streams == 1 {
+                    long = stream;
+                    let mut out = begun(stream, b"");
+                    if n == 0 {
+                        sends.holding.notify_one();
+                        sends.b_long.notified().await;
+                        out.extend(settings(&[(3, 100)]));
+                        raised = true;
+                    } else {
+                        sends.b_long.notify_one();
+                    }
+                    let _ = tls.write_all(&out).await;
+                    continue;
+                }
+                let _ = tls.write_all(&refused(stream)).await;
+                sends.refused.fetch_add(1, Ordering::SeqCst);
+                match (n, streams) {
+                    (0, 3) => {
+                        sends.b_refused.notified().await;
+                        let _ = tls.write_all(&h2_frame(0, 1, long, b"")).await;
+                    }
+                    (1, 3) => sends.b_refused.notify_one(),
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await;
+    (addr, sends)
+}
+
+/// SPEC (Retries; Upstream connection pool): with
+/// `max_connections_per_server: 2`, A and B each carry a long stream and
+/// refuse every new one. A GET refused on A, B and A (retired) went once
+/// more to B (its room, no slot free), and, refused there, on a new
+/// connection (A's slot, its long stream ended) twice: C, then D, six
+/// sends to one endpoint where the bound was five. The third send on any
+/// connection counts against the sends on new ones: C's refusal is the
+/// GET's `502`, after five.
+#[tokio::test]
+async fn a_get_refused_everywhere_is_sent_five_times_at_most() {
+    let w = world();
+    let (backend, sends) = refusing_beside_long_streams(&w.backend_pair).await;
+    let extra = ["max_connections_per_server: 2", "connect_timeout: 30s"];
+    let mut p = Proxy::start(&w.scene.one_upstream_config("app", backend, &extra));
+    let addr = p.listener_addr("public").await;
+    let mut client = h2_to(&w, addr).await;
+    // `/long/a` on A (full at one stream): `/long/b` dials B. Both kept.
+    let long_a = send_all(&mut client, ["/long/a".to_owned()]).await;
+    tokio::time::timeout(WAIT, sends.holding.notified())
+        .await
+        .expect("`/long/a` held on A");
+    let long_b = send_all(&mut client, ["/long/b".to_owned()]).await;
+    let _long = heads(long_a.into_iter().chain(long_b).collect()).await;
+    tokio::time::timeout(WAIT, sends.raised.notified())
+        .await
+        .expect("A's raised stream limit acknowledged");
+    let get = send_all(&mut client, ["/get".to_owned()]).await;
+    let get = heads(get).await.remove(0);
+    let sent = sends.refused.load(Ordering::SeqCst);
+    assert!(sent <= 5, "the GET was sent {sent} times to its endpoint");
+    assert_eq!(get.status(), 502, "the GET refused on every send");
 }
