@@ -87,6 +87,18 @@ fn dialled_url(url: &str, host: &str) -> Arc<str> {
     format!("{scheme}://{host}{}", &rest[end..]).into()
 }
 
+/// `host:port` as an endpoint's requests are addressed (an IPv6 address
+/// bracketed); `None` for a host no authority can hold, which a server URL
+/// is refused for at configuration time ([`Endpoint::new`] cannot take it).
+pub fn authority(host: &str, port: u16) -> Option<Authority> {
+    let text = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    text.parse().ok()
+}
+
 impl Endpoint {
     pub fn new(
         url: String,
@@ -97,16 +109,11 @@ impl Endpoint {
         // `max_connections_per_server`, `max_idle_connections`, `idle_timeout`.
         limits: &UpstreamConfig,
     ) -> Option<Endpoint> {
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
         Some(Endpoint {
+            authority: authority(&host, port)?,
             dialled_url: dialled_url(&url, &host),
             url: url.into(),
             scheme: if https { Scheme::HTTPS } else { Scheme::HTTP },
-            authority: authority.parse().ok()?,
             host,
             port,
             dialer,

@@ -295,6 +295,10 @@ impl Resolution {
                 let Some(endpoint) =
                     Endpoint::new(s.url.clone(), s.https, host, port, dialer, &self.config)
                 else {
+                    // The configuration refuses such a host: should one
+                    // come by anyway, the operator learns which server is
+                    // missing rather than seeing only 502s for no servers.
+                    warn!(upstream = %self.upstream, server = %s.url, endpoint = %label, "upstream server skipped: its host cannot address a request");
                     continue;
                 };
                 if !previous.is_empty() {

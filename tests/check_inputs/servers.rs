@@ -1,4 +1,4 @@
-//! How `check` reads an upstream's server URLs: a port that is no port is refused, the URL shown as it is elsewhere.
+//! How `check` and `run` read an upstream's server URLs: a host or port that is none is refused, the URL shown as it is elsewhere.
 
 use super::*;
 
@@ -83,4 +83,78 @@ fn a_server_url_refused_for_its_port_is_shown_as_urls_are() {
         !out.contains("backend.internal") && !out.contains("70000"),
         "{out}"
     );
+}
+
+/// The message for server `[1]` of `check_servers`'s upstream, its URL `url`.
+fn refusal(url: &str, says: &str) -> String {
+    format!("upstreams[0].servers[1]: \"{url}\" {says}\n")
+}
+
+/// `check` of the servers `http://127.0.0.1:1` and `url`: refused with
+/// `says` about `url` alone.
+fn assert_refused(url: &str, says: &str) {
+    let (code, out) = check_servers(&format!("[\"http://127.0.0.1:1\", \"{url}\"]"), &[]);
+    assert_eq!(code, 1, "{url}: {out}");
+    assert!(out.contains(&refusal(url, says)), "{url}: {out}");
+    assert!(!out.contains("servers[0]"), "{url}: {out}");
+}
+
+const BRACKET: &str = "has an invalid host ([ and ] only around an IPv6 address: [::1])";
+const NOT_IPV6: &str = "has an invalid IPv6 address (only one goes between [ and ]: [::1])";
+
+/// The authority parse took a `[` anywhere in the host (`x[::1]:80` has
+/// the host `x[`, `a[b]` the host `a[b`): `check` passed, `run` skipped
+/// the server without a word (no endpoint could be addressed by it) and
+/// answered every request 502 for an upstream with no servers. A name or
+/// IPv4 address between brackets (`[backend.local]`) was dialled as if
+/// unbracketed. nginx refuses both ("invalid IPv6 address"); so does
+/// hotproxy, `check` and `run` alike, the URL shown as URLs are.
+#[test]
+fn a_server_host_with_brackets_around_no_ipv6_address_is_refused() {
+    for url in ["http://x[::1]:80", "http://a[b]", "https://b[::1]"] {
+        assert_refused(url, BRACKET);
+    }
+    for url in [
+        "http://[backend.local]:80",
+        "http://[127.0.0.1]:80",
+        "https://[::1%25lo]:8443",
+        "http://[::1::2]",
+    ] {
+        assert_refused(url, NOT_IPV6);
+    }
+    for url in [
+        "http://[::1]:8080",
+        "https://[2001:db8::1]",
+        "http://[::ffff:127.0.0.1]:80",
+    ] {
+        let (code, out) = check_servers(&format!("[\"{url}\"]"), &[]);
+        assert_eq!(code, 0, "{url}: {out}");
+    }
+
+    // `run` refuses it too, rather than answering 502 for every request.
+    let (_s, cfg) = scene(
+        "public",
+        "upstreams:\n  - name: app\n    servers: [\"http://x[::1]:80\"]\n",
+    );
+    let (code, _, err) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "upstreams[0].servers[0]: \"http://x[::1]:80\" {BRACKET}"
+        )),
+        "{err}"
+    );
+
+    // From `${NAME}`, the URL is withheld, the reason kept.
+    const URL: &str = "HOTPROXY_CHECK_INPUTS_BRACKET_URL";
+    let env = [(URL, OsString::from("http://[backend.internal]:80"))];
+    let (code, out) = check_servers(&format!("[\"${{{URL}}}\"]"), &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "upstreams[0].servers[0]: <withheld: the value of ${{{URL}}}> {NOT_IPV6}\n"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("backend.internal"), "{out}");
 }

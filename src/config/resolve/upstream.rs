@@ -328,11 +328,7 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
     let uri: http::uri::Authority = authority
         .parse()
         .map_err(|_| format!("{} has an invalid host or port", shown(url)))?;
-    let host = uri
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let host = server_host(uri.host()).map_err(|e| format!("{} {e}", shown(url)))?;
     // The parse above takes any port text (`:99999`, `:abc`, `:`, text
     // after an IPv6 address's `]`) and has no port for it: the default was
     // dialled instead. nginx refuses such a URL ("invalid port in upstream").
@@ -354,12 +350,37 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
             }
         },
     };
+    // What the endpoints are addressed by: a host taken here and not
+    // there was skipped at run time, every request a 502.
+    if crate::upstream::endpoint::authority(&host, port).is_none() {
+        return Err(format!("{} has an invalid host", shown(url)));
+    }
     Ok(UpstreamServer {
         url: url.to_owned(),
         https,
         host,
         port,
     })
+}
+
+/// The host of a server URL from the authority parse's `host`: a name or
+/// IPv4 address, or an IPv6 address in brackets (without them). That parse
+/// takes a `[` anywhere (`x[::1]:80` has the host `x[`, `a[b]` `a[b]`)
+/// and anything between brackets (`[backend.local]`); nginx refuses them
+/// ("invalid IPv6 address").
+fn server_host(host: &str) -> Result<String, &'static str> {
+    let inner = match host.strip_prefix('[') {
+        // `host` runs to the first `]`, which the parse saw closing the `[`.
+        Some(bracketed) => bracketed.strip_suffix(']').unwrap_or(bracketed),
+        None if host.contains(['[', ']']) => {
+            return Err("has an invalid host ([ and ] only around an IPv6 address: [::1])");
+        }
+        None => host,
+    };
+    if host.starts_with('[') && inner.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err("has an invalid IPv6 address (only one goes between [ and ]: [::1])");
+    }
+    Ok(inner.to_owned())
 }
 
 /// The text after the host of `authority` (a parsed `host[:port]`), when
