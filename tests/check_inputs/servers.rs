@@ -158,3 +158,13 @@ fn a_server_host_with_brackets_around_no_ipv6_address_is_refused() {
     );
     assert!(!out.contains("backend.internal"), "{out}");
 }
+
+/// A server URL with no host (`http://:8080`, `http://[]:80`) passed
+/// `check`, and the server was dialled at the empty name. nginx refuses
+/// it ("no host in upstream"); so does hotproxy, naming the server.
+#[test]
+fn a_server_url_without_a_host_is_refused() {
+    for url in ["http://:8080", "https://:8443", "http://[]:80", "http://[]"] {
+        assert_refused(url, "has no host");
+    }
+}

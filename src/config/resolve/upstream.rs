@@ -365,9 +365,9 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
 
 /// The host of a server URL from the authority parse's `host`: a name or
 /// IPv4 address, or an IPv6 address in brackets (without them). That parse
-/// takes a `[` anywhere (`x[::1]:80` has the host `x[`, `a[b]` `a[b]`)
-/// and anything between brackets (`[backend.local]`); nginx refuses them
-/// ("invalid IPv6 address").
+/// takes a `[` anywhere (`x[::1]:80` has the host `x[`, `a[b]` `a[b]`),
+/// anything between brackets (`[backend.local]`) and no host at all
+/// (`:8080`, `[]`); nginx refuses them ("invalid IPv6 address", "no host").
 fn server_host(host: &str) -> Result<String, &'static str> {
     let inner = match host.strip_prefix('[') {
         // `host` runs to the first `]`, which the parse saw closing the `[`.
@@ -377,6 +377,10 @@ fn server_host(host: &str) -> Result<String, &'static str> {
         }
         None => host,
     };
+    // `http://:8080`, `http://[]`: the empty name was dialled.
+    if inner.is_empty() {
+        return Err("has no host");
+    }
     if host.starts_with('[') && inner.parse::<std::net::Ipv6Addr>().is_err() {
         return Err("has an invalid IPv6 address (only one goes between [ and ]: [::1])");
     }
