@@ -1,4 +1,4 @@
-//! How `check` and `run` read an upstream's server URLs: a host or port that is none is refused, the URL shown as it is elsewhere.
+//! How `check` and `run` read an upstream's server URLs: a host or port that is none is refused, a scheme read in any case.
 
 use super::*;
 
@@ -167,4 +167,73 @@ fn a_server_url_without_a_host_is_refused() {
     for url in ["http://:8080", "https://:8443", "http://[]:80", "http://[]"] {
         assert_refused(url, "has no host");
     }
+}
+
+/// A plain-HTTP backend on loopback answering every request `200 plain`.
+async fn plain_backend() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"plain")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A scheme is case-insensitive (RFC 3986 §3.1), and nginx and Traefik
+/// read `HTTPS://` as `https://`; `HTTPS://backend:8443` was refused as
+/// not starting with `https://`. It is read in any case, and dialled as
+/// it says: TLS for `HTTPS://` (the backend takes nothing else), plain
+/// for `Http://`.
+#[tokio::test]
+async fn a_server_url_scheme_is_read_in_any_case() {
+    for url in [
+        "HTTPS://backend.local:8443",
+        "Https://backend.local",
+        "HTTP://127.0.0.1:80",
+        "hTtP://[::1]:8080",
+    ] {
+        let (code, out) = check_servers(&format!("[\"{url}\"]"), &[]);
+        assert_eq!(code, 0, "{url}: {out}");
+    }
+    for url in ["HTTPX://127.0.0.1", "ftp://127.0.0.1", "HTTPS:/127.0.0.1"] {
+        assert_refused(url, "must start with http:// or https://");
+    }
+
+    let s = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    s.pair("a", &ca.server_pair(&["a.example.com"]));
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let tls = Backend::start("tls", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let plain = plain_backend().await;
+    let cfg = s.public_config(
+        "[{ path_prefix: /plain, upstream: plain }, { upstream: tls }]",
+        &format!(
+            "\n  - name: tls\n    servers: [\"HTTPS://{}\"]\n    tls: {{ ca: {{ ca_file: backend-ca.crt }}, server_name: backend.local }}\n  - name: plain\n    servers: [\"Http://{plain}\"]",
+            tls.addr
+        ),
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let r = get(addr, "a.example.com", client.clone(), false, "/x", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["backend"], "tls", "{}", r.body);
+    let r = get(addr, "a.example.com", client, false, "/plain", &[])
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "plain"));
 }

@@ -286,7 +286,7 @@ impl Resolver {
     }
 }
 
-/// `https://host:port` or `http://host[:port]` (default ports 443 / 80).
+/// `https://host:port` or `http://host[:port]` (default ports 443 / 80), the scheme in any case.
 fn parse_server(url: &str) -> Result<UpstreamServer, String> {
     // Credentials first, whatever the scheme: a URL refused for its
     // scheme (`ftp://user:pass@host`, `user:pass@host`) was shown whole.
@@ -308,15 +308,17 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
             shown(&format!("{scheme}…@{host}"))
         ));
     }
-    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return Err(format!(
-            "{} must start with http:// or https://",
-            shown(url)
-        ));
+    // In any case (RFC 3986 §3.1), as nginx and Traefik read it:
+    // `HTTPS://backend:8443` was refused for want of an `https://`.
+    let (https, rest) = match url.split_once("://") {
+        Some((s, r)) if s.eq_ignore_ascii_case("https") => (true, r),
+        Some((s, r)) if s.eq_ignore_ascii_case("http") => (false, r),
+        _ => {
+            return Err(format!(
+                "{} must start with http:// or https://",
+                shown(url)
+            ));
+        }
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
