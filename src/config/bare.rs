@@ -54,36 +54,91 @@ pub(super) const TLS_VERSIONS: &str = "(\"1.2\" | \"1.3\")";
 /// problem shows it.
 pub(super) const WILDCARD: &str = "(\"*.example.com\", one label)";
 
-/// What messages allow, quoted in their own words: a value may hold one
-/// (`TLSv1.2` holds `1.2`, `*.*.example.com` holds `*.example.com`), or
-/// be one once trimmed (` 1.3`), yet it is the message's, never a piece
-/// of the value. Replaced, the list read `(<withheld…> | "1.3")`, and
-/// which entry was replaced told what the value held.
-const ALLOWED: [&str; 2] = [TLS_VERSIONS, WILDCARD];
+/// The modes `client_auth.mode` takes, as its problem lists them.
+pub(super) const CLIENT_AUTH_MODES: &str =
+    "(none | request | require_any | verify_if_given | require_and_verify)";
 
-/// What stands for `ALLOWED[i]` while values are withheld: a label, so
-/// nothing is replaced within it (`<withheld: ...>` is left alone) and
-/// it shows no piece of a value.
-fn set_aside(i: usize) -> String {
-    format!("<withheld allowed {i}>")
-}
+/// The roles an admin token takes, as its problem lists them.
+pub(super) const ROLES: &str = "(viewer | editor)";
+
+/// The types a `certs` entry takes, as its problem lists them.
+pub(super) const ENTRY_TYPES: &str = "(server-pair | client-pair | ca-bundle)";
+
+/// The balances an upstream takes, as its problem lists them.
+pub(super) const BALANCES: &str = "(least_request | round_robin)";
+
+/// What messages allow, quoted in their own words: a value may hold one
+/// (`TLSv1.2` holds `1.2`, `*.*.example.com` holds `*.example.com`), be
+/// a piece of one (`require_and_verif`) or be one once trimmed (` 1.3`),
+/// yet it is the message's, never a piece of the value. Replaced, the
+/// list read `(<withheld…> | "1.3")` or `(… | <withheld…>y)`, and which
+/// entry was replaced told what the value held.
+const ALLOWED: [&str; 6] = [
+    TLS_VERSIONS,
+    WILDCARD,
+    CLIENT_AUTH_MODES,
+    ROLES,
+    ENTRY_TYPES,
+    BALANCES,
+];
+
+/// How serde's message for an enum field (`tree::read`) lists the values
+/// it takes: `, expected one of `a`, `b``, after the value.
+const SERDE_ONE_OF: &str = ", expected one of `";
+
+/// What [`set_aside_allowed`] set aside: each list, and what stands for it.
+pub(super) struct Aside(Vec<(String, String)>);
 
 /// `message` with each list of allowed values in it set aside, while
-/// values are withheld from it; [`put_back_allowed`] restores them.
-pub(super) fn set_aside_allowed(message: &mut String) {
-    for (i, allowed) in ALLOWED.iter().enumerate() {
-        if message.contains(allowed) {
-            *message = message.replace(allowed, &set_aside(i));
+/// values are withheld from it: what stands for one is a label, so
+/// nothing is replaced within it (`<withheld: ...>` is left alone) and it
+/// shows no piece of a value; [`put_back_allowed`] restores them. A list
+/// ends its message, after the value: only there is it set aside, so a
+/// value shown whole that holds a list's text is still the value.
+pub(super) fn set_aside_allowed(message: &mut String) -> Aside {
+    let mut aside = Vec::new();
+    let mut set_aside = |message: &mut String, at: usize, len: usize| {
+        let stand_in = format!("<withheld allowed {}>", aside.len());
+        let list = message[at..at + len].to_owned();
+        message.replace_range(at..at + len, &stand_in);
+        aside.push((stand_in, list));
+    };
+    if let Some(at) = message.rfind(SERDE_ONE_OF) {
+        let names = at + SERDE_ONE_OF.len() - 1;
+        let list = serde_list(&message[names..]);
+        if list > 0 && names + list == message.len() {
+            // From `expected`: the `, ` ends the value's part.
+            set_aside(message, at + 2, message.len() - at - 2);
         }
+    }
+    if let Some(allowed) = ALLOWED.iter().find(|a| message.ends_with(*a)) {
+        set_aside(message, message.len() - allowed.len(), allowed.len());
+    }
+    Aside(aside)
+}
+
+/// The length of the list of backticked names `text` starts with
+/// (`` `a`, `b` ``), each whole.
+fn serde_list(text: &str) -> usize {
+    let mut len = 0;
+    loop {
+        let sep = if len == 0 { "" } else { ", " };
+        let item = text[len..].strip_prefix(sep);
+        let Some(item) = item.and_then(|i| i.strip_prefix('`')) else {
+            return len;
+        };
+        let Some(end) = item.find('`') else {
+            return len;
+        };
+        len += sep.len() + end + 2;
     }
 }
 
 /// `message` with the lists [`set_aside_allowed`] set aside put back.
-pub(super) fn put_back_allowed(message: &mut String) {
-    for (i, allowed) in ALLOWED.iter().enumerate() {
-        let aside = set_aside(i);
-        if message.contains(&aside) {
-            *message = message.replace(&aside, allowed);
+pub(super) fn put_back_allowed(message: &mut String, aside: Aside) {
+    for (stand_in, list) in aside.0.into_iter().rev() {
+        if let Some(at) = message.rfind(&stand_in) {
+            message.replace_range(at..at + stand_in.len(), &list);
         }
     }
 }
@@ -275,6 +330,38 @@ mod tests {
         let mut m = format!("{odd} is b");
         replace(&mut m, "b", odd, true);
         assert_eq!(m, format!("{odd} is {odd}"));
+    }
+
+    /// Each list a message allows is set aside whole where it ends the
+    /// message, and put back as it was: a value shown before it holding
+    /// its text is the value's, and serde's list starts at `expected`.
+    #[test]
+    fn what_a_message_allows_is_set_aside_and_put_back() {
+        for (said, aside) in [
+            (
+                format!("unknown role `x {ROLES}` {ROLES}"),
+                format!("unknown role `x {ROLES}` <withheld allowed 0>"),
+            ),
+            (
+                format!("unknown role `{ROLES}`"),
+                format!("unknown role `{ROLES}`"),
+            ),
+            (
+                "unknown variant `a, expected one of `b``, expected one of `none`, `xfcc`"
+                    .to_owned(),
+                "unknown variant `a, expected one of `b``, <withheld allowed 0>".to_owned(),
+            ),
+            (
+                format!("unknown variant `x {BALANCES}`, expected one of `a`"),
+                format!("unknown variant `x {BALANCES}`, <withheld allowed 0>"),
+            ),
+        ] {
+            let mut m = said.clone();
+            let set = set_aside_allowed(&mut m);
+            assert_eq!(m, aside);
+            put_back_allowed(&mut m, set);
+            assert_eq!(m, said);
+        }
     }
 
     /// What a message shows outside its labels: each label `<withheld>`,

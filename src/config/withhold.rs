@@ -262,9 +262,9 @@ impl<'a> Index<'a> {
 /// it or not.
 pub(super) fn withhold(message: &mut String, location: &str, index: &Index) {
     let field = field_of(location);
-    super::bare::set_aside_allowed(message);
+    let aside = super::bare::set_aside_allowed(message);
     withhold_values(message, field, index);
-    super::bare::put_back_allowed(message);
+    super::bare::put_back_allowed(message, aside);
 }
 
 /// [`withhold`], once what the message allows is set aside.

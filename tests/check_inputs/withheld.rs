@@ -392,3 +392,82 @@ fn the_values_a_message_allows_are_shown_as_they_are() {
         }
     }
 }
+
+/// A long `${NAME}` value (8 bytes or more) that is a piece of a word the
+/// message allows (`require_and_verif` of `require_and_verify`), or is one
+/// once trimmed (` ingress_nginx`), was replaced there too: the list read
+/// `(none | … | <withheld…>y)`, spelling the value out beside its label.
+/// Every list of allowed values (a mode's, a type's, a balance's, serde's
+/// `expected one of …`) is shown as is.
+#[test]
+fn a_long_value_is_not_replaced_within_the_values_a_message_allows() {
+    let var = |name: &str| format!("\"${{HOTPROXY_CHECK_INPUTS_LIST_{name}}}\"");
+    let label =
+        |name: &str| format!("<withheld: the value of ${{HOTPROXY_CHECK_INPUTS_LIST_{name}}}>");
+    let at = "listeners[0]";
+    let wants = [
+        format!(
+            "{at}.tls.client_auth.mode: unknown mode {} (none | request | require_any | \
+             verify_if_given | require_and_verify)\n",
+            label("MODE")
+        ),
+        format!(
+            "{at}.forward_client_cert: unknown variant {}, expected one of `none`, `headers`, \
+             `rfc9440`, `xfcc`, `ingress_nginx`\n",
+            label("FCC")
+        ),
+        format!(
+            "certs[0].type: unknown type {} (server-pair | client-pair | ca-bundle)\n",
+            label("TYPE")
+        ),
+        format!(
+            "upstreams[0].balance: unknown balance {} (least_request | round_robin)\n",
+            label("BAL")
+        ),
+    ];
+    for values in [
+        [
+            "require_and_verif",
+            "ingress_ngin",
+            "server-pai",
+            "least_reques",
+        ],
+        [
+            " verify_if_given",
+            " ingress_nginx",
+            "client-pair ",
+            " round_robin",
+        ],
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        write(&s.path("ca.crt"), &ca.cert_pem);
+        let cfg = s.config(&format!(
+            "certs:\n  - {{ id: k, type: {}, ca_file: ca.crt }}\n\
+             upstreams:\n  - name: app\n    servers: [\"http://127.0.0.1:1\"]\n    \
+             balance: {}\n\
+             listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+             forward_client_cert: {}\n    \
+             tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n      \
+             client_auth: {{ mode: {}, ca: {{ ca_file: ca.crt }} }}\n    \
+             routes: [{{ upstream: app }}]\n",
+            var("TYPE"),
+            var("BAL"),
+            var("FCC"),
+            var("MODE"),
+        ));
+        let names = ["MODE", "FCC", "TYPE", "BAL"];
+        let env: Vec<(String, OsString)> = names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| (format!("HOTPROXY_CHECK_INPUTS_LIST_{n}"), OsString::from(v)))
+            .collect();
+        let env: Vec<(&str, OsString)> = env.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let (code, out) = check_with(&cfg, &env);
+        assert_eq!(code, 1, "{out}");
+        for want in &wants {
+            assert!(out.contains(want.as_str()), "{values:?}: {want}: {out}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Catalogue entries: `certs:` items, `ref:`s to them, and direct file fields made anonymous entries.
 
 use super::{Named, Resolver, shown};
+use crate::config::bare::ENTRY_TYPES;
 use crate::config::raw;
 use std::path::PathBuf;
 
@@ -29,10 +30,7 @@ impl Resolver {
         let Some(kind) = EntryKind::parse(&e.kind) else {
             self.problem(
                 format!("{at}.type"),
-                format!(
-                    "unknown type {} (server-pair | client-pair | ca-bundle)",
-                    shown(&e.kind)
-                ),
+                format!("unknown type {} {ENTRY_TYPES}", shown(&e.kind)),
             );
             return None;
         };

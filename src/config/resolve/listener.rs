@@ -9,7 +9,7 @@ use super::{
     BODY_READ_TIMEOUT_FLOOR, HEADER_READ_TIMEOUT_FLOOR, Named, Resolver, SEND_TIMEOUT_FLOOR,
     TUNNEL_IDLE_TIMEOUT_FLOOR, shown,
 };
-use crate::config::bare::TLS_VERSIONS;
+use crate::config::bare::{CLIENT_AUTH_MODES, TLS_VERSIONS};
 use crate::config::{
     ClientAuthConfig, ClientAuthMode, EntryKind, EntrySpec, Limits, ListenerCert, ListenerConfig,
     RouteConfig, TlsVersion, UpstreamCa,
@@ -316,7 +316,7 @@ impl Resolver {
                 Some(mode) => client_auth.mode = mode,
                 None => self.problem(
                     format!("{cat}.mode"),
-                    format!("unknown mode {} (none | request | require_any | verify_if_given | require_and_verify)", shown(m)),
+                    format!("unknown mode {} {CLIENT_AUTH_MODES}", shown(m)),
                 ),
             }
         }

@@ -49,6 +49,7 @@ pub(super) const TUNNEL_IDLE_TIMEOUT_FLOOR: (Duration, &str, &str) = (
     "100ms",
     "a tunnel is cut before either side can answer the other",
 );
+use super::bare::ROLES;
 use super::raw;
 use super::{
     AdminConfig, Config, EntryKind, EntrySpec, Problem, Role, RuntimeConfig, StoreConfig,
@@ -442,7 +443,7 @@ impl Resolver {
                 other => {
                     self.problem(
                         format!("{at}.role"),
-                        format!("unknown role {} (viewer | editor)", shown(other)),
+                        format!("unknown role {} {ROLES}", shown(other)),
                     );
                     Role::Viewer
                 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{Named, Resolver, shown};
+use crate::config::bare::BALANCES;
 use crate::config::raw;
 use crate::config::{
     ActiveHealth, Balance, DEFAULT_HTTP2_STREAM_WINDOW, EntryKind, EntrySpec, HealthConfig,
@@ -141,7 +142,7 @@ impl Resolver {
                 Some(b) => {
                     self.problem(
                         format!("{at}.balance"),
-                        format!("unknown balance {} (least_request | round_robin)", shown(b)),
+                        format!("unknown balance {} {BALANCES}", shown(b)),
                     );
                     Balance::RoundRobin
                 }
