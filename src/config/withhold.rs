@@ -22,6 +22,10 @@ pub(super) struct Withheld {
     field: String,
     /// Set from the environment (`${NAME}`): withheld bare at any length.
     env: bool,
+    /// Written as a block scalar (`|`, `>`): pasted, withheld bare at any
+    /// length as one from the environment is (`5000` below
+    /// `worker_threads: |-`).
+    block: bool,
     /// The value as the resolver reads it, when that is written otherwise:
     /// a route's `path_prefix` as compared (`/a//b`, `/%61`), an address
     /// as parsed (`127.0.0.1:08443` is `127.0.0.1:8443`), a number as read
@@ -51,6 +55,7 @@ impl Withheld {
             what,
             field: field.to_owned(),
             env: false,
+            block,
             // A number pasted as a block scalar is read, and shown, too.
             normalised: read_as(text),
             path: None,
@@ -72,6 +77,7 @@ impl Withheld {
             what,
             field: field.to_owned(),
             env: true,
+            block,
             normalised: read_as(value),
             path: None,
         }
@@ -290,14 +296,16 @@ fn withhold_values(message: &mut String, field: &str, index: &Index) {
                 quoted |= super::bare::replace_cut(message, &form, &label);
             }
         }
-        // A short value could be any word: one from the environment is
-        // looked for bare only in its own field's problem not quoting it
-        // (else the word is the message's own: `64 hex digits`).
+        // A short value could be any word: one from the environment or
+        // a block scalar is looked for bare only in its own field's
+        // problem not quoting it (else the word is the message's own:
+        // `64 hex digits`).
         let own = !quoted && (within(field, &w.field) || message.contains(&w.field));
+        let own_bare = own && (w.env || w.block);
         for v in forms {
             let short = v.len() < BARE_MIN;
             // A path is shown bare as it resolved, whole (above).
-            if (short && !(w.env && own)) || w.path.is_some() {
+            if (short && !own_bare) || w.path.is_some() {
                 continue;
             }
             super::bare::replace(message, v, &label, short);

@@ -471,3 +471,34 @@ fn a_long_value_is_not_replaced_within_the_values_a_message_allows() {
         }
     }
 }
+
+/// A short number written as a block scalar (`worker_threads: |-` and
+/// `5000` below it, a value pasted) was shown bare by its field's bound
+/// check (`5000 is more than 1024`): only a value from `${NAME}` was
+/// withheld bare when short. A block scalar's value is withheld alike in
+/// its own field's problems.
+#[test]
+fn a_short_number_written_as_a_block_scalar_is_withheld() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let cfg = s.config(
+        "runtime:\n  worker_threads: |-\n    5000\n\
+         listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+         limits:\n      max_header_bytes: >-\n        777\n    \
+         tls:\n      certs: [{ cert_file: edge.crt, key_file: edge.key }]\n",
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let label = "<withheld: text of 1 line>";
+    for want in [
+        format!("runtime.worker_threads: {label} is more than 1024 (0 = one per CPU core)\n"),
+        format!(
+            "listeners[0].limits.max_header_bytes: {label} is less than the 1024 bytes of an \
+             ordinary request head (every request would get 431)\n"
+        ),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(!out.contains("5000") && !out.contains("777"), "{out}");
+}
