@@ -31,6 +31,10 @@ pub(super) struct Withheld {
     /// as parsed (`127.0.0.1:08443` is `127.0.0.1:8443`), a number as read
     /// (`0003001` is `3001`): its problem shows this form too (SPEC §2).
     normalised: Option<String>,
+    /// An address's IP and port as a message names them apart (`0.0.0.0
+    /// takes every IPv4 address of port 8443`), withheld as tokens where
+    /// the value's field is concerned.
+    pieces: Vec<String>,
     /// At a path field: the path it resolved to, as a message shows it bare
     /// (`/etc/hp/ca.crl is listed twice`), withheld there whole only.
     path: Option<String>,
@@ -58,6 +62,7 @@ impl Withheld {
             block,
             // A number pasted as a block scalar is read, and shown, too.
             normalised: read_as(text),
+            pieces: address_pieces(text),
             path: None,
         })
     }
@@ -79,6 +84,7 @@ impl Withheld {
             env: true,
             block,
             normalised: read_as(value),
+            pieces: address_pieces(value),
             path: None,
         }
     }
@@ -133,6 +139,17 @@ fn read_as(value: &str) -> Option<String> {
         },
     };
     (read != value).then_some(read)
+}
+
+/// The IP and the port of `value` when it is an address, as a message
+/// shows each (`0.0.0.0`, `::ffff:0.0.0.0`, `8443`): a wildcard is named
+/// by its IP, apart from its port, where it overlaps another bind. One
+/// on port 0 overlaps none.
+fn address_pieces(value: &str) -> Vec<String> {
+    match value.trim().parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => vec![addr.ip().to_string(), addr.port().to_string()],
+        _ => Vec::new(),
+    }
 }
 
 /// Whether field path `inner` is `outer` or a field within it
@@ -313,6 +330,16 @@ fn withhold_values(message: &mut String, field: &str, index: &Index) {
             let bare = super::tree::shown_written(v);
             if *bare != *v && !bare.starts_with("<withheld ") {
                 super::bare::replace(message, &bare, &label, short);
+            }
+        }
+        // A wildcard named apart from its port, each a token: the port
+        // only with the IP (`8443` in `0.0.0.0 takes ... of port 8443`
+        // is the other bind's too, shown in its address).
+        if let (true, [ip, port]) = (own_bare, w.pieces.as_slice()) {
+            let before = message.clone();
+            super::bare::replace(message, ip, &label, true);
+            if *message != before {
+                super::bare::replace(message, port, &label, true);
             }
         }
         // A quoted piece of only the value's pieces (`"http://…@host"`)

@@ -472,6 +472,69 @@ fn a_long_value_is_not_replaced_within_the_values_a_message_allows() {
     }
 }
 
+/// A wildcard `bind` set by `${NAME}` (`0.0.0.0:8443`, `[::]:8443`,
+/// `[::ffff:0.0.0.0]:8443`) beside another listener on its port: the
+/// problem withheld the value whole but said `0.0.0.0 takes every IPv4
+/// address of port 8443`, the value again in two pieces. The address and
+/// the port a message names apart are withheld as the value is, whether
+/// the listener from `${NAME}` is the earlier or the later one.
+#[test]
+fn a_wildcard_bind_from_the_environment_is_not_rebuilt_from_its_pieces() {
+    const BIND: &str = "HOTPROXY_CHECK_INPUTS_WILD_BIND";
+    let label = format!("<withheld: the value of ${{{BIND}}}>");
+    let from_env = format!("\"${{{BIND}}}\"");
+    for (value, other, ip) in [
+        ("0.0.0.0:8443", "127.0.0.1:8443", "0.0.0.0"),
+        ("[::ffff:0.0.0.0]:8443", "127.0.0.1:8443", "::ffff:0.0.0.0"),
+        ("[::]:8443", "\"[::1]:8443\"", "::"),
+    ] {
+        for env_first in [true, false] {
+            let binds = match env_first {
+                true => [from_env.as_str(), other],
+                false => [other, from_env.as_str()],
+            };
+            let s = Scene::new();
+            let ca = TestCa::new("ca");
+            s.pair("edge", &ca.server_pair(&["localhost"]));
+            let listener = |i: usize| {
+                format!(
+                    "  - name: l{i}\n    bind: {}\n    \
+                     tls: {{ certs: [{{ cert_file: edge.crt, key_file: edge.key }}] }}\n",
+                    binds[i]
+                )
+            };
+            let cfg = s.config(&format!("listeners:\n{}{}", listener(0), listener(1)));
+            let (code, out) = check_with(&cfg, &[(BIND, OsString::from(value))]);
+            assert_eq!(code, 1, "{out}");
+            let line = out
+                .lines()
+                .find(|l| l.contains("listeners[1].bind: "))
+                .unwrap_or_else(|| panic!("{value} {env_first}: {out}"));
+            let other = other.trim_matches('"');
+            let (first, second) = match env_first {
+                true => (label.as_str(), other),
+                false => (other, label.as_str()),
+            };
+            let head =
+                format!("listeners[1].bind: {second} overlaps listeners[0].bind ({first}): ");
+            assert!(line.contains(&head), "{value} {env_first}: {out}");
+            assert!(
+                line.contains(&format!("): {label} takes every IPv")),
+                "{value} {env_first}: {out}"
+            );
+            // Three labels of a long name: the message is cut after them.
+            assert!(
+                line.contains(&format!(" of port {label}")),
+                "{value} {env_first}: {out}"
+            );
+            assert!(
+                !line.contains(&format!(" {ip} ")),
+                "{value} {env_first}: {out}"
+            );
+        }
+    }
+}
+
 /// A short number written as a block scalar (`worker_threads: |-` and
 /// `5000` below it, a value pasted) was shown bare by its field's bound
 /// check (`5000 is more than 1024`): only a value from `${NAME}` was
