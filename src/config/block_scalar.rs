@@ -87,6 +87,12 @@ fn follows_a_header(text: &str, at: usize) -> bool {
     };
     #[cfg(test)]
     tests::SCANNED.with(|n| n.set(n.get() + indented.len() - header_line.len() + line.len()));
+    // A comment line is no header, at column 0 too (`# old: |` between
+    // `key_file:` and its path): a header's content follows it directly,
+    // blank lines aside, so a value after a comment line follows none.
+    if line.trim_start().starts_with('#') {
+        return false;
+    }
     // A comment starts at a `#` after white space.
     let line = match line.find([' ', '\t']).and_then(|_| {
         line.char_indices()
@@ -169,6 +175,26 @@ mod tests {
         }
         for text in ["a: |\rb:\r  t\r", "a: |\rb: t\r", "a: |\rb: [ t ]\r"] {
             assert!(!is_block_scalar(text, text.find('t').unwrap()), "{text:?}");
+        }
+    }
+
+    /// A comment line ending in `|` or `>` after a key (`key_file:`, then
+    /// `# old: |` at column 0, then the path) was taken for the header of
+    /// the value below it, and the path refused as pasted content.
+    #[test]
+    fn a_comment_line_is_no_header() {
+        for text in [
+            "a:\n# old: |\n  t\n",
+            "a:\n#>-\n  t\n",
+            "a:\n\t# old: >\n  t\n",
+            "a:\n  # old: |\n  t\n",
+            "a:\r# old: |2\r  t\r",
+            "a:\n# |\n\n  t\n",
+        ] {
+            assert!(!is_block_scalar(text, text.find('t').unwrap()), "{text:?}");
+        }
+        for text in ["a: | # |\n  t\n", "a: |\n\n  t\n", "a: >- #c\n  t\n"] {
+            assert!(is_block_scalar(text, text.find('t').unwrap()), "{text:?}");
         }
     }
 }

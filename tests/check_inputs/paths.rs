@@ -432,3 +432,27 @@ fn a_path_field_written_as_a_block_scalar_is_refused_unshown() {
         }
     }
 }
+
+/// A comment at column 0 between a path key and its value, ending in `|`
+/// or `>` (`# old: |`, an old value kept as a note), was read as the
+/// value's block header: the path below it was refused as pasted content
+/// and a valid configuration failed `check`. A comment line is no header,
+/// at any indentation.
+#[test]
+fn a_comment_line_after_a_path_key_is_no_block_header() {
+    let (s, _) = scene("public", "");
+    let cfg = s.path("config.yaml");
+    for comment in ["# old: |", "#>-", "# was: /etc/hp/old.key >", "  # old: |"] {
+        write(
+            &cfg,
+            &format!(
+                "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      certs:\n\
+                 \x20       - cert_file: edge.crt\n          key_file:\n{comment}\n            \
+                 edge.key\n"
+            ),
+        );
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 0, "{comment}: {out}");
+        assert!(!out.contains("block scalar"), "{comment}: {out}");
+    }
+}
