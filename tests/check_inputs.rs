@@ -646,6 +646,61 @@ fn an_ipv4_mapped_wildcard_is_the_one_that_takes_every_address() {
     }
 }
 
+/// A rule was checked up to its first refused field: beside an unset
+/// variable (whose problem is the reader's, the field read as empty) a bad
+/// `cn` went unsaid, and the next run of `check` found it. Every field of
+/// the rule is checked, each refused one said once.
+#[test]
+fn every_refused_field_of_an_allow_rule_is_a_problem() {
+    const UNSET: &str = "HOTPROXY_CHECK_INPUTS_UNSET_FP";
+    let at = "listeners[0].tls.client_auth.allow[0]";
+    let star = "`**` is only allowed as a final `/**` of a uri_san";
+    for (rule, said) in [
+        (
+            format!("{{ fingerprint_sha256: \"${{{UNSET}}}\", cn: \"**x\" }}"),
+            vec![
+                format!("{at}.fingerprint_sha256: environment variable {UNSET} is not set"),
+                format!("{at}: cn: \"**x\": {star}"),
+            ],
+        ),
+        (
+            "{ fingerprint_sha256: abc, cn: \"a**\", ou: \"\", dns_san: \"**.example\" }".into(),
+            vec![
+                format!("{at}: fingerprint_sha256: \"abc\": not a SHA-256 fingerprint"),
+                format!("{at}: cn: \"a**\": {star}"),
+                format!("{at}: ou: \"\": empty pattern"),
+                format!("{at}: dns_san: \"**.example\": {star}"),
+            ],
+        ),
+    ] {
+        let s = Scene::new();
+        let ca = TestCa::new("ca");
+        s.pair("edge", &ca.server_pair(&["localhost"]));
+        write(&s.path("ca.crt"), &ca.cert_pem);
+        let cfg = s.config(&format!(
+            "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+             tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n      \
+             client_auth:\n        mode: require_and_verify\n        ca: {{ ca_file: ca.crt }}\n        \
+             allow: [{rule}]\n"
+        ));
+        let (code, out) = check_with(&cfg, &[]);
+        assert_eq!(code, 1, "{out}");
+        let problems: Vec<&str> = out.lines().filter(|l| l.contains(at)).collect();
+        assert_eq!(problems.len(), said.len(), "{rule}: {out}");
+        for said in &said {
+            let line = format!("line 9: {said}");
+            assert!(problems.iter().any(|p| p.contains(&line)), "{said}: {out}");
+        }
+        assert!(
+            out.contains(&format!(
+                "configuration check failed: {} problem(s)",
+                said.len()
+            )),
+            "{rule}: {out}"
+        );
+    }
+}
+
 #[path = "check_inputs/shown.rs"]
 mod shown;
 

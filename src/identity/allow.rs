@@ -81,36 +81,70 @@ pub struct AllowRule {
 impl TryFrom<RuleSpec> for AllowRule {
     type Error = RuleError;
 
+    /// The rule, or the first reason it is refused ([`AllowRule::checked`]
+    /// gives every one).
     fn try_from(spec: RuleSpec) -> Result<AllowRule, RuleError> {
-        let refused = |field, value: &str, reason| RuleError::Field {
-            field,
-            value: value.to_owned(),
-            reason,
-        };
-        let glob = |field, v: &Option<String>, kind| {
-            v.as_deref()
-                .map(|p| Glob::new(p, kind).map_err(|r| refused(field, p, r)))
-                .transpose()
-        };
-        let fingerprint = spec
-            .fingerprint_sha256
-            .as_deref()
-            .map(|f| normalise_fingerprint(f).map_err(|r| refused("fingerprint_sha256", f, r)))
-            .transpose()?;
-        let rule = AllowRule {
-            cn: glob("cn", &spec.cn, Kind::Text)?,
-            ou: glob("ou", &spec.ou, Kind::Text)?,
-            dns_san: glob("dns_san", &spec.dns_san, Kind::Dns)?,
-            uri_san: glob("uri_san", &spec.uri_san, Kind::Uri)?,
-            email_san: glob("email_san", &spec.email_san, Kind::Email)?,
-            fingerprint,
-            spec,
-        };
-        if rule.spec == RuleSpec::default() {
-            return Err(RuleError::Empty);
-        }
-        Ok(rule)
+        AllowRule::checked(spec).map_err(|mut refused| refused.remove(0))
     }
+}
+
+impl AllowRule {
+    /// `spec` checked: the rule, or every reason it is refused, one per
+    /// refused field (the fingerprint's first, then the patterns' in field
+    /// order), or [`RuleError::Empty`] alone. Each field is checked: the
+    /// file's reader says every problem of the file in one run, and a rule
+    /// stopped at its first refused field hid a bad pattern beside it.
+    pub fn checked(spec: RuleSpec) -> Result<AllowRule, Vec<RuleError>> {
+        let mut refused = Vec::new();
+        let r = &mut refused;
+        let glob = |kind| move |p: &str| Glob::new(p, kind);
+        let fingerprint = read_field(
+            r,
+            "fingerprint_sha256",
+            &spec.fingerprint_sha256,
+            normalise_fingerprint,
+        );
+        let cn = read_field(r, "cn", &spec.cn, glob(Kind::Text));
+        let ou = read_field(r, "ou", &spec.ou, glob(Kind::Text));
+        let dns_san = read_field(r, "dns_san", &spec.dns_san, glob(Kind::Dns));
+        let uri_san = read_field(r, "uri_san", &spec.uri_san, glob(Kind::Uri));
+        let email_san = read_field(r, "email_san", &spec.email_san, glob(Kind::Email));
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+        if spec == RuleSpec::default() {
+            return Err(vec![RuleError::Empty]);
+        }
+        Ok(AllowRule {
+            spec,
+            cn,
+            ou,
+            dns_san,
+            uri_san,
+            email_san,
+            fingerprint,
+        })
+    }
+}
+
+/// `value`, written at `field`, as `check` reads it; `None` when it is not
+/// written, or refused (why, with the value, added to `refused`).
+fn read_field<T>(
+    refused: &mut Vec<RuleError>,
+    field: &'static str,
+    value: &Option<String>,
+    check: impl FnOnce(&str) -> Result<T, &'static str>,
+) -> Option<T> {
+    let value = value.as_deref()?;
+    check(value)
+        .map_err(|reason| {
+            refused.push(RuleError::Field {
+                field,
+                value: value.to_owned(),
+                reason,
+            })
+        })
+        .ok()
 }
 
 /// The keys of a rule, for readers that list the ones that fit.

@@ -351,10 +351,12 @@ impl Resolver {
     /// `allow:` rules, each checked here: a malformed one is a problem at
     /// its place (`allow[2]`, the line its mapping starts on) and left out.
     /// Checked while the YAML was read, its error stopped the read, and
-    /// every problem after it in the file went unreported. A rule found
-    /// empty where reading it found a problem (a list where `cn` goes, an
-    /// unset `${NAME}`, an unknown key and no other) is left out without
-    /// another: one mistake, one problem.
+    /// every problem after it in the file went unreported. Every field of
+    /// a rule is checked, each refused one a problem of its own. A field
+    /// read as empty where reading it found a problem (a list where `cn`
+    /// goes, an unset `${NAME}`), or a rule found empty where reading it
+    /// did (an unknown key and no other), is no second problem: one
+    /// mistake, one problem; the rule's other fields are still said.
     fn allow(&mut self, at: &str, rules: Option<&Vec<RuleSpec>>) -> Option<Arc<AllowList>> {
         let rules = rules?;
         if rules.is_empty() {
@@ -366,18 +368,22 @@ impl Resolver {
         let mut checked = Vec::with_capacity(rules.len());
         for (i, spec) in rules.iter().enumerate() {
             let place = format!("{at}[{i}]");
-            match AllowRule::try_from(spec.clone()) {
-                Ok(rule) => checked.push(rule),
-                Err(e) => {
-                    let read_as_empty = match &e {
-                        RuleError::Empty => self.unread_within(&place),
-                        RuleError::Field { field, .. } => {
-                            self.unread_within(&format!("{place}.{field}"))
-                        }
-                    };
-                    if !read_as_empty {
-                        self.problem(place, e.to_string());
+            let refused = match AllowRule::checked(spec.clone()) {
+                Ok(rule) => {
+                    checked.push(rule);
+                    continue;
+                }
+                Err(refused) => refused,
+            };
+            for e in refused {
+                let read_as_empty = match &e {
+                    RuleError::Empty => self.unread_within(&place),
+                    RuleError::Field { field, .. } => {
+                        self.unread_within(&format!("{place}.{field}"))
                     }
+                };
+                if !read_as_empty {
+                    self.problem(&place, e.to_string());
                 }
             }
         }
