@@ -234,6 +234,8 @@ impl EntrySource {
 pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
+    /// `bind` as a message shows it.
+    pub bind_shown: Shown,
     /// One or more server pairs; the first is the default certificate.
     pub certs: Vec<ListenerCert>,
     pub client_auth: ClientAuthConfig,
@@ -250,6 +252,29 @@ pub struct ListenerConfig {
     /// What is in front of the listener (issue 16): PROXY protocol,
     /// trusted proxies, response headers, HTTPS redirect.
     pub front: FrontConfig,
+}
+
+/// A value as a message shows it, when the OS refuses it (a listener's
+/// address it cannot bind, at startup or in a reload): as it reads, or,
+/// set from `${NAME}`, as every problem of the file says it in its place
+/// (`<withheld: the value of ${NAME}>`, SPEC §2). Found as the file is
+/// read: past [`parse`], which values came from the environment is known
+/// no more. How a value was written is no part of the configuration: two
+/// alike but for it are equal, and a reload from one to the other changes
+/// nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Shown(pub String);
+
+impl PartialEq for Shown {
+    fn eq(&self, _: &Shown) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl ListenerConfig {
@@ -506,11 +531,24 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 /// a value from `${ENV}` ([`withhold`]).
 pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
     let mut withheld = Vec::new();
-    let (config, mut problems) = resolve_all(text, file, &mut withheld);
+    let (mut config, mut problems) = resolve_all(text, file, &mut withheld);
     let withheld = withhold::Index::new(&withheld);
     for p in &mut problems {
         withhold::withhold(&mut p.message, &p.location, &withheld);
         withhold::shorten(&mut p.message);
+    }
+    // An address the OS refuses is said after the file is read (at
+    // startup, in a reload), as the file's own problems say it.
+    for (i, l) in config
+        .iter_mut()
+        .flat_map(|c| c.listeners.iter_mut())
+        .enumerate()
+    {
+        withhold::withhold(
+            &mut l.bind_shown.0,
+            &format!("listeners[{i}].bind"),
+            &withheld,
+        );
     }
     (config, problems)
 }

@@ -68,6 +68,8 @@ fn listener_changes(a: &ListenerConfig, b: &ListenerConfig) -> Vec<&'static str>
     let ListenerConfig {
         name: _,
         bind,
+        // How it is written: no change of the listener.
+        bind_shown: _,
         certs,
         client_auth,
         alpn,

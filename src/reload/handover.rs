@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::apply::bind_std;
 use super::rebind::{Registered, bind_beside, register};
 use super::{LiveListener, Reloader};
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, Shown};
 
 /// The new configuration's listeners, indexed once per reload: each
 /// name's first listener, and on each address the first listener whose
@@ -119,18 +119,18 @@ impl<'a> Givers<'a> {
     /// After binding `l.bind` failed with "Address already in use": the
     /// running listener that gives up its address and holds one
     /// overlapping it on the same port (`0.0.0.0:P` and `127.0.0.1:P`, or
-    /// `[::]:P`), with its name and address.
+    /// `[::]:P`), with its name and address as a message shows it.
     fn overlapping(
         &self,
         l: &ListenerConfig,
-    ) -> Option<(&'a str, SocketAddr, &'a std::net::TcpListener)> {
+    ) -> Option<(&'a str, &'a Shown, &'a std::net::TcpListener)> {
         let (name, old) = self
             .by_port
             .get(&l.bind.port())?
             .iter()
             .filter(|(_, old)| overlaps(old.bound, l.bind))
             .find(|(name, old)| self.gives_up(name, old))?;
-        Some((name, old.bound, old.socket.as_ref()?))
+        Some((name, &old.config.bind_shown, old.socket.as_ref()?))
     }
 }
 
@@ -143,7 +143,9 @@ impl Reloader {
     /// overlapping address on its port holds it until the commit, bound
     /// beside that one. Registered with the runtime now: a failure
     /// (epoll's ENOMEM, ENOSPC) refuses the reload; in the commit it
-    /// panicked, half applied. The error is the reload's problem.
+    /// panicked, half applied. The error is the reload's problem (or the
+    /// start's), the address in it as a problem of the file shows it: an
+    /// address set from `${NAME}` was shown as it parsed.
     pub(super) fn socket_for(
         &self,
         l: &ListenerConfig,
@@ -183,17 +185,25 @@ impl Reloader {
                         Err(e) => {
                             return Err(format!(
                                 "listener {}: cannot bind {}: {e} (listener {name} listens on {at}, which overlaps it, until this reload applies; move it in two reloads, through another port, or restart)",
-                                l.name, l.bind
+                                l.name, l.bind_shown
                             ));
                         }
                     }
                 }
-                _ => return Err(format!("listener {}: cannot bind {}: {e}", l.name, l.bind)),
+                _ => {
+                    return Err(format!(
+                        "listener {}: cannot bind {}: {e}",
+                        l.name, l.bind_shown
+                    ));
+                }
             },
         };
         match register(socket, l.bind, &self.rt) {
             Ok(s) => Ok((Some(s), beside)),
-            Err(e) => Err(format!("listener {}: cannot serve {}: {e}", l.name, l.bind)),
+            Err(e) => Err(format!(
+                "listener {}: cannot serve {}: {e}",
+                l.name, l.bind_shown
+            )),
         }
     }
 }

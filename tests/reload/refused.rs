@@ -568,3 +568,55 @@ async fn a_reload_refused_for_a_bind_from_the_environment_withholds_it_as_parsed
         .any(|l| l.contains("\"configuration reloaded"));
     assert!(!reloaded, "{:?}", p.logs());
 }
+
+/// A listener's `bind` set from `${NAME}`, on a port another process
+/// holds (here the test): the system's refusal was said with the address
+/// as it parsed (`listener two: cannot bind 127.0.0.1:PORT: Address
+/// already in use`), which every problem of the file withholds (SPEC §2:
+/// the value may be a secret the file only names). It says the variable
+/// in the address's place, in a reload (the running configuration serving
+/// on) and at startup.
+#[tokio::test]
+async fn a_bind_the_system_refuses_withholds_an_address_from_the_environment() {
+    const B: &str = "HOTPROXY_TEST_HELD_BIND";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    // Written otherwise than it parses: neither form may be said.
+    let (value, addr) = (format!("127.0.0.1:0{port}"), format!("127.0.0.1:{port}"));
+    let two = format!(
+        "  - name: two\n    bind: \"${{{B}}}\"\n    tls:\n      \
+         certs: [{{ cert_file: b.crt, key_file: b.key }}]\n"
+    );
+    let said = format!("listener two: cannot bind <withheld: the value of ${{{B}}}>: ");
+    let shows_it = |text: &str| text.contains(&addr) || text.contains(&value);
+
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let mut p = Proxy::start_logging(&cfg, "info", &[(B, &value)]);
+    let public = p.listener_addr("public").await;
+    write(&cfg, &base_config("a.crt", "a.key", &two));
+    let v = p.wait_log("rejected", rejected(&said)).await;
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("in use") && !shows_it(error), "{v}");
+    assert_serves(public, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    drop(p);
+
+    let out = output_within_deadline(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+            .args(["run", "--log-level", "info", "--config"])
+            .arg(&cfg)
+            .env(B, &value)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let refused: Vec<&str> = err.lines().filter(|l| l.contains("cannot bind")).collect();
+    assert!(!refused.is_empty(), "{err}");
+    for line in refused {
+        assert!(line.contains(&said) && !shows_it(line), "{err}");
+    }
+    drop(held);
+}

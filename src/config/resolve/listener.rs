@@ -283,6 +283,7 @@ impl Resolver {
         ListenerConfig {
             name: l.name.clone(),
             bind,
+            bind_shown: crate::config::Shown(bind.to_string()),
             certs,
             client_auth,
             alpn,
