@@ -131,6 +131,9 @@
 //!       was written).
 //!   - `client_io`: the client's stream as hyper sees it: bytes told to `conn`, the send
 //!     timeout, the hand-off to a lingering close.
+//!   - `plain`: a plain TCP client stream (the redirect listener's, the admin
+//!     listener's) that reads the bytes the driver's look at a close found on its
+//!     socket itself, into a buffer its reads return first.
 //!   - `linger`: lingering close (read and discard what the client still sends, bounded).
 //!   - `cancels`: requests a client cancels before their answer, within 1 s of their
 //!     start; most of them closes an HTTP/2 connection (rapid reset).
@@ -143,7 +146,7 @@
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout,
 //!     the connection's lifetime and its route's rules as reloads change them.
 //!   - `relay`: a tunnel's byte copy, ended when either side closes (nginx's "upgraded done").
-//!   - `on_read`: a stream calling hooks with the bytes read from it and written to it (a tunnel's idle clock and byte counts, a redirect head begun).
+//!   - `on_read`: a stream calling hooks with the bytes read from it and written to it (a tunnel's idle clock and byte counts).
 //!   - `lifetime`: when a connection (or its tunnel) ends: made with rotated-out material
 //!     (`max_connection_lifetime`), or no longer admitted under rules since changed; `Woken`,
 //!     the wait for such rarely-ready signals that is polled only when its own wake-up came.
@@ -153,7 +156,8 @@
 //!   - `accept`: accept with back-off on EMFILE/ENFILE, for listeners and the admin listener.
 //!   - `proxy_protocol`: PROXY v1/v2 before TLS, from `proxy_protocol.from` only.
 //!   - `front`: what is in front of a listener: PROXY sources, `allow_from`, trusted proxies,
-//!     response headers, the `redirect_https` listener, the 400 to plain HTTP on a TLS one.
+//!     response headers, the `redirect_https` listener (run by `conn`'s driver; its tests,
+//!     on real sockets over loopback, in `front/tests.rs`), the 400 to plain HTTP on a TLS one.
 //!   - `request`: checks before routing: `CONNECT` and `TRACE` 405, one authority per
 //!     request (`Host`), the normalised path.
 //!   - `path`: path normalisation (dot segments, `%2e`; `%2f` refused).

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 
 use crate::proxy::client_io::Unread;
 use crate::proxy::conn::Activity;
+use crate::proxy::plain::PlainTcp;
 
 use super::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
 
@@ -240,31 +241,22 @@ impl Conn {
 /// An admin connection's stream: notes when writes stop moving, and fails
 /// every operation once the connection is evicted (its lingering close
 /// too), closing with a reset so the kernel drops what the client left
-/// unread.
+/// unread. Its plain TCP stream reads the bytes a look at a close found
+/// itself (src/proxy/plain.rs).
 pub struct SlotIo {
-    inner: TcpStream,
+    inner: PlainTcp,
     conn: Arc<Conn>,
     blocked: bool,
     reset: bool,
-    /// What [`Unread::pull`] read from the socket at a close from outside,
-    /// and how much of it the reads since have returned.
-    pulled: Vec<u8>,
-    served: usize,
 }
-
-/// The most one [`Unread::pull`] reads: the bytes a look found are read in
-/// as many pulls as they take, each once the last is served.
-const PULL: usize = 4 * 1024;
 
 impl SlotIo {
     pub fn new(inner: TcpStream, conn: Arc<Conn>) -> SlotIo {
         SlotIo {
-            inner,
+            inner: PlainTcp::new(inner),
             conn,
             blocked: false,
             reset: false,
-            pulled: Vec::new(),
-            served: 0,
         }
     }
 
@@ -275,7 +267,7 @@ impl SlotIo {
         }
         if !self.reset {
             self.reset = true;
-            let _ = self.inner.set_zero_linger();
+            let _ = self.inner.get_ref().set_zero_linger();
         }
         Some(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
@@ -301,41 +293,19 @@ impl SlotIo {
 
 impl Unread for SlotIo {
     fn unread(&self) -> bool {
-        crate::proxy::client_io::bytes_waiting(&self.inner)
+        self.inner.unread()
     }
 
     fn queued(&self) -> usize {
-        match rustix::io::ioctl_fionread(&self.inner) {
-            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            Err(_) => usize::from(self.unread()),
-        }
+        self.inner.queued()
     }
 
-    /// Read from the socket itself (it is non-blocking), not through the
-    /// runtime, which may not know it readable yet: the next reads return
-    /// what it took first.
     fn pull(&mut self, most: usize) -> usize {
-        if self.served < self.pulled.len() {
-            return 0;
-        }
-        self.pulled.resize(most.min(PULL), 0);
-        self.served = 0;
-        let socket = socket2::SockRef::from(&self.inner);
-        let n = std::io::Read::read(&mut &*socket, &mut self.pulled).unwrap_or(0);
-        self.pulled.truncate(n);
-        n
+        self.inner.pull(most)
     }
 
-    /// What [`Unread::pull`] took and no read has returned yet.
     fn read_held(&mut self, buf: &mut ReadBuf<'_>) -> Option<std::io::Result<()>> {
-        let held = &self.pulled[self.served..];
-        if held.is_empty() {
-            return None;
-        }
-        let n = buf.remaining().min(held.len());
-        buf.put_slice(&held[..n]);
-        self.served += n;
-        Some(Ok(()))
+        self.inner.read_held(buf)
     }
 
     fn peek_held(&mut self) -> Option<std::io::Result<&[u8]>> {
@@ -364,9 +334,6 @@ impl AsyncRead for SlotIo {
         let this = self.get_mut();
         if let Some(e) = this.evicted(cx) {
             return Poll::Ready(Err(e));
-        }
-        if let Some(res) = this.read_held(buf) {
-            return Poll::Ready(res);
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
     }

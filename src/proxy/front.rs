@@ -4,10 +4,10 @@
 //! like the limits: a change applies to new connections.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,12 +22,13 @@ use tracing::debug;
 
 use crate::config::{FrontConfig, Limits};
 use crate::metrics;
+use crate::proxy::client_io::ClientIo;
+use crate::proxy::conn::{Activity, Driver, Outcome, TrackedBody};
 use crate::proxy::edge::Exchange;
 use crate::proxy::forward::{RequestContext, ResponseBody};
 use crate::proxy::headers::client_ip_value;
-use crate::proxy::linger::{input_waiting, linger};
 use crate::proxy::listener::{Listener, Slot};
-use crate::proxy::on_read::OnRead;
+use crate::proxy::plain::PlainTcp;
 use crate::proxy::proxy_protocol;
 use crate::proxy::{refused_head, request};
 
@@ -179,8 +180,11 @@ fn refused_before_tls(
 /// `header_read_timeout` plus `send_timeout` from `accepted` (the PROXY
 /// header included), then a lingering close (src/proxy/linger.rs) while
 /// the client may still be sending. The listener closing (removed by a
-/// reload, or shutting down) closes it, at once unless it is answering;
-/// one begun once the listener was removed (taken from the queue of the
+/// reload, or shutting down) closes it as the TLS listeners' connections
+/// (the connection driver, src/proxy/conn/driver.rs): at once before its
+/// request, unless the bytes waiting unread on its socket then began one,
+/// which is answered as its last; one answering finishes its 308. One
+/// begun once the listener was removed (taken from the queue of the
 /// socket it gave up, its request sent with its connect) is answered, and
 /// only the process's shutdown closes it early (`slot`'s). Each answer,
 /// and each head hyper refused or cut, is counted and logged as on the
@@ -191,10 +195,10 @@ pub async fn redirect_connection(
     stream: TcpStream,
     peer: SocketAddr,
     front: Arc<Front>,
-    limits: &Limits,
+    limits: Limits,
     port: u16,
     accepted: Instant,
-    slot: &Slot,
+    slot: Arc<Slot>,
     answer_first: bool,
 ) {
     // One begun once the listener was removed (from the queue of the
@@ -205,29 +209,21 @@ pub async fn redirect_connection(
     // not sent its head yet). One accepted before the removal is closed
     // here if the removal came first, before a byte of its head is read:
     // its PROXY header's end may come in one segment with its request,
-    // which the exchange below, polling the connection before `closing`,
-    // would read and answer under the removed listener's settings (SPEC
-    // §3: its late first request unanswered).
+    // which the driver's look at `closing` would read and answer under the
+    // removed listener's settings (SPEC §3: its late first request
+    // unanswered).
     if !answer_first && *live.closing.borrow() {
         debug!(peer = %peer, "redirect connection closed: the listener was removed before its request");
         return;
     }
-    let mut closing = match answer_first {
-        true => slot.shutdown(),
-        false => live.closing.subscribe(),
-    };
     // The budget counts from accept, shared with the PROXY header read
     // before this (SPEC: one request per connection, bounded by
-    // header_read_timeout): starting hyper's timer here gave a client that
-    // sent its PROXY header late up to twice that for its head.
+    // header_read_timeout): the driver times the head from `accepted`.
     let head_deadline = accepted + limits.header_read_timeout;
-    let Some(head_budget) = head_deadline
-        .checked_duration_since(Instant::now())
-        .filter(|left| !left.is_zero())
-    else {
+    if head_deadline <= Instant::now() {
         debug!(peer = %peer, "redirect connection closed: no request within header_read_timeout");
         return;
-    };
+    }
     let edge = live.edge.load_full();
     // What the access log takes from a connection: plain HTTP has no
     // SNI, TLS version or certificate, so those fields stay empty.
@@ -248,108 +244,104 @@ pub async fn redirect_connection(
         client_ip: client_ip_value(peer),
         hosts: Default::default(),
     });
-    // A head was parsed: its 308 is on the way.
-    let answering = Arc::new(AtomicBool::new(false));
-    let asked = answering.clone();
-    // A byte came: a head cut at header_read_timeout was begun (a client
-    // that sends nothing is not a request).
-    let heard = Arc::new(AtomicBool::new(false));
-    // The request has a body we never read: the client may still be
-    // sending it when we close, so closing must linger.
-    let unread = Arc::new(AtomicBool::new(false));
+    // One request per connection: keep-alive off, its head due within
+    // header_read_timeout of accept (a head begun by then and not whole
+    // is a `408`, one never begun nothing).
+    let activity = Activity::without_keep_alive(accepted, true);
     let svc = {
         let (name, edge, ctx) = (live.name.clone(), edge.clone(), ctx.clone());
-        let unread = unread.clone();
+        let activity = activity.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            asked.store(true, Ordering::Relaxed);
-            unread.store(!req.body().is_end_stream(), Ordering::Relaxed);
+            let in_flight = activity.begin(!req.body().is_end_stream());
             let start = Instant::now();
             let exchange = Exchange::begin(&edge, &ctx, &mut req, start, true);
             let mut resp = redirect(req, port);
             front.set_response_headers(resp.headers_mut());
+            // Keep-alive off: every answer is the connection's last, and
+            // says so (SPEC §1 asks it of one the driver's look at a close
+            // found unread), as on a TLS listener without keep-alive.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             metrics::request(&name, "", resp.status().as_u16(), start.elapsed());
-            let resp = exchange.finish(resp);
+            let resp = exchange
+                .finish(resp)
+                .map(|b| TrackedBody::new(b, in_flight));
             async move { Ok::<_, Infallible>(resp) }
         })
     };
-    let stream = {
-        let heard = heard.clone();
-        OnRead::new(stream, move |_| heard.store(true, Ordering::Relaxed))
+    // Plain TCP that reads what waits on its socket itself when the
+    // driver's look at a close asks (src/proxy/plain.rs).
+    let io = ClientIo::new(
+        Box::new(PlainTcp::new(stream)),
+        activity.clone(),
+        true,
+        limits.send_timeout,
+        Box::new(slot.clone()),
+    );
+    // The listener closing (a reload removed it, or shutdown) closes its
+    // connections as the TLS listeners' (src/proxy/conn/driver.rs): one
+    // with no request is closed at once, after a look at its socket for
+    // bytes it sent before the signal, not read yet (the runtime may not
+    // have found the socket readable): a head they began is answered as
+    // the last (SPEC §1). One answering finishes its 308. hyper's
+    // graceful shutdown alone would not do: it closes a connection only
+    // before any byte of a head, and with keep-alive off not even then.
+    let no_stalls: Option<Arc<crate::proxy::stall::Stalls>> = None;
+    let driver = Driver {
+        name: &live.name,
+        peer,
+        activity: &activity,
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: Duration::ZERO,
+        shutdown: live.closing.subscribe(),
+        also_close_grace: slot.grace(),
+        process: Some(slot.shutdown()),
+        answer_first,
+        // HTTP/1.1 alone: no HTTP/2 stream to watch.
+        stalls: no_stalls.as_deref().map(|s| (s, limits.send_timeout)),
+        send_timeout: limits.send_timeout,
     };
-    let mut conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_budget)
-        // As on the TLS listeners: hyper answers 431 when a request head
-        // exceeds this; its read buffer cannot be under 8 KiB, so that
-        // alone would let a head of up to 8 KiB through any lower limit.
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), svc);
     // One request per connection: its head within header_read_timeout,
     // its 308 taken within send_timeout. hyper's HTTP/1.1 server has no
-    // write timer, so a client that never reads the answer (once the
-    // kernel's buffers are full) would hold the connection and its
-    // max_connections slot for ever; this bounds the whole exchange.
+    // write timer, and a client reading the answer a byte at a time
+    // would hold the connection and its max_connections slot for ever;
+    // this bounds the whole exchange.
     let bound = tokio::time::Instant::from_std(head_deadline + limits.send_timeout);
-    // The listener closing (a reload removed it, or shutdown) closes its
-    // connections, as the TLS listeners' do: one still waiting for its
-    // head (or for the rest of it) is closed at once; one answering
-    // finishes its 308 (within the bound), then closes as always.
-    // hyper's graceful shutdown would not do: it closes a connection only
-    // before any byte of a head, and with keep-alive off not even then.
-    // Without this such a connection waited out header_read_timeout,
-    // then was answered with the removed listener's settings, and held
-    // the shutdown drain as long.
-    let exchange = async {
-        tokio::select! {
-            // The connection first: a head already read is parsed, and
-            // its 308 begun, before a `closing` set already is looked at.
-            biased;
-            ended = &mut conn => return Some(ended),
-            _ = closing.wait_for(|c| *c) => {}
-        }
-        if !answering.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some((&mut conn).await)
+    // The connection is built inside the block that boxes it, as on a
+    // TLS listener: a local still in scope at the `await` would be kept
+    // in this future.
+    // A boxed `dyn Future + Send`: its sendness settled here, where the
+    // driver's borrowed lifetimes are known, not left to `tokio::spawn`.
+    let run: std::pin::Pin<Box<dyn Future<Output = Outcome<hyper::Error>> + Send + '_>> = {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            // The driver times the head, from accept.
+            .header_read_timeout(None)
+            // As on the TLS listeners: hyper answers 431 when a request head
+            // exceeds this; its read buffer cannot be under 8 KiB, so that
+            // alone would let a head of up to 8 KiB through any lower limit.
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(io), svc);
+        Box::pin(driver.run(conn, |c| c.graceful_shutdown(), std::future::pending()))
     };
-    let ended = match tokio::time::timeout_at(bound, exchange).await {
-        Ok(Some(ended)) => ended,
-        Ok(None) => {
-            debug!(peer = %peer, "redirect connection closed: the listener is closing");
-            return;
-        }
-        Err(_) => {
-            debug!(peer = %peer, reason = "send_timeout", "redirect connection closed");
-            return;
-        }
+    let outcome = tokio::time::timeout_at(bound, run).await;
+    let Ok(outcome) = outcome else {
+        debug!(peer = %peer, reason = "send_timeout", "redirect connection closed");
+        return;
     };
-    if let Err(e) = ended {
-        debug!(peer = %peer, error = %e, "redirect connection ended with error");
-        // A head hyper refused and answered itself is a request too, and
-        // so is one it cut at its header_read_timeout (408, nothing sent).
-        let status = match refused_head::answered(&e) {
-            Some(status) => Some(status),
-            None if e.is_timeout() && heard.load(Ordering::Relaxed) => {
-                Some(StatusCode::REQUEST_TIMEOUT)
-            }
-            None => None,
-        };
-        if let Some(status) = status {
-            // The connection's one head: its time counts from accept.
-            let took = accepted.elapsed();
-            refused_head::record(&live.unrouted, &edge, &ctx, status, took);
-        }
+    // A head hyper refused and answered itself is a request too, and so
+    // is one cut at header_read_timeout (408, nothing sent).
+    if let Some((status, took)) = refused_head::refused(&outcome, &activity) {
+        debug!(peer = %peer, status = status.as_u16(), "redirect request head refused");
+        refused_head::record(&live.unrouted, &edge, &ctx, status, took);
     }
-    // Answered (or refused), and counted: close as the TLS listeners do, lingering
-    // while the client may still be sending (a body we never read, or
-    // anything more), so it reads the 308 that tells it to send again
-    // over https instead of the reset that unread input would cause.
-    let mut io = conn.into_parts().io.into_inner();
-    if unread.load(Ordering::Relaxed) || input_waiting(&mut io) {
-        linger(io, false).await;
-    }
+    // The close lingers as the TLS listeners' do (the client's stream,
+    // `ClientIo`, at its drop): while the client may still be sending (a
+    // body we never read, or anything more), so it reads the 308 that
+    // tells it to send again over https, not the reset that unread input
+    // would cause.
 }
 
 /// The `308` for one request, or `400` without a valid `Host`.
@@ -427,3 +419,6 @@ pub(crate) async fn refuse_plain_http(
         crate::proxy::linger::linger(stream, false).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -307,10 +307,10 @@ async fn connection(
             stream,
             peer,
             front,
-            limits,
+            limits.clone(),
             port,
             accepted,
-            &slot,
+            slot.clone(),
             answer_first,
         ))
         .await;

@@ -24,6 +24,7 @@ pub mod linger;
 pub mod listener;
 pub mod on_read;
 pub mod path;
+pub mod plain;
 pub mod proxy_protocol;
 pub mod readmit;
 pub mod refused_head;

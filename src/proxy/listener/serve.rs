@@ -31,7 +31,11 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn new(listener: Arc<Listener>, permit: OwnedSemaphorePermit, drain: DrainGuard) -> Arc<Slot> {
+    pub(crate) fn new(
+        listener: Arc<Listener>,
+        permit: OwnedSemaphorePermit,
+        drain: DrainGuard,
+    ) -> Arc<Slot> {
         listener.active.fetch_add(1, Ordering::Relaxed);
         listener.series.connections.inc();
         Arc::new(Slot {
@@ -46,6 +50,12 @@ impl Slot {
     /// The process's shutdown signal.
     pub fn shutdown(&self) -> Shutdown {
         self.drain.shutdown()
+    }
+
+    /// `runtime.shutdown_grace`: how long requests in flight may still
+    /// run once their connection is closing.
+    pub fn grace(&self) -> std::time::Duration {
+        self.drain.grace()
     }
 }
 
