@@ -309,12 +309,11 @@ impl Unread for SlotIo {
     }
 
     fn peek_held(&mut self) -> Option<std::io::Result<&[u8]>> {
-        let held = &self.pulled[self.served..];
-        (!held.is_empty()).then_some(Ok(held))
+        self.inner.peek_held()
     }
 
     fn consume_held(&mut self, n: usize) {
-        self.served += n;
+        self.inner.consume_held(n)
     }
 }
 

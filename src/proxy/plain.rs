@@ -81,6 +81,15 @@ impl Unread for PlainTcp {
         self.served += n;
         Some(Ok(()))
     }
+
+    fn peek_held(&mut self) -> Option<std::io::Result<&[u8]>> {
+        let held = &self.pulled[self.served..];
+        (!held.is_empty()).then_some(Ok(held))
+    }
+
+    fn consume_held(&mut self, n: usize) {
+        self.served += n;
+    }
 }
 
 /// Plain TCP: each write's result says whether it wrote.
