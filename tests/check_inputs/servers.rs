@@ -237,3 +237,104 @@ async fn a_server_url_scheme_is_read_in_any_case() {
         .unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "plain"));
 }
+
+/// What `check` says of an https server whose host TLS cannot name.
+const NO_SERVER_NAME: &str = "has a host TLS cannot send as a server name (not a DNS name or \
+                              IP address); set tls.server_name to the name its certificate holds";
+
+/// An https server's host is the server name the dial gives TLS (SNI and
+/// the name verified) unless `tls.server_name` says another. A host the
+/// URL and the resolver take but TLS does not (`127.1`, which the
+/// resolver reads as 127.0.0.1, `0x7f.1`, `a!b`) passed `check`, and
+/// every dial failed before its handshake: each request a 502. It is
+/// refused, naming the server, as an explicit `tls.server_name` TLS
+/// cannot send is; addresses and names TLS takes stay accepted, as does
+/// such a host for plain http (no TLS) or with `tls.server_name` set.
+#[test]
+fn an_https_server_host_tls_cannot_name_is_refused_without_server_name() {
+    for url in [
+        "https://127.1:8443",
+        "https://0x7f.1",
+        "https://2130706433:8443",
+        "https://a!b:8443",
+        "https://backend..local",
+        "HTTPS://-backend.local",
+    ] {
+        assert_refused(url, NO_SERVER_NAME);
+    }
+    for url in [
+        "https://127.0.0.1:8443",
+        "https://[::1]:8443",
+        "https://[2001:db8::1]",
+        "https://[::ffff:127.0.0.1]:8443",
+        "https://backend.local:8443",
+        "https://Backend.Local.",
+        "https://my_backend:8443",
+        "https://localhost",
+        "http://127.1:8080",
+        "http://a!b",
+    ] {
+        let (code, out) = check_servers(&format!("[\"{url}\"]"), &[]);
+        assert_eq!(code, 0, "{url}: {out}");
+    }
+    let (_s, cfg) = scene(
+        "public",
+        "upstreams:\n  - name: app\n    servers: [\"https://127.1:8443\"]\n    \
+         tls: { server_name: backend.local }\n",
+    );
+    let (code, out) = check_with(&cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+
+    // From `${NAME}`, the URL is withheld, the reason kept.
+    const URL: &str = "HOTPROXY_CHECK_INPUTS_SERVER_NAME_URL";
+    let env = [(URL, OsString::from("https://0x7f.1:8443"))];
+    let (code, out) = check_servers(&format!("[\"${{{URL}}}\"]"), &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "upstreams[0].servers[0]: <withheld: the value of ${{{URL}}}> {NO_SERVER_NAME}\n"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("0x7f"), "{out}");
+}
+
+/// `https://127.1:<port>` (dialled at 127.0.0.1) with `tls.server_name`
+/// set is served through a real TLS backend, verified by that name; with
+/// none set, `run` refuses it as `check` does, rather than answering 502
+/// for every request.
+#[tokio::test]
+async fn an_https_server_tls_cannot_name_is_served_by_its_server_name() {
+    let s = Scene::new();
+    let ca = TestCa::new("edge CA");
+    let backend_ca = TestCa::new("backend CA");
+    s.pair("a", &ca.server_pair(&["a.example.com"]));
+    write(&s.path("backend-ca.crt"), &backend_ca.cert_pem);
+    let backend = Backend::start("tls", &backend_ca.server_pair(&["backend.local"]), None).await;
+    let port = backend.addr.port();
+    let upstream = |tls: &str| {
+        format!(
+            "\n  - name: tls\n    servers: [\"https://127.1:{port}\"]\n    \
+             tls: {{ ca: {{ ca_file: backend-ca.crt }}{tls} }}"
+        )
+    };
+
+    let cfg = s.public_config("[{ upstream: tls }]", &upstream(""));
+    let (code, _, err) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let says = format!("upstreams[0].servers[0]: \"https://127.1:{port}\" {NO_SERVER_NAME}");
+    assert!(err.contains(&says), "{err}");
+
+    let cfg = s.public_config(
+        "[{ upstream: tls }]",
+        &upstream(", server_name: backend.local"),
+    );
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    let r = get(addr, "a.example.com", client, false, "/x", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["backend"], "tls", "{}", r.body);
+}

@@ -31,11 +31,19 @@ impl Resolver {
             self.problem(format!("{at}.servers"), "at least one server is needed");
         }
         let mut servers = Vec::new();
+        // https servers whose host TLS cannot send as a server name: fine
+        // only when `tls.server_name` names them otherwise (below).
+        let mut unnamed = Vec::new();
         for (j, s) in u.servers.iter().enumerate() {
             let sat = format!("{at}.servers[{j}]");
             let url = self.string(&sat, s);
             match parse_server(&url) {
-                Ok(server) => servers.push(server),
+                Ok(server) => {
+                    if server.https && !tls_can_name(&server.host) {
+                        unnamed.push((sat, url));
+                    }
+                    servers.push(server);
+                }
                 Err(e) => self.problem(sat, e),
             }
         }
@@ -99,6 +107,20 @@ impl Resolver {
             }
             if let Some(d) = t.drain_on_rotation {
                 tls.drain_on_rotation = d;
+            }
+        }
+        // The dial gives TLS the URL's host when no server_name is set
+        // (the resolver took `127.1` as 127.0.0.1, rustls refused it as a
+        // name): every handshake failed before it began, every request 502.
+        if tls.server_name.is_none() {
+            for (sat, url) in unnamed {
+                self.problem(
+                    sat,
+                    format!(
+                        "{} has a host TLS cannot send as a server name (not a DNS name or IP address); set tls.server_name to the name its certificate holds",
+                        shown(&url)
+                    ),
+                );
             }
         }
         UpstreamConfig {
@@ -364,6 +386,14 @@ fn parse_server(url: &str) -> Result<UpstreamServer, String> {
         host,
         port,
     })
+}
+
+/// Whether TLS can send `host` (a server URL's, an IPv6 address without
+/// brackets) as the server name: a DNS name or IP address as rustls reads
+/// them, which is stricter than the URL and the resolver (`127.1`,
+/// `0x7f.1`, `a!b`).
+fn tls_can_name(host: &str) -> bool {
+    rustls_pki_types::ServerName::try_from(host).is_ok()
 }
 
 /// The host of a server URL from the authority parse's `host`: a name or
