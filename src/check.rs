@@ -284,7 +284,7 @@ fn startup(
 ) -> usize {
     if let Some(admin) = &config.admin {
         match crate::admin::exposure(admin) {
-            Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind)),
+            Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind_shown)),
             Ok(None) => {}
             Err(e) => problems.push(e),
         }

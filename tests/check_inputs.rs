@@ -712,3 +712,6 @@ mod withheld;
 
 #[path = "check_inputs/servers.rs"]
 mod servers;
+
+#[path = "check_inputs/admin_bind.rs"]
+mod admin_bind;

@@ -395,6 +395,7 @@ mod tests {
         let file = dir.join("admin.token");
         let config = AdminConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
+            bind_shown: Default::default(),
             tokens: vec![crate::config::TokenConfig {
                 role: Role::Editor,
                 source: TokenSource::File(file.clone()),
@@ -556,6 +557,7 @@ mod tests {
         let t = Tokens {
             config: AdminConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
+                bind_shown: Default::default(),
                 tokens: Vec::new(),
             },
             current: ArcSwap::from_pointee(vec![

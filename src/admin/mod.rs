@@ -39,7 +39,7 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, Arc<auth::Tokens>), String> {
     if let Some(warning) = exposure(config)? {
-        warn!(addr = %config.bind, "{warning}");
+        warn!(addr = %config.bind_shown, "{warning}");
     }
     let tokens = Arc::new(auth::Tokens::load(config)?);
     if !config.tokens.is_empty() {
@@ -57,7 +57,7 @@ pub async fn start(
     }
     let socket = crate::proxy::listener::bind(config.bind)
         .await
-        .map_err(|e| format!("admin.bind {}: {e}", config.bind))?;
+        .map_err(|e| format!("admin.bind {}: {e}", config.bind_shown))?;
     let addr = socket.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(accept_loop(socket, handle, tokens.clone(), shutdown));
     Ok((addr, tokens))
@@ -73,7 +73,7 @@ pub fn exposure(config: &AdminConfig) -> Result<Option<&'static str>, String> {
     if !config.bind.ip().is_loopback() {
         return Err(format!(
             "admin.bind {} is not a loopback address and admin.tokens is empty: refusing to expose an unauthenticated admin API",
-            config.bind
+            config.bind_shown
         ));
     }
     Ok(Some(

@@ -65,6 +65,8 @@ pub struct RuntimeConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdminConfig {
     pub bind: SocketAddr,
+    /// `bind` as a message shows it (a refusal, a warning).
+    pub bind_shown: Shown,
     pub tokens: Vec<TokenConfig>,
 }
 
@@ -255,7 +257,9 @@ pub struct ListenerConfig {
 }
 
 /// A value as a message shows it, when the OS refuses it (a listener's
-/// address it cannot bind, at startup or in a reload): as it reads, or,
+/// address it cannot bind, at startup or in a reload) or a message past
+/// the file's problems names it (`admin.bind` not on loopback with no
+/// tokens, in `check` and at startup): as it reads, or,
 /// set from `${NAME}`, as every problem of the file says it in its place
 /// (`<withheld: the value of ${NAME}>`, SPEC §2). Found as the file is
 /// read: past [`parse`], which values came from the environment is known
@@ -549,6 +553,9 @@ pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
             &format!("listeners[{i}].bind"),
             &withheld,
         );
+    }
+    if let Some(admin) = config.as_mut().and_then(|c| c.admin.as_mut()) {
+        withhold::withhold(&mut admin.bind_shown.0, "admin.bind", &withheld);
     }
     (config, problems)
 }

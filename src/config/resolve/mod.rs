@@ -472,7 +472,11 @@ impl Resolver {
                 path_withheld,
             });
         }
-        AdminConfig { bind, tokens }
+        AdminConfig {
+            bind,
+            bind_shown: crate::config::Shown(bind.to_string()),
+            tokens,
+        }
     }
 
     /// Each path of a list; `None` when any is refused (each refusal recorded).
