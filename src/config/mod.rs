@@ -565,9 +565,18 @@ pub fn parse_all(text: &str, file: &Path) -> (Option<Config>, Vec<Problem>) {
 /// (`listener NAME: listeners[i].bind: ...`), a value set by `${NAME}`
 /// withheld from it as from every problem of the file: the check runs
 /// after [`parse`], whose withheld values are gone, so they are found
-/// again (only when there is something to say).
-pub fn on_running_admin(text: &str, config: &Config, admin: SocketAddr) -> Vec<String> {
-    let found = resolve::on_running_admin(config, admin);
+/// again (only when there is something to say). `admin_shown`: the
+/// running address as a message says it, when not as it bound (set by
+/// `${NAME}` in the file the admin listener started from, which the new
+/// file may no longer say).
+pub fn on_running_admin(
+    text: &str,
+    config: &Config,
+    admin: SocketAddr,
+    admin_shown: Option<&Shown>,
+) -> Vec<String> {
+    let shown = admin_shown.map_or_else(|| admin.to_string(), |s| s.0.clone());
+    let found = resolve::on_running_admin(config, admin, &shown);
     if found.is_empty() {
         return Vec::new();
     }

@@ -131,7 +131,10 @@ impl Reloader {
                 }
                 // Checked against the file's admin.bind by `parse`; the
                 // running one stays until a restart.
-                let on_admin = self.admin_bound.map(|a| config::on_running_admin(&text, &new, a));
+                let shown = self.admin_shown.as_ref();
+                let on_admin = self
+                    .admin_bound
+                    .map(|a| config::on_running_admin(&text, &new, a, shown));
                 if let Some(problems) = on_admin.filter(|p| !p.is_empty()) {
                     return Err(problems.join("\n"));
                 }

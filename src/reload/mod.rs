@@ -233,6 +233,10 @@ pub struct Reloader {
     /// `admin.bind` applies at restart, so a reload's listeners are
     /// checked against this, not the file's.
     admin_bound: Option<SocketAddr>,
+    /// The startup configuration's `admin.bind` as a message says it in
+    /// place of [`Reloader::admin_bound`], when set by `${NAME}` (SPEC §2):
+    /// the file reloaded may no longer say so, and withhold nothing.
+    admin_shown: Option<crate::config::Shown>,
 }
 
 /// Listener `l`'s TLS built as a start builds it — its `client_auth` and
@@ -381,6 +385,11 @@ impl Reloader {
             views: BTreeMap::new(),
             admin_tokens: None,
             admin_bound: config.admin.as_ref().map(|a| a.bind),
+            admin_shown: config
+                .admin
+                .as_ref()
+                .filter(|a| a.bind_shown.0 != a.bind.to_string())
+                .map(|a| a.bind_shown.clone()),
         };
         (reloader, events)
     }

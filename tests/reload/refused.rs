@@ -620,3 +620,58 @@ async fn a_bind_the_system_refuses_withholds_an_address_from_the_environment() {
     }
     drop(held);
 }
+
+/// A listener on a wildcard overlapping the running admin listener's
+/// address, in a reload that moves `admin.bind` (which applies at
+/// restart): the refusal named the running address as it bound, though
+/// the file it started from set it by `${NAME}` (SPEC §2), and the new
+/// file, with nothing from the environment, withheld nothing. It names
+/// the variable of the file the admin listener started from in its
+/// place; an `admin.bind` written in that file is shown as it bound.
+#[tokio::test]
+async fn the_running_admin_address_from_the_environment_is_withheld_in_a_refusal() {
+    const ADMIN: &str = "HOTPROXY_TEST_RUNNING_ADMIN_BIND";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (a, _) = pairs_a_and_b(&s, &ca);
+    let admin_at = |bind: &str| format!("\nadmin: {{ bind: \"{bind}\" }}");
+    for from_env in [true, false] {
+        // A port of the system's choosing, let go for the admin listener,
+        // on 127.0.0.3, where nothing else of the scene listens.
+        let port = std::net::TcpListener::bind("127.0.0.3:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let (bind, shown) = match from_env {
+            true => (
+                format!("${{{ADMIN}}}"),
+                format!("<withheld: the value of ${{{ADMIN}}}>"),
+            ),
+            false => (format!("127.0.0.3:{port}"), format!("127.0.0.3:{port}")),
+        };
+        let cfg = s.config(&base_config("a.crt", "a.key", &admin_at(&bind)));
+        let value = format!("127.0.0.3:0{port}");
+        let mut p = Proxy::start_logging(&cfg, "info", &[(ADMIN, &value)]);
+        let public = p.listener_addr("public").await;
+        assert_eq!(p.admin_addr().await.port(), port);
+
+        let moved = base_config(
+            "a.crt",
+            "a.key",
+            &format!(
+                "  - name: two\n    bind: \"0.0.0.0:{port}\"\n    tls:\n      \
+                 certs: [{{ cert_file: b.crt, key_file: b.key }}]\n{}",
+                admin_at("127.0.0.2:0")
+            ),
+        );
+        write(&cfg, &moved);
+        let said = format!(
+            "listener two: listeners[1].bind: 0.0.0.0:{port} overlaps {shown}, the admin \
+             listener's address (admin.bind changes apply at restart)"
+        );
+        let v = p.wait_log("rejected", rejected(&said)).await;
+        let error = v["error"].as_str().unwrap();
+        assert_eq!(error.contains("127.0.0.3"), !from_env, "{v}");
+        assert_serves(public, "localhost", &ca.cert_pem, &a.fingerprint).await;
+    }
+}

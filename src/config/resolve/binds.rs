@@ -83,7 +83,8 @@ pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)
 }
 
 /// For a reload: each listener of `config` whose address overlaps `admin`,
-/// the address the running admin listener is bound to, said as a problem
+/// the address the running admin listener is bound to (`admin_shown` as a
+/// message says it), said as a problem
 /// at its `bind` (with the listener's name), whose message shows the
 /// address as written: `config::on_running_admin` withholds a `${NAME}`
 /// value from it. `admin.bind` applies at restart, so the file's may have
@@ -93,6 +94,7 @@ pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)
 pub fn on_running_admin(
     config: &crate::config::Config,
     admin: SocketAddr,
+    admin_shown: &str,
 ) -> Vec<(String, crate::config::Problem)> {
     let dual_stack = dual_stack();
     let on_admin = |bind: SocketAddr| {
@@ -107,7 +109,10 @@ pub fn on_running_admin(
         }
         let what = match l.bind.ip().to_canonical() == admin.ip().to_canonical() {
             true => format!("{} is the admin listener's address", l.bind),
-            false => format!("{} overlaps {admin}, the admin listener's address", l.bind),
+            false => format!(
+                "{} overlaps {admin_shown}, the admin listener's address",
+                l.bind
+            ),
         };
         let problem = crate::config::Problem {
             location: format!("listeners[{i}].bind"),
