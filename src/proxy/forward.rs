@@ -17,8 +17,9 @@
 //! too goes once more, on another (two at most: `resends`). One refused (`REFUSED_STREAM`)
 //! on a connection that still takes streams goes on any connection instead, that one
 //! included (twice at most, thrice with room on another and no slot free; then on new
-//! ones, unless it holds their slot: `Endpoint::refused`), five sends in all. Each is counted
-//! (`hotproxy_upstream_resends_total`) and is no retry: `retries.attempts: 0` leaves it on.
+//! ones, unless it holds their slot: `Endpoint::refused`), five sends in all, over HTTP/2 and
+//! HTTP/1.1 connections alike. Each is counted (`hotproxy_upstream_resends_total`) and is no
+//! retry: `retries.attempts: 0` leaves it on.
 //!
 //! Which endpoint each attempt goes to, and when another one is tried, is
 //! [`crate::proxy::attempts`]'.
@@ -419,11 +420,12 @@ impl Upstream {
                     crate::proxy::hop::name_te(req.headers_mut());
                     // The request is copied only where a replay may be
                     // needed: an idempotent one whose body can be sent twice
-                    // (none, or read whole), on a reused connection, or on
-                    // any when another endpoint may take it.
+                    // (none, or read whole), on a reused connection while
+                    // the sends again allow one, or on any when another
+                    // endpoint may take it.
                     let reused = c.reused();
-                    let copy = ((may_retry || (!fresh && reused)) && replayable(&req))
-                        .then(|| Kept::of(&req));
+                    let again = !fresh && reused && resends.on_new(false);
+                    let copy = ((may_retry || again) && replayable(&req)).then(|| Kept::of(&req));
                     // hyper's HTTP/1.1 client frames a GET or HEAD body of
                     // unknown length as none: the upstream got a bare GET
                     // and the connection, the body unsent, was closed. Told
@@ -589,7 +591,12 @@ impl Upstream {
                 }
             };
             let mut err = err;
-            if fresh {
+            // Within the budget an HTTP/2 send keeps to (`Resends`): an
+            // endpoint whose connections come up HTTP/2 and HTTP/1.1 (a
+            // balancer before mixed pods) had a request its HTTP/2 ones
+            // refused four times sent on an idle HTTP/1.1 one, closed
+            // before the head, and once more on a new one: a sixth send.
+            if fresh || !resends.on_new(false) {
                 let again = match err.take_message() {
                     Some(unsent) => Some(unsent),
                     None => copy.filter(|_| closed_before_response(err.error())),

@@ -48,7 +48,8 @@ impl Resends {
     /// Whether the request goes again on a new connection: twice at most
     /// (`RESENDS`), none while the refusing connection holds the slot it
     /// would need (`held`, `Endpoint::refused`); once after a third send
-    /// on any connection (`IN_ALL`).
+    /// on any connection (`IN_ALL`). The HTTP/1.1 path asks it too: an
+    /// endpoint's connections may come up either way.
     pub(super) fn on_new(&self, held: bool) -> bool {
         self.new < RESENDS && !held && self.in_all()
     }

@@ -16,6 +16,7 @@ mod health;
 mod informational;
 mod key_usage;
 mod lengths;
+mod mixed_alpn;
 mod pool;
 mod raw_h2;
 mod refused;
