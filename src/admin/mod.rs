@@ -120,14 +120,11 @@ async fn accept_loop(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        // Accepted once the shutdown has begun: a probe or a scrape, its
-        // one request answered as its last (SPEC §1). Those open at the
-        // signal close as a listener's do.
-        let draining = *shutdown.borrow();
-        let activity = match draining {
-            false => Activity::new(Instant::now(), true),
-            true => Activity::without_keep_alive(Instant::now(), true),
-        };
+        // Keep-alive until the shutdown: whether the connection is
+        // answered during the drain is the driver's to decide when it sees
+        // the signal (`answer_unbegun`), not this accept's, which a wait
+        // for a slot below may leave behind the signal.
+        let activity = Activity::new(Instant::now(), true);
         // Every slot taken: the connection waited on its client longest
         // makes room (src/admin/slots.rs); the rest wait in the backlog.
         let slot = slots.take(peer, activity.clone()).await;
@@ -153,9 +150,8 @@ async fn accept_loop(
                     let (handle, tokens, shutdown) =
                         (handle.clone(), tokens.clone(), shutdown.clone());
                     let in_flight = activity.begin(!req.body().is_end_stream());
-                    // Accepted during the drain, or the look at the
-                    // shutdown found it: the last (SPEC §1).
-                    let last = draining || activity.answers_last();
+                    // The first once the shutdown has begun: the last (SPEC §1).
+                    let last = activity.answers_last();
                     async move {
                         let mut resp = route(&handle, &tokens, &shutdown, req, local, peer).await;
                         say_last(&mut resp, last);
@@ -183,22 +179,20 @@ async fn accept_loop(
                 peer,
                 activity: &activity,
                 header_read_timeout: HEADER_READ_TIMEOUT,
-                // Accepted during the drain: keep-alive off, closed once
-                // its first request is answered.
-                idle_timeout: if draining {
-                    Duration::ZERO
-                } else {
-                    IDLE_TIMEOUT
-                },
+                idle_timeout: IDLE_TIMEOUT,
                 shutdown: shutdown.clone(),
                 // Nothing else closes an admin connection.
                 also_close_grace: SEND_TIMEOUT,
-                // `shutdown` is the process's own, but its graceful close
-                // waits for a first head begun: this closes a connection
-                // with no request yet at once, as a listener's. Not one
-                // accepted during the drain: it is there to be answered.
-                process: (!draining).then_some(shutdown),
-                answer_first: draining,
+                // `shutdown` is the process's own.
+                process: None,
+                answer_first: false,
+                // At the signal (or at the first poll, when accepted
+                // during the drain), a connection with no request begun
+                // is answered its first, its last: a probe whose request
+                // comes after SIGTERM is answered, not closed unanswered
+                // (a failed liveness probe). One idle after an answer is
+                // closed (hyper's graceful close); one answering, after it.
+                answer_unbegun: true,
                 stalls: None,
                 send_timeout: SEND_TIMEOUT,
             };
@@ -212,10 +206,9 @@ async fn accept_loop(
     }
 }
 
-/// `Connection: close` on the connection's last response (`last`: the
-/// look at the shutdown found its request, or the connection was accepted
-/// during the drain, SPEC §1): hyper closes the connection after a
-/// response that says so.
+/// `Connection: close` on the connection's last response (`last`: its
+/// first request, come once the shutdown began, SPEC §1): hyper closes
+/// the connection after a response that says so.
 fn say_last<B>(resp: &mut Response<B>, last: bool) {
     if last {
         resp.headers_mut().insert(

@@ -455,7 +455,10 @@ mod tests {
     /// was closed at once, the request dropped unanswered. The client
     /// writes, and the signal is set, within one poll of the runtime's one
     /// thread, the driver's next: the runtime has not seen the socket
-    /// readable when the driver looks.
+    /// readable when the driver looks. This driver looks, as a
+    /// listener's does (`answer_unbegun` off): the admin's own answers a
+    /// first request after the signal without looking, and the look
+    /// through `SlotIo` is what is tested here.
     #[tokio::test]
     async fn a_request_unread_at_the_shutdown_is_answered() {
         use std::io::{Read, Write};
@@ -508,6 +511,7 @@ mod tests {
             also_close_grace: LONG,
             process: Some(rx),
             answer_first: false,
+            answer_unbegun: false,
             stalls: None,
             send_timeout: LONG,
         };

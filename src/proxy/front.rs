@@ -297,6 +297,7 @@ pub async fn redirect_connection(
         also_close_grace: slot.grace(),
         process: Some(slot.shutdown()),
         answer_first,
+        answer_unbegun: false,
         // HTTP/1.1 alone: no HTTP/2 stream to watch.
         stalls: no_stalls.as_deref().map(|s| (s, limits.send_timeout)),
         send_timeout: limits.send_timeout,

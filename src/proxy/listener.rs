@@ -565,6 +565,7 @@ async fn connection(
         also_close_grace: grace,
         process: Some(quit),
         answer_first,
+        answer_unbegun: false,
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
         send_timeout: limits.send_timeout,
     };

@@ -10,10 +10,9 @@ use crate::support::*;
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The bytes waiting unread in the proxy's end of `client`'s connection
-/// to `server` (IPv4): Linux's `/proc/net/tcp` gives an established
-/// socket's receive queue as its `rx_queue`.
-fn unread_by_proxy(server: SocketAddr, client: SocketAddr) -> usize {
+/// The proxy's end of `client`'s connection to `server` (IPv4), as
+/// Linux's `/proc/net/tcp` gives it: its fields, split at whitespace.
+fn proxy_end(server: SocketAddr, client: SocketAddr) -> Vec<String> {
     let hex = |a: SocketAddr| {
         let SocketAddr::V4(v4) = a else {
             panic!("/proc/net/tcp is IPv4 only: {a}");
@@ -26,20 +25,31 @@ fn unread_by_proxy(server: SocketAddr, client: SocketAddr) -> usize {
     };
     let (local, remote) = (hex(server), hex(client));
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let queues: Vec<usize> = table
+    let mut rows: Vec<Vec<String>> = table
         .lines()
         .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 4 && f[1] == local && f[2] == remote)
-        .map(|f| {
-            let rx = f[4].split_once(':').expect("tx_queue:rx_queue").1;
-            usize::from_str_radix(rx, 16).unwrap()
-        })
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && f[2] == remote)
         .collect();
-    match queues[..] {
-        [n] => n,
-        _ => panic!("{} sockets {server} <- {client}", queues.len()),
+    match rows.len() {
+        1 => rows.remove(0),
+        n => panic!("{n} sockets {server} <- {client}"),
     }
+}
+
+/// The bytes waiting unread in the proxy's end of `client`'s connection
+/// to `server`: an established socket's receive queue is its `rx_queue`.
+fn unread_by_proxy(server: SocketAddr, client: SocketAddr) -> usize {
+    let f = proxy_end(server, client);
+    let rx = f[4].split_once(':').expect("tx_queue:rx_queue").1;
+    usize::from_str_radix(rx, 16).unwrap()
+}
+
+/// Whether the proxy has accepted `client`'s connection to `server`: a
+/// socket still in the listener's accept queue has no inode (`0`), one
+/// `accept()` took has that of its file descriptor.
+fn accepted_by_proxy(server: SocketAddr, client: SocketAddr) -> bool {
+    proxy_end(server, client)[9] != "0"
 }
 
 /// A kept-alive admin connection whose change (its head and first body
@@ -383,6 +393,86 @@ async fn probes_during_the_drain_say_draining_and_alive() {
     }
     assert!(!held.is_finished(), "the drain is over already");
     // A second SIGTERM ends the drain (SPEC §1).
+    a.p.signal("TERM");
+    assert!(a.p.wait_exit(WAIT).await.success());
+}
+
+/// SPEC §1 and §4: an admin connection with no request begun at SIGTERM
+/// is answered one request, its last (`Connection: close`), as one
+/// accepted during the drain is. kubelet's probe opens its connection,
+/// the proxy accepts it, SIGTERM comes, then its `GET /healthz`: that
+/// connection was closed at once, unanswered (nothing unread at the
+/// signal), a failed liveness probe mid-drain, the thing the admin port
+/// answering through the drain is there to prevent. Its `/readyz` so
+/// too, where `503` `draining` is due, and a `/healthz` whose head was
+/// part way in at the signal (read by the proxy). The connections are
+/// accepted before the signal (their sockets have a file descriptor),
+/// and their requests sent, or ended, once the shutdown has begun (a
+/// probe says `draining`) and each connection's driver has seen it (its
+/// debug line).
+#[tokio::test]
+async fn a_probe_accepted_before_sigterm_and_sent_after_is_answered() {
+    use tokio::io::AsyncReadExt;
+    let (mut a, held, _backend) = drain_held().await;
+    let api = a.api;
+    let mut health = TcpStream::connect(api).await.unwrap();
+    let mut ready = TcpStream::connect(api).await.unwrap();
+    let mut half = TcpStream::connect(api).await.unwrap();
+    let begun = "GET /healthz HTTP/1.1\r\nHost: loc";
+    half.write_all(begun.as_bytes()).await.unwrap();
+    let clients = [&health, &ready, &half].map(|c| c.local_addr().unwrap());
+    wait_until(WAIT, "the proxy has accepted the connections", || async {
+        clients.iter().all(|&c| accepted_by_proxy(api, c))
+    })
+    .await;
+    wait_until(WAIT, "the proxy has read half a head", || async {
+        unread_by_proxy(api, clients[2]) == 0
+    })
+    .await;
+
+    a.p.signal("TERM");
+    wait_until(WAIT, "/readyz says draining", || async {
+        probe(api, "/readyz").await.starts_with("HTTP/1.1 503")
+    })
+    .await;
+    for client in clients {
+        let peer = client.to_string();
+        a.p.wait_log("the connection's driver has seen the shutdown", |v| {
+            v["listener"] == "admin"
+                && v["peer"] == peer.as_str()
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("shutting down"))
+        })
+        .await;
+    }
+
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let readyz = "GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for (c, sent, status, body) in [
+        (&mut health, healthz, "200", "\r\n\r\nok\n"),
+        (&mut ready, readyz, "503", "\r\n\r\ndraining\n"),
+        (&mut half, &healthz[begun.len()..], "200", "\r\n\r\nok\n"),
+    ] {
+        // A write to a connection closed already may fail: what was read
+        // then (nothing) says so below.
+        let _ = c.write_all(sent.as_bytes()).await;
+        let mut got = Vec::new();
+        within_deadline("the answer and the close", c.read_to_end(&mut got))
+            .await
+            .ok();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")),
+            "{sent:?}: {got:?}"
+        );
+        assert!(got.ends_with(body), "{sent:?}: {got:?}");
+        assert!(
+            got.to_lowercase().contains("\r\nconnection: close\r\n"),
+            "{sent:?}: {got:?}"
+        );
+    }
+    assert!(!held.is_finished(), "the drain is over already");
     a.p.signal("TERM");
     assert!(a.p.wait_exit(WAIT).await.success());
 }

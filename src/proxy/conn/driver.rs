@@ -30,8 +30,8 @@ pub struct Driver<'a> {
     /// How long requests in flight may still run once `shutdown` or
     /// `also_close` has closed the connection gracefully; then it is cut.
     pub also_close_grace: Duration,
-    /// The process's shutdown signal (also when `shutdown` is it, as on
-    /// the admin listener). It closes a connection on which no request
+    /// The process's shutdown signal (`None` on the admin listener, whose
+    /// `shutdown` is it). It closes a connection on which no request
     /// has begun at once: hyper's graceful close would wait for its first
     /// request (a connection is not idle before one), up to
     /// `header_read_timeout`, and the drain with it. One that has had a
@@ -44,10 +44,23 @@ pub struct Driver<'a> {
     /// begun (HTTP/2: the streams opened by then are served to their
     /// end); the cut after `also_close_grace` and
     /// `header_read_timeout` bound it as any other. `process` closes it
-    /// (the process is ending). So too one the admin listener accepts
-    /// during the shutdown drain (a probe), with `shutdown` set already
-    /// and no `process`.
+    /// (the process is ending).
     pub answer_first: bool,
+    /// The admin listener's (HTTP/1.1, no `process`): `shutdown` (the
+    /// process's) finding no request begun does not close the connection
+    /// at once but makes its first request its last (`Connection:
+    /// close`, after which hyper closes it), as `answer_first` does,
+    /// without hyper's graceful close (which, with nothing read yet,
+    /// closes at once): a probe whose connection was accepted before
+    /// SIGTERM and whose request comes after it is answered, as one
+    /// accepted during the drain is (`shutdown` set already at its
+    /// first poll), where a close at once failed kubelet's liveness
+    /// probe. Bounded as any: its first request is due within
+    /// `header_read_timeout` of the accept, and the cut after
+    /// `also_close_grace` holds. No look: whatever the bytes at the
+    /// signal began, one request is answered. One that has had a
+    /// request closes gracefully, as on any listener.
+    pub answer_unbegun: bool,
     /// HTTP/2: the response bodies to hold to `send_timeout` (src/proxy/stall.rs).
     pub stalls: Option<(&'a Stalls, Duration)>,
     /// A closing connection with nothing in flight that has taken no
@@ -317,15 +330,21 @@ impl Driver<'_> {
                     // left to hyper's graceful close, which may wait for a
                     // first request and serve it under the removed
                     // listener's routes and rules. The log line is
-                    // `quit`'s: on the admin listener both are the
-                    // process's signal, and either may be seen first.
-                    if !answer_first && let Some(when) = at_once!() {
+                    // `quit`'s: on the admin listener, with no `quit`,
+                    // this is the process's signal.
+                    // The admin listener's, nothing begun: answered
+                    // once, its last (`answer_unbegun`).
+                    let first = self.answer_unbegun && !h2 && unbegun(activity, h2).is_some();
+                    if first {
+                        debug!(listener = %name, peer = %peer, "shutting down: its first request is answered, its last");
+                        activity.answer_last();
+                    } else if !answer_first && let Some(when) = at_once!() {
                         debug!(listener = %name, peer = %peer, "closing connection: shutting down {when}");
                         self.activity.closed_at_once();
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     let now = Instant::now();
-                    cut_by!(now, now + self.also_close_grace, !answer_first);
+                    cut_by!(now, now + self.also_close_grace, !answer_first && !first);
                 }
                 // The process's shutdown: at once with nothing begun,
                 // gracefully after. Also on a connection its listener's
