@@ -166,6 +166,70 @@ async fn shutdown_closes_the_clients_with_no_request_yet_at_once() {
     stopped_without_waiting(&mut p).await;
 }
 
+/// The TLS connections SIGTERM closes at once (no request yet: one
+/// silent over HTTP/1.1, one half a head, one over HTTP/2 that sent no
+/// preface; none reading or closing until then) are closed fully, not
+/// lingered on: nothing was answered on them (the HTTP/2 one gets its
+/// `GOAWAY` and every one its `close_notify` first), and a lingering close
+/// held each one's `max_connections` slot and the drain, the process's
+/// exit with it, for up to 5 s more. Seen from the client: after the end
+/// of stream, bytes it writes are reset, where a lingering close read and
+/// discarded them.
+#[tokio::test]
+async fn shutdown_does_not_linger_on_the_tls_clients_it_closes_at_once() {
+    use tokio::io::AsyncWriteExt;
+
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("a", &ca.server_pair(&["localhost"]));
+    let mut p = Proxy::start(&quiet_clients_config(&s));
+    let public = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let tls = |alpn: &'static [u8]| {
+        connect(
+            public,
+            "localhost",
+            client_config(&ca.cert_pem, None, &[alpn]),
+        )
+    };
+    let silent = tls(b"http/1.1").await.unwrap();
+    let mut head = tls(b"http/1.1").await.unwrap();
+    head.write_all(b"GET / HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    head.flush().await.unwrap();
+    let h2 = tls(b"h2").await.unwrap();
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let line = "hotproxy_tls_handshakes_total{listener=\"public\",result=\"success\"} 3";
+    wait_metric(admin, line, WAIT).await;
+
+    p.signal("TERM");
+    let clients = [
+        ("silent, HTTP/1.1", silent),
+        ("half a head", head),
+        ("HTTP/2, no preface", h2),
+    ];
+    for (what, mut client) in clients {
+        let got = read_to_close(&mut client).await;
+        if what.contains("HTTP/2") {
+            // After the server's SETTINGS: no stream processed.
+            assert_eq!(h2_goaway(&got), Some((0, 0)), "{what}: {got:?}");
+        } else {
+            assert!(
+                got.is_empty(),
+                "{what}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        assert!(
+            closed_fully(client.get_ref().0, WAIT).await,
+            "{what}: lingered on"
+        );
+    }
+    assert!(p.wait_exit(WAIT).await.success());
+    stopped_without_waiting(&mut p).await;
+}
+
 /// Upstream `echo` (the backend at `backend`) behind listener `public`
 /// (HTTP/1.1 and HTTP/2, `header_read_timeout: 60s`) for `/slow` alone
 /// (anything else is `404`, answered by the proxy), the admin API, and a

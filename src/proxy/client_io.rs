@@ -184,7 +184,8 @@ fn held_run<S: Unread>(inner: &mut S, activity: &Activity, buf: &mut ReadBuf<'_>
 /// [`Activity`] (HTTP/1), fails writes that make no progress for
 /// `send_timeout` (a client that stopped reading), and on drop hands the
 /// stream to a lingering close unless the client already closed its side
-/// (an HTTP/2 one the driver closed at once sends `GOAWAY` first).
+/// or nothing it may still send matters: one the driver closed at once,
+/// with nothing begun, is closed fully (an HTTP/2 one sends `GOAWAY` first).
 /// Progress is what reaches the socket ([`Sent`]): a TLS stream's flush
 /// that wrote some of its records and waits for the rest made some.
 pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> {
@@ -501,21 +502,68 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> Drop fo
         if self.shut && settled && !input_waiting(&mut *stream) {
             return;
         }
-        let (hold, shut) = (self.hold.take(), self.shut);
         // HTTP/2 closed at once by the driver: a GOAWAY first (RFC 9113
         // §6.8). rustls takes it whole (its buffer was flushed), so the
         // write does not wait on the client; bounded all the same.
-        let goaway = (!self.reads && !shut)
+        let mut goaway = (!self.reads && !self.shut)
             .then(|| self.activity.goaway())
-            .flatten();
+            .flatten()
+            .map(|frame| (frame, 0));
+        if self.activity.is_closed_at_once() && self.closed_fully(&mut *stream, &mut goaway) {
+            return;
+        }
+        let (hold, shut) = (self.hold.take(), self.shut);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Some(frame) = goaway {
-                    let _ = tokio::time::timeout(LINGER_TIME, stream.write_all(&frame)).await;
+                if let Some((frame, from)) = goaway {
+                    let _ =
+                        tokio::time::timeout(LINGER_TIME, stream.write_all(&frame[from..])).await;
                 }
                 linger(stream, shut).await;
                 drop(hold);
             });
         }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientIo<S> {
+    /// A close at once from outside (shutdown, the listener removed, its
+    /// admission rules changed) with no request begun (SPEC §1), done as
+    /// the stream drops: no lingering close, which would hold the
+    /// connection's `max_connections` slot and the drain (the process's
+    /// exit) up to [`LINGER_TIME`] for a client that sends nothing and
+    /// never closes. Nothing was answered that a reset could hide (nginx
+    /// lingers only after a request whose rest may still come): HTTP/1.1
+    /// wrote nothing; HTTP/2 wrote its `SETTINGS`, answers to frames that
+    /// began no request, and now its `GOAWAY`, in one try, as is our side's
+    /// close (TLS: `close_notify`), neither waiting on the client. Whether
+    /// it was closed so: not when HTTP/1.1 wrote anything, nor when HTTP/2
+    /// has bytes of the client's unread on the socket (the close would
+    /// reset them, and the `GOAWAY` with them) or its `GOAWAY` is not all
+    /// taken; what is left of it (`goaway`: the frame, from where) is
+    /// written by the lingering close then.
+    fn closed_fully(&mut self, stream: &mut S, goaway: &mut Option<([u8; 17], usize)>) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.reads {
+            if self.activity.writes() != 0 {
+                return false;
+            }
+        } else {
+            if !self.activity.all_written() || stream.unread() {
+                return false;
+            }
+            if let Some((frame, from)) = goaway {
+                while *from < frame.len() {
+                    match Pin::new(&mut *stream).poll_write(&mut cx, &frame[*from..]) {
+                        Poll::Ready(Ok(n)) if n > 0 => *from += n,
+                        _ => return false,
+                    }
+                }
+            }
+        }
+        if !self.shut {
+            let _ = Pin::new(&mut *stream).poll_shutdown(&mut cx);
+        }
+        true
     }
 }

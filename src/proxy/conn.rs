@@ -393,6 +393,12 @@ impl Activity {
         self.at_once.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the driver closed the connection at once, with nothing
+    /// begun ([`Activity::closed_at_once`]): `ClientIo` closes it fully.
+    pub(crate) fn is_closed_at_once(&self) -> bool {
+        self.at_once.load(Ordering::Relaxed)
+    }
+
     /// The stream is to look at its socket for bytes the client
     /// sent that are not read yet, at its next read that waits
     /// ([`Activity::looking`]); the driver polls the connection then.

@@ -342,7 +342,10 @@ pub async fn redirect_connection(
     // `ClientIo`, at its drop): while the client may still be sending (a
     // body we never read, or anything more), so it reads the 308 that
     // tells it to send again over https, not the reset that unread input
-    // would cause.
+    // would cause. Not one the driver closed at once (the listener
+    // removed, or the shutdown, before its request began: silent, or
+    // part way into its head): answered nothing, it is closed fully, its
+    // slot and the drain free at once.
 }
 
 /// The `308` for one request, or `400` without a valid `Host`.

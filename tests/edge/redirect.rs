@@ -205,6 +205,34 @@ async fn a_removed_redirect_listener_closes_its_connections() {
     drop(run);
 }
 
+/// The connections a reload closes at once as it removes the redirect
+/// listener (one silent, one half a head, neither reading nor closing)
+/// are closed fully, not lingered on: nothing was answered on them, so
+/// no reset can hide an answer, and a lingering close held each one's
+/// `max_connections` slot and the drain for up to 5 s more. Seen from the
+/// client: after the end of stream, bytes it writes are reset, where a
+/// lingering close read and discarded them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_redirect_listener_does_not_linger_on_the_connections_it_closes_at_once() {
+    let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 300s }\n";
+    let mut run = Redirecting::start(&with_http(http)).await;
+    let (addr, admin) = (run.addr, run.admin);
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let mut begun = TcpStream::connect(addr).await.unwrap();
+    begun
+        .write_all(b"GET / HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    let gauge = "hotproxy_connections_active{listener=\"http\"} 2";
+    wait_metric(admin, gauge, WAIT).await;
+    run.remove(&with_http("")).await;
+    for (what, held) in [("silent", &mut idle), ("half a head", &mut begun)] {
+        assert_closed_unanswered(held).await;
+        assert!(closed_fully(held, WAIT).await, "{what}: lingered on");
+    }
+    drop(run);
+}
+
 /// A redirect listener's connection accepted before a reload removes
 /// the listener, part way into its PROXY header then, is closed once
 /// the header's end comes, its late request unanswered (SPEC §3: one

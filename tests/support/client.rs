@@ -376,6 +376,45 @@ pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8
     }
 }
 
+/// After the server's end of stream on `tcp` (the raw socket under a TLS
+/// stream too), whether the server closed its socket fully rather than
+/// lingering on it (reading and discarding what the client still sends,
+/// src/proxy/linger.rs): bytes written now are acknowledged by a socket
+/// still read, reset by one closed. Written here: the start of a TLS
+/// record (a lingering TLS reader waits for its rest, a plain one
+/// discards it). Awaited, within `wait`, until either happened: the
+/// socket's error (a reset) or its send queue empty (acknowledged); no
+/// timing between the two, the kernel holds the byte until one comes.
+pub async fn closed_fully(tcp: &tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    // A reset already (the server closed with bytes of ours unread).
+    if tcp.take_error().unwrap().is_some() {
+        return true;
+    }
+    match tcp.try_write(&[0x17, 0x03, 0x03, 0x00, 0x20]) {
+        Ok(5) => {}
+        Ok(n) => panic!("wrote {n} of 5 bytes"),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => panic!("a full send buffer"),
+        Err(_) => return true,
+    }
+    let fd = tcp.as_raw_fd();
+    let mut reset = false;
+    wait_until(
+        wait,
+        "the bytes written after the end acknowledged or reset",
+        || {
+            // SIOCOUTQ: bytes not yet acknowledged (a reset may leave them counted).
+            let mut queued: libc::c_int = 0;
+            let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+            reset = tcp.take_error().unwrap().is_some() || rc != 0;
+            let done = reset || queued == 0;
+            async move { done }
+        },
+    )
+    .await;
+    reset
+}
+
 /// The `GOAWAY` among the HTTP/2 frames `bytes` hold (whole frames from
 /// a frame's start; a part frame at the end is left): its last stream id
 /// and error code, or `None` when there is none.
