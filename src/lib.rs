@@ -223,7 +223,9 @@
 //!     no more of it for `body_read_timeout`, or at once when the response
 //!     failed; an `Upgrade` request's own HTTP/1.1 connection task alike.
 //!   - `resolve`: server hostnames to endpoints, one per address, re-resolved
-//!     every `resolve_interval`; a failed lookup keeps the last good set.
+//!     every `resolve_interval`; a failed lookup keeps the last good set;
+//!     names' changed answers are applied one at a time (unit tests in
+//!     `resolve/tests.rs`).
 //!   - `lookup`: one blocking lookup of a `host:port`, joined by all in the
 //!     process who ask for it while it runs (re-resolutions, each upstream
 //!     built, a rejected reload's too, dials by name); at most 64 at once.

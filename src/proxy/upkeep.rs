@@ -156,11 +156,9 @@ async fn re_resolve_name(upstream: std::sync::Weak<Upstream>, i: usize) {
         }
         // From the set in service now, with no wait before it is stored:
         // another name's answer may have replaced the one there before
-        // this lookup.
-        let next = u.resolution.next(&u.members.load_full());
-        next.publish();
-        let next = Arc::new(next);
-        u.members.store(next.clone());
+        // this lookup, or be applied by its own task this very instant
+        // (one at a time: see `Resolution::apply`).
+        let next = u.resolution.apply(&u.members);
         // Retired between the check and the store: the retirement may
         // have retired the pools of the set before this one, and a
         // retry in flight picks from this one (see `retry_pick`).

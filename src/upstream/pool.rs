@@ -549,6 +549,12 @@ impl Pool {
     pub fn idle(&self) -> usize {
         self.state.lock().expect("pool lock").idle.len()
     }
+
+    /// [`Pool::retire`]d (tests).
+    #[cfg(test)]
+    pub(crate) fn retired(&self) -> bool {
+        self.state.lock().expect("pool lock").retired
+    }
 }
 
 /// One dial in progress; dropping it ends the dial and wakes a waiter.

@@ -11,7 +11,9 @@
 //! pending when a reload retires the upstream comes to nothing: neither
 //! logged nor counted nor stored. An IP server is one endpoint, never
 //! resolved. Each name is re-resolved on its own, beside the others (one
-//! that hangs holds back no other), and a name's lookups never overlap:
+//! that hangs holds back no other), their changed answers applied one at
+//! a time, each to the set the one before stored; and a name's lookups
+//! never overlap:
 //! its next starts `resolve_interval` after its last ended, and one that
 //! timed out is
 //! waited for again rather than asked anew (asked anew once it has ended:
@@ -31,6 +33,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tracing::{debug, info, warn};
 
 use crate::config::UpstreamConfig;
@@ -68,6 +71,9 @@ pub struct Resolution {
     last: Mutex<Vec<Option<Vec<SocketAddr>>>>,
     /// Per server: in a failure streak (logged once).
     failing: Mutex<Vec<bool>>,
+    /// Held by [`Resolution::apply`] from reading the set in service to
+    /// storing the one it makes: one name's answer at a time.
+    applying: Mutex<()>,
     /// Shared by every endpoint set this resolution makes.
     pub publishing: Arc<Publishing>,
 }
@@ -102,6 +108,7 @@ impl Resolution {
             dialer,
             last: Mutex::new(vec![None; n]),
             failing: Mutex::new(vec![false; n]),
+            applying: Mutex::new(()),
             publishing: Arc::default(),
         }
     }
@@ -249,10 +256,28 @@ impl Resolution {
         Refreshed::Changed
     }
 
-    /// The set for the addresses now, after [`Resolution::refresh`]
-    /// changed them: `current`'s members where their addresses stay.
-    pub fn next(&self, current: &Members) -> Members {
-        self.members(&current.members, &[])
+    /// After [`Resolution::refresh`] changed a name's addresses: the set
+    /// for the addresses now, made from the set in service (`current`'s
+    /// members where their addresses stay), published and stored there;
+    /// the set in service as it is when another name's answer applied
+    /// this one already. Made and stored under the upstream's one
+    /// `applying` lock: two names' answers applied at once each made its
+    /// set from the one before both and the later store won, losing the
+    /// other's change for good (that name's next answers equal its last)
+    /// and keeping the address it dropped, whose pool it had retired.
+    pub fn apply(&self, current: &ArcSwap<Members>) -> Arc<Members> {
+        let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let now = current.load_full();
+        let next = self.members(&now.members, &[]);
+        let same = next.members.len() == now.members.len()
+            && (next.members.iter().zip(&now.members)).all(|(n, m)| Arc::ptr_eq(n, m));
+        if same {
+            return now;
+        }
+        let next = Arc::new(next);
+        next.publish();
+        current.store(next.clone());
+        next
     }
 
     /// The set for the last good addresses, keeping the members (pool,
@@ -339,3 +364,6 @@ impl Resolution {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;
