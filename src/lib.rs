@@ -47,7 +47,7 @@
 //!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file;
 //!     its CRLs chosen again once one dated in the future is issued.
 //!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first;
-//!     the bundle's CA certificates they revoke (no trust anchors).
+//!     the bundle's CA certificates they revoke (no trust anchors); those rolled back to older ones.
 //!   - `der`: DER read by hand: a signature checked as webpki checks it, Must-Staple.
 //!   - `keys`: a private key's kind and size, named when hotproxy cannot sign with it.
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
@@ -81,6 +81,8 @@
 //!     views (`Shared`), `start`, the run loop and retry scheduling.
 //!   - `entry`: one entry's reload happens here: re-read, offer, refuse, retry
 //!     with back-off; its logs and metrics.
+//!   - `warnings`: what material taken into service warns about: expired, not yet
+//!     valid, rolled back (a certificate expiring earlier, an older CRL), its notes.
 //!   - `apply`: a config field is applied here: config reload and apply,
 //!     listener and upstream start/stop, runtime client auth.
 //!   - `watching`: which files the watcher watches for what: the configuration,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rustls_pki_types::pem::SectionKind;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
-use super::crls::{Crl, newest, next_issued, revoked_cas};
+use super::crls::{Crl, CrlRollback, newest, next_issued, revoked_cas, rolled_back};
 use super::info::CertInfo;
 use super::pem::{MaterialError, certificates, sections, text_only};
 use super::{CaBundle, Material};
@@ -114,6 +114,7 @@ fn choose(
     let mut notes = Vec::new();
     let crls = newest(crls, &roots, now, &mut notes);
     let revoked = revoked_cas(&origin, &roots, &certs, &crls, &mut notes);
+    let crl_files = crls.iter().map(|c| c.origin.clone()).collect();
     let crls = crls
         .into_iter()
         .map(|c| CertificateRevocationListDer::from(c.der))
@@ -122,6 +123,7 @@ fn choose(
         roots,
         revoked,
         crls,
+        crl_files,
         certs,
         crl_counts,
         notes,
@@ -153,6 +155,13 @@ impl CaBundle {
         let changed = again.crls != self.crls || again.revoked != self.revoked;
         again.rechosen = self.rechosen.wrapping_add(u32::from(changed));
         Some(again)
+    }
+
+    /// The CRLs in use that are older than the one of their issuer and
+    /// scope in use in `previous`, the bundle they replace (SPEC §3: a
+    /// CRL rolled back is applied, and warned about).
+    pub fn crls_rolled_back_from(&self, previous: &CaBundle) -> Vec<CrlRollback> {
+        rolled_back(&previous.crls, &self.crls, &self.crl_files)
     }
 }
 

@@ -44,19 +44,8 @@ struct Fact {
     signers: Vec<usize>,
 }
 
-/// `der`'s scope, rank and signers, `cas` the bundle's certificates, `now`
-/// in Unix seconds.
-fn fact(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<Fact> {
-    let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
-    let signers: Vec<usize> = (0..cas.len())
-        .filter(|&i| {
-            let ca = &cas[i];
-            ca.subject().as_raw() == crl.issuer().as_raw()
-                && signs_crls(ca)
-                && signed_by(der, ca.public_key().raw)
-        })
-        .collect();
-    let verified = !signers.is_empty();
+/// `crl`'s scope and age.
+fn scope_and_age(crl: &CertificateRevocationList<'_>) -> (Scope, Age) {
     let this_update = crl.last_update().timestamp();
     let distribution_point = crl
         .extensions()
@@ -74,11 +63,93 @@ fn fact(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<Fact> {
         issuer: crl.issuer().as_raw().to_vec(),
         distribution_point,
     };
+    (scope, (this_update, number))
+}
+
+/// `der`'s scope, rank and signers, `cas` the bundle's certificates, `now`
+/// in Unix seconds.
+fn fact(der: &[u8], cas: &[X509Certificate<'_>], now: i64) -> Option<Fact> {
+    let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+    let signers: Vec<usize> = (0..cas.len())
+        .filter(|&i| {
+            let ca = &cas[i];
+            ca.subject().as_raw() == crl.issuer().as_raw()
+                && signs_crls(ca)
+                && signed_by(der, ca.public_key().raw)
+        })
+        .collect();
+    let verified = !signers.is_empty();
+    let (scope, age) = scope_and_age(&crl);
     Some(Fact {
         scope,
-        rank: (verified, this_update <= now, (this_update, number)),
+        rank: (verified, age.0 <= now, age),
         signers,
     })
+}
+
+/// A CRL in use that is older than the one of its issuer and scope it
+/// replaces: an earlier thisUpdate, or the same and a lower CRL number.
+/// A backup restored, a stale copy pushed, a mirror out of date: clients
+/// revoked since are admitted again. Applied as written all the same (an
+/// operator may roll back on purpose), as a certificate that expires
+/// earlier is, and warned about as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlRollback {
+    /// The file the older CRL came from.
+    pub file: String,
+    pub issuer: String,
+    /// Its thisUpdate (Unix seconds) and CRL number (decimal), if any.
+    pub this_update: i64,
+    pub crl_number: Option<String>,
+    /// Those of the CRL it replaces.
+    pub previous_this_update: i64,
+    pub previous_crl_number: Option<String>,
+}
+
+/// The CRLs of `read` (in use, from `files`) older than the CRL of their
+/// scope in `served` (in use before): compared per issuer and issuing
+/// distribution point, by thisUpdate, then CRL number, as [`newest`]
+/// ranks CRLs. A scope new to `read` is no rollback; nor is a CRL without
+/// a number next to one with the same thisUpdate (nothing says which is
+/// older).
+pub(super) fn rolled_back(
+    served: &[impl AsRef<[u8]>],
+    read: &[impl AsRef<[u8]>],
+    files: &[String],
+) -> Vec<CrlRollback> {
+    let parse = |der: &[u8]| {
+        CertificateRevocationList::from_der(der)
+            .ok()
+            .map(|(_, crl)| {
+                let (scope, age) = scope_and_age(&crl);
+                let number = crl.crl_number().map(ToString::to_string);
+                (scope, age, number, super::dn::text(crl.issuer()))
+            })
+    };
+    let served: Vec<_> = served.iter().filter_map(|d| parse(d.as_ref())).collect();
+    let mut out = Vec::new();
+    for (der, file) in read.iter().zip(files) {
+        let Some((scope, (this_update, number), crl_number, issuer)) = parse(der.as_ref()) else {
+            continue;
+        };
+        let Some((_, (was, was_number), previous_crl_number, _)) =
+            served.iter().find(|(s, ..)| *s == scope)
+        else {
+            continue;
+        };
+        let lower = matches!((&number, was_number), (Some(n), Some(w)) if n < w);
+        if this_update < *was || (this_update == *was && lower) {
+            out.push(CrlRollback {
+                file: file.clone(),
+                issuer,
+                this_update,
+                crl_number,
+                previous_this_update: *was,
+                previous_crl_number: previous_crl_number.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// Of the CRLs of each scope (one issuer), the one issued last: the
@@ -363,6 +434,17 @@ mod tests {
         serials: &[u64],
     ) -> Crl {
         let this_update = OffsetDateTime::now_utc() - Duration::days(days_ago);
+        issued_at(issuer, this_update, number, file, serials)
+    }
+
+    /// The same, issued at `this_update`.
+    fn issued_at(
+        issuer: &Issuer<'_, KeyPair>,
+        this_update: OffsetDateTime,
+        number: u64,
+        file: &str,
+        serials: &[u64],
+    ) -> Crl {
         let params = CertificateRevocationListParams {
             this_update,
             next_update: this_update + Duration::days(30),
@@ -383,6 +465,57 @@ mod tests {
             origin: file.to_owned(),
             der: params.signed_by(issuer).unwrap().der().to_vec(),
         }
+    }
+
+    /// Of the CRLs in use read, those older than the one of their issuer
+    /// in use before are rolled back, with their file: an earlier
+    /// thisUpdate, or the same and a lower CRL number. A newer one, one of
+    /// the same age, and one of an issuer not served before are not.
+    #[test]
+    fn a_crl_older_than_the_one_it_replaces_is_rolled_back() {
+        let (a, b, c, d) = (ca("a"), ca("b"), ca("c"), ca("d"));
+        let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::days(1);
+        let served: Vec<Vec<u8>> = [
+            issued_at(&a, t, 5, "", &[]),
+            issued_at(&b, t, 5, "", &[]),
+            issued_at(&c, t, 5, "", &[]),
+        ]
+        .map(|c| c.der)
+        .into();
+        let read = [
+            issued_at(&a, t - Duration::hours(1), 9, "a-earlier", &[]),
+            issued_at(&b, t, 4, "b-lower", &[]),
+            issued_at(&c, t, 5, "c-same", &[]),
+            issued_at(&d, t - Duration::days(9), 1, "d-new", &[]),
+        ];
+        let files: Vec<String> = read.iter().map(|c| c.origin.clone()).collect();
+        let ders: Vec<&[u8]> = read.iter().map(|c| &c.der[..]).collect();
+        let back = rolled_back(&served, &ders, &files);
+        let seen: Vec<_> = back
+            .iter()
+            .map(|r| {
+                (
+                    r.file.as_str(),
+                    r.issuer.as_str(),
+                    r.previous_this_update - r.this_update,
+                    r.crl_number.as_deref(),
+                    r.previous_crl_number.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a-earlier", "CN=a", 3600, Some("9"), Some("5")),
+                ("b-lower", "CN=b", 0, Some("4"), Some("5")),
+            ]
+        );
+        assert_eq!(
+            back[0].this_update,
+            (t - Duration::hours(1)).unix_timestamp()
+        );
+        // Newer than what is served: nothing.
+        assert!(rolled_back(&ders, &served, &files).is_empty());
     }
 
     fn now() -> i64 {

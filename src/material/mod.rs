@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
+pub use crls::CrlRollback;
 pub(crate) use der::signed_by;
 pub use info::{CertInfo, CrlInfo};
 
@@ -91,6 +92,9 @@ pub struct CaBundle {
     /// webpki checks a certificate against the first CRL of its issuer
     /// it is given that covers it.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The file of each CRL of `crls`, in the same order: what a warning
+    /// about one names.
+    pub crl_files: Vec<String>,
     /// How many CRLs each CRL source held (superseded ones too), in
     /// source order: a re-read source that holds fewer than served may be
     /// a writer half-way through it (see the reloader's `cut_short`).

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::entry::{State, forget_entry_metrics, record_success, set_state, warn_validity};
+use super::entry::{State, forget_entry_metrics, record_success, set_state};
+use super::warnings::warn_validity;
 use super::{LOG, Reloader};
 use crate::admin::paths;
 use crate::config::{self, ClientAuthConfig, EntrySpec};

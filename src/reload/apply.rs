@@ -10,11 +10,12 @@ use tracing::{debug, error, info, warn};
 
 use super::config_file::{CONFIG_MISSING_RETRY, CONFIG_QUIET};
 use super::entry::{
-    State, forget_entry_metrics, forget_material_metrics, record_success, set_state, warn_validity,
+    State, forget_entry_metrics, forget_material_metrics, record_success, set_state,
 };
 use super::handover::{Givers, NewListeners};
 use super::rebind::Registered;
 use super::snapshot::{client_ca, listener_tls, positions, upstream_tls};
+use super::warnings::warn_validity;
 use super::{LOG, LiveListener, LiveUpstream, Reloader};
 use crate::config::{self, ClientAuthConfig, Config, ListenerCert, ListenerConfig, UpstreamConfig};
 use crate::material::catalogue::{self, Entry, Origin, ReloadResult};

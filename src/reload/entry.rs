@@ -5,12 +5,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
+use super::warnings::{log_notes, warn_validity};
 use super::{LOG, Reloader};
 use crate::config::EntrySpec;
 use crate::material::catalogue::{Entry, ReloadResult, Unsettled, unix};
 use crate::material::info::rfc3339;
 use crate::material::pem::Step;
-use crate::material::{Loaded, Material, Note, pem};
+use crate::material::{Loaded, Material, pem};
 use crate::metrics::{self, METRICS};
 
 /// How long the wait for a CRL dated ahead lasts at most before the wall
@@ -669,84 +670,6 @@ pub(super) fn set_state(id: &str, state: State) {
         .cert_reload_failing
         .get_or_create(&labels)
         .set(i64::from(state == State::Failing));
-}
-
-/// Expired, not-yet-valid and rolled-back certificates load, loudly; so
-/// does material that does less than it may seem to (its notes).
-pub(super) fn warn_validity(id: &str, loaded: &Loaded, previous: Option<&Loaded>) {
-    log_notes(id, loaded);
-    let now = unix(SystemTime::now());
-    if let Some(next_update) = loaded.ca().and_then(|ca| ca.crl_next_update())
-        && next_update <= now
-    {
-        warn!(target: LOG, entry = %id, next_update = %rfc3339(next_update), next_update_unix = next_update, "CRL is past its nextUpdate: verifying listeners refuse client certificates (unless client_auth.allow_expired_crl)");
-    }
-    let Some(p) = loaded.primary() else { return };
-    if loaded.not_after() < now {
-        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = %rfc3339(loaded.not_after()), not_after_unix = loaded.not_after(), "certificate is expired (loaded anyway)");
-    }
-    if p.not_before > now {
-        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_before = %rfc3339(p.not_before), not_before_unix = p.not_before, "certificate is not valid yet (loaded anyway)");
-    }
-    if let Some(prev) = previous
-        && loaded.not_after() < prev.not_after()
-    {
-        warn!(target: LOG, entry = %id, fingerprint = %p.fingerprint_sha256, not_after = %rfc3339(loaded.not_after()), not_after_unix = loaded.not_after(), previous_not_after = %rfc3339(prev.not_after()), "new certificate expires earlier than the one it replaces");
-    }
-}
-
-/// The notes of `id`'s material, each with the file it is about.
-fn log_notes(id: &str, loaded: &Loaded) {
-    for note in loaded.notes() {
-        match note {
-            Note::SupersededCrl {
-                file,
-                issuer,
-                this_update,
-                by_file,
-                by_this_update,
-            } => {
-                info!(target: LOG, entry = %id, file = %file, issuer = %issuer, this_update = %rfc3339(*this_update), by_file = %by_file, by_this_update = %rfc3339(*by_this_update), "CRL superseded by a newer one of the same issuer: not used");
-            }
-            Note::CrlOfAnotherKey {
-                file,
-                issuer,
-                this_update,
-                by_file,
-                by_this_update,
-            } => {
-                warn!(target: LOG, entry = %id, file = %file, issuer = %issuer, this_update = %rfc3339(*this_update), by_file = %by_file, by_this_update = %rfc3339(*by_this_update), "CRL signed by another key of its issuer than the newer one used: not used, and clients whose issuer certificate has that key are refused (crl_invalid: one CRL serves an issuer name)");
-            }
-            Note::UnusedCrl {
-                file,
-                issuer,
-                why,
-                by_file,
-            } => {
-                warn!(target: LOG, entry = %id, file = %file, issuer = %issuer, why = %why, by_file = %by_file, "CRL not used, though the newest of its issuer: an older one is used instead");
-            }
-            Note::RevokedCa {
-                file,
-                position,
-                subject,
-                revoked,
-                crl_file,
-            } => {
-                warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, revoked = %revoked, crl_file = %crl_file, "CA certificate is revoked by a CRL of its issuer in the bundle (or issued by one that is): not a trust anchor");
-            }
-            Note::UncheckedCa {
-                file,
-                position,
-                subject,
-                issuer,
-            } => {
-                warn!(target: LOG, entry = %id, file = %file, position, subject = %subject, issuer = %issuer, "CA certificate is issued by another of the bundle, and no CRL of that issuer is given that its key verifies (none, or one signed by another key, with an algorithm not supported, or by a CA without cRLSign): its revocation is not checked (list only root CAs in ca_file and let clients send the intermediate, or add the CRL of its issuer)");
-            }
-            Note::MustStaple { file, subject } => {
-                warn!(target: LOG, entry = %id, file = %file, subject = %subject, "certificate requires OCSP stapling (Must-Staple), which hotproxy does not do: clients that enforce it (Firefox) refuse it; get one without --must-staple");
-            }
-        }
-    }
 }
 
 /// A source re-read with fewer sections than are served from it.

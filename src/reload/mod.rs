@@ -29,6 +29,7 @@ mod rotation;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod warnings;
 mod watching;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,158 @@
+//! A CRL file replaced by an older CRL of the same issuer (a backup
+//! restored, a stale copy pushed): applied as written, and warned about,
+//! as a certificate rolled back to one that expires earlier is.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use time::OffsetDateTime;
+
+/// A proxy whose listener `mtls` requires client certificates of
+/// `clients`, with `crl` as its CRL file `clients.crl`. No routes: a
+/// client let in gets 404, one refused gets no answer.
+fn scene(s: &Scene, clients: &TestCa, crl: &str) -> std::path::PathBuf {
+    let edge = TestCa::new("edge");
+    s.pair("edge", &edge.server_pair(&["localhost"]));
+    write(&s.path("edge-ca.crt"), &edge.cert_pem);
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    write(&s.path("clients.crl"), crl);
+    s.config(
+        r#"
+admin: { bind: 127.0.0.1:0 }
+certs:
+  - { id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }
+  - { id: clients, type: ca-bundle, ca_file: clients.crt, crl_files: [clients.crl] }
+listeners:
+  - name: mtls
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{ ref: edge }]
+      client_auth: { mode: require_and_verify, ca: { ref: clients } }
+"#,
+    )
+}
+
+/// Whether `client` is let in at `addr` (404: no routes).
+async fn admitted(s: &Scene, addr: std::net::SocketAddr, client: &TestPair) -> bool {
+    let ca = std::fs::read_to_string(s.path("edge-ca.crt")).unwrap();
+    let cfg = client_config(&ca, Some(client), &[b"http/1.1"]);
+    match get(addr, "localhost", cfg, false, "/", &[]).await {
+        Ok(r) => {
+            assert_eq!(r.status, 404, "{}", r.body);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// CRL 2 revokes mallory; the file is then renamed over with CRL 1, issued
+/// a day earlier, that does not (a restored backup). The file as written
+/// is applied (an operator may roll back on purpose): mallory gets in
+/// again. And it is warned about, naming the file and the issuer, both
+/// CRLs' thisUpdate and number, and no PEM. It was applied silently: a
+/// client revoked since was admitted again and nothing said so.
+#[tokio::test]
+async fn a_crl_rolled_back_to_an_older_one_is_applied_and_warned_about() {
+    let s = Scene::new();
+    let clients = TestCa::new("clients");
+    let mallory = clients.client_pair("mallory");
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let until = now + time::Duration::days(7);
+    let (older, newer) = (
+        now - time::Duration::days(1),
+        now - time::Duration::minutes(1),
+    );
+    let v1 = clients.crl_of(&[], older, until, 1);
+    let v2 = clients.crl_of(&[mallory.serial], newer, until, 2);
+    let cfg = scene(&s, &clients, &v2);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("mtls").await;
+    let api = p.admin_addr().await;
+    assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
+
+    support::writers::mv_over(&s.path("clients.crl"), &v1);
+    let reload = admin(api, "POST", "/api/v1/certs/clients/reload", None, None, &[]).await;
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    wait_until(Duration::from_secs(20), "CRL 1 applied", || async {
+        admitted(&s, addr, &mallory).await
+    })
+    .await;
+    let warning = p
+        .wait_log("the CRL rollback warning", |v| {
+            v["level"] == "WARN"
+                && v["entry"] == "clients"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("CRL rolled back"))
+        })
+        .await;
+    let file = s.path("clients.crl").display().to_string();
+    assert_eq!(warning["file"], file.as_str(), "{warning}");
+    assert!(
+        warning["issuer"]
+            .as_str()
+            .is_some_and(|i| i.contains("clients")),
+        "{warning}"
+    );
+    assert_eq!(
+        warning["this_update_unix"],
+        older.unix_timestamp(),
+        "{warning}"
+    );
+    assert_eq!(
+        warning["previous_this_update_unix"],
+        newer.unix_timestamp(),
+        "{warning}"
+    );
+    assert_eq!(warning["crl_number"], "1", "{warning}");
+    assert_eq!(warning["previous_crl_number"], "2", "{warning}");
+    let logs = p.logs().join("\n");
+    assert!(!logs.contains("-----BEGIN"), "PEM in the log:\n{logs}");
+    for line in pem_body_lines(&v1).iter().chain(&pem_body_lines(&v2)) {
+        assert!(!logs.contains(line.as_str()), "a CRL's PEM body in the log");
+    }
+}
+
+/// A newer CRL in place of an older one, and the same CRL written again,
+/// are no rollback: nothing is warned about.
+#[tokio::test]
+async fn a_newer_crl_is_no_rollback() {
+    let s = Scene::new();
+    let clients = TestCa::new("clients");
+    let mallory = clients.client_pair("mallory");
+    let now = OffsetDateTime::now_utc();
+    let until = now + time::Duration::days(7);
+    let v1 = clients.crl_of(&[], now - time::Duration::days(1), until, 1);
+    let v2 = clients.crl_of(
+        &[mallory.serial],
+        now - time::Duration::minutes(1),
+        until,
+        2,
+    );
+    let cfg = scene(&s, &clients, &v1);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("mtls").await;
+    let api = p.admin_addr().await;
+    assert!(admitted(&s, addr, &mallory).await, "CRL 1 revokes nobody");
+    support::writers::mv_over(&s.path("clients.crl"), &v2);
+    let reload = admin(api, "POST", "/api/v1/certs/clients/reload", None, None, &[]).await;
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    wait_until(Duration::from_secs(20), "CRL 2 applied", || async {
+        !admitted(&s, addr, &mallory).await
+    })
+    .await;
+    // A marker after the reload: every line of it is read by then.
+    p.signal("HUP");
+    p.wait_log("the SIGHUP's end", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGHUP: done"))
+    })
+    .await;
+    assert!(
+        !p.logs().iter().any(|l| l.contains("CRL rolled back")),
+        "a newer CRL was warned about as a rollback"
+    );
+}
