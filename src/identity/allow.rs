@@ -3,7 +3,9 @@
 //! A rule is a set of fields that must all match; a list matches when any
 //! rule does. Globs: `*` matches within one segment (a URI path segment, a
 //! DNS label; in `cn`/`ou`/`email_san` any run of characters), and a
-//! `uri_san` may end in `/**` for "any suffix below this path".
+//! `uri_san` may end in `/**` for "any suffix below this path". A SAN no
+//! CA should issue (a NUL, a space, a second `@`, a dot segment) matches
+//! no rule of its field.
 
 use serde::{Deserialize, Serialize};
 
@@ -318,7 +320,7 @@ impl Glob {
     }
 
     fn matches(&self, value: &str) -> bool {
-        if self.kind == Kind::Uri && !plain_uri(value) {
+        if !self.kind.judges(value) {
             return false;
         }
         let lowered;
@@ -371,7 +373,63 @@ fn plain_uri(value: &str) -> bool {
         && !path.split('/').skip(1).any(|seg| seg == "." || seg == "..")
 }
 
+/// An email SAN an `email_san` rule can judge: a mailbox as RFC 5280
+/// §4.2.1.6 has it, `local-part@domain` in ASCII (a UTF-8 one is an
+/// SmtpUTF8Mailbox, RFC 8398, not an rfc822Name): one `@`, a local part
+/// of RFC 5321's dot-atom characters (no quoted string, so no space, `@`
+/// or `"` within it), and a domain [`plain_dns`] reads (no address
+/// literal). The parser reads an IA5String's bytes as they are, NUL
+/// included, and a glob's `*` matched them: `victim@other.example\0@ours`
+/// is another mailbox to a backend reading up to the NUL or the first
+/// `@`, and only a CA that signs what it is asked issues it.
+fn plain_email(value: &str) -> bool {
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b);
+    match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && local.bytes().all(atext) && plain_host(domain, false)
+        }
+        None => false,
+    }
+}
+
+/// A DNS SAN a `dns_san` rule can judge: a host name (RFC 5280 §4.2.1.6,
+/// RFC 1034's preferred syntax; an IDN is written as its `xn--` A-label):
+/// non-empty labels of letters, digits, `-` and `_` (which private CAs put
+/// in host names), and a `*` only as a whole first label (a wildcard
+/// certificate). No NUL, space, `@`, `/` or byte that is not ASCII: within
+/// one label a glob's `*` matched them, and a backend reading up to the
+/// NUL reads another name.
+fn plain_dns(value: &str) -> bool {
+    plain_host(value, true)
+}
+
+/// `value` as [`plain_dns`] reads it; a `*` first label (of a name with
+/// more) only when `wildcard`.
+fn plain_host(value: &str, wildcard: bool) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let wildcard = wildcard && value.contains('.');
+    value
+        .split('.')
+        .enumerate()
+        .all(|(i, l)| label(l) || (wildcard && i == 0 && l == "*"))
+}
+
 impl Kind {
+    /// Whether `value` is one this kind's rules judge at all: anything
+    /// else (what no CA should issue) matches no pattern, failing closed.
+    fn judges(self, value: &str) -> bool {
+        match self {
+            Kind::Text => true,
+            Kind::Dns => plain_dns(value),
+            Kind::Uri => plain_uri(value),
+            Kind::Email => plain_email(value),
+        }
+    }
+
     fn separator(self) -> Option<char> {
         match self {
             Kind::Dns => Some('.'),
@@ -564,6 +622,52 @@ mod tests {
         // A dot inside a segment is an ordinary character.
         let g = Glob::new("spiffe://td/ns/*/sa/web.v2", Kind::Uri).unwrap();
         assert!(g.matches("spiffe://td/ns/a.b/sa/web.v2"));
+    }
+
+    /// An email or DNS SAN no CA should issue matches no rule, even `*`:
+    /// a NUL, a space, a second `@`, a quoted local part, a byte that is
+    /// not ASCII; a DNS label of anything but letters, digits, `-`, `_`.
+    #[test]
+    fn email_and_dns_sans_are_judged_plain() {
+        let email = Glob::new("*@partners.example", Kind::Email).unwrap();
+        for v in ["alice@partners.example", "A.b+c_d-e@Partners.EXAMPLE"] {
+            assert!(email.matches(v), "{v}");
+        }
+        for v in [
+            "victim@other.example\0@partners.example",
+            "a@evil.example@partners.example",
+            "a b@partners.example",
+            "\"a\"@partners.example",
+            "zo\u{eb}@partners.example",
+            "@partners.example",
+        ] {
+            assert!(!email.matches(v), "{v:?}");
+        }
+        let any = Glob::new("*", Kind::Email).unwrap();
+        for v in ["a@b.example", "a@[127.0.0.1]", "a@b..example", "a", "a@"] {
+            assert_eq!(any.matches(v), v == "a@b.example", "{v:?}");
+        }
+        let dns = Glob::new("*.partners.example", Kind::Dns).unwrap();
+        for v in [
+            "a-1_b.partners.example",
+            "xn--zo-cka.partners.example",
+            "*.partners.example",
+        ] {
+            assert!(dns.matches(v), "{v}");
+        }
+        for v in [
+            "x\0y.partners.example",
+            "a b.partners.example",
+            "a@b.partners.example",
+            "a/b.partners.example",
+            "a*.partners.example",
+            "zo\u{eb}.partners.example",
+        ] {
+            assert!(!dns.matches(v), "{v:?}");
+        }
+        let exact = Glob::new("a.*.example", Kind::Dns).unwrap();
+        assert!(!exact.matches("a.*.example"), "a wildcard only first");
+        assert!(!Glob::new("*", Kind::Dns).unwrap().matches("*"));
     }
 
     /// `/**` needs at least one more segment; `*` never matches an empty segment.

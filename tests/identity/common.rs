@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -64,7 +64,15 @@ impl Pki {
 
     /// A client certificate with this subject.
     pub fn client_named(&self, dn: DistinguishedName, sans: &[SanType]) -> Client {
-        self.issue(dn, sans, None, &[])
+        self.issue(dn, sans, None, &[], Vec::new())
+    }
+
+    /// A client certificate with the common name `cn` and the extension
+    /// `ext` as written: DER built by hand, for what rcgen will not encode.
+    pub fn client_with_extension(&self, cn: &str, ext: CustomExtension) -> Client {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        self.issue(dn, &[], None, &[], vec![ext])
     }
 
     /// A client certificate with the common name `cn` and this serial
@@ -72,7 +80,13 @@ impl Pki {
     pub fn client_with_serial(&self, cn: &str, serial: &[u8]) -> Client {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
-        self.issue(dn, &[], Some(SerialNumber::from_slice(serial)), &[])
+        self.issue(
+            dn,
+            &[],
+            Some(SerialNumber::from_slice(serial)),
+            &[],
+            Vec::new(),
+        )
     }
 
     /// A client certificate with the common name `cn` and the keyUsage
@@ -80,7 +94,7 @@ impl Pki {
     pub fn client_with_key_usage(&self, cn: &str, usages: &[KeyUsagePurpose]) -> Client {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
-        self.issue(dn, &[], None, usages)
+        self.issue(dn, &[], None, usages, Vec::new())
     }
 
     fn issue(
@@ -89,6 +103,7 @@ impl Pki {
         sans: &[SanType],
         serial: Option<SerialNumber>,
         usages: &[KeyUsagePurpose],
+        extensions: Vec<CustomExtension>,
     ) -> Client {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -96,6 +111,7 @@ impl Pki {
         p.subject_alt_names = sans.to_vec();
         p.serial_number = serial;
         p.key_usages = usages.to_vec();
+        p.custom_extensions = extensions;
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         Client {

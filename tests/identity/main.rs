@@ -12,4 +12,5 @@ mod forwarding;
 mod key_usage;
 mod per_name;
 mod rules;
+mod san_values;
 mod subjects;
