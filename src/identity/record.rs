@@ -20,9 +20,9 @@ pub struct Identity {
     pub subject: String,
     /// Issuer DN, written the same way.
     pub issuer: String,
-    /// The subject's common names (usually one).
+    /// The subject's common names (usually one); none when one is not text.
     pub cn: Vec<String>,
-    /// The subject's organizational units.
+    /// The subject's organizational units that are text.
     pub ou: Vec<String>,
     /// DNS SANs as written in the certificate.
     pub dns_sans: Vec<String>,
@@ -137,6 +137,9 @@ impl Identity {
             subject: crate::material::dn::text(cert.subject()),
             issuer: crate::material::dn::text(cert.issuer()),
             cn: every(cert.subject().iter_common_name().map(text)),
+            // An OU that is not text is left out, unlike a CN: an `ou`
+            // rule matches when any OU does, so one it cannot read could
+            // only fail to match, and the others judge as without it.
             ou: cert
                 .subject()
                 .iter_organizational_unit()

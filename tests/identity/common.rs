@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    SigningKey,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -97,6 +99,45 @@ impl Pki {
         self.issue(dn, &[], None, usages, Vec::new())
     }
 
+    /// `client`'s certificate with the bytes `from` of its to-be-signed
+    /// part replaced by `to` (as long), signed again by the issuing CA:
+    /// what rcgen will not encode (a string value whose bytes are not
+    /// valid in its type), as a CA that signs what it is asked issues it.
+    pub fn patched(&self, client: &Client, from: &[u8], to: &[u8]) -> Client {
+        assert_eq!(from.len(), to.len());
+        let der = &client.pair.der;
+        let (header, _) = der_element(der);
+        let body = &der[header..];
+        let (_, tbs_len) = der_element(body);
+        let mut tbs = body[..tbs_len].to_vec();
+        let (_, alg_len) = der_element(&body[tbs_len..]);
+        let alg = &body[tbs_len..tbs_len + alg_len];
+        let at = tbs.windows(from.len()).position(|w| w == from).unwrap();
+        tbs[at..at + to.len()].copy_from_slice(to);
+        let mut bits = vec![0];
+        bits.extend(self.issuer.key().sign(&tbs).unwrap());
+        let der = der_encode(0x30, &[tbs, alg.to_vec(), der_encode(0x03, &bits)].concat());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        );
+        Client {
+            pair: TestPair {
+                cert_pem: format!("{pem}{}", self.intermediate_pem),
+                key_pem: client.pair.key_pem.clone(),
+                fingerprint: fingerprint(&der),
+                der,
+                serial: 0,
+            },
+        }
+    }
+
     fn issue(
         &self,
         dn: DistinguishedName,
@@ -124,6 +165,35 @@ impl Pki {
             },
         }
     }
+}
+
+/// A DER element at the start of `b`: its header's length and its whole length.
+fn der_element(b: &[u8]) -> (usize, usize) {
+    let first = usize::from(b[1]);
+    if first < 0x80 {
+        return (2, 2 + first);
+    }
+    let n = first & 0x7f;
+    let len = b[2..2 + n]
+        .iter()
+        .fold(0, |len, &byte| len << 8 | usize::from(byte));
+    (2 + n, 2 + n + len)
+}
+
+/// The DER element of tag `tag` holding `body`.
+fn der_encode(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = body.len().to_be_bytes();
+    match body.len() {
+        0..0x80 => out.push(len[len.len() - 1]),
+        _ => {
+            let bytes: Vec<u8> = len.into_iter().skip_while(|&b| b == 0).collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+    }
+    out.extend_from_slice(body);
+    out
 }
 
 pub fn uri(u: &str) -> SanType {

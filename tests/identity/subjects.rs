@@ -292,6 +292,50 @@ async fn cn_and_ou_rules_read_every_string_type() {
     }
 }
 
+/// An OU that is not text (a UTF8String whose bytes are not UTF-8) is none
+/// of the values an `ou` rule reads: the subject header shows it as `#`
+/// and its DER in hex, and a rule matches another OU of the subject that
+/// is text, as it would without it (an `ou` rule matches when any OU
+/// does, so a value it cannot read can only fail to match); alone, it
+/// matches no `ou` rule, `*` included.
+#[tokio::test]
+async fn an_ou_that_is_not_text_matches_no_ou_rule() {
+    let w = world().await;
+    let auth = "        mode: require_and_verify\n        ca: { ref: partners-ca }";
+    let routes = r#"      - { path_prefix: /payments, upstream: app, allow: [{ ou: payments }] }
+      - { path_prefix: /some-ou, upstream: app, allow: [{ ou: "*" }] }"#;
+    let mut p = Proxy::start(&config(&w, auth, "", routes, ""));
+    let addr = p.listener_addr("partners").await;
+    // A UTF8String of four control bytes, then those bytes made invalid
+    // UTF-8 in the certificate.
+    let (placeholder, invalid) = ("\u{1}\u{2}\u{3}\u{4}", [0xDE, 0xAD, 0xBE, 0xEF]);
+    let not_text = |also_payments: bool| {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "ops");
+        if also_payments {
+            dn.push(DnType::OrganizationalUnitName, "payments");
+        }
+        // The OU's type again, as a second OU (rcgen keeps one per type).
+        dn.push(DnType::CustomDnType(vec![2, 5, 4, 11]), placeholder);
+        let client = w.pki.client_named(dn, &[]);
+        let from = [&[0x0C, 0x04][..], placeholder.as_bytes()].concat();
+        w.pki
+            .patched(&client, &from, &[&[0x0C, 0x04][..], &invalid].concat())
+    };
+    for (also_payments, subject, want) in [
+        (true, "CN=ops, OU=payments, OU=#0C04DEADBEEF", 200),
+        (false, "CN=ops, OU=#0C04DEADBEEF", 403),
+    ] {
+        let cfg = cfg_for(&w, Some(&not_text(also_payments)));
+        let h = seen(addr, cfg.clone(), "/any", &[]).await;
+        assert_eq!(h["x-client-cert-subject"], subject, "{h}");
+        for path in ["/payments", "/some-ou"] {
+            let got = outcome(addr, cfg.clone(), path).await;
+            assert_eq!(got, Outcome::Status(want), "{subject} {path}");
+        }
+    }
+}
+
 /// A line of the text-format process log split into its `key=value`
 /// fields, as a log reader splits it: at spaces outside double quotes; a
 /// quoted value is unescaped (`\"`, `\\`). Words of the message, with no
