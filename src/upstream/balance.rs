@@ -84,6 +84,18 @@ fn panic(n: usize, out: &OutOfService) -> bool {
 }
 
 impl Picker {
+    /// A picker for the endpoint set that replaces this one's (a
+    /// re-resolution's, an edit's), going on where this one's rotation is.
+    /// Each new set started round robin again at its first endpoint: with
+    /// fewer requests between changes than endpoints, the lowest-sorted
+    /// addresses took most of them, on every replica at once.
+    pub fn continued(&self) -> Picker {
+        Picker {
+            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+            retry: AtomicUsize::new(self.retry.load(Ordering::Relaxed)),
+        }
+    }
+
     /// The index of the endpoint for the next request among `n`, never one
     /// in `tried` (a retry goes elsewhere). Only endpoints in service (not
     /// `ejected`, which covers active checks too) are candidates; when

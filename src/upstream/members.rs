@@ -233,6 +233,15 @@ impl Members {
         }
     }
 
+    /// This set, its round robin going on where `replaced`'s is: the set
+    /// it replaces (re-resolution), or the one of the upstream an edit
+    /// replaces. A new set does not start the rotation again at its first
+    /// endpoint ([`Picker::continued`]).
+    pub fn going_on_from(mut self, replaced: &Members) -> Members {
+        self.picker = replaced.picker.continued();
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

@@ -137,7 +137,8 @@ impl Resolution {
     /// `host:port`, as a failed re-resolution keeps the last good set; a
     /// name with neither is one endpoint dialled by name. An endpoint at
     /// the address of one of that upstream's endpoints (same server, same
-    /// `host:port`) carries its health over ([`Member::succeeding`]).
+    /// `host:port`) carries its health over ([`Member::succeeding`]);
+    /// round robin goes on where that upstream's was.
     pub fn initial(&self, previous: Option<(&Resolution, Arc<Members>)>) -> Members {
         if self.has_names() {
             let kept = previous.as_ref().map(|(p, _)| p.last_by_server());
@@ -171,7 +172,11 @@ impl Resolution {
             }
         }
         let replaced = previous.as_ref().map_or(&[][..], |(_, m)| &m.members[..]);
-        self.members(&[], replaced)
+        let set = self.members(&[], replaced);
+        match &previous {
+            Some((_, m)) => set.going_on_from(m),
+            None => set,
+        }
     }
 
     /// Per server with good addresses: its host, port and those addresses.
@@ -258,17 +263,18 @@ impl Resolution {
 
     /// After [`Resolution::refresh`] changed a name's addresses: the set
     /// for the addresses now, made from the set in service (`current`'s
-    /// members where their addresses stay), published and stored there;
-    /// the set in service as it is when another name's answer applied
-    /// this one already. Made and stored under the upstream's one
-    /// `applying` lock: two names' answers applied at once each made its
-    /// set from the one before both and the later store won, losing the
-    /// other's change for good (that name's next answers equal its last)
-    /// and keeping the address it dropped, whose pool it had retired.
+    /// members where their addresses stay, and its round robin's turn),
+    /// published and stored there; the set in service as it is when
+    /// another name's answer applied this one already. Made and stored
+    /// under the upstream's one `applying` lock: two names' answers
+    /// applied at once each made its set from the one before both and the
+    /// later store won, losing the other's change for good (that name's
+    /// next answers equal its last) and keeping the address it dropped,
+    /// whose pool it had retired.
     pub fn apply(&self, current: &ArcSwap<Members>) -> Arc<Members> {
         let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let now = current.load_full();
-        let next = self.members(&now.members, &[]);
+        let next = self.members(&now.members, &[]).going_on_from(&now);
         let same = next.members.len() == now.members.len()
             && (next.members.iter().zip(&now.members)).all(|(n, m)| Arc::ptr_eq(n, m));
         if same {

@@ -276,3 +276,42 @@ async fn failures_before_passive_health_went_off_do_not_count_once_it_is_on() {
     assert_has(&metrics(&w).await, &endpoints("healthy", 2));
     a_in_service_for_three_failures(&mut w, a, "came back on").await;
 }
+
+/// Round robin goes on across an edit of the upstream: a reload that
+/// changes any of its settings builds a new endpoint set, and the new set
+/// takes over the rotation where the old one was. Each set started it
+/// again at the first endpoint: with fewer requests between reloads (or
+/// re-resolutions) than endpoints, the lowest-sorted pods took most of the
+/// traffic, on every replica at once. Pods A, B and C in service; one
+/// request, an edit, one request, an edit, one request: each pod gets one
+/// (A got all three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_goes_on_across_an_edit() {
+    let p = Pods::new();
+    let mut pods = Vec::new();
+    for (ip, label) in [
+        ("127.0.0.2", "podA"),
+        ("127.0.0.3", "podB"),
+        ("127.0.0.4", "podC"),
+    ] {
+        pods.push(p.pod_at(ip, label).await);
+    }
+    let addrs: Vec<_> = pods.iter().map(|p| p.addr).collect();
+    let mut w = p.serve("[{ upstream: app }]", &app(&addrs, ""), pods).await;
+    let mut send = client(&w).await;
+    let mut answered = vec![get_pod(&mut send, "/").await];
+    for (n, timeout) in [(1, "45s"), (2, "40s")] {
+        let edited = format!("    read_timeout: {timeout}\n");
+        edit(&mut w, &app(&addrs, &edited), n).await;
+        answered.push(get_pod(&mut send, "/").await);
+    }
+    let mut pods: Vec<_> = answered.iter().map(|(_, pod)| pod.clone()).collect();
+    assert!(answered.iter().all(|(s, _)| *s == 200), "{answered:?}");
+    pods.sort();
+    pods.dedup();
+    assert_eq!(
+        pods.len(),
+        3,
+        "one request each, across the edits: {answered:?}"
+    );
+}
