@@ -194,8 +194,7 @@ impl Upstream {
         upgrade: bool,
         abandoned: &Abandoned,
     ) -> Response<ResponseBody> {
-        let members = self.members.load_full();
-        if members.is_empty() {
+        if self.members.load().is_empty() {
             metrics::upstream_error(&self.name, "no_servers");
             return error_response(StatusCode::BAD_GATEWAY, "upstream has no servers");
         }
@@ -241,6 +240,10 @@ impl Upstream {
             (body.counted(counted).reading(reading), fault)
         };
         let req = Request::from_parts(parts, body);
+        // Once the body is in: re-resolution may have dropped an address
+        // while a client trickled it (nginx picks after buffering too). It
+        // keeps the last good addresses: never none here.
+        let members = self.members.load_full();
         // Only from here does its answer count against the client's
         // cancellations: a body read whole that broke or stalled was
         // answered above, without an endpoint (SPEC §6, rapid reset).

@@ -508,3 +508,78 @@ async fn logs_name_the_address_a_named_server_was_dialled_at() {
     assert_eq!(failed["server"], dialled.as_str(), "{failed}");
     drop(hosts);
 }
+
+/// A request whose small body is read whole picks its endpoint once the
+/// body is in, among the endpoints in service then (SPEC §7 Balancing):
+/// re-resolution may have dropped one meanwhile. The set was taken as the
+/// request came, before its body was read: a client trickling its body
+/// while a pod left the name had its request sent to that pod (its pool
+/// drained; gone, a `502` or a `504` counted against it). Pods A and B
+/// behind the name; two POSTs half sent (the `100 Continue` says the proxy
+/// reads their bodies); A leaves the name; the rest of both bodies: B
+/// answers both (A answered one of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_whole_goes_to_an_endpoint_in_service_once_read() {
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::AsyncWriteExt;
+    let name = format!("trickled-{}.hotproxy.test", std::process::id());
+    let (mut w, pods, hosts) = named_pods(&name, &["pod-a", "pod-b"]).await;
+    let [a, b] = [&pods[0], &pods[1]];
+    hosts.set(&["127.0.0.2", "127.0.0.3"]);
+    let endpoint = b.addr.to_string();
+    w.proxy
+        .wait_log("pod-b added", |v| {
+            v["message"] == "upstream endpoint added" && v["endpoint"] == endpoint
+        })
+        .await;
+    let mut posts = Vec::new();
+    for _ in 0..2 {
+        posts.push(half_posted(&w).await);
+    }
+
+    hosts.set(&["127.0.0.3"]);
+    let endpoint = a.addr.to_string();
+    w.proxy
+        .wait_log("pod-a removed", |v| {
+            v["message"] == "upstream endpoint removed; draining its pool"
+                && v["endpoint"] == endpoint
+        })
+        .await;
+    // The set without A in use (logged just before it is stored): round
+    // robin over A and B never gives B two requests in a row.
+    let last_b = AtomicBool::new(false);
+    wait_until(WAIT, "two requests in a row reach pod-b", || async {
+        let mut send = client(&w).await;
+        let now_b = get_pod(&mut send, "/").await == (200, Some("pod-b".into()));
+        last_b.swap(now_b, SeqCst) && now_b
+    })
+    .await;
+
+    for (i, mut post) in posts.into_iter().enumerate() {
+        post.write_all(b"56789").await.unwrap();
+        let answer = String::from_utf8_lossy(&read_to_close(&mut post).await).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "POST {i}: {answer}");
+        assert!(
+            answer.contains(r#""backend":"pod-b""#),
+            "POST {i} answered by pod-b, the endpoint in service: {answer}"
+        );
+    }
+    drop(hosts);
+}
+
+/// A `POST /` of 10 bytes on a new HTTP/1.1 connection to the proxy, its
+/// first 5 sent once the `100 Continue` says the proxy reads the body.
+async fn half_posted(w: &World) -> Tls {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"http/1.1"]);
+    let mut s = connect(w.public, "localhost", cfg).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut cont = [0u8; 25];
+    within_deadline("100 Continue", s.read_exact(&mut cont))
+        .await
+        .unwrap();
+    assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"01234").await.unwrap();
+    s
+}
