@@ -3,9 +3,9 @@
 //! A rule is a set of fields that must all match; a list matches when any
 //! rule does. Globs: `*` matches within one segment (a URI path segment, a
 //! DNS label; in `cn`/`ou`/`email_san` any run of characters), and a
-//! `uri_san` may end in `/**` for "any suffix below this path". A SAN no
-//! CA should issue (a NUL, a space, a second `@`, a dot segment) matches
-//! no rule of its field.
+//! `uri_san` may end in `/**` for "any suffix below this path". A value no
+//! CA should issue (a NUL or control character in a CN or OU; in a SAN
+//! also a space, a second `@`, a dot segment) matches no rule of its field.
 
 use serde::{Deserialize, Serialize};
 
@@ -272,7 +272,8 @@ fn normalise_fingerprint(s: &str) -> Result<String, &'static str> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    /// `cn`, `ou`: exact, `*` matches any run of characters.
+    /// `cn`, `ou`: exact, `*` matches any run of characters (not a
+    /// control character: [`plain_text`]).
     Text,
     /// `dns_san`: case-insensitive, `*` within one label.
     Dns,
@@ -373,6 +374,16 @@ fn plain_uri(value: &str) -> bool {
         && !path.split('/').skip(1).any(|seg| seg == "." || seg == "..")
 }
 
+/// A CN or OU a `cn` or `ou` rule can judge: no control character (C0,
+/// DEL, C1; Unicode's `Cc`), NUL included. A name may hold spaces and
+/// letters that are not ASCII (`José Smith`), but no CA should put a
+/// control in one, and a glob's `*` matched them: under `cn: "*.svc"`,
+/// `evil\0x.svc` is `evil` to a C backend reading the subject, or the CN
+/// hotproxy vouches for, up to the NUL.
+fn plain_text(value: &str) -> bool {
+    !value.chars().any(char::is_control)
+}
+
 /// An email SAN an `email_san` rule can judge: a mailbox as RFC 5280
 /// §4.2.1.6 has it, `local-part@domain` in ASCII (a UTF-8 one is an
 /// SmtpUTF8Mailbox, RFC 8398, not an rfc822Name): one `@`, a local part
@@ -423,7 +434,7 @@ impl Kind {
     /// else (what no CA should issue) matches no pattern, failing closed.
     fn judges(self, value: &str) -> bool {
         match self {
-            Kind::Text => true,
+            Kind::Text => plain_text(value),
             Kind::Dns => plain_dns(value),
             Kind::Uri => plain_uri(value),
             Kind::Email => plain_email(value),
@@ -668,6 +679,24 @@ mod tests {
         let exact = Glob::new("a.*.example", Kind::Dns).unwrap();
         assert!(!exact.matches("a.*.example"), "a wildcard only first");
         assert!(!Glob::new("*", Kind::Dns).unwrap().matches("*"));
+    }
+
+    /// A CN or OU with a control character (C0, DEL, C1) matches no rule,
+    /// even `*`; spaces and letters that are not ASCII are a name's own.
+    #[test]
+    fn cn_and_ou_values_are_judged_plain() {
+        let g = Glob::new("*.svc", Kind::Text).unwrap();
+        assert!(g.matches("api.svc") && g.matches("Jos\u{e9} Smith.svc"));
+        for v in [
+            "evil\0x.svc",
+            "a\nb.svc",
+            "a\tb.svc",
+            "a\u{7f}.svc",
+            "a\u{85}.svc",
+        ] {
+            assert!(!g.matches(v), "{v:?}");
+        }
+        assert!(!Glob::new("*", Kind::Text).unwrap().matches("\u{9b}"));
     }
 
     /// `/**` needs at least one more segment; `*` never matches an empty segment.

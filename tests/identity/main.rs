@@ -13,4 +13,5 @@ mod key_usage;
 mod per_name;
 mod rules;
 mod san_values;
+mod subject_values;
 mod subjects;
