@@ -44,6 +44,12 @@ pub(super) fn entry_reply(r: &Reloader, id: &str, status: StatusCode) -> Reply {
 /// catalogue as they were.
 pub(super) fn create(r: &mut Reloader, spec: EntrySpec) -> Reply {
     let id = spec.id.clone();
+    // Paths must be under store.file_roots as they are now, as for a PUT.
+    // The handler checked them against the configuration published when
+    // it ran; a reload queued ahead of this call may have narrowed the
+    // roots since, and its warning about files outside them (run before
+    // this entry existed) would never name this one.
+    paths::check(&spec.source, &paths::roots(r.config())).map_err(bad_request)?;
     if r.entry_spec(&id).is_some() {
         return Err(problem(
             StatusCode::CONFLICT,
@@ -263,5 +269,89 @@ pub(super) fn strip_for_validate(view: &mut Value) {
             m.remove(k);
         }
         m.insert("valid".into(), json!(true));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::StatusCode;
+    use serde_json::json;
+    use tokio::sync::watch;
+
+    use super::create;
+    use crate::admin::paths;
+    use crate::config::{self, Config};
+    use crate::material::store::Definition;
+    use crate::proxy::drain::Drain;
+    use crate::reload::Command;
+    use crate::watch::Subject;
+
+    /// `dir/config.yaml`, written and read: a store under `dir` whose
+    /// `file_roots` is `[dir/root]`, and no listener. Dated a minute ago:
+    /// a reload takes it at once, not after waiting for it to be still.
+    fn config(dir: &Path, root: &str) -> Config {
+        let yaml = format!(
+            "store: {{ path: {}, key_file: {}, file_roots: [{}] }}\nlisteners: []\n",
+            dir.join("store.json").display(),
+            dir.join("store.key").display(),
+            dir.join(root).display()
+        );
+        let file = dir.join("config.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let written = std::fs::File::options().write(true).open(&file).unwrap();
+        written
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+        config::parse(&yaml, &file).unwrap()
+    }
+
+    /// A reload narrowing `store.file_roots` that the reloader takes
+    /// between the handler's check of a POST /certs (against the roots
+    /// published then) and its create: the create is refused, as a PUT
+    /// is. It created the entry, naming a file the roots in force forbid,
+    /// which the warning of a reload (run before it) never named either.
+    /// The reloader runs its queue in order: the reload is queued first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_create_the_reloader_takes_after_the_roots_narrowed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("pki/narrow")).unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).unwrap();
+        std::fs::write(d.join("pki/ca.crt"), ca.cert.pem()).unwrap();
+        std::fs::write(d.join("store.key"), [7u8; 32]).unwrap();
+        std::fs::set_permissions(d.join("store.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let drain = Arc::new(Drain::new(Duration::from_secs(1), shutdown.clone()));
+        let rt = tokio::runtime::Handle::current();
+        let handle = crate::reload::start(config(d, "pki"), rt, shutdown, drain).unwrap();
+
+        let def: Definition = serde_json::from_value(json!({
+            "type": "ca-bundle", "source": "file", "ca_file": d.join("pki/ca.crt"),
+        }))
+        .unwrap();
+        let spec = def.into_spec("outside").unwrap();
+        // The handler's check, on the roots published when it runs.
+        paths::check(&spec.source, &paths::roots(&handle.shared.config.load())).unwrap();
+        config(d, "pki/narrow");
+        handle.send(Command::Changed(Subject::Config));
+        let reply = handle.call(move |r| create(r, spec)).await.unwrap();
+
+        let roots = paths::roots(&handle.shared.config.load());
+        assert_eq!(roots, [d.join("pki/narrow")], "the reload went first");
+        let (status, body) = reply.expect_err("created under roots that forbid its file");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("field ca_file") && message.contains("not under store.file_roots"),
+            "{message}"
+        );
+        assert!(!handle.shared.entries.load().contains_key("outside"));
+        handle.send(Command::Stop);
     }
 }

@@ -141,6 +141,8 @@ async fn route(
                 return Err(problem(StatusCode::BAD_REQUEST, "field id is required"));
             };
             let spec = def.into_spec(&id).map_err(bad_request)?;
+            // Refused here without waiting for the reloader; `create`
+            // checks again against the roots in force when it runs.
             paths::check(&spec.source, &paths::roots(&handle.shared.config.load()))
                 .map_err(bad_request)?;
             call(handle, move |r| create(r, spec)).await
