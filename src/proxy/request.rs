@@ -316,9 +316,11 @@ fn authority_with<B>(req: &mut Request<B>, memo: &HostMemo) -> Result<(), Refuse
         if same {
             host.and_then(respelled)
         } else {
-            if h2 && host.is_some() {
-                // RFC 9113 §8.3.1: a Host naming another entity than
-                // :authority makes the request malformed.
+            // RFC 9113 §8.3.1: a Host naming another entity than :authority
+            // makes the request malformed (the scheme's default port written
+            // out in one alone names the same); :authority is taken.
+            let scheme = req.uri().scheme_str();
+            if h2 && host.is_some_and(|h| !same_entity(h.as_bytes(), target.as_bytes(), scheme)) {
                 return Err(Refused::HostMismatch);
             }
             // RFC 9112 §3.2.2: a proxy replaces Host with the target's
@@ -338,6 +340,29 @@ fn authority_with<B>(req: &mut Request<B>, memo: &HostMemo) -> Result<(), Refuse
         req.headers_mut().insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// Whether authorities `a` and `b`, both [`valid_authority`], name one
+/// host (any case) and port, a port left out (or empty) being `scheme`'s
+/// default: `a.example:443` is `a.example` over https.
+fn same_entity(a: &[u8], b: &[u8], scheme: Option<&str>) -> bool {
+    let default: &[u8] = match scheme {
+        Some("https") => b"443",
+        Some("http") => b"80",
+        _ => b"",
+    };
+    // At the last `:` with digits alone after it (an IPv6 literal ends `]`).
+    fn split<'a>(x: &'a [u8], default: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+        match x.iter().rposition(|&c| c == b':') {
+            Some(i) if x[i + 1..].iter().all(u8::is_ascii_digit) => {
+                let port = &x[i + 1..];
+                (&x[..i], if port.is_empty() { default } else { port })
+            }
+            _ => (x, default),
+        }
+    }
+    let ((host_a, port_a), (host_b, port_b)) = (split(a, default), split(b, default));
+    host_a.eq_ignore_ascii_case(host_b) && port_a == port_b
 }
 
 /// `req`'s target with `path_and_query` in place of its own.
@@ -696,6 +721,9 @@ mod tests {
             ok(V::HTTP_2, "https://a.test/x", &["b.test"]),
             Err(Refused::HostMismatch)
         );
+        assert!(same_entity(b"A.test:443", b"a.test", Some("https")));
+        assert!(same_entity(b"[::1]", b"[::1]:80", Some("http")));
+        assert!(!same_entity(b"a.test:80", b"a.test", Some("https")));
         assert_eq!(
             ok(V::HTTP_11, "/pub/%2e%2e/secret?q=%2e%2e", &["a"]),
             Ok((Some("a".into()), "/secret?q=%2e%2e".into()))

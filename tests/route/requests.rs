@@ -357,3 +357,48 @@ async fn h2_method_is_405_and_no_backend_was_reached(
         assert_eq!(backend.accepted.load(Ordering::SeqCst), 0);
     }
 }
+
+/// An HTTP/2 `host` that differs from `:authority` only by the scheme's
+/// default port, written out in one and left out in the other, names the
+/// same entity (RFC 9113 §8.3.1): it is routed on `:authority`, which the
+/// upstream gets. It was answered 400 as a mismatch. Another host, or
+/// another port, is still malformed: 400, and no upstream sees it.
+#[tokio::test]
+async fn an_h2_host_may_differ_from_the_authority_by_the_default_port() {
+    let w = world().await;
+    let (_p, addr) = serve(&config(&w, "")).await;
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let mut client = h2_client(connect(addr, "b.example.com", cfg).await.unwrap()).await;
+    for (authority, host, status) in [
+        ("b.example.com:443", "b.example.com", 200),
+        ("b.example.com", "B.Example.com:443", 200),
+        ("b.example.com", "b.example.com:8443", 400),
+        ("b.example.com:8443", "b.example.com", 400),
+        ("b.example.com:443", "a.example.com", 400),
+        ("b.example.com:443", "a.example.com:443", 400),
+    ] {
+        let req = http::Request::get(format!("https://{authority}/x"))
+            .header("host", host)
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), status, ":authority {authority}, host {host}");
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        if status == 200 {
+            let seen: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert_eq!(seen["backend"], "b", "{seen}");
+            assert_only_authority(&seen, authority);
+        } else {
+            let text = String::from_utf8_lossy(&data);
+            assert!(text.contains("differs from :authority"), "{text}");
+        }
+    }
+}
