@@ -421,7 +421,8 @@ impl Upstream {
     /// a request an HTTP/2 upstream left unprocessed (`REFUSED_STREAM`, or
     /// past a `GOAWAY`'s last stream id: a server shutting a connection
     /// down gracefully) or handed back unsent by its connection (that
-    /// `GOAWAY` read as the request was handed over), as when it is resent
+    /// `GOAWAY` read as the request was handed over; over HTTP/1.1, a
+    /// reused one closed while idle: `failure::h1_spent`), as when it is resent
     /// to the same endpoint: five of those ejected an endpoint that had
     /// done nothing wrong. Nor does a
     /// connect the proxy could not make for want of its own descriptors

@@ -8,6 +8,7 @@
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::client::conn::TrySendError;
 
 use crate::proxy::body::ClientBody;
 use crate::proxy::forward::ResponseBody;
@@ -28,11 +29,12 @@ pub enum Failure {
     /// by the code alone, [`never_processed`], and passive health never
     /// counted it.
     AfterHead(hyper::Error),
-    /// An HTTP/2 request its connection handed back never written (hyper:
-    /// "operation was canceled", the request returned): the server's
-    /// `GOAWAY` read while the request was handed over, its connection
-    /// taking no new stream. As a stream the upstream left [`unprocessed`],
-    /// the endpoint never saw it ([`never_processed`]).
+    /// A request its connection handed back never written (hyper:
+    /// "operation was canceled", the request returned): over HTTP/2 the
+    /// server's `GOAWAY` read while the request was handed over, its
+    /// connection taking no new stream; over HTTP/1.1 a reused connection
+    /// the server closed while idle ([`h1_spent`]). As a stream the upstream
+    /// left [`unprocessed`], the endpoint never saw it ([`never_processed`]).
     Unsent(hyper::Error),
     /// The request was dropped (hyper: "operation was canceled", "dispatch task is gone")
     /// by its HTTP/2 connection, whose I/O failed on this TLS error.
@@ -130,6 +132,33 @@ pub fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
         copy.extensions_mut().insert(mark);
     }
     copy
+}
+
+/// An HTTP/1.1 send that failed with no send again left to its endpoint
+/// (on a new connection, or its sends spent, [`crate::proxy::resends`]):
+/// its failure, and the request for another endpoint if one may take it:
+/// handed back unwritten, or its copy (`copy`) when the connection closed
+/// before the response head. Handed back by a `reused` connection (the
+/// endpoint closed it while idle, its keep-alive timeout racing the
+/// request), it is [`Failure::Unsent`] as over HTTP/2: the endpoint never
+/// saw it, and passive health and `hotproxy_upstream_errors_total` counted
+/// it against the endpoint even when another one then answered it. A new
+/// connection closed before its first request is the endpoint's failure
+/// (one failing on new connections, or refusing our client certificate
+/// after a TLS 1.3 handshake, whose cause the error keeps).
+pub fn h1_spent(
+    mut err: TrySendError<Request<ClientBody>>,
+    copy: Option<Request<ClientBody>>,
+    reused: bool,
+) -> (Failure, Option<Request<ClientBody>>) {
+    match err.take_message() {
+        Some(unsent) if reused => (Failure::Unsent(err.into_error()), Some(unsent)),
+        Some(unsent) => (Failure::Request(err.into_error()), Some(unsent)),
+        None => {
+            let again = copy.filter(|_| closed_before_response(err.error()));
+            (Failure::Request(err.into_error()), again)
+        }
+    }
 }
 
 /// The method and fields of a request head as hyper's HTTP/1.1 client

@@ -47,7 +47,7 @@ use crate::proxy::budget::Budget;
 use crate::proxy::buffer;
 use crate::proxy::edge::{Abandoned, BytesIn, UpstreamAnswered};
 use crate::proxy::failure::{
-    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, early, idempotent,
+    Failure, closed_before_response, copy_of, diagnose, dispatch_gone, early, h1_spent, idempotent,
     refused_stream, replayable, unprocessed,
 };
 use crate::proxy::framing;
@@ -599,12 +599,10 @@ impl Upstream {
             // balancer before mixed pods) had a request its HTTP/2 ones
             // refused four times sent on an idle HTTP/1.1 one, closed
             // before the head, and once more on a new one: a sixth send.
+            // Spent, one a reused connection hands back unwritten is no
+            // failure of the endpoint's (`h1_spent`).
             if fresh || !resends.on_new(false) {
-                let again = match err.take_message() {
-                    Some(unsent) => Some(unsent),
-                    None => copy.filter(|_| closed_before_response(err.error())),
-                };
-                return Err((Failure::Request(err.into_error()), again));
+                return Err(h1_spent(err, copy, reused));
             }
             let what = if let Some(unsent) = err.take_message() {
                 req = unsent;

@@ -68,8 +68,8 @@ async fn close_and_await_the_fin(mut server: tokio::net::TcpStream, client: std:
 }
 
 /// A request sent on `c` now comes back, within 5 s, as an error that
-/// hands it back unwritten.
-async fn a_request_comes_back_unwritten(c: &mut H1) {
+/// hands it back unwritten: that error.
+async fn a_request_comes_back_unwritten(c: &mut H1) -> TrySendError<Request<ClientBody>> {
     let req = http::Request::get("/")
         .body(crate::proxy::body::ClientBody::empty())
         .unwrap();
@@ -82,6 +82,7 @@ async fn a_request_comes_back_unwritten(c: &mut H1) {
         "the request was never written: {:?}",
         e.error()
     );
+    e
 }
 
 /// As above, on a connection that has carried a request: hyper's state
@@ -91,9 +92,50 @@ async fn a_request_comes_back_unwritten(c: &mut H1) {
 /// alive, `send` waited for an answer that never came.
 #[tokio::test]
 async fn a_request_queued_on_a_used_connection_closed_meanwhile_comes_back() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = used_then_closed(&listener).await;
+    a_request_comes_back_unwritten(&mut c).await;
+}
+
+/// A request handed back unwritten by a reused connection its upstream
+/// closed while idle (its keep-alive timeout racing the request), with
+/// no send again to its endpoint left (`resends`: five in all, over
+/// HTTP/2 and HTTP/1.1 connections alike), is one the endpoint never saw
+/// (SPEC: Passive health, Metrics), as over HTTP/2: it goes to another
+/// endpoint when one may take it, and neither that endpoint's passive
+/// health nor `hotproxy_upstream_errors_total` count it. It failed as a
+/// request the endpoint processed, counted against it. A new connection
+/// closed before its first request is the endpoint's failure still.
+#[tokio::test]
+async fn a_request_a_reused_connection_hands_back_unwritten_was_never_processed() {
+    use crate::proxy::failure::{diagnose, h1_spent, never_processed};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = used_then_closed(&listener).await;
+    let e = a_request_comes_back_unwritten(&mut c).await;
+    let (failure, again) = h1_spent(e, None, c.reused());
+    assert!(again.is_some(), "the request kept for another endpoint");
+    let (reason, cause, _) = diagnose(&failure);
+    assert!(never_processed(&failure), "counted: {reason}, {cause}");
+    // Never used: closed before any request, by the endpoint.
     let mut c = crate::upstream::pool::tests::h1(&listener).await;
+    let (server, client) = listener.accept().await.unwrap();
+    assert!(c.ready().await);
+    close_and_await_the_fin(server, client).await;
+    let e = a_request_comes_back_unwritten(&mut c).await;
+    let (failure, again) = h1_spent(e, None, c.reused());
+    assert!(again.is_some(), "the request kept for another endpoint");
+    assert!(
+        !never_processed(&failure),
+        "a new connection's close excused"
+    );
+}
+
+/// A connection to `listener` that has carried one request, answered
+/// keep-alive, then gone idle (ready for the next), which the upstream
+/// has closed since: its FIN is in.
+async fn used_then_closed(listener: &tokio::net::TcpListener) -> Box<H1> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = crate::upstream::pool::tests::h1(listener).await;
     let (mut server, client) = listener.accept().await.unwrap();
     // One request, answered keep-alive.
     let req = http::Request::get("/")
@@ -127,7 +169,7 @@ async fn a_request_queued_on_a_used_connection_closed_meanwhile_comes_back() {
     assert!(c.ready().await, "the used connection is not ready");
     // The upstream closes it while idle; the FIN is in (CLOSE_WAIT).
     close_and_await_the_fin(server, client).await;
-    a_request_comes_back_unwritten(&mut c).await;
+    c
 }
 
 /// An HTTP/2 connection to close when idle (a retired pool's) is shared
