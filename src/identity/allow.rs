@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
 
+mod pattern;
+
 /// Why a rule is malformed (reported by `check` with the rule's line).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
@@ -304,6 +306,12 @@ impl Glob {
         };
         if body.contains("**") {
             return Err("`**` is only allowed as a final `/**` of a uri_san");
+        }
+        // A pattern no value this kind judges could fit would let no one in.
+        match kind {
+            Kind::Dns => pattern::dns(body)?,
+            Kind::Email => pattern::email(body)?,
+            Kind::Text | Kind::Uri => {}
         }
         let body = match kind {
             Kind::Dns | Kind::Email => body.to_ascii_lowercase(),

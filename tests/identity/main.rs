@@ -12,6 +12,7 @@ mod forwarding;
 mod key_usage;
 mod per_name;
 mod rules;
+mod san_patterns;
 mod san_values;
 mod subject_values;
 mod subjects;
