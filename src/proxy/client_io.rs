@@ -538,10 +538,11 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
     /// began no request, and now its `GOAWAY`, in one try, as is our side's
     /// close (TLS: `close_notify`), neither waiting on the client. Whether
     /// it was closed so: not when HTTP/1.1 wrote anything, nor when HTTP/2
-    /// has bytes of the client's unread on the socket (the close would
-    /// reset them, and the `GOAWAY` with them) or its `GOAWAY` is not all
-    /// taken; what is left of it (`goaway`: the frame, from where) is
-    /// written by the lingering close then.
+    /// began a request (one served, or a header block part way in: its
+    /// CONTINUATION is still to come), has bytes of the client's unread on
+    /// the socket (the close would reset them, and the `GOAWAY` with them)
+    /// or its `GOAWAY` is not all taken; what is left of it (`goaway`: the
+    /// frame, from where) is written by the lingering close then.
     fn closed_fully(&mut self, stream: &mut S, goaway: &mut Option<([u8; 17], usize)>) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         if self.reads {
@@ -549,7 +550,15 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
                 return false;
             }
         } else {
-            if !self.activity.all_written() || stream.unread() {
+            // Only one that began no request, not even part way: after a
+            // request, what was answered may still wait in the socket for
+            // the client to read it, and a client part way into a header
+            // block must send its CONTINUATION next. A closed socket
+            // answers what comes with a reset, which throws away what it
+            // still held of ours, the rest of a response and the GOAWAY
+            // (SPEC §1: the streams in flight are served to their end).
+            let begun = self.activity.asked() || self.activity.in_header_block();
+            if begun || !self.activity.all_written() || stream.unread() {
                 return false;
             }
             if let Some((frame, from)) = goaway {

@@ -488,9 +488,13 @@ impl Activity {
     /// of a response is still to be written ([`Activity::unsent`]): its
     /// stream has not ended, and SPEC §1 sends it.
     pub(crate) fn block_begun(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) == 0
-            && frames::block_begun(self.frames.load(Ordering::Relaxed))
-            && !self.unsent()
+        self.in_flight.load(Ordering::SeqCst) == 0 && self.in_header_block() && !self.unsent()
+    }
+
+    /// HTTP/2: a header block begun, not ended, whatever else is under
+    /// way: the client's next frame must be its CONTINUATION.
+    pub(crate) fn in_header_block(&self) -> bool {
+        frames::block_begun(self.frames.load(Ordering::Relaxed))
     }
 
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;

@@ -14,6 +14,7 @@ mod hpack;
 mod bodies;
 mod body_heads;
 mod broken_bodies;
+mod close_at_once;
 mod closing;
 mod h2_abuse;
 mod h2_resets;

@@ -1,0 +1,101 @@
+//! A close at once from outside (SIGTERM) on a connection that was served: what was answered still reaches the client.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use crate::support::*;
+
+const DATA: u8 = 0;
+/// The body of the response the client does not read before the close.
+const BODY: usize = 256 * 1024;
+
+/// An HTTP/2 connection closed at once by SIGTERM part way into a header
+/// block, after a response handed whole to the kernel but not read yet
+/// (the client's receive buffer small: most of it waits in the proxy's
+/// socket), is closed with the lingering close, not fully: the client
+/// must send the block's CONTINUATION before anything else, and a closed
+/// socket answers it with a reset, which throws away what of the response
+/// and of the `GOAWAY` the proxy's socket still held (SPEC §1: the
+/// streams in flight are served to their end). Seen from the client: the
+/// whole response, the `GOAWAY` naming stream 1, the TLS close, no
+/// reset. (It was closed fully: the client read some KiB, then a reset.)
+#[tokio::test]
+async fn a_served_h2_connection_closed_at_once_mid_header_block_keeps_its_answer() {
+    let (w, mut p, addr, log) = serve_logged("").await;
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(addr).await.unwrap();
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let port = local_port(&s);
+    // Windows wide open: the whole body goes to the socket at once. Then
+    // stream 3's HEADERS, its CONTINUATION to come.
+    let next = hpack_get("/api");
+    let mut out = PREFACE.to_vec();
+    out.extend(h2_frame(SETTINGS, 0, 0, &[0, 4, 0x40, 0, 0, 0]));
+    out.extend(h2_frame(WINDOW_UPDATE, 0, 0, &0x7fff_0000u32.to_be_bytes()));
+    out.extend(h2_frame(
+        HEADERS,
+        0x5,
+        1,
+        &hpack_get(&format!("/kib/{}", BODY / 1024)),
+    ));
+    out.extend(h2_frame(HEADERS, 0x1, 3, &next[..3]));
+    s.write_all(&out).await.unwrap();
+    // The body ended on the proxy's side; the close at once (logged)
+    // comes only once its end is on the socket too.
+    wait_access_log(&log, 1, WAIT).await;
+    p.signal("TERM");
+    p.wait_log("the close at once", |v| {
+        v["message"] == "closing connection: shutting down before its next request"
+            && peer_is(v, port)
+    })
+    .await;
+    s.write_all(&h2_frame(CONTINUATION, 0x4, 3, &next[3..]))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let (got, error) = read_all(&mut s).await;
+    let (body, ended) = body_of_stream_1(&got);
+    assert!(
+        error.is_none() && ended && body == BODY,
+        "{body} of {BODY} bytes, ended: {ended}, then {error:?}"
+    );
+    assert_eq!(h2_goaway(&got), Some((1, 0)));
+}
+
+/// What `s` reads until its end, and the error that ended it, if one did.
+async fn read_all(s: &mut Tls) -> (Vec<u8>, Option<std::io::Error>) {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match within_deadline("the server's close", s.read(&mut buf)).await {
+            Ok(0) => return (out, None),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+/// The DATA bytes of stream 1 among the frames `bytes` hold, and whether
+/// its END_STREAM came.
+fn body_of_stream_1(mut bytes: &[u8]) -> (usize, bool) {
+    let (mut body, mut ended) = (0, false);
+    while bytes.len() >= 9 {
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        let Some(payload) = bytes.get(9..9 + len) else {
+            break;
+        };
+        let stream = u32::from_be_bytes(bytes[5..9].try_into().unwrap()) & 0x7fff_ffff;
+        if stream == 1 && bytes[3] == DATA {
+            body += payload.len();
+            ended |= bytes[4] & 0x1 != 0;
+        }
+        bytes = &bytes[9 + len..];
+    }
+    (body, ended)
+}
