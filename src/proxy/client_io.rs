@@ -541,8 +541,10 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
     /// began a request (one served, or a header block part way in: its
     /// CONTINUATION is still to come), has bytes of the client's unread on
     /// the socket (the close would reset them, and the `GOAWAY` with them)
-    /// or its `GOAWAY` is not all taken; what is left of it (`goaway`: the
-    /// frame, from where) is written by the lingering close then.
+    /// or its `GOAWAY` is not all taken by the socket (tokio-rustls says a
+    /// write whole once rustls has it: what rustls holds after the
+    /// shutdown tells); what is left of it (`goaway`: the frame, from
+    /// where, or what rustls holds) is written by the lingering close then.
     fn closed_fully(&mut self, stream: &mut S, goaway: &mut Option<([u8; 17], usize)>) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         if self.reads {
@@ -573,6 +575,10 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
         if !self.shut {
             let _ = Pin::new(&mut *stream).poll_shutdown(&mut cx);
         }
-        true
+        // HTTP/2: the GOAWAY (and close_notify) may have been taken by
+        // rustls alone, its socket full (the client not reading): dropped
+        // now, the client would get our FIN without them. The lingering
+        // close's shutdown writes what rustls holds, not the GOAWAY again.
+        self.reads || !stream.holds_unsent()
     }
 }

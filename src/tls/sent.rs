@@ -21,6 +21,14 @@ pub trait Sent {
     /// buffer of its own above the socket may return a constant: the
     /// result of each of its calls says whether it wrote.
     fn sent(&self) -> u64;
+
+    /// Whether the stream holds bytes of its own its socket has not taken
+    /// yet (TLS: records rustls has not written): a write that returned
+    /// them as taken, or a shutdown that waits, may have left them there.
+    /// Never, the default, for a stream without a buffer above its socket.
+    fn holds_unsent(&self) -> bool {
+        false
+    }
 }
 
 /// The socket under a TLS stream, counting what is written to it.
@@ -55,6 +63,12 @@ impl<S> Sent for Counted<S> {
 impl<S: Sent> Sent for tokio_rustls::server::TlsStream<S> {
     fn sent(&self) -> u64 {
         self.get_ref().0.sent()
+    }
+
+    /// tokio-rustls' `poll_write` hands the plaintext to rustls and
+    /// returns it written even when the socket took none of its records.
+    fn holds_unsent(&self) -> bool {
+        self.get_ref().1.wants_write()
     }
 }
 
