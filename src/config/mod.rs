@@ -575,8 +575,7 @@ pub fn on_running_admin(
     admin: SocketAddr,
     admin_shown: Option<&Shown>,
 ) -> Vec<String> {
-    let shown = admin_shown.map_or_else(|| admin.to_string(), |s| s.0.clone());
-    let found = resolve::on_running_admin(config, admin, &shown);
+    let found = resolve::on_running_admin(config, admin, admin_shown.map(|s| s.0.as_str()));
     if found.is_empty() {
         return Vec::new();
     }

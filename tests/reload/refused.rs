@@ -627,7 +627,10 @@ async fn a_bind_the_system_refuses_withholds_an_address_from_the_environment() {
 /// the file it started from set it by `${NAME}` (SPEC §2), and the new
 /// file, with nothing from the environment, withheld nothing. It names
 /// the variable of the file the admin listener started from in its
-/// place; an `admin.bind` written in that file is shown as it bound.
+/// place; an `admin.bind` written in that file is shown as it bound. A
+/// listener on that very address was refused with the address itself
+/// (`127.0.0.3:P is the admin listener's address`), the variable's value
+/// shown all the same: it says the withheld form in the address's place.
 #[tokio::test]
 async fn the_running_admin_address_from_the_environment_is_withheld_in_a_refusal() {
     const ADMIN: &str = "HOTPROXY_TEST_RUNNING_ADMIN_BIND";
@@ -635,7 +638,7 @@ async fn the_running_admin_address_from_the_environment_is_withheld_in_a_refusal
     let ca = TestCa::new("ca");
     let (a, _) = pairs_a_and_b(&s, &ca);
     let admin_at = |bind: &str| format!("\nadmin: {{ bind: \"{bind}\" }}");
-    for from_env in [true, false] {
+    for (from_env, on_it) in [(true, false), (false, false), (true, true), (false, true)] {
         // A port of the system's choosing, let go for the admin listener,
         // on 127.0.0.3, where nothing else of the scene listens.
         let port = std::net::TcpListener::bind("127.0.0.3:0")
@@ -655,19 +658,29 @@ async fn the_running_admin_address_from_the_environment_is_withheld_in_a_refusal
         let public = p.listener_addr("public").await;
         assert_eq!(p.admin_addr().await.port(), port);
 
+        // On a wildcard that overlaps it, or on the admin address itself.
+        let (two, said) = match on_it {
+            false => (
+                format!("0.0.0.0:{port}"),
+                format!("0.0.0.0:{port} overlaps {shown}, the admin listener's address"),
+            ),
+            true => (
+                format!("127.0.0.3:{port}"),
+                format!("{shown} is the admin listener's address"),
+            ),
+        };
         let moved = base_config(
             "a.crt",
             "a.key",
             &format!(
-                "  - name: two\n    bind: \"0.0.0.0:{port}\"\n    tls:\n      \
+                "  - name: two\n    bind: \"{two}\"\n    tls:\n      \
                  certs: [{{ cert_file: b.crt, key_file: b.key }}]\n{}",
                 admin_at("127.0.0.2:0")
             ),
         );
         write(&cfg, &moved);
         let said = format!(
-            "listener two: listeners[1].bind: 0.0.0.0:{port} overlaps {shown}, the admin \
-             listener's address (admin.bind changes apply at restart)"
+            "listener two: listeners[1].bind: {said} (admin.bind changes apply at restart)"
         );
         let v = p.wait_log("rejected", rejected(&said)).await;
         let error = v["error"].as_str().unwrap();

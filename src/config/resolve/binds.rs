@@ -83,8 +83,8 @@ pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)
 }
 
 /// For a reload: each listener of `config` whose address overlaps `admin`,
-/// the address the running admin listener is bound to (`admin_shown` as a
-/// message says it), said as a problem
+/// the address the running admin listener is bound to (`admin_shown`: as
+/// a message says it when set by `${NAME}`, withheld), said as a problem
 /// at its `bind` (with the listener's name), whose message shows the
 /// address as written: `config::on_running_admin` withholds a `${NAME}`
 /// value from it. `admin.bind` applies at restart, so the file's may have
@@ -94,7 +94,7 @@ pub(super) fn overlaps(binds: &[Bind], dual_stack: bool) -> Vec<(String, String)
 pub fn on_running_admin(
     config: &crate::config::Config,
     admin: SocketAddr,
-    admin_shown: &str,
+    admin_shown: Option<&str>,
 ) -> Vec<(String, crate::config::Problem)> {
     let dual_stack = dual_stack();
     let on_admin = |bind: SocketAddr| {
@@ -107,11 +107,17 @@ pub fn on_running_admin(
         if !on_admin(l.bind) {
             continue;
         }
+        // On the admin address itself, the listener's address is the
+        // withheld value: said in its place.
         let what = match l.bind.ip().to_canonical() == admin.ip().to_canonical() {
-            true => format!("{} is the admin listener's address", l.bind),
+            true => match admin_shown {
+                Some(shown) => format!("{shown} is the admin listener's address"),
+                None => format!("{} is the admin listener's address", l.bind),
+            },
             false => format!(
-                "{} overlaps {admin_shown}, the admin listener's address",
-                l.bind
+                "{} overlaps {}, the admin listener's address",
+                l.bind,
+                admin_shown.map_or_else(|| admin.to_string(), str::to_owned)
             ),
         };
         let problem = crate::config::Problem {
