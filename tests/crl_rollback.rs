@@ -143,7 +143,12 @@ async fn a_newer_crl_is_no_rollback() {
         !admitted(&s, addr, &mallory).await
     })
     .await;
-    // A marker after the reload: every line of it is read by then.
+    assert_no_rollback_warned(&mut p, "a newer CRL").await;
+}
+
+/// No `CRL rolled back` warning in `p`'s log once what it did so far is
+/// logged (a SIGHUP's end marks it): `what` was warned about otherwise.
+async fn assert_no_rollback_warned(p: &mut Proxy, what: &str) {
     p.signal("HUP");
     p.wait_log("the SIGHUP's end", |v| {
         v["message"]
@@ -153,6 +158,62 @@ async fn a_newer_crl_is_no_rollback() {
     .await;
     assert!(
         !p.logs().iter().any(|l| l.contains("CRL rolled back")),
-        "a newer CRL was warned about as a rollback"
+        "{what} was warned about as a rollback"
     );
+}
+
+/// The CRL in use was one the bundle ranks below any verified, issued
+/// CRL (as `newest` does), in use for want of one: a CRL under the
+/// issuer's name no CA of the bundle signed (forged, here dated a year
+/// ahead: every client of the issuer is refused), or a genuine one dated
+/// an hour ahead. The genuine, current CRL put in its place is a repair,
+/// not a rollback, though issued earlier: it was warned about as one
+/// (the forged CRL would have made every genuine one look rolled back
+/// for a year). Applied (mallory admitted again, or refused now), and
+/// nothing warned about.
+#[tokio::test]
+async fn a_crl_replacing_a_forged_or_future_one_is_no_rollback() {
+    let now = OffsetDateTime::now_utc();
+    let until = now + time::Duration::days(400);
+    for forged in [true, false] {
+        let s = Scene::new();
+        let clients = TestCa::new("clients");
+        let mallory = clients.client_pair("mallory");
+        let (before, after) = match forged {
+            // Another key under the same name; then mallory not revoked.
+            true => (
+                TestCa::new("clients").crl_of(&[], now + time::Duration::days(365), until, 9),
+                clients.crl_of(&[], now - time::Duration::minutes(1), until, 2),
+            ),
+            // Revoking nobody from an hour ahead; then mallory, now.
+            false => (
+                clients.crl_of(&[], now + time::Duration::hours(1), until, 3),
+                clients.crl_of(
+                    &[mallory.serial],
+                    now - time::Duration::minutes(1),
+                    until,
+                    2,
+                ),
+            ),
+        };
+        let cfg = scene(&s, &clients, &before);
+        let mut p = Proxy::start(&cfg);
+        let addr = p.listener_addr("mtls").await;
+        let api = p.admin_addr().await;
+        assert_eq!(admitted(&s, addr, &mallory).await, !forged);
+        support::writers::mv_over(&s.path("clients.crl"), &after);
+        let reload = admin(api, "POST", "/api/v1/certs/clients/reload", None, None, &[]).await;
+        assert_eq!(reload.status, 200, "{}", reload.body);
+        wait_until(
+            Duration::from_secs(20),
+            "the genuine CRL applied",
+            || async { admitted(&s, addr, &mallory).await == forged },
+        )
+        .await;
+        let what = [
+            "a CRL replacing one dated ahead",
+            "a CRL replacing a forged one",
+        ];
+        assert_no_rollback_warned(&mut p, what[usize::from(forged)]).await;
+    }
 }

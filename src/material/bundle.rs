@@ -159,9 +159,18 @@ impl CaBundle {
 
     /// The CRLs in use that are older than the one of their issuer and
     /// scope in use in `previous`, the bundle they replace (SPEC §3: a
-    /// CRL rolled back is applied, and warned about).
+    /// CRL rolled back is applied, and warned about). Only one that
+    /// replaces a CRL a CA of `previous` signed, issued already: one in
+    /// use for want of such is no measure.
     pub fn crls_rolled_back_from(&self, previous: &CaBundle) -> Vec<CrlRollback> {
-        rolled_back(&previous.crls, &self.crls, &self.crl_files)
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        rolled_back(
+            &previous.crls,
+            &previous.roots,
+            &self.crls,
+            &self.crl_files,
+            now,
+        )
     }
 }
 

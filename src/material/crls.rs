@@ -107,16 +107,34 @@ pub struct CrlRollback {
 }
 
 /// The CRLs of `read` (in use, from `files`) older than the CRL of their
-/// scope in `served` (in use before): compared per issuer and issuing
-/// distribution point, by thisUpdate, then CRL number, as [`newest`]
-/// ranks CRLs. A scope new to `read` is no rollback; nor is a CRL without
-/// a number next to one with the same thisUpdate (nothing says which is
-/// older).
+/// scope in `served` (in use before, in a bundle of the CA certificates
+/// `served_cas`): compared per issuer and issuing distribution point, by
+/// thisUpdate, then CRL number, as [`newest`] ranks CRLs. A scope new to
+/// `read` is no rollback; nor is a CRL without a number next to one with
+/// the same thisUpdate (nothing says which is older). Nor is a CRL that
+/// replaces one no CA of its bundle signed or not issued as of `now`
+/// (Unix seconds): [`newest`] ranks those below every verified, issued
+/// CRL, and it was in use for want of one; by its age alone, a repair
+/// (the issuer's CA added, a genuine CRL in place of a forged one) would
+/// be warned about, and a forged CRL dated far ahead would make every
+/// genuine one look rolled back until then.
 pub(super) fn rolled_back(
     served: &[impl AsRef<[u8]>],
+    served_cas: &[impl AsRef<[u8]>],
     read: &[impl AsRef<[u8]>],
     files: &[String],
+    now: i64,
 ) -> Vec<CrlRollback> {
+    let cas: Vec<X509Certificate<'_>> = served_cas
+        .iter()
+        .filter_map(|d| X509Certificate::from_der(d.as_ref()).ok().map(|(_, c)| c))
+        .collect();
+    let trusted = |der: &[u8]| {
+        fact(der, &cas, now).is_some_and(|f| {
+            let (verified, issued, _) = f.rank;
+            verified && issued
+        })
+    };
     let parse = |der: &[u8]| {
         CertificateRevocationList::from_der(der)
             .ok()
@@ -126,7 +144,11 @@ pub(super) fn rolled_back(
                 (scope, age, number, super::dn::text(crl.issuer()))
             })
     };
-    let served: Vec<_> = served.iter().filter_map(|d| parse(d.as_ref())).collect();
+    let served: Vec<_> = served
+        .iter()
+        .filter(|d| trusted(d.as_ref()))
+        .filter_map(|d| parse(d.as_ref()))
+        .collect();
     let mut out = Vec::new();
     for (der, file) in read.iter().zip(files) {
         let Some((scope, (this_update, number), crl_number, issuer)) = parse(der.as_ref()) else {
@@ -473,7 +495,9 @@ mod tests {
     /// the same age, and one of an issuer not served before are not.
     #[test]
     fn a_crl_older_than_the_one_it_replaces_is_rolled_back() {
-        let (a, b, c, d) = (ca("a"), ca("b"), ca("c"), ca("d"));
+        let [(a_der, a), (b_der, b), (c_der, c), (_, d)] =
+            ["a", "b", "c", "d"].map(|cn| ca_cert(cn, 1, None));
+        let cas = [a_der, b_der, c_der];
         let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::days(1);
         let served: Vec<Vec<u8>> = [
             issued_at(&a, t, 5, "", &[]),
@@ -490,7 +514,7 @@ mod tests {
         ];
         let files: Vec<String> = read.iter().map(|c| c.origin.clone()).collect();
         let ders: Vec<&[u8]> = read.iter().map(|c| &c.der[..]).collect();
-        let back = rolled_back(&served, &ders, &files);
+        let back = rolled_back(&served, &cas, &ders, &files, now());
         let seen: Vec<_> = back
             .iter()
             .map(|r| {
@@ -515,7 +539,36 @@ mod tests {
             (t - Duration::hours(1)).unix_timestamp()
         );
         // Newer than what is served: nothing.
-        assert!(rolled_back(&ders, &served, &files).is_empty());
+        assert!(rolled_back(&ders, &cas, &served, &files, now()).is_empty());
+    }
+
+    /// A CRL in use before that no CA of its bundle signed (forged, or
+    /// its CA missing from the bundle), or not issued yet, ranks below any
+    /// verified, issued one: replacing it with an earlier one is no
+    /// rollback (a repair). The same CRLs are once it was verified and
+    /// issued: as of a `now` past the future one's thisUpdate, with the CA.
+    #[test]
+    fn only_a_verified_issued_crl_is_rolled_back_from() {
+        let (a_der, a) = ca_cert("a", 1, None);
+        let (_, imposter) = ca_cert("a", 1, None);
+        let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let genuine = issued_at(&a, t - Duration::hours(1), 2, "genuine", &[]);
+        let (file, read) = (["genuine".to_owned()], [&genuine.der[..]]);
+        let forged = issued_at(&imposter, t + Duration::days(365), 9, "", &[]).der;
+        let ahead = issued_at(&a, t + Duration::hours(1), 3, "", &[]).der;
+        let none: [&[u8]; 0] = [];
+        let now = t.unix_timestamp();
+        let later = (t + Duration::hours(2)).unix_timestamp();
+        // Forged: never, even once its thisUpdate has come.
+        assert!(rolled_back(&[&forged], &[&a_der], &read, &file, later).is_empty());
+        // Genuine but its CA not in the bundle then: unverified.
+        assert!(rolled_back(&[&ahead], &none, &read, &file, later).is_empty());
+        // Genuine and verified, dated ahead: not issued yet as of now.
+        assert!(rolled_back(&[&ahead], &[&a_der], &read, &file, now).is_empty());
+        // Verified and issued: the earlier CRL is rolled back.
+        let back = rolled_back(&[&ahead], &[&a_der], &read, &file, later);
+        assert_eq!(back.len(), 1, "{back:?}");
+        assert_eq!(back[0].previous_crl_number.as_deref(), Some("3"));
     }
 
     fn now() -> i64 {
