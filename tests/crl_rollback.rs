@@ -217,3 +217,83 @@ async fn a_crl_replacing_a_forged_or_future_one_is_no_rollback() {
         assert_no_rollback_warned(&mut p, what[usize::from(forged)]).await;
     }
 }
+
+/// A configuration reload (the file written as kubelet writes a
+/// ConfigMap) that points the CA bundle's `crl_files` from
+/// `pki/clients.crl` to `mirror/clients.crl`, where a mirror out of date
+/// holds an older CRL of the same issuer: applied (mallory, revoked in
+/// the newer, admitted again) and warned about as a re-read or an API
+/// put of it is. The entry's redefinition took its material as new,
+/// compared with nothing, and the rollback went unsaid.
+#[tokio::test]
+async fn a_config_reload_pointing_at_an_older_crl_warns_of_the_rollback() {
+    let s = Scene::new();
+    let clients = TestCa::new("clients");
+    let mallory = clients.client_pair("mallory");
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let until = now + time::Duration::days(7);
+    let (older, newer) = (
+        now - time::Duration::days(1),
+        now - time::Duration::minutes(1),
+    );
+    let edge = TestCa::new("edge");
+    s.pair("edge", &edge.server_pair(&["localhost"]));
+    write(&s.path("edge-ca.crt"), &edge.cert_pem);
+    write(&s.path("clients.crt"), &clients.cert_pem);
+    std::fs::create_dir_all(s.path("pki")).unwrap();
+    std::fs::create_dir_all(s.path("mirror")).unwrap();
+    let (pki, mirror) = (s.path("pki/clients.crl"), s.path("mirror/clients.crl"));
+    write(&pki, &clients.crl_of(&[mallory.serial], newer, until, 2));
+    write(&mirror, &clients.crl_of(&[], older, until, 1));
+    let config = |crl: &std::path::Path| {
+        format!(
+            r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: {}, key_file: {} }}
+  - {{ id: clients, type: ca-bundle, ca_file: {}, crl_files: [{}] }}
+listeners:
+  - name: mtls
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: edge }}]
+      client_auth: {{ mode: require_and_verify, ca: {{ ref: clients }} }}
+"#,
+            s.path("edge.crt").display(),
+            s.path("edge.key").display(),
+            s.path("clients.crt").display(),
+            crl.display()
+        )
+    };
+    let kube = support::writers::Kubelet::new(&s.path("configmap"));
+    kube.write(&[("config.yaml", &config(&pki))], false);
+    let mut p = Proxy::start(&s.path("configmap/config.yaml"));
+    let addr = p.listener_addr("mtls").await;
+    assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
+
+    kube.write(&[("config.yaml", &config(&mirror))], false);
+    wait_until(
+        Duration::from_secs(20),
+        "the mirror's CRL applied",
+        || async { admitted(&s, addr, &mallory).await },
+    )
+    .await;
+    let warning = p
+        .wait_log("the CRL rollback warning", |v| {
+            v["level"] == "WARN"
+                && v["entry"] == "clients"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("CRL rolled back"))
+        })
+        .await;
+    let file = mirror.display().to_string();
+    assert_eq!(warning["file"], file.as_str(), "{warning}");
+    assert_eq!(warning["this_update_unix"], older.unix_timestamp());
+    assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
+    assert_eq!(
+        (&warning["crl_number"], &warning["previous_crl_number"]),
+        (&"1".into(), &"2".into()),
+        "{warning}"
+    );
+}

@@ -416,10 +416,17 @@ impl Reloader {
             if let Some(old) = old {
                 forget_material_metrics(id, old.spec.kind.as_str());
             }
+            // Material of the same kind replaced under the same id is
+            // compared with what it replaces, as a re-read or an API put of
+            // it is (SPEC §3): `crl_files` pointed at a stale mirror is a
+            // CRL rolled back, however the new one was reached.
+            let replaced = old
+                .filter(|o| o.spec.kind == e.spec.kind)
+                .and_then(|o| o.current.as_deref());
             match &e.current {
                 Some(l) => {
                     record_success(&e.spec, l);
-                    warn_validity(id, l, None);
+                    warn_validity(id, l, replaced);
                 }
                 None => set_state(id, State::Failing),
             }
