@@ -244,7 +244,7 @@
 //! - `identity`: who a client is (issue 15).
 //!   - `record`: the verified client certificate parsed once per connection.
 //!   - `allow`: `allow` rules (fields, globs) and their matcher.
-//!     - `pattern`: `dns_san` and `email_san` patterns no SAN could match, refused.
+//!     - `pattern`: `cn`, `ou` and SAN patterns no value could match, refused.
 //!   - `gate`: the client verifier applying a listener's rules in the handshake.
 //! - `access_log`: one line per request and refused handshake, off the request path.
 //!   - `body`: byte-counting bodies that submit the line when a response ends.

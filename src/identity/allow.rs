@@ -311,7 +311,8 @@ impl Glob {
         match kind {
             Kind::Dns => pattern::dns(body)?,
             Kind::Email => pattern::email(body)?,
-            Kind::Text | Kind::Uri => {}
+            Kind::Text => pattern::text(body)?,
+            Kind::Uri => pattern::uri(body)?,
         }
         let body = match kind {
             Kind::Dns | Kind::Email => body.to_ascii_lowercase(),
@@ -636,8 +637,8 @@ mod tests {
         ] {
             assert!(!g.matches(v), "{v}");
         }
-        let exact = Glob::new("spiffe://td/ns/prod/../admin", Kind::Uri).unwrap();
-        assert!(!exact.matches("spiffe://td/ns/prod/../admin"));
+        // Nor can a pattern holding one: it is refused, not let no one in.
+        assert!(Glob::new("spiffe://td/ns/prod/../admin", Kind::Uri).is_err());
         // A dot inside a segment is an ordinary character.
         let g = Glob::new("spiffe://td/ns/*/sa/web.v2", Kind::Uri).unwrap();
         assert!(g.matches("spiffe://td/ns/a.b/sa/web.v2"));

@@ -16,3 +16,4 @@ mod san_patterns;
 mod san_values;
 mod subject_values;
 mod subjects;
+mod text_uri_patterns;

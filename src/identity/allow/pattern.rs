@@ -1,12 +1,24 @@
-//! `dns_san` and `email_san` patterns no SAN a rule judges could match, refused saying what to write.
+//! Patterns no value a rule judges could match (`cn`, `ou`, `dns_san`, `uri_san`, `email_san`), refused.
 //!
-//! A rule matches only a plain SAN (`plain_dns`, `plain_email` in the
-//! parent): a pattern that no such value fits, an IDN not as its A-label,
-//! a trailing dot, an address literal, a quoted local part, was accepted
-//! and then let no one in, every client refused `access_denied` with
-//! nothing saying why. Each pattern is read as its values are, a `*`
-//! standing for a run of characters a value may have there. The checks
-//! are ASCII case-blind: an uppercase pattern matches as before.
+//! A rule matches only a plain value (`plain_text`, `plain_dns`,
+//! `plain_uri`, `plain_email` in the parent): a pattern that no such value
+//! fits, an IDN not as its A-label, a trailing dot, an address literal, a
+//! quoted local part, a CN with the `\r` of a CRLF env file, a URI with a
+//! `%` escape or a `..` segment, was accepted and then let no one in, every
+//! client refused `access_denied` with nothing saying why. Each pattern is
+//! read as its values are, a `*` standing for a run of characters a value
+//! may have there. The checks are ASCII case-blind: an uppercase pattern
+//! matches as before.
+
+/// A CN or OU holding a control character matches no rule (`plain_text`).
+const TEXT_CONTROL: &str = "a CN or OU holds no control character: remove it \
+                            (a CRLF env file leaves a `\\r` at the end of a variable's value)";
+const URI_GRAPHIC: &str = "a URI SAN a rule matches is printable ASCII: \
+                           no space, control character or letter that is not ASCII";
+const URI_RESERVED: &str = "a URI SAN a rule matches holds no `%`, `?`, `#`, `;` or `\\`: \
+                            write the path's plain characters, with no escape, query, fragment or parameter";
+const URI_DOT: &str =
+    "a URI SAN a rule matches has no `.` or `..` segment: write the path as resolved";
 
 /// A DNS SAN is ASCII: an IDN is its A-label in a certificate.
 const DNS_ASCII: &str = "a host name is ASCII: write an IDN as its `xn--` A-label";
@@ -31,6 +43,32 @@ pub(super) fn dns(p: &str) -> Result<(), &'static str> {
         return Err(DNS_ASCII);
     }
     host(p.split('.'))
+}
+
+/// Why no CN or OU can match the `cn` or `ou` pattern `p`.
+pub(super) fn text(p: &str) -> Result<(), &'static str> {
+    match p.chars().any(char::is_control) {
+        true => Err(TEXT_CONTROL),
+        false => Ok(()),
+    }
+}
+
+/// Why no URI SAN can match the `uri_san` pattern `p` (its final `/**`
+/// removed): what `plain_uri` refuses in a value, read on the pattern, a
+/// `*` (within one segment) being an ordinary character there. A segment
+/// of `.` or `..` refuses; one with a `*` (`.*`) may still match.
+pub(super) fn uri(p: &str) -> Result<(), &'static str> {
+    if !p.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(URI_GRAPHIC);
+    }
+    if p.contains(['%', '?', '#', ';', '\\']) {
+        return Err(URI_RESERVED);
+    }
+    let path = p.split_once("://").map_or(p, |(_, rest)| rest);
+    if path.split('/').skip(1).any(|seg| seg == "." || seg == "..") {
+        return Err(URI_DOT);
+    }
+    Ok(())
 }
 
 /// Why no email SAN can match the `email_san` pattern `p` (`*` any run of
@@ -158,6 +196,30 @@ mod tests {
             ("*", Ok(())),
         ] {
             assert_eq!(email(p), want, "{p:?}");
+        }
+        for (p, want) in [
+            ("ops\r", Err(TEXT_CONTROL)),
+            ("ops\0", Err(TEXT_CONTROL)),
+            ("a\u{85}b", Err(TEXT_CONTROL)),
+            ("José *", Ok(())),
+            ("*.svc", Ok(())),
+        ] {
+            assert_eq!(text(p), want, "{p:?}");
+        }
+        for (p, want) in [
+            ("spiffe://td/ns/prod/sa/my%20svc", Err(URI_RESERVED)),
+            ("spiffe://td/ns/prod/..;/admin", Err(URI_RESERVED)),
+            ("spiffe://td/a\\b", Err(URI_RESERVED)),
+            ("spiffe://td/ns/../x", Err(URI_DOT)),
+            ("spiffe://td/ns/*/.", Err(URI_DOT)),
+            ("spiffe://td/a b", Err(URI_GRAPHIC)),
+            ("spiffe://td/w\u{e9}b", Err(URI_GRAPHIC)),
+            ("spiffe://td/ns/*/sa/*", Ok(())),
+            ("spiffe://td", Ok(())),
+            ("spiffe://td/ns/.*/x", Ok(())),
+            ("spiffe://td/ns/a..b", Ok(())),
+        ] {
+            assert_eq!(uri(p), want, "{p:?}");
         }
     }
 }
