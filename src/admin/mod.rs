@@ -145,10 +145,13 @@ async fn accept_loop(
                 Box::new(slot),
             );
             let svc = {
-                let (activity, shutdown) = (activity.clone(), shutdown.clone());
+                let (activity, shutdown, conn) = (activity.clone(), shutdown.clone(), conn.clone());
                 service_fn(move |req: Request<Incoming>| {
                     let (handle, tokens, shutdown) =
                         (handle.clone(), tokens.clone(), shutdown.clone());
+                    // Only a token holder's requests may keep the slot for
+                    // long while a newcomer waits (src/admin/slots.rs).
+                    conn.request(holds_token(&tokens, &req));
                     let in_flight = activity.begin(!req.body().is_end_stream());
                     // The first once the shutdown has begun: the last (SPEC §1).
                     let last = activity.answers_last();
@@ -204,6 +207,14 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// Whether `req` is an API request its bearer token (or the API without
+/// tokens, on loopback) lets through: a token holder's.
+fn holds_token(tokens: &auth::Tokens, req: &Request<Incoming>) -> bool {
+    let path = req.uri().path();
+    (path == "/api/v1" || path.starts_with("/api/v1/"))
+        && tokens.authorize(req.headers(), req.method()).is_ok()
 }
 
 /// `Connection: close` on the connection's last response (`last`: its

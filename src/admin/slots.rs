@@ -10,10 +10,14 @@
 //! that has waited on its client longest: blocked writing to a client that
 //! does not read (since the write stopped moving), or with no request in
 //! flight (idle, a head not yet complete, a lingering close: since the
-//! last request ended or the connection began). A request being served
-//! whose writes move is never evicted, so only a client holding a token
-//! (a slow body, a validation waiting its turn) can hold a slot against
-//! a newcomer, and then only within the body and handler bounds.
+//! last request ended or the connection began), or serving requests
+//! without a token back to back for 5 s (since the first of them: a
+//! client that pipelines requests and reads the answers slowly never
+//! lets a write stay blocked long, nor the connection wait for a
+//! request). A request being served whose writes move is never evicted
+//! otherwise, so only a client holding a token (a slow body, a
+//! validation waiting its turn) can hold a slot against a newcomer, and
+//! then only within the body and handler bounds.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +75,11 @@ pub struct Conn {
     /// Milliseconds since `began` when a write to the client stopped
     /// moving (returned `Pending`); `NONE` while writes move.
     blocked_ms: AtomicU64,
+    /// Milliseconds since `began` when the first of the requests without
+    /// a token served back to back began; `NONE` while the connection
+    /// waits for a request with nothing left to send, and from a token
+    /// holder's request on.
+    run_ms: AtomicU64,
     evicted: AtomicBool,
     /// The connection's task, to drop its connection at once.
     evict: Notify,
@@ -154,6 +163,7 @@ impl State {
             activity,
             began: Instant::now(),
             blocked_ms: AtomicU64::new(NONE),
+            run_ms: AtomicU64::new(NONE),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
             waker: Mutex::new(None),
@@ -191,20 +201,54 @@ impl Drop for Slot {
 }
 
 impl Conn {
-    /// Since when the connection has waited on its client: a write stopped
-    /// moving for [`STALLED`] at least, or no request in flight. `None`: a
-    /// request is being served and its writes move, or stopped only
-    /// briefly (any response larger than the socket buffer blocks a write
-    /// for a moment, a `/metrics` scrape read at full speed too: without
-    /// the bound, clients without a token keeping their own connections
-    /// fresh could have such a response cut mid-body).
+    /// Since when the connection has waited on its client, the earliest
+    /// of: a write stopped moving for [`STALLED`] at least; requests
+    /// without a token served back to back for [`STALLED`] at least (since
+    /// the first: each write of a client pipelining requests and reading
+    /// slowly moves again soon, and the next request is there as one
+    /// ends); no request in flight. `None`: a request is being served and
+    /// its writes move, or stopped only briefly (any response larger than
+    /// the socket buffer blocks a write for a moment, a `/metrics` scrape
+    /// read at full speed too: without the bound, clients without a token
+    /// keeping their own connections fresh could have such a response cut
+    /// mid-body).
     fn waiting_since(&self, now: Instant) -> Option<Instant> {
+        let since = |ms: u64| (self.began + Duration::from_millis(ms)).min(now);
+        let stalled = |ms: u64| {
+            let since = since(ms);
+            (ms != NONE && now.saturating_duration_since(since) >= STALLED).then_some(since)
+        };
+        let run = stalled(self.run_ms.load(Ordering::SeqCst));
         let blocked = self.blocked_ms.load(Ordering::SeqCst);
-        if blocked != NONE {
-            let since = (self.began + Duration::from_millis(blocked)).min(now);
-            return (now.saturating_duration_since(since) >= STALLED).then_some(since);
+        let other = if blocked != NONE {
+            stalled(blocked)
+        } else {
+            self.activity.quiet_since()
+        };
+        match (run, other) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.activity.quiet_since()
+    }
+
+    /// A request begins: `token`, its bearer token is one the API takes
+    /// (or the API has none). A token holder's request ends the run of
+    /// requests without one; the first without one begins a run.
+    pub fn request(&self, token: bool) {
+        if token {
+            self.run_ms.store(NONE, Ordering::SeqCst);
+        } else if self.run_ms.load(Ordering::SeqCst) == NONE {
+            let ms = self.began.elapsed().as_millis() as u64;
+            self.run_ms.store(ms, Ordering::SeqCst);
+        }
+    }
+
+    /// The connection waits for its client's next request with nothing
+    /// left to send: the run of requests without a token is over.
+    fn rests(&self) {
+        if self.run_ms.load(Ordering::SeqCst) != NONE && self.activity.quiet_since().is_some() {
+            self.run_ms.store(NONE, Ordering::SeqCst);
+        }
     }
 
     fn evict(&self) {
@@ -247,6 +291,10 @@ pub struct SlotIo {
     inner: PlainTcp,
     conn: Arc<Conn>,
     blocked: bool,
+    /// Written to since the last flush that completed: hyper flushes the
+    /// stream only once its own buffer is empty, so until then a response
+    /// is still being sent.
+    unflushed: bool,
     reset: bool,
 }
 
@@ -256,6 +304,7 @@ impl SlotIo {
             inner: PlainTcp::new(inner),
             conn,
             blocked: false,
+            unflushed: false,
             reset: false,
         }
     }
@@ -334,7 +383,11 @@ impl AsyncRead for SlotIo {
         if let Some(e) = this.evicted(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if res.is_pending() && !this.unflushed {
+            this.conn.rests();
+        }
+        res
     }
 }
 
@@ -349,6 +402,7 @@ impl AsyncWrite for SlotIo {
             return Poll::Ready(Err(e));
         }
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.unflushed = true;
         this.wrote(res)
     }
 
@@ -362,6 +416,7 @@ impl AsyncWrite for SlotIo {
             return Poll::Ready(Err(e));
         }
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.unflushed = true;
         this.wrote(res)
     }
 
@@ -375,6 +430,9 @@ impl AsyncWrite for SlotIo {
             return Poll::Ready(Err(e));
         }
         let res = Pin::new(&mut this.inner).poll_flush(cx);
+        if matches!(res, Poll::Ready(Ok(()))) {
+            this.unflushed = false;
+        }
         this.wrote(res)
     }
 

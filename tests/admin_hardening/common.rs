@@ -110,3 +110,11 @@ pub async fn refusal(a: &Api, endpoint: &str, path: &str) -> String {
 pub fn inline_ca(id: &str, ca: &TestCa) -> serde_json::Value {
     json!({"id": id, "type": "ca-bundle", "source": "inline", "ca_pem": ca.cert_pem})
 }
+
+/// Whether the tests run as root (mounts, network namespaces).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}

@@ -1,4 +1,4 @@
-//! The admin listener's 64 connections held by clients that stop reading: probes are still answered.
+//! The admin listener's 64 connections held by clients that stop reading or read slowly: probes are still answered.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -140,4 +140,172 @@ async fn a_request_being_served_is_not_evicted() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+/// How much a slow pipelining client reads at each turn, and how often:
+/// enough, each time, for hotproxy's blocked write to move again (a third
+/// of its send buffer drained) well within the 5 s a stalled write is
+/// given, so that no write to it stays blocked that long; few answers
+/// each time, so that hotproxy serves them in one go.
+const SLOW_READ: usize = 48 * 1024;
+const SLOW_PACE: Duration = Duration::from_secs(2);
+
+/// Send buffers of a network's size (at most 64 KiB), not loopback's
+/// (4 MB, a third of which a slow reader would have to drain at each
+/// turn: hotproxy would serve hundreds of pipelined answers in one go,
+/// and catch the connection between two).
+const NETWORK_BUFFERS: &str = "net.ipv4.tcp_wmem=4096 16384 65536";
+
+/// A TCP socket made in the network namespace `ns` (a proxy's, through
+/// [`Proxy::start_in_netns`]), bound to `from`, with a network's segment
+/// size and a small receive buffer.
+fn socket_in(ns: &std::fs::File, from: &str) -> tokio::net::TcpSocket {
+    use std::os::fd::AsRawFd;
+    let from: SocketAddr = format!("{from}:0").parse().unwrap();
+    // A socket belongs to the namespace of the thread that makes it.
+    let s = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: a valid descriptor of a network namespace; only
+                // this thread, which ends here, moves into it.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                let domain = socket2::Domain::IPV4;
+                socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap()
+            })
+            .join()
+            .unwrap()
+    });
+    s.set_tcp_mss(1400).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.bind(&from.into()).unwrap();
+    s.set_nonblocking(true).unwrap();
+    tokio::net::TcpSocket::from_std_stream(s.into())
+}
+
+/// A client from `from` (in `ns`) that pipelines `GET /metrics` back to
+/// back without end, never waiting for an answer, and reads [`SLOW_READ`]
+/// bytes of the answers every [`SLOW_PACE`]: hotproxy's writes to it
+/// move again before they have been blocked long, and the next queued
+/// request begins as one ends, so the connection never waits for one.
+/// Returned once the first answer bytes have arrived (it holds an admin
+/// slot); `steady` is told once it has read twice (hotproxy's first
+/// answers, sent as fast as the connection took them, are long over),
+/// `closed` when hotproxy closes it or resets it.
+async fn slow_pipelining_client(
+    ns: &std::fs::File,
+    from: &str,
+    api: SocketAddr,
+    steady: tokio::sync::mpsc::UnboundedSender<()>,
+    closed: tokio::sync::mpsc::UnboundedSender<String>,
+) -> (JoinHandle<()>, JoinHandle<()>) {
+    let tcp = socket_in(ns, from).connect(api).await.unwrap();
+    let (mut read, mut write) = tcp.into_split();
+    let batch = format!("GET /metrics HTTP/1.1\r\nHost: {api}\r\n\r\n").repeat(64);
+    let writer = tokio::spawn(async move {
+        // Ends when hotproxy closes the connection (the write fails).
+        while write.write_all(batch.as_bytes()).await.is_ok() {}
+    });
+    let mut first = [0u8; 1];
+    within_deadline(format!("the first answer to {from}"), read.peek(&mut first))
+        .await
+        .unwrap();
+    let who = format!("{from} {}", read.local_addr().unwrap());
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pace = tokio::time::interval(SLOW_PACE);
+        for turn in 0.. {
+            if turn == 2 {
+                let _ = steady.send(());
+            }
+            pace.tick().await;
+            let mut got = 0;
+            while got < SLOW_READ {
+                match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = closed.send(who);
+                        return;
+                    }
+                    Ok(n) => got += n,
+                }
+            }
+        }
+    });
+    (writer, reader)
+}
+
+/// Four client addresses × 16 connections that pipeline `GET /metrics`
+/// back to back and read the answers slowly hold all 64 admin slots. No
+/// write to them stayed blocked for 5 s and none ever waited for a
+/// request, so none could be evicted: `/healthz` from a fifth address
+/// waited in the backlog for as long as they went on (`send_timeout` is
+/// per stall, and each read moves it). A connection that has served
+/// requests without a token back to back for 5 s now counts as waiting
+/// on its client since the first of them: the one doing so longest makes
+/// room. Run where send buffers have a network's size ([`NETWORK_BUFFERS`]).
+#[tokio::test]
+async fn probes_are_answered_while_slow_pipelining_readers_hold_every_admin_slot() {
+    if !is_root() {
+        // CI runs as root: there, a skipped case would be a test that
+        // cannot fail.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the slow pipelining readers case needs root (a network namespace) and CI must run it"
+        );
+        eprintln!("slow pipelining readers case skipped: a network namespace needs root");
+        return;
+    }
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("pki/edge", &ca.server_pair(&["localhost"]));
+    write(&s.path("editor.token"), EDITOR);
+    let cfg = s.admin_config(
+        "{ events: false, poll_interval: 1h }",
+        "[{ role: editor, token_file: editor.token }]",
+        "pki/edge",
+        // One thread (a small pod's): the accept loop looks at the
+        // connections between their tasks' polls, never within one (with
+        // several, a look may find one between two pipelined requests, by
+        // chance, and take it for idle: the probe then waits on that
+        // chance).
+        "runtime: { worker_threads: 1 }",
+    );
+    let mut p = Proxy::start_in_netns(&cfg, NETWORK_BUFFERS);
+    let api = p.admin_addr().await;
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", p.pid())).unwrap();
+    let (steady, mut steadied) = tokio::sync::mpsc::unbounded_channel();
+    let (closed, mut evicted) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for pod in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..hotproxy::admin::MAX_CONNECTIONS_PER_CLIENT {
+            let client = slow_pipelining_client(&ns, pod, api, steady.clone(), closed.clone());
+            held.push(client.await);
+        }
+    }
+    assert_eq!(held.len(), hotproxy::admin::MAX_CONNECTIONS);
+    // The probe comes once every connection reads at its slow pace: while
+    // hotproxy still sends a connection's first answers at full speed, a
+    // look may find it between two and take it for idle.
+    for _ in 0..hotproxy::admin::MAX_CONNECTIONS {
+        within_deadline("every slow reader's second read", steadied.recv()).await;
+    }
+    let mut probe = socket_in(&ns, "127.0.0.6").connect(api).await.unwrap();
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n");
+    probe.write_all(req.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    within_deadline(
+        "/healthz while slow pipelining readers hold every admin slot",
+        probe.read_to_end(&mut reply),
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // One of them made room: closed (a reset).
+    let who = within_deadline("an evicted connection's close", evicted.recv()).await;
+    assert!(who.is_some());
+    for (writer, reader) in &held {
+        writer.abort();
+        reader.abort();
+    }
 }

@@ -90,13 +90,6 @@ impl Drop for Undo {
     }
 }
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n")
-}
-
 /// A store change that cannot be written is an error answer, and nothing
 /// changes: not the store file, not the catalogue, not what is served.
 async fn refused_write_changes_nothing(a: &Api, store: &std::path::Path, what: &str) {

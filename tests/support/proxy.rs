@@ -55,6 +55,22 @@ impl Proxy {
         Proxy::spawn(unshare, config)
     }
 
+    /// Start in a network namespace of its own (loopback up) where `sysctl`
+    /// (`net.ipv4.tcp_wmem=4096 16384 65536`) is set first: kernel
+    /// buffers of a network's size rather than loopback's, for no other
+    /// process. Clients reach it through sockets made in its namespace
+    /// (`/proc/PID/ns/net`); `unshare` and `sh` exec the proxy, so `pid()`
+    /// is the proxy's. Needs root.
+    pub fn start_in_netns(config: &Path, sysctl: &str) -> Proxy {
+        let mut unshare = Command::new("unshare");
+        unshare
+            .args(["--net", "sh", "-c"])
+            .arg("ip link set lo up && sysctl -q -w \"$0\" && exec \"$@\"")
+            .arg(sysctl)
+            .arg(env!("CARGO_BIN_EXE_hotproxy"));
+        Proxy::spawn(unshare, config)
+    }
+
     /// Start as the unprivileged user `uid` (group `gid`, no supplementary
     /// groups), as the proxy is deployed, from a copy of the binary in
     /// `dir` and with `dir` as the working directory: the build's own
