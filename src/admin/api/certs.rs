@@ -354,4 +354,56 @@ mod tests {
         assert!(!handle.shared.entries.load().contains_key("outside"));
         handle.send(Command::Stop);
     }
+
+    /// A POST /certs/validate whose turn (one validation at a time) comes
+    /// after a reload narrowed `store.file_roots`: refused as not under
+    /// them, its file never opened. It was checked against the roots
+    /// published before it waited, then read and parsed the file the
+    /// roots now forbid, answering 200 with what it holds. The turn is
+    /// held here while the real reloader applies the reload.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_validation_whose_turn_comes_after_the_roots_narrowed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("pki/narrow")).unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).unwrap();
+        std::fs::write(d.join("pki/ca.crt"), ca.cert.pem()).unwrap();
+        std::fs::write(d.join("store.key"), [7u8; 32]).unwrap();
+        std::fs::set_permissions(d.join("store.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let drain = Arc::new(Drain::new(Duration::from_secs(1), shutdown.clone()));
+        let rt = tokio::runtime::Handle::current();
+        let handle = crate::reload::start(config(d, "pki"), rt, shutdown.clone(), drain).unwrap();
+        let def: Definition = serde_json::from_value(json!({
+            "type": "ca-bundle", "source": "file", "ca_file": d.join("pki/ca.crt"),
+        }))
+        .unwrap();
+        let spec = def.into_spec("validate").unwrap();
+
+        // Another validation's turn: this one passes the check on the
+        // roots published now, then waits.
+        let turn = super::super::TURN.acquire().await.unwrap();
+        let mut validation = Box::pin(super::super::validate(&handle, &shutdown, spec));
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(validation.as_mut().poll(cx).is_pending())
+        });
+        assert!(first.await, "waits for its turn");
+        config(d, "pki/narrow");
+        handle.send(Command::Changed(Subject::Config));
+        // The queue runs in order: the reload is applied once this returns.
+        handle.call(|_| ()).await.unwrap();
+        let roots = paths::roots(&handle.shared.config.load());
+        assert_eq!(roots, [d.join("pki/narrow")], "the reload was applied");
+        drop(turn);
+
+        let (status, body) = validation.await.expect_err("read a file the roots forbid");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("field ca_file") && message.contains("not under store.file_roots"),
+            "{message}"
+        );
+        handle.send(Command::Stop);
+    }
 }

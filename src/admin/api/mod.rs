@@ -151,14 +151,7 @@ async fn route(
             let def: Definition = body(req, shutdown).await?;
             let id = def.id.clone().unwrap_or_else(|| "validate".into());
             let spec = def.into_spec(&id).map_err(bad_request)?;
-            paths::check(&spec.source, &paths::roots(&handle.shared.config.load()))
-                .map_err(bad_request)?;
-            let loaded = load_off_workers(spec.clone(), shutdown).await?;
-            let mut entry = Entry::new(spec, Origin::Store);
-            entry.current = Some(std::sync::Arc::new(loaded));
-            let mut view = json!(EntryView::of(&entry, Vec::new()));
-            strip_for_validate(&mut view);
-            Ok((StatusCode::OK, view, None))
+            validate(handle, shutdown, spec).await
         }
         (&Method::GET, ["certs", id]) => {
             let entries = handle.shared.entries.load();
@@ -299,6 +292,23 @@ async fn route(
     }
 }
 
+/// POST /certs/validate of `spec`: its files read and parsed as a create
+/// would, the entry shown as it would be, nothing kept. Refused here, before
+/// waiting for its turn, when a path is outside the roots published now;
+/// [`load_off_workers`] checks again once the turn comes.
+async fn validate(handle: &Handle, shutdown: &watch::Receiver<bool>, spec: EntrySpec) -> Reply {
+    paths::check(&spec.source, &paths::roots(&handle.shared.config.load())).map_err(bad_request)?;
+    let loaded = load_off_workers(handle, spec.clone(), shutdown).await?;
+    let mut entry = Entry::new(spec, Origin::Store);
+    entry.current = Some(std::sync::Arc::new(loaded));
+    let mut view = json!(EntryView::of(&entry, Vec::new()));
+    strip_for_validate(&mut view);
+    Ok((StatusCode::OK, view, None))
+}
+
+/// One validation's files read at a time ([`load_off_workers`]).
+static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// Read and parse an entry's files on tokio's blocking pool: never on a
 /// worker that serves connections (a slow disk would stall them), never on
 /// the reloader (rotations keep being served). Reads are bounded anyway
@@ -306,17 +316,23 @@ async fn route(
 /// each may hold 8 MiB of files and their parse (a 1 MB CRL parses to
 /// several), so concurrent calls multiplied the process's memory (64 of
 /// them passed 1 GB) and took every core from the workers. A call whose
-/// turn comes once shutdown has begun reads nothing (SPEC §4).
+/// turn comes once shutdown has begun reads nothing (SPEC §4), nor does
+/// one whose files the roots in force then forbid.
 async fn load_off_workers(
+    handle: &Handle,
     spec: EntrySpec,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Loaded, (StatusCode, Value)> {
-    static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     // Held until the blocking read ends, even if this caller goes away.
     let turn = TURN.acquire().await.expect("semaphore never closed");
     // Queued behind another validation when SIGTERM came: released
     // unused, rather than reading up to 8 MiB during the drain.
     not_shutting_down(shutdown)?;
+    // The roots bound what the API names when it is acted on (SPEC §4): a
+    // reload that narrowed them while this call waited its turn would
+    // otherwise have files opened and parsed that the roots now forbid,
+    // the answer telling whether they exist and what they hold.
+    paths::check(&spec.source, &paths::roots(&handle.shared.config.load())).map_err(bad_request)?;
     tokio::task::spawn_blocking(move || {
         let _turn = turn;
         pem::load(spec.kind, &spec.source)
