@@ -240,7 +240,7 @@
 //!     - `certs`: entries: create, replace, delete, rotate, validate.
 //!     - `client_auth`: a listener's client auth: view and runtime change.
 //!   - `paths`: which files the API may name (`store.file_roots`), decided
-//!     without touching the disk.
+//!     without opening them (a root's `..` resolved as the kernel would).
 //! - `identity`: who a client is (issue 15).
 //!   - `record`: the verified client certificate parsed once per connection.
 //!   - `allow`: `allow` rules (fields, globs) and their matcher.

@@ -1,12 +1,13 @@
-//! Which files the admin API may name: only paths under `store.file_roots`, decided without touching the disk.
+//! Which files the admin API may name: only paths under `store.file_roots`, decided without opening them.
 //!
 //! An editor token must not become a way to probe the host ("no such
 //! file" versus "not a PEM" tells whether `/root/.ssh/id_rsa` exists), so
 //! a path outside the roots is refused before anything is opened, with a
-//! message that is the same whether or not it exists. The check is
-//! lexical: `..` is refused outright (a symlink before it would make a
+//! message that is the same whether or not it exists. The check of a path
+//! is lexical: `..` is refused outright (a symlink before it would make a
 //! lexical `..` lie), and symlinks inside a root are followed, as the
 //! configuration's own files are (kubelet's `..data`, certbot's `live/`).
+//! A root's `..`, the operator's, is resolved as the kernel would.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -17,19 +18,19 @@ use crate::material::shown_path;
 /// when set, else every directory the configuration file's own entries
 /// read from.
 ///
-/// Their `..` are resolved lexically: they come from the operator (a
-/// configuration read as `--config ../etc/hotproxy.yaml` has every path
-/// made from `/srv/app/../etc`), and a root with a `..` would contain no
-/// path the API may name, which has none.
+/// Their `..` are resolved (a configuration read as `--config
+/// ../etc/hotproxy.yaml` has every path made from `/srv/app/../etc`): a
+/// root with a `..` would contain no path the API may name, which has none.
+/// See [`resolved`] for how.
 pub fn roots(config: &Config) -> Vec<PathBuf> {
     if let Some(roots) = config.store.as_ref().and_then(|s| s.file_roots.clone()) {
-        return roots.iter().map(|r| lexical(r)).collect();
+        return roots.iter().filter_map(|r| resolved(r)).collect();
     }
     let mut dirs: Vec<PathBuf> = config
         .entries
         .iter()
         .flat_map(|e| e.source.paths())
-        .filter_map(|p| p.parent().map(lexical))
+        .filter_map(|p| p.parent().and_then(resolved))
         .collect();
     dirs.sort();
     dirs.dedup();
@@ -91,19 +92,30 @@ fn fields(source: &EntrySource) -> Vec<(&'static str, &Path)> {
     }
 }
 
-/// `path` with `.` dropped and each `..` taking the component before it.
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
+/// The directory a root names, as the kernel finds it: `.` dropped, and
+/// the part up to its last `..` (the operator's path, never the API's)
+/// resolved on disk, since a `..` after a symlink goes up from where the
+/// link points. Taking each `..` as dropping the component before it
+/// made `app/current/../keys`, `current` a link to `releases/42`, allow
+/// `app/keys`, a directory the operator never named, and refuse
+/// `releases/keys`, the one the kernel opens. `None` (the root allows
+/// nothing) when that part cannot be resolved: no file is there to open.
+/// A root without `..` is taken as written, without touching the disk.
+fn resolved(root: &Path) -> Option<PathBuf> {
+    let components: Vec<Component> = root.components().collect();
+    let (base, rest) = match components.iter().rposition(|c| *c == Component::ParentDir) {
+        Some(last) => {
+            let up: PathBuf = components[..=last].iter().collect();
+            (std::fs::canonicalize(up).ok()?, &components[last + 1..])
         }
-    }
-    out
+        None => (PathBuf::new(), &components[..]),
+    };
+    let rest: PathBuf = rest.iter().filter(|c| **c != Component::CurDir).collect();
+    Some(if rest.as_os_str().is_empty() {
+        base
+    } else {
+        base.join(rest)
+    })
 }
 
 /// Absolute, no `..`, and inside (or equal to) one of `roots`, compared
@@ -166,9 +178,14 @@ mod tests {
 
     /// A root written with `..`, or made from a configuration read as
     /// `--config ../etc/hotproxy.yaml`, contains what it names: every file
-    /// the API named was refused.
+    /// the API named was refused. One whose `..` cannot be resolved (the
+    /// directory before it is gone) allows nothing.
     #[test]
     fn roots_with_dot_dot_are_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(d.join("srv/app")).unwrap();
+        std::fs::create_dir_all(d.join("srv/etc")).unwrap();
         let text = "
 certs:
   - { id: edge, type: server-pair, cert_file: ../tls/a.crt, key_file: ../tls/a.key }
@@ -180,22 +197,21 @@ listeners:
 upstreams:
   - { name: api, servers: [\"http://127.0.0.1:9000\"] }
 ";
-        let file = Path::new("/srv/app/../etc/hotproxy.yaml");
-        let parsed = |text: &str| match crate::config::parse(text, file) {
+        let file = d.join("srv/app/../etc/hotproxy.yaml");
+        let parsed = |text: &str| match crate::config::parse(text, &file) {
             Ok(c) => c,
             Err(e) => panic!("{}", e.render()),
         };
         let by_entries = roots(&parsed(text));
-        assert_eq!(by_entries, vec![PathBuf::from("/srv/tls")]);
-        assert!(check(&ca("/srv/tls/ca.crt"), &by_entries).is_ok());
+        assert_eq!(by_entries, vec![d.join("srv/tls")]);
+        assert!(check(&ca(d.join("srv/tls/ca.crt").to_str().unwrap()), &by_entries).is_ok());
+        let srv = d.join("srv");
+        let srv = srv.display();
         let written = format!(
-            "store: {{ path: /var/lib/h/store.json, key_file: /var/lib/h/key, file_roots: [/srv/app/../x, /srv/./y] }}\n{text}"
+            "store: {{ path: /var/lib/h/store.json, key_file: /var/lib/h/key, file_roots: [{srv}/app/../x, {srv}/./y, {srv}/gone/../z] }}\n{text}"
         );
         let by_field = roots(&parsed(&written));
-        assert_eq!(
-            by_field,
-            vec![PathBuf::from("/srv/x"), PathBuf::from("/srv/y")]
-        );
-        assert!(check(&ca("/srv/app/ca.crt"), &by_field).is_err());
+        assert_eq!(by_field, vec![d.join("srv/x"), d.join("srv/y")]);
+        assert!(check(&ca(d.join("srv/app/ca.crt").to_str().unwrap()), &by_field).is_err());
     }
 }

@@ -142,6 +142,41 @@ async fn paths_outside_file_roots_are_refused_alike() {
         .await;
 }
 
+/// A root whose `..` follows a symlink is the directory the kernel finds
+/// there, as for any file opened through it: `app/current/../keys`, with
+/// `current` a link to `releases/42`, is `releases/keys`. Resolved by its
+/// text it was `app/keys`, a directory the operator never named, whose
+/// files the API could read, while those of `releases/keys` were refused.
+#[tokio::test]
+async fn a_root_with_dot_dot_after_a_symlink_is_where_the_kernel_goes() {
+    let a = Api::with_store(
+        "{ path: data/store.json, key_file: keys/store.key, file_roots: [app/current/../keys] }",
+        "",
+    )
+    .await;
+    let dir = std::fs::canonicalize(a.s.path("")).unwrap();
+    std::fs::create_dir_all(dir.join("releases/42")).unwrap();
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::os::unix::fs::symlink(dir.join("releases/42"), dir.join("app/current")).unwrap();
+    let meant = dir.join("releases/keys/ca.crt");
+    let by_text = dir.join("app/keys/ca.crt");
+    write(&meant, &a.ca.cert_pem);
+    write(&by_text, &a.ca.cert_pem);
+    for endpoint in ["/api/v1/certs/validate", "/api/v1/certs"] {
+        let message = refusal(&a, endpoint, by_text.to_str().unwrap()).await;
+        assert!(message.contains("not under store.file_roots"), "{message}");
+    }
+    let r = a
+        .editor(
+            "POST",
+            "/api/v1/certs/validate",
+            Some(ca_file("meant", &meant)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    a.create(ca_file("meant", &meant)).await;
+}
+
 /// A stored entry's files are the editor's choice, not the operator's: a
 /// PUT of one is held to `store.file_roots` as they are now, even with the
 /// paths it already has. Once the operator narrows the roots, re-sending an
