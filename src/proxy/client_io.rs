@@ -538,13 +538,14 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
     /// began no request, and now its `GOAWAY`, in one try, as is our side's
     /// close (TLS: `close_notify`), neither waiting on the client. Whether
     /// it was closed so: not when HTTP/1.1 wrote anything, nor when HTTP/2
-    /// began a request (one served, or a header block part way in: its
-    /// CONTINUATION is still to come), has bytes of the client's unread on
-    /// the socket (the close would reset them, and the `GOAWAY` with them)
-    /// or its `GOAWAY` is not all taken by the socket (tokio-rustls says a
-    /// write whole once rustls has it: what rustls holds after the
-    /// shutdown tells); what is left of it (`goaway`: the frame, from
-    /// where, or what rustls holds) is written by the lingering close then.
+    /// began a request (one served, one h2 answered itself, or a header
+    /// block part way in: its CONTINUATION is still to come), has bytes of
+    /// the client's unread on the socket (the close would reset them, and
+    /// the `GOAWAY` with them) or its `GOAWAY` is not all taken by the
+    /// socket (tokio-rustls says a write whole once rustls has it: what
+    /// rustls holds after the shutdown tells); what is left of it
+    /// (`goaway`: the frame, from where, or what rustls holds) is written
+    /// by the lingering close then.
     fn closed_fully(&mut self, stream: &mut S, goaway: &mut Option<([u8; 17], usize)>) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         if self.reads {
@@ -559,7 +560,11 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
             // answers what comes with a reset, which throws away what it
             // still held of ours, the rest of a response and the GOAWAY
             // (SPEC §1: the streams in flight are served to their end).
-            let begun = self.activity.asked() || self.activity.in_header_block();
+            // A block ended that the service never took counts too: h2
+            // answered it itself (431, a reset), and the GOAWAY names it.
+            let begun = self.activity.asked()
+                || self.activity.in_header_block()
+                || self.activity.block_ended();
             if begun || !self.activity.all_written() || stream.unread() {
                 return false;
             }

@@ -497,6 +497,13 @@ impl Activity {
         frames::block_begun(self.frames.load(Ordering::Relaxed))
     }
 
+    /// HTTP/2: a header block ended, a stream begun, whether the service
+    /// took it ([`Activity::asked`]) or h2 answered it itself (a header
+    /// list over `max_header_bytes`: 431; a malformed one: reset).
+    pub(crate) fn block_ended(&self) -> bool {
+        frames::last_block(self.frame_ids.load(Ordering::Relaxed)) != 0
+    }
+
     /// Bytes arrived (HTTP/1): on an idle connection they start a head;
     /// behind a request they may be the start of the next one. Behind a
     /// request with a body, and in the reads after that body was left

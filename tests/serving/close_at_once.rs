@@ -1,4 +1,4 @@
-//! A close at once from outside (SIGTERM) on a connection that was served: what was answered still reaches the client.
+//! A close at once from outside (SIGTERM) on a connection that was served, or answered 431 by HTTP/2 itself: what was answered still reaches the client.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -6,6 +6,7 @@ use crate::common::*;
 use crate::support::*;
 
 const DATA: u8 = 0;
+const PING: u8 = 6;
 /// The body of the response the client does not read before the close.
 const BODY: usize = 256 * 1024;
 
@@ -66,6 +67,118 @@ async fn a_served_h2_connection_closed_at_once_mid_header_block_keeps_its_answer
         "{body} of {BODY} bytes, ended: {ended}, then {error:?}"
     );
     assert_eq!(h2_goaway(&got), Some((1, 0)));
+}
+
+/// An HTTP/2 connection whose only stream was answered `431` by h2
+/// itself (a header list over `max_header_bytes`: the service never took
+/// it, no request began), closed at once by SIGTERM while the client is
+/// not reading (its receive window closed by PING answers: what follows
+/// waits in the proxy's socket), gets the lingering close, not the full
+/// one: its `GOAWAY` names that stream (SPEC §1), and the client's next
+/// frame, reaching a closed socket, would be answered with a reset that
+/// throws away what that socket still held, the `GOAWAY` and the TLS
+/// close. Seen from the client: the PING answers, the `GOAWAY` naming
+/// stream 1, the TLS close, no reset. (It was closed fully: a reset.)
+#[tokio::test]
+async fn an_h2_connection_answered_431_alone_closed_at_once_keeps_its_goaway() {
+    let (w, mut p, addr) = serve("max_header_bytes: 1024").await;
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(addr).await.unwrap();
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (port, raw) = (local_port(&s), s.get_ref().0.local_addr().unwrap());
+    // GET /api with a 3,000-byte x-big: over the limit, within four times it.
+    let mut block = hpack_get("/api");
+    block.extend_from_slice(&[0x40, 5]);
+    block.extend_from_slice(b"x-big");
+    block.extend_from_slice(&[0x7f, 0xb9, 0x16]); // length 3,000
+    block.extend(std::iter::repeat_n(b'v', 3000));
+    let mut out = [PREFACE, EMPTY_SETTINGS].concat();
+    out.extend(h2_frame(HEADERS, 0x5, 1, &block));
+    s.write_all(&out).await.unwrap();
+    // The 431 written: read.
+    while next_frame(&mut s).await.0 != HEADERS {}
+    // Then PINGs whose answers, not read, close the client's window: the
+    // proxy read them all, its answers wait in its socket.
+    let pings: Vec<u8> = (0..1000u32)
+        .flat_map(|i| h2_frame(PING, 0, 0, &u64::from(i).to_be_bytes()))
+        .collect();
+    s.write_all(&pings).await.unwrap();
+    s.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let proxy = tcp_row(addr, raw).expect("the proxy's socket");
+        let client = tcp_row(raw, addr).expect("the client's socket");
+        // All read by the proxy, and its zero window probe's timer on.
+        if proxy.rx == 0 && client.tx == 0 && proxy.timer == 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client's window never closed: {proxy:?} {client:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+    p.signal("TERM");
+    // The lingering close holds the drain, the process with it, until the
+    // client closes: the line is seen before the exit. (Closed fully, the
+    // process may exit first.)
+    p.wait_log("the close at once, the process still lingering", |v| {
+        v["message"] == "closing connection: shutting down before its first request"
+            && peer_is(v, port)
+    })
+    .await;
+    s.write_all(&h2_frame(PING, 0, 0, b"at close"))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let (got, error) = read_all(&mut s).await;
+    assert!(error.is_none(), "{} bytes, then {error:?}", got.len());
+    assert_eq!(h2_goaway(&got), Some((1, 0)));
+    assert_eq!(
+        w.backend.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+/// A row of Linux's `/proc/net/tcp`, for the socket from `local` to `remote`.
+#[derive(Debug)]
+struct Row {
+    /// Bytes not acknowledged by the peer, sent or not.
+    tx: u32,
+    /// Bytes received, not read.
+    rx: u32,
+    /// 1: retransmission; 4: zero window probe (the peer's window closed).
+    timer: u8,
+}
+
+fn tcp_row(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<Row> {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => {
+            let ip = u32::from_le_bytes(v4.ip().octets());
+            format!("{ip:08X}:{:04X}", v4.port())
+        }
+        _ => panic!("/proc/net/tcp is IPv4 only: {a}"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 5 && f[1] == local && f[2] == remote).then(|| {
+            let (tx, rx) = f[4].split_once(':').unwrap();
+            let timer = f[5].split(':').next().unwrap();
+            Row {
+                tx: u32::from_str_radix(tx, 16).unwrap(),
+                rx: u32::from_str_radix(rx, 16).unwrap(),
+                timer: timer.parse().unwrap(),
+            }
+        })
+    })
 }
 
 /// What `s` reads until its end, and the error that ended it, if one did.
