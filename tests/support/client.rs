@@ -379,18 +379,24 @@ pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8
 /// After the server's end of stream on `tcp` (the raw socket under a TLS
 /// stream too), whether the server closed its socket fully rather than
 /// lingering on it (reading and discarding what the client still sends,
-/// src/proxy/linger.rs): bytes written now are acknowledged by a socket
-/// still read, reset by one closed. Written here: the start of a TLS
-/// record (a lingering TLS reader waits for its rest, a plain one
-/// discards it). Awaited, within `wait`, until either happened: the
-/// socket's error (a reset) or its send queue empty (acknowledged); no
-/// timing between the two, the kernel holds the byte until one comes.
+/// src/proxy/linger.rs). Written here: the start of a TLS record (a
+/// lingering TLS reader waits for its rest, a plain one discards it).
+/// A socket closed with those bytes unread, or closed before they come,
+/// answers them with a reset; a lingering one reads them. The kernel may
+/// acknowledge them first either way (they can land between the
+/// server's FIN and its close), so an acknowledgement alone says
+/// nothing: awaited, within `wait`, until either the socket's error (a
+/// reset) or the server's own socket shows them read while its process
+/// still holds it (`/proc/net/tcp`: receive queue empty, an inode). No
+/// timing between the two: a server that does not read them keeps them
+/// queued until its close resets them.
 pub async fn closed_fully(tcp: &tokio::net::TcpStream, wait: std::time::Duration) -> bool {
     use std::os::fd::AsRawFd;
     // A reset already (the server closed with bytes of ours unread).
     if tcp.take_error().unwrap().is_some() {
         return true;
     }
+    let (server, client) = (tcp.peer_addr().unwrap(), tcp.local_addr().unwrap());
     match tcp.try_write(&[0x17, 0x03, 0x03, 0x00, 0x20]) {
         Ok(5) => {}
         Ok(n) => panic!("wrote {n} of 5 bytes"),
@@ -401,18 +407,47 @@ pub async fn closed_fully(tcp: &tokio::net::TcpStream, wait: std::time::Duration
     let mut reset = false;
     wait_until(
         wait,
-        "the bytes written after the end acknowledged or reset",
+        "the bytes written after the end read by the server or reset",
         || {
             // SIOCOUTQ: bytes not yet acknowledged (a reset may leave them counted).
             let mut queued: libc::c_int = 0;
             let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
             reset = tcp.take_error().unwrap().is_some() || rc != 0;
-            let done = reset || queued == 0;
+            let read = !reset && queued == 0 && read_by_its_process(server, client);
+            let done = reset || read;
             async move { done }
         },
     )
     .await;
     reset
+}
+
+/// Whether the TCP socket from `local` to `remote` (IPv4) has nothing in
+/// its receive queue and is still held by a process (a closed one is
+/// orphaned, inode 0, or gone): Linux's `/proc/net/tcp`, where the
+/// kernel prints an address as the native-endian u32 of its
+/// network-order bytes, then the port.
+fn read_by_its_process(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> bool {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => {
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_ne_bytes(v4.ip().octets()),
+                v4.port()
+            )
+        }
+        _ => panic!("/proc/net/tcp is IPv4 only: {a}"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 9
+            && f[1] == local
+            && f[2] == remote
+            && f[4].split_once(':').is_some_and(|(_, rx)| rx == "00000000")
+            && f[9] != "0"
+    })
 }
 
 /// The `GOAWAY` among the HTTP/2 frames `bytes` hold (whole frames from
