@@ -285,7 +285,7 @@ mod tests {
 
     use super::create;
     use crate::admin::paths;
-    use crate::config::{self, Config};
+    use crate::config::{self, Config, EntrySpec};
     use crate::material::store::Definition;
     use crate::proxy::drain::Drain;
     use crate::reload::Command;
@@ -310,6 +310,35 @@ mod tests {
         config::parse(&yaml, &file).unwrap()
     }
 
+    /// The real reloader on `config(dir, "pki")` (`pki/narrow` made, for a
+    /// reload to narrow the roots to), and the spec of a ca-bundle entry
+    /// `id` naming `pki/ca.crt`, allowed under those roots and not under
+    /// the narrowed ones; the shutdown channel's ends, kept by the caller.
+    fn reloader_with_a_ca_file(
+        d: &Path,
+        id: &str,
+    ) -> (
+        crate::reload::Handle,
+        EntrySpec,
+        (watch::Sender<bool>, watch::Receiver<bool>),
+    ) {
+        std::fs::create_dir_all(d.join("pki/narrow")).unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).unwrap();
+        std::fs::write(d.join("pki/ca.crt"), ca.cert.pem()).unwrap();
+        std::fs::write(d.join("store.key"), [7u8; 32]).unwrap();
+        std::fs::set_permissions(d.join("store.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let drain = Arc::new(Drain::new(Duration::from_secs(1), shutdown.clone()));
+        let rt = tokio::runtime::Handle::current();
+        let handle = crate::reload::start(config(d, "pki"), rt, shutdown.clone(), drain).unwrap();
+        let def: Definition = serde_json::from_value(json!({
+            "type": "ca-bundle", "source": "file", "ca_file": d.join("pki/ca.crt"),
+        }))
+        .unwrap();
+        (handle, def.into_spec(id).unwrap(), (stop, shutdown))
+    }
+
     /// A reload narrowing `store.file_roots` that the reloader takes
     /// between the handler's check of a POST /certs (against the roots
     /// published then) and its create: the create is refused, as a PUT
@@ -320,22 +349,7 @@ mod tests {
     async fn a_create_the_reloader_takes_after_the_roots_narrowed_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::create_dir_all(d.join("pki/narrow")).unwrap();
-        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).unwrap();
-        std::fs::write(d.join("pki/ca.crt"), ca.cert.pem()).unwrap();
-        std::fs::write(d.join("store.key"), [7u8; 32]).unwrap();
-        std::fs::set_permissions(d.join("store.key"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
-        let (_stop, shutdown) = watch::channel(false);
-        let drain = Arc::new(Drain::new(Duration::from_secs(1), shutdown.clone()));
-        let rt = tokio::runtime::Handle::current();
-        let handle = crate::reload::start(config(d, "pki"), rt, shutdown, drain).unwrap();
-
-        let def: Definition = serde_json::from_value(json!({
-            "type": "ca-bundle", "source": "file", "ca_file": d.join("pki/ca.crt"),
-        }))
-        .unwrap();
-        let spec = def.into_spec("outside").unwrap();
+        let (handle, spec, _shutdown) = reloader_with_a_ca_file(d, "outside");
         // The handler's check, on the roots published when it runs.
         paths::check(&spec.source, &paths::roots(&handle.shared.config.load())).unwrap();
         config(d, "pki/narrow");
@@ -365,21 +379,7 @@ mod tests {
     async fn a_validation_whose_turn_comes_after_the_roots_narrowed_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::create_dir_all(d.join("pki/narrow")).unwrap();
-        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).unwrap();
-        std::fs::write(d.join("pki/ca.crt"), ca.cert.pem()).unwrap();
-        std::fs::write(d.join("store.key"), [7u8; 32]).unwrap();
-        std::fs::set_permissions(d.join("store.key"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
-        let (_stop, shutdown) = watch::channel(false);
-        let drain = Arc::new(Drain::new(Duration::from_secs(1), shutdown.clone()));
-        let rt = tokio::runtime::Handle::current();
-        let handle = crate::reload::start(config(d, "pki"), rt, shutdown.clone(), drain).unwrap();
-        let def: Definition = serde_json::from_value(json!({
-            "type": "ca-bundle", "source": "file", "ca_file": d.join("pki/ca.crt"),
-        }))
-        .unwrap();
-        let spec = def.into_spec("validate").unwrap();
+        let (handle, spec, (_stop, shutdown)) = reloader_with_a_ca_file(d, "validate");
 
         // Another validation's turn: this one passes the check on the
         // roots published now, then waits.
