@@ -406,3 +406,24 @@ pub fn parse_xfcc(s: &str) -> Vec<(String, String)> {
         out.push((key, value));
     }
 }
+
+/// Each `(field, pattern, said)` PUT at `put` (a listener's client-auth)
+/// as its only allow rule: refused `400`, the message naming
+/// `allow[0].<field>` and saying `said`, never repeating the pattern.
+pub async fn each_rule_refused_by_put(
+    api: std::net::SocketAddr,
+    put: &str,
+    rules: &[(&str, &str, &str)],
+) {
+    for (field, pattern, said) in rules {
+        let body = serde_json::json!({"mode": "require_and_verify", "allow": [{*field: pattern}]});
+        let r = admin(api, "PUT", put, Some(EDITOR), Some(body), &[]).await;
+        assert_eq!(r.status, 400, "{field}: {pattern:?}: {}", r.body);
+        let m = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            m.contains(&format!("allow[0].{field}: ")) && m.contains(said),
+            "{field}: {pattern:?}: {m}"
+        );
+        assert!(!m.contains(pattern), "the value repeated: {m}");
+    }
+}

@@ -121,17 +121,7 @@ async fn a_san_pattern_no_san_matches_is_refused_at_runtime() {
     assert_eq!(admitted().await, Outcome::Status(200));
 
     let put = "/api/v1/listeners/partners/client-auth";
-    for (field, pattern, said) in NEVER {
-        let body = json!({"mode": "require_and_verify", "allow": [{*field: pattern}]});
-        let r = admin(api, "PUT", put, Some(EDITOR), Some(body), &[]).await;
-        assert_eq!(r.status, 400, "{field}: {pattern:?}: {}", r.body);
-        let m = r.json()["message"].as_str().unwrap().to_owned();
-        assert!(
-            m.contains(&format!("allow[0].{field}: ")) && m.contains(said),
-            "{field}: {pattern:?}: {m}"
-        );
-        assert!(!m.contains(pattern), "the value repeated: {m}");
-    }
+    each_rule_refused_by_put(api, put, NEVER).await;
     assert_eq!(admitted().await, Outcome::Status(200), "after the PUTs");
 
     config(
