@@ -563,5 +563,9 @@ fn a_short_number_written_as_a_block_scalar_is_withheld() {
     ] {
         assert!(out.contains(&want), "{want}: {out}");
     }
-    assert!(!out.contains("5000") && !out.contains("777"), "{out}");
+    // As a word: the catalogue's random fingerprints may hold the digits.
+    let shown = out
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word == "5000" || word == "777");
+    assert!(!shown, "{out}");
 }
