@@ -47,6 +47,31 @@ async fn admitted(s: &Scene, addr: std::net::SocketAddr, client: &TestPair) -> b
     }
 }
 
+/// Two CRLs of `clients`, whole seconds, a week to their nextUpdate:
+/// `v1` (number 1, a day old) revokes no one, `v2` (number 2, a minute
+/// old) revokes `mallory`: `v1` in `v2`'s place is a rollback.
+struct Rollback {
+    older: OffsetDateTime,
+    newer: OffsetDateTime,
+    v1: String,
+    v2: String,
+}
+
+fn rollback(clients: &TestCa, mallory: &TestPair) -> Rollback {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let until = now + time::Duration::days(7);
+    let (older, newer) = (
+        now - time::Duration::days(1),
+        now - time::Duration::minutes(1),
+    );
+    Rollback {
+        older,
+        newer,
+        v1: clients.crl_of(&[], older, until, 1),
+        v2: clients.crl_of(&[mallory.serial], newer, until, 2),
+    }
+}
+
 /// CRL 2 revokes mallory; the file is then renamed over with CRL 1, issued
 /// a day earlier, that does not (a restored backup). The file as written
 /// is applied (an operator may roll back on purpose): mallory gets in
@@ -58,14 +83,12 @@ async fn a_crl_rolled_back_to_an_older_one_is_applied_and_warned_about() {
     let s = Scene::new();
     let clients = TestCa::new("clients");
     let mallory = clients.client_pair("mallory");
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let until = now + time::Duration::days(7);
-    let (older, newer) = (
-        now - time::Duration::days(1),
-        now - time::Duration::minutes(1),
-    );
-    let v1 = clients.crl_of(&[], older, until, 1);
-    let v2 = clients.crl_of(&[mallory.serial], newer, until, 2);
+    let Rollback {
+        older,
+        newer,
+        v1,
+        v2,
+    } = rollback(&clients, &mallory);
     let cfg = scene(&s, &clients, &v2);
     let mut p = Proxy::start(&cfg);
     let addr = p.listener_addr("mtls").await;
@@ -230,12 +253,12 @@ async fn a_config_reload_pointing_at_an_older_crl_warns_of_the_rollback() {
     let s = Scene::new();
     let clients = TestCa::new("clients");
     let mallory = clients.client_pair("mallory");
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let until = now + time::Duration::days(7);
-    let (older, newer) = (
-        now - time::Duration::days(1),
-        now - time::Duration::minutes(1),
-    );
+    let Rollback {
+        older,
+        newer,
+        v1,
+        v2,
+    } = rollback(&clients, &mallory);
     let edge = TestCa::new("edge");
     s.pair("edge", &edge.server_pair(&["localhost"]));
     write(&s.path("edge-ca.crt"), &edge.cert_pem);
@@ -243,8 +266,8 @@ async fn a_config_reload_pointing_at_an_older_crl_warns_of_the_rollback() {
     std::fs::create_dir_all(s.path("pki")).unwrap();
     std::fs::create_dir_all(s.path("mirror")).unwrap();
     let (pki, mirror) = (s.path("pki/clients.crl"), s.path("mirror/clients.crl"));
-    write(&pki, &clients.crl_of(&[mallory.serial], newer, until, 2));
-    write(&mirror, &clients.crl_of(&[], older, until, 1));
+    write(&pki, &v2);
+    write(&mirror, &v1);
     let config = |crl: &std::path::Path| {
         format!(
             r#"
