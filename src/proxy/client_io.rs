@@ -185,7 +185,8 @@ fn held_run<S: Unread>(inner: &mut S, activity: &Activity, buf: &mut ReadBuf<'_>
 /// `send_timeout` (a client that stopped reading), and on drop hands the
 /// stream to a lingering close unless the client already closed its side
 /// or nothing it may still send matters: one the driver closed at once,
-/// with nothing begun, is closed fully (an HTTP/2 one sends `GOAWAY` first).
+/// with nothing begun, is closed fully (an HTTP/2 one sends `GOAWAY` first),
+/// and so is an HTTP/1.1 one that wrote nothing, however it ended.
 /// Progress is what reaches the socket ([`Sent`]): a TLS stream's flush
 /// that wrote some of its records and waits for the rest made some.
 pub struct ClientIo<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> {
@@ -509,7 +510,16 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> Drop fo
             .then(|| self.activity.goaway())
             .flatten()
             .map(|frame| (frame, 0));
-        if self.activity.is_closed_at_once() && self.closed_fully(&mut *stream, &mut goaway) {
+        // HTTP/1.1 that wrote nothing (cut at header_read_timeout, silent
+        // or part way into a head, or by a cut with no answer begun):
+        // nothing a reset could hide, closed fully as one closed at once,
+        // not held lingering for a client that may never close (nginx
+        // closes at client_header_timeout without lingering). Unless bytes
+        // of the client's wait unread: the close would reset them.
+        let answered_nothing = self.reads && self.activity.writes() == 0 && !stream.unread();
+        if (answered_nothing || self.activity.is_closed_at_once())
+            && self.closed_fully(&mut *stream, &mut goaway)
+        {
             return;
         }
         let (hold, shut) = (self.hold.take(), self.shut);
@@ -528,7 +538,9 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> Drop fo
 
 impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientIo<S> {
     /// A close at once from outside (shutdown, the listener removed, its
-    /// admission rules changed) with no request begun (SPEC §1), done as
+    /// admission rules changed) with no request begun (SPEC §1), or an
+    /// HTTP/1.1 one that wrote nothing and has no bytes of the client's
+    /// unread on its socket (cut at `header_read_timeout`, say), done as
     /// the stream drops: no lingering close, which would hold the
     /// connection's `max_connections` slot and the drain (the process's
     /// exit) up to [`LINGER_TIME`] for a client that sends nothing and

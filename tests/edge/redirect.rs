@@ -233,6 +233,31 @@ async fn a_removed_redirect_listener_does_not_linger_on_the_connections_it_close
     drop(run);
 }
 
+/// A redirect listener's connection cut at its `header_read_timeout`
+/// (one silent, one half a head, neither closing) was answered nothing,
+/// so it is closed fully, not lingered on: the lingering close (FIN, then
+/// reading what comes for up to 5 s) held its `max_connections` slot 5 s
+/// past the timeout, a slowloris each slot half as long again. Seen from
+/// the client: after the end of stream, bytes it writes are reset, where
+/// a lingering close read and discarded them; the next client in the
+/// one slot is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_connection_cut_at_header_read_timeout_does_not_linger() {
+    let http = "  - name: http\n    bind: 127.0.0.1:0\n    redirect_https: { port: 8443 }\n    limits: { header_read_timeout: 1s, max_connections: 1 }\n";
+    let run = Redirecting::start(&with_http(http)).await;
+    let addr = run.addr;
+    for (what, sent) in [("silent", &b""[..]), ("half a head", b"GET / HTTP/1.1\r\n")] {
+        let mut held = TcpStream::connect(addr).await.unwrap();
+        held.write_all(sent).await.unwrap();
+        assert_closed_unanswered(&mut held).await;
+        assert!(closed_fully(&held, WAIT).await, "{what}: lingered on");
+        // Its slot is free: the next client is served.
+        let r = raw_http(addr, "GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 308"), "{what}, then: {r}");
+    }
+    drop(run);
+}
+
 /// A redirect listener's connection accepted before a reload removes
 /// the listener, part way into its PROXY header then, is closed once
 /// the header's end comes, its late request unanswered (SPEC §3: one

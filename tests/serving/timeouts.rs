@@ -1,4 +1,4 @@
-//! send_timeout: a client that stops reading, HTTP/2 streams whose window stays shut.
+//! send_timeout: a client that stops reading, HTTP/2 streams whose window stays shut; header_read_timeout: a connection answered nothing is not lingered on.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::SeqCst;
@@ -195,4 +195,35 @@ async fn h2_connection_with_a_cut_stream_closes_when_idle_despite_pings() {
     .await;
     wait_no_connections(p.admin_addr().await).await;
     drop((client, big, open));
+}
+
+/// An HTTP/1.1 connection cut at `header_read_timeout` (one silent since
+/// its handshake, one half a head, neither closing) was answered nothing,
+/// so it is closed fully, not lingered on: the lingering close (the TLS
+/// close, then reading what comes for up to 5 s) held its
+/// `max_connections` slot 5 s past the timeout, a slowloris each slot
+/// half as long again. Seen from the client: after the end of stream,
+/// bytes it writes are reset, where a lingering close read and discarded
+/// them; the next client in the one slot is answered.
+#[tokio::test]
+async fn an_h1_connection_cut_at_header_read_timeout_does_not_linger() {
+    let (w, _p, addr) = serve("header_read_timeout: 1s, max_connections: 1").await;
+    for (what, sent) in [("silent", &b""[..]), ("half a head", b"GET / HTTP/1.1\r\n")] {
+        let mut held = tls(&w, addr, &[b"http/1.1"]).await;
+        held.write_all(sent).await.unwrap();
+        held.flush().await.unwrap();
+        let got = read_to_close(&mut held).await;
+        assert!(
+            got.is_empty(),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            closed_fully(held.get_ref().0, WAIT).await,
+            "{what}: lingered on"
+        );
+        // Its slot is free: the next client is served.
+        let r = h1_exchange(&w, addr, GET_THEN_CLOSE).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{what}, then: {r}");
+    }
 }
