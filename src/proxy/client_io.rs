@@ -551,7 +551,8 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
     /// close (TLS: `close_notify`), neither waiting on the client. Whether
     /// it was closed so: not when HTTP/1.1 wrote anything, nor when HTTP/2
     /// began a request (one served, one h2 answered itself, or a header
-    /// block part way in: its CONTINUATION is still to come), has bytes of
+    /// block part way in: its CONTINUATION is still to come), is part way
+    /// into a frame or the preface (their rest is to come), has bytes of
     /// the client's unread on the socket (the close would reset them, and
     /// the `GOAWAY` with them) or its `GOAWAY` is not all taken by the
     /// socket (tokio-rustls says a write whole once rustls has it: what
@@ -574,9 +575,13 @@ impl<S: AsyncRead + AsyncWrite + Sent + Unread + Unpin + Send + 'static> ClientI
             // (SPEC §1: the streams in flight are served to their end).
             // A block ended that the service never took counts too: h2
             // answered it itself (431, a reset), and the GOAWAY names it.
+            // So does a frame part way in, whatever its type (its header
+            // read in part may not show it yet): its rest comes next, and
+            // its reset would drop the GOAWAY.
             let begun = self.activity.asked()
                 || self.activity.in_header_block()
-                || self.activity.block_ended();
+                || self.activity.block_ended()
+                || self.activity.mid_frame();
             if begun || !self.activity.all_written() || stream.unread() {
                 return false;
             }

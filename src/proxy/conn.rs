@@ -497,6 +497,13 @@ impl Activity {
         frames::block_begun(self.frames.load(Ordering::Relaxed))
     }
 
+    /// HTTP/2: the client is part way into a frame (its header, whatever
+    /// its type, or its payload) or into the preface: what it sends next
+    /// is that frame's rest.
+    pub(crate) fn mid_frame(&self) -> bool {
+        !frames::at_boundary(self.frames.load(Ordering::Relaxed))
+    }
+
     /// HTTP/2: a header block ended, a stream begun, whether the service
     /// took it ([`Activity::asked`]) or h2 answered it itself (a header
     /// list over `max_header_bytes`: 431; a malformed one: reset).

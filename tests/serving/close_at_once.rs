@@ -1,4 +1,4 @@
-//! A close at once from outside (SIGTERM) on a connection that was served, or answered 431 by HTTP/2 itself: what was answered still reaches the client.
+//! A close at once from outside (SIGTERM) on a connection that was served, answered 431 by HTTP/2 itself, or part way into a frame: what was answered still reaches the client.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -82,16 +82,8 @@ async fn a_served_h2_connection_closed_at_once_mid_header_block_keeps_its_answer
 #[tokio::test]
 async fn an_h2_connection_answered_431_alone_closed_at_once_keeps_its_goaway() {
     let (w, mut p, addr) = serve("max_header_bytes: 1024").await;
-    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(4096).unwrap();
-    let tcp = tcp.connect(addr).await.unwrap();
-    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
-    let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(cfg)
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (port, raw) = (local_port(&s), s.get_ref().0.local_addr().unwrap());
+    let mut s = small_window_h2(&w, addr).await;
+    let port = local_port(&s);
     // GET /api with a 3,000-byte x-big: over the limit, within four times it.
     let mut block = hpack_get("/api");
     block.extend_from_slice(&[0x40, 5]);
@@ -103,27 +95,7 @@ async fn an_h2_connection_answered_431_alone_closed_at_once_keeps_its_goaway() {
     s.write_all(&out).await.unwrap();
     // The 431 written: read.
     while next_frame(&mut s).await.0 != HEADERS {}
-    // Then PINGs whose answers, not read, close the client's window: the
-    // proxy read them all, its answers wait in its socket.
-    let pings: Vec<u8> = (0..1000u32)
-        .flat_map(|i| h2_frame(PING, 0, 0, &u64::from(i).to_be_bytes()))
-        .collect();
-    s.write_all(&pings).await.unwrap();
-    s.flush().await.unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let proxy = tcp_row(addr, raw).expect("the proxy's socket");
-        let client = tcp_row(raw, addr).expect("the client's socket");
-        // All read by the proxy, and its zero window probe's timer on.
-        if proxy.rx == 0 && client.tx == 0 && proxy.timer == 4 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the client's window never closed: {proxy:?} {client:?}"
-        );
-        tokio::task::yield_now().await;
-    }
+    close_window_with_ping_answers(&mut s, addr).await;
     p.signal("TERM");
     // The lingering close holds the drain, the process with it, until the
     // client closes: the line is seen before the exit. (Closed fully, the
@@ -144,6 +116,86 @@ async fn an_h2_connection_answered_431_alone_closed_at_once_keeps_its_goaway() {
         w.backend.requests.load(std::sync::atomic::Ordering::SeqCst),
         0
     );
+}
+
+/// An HTTP/2 connection closed at once by SIGTERM before its first
+/// request, while its client is part way into a HEADERS frame's 9-byte
+/// header (2 bytes of it come in their own TLS record: its type, the 4th
+/// byte, not yet), gets the lingering close, not the full one: the rest of
+/// that frame comes next, and a closed socket answers it with a reset
+/// that throws away what the socket still held (the client not reading:
+/// PING answers, the `GOAWAY`, the TLS close), so the client's first
+/// request dies with no sign it was not processed. Seen from the client:
+/// the `GOAWAY` naming no stream, the TLS close, no reset. (It was closed
+/// fully: the frame's type not read yet, the walk still took the last
+/// frame's, a PING's, and no header block was begun.)
+#[tokio::test]
+async fn an_h2_connection_closed_at_once_mid_frame_header_keeps_its_goaway() {
+    let (w, mut p, addr) = serve("").await;
+    let mut s = small_window_h2(&w, addr).await;
+    let port = local_port(&s);
+    s.write_all(&[PREFACE, EMPTY_SETTINGS].concat())
+        .await
+        .unwrap();
+    close_window_with_ping_answers(&mut s, addr).await;
+    let headers = h2_frame(HEADERS, 0x5, 1, &hpack_get("/api"));
+    s.write_all(&headers[..2]).await.unwrap();
+    s.flush().await.unwrap();
+    p.signal("TERM");
+    p.wait_log("the close at once", |v| {
+        v["message"] == "closing connection: shutting down before its first request"
+            && peer_is(v, port)
+    })
+    .await;
+    s.write_all(&headers[2..]).await.unwrap();
+    s.flush().await.unwrap();
+    let (got, error) = read_all(&mut s).await;
+    assert!(error.is_none(), "{} bytes, then {error:?}", got.len());
+    assert_eq!(h2_goaway(&got), Some((0, 0)));
+    assert_eq!(
+        w.backend.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+/// An HTTP/2 (ALPN) TLS connection to `addr` whose client socket has a
+/// 4 KiB receive buffer: a few KiB unread close its window.
+async fn small_window_h2(w: &World, addr: std::net::SocketAddr) -> Tls {
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(addr).await.unwrap();
+    let cfg = client_config(&w.ca.cert_pem, None, &[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// PINGs on `s` (its preface sent) whose answers, not read, close the
+/// client's window: awaited until the proxy at `addr` read them all and
+/// its answers wait in its socket (its zero window probe's timer on).
+async fn close_window_with_ping_answers(s: &mut Tls, addr: std::net::SocketAddr) {
+    let raw = s.get_ref().0.local_addr().unwrap();
+    let pings: Vec<u8> = (0..1000u32)
+        .flat_map(|i| h2_frame(PING, 0, 0, &u64::from(i).to_be_bytes()))
+        .collect();
+    s.write_all(&pings).await.unwrap();
+    s.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let proxy = tcp_row(addr, raw).expect("the proxy's socket");
+        let client = tcp_row(raw, addr).expect("the client's socket");
+        // All read by the proxy, and its zero window probe's timer on.
+        if proxy.rx == 0 && client.tx == 0 && proxy.timer == 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client's window never closed: {proxy:?} {client:?}"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 /// A row of Linux's `/proc/net/tcp`, for the socket from `local` to `remote`.

@@ -146,6 +146,15 @@ pub fn block_begun(state: u64) -> bool {
     state & OPEN != 0 || (got >= 4 && matches!(kind, HEADERS | CONTINUATION))
 }
 
+/// Between frames: no frame part way in (its header or its payload), nor
+/// the preface (read whole, or not begun). What the client sends next
+/// begins a frame; otherwise it is the rest of one it began.
+pub fn at_boundary(state: u64) -> bool {
+    let preface = state >> PREFACE_AT;
+    let got = (state >> GOT_AT) & 0xf;
+    got == 0 && (preface == 0 || preface == PREFACE)
+}
+
 const DATA: u64 = 0x0;
 const RST_STREAM: u64 = 0x3;
 const END_STREAM: u64 = 0x1;
@@ -383,6 +392,34 @@ mod tests {
             let state = read(&[preface, &answered, &ping[..got]]);
             assert!(!block_begun(state), "{got} bytes of a PING header");
         }
+    }
+
+    /// Only between frames is the walk at a boundary: not part way into
+    /// the preface, a frame's header (whatever its type: before its 4th
+    /// byte the walk cannot tell) or its payload.
+    #[test]
+    fn a_frame_or_the_preface_part_way_in_is_no_boundary() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let settings = frame(4, 0, &[]);
+        let ping = frame(6, 0, &[0; 8]);
+        let headers = frame(1, 0x5, b"\x82\x87\x84");
+        assert!(at_boundary(START));
+        for got in 1..preface.len() {
+            assert!(
+                !at_boundary(read(&[&preface[..got]])),
+                "{got} of the preface"
+            );
+        }
+        assert!(at_boundary(read(&[preface, &settings, &ping])));
+        for got in 1..headers.len() {
+            let state = read(&[preface, &settings, &ping, &headers[..got]]);
+            assert!(!at_boundary(state), "{got} bytes of a HEADERS frame");
+        }
+        assert!(at_boundary(read(&[preface, &settings, &headers])));
+        // Byte by byte, the same.
+        let all = [&preface[..], &settings, &ping].concat();
+        let bytes: Vec<&[u8]> = all.chunks(1).collect();
+        assert!(at_boundary(read(&bytes)));
     }
 
     /// The last stream named as processed is that of the last header
