@@ -282,41 +282,23 @@ fn startup(
     warnings: &mut Vec<String>,
     notes: &mut Vec<String>,
 ) -> usize {
-    if let Some(admin) = &config.admin {
-        match crate::admin::exposure(admin) {
-            Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind_shown)),
-            Ok(None) => {}
-            Err(e) => problems.push(e),
-        }
-        problems.extend(crate::admin::auth::Tokens::problems(admin));
-    }
+    let (refused, store) = restart_problems(config, true, true, warnings);
+    problems.extend(refused);
     if let Some(Err(e)) = config.access_log.as_ref().map(crate::access_log::preview) {
         problems.push(e);
     }
-    let Some(store) = &config.store else {
-        return 0;
-    };
-    match Store::preview(store) {
-        Err(e) => {
-            problems.push(e);
-            0
-        }
-        Ok(Preview::CreatesKey) => {
+    match (store, &config.store) {
+        (Some(Preview::CreatesKey), Some(store)) => {
             notes.push(format!(
                 "store.key_file {} does not exist: `hotproxy run` will create it (mode 0600); back it up with the store",
                 crate::material::shown_path(&store.key_file)
             ));
             0
         }
-        Ok(Preview::Opens(stored)) => {
-            // Like startup: a clashing id refuses to start, material that
-            // does not load is only a warning (the entry waits for fixes).
-            let mut seen: HashSet<&str> = config.entries.iter().map(|e| e.id.as_str()).collect();
+        (Some(Preview::Opens(stored)), Some(store)) => {
+            // Like startup: material that does not load is only a warning
+            // (the entry waits for fixes).
             for spec in &stored {
-                if !seen.insert(&spec.id) {
-                    problems.push(id_clash(&spec.id, &config.file, &store.path));
-                    continue;
-                }
                 match pem::load(spec.kind, &spec.source) {
                     Ok(l) => rows.extend(entry_rows(spec, &l, warnings)),
                     Err(e) => warnings.push(format!(
@@ -329,7 +311,58 @@ fn startup(
             }
             stored.len()
         }
+        _ => 0,
     }
+}
+
+/// What `run` refuses to start with in the sections it reads once, at
+/// startup: the admin listener exposed without tokens and a token source
+/// that does not read (`admin`), the store's key, its decryption and a
+/// stored id the file's entries take (`store`). `check` asks for both; a
+/// reload that changes such a section asks for it and is refused, as the
+/// next restart would be. Creates nothing; the admin listener's warning
+/// (loopback, no tokens) goes to `warnings`. Also returns what the store
+/// would open (when asked and there is one), its entries whose ids are
+/// free.
+pub fn restart_problems(
+    config: &Config,
+    admin: bool,
+    store: bool,
+    warnings: &mut Vec<String>,
+) -> (Vec<String>, Option<Preview>) {
+    let mut problems = Vec::new();
+    if let Some(admin) = config.admin.as_ref().filter(|_| admin) {
+        match crate::admin::exposure(admin) {
+            Ok(Some(w)) => warnings.push(format!("admin.bind {}: {w}", admin.bind_shown)),
+            Ok(None) => {}
+            Err(e) => problems.push(e),
+        }
+        problems.extend(crate::admin::auth::Tokens::problems(admin));
+    }
+    let Some(store) = config.store.as_ref().filter(|_| store) else {
+        return (problems, None);
+    };
+    let preview = match Store::preview(store) {
+        Err(e) => {
+            problems.push(e);
+            return (problems, None);
+        }
+        Ok(Preview::Opens(stored)) => {
+            // Like startup: a clashing id refuses to start.
+            let mut seen: HashSet<&str> = config.entries.iter().map(|e| e.id.as_str()).collect();
+            let mut free = Vec::new();
+            for spec in &stored {
+                if seen.insert(&spec.id) {
+                    free.push(spec.clone());
+                } else {
+                    problems.push(id_clash(&spec.id, &config.file, &store.path));
+                }
+            }
+            Preview::Opens(free)
+        }
+        Ok(creates) => creates,
+    };
+    (problems, Some(preview))
 }
 
 /// `used by listener public (tls.certs[0]), upstream api (tls.ca)`, or `unused`.

@@ -141,6 +141,20 @@ impl Reloader {
                 }
                 let changes = super::changes::describe(&self.config, &new);
                 let restart = super::changes::at_next_restart(&self.config, &new);
+                // A section read at startup alone (admin, store) that changed
+                // is checked as `check` and `run` check it: applied, the
+                // reload said "reloaded" and the next restart refused the
+                // file (a crash loop). Refused now, as `run` would.
+                let changed = |section: &str| restart.iter().any(|f| f.starts_with(section));
+                let (problems, _) = crate::check::restart_problems(
+                    &new,
+                    changed("admin."),
+                    changed("store."),
+                    &mut Vec::new(),
+                );
+                if !problems.is_empty() {
+                    return Err(problems.join("\n"));
+                }
                 let roots = crate::admin::paths::roots(&self.config);
                 self.apply_config(new, false)?;
                 self.warn_outside_roots(Some(&roots));

@@ -13,5 +13,6 @@ mod material;
 mod midway;
 mod pasted;
 mod refused;
+mod restart_only;
 mod rotations;
 mod sans;
