@@ -636,7 +636,8 @@ fn resolve_all(
     };
     let mut problems = located(&report.problems);
     let unread = report.problems.iter().map(|t| t.path.clone()).collect();
-    let (config, resolved, paths) = resolve::resolve_all(raw, file, unread, blocks);
+    let fields = withheld.iter().map(|w| w.field().to_owned()).collect();
+    let (config, resolved, paths) = resolve::resolve_all(raw, file, unread, blocks, fields);
     withheld.iter_mut().for_each(|w| w.resolved(&paths));
     // At or within a field the tree reported (read as empty): nothing new.
     let reported: std::collections::HashSet<&str> =

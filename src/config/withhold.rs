@@ -99,6 +99,11 @@ impl Withheld {
         }
     }
 
+    /// The field path the value was written at.
+    pub(super) fn field(&self) -> &str {
+        &self.field
+    }
+
     /// This value, written at `field` (found before the field's path was known).
     pub(super) fn at(self, field: &str) -> Withheld {
         Withheld {

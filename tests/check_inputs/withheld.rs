@@ -569,3 +569,48 @@ fn a_short_number_written_as_a_block_scalar_is_withheld() {
         .any(|word| word == "5000" || word == "777");
     assert!(!shown, "{out}");
 }
+
+/// A `certs` entry's path field holding pasted content was refused as
+/// `entry "ID": written as a block scalar ...`, the id as read: one set
+/// by `${NAME}`, or written as a block scalar (§2: never printed as
+/// written), was shown in a problem of another field, which its
+/// withholding does not look at; one refused as invalid was shown there
+/// too. Such an entry is named by its place (`entry certs[0]: ...`); one
+/// with a valid id written plainly keeps its id.
+#[test]
+fn an_entry_whose_id_is_withheld_or_invalid_is_named_by_its_place() {
+    const ID: &str = "HOTPROXY_CHECK_INPUTS_ENTRY_ID";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let pasted = "|-\n      MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg";
+    let item = "|-\n          MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg";
+    let cfg = s.config(&format!(
+        "certs:\n  - id: \"${{{ID}}}\"\n    type: server-pair\n    cert_file: edge.crt\n    \
+         key_file: {pasted}\n  - id: |-\n      blockedentryid\n    type: ca-bundle\n    \
+         ca_file: {pasted}\n  - id: BadEntryId\n    type: ca-bundle\n    ca_file: edge.crt\n    \
+         crl_files:\n      - {item}\n  - id: plain\n    type: server-pair\n    \
+         cert_file: {pasted}\n    key_file: edge.key\n\
+         listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    \
+         tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n"
+    ));
+    let env = [(ID, OsString::from("envsecretid"))];
+    let (code, out) = check_with(&cfg, &env);
+    assert_eq!(code, 1, "{out}");
+    let why = "written as a block scalar (| or >): pasted content";
+    for (field, entry) in [
+        ("certs[0].key_file", "certs[0]"),
+        ("certs[1].ca_file", "certs[1]"),
+        ("certs[2].crl_files[0]", "certs[2]"),
+        ("certs[3].cert_file", "\"plain\""),
+    ] {
+        assert!(
+            out.contains(&format!("{field}: entry {entry}: {why}")),
+            "{field}: {out}"
+        );
+    }
+    assert!(!out.contains("envsecretid"), "{out}");
+    assert!(!out.contains("blockedentryid"), "{out}");
+    // The invalid id is shown in its own field's problem alone.
+    assert_eq!(out.matches("BadEntryId").count(), 1, "{out}");
+}

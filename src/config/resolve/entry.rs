@@ -27,6 +27,19 @@ impl Resolver {
                 ),
             );
         }
+        // How a problem of another field names the entry: by its id, or
+        // by its place (`certs[0]`) when the id is refused, or withheld
+        // (`${NAME}`, a block scalar), which only its own field's problems
+        // may hold, withheld there (SPEC §2).
+        let id_at = format!("{at}.id");
+        let name = if valid_entry_id(&e.id)
+            && !self.withheld.contains(&id_at)
+            && !self.blocks.contains(&id_at)
+        {
+            shown(&e.id)
+        } else {
+            at.clone()
+        };
         let Some(kind) = EntryKind::parse(&e.kind) else {
             self.problem(
                 format!("{at}.type"),
@@ -47,8 +60,8 @@ impl Resolver {
                 }
                 match (&e.cert_file, &e.key_file) {
                     (Some(c), Some(k)) => {
-                        let cert_file = self.path_of(&format!("{at}.cert_file"), Some(&e.id), c);
-                        let key_file = self.path_of(&format!("{at}.key_file"), Some(&e.id), k);
+                        let cert_file = self.path_of(&format!("{at}.cert_file"), Some(&name), c);
+                        let key_file = self.path_of(&format!("{at}.key_file"), Some(&name), k);
                         cert_file.zip(key_file).map(|(cert_file, key_file)| {
                             EntrySource::PairFiles {
                                 cert_file,
@@ -76,8 +89,8 @@ impl Resolver {
                     self.problem(&at, "a ca-bundle needs ca_file");
                     return None;
                 };
-                let ca_file = self.path_of(&format!("{at}.ca_file"), Some(&e.id), ca);
-                let crl_files = self.crl_files(&at, Some(&e.id), e.crl_files.as_deref());
+                let ca_file = self.path_of(&format!("{at}.ca_file"), Some(&name), ca);
+                let crl_files = self.crl_files(&at, Some(&name), e.crl_files.as_deref());
                 ca_file
                     .zip(crl_files)
                     .map(|(ca_file, crl_files)| EntrySource::CaFiles { ca_file, crl_files })

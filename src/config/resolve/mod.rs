@@ -91,6 +91,9 @@ struct Resolver {
     unread: BTreeSet<String>,
     /// The field paths of the values written as block scalars (`|`, `>`).
     blocks: HashSet<String>,
+    /// The field paths of the values no message may quote (set by
+    /// `${NAME}`, pasted): a problem of another field must not name them.
+    withheld: HashSet<String>,
 }
 
 /// An invalid `name` (refused, with the problem withholding it) replaced
@@ -108,11 +111,13 @@ fn stand_in(name: &mut String, place: impl FnOnce() -> String) {
 /// from `${NAME}` is withheld there whole). `unread`: the field paths
 /// reading the YAML found a problem at. `blocks`: the field paths of the
 /// values written as block scalars, which no path field takes.
+/// `withheld`: the field paths of the values no message may quote.
 pub(super) fn resolve_all(
     raw: raw::File,
     file: &Path,
     unread: BTreeSet<String>,
     blocks: HashSet<String>,
+    withheld: HashSet<String>,
 ) -> (Config, Vec<Problem>, HashMap<String, PathBuf>) {
     let mut r = Resolver {
         base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -120,6 +125,7 @@ pub(super) fn resolve_all(
         paths: HashMap::new(),
         unread,
         blocks,
+        withheld,
     };
     let config = r.file(raw, file);
     (config, r.problems, r.paths)
@@ -154,8 +160,8 @@ impl Resolver {
         self.path_of(at, None, s)
     }
 
-    /// [`Self::path`] of a field of the named entry `entry`, which the
-    /// problem names too.
+    /// [`Self::path`] of a field of a named entry, which the problem names
+    /// too as `entry` says it (its id, quoted, or its place).
     fn path_of(&mut self, at: &str, entry: Option<&str>, s: &str) -> Option<PathBuf> {
         let s = self.string(at, s);
         // A key or token folded to one line (`key_file: >-` and its
@@ -167,7 +173,7 @@ impl Resolver {
         if let Some(why) = not_a_path(&s).or(block) {
             // Never the value: it is likely a private key or a token.
             let whose = entry
-                .map(|id| format!("entry {}: ", shown(id)))
+                .map(|name| format!("entry {name}: "))
                 .unwrap_or_default();
             self.problem(
                 at,
