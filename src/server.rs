@@ -109,7 +109,8 @@ pub async fn serve(config: Config) -> ExitCode {
                 // A reload's listeners may not take it (admin.bind
                 // applies at restart): said before they fail to bind.
                 handle.send(Command::Call(Box::new(move |r| r.set_admin_bound(addr))));
-                info!(addr = %addr, "admin listening");
+                let (shown, port) = admin.bind_shown.bound(admin.bind, addr);
+                info!(addr = %shown, port, "admin listening");
             }
             Err(problem) => {
                 error!(error = %problem, "cannot start the admin listener");

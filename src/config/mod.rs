@@ -275,6 +275,22 @@ impl PartialEq for Shown {
     }
 }
 
+impl Shown {
+    /// How a log line says `bound`, the address bound for `configured`,
+    /// which `self` shows: the address bound, or, `configured` set by
+    /// `${NAME}`, as every refusal says it (withheld), with the port the
+    /// system chose apart when `configured` said port 0 (the value does
+    /// not say it, and a client needs it).
+    pub fn bound(&self, configured: SocketAddr, bound: SocketAddr) -> (String, Option<u16>) {
+        if self.0 == configured.to_string() {
+            (bound.to_string(), None)
+        } else {
+            let chosen = (configured.port() == 0).then_some(bound.port());
+            (self.0.clone(), chosen)
+        }
+    }
+}
+
 impl std::fmt::Display for Shown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

@@ -572,7 +572,8 @@ impl Reloader {
         }
         if startup {
             for (name, l) in &self.listeners {
-                debug!(target: LOG, listener = %name, addr = %l.bound, "listener ready");
+                let (addr, port) = l.config.bind_shown.bound(l.config.bind, l.bound);
+                debug!(target: LOG, listener = %name, addr = %addr, port, "listener ready");
             }
         }
         Ok(())
@@ -595,7 +596,7 @@ impl Reloader {
             bound,
             shared,
         } = socket;
-        listener::log_listening(&config.name, bound);
+        listener::log_listening(&config.name, &config.bind_shown, config.bind, bound);
         self.rt.spawn(listener::serve(
             live.clone(),
             socket,

@@ -177,7 +177,7 @@ impl Reloader {
             // is reset: the rest of planning is all that is left.)
             Err(e) => match (e.kind(), givers.overlapping(l)) {
                 (std::io::ErrorKind::AddrInUse, Some((name, at, old))) => {
-                    match bind_beside(l.bind, old, &self.rt) {
+                    match bind_beside(l.bind, &l.bind_shown, old, &self.rt) {
                         Ok(s) => {
                             beside = Some(name.to_owned());
                             s

@@ -100,6 +100,7 @@ impl LiveListener {
 /// as before when the kernel will not (another user holds the old socket).
 pub(super) fn bind_beside(
     addr: SocketAddr,
+    shown: &crate::config::Shown,
     old: &std::net::TcpListener,
     rt: &tokio::runtime::Handle,
 ) -> std::io::Result<std::net::TcpListener> {
@@ -109,7 +110,9 @@ pub(super) fn bind_beside(
     let _ = reuse_port(old, false);
     if let Ok(new) = &bound {
         let _ = reuse_port(new, false);
-        info!(target: LOG, addr = %addr, "bound beside the overlapping address a listener gives up");
+        // As a refusal says it: one set by `${NAME}` withheld. (No port 0
+        // here: such an address overlaps none.)
+        info!(target: LOG, addr = %shown, "bound beside the overlapping address a listener gives up");
     }
     bound
 }

@@ -1,4 +1,4 @@
-//! An `admin.bind` set by `${NAME}` in `check`'s and `run`'s refusals and warnings: withheld.
+//! An address set by `${NAME}` in `check`'s and `run`'s refusals, warnings and listening lines: withheld.
 
 use super::*;
 
@@ -88,8 +88,7 @@ fn a_non_loopback_admin_bind_from_the_environment_is_refused_withheld() {
 /// A loopback `admin.bind` from `${NAME}` with no `admin.tokens`:
 /// `check`'s warning (`admin.bind 127.0.0.3:9901: admin API has no
 /// tokens ...`) and the one `run` logs showed the address. Both say the
-/// variable in its place. (`run`'s `admin listening` line says where it
-/// listens, as each listener's `listening` line does.)
+/// variable in its place (as `admin listening` does: below).
 #[tokio::test]
 async fn the_admin_warning_without_tokens_withholds_an_address_from_the_environment() {
     let (_s, cfg) = admin_from_env();
@@ -120,4 +119,70 @@ async fn the_admin_warning_without_tokens_withholds_an_address_from_the_environm
         .await;
     assert_eq!(warned["addr"], label(), "{warned}");
     assert!(!warned.to_string().contains("127.0.0.3"), "{warned}");
+}
+
+/// Addresses from `${NAME}` were withheld from every refusal, and logged
+/// on success: `listening` (`addr=127.0.0.3:PORT`), `listener ready`,
+/// `admin listening`. Each says the address as the refusals do, and the
+/// port the system chose apart (`port`) when the file said port 0, which
+/// the value does not say; none shows the value.
+#[tokio::test]
+async fn a_listening_address_from_the_environment_is_logged_withheld() {
+    const FIXED: &str = "HOTPROXY_CHECK_INPUTS_LISTEN_FIXED";
+    const ZERO: &str = "HOTPROXY_CHECK_INPUTS_LISTEN_ZERO";
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    s.pair("edge", &ca.server_pair(&["localhost"]));
+    let listener = |name: &str, var: &str| {
+        format!(
+            "  - name: {name}\n    bind: \"${{{var}}}\"\n    \
+             tls:\n      certs: [{{ cert_file: edge.crt, key_file: edge.key }}]\n"
+        )
+    };
+    let cfg = s.config(&format!(
+        "admin: {{ bind: \"${{{ADMIN}}}\" }}\nlisteners:\n{}{}",
+        listener("fixed", FIXED),
+        listener("zero", ZERO)
+    ));
+    // A port of the system's choosing, let go for the proxy to bind.
+    let port = std::net::TcpListener::bind("127.0.0.3:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let fixed = format!("127.0.0.3:0{port}");
+    let env = [
+        (ADMIN, "127.0.0.3:0"),
+        (FIXED, &fixed),
+        (ZERO, "127.0.0.3:00"),
+    ];
+    let mut p = Proxy::start_logging(&cfg, "debug", &env);
+    let withheld = |var: &str| format!("<withheld: the value of ${{{var}}}>");
+    let admin = p
+        .wait_log("admin listening", |v| v["message"] == "admin listening")
+        .await;
+    assert_eq!(admin["addr"], label(), "{admin}");
+    let admin_port = admin["port"].as_u64().unwrap_or_else(|| panic!("{admin}"));
+    for (name, var) in [("fixed", FIXED), ("zero", ZERO)] {
+        for message in ["listening", "listener ready"] {
+            let v = p
+                .wait_log(message, |v| {
+                    v["message"] == message && v["listener"] == name
+                })
+                .await;
+            assert_eq!(v["addr"], withheld(var), "{v}");
+            // The port apart only where the system chose it.
+            assert_eq!(v["port"].is_u64(), name == "zero", "{v}");
+        }
+    }
+    let logs = p.logs().join("\n");
+    assert!(!logs.contains("127.0.0.3"), "{logs}");
+    // The ports said are the ones bound.
+    let zero = p
+        .wait_log("zero", |v| {
+            v["message"] == "listening" && v["listener"] == "zero"
+        })
+        .await;
+    for port in [admin_port, zero["port"].as_u64().unwrap(), u64::from(port)] {
+        std::net::TcpStream::connect(("127.0.0.3", port as u16)).unwrap();
+    }
 }

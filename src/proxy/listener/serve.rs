@@ -477,9 +477,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Log that a listener is up. Tests and operators read the bound address
-/// from this line (the configuration may say port 0).
-pub fn log_listening(name: &str, addr: SocketAddr) {
-    info!(listener = %name, addr = %addr, "listening");
+/// from this line (the configuration may say port 0); one set by
+/// `${NAME}` is withheld, its port said apart when the system chose it
+/// ([`crate::config::Shown::bound`]).
+pub fn log_listening(
+    name: &str,
+    shown: &crate::config::Shown,
+    bind: SocketAddr,
+    bound: SocketAddr,
+) {
+    let (addr, port) = shown.bound(bind, bound);
+    info!(listener = %name, addr = %addr, port, "listening");
 }
 
 /// Keep new connections off a listening socket that is about to close,
