@@ -147,6 +147,8 @@
 //!     written what its stream had queued, so the stream's reset cannot drop its head.
 //!   - `tunnel`: Upgrade tunnels (websocket only), bounded by slot, tunnel_idle_timeout,
 //!     the connection's lifetime and its route's rules as reloads change them.
+//!   - `websocket`: the WebSocket handshake a tunnel needs: the request's key and version
+//!     (else `400`), the `101`'s `Sec-WebSocket-Accept` (else `502`).
 //!   - `relay`: a tunnel's byte copy, ended when either side closes (nginx's "upgraded done").
 //!   - `on_read`: a stream calling hooks with the bytes read from it and written to it (a tunnel's idle clock and byte counts).
 //!   - `lifetime`: when a connection (or its tunnel) ends: made with rotated-out material

@@ -242,7 +242,7 @@ impl Upstream {
                 .await
             {
                 Ok(resp) => {
-                    self.answered(set, i, switch_checked(&resp, false));
+                    self.answered(set, i, switch_checked(&resp, None));
                     return Ok(resp);
                 }
                 // The client broke its own body: not the endpoint's fault,

@@ -54,6 +54,7 @@ use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::kept::Kept;
 use crate::proxy::resends::Resends;
+use crate::proxy::websocket::Accept;
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
 use crate::upstream::endpoint::{Earlier, Endpoint, Lease, LeasedBody};
 use crate::upstream::resolve::Resolution;
@@ -178,11 +179,11 @@ impl Upstream {
     /// 502/504 describing why there is none. `max_body`: the route's
     /// `max_body_bytes` (0: no limit); a declared length over it was
     /// answered `413` before. `in_flight` is told once the request is
-    /// handed to an endpoint, not for an answer given before. `upgrade`:
-    /// the request asks for an upgrade hotproxy tunnels
-    /// ([`crate::proxy::tunnel::is_tunnelled`], which the caller has read
-    /// already); any other `Upgrade` is stripped as hop-by-hop and the
-    /// request forwarded as an ordinary one. `abandoned` is told the
+    /// handed to an endpoint, not for an answer given before. `accept`: the
+    /// request is an upgrade hotproxy tunnels (`tunnel::is_tunnelled`, read
+    /// by the caller) whose `101` must carry it (`proxy::websocket`); any
+    /// other `Upgrade` is stripped as hop-by-hop, the request forwarded as
+    /// an ordinary one. `abandoned` is told the
     /// endpoint of the attempt in flight if the request's future is
     /// dropped (the client gone), for its `499` line.
     pub async fn forward(
@@ -191,9 +192,10 @@ impl Upstream {
         ctx: &RequestContext,
         max_body: u64,
         in_flight: &mut crate::proxy::cancels::Unanswered,
-        upgrade: bool,
+        accept: Option<&Accept>,
         abandoned: &Abandoned,
     ) -> Response<ResponseBody> {
+        let upgrade = accept.is_some();
         if self.members.load().is_empty() {
             metrics::upstream_error(&self.name, "no_servers");
             return error_response(StatusCode::BAD_GATEWAY, "upstream has no servers");
@@ -276,9 +278,9 @@ impl Upstream {
                     // listener answers 502: the body it may still send is
                     // cut at once when the listener drops the response.
                     let refused =
-                        matches!(&r, Ok(resp) if switch_checked(resp, true) != resp.status());
+                        matches!(&r, Ok(resp) if switch_checked(resp, accept) != resp.status());
                     match &r {
-                        Ok(resp) => self.answered(&set, i, switch_checked(resp, true)),
+                        Ok(resp) => self.answered(&set, i, switch_checked(resp, accept)),
                         Err(_) if body_fault.cause().is_some() => {}
                         Err(e) => self.answered_failure(&set, i, e),
                     }
@@ -652,14 +654,15 @@ impl Upstream {
 }
 
 /// The status an answer counts as for the endpoint: a `101` to a request
-/// that asked for no upgrade, or to a protocol other than the one
-/// tunnelled, is refused before the client sees it (502, `protocol`), so
-/// it is the endpoint's 502 and a failure for passive health, as any
-/// malformed answer is; it used to count as a success and as a `101`.
-pub(super) fn switch_checked<B>(resp: &Response<B>, upgrade: bool) -> StatusCode {
+/// that asked for no upgrade (`accept` `None`), to a protocol other than
+/// the one tunnelled, or without the request key's `Sec-WebSocket-Accept`,
+/// is refused before the client sees it (502, `protocol`), so it is the
+/// endpoint's 502 and a failure for passive health, as any malformed
+/// answer is; it used to count as a success and as a `101`.
+pub(super) fn switch_checked<B>(resp: &Response<B>, accept: Option<&Accept>) -> StatusCode {
     let status = resp.status();
     if status == StatusCode::SWITCHING_PROTOCOLS
-        && !(upgrade && crate::proxy::tunnel::switched_to_tunnelled(resp.headers()))
+        && !accept.is_some_and(|a| crate::proxy::tunnel::switched_to_tunnelled(resp.headers(), a))
     {
         return StatusCode::BAD_GATEWAY;
     }

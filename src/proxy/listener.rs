@@ -37,7 +37,7 @@ use crate::proxy::refused_head::protocol_error;
 use crate::proxy::router::Router;
 use crate::proxy::stall::{SentBody, Stalls};
 use crate::proxy::tunnel::{self, TunnelLimits};
-use crate::proxy::{cancels::Unanswered, refused_head, request};
+use crate::proxy::{cancels::Unanswered, refused_head, request, websocket};
 
 mod handshake;
 mod serve;
@@ -699,7 +699,18 @@ async fn handle(
         let h2 = req.version() == http::Version::HTTP_2;
         return exchange.finish(client_fault(ctx, &upstream.name, &Fault::TooLarge, h2));
     }
-    let client_upgrade = named.tunnelled(&req).then(|| {
+    // A tunnelled upgrade is a WebSocket handshake or a `400`; its `101`
+    // must carry the key's accept.
+    let handshake = named
+        .tunnelled(&req)
+        .then(|| websocket::handshake(req.headers()));
+    if let Some(Err(refused)) = handshake {
+        debug!(listener = %listener.name, peer = %ctx.client_addr, error = refused.message(), "websocket handshake refused");
+        exchange.upstream(&upstream.name, None);
+        route_metrics.record(400, start.elapsed());
+        return exchange.finish(refused.response());
+    }
+    let client_upgrade = handshake.and_then(Result::ok).map(|accept| {
         // What the tunnel's route is found by again when the routes
         // change: the request is gone by then.
         let routed = Routed {
@@ -709,17 +720,17 @@ async fn handle(
             path: req.uri().path().into(),
             generation: routes_generation,
         };
-        (hyper::upgrade::on(&mut req), routed)
+        (hyper::upgrade::on(&mut req), routed, accept)
     });
     let forwarding = exchange.forwarding(&route_metrics, &upstream.name);
-    let upgrade = client_upgrade.is_some();
+    let accept = client_upgrade.as_ref().map(|(_, _, accept)| accept);
     let mut resp = upstream
         .forward(
             req,
             ctx,
             max_body,
             in_flight,
-            upgrade,
+            accept,
             forwarding.abandoned(),
         )
         .await;
@@ -732,7 +743,9 @@ async fn handle(
     exchange.upstream(&upstream.name, head_came.then(|| start.elapsed()));
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match client_upgrade {
-            Some((client, routed)) if tunnel::switched_to_tunnelled(resp.headers()) => {
+            Some((client, routed, accept))
+                if tunnel::switched_to_tunnelled(resp.headers(), &accept) =>
+            {
                 route_metrics.record(101, start.elapsed());
                 let line = exchange.tunnelled(&mut resp);
                 tunnel::spawn(
@@ -746,11 +759,11 @@ async fn handle(
                 );
                 return resp;
             }
-            // A switch nobody asked for (or to another protocol) would
-            // carry bytes past routing: refuse it.
+            // A switch nobody asked for (to another protocol, or without
+            // the key's accept) would carry bytes past routing: refuse it.
             _ => {
                 metrics::upstream_error(&upstream.name, "protocol");
-                warn!(upstream = %upstream.name, reason = "protocol", error = "101 Switching Protocols to a protocol that was not requested", "upstream request failed");
+                warn!(upstream = %upstream.name, reason = "protocol", error = "101 Switching Protocols not answering the request's upgrade (protocol, Sec-WebSocket-Accept)", "upstream request failed");
                 // The 502 is the endpoint's: its line names it too.
                 let refused = error_response(StatusCode::BAD_GATEWAY, "upstream unavailable");
                 resp = UpstreamAddr::carried(resp, refused);

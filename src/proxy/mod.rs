@@ -38,4 +38,5 @@ pub mod stall;
 pub mod trailers;
 pub mod tunnel;
 pub mod upkeep;
+pub mod websocket;
 pub mod written;

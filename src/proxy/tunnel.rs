@@ -7,6 +7,11 @@
 //! request is forwarded as an ordinary one (nginx's default; Envoy does the
 //! same for `h2c`).
 //!
+//! A `websocket` upgrade is tunnelled only as a WebSocket handshake: its
+//! request with a valid `Sec-WebSocket-Key` and `-Version` (otherwise a
+//! `400`), its `101` with the key's `Sec-WebSocket-Accept` (otherwise a
+//! `502`), [`crate::proxy::websocket`].
+//!
 //! A tunnel ends as soon as either side closes, once what that side sent
 //! has been passed on and the other side's writing shut down
 //! ([`crate::proxy::relay`]; nginx's "upgraded done"): a half-open tunnel
@@ -46,11 +51,14 @@ use crate::proxy::lifetime::{Lifetime, Over};
 use crate::proxy::on_read::OnRead;
 use crate::proxy::readmit::Routed;
 use crate::proxy::relay::{Closed, Rewound, SendBound, relay};
+use crate::proxy::websocket::Accept;
 use crate::upstream::io::UpstreamIo;
 
 /// `Upgrade` tokens hotproxy tunnels (compared case-insensitively). The
 /// extension point for more protocols: each must be one whose bytes after
-/// the `101` need no routing or header rewriting by the proxy.
+/// the `101` need no routing or header rewriting by the proxy, and a
+/// handshake of its own checked as [`crate::proxy::websocket`] checks
+/// WebSocket's.
 pub const TUNNELLED: &[&str] = &["websocket"];
 
 /// Whether a request asks for an upgrade hotproxy tunnels: HTTP/1.1,
@@ -69,8 +77,15 @@ pub fn is_tunnelled(version: Version, headers: &HeaderMap) -> bool {
     connection_upgrade && !tunnelled_tokens(headers).is_empty()
 }
 
-/// Whether a `101` switched to a protocol hotproxy tunnels.
-pub fn switched_to_tunnelled(headers: &HeaderMap) -> bool {
+/// Whether a `101` switched to a protocol hotproxy tunnels, answering the
+/// request's handshake: with the `Sec-WebSocket-Accept` of its key
+/// ([`crate::proxy::websocket`]).
+pub fn switched_to_tunnelled(headers: &HeaderMap, accept: &Accept) -> bool {
+    accept.answered_in(headers) && switched_to_one_tunnelled(headers)
+}
+
+/// Whether a `101`'s `Upgrade` names one protocol, one hotproxy tunnels.
+fn switched_to_one_tunnelled(headers: &HeaderMap) -> bool {
     let tokens = tunnelled_tokens(headers);
     // One protocol only: the upstream picks, it does not list.
     tokens.len() == 1
@@ -319,9 +334,12 @@ mod tests {
         assert!(is_tunnelled(Version::HTTP_11, &both));
         restrict_upgrade(&mut both);
         assert_eq!(both["upgrade"], "websocket");
-        assert!(switched_to_tunnelled(&headers(&[("upgrade", "websocket")])));
-        assert!(!switched_to_tunnelled(&headers(&[("upgrade", "h2c")])));
-        assert!(!switched_to_tunnelled(&headers(&[(
+        assert!(switched_to_one_tunnelled(&headers(&[(
+            "upgrade",
+            "websocket"
+        )])));
+        assert!(!switched_to_one_tunnelled(&headers(&[("upgrade", "h2c")])));
+        assert!(!switched_to_one_tunnelled(&headers(&[(
             "upgrade",
             "websocket, h2c"
         )])));

@@ -19,8 +19,9 @@ pub const WAIT: Duration = Duration::from_secs(20);
 type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 /// A plain-HTTP/1.1 backend: answers `101` to *any* `Upgrade` (as a naive
-/// backend would, so the proxy alone decides what is tunnelled) and then
-/// echoes bytes; streams an endless body on `/big`; n KiB on `/kib/n`; a KiB and trailers
+/// backend would, so the proxy alone decides what is tunnelled), with the
+/// `Sec-WebSocket-Accept` of the request's `Sec-WebSocket-Key` if it has
+/// one, and then echoes bytes; streams an endless body on `/big`; n KiB on `/kib/n`; a KiB and trailers
 /// (`grpc-status`) on `/trailers`; sends one chunk and
 /// then nothing on `/stall`; a head of about N bytes on `/fat-head/N`;
 /// reads the whole request body on `/upload` and
@@ -138,6 +139,10 @@ fn answer(
             .unwrap();
     }
     if let Some(proto) = req.headers().get("upgrade").cloned() {
+        let accept = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| websocket_accept(k.as_bytes()));
         let on = hyper::upgrade::on(req);
         tokio::spawn(async move {
             if let Ok(up) = on.await {
@@ -146,7 +151,11 @@ fn answer(
             }
         });
         // With hop-by-hop fields of its own, which must not reach the client.
-        return http::Response::builder()
+        let switched = match accept {
+            Some(accept) => http::Response::builder().header("sec-websocket-accept", accept),
+            None => http::Response::builder(),
+        };
+        return switched
             .status(101)
             .header("upgrade", proto)
             .header("connection", "upgrade, x-internal")
@@ -211,6 +220,17 @@ fn answer(
         .collect();
     let body = serde_json::json!({ "path": req.uri().path(), "query": req.uri().query(), "headers": headers });
     http::Response::new(Full::new(Bytes::from(body.to_string())).boxed())
+}
+
+/// A `101`'s `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2):
+/// base64(SHA-1(key ++ the protocol's GUID)).
+pub fn websocket_accept(key: &[u8]) -> String {
+    use aws_lc_rs::digest;
+    use base64::Engine as _;
+    let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish())
 }
 
 pub struct World {

@@ -29,3 +29,4 @@ mod tunnels;
 mod upgrade_answers;
 mod upgrade_slots;
 mod upstream;
+mod ws_handshake;

@@ -148,7 +148,8 @@ async fn a_slow_but_steady_tls_backend_gets_all_of_a_tunnel() {
             head.push(b[0]);
         }
         let switched = b"HTTP/1.1 101 Switching Protocols\r\n\
-            upgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+            upgrade: websocket\r\nconnection: upgrade\r\n\
+            sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
         tls.write_all(switched).await.unwrap();
         // Read as a slow but steady peer does, to the end (or a cut).
         let mut paced = Paced::new(tls);
@@ -168,7 +169,8 @@ async fn a_slow_but_steady_tls_backend_gets_all_of_a_tunnel() {
     let addr: SocketAddr = p.listener_addr("public").await;
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     s.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
     )
     .await
     .unwrap();

@@ -372,7 +372,8 @@ where
                 return;
             }
             let switched = b"HTTP/1.1 101 Switching Protocols\r\n\
-                upgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+                upgrade: websocket\r\nconnection: upgrade\r\n\
+                sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
             if tcp.write_all(switched).await.is_ok() {
                 then(tcp).await;
             }
@@ -636,7 +637,8 @@ async fn an_upgrade_requests_body_reaches_the_upstream() {
             }
             let _ = seen.send(String::from_utf8_lossy(&buf).into_owned());
             let switched = b"HTTP/1.1 101 Switching Protocols\r\n\
-                upgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+                upgrade: websocket\r\nconnection: upgrade\r\n\
+                sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
             if tcp.write_all(switched).await.is_ok() {
                 let (mut r, mut w) = tcp.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -648,7 +650,7 @@ async fn an_upgrade_requests_body_reaches_the_upstream() {
     let mut s = tls(&w, addr, &[b"http/1.1"]).await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
-          content-length: 5\r\n\r\nhello",
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\ncontent-length: 5\r\n\r\nhello",
     )
     .await
     .unwrap();
@@ -682,7 +684,7 @@ pub(super) async fn upgrade_with_endless_body(
     let mut s = tls(w, addr, &[b"http/1.1"]).await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
-          content-length: 1073741824\r\n\r\n",
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\ncontent-length: 1073741824\r\n\r\n",
     )
     .await
     .unwrap();

@@ -106,7 +106,8 @@ async fn an_upgrade_takes_the_slot_of_an_idle_pooled_connection() {
             buf.drain(..end);
             if head.contains("upgrade: websocket") {
                 let switched = b"HTTP/1.1 101 Switching Protocols\r\n\
-                    upgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+                    upgrade: websocket\r\nconnection: upgrade\r\n\
+                    sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
                 if tcp.write_all(switched).await.is_ok() {
                     let (mut from, mut to) = tcp.into_split();
                     let _ = tokio::io::copy(&mut from, &mut to).await;

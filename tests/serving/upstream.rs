@@ -279,7 +279,8 @@ async fn response_with_ambiguous_length_is_502_and_its_connection_dropped() {
         assert!(reply.ends_with("\r\n\r\nhello"), "{what}: {reply}");
         assert_eq!(accepted.load(SeqCst), 2, "{what}: a connection reused");
         // An `Upgrade` request answered without a switch, alike.
-        const UPGRADE: &[u8] = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+        const UPGRADE: &[u8] = b"GET /x HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\n\
+            upgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n";
         let mut s = tls(&w, addr, &[b"http/1.1"]).await;
         s.write_all(UPGRADE).await.unwrap();
         let head = read_head(&mut s).await;

@@ -62,7 +62,8 @@ async fn scripted(pair: &TestPair, script: Script) -> Scripted {
                         break;
                     }
                     if matches!(script, Script::Upgrade) {
-                        let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+                        let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\
+                            upgrade: websocket\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
                         if tls.write_all(head.as_bytes()).await.is_ok() {
                             let (mut r, mut w) = tokio::io::split(tls);
                             let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -290,7 +291,8 @@ async fn websocket_upgrade_tunnels_bytes() {
     let (_proxy, addr) = proxy_for(&w, b.addr).await;
     let mut tls = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
     tls.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
     )
     .await
     .unwrap();
@@ -448,7 +450,12 @@ async fn one_thread_proxy(
 /// An HTTP/1.1 `GET /ws` asking to switch to `websocket`, through the
 /// proxy at `addr`.
 async fn upgrade_get(w: &World, addr: std::net::SocketAddr) -> Reply {
-    let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
+    let upgrade = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+    ];
     get(addr, "a.example.com", h1_config(w), false, "/ws", &upgrade)
         .await
         .unwrap()
