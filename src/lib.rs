@@ -47,7 +47,8 @@
 //!   - `bundle`: a CA bundle's certificates (each a usable trust anchor) and CRLs, counted per file;
 //!     its CRLs chosen again once one dated in the future is issued.
 //!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first;
-//!     the bundle's CA certificates they revoke (no trust anchors); those rolled back to older ones.
+//!     the bundle's CA certificates they revoke (no trust anchors); those rolled back to older ones;
+//!     its unit tests in `crls/tests.rs`.
 //!   - `der`: DER read by hand: a signature checked as webpki checks it, Must-Staple.
 //!   - `keys`: a private key's kind and size, named when hotproxy cannot sign with it.
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).

@@ -320,3 +320,105 @@ listeners:
         "{warning}"
     );
 }
+
+/// A leaf of `issuing` that sends its chain (the leaf, then `issuing`),
+/// as a client must when `ca_file` holds the root alone.
+fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
+    let mut pair = issuing.client_pair(cn);
+    pair.cert_pem.push_str(&issuing.cert_pem);
+    pair
+}
+
+/// A proxy watching the Secret volume `pki` (written as kubelet does):
+/// `ca.crt` its CA bundle, `root.crl` and `issuing.crl` its CRLs; the
+/// listener `mtls` requires client certificates of that bundle.
+fn kubelet_scene(s: &Scene, pki: &support::writers::Kubelet) -> std::path::PathBuf {
+    let edge = TestCa::new("edge");
+    s.pair("edge", &edge.server_pair(&["localhost"]));
+    write(&s.path("edge-ca.crt"), &edge.cert_pem);
+    let at = |name: &str| pki.dir.join(name).display().to_string();
+    s.config(&format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+certs:
+  - {{ id: edge, type: server-pair, cert_file: edge.crt, key_file: edge.key }}
+  - {{ id: clients, type: ca-bundle, ca_file: {}, crl_files: [{}, {}] }}
+listeners:
+  - name: mtls
+    bind: 127.0.0.1:0
+    tls:
+      certs: [{{ ref: edge }}]
+      client_auth: {{ mode: require_and_verify, ca: {{ ref: clients }} }}
+"#,
+        at("ca.crt"),
+        at("root.crl"),
+        at("issuing.crl"),
+    ))
+}
+
+/// `ca_file` holds the root alone, as hotproxy's own warning about an
+/// unchecked issuing CA advises: clients send the issuing CA, whose CRL
+/// (the one revoking them) no CA of the bundle can verify. That CRL
+/// rolled back to an older copy in the Secret (a restored backup) lets
+/// mallory, revoked since, in again: applied, and warned about, naming
+/// the file, the issuing CA, both thisUpdates and numbers. It was
+/// silent: only a CRL a CA of the bundle verified was compared.
+#[tokio::test]
+async fn an_issuing_cas_crl_rolled_back_behind_a_root_only_bundle_is_warned_about() {
+    let s = Scene::new();
+    let root = TestCa::new("partners root");
+    let issuing = root.intermediate("issuing CA");
+    let mallory = client_of(&issuing, "mallory");
+    let alice = client_of(&issuing, "alice");
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let until = now + time::Duration::days(7);
+    let (older, newer) = (
+        now - time::Duration::days(1),
+        now - time::Duration::minutes(1),
+    );
+    let v1 = issuing.crl_of(&[], older, until, 1);
+    let v2 = issuing.crl_of(&[mallory.serial], newer, until, 2);
+    let root_crl = root.crl(&[]);
+    let pki = support::writers::Kubelet::new(&s.path("pki"));
+    let secret = |issuing_crl: &str| {
+        pki.write(
+            &[
+                ("ca.crt", &root.cert_pem),
+                ("root.crl", &root_crl),
+                ("issuing.crl", issuing_crl),
+            ],
+            false,
+        )
+    };
+    secret(&v2);
+    let cfg = kubelet_scene(&s, &pki);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("mtls").await;
+    assert!(admitted(&s, addr, &alice).await, "alice sends her chain");
+    assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
+
+    secret(&v1);
+    wait_until(Duration::from_secs(20), "CRL 1 applied", || async {
+        admitted(&s, addr, &mallory).await
+    })
+    .await;
+    let warning = p
+        .wait_log("the CRL rollback warning", |v| {
+            v["level"] == "WARN"
+                && v["entry"] == "clients"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("CRL rolled back"))
+        })
+        .await;
+    let file = pki.dir.join("issuing.crl").display().to_string();
+    assert_eq!(warning["file"], file.as_str(), "{warning}");
+    assert_eq!(warning["issuer"], "CN=issuing CA", "{warning}");
+    assert_eq!(warning["this_update_unix"], older.unix_timestamp());
+    assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
+    assert_eq!(
+        (&warning["crl_number"], &warning["previous_crl_number"]),
+        (&"1".into(), &"2".into()),
+        "{warning}"
+    );
+}

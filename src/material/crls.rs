@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
@@ -112,12 +113,17 @@ pub struct CrlRollback {
 /// thisUpdate, then CRL number, as [`newest`] ranks CRLs. A scope new to
 /// `read` is no rollback; nor is a CRL without a number next to one with
 /// the same thisUpdate (nothing says which is older). Nor is a CRL that
-/// replaces one no CA of its bundle signed or not issued as of `now`
-/// (Unix seconds): [`newest`] ranks those below every verified, issued
-/// CRL, and it was in use for want of one; by its age alone, a repair
-/// (the issuer's CA added, a genuine CRL in place of a forged one) would
-/// be warned about, and a forged CRL dated far ahead would make every
-/// genuine one look rolled back until then.
+/// replaces one not issued as of `now` (Unix seconds), or, when a CA of
+/// the bundle bears its issuer's name, one no such CA signed: [`newest`]
+/// ranks those below every verified, issued CRL, and it was in use for
+/// want of one; by its age alone, a repair (the issuer's CA added, a
+/// genuine CRL in place of a forged one) would be warned about, and a
+/// forged CRL dated far ahead would make every genuine one look rolled
+/// back until then. A scope no CA of the bundle can verify (an issuing
+/// CA's, the bundle holding its root alone: clients send the issuing CA,
+/// webpki checks its CRL with it) is compared by age all the same, as
+/// long as the two CRLs do not name different keys (authority key
+/// identifiers): a restored backup of it re-admits revoked clients too.
 pub(super) fn rolled_back(
     served: &[impl AsRef<[u8]>],
     served_cas: &[impl AsRef<[u8]>],
@@ -129,10 +135,11 @@ pub(super) fn rolled_back(
         .iter()
         .filter_map(|d| X509Certificate::from_der(d.as_ref()).ok().map(|(_, c)| c))
         .collect();
+    let named = |issuer: &[u8]| cas.iter().any(|c| c.subject().as_raw() == issuer);
     let trusted = |der: &[u8]| {
         fact(der, &cas, now).is_some_and(|f| {
             let (verified, issued, _) = f.rank;
-            verified && issued
+            issued && (verified || !named(&f.scope.issuer))
         })
     };
     let parse = |der: &[u8]| {
@@ -141,24 +148,32 @@ pub(super) fn rolled_back(
             .map(|(_, crl)| {
                 let (scope, age) = scope_and_age(&crl);
                 let number = crl.crl_number().map(ToString::to_string);
-                (scope, age, number, super::dn::text(crl.issuer()))
+                let key = key_id(&crl);
+                (scope, age, number, super::dn::text(crl.issuer()), key)
             })
     };
+    // Each with whether a CA of the bundle bears its issuer's name.
     let served: Vec<_> = served
         .iter()
         .filter(|d| trusted(d.as_ref()))
         .filter_map(|d| parse(d.as_ref()))
+        .map(|crl| (named(&crl.0.issuer), crl))
         .collect();
     let mut out = Vec::new();
     for (der, file) in read.iter().zip(files) {
-        let Some((scope, (this_update, number), crl_number, issuer)) = parse(der.as_ref()) else {
-            continue;
-        };
-        let Some((_, (was, was_number), previous_crl_number, _)) =
-            served.iter().find(|(s, ..)| *s == scope)
+        let Some((scope, (this_update, number), crl_number, issuer, key)) = parse(der.as_ref())
         else {
             continue;
         };
+        let Some((named, (_, (was, was_number), previous_crl_number, _, was_key))) =
+            served.iter().find(|(_, (s, ..))| *s == scope)
+        else {
+            continue;
+        };
+        let other_key = matches!((&key, was_key), (Some(k), Some(w)) if k != w);
+        if !named && other_key {
+            continue;
+        }
         let lower = matches!((&number, was_number), (Some(n), Some(w)) if n < w);
         if this_update < *was || (this_update == *was && lower) {
             out.push(CrlRollback {
@@ -172,6 +187,17 @@ pub(super) fn rolled_back(
         }
     }
     out
+}
+
+/// The key identifier of `crl`'s authority key identifier, if it has one.
+fn key_id(crl: &CertificateRevocationList<'_>) -> Option<Vec<u8>> {
+    crl.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        })
+        .map(|k| k.0.to_vec())
 }
 
 /// Of the CRLs of each scope (one issuer), the one issued last: the
@@ -426,350 +452,4 @@ pub(super) fn revoked_cas(
 }
 
 #[cfg(test)]
-mod tests {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
-        KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
-    };
-    use time::{Duration, OffsetDateTime};
-
-    use super::*;
-
-    fn ca(cn: &str) -> Issuer<'static, KeyPair> {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Issuer::new(p, KeyPair::generate().unwrap())
-    }
-
-    /// A CRL of `issuer` issued `days_ago`, numbered `number`, from `file`.
-    fn crl(issuer: &Issuer<'_, KeyPair>, days_ago: i64, number: u64, file: &str) -> Crl {
-        revoking(issuer, days_ago, number, file, &[])
-    }
-
-    /// The same, revoking the certificates of `serials`.
-    fn revoking(
-        issuer: &Issuer<'_, KeyPair>,
-        days_ago: i64,
-        number: u64,
-        file: &str,
-        serials: &[u64],
-    ) -> Crl {
-        let this_update = OffsetDateTime::now_utc() - Duration::days(days_ago);
-        issued_at(issuer, this_update, number, file, serials)
-    }
-
-    /// The same, issued at `this_update`.
-    fn issued_at(
-        issuer: &Issuer<'_, KeyPair>,
-        this_update: OffsetDateTime,
-        number: u64,
-        file: &str,
-        serials: &[u64],
-    ) -> Crl {
-        let params = CertificateRevocationListParams {
-            this_update,
-            next_update: this_update + Duration::days(30),
-            crl_number: SerialNumber::from(number),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|&s| RevokedCertParams {
-                    serial_number: SerialNumber::from(s),
-                    revocation_time: this_update,
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        Crl {
-            origin: file.to_owned(),
-            der: params.signed_by(issuer).unwrap().der().to_vec(),
-        }
-    }
-
-    /// Of the CRLs in use read, those older than the one of their issuer
-    /// in use before are rolled back, with their file: an earlier
-    /// thisUpdate, or the same and a lower CRL number. A newer one, one of
-    /// the same age, and one of an issuer not served before are not.
-    #[test]
-    fn a_crl_older_than_the_one_it_replaces_is_rolled_back() {
-        let [(a_der, a), (b_der, b), (c_der, c), (_, d)] =
-            ["a", "b", "c", "d"].map(|cn| ca_cert(cn, 1, None));
-        let cas = [a_der, b_der, c_der];
-        let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::days(1);
-        let served: Vec<Vec<u8>> = [
-            issued_at(&a, t, 5, "", &[]),
-            issued_at(&b, t, 5, "", &[]),
-            issued_at(&c, t, 5, "", &[]),
-        ]
-        .map(|c| c.der)
-        .into();
-        let read = [
-            issued_at(&a, t - Duration::hours(1), 9, "a-earlier", &[]),
-            issued_at(&b, t, 4, "b-lower", &[]),
-            issued_at(&c, t, 5, "c-same", &[]),
-            issued_at(&d, t - Duration::days(9), 1, "d-new", &[]),
-        ];
-        let files: Vec<String> = read.iter().map(|c| c.origin.clone()).collect();
-        let ders: Vec<&[u8]> = read.iter().map(|c| &c.der[..]).collect();
-        let back = rolled_back(&served, &cas, &ders, &files, now());
-        let seen: Vec<_> = back
-            .iter()
-            .map(|r| {
-                (
-                    r.file.as_str(),
-                    r.issuer.as_str(),
-                    r.previous_this_update - r.this_update,
-                    r.crl_number.as_deref(),
-                    r.previous_crl_number.as_deref(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                ("a-earlier", "CN=a", 3600, Some("9"), Some("5")),
-                ("b-lower", "CN=b", 0, Some("4"), Some("5")),
-            ]
-        );
-        assert_eq!(
-            back[0].this_update,
-            (t - Duration::hours(1)).unix_timestamp()
-        );
-        // Newer than what is served: nothing.
-        assert!(rolled_back(&ders, &cas, &served, &files, now()).is_empty());
-    }
-
-    /// A CRL in use before that no CA of its bundle signed (forged, or
-    /// its CA missing from the bundle), or not issued yet, ranks below any
-    /// verified, issued one: replacing it with an earlier one is no
-    /// rollback (a repair). The same CRLs are once it was verified and
-    /// issued: as of a `now` past the future one's thisUpdate, with the CA.
-    #[test]
-    fn only_a_verified_issued_crl_is_rolled_back_from() {
-        let (a_der, a) = ca_cert("a", 1, None);
-        let (_, imposter) = ca_cert("a", 1, None);
-        let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-        let genuine = issued_at(&a, t - Duration::hours(1), 2, "genuine", &[]);
-        let (file, read) = (["genuine".to_owned()], [&genuine.der[..]]);
-        let forged = issued_at(&imposter, t + Duration::days(365), 9, "", &[]).der;
-        let ahead = issued_at(&a, t + Duration::hours(1), 3, "", &[]).der;
-        let none: [&[u8]; 0] = [];
-        let now = t.unix_timestamp();
-        let later = (t + Duration::hours(2)).unix_timestamp();
-        // Forged: never, even once its thisUpdate has come.
-        assert!(rolled_back(&[&forged], &[&a_der], &read, &file, later).is_empty());
-        // Genuine but its CA not in the bundle then: unverified.
-        assert!(rolled_back(&[&ahead], &none, &read, &file, later).is_empty());
-        // Genuine and verified, dated ahead: not issued yet as of now.
-        assert!(rolled_back(&[&ahead], &[&a_der], &read, &file, now).is_empty());
-        // Verified and issued: the earlier CRL is rolled back.
-        let back = rolled_back(&[&ahead], &[&a_der], &read, &file, later);
-        assert_eq!(back.len(), 1, "{back:?}");
-        assert_eq!(back[0].previous_crl_number.as_deref(), Some("3"));
-    }
-
-    fn now() -> i64 {
-        OffsetDateTime::now_utc().unix_timestamp()
-    }
-
-    fn files(crls: &[Crl]) -> Vec<&str> {
-        crls.iter().map(|c| c.origin.as_str()).collect()
-    }
-
-    /// Per issuer the newest, whatever the order; another issuer's CRL is
-    /// kept however old; the kept ones come newest first.
-    #[test]
-    fn the_newest_of_each_issuer_is_kept_newest_first() {
-        let (a, b) = (ca("a"), ca("b"));
-        let mut notes = Vec::new();
-        let kept = newest(
-            vec![
-                crl(&a, 5, 1, "a-old"),
-                crl(&b, 20, 1, "b"),
-                crl(&a, 1, 3, "a-new"),
-                crl(&a, 3, 2, "a-mid"),
-            ],
-            &[] as &[Vec<u8>],
-            now(),
-            &mut notes,
-        );
-        assert_eq!(files(&kept), ["a-new", "b"]);
-        let superseded: Vec<(&str, &str)> = notes
-            .iter()
-            .filter_map(|n| match n {
-                Note::SupersededCrl { file, by_file, .. } => {
-                    Some((file.as_str(), by_file.as_str()))
-                }
-                _ => None,
-            })
-            .collect();
-        assert_eq!(superseded, [("a-old", "a-new"), ("a-mid", "a-new")]);
-    }
-
-    /// Issued the same second: the higher CRL number wins, then the first
-    /// listed (the same CRL twice keeps one).
-    #[test]
-    fn a_tie_goes_to_the_higher_number_then_the_first() {
-        let a = ca("a");
-        let mut notes = Vec::new();
-        let kept = newest(
-            vec![crl(&a, 1, 7, "seven"), crl(&a, 1, 9, "nine")],
-            &[] as &[Vec<u8>],
-            now(),
-            &mut notes,
-        );
-        assert_eq!(files(&kept), ["nine"]);
-        let same = crl(&a, 1, 1, "first");
-        let again = Crl {
-            origin: "again".into(),
-            der: same.der.clone(),
-        };
-        assert_eq!(
-            files(&newest(
-                vec![same, again],
-                &[] as &[Vec<u8>],
-                now(),
-                &mut notes
-            )),
-            ["first"]
-        );
-    }
-
-    /// Two CAs under one name with different keys (a key rollover): their
-    /// CRLs differ by key identifier only, which webpki never reads (it
-    /// would read the first listed for the clients of both keys): the
-    /// newer is kept.
-    #[test]
-    fn one_name_two_keys_keeps_the_newest() {
-        let mut old_key = CertificateParams::new(Vec::<String>::new()).unwrap();
-        old_key.distinguished_name.push(DnType::CommonName, "a");
-        old_key.key_identifier_method = KeyIdMethod::Sha256;
-        let mut new_key = old_key.clone();
-        new_key.key_identifier_method = KeyIdMethod::Sha256;
-        let old_ca = Issuer::new(old_key, KeyPair::generate().unwrap());
-        let new_ca = Issuer::new(new_key, KeyPair::generate().unwrap());
-        let mut notes = Vec::new();
-        let kept = newest(
-            vec![crl(&old_ca, 5, 1, "old key"), crl(&new_ca, 1, 1, "new key")],
-            &[] as &[Vec<u8>],
-            now(),
-            &mut notes,
-        );
-        assert_eq!(files(&kept), ["new key"]);
-        assert!(
-            matches!(&notes[..], [Note::SupersededCrl { file, by_file, .. }]
-                if file == "old key" && by_file == "new key"),
-            "{notes:?}"
-        );
-    }
-
-    /// Both CA certificates of a key rollover in the bundle: the CRL of
-    /// the other key than the newest's is told apart (a warning), one the
-    /// same key replaced is superseded as usual.
-    #[test]
-    fn a_crl_of_another_key_is_told_from_one_the_same_key_replaced() {
-        let (old_der, old_ca) = ca_cert("a", 1, None);
-        let (new_der, new_ca) = ca_cert("a", 2, None);
-        let mut notes = Vec::new();
-        let kept = newest(
-            vec![
-                crl(&old_ca, 5, 9, "old key"),
-                crl(&new_ca, 3, 1, "new key"),
-                crl(&new_ca, 1, 2, "new key again"),
-            ],
-            &[old_der, new_der],
-            now(),
-            &mut notes,
-        );
-        assert_eq!(files(&kept), ["new key again"]);
-        assert!(
-            matches!(&notes[..], [
-                Note::CrlOfAnotherKey { file: other, by_file: by_other, .. },
-                Note::SupersededCrl { file: same, by_file: by_same, .. },
-            ] if other == "old key" && by_other == "new key again"
-                && same == "new key" && by_same == "new key again"),
-            "{notes:?}"
-        );
-        assert!(notes[0].is_warning() && !notes[1].is_warning());
-    }
-
-    /// A CA `cn` with serial `serial`, issued by `by` (self-signed
-    /// without): its certificate's DER and the issuer it makes.
-    fn ca_cert(
-        cn: &str,
-        serial: u64,
-        by: Option<&Issuer<'_, KeyPair>>,
-    ) -> (Vec<u8>, Issuer<'static, KeyPair>) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.serial_number = Some(SerialNumber::from(serial));
-        let cert = match by {
-            Some(by) => p.signed_by(&key, by).unwrap(),
-            None => p.self_signed(&key).unwrap(),
-        };
-        (cert.der().to_vec(), Issuer::new(p, key))
-    }
-
-    fn out(ders: &[&[u8]], crls: &[Crl]) -> (Vec<usize>, Vec<Note>) {
-        let infos: Vec<CertInfo> = ders
-            .iter()
-            .map(|d| super::super::info::inspect(d).unwrap())
-            .collect();
-        let mut notes = Vec::new();
-        let revoked = revoked_cas("bundle", ders, &infos, crls, &mut notes);
-        (revoked, notes)
-    }
-
-    /// root -> A -> B, all in the bundle: the root's CRL revokes A, so A
-    /// is out, and B (issued by A alone) with it; the root stays.
-    #[test]
-    fn a_revoked_ca_and_what_it_issued_are_no_anchors() {
-        let (root, root_ca) = ca_cert("root", 1, None);
-        let (a, a_ca) = ca_cert("A", 2, Some(&root_ca));
-        let (b, b_ca) = ca_cert("B", 3, Some(&a_ca));
-        let crls = [
-            revoking(&root_ca, 0, 1, "root.crl", &[2]),
-            crl(&a_ca, 0, 1, "a.crl"),
-            crl(&b_ca, 0, 1, "b.crl"),
-        ];
-        let (revoked, notes) = out(&[&root, &a, &b], &crls);
-        assert_eq!(revoked, [1, 2]);
-        for (note, subject) in notes.iter().zip(["CN=A", "CN=B"]) {
-            let Note::RevokedCa {
-                subject: s,
-                revoked,
-                crl_file,
-                ..
-            } = note
-            else {
-                panic!("{note:?}");
-            };
-            assert_eq!((s.as_str(), revoked.as_str()), (subject, "CN=A"));
-            assert_eq!(crl_file, "root.crl");
-        }
-    }
-
-    /// A CRL under the root's name signed by another key revokes nothing:
-    /// A stays an anchor, and is noted unchecked (no usable CRL of its
-    /// issuer); without any CRL in the bundle nothing is said.
-    #[test]
-    fn only_a_crl_the_issuer_signed_revokes() {
-        let (root, root_ca) = ca_cert("root", 1, None);
-        let (a, _) = ca_cert("A", 2, Some(&root_ca));
-        let (_, imposter) = ca_cert("root", 1, None);
-        let forged = [revoking(&imposter, 0, 1, "forged.crl", &[2])];
-        let (revoked, notes) = out(&[&root, &a], &forged);
-        assert!(revoked.is_empty());
-        assert!(
-            matches!(&notes[..], [Note::UncheckedCa { subject, issuer, position: 2, .. }]
-                if subject == "CN=A" && issuer == "CN=root"),
-            "{notes:?}"
-        );
-        assert_eq!(out(&[&root, &a], &[]), (Vec::new(), Vec::new()));
-    }
-}
+mod tests;
