@@ -422,3 +422,62 @@ async fn an_issuing_cas_crl_rolled_back_behind_a_root_only_bundle_is_warned_abou
         "{warning}"
     );
 }
+
+/// The issuing CA re-keyed under the same name: the Secret's bundle holds
+/// the root and both issuing CA certificates (old key, new key), and
+/// `issuing.crl` goes from the old key's latest CRL to the new key's
+/// first, issued an hour earlier. That is a new key's CRL, not an older
+/// CRL of the old one: nothing re-admits a client revoked since, and no
+/// rollback is warned about (the same with the root alone in the bundle,
+/// the issuing CAs sent by clients: the CRLs name different keys). It was
+/// warned about as `CRL rolled back`, clients revoked since said to be
+/// admitted again: untrue.
+#[tokio::test]
+async fn a_re_keyed_cas_first_crl_is_no_rollback() {
+    for chain_in_bundle in [true, false] {
+        let s = Scene::new();
+        let root = TestCa::new("partners root");
+        let old_key = root.intermediate("issuing CA");
+        let new_key = root.intermediate("issuing CA");
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let until = now + time::Duration::days(7);
+        let old_crl = old_key.crl_of(&[], now - time::Duration::minutes(1), until, 7);
+        let new_crl = new_key.crl_of(&[], now - time::Duration::hours(1), until, 1);
+        let bundle = match chain_in_bundle {
+            true => format!("{}{}{}", root.cert_pem, old_key.cert_pem, new_key.cert_pem),
+            false => root.cert_pem.clone(),
+        };
+        let root_crl = root.crl(&[]);
+        let pki = support::writers::Kubelet::new(&s.path("pki"));
+        let secret = |issuing_crl: &str| {
+            pki.write(
+                &[
+                    ("ca.crt", &bundle),
+                    ("root.crl", &root_crl),
+                    ("issuing.crl", issuing_crl),
+                ],
+                false,
+            )
+        };
+        secret(&old_crl);
+        let cfg = kubelet_scene(&s, &pki);
+        let mut p = Proxy::start(&cfg);
+        let addr = p.listener_addr("mtls").await;
+        let (alice, bob) = (client_of(&old_key, "alice"), client_of(&new_key, "bob"));
+        assert!(
+            admitted(&s, addr, &alice).await,
+            "the old key's CRL is in use"
+        );
+        // Checked with the key that issued bob's issuing CA, it fails.
+        assert!(!admitted(&s, addr, &bob).await, "the old key's CRL in use");
+        secret(&new_crl);
+        wait_until(
+            Duration::from_secs(20),
+            "the new key's CRL applied",
+            || async { admitted(&s, addr, &bob).await },
+        )
+        .await;
+        let what = ["the root alone", "both keys' CAs"][usize::from(chain_in_bundle)];
+        assert_no_rollback_warned(&mut p, &format!("a new key's CRL, {what} in the bundle")).await;
+    }
+}

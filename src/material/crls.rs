@@ -119,11 +119,16 @@ pub struct CrlRollback {
 /// want of one; by its age alone, a repair (the issuer's CA added, a
 /// genuine CRL in place of a forged one) would be warned about, and a
 /// forged CRL dated far ahead would make every genuine one look rolled
-/// back until then. A scope no CA of the bundle can verify (an issuing
-/// CA's, the bundle holding its root alone: clients send the issuing CA,
-/// webpki checks its CRL with it) is compared by age all the same, as
-/// long as the two CRLs do not name different keys (authority key
-/// identifiers): a restored backup of it re-admits revoked clients too.
+/// back until then. Nor is one no key that verified the CRL it replaces
+/// verifies: the CA re-keyed under its name (the bundle holding both CA
+/// certificates), the new key's first CRL may be older than the old
+/// key's latest, and re-admits no one the old key revoked since (webpki
+/// checks it with the key that issued the client). A scope no CA of the
+/// bundle can verify (an issuing CA's, the bundle holding its root alone:
+/// clients send the issuing CA, webpki checks its CRL with it) is
+/// compared by age all the same, as long as the two CRLs do not name
+/// different keys (authority key identifiers): a restored backup of it
+/// re-admits revoked clients too.
 pub(super) fn rolled_back(
     served: &[impl AsRef<[u8]>],
     served_cas: &[impl AsRef<[u8]>],
@@ -136,10 +141,12 @@ pub(super) fn rolled_back(
         .filter_map(|d| X509Certificate::from_der(d.as_ref()).ok().map(|(_, c)| c))
         .collect();
     let named = |issuer: &[u8]| cas.iter().any(|c| c.subject().as_raw() == issuer);
-    let trusted = |der: &[u8]| {
-        fact(der, &cas, now).is_some_and(|f| {
+    // The CA keys that verify a CRL compared with: none needed when no CA
+    // of the bundle bears its issuer's name.
+    let signers = |der: &[u8]| {
+        fact(der, &cas, now).and_then(|f| {
             let (verified, issued, _) = f.rank;
-            issued && (verified || !named(&f.scope.issuer))
+            (issued && (verified || !named(&f.scope.issuer))).then_some(f.signers)
         })
     };
     let parse = |der: &[u8]| {
@@ -152,12 +159,12 @@ pub(super) fn rolled_back(
                 (scope, age, number, super::dn::text(crl.issuer()), key)
             })
     };
-    // Each with whether a CA of the bundle bears its issuer's name.
+    // Each with its signers, and whether a CA of the bundle bears its
+    // issuer's name.
     let served: Vec<_> = served
         .iter()
-        .filter(|d| trusted(d.as_ref()))
-        .filter_map(|d| parse(d.as_ref()))
-        .map(|crl| (named(&crl.0.issuer), crl))
+        .filter_map(|d| Some((signers(d.as_ref())?, parse(d.as_ref())?)))
+        .map(|(by, crl)| (by, named(&crl.0.issuer), crl))
         .collect();
     let mut out = Vec::new();
     for (der, file) in read.iter().zip(files) {
@@ -165,13 +172,22 @@ pub(super) fn rolled_back(
         else {
             continue;
         };
-        let Some((named, (_, (was, was_number), previous_crl_number, _, was_key))) =
-            served.iter().find(|(_, (s, ..))| *s == scope)
+        let Some((by, named, (_, (was, was_number), previous_crl_number, _, was_key))) =
+            served.iter().find(|(_, _, (s, ..))| *s == scope)
         else {
             continue;
         };
-        let other_key = matches!((&key, was_key), (Some(k), Some(w)) if k != w);
-        if !named && other_key {
+        // Another key's CRL (the CA re-keyed under its name) is no older
+        // CRL of this key's, whatever its date: a key that verified the
+        // one in use must verify it, or, with no CA to tell, the key
+        // identifiers, when both give one, must match.
+        let other_key = match named {
+            true => !by
+                .iter()
+                .any(|&i| signed_by(der.as_ref(), cas[i].public_key().raw)),
+            false => matches!((&key, was_key), (Some(k), Some(w)) if k != w),
+        };
+        if other_key {
             continue;
         }
         let lower = matches!((&number, was_number), (Some(n), Some(w)) if n < w);

@@ -177,6 +177,30 @@ fn an_unverifiable_scope_is_compared_by_age_within_one_key() {
     );
 }
 
+/// Both CA certificates of a re-key under one name in the bundle: the
+/// new key's first CRL, older than the old key's latest, is no rollback
+/// of it (no key that verified that one verifies it); an older CRL of the
+/// old key is.
+#[test]
+fn another_keys_crl_is_no_rollback() {
+    let (old_der, old_key) = ca_cert("a", 1, None);
+    let (new_der, new_key) = ca_cert("a", 2, None);
+    let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::hours(1);
+    let served = [issued_at(&old_key, t, 9, "", &[]).der];
+    let older = issued_at(&old_key, t - Duration::days(1), 8, "older", &[]);
+    let first = issued_at(&new_key, t - Duration::days(1), 1, "new key", &[]);
+    let files = [older.origin.clone(), first.origin.clone()];
+    let back = rolled_back(
+        &served,
+        &[&old_der, &new_der],
+        &[older.der, first.der],
+        &files,
+        now(),
+    );
+    let seen: Vec<&str> = back.iter().map(|r| r.file.as_str()).collect();
+    assert_eq!(seen, ["older"]);
+}
+
 fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
