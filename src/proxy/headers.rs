@@ -9,9 +9,7 @@
 //! proxies' client-address headers such as `CF-Connecting-IP`) are removed or
 //! replaced, unless the client is one of the listener's `trusted_proxies`
 //! (`trusts_forwarding`): then they are kept, and `X-Forwarded-For` and
-//! `Forwarded` extended with the client address. `X-Original-URL` and
-//! `X-Rewrite-URL`, a path in place of the request's, are removed from
-//! every client. Client-certificate headers are `proxy::client_cert`'s (per
+//! `Forwarded` extended with the client address. Client-certificate headers are `proxy::client_cert`'s (per
 //! `forward_client_cert`, spoofed copies always removed). A client's
 //! header whose name reads, `_` as `-`, as one hotproxy sets or replaces
 //! (`X_Request_Id`, `x_forwarded_for`, `ssl_client_verify`), or does after
@@ -31,8 +29,10 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// The [`claims_origin`] names outside the `X-Forwarded-` prefix and
 /// `Forwarded`, by first byte.
-static CLAIMS_ORIGIN_X: [&str; 11] = [
+static CLAIMS_ORIGIN_X: [&str; 13] = [
     "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
     "x-client-ip",
     "x-cluster-client-ip",
     "x-forwarded",
@@ -127,24 +127,11 @@ fn frames(n: &str) -> bool {
     n == header::CONTENT_LENGTH.as_str() || is_hop_by_hop_name(n)
 }
 
-/// A forwarding header ([`claims_origin`]), a path in place of the
-/// request's ([`replaces_path`]) or a client-certificate header
+/// A forwarding header ([`claims_origin`]) or a client-certificate header
 /// ([`crate::proxy::client_cert::is_identity_header`]): what hotproxy
 /// replaces or removes whatever the client sent.
 fn replaced_by_hotproxy(n: &str) -> bool {
-    claims_origin(n) || replaces_path(n) || crate::proxy::client_cert::is_identity_header(n)
-}
-
-/// `X-Original-URL` or `X-Rewrite-URL`: the path IIS URL Rewrite, ASP.NET
-/// and older Symfony and Zend serve in place of the request's
-/// (CVE-2018-14773). Removed from every client, a trusted proxy too: they
-/// say nothing about where the request came from, and a client behind
-/// that proxy sending one would have hotproxy route and authorize one
-/// path (its route's `allow`, `allow_from`) and the application serve
-/// another; the path routed on is the path forwarded.
-#[inline]
-fn replaces_path(n: &str) -> bool {
-    matches!(n, "x-original-url" | "x-rewrite-url")
+    claims_origin(n) || crate::proxy::client_cert::is_identity_header(n)
 }
 
 /// A header through which a client would claim where it came from, or how
@@ -165,9 +152,10 @@ fn replaces_path(n: &str) -> bool {
 /// replaces: ASP.NET and Spring take `X-Forwarded-Prefix` as the path
 /// base, Rack reads `X-Forwarded-Scheme` and `X-Forwarded-Ssl`, others
 /// `-Uri`, `-Method`, `-Server`; Traefik's `forwardedheaders` removes the
-/// family from untrusted peers too. (`X-Original-URL` and `X-Rewrite-URL`
-/// are not here: no client may send them, [`replaces_path`].) Every name of
-/// every request passes here (a [`HeaderName`] is lowercase): the first byte settles most.
+/// family from untrusted peers too. So are `X-Original-URL` and `X-Rewrite-URL`,
+/// the path IIS URL Rewrite, ASP.NET and older Symfony and Zend serve in
+/// place of the request's (CVE-2018-14773). Every name of every request
+/// passes here (a [`HeaderName`] is lowercase): the first byte settles most.
 #[inline]
 fn claims_origin(n: &str) -> bool {
     match n.as_bytes().first() {
@@ -194,8 +182,7 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 
 /// Remove what a client may not say: from one that is not a trusted proxy
 /// (`trusted` false) every forwarding header ([`claims_origin`]), and from
-/// any client `X-Original-URL` and `X-Rewrite-URL` ([`replaces_path`]) and
-/// every [`underscore_lookalike`]. One pass over the names,
+/// any client every [`underscore_lookalike`]. One pass over the names,
 /// which allocates nothing when there is nothing to remove (the common
 /// request).
 ///
@@ -230,7 +217,6 @@ pub fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool)
 fn strip_client_claims(headers: &mut HeaderMap, trusted: bool) -> Seen {
     let drop = |n: &str| {
         (!trusted && claims_origin(n) && !crate::proxy::client_cert::is_identity_header(n))
-            || replaces_path(n)
             || underscore_lookalike(n)
     };
     // The same pass notes what [`rewrite_request_headers`] asks next, so
