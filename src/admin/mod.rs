@@ -87,8 +87,9 @@ pub fn exposure(config: &AdminConfig) -> Result<Option<&'static str>, String> {
 /// (src/admin/slots.rs), or waits in the kernel backlog while none has.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Admin connections one client address may hold at once: a client that
-/// opens more is closed at once, so that one (a slowloris, a scraper gone
-/// wrong) cannot fill every slot and leave kubelet's probes of `/healthz`
+/// opens more takes the slot of its own connection that has waited on it
+/// longest, or is closed at once while none has, so that one (a
+/// slowloris, a scraper gone wrong) cannot fill every slot and leave kubelet's probes of `/healthz`
 /// and `/readyz` waiting in the backlog until the pod is restarted.
 pub const MAX_CONNECTIONS_PER_CLIENT: usize = 16;
 /// A request head must arrive within this of its first byte (or of accept).
@@ -130,7 +131,7 @@ async fn accept_loop(
         let slot = slots.take(peer, activity.clone()).await;
         let Some(slot) = slot else {
             // Closed at once.
-            tracing::debug!(peer = %peer, "admin connection refused: this client holds {MAX_CONNECTIONS_PER_CLIENT} already");
+            tracing::debug!(peer = %peer, "admin connection refused: this client holds {MAX_CONNECTIONS_PER_CLIENT} already, none of which may be evicted");
             continue;
         };
         let (handle, tokens, shutdown) = (handle.clone(), tokens.clone(), shutdown.clone());

@@ -1,5 +1,11 @@
 //! The admin listener's connection slots: 64 in all, 16 per client address, the longest stalled evicted for a newcomer.
 //!
+//! At its address's 16, a newcomer evicts the longest stalled of that
+//! address's own, and is refused only when none of them may be: kubelet
+//! probes a pod from the node's address, which the node's agents and
+//! hostNetwork pods share, and their idle keep-alive connections had every
+//! probe closed unanswered.
+//!
 //! Without eviction, clients that stop reading (or go quiet between
 //! requests) could hold every slot until `send_timeout` or `idle_timeout`
 //! cut them, while kubelet's `/healthz` waited in the backlog: four pods
@@ -104,8 +110,10 @@ impl Slots {
 
     /// A slot for a connection from `ip`, evicting the connection that has
     /// waited on its client longest while every slot is taken (waiting
-    /// while none may be evicted). `None`: `ip` holds
-    /// [`MAX_CONNECTIONS_PER_CLIENT`] already, the connection is refused.
+    /// while none may be evicted), or, while `ip` holds
+    /// [`MAX_CONNECTIONS_PER_CLIENT`] already, the one of its own that has.
+    /// `None`: `ip` holds that many and none of them may be evicted, the
+    /// connection is refused.
     pub async fn take(self: &Arc<Self>, peer: SocketAddr, activity: Arc<Activity>) -> Option<Slot> {
         let ip = peer.ip().to_canonical();
         loop {
@@ -116,31 +124,19 @@ impl Slots {
             {
                 let mut state = self.lock();
                 if state.per_client.get(&ip).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_CLIENT {
-                    return None;
-                }
-                if state.open.len() < MAX_CONNECTIONS {
+                    // kubelet probes from the node's address, which the
+                    // node's agents and hostNetwork pods share: their idle
+                    // connections make room for it, as the table's do.
+                    let why =
+                        "its client address holds 16 already, and it waited on its client longest";
+                    if !state.make_room(|c| c.peer.ip().to_canonical() == ip, why) {
+                        return None;
+                    }
+                } else if state.open.len() < MAX_CONNECTIONS {
                     return Some(state.admit(self, peer, ip, activity));
-                }
-                // One newcomer at a time, so one eviction at a time: the
-                // connection evicted for it frees its slot at once.
-                let pending = state
-                    .open
-                    .values()
-                    .any(|c| c.evicted.load(Ordering::SeqCst));
-                let now = Instant::now();
-                let victim = state
-                    .open
-                    .values()
-                    .filter(|_| !pending)
-                    .filter_map(|c| c.waiting_since(now).map(|since| (since, c)))
-                    .min_by_key(|(since, _)| *since);
-                if let Some((since, victim)) = victim {
-                    tracing::debug!(
-                        peer = %victim.peer,
-                        waited_ms = now.saturating_duration_since(since).as_millis() as u64,
-                        "admin connection evicted: every slot is taken, and it waited on its client longest"
-                    );
-                    victim.evict();
+                } else {
+                    let why = "every slot is taken, and it waited on its client longest";
+                    state.make_room(|_| true, why);
                 }
             }
             let _ = tokio::time::timeout(LOOK_AGAIN, freed).await;
@@ -149,6 +145,32 @@ impl Slots {
 }
 
 impl State {
+    /// Evicts the connection that has waited on its client longest among
+    /// those `among` picks, unless one of them is being evicted already
+    /// (one newcomer at a time, so one eviction at a time: the connection
+    /// evicted for it frees its slot at once). Whether one of them is
+    /// being evicted now.
+    fn make_room(&self, among: impl Fn(&Conn) -> bool, why: &str) -> bool {
+        let theirs = self.open.values().filter(|c| among(c));
+        if theirs.clone().any(|c| c.evicted.load(Ordering::SeqCst)) {
+            return true;
+        }
+        let now = Instant::now();
+        let victim = theirs
+            .filter_map(|c| c.waiting_since(now).map(|since| (since, c)))
+            .min_by_key(|(since, _)| *since);
+        let Some((since, victim)) = victim else {
+            return false;
+        };
+        tracing::debug!(
+            peer = %victim.peer,
+            waited_ms = now.saturating_duration_since(since).as_millis() as u64,
+            "admin connection evicted: {why}"
+        );
+        victim.evict();
+        true
+    }
+
     fn admit(
         &mut self,
         slots: &Arc<Slots>,

@@ -309,3 +309,55 @@ async fn probes_are_answered_while_slow_pipelining_readers_hold_every_admin_slot
         reader.abort();
     }
 }
+
+/// A keep-alive connection from `from` that was served one `/healthz`
+/// and now waits, idle, with its answer read.
+async fn served_then_idle(from: &str, api: SocketAddr) -> tokio::net::TcpStream {
+    let mut tcp = tcp_from(from, api).await;
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {api}\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\nok\n") {
+        let mut buf = [0u8; 1024];
+        let n = within_deadline(format!("{from}'s /healthz"), tcp.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(n > 0, "{from}: closed before its answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    tcp
+}
+
+/// kubelet probes a pod from the node's address, which the node's own
+/// agents and hostNetwork pods share: their 16 keep-alive connections,
+/// idle, had every probe from that address closed unanswered (a 17th
+/// from one address was refused at once, whatever the 16 were doing),
+/// though the table had room. At the address's limit a newcomer now
+/// takes the slot of that address's own connection waited on its client
+/// longest, the one idle longest; it is refused only when none may be
+/// evicted.
+#[tokio::test]
+async fn a_probe_is_answered_while_its_own_address_holds_16_idle_connections() {
+    let a = Api::start("").await;
+    let node = "127.0.0.31";
+    let mut idle = Vec::new();
+    for _ in 0..hotproxy::admin::MAX_CONNECTIONS_PER_CLIENT {
+        idle.push(served_then_idle(node, a.api).await);
+    }
+    let reply = probe(node, a.api, "/healthz", CLIENT_DEADLINE).await;
+    let reply = reply.expect("/healthz answered while its address holds 16 idle connections");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    // The connection idle longest made room: closed, nothing more sent.
+    let mut rest = Vec::new();
+    let _ = within_deadline(
+        "the evicted connection's close",
+        idle[0].read_to_end(&mut rest),
+    )
+    .await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
