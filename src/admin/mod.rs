@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -25,7 +25,7 @@ use crate::config::AdminConfig;
 use crate::metrics::METRICS;
 use crate::proxy::accept::Acceptor;
 use crate::proxy::client_io::ClientIo;
-use crate::proxy::conn::{Activity, Driver, TrackedBody};
+use crate::proxy::conn::{Driver, TrackedBody};
 use crate::reload::Handle;
 
 pub type AdminBody = Full<Bytes>;
@@ -92,7 +92,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// slowloris, a scraper gone wrong) cannot fill every slot and leave kubelet's probes of `/healthz`
 /// and `/readyz` waiting in the backlog until the pod is restarted.
 pub const MAX_CONNECTIONS_PER_CLIENT: usize = 16;
-/// A request head must arrive within this of its first byte (or of accept).
+/// A request head must arrive within this of its first byte (or of the
+/// connection's slot).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request body (the API's JSON) must arrive whole within this.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,14 +122,11 @@ async fn accept_loop(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        // Keep-alive until the shutdown: whether the connection is
-        // answered during the drain is the driver's to decide when it sees
-        // the signal (`answer_unbegun`), not this accept's, which a wait
-        // for a slot below may leave behind the signal.
-        let activity = Activity::new(Instant::now(), true);
         // Every slot taken: the connection waited on its client longest
         // makes room (src/admin/slots.rs); the rest wait in the backlog.
-        let slot = slots.take(peer, activity.clone()).await;
+        // The connection's time (its header and idle timeouts, its wait
+        // on its client) begins with its slot.
+        let slot = slots.take(peer).await;
         let Some(slot) = slot else {
             // Closed at once.
             tracing::debug!(peer = %peer, "admin connection refused: this client holds {MAX_CONNECTIONS_PER_CLIENT} already, none of which may be evicted");
@@ -137,6 +135,7 @@ async fn accept_loop(
         let (handle, tokens, shutdown) = (handle.clone(), tokens.clone(), shutdown.clone());
         tokio::spawn(async move {
             let conn = slot.conn().clone();
+            let activity = conn.activity().clone();
             // The slot goes with the stream, through its lingering close.
             let io = ClientIo::new(
                 Box::new(slots::SlotIo::new(stream, conn.clone())),

@@ -6,6 +6,11 @@
 //! hostNetwork pods share, and their idle keep-alive connections had every
 //! probe closed unanswered.
 //!
+//! A connection's time counts from its slot, not its accept, and it is not
+//! evicted before its first request begins, for up to [`GRACE`]: a probe
+//! that waited for its slot counted as idle since its accept and, with no
+//! request read yet, was evicted for the next newcomer before its task ran.
+//!
 //! Without eviction, clients that stop reading (or go quiet between
 //! requests) could hold every slot until `send_timeout` or `idle_timeout`
 //! cut them, while kubelet's `/healthz` waited in the backlog: four pods
@@ -54,6 +59,11 @@ const LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// response read at speed blocks its writes for far less.
 const STALLED: Duration = Duration::from_secs(5);
 
+/// How long a connection just given its slot may go without a request
+/// before it may be evicted: its request is usually on its socket already
+/// (a probe that waited for the slot), read at its task's first poll.
+const GRACE: Duration = Duration::from_secs(1);
+
 const NONE: u64 = u64::MAX;
 
 /// Every admin connection open (through its lingering close), by id, and
@@ -77,6 +87,7 @@ struct State {
 pub struct Conn {
     peer: SocketAddr,
     activity: Arc<Activity>,
+    /// When the slot was given: the connection's time counts from here.
     began: Instant,
     /// Milliseconds since `began` when a write to the client stopped
     /// moving (returned `Pending`); `NONE` while writes move.
@@ -114,7 +125,9 @@ impl Slots {
     /// [`MAX_CONNECTIONS_PER_CLIENT`] already, the one of its own that has.
     /// `None`: `ip` holds that many and none of them may be evicted, the
     /// connection is refused.
-    pub async fn take(self: &Arc<Self>, peer: SocketAddr, activity: Arc<Activity>) -> Option<Slot> {
+    /// The connection's [`Activity`] begins with its slot
+    /// ([`Conn::activity`]).
+    pub async fn take(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
         let ip = peer.ip().to_canonical();
         loop {
             // A slot given back after the look leaves a permit: the wait
@@ -133,7 +146,7 @@ impl Slots {
                         return None;
                     }
                 } else if state.open.len() < MAX_CONNECTIONS {
-                    return Some(state.admit(self, peer, ip, activity));
+                    return Some(state.admit(self, peer, ip));
                 } else {
                     let why = "every slot is taken, and it waited on its client longest";
                     state.make_room(|_| true, why);
@@ -171,19 +184,18 @@ impl State {
         true
     }
 
-    fn admit(
-        &mut self,
-        slots: &Arc<Slots>,
-        peer: SocketAddr,
-        ip: IpAddr,
-        activity: Arc<Activity>,
-    ) -> Slot {
+    fn admit(&mut self, slots: &Arc<Slots>, peer: SocketAddr, ip: IpAddr) -> Slot {
         let id = self.next;
         self.next += 1;
+        let now = Instant::now();
+        // Keep-alive until the shutdown: whether the connection is
+        // answered during the drain is the driver's to decide when it sees
+        // the signal (`answer_unbegun`), not this slot's, which a wait
+        // for it may leave behind the signal.
         let conn = Arc::new(Conn {
             peer,
-            activity,
-            began: Instant::now(),
+            activity: Activity::new(now, true),
+            began: now,
             blocked_ms: AtomicU64::new(NONE),
             run_ms: AtomicU64::new(NONE),
             evicted: AtomicBool::new(false),
@@ -223,6 +235,11 @@ impl Drop for Slot {
 }
 
 impl Conn {
+    /// The connection's requests, timed from its slot.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
     /// Since when the connection has waited on its client, the earliest
     /// of: a write stopped moving for [`STALLED`] at least; requests
     /// without a token served back to back for [`STALLED`] at least (since
@@ -233,8 +250,12 @@ impl Conn {
     /// the socket buffer blocks a write for a moment, a `/metrics` scrape
     /// read at full speed too: without the bound, clients without a token
     /// keeping their own connections fresh could have such a response cut
-    /// mid-body).
+    /// mid-body). Not before its first request has begun, for
+    /// [`GRACE`] from its slot.
     fn waiting_since(&self, now: Instant) -> Option<Instant> {
+        if !self.activity.asked() && now.saturating_duration_since(self.began) < GRACE {
+            return None;
+        }
         let since = |ms: u64| (self.began + Duration::from_millis(ms)).min(now);
         let stalled = |ms: u64| {
             let since = since(ms);
@@ -491,10 +512,9 @@ mod tests {
             .unwrap();
         let (stream, from) = listener.accept().await.unwrap();
         let slots = Arc::new(Slots::default());
-        let slot = slots
-            .take(from, Activity::new(Instant::now(), true))
-            .await
-            .unwrap();
+        let slot = slots.take(from).await.unwrap();
+        // Its request was answered.
+        drop(slot.conn().activity().begin(false));
         let io = SlotIo::new(stream, slot.conn().clone());
         // The client neither sends nor closes: the linger waits on it.
         let lingering = tokio::spawn(async move {
@@ -503,17 +523,13 @@ mod tests {
         });
         let mut busy = Vec::new();
         for n in 1..MAX_CONNECTIONS {
-            let activity = Activity::new(Instant::now(), true);
-            let in_flight = activity.begin(false);
-            let slot = slots.take(peer(n), activity).await.unwrap();
+            let slot = slots.take(peer(n)).await.unwrap();
+            let in_flight = slot.conn().activity().begin(false);
             busy.push((slot, in_flight));
         }
-        let newcomer = tokio::time::timeout(
-            LINGER_TIME / 2,
-            slots.take(peer(MAX_CONNECTIONS), Activity::new(Instant::now(), true)),
-        )
-        .await
-        .expect("a slot for the newcomer while a lingering close held the last one");
+        let newcomer = tokio::time::timeout(LINGER_TIME / 2, slots.take(peer(MAX_CONNECTIONS)))
+            .await
+            .expect("a slot for the newcomer while a lingering close held the last one");
         assert!(newcomer.is_some());
         lingering.await.unwrap();
         assert!(
@@ -560,8 +576,8 @@ mod tests {
         });
         let (stream, peer) = listener.accept().await.unwrap();
         let slots = Arc::new(Slots::default());
-        let activity = Activity::new(Instant::now(), true);
-        let slot = slots.take(peer, activity.clone()).await.unwrap();
+        let slot = slots.take(peer).await.unwrap();
+        let activity = slot.conn().activity().clone();
         let io = SlotIo::new(stream, slot.conn().clone());
         let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
         let answering = activity.clone();

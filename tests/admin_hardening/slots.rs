@@ -361,3 +361,84 @@ async fn a_probe_is_answered_while_its_own_address_holds_16_idle_connections() {
     .await;
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
+
+/// An editor's `POST /api/v1/certs/validate` from `from` whose 2-byte body
+/// is still to come: in flight (hyper said `100 Continue`) until the body
+/// is sent, never evicted meanwhile.
+async fn awaiting_its_body(from: &str, api: SocketAddr) -> tokio::net::TcpStream {
+    let mut tcp = tcp_from(from, api).await;
+    let head = format!(
+        "POST /api/v1/certs/validate HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {EDITOR}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut cont = [0u8; 25];
+    within_deadline(format!("{from}'s 100 Continue"), tcp.read_exact(&mut cont))
+        .await
+        .unwrap();
+    assert!(
+        cont.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&cont)
+    );
+    tcp
+}
+
+/// What `tcp` is sent until the server closes it (a reset after an
+/// answer keeps the answer).
+async fn answer_on(what: &str, tcp: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match within_deadline(what, tcp.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Two probes come while every slot is held by a token holder's request
+/// being served; one request ends. The first probe, accepted first, was
+/// evicted for the second before its request was read: its connection
+/// counted as idle since it was accepted (its wait for the slot
+/// included), and with no request in flight yet it was the one connection
+/// that could be evicted. A connection's time now starts when it is given
+/// its slot, and it may not be evicted before its first request begins
+/// or a second has passed: the second probe waits for the first's slot.
+/// One worker thread: the accept loop takes the second probe right after
+/// the first's slot, before the first's task has read anything (on
+/// several, that read may come first, by chance).
+#[tokio::test]
+async fn a_probe_given_a_slot_after_waiting_is_not_evicted_for_the_next() {
+    let a = Api::start("runtime: { worker_threads: 1 }").await;
+    let mut busy = Vec::new();
+    for pod in ["127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44"] {
+        for _ in 0..hotproxy::admin::MAX_CONNECTIONS_PER_CLIENT {
+            busy.push(awaiting_its_body(pod, a.api).await);
+        }
+    }
+    assert_eq!(busy.len(), hotproxy::admin::MAX_CONNECTIONS);
+    let req = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        a.api
+    );
+    let mut first = tcp_from("127.0.0.45", a.api).await;
+    first.write_all(req.as_bytes()).await.unwrap();
+    let mut second = tcp_from("127.0.0.46", a.api).await;
+    second.write_all(req.as_bytes()).await.unwrap();
+    // One request ends: its body, then its answer.
+    busy[0].write_all(b"{}").await.unwrap();
+    let answer = answer_on("the busy request's answer", &mut busy[0]).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    drop(busy.remove(0));
+    let reply = answer_on("the first probe's answer", &mut first).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "the first probe: {reply:?}"
+    );
+    let reply = answer_on("the second probe's answer", &mut second).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "the second probe: {reply:?}"
+    );
+}
