@@ -25,7 +25,9 @@
 //! without a token back to back for 5 s (since the first of them: a
 //! client that pipelines requests and reads the answers slowly never
 //! lets a write stay blocked long, nor the connection wait for a
-//! request). A request being served whose writes move is never evicted
+//! request; a wait for the next shorter than [`REST`] counts as back to
+//! back, or one that drained its answers every few seconds and sent the
+//! next batch at once was evictable only within that round trip). A request being served whose writes move is never evicted
 //! otherwise, so only a client holding a token (a slow body, a
 //! validation waiting its turn) can hold a slot against a newcomer, and
 //! then only within the body and handler bounds.
@@ -59,12 +61,23 @@ const LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// response read at speed blocks its writes for far less.
 const STALLED: Duration = Duration::from_secs(5);
 
+/// How long a connection must wait for its client's next request, every
+/// answer sent, for its run of requests without a token to end. A
+/// shorter wait (the round trip of a pipelining client that drains its
+/// answers and sends the next batch at once) does not end it: a newcomer,
+/// looking every [`LOOK_AGAIN`], seldom caught the connection within one.
+/// Five looks; a probe or a scrape once a second or less often on a
+/// keep-alive connection waits longer, so each of its requests begins a
+/// run of its own (and is not evicted while served, its writes moving).
+const REST: Duration = Duration::from_millis(500);
+
 /// How long a connection just given its slot may go without a request
 /// before it may be evicted: its request is usually on its socket already
 /// (a probe that waited for the slot), read at its task's first poll.
 const GRACE: Duration = Duration::from_secs(1);
 
 const NONE: u64 = u64::MAX;
+const REST_MS: u64 = REST.as_millis() as u64;
 
 /// Every admin connection open (through its lingering close), by id, and
 /// per client address.
@@ -93,10 +106,14 @@ pub struct Conn {
     /// moving (returned `Pending`); `NONE` while writes move.
     blocked_ms: AtomicU64,
     /// Milliseconds since `began` when the first of the requests without
-    /// a token served back to back began; `NONE` while the connection
-    /// waits for a request with nothing left to send, and from a token
-    /// holder's request on.
+    /// a token served back to back began; `NONE` before the first, and
+    /// from a token holder's request on. Over once the connection has
+    /// rested [`REST`].
     run_ms: AtomicU64,
+    /// Milliseconds since `began` when the connection began waiting for
+    /// its client's next request with nothing left to send; `NONE` from
+    /// that request on.
+    rest_ms: AtomicU64,
     evicted: AtomicBool,
     /// The connection's task, to drop its connection at once.
     evict: Notify,
@@ -198,6 +215,7 @@ impl State {
             began: now,
             blocked_ms: AtomicU64::new(NONE),
             run_ms: AtomicU64::new(NONE),
+            rest_ms: AtomicU64::new(NONE),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
             waker: Mutex::new(None),
@@ -261,7 +279,12 @@ impl Conn {
             let since = since(ms);
             (ms != NONE && now.saturating_duration_since(since) >= STALLED).then_some(since)
         };
-        let run = stalled(self.run_ms.load(Ordering::SeqCst));
+        let rest = self.rest_ms.load(Ordering::SeqCst);
+        let run = match self.run_ms.load(Ordering::SeqCst) {
+            _ if rest != NONE && self.ms(now).saturating_sub(rest) >= REST_MS => NONE,
+            run => run,
+        };
+        let run = stalled(run);
         let blocked = self.blocked_ms.load(Ordering::SeqCst);
         let other = if blocked != NONE {
             stalled(blocked)
@@ -274,23 +297,36 @@ impl Conn {
         }
     }
 
+    /// Milliseconds from `began` to `at`.
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.began).as_millis() as u64
+    }
+
     /// A request begins: `token`, its bearer token is one the API takes
     /// (or the API has none). A token holder's request ends the run of
-    /// requests without one; the first without one begins a run.
+    /// requests without one; one without one begins a run, unless it
+    /// comes within [`REST`] of the connection's last wait for a request.
     pub fn request(&self, token: bool) {
+        let now = self.ms(Instant::now());
+        let rest = self.rest_ms.swap(NONE, Ordering::SeqCst);
         if token {
             self.run_ms.store(NONE, Ordering::SeqCst);
-        } else if self.run_ms.load(Ordering::SeqCst) == NONE {
-            let ms = self.began.elapsed().as_millis() as u64;
-            self.run_ms.store(ms, Ordering::SeqCst);
+        } else if self.run_ms.load(Ordering::SeqCst) == NONE
+            || (rest != NONE && now.saturating_sub(rest) >= REST_MS)
+        {
+            self.run_ms.store(now, Ordering::SeqCst);
         }
     }
 
     /// The connection waits for its client's next request with nothing
-    /// left to send: the run of requests without a token is over.
+    /// left to send: once for [`REST`], the run of requests without a
+    /// token is over.
     fn rests(&self) {
-        if self.run_ms.load(Ordering::SeqCst) != NONE && self.activity.quiet_since().is_some() {
-            self.run_ms.store(NONE, Ordering::SeqCst);
+        if self.activity.quiet_since().is_some() {
+            let now = self.ms(Instant::now());
+            let _ = self
+                .rest_ms
+                .compare_exchange(NONE, now, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 
@@ -641,5 +677,94 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(outcome.by, Ended::ByUs);
+    }
+
+    /// A client that reads each answer and sends its next request at once
+    /// (as one that pipelines `GET /metrics`, reads slowly, and now and
+    /// then drains its answers and sends the next batch at once) lets its
+    /// connection rest only for a round trip between two: each such rest
+    /// ended its run of requests without a token, so however long it went
+    /// on none of its requests counted as waiting on it, and a newcomer,
+    /// looking every 100 ms, seldom found it between two. A rest shorter
+    /// than [`REST`] now leaves the run going: once it has lasted
+    /// [`STALLED`], the connection may be evicted even while one of its
+    /// requests is served. Served as the admin listener serves (its
+    /// driver, its streams, its service's bookkeeping).
+    #[tokio::test]
+    async fn a_brief_rest_does_not_end_a_run_of_requests_without_a_token() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const LONG: Duration = Duration::from_secs(60);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let mut buf = [0u8; 1024];
+            loop {
+                let req = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+                if tcp.write_all(req).await.is_err() {
+                    return;
+                }
+                let mut got = Vec::new();
+                while !got.ends_with(b"\r\n\r\nok") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            }
+        });
+        let (stream, peer) = listener.accept().await.unwrap();
+        let slots = Arc::new(Slots::default());
+        let slot = slots.take(peer).await.unwrap();
+        let conn = slot.conn().clone();
+        let activity = conn.activity().clone();
+        let io = SlotIo::new(stream, conn.clone());
+        let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
+        let (evictable, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        // As the admin listener's service; and, while each request is
+        // served, a look as a newcomer's.
+        let svc = {
+            let (activity, conn) = (activity.clone(), conn.clone());
+            hyper::service::service_fn(move |_req| {
+                conn.request(false);
+                let in_flight = activity.begin(false);
+                if conn.waiting_since(Instant::now()).is_some() {
+                    let _ = evictable.send(());
+                }
+                async move {
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
+                    let body = crate::proxy::conn::TrackedBody::new(body, in_flight);
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                }
+            })
+        };
+        let conn_http = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+        let (_shutdown, rx) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(async move {
+            let driver = Driver {
+                name: "admin",
+                peer,
+                activity: &activity,
+                header_read_timeout: LONG,
+                idle_timeout: LONG,
+                shutdown: rx,
+                also_close_grace: LONG,
+                process: None,
+                answer_first: false,
+                answer_unbegun: true,
+                stalls: None,
+                send_timeout: LONG,
+            };
+            driver
+                .run(conn_http, |c| c.graceful_shutdown(), std::future::pending())
+                .await;
+        });
+        tokio::time::timeout(STALLED * 4, seen.recv())
+            .await
+            .expect("a request of a run without a token that went on for 5 s counts as waiting on its client");
+        serving.abort();
+        client.abort();
     }
 }
