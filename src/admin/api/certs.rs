@@ -406,4 +406,58 @@ mod tests {
         );
         handle.send(Command::Stop);
     }
+
+    /// A POST /certs/validate whose turn came, and whose file read then
+    /// waits for a blocking thread (every one busy) while a reload
+    /// narrows `store.file_roots`: refused as not under them, its file
+    /// never opened. The second check on the roots ran on the worker
+    /// before the read was queued, so the read then opened and parsed the
+    /// file the roots now forbid, answering 200 with what it holds; it
+    /// now runs on the blocking thread, right before the read. The one
+    /// blocking thread is held here while the real reloader applies the
+    /// reload.
+    #[test]
+    fn a_validation_whose_read_waits_for_a_thread_while_the_roots_narrow_is_refused() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let (handle, spec, (_stop, shutdown)) = reloader_with_a_ca_file(d, "validate");
+            let (busy, held) = tokio::sync::oneshot::channel();
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let blocker = tokio::task::spawn_blocking(move || {
+                busy.send(()).unwrap();
+                released.recv().unwrap();
+            });
+            held.await.unwrap();
+            // Its turn now (the test holding none), its read queued.
+            let mut validation = Box::pin(super::super::validate(&handle, &shutdown, spec));
+            let first = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(validation.as_mut().poll(cx).is_pending())
+            });
+            assert!(first.await, "waits for a blocking thread");
+            config(d, "pki/narrow");
+            handle.send(Command::Changed(Subject::Config));
+            // The queue runs in order: the reload is applied once this returns.
+            handle.call(|_| ()).await.unwrap();
+            let roots = paths::roots(&handle.shared.config.load());
+            assert_eq!(roots, [d.join("pki/narrow")], "the reload was applied");
+            release.send(()).unwrap();
+            blocker.await.unwrap();
+
+            let (status, body) = validation.await.expect_err("read a file the roots forbid");
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.contains("field ca_file") && message.contains("not under store.file_roots"),
+                "{message}"
+            );
+            handle.send(Command::Stop);
+        });
+    }
 }

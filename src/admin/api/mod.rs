@@ -295,7 +295,7 @@ async fn route(
 /// POST /certs/validate of `spec`: its files read and parsed as a create
 /// would, the entry shown as it would be, nothing kept. Refused here, before
 /// waiting for its turn, when a path is outside the roots published now;
-/// [`load_off_workers`] checks again once the turn comes.
+/// [`load_off_workers`] checks again right before it reads the files.
 async fn validate(handle: &Handle, shutdown: &watch::Receiver<bool>, spec: EntrySpec) -> Reply {
     paths::check(&spec.source, &paths::roots(&handle.shared.config.load())).map_err(bad_request)?;
     let loaded = load_off_workers(handle, spec.clone(), shutdown).await?;
@@ -328,14 +328,18 @@ async fn load_off_workers(
     // Queued behind another validation when SIGTERM came: released
     // unused, rather than reading up to 8 MiB during the drain.
     not_shutting_down(shutdown)?;
-    // The roots bound what the API names when it is acted on (SPEC §4): a
-    // reload that narrowed them while this call waited its turn would
-    // otherwise have files opened and parsed that the roots now forbid,
-    // the answer telling whether they exist and what they hold.
-    paths::check(&spec.source, &paths::roots(&handle.shared.config.load())).map_err(bad_request)?;
+    let shared = handle.shared.clone();
     tokio::task::spawn_blocking(move || {
         let _turn = turn;
-        pem::load(spec.kind, &spec.source)
+        // The roots bound what the API names when it is acted on (SPEC
+        // §4): a reload that narrowed them while this call waited its
+        // turn would otherwise have files opened and parsed that the
+        // roots now forbid, the answer telling whether they exist and
+        // what they hold. Checked here, right before the files are
+        // opened, against the roots published now: checked on the
+        // worker, a reload in the wait for a blocking thread got past it.
+        paths::check(&spec.source, &paths::roots(&shared.config.load())).map_err(bad_request)?;
+        pem::load(spec.kind, &spec.source).map_err(|e| bad_request(e.to_string()))
     })
     .await
     .map_err(|_| {
@@ -344,7 +348,6 @@ async fn load_off_workers(
             "reading the files failed",
         )
     })?
-    .map_err(|e| bad_request(e.to_string()))
 }
 
 /// Run `f` on the reloader thread (the single writer), unless shutdown
