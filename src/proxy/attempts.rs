@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::access_log::MAX_ATTEMPTS_LOGGED;
 use crate::metrics::{METRICS, UpstreamLabels};
@@ -35,8 +35,9 @@ use crate::proxy::body::{BodyFault, ClientBody};
 use crate::proxy::budget::Slot;
 use crate::proxy::edge::{Abandoned, UpstreamAddr};
 use crate::proxy::failure::{Failure, diagnose, local_resources, never_processed, waited};
-use crate::proxy::forward::{ResponseBody, Upstream, switch_checked};
+use crate::proxy::forward::{ResponseBody, Upstream, error_response, switch_checked};
 use crate::proxy::framing;
+use crate::upstream::conn::DialError;
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::members::{InFlight, Members};
 use crate::upstream::pipe;
@@ -112,6 +113,13 @@ impl Latest {
             m.set = Some(now.clone());
             self.picked(i);
         }
+    }
+
+    /// Whether the latest attempt yet is a retry: it had only what the
+    /// earlier ones left of `request_timeout`.
+    pub fn retried_yet(&self) -> bool {
+        let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
+        !moved.earlier.is_empty()
     }
 
     /// The set and position of the latest attempt yet.
@@ -250,7 +258,19 @@ impl Upstream {
                 Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
                 Err(failed) => failed,
             };
-            self.answered_failure(set, i, &failure);
+            // A retry's dial that the request's deadline cut short had
+            // only what the earlier attempts left of `request_timeout`: no
+            // verdict on its endpoint (`DialError::Timeout` past `until`:
+            // the dial's own bound is `connect_timeout` or `until`,
+            // whichever ends first).
+            let cut = retried > 0
+                && matches!(failure, Failure::Dial(DialError::Timeout))
+                && tokio::time::Instant::now() >= until;
+            if cut {
+                set.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
+            } else {
+                self.answered_failure(set, i, &failure);
+            }
             // Past the request's deadline nothing more is sent (the
             // attempt ended there, waiting for a connection).
             let Some(again) = again.filter(|_| may_retry && tokio::time::Instant::now() < until)
@@ -435,6 +455,30 @@ impl Upstream {
             members.failure(i, reason);
         }
         members.answered(i, status.as_u16());
+    }
+
+    /// `request_timeout` ended the attempt on member `i` of `members`:
+    /// `504`. A timeout is the endpoint's failure for passive health, as a
+    /// reset or a 504 from it is (nginx's max_fails counts timeouts too); a
+    /// hung endpoint is ejected like a dead one. Only when it had the whole
+    /// `request_timeout`: a `retry` had what the earlier attempts left.
+    pub(super) fn timed_out(
+        &self,
+        members: &Members,
+        i: usize,
+        retry: bool,
+    ) -> Response<ResponseBody> {
+        let error = if retry {
+            "no response within what earlier attempts left of request_timeout"
+        } else {
+            members.failure(i, "timeout");
+            "no response within request_timeout"
+        };
+        members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
+        crate::metrics::upstream_error(&self.name, "timeout");
+        let server = &members.members[i].endpoint.dialled_url;
+        warn!(upstream = %self.name, %server, reason = "timeout", error, "upstream request failed");
+        error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
     }
 
     /// An `Upgrade` request, on a new HTTP/1.1 connection of its own.

@@ -213,10 +213,10 @@ impl Upstream {
         // HTTP/1.1 is what both an h1 and an h2 upstream connection take.
         *req.version_mut() = Version::HTTP_11;
 
-        // `request_timeout` runs from here: a small body read whole first
-        // is part of the request, as a streamed one is, so a client
-        // trickling it within `body_read_timeout` each time is still cut.
-        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        // A small body read whole first is bounded by `request_timeout`
+        // too, so a client trickling it within `body_read_timeout` each
+        // time is still cut.
+        let reading_until = tokio::time::Instant::now() + self.config.request_timeout;
         let (mut parts, body) = req.into_parts();
         // The access log counts the request body's bytes as they are read.
         let counted = parts.extensions.remove::<BytesIn>();
@@ -227,7 +227,7 @@ impl Upstream {
             // Boxed: only requests with a small body wait here, and the
             // read would grow every request's future.
             let read = Box::pin(buffer::read_whole(body, ctx.body_read_timeout, counted));
-            match tokio::time::timeout_at(deadline, read).await {
+            match tokio::time::timeout_at(reading_until, read).await {
                 // `Expect` went with the rewrite: the body goes whole.
                 Ok(Ok(whole)) => {
                     // Read to its end: nothing is left for hyper to drain.
@@ -242,6 +242,13 @@ impl Upstream {
             (body.counted(counted).reading(reading), fault)
         };
         let req = Request::from_parts(parts, body);
+        // The upstream's `request_timeout` runs from here, once a body read
+        // whole is in (Envoy's route timeout starts once the request is
+        // whole, nginx's `proxy_read_timeout` once it is sent): counted from the
+        // request, a client that took 59.9 s over its 10 bytes left the
+        // endpoint 100 ms, and its `504` was counted against it, a crowd
+        // of such clients ejecting healthy endpoints.
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         // Once the body is in: re-resolution may have dropped an address
         // while a client trickled it (nginx picks after buffering too). It
         // keeps the last good addresses: never none here.
@@ -306,8 +313,9 @@ impl Upstream {
             });
             let r = tokio::time::timeout_at(deadline, sent.as_mut()).await;
             in_flight.armed = false;
-            // A slow client body is not the connection's silence.
-            if r.is_err() && !body_fault.waiting() {
+            // A slow client body is not the connection's silence, nor is
+            // a retry's end, which had only what earlier attempts left.
+            if r.is_err() && !body_fault.waiting() && !last.retried_yet() {
                 timed_out.store(true, Ordering::Release);
             }
             r
@@ -336,16 +344,7 @@ impl Upstream {
                 let stalled = client_fault(ctx, &self.name, &Fault::Stalled, h2_client);
                 return sent_to(stalled, endpoint, earlier);
             }
-            Err(_) => {
-                // A timeout is the endpoint's failure for passive health,
-                // as a reset or a 504 from it is (nginx's max_fails counts
-                // timeouts too); a hung endpoint is ejected like a dead one.
-                members.failure(i, "timeout");
-                members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
-                metrics::upstream_error(&self.name, "timeout");
-                warn!(upstream = %self.name, server = %endpoint.dialled_url, reason = "timeout", error = "no response within request_timeout", "upstream request failed");
-                error_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
-            }
+            Err(_) => self.timed_out(&members, i, !earlier.is_empty()),
         };
         // The access log names the endpoint of the latest attempt (and
         // of each earlier one, of a request retried).

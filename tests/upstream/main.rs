@@ -22,6 +22,7 @@ mod raw_h2;
 mod refused;
 mod refused_slots;
 mod reloads;
+mod request_timeout;
 mod sharing;
 mod timeouts;
 mod zero_streams;

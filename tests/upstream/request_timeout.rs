@@ -1,0 +1,164 @@
+//! request_timeout and passive health: an endpoint is blamed only for the time it had (a slow small body, a retry's remainder).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::support::*;
+
+/// Streams an HTTP/2 backend holds unanswered until a test answers them.
+type Held = Arc<Mutex<Vec<h2::server::SendResponse<Bytes>>>>;
+
+/// An HTTP/2 backend at `at` that answers nothing until told: its requests
+/// wait in the list returned.
+async fn holding_backend(w: &World, at: &str) -> (SocketAddr, Held) {
+    let held: Held = Arc::default();
+    let h = held.clone();
+    let addr = h2_backend_at(at, &w.backend_pair, move |_req, respond| {
+        h.lock().unwrap().push(respond);
+    })
+    .await;
+    (addr, held)
+}
+
+/// An endpoint whose TLS handshake never comes: the kernel's backlog
+/// completes the connect, nothing answers the ClientHello (a dial that
+/// runs into `connect_timeout`). Kept open while the listener lives.
+async fn silent_endpoint(ip: &str) -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap()
+}
+
+/// One ejection ends passive health's count (`consecutive_failures: 1`).
+const EJECT_AT_ONCE: &str = "health: { passive: { consecutive_failures: 1, eject_for: 1m } }";
+
+/// A client sends its head, takes three quarters of `request_timeout`
+/// over a 10-byte body (read whole first: under `body_buffer_bytes`,
+/// within `body_read_timeout`), and the backend, which gets the request
+/// once that body is in, answers when `request_timeout` counted from the
+/// request is past, well within it counted from the body's end. The
+/// answer reaches the client, and the endpoint stays in service. Counted
+/// from the request, the endpoint was left a quarter of the time: the
+/// client got `504` and the endpoint was ejected for a timeout it never
+/// had the time to avoid, so clients finishing slow uploads together
+/// ejected healthy endpoints.
+#[tokio::test]
+async fn a_slow_small_body_leaves_the_endpoint_its_whole_request_timeout() {
+    let w = world();
+    let (backend, held) = holding_backend(&w, "127.0.0.1:0").await;
+    let mut p = Proxy::start(&w.scene.one_upstream_config(
+        "app",
+        backend,
+        &["request_timeout: 2s", EJECT_AT_ONCE],
+    ));
+    let addr = p.listener_addr("public").await;
+    let admin = p.admin_addr().await;
+    let tls = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
+    let (mut rx, mut tx) = tokio::io::split(tls);
+    let start = tokio::time::Instant::now();
+    tx.write_all(
+        b"POST /x HTTP/1.1\r\nhost: a.example.com\r\ncontent-length: 10\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The slow client: its body comes 1.5 s after its head.
+    tokio::time::sleep_until(start + Duration::from_millis(1500)).await;
+    tx.write_all(b"0123456789").await.unwrap();
+    wait_until(WAIT, "the backend has the request", || async {
+        held.lock().unwrap().len() == 1
+    })
+    .await;
+    // Past 2 s from the request; 1 s before 2 s from the body's end.
+    tokio::time::sleep_until(start + Duration::from_millis(2500)).await;
+    for mut respond in held.lock().unwrap().drain(..) {
+        let _ = respond.send_response(http::Response::new(()), true);
+    }
+    let answer = tokio::time::timeout(WAIT, read_to_close(&mut rx))
+        .await
+        .expect("an answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let m = metrics_text(admin).await;
+    assert!(
+        m.contains("hotproxy_upstream_endpoints{upstream=\"app\",state=\"healthy\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("reason=\"timeout\""), "{m}");
+}
+
+/// A proxy whose upstream `app` has the endpoints `first` and `second`
+/// (picked in that order), `connect_timeout: 1s`, `request_timeout:
+/// 1500ms` and one failure ejecting an endpoint: a request whose dial to
+/// `first` times out is retried on `second` with 500 ms left.
+async fn retried_after_a_dial(
+    w: &World,
+    first: SocketAddr,
+    second: SocketAddr,
+) -> (Proxy, SocketAddr) {
+    let settings = [
+        "connect_timeout: 1s",
+        "request_timeout: 1500ms",
+        EJECT_AT_ONCE,
+    ];
+    let upstream = backend_upstream("app", &[first, second], &settings);
+    let mut p = Proxy::start(&w.scene.public_config("[{ upstream: app }]", &upstream));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}
+
+/// Once the request's last failure (`reason`) is logged: that the first
+/// endpoint was ejected (it had the whole `connect_timeout`), and that
+/// nothing was counted against the second. Counted, it was found the last
+/// endpoint in service, and so said (with more endpoints, ejected).
+async fn only_the_first_blamed(p: &mut Proxy, reason: &str) {
+    p.wait_log("the request's failure", |v| {
+        v["message"] == "upstream request failed" && v["reason"] == reason
+    })
+    .await;
+    let logs = p.logs();
+    let said = |what: &str| logs.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(said("\"upstream endpoint ejected\""), 1, "{logs:#?}");
+    assert_eq!(said("upstream endpoint failing"), 0, "{logs:#?}");
+}
+
+/// The first endpoint's dial runs into `connect_timeout` (its failure:
+/// it had the whole of it) and the request goes to the second, which
+/// holds it; `request_timeout` ends it there (`504`). That retry had a
+/// third of `request_timeout`: its endpoint stays in service. It was
+/// ejected as a hung one.
+#[tokio::test]
+async fn a_retry_request_timeout_ends_is_no_failure_of_its_endpoint() {
+    let w = world();
+    let first = silent_endpoint("127.0.0.1").await;
+    let (second, held) = holding_backend(&w, "127.0.0.2:0").await;
+    let (mut p, addr) = retried_after_a_dial(&w, first.local_addr().unwrap(), second).await;
+    let r = h1_get(&w, addr, "/").await;
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream timed out\n"));
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "the retry reached the second"
+    );
+    only_the_first_blamed(&mut p, "timeout").await;
+}
+
+/// The same with the second endpoint's dial, too, never answered: the
+/// request's deadline cuts it short after half a `connect_timeout`. That
+/// is no `connect_timeout` of the second endpoint, which stays in
+/// service; it was ejected for it.
+#[tokio::test]
+async fn a_retrys_dial_cut_short_by_request_timeout_is_no_failure_of_its_endpoint() {
+    let w = world();
+    let first = silent_endpoint("127.0.0.1").await;
+    let second = silent_endpoint("127.0.0.2").await;
+    let (first_at, second_at) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+    let (mut p, addr) = retried_after_a_dial(&w, first_at, second_at).await;
+    let r = h1_get(&w, addr, "/").await;
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream timed out\n"));
+    only_the_first_blamed(&mut p, "connect_timeout").await;
+}
