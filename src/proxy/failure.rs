@@ -29,13 +29,17 @@ pub enum Failure {
     /// by the code alone, [`never_processed`], and passive health never
     /// counted it.
     AfterHead(hyper::Error),
-    /// A request its connection handed back never written (hyper:
-    /// "operation was canceled", the request returned): over HTTP/2 the
-    /// server's `GOAWAY` read while the request was handed over, its
-    /// connection taking no new stream; over HTTP/1.1 a reused connection
-    /// the server closed while idle ([`h1_spent`]). As a stream the upstream
-    /// left [`unprocessed`], the endpoint never saw it ([`never_processed`]).
+    /// A request its HTTP/2 connection handed back never written (hyper:
+    /// "operation was canceled", the request returned): the server's
+    /// `GOAWAY` read while the request was handed over, its connection
+    /// taking no new stream. As a stream the upstream left
+    /// [`unprocessed`], the endpoint never saw it ([`never_processed`]).
     Unsent(hyper::Error),
+    /// The same over HTTP/1.1: a reused connection the server closed while
+    /// idle ([`h1_spent`]), its keep-alive timeout racing the request. Said
+    /// apart from [`Failure::Unsent`], whose words (a server shutting the
+    /// connection down) sent operators looking for a restart.
+    IdleClosed(hyper::Error),
     /// The request was dropped (hyper: "operation was canceled", "dispatch task is gone")
     /// by its HTTP/2 connection, whose I/O failed on this TLS error.
     ConnectionTls(rustls::Error),
@@ -98,7 +102,7 @@ pub fn refused_stream(e: &hyper::Error) -> bool {
 /// on to another endpoint.
 pub fn never_processed(e: &Failure) -> bool {
     match e {
-        Failure::Unsent(_) => true,
+        Failure::Unsent(_) | Failure::IdleClosed(_) => true,
         Failure::Request(e) => unprocessed(e),
         _ => false,
     }
@@ -140,7 +144,7 @@ pub fn copy_of(req: &Request<ClientBody>) -> Request<ClientBody> {
 /// handed back unwritten, or its copy (`copy`) when the connection closed
 /// before the response head. Handed back by a `reused` connection (the
 /// endpoint closed it while idle, its keep-alive timeout racing the
-/// request), it is [`Failure::Unsent`] as over HTTP/2: the endpoint never
+/// request), it is [`Failure::IdleClosed`], as over HTTP/2 `Unsent`: the endpoint never
 /// saw it, and passive health and `hotproxy_upstream_errors_total` counted
 /// it against the endpoint even when another one then answered it. A new
 /// connection closed before its first request is the endpoint's failure
@@ -152,7 +156,7 @@ pub fn h1_spent(
     reused: bool,
 ) -> (Failure, Option<Request<ClientBody>>) {
     match err.take_message() {
-        Some(unsent) if reused => (Failure::Unsent(err.into_error()), Some(unsent)),
+        Some(unsent) if reused => (Failure::IdleClosed(err.into_error()), Some(unsent)),
         Some(unsent) => (Failure::Request(err.into_error()), Some(unsent)),
         None => {
             let again = copy.filter(|_| closed_before_response(err.error()));
@@ -297,6 +301,16 @@ pub fn diagnose(e: &Failure) -> (&'static str, String, StatusCode) {
         Failure::Unsent(_) => (
             "protocol",
             "the upstream connection closed before the request was sent (the server shutting it down)"
+                .into(),
+            StatusCode::BAD_GATEWAY,
+        ),
+        // Not the server shutting down: its keep-alive timeout, shorter
+        // than `idle_timeout`, which SPEC tells operators to set below it.
+        Failure::IdleClosed(_) => (
+            "protocol",
+            "the upstream closed the pooled HTTP/1.1 connection while it was idle, before the \
+             request was written (most likely its keep-alive timeout is shorter than the \
+             upstream's idle_timeout: set idle_timeout below it)"
                 .into(),
             StatusCode::BAD_GATEWAY,
         ),

@@ -116,6 +116,13 @@ async fn a_request_a_reused_connection_hands_back_unwritten_was_never_processed(
     assert!(again.is_some(), "the request kept for another endpoint");
     let (reason, cause, _) = diagnose(&failure);
     assert!(never_processed(&failure), "counted: {reason}, {cause}");
+    // Its words point at the keep-alive race, not at a server shutting
+    // the connection down (an HTTP/2 `GOAWAY`'s); the reason is contract.
+    assert_eq!(reason, "protocol");
+    assert!(
+        cause.contains("idle") && cause.contains("idle_timeout") && !cause.contains("shutting"),
+        "{cause}"
+    );
     // Never used: closed before any request, by the endpoint.
     let mut c = crate::upstream::pool::tests::h1(&listener).await;
     let (server, client) = listener.accept().await.unwrap();
