@@ -29,6 +29,9 @@ pub struct Picker {
     /// go round evenly (the failing one included, as often as before) and
     /// its retries go round the others evenly.
     retry: AtomicUsize,
+    /// The endpoint a request's first attempt last went to, plus one (0:
+    /// none yet): where a set replacing this one goes on from.
+    last: AtomicUsize,
 }
 
 /// A random number, from the standard library's per-thread random keys
@@ -85,14 +88,23 @@ fn panic(n: usize, out: &OutOfService) -> bool {
 
 impl Picker {
     /// A picker for the endpoint set that replaces this one's (a
-    /// re-resolution's, an edit's), going on where this one's rotation is.
+    /// re-resolution's, an edit's), going on where this one's rotation is:
+    /// after the endpoint the last request went to, found in the new set
+    /// by `found` (its index here to its index there, if it is still
+    /// there; else the rotation starts at the new set's first endpoint).
     /// Each new set started round robin again at its first endpoint: with
     /// fewer requests between changes than endpoints, the lowest-sorted
-    /// addresses took most of them, on every replica at once.
-    pub fn continued(&self) -> Picker {
+    /// addresses took most of them, on every replica at once. Its counter
+    /// carried over instead meant another place in a set of another size:
+    /// sets of three and four endpoints taking turns, two requests each,
+    /// sent the four's always to its third and fourth.
+    pub fn continued(&self, found: impl Fn(usize) -> Option<usize>) -> Picker {
+        let last = self.last.load(Ordering::Relaxed).checked_sub(1);
+        let there = last.and_then(found);
         Picker {
-            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+            next: AtomicUsize::new(there.map_or(0, |i| i + 1)),
             retry: AtomicUsize::new(self.retry.load(Ordering::Relaxed)),
+            last: AtomicUsize::new(there.map_or(0, |i| i + 1)),
         }
     }
 
@@ -121,7 +133,7 @@ impl Picker {
         let eligible: &dyn Fn(usize) -> bool = if panic { &fresh } else { &in_service };
         let count = (0..n).filter(|&i| eligible(i)).count();
         let nth = |k: usize| (0..n).filter(|&i| eligible(i)).nth(k);
-        match count {
+        let picked = match count {
             0 => None,
             1 => nth(0),
             len => match balance {
@@ -140,7 +152,11 @@ impl Picker {
                     Some(if in_flight(b) < in_flight(a) { b } else { a })
                 }
             },
+        };
+        if let Some(i) = picked.filter(|_| tried.is_empty()) {
+            self.last.store(i + 1, Ordering::Relaxed);
         }
+        picked
     }
 
     /// Whether [`Picker::pick`] would find a member besides `current` and
@@ -201,6 +217,28 @@ mod tests {
             }
         }
         assert_eq!(counts, [100, 150, 150]);
+    }
+
+    /// Sets [A,B,C] and [A,B,C,D] take turns (a name whose fourth address
+    /// comes and goes), two requests each: every endpoint gets an even
+    /// share. Going on from the replaced set's counter, modulo a different
+    /// size, every [A,B,C,D] sent its two to C and D, and C got 5 in 12.
+    #[test]
+    fn round_robin_goes_on_after_the_last_endpoint_across_sets_of_other_sizes() {
+        let mut counts = [0usize; 4];
+        let mut p = Picker::default();
+        for change in 0..60 {
+            let n = if change % 2 == 0 { 3 } else { 4 };
+            for _ in 0..2 {
+                counts[p
+                    .pick(Balance::RoundRobin, n, |_| false, &[], |_| 0)
+                    .unwrap()] += 1;
+            }
+            // The next set: A, B, C at the same places, D only in the four.
+            let next = if n == 3 { 4 } else { 3 };
+            p = p.continued(|i| (i < next).then_some(i));
+        }
+        assert_eq!(counts, [30, 30, 30, 30]);
     }
 
     #[test]

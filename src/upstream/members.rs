@@ -126,6 +126,11 @@ pub struct Members {
     passive: PassiveHealth,
 }
 
+/// The same server at the same address, in two sets of one upstream.
+fn same_member(m: &Member, o: &Member) -> bool {
+    m.label == o.label && m.endpoint.url == o.endpoint.url
+}
+
 /// A request in flight on a member (least_request reads the count).
 pub struct InFlight<'a>(Counted<'a>);
 
@@ -236,9 +241,14 @@ impl Members {
     /// This set, its round robin going on where `replaced`'s is: the set
     /// it replaces (re-resolution), or the one of the upstream an edit
     /// replaces. A new set does not start the rotation again at its first
-    /// endpoint ([`Picker::continued`]).
+    /// endpoint, but after the one its last request went to, found here
+    /// by server and address ([`Picker::continued`]).
     pub fn going_on_from(mut self, replaced: &Members) -> Members {
-        self.picker = replaced.picker.continued();
+        let found = |i: usize| {
+            let last = &replaced.members[i];
+            self.members.iter().position(|m| same_member(m, last))
+        };
+        self.picker = replaced.picker.continued(found);
         self
     }
 
@@ -347,11 +357,10 @@ impl Members {
     /// server at the same address (a set re-resolution made after
     /// `other` keeps those members, or has them no more).
     pub fn tried_of(&self, other: &Members, tried: &[usize]) -> Vec<usize> {
-        let same = |m: &Member, o: &Member| m.label == o.label && m.endpoint.url == o.endpoint.url;
         (0..self.members.len())
             .filter(|&i| {
                 let m = &self.members[i];
-                tried.iter().any(|&t| same(m, &other.members[t]))
+                tried.iter().any(|&t| same_member(m, &other.members[t]))
             })
             .collect()
     }
