@@ -134,6 +134,15 @@ pub(super) fn completes_a_write(kind: &EventKind) -> bool {
     )
 }
 
+/// Events after which the path no longer names what it did: a rename, a
+/// removal (of a watched directory: its watch went with it).
+pub(super) fn moves_away(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    )
+}
+
 /// Whether an event can mean new content. Opens, reads and read-only closes
 /// cannot, and must be ignored: our own re-read opens the file, so reacting
 /// to it would re-read forever (and so would any reader of the certificate,

@@ -5,13 +5,12 @@ use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub(super) use super::events::may_change_content;
-use super::events::{Filter, completes_a_write, refilter, reindexing};
+use super::events::{Filter, completes_a_write, moves_away, refilter, reindexing};
 use super::stat::{Leading, Link, Sig, chains, dir_id, forget_id, last_change_ago, thread_cpu};
 use super::{Msg, Subject};
 use crate::config::WatchConfig;
@@ -528,6 +527,7 @@ impl State {
         if !may_change_content(&ev.kind) {
             return;
         }
+        let gone = moves_away(&ev.kind);
         let mut hit = Vec::new();
         for path in &ev.paths {
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
@@ -537,13 +537,17 @@ impl State {
                 hit.extend(s.iter().cloned());
             }
             // A watched directory itself deleted or moved: everything in
-            // it, and its watch placed again on what the path names now.
+            // it, and its watch placed again on what the path names now; so
+            // every one under it, whose watch notify drops with it (by path).
+            if gone && self.watched.contains(path) {
+                for dir in self.watched.iter().filter(|d| d.starts_with(path)) {
+                    self.moved.insert(dir.clone());
+                    hit.extend(self.by_dir.get(dir).into_iter().flatten().cloned());
+                }
+            }
             if let Some(s) = self.by_dir.get(path) {
                 hit.extend(s.iter().cloned());
-                if matches!(
-                    ev.kind,
-                    EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
-                ) {
+                if gone {
                     self.moved.insert(path.clone());
                 }
             }
@@ -691,15 +695,10 @@ impl State {
             .flat_map(|t| t.links.iter().map(|(dir, _)| dir))
             .collect();
         // Each directory once: thousands of due subjects may share one.
-        for dir in dirs {
-            if self
-                .watched_ids
-                .get(dir)
-                .is_some_and(|id| dir_id(dir) != Some(*id))
-            {
-                self.moved.insert(dir.clone());
-            }
-        }
+        let ids = &self.watched_ids;
+        let elsewhere = |d: &&PathBuf| ids.get(*d).is_some_and(|id| dir_id(d) != Some(*id));
+        self.moved
+            .extend(dirs.into_iter().filter(elsewhere).cloned());
         // Directories whose watch may need to change: first those whose
         // watch no longer follows their path.
         let mut touched = std::mem::take(&mut self.moved);

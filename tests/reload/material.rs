@@ -375,29 +375,7 @@ async fn client_ca_and_crl_rotation() {
     let cfg = base_config("tls.crt", "tls.key", "")
         .replace("      certs:", &format!("{extra}\n      certs:"));
     let (_p, addr) = serve(&s.config(&cfg)).await;
-    let ok = |who: TestPair| {
-        let ca = ca.cert_pem.clone();
-        async move {
-            let tls = connect(
-                addr,
-                "localhost",
-                client_config(&ca, Some(&who), &[b"http/1.1"]),
-            )
-            .await;
-            // TLS 1.3: a refused client certificate surfaces on the first read.
-            match tls {
-                Err(_) => false,
-                Ok(mut t) => {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let _ = t
-                        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
-                        .await;
-                    let mut buf = [0u8; 16];
-                    matches!(t.read(&mut buf).await, Ok(n) if n > 0)
-                }
-            }
-        }
-    };
+    let ok = |who: TestPair| admitted(addr, ca.cert_pem.clone(), who);
     assert!(ok(alice.clone()).await && !ok(bob.clone()).await);
     // Revoke alice.
     mv_over(&s.path("clients.crl"), &clients_a.crl(&[&alice]));
@@ -412,6 +390,67 @@ async fn client_ca_and_crl_rotation() {
         ok(bob.clone()).await
     })
     .await;
+}
+
+/// Whether listener `public` at `addr` (its CA `ca`) admits the client
+/// certificate `who` and answers its request.
+async fn admitted(addr: std::net::SocketAddr, ca: String, who: TestPair) -> bool {
+    let tls = connect(
+        addr,
+        "localhost",
+        client_config(&ca, Some(&who), &[b"http/1.1"]),
+    )
+    .await;
+    // TLS 1.3: a refused client certificate surfaces on the first read.
+    match tls {
+        Err(_) => false,
+        Ok(mut t) => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = t
+                .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .await;
+            let mut buf = [0u8; 16];
+            matches!(t.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    }
+}
+
+/// With filesystem events alone (`poll_interval: 0s`), the client CA
+/// bundle in `certs/ca/` beside the pair in `certs/` is applied when
+/// rewritten after `mv certs certs.bak; mv certs.bak certs`. notify drops
+/// the watch of `certs/ca` with that of `certs`; only `certs` was watched
+/// again, so the bundle's changes were never seen, with no warning.
+#[tokio::test]
+async fn a_bundle_under_a_directory_moved_away_and_back_is_applied() {
+    let s = Scene::new();
+    let ca = TestCa::new("edge");
+    let (clients_a, clients_b) = (TestCa::new("clients-a"), TestCa::new("clients-b"));
+    s.pair("certs/tls", &ca.server_pair(&["localhost"]));
+    let bundle = s.path("certs/ca/clients.crt");
+    write(&bundle, &clients_a.cert_pem);
+    let extra =
+        "      client_auth: { mode: require_and_verify, ca: { ca_file: certs/ca/clients.crt } }";
+    let cfg = base_config("certs/tls.crt", "certs/tls.key", "")
+        .replace("poll_interval: 300ms", "poll_interval: 0s")
+        .replace("      certs:", &format!("{extra}\n      certs:"));
+    let (_p, addr) = serve(&s.config(&cfg)).await;
+    let (alice, bob) = (clients_a.client_pair("alice"), clients_b.client_pair("bob"));
+    let ok = |who: &TestPair| admitted(addr, ca.cert_pem.clone(), who.clone());
+    assert!(ok(&alice).await && !ok(&bob).await);
+    std::fs::rename(s.path("certs"), s.path("certs.bak")).unwrap();
+    std::fs::rename(s.path("certs.bak"), s.path("certs")).unwrap();
+    // A new pair served: the watch thread has taken the moves in.
+    let second = ca.server_pair(&["localhost"]);
+    mv_over(&s.path("certs/tls.key"), &second.key_pem);
+    mv_over(&s.path("certs/tls.crt"), &second.cert_pem);
+    until_served(addr, "localhost", &ca.cert_pem, &second.fingerprint).await;
+    // The bundle rewritten in place.
+    write(&bundle, &clients_b.cert_pem);
+    wait_until(WAIT, "bob admitted once the bundle names his CA", || {
+        ok(&bob)
+    })
+    .await;
+    assert!(!ok(&alice).await);
 }
 
 /// With filesystem events alone (`poll_interval: 0s`), a pair whose

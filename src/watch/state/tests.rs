@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::watch::tests::{cfg, kubelet_write};
+use notify::event::{EventKind, ModifyKind};
 
 /// A slow poll pass is stretched to its share of a core only while events work.
 #[test]
@@ -716,4 +717,74 @@ fn the_filter_is_kept_only_while_events_are_on() {
     assert_eq!(r.links, state.by_link.keys().cloned().collect());
     assert_eq!(r.dirs, state.by_dir.keys().cloned().collect());
     assert!(!r.links.is_empty() && !r.reindexing);
+}
+
+/// A watched directory moved away and back (`mv certs certs.bak; mv
+/// certs.bak certs`) with a watched directory under it (`certs/ca`, a CA
+/// bundle beside the pair): the one under it is watched again too, and a
+/// later write there raises an event. notify drops the watch of every
+/// directory under a moved one with it (by path prefix); only the moved
+/// directory was placed again, `certs/ca` stayed counted as watched on the
+/// same inode, and with the poll off its changes went unseen for good.
+#[test]
+fn a_directory_under_one_moved_away_and_back_is_watched_again() {
+    let d = tempfile::tempdir().unwrap();
+    let (certs, ca) = (d.path().join("certs"), d.path().join("certs/ca"));
+    std::fs::create_dir_all(&ca).unwrap();
+    let config = d.path().join("hotproxy.yaml");
+    for (file, content) in [
+        (&config, "c"),
+        (&certs.join("tls.crt"), "1"),
+        (&ca.join("ca.pem"), "a"),
+    ] {
+        std::fs::write(file, content).unwrap();
+    }
+    let (events, seen) = std::sync::mpsc::channel();
+    let notify = notify::recommended_watcher(move |ev| {
+        let _ = events.send(ev);
+    })
+    .unwrap();
+    let (out, _rx) = mpsc::unbounded_channel();
+    let mut state = State::new(cfg(true, 0), Some(notify), out);
+    state.set(vec![
+        (Subject::Config, vec![config.clone()]),
+        (Subject::Entry("pair".into()), vec![certs.join("tls.crt")]),
+        (Subject::Entry("ca".into()), vec![ca.join("ca.pem")]),
+    ]);
+    let bak = d.path().join("certs.bak");
+    std::fs::rename(&certs, &bak).unwrap();
+    std::fs::rename(&bak, &certs).unwrap();
+    // The watch thread takes in every event up to the move back.
+    use notify::event::RenameMode;
+    loop {
+        let ev = seen
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no event for the move back");
+        let back = matches!(&ev, Ok(e) if e.kind == EventKind::Modify(ModifyKind::Name(RenameMode::To)) && e.paths == [certs.clone()]);
+        state.on_event(ev);
+        if back {
+            break;
+        }
+    }
+    fire_marked(&mut state);
+    std::fs::write(ca.join("ca.pem"), "b").unwrap();
+    // One inotify instance delivers in order: every event of the write to
+    // the bundle comes before the configuration's.
+    std::fs::write(&config, "c2").unwrap();
+    let mut got = Vec::new();
+    loop {
+        let ev = seen
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no event for the configuration file");
+        let ev = ev.unwrap();
+        let last = ev.paths == [config.clone()];
+        got.push(ev);
+        if last {
+            break;
+        }
+    }
+    assert!(
+        got.iter().any(|e| e.paths == [ca.join("ca.pem")]),
+        "no event for the bundle written under the directory moved back: {got:?}"
+    );
 }
