@@ -158,6 +158,13 @@ pub struct Entry {
     /// keeps the API's material; only files that changed since (a
     /// rollback of broken files too), or an explicit reload, take over.
     pub files_hash: Option<[u8; 32]>,
+    /// The state of the files (as `pem::files_state` says it) at their
+    /// last read; `None` while a writer is at work (no two reads agree).
+    pub read_state: Option<[u8; 32]>,
+    /// The `read_state` of the last read that refused them since the
+    /// entry last loaded: a watcher's report of files that hold it still (a
+    /// `touch`, a chmod, a kubelet swap for another key) counts nothing.
+    pub refused_state: Option<[u8; 32]>,
 }
 
 impl Entry {
@@ -174,6 +181,8 @@ impl Entry {
             retry_pending: false,
             from_api: false,
             files_hash: None,
+            read_state: None,
+            refused_state: None,
         }
     }
 }

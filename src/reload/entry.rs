@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 use super::warnings::{log_notes, warn_validity};
-use super::{LOG, Reloader};
+use super::{Cause, LOG, Reloader};
 use crate::config::EntrySpec;
 use crate::material::catalogue::{Entry, ReloadResult, Unsettled, unix};
 use crate::material::info::rfc3339;
@@ -39,21 +39,32 @@ impl Reloader {
     /// failing to read the same way), unless `take_files` (an explicit
     /// reload or rotation), which compares with what is served.
     fn read_changed(
-        &self,
+        &mut self,
         id: &str,
         take_files: bool,
     ) -> Result<Option<Loaded>, pem::MaterialError> {
-        let Some(entry) = self.entries.get(id).filter(|e| !e.spec.source.is_inline()) else {
+        let Some(entry) = self
+            .entries
+            .get_mut(id)
+            .filter(|e| !e.spec.source.is_inline())
+        else {
             return Ok(None);
         };
         let keeps_api = entry.from_api && !take_files;
         let raw = match pem::read_consistent(&entry.spec.source) {
             Ok(raw) => raw,
-            Err(e) if keeps_api && entry.files_hash == Some(pem::unreadable_state(&e)) => {
-                return Ok(None);
+            Err(e) => {
+                entry.read_state = match e {
+                    pem::MaterialError::Unsettled { .. } => None,
+                    _ => Some(pem::unreadable_state(&e)),
+                };
+                if keeps_api && entry.read_state.is_some() && entry.files_hash == entry.read_state {
+                    return Ok(None);
+                }
+                return Err(e);
             }
-            Err(e) => return Err(e),
         };
+        entry.read_state = Some(raw.hash);
         let baseline = if keeps_api {
             entry.files_hash
         } else {
@@ -238,6 +249,7 @@ impl Reloader {
         entry.failures = 0;
         entry.last_logged = None;
         entry.last_counted = None;
+        entry.refused_state = None;
         entry.last_reload = ReloadResult::success();
         self.retries.remove(id);
         set_state(id, State::Settled);
@@ -328,6 +340,7 @@ impl Reloader {
         entry.failures = 0;
         entry.last_logged = None;
         entry.last_counted = None;
+        entry.refused_state = None;
         entry.last_reload = Some(ReloadResult {
             time: unix(loaded.loaded_at),
             result: "success",
@@ -560,13 +573,16 @@ impl Reloader {
     /// (when `say`), counted once per failed material, and read again
     /// after a back-off, or sooner, after `at` (a step's own wait over).
     ///
-    /// Counted: a read the watcher (the files changed), a SIGHUP or the
-    /// API asked for, one ending a wait (pending: the files changed, so a
-    /// new bad write, also logged, if it fails as the last), or one whose
+    /// Counted: a read a SIGHUP or the API asked for, one the watcher asked
+    /// for that finds the files otherwise than at the last read refusing
+    /// them (a report says only that they may have changed: a `touch`, a
+    /// chmod, a kubelet swap for another key of the volume re-link them
+    /// unchanged), one ending a wait (pending: the files changed, so a new
+    /// bad write, also logged, if it fails as the last), or one whose
     /// problem is not the last counted since the entry last loaded (such a
     /// refusal and the failure its step's wait ends in are one bad write).
     fn failed(&mut self, id: &str, problem: &str, error: String, say: bool, at: Option<Duration>) {
-        let retrying = self.retrying;
+        let cause = self.reading;
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
@@ -574,9 +590,19 @@ impl Reloader {
         entry.failures = entry.failures.saturating_add(1);
         entry.last_reload = ReloadResult::failure(error.clone());
         set_state(id, State::Failing);
-        if waited || !retrying || entry.last_counted.as_deref() != Some(problem) {
+        let as_refused = entry.read_state.is_some() && entry.read_state == entry.refused_state;
+        entry.refused_state = entry.read_state;
+        let counted = waited
+            || match cause {
+                Cause::Asked => true,
+                Cause::Watcher => !as_refused,
+                Cause::Retry => entry.last_counted.as_deref() != Some(problem),
+            };
+        if counted {
             metrics::cert_reload(id, "failure");
             entry.last_counted = Some(problem.to_owned());
+        } else if cause == Cause::Watcher {
+            debug!(target: LOG, entry = %id, "certificate files re-read on a change hold what was refused already; not counted again");
         }
         if say && (waited || entry.last_logged.as_deref() != Some(error.as_str())) {
             warn!(target: LOG, entry = %id, error = %error, "certificate reload failed; keeping the previous material");

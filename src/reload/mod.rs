@@ -168,6 +168,18 @@ impl LiveListener {
     }
 }
 
+/// Who asked for an entry's re-read: a failure it finds counts in
+/// `hotproxy_cert_reloads_total` as SPEC §5 says for each.
+#[derive(Clone, Copy, PartialEq)]
+enum Cause {
+    /// A SIGHUP or the admin API (a reload, a rotation).
+    Asked,
+    /// A watcher's report: the files may have changed.
+    Watcher,
+    /// A back-off retry of a refusal.
+    Retry,
+}
+
 struct LiveUpstream {
     config: UpstreamConfig,
     live: Arc<Upstream>,
@@ -191,9 +203,9 @@ pub struct Reloader {
     client_auth_file: BTreeMap<String, ClientAuthConfig>,
     /// Entries to retry, and when.
     retries: BTreeMap<String, Instant>,
-    /// A back-off retry's re-read is under way (`run_due_retries`): a
-    /// failure it finds again is not counted again.
-    retrying: bool,
+    /// Who asked for the re-read under way, which decides whether a
+    /// failure it finds is counted (`entry::failed`).
+    reading: Cause,
     /// CA bundles whose CRLs, chosen again at their `crl_due`, were
     /// refused by a listener or upstream, and when to choose again.
     crl_retries: BTreeMap<String, Instant>,
@@ -368,7 +380,7 @@ impl Reloader {
             client_auth_overrides: BTreeMap::new(),
             client_auth_file: BTreeMap::new(),
             retries: BTreeMap::new(),
-            retrying: false,
+            reading: Cause::Asked,
             crl_retries: BTreeMap::new(),
             watcher,
             shared: shared.clone(),
@@ -411,7 +423,9 @@ impl Reloader {
                     let _ = self.reload_config();
                 }
                 Ok(Command::Changed(Subject::Entry(id))) => {
+                    self.reading = Cause::Watcher;
                     let _ = self.reload_entry(&id, false);
+                    self.reading = Cause::Asked;
                 }
                 Ok(Command::Changed(Subject::AdminToken(i))) => self.reread_admin_token(i),
                 Ok(Command::ReloadAll) => self.reload_all(),
@@ -480,9 +494,9 @@ impl Reloader {
             .collect();
         for id in due {
             self.retries.remove(&id);
-            self.retrying = true;
+            self.reading = Cause::Retry;
             let _ = self.reload_entry(&id, false);
-            self.retrying = false;
+            self.reading = Cause::Asked;
         }
         self.choose_crls_again();
     }

@@ -493,10 +493,11 @@ async fn edge_reload(api: std::net::SocketAddr) -> serde_json::Value {
 }
 
 /// Bytes that are no PEM and no text (`head -c 900 /dev/urandom`), moved
-/// over `path` (written beside it, then renamed, as `mv` does).
-fn mv_garbage_over(path: &std::path::Path) {
+/// over `path` (written beside it, then renamed, as `mv` does); another
+/// `seed`, other bytes.
+fn mv_garbage_over(path: &std::path::Path, seed: u8) {
     let garbage: Vec<u8> = (0u32..900)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed) | 0x80)
         .collect();
     let tmp = path.with_extension("garbage");
     std::fs::write(&tmp, garbage).unwrap();
@@ -540,7 +541,7 @@ async fn a_bad_write_counts_one_failure_over_its_retries() {
     let (s, ca, good, (_p, addr, api)) = edge_with_admin("2s").await;
     assert_eq!(metric(api, FAILURES).await.unwrap_or(0.0), 0.0);
 
-    mv_garbage_over(&s.path("edge.crt"));
+    mv_garbage_over(&s.path("edge.crt"), 0);
     wait_until(WAIT, "the garbage refused", || async {
         edge_reload(api).await["result"] == "failure"
     })
@@ -569,10 +570,57 @@ async fn a_bad_write_counts_one_failure_over_its_retries() {
         served_leaf(addr, "localhost", &ca.cert_pem).await.unwrap(),
         good.fingerprint
     );
-    // A new write is a new bad write, though the bytes and the error are
-    // the same: counted.
-    mv_garbage_over(&s.path("edge.crt"));
+    // A new bad write, failing with the same error: counted.
+    mv_garbage_over(&s.path("edge.crt"), 1);
     wait_until(WAIT, "the second bad write counted", || async {
+        metric(api, FAILURES).await == Some(2.0)
+    })
+    .await;
+}
+
+/// A bad write counted is not counted again when the watcher reports its
+/// files with nothing new in them: a `touch`, a chmod, the same bytes moved
+/// over them again (as a kubelet swap of `..data` for another key of the
+/// volume re-links every file). Each such report counted one more failure
+/// (SPEC §5: once per failed material). Another bad write counts.
+#[tokio::test]
+async fn a_bad_write_touched_or_moved_again_counts_once() {
+    let (s, _ca, _good, (p, _addr, api)) = edge_with_admin("2s").await;
+    let crt = s.path("edge.crt");
+    mv_garbage_over(&crt, 0);
+    wait_until(WAIT, "the garbage counted", || async {
+        metric(api, FAILURES).await == Some(1.0)
+    })
+    .await;
+    let again = "hold what was refused already; not counted again";
+    let seen = || p.logs().iter().filter(|l| l.contains(again)).count();
+    let touch = || {
+        let f = std::fs::File::options().append(true).open(&crt).unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+    };
+    let chmod = || {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&crt).unwrap().permissions().mode() ^ 0o040;
+        std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let moved_again = || mv_garbage_over(&crt, 0);
+    let rewrites: [(&str, &dyn Fn()); 3] =
+        [("touch", &touch), ("chmod", &chmod), ("mv", &moved_again)];
+    for (what, rewrite) in rewrites {
+        let before = seen();
+        rewrite();
+        wait_until(WAIT, &format!("the re-read after the {what}"), || async {
+            seen() > before || metric(api, FAILURES).await != Some(1.0)
+        })
+        .await;
+        assert_eq!(
+            metric(api, FAILURES).await,
+            Some(1.0),
+            "the {what} counted as a failure"
+        );
+    }
+    mv_garbage_over(&crt, 1);
+    wait_until(WAIT, "another bad write counted", || async {
         metric(api, FAILURES).await == Some(2.0)
     })
     .await;
