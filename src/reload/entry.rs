@@ -197,7 +197,7 @@ impl Reloader {
             if cut.crls || loaded.ca().is_some() {
                 warn!(target: LOG, entry = %id, file = %file, read = cut.read, served = cut.served, "CA bundle holds fewer certificates or CRLs than the one it replaces; applying it after settle_timeout");
             } else {
-                warn!(target: LOG, entry = %id, certificates = cut.read, previous_certificates = cut.served, "certificate chain is shorter than the one it replaces; serving it after settle_timeout");
+                warn!(target: LOG, entry = %id, file = %file, certificates = cut.read, previous_certificates = cut.served, "certificate chain is shorter than the one it replaces; serving it after settle_timeout");
             }
             return None;
         }

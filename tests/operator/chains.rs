@@ -160,14 +160,15 @@ async fn a_chain_written_in_two_steps_is_not_served_cut() {
 }
 
 /// A chain shortened on purpose (the same leaf, the CA certificate left
-/// out) is served once it has stayed for settle_timeout.
+/// out) is served once it has stayed for settle_timeout, with a warning
+/// naming the file (as the CA bundle's does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_shortened_on_purpose_is_served_after_settle_timeout() {
     let Chained {
         s,
         ca,
         first,
-        p: _p,
+        mut p,
         addr,
         api,
     } = chained("300ms").await;
@@ -180,6 +181,13 @@ async fn a_chain_shortened_on_purpose_is_served_after_settle_timeout() {
     .await;
     let last = last_reload(api).await;
     assert_eq!(last["result"], "success", "{last}");
+    let warned = p.wait_log("the shorter chain warned of", serves_cut).await;
+    assert!(
+        warned["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("edge.crt")),
+        "the warning names no file: {warned}"
+    );
 }
 
 /// An entry that failed on a transient problem (its certificate file
