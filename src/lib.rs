@@ -49,7 +49,7 @@
 //!   - `crls`: a bundle's CRLs as webpki is given them: of an issuer's, the newest, newest first;
 //!     the bundle's CA certificates they revoke (no trust anchors); those rolled back to older ones;
 //!     its unit tests in `crls/tests.rs`.
-//!   - `der`: DER read by hand: a signature checked as webpki checks it, Must-Staple.
+//!   - `der`: DER read by hand: a signature checked as webpki checks it (a leaf's against its issuer), Must-Staple.
 //!   - `keys`: a private key's kind and size, named when hotproxy cannot sign with it.
 //!   - `info`: certificate metadata (subject, issuer, SANs, validity, fingerprint).
 //!   - `dn`: distinguished names as ASCII text (ours, and OpenSSL's RFC 2253 form that nginx and Envoy send), values escaped.

@@ -1,4 +1,4 @@
-//! DER read where x509-parser and webpki leave it raw: a signature checked as webpki checks it, the TLS Feature extension.
+//! DER read where x509-parser and webpki leave it raw: a signature checked as webpki checks it (a leaf's against its issuer), the TLS Feature extension.
 
 const INTEGER: u8 = 0x02;
 const BIT_STRING: u8 = 0x03;
@@ -49,43 +49,80 @@ fn whole_bytes(bits: &[u8]) -> Option<&[u8]> {
 /// peers with, matched on both algorithm identifiers as webpki matches
 /// them.
 pub(crate) fn signed_by(signed: &[u8], spki: &[u8]) -> bool {
-    let verify = || -> Option<bool> {
-        let (SEQUENCE, body, _, []) = element(signed)? else {
-            return None;
-        };
-        let (SEQUENCE, _, tbs, rest) = element(body)? else {
-            return None;
-        };
-        let (SEQUENCE, signature_alg, _, rest) = element(rest)? else {
-            return None;
-        };
-        let (BIT_STRING, signature, _, []) = element(rest)? else {
-            return None;
-        };
-        let (SEQUENCE, spki, _, []) = element(spki)? else {
-            return None;
-        };
-        let (SEQUENCE, key_alg, _, rest) = element(spki)? else {
-            return None;
-        };
-        let (BIT_STRING, key, _, []) = element(rest)? else {
-            return None;
-        };
-        let (signature, key) = (whole_bytes(signature)?, whole_bytes(key)?);
-        let provider = crate::tls::provider::get();
-        Some(
-            provider
-                .signature_verification_algorithms
-                .all
-                .iter()
-                .filter(|a| {
-                    a.signature_alg_id().as_ref() == signature_alg
-                        && a.public_key_alg_id().as_ref() == key_alg
-                })
-                .any(|a| a.verify_signature(key, tbs, signature).is_ok()),
-        )
+    verifies(signed, spki).unwrap_or(false)
+}
+
+/// [`signed_by`], `None` when it cannot tell: DER it does not read, or
+/// algorithms rustls does not verify with (a SHA-1 signature).
+fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
+    let (SEQUENCE, body, _, []) = element(signed)? else {
+        return None;
     };
-    verify().unwrap_or(false)
+    let (SEQUENCE, _, tbs, rest) = element(body)? else {
+        return None;
+    };
+    let (SEQUENCE, signature_alg, _, rest) = element(rest)? else {
+        return None;
+    };
+    let (BIT_STRING, signature, _, []) = element(rest)? else {
+        return None;
+    };
+    let (SEQUENCE, spki, _, []) = element(spki)? else {
+        return None;
+    };
+    let (SEQUENCE, key_alg, _, rest) = element(spki)? else {
+        return None;
+    };
+    let (BIT_STRING, key, _, []) = element(rest)? else {
+        return None;
+    };
+    let (signature, key) = (whole_bytes(signature)?, whole_bytes(key)?);
+    let provider = crate::tls::provider::get();
+    provider
+        .signature_verification_algorithms
+        .all
+        .iter()
+        .filter(|a| {
+            a.signature_alg_id().as_ref() == signature_alg
+                && a.public_key_alg_id().as_ref() == key_alg
+        })
+        .map(|a| a.verify_signature(key, tbs, signature).is_ok())
+        .reduce(|a, b| a || b)
+}
+
+/// Whether the leaf `chain[0]` fails to verify against every issuer the
+/// chain holds for it: a certificate after it whose subject is the leaf's
+/// issuer, or the leaf itself when it says it is self-signed (its issuer
+/// its subject, its authority key identifier its own). `false` when there
+/// is none, or any cannot be told (an algorithm rustls does not verify).
+pub(super) fn leaf_signature_fails(chain: &[rustls_pki_types::CertificateDer<'_>]) -> bool {
+    use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
+    let Some((leaf_der, rest)) = chain.split_first() else {
+        return false;
+    };
+    let Ok((_, leaf)) = X509Certificate::from_der(leaf_der) else {
+        return false;
+    };
+    let issuer = leaf.issuer().as_raw();
+    let mut spkis: Vec<&[u8]> = rest
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok())
+        .filter(|(_, c)| c.subject().as_raw() == issuer)
+        .map(|(_, c)| c.tbs_certificate.subject_pki.raw)
+        .collect();
+    let (mut aki, mut ski) = (None, None);
+    for e in leaf.extensions() {
+        match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => aki = a.key_identifier.as_ref(),
+            ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k),
+            _ => {}
+        }
+    }
+    if leaf.subject().as_raw() == issuer && aki.is_some() && aki == ski {
+        spkis.push(leaf.public_key().raw);
+    }
+    let verdicts: Vec<Option<bool>> = spkis.iter().map(|k| verifies(leaf_der, k)).collect();
+    !verdicts.is_empty() && verdicts.iter().all(|v| *v == Some(false))
 }
 
 /// Whether the certificate `der` requires OCSP stapling (Must-Staple): a

@@ -55,6 +55,14 @@ pub enum MaterialError {
     BadCertificate { origin: String, reason: String },
     #[error("{origin}: unusable private key: {reason}")]
     BadKey { origin: String, reason: String },
+    /// The leaf's signature does not verify against its issuer in the
+    /// same file (or itself, self-signed): a file written over in place,
+    /// not truncated, read half-way (the new leaf's head on the old one's
+    /// tail, which parses when the two are of one length), waited on.
+    #[error(
+        "{origin}: the certificate's signature does not verify against its issuer in the file (written over in place half-way?)"
+    )]
+    BadSignature { origin: String },
     #[error("{key}: private key does not match the certificate in {cert}")]
     KeyMismatch { cert: String, key: String },
     /// A CA certificate x509-parser reads and webpki, which verifies
@@ -121,7 +129,8 @@ impl MaterialError {
             }
             | MaterialError::Unsettled { .. }
             | MaterialError::Empty { .. }
-            | MaterialError::BadPem { .. } => Some(Step::Partial),
+            | MaterialError::BadPem { .. }
+            | MaterialError::BadSignature { .. } => Some(Step::Partial),
             _ => None,
         }
     }
@@ -597,6 +606,11 @@ pub fn parse(kind: EntryKind, source: &EntrySource, raw: &Raw) -> Result<Materia
     let names = origins(source);
     if kind.is_pair() {
         let (chain, infos) = certificates(&names[0], &raw.parts[0])?;
+        if super::der::leaf_signature_fails(&chain) {
+            return Err(MaterialError::BadSignature {
+                origin: names[0].clone(),
+            });
+        }
         let key = private_key(&names[1], &raw.parts[1])?;
         let provider = crate::tls::provider::get();
         let signing = provider

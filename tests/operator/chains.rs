@@ -378,3 +378,65 @@ async fn a_certificate_back_before_its_key_is_waited_for_anew() {
     support::writers::mv_over(&s.path("edge.key"), &next.key_pem);
     serves_whole(addr, &ca, &next, "the new pair served").await;
 }
+
+/// A renewed certificate of the same length, its key reused, written over
+/// the served one in place by a writer that does not truncate (`rsync
+/// --inplace`, `dd conv=notrunc`) and read half-way: the new leaf's first
+/// half on the old one's second half. Two reads agree, the DER parses and
+/// the key matches: it was served, with a signature no client verifies.
+/// The leaf's signature is checked against its issuer in the file: waited
+/// on as a writer at work, then refused naming the file; the old leaf
+/// stays served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_spliced_by_an_in_place_writer_is_not_served() {
+    let Chained {
+        s,
+        ca,
+        first,
+        p: _p,
+        addr,
+        api,
+    } = chained("300ms").await;
+    let next = ca.renewed_same_length(&first, &["localhost"]);
+    let half = first.der.len() / 2;
+    let spliced = [&next.der[..half], &first.der[half..]].concat();
+    let spliced_pem = certificate_pem(&spliced);
+    let served_unverified = || async {
+        let tls = connect(addr, "localhost", checks_name_later())
+            .await
+            .unwrap();
+        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+    };
+    write(&s.path("edge.crt"), &(spliced_pem + &ca.cert_pem));
+    wait_until(WAIT, "the spliced leaf refused or served", || async {
+        last_reload(api).await["result"] == "failure"
+            || served_unverified().await == fingerprint(&spliced)
+    })
+    .await;
+    assert_eq!(
+        served_unverified().await,
+        first.fingerprint,
+        "the spliced leaf was served"
+    );
+    let last = last_reload(api).await;
+    let error = last["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("edge.crt") && error.contains("signature"),
+        "the refusal names neither the file nor the signature: {last}"
+    );
+}
+
+/// `der` as a PEM certificate, 64 characters a line.
+fn certificate_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}

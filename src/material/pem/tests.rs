@@ -473,3 +473,54 @@ fn a_key_hotproxy_does_not_sign_with_is_named() {
     // A supported kind that loads is not described at all.
     assert!(load_pair(&d, &cert, &pair.signing_key.serialize_pem()).is_ok());
 }
+
+/// A leaf whose signature does not verify against its issuer in the file
+/// is refused as a writer half-way (`BadSignature`, waited on): a
+/// self-signed leaf that says so (its authority key identifier its own),
+/// its signature's last byte changed. A leaf whose issuer has its name
+/// but is not in the file (rcgen's default name on the CA and the leaf,
+/// the leaf served alone) is not checked, and loads.
+#[test]
+fn a_leaf_that_does_not_verify_against_its_issuer_in_the_file_is_waited_on() {
+    use rcgen::{CertificateParams, Issuer, KeyIdMethod, KeyPair};
+    let d = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+    p.key_identifier_method = KeyIdMethod::Sha256;
+    p.use_authority_key_identifier_extension = true;
+    // A subject key identifier too, as `openssl req -x509` writes it.
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let cert = p.self_signed(&key).unwrap();
+    assert!(load_pair(&d, &cert.pem(), &key.serialize_pem()).is_ok());
+    let mut der = cert.der().to_vec();
+    *der.last_mut().unwrap() ^= 1;
+    let bad = certificate_pem(&der);
+    let e = load_pair(&d, &bad, &key.serialize_pem()).unwrap_err();
+    assert!(matches!(e, MaterialError::BadSignature { .. }), "{e}");
+    assert_eq!(e.step(), Some(Step::Partial));
+
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+    assert_eq!(leaf.distinguished_name, ca_params.distinguished_name);
+    let leaf = leaf
+        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
+        .unwrap();
+    assert!(load_pair(&d, &leaf.pem(), &leaf_key.serialize_pem()).is_ok());
+}
+
+/// `der` as a PEM certificate.
+fn certificate_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
