@@ -307,10 +307,33 @@ static CONFIGURE: Mutex<Vec<Draining>> = Mutex::new(Vec::new());
 /// Apply the configured access log: start, replace or stop the writer.
 /// The same configuration keeps the running writer (and its open file).
 pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
+    prepare(config).map(Prepared::apply)
+}
+
+/// The configured access log opened (its file; a FIFO is opened by the
+/// writer) and its writer ready, not yet running: what can refuse a
+/// configuration is done, so a reload can do it before it binds what a
+/// refusal would have to undo. Applied by [`Prepared::apply`]; dropped,
+/// it changes nothing (its writer ends unstarted). Holds [`CONFIGURE`]
+/// until then.
+#[must_use = "applied, or dropped as the reload is refused"]
+pub struct Prepared {
+    draining: std::sync::MutexGuard<'static, Vec<Draining>>,
+    /// `None`: the configuration is the running one. Else the writer to
+    /// run (none: the log is turned off), and what starts its thread.
+    next: Option<Option<(Arc<Running>, std::sync::mpsc::Sender<()>)>>,
+}
+
+/// Open the configured access log for [`Prepared::apply`]: the file that
+/// cannot be opened, or the thread that cannot start, is the error.
+pub fn prepare(config: Option<&AccessLogConfig>) -> Result<Prepared, String> {
     let mut draining = CONFIGURE.lock().unwrap_or_else(|e| e.into_inner());
     let current = RUNNING.load();
     if current.as_ref().map(|r| &r.config) == config {
-        return Ok(());
+        return Ok(Prepared {
+            draining,
+            next: None,
+        });
     }
     draining.retain(|d| !d.ended.is_set());
     let next = match config {
@@ -333,9 +356,10 @@ pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
                         .map(|r| r.ended.clone()),
                 )
                 .collect();
+            let (go, gate) = std::sync::mpsc::channel();
             let (tx, reopen, stop, thread, ended) =
-                writer::spawn(c.clone(), queued.clone(), after)?;
-            Some(Arc::new(Running {
+                writer::spawn(c.clone(), queued.clone(), after, gate)?;
+            let running = Arc::new(Running {
                 config: c.clone(),
                 tx,
                 reopen,
@@ -343,19 +367,39 @@ pub fn configure(config: Option<&AccessLogConfig>) -> Result<(), String> {
                 queued,
                 thread: Mutex::new(Some(thread)),
                 ended,
-            }))
+            });
+            Some((running, go))
         }
     };
-    // The old writer drains its queue and exits when its sender drops, or
-    // gives up after FLUSH_AT_SHUTDOWN (a FIFO without a reader): a stuck
-    // writer is not left behind with its thread and queue on each reload.
-    if let Some(old) = current.as_ref() {
-        draining.push(Draining::of(old, FLUSH_AT_SHUTDOWN));
+    Ok(Prepared {
+        draining,
+        next: Some(next),
+    })
+}
+
+impl Prepared {
+    /// Make the prepared access log the running one: start its writer,
+    /// and let the one it replaces drain.
+    pub fn apply(self) {
+        let Prepared { mut draining, next } = self;
+        let Some(next) = next else {
+            return;
+        };
+        // The old writer drains its queue and exits when its sender drops, or
+        // gives up after FLUSH_AT_SHUTDOWN (a FIFO without a reader): a stuck
+        // writer is not left behind with its thread and queue on each reload.
+        if let Some(old) = RUNNING.load().as_ref() {
+            draining.push(Draining::of(old, FLUSH_AT_SHUTDOWN));
+        }
+        let (next, go) = next.unzip();
+        let on = next.is_some();
+        RUNNING.store(next);
+        ENABLED.store(on, Ordering::Release);
+        if let Some(go) = go {
+            // Its thread holds the receiver until this is sent.
+            let _ = go.send(());
+        }
     }
-    let on = next.is_some();
-    RUNNING.store(next);
-    ENABLED.store(on, Ordering::Release);
-    Ok(())
 }
 
 /// How long shutdown, or a reload that replaces the writer, waits for it

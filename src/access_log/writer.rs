@@ -170,11 +170,14 @@ pub(super) fn preview(path: &Path) -> Result<(), String> {
 /// the thread) and start the thread. `after`: the earlier writers of the
 /// same path that may still be writing (the one this one replaces, ones
 /// replaced or removed by earlier reloads still draining); this one writes
-/// nothing before every one of them has ended.
+/// nothing before every one of them has ended. `go`: the thread starts
+/// once it is sent, and ends at once, its file closed, if it is dropped
+/// unsent (the reload that prepared it was refused).
 pub(super) fn spawn(
     config: AccessLogConfig,
     queued: Arc<AtomicUsize>,
     after: Vec<Arc<Ended>>,
+    go: std::sync::mpsc::Receiver<()>,
 ) -> Result<Started, String> {
     let sink = if is_fifo(&config.path) {
         None
@@ -195,6 +198,9 @@ pub(super) fn spawn(
         .name("access-log".into())
         .spawn(move || {
             let _on_exit = on_exit;
+            if go.recv().is_err() {
+                return;
+            }
             run(config, sink, rx, flag, queued, &stopped, &after);
         })
         .map_err(|e| format!("access_log: cannot start the writer thread: {e}"))?;

@@ -382,23 +382,23 @@ impl Reloader {
                 }
             };
             let router = Router::new(&l.name, &l.routes, &by_name);
-            let (socket, beside) = match self.socket_for(l, &givers, &mut shared) {
-                Ok(s) => s,
-                Err(e) => {
-                    problems.push(e);
-                    continue;
-                }
-            };
-            planned.push((l.clone(), built, router, socket, beside));
+            match self.socket_for(l, &givers, &mut shared) {
+                Ok(placed) => planned.push((l.clone(), (built, router), placed)),
+                Err(e) => problems.push(e),
+            }
         }
         if !problems.is_empty() {
             return Err(problems.join("\n"));
         }
         // The access log opens its file here: a path that cannot be opened
         // rejects the configuration like an unbindable address.
-        crate::access_log::configure(new.access_log.as_ref())?;
+        let access_log = crate::access_log::prepare(new.access_log.as_ref())?;
+        // Last, nothing else refusing the reload: sockets bound beside a
+        // running listener's take its clients at once.
+        let planned = self.bind_beside_last(planned, &givers)?;
 
         // 4. Commit: nothing below can fail.
+        access_log.apply();
         for id in settled {
             set_state(&id, State::Settled);
         }
@@ -465,7 +465,7 @@ impl Reloader {
             self.inherit(planned.iter().filter_map(|(cfg, .., beside)| {
                 Some((cfg.name.clone(), cfg.bind, beside.clone()?))
             }));
-        for (cfg, built, router, socket, _) in planned {
+        for (cfg, (built, router), socket, _) in planned {
             let admits = built.admits;
             router.register_metrics();
             let live = match (socket, self.listeners.remove(&cfg.name)) {

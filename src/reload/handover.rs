@@ -134,14 +134,28 @@ impl<'a> Givers<'a> {
     }
 }
 
+/// A new listener's socket as planned: its own kept (`None`) or one taken
+/// up now, or, its address held until the commit by a running listener
+/// moving off an overlapping one on its port, one to bind beside that
+/// listener's once nothing else refuses the reload
+/// ([`Reloader::bind_beside_last`]).
+pub(super) enum Placed {
+    Ready(Option<Registered>),
+    Beside,
+}
+
+/// A new listener's configuration, what else was planned of it (`T`),
+/// its socket (`None`: it keeps its own) and the name of the running
+/// listener it is bound beside, if any.
+pub(super) type Planned<T> = (ListenerConfig, T, Option<Registered>, Option<String>);
+
 impl Reloader {
-    /// The socket new listener `l` is to serve on, and the name of the
-    /// running listener it is bound beside, if any: `None` when it keeps
+    /// The socket new listener `l` is to serve on: `None` when it keeps
     /// its own (same name, same address); else the one a running listener
     /// gives up on its address (that listener's name added to `shared`),
     /// else bound anew, else, while a running listener moving off an
-    /// overlapping address on its port holds it until the commit, bound
-    /// beside that one. Registered with the runtime now: a failure
+    /// overlapping address on its port holds it until the commit,
+    /// [`Placed::Beside`]. Registered with the runtime now: a failure
     /// (epoll's ENOMEM, ENOSPC) refuses the reload; in the commit it
     /// panicked, half applied. The error is the reload's problem (or the
     /// start's), the address in it as a problem of the file shows it: an
@@ -151,16 +165,14 @@ impl Reloader {
         l: &ListenerConfig,
         givers: &Givers<'_>,
         shared: &mut BTreeSet<String>,
-    ) -> Result<(Option<Registered>, Option<String>), String> {
+    ) -> Result<Placed, String> {
         let kept = self
             .listeners
             .get(&l.name)
             .is_some_and(|o| o.config.bind == l.bind);
         if kept {
-            return Ok((None, None));
+            return Ok(Placed::Ready(None));
         }
-        // The listener whose overlapping socket this one is bound beside.
-        let mut beside = None;
         let socket = match givers
             .handed_over(l)
             .map(|(old, socket)| {
@@ -170,41 +182,83 @@ impl Reloader {
             .map_or_else(|| bind_std(l.bind, &self.rt, false), Ok)
         {
             Ok(s) => s,
-            // A running listener moving off an overlapping address
-            // on this port (0.0.0.0:P to 127.0.0.1:P) holds it
-            // until the commit: bind beside it. (A later problem
-            // drops this socket, and a client it queued meanwhile
-            // is reset: the rest of planning is all that is left.)
-            Err(e) => match (e.kind(), givers.overlapping(l)) {
-                (std::io::ErrorKind::AddrInUse, Some((name, at, old))) => {
-                    match bind_beside(l.bind, &l.bind_shown, old, &self.rt) {
-                        Ok(s) => {
-                            beside = Some(name.to_owned());
-                            s
-                        }
-                        Err(e) => {
-                            return Err(format!(
-                                "listener {}: cannot bind {}: {e} (listener {name} listens on {at}, which overlaps it, until this reload applies; move it in two reloads, through another port, or restart)",
-                                l.name, l.bind_shown
-                            ));
-                        }
-                    }
-                }
-                _ => {
-                    return Err(format!(
-                        "listener {}: cannot bind {}: {e}",
-                        l.name, l.bind_shown
-                    ));
-                }
-            },
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse && givers.overlapping(l).is_some() =>
+            {
+                return Ok(Placed::Beside);
+            }
+            Err(e) => {
+                return Err(format!(
+                    "listener {}: cannot bind {}: {e}",
+                    l.name, l.bind_shown
+                ));
+            }
         };
-        match register(socket, l.bind, &self.rt) {
-            Ok(s) => Ok((Some(s), beside)),
-            Err(e) => Err(format!(
-                "listener {}: cannot serve {}: {e}",
-                l.name, l.bind_shown
-            )),
+        self.registered(l, socket).map(|s| Placed::Ready(Some(s)))
+    }
+
+    /// `placed`, each listener's socket ([`Reloader::socket_for`]) with
+    /// what else was planned of it, once nothing else refuses the reload
+    /// (every listener planned, every ordinary address bound, the access
+    /// log opened): those [`Placed::Beside`] bound beside the running
+    /// listener moving off the overlapping address (Linux then sends their
+    /// address's new connections to them), with its name. Bound during
+    /// planning, a socket beside was dropped, and every client it had
+    /// queued reset, by a problem found later, on each retry of the
+    /// refused file (every 30 s at most), for as long as it was not fixed.
+    pub(super) fn bind_beside_last<T>(
+        &self,
+        placed: Vec<(ListenerConfig, T, Placed)>,
+        givers: &Givers<'_>,
+    ) -> Result<Vec<Planned<T>>, String> {
+        let mut planned = Vec::with_capacity(placed.len());
+        for (l, t, placed) in placed {
+            let (socket, beside) = match placed {
+                Placed::Ready(s) => (s, None),
+                Placed::Beside => {
+                    // Refused (the kernel will not: another user's socket
+                    // on the address), it drops those bound beside before
+                    // it in this reload; nothing else can refuse it now.
+                    let (s, name) = self.bound_beside(&l, givers)?;
+                    (Some(s), Some(name))
+                }
+            };
+            planned.push((l, t, socket, beside));
         }
+        Ok(planned)
+    }
+
+    /// `l.bind` bound beside the overlapping socket of the running
+    /// listener that gives it up, registered, with that listener's name.
+    fn bound_beside(
+        &self,
+        l: &ListenerConfig,
+        givers: &Givers<'_>,
+    ) -> Result<(Registered, String), String> {
+        let Some((name, at, old)) = givers.overlapping(l) else {
+            // Found by `socket_for`; the running listeners are as they were.
+            return Err(format!(
+                "listener {}: cannot bind {}: address in use",
+                l.name, l.bind_shown
+            ));
+        };
+        let socket = bind_beside(l.bind, &l.bind_shown, old, &self.rt).map_err(|e| {
+            format!(
+                "listener {}: cannot bind {}: {e} (listener {name} listens on {at}, which overlaps it, until this reload applies; move it in two reloads, through another port, or restart)",
+                l.name, l.bind_shown
+            )
+        })?;
+        Ok((self.registered(l, socket)?, name.to_owned()))
+    }
+
+    /// `socket`, bound for `l`, registered with the runtime.
+    fn registered(
+        &self,
+        l: &ListenerConfig,
+        socket: std::net::TcpListener,
+    ) -> Result<Registered, String> {
+        register(socket, l.bind, &self.rt)
+            .map_err(|e| format!("listener {}: cannot serve {}: {e}", l.name, l.bind_shown))
     }
 }
 

@@ -324,3 +324,138 @@ fn a_start_failing_at_the_store_stops_its_listeners() {
     });
     assert!(!text.contains("the reloader has stopped"), "{text}");
 }
+
+/// A configuration of listeners, each `(name, bind)`, with no routes:
+/// TLS ones, but those named `plainN`, plain-HTTP redirects. `top`: more
+/// of the file (YAML lines).
+fn listeners_at(s: &Scene, top: &str, binds: &[(String, String)]) -> Config {
+    let mut yaml = format!("{top}listeners:\n");
+    for (name, bind) in binds {
+        let serves = if name.starts_with("plain") {
+            "redirect_https: {}"
+        } else {
+            "routes: [], tls: { certs: [{ cert_file: server.crt, key_file: server.key }] }"
+        };
+        yaml.push_str(&format!(
+            "  - {{ name: {name}, bind: \"{bind}\", {serves} }}\n"
+        ));
+    }
+    config::parse(&yaml, &s.path().join("config.yaml")).unwrap()
+}
+
+/// A reload refused (by `refused`, given the scene and the listeners
+/// it is to have, and saying `problem`) that also moves listener `public`
+/// from `0.0.0.0:P` to `127.0.0.1:P` binds nothing beside `public`'s
+/// socket: the clients connecting to `127.0.0.1:P` meanwhile, attempt
+/// after attempt, wait in `public`'s queue and are answered once the move
+/// applies; none is reset. Each attempt bound `127.0.0.1:P` beside the
+/// wildcard while it planned the listeners after it (Linux sends that
+/// address's new connections to the more specific socket), then dropped
+/// it as the reload was refused, and the kernel reset every client queued
+/// there.
+fn a_refused_reload_binds_nothing_beside(
+    refused: impl Fn(&Scene, &mut Vec<(String, String)>) -> Config,
+    problem: &str,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = Scene::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let here = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let public = |bind: &str| ("public".to_owned(), bind.to_owned());
+    let mut r = s.reloader(listeners_at(&s, "", &[public(&format!("0.0.0.0:{port}"))]));
+    // `public` moved, then listeners planned after it (the time a socket
+    // beside the wildcard lived).
+    let mut binds = vec![public(&here.to_string())];
+    binds.extend((0..100).map(|n| (format!("plain{n}"), "127.0.0.1:0".to_owned())));
+    let moved = listeners_at(&s, "", &binds);
+    let refused = refused(&s, &mut binds);
+
+    // Clients to 127.0.0.1:P while attempts are made, fewer than the
+    // wildcard's backlog. The runtime is not driven, so nothing accepts:
+    // the kernel queues each client once its handshake is done, which
+    // `connect` waits for.
+    let done = Arc::new(AtomicBool::new(false));
+    let clients = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut queued = Vec::new();
+            while queued.len() < 900 && !done.load(Ordering::Relaxed) {
+                queued.push(std::net::TcpStream::connect(here).expect("a client connecting"));
+            }
+            queued
+        }
+    });
+    let (attempts, text) = crate::logging::test_support::logged(tracing::Level::INFO, || {
+        let mut attempts = 0;
+        while !clients.is_finished() || attempts < 3 {
+            let e = r.apply_config(refused.clone(), false).unwrap_err();
+            assert!(e.contains(problem), "{e}");
+            attempts += 1;
+        }
+        attempts
+    });
+    done.store(true, Ordering::Relaxed);
+    let queued = clients.join().unwrap();
+    for (i, tcp) in queued.iter().enumerate() {
+        tcp.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        match tcp.peek(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!(
+                "client {i} of {}, queued during {attempts} refused reloads: {other:?}",
+                queued.len()
+            ),
+        }
+    }
+    assert!(
+        !text.contains("bound beside"),
+        "a refused reload bound a socket beside: {text}"
+    );
+
+    // The file fixed, the move applies: the clients queued on the
+    // wildcard are answered.
+    r.apply_config(moved, false).unwrap();
+    let last = queued.into_iter().last().expect("a client queued");
+    let answer =
+        s.rt.block_on(async { s.get(tokio::net::TcpStream::from_std(last).unwrap()).await });
+    assert_eq!(
+        answer.expect("the last client queued answered, not reset"),
+        "HTTP/1.1 404 Not Found"
+    );
+}
+
+/// [`a_refused_reload_binds_nothing_beside`], refused by a listener
+/// planned after the moved one: its address is another process's.
+#[test]
+fn a_reload_refused_by_a_bind_binds_nothing_beside_a_moving_listener() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap().to_string();
+    a_refused_reload_binds_nothing_beside(
+        |s, binds| {
+            binds.push(("held".to_owned(), at.clone()));
+            listeners_at(s, "", binds)
+        },
+        "listener held: cannot bind",
+    );
+}
+
+/// [`a_refused_reload_binds_nothing_beside`], refused by an access log
+/// that cannot be opened (its directory does not exist).
+#[test]
+fn a_reload_refused_by_its_access_log_binds_nothing_beside_a_moving_listener() {
+    a_refused_reload_binds_nothing_beside(
+        |s, binds| {
+            let log = s.path().join("missing").join("access.log");
+            let top = format!(
+                "access_log: {{ path: \"{}\", format: json }}\n",
+                log.display()
+            );
+            listeners_at(s, &top, binds)
+        },
+        "access_log.path",
+    )
+}
