@@ -527,8 +527,14 @@ async fn a_reload_refused_for_a_bind_from_the_environment_withholds_it_as_parsed
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut p = Proxy::start_logging(&cfg, "info", &env);
-    let public = p.listener_addr("public").await;
-    assert_eq!(public.to_string(), bound);
+    // Its `listening` line withholds the address from the environment.
+    let v = p
+        .wait_log("listening", |v| {
+            v["message"] == "listening" && v["listener"] == "public"
+        })
+        .await;
+    assert_eq!(v["addr"], format!("<withheld: the value of ${{{PUBLIC}}}>"));
+    let public: SocketAddr = bound.parse().unwrap();
     assert_eq!(p.admin_addr().await.to_string(), admin);
 
     let label = |name: &str| format!("<withheld: the value of ${{{name}}}>");
@@ -656,7 +662,10 @@ async fn the_running_admin_address_from_the_environment_is_withheld_in_a_refusal
         let value = format!("127.0.0.3:0{port}");
         let mut p = Proxy::start_logging(&cfg, "info", &[(ADMIN, &value)]);
         let public = p.listener_addr("public").await;
-        assert_eq!(p.admin_addr().await.port(), port);
+        let v = p
+            .wait_log("admin listening", |v| v["message"] == "admin listening")
+            .await;
+        assert_eq!(v["addr"], shown.as_str(), "{v}");
 
         // On a wildcard that overlaps it, or on the admin address itself.
         let (two, said) = match on_it {
