@@ -481,3 +481,68 @@ async fn a_re_keyed_cas_first_crl_is_no_rollback() {
         assert_no_rollback_warned(&mut p, &format!("a new key's CRL, {what} in the bundle")).await;
     }
 }
+
+/// The issuing CA re-keyed under its name, `ca_file` holding the root and
+/// the issuing CA's OLD certificate, clients sending the NEW one in their
+/// chain, `issuing.crl` holding the new key's CRLs (no CA of the bundle
+/// verifies them; webpki checks them with the client's chain). The new
+/// key's CRL 2 (revoking mallory) rolled back to its CRL 1 (a restored
+/// backup): mallory is admitted again, and that is warned about. It was
+/// silent: a CA of the bundle bearing the issuer's name, the CRL in use
+/// was compared only when such a CA verified it.
+#[tokio::test]
+async fn a_crl_no_named_ca_verifies_rolled_back_is_warned_about() {
+    let s = Scene::new();
+    let root = TestCa::new("partners root");
+    let old_key = root.intermediate("issuing CA");
+    let new_key = root.intermediate("issuing CA");
+    let mallory = client_of(&new_key, "mallory");
+    let alice = client_of(&new_key, "alice");
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let until = now + time::Duration::days(7);
+    let (older, newer) = (
+        now - time::Duration::days(1),
+        now - time::Duration::minutes(1),
+    );
+    let v1 = new_key.crl_of(&[], older, until, 1);
+    let v2 = new_key.crl_of(&[mallory.serial], newer, until, 2);
+    let bundle = format!("{}{}", root.cert_pem, old_key.cert_pem);
+    let root_crl = root.crl(&[]);
+    let pki = support::writers::Kubelet::new(&s.path("pki"));
+    let secret = |issuing_crl: &str| {
+        pki.write(
+            &[
+                ("ca.crt", &bundle),
+                ("root.crl", &root_crl),
+                ("issuing.crl", issuing_crl),
+            ],
+            false,
+        )
+    };
+    secret(&v2);
+    let cfg = kubelet_scene(&s, &pki);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("mtls").await;
+    assert!(admitted(&s, addr, &alice).await, "alice sends her chain");
+    assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
+
+    secret(&v1);
+    wait_until(Duration::from_secs(20), "CRL 1 applied", || async {
+        admitted(&s, addr, &mallory).await
+    })
+    .await;
+    let warning = p
+        .wait_log("the CRL rollback warning", |v| {
+            v["level"] == "WARN"
+                && v["entry"] == "clients"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("CRL rolled back"))
+        })
+        .await;
+    let file = pki.dir.join("issuing.crl").display().to_string();
+    assert_eq!(warning["file"], file.as_str(), "{warning}");
+    assert_eq!(warning["issuer"], "CN=issuing CA", "{warning}");
+    assert_eq!(warning["this_update_unix"], older.unix_timestamp());
+    assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
+}

@@ -160,9 +160,8 @@ impl CaBundle {
     /// The CRLs in use that are older than the one of their issuer and
     /// scope in use in `previous`, the bundle they replace (SPEC §3: a
     /// CRL rolled back is applied, and warned about). Only one that
-    /// replaces a CRL issued already, that a CA of `previous` signed when
-    /// one bears its issuer's name: one in use for want of such is no
-    /// measure (`crls::rolled_back`).
+    /// replaces a CRL issued already, and not one a CA of `previous`
+    /// verifies in place of one none did (a repair; `crls::rolled_back`).
     pub fn crls_rolled_back_from(&self, previous: &CaBundle) -> Vec<CrlRollback> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         rolled_back(

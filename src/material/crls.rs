@@ -113,18 +113,17 @@ pub struct CrlRollback {
 /// thisUpdate, then CRL number, as [`newest`] ranks CRLs. A scope new to
 /// `read` is no rollback; nor is a CRL without a number next to one with
 /// the same thisUpdate (nothing says which is older). Nor is a CRL that
-/// replaces one not issued as of `now` (Unix seconds), or, when a CA of
-/// the bundle bears its issuer's name, one no such CA signed: [`newest`]
-/// ranks those below every verified, issued CRL, and it was in use for
-/// want of one; by its age alone, a repair (the issuer's CA added, a
-/// genuine CRL in place of a forged one) would be warned about, and a
-/// forged CRL dated far ahead would make every genuine one look rolled
-/// back until then. Nor is one no key that verified the CRL it replaces
-/// verifies: the CA re-keyed under its name (the bundle holding both CA
-/// certificates), the new key's first CRL may be older than the old
-/// key's latest, and re-admits no one the old key revoked since (webpki
-/// checks it with the key that issued the client). A scope no CA of the
-/// bundle can verify (an issuing CA's, the bundle holding its root alone:
+/// replaces one not issued as of `now` (Unix seconds): [`newest`] ranks
+/// it below every issued CRL, and a forged CRL dated far ahead would make
+/// every genuine one look rolled back until then. Nor is one a CA of the
+/// bundle verifies in place of one none did (a repair: a genuine CRL in
+/// place of a forged one, ranked so by [`newest`]). Nor is one no key
+/// that verified the CRL it replaces verifies: the CA re-keyed under its
+/// name (the bundle holding both CA certificates), the new key's first
+/// CRL may be older than the old key's latest, and re-admits no one the
+/// old key revoked since (webpki checks it with the key that issued the
+/// client). A CRL no CA of the bundle verifies (an issuing CA's, the
+/// bundle holding its root alone, or its old certificate after a re-key:
 /// clients send the issuing CA, webpki checks its CRL with it) is
 /// compared by age all the same, as long as the two CRLs do not name
 /// different keys (authority key identifiers): a restored backup of it
@@ -140,13 +139,12 @@ pub(super) fn rolled_back(
         .iter()
         .filter_map(|d| X509Certificate::from_der(d.as_ref()).ok().map(|(_, c)| c))
         .collect();
-    let named = |issuer: &[u8]| cas.iter().any(|c| c.subject().as_raw() == issuer);
-    // The CA keys that verify a CRL compared with: none needed when no CA
-    // of the bundle bears its issuer's name.
+    // The CA keys that verify a CRL compared with (none: no CA of the
+    // bundle does), when it was issued.
     let signers = |der: &[u8]| {
         fact(der, &cas, now).and_then(|f| {
-            let (verified, issued, _) = f.rank;
-            (issued && (verified || !named(&f.scope.issuer))).then_some(f.signers)
+            let (_, issued, _) = f.rank;
+            issued.then_some(f.signers)
         })
     };
     let parse = |der: &[u8]| {
@@ -159,12 +157,10 @@ pub(super) fn rolled_back(
                 (scope, age, number, super::dn::text(crl.issuer()), key)
             })
     };
-    // Each with its signers, and whether a CA of the bundle bears its
-    // issuer's name.
+    // Each with its signers.
     let served: Vec<_> = served
         .iter()
         .filter_map(|d| Some((signers(d.as_ref())?, parse(d.as_ref())?)))
-        .map(|(by, crl)| (by, named(&crl.0.issuer), crl))
         .collect();
     let mut out = Vec::new();
     for (der, file) in read.iter().zip(files) {
@@ -172,8 +168,8 @@ pub(super) fn rolled_back(
         else {
             continue;
         };
-        let Some((by, named, (_, (was, was_number), previous_crl_number, _, was_key))) =
-            served.iter().find(|(_, _, (s, ..))| *s == scope)
+        let Some((by, (_, (was, was_number), previous_crl_number, _, was_key))) =
+            served.iter().find(|(_, (s, ..))| *s == scope)
         else {
             continue;
         };
@@ -181,11 +177,14 @@ pub(super) fn rolled_back(
         // CRL of this key's, whatever its date: a key that verified the
         // one in use must verify it, or, with no CA to tell, the key
         // identifiers, when both give one, must match.
-        let other_key = match named {
-            true => !by
+        let other_key = match by.is_empty() {
+            false => !by
                 .iter()
                 .any(|&i| signed_by(der.as_ref(), cas[i].public_key().raw)),
-            false => matches!((&key, was_key), (Some(k), Some(w)) if k != w),
+            // One a CA of the bundle verifies in place of one none did
+            // is a repair, however old.
+            true if fact(der.as_ref(), &cas, now).is_some_and(|f| f.rank.0) => continue,
+            true => matches!((&key, was_key), (Some(k), Some(w)) if k != w),
         };
         if other_key {
             continue;

@@ -201,6 +201,32 @@ fn another_keys_crl_is_no_rollback() {
     assert_eq!(seen, ["older"]);
 }
 
+/// The bundle holding the root and the issuing CA's old certificate, its
+/// clients sending the new one: the new key's CRL in use, verified by no
+/// CA of the bundle though one bears its name, is compared by age; an
+/// older one of that key is rolled back. One the old certificate verifies
+/// in its place is a repair, however old.
+#[test]
+fn a_crl_no_named_ca_verifies_is_compared_by_age() {
+    let (root_der, root) = ca_cert("root", 1, None);
+    let (old_der, old_key) = ca_cert("issuing", 2, Some(&root));
+    let (_, new_key) = ca_cert("issuing", 3, Some(&root));
+    let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::hours(1);
+    let served = [issued_at(&new_key, t, 2, "", &[]).der];
+    let older = issued_at(&new_key, t - Duration::days(1), 1, "older", &[]);
+    let verified = issued_at(&old_key, t - Duration::days(1), 1, "verified", &[]);
+    let files = [older.origin.clone(), verified.origin.clone()];
+    let back = rolled_back(
+        &served,
+        &[&root_der, &old_der],
+        &[older.der, verified.der],
+        &files,
+        now(),
+    );
+    let seen: Vec<&str> = back.iter().map(|r| r.file.as_str()).collect();
+    assert_eq!(seen, ["older"]);
+}
+
 fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
