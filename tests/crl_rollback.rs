@@ -546,3 +546,116 @@ async fn a_crl_no_named_ca_verifies_rolled_back_is_warned_about() {
     assert_eq!(warning["this_update_unix"], older.unix_timestamp());
     assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
 }
+
+/// A CRL of `ca` as `openssl ca -gencrl` writes it with a default
+/// configuration: a CRL number, no authority key identifier; revoking no
+/// one, issued at `this_update`, valid until `next_update`. Made in `dir`.
+fn openssl_crl(
+    dir: &std::path::Path,
+    ca: &TestCa,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+    number: u64,
+) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    write(&dir.join("ca.crt"), &ca.cert_pem);
+    write(&dir.join("ca.key"), &ca.key_pem());
+    write(&dir.join("index.txt"), "");
+    write(&dir.join("crlnumber"), &format!("{number:02X}\n"));
+    write(
+        &dir.join("openssl.cnf"),
+        "[ ca ]\ndefault_ca = CA_default\n[ CA_default ]\ndatabase = index.txt\n\
+         crlnumber = crlnumber\ndefault_md = sha256\n",
+    );
+    let stamp = |t: OffsetDateTime| {
+        let (d, h) = (t.date(), t.time());
+        let (month, day) = (u8::from(d.month()), d.day());
+        let (hour, minute, second) = (h.hour(), h.minute(), h.second());
+        format!(
+            "{:04}{month:02}{day:02}{hour:02}{minute:02}{second:02}Z",
+            d.year()
+        )
+    };
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(["ca", "-gencrl", "-batch", "-config", "openssl.cnf"])
+        .args(["-cert", "ca.crt", "-keyfile", "ca.key", "-out", "ca.crl"])
+        .args(["-crl_lastupdate", &stamp(this_update)])
+        .args(["-crl_nextupdate", &stamp(next_update)])
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl ca -gencrl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("ca.crl")).unwrap()
+}
+
+/// `ca_file` holds the root alone; the issuing CA re-keyed under its name
+/// and its CRLs come from `openssl ca -gencrl` with a default
+/// configuration (no authority key identifier). `issuing.crl` goes from
+/// the old key's latest CRL to the new key's first, an hour older:
+/// nothing tells a rollback from another key's CRL, so the warning says
+/// both may be (with the same prefix and fields). It said, untrue here,
+/// that clients revoked since were admitted again.
+#[tokio::test]
+async fn a_crl_no_key_identifier_tells_apart_is_warned_about_as_either() {
+    let s = Scene::new();
+    let root = TestCa::new("partners root");
+    let old_key = root.intermediate("issuing CA");
+    let new_key = root.intermediate("issuing CA");
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let until = now + time::Duration::days(7);
+    let (older, newer) = (
+        now - time::Duration::hours(1),
+        now - time::Duration::minutes(1),
+    );
+    let old_crl = openssl_crl(&s.path("old-key"), &old_key, newer, until, 7);
+    let new_crl = openssl_crl(&s.path("new-key"), &new_key, older, until, 1);
+    let root_crl = root.crl(&[]);
+    let pki = support::writers::Kubelet::new(&s.path("pki"));
+    let secret = |issuing_crl: &str| {
+        pki.write(
+            &[
+                ("ca.crt", &root.cert_pem),
+                ("root.crl", &root_crl),
+                ("issuing.crl", issuing_crl),
+            ],
+            false,
+        )
+    };
+    secret(&old_crl);
+    let cfg = kubelet_scene(&s, &pki);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("mtls").await;
+    let (alice, bob) = (client_of(&old_key, "alice"), client_of(&new_key, "bob"));
+    assert!(admitted(&s, addr, &alice).await, "the old key's CRL");
+    assert!(!admitted(&s, addr, &bob).await, "the old key's CRL");
+    secret(&new_crl);
+    wait_until(
+        Duration::from_secs(20),
+        "the new key's CRL applied",
+        || async { admitted(&s, addr, &bob).await },
+    )
+    .await;
+    let warning = p
+        .wait_log("the CRL rollback warning", |v| {
+            v["level"] == "WARN"
+                && v["entry"] == "clients"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("CRL rolled back"))
+        })
+        .await;
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains("or another key's"), "{warning}");
+    assert_eq!(warning["issuer"], "CN=issuing CA", "{warning}");
+    assert_eq!(warning["this_update_unix"], older.unix_timestamp());
+    assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
+    assert_eq!(
+        (&warning["crl_number"], &warning["previous_crl_number"]),
+        (&"1".into(), &"7".into()),
+        "{warning}"
+    );
+}

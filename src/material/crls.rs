@@ -105,6 +105,12 @@ pub struct CrlRollback {
     /// Those of the CRL it replaces.
     pub previous_this_update: i64,
     pub previous_crl_number: Option<String>,
+    /// Nothing tells it from another key's CRL: no CA of the bundle
+    /// verifies the one it replaces, and one of the two names no key
+    /// (`openssl ca -gencrl` writes no authority key identifier by
+    /// default). The issuer re-keyed under its name, the new key's first
+    /// CRL may be older than the old key's latest, and re-admits no one.
+    pub maybe_other_key: bool,
 }
 
 /// The CRLs of `read` (in use, from `files`) older than the CRL of their
@@ -127,7 +133,8 @@ pub struct CrlRollback {
 /// clients send the issuing CA, webpki checks its CRL with it) is
 /// compared by age all the same, as long as the two CRLs do not name
 /// different keys (authority key identifiers): a restored backup of it
-/// re-admits revoked clients too.
+/// re-admits revoked clients too. When one of the two names no key, it
+/// may be another key's as well (said so: `maybe_other_key`).
 pub(super) fn rolled_back(
     served: &[impl AsRef<[u8]>],
     served_cas: &[impl AsRef<[u8]>],
@@ -198,6 +205,7 @@ pub(super) fn rolled_back(
                 crl_number,
                 previous_this_update: *was,
                 previous_crl_number: previous_crl_number.clone(),
+                maybe_other_key: by.is_empty() && (key.is_none() || was_key.is_none()),
             });
         }
     }

@@ -43,6 +43,12 @@ fn warn_crl_rollback(id: &str, loaded: &Loaded, previous: Option<&Loaded>) {
         return;
     };
     for r in ca.crls_rolled_back_from(was) {
+        if r.maybe_other_key {
+            // No CA of the bundle and no key identifiers to tell: a re-keyed
+            // issuer's first CRL re-admits no one.
+            warn!(target: LOG, entry = %id, file = %r.file, issuer = %r.issuer, this_update = %rfc3339(r.this_update), this_update_unix = r.this_update, crl_number = r.crl_number.as_deref(), previous_this_update = %rfc3339(r.previous_this_update), previous_this_update_unix = r.previous_this_update, previous_crl_number = r.previous_crl_number.as_deref(), "CRL rolled back, possibly, or another key's: older than the one it replaces, and neither a CA of the bundle nor key identifiers tell which (applied as written: if rolled back, clients revoked since it was issued are admitted again)");
+            continue;
+        }
         warn!(target: LOG, entry = %id, file = %r.file, issuer = %r.issuer, this_update = %rfc3339(r.this_update), this_update_unix = r.this_update, crl_number = r.crl_number.as_deref(), previous_this_update = %rfc3339(r.previous_this_update), previous_this_update_unix = r.previous_this_update, previous_crl_number = r.previous_crl_number.as_deref(), "CRL rolled back: older than the one it replaces (applied as written: clients revoked since it was issued are admitted again)");
     }
 }

@@ -101,6 +101,12 @@ impl TestCa {
         }
     }
 
+    /// This CA's private key, PEM (PKCS#8): for a CRL another tool
+    /// (`openssl ca -gencrl`) signs.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     fn take_serial(&self) -> u64 {
         let mut s = self.next_serial.lock().unwrap();
         *s += 1;

@@ -175,6 +175,8 @@ fn an_unverifiable_scope_is_compared_by_age_within_one_key() {
         (back[0].file.as_str(), back[0].issuer.as_str()),
         ("older", "CN=issuing")
     );
+    // Both name their key, the same: nothing else it may be.
+    assert!(!back[0].maybe_other_key);
 }
 
 /// Both CA certificates of a re-key under one name in the bundle: the
