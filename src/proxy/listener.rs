@@ -572,6 +572,7 @@ async fn connection(
     let lifetime_over = async {
         let over = lifetime.over().await;
         debug!(listener = %listener.name, peer = %peer, reason = over.reason(), "closing connection: made with rotated-out material, or no longer admitted under rules since changed");
+        over
     };
     // The connection is built inside the block that boxes it: a local
     // still in scope at the `await` would be kept in this future.

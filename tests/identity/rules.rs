@@ -583,3 +583,55 @@ async fn refused_client_still_sending_reads_the_alert_not_a_reset() {
         other => panic!("not the end of the connection after the alert: {other:?}"),
     }
 }
+
+/// An HTTP/2 client taken out of `allow` (the client-auth PUT) on a
+/// connection that has had a request and has a call in flight is revoked
+/// at once (SPEC §2): the call is served to its end, and a stream it opens
+/// after the change is refused (`REFUSED_STREAM`), never forwarded, though
+/// it never answers the `GOAWAY`'s PING. Such streams used to be served
+/// until the PING had gone unanswered for `header_read_timeout` (10 s).
+#[tokio::test]
+async fn a_revoked_h2_client_has_new_streams_refused_at_once() {
+    use crate::support::h2raw::{frame, next_frame, post_block, preface, refused, until_on};
+    use tokio::io::AsyncWriteExt;
+    const DATA: u8 = 0;
+    const GOAWAY: u8 = 7;
+    let AliceAndBob {
+        w,
+        p: _p,
+        addr,
+        api,
+        ..
+    } = alice_and_bob("alice").await;
+    let alice = w.pki.client("alice", None, &[]);
+    let h2_cfg = client_config(&w.edge_ca.cert_pem, Some(&alice.pair), &[b"h2"]);
+    let mut c = connect(addr, "localhost", h2_cfg).await.unwrap();
+    assert_eq!(c.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    c.write_all(&preface()).await.unwrap();
+    // A first request, answered; then a call to /echo left open.
+    assert!(!refused(&mut c, 1, &post_block("/first")).await);
+    let mut call = frame(1, 0x4, 3, &post_block("/echo"));
+    call.extend(frame(DATA, 0, 3, b"x"));
+    c.write_all(&call).await.unwrap();
+    until_on(&mut c, 3, |kind, _, payload| {
+        kind == DATA && payload == b"x"
+    })
+    .await;
+
+    let r = put_client_auth(
+        api,
+        json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The GOAWAY (and its PING, never answered).
+    while next_frame(&mut c).await.0 != GOAWAY {}
+    assert!(
+        refused(&mut c, 5, &post_block("/after")).await,
+        "a stream opened after the revocation was served"
+    );
+    assert_eq!(w.backend.requests_for("/after"), 0, "forwarded");
+    // The call in flight is served to its end.
+    c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
+    until_on(&mut c, 3, |_, flags, _| flags & 1 != 0).await;
+}

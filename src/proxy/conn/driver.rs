@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::{Activity, Expiry};
 use crate::proxy::cancels;
-use crate::proxy::lifetime::Woken;
+use crate::proxy::lifetime::{Over, Woken};
 use crate::proxy::stall::Stalls;
 use crate::proxy::written::{CloseOnDrop, Polled};
 
@@ -90,11 +90,14 @@ pub enum Ended {
 }
 
 impl Driver<'_> {
+    /// Run `conn` to its end. `also_close` ends with why its lifetime is
+    /// over: closed as at shutdown, and on HTTP/2, for
+    /// [`Over::RulesChanged`], every stream opened after it refused at once.
     pub async fn run<F, E>(
         mut self,
         conn: F,
         graceful: impl Fn(Pin<&mut F>),
-        also_close: impl Future<Output = ()>,
+        also_close: impl Future<Output = Over>,
     ) -> Outcome<E>
     where
         F: Future<Output = Result<(), E>>,
@@ -217,6 +220,24 @@ impl Driver<'_> {
                 return Outcome { by, error, expired };
             }};
         }
+        // The look itself: one poll of the connection reading what the
+        // socket held at the signal, no more (see `at_once`).
+        macro_rules! look {
+            () => {{
+                self.activity.look_for_unread();
+                let mut polled = Polled {
+                    conn: conn.as_mut(),
+                    written,
+                    activity: self.activity,
+                };
+                if let Poll::Ready(res) =
+                    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut polled).poll(cx))).await
+                {
+                    ended!(res)
+                }
+                self.activity.found_unread();
+            }};
+        }
         // `unbegun`, for a close from outside. Nothing begun as far as
         // hyper has read: the client may have sent its request (an
         // HTTP/1.1 head, HTTP/2 frames) before the signal, on the socket
@@ -256,14 +277,7 @@ impl Driver<'_> {
                         if !h2 {
                             self.activity.answer_last();
                         }
-                        self.activity.look_for_unread();
-                        let mut polled = Polled { conn: conn.as_mut(), written, activity: self.activity };
-                        if let Poll::Ready(res) =
-                            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut polled).poll(cx))).await
-                        {
-                            ended!(res)
-                        }
-                        self.activity.found_unread();
+                        look!();
                         let head = self.activity.look_read_head();
                         let began = self.activity.begun() != before;
                         match unbegun(self.activity, h2) {
@@ -367,12 +381,25 @@ impl Driver<'_> {
                 // HTTP/1.1 head already part read (it closes only with
                 // its read buffer empty), and on HTTP/2 accept streams
                 // until its PING is answered: a revoked client's request.
-                _ = also_close.as_mut(), if !also_done => {
+                over = also_close.as_mut(), if !also_done => {
                     also_done = true;
                     if let Some(when) = at_once!() {
                         debug!(listener = %name, peer = %peer, "closing connection at once: {when}");
                         self.activity.closed_at_once();
                         return Outcome { by: Ended::ByUs, error: None, expired };
+                    }
+                    // HTTP/2 with a request had, its client no longer
+                    // admitted: revoked at once (SPEC §2), not once the
+                    // GOAWAY's PING has gone unanswered for
+                    // header_read_timeout (a client never answering it
+                    // had its new streams served until then). The streams
+                    // in flight, and those the bytes unread at the signal
+                    // began (the look, as at a close with nothing begun),
+                    // are served; every stream opened after is refused.
+                    if h2 && over == Over::RulesChanged && !self.activity.refuses() {
+                        look!();
+                        debug!(listener = %name, peer = %peer, "no longer admitted; refusing new streams");
+                        self.activity.refuse_new_streams();
                     }
                     let now = Instant::now();
                     cut_by!(now, now + self.also_close_grace, true);

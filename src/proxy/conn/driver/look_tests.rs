@@ -8,7 +8,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::tests::{
     GET, GOAWAY, LONG, PREFACE, Signals, Unread, answering_ok, answering_unless_refused, frames,
-    h1_answered_at_once, ok_on, received, test_driver, unread_at_signal,
+    h1_answered_at_once, ok_on, received, rules_changed, test_driver, unread_at_signal,
 };
 use super::{Driver, Ended, Outcome};
 use crate::proxy::client_io::ClientIo;
@@ -95,7 +95,9 @@ async fn an_h2_block_the_look_completes_and_h2_refuses_closes_at_once() {
         }
         revoked.await;
     };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let outcome = driver
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
+        .await;
     let got = received(client).await;
     let frames = frames(&got);
     let kinds: Vec<_> = frames.iter().map(|f| (f.0, f.1)).collect();
@@ -183,7 +185,7 @@ async fn h1_lines_held(
         revoked.await;
     };
     let outcome = test_driver(&activity, peer, &signals)
-        .run(conn, |c| c.graceful_shutdown(), revoked)
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
         .await;
     let got = received(client).await;
     let got = String::from_utf8_lossy(&got).to_ascii_lowercase();

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Ended;
-use super::tests::{LONG, Signals, configs, received, test_driver};
+use super::tests::{LONG, Signals, configs, received, rules_changed, test_driver};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::Activity;
 use crate::tls::sent::Counted;
@@ -207,7 +207,9 @@ async fn first_then_next(set_while_waiting: bool) -> String {
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
     let signals = Signals::new(false, false);
     let driver = test_driver(&activity, peer, &signals);
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let outcome = driver
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
+        .await;
     assert_eq!(outcome.by, Ended::ByUs);
     let got = received(client).await;
     String::from_utf8_lossy(&got).into_owned()

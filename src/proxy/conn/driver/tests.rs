@@ -20,11 +20,18 @@ use tokio_rustls::server::TlsStream;
 use super::{Driver, Ended, Outcome};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{Activity, Expiry};
+use crate::proxy::lifetime::Over;
 use crate::proxy::stall::Stalls;
 use crate::tls::sent::Counted;
 
 /// Long enough never to fall due in a test: only the signals close.
 pub(super) const LONG: Duration = Duration::from_secs(60);
+
+/// `signal` as a driver's `also_close`: the client no longer admitted.
+pub(super) async fn rules_changed(signal: impl std::future::Future<Output = ()>) -> Over {
+    signal.await;
+    Over::RulesChanged
+}
 
 /// A TLS 1.3 server config for `localhost` (self-signed), and a client
 /// config that trusts it.
@@ -290,7 +297,7 @@ async fn drive_h1(
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
     let driver = test_driver(&activity, peer, signals);
     driver
-        .run(conn, |c| c.graceful_shutdown(), also_close)
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(also_close))
         .await
 }
 
@@ -370,7 +377,9 @@ async fn an_h2_connection_no_longer_admitted_before_its_first_stream_is_closed_a
     let revoked = async move {
         let _ = go.send(());
     };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let outcome = driver
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
+        .await;
     let got = client.join().unwrap();
     // The frames sent: no HEADERS (type 1), no answer to stream 1.
     let mut at = 0;
@@ -462,7 +471,9 @@ async fn h1_closed_with_bytes_unread(
         header_read_timeout: header_read,
         ..test_driver(&activity, peer, &signals)
     };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let outcome = driver
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
+        .await;
     let took = accepted.elapsed();
     (outcome, took, received(client).await)
 }
@@ -570,7 +581,9 @@ async fn h2_closed_with_bytes_unread(
         send_timeout: short,
         ..test_driver(&activity, peer, &signals)
     };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let outcome = driver
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
+        .await;
     let got = received(client).await;
     (outcome, got)
 }
@@ -663,7 +676,9 @@ pub(super) async fn h1_answered_at_once(
             }
         });
     };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let outcome = driver
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
+        .await;
     let got = received(client).await;
     (outcome, String::from_utf8_lossy(&got).to_ascii_lowercase())
 }

@@ -9,7 +9,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use super::tests::{
-    GET, LONG, PREFACE, Signals, answering_unless_refused, configs, received, test_driver,
+    GET, LONG, PREFACE, Signals, answering_unless_refused, configs, received, rules_changed,
+    test_driver,
 };
 use super::{Driver, Ended};
 use crate::proxy::client_io::ClientIo;
@@ -127,7 +128,9 @@ async fn an_h2_answer_left_unsent_to_bytes_unread_at_the_signal_begins_no_reques
         go.send(()).unwrap();
         written.recv().unwrap();
     };
-    let outcome = driver.run(conn, |c| c.graceful_shutdown(), revoked).await;
+    let outcome = driver
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
+        .await;
     done.send(()).unwrap();
     let got = received(thread).await;
     assert!(ended(&got, 1), "stream 1 not answered");
@@ -261,7 +264,7 @@ async fn a_goaway_the_full_socket_does_not_take_gets_the_lingering_close() {
         let _ = tx.send(raw.await.unwrap());
     };
     let outcome = test_driver(&activity, peer, &signals)
-        .run(conn, |c| c.graceful_shutdown(), revoked)
+        .run(conn, |c| c.graceful_shutdown(), rules_changed(revoked))
         .await;
     assert_eq!(outcome.by, Ended::ByUs);
     // The start of a TLS record: acknowledged by a socket still read (a
