@@ -649,3 +649,88 @@ listeners:
     kept_and_served(&p, &mut carols).await;
     kept_and_served(&p, &mut bobs).await;
 }
+
+/// Listener `partners` with client auth per `certs` entry: `a`
+/// (localhost) letting alice in, then the catalogue entry `b` (b.example)
+/// letting bob in, both verified by the clients' CA; the listener-wide
+/// client auth in `listener_mode`, which neither entry uses.
+fn own_auth_per_entry(b: &str, listener_mode: &str) -> String {
+    format!(
+        r#"
+watch: {{ debounce: 50ms, poll_interval: 300ms, settle_timeout: 2s }}
+certs:
+  - {{ id: b, type: server-pair, cert_file: b.crt, key_file: b.key }}
+  - {{ id: b2, type: server-pair, cert_file: b2.crt, key_file: b2.key }}
+listeners:
+  - name: partners
+    bind: 127.0.0.1:0
+    limits: {{ idle_timeout: 1h }}
+    tls:
+      certs:
+        - cert_file: a.crt
+          key_file: a.key
+          server_names: [localhost]
+          client_auth:
+            mode: require_and_verify
+            ca: {{ ca_file: clients-ca.crt }}
+            allow: [{{ cn: alice }}]
+        - ref: {b}
+          server_names: [b.example]
+          client_auth:
+            mode: require_and_verify
+            ca: {{ ca_file: clients-ca.crt }}
+            allow: [{{ cn: bob }}]
+      client_auth:
+        mode: {listener_mode}
+        ca: {{ ca_file: clients-ca.crt }}
+    routes: []
+"#
+    )
+}
+
+/// With client auth per `certs` entry, `before` then `after` (of
+/// [`own_auth_per_entry`]): alice's connection to `a` and bob's to `b`,
+/// open across the reload, are checked again and kept.
+async fn both_kept_across(before: String, after: String) {
+    let (s, ca, clients) = partners_scene(false);
+    s.pair("b", &ca.server_pair(&["b.example"]));
+    s.pair("b2", &ca.server_pair(&["b.example"]));
+    let (alice, bob) = (clients.client_pair("alice"), clients.client_pair("bob"));
+    let cfg = s.config(&before);
+    let mut p = Proxy::start(&cfg);
+    let addr = p.listener_addr("partners").await;
+    let mut alices = open(addr, &ca.cert_pem, &alice).await;
+    let mut bobs = open_served(addr, "b.example", &ca.cert_pem, Some(&bob)).await;
+
+    write(&cfg, &after);
+    reloaded(&mut p, 1).await;
+    kept_and_served(&p, &mut alices).await;
+    kept_and_served(&p, &mut bobs).await;
+}
+
+/// A `certs` entry pointed at another catalogue entry answering the same
+/// names (a renewed pair under a new id) leaves each name with its entry
+/// (SPEC §3): open connections are kept. It closed every connection of
+/// the listener, the entry's id counting as a change of the names that
+/// pick an entry.
+#[tokio::test]
+async fn a_certs_entry_given_another_id_with_the_same_names_closes_nothing() {
+    let mode = "require_and_verify";
+    both_kept_across(
+        own_auth_per_entry("b", mode),
+        own_auth_per_entry("b2", mode),
+    )
+    .await;
+}
+
+/// The listener-wide client-auth mode changed while every `certs` entry
+/// has its own client auth: no connection was admitted under it, and
+/// they are kept. It closed every connection of the listener.
+#[tokio::test]
+async fn a_listener_mode_no_entry_uses_closes_nothing() {
+    both_kept_across(
+        own_auth_per_entry("b", "require_and_verify"),
+        own_auth_per_entry("b", "verify_if_given"),
+    )
+    .await;
+}

@@ -169,7 +169,8 @@ pub(super) struct Admits {
 /// (`allow_from`, PROXY protocol, trusted proxies). When it changes, the
 /// listener's open connections are checked again and those it no longer
 /// admits close ([`crate::proxy::lifetime`]); when its `fixed` part
-/// changes — the client-auth modes, the names that pick an entry, PROXY
+/// changes — the client-auth modes (the listener's only where an entry
+/// inherits it), the names that pick an entry (by position), PROXY
 /// protocol, trusted proxies: what a connection recorded at accept depends
 /// on — they all close. The names that pick an entry are those `resolver`
 /// (the snapshot's) gives it, its certificate's SANs included: a renewal
@@ -193,14 +194,27 @@ fn admission_key(
     } else {
         Vec::new()
     };
+    // With per-entry client auth, by position: each entry's mode, the
+    // listener's only if an entry inherits it (else no connection was
+    // admitted under it), and the names that pick each entry. Not the
+    // catalogue entry a position serves: one pointed at another id with
+    // the same names leaves each name with its entry (the recheck below
+    // sees it).
     let mut fixed = DefaultHasher::new();
-    client_auth.mode.as_str().hash(&mut fixed);
     if has_per_name(l) {
+        l.certs.len().hash(&mut fixed);
         for c in &l.certs {
-            let mode = c.client_auth.as_ref().map(|a| a.mode.as_str());
-            (&c.entry, &c.server_names, mode).hash(&mut fixed);
+            c.client_auth
+                .as_ref()
+                .map(|a| a.mode.as_str())
+                .hash(&mut fixed);
+        }
+        if l.certs.iter().any(|c| c.client_auth.is_none()) {
+            client_auth.mode.as_str().hash(&mut fixed);
         }
         picks.hash(&mut fixed);
+    } else {
+        client_auth.mode.as_str().hash(&mut fixed);
     }
     l.front.proxy_protocol.hash(&mut fixed);
     l.front.trusted_proxies.hash(&mut fixed);
