@@ -113,6 +113,30 @@ fn key_usage_allows(cert: &X509Certificate<'_>, bit: fn(&KeyUsage) -> bool) -> b
     }
 }
 
+/// The most signatures [`Identity::issuing_chain`] checks to find the
+/// issuer of one certificate of the chain, and again to choose among
+/// copies of it: a real chain needs one to find it (two when the client
+/// sends an old and a new issuer of one name), and one or two to choose
+/// (a cross-signed issuer). Whatever a client pads its chain with, a
+/// chain costs at most this many per step, not one per certificate.
+const SIGNATURE_CHECKS_PER_STEP: usize = 2;
+
+/// Takes one signature check from `budget`: false when none is left.
+fn spend(budget: &mut usize) -> bool {
+    let left = *budget > 0;
+    *budget = budget.saturating_sub(1);
+    left
+}
+
+/// Whether `signed` is signed by the key of `spki`
+/// ([`crate::material::signed_by`]), counted in tests: what
+/// [`Identity::issuing_chain`] spends on a client's chain.
+fn verified(signed: &[u8], spki: &[u8]) -> bool {
+    #[cfg(test)]
+    tests::SIGNATURE_CHECKS.with(|n| n.set(n.get() + 1));
+    crate::material::signed_by(signed, spki)
+}
+
 impl Identity {
     /// Parse the leaf of `chain` (leaf first, as rustls hands it over).
     pub fn from_chain(chain: &[CertificateDer<'_>]) -> Result<Identity, String> {
@@ -202,6 +226,11 @@ impl Identity {
     /// key, issued by two roots), the one a trust anchor of
     /// [`Identity::anchors`] issued (by name and signature) is taken, as
     /// the handshake's path went through it; otherwise the first sent.
+    /// Each step checks at most [`SIGNATURE_CHECKS_PER_STEP`] signatures
+    /// to find the issuer, and as many to choose among its copies (told by
+    /// their key): a chain padded with CAs of its issuer's name costs no
+    /// more than a real one, and a client that leads with more than that
+    /// many impostors is told of with less of its chain.
     /// What `rfc9440` and `xfcc` forward: any other certificate a client
     /// pads its Certificate message with (rustls takes up to 64 KiB) is
     /// left out, so it cannot grow the backend's headers past its limits.
@@ -227,11 +256,13 @@ impl Identity {
         let parsed: Vec<Option<X509Certificate<'_>>> = sent.iter().map(parse).collect();
         // Whether a trust anchor issued `der` (`c` parsed): its subject is
         // `c`'s issuer and its key verifies `c`'s signature.
-        let anchor_issued = |c: &X509Certificate<'_>, der: &[u8]| {
+        // `budget` counts the signatures one step may still check.
+        let anchor_issued = |c: &X509Certificate<'_>, der: &[u8], budget: &mut usize| {
             self.anchors.iter().any(|a| {
                 !a.subject.is_empty()
                     && a.subject == c.issuer().as_raw()
-                    && crate::material::signed_by(der, &a.key)
+                    && spend(budget)
+                    && verified(der, &a.key)
             })
         };
         let is_anchor = |i: usize| {
@@ -256,28 +287,51 @@ impl Identity {
         while path.len() <= MAX_FORWARDED_ISSUERS
             && current.subject().as_raw() != current.issuer().as_raw()
         {
-            // The signature checked with the algorithms the handshake
-            // verified the chain with (rustls's provider: P-521, SHA-512,
-            // Ed25519 and RSA-PSS too), not x509-parser's narrower set.
-            let mut issuers = parsed.iter().enumerate().filter_map(|(i, c)| {
-                let c = c.as_ref().filter(|c| {
-                    !taken[i]
-                        && c.subject().as_raw() == current.issuer().as_raw()
-                        && may_issue(i, c)
-                        && crate::material::signed_by(current_der, c.public_key().raw)
-                })?;
-                Some((i, c))
-            });
-            let Some(first) = issuers.next() else { break };
-            // A second looked for lazily: a client padding its chain with
-            // copies of its issuer costs one check more.
-            let (i, issuer) = match issuers.next() {
+            // The candidates: certificates not yet taken, named as the
+            // current one's issuer, that may issue.
+            let candidates = || {
+                parsed.iter().enumerate().filter_map(|(i, c)| {
+                    let c = c.as_ref().filter(|c| {
+                        !taken[i]
+                            && c.subject().as_raw() == current.issuer().as_raw()
+                            && may_issue(i, c)
+                    })?;
+                    Some((i, c))
+                })
+            };
+            // The first whose key verifies the current one's signature,
+            // with the algorithms the handshake verified the chain with
+            // (rustls's provider: P-521, SHA-512, Ed25519 and RSA-PSS too),
+            // not x509-parser's narrower set. At most
+            // [`SIGNATURE_CHECKS_PER_STEP`] tried: each is a signature
+            // verification on a runtime worker (an RSA-8192 key's is slow),
+            // and a client may pad its chain with dozens of CAs of its
+            // issuer's name, each with a key of its own.
+            let mut budget = SIGNATURE_CHECKS_PER_STEP;
+            let Some(first) = candidates()
+                .find(|&(_, c)| spend(&mut budget) && verified(current_der, c.public_key().raw))
+            else {
+                break;
+            };
+            // Copies of it (a cross-signed intermediate: one subject and
+            // key, issued by two roots) verify that signature as it does:
+            // told by their key, unchecked. Of those, the one a trust
+            // anchor issued, as the handshake's path went through it;
+            // again at most [`SIGNATURE_CHECKS_PER_STEP`] tried, otherwise
+            // the first.
+            let key = first.1.public_key().raw;
+            let mut copies = candidates()
+                .filter(|&(i, c)| i != first.0 && c.public_key().raw == key)
+                .peekable();
+            let (i, issuer) = match copies.peek() {
                 None => first,
-                Some(second) => [first, second]
-                    .into_iter()
-                    .chain(issuers)
-                    .find(|&(i, c)| anchor_issued(c, &sent[i]))
-                    .unwrap_or(first),
+                Some(_) => {
+                    let mut budget = SIGNATURE_CHECKS_PER_STEP;
+                    std::iter::once(first)
+                        .chain(copies)
+                        .find(|&(i, c)| anchor_issued(c, &sent[i], &mut budget))
+                        .unwrap_or(first)
+                }
             };
             taken[i] = true;
             path.push(&sent[i]);
@@ -290,9 +344,13 @@ impl Identity {
         // path up to its highest certificate that is a trust anchor, or
         // that one issued (its signature is the anchor's); nothing above
         // the leaf when none is.
+        // The trust anchors of one name are the operator's: all tried.
         let vouched = chosen
             .iter()
-            .rposition(|&(i, c)| is_anchor(i) || anchor_issued(c, &sent[i]))
+            .rposition(|&(i, c)| {
+                let mut every_anchor = self.anchors.len();
+                is_anchor(i) || anchor_issued(c, &sent[i], &mut every_anchor)
+            })
             .map_or(1, |at| at + 2);
         path.truncate(vouched);
         path
@@ -308,6 +366,97 @@ impl Identity {
 mod tests {
     use super::*;
     use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    thread_local! {
+        /// Signatures [`verified`] on this thread.
+        pub(super) static SIGNATURE_CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A CA certificate's parameters, named `cn`.
+    fn ca_params(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        p
+    }
+
+    /// A client's chain padded with certificates named as its issuer costs
+    /// a bounded number of signature checks, not one per certificate (each
+    /// was checked on a runtime worker, on the connection's first request
+    /// that forwards the chain). After the real issuer: 50 CAs of its name,
+    /// each with a key of its own; the backend is told of leaf and issuer.
+    /// Before it: 50 copies of it (its name and key) that say the trust
+    /// anchor issued them, signed by another key; the client chose to lead
+    /// with copies no anchor vouches for, so the leaf alone is told of.
+    #[test]
+    fn padding_costs_a_bounded_number_of_signature_checks() {
+        let root_key = KeyPair::generate().unwrap();
+        let root = ca_params("padding root").self_signed(&root_key).unwrap();
+        let root_issuer = rcgen::Issuer::new(ca_params("padding root"), root_key);
+        let forged_root =
+            rcgen::Issuer::new(ca_params("padding root"), KeyPair::generate().unwrap());
+        let int_key = KeyPair::generate().unwrap();
+        let int = ca_params("padding issuing CA")
+            .signed_by(&int_key, &root_issuer)
+            .unwrap();
+        let copies: Vec<CertificateDer<'static>> = (0..50u64)
+            .map(|n| {
+                let mut p = ca_params("padding issuing CA");
+                p.serial_number = Some(n.into());
+                p.signed_by(&int_key, &forged_root).unwrap().der().clone()
+            })
+            .collect();
+        let int_issuer = rcgen::Issuer::new(ca_params("padding issuing CA"), int_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["client.test".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &int_issuer)
+            .unwrap();
+        let padding = (0..50).map(|_| {
+            let key = KeyPair::generate().unwrap();
+            ca_params("padding issuing CA")
+                .self_signed(&key)
+                .unwrap()
+                .der()
+                .clone()
+        });
+        let identity = |chain: Vec<CertificateDer<'static>>| {
+            let mut id = Identity::from_chain(&chain).unwrap();
+            id.anchors = vec![Anchor::from(root.der().clone())].into();
+            id
+        };
+        let checked = |id: &Identity| {
+            SIGNATURE_CHECKS.with(|n| n.set(0));
+            let path: Vec<Vec<u8>> = id.issuing_chain().iter().map(|c| c.to_vec()).collect();
+            (path, SIGNATURE_CHECKS.with(|n| n.get()))
+        };
+
+        let (leaf, int) = (leaf.der().clone(), int.der().clone());
+        let padded = identity(
+            [leaf.clone(), int.clone()]
+                .into_iter()
+                .chain(padding)
+                .collect(),
+        );
+        let (path, checks) = checked(&padded);
+        assert_eq!(path, [leaf.to_vec(), int.to_vec()]);
+        assert!(checks <= 4, "{checks} signatures checked");
+
+        let copied = identity(
+            [leaf.clone()]
+                .into_iter()
+                .chain(copies)
+                .chain([int])
+                .collect(),
+        );
+        let (path, checks) = checked(&copied);
+        assert_eq!(path, [leaf.to_vec()]);
+        assert!(checks <= 6, "{checks} signatures checked");
+    }
 
     /// Every field of the record comes from the certificate.
     #[test]
