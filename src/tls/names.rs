@@ -149,15 +149,27 @@ fn spiffe(s: &str, rest: &str) -> Result<NamePattern, String> {
 #[derive(Debug)]
 pub struct NameMismatch {
     pub expected: Vec<String>,
+    /// The first [`MAX_PRESENTED`] of the certificate's DNS, IP and URI
+    /// SANs, each value escaped and cut as a configuration problem quotes
+    /// one ([`shown`]): a SAN is any text the backend's CA signed, a line
+    /// feed included, which would start a log line of its own.
     pub presented: Vec<String>,
+    /// How many more it names.
+    pub more: usize,
 }
+
+/// The most SANs a [`NameMismatch`] lists.
+pub const MAX_PRESENTED: usize = 8;
 
 impl fmt::Display for NameMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let presented = if self.presented.is_empty() {
             "no DNS, IP or URI SAN".to_owned()
         } else {
-            self.presented.join(", ")
+            match self.more {
+                0 => self.presented.join(", "),
+                more => format!("{} and {more} more", self.presented.join(", ")),
+            }
         };
         write!(
             f,
@@ -171,25 +183,49 @@ impl std::error::Error for NameMismatch {}
 
 /// A certificate's URI SANs, in order (none when it does not parse).
 pub fn uri_sans(der: &[u8]) -> Vec<String> {
-    sans(der).1
+    sans(der).uris
 }
 
-/// The SANs of a certificate as `DNS:`, `IP:` and `URI:` text, its URI
-/// SANs, and whether its keyUsage lets its key sign
-/// ([`crate::identity::record::may_sign`]): one parse. A certificate that
-/// does not parse has no SANs here, and its keyUsage is left to webpki.
-fn sans(der: &[u8]) -> (Vec<String>, Vec<String>, bool) {
-    let mut all = Vec::new();
-    let mut uris = Vec::new();
+/// What [`sans`] reads of a certificate.
+struct Sans {
+    /// Its first [`MAX_PRESENTED`] DNS, IP and URI SANs as `DNS:`, `IP:`
+    /// and `URI:` text, each value as [`shown`] quotes it.
+    presented: Vec<String>,
+    /// How many more it has.
+    more: usize,
+    /// Its URI SANs, as written.
+    uris: Vec<String>,
+    /// Whether its keyUsage lets its key sign
+    /// ([`crate::identity::record::may_sign`]).
+    may_sign: bool,
+}
+
+/// The SANs of a certificate and its keyUsage: one parse. A certificate
+/// that does not parse has no SANs here, and its keyUsage is left to
+/// webpki.
+fn sans(der: &[u8]) -> Sans {
+    let (mut presented, mut more, mut uris) = (Vec::new(), 0, Vec::new());
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return (all, uris, true);
+        return Sans {
+            presented,
+            more,
+            uris,
+            may_sign: true,
+        };
+    };
+    let mut present = |text: &dyn Fn() -> String| {
+        if presented.len() < MAX_PRESENTED {
+            presented.push(text());
+        } else {
+            more += 1;
+        }
     };
     if let Ok(Some(ext)) = cert.subject_alternative_name() {
         for name in &ext.value.general_names {
             match name {
-                GeneralName::DNSName(d) => all.push(format!("DNS:{d}")),
+                GeneralName::DNSName(d) => present(&|| format!("DNS:{}", shown(d))),
                 GeneralName::URI(u) => {
-                    all.push(format!("URI:{u}"));
+                    present(&|| format!("URI:{}", shown(u)));
                     uris.push((*u).to_owned());
                 }
                 GeneralName::IPAddress(b) => {
@@ -199,15 +235,19 @@ fn sans(der: &[u8]) -> (Vec<String>, Vec<String>, bool) {
                         _ => None,
                     };
                     if let Some(ip) = ip {
-                        all.push(format!("IP:{ip}"));
+                        present(&|| format!("IP:{ip}"));
                     }
                 }
                 _ => {}
             }
         }
     }
-    let may_sign = crate::identity::record::may_sign(&cert);
-    (all, uris, may_sign)
+    Sans {
+        presented,
+        more,
+        uris,
+        may_sign: crate::identity::record::may_sign(&cert),
+    }
 }
 
 /// WebPKI chain verification (and revocation, with CRLs), then
@@ -365,11 +405,11 @@ impl ServerCertVerifier for NamesVerifier {
     ) -> Result<ServerCertVerified, Error> {
         let cert = ParsedCertificate::try_from(end_entity)?;
         self.verify_chain(&cert, end_entity, intermediates, now)?;
-        let (presented, uris, may_sign) = sans(end_entity.as_ref());
-        if self.accepted.iter().any(|p| p.matches(&cert, &uris)) {
+        let sans = sans(end_entity.as_ref());
+        if self.accepted.iter().any(|p| p.matches(&cert, &sans.uris)) {
             // A key its keyUsage forbids to sign the handshake, as
             // without `verify_names` (`tls::client::SigningLeaf`).
-            if !may_sign {
+            if !sans.may_sign {
                 return Err(crate::tls::client::key_usage_refusal());
             }
             return Ok(ServerCertVerified::assertion());
@@ -377,7 +417,8 @@ impl ServerCertVerifier for NamesVerifier {
         Err(Error::InvalidCertificate(CertificateError::Other(
             OtherError(Arc::new(NameMismatch {
                 expected: self.accepted.iter().map(|p| p.to_string()).collect(),
-                presented,
+                presented: sans.presented,
+                more: sans.more,
             })),
         )))
     }
@@ -639,7 +680,8 @@ mod tests {
     fn mismatch_names_both_sides() {
         let m = NameMismatch {
             expected: vec!["URI:spiffe://td/a".into()],
-            presented: vec!["URI:spiffe://td/b".into()],
+            presented: vec!["URI:\"spiffe://td/b\"".into()],
+            more: 0,
         };
         let s = m.to_string();
         assert!(

@@ -12,4 +12,5 @@ mod access_log;
 mod clients;
 mod proxy_protocol;
 mod redirect;
+mod upstream_names;
 mod upstream_tls;

@@ -39,7 +39,7 @@ async fn spiffe_verify_names() {
     let error = log["error"].as_str().unwrap();
     assert_eq!(log["reason"], "name_mismatch", "{log}");
     assert!(
-        error.contains(&format!("URI:{SPIFFE_ID}")),
+        error.contains(&format!("URI:\"{SPIFFE_ID}\"")),
         "presented: {error}"
     );
     assert!(
@@ -253,11 +253,16 @@ fn crl_upstream(name: &str, backend: &Backend, crl: &str, extra: &str) -> String
 /// `/{name}/` to upstream `name`, for each of `names`, defined in
 /// `upstreams` (YAML list items).
 fn start_routing_to(scene: &Scene, names: &[&str], upstreams: &str) -> Proxy {
+    Proxy::start(&routing_config(scene, names, upstreams))
+}
+
+/// The configuration [`start_routing_to`] starts the proxy with.
+pub fn routing_config(scene: &Scene, names: &[&str], upstreams: &str) -> std::path::PathBuf {
     let routes: String = names
         .iter()
         .map(|u| format!("\n      - {{ path_prefix: /{u}/, upstream: {u} }}"))
         .collect();
-    Proxy::start(&scene.config(&format!(
+    scene.config(&format!(
         r#"
 admin: {{ bind: "127.0.0.1:0" }}
 listeners:
@@ -268,7 +273,7 @@ listeners:
     routes:{routes}
 upstreams:{upstreams}
 "#
-    )))
+    ))
 }
 
 /// The log line of the request `upstream` failed.
