@@ -8,7 +8,9 @@
 //! the accepted names, read with x509-parser because WebPKI knows DNS and
 //! IP names only, while a SPIFFE SVID names its workload by a URI SAN
 //! (`spiffe://td/ns/x/sa/y`); from the same parse, a keyUsage without
-//! `digitalSignature` is refused, as `tls::client` does without names. Errors keep rustls's kinds (unknown CA,
+//! `digitalSignature` is refused, as `tls::client` does without names. A
+//! SPIFFE name accepts an X509-SVID only (one URI SAN, a valid SPIFFE ID).
+//! Errors keep rustls's kinds (unknown CA,
 //! expired, revoked, an unusable CRL), which `tls::client::classify` reads.
 //! `server_name` is then only the SNI sent.
 
@@ -76,17 +78,42 @@ impl NamePattern {
         spiffe(s, rest)
     }
 
-    fn matches(&self, cert: &ParsedCertificate<'_>, uris: &[String]) -> bool {
-        match self {
-            NamePattern::Server(name) => verify_server_name(cert, name).is_ok(),
-            NamePattern::Uri(u) => uris.iter().any(|p| p == u),
+    /// Whether a certificate (`cert`, its URI SANs `uris`) carries this
+    /// name: `Err` says why one it seems to carry is refused.
+    fn matches(&self, cert: &ParsedCertificate<'_>, uris: &[String]) -> Result<bool, String> {
+        let spiffe_id = match self {
+            NamePattern::Server(name) => return Ok(verify_server_name(cert, name).is_ok()),
+            NamePattern::Uri(u) if !u.starts_with("spiffe://") => {
+                return Ok(uris.iter().any(|p| p == u));
+            }
+            NamePattern::Uri(u) => uris.iter().find(|p| *p == u),
             // Byte for byte: a SPIFFE ID's scheme and trust domain are
             // lowercase (SPIFFE ID spec §2.1, §2.2; go-spiffe refuses
             // others), so `SPIFFE://CLUSTER.LOCAL/x` is no ID of
             // `cluster.local`.
             NamePattern::TrustDomain(prefix) => uris
                 .iter()
-                .any(|p| p.len() > prefix.len() && p.starts_with(prefix.as_str())),
+                .find(|p| p.len() > prefix.len() && p.starts_with(prefix.as_str())),
+        };
+        let Some(id) = spiffe_id else {
+            return Ok(false);
+        };
+        // An X509-SVID: exactly one URI SAN (X509-SVID spec §2), a SPIFFE
+        // ID by the syntax the patterns are read with (no empty, `.` or
+        // `..` segment, no query), as go-spiffe requires. A second URI SAN
+        // would let one certificate stand for two workloads.
+        if uris.len() > 1 {
+            return Err(format!(
+                "a SPIFFE ID is matched only in a certificate with one URI SAN \
+                 (an X509-SVID), and it has {}",
+                uris.len()
+            ));
+        }
+        let rest = id.strip_prefix("spiffe:").unwrap_or_default();
+        match spiffe(id, rest) {
+            Ok(NamePattern::Uri(checked)) if checked == *id => Ok(true),
+            Ok(_) => Err(format!("{} is not a SPIFFE ID", shown(id))),
+            Err(e) => Err(e),
         }
     }
 }
@@ -149,6 +176,8 @@ fn spiffe(s: &str, rest: &str) -> Result<NamePattern, String> {
 #[derive(Debug)]
 pub struct NameMismatch {
     pub expected: Vec<String>,
+    /// Why a name it seems to carry was refused: not an X509-SVID's.
+    pub refused: Option<String>,
     /// The first [`MAX_PRESENTED`] of the certificate's DNS, IP and URI
     /// SANs, each value escaped and cut as a configuration problem quotes
     /// one ([`shown`]): a SAN is any text the backend's CA signed, a line
@@ -175,7 +204,11 @@ impl fmt::Display for NameMismatch {
             f,
             "upstream certificate names {presented}; tls.verify_names accepts {}",
             self.expected.join(", ")
-        )
+        )?;
+        match &self.refused {
+            Some(why) => write!(f, ", but {why}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -406,7 +439,20 @@ impl ServerCertVerifier for NamesVerifier {
         let cert = ParsedCertificate::try_from(end_entity)?;
         self.verify_chain(&cert, end_entity, intermediates, now)?;
         let sans = sans(end_entity.as_ref());
-        if self.accepted.iter().any(|p| p.matches(&cert, &sans.uris)) {
+        let (mut matched, mut refused) = (false, None);
+        for pattern in &self.accepted {
+            match pattern.matches(&cert, &sans.uris) {
+                Ok(true) => {
+                    matched = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(why) => {
+                    refused.get_or_insert(why);
+                }
+            }
+        }
+        if matched {
             // A key its keyUsage forbids to sign the handshake, as
             // without `verify_names` (`tls::client::SigningLeaf`).
             if !sans.may_sign {
@@ -417,6 +463,7 @@ impl ServerCertVerifier for NamesVerifier {
         Err(Error::InvalidCertificate(CertificateError::Other(
             OtherError(Arc::new(NameMismatch {
                 expected: self.accepted.iter().map(|p| p.to_string()).collect(),
+                refused,
                 presented: sans.presented,
                 more: sans.more,
             })),
@@ -519,7 +566,7 @@ mod tests {
         let pattern = NamePattern::parse("spiffe://cluster.local/**").unwrap();
         let pair = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
         let cert = ParsedCertificate::try_from(pair.cert.der()).unwrap();
-        let matches = |uri: &str| pattern.matches(&cert, &[uri.to_owned()]);
+        let matches = |uri: &str| pattern.matches(&cert, &[uri.to_owned()]) == Ok(true);
         assert!(matches("spiffe://cluster.local/ns/prod/sa/app"));
         for other in [
             "SPIFFE://CLUSTER.LOCAL/x",
@@ -532,6 +579,27 @@ mod tests {
         ] {
             assert!(!matches(other), "{other:?} matched");
         }
+        // Not SPIFFE IDs, and a second URI SAN: refused, saying why.
+        for (uris, why) in [
+            (&["spiffe://cluster.local//x"][..], "not a SPIFFE ID"),
+            (&["spiffe://cluster.local/a/../b"], "not a SPIFFE ID"),
+            (&["spiffe://cluster.local/x?q"], "not a SPIFFE ID"),
+            (&["spiffe://cluster.local/**"], "not a SPIFFE ID"),
+            (&["spiffe://cluster.local/x", "urn:x"], "one URI SAN"),
+        ] {
+            let uris: Vec<String> = uris.iter().map(|u| u.to_string()).collect();
+            let e = pattern.matches(&cert, &uris).unwrap_err();
+            assert!(e.contains(why), "{uris:?}: {e}");
+        }
+        let exact = NamePattern::parse("spiffe://cluster.local/x").unwrap();
+        let two = [
+            "spiffe://cluster.local/x".to_owned(),
+            "spiffe://other/y".to_owned(),
+        ];
+        assert!(exact.matches(&cert, &two).is_err());
+        let other = NamePattern::parse("urn:example:backend").unwrap();
+        let two = ["urn:example:backend".to_owned(), "urn:x".to_owned()];
+        assert_eq!(other.matches(&cert, &two), Ok(true));
     }
 
     thread_local! {
@@ -680,6 +748,7 @@ mod tests {
     fn mismatch_names_both_sides() {
         let m = NameMismatch {
             expected: vec!["URI:spiffe://td/a".into()],
+            refused: None,
             presented: vec!["URI:\"spiffe://td/b\"".into()],
             more: 0,
         };

@@ -1,7 +1,7 @@
 //! What `verify_names` refuses of a backend certificate, and how the refusal is logged.
 
 use crate::support::*;
-use crate::upstream_tls::routing_config;
+use crate::upstream_tls::{refusal_logged, routing_config};
 
 /// Upstream `name` (a YAML list item) at `backend`, trusting mesh-ca.crt
 /// and accepting the names `names` (a YAML flow sequence's items).
@@ -76,4 +76,72 @@ async fn a_refused_backends_names_are_escaped_and_capped() {
     assert!(line.contains("and 14 more"), "{line}");
     assert!(!line.contains("urn:padding:6"), "{line}");
     assert!(line.contains("urn:padding:5"), "{line}");
+}
+
+/// A SPIFFE pattern (`spiffe://td/**` or an exact SPIFFE ID) accepts an
+/// X509-SVID only: one URI SAN, a SPIFFE ID by the syntax the patterns
+/// are read with, as the X509-SVID spec and go-spiffe require. A
+/// certificate with a second URI SAN (another domain's ID beside td's),
+/// and IDs with an empty, `.` or `..` segment or a query, were accepted;
+/// each is refused (502, `name_mismatch`, the cause logged). A real SVID
+/// of the trust domain is reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spiffe_pattern_accepts_only_an_svid() {
+    const ID: &str = "spiffe://cluster.local/ns/prod/sa/app";
+    let (scene, ca, mesh) = scene();
+    let two_ids = mesh.server_pair_with_uris(&["backend.other"], &[ID, "spiffe://other/x"]);
+    let cases = [
+        ("svid", mesh.svid(ID), "\"spiffe://cluster.local/**\"", ""),
+        (
+            "two",
+            two_ids.clone(),
+            "\"spiffe://cluster.local/**\"",
+            "one URI SAN",
+        ),
+        ("two-exact", two_ids, &format!("\"{ID}\""), "one URI SAN"),
+        (
+            "empty",
+            mesh.svid("spiffe://cluster.local//x"),
+            "\"spiffe://cluster.local/**\"",
+            "not a SPIFFE ID",
+        ),
+        (
+            "dots",
+            mesh.svid("spiffe://cluster.local/a/../b"),
+            "\"spiffe://cluster.local/**\"",
+            "not a SPIFFE ID",
+        ),
+        (
+            "query",
+            mesh.svid("spiffe://cluster.local/x?q"),
+            "\"spiffe://cluster.local/**\"",
+            "not a SPIFFE ID",
+        ),
+    ];
+    let mut upstreams = String::new();
+    let mut backends = Vec::new();
+    for (name, pair, names, _) in &cases {
+        let backend = Backend::start(name, pair, None).await;
+        upstreams.push_str(&names_upstream(name, &backend, names));
+        backends.push(backend);
+    }
+    let names = cases.each_ref().map(|(name, ..)| *name);
+    let mut p = Proxy::start(&routing_config(&scene, &names, &upstreams));
+    let addr = p.listener_addr("public").await;
+    let client = client_config(&ca.cert_pem, None, &[b"http/1.1"]);
+    for (name, _, _, cause) in cases {
+        let path = format!("/{name}/x");
+        let reply = get(addr, "localhost", client.clone(), false, &path, &[])
+            .await
+            .unwrap();
+        if cause.is_empty() {
+            assert_eq!(reply.status, 200, "{name}: {}", reply.body);
+            continue;
+        }
+        assert_eq!(reply.status, 502, "{name}: {}", reply.body);
+        let log = refusal_logged(&mut p, name).await;
+        assert_eq!(log["reason"], "name_mismatch", "{name}: {log}");
+        let error = log["error"].as_str().unwrap_or_default();
+        assert!(error.contains(cause), "{name}: {error}");
+    }
 }

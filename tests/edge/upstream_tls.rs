@@ -277,7 +277,7 @@ upstreams:{upstreams}
 }
 
 /// The log line of the request `upstream` failed.
-async fn refusal_logged(p: &mut Proxy, upstream: &str) -> serde_json::Value {
+pub async fn refusal_logged(p: &mut Proxy, upstream: &str) -> serde_json::Value {
     p.wait_log(&format!("{upstream}'s refusal logged"), |v| {
         v["message"] == "upstream request failed" && v["upstream"] == upstream
     })
