@@ -7,9 +7,12 @@
 //! probe closed unanswered.
 //!
 //! A connection's time counts from its slot, not its accept, and it is not
-//! evicted before its first request begins, for up to [`GRACE`]: a probe
-//! that waited for its slot counted as idle since its accept and, with no
-//! request read yet, was evicted for the next newcomer before its task ran.
+//! evicted before its first request begins until a read of it has found
+//! nothing on its socket: a probe that waited for its slot counted as idle
+//! since its accept and, with no request read yet, was evicted for the
+//! next newcomer before its task ran. A fixed second of grace instead
+//! spared floods of connections that send nothing: a newcomer found every
+//! connection spared, and waited (at its address's 16, was refused).
 //!
 //! Without eviction, clients that stop reading (or go quiet between
 //! requests) could hold every slot until `send_timeout` or `idle_timeout`
@@ -71,11 +74,6 @@ const STALLED: Duration = Duration::from_secs(5);
 /// run of its own (and is not evicted while served, its writes moving).
 const REST: Duration = Duration::from_millis(500);
 
-/// How long a connection just given its slot may go without a request
-/// before it may be evicted: its request is usually on its socket already
-/// (a probe that waited for the slot), read at its task's first poll.
-const GRACE: Duration = Duration::from_secs(1);
-
 const NONE: u64 = u64::MAX;
 const REST_MS: u64 = REST.as_millis() as u64;
 
@@ -114,6 +112,9 @@ pub struct Conn {
     /// its client's next request with nothing left to send; `NONE` from
     /// that request on.
     rest_ms: AtomicU64,
+    /// A read found nothing on the socket: before its first request the
+    /// connection is spared until then ([`Conn::spared`]).
+    dry: AtomicBool,
     evicted: AtomicBool,
     /// The connection's task, to drop its connection at once.
     evict: Notify,
@@ -140,8 +141,9 @@ impl Slots {
     /// waited on its client longest while every slot is taken (waiting
     /// while none may be evicted), or, while `ip` holds
     /// [`MAX_CONNECTIONS_PER_CLIENT`] already, the one of its own that has.
-    /// `None`: `ip` holds that many and none of them may be evicted, the
-    /// connection is refused.
+    /// `None`: `ip` holds that many and none of them may be evicted, nor
+    /// is spared as not read yet ([`Conn::spared`]): the connection is
+    /// refused.
     /// The connection's [`Activity`] begins with its slot
     /// ([`Conn::activity`]).
     pub async fn take(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
@@ -159,7 +161,12 @@ impl Slots {
                     // connections make room for it, as the table's do.
                     let why =
                         "its client address holds 16 already, and it waited on its client longest";
-                    if !state.make_room(|c| c.peer.ip().to_canonical() == ip, why) {
+                    let own = |c: &Conn| c.peer.ip().to_canonical() == ip;
+                    // One just given its slot whose task has not read it
+                    // yet: looked at again once it has.
+                    if !state.make_room(own, why)
+                        && !state.open.values().any(|c| own(c) && c.spared())
+                    {
                         return None;
                     }
                 } else if state.open.len() < MAX_CONNECTIONS {
@@ -216,6 +223,7 @@ impl State {
             blocked_ms: AtomicU64::new(NONE),
             run_ms: AtomicU64::new(NONE),
             rest_ms: AtomicU64::new(NONE),
+            dry: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
             waker: Mutex::new(None),
@@ -268,10 +276,9 @@ impl Conn {
     /// the socket buffer blocks a write for a moment, a `/metrics` scrape
     /// read at full speed too: without the bound, clients without a token
     /// keeping their own connections fresh could have such a response cut
-    /// mid-body). Not before its first request has begun, for
-    /// [`GRACE`] from its slot.
+    /// mid-body). None while [`Conn::spared`].
     fn waiting_since(&self, now: Instant) -> Option<Instant> {
-        if !self.activity.asked() && now.saturating_duration_since(self.began) < GRACE {
+        if self.spared() {
             return None;
         }
         let since = |ms: u64| (self.began + Duration::from_millis(ms)).min(now);
@@ -295,6 +302,15 @@ impl Conn {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Its first request has not begun, and no read of it has found its
+    /// socket empty yet: its task has not read it (a probe that waited for
+    /// its slot has its request there, read at that task's first poll), or
+    /// the runtime has not seen yet the bytes on it. A connection that
+    /// sends nothing is spared only until its task first runs.
+    fn spared(&self) -> bool {
+        !self.activity.asked() && !self.dry.load(Ordering::SeqCst)
     }
 
     /// Milliseconds from `began` to `at`.
@@ -463,8 +479,15 @@ impl AsyncRead for SlotIo {
             return Poll::Ready(Err(e));
         }
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if res.is_pending() && !this.unflushed {
-            this.conn.rests();
+        if res.is_pending() {
+            // Nothing on the socket itself either (the runtime may not
+            // have seen yet what is): no request is coming at once.
+            if !this.conn.dry.load(Ordering::SeqCst) && !this.inner.unread() {
+                this.conn.dry.store(true, Ordering::SeqCst);
+            }
+            if !this.unflushed {
+                this.conn.rests();
+            }
         }
         res
     }

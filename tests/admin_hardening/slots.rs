@@ -404,7 +404,8 @@ async fn answer_on(what: &str, tcp: &mut tokio::net::TcpStream) -> String {
 /// included), and with no request in flight yet it was the one connection
 /// that could be evicted. A connection's time now starts when it is given
 /// its slot, and it may not be evicted before its first request begins
-/// or a second has passed: the second probe waits for the first's slot.
+/// while no read of it has found its socket empty: the second probe waits
+/// for the first's slot.
 /// One worker thread: the accept loop takes the second probe right after
 /// the first's slot, before the first's task has read anything (on
 /// several, that read may come first, by chance).
@@ -441,4 +442,37 @@ async fn a_probe_given_a_slot_after_waiting_is_not_evicted_for_the_next() {
         reply.starts_with("HTTP/1.1 200"),
         "the second probe: {reply:?}"
     );
+}
+
+/// Connections that send nothing, opened from the node's address faster
+/// than they age (a flood, or agents that keep renewing theirs): each one
+/// just given its slot was spared for a second, so its address's 16 were
+/// nearly always all spared, none could make room, and kubelet's probe from
+/// that address was closed at once. A connection whose read finds nothing
+/// on its socket, its first request not begun, has nothing more to be
+/// spared for: the probe takes the slot of the one silent longest (or, if
+/// none has been read yet, waits until one has). Three rounds: each one's
+/// 16 take the last one's slots. One worker thread: the accept loop may
+/// take the probe before any of the 16 tasks has run.
+#[tokio::test]
+async fn a_probe_is_answered_while_its_own_address_keeps_opening_silent_connections() {
+    let a = Api::start("runtime: { worker_threads: 1 }").await;
+    let node = "127.0.0.51";
+    let req = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        a.api
+    );
+    let mut silent = Vec::new();
+    for round in 0..3 {
+        for _ in 0..hotproxy::admin::MAX_CONNECTIONS_PER_CLIENT {
+            silent.push(tcp_from(node, a.api).await);
+        }
+        let mut probe = tcp_from(node, a.api).await;
+        probe.write_all(req.as_bytes()).await.unwrap();
+        let reply = answer_on("the probe's answer", &mut probe).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "round {round}: the probe from an address opening silent connections: {reply:?}"
+        );
+    }
 }
