@@ -237,7 +237,8 @@
 //! - `admin`: the admin listener (probes, metrics, /api/v1).
 //!   - `auth`: bearer tokens and roles (constant-time), Host/Origin check.
 //!   - `slots`: the 64 connections, 16 per client address; when all are
-//!     taken, a new one evicts the one waiting on its client longest.
+//!     taken, a new one evicts the one waiting on its client longest; its
+//!     unit tests in `slots/tests.rs`.
 //!   - `api`: the /api/v1 router, auth order, JSON bodies and replies; mutations
 //!     run on the reloader thread.
 //!     - `certs`: entries: create, replace, delete, rotate, validate.

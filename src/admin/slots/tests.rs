@@ -1,0 +1,243 @@
+//! Unit tests of the admin slots: evictions, and connections served through the admin's driver and streams.
+
+use super::*;
+use crate::proxy::client_io::ClientIo;
+use crate::proxy::conn::{Driver, Ended};
+use crate::proxy::linger::{LINGER_TIME, linger};
+
+fn peer(n: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 1, (n / MAX_CONNECTIONS_PER_CLIENT) as u8], 1))
+}
+
+/// A lingering close holds its slot (it holds a descriptor) but is
+/// evicted first: its reads fail, it ends, the slot is the newcomer's;
+/// connections with a request in flight keep theirs. The newcomer's
+/// wait is half the linger: a slot freed by the linger's own end would
+/// come only after it.
+#[tokio::test]
+async fn a_lingering_close_makes_room_and_requests_in_flight_keep_theirs() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (stream, from) = listener.accept().await.unwrap();
+    let slots = Arc::new(Slots::default());
+    let slot = slots.take(from).await.unwrap();
+    // Its request was answered.
+    drop(slot.conn().activity().begin(false));
+    let io = SlotIo::new(stream, slot.conn().clone());
+    // The client neither sends nor closes: the linger waits on it.
+    let lingering = tokio::spawn(async move {
+        linger(io, false).await;
+        drop(slot);
+    });
+    let mut busy = Vec::new();
+    for n in 1..MAX_CONNECTIONS {
+        let slot = slots.take(peer(n)).await.unwrap();
+        let in_flight = slot.conn().activity().begin(false);
+        busy.push((slot, in_flight));
+    }
+    let newcomer = tokio::time::timeout(LINGER_TIME / 2, slots.take(peer(MAX_CONNECTIONS)))
+        .await
+        .expect("a slot for the newcomer while a lingering close held the last one");
+    assert!(newcomer.is_some());
+    lingering.await.unwrap();
+    assert!(
+        busy.iter()
+            .all(|(s, _)| !s.conn().evicted.load(Ordering::SeqCst)),
+        "a request in flight was evicted"
+    );
+}
+
+/// An admin connection whose `GET /metrics` is on its socket, unread,
+/// when the process's shutdown (SIGTERM) comes is answered, as its
+/// last (`Connection: close`), and then closed: the bytes sent before
+/// the signal began a request (SPEC §1). Answered within the look's
+/// own poll, that response had gone out keep-alive: the close came
+/// only after it.
+/// The look at the close found them (one byte, as far as it could
+/// tell) but could not read them: the admin stream took none (plain
+/// TCP had no `pull`), so no head's byte was read and the connection
+/// was closed at once, the request dropped unanswered. The client
+/// writes, and the signal is set, within one poll of the runtime's one
+/// thread, the driver's next: the runtime has not seen the socket
+/// readable when the driver looks. This driver looks, as a
+/// listener's does (`answer_unbegun` off): the admin's own answers a
+/// first request after the signal without looking, and the look
+/// through `SlotIo` is what is tested here.
+#[tokio::test]
+async fn a_request_unread_at_the_shutdown_is_answered() {
+    use std::io::{Read, Write};
+    const LONG: Duration = Duration::from_secs(60);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, told) = std::sync::mpsc::channel::<()>();
+    let (sent, written) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(LONG)).unwrap();
+        told.recv().unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        sent.send(()).unwrap();
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got);
+        got
+    });
+    let (stream, peer) = listener.accept().await.unwrap();
+    let slots = Arc::new(Slots::default());
+    let slot = slots.take(peer).await.unwrap();
+    let activity = slot.conn().activity().clone();
+    let io = SlotIo::new(stream, slot.conn().clone());
+    let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
+    let answering = activity.clone();
+    // As the admin listener's service: the last response says so.
+    let svc = hyper::service::service_fn(move |_req| {
+        let in_flight = answering.begin(false);
+        let last = answering.answers_last();
+        async move {
+            drop(in_flight);
+            let body = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
+            let mut resp = hyper::Response::new(body);
+            super::super::say_last(&mut resp, last);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .half_close(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let driver = Driver {
+        name: "admin",
+        peer,
+        activity: &activity,
+        header_read_timeout: LONG,
+        idle_timeout: LONG,
+        shutdown: rx.clone(),
+        also_close_grace: LONG,
+        process: Some(rx),
+        answer_first: false,
+        answer_unbegun: false,
+        stalls: None,
+        send_timeout: LONG,
+    };
+    let mut run =
+        std::pin::pin!(driver.run(conn, |c| c.graceful_shutdown(), std::future::pending()));
+    let mut polls = 0;
+    let outcome = std::future::poll_fn(|cx| {
+        // The driver's first poll left hyper waiting to read; before
+        // its second, the request is on the socket and the signal set.
+        if polls == 1 {
+            go.send(()).unwrap();
+            written.recv().unwrap();
+            shutdown.send_replace(true);
+        }
+        polls += 1;
+        let out = run.as_mut().poll(cx);
+        if polls == 1 {
+            cx.waker().wake_by_ref();
+        }
+        out
+    })
+    .await;
+    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    let got = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(
+        got.starts_with("http/1.1 200")
+            && got.contains("\r\nconnection: close\r\n")
+            && got.ends_with("ok"),
+        "{got:?}"
+    );
+    assert_eq!(outcome.by, Ended::ByUs);
+}
+
+/// A client that reads each answer and sends its next request at once
+/// (as one that pipelines `GET /metrics`, reads slowly, and now and
+/// then drains its answers and sends the next batch at once) lets its
+/// connection rest only for a round trip between two: each such rest
+/// ended its run of requests without a token, so however long it went
+/// on none of its requests counted as waiting on it, and a newcomer,
+/// looking every 100 ms, seldom found it between two. A rest shorter
+/// than [`REST`] now leaves the run going: once it has lasted
+/// [`STALLED`], the connection may be evicted even while one of its
+/// requests is served. Served as the admin listener serves (its
+/// driver, its streams, its service's bookkeeping).
+#[tokio::test]
+async fn a_brief_rest_does_not_end_a_run_of_requests_without_a_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LONG: Duration = Duration::from_secs(60);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            let req = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            if tcp.write_all(req).await.is_err() {
+                return;
+            }
+            let mut got = Vec::new();
+            while !got.ends_with(b"\r\n\r\nok") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
+    });
+    let (stream, peer) = listener.accept().await.unwrap();
+    let slots = Arc::new(Slots::default());
+    let slot = slots.take(peer).await.unwrap();
+    let conn = slot.conn().clone();
+    let activity = conn.activity().clone();
+    let io = SlotIo::new(stream, conn.clone());
+    let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
+    let (evictable, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    // As the admin listener's service; and, while each request is
+    // served, a look as a newcomer's.
+    let svc = {
+        let (activity, conn) = (activity.clone(), conn.clone());
+        hyper::service::service_fn(move |_req| {
+            conn.request(false);
+            let in_flight = activity.begin(false);
+            if conn.waiting_since(Instant::now()).is_some() {
+                let _ = evictable.send(());
+            }
+            async move {
+                let body = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
+                let body = crate::proxy::conn::TrackedBody::new(body, in_flight);
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+            }
+        })
+    };
+    let conn_http = hyper::server::conn::http1::Builder::new()
+        .half_close(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let (_shutdown, rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(async move {
+        let driver = Driver {
+            name: "admin",
+            peer,
+            activity: &activity,
+            header_read_timeout: LONG,
+            idle_timeout: LONG,
+            shutdown: rx,
+            also_close_grace: LONG,
+            process: None,
+            answer_first: false,
+            answer_unbegun: true,
+            stalls: None,
+            send_timeout: LONG,
+        };
+        driver
+            .run(conn_http, |c| c.graceful_shutdown(), std::future::pending())
+            .await;
+    });
+    tokio::time::timeout(STALLED * 4, seen.recv()).await.expect(
+        "a request of a run without a token that went on for 5 s counts as waiting on its client",
+    );
+    serving.abort();
+    client.abort();
+}
