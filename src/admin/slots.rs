@@ -30,10 +30,13 @@
 //! lets a write stay blocked long, nor the connection wait for a
 //! request; a wait for the next shorter than [`REST`] counts as back to
 //! back, or one that drained its answers every few seconds and sent the
-//! next batch at once was evictable only within that round trip). A request being served whose writes move is never evicted
-//! otherwise, so only a client holding a token (a slow body, a
-//! validation waiting its turn) can hold a slot against a newcomer, and
-//! then only within the body and handler bounds.
+//! next batch at once was evictable only within that round trip), or for
+//! [`RUN`] once the newcomer has waited [`IMPATIENT`] (clients busy 4.5 s
+//! of every 5 kept probes waiting most of the time). A request being
+//! served whose writes move is never evicted otherwise, so only a client
+//! holding a token (a slow body, a validation waiting its turn) can hold
+//! a slot against a newcomer, and then only within the body and handler
+//! bounds.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -71,8 +74,21 @@ const STALLED: Duration = Duration::from_secs(5);
 /// looking every [`LOOK_AGAIN`], seldom caught the connection within one.
 /// Five looks; a probe or a scrape once a second or less often on a
 /// keep-alive connection waits longer, so each of its requests begins a
-/// run of its own (and is not evicted while served, its writes moving).
+/// run of its own (and is not evicted while served, its writes moving,
+/// unless its answer takes [`RUN`] with a newcomer waiting).
 const REST: Duration = Duration::from_millis(500);
+
+/// How long a newcomer must have waited for its slot before a run of
+/// requests without a token that has lasted [`RUN`] may make room for it.
+const IMPATIENT: Duration = Duration::from_millis(250);
+
+/// A run of requests without a token this long may make room for a
+/// newcomer that has waited [`IMPATIENT`]: clients that pipeline
+/// requests and read steadily for a little under [`STALLED`], then drain
+/// them and rest [`REST`] (a run of their own each time), had probes
+/// landing in their busy part wait until the rest, most of it. Only a full
+/// table, a newcomer waiting, cuts a run this short.
+const RUN: Duration = Duration::from_secs(1);
 
 const NONE: u64 = u64::MAX;
 const REST_MS: u64 = REST.as_millis() as u64;
@@ -148,12 +164,14 @@ impl Slots {
     /// ([`Conn::activity`]).
     pub async fn take(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
         let ip = peer.ip().to_canonical();
+        let arrived = Instant::now();
         loop {
             // A slot given back after the look leaves a permit: the wait
             // below ends at once (an older permit ends it early, and the
             // loop looks again).
             let freed = self.freed.notified();
             {
+                let impatient = arrived.elapsed() >= IMPATIENT;
                 let mut state = self.lock();
                 if state.per_client.get(&ip).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_CLIENT {
                     // kubelet probes from the node's address, which the
@@ -164,7 +182,7 @@ impl Slots {
                     let own = |c: &Conn| c.peer.ip().to_canonical() == ip;
                     // One just given its slot whose task has not read it
                     // yet: looked at again once it has.
-                    if !state.make_room(own, why)
+                    if !state.make_room(own, why, impatient)
                         && !state.open.values().any(|c| own(c) && c.spared())
                     {
                         return None;
@@ -173,7 +191,7 @@ impl Slots {
                     return Some(state.admit(self, peer, ip));
                 } else {
                     let why = "every slot is taken, and it waited on its client longest";
-                    state.make_room(|_| true, why);
+                    state.make_room(|_| true, why, impatient);
                 }
             }
             let _ = tokio::time::timeout(LOOK_AGAIN, freed).await;
@@ -185,16 +203,16 @@ impl State {
     /// Evicts the connection that has waited on its client longest among
     /// those `among` picks, unless one of them is being evicted already
     /// (one newcomer at a time, so one eviction at a time: the connection
-    /// evicted for it frees its slot at once). Whether one of them is
-    /// being evicted now.
-    fn make_room(&self, among: impl Fn(&Conn) -> bool, why: &str) -> bool {
+    /// evicted for it frees its slot at once). `impatient`: the newcomer
+    /// has waited [`IMPATIENT`]. Whether one of them is being evicted now.
+    fn make_room(&self, among: impl Fn(&Conn) -> bool, why: &str, impatient: bool) -> bool {
         let theirs = self.open.values().filter(|c| among(c));
         if theirs.clone().any(|c| c.evicted.load(Ordering::SeqCst)) {
             return true;
         }
         let now = Instant::now();
         let victim = theirs
-            .filter_map(|c| c.waiting_since(now).map(|since| (since, c)))
+            .filter_map(|c| c.waiting_since(now, impatient).map(|since| (since, c)))
             .min_by_key(|(since, _)| *since);
         let Some((since, victim)) = victim else {
             return false;
@@ -276,22 +294,25 @@ impl Conn {
     /// the socket buffer blocks a write for a moment, a `/metrics` scrape
     /// read at full speed too: without the bound, clients without a token
     /// keeping their own connections fresh could have such a response cut
-    /// mid-body). None while [`Conn::spared`].
-    fn waiting_since(&self, now: Instant) -> Option<Instant> {
+    /// mid-body). `impatient` (a newcomer has waited [`IMPATIENT`]): such
+    /// a run counts once it has lasted [`RUN`]. None while
+    /// [`Conn::spared`].
+    fn waiting_since(&self, now: Instant, impatient: bool) -> Option<Instant> {
         if self.spared() {
             return None;
         }
         let since = |ms: u64| (self.began + Duration::from_millis(ms)).min(now);
-        let stalled = |ms: u64| {
+        let lasted = |ms: u64, bound: Duration| {
             let since = since(ms);
-            (ms != NONE && now.saturating_duration_since(since) >= STALLED).then_some(since)
+            (ms != NONE && now.saturating_duration_since(since) >= bound).then_some(since)
         };
+        let stalled = |ms: u64| lasted(ms, STALLED);
         let rest = self.rest_ms.load(Ordering::SeqCst);
         let run = match self.run_ms.load(Ordering::SeqCst) {
             _ if rest != NONE && self.ms(now).saturating_sub(rest) >= REST_MS => NONE,
             run => run,
         };
-        let run = stalled(run);
+        let run = lasted(run, if impatient { RUN } else { STALLED });
         let blocked = self.blocked_ms.load(Ordering::SeqCst);
         let other = if blocked != NONE {
             stalled(blocked)

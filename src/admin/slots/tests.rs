@@ -202,7 +202,7 @@ async fn a_brief_rest_does_not_end_a_run_of_requests_without_a_token() {
         hyper::service::service_fn(move |_req| {
             conn.request(false);
             let in_flight = activity.begin(false);
-            if conn.waiting_since(Instant::now()).is_some() {
+            if conn.waiting_since(Instant::now(), false).is_some() {
                 let _ = evictable.send(());
             }
             async move {
@@ -237,6 +237,112 @@ async fn a_brief_rest_does_not_end_a_run_of_requests_without_a_token() {
     });
     tokio::time::timeout(STALLED * 4, seen.recv()).await.expect(
         "a request of a run without a token that went on for 5 s counts as waiting on its client",
+    );
+    serving.abort();
+    client.abort();
+}
+
+/// A response body without end, each chunk ready at once.
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let chunk = bytes::Bytes::from_static(&[b'x'; 16 * 1024]);
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+}
+
+/// Clients without a token that pipeline requests and read the answers
+/// steadily for 4.5 s, then drain them and rest half a second (a run of
+/// their own each time), hold every slot: none stalls 5 s nor waits for a
+/// request while busy, so a probe landing in the busy part waited up to
+/// 4.5 s for the rest. Once a newcomer has waited [`IMPATIENT`], a
+/// connection whose run without a token has lasted [`RUN`] makes room.
+/// Here the run is one request whose answer never ends, read at speed,
+/// served as the admin listener serves (its driver, its streams, its
+/// service's bookkeeping); the 63 other slots hold token holders' requests
+/// in flight. Before, the newcomer had its slot only once the run had
+/// lasted [`STALLED`] (nothing else could make it evictable).
+#[tokio::test]
+async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LONG: Duration = Duration::from_secs(60);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reading, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let client = tokio::spawn(async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let req = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        tcp.write_all(req).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(1..) = tcp.read(&mut buf).await {
+            let _ = reading.send(());
+        }
+    });
+    let (stream, from) = listener.accept().await.unwrap();
+    let slots = Arc::new(Slots::default());
+    let slot = slots.take(from).await.unwrap();
+    let conn = slot.conn().clone();
+    let activity = conn.activity().clone();
+    let io = SlotIo::new(stream, conn.clone());
+    let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
+    let svc = {
+        let (activity, conn) = (activity.clone(), conn.clone());
+        hyper::service::service_fn(move |_req| {
+            conn.request(false);
+            let in_flight = activity.begin(false);
+            async move {
+                let body = crate::proxy::conn::TrackedBody::new(Endless, in_flight);
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+            }
+        })
+    };
+    let conn_http = hyper::server::conn::http1::Builder::new()
+        .half_close(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let (_shutdown, rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(async move {
+        let driver = Driver {
+            name: "admin",
+            peer: from,
+            activity: &activity,
+            header_read_timeout: LONG,
+            idle_timeout: LONG,
+            shutdown: rx,
+            also_close_grace: LONG,
+            process: None,
+            answer_first: false,
+            answer_unbegun: true,
+            stalls: None,
+            send_timeout: LONG,
+        };
+        driver
+            .run(conn_http, |c| c.graceful_shutdown(), std::future::pending())
+            .await;
+    });
+    // Its answer is being read: the run has begun.
+    read.recv().await.expect("the answer's first bytes");
+    let mut busy = Vec::new();
+    for n in 1..MAX_CONNECTIONS {
+        let slot = slots.take(peer(n)).await.unwrap();
+        slot.conn().request(true);
+        let in_flight = slot.conn().activity().begin(false);
+        busy.push((slot, in_flight));
+    }
+    let newcomer = slots.take(peer(MAX_CONNECTIONS)).await;
+    assert!(newcomer.is_some());
+    assert!(conn.evicted.load(Ordering::SeqCst), "another was evicted");
+    let run = conn.began + Duration::from_millis(conn.run_ms.load(Ordering::SeqCst));
+    assert!(
+        run.elapsed() < STALLED,
+        "the newcomer had its slot only once the run had lasted {:?}",
+        run.elapsed()
     );
     serving.abort();
     client.abort();
