@@ -12,26 +12,71 @@
 //! shares even.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub use crate::config::Balance;
 
 /// Per-upstream balancing state.
 #[derive(Debug, Default)]
 pub struct Picker {
-    /// Round robin's turn for a request's first attempt.
-    next: AtomicUsize,
-    /// Round robin's turn for a retry, among the endpoints it has not
+    /// Round robin's rotation for a request's first attempt.
+    next: Rotation,
+    /// Round robin's rotation for a retry, among the endpoints it has not
     /// tried. Taken from `next`, a retry would use up a turn of the first
     /// attempts, modulo fewer candidates: with three endpoints and one
     /// failing while in service, the two others got 1 and 3 requests in 4
     /// instead of 1 in 2 each. With turns of their own, the first attempts
     /// go round evenly (the failing one included, as often as before) and
     /// its retries go round the others evenly.
-    retry: AtomicUsize,
-    /// The endpoint a request's first attempt last went to, plus one (0:
-    /// none yet): where a set replacing this one goes on from.
+    retry: Rotation,
+}
+
+/// One round-robin rotation: its turn, a count over the candidates of
+/// each pick, and the member it last went to, where a set replacing this
+/// one goes on from.
+#[derive(Debug, Default)]
+struct Rotation {
+    /// The next turn, taken modulo the number of candidates.
+    turn: AtomicUsize,
+    /// The member the rotation last went to, plus one (0: none yet).
     last: AtomicUsize,
+    /// In a set that replaced another, until its first turn: that turn
+    /// goes on after `last`, its member position turned into a place among
+    /// the candidates then. A member position is no place in the turn,
+    /// which counts only candidates: with A ejected in [A,B,C,D], position
+    /// 3 (after C) is turn 0, B, not D.
+    resume: AtomicBool,
+}
+
+impl Rotation {
+    fn continued(&self, found: impl Fn(usize) -> Option<usize>) -> Rotation {
+        let there = self
+            .last
+            .load(Ordering::Relaxed)
+            .checked_sub(1)
+            .and_then(found);
+        Rotation {
+            turn: AtomicUsize::new(0),
+            last: AtomicUsize::new(there.map_or(0, |i| i + 1)),
+            resume: AtomicBool::new(there.is_some()),
+        }
+    }
+
+    /// This pick's place among the `len` candidates of `n` members
+    /// (`eligible`). A set's first turn after the set it replaced goes on
+    /// after `last`: past the candidates before that member and it.
+    fn take(&self, n: usize, eligible: impl Fn(usize) -> bool, len: usize) -> usize {
+        // Read before it is swapped: a write per pick would contend.
+        let resume =
+            self.resume.load(Ordering::Relaxed) && self.resume.swap(false, Ordering::Relaxed);
+        let skip = if resume {
+            let after = self.last.load(Ordering::Relaxed).min(n);
+            (0..after).filter(|&i| eligible(i)).count()
+        } else {
+            0
+        };
+        (self.turn.fetch_add(1 + skip, Ordering::Relaxed) + skip) % len
+    }
 }
 
 /// A random number, from the standard library's per-thread random keys
@@ -97,14 +142,14 @@ impl Picker {
     /// addresses took most of them, on every replica at once. Its counter
     /// carried over instead meant another place in a set of another size:
     /// sets of three and four endpoints taking turns, two requests each,
-    /// sent the four's always to its third and fourth.
+    /// sent the four's always to its third and fourth. The rotation goes
+    /// on at the candidate (in service) after that endpoint, counted
+    /// among the new set's candidates at its first pick; retries' rotation
+    /// goes on after the endpoint the last retry went to, the same way.
     pub fn continued(&self, found: impl Fn(usize) -> Option<usize>) -> Picker {
-        let last = self.last.load(Ordering::Relaxed).checked_sub(1);
-        let there = last.and_then(found);
         Picker {
-            next: AtomicUsize::new(there.map_or(0, |i| i + 1)),
-            retry: AtomicUsize::new(self.retry.load(Ordering::Relaxed)),
-            last: AtomicUsize::new(there.map_or(0, |i| i + 1)),
+            next: self.next.continued(&found),
+            retry: self.retry.continued(&found),
         }
     }
 
@@ -137,14 +182,7 @@ impl Picker {
             0 => None,
             1 => nth(0),
             len => match balance {
-                Balance::RoundRobin => {
-                    let turn = if tried.is_empty() {
-                        &self.next
-                    } else {
-                        &self.retry
-                    };
-                    nth(turn.fetch_add(1, Ordering::Relaxed) % len)
-                }
+                Balance::RoundRobin => nth(self.rotation(tried).take(n, eligible, len)),
                 Balance::LeastRequest => {
                     let a = random() % len;
                     let b = (a + 1 + random() % (len - 1)) % len;
@@ -153,10 +191,19 @@ impl Picker {
                 }
             },
         };
-        if let Some(i) = picked.filter(|_| tried.is_empty()) {
-            self.last.store(i + 1, Ordering::Relaxed);
+        if let Some(i) = picked {
+            self.rotation(tried).last.store(i + 1, Ordering::Relaxed);
         }
         picked
+    }
+
+    /// A first attempt's rotation, or a retry's.
+    fn rotation(&self, tried: &[usize]) -> &Rotation {
+        if tried.is_empty() {
+            &self.next
+        } else {
+            &self.retry
+        }
     }
 
     /// Whether [`Picker::pick`] would find a member besides `current` and
@@ -239,6 +286,60 @@ mod tests {
             p = p.continued(|i| (i < next).then_some(i));
         }
         assert_eq!(counts, [30, 30, 30, 30]);
+    }
+
+    /// The same two sets with A ejected (the ejection carries into the new
+    /// set): each set goes on at the endpoint in service after the one
+    /// picked last, found among those in service. Taken as a place among
+    /// all members, the new set's turn meant another endpoint: after C (3
+    /// in the four), the four's candidates B, C, D gave B again, and B got
+    /// 60 of 120. The three lacks D: after D it starts again at B.
+    #[test]
+    fn round_robin_goes_on_after_the_last_endpoint_with_one_ejected() {
+        let mut counts = [0usize; 4];
+        let mut p = Picker::default();
+        let mut before: Option<usize> = None;
+        for change in 0..60 {
+            let n = if change % 2 == 0 { 3 } else { 4 };
+            for _ in 0..2 {
+                let i = p
+                    .pick(Balance::RoundRobin, n, |i| i == 0, &[], |_| 0)
+                    .unwrap();
+                // The one in service after the last picked, if it is here.
+                let after = match before {
+                    Some(b) if b < n => (b + 1..n).chain(1..=b).find(|&j| j != 0),
+                    _ => Some(1),
+                };
+                assert_eq!(Some(i), after, "change {change}, after {before:?}");
+                before = Some(i);
+                counts[i] += 1;
+            }
+            let next = if n == 3 { 4 } else { 3 };
+            p = p.continued(|i| (i < next).then_some(i));
+        }
+        assert_eq!(counts, [0, 45, 45, 30]);
+        // Retries go on in the new set the same way, in their own
+        // rotation: after 3, the next retry (2 tried) goes to 1; after 1,
+        // one with 1 tried goes to 2 (a count carried over gave 3).
+        let p = Picker::default();
+        assert_eq!(
+            p.pick(Balance::RoundRobin, 4, |i| i == 0, &[2], |_| 0),
+            Some(1)
+        );
+        assert_eq!(
+            p.pick(Balance::RoundRobin, 4, |i| i == 0, &[2], |_| 0),
+            Some(3)
+        );
+        let four = p.continued(|i| (i < 4).then_some(i));
+        assert_eq!(
+            four.pick(Balance::RoundRobin, 4, |i| i == 0, &[2], |_| 0),
+            Some(1)
+        );
+        let four = four.continued(|i| (i < 4).then_some(i));
+        assert_eq!(
+            four.pick(Balance::RoundRobin, 4, |i| i == 0, &[1], |_| 0),
+            Some(2)
+        );
     }
 
     #[test]
