@@ -191,7 +191,10 @@ impl Picker {
                 }
             },
         };
-        if let Some(i) = picked {
+        // Only round robin goes on from it (least request has no
+        // rotation): a store per pick is a shared cache line written by
+        // every worker. A single candidate is still a turn of the rotation.
+        if let (Balance::RoundRobin, Some(i)) = (balance, picked) {
             self.rotation(tried).last.store(i + 1, Ordering::Relaxed);
         }
         picked
