@@ -153,6 +153,16 @@ pub(super) fn logged(last: &Endpoint, mut earlier: Vec<Arc<str>>) -> UpstreamAdd
     UpstreamAddr(addr, Some(earlier.into_boxed_slice()))
 }
 
+/// A `retry`'s dial that the request's deadline `until` cut short: it had
+/// only what the earlier attempts left of `request_timeout`, no verdict on
+/// its endpoint (`DialError::Timeout` past `until`: the dial's own bound is
+/// `connect_timeout` or `until`, whichever ends first).
+fn cut_short(retry: bool, failure: &Failure, until: tokio::time::Instant) -> bool {
+    retry
+        && matches!(failure, Failure::Dial(DialError::Timeout))
+        && tokio::time::Instant::now() >= until
+}
+
 /// The attempts of a request while in flight: dropped armed (the request's
 /// future dropped with them, its client gone), it tells `abandoned` the
 /// endpoint of the latest attempt.
@@ -258,15 +268,7 @@ impl Upstream {
                 Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
                 Err(failed) => failed,
             };
-            // A retry's dial that the request's deadline cut short had
-            // only what the earlier attempts left of `request_timeout`: no
-            // verdict on its endpoint (`DialError::Timeout` past `until`:
-            // the dial's own bound is `connect_timeout` or `until`,
-            // whichever ends first).
-            let cut = retried > 0
-                && matches!(failure, Failure::Dial(DialError::Timeout))
-                && tokio::time::Instant::now() >= until;
-            if cut {
+            if cut_short(retried > 0, &failure, until) {
                 set.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
             } else {
                 self.answered_failure(set, i, &failure);
@@ -455,6 +457,26 @@ impl Upstream {
             members.failure(i, reason);
         }
         members.answered(i, status.as_u16());
+    }
+
+    /// An upgrade's failed attempt on member `i` of `members` (the latest
+    /// in `last`), for passive health and per-endpoint counts, as
+    /// [`Upstream::answered_failure`] has it, but for a retry's dial the
+    /// request's deadline `until` cut short ([`cut_short`]): its `504` is
+    /// counted, and no failure, as in [`Upstream::send_balanced`].
+    pub(super) fn upgrade_failed(
+        &self,
+        members: &Members,
+        i: usize,
+        failure: &Failure,
+        last: &Latest,
+        until: tokio::time::Instant,
+    ) {
+        if cut_short(last.retried_yet(), failure, until) {
+            members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
+        } else {
+            self.answered_failure(members, i, failure);
+        }
     }
 
     /// `request_timeout` ended the attempt on member `i` of `members`:

@@ -289,7 +289,7 @@ impl Upstream {
                     match &r {
                         Ok(resp) => self.answered(&set, i, switch_checked(resp, accept)),
                         Err(_) if body_fault.cause().is_some() => {}
-                        Err(e) => self.answered_failure(&set, i, e),
+                        Err(e) => self.upgrade_failed(&set, i, e, &last, deadline),
                     }
                     // Answered without a switch (a 200, 403 or 426 with a
                     // body): bounded by read_timeout like any response body.

@@ -162,3 +162,37 @@ async fn a_retrys_dial_cut_short_by_request_timeout_is_no_failure_of_its_endpoin
     assert_eq!((r.status, r.body.as_str()), (504, "upstream timed out\n"));
     only_the_first_blamed(&mut p, "connect_timeout").await;
 }
+
+/// The same for a WebSocket upgrade (a connection of its own per
+/// attempt): its retry's dial to the second endpoint, cut short by the
+/// request's deadline, is no `connect_timeout` of the second endpoint. The
+/// upgrade counted it as one (the deadline was excused only for an
+/// upgrade waiting for a connection slot), ejecting the second endpoint.
+#[tokio::test]
+async fn an_upgrades_retry_dial_cut_short_by_request_timeout_is_no_failure_of_its_endpoint() {
+    let w = world();
+    let first = silent_endpoint("127.0.0.1").await;
+    let second = silent_endpoint("127.0.0.2").await;
+    let (first_at, second_at) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+    let (mut p, addr) = retried_after_a_dial(&w, first_at, second_at).await;
+    let mut tls = connect(addr, "a.example.com", h1_config(&w)).await.unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: a.example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut tls, &mut byte))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(n, 1, "closed before a head: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
+    only_the_first_blamed(&mut p, "connect_timeout").await;
+}
