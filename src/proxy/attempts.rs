@@ -92,6 +92,8 @@ struct Moved {
     /// access log's `upstream_attempts`. Empty, never allocated, until a
     /// retry; at most [`MAX_ATTEMPTS_LOGGED`] less one (the latest).
     earlier: Vec<Arc<str>>,
+    /// When the latest attempt, a retry, began (None: no retry yet).
+    began: Option<tokio::time::Instant>,
 }
 
 impl Latest {
@@ -109,6 +111,7 @@ impl Latest {
         if m.earlier.len() < MAX_ATTEMPTS_LOGGED - 1 {
             m.earlier.push(from.dialled_url.clone());
         }
+        m.began = Some(tokio::time::Instant::now());
         if let Some(now) = moved {
             m.set = Some(now.clone());
             self.picked(i);
@@ -120,6 +123,11 @@ impl Latest {
     pub fn retried_yet(&self) -> bool {
         let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
         !moved.earlier.is_empty()
+    }
+
+    /// When the latest attempt began, if it is a retry.
+    fn retry_began(&self) -> Option<tokio::time::Instant> {
+        self.moved.lock().unwrap_or_else(|p| p.into_inner()).began
     }
 
     /// The set and position of the latest attempt yet.
@@ -479,18 +487,37 @@ impl Upstream {
         }
     }
 
+    /// Whether the latest attempt in `last` is a retry that began with
+    /// less than `request_timeout` less `connect_timeout` left before the
+    /// request's deadline `until`: less than a first attempt has for its
+    /// response after a dial that took all of `connect_timeout`. Such a
+    /// retry had only what the earlier attempts left: `request_timeout`
+    /// ending it is no verdict on its endpoint. One that began with more
+    /// (sent at once after a refused connect) had a first attempt's time,
+    /// and is judged as one: excused for being a retry, a hung endpoint
+    /// behind a dead one was never ejected.
+    pub(super) fn short_retry(&self, last: &Latest, until: tokio::time::Instant) -> bool {
+        let enough = self
+            .config
+            .request_timeout
+            .saturating_sub(self.config.connect_timeout);
+        last.retry_began()
+            .is_some_and(|began| until.saturating_duration_since(began) < enough)
+    }
+
     /// `request_timeout` ended the attempt on member `i` of `members`:
     /// `504`. A timeout is the endpoint's failure for passive health, as a
     /// reset or a 504 from it is (nginx's max_fails counts timeouts too); a
-    /// hung endpoint is ejected like a dead one. Only when it had the whole
-    /// `request_timeout`: a `retry` had what the earlier attempts left.
+    /// hung endpoint is ejected like a dead one. Only when it had the time
+    /// to answer: a `short` retry had what the earlier attempts left
+    /// ([`Upstream::short_retry`]).
     pub(super) fn timed_out(
         &self,
         members: &Members,
         i: usize,
-        retry: bool,
+        short: bool,
     ) -> Response<ResponseBody> {
-        let error = if retry {
+        let error = if short {
             "no response within what earlier attempts left of request_timeout"
         } else {
             members.failure(i, "timeout");

@@ -314,8 +314,8 @@ impl Upstream {
             let r = tokio::time::timeout_at(deadline, sent.as_mut()).await;
             in_flight.armed = false;
             // A slow client body is not the connection's silence, nor is
-            // a retry's end, which had only what earlier attempts left.
-            if r.is_err() && !body_fault.waiting() && !last.retried_yet() {
+            // the end of a retry left less than a first attempt's time.
+            if r.is_err() && !body_fault.waiting() && !self.short_retry(&last, deadline) {
                 timed_out.store(true, Ordering::Release);
             }
             r
@@ -344,7 +344,7 @@ impl Upstream {
                 let stalled = client_fault(ctx, &self.name, &Fault::Stalled, h2_client);
                 return sent_to(stalled, endpoint, earlier);
             }
-            Err(_) => self.timed_out(&members, i, !earlier.is_empty()),
+            Err(_) => self.timed_out(&members, i, !timed_out.load(Ordering::Acquire)),
         };
         // The access log names the endpoint of the latest attempt (and
         // of each earlier one, of a request retried).

@@ -196,3 +196,35 @@ async fn an_upgrades_retry_dial_cut_short_by_request_timeout_is_no_failure_of_it
     assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
     only_the_first_blamed(&mut p, "connect_timeout").await;
 }
+
+/// The first endpoint refuses the connect (nothing listens: refused at
+/// once) and the request goes to the second, which holds it until
+/// `request_timeout` ends it. That retry began with nearly all of
+/// `request_timeout` left, at least what a first attempt has after a full
+/// `connect_timeout`: the timeout is its endpoint's failure, as a first
+/// attempt's is. It was excused for being a retry, whatever time it had,
+/// so a hung endpoint behind a dead one was never found.
+#[tokio::test]
+async fn a_retry_that_had_a_first_attempts_time_is_blamed_for_its_timeout() {
+    let w = world();
+    let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first = refusing.local_addr().unwrap();
+    drop(refusing);
+    let (second, held) = holding_backend(&w, "127.0.0.2:0").await;
+    let (mut p, addr) = retried_after_a_dial(&w, first, second).await;
+    let r = h1_get(&w, addr, "/").await;
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream timed out\n"));
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "the retry reached the second"
+    );
+    p.wait_log("the second's timeout counted", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("upstream endpoint failing"))
+            && v["endpoint"] == second.to_string()
+            && v["cause"] == "timeout"
+    })
+    .await;
+}
