@@ -227,7 +227,8 @@ impl Identity {
     /// [`Identity::anchors`] issued (by name and signature) is taken, as
     /// the handshake's path went through it; otherwise the first sent.
     /// Each step checks at most [`SIGNATURE_CHECKS_PER_STEP`] signatures
-    /// to find the issuer, and as many to choose among its copies (told by
+    /// to find the issuer (one whose key already failed is skipped
+    /// unchecked), and as many to choose among its copies (told by
     /// their key): a chain padded with CAs of its issuer's name costs no
     /// more than a real one, and a client that leads with more than that
     /// many impostors is told of with less of its chain.
@@ -306,11 +307,24 @@ impl Identity {
             // [`SIGNATURE_CHECKS_PER_STEP`] tried: each is a signature
             // verification on a runtime worker (an RSA-8192 key's is slow),
             // and a client may pad its chain with dozens of CAs of its
-            // issuer's name, each with a key of its own.
+            // issuer's name, each with a key of its own. A candidate whose
+            // key already failed is skipped unchecked, at no cost: it cannot
+            // verify either, and copies of an old issuer (cross-signed, or
+            // padding) sent ahead of a new one of its name would otherwise
+            // spend the budget before the new one is tried.
             let mut budget = SIGNATURE_CHECKS_PER_STEP;
-            let Some(first) = candidates()
-                .find(|&(_, c)| spend(&mut budget) && verified(current_der, c.public_key().raw))
-            else {
+            let mut failed: Vec<&[u8]> = Vec::new();
+            let Some(first) = candidates().find(|&(_, c)| {
+                let key = c.public_key().raw;
+                if failed.contains(&key) || !spend(&mut budget) {
+                    return false;
+                }
+                let ok = verified(current_der, key);
+                if !ok {
+                    failed.push(key);
+                }
+                ok
+            }) else {
                 break;
             };
             // Copies of it (a cross-signed intermediate: one subject and
@@ -456,6 +470,75 @@ mod tests {
         let (path, checks) = checked(&copied);
         assert_eq!(path, [leaf.to_vec()]);
         assert!(checks <= 6, "{checks} signatures checked");
+    }
+
+    /// An issuer whose key was rolled over: the client sends the old one,
+    /// a cross-signed copy of it (same key) and then the new one of the same
+    /// name, which issued the leaf. The old key fails once; its copies are
+    /// skipped without a check (they cannot verify either), so the new issuer
+    /// is still tried and forwarded, also behind 50 copies of the old one.
+    #[test]
+    fn copies_of_a_failed_key_do_not_spend_the_budget() {
+        let root_key = KeyPair::generate().unwrap();
+        let root = ca_params("rollover root").self_signed(&root_key).unwrap();
+        let root_issuer = rcgen::Issuer::new(ca_params("rollover root"), root_key);
+        let other_root = rcgen::Issuer::new(
+            ca_params("rollover other root"),
+            KeyPair::generate().unwrap(),
+        );
+        let old_key = KeyPair::generate().unwrap();
+        let old = |n: u64, by: &rcgen::Issuer<'_, KeyPair>| {
+            let mut p = ca_params("rollover issuing CA");
+            p.serial_number = Some(n.into());
+            p.signed_by(&old_key, by).unwrap().der().clone()
+        };
+        let new_key = KeyPair::generate().unwrap();
+        let new = ca_params("rollover issuing CA")
+            .signed_by(&new_key, &root_issuer)
+            .unwrap()
+            .der()
+            .clone();
+        let new_issuer = rcgen::Issuer::new(ca_params("rollover issuing CA"), new_key);
+        let leaf = CertificateParams::new(vec!["client.test".to_owned()])
+            .unwrap()
+            .signed_by(&KeyPair::generate().unwrap(), &new_issuer)
+            .unwrap()
+            .der()
+            .clone();
+        let checked = |chain: Vec<CertificateDer<'static>>| {
+            let mut id = Identity::from_chain(&chain).unwrap();
+            id.anchors = vec![Anchor::from(root.der().clone())].into();
+            SIGNATURE_CHECKS.with(|n| n.set(0));
+            let path: Vec<Vec<u8>> = id.issuing_chain().iter().map(|c| c.to_vec()).collect();
+            (path, SIGNATURE_CHECKS.with(|n| n.get()))
+        };
+
+        let cross_signed = vec![
+            leaf.clone(),
+            old(1, &root_issuer),
+            old(2, &other_root),
+            new.clone(),
+        ];
+        let (path, checks) = checked(cross_signed);
+        assert!(
+            path == [leaf.to_vec(), new.to_vec()],
+            "{} certificates forwarded",
+            path.len()
+        );
+        assert!(checks <= 4, "{checks} signatures checked");
+
+        let padded = [leaf.clone()]
+            .into_iter()
+            .chain((0..50).map(|n| old(n, &root_issuer)))
+            .chain([new.clone()])
+            .collect();
+        let (path, checks) = checked(padded);
+        assert!(
+            path == [leaf.to_vec(), new.to_vec()],
+            "{} certificates forwarded",
+            path.len()
+        );
+        assert!(checks <= 4, "{checks} signatures checked");
     }
 
     /// Every field of the record comes from the certificate.
