@@ -52,7 +52,7 @@ use crate::proxy::failure::{
 };
 use crate::proxy::framing;
 use crate::proxy::headers::{Message, rewrite_request_headers, strip_hop_by_hop};
-use crate::proxy::kept::Kept;
+use crate::proxy::kept::{Fields, Kept};
 use crate::proxy::resends::Resends;
 use crate::proxy::websocket::Accept;
 use crate::upstream::conn::{DialError, Dialer, MAX_RESPONSE_FIELDS, Unanswered};
@@ -420,8 +420,9 @@ impl Upstream {
                 Lease::H1(mut c) => {
                     // Origin form: the path alone (RFC 9112 §3.2.1).
                     *req.uri_mut() = Uri::from(path.clone());
-                    stand_in_host(&mut req, endpoint);
-                    crate::proxy::hop::name_te(req.headers_mut());
+                    let fields = Fields::of(req.headers());
+                    let same = !stand_in_host(&mut req, endpoint, fields.host) && !fields.te;
+                    fields.name_te(req.headers_mut());
                     // The request is copied only where a replay may be
                     // needed: an idempotent one whose body can be sent twice
                     // (none, or read whole), on a reused connection while
@@ -429,7 +430,8 @@ impl Upstream {
                     // endpoint may take it.
                     let reused = c.reused();
                     let again = !fresh && reused && resends.on_new(false);
-                    let copy = ((may_retry || again) && replayable(&req)).then(|| Kept::of(&req));
+                    let copy = ((may_retry || again) && replayable(&req))
+                        .then(|| Kept::of(&req, same.then_some(fields.bytes)));
                     // hyper's HTTP/1.1 client frames a GET or HEAD body of
                     // unknown length as none: the upstream got a bare GET
                     // and the connection, the body unsent, was closed. Told
@@ -464,7 +466,8 @@ impl Upstream {
                 } => {
                     // A stand-in from an earlier attempt on another
                     // endpoint must not name that one in `:authority`.
-                    stand_in_host(&mut req, endpoint);
+                    let host = req.headers().contains_key(header::HOST);
+                    stand_in_host(&mut req, endpoint, host);
                     *req.uri_mut() = absolute(endpoint, &path, req.headers());
                     // Framing an HTTP/1.1 attempt that never sent it added.
                     if req.body().unknown_length() {
@@ -678,18 +681,17 @@ pub struct StandInHost;
 /// request, or an HTTP/2 one with neither `:authority` nor `host`, has
 /// none to route on: the endpoint's address stands in, as nginx sends
 /// `$proxy_host`, in `Host` and so (through [`absolute`]) in an HTTP/2
-/// upstream's `:authority`.
-fn stand_in_host(req: &mut Request<ClientBody>, endpoint: &Endpoint) {
-    if req.headers().contains_key(http::header::HOST)
-        && req.extensions().get::<StandInHost>().is_none()
-    {
-        return;
+/// upstream's `:authority`. `host`: it has a `Host`; true when one is written.
+fn stand_in_host(req: &mut Request<ClientBody>, endpoint: &Endpoint, host: bool) -> bool {
+    if host && req.extensions().get::<StandInHost>().is_none() {
+        return false;
     }
     let Ok(host) = http::HeaderValue::from_str(endpoint.authority.as_str()) else {
-        return;
+        return false;
     };
     req.headers_mut().insert(http::header::HOST, host);
     req.extensions_mut().insert(StandInHost);
+    true
 }
 
 /// `scheme://authority/path` for an HTTP/2 upstream (its pseudo-headers).

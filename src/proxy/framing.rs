@@ -31,14 +31,17 @@ use crate::upstream::conn::MAX_RESPONSE_HEAD;
 /// `None` when it may.
 pub fn refused<B>(resp: &Response<B>) -> Option<&'static str> {
     let headers = resp.headers();
-    if resp.version() < Version::HTTP_2 && head_bytes(resp) > MAX_RESPONSE_HEAD {
+    // One pass over the fields: a hash and a probe each for the two
+    // framing names cost more than reading every name once.
+    let fields = Fields::of(headers);
+    if resp.version() < Version::HTTP_2 && head_bytes(resp, fields.bytes) > MAX_RESPONSE_HEAD {
         return Some("upstream response head is over 64 KiB");
     }
-    if lengths(headers) > 1 {
+    if fields.lengths > 1 {
         return Some("upstream sent more than one Content-Length");
     }
-    if resp.version() < Version::HTTP_2 && headers.contains_key(header::TRANSFER_ENCODING) {
-        if headers.contains_key(header::CONTENT_LENGTH) {
+    if resp.version() < Version::HTTP_2 && fields.transfer_coding {
+        if fields.lengths > 0 || headers.contains_key(header::CONTENT_LENGTH) {
             return Some("upstream sent both Content-Length and Transfer-Encoding");
         }
         if !chunked_once(headers) {
@@ -48,31 +51,52 @@ pub fn refused<B>(resp: &Response<B>) -> Option<&'static str> {
     None
 }
 
+/// What [`refused`] reads of a response's fields, in one pass.
+struct Fields {
+    /// Each field's `name: value` line, as read.
+    bytes: usize,
+    /// `Content-Length` values: fields, and items of a list in one.
+    lengths: usize,
+    /// A `Transfer-Encoding` field is there.
+    transfer_coding: bool,
+}
+
+impl Fields {
+    fn of(headers: &HeaderMap) -> Fields {
+        let mut fields = Fields {
+            bytes: 0,
+            lengths: 0,
+            transfer_coding: false,
+        };
+        for (name, value) in headers {
+            fields.bytes += name.as_str().len() + value.len() + 4;
+            if name == header::CONTENT_LENGTH {
+                fields.lengths += length_items(value);
+            } else if name == header::TRANSFER_ENCODING {
+                fields.transfer_coding = true;
+            }
+        }
+        fields
+    }
+}
+
 /// The bytes of an HTTP/1.1 response head as read: the status line
-/// (`HTTP/1.1 200 OK`), each field's `name: value` line, the empty line.
-fn head_bytes<B>(resp: &Response<B>) -> usize {
+/// (`HTTP/1.1 200 OK`), the fields' lines (`fields` bytes, [`Fields`]),
+/// the empty line.
+fn head_bytes<B>(resp: &Response<B>, fields: usize) -> usize {
     let reason = match resp.extensions().get::<hyper::ext::ReasonPhrase>() {
         Some(reason) => reason.as_bytes().len(),
         None => resp.status().canonical_reason().map_or(0, str::len),
     };
-    let fields: usize = resp
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
     "HTTP/1.1 200 \r\n".len() + reason + fields + 2
 }
 
-/// How many `Content-Length` values: fields, and items of a list in one.
-fn lengths(headers: &HeaderMap) -> usize {
-    headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .map(|v| match v.to_str() {
-            Ok(v) => v.split(',').filter(|n| !n.trim().is_empty()).count(),
-            Err(_) => 1,
-        })
-        .sum()
+/// How many `Content-Length` values one field holds: the items of a list.
+fn length_items(value: &http::HeaderValue) -> usize {
+    match value.to_str() {
+        Ok(v) => v.split(',').filter(|n| !n.trim().is_empty()).count(),
+        Err(_) => 1,
+    }
 }
 
 /// A `1xx` or `204` has no body, and a sender must not give it a
@@ -173,7 +197,8 @@ mod tests {
         ] {
             let fat = "f".repeat(len);
             let resp = response(version, &[("x-fat", &fat)]);
-            assert_eq!(head_bytes(&resp), MAX_RESPONSE_HEAD - fits + len);
+            let fields = Fields::of(resp.headers()).bytes;
+            assert_eq!(head_bytes(&resp, fields), MAX_RESPONSE_HEAD - fits + len);
             assert_eq!(refused(&resp).is_none(), ok, "{len} {version:?}");
         }
     }

@@ -1,5 +1,6 @@
 //! What an HTTP/1.1 attempt keeps to send its request again: the head as written, or a copy.
 
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
 
@@ -22,15 +23,57 @@ pub(super) enum Kept {
 /// failed on was written whole.
 const WRITTEN_HEAD_KEPT: usize = 2048;
 
+/// What an HTTP/1.1 send reads of its request's fields, in one pass (a
+/// hash and a probe for each of `Host` and `TE` cost more than reading
+/// every name once): whether those are there, and the bytes of the
+/// fields' lines ([`Kept::of`]).
+pub(super) struct Fields {
+    pub(super) host: bool,
+    pub(super) te: bool,
+    pub(super) bytes: usize,
+}
+
+impl Fields {
+    pub(super) fn of(headers: &HeaderMap) -> Fields {
+        let mut fields = Fields {
+            host: false,
+            te: false,
+            bytes: 0,
+        };
+        for (name, value) in headers {
+            fields.bytes += line(name, value);
+            fields.host |= name == header::HOST;
+            fields.te |= name == header::TE;
+        }
+        fields
+    }
+
+    /// [`crate::proxy::hop::name_te`], for a request with a `TE` only.
+    pub(super) fn name_te(&self, headers: &mut HeaderMap) {
+        if self.te {
+            crate::proxy::hop::name_te(headers);
+        }
+    }
+}
+
+/// A field's `name: value` line, as hyper writes it.
+fn line(name: &HeaderName, value: &HeaderValue) -> usize {
+    name.as_str().len() + value.len() + 4
+}
+
 impl Kept {
-    pub(super) fn of(req: &Request<ClientBody>) -> Kept {
+    /// `fields`: the bytes of `req`'s fields' lines ([`Fields`]), when
+    /// known: read before a stand-in `Host` or a `te` in `Connection` was
+    /// added, they are not (`None`: counted here).
+    pub(super) fn of(req: &Request<ClientBody>, fields: Option<usize>) -> Kept {
         if hyper::body::Body::is_end_stream(req.body()) {
             let uri = req.uri();
-            let mut size =
-                req.method().as_str().len() + uri.path().len() + uri.query().map_or(0, str::len);
-            for (name, value) in req.headers() {
-                size += name.as_str().len() + value.len() + 4;
-            }
+            let fields =
+                fields.unwrap_or_else(|| req.headers().iter().map(|(n, v)| line(n, v)).sum());
+            let size = req.method().as_str().len()
+                + uri.path().len()
+                + uri.query().map_or(0, str::len)
+                + fields;
             if size <= WRITTEN_HEAD_KEPT {
                 return Kept::Written {
                     version: req.version(),
