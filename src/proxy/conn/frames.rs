@@ -48,7 +48,8 @@ const ID: u64 = 0xffff_ffff;
 
 /// The frame header's byte `b`, its `got`th (0..9), into the length, type
 /// or flags it belongs to; `false` for the stream id's bytes (5..9), which
-/// each walk keeps in its own way. Both walks take it a byte at a time.
+/// each walk keeps in its own way. Both walks take it a byte at a time
+/// where a header is split between reads ([`whole_header`] otherwise).
 #[inline]
 fn header_byte(got: u64, b: u64, len: &mut u64, kind: &mut u64, flags: &mut u64) -> bool {
     match got {
@@ -59,6 +60,18 @@ fn header_byte(got: u64, b: u64, len: &mut u64, kind: &mut u64, flags: &mut u64)
         _ => return false,
     }
     true
+}
+
+/// A frame header whole at the start of `bytes` (where one begins): its
+/// length, type, flags and stream id (with the reserved bit), as
+/// [`header_byte`] takes them nine steps apart. Nearly every header comes
+/// whole in one read or write.
+#[inline]
+fn whole_header(bytes: &[u8]) -> Option<(u64, u64, u64, u32)> {
+    let h: &[u8; 9] = bytes.get(..9)?.try_into().ok()?;
+    let len = u64::from(h[0]) << 16 | u64::from(h[1]) << 8 | u64::from(h[2]);
+    let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]);
+    Some((len, u64::from(h[3]), u64::from(h[4]), id))
 }
 
 /// `state` and `ids` after `bytes` are read; `reset` is told the stream
@@ -82,6 +95,25 @@ pub fn walk(state: u64, mut ids: u64, bytes: &[u8], mut reset: impl FnMut(u32)) 
         _ => ids,
     };
     while i < bytes.len() {
+        if got == 0
+            && let Some((l, k, f, id)) = whole_header(&bytes[i..])
+        {
+            (len, kind, flags) = (l, k, f);
+            ids = ids & !ID | u64::from(id);
+            i += 9;
+            got = 9;
+            if matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION) {
+                open = flags & END_HEADERS == 0;
+            }
+            if len == 0 {
+                got = 0;
+                ids = ended(ids, kind, flags);
+                if let Some(id) = reset_id(ids, kind) {
+                    reset(id);
+                }
+            }
+            continue;
+        }
         if got == 9 {
             let n = len.min((bytes.len() - i) as u64);
             len -= n;
@@ -184,7 +216,17 @@ pub fn walk_out(state: u64, mut id: u32, bytes: &[u8], mut seen: impl FnMut(Stre
     let mut flags = (state >> 32) & 0xff;
     let mut i = 0;
     while i < bytes.len() {
-        if got < 9 {
+        if got == 0
+            && let Some((l, k, f, stream)) = whole_header(&bytes[i..])
+        {
+            (len, kind, flags) = (l, k, f);
+            id = stream & 0x7fff_ffff;
+            i += 9;
+            got = 9;
+            if len > 0 {
+                continue;
+            }
+        } else if got < 9 {
             let b = u64::from(bytes[i]);
             i += 1;
             if !header_byte(got, b, &mut len, &mut kind, &mut flags) {
@@ -612,5 +654,52 @@ mod tests {
         open.apply(Stream::Over(last));
         assert!(!open.more.contains(&last) && !open.few[..open.n].contains(&last));
         assert_eq!(open.n + open.more.len(), most - 1);
+    }
+
+    proptest::proptest! {
+        /// Frames of any type, flags, stream (the reserved bit too) and
+        /// length, cut into reads or writes anywhere: both walks end where
+        /// walking a byte at a time does (each header then split), and see
+        /// the same streams reset, opened and ended.
+        #[test]
+        fn a_header_taken_whole_is_a_header_taken_a_byte_at_a_time(
+            frames in proptest::collection::vec(
+                (0u8..10, proptest::num::u8::ANY, proptest::num::u32::ANY, 0usize..20),
+                1..12,
+            ),
+            cuts in proptest::collection::vec(1usize..30, 1..20),
+        ) {
+            let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            for &(kind, flags, stream, len) in &frames {
+                wire.extend(frame_on(kind, flags, stream, &vec![b'x'; len]));
+            }
+            let mut pieces = Vec::new();
+            let mut rest = &wire[..];
+            for &cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, after) = rest.split_at(cut.min(rest.len()));
+                pieces.push(piece);
+                rest = after;
+            }
+            let read = |parts: &mut dyn Iterator<Item = &[u8]>| {
+                let mut resets = Vec::new();
+                let end = parts.fold((START, 0), |(s, ids), p| walk(s, ids, p, |id| resets.push(id)));
+                (end, resets)
+            };
+            let bytes = || wire.chunks(1);
+            proptest::prop_assert_eq!(read(&mut pieces.iter().copied()), read(&mut bytes()));
+            let written = |parts: &mut dyn Iterator<Item = &[u8]>| {
+                let mut seen = Vec::new();
+                let end = parts.fold((0, 0), |(s, id), p| walk_out(s, id, p, |step| seen.push(step)));
+                (end, seen)
+            };
+            // Our writes carry no preface.
+            let out = &wire[24..];
+            for cut in cuts {
+                proptest::prop_assert_eq!(written(&mut out.chunks(cut)), written(&mut out.chunks(1)));
+            }
+        }
     }
 }
