@@ -91,38 +91,56 @@ fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
 }
 
 /// Whether the leaf `chain[0]` fails to verify against every issuer the
-/// chain holds for it: a certificate after it whose subject is the leaf's
-/// issuer, or the leaf itself when it says it is self-signed (its issuer
-/// its subject, its authority key identifier its own). `false` when there
-/// is none, or any cannot be told (an algorithm rustls does not verify).
+/// chain holds for it, told by key identifier, not by name alone (an
+/// intermediate re-keyed under the same name, another cert of the leaf's
+/// name): a certificate after it whose subject is the leaf's issuer and
+/// whose subject key identifier is the leaf's authority key identifier,
+/// or the leaf itself when it says it is self-signed (its issuer its
+/// subject, its authority key identifier its own). `false` when the leaf
+/// has no authority key identifier, there is no such issuer, or any
+/// cannot be told (an algorithm rustls does not verify).
 pub(super) fn leaf_signature_fails(chain: &[rustls_pki_types::CertificateDer<'_>]) -> bool {
-    use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
+    use x509_parser::prelude::{FromDer, X509Certificate};
     let Some((leaf_der, rest)) = chain.split_first() else {
         return false;
     };
     let Ok((_, leaf)) = X509Certificate::from_der(leaf_der) else {
         return false;
     };
+    let (Some(aki), ski) = key_ids(&leaf) else {
+        return false;
+    };
     let issuer = leaf.issuer().as_raw();
     let mut spkis: Vec<&[u8]> = rest
         .iter()
         .filter_map(|der| X509Certificate::from_der(der).ok())
-        .filter(|(_, c)| c.subject().as_raw() == issuer)
+        .filter(|(_, c)| c.subject().as_raw() == issuer && key_ids(c).1 == Some(aki))
         .map(|(_, c)| c.tbs_certificate.subject_pki.raw)
         .collect();
-    let (mut aki, mut ski) = (None, None);
-    for e in leaf.extensions() {
-        match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(a) => aki = a.key_identifier.as_ref(),
-            ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k),
-            _ => {}
-        }
-    }
-    if leaf.subject().as_raw() == issuer && aki.is_some() && aki == ski {
+    if leaf.subject().as_raw() == issuer && ski == Some(aki) {
         spkis.push(leaf.public_key().raw);
     }
     let verdicts: Vec<Option<bool>> = spkis.iter().map(|k| verifies(leaf_der, k)).collect();
     !verdicts.is_empty() && verdicts.iter().all(|v| *v == Some(false))
+}
+
+/// A certificate's authority key identifier (its keyIdentifier) and
+/// subject key identifier.
+fn key_ids<'a>(
+    cert: &'a x509_parser::prelude::X509Certificate<'_>,
+) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+    use x509_parser::prelude::ParsedExtension;
+    let (mut aki, mut ski) = (None, None);
+    for e in cert.extensions() {
+        match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                aki = a.key_identifier.as_ref().map(|k| k.0)
+            }
+            ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0),
+            _ => {}
+        }
+    }
+    (aki, ski)
 }
 
 /// Whether the certificate `der` requires OCSP stapling (Must-Staple): a

@@ -426,6 +426,42 @@ async fn a_leaf_spliced_by_an_in_place_writer_is_not_served() {
     );
 }
 
+/// A chain whose intermediate bears the leaf's issuer name but another
+/// key (an intermediate re-keyed under the same name, the chain file
+/// taken from the other side): the leaf's authority key identifier names
+/// a key the file does not hold, so its signature is not checked, and it
+/// is served (clients that have the right intermediate verify it). It
+/// used to be refused as a leaf spliced by a writer half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_with_a_same_named_intermediate_of_another_key_is_served() {
+    let Chained {
+        s,
+        ca,
+        first,
+        p: _p,
+        addr,
+        api,
+    } = chained("300ms").await;
+    let next = ca.renewed_same_length(&first, &["localhost"]);
+    let rekeyed = TestCa::new("ca");
+    let served = || async {
+        let tls = connect(addr, "localhost", checks_name_later())
+            .await
+            .unwrap();
+        fingerprint(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+    };
+    write(
+        &s.path("edge.crt"),
+        &(next.cert_pem.clone() + &rekeyed.cert_pem),
+    );
+    wait_until(WAIT, "the chain served or refused", || async {
+        last_reload(api).await["result"] == "failure" || served().await == next.fingerprint
+    })
+    .await;
+    let last = last_reload(api).await;
+    assert_eq!(served().await, next.fingerprint, "not served: {last}");
+}
+
 /// `der` as a PEM certificate, 64 characters a line.
 fn certificate_pem(der: &[u8]) -> String {
     use base64::Engine;

@@ -172,6 +172,9 @@ impl TestCa {
         p.extended_key_usages = vec![usage];
         p.key_usages = key_usages.to_vec();
         p.custom_extensions = extensions;
+        // An authority key identifier naming this CA's key, as every CA
+        // writes one (`openssl ca`, Let's Encrypt).
+        p.use_authority_key_identifier_extension = true;
         let serial = self.take_serial();
         p.serial_number = Some(SerialNumber::from(serial));
         if expired {

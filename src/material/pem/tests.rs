@@ -524,3 +524,26 @@ fn certificate_pem(der: &[u8]) -> String {
         lines.join("\n")
     )
 }
+
+/// A self-signed leaf without an authority key identifier (Go's
+/// crypto/x509, rcgen's default) followed by another certificate of its
+/// name and another key: nothing tells the other is its issuer, so its
+/// signature is not checked, and it loads. It used to be checked against
+/// the other's key and refused.
+#[test]
+fn a_self_signed_leaf_without_key_ids_before_a_same_named_cert_loads() {
+    use rcgen::{CertificateParams, KeyPair};
+    let d = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["a.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let other = CertificateParams::new(vec!["a.test".to_string()])
+        .unwrap()
+        .self_signed(&KeyPair::generate().unwrap())
+        .unwrap();
+    let chain = leaf.pem() + &other.pem();
+    let loaded = load_pair(&d, &chain, &key.serialize_pem());
+    assert!(loaded.is_ok(), "{}", loaded.err().unwrap());
+}
