@@ -35,6 +35,25 @@ fn element(input: &[u8]) -> Option<Element<'_>> {
     Some((tag, contents, whole, rest))
 }
 
+/// The DER of the rsaEncryption OID (1.2.840.113549.1.1.1), as a key's
+/// AlgorithmIdentifier starts.
+const RSA_ENCRYPTION: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+];
+
+/// The size in bits of an RSA public key's modulus (`key`: an
+/// RSAPublicKey, SEQUENCE { modulus, publicExponent }).
+fn rsa_modulus_bits(key: &[u8]) -> Option<usize> {
+    let (SEQUENCE, body, _, _) = element(key)? else {
+        return None;
+    };
+    let (INTEGER, modulus, _, _) = element(body)? else {
+        return None;
+    };
+    let at = modulus.iter().position(|&b| b != 0)?;
+    Some((modulus.len() - at) * 8 - modulus[at].leading_zeros() as usize)
+}
+
 /// The contents of a BIT STRING without unused bits (a key, a signature).
 fn whole_bytes(bits: &[u8]) -> Option<&[u8]> {
     match bits.split_first()? {
@@ -52,8 +71,9 @@ pub(crate) fn signed_by(signed: &[u8], spki: &[u8]) -> bool {
     verifies(signed, spki).unwrap_or(false)
 }
 
-/// [`signed_by`], `None` when it cannot tell: DER it does not read, or
-/// algorithms rustls does not verify with (a SHA-1 signature).
+/// [`signed_by`], `None` when it cannot tell: DER it does not read,
+/// algorithms rustls does not verify with (a SHA-1 signature), or an RSA
+/// key of a size it does not take (1024 or 16384 bits).
 fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
     let (SEQUENCE, body, _, []) = element(signed)? else {
         return None;
@@ -77,6 +97,12 @@ fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
         return None;
     };
     let (signature, key) = (whole_bytes(signature)?, whole_bytes(key)?);
+    // rustls verifies with RSA keys of 2048 to 8192 bits alone (webpki's
+    // RSA_*_2048_8192_* and RSA_PKCS1_3072_8192_SHA384, matched on the
+    // same identifiers): another size is refused whatever the signature.
+    if key_alg.starts_with(RSA_ENCRYPTION) && !(2048..=8192).contains(&rsa_modulus_bits(key)?) {
+        return None;
+    }
     let provider = crate::tls::provider::get();
     provider
         .signature_verification_algorithms
@@ -98,7 +124,8 @@ fn verifies(signed: &[u8], spki: &[u8]) -> Option<bool> {
 /// or the leaf itself when it says it is self-signed (its issuer its
 /// subject, its authority key identifier its own). `false` when the leaf
 /// has no authority key identifier, there is no such issuer, or any
-/// cannot be told (an algorithm rustls does not verify).
+/// cannot be told (an algorithm rustls does not verify, an RSA key of a
+/// size it does not take).
 pub(super) fn leaf_signature_fails(chain: &[rustls_pki_types::CertificateDer<'_>]) -> bool {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let Some((leaf_der, rest)) = chain.split_first() else {
@@ -188,6 +215,16 @@ mod tests {
         assert_eq!(element(&[0x04, 0x02, 0x00]), None);
         assert_eq!(element(&[0x04, 0x80]), None);
         assert_eq!(element(&[0x1f, 0x01, 0x00]), None);
+    }
+
+    #[test]
+    fn an_rsa_modulus_is_counted_in_bits_past_its_sign_byte() {
+        // SEQUENCE { INTEGER 0x00 0x80 0x01, INTEGER 3 }: 16 bits.
+        let key = [0x30, 0x08, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x01, 0x03];
+        assert_eq!(rsa_modulus_bits(&key), Some(16));
+        let key = [0x30, 0x07, 0x02, 0x02, 0x05, 0x01, 0x02, 0x01, 0x03];
+        assert_eq!(rsa_modulus_bits(&key), Some(11));
+        assert_eq!(rsa_modulus_bits(&[0x30, 0x03, 0x02, 0x01, 0x00]), None);
     }
 
     #[test]

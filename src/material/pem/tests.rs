@@ -547,3 +547,82 @@ fn a_self_signed_leaf_without_key_ids_before_a_same_named_cert_loads() {
     let loaded = load_pair(&d, &chain, &key.serialize_pem());
     assert!(loaded.is_ok(), "{}", loaded.err().unwrap());
 }
+
+/// A leaf signed by a 1024-bit RSA intermediate in the file (`openssl`
+/// writes one; rustls verifies RSA keys of 2048 to 8192 bits only):
+/// whether its signature verifies cannot be told, so it is not checked,
+/// and it loads. It used to be refused as a leaf spliced by a writer.
+#[test]
+fn a_leaf_signed_by_an_rsa_key_of_a_size_rustls_does_not_verify_loads() {
+    let d = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(d.path())
+            .args(args)
+            .output()
+            .expect("openssl on PATH (tests/identity uses it too)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:1024",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=weak-ca",
+        "-days",
+        "2",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=a.test",
+    ]);
+    std::fs::write(
+        d.path().join("leaf.ext"),
+        "subjectAltName=DNS:a.test\nauthorityKeyIdentifier=keyid\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "7",
+        "-days",
+        "1",
+        "-sha256",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.crt",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
+    let chain = read("leaf.crt") + &read("ca.crt");
+    let loaded = load_pair(&d, &chain, &read("leaf.key"));
+    assert!(loaded.is_ok(), "{}", loaded.err().unwrap());
+}
