@@ -578,9 +578,11 @@ impl Reloader {
     /// them (a report says only that they may have changed: a `touch`, a
     /// chmod, a kubelet swap for another key of the volume re-link them
     /// unchanged), one ending a wait (pending: the files changed, so a new
-    /// bad write, also logged, if it fails as the last), or one whose
+    /// bad write, also logged, if it fails as the last), or a retry whose
     /// problem is not the last counted since the entry last loaded (such a
-    /// refusal and the failure its step's wait ends in are one bad write).
+    /// refusal and the failure its step's wait ends in are one bad write)
+    /// or that finds the files otherwise than at the last read refusing
+    /// them (another bad write, read before the watcher reports it).
     fn failed(&mut self, id: &str, problem: &str, error: String, say: bool, at: Option<Duration>) {
         let cause = self.reading;
         let Some(entry) = self.entries.get_mut(id) else {
@@ -591,12 +593,17 @@ impl Reloader {
         entry.last_reload = ReloadResult::failure(error.clone());
         set_state(id, State::Failing);
         let as_refused = entry.read_state.is_some() && entry.read_state == entry.refused_state;
+        // Files a retry finds otherwise than at the last refusal are a bad
+        // write of their own: the watcher's read of them, after, finds
+        // what was refused, and would count nothing either.
+        let other_bytes =
+            entry.read_state.is_some() && entry.refused_state.is_some() && !as_refused;
         entry.refused_state = entry.read_state;
         let counted = waited
             || match cause {
                 Cause::Asked => true,
                 Cause::Watcher => !as_refused,
-                Cause::Retry => entry.last_counted.as_deref() != Some(problem),
+                Cause::Retry => other_bytes || entry.last_counted.as_deref() != Some(problem),
             };
         if counted {
             metrics::cert_reload(id, "failure");

@@ -1,4 +1,4 @@
-//! The reloader's state driven by calls on the test's thread, on real files and sockets: a CA bundle's CRLs chosen again, a listener stopped.
+//! The reloader's state driven by calls on the test's thread, on real files and sockets: a CA bundle's CRLs chosen again, a listener stopped, a refusal counted.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -458,4 +458,46 @@ fn a_reload_refused_by_its_access_log_binds_nothing_beside_a_moving_listener() {
         },
         "access_log.path",
     )
+}
+
+/// A bad write counted (B1), then other bad bytes failing the same way
+/// (B2) read first by a back-off retry, then by the watcher's read of the
+/// change: B2 is a bad write of its own, counted once. The retry did not
+/// count it (its problem the last counted) but recorded it as refused, so
+/// the watcher's read of it, finding what was refused, did not either: B2
+/// was never counted.
+#[test]
+fn other_bad_bytes_a_retry_reads_first_count_once() {
+    use super::Cause;
+    let s = Scene::new();
+    let yaml = "certs:\n  - { id: retried-first, type: server-pair, cert_file: server.crt, key_file: server.key }\nlisteners: []\n";
+    let mut r = s.reloader(config::parse(yaml, &s.path().join("config.yaml")).unwrap());
+    let failures = || {
+        crate::metrics::METRICS
+            .cert_reloads
+            .get_or_create(&crate::metrics::EntryResultLabels {
+                entry: "retried-first".into(),
+                result: "failure".into(),
+            })
+            .get()
+    };
+    let garbage = |seed: u8| -> Vec<u8> { (0u8..=255).map(|i| i ^ seed).collect() };
+    let crt = s.path().join("server.crt");
+    let mut read = |cause: Cause| {
+        r.reading = cause;
+        let error = r.reload_entry("retried-first", false).unwrap_err();
+        r.reading = Cause::Asked;
+        error
+    };
+    std::fs::write(&crt, garbage(0)).unwrap();
+    let first = read(Cause::Watcher);
+    assert_eq!(failures(), 1, "{first}");
+    std::fs::write(&crt, garbage(1)).unwrap();
+    let second = read(Cause::Retry);
+    assert_eq!(second, first, "the two bad writes fail alike");
+    read(Cause::Watcher);
+    assert_eq!(failures(), 2, "the second bad write is counted once");
+    read(Cause::Retry);
+    read(Cause::Watcher);
+    assert_eq!(failures(), 2, "the second bad write is counted once");
 }
