@@ -58,7 +58,8 @@ use super::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
 
 /// With every slot taken by connections being served, how often the
 /// accept loop looks again for one to evict (a request ending sends no
-/// word); a slot given back ends the wait at once.
+/// word); a slot given back, or a connection no longer spared
+/// ([`Conn::spared`]), ends the wait at once.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 /// How long a write must have stopped moving before its connection may be
@@ -98,8 +99,10 @@ const REST_MS: u64 = REST.as_millis() as u64;
 #[derive(Default)]
 pub struct Slots {
     state: Mutex<State>,
-    /// A slot was given back.
-    freed: Notify,
+    /// A slot was given back, or a connection is no longer spared
+    /// ([`Conn::spared`]): the accept loop, serial, accepts nothing else
+    /// while its newcomer waits.
+    freed: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -131,6 +134,12 @@ pub struct Conn {
     /// A read found nothing on the socket: before its first request the
     /// connection is spared until then ([`Conn::spared`]).
     dry: AtomicBool,
+    /// Its first request has begun ([`Conn::request`], called before the
+    /// request's [`Activity::begin`]).
+    asked: AtomicBool,
+    /// The table's [`Slots::freed`]: told when the connection is no longer
+    /// spared, so a newcomer waiting on it looks again at once.
+    looked_at: Arc<Notify>,
     evicted: AtomicBool,
     /// The connection's task, to drop its connection at once.
     evict: Notify,
@@ -242,6 +251,8 @@ impl State {
             run_ms: AtomicU64::new(NONE),
             rest_ms: AtomicU64::new(NONE),
             dry: AtomicBool::new(false),
+            asked: AtomicBool::new(false),
+            looked_at: slots.freed.clone(),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
             waker: Mutex::new(None),
@@ -331,7 +342,15 @@ impl Conn {
     /// the runtime has not seen yet the bytes on it. A connection that
     /// sends nothing is spared only until its task first runs.
     fn spared(&self) -> bool {
-        !self.activity.asked() && !self.dry.load(Ordering::SeqCst)
+        !self.asked.load(Ordering::SeqCst)
+            && !self.activity.asked()
+            && !self.dry.load(Ordering::SeqCst)
+    }
+
+    /// The connection is no longer spared: a newcomer waiting on it looks
+    /// again now, not a [`LOOK_AGAIN`] later.
+    fn unspared(&self) {
+        self.looked_at.notify_one();
     }
 
     /// Milliseconds from `began` to `at`.
@@ -344,6 +363,9 @@ impl Conn {
     /// requests without one; one without one begins a run, unless it
     /// comes within [`REST`] of the connection's last wait for a request.
     pub fn request(&self, token: bool) {
+        if !self.asked.swap(true, Ordering::SeqCst) && !self.dry.load(Ordering::SeqCst) {
+            self.unspared();
+        }
         let now = self.ms(Instant::now());
         let rest = self.rest_ms.swap(NONE, Ordering::SeqCst);
         if token {
@@ -505,6 +527,9 @@ impl AsyncRead for SlotIo {
             // have seen yet what is): no request is coming at once.
             if !this.conn.dry.load(Ordering::SeqCst) && !this.inner.unread() {
                 this.conn.dry.store(true, Ordering::SeqCst);
+                if !this.conn.asked.load(Ordering::SeqCst) && !this.conn.activity.asked() {
+                    this.conn.unspared();
+                }
             }
             if !this.unflushed {
                 this.conn.rests();

@@ -347,3 +347,58 @@ async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
     serving.abort();
     client.abort();
 }
+
+/// Wakes counted: whether a future polled by hand was woken.
+struct Woken(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A 17th connection from an address whose 16 are all spared, not read
+/// yet, waits for them; once one of them is read and found empty, the
+/// newcomer looks again at once. Before, turning dry told no one: the
+/// newcomer slept the whole [`LOOK_AGAIN`], and the accept loop, serial,
+/// accepted nothing else meanwhile. The newcomer is polled by hand: its
+/// wake-up is seen, not timed.
+#[tokio::test]
+async fn a_connection_found_empty_wakes_the_newcomer_waiting_on_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let slots = Arc::new(Slots::default());
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS_PER_CLIENT {
+        // The client sends nothing.
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (stream, from) = listener.accept().await.unwrap();
+        let slot = slots.take(from).await.unwrap();
+        let io = SlotIo::new(stream, slot.conn().clone());
+        held.push((client, io, slot));
+    }
+    let newcomer = slots.take(SocketAddr::from(([127, 0, 0, 1], 1)));
+    let mut newcomer = std::pin::pin!(newcomer);
+    let woken = Arc::new(Woken(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = Waker::from(woken.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(
+        newcomer.as_mut().poll(&mut cx).is_pending(),
+        "the newcomer waits for the 16 not read yet"
+    );
+    // One of them is read: nothing on its socket.
+    let (_, io, slot) = &mut held[0];
+    let mut buf = [0u8; 16];
+    let mut buf = ReadBuf::new(&mut buf);
+    let noop = Waker::noop();
+    let read = Pin::new(io).poll_read(&mut Context::from_waker(noop), &mut buf);
+    assert!(read.is_pending());
+    assert!(!slot.conn().spared());
+    assert!(
+        woken.0.load(Ordering::SeqCst) > 0,
+        "the newcomer was not woken when a connection it waited on was found empty"
+    );
+    // Its look now evicts that one.
+    assert!(newcomer.as_mut().poll(&mut cx).is_pending());
+    assert!(slot.conn().evicted.load(Ordering::SeqCst));
+}
