@@ -8,7 +8,7 @@
 //!
 //! A connection's time counts from its slot, not its accept, and it is not
 //! evicted before its first request begins until a read of it has found
-//! nothing on its socket: a probe that waited for its slot counted as idle
+//! nothing on its socket and [`SPARE_FLOOR`] has passed: a probe that waited for its slot counted as idle
 //! since its accept and, with no request read yet, was evicted for the
 //! next newcomer before its task ran. A fixed second of grace instead
 //! spared floods of connections that send nothing: a newcomer found every
@@ -90,6 +90,16 @@ const IMPATIENT: Duration = Duration::from_millis(250);
 /// landing in their busy part wait until the rest, most of it. Only a full
 /// table, a newcomer waiting, cuts a run this short.
 const RUN: Duration = Duration::from_secs(1);
+
+/// How long a connection whose first request has not begun is spared at
+/// least, from its slot, even once a read has found its socket empty:
+/// kubelet's Go client sends its request in a segment of its own tens of
+/// µs after the handshake, so a probe read at once found nothing and, its
+/// request still on its way, was evicted for the next newcomer. Short
+/// enough that a flood of connections sending nothing (64 a second
+/// would be needed for 64 slots, each held at most this long) cannot
+/// keep the table spared.
+const SPARE_FLOOR: Duration = Duration::from_millis(50);
 
 const NONE: u64 = u64::MAX;
 const REST_MS: u64 = REST.as_millis() as u64;
@@ -174,6 +184,7 @@ impl Slots {
     pub async fn take(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
         let ip = peer.ip().to_canonical();
         let arrived = Instant::now();
+        let mut wait;
         loop {
             // A slot given back after the look leaves a permit: the wait
             // below ends at once (an older permit ends it early, and the
@@ -182,6 +193,11 @@ impl Slots {
             {
                 let impatient = arrived.elapsed() >= IMPATIENT;
                 let mut state = self.lock();
+                // A spare ending at its floor tells no one: look again then.
+                let floor = state.open.values().filter_map(|c| c.floor_ends()).min();
+                wait = floor.map_or(LOOK_AGAIN, |at| {
+                    at.saturating_duration_since(Instant::now()).min(LOOK_AGAIN)
+                });
                 if state.per_client.get(&ip).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_CLIENT {
                     // kubelet probes from the node's address, which the
                     // node's agents and hostNetwork pods share: their idle
@@ -203,7 +219,7 @@ impl Slots {
                     state.make_room(|_| true, why, impatient);
                 }
             }
-            let _ = tokio::time::timeout(LOOK_AGAIN, freed).await;
+            let _ = tokio::time::timeout(wait, freed).await;
         }
     }
 }
@@ -337,14 +353,27 @@ impl Conn {
     }
 
     /// Its first request has not begun, and no read of it has found its
-    /// socket empty yet: its task has not read it (a probe that waited for
-    /// its slot has its request there, read at that task's first poll), or
-    /// the runtime has not seen yet the bytes on it. A connection that
-    /// sends nothing is spared only until its task first runs.
+    /// socket empty yet (its task has not read it: a probe that waited for
+    /// its slot has its request there, read at that task's first poll; or
+    /// the runtime has not seen yet the bytes on it), or [`SPARE_FLOOR`]
+    /// has not passed since its slot (a request sent just after the
+    /// handshake is on its way). A connection that sends nothing is
+    /// spared only until its task first runs and the floor has passed.
     fn spared(&self) -> bool {
         !self.asked.load(Ordering::SeqCst)
             && !self.activity.asked()
-            && !self.dry.load(Ordering::SeqCst)
+            && (!self.dry.load(Ordering::SeqCst) || self.began.elapsed() < SPARE_FLOOR)
+    }
+
+    /// When its spare ends with its floor: found empty, its first request
+    /// not begun, the floor not passed yet.
+    fn floor_ends(&self) -> Option<Instant> {
+        let at = self.began + SPARE_FLOOR;
+        (self.dry.load(Ordering::SeqCst)
+            && !self.asked.load(Ordering::SeqCst)
+            && !self.activity.asked()
+            && Instant::now() < at)
+            .then_some(at)
     }
 
     /// The connection is no longer spared: a newcomer waiting on it looks

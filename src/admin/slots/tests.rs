@@ -362,7 +362,8 @@ impl std::task::Wake for Woken {
 /// newcomer looks again at once. Before, turning dry told no one: the
 /// newcomer slept the whole [`LOOK_AGAIN`], and the accept loop, serial,
 /// accepted nothing else meanwhile. The newcomer is polled by hand: its
-/// wake-up is seen, not timed.
+/// wake-up is seen, not timed. The read comes once [`SPARE_FLOOR`] has
+/// passed, which spares a connection found empty until then.
 #[tokio::test]
 async fn a_connection_found_empty_wakes_the_newcomer_waiting_on_it() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -377,6 +378,7 @@ async fn a_connection_found_empty_wakes_the_newcomer_waiting_on_it() {
         let io = SlotIo::new(stream, slot.conn().clone());
         held.push((client, io, slot));
     }
+    tokio::time::sleep_until((held[0].2.conn().began + SPARE_FLOOR).into()).await;
     let newcomer = slots.take(SocketAddr::from(([127, 0, 0, 1], 1)));
     let mut newcomer = std::pin::pin!(newcomer);
     let woken = Arc::new(Woken(std::sync::atomic::AtomicUsize::new(0)));
