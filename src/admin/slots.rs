@@ -31,8 +31,10 @@
 //! request; a wait for the next shorter than [`REST`] counts as back to
 //! back, or one that drained its answers every few seconds and sent the
 //! next batch at once was evictable only within that round trip), or for
-//! [`RUN`] once the newcomer has waited [`IMPATIENT`] (clients busy 4.5 s
-//! of every 5 kept probes waiting most of the time). A request being
+//! [`RUN`] once the newcomer has waited [`IMPATIENT`], counted from the
+//! first of those held back one after another (clients busy 4.5 s of
+//! every 5 kept probes waiting most of the time; the accept loop, serial,
+//! had each queued newcomer wait its own quarter of a second). A request being
 //! served whose writes move is never evicted otherwise, so only a client
 //! holding a token (a slow body, a validation waiting its turn) can hold
 //! a slot against a newcomer, and then only within the body and handler
@@ -80,7 +82,9 @@ const STALLED: Duration = Duration::from_secs(5);
 const REST: Duration = Duration::from_millis(500);
 
 /// How long a newcomer must have waited for its slot before a run of
-/// requests without a token that has lasted [`RUN`] may make room for it.
+/// requests without a token that has lasted [`RUN`] may make room for it:
+/// counted from the first of those held back one after another
+/// ([`State::held_since`]), as those queued behind one waited as long.
 const IMPATIENT: Duration = Duration::from_millis(250);
 
 /// A run of requests without a token this long may make room for a
@@ -101,6 +105,12 @@ const RUN: Duration = Duration::from_secs(1);
 /// keep the table spared.
 const SPARE_FLOOR: Duration = Duration::from_millis(50);
 
+/// A newcomer whose look comes this soon after the last one held back
+/// was given its slot (or refused) was queued behind it: the accept loop,
+/// serial, takes the next from the backlog at once. Its patience counts
+/// from the first one held back ([`State::held_since`]).
+const BEHIND: Duration = LOOK_AGAIN;
+
 const NONE: u64 = u64::MAX;
 const REST_MS: u64 = REST.as_millis() as u64;
 
@@ -120,6 +130,14 @@ struct State {
     next: u64,
     open: HashMap<u64, Arc<Conn>>,
     per_client: HashMap<IpAddr, usize>,
+    /// Since when newcomers have been held back one after another (the
+    /// first one's arrival): with a serial accept loop, those queued
+    /// behind one have waited as long. Cleared when a newcomer finds room
+    /// at its first look, or comes later than [`BEHIND`] after the last
+    /// one held back was done with.
+    held_since: Option<Instant>,
+    /// When the last newcomer held back was given its slot or refused.
+    held_done: Option<Instant>,
 }
 
 /// What the accept loop knows of one admin connection: how long it has
@@ -184,6 +202,14 @@ impl Slots {
     pub async fn take(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
         let ip = peer.ip().to_canonical();
         let arrived = Instant::now();
+        {
+            let mut state = self.lock();
+            if state.held_done.is_some_and(|at| at.elapsed() > BEHIND) {
+                state.held_since = None;
+                state.held_done = None;
+            }
+        }
+        let mut held = false;
         let mut wait;
         loop {
             // A slot given back after the look leaves a permit: the wait
@@ -191,8 +217,10 @@ impl Slots {
             // loop looks again).
             let freed = self.freed.notified();
             {
-                let impatient = arrived.elapsed() >= IMPATIENT;
                 let mut state = self.lock();
+                // Held back unless admitted at this look, with room.
+                let since = *state.held_since.get_or_insert(arrived);
+                let impatient = since.elapsed() >= IMPATIENT;
                 // A spare ending at its floor tells no one: look again then.
                 let floor = state.open.values().filter_map(|c| c.floor_ends()).min();
                 wait = floor.map_or(LOOK_AGAIN, |at| {
@@ -210,15 +238,24 @@ impl Slots {
                     if !state.make_room(own, why, impatient)
                         && !state.open.values().any(|c| own(c) && c.spared())
                     {
+                        state.held_done = Some(Instant::now());
                         return None;
                     }
                 } else if state.open.len() < MAX_CONNECTIONS {
+                    if held {
+                        state.held_done = Some(Instant::now());
+                    } else {
+                        // Room at once: no one is held back.
+                        state.held_since = None;
+                        state.held_done = None;
+                    }
                     return Some(state.admit(self, peer, ip));
                 } else {
                     let why = "every slot is taken, and it waited on its client longest";
                     state.make_room(|_| true, why, impatient);
                 }
             }
+            held = true;
             let _ = tokio::time::timeout(wait, freed).await;
         }
     }

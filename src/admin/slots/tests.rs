@@ -404,3 +404,48 @@ async fn a_connection_found_empty_wakes_the_newcomer_waiting_on_it() {
     assert!(newcomer.as_mut().poll(&mut cx).is_pending());
     assert!(slot.conn().evicted.load(Ordering::SeqCst));
 }
+
+/// The accept loop is serial: newcomers queued in the backlog behind
+/// one that waited [`IMPATIENT`] for its slot have waited as long, and a
+/// run of requests without a token that has lasted [`RUN`] makes room
+/// for the next at its first look. Before, each newcomer's patience
+/// began with its own look, so each waited another quarter of a second.
+/// The 64 slots hold such runs (their requests in flight, over real
+/// sockets' slots); the second newcomer is polled by hand, once.
+#[tokio::test]
+async fn newcomers_queued_behind_an_impatient_one_are_impatient_at_once() {
+    let slots = Arc::new(Slots::default());
+    let mut conns = Vec::new();
+    for n in 0..MAX_CONNECTIONS {
+        let slot = slots.take(peer(n)).await.unwrap();
+        let conn = slot.conn().clone();
+        conn.request(false);
+        let in_flight = conn.activity().begin(false);
+        conns.push(conn.clone());
+        // Evicted: its task ends, the slot is given back.
+        tokio::spawn(async move {
+            conn.evicted().await;
+            drop((in_flight, slot));
+        });
+    }
+    let last = conns.last().unwrap().began;
+    tokio::time::sleep_until((last + RUN).into()).await;
+    let evicted = || {
+        conns
+            .iter()
+            .filter(|c| c.evicted.load(Ordering::SeqCst))
+            .count()
+    };
+    let first = slots.take(peer(MAX_CONNECTIONS)).await;
+    assert!(first.is_some());
+    assert_eq!(evicted(), 1);
+    let next = slots.take(peer(MAX_CONNECTIONS + 1));
+    let mut next = std::pin::pin!(next);
+    let noop = Waker::noop();
+    let _ = next.as_mut().poll(&mut Context::from_waker(noop));
+    assert_eq!(
+        evicted(),
+        2,
+        "the newcomer queued behind an impatient one evicted nothing at its first look"
+    );
+}
