@@ -130,11 +130,15 @@ struct State {
     next: u64,
     open: HashMap<u64, Arc<Conn>>,
     per_client: HashMap<IpAddr, usize>,
-    /// Since when newcomers have been held back one after another (the
-    /// first one's arrival): with a serial accept loop, those queued
-    /// behind one have waited as long. Cleared when a newcomer finds room
-    /// at its first look, or comes later than [`BEHIND`] after the last
-    /// one held back was done with.
+    /// Since when newcomers have been held back one after another for want
+    /// of a connection to evict (the first one's arrival): with a serial
+    /// accept loop, those queued behind one have waited as long. A
+    /// newcomer that evicts at its first look, or is refused there, starts
+    /// none (a stream of them through a table of idle keep-alive clients
+    /// would otherwise make the next impatient at once, and cut a scrape's
+    /// run of a second mid-body). Cleared when a newcomer finds room at
+    /// its first look, or comes later than [`BEHIND`] after the last one
+    /// held back was done with.
     held_since: Option<Instant>,
     /// When the last newcomer held back was given its slot or refused.
     held_done: Option<Instant>,
@@ -210,6 +214,11 @@ impl Slots {
             }
         }
         let mut held = false;
+        // Found nothing it could evict at a look: held back for want of
+        // one, which alone starts (or carries on) the shared patience; a
+        // newcomer that evicted at its first look, or was refused there,
+        // waited on nothing a client did.
+        let mut stuck = false;
         let mut wait;
         loop {
             // A slot given back after the look leaves a permit: the wait
@@ -218,8 +227,8 @@ impl Slots {
             let freed = self.freed.notified();
             {
                 let mut state = self.lock();
-                // Held back unless admitted at this look, with room.
-                let since = *state.held_since.get_or_insert(arrived);
+                // Its own wait, or that of the first held back before it.
+                let since = state.held_since.map_or(arrived, |s| s.min(arrived));
                 let impatient = since.elapsed() >= IMPATIENT;
                 // A spare ending at its floor tells no one: look again then.
                 let floor = state.open.values().filter_map(|c| c.floor_ends()).min();
@@ -238,13 +247,15 @@ impl Slots {
                     if !state.make_room(own, why, impatient)
                         && !state.open.values().any(|c| own(c) && c.spared())
                     {
-                        state.held_done = Some(Instant::now());
+                        if stuck {
+                            state.held_done = Some(Instant::now());
+                        }
                         return None;
                     }
                 } else if state.open.len() < MAX_CONNECTIONS {
-                    if held {
+                    if stuck {
                         state.held_done = Some(Instant::now());
-                    } else {
+                    } else if !held {
                         // Room at once: no one is held back.
                         state.held_since = None;
                         state.held_done = None;
@@ -252,7 +263,10 @@ impl Slots {
                     return Some(state.admit(self, peer, ip));
                 } else {
                     let why = "every slot is taken, and it waited on its client longest";
-                    state.make_room(|_| true, why, impatient);
+                    if !state.make_room(|_| true, why, impatient) {
+                        stuck = true;
+                        state.held_since.get_or_insert(arrived);
+                    }
                 }
             }
             held = true;

@@ -449,3 +449,46 @@ async fn newcomers_queued_behind_an_impatient_one_are_impatient_at_once() {
         "the newcomer queued behind an impatient one evicted nothing at its first look"
     );
 }
+
+/// Newcomers that each evict an idle connection at their first look were
+/// held back by no one: a stream of them, each within [`BEHIND`] of the
+/// last, made the next impatient at once and cut a token-less run of a
+/// second (a `/metrics` scrape mid-body) though idle connections were
+/// there to take. Only a newcomer that found nothing to evict starts the
+/// shared patience.
+#[tokio::test]
+async fn newcomers_evicting_idle_connections_at_once_cut_no_run() {
+    let slots = Arc::new(Slots::default());
+    let keep = |slot: Slot| {
+        let conn = slot.conn().clone();
+        tokio::spawn(async move {
+            conn.evicted().await;
+            drop(slot);
+        });
+    };
+    // The scrape: a request without a token in flight, its run begun.
+    let slot = slots.take(peer(0)).await.unwrap();
+    let scrape = slot.conn().clone();
+    scrape.request(false);
+    let in_flight = scrape.activity().begin(false);
+    keep(slot);
+    // Keep-alive clients between requests: idle, the first to make room.
+    for n in 1..MAX_CONNECTIONS {
+        let slot = slots.take(peer(n)).await.unwrap();
+        slot.conn().request(false);
+        drop(slot.conn().activity().begin(false));
+        keep(slot);
+    }
+    tokio::time::sleep_until((scrape.began + RUN).into()).await;
+    let mut admitted = Vec::new();
+    // Over twice IMPATIENT, each newcomer well within BEHIND of the last.
+    for n in 0..10 {
+        admitted.push(slots.take(peer(MAX_CONNECTIONS + n)).await.unwrap());
+        assert!(
+            !scrape.evicted.load(Ordering::SeqCst),
+            "newcomer {n}, which evicted an idle connection at its first look, cut the run"
+        );
+        tokio::time::sleep(BEHIND / 2).await;
+    }
+    drop(in_flight);
+}
