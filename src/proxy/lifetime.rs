@@ -67,8 +67,13 @@ pub struct Admissions {
 pub enum Over {
     /// Past `max_connection_lifetime`, made with rotated-out material.
     Lifetime,
-    /// Admitted under rules a reload (or the API, or new CA/CRL material) changed.
-    RulesChanged,
+    /// Admitted under rules a reload (or the API, or new CA/CRL material)
+    /// changed, which checked again no longer admit it: revoked.
+    Revoked,
+    /// A change its admission cannot be checked against again
+    /// ([`Admissions::closes_all`]): it ends as at a listener's removal,
+    /// whether the new rules would admit it or not.
+    ClosesAll,
 }
 
 impl Over {
@@ -76,7 +81,7 @@ impl Over {
     pub fn reason(self) -> &'static str {
         match self {
             Over::Lifetime => "max_connection_lifetime",
-            Over::RulesChanged => "admission_rules_changed",
+            Over::Revoked | Over::ClosesAll => "admission_rules_changed",
         }
     }
 }
@@ -106,7 +111,8 @@ impl Lifetime {
     }
 
     /// Ends when the listener's admission rules changed since the
-    /// connection was accepted and no longer admit it, or when it is past
+    /// connection was accepted and no longer admit it ([`Over::Revoked`])
+    /// or cannot be checked again ([`Over::ClosesAll`]), or when it is past
     /// its lifetime and made with rotated-out material (or its listener is
     /// gone); never without either.
     pub async fn over(mut self) -> Over {
@@ -124,10 +130,13 @@ impl Lifetime {
                     .map(|a| *a)
                 else {
                     // A closed channel (the listener gone) is `closing`'s to end.
-                    return std::future::pending::<()>().await;
+                    return std::future::pending::<Over>().await;
                 };
-                if now.closes_all > admitted || !recheck() {
-                    return;
+                if now.closes_all > admitted {
+                    return Over::ClosesAll;
+                }
+                if !recheck() {
+                    return Over::Revoked;
                 }
                 admitted = now.generation;
             }
@@ -136,8 +145,7 @@ impl Lifetime {
         // wait for. (The driver and the tunnel poll this only when its own
         // wake-up came: `Woken`.)
         let Some(until) = self.until else {
-            rules_changed.await;
-            return Over::RulesChanged;
+            return rules_changed.await;
         };
         let past_lifetime = async move {
             tokio::time::sleep_until(until.into()).await;
@@ -146,7 +154,7 @@ impl Lifetime {
         };
         tokio::select! {
             biased;
-            () = rules_changed => Over::RulesChanged,
+            over = rules_changed => over,
             () = past_lifetime => Over::Lifetime,
         }
     }
@@ -296,12 +304,12 @@ mod tests {
         assert_eq!(checks.load(Ordering::Relaxed), 1, "checked once, at 2");
         admits.store(false, Ordering::Relaxed);
         bump(false);
-        assert_eq!(over.await, Over::RulesChanged);
+        assert_eq!(over.await, Over::Revoked);
         // A change that cannot be checked again ends it unchecked.
         admits.store(true, Ordering::Relaxed);
         let over = lifetime(3).over();
         bump(true);
-        assert_eq!(over.await, Over::RulesChanged);
+        assert_eq!(over.await, Over::ClosesAll);
         assert_eq!(checks.load(Ordering::Relaxed), 2);
     }
 

@@ -257,7 +257,7 @@ pub fn spawn<H: Send + 'static>(
                 }
                 () = &mut route_refused => {
                     // A rules change, as the listener's rules changing is.
-                    debug!(listener = %listener, reason = Over::RulesChanged.reason(), "tunnel closed");
+                    debug!(listener = %listener, reason = Over::Revoked.reason(), "tunnel closed");
                     return;
                 }
                 _ = &mut removed => {

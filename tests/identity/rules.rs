@@ -635,3 +635,54 @@ async fn a_revoked_h2_client_has_new_streams_refused_at_once() {
     c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
     until_on(&mut c, 3, |_, flags, _| flags & 1 != 0).await;
 }
+
+/// A change that closes every connection of the listener (here its
+/// client-auth mode, which open connections cannot be checked against
+/// again) ends an HTTP/2 client it still admits as a removal does (SPEC
+/// §2, §1): `GOAWAY` and its PING, the streams it opens until it answers
+/// the PING served. Only a client the new rules no longer admit has them
+/// refused at once; every client on the listener used to be.
+#[tokio::test]
+async fn a_close_everything_change_serves_a_still_admitted_h2_clients_new_streams() {
+    use crate::support::h2raw::{frame, next_frame, post_block, preface, refused, until_on};
+    use tokio::io::AsyncWriteExt;
+    const DATA: u8 = 0;
+    const GOAWAY: u8 = 7;
+    let AliceAndBob {
+        w,
+        p: _p,
+        addr,
+        api,
+        ..
+    } = alice_and_bob("alice").await;
+    let alice = w.pki.client("alice", None, &[]);
+    let h2_cfg = client_config(&w.edge_ca.cert_pem, Some(&alice.pair), &[b"h2"]);
+    let mut c = connect(addr, "localhost", h2_cfg).await.unwrap();
+    assert_eq!(c.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    c.write_all(&preface()).await.unwrap();
+    assert!(!refused(&mut c, 1, &post_block("/first")).await);
+    let mut call = frame(1, 0x4, 3, &post_block("/echo"));
+    call.extend(frame(DATA, 0, 3, b"x"));
+    c.write_all(&call).await.unwrap();
+    until_on(&mut c, 3, |kind, _, payload| {
+        kind == DATA && payload == b"x"
+    })
+    .await;
+
+    // Another mode, alice still let in.
+    let r = put_client_auth(
+        api,
+        json!({"mode": "verify_if_given", "allow": [{"cn": "alice"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The GOAWAY (and its PING, not answered yet).
+    while next_frame(&mut c).await.0 != GOAWAY {}
+    assert!(
+        !refused(&mut c, 5, &post_block("/after")).await,
+        "a still admitted client's stream was refused"
+    );
+    assert_eq!(w.backend.requests_for("/after"), 1);
+    c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
+    until_on(&mut c, 3, |_, flags, _| flags & 1 != 0).await;
+}

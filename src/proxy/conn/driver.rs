@@ -91,8 +91,9 @@ pub enum Ended {
 
 impl Driver<'_> {
     /// Run `conn` to its end. `also_close` ends with why its lifetime is
-    /// over: closed as at shutdown, and on HTTP/2, for
-    /// [`Over::RulesChanged`], every stream opened after it refused at once.
+    /// over: closed as at shutdown, and on HTTP/2, for [`Over::Revoked`]
+    /// (its client no longer admitted), every stream opened after it
+    /// refused at once.
     pub async fn run<F, E>(
         mut self,
         conn: F,
@@ -389,14 +390,17 @@ impl Driver<'_> {
                         return Outcome { by: Ended::ByUs, error: None, expired };
                     }
                     // HTTP/2 with a request had, its client no longer
-                    // admitted: revoked at once (SPEC §2), not once the
+                    // admitted (not a change that closes every connection,
+                    // `Over::ClosesAll`, which ends a client still
+                    // admitted too: the PING wait, as at a removal):
+                    // revoked at once (SPEC §2), not once the
                     // GOAWAY's PING has gone unanswered for
                     // header_read_timeout (a client never answering it
                     // had its new streams served until then). The streams
                     // in flight, and those the bytes unread at the signal
                     // began (the look, as at a close with nothing begun),
                     // are served; every stream opened after is refused.
-                    if h2 && over == Over::RulesChanged && !self.activity.refuses() {
+                    if h2 && over == Over::Revoked && !self.activity.refuses() {
                         look!();
                         debug!(listener = %name, peer = %peer, "no longer admitted; refusing new streams");
                         self.activity.refuse_new_streams();

@@ -30,7 +30,7 @@ pub(super) const LONG: Duration = Duration::from_secs(60);
 /// `signal` as a driver's `also_close`: the client no longer admitted.
 pub(super) async fn rules_changed(signal: impl std::future::Future<Output = ()>) -> Over {
     signal.await;
-    Over::RulesChanged
+    Over::Revoked
 }
 
 /// A TLS 1.3 server config for `localhost` (self-signed), and a client
