@@ -202,7 +202,7 @@ async fn accept_loop(
             // Evicted: dropped at once, whatever hyper is doing; its
             // stream fails from then on, so no lingering close holds the slot.
             tokio::select! {
-                _ = driver.run(conn_http, |c| c.graceful_shutdown(), std::future::pending()) => {}
+                _ = driver.run(conn_http, |c| c.graceful_shutdown(), futures_util::stream::pending()) => {}
                 () = conn.evicted() => {}
             }
         });

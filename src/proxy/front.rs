@@ -325,7 +325,11 @@ pub async fn redirect_connection(
             .max_buf_size(limits.max_header_bytes.max(8192))
             .keep_alive(false)
             .serve_connection(TokioIo::new(io), svc);
-        Box::pin(driver.run(conn, |c| c.graceful_shutdown(), std::future::pending()))
+        Box::pin(driver.run(
+            conn,
+            |c| c.graceful_shutdown(),
+            futures_util::stream::pending(),
+        ))
     };
     let outcome = tokio::time::timeout_at(bound, run).await;
     let Ok(outcome) = outcome else {

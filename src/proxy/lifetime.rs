@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 
 /// One connection's bound: cheap to clone into the tunnels it opens.
@@ -114,48 +115,104 @@ impl Lifetime {
     /// connection was accepted and no longer admit it ([`Over::Revoked`])
     /// or cannot be checked again ([`Over::ClosesAll`]), or when it is past
     /// its lifetime and made with rotated-out material (or its listener is
-    /// gone); never without either.
-    pub async fn over(mut self) -> Over {
-        let mut admitted = self.admitted;
-        let mut readmitted = self.readmitted;
-        let recheck = self.recheck;
-        let rules_changed = async move {
-            loop {
-                // Read before the rules are: they were stored before the
-                // bump, so the check below sees this change's rules (or a
-                // later one's, checked again at its own bump).
-                let Ok(now) = readmitted
-                    .wait_for(|a| a.generation != admitted)
-                    .await
-                    .map(|a| *a)
-                else {
-                    // A closed channel (the listener gone) is `closing`'s to end.
-                    return std::future::pending::<Over>().await;
-                };
-                if now.closes_all > admitted {
-                    return Over::ClosesAll;
-                }
-                if !recheck() {
-                    return Over::Revoked;
-                }
-                admitted = now.generation;
-            }
+    /// gone); never without either. The first of [`Lifetime::overs`].
+    pub async fn over(self) -> Over {
+        let overs = self.overs();
+        futures_util::pin_mut!(overs);
+        match overs.next().await {
+            Some(over) => over,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Each reason the connection's lifetime is over, as it comes: the
+    /// first, then, after [`Over::Lifetime`], the rules' end if one comes
+    /// while the close waits on the client (an HTTP/2 client's PING
+    /// answer): a revoked client's new streams are refused at once, also
+    /// on a connection already closing for its lifetime. Ends after a
+    /// rules' end (after [`Over::ClosesAll`] none can be checked again).
+    pub fn overs(self) -> impl Stream<Item = Over> {
+        let Lifetime {
+            until,
+            generation,
+            mut rotated,
+            admitted,
+            readmitted,
+            recheck,
+        } = self;
+        let rules = Rules {
+            admitted,
+            readmitted,
+            recheck,
         };
-        // Without a lifetime (the default) the rules are all there is to
-        // wait for. (The driver and the tunnel poll this only when its own
-        // wake-up came: `Woken`.)
-        let Some(until) = self.until else {
-            return rules_changed.await;
-        };
+        // The lifetime's half, once: a graceful end needs no second.
         let past_lifetime = async move {
+            let Some(until) = until else {
+                // Without a lifetime (the default) the rules are all
+                // there is to wait for.
+                return std::future::pending().await;
+            };
             tokio::time::sleep_until(until.into()).await;
-            let generation = self.generation;
-            let _ = self.rotated.wait_for(|g| *g != generation).await;
+            let _ = rotated.wait_for(|g| *g != generation).await;
         };
-        tokio::select! {
-            biased;
-            over = rules_changed => over,
-            () = past_lifetime => Over::Lifetime,
+        let first = Some(Box::pin(past_lifetime));
+        futures_util::stream::unfold(
+            (rules, first, false),
+            |(mut rules, first, done)| async move {
+                if done {
+                    return None;
+                }
+                let over = match first {
+                    Some(mut past_lifetime) => tokio::select! {
+                        biased;
+                        over = rules.changed() => over,
+                        () = past_lifetime.as_mut() => Over::Lifetime,
+                    },
+                    // Closing gracefully for its lifetime already: the rules
+                    // still revoke it.
+                    None => rules.changed().await,
+                };
+                // After a change that cannot be checked again, nothing can.
+                Some((over, (rules, None, over != Over::Lifetime)))
+            },
+        )
+    }
+}
+
+/// The rules half of a [`Lifetime`]: what it was admitted under, and how
+/// to check it again.
+struct Rules {
+    admitted: u64,
+    readmitted: watch::Receiver<Admissions>,
+    recheck: Recheck,
+}
+
+impl Rules {
+    /// The next change that ends the connection: one that cannot be
+    /// checked again, or one its check fails. Nothing runs until the rules
+    /// change; a change it is still admitted under is taken as its own.
+    async fn changed(&mut self) -> Over {
+        loop {
+            let admitted = self.admitted;
+            // Read before the rules are: they were stored before the
+            // bump, so the check below sees this change's rules (or a
+            // later one's, checked again at its own bump).
+            let Ok(now) = self
+                .readmitted
+                .wait_for(|a| a.generation != admitted)
+                .await
+                .map(|a| *a)
+            else {
+                // A closed channel (the listener gone) is `closing`'s to end.
+                return std::future::pending().await;
+            };
+            self.admitted = now.generation;
+            if now.closes_all > admitted {
+                return Over::ClosesAll;
+            }
+            if !(self.recheck)() {
+                return Over::Revoked;
+            }
         }
     }
 }
@@ -205,7 +262,7 @@ impl Wake for Flag {
     }
 }
 
-impl<F: Future> Woken<F> {
+impl<F> Woken<F> {
     pub fn new(inner: F) -> Woken<F> {
         let flag = Arc::new(Flag {
             due: AtomicBool::new(false),
@@ -235,25 +292,50 @@ impl<F> Woken<F> {
     }
 }
 
+/// Whether a [`Woken`] is due a poll of its inner future; if so, marked
+/// not due (before the poll: a wake-up during it marks it due again).
+fn due(flag: &Flag, task: &mut Option<Waker>, cx: &Context<'_>) -> bool {
+    let mut due = flag.due.load(Ordering::Acquire);
+    if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+        // First poll, or moved to another task: wake that one from now
+        // on, and poll in case a wake-up went to the old one.
+        *flag.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        *task = Some(cx.waker().clone());
+        due = true;
+    }
+    if due {
+        flag.due.store(false, Ordering::Release);
+    }
+    due
+}
+
 impl<F: Future> Future for Woken<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let mut due = this.flag.due.load(Ordering::Acquire);
-        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-            // First poll, or moved to another task: wake that one from now
-            // on, and poll in case a wake-up went to the old one.
-            *this.flag.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-            *this.task = Some(cx.waker().clone());
-            due = true;
-        }
-        if !due {
+        if !due(this.flag, this.task, cx) {
             return Poll::Pending;
         }
-        // Cleared before the poll: a wake-up during it marks it due again.
-        this.flag.due.store(false, Ordering::Release);
         this.inner.poll(&mut Context::from_waker(this.waker))
+    }
+}
+
+/// A stream the same way: its next item looked for only when its own
+/// wake-up came, or after an item (nothing waits for the next yet).
+impl<S: Stream> Stream for Woken<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.project();
+        if !due(this.flag, this.task, cx) {
+            return Poll::Pending;
+        }
+        let next = this.inner.poll_next(&mut Context::from_waker(this.waker));
+        if let Poll::Ready(Some(_)) = next {
+            this.flag.due.store(true, Ordering::Release);
+        }
+        next
     }
 }
 
@@ -311,6 +393,39 @@ mod tests {
         bump(true);
         assert_eq!(over.await, Over::ClosesAll);
         assert_eq!(checks.load(Ordering::Relaxed), 2);
+    }
+
+    /// Past its lifetime (rotated), the connection's rules still end it:
+    /// a failed check after `Lifetime` is the next item, and the last.
+    #[tokio::test]
+    async fn a_revocation_after_the_lifetime_is_the_next_reason() {
+        let admissions = watch::Sender::new(Admissions::default());
+        let generations = watch::Sender::new(0);
+        let admits = Arc::new(AtomicBool::new(true));
+        let recheck: Recheck = {
+            let admits = admits.clone();
+            Arc::new(move || admits.load(Ordering::Relaxed))
+        };
+        let lifetime = Lifetime::new(
+            Instant::now(),
+            Some(Duration::ZERO),
+            0,
+            &generations,
+            0,
+            &admissions,
+            recheck,
+        );
+        let overs = Woken::new(lifetime.overs());
+        tokio::pin!(overs);
+        generations.send_replace(1);
+        assert_eq!(overs.next().await, Some(Over::Lifetime));
+        let bump = || admissions.send_modify(|a| a.generation += 1);
+        bump();
+        assert!(futures_util::poll!(overs.next()).is_pending(), "kept");
+        admits.store(false, Ordering::Relaxed);
+        bump();
+        assert_eq!(overs.next().await, Some(Over::Revoked));
+        assert_eq!(overs.next().await, None);
     }
 
     #[tokio::test]

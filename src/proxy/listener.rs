@@ -569,11 +569,9 @@ async fn connection(
         stalls: stalls.as_deref().map(|s| (s, limits.send_timeout)),
         send_timeout: limits.send_timeout,
     };
-    let lifetime_over = async {
-        let over = lifetime.over().await;
+    let lifetime_over = futures_util::StreamExt::inspect(lifetime.overs(), |over| {
         debug!(listener = %listener.name, peer = %peer, reason = over.reason(), "closing connection: made with rotated-out material, or no longer admitted under rules since changed");
-        over
-    };
+    });
     // The connection is built inside the block that boxes it: a local
     // still in scope at the `await` would be kept in this future.
     let outcome = if is_h2 {

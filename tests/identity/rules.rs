@@ -686,3 +686,61 @@ async fn a_close_everything_change_serves_a_still_admitted_h2_clients_new_stream
     c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
     until_on(&mut c, 3, |_, flags, _| flags & 1 != 0).await;
 }
+
+/// An HTTP/2 connection already closing for `max_connection_lifetime`
+/// (made with rotated-out material), waiting for its client to answer the
+/// `GOAWAY`'s PING, whose client is then revoked, has the streams it opens
+/// after the revocation refused at once (SPEC §2), as one not closing
+/// would. The close for the lifetime used to drop the wait for the rules:
+/// a client never answering the PING had its new streams forwarded until
+/// `header_read_timeout`, revoked or not.
+#[tokio::test]
+async fn a_client_revoked_while_its_lifetime_close_waits_has_new_streams_refused() {
+    use crate::support::h2raw::{frame, next_frame, post_block, preface, refused, until_on};
+    use tokio::io::AsyncWriteExt;
+    const DATA: u8 = 0;
+    const GOAWAY: u8 = 7;
+    let w = world().await;
+    let limit = "    limits: { max_connection_lifetime: 1ms }";
+    let mut p = Proxy::start(&config(&w, &allow_cn("alice"), limit, "", ""));
+    let addr = p.listener_addr("partners").await;
+    let api = p.admin_addr().await;
+    let alice = w.pki.client("alice", None, &[]);
+    let h2_cfg = client_config(&w.edge_ca.cert_pem, Some(&alice.pair), &[b"h2"]);
+    let mut c = connect(addr, "localhost", h2_cfg).await.unwrap();
+    let peer = c.get_ref().0.local_addr().unwrap().to_string();
+    c.write_all(&preface()).await.unwrap();
+    assert!(!refused(&mut c, 1, &post_block("/first")).await);
+    let mut call = frame(1, 0x4, 3, &post_block("/echo"));
+    call.extend(frame(DATA, 0, 3, b"x"));
+    c.write_all(&call).await.unwrap();
+    until_on(&mut c, 3, |kind, _, payload| {
+        kind == DATA && payload == b"x"
+    })
+    .await;
+
+    // The rotation: the connection, older than 1 ms, closes gracefully.
+    let names = ["localhost", "public.example", "admin.example"];
+    w.scene.pair("edge", &w.edge_ca.server_pair(&names));
+    while next_frame(&mut c).await.0 != GOAWAY {}
+    // Still admitted meanwhile: a new stream is served (the PING wait).
+    assert!(!refused(&mut c, 5, &post_block("/before")).await);
+
+    let r = put_client_auth(
+        api,
+        json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    p.wait_log("alice's new streams refused", |v| {
+        v["message"] == "no longer admitted; refusing new streams" && v["peer"] == peer.as_str()
+    })
+    .await;
+    assert!(
+        refused(&mut c, 7, &post_block("/after")).await,
+        "a stream opened after the revocation was served"
+    );
+    assert_eq!(w.backend.requests_for("/after"), 0, "forwarded");
+    c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
+    until_on(&mut c, 3, |_, flags, _| flags & 1 != 0).await;
+}

@@ -121,8 +121,11 @@ async fn a_request_unread_at_the_shutdown_is_answered() {
         stalls: None,
         send_timeout: LONG,
     };
-    let mut run =
-        std::pin::pin!(driver.run(conn, |c| c.graceful_shutdown(), std::future::pending()));
+    let mut run = std::pin::pin!(driver.run(
+        conn,
+        |c| c.graceful_shutdown(),
+        futures_util::stream::pending()
+    ));
     let mut polls = 0;
     let outcome = std::future::poll_fn(|cx| {
         // The driver's first poll left hyper waiting to read; before
@@ -232,7 +235,11 @@ async fn a_brief_rest_does_not_end_a_run_of_requests_without_a_token() {
             send_timeout: LONG,
         };
         driver
-            .run(conn_http, |c| c.graceful_shutdown(), std::future::pending())
+            .run(
+                conn_http,
+                |c| c.graceful_shutdown(),
+                futures_util::stream::pending(),
+            )
             .await;
     });
     tokio::time::timeout(STALLED * 4, seen.recv()).await.expect(
@@ -323,7 +330,11 @@ async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
             send_timeout: LONG,
         };
         driver
-            .run(conn_http, |c| c.graceful_shutdown(), std::future::pending())
+            .run(
+                conn_http,
+                |c| c.graceful_shutdown(),
+                futures_util::stream::pending(),
+            )
             .await;
     });
     // Its answer is being read: the run has begun.

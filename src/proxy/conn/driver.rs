@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -90,15 +91,16 @@ pub enum Ended {
 }
 
 impl Driver<'_> {
-    /// Run `conn` to its end. `also_close` ends with why its lifetime is
-    /// over: closed as at shutdown, and on HTTP/2, for [`Over::Revoked`]
-    /// (its client no longer admitted), every stream opened after it
+    /// Run `conn` to its end. `also_close` yields why its lifetime is
+    /// over, each reason as it comes: closed as at shutdown at the first,
+    /// and on HTTP/2, at [`Over::Revoked`] (its client no longer admitted;
+    /// also once closing for another), every stream opened after it
     /// refused at once.
     pub async fn run<F, E>(
         mut self,
         conn: F,
         graceful: impl Fn(Pin<&mut F>),
-        also_close: impl Future<Output = Over>,
+        also_close: impl Stream<Item = Over>,
     ) -> Outcome<E>
     where
         F: Future<Output = Result<(), E>>,
@@ -382,8 +384,13 @@ impl Driver<'_> {
                 // HTTP/1.1 head already part read (it closes only with
                 // its read buffer empty), and on HTTP/2 accept streams
                 // until its PING is answered: a revoked client's request.
-                over = also_close.as_mut(), if !also_done => {
-                    also_done = true;
+                // Again at a revocation while closing for its lifetime.
+                over = also_close.next(), if !also_done => {
+                    // Done after its last: a finished stream is not polled again.
+                    let Some(over) = over else {
+                        also_done = true;
+                        continue;
+                    };
                     if let Some(when) = at_once!() {
                         debug!(listener = %name, peer = %peer, "closing connection at once: {when}");
                         self.activity.closed_at_once();

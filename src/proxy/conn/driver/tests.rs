@@ -28,9 +28,13 @@ use crate::tls::sent::Counted;
 pub(super) const LONG: Duration = Duration::from_secs(60);
 
 /// `signal` as a driver's `also_close`: the client no longer admitted.
-pub(super) async fn rules_changed(signal: impl std::future::Future<Output = ()>) -> Over {
-    signal.await;
-    Over::Revoked
+pub(super) fn rules_changed(
+    signal: impl std::future::Future<Output = ()>,
+) -> impl futures_util::Stream<Item = Over> {
+    futures_util::stream::once(async {
+        signal.await;
+        Over::Revoked
+    })
 }
 
 /// A TLS 1.3 server config for `localhost` (self-signed), and a client
