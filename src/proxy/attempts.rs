@@ -118,13 +118,6 @@ impl Latest {
         }
     }
 
-    /// Whether the latest attempt yet is a retry: it had only what the
-    /// earlier ones left of `request_timeout`.
-    pub fn retried_yet(&self) -> bool {
-        let moved = self.moved.lock().unwrap_or_else(|p| p.into_inner());
-        !moved.earlier.is_empty()
-    }
-
     /// When the latest attempt began, if it is a retry.
     fn retry_began(&self) -> Option<tokio::time::Instant> {
         self.moved.lock().unwrap_or_else(|p| p.into_inner()).began
@@ -161,12 +154,14 @@ pub(super) fn logged(last: &Endpoint, mut earlier: Vec<Arc<str>>) -> UpstreamAdd
     UpstreamAddr(addr, Some(earlier.into_boxed_slice()))
 }
 
-/// A `retry`'s dial that the request's deadline `until` cut short: it had
-/// only what the earlier attempts left of `request_timeout`, no verdict on
-/// its endpoint (`DialError::Timeout` past `until`: the dial's own bound is
-/// `connect_timeout` or `until`, whichever ends first).
-fn cut_short(retry: bool, failure: &Failure, until: tokio::time::Instant) -> bool {
-    retry
+/// A `short` retry's dial (see [`Upstream::short_retry`]) that the
+/// request's deadline `until` cut short: it had only what the earlier
+/// attempts left of `request_timeout`, no verdict on its endpoint
+/// (`DialError::Timeout` past `until`: the dial's own bound is
+/// `connect_timeout` or `until`, whichever ends first). A retry that began
+/// with a first attempt's time is judged as a first attempt's dial is.
+fn cut_short(short: bool, failure: &Failure, until: tokio::time::Instant) -> bool {
+    short
         && matches!(failure, Failure::Dial(DialError::Timeout))
         && tokio::time::Instant::now() >= until
 }
@@ -276,7 +271,7 @@ impl Upstream {
                 Err((failure, _)) if body_fault.cause().is_some() => return Err(failure),
                 Err(failed) => failed,
             };
-            if cut_short(retried > 0, &failure, until) {
+            if cut_short(self.short_retry(last, until), &failure, until) {
                 set.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
             } else {
                 self.answered_failure(set, i, &failure);
@@ -480,7 +475,7 @@ impl Upstream {
         last: &Latest,
         until: tokio::time::Instant,
     ) {
-        if cut_short(last.retried_yet(), failure, until) {
+        if cut_short(self.short_retry(last, until), failure, until) {
             members.answered(i, StatusCode::GATEWAY_TIMEOUT.as_u16());
         } else {
             self.answered_failure(members, i, failure);
@@ -488,19 +483,21 @@ impl Upstream {
     }
 
     /// Whether the latest attempt in `last` is a retry that began with
-    /// less than `request_timeout` less `connect_timeout` left before the
-    /// request's deadline `until`: less than a first attempt has for its
-    /// response after a dial that took all of `connect_timeout`. Such a
+    /// less than `request_timeout` less `connect_timeout`, or less than
+    /// half of `request_timeout`, left before the request's deadline
+    /// `until`: less than a first attempt has for its response after a
+    /// dial that took all of `connect_timeout`. The half: with
+    /// `request_timeout` no longer than `connect_timeout` no retry was
+    /// short, and one reaching its endpoint with milliseconds left was
+    /// blamed for its timeout. Such a
     /// retry had only what the earlier attempts left: `request_timeout`
     /// ending it is no verdict on its endpoint. One that began with more
     /// (sent at once after a refused connect) had a first attempt's time,
     /// and is judged as one: excused for being a retry, a hung endpoint
     /// behind a dead one was never ejected.
     pub(super) fn short_retry(&self, last: &Latest, until: tokio::time::Instant) -> bool {
-        let enough = self
-            .config
-            .request_timeout
-            .saturating_sub(self.config.connect_timeout);
+        let whole = self.config.request_timeout;
+        let enough = whole - self.config.connect_timeout.min(whole / 2);
         last.retry_began()
             .is_some_and(|began| until.saturating_duration_since(began) < enough)
     }

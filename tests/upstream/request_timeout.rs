@@ -228,3 +228,88 @@ async fn a_retry_that_had_a_first_attempts_time_is_blamed_for_its_timeout() {
     })
     .await;
 }
+
+/// A proxy whose upstream `app` has the endpoints `first` and `second`
+/// (picked in that order), `request_timeout: 2s` shorter than
+/// `connect_timeout: 5s` (accepted), and one failure ejecting an endpoint.
+async fn shorter_than_a_dial(
+    w: &World,
+    first: SocketAddr,
+    second: SocketAddr,
+) -> (Proxy, SocketAddr) {
+    let settings = ["connect_timeout: 5s", "request_timeout: 2s", EJECT_AT_ONCE];
+    let upstream = backend_upstream("app", &[first, second], &settings);
+    let mut p = Proxy::start(&w.scene.public_config("[{ upstream: app }]", &upstream));
+    let addr = p.listener_addr("public").await;
+    (p, addr)
+}
+
+/// `request_timeout` shorter than `connect_timeout`: the first endpoint
+/// holds the request three quarters of `request_timeout`, then refuses it
+/// (`REFUSED_STREAM`: unprocessed, retried), and the second holds the
+/// retry until `request_timeout` ends it with a quarter left. That retry
+/// had less than half a first attempt's time: its endpoint stays in
+/// service. With `request_timeout` no longer than `connect_timeout` no
+/// retry was short, and the second was ejected for the first's delay.
+#[tokio::test]
+async fn a_retry_left_a_quarter_of_a_short_request_timeout_is_no_failure_of_its_endpoint() {
+    let w = world();
+    let (first, held_first) = holding_backend(&w, "127.0.0.1:0").await;
+    let (second, held) = holding_backend(&w, "127.0.0.2:0").await;
+    let (mut p, addr) = shorter_than_a_dial(&w, first, second).await;
+    let start = tokio::time::Instant::now();
+    let refuse = async {
+        wait_until(WAIT, "the first has the request", || async {
+            held_first.lock().unwrap().len() == 1
+        })
+        .await;
+        tokio::time::sleep_until(start + Duration::from_millis(1500)).await;
+        for mut respond in held_first.lock().unwrap().drain(..) {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        }
+    };
+    let (r, ()) = tokio::join!(h1_get(&w, addr, "/"), refuse);
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream timed out\n"));
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "the retry reached the second"
+    );
+    p.wait_log("the request's failure", |v| {
+        v["message"] == "upstream request failed" && v["reason"] == "timeout"
+    })
+    .await;
+    let blamed: Vec<String> = (p.logs().into_iter())
+        .filter(|l| l.contains(&second.to_string()))
+        .filter(|l| l.contains("upstream endpoint failing") || l.contains("ejected"))
+        .collect();
+    assert!(blamed.is_empty(), "{blamed:#?}");
+}
+
+/// `request_timeout` shorter than `connect_timeout`: the first endpoint
+/// refuses the connect at once, and the retry's dial to the second never
+/// completes, until the request's deadline ends it. That retry began with
+/// nearly all of `request_timeout`, as much as a first attempt's dial has:
+/// its `connect_timeout` counts. Excused for being a retry the deadline
+/// cut short, whatever time it had, a black-holed endpoint behind a dead
+/// one was never ejected.
+#[tokio::test]
+async fn a_retrys_dial_with_a_first_attempts_time_is_blamed_when_the_deadline_ends_it() {
+    let w = world();
+    let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first = refusing.local_addr().unwrap();
+    drop(refusing);
+    let silent = silent_endpoint("127.0.0.2").await;
+    let second = silent.local_addr().unwrap();
+    let (mut p, addr) = shorter_than_a_dial(&w, first, second).await;
+    let r = h1_get(&w, addr, "/").await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    p.wait_log("the second's connect_timeout counted", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("upstream endpoint failing"))
+            && v["endpoint"] == second.to_string()
+            && v["cause"] == "connect_timeout"
+    })
+    .await;
+}
