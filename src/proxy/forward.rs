@@ -262,7 +262,7 @@ impl Upstream {
         // Set when `request_timeout` ends the attempt in flight, before it
         // is dropped: its HTTP/2 connection is retired (`Unanswered`).
         let timed_out = AtomicBool::new(false);
-        let result = {
+        let (result, waiting) = {
             // Dropped armed only with the attempt in flight: says its
             // endpoint to the `499` line.
             let mut in_flight = InFlightAt {
@@ -313,12 +313,13 @@ impl Upstream {
             });
             let r = tokio::time::timeout_at(deadline, sent.as_mut()).await;
             in_flight.armed = false;
-            // A slow client body is not the connection's silence, nor is
-            // the end of a retry left less than a first attempt's time.
-            if r.is_err() && !body_fault.waiting() && !self.short_retry(&last, deadline) {
+            // A slow client body (read once: the arms below see the same) is not the
+            // connection's silence, nor is the end of a short retry.
+            let waiting = r.is_err() && body_fault.waiting();
+            if r.is_err() && !waiting && !self.short_retry(&last, deadline) {
                 timed_out.store(true, Ordering::Release);
             }
-            r
+            (r, waiting)
             // The attempt in flight is dropped here, seeing `timed_out`.
         };
         let (members, i, earlier) = last.done(members);
@@ -337,10 +338,9 @@ impl Upstream {
                 );
             }
             Ok(Err(e)) => self.failed(endpoint, &e),
-            // The upstream was still waiting for the client's body: a slow
-            // client, not a hung endpoint. Counting it would let any client
-            // eject healthy endpoints by stalling a few uploads.
-            Err(_) if body_fault.waiting() => {
+            // Still waiting for the client's body: a slow client, not a hung
+            // endpoint; counted, any client ejected endpoints stalling uploads.
+            Err(_) if waiting => {
                 let stalled = client_fault(ctx, &self.name, &Fault::Stalled, h2_client);
                 return sent_to(stalled, endpoint, earlier);
             }
