@@ -50,13 +50,14 @@ struct Rotation {
 
 impl Rotation {
     fn continued(&self, found: impl Fn(usize) -> Option<usize>) -> Rotation {
-        let there = self
-            .last
-            .load(Ordering::Relaxed)
-            .checked_sub(1)
-            .and_then(found);
+        let last = self.last.load(Ordering::Relaxed);
+        let there = last.checked_sub(1).and_then(found);
+        // Never gone anywhere (least request's, before an edit to round
+        // robin): a random place, not every replica's first endpoint at
+        // once. Bounded: the turn counts on far from wrapping around.
+        let turn = if last == 0 { random() % (1 << 16) } else { 0 };
         Rotation {
-            turn: AtomicUsize::new(0),
+            turn: AtomicUsize::new(turn),
             last: AtomicUsize::new(there.map_or(0, |i| i + 1)),
             resume: AtomicBool::new(there.is_some()),
         }
@@ -136,7 +137,9 @@ impl Picker {
     /// re-resolution's, an edit's), going on where this one's rotation is:
     /// after the endpoint the last request went to, found in the new set
     /// by `found` (its index here to its index there, if it is still
-    /// there; else the rotation starts at the new set's first endpoint).
+    /// there; else the rotation starts at the new set's first endpoint; a
+    /// rotation that never went anywhere, as least request's, starts at a
+    /// random place).
     /// Each new set started round robin again at its first endpoint: with
     /// fewer requests between changes than endpoints, the lowest-sorted
     /// addresses took most of them, on every replica at once. Its counter
@@ -451,5 +454,23 @@ mod tests {
                 .unwrap()] += 1;
         }
         assert!(counts.iter().all(|&c| c > 700), "{counts:?}");
+    }
+
+    /// A set replacing one that never went anywhere by round robin (least
+    /// request's, switched to round robin by an edit) has no endpoint to
+    /// go on after: it starts at a random place. At the first endpoint,
+    /// every replica reloaded at once sent its next requests there.
+    #[test]
+    fn a_rotation_with_no_last_endpoint_starts_at_a_random_place() {
+        let starts: Vec<usize> = (0..64)
+            .map(|_| {
+                let least = Picker::default();
+                least.pick(Balance::LeastRequest, 4, |_| false, &[], |_| 0);
+                let p = least.continued(Some);
+                p.pick(Balance::RoundRobin, 4, |_| false, &[], |_| 0)
+                    .unwrap()
+            })
+            .collect();
+        assert!(starts.iter().any(|&i| i != 0), "{starts:?}");
     }
 }
