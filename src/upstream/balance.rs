@@ -66,17 +66,24 @@ impl Rotation {
     /// This pick's place among the `len` candidates of `n` members
     /// (`eligible`). A set's first turn after the set it replaced goes on
     /// after `last`: past the candidates before that member and it.
+    /// The first turn is taken by moving `turn` from 0 past the skipped
+    /// ones at once: a pick between a swap of `resume` and the turn's move
+    /// took turn 0, the new set's first candidate, not the one after `last`.
     fn take(&self, n: usize, eligible: impl Fn(usize) -> bool, len: usize) -> usize {
-        // Read before it is swapped: a write per pick would contend.
-        let resume =
-            self.resume.load(Ordering::Relaxed) && self.resume.swap(false, Ordering::Relaxed);
-        let skip = if resume {
+        // Only read per pick: a write per pick would contend. Acquire: a
+        // pick finding it cleared finds the first turn taken.
+        if self.resume.load(Ordering::Acquire) {
             let after = self.last.load(Ordering::Relaxed).min(n);
-            (0..after).filter(|&i| eligible(i)).count()
-        } else {
-            0
-        };
-        (self.turn.fetch_add(1 + skip, Ordering::Relaxed) + skip) % len
+            let skip = (0..after).filter(|&i| eligible(i)).count();
+            let first =
+                self.turn
+                    .compare_exchange(0, 1 + skip, Ordering::Relaxed, Ordering::Relaxed);
+            if first.is_ok() {
+                self.resume.store(false, Ordering::Release);
+                return skip % len;
+            }
+        }
+        self.turn.fetch_add(1, Ordering::Relaxed) % len
     }
 }
 
