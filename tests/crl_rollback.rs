@@ -9,13 +9,19 @@ use std::time::Duration;
 use support::*;
 use time::OffsetDateTime;
 
+/// The edge's server pair (`edge.crt`, `edge.key`) and its CA
+/// (`edge-ca.crt`, which `admitted` trusts) in `s`.
+fn edge(s: &Scene) {
+    let edge = TestCa::new("edge");
+    s.pair("edge", &edge.server_pair(&["localhost"]));
+    write(&s.path("edge-ca.crt"), &edge.cert_pem);
+}
+
 /// A proxy whose listener `mtls` requires client certificates of
 /// `clients`, with `crl` as its CRL file `clients.crl`. No routes: a
 /// client let in gets 404, one refused gets no answer.
 fn scene(s: &Scene, clients: &TestCa, crl: &str) -> std::path::PathBuf {
-    let edge = TestCa::new("edge");
-    s.pair("edge", &edge.server_pair(&["localhost"]));
-    write(&s.path("edge-ca.crt"), &edge.cert_pem);
+    edge(s);
     write(&s.path("clients.crt"), &clients.cert_pem);
     write(&s.path("clients.crl"), crl);
     s.config(
@@ -47,7 +53,7 @@ async fn admitted(s: &Scene, addr: std::net::SocketAddr, client: &TestPair) -> b
     }
 }
 
-/// Two CRLs of `clients`, whole seconds, a week to their nextUpdate:
+/// Two CRLs of `issuer`, whole seconds, a week to their nextUpdate:
 /// `v1` (number 1, a day old) revokes no one, `v2` (number 2, a minute
 /// old) revokes `mallory`: `v1` in `v2`'s place is a rollback.
 struct Rollback {
@@ -57,7 +63,7 @@ struct Rollback {
     v2: String,
 }
 
-fn rollback(clients: &TestCa, mallory: &TestPair) -> Rollback {
+fn rollback(issuer: &TestCa, mallory: &TestPair) -> Rollback {
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let until = now + time::Duration::days(7);
     let (older, newer) = (
@@ -67,8 +73,61 @@ fn rollback(clients: &TestCa, mallory: &TestPair) -> Rollback {
     Rollback {
         older,
         newer,
-        v1: clients.crl_of(&[], older, until, 1),
-        v2: clients.crl_of(&[mallory.serial], newer, until, 2),
+        v1: issuer.crl_of(&[], older, until, 1),
+        v2: issuer.crl_of(&[mallory.serial], newer, until, 2),
+    }
+}
+
+/// `p` started with `cfg`, and its listener `mtls`'s address.
+async fn start(cfg: &std::path::Path) -> (Proxy, std::net::SocketAddr) {
+    let mut p = Proxy::start(cfg);
+    let addr = p.listener_addr("mtls").await;
+    (p, addr)
+}
+
+/// `crl` renamed over `clients.crl`, then `clients` reloaded through the
+/// API.
+async fn replace_crl(s: &Scene, p: &mut Proxy, crl: &str) {
+    let api = p.admin_addr().await;
+    support::writers::mv_over(&s.path("clients.crl"), crl);
+    let reload = admin(api, "POST", "/api/v1/certs/clients/reload", None, None, &[]).await;
+    assert_eq!(reload.status, 200, "{}", reload.body);
+}
+
+/// The `CRL rolled back` warning about `clients`, once `p` logs it.
+async fn rollback_warning(p: &mut Proxy) -> serde_json::Value {
+    p.wait_log("the CRL rollback warning", |v| {
+        v["level"] == "WARN"
+            && v["entry"] == "clients"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("CRL rolled back"))
+    })
+    .await
+}
+
+/// `warning` gives `older` as the CRL's thisUpdate and `newer` as the
+/// previous one's, and (if given) the CRL's and the previous one's
+/// numbers.
+fn assert_dates_and_numbers(
+    warning: &serde_json::Value,
+    older: OffsetDateTime,
+    newer: OffsetDateTime,
+    numbers: Option<(&str, &str)>,
+) {
+    assert_eq!(
+        warning["this_update_unix"],
+        older.unix_timestamp(),
+        "{warning}"
+    );
+    assert_eq!(
+        warning["previous_this_update_unix"],
+        newer.unix_timestamp(),
+        "{warning}"
+    );
+    if let Some((number, previous)) = numbers {
+        assert_eq!(warning["crl_number"], number, "{warning}");
+        assert_eq!(warning["previous_crl_number"], previous, "{warning}");
     }
 }
 
@@ -90,27 +149,15 @@ async fn a_crl_rolled_back_to_an_older_one_is_applied_and_warned_about() {
         v2,
     } = rollback(&clients, &mallory);
     let cfg = scene(&s, &clients, &v2);
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("mtls").await;
-    let api = p.admin_addr().await;
+    let (mut p, addr) = start(&cfg).await;
     assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
 
-    support::writers::mv_over(&s.path("clients.crl"), &v1);
-    let reload = admin(api, "POST", "/api/v1/certs/clients/reload", None, None, &[]).await;
-    assert_eq!(reload.status, 200, "{}", reload.body);
+    replace_crl(&s, &mut p, &v1).await;
     wait_until(Duration::from_secs(20), "CRL 1 applied", || async {
         admitted(&s, addr, &mallory).await
     })
     .await;
-    let warning = p
-        .wait_log("the CRL rollback warning", |v| {
-            v["level"] == "WARN"
-                && v["entry"] == "clients"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("CRL rolled back"))
-        })
-        .await;
+    let warning = rollback_warning(&mut p).await;
     let file = s.path("clients.crl").display().to_string();
     assert_eq!(warning["file"], file.as_str(), "{warning}");
     assert!(
@@ -119,18 +166,7 @@ async fn a_crl_rolled_back_to_an_older_one_is_applied_and_warned_about() {
             .is_some_and(|i| i.contains("clients")),
         "{warning}"
     );
-    assert_eq!(
-        warning["this_update_unix"],
-        older.unix_timestamp(),
-        "{warning}"
-    );
-    assert_eq!(
-        warning["previous_this_update_unix"],
-        newer.unix_timestamp(),
-        "{warning}"
-    );
-    assert_eq!(warning["crl_number"], "1", "{warning}");
-    assert_eq!(warning["previous_crl_number"], "2", "{warning}");
+    assert_dates_and_numbers(&warning, older, newer, Some(("1", "2")));
     let logs = p.logs().join("\n");
     assert!(!logs.contains("-----BEGIN"), "PEM in the log:\n{logs}");
     for line in pem_body_lines(&v1).iter().chain(&pem_body_lines(&v2)) {
@@ -145,23 +181,11 @@ async fn a_newer_crl_is_no_rollback() {
     let s = Scene::new();
     let clients = TestCa::new("clients");
     let mallory = clients.client_pair("mallory");
-    let now = OffsetDateTime::now_utc();
-    let until = now + time::Duration::days(7);
-    let v1 = clients.crl_of(&[], now - time::Duration::days(1), until, 1);
-    let v2 = clients.crl_of(
-        &[mallory.serial],
-        now - time::Duration::minutes(1),
-        until,
-        2,
-    );
+    let Rollback { v1, v2, .. } = rollback(&clients, &mallory);
     let cfg = scene(&s, &clients, &v1);
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("mtls").await;
-    let api = p.admin_addr().await;
+    let (mut p, addr) = start(&cfg).await;
     assert!(admitted(&s, addr, &mallory).await, "CRL 1 revokes nobody");
-    support::writers::mv_over(&s.path("clients.crl"), &v2);
-    let reload = admin(api, "POST", "/api/v1/certs/clients/reload", None, None, &[]).await;
-    assert_eq!(reload.status, 200, "{}", reload.body);
+    replace_crl(&s, &mut p, &v2).await;
     wait_until(Duration::from_secs(20), "CRL 2 applied", || async {
         !admitted(&s, addr, &mallory).await
     })
@@ -220,13 +244,9 @@ async fn a_crl_replacing_a_forged_or_future_one_is_no_rollback() {
             ),
         };
         let cfg = scene(&s, &clients, &before);
-        let mut p = Proxy::start(&cfg);
-        let addr = p.listener_addr("mtls").await;
-        let api = p.admin_addr().await;
+        let (mut p, addr) = start(&cfg).await;
         assert_eq!(admitted(&s, addr, &mallory).await, !forged);
-        support::writers::mv_over(&s.path("clients.crl"), &after);
-        let reload = admin(api, "POST", "/api/v1/certs/clients/reload", None, None, &[]).await;
-        assert_eq!(reload.status, 200, "{}", reload.body);
+        replace_crl(&s, &mut p, &after).await;
         wait_until(
             Duration::from_secs(20),
             "the genuine CRL applied",
@@ -259,9 +279,7 @@ async fn a_config_reload_pointing_at_an_older_crl_warns_of_the_rollback() {
         v1,
         v2,
     } = rollback(&clients, &mallory);
-    let edge = TestCa::new("edge");
-    s.pair("edge", &edge.server_pair(&["localhost"]));
-    write(&s.path("edge-ca.crt"), &edge.cert_pem);
+    edge(&s);
     write(&s.path("clients.crt"), &clients.cert_pem);
     std::fs::create_dir_all(s.path("pki")).unwrap();
     std::fs::create_dir_all(s.path("mirror")).unwrap();
@@ -290,8 +308,7 @@ listeners:
     };
     let kube = support::writers::Kubelet::new(&s.path("configmap"));
     kube.write(&[("config.yaml", &config(&pki))], false);
-    let mut p = Proxy::start(&s.path("configmap/config.yaml"));
-    let addr = p.listener_addr("mtls").await;
+    let (mut p, addr) = start(&s.path("configmap/config.yaml")).await;
     assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
 
     kube.write(&[("config.yaml", &config(&mirror))], false);
@@ -301,24 +318,10 @@ listeners:
         || async { admitted(&s, addr, &mallory).await },
     )
     .await;
-    let warning = p
-        .wait_log("the CRL rollback warning", |v| {
-            v["level"] == "WARN"
-                && v["entry"] == "clients"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("CRL rolled back"))
-        })
-        .await;
+    let warning = rollback_warning(&mut p).await;
     let file = mirror.display().to_string();
     assert_eq!(warning["file"], file.as_str(), "{warning}");
-    assert_eq!(warning["this_update_unix"], older.unix_timestamp());
-    assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
-    assert_eq!(
-        (&warning["crl_number"], &warning["previous_crl_number"]),
-        (&"1".into(), &"2".into()),
-        "{warning}"
-    );
+    assert_dates_and_numbers(&warning, older, newer, Some(("1", "2")));
 }
 
 /// A leaf of `issuing` that sends its chain (the leaf, then `issuing`),
@@ -329,13 +332,41 @@ fn client_of(issuing: &TestCa, cn: &str) -> TestPair {
     pair
 }
 
+/// The Secret volume `pki`, written as kubelet does: `ca.crt` the CA
+/// bundle, `root.crl` the root's CRL (revoking no one), `issuing.crl`
+/// what `put` is given.
+struct Secret {
+    pki: support::writers::Kubelet,
+    bundle: String,
+    root_crl: String,
+}
+
+impl Secret {
+    fn new(s: &Scene, bundle: &str, root: &TestCa) -> Secret {
+        Secret {
+            pki: support::writers::Kubelet::new(&s.path("pki")),
+            bundle: bundle.to_owned(),
+            root_crl: root.crl(&[]),
+        }
+    }
+
+    fn put(&self, issuing_crl: &str) {
+        self.pki.write(
+            &[
+                ("ca.crt", &self.bundle),
+                ("root.crl", &self.root_crl),
+                ("issuing.crl", issuing_crl),
+            ],
+            false,
+        )
+    }
+}
+
 /// A proxy watching the Secret volume `pki` (written as kubelet does):
 /// `ca.crt` its CA bundle, `root.crl` and `issuing.crl` its CRLs; the
 /// listener `mtls` requires client certificates of that bundle.
 fn kubelet_scene(s: &Scene, pki: &support::writers::Kubelet) -> std::path::PathBuf {
-    let edge = TestCa::new("edge");
-    s.pair("edge", &edge.server_pair(&["localhost"]));
-    write(&s.path("edge-ca.crt"), &edge.cert_pem);
+    edge(s);
     let at = |name: &str| pki.dir.join(name).display().to_string();
     s.config(&format!(
         r#"
@@ -356,6 +387,38 @@ listeners:
     ))
 }
 
+/// A proxy on a Secret of `bundle` (CAs of `root`), its `issuing.crl`
+/// rolled back from CRL 2 of `issuing` (revoking mallory) to its CRL 1:
+/// alice and mallory, clients of `issuing` sending their chain, are
+/// admitted and refused, then mallory admitted again. The CRLs, and the
+/// rollback warning, which names the file and the issuing CA.
+async fn issuing_crl_rolled_back(
+    root: &TestCa,
+    issuing: &TestCa,
+    bundle: &str,
+) -> (Rollback, serde_json::Value) {
+    let s = Scene::new();
+    let mallory = client_of(issuing, "mallory");
+    let alice = client_of(issuing, "alice");
+    let r = rollback(issuing, &mallory);
+    let secret = Secret::new(&s, bundle, root);
+    secret.put(&r.v2);
+    let (mut p, addr) = start(&kubelet_scene(&s, &secret.pki)).await;
+    assert!(admitted(&s, addr, &alice).await, "alice sends her chain");
+    assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
+
+    secret.put(&r.v1);
+    wait_until(Duration::from_secs(20), "CRL 1 applied", || async {
+        admitted(&s, addr, &mallory).await
+    })
+    .await;
+    let warning = rollback_warning(&mut p).await;
+    let file = secret.pki.dir.join("issuing.crl").display().to_string();
+    assert_eq!(warning["file"], file.as_str(), "{warning}");
+    assert_eq!(warning["issuer"], "CN=issuing CA", "{warning}");
+    (r, warning)
+}
+
 /// `ca_file` holds the root alone, as hotproxy's own warning about an
 /// unchecked issuing CA advises: clients send the issuing CA, whose CRL
 /// (the one revoking them) no CA of the bundle can verify. That CRL
@@ -365,62 +428,39 @@ listeners:
 /// silent: only a CRL a CA of the bundle verified was compared.
 #[tokio::test]
 async fn an_issuing_cas_crl_rolled_back_behind_a_root_only_bundle_is_warned_about() {
-    let s = Scene::new();
     let root = TestCa::new("partners root");
     let issuing = root.intermediate("issuing CA");
-    let mallory = client_of(&issuing, "mallory");
-    let alice = client_of(&issuing, "alice");
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let until = now + time::Duration::days(7);
-    let (older, newer) = (
-        now - time::Duration::days(1),
-        now - time::Duration::minutes(1),
-    );
-    let v1 = issuing.crl_of(&[], older, until, 1);
-    let v2 = issuing.crl_of(&[mallory.serial], newer, until, 2);
-    let root_crl = root.crl(&[]);
-    let pki = support::writers::Kubelet::new(&s.path("pki"));
-    let secret = |issuing_crl: &str| {
-        pki.write(
-            &[
-                ("ca.crt", &root.cert_pem),
-                ("root.crl", &root_crl),
-                ("issuing.crl", issuing_crl),
-            ],
-            false,
-        )
-    };
-    secret(&v2);
-    let cfg = kubelet_scene(&s, &pki);
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("mtls").await;
-    assert!(admitted(&s, addr, &alice).await, "alice sends her chain");
-    assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
+    let (r, warning) = issuing_crl_rolled_back(&root, &issuing, &root.cert_pem).await;
+    assert_dates_and_numbers(&warning, r.older, r.newer, Some(("1", "2")));
+}
 
-    secret(&v1);
-    wait_until(Duration::from_secs(20), "CRL 1 applied", || async {
-        admitted(&s, addr, &mallory).await
-    })
-    .await;
-    let warning = p
-        .wait_log("the CRL rollback warning", |v| {
-            v["level"] == "WARN"
-                && v["entry"] == "clients"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("CRL rolled back"))
-        })
-        .await;
-    let file = pki.dir.join("issuing.crl").display().to_string();
-    assert_eq!(warning["file"], file.as_str(), "{warning}");
-    assert_eq!(warning["issuer"], "CN=issuing CA", "{warning}");
-    assert_eq!(warning["this_update_unix"], older.unix_timestamp());
-    assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
-    assert_eq!(
-        (&warning["crl_number"], &warning["previous_crl_number"]),
-        (&"1".into(), &"2".into()),
-        "{warning}"
+/// A proxy on `secret`, its `issuing.crl` going from `old_crl` of
+/// `old_key` to `new_crl` of `new_key` (the issuing CA re-keyed under its
+/// name): alice, a client of the old key, admitted and bob, of the new
+/// one, refused; then bob admitted. The proxy, for what it logged.
+async fn re_keyed(
+    s: &Scene,
+    secret: &Secret,
+    (old_key, old_crl): (&TestCa, &str),
+    (new_key, new_crl): (&TestCa, &str),
+) -> Proxy {
+    secret.put(old_crl);
+    let (p, addr) = start(&kubelet_scene(s, &secret.pki)).await;
+    let (alice, bob) = (client_of(old_key, "alice"), client_of(new_key, "bob"));
+    assert!(
+        admitted(s, addr, &alice).await,
+        "the old key's CRL is in use"
     );
+    // Checked with the key that issued bob's issuing CA, it fails.
+    assert!(!admitted(s, addr, &bob).await, "the old key's CRL in use");
+    secret.put(new_crl);
+    wait_until(
+        Duration::from_secs(20),
+        "the new key's CRL applied",
+        || async { admitted(s, addr, &bob).await },
+    )
+    .await;
+    p
 }
 
 /// The issuing CA re-keyed under the same name: the Secret's bundle holds
@@ -447,36 +487,8 @@ async fn a_re_keyed_cas_first_crl_is_no_rollback() {
             true => format!("{}{}{}", root.cert_pem, old_key.cert_pem, new_key.cert_pem),
             false => root.cert_pem.clone(),
         };
-        let root_crl = root.crl(&[]);
-        let pki = support::writers::Kubelet::new(&s.path("pki"));
-        let secret = |issuing_crl: &str| {
-            pki.write(
-                &[
-                    ("ca.crt", &bundle),
-                    ("root.crl", &root_crl),
-                    ("issuing.crl", issuing_crl),
-                ],
-                false,
-            )
-        };
-        secret(&old_crl);
-        let cfg = kubelet_scene(&s, &pki);
-        let mut p = Proxy::start(&cfg);
-        let addr = p.listener_addr("mtls").await;
-        let (alice, bob) = (client_of(&old_key, "alice"), client_of(&new_key, "bob"));
-        assert!(
-            admitted(&s, addr, &alice).await,
-            "the old key's CRL is in use"
-        );
-        // Checked with the key that issued bob's issuing CA, it fails.
-        assert!(!admitted(&s, addr, &bob).await, "the old key's CRL in use");
-        secret(&new_crl);
-        wait_until(
-            Duration::from_secs(20),
-            "the new key's CRL applied",
-            || async { admitted(&s, addr, &bob).await },
-        )
-        .await;
+        let secret = Secret::new(&s, &bundle, &root);
+        let mut p = re_keyed(&s, &secret, (&old_key, &old_crl), (&new_key, &new_crl)).await;
         let what = ["the root alone", "both keys' CAs"][usize::from(chain_in_bundle)];
         assert_no_rollback_warned(&mut p, &format!("a new key's CRL, {what} in the bundle")).await;
     }
@@ -492,59 +504,12 @@ async fn a_re_keyed_cas_first_crl_is_no_rollback() {
 /// was compared only when such a CA verified it.
 #[tokio::test]
 async fn a_crl_no_named_ca_verifies_rolled_back_is_warned_about() {
-    let s = Scene::new();
     let root = TestCa::new("partners root");
     let old_key = root.intermediate("issuing CA");
     let new_key = root.intermediate("issuing CA");
-    let mallory = client_of(&new_key, "mallory");
-    let alice = client_of(&new_key, "alice");
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let until = now + time::Duration::days(7);
-    let (older, newer) = (
-        now - time::Duration::days(1),
-        now - time::Duration::minutes(1),
-    );
-    let v1 = new_key.crl_of(&[], older, until, 1);
-    let v2 = new_key.crl_of(&[mallory.serial], newer, until, 2);
     let bundle = format!("{}{}", root.cert_pem, old_key.cert_pem);
-    let root_crl = root.crl(&[]);
-    let pki = support::writers::Kubelet::new(&s.path("pki"));
-    let secret = |issuing_crl: &str| {
-        pki.write(
-            &[
-                ("ca.crt", &bundle),
-                ("root.crl", &root_crl),
-                ("issuing.crl", issuing_crl),
-            ],
-            false,
-        )
-    };
-    secret(&v2);
-    let cfg = kubelet_scene(&s, &pki);
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("mtls").await;
-    assert!(admitted(&s, addr, &alice).await, "alice sends her chain");
-    assert!(!admitted(&s, addr, &mallory).await, "CRL 2 revokes mallory");
-
-    secret(&v1);
-    wait_until(Duration::from_secs(20), "CRL 1 applied", || async {
-        admitted(&s, addr, &mallory).await
-    })
-    .await;
-    let warning = p
-        .wait_log("the CRL rollback warning", |v| {
-            v["level"] == "WARN"
-                && v["entry"] == "clients"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("CRL rolled back"))
-        })
-        .await;
-    let file = pki.dir.join("issuing.crl").display().to_string();
-    assert_eq!(warning["file"], file.as_str(), "{warning}");
-    assert_eq!(warning["issuer"], "CN=issuing CA", "{warning}");
-    assert_eq!(warning["this_update_unix"], older.unix_timestamp());
-    assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
+    let (r, warning) = issuing_crl_rolled_back(&root, &new_key, &bundle).await;
+    assert_dates_and_numbers(&warning, r.older, r.newer, None);
 }
 
 /// A CRL of `ca` as `openssl ca -gencrl` writes it with a default
@@ -613,49 +578,11 @@ async fn a_crl_no_key_identifier_tells_apart_is_warned_about_as_either() {
     );
     let old_crl = openssl_crl(&s.path("old-key"), &old_key, newer, until, 7);
     let new_crl = openssl_crl(&s.path("new-key"), &new_key, older, until, 1);
-    let root_crl = root.crl(&[]);
-    let pki = support::writers::Kubelet::new(&s.path("pki"));
-    let secret = |issuing_crl: &str| {
-        pki.write(
-            &[
-                ("ca.crt", &root.cert_pem),
-                ("root.crl", &root_crl),
-                ("issuing.crl", issuing_crl),
-            ],
-            false,
-        )
-    };
-    secret(&old_crl);
-    let cfg = kubelet_scene(&s, &pki);
-    let mut p = Proxy::start(&cfg);
-    let addr = p.listener_addr("mtls").await;
-    let (alice, bob) = (client_of(&old_key, "alice"), client_of(&new_key, "bob"));
-    assert!(admitted(&s, addr, &alice).await, "the old key's CRL");
-    assert!(!admitted(&s, addr, &bob).await, "the old key's CRL");
-    secret(&new_crl);
-    wait_until(
-        Duration::from_secs(20),
-        "the new key's CRL applied",
-        || async { admitted(&s, addr, &bob).await },
-    )
-    .await;
-    let warning = p
-        .wait_log("the CRL rollback warning", |v| {
-            v["level"] == "WARN"
-                && v["entry"] == "clients"
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("CRL rolled back"))
-        })
-        .await;
+    let secret = Secret::new(&s, &root.cert_pem, &root);
+    let mut p = re_keyed(&s, &secret, (&old_key, &old_crl), (&new_key, &new_crl)).await;
+    let warning = rollback_warning(&mut p).await;
     let message = warning["message"].as_str().unwrap();
     assert!(message.contains("or another key's"), "{warning}");
     assert_eq!(warning["issuer"], "CN=issuing CA", "{warning}");
-    assert_eq!(warning["this_update_unix"], older.unix_timestamp());
-    assert_eq!(warning["previous_this_update_unix"], newer.unix_timestamp());
-    assert_eq!(
-        (&warning["crl_number"], &warning["previous_crl_number"]),
-        (&"1".into(), &"7".into()),
-        "{warning}"
-    );
+    assert_dates_and_numbers(&warning, older, newer, Some(("1", "7")));
 }
