@@ -584,31 +584,20 @@ async fn refused_client_still_sending_reads_the_alert_not_a_reset() {
     }
 }
 
-/// An HTTP/2 client taken out of `allow` (the client-auth PUT) on a
-/// connection that has had a request and has a call in flight is revoked
-/// at once (SPEC §2): the call is served to its end, and a stream it opens
-/// after the change is refused (`REFUSED_STREAM`), never forwarded, though
-/// it never answers the `GOAWAY`'s PING. Such streams used to be served
-/// until the PING had gone unanswered for `header_read_timeout` (10 s).
-#[tokio::test]
-async fn a_revoked_h2_client_has_new_streams_refused_at_once() {
-    use crate::support::h2raw::{frame, next_frame, post_block, preface, refused, until_on};
+const DATA: u8 = 0;
+const GOAWAY: u8 = 7;
+
+/// alice over HTTP/2 (ALPN `h2`) on `addr`: a first request answered
+/// (stream 1), then a call to `/echo` (stream 3) left open, its first
+/// byte echoed back.
+async fn h2_alice_with_a_call_open(w: &World, addr: SocketAddr) -> Tls {
+    use crate::support::h2raw::{frame, post_block, preface, refused, until_on};
     use tokio::io::AsyncWriteExt;
-    const DATA: u8 = 0;
-    const GOAWAY: u8 = 7;
-    let AliceAndBob {
-        w,
-        p: _p,
-        addr,
-        api,
-        ..
-    } = alice_and_bob("alice").await;
     let alice = w.pki.client("alice", None, &[]);
     let h2_cfg = client_config(&w.edge_ca.cert_pem, Some(&alice.pair), &[b"h2"]);
     let mut c = connect(addr, "localhost", h2_cfg).await.unwrap();
     assert_eq!(c.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     c.write_all(&preface()).await.unwrap();
-    // A first request, answered; then a call to /echo left open.
     assert!(!refused(&mut c, 1, &post_block("/first")).await);
     let mut call = frame(1, 0x4, 3, &post_block("/echo"));
     call.extend(frame(DATA, 0, 3, b"x"));
@@ -617,23 +606,55 @@ async fn a_revoked_h2_client_has_new_streams_refused_at_once() {
         kind == DATA && payload == b"x"
     })
     .await;
+    c
+}
 
-    let r = put_client_auth(
-        api,
-        json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]}),
-    )
-    .await;
+/// `client_auth` put as `partners`' client auth, then `c` read up to the
+/// `GOAWAY` it is sent (its PING left unanswered).
+async fn put_then_goaway(api: SocketAddr, c: &mut Tls, client_auth: serde_json::Value) {
+    use crate::support::h2raw::next_frame;
+    let r = put_client_auth(api, client_auth).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    while next_frame(c).await.0 != GOAWAY {}
+}
+
+/// Ends the open call's request (stream 3) and waits for the end of its
+/// answer.
+async fn end_the_call(c: &mut Tls) {
+    use crate::support::h2raw::{frame, until_on};
+    use tokio::io::AsyncWriteExt;
+    c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
+    until_on(c, 3, |_, flags, _| flags & 1 != 0).await;
+}
+
+/// An HTTP/2 client taken out of `allow` (the client-auth PUT) on a
+/// connection that has had a request and has a call in flight is revoked
+/// at once (SPEC §2): the call is served to its end, and a stream it opens
+/// after the change is refused (`REFUSED_STREAM`), never forwarded, though
+/// it never answers the `GOAWAY`'s PING. Such streams used to be served
+/// until the PING had gone unanswered for `header_read_timeout` (10 s).
+#[tokio::test]
+async fn a_revoked_h2_client_has_new_streams_refused_at_once() {
+    use crate::support::h2raw::{post_block, refused};
+    let AliceAndBob {
+        w,
+        p: _p,
+        addr,
+        api,
+        ..
+    } = alice_and_bob("alice").await;
+    let mut c = h2_alice_with_a_call_open(&w, addr).await;
+
     // The GOAWAY (and its PING, never answered).
-    while next_frame(&mut c).await.0 != GOAWAY {}
+    let bob_only = json!({"mode": "require_and_verify", "allow": [{"cn": "bob"}]});
+    put_then_goaway(api, &mut c, bob_only).await;
     assert!(
         refused(&mut c, 5, &post_block("/after")).await,
         "a stream opened after the revocation was served"
     );
     assert_eq!(w.backend.requests_for("/after"), 0, "forwarded");
     // The call in flight is served to its end.
-    c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
-    until_on(&mut c, 3, |_, flags, _| flags & 1 != 0).await;
+    end_the_call(&mut c).await;
 }
 
 /// A change that closes every connection of the listener (here its
@@ -644,10 +665,7 @@ async fn a_revoked_h2_client_has_new_streams_refused_at_once() {
 /// refused at once; every client on the listener used to be.
 #[tokio::test]
 async fn a_close_everything_change_serves_a_still_admitted_h2_clients_new_streams() {
-    use crate::support::h2raw::{frame, next_frame, post_block, preface, refused, until_on};
-    use tokio::io::AsyncWriteExt;
-    const DATA: u8 = 0;
-    const GOAWAY: u8 = 7;
+    use crate::support::h2raw::{post_block, refused};
     let AliceAndBob {
         w,
         p: _p,
@@ -655,36 +673,18 @@ async fn a_close_everything_change_serves_a_still_admitted_h2_clients_new_stream
         api,
         ..
     } = alice_and_bob("alice").await;
-    let alice = w.pki.client("alice", None, &[]);
-    let h2_cfg = client_config(&w.edge_ca.cert_pem, Some(&alice.pair), &[b"h2"]);
-    let mut c = connect(addr, "localhost", h2_cfg).await.unwrap();
-    assert_eq!(c.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    c.write_all(&preface()).await.unwrap();
-    assert!(!refused(&mut c, 1, &post_block("/first")).await);
-    let mut call = frame(1, 0x4, 3, &post_block("/echo"));
-    call.extend(frame(DATA, 0, 3, b"x"));
-    c.write_all(&call).await.unwrap();
-    until_on(&mut c, 3, |kind, _, payload| {
-        kind == DATA && payload == b"x"
-    })
-    .await;
+    let mut c = h2_alice_with_a_call_open(&w, addr).await;
 
-    // Another mode, alice still let in.
-    let r = put_client_auth(
-        api,
-        json!({"mode": "verify_if_given", "allow": [{"cn": "alice"}]}),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    // The GOAWAY (and its PING, not answered yet).
-    while next_frame(&mut c).await.0 != GOAWAY {}
+    // Another mode, alice still let in. The GOAWAY (and its PING, not
+    // answered yet).
+    let other_mode = json!({"mode": "verify_if_given", "allow": [{"cn": "alice"}]});
+    put_then_goaway(api, &mut c, other_mode).await;
     assert!(
         !refused(&mut c, 5, &post_block("/after")).await,
         "a still admitted client's stream was refused"
     );
     assert_eq!(w.backend.requests_for("/after"), 1);
-    c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
-    until_on(&mut c, 3, |_, flags, _| flags & 1 != 0).await;
+    end_the_call(&mut c).await;
 }
 
 /// An HTTP/2 connection already closing for `max_connection_lifetime`
@@ -696,28 +696,14 @@ async fn a_close_everything_change_serves_a_still_admitted_h2_clients_new_stream
 /// `header_read_timeout`, revoked or not.
 #[tokio::test]
 async fn a_client_revoked_while_its_lifetime_close_waits_has_new_streams_refused() {
-    use crate::support::h2raw::{frame, next_frame, post_block, preface, refused, until_on};
-    use tokio::io::AsyncWriteExt;
-    const DATA: u8 = 0;
-    const GOAWAY: u8 = 7;
+    use crate::support::h2raw::{next_frame, post_block, refused};
     let w = world().await;
     let limit = "    limits: { max_connection_lifetime: 1ms }";
     let mut p = Proxy::start(&config(&w, &allow_cn("alice"), limit, "", ""));
     let addr = p.listener_addr("partners").await;
     let api = p.admin_addr().await;
-    let alice = w.pki.client("alice", None, &[]);
-    let h2_cfg = client_config(&w.edge_ca.cert_pem, Some(&alice.pair), &[b"h2"]);
-    let mut c = connect(addr, "localhost", h2_cfg).await.unwrap();
+    let mut c = h2_alice_with_a_call_open(&w, addr).await;
     let peer = c.get_ref().0.local_addr().unwrap().to_string();
-    c.write_all(&preface()).await.unwrap();
-    assert!(!refused(&mut c, 1, &post_block("/first")).await);
-    let mut call = frame(1, 0x4, 3, &post_block("/echo"));
-    call.extend(frame(DATA, 0, 3, b"x"));
-    c.write_all(&call).await.unwrap();
-    until_on(&mut c, 3, |kind, _, payload| {
-        kind == DATA && payload == b"x"
-    })
-    .await;
 
     // The rotation: the connection, older than 1 ms, closes gracefully.
     let names = ["localhost", "public.example", "admin.example"];
@@ -741,6 +727,5 @@ async fn a_client_revoked_while_its_lifetime_close_waits_has_new_streams_refused
         "a stream opened after the revocation was served"
     );
     assert_eq!(w.backend.requests_for("/after"), 0, "forwarded");
-    c.write_all(&frame(DATA, 1, 3, b"")).await.unwrap();
-    until_on(&mut c, 3, |_, flags, _| flags & 1 != 0).await;
+    end_the_call(&mut c).await;
 }
