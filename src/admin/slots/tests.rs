@@ -5,6 +5,72 @@ use crate::proxy::client_io::ClientIo;
 use crate::proxy::conn::{Driver, Ended};
 use crate::proxy::linger::{LINGER_TIME, linger};
 
+/// A timeout never reached here.
+const LONG: Duration = Duration::from_secs(60);
+
+/// The connection of `listener`'s next client, in a slot of its own
+/// `Slots`, its streams the admin listener's: the slots, the client's
+/// address, its `Conn`, and the stream to serve.
+async fn accept_as_the_admin(
+    listener: &tokio::net::TcpListener,
+) -> (Arc<Slots>, SocketAddr, Arc<Conn>, ClientIo<SlotIo>) {
+    let (stream, peer) = listener.accept().await.unwrap();
+    let slots = Arc::new(Slots::default());
+    let slot = slots.take(peer).await.unwrap();
+    let conn = slot.conn().clone();
+    let activity = conn.activity().clone();
+    let io = SlotIo::new(stream, conn.clone());
+    let io = ClientIo::new(Box::new(io), activity, true, LONG, Box::new(slot));
+    (slots, peer, conn, io)
+}
+
+/// `svc` serving `io` (HTTP/1.1) as the admin listener serves a
+/// connection from `peer` (its driver; every timeout [`LONG`]; no
+/// shutdown), on a task of its own.
+fn serve_as_the_admin<S, B>(
+    io: ClientIo<SlotIo>,
+    svc: S,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+) -> tokio::task::JoinHandle<()>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn_http = hyper::server::conn::http1::Builder::new()
+        .half_close(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _shutdown = shutdown;
+        let driver = Driver {
+            name: "admin",
+            peer,
+            activity: &activity,
+            header_read_timeout: LONG,
+            idle_timeout: LONG,
+            shutdown: rx,
+            also_close_grace: LONG,
+            process: None,
+            answer_first: false,
+            answer_unbegun: true,
+            stalls: None,
+            send_timeout: LONG,
+        };
+        driver
+            .run(
+                conn_http,
+                |c| c.graceful_shutdown(),
+                futures_util::stream::pending(),
+            )
+            .await;
+    })
+}
+
 fn peer(n: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 1, (n / MAX_CONNECTIONS_PER_CLIENT) as u8], 1))
 }
@@ -68,7 +134,6 @@ async fn a_lingering_close_makes_room_and_requests_in_flight_keep_theirs() {
 #[tokio::test]
 async fn a_request_unread_at_the_shutdown_is_answered() {
     use std::io::{Read, Write};
-    const LONG: Duration = Duration::from_secs(60);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (go, told) = std::sync::mpsc::channel::<()>();
@@ -84,12 +149,8 @@ async fn a_request_unread_at_the_shutdown_is_answered() {
         let _ = tcp.read_to_end(&mut got);
         got
     });
-    let (stream, peer) = listener.accept().await.unwrap();
-    let slots = Arc::new(Slots::default());
-    let slot = slots.take(peer).await.unwrap();
-    let activity = slot.conn().activity().clone();
-    let io = SlotIo::new(stream, slot.conn().clone());
-    let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
+    let (_slots, peer, conn, io) = accept_as_the_admin(&listener).await;
+    let activity = conn.activity().clone();
     let answering = activity.clone();
     // As the admin listener's service: the last response says so.
     let svc = hyper::service::service_fn(move |_req| {
@@ -170,7 +231,6 @@ async fn a_request_unread_at_the_shutdown_is_answered() {
 #[tokio::test]
 async fn a_brief_rest_does_not_end_a_run_of_requests_without_a_token() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const LONG: Duration = Duration::from_secs(60);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let client = tokio::spawn(async move {
@@ -190,13 +250,8 @@ async fn a_brief_rest_does_not_end_a_run_of_requests_without_a_token() {
             }
         }
     });
-    let (stream, peer) = listener.accept().await.unwrap();
-    let slots = Arc::new(Slots::default());
-    let slot = slots.take(peer).await.unwrap();
-    let conn = slot.conn().clone();
+    let (_slots, peer, conn, io) = accept_as_the_admin(&listener).await;
     let activity = conn.activity().clone();
-    let io = SlotIo::new(stream, conn.clone());
-    let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
     let (evictable, mut seen) = tokio::sync::mpsc::unbounded_channel();
     // As the admin listener's service; and, while each request is
     // served, a look as a newcomer's.
@@ -215,33 +270,7 @@ async fn a_brief_rest_does_not_end_a_run_of_requests_without_a_token() {
             }
         })
     };
-    let conn_http = hyper::server::conn::http1::Builder::new()
-        .half_close(true)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
-    let (_shutdown, rx) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(async move {
-        let driver = Driver {
-            name: "admin",
-            peer,
-            activity: &activity,
-            header_read_timeout: LONG,
-            idle_timeout: LONG,
-            shutdown: rx,
-            also_close_grace: LONG,
-            process: None,
-            answer_first: false,
-            answer_unbegun: true,
-            stalls: None,
-            send_timeout: LONG,
-        };
-        driver
-            .run(
-                conn_http,
-                |c| c.graceful_shutdown(),
-                futures_util::stream::pending(),
-            )
-            .await;
-    });
+    let serving = serve_as_the_admin(io, svc, peer, activity);
     tokio::time::timeout(STALLED * 4, seen.recv()).await.expect(
         "a request of a run without a token that went on for 5 s counts as waiting on its client",
     );
@@ -279,7 +308,6 @@ impl hyper::body::Body for Endless {
 #[tokio::test]
 async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const LONG: Duration = Duration::from_secs(60);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (reading, mut read) = tokio::sync::mpsc::unbounded_channel();
@@ -292,13 +320,8 @@ async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
             let _ = reading.send(());
         }
     });
-    let (stream, from) = listener.accept().await.unwrap();
-    let slots = Arc::new(Slots::default());
-    let slot = slots.take(from).await.unwrap();
-    let conn = slot.conn().clone();
+    let (slots, from, conn, io) = accept_as_the_admin(&listener).await;
     let activity = conn.activity().clone();
-    let io = SlotIo::new(stream, conn.clone());
-    let io = ClientIo::new(Box::new(io), activity.clone(), true, LONG, Box::new(slot));
     let svc = {
         let (activity, conn) = (activity.clone(), conn.clone());
         hyper::service::service_fn(move |_req| {
@@ -310,33 +333,7 @@ async fn a_newcomer_that_waited_takes_the_slot_of_a_run_without_a_token() {
             }
         })
     };
-    let conn_http = hyper::server::conn::http1::Builder::new()
-        .half_close(true)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
-    let (_shutdown, rx) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(async move {
-        let driver = Driver {
-            name: "admin",
-            peer: from,
-            activity: &activity,
-            header_read_timeout: LONG,
-            idle_timeout: LONG,
-            shutdown: rx,
-            also_close_grace: LONG,
-            process: None,
-            answer_first: false,
-            answer_unbegun: true,
-            stalls: None,
-            send_timeout: LONG,
-        };
-        driver
-            .run(
-                conn_http,
-                |c| c.graceful_shutdown(),
-                futures_util::stream::pending(),
-            )
-            .await;
-    });
+    let serving = serve_as_the_admin(io, svc, from, activity);
     // Its answer is being read: the run has begun.
     read.recv().await.expect("the answer's first bytes");
     let mut busy = Vec::new();
