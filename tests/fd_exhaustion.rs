@@ -23,7 +23,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// `hotproxy_accept_errors_total{listener=NAME}` from the admin listener.
+/// `hotproxy_accept_errors_total{listener=NAME}` from the admin listener
+/// (0 before the listener's first failure).
 async fn accept_errors(admin_addr: std::net::SocketAddr, name: &str) -> u64 {
     let prefix = format!("hotproxy_accept_errors_total{{listener=\"{name}\"}} ");
     admin(admin_addr, "GET", "/metrics", None, None, &[])
@@ -31,9 +32,8 @@ async fn accept_errors(admin_addr: std::net::SocketAddr, name: &str) -> u64 {
         .body
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix}"))
-        .parse()
-        .unwrap()
+        // A family's series appears with its first failure.
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// The proxy under `ulimit -n 64` with one TLS listener `public` for
@@ -93,16 +93,17 @@ async fn flood_beyond_the_fd_limit_backs_off_and_recovers() {
         flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
         flood.push(tcp_from("127.0.0.2", admin_addr).await);
     }
-    // Both accept loops run out of descriptors and back off to the
-    // longest pause: they keep failing, but slowly.
-    for name in ["public", "admin"] {
-        p.wait_log(&format!("{name} backed off to 1s"), |v| {
-            v["message"] == "accept failed; backing off"
-                && v["listener"] == name
-                && v["retry_in_ms"] == 1000
-        })
-        .await;
-    }
+    // The public accept loop runs out of descriptors and backs off to the
+    // longest pause: it keeps failing, but slowly. The admin loop may not
+    // fail at all: at its address's 16, each newcomer takes the place of
+    // one of that address's silent connections, whose descriptor it frees
+    // for the next accept (which loop gets a freed descriptor is timing).
+    p.wait_log("public backed off to 1s", |v| {
+        v["message"] == "accept failed; backing off"
+            && v["listener"] == "public"
+            && v["retry_in_ms"] == 1000
+    })
+    .await;
     let cpu_during = cpu_ticks(p.pid()) - cpu_before;
     drop(flood);
     wait_until(WAIT, "both listeners answer after the flood", answers).await;
@@ -119,7 +120,10 @@ async fn flood_beyond_the_fd_limit_backs_off_and_recovers() {
     }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     for (name, errors) in errors {
-        assert!(errors > 0, "{name}: the flood never exhausted descriptors");
+        assert!(
+            errors > 0 || name == "admin",
+            "{name}: the flood never exhausted descriptors"
+        );
         assert!(
             errors <= elapsed_ms / 10 + 1,
             "{name}: {errors} failed accepts in {elapsed_ms} ms: the accept loop spun"
