@@ -118,3 +118,15 @@ pub fn is_root() -> bool {
         .output()
         .is_ok_and(|o| o.stdout == b"0\n")
 }
+
+/// `conn`, evicted for a newcomer, is closed with nothing (more) sent: its
+/// end comes (a reset is an end too), and no byte before it.
+pub async fn evicted_unanswered(conn: &mut tokio::net::TcpStream) {
+    let mut rest = Vec::new();
+    let _ = within_deadline(
+        "the evicted connection's close",
+        conn.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}

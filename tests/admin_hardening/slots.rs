@@ -125,13 +125,7 @@ async fn a_request_being_served_is_not_evicted() {
     let reply = reply.expect("/healthz answered while every admin slot is taken");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     // The idle connection accepted first made room: closed, nothing sent.
-    let mut rest = Vec::new();
-    let _ = within_deadline(
-        "the evicted connection's close",
-        idle[0].read_to_end(&mut rest),
-    )
-    .await;
-    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    evicted_unanswered(&mut idle[0]).await;
     // The request in flight goes on: its body, then its answer.
     busy.write_all(b"{}").await.unwrap();
     let mut answer = Vec::new();
@@ -353,13 +347,7 @@ async fn a_probe_is_answered_while_its_own_address_holds_16_idle_connections() {
     let reply = reply.expect("/healthz answered while its address holds 16 idle connections");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
     // The connection idle longest made room: closed, nothing more sent.
-    let mut rest = Vec::new();
-    let _ = within_deadline(
-        "the evicted connection's close",
-        idle[0].read_to_end(&mut rest),
-    )
-    .await;
-    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    evicted_unanswered(&mut idle[0]).await;
 }
 
 /// An editor's `POST /api/v1/certs/validate` from `from` whose 2-byte body
