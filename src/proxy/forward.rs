@@ -213,10 +213,6 @@ impl Upstream {
         // HTTP/1.1 is what both an h1 and an h2 upstream connection take.
         *req.version_mut() = Version::HTTP_11;
 
-        // A small body read whole first is bounded by `request_timeout`
-        // too, so a client trickling it within `body_read_timeout` each
-        // time is still cut.
-        let reading_until = tokio::time::Instant::now() + self.config.request_timeout;
         let (mut parts, body) = req.into_parts();
         // The access log counts the request body's bytes as they are read.
         let counted = parts.extensions.remove::<BytesIn>();
@@ -227,7 +223,9 @@ impl Upstream {
             // Boxed: only requests with a small body wait here, and the
             // read would grow every request's future.
             let read = Box::pin(buffer::read_whole(body, ctx.body_read_timeout, counted));
-            match tokio::time::timeout_at(reading_until, read).await {
+            // Bounded by `request_timeout` too (its clock read only here), so
+            // a client trickling it within `body_read_timeout` each time is cut.
+            match tokio::time::timeout(self.config.request_timeout, read).await {
                 // `Expect` went with the rewrite: the body goes whole.
                 Ok(Ok(whole)) => {
                     // Read to its end: nothing is left for hyper to drain.
