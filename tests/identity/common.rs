@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -117,16 +116,7 @@ impl Pki {
         let mut bits = vec![0];
         bits.extend(self.issuer.key().sign(&tbs).unwrap());
         let der = der_encode(0x30, &[tbs, alg.to_vec(), der_encode(0x03, &bits)].concat());
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|l| std::str::from_utf8(l).unwrap())
-            .collect();
-        let pem = format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            lines.join("\n")
-        );
+        let pem = certificate_pem(&der);
         Client {
             pair: TestPair {
                 cert_pem: format!("{pem}{}", self.intermediate_pem),

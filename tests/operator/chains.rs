@@ -461,18 +461,3 @@ async fn a_leaf_with_a_same_named_intermediate_of_another_key_is_served() {
     let last = last_reload(api).await;
     assert_eq!(served().await, next.fingerprint, "not served: {last}");
 }
-
-/// `der` as a PEM certificate, 64 characters a line.
-fn certificate_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let text = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = text
-        .as_bytes()
-        .chunks(64)
-        .map(|l| std::str::from_utf8(l).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
-}

@@ -494,7 +494,7 @@ fn a_leaf_that_does_not_verify_against_its_issuer_in_the_file_is_waited_on() {
     assert!(load_pair(&d, &cert.pem(), &key.serialize_pem()).is_ok());
     let mut der = cert.der().to_vec();
     *der.last_mut().unwrap() ^= 1;
-    let bad = certificate_pem(&der);
+    let bad = pem("CERTIFICATE", &der);
     let e = load_pair(&d, &bad, &key.serialize_pem()).unwrap_err();
     assert!(matches!(e, MaterialError::BadSignature { .. }), "{e}");
     assert_eq!(e.step(), Some(Step::Partial));
@@ -508,21 +508,6 @@ fn a_leaf_that_does_not_verify_against_its_issuer_in_the_file_is_waited_on() {
         .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
         .unwrap();
     assert!(load_pair(&d, &leaf.pem(), &leaf_key.serialize_pem()).is_ok());
-}
-
-/// `der` as a PEM certificate.
-fn certificate_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let text = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = text
-        .as_bytes()
-        .chunks(64)
-        .map(|l| std::str::from_utf8(l).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
 }
 
 /// A self-signed leaf without an authority key identifier (Go's
