@@ -310,6 +310,16 @@ mod tests {
         config::parse(&yaml, &file).unwrap()
     }
 
+    /// The file's roots narrowed to `pki/narrow` by a reload, applied once
+    /// this returns (the reloader's queue runs in order).
+    async fn narrow_the_roots(handle: &crate::reload::Handle, d: &Path) {
+        config(d, "pki/narrow");
+        handle.send(Command::Changed(Subject::Config));
+        handle.call(|_| ()).await.unwrap();
+        let roots = paths::roots(&handle.shared.config.load());
+        assert_eq!(roots, [d.join("pki/narrow")], "the reload was applied");
+    }
+
     /// The real reloader on `config(dir, "pki")` (`pki/narrow` made, for a
     /// reload to narrow the roots to), and the spec of a ca-bundle entry
     /// `id` naming `pki/ca.crt`, allowed under those roots and not under
@@ -389,12 +399,7 @@ mod tests {
             std::task::Poll::Ready(validation.as_mut().poll(cx).is_pending())
         });
         assert!(first.await, "waits for its turn");
-        config(d, "pki/narrow");
-        handle.send(Command::Changed(Subject::Config));
-        // The queue runs in order: the reload is applied once this returns.
-        handle.call(|_| ()).await.unwrap();
-        let roots = paths::roots(&handle.shared.config.load());
-        assert_eq!(roots, [d.join("pki/narrow")], "the reload was applied");
+        narrow_the_roots(&handle, d).await;
         drop(turn);
 
         let (status, body) = validation.await.expect_err("read a file the roots forbid");
@@ -441,12 +446,7 @@ mod tests {
                 std::task::Poll::Ready(validation.as_mut().poll(cx).is_pending())
             });
             assert!(first.await, "waits for a blocking thread");
-            config(d, "pki/narrow");
-            handle.send(Command::Changed(Subject::Config));
-            // The queue runs in order: the reload is applied once this returns.
-            handle.call(|_| ()).await.unwrap();
-            let roots = paths::roots(&handle.shared.config.load());
-            assert_eq!(roots, [d.join("pki/narrow")], "the reload was applied");
+            narrow_the_roots(&handle, d).await;
             release.send(()).unwrap();
             blocker.await.unwrap();
 
