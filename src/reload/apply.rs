@@ -74,17 +74,25 @@ impl Reloader {
         // moment, bounded by settle_timeout; an empty file is never applied.
         // A missing file is a writer at work too (`rm` then `cp`, a
         // symlink swapped in two steps), waited on like a missing entry
-        // file before it counts as rejected.
+        // file before it counts as rejected. So is an empty one: a
+        // truncate whose mtime reads as old (a coarse clock, a host that
+        // lags, `cp -p` setting the source's) passed the quiet check, and
+        // the write that followed a moment later found it rejected.
         let now = Instant::now();
         let checked = std::fs::metadata(&path);
-        let wait = match &checked {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(CONFIG_MISSING_RETRY),
-            Err(_) => None,
-            Ok(meta) => self.config_wait(meta, now),
+        let (wait, waiting_for) = match &checked {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (Some(CONFIG_MISSING_RETRY), Some("missing"))
+            }
+            Err(_) => (None, None),
+            Ok(meta) if meta.len() == 0 => (Some(CONFIG_MISSING_RETRY), Some("empty")),
+            Ok(meta) => (self.config_wait(meta, now), None),
         };
         if let Some(wait) = wait {
-            if wait == CONFIG_MISSING_RETRY && self.config_unsettled_since.is_none() {
-                debug!(target: LOG, path = %shown, settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration file missing; waiting for the writer until settle_timeout");
+            if let Some(state) = waiting_for
+                && self.config_unsettled_since.is_none()
+            {
+                debug!(target: LOG, path = %shown, settle_timeout_ms = self.config.watch.settle_timeout.as_millis() as u64, "configuration file {state}; waiting for the writer until settle_timeout");
             }
             let since = *self.config_unsettled_since.get_or_insert(now);
             if now.duration_since(since) < self.config.watch.settle_timeout {

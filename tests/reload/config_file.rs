@@ -151,6 +151,46 @@ async fn a_briefly_missing_config_file_is_waited_for() {
     assert_serves(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
 }
 
+/// An empty configuration file is a truncating writer at work even when
+/// its mtime reads as old (a coarse or lagging clock, `cp -p` setting the
+/// source's): waited on until settle_timeout like a missing one, not
+/// rejected at once. Before, the quiet check trusted the mtime alone and
+/// the write that followed a moment later found a rejection logged (seen
+/// in CI: a test's in-place write raced the watch).
+#[tokio::test]
+async fn an_empty_config_file_with_an_old_mtime_is_waited_for() {
+    let s = Scene::new();
+    let ca = TestCa::new("ca");
+    let (_, b) = pairs_a_and_b(&s, &ca);
+    let cfg = s.config(&base_config("a.crt", "a.key", ""));
+    let (mut p, addr) = serve(&cfg).await;
+    write(&cfg, "");
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&cfg)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let waited = "configuration file empty; waiting for the writer until settle_timeout";
+    let rejection = "configuration rejected; the running configuration stays";
+    let seen = p
+        .wait_log("the empty file waited for or rejected", |v| {
+            v["message"] == waited || v["message"] == rejection
+        })
+        .await;
+    assert_eq!(seen["message"], waited, "{seen}");
+    write(&cfg, &base_config("b.crt", "b.key", ""));
+    until_served(addr, "localhost", &ca.cert_pem, &b.fingerprint).await;
+    assert!(
+        !p.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["message"] == rejection),
+        "rejected while the writer was at work"
+    );
+}
+
 /// A configuration file whose mtime is in the future (a host ahead in time:
 /// `rsync -t`, `cp -p`, `tar x`, clock skew on a network filesystem) is
 /// applied like any other, not deferred as a writer at work until its mtime
