@@ -103,8 +103,8 @@ pub fn run() -> ExitCode {
             crate::errln!("cannot start the demo echo backend on {backend}: {e}");
             return ExitCode::FAILURE;
         }
-        print_instructions(&config, &pki);
-        crate::server::serve(config).await
+        let shown = instructions_for(&config, &pki);
+        crate::server::serve_then(config, || crate::outln!("{shown}")).await
     });
     crate::server::finish(rt);
     code
@@ -163,7 +163,8 @@ fn server_names(pki: &Path) -> Vec<String> {
         .collect()
 }
 
-fn print_instructions(config: &Config, pki: &Path) {
+/// What the demo prints once it serves: [`instructions`] for `config`.
+fn instructions_for(config: &Config, pki: &Path) -> String {
     let port = config
         .listeners
         .first()
@@ -174,7 +175,7 @@ fn print_instructions(config: &Config, pki: &Path) {
         .as_ref()
         .map(|a| a.bind.to_string())
         .unwrap_or_else(|| "127.0.0.1:9901".into());
-    crate::outln!("{}", instructions(port, pki, &admin).join("\n"));
+    instructions(port, pki, &admin).join("\n")
 }
 
 /// What the demo tells the operator, the commands to paste included.

@@ -69,6 +69,14 @@ pub fn finish(rt: tokio::runtime::Runtime) {
 /// Serve `config` on the current runtime until a termination signal and
 /// the drain after it; [`finish`] ends the rest.
 pub async fn serve(config: Config) -> ExitCode {
+    serve_then(config, || {}).await
+}
+
+/// [`serve`], calling `ready` once every listener and the admin API are
+/// bound, and not at all when one cannot be: the demo's commands to try
+/// come then (printed before, a port already taken had them printed, with
+/// "Ctrl-C stops it", above the error of a demo that was exiting).
+pub async fn serve_then(config: Config, ready: impl FnOnce()) -> ExitCode {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let drain = Arc::new(Drain::new(
         config.runtime.shutdown_grace,
@@ -119,6 +127,7 @@ pub async fn serve(config: Config) -> ExitCode {
             }
         }
     }
+    ready();
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -424,3 +424,41 @@ async fn demo_commands_paste_as_the_paths_they_name() {
     // And the files it names are the demo's.
     assert!(Path::new(&file("ca.crt")).is_file());
 }
+
+/// A demo whose listener cannot bind (another process holds the port)
+/// exits saying so, and tells the operator nothing to try. It printed
+/// "try it: curl ... https://localhost:8443/hello" and "Ctrl-C stops it"
+/// before it bound anything, then the bind error after them: the commands
+/// it suggested reached whatever held the port, or nothing.
+#[tokio::test]
+async fn demo_that_cannot_bind_suggests_no_commands() {
+    let scene = Scene::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let yaml =
+        demo_yaml(&free_echo()).replace("bind: 127.0.0.1:0", &format!("bind: 127.0.0.1:{port}"));
+    write(&scene.path("config.yaml"), &yaml);
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hotproxy"))
+        .arg("demo")
+        .current_dir(scene.dir.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the demo exits")
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot bind 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("curl") && !stdout.contains("Ctrl-C"),
+        "commands suggested for a demo that did not start:\n{stdout}"
+    );
+    drop(taken);
+}
