@@ -46,7 +46,7 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
-    /// Run the proxy from ./config.yaml in front of a built-in mTLS echo backend.
+    /// Run the proxy from ./config.yaml (else the source tree's) in front of a built-in mTLS echo backend.
     Demo {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
